@@ -1,0 +1,221 @@
+"""Validation of user data into float arrays, coordinates and frequency weights.
+
+Every public entry point validates its data here, once; errors name the argument, what was expected and
+what came. The caller's objects are never modified: the arrays returned are fresh copies.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from mixflow.warnings import ConstantFeatureWarning
+
+__all__ = ["Data", "validate_data", "validate_weights"]
+
+_MAX_ROWS_NAMED = 5
+
+
+@dataclass(frozen=True)
+class Data:
+    """Validated data: a float array with its coordinates and frequency weights.
+
+    Attributes
+    ----------
+    values : ndarray of shape (n_obs, n_features)
+        The observations as float64, a private copy.
+    features : ndarray of shape (n_features,)
+        Feature names (object dtype strings).
+    obs : ndarray of shape (n_obs,)
+        Observation labels (the DataFrame index when it is unique, else 0..n_obs-1).
+    weights : ndarray of shape (n_obs,) or None
+        Frequency weights, or None when every observation counts once.
+    """
+
+    values: np.ndarray
+    features: np.ndarray
+    obs: np.ndarray
+    weights: np.ndarray | None
+
+    @property
+    def n_obs(self) -> int:
+        """Number of rows."""
+        return self.values.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        """Number of columns."""
+        return self.values.shape[1]
+
+    @property
+    def frequency(self) -> np.ndarray:
+        """Frequency weights, ones where none were given, shape (n_obs,)."""
+        return np.ones(self.n_obs) if self.weights is None else self.weights
+
+    @property
+    def total_weight(self) -> float:
+        """Effective number of observations (sum of the frequency weights)."""
+        return float(self.frequency.sum())
+
+
+def _describe(value) -> str:
+    kind = type(value).__name__
+    shape = getattr(value, "shape", None)
+    return f"{kind} of shape {shape}" if shape is not None else kind
+
+
+def _obs_labels(index) -> np.ndarray:
+    if index is not None and index.is_unique and (
+        pd.api.types.is_integer_dtype(index) or pd.api.types.is_string_dtype(index)
+    ):
+        values = index.to_numpy()
+        return values.astype(object) if pd.api.types.is_string_dtype(index) else values.astype(np.int64)
+    return None
+
+
+def _to_frame(data, name: str) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """Turn any accepted input into a DataFrame (features as columns) and the obs labels."""
+    if isinstance(data, pd.Series):
+        data = data.to_frame()
+    if isinstance(data, pd.DataFrame):
+        return data, _obs_labels(data.index)
+    if isinstance(data, xr.Dataset):
+        return _to_frame(data.to_dataframe(), name)
+    if isinstance(data, xr.DataArray):
+        if data.ndim == 1:
+            return pd.DataFrame({str(data.name or "x"): data.values}), None
+        if data.ndim == 2:
+            feature_dim = "feature" if "feature" in data.dims else data.dims[1]
+            data = data.transpose(..., feature_dim)
+            columns = data[feature_dim].values if feature_dim in data.coords else range(data.shape[1])
+            return pd.DataFrame(data.values, columns=[str(c) for c in columns]), None
+        raise ValueError(f"{name}: expected a 1-D or 2-D DataArray, got {data.ndim} dimensions {data.dims}")
+    if isinstance(data, list | tuple):
+        data = np.asarray(data)
+    if isinstance(data, np.ndarray):
+        if data.ndim == 1:
+            data = data[:, None]
+        if data.ndim != 2:
+            raise ValueError(f"{name}: expected a 1-D or 2-D array, got an array of shape {data.shape}")
+        return pd.DataFrame(data, columns=[f"x{j}" for j in range(data.shape[1])]), None
+    raise TypeError(
+        f"{name}: expected a numpy array, pandas DataFrame/Series or xarray DataArray/Dataset, "
+        f"got {_describe(data)}"
+    )
+
+
+def _numeric_values(frame: pd.DataFrame, name: str) -> np.ndarray:
+    bad = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if not bad and frame.shape[1]:
+        bad = [str(c) for c in frame.columns if pd.api.types.is_bool_dtype(frame[c])]
+    if bad:
+        raise TypeError(f"{name}: expected numeric columns, got non-numeric column(s) {bad}")
+    return frame.to_numpy(dtype=np.float64, copy=True)
+
+
+def _check_finite(values: np.ndarray, row_labels, name: str) -> None:
+    bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    if bad_rows.size:
+        shown = [row_labels[i] for i in bad_rows[:_MAX_ROWS_NAMED]]
+        more = f" and {bad_rows.size - _MAX_ROWS_NAMED} more" if bad_rows.size > _MAX_ROWS_NAMED else ""
+        raise ValueError(
+            f"{name}: expected finite values, got NaN or infinite values in {bad_rows.size} row(s): "
+            f"{shown}{more}"
+        )
+
+
+def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray | None:
+    """Check frequency weights: 1-D, length n_obs, finite, non-negative, not all zero.
+
+    Parameters
+    ----------
+    weights : array-like of shape (n_obs,) or None
+    n_obs : int
+    name : str
+        Argument name used in error messages.
+
+    Returns
+    -------
+    ndarray of shape (n_obs,) or None
+        A float64 copy.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, pd.Series | xr.DataArray):
+        weights = weights.to_numpy()
+    try:
+        array = np.array(weights, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name}: expected numbers, got {_describe(weights)}") from error
+    if array.shape != (n_obs,):
+        raise ValueError(f"{name}: expected shape ({n_obs},) to match the data, got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: expected finite values, got NaN or infinite at rows "
+                         f"{np.flatnonzero(~np.isfinite(array))[:_MAX_ROWS_NAMED].tolist()}")
+    if (array < 0).any():
+        raise ValueError(f"{name}: expected non-negative values, got negative values at rows "
+                         f"{np.flatnonzero(array < 0)[:_MAX_ROWS_NAMED].tolist()}")
+    if not array.any():
+        raise ValueError(f"{name}: expected at least one positive weight, got all zeros")
+    return array
+
+
+def validate_data(data, *, weights=None, name: str = "data", features=None, warn_constant: bool = True) -> Data:
+    """Validate user data into a :class:`Data`.
+
+    Parameters
+    ----------
+    data : array-like of shape (n_obs,) or (n_obs, n_features), DataFrame, Series, DataArray or Dataset
+        One row per observation; a 1-D array is one feature. DataFrame column names become the
+        ``feature`` coordinate.
+    weights : array-like of shape (n_obs,), optional
+        Frequency weights.
+    name : str
+        Argument name used in error messages.
+    features : sequence of str, optional
+        The feature names the data must have (when predicting with a fitted model).
+    warn_constant : bool, default True
+        Warn about features that take a single value.
+
+    Returns
+    -------
+    Data
+    """
+    frame, obs = _to_frame(data, name)
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"{name}: expected at least one row and one column, got shape {frame.shape}")
+    if features is not None:
+        frame = _match_features(frame, features, name)
+    values = _numeric_values(frame, name)
+    row_labels = obs if obs is not None else np.arange(len(frame))
+    _check_finite(values, row_labels, name)
+    names = np.array([str(c) for c in frame.columns], dtype=object)
+    constant = [names[j] for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0]
+    if constant and warn_constant and values.shape[0] > 1:
+        warnings.warn(
+            f"{name}: feature(s) {constant} take a single value; their variance is zero and a Gaussian "
+            "fit will lean on the covariance floor or the prior",
+            ConstantFeatureWarning,
+            stacklevel=3,
+        )
+    return Data(
+        values=values,
+        features=names,
+        obs=row_labels if obs is not None else np.arange(len(frame), dtype=np.int64),
+        weights=validate_weights(weights, values.shape[0]),
+    )
+
+
+def _match_features(frame: pd.DataFrame, features, name: str) -> pd.DataFrame:
+    """Put named columns in the fitted order; unnamed (array) input must have the right count."""
+    expected = [str(f) for f in features]
+    frame = frame.rename(columns=str)
+    columns = list(frame.columns)
+    if all(c == f"x{j}" for j, c in enumerate(columns)) and len(columns) == len(expected):
+        return frame.set_axis(expected, axis=1)
+    missing = [f for f in expected if f not in columns]
+    if missing:
+        raise ValueError(f"{name}: expected features {expected}, got {columns} (missing {missing})")
+    return frame[expected]

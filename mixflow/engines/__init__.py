@@ -1,0 +1,1 @@
+"""Inference engines: each turns (model, data) into plain dicts of arrays with dims."""

@@ -1,0 +1,246 @@
+"""The EM engine: maximum likelihood or MAP for any family, with restarts, history and diagnostics.
+
+The loop is the textbook one: E-step, objective, convergence test, M-step. The objective is the
+log-likelihood (MLE) or the log posterior density (MAP); it never decreases.
+"""
+
+import json
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mixflow.engines.em_steps import Pass, chunk_rows, data_pass, weights_step
+from mixflow.families.base import dirichlet_log_density
+from mixflow.kmeans import kmeans_plusplus, lloyd, squared_distances
+from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
+
+__all__ = ["EMOptions", "fit_em", "initial_parameters", "objective"]
+
+_EPS_COUNT = 10 * np.finfo(float).eps
+_INIT_METHODS = ("kmeans", "kmeans++", "random")
+
+
+@dataclass(frozen=True)
+class EMOptions:
+    """Options of the EM engine (validated by :func:`mixflow.fit`)."""
+
+    map: bool = False
+    n_init: int = 5
+    init: object = "kmeans"
+    tol: float = 1e-8
+    max_iter: int = 1000
+    trim: float | None = None
+    chunk_size: int | None = None
+
+
+@dataclass
+class Run:
+    """One EM run from one start."""
+
+    params: dict
+    history_log_likelihood: list = field(default_factory=list)
+    history_objective: list = field(default_factory=list)
+    converged: bool = False
+    collapsed: set = field(default_factory=set)
+    active: np.ndarray | None = None
+
+    @property
+    def n_iter(self) -> int:
+        return len(self.history_objective) - 1
+
+
+def objective(model, params: dict, log_likelihood: float, prior, active: np.ndarray) -> float:
+    """Log-likelihood (``prior`` None) or log posterior density: + log Dirichlet + log component prior."""
+    if prior is None:
+        return log_likelihood
+    return (log_likelihood + dirichlet_log_density(params["weights"], prior.concentration[active])
+            + model.log_prior(params, prior))
+
+
+def _m_step(model, step: Pass, prepared, prior, active) -> tuple[dict, list[int]]:
+    counts = step.counts + _EPS_COUNT
+    components, collapsed = model.m_step(counts, step.statistics, prepared, prior)
+    weights = weights_step(counts, None if prior is None else prior.concentration[active])
+    return {"weights": weights, **components}, collapsed
+
+
+def _statistics_from_responsibilities(model, resp: np.ndarray, prepared, rows: int) -> Pass:
+    counts, statistics = 0.0, None
+    for start in range(0, prepared.n_obs, rows):
+        chunk = prepared.rows(start, start + rows)
+        weighted = resp[start:start + rows] * chunk.weights[:, None]
+        chunk_stats = model.statistics(weighted, chunk, model.chunk_features(chunk))
+        counts = counts + weighted.sum(axis=0)
+        statistics = chunk_stats if statistics is None else {k: statistics[k] + v for k, v in chunk_stats.items()}
+    return Pass(np.nan, np.asarray(counts), statistics, np.nan)
+
+
+def initial_responsibilities(model, prepared, how: str, rng: np.random.Generator) -> np.ndarray:
+    """Starting responsibilities: hard k-means (k-means++ seeds then Lloyd), k-means++ seeds, or random."""
+    k = model.n_components
+    if how == "random":
+        resp = rng.uniform(size=(prepared.n_obs, k))
+        return resp / resp.sum(axis=1, keepdims=True)
+    points = model.init_points(prepared)
+    seeds = kmeans_plusplus(points, k, rng, prepared.weights)
+    if how == "kmeans":
+        labels, _, _ = lloyd(points, seeds, prepared.weights)
+    else:
+        labels = np.argmin(squared_distances(points, seeds), axis=1)
+    return np.eye(k)[labels]
+
+
+def initial_parameters(model, prepared, how, rng, prior, rows) -> dict:
+    """Parameters to start EM from: given by the user, or one M-step from initial responsibilities."""
+    if isinstance(how, dict):
+        return how
+    resp = initial_responsibilities(model, prepared, how, rng)
+    step = _statistics_from_responsibilities(model, resp, prepared, rows)
+    params, _ = _m_step(model, step, prepared, prior, np.arange(model.n_components))
+    return params
+
+
+def _trim(params: dict, active: np.ndarray, threshold: float, model, features) -> tuple[dict, np.ndarray]:
+    keep = np.flatnonzero(params["weights"] >= threshold)
+    if keep.size == params["weights"].size or keep.size == 0:
+        return params, active
+    trimmed = model.permute(params, keep, features)
+    trimmed["weights"] = trimmed["weights"] / trimmed["weights"].sum()
+    return trimmed, active[keep]
+
+
+def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, features) -> Run:
+    """EM from one start until the relative change of the objective is below ``tol``."""
+    active = np.arange(start["weights"].size)
+    run = Run(params=start, active=active)
+    step = data_pass(model, start, prepared, rows)
+    run.history_log_likelihood.append(step.log_likelihood)
+    run.history_objective.append(objective(model, start, step.log_likelihood, prior, active))
+    for _ in range(options.max_iter):
+        params, collapsed = _m_step(model, step, prepared, prior, run.active)
+        run.collapsed.update(int(run.active[c]) for c in collapsed if c < run.active.size)
+        if options.trim is not None:
+            params, run.active = _trim(params, run.active, options.trim, model, features)
+        step = data_pass(model, params, prepared, rows)
+        value = objective(model, params, step.log_likelihood, prior, run.active)
+        previous = run.history_objective[-1]
+        run.params = params
+        run.history_log_likelihood.append(step.log_likelihood)
+        run.history_objective.append(value)
+        if abs(value - previous) <= options.tol * abs(value):
+            run.converged = True
+            break
+    return run
+
+
+def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
+    """Fit by EM with ``options.n_init`` restarts and return the ``/em`` groups as plain arrays.
+
+    Returns
+    -------
+    dict
+        ``{"attrs": {...}, "estimate": {name: (dims, array)}, "responsibilities": {...},
+        "sample_stats": {...}}``, components in canonical order.
+    """
+    prepared = model.prepare(data)
+    prior = model.resolve_prior(prepared)
+    prior_used = prior if options.map else None
+    rows = chunk_rows(data.n_obs, model.chunk_width(data.n_features), options.chunk_size)
+    features = data.features
+    user_start = isinstance(options.init, dict)
+    n_init = 1 if user_start else options.n_init
+    seeds = np.random.SeedSequence(random_seed).spawn(n_init)
+    runs = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        start = initial_parameters(model, prepared, options.init, rng, prior_used, rows)
+        runs.append(run_em(model, prepared, start, prior_used, options, rows, features))
+    finals = np.array([run.history_objective[-1] for run in runs])
+    best_index = int(np.nanargmax(finals))
+    best = runs[best_index]
+    _warn_about(best, options, model)
+    return _assemble(model, data, prepared, prior, options, runs, best_index, rows, features)
+
+
+def _warn_about(run: Run, options: EMOptions, model) -> None:
+    history = np.array(run.history_objective)
+    drops = np.diff(history) < -1e-9 * np.abs(history[1:]) - 1e-9
+    if drops.any() and not run.collapsed and options.trim is None:
+        warnings.warn(f"EM decreased its objective at iteration(s) {np.flatnonzero(drops)[:5].tolist()}",
+                      MixflowInternalWarning, stacklevel=3)
+    if run.collapsed:
+        names = sorted(run.collapsed)
+        which = "the tied covariance" if getattr(model, "covariance", None) == "tied" else f"component(s) {names}"
+        warnings.warn(
+            f"{which} collapsed (singular covariance): a floor of 1e-6 x the data variance was added. "
+            "The likelihood is unbounded there; use method='map' (the prior removes the singularity), "
+            "fewer components, or trim=... to drop tiny components.",
+            DegenerateComponentWarning, stacklevel=3)
+    if not run.converged:
+        warnings.warn(
+            f"EM did not converge in max_iter={options.max_iter} iterations (relative change of the "
+            f"objective above tol={options.tol}); increase max_iter, loosen tol, or try other starts.",
+            ConvergenceWarning, stacklevel=3)
+
+
+def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
+    length = max(len(getattr(run, attribute)) for run in runs)
+    out = np.full((len(runs), length), np.nan)
+    for i, run in enumerate(runs):
+        values = getattr(run, attribute)
+        out[i, :len(values)] = values
+    return out
+
+
+def _assemble(model, data, prepared, prior, options, runs, best_index, rows, features) -> dict:
+    best = runs[best_index]
+    order = model.canonical_order(best.params)
+    params = model.permute(best.params, order, features)
+    step, resp, _ = data_pass(model, params, prepared, rows, keep_responsibilities=True)
+    active = best.active[order]
+    n_active = active.size
+    n_parameters = model.n_parameters(data.n_features, n_active)
+    log_likelihood = step.log_likelihood
+    total = data.total_weight
+    bic = -2 * log_likelihood + n_parameters * np.log(total)
+    attrs = {
+        "method": "map" if options.map else "mle",
+        "log_likelihood": float(log_likelihood),
+        "n_iter": int(best.n_iter),
+        "converged": int(best.converged),
+        "n_parameters": int(n_parameters),
+        "n_observations": float(total),
+        "bic": float(bic),
+        "aic": float(-2 * log_likelihood + 2 * n_parameters),
+        "icl": float(bic + 2 * step.entropy),
+        "n_init": len(runs),
+        "best_restart": best_index,
+        "init": "user parameters" if isinstance(options.init, dict) else options.init,
+        "tol": float(options.tol),
+        "max_iter": int(options.max_iter),
+        "trim": -1.0 if options.trim is None else float(options.trim),
+        "collapsed_components": json.dumps(sorted(int(np.flatnonzero(active == c)[0]) for c in best.collapsed
+                                                  if c in active)),
+        "trimmed_components": int(model.n_components - n_active),
+        "prior": json.dumps(prior.to_dict()),
+    }
+    if options.map:
+        attrs["log_posterior"] = float(objective(model, params, log_likelihood, prior, active))
+    dims = model.parameter_dims(features)
+    sample_stats = {
+        "log_likelihood": (("restart", "iteration"), _history_array(runs, "history_log_likelihood")),
+        "final_log_likelihood": (("restart",), np.array([r.history_log_likelihood[-1] for r in runs])),
+        "final_objective": (("restart",), np.array([r.history_objective[-1] for r in runs])),
+        "n_iter": (("restart",), np.array([r.n_iter for r in runs], dtype=np.int64)),
+        "converged": (("restart",), np.array([r.converged for r in runs], dtype=bool)),
+    }
+    if options.map:
+        sample_stats["log_posterior"] = (("restart", "iteration"), _history_array(runs, "history_objective"))
+    return {
+        "attrs": attrs,
+        "estimate": {name: (dims[name], value) for name, value in params.items()},
+        "responsibilities": {"responsibilities": (("obs", "component"), resp)},
+        "sample_stats": sample_stats,
+        "n_active": n_active,
+    }

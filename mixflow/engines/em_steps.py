@@ -1,0 +1,119 @@
+"""One pass of EM over the data in chunks: the E-step and the M-step's sufficient statistics.
+
+The E-step of a chunk gives per-row log-likelihoods and responsibilities; the M-step needs only the sums
+over rows of responsibility-weighted statistics. Both are accumulated chunk by chunk in one pass, so
+memory is bounded by the chunk size, and the same reduction runs over the chunks of a Dask array.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Pass", "chunk_rows", "data_pass", "log_normalise", "weights_step"]
+
+_CHUNK_FLOATS = 2**21  # about 16 MB per temporary
+
+
+@dataclass
+class Pass:
+    """What one pass over the data accumulates.
+
+    Attributes
+    ----------
+    log_likelihood : float
+        Weighted sum over rows of log p(x_n).
+    counts : ndarray of shape (K,)
+        Weighted responsibility totals N_k.
+    statistics : dict
+        The family's sufficient statistics summed over chunks.
+    entropy : float
+        Weighted sum over rows of -sum_k r_nk log r_nk (for ICL).
+    """
+
+    log_likelihood: float
+    counts: np.ndarray
+    statistics: dict
+    entropy: float
+
+
+def chunk_rows(n_obs: int, width: int, chunk_size: int | None = None) -> int:
+    """Rows per chunk: ``chunk_size`` if given, else about 16 MB of temporaries of ``width`` columns."""
+    if chunk_size is not None:
+        return int(chunk_size)
+    return int(min(n_obs, max(256, _CHUNK_FLOATS // max(width, 1))))
+
+
+def log_normalise(log_joint: np.ndarray) -> np.ndarray:
+    """Turn log p(x_n, z_n = k), shape (m, K), into responsibilities in place; return log p(x_n).
+
+    A stable log-sum-exp over components: rows are shifted by their maximum before exponentiating.
+    """
+    peak = log_joint.max(axis=1)
+    finite_peak = np.where(np.isfinite(peak), peak, 0.0)
+    log_joint -= finite_peak[:, None]
+    np.exp(log_joint, out=log_joint)
+    total = log_joint.sum(axis=1)
+    log_joint /= total[:, None]
+    with np.errstate(divide="ignore"):
+        return finite_peak + np.log(total)
+
+
+def _entropy(resp: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(resp > 0, resp * np.log(resp), 0.0)
+    return -terms.sum(axis=1)
+
+
+def data_pass(model, params: dict, prepared, rows: int, *, keep_responsibilities: bool = False):
+    """One E-step over all chunks, accumulating the statistics of the next M-step.
+
+    Parameters
+    ----------
+    model : MixtureModel
+    params : dict
+        Current parameters, ``weights`` included.
+    prepared : Prepared
+    rows : int
+        Rows per chunk.
+    keep_responsibilities : bool
+        Also return the (n_obs, K) responsibilities and the (n_obs,) log p(x_n).
+
+    Returns
+    -------
+    Pass, or (Pass, responsibilities, log_density) when ``keep_responsibilities``.
+    """
+    constants = model.e_step_constants(params, prepared)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(params["weights"])
+    unit_weights = bool(np.all(prepared.weights == 1.0))
+    total, entropy, counts, statistics = 0.0, 0.0, 0.0, None
+    kept_resp, kept_log = [], []
+    for start in range(0, prepared.n_obs, rows):
+        chunk = prepared.rows(start, start + rows)
+        log_joint, features = model.log_density(constants, chunk)
+        log_joint += log_weights
+        log_px = log_normalise(log_joint)
+        resp = log_joint
+        if keep_responsibilities:
+            kept_resp.append(resp.copy())
+            kept_log.append(log_px)
+            entropy += float(chunk.weights @ _entropy(resp))
+        total += float(chunk.weights @ log_px)
+        if not unit_weights:
+            resp *= chunk.weights[:, None]
+        counts = counts + resp.sum(axis=0)
+        chunk_stats = model.statistics(resp, chunk, features)
+        statistics = chunk_stats if statistics is None else {
+            key: statistics[key] + value for key, value in chunk_stats.items()}
+    result = Pass(total, np.asarray(counts), statistics, entropy)
+    if keep_responsibilities:
+        return result, np.concatenate(kept_resp), np.concatenate(kept_log)
+    return result
+
+
+def weights_step(counts: np.ndarray, concentration: np.ndarray | None) -> np.ndarray:
+    """Mixing weights: N_k / N (MLE), or the Dirichlet posterior mode (MAP) clipped at zero."""
+    if concentration is None:
+        return counts / counts.sum()
+    mass = np.maximum(counts + concentration - 1.0, 0.0)
+    return mass / mass.sum()

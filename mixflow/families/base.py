@@ -1,0 +1,121 @@
+"""What every component family provides, and the parts of a mixture that do not depend on the family.
+
+A model is ``family + n_components + prior``: a small frozen dataclass. The family-specific numerics are
+pure functions in the family's own module; the model class only declares and dispatches. The EM engine
+talks to a model only through the methods listed in :class:`MixtureModel`.
+"""
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import gammaln
+
+__all__ = ["MixtureModel", "Prepared", "dirichlet_log_density", "model_from_json", "register_family"]
+
+_FAMILIES: dict[str, type] = {}
+
+
+def register_family(name: str):
+    """Class decorator: make a model class reachable from its JSON ``family`` key."""
+
+    def decorate(cls):
+        cls.family = name
+        _FAMILIES[name] = cls
+        return cls
+
+    return decorate
+
+
+def model_from_json(text: str) -> "MixtureModel":
+    """Rebuild a model from :meth:`MixtureModel.to_json`."""
+    spec = json.loads(text)
+    family = spec.pop("family", None)
+    if family not in _FAMILIES:
+        raise ValueError(f"text: expected a model JSON with family in {sorted(_FAMILIES)}, got {family!r}")
+    return _FAMILIES[family].from_dict(spec)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Row-aligned arrays a family works on, plus constants; sliced by rows into chunks.
+
+    Attributes
+    ----------
+    arrays : dict of str to ndarray
+        Arrays whose first axis is the observation axis.
+    weights : ndarray of shape (n_obs,)
+        Frequency weights (ones where none were given).
+    constants : dict
+        Anything not row-aligned (e.g. the centre the data were shifted by).
+    """
+
+    arrays: dict
+    weights: np.ndarray
+    constants: dict
+
+    @property
+    def n_obs(self) -> int:
+        """Number of rows."""
+        return self.weights.shape[0]
+
+    def rows(self, start: int, stop: int) -> "Prepared":
+        """The chunk of rows ``start:stop`` (views, no copies)."""
+        return Prepared({k: v[start:stop] for k, v in self.arrays.items()}, self.weights[start:stop],
+                        self.constants)
+
+
+def dirichlet_log_density(weights: np.ndarray, concentration: np.ndarray) -> float:
+    """Log density of a Dirichlet distribution, with ``0 * log 0 = 0`` where the concentration is 1.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_components,)
+    concentration : ndarray of shape (n_components,)
+    """
+    exponent = concentration - 1.0
+    with np.errstate(divide="ignore"):
+        log_w = np.log(weights)
+    terms = np.where(exponent == 0, 0.0, exponent * log_w)
+    return float(gammaln(concentration.sum()) - gammaln(concentration).sum() + terms.sum())
+
+
+class MixtureModel:
+    """Interface of a mixture model declaration (documentation of the seam; see GaussianMixture).
+
+    Subclasses are frozen dataclasses with at least ``n_components`` and ``prior`` and implement:
+
+    - ``parameter_dims(features)``: dict name -> dims, ``weights`` first;
+    - ``prepare(data)``: a :class:`Prepared` from validated :class:`mixflow.data.Data`;
+    - ``resolve_prior(data)``: the prior with every default filled in from the data;
+    - ``e_step_constants(params, prepared)`` and ``log_density(constants, chunk)``: the per-component
+      log density as an (n_rows, n_components) array plus cached features of the chunk;
+    - ``chunk_features(chunk)`` and ``chunk_width(n_features)``: per-chunk features shared by the E- and
+      M-steps, and the width of the widest per-row temporary (to size chunks);
+    - ``statistics(weighted_responsibilities, chunk, features)``: summable sufficient statistics;
+    - ``m_step(counts, statistics, prepared, prior)``: component parameters from the statistics (MLE when
+      ``prior`` is None, MAP otherwise), returning them and the indices of collapsed components;
+    - ``log_prior(params, prior)``: log density of the component parameters (weights excluded);
+    - ``init_points(prepared)``: points for k-means++ seeding;
+    - ``check_parameters(params, n_features)``: validation of user-given initial parameters;
+    - ``n_parameters(n_features, n_components=None)`` and ``sort_key(params)`` (the canonical component order).
+    """
+
+    n_components: int
+
+    def to_json(self) -> str:
+        """Serialise the declaration (family, n_components, options, prior) to JSON."""
+        return json.dumps({"family": self.family, **self.to_dict()}, sort_keys=True)
+
+    def permute(self, params: dict, order: np.ndarray, features) -> dict:
+        """Reorder every parameter that has a ``component`` dimension."""
+        dims = self.parameter_dims(features)
+        out = {}
+        for name, value in params.items():
+            axis = dims[name].index("component") if "component" in dims[name] else None
+            out[name] = value if axis is None else np.take(value, order, axis=axis)
+        return out
+
+    def canonical_order(self, params: dict) -> np.ndarray:
+        """Permutation putting components in ascending order of :meth:`sort_key` (stable)."""
+        return np.argsort(self.sort_key(params), kind="stable")

@@ -1,0 +1,213 @@
+"""Gaussian mixture numerics: E-step densities, sufficient statistics and M-steps per covariance type.
+
+Everything works on data shifted by a fixed centre ``c`` (the weighted data mean), which keeps the
+one-pass second moments accurate. For a chunk ``z = x - c`` of shape (m, d):
+
+- the per-component log densities come from one matrix product for all components: the quadratic form
+  ``z' P_k z`` is ``outer(z) @ A`` where ``outer(z)`` holds the d(d+1)/2 products ``z_i z_j`` (i <= j);
+- the M-step second moments are ``R' @ outer(z)``, one product of weighted responsibilities and the
+  same chunk features, so each chunk's features are formed once per iteration and used by both steps.
+
+Parameters: ``mu`` (K, d) in data coordinates, and ``covariance`` (K, d, d) for "full", (d, d) for
+"tied", ``variance`` (K, d) for "diag", (K,) for "spherical".
+"""
+
+import numpy as np
+from scipy import linalg
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "e_step_constants",
+    "log_density",
+    "m_step",
+    "statistics",
+]
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+LOG_2PI = np.log(2 * np.pi)
+
+
+def packed_indices(d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the upper triangle (i <= j) of a d x d matrix."""
+    return np.triu_indices(d)
+
+
+def pack_symmetric(matrices: np.ndarray) -> np.ndarray:
+    """(..., d, d) symmetric matrices to (..., d(d+1)/2) upper-triangle vectors."""
+    rows, cols = packed_indices(matrices.shape[-1])
+    return matrices[..., rows, cols]
+
+
+def unpack_symmetric(packed: np.ndarray, d: int) -> np.ndarray:
+    """(..., d(d+1)/2) upper-triangle vectors back to (..., d, d) symmetric matrices."""
+    rows, cols = packed_indices(d)
+    out = np.zeros(packed.shape[:-1] + (d, d))
+    out[..., rows, cols] = packed
+    out[..., cols, rows] = packed
+    return out
+
+
+def outer_features(z: np.ndarray) -> np.ndarray:
+    """Products z_i z_j for i <= j, shape (m, d(d+1)/2)."""
+    rows, cols = packed_indices(z.shape[1])
+    return z[:, rows] * z[:, cols]
+
+
+def _precision_and_logdet(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision matrices and log determinants of (K, d, d) SPD covariances via Cholesky."""
+    d = covariances.shape[-1]
+    precisions = np.empty_like(covariances)
+    logdets = np.empty(covariances.shape[0])
+    for k, cov in enumerate(covariances):
+        factor = linalg.cho_factor(cov, lower=True, check_finite=False)
+        precisions[k] = linalg.cho_solve(factor, np.eye(d), check_finite=False)
+        logdets[k] = 2.0 * np.log(np.diag(factor[0])).sum()
+    return precisions, logdets
+
+
+def e_step_constants(covariance_type: str, params: dict, center: np.ndarray) -> dict:
+    """Per-iteration quantities of the E-step, computed once from the parameters.
+
+    Returns a dict with ``quad`` (the matrix mapping chunk features to quadratic forms), ``linear``
+    (d, K), and ``offset`` (K,) such that the log density is
+    ``-0.5 * (features @ quad - 2 z @ linear + offset)``.
+    """
+    mu = params["mu"] - center
+    n_components, d = mu.shape
+    if covariance_type in ("full", "tied"):
+        cov = params["covariance"]
+        covs = cov if covariance_type == "full" else cov[None]
+        precisions, logdets = _precision_and_logdet(covs)
+        weights = 2.0 - np.eye(d)[packed_indices(d)]  # off-diagonal products appear twice
+        quad = (pack_symmetric(precisions) * weights).T  # (T, K) or (T, 1)
+        linear = np.einsum("kij,kj->ik", np.broadcast_to(precisions, (n_components, d, d)), mu)
+        offset = np.einsum("ik,ki->k", linear, mu)
+        logdets = np.broadcast_to(logdets, (n_components,))
+    elif covariance_type == "diag":
+        inverse = 1.0 / params["variance"]
+        quad = inverse.T
+        linear = (mu * inverse).T
+        offset = (mu * mu * inverse).sum(axis=1)
+        logdets = np.log(params["variance"]).sum(axis=1)
+    else:
+        inverse = 1.0 / params["variance"]
+        quad = inverse[None, :]
+        linear = (mu * inverse[:, None]).T
+        offset = (mu * mu).sum(axis=1) * inverse
+        logdets = d * np.log(params["variance"])
+    return {"quad": quad, "linear": linear, "offset": offset + logdets + d * LOG_2PI}
+
+
+def chunk_features(covariance_type: str, z: np.ndarray) -> np.ndarray:
+    """Second-order features of a chunk shared by the E- and M-steps."""
+    if covariance_type in ("full", "tied"):
+        return outer_features(z)
+    if covariance_type == "diag":
+        return z * z
+    return np.einsum("ij,ij->i", z, z)[:, None]
+
+
+def log_density(covariance_type: str, constants: dict, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log N(x | mu_k, Sigma_k) for a chunk, shape (m, K), and the chunk's second-order features."""
+    features = chunk_features(covariance_type, z)
+    out = z @ constants["linear"]
+    out *= -2.0
+    out += features @ constants["quad"]  # (m, K), or (m, 1) when tied
+    out += constants["offset"]
+    out *= -0.5
+    return out, features
+
+
+def statistics(covariance_type: str, weighted_resp: np.ndarray, z: np.ndarray, features: np.ndarray) -> dict:
+    """Summable sufficient statistics of a chunk: first and second moments per component."""
+    first = weighted_resp.T @ z
+    if covariance_type == "tied":
+        second = weighted_resp.sum(axis=1) @ features  # the pooled second moment
+    else:
+        second = weighted_resp.T @ features
+    return {"first": first, "second": second}
+
+
+def m_step(covariance_type: str, counts: np.ndarray, stats: dict, center: np.ndarray, prior) -> dict:
+    """Component parameters from sufficient statistics: MLE when ``prior`` is None, else MAP.
+
+    Parameters
+    ----------
+    counts : ndarray of shape (K,)
+        Weighted responsibility totals N_k.
+    stats : dict
+        ``first`` (K, d) and ``second`` as returned by :func:`statistics` summed over chunks.
+    center : ndarray of shape (d,)
+        The shift applied to the data.
+    prior : ResolvedGaussianPrior or None
+    """
+    d = center.shape[0]
+    means = stats["first"] / counts[:, None]  # shifted coordinates
+    if covariance_type == "full":
+        scatter = unpack_symmetric(stats["second"], d) - counts[:, None, None] * np.einsum("ki,kj->kij", means, means)
+    elif covariance_type == "tied":
+        scatter = unpack_symmetric(stats["second"], d) - np.einsum("k,ki,kj->ij", counts, means, means)
+    elif covariance_type == "diag":
+        scatter = stats["second"] - counts[:, None] * means**2
+    else:
+        scatter = stats["second"][:, 0] - counts * (means**2).sum(axis=1)
+    if prior is None:
+        return _mle(covariance_type, counts, means, scatter, center)
+    return _map(covariance_type, counts, means, scatter, center, prior)
+
+
+def floor_variances(covariance_type: str, params: dict, floor: np.ndarray) -> tuple[dict, list[int]]:
+    """Lift collapsed (near-singular) covariances to a floor; return the indices of those lifted.
+
+    ``floor`` (d,) is a small fraction of the data's per-feature variance. A full/tied covariance whose
+    smallest eigenvalue (relative to the floor) is below it gets ``floor`` added to its diagonal.
+    """
+    if covariance_type in ("diag", "spherical"):
+        variance = params["variance"]
+        low = variance < (floor if covariance_type == "diag" else floor.mean())
+        collapsed = np.flatnonzero(low if covariance_type == "spherical" else low.any(axis=1))
+        if collapsed.size:
+            lifted = np.maximum(variance, floor if covariance_type == "diag" else floor.mean())
+            params = {**params, "variance": lifted}
+        return params, collapsed.tolist()
+    cov = params["covariance"]
+    covs = cov if covariance_type == "full" else cov[None]
+    scale = np.sqrt(floor)
+    smallest = np.array([np.linalg.eigvalsh(c / np.outer(scale, scale))[0] for c in covs])
+    collapsed = np.flatnonzero(~(smallest > 1.0))
+    if collapsed.size:
+        covs = covs.copy()
+        covs[collapsed] += np.diag(floor)
+        params = {**params, "covariance": covs if covariance_type == "full" else covs[0]}
+    return params, collapsed.tolist() if covariance_type == "full" else ([0] if collapsed.size else [])
+
+
+def _mle(covariance_type, counts, means, scatter, center) -> dict:
+    mu = means + center
+    if covariance_type == "full":
+        return {"mu": mu, "covariance": scatter / counts[:, None, None]}
+    if covariance_type == "tied":
+        return {"mu": mu, "covariance": scatter / counts.sum()}
+    if covariance_type == "diag":
+        return {"mu": mu, "variance": scatter / counts[:, None]}
+    return {"mu": mu, "variance": scatter / (counts * means.shape[1])}
+
+
+def _map(covariance_type, counts, means, scatter, center, prior) -> dict:
+    kappa, dof = prior.shrinkage, prior.dof
+    prior_mean = prior.mean - center
+    n_components, d = means.shape
+    mu = (counts[:, None] * means + kappa * prior_mean) / (counts + kappa)[:, None]
+    gap = means - prior_mean
+    pull = kappa * counts / (kappa + counts)
+    if covariance_type == "full":
+        total = prior.scale + scatter + pull[:, None, None] * np.einsum("ki,kj->kij", gap, gap)
+        return {"mu": mu + center, "covariance": total / (dof + counts + d + 2)[:, None, None]}
+    if covariance_type == "tied":
+        total = prior.scale + scatter + np.einsum("k,ki,kj->ij", pull, gap, gap)
+        return {"mu": mu + center, "covariance": total / (dof + d + 1 + n_components + counts.sum())}
+    if covariance_type == "diag":
+        total = prior.scale + scatter + pull[:, None] * gap**2
+        return {"mu": mu + center, "variance": total / (dof + counts + 3)[:, None]}
+    total = prior.scale + scatter + pull * (gap**2).sum(axis=1)
+    return {"mu": mu + center, "variance": total / (dof + 2 + d + counts * d)}

@@ -1,0 +1,29 @@
+"""Warning classes, so that users can filter each kind on its own."""
+
+__all__ = [
+    "ConstantFeatureWarning",
+    "ConvergenceWarning",
+    "DegenerateComponentWarning",
+    "MixflowInternalWarning",
+    "MixflowWarning",
+]
+
+
+class MixflowWarning(UserWarning):
+    """Base class of every warning mixflow emits."""
+
+
+class ConvergenceWarning(MixflowWarning):
+    """An iterative fit stopped before meeting its convergence criterion."""
+
+
+class DegenerateComponentWarning(MixflowWarning):
+    """A component collapsed (singular covariance, vanishing weight or noise scale)."""
+
+
+class ConstantFeatureWarning(MixflowWarning):
+    """A feature of the data takes a single value."""
+
+
+class MixflowInternalWarning(MixflowWarning):
+    """Something that should never happen did (e.g. EM decreased its objective); please report it."""
