@@ -27,11 +27,12 @@ class Data:
     values : ndarray of shape (n_obs, n_features)
         The observations as float64, a private copy.
     features : ndarray of shape (n_features,)
-        Feature names (object dtype strings).
+        Feature names (unicode strings, as NetCDF gives them back).
     obs : ndarray of shape (n_obs,)
         Observation labels (the DataFrame index when it is unique, else 0..n_obs-1).
     weights : ndarray of shape (n_obs,) or None
         Frequency weights, or None when every observation counts once.
+
     """
 
     values: np.ndarray
@@ -71,7 +72,7 @@ def _obs_labels(index) -> np.ndarray:
         pd.api.types.is_integer_dtype(index) or pd.api.types.is_string_dtype(index)
     ):
         values = index.to_numpy()
-        return values.astype(object) if pd.api.types.is_string_dtype(index) else values.astype(np.int64)
+        return values.astype(str) if pd.api.types.is_string_dtype(index) else values.astype(np.int64)
     return None
 
 
@@ -118,7 +119,7 @@ def _numeric_values(frame: pd.DataFrame, name: str) -> np.ndarray:
 def _check_finite(values: np.ndarray, row_labels, name: str) -> None:
     bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if bad_rows.size:
-        shown = [row_labels[i] for i in bad_rows[:_MAX_ROWS_NAMED]]
+        shown = np.asarray(row_labels)[bad_rows[:_MAX_ROWS_NAMED]].tolist()
         more = f" and {bad_rows.size - _MAX_ROWS_NAMED} more" if bad_rows.size > _MAX_ROWS_NAMED else ""
         raise ValueError(
             f"{name}: expected finite values, got NaN or infinite values in {bad_rows.size} row(s): "
@@ -140,6 +141,7 @@ def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray |
     -------
     ndarray of shape (n_obs,) or None
         A float64 copy.
+
     """
     if weights is None:
         return None
@@ -182,6 +184,7 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
     Returns
     -------
     Data
+
     """
     frame, obs = _to_frame(data, name)
     if frame.shape[0] == 0 or frame.shape[1] == 0:
@@ -191,8 +194,8 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
     values = _numeric_values(frame, name)
     row_labels = obs if obs is not None else np.arange(len(frame))
     _check_finite(values, row_labels, name)
-    names = np.array([str(c) for c in frame.columns], dtype=object)
-    constant = [names[j] for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0]
+    names = np.array([str(c) for c in frame.columns])
+    constant = [str(names[j]) for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0]
     if constant and warn_constant and values.shape[0] > 1:
         warnings.warn(
             f"{name}: feature(s) {constant} take a single value; their variance is zero and a Gaussian "

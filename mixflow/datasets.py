@@ -26,6 +26,7 @@ def list_datasets() -> pd.DataFrame:
     pandas.DataFrame
         One row per dataset, indexed by name, with its number of rows, its columns and a one-line
         description.
+
     """
     rows = []
     for name, description in _DESCRIPTIONS.items():
@@ -48,6 +49,7 @@ def load_dataset(name: str) -> pd.DataFrame:
     -------
     pandas.DataFrame
         The data as in the CSV file, with its column names.
+
     """
     if name not in _DESCRIPTIONS:
         raise ValueError(f"name: expected one of {sorted(_DESCRIPTIONS)}, got {name!r}")

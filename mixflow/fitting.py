@@ -81,6 +81,7 @@ def fit(model: MixtureModel, data, method: str = "em", *, random_seed: int | Non
     -------
     xarray.DataTree
         ``/observed_data`` and ``/em`` with ``estimate``, ``responsibilities`` and ``sample_stats``.
+
     """
     if not isinstance(model, MixtureModel):
         raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
@@ -136,6 +137,7 @@ def predict_proba(tree: xr.DataTree, new_data) -> xr.DataArray:
     -------
     xarray.DataArray of shape (n_obs, n_components)
         Dims ``obs`` and ``component``.
+
     """
     model, params = _model_and_params(tree)
     features = tree["observed_data"]["feature"].values

@@ -30,6 +30,7 @@ def kmeans_plusplus(points: np.ndarray, n_clusters: int, rng: np.random.Generato
     -------
     ndarray of shape (n_clusters, p)
         The seeds, rows of ``points``.
+
     """
     n = points.shape[0]
     weights = np.ones(n) if weights is None else weights
@@ -61,6 +62,7 @@ def lloyd(points: np.ndarray, centers: np.ndarray, weights: np.ndarray | None = 
     centers : ndarray of shape (k, p)
     distortion : list of float
         The weighted sum of squared distances to the assigned centre, per iteration (never increases).
+
     """
     weights = np.ones(points.shape[0]) if weights is None else weights
     centers = centers.copy()

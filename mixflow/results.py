@@ -58,6 +58,7 @@ def build_tree(groups: dict, *, coords: dict, attrs: dict) -> xr.DataTree:
     Returns
     -------
     xarray.DataTree
+
     """
     nodes = {"/": xr.Dataset(attrs=attrs)}
     for path, group in groups.items():
@@ -78,6 +79,7 @@ def save(tree: xr.DataTree, path) -> Path:
     Returns
     -------
     pathlib.Path
+
     """
     if not isinstance(tree, xr.DataTree):
         raise TypeError(f"tree: expected an xarray.DataTree, got {type(tree).__name__}")

@@ -142,6 +142,7 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     dict
         ``{"attrs": {...}, "estimate": {name: (dims, array)}, "responsibilities": {...},
         "sample_stats": {...}}``, components in canonical order.
+
     """
     prepared = model.prepare(data)
     prior = model.resolve_prior(prepared)
@@ -158,20 +159,17 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
         runs.append(run_em(model, prepared, start, prior_used, options, rows, features))
     finals = np.array([run.history_objective[-1] for run in runs])
     best_index = int(np.nanargmax(finals))
-    best = runs[best_index]
-    _warn_about(best, options, model)
     return _assemble(model, data, prepared, prior, options, runs, best_index, rows, features)
 
 
-def _warn_about(run: Run, options: EMOptions, model) -> None:
+def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int]) -> None:
     history = np.array(run.history_objective)
     drops = np.diff(history) < -1e-9 * np.abs(history[1:]) - 1e-9
     if drops.any() and not run.collapsed and options.trim is None:
         warnings.warn(f"EM decreased its objective at iteration(s) {np.flatnonzero(drops)[:5].tolist()}",
                       MixflowInternalWarning, stacklevel=3)
-    if run.collapsed:
-        names = sorted(run.collapsed)
-        which = "the tied covariance" if getattr(model, "covariance", None) == "tied" else f"component(s) {names}"
+    if collapsed:
+        which = "the tied covariance" if getattr(model, "covariance", None) == "tied" else f"component(s) {collapsed}"
         warnings.warn(
             f"{which} collapsed (singular covariance): a floor of 1e-6 x the data variance was added. "
             "The likelihood is unbounded there; use method='map' (the prior removes the singularity), "
@@ -199,6 +197,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
     params = model.permute(best.params, order, features)
     step, resp, _ = data_pass(model, params, prepared, rows, keep_responsibilities=True)
     active = best.active[order]
+    collapsed = sorted(int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active)
+    _warn_about(best, options, model, collapsed)
     n_active = active.size
     n_parameters = model.n_parameters(data.n_features, n_active)
     log_likelihood = step.log_likelihood
@@ -220,8 +220,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "tol": float(options.tol),
         "max_iter": int(options.max_iter),
         "trim": -1.0 if options.trim is None else float(options.trim),
-        "collapsed_components": json.dumps(sorted(int(np.flatnonzero(active == c)[0]) for c in best.collapsed
-                                                  if c in active)),
+        "collapsed_components": json.dumps(collapsed),
         "trimmed_components": int(model.n_components - n_active),
         "prior": json.dumps(prior.to_dict()),
     }

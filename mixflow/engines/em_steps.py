@@ -28,6 +28,7 @@ class Pass:
         The family's sufficient statistics summed over chunks.
     entropy : float
         Weighted sum over rows of -sum_k r_nk log r_nk (for ICL).
+
     """
 
     log_likelihood: float
@@ -81,6 +82,7 @@ def data_pass(model, params: dict, prepared, rows: int, *, keep_responsibilities
     Returns
     -------
     Pass, or (Pass, responsibilities, log_density) when ``keep_responsibilities``.
+
     """
     constants = model.e_step_constants(params, prepared)
     with np.errstate(divide="ignore"):

@@ -48,6 +48,7 @@ class Prepared:
         Frequency weights (ones where none were given).
     constants : dict
         Anything not row-aligned (e.g. the centre the data were shifted by).
+
     """
 
     arrays: dict
@@ -72,6 +73,7 @@ def dirichlet_log_density(weights: np.ndarray, concentration: np.ndarray) -> flo
     ----------
     weights : ndarray of shape (n_components,)
     concentration : ndarray of shape (n_components,)
+
     """
     exponent = concentration - 1.0
     with np.errstate(divide="ignore"):

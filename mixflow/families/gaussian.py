@@ -44,6 +44,7 @@ class GaussianPrior:
     dof : float, optional
         Degrees of freedom; must exceed d - 1.
     scale : float, sequence of length d, or d x d nested sequence, optional
+
     """
 
     weights_concentration: float | tuple = 1.0
@@ -104,6 +105,7 @@ class GaussianMixture(MixtureModel):
     >>> import mixflow
     >>> model = mixflow.GaussianMixture(2, covariance="full")
     >>> tree = mixflow.fit(model, mixflow.load_dataset("faithful"), random_seed=1)
+
     """
 
     n_components: int
@@ -187,6 +189,8 @@ class GaussianMixture(MixtureModel):
         z, w = prepared.arrays["z"], prepared.weights
         d = z.shape[1]
         data_cov = (z * w[:, None]).T @ z / w.sum()
+        constant = np.diag(data_cov) == 0  # a constant feature: unit scale rather than a singular prior
+        data_cov[constant, constant] = 1.0
         default_scale = {
             "full": data_cov, "tied": data_cov, "diag": np.diag(data_cov).copy(),
             "spherical": np.asarray(np.trace(data_cov) / d),
@@ -294,7 +298,8 @@ def _check_parameters(model: GaussianMixture, params: dict, d: int, name: str) -
             raise ValueError(f"{name}[{key!r}]: expected finite values, got {value.tolist()}")
         out[key] = value
     if (out["weights"] < 0).any() or not np.isclose(out["weights"].sum(), 1.0, atol=1e-8):
-        raise ValueError(f"{name}['weights']: expected non-negative weights summing to 1, got {out['weights'].tolist()}")
+        raise ValueError(f"{name}['weights']: expected non-negative weights summing to 1, "
+                         f"got {out['weights'].tolist()}")
     dispersion_value = out[dispersion]
     if dispersion == "covariance":
         matrices = dispersion_value.reshape(-1, d, d)

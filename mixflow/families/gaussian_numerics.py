@@ -140,6 +140,7 @@ def m_step(covariance_type: str, counts: np.ndarray, stats: dict, center: np.nda
     center : ndarray of shape (d,)
         The shift applied to the data.
     prior : ResolvedGaussianPrior or None
+
     """
     d = center.shape[0]
     means = stats["first"] / counts[:, None]  # shifted coordinates

@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+from scipy import stats
+
+import mixflow
+
+
+@pytest.fixture(scope="session")
+def faithful():
+    return mixflow.load_dataset("faithful")
+
+
+def simulate_gaussian_mixture(n, weights, means, covariances, seed):
+    """Draw n points from a Gaussian mixture with known truth; returns (x, labels)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(len(weights), size=n, p=weights)
+    x = np.array([rng.multivariate_normal(means[k], covariances[k]) for k in labels])
+    return x, labels
+
+
+def naive_log_likelihood(x, weights, means, covariances, frequency=None):
+    """Reference log-likelihood written directly with scipy.stats."""
+    density = sum(w * stats.multivariate_normal(m, c).pdf(x).reshape(-1)
+                  for w, m, c in zip(weights, means, covariances, strict=True))
+    frequency = np.ones(len(x)) if frequency is None else frequency
+    return float(frequency @ np.log(density))
+
+
+def full_covariances(covariance_type, estimate, d):
+    """Any covariance type's estimate as (K, d, d) matrices."""
+    k = estimate["weights"].size
+    if covariance_type == "full":
+        return estimate["covariance"].values
+    if covariance_type == "tied":
+        return np.broadcast_to(estimate["covariance"].values, (k, d, d))
+    if covariance_type == "diag":
+        return np.array([np.diag(v) for v in estimate["variance"].values])
+    return np.array([v * np.eye(d) for v in estimate["variance"].values])

@@ -1,0 +1,137 @@
+"""Every bad input gets a clear error naming the argument, what was expected and what came."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import mixflow
+
+MODEL = mixflow.GaussianMixture(2)
+
+
+def data():
+    return np.column_stack([np.linspace(0, 1, 20), np.linspace(0, 1, 20) ** 2])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array([[1.0, 2.0], [np.nan, 1.0], [3.0, 1.0], [4.0, np.inf]]),
+     r"data: expected finite values, got NaN or infinite values in 2 row\(s\): \[1, 3\]"),
+    (pd.DataFrame({"a": [1.0, 2.0, np.nan]}, index=[10, 11, 12]), r"in 1 row\(s\): \[12\]"),
+    (np.ones((2, 2, 2)), r"data: expected a 1-D or 2-D array, got an array of shape \(2, 2, 2\)"),
+    (np.empty((0, 2)), r"data: expected at least one row and one column, got shape \(0, 2\)"),
+])
+def test_bad_values(bad, message):
+    with pytest.raises(ValueError, match=message):
+        mixflow.fit(MODEL, bad)
+
+
+def test_nan_rows_are_listed_with_a_count_beyond_five():
+    x = np.ones((20, 1))
+    x[2:10] = np.nan
+    with pytest.raises(ValueError, match=r"8 row\(s\): \[2, 3, 4, 5, 6\] and 3 more"):
+        mixflow.fit(MODEL, x)
+
+
+def test_non_numeric_columns_are_named():
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "species": ["x", "y", "z"], "ok": [True, False, True]})
+    with pytest.raises(TypeError, match=r"data: expected numeric columns, got non-numeric column\(s\) \['species'\]"):
+        mixflow.fit(MODEL, frame)
+    with pytest.raises(TypeError, match=r"data: expected numeric columns, got non-numeric column\(s\) \['ok'\]"):
+        mixflow.fit(MODEL, frame[["a", "ok"]])
+    with pytest.raises(TypeError, match=r"data: expected a numpy array, pandas DataFrame/Series or xarray"):
+        mixflow.fit(MODEL, "1,2,3")
+
+
+def test_fewer_observations_than_components():
+    with pytest.raises(ValueError, match=r"data: expected at least n_components = 3 observations with positive "
+                                         r"weight, got 2"):
+        mixflow.fit(mixflow.GaussianMixture(3), np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="got 2"):
+        mixflow.fit(mixflow.GaussianMixture(3), np.arange(5.0), weights=[0, 1, 0, 1, 0])
+
+
+@pytest.mark.parametrize("weights, message", [
+    (-np.ones(20), r"weights: expected non-negative values, got negative values at rows \[0, 1, 2, 3, 4\]"),
+    (np.ones(19), r"weights: expected shape \(20,\) to match the data, got \(19,\)"),
+    (np.zeros(20), r"weights: expected at least one positive weight, got all zeros"),
+    (np.full(20, np.nan), r"weights: expected finite values"),
+    (["a"] * 20, r"weights: expected numbers"),
+])
+def test_bad_weights(weights, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        mixflow.fit(MODEL, data(), weights=weights)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "bayes"}, r"method: expected one of \['em', 'map'\], got 'bayes'"),
+    ({"n_init": 0}, r"n_init: expected an integer >= 1, got 0"),
+    ({"init": "kmedoids"}, r"init: expected one of \['kmeans', 'kmeans\+\+', 'random'\] or a dict"),
+    ({"tol": -1.0}, r"tol: expected a positive number, got -1.0"),
+    ({"max_iter": 0}, r"max_iter: expected an integer >= 1, got 0"),
+    ({"trim": 1.5}, r"trim: expected None or a weight threshold in \(0, 1\), got 1.5"),
+    ({"chunk_size": 0}, r"chunk_size: expected None or an integer >= 1, got 0"),
+    ({"random_seed": -3}, r"random_seed: expected None or a non-negative integer, got -3"),
+])
+def test_bad_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        mixflow.fit(MODEL, data(), **kwargs)
+
+
+def test_bad_model_and_init_types():
+    with pytest.raises(TypeError, match=r"model: expected a mixflow model such as GaussianMixture\(2\), got str"):
+        mixflow.fit("gmm", data())
+    with pytest.raises(TypeError, match=r"init: expected .* or a dict of parameters, got list"):
+        mixflow.fit(MODEL, data(), init=[1, 2])
+
+
+@pytest.mark.parametrize("init, message", [
+    ({"weights": [0.5, 0.5], "mu": [[0, 0], [1, 1]]}, r"init: expected keys \['covariance', 'mu', 'weights'\].*"
+                                                      r"missing \['covariance'\]"),
+    ({"weights": [0.5, 0.5], "mu": [[0, 0, 0], [1, 1, 1]], "covariance": np.ones((2, 2, 2))},
+     r"init\['mu'\]: expected shape \(2, 2\), got \(2, 3\)"),
+    ({"weights": [0.5, 0.5], "mu": [[0, 0], [1, 1]], "covariance": np.ones((2, 2))},
+     r"init\['covariance'\]: expected shape \(2, 2, 2\), got \(2, 2\)"),
+    ({"weights": [0.7, 0.7], "mu": [[0, 0], [1, 1]], "covariance": [np.eye(2)] * 2},
+     r"init\['weights'\]: expected non-negative weights summing to 1, got \[0.7, 0.7\]"),
+    ({"weights": [0.5, 0.5], "mu": [[0, 0], [1, 1]], "covariance": [np.eye(2), -np.eye(2)]},
+     r"init\['covariance'\]: expected symmetric positive definite matrices"),
+    ({"weights": [0.5, 0.5], "mu": [[0, np.nan], [1, 1]], "covariance": [np.eye(2)] * 2},
+     r"init\['mu'\]: expected finite values"),
+])
+def test_bad_initial_parameters(init, message):
+    with pytest.raises(ValueError, match=message):
+        mixflow.fit(MODEL, data(), init=init)
+
+
+def test_constant_feature_warns():
+    x = np.column_stack([np.arange(10.0), np.full(10, 3.0)])
+    with pytest.warns(mixflow.ConstantFeatureWarning, match=r"data: feature\(s\) \['x1'\] take a single value"):
+        mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), x, method="map", random_seed=0)
+
+
+def test_accepted_input_types_give_the_same_fit():
+    x = data()
+    frame = pd.DataFrame(x, columns=["a", "b"])
+    results = [
+        mixflow.fit(MODEL, x, random_seed=0),
+        mixflow.fit(MODEL, frame, random_seed=0),
+        mixflow.fit(MODEL, xr.DataArray(x, dims=("obs", "feature"), coords={"feature": ["a", "b"]}), random_seed=0),
+        mixflow.fit(MODEL, x.tolist(), random_seed=0),
+    ]
+    for tree in results[1:]:
+        np.testing.assert_allclose(tree["em/estimate"]["mu"].values, results[0]["em/estimate"]["mu"].values)
+    assert list(results[1]["observed_data"]["feature"].values) == ["a", "b"]
+    one_d = mixflow.fit(MODEL, x[:, 0], random_seed=0)
+    assert one_d["observed_data"]["x"].shape == (20, 1)
+
+
+def test_prediction_errors():
+    tree = mixflow.fit(MODEL, pd.DataFrame(data(), columns=["a", "b"]), random_seed=0)
+    with pytest.raises(ValueError, match=r"new_data: expected features \['a', 'b'\], got \['a', 'c'\] "
+                                         r"\(missing \['b'\]\)"):
+        mixflow.predict(tree, pd.DataFrame({"a": [1.0], "c": [2.0]}))
+    with pytest.raises(ValueError, match=r"new_data: expected finite values"):
+        mixflow.predict(tree, np.array([[np.nan, 1.0]]))
+    with pytest.raises(ValueError, match=r"tree: expected a mixflow result with an /em estimate"):
+        mixflow.predict(xr.DataTree(), data())

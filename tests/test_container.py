@@ -1,0 +1,71 @@
+"""The results container: layout, and save/load losing nothing."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import mixflow
+
+
+def assert_trees_identical(left: xr.DataTree, right: xr.DataTree):
+    """Every group, value, dtype, coordinate and attribute equal."""
+    assert sorted(n.path for n in left.subtree) == sorted(n.path for n in right.subtree)
+    for node in left.subtree:
+        other = right[node.path] if node.path != "/" else right
+        assert node.attrs.keys() == other.attrs.keys(), node.path
+        for key, value in node.attrs.items():
+            np.testing.assert_array_equal(value, other.attrs[key], err_msg=f"{node.path} attrs {key}")
+            assert type(np.asarray(value).item()) is type(np.asarray(other.attrs[key]).item()), key
+        ours, theirs = node.to_dataset(inherit=False), other.to_dataset(inherit=False)
+        assert ours.identical(theirs), node.path
+        for name, variable in ours.variables.items():
+            assert variable.dtype == theirs[name].dtype, (node.path, name)
+
+
+@pytest.mark.parametrize("method", ["em", "map"])
+def test_save_and_load_lose_nothing(tmp_path, faithful, method):
+    tree = mixflow.fit(mixflow.GaussianMixture(2, covariance="full"), faithful, method=method,
+                       weights=np.arange(len(faithful)) % 3 + 1.0, random_seed=1, data_name="faithful")
+    path = mixflow.save(tree, tmp_path / "result.nc")
+    loaded = mixflow.load(path)
+    assert_trees_identical(tree, loaded)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_layout_of_the_container(faithful):
+    tree = mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), faithful, random_seed=1, data_name="faithful")
+    assert {"observed_data", "em"} <= set(tree.children)
+    assert {"estimate", "responsibilities", "sample_stats"} == set(tree["em"].children)
+    assert tree["em/estimate"]["mu"].dims == ("component", "feature")
+    assert tree["em/estimate"]["variance"].dims == ("component", "feature")
+    assert list(tree["observed_data"]["feature"].values) == ["eruptions", "waiting"]
+    assert mixflow.model_from_json(tree.attrs["model"]) == mixflow.GaussianMixture(2, covariance="diag")
+    for key in ("mixflow_version", "pymc_version", "arviz_version", "created_at", "random_seed", "data_name"):
+        assert key in tree.attrs
+    for key in ("method", "log_likelihood", "n_iter", "converged", "n_parameters", "bic", "aic", "icl"):
+        assert key in tree["em"].attrs
+
+
+def test_save_is_atomic_and_replaces_only_when_complete(tmp_path, faithful, monkeypatch):
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    path = mixflow.save(tree, tmp_path / "result.nc")
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.DataTree, "to_netcdf", broken)
+    with pytest.raises(OSError, match="disk full"):
+        mixflow.save(tree, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.nc"]
+
+
+def test_save_and_load_errors(tmp_path, faithful):
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    with pytest.raises(FileNotFoundError, match="path: expected a file in an existing directory"):
+        mixflow.save(tree, tmp_path / "missing" / "result.nc")
+    with pytest.raises(TypeError, match="tree: expected an xarray.DataTree, got dict"):
+        mixflow.save({}, tmp_path / "result.nc")
+    with pytest.raises(FileNotFoundError, match="path: expected an existing mixflow results file"):
+        mixflow.load(tmp_path / "nothing.nc")

@@ -1,0 +1,214 @@
+"""EM engine behaviour: monotone objective, MAP optimality, chunks, weights, seeds, prediction."""
+
+import numpy as np
+import pytest
+from conftest import full_covariances, naive_log_likelihood, simulate_gaussian_mixture
+from scipy import optimize, stats
+
+import mixflow
+
+COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
+
+
+@pytest.mark.parametrize("method", ["em", "map"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_objective_never_decreases(covariance_type, method, faithful):
+    tree = mixflow.fit(mixflow.GaussianMixture(4, covariance=covariance_type), faithful, method=method,
+                       init="random", n_init=3, random_seed=5, tol=1e-12)
+    name = "log_posterior" if method == "map" else "log_likelihood"
+    for history in tree["em/sample_stats"][name].values:
+        history = history[~np.isnan(history)]
+        assert history.size > 5
+        steps = np.diff(history)
+        assert (steps >= -1e-10 * np.abs(history[1:])).all(), steps.min()
+
+
+def _naive_log_prior(covariance_type, params, prior):
+    kappa, dof, mean, scale = prior["shrinkage"], prior["dof"], np.array(prior["mean"]), np.array(prior["scale"])
+    total = stats.dirichlet.logpdf(params["weights"], prior["concentration"])
+    for k, mu in enumerate(params["mu"]):
+        if covariance_type == "full":
+            cov = params["covariance"][k]
+            total += stats.invwishart.logpdf(cov, dof, scale) + stats.multivariate_normal.logpdf(mu, mean, cov / kappa)
+        elif covariance_type == "diag":
+            var = params["variance"][k]
+            total += stats.invgamma.logpdf(var, dof / 2, scale=scale / 2).sum()
+            total += stats.norm.logpdf(mu, mean, np.sqrt(var / kappa)).sum()
+    return total
+
+
+def _unpack(covariance_type, vector, k, d):
+    logits = np.concatenate([[0.0], vector[: k - 1]])
+    weights = np.exp(logits - logits.max())
+    params = {"weights": weights / weights.sum(), "mu": vector[k - 1: k - 1 + k * d].reshape(k, d)}
+    rest = vector[k - 1 + k * d:]
+    if covariance_type == "diag":
+        params["variance"] = np.exp(rest).reshape(k, d)
+    else:
+        covs = []
+        for chunk in rest.reshape(k, -1):
+            lower = np.zeros((d, d))
+            lower[np.tril_indices(d)] = chunk
+            lower[np.diag_indices(d)] = np.exp(np.diag(lower))
+            covs.append(lower @ lower.T)
+        params["covariance"] = np.array(covs)
+    return params
+
+
+def _pack(covariance_type, params):
+    k = params["weights"].size
+    logits = np.log(params["weights"][1:] / params["weights"][0])
+    if covariance_type == "diag":
+        rest = np.log(params["variance"]).ravel()
+    else:
+        rest = []
+        for cov in params["covariance"]:
+            lower = np.linalg.cholesky(cov)
+            lower[np.diag_indices(len(cov))] = np.log(np.diag(lower))
+            rest.append(lower[np.tril_indices(len(cov))])
+        rest = np.concatenate(rest)
+    assert logits.size == k - 1
+    return np.concatenate([logits, params["mu"].ravel(), rest])
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_map_estimate_maximises_the_log_posterior(covariance_type):
+    """A direct numerical maximisation of a naive scipy log posterior lands on the MAP-EM estimate."""
+    import json
+
+    x, _ = simulate_gaussian_mixture(60, [0.4, 0.6], [[0, 0], [2.5, 1]], [np.eye(2), 0.5 * np.eye(2)], seed=2)
+    tree = mixflow.fit(mixflow.GaussianMixture(2, covariance=covariance_type), x, method="map", tol=1e-14,
+                       random_seed=1)
+    prior = json.loads(tree["em"].attrs["prior"])
+    estimate = {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
+
+    def negative_log_posterior(vector):
+        params = _unpack(covariance_type, vector, 2, 2)
+        covs = full_covariances(covariance_type, {k: _Values(v) for k, v in params.items()}, 2)
+        ll = naive_log_likelihood(x, params["weights"], params["mu"], covs)
+        return -(ll + _naive_log_prior(covariance_type, params, prior))
+
+    start = _pack(covariance_type, estimate)
+    result = optimize.minimize(negative_log_posterior, start + 0.05, method="BFGS", options={"gtol": 1e-8})
+    found = _unpack(covariance_type, result.x, 2, 2)
+    assert -result.fun == pytest.approx(tree["em"].attrs["log_posterior"], rel=1e-9)
+    for name, value in found.items():
+        np.testing.assert_allclose(value, estimate[name], atol=2e-4)
+
+
+class _Values:
+    def __init__(self, value):
+        self.values = value
+        self.size = np.size(value)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_chunked_passes_equal_one_pass(covariance_type, faithful):
+    model = mixflow.GaussianMixture(3, covariance=covariance_type)
+    whole = mixflow.fit(model, faithful, random_seed=3)
+    chunked = mixflow.fit(model, faithful, random_seed=3, chunk_size=17)
+    assert chunked["em"].attrs["log_likelihood"] == pytest.approx(whole["em"].attrs["log_likelihood"], rel=1e-12)
+    for name in whole["em/estimate"].data_vars:
+        np.testing.assert_allclose(chunked["em/estimate"][name], whole["em/estimate"][name], rtol=1e-9, atol=1e-12)
+
+
+def test_frequency_weights_equal_repeated_rows():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, 40), rng.normal(5, 1, 40)])
+    counts = rng.integers(0, 4, size=x.size)
+    start = {"weights": np.array([0.5, 0.5]), "mu": np.array([[1.0], [4.0]]), "covariance": np.ones((2, 1, 1))}
+    model = mixflow.GaussianMixture(2)
+    weighted = mixflow.fit(model, x, weights=counts, init=start, tol=1e-14)
+    repeated = mixflow.fit(model, np.repeat(x, counts), init=start, tol=1e-14)
+    assert weighted["em"].attrs["log_likelihood"] == pytest.approx(repeated["em"].attrs["log_likelihood"], rel=1e-10)
+    assert weighted["em"].attrs["n_observations"] == counts.sum()
+    np.testing.assert_allclose(weighted["em/estimate"]["mu"], repeated["em/estimate"]["mu"], rtol=1e-8)
+    np.testing.assert_allclose(weighted["observed_data"]["weights"].values, counts)
+
+
+def test_same_seed_same_numbers_bitwise(faithful):
+    model = mixflow.GaussianMixture(3)
+    first = mixflow.fit(model, faithful, init="random", random_seed=42)
+    second = mixflow.fit(model, faithful, init="random", random_seed=42)
+    other = mixflow.fit(model, faithful, init="random", random_seed=43)
+    for group in ("em/estimate", "em/responsibilities", "em/sample_stats"):
+        assert first[group].to_dataset().identical(second[group].to_dataset())
+    assert not np.array_equal(first["em/sample_stats"]["log_likelihood"].values,
+                              other["em/sample_stats"]["log_likelihood"].values)
+
+
+def test_seed_is_drawn_and_recorded_when_not_given(faithful):
+    model = mixflow.GaussianMixture(2)
+    tree = mixflow.fit(model, faithful, init="random")
+    seed = tree.attrs["random_seed"]
+    again = mixflow.fit(model, faithful, init="random", random_seed=seed)
+    assert tree["em/estimate"].to_dataset().identical(again["em/estimate"].to_dataset())
+
+
+def test_components_come_in_canonical_order(faithful):
+    tree = mixflow.fit(mixflow.GaussianMixture(3), faithful, random_seed=9)
+    first_coordinate = tree["em/estimate"]["mu"].values[:, 0]
+    assert (np.diff(first_coordinate) > 0).all()
+
+
+def test_information_criteria(faithful):
+    tree = mixflow.fit(mixflow.GaussianMixture(2, covariance="full"), faithful, random_seed=0)
+    attrs = tree["em"].attrs
+    ll, n = attrs["log_likelihood"], len(faithful)
+    assert attrs["n_parameters"] == 1 + 4 + 6
+    assert attrs["bic"] == pytest.approx(-2 * ll + 11 * np.log(n))
+    assert attrs["aic"] == pytest.approx(-2 * ll + 22)
+    resp = tree["em/responsibilities"]["responsibilities"].values
+    entropy = -(resp * np.log(np.clip(resp, 1e-300, None))).sum()
+    assert attrs["icl"] == pytest.approx(attrs["bic"] + 2 * entropy)
+
+
+def test_responsibilities_and_predictions(faithful):
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=0)
+    resp = tree["em/responsibilities"]["responsibilities"]
+    np.testing.assert_allclose(resp.sum("component"), 1.0)
+    proba = mixflow.predict_proba(tree, faithful)
+    np.testing.assert_allclose(proba.values, resp.values, rtol=1e-10, atol=1e-14)
+    labels = mixflow.predict(tree, faithful.iloc[:5])
+    assert labels.dims == ("obs",)
+    np.testing.assert_array_equal(labels.values, resp.values[:5].argmax(axis=1))
+    # columns matched by name, whatever their order; plain arrays by position
+    swapped = mixflow.predict_proba(tree, faithful[["waiting", "eruptions"]])
+    np.testing.assert_allclose(swapped.values, proba.values)
+    np.testing.assert_allclose(mixflow.predict_proba(tree, faithful.to_numpy()).values, proba.values)
+
+
+def test_collapsing_component_is_floored_with_a_warning():
+    x = np.concatenate([np.random.default_rng(1).normal(0, 1, 50), [7.0]])
+    start = {"weights": np.array([0.98, 0.02]), "mu": np.array([[0.0], [7.0]]),
+             "covariance": np.array([[[1.0]], [[0.01]]])}
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"component\(s\) \[1\].*method='map'"):
+        tree = mixflow.fit(mixflow.GaussianMixture(2), x, init=start)
+    assert np.isfinite(tree["em"].attrs["log_likelihood"])
+    # MAP has no singularity: the prior keeps the covariance away from zero, without warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.DegenerateComponentWarning)
+        mapped = mixflow.fit(mixflow.GaussianMixture(2), x, init=start, method="map")
+    assert mapped["em/estimate"]["covariance"].values[1, 0, 0] > 1e-3
+
+
+def test_trimming_drops_vanishing_components(faithful):
+    start = {"weights": np.array([0.49, 0.49, 0.02]), "mu": np.array([[2.0, 55.0], [4.3, 80.0], [3.0, 95.0]]),
+             "covariance": np.array([np.diag([0.1, 30.0])] * 2 + [np.diag([0.01, 0.5])])}
+    tree = mixflow.fit(mixflow.GaussianMixture(3), faithful, init=start, trim=0.01)
+    assert tree["em/estimate"].sizes["component"] == 2
+    assert tree["em"].attrs["trimmed_components"] == 1
+    assert tree["em"].attrs["n_parameters"] == 11
+
+
+def test_the_callers_data_is_not_modified(faithful):
+    before = faithful.copy()
+    array = faithful.to_numpy().copy()
+    weights = np.ones(len(array))
+    mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=0)
+    mixflow.fit(mixflow.GaussianMixture(2), array, weights=weights, random_seed=0)
+    assert faithful.equals(before)
+    np.testing.assert_array_equal(array, before.to_numpy())
+    np.testing.assert_array_equal(weights, 1.0)
