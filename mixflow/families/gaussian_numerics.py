@@ -119,12 +119,16 @@ def log_density(covariance_type: str, constants: dict, z: np.ndarray) -> tuple[n
 
 
 def statistics(covariance_type: str, weighted_resp: np.ndarray, z: np.ndarray, features: np.ndarray) -> dict:
-    """Summable sufficient statistics of a chunk: first and second moments per component."""
-    first = weighted_resp.T @ z
+    """Summable sufficient statistics of a chunk: first and second moments per component.
+
+    The products are written ``(data.T @ resp).T``: OpenBLAS is up to 100x slower on the equivalent
+    ``resp.T @ data`` when the shared (row) dimension is long.
+    """
+    first = (z.T @ weighted_resp).T
     if covariance_type == "tied":
-        second = weighted_resp.sum(axis=1) @ features  # the pooled second moment
+        second = features.T @ weighted_resp.sum(axis=1)  # the pooled second moment
     else:
-        second = weighted_resp.T @ features
+        second = (features.T @ weighted_resp).T
     return {"first": first, "second": second}
 
 
