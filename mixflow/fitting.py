@@ -100,7 +100,8 @@ def fit(model: MixtureModel, data, method: str = "em", *, random_seed: int | Non
     coords = {"obs": validated.obs, "feature": validated.features, "feature_": validated.features,
               "component": np.arange(em["n_active"]),
               "restart": np.arange(options.n_init if not isinstance(init, dict) else 1),
-              "iteration": np.arange(em["sample_stats"]["log_likelihood"][1].shape[1])}
+              "iteration": np.arange(em["sample_stats"]["log_likelihood"][1].shape[1]),
+              **model.extra_coords(validated)}
     observed = {"x": (("obs", "feature"), validated.values)}
     if validated.weights is not None:
         observed["weights"] = (("obs",), validated.weights)

@@ -100,6 +100,7 @@ class MixtureModel:
     - ``log_prior(params, prior)``: log density of the component parameters (weights excluded);
     - ``init_points(prepared)``: points for k-means++ seeding;
     - ``check_parameters(params, n_features)``: validation of user-given initial parameters;
+    - ``extra_coords(data)``: coordinate values of any dims beyond obs/feature/component;
     - ``n_parameters(n_features, n_components=None)`` and ``sort_key(params)`` (the canonical component order).
     """
 
@@ -117,6 +118,10 @@ class MixtureModel:
             axis = dims[name].index("component") if "component" in dims[name] else None
             out[name] = value if axis is None else np.take(value, order, axis=axis)
         return out
+
+    def extra_coords(self, data) -> dict:
+        """Coordinates of family-specific dims (e.g. regression coefficients); none by default."""
+        return {}
 
     def canonical_order(self, params: dict) -> np.ndarray:
         """Permutation putting components in ascending order of :meth:`sort_key` (stable)."""
