@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  `make run` (set up, then the main analysis)  and  `make test`.
+PYTHON ?= python3.12
+VENV := .venv
+BIN := $(VENV)/bin
+OUT ?= out/faithful
+
+.PHONY: setup run test quick lint bench clean
+
+$(BIN)/mixflow: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,nutpie]"
+	touch $(BIN)/mixflow
+
+setup: $(BIN)/mixflow
+
+run: setup
+	$(BIN)/mixflow run workflows/faithful.toml --out $(OUT)
+
+test: setup
+	$(BIN)/ruff check mixflow tests benchmarks
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+quick: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/em_vs_sklearn.py
+
+clean:
+	rm -rf $(VENV) out
