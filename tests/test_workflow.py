@@ -1,0 +1,137 @@
+"""Workflows: validation before fitting (with file positions), outputs, reproducibility, the CLI."""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+import mixflow
+from mixflow.cli import main
+from mixflow.workflow import run_workflow
+from mixflow.workflow_config import WorkflowError, read_workflow
+
+SMALL = """
+name = "small"
+seed = 7
+
+[data]
+dataset = "galaxies"
+
+[[models]]
+family = "gaussian"
+n_components = {from = 1, to = 3}
+covariance = "full"
+
+[methods.em]
+map = true
+n_init = 2
+"""
+
+
+def write(tmp_path, text, name="flow.toml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_small_workflow_writes_its_outputs_and_is_reproducible(tmp_path):
+    path = write(tmp_path, SMALL)
+    first = run_workflow(path, tmp_path / "one", quiet=True)
+    second = run_workflow(path, tmp_path / "two", quiet=True)
+    names = sorted(p.name for p in first)
+    assert "workflow.json" in names and any(n.endswith("choice-of-k.csv") for n in names)
+    containers = [p for p in first if p.suffix == ".nc"]
+    assert len(containers) == 1
+    one = mixflow.load(containers[0])
+    two = mixflow.load(tmp_path / "two" / containers[0].name)
+    for node in one.subtree:
+        ours, theirs = node.to_dataset(inherit=False), two[node.path].to_dataset(inherit=False)
+        if node.path == "/":  # only the creation time may differ
+            ours.attrs.pop("created_at"), theirs.attrs.pop("created_at")
+        assert ours.identical(theirs), node.path
+    assert one.attrs["workflow_config_sha256"] == json.loads((tmp_path / "one" / "workflow.json").read_text())["sha256"]
+    assert one.attrs["random_seed"] == 7
+    assert not list((tmp_path / "one").glob(".*tmp"))
+
+
+def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
+    path = write(tmp_path, SMALL)
+    written = run_workflow(path, tmp_path / "out", quiet=True)
+    import pandas as pd
+
+    table = pd.read_csv(next(p for p in written if p.name.endswith("choice-of-k.csv")))
+    assert list(table["n_components"]) == [1, 2, 3]
+    best = int(table.loc[table["bic"].idxmin(), "n_components"])
+    container = next(p for p in written if p.suffix == ".nc")
+    assert mixflow.load(container)["em/estimate"].sizes["component"] == best
+
+
+@pytest.mark.parametrize("change, message", [
+    (("dataset = \"galaxies\"", "dataset = \"galaxy\""),
+     r"flow.toml:6: \[data\] dataset: expected one of \[.*'galaxies'.*\], got 'galaxy'"),
+    (("covariance = \"full\"", "covariance = \"VVV\""),
+     r"flow.toml:11: \[\[models\]\] #1: covariance: expected one of"),
+    (("n_components = {from = 1, to = 3}", "n_components = 500"),
+     r"flow.toml:10: \[\[models\]\] #1 n_components: expected values between 1 and the number of observations "
+     r"\(82\), got \[500\]"),
+    (("n_init = 2", "n_init = \"two\""), r"flow.toml:15: \[methods.em\] n_init: expected int, got str 'two'"),
+    (("n_init = 2", "n_inits = 2"), r"flow.toml:15: \[methods.em\]: unknown key\(s\) \['n_inits'\]"),
+    (("[methods.em]", "[methods.gibbs]"), r"flow.toml:13: \[methods\]: unknown method\(s\) \['gibbs'\]"),
+    (("seed = 7", "seed = -7"), r"flow.toml:3: seed: expected a non-negative integer, got -7"),
+    (("seed = 7", "sead = 7"), r"flow.toml:3: top level: unknown key\(s\) \['sead'\]"),
+    (("dataset = \"galaxies\"", "path = \"missing.csv\""), r"flow.toml:6: \[data\] path: expected an existing CSV"),
+])
+def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, message, monkeypatch):
+    old, new = change
+    path = write(tmp_path, SMALL.replace(old, new))
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("fitting started")
+
+    monkeypatch.setattr("mixflow.workflow.fit", no_fitting)
+    with pytest.raises(WorkflowError, match=message):
+        run_workflow(path, tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    with pytest.raises(WorkflowError, match=r"not valid TOML"):
+        read_workflow(write(tmp_path, "name = \n"))
+    with pytest.raises(WorkflowError, match=r"expected an existing workflow TOML file"):
+        read_workflow(tmp_path / "nothing.toml")
+    with pytest.raises(WorkflowError, match=r"top level: expected key 'seed', which is missing"):
+        read_workflow(write(tmp_path, SMALL.replace("seed = 7", "")))
+
+
+def test_csv_data_with_weights(tmp_path):
+    rng = np.random.default_rng(0)
+    values = np.round(np.concatenate([rng.normal(0, 1, 30), rng.normal(6, 1, 30)]), 1)
+    (tmp_path / "mine.csv").write_text("value,count\n" + "\n".join(f"{v},{1 + i % 3}" for i, v in enumerate(values)))
+    path = write(tmp_path, """
+        name = "mine"
+        seed = 1
+        [data]
+        path = "mine.csv"
+        columns = ["value"]
+        weights = "count"
+        [[models]]
+        n_components = 2
+        [methods.em]
+        """)
+    written = run_workflow(path, tmp_path / "out", quiet=True)
+    tree = mixflow.load(next(p for p in written if p.suffix == ".nc"))
+    assert tree["observed_data"]["weights"].sum() == sum(1 + i % 3 for i in range(60))
+
+
+def test_command_line(tmp_path, capsys):
+    path = write(tmp_path, SMALL)
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    container = next((tmp_path / "out").glob("*.nc"))
+    assert main(["show", str(container)]) == 0
+    assert "EM (MAP)" in capsys.readouterr().out
+    assert main(["datasets"]) == 0
+    assert "faithful" in capsys.readouterr().out
+    assert main(["run", str(tmp_path / "nothing.toml")]) == 2
+    assert "expected an existing workflow TOML file" in capsys.readouterr().err
