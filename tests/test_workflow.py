@@ -38,7 +38,7 @@ def write(tmp_path, text, name="flow.toml"):
 def test_small_workflow_writes_its_outputs_and_is_reproducible(tmp_path):
     path = write(tmp_path, SMALL)
     first = run_workflow(path, tmp_path / "one", quiet=True)
-    second = run_workflow(path, tmp_path / "two", quiet=True)
+    run_workflow(path, tmp_path / "two", quiet=True)
     names = sorted(p.name for p in first)
     assert "workflow.json" in names and any(n.endswith("choice-of-k.csv") for n in names)
     containers = [p for p in first if p.suffix == ".nc"]
