@@ -1,0 +1,214 @@
+"""Poisson mixtures: the London deaths against published figures, scipy references, simulation, MAP, errors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize, stats
+
+import mixflow
+from mixflow.families.poisson import PoissonMixture, PoissonPrior
+
+
+@pytest.fixture(scope="module")
+def deaths():
+    return mixflow.load_dataset("london_deaths")
+
+
+def naive_log_likelihood(y, frequency, weights, rates):
+    """Reference log-likelihood with scipy.stats (log(y!) included by the pmf)."""
+    density = sum(w * stats.poisson.pmf(y, r) for w, r in zip(weights, rates, strict=True))
+    return float(frequency @ np.log(density))
+
+
+def estimate(tree):
+    return {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
+
+
+@pytest.fixture(scope="module")
+def london_fit(deaths):
+    # EM is famously slow here (SQUAREM's example): with tol=1e-16 it stops after about 2,200 iterations,
+    # when the log-likelihood (about -1990) changes by less than 2e-13 per iteration.
+    return mixflow.fit(PoissonMixture(2), deaths["deaths"], weights=deaths["days"], random_seed=1, n_init=1,
+                       tol=1e-16, max_iter=20000)
+
+
+@pytest.fixture(scope="module")
+def exact_mle(deaths):
+    """The MLE by direct maximisation of a naive scipy.stats likelihood: (weights, rates, log-likelihood)."""
+    y, days = deaths["deaths"].to_numpy(), deaths["days"].to_numpy()
+
+    def negative(vector):
+        weight = 1.0 / (1.0 + np.exp(-vector[0]))
+        return -naive_log_likelihood(y, days, [weight, 1 - weight], np.exp(vector[1:]))
+
+    # BFGS gets near; Nelder-Mead with tight tolerances then pins the flat optimum to about 1e-7
+    result = optimize.minimize(negative, [0.0, np.log(1.0), np.log(3.0)], method="BFGS", options={"gtol": 1e-8})
+    result = optimize.minimize(negative, result.x, method="Nelder-Mead",
+                               options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 20000})
+    weight = 1.0 / (1.0 + np.exp(-result.x[0]))
+    weights, rates = np.array([weight, 1 - weight]), np.exp(result.x[1:])
+    order = np.argsort(rates)
+    return weights[order], rates[order], -result.fun
+
+
+def test_london_deaths_match_the_published_squarem_figures(london_fit):
+    """SQUAREM vignette (plain EM): 0.6401136 on 2.6634056, 0.3598864 on 1.2560968; -log L 1989.946.
+
+    The log-likelihood is checked to its printed precision. The parameters agree to 1e-5, not to the
+    seven printed digits: the likelihood is flat to 1e-12 over a few 1e-6 of the parameters, so an EM
+    stopped on the change of the objective cannot resolve them further (the published run is 1.7e-6 from
+    the exact MLE 0.3598854 / 0.6401146 on 1.2560951 / 2.6634044, ours 4.4e-6).
+    """
+    found = estimate(london_fit)
+    assert london_fit["em"].attrs["converged"]
+    np.testing.assert_allclose(found["weights"], [0.3598864, 0.6401136], atol=1e-5)
+    np.testing.assert_allclose(found["rate"], [1.2560968, 2.6634056], atol=1e-5)
+    assert -london_fit["em"].attrs["log_likelihood"] == pytest.approx(1989.946, abs=5e-4)
+
+
+def test_london_deaths_estimate_is_the_maximum_of_a_naive_likelihood(london_fit, exact_mle, deaths):
+    weights, rates, log_likelihood = exact_mle
+    found = estimate(london_fit)
+    np.testing.assert_allclose(found["weights"], weights, atol=1e-5)
+    np.testing.assert_allclose(found["rate"], rates, atol=1e-5)
+    assert london_fit["em"].attrs["log_likelihood"] == pytest.approx(log_likelihood, rel=1e-13)
+    naive = naive_log_likelihood(deaths["deaths"], deaths["days"], found["weights"], found["rate"])
+    assert london_fit["em"].attrs["log_likelihood"] == pytest.approx(naive, rel=1e-14)
+
+
+def test_the_exact_mle_is_a_fixed_point_of_the_em_step(exact_mle, deaths):
+    weights, rates, _ = exact_mle
+    start = {"weights": weights, "rate": rates}
+    with pytest.warns(mixflow.ConvergenceWarning):
+        tree = mixflow.fit(PoissonMixture(2), deaths["deaths"], weights=deaths["days"], init=start, max_iter=1,
+                           tol=1e-300)
+    found = estimate(tree)
+    np.testing.assert_allclose(found["weights"], start["weights"], atol=1e-8)
+    np.testing.assert_allclose(found["rate"], start["rate"], atol=1e-8)
+
+
+def test_frequency_weights_equal_repeated_rows(deaths):
+    model = PoissonMixture(2)
+    start = {"weights": [0.5, 0.5], "rate": [1.0, 3.0]}
+    weighted = mixflow.fit(model, deaths["deaths"], weights=deaths["days"], init=start, tol=1e-10)
+    repeated = mixflow.fit(model, np.repeat(deaths["deaths"].to_numpy(), deaths["days"]), init=start, tol=1e-10)
+    np.testing.assert_allclose(estimate(weighted)["rate"], estimate(repeated)["rate"], rtol=1e-10)
+    assert weighted["em"].attrs["log_likelihood"] == pytest.approx(repeated["em"].attrs["log_likelihood"],
+                                                                   rel=1e-12)
+    assert weighted["em"].attrs["bic"] == pytest.approx(repeated["em"].attrs["bic"], rel=1e-12)
+
+
+def test_simulated_mixture_recovers_the_truth():
+    rng = np.random.default_rng(11)
+    n, truth_weights, truth_rates = 4000, np.array([0.3, 0.7]), np.array([1.5, 7.0])
+    labels = rng.choice(2, size=n, p=truth_weights)
+    y = rng.poisson(truth_rates[labels])
+    tree = mixflow.fit(PoissonMixture(2), y, random_seed=3)
+    found = estimate(tree)
+    # standard errors are about 0.008 (weights) and 0.04 / 0.05 (rates): allow about four of them
+    np.testing.assert_allclose(found["weights"], truth_weights, atol=0.03)
+    np.testing.assert_allclose(found["rate"], truth_rates, atol=0.2)
+    assert tree["em"].attrs["n_parameters"] == 3
+    resp = tree["em/responsibilities"]["responsibilities"].values
+    agreement = np.mean(resp.argmax(axis=1) == labels)
+    assert agreement > 0.9
+
+
+@pytest.mark.parametrize("method", ["em", "map"])
+def test_objective_never_decreases(method, deaths):
+    tree = mixflow.fit(PoissonMixture(3), deaths["deaths"], weights=deaths["days"], method=method,
+                       init="random", n_init=3, random_seed=5, tol=1e-13, max_iter=3000)
+    name = "log_posterior" if method == "map" else "log_likelihood"
+    for history in tree["em/sample_stats"][name].values:
+        history = history[~np.isnan(history)]
+        assert history.size > 20
+        assert (np.diff(history) >= -1e-12 * np.abs(history[1:])).all()
+
+
+def test_map_is_the_mode_of_a_naive_log_posterior(deaths):
+    prior = {"shape": 2.0, "rate": 0.5, "weights_concentration": 2.0}
+    y, days = deaths["deaths"].to_numpy(), deaths["days"].to_numpy()
+    tree = mixflow.fit(PoissonMixture(2, prior=prior), y, weights=days, method="map", random_seed=0,
+                       n_init=1, tol=1e-15, max_iter=20000)
+    found = estimate(tree)
+
+    def negative(vector):
+        weight = 1.0 / (1.0 + np.exp(-vector[0]))
+        rates = np.exp(vector[1:])
+        log_prior = stats.dirichlet.logpdf([weight, 1 - weight], [2.0, 2.0]) \
+            + stats.gamma.logpdf(rates, 2.0, scale=1 / 0.5).sum()
+        return -(naive_log_likelihood(y, days, [weight, 1 - weight], rates) + log_prior)
+
+    start = np.concatenate([[np.log(found["weights"][0] / found["weights"][1])], np.log(found["rate"])])
+    result = optimize.minimize(negative, start + 0.05, method="BFGS", options={"gtol": 1e-9})
+    assert tree["em"].attrs["log_posterior"] == pytest.approx(-result.fun, rel=1e-12)
+    np.testing.assert_allclose(found["rate"], np.exp(result.x[1:]), atol=1e-5)
+
+
+def test_default_prior_is_worth_a_hundredth_of_an_observation_at_the_data_mean(deaths):
+    tree = mixflow.fit(PoissonMixture(2), deaths["deaths"], weights=deaths["days"], method="map", random_seed=0,
+                       n_init=1)
+    used = json.loads(tree["em"].attrs["prior"])
+    mean = np.average(deaths["deaths"], weights=deaths["days"])
+    assert used == {"concentration": [1.0, 1.0], "shape": pytest.approx(1 + 0.01 * mean), "rate": 0.01}
+    mle = mixflow.fit(PoissonMixture(2), deaths["deaths"], weights=deaths["days"], random_seed=0, n_init=1)
+    np.testing.assert_allclose(estimate(tree)["rate"], estimate(mle)["rate"], atol=0.01)
+
+
+def test_declaration_round_trips_and_container_saves(tmp_path, deaths):
+    model = PoissonMixture(3, prior={"shape": 1.5, "weights_concentration": [1.0, 2.0, 3.0]})
+    assert mixflow.model_from_json(model.to_json()) == model
+    assert PoissonMixture(2) == PoissonMixture(2, prior=PoissonPrior())
+    tree = mixflow.fit(PoissonMixture(2), deaths["deaths"], weights=deaths["days"], random_seed=0)
+    assert tree["em/estimate"]["rate"].dims == ("component",)
+    assert (np.diff(tree["em/estimate"]["rate"].values) > 0).all()
+    loaded = mixflow.load(mixflow.save(tree, tmp_path / "deaths.nc"))
+    assert loaded["em/estimate"].to_dataset().identical(tree["em/estimate"].to_dataset())
+    proba = mixflow.predict_proba(tree, deaths[["deaths"]])
+    np.testing.assert_allclose(proba.values, tree["em/responsibilities"]["responsibilities"].values, rtol=1e-12)
+
+
+@pytest.mark.parametrize("data, message", [
+    (np.array([0.0, 1.0, 2.5, 3.0, -1.0]),
+     r"data: expected non-negative integer counts, got other values in 2 row\(s\): \[2, 4\] "
+     r"\(values \[2.5, -1.0\]\)"),
+    (pd.DataFrame({"y": [1, 2, 3, -4]}, index=[10, 11, 12, 13]), r"2 row\(s\)|1 row\(s\): \[13\]"),
+    (np.arange(8).reshape(4, 2), r"data: expected one column of counts for a PoissonMixture, got 2 columns "
+                                 r"\['x0', 'x1'\]"),
+])
+def test_bad_counts_are_refused(data, message):
+    with pytest.raises(ValueError, match=message):
+        mixflow.fit(PoissonMixture(2), data)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"n_components": 0}, ValueError, r"n_components: expected an integer >= 1, got 0"),
+    ({"n_components": 2, "prior": {"shape": 0.5}}, ValueError,
+     r"shape: expected a number >= 1 \(the MAP rate is the posterior mode\), got 0.5"),
+    ({"n_components": 2, "prior": {"rate": -1.0}}, ValueError, r"rate: expected a positive number, got -1.0"),
+    ({"n_components": 2, "prior": {"scale": 1.0}}, ValueError,
+     r"prior: unknown hyperparameter\(s\) \['scale'\]; expected some of \['weights_concentration', 'shape', 'rate'\]"),
+    ({"n_components": 2, "prior": {"weights_concentration": [1, 1, 1]}}, ValueError,
+     r"prior.weights_concentration: expected 1 or 2 values, got 3"),
+    ({"n_components": 2, "prior": {"weights_concentration": 0}}, ValueError,
+     r"weights_concentration: expected positive numbers, got 0"),
+    ({"n_components": 2, "prior": "flat"}, ValueError,
+     r"prior: expected 'default', a PoissonPrior or a dict, got 'flat'"),
+    ({"n_components": 2, "prior": 1.0}, TypeError, r"prior: expected 'default', a PoissonPrior or a dict, got float"),
+])
+def test_bad_declarations_are_refused(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        PoissonMixture(**kwargs)
+
+
+@pytest.mark.parametrize("init, message", [
+    ({"weights": [0.5, 0.5]}, r"init: expected keys \['rate', 'weights'\], got \['weights'\] \(missing \['rate'\]"),
+    ({"weights": [0.5, 0.5], "rate": [1.0, -2.0]}, r"init\['rate'\]: expected positive rates, got \[1.0, -2.0\]"),
+    ({"weights": [0.5, 0.5], "rate": [1.0, 2.0, 3.0]}, r"init\['rate'\]: expected shape \(2,\), got \(3,\)"),
+    ({"weights": [0.9, 0.5], "rate": [1.0, 2.0]}, r"init\['weights'\]: expected non-negative weights summing to 1"),
+])
+def test_bad_initial_parameters_are_refused(init, message):
+    with pytest.raises(ValueError, match=message):
+        mixflow.fit(PoissonMixture(2), np.arange(10), init=init)
