@@ -1,0 +1,249 @@
+"""Mixtures of linear regressions: the tone data against a direct maximisation, degeneracy, MAP, errors."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize, stats
+
+import mixflow
+from mixflow.families.regression import RegressionMixture, RegressionPrior
+
+TONE = RegressionMixture(2, "tuned ~ stretchratio")
+# Two lines, started apart: a flat one near 2 (the musician tuning to the octave) and y = x.
+START = {"weights": [0.5, 0.5], "coefficients": [[0.0, 1.0], [1.9, 0.05]], "variance": [0.01, 0.01]}
+# A line through three exactly collinear points (rows 79, 111, 142) with a small weight.
+DEGENERATE_START = {"weights": [0.02, 0.98], "coefficients": [[-0.303, 0.94], [1.3046, 0.3545]],
+                    "variance": [1e-4, 0.05]}
+
+
+@pytest.fixture(scope="module")
+def tone():
+    return mixflow.load_dataset("tone")
+
+
+def estimate(tree):
+    return {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
+
+
+def naive_log_likelihood(x, y, weights, coefficients, variances, frequency=None):
+    """Reference log-likelihood with scipy.stats; ``coefficients`` (K, 2) are (intercept, slope)."""
+    density = sum(w * stats.norm.pdf(y, b[0] + b[1] * x, np.sqrt(v))
+                  for w, b, v in zip(weights, coefficients, variances, strict=True))
+    frequency = np.ones(len(y)) if frequency is None else frequency
+    return float(frequency @ np.log(density))
+
+
+def _unpack(vector):
+    weight = 1.0 / (1.0 + np.exp(-vector[0]))
+    return np.array([weight, 1 - weight]), vector[1:5].reshape(2, 2), np.exp(vector[5:])
+
+
+def _pack(params):
+    weights = np.asarray(params["weights"], dtype=float)
+    return np.concatenate([[np.log(weights[0] / weights[1])], np.ravel(params["coefficients"]),
+                           np.log(params["variance"])])
+
+
+def test_tone_agrees_with_a_direct_maximisation_from_the_same_start(tone):
+    x, y = tone["stretchratio"].to_numpy(), tone["tuned"].to_numpy()
+    tree = mixflow.fit(TONE, tone, init=START, tol=1e-14)
+    found = estimate(tree)
+
+    def negative(vector):
+        return -naive_log_likelihood(x, y, *_unpack(vector))
+
+    result = optimize.minimize(negative, _pack(START), method="BFGS", options={"gtol": 1e-6, "maxiter": 5000})
+    weights, coefficients, variances = _unpack(result.x)
+    assert np.abs(result.jac).max() < 1e-3  # BFGS stops on precision loss below this
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(-result.fun, rel=1e-10)
+    np.testing.assert_allclose(found["weights"], weights, atol=1e-5)
+    np.testing.assert_allclose(found["coefficients"], coefficients, atol=1e-5)
+    np.testing.assert_allclose(found["variance"], variances, rtol=1e-4)
+    # the well-known answer: a flat line at the octave and the line y = x (Cohen 1980)
+    np.testing.assert_allclose(found["coefficients"], [[-0.0193, 0.9923], [1.9164, 0.0425]], atol=1e-4)
+    np.testing.assert_allclose(found["weights"], [0.3023, 0.6977], atol=1e-4)
+    naive = naive_log_likelihood(x, y, found["weights"], found["coefficients"], found["variance"])
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(naive, rel=1e-13)
+
+
+def test_default_fit_finds_the_same_answer_and_names_the_coefficients(tone, tmp_path):
+    tree = mixflow.fit(TONE, tone, random_seed=2, tol=1e-12)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(141.1984, abs=1e-4)
+    coefficients = tree["em/estimate"]["coefficients"]
+    assert coefficients.dims == ("component", "coefficient")
+    assert list(coefficients["coefficient"].values) == ["intercept", "stretchratio"]
+    assert (np.diff(coefficients.values[:, 0]) > 0).all()  # canonical order: ascending intercept
+    assert tree["em"].attrs["n_parameters"] == 1 + 4 + 2
+    loaded = mixflow.load(mixflow.save(tree, tmp_path / "tone.nc"))
+    assert loaded["em/estimate"].to_dataset().identical(tree["em/estimate"].to_dataset())
+    proba = mixflow.predict_proba(tree, tone[["tuned", "stretchratio"]])
+    np.testing.assert_allclose(proba.values, tree["em/responsibilities"]["responsibilities"].values, rtol=1e-10)
+
+
+def test_a_collapsing_noise_scale_warns_and_map_prevents_it(tone):
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"component\(s\) \[0\] collapsed.*method='map'"):
+        tree = mixflow.fit(TONE, tone, init=DEGENERATE_START)
+    floor = 1e-6 * tone["tuned"].var(ddof=0)
+    assert estimate(tree)["variance"][0] == pytest.approx(floor, rel=1e-12)
+    assert estimate(tree)["weights"][0] == pytest.approx(3 / 150, abs=1e-3)  # the three collinear points
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.DegenerateComponentWarning)
+        mapped = mixflow.fit(TONE, tone, init=DEGENERATE_START, method="map")
+    assert estimate(mapped)["variance"].min() > 1000 * floor
+
+
+def test_the_likelihood_prefers_a_spurious_tiny_variance_and_the_posterior_does_not(tone):
+    """A component on y = x with a noise sd of 0.0045 beats the sensible fit in likelihood, not in posterior."""
+    spurious_start = {"weights": [0.06, 0.94], "coefficients": [[0.001, 1.0], [1.3046, 0.3545]],
+                      "variance": [1e-4, 0.05]}
+    spurious = mixflow.fit(TONE, tone, init=spurious_start, tol=1e-12)
+    sensible = mixflow.fit(TONE, tone, init=START, tol=1e-12)
+    assert estimate(spurious)["variance"][0] < 1e-3 * estimate(spurious)["variance"][1]
+    assert spurious["em"].attrs["log_likelihood"] > sensible["em"].attrs["log_likelihood"] + 4
+    spurious_map = mixflow.fit(TONE, tone, init=spurious_start, tol=1e-12, method="map")
+    sensible_map = mixflow.fit(TONE, tone, init=START, tol=1e-12, method="map")
+    assert sensible_map["em"].attrs["log_posterior"] > spurious_map["em"].attrs["log_posterior"] + 40
+
+
+def test_map_is_the_mode_of_a_naive_log_posterior(tone):
+    x, y = tone["stretchratio"].to_numpy(), tone["tuned"].to_numpy()
+    tree = mixflow.fit(TONE, tone, init=START, method="map", tol=1e-14)
+    prior = json.loads(tree["em"].attrs["prior"])
+    mean, covariance = np.array(prior["mean"]), np.array(prior["covariance"])
+
+    def negative(vector):
+        weights, coefficients, variances = _unpack(vector)
+        log_prior = stats.dirichlet.logpdf(weights, prior["concentration"])
+        for beta, variance in zip(coefficients, variances, strict=True):
+            log_prior += stats.multivariate_normal.logpdf(beta, mean, variance * covariance)
+            log_prior += stats.invgamma.logpdf(variance, prior["shape"], scale=prior["scale"])
+        return -(naive_log_likelihood(x, y, weights, coefficients, variances) + log_prior)
+
+    found = estimate(tree)
+    result = optimize.minimize(negative, _pack(found) + 0.01, method="BFGS", options={"gtol": 1e-8})
+    assert tree["em"].attrs["log_posterior"] == pytest.approx(-result.fun, rel=1e-10)
+    _, coefficients, variances = _unpack(result.x)
+    np.testing.assert_allclose(found["coefficients"], coefficients, atol=1e-5)
+    np.testing.assert_allclose(found["variance"], variances, rtol=1e-4)
+
+
+def test_default_prior_is_a_unit_information_prior_around_one_regression(tone):
+    tree = mixflow.fit(TONE, tone, method="map", random_seed=0, n_init=1)
+    used = json.loads(tree["em"].attrs["prior"])
+    design = np.column_stack([np.ones(len(tone)), tone["stretchratio"]])
+    pooled, residuals = np.linalg.lstsq(design, tone["tuned"], rcond=None)[:2]
+    np.testing.assert_allclose(used["mean"], pooled, rtol=1e-10)
+    np.testing.assert_allclose(used["covariance"], np.linalg.inv(design.T @ design / len(tone)) / 0.01, rtol=1e-10)
+    assert used["shape"] == 1.5
+    assert used["scale"] == pytest.approx(residuals[0] / len(tone) / (2 * 2**2), rel=1e-10)
+    explicit = {"mean": [0.0, 1.0], "covariance": [[4.0, 0.0], [0.0, 4.0]], "shape": 3.0, "scale": 0.01}
+    tree = mixflow.fit(RegressionMixture(2, "tuned ~ stretchratio", prior=explicit), tone, method="map",
+                       random_seed=0, n_init=1)
+    used = json.loads(tree["em"].attrs["prior"])
+    assert used["mean"] == [0.0, 1.0] and used["covariance"] == [[4.0, 0.0], [0.0, 4.0]]
+    assert used["shape"] == 3.0 and used["scale"] == 0.01
+
+
+@pytest.mark.parametrize("method", ["em", "map"])
+def test_objective_never_decreases(method, tone):
+    tree = mixflow.fit(RegressionMixture(3, "tuned ~ stretchratio"), tone, method=method, init="random",
+                       n_init=3, random_seed=4, tol=1e-12)
+    name = "log_posterior" if method == "map" else "log_likelihood"
+    for history in tree["em/sample_stats"][name].values:
+        history = history[~np.isnan(history)]
+        assert history.size > 5
+        assert (np.diff(history) >= -1e-10 * np.abs(history[1:])).all()
+
+
+def test_simulated_regressions_with_two_covariates_are_recovered():
+    rng = np.random.default_rng(8)
+    n = 3000
+    x = rng.normal(size=(n, 2)) * [1.0, 10.0] + [5.0, 100.0]  # shifted and scaled covariates
+    labels = rng.choice(2, size=n, p=[0.4, 0.6])
+    truth = np.array([[-1.0, 2.0, 0.1], [3.0, -1.0, 0.3]])
+    sds = np.array([0.5, 1.0])
+    y = truth[labels, 0] + (truth[labels, 1:] * x).sum(axis=1) + rng.normal(size=n) * sds[labels]
+    frame = pd.DataFrame({"y": y, "a": x[:, 0], "b": x[:, 1]})
+    tree = mixflow.fit(RegressionMixture(2, "y ~ a + b"), frame, random_seed=1, n_init=3)
+    found = estimate(tree)
+    np.testing.assert_allclose(found["weights"], [0.4, 0.6], atol=0.03)
+    assert (np.abs(found["coefficients"] - truth) < [0.5, 0.05, 0.01]).all(), found["coefficients"]
+    np.testing.assert_allclose(np.sqrt(found["variance"]), sds, rtol=0.06)
+
+
+def test_no_intercept_and_frequency_weights():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(1, 3, size=60)
+    y = np.where(np.arange(60) < 30, 2.0 * x, -1.0 * x) + rng.normal(scale=0.1, size=60)
+    counts = rng.integers(1, 4, size=60)
+    frame = pd.DataFrame({"y": y, "x": x})
+    model = RegressionMixture(2, "y ~ x - 1")
+    assert model.coefficient_names == ["x"] and model.as_formula() == "y ~ x + 0"
+    start = {"weights": [0.5, 0.5], "coefficients": [[-0.5], [1.5]], "variance": [0.1, 0.1]}
+    weighted = mixflow.fit(model, frame, weights=counts, init=start, tol=1e-12)
+    repeated = mixflow.fit(model, frame.loc[np.repeat(np.arange(60), counts)].reset_index(drop=True), init=start,
+                           tol=1e-12)
+    np.testing.assert_allclose(estimate(weighted)["coefficients"], estimate(repeated)["coefficients"], rtol=1e-9)
+    np.testing.assert_allclose(estimate(weighted)["coefficients"][:, 0], [-1.0, 2.0], atol=0.05)
+    assert weighted["em"].attrs["log_likelihood"] == pytest.approx(repeated["em"].attrs["log_likelihood"],
+                                                                   rel=1e-10)
+
+
+def test_declarations_are_values():
+    by_formula = RegressionMixture(2, "y ~ a + b")
+    by_names = RegressionMixture(2, response="y", covariates=["a", "b"])
+    assert by_formula == by_names and hash(by_formula) == hash(by_names)
+    assert mixflow.model_from_json(by_formula.to_json()) == by_formula
+    assert RegressionMixture(1, "y ~ 1").coefficient_names == ["intercept"]
+    assert RegressionMixture(2, response="y", covariates="a").covariates == ("a",)
+    assert RegressionMixture(2, "y ~ a", prior={"shape": 2.0}).prior == RegressionPrior(shape=2.0)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"formula": "y x"}, ValueError, r"formula: expected 'response ~ covariate \+ ...', got 'y x'"),
+    ({"formula": "y ~ log(x)"}, ValueError, r"formula: expected column names as terms, got 'log\(x\)'"),
+    ({"formula": "y ~ a - b"}, ValueError, r"formula: only '- 1' can be subtracted, got '- b'"),
+    ({"formula": "y ~ a +"}, ValueError, r"formula: expected terms joined by '\+' right of '~', got 'a \+'"),
+    ({"formula": "y ~ a", "response": "z"}, ValueError, r"formula: 'y ~ a' disagrees with response='z'"),
+    ({}, ValueError, r"response: expected a column name \(or a formula 'y ~ x'\), got None"),
+    ({"response": "y", "covariates": [1]}, TypeError, r"covariates: expected a list of column names, got \[1\]"),
+    ({"response": "y", "covariates": ["a", "a"]}, ValueError, r"covariates: expected distinct names other than"),
+    ({"response": "y", "covariates": ["y"]}, ValueError, r"covariates: expected distinct names other than"),
+    ({"formula": "y ~ 0"}, ValueError, r"covariates: expected at least one covariate or an intercept, got neither"),
+    ({"response": "y", "intercept": 1}, TypeError, r"intercept: expected True or False, got 1"),
+    ({"formula": "y ~ a", "prior": {"shape": 0}}, ValueError, r"shape: expected a number > 0, got 0"),
+    ({"formula": "y ~ a", "prior": {"covariance": [[1, 2], [2, 1]]}}, ValueError,
+     r"covariance: expected a symmetric positive definite matrix"),
+    ({"formula": "y ~ a", "prior": {"dof": 3}}, ValueError, r"prior: unknown hyperparameter\(s\) \['dof'\]"),
+])
+def test_bad_declarations_are_refused(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        RegressionMixture(2, **kwargs)
+
+
+def test_bad_data_and_prior_shapes_are_refused(tone):
+    with pytest.raises(ValueError, match=r"data: expected columns \['tuned', 'pitch'\] \(response and covariates "
+                                         r"of the model\), got \['stretchratio', 'tuned'\] \(missing \['pitch'\]\)"):
+        mixflow.fit(RegressionMixture(2, "tuned ~ pitch"), tone)
+    collinear = tone.assign(double=2 * tone["stretchratio"])
+    with pytest.raises(ValueError, match=r"data: expected covariates \['stretchratio', 'double'\] that are not "
+                                         r"collinear \(with the intercept\)"):
+        mixflow.fit(RegressionMixture(2, "tuned ~ stretchratio + double"), collinear)
+    with pytest.raises(ValueError, match=r"prior.mean: expected shape \(2,\) \(one row per coefficient "
+                                         r"\['intercept', 'stretchratio'\]\), got \(3,\)"):
+        mixflow.fit(RegressionMixture(2, "tuned ~ stretchratio", prior={"mean": [0, 1, 2]}), tone, method="map")
+
+
+@pytest.mark.parametrize("init, message", [
+    ({"weights": [0.5, 0.5], "coefficients": [[0, 1]] * 2}, r"init: expected keys \['coefficients', 'variance', "
+                                                             r"'weights'\].*missing \['variance'\]"),
+    ({**START, "coefficients": [[0.0, 1.0, 2.0]] * 2},
+     r"init\['coefficients'\]: expected shape \(2, 2\), got \(2, 3\)"),
+    ({**START, "variance": [0.01, 0.0]}, r"init\['variance'\]: expected positive variances, got \[0.01, 0.0\]"),
+])
+def test_bad_initial_parameters_are_refused(init, message, tone):
+    with pytest.raises(ValueError, match=message):
+        mixflow.fit(TONE, tone, init=init)
