@@ -11,6 +11,7 @@ from mixflow.warnings import (
     DegenerateComponentWarning,
     MixflowInternalWarning,
     MixflowWarning,
+    SamplingWarning,
 )
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "GaussianPrior",
     "MixflowInternalWarning",
     "MixflowWarning",
+    "SamplingWarning",
     "fit",
     "list_datasets",
     "load",

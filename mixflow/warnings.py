@@ -6,6 +6,7 @@ __all__ = [
     "DegenerateComponentWarning",
     "MixflowInternalWarning",
     "MixflowWarning",
+    "SamplingWarning",
 ]
 
 
@@ -27,3 +28,7 @@ class ConstantFeatureWarning(MixflowWarning):
 
 class MixflowInternalWarning(MixflowWarning):
     """Something that should never happen did (e.g. EM decreased its objective); please report it."""
+
+
+class SamplingWarning(MixflowWarning):
+    """MCMC diagnostics flag a problem (R-hat above 1.01, too few effective draws, divergences)."""
