@@ -1,0 +1,120 @@
+"""Bootstrap replicates and observed-information standard errors of the EM estimate."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import mixflow
+from mixflow.bootstrap import bootstrap, standard_errors
+from mixflow.warnings import MixflowWarning
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-2, 0.7, 50), rng.normal(2, 1.0, 70)])
+    return mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=1, n_init=2)
+
+
+@pytest.fixture(scope="module")
+def replicated(fitted):
+    return bootstrap(fitted, n_replicates=16, random_seed=7, n_jobs=1)
+
+
+def test_replicates_are_stored_like_a_posterior(fitted, replicated):
+    group = replicated["em/bootstrap"]
+    assert set(group.data_vars) == {"weights", "mu", "covariance"}
+    assert group["mu"].dims == ("chain", "draw", "component", "feature")
+    assert group.sizes["chain"] == 1 and group.sizes["draw"] == 16
+    assert group.attrs["kind"] == "nonparametric" and group.attrs["random_seed"] == 7
+    assert group.attrs["n_failed"] == 0
+    # aligned to the estimate: every replicate keeps component 0 as the left one
+    assert (group["mu"].values[0, :, 0, 0] < 0).all() and (group["mu"].values[0, :, 1, 0] > 0).all()
+    assert "bootstrap" not in fitted["em"].children  # the input is not modified
+
+
+def test_same_seed_same_replicates_whatever_the_number_of_workers(fitted, replicated):
+    again = bootstrap(fitted, n_replicates=16, random_seed=7, n_jobs=1)
+    parallel = bootstrap(fitted, n_replicates=16, random_seed=7, n_jobs=2)
+    assert replicated["em/bootstrap"].to_dataset().identical(again["em/bootstrap"].to_dataset())
+    assert replicated["em/bootstrap"].to_dataset().identical(parallel["em/bootstrap"].to_dataset())
+    other = bootstrap(fitted, n_replicates=16, random_seed=8, n_jobs=1)
+    assert not np.array_equal(other["em/bootstrap"]["mu"].values, replicated["em/bootstrap"]["mu"].values)
+
+
+def test_parametric_bootstrap_and_map(fitted):
+    tree = mixflow.fit(mixflow.GaussianMixture(2, covariance="spherical"),
+                       fitted["observed_data"]["x"].values, method="map", random_seed=1, n_init=1)
+    result = bootstrap(tree, n_replicates=8, kind="parametric", random_seed=3, n_jobs=1)
+    draws = result["em/bootstrap"]["variance"]
+    assert draws.dims == ("chain", "draw", "component") and np.isfinite(draws).all()
+
+
+def test_frequency_weighted_data_resample_units(fitted):
+    values = np.round(fitted["observed_data"]["x"].values[:, 0], 1)
+    unique, counts = np.unique(values, return_counts=True)
+    tree = mixflow.fit(mixflow.GaussianMixture(2), unique, weights=counts.astype(float), random_seed=1, n_init=1)
+    result = bootstrap(tree, n_replicates=6, random_seed=2, n_jobs=1)
+    assert np.isfinite(result["em/bootstrap"]["weights"].values).all()
+
+
+def test_bootstrap_group_survives_save_and_load(tmp_path, replicated):
+    loaded = mixflow.load(mixflow.save(replicated, tmp_path / "boot.nc"))
+    assert loaded["em/bootstrap"].to_dataset().identical(replicated["em/bootstrap"].to_dataset())
+
+
+def test_standard_errors_of_one_gaussian_match_the_closed_form():
+    rng = np.random.default_rng(5)
+    x = rng.normal(3.0, 2.0, size=(400, 1))
+    tree = mixflow.fit(mixflow.GaussianMixture(1), x, random_seed=0, n_init=1)
+    errors = standard_errors(tree)
+    n, variance = x.shape[0], x.var()
+    assert errors["mu"].item() == pytest.approx(np.sqrt(variance / n), rel=1e-4)
+    assert errors["covariance"].item() == pytest.approx(variance * np.sqrt(2 / n), rel=1e-4)
+    assert errors["weights"].item() == 0.0
+
+
+def test_standard_errors_agree_with_the_bootstrap_on_simulated_data():
+    rng = np.random.default_rng(11)
+    n = 600
+    labels = rng.random(n) < 0.35
+    x = np.where(labels[:, None], [-2.0, 0.0], [2.0, 1.0]) + rng.normal(size=(n, 2)) * np.where(
+        labels[:, None], 0.6, 1.0)
+    tree = mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), x, random_seed=0, n_init=1)
+    errors = standard_errors(tree)
+    replicates = bootstrap(tree, n_replicates=120, random_seed=1)
+    spread = replicates["em/bootstrap"].to_dataset().std(("chain", "draw"), ddof=1)
+    for name in ("weights", "mu", "variance"):
+        ratio = errors[name].values / spread[name].values
+        assert np.all((ratio > 0.7) & (ratio < 1.4)), (name, ratio)
+
+
+def test_standard_errors_respect_the_weights_constraint(fitted):
+    errors = standard_errors(fitted)
+    assert errors["weights"].values[0] == pytest.approx(errors["weights"].values[1], rel=1e-6)
+    assert errors["mu"].dims == ("component", "feature")
+
+
+def test_standard_errors_undefined_give_nan_and_a_warning(fitted):
+    with pytest.warns(MixflowWarning, match="not defined: 5 free parameters exceed max_parameters=2"):
+        errors = standard_errors(fitted, max_parameters=2)
+    assert all(np.isnan(errors[name]).all() for name in errors.data_vars)
+
+
+def test_bad_arguments(fitted):
+    with pytest.raises(ValueError, match="n_replicates: expected an integer >= 2, got 1"):
+        bootstrap(fitted, n_replicates=1)
+    with pytest.raises(ValueError, match=r"kind: expected one of \['nonparametric', 'parametric'\], got 'jackknife'"):
+        bootstrap(fitted, kind="jackknife")
+    with pytest.raises(ValueError, match="random_seed: expected None or a non-negative integer, got -1"):
+        bootstrap(fitted, random_seed=-1)
+    with pytest.raises(ValueError, match="n_jobs: expected None .* or an integer >= 1, got 0"):
+        bootstrap(fitted, n_jobs=0)
+    with pytest.raises(ValueError, match=r"data: expected the data the tree was fitted on \(shape \(120, 1\)\)"):
+        bootstrap(fitted, np.zeros(120))
+    with pytest.raises(TypeError, match="tree: expected a mixflow result"):
+        bootstrap("result.nc")
+    without_em = xr.DataTree.from_dict({"/": xr.Dataset(attrs=fitted.attrs),
+                                        "observed_data": fitted["observed_data"].to_dataset()})
+    with pytest.raises(ValueError, match="tree: expected a result with an /em/estimate"):
+        bootstrap(without_em)

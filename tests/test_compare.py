@@ -1,0 +1,224 @@
+"""The comparison table: numbers against hand computation, label agreement against scikit-learn."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from scipy.special import logsumexp
+from sklearn.metrics import adjusted_rand_score
+
+import mixflow
+from mixflow.bootstrap import bootstrap, observed_data, simulate, standard_errors
+from mixflow.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
+from mixflow.results import build_tree
+
+
+def simulated_data(d: int, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    labels = rng.random(n) < 0.4
+    centres = np.where(labels[:, None], -2.0, 2.0) * np.ones(d)
+    return centres + rng.normal(scale=0.8, size=(n, d))
+
+
+def _draws(estimate: xr.Dataset, chains: int, draws: int, rng) -> dict:
+    """Parameter draws scattered around the estimate (valid: weights on the simplex, PD covariances)."""
+    out = {}
+    for name, da in estimate.data_vars.items():
+        shape = (chains, draws, *da.shape)
+        if name == "weights":
+            value = rng.dirichlet(60 * da.values, size=(chains, draws))
+        elif name in ("covariance", "variance"):
+            factor = np.exp(rng.normal(scale=0.1, size=(chains, draws) + (1,) * da.ndim))
+            value = da.values * factor
+        else:
+            value = da.values + rng.normal(scale=0.15, size=shape)
+        out[name] = (("chain", "draw", *da.dims), value)
+    return out
+
+
+def _method_groups(tree, method: str, chains: int, draws: int, rng) -> xr.DataTree:
+    estimate = tree["em/estimate"].to_dataset()
+    model = mixflow.model_from_json(tree.attrs["model"])
+    data = _observed(tree)
+    posterior = _draws(estimate, chains, draws, rng)
+    params = [{n: posterior[n][1][c, s] for n in posterior} for c in range(chains) for s in range(draws)]
+    log_lik = np.array([logsumexp(_log_joint(model, p, data), axis=1) for p in params]).reshape(chains, draws, -1)
+    mean_params = {n: v[1].mean(axis=(0, 1)) for n, v in posterior.items()}
+    resp = np.exp(_log_joint(model, mean_params, data))
+    resp /= resp.sum(axis=1, keepdims=True)
+    coords = {dim: tree["em/estimate"][dim].values for dim in estimate.dims}
+    coords.update(chain=np.arange(chains), draw=np.arange(draws), obs=tree["observed_data"]["obs"].values,
+                  feature=tree["observed_data"]["feature"].values, iteration=np.arange(200))
+    groups = {"posterior": {"variables": posterior},
+              "responsibilities": {"variables": {"responsibilities_mean": (("obs", "component"), resp),
+                                                 "responsibilities_sd": (("obs", "component"), 0 * resp)}}}
+    if method == "mcmc":
+        replicated = np.stack([simulate(p, data.n_obs, rng)[0] for p in params]).reshape(
+            chains, draws, data.n_obs, data.n_features)
+        groups.update({
+            "log_likelihood": {"variables": {"x": (("chain", "draw", "obs"), log_lik)}},
+            "posterior_predictive": {"variables": {"x": (("chain", "draw", "obs", "feature"), replicated)}},
+            "sample_stats": {"variables": {"diverging": (("chain", "draw"), np.zeros((chains, draws), bool))}},
+        })
+    else:
+        elbo = -500 - 300 * np.exp(-np.arange(200) / 20) + rng.normal(scale=3, size=200)
+        groups["sample_stats"] = {"variables": {"elbo": (("iteration",), elbo)}}
+    return build_tree(groups, coords=coords, attrs={})
+
+
+def _observed(tree):
+    return observed_data(tree)
+
+
+def _log_joint(model, params, data):
+    prepared = model.prepare(data)
+    log_density, _ = model.log_density(model.e_step_constants(params, prepared), prepared)
+    return log_density + np.log(params["weights"])
+
+
+def make_container(methods=("em", "mcmc", "advi"), *, d: int = 1, n: int = 60, with_bootstrap: bool = False,
+                   chains: int = 2, draws: int = 40, seed: int = 0, covariance: str = "full") -> xr.DataTree:
+    """A small container with synthetic /mcmc and /advi groups built around the EM estimate."""
+    tree = mixflow.fit(mixflow.GaussianMixture(2, covariance=covariance), simulated_data(d, n, seed),
+                       random_seed=seed, n_init=2, data_name="simulated")
+    if with_bootstrap:
+        tree = bootstrap(tree, n_replicates=12, random_seed=seed, n_jobs=1)
+    rng = np.random.default_rng(seed + 1)
+    for method in ("mcmc", "advi"):
+        if method in methods:
+            tree[method] = _method_groups(tree, method, chains if method == "mcmc" else 1, draws, rng)
+    if "em" not in methods:
+        tree = xr.DataTree.from_dict({node.path: node.to_dataset(inherit=False) for node in tree.subtree
+                                      if not node.path.startswith("/em")})
+    return tree
+
+
+@pytest.fixture(scope="module")
+def container():
+    return make_container(with_bootstrap=True)
+
+
+def _hand(draws: np.ndarray, probability: float) -> dict:
+    flat = draws.reshape(-1)
+    lower, upper = np.quantile(flat, [(1 - probability) / 2, (1 + probability) / 2])
+    return {"estimate": flat.mean(), "sd": flat.std(ddof=1), "lower": lower, "upper": upper}
+
+
+def test_numbers_against_hand_computation(container):
+    table = compare(container)
+    probability = 0.89
+    assert table.attrs["ci_prob"] == probability
+    em_point = container["em/estimate"]["mu"].values
+    mcmc = container["mcmc/posterior"]["mu"].values
+    advi = container["advi/posterior"]["mu"].values
+    boot = container["em/bootstrap"]["mu"].values
+    for component in (0, 1):
+        rows = table[(table.parameter == "mu") & (table.component == component)].set_index("method")
+        nuts = _hand(mcmc[:, :, component, 0], probability)
+        for method, draws in (("mcmc", mcmc), ("advi", advi), ("bootstrap", boot)):
+            expected = _hand(draws[:, :, component, 0], probability)
+            for key, value in expected.items():
+                assert rows.loc[method, key] == pytest.approx(value, rel=1e-12), (method, key)
+            inside = expected["lower"] <= em_point[component, 0] <= expected["upper"]
+            assert bool(rows.loc[method, "em_inside"]) is bool(inside)
+            if method != "mcmc":
+                assert rows.loc[method, "distance_to_mcmc"] == pytest.approx(
+                    (expected["estimate"] - nuts["estimate"]) / nuts["sd"], rel=1e-12)
+                assert rows.loc[method, "sd_ratio_to_mcmc"] == pytest.approx(expected["sd"] / nuts["sd"], rel=1e-12)
+        assert pd.isna(rows.loc["mcmc", "distance_to_mcmc"]) and pd.isna(rows.loc["em", "em_inside"])
+
+
+def test_em_row_is_the_estimate_with_a_wald_interval(container):
+    table = compare(container)
+    errors = standard_errors(container)
+    em = table[(table.method == "em") & (table.parameter == "weights")].set_index("component")
+    z = 1.5981931399228173  # standard normal quantile at 0.945
+    for component in (0, 1):
+        point = container["em/estimate"]["weights"].values[component]
+        sd = errors["weights"].values[component]
+        assert em.loc[component, "estimate"] == point
+        assert em.loc[component, "sd"] == pytest.approx(sd, rel=1e-12)
+        assert em.loc[component, "lower"] == pytest.approx(point - z * sd, rel=1e-9)
+        assert em.loc[component, "upper"] == pytest.approx(point + z * sd, rel=1e-9)
+
+
+def test_tidy_layout_and_xarray_twin(container):
+    table = compare(container)
+    dataset = compare_dataset(container)
+    assert list(table.columns[:5]) == ["parameter", "component", "feature", "feature_", "method"]
+    assert list(table["method"].cat.categories) == ["em", "bootstrap", "mcmc", "advi"]
+    # full covariance, d=1: one (feature, feature_) entry per component; 2 + 2 + 2 elements x 4 methods
+    assert len(table) == 6 * 4
+    assert dataset["mu"].dims == ("method", "statistic", "component", "feature")
+    row = table[(table.parameter == "covariance") & (table.component == 1) & (table.method == "advi")].iloc[0]
+    cell = dataset["covariance"].sel({"method": "advi", "component": 1, "feature": "x0", "feature_": "x0"})
+    assert row["upper"] == cell.sel(statistic="upper").item()
+    assert dataset["adjusted_rand_index"].sel({"method": "em", "method_": "mcmc"}).item() == pytest.approx(
+        table.attrs["label_agreement"].loc["em", "mcmc"])
+
+
+def test_upper_triangle_of_full_covariances_in_two_dimensions():
+    table = compare(make_container(("em",), d=2))
+    covariance = table[table.parameter == "covariance"]
+    assert sorted(zip(covariance.feature, covariance.feature_, strict=True)) == sorted(
+        [("x0", "x0"), ("x0", "x1"), ("x1", "x1")] * 2)
+
+
+def test_missing_methods_are_left_out():
+    only_em = compare(make_container(("em",)))
+    assert set(only_em["method"]) == {"em"} and only_em["em_inside"].isna().all()
+    only_mcmc = compare(make_container(("mcmc",)))
+    assert set(only_mcmc["method"]) == {"mcmc"} and only_mcmc["distance_to_mcmc"].isna().all()
+    two = compare(make_container(("em", "advi")))
+    assert set(two["method"]) == {"em", "advi"} and two["distance_to_mcmc"].isna().all()
+
+
+def test_interval_probability_and_kind_are_arguments(container):
+    wide = compare(container, ci_prob=0.99)
+    narrow = compare(container, ci_prob=0.5)
+    assert ((wide.upper - wide.lower) > (narrow.upper - narrow.lower)).all()
+    hdi = compare(container, ci_kind="hdi")
+    assert hdi.attrs["ci_kind"] == "hdi"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_adjusted_rand_index_matches_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 3, size=50)
+    b = np.where(rng.random(50) < 0.7, a, rng.integers(0, 4, size=50))
+    assert adjusted_rand_index(a, b) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
+    assert adjusted_rand_index(a, (a + 1) % 3) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("a", "b"), [([0, 0, 0], [1, 1, 1]), ([0, 1, 2], [2, 1, 0]), ([0, 0, 1, 1], [0, 1, 0, 1]),
+                                      ([0, 1, 2, 3], [0, 0, 0, 0]), ([5], [7])])
+def test_adjusted_rand_index_edge_cases(a, b):
+    assert adjusted_rand_index(a, b) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
+
+
+def test_weighted_adjusted_rand_index_equals_repeated_rows():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 3, 30), rng.integers(0, 2, 30)
+    counts = rng.integers(0, 4, 30)
+    assert adjusted_rand_index(a, b, counts) == pytest.approx(
+        adjusted_rand_score(np.repeat(a, counts), np.repeat(b, counts)), abs=1e-12)
+
+
+def test_label_agreement_table(container):
+    agreement = label_agreement(container)
+    assert list(agreement.index) == ["em", "mcmc", "advi"]
+    np.testing.assert_allclose(np.diag(agreement), 1.0)
+    np.testing.assert_allclose(agreement.values, agreement.values.T)
+
+
+def test_bad_arguments(container):
+    with pytest.raises(TypeError, match="tree: expected a mixflow result"):
+        compare({"em": 1})
+    with pytest.raises(ValueError, match=r"ci_prob: expected a probability strictly between 0 and 1, got 1.5"):
+        compare(container, ci_prob=1.5)
+    with pytest.raises(ValueError, match=r"ci_kind: expected 'eti' or 'hdi', got 'quantile'"):
+        compare(container, ci_kind="quantile")
+    with pytest.raises(ValueError, match=r"labels_b: expected the shape of labels_a \(3,\), got \(2,\)"):
+        adjusted_rand_index([0, 1, 1], [0, 1])
+    with pytest.raises(ValueError, match="tree: expected a mixflow result with the model"):
+        compare(xr.DataTree())
