@@ -1,0 +1,280 @@
+"""Choosing the number of components K: information criteria, cross-validation and PSIS-LOO.
+
+For each K the declared model is refitted with ``n_components=K``:
+
+- by EM (MLE or MAP): log-likelihood, BIC, AIC and ICL (lower is better; BIC = -2 log L + p log n, the
+  opposite sign of mclust's), and the held-out log-likelihood by V-fold cross-validation (higher is
+  better; the sum over observations of log p(x_n) under the fit that did not see x_n, with the
+  standard error sqrt(n) sd of the pointwise terms, as for an ELPD);
+- by MCMC: the PSIS-LOO expected log pointwise predictive density with its standard error, and the
+  ``arviz_stats.compare`` differences and stacking weights.
+"""
+
+import dataclasses
+import secrets
+import warnings
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.special import logsumexp
+
+from mixflow.bootstrap import available_cores, parallel_map
+from mixflow.data import Data, validate_data
+from mixflow.families.base import MixtureModel
+from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
+
+__all__ = ["cross_validated_log_likelihood", "loo_table", "pointwise_log_density", "select_k"]
+
+_METHODS = ("em", "map", "mcmc")
+
+
+def pointwise_log_density(model, params: dict, data: Data) -> np.ndarray:
+    """Pointwise log density log p(x_n) of a mixture, shape (n_obs,) (frequency weights not applied)."""
+    prepared = model.prepare(data)
+    constants = model.e_step_constants(params, prepared)
+    log_joint, _ = model.log_density(constants, prepared)
+    with np.errstate(divide="ignore"):
+        return logsumexp(log_joint + np.log(params["weights"]), axis=1)
+
+
+def _estimate(tree) -> dict:
+    estimate = tree["em/estimate"].to_dataset()
+    return {name: estimate[name].values for name in estimate.data_vars}
+
+
+def _subset(data: Data, rows: np.ndarray) -> Data:
+    return Data(values=data.values[rows], features=data.features, obs=data.obs[rows],
+                weights=None if data.weights is None else data.weights[rows])
+
+
+def _frame(data: Data) -> pd.DataFrame:
+    return pd.DataFrame(data.values, columns=data.features)
+
+
+def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_folds: int = 5,
+                                   random_seed: int = 0, **fit_kwargs) -> tuple[float, float, np.ndarray]:
+    """Held-out log-likelihood by V-fold cross-validation of the EM fit.
+
+    Parameters
+    ----------
+    model : MixtureModel
+    data : mixflow.data.Data
+        Validated data; rows (with their frequency weights) are split into ``n_folds`` random folds.
+    method : {"em", "map"}, default "em"
+    n_folds : int, default 5
+    random_seed : int, default 0
+        Seed of the split and of the fits.
+    **fit_kwargs
+        Passed to :func:`mixflow.fit` (``n_init``, ``tol``, ...).
+
+    Returns
+    -------
+    total : float
+        Sum over observations of w_n log p(x_n | fit without x_n's fold).
+    standard_error : float
+        sqrt(W) times the weighted sd of the pointwise terms (W the total weight).
+    pointwise : ndarray of shape (n_obs,)
+        log p(x_n | fit without x_n's fold).
+
+    """
+    from mixflow.fitting import fit
+
+    seeds = np.random.SeedSequence(random_seed).spawn(n_folds + 1)
+    order = np.random.default_rng(seeds[0]).permutation(data.n_obs)
+    pointwise = np.empty(data.n_obs)
+    for fold, held_out in enumerate(np.array_split(order, n_folds)):
+        train = _subset(data, np.setdiff1d(order, held_out))
+        tree = fit(model, _frame(train), method=method, weights=train.weights,
+                   random_seed=int(seeds[fold + 1].generate_state(1)[0]), **fit_kwargs)
+        pointwise[held_out] = pointwise_log_density(model, _estimate(tree), _subset(data, held_out))
+    frequency = data.frequency
+    total_weight = frequency.sum()
+    mean = frequency @ pointwise / total_weight
+    spread = frequency @ (pointwise - mean) ** 2 / total_weight
+    return float(frequency @ pointwise), float(np.sqrt(total_weight * spread)), pointwise
+
+
+def loo_table(trees: dict) -> pd.DataFrame:
+    """PSIS-LOO of MCMC fits for several K (``arviz_stats.loo`` and ``arviz_stats.compare``).
+
+    Parameters
+    ----------
+    trees : dict of int to xarray.DataTree
+        Results with ``/mcmc/posterior`` and ``/mcmc/log_likelihood`` (variable ``x``), keyed by K.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``k``: ``elpd_loo``, ``elpd_loo_se``, ``p_loo``, ``elpd_diff`` and ``elpd_diff_se``
+        (against the best K), ``loo_weight`` (stacking) and ``pareto_k_warning``.
+
+    """
+    import arviz_stats
+
+    results = {}
+    for k, tree in trees.items():
+        mcmc = tree["mcmc"]
+        missing = [g for g in ("posterior", "log_likelihood") if g not in mcmc.children]
+        if missing:
+            raise ValueError(f"trees[{k}]: expected /mcmc/posterior and /mcmc/log_likelihood, missing {missing}")
+        subtree = xr.DataTree.from_dict({"posterior": mcmc["posterior"].to_dataset(),
+                                         "log_likelihood": mcmc["log_likelihood"].to_dataset()})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            results[k] = arviz_stats.loo(subtree, var_name="x")
+    rows = {k: {"elpd_loo": r.elpd, "elpd_loo_se": r.se, "p_loo": r.p, "pareto_k_warning": bool(r.warning)}
+            for k, r in results.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if len(results) > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            comparison = arviz_stats.compare({str(k): r for k, r in results.items()}, round_to="none")
+        comparison.index = comparison.index.astype(int)
+        table["elpd_diff"] = comparison["elpd_diff"]
+        table["elpd_diff_se"] = comparison["dse"]
+        table["loo_weight"] = comparison["weight"]
+    table.index.name = "k"
+    return table.sort_index()
+
+
+def _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs):
+    if not isinstance(model, MixtureModel):
+        raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
+    try:
+        ks = [int(k) for k in ks if not isinstance(k, bool) and int(k) == k]
+    except (TypeError, ValueError):
+        raise TypeError(f"ks: expected a sequence of integers >= 1, got {ks!r}") from None
+    if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+        raise ValueError(f"ks: expected distinct integers >= 1, got {ks!r}")
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    unknown = [m for m in methods if m not in _METHODS]
+    if unknown or not methods or ("em" in methods and "map" in methods):
+        raise ValueError(f"methods: expected some of {list(_METHODS)} (at most one of 'em' and 'map'), "
+                         f"got {list(methods)}")
+    if n_folds is not None and (isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2):
+        raise ValueError(f"n_folds: expected None (no cross-validation) or an integer >= 2, got {n_folds!r}")
+    if random_seed is not None and (isinstance(random_seed, bool) or not isinstance(random_seed, int | np.integer)
+                                    or random_seed < 0):
+        raise ValueError(f"random_seed: expected None or a non-negative integer, got {random_seed!r}")
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1):
+        raise ValueError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
+    return sorted(ks), methods
+
+
+def _with_k(model, k: int):
+    try:
+        return dataclasses.replace(model, n_components=k)
+    except ValueError as error:
+        raise ValueError(f"model: cannot be refitted with n_components={k}: {error}") from error
+
+
+def _em_row(model, data: Data, method: str, n_folds, seed: np.random.SeedSequence, fit_kwargs: dict):
+    from mixflow.fitting import fit
+
+    fit_seed, cv_seed = (int(s.generate_state(1)[0]) for s in seed.spawn(2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = fit(model, _frame(data), method=method, weights=data.weights, random_seed=fit_seed, **fit_kwargs)
+        attrs = tree["em"].attrs
+        row = {key: attrs[key] for key in ("log_likelihood", "n_parameters", "bic", "aic", "icl")}
+        if n_folds is not None:
+            total, se, _ = cross_validated_log_likelihood(model, data, method=method, n_folds=n_folds,
+                                                          random_seed=cv_seed, **fit_kwargs)
+            row.update(cv_log_likelihood=total, cv_log_likelihood_se=se)
+    row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
+    row["degenerate"] = any(w.category is DegenerateComponentWarning for w in caught)
+    others = [(w.category, str(w.message)) for w in caught
+              if w.category not in (ConvergenceWarning, DegenerateComponentWarning)]
+    return row, tree, others
+
+
+def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=None, n_folds: int | None = 5,
+             random_seed: int | None = None, fit_kwargs: dict | None = None, mcmc_kwargs: dict | None = None,
+             n_jobs: int | None = None, return_fits: bool = False):
+    """Fit the model for each number of components and tabulate the criteria for choosing K.
+
+    Parameters
+    ----------
+    model : MixtureModel
+        The declaration; its ``n_components`` is replaced by each K (family, covariance and prior kept).
+    data : array-like or DataFrame
+        As for :func:`mixflow.fit`.
+    ks : iterable of int, default range(1, 7)
+    methods : sequence of {"em", "map", "mcmc"}, default ("em", "mcmc")
+        ``"em"``/``"map"``: EM by maximum likelihood or MAP (criteria and cross-validation);
+        ``"mcmc"``: NUTS with PSIS-LOO (``mixflow.fit(..., method="mcmc")``).
+    weights : array-like of shape (n_obs,), optional
+        Frequency weights.
+    n_folds : int or None, default 5
+        Folds of the cross-validation (None skips it).
+    random_seed : int, optional
+        Seed of every fit and split (drawn when None; recorded in ``attrs``).
+    fit_kwargs : dict, optional
+        Passed to every EM fit (e.g. ``{"n_init": 10}``).
+    mcmc_kwargs : dict, optional
+        Passed to every MCMC fit (e.g. ``{"draws": 1000, "chains": 4}``).
+    n_jobs : int, optional
+        Processes for the EM fits (one task per K; all available cores by default, 1 in this process).
+        MCMC fits run one after the other (each uses its own chains).
+    return_fits : bool, default False
+        Also return the fitted containers ``{(method, K): tree}``.
+
+    Returns
+    -------
+    pandas.DataFrame or (pandas.DataFrame, dict)
+        Indexed by ``k``. EM columns: ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl``,
+        ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``converged``, ``degenerate``; MCMC columns:
+        those of :func:`loo_table`. ``attrs["preferred"]`` maps each criterion to the K it prefers
+        (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD).
+
+    Examples
+    --------
+    >>> table = mixflow.select_k(mixflow.GaussianMixture(1), mixflow.load_dataset("galaxies"),
+    ...                          methods=("em",), random_seed=1)
+    >>> table.attrs["preferred"]["bic"]
+
+    """
+    ks, methods = _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs)
+    validated = validate_data(data, weights=weights)
+    seed = secrets.randbits(63) if random_seed is None else int(random_seed)
+    seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}
+    fit_kwargs, mcmc_kwargs = dict(fit_kwargs or {}), dict(mcmc_kwargs or {})
+    rows, fits = {k: {} for k in ks}, {}
+    em_method = next((m for m in methods if m in ("em", "map")), None)
+    if em_method is not None:
+        tasks = [(_with_k(model, k), validated, em_method, n_folds, seeds[k][0], fit_kwargs) for k in ks]
+        workers = min(int(n_jobs or available_cores()), len(tasks))
+        for k, (row, tree, others) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):
+            rows[k], fits[(em_method, k)] = row, tree
+            for category, message in others:
+                warnings.warn(f"select_k, K={k}: {message}", category, stacklevel=2)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "k"
+    if "mcmc" in methods:
+        from mixflow.fitting import fit
+
+        for k in ks:
+            mcmc_seed = int(seeds[k][1].generate_state(1)[0])
+            fits[("mcmc", k)] = fit(_with_k(model, k), _frame(validated), method="mcmc", weights=validated.weights,
+                                    random_seed=mcmc_seed, **mcmc_kwargs)
+        table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}), how="outer")
+    _summarise(table, methods, seed)
+    return (table, fits) if return_fits else table
+
+
+def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
+    preferred = {}
+    for column in ("bic", "aic", "icl"):
+        if column in table:
+            preferred[column] = int(table[column].idxmin())
+    for column in ("cv_log_likelihood", "elpd_loo"):
+        if column in table and table[column].notna().any():
+            preferred[column] = int(table[column].idxmax())
+    table.attrs.update(preferred=preferred, methods=list(methods), random_seed=seed)
+    flagged = [int(k) for k in table.index if "converged" in table and (not table.loc[k, "converged"]
+                                                                         or table.loc[k, "degenerate"])]
+    if flagged:
+        warnings.warn(f"select_k: the EM fit for K in {flagged} did not converge or had a collapsed component "
+                      "(see the 'converged' and 'degenerate' columns); its criteria are unreliable. "
+                      "methods=('map',) regularises it.", MixflowWarning, stacklevel=3)

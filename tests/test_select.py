@@ -1,0 +1,164 @@
+"""Choice of K: information criteria, cross-validation and PSIS-LOO."""
+
+import arviz_stats
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import stats
+
+import mixflow
+import mixflow.fitting
+from mixflow.data import validate_data
+from mixflow.select import cross_validated_log_likelihood, loo_table, pointwise_log_density, select_k
+from mixflow.warnings import MixflowWarning
+
+
+@pytest.fixture(scope="module")
+def two_clusters():
+    rng = np.random.default_rng(3)
+    return np.concatenate([rng.normal(-3, 1, 45), rng.normal(3, 1, 45)])
+
+
+@pytest.fixture(scope="module")
+def table(two_clusters):
+    return select_k(mixflow.GaussianMixture(1), two_clusters, ks=(1, 2, 3), methods=("em",), n_folds=3,
+                    random_seed=5, fit_kwargs={"n_init": 2}, n_jobs=1)
+
+
+def test_criteria_match_the_fits_and_prefer_the_true_k(table, two_clusters):
+    assert list(table.index) == [1, 2, 3] and table.index.name == "k"
+    n = two_clusters.size
+    expected_bic = -2 * table["log_likelihood"] + table["n_parameters"] * np.log(n)
+    np.testing.assert_allclose(table["bic"], expected_bic, rtol=1e-12)
+    np.testing.assert_allclose(table["aic"], -2 * table["log_likelihood"] + 2 * table["n_parameters"], rtol=1e-12)
+    assert list(table["n_parameters"]) == [2, 5, 8]
+    assert table.attrs["preferred"]["bic"] == 2
+    assert table.attrs["preferred"]["cv_log_likelihood"] in (2, 3)
+    assert table.loc[2, "cv_log_likelihood"] > table.loc[1, "cv_log_likelihood"]
+    assert table.attrs["random_seed"] == 5
+
+
+def test_same_seed_same_table_whatever_the_number_of_workers(table, two_clusters):
+    again = select_k(mixflow.GaussianMixture(1), two_clusters, ks=(1, 2, 3), methods=("em",), n_folds=3,
+                     random_seed=5, fit_kwargs={"n_init": 2}, n_jobs=2)
+    assert again.equals(table)
+
+
+def test_pointwise_log_density_against_scipy(two_clusters):
+    model = mixflow.GaussianMixture(2)
+    tree = mixflow.fit(model, two_clusters, random_seed=0, n_init=1)
+    estimate = tree["em/estimate"].to_dataset()
+    params = {name: estimate[name].values for name in estimate.data_vars}
+    expected = np.log(sum(w * stats.norm.pdf(two_clusters, m[0], np.sqrt(c[0, 0]))
+                          for w, m, c in zip(params["weights"], params["mu"], params["covariance"], strict=True)))
+    np.testing.assert_allclose(pointwise_log_density(model, params, validate_data(two_clusters)), expected,
+                               rtol=1e-10)
+
+
+def test_cross_validation_holds_each_observation_out_once(two_clusters):
+    model = mixflow.GaussianMixture(2)
+    data = validate_data(two_clusters)
+    total, se, pointwise = cross_validated_log_likelihood(model, data, n_folds=3, random_seed=1, n_init=1)
+    assert total == pytest.approx(pointwise.sum())
+    assert se == pytest.approx(np.sqrt(data.n_obs) * pointwise.std(), rel=1e-12)
+    # the fold of observation 0, refitted by hand, gives its held-out density
+    order = np.random.default_rng(np.random.SeedSequence(1).spawn(4)[0]).permutation(data.n_obs)
+    fold = next(i for i, part in enumerate(np.array_split(order, 3)) if 0 in part)
+    held_out = np.array_split(order, 3)[fold]
+    train = np.setdiff1d(order, held_out)
+    seed = int(np.random.SeedSequence(1).spawn(4)[fold + 1].generate_state(1)[0])
+    tree = mixflow.fit(model, two_clusters[train], random_seed=seed, n_init=1)
+    estimate = tree["em/estimate"].to_dataset()
+    params = {name: estimate[name].values for name in estimate.data_vars}
+    assert pointwise[0] == pytest.approx(pointwise_log_density(model, params, validate_data(two_clusters[:1]))[0])
+
+
+def test_frequency_weights_count_in_the_cross_validation():
+    values, counts = np.array([-3.0, -2.5, -2.0, 2.0, 2.5, 3.0, 3.5, -3.5]), np.array([3, 5, 2, 4, 6, 1, 2, 2.0])
+    total, _, pointwise = cross_validated_log_likelihood(mixflow.GaussianMixture(1), validate_data(
+        values, weights=counts), n_folds=2, random_seed=0, n_init=1)
+    assert total == pytest.approx(counts @ pointwise)
+
+
+def _fake_mcmc_tree(k: int, rng) -> xr.DataTree:
+    """Posterior draws and pointwise log-likelihoods whose ELPD is best at K = 2."""
+    n, chains, draws = 40, 2, 100
+    centre = -2.0 - 0.3 * abs(k - 2)
+    log_lik = centre + rng.normal(scale=0.05, size=(chains, draws, n))
+    return xr.DataTree.from_dict({
+        "mcmc/posterior": xr.Dataset({"weights": (("chain", "draw", "component"),
+                                                  rng.dirichlet(np.ones(k), size=(chains, draws)))}),
+        "mcmc/log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), log_lik)}),
+    })
+
+
+def test_loo_table_matches_arviz_stats():
+    rng = np.random.default_rng(0)
+    trees = {k: _fake_mcmc_tree(k, rng) for k in (1, 2, 3)}
+    table = loo_table(trees)
+    direct = arviz_stats.loo(xr.DataTree.from_dict({"posterior": trees[2]["mcmc/posterior"].to_dataset(),
+                                                    "log_likelihood": trees[2]["mcmc/log_likelihood"].to_dataset()}),
+                             var_name="x")
+    assert table.loc[2, "elpd_loo"] == pytest.approx(direct.elpd)
+    assert table.loc[2, "elpd_loo_se"] == pytest.approx(direct.se)
+    assert table.loc[2, "elpd_diff"] == 0 and (table["elpd_diff"] <= 0).all()
+    assert table["loo_weight"].sum() == pytest.approx(1.0)
+
+
+def test_select_k_with_mcmc_uses_loo(monkeypatch, two_clusters):
+    real_fit = mixflow.fitting.fit
+    rng = np.random.default_rng(1)
+
+    def fake_fit(model, data, method="em", **kwargs):
+        if method == "mcmc":
+            return _fake_mcmc_tree(model.n_components, rng)
+        return real_fit(model, data, method=method, **kwargs)
+
+    monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
+    table = select_k(mixflow.GaussianMixture(1), two_clusters, ks=(1, 2, 3), methods=("map", "mcmc"), n_folds=None,
+                     random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1)
+    assert {"bic", "elpd_loo", "elpd_loo_se", "elpd_diff", "loo_weight"} <= set(table.columns)
+    assert "cv_log_likelihood" not in table
+    assert table.attrs["preferred"]["elpd_loo"] == 2
+    mcmc_only, fits = select_k(mixflow.GaussianMixture(1), two_clusters, ks=(1, 2), methods="mcmc", random_seed=2,
+                               return_fits=True)
+    assert "bic" not in mcmc_only and set(fits) == {("mcmc", 1), ("mcmc", 2)}
+
+
+def test_collapsing_fits_are_flagged():
+    x = np.r_[np.zeros(3), [5.0, 5.0, 5.0], np.linspace(-1, 1, 10)]
+    with pytest.warns(MixflowWarning, match=r"select_k: the EM fit for K in \[3\] did not converge or had a"):
+        flagged = select_k(mixflow.GaussianMixture(1), x, ks=(1, 3), methods=("em",), n_folds=None, random_seed=0,
+                           fit_kwargs={"n_init": 1}, n_jobs=1)
+    assert list(flagged["degenerate"]) == [False, True]
+
+
+def test_bad_arguments(two_clusters):
+    model = mixflow.GaussianMixture(1)
+    with pytest.raises(TypeError, match="model: expected a mixflow model"):
+        select_k("gaussian", two_clusters)
+    with pytest.raises(ValueError, match=r"ks: expected distinct integers >= 1, got \[0, 1\]"):
+        select_k(model, two_clusters, ks=[0, 1])
+    with pytest.raises(TypeError, match="ks: expected a sequence of integers >= 1"):
+        select_k(model, two_clusters, ks=["a"])
+    with pytest.raises(ValueError, match=r"methods: expected some of \['em', 'map', 'mcmc'\] .*got \['em', 'map'\]"):
+        select_k(model, two_clusters, methods=("em", "map"))
+    with pytest.raises(ValueError, match=r"methods: expected some of .*got \['bic'\]"):
+        select_k(model, two_clusters, methods=("bic",))
+    with pytest.raises(ValueError, match="n_folds: expected None .* or an integer >= 2, got 1"):
+        select_k(model, two_clusters, methods=("em",), n_folds=1)
+    with pytest.raises(ValueError, match="random_seed: expected None or a non-negative integer, got -2"):
+        select_k(model, two_clusters, methods=("em",), random_seed=-2)
+    with pytest.raises(ValueError, match="n_jobs: expected None .* or an integer >= 1, got 0"):
+        select_k(model, two_clusters, methods=("em",), n_jobs=0)
+    with pytest.raises(ValueError, match="model: cannot be refitted with n_components=3"):
+        select_k(mixflow.GaussianMixture(2, prior={"weights_concentration": [1.0, 2.0]}), two_clusters,
+                 ks=(2, 3), methods=("em",), n_folds=None)
+
+
+@pytest.mark.slow
+def test_galaxies_bic_prefers_three_components():
+    table = select_k(mixflow.GaussianMixture(1), mixflow.load_dataset("galaxies"), methods=("em",), random_seed=1,
+                     fit_kwargs={"n_init": 10})
+    assert table.attrs["preferred"]["bic"] == 3
+    assert table.attrs["preferred"]["icl"] == 3
