@@ -1,8 +1,33 @@
-"""k-means: greedy k-means++ seeding and weighted Lloyd iterations (used to initialise EM)."""
+"""k-means and soft k-means.
+
+- :func:`kmeans_plusplus` and :func:`lloyd`: greedy k-means++ seeding and weighted Lloyd iterations (they
+  also initialise EM);
+- :func:`kmeans`: the public k-means, with the distortion recorded per iteration;
+- :class:`SoftKMeans`: a Gaussian mixture with one fixed, known variance sigma^2 shared by every component
+  and every feature (covariance sigma^2 I), fitted by EM like any family. Its responsibilities are the
+  soft assignments ``r_nk ∝ pi_k exp(-||x_n - mu_k||^2 / (2 sigma^2))`` and its M-step moves each mean to
+  its responsibility-weighted average; as sigma^2 -> 0 they become Lloyd's hard assignments and means.
+"""
+
+import secrets
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["kmeans_plusplus", "lloyd", "squared_distances"]
+from mixflow.families import gaussian_numerics as gn
+from mixflow.families.base import MixtureModel, Prepared, register_family
+from mixflow.families.poisson import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
+
+__all__ = [
+    "KMeansResult",
+    "SoftKMeans",
+    "SoftKMeansPrior",
+    "kmeans",
+    "kmeans_plusplus",
+    "lloyd",
+    "lloyd_run",
+    "squared_distances",
+]
 
 
 def squared_distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -64,15 +89,30 @@ def lloyd(points: np.ndarray, centers: np.ndarray, weights: np.ndarray | None = 
         The weighted sum of squared distances to the assigned centre, per iteration (never increases).
 
     """
+    labels, centers, distortion, _ = lloyd_run(points, centers, weights, max_iter)
+    return labels, centers, distortion
+
+
+def lloyd_run(points: np.ndarray, centers: np.ndarray, weights: np.ndarray | None = None,
+              max_iter: int = 100) -> tuple[np.ndarray, np.ndarray, list[float], bool]:
+    """:func:`lloyd`, also telling whether the labels stopped changing within ``max_iter`` assignments.
+
+    Each iteration assigns every point to its nearest centre, records the distortion
+    J = sum_n w_n ||x_n - c_{label_n}||^2 (computed from the differences, not the expanded distances),
+    then moves each centre to the weighted mean of its points (an empty cluster keeps its centre).
+    Both steps can only lower J, so the recorded values never increase.
+    """
     weights = np.ones(points.shape[0]) if weights is None else weights
-    centers = centers.copy()
+    centers = np.array(centers, dtype=float, copy=True)
     labels = None
     distortion = []
+    converged = False
     for _ in range(max_iter):
-        distances = squared_distances(points, centers)
-        new_labels = np.argmin(distances, axis=1)
-        distortion.append(float(weights @ distances[np.arange(points.shape[0]), new_labels]))
+        new_labels = np.argmin(squared_distances(points, centers), axis=1)
+        gaps = points - centers[new_labels]
+        distortion.append(float(weights @ np.einsum("ij,ij->i", gaps, gaps)))
         if labels is not None and np.array_equal(labels, new_labels):
+            converged = True
             break
         labels = new_labels
         for k in range(centers.shape[0]):
@@ -80,4 +120,265 @@ def lloyd(points: np.ndarray, centers: np.ndarray, weights: np.ndarray | None = 
             mass = weights[members].sum()
             if mass > 0:
                 centers[k] = weights[members] @ points[members] / mass
-    return labels, centers, distortion
+    return labels, centers, distortion, converged
+
+
+# -- the public k-means ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KMeansResult:
+    """The best of several k-means runs.
+
+    Attributes
+    ----------
+    centers : ndarray of shape (n_clusters, n_features)
+        Cluster centres, in ascending order of their first coordinate.
+    labels : ndarray of shape (n_obs,)
+        Index of each observation's centre.
+    distortion : float
+        J = sum_n w_n ||x_n - c_{label_n}||^2 at the end.
+    history : ndarray of shape (n_iter,)
+        J after each assignment step of the best run (never increases).
+    n_iter : int
+        Assignment steps of the best run.
+    converged : bool
+        Whether the labels of the best run stopped changing within ``max_iter`` steps.
+    restart_distortions : ndarray of shape (n_init,)
+        Final J of every run (the best is the smallest).
+    features : ndarray of shape (n_features,)
+        Feature names.
+    random_seed : int
+
+    """
+
+    centers: np.ndarray
+    labels: np.ndarray
+    distortion: float
+    history: np.ndarray
+    n_iter: int
+    converged: bool
+    restart_distortions: np.ndarray
+    features: np.ndarray
+    random_seed: int
+
+
+def _check_count(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def kmeans(data, n_clusters: int, *, random_seed: int | None = None, n_init: int = 10, max_iter: int = 300,
+           weights=None) -> KMeansResult:
+    """k-means: the hard-assignment, isotropic, equal-variance limit of EM for a Gaussian mixture.
+
+    Each run seeds with greedy k-means++ and then alternates Lloyd's two steps (assign to the nearest
+    centre, move each centre to its cluster's weighted mean); the distortion J never increases. The run
+    with the smallest final J is kept. :class:`SoftKMeans` with a small ``variance`` gives the same
+    centres from the same start.
+
+    Parameters
+    ----------
+    data : array-like of shape (n_obs,) or (n_obs, n_features), DataFrame, or xarray
+    n_clusters : int
+        At most the number of observations with positive weight.
+    random_seed : int, optional
+        Seed of the k-means++ draws (drawn and recorded when None).
+    n_init : int, default 10
+        Number of runs.
+    max_iter : int, default 300
+        Assignment steps per run.
+    weights : array-like of shape (n_obs,), optional
+        Frequency weights.
+
+    Returns
+    -------
+    KMeansResult
+
+    """
+    from mixflow.data import validate_data
+
+    n_clusters = _check_count(n_clusters, "n_clusters")
+    n_init = _check_count(n_init, "n_init")
+    max_iter = _check_count(max_iter, "max_iter")
+    if random_seed is None:
+        random_seed = secrets.randbits(63)
+    random_seed = _check_count(random_seed, "random_seed", minimum=0)
+    validated = validate_data(data, weights=weights, warn_constant=False)
+    frequency = validated.frequency
+    n_support = int(np.count_nonzero(frequency))
+    if n_clusters > n_support:
+        raise ValueError(f"n_clusters: expected at most the number of observations with positive weight "
+                         f"({n_support}), got {n_clusters}")
+    runs = []
+    for seed in np.random.SeedSequence(random_seed).spawn(n_init):
+        rng = np.random.default_rng(seed)
+        seeds = kmeans_plusplus(validated.values, n_clusters, rng, frequency)
+        runs.append(lloyd_run(validated.values, seeds, frequency, max_iter))
+    finals = np.array([run[2][-1] for run in runs])
+    labels, centers, history, converged = runs[int(np.argmin(finals))]
+    order = np.argsort(centers[:, 0], kind="stable")
+    relabel = np.empty_like(order)
+    relabel[order] = np.arange(order.size)
+    return KMeansResult(centers=centers[order], labels=relabel[labels], distortion=float(history[-1]),
+                        history=np.array(history), n_iter=len(history), converged=bool(converged),
+                        restart_distortions=finals, features=validated.features, random_seed=random_seed)
+
+
+# -- soft k-means: a Gaussian mixture with one fixed spherical variance -----------------------------------
+@dataclass(frozen=True)
+class SoftKMeansPrior:
+    """Conjugate prior of :class:`SoftKMeans`: weights ~ Dirichlet, mu_k ~ Normal(mean, variance I / shrinkage).
+
+    ``mean`` defaults to the weighted data mean and ``shrinkage`` to 0.01 (worth a hundredth of an
+    observation), as in :class:`mixflow.GaussianPrior`; the variance is the model's fixed one.
+    """
+
+    weights_concentration: float | tuple = 1.0
+    mean: tuple | None = None
+    shrinkage: float = 0.01
+
+    def __post_init__(self):
+        object.__setattr__(self, "weights_concentration", check_concentration(self.weights_concentration))
+        if isinstance(self.shrinkage, bool) or not isinstance(self.shrinkage, int | float) \
+                or not (np.isfinite(self.shrinkage) and self.shrinkage > 0):
+            raise ValueError(f"shrinkage: expected a positive number, got {self.shrinkage!r}")
+        object.__setattr__(self, "shrinkage", float(self.shrinkage))
+        if self.mean is not None:
+            object.__setattr__(self, "mean", tuple(np.atleast_1d(np.asarray(self.mean, dtype=float)).tolist()))
+
+    def to_dict(self) -> dict:
+        """Plain dict of the hyperparameters (None where a data-scaled default applies)."""
+        return {"weights_concentration": self.weights_concentration, "mean": self.mean, "shrinkage": self.shrinkage}
+
+
+@dataclass(frozen=True)
+class ResolvedSoftKMeansPrior:
+    """A :class:`SoftKMeansPrior` with its defaults filled in."""
+
+    concentration: np.ndarray
+    mean: np.ndarray
+    shrinkage: float
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict of the numbers actually used."""
+        return {"concentration": self.concentration.tolist(), "mean": self.mean.tolist(), "shrinkage": self.shrinkage}
+
+
+@register_family("soft_kmeans")
+@dataclass(frozen=True)
+class SoftKMeans(MixtureModel):
+    """Soft k-means: a Gaussian mixture whose covariances are all ``variance * I``, with ``variance`` fixed.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K >= 1.
+    variance : float
+        The known variance sigma^2 (data units squared) of every component and feature; ``1 / variance``
+        is MacKay's stiffness beta. As it goes to 0, EM becomes Lloyd's k-means (see :func:`kmeans`).
+    prior : "default", SoftKMeansPrior or dict, default "default"
+        Prior of the means and weights for MAP-EM (see :class:`SoftKMeansPrior`).
+
+    Notes
+    -----
+    Parameters ``weights`` (component) and ``mu`` (component, feature), as in
+    :class:`mixflow.GaussianMixture`; the mixing weights are estimated. Components come in ascending
+    order of the first coordinate of ``mu``.
+
+    """
+
+    n_components: int
+    variance: float
+    prior: SoftKMeansPrior | str | dict = "default"
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_components", check_n_components(self.n_components))
+        if isinstance(self.variance, bool) or not isinstance(self.variance, int | float | np.floating) \
+                or not (np.isfinite(self.variance) and self.variance > 0):
+            raise ValueError(f"variance: expected a positive number (the fixed sigma^2), got {self.variance!r}")
+        object.__setattr__(self, "variance", float(self.variance))
+        object.__setattr__(self, "prior", prior_from_argument(self.prior, SoftKMeansPrior, self.n_components))
+
+    def to_dict(self) -> dict:
+        """The declaration as a plain dict."""
+        return {"n_components": self.n_components, "variance": self.variance, "prior": self.prior.to_dict()}
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "SoftKMeans":
+        """Inverse of :meth:`to_dict`."""
+        return cls(spec["n_components"], spec["variance"], prior=SoftKMeansPrior(**spec.get("prior", {})))
+
+    def parameter_dims(self, features=None) -> dict:
+        """``weights`` (component) and ``mu`` (component, feature)."""
+        return {"weights": ("component",), "mu": ("component", "feature")}
+
+    def n_parameters(self, n_features: int, n_components: int | None = None) -> int:
+        """K - 1 weights and K d means (the variance is fixed)."""
+        k = n_components or self.n_components
+        return (k - 1) + k * n_features
+
+    def sort_key(self, params: dict) -> np.ndarray:
+        """Canonical order: ascending first coordinate of ``mu``."""
+        return params["mu"][:, 0]
+
+    def prepare(self, data) -> Prepared:
+        """Centre the data at its weighted mean."""
+        weights = data.frequency
+        center = weights @ data.values / weights.sum()
+        return Prepared({"z": data.values - center}, weights, {"center": center})
+
+    def resolve_prior(self, prepared: Prepared) -> ResolvedSoftKMeansPrior:
+        """Fill the defaults: the prior mean is the weighted data mean."""
+        d = prepared.arrays["z"].shape[1]
+        mean = prepared.constants["center"] if self.prior.mean is None else np.asarray(self.prior.mean)
+        if mean.shape != (d,):
+            raise ValueError(f"prior.mean: expected {d} values (one per feature), got shape {mean.shape}")
+        concentration = np.broadcast_to(np.asarray(self.prior.weights_concentration, dtype=float),
+                                        (self.n_components,)).copy()
+        return ResolvedSoftKMeansPrior(concentration, mean, self.prior.shrinkage)
+
+    def init_points(self, prepared: Prepared) -> np.ndarray:
+        """The centred data."""
+        return prepared.arrays["z"]
+
+    def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
+        """The spherical Gaussian constants with the fixed variance."""
+        spherical = {"mu": params["mu"], "variance": np.full(self.n_components, self.variance)}
+        return gn.e_step_constants("spherical", spherical, prepared.constants["center"])
+
+    def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        """Log N(x_n | mu_k, variance I), shape (m, K)."""
+        return gn.log_density("spherical", constants, chunk.arrays["z"])
+
+    def chunk_features(self, chunk: Prepared) -> None:
+        """No second-order features are needed (the variance is fixed)."""
+        return None
+
+    def chunk_width(self, n_features: int) -> int:
+        """Columns of the widest per-row temporary."""
+        return 2 * self.n_components + n_features
+
+    def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features) -> dict:
+        """First moments per component (K, d)."""
+        return {"first": (chunk.arrays["z"].T @ weighted_resp).T}
+
+    def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
+        """Responsibility-weighted means (MAP: shrunk towards the prior mean by ``shrinkage``)."""
+        center = prepared.constants["center"]
+        if prior is None:
+            return {"mu": stats["first"] / counts[:, None] + center}, []
+        kappa = prior.shrinkage
+        mu = (stats["first"] + kappa * (prior.mean - center)) / (counts + kappa)[:, None]
+        return {"mu": mu + center}, []
+
+    def log_prior(self, params: dict, prior: ResolvedSoftKMeansPrior) -> float:
+        """Sum of log N(mu_k | mean, variance I / shrinkage)."""
+        scale = self.variance / prior.shrinkage
+        gaps = params["mu"] - prior.mean
+        d = gaps.shape[1]
+        return float(-0.5 * ((gaps * gaps).sum() / scale + gaps.shape[0] * d * (np.log(2 * np.pi * scale))))
+
+    def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
+        """Validate user-given ``weights`` (K,) and ``mu`` (K, d); return copies."""
+        return check_parameter_dict(params, {"weights": (self.n_components,),
+                                             "mu": (self.n_components, n_features)}, name)
