@@ -1,0 +1,548 @@
+"""Plots of a mixflow container: every method side by side.
+
+ArviZ-plots draws what it has (marginal densities, trace, rank, posterior predictive checks);
+matplotlib draws the rest (the forest of all methods, convergence curves, choice of K, and the data
+plots in :mod:`mixflow.plots_data`). Every function takes the container first, returns a matplotlib
+``Figure`` and writes it to ``path`` (``.png``, ``.svg`` or ``.pdf``) when one is given.
+
+Symmetric matrices (covariances) are shown by their upper triangle only, as an ``entry`` dim labelled
+``"row, column"``.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from mixflow.compare import (
+    METHOD_LABELS,
+    available_methods,
+    check_tree,
+    compare_dataset,
+    method_draws,
+    parameter_names,
+)
+
+__all__ = [
+    "METHOD_COLORS",
+    "plot_convergence",
+    "plot_forest",
+    "plot_posteriors",
+    "plot_ppc",
+    "plot_rank",
+    "plot_select_k",
+    "plot_trace",
+]
+
+#: One colour per method, shared by every plot.
+METHOD_COLORS = {"em": "#222222", "bootstrap": "#8c8c8c", "mcmc": "#1f77b4", "advi": "#ff7f0e"}
+_FORMATS = (".png", ".svg", ".pdf")
+
+
+# -- shared helpers ------------------------------------------------------------------------------------
+def check_path(path) -> Path | None:
+    """Validate a figure path: None, or a .png/.svg/.pdf file in an existing directory."""
+    if path is None:
+        return None
+    if not isinstance(path, str | Path):
+        raise TypeError(f"path: expected None or a file path (str or pathlib.Path), got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix.lower() not in _FORMATS:
+        raise ValueError(f"path: expected a file name ending in one of {list(_FORMATS)}, got {str(path)!r}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r}")
+    return path
+
+
+def finish(figure: Figure, path: Path | None) -> Figure:
+    """Save the figure to ``path`` if given and return it."""
+    if path is not None:
+        figure.savefig(path, bbox_inches="tight", dpi=110)
+    return figure
+
+
+def check_var_names(tree, var_names) -> list[str]:
+    """The parameters to plot: all by default; unknown names raise naming the known ones."""
+    names = parameter_names(tree)
+    if var_names is None:
+        return names
+    requested = [var_names] if isinstance(var_names, str) else list(var_names)
+    unknown = [name for name in requested if name not in names]
+    if unknown or not requested:
+        raise ValueError(f"var_names: expected some of {names}, got {requested}")
+    return requested
+
+
+def upper_triangle(dataset: xr.Dataset) -> xr.Dataset:
+    """Replace each (feature, feature_) matrix by its upper triangle along an ``entry`` dim."""
+    out = {}
+    for name, da in dataset.data_vars.items():
+        if "feature_" not in da.dims:
+            out[name] = da
+            continue
+        features = list(da["feature"].values)
+        pairs = [(a, b) for i, a in enumerate(features) for b in features[i:]]
+        entries = [da.sel(feature=a, feature_=b, drop=True) for a, b in pairs]
+        stacked = xr.concat(entries, dim="entry").assign_coords(entry=[f"{a}, {b}" for a, b in pairs])
+        out[name] = stacked.transpose(..., "entry")
+    return xr.Dataset(out)
+
+
+def _draw_methods(tree, exclude=()) -> list[str]:
+    return [m for m in available_methods(tree) if m != "em" and m not in exclude]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def require_gaussian(tree, what: str) -> None:
+    """Raise NotImplementedError for families other than the Gaussian (whose densities these plots draw)."""
+    from mixflow.families.base import model_from_json
+
+    family = model_from_json(tree.attrs["model"]).family
+    if family != "gaussian":
+        raise NotImplementedError(f"{what}: only the Gaussian family is supported so far, got family {family!r}")
+
+
+def _figure_of(plot_collection) -> Figure:
+    return plot_collection.viz["figure"].item()
+
+
+# -- forest --------------------------------------------------------------------------------------------
+def _panels(dataset: xr.Dataset, names: list[str]) -> list[tuple[str, str, xr.DataArray]]:
+    """(parameter, title, DataArray (method, statistic[, component])) for each panel of the forest."""
+    panels = []
+    triangle = upper_triangle(dataset[names])
+    for name in names:
+        da = triangle[name]
+        extra = [d for d in da.dims if d not in ("method", "statistic", "component")]
+        if not extra:
+            panels.append((name, name, da))
+            continue
+        stacked = da.stack(panel=extra)
+        for i in range(stacked.sizes["panel"]):
+            index = stacked["panel"].values[i]
+            index = index if isinstance(index, tuple) else (index,)
+            panels.append((name, f"{name}[{', '.join(map(str, index))}]",
+                           stacked.isel(panel=i, drop=True)))
+    return panels
+
+
+def plot_forest(tree, *, var_names=None, ci_prob: float | None = None, path=None) -> Figure:
+    """Forest plot of every parameter across EM, its bootstrap, MCMC and ADVI.
+
+    One panel per parameter element (its own x scale), one row per component, one line per method:
+    the point (EM estimate or posterior mean) and the interval of :func:`mixflow.compare` (credible
+    intervals at ``ci_prob``; the EM point's Wald interval from the observed information, dashed).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+    var_names : str or list of str, optional
+        Parameters to show (default all).
+    ci_prob : float, optional
+        Interval probability, ``rcParams["stats.ci_prob"]`` by default.
+    path : str or pathlib.Path, optional
+        Where to save the figure (.png, .svg or .pdf).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    check_tree(tree)
+    path = check_path(path)
+    names = check_var_names(tree, var_names)
+    dataset = compare_dataset(tree, ci_prob=ci_prob)
+    methods = list(dataset["method"].values)
+    panels = _panels(dataset, names)
+    n_cols = min(3, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    n_components = dataset.sizes.get("component", 1)
+    figure = Figure(figsize=(4.2 * n_cols, (0.5 + 0.38 * n_components * len(methods)) * n_rows + 0.6),
+                    layout="constrained")
+    axes = figure.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for ax, (_, title, da) in zip(axes, panels, strict=False):
+        _forest_panel(ax, da, methods)
+        ax.set_title(title, fontsize=10)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], marker="D" if m == "em" else "o", linestyle="--" if m == "em" else "-",
+                      color=METHOD_COLORS[m], markerfacecolor=None if m == "em" else "white",
+                      label=METHOD_LABELS[m] + (" (Wald interval)" if m == "em" else "")) for m in methods]
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(methods), frameon=False)
+    figure.suptitle(f"Estimates and {dataset.attrs['ci_prob']:.0%} intervals", fontsize=11)
+    return finish(figure, path)
+
+
+def _forest_panel(ax, da: xr.DataArray, methods: list[str]) -> None:
+    components = da["component"].values if "component" in da.dims else [None]
+    offsets = np.linspace(0.25, -0.25, len(methods)) if len(methods) > 1 else [0.0]
+    for row, component in enumerate(components):
+        values = da.sel(component=component) if component is not None else da
+        for offset, method in zip(offsets, methods, strict=True):
+            stats = values.sel({"method": method})
+            y = -row + offset
+            lower, upper = float(stats.sel(statistic="lower")), float(stats.sel(statistic="upper"))
+            style = "--" if method == "em" else "-"
+            if np.isfinite(lower) and np.isfinite(upper):
+                ax.plot([lower, upper], [y, y], style, color=METHOD_COLORS[method], linewidth=1.6)
+            ax.plot(float(stats.sel(statistic="estimate")), y, "D" if method == "em" else "o",
+                    color=METHOD_COLORS[method], markersize=5, markerfacecolor="white" if method != "em" else None)
+    ax.set_yticks(-np.arange(len(components)),
+                  [f"component {c}" if c is not None else "" for c in components], fontsize=9)
+    ax.set_ylim(-len(components) + 0.5, 0.5)
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(axis="x", labelsize=8)
+
+
+# -- ArviZ-plots: densities, trace, rank -----------------------------------------------------------------
+def _posterior_tree(draws: xr.Dataset, sample_stats: xr.Dataset | None = None) -> xr.DataTree:
+    groups = {"posterior": upper_triangle(draws)}
+    if sample_stats is not None:
+        groups["sample_stats"] = sample_stats
+    return xr.DataTree.from_dict(groups)
+
+
+def plot_posteriors(tree, *, var_names=None, path=None) -> Figure:
+    """Marginal densities of the bootstrap, MCMC and ADVI draws, with the EM point as a reference line.
+
+    Drawn by ``arviz_plots.plot_dist`` (one colour per method) and ``arviz_plots.add_lines``.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        Must hold at least one of ``/em/bootstrap``, ``/mcmc``, ``/advi``.
+    var_names : str or list of str, optional
+    path : str or pathlib.Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import arviz_plots as azp
+
+    check_tree(tree)
+    path = check_path(path)
+    names = check_var_names(tree, var_names)
+    methods = _draw_methods(tree)
+    _require(bool(methods), "tree: expected draws to plot (/em/bootstrap, /mcmc or /advi), got only "
+                            f"{available_methods(tree) or 'no methods'}; run mixflow.bootstrap or fit by MCMC/ADVI")
+    data = {METHOD_LABELS[m]: _posterior_tree(draws) for m, draws in
+            zip(methods, _common_draws([method_draws(tree, m)[names] for m in methods]), strict=True)}
+    colors = [METHOD_COLORS[m] for m in methods]
+    visuals = {"credible_interval": False, "point_estimate": False, "point_estimate_text": False}
+    source = data if len(data) > 1 else next(iter(data.values()))
+    if len(data) > 1:
+        kwargs = {"aes": {"color": ["model"]}, "color": colors, "visuals": visuals}
+    else:
+        kwargs = {"visuals": {**visuals, "dist": {"color": colors[0]}}}
+    plot_collection = azp.plot_dist(source, var_names=names, **_wrap_layout(method_draws(tree, methods[0])[names]),
+                                    **kwargs)
+    if "em" in available_methods(tree):
+        estimate = upper_triangle(tree["em/estimate"].to_dataset()[names])
+        azp.add_lines(plot_collection, values=estimate, visuals={"ref_line": {"color": METHOD_COLORS["em"]}})
+    if len(data) > 1:
+        plot_collection.add_legend("model")
+    figure = _figure_of(plot_collection)
+    figure.suptitle("Marginal densities" + (" (vertical line: EM estimate)" if "em" in available_methods(tree)
+                                             else ""), fontsize=11, y=1.02)
+    return finish(figure, path)
+
+
+def _wrap_layout(draws: xr.Dataset) -> dict:
+    """Four panels a row, each about 3.2 x 2.4 inches (ArviZ's default packs them too tightly)."""
+    n_panels = sum(int(np.prod([size for dim, size in da.sizes.items() if dim not in ("chain", "draw")]))
+                   for da in upper_triangle(draws).data_vars.values())
+    n_rows = -(-n_panels // 4)
+    return {"col_wrap": 4, "figure_kwargs": {"figsize": (13, 2.4 * n_rows + 0.6), "layout": "constrained"}}
+
+
+def _common_draws(datasets: list[xr.Dataset]) -> list[xr.Dataset]:
+    """Renumber chain/draw from 0 and pad with NaN to common sizes, so methods align exactly."""
+    n_chains = max(ds.sizes["chain"] for ds in datasets)
+    n_draws = max(ds.sizes["draw"] for ds in datasets)
+    return [ds.assign_coords(chain=np.arange(ds.sizes["chain"]), draw=np.arange(ds.sizes["draw"]))
+            .reindex(chain=np.arange(n_chains), draw=np.arange(n_draws)) for ds in datasets]
+
+
+def _mcmc_like(tree, method: str, names) -> xr.DataTree:
+    _require(method in ("mcmc", "advi", "bootstrap"),
+             f"method: expected 'mcmc', 'advi' or 'bootstrap', got {method!r}")
+    draws = method_draws(tree, method)
+    _require(draws is not None, f"tree: expected a /{method} group for this plot, got methods "
+                                f"{available_methods(tree)}")
+    sample_stats = None
+    if method == "mcmc" and "sample_stats" in tree["mcmc"].children:
+        stats = tree["mcmc/sample_stats"].to_dataset()
+        sample_stats = stats[["diverging"]] if "diverging" in stats else None
+    return _posterior_tree(draws[names], sample_stats)
+
+
+def plot_trace(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figure:
+    """Trace and marginal density per chain (``arviz_plots.plot_trace_dist``), divergences marked.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+    var_names : str or list of str, optional
+    method : {"mcmc", "advi", "bootstrap"}, default "mcmc"
+    path : str or pathlib.Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import arviz_plots as azp
+
+    check_tree(tree)
+    path = check_path(path)
+    names = check_var_names(tree, var_names)
+    plot_collection = azp.plot_trace_dist(_mcmc_like(tree, method, names), var_names=names)
+    return finish(_figure_of(plot_collection), path)
+
+
+def plot_rank(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figure:
+    """Fractional rank ECDF per chain (``arviz_plots.plot_rank``): uniform when the chains mix.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+    var_names : str or list of str, optional
+    method : {"mcmc", "advi", "bootstrap"}, default "mcmc"
+    path : str or pathlib.Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import arviz_plots as azp
+
+    check_tree(tree)
+    path = check_path(path)
+    names = check_var_names(tree, var_names)
+    data = _mcmc_like(tree, method, names)
+    plot_collection = azp.plot_rank(data, var_names=names, **_wrap_layout(data["posterior"].to_dataset()))
+    return finish(_figure_of(plot_collection), path)
+
+
+# -- posterior predictive check ---------------------------------------------------------------------------
+def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> xr.DataArray:
+    """Replicated data sets x (chain, draw, obs, feature): the stored ones, or simulated from draws."""
+    from mixflow.bootstrap import observed_data, simulate
+
+    group = {"mcmc": "mcmc/posterior_predictive", "advi": "advi/posterior_predictive"}.get(method)
+    if group is not None and group.split("/")[0] in tree.children and "posterior_predictive" in tree[
+            group.split("/")[0]].children:
+        stored = tree[group].to_dataset()["x"]
+        return stored.transpose("chain", "draw", "obs", "feature")
+    require_gaussian(tree, "plot_ppc without a stored posterior_predictive group")
+    rng = np.random.default_rng(random_seed)
+    data = observed_data(tree)
+    n_obs = max(int(round(data.frequency.sum())), 1)
+    if method == "em":
+        estimate = tree["em/estimate"].to_dataset()
+        parameter_sets = [{name: estimate[name].values for name in estimate.data_vars}] * num_samples
+    else:
+        draws = method_draws(tree, method).stack(sample=("chain", "draw"))
+        picks = rng.choice(draws.sizes["sample"], size=min(num_samples, draws.sizes["sample"]), replace=False)
+        parameter_sets = [{name: draws[name].isel(sample=i).values for name in draws.data_vars} for i in picks]
+        parameter_sets = [p for p in parameter_sets if np.isfinite(p["weights"]).all()]
+    replicated = np.stack([simulate(params, n_obs, rng)[0] for params in parameter_sets])
+    return xr.DataArray(replicated[None], dims=("chain", "draw", "obs", "feature"),
+                        coords={"feature": data.features})
+
+
+def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_seed: int = 0,
+             path=None) -> Figure:
+    """Posterior predictive check of the data density, per feature (``arviz_plots.plot_ppc_dist``).
+
+    The stored ``posterior_predictive`` of MCMC/ADVI is used when present; otherwise replicated data
+    sets are simulated from ``num_samples`` posterior (or bootstrap) draws, or from the EM estimate
+    itself (a plug-in predictive check).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+    method : {"mcmc", "advi", "bootstrap", "em"}, optional
+        Default: the first of mcmc, advi, bootstrap, em that the container holds.
+    num_samples : int, default 50
+        Replicated data sets drawn.
+    random_seed : int, default 0
+        Seed of the simulated replicates and of the draws shown.
+    path : str or pathlib.Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import arviz_plots as azp
+
+    check_tree(tree)
+    path = check_path(path)
+    present = available_methods(tree)
+    if method is None:
+        method = next((m for m in ("mcmc", "advi", "bootstrap", "em") if m in present), None)
+    _require(method in present, f"method: expected one of the container's methods {present}, got {method!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
+    predictive = _predictive_draws(tree, method, num_samples, random_seed)
+    observed = tree["observed_data"]["x"]
+    if "weights" in tree["observed_data"].data_vars:
+        counts = np.round(tree["observed_data"]["weights"].values).astype(int)
+        observed = observed.isel(obs=np.repeat(np.arange(observed.sizes["obs"]), counts))
+    dt = xr.DataTree.from_dict({
+        "posterior_predictive": xr.Dataset({"x": predictive.drop_vars("obs", errors="ignore")}),
+        "observed_data": xr.Dataset({"x": observed.drop_vars("obs")}),
+    })
+    n_draws = predictive.sizes["chain"] * predictive.sizes["draw"]
+    plot_collection = azp.plot_ppc_dist(dt, num_samples=min(num_samples, n_draws), sample_dims=["chain", "draw"],
+                                        cols=["__variable__", "feature"],
+                                        visuals={"predictive_dist": {"color": METHOD_COLORS[method], "alpha": 0.3}})
+    figure = _figure_of(plot_collection)
+    kind = "plug-in predictive (EM estimate)" if method == "em" else f"predictive check: {METHOD_LABELS[method]}"
+    figure.suptitle(f"{kind}; black: observed data", fontsize=11, y=1.04)
+    return finish(figure, path)
+
+
+# -- convergence -----------------------------------------------------------------------------------------
+def _elbo(tree) -> xr.DataArray | None:
+    if "advi" not in tree.children or "sample_stats" not in tree["advi"].children:
+        return None
+    stats = tree["advi/sample_stats"].to_dataset()
+    for name in stats.data_vars:
+        if name.lower() == "elbo":
+            return stats[name]
+    for name in stats.data_vars:
+        if name.lower() == "loss":
+            return -stats[name]
+    return None
+
+
+def plot_convergence(tree, *, path=None) -> Figure:
+    """Convergence curves: the EM objective per iteration for every restart, and the ADVI ELBO.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        Must hold ``/em/sample_stats`` or ``/advi/sample_stats`` with an ELBO (or loss) per iteration.
+    path : str or pathlib.Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    check_tree(tree)
+    path = check_path(path)
+    has_em = "em" in tree.children and "sample_stats" in tree["em"].children
+    elbo = _elbo(tree)
+    _require(has_em or elbo is not None, "tree: expected /em/sample_stats or an ADVI ELBO history in "
+                                         f"/advi/sample_stats, got methods {available_methods(tree)}")
+    figure = Figure(figsize=(5.5 * (has_em + (elbo is not None)), 3.6), layout="constrained")
+    axes = list(figure.subplots(1, has_em + (elbo is not None), squeeze=False).ravel())
+    if has_em:
+        _em_curves(axes.pop(0), tree)
+    if elbo is not None:
+        _elbo_curve(axes.pop(0), elbo)
+    return finish(figure, path)
+
+
+def _em_curves(ax, tree) -> None:
+    stats = tree["em/sample_stats"].to_dataset()
+    is_map = tree["em"].attrs.get("method") == "map" and "log_posterior" in stats
+    history = stats["log_posterior" if is_map else "log_likelihood"].transpose("restart", "iteration").values
+    best = int(tree["em"].attrs.get("best_restart", np.nanargmax(history[:, -1])))
+    for restart, curve in enumerate(history):
+        iterations = np.flatnonzero(np.isfinite(curve))
+        is_best = restart == best
+        ax.plot(iterations, curve[iterations], color=METHOD_COLORS["em"] if is_best else "#b0b0b0",
+                linewidth=1.8 if is_best else 1.0, zorder=3 if is_best else 2,
+                label="best restart" if is_best else ("other restarts" if restart == (best == 0) else None))
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("log posterior density" if is_map else "log-likelihood")
+    ax.set_title(f"EM ({history.shape[0]} restart{'s' if history.shape[0] > 1 else ''})", fontsize=10)
+    finite = history[np.isfinite(history)]
+    if finite.size:
+        top, spread = finite.max(), np.ptp(finite)
+        low = np.quantile(finite, 0.1)
+        ax.set_ylim(low - 0.05 * (top - low + 1e-9), top + 0.05 * (spread + 1e-9))
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+
+
+def _elbo_curve(ax, elbo: xr.DataArray) -> None:
+    values = np.asarray(elbo.values, dtype=float).ravel()
+    iterations = np.arange(values.size)
+    ax.plot(iterations, values, color=METHOD_COLORS["advi"], alpha=0.35, linewidth=0.8, label="ELBO")
+    window = max(values.size // 50, 1)
+    if window > 1:
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(iterations[window - 1:], smooth, color=METHOD_COLORS["advi"], linewidth=1.8,
+                label=f"running mean ({window})")
+    finite = values[np.isfinite(values)]
+    if finite.size > 10:
+        low = np.quantile(finite, 0.05)
+        ax.set_ylim(low - 0.05 * (finite.max() - low + 1e-9), finite.max() + 0.05 * (finite.max() - low + 1e-9))
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("ELBO")
+    ax.set_title("ADVI", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+
+
+# -- choice of K --------------------------------------------------------------------------------------
+def plot_select_k(table, *, path=None) -> Figure:
+    """Choice of K: information criteria, cross-validated log-likelihood and LOO ELPD against K.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The result of :func:`mixflow.select_k`.
+    path : str or pathlib.Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import pandas as pd
+
+    if not isinstance(table, pd.DataFrame) or table.index.name != "k":
+        raise TypeError(f"table: expected the DataFrame returned by mixflow.select_k (indexed by k), "
+                        f"got {type(table).__name__}")
+    panels = [("criteria", [c for c in ("bic", "aic", "icl") if c in table])]
+    if "cv_log_likelihood" in table:
+        panels.append(("cv", ["cv_log_likelihood"]))
+    if "elpd_loo" in table and table["elpd_loo"].notna().any():
+        panels.append(("loo", ["elpd_loo"]))
+    figure = Figure(figsize=(4.4 * len(panels), 3.5), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False).ravel()
+    ks = table.index.to_numpy()
+    for ax, (kind, columns) in zip(axes, panels, strict=True):
+        for column in columns:
+            values = table[column].to_numpy(dtype=float)
+            error = table.get(f"{column}_se")
+            ax.errorbar(ks, values, yerr=None if error is None else error.to_numpy(dtype=float), marker="o",
+                        capsize=3, label=column.upper() if kind == "criteria" else None)
+            best = ks[np.nanargmin(values)] if kind == "criteria" else ks[np.nanargmax(values)]
+            ax.axvline(best, color="#b0b0b0", linewidth=0.8, zorder=0)
+        ax.set_xlabel("number of components K")
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+        title, label = {"criteria": ("Information criteria (EM; lower is better)", "criterion"),
+                        "cv": ("Held-out log-likelihood (EM, cross-validation)", "log-likelihood"),
+                        "loo": ("PSIS-LOO ELPD (MCMC; higher is better)", "ELPD")}[kind]
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(label)
+        if kind == "criteria":
+            ax.legend(fontsize=8, frameon=False)
+    return finish(figure, path)

@@ -1,0 +1,88 @@
+"""Every plot runs on containers with one, two and three methods and writes a non-empty file."""
+
+import matplotlib
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from test_compare import make_container
+
+from mixflow import plots
+from mixflow.plots_data import plot_data
+
+matplotlib.use("Agg")
+
+# one method, two methods, and all three (EM with its bootstrap, MCMC, ADVI)
+CONTAINERS = {"em": ("em",), "mcmc": ("mcmc",), "em+mcmc": ("em", "mcmc"), "em+mcmc+advi": ("em", "mcmc", "advi")}
+NEEDS_DRAWS = ("plot_posteriors", "plot_trace", "plot_rank")
+FUNCTIONS = {"plot_forest": plots.plot_forest, "plot_posteriors": plots.plot_posteriors, "plot_trace": plots.plot_trace,
+             "plot_rank": plots.plot_rank, "plot_ppc": plots.plot_ppc, "plot_convergence": plots.plot_convergence,
+             "plot_data": plot_data}
+CASES = [(plot, container) for plot in FUNCTIONS
+         for container in ("mcmc" if plot in NEEDS_DRAWS else "em", "em+mcmc", "em+mcmc+advi")]
+
+
+@pytest.fixture(scope="module")
+def containers():
+    built = {name: make_container(methods, draws=30, with_bootstrap=name == "em+mcmc+advi")
+             for name, methods in CONTAINERS.items()}
+    built["em+bootstrap 2-D"] = make_container(("em",), d=2, with_bootstrap=True)
+    return built
+
+
+@pytest.mark.parametrize(("plot", "container"), CASES)
+def test_plot_writes_a_non_empty_file(tmp_path, containers, plot, container):
+    suffix = ".svg" if len(container) % 2 else ".png"
+    path = tmp_path / f"{plot}{suffix}"
+    figure = FUNCTIONS[plot](containers[container], path=path)
+    assert isinstance(figure, Figure)
+    assert path.stat().st_size > 1000
+
+
+def test_two_dimensional_data_and_bootstrap_only(tmp_path, containers):
+    tree = containers["em+bootstrap 2-D"]
+    for function in (plot_data, plots.plot_posteriors, plots.plot_ppc):
+        path = tmp_path / f"{function.__name__}.png"
+        function(tree, path=path)
+        assert path.stat().st_size > 1000
+    plot_data(tree, features=["x1"], path=tmp_path / "one.png")
+
+
+def test_choice_of_k_plot(tmp_path):
+    table = pd.DataFrame({"bic": [10.0, 8.0, 9.0], "aic": [9.0, 7.0, 7.5], "icl": [10.0, 8.5, 9.5],
+                          "cv_log_likelihood": [-5.0, -4.0, -4.5], "cv_log_likelihood_se": [1.0, 1.0, 1.0],
+                          "elpd_loo": [-5.0, -3.9, -4.2], "elpd_loo_se": [0.5, 0.5, 0.5]},
+                         index=pd.Index([1, 2, 3], name="k"))
+    path = tmp_path / "k.svg"
+    plots.plot_select_k(table, path=path)
+    assert path.stat().st_size > 1000
+    plots.plot_select_k(table[["bic", "aic", "icl"]])
+
+
+def test_bad_arguments(tmp_path, containers):
+    tree = containers["em"]
+    with pytest.raises(ValueError, match=r"path: expected a file name ending in one of \['.png', '.svg', '.pdf'\]"):
+        plots.plot_forest(tree, path=tmp_path / "forest.jpg")
+    with pytest.raises(FileNotFoundError, match="path: expected a file in an existing directory"):
+        plots.plot_forest(tree, path=tmp_path / "missing" / "forest.png")
+    with pytest.raises(TypeError, match="path: expected None or a file path"):
+        plots.plot_forest(tree, path=3)
+    with pytest.raises(ValueError, match=r"var_names: expected some of \['weights', 'mu', 'covariance'\], got \['s'\]"):
+        plots.plot_forest(tree, var_names="s")
+    with pytest.raises(ValueError, match="tree: expected draws to plot"):
+        plots.plot_posteriors(tree)
+    with pytest.raises(ValueError, match=r"tree: expected a /mcmc group for this plot, got methods \['em'\]"):
+        plots.plot_trace(tree)
+    with pytest.raises(ValueError, match="method: expected 'mcmc', 'advi' or 'bootstrap', got 'em'"):
+        plots.plot_rank(tree, method="em")
+    with pytest.raises(ValueError, match=r"method: expected one of the container's methods \['em'\], got 'advi'"):
+        plots.plot_ppc(tree, method="advi")
+    with pytest.raises(ValueError, match="num_samples: expected an integer >= 1, got 0"):
+        plots.plot_ppc(tree, num_samples=0)
+    with pytest.raises(ValueError, match="tree: expected /em/sample_stats or an ADVI ELBO history"):
+        plots.plot_convergence(containers["mcmc"])
+    with pytest.raises(ValueError, match=r"features: expected one or two distinct names among \['x0'\], got \['y'\]"):
+        plot_data(tree, features="y")
+    with pytest.raises(ValueError, match=r"methods: expected some of the container's methods \['em'\], got \['mcmc'\]"):
+        plot_data(tree, methods="mcmc")
+    with pytest.raises(TypeError, match="table: expected the DataFrame returned by mixflow.select_k"):
+        plots.plot_select_k({"bic": [1, 2]})
