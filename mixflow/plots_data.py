@@ -117,7 +117,7 @@ def _histogram(data, feature: int, sets: dict) -> Figure:
     values, frequency = data.values[:, feature], data.frequency
     figure = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = figure.subplots()
-    bins = min(60, max(10, int(np.sqrt(frequency.sum()) * 1.5)))
+    bins = min(80, max(15, int(2.5 * np.sqrt(frequency.sum()))))
     ax.hist(values, bins=bins, weights=frequency, density=True, color="#d9d9d9", edgecolor="white", label="data")
     span = np.ptp(values) or 1.0
     grid = np.linspace(values.min() - 0.1 * span, values.max() + 0.1 * span, 400)
@@ -125,9 +125,10 @@ def _histogram(data, feature: int, sets: dict) -> Figure:
         components = np.mean([_component_densities(p, grid, feature, data.n_features) for p in parameter_sets],
                              axis=0)
         color = METHOD_COLORS[method]
-        ax.plot(grid, components.sum(axis=0), color=color, linewidth=2, label=f"{METHOD_LABELS[method]} mixture")
+        ax.plot(grid, components.sum(axis=0), color=color, linewidth=2.2, alpha=0.7,
+                label=f"{METHOD_LABELS[method]} mixture")
         for density in components:
-            ax.plot(grid, density, "--", color=color, linewidth=1, alpha=0.8)
+            ax.plot(grid, density, "--", color=color, linewidth=1.1, zorder=3)
     ax.set_xlabel(str(data.features[feature]))
     ax.set_ylabel("density")
     ax.set_title("Data with mixture (solid) and weighted component densities (dashed)", fontsize=10)
