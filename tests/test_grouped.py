@@ -1,0 +1,205 @@
+"""Grouped (binned) data: exact grouped-data EM against scipy references, the midpoint approximation, crabs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize, stats
+
+import mixflow
+from mixflow.grouped import GroupedGaussianMixture, interval_log_probability, truncated_moments
+
+
+@pytest.fixture(scope="module")
+def crabs():
+    return mixflow.load_dataset("crabs")
+
+
+def estimate(tree):
+    return {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
+
+
+def naive_grouped_log_likelihood(lower, upper, counts, weights, means, sds):
+    """sum_j n_j log sum_k pi_k (Phi(upper_j) - Phi(lower_j)), written with scipy.stats."""
+    mass = sum(w * (stats.norm.cdf(upper, m, s) - stats.norm.cdf(lower, m, s))
+               for w, m, s in zip(weights, means, sds, strict=True))
+    return float(counts @ np.log(mass))
+
+
+def open_bounds(crabs):
+    """mixdist's convention: the first class open below, the last open above."""
+    lower, upper = crabs["lower"].to_numpy().copy(), crabs["upper"].to_numpy().copy()
+    lower[0], upper[-1] = -np.inf, np.inf
+    return lower, upper
+
+
+@pytest.fixture(scope="module")
+def crabs_fit(crabs):
+    return mixflow.fit(GroupedGaussianMixture(2), crabs[["lower", "upper"]], weights=crabs["count"], random_seed=1,
+                       n_init=2, tol=1e-14, max_iter=10000)
+
+
+def test_grouped_log_likelihood_is_the_multinomial_one(crabs_fit, crabs):
+    found = estimate(crabs_fit)
+    lower, upper = open_bounds(crabs)
+    naive = naive_grouped_log_likelihood(lower, upper, crabs["count"].to_numpy(), found["weights"], found["mu"],
+                                         np.sqrt(found["variance"]))
+    assert crabs_fit["em"].attrs["log_likelihood"] == pytest.approx(naive, rel=1e-13)
+    # the class probabilities of the fitted mixture sum to one (open ends)
+    assert crabs_fit["em"].attrs["converged"]
+
+
+def test_grouped_em_reaches_the_maximum_of_the_naive_likelihood(crabs_fit, crabs):
+    lower, upper = open_bounds(crabs)
+    counts = crabs["count"].to_numpy()
+
+    def unpack(vector):
+        weight = 1.0 / (1.0 + np.exp(-vector[0]))
+        return [weight, 1 - weight], vector[1:3], np.exp(vector[3:])
+
+    def negative(vector):
+        return -naive_grouped_log_likelihood(lower, upper, counts, *unpack(vector))
+
+    found = estimate(crabs_fit)
+    start = np.concatenate([[np.log(found["weights"][0] / found["weights"][1])], found["mu"],
+                            0.5 * np.log(found["variance"])])
+    result = optimize.minimize(negative, start + [0.1, 0.001, -0.001, 0.05, -0.05], method="Nelder-Mead",
+                               options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
+    weights, means, sds = unpack(result.x)
+    assert crabs_fit["em"].attrs["log_likelihood"] == pytest.approx(-result.fun, rel=1e-12)
+    # EM stops on the objective, which is flat to 1e-12 along the weights here: 1.2e-5 in a weight is
+    # as close as it gets (an EM run to a fixed point of the parameters gives 0.4527595, like Nelder-Mead)
+    np.testing.assert_allclose(found["weights"], weights, atol=2e-5)
+    np.testing.assert_allclose(found["mu"], means, atol=1e-6)
+    np.testing.assert_allclose(np.sqrt(found["variance"]), sds, atol=1e-6)
+
+
+def test_grouped_and_midpoint_fits_of_the_crabs_are_close_but_not_equal(crabs_fit, crabs):
+    """Pearson's crabs two ways: exact grouped likelihood, and class midpoints weighted by the counts."""
+    midpoints = mixflow.fit(mixflow.GaussianMixture(2, covariance="spherical"), crabs[["midpoint"]],
+                            weights=crabs["count"], random_seed=1, n_init=2, tol=1e-14, max_iter=10000)
+    grouped, points = estimate(crabs_fit), estimate(midpoints)
+    np.testing.assert_allclose(grouped["mu"], points["mu"][:, 0], atol=1e-3)
+    np.testing.assert_allclose(np.sqrt(grouped["variance"]), np.sqrt(points["variance"]), rtol=0.05)
+    np.testing.assert_allclose(grouped["weights"], points["weights"], atol=0.03)
+    assert np.abs(grouped["mu"] - points["mu"][:, 0]).max() > 1e-4
+    assert np.abs(grouped["weights"] - points["weights"]).max() > 1e-3
+    # the grouped model's own midpoint option is exactly the weighted-points fit
+    option = mixflow.fit(GroupedGaussianMixture(2, likelihood="midpoint"), crabs[["lower", "upper"]],
+                         weights=crabs["count"], random_seed=1, n_init=2, tol=1e-14, max_iter=10000)
+    np.testing.assert_allclose(estimate(option)["mu"], points["mu"][:, 0], rtol=1e-7)
+    np.testing.assert_allclose(estimate(option)["variance"], points["variance"], rtol=1e-5)
+    assert option["em"].attrs["log_likelihood"] == pytest.approx(midpoints["em"].attrs["log_likelihood"],
+                                                                 rel=1e-11)
+
+
+def test_pearsons_question_two_components_by_bic(crabs_fit, crabs):
+    one = mixflow.fit(GroupedGaussianMixture(1), crabs[["lower", "upper"]], weights=crabs["count"], random_seed=1)
+    assert crabs_fit["em"].attrs["bic"] < one["em"].attrs["bic"] - 20
+    assert crabs_fit["em"].attrs["n_parameters"] == 5 and one["em"].attrs["n_parameters"] == 2
+    assert crabs_fit["em"].attrs["n_observations"] == 1000
+
+
+def test_exact_grouping_removes_the_midpoint_bias():
+    """Binned at h = 0.5: midpoints inflate each variance by Sheppard's h^2/12; the grouped EM does not."""
+    rng = np.random.default_rng(0)
+    n, h = 1_000_000, 0.5
+    labels = rng.choice(2, size=n, p=[0.4, 0.6])
+    x = np.where(labels == 0, rng.normal(0.0, 1.0, n), rng.normal(3.0, 0.7, n))
+    edges = np.arange(-6.0, 8.0 + h, h)
+    counts, _ = np.histogram(x, edges)
+    classes = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
+    truth = np.array([1.0, 0.49])
+    grouped = mixflow.fit(GroupedGaussianMixture(2), classes, weights=counts, random_seed=0, tol=1e-12)
+    midpoint = mixflow.fit(GroupedGaussianMixture(2, likelihood="midpoint"), classes, weights=counts, random_seed=0,
+                           tol=1e-12)
+    # sampling sd of the variances is about 0.002 and 0.001
+    np.testing.assert_allclose(estimate(grouped)["variance"], truth, atol=0.007)
+    np.testing.assert_allclose(estimate(midpoint)["variance"], truth + h**2 / 12, atol=0.007)
+
+
+@pytest.mark.filterwarnings("ignore::mixflow.ConvergenceWarning")  # 400 iterations are enough to see the climb
+@pytest.mark.parametrize("method", ["em", "map"])
+@pytest.mark.parametrize("common_variance", [False, True])
+def test_objective_never_decreases(method, common_variance, crabs):
+    tree = mixflow.fit(GroupedGaussianMixture(3, common_variance=common_variance), crabs[["lower", "upper"]],
+                       weights=crabs["count"], method=method, init="random", n_init=2, random_seed=3, tol=1e-12,
+                       max_iter=400)
+    name = "log_posterior" if method == "map" else "log_likelihood"
+    for history in tree["em/sample_stats"][name].values:
+        history = history[~np.isnan(history)]
+        assert history.size > 5
+        assert (np.diff(history) >= -1e-11 * np.abs(history[1:])).all()
+
+
+def test_common_variance_and_map(crabs):
+    model = GroupedGaussianMixture(2, common_variance=True, prior={"scale": 1e-4})
+    tree = mixflow.fit(model, crabs[["lower", "upper"]], weights=crabs["count"], method="map", random_seed=0)
+    assert tree["em/estimate"]["variance"].dims == ()
+    assert tree["em"].attrs["n_parameters"] == 4
+    prior = json.loads(tree["em"].attrs["prior"])
+    assert prior["scale"] == [[1e-4]] and prior["dof"] == 3.0
+    assert np.isfinite(tree["em"].attrs["log_posterior"])
+    assert mixflow.model_from_json(model.to_json()) == model
+
+
+def test_truncated_normal_helpers_against_scipy():
+    alpha = np.array([-np.inf, -3.0, 0.5, 8.0, -40.0])
+    beta = np.array([-1.0, 2.0, 0.6, 9.0, np.inf])
+    log_mass = interval_log_probability(alpha, beta)
+    reference = np.log(stats.norm.cdf(beta) - stats.norm.cdf(alpha))
+    reference[3] = np.log(stats.norm.sf(8.0) - stats.norm.sf(9.0))  # the upper tail, where cdf loses all digits
+    np.testing.assert_allclose(log_mass, reference, rtol=1e-12)
+    first, second = truncated_moments(alpha, beta, log_mass)
+    for j in range(alpha.size):
+        truncated = stats.truncnorm(alpha[j], beta[j])
+        assert first[j] == pytest.approx(truncated.mean(), rel=1e-9, abs=1e-12)
+        assert second[j] == pytest.approx(truncated.moment(2), rel=1e-9)
+
+
+def test_container_round_trip_and_prediction(crabs_fit, crabs, tmp_path):
+    loaded = mixflow.load(mixflow.save(crabs_fit, tmp_path / "crabs.nc"))
+    assert loaded["em/estimate"].to_dataset().identical(crabs_fit["em/estimate"].to_dataset())
+    assert list(loaded["observed_data"]["feature"].values) == ["lower", "upper"]
+    proba = mixflow.predict_proba(crabs_fit, crabs[["lower", "upper"]])
+    np.testing.assert_allclose(proba.values, crabs_fit["em/responsibilities"]["responsibilities"].values,
+                               rtol=1e-10)
+
+
+@pytest.mark.parametrize("classes, message", [
+    (pd.DataFrame({"lower": [0.0, 1.0, 2.0], "upper": [1.0, 1.0, 3.0]}),
+     r"data: expected each class's lower bound below its upper bound, got 1 row\(s\): \[1\] "
+     r"\(values \[\[1.0, 1.0\]\]\)"),
+    (pd.DataFrame({"lower": [0.0, 2.0, 1.0], "upper": [1.0, 3.0, 2.0]}),
+     r"data: expected classes in ascending order that do not overlap .* got a class overlapping the next in "
+     r"1 row\(s\): \[1\]"),
+    (pd.DataFrame({"a": [0.0, 1.0], "b": [1.0, 2.0], "c": [5.0, 6.0]}),
+     r"data: expected the class limits in columns \['lower', 'upper'\] \(or exactly two columns, lower then "
+     r"upper\), got columns \['a', 'b', 'c'\]"),
+])
+def test_bad_classes_are_refused(classes, message):
+    with pytest.raises(ValueError, match=message):
+        mixflow.fit(GroupedGaussianMixture(1), classes, weights=np.ones(len(classes)))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"open_ends": "left"}, ValueError, r"open_ends: expected one of \['both', 'below', 'above', 'none'\], got 'left'"),
+    ({"likelihood": "exact"}, ValueError, r"likelihood: expected one of \['interval', 'midpoint'\], got 'exact'"),
+    ({"bounds": ("lo", "lo")}, ValueError, r"bounds: expected two distinct column names \(lower, upper\)"),
+    ({"bounds": "lower"}, ValueError, r"bounds: expected two distinct column names"),
+    ({"common_variance": "yes"}, TypeError, r"common_variance: expected True or False, got 'yes'"),
+    ({"prior": {"kappa": 1}}, ValueError, r"prior: unknown hyperparameter\(s\) \['kappa'\]"),
+])
+def test_bad_declarations_are_refused(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        GroupedGaussianMixture(2, **kwargs)
+
+
+def test_bad_initial_parameters_are_refused(crabs):
+    start = {"weights": [0.5, 0.5], "mu": [0.63, 0.66], "variance": [1e-4, -1e-4]}
+    with pytest.raises(ValueError, match=r"init\['variance'\]: expected positive variances"):
+        mixflow.fit(GroupedGaussianMixture(2), crabs[["lower", "upper"]], weights=crabs["count"], init=start)
+    with pytest.raises(ValueError, match=r"init\['variance'\]: expected shape \(\), got \(2,\)"):
+        mixflow.fit(GroupedGaussianMixture(2, common_variance=True), crabs[["lower", "upper"]],
+                    weights=crabs["count"], init={**start, "variance": [1e-4, 1e-4]})
