@@ -407,6 +407,8 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
     unconstrained parameterisation and inverted; the delta method maps the covariance back to the
     parameters as stored. It is well defined at an interior maximum: every weight positive, no
     collapsed component, and a negative definite Hessian. Elsewhere the errors are NaN (with a warning).
+    They assume the model is right: under misspecification (e.g. spherical components for correlated
+    features of different scales) they can differ a lot from the nonparametric bootstrap, which does not.
 
     Parameters
     ----------
