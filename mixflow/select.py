@@ -24,7 +24,7 @@ from mixflow.data import Data, validate_data
 from mixflow.families.base import MixtureModel
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
 
-__all__ = ["cross_validated_log_likelihood", "loo_table", "pointwise_log_density", "select_k"]
+__all__ = ["cross_validated_log_likelihood", "loo_table", "pointwise_log_density", "select_k", "weighted_sum_and_se"]
 
 _METHODS = ("em", "map", "mcmc")
 
@@ -73,7 +73,7 @@ def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_f
     total : float
         Sum over observations of w_n log p(x_n | fit without x_n's fold).
     standard_error : float
-        sqrt(W) times the weighted sd of the pointwise terms (W the total weight).
+        sqrt(W) times the weighted sd (ddof=1) of the pointwise terms, W the total weight (as for an ELPD).
     pointwise : ndarray of shape (n_obs,)
         log p(x_n | fit without x_n's fold).
 
@@ -88,11 +88,45 @@ def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_f
         tree = fit(model, _frame(train), method=method, weights=train.weights,
                    random_seed=int(seeds[fold + 1].generate_state(1)[0]), **fit_kwargs)
         pointwise[held_out] = pointwise_log_density(model, _estimate(tree), _subset(data, held_out))
-    frequency = data.frequency
-    total_weight = frequency.sum()
-    mean = frequency @ pointwise / total_weight
-    spread = frequency @ (pointwise - mean) ** 2 / total_weight
-    return float(frequency @ pointwise), float(np.sqrt(total_weight * spread)), pointwise
+    total, standard_error = weighted_sum_and_se(pointwise, data.frequency)
+    return total, standard_error, pointwise
+
+
+def _frequency_weights(tree) -> np.ndarray | None:
+    observed = tree.children.get("observed_data")
+    if observed is None or "weights" not in observed.data_vars:
+        return None
+    return observed["weights"].values.astype(float)
+
+
+def weighted_sum_and_se(values: np.ndarray, frequency: np.ndarray, ddof: int = 1) -> tuple[float, float]:
+    """Sum over units of pointwise values and its standard error sqrt(W var), as ArviZ computes an ELPD's.
+
+    ``frequency`` counts the units behind each value (W their total); ``ddof`` 1 for an ELPD, 0 for an
+    ELPD difference (ArviZ's conventions).
+    """
+    total = frequency.sum()
+    mean = frequency @ values / total
+    variance = frequency @ (values - mean) ** 2 / max(total - ddof, 1e-300)
+    return float(frequency @ values), float(np.sqrt(total * variance))
+
+
+def _loo_rows_weighted(results: dict, log_likelihoods: dict, frequency: np.ndarray) -> pd.DataFrame:
+    """ELPD of frequency-weighted rows: every copy of a row has the row's pointwise LOO value."""
+    pointwise = {k: r.elpd_i.values.ravel() for k, r in results.items()}
+    rows = {}
+    for k, elpd_i in pointwise.items():
+        draws = log_likelihoods[k]
+        lpd_i = logsumexp(draws, axis=0) - np.log(draws.shape[0])
+        elpd, se = weighted_sum_and_se(elpd_i, frequency)
+        rows[k] = {"elpd_loo": elpd, "elpd_loo_se": se, "p_loo": float(frequency @ (lpd_i - elpd_i)),
+                   "pareto_k_warning": bool(results[k].warning)}
+    best = max(rows, key=lambda k: rows[k]["elpd_loo"])
+    for k in rows:
+        rows[k]["elpd_diff"], rows[k]["elpd_diff_se"] = weighted_sum_and_se(pointwise[k] - pointwise[best], frequency,
+                                                                             ddof=0)
+        rows[k]["loo_weight"] = np.nan
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def loo_table(trees: dict) -> pd.DataFrame:
@@ -101,39 +135,49 @@ def loo_table(trees: dict) -> pd.DataFrame:
     Parameters
     ----------
     trees : dict of int to xarray.DataTree
-        Results with ``/mcmc/posterior`` and ``/mcmc/log_likelihood`` (variable ``x``), keyed by K.
+        Results with ``/mcmc/posterior`` and ``/mcmc/log_likelihood`` (variable ``x``, one value per
+        row), keyed by K. When the data carry frequency weights (``/observed_data/weights``), each row's
+        pointwise value counts as many times as its weight (every copy of a row has the same leave-one-out
+        predictive density), and the differences are computed from the weighted pointwise values.
 
     Returns
     -------
     pandas.DataFrame
         Indexed by ``k``: ``elpd_loo``, ``elpd_loo_se``, ``p_loo``, ``elpd_diff`` and ``elpd_diff_se``
-        (against the best K), ``loo_weight`` (stacking) and ``pareto_k_warning``.
+        (against the best K), ``loo_weight`` (stacking; NaN for frequency-weighted data) and
+        ``pareto_k_warning``.
 
     """
     import arviz_stats
 
-    results = {}
+    results, log_likelihoods = {}, {}
     for k, tree in trees.items():
         mcmc = tree["mcmc"]
         missing = [g for g in ("posterior", "log_likelihood") if g not in mcmc.children]
         if missing:
             raise ValueError(f"trees[{k}]: expected /mcmc/posterior and /mcmc/log_likelihood, missing {missing}")
+        log_likelihood = mcmc["log_likelihood"].to_dataset()
         subtree = xr.DataTree.from_dict({"posterior": mcmc["posterior"].to_dataset(),
-                                         "log_likelihood": mcmc["log_likelihood"].to_dataset()})
+                                         "log_likelihood": log_likelihood})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            results[k] = arviz_stats.loo(subtree, var_name="x")
-    rows = {k: {"elpd_loo": r.elpd, "elpd_loo_se": r.se, "p_loo": r.p, "pareto_k_warning": bool(r.warning)}
-            for k, r in results.items()}
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    if len(results) > 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            comparison = arviz_stats.compare({str(k): r for k, r in results.items()}, round_to="none")
-        comparison.index = comparison.index.astype(int)
-        table["elpd_diff"] = comparison["elpd_diff"]
-        table["elpd_diff_se"] = comparison["dse"]
-        table["loo_weight"] = comparison["weight"]
+            results[k] = arviz_stats.loo(subtree, var_name="x", pointwise=True)
+        log_likelihoods[k] = log_likelihood["x"].stack(sample=("chain", "draw")).transpose("sample", ...).values
+    frequency = _frequency_weights(next(iter(trees.values())))
+    if frequency is not None:
+        table = _loo_rows_weighted(results, log_likelihoods, frequency)
+    else:
+        rows = {k: {"elpd_loo": r.elpd, "elpd_loo_se": r.se, "p_loo": r.p, "pareto_k_warning": bool(r.warning)}
+                for k, r in results.items()}
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        if len(results) > 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                comparison = arviz_stats.compare({str(k): r for k, r in results.items()}, round_to="none")
+            comparison.index = comparison.index.astype(int)
+            table["elpd_diff"] = comparison["elpd_diff"]
+            table["elpd_diff_se"] = comparison["dse"]
+            table["loo_weight"] = comparison["weight"]
     table.index.name = "k"
     return table.sort_index()
 

@@ -60,7 +60,7 @@ def test_cross_validation_holds_each_observation_out_once(two_clusters):
     data = validate_data(two_clusters)
     total, se, pointwise = cross_validated_log_likelihood(model, data, n_folds=3, random_seed=1, n_init=1)
     assert total == pytest.approx(pointwise.sum())
-    assert se == pytest.approx(np.sqrt(data.n_obs) * pointwise.std(), rel=1e-12)
+    assert se == pytest.approx(np.sqrt(data.n_obs) * pointwise.std(ddof=1), rel=1e-12)
     # the fold of observation 0, refitted by hand, gives its held-out density
     order = np.random.default_rng(np.random.SeedSequence(1).spawn(4)[0]).permutation(data.n_obs)
     fold = next(i for i, part in enumerate(np.array_split(order, 3)) if 0 in part)
@@ -103,6 +103,30 @@ def test_loo_table_matches_arviz_stats():
     assert table.loc[2, "elpd_loo_se"] == pytest.approx(direct.se)
     assert table.loc[2, "elpd_diff"] == 0 and (table["elpd_diff"] <= 0).all()
     assert table["loo_weight"].sum() == pytest.approx(1.0)
+
+
+def test_frequency_weighted_loo_equals_loo_of_repeated_rows():
+    rng = np.random.default_rng(4)
+    counts = rng.integers(1, 4, size=40)
+    trees, repeated = {}, {}
+    for k in (1, 2, 3):
+        tree = _fake_mcmc_tree(k, rng)
+        log_lik = tree["mcmc/log_likelihood"]["x"] + 0.1 * np.sin(np.arange(40))
+        tree["mcmc/log_likelihood"] = xr.DataTree(xr.Dataset({"x": log_lik}))
+        tree["observed_data"] = xr.DataTree(xr.Dataset({"weights": ("obs", counts.astype(float))}))
+        trees[k] = tree
+        repeated[k] = xr.DataTree.from_dict({
+            "posterior": tree["mcmc/posterior"].to_dataset(),
+            "log_likelihood": xr.Dataset({"x": log_lik.isel(obs=np.repeat(np.arange(40), counts))})})
+    table = loo_table(trees)
+    direct = {k: arviz_stats.loo(dt, var_name="x") for k, dt in repeated.items()}
+    reference = arviz_stats.compare({str(k): d for k, d in direct.items()}, round_to="none")
+    for k in (1, 2, 3):
+        assert table.loc[k, "elpd_loo"] == pytest.approx(direct[k].elpd, rel=1e-10)
+        assert table.loc[k, "elpd_loo_se"] == pytest.approx(direct[k].se, rel=1e-10)
+        assert table.loc[k, "p_loo"] == pytest.approx(direct[k].p, rel=1e-8)
+        assert table.loc[k, "elpd_diff"] == pytest.approx(reference.loc[str(k), "elpd_diff"], abs=1e-9)
+        assert table.loc[k, "elpd_diff_se"] == pytest.approx(reference.loc[str(k), "dse"], rel=1e-8, abs=1e-12)
 
 
 def test_select_k_with_mcmc_uses_loo(monkeypatch, two_clusters):
