@@ -134,9 +134,11 @@ def _panels(dataset: xr.Dataset, names: list[str]) -> list[tuple[str, str, xr.Da
 def plot_forest(tree, *, var_names=None, ci_prob: float | None = None, path=None) -> Figure:
     """Forest plot of every parameter across EM, its bootstrap, MCMC and ADVI.
 
-    One panel per parameter element (its own x scale), one row per component, one line per method:
-    the point (EM estimate or posterior mean) and the interval of :func:`mixflow.compare` (credible
-    intervals at ``ci_prob``; the EM point's Wald interval from the observed information, dashed).
+    One panel per parameter element, in it one small axis per component (labelled by its index, with
+    its own x scale, so that well separated components do not squash the intervals), and one line per
+    method: the point (EM estimate or posterior mean) and the interval of :func:`mixflow.compare`
+    (credible intervals at ``ci_prob``; the EM point's Wald interval from the observed information,
+    dashed).
 
     Parameters
     ----------
@@ -162,41 +164,48 @@ def plot_forest(tree, *, var_names=None, ci_prob: float | None = None, path=None
     n_cols = min(3, len(panels))
     n_rows = -(-len(panels) // n_cols)
     n_components = dataset.sizes.get("component", 1)
-    figure = Figure(figsize=(4.2 * n_cols, (0.5 + 0.38 * n_components * len(methods)) * n_rows + 0.6),
-                    layout="constrained")
-    axes = figure.subplots(n_rows, n_cols, squeeze=False).ravel()
-    for ax, (_, title, da) in zip(axes, panels, strict=False):
-        _forest_panel(ax, da, methods)
-        ax.set_title(title, fontsize=10)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
+    row_height = 0.45 + n_components * (0.2 + 0.2 * len(methods))
+    figure = Figure(figsize=(4.3 * n_cols, row_height * n_rows + 0.7), layout="constrained")
+    subfigures = np.atleast_1d(figure.subfigures(n_rows, n_cols, squeeze=False).ravel())
+    for subfigure, (_, title, da) in zip(subfigures, panels, strict=False):
+        _forest_panel(subfigure, da, methods)
+        subfigure.suptitle(title, fontsize=10)
     handles = [Line2D([], [], marker="D" if m == "em" else "o", linestyle="--" if m == "em" else "-",
                       color=METHOD_COLORS[m], markerfacecolor=None if m == "em" else "white",
-                      label=METHOD_LABELS[m] + (" (Wald interval)" if m == "em" else "")) for m in methods]
+                      label=_em_label(dataset) if m == "em" else METHOD_LABELS[m]) for m in methods]
     figure.legend(handles=handles, loc="outside lower center", ncols=len(methods), frameon=False)
-    figure.suptitle(f"Estimates and {dataset.attrs['ci_prob']:.0%} intervals", fontsize=11)
+    figure.suptitle(f"Estimates and {dataset.attrs['ci_prob']:.0%} intervals (each component on its own scale)",
+                    fontsize=11)
     return finish(figure, path)
 
 
-def _forest_panel(ax, da: xr.DataArray, methods: list[str]) -> None:
+def _em_label(dataset: xr.Dataset) -> str:
+    method = dataset.attrs.get("em_method", "")
+    return f"EM {method.upper()} (Wald interval)" if method else "EM (Wald interval)"
+
+
+def _forest_panel(subfigure, da: xr.DataArray, methods: list[str]) -> None:
+    """One small axis per component (its own x scale), one line per method."""
     components = da["component"].values if "component" in da.dims else [None]
-    offsets = np.linspace(0.25, -0.25, len(methods)) if len(methods) > 1 else [0.0]
-    for row, component in enumerate(components):
+    axes = np.atleast_1d(subfigure.subplots(len(components), 1, squeeze=False).ravel())
+    positions = -np.arange(len(methods), dtype=float)
+    for ax, component in zip(axes, components, strict=True):
         values = da.sel(component=component) if component is not None else da
-        for offset, method in zip(offsets, methods, strict=True):
+        for y, method in zip(positions, methods, strict=True):
             stats = values.sel({"method": method})
-            y = -row + offset
             lower, upper = float(stats.sel(statistic="lower")), float(stats.sel(statistic="upper"))
-            style = "--" if method == "em" else "-"
             if np.isfinite(lower) and np.isfinite(upper):
-                ax.plot([lower, upper], [y, y], style, color=METHOD_COLORS[method], linewidth=1.6)
+                ax.plot([lower, upper], [y, y], "--" if method == "em" else "-", color=METHOD_COLORS[method],
+                        linewidth=1.6)
             ax.plot(float(stats.sel(statistic="estimate")), y, "D" if method == "em" else "o",
                     color=METHOD_COLORS[method], markersize=5, markerfacecolor="white" if method != "em" else None)
-    ax.set_yticks(-np.arange(len(components)),
-                  [f"component {c}" if c is not None else "" for c in components], fontsize=9)
-    ax.set_ylim(-len(components) + 0.5, 0.5)
-    ax.grid(axis="x", alpha=0.3)
-    ax.tick_params(axis="x", labelsize=8)
+        ax.set_ylim(positions[-1] - 0.6, 0.6)
+        ax.set_yticks([])
+        ax.set_ylabel(f"k = {component}" if component is not None else "", rotation=0, ha="right", va="center",
+                      fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.margins(x=0.08)
 
 
 # -- ArviZ-plots: densities, trace, rank -----------------------------------------------------------------
