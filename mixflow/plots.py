@@ -259,7 +259,7 @@ def plot_posteriors(tree, *, var_names=None, path=None) -> Figure:
         plot_collection.add_legend("model")
     figure = _figure_of(plot_collection)
     figure.suptitle("Marginal densities" + (" (vertical line: EM estimate)" if "em" in available_methods(tree)
-                                             else ""), fontsize=11, y=1.02)
+                                             else ""), fontsize=11)
     return finish(figure, path)
 
 
@@ -312,7 +312,12 @@ def plot_trace(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figu
     check_tree(tree)
     path = check_path(path)
     names = check_var_names(tree, var_names)
-    plot_collection = azp.plot_trace_dist(_mcmc_like(tree, method, names), var_names=names)
+    data = _mcmc_like(tree, method, names)
+    n_rows = sum(int(np.prod([size for dim, size in da.sizes.items() if dim not in ("chain", "draw")]))
+                 for da in data["posterior"].to_dataset().data_vars.values())
+    plot_collection = azp.plot_trace_dist(data, var_names=names, compact=False,
+                                          figure_kwargs={"figsize": (11, 1.5 * n_rows + 0.5),
+                                                         "layout": "constrained"})
     return finish(_figure_of(plot_collection), path)
 
 
@@ -417,5 +422,6 @@ def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_s
                                         visuals={"predictive_dist": {"color": METHOD_COLORS[method], "alpha": 0.3}})
     figure = _figure_of(plot_collection)
     kind = "plug-in predictive (EM estimate)" if method == "em" else f"predictive check: {METHOD_LABELS[method]}"
-    figure.suptitle(f"{kind}; black: observed data", fontsize=11, y=1.04)
+    figure.set_layout_engine("constrained")
+    figure.suptitle(f"{kind}; black: observed data", fontsize=11)
     return finish(figure, path)
