@@ -1,5 +1,6 @@
 """The HTML report: every section, self-contained, written atomically."""
 
+import importlib
 import re
 
 import matplotlib
@@ -50,7 +51,8 @@ def test_report_replaces_an_existing_file_only_when_complete(tmp_path, monkeypat
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("mixflow.report.os.replace", broken)
+    # the module object itself: once exported, ``mixflow.report`` names the function
+    monkeypatch.setattr(importlib.import_module("mixflow.report").os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
         report(make_container(("em",)), path)
     assert path.read_text() == "old"
