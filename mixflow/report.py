@@ -314,7 +314,9 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         table = dataset_to_frame(dataset)
         plots_html, plot_problems = _plots_section(tree, selection, ci_prob)
     raised = [str(w.message) for w in caught if issubclass(w.category, MixflowWarning)]
-    findings = diagnostics(tree, table) + [("warn", message) for message in plot_problems + raised]
+    findings = [f for f in diagnostics(tree, table) if f[0] != "ok"]
+    findings += [("warn", message) for message in plot_problems + raised]
+    findings = findings or [("ok", "No problems found.")]
     items = "".join(f'<li class="{level}">{html.escape(text)}</li>' for level, text in findings)
     written = [("report written", datetime.now(UTC).isoformat(timespec="seconds"))]
     sections = {
