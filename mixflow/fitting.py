@@ -1,5 +1,6 @@
 """The public entry points: ``fit`` a declared model, ``predict`` and ``predict_proba`` from a result."""
 
+import inspect
 import secrets
 
 import numpy as np
@@ -13,13 +14,11 @@ from mixflow.results import build_tree, make_attrs
 
 __all__ = ["fit", "predict", "predict_proba"]
 
-_METHODS = ("em", "map")
+_METHODS = ("em", "map", "mcmc", "advi")
 _INIT = ("kmeans", "kmeans++", "random")
 
 
-def _check_options(method, n_init, init, tol, max_iter, trim, chunk_size):
-    if method not in _METHODS:
-        raise ValueError(f"method: expected one of {list(_METHODS)}, got {method!r}")
+def _check_options(n_init, init, tol, max_iter, trim, chunk_size):
     if isinstance(n_init, bool) or not isinstance(n_init, int | np.integer) or n_init < 1:
         raise ValueError(f"n_init: expected an integer >= 1, got {n_init!r}")
     if isinstance(init, str) and init not in _INIT:
@@ -44,10 +43,59 @@ def _seed(random_seed) -> int:
     return int(random_seed)
 
 
-def fit(model: MixtureModel, data, method: str = "em", *, random_seed: int | None = None, weights=None,
+def _method_list(method) -> list[str]:
+    methods = [method] if isinstance(method, str) else list(method) if isinstance(method, list | tuple) else None
+    if not methods or any(m not in _METHODS for m in methods) or len(set(methods)) != len(methods):
+        raise ValueError(f"method: expected one of {list(_METHODS)} or a list of them without repeats, got {method!r}")
+    if "em" in methods and "map" in methods:
+        raise ValueError("method: expected at most one of 'em' and 'map' (the container holds one EM estimate), "
+                         f"got {method!r}")
+    return methods
+
+
+def _method_seed(seed: int, method: str) -> int:
+    """Each method's own seed, derived from the root seed, so adding a method never changes another's draws."""
+    return int(np.random.SeedSequence([seed, _METHODS.index(method)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _engine(method: str):
+    if method == "mcmc":
+        from mixflow.engines.mcmc import fit_mcmc
+
+        return fit_mcmc
+    from mixflow.engines.advi import fit_advi
+
+    return fit_advi
+
+
+def _route_options(methods: list[str], options: dict) -> dict:
+    """Give each sampling engine the keyword options its signature accepts; refuse options no one takes."""
+    routed, taken = {}, set()
+    for method in methods:
+        if method in ("mcmc", "advi"):
+            accepted = set(inspect.signature(_engine(method)).parameters) - {"model", "data", "reference",
+                                                                             "random_seed"}
+            routed[method] = {key: value for key, value in options.items() if key in accepted}
+            taken |= set(routed[method])
+    unknown = sorted(set(options) - taken)
+    if unknown:
+        raise TypeError(f"fit: unexpected option(s) {unknown} for method(s) {methods}")
+    return routed
+
+
+def _check_same_fit(tree, model, validated):
+    if model_from_json(tree.attrs["model"]) != model:
+        raise ValueError(f"tree: expected a result of the same model, got one of {tree.attrs['model']}")
+    observed = tree["observed_data"]["x"].values
+    if observed.shape != validated.values.shape or not np.array_equal(observed, validated.values):
+        raise ValueError("tree: expected a result fitted to the same data, got one with different observations")
+
+
+def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,
         n_init: int = 5, init="kmeans", tol: float = 1e-8, max_iter: int = 1000, trim: float | None = None,
-        chunk_size: int | None = None, data_name: str = "data") -> xr.DataTree:
-    """Fit a declared mixture model and return the results container.
+        chunk_size: int | None = None, data_name: str = "data", tree: xr.DataTree | None = None,
+        **options) -> xr.DataTree:
+    """Fit a declared mixture model by one or more methods and return the results container.
 
     Parameters
     ----------
@@ -55,10 +103,13 @@ def fit(model: MixtureModel, data, method: str = "em", *, random_seed: int | Non
         The declaration, e.g. ``GaussianMixture(2, covariance="full")``.
     data : array-like of shape (n_obs,) or (n_obs, n_features), DataFrame, or xarray
         One row per observation; DataFrame columns become the ``feature`` coordinate.
-    method : {"em", "map"}, default "em"
-        Maximum likelihood by EM, or the MAP estimate under the model's prior.
+    method : {"em", "map", "mcmc", "advi"} or list of them, default "em"
+        Maximum likelihood by EM, the MAP estimate under the model's prior, NUTS through PyMC, ADVI
+        through PyMC. MCMC and ADVI start from the EM/MAP estimate: when neither "em" nor "map" is asked
+        for (and ``tree`` holds no /em), the MAP estimate is computed first and stored too.
     random_seed : int, optional
-        Seed of every random choice; recorded in the result (drawn and recorded when None).
+        Root seed of every random choice; each method draws from its own seed derived from it, so the
+        same seed gives the same numbers whatever other methods run. Drawn and recorded when None.
     weights : array-like of shape (n_obs,), optional
         Frequency weights.
     n_init : int, default 5
@@ -67,39 +118,71 @@ def fit(model: MixtureModel, data, method: str = "em", *, random_seed: int | Non
         Starting responsibilities from k-means (k-means++ seeds and Lloyd iterations), from k-means++
         seeds alone, at random, or starting parameters (``weights``, ``mu``, ``covariance``/``variance``).
     tol : float, default 1e-8
-        Stop when the relative change of the objective is at most ``tol``.
+        EM stops when the relative change of its objective is at most ``tol``.
     max_iter : int, default 1000
-        Iterations per start.
+        EM iterations per start.
     trim : float, optional
         Drop components whose weight falls below this threshold during EM.
     chunk_size : int, optional
         Rows per chunk of the E and M steps (default: about 16 MB of temporaries).
     data_name : str, default "data"
         Recorded in the result.
+    tree : xarray.DataTree, optional
+        A result of the same model and data to add the methods to (a new tree is returned; its /em is
+        the reference of MCMC and ADVI).
+    **options
+        Options of the sampling engines, each passed to the methods that take it: for MCMC ``draws``,
+        ``tune``, ``chains``, ``sampler``, ``progressbar``, ``cores``, ``target_accept``, ``jitter``,
+        ``posterior_predictive`` (see :func:`mixflow.engines.mcmc.fit_mcmc`); for ADVI ``variant``,
+        ``n``, ``draws``, ``minibatch_size``, ``learning_rate``, ``check_every``, ``progressbar`` (see
+        :func:`mixflow.engines.advi.fit_advi`).
 
     Returns
     -------
     xarray.DataTree
-        ``/observed_data`` and ``/em`` with ``estimate``, ``responsibilities`` and ``sample_stats``.
-
+        ``/observed_data``, ``/em`` (``estimate``, ``responsibilities``, ``sample_stats``), and ``/mcmc``
+        and ``/advi`` when asked for.
     """
     if not isinstance(model, MixtureModel):
         raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
-    _check_options(method, n_init, init, tol, max_iter, trim, chunk_size)
-    seed = _seed(random_seed)
+    methods = _method_list(method)
+    _check_options(n_init, init, tol, max_iter, trim, chunk_size)
+    routed = _route_options(methods, options)
+    if tree is not None and not (isinstance(tree, xr.DataTree) and "model" in tree.attrs
+                                 and "observed_data" in tree.children):
+        raise TypeError(f"tree: expected a mixflow result to add methods to, got {type(tree).__name__}")
+    seed = _seed(random_seed if random_seed is not None or tree is None else tree.attrs["random_seed"])
     validated = validate_data(data, weights=weights)
     n_support = int(np.count_nonzero(validated.frequency))
     if n_support < model.n_components:
         raise ValueError(f"data: expected at least n_components = {model.n_components} observations with "
                          f"positive weight, got {n_support}")
+    if tree is not None:
+        _check_same_fit(tree, model, validated)
     if isinstance(init, dict):
         init = model.check_parameters(init, validated.n_features)
-    options = EMOptions(map=method == "map", n_init=int(n_init), init=init, tol=float(tol),
-                        max_iter=int(max_iter), trim=trim, chunk_size=chunk_size)
+    em_method = next((m for m in methods if m in ("em", "map")), None)
+    if em_method is None and (tree is None or "em" not in tree.children):
+        em_method = "map"
+    result = tree.copy() if tree is not None else None
+    if em_method is not None:
+        em_tree = _fit_em(model, validated, em_method, seed, data_name,
+                          EMOptions(map=em_method == "map", n_init=int(n_init), init=init, tol=float(tol),
+                                    max_iter=int(max_iter), trim=trim, chunk_size=chunk_size))
+        result = em_tree if result is None else _replace_group(result, em_tree, "em")
+    reference = {name: value.values for name, value in result["em/estimate"].data_vars.items()}
+    for sampling in (m for m in methods if m in ("mcmc", "advi")):
+        groups = _engine(sampling)(model, validated, reference, random_seed=_method_seed(seed, sampling),
+                                   **routed[sampling])
+        result = _replace_group(result, _sampling_tree(result, groups, sampling), sampling)
+    return result
+
+
+def _fit_em(model, validated, em_method, seed, data_name, options: EMOptions) -> xr.DataTree:
     em = fit_em(model, validated, options, seed)
     coords = {"obs": validated.obs, "feature": validated.features, "feature_": validated.features,
               "component": np.arange(em["n_active"]),
-              "restart": np.arange(options.n_init if not isinstance(init, dict) else 1),
+              "restart": np.arange(em["sample_stats"]["n_iter"][1].shape[0]),
               "iteration": np.arange(em["sample_stats"]["log_likelihood"][1].shape[1]),
               **model.extra_coords(validated)}
     observed = {"x": (("obs", "feature"), validated.values)}
@@ -113,6 +196,27 @@ def fit(model: MixtureModel, data, method: str = "em", *, random_seed: int | Non
         "em/sample_stats": {"variables": em["sample_stats"]},
     }
     return build_tree(groups, coords=coords, attrs=make_attrs(model, data_name=data_name, random_seed=seed))
+
+
+def _sampling_tree(result: xr.DataTree, groups: dict, method: str) -> xr.DataTree:
+    """A tree holding ``/method/...`` built from an engine's plain groups, with the result's coordinates."""
+    coords = {name: result["em/estimate"][name].values for name in result["em/estimate"].coords}
+    coords.update({name: result["observed_data"][name].values for name in result["observed_data"].coords})
+    coords.update(groups.get("coords", {}))
+    nested = {f"{method}/{name}": group for name, group in groups["groups"].items()}
+    nested[method] = {"attrs": groups.get("attrs", {})}
+    return build_tree(nested, coords=coords, attrs={})
+
+
+def _replace_group(result: xr.DataTree, other: xr.DataTree, name: str) -> xr.DataTree:
+    """``result`` with its child ``name`` (and, when it has none, the observed data) taken from ``other``."""
+    nodes = {node.path: node.to_dataset(inherit=False) for node in result.subtree
+             if not (node.path == f"/{name}" or node.path.startswith(f"/{name}/"))}
+    for node in other.subtree:
+        if node.path == f"/{name}" or node.path.startswith(f"/{name}/") or node.path not in nodes:
+            nodes[node.path] = node.to_dataset(inherit=False)
+    nodes["/"] = nodes["/"].assign_attrs(result.attrs)
+    return xr.DataTree.from_dict(nodes)
 
 
 def _model_and_params(tree: xr.DataTree):

@@ -64,7 +64,10 @@ def test_bad_weights(weights, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"method": "bayes"}, r"method: expected one of \['em', 'map'\], got 'bayes'"),
+    ({"method": "bayes"}, r"method: expected one of \['em', 'map', 'mcmc', 'advi'\] or a list of them without "
+                          r"repeats, got 'bayes'"),
+    ({"method": ["em", "em"]}, r"method: expected one of .* without repeats, got \['em', 'em'\]"),
+    ({"method": ["em", "map"]}, r"method: expected at most one of 'em' and 'map'"),
     ({"n_init": 0}, r"n_init: expected an integer >= 1, got 0"),
     ({"init": "kmedoids"}, r"init: expected one of \['kmeans', 'kmeans\+\+', 'random'\] or a dict"),
     ({"tol": -1.0}, r"tol: expected a positive number, got -1.0"),
@@ -76,6 +79,18 @@ def test_bad_weights(weights, message):
 def test_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         mixflow.fit(MODEL, data(), **kwargs)
+
+
+def test_unknown_options_and_mismatched_trees():
+    with pytest.raises(TypeError, match=r"fit: unexpected option\(s\) \['draws'\] for method\(s\) \['em'\]"):
+        mixflow.fit(MODEL, data(), draws=100)
+    tree = mixflow.fit(MODEL, data(), random_seed=0)
+    with pytest.raises(ValueError, match=r"tree: expected a result of the same model"):
+        mixflow.fit(mixflow.GaussianMixture(3), data(), method="map", tree=tree)
+    with pytest.raises(ValueError, match=r"tree: expected a result fitted to the same data"):
+        mixflow.fit(MODEL, data() + 1, method="map", tree=tree)
+    with pytest.raises(TypeError, match=r"tree: expected a mixflow result to add methods to, got dict"):
+        mixflow.fit(MODEL, data(), tree={})
 
 
 def test_bad_model_and_init_types():
