@@ -8,13 +8,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from mixflow.fitting import fit
 from mixflow.results import save
 from mixflow.workflow_config import Workflow, _build_model, read_workflow
 
-__all__ = ["atomic_write", "estimate_table", "run_workflow"]
+__all__ = ["atomic_write", "run_workflow"]
 
 
 def atomic_write(path: Path, write) -> Path:
@@ -40,35 +39,70 @@ class _Progress:
             print(f"[{time.perf_counter() - self.start:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def estimate_table(tree) -> pd.DataFrame:
-    """The EM point estimate as a tidy table: parameter, component, feature(s), value."""
-    estimate = tree["em/estimate"].to_dataset()
-    frames = []
-    for name, variable in estimate.data_vars.items():
-        frame = variable.to_dataframe(name="value").reset_index()
-        frame.insert(0, "parameter", name)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
 def _em_options(methods: dict) -> dict:
     options = dict(methods.get("em", {}))
-    return {"method": "map" if options.pop("map", False) else "em", **options}
+    return {"method": "map" if options.pop("map", True) else "em", **options}
 
 
-def _choose_k(workflow: Workflow, spec, data, weights, progress) -> tuple[int, pd.DataFrame]:
-    """Fit each K of a range by EM and pick the lowest BIC."""
-    rows = []
-    em = _em_options(workflow.methods)
-    for k in spec.ks:
-        progress(f"{spec.label}: EM with K={k}")
-        tree = fit(_build_model(spec, k), data, weights=weights, random_seed=workflow.seed,
-                   data_name=workflow.data_name, **em)
-        attrs = tree["em"].attrs
-        rows.append({"n_components": k, **{key: attrs[key] for key in
-                                           ("log_likelihood", "n_parameters", "bic", "aic", "icl")}})
-    table = pd.DataFrame(rows)
-    return int(table.loc[table["bic"].idxmin(), "n_components"]), table
+def _choose_k(workflow: Workflow, spec, data, weights, progress):
+    """Fit each K of a range (EM criteria, and LOO when MCMC is asked for); BIC's choice is analysed."""
+    from mixflow.select import select_k
+
+    methods = (_em_options(workflow.methods)["method"],) + (("mcmc",) if "mcmc" in workflow.methods else ())
+    progress(f"{spec.label}: choice of K over {list(spec.ks)} by {', '.join(methods)}")
+    em = {key: value for key, value in _em_options(workflow.methods).items() if key != "method"}
+    table = select_k(_build_model(spec, spec.ks[0]), data, ks=spec.ks, methods=methods, weights=weights,
+                     random_seed=workflow.seed, fit_kwargs=em,
+                     mcmc_kwargs={"progressbar": False, **workflow.methods.get("mcmc", {})})
+    return int(table["bic"].idxmin()), table
+
+
+def _fit_all(workflow: Workflow, model, data, weights, progress):
+    """EM (MLE or MAP), then MCMC and ADVI added to the same container, then the bootstrap."""
+    tree = fit(model, data, weights=weights, random_seed=workflow.seed, data_name=workflow.data_name,
+               **_em_options(workflow.methods))
+    progress(f"  EM: log-likelihood {tree['em'].attrs['log_likelihood']:.3f}, BIC {tree['em'].attrs['bic']:.3f}")
+    for method in ("mcmc", "advi"):
+        if method in workflow.methods:
+            progress(f"  {method.upper()}: running")
+            options = {"progressbar": not progress.quiet, **workflow.methods[method]}
+            tree = fit(model, data, method=method, weights=weights, tree=tree, **options)
+    if "bootstrap" in workflow.methods:
+        from mixflow.bootstrap import bootstrap
+
+        progress(f"  bootstrap: {workflow.methods['bootstrap'].get('n_replicates', 200)} replicates")
+        tree = bootstrap(tree, random_seed=workflow.seed, **workflow.methods["bootstrap"])
+    return tree
+
+
+def _figures(tree, out: Path, stem: str, selection) -> list[Path]:
+    """Every plot that applies to the container, as PNG files under ``out/figures``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mixflow import plots, plots_data, plots_fit
+
+    folder = out / "figures"
+    folder.mkdir(exist_ok=True)
+    sampled = [m for m in ("mcmc", "advi") if m in tree.children]
+    wanted = {"forest": plots.plot_forest, "convergence": plots_fit.plot_convergence, "data": plots_data.plot_data}
+    if sampled:
+        wanted["posteriors"] = plots.plot_posteriors
+    if "mcmc" in sampled:
+        wanted.update({"trace": plots.plot_trace, "rank": plots.plot_rank, "ppc": plots.plot_ppc})
+    written = []
+    for name, plot in wanted.items():
+        path = folder / f"{stem}-{name}.png"
+        figure = atomic_write(path, lambda p, plot=plot: plot(tree).savefig(p, format="png", dpi=110))
+        written.append(figure)
+        plt.close("all")
+    if selection is not None:
+        written.append(atomic_write(folder / f"{stem}-choice-of-k.png", lambda p: plots_fit.plot_select_k(
+            selection).savefig(p, format="png", dpi=110)))
+        plt.close("all")
+    return written
 
 
 def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
@@ -79,16 +113,20 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     path : str or os.PathLike
         The workflow TOML file; it is validated completely before anything is fitted.
     out_dir : str or os.PathLike
-        Created if needed. Receives ``<model>.nc`` containers, ``<model>-estimates.csv`` tables, the
-        choice-of-K tables, and ``workflow.json`` (the resolved configuration with its hash).
+        Created if needed. Receives, per model, ``<model>.nc`` (the container), ``<model>-comparison.csv``
+        (the comparison table), ``figures/<model>-*.png``, ``<model>-report.html``, the choice-of-K table
+        for a range of K, and ``workflow.json`` (the resolved configuration with its hash).
     quiet : bool
-        Silence the progress messages (on stderr).
+        Silence the progress messages (on stderr) and the samplers' progress bars.
 
     Returns
     -------
     list of pathlib.Path
         The files written.
     """
+    from mixflow.compare import compare
+    from mixflow.report import report
+
     workflow = read_workflow(path)
     progress = _Progress(quiet)
     out = Path(out_dir)
@@ -97,24 +135,27 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     weights = None if workflow.weights is None else workflow.data[workflow.weights].to_numpy()
     written = []
     for spec in workflow.models:
-        k = spec.ks[0]
+        k, selection = spec.ks[0], None
         if len(spec.ks) > 1:
             k, selection = _choose_k(workflow, spec, data, weights, progress)
             written.append(atomic_write(out / f"{spec.label}-choice-of-k.csv",
-                                        lambda p, t=selection: t.to_csv(p, index=False)))
+                                        lambda p, t=selection: t.to_csv(p)))
             progress(f"{spec.label}: BIC prefers K={k}")
         progress(f"{spec.label}: fitting K={k} by {', '.join(workflow.methods)}")
-        tree = fit(_build_model(spec, k), data, weights=weights, random_seed=workflow.seed,
-                   data_name=workflow.data_name, **_em_options(workflow.methods))
+        tree = _fit_all(workflow, _build_model(spec, k), data, weights, progress)
         tree.attrs.update({"workflow": workflow.name, "workflow_config_sha256": workflow.config_hash})
         stem = f"{spec.label.rsplit('-k', 1)[0]}-k{k}"
         if workflow.output["container"]:
             written.append(save(tree, out / f"{stem}.nc"))
         if workflow.output["table"]:
-            table = estimate_table(tree)
-            written.append(atomic_write(out / f"{stem}-estimates.csv", lambda p, t=table: t.to_csv(p, index=False)))
-        progress(f"{spec.label}: log-likelihood {tree['em'].attrs['log_likelihood']:.3f}, "
-                 f"BIC {tree['em'].attrs['bic']:.3f}")
+            table = compare(tree)
+            written.append(atomic_write(out / f"{stem}-comparison.csv", lambda p, t=table: t.to_csv(p, index=False)))
+        if workflow.output["figures"]:
+            progress(f"{spec.label}: figures")
+            written.extend(_figures(tree, out, stem, selection))
+        if workflow.output["report"]:
+            progress(f"{spec.label}: report")
+            written.append(report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title))
     resolved = {"config": workflow.config, "sha256": workflow.config_hash}
     written.append(atomic_write(out / "workflow.json",
                                 lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable))))

@@ -29,6 +29,13 @@ n_init = 2
 """
 
 
+LEAN = SMALL + """
+[output]
+figures = false
+report = false
+"""
+
+
 def write(tmp_path, text, name="flow.toml"):
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
@@ -41,6 +48,8 @@ def test_small_workflow_writes_its_outputs_and_is_reproducible(tmp_path):
     run_workflow(path, tmp_path / "two", quiet=True)
     names = sorted(p.name for p in first)
     assert "workflow.json" in names and any(n.endswith("choice-of-k.csv") for n in names)
+    assert any(n.endswith("-comparison.csv") for n in names) and any(n.endswith("-report.html") for n in names)
+    assert any(n.endswith("-forest.png") for n in names) and all(p.stat().st_size > 0 for p in first)
     containers = [p for p in first if p.suffix == ".nc"]
     assert len(containers) == 1
     one = mixflow.load(containers[0])
@@ -56,13 +65,13 @@ def test_small_workflow_writes_its_outputs_and_is_reproducible(tmp_path):
 
 
 def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
-    path = write(tmp_path, SMALL)
+    path = write(tmp_path, LEAN)
     written = run_workflow(path, tmp_path / "out", quiet=True)
     import pandas as pd
 
-    table = pd.read_csv(next(p for p in written if p.name.endswith("choice-of-k.csv")))
-    assert list(table["n_components"]) == [1, 2, 3]
-    best = int(table.loc[table["bic"].idxmin(), "n_components"])
+    table = pd.read_csv(next(p for p in written if p.name.endswith("choice-of-k.csv")), index_col="k")
+    assert list(table.index) == [1, 2, 3]
+    best = int(table["bic"].idxmin())
     container = next(p for p in written if p.suffix == ".nc")
     assert mixflow.load(container)["em/estimate"].sizes["component"] == best
 
@@ -125,7 +134,7 @@ def test_csv_data_with_weights(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
-    path = write(tmp_path, SMALL)
+    path = write(tmp_path, LEAN)
     assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert "wrote" in capsys.readouterr().out
     container = next((tmp_path / "out").glob("*.nc"))
