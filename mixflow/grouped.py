@@ -1,9 +1,12 @@
 """Grouped (binned) data: an exact EM for a univariate Gaussian mixture observed only as class counts.
 
-The data are classes ``[lower_j, upper_j)`` with counts n_j (as in R's mixdist, the first class is open
-below and the last open above by default, so the class probabilities sum to one). The likelihood is the
-multinomial one, ``sum_j n_j log P_j`` with ``P_j = sum_k pi_k (Phi((upper_j - mu_k) / sigma_k) -
-Phi((lower_j - mu_k) / sigma_k))``.
+The data are classes ``[lower_j, upper_j)`` with counts n_j; each count is that many observations known
+only to lie in their class (interval censoring). The likelihood is ``sum_j n_j log P_j`` with
+``P_j = sum_k pi_k (Phi((upper_j - mu_k) / sigma_k) - Phi((lower_j - mu_k) / sigma_k))``. The end classes
+can be declared open (R's mixdist makes the first class ``(-inf, a_1]`` and the last ``(a_m, inf)``), and
+then the class probabilities sum to one: the multinomial likelihood of the counts. Openness is declared
+by value, not by row position, so any subset of the classes (cross-validation folds, a single class to
+predict) means the same thing.
 
 EM treats the exact values as missing twice over, the component and the position inside the class
 (McLachlan & Jones 1988). The E-step gives the class responsibilities ``r_jk = pi_k P_jk / P_j`` and the
@@ -28,7 +31,6 @@ from mixflow.families.poisson import check_n_components, check_parameter_dict, n
 
 __all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
 
-OPEN_ENDS = ("both", "below", "above", "none")
 LIKELIHOODS = ("interval", "midpoint")
 _RELATIVE_FLOOR = 1e-6
 _LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
@@ -68,11 +70,14 @@ def _check_classes(lower: np.ndarray, upper: np.ndarray, obs: np.ndarray) -> Non
     if empty.any():
         raise ValueError(f"data: expected each class's lower bound below its upper bound, got "
                          f"{named_rows(empty, obs, np.column_stack([lower, upper]))}")
-    overlap = np.concatenate([upper[:-1] > lower[1:], [False]])
-    if overlap.any():
-        raise ValueError(f"data: expected classes in ascending order that do not overlap (upper_j <= "
-                         f"lower_(j+1)), got a class overlapping the next in "
-                         f"{named_rows(overlap, obs, np.column_stack([lower, upper]))}")
+
+
+def _limit(value, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or not np.isfinite(value):
+        raise ValueError(f"{name}: expected None or a finite class limit, got {value!r}")
+    return float(value)
 
 
 @register_family("grouped_gaussian")
@@ -86,10 +91,14 @@ class GroupedGaussianMixture(MixtureModel):
         Number of components K >= 1.
     common_variance : bool, default False
         One variance shared by all components (mixdist's ``consigma="SFX"``) instead of one each.
-    open_ends : {"both", "below", "above", "none"}, default "both"
-        Which end classes extend to infinity (mixdist: both). With "none" every count is an observation
-        censored to its class; it is not a truncated likelihood (for a sample recorded only inside the
-        classes' range, the class probabilities would have to be renormalised, which this does not do).
+    open_below : float, optional
+        A class whose upper limit is at or below this value extends down to minus infinity (mixdist's
+        first class ``(-inf, a_1]``: give ``a_1``).
+    open_above : float, optional
+        A class whose lower limit is at or above this value extends up to plus infinity (mixdist's last
+        class: give its lower limit). With neither, every count is censored to its own finite class; that
+        is not a truncated likelihood (for a sample recorded only inside the classes' range the class
+        probabilities would have to be renormalised, which this does not do).
     likelihood : {"interval", "midpoint"}, default "interval"
         The exact grouped likelihood, or the midpoint approximation (each class at its midpoint).
     bounds : (str, str), default ("lower", "upper")
@@ -101,15 +110,18 @@ class GroupedGaussianMixture(MixtureModel):
 
     Notes
     -----
-    Fit with the counts as frequency weights: ``mixflow.fit(model, crabs[["lower", "upper"]],
-    weights=crabs["count"])``. Parameters: ``weights`` (component), ``mu`` (component) and ``variance``
-    (component), or ``variance`` () with a common variance. Components come in ascending order of ``mu``.
+    Fit with the counts as frequency weights: ``mixflow.fit(GroupedGaussianMixture(2, open_below=0.5835,
+    open_above=0.6915), crabs[["lower", "upper"]], weights=crabs["count"])``. Classes may come in any
+    order (and may even overlap: each row is its own censoring interval). Parameters: ``weights``
+    (component), ``mu`` (component) and ``variance`` (component), or ``variance`` () with a common
+    variance. Components come in ascending order of ``mu``.
 
     """
 
     n_components: int
     common_variance: bool = False
-    open_ends: str = "both"
+    open_below: float | None = None
+    open_above: float | None = None
     likelihood: str = "interval"
     bounds: tuple = ("lower", "upper")
     prior: GaussianPrior | str | dict = field(default="default")
@@ -118,8 +130,11 @@ class GroupedGaussianMixture(MixtureModel):
         object.__setattr__(self, "n_components", check_n_components(self.n_components))
         if not isinstance(self.common_variance, bool):
             raise TypeError(f"common_variance: expected True or False, got {self.common_variance!r}")
-        if self.open_ends not in OPEN_ENDS:
-            raise ValueError(f"open_ends: expected one of {list(OPEN_ENDS)}, got {self.open_ends!r}")
+        object.__setattr__(self, "open_below", _limit(self.open_below, "open_below"))
+        object.__setattr__(self, "open_above", _limit(self.open_above, "open_above"))
+        if self.open_below is not None and self.open_above is not None and not self.open_below < self.open_above:
+            raise ValueError(f"open_above: expected a limit above open_below = {self.open_below}, "
+                             f"got {self.open_above}")
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood: expected one of {list(LIKELIHOODS)}, got {self.likelihood!r}")
         bounds = tuple(self.bounds) if isinstance(self.bounds, list | tuple) else None
@@ -143,15 +158,15 @@ class GroupedGaussianMixture(MixtureModel):
     def to_dict(self) -> dict:
         """The declaration as a plain dict."""
         return {"n_components": self.n_components, "common_variance": self.common_variance,
-                "open_ends": self.open_ends, "likelihood": self.likelihood, "bounds": list(self.bounds),
-                "prior": self.prior.to_dict()}
+                "open_below": self.open_below, "open_above": self.open_above, "likelihood": self.likelihood,
+                "bounds": list(self.bounds), "prior": self.prior.to_dict()}
 
     @classmethod
     def from_dict(cls, spec: dict) -> "GroupedGaussianMixture":
         """Inverse of :meth:`to_dict`."""
         return cls(spec["n_components"], common_variance=spec.get("common_variance", False),
-                   open_ends=spec.get("open_ends", "both"), likelihood=spec.get("likelihood", "interval"),
-                   bounds=tuple(spec.get("bounds", ("lower", "upper"))),
+                   open_below=spec.get("open_below"), open_above=spec.get("open_above"),
+                   likelihood=spec.get("likelihood", "interval"), bounds=tuple(spec.get("bounds", ("lower", "upper"))),
                    prior=GaussianPrior(**spec.get("prior", {})))
 
     def parameter_dims(self, features=None) -> dict:
@@ -188,7 +203,7 @@ class GroupedGaussianMixture(MixtureModel):
                          f"columns, lower then upper), got columns {features}")
 
     def prepare(self, data) -> Prepared:
-        """Check the classes; centre limits and midpoints at the weighted midpoint mean; open the ends."""
+        """Check the classes; centre limits and midpoints at the weighted midpoint mean; open the end classes."""
         lower, upper = self._bounds(data)
         _check_classes(lower, upper, data.obs)
         weights = data.frequency
@@ -197,10 +212,10 @@ class GroupedGaussianMixture(MixtureModel):
         z = (midpoints - center)[:, None]
         variance = np.array([weights @ z[:, 0] ** 2 / weights.sum()])
         low, high = lower - center, upper - center
-        if self.open_ends in ("both", "below"):
-            low[0] = -np.inf
-        if self.open_ends in ("both", "above"):
-            high[-1] = np.inf
+        if self.open_below is not None:
+            low[upper <= self.open_below] = -np.inf
+        if self.open_above is not None:
+            high[lower >= self.open_above] = np.inf
         floor = _RELATIVE_FLOOR * np.where(variance > 0, variance, 1.0)
         return Prepared({"z": z, "low": low, "high": high}, weights,
                         {"center": center, "floor": floor, "variance": variance})

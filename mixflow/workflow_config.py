@@ -17,7 +17,15 @@ from mixflow.datasets import _DESCRIPTIONS, load_dataset
 
 __all__ = ["Workflow", "WorkflowError", "read_workflow"]
 
-FAMILIES = ("gaussian",)
+FAMILIES = ("gaussian", "poisson", "regression", "soft_kmeans", "grouped_gaussian")
+# keys of a [[models]] table beyond family, n_components and prior, per family
+FAMILY_KEYS = {
+    "gaussian": ("covariance",),
+    "poisson": (),
+    "regression": ("formula", "response", "covariates", "intercept"),
+    "soft_kmeans": ("variance",),
+    "grouped_gaussian": ("common_variance", "open_below", "open_above", "likelihood", "bounds"),
+}
 METHOD_OPTIONS = {
     "em": {"map": bool, "n_init": int, "init": str, "tol": float, "max_iter": int, "trim": float},
     "mcmc": {"draws": int, "tune": int, "chains": int, "sampler": str},
@@ -25,7 +33,7 @@ METHOD_OPTIONS = {
 }
 TOP_KEYS = {"name", "title", "seed", "data", "models", "methods", "output"}
 DATA_KEYS = {"dataset", "path", "columns", "weights", "labels"}
-MODEL_KEYS = {"family", "n_components", "covariance", "prior"}
+MODEL_KEYS = {"family", "n_components", "prior"}.union(*FAMILY_KEYS.values())
 OUTPUT_KEYS = {"container", "table", "figures", "report"}
 
 
@@ -41,11 +49,16 @@ class ModelSpec:
     ks: tuple
     covariance: str = "full"
     prior: object = "default"
+    options: tuple = ()  # (key, value) pairs of the family's other keys (FAMILY_KEYS)
 
     @property
     def label(self) -> str:
         k = f"k{self.ks[0]}" if len(self.ks) == 1 else f"k{self.ks[0]}-{self.ks[-1]}"
-        return f"{self.family}-{self.covariance}-{k}"
+        options = dict(self.options)
+        tag = {"gaussian": self.covariance,
+               "grouped_gaussian": options.get("likelihood", "interval")
+               + ("-common" if options.get("common_variance") else "")}.get(self.family)
+        return f"{self.family}-{tag}-{k}" if tag else f"{self.family}-{k}"
 
 
 @dataclass(frozen=True)
@@ -176,20 +189,34 @@ def _read_models(models, loc: _Locator, n_support: int):
             raise loc.error(f"{where} n_components", f"expected values between 1 and the number of "
                             f"observations ({n_support}), got {list(ks) or table['n_components']}",
                             "n_components", "models", i)
-        spec = ModelSpec(family, ks, table.get("covariance", "full"), table.get("prior", "default"))
+        misplaced = sorted(set(table) - {"family", "n_components", "prior", *FAMILY_KEYS[family]})
+        if misplaced:
+            raise loc.error(where, f"key(s) {misplaced} do not apply to family {family!r}; expected some of "
+                            f"{sorted(('n_components', 'prior', *FAMILY_KEYS[family]))}", misplaced[0], "models", i)
+        options = tuple((key, tuple(value) if isinstance(value, list) else value)
+                        for key, value in table.items() if key in FAMILY_KEYS[family] and key != "covariance")
+        spec = ModelSpec(family, ks, table.get("covariance", "full"), table.get("prior", "default"), options)
         try:
             _build_model(spec, ks[0])
         except (TypeError, ValueError) as error:
-            raise loc.error(where, str(error), "covariance" if "covariance" in str(error) else "prior",
-                            "models", i) from None
+            named = [key for key in table if str(error).startswith((key, f"prior.{key}"))]
+            raise loc.error(where, str(error), named[0] if named else "prior", "models", i) from None
         specs.append(spec)
     return tuple(specs)
 
 
 def _build_model(spec: ModelSpec, k: int):
     from mixflow.families.gaussian import GaussianMixture
+    from mixflow.families.poisson import PoissonMixture
+    from mixflow.families.regression import RegressionMixture
+    from mixflow.grouped import GroupedGaussianMixture
+    from mixflow.kmeans import SoftKMeans
 
-    return GaussianMixture(k, covariance=spec.covariance, prior=spec.prior)
+    if spec.family == "gaussian":
+        return GaussianMixture(k, covariance=spec.covariance, prior=spec.prior)
+    classes = {"poisson": PoissonMixture, "regression": RegressionMixture, "soft_kmeans": SoftKMeans,
+               "grouped_gaussian": GroupedGaussianMixture}
+    return classes[spec.family](k, prior=spec.prior, **dict(spec.options))
 
 
 def _read_methods(methods, loc: _Locator) -> dict:

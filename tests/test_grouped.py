@@ -10,6 +10,9 @@ from scipy import optimize, stats
 import mixflow
 from mixflow.grouped import GroupedGaussianMixture, interval_log_probability, truncated_moments
 
+# mixdist's convention for Pearson's crabs: the first class is (-inf, 0.5835), the last [0.6915, inf)
+OPEN = {"open_below": 0.5835, "open_above": 0.6915}
+
 
 @pytest.fixture(scope="module")
 def crabs():
@@ -28,7 +31,7 @@ def naive_grouped_log_likelihood(lower, upper, counts, weights, means, sds):
 
 
 def open_bounds(crabs):
-    """mixdist's convention: the first class open below, the last open above."""
+    """The class limits with the end classes opened, as OPEN declares."""
     lower, upper = crabs["lower"].to_numpy().copy(), crabs["upper"].to_numpy().copy()
     lower[0], upper[-1] = -np.inf, np.inf
     return lower, upper
@@ -36,8 +39,8 @@ def open_bounds(crabs):
 
 @pytest.fixture(scope="module")
 def crabs_fit(crabs):
-    return mixflow.fit(GroupedGaussianMixture(2), crabs[["lower", "upper"]], weights=crabs["count"], random_seed=1,
-                       n_init=2, tol=1e-14, max_iter=10000)
+    return mixflow.fit(GroupedGaussianMixture(2, **OPEN), crabs[["lower", "upper"]], weights=crabs["count"],
+                       random_seed=1, n_init=2, tol=1e-14, max_iter=10000)
 
 
 def test_grouped_log_likelihood_is_the_multinomial_one(crabs_fit, crabs):
@@ -86,7 +89,7 @@ def test_grouped_and_midpoint_fits_of_the_crabs_are_close_but_not_equal(crabs_fi
     assert np.abs(grouped["mu"] - points["mu"][:, 0]).max() > 1e-4
     assert np.abs(grouped["weights"] - points["weights"]).max() > 1e-3
     # the grouped model's own midpoint option is exactly the weighted-points fit
-    option = mixflow.fit(GroupedGaussianMixture(2, likelihood="midpoint"), crabs[["lower", "upper"]],
+    option = mixflow.fit(GroupedGaussianMixture(2, likelihood="midpoint", **OPEN), crabs[["lower", "upper"]],
                          weights=crabs["count"], random_seed=1, n_init=2, tol=1e-14, max_iter=10000)
     np.testing.assert_allclose(estimate(option)["mu"], points["mu"][:, 0], rtol=1e-7)
     np.testing.assert_allclose(estimate(option)["variance"], points["variance"], rtol=1e-5)
@@ -95,7 +98,8 @@ def test_grouped_and_midpoint_fits_of_the_crabs_are_close_but_not_equal(crabs_fi
 
 
 def test_pearsons_question_two_components_by_bic(crabs_fit, crabs):
-    one = mixflow.fit(GroupedGaussianMixture(1), crabs[["lower", "upper"]], weights=crabs["count"], random_seed=1)
+    one = mixflow.fit(GroupedGaussianMixture(1, **OPEN), crabs[["lower", "upper"]], weights=crabs["count"],
+                      random_seed=1)
     assert crabs_fit["em"].attrs["bic"] < one["em"].attrs["bic"] - 20
     assert crabs_fit["em"].attrs["n_parameters"] == 5 and one["em"].attrs["n_parameters"] == 2
     assert crabs_fit["em"].attrs["n_observations"] == 1000
@@ -123,7 +127,7 @@ def test_exact_grouping_removes_the_midpoint_bias():
 @pytest.mark.parametrize("method", ["em", "map"])
 @pytest.mark.parametrize("common_variance", [False, True])
 def test_objective_never_decreases(method, common_variance, crabs):
-    tree = mixflow.fit(GroupedGaussianMixture(3, common_variance=common_variance), crabs[["lower", "upper"]],
+    tree = mixflow.fit(GroupedGaussianMixture(3, common_variance=common_variance, **OPEN), crabs[["lower", "upper"]],
                        weights=crabs["count"], method=method, init="random", n_init=2, random_seed=3, tol=1e-12,
                        max_iter=400)
     name = "log_posterior" if method == "map" else "log_likelihood"
@@ -134,7 +138,7 @@ def test_objective_never_decreases(method, common_variance, crabs):
 
 
 def test_common_variance_and_map(crabs):
-    model = GroupedGaussianMixture(2, common_variance=True, prior={"scale": 1e-4})
+    model = GroupedGaussianMixture(2, common_variance=True, prior={"scale": 1e-4}, **OPEN)
     tree = mixflow.fit(model, crabs[["lower", "upper"]], weights=crabs["count"], method="map", random_seed=0)
     assert tree["em/estimate"]["variance"].dims == ()
     assert tree["em"].attrs["n_parameters"] == 4
@@ -158,6 +162,20 @@ def test_truncated_normal_helpers_against_scipy():
         assert second[j] == pytest.approx(truncated.moment(2), rel=1e-9)
 
 
+def test_row_order_does_not_matter_and_subsets_keep_their_meaning(crabs_fit, crabs):
+    shuffled = crabs.sample(frac=1.0, random_state=4).reset_index(drop=True)
+    again = mixflow.fit(GroupedGaussianMixture(2, **OPEN), shuffled[["lower", "upper"]], weights=shuffled["count"],
+                        init={name: estimate(crabs_fit)[name] for name in ("weights", "mu", "variance")}, tol=1e-14)
+    # the same likelihood whatever the order (EM from the estimate moves on by at most 1e-8)
+    np.testing.assert_allclose(estimate(again)["mu"], estimate(crabs_fit)["mu"], rtol=1e-7)
+    assert again["em"].attrs["log_likelihood"] == pytest.approx(crabs_fit["em"].attrs["log_likelihood"], rel=1e-12)
+    # predicting one class at a time gives the same responsibilities as predicting them all
+    one_by_one = np.vstack([mixflow.predict_proba(crabs_fit, crabs.iloc[[j]][["lower", "upper"]]).values
+                            for j in (0, 14, 28)])
+    all_at_once = mixflow.predict_proba(crabs_fit, crabs[["lower", "upper"]]).values[[0, 14, 28]]
+    np.testing.assert_allclose(one_by_one, all_at_once, rtol=1e-12)
+
+
 def test_container_round_trip_and_prediction(crabs_fit, crabs, tmp_path):
     loaded = mixflow.load(mixflow.save(crabs_fit, tmp_path / "crabs.nc"))
     assert loaded["em/estimate"].to_dataset().identical(crabs_fit["em/estimate"].to_dataset())
@@ -171,9 +189,6 @@ def test_container_round_trip_and_prediction(crabs_fit, crabs, tmp_path):
     (pd.DataFrame({"lower": [0.0, 1.0, 2.0], "upper": [1.0, 1.0, 3.0]}),
      r"data: expected each class's lower bound below its upper bound, got 1 row\(s\): \[1\] "
      r"\(values \[\[1.0, 1.0\]\]\)"),
-    (pd.DataFrame({"lower": [0.0, 2.0, 1.0], "upper": [1.0, 3.0, 2.0]}),
-     r"data: expected classes in ascending order that do not overlap .* got a class overlapping the next in "
-     r"1 row\(s\): \[1\]"),
     (pd.DataFrame({"a": [0.0, 1.0], "b": [1.0, 2.0], "c": [5.0, 6.0]}),
      r"data: expected the class limits in columns \['lower', 'upper'\] \(or exactly two columns, lower then "
      r"upper\), got columns \['a', 'b', 'c'\]"),
@@ -184,7 +199,9 @@ def test_bad_classes_are_refused(classes, message):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"open_ends": "left"}, ValueError, r"open_ends: expected one of \['both', 'below', 'above', 'none'\], got 'left'"),
+    ({"open_below": "low"}, ValueError, r"open_below: expected None or a finite class limit, got 'low'"),
+    ({"open_below": 1.0, "open_above": 0.5}, ValueError,
+     r"open_above: expected a limit above open_below = 1.0, got 0.5"),
     ({"likelihood": "exact"}, ValueError, r"likelihood: expected one of \['interval', 'midpoint'\], got 'exact'"),
     ({"bounds": ("lo", "lo")}, ValueError, r"bounds: expected two distinct column names \(lower, upper\)"),
     ({"bounds": "lower"}, ValueError, r"bounds: expected two distinct column names"),
@@ -203,3 +220,21 @@ def test_bad_initial_parameters_are_refused(crabs):
     with pytest.raises(ValueError, match=r"init\['variance'\]: expected shape \(\), got \(2,\)"):
         mixflow.fit(GroupedGaussianMixture(2, common_variance=True), crabs[["lower", "upper"]],
                     weights=crabs["count"], init={**start, "variance": [1e-4, 1e-4]})
+
+
+def test_workflow_file_validates_with_both_likelihoods(tmp_path):
+    from pathlib import Path
+
+    from mixflow.workflow_config import WorkflowError, _build_model, read_workflow
+
+    shipped = read_workflow(Path(__file__).parents[1] / "workflows" / "crabs.toml")
+    assert [spec.label for spec in shipped.models] == ["grouped_gaussian-interval-k1-2",
+                                                       "grouped_gaussian-midpoint-k1-2"]
+    assert _build_model(shipped.models[0], 2) == GroupedGaussianMixture(2, **OPEN)
+    assert _build_model(shipped.models[1], 2) == GroupedGaussianMixture(2, likelihood="midpoint", **OPEN)
+    assert shipped.weights == "count" and shipped.columns == ("lower", "upper")
+    text = ('name = "c"\nseed = 1\n[data]\ndataset = "crabs"\ncolumns = ["lower", "upper"]\nweights = "count"\n'
+            '[[models]]\nfamily = "grouped_gaussian"\nn_components = 2\nopen_below = "left"\n[methods.em]\n')
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(WorkflowError, match=r"bad.toml:10: \[\[models\]\] #1: open_below: expected None or a finite"):
+        read_workflow(tmp_path / "bad.toml")

@@ -212,3 +212,27 @@ def test_bad_declarations_are_refused(kwargs, error, message):
 def test_bad_initial_parameters_are_refused(init, message):
     with pytest.raises(ValueError, match=message):
         mixflow.fit(PoissonMixture(2), np.arange(10), init=init)
+
+
+def test_workflow_file_validates_and_a_small_poisson_workflow_runs(tmp_path):
+    from pathlib import Path
+
+    from mixflow.workflow import run_workflow
+    from mixflow.workflow_config import WorkflowError, read_workflow
+
+    shipped = read_workflow(Path(__file__).parents[1] / "workflows" / "london_deaths.toml")
+    assert [spec.label for spec in shipped.models] == ["poisson-k1-3"]
+    text = ('name = "deaths"\nseed = 3\n[data]\ndataset = "london_deaths"\ncolumns = ["deaths"]\nweights = "days"\n'
+            '[[models]]\nfamily = "poisson"\nn_components = 2\nprior = {shape = 2.0}\n[methods.em]\nmap = true\n'
+            '[output]\nfigures = false\nreport = false\n')
+    (tmp_path / "deaths.toml").write_text(text)
+    written = run_workflow(tmp_path / "deaths.toml", tmp_path / "out", quiet=True)
+    tree = mixflow.load(next(p for p in written if p.suffix == ".nc"))
+    assert tree["em"].attrs["method"] == "map" and json.loads(tree["em"].attrs["prior"])["shape"] == 2.0
+    (tmp_path / "bad.toml").write_text(text.replace('family = "poisson"', 'family = "poisson"\ncovariance = "full"'))
+    with pytest.raises(WorkflowError, match=r"bad.toml:9: \[\[models\]\] #1: key\(s\) \['covariance'\] do not "
+                                            r"apply to family 'poisson'"):
+        read_workflow(tmp_path / "bad.toml")
+    (tmp_path / "bad.toml").write_text(text.replace("shape = 2.0", "shape = 0.5"))
+    with pytest.raises(WorkflowError, match=r"bad.toml:10: \[\[models\]\] #1: shape: expected a number >= 1"):
+        read_workflow(tmp_path / "bad.toml")

@@ -247,3 +247,18 @@ def test_bad_data_and_prior_shapes_are_refused(tone):
 def test_bad_initial_parameters_are_refused(init, message, tone):
     with pytest.raises(ValueError, match=message):
         mixflow.fit(TONE, tone, init=init)
+
+
+def test_workflow_file_validates_and_bad_keys_are_located(tmp_path):
+    from pathlib import Path
+
+    from mixflow.workflow_config import WorkflowError, _build_model, read_workflow
+
+    shipped = read_workflow(Path(__file__).parents[1] / "workflows" / "tone.toml")
+    assert _build_model(shipped.models[0], 2) == TONE
+    text = ('name = "t"\nseed = 1\n[data]\ndataset = "tone"\n[[models]]\nfamily = "regression"\n'
+            'n_components = 2\nformula = "tuned ~ log(stretchratio)"\n[methods.em]\nmap = true\n')
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(WorkflowError, match=r"bad.toml:8: \[\[models\]\] #1: formula: expected column names as "
+                                            r"terms, got 'log\(stretchratio\)'"):
+        read_workflow(tmp_path / "bad.toml")
