@@ -1,0 +1,438 @@
+"""The ADVI engine: ``pm.fit`` on the one PyMC model, started at the EM/MAP estimate, stopped when it settles.
+
+The steps are those of :func:`fit_advi`:
+
+1. build the model (:func:`mixflow.pymc_model.build_model`), with minibatches scaled to the full data
+   when ``minibatch_size`` is given;
+2. start the approximation q at the reference estimate: its mean is the free values of the EM/MAP
+   solution (:func:`mixflow.pymc_model.free_values`) and its standard deviation ``1 / sqrt(N)`` in every
+   (standardised, unconstrained) direction, the order of a posterior sd, so that PyMC's default start
+   (symmetric components, sd 0.69) and its slow way out are avoided;
+3. run ``pm.fit`` with Adam, the ELBO recorded at every iteration, under :class:`SettleCheck`: every
+   ``check_every`` iterations the window average of q's parameters is compared with the previous one,
+   in units of q's own sd; the fit stops when nothing moved by more than ``settle_tol`` sd, and the learning
+   rate is halved whenever the change stops shrinking (the iterates then wander by noise, not by drift);
+   q's parameters are finally set to their average over the last window (Polyak-Ruppert averaging);
+4. a NaN or infinite ELBO or parameter stops the fit with :class:`ADVIDivergenceError`;
+5. ``draws`` draws from q, aligned to the reference labelling (:mod:`mixflow.relabel`), and the
+   responsibilities of every observation (mean and sd over the draws).
+
+Every random choice (the gradient noise, the minibatches, the draws) comes from ``random_seed``: the
+same seed gives the same numbers, bit for bit.
+"""
+
+import json
+import logging
+import secrets
+import time
+import warnings
+from functools import partial
+
+import numpy as np
+import pymc as pm
+import pytensor
+from pymc.util import get_untransformed_name, is_transformed_name
+from pymc.variational.callbacks import Callback
+from pymc.variational.updates import adam
+
+from mixflow.data import Data
+from mixflow.engines.em_steps import chunk_rows, log_normalise
+from mixflow.pymc_model import FREE_NAMES, build_model, free_values, standardization
+from mixflow.relabel import align, gaussian_signature
+from mixflow.warnings import ConvergenceWarning
+
+__all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "fit_advi", "q_moments"]
+
+VARIANTS = {"meanfield": pm.ADVI, "fullrank": pm.FullRankADVI}
+_LEARNING_RATE_FLOOR = 2.0**-20  # relative to the starting learning rate: at most 20 halvings
+_MIN_CHECK_EVERY = 10
+
+
+class ADVIDivergenceError(FloatingPointError):
+    """The ELBO or the variational parameters became NaN or infinite during ``pm.fit``."""
+
+
+# -- the variational parameters as numbers ---------------------------------------------------------------
+def _softplus(rho: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, rho)
+
+
+def _softplus_inverse(sigma: float) -> float:
+    return float(np.log(np.expm1(sigma)))
+
+
+def q_moments(variant: str, values: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale factor of q from its raw parameters (PyMC's parameterisation).
+
+    Parameters
+    ----------
+    variant : {"meanfield", "fullrank"}
+    values : dict of str to ndarray
+        ``mu`` (D,) and ``rho`` (D,) for "meanfield" (sd = softplus(rho)); ``mu`` (D,) and ``L_tril``
+        (D(D+1)/2,) for "fullrank" (lower-triangular factor, row by row, softplus on its diagonal).
+
+    Returns
+    -------
+    mean : ndarray of shape (D,)
+    factor : ndarray of shape (D, D)
+        Lower-triangular L with q's covariance L L^T (diagonal for "meanfield").
+    """
+    mean = values["mu"]
+    if variant == "meanfield":
+        return mean, np.diag(_softplus(values["rho"]))
+    size = mean.size
+    factor = np.zeros((size, size))
+    factor[np.tril_indices(size)] = values["L_tril"]
+    factor[np.diag_indices(size)] = _softplus(np.diag(factor))
+    return mean, factor
+
+
+def get_parameters(approx) -> dict:
+    """Copies of q's raw parameters by name (``mu`` and ``rho`` or ``L_tril``)."""
+    return {name: param.get_value().copy() for name, param in approx.groups[0].params_dict.items()}
+
+
+def set_parameters(approx, values: dict) -> None:
+    """Set q's raw parameters by name."""
+    for name, param in approx.groups[0].params_dict.items():
+        param.set_value(np.asarray(values[name], dtype=param.get_value().dtype))
+
+
+def _set_initial_spread(group, variant: str, sigma: float) -> None:
+    """Set the sd of q to ``sigma`` in every direction, with no correlation (full rank)."""
+    rho = _softplus_inverse(sigma)
+    if variant == "meanfield":
+        group.params_dict["rho"].set_value(np.full(group.ddim, rho))
+    else:
+        factor = np.zeros((group.ddim, group.ddim))
+        factor[np.diag_indices(group.ddim)] = rho
+        group.params_dict["L_tril"].set_value(factor[np.tril_indices(group.ddim)])
+
+
+def _scaled_change(variant: str, before: dict, after: dict) -> float:
+    """Largest move of q's mean and factor between two parameter sets, in units of q's sd."""
+    mean_before, factor_before = q_moments(variant, before)
+    mean_after, factor_after = q_moments(variant, after)
+    sd = np.sqrt((factor_after**2).sum(axis=1))
+    return float(max(np.max(np.abs(mean_after - mean_before) / sd),
+                     np.max(np.abs(factor_after - factor_before) / sd[:, None])))
+
+
+# -- the convergence callback ------------------------------------------------------------------------------
+class SettleCheck(Callback):
+    """Stop ``pm.fit`` when q's parameters settle; halve the learning rate on plateaus; catch divergence.
+
+    Called by PyMC after every iteration with ``(approx, losses, i)``. Every ``check_every`` iterations
+    the average of the raw parameters over the window is compared with the previous window's: the
+    largest move of q's mean and of its factor, in units of q's sd (:func:`_scaled_change`). Below
+    ``tol`` the fit has converged: the parameters are set to the window average and the fit stops.
+    When the move is not at most half the previous one, the iterates are wandering by gradient noise
+    (constant-step SGD does not converge), and the learning rate is halved.
+
+    Parameters
+    ----------
+    variant : {"meanfield", "fullrank"}
+    learning_rate : pytensor shared scalar
+        The optimiser's learning rate, changed in place.
+    tol : float
+    check_every : int
+
+    Attributes
+    ----------
+    converged : bool
+    n_iter : int
+        Iterations run.
+    losses : ndarray
+        PyMC's loss (the negative ELBO) at every iteration.
+    learning_rates : list of float
+        Learning rate used at every iteration.
+    changes : list of (int, float)
+        (iteration, scaled change) at every check.
+    """
+
+    def __init__(self, variant: str, learning_rate, tol: float, check_every: int):
+        self.variant, self.learning_rate, self.tol, self.check_every = variant, learning_rate, tol, check_every
+        self.floor = learning_rate.get_value() * _LEARNING_RATE_FLOOR
+        self.converged, self.n_iter = False, 0
+        self.losses, self.learning_rates, self.changes = np.empty(0), [], []
+        self._window_sum, self._window_count = None, 0
+        self._previous_average, self._previous_change, self.average = None, None, None
+
+    def __call__(self, approx, losses, i) -> None:
+        """Record the iteration; check finiteness; every ``check_every`` iterations test for settling."""
+        self.n_iter, self.losses = i, losses
+        self.learning_rates.append(float(self.learning_rate.get_value()))
+        values = get_parameters(approx)
+        if not np.isfinite(losses[-1]) or not all(np.isfinite(v).all() for v in values.values()):
+            raise ADVIDivergenceError(divergence_message(approx, losses, i, self.learning_rates[0]))
+        if self._window_sum is None:
+            self._window_sum = {name: np.zeros_like(value) for name, value in values.items()}
+        for name, value in values.items():
+            self._window_sum[name] += value
+        self._window_count += 1
+        if i % self.check_every:
+            return
+        self.average = {name: total / self._window_count for name, total in self._window_sum.items()}
+        self._window_sum, self._window_count = None, 0
+        previous, self._previous_average = self._previous_average, self.average
+        if previous is None:
+            return
+        change = _scaled_change(self.variant, previous, self.average)
+        self.changes.append((i, change))
+        if change < self.tol:
+            self.converged = True
+            set_parameters(approx, self.average)
+            raise StopIteration(f"q settled at iteration {i}: moved {change:.3g} sd < tol = {self.tol}")
+        if self._previous_change is not None and change > 0.5 * self._previous_change:
+            self.learning_rate.set_value(max(self.learning_rate.get_value() / 2.0, self.floor))
+        self._previous_change = change
+
+    def final_average(self) -> dict | None:
+        """Average of the parameters over the last (possibly partial) window."""
+        if self._window_count:
+            return {name: total / self._window_count for name, total in self._window_sum.items()}
+        return self.average
+
+
+def divergence_message(approx, losses, i: int, learning_rate: float) -> str:
+    """What diverged, where, and what to try."""
+    group = approx.groups[0]
+    values = get_parameters(approx)
+    with np.errstate(all="ignore"):
+        mean, factor = q_moments("meanfield" if "rho" in values else "fullrank", values)
+    parameter_of = {free: name for name, free in FREE_NAMES.items()}
+    bad = []
+    for name, (_, where, _, _) in group.ordering.items():
+        if not (np.isfinite(mean[where]).all() and np.isfinite(factor[where]).all()):
+            free = get_untransformed_name(name) if is_transformed_name(name) else name
+            bad.append(f"{parameter_of.get(free, free)} ({name})")
+    loss = losses[-1] if len(losses) else float("nan")
+    what = "the ELBO is NaN" if np.isnan(loss) else ("the ELBO is infinite" if np.isinf(loss) else
+                                                   f"the ELBO is {-loss:.6g}")
+    params = f"; q's parameters of {', '.join(bad)} are not finite" if bad else ""
+    return (f"ADVI diverged at iteration {i}: {what}{params}. Try a smaller learning_rate (got {learning_rate:g}; "
+            f"e.g. {learning_rate / 10:g}), starting from the MAP estimate (fit method='map' first), or a "
+            "stronger prior (e.g. GaussianPrior(shrinkage=0.1, dof=n_features + 5)).")
+
+
+# -- arguments -------------------------------------------------------------------------------------------
+def _check_count(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_positive(name: str, value, upper: float = np.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
+            or not (np.isfinite(value) and 0 < value < upper):
+        bound = f" below {upper}" if np.isfinite(upper) else ""
+        raise ValueError(f"{name}: expected a positive number{bound}, got {value!r}")
+    return float(value)
+
+
+def _check_arguments(model, data, reference, options: dict) -> dict:
+    if getattr(model, "family", None) != "gaussian":
+        raise TypeError(f"model: expected a mixflow GaussianMixture (ADVI supports the Gaussian family), "
+                        f"got {type(model).__name__}")
+    if not isinstance(data, Data):
+        raise TypeError(f"data: expected validated mixflow.data.Data, got {type(data).__name__}")
+    if not isinstance(reference, dict):
+        raise TypeError(f"reference: expected a dict of parameters (the EM estimate), got {type(reference).__name__}")
+    reference = model.check_parameters(reference, data.n_features, name="reference")
+    if options["variant"] not in VARIANTS:
+        raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {options['variant']!r}")
+    options["n"] = _check_count("n", options["n"], 1)
+    options["draws"] = _check_count("draws", options["draws"], 1)
+    options["check_every"] = _check_count("check_every", options["check_every"], _MIN_CHECK_EVERY)
+    options["learning_rate"] = _check_positive("learning_rate", options["learning_rate"])
+    options["settle_tol"] = _check_positive("settle_tol", options["settle_tol"])
+    size = options["minibatch_size"]
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int | np.integer)
+                             or not 1 <= size <= data.n_obs):
+        raise ValueError(f"minibatch_size: expected None or an integer in [1, n_obs = {data.n_obs}], got {size!r}")
+    if size is not None and data.weights is not None:
+        raise ValueError("minibatch_size: expected None with frequency weights (minibatches draw rows uniformly, "
+                         "so weighted rows would be scaled wrongly), got "
+                         f"{size!r}")
+    seed = options["random_seed"]
+    if seed is None:
+        options["random_seed"] = secrets.randbits(63)
+    elif isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"random_seed: expected None or a non-negative integer, got {seed!r}")
+    if not isinstance(options["progressbar"], bool):
+        raise TypeError(f"progressbar: expected True or False, got {options['progressbar']!r}")
+    return reference
+
+
+# -- the engine ------------------------------------------------------------------------------------------
+def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", n: int = 20_000,
+             draws: int = 1000, random_seed: int | None = None, minibatch_size: int | None = None,
+             learning_rate: float = 0.02, settle_tol: float = 0.05, check_every: int = 100,
+             progressbar: bool = False) -> dict:
+    """Fit ``model`` by ADVI from the reference estimate and return the ``/advi`` groups as plain arrays.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        The declaration; its prior is the one EM's MAP maximises and NUTS samples.
+    data : mixflow.data.Data
+        Validated data (frequency weights count each row).
+    reference : dict
+        The EM (MAP or MLE) estimate, components in canonical order: ``weights`` (K,), ``mu`` (K, d),
+        ``covariance`` or ``variance``. q starts there and draws are aligned to its labelling.
+    variant : {"meanfield", "fullrank"}, default "meanfield"
+        Independent normals (PyMC's ``ADVI``), or one multivariate normal (``FullRankADVI``), on the
+        unconstrained standardised parameters.
+    n : int, default 20000
+        Largest number of iterations; the fit usually stops far earlier, when q settles.
+    draws : int, default 1000
+        Draws from q kept in the posterior.
+    random_seed : int, optional
+        Seeds the gradient noise, the minibatches and the draws (drawn when None, and recorded).
+    minibatch_size : int, optional
+        Rows per iteration, drawn at random and scaled by ``n_obs / minibatch_size`` (unweighted data).
+    learning_rate : float, default 0.02
+        Adam's starting step (standardised unconstrained units); halved whenever q stops settling.
+    settle_tol : float, default 0.05
+        Stop when, between two windows of ``check_every`` iterations, q's averaged mean and scale
+        moved by less than ``settle_tol`` of its own sd (``tol`` of :func:`mixflow.fit` is EM's).
+    check_every : int, default 100
+        Window length of the convergence check (at least 10).
+    progressbar : bool, default False
+        Show PyMC's progress bar.
+
+    Returns
+    -------
+    dict
+        ``{"attrs": {...}, "coords": {"chain", "draw", "iteration"}, "groups": {name: {"variables":
+        {var: (dims, array)}, "attrs": {...}}}}`` with groups ``posterior`` (``weights``, ``mu``,
+        ``covariance``/``variance``; chain=1, draw=``draws``; aligned), ``sample_stats`` (``elbo`` and
+        ``learning_rate`` per iteration) and ``responsibilities`` (``responsibilities_mean`` and
+        ``responsibilities_sd`` (obs, component)).
+
+    Raises
+    ------
+    ADVIDivergenceError
+        When the ELBO or q's parameters become NaN or infinite.
+    """
+    options = {"variant": variant, "n": n, "draws": draws, "random_seed": random_seed,
+               "minibatch_size": minibatch_size, "learning_rate": learning_rate, "settle_tol": settle_tol,
+               "check_every": check_every, "progressbar": progressbar}
+    reference = _check_arguments(model, data, reference, options)
+    fit_seed, draw_seed = (int(s) for s in np.random.SeedSequence(options["random_seed"]).generate_state(2))
+    began = time.perf_counter()
+    prior = model.resolve_prior(model.prepare(data))
+    size = None if options["minibatch_size"] is None else int(options["minibatch_size"])
+    pymc_model = build_model(model, data, prior, minibatch_size=size)
+    inference = VARIANTS[options["variant"]](model=pymc_model, start=free_values(model, data, reference),
+                                             random_seed=fit_seed)
+    _set_initial_spread(inference.approx.groups[0], options["variant"], 1.0 / np.sqrt(data.total_weight))
+    step = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
+    check = SettleCheck(options["variant"], step, options["settle_tol"], options["check_every"])
+    approx = _run(inference, pymc_model, check, step, options)
+    fit_time = time.perf_counter() - began
+    if not check.converged:
+        average = check.final_average()
+        if average is not None:
+            set_parameters(approx, average)
+        moved = check.changes[-1][1] if check.changes else float("nan")
+        warnings.warn(
+            f"ADVI did not settle in n={options['n']} iterations (q still moved by {moved:.3g} sd between "
+            f"windows, settle_tol={options['settle_tol']}); increase n, lower learning_rate, or loosen settle_tol.",
+            ConvergenceWarning, stacklevel=3)
+    posterior, permutations = _draws(model, data, approx, reference, options["draws"], draw_seed)
+    mean, sd = responsibilities(model, data, {name: value[0] for name, (_, value) in posterior.items()})
+    elbo = -np.asarray(check.losses, dtype=float)
+    window = elbo[-options["check_every"]:]
+    attrs = {
+        "method": "advi", "variant": options["variant"], "n_iter": int(check.n_iter),
+        "converged": int(check.converged), "max_iter": options["n"], "settle_tol": options["settle_tol"],
+        "check_every": options["check_every"], "learning_rate": options["learning_rate"],
+        "final_learning_rate": float(step.get_value()), "optimizer": "adam",
+        "minibatch_size": -1 if size is None else size, "draws": options["draws"],
+        "random_seed": int(options["random_seed"]), "start": "reference estimate (EM/MAP)",
+        "initial_sd": float(1.0 / np.sqrt(data.total_weight)),
+        "final_elbo": float(window.mean()) if window.size else float("nan"),
+        "fit_time": float(fit_time),
+        "n_relabelled_draws": int(np.any(permutations != np.arange(model.n_components), axis=-1).sum()),
+        "relabel_cost": "squared distance of (mu / data sd, log sd per feature, sqrt(weight))",
+        "prior": json.dumps(prior.to_dict()),
+    }
+    groups = {
+        "posterior": {"variables": posterior},
+        "sample_stats": {"variables": {
+            "elbo": (("iteration",), elbo),
+            "learning_rate": (("iteration",), np.asarray(check.learning_rates[:elbo.size], dtype=float))},
+            "attrs": {"elbo": "single-sample Monte Carlo estimate of the ELBO at every iteration"
+                              + ("" if size is None else " (minibatch, scaled to the full data)")}},
+        "responsibilities": {"variables": {"responsibilities_mean": (("obs", "component"), mean),
+                                           "responsibilities_sd": (("obs", "component"), sd)}},
+    }
+    coords = {"chain": np.arange(1), "draw": np.arange(options["draws"]), "iteration": np.arange(1, elbo.size + 1)}
+    return {"attrs": attrs, "coords": coords, "groups": groups}
+
+
+def _run(inference, pymc_model, check: SettleCheck, step, options: dict):
+    """``pm.fit`` with Adam at the shared learning rate, under the settle check."""
+    logger = logging.getLogger("pymc.variational.inference")
+    level = logger.level
+    if not options["progressbar"]:
+        logger.setLevel(logging.WARNING)  # PyMC logs why it stopped at INFO level
+    try:
+        return pm.fit(options["n"], method=inference, model=pymc_model, callbacks=[check],
+                      obj_optimizer=adam(learning_rate=step), progressbar=options["progressbar"])
+    except ADVIDivergenceError:
+        raise
+    except FloatingPointError as error:  # PyMC's own NaN check runs before the callbacks
+        losses = np.append(inference.hist, np.nan)
+        raise ADVIDivergenceError(divergence_message(inference.approx, losses, losses.size,
+                                                     options["learning_rate"])) from error
+    finally:
+        logger.setLevel(level)
+
+
+def _draws(model, data: Data, approx, reference: dict, draws: int, seed: int) -> tuple[dict, np.ndarray]:
+    """Draws of the parameters (data units) from q, aligned to the reference labelling."""
+    trace = approx.sample(draws, random_seed=seed, return_inferencedata=False)  # skips a DataTree round trip
+    dims = model.parameter_dims(data.features)
+    raw = {name: (("chain", "draw", *dims[name]), np.asarray(trace.get_values(name), dtype=float)[None])
+           for name in dims}
+    signature = partial(gaussian_signature, data_scale=standardization(model, data).scale)
+    return align(raw, reference, signature)
+
+
+def responsibilities(model, data: Data, draws: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd over draws of the responsibilities, streamed over draws and row chunks.
+
+    Parameters
+    ----------
+    model : MixtureModel
+    data : mixflow.data.Data
+    draws : dict
+        ``{name: array of shape (n_draws, ...)}``, e.g. ``weights`` (n_draws, K).
+
+    Returns
+    -------
+    mean, sd : ndarray of shape (n_obs, K)
+        The sd uses the ``n_draws - 1`` denominator (0 for one draw).
+    """
+    prepared = model.prepare(data)
+    count = next(iter(draws.values())).shape[0]
+    rows = chunk_rows(data.n_obs, model.chunk_width(data.n_features))
+    total = np.zeros((data.n_obs, model.n_components))
+    total_squares = np.zeros_like(total)
+    for s in range(count):
+        params = {name: value[s] for name, value in draws.items()}
+        constants = model.e_step_constants(params, prepared)
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(params["weights"])
+        for start in range(0, data.n_obs, rows):
+            log_joint, _ = model.log_density(constants, prepared.rows(start, start + rows))
+            log_joint += log_weights
+            log_normalise(log_joint)
+            total[start:start + rows] += log_joint
+            total_squares[start:start + rows] += log_joint**2
+    mean = total / count
+    variance = np.maximum(total_squares / count - mean**2, 0.0) * count / max(count - 1, 1)
+    return mean, np.sqrt(variance)
+

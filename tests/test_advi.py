@@ -1,0 +1,199 @@
+"""ADVI: pm.fit on the one PyMC model, started at the MAP, stopped when q settles, checked against NUTS."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import mixflow
+from mixflow.data import validate_data
+from mixflow.engines.advi import ADVIDivergenceError, fit_advi
+from mixflow.engines.em import EMOptions, fit_em
+from mixflow.warnings import ConvergenceWarning
+
+FULL = mixflow.GaussianMixture(2, covariance="full")
+PARAMETERS = ("weights", "mu", "covariance")
+
+
+def _map_estimate(model, data, seed=0):
+    em = fit_em(model, data, EMOptions(map=True), seed)
+    return {name: value for name, (_, value) in em["estimate"].items()}
+
+
+def _draws(result, name):
+    """Draws of one parameter from fit_advi's plain output, chain axis dropped."""
+    return result["groups"]["posterior"]["variables"][name][1][0]
+
+
+def _simulate_1d(seed, n=1000):
+    rng = np.random.default_rng(seed)
+    weights, means, sds = np.array([0.3, 0.5, 0.2]), np.array([-3.0, 0.0, 4.0]), np.array([1.0, 0.7, 1.5])
+    labels = rng.choice(3, size=n, p=weights)
+    return rng.normal(means[labels], sds[labels]), {"weights": weights, "mu": means[:, None],
+                                                     "variance": sds[:, None] ** 2}
+
+
+@pytest.fixture(scope="module")
+def faithful_data(faithful):
+    return validate_data(faithful)
+
+
+@pytest.fixture(scope="module")
+def faithful_advi(faithful_data):
+    return fit_advi(FULL, faithful_data, _map_estimate(FULL, faithful_data), random_seed=11)
+
+
+@pytest.fixture(scope="module")
+def faithful_nuts(faithful):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        return mixflow.fit(FULL, faithful, method=["map", "mcmc"], random_seed=5, chains=2, draws=1000,
+                           progressbar=False, posterior_predictive=False)
+
+
+# -- arguments: no PyMC work happens before they are checked ------------------------------------------------
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"variant": "lowrank"}, ValueError, r"variant: expected one of \['meanfield', 'fullrank'\], got 'lowrank'"),
+    ({"n": 0}, ValueError, r"n: expected an integer >= 1, got 0"),
+    ({"n": 10.5}, ValueError, r"n: expected an integer >= 1, got 10.5"),
+    ({"draws": True}, ValueError, r"draws: expected an integer >= 1, got True"),
+    ({"check_every": 5}, ValueError, r"check_every: expected an integer >= 10, got 5"),
+    ({"learning_rate": 0.0}, ValueError, r"learning_rate: expected a positive number, got 0.0"),
+    ({"learning_rate": np.nan}, ValueError, r"learning_rate: expected a positive number, got nan"),
+    ({"settle_tol": -1}, ValueError, r"settle_tol: expected a positive number, got -1"),
+    ({"minibatch_size": 0}, ValueError, r"minibatch_size: expected None or an integer in \[1, n_obs = 272\], got 0"),
+    ({"minibatch_size": 273}, ValueError, r"minibatch_size: .* got 273"),
+    ({"random_seed": -3}, ValueError, r"random_seed: expected None or a non-negative integer, got -3"),
+    ({"progressbar": "yes"}, TypeError, r"progressbar: expected True or False, got 'yes'"),
+])
+def test_bad_arguments_name_the_argument(faithful_data, kwargs, error, message):
+    reference = _map_estimate(FULL, faithful_data)
+    with pytest.raises(error, match=message):
+        fit_advi(FULL, faithful_data, reference, **kwargs)
+
+
+def test_bad_model_data_and_reference(faithful, faithful_data):
+    reference = _map_estimate(FULL, faithful_data)
+    with pytest.raises(TypeError, match=r"data: expected validated mixflow.data.Data, got DataFrame"):
+        fit_advi(FULL, faithful, reference)
+    with pytest.raises(TypeError, match=r"reference: expected a dict of parameters \(the EM estimate\), got list"):
+        fit_advi(FULL, faithful_data, [reference])
+    with pytest.raises(ValueError, match=r"reference\['mu'\]: expected shape \(2, 2\), got \(3, 2\)"):
+        fit_advi(FULL, faithful_data, {**reference, "mu": np.zeros((3, 2))})
+    with pytest.raises(TypeError, match=r"model: expected a mixflow GaussianMixture .* got str"):
+        fit_advi("gmm", faithful_data, reference)
+    weighted = validate_data(faithful, weights=np.ones(272))
+    with pytest.raises(ValueError, match=r"minibatch_size: expected None with frequency weights"):
+        fit_advi(FULL, weighted, reference, minibatch_size=50)
+
+
+def test_unknown_option_through_fit_is_refused(faithful):
+    with pytest.raises(TypeError, match=r"fit: unexpected option\(s\) \['chains'\] for method\(s\) \['advi'\]"):
+        mixflow.fit(FULL, faithful, method="advi", chains=2)
+
+
+# -- the fit -------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_output_shapes_names_and_history(faithful_advi, faithful_data):
+    result = faithful_advi
+    attrs = result["attrs"]
+    assert attrs["method"] == "advi" and attrs["variant"] == "meanfield"
+    assert attrs["converged"] == 1 and 0 < attrs["n_iter"] < attrs["max_iter"]
+    posterior = result["groups"]["posterior"]["variables"]
+    assert set(posterior) == set(PARAMETERS)
+    assert posterior["covariance"][0] == ("chain", "draw", "component", "feature", "feature_")
+    assert _draws(result, "mu").shape == (1000, 2, 2) and posterior["mu"][1].shape == (1, 1000, 2, 2)
+    elbo = result["groups"]["sample_stats"]["variables"]["elbo"][1]
+    assert elbo.shape == (attrs["n_iter"],) == result["coords"]["iteration"].shape
+    assert np.isfinite(elbo).all() and elbo[-100:].mean() > elbo[:10].mean() - 5.0
+    rates = result["groups"]["sample_stats"]["variables"]["learning_rate"][1]
+    assert rates[0] == attrs["learning_rate"] and np.all(np.diff(rates) <= 0)
+    covariance = _draws(result, "covariance")
+    assert np.all(np.linalg.eigvalsh(covariance) > 0)
+    np.testing.assert_allclose(_draws(result, "weights").sum(axis=1), 1.0, rtol=1e-12)
+    responsibilities = result["groups"]["responsibilities"]["variables"]
+    mean, sd = responsibilities["responsibilities_mean"][1], responsibilities["responsibilities_sd"][1]
+    assert mean.shape == sd.shape == (272, 2)
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0, rtol=1e-12)
+    em = fit_em(FULL, faithful_data, EMOptions(map=True), 0)["responsibilities"]["responsibilities"][1]
+    assert np.abs(mean - em).max() < 0.1 and sd.max() < 0.2
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers_bit_for_bit(faithful_advi, faithful_data):
+    again = fit_advi(FULL, faithful_data, _map_estimate(FULL, faithful_data), random_seed=11)
+    for group in ("posterior", "sample_stats", "responsibilities"):
+        for name, (dims, value) in faithful_advi["groups"][group]["variables"].items():
+            assert again["groups"][group]["variables"][name][0] == dims
+            np.testing.assert_array_equal(again["groups"][group]["variables"][name][1], value)
+    assert again["attrs"]["n_iter"] == faithful_advi["attrs"]["n_iter"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant, sd_ratio_range", [("meanfield", (0.6, 1.2)), ("fullrank", (0.75, 1.3))])
+def test_faithful_means_within_half_a_posterior_sd_of_nuts(faithful, faithful_nuts, variant, sd_ratio_range):
+    tree = mixflow.fit(FULL, faithful, method="advi", variant=variant, random_seed=5, tree=faithful_nuts,
+                       progressbar=False)
+    assert tree["advi"].attrs["converged"] == 1
+    ratios, distances = [], []
+    for name in PARAMETERS:
+        nuts = tree["mcmc/posterior"][name].values.reshape((-1,) + tree["mcmc/posterior"][name].shape[2:])
+        advi = tree["advi/posterior"][name].values[0]
+        distance = np.abs(advi.mean(axis=0) - nuts.mean(axis=0)) / nuts.std(axis=0)
+        assert distance.max() < 0.5, f"{variant} {name}: ADVI mean {distance.max():.2f} NUTS sd from NUTS"
+        ratios.append((advi.std(axis=0) / nuts.std(axis=0)).ravel())
+        distances.append(distance.max())
+    ratios = np.concatenate(ratios)
+    print(f"{variant}: largest |ADVI mean - NUTS mean| / NUTS sd {max(distances):.2f}; sd ratio ADVI/NUTS "
+          f"min {ratios.min():.2f} median {np.median(ratios):.2f} max {ratios.max():.2f}")
+    assert sd_ratio_range[0] < np.median(ratios) < sd_ratio_range[1]
+
+
+@pytest.mark.slow
+def test_simulated_three_component_mixture_is_recovered():
+    x, truth = _simulate_1d(seed=0)
+    model = mixflow.GaussianMixture(3, covariance="diag")
+    data = validate_data(x)
+    result = fit_advi(model, data, _map_estimate(model, data), random_seed=2)
+    assert result["attrs"]["converged"] == 1
+    for name, true in truth.items():
+        draws = _draws(result, name)
+        z = np.abs(draws.mean(axis=0) - true) / draws.std(axis=0)
+        assert z.max() < 3.5, f"{name}: {draws.mean(axis=0).ravel()} vs truth {true.ravel()}"
+
+
+@pytest.mark.slow
+def test_minibatches_agree_with_full_batch_within_the_approximations_sd():
+    rng = np.random.default_rng(5)
+    labels = rng.choice(2, size=2000, p=[0.4, 0.6])
+    x = np.array([[-2.0, 0.0], [2.0, 1.0]])[labels] + rng.normal(size=(2000, 2)) * np.array(
+        [[1.0, 0.6], [0.7, 1.2]])[labels]
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    data = validate_data(x)
+    reference = _map_estimate(model, data)
+    full = fit_advi(model, data, reference, random_seed=1)
+    batched = fit_advi(model, data, reference, random_seed=1, minibatch_size=200)
+    assert batched["attrs"]["minibatch_size"] == 200 and batched["attrs"]["converged"] == 1
+    for name in ("weights", "mu", "variance"):
+        whole, mini = _draws(full, name), _draws(batched, name)
+        z = np.abs(mini.mean(axis=0) - whole.mean(axis=0)) / whole.std(axis=0)
+        assert z.max() < 1.0, f"{name}: minibatch mean {z.max():.2f} sd from full batch"
+        ratio = mini.std(axis=0) / whole.std(axis=0)
+        assert np.all((ratio > 0.5) & (ratio < 2.0))
+
+
+@pytest.mark.slow
+def test_absurd_learning_rate_stops_with_a_clear_error(faithful_data):
+    with pytest.raises(ADVIDivergenceError, match=r"ADVI diverged at iteration \d+: the ELBO is (NaN|infinite).*"
+                                                  r"not finite\. Try a smaller learning_rate \(got 10000; .*MAP "
+                                                  r"estimate.*stronger prior"):
+        fit_advi(FULL, faithful_data, _map_estimate(FULL, faithful_data), random_seed=0, learning_rate=1e4)
+
+
+@pytest.mark.slow
+def test_not_settling_warns_and_keeps_the_averaged_iterate(faithful_data):
+    with pytest.warns(ConvergenceWarning, match=r"ADVI did not settle in n=150 iterations .* increase n"):
+        result = fit_advi(FULL, faithful_data, _map_estimate(FULL, faithful_data), random_seed=0, n=150,
+                          draws=10)
+    assert result["attrs"]["converged"] == 0 and result["attrs"]["n_iter"] == 150
+    assert np.isfinite(_draws(result, "mu")).all()
