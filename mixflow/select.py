@@ -255,9 +255,10 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     random_seed : int, optional
         Seed of every fit and split (drawn when None; recorded in ``attrs``).
     fit_kwargs : dict, optional
-        Passed to every EM fit (e.g. ``{"n_init": 10}``).
+        Passed to every EM fit, and to the MAP fit that starts each MCMC run (e.g. ``{"n_init": 10}``).
     mcmc_kwargs : dict, optional
-        Passed to every MCMC fit (e.g. ``{"draws": 1000, "chains": 4}``).
+        Options of every MCMC fit (e.g. ``{"draws": 1000, "chains": 4}``; ``progressbar`` is False
+        unless given).
     n_jobs : int, optional
         Processes for the EM fits (one task per K; all available cores by default, 1 in this process).
         MCMC fits run one after the other (each uses its own chains).
@@ -283,7 +284,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     validated = validate_data(data, weights=weights)
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
     seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}
-    fit_kwargs, mcmc_kwargs = dict(fit_kwargs or {}), dict(mcmc_kwargs or {})
+    fit_kwargs, mcmc_kwargs = dict(fit_kwargs or {}), {"progressbar": False, **(mcmc_kwargs or {})}
     rows, fits = {k: {} for k in ks}, {}
     em_method = next((m for m in methods if m in ("em", "map")), None)
     if em_method is not None:
@@ -301,7 +302,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         for k in ks:
             mcmc_seed = int(seeds[k][1].generate_state(1)[0])
             fits[("mcmc", k)] = fit(_with_k(model, k), _frame(validated), method="mcmc", weights=validated.weights,
-                                    random_seed=mcmc_seed, **mcmc_kwargs)
+                                    random_seed=mcmc_seed, **fit_kwargs, **mcmc_kwargs)
         table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}), how="outer")
     _summarise(table, methods, seed)
     return (table, fits) if return_fits else table
