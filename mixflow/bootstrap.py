@@ -20,12 +20,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import xarray as xr
-from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
 from mixflow.compare import check_tree
 from mixflow.data import Data
 from mixflow.families.base import model_from_json
+from mixflow.relabel import optimal_permutations
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
 
 __all__ = ["available_cores", "bootstrap", "full_covariances", "observed_data", "parallel_map", "responsibilities",
@@ -97,12 +97,12 @@ def responsibilities(model, params: dict, data: Data) -> np.ndarray:
 def _align(reference: np.ndarray, resp: np.ndarray, frequency: np.ndarray) -> np.ndarray:
     """Order of a fit's components that best matches the reference labelling.
 
-    The assignment maximising the weighted overlap ``sum_n w_n r_nj(reference) r_nk(fit)`` of the
-    responsibilities on the data.
+    The optimal assignment (:func:`mixflow.relabel.optimal_permutations`) under a family-generic cost:
+    minus the weighted overlap ``sum_n w_n r_nk(fit) r_nj(reference)`` of the responsibilities on the
+    observed data. ``order[j]`` is the fit's component that becomes component j.
     """
-    overlap = (reference * frequency[:, None]).T @ resp
-    _, order = linear_sum_assignment(-overlap)
-    return order
+    overlap = resp.T @ (reference * frequency[:, None])
+    return optimal_permutations(-overlap[None])[0]
 
 
 # -- one replicate ---------------------------------------------------------------------------------------

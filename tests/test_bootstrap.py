@@ -118,3 +118,13 @@ def test_bad_arguments(fitted):
                                         "observed_data": fitted["observed_data"].to_dataset()})
     with pytest.raises(ValueError, match="tree: expected a result with an /em/estimate"):
         bootstrap(without_em)
+
+
+def test_replicates_are_aligned_by_the_overlap_of_responsibilities():
+    from mixflow.bootstrap import _align
+
+    rng = np.random.default_rng(0)
+    reference = rng.dirichlet(np.ones(3) * 0.2, size=50)
+    swapped = reference[:, [2, 0, 1]]  # the fit calls reference component 2 its component 0, ...
+    order = _align(reference, swapped, np.ones(50))
+    np.testing.assert_array_equal(swapped[:, order], reference)
