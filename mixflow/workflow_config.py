@@ -237,6 +237,24 @@ def _read_methods(methods, loc: _Locator) -> dict:
     return resolved
 
 
+def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -> None:
+    """Prepare every model on the data, so a mismatch (a missing column, non-count data) stops the run now."""
+    import warnings
+
+    from mixflow.data import validate_data
+
+    for i, spec in enumerate(models):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = validate_data(frame[list(columns)], weights=None if weights is None else frame[weights])
+                model = _build_model(spec, spec.ks[0])
+                model.resolve_prior(model.prepare(data))
+        except (TypeError, ValueError, KeyError) as error:
+            raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: {error}", "",
+                            "models", i) from None
+
+
 def read_workflow(path) -> Workflow:
     """Read and validate a workflow file; raise :class:`WorkflowError` naming the position of any fault.
 
@@ -266,6 +284,7 @@ def read_workflow(path) -> Workflow:
     weights, labels = config["data"].get("weights"), config["data"].get("labels")
     n_support = int((frame[weights] > 0).sum()) if weights else len(frame)
     models = _read_models(config["models"], loc, n_support)
+    _check_models_against_data(models, frame, columns, weights, loc)
     methods = _read_methods(config["methods"], loc)
     output = {key: True for key in OUTPUT_KEYS} | dict(config.get("output", {}))
     _unknown(output, OUTPUT_KEYS, "[output]", loc, "output")

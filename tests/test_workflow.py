@@ -144,3 +144,25 @@ def test_command_line(tmp_path, capsys):
     assert "faithful" in capsys.readouterr().out
     assert main(["run", str(tmp_path / "nothing.toml")]) == 2
     assert "expected an existing workflow TOML file" in capsys.readouterr().err
+
+
+def test_a_model_that_does_not_suit_the_data_fails_before_fitting(tmp_path, monkeypatch):
+    path = write(tmp_path, """
+        name = "counts"
+        seed = 1
+        [data]
+        dataset = "faithful"
+        columns = ["eruptions"]
+        [[models]]
+        family = "poisson"
+        n_components = 2
+        [methods.em]
+        """)
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("fitting started")
+
+    monkeypatch.setattr("mixflow.workflow.fit", no_fitting)
+    with pytest.raises(WorkflowError, match=r"flow.toml:7: \[\[models\]\] #1 on \[data\]: the data do not suit this "
+                                            r"model: .*non-negative integer"):
+        run_workflow(path, tmp_path / "out", quiet=True)
