@@ -84,7 +84,8 @@ def test_default_fit_finds_the_same_answer_and_names_the_coefficients(tone, tmp_
 
 
 def test_a_collapsing_noise_scale_warns_and_map_prevents_it(tone):
-    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"component\(s\) \[0\] collapsed.*method='map'"):
+    with pytest.warns(mixflow.DegenerateComponentWarning,
+                      match=r"component\(s\) \[0\]: the noise variance collapsed.*method='map'"):
         tree = mixflow.fit(TONE, tone, init=DEGENERATE_START)
     floor = 1e-6 * tone["tuned"].var(ddof=0)
     assert estimate(tree)["variance"][0] == pytest.approx(floor, rel=1e-12)

@@ -169,11 +169,9 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int]) -> No
         warnings.warn(f"EM decreased its objective at iteration(s) {np.flatnonzero(drops)[:5].tolist()}",
                       MixflowInternalWarning, stacklevel=3)
     if collapsed:
-        which = "the tied covariance" if getattr(model, "covariance", None) == "tied" else f"component(s) {collapsed}"
         warnings.warn(
-            f"{which} collapsed (singular covariance): a floor of 1e-6 x the data variance was added. "
-            "The likelihood is unbounded there; use method='map' (the prior removes the singularity), "
-            "fewer components, or trim=... to drop tiny components.",
+            f"{model.collapse_description(collapsed)}. The likelihood is unbounded there; use method='map' "
+            "(the prior removes the singularity), fewer components, or trim=... to drop tiny components.",
             DegenerateComponentWarning, stacklevel=3)
     if not run.converged:
         warnings.warn(

@@ -100,6 +100,7 @@ class MixtureModel:
     - ``log_prior(params, prior)``: log density of the component parameters (weights excluded);
     - ``init_points(prepared)``: points for k-means++ seeding;
     - ``check_parameters(params, n_features)``: validation of user-given initial parameters;
+    - ``collapse_description(components)``: the start of the collapse warning (a default is given);
     - ``extra_coords(data)``: coordinate values of any dims beyond obs/feature/component;
     - ``n_parameters(n_features, n_components=None)`` and ``sort_key(params)`` (the canonical component order).
     """
@@ -118,6 +119,11 @@ class MixtureModel:
             axis = dims[name].index("component") if "component" in dims[name] else None
             out[name] = value if axis is None else np.take(value, order, axis=axis)
         return out
+
+    def collapse_description(self, components: list[int]) -> str:
+        """What collapsed, for the warning (families name their own dispersion parameter)."""
+        return (f"component(s) {components} collapsed (singular covariance): a floor of 1e-6 x the data "
+                "variance was added")
 
     def extra_coords(self, data) -> dict:
         """Coordinates of family-specific dims (e.g. regression coefficients); none by default."""

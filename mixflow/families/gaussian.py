@@ -169,6 +169,12 @@ class GaussianMixture(MixtureModel):
         dispersion = {"full": k * d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": k * d, "spherical": k}
         return (k - 1) + k * d + dispersion[self.covariance]
 
+    def collapse_description(self, components: list[int]) -> str:
+        """The tied covariance is one matrix; otherwise name the components."""
+        if self.covariance == "tied":
+            return "the tied covariance collapsed (singular): a floor of 1e-6 x the data variance was added"
+        return super().collapse_description(components)
+
     def sort_key(self, params: dict) -> np.ndarray:
         """Canonical order: ascending first coordinate of ``mu``."""
         return params["mu"][:, 0]

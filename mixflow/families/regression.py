@@ -332,6 +332,11 @@ class RegressionMixture(MixtureModel):
         """Per-component weighted Gram sums of ``[D, y]``, shape (K, T)."""
         return {"gram": (features.T @ weighted_resp).T}
 
+    def collapse_description(self, components: list[int]) -> str:
+        """A regression collapses through its noise variance."""
+        return (f"component(s) {components}: the noise variance collapsed (a line through too few points); "
+                "it is held at 1e-6 x the variance of the response")
+
     def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
         """Weighted least squares per component (MAP: the Normal-Inverse-Gamma mode); floored variances."""
         p = len(self.coefficient_names)
