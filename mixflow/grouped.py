@@ -26,8 +26,8 @@ from scipy.special import log_ndtr
 
 from mixflow.families import gaussian_numerics as gn
 from mixflow.families.base import MixtureModel, Prepared, register_family
+from mixflow.families.checks import check_n_components, check_parameter_dict, named_rows, prior_from_argument
 from mixflow.families.gaussian import GaussianMixture, GaussianPrior
-from mixflow.families.poisson import check_n_components, check_parameter_dict, named_rows, prior_from_argument
 
 __all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
 

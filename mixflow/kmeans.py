@@ -16,7 +16,7 @@ import numpy as np
 
 from mixflow.families import gaussian_numerics as gn
 from mixflow.families.base import MixtureModel, Prepared, register_family
-from mixflow.families.poisson import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
+from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 
 __all__ = [
     "KMeansResult",

@@ -7,6 +7,7 @@ from scipy import stats as st
 
 from mixflow.families import gaussian_numerics as gn
 from mixflow.families.base import MixtureModel, Prepared, register_family
+from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 
 __all__ = ["GaussianMixture", "GaussianPrior", "ResolvedGaussianPrior"]
 
@@ -54,9 +55,7 @@ class GaussianPrior:
     scale: float | tuple | None = None
 
     def __post_init__(self):
-        concentration = np.atleast_1d(np.asarray(self.weights_concentration, dtype=float))
-        if not (np.isfinite(concentration).all() and (concentration > 0).all()):
-            raise ValueError(f"weights_concentration: expected positive numbers, got {self.weights_concentration!r}")
+        check_concentration(self.weights_concentration)
         if not (np.isfinite(self.shrinkage) and self.shrinkage > 0):
             raise ValueError(f"shrinkage: expected a positive number, got {self.shrinkage!r}")
         if self.dof is not None and not (np.isfinite(self.dof) and self.dof > 0):
@@ -113,30 +112,10 @@ class GaussianMixture(MixtureModel):
     prior: GaussianPrior | str | dict = field(default="default")
 
     def __post_init__(self):
-        if isinstance(self.n_components, bool) or not isinstance(self.n_components, int | np.integer) \
-                or self.n_components < 1:
-            raise ValueError(f"n_components: expected an integer >= 1, got {self.n_components!r}")
-        object.__setattr__(self, "n_components", int(self.n_components))
+        object.__setattr__(self, "n_components", check_n_components(self.n_components))
         if self.covariance not in gn.COVARIANCE_TYPES:
             raise ValueError(f"covariance: expected one of {list(gn.COVARIANCE_TYPES)}, got {self.covariance!r}")
-        prior = self.prior
-        if isinstance(prior, str):
-            if prior != "default":
-                raise ValueError(f"prior: expected 'default', a GaussianPrior or a dict, got {prior!r}")
-            prior = GaussianPrior()
-        elif isinstance(prior, dict):
-            unknown = set(prior) - set(GaussianPrior.__dataclass_fields__)
-            if unknown:
-                raise ValueError(f"prior: unknown hyperparameter(s) {sorted(unknown)}; expected some of "
-                                 f"{list(GaussianPrior.__dataclass_fields__)}")
-            prior = GaussianPrior(**prior)
-        elif not isinstance(prior, GaussianPrior):
-            raise TypeError(f"prior: expected 'default', a GaussianPrior or a dict, got {type(prior).__name__}")
-        concentration = np.atleast_1d(prior.weights_concentration)
-        if concentration.size not in (1, self.n_components):
-            raise ValueError(f"prior.weights_concentration: expected 1 or {self.n_components} values, "
-                             f"got {concentration.size}")
-        object.__setattr__(self, "prior", prior)
+        object.__setattr__(self, "prior", prior_from_argument(self.prior, GaussianPrior, self.n_components))
 
     # -- declaration -----------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -283,29 +262,11 @@ def _log_prior(covariance: str, params: dict, prior: ResolvedGaussianPrior) -> f
 
 
 def _check_parameters(model: GaussianMixture, params: dict, d: int, name: str) -> dict:
-    if not isinstance(params, dict):
-        raise TypeError(f"{name}: expected 'kmeans', 'kmeans++', 'random' or a dict of parameters, "
-                        f"got {type(params).__name__}")
     k = model.n_components
     dispersion = model.covariance_name()
     shapes = {"weights": (k,), "mu": (k, d),
               dispersion: {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[model.covariance]}
-    missing = sorted(set(shapes) - set(params))
-    unknown = sorted(set(params) - set(shapes))
-    if missing or unknown:
-        raise ValueError(f"{name}: expected keys {sorted(shapes)}, got {sorted(params)} "
-                         f"(missing {missing}, unknown {unknown})")
-    out = {}
-    for key, shape in shapes.items():
-        value = np.array(params[key], dtype=float, copy=True)
-        if value.shape != shape:
-            raise ValueError(f"{name}[{key!r}]: expected shape {shape}, got {value.shape}")
-        if not np.isfinite(value).all():
-            raise ValueError(f"{name}[{key!r}]: expected finite values, got {value.tolist()}")
-        out[key] = value
-    if (out["weights"] < 0).any() or not np.isclose(out["weights"].sum(), 1.0, atol=1e-8):
-        raise ValueError(f"{name}['weights']: expected non-negative weights summing to 1, "
-                         f"got {out['weights'].tolist()}")
+    out = check_parameter_dict(params, shapes, name)
     dispersion_value = out[dispersion]
     if dispersion == "covariance":
         matrices = dispersion_value.reshape(-1, d, d)

@@ -13,7 +13,7 @@ from scipy import stats as st
 
 from mixflow.families import regression_numerics as rn
 from mixflow.families.base import MixtureModel, Prepared, register_family
-from mixflow.families.poisson import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
+from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 
 __all__ = ["RegressionMixture", "RegressionPrior", "ResolvedRegressionPrior", "parse_formula"]
 

@@ -1,0 +1,76 @@
+"""Declaration checks shared by the families: each error names the argument, what was expected and what came."""
+
+import numpy as np
+
+__all__ = ["check_concentration", "check_n_components", "check_parameter_dict", "named_rows", "prior_from_argument"]
+
+_MAX_ROWS_NAMED = 5
+
+
+def check_n_components(value) -> int:
+    """``n_components`` as an int, or a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"n_components: expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def prior_from_argument(prior, prior_class, n_components: int):
+    """Turn ``"default"``, a dict or a prior instance into an instance of ``prior_class`` (checked)."""
+    name = prior_class.__name__
+    if isinstance(prior, str):
+        if prior != "default":
+            raise ValueError(f"prior: expected 'default', a {name} or a dict, got {prior!r}")
+        prior = prior_class()
+    elif isinstance(prior, dict):
+        unknown = set(prior) - set(prior_class.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"prior: unknown hyperparameter(s) {sorted(unknown)}; expected some of "
+                             f"{list(prior_class.__dataclass_fields__)}")
+        prior = prior_class(**prior)
+    elif not isinstance(prior, prior_class):
+        raise TypeError(f"prior: expected 'default', a {name} or a dict, got {type(prior).__name__}")
+    concentration = np.atleast_1d(prior.weights_concentration)
+    if concentration.size not in (1, n_components):
+        raise ValueError(f"prior.weights_concentration: expected 1 or {n_components} values, "
+                         f"got {concentration.size}")
+    return prior
+
+
+def check_concentration(value) -> float | tuple:
+    """Dirichlet concentration(s): positive and finite; a float or a tuple of floats."""
+    concentration = np.atleast_1d(np.asarray(value, dtype=float))
+    if not (np.isfinite(concentration).all() and (concentration > 0).all()):
+        raise ValueError(f"weights_concentration: expected positive numbers, got {value!r}")
+    return float(concentration[0]) if np.ndim(value) == 0 else tuple(concentration.tolist())
+
+
+def check_parameter_dict(params, shapes: dict, name: str) -> dict:
+    """Keys, shapes, finiteness and the weights of user-given parameters; float copies."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{name}: expected 'kmeans', 'kmeans++', 'random' or a dict of parameters, "
+                        f"got {type(params).__name__}")
+    missing, unknown = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
+    if missing or unknown:
+        raise ValueError(f"{name}: expected keys {sorted(shapes)}, got {sorted(params)} "
+                         f"(missing {missing}, unknown {unknown})")
+    out = {}
+    for key, shape in shapes.items():
+        value = np.array(params[key], dtype=float, copy=True)
+        if value.shape != shape:
+            raise ValueError(f"{name}[{key!r}]: expected shape {shape}, got {value.shape}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{name}[{key!r}]: expected finite values, got {value.tolist()}")
+        out[key] = value
+    if (out["weights"] < 0).any() or not np.isclose(out["weights"].sum(), 1.0, atol=1e-8):
+        raise ValueError(f"{name}['weights']: expected non-negative weights summing to 1, "
+                         f"got {out['weights'].tolist()}")
+    return out
+
+
+def named_rows(mask: np.ndarray, labels: np.ndarray, values: np.ndarray) -> str:
+    """'3 row(s): [4, 7, 9] (values [1.5, -1.0, 2.5])' for the error messages, at most five shown."""
+    rows = np.flatnonzero(mask)
+    shown = rows[:_MAX_ROWS_NAMED]
+    more = f" and {rows.size - _MAX_ROWS_NAMED} more" if rows.size > _MAX_ROWS_NAMED else ""
+    return (f"{rows.size} row(s): {np.asarray(labels)[shown].tolist()}{more} "
+            f"(values {np.asarray(values)[shown].tolist()})")
