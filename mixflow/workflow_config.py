@@ -28,8 +28,9 @@ FAMILY_KEYS = {
 }
 METHOD_OPTIONS = {
     "em": {"map": bool, "n_init": int, "init": str, "tol": float, "max_iter": int, "trim": float},
-    "mcmc": {"draws": int, "tune": int, "chains": int, "sampler": str},
+    "mcmc": {"draws": int, "tune": int, "chains": int, "sampler": str, "target_accept": float, "cores": int},
     "advi": {"variant": str, "n": int, "draws": int, "minibatch_size": int, "learning_rate": float},
+    "bootstrap": {"n_replicates": int, "kind": str},
 }
 TOP_KEYS = {"name", "title", "seed", "data", "models", "methods", "output"}
 DATA_KEYS = {"dataset", "path", "columns", "weights", "labels"}
