@@ -72,3 +72,25 @@ def test_bad_arguments(tmp_path, full):
         report(full, tmp_path / "r.html", title=3)
     with pytest.raises(TypeError, match="tree: expected a mixflow result"):
         report("tree.nc", tmp_path / "r.html")
+
+
+@pytest.mark.slow
+def test_report_of_a_real_fit_by_em_mcmc_and_advi(tmp_path):
+    import numpy as np
+
+    import mixflow
+    from mixflow.bootstrap import bootstrap
+    from mixflow.compare import compare
+
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(-2, 0.6, 40), rng.normal(2, 0.8, 60)])
+    tree = mixflow.fit(mixflow.GaussianMixture(2), x, method=["map", "mcmc", "advi"], random_seed=3, draws=200,
+                       tune=200, chains=2, progressbar=False, data_name="simulated")
+    tree = bootstrap(tree, n_replicates=20, random_seed=4)
+    table = compare(tree)
+    assert set(table["method"]) == {"em", "bootstrap", "mcmc", "advi"}
+    assert table.loc[table.method == "mcmc", "em_inside"].all()
+    assert (table.attrs["label_agreement"].to_numpy() > 0.9).all()
+    text = report(tree, tmp_path / "real.html").read_text(encoding="utf-8")
+    assert text.count('src="data:image/png;base64,') == 7
+    assert "could not be drawn" not in text

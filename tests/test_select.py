@@ -187,3 +187,11 @@ def test_galaxies_bic_prefers_three_components():
                          random_seed=1, fit_kwargs={"n_init": 10})
     assert table.attrs["preferred"]["bic"] == 3
     assert table.attrs["preferred"]["icl"] == 3
+
+
+@pytest.mark.slow
+def test_select_k_with_real_mcmc_fits(two_clusters):
+    table = select_k(mixflow.GaussianMixture(1), two_clusters, ks=(1, 2), methods=("em", "mcmc"), n_folds=None,
+                     random_seed=1, fit_kwargs={"n_init": 2}, mcmc_kwargs={"draws": 200, "tune": 200, "chains": 2})
+    assert table.attrs["preferred"]["elpd_loo"] == 2 and table.attrs["preferred"]["bic"] == 2
+    assert table.loc[2, "elpd_loo"] - table.loc[1, "elpd_loo"] > 4 * table.loc[1, "elpd_diff_se"]
