@@ -194,6 +194,19 @@ def test_absurd_learning_rate_stops_with_a_clear_error(faithful_data):
 def test_not_settling_warns_and_keeps_the_averaged_iterate(faithful_data):
     with pytest.warns(ConvergenceWarning, match=r"ADVI did not settle in n=150 iterations .* increase n"):
         result = fit_advi(FULL, faithful_data, _map_estimate(FULL, faithful_data), random_seed=0, n=150,
-                          draws=10)
+                          check_every=100, draws=10)
     assert result["attrs"]["converged"] == 0 and result["attrs"]["n_iter"] == 150
     assert np.isfinite(_draws(result, "mu")).all()
+
+
+@pytest.mark.slow
+def test_fit_adds_advi_to_the_container_and_save_load_loses_nothing(faithful, tmp_path):
+    tree = mixflow.fit(FULL, faithful, method="advi", random_seed=4, draws=50, progressbar=False)
+    assert tree["em"].attrs["method"] == "map"  # the start, computed first and kept
+    assert tree["advi/posterior"]["mu"].dims == ("chain", "draw", "component", "feature")
+    assert tree["advi/posterior"]["mu"].shape == (1, 50, 2, 2)
+    assert tree["advi/sample_stats"]["elbo"].sizes["iteration"] == tree["advi"].attrs["n_iter"]
+    assert tree["em/sample_stats"].sizes["iteration"] != tree["advi/sample_stats"].sizes["iteration"]
+    loaded = mixflow.load(mixflow.save(tree, tmp_path / "advi.nc"))
+    for path in ("advi", "advi/posterior", "advi/sample_stats", "advi/responsibilities"):
+        assert loaded[path].to_dataset().identical(tree[path].to_dataset()), path

@@ -267,7 +267,7 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
 # -- the engine ------------------------------------------------------------------------------------------
 def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", n: int = 20_000,
              draws: int = 1000, random_seed: int | None = None, minibatch_size: int | None = None,
-             learning_rate: float = 0.02, settle_tol: float = 0.05, check_every: int = 100,
+             learning_rate: float = 0.02, settle_tol: float = 0.05, check_every: int = 50,
              progressbar: bool = False) -> dict:
     """Fit ``model`` by ADVI from the reference estimate and return the ``/advi`` groups as plain arrays.
 
@@ -296,7 +296,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     settle_tol : float, default 0.05
         Stop when, between two windows of ``check_every`` iterations, q's averaged mean and scale
         moved by less than ``settle_tol`` of its own sd (``tol`` of :func:`mixflow.fit` is EM's).
-    check_every : int, default 100
+    check_every : int, default 50
         Window length of the convergence check (at least 10).
     progressbar : bool, default False
         Show PyMC's progress bar.
