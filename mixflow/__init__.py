@@ -1,7 +1,7 @@
 """mixflow: finite mixture models declared once, fitted by EM, NUTS and ADVI into one DataTree."""
 
 from mixflow.bootstrap import bootstrap, standard_errors
-from mixflow.compare import adjusted_rand_index, compare, compare_dataset
+from mixflow.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
 from mixflow.datasets import list_datasets, load_dataset
 from mixflow.families.base import model_from_json
 from mixflow.families.gaussian import GaussianMixture, GaussianPrior
@@ -9,7 +9,7 @@ from mixflow.families.poisson import PoissonMixture, PoissonPrior
 from mixflow.families.regression import RegressionMixture, RegressionPrior
 from mixflow.fitting import fit, predict, predict_proba
 from mixflow.grouped import GroupedGaussianMixture
-from mixflow.kmeans import SoftKMeans, SoftKMeansPrior, kmeans
+from mixflow.kmeans import KMeansResult, SoftKMeans, SoftKMeansPrior, kmeans
 from mixflow.plots import plot_forest, plot_posteriors, plot_ppc, plot_rank, plot_trace
 from mixflow.plots_data import plot_data
 from mixflow.plots_fit import plot_convergence, plot_select_k
@@ -32,6 +32,7 @@ __all__ = [
     "GaussianMixture",
     "GaussianPrior",
     "GroupedGaussianMixture",
+    "KMeansResult",
     "MixflowInternalWarning",
     "MixflowWarning",
     "PoissonMixture",
@@ -47,6 +48,7 @@ __all__ = [
     "compare_dataset",
     "fit",
     "kmeans",
+    "label_agreement",
     "list_datasets",
     "load",
     "load_dataset",
