@@ -19,6 +19,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
@@ -112,6 +113,7 @@ class _Job:
     n_active: int
     method: str
     x: np.ndarray
+    features: np.ndarray
     weights: np.ndarray | None
     estimate: dict
     reference_responsibilities: np.ndarray
@@ -140,7 +142,8 @@ def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            tree = fit(model, x, method=job.method, weights=weights, init=job.estimate, n_init=1, tol=job.tol,
+            tree = fit(model, pd.DataFrame(x, columns=job.features), method=job.method, weights=weights,
+                       init=job.estimate, n_init=1, tol=job.tol,
                        max_iter=job.max_iter, random_seed=int(rng.integers(2**63)))
         except (ValueError, np.linalg.LinAlgError) as error:
             return {"params": None, "error": f"{type(error).__name__}: {error}", "warnings": []}
@@ -148,8 +151,7 @@ def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
     params = {name: estimate[name].values for name in estimate.data_vars}
     if params["weights"].size != job.n_active:
         return {"params": None, "error": "a component was trimmed", "warnings": []}
-    data = Data(values=job.x, features=np.array([f"x{j}" for j in range(job.x.shape[1])]),
-                obs=np.arange(job.x.shape[0]), weights=job.weights)
+    data = Data(values=job.x, features=job.features, obs=np.arange(job.x.shape[0]), weights=job.weights)
     order = _align(job.reference_responsibilities, responsibilities(model, params, data), data.frequency)
     model_dims = model.parameter_dims()
     aligned = {name: np.take(value, order, axis=model_dims[name].index("component"))
@@ -277,7 +279,8 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
     attrs = tree["em"].attrs
     job = _Job(model_json=tree.attrs["model"], n_active=estimate["weights"].size,
-               method=_FIT_METHOD[attrs.get("method", "mle")], x=fitted.values, weights=fitted.weights,
+               method=_FIT_METHOD[attrs.get("method", "mle")], x=fitted.values, features=fitted.features,
+               weights=fitted.weights,
                estimate=estimate, kind=kind,
                reference_responsibilities=tree["em/responsibilities"]["responsibilities"].transpose(
                    "obs", "component").values, tol=float(attrs.get("tol", 1e-8)),

@@ -23,6 +23,7 @@ __all__ = [
     "available_methods",
     "compare",
     "compare_dataset",
+    "element_columns",
     "hard_labels",
     "label_agreement",
     "method_draws",
@@ -260,8 +261,11 @@ def _stack_statistics(summaries: dict, name: str, has_em: bool) -> xr.DataArray:
     for method, summary in summaries.items():
         values = dict(summary[name])
         nan = xr.full_like(values["estimate"], np.nan, dtype=float)
-        inside = (em_point >= values["lower"]) & (em_point <= values["upper"]) if has_em else None
-        values["em_inside"] = inside.astype(float) if inside is not None and method != "em" else nan
+        inside = None
+        if has_em and method != "em":
+            defined = values["lower"].notnull() & values["upper"].notnull() & em_point.notnull()
+            inside = ((em_point >= values["lower"]) & (em_point <= values["upper"])).astype(float).where(defined)
+        values["em_inside"] = inside if inside is not None else nan
         applies = mcmc is not None and method != "mcmc"
         values["distance_to_mcmc"] = (values["estimate"] - mcmc["estimate"]) / mcmc["sd"] if applies else nan
         values["sd_ratio_to_mcmc"] = values["sd"] / mcmc["sd"] if applies else nan
@@ -291,11 +295,13 @@ def compare(tree, *, ci_prob: float | None = None, ci_kind: str | None = None,
     Returns
     -------
     pandas.DataFrame
-        One row per parameter element and method, with columns ``parameter``, ``component``,
-        ``feature``, ``feature_`` (missing where a parameter lacks the dim; symmetric matrices keep
-        their upper triangle), ``method`` and the statistics of :func:`compare_dataset`
-        (``em_inside`` as a nullable boolean). ``attrs`` holds ``ci_prob``, ``ci_kind`` and
-        ``label_agreement`` (the adjusted Rand index table of :func:`label_agreement`).
+        One row per parameter element and method, with columns ``parameter``, the element columns of
+        :func:`element_columns` (``component``, any family-specific dim such as a regression's
+        ``coefficient``, then ``feature`` and ``feature_``; missing where a parameter lacks the dim;
+        symmetric matrices keep their upper triangle), ``method`` and the statistics of
+        :func:`compare_dataset` (``em_inside`` as a nullable boolean). ``attrs`` holds ``ci_prob``,
+        ``ci_kind``, ``element_columns`` and ``label_agreement`` (the adjusted Rand index table of
+        :func:`label_agreement`).
 
     Examples
     --------
@@ -307,8 +313,38 @@ def compare(tree, *, ci_prob: float | None = None, ci_kind: str | None = None,
     return dataset_to_frame(dataset)
 
 
+#: Element columns every table has (missing where a parameter lacks the dim), in this order after ``component``.
+_STANDARD_ELEMENT_DIMS = ("feature", "feature_")
+
+
+def element_columns(table_or_dataset) -> list[str]:
+    """The columns that name one parameter element: ``component``, then every other parameter dim.
+
+    Derived from the parameters' own dims, so any family's extra dims (``coefficient`` of a regression,
+    ``feature``/``feature_`` of a Gaussian, ...) are kept: ``component``, the dims that are not standard
+    in the order the parameters first use them, then ``feature`` and ``feature_``.
+
+    Parameters
+    ----------
+    table_or_dataset : pandas.DataFrame or xarray.Dataset
+        The table of :func:`compare` (its ``attrs["element_columns"]``) or the Dataset of
+        :func:`compare_dataset`.
+
+    """
+    if isinstance(table_or_dataset, pd.DataFrame):
+        return list(table_or_dataset.attrs["element_columns"])
+    extra = []
+    for name, da in table_or_dataset.data_vars.items():
+        if name == "adjusted_rand_index":
+            continue
+        extra += [d for d in da.dims if d not in ("method", "statistic", "component", *_STANDARD_ELEMENT_DIMS,
+                                                  *extra)]
+    return ["component", *extra, *_STANDARD_ELEMENT_DIMS]
+
+
 def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:
     """Flatten :func:`compare_dataset` into the tidy table of :func:`compare`."""
+    elements = element_columns(dataset)
     frames = []
     for name, da in dataset.data_vars.items():
         if name == "adjusted_rand_index":
@@ -317,42 +353,46 @@ def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:
         frame.insert(0, "parameter", name)
         frames.append(_upper_triangle(frame, dataset))
     table = pd.concat(frames, ignore_index=True)
-    for column in ("component", "feature", "feature_"):
+    for column in elements:
         if column not in table:
             table[column] = pd.NA
+        elif column != "component":
+            table[column] = table[column].astype(object).where(table[column].notna(), pd.NA)
     table["component"] = table["component"].astype("Int64")
     table["method"] = pd.Categorical(table["method"], categories=[m for m in METHODS if m in set(table["method"])],
                                      ordered=True)
     table["em_inside"] = table["em_inside"].map(lambda v: pd.NA if np.isnan(v) else bool(v)).astype("boolean")
-    columns = ["parameter", "component", "feature", "feature_", "method", *STATISTICS]
-    table = table[columns].sort_values(["parameter", "component", "feature", "feature_", "method"],
-                                       key=_parameter_order(dataset), kind="stable").reset_index(drop=True)
+    keys = ["parameter", *elements]
+    table = table[[*keys, "method", *STATISTICS]].sort_values([*keys, "method"], key=_parameter_order(dataset),
+                                                               kind="stable").reset_index(drop=True)
     table.attrs.update(ci_prob=dataset.attrs["ci_prob"], ci_kind=dataset.attrs["ci_kind"],
-                       em_method=dataset.attrs["em_method"],
+                       em_method=dataset.attrs["em_method"], element_columns=elements,
                        label_agreement=dataset["adjusted_rand_index"].to_pandas().dropna(how="all").dropna(
                            axis=1, how="all"))
     return table
 
 
 def _upper_triangle(frame: pd.DataFrame, dataset: xr.Dataset) -> pd.DataFrame:
-    if "feature_" not in frame or "feature" not in frame:
-        return frame
-    order = {feature: i for i, feature in enumerate(dataset["feature"].values)}
-    keep = frame["feature"].map(order) <= frame["feature_"].map(order)
-    return frame[keep.to_numpy()]
+    """Keep the upper triangle of every symmetric pair of dims ``(d, d_)`` (e.g. covariances)."""
+    for column in [c for c in frame.columns if c.endswith("_") and c[:-1] in frame.columns]:
+        order = {value: i for i, value in enumerate(dataset[column[:-1]].values)}
+        keep = frame[column[:-1]].map(order) <= frame[column].map(order)
+        frame = frame[keep.to_numpy()]
+    return frame
 
 
 def _parameter_order(dataset: xr.Dataset):
     names = {name: i for i, name in enumerate(dataset.data_vars)}
-    features = {f: i for i, f in enumerate(dataset["feature"].values)} if "feature" in dataset.coords else {}
+    positions = {dim: {value: i for i, value in enumerate(dataset[dim].values)} for dim in dataset.dims
+                 if dim in dataset.coords and dim not in ("method", "statistic", "method_")}
 
     def key(column: pd.Series) -> pd.Series:
         if column.name == "parameter":
             return column.map(names)
-        if column.name in ("feature", "feature_"):
-            return column.map(features)
         if column.name == "method":
             return column.map({m: i for i, m in enumerate(METHODS)}).astype(int)
+        if column.name in positions and column.name != "component":
+            return column.map(positions[column.name])
         return column
 
     return key

@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mixflow.compare import METHOD_LABELS, available_methods, check_tree, compare_dataset, dataset_to_frame
+from mixflow.compare import (
+    METHOD_LABELS,
+    available_methods,
+    check_tree,
+    compare_dataset,
+    dataset_to_frame,
+    element_columns,
+)
 from mixflow.warnings import MixflowWarning
 
 __all__ = ["SECTIONS", "report"]
@@ -185,7 +192,7 @@ def _cell(stats: pd.Series, method: str) -> str:
 
 
 def _comparison_section(table: pd.DataFrame) -> str:
-    keys = ["parameter", "component", "feature", "feature_"]
+    keys = ["parameter", *element_columns(table)]
     methods = [m for m in table["method"].cat.categories]
     rows = []
     for key, block in table.groupby(keys, sort=False, dropna=False, observed=True):
@@ -442,7 +449,8 @@ def _comparison_findings(table: pd.DataFrame) -> list[tuple[str, str]]:
     findings = []
     outside = table[(table["method"].isin(["mcmc", "advi"])) & (table["em_inside"] == False)]  # noqa: E712
     if len(outside):
-        names = sorted({_element(row) + f" ({row['method']})" for _, row in outside.iterrows()})
+        columns = element_columns(table)
+        names = sorted({_element(row, columns) + f" ({row['method']})" for _, row in outside.iterrows()})
         more = " ..." if len(names) > 8 else ""
         findings.append(("warn", f"The EM point lies outside the {table.attrs['ci_prob']:.0%} interval for "
                                  f"{len(names)} parameter(s): {', '.join(names[:8])}{more}"))
@@ -465,8 +473,8 @@ def _comparison_findings(table: pd.DataFrame) -> list[tuple[str, str]]:
     return findings
 
 
-def _element(row) -> str:
-    return row["parameter"] + "".join(f"[{row[c]}]" for c in ("component", "feature", "feature_") if pd.notna(row[c]))
+def _element(row, columns) -> str:
+    return row["parameter"] + "".join(f"[{row[c]}]" for c in columns if c in row and pd.notna(row[c]))
 
 
 def provenance_rows(tree) -> list[tuple[str, object]]:

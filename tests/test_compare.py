@@ -222,3 +222,34 @@ def test_bad_arguments(container):
         adjusted_rand_index([0, 1, 1], [0, 1])
     with pytest.raises(ValueError, match="tree: expected a mixflow result with the model"):
         compare(xr.DataTree())
+
+
+@pytest.fixture(scope="module")
+def regression_container():
+    tone = mixflow.load_dataset("tone")
+    tree = mixflow.fit(mixflow.RegressionMixture(2, "tuned ~ stretchratio"), tone, method="map", random_seed=1,
+                       n_init=2)
+    return bootstrap(tree, n_replicates=6, random_seed=1, n_jobs=1)
+
+
+def test_regression_coefficients_keep_their_coefficient_dim(regression_container):
+    table = compare(regression_container)
+    assert table.attrs["element_columns"] == ["component", "coefficient", "feature", "feature_"]
+    coefficients = table[table.parameter == "coefficients"]
+    assert len(coefficients) == 2 * 2 * 2  # components x coefficients x methods (em, bootstrap)
+    estimate = regression_container["em/estimate"]["coefficients"]
+    boot = regression_container["em/bootstrap"]["coefficients"]
+    for component in (0, 1):
+        for name in ("intercept", "stretchratio"):
+            rows = coefficients[(coefficients.component == component)
+                                & (coefficients.coefficient == name)].set_index("method")
+            assert rows.loc["em", "estimate"] == estimate.sel(component=component, coefficient=name).item()
+            assert rows.loc["bootstrap", "estimate"] == pytest.approx(
+                boot.sel(component=component, coefficient=name).mean().item(), rel=1e-12)
+    assert table.loc[table.parameter == "variance", "coefficient"].isna().all()
+    assert not table.duplicated(["parameter", *table.attrs["element_columns"], "method"]).any()
+
+
+def test_bootstrap_replicates_of_a_regression_keep_the_column_names(regression_container):
+    assert regression_container["em/bootstrap"].attrs["n_failed"] == 0
+    assert np.isfinite(regression_container["em/bootstrap"]["coefficients"].values).all()
