@@ -24,7 +24,14 @@ from mixflow.data import Data, validate_data
 from mixflow.families.base import MixtureModel
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
 
-__all__ = ["cross_validated_log_likelihood", "loo_table", "pointwise_log_density", "select_k", "weighted_sum_and_se"]
+__all__ = [
+    "cross_validated_log_likelihood",
+    "held_out_weights",
+    "loo_table",
+    "pointwise_log_density",
+    "select_k",
+    "weighted_sum_and_se",
+]
 
 _METHODS = ("em", "map", "mcmc")
 
@@ -52,6 +59,67 @@ def _frame(data: Data) -> pd.DataFrame:
     return pd.DataFrame(data.values, columns=data.features)
 
 
+_MAX_EXPANDED_UNITS = 10_000_000
+
+
+def held_out_weights(data: Data, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """How much of each row's weight each fold holds out, shape (n_folds, n_obs).
+
+    The unit of the split is one frequency unit, not one row: a row of integer weight w is w identical
+    observations, and they are dealt to the folds like any others, so a row (a class, a count value)
+    usually has units in several folds and every fold's training data are the remaining weights. The
+    units are permuted at random and split into ``n_folds`` near-equal parts (``numpy.array_split``).
+    Without weights (``data.weights`` None) the units are the rows, and the folds are the permutation of
+    the rows split in the same way (the folds of earlier versions). Beyond ten million units, the same
+    distribution is drawn without expanding them (successive multivariate hypergeometric draws of the
+    fold sizes). Non-integer weights cannot be split into units: each row is then held out whole, with
+    its weight (a fold predicts new rows, not new units; with rows that aggregate many units this
+    understates what a larger K gains).
+
+    Parameters
+    ----------
+    data : mixflow.data.Data
+    n_folds : int
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of shape (n_folds, n_obs)
+        Held-out weight of each row in each fold; the columns sum to the rows' weights (1 without weights).
+
+    """
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds < 2:
+        raise ValueError(f"n_folds: expected an integer >= 2, got {n_folds!r}")
+    if data.total_weight < n_folds:
+        raise ValueError(f"n_folds: expected at most the number of observations (total weight "
+                         f"{data.total_weight:g}), got {n_folds}")
+    frequency = data.weights
+    if frequency is None or not np.array_equal(frequency, np.round(frequency)):
+        return _row_folds(data.n_obs, frequency, n_folds, rng)
+    counts = frequency.astype(np.int64)
+    total = int(counts.sum())
+    held_out = np.zeros((n_folds, counts.size))
+    if total <= _MAX_EXPANDED_UNITS:
+        units = np.repeat(np.arange(counts.size), counts)[rng.permutation(total)]
+        for fold, part in enumerate(np.array_split(units, n_folds)):
+            held_out[fold] = np.bincount(part, minlength=counts.size)
+        return held_out
+    sizes = total // n_folds + (np.arange(n_folds) < total % n_folds)
+    remaining = counts.copy()
+    for fold, size in enumerate(sizes):
+        drawn = rng.multivariate_hypergeometric(remaining, int(size), method="marginals")
+        held_out[fold], remaining = drawn, remaining - drawn
+    return held_out
+
+
+def _row_folds(n_obs: int, frequency, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Whole rows to folds (unweighted data, or non-integer weights): a permutation split in n_folds parts."""
+    held_out = np.zeros((n_folds, n_obs))
+    for fold, part in enumerate(np.array_split(rng.permutation(n_obs), n_folds)):
+        held_out[fold, part] = 1.0 if frequency is None else frequency[part]
+    return held_out
+
+
 def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_folds: int = 5,
                                    random_seed: int = 0, **fit_kwargs) -> tuple[float, float, np.ndarray]:
     """Held-out log-likelihood by V-fold cross-validation of the EM fit.
@@ -60,7 +128,9 @@ def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_f
     ----------
     model : MixtureModel
     data : mixflow.data.Data
-        Validated data; rows (with their frequency weights) are split into ``n_folds`` random folds.
+        Validated data. The frequency units are split into ``n_folds`` random folds (see
+        :func:`held_out_weights`: a row of integer weight w is w observations, each in its own fold);
+        each fold's fit sees the remaining weights.
     method : {"em", "map"}, default "em"
     n_folds : int, default 5
     random_seed : int, default 0
@@ -71,24 +141,32 @@ def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_f
     Returns
     -------
     total : float
-        Sum over observations of w_n log p(x_n | fit without x_n's fold).
+        Sum over units of log p(x | fit without the unit's fold).
     standard_error : float
-        sqrt(W) times the weighted sd (ddof=1) of the pointwise terms, W the total weight (as for an ELPD).
+        sqrt(W) times the sd (ddof=1) of those unit terms, W the total weight (as for an ELPD).
     pointwise : ndarray of shape (n_obs,)
-        log p(x_n | fit without x_n's fold).
+        Per row, the mean of its units' held-out log densities (``total = weights @ pointwise``); for
+        unweighted data, log p(x_n | fit without x_n's fold); NaN for a row of zero weight.
 
     """
     from mixflow.fitting import fit
 
     seeds = np.random.SeedSequence(random_seed).spawn(n_folds + 1)
-    order = np.random.default_rng(seeds[0]).permutation(data.n_obs)
-    pointwise = np.empty(data.n_obs)
-    for fold, held_out in enumerate(np.array_split(order, n_folds)):
-        train = _subset(data, np.setdiff1d(order, held_out))
-        tree = fit(model, _frame(train), method=method, weights=train.weights,
+    held_out = held_out_weights(data, n_folds, np.random.default_rng(seeds[0]))
+    log_density = np.zeros_like(held_out)
+    for fold in range(n_folds):
+        training = data.frequency - held_out[fold]
+        rows = np.flatnonzero(training > 0)
+        train = _subset(data, rows)
+        weights = None if data.weights is None else training[rows]
+        tree = fit(model, _frame(train), method=method, weights=weights,
                    random_seed=int(seeds[fold + 1].generate_state(1)[0]), **fit_kwargs)
-        pointwise[held_out] = pointwise_log_density(model, _estimate(tree), _subset(data, held_out))
-    total, standard_error = weighted_sum_and_se(pointwise, data.frequency)
+        scored = np.flatnonzero(held_out[fold] > 0)
+        log_density[fold, scored] = pointwise_log_density(model, _estimate(tree), _subset(data, scored))
+    units = held_out.sum(axis=0)
+    pointwise = np.divide((held_out * log_density).sum(axis=0), units, out=np.full(data.n_obs, np.nan),
+                          where=units > 0)
+    total, standard_error = weighted_sum_and_se(log_density.ravel(), held_out.ravel())
     return total, standard_error, pointwise
 
 

@@ -8,8 +8,15 @@ from scipy import stats
 
 import mixflow
 import mixflow.fitting
+import mixflow.select
 from mixflow.data import validate_data
-from mixflow.select import cross_validated_log_likelihood, loo_table, pointwise_log_density, select_k
+from mixflow.select import (
+    cross_validated_log_likelihood,
+    held_out_weights,
+    loo_table,
+    pointwise_log_density,
+    select_k,
+)
 from mixflow.warnings import MixflowWarning
 
 
@@ -195,3 +202,57 @@ def test_select_k_with_real_mcmc_fits(two_clusters):
                      random_seed=1, fit_kwargs={"n_init": 2}, mcmc_kwargs={"draws": 200, "tune": 200, "chains": 2})
     assert table.attrs["preferred"]["elpd_loo"] == 2 and table.attrs["preferred"]["bic"] == 2
     assert table.loc[2, "elpd_loo"] - table.loc[1, "elpd_loo"] > 4 * table.loc[1, "elpd_diff_se"]
+
+
+def test_unweighted_folds_are_the_permuted_rows_as_before():
+    data = validate_data(np.arange(23.0))
+    held_out = held_out_weights(data, 4, np.random.default_rng(5))
+    order = np.random.default_rng(5).permutation(23)
+    for fold, part in enumerate(np.array_split(order, 4)):
+        assert np.array_equal(np.flatnonzero(held_out[fold]), np.sort(part))
+    assert np.array_equal(held_out.sum(axis=0), np.ones(23))
+    ones = held_out_weights(validate_data(np.arange(23.0), weights=np.ones(23)), 4, np.random.default_rng(5))
+    assert np.array_equal(ones, held_out)  # unit weights are the same units as no weights
+
+
+def test_integer_weights_are_split_unit_by_unit():
+    counts = np.array([162, 267, 271, 185, 111, 61, 27, 8, 3, 1.0])  # London deaths: days per count
+    data = validate_data(np.arange(10.0), weights=counts)
+    held_out = held_out_weights(data, 5, np.random.default_rng(0))
+    assert np.array_equal(held_out.sum(axis=0), counts)
+    assert sorted(held_out.sum(axis=1)) == [219, 219, 219, 219, 220]
+    assert ((held_out[:, :5] > 0).sum(axis=0) == 5).all()  # a big class has units in every fold
+    # the expected share of each row in each fold is its weight / n_folds
+    shares = np.mean([held_out_weights(data, 5, np.random.default_rng(s))[0] for s in range(200)], axis=0)
+    np.testing.assert_allclose(shares[:4], counts[:4] / 5, rtol=0.05)
+
+
+def test_many_units_are_split_without_expanding_them(monkeypatch):
+    monkeypatch.setattr(mixflow.select, "_MAX_EXPANDED_UNITS", 10)
+    counts = np.array([40, 7, 0, 13.0])
+    held_out = held_out_weights(validate_data(np.arange(4.0), weights=counts), 3, np.random.default_rng(0))
+    assert np.array_equal(held_out.sum(axis=0), counts) and sorted(held_out.sum(axis=1)) == [20, 20, 20]
+
+
+def test_non_integer_weights_hold_out_whole_rows():
+    weights = np.array([0.5, 1.5, 2.25, 3.0, 1.0, 0.75])
+    held_out = held_out_weights(validate_data(np.arange(6.0), weights=weights), 3, np.random.default_rng(1))
+    assert np.array_equal(held_out.sum(axis=0), weights)
+    assert ((held_out > 0).sum(axis=0) == 1).all()
+
+
+def test_cross_validation_on_london_deaths_prefers_two_components():
+    deaths = mixflow.load_dataset("london_deaths")
+    data = validate_data(deaths[["deaths"]], weights=deaths["days"])
+    totals = {k: cross_validated_log_likelihood(mixflow.PoissonMixture(k), data, random_seed=3, n_init=2,
+                                                max_iter=3000, tol=1e-10)[0] for k in (1, 2)}
+    # the MLE of K=2 gains 11.5 log-likelihood units over K=1; held out it still gains most of it
+    assert totals[2] - totals[1] > 5
+
+
+def test_held_out_weights_bad_arguments():
+    data = validate_data(np.arange(3.0))
+    with pytest.raises(ValueError, match=r"n_folds: expected an integer >= 2, got 1"):
+        held_out_weights(data, 1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"n_folds: expected at most the number of observations \(total weight 3\)"):
+        held_out_weights(data, 4, np.random.default_rng(0))
