@@ -11,6 +11,7 @@ covariances by their log-Cholesky factor, variances by their logarithm), mapped 
 """
 
 import dataclasses
+import functools
 import multiprocessing
 import os
 import secrets
@@ -26,11 +27,16 @@ from scipy.special import logsumexp
 from mixflow.compare import check_tree
 from mixflow.data import Data
 from mixflow.families.base import model_from_json
+from mixflow.families.gaussian import GaussianMixture
+from mixflow.families.poisson import PoissonMixture
+from mixflow.families.regression import RegressionMixture
+from mixflow.grouped import GroupedGaussianMixture
+from mixflow.kmeans import SoftKMeans
 from mixflow.relabel import optimal_permutations
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
 
 __all__ = ["available_cores", "bootstrap", "full_covariances", "observed_data", "parallel_map", "responsibilities",
-           "simulate", "standard_errors"]
+           "simulate", "simulate_data", "standard_errors"]
 
 _KINDS = ("nonparametric", "parametric")
 _FIT_METHOD = {"mle": "em", "map": "map"}
@@ -86,6 +92,108 @@ def simulate(params: dict, n_obs: int, rng: np.random.Generator) -> tuple[np.nda
     return mu[labels] + np.einsum("nij,nj->ni", factors[labels], noise), labels
 
 
+def _expanded_rows(data: Data, what: str) -> np.ndarray:
+    """Row index of every frequency unit (a row of integer weight w repeated w times)."""
+    if data.weights is None:
+        return np.arange(data.n_obs)
+    if not np.array_equal(data.weights, np.round(data.weights)):
+        raise ValueError(f"weights: expected integer frequency weights to {what} unit by unit, got non-integer "
+                         f"weights such as {data.weights[data.weights != np.round(data.weights)][0]!r}")
+    return np.repeat(np.arange(data.n_obs), data.weights.astype(np.int64))
+
+
+def _n_units(data: Data) -> int:
+    return max(int(round(data.total_weight)), 1)
+
+
+def _labels(params: dict, n: int, rng: np.random.Generator) -> np.ndarray:
+    weights = np.asarray(params["weights"], dtype=float)
+    return rng.choice(weights.size, size=n, p=weights / weights.sum())
+
+
+@functools.singledispatch
+def simulate_data(model, params: dict, data: Data, rng: np.random.Generator) -> Data:
+    """A replicate data set drawn from the fitted mixture, shaped like ``data`` (same columns).
+
+    Gaussian and soft k-means: as many points as the total weight, unweighted. Poisson: as many counts.
+    Regression: the covariates as observed (each unit of a row's integer weight its own row), new
+    responses. Grouped data: as many values, counted into the observed classes (the new weights).
+
+    Parameters
+    ----------
+    model : MixtureModel
+    params : dict of str to ndarray
+        One set of the model's parameters (an estimate or a draw).
+    data : mixflow.data.Data
+        The observed data (their columns, weights, classes or covariates).
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    mixflow.data.Data
+
+    """
+    raise NotImplementedError(f"model: no sampler for the {getattr(model, 'family', type(model).__name__)!r} "
+                              "family yet")
+
+
+@simulate_data.register
+def _(model: GaussianMixture, params, data, rng):
+    x, _ = simulate(params, _n_units(data), rng)
+    return Data(values=x, features=data.features, obs=np.arange(x.shape[0]), weights=None)
+
+
+@simulate_data.register
+def _(model: SoftKMeans, params, data, rng):
+    spherical = {**params, "variance": np.full(np.asarray(params["weights"]).size, model.variance)}
+    return simulate_data.dispatch(GaussianMixture)(model, spherical, data, rng)
+
+
+@simulate_data.register
+def _(model: PoissonMixture, params, data, rng):
+    n = _n_units(data)
+    counts = rng.poisson(np.asarray(params["rate"], dtype=float)[_labels(params, n, rng)])
+    return Data(values=counts[:, None].astype(float), features=data.features, obs=np.arange(n), weights=None)
+
+
+def regression_design(model: RegressionMixture, data: Data) -> tuple[np.ndarray, int]:
+    """The design matrix (intercept column first, then the covariates) and the response column index."""
+    features = [str(f) for f in data.features]
+    columns = [data.values[:, features.index(c)] for c in model.covariates]
+    design = np.column_stack(([np.ones(data.n_obs)] if model.intercept else []) + columns)
+    return design, features.index(model.response)
+
+
+@simulate_data.register
+def _(model: RegressionMixture, params, data, rng):
+    rows = _expanded_rows(data, "simulate a regression's responses")
+    design, response = regression_design(model, data)
+    labels = _labels(params, rows.size, rng)
+    coefficients, variance = np.asarray(params["coefficients"]), np.asarray(params["variance"], dtype=float)
+    values = data.values[rows].copy()
+    values[:, response] = np.einsum("np,np->n", design[rows], coefficients[labels]) + np.sqrt(
+        variance[labels]) * rng.standard_normal(rows.size)
+    return Data(values=values, features=data.features, obs=np.arange(rows.size), weights=None)
+
+
+def class_of(model: GroupedGaussianMixture, data: Data, values: np.ndarray) -> np.ndarray:
+    """Row of the class each value falls in: the last class (by lower limit) starting at or below it."""
+    lower, _ = model._bounds(data)
+    order = np.argsort(lower, kind="stable")
+    position = np.searchsorted(lower[order], values, side="right") - 1
+    return order[np.clip(position, 0, lower.size - 1)]
+
+
+@simulate_data.register
+def _(model: GroupedGaussianMixture, params, data, rng):
+    n = _n_units(data)
+    labels = _labels(params, n, rng)
+    sd = np.broadcast_to(np.sqrt(np.asarray(params["variance"], dtype=float)), np.shape(params["mu"]))
+    values = np.asarray(params["mu"], dtype=float)[labels] + sd[labels] * rng.standard_normal(n)
+    counts = np.bincount(class_of(model, data, values), minlength=data.n_obs).astype(float)
+    return Data(values=data.values.copy(), features=data.features, obs=data.obs.copy(), weights=counts)
+
+
 def responsibilities(model, params: dict, data: Data) -> np.ndarray:
     """Posterior component probabilities of each observation, shape (n_obs, K) (one E-step)."""
     prepared = model.prepare(data)
@@ -127,8 +235,15 @@ def _resample(job: _Job, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     n_draws = max(int(round(frequency.sum())), 1)
     if job.kind == "nonparametric":
         return job.x, rng.multinomial(n_draws, frequency / frequency.sum()).astype(float)
-    x, _ = simulate(job.estimate, n_draws, rng)
-    return x, None
+    model = _job_model(job)
+    replicate = simulate_data(model, job.estimate, Data(values=job.x, features=job.features,
+                                                        obs=np.arange(job.x.shape[0]), weights=job.weights), rng)
+    return replicate.values, replicate.weights
+
+
+def _job_model(job: _Job):
+    model = model_from_json(job.model_json)
+    return model if model.n_components == job.n_active else dataclasses.replace(model, n_components=job.n_active)
 
 
 def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
@@ -136,9 +251,7 @@ def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
 
     rng = np.random.default_rng(seed)
     x, weights = _resample(job, rng)
-    model = model_from_json(job.model_json)
-    if model.n_components != job.n_active:
-        model = dataclasses.replace(model, n_components=job.n_active)
+    model = _job_model(job)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -245,7 +358,8 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     kind : {"nonparametric", "parametric"}, default "nonparametric"
         Resample the observations with replacement (multinomial frequency weights, so frequency-weighted
         data are resampled unit by unit), or simulate new data sets of the same size from the fitted
-        mixture (Gaussian family).
+        mixture (:func:`simulate_data`: Gaussian, soft k-means, Poisson, regression with the covariates
+        fixed, grouped data counted into the same classes).
     random_seed : int, optional
         Seed of the replicates (drawn and recorded when None); the same seed gives the same replicates
         whatever ``n_jobs``.
@@ -273,9 +387,12 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     fitted = observed_data(tree)
     if data is not None:
         _check_same_data(data, fitted)
-    if kind == "parametric" and model_from_json(tree.attrs["model"]).family != "gaussian":
-        raise NotImplementedError("kind: 'parametric' needs a sampler of the model's family; only the Gaussian "
-                                  "family has one so far (use kind='nonparametric')")
+    if kind == "parametric":
+        model = _model(tree, estimate["weights"].size)
+        if simulate_data.dispatch(type(model)) is simulate_data.dispatch(object):
+            raise NotImplementedError(f"kind: 'parametric' needs a sampler of the model's family, and the "
+                                      f"{model.family!r} family has none yet (use kind='nonparametric')")
+        simulate_data(model, estimate, fitted, np.random.default_rng(0))  # raises early on unsuitable data
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
     attrs = tree["em"].attrs
     job = _Job(model_json=tree.attrs["model"], n_active=estimate["weights"].size,

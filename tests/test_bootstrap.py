@@ -128,3 +128,68 @@ def test_replicates_are_aligned_by_the_overlap_of_responsibilities():
     swapped = reference[:, [2, 0, 1]]  # the fit calls reference component 2 its component 0, ...
     order = _align(reference, swapped, np.ones(50))
     np.testing.assert_array_equal(swapped[:, order], reference)
+
+
+def _data(values, features, weights=None):
+    from mixflow.data import Data
+
+    values = np.asarray(values, dtype=float).reshape(len(values), -1)
+    return Data(values=values, features=np.array(features), obs=np.arange(len(values)), weights=weights)
+
+
+def test_poisson_sampler_matches_the_mixture_moments():
+    from mixflow.bootstrap import simulate_data
+
+    params = {"weights": np.array([0.3, 0.7]), "rate": np.array([1.0, 6.0])}
+    data = _data([0, 1, 2], ["deaths"], weights=np.array([20000.0, 20000, 10000]))
+    replicate = simulate_data(mixflow.PoissonMixture(2), params, data, np.random.default_rng(0))
+    counts = replicate.values[:, 0]
+    assert counts.size == 50000 and replicate.weights is None and list(replicate.features) == ["deaths"]
+    mean = 0.3 * 1 + 0.7 * 6
+    variance = 0.3 * (1 + 1) + 0.7 * (6 + 36) - mean**2
+    assert counts.mean() == pytest.approx(mean, abs=4 * np.sqrt(variance / 50000))
+    assert counts.var() == pytest.approx(variance, rel=0.03)
+
+
+def test_regression_sampler_keeps_the_covariates_and_draws_responses_per_unit():
+    from mixflow.bootstrap import simulate_data
+
+    model = mixflow.RegressionMixture(2, "y ~ x")
+    params = {"weights": np.array([0.5, 0.5]), "coefficients": np.array([[0.0, 1.0], [2.0, 0.0]]),
+              "variance": np.array([1e-6, 1e-6])}
+    data = _data(np.column_stack([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), ["x", "y"], weights=np.array([3.0, 1, 2]))
+    replicate = simulate_data(model, params, data, np.random.default_rng(1))
+    assert np.array_equal(replicate.values[:, 0], [1, 1, 1, 2, 3, 3])
+    y, x = replicate.values[:, 1], replicate.values[:, 0]
+    assert np.all(np.isclose(y, x, atol=0.01) | np.isclose(y, 2.0, atol=0.01))
+    with pytest.raises(ValueError, match=r"weights: expected integer frequency weights to simulate a regression"):
+        simulate_data(model, params, _data(data.values, ["x", "y"], weights=np.array([0.5, 1, 2])),
+                      np.random.default_rng(1))
+
+
+def test_grouped_sampler_counts_values_into_the_observed_classes():
+    from mixflow.bootstrap import simulate_data
+
+    model = mixflow.GroupedGaussianMixture(1, open_below=1.0, open_above=2.0)
+    data = _data(np.array([[2.0, 3.0], [0.0, 1.0], [1.0, 2.0]]), ["lower", "upper"], weights=np.array([5.0, 5, 90]))
+    replicate = simulate_data(model, {"weights": np.array([1.0]), "mu": np.array([1.5]), "variance": np.array([0.25])},
+                              data, np.random.default_rng(2))
+    assert replicate.weights.sum() == 100 and np.array_equal(replicate.values, data.values)
+    expected = 100 * np.array([0.1587, 0.1587, 0.6827])  # N(1.5, 0.5): above 2, below 1, between
+    assert np.all(np.abs(replicate.weights - expected) < 4 * np.sqrt(expected))
+
+
+@pytest.mark.filterwarnings("ignore::mixflow.warnings.MixflowWarning")  # London deaths: EM is slow to settle
+@pytest.mark.parametrize("family", ["poisson", "regression"])
+def test_parametric_bootstrap_of_other_families(family):
+    if family == "poisson":
+        deaths = mixflow.load_dataset("london_deaths")
+        tree = mixflow.fit(mixflow.PoissonMixture(2), deaths[["deaths"]], weights=deaths["days"], random_seed=1,
+                           n_init=2, tol=1e-8)
+    else:
+        tree = mixflow.fit(mixflow.RegressionMixture(2, "tuned ~ stretchratio"), mixflow.load_dataset("tone"),
+                           method="map", random_seed=1, n_init=2)
+    result = bootstrap(tree, n_replicates=4, kind="parametric", random_seed=3, n_jobs=1)
+    assert result["em/bootstrap"].attrs["n_failed"] == 0
+    for name, value in result["em/bootstrap"].data_vars.items():
+        assert np.isfinite(value.values).all(), name
