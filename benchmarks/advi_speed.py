@@ -15,10 +15,10 @@ method's posterior mean and the NUTS mean, in NUTS posterior sds; the sd ratio m
 
 Every timing runs in a fresh process and includes graph compilation (disk caches are warm for both).
 Each timing is the best of ``--repeats``. When PyMC's default answer is less accurate than ours, it is run
-again with more iterations (``--longer``) to find its time to an answer at least as accurate; if none is,
+again with more iterations (``--longer``, default 40000) to find its time to an answer at least as accurate; if none is,
 the ratio printed is a lower bound (">").
 
-Usage: python benchmarks/advi_speed.py [--quick] [--repeats R]
+Usage: python benchmarks/advi_speed.py [--quick] [--repeats R] [--longer N ...]
 """
 
 import argparse
@@ -173,8 +173,8 @@ def describe_1d(result: dict) -> str:
     return f"weights {np.round(s['weights']['mean'], 2).tolist()}, means {means}, sds {np.round(sds, 2).tolist()}"
 
 
-def main(quick: bool, repeats: int) -> None:
-    longer = [] if quick else [40_000]
+def main(quick: bool, repeats: int, longer: list[int]) -> None:
+    longer = [] if quick else longer
     for case in CASES:
         print(f"\n== {case} ({CASES[case][0]} covariance, K={CASES[case][1]}) ==")
         nuts = in_fresh_process("nuts", case)
@@ -216,6 +216,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="no longer PyMC runs")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--longer", type=int, nargs="*", default=[40_000],
+                        help="iteration counts of the longer PyMC runs (default: 40000)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.worker:
@@ -223,4 +225,4 @@ if __name__ == "__main__":
         run = {"ours": run_ours, "pymc": lambda c: run_pymc_default(c, int(rest[0])), "nuts": run_nuts}[kind]
         print(json.dumps(run(case)))
     else:
-        main(arguments.quick, arguments.repeats)
+        main(arguments.quick, arguments.repeats, arguments.longer)
