@@ -134,8 +134,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         Options of the sampling engines, each passed to the methods that take it: for MCMC ``draws``,
         ``tune``, ``chains``, ``sampler``, ``progressbar``, ``cores``, ``target_accept``, ``jitter``,
         ``posterior_predictive`` (see :func:`mixflow.engines.mcmc.fit_mcmc`); for ADVI ``variant``,
-        ``n``, ``draws``, ``minibatch_size``, ``learning_rate``, ``check_every``, ``progressbar`` (see
-        :func:`mixflow.engines.advi.fit_advi`).
+        ``n``, ``draws``, ``minibatch_size``, ``learning_rate``, ``settle_tol``, ``check_every``,
+        ``progressbar`` (see :func:`mixflow.engines.advi.fit_advi`).
 
     Returns
     -------
