@@ -10,6 +10,8 @@ Symmetric matrices (covariances) are shown by their upper triangle only, as an `
 ``"row, column"``.
 """
 
+import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,10 @@ from mixflow.compare import (
     method_draws,
     parameter_names,
 )
+from mixflow.families.base import model_from_json
+from mixflow.families.poisson import PoissonMixture
+from mixflow.families.regression import RegressionMixture
+from mixflow.grouped import GroupedGaussianMixture
 
 __all__ = [
     "METHOD_COLORS",
@@ -33,6 +39,7 @@ __all__ = [
     "plot_ppc",
     "plot_rank",
     "plot_trace",
+    "predictive_units",
 ]
 
 #: One colour per method, shared by every plot.
@@ -96,15 +103,6 @@ def _draw_methods(tree, exclude=()) -> list[str]:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
-
-
-def require_gaussian(tree, what: str) -> None:
-    """Raise NotImplementedError for families other than the Gaussian (whose densities these plots draw)."""
-    from mixflow.families.base import model_from_json
-
-    family = model_from_json(tree.attrs["model"]).family
-    if family != "gaussian":
-        raise NotImplementedError(f"{what}: only the Gaussian family is supported so far, got family {family!r}")
 
 
 def _figure_of(plot_collection) -> Figure:
@@ -347,19 +345,58 @@ def plot_rank(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figur
 
 
 # -- posterior predictive check ---------------------------------------------------------------------------
-def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> xr.DataArray:
-    """Replicated data sets x (chain, draw, obs, feature): the stored ones, or simulated from draws."""
-    from mixflow.bootstrap import observed_data, simulate
+@functools.singledispatch
+def predictive_units(model, data) -> tuple[xr.DataArray, str | None]:
+    """What a predictive check compares, one row per frequency unit: (units (obs, feature), density kind).
 
+    Every feature of the data by default (Gaussian, soft k-means), rows repeated by their rounded
+    weights; see the registered families for the others.
+    """
+    rows = np.repeat(np.arange(data.n_obs), np.round(data.frequency).astype(int))
+    return xr.DataArray(data.values[rows], dims=("obs", "feature"), coords={"feature": data.features}), None
+
+
+@predictive_units.register
+def _(model: PoissonMixture, data):
+    """The counts, as ECDFs (they are discrete: a density would smear them)."""
+    units, _ = predictive_units.dispatch(object)(model, data)
+    return units, "ecdf"
+
+
+@predictive_units.register
+def _(model: RegressionMixture, data):
+    """The response only (the covariates are held fixed)."""
+    units, _ = predictive_units.dispatch(object)(model, data)
+    return units.sel(feature=[model.response]), None
+
+
+@predictive_units.register
+def _(model: GroupedGaussianMixture, data):
+    """Each unit at its class midpoint (observed and replicated counts are counts of the same classes)."""
+    lower, upper = model._bounds(data)
+    rows = np.repeat(np.arange(data.n_obs), np.round(data.frequency).astype(int))
+    midpoints = (0.5 * (lower + upper))[rows][:, None]
+    return xr.DataArray(midpoints, dims=("obs", "feature"), coords={"feature": ["class midpoint"]}), "ecdf"
+
+
+def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> tuple[xr.DataArray, xr.DataArray,
+                                                                                           str | None]:
+    """Replicated units (chain, draw, obs, feature), observed units (obs, feature) and the density kind.
+
+    The stored ``posterior_predictive`` of MCMC/ADVI when there is one; otherwise data sets simulated from
+    the draws (or the EM estimate) by the family's sampler (:func:`mixflow.bootstrap.simulate_data`).
+    """
+    from mixflow.bootstrap import observed_data, simulate_data
+
+    model = model_from_json(tree.attrs["model"])
+    data = observed_data(tree)
+    observed, kind = predictive_units(model, data)
     group = {"mcmc": "mcmc/posterior_predictive", "advi": "advi/posterior_predictive"}.get(method)
     if group is not None and group.split("/")[0] in tree.children and "posterior_predictive" in tree[
             group.split("/")[0]].children:
         stored = tree[group].to_dataset()["x"]
-        return stored.transpose("chain", "draw", "obs", "feature")
-    require_gaussian(tree, "plot_ppc without a stored posterior_predictive group")
+        return stored.transpose("chain", "draw", "obs", "feature"), observed, kind
     rng = np.random.default_rng(random_seed)
-    data = observed_data(tree)
-    n_obs = max(int(round(data.frequency.sum())), 1)
     if method == "em":
         estimate = tree["em/estimate"].to_dataset()
         parameter_sets = [{name: estimate[name].values for name in estimate.data_vars}] * num_samples
@@ -368,9 +405,11 @@ def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> 
         picks = rng.choice(draws.sizes["sample"], size=min(num_samples, draws.sizes["sample"]), replace=False)
         parameter_sets = [{name: draws[name].isel(sample=i).values for name in draws.data_vars} for i in picks]
         parameter_sets = [p for p in parameter_sets if np.isfinite(p["weights"]).all()]
-    replicated = np.stack([simulate(params, n_obs, rng)[0] for params in parameter_sets])
-    return xr.DataArray(replicated[None], dims=("chain", "draw", "obs", "feature"),
-                        coords={"feature": data.features})
+    k = parameter_sets[0]["weights"].size
+    model = model if model.n_components == k else dataclasses.replace(model, n_components=k)
+    replicated = [predictive_units(model, simulate_data(model, params, data, rng))[0] for params in parameter_sets]
+    stacked = xr.concat([r.drop_vars("obs", errors="ignore") for r in replicated], dim="draw")
+    return stacked.expand_dims(chain=1).transpose("chain", "draw", "obs", "feature"), observed, kind
 
 
 def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_seed: int = 0,
@@ -378,8 +417,11 @@ def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_s
     """Posterior predictive check of the data density, per feature (``arviz_plots.plot_ppc_dist``).
 
     The stored ``posterior_predictive`` of MCMC/ADVI is used when present; otherwise replicated data
-    sets are simulated from ``num_samples`` posterior (or bootstrap) draws, or from the EM estimate
-    itself (a plug-in predictive check).
+    sets are simulated by the family's sampler (:func:`mixflow.bootstrap.simulate_data`) from
+    ``num_samples`` posterior (or bootstrap) draws, or from the EM estimate itself (a plug-in
+    predictive check). What is compared is :func:`predictive_units`: every feature of a Gaussian, the
+    counts of a Poisson mixture and the class midpoints of grouped data (both as ECDFs, being
+    discrete), the response of a regression (its covariates are held fixed).
 
     Parameters
     ----------
@@ -407,17 +449,14 @@ def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_s
     _require(method in present, f"method: expected one of the container's methods {present}, got {method!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
-    predictive = _predictive_draws(tree, method, num_samples, random_seed)
-    observed = tree["observed_data"]["x"]
-    if "weights" in tree["observed_data"].data_vars:
-        counts = np.round(tree["observed_data"]["weights"].values).astype(int)
-        observed = observed.isel(obs=np.repeat(np.arange(observed.sizes["obs"]), counts))
+    predictive, observed, kind = _predictive_draws(tree, method, num_samples, random_seed)
     dt = xr.DataTree.from_dict({
         "posterior_predictive": xr.Dataset({"x": predictive.drop_vars("obs", errors="ignore")}),
-        "observed_data": xr.Dataset({"x": observed.drop_vars("obs")}),
+        "observed_data": xr.Dataset({"x": observed.drop_vars("obs", errors="ignore")}),
     })
     n_draws = predictive.sizes["chain"] * predictive.sizes["draw"]
     plot_collection = azp.plot_ppc_dist(dt, num_samples=min(num_samples, n_draws), sample_dims=["chain", "draw"],
+                                        kind=kind,
                                         cols=["__variable__", "feature"],
                                         visuals={"predictive_dist": {"color": METHOD_COLORS[method], "alpha": 0.3}})
     figure = _figure_of(plot_collection)

@@ -86,3 +86,60 @@ def test_bad_arguments(tmp_path, containers):
         plot_data(tree, methods="mcmc")
     with pytest.raises(TypeError, match="table: expected the DataFrame returned by mixflow.select_k"):
         plots_fit.plot_select_k({"bic": [1, 2]})
+
+
+@pytest.fixture(scope="module")
+def family_trees():
+    """EM fits with a small bootstrap of every non-Gaussian family, on the shipped data sets."""
+    import warnings
+
+    import mixflow
+
+    deaths, tone = mixflow.load_dataset("london_deaths"), mixflow.load_dataset("tone")
+    crabs, faithful = mixflow.load_dataset("crabs"), mixflow.load_dataset("faithful")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits = {
+            "poisson": mixflow.fit(mixflow.PoissonMixture(2), deaths[["deaths"]], weights=deaths["days"],
+                                   random_seed=1, n_init=1, tol=1e-8),
+            "regression": mixflow.fit(mixflow.RegressionMixture(2, "tuned ~ stretchratio"), tone, method="map",
+                                      random_seed=1, n_init=2),
+            "grouped": mixflow.fit(mixflow.GroupedGaussianMixture(2, open_below=0.5835, open_above=0.6915),
+                                   crabs[["lower", "upper"]], weights=crabs["count"], random_seed=1, n_init=2),
+            "soft_kmeans": mixflow.fit(mixflow.SoftKMeans(2, 1.0), faithful, random_seed=1, n_init=1),
+        }
+        return {name: mixflow.bootstrap(tree, n_replicates=4, random_seed=1, n_jobs=1) for name, tree in fits.items()}
+
+
+@pytest.mark.parametrize("family", ["poisson", "regression", "grouped", "soft_kmeans"])
+def test_data_plot_and_predictive_check_of_every_family(tmp_path, family_trees, family):
+    tree = family_trees[family]
+    figure = plot_data(tree, path=tmp_path / "data.png")
+    assert (tmp_path / "data.png").stat().st_size > 5000
+    lines = [line for ax in figure.axes for line in ax.lines]
+    if family in ("poisson", "grouped"):  # mixture + 2 components, for EM and for the bootstrap
+        assert len(lines) == 2 * 3
+    if family == "regression":  # one panel (the bootstrap has no panel of its own), one line per component
+        assert len(figure.axes) == 1 and len(lines) == 2
+    figure = plots.plot_ppc(tree, method="bootstrap", num_samples=3, path=tmp_path / "ppc.png")
+    assert (tmp_path / "ppc.png").stat().st_size > 5000
+
+
+def test_predictive_units_per_family(family_trees):
+    from mixflow import model_from_json
+    from mixflow.bootstrap import observed_data
+
+    expected = {"poisson": (1096, ["deaths"], "ecdf"), "regression": (150, ["tuned"], None),
+                "grouped": (1000, ["class midpoint"], "ecdf"), "soft_kmeans": (272, ["eruptions", "waiting"], None)}
+    for family, (n_units, features, kind) in expected.items():
+        tree = family_trees[family]
+        units, got_kind = plots.predictive_units(model_from_json(tree.attrs["model"]), observed_data(tree))
+        assert units.sizes["obs"] == n_units and list(units["feature"].values) == features and got_kind == kind
+
+
+def test_family_data_plots_bad_features(family_trees):
+    with pytest.raises(ValueError, match=r"features: expected None for a PoissonMixture .*, got 'deaths'"):
+        plot_data(family_trees["poisson"], features="deaths")
+    with pytest.raises(ValueError, match=r"features: expected one covariate of the model \['stretchratio'\], "
+                                         r"got 'tuned'"):
+        plot_data(family_trees["regression"], features="tuned")
