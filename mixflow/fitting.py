@@ -124,7 +124,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     trim : float, optional
         Drop components whose weight falls below this threshold during EM.
     chunk_size : int, optional
-        Rows per chunk of the E and M steps (default: about 16 MB of temporaries).
+        Rows per chunk of the E and M steps (default: about 4 MB of temporaries).
     data_name : str, default "data"
         Recorded in the result.
     tree : xarray.DataTree, optional
