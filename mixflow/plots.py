@@ -290,6 +290,14 @@ def _mcmc_like(tree, method: str, names) -> xr.DataTree:
     return _posterior_tree(draws[names], sample_stats)
 
 
+def _chain_plot_inputs(tree, var_names, method: str, path):
+    """Checked path and variable names, and the method's draws shaped like an MCMC posterior."""
+    check_tree(tree)
+    path = check_path(path)
+    names = check_var_names(tree, var_names)
+    return path, names, _mcmc_like(tree, method, names)
+
+
 def plot_trace(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figure:
     """Trace and marginal density per chain (``arviz_plots.plot_trace_dist``), divergences marked.
 
@@ -307,10 +315,7 @@ def plot_trace(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figu
     """
     import arviz_plots as azp
 
-    check_tree(tree)
-    path = check_path(path)
-    names = check_var_names(tree, var_names)
-    data = _mcmc_like(tree, method, names)
+    path, names, data = _chain_plot_inputs(tree, var_names, method, path)
     n_rows = sum(int(np.prod([size for dim, size in da.sizes.items() if dim not in ("chain", "draw")]))
                  for da in data["posterior"].to_dataset().data_vars.values())
     plot_collection = azp.plot_trace_dist(data, var_names=names, compact=False,
@@ -336,10 +341,7 @@ def plot_rank(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figur
     """
     import arviz_plots as azp
 
-    check_tree(tree)
-    path = check_path(path)
-    names = check_var_names(tree, var_names)
-    data = _mcmc_like(tree, method, names)
+    path, names, data = _chain_plot_inputs(tree, var_names, method, path)
     plot_collection = azp.plot_rank(data, var_names=names, **_wrap_layout(data["posterior"].to_dataset()))
     return finish(_figure_of(plot_collection), path)
 
