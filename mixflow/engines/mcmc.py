@@ -1,0 +1,381 @@
+"""The MCMC engine: NUTS on the one PyMC model, started at the EM estimate, aligned to its labelling.
+
+The steps are those of :func:`fit_mcmc`: build the model (:func:`mixflow.pymc_model.build_model`), start
+every chain at the reference estimate (EM/MAP) plus a seeded jitter of about one posterior standard
+deviation, run NUTS (nutpie's when installed, else PyMC's), align every draw to the reference labelling
+(:mod:`mixflow.relabel`), then compute from the aligned draws the pointwise log-likelihood (labels
+marginalised), the responsibilities (posterior mean and sd) and posterior predictive draws, and the
+diagnostics (R-hat, bulk and tail ESS, divergences), warning when they flag a problem.
+
+The result is plain arrays with dims, in the shape :func:`mixflow.results.build_tree` takes.
+"""
+
+import dataclasses
+import importlib.util
+import json
+import secrets
+import time
+import warnings
+from functools import partial
+
+import numpy as np
+import pymc as pm
+import xarray as xr
+from pymc.initial_point import make_initial_point_fn
+from threadpoolctl import threadpool_limits
+
+from mixflow.data import Data
+from mixflow.engines.em_steps import log_normalise
+from mixflow.pymc_model import build_model, free_values, standardization
+from mixflow.relabel import align, gaussian_signature
+from mixflow.warnings import SamplingWarning
+
+__all__ = ["RHAT_MAX", "SAMPLERS", "fit_mcmc", "resolve_sampler"]
+
+SAMPLERS = ("auto", "nutpie", "pymc")
+RHAT_MAX = 1.01
+ESS_PER_CHAIN_MIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain
+_MAX_NAMED = 6
+
+
+def resolve_sampler(sampler: str) -> str:
+    """``"auto"`` -> ``"nutpie"`` when nutpie is importable, else ``"pymc"``; check a forced choice."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
+    installed = importlib.util.find_spec("nutpie") is not None
+    if sampler == "auto":
+        return "nutpie" if installed else "pymc"
+    if sampler == "nutpie" and not installed:
+        raise ImportError("sampler: 'nutpie' was requested but nutpie is not installed; "
+                          "pip install 'mixflow[nutpie]' or use sampler='pymc'")
+    return sampler
+
+
+def _check_count(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_arguments(model, data, reference, options: dict) -> dict:
+    if getattr(model, "family", None) != "gaussian":
+        raise TypeError(f"model: expected a mixflow GaussianMixture (MCMC supports the Gaussian family), "
+                        f"got {type(model).__name__}")
+    if not isinstance(data, Data):
+        raise TypeError(f"data: expected validated mixflow.data.Data, got {type(data).__name__}")
+    if not isinstance(reference, dict):
+        raise TypeError(f"reference: expected a dict of parameters (the EM estimate), got {type(reference).__name__}")
+    reference = model.check_parameters(reference, data.n_features, name="reference")
+    for name, minimum in (("draws", 1), ("tune", 0), ("chains", 1)):
+        options[name] = _check_count(name, options[name], minimum)
+    if options["cores"] is not None:
+        options["cores"] = _check_count("cores", options["cores"], 1)
+    seed = options["random_seed"]
+    if seed is None:
+        options["random_seed"] = secrets.randbits(63)
+    elif isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"random_seed: expected None or a non-negative integer, got {seed!r}")
+    target = options["target_accept"]
+    if not (isinstance(target, int | float) and 0 < target < 1):
+        raise ValueError(f"target_accept: expected a number in (0, 1), got {target!r}")
+    jitter = options["jitter"]
+    if not (isinstance(jitter, int | float) and np.isfinite(jitter) and jitter >= 0):
+        raise ValueError(f"jitter: expected a non-negative number, got {jitter!r}")
+    for name in ("progressbar", "posterior_predictive"):
+        if not isinstance(options[name], bool):
+            raise TypeError(f"{name}: expected True or False, got {options[name]!r}")
+    options["sampler"] = resolve_sampler(options["sampler"])
+    return reference
+
+
+def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int = 1000, chains: int = 4,
+             random_seed: int | None = None, sampler: str = "auto", progressbar: bool = True,
+             cores: int | None = None, target_accept: float = 0.8, jitter: float = 1.0,
+             posterior_predictive: bool = True) -> dict:
+    """Sample the posterior of ``model`` with NUTS and return the ``/mcmc`` groups as plain arrays.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        The declaration; its prior is the one EM's MAP maximises.
+    data : mixflow.data.Data
+        Validated data (frequency weights count each row).
+    reference : dict
+        The EM (MAP or MLE) estimate, components in canonical order: ``weights`` (K,), ``mu`` (K, d),
+        ``covariance`` or ``variance``. Chains start there and draws are aligned to its labelling.
+    draws, tune, chains : int, default 1000, 1000, 4
+        Kept draws and tuning steps per chain, and the number of chains.
+    random_seed : int, optional
+        Seeds the jitter of the starts, the sampler and the posterior predictive draws.
+    sampler : {"auto", "nutpie", "pymc"}, default "auto"
+        NUTS implementation: nutpie when installed ("auto"), or forced.
+    progressbar : bool, default True
+        Show the sampler's progress (and PyMC's log messages).
+    cores : int, optional
+        Chains run in parallel (default: as many as the CPUs, at most ``chains``).
+    target_accept : float, default 0.8
+        NUTS target acceptance rate; raise it (0.9, 0.95) when there are divergences.
+    jitter : float, default 1.0
+        Chains start at the reference plus normal noise with this many times ``1 / sqrt(min_k N_k)``
+        as standard deviation in the standardised unconstrained space (about one posterior sd);
+        0 starts every chain exactly at the reference.
+    posterior_predictive : bool, default True
+        Draw one replicate of the data per posterior draw.
+
+    Returns
+    -------
+    dict
+        ``{"attrs": {...}, "coords": {"chain": ..., "draw": ...}, "groups": {name: {"variables":
+        {var: (dims, array)}, "attrs": {...}}}}`` with groups ``posterior`` (``weights``, ``mu``,
+        ``covariance``/``variance``, aligned), ``sample_stats`` (the sampler's), ``log_likelihood``
+        (``x`` (chain, draw, obs): log p(x_n) of one copy of row n, labels summed out),
+        ``posterior_predictive`` (``x`` (chain, draw, obs, feature)), and ``responsibilities``
+        (``responsibilities_mean`` and ``responsibilities_sd`` (obs, component)).
+    """
+    options = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed, "sampler": sampler,
+               "progressbar": progressbar, "cores": cores, "target_accept": target_accept, "jitter": jitter,
+               "posterior_predictive": posterior_predictive}
+    reference = _check_arguments(model, data, reference, options)
+    prior = model.resolve_prior(model.prepare(data))
+    pymc_model = build_model(model, data, prior)
+    jitter_seed, sampler_seed, predictive_seed = np.random.SeedSequence(options["random_seed"]).spawn(3)
+    start = _transformed_point(pymc_model, free_values(model, data, reference))
+    jitter_sd = options["jitter"] / np.sqrt(max(1.0, float(reference["weights"].min() * data.total_weight)))
+    run = _sample_nutpie if options["sampler"] == "nutpie" else _sample_pymc
+    began = time.perf_counter()
+    idata = run(pymc_model, start, jitter_sd, jitter_seed, int(sampler_seed.generate_state(1)[0] % 2**31), options)
+    elapsed = time.perf_counter() - began
+    draws = {name: (idata["posterior"][name].dims, idata["posterior"][name].values) for name in model.parameter_dims()}
+    signature = partial(gaussian_signature, data_scale=standardization(model, data).scale)
+    aligned, permutations = align(draws, reference, signature)
+    pointwise = _pointwise(model, data, {k: v for k, (_, v) in aligned.items()}, options["posterior_predictive"],
+                           np.random.default_rng(predictive_seed))
+    groups = _groups(idata, aligned, pointwise)
+    diagnostics = _diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options)
+    relabelled = np.any(permutations != np.arange(model.n_components), axis=-1)
+    attrs = {
+        "method": "nuts", "sampler": options["sampler"], "draws": options["draws"], "tune": options["tune"],
+        "chains": options["chains"], "random_seed": int(options["random_seed"]),
+        "target_accept": float(options["target_accept"]), "jitter": float(options["jitter"]),
+        "n_relabelled_draws": int(relabelled.sum()),
+        "relabelled_draws_per_chain": json.dumps(relabelled.sum(axis=1).tolist()),
+        "relabel_cost": "squared distance of (mu / data sd, log sd per feature, sqrt(weight))",
+        "log_likelihood": "pointwise log p(x_n) of one copy of each row (frequency weights not applied)",
+        "wall_time": float(elapsed),  # compilation and sampling
+        "prior": json.dumps(prior.to_dict()),
+        **diagnostics,
+    }
+    coords = {dim: idata["posterior"][dim].values for dim in ("chain", "draw")}
+    coords.update(_extra_coords(idata["sample_stats"].to_dataset()))
+    return {"attrs": attrs, "coords": coords, "groups": groups}
+
+
+def _groups(idata, aligned: dict, pointwise: dict) -> dict:
+    """The /mcmc groups as plain ``{"variables": ..., "attrs": ...}``."""
+    groups = {
+        "posterior": {"variables": aligned, "attrs": _clean_attrs(idata["posterior"].attrs)},
+        "sample_stats": {"variables": _plain_variables(idata["sample_stats"].to_dataset()),
+                         "attrs": _clean_attrs(idata["sample_stats"].attrs)},
+        "log_likelihood": {"variables": {"x": (("chain", "draw", "obs"), pointwise["log_likelihood"])}},
+        "responsibilities": {"variables": {
+            "responsibilities_mean": (("obs", "component"), pointwise["mean"]),
+            "responsibilities_sd": (("obs", "component"), pointwise["sd"])}},
+    }
+    if "predictive" in pointwise:
+        groups["posterior_predictive"] = {"variables": {
+            "x": (("chain", "draw", "obs", "feature"), pointwise["predictive"])}}
+    return groups
+
+
+# -- starting points and the two samplers ------------------------------------------------------------------
+def _transformed_point(pymc_model: pm.Model, values: dict) -> dict:
+    """The free variables' values on the sampler's (unconstrained) scale, keyed by value-variable name."""
+    point = make_initial_point_fn(model=pymc_model, overrides=values, jitter_rvs=set(),
+                                  return_transformed=True)(0)
+    return {name: np.asarray(value, dtype=float) for name, value in point.items()}
+
+
+def _sample_nutpie(pymc_model, start, jitter_sd, jitter_seed, seed, options):
+    import nutpie
+
+    names = [pymc_model.rvs_to_values[rv].name for rv in pymc_model.free_RVs]
+    base = np.concatenate([start[name].ravel() for name in names])
+    key = [int(word) for word in jitter_seed.generate_state(4)]
+
+    def initial_point(chain_seed):
+        rng = np.random.default_rng([*key, int(chain_seed) % 2**64])
+        return base + jitter_sd * rng.standard_normal(base.size)
+
+    compiled = nutpie.compile_pymc_model(pymc_model, jitter_rvs=set())
+    compiled = dataclasses.replace(compiled, initial_point_func=initial_point)
+    began = time.perf_counter()
+    with threadpool_limits(limits=1, user_api="blas"):  # see _sample_pymc
+        idata = nutpie.sample(compiled, draws=options["draws"], tune=max(options["tune"], 1),
+                              chains=options["chains"], cores=options["cores"], seed=seed, save_warmup=False,
+                              progress_bar=options["progressbar"], target_accept=options["target_accept"])
+    idata["posterior"].attrs.update(sampling_time=time.perf_counter() - began, tuning_steps=options["tune"])
+    return idata
+
+
+def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
+    rng = np.random.default_rng(jitter_seed)
+    initvals = [{name: value + jitter_sd * rng.standard_normal(value.shape) for name, value in start.items()}
+                for _ in range(options["chains"])]
+    cores = options["cores"] if options["cores"] is not None else min(options["chains"], _cpu_count())
+    # One BLAS thread per chain: chains run in parallel already, and a BLAS thread count that depends on what
+    # ran before in the process (forked workers inherit it) changes the rounding of products, hence the draws.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
+                         random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
+                         progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=None,
+                         compute_convergence_checks=False, target_accept=options["target_accept"], model=pymc_model)
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# -- what is computed from the aligned draws ---------------------------------------------------------------
+def _component_factors(covariance: str, params: dict, d: int) -> np.ndarray:
+    """Cholesky factors (K, d, d) (or (1, d, d) when tied) of the component covariances of one draw."""
+    if covariance == "full":
+        return np.linalg.cholesky(params["covariance"])
+    if covariance == "tied":
+        return np.linalg.cholesky(params["covariance"])[None]
+    variance = params["variance"] if covariance == "diag" else params["variance"][:, None] * np.ones(d)
+    return np.sqrt(variance)[:, :, None] * np.eye(d)
+
+
+def _pointwise(model, data: Data, draws: dict, predictive: bool, rng: np.random.Generator) -> dict:
+    """Log p(x_n), responsibilities (mean, sd) and predictive draws, one posterior draw at a time."""
+    prepared = model.prepare(data)
+    n_chains, n_draws = draws["weights"].shape[:2]
+    flat = {name: value.reshape((n_chains * n_draws,) + value.shape[2:]) for name, value in draws.items()}
+    n, d, k = data.n_obs, data.n_features, model.n_components
+    log_likelihood = np.empty((n_chains * n_draws, n))
+    total, total_squares = np.zeros((n, k)), np.zeros((n, k))
+    replicates = np.empty((n_chains * n_draws, n, d)) if predictive else None
+    for s in range(n_chains * n_draws):
+        params = {name: value[s] for name, value in flat.items()}
+        log_joint, _ = model.log_density(model.e_step_constants(params, prepared), prepared)
+        with np.errstate(divide="ignore"):
+            log_joint += np.log(params["weights"])
+        log_likelihood[s] = log_normalise(log_joint)
+        total += log_joint
+        total_squares += log_joint**2
+        if predictive:
+            cumulative = np.cumsum(params["weights"])
+            labels = np.minimum(np.searchsorted(cumulative, rng.random(n) * cumulative[-1], side="right"), k - 1)
+            factors = _component_factors(model.covariance, params, d)
+            noise = rng.standard_normal((n, d))
+            which = labels if factors.shape[0] == k else np.zeros(n, dtype=int)
+            replicates[s] = params["mu"][labels] + np.einsum("nij,nj->ni", factors[which], noise)
+    count = n_chains * n_draws
+    mean = total / count
+    sd = np.sqrt(np.maximum(total_squares / count - mean**2, 0.0) * count / max(count - 1, 1))
+    out = {"log_likelihood": log_likelihood.reshape(n_chains, n_draws, n), "mean": mean, "sd": sd}
+    if predictive:
+        out["predictive"] = replicates.reshape(n_chains, n_draws, n, d)
+    return out
+
+
+# -- the sampler's output as plain, saveable arrays --------------------------------------------------------
+def _plain_variables(dataset: xr.Dataset) -> dict:
+    """Variables as ``(dims, array)``; object arrays (e.g. nutpie's divergence messages) become strings."""
+    out = {}
+    for name, variable in dataset.data_vars.items():
+        values = variable.values
+        if values.dtype == object:
+            values = np.array(["" if v is None else str(v) for v in values.ravel()]).reshape(values.shape)
+        out[name] = (variable.dims, values)
+    return out
+
+
+def _extra_coords(dataset: xr.Dataset) -> dict:
+    return {dim: dataset[dim].values for dim in dataset.dims if dim not in ("chain", "draw") and dim in dataset.coords}
+
+
+def _clean_attrs(attrs: dict) -> dict:
+    """Attributes NetCDF can store: numbers and strings (lists become JSON)."""
+    out = {}
+    for key, value in attrs.items():
+        if isinstance(value, str | int | float | np.integer | np.floating):
+            out[key] = value
+        else:
+            out[key] = json.dumps(value, default=str)
+    return out
+
+
+# -- diagnostics -----------------------------------------------------------------------------------------
+def _diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, options: dict) -> dict:
+    import arviz_stats as azs
+
+    coords = {dim: raw_posterior[dim].values for dim in raw_posterior.dims if dim in raw_posterior.coords}
+    posterior = xr.Dataset({name: (dims, value) for name, (dims, value) in aligned.items()},
+                           coords={dim: coords[dim] for dims, _ in aligned.values() for dim in dims if dim in coords})
+    rhat = azs.rhat(posterior) if options["chains"] > 1 else None
+    ess_bulk = azs.ess(posterior, method="bulk")
+    ess_tail = azs.ess(posterior, method="tail")
+    diverging = sample_stats.get("diverging")
+    n_divergent = int(np.asarray(diverging[1]).sum()) if diverging is not None else 0
+    minimum = ESS_PER_CHAIN_MIN * options["chains"]
+    high_rhat = _flagged(rhat, lambda v: v > RHAT_MAX) if rhat is not None else []
+    low_bulk = _flagged(ess_bulk, lambda v: v < minimum)
+    low_tail = _flagged(ess_tail, lambda v: v < minimum)
+    _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options)
+    return {
+        "max_rhat": _extreme(rhat, np.nanmax) if rhat is not None else float("nan"),
+        "min_ess_bulk": _extreme(ess_bulk, np.nanmin),
+        "min_ess_tail": _extreme(ess_tail, np.nanmin),
+        "n_divergences": n_divergent,
+        "high_rhat": json.dumps(high_rhat),
+        "low_ess_bulk": json.dumps(low_bulk),
+        "low_ess_tail": json.dumps(low_tail),
+    }
+
+
+def _extreme(dataset: xr.Dataset, reduce) -> float:
+    values = [reduce(dataset[name].values) for name in dataset.data_vars if np.isfinite(dataset[name].values).any()]
+    return float(reduce(values)) if values else float("nan")
+
+
+def _flagged(dataset: xr.Dataset, test) -> list[str]:
+    """Names like ``mu[1, waiting]`` of the entries where ``test`` holds (NaN never flags)."""
+    names = []
+    for name, array in dataset.data_vars.items():
+        values = array.values
+        with np.errstate(invalid="ignore"):
+            hits = np.argwhere(np.asarray(test(values)) & np.isfinite(values))
+        for index in hits:
+            labels = [str(array[dim].values[i]) if dim in array.coords else str(i)
+                      for dim, i in zip(array.dims, index, strict=True)]
+            names.append(f"{name}[{', '.join(labels)}]" if labels else name)
+    return names
+
+
+def _listed(names: list[str]) -> str:
+    more = f" and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else ""
+    return ", ".join(names[:_MAX_NAMED]) + more
+
+
+def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options) -> None:
+    problems = []
+    if high_rhat:
+        problems.append(f"R-hat above {RHAT_MAX} for {_listed(high_rhat)} (chains disagree)")
+    if low_bulk or low_tail:
+        which = sorted(set(low_bulk) | set(low_tail), key=(low_bulk + low_tail).index)
+        problems.append(f"bulk or tail ESS below {minimum} (100 per chain) for {_listed(which)}")
+    if n_divergent:
+        problems.append(f"{n_divergent} divergent transition(s) after tuning")
+    if not problems:
+        return
+    advice = [f"more draws and tuning (draws={2 * options['draws']}, tune={max(2 * options['tune'], 1000)})"]
+    if n_divergent:
+        advice.append(f"a higher target_accept (0.95; it was {options['target_accept']})")
+    if high_rhat:
+        advice.append("fewer components, or a stronger prior, if components overlap or one has few observations "
+                      "(the posterior may be multimodal)")
+    warnings.warn("MCMC diagnostics: " + "; ".join(problems) + ". Try " + ", ".join(advice) + ".",
+                  SamplingWarning, stacklevel=3)
