@@ -47,6 +47,7 @@ def small():
     ({"sampler": "stan"}, ValueError, r"sampler: expected one of \['auto', 'nutpie', 'pymc'\], got 'stan'"),
     ({"target_accept": 1.2}, ValueError, r"target_accept: expected a number in \(0, 1\), got 1.2"),
     ({"jitter": -1.0}, ValueError, r"jitter: expected a non-negative number, got -1.0"),
+    ({"adaptation": "full"}, ValueError, r"adaptation: expected one of \['low_rank', 'diag'\], got 'full'"),
     ({"progressbar": "no"}, TypeError, r"progressbar: expected True or False, got 'no'"),
 ])
 def test_bad_options_name_the_argument(small, change, error, message):
@@ -77,6 +78,16 @@ def test_sampler_auto_prefers_nutpie_and_falls_back_to_pymc(monkeypatch):
     assert resolve_sampler("auto") == "pymc"
     with pytest.raises(ImportError, match="sampler: 'nutpie' was requested but nutpie is not installed"):
         resolve_sampler("nutpie")
+
+
+def test_numba_optimisation_level_is_restored():
+    from numba.core import config
+
+    before = int(config.OPT)
+    with pytest.raises(RuntimeError), mcmc._numba_optimisation(0):
+        assert int(config.OPT) == 0
+        raise RuntimeError
+    assert int(config.OPT) == before
 
 
 def _naive_pointwise(x, weights, means, variances):

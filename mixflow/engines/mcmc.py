@@ -10,6 +10,7 @@ diagnostics (R-hat, bulk and tail ESS, divergences), warning when they flag a pr
 The result is plain arrays with dims, in the shape :func:`mixflow.results.build_tree` takes.
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -25,17 +26,22 @@ from pymc.initial_point import make_initial_point_fn
 from threadpoolctl import threadpool_limits
 
 from mixflow.data import Data
-from mixflow.engines.em_steps import log_normalise
 from mixflow.pymc_model import build_model, free_values, standardization
 from mixflow.relabel import align, gaussian_signature
 from mixflow.warnings import SamplingWarning
 
-__all__ = ["RHAT_MAX", "SAMPLERS", "fit_mcmc", "resolve_sampler"]
+__all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "fit_mcmc", "resolve_sampler"]
 
 SAMPLERS = ("auto", "nutpie", "pymc")
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain
 _MAX_NAMED = 6
+ADAPTATIONS = ("low_rank", "diag")
+# nutpie wraps PyTensor's (already optimised, cached) numba kernels in a C callback compiled anew in every
+# process; LLVM at -O0 for that wrapper cuts its compilation about threefold (25 s to 8 s for Old Faithful,
+# full covariance) with the same draws and the same sampling time (measured: benchmarks/mcmc_ess.py).
+_NUTPIE_NUMBA_OPT = 0
+_BLOCK_FLOATS = 2**20  # entries of a (draws, obs, component) block of log densities: 8 MB
 
 
 def resolve_sampler(sampler: str) -> str:
@@ -78,6 +84,8 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
     target = options["target_accept"]
     if not (isinstance(target, int | float) and 0 < target < 1):
         raise ValueError(f"target_accept: expected a number in (0, 1), got {target!r}")
+    if options["adaptation"] not in ADAPTATIONS:
+        raise ValueError(f"adaptation: expected one of {list(ADAPTATIONS)}, got {options['adaptation']!r}")
     jitter = options["jitter"]
     if not (isinstance(jitter, int | float) and np.isfinite(jitter) and jitter >= 0):
         raise ValueError(f"jitter: expected a non-negative number, got {jitter!r}")
@@ -88,10 +96,10 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
     return reference
 
 
-def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int = 1000, chains: int = 4,
+def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int = 500, chains: int = 4,
              random_seed: int | None = None, sampler: str = "auto", progressbar: bool = True,
-             cores: int | None = None, target_accept: float = 0.8, jitter: float = 1.0,
-             posterior_predictive: bool = True) -> dict:
+             cores: int | None = None, target_accept: float = 0.8, adaptation: str = "low_rank",
+             jitter: float = 1.0, posterior_predictive: bool = True) -> dict:
     """Sample the posterior of ``model`` with NUTS and return the ``/mcmc`` groups as plain arrays.
 
     Parameters
@@ -103,8 +111,10 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     reference : dict
         The EM (MAP or MLE) estimate, components in canonical order: ``weights`` (K,), ``mu`` (K, d),
         ``covariance`` or ``variance``. Chains start there and draws are aligned to its labelling.
-    draws, tune, chains : int, default 1000, 1000, 4
-        Kept draws and tuning steps per chain, and the number of chains.
+    draws, tune, chains : int, default 1000, 500, 4
+        Kept draws and tuning steps per chain, and the number of chains. Chains start at the posterior
+        mode (the EM/MAP estimate), so tuning only has to adapt the step size and mass matrix: 500 steps,
+        half PyMC's default and more than nutpie's 400.
     random_seed : int, optional
         Seeds the jitter of the starts, the sampler and the posterior predictive draws.
     sampler : {"auto", "nutpie", "pymc"}, default "auto"
@@ -115,6 +125,11 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         Chains run in parallel (default: as many as the CPUs, at most ``chains``).
     target_accept : float, default 0.8
         NUTS target acceptance rate; raise it (0.9, 0.95) when there are divergences.
+    adaptation : {"low_rank", "diag"}, default "low_rank"
+        nutpie's mass-matrix adaptation: diagonal plus a low-rank part that captures the correlations
+        between weights, means and variances of overlapping components (about 1.4 times the ESS per
+        draw on a 1-D three-component mixture, the same on Old Faithful), or diagonal only. PyMC's
+        sampler always adapts a diagonal mass matrix.
     jitter : float, default 1.0
         Chains start at the reference plus normal noise with this many times ``1 / sqrt(min_k N_k)``
         as standard deviation in the standardised unconstrained space (about one posterior sd);
@@ -133,8 +148,8 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         (``responsibilities_mean`` and ``responsibilities_sd`` (obs, component)).
     """
     options = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed, "sampler": sampler,
-               "progressbar": progressbar, "cores": cores, "target_accept": target_accept, "jitter": jitter,
-               "posterior_predictive": posterior_predictive}
+               "progressbar": progressbar, "cores": cores, "target_accept": target_accept,
+               "adaptation": adaptation, "jitter": jitter, "posterior_predictive": posterior_predictive}
     reference = _check_arguments(model, data, reference, options)
     prior = model.resolve_prior(model.prepare(data))
     pymc_model = build_model(model, data, prior)
@@ -157,6 +172,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         "method": "nuts", "sampler": options["sampler"], "draws": options["draws"], "tune": options["tune"],
         "chains": options["chains"], "random_seed": int(options["random_seed"]),
         "target_accept": float(options["target_accept"]), "jitter": float(options["jitter"]),
+        "adaptation": options["adaptation"] if options["sampler"] == "nutpie" else "diag",
         "n_relabelled_draws": int(relabelled.sum()),
         "relabelled_draws_per_chain": json.dumps(relabelled.sum(axis=1).tolist()),
         "relabel_cost": "squared distance of (mu / data sd, log sd per feature, sqrt(weight))",
@@ -206,15 +222,30 @@ def _sample_nutpie(pymc_model, start, jitter_sd, jitter_seed, seed, options):
         rng = np.random.default_rng([*key, int(chain_seed) % 2**64])
         return base + jitter_sd * rng.standard_normal(base.size)
 
-    compiled = nutpie.compile_pymc_model(pymc_model, jitter_rvs=set())
+    with _numba_optimisation(_NUTPIE_NUMBA_OPT):
+        compiled = nutpie.compile_pymc_model(pymc_model, jitter_rvs=set())
     compiled = dataclasses.replace(compiled, initial_point_func=initial_point)
     began = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):  # see _sample_pymc
         idata = nutpie.sample(compiled, draws=options["draws"], tune=max(options["tune"], 1),
                               chains=options["chains"], cores=options["cores"], seed=seed, save_warmup=False,
-                              progress_bar=options["progressbar"], target_accept=options["target_accept"])
+                              progress_bar=options["progressbar"], target_accept=options["target_accept"],
+                              adaptation=options["adaptation"])
     idata["posterior"].attrs.update(sampling_time=time.perf_counter() - began, tuning_steps=options["tune"])
     return idata
+
+
+@contextlib.contextmanager
+def _numba_optimisation(level: int):
+    """Temporarily set numba's LLVM optimisation level of the modules it finalises."""
+    from numba.core import config
+
+    saved = config.OPT
+    config.OPT = config._OptLevel(level)
+    try:
+        yield
+    finally:
+        config.OPT = saved
 
 
 def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
@@ -249,36 +280,58 @@ def _component_factors(covariance: str, params: dict, d: int) -> np.ndarray:
 
 
 def _pointwise(model, data: Data, draws: dict, predictive: bool, rng: np.random.Generator) -> dict:
-    """Log p(x_n), responsibilities (mean, sd) and predictive draws, one posterior draw at a time."""
+    """Log p(x_n), responsibilities (mean, sd) and predictive draws, in blocks of posterior draws.
+
+    The per-component log densities come from the family (``model.log_density``, one draw at a time); the
+    mixing, normalisation and sums run on a block of draws at once.
+    """
     prepared = model.prepare(data)
     n_chains, n_draws = draws["weights"].shape[:2]
-    flat = {name: value.reshape((n_chains * n_draws,) + value.shape[2:]) for name, value in draws.items()}
-    n, d, k = data.n_obs, data.n_features, model.n_components
-    log_likelihood = np.empty((n_chains * n_draws, n))
-    total, total_squares = np.zeros((n, k)), np.zeros((n, k))
-    replicates = np.empty((n_chains * n_draws, n, d)) if predictive else None
-    for s in range(n_chains * n_draws):
-        params = {name: value[s] for name, value in flat.items()}
-        log_joint, _ = model.log_density(model.e_step_constants(params, prepared), prepared)
-        with np.errstate(divide="ignore"):
-            log_joint += np.log(params["weights"])
-        log_likelihood[s] = log_normalise(log_joint)
-        total += log_joint
-        total_squares += log_joint**2
-        if predictive:
-            cumulative = np.cumsum(params["weights"])
-            labels = np.minimum(np.searchsorted(cumulative, rng.random(n) * cumulative[-1], side="right"), k - 1)
-            factors = _component_factors(model.covariance, params, d)
-            noise = rng.standard_normal((n, d))
-            which = labels if factors.shape[0] == k else np.zeros(n, dtype=int)
-            replicates[s] = params["mu"][labels] + np.einsum("nij,nj->ni", factors[which], noise)
     count = n_chains * n_draws
-    mean = total / count
-    sd = np.sqrt(np.maximum(total_squares / count - mean**2, 0.0) * count / max(count - 1, 1))
+    flat = {name: value.reshape((count,) + value.shape[2:]) for name, value in draws.items()}
+    n, d, k = data.n_obs, data.n_features, model.n_components
+    log_likelihood = np.empty((count, n))
+    total, total_squares = np.zeros((k, n)), np.zeros((k, n))
+    replicates = np.empty((count, n, d)) if predictive else None
+    block = max(1, _BLOCK_FLOATS // (n * k))
+    for start in range(0, count, block):
+        rows = range(start, min(start + block, count))
+        log_joint = np.empty((len(rows), k, n))  # components before rows: reductions over k run along n
+        for i, s in enumerate(rows):
+            params = {name: value[s] for name, value in flat.items()}
+            log_joint[i] = model.log_density(model.e_step_constants(params, prepared), prepared)[0].T
+        with np.errstate(divide="ignore"):
+            log_joint += np.log(flat["weights"][rows.start:rows.stop])[:, :, None]
+        peak = log_joint.max(axis=1, keepdims=True)
+        log_joint -= peak
+        np.exp(log_joint, out=log_joint)
+        density = log_joint.sum(axis=1, keepdims=True)
+        log_joint /= density  # now the responsibilities
+        log_likelihood[rows.start:rows.stop] = (peak + np.log(density))[:, 0, :]
+        total += log_joint.sum(axis=0)
+        total_squares += np.einsum("skn,skn->kn", log_joint, log_joint)
+        if predictive:
+            for s in rows:
+                replicates[s] = _replicate(model, {name: value[s] for name, value in flat.items()}, n, d, rng)
+    mean = total.T / count
+    sd = np.sqrt(np.maximum(total_squares.T / count - mean**2, 0.0) * count / max(count - 1, 1))
     out = {"log_likelihood": log_likelihood.reshape(n_chains, n_draws, n), "mean": mean, "sd": sd}
     if predictive:
         out["predictive"] = replicates.reshape(n_chains, n_draws, n, d)
     return out
+
+
+def _replicate(model, params: dict, n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """One replicate of the data (n, d) from the mixture with parameters ``params``."""
+    k = model.n_components
+    cumulative = np.cumsum(params["weights"])
+    labels = np.minimum(np.searchsorted(cumulative, rng.random(n) * cumulative[-1], side="right"), k - 1)
+    factors = _component_factors(model.covariance, params, d)
+    noise = rng.standard_normal((n, d))
+    if d == 1:
+        return params["mu"][labels] + factors[labels if factors.shape[0] == k else 0, :, 0] * noise
+    which = labels if factors.shape[0] == k else np.zeros(n, dtype=int)
+    return params["mu"][labels] + np.einsum("nij,nj->ni", factors[which], noise)
 
 
 # -- the sampler's output as plain, saveable arrays --------------------------------------------------------
