@@ -431,4 +431,4 @@ def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options) -> None:
         advice.append("fewer components, or a stronger prior, if components overlap or one has few observations "
                       "(the posterior may be multimodal)")
     warnings.warn("MCMC diagnostics: " + "; ".join(problems) + ". Try " + ", ".join(advice) + ".",
-                  SamplingWarning, stacklevel=3)
+                  SamplingWarning, stacklevel=5)  # _warn, _diagnose, fit_mcmc, mixflow.fit, the caller
