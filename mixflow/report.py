@@ -25,6 +25,7 @@ from mixflow.compare import (
     dataset_to_frame,
     element_columns,
 )
+from mixflow.labels import cross_tabulation, reference_agreement
 from mixflow.warnings import MixflowWarning
 
 __all__ = ["SECTIONS", "report"]
@@ -126,6 +127,10 @@ def _summary_section(tree, table: pd.DataFrame, findings: list) -> str:
              for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]]
     if pairs:
         facts.append(("label agreement (ARI)", ", ".join(pairs)))
+    reference = reference_agreement(tree)
+    if len(reference):
+        facts.append((f"agreement with {reference.attrs['column']} (ARI)", ", ".join(
+            f"{METHOD_LABELS[m]} {value:.3f}" for m, value in reference["adjusted_rand_index"].items())))
     levels = {level: sum(1 for lvl, _ in findings if lvl == level) for level in ("bad", "warn")}
     facts.append(("diagnostics", f"{levels['bad']} problem(s), {levels['warn']} warning(s)" if any(
         levels.values()) else "no problems found"))
@@ -215,6 +220,24 @@ def _comparison_section(table: pd.DataFrame) -> str:
     return "".join(parts)
 
 
+def _reference_section(tree) -> str:
+    """Agreement of each method's clusters with the reference labels, and EM's cross-tabulation."""
+    reference = reference_agreement(tree)
+    if not len(reference):
+        return ""
+    column = reference.attrs["column"]
+    named = reference.rename(index=METHOD_LABELS).rename(columns={"adjusted_rand_index": "adjusted Rand index",
+                                                                  "n_clusters": "clusters used",
+                                                                  "n_classes": f"{column} classes"})
+    parts = [f"<h3>Agreement with {html.escape(column)}</h3><p>The labels of <code>{html.escape(column)}</code> "
+             "were not used by any fit; each method's hard clusters (most probable component) are compared "
+             "with them.</p>", _table(named.round(4))]
+    crossed = cross_tabulation(tree, "em")
+    if crossed is not None:
+        parts.append(f"<h3>{html.escape(column)} by EM cluster</h3>" + _table(crossed))
+    return "".join(parts)
+
+
 def _plots_section(tree, selection, ci_prob) -> tuple[str, list[str]]:
     from mixflow import plots, plots_data, plots_fit
 
@@ -290,8 +313,9 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
     """Write a self-contained HTML report of a mixflow result.
 
     Sections: the model and prior as declared (and as resolved from the data), the data, a summary of
-    each fit, the comparison table (:func:`mixflow.compare`) with label agreement, the plots, the
-    diagnostics and warnings, and provenance (versions, seed, dates).
+    each fit, the comparison table (:func:`mixflow.compare`) with label agreement (and, when the result
+    carries reference labels, each method's agreement with them), the plots, the diagnostics and
+    warnings, and provenance (versions, seed, dates).
 
     Parameters
     ----------
@@ -332,7 +356,7 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         "model": ("Model and prior", _model_section(tree)),
         "data": ("Data", _data_section(tree)),
         "fits": ("Fits", fit_summaries(tree) + _selection_html(selection)),
-        "comparison": ("Comparison of methods", _comparison_section(table)),
+        "comparison": ("Comparison of methods", _comparison_section(table) + _reference_section(tree)),
         "plots": ("Plots", plots_html),
         "provenance": ("Provenance", _key_values(provenance_rows(tree) + written)),
     }

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mixflow.fitting import fit
+from mixflow.labels import reference_agreement, with_reference_labels
 from mixflow.results import save
 from mixflow.workflow_config import Workflow, _build_model, read_workflow
 
@@ -54,6 +56,10 @@ def _choose_k(workflow: Workflow, spec, data, weights, progress):
     table = select_k(_build_model(spec, spec.ks[0]), data, ks=spec.ks, methods=methods, weights=weights,
                      random_seed=workflow.seed, fit_kwargs=em,
                      mcmc_kwargs={"progressbar": False, **workflow.methods.get("mcmc", {})})
+    # select_k could return its EM fit of the chosen K (return_fits=True), but that fit has its own seed
+    # (derived per K), so it is not the fit of the workflow's seed: on galaxies (MAP, K=3) its covariance
+    # differs in the fourth significant digit and the recorded random_seed would change with the range.
+    # The refit costs one EM run (well under a second); the container stays reproducible from its seed.
     return int(table["bic"].idxmin()), table
 
 
@@ -105,6 +111,21 @@ def _figures(tree, out: Path, stem: str, selection) -> list[Path]:
     return written
 
 
+def _with_labels(tree, workflow: Workflow, progress):
+    """The result with the workflow's label column attached, and each method's agreement with it reported."""
+    from mixflow.compare import METHOD_LABELS
+
+    tree = with_reference_labels(tree, workflow.data[workflow.labels].to_numpy(), name=workflow.labels)
+    agreement = reference_agreement(tree)["adjusted_rand_index"]
+    progress(f"  agreement with {workflow.labels!r} (adjusted Rand index): "
+             + ", ".join(f"{METHOD_LABELS[m]} {value:.3f}" for m, value in agreement.items()))
+    return tree
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "labels"
+
+
 def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     """Run a workflow file and write its outputs into ``out_dir``.
 
@@ -115,7 +136,9 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     out_dir : str or os.PathLike
         Created if needed. Receives, per model, ``<model>.nc`` (the container), ``<model>-comparison.csv``
         (the comparison table), ``figures/<model>-*.png``, ``<model>-report.html``, the choice-of-K table
-        for a range of K, and ``workflow.json`` (the resolved configuration with its hash).
+        for a range of K, and ``workflow.json`` (the resolved configuration with its hash). When
+        ``[data] labels`` names a column, the container keeps it in ``/reference_labels`` and
+        ``<model>-agreement-with-<column>.csv`` holds each method's adjusted Rand index against it.
     quiet : bool
         Silence the progress messages (on stderr) and the samplers' progress bars.
 
@@ -143,13 +166,20 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
             progress(f"{spec.label}: BIC prefers K={k}")
         progress(f"{spec.label}: fitting K={k} by {', '.join(workflow.methods)}")
         tree = _fit_all(workflow, _build_model(spec, k), data, weights, progress)
-        tree.attrs.update({"workflow": workflow.name, "workflow_config_sha256": workflow.config_hash})
+        tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
+                           "workflow_config_sha256": workflow.config_hash})
+        if workflow.labels is not None:
+            tree = _with_labels(tree, workflow, progress)
         stem = f"{spec.label.rsplit('-k', 1)[0]}-k{k}"
         if workflow.output["container"]:
             written.append(save(tree, out / f"{stem}.nc"))
         if workflow.output["table"]:
             table = compare(tree)
             written.append(atomic_write(out / f"{stem}-comparison.csv", lambda p, t=table: t.to_csv(p, index=False)))
+            if workflow.labels is not None:
+                agreement = reference_agreement(tree)
+                written.append(atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",
+                                            lambda p, t=agreement: t.to_csv(p)))
         if workflow.output["figures"]:
             progress(f"{spec.label}: figures")
             written.extend(_figures(tree, out, stem, selection))

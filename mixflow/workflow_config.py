@@ -155,6 +155,10 @@ def _read_data(table: dict, base: Path, loc: _Locator):
             if missing:
                 raise loc.error(f"[data] {key}", f"expected a column of the data {list(frame.columns)}, "
                                 f"got {missing[0]!r}", key, "data")
+            if frame[columns_needed[0]].isna().any():
+                rows = frame.index[frame[columns_needed[0]].isna()].tolist()
+                raise loc.error(f"[data] {key}", f"expected a column without missing values, got "
+                                f"{len(rows)} missing in {columns_needed[0]!r} (rows {rows[:5]})", key, "data")
     missing = [c for c in columns if c not in frame.columns]
     if missing or not columns:
         raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
