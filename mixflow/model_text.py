@@ -1,4 +1,4 @@
-"""Plain-text summary of a results container (for the terminal)."""
+"""Plain-text summary and comparison table of a results container (for the terminal)."""
 
 import json
 
@@ -6,7 +6,7 @@ import pandas as pd
 
 from mixflow.families.base import model_from_json
 
-__all__ = ["describe"]
+__all__ = ["comparison_text", "describe"]
 
 
 def describe(tree) -> str:
@@ -34,3 +34,37 @@ def describe(tree) -> str:
                 else:
                     lines.append(f"\n{name}:\n{variable.to_pandas()}")
     return "\n".join(lines)
+
+
+def comparison_text(tree, *, ci_prob: float | None = None) -> str:
+    """The comparison table of :func:`mixflow.compare` as text, with the agreement of hard labels.
+
+    One row per parameter element and method: estimate, sd, interval, whether the EM point lies in the
+    method's interval, and ADVI's distance from NUTS. Then the adjusted Rand index of every pair of
+    methods, and of each method against the reference labels when the result carries them.
+    """
+    from mixflow.compare import METHOD_LABELS, compare
+    from mixflow.labels import reference_agreement
+
+    table = compare(tree, ci_prob=ci_prob)
+    shown = table.drop(columns=[c for c in table.columns if table[c].isna().all()])
+    probability = f"{table.attrs['ci_prob']:.0%}"
+    lines = [f"comparison ({probability} {table.attrs['ci_kind'].upper()} intervals of the draws; "
+             f"Wald intervals for EM):"]
+    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_columns", None,
+                           "display.precision", 5):
+        lines.append(shown.to_string(index=False))
+        agreement = table.attrs["label_agreement"]
+        if agreement.shape[0] > 1:
+            named = agreement.rename(index=METHOD_LABELS, columns=METHOD_LABELS)
+            lines.append(f"\nagreement of hard cluster labels between methods (adjusted Rand index):\n"
+                         f"{named.to_string(float_format=_four)}")
+        reference = reference_agreement(tree)
+        if len(reference):
+            lines.append(f"\nagreement with {reference.attrs['column']!r} (adjusted Rand index):\n"
+                         f"{reference.rename(index=METHOD_LABELS).to_string(float_format=_four)}")
+    return "\n".join(lines)
+
+
+def _four(value: float) -> str:
+    return f"{value:.4f}"

@@ -1,0 +1,157 @@
+"""The command line: show (summary + comparison), report (rebuilt from a saved container), bad input."""
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import mixflow
+from mixflow.cli import main
+from mixflow.compare import hard_labels
+from mixflow.workflow import run_workflow
+
+IRIS = """
+name = "iris-small"
+title = "Iris, three clusters against the species"
+seed = 3
+
+[data]
+dataset = "iris"
+columns = ["Petal.Length", "Petal.Width"]
+labels = "Species"
+
+[[models]]
+family = "gaussian"
+n_components = 3
+covariance = "full"
+
+[methods.em]
+map = false
+n_init = 3
+
+[methods.bootstrap]
+n_replicates = 10
+
+[output]
+figures = false
+report = false
+"""
+
+GALAXIES = """
+name = "galaxies-small"
+seed = 5
+
+[data]
+dataset = "galaxies"
+
+[[models]]
+n_components = {from = 1, to = 3}
+
+[methods.em]
+n_init = 2
+
+[output]
+figures = false
+report = false
+"""
+
+
+@pytest.fixture(scope="module")
+def iris_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("iris")
+    path = folder / "iris.toml"
+    path.write_text(textwrap.dedent(IRIS))
+    written = run_workflow(path, folder / "out", quiet=True)
+    return folder, written
+
+
+@pytest.fixture(scope="module")
+def galaxies_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("galaxies")
+    path = folder / "galaxies.toml"
+    path.write_text(textwrap.dedent(GALAXIES))
+    written = run_workflow(path, folder / "out", quiet=True)
+    return folder, written
+
+
+def _container(written):
+    return next(p for p in written if p.suffix == ".nc")
+
+
+def test_labels_are_kept_and_scored_against_each_method(iris_run):
+    _, written = iris_run
+    tree = mixflow.load(_container(written))
+    species = mixflow.load_dataset("iris")["Species"].to_numpy()
+    assert tree["reference_labels"].attrs["column"] == "Species"
+    assert tree["reference_labels"]["label"].values.astype(str).tolist() == species.tolist()
+    expected = mixflow.adjusted_rand_index(hard_labels(tree, "em"), species)
+    assert expected > 0.8  # three clusters of the petal measurements recover the species well
+    agreement = pd.read_csv(next(p for p in written if p.name.endswith("agreement-with-species.csv")),
+                            index_col="method")
+    assert list(agreement.index) == ["em"]
+    assert agreement.loc["em", "adjusted_rand_index"] == pytest.approx(expected, rel=1e-12)
+    assert agreement.loc["em", "n_classes"] == 3 and agreement.loc["em", "n_clusters"] == 3
+
+
+def test_show_prints_the_summary_and_the_comparison_table(iris_run, capsys):
+    _, written = iris_run
+    container = _container(written)
+    assert main(["show", str(container)]) == 0
+    out = capsys.readouterr().out
+    assert "EM (MLE)" in out and "comparison (89% ETI intervals" in out
+    table = mixflow.compare(mixflow.load(container))
+    first_mu = table[(table["parameter"] == "mu") & (table["method"] == "bootstrap")].iloc[0]
+    assert f"{first_mu['estimate']:.5f}"[:6] in out  # the bootstrap rows are printed
+    assert "agreement with 'Species' (adjusted Rand index)" in out
+    ari = mixflow.adjusted_rand_index(hard_labels(mixflow.load(container), "em"),
+                                      mixflow.load_dataset("iris")["Species"])
+    assert f"{ari:.4f}" in out
+
+
+def test_report_rebuilds_next_to_the_container_with_the_workflow_title(iris_run, capsys):
+    _, written = iris_run
+    container = _container(written)
+    expected = container.with_name(f"{container.stem}-report.html")
+    assert not expected.exists()
+    assert main(["report", str(container)]) == 0
+    assert str(expected) in capsys.readouterr().out
+    page = expected.read_text()
+    assert "<title>Iris, three clusters against the species</title>" in page
+    assert "Agreement with Species" in page and "Species by EM cluster" in page
+    assert "virginica" in page
+
+
+def test_report_with_a_choice_of_k_table_and_an_explicit_path(galaxies_run, tmp_path, capsys):
+    folder, written = galaxies_run
+    selection = next(p for p in written if p.name.endswith("choice-of-k.csv"))
+    out = tmp_path / "again.html"
+    assert main(["report", str(_container(written)), "--selection", str(selection), "--out", str(out),
+                 "--title", "Galaxies again"]) == 0
+    page = out.read_text()
+    assert "<title>Galaxies again</title>" in page and "Choice of K" in page
+    best = int(pd.read_csv(selection, index_col="k")["bic"].idxmin())
+    assert f"bic: K = {best}" in page
+    assert "Agreement with" not in page  # no reference labels in this run
+
+
+def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, capsys):
+    folder, written = galaxies_run
+    container, selection = _container(written), next(p for p in written if p.name.endswith("choice-of-k.csv"))
+    for command in ("report", "show"):
+        assert main([command, str(tmp_path / "missing.nc")]) == 2
+        assert "results: expected an existing mixflow results file (.nc), got" in capsys.readouterr().err
+        assert main([command, str(selection)]) == 2
+        assert "results: expected a mixflow results file (NetCDF written by 'mixflow run'" in capsys.readouterr().err
+    plain = tmp_path / "plain.nc"
+    xr.DataTree(xr.Dataset({"x": ("obs", np.arange(3.0))})).to_netcdf(plain, engine="h5netcdf")
+    assert main(["report", str(plain)]) == 2
+    assert "results: expected a mixflow result with the model in its attributes" in capsys.readouterr().err
+    assert main(["report", str(container), "--selection", str(tmp_path / "none.csv")]) == 2
+    assert "--selection: expected an existing choice-of-K CSV file" in capsys.readouterr().err
+    assert main(["report", str(container), "--selection", str(next(p for p in written if p.name.endswith(
+        "-comparison.csv")))]) == 2
+    assert "--selection: expected a choice-of-K table" in capsys.readouterr().err
+    assert main(["report", str(container), "--out", str(tmp_path / "report.txt")]) == 2
+    assert "path: expected a file name ending in .html" in capsys.readouterr().err
