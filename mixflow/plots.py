@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from arviz_base import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -248,8 +249,9 @@ def plot_posteriors(tree, *, var_names=None, path=None) -> Figure:
         kwargs = {"aes": {"color": ["model"]}, "color": colors, "visuals": visuals}
     else:
         kwargs = {"visuals": {**visuals, "dist": {"color": colors[0]}}}
-    plot_collection = azp.plot_dist(source, var_names=names, **_wrap_layout(method_draws(tree, methods[0])[names]),
-                                    **kwargs)
+    with rc_context({"plot.max_subplots": None}):  # every element asked for gets a panel (4-D full: 45)
+        plot_collection = azp.plot_dist(source, var_names=names,
+                                        **_wrap_layout(method_draws(tree, methods[0])[names]), **kwargs)
     if "em" in available_methods(tree):
         estimate = upper_triangle(tree["em/estimate"].to_dataset()[names])
         azp.add_lines(plot_collection, values=estimate, visuals={"ref_line": {"color": METHOD_COLORS["em"]}})
@@ -342,7 +344,8 @@ def plot_rank(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figur
     import arviz_plots as azp
 
     path, names, data = _chain_plot_inputs(tree, var_names, method, path)
-    plot_collection = azp.plot_rank(data, var_names=names, **_wrap_layout(data["posterior"].to_dataset()))
+    with rc_context({"plot.max_subplots": None}):
+        plot_collection = azp.plot_rank(data, var_names=names, **_wrap_layout(data["posterior"].to_dataset()))
     return finish(_figure_of(plot_collection), path)
 
 

@@ -6,6 +6,7 @@ import pytest
 from matplotlib.figure import Figure
 from test_compare import make_container
 
+import mixflow
 from mixflow import plots, plots_fit
 from mixflow.plots_data import plot_data
 
@@ -143,3 +144,11 @@ def test_family_data_plots_bad_features(family_trees):
     with pytest.raises(ValueError, match=r"features: expected one covariate of the model \['stretchratio'\], "
                                          r"got 'tuned'"):
         plot_data(family_trees["regression"], features="tuned")
+
+
+def test_posteriors_of_a_four_dimensional_full_covariance_fit_get_every_panel():
+    iris = mixflow.load_dataset("iris").drop(columns="Species")
+    tree = mixflow.bootstrap(mixflow.fit(mixflow.GaussianMixture(3), iris, random_seed=1, n_init=1),
+                             n_replicates=5, random_seed=1)
+    figure = plots.plot_posteriors(tree)  # 3 weights + 12 means + 30 covariance elements > ArviZ's 40
+    assert sum(axis.has_data() for axis in figure.axes) == 45
