@@ -81,8 +81,11 @@ def _fit_all(workflow: Workflow, model, data, weights, progress):
     return tree
 
 
-def _figures(tree, out: Path, stem: str, selection) -> list[Path]:
-    """Every plot that applies to the container, as PNG files under ``out/figures``."""
+def _figures(tree, out: Path, stem: str, selection, progress) -> list[Path]:
+    """Every plot that applies to the container, as PNG files under ``out/figures``.
+
+    A plot that cannot be drawn is reported and skipped (as in the HTML report): the run goes on.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,8 +104,10 @@ def _figures(tree, out: Path, stem: str, selection) -> list[Path]:
     written = []
     for name, plot in wanted.items():
         path = folder / f"{stem}-{name}.png"
-        figure = atomic_write(path, lambda p, plot=plot: plot(tree).savefig(p, format="png", dpi=110))
-        written.append(figure)
+        try:
+            written.append(atomic_write(path, lambda p, plot=plot: plot(tree).savefig(p, format="png", dpi=110)))
+        except (ValueError, NotImplementedError, TypeError, np.linalg.LinAlgError) as error:
+            progress(f"  the {name} figure could not be drawn, skipped: {error}")
         plt.close("all")
     if selection is not None:
         written.append(atomic_write(folder / f"{stem}-choice-of-k.png", lambda p: plots_fit.plot_select_k(
@@ -182,7 +187,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
                                             lambda p, t=agreement: t.to_csv(p)))
         if workflow.output["figures"]:
             progress(f"{spec.label}: figures")
-            written.extend(_figures(tree, out, stem, selection))
+            written.extend(_figures(tree, out, stem, selection, progress))
         if workflow.output["report"]:
             progress(f"{spec.label}: report")
             written.append(report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title))

@@ -2,6 +2,7 @@
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,3 +167,72 @@ def test_a_model_that_does_not_suit_the_data_fails_before_fitting(tmp_path, monk
     with pytest.raises(WorkflowError, match=r"flow.toml:7: \[\[models\]\] #1 on \[data\]: the data do not suit this "
                                             r"model: .*non-negative integer"):
         run_workflow(path, tmp_path / "out", quiet=True)
+
+
+SHIPPED = sorted((Path(__file__).parent.parent / "workflows").glob("*.toml"))
+
+
+def test_the_shipped_workflows_are_there():
+    names = {path.stem for path in SHIPPED}
+    assert {"faithful", "galaxies", "iris", "acidity", "enzyme"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_workflow_validates(path):
+    workflow = read_workflow(path)
+    assert workflow.name == path.stem
+    assert workflow.seed >= 0 and workflow.models and workflow.methods
+
+
+def test_iris_workflow_scores_clusters_against_the_species():
+    workflow = read_workflow(Path(__file__).parent.parent / "workflows" / "iris.toml")
+    assert workflow.labels == "Species" and "Species" not in workflow.columns
+    assert len(workflow.columns) == 4
+
+
+def test_labels_with_missing_values_are_refused_with_their_position(tmp_path):
+    (tmp_path / "labelled.csv").write_text("value,group\n1.0,a\n2.0,\n3.0,b\n8.0,b\n")
+    path = write(tmp_path, """
+        name = "labelled"
+        seed = 1
+        [data]
+        path = "labelled.csv"
+        columns = ["value"]
+        labels = "group"
+        [[models]]
+        n_components = 2
+        [methods.em]
+        """)
+    with pytest.raises(WorkflowError, match=r"flow.toml:7: \[data\] labels: expected a column without missing "
+                                            r"values, got 1 missing in 'group' \(rows \[1\]\)"):
+        read_workflow(path)
+
+
+def test_reference_labels_must_match_the_observations(faithful):
+    from mixflow.labels import reference_agreement, with_reference_labels
+
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1, n_init=1)
+    with pytest.raises(ValueError, match=r"labels: expected one label per observation, shape \(272,\), got shape "
+                                         r"\(3,\)"):
+        with_reference_labels(tree, ["a", "b", "c"])
+    with pytest.raises(TypeError, match=r"name: expected a non-empty str, got ''"):
+        with_reference_labels(tree, np.zeros(272), name="")
+    assert reference_agreement(tree).empty
+    short = (faithful["eruptions"] > 3).map({True: "long", False: "short"})
+    agreement = reference_agreement(with_reference_labels(tree, short, name="kind"))
+    assert agreement.attrs["column"] == "kind"
+    assert agreement.loc["em", "adjusted_rand_index"] == pytest.approx(
+        mixflow.adjusted_rand_index(mixflow.predict(tree, faithful).values, short), rel=1e-12)
+
+
+def test_a_figure_that_cannot_be_drawn_is_skipped_and_named(tmp_path, monkeypatch, capsys):
+    def broken(tree):
+        raise ValueError("too many panels")
+
+    monkeypatch.setattr("mixflow.plots.plot_forest", broken)
+    path = write(tmp_path, SMALL.replace("n_components = {from = 1, to = 3}", "n_components = 2")
+                 + "\n[output]\nreport = false\n")
+    written = run_workflow(path, tmp_path / "out", quiet=False)
+    names = {p.name for p in written}
+    assert "gaussian-full-k2-data.png" in names and "gaussian-full-k2-forest.png" not in names
+    assert "the forest figure could not be drawn, skipped: too many panels" in capsys.readouterr().err
