@@ -1,6 +1,7 @@
 """The ``mixflow`` command: run workflows, list datasets, show and report saved results."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -114,6 +115,9 @@ def main(argv=None) -> int:
     except (WorkflowError, FileNotFoundError, ValueError, TypeError) as error:
         print(f"mixflow {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 if __name__ == "__main__":

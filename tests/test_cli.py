@@ -1,5 +1,7 @@
 """The command line: show (summary + comparison), report (rebuilt from a saved container), bad input."""
 
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -108,6 +110,20 @@ def test_show_prints_the_summary_and_the_comparison_table(iris_run, capsys):
     ari = mixflow.adjusted_rand_index(hard_labels(mixflow.load(container), "em"),
                                       mixflow.load_dataset("iris")["Species"])
     assert f"{ari:.4f}" in out
+
+
+def test_show_into_a_pipe_that_closes_early_is_not_an_error(iris_run):
+    _, written = iris_run
+    command = [sys.executable, "-c", "import sys; from mixflow.cli import main; sys.exit(main())",
+               "show", str(_container(written))]
+    # a reader that stops after one line, like `mixflow show results.nc | head -1`
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        first = process.stdout.readline()
+        process.stdout.close()
+        error = process.stderr.read()
+        code = process.wait()
+    assert first.startswith(b"model: GaussianMixture")
+    assert code == 0 and b"Traceback" not in error, error.decode()
 
 
 def test_report_rebuilds_next_to_the_container_with_the_workflow_title(iris_run, capsys):
