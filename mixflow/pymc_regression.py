@@ -119,9 +119,8 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
                                    dims=("component", "coefficient"))
         (rows, ys), row_weights, factor = data_rows((design, response), prepared.weights, minibatch_size)
         residuals = ys[:, None] - rows @ coefficients.T
-        log_density = (-0.5 * (residuals**2 / variance + pt.log(variance) + LOG_2PI)
-                       - float(np.log(std.response)))
-        mixture_potential(weights, log_density, row_weights, factor)
+        log_density = -0.5 * (residuals**2 / variance + pt.log(variance) + LOG_2PI)
+        mixture_potential(weights, log_density, row_weights, factor, offset=-float(np.log(std.response)))
         working = coefficients * (std.response / std.design)
         pm.Deterministic("coefficients", _to_data(working, std.coordinates, len(names)),
                          dims=("component", "coefficient"))
