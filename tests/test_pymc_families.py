@@ -5,6 +5,7 @@ MCMC and ADVI fits in the one container (London deaths, tone), checked against a
 import numpy as np
 import pymc as pm
 import pytest
+from test_container import assert_trees_identical
 from test_pymc_model import FAST, _em_objective, _forward
 
 import mixflow
@@ -145,3 +146,105 @@ def test_bad_inputs_name_the_argument(deaths_data, tone):
                 "variance": np.array([0.01, 0.01])}
     with pytest.raises(ValueError, match=r"weights: expected integer frequency weights"):
         fit_mcmc(REGRESSION, fractional, estimate)  # no replicate of fractional rows: said before sampling
+
+
+# -- the fits in the container (slow: NUTS and ADVI) ---------------------------------------------------------
+POISSON_TRUTH = {"weights": np.array([0.4, 0.6]), "rate": np.array([1.0, 6.0])}
+REGRESSION_TRUTH = {"weights": np.array([0.35, 0.65]), "coefficients": np.array([[-1.0, 2.0], [1.0, -0.5]]),
+                    "variance": np.array([0.25, 0.09])}
+
+
+def _interval_holds(tree, method, truth, mass=0.94):
+    posterior = tree[f"{method}/posterior"].to_dataset()
+    tail = (1.0 - mass) / 2
+    low, high = posterior.quantile(tail, dim=("chain", "draw")), posterior.quantile(1 - tail, dim=("chain", "draw"))
+    for name, value in truth.items():
+        inside = (low[name].values <= value) & (value <= high[name].values)
+        assert inside.all(), (method, name, low[name].values, value, high[name].values)
+
+
+def _simulated_counts():
+    """Counts from a known two-component mixture, tabulated as (count, days) like London deaths."""
+    rng = np.random.default_rng(12)
+    labels = rng.choice(2, size=600, p=POISSON_TRUTH["weights"])
+    values, days = np.unique(rng.poisson(POISSON_TRUTH["rate"][labels]), return_counts=True)
+    return values, days.astype(float)
+
+
+def _fit_counts():
+    values, days = _simulated_counts()
+    return mixflow.fit(PoissonMixture(2), values, weights=days, method=["em", "mcmc", "advi"], random_seed=5,
+                       data_name="simulated counts", **QUICK_MCMC)
+
+
+@pytest.fixture(scope="module")
+def poisson_tree():
+    return _fit_counts()
+
+
+@pytest.fixture(scope="module")
+def regression_tree():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-2.0, 2.0, 300)
+    labels = rng.choice(2, size=300, p=REGRESSION_TRUTH["weights"])
+    beta = REGRESSION_TRUTH["coefficients"][labels]
+    y = beta[:, 0] + beta[:, 1] * x + np.sqrt(REGRESSION_TRUTH["variance"][labels]) * rng.standard_normal(300)
+    frame = {"x": x, "y": y}
+    import pandas as pd
+
+    return mixflow.fit(RegressionMixture(2, "y ~ x"), pd.DataFrame(frame), method=["map", "mcmc", "advi"],
+                       random_seed=8, **QUICK_MCMC)
+
+
+@pytest.mark.slow
+def test_poisson_truth_inside_94_percent_intervals_and_container_round_trips(poisson_tree, tmp_path):
+    _interval_holds(poisson_tree, "mcmc", POISSON_TRUTH)
+    _interval_holds(poisson_tree, "advi", POISSON_TRUTH)
+    mcmc = poisson_tree["mcmc"]
+    assert mcmc.attrs["max_rhat"] < 1.02 and mcmc.attrs["n_divergences"] == 0
+    assert set(mcmc["posterior"].data_vars) == {"weights", "rate"}
+    replicate = mcmc["posterior_predictive"]["x"]
+    assert replicate.dims == ("chain", "draw", "unit", "feature") and replicate.sizes["unit"] == 600
+    assert np.array_equal(replicate.values, np.round(replicate.values)) and replicate.values.min() >= 0  # counts
+    assert mcmc["log_likelihood"]["x"].dims == ("chain", "draw", "obs")
+    table = mixflow.compare(poisson_tree)
+    assert {"em", "mcmc", "advi"} <= set(table["method"]) and table["parameter"].isin(["weights", "rate"]).all()
+    loaded = mixflow.load(mixflow.save(poisson_tree, tmp_path / "counts.nc"))
+    assert_trees_identical(poisson_tree, loaded)
+
+
+@pytest.mark.slow
+def test_regression_truth_inside_94_percent_intervals_and_container_round_trips(regression_tree, tmp_path):
+    _interval_holds(regression_tree, "mcmc", REGRESSION_TRUTH)
+    _interval_holds(regression_tree, "advi", REGRESSION_TRUTH)
+    mcmc = regression_tree["mcmc"]
+    assert mcmc.attrs["max_rhat"] < 1.02 and mcmc.attrs["n_divergences"] == 0
+    assert mcmc["posterior"]["coefficients"].dims == ("chain", "draw", "component", "coefficient")
+    replicate = mcmc["posterior_predictive"]["x"]
+    observed = regression_tree["observed_data"]["x"]
+    assert replicate.dims == ("chain", "draw", "obs", "feature")
+    np.testing.assert_array_equal(replicate.sel(feature="x").values[0, 0], observed.sel(feature="x").values)
+    assert not np.array_equal(replicate.sel(feature="y").values[0, 0], observed.sel(feature="y").values)
+    table = mixflow.compare(regression_tree)
+    assert {"em", "mcmc", "advi"} <= set(table["method"])  # the EM row holds the MAP estimate
+    loaded = mixflow.load(mixflow.save(regression_tree, tmp_path / "lines.nc"))
+    assert_trees_identical(regression_tree, loaded)
+
+
+@pytest.mark.slow
+def test_tone_fits_by_every_method_into_one_container(tone):
+    tree = mixflow.fit(REGRESSION, tone, method=["map", "mcmc", "advi"], random_seed=2, data_name="tone",
+                       **QUICK_MCMC)
+    low = tree["mcmc/posterior"].to_dataset().quantile(0.055, dim=("chain", "draw"))
+    high = tree["mcmc/posterior"].to_dataset().quantile(0.945, dim=("chain", "draw"))
+    for name, value in _estimate(tree).items():  # the MAP estimate inside the 89% intervals
+        assert ((low[name].values <= value) & (value <= high[name].values)).all(), name
+    assert tree["advi"].attrs["converged"] == 1
+    assert np.isfinite(mixflow.compare(tree)["estimate"]).all()
+
+
+@pytest.mark.slow
+def test_same_seed_same_draws(poisson_tree):
+    again = _fit_counts()
+    for group in ("mcmc/posterior", "mcmc/posterior_predictive", "advi/posterior"):
+        assert poisson_tree[group].to_dataset().equals(again[group].to_dataset()), group  # attrs hold wall times
