@@ -397,6 +397,8 @@ def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> 
     if group is not None and group.split("/")[0] in tree.children and "posterior_predictive" in tree[
             group.split("/")[0]].children:
         stored = tree[group].to_dataset()["x"]
+        stored = stored.rename(unit="obs") if "unit" in stored.dims else stored  # weighted data: one row per unit
+        stored = stored.sel(feature=observed["feature"].values)  # e.g. a regression's response only
         return stored.transpose("chain", "draw", "obs", "feature"), observed, kind
     rng = np.random.default_rng(random_seed)
     if method == "em":

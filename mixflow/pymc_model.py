@@ -1,268 +1,149 @@
-"""The one PyMC model of a declared mixture, shared by MCMC (NUTS) and ADVI.
+"""The one PyMC model of a declared mixture, shared by MCMC (NUTS) and ADVI: what every family shares.
 
-The model is the declared one, term for term: the mixing weights and component parameters with exactly
-the prior the EM engine maximises under ``method="map"``, and the mixture likelihood with the discrete
-labels summed out (one log-sum-exp over components, vectorised over observations, each row counted by
-its frequency weight). Its density over (weights, component parameters), without the Jacobians of the
-unconstraining transforms (``model.compile_logp(jacobian=False)``), is the EM MAP objective plus a
-constant; ``pm.find_MAP`` on it lands on the EM MAP estimate.
+Each family builds its own model through its ``pymc_model`` method (:mod:`mixflow.pymc_gaussian`,
+:mod:`mixflow.pymc_poisson`, :mod:`mixflow.pymc_regression`), term for term the declared one: the mixing
+weights and component parameters with exactly the prior the EM engine maximises under ``method="map"``,
+and the mixture likelihood with the discrete labels summed out. Its density over (weights, component
+parameters), without the Jacobians of the unconstraining transforms (``model.compile_logp(jacobian=False)``),
+is the EM MAP objective plus a constant, so ``pm.find_MAP`` on it lands on the EM MAP estimate.
 
-Parameterisation (what the sampler sees). The data are standardised, ``z = (x - center) / scale`` with
-the weighted mean and per-feature standard deviation (one common scale for "spherical", so spheres stay
-spheres); the Normal-Inverse-Wishart and Normal-Inverse-Gamma priors are location-scale families, so
-the prior maps exactly into z units and the Jacobian of the map is a constant. The free variables are
+What the families share lives here, so that it is written once:
 
-- ``weights`` ~ Dirichlet (PyMC's simplex transform);
-- ``covariance_std`` ~ InverseWishart(dof, scale_z), one per component ("full") or one ("tied"), over
-  symmetric positive-definite matrices, unconstrained by PyMC's ``CholeskyCovTransform`` (the Cholesky
-  factor with log diagonal; its log-Jacobian ``d log 2 + sum_i (d - i + 2) log L_ii`` is added by PyMC);
-  ``variance_std`` ~ InverseGamma(dof / 2, scale_z / 2) for "diag" and "spherical" (log transform);
-- ``mu_std`` | dispersion ~ Normal(mean_z, dispersion / shrinkage), centred (the likelihood dominates).
+- :func:`dirichlet_weights`: the free ``weights`` ~ Dirichlet(concentration) (PyMC's simplex transform);
+- :func:`data_rows`: the row arrays and frequency weights as tensors, drawn through ``pm.Minibatch``
+  under minibatches, with the factor ``n_obs / B`` that makes a minibatch sum an unbiased estimate of
+  the full-data sum (what ``total_size`` does for an observed variable);
+- :func:`mixture_potential`: ``pm.Potential("log_likelihood", ...)``, the log-sum-exp over components of
+  log weight plus component log density, each row counted by its frequency weight, scaled by the factor;
+- :func:`check_inputs` and :func:`lifted_weights`: argument checks and starting weights inside the simplex.
 
-``weights``, ``mu`` and ``covariance`` / ``variance`` in data units are ``pm.Deterministic`` with the
-dims of the EM estimate. The likelihood is a ``pm.Potential`` named ``log_likelihood`` (in data units):
-the labels are marginalised, so there is no observed random variable; posterior predictive draws and
+Free variables are named after the parameter they carry: the parameter itself (``weights``, ``rate``), or
+the parameter in standardised units with the suffix ``_std`` (:func:`parameter_of`). The parameters in
+data units are free variables or ``pm.Deterministic`` with the names and dims of the EM estimate
+(``model.parameter_dims(features)``). There is no observed random variable: posterior predictive draws and
 pointwise log-likelihoods are computed by :mod:`mixflow.engines.mcmc` from the draws.
-
-Minibatches (ADVI): ``build_model(..., minibatch_size=B)`` draws the rows through ``pm.Minibatch`` and
-scales the likelihood by ``n_obs / B``, an unbiased estimate of the full-data term (what ``total_size``
-does for an observed variable).
 """
 
-from dataclasses import dataclass
-
 import numpy as np
-import pymc as pm
-import pytensor.tensor as pt
-from pymc.distributions.transforms import CholeskyCovTransform
-from pytensor.tensor.linalg import solve_triangular
-from scipy.special import multigammaln
 
 from mixflow.data import Data
 
-__all__ = ["FREE_NAMES", "Standardization", "build_model", "free_values", "standardization"]
+__all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "lifted_weights", "mixture_potential",
+           "parameter_of", "supports_pymc"]
 
 LOG_2PI = float(np.log(2 * np.pi))
-#: Free (sampled) variable of each parameter; the rest are deterministic functions of these.
-FREE_NAMES = {"weights": "weights", "mu": "mu_std", "covariance": "covariance_std", "variance": "variance_std"}
+_STANDARDISED = "_std"
 
 
-@dataclass(frozen=True)
-class Standardization:
-    """The affine map of the data to z units, ``z = (x - center) / scale``.
-
-    Attributes
-    ----------
-    center : ndarray of shape (n_features,)
-        Weighted data mean.
-    scale : ndarray of shape (n_features,)
-        Weighted standard deviation per feature (1 where a feature is constant); all equal to the root
-        mean variance for "spherical".
-    """
-
-    center: np.ndarray
-    scale: np.ndarray
+def supports_pymc(model) -> bool:
+    """Whether ``model`` declares a PyMC form (the seam of :class:`mixflow.families.base.MixtureModel`)."""
+    return all(callable(getattr(model, name, None)) for name in ("pymc_model", "pymc_start", "label_signature",
+                                                                  "simulate", "parameter_dims"))
 
 
-def standardization(model, data: Data) -> Standardization:
-    """The standardisation :func:`build_model` uses for ``data`` (weighted mean and sd).
+def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = None):
+    """The PyMC model of ``model`` for ``data``: ``model.pymc_model(data, prior, minibatch_size=...)``.
 
     Parameters
     ----------
-    model : GaussianMixture
-    data : mixflow.data.Data
-
-    Returns
-    -------
-    Standardization
-    """
-    weights = data.frequency
-    center = weights @ data.values / weights.sum()
-    variance = weights @ (data.values - center) ** 2 / weights.sum()
-    if model.covariance == "spherical":
-        variance = np.full_like(variance, variance.mean())
-    scale = np.sqrt(np.where(variance > 0, variance, 1.0))
-    return Standardization(center, scale)
-
-
-def _check_inputs(model, data, prior, minibatch_size):
-    if getattr(model, "family", None) != "gaussian":
-        raise TypeError(f"model: expected a mixflow GaussianMixture, got {type(model).__name__}")
-    if not isinstance(data, Data):
-        raise TypeError(f"data: expected validated mixflow.data.Data (see mixflow.data.validate_data), "
-                        f"got {type(data).__name__}")
-    if prior is not None and not all(hasattr(prior, a) for a in ("concentration", "mean", "dof", "scale")):
-        raise TypeError(f"prior: expected None or a resolved prior from model.resolve_prior(...), "
-                        f"got {type(prior).__name__}")
-    if minibatch_size is not None and (isinstance(minibatch_size, bool)
-                                       or not isinstance(minibatch_size, int | np.integer)
-                                       or not 1 <= minibatch_size <= data.n_obs):
-        raise ValueError(f"minibatch_size: expected None or an integer in [1, n_obs = {data.n_obs}], "
-                         f"got {minibatch_size!r}")
-
-
-def _prior_in_z_units(covariance: str, prior, std: Standardization) -> dict:
-    """Hyperparameters of the same prior expressed for z = (x - center) / scale."""
-    s = std.scale
-    scale = np.asarray(prior.scale, dtype=float)
-    if covariance in ("full", "tied"):
-        scale_z = scale / np.outer(s, s)
-    elif covariance == "diag":
-        scale_z = scale / s**2
-    else:
-        scale_z = scale / s[0] ** 2
-    return {"mean": (prior.mean - std.center) / s, "scale": scale_z, "dof": float(prior.dof),
-            "shrinkage": float(prior.shrinkage), "concentration": np.asarray(prior.concentration, dtype=float)}
-
-
-def _inverse_wishart_logp(dof: float, d: int):
-    """Log density of InverseWishart(dof, scale) at SPD ``value`` (..., d, d), given chol(scale)."""
-    constant = -0.5 * dof * d * np.log(2.0) - multigammaln(dof / 2.0, d)
-
-    def logp(value, dof_, scale_chol):
-        factor = pt.linalg.cholesky(value)  # rewritten to the transform's factor: no decomposition runs
-        log_det = 2.0 * pt.sum(pt.log(pt.diagonal(factor, axis1=-2, axis2=-1)), axis=-1)
-        log_det_scale = 2.0 * pt.sum(pt.log(pt.diagonal(scale_chol, axis1=-2, axis2=-1)), axis=-1)
-        trace = pt.sum(solve_triangular(factor, scale_chol, lower=True) ** 2, axis=(-2, -1))
-        return constant + 0.5 * (dof_ * log_det_scale - (dof_ + d + 1) * log_det - trace)
-
-    return logp
-
-
-def _inverse_wishart_mode(value, size, dof_, scale_chol):
-    mode = scale_chol @ scale_chol.mT / (dof_ + scale_chol.shape[-1] + 1)
-    return mode if size is None else pt.full((*size, *mode.shape[-2:]), mode)
-
-
-def _component_priors(covariance: str, hyper: dict, d: int):
-    """Declare the component parameters in z units; return (mu_std, dispersion_std) tensors."""
-    mean, kappa, dof, scale = hyper["mean"], hyper["shrinkage"], hyper["dof"], hyper["scale"]
-    if covariance in ("full", "tied"):
-        dims = ("component", "feature", "feature_") if covariance == "full" else ("feature", "feature_")
-        cov = pm.CustomDist("covariance_std", dof, np.linalg.cholesky(scale), logp=_inverse_wishart_logp(dof, d),
-                            support_point=_inverse_wishart_mode, signature="(),(p,p)->(p,p)",
-                            transform=CholeskyCovTransform(d), dims=dims)
-        chol = pt.linalg.cholesky(cov) / np.sqrt(kappa)
-        mu = pm.MvNormal("mu_std", mu=mean, chol=chol, dims=("component", "feature"))
-        return mu, cov
-    shape = ("component", "feature") if covariance == "diag" else ("component",)
-    scale_z = scale if covariance == "diag" else float(scale)
-    variance = pm.InverseGamma("variance_std", alpha=dof / 2.0, beta=scale_z / 2.0, dims=shape)
-    sd = pt.sqrt(variance / kappa)
-    mu = pm.Normal("mu_std", mu=mean, sigma=sd if covariance == "diag" else sd[:, None],
-                   dims=("component", "feature"))
-    return mu, variance
-
-
-def _quadratic_terms(covariance: str, mu, dispersion, z, d: int):
-    """Pieces of -2 log N(z | mu_k, Sigma_k): features @ quad - 2 z @ linear + offset, shape (m, K).
-
-    The quadratic form (z - mu)' P (z - mu) is expanded so that every term is one matrix product over
-    rows (as in the EM E-step): ``outer(z) @ quad`` with the d(d+1)/2 products z_i z_j, i <= j.
-    """
-    if covariance in ("full", "tied"):
-        factor = pt.linalg.cholesky(dispersion)
-        inverse_factor = solve_triangular(factor, pt.eye(d), lower=True)
-        precision = inverse_factor.mT @ inverse_factor
-        log_det = 2.0 * pt.sum(pt.log(pt.diagonal(factor, axis1=-2, axis2=-1)), axis=-1)
-        rows, cols = np.triu_indices(d)
-        twice = np.where(rows == cols, 1.0, 2.0)
-        features = z[:, rows] * z[:, cols]
-        if covariance == "tied":
-            linear = mu @ precision  # (K, d)
-            quad = features @ (precision[rows, cols] * twice)[:, None]
-        else:
-            linear = pt.sum(precision * mu[:, None, :], axis=-1)  # (K, d)
-            quad = features @ (precision[:, rows, cols] * twice).T
-        offset = pt.sum(linear * mu, axis=-1) + log_det
-        return quad - 2.0 * z @ linear.T + offset
-    if covariance == "diag":
-        inverse = 1.0 / dispersion
-        offset = pt.sum(mu**2 * inverse, axis=-1) + pt.sum(pt.log(dispersion), axis=-1)
-        return (z**2) @ inverse.T - 2.0 * z @ (mu * inverse).T + offset
-    inverse = 1.0 / dispersion
-    offset = pt.sum(mu**2, axis=-1) * inverse + d * pt.log(dispersion)
-    return pt.sum(z**2, axis=1, keepdims=True) * inverse - 2.0 * (z @ mu.T) * inverse + offset
-
-
-def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = None) -> pm.Model:
-    """Build the PyMC model of ``model`` for ``data``, with exactly the declared prior.
-
-    Parameters
-    ----------
-    model : GaussianMixture
-        The declaration.
+    model : MixtureModel
+        A declaration with a PyMC form (Gaussian, Poisson, regression).
     data : mixflow.data.Data
         Validated data (:func:`mixflow.data.validate_data`); frequency weights count each row.
-    prior : ResolvedGaussianPrior, optional
-        The prior with its data-scaled defaults filled in; by default
-        ``model.resolve_prior(model.prepare(data))``, the one EM uses.
+    prior : resolved prior, optional
+        ``model.resolve_prior(model.prepare(data))`` (the one EM uses) by default.
     minibatch_size : int, optional
         Rows per minibatch (ADVI). None uses every row in every evaluation (MCMC).
 
     Returns
     -------
     pymc.Model
-        Coords ``component``, ``feature``, ``feature_``. Free variables ``weights``, ``mu_std``,
-        ``covariance_std`` / ``variance_std`` (z units); deterministics ``mu`` and ``covariance`` /
-        ``variance`` (data units); the potential ``log_likelihood``.
     """
-    _check_inputs(model, data, prior, minibatch_size)
-    if prior is None:
-        prior = model.resolve_prior(model.prepare(data))
-    std = standardization(model, data)
-    hyper = _prior_in_z_units(model.covariance, prior, std)
-    k, d = model.n_components, data.n_features
-    z = (data.values - std.center) / std.scale
-    frequency = data.frequency
-    coords = {"component": np.arange(k), "feature": data.features, "feature_": data.features}
-    with pm.Model(coords=coords) as pymc_model:
-        weights = pm.Dirichlet("weights", a=hyper["concentration"], dims="component")
-        mu_std, dispersion = _component_priors(model.covariance, hyper, d)
-        if minibatch_size is None:
-            rows, row_weights, factor = pt.as_tensor(z), pt.as_tensor(frequency), 1.0
-        else:
-            rows, row_weights = pm.Minibatch(z, frequency, batch_size=int(minibatch_size))
-            factor = data.n_obs / int(minibatch_size)
-        log_joint = pt.log(weights) - 0.5 * (_quadratic_terms(model.covariance, mu_std, dispersion, rows, d)
-                                             + d * LOG_2PI)
-        log_px = pt.special.logsumexp(log_joint, axis=1) - float(np.log(std.scale).sum())
-        pm.Potential("log_likelihood", factor * pt.sum(row_weights * log_px))
-        pm.Deterministic("mu", std.center + std.scale * mu_std, dims=("component", "feature"))
-        if model.covariance in ("full", "tied"):
-            dims = ("component", "feature", "feature_") if model.covariance == "full" else ("feature", "feature_")
-            pm.Deterministic("covariance", dispersion * np.outer(std.scale, std.scale), dims=dims)
-        else:
-            squared = std.scale**2 if model.covariance == "diag" else std.scale[0] ** 2
-            pm.Deterministic("variance", dispersion * squared,
-                             dims=("component", "feature") if model.covariance == "diag" else ("component",))
-    return pymc_model
+    if not supports_pymc(model):
+        raise TypeError(f"model: expected a mixflow model with a PyMC form (GaussianMixture, PoissonMixture, "
+                        f"RegressionMixture), got {type(model).__name__}")
+    return model.pymc_model(data, prior, minibatch_size=minibatch_size)
 
 
-def free_values(model, data: Data, params: dict, *, min_weight: float = 1e-8) -> dict:
-    """Values of the free variables (z units, untransformed) for parameters in data units.
+def check_inputs(data, prior, minibatch_size, prior_fields: tuple[str, ...]) -> None:
+    """Check the arguments of a family's ``pymc_model``; errors name the argument."""
+    if not isinstance(data, Data):
+        raise TypeError(f"data: expected validated mixflow.data.Data (see mixflow.data.validate_data), "
+                        f"got {type(data).__name__}")
+    if prior is not None and not all(hasattr(prior, name) for name in prior_fields):
+        raise TypeError(f"prior: expected None or a resolved prior from model.resolve_prior(...), "
+                        f"got {type(prior).__name__}")
+    check_minibatch_size(minibatch_size, data.n_obs)
+
+
+def check_minibatch_size(minibatch_size, n_obs: int) -> None:
+    """None, or an integer number of rows in [1, n_obs]."""
+    if minibatch_size is not None and (isinstance(minibatch_size, bool)
+                                       or not isinstance(minibatch_size, int | np.integer)
+                                       or not 1 <= minibatch_size <= n_obs):
+        raise ValueError(f"minibatch_size: expected None or an integer in [1, n_obs = {n_obs}], "
+                         f"got {minibatch_size!r}")
+
+
+def dirichlet_weights(concentration: np.ndarray):
+    """The free mixing weights ``weights`` ~ Dirichlet(concentration), dims ``component``."""
+    import pymc as pm
+
+    return pm.Dirichlet("weights", a=np.asarray(concentration, dtype=float), dims="component")
+
+
+def data_rows(arrays: tuple, frequency: np.ndarray, minibatch_size: int | None) -> tuple[list, object, float]:
+    """Row-aligned arrays and frequency weights as tensors, all rows or one minibatch of them.
 
     Parameters
     ----------
-    model : GaussianMixture
-    data : mixflow.data.Data
-    params : dict
-        ``weights`` (K,), ``mu`` (K, d), ``covariance`` / ``variance`` as in the EM estimate.
-    min_weight : float
-        Weights are lifted to at least this (and renormalised) so that a start is inside the simplex.
+    arrays : tuple of ndarray
+        Arrays whose first axis is the observation axis (e.g. standardised data, design, response).
+    frequency : ndarray of shape (n_obs,)
+    minibatch_size : int or None
 
     Returns
     -------
-    dict
-        ``{"weights": ..., "mu_std": ..., "covariance_std" | "variance_std": ...}``.
+    rows : list of tensors
+        The arrays (or the same random rows of each).
+    row_weights : tensor
+        The frequency weights of those rows.
+    factor : float
+        ``n_obs / minibatch_size`` under minibatches, else 1.
     """
-    std = standardization(model, data)
-    weights = np.maximum(np.asarray(params["weights"], dtype=float), min_weight)
-    out = {"weights": weights / weights.sum(), "mu_std": (params["mu"] - std.center) / std.scale}
-    if model.covariance in ("full", "tied"):
-        out["covariance_std"] = params["covariance"] / np.outer(std.scale, std.scale)
-    elif model.covariance == "diag":
-        out["variance_std"] = params["variance"] / std.scale**2
-    else:
-        out["variance_std"] = params["variance"] / std.scale[0] ** 2
-    return out
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    if minibatch_size is None:
+        return [pt.as_tensor(a) for a in arrays], pt.as_tensor(frequency), 1.0
+    *rows, row_weights = pm.Minibatch(*arrays, frequency, batch_size=int(minibatch_size))
+    return rows, row_weights, frequency.shape[0] / int(minibatch_size)
+
+
+def mixture_potential(weights, component_log_density, row_weights, factor: float):
+    """``pm.Potential("log_likelihood")``: sum over rows of w_n log sum_k pi_k p_k(x_n), times ``factor``.
+
+    Parameters
+    ----------
+    weights : tensor of shape (K,)
+    component_log_density : tensor of shape (m, K)
+        Log density of each row under each component, in data units.
+    row_weights : tensor of shape (m,)
+    factor : float
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    log_px = pt.special.logsumexp(pt.log(weights) + component_log_density, axis=1)
+    return pm.Potential("log_likelihood", factor * pt.sum(row_weights * log_px))
+
+
+def lifted_weights(weights, min_weight: float = 1e-8) -> np.ndarray:
+    """Weights lifted to at least ``min_weight`` and renormalised, so that a start is inside the simplex."""
+    lifted = np.maximum(np.asarray(weights, dtype=float), min_weight)
+    return lifted / lifted.sum()
+
+
+def parameter_of(free_name: str) -> str:
+    """The parameter a free variable carries (``mu_std`` -> ``mu``; ``weights`` -> ``weights``)."""
+    return free_name[:-len(_STANDARDISED)] if free_name.endswith(_STANDARDISED) else free_name

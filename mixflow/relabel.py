@@ -11,13 +11,38 @@ numbers describing a component. For Gaussian components (:func:`gaussian_signatu
 by the data's standard deviation per feature, the log standard deviation per feature (when the
 dispersion is per component) and the square root of the weight (a variance-stabilising scale for a
 proportion). Well separated components differ mostly by their means; concentric ones by their spread;
-the weight term breaks the remaining ties.
+the weight term breaks the remaining ties. Every family provides its own signature through
+``model.label_signature(data)`` (a :class:`Signature`), in the same spirit.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["align", "apply_permutations", "assignment_costs", "gaussian_signature", "optimal_permutations"]
+__all__ = ["Signature", "align", "apply_permutations", "assignment_costs", "gaussian_signature",
+           "optimal_permutations"]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A family's per-component signature, callable as ``signature(params) -> (..., K, F)``.
+
+    Attributes
+    ----------
+    function : callable
+        ``function(params) -> ndarray of shape (..., K, F)`` of unitless numbers per component.
+    description : str
+        What the assignment cost is, recorded with the aligned draws.
+    """
+
+    function: Callable
+    description: str
+
+    def __call__(self, params: dict) -> np.ndarray:
+        """The signatures of ``params`` (leading axes, e.g. draws, broadcast)."""
+        return self.function(params)
 
 
 def gaussian_signature(params: dict, data_scale: np.ndarray) -> np.ndarray:

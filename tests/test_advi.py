@@ -80,7 +80,7 @@ def test_bad_model_data_and_reference(faithful, faithful_data):
         fit_advi(FULL, faithful_data, [reference])
     with pytest.raises(ValueError, match=r"reference\['mu'\]: expected shape \(2, 2\), got \(3, 2\)"):
         fit_advi(FULL, faithful_data, {**reference, "mu": np.zeros((3, 2))})
-    with pytest.raises(TypeError, match=r"model: expected a mixflow GaussianMixture .* got str"):
+    with pytest.raises(TypeError, match=r"model: expected a mixflow model with a PyMC form .* got str"):
         fit_advi("gmm", faithful_data, reference)
     weighted = validate_data(faithful, weights=np.ones(272))
     with pytest.raises(ValueError, match=r"minibatch_size: expected None with frequency weights"):

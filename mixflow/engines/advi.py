@@ -2,10 +2,11 @@
 
 The steps are those of :func:`fit_advi`:
 
-1. build the model (:func:`mixflow.pymc_model.build_model`), with minibatches scaled to the full data
-   when ``minibatch_size`` is given;
+1. build the model (``model.pymc_model``, the family's PyMC form, see
+   :class:`mixflow.families.base.MixtureModel`), with minibatches scaled to the full data when
+   ``minibatch_size`` is given;
 2. start the approximation q at the reference estimate: its mean is the free values of the EM/MAP
-   solution (:func:`mixflow.pymc_model.free_values`) and its standard deviation ``1 / sqrt(N)`` in every
+   solution (``model.pymc_start``) and its standard deviation ``1 / sqrt(N)`` in every
    (standardised, unconstrained) direction, the order of a posterior sd, so that PyMC's default start
    (symmetric components, sd 0.69) and its slow way out are avoided;
 3. run ``pm.fit`` with Adam, the ELBO recorded at every iteration, under :class:`SettleCheck`: every
@@ -14,7 +15,8 @@ The steps are those of :func:`fit_advi`:
    rate is halved whenever the change stops shrinking (the iterates then wander by noise, not by drift);
    q's parameters are finally set to their average over the last window (Polyak-Ruppert averaging);
 4. a NaN or infinite ELBO or parameter stops the fit with :class:`ADVIDivergenceError`;
-5. ``draws`` draws from q, aligned to the reference labelling (:mod:`mixflow.relabel`), and the
+5. ``draws`` draws from q, aligned to the reference labelling (:mod:`mixflow.relabel` with
+   ``model.label_signature``), and the
    responsibilities of every observation (mean and sd over the draws).
 
 Every random choice (the gradient noise, the minibatches, the draws) comes from ``random_seed``: the
@@ -23,10 +25,8 @@ same seed gives the same numbers, bit for bit.
 
 import json
 import logging
-import secrets
 import time
 import warnings
-from functools import partial
 
 import numpy as np
 import pymc as pm
@@ -36,9 +36,17 @@ from pymc.variational.callbacks import Callback
 from pymc.variational.updates import adam
 
 from mixflow.data import Data
+from mixflow.engines.arguments import (
+    check_count,
+    check_flag,
+    check_minibatch,
+    check_positive,
+    check_problem,
+    check_seed,
+)
 from mixflow.engines.em_steps import chunk_rows, log_normalise
-from mixflow.pymc_model import FREE_NAMES, build_model, free_values, standardization
-from mixflow.relabel import align, gaussian_signature
+from mixflow.pymc_model import parameter_of
+from mixflow.relabel import align
 from mixflow.warnings import ConvergenceWarning
 
 __all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "fit_advi", "q_moments"]
@@ -200,12 +208,11 @@ def divergence_message(approx, losses, i: int, learning_rate: float) -> str:
     values = get_parameters(approx)
     with np.errstate(all="ignore"):
         mean, factor = q_moments("meanfield" if "rho" in values else "fullrank", values)
-    parameter_of = {free: name for name, free in FREE_NAMES.items()}
     bad = []
     for name, (_, where, _, _) in group.ordering.items():
         if not (np.isfinite(mean[where]).all() and np.isfinite(factor[where]).all()):
             free = get_untransformed_name(name) if is_transformed_name(name) else name
-            bad.append(f"{parameter_of.get(free, free)} ({name})")
+            bad.append(f"{parameter_of(free)} ({name})")
     loss = losses[-1] if len(losses) else float("nan")
     what = "the ELBO is NaN" if np.isnan(loss) else ("the ELBO is infinite" if np.isinf(loss) else
                                                    f"the ELBO is {-loss:.6g}")
@@ -216,51 +223,18 @@ def divergence_message(approx, losses, i: int, learning_rate: float) -> str:
 
 
 # -- arguments -------------------------------------------------------------------------------------------
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_positive(name: str, value, upper: float = np.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
-            or not (np.isfinite(value) and 0 < value < upper):
-        bound = f" below {upper}" if np.isfinite(upper) else ""
-        raise ValueError(f"{name}: expected a positive number{bound}, got {value!r}")
-    return float(value)
-
-
 def _check_arguments(model, data, reference, options: dict) -> dict:
-    if getattr(model, "family", None) != "gaussian":
-        raise TypeError(f"model: expected a mixflow GaussianMixture (ADVI supports the Gaussian family), "
-                        f"got {type(model).__name__}")
-    if not isinstance(data, Data):
-        raise TypeError(f"data: expected validated mixflow.data.Data, got {type(data).__name__}")
-    if not isinstance(reference, dict):
-        raise TypeError(f"reference: expected a dict of parameters (the EM estimate), got {type(reference).__name__}")
-    reference = model.check_parameters(reference, data.n_features, name="reference")
+    reference = check_problem(model, data, reference)
     if options["variant"] not in VARIANTS:
         raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {options['variant']!r}")
-    options["n"] = _check_count("n", options["n"], 1)
-    options["draws"] = _check_count("draws", options["draws"], 1)
-    options["check_every"] = _check_count("check_every", options["check_every"], _MIN_CHECK_EVERY)
-    options["learning_rate"] = _check_positive("learning_rate", options["learning_rate"])
-    options["settle_tol"] = _check_positive("settle_tol", options["settle_tol"])
-    size = options["minibatch_size"]
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int | np.integer)
-                             or not 1 <= size <= data.n_obs):
-        raise ValueError(f"minibatch_size: expected None or an integer in [1, n_obs = {data.n_obs}], got {size!r}")
-    if size is not None and data.weights is not None:
-        raise ValueError("minibatch_size: expected None with frequency weights (minibatches draw rows uniformly, "
-                         "so weighted rows would be scaled wrongly), got "
-                         f"{size!r}")
-    seed = options["random_seed"]
-    if seed is None:
-        options["random_seed"] = secrets.randbits(63)
-    elif isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"random_seed: expected None or a non-negative integer, got {seed!r}")
-    if not isinstance(options["progressbar"], bool):
-        raise TypeError(f"progressbar: expected True or False, got {options['progressbar']!r}")
+    options["n"] = check_count("n", options["n"], 1)
+    options["draws"] = check_count("draws", options["draws"], 1)
+    options["check_every"] = check_count("check_every", options["check_every"], _MIN_CHECK_EVERY)
+    options["learning_rate"] = check_positive("learning_rate", options["learning_rate"])
+    options["settle_tol"] = check_positive("settle_tol", options["settle_tol"])
+    options["minibatch_size"] = check_minibatch(options["minibatch_size"], data)
+    options["random_seed"] = check_seed(options["random_seed"])
+    check_flag("progressbar", options["progressbar"])
     return reference
 
 
@@ -273,12 +247,13 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
 
     Parameters
     ----------
-    model : GaussianMixture
-        The declaration; its prior is the one EM's MAP maximises and NUTS samples.
+    model : MixtureModel
+        The declaration (a family with a PyMC form); its prior is the one EM's MAP maximises and NUTS
+        samples.
     data : mixflow.data.Data
         Validated data (frequency weights count each row).
     reference : dict
-        The EM (MAP or MLE) estimate, components in canonical order: ``weights`` (K,), ``mu`` (K, d),
+        The EM (MAP or MLE) estimate, components in canonical order, e.g. ``weights`` (K,), ``mu`` (K, d),
         ``covariance`` or ``variance``. q starts there and draws are aligned to its labelling.
     variant : {"meanfield", "fullrank"}, default "meanfield"
         Independent normals (PyMC's ``ADVI``), or one multivariate normal (``FullRankADVI``), on the
@@ -305,8 +280,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     -------
     dict
         ``{"attrs": {...}, "coords": {"chain", "draw", "iteration"}, "groups": {name: {"variables":
-        {var: (dims, array)}, "attrs": {...}}}}`` with groups ``posterior`` (``weights``, ``mu``,
-        ``covariance``/``variance``; chain=1, draw=``draws``; aligned), ``sample_stats`` (``elbo`` and
+        {var: (dims, array)}, "attrs": {...}}}}`` with groups ``posterior`` (the parameters of
+        ``model.parameter_dims``; chain=1, draw=``draws``; aligned), ``sample_stats`` (``elbo`` and
         ``learning_rate`` per iteration) and ``responsibilities`` (``responsibilities_mean`` and
         ``responsibilities_sd`` (obs, component)).
 
@@ -322,9 +297,9 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     fit_seed, draw_seed = (int(s) for s in np.random.SeedSequence(options["random_seed"]).generate_state(2))
     began = time.perf_counter()
     prior = model.resolve_prior(model.prepare(data))
-    size = None if options["minibatch_size"] is None else int(options["minibatch_size"])
-    pymc_model = build_model(model, data, prior, minibatch_size=size)
-    inference = VARIANTS[options["variant"]](model=pymc_model, start=free_values(model, data, reference),
+    size = options["minibatch_size"]
+    pymc_model = model.pymc_model(data, prior, minibatch_size=size)
+    inference = VARIANTS[options["variant"]](model=pymc_model, start=model.pymc_start(data, reference),
                                              random_seed=fit_seed)
     _set_initial_spread(inference.approx.groups[0], options["variant"], 1.0 / np.sqrt(data.total_weight))
     step = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
@@ -340,7 +315,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
             f"ADVI did not settle in n={options['n']} iterations (q still moved by {moved:.3g} sd between "
             f"windows, settle_tol={options['settle_tol']}); increase n, lower learning_rate, or loosen settle_tol.",
             ConvergenceWarning, stacklevel=3)
-    posterior, permutations = _draws(model, data, approx, reference, options["draws"], draw_seed)
+    signature = model.label_signature(data)
+    posterior, permutations = _draws(model, data, approx, reference, options["draws"], draw_seed, signature)
     mean, sd = responsibilities(model, data, {name: value[0] for name, (_, value) in posterior.items()})
     elbo = -np.asarray(check.losses, dtype=float)
     window = elbo[-options["check_every"]:]
@@ -355,7 +331,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         "final_elbo": float(window.mean()) if window.size else float("nan"),
         "fit_time": float(fit_time),
         "n_relabelled_draws": int(np.any(permutations != np.arange(model.n_components), axis=-1).sum()),
-        "relabel_cost": "squared distance of (mu / data sd, log sd per feature, sqrt(weight))",
+        "relabel_cost": signature.description,
         "prior": json.dumps(prior.to_dict()),
     }
     groups = {
@@ -391,13 +367,13 @@ def _run(inference, pymc_model, check: SettleCheck, step, options: dict):
         logger.setLevel(level)
 
 
-def _draws(model, data: Data, approx, reference: dict, draws: int, seed: int) -> tuple[dict, np.ndarray]:
+def _draws(model, data: Data, approx, reference: dict, draws: int, seed: int,
+           signature) -> tuple[dict, np.ndarray]:
     """Draws of the parameters (data units) from q, aligned to the reference labelling."""
     trace = approx.sample(draws, random_seed=seed, return_inferencedata=False)  # skips a DataTree round trip
     dims = model.parameter_dims(data.features)
     raw = {name: (("chain", "draw", *dims[name]), np.asarray(trace.get_values(name), dtype=float)[None])
            for name in dims}
-    signature = partial(gaussian_signature, data_scale=standardization(model, data).scale)
     return align(raw, reference, signature)
 
 

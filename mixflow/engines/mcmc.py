@@ -1,11 +1,13 @@
 """The MCMC engine: NUTS on the one PyMC model, started at the EM estimate, aligned to its labelling.
 
-The steps are those of :func:`fit_mcmc`: build the model (:func:`mixflow.pymc_model.build_model`), start
-every chain at the reference estimate (EM/MAP) plus a seeded jitter of about one posterior standard
+The steps are those of :func:`fit_mcmc`, generic over families through the model's PyMC seam (see
+:class:`mixflow.families.base.MixtureModel`): build the model (``model.pymc_model``), start every chain at
+the reference estimate (EM/MAP, ``model.pymc_start``) plus a seeded jitter of about one posterior standard
 deviation, run NUTS (nutpie's when installed, else PyMC's), align every draw to the reference labelling
-(:mod:`mixflow.relabel`), then compute from the aligned draws the pointwise log-likelihood (labels
-marginalised), the responsibilities (posterior mean and sd) and posterior predictive draws, and the
-diagnostics (R-hat, bulk and tail ESS, divergences), warning when they flag a problem.
+(:mod:`mixflow.relabel` with ``model.label_signature``), then compute from the aligned draws the pointwise
+log-likelihood (labels marginalised), the responsibilities (posterior mean and sd) and posterior
+predictive draws (``model.simulate``), and the diagnostics (R-hat, bulk and tail ESS, divergences),
+warning when they flag a problem.
 
 The result is plain arrays with dims, in the shape :func:`mixflow.results.build_tree` takes.
 """
@@ -14,10 +16,8 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
-import secrets
 import time
 import warnings
-from functools import partial
 
 import numpy as np
 import pymc as pm
@@ -26,8 +26,8 @@ from pymc.initial_point import make_initial_point_fn
 from threadpoolctl import threadpool_limits
 
 from mixflow.data import Data
-from mixflow.pymc_model import build_model, free_values, standardization
-from mixflow.relabel import align, gaussian_signature
+from mixflow.engines.arguments import check_count, check_flag, check_problem, check_seed
+from mixflow.relabel import align
 from mixflow.warnings import SamplingWarning
 
 __all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "fit_mcmc", "resolve_sampler"]
@@ -57,30 +57,13 @@ def resolve_sampler(sampler: str) -> str:
     return sampler
 
 
-def _check_count(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_arguments(model, data, reference, options: dict) -> dict:
-    if getattr(model, "family", None) != "gaussian":
-        raise TypeError(f"model: expected a mixflow GaussianMixture (MCMC supports the Gaussian family), "
-                        f"got {type(model).__name__}")
-    if not isinstance(data, Data):
-        raise TypeError(f"data: expected validated mixflow.data.Data, got {type(data).__name__}")
-    if not isinstance(reference, dict):
-        raise TypeError(f"reference: expected a dict of parameters (the EM estimate), got {type(reference).__name__}")
-    reference = model.check_parameters(reference, data.n_features, name="reference")
+    reference = check_problem(model, data, reference)
     for name, minimum in (("draws", 1), ("tune", 0), ("chains", 1)):
-        options[name] = _check_count(name, options[name], minimum)
+        options[name] = check_count(name, options[name], minimum)
     if options["cores"] is not None:
-        options["cores"] = _check_count("cores", options["cores"], 1)
-    seed = options["random_seed"]
-    if seed is None:
-        options["random_seed"] = secrets.randbits(63)
-    elif isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"random_seed: expected None or a non-negative integer, got {seed!r}")
+        options["cores"] = check_count("cores", options["cores"], 1)
+    options["random_seed"] = check_seed(options["random_seed"])
     target = options["target_accept"]
     if not (isinstance(target, int | float) and 0 < target < 1):
         raise ValueError(f"target_accept: expected a number in (0, 1), got {target!r}")
@@ -90,9 +73,10 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
     if not (isinstance(jitter, int | float) and np.isfinite(jitter) and jitter >= 0):
         raise ValueError(f"jitter: expected a non-negative number, got {jitter!r}")
     for name in ("progressbar", "posterior_predictive"):
-        if not isinstance(options[name], bool):
-            raise TypeError(f"{name}: expected True or False, got {options[name]!r}")
+        check_flag(name, options[name])
     options["sampler"] = resolve_sampler(options["sampler"])
+    if options["posterior_predictive"]:  # a family that cannot replicate these data says so before sampling
+        model.simulate(reference, data, np.random.default_rng(0))
     return reference
 
 
@@ -104,12 +88,12 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
 
     Parameters
     ----------
-    model : GaussianMixture
-        The declaration; its prior is the one EM's MAP maximises.
+    model : MixtureModel
+        The declaration (a family with a PyMC form); its prior is the one EM's MAP maximises.
     data : mixflow.data.Data
         Validated data (frequency weights count each row).
     reference : dict
-        The EM (MAP or MLE) estimate, components in canonical order: ``weights`` (K,), ``mu`` (K, d),
+        The EM (MAP or MLE) estimate, components in canonical order, e.g. ``weights`` (K,), ``mu`` (K, d),
         ``covariance`` or ``variance``. Chains start there and draws are aligned to its labelling.
     draws, tune, chains : int, default 1000, 500, 4
         Kept draws and tuning steps per chain, and the number of chains. Chains start at the posterior
@@ -135,16 +119,18 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         as standard deviation in the standardised unconstrained space (about one posterior sd);
         0 starts every chain exactly at the reference.
     posterior_predictive : bool, default True
-        Draw one replicate of the data per posterior draw.
+        Draw one replicate of the data per posterior draw (``model.simulate``): one row per frequency
+        unit, so for weighted data the replicate has ``round(total weight)`` rows, on the dim ``unit``.
 
     Returns
     -------
     dict
         ``{"attrs": {...}, "coords": {"chain": ..., "draw": ...}, "groups": {name: {"variables":
-        {var: (dims, array)}, "attrs": {...}}}}`` with groups ``posterior`` (``weights``, ``mu``,
-        ``covariance``/``variance``, aligned), ``sample_stats`` (the sampler's), ``log_likelihood``
+        {var: (dims, array)}, "attrs": {...}}}}`` with groups ``posterior`` (the parameters of
+        ``model.parameter_dims``, aligned), ``sample_stats`` (the sampler's), ``log_likelihood``
         (``x`` (chain, draw, obs): log p(x_n) of one copy of row n, labels summed out),
-        ``posterior_predictive`` (``x`` (chain, draw, obs, feature)), and ``responsibilities``
+        ``posterior_predictive`` (``x`` (chain, draw, obs, feature), or (chain, draw, unit, feature) for
+        weighted data), and ``responsibilities``
         (``responsibilities_mean`` and ``responsibilities_sd`` (obs, component)).
     """
     options = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed, "sampler": sampler,
@@ -152,16 +138,17 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
                "adaptation": adaptation, "jitter": jitter, "posterior_predictive": posterior_predictive}
     reference = _check_arguments(model, data, reference, options)
     prior = model.resolve_prior(model.prepare(data))
-    pymc_model = build_model(model, data, prior)
+    pymc_model = model.pymc_model(data, prior)
     jitter_seed, sampler_seed, predictive_seed = np.random.SeedSequence(options["random_seed"]).spawn(3)
-    start = _transformed_point(pymc_model, free_values(model, data, reference))
+    start = _transformed_point(pymc_model, model.pymc_start(data, reference))
     jitter_sd = options["jitter"] / np.sqrt(max(1.0, float(reference["weights"].min() * data.total_weight)))
     run = _sample_nutpie if options["sampler"] == "nutpie" else _sample_pymc
     began = time.perf_counter()
     idata = run(pymc_model, start, jitter_sd, jitter_seed, int(sampler_seed.generate_state(1)[0] % 2**31), options)
     elapsed = time.perf_counter() - began
-    draws = {name: (idata["posterior"][name].dims, idata["posterior"][name].values) for name in model.parameter_dims()}
-    signature = partial(gaussian_signature, data_scale=standardization(model, data).scale)
+    draws = {name: (idata["posterior"][name].dims, idata["posterior"][name].values)
+             for name in model.parameter_dims(data.features)}
+    signature = model.label_signature(data)
     aligned, permutations = align(draws, reference, signature)
     pointwise = _pointwise(model, data, {k: v for k, (_, v) in aligned.items()}, options["posterior_predictive"],
                            np.random.default_rng(predictive_seed))
@@ -175,7 +162,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         "adaptation": options["adaptation"] if options["sampler"] == "nutpie" else "diag",
         "n_relabelled_draws": int(relabelled.sum()),
         "relabelled_draws_per_chain": json.dumps(relabelled.sum(axis=1).tolist()),
-        "relabel_cost": "squared distance of (mu / data sd, log sd per feature, sqrt(weight))",
+        "relabel_cost": signature.description,
         "log_likelihood": "pointwise log p(x_n) of one copy of each row (frequency weights not applied)",
         "wall_time": float(elapsed),  # compilation and sampling
         "prior": json.dumps(prior.to_dict()),
@@ -198,8 +185,11 @@ def _groups(idata, aligned: dict, pointwise: dict) -> dict:
             "responsibilities_sd": (("obs", "component"), pointwise["sd"])}},
     }
     if "predictive" in pointwise:
-        groups["posterior_predictive"] = {"variables": {
-            "x": (("chain", "draw", "obs", "feature"), pointwise["predictive"])}}
+        rows = "obs" if pointwise["rows_are_obs"] else "unit"
+        groups["posterior_predictive"] = {
+            "variables": {"x": (("chain", "draw", rows, "feature"), pointwise["predictive"])},
+            "attrs": {"x": "one replicate of the data per draw (model.simulate)" + (
+                "" if pointwise["rows_are_obs"] else "; one row per frequency unit of the weighted data")}}
     return groups
 
 
@@ -269,16 +259,6 @@ def _cpu_count() -> int:
 
 
 # -- what is computed from the aligned draws ---------------------------------------------------------------
-def _component_factors(covariance: str, params: dict, d: int) -> np.ndarray:
-    """Cholesky factors (K, d, d) (or (1, d, d) when tied) of the component covariances of one draw."""
-    if covariance == "full":
-        return np.linalg.cholesky(params["covariance"])
-    if covariance == "tied":
-        return np.linalg.cholesky(params["covariance"])[None]
-    variance = params["variance"] if covariance == "diag" else params["variance"][:, None] * np.ones(d)
-    return np.sqrt(variance)[:, :, None] * np.eye(d)
-
-
 def _pointwise(model, data: Data, draws: dict, predictive: bool, rng: np.random.Generator) -> dict:
     """Log p(x_n), responsibilities (mean, sd) and predictive draws, in blocks of posterior draws.
 
@@ -289,10 +269,10 @@ def _pointwise(model, data: Data, draws: dict, predictive: bool, rng: np.random.
     n_chains, n_draws = draws["weights"].shape[:2]
     count = n_chains * n_draws
     flat = {name: value.reshape((count,) + value.shape[2:]) for name, value in draws.items()}
-    n, d, k = data.n_obs, data.n_features, model.n_components
+    n, k = data.n_obs, model.n_components
     log_likelihood = np.empty((count, n))
     total, total_squares = np.zeros((k, n)), np.zeros((k, n))
-    replicates = np.empty((count, n, d)) if predictive else None
+    replicates = [] if predictive else None
     block = max(1, _BLOCK_FLOATS // (n * k))
     for start in range(0, count, block):
         rows = range(start, min(start + block, count))
@@ -311,27 +291,16 @@ def _pointwise(model, data: Data, draws: dict, predictive: bool, rng: np.random.
         total += log_joint.sum(axis=0)
         total_squares += np.einsum("skn,skn->kn", log_joint, log_joint)
         if predictive:
-            for s in rows:
-                replicates[s] = _replicate(model, {name: value[s] for name, value in flat.items()}, n, d, rng)
+            replicates.extend(model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
+                              for s in rows)
     mean = total.T / count
     sd = np.sqrt(np.maximum(total_squares.T / count - mean**2, 0.0) * count / max(count - 1, 1))
     out = {"log_likelihood": log_likelihood.reshape(n_chains, n_draws, n), "mean": mean, "sd": sd}
     if predictive:
-        out["predictive"] = replicates.reshape(n_chains, n_draws, n, d)
+        stacked = np.stack(replicates)
+        out["predictive"] = stacked.reshape(n_chains, n_draws, *stacked.shape[1:])
+        out["rows_are_obs"] = data.weights is None
     return out
-
-
-def _replicate(model, params: dict, n: int, d: int, rng: np.random.Generator) -> np.ndarray:
-    """One replicate of the data (n, d) from the mixture with parameters ``params``."""
-    k = model.n_components
-    cumulative = np.cumsum(params["weights"])
-    labels = np.minimum(np.searchsorted(cumulative, rng.random(n) * cumulative[-1], side="right"), k - 1)
-    factors = _component_factors(model.covariance, params, d)
-    noise = rng.standard_normal((n, d))
-    if d == 1:
-        return params["mu"][labels] + factors[labels if factors.shape[0] == k else 0, :, 0] * noise
-    which = labels if factors.shape[0] == k else np.zeros(n, dtype=int)
-    return params["mu"][labels] + np.einsum("nij,nj->ni", factors[which], noise)
 
 
 # -- the sampler's output as plain, saveable arrays --------------------------------------------------------

@@ -103,6 +103,24 @@ class MixtureModel:
     - ``collapse_description(components)``: the start of the collapse warning (a default is given);
     - ``extra_coords(data)``: coordinate values of any dims beyond obs/feature/component;
     - ``n_parameters(n_features, n_components=None)`` and ``sort_key(params)`` (the canonical component order).
+
+    Families with a PyMC form (MCMC and ADVI, :mod:`mixflow.engines.mcmc`, :mod:`mixflow.engines.advi`) also
+    implement, in a family module imported inside the methods (importing mixflow never imports PyMC):
+
+    - ``pymc_model(data, prior=None, *, minibatch_size=None) -> pymc.Model``: the free variables with
+      exactly the prior EM's MAP uses, ``pm.Deterministic`` (or free variables) named and dimensioned like
+      the EM estimate (:meth:`parameter_dims`), and ``pm.Potential("log_likelihood", ...)`` with the labels
+      marginalised, frequency weights applied, scaled by ``n_obs / minibatch_size`` under minibatches
+      (shared plumbing: :mod:`mixflow.pymc_model`). ``prior`` is the resolved prior (default: the one
+      ``resolve_prior(prepare(data))`` gives); ``data`` is validated :class:`mixflow.data.Data`;
+    - ``pymc_start(data, params) -> dict``: values of the free variables (untransformed, by name) for
+      parameters in data units such as the EM estimate, the weights lifted inside the simplex;
+    - ``label_signature(data) -> callable``: ``signature(params) -> ndarray (..., K, m)`` of unitless numbers
+      per component, the cost of :func:`mixflow.relabel.align` (a :class:`mixflow.relabel.Signature`, whose
+      ``description`` is recorded with the aligned draws).
+
+    Every model has :meth:`simulate` (one replicate of the data, for posterior predictive draws), through the
+    family's sampler :func:`mixflow.bootstrap.simulate_data`.
     """
 
     n_components: int
@@ -128,6 +146,27 @@ class MixtureModel:
     def extra_coords(self, data) -> dict:
         """Coordinates of family-specific dims (e.g. regression coefficients); none by default."""
         return {}
+
+    def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
+        """One replicate of the data drawn from the mixture with parameters ``params``.
+
+        Parameters
+        ----------
+        params : dict of str to ndarray
+            One set of the model's parameters (an estimate or a posterior draw).
+        data : mixflow.data.Data
+            The observed data (their columns, covariates, frequency weights).
+        rng : numpy.random.Generator
+
+        Returns
+        -------
+        ndarray of shape (n_units, n_features)
+            One row per frequency unit (the rows themselves for unweighted data), the data's columns; see
+            :func:`mixflow.bootstrap.simulate_data` for what each family draws.
+        """
+        from mixflow.bootstrap import simulate_data
+
+        return simulate_data(self, params, data, rng).values
 
     def canonical_order(self, params: dict) -> np.ndarray:
         """Permutation putting components in ascending order of :meth:`sort_key` (stable)."""
