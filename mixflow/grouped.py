@@ -298,10 +298,18 @@ class GroupedGaussianMixture(MixtureModel):
         return grouped_label_signature(self, data)
 
     def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
-        """Replicate class counts (n_obs,): as many values as the total count, counted into the classes."""
+        """Replicate class counts (n_obs,): as many values as the total count, counted into the classes.
+
+        The classes stay those observed; what is replicated are their counts, stored as the posterior
+        predictive ``weights`` (see :meth:`predictive_variable`) beside the observed counts.
+        """
         from mixflow.bootstrap import simulate_data
 
         return simulate_data(self, params, data, rng).weights
+
+    def predictive_variable(self, data) -> tuple[str, tuple]:
+        """Name and dims of one replicate: ``weights`` (obs), the counts, like ``/observed_data/weights``."""
+        return "weights", ("obs",)
 
     def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
         """Validate user-given ``weights``, ``mu`` and ``variance``; return copies."""

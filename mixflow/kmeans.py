@@ -396,12 +396,6 @@ class SoftKMeans(MixtureModel):
 
         return soft_kmeans_label_signature(data)
 
-    def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
-        """One replicate of the data (as many points as the total weight, (n, d)) from the fitted mixture."""
-        from mixflow.bootstrap import simulate_data
-
-        return simulate_data(self, params, data, rng).values
-
     def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
         """Validate user-given ``weights`` (K,) and ``mu`` (K, d); return copies."""
         return check_parameter_dict(params, {"weights": (self.n_components,),

@@ -26,13 +26,11 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from mixflow.data import Data
-from mixflow.relabel import gaussian_signature
+from mixflow.pymc_model import LOG_2PI, check_inputs, data_rows, dirichlet_weights, lifted_weights, mixture_potential
+from mixflow.relabel import Signature, gaussian_signature
 
 __all__ = ["grouped_label_signature", "grouped_pymc_model", "grouped_scale", "grouped_start",
            "interval_log_probability_tensor", "log_standard_cdf"]
-
-LOG_2PI = float(np.log(2 * np.pi))
-
 
 def log_standard_cdf(x):
     """Log Phi(x) of a tensor: ``log(erfcx(-x / sqrt 2) / 2) - x^2 / 2`` below 0, else ``log1p(-erfc(x / sqrt 2) / 2)``.
@@ -93,15 +91,6 @@ def _class_log_probability(rows: dict, mu, sd, likelihood: str):
     return pt.switch(pt.gt(open_low * open_high, 0.5), pt.zeros_like(finite), either)
 
 
-def _rows(arrays: dict, frequency: np.ndarray, n_obs: int, minibatch_size):
-    """The class arrays (all, or a pm.Minibatch of them), their counts and the likelihood's scale factor."""
-    names = list(arrays)
-    if minibatch_size is None:
-        return {name: pt.as_tensor(arrays[name]) for name in names}, pt.as_tensor(frequency), 1.0
-    *batch, counts = pm.Minibatch(*[arrays[name] for name in names], frequency, batch_size=int(minibatch_size))
-    return dict(zip(names, batch, strict=True)), counts, n_obs / int(minibatch_size)
-
-
 def grouped_pymc_model(model, data: Data, prior=None, *, minibatch_size: int | None = None) -> pm.Model:
     """Build the PyMC model of a :class:`mixflow.GroupedGaussianMixture` for class counts.
 
@@ -124,30 +113,24 @@ def grouped_pymc_model(model, data: Data, prior=None, *, minibatch_size: int | N
     """
     if getattr(model, "family", None) != "grouped_gaussian":
         raise TypeError(f"model: expected a mixflow GroupedGaussianMixture, got {type(model).__name__}")
-    if not isinstance(data, Data):
-        raise TypeError(f"data: expected validated mixflow.data.Data, got {type(data).__name__}")
-    if minibatch_size is not None and (isinstance(minibatch_size, bool)
-                                       or not isinstance(minibatch_size, int | np.integer)
-                                       or not 1 <= minibatch_size <= data.n_obs):
-        raise ValueError(f"minibatch_size: expected None or an integer in [1, n_obs = {data.n_obs}], "
-                         f"got {minibatch_size!r}")
+    check_inputs(data, prior, minibatch_size, ("concentration", "mean", "shrinkage", "dof", "scale"))
     if prior is None:
         prior = model.resolve_prior(model.prepare(data))
     center, scale = grouped_scale(model, data)
     hyper = _prior_in_z_units(prior, center, scale)
     variance_dims = () if model.common_variance else ("component",)
     with pm.Model(coords={"component": np.arange(model.n_components)}) as pymc_model:
-        weights = pm.Dirichlet("weights", a=hyper["concentration"], dims="component")
+        weights = dirichlet_weights(hyper["concentration"])
         variance = pm.InverseGamma("variance_std", alpha=hyper["dof"] / 2.0, beta=hyper["scale"] / 2.0,
                                    dims=variance_dims)
         mu = pm.Normal("mu_std", mu=hyper["mean"], sigma=pt.sqrt(variance / hyper["shrinkage"]), dims="component")
-        rows, counts, factor = _rows(_class_arrays(model, data), data.frequency, data.n_obs, minibatch_size)
-        sd = pt.sqrt(variance)
-        log_joint = pt.log(weights) + _class_log_probability(rows, mu, sd, model.likelihood)
-        log_px = pt.special.logsumexp(log_joint, axis=1)
+        arrays = _class_arrays(model, data)
+        rows, counts, factor = data_rows(tuple(arrays.values()), data.frequency, minibatch_size)
+        log_density = _class_log_probability(dict(zip(arrays, rows, strict=True)), mu, pt.sqrt(variance),
+                                             model.likelihood)
         if model.likelihood == "midpoint":
-            log_px = log_px - float(np.log(scale))  # densities in data units
-        pm.Potential("log_likelihood", factor * pt.sum(counts * log_px))
+            log_density = log_density - float(np.log(scale))  # densities in data units
+        mixture_potential(weights, log_density, counts, factor)
         pm.Deterministic("mu", center + scale * mu, dims="component")
         pm.Deterministic("variance", variance * scale**2, dims=variance_dims)
     return pymc_model
@@ -159,12 +142,12 @@ def grouped_start(model, data: Data, params: dict, *, min_weight: float = 1e-8) 
     Weights are lifted to at least ``min_weight`` and renormalised, so that the start is inside the simplex.
     """
     center, scale = grouped_scale(model, data)
-    weights = np.maximum(np.asarray(params["weights"], dtype=float), min_weight)
-    return {"weights": weights / weights.sum(), "mu_std": (np.asarray(params["mu"], dtype=float) - center) / scale,
+    return {"weights": lifted_weights(params["weights"], min_weight),
+            "mu_std": (np.asarray(params["mu"], dtype=float) - center) / scale,
             "variance_std": np.asarray(params["variance"], dtype=float) / scale**2}
 
 
-def grouped_label_signature(model, data: Data):
+def grouped_label_signature(model, data: Data) -> Signature:
     """``signature(params) -> (..., K, F)`` for :func:`mixflow.relabel.align` (mean, log sd, sqrt weight).
 
     A common variance carries no label and is left out, as for the Gaussian family's "tied" covariance.
@@ -179,4 +162,5 @@ def grouped_label_signature(model, data: Data):
                       if model.common_variance else {"variance": variance})
         return gaussian_signature({"weights": params["weights"], "mu": mu, **dispersion}, data_scale)
 
-    return signature
+    spread = "" if model.common_variance else "log sd, "
+    return Signature(signature, f"squared distance of (mu / midpoint sd, {spread}sqrt(weight))")
