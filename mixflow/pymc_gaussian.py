@@ -206,9 +206,8 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
         weights = dirichlet_weights(hyper["concentration"])
         mu_std, dispersion = _component_priors(model.covariance, hyper, d)
         (rows,), row_weights, factor = data_rows((z,), frequency, minibatch_size)
-        log_density = (-0.5 * (_quadratic_terms(model.covariance, mu_std, dispersion, rows, d) + d * LOG_2PI)
-                       - float(np.log(std.scale).sum()))
-        mixture_potential(weights, log_density, row_weights, factor)
+        log_density = -0.5 * (_quadratic_terms(model.covariance, mu_std, dispersion, rows, d) + d * LOG_2PI)
+        mixture_potential(weights, log_density, row_weights, factor, offset=-float(np.log(std.scale).sum()))
         pm.Deterministic("mu", std.center + std.scale * mu_std, dims=("component", "feature"))
         if model.covariance in ("full", "tied"):
             dims = ("component", "feature", "feature_") if model.covariance == "full" else ("feature", "feature_")

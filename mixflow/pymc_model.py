@@ -120,7 +120,7 @@ def data_rows(arrays: tuple, frequency: np.ndarray, minibatch_size: int | None) 
     return rows, row_weights, frequency.shape[0] / int(minibatch_size)
 
 
-def mixture_potential(weights, component_log_density, row_weights, factor: float):
+def mixture_potential(weights, component_log_density, row_weights, factor: float, offset: float = 0.0):
     """``pm.Potential("log_likelihood")``: sum over rows of w_n log sum_k pi_k p_k(x_n), times ``factor``.
 
     Parameters
@@ -130,11 +130,14 @@ def mixture_potential(weights, component_log_density, row_weights, factor: float
         Log density of each row under each component, in data units.
     row_weights : tensor of shape (m,)
     factor : float
+    offset : float, default 0
+        A constant added to every row's log density (e.g. the log Jacobian of a standardisation), added
+        after the log-sum-exp rather than to each component.
     """
     import pymc as pm
     import pytensor.tensor as pt
 
-    log_px = pt.special.logsumexp(pt.log(weights) + component_log_density, axis=1)
+    log_px = pt.special.logsumexp(pt.log(weights) + component_log_density, axis=1) + offset
     return pm.Potential("log_likelihood", factor * pt.sum(row_weights * log_px))
 
 

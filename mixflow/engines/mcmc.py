@@ -339,9 +339,10 @@ def _diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, opti
     coords = {dim: raw_posterior[dim].values for dim in raw_posterior.dims if dim in raw_posterior.coords}
     posterior = xr.Dataset({name: (dims, value) for name, (dims, value) in aligned.items()},
                            coords={dim: coords[dim] for dims, _ in aligned.values() for dim in dims if dim in coords})
-    rhat = azs.rhat(posterior) if options["chains"] > 1 else None
-    ess_bulk = azs.ess(posterior, method="bulk")
-    ess_tail = azs.ess(posterior, method="tail")
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant (e.g. the weight of K=1) has no R-hat/ESS
+        rhat = azs.rhat(posterior) if options["chains"] > 1 else None
+        ess_bulk = azs.ess(posterior, method="bulk")
+        ess_tail = azs.ess(posterior, method="tail")
     diverging = sample_stats.get("diverging")
     n_divergent = int(np.asarray(diverging[1]).sum()) if diverging is not None else 0
     minimum = ESS_PER_CHAIN_MIN * options["chains"]

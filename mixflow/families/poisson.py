@@ -230,3 +230,22 @@ class PoissonMixture(MixtureModel):
         if (out["rate"] <= 0).any():
             raise ValueError(f"{name}['rate']: expected positive rates, got {out['rate'].tolist()}")
         return out
+
+    # -- PyMC form (MCMC, ADVI) ------------------------------------------------------------------------
+    def pymc_model(self, data, prior=None, *, minibatch_size=None):
+        """The PyMC model with this prior (see :func:`mixflow.pymc_poisson.build_model`)."""
+        from mixflow import pymc_poisson
+
+        return pymc_poisson.build_model(self, data, prior, minibatch_size=minibatch_size)
+
+    def pymc_start(self, data, params: dict) -> dict:
+        """Free-variable values for parameters in data units (see :func:`mixflow.pymc_poisson.free_values`)."""
+        from mixflow import pymc_poisson
+
+        return pymc_poisson.free_values(self, data, params)
+
+    def label_signature(self, data):
+        """Per-component signature for label alignment (see :func:`mixflow.pymc_poisson.label_signature`)."""
+        from mixflow import pymc_poisson
+
+        return pymc_poisson.label_signature(self, data)

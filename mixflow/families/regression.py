@@ -360,3 +360,22 @@ class RegressionMixture(MixtureModel):
         if (out["variance"] <= 0).any():
             raise ValueError(f"{name}['variance']: expected positive variances, got {out['variance'].tolist()}")
         return out
+
+    # -- PyMC form (MCMC, ADVI) ------------------------------------------------------------------------
+    def pymc_model(self, data, prior=None, *, minibatch_size=None):
+        """The PyMC model with this prior (see :func:`mixflow.pymc_regression.build_model`)."""
+        from mixflow import pymc_regression
+
+        return pymc_regression.build_model(self, data, prior, minibatch_size=minibatch_size)
+
+    def pymc_start(self, data, params: dict) -> dict:
+        """Free-variable values for parameters in data units (see :func:`mixflow.pymc_regression.free_values`)."""
+        from mixflow import pymc_regression
+
+        return pymc_regression.free_values(self, data, params)
+
+    def label_signature(self, data):
+        """Per-component signature for label alignment (see :func:`mixflow.pymc_regression.label_signature`)."""
+        from mixflow import pymc_regression
+
+        return pymc_regression.label_signature(self, data)
