@@ -128,9 +128,8 @@ def grouped_pymc_model(model, data: Data, prior=None, *, minibatch_size: int | N
         rows, counts, factor = data_rows(tuple(arrays.values()), data.frequency, minibatch_size)
         log_density = _class_log_probability(dict(zip(arrays, rows, strict=True)), mu, pt.sqrt(variance),
                                              model.likelihood)
-        if model.likelihood == "midpoint":
-            log_density = log_density - float(np.log(scale))  # densities in data units
-        mixture_potential(weights, log_density, counts, factor)
+        offset = -float(np.log(scale)) if model.likelihood == "midpoint" else 0.0  # densities in data units
+        mixture_potential(weights, log_density, counts, factor, offset)
         pm.Deterministic("mu", center + scale * mu, dims="component")
         pm.Deterministic("variance", variance * scale**2, dims=variance_dims)
     return pymc_model

@@ -63,7 +63,7 @@ def soft_kmeans_pymc_model(model, data: Data, prior=None, *, minibatch_size: int
         (rows,), counts, factor = data_rows(((data.values - center) / scale,), data.frequency, minibatch_size)
         squared = pt.sum(rows**2, axis=1, keepdims=True) - 2.0 * rows @ mu.T + pt.sum(mu**2, axis=1)
         constant = -0.5 * d * (LOG_2PI + np.log(model.variance))  # the density in data units
-        mixture_potential(weights, constant - 0.5 * squared / variance_z, counts, factor)
+        mixture_potential(weights, -0.5 * squared / variance_z, counts, factor, constant)
         pm.Deterministic("mu", center + scale * mu, dims=("component", "feature"))
     return pymc_model
 
