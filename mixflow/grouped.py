@@ -278,6 +278,39 @@ class GroupedGaussianMixture(MixtureModel):
         """The Gaussian prior's log density of the component parameters (weights excluded)."""
         return self.gaussian.log_prior(self._to_gaussian(params), prior)
 
+    # -- PyMC (MCMC and ADVI) -------------------------------------------------------------------------
+    def pymc_model(self, data, prior=None, *, minibatch_size: int | None = None):
+        """The PyMC model with the MAP-EM prior and the same likelihood (see :mod:`mixflow.pymc_grouped`)."""
+        from mixflow.pymc_grouped import grouped_pymc_model
+
+        return grouped_pymc_model(self, data, prior, minibatch_size=minibatch_size)
+
+    def pymc_start(self, data, params: dict) -> dict:
+        """Free-variable values (``weights``, ``mu_std``, ``variance_std``) for parameters in data units."""
+        from mixflow.pymc_grouped import grouped_start
+
+        return grouped_start(self, data, params)
+
+    def label_signature(self, data):
+        """Per-component signature for :func:`mixflow.relabel.align`: mean, log sd (unless common), sqrt weight."""
+        from mixflow.pymc_grouped import grouped_label_signature
+
+        return grouped_label_signature(self, data)
+
+    def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
+        """Replicate class counts (n_obs,): as many values as the total count, counted into the classes.
+
+        The classes stay those observed; what is replicated are their counts, stored as the posterior
+        predictive ``weights`` (see :meth:`predictive_variable`) beside the observed counts.
+        """
+        from mixflow.bootstrap import simulate_data
+
+        return simulate_data(self, params, data, rng).weights
+
+    def predictive_variable(self, data) -> tuple[str, tuple]:
+        """Name and dims of one replicate: ``weights`` (obs), the counts, like ``/observed_data/weights``."""
+        return "weights", ("obs",)
+
     def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
         """Validate user-given ``weights``, ``mu`` and ``variance``; return copies."""
         k = self.n_components

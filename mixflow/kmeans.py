@@ -378,6 +378,24 @@ class SoftKMeans(MixtureModel):
         d = gaps.shape[1]
         return float(-0.5 * ((gaps * gaps).sum() / scale + gaps.shape[0] * d * (np.log(2 * np.pi * scale))))
 
+    def pymc_model(self, data, prior=None, *, minibatch_size: int | None = None):
+        """The PyMC model with the MAP-EM prior and the fixed variance (see :mod:`mixflow.pymc_softkmeans`)."""
+        from mixflow.pymc_softkmeans import soft_kmeans_pymc_model
+
+        return soft_kmeans_pymc_model(self, data, prior, minibatch_size=minibatch_size)
+
+    def pymc_start(self, data, params: dict) -> dict:
+        """Free-variable values (``weights``, ``mu_std``) for parameters in data units."""
+        from mixflow.pymc_softkmeans import soft_kmeans_start
+
+        return soft_kmeans_start(data, params)
+
+    def label_signature(self, data):
+        """Per-component signature for :func:`mixflow.relabel.align`: scaled means and sqrt weight."""
+        from mixflow.pymc_softkmeans import soft_kmeans_label_signature
+
+        return soft_kmeans_label_signature(data)
+
     def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
         """Validate user-given ``weights`` (K,) and ``mu`` (K, d); return copies."""
         return check_parameter_dict(params, {"weights": (self.n_components,),

@@ -398,7 +398,7 @@ def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> 
     observed, kind = predictive_units(model, data)
     group = {"mcmc": "mcmc/posterior_predictive", "advi": "advi/posterior_predictive"}.get(method)
     if group is not None and group.split("/")[0] in tree.children and "posterior_predictive" in tree[
-            group.split("/")[0]].children:
+            group.split("/")[0]].children and "x" in tree[group].data_vars:  # (grouped data replicate counts)
         stored = tree[group].to_dataset()["x"]
         stored = stored.rename(unit="obs") if "unit" in stored.dims else stored  # weighted data: one row per unit
         stored = stored.sel(feature=observed["feature"].values)  # e.g. a regression's response only

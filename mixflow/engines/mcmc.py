@@ -185,11 +185,11 @@ def _groups(idata, aligned: dict, pointwise: dict) -> dict:
             "responsibilities_sd": (("obs", "component"), pointwise["sd"])}},
     }
     if "predictive" in pointwise:
-        rows = "obs" if pointwise["rows_are_obs"] else "unit"
+        name, dims = pointwise["predictive_variable"]
         groups["posterior_predictive"] = {
-            "variables": {"x": (("chain", "draw", rows, "feature"), pointwise["predictive"])},
-            "attrs": {"x": "one replicate of the data per draw (model.simulate)" + (
-                "" if pointwise["rows_are_obs"] else "; one row per frequency unit of the weighted data")}}
+            "variables": {name: (("chain", "draw", *dims), pointwise["predictive"])},
+            "attrs": {name: "one replicate of the data per draw (model.simulate)" + (
+                "; one row per frequency unit of the weighted data" if "unit" in dims else "")}}
     return groups
 
 
@@ -299,7 +299,9 @@ def _pointwise(model, data: Data, draws: dict, predictive: bool, rng: np.random.
     if predictive:
         stacked = np.stack(replicates)
         out["predictive"] = stacked.reshape(n_chains, n_draws, *stacked.shape[1:])
-        out["rows_are_obs"] = data.weights is None
+        # what a replicate is: rows of x by default; a family may replicate another variable (grouped: counts)
+        default = ("x", ("obs" if data.weights is None else "unit", "feature"))
+        out["predictive_variable"] = getattr(model, "predictive_variable", lambda _: default)(data)
     return out
 
 
