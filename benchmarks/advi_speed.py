@@ -103,7 +103,7 @@ def run_pymc_default(case, n):
 
     from mixflow.data import validate_data
     from mixflow.engines.em import EMOptions, fit_em
-    from mixflow.pymc_model import standardization
+    from mixflow.pymc_gaussian import standardization
     from mixflow.relabel import align, gaussian_signature
 
     x, model = case_data(case), case_model(case)

@@ -1,0 +1,31 @@
+"""The benchmark scripts are not run by the suite (they take minutes), but what they import from mixflow
+must exist: a rename inside the package would otherwise only show when someone next runs them."""
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = sorted((Path(__file__).parent.parent / "benchmarks").glob("*.py"))
+
+
+def _mixflow_imports(path: Path) -> list[tuple[str, str]]:
+    """Every ``from mixflow... import name`` and ``mixflow.name`` in the file (module level or in functions)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "mixflow":
+            found.extend((node.module, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "mixflow":
+            found.append(("mixflow", node.attr))
+    return found
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=[p.name for p in BENCHMARKS])
+def test_what_a_benchmark_imports_from_mixflow_exists(path):
+    imports = _mixflow_imports(path)
+    assert imports, f"{path.name} imports nothing from mixflow"
+    missing = [f"{module}.{name}" for module, name in imports
+               if not hasattr(importlib.import_module(module), name)
+               and importlib.util.find_spec(f"{module}.{name}") is None]
+    assert not missing, f"{path.name} imports names that no longer exist: {missing}"
