@@ -20,6 +20,7 @@ on the same data and in the same workflow.
 """
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from scipy.special import log_ndtr
@@ -119,6 +120,7 @@ class GroupedGaussianMixture(MixtureModel):
     """
 
     n_components: int
+    pymc_module: ClassVar[str] = "mixflow.pymc_grouped"  # the PyMC form (MCMC, ADVI), see MixtureModel
     common_variance: bool = False
     open_below: float | None = None
     open_above: float | None = None
@@ -277,25 +279,6 @@ class GroupedGaussianMixture(MixtureModel):
     def log_prior(self, params: dict, prior) -> float:
         """The Gaussian prior's log density of the component parameters (weights excluded)."""
         return self.gaussian.log_prior(self._to_gaussian(params), prior)
-
-    # -- PyMC (MCMC and ADVI) -------------------------------------------------------------------------
-    def pymc_model(self, data, prior=None, *, minibatch_size: int | None = None):
-        """The PyMC model with the MAP-EM prior and the same likelihood (see :mod:`mixflow.pymc_grouped`)."""
-        from mixflow.pymc_grouped import grouped_pymc_model
-
-        return grouped_pymc_model(self, data, prior, minibatch_size=minibatch_size)
-
-    def pymc_start(self, data, params: dict) -> dict:
-        """Free-variable values (``weights``, ``mu_std``, ``variance_std``) for parameters in data units."""
-        from mixflow.pymc_grouped import grouped_start
-
-        return grouped_start(self, data, params)
-
-    def label_signature(self, data):
-        """Per-component signature for :func:`mixflow.relabel.align`: mean, log sd (unless common), sqrt weight."""
-        from mixflow.pymc_grouped import grouped_label_signature
-
-        return grouped_label_signature(self, data)
 
     def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
         """Replicate class counts (n_obs,): as many values as the total count, counted into the classes.

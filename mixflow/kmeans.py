@@ -11,6 +11,7 @@
 
 import secrets
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -288,6 +289,7 @@ class SoftKMeans(MixtureModel):
     """
 
     n_components: int
+    pymc_module: ClassVar[str] = "mixflow.pymc_softkmeans"  # the PyMC form (MCMC, ADVI), see MixtureModel
     variance: float
     prior: SoftKMeansPrior | str | dict = "default"
 
@@ -377,24 +379,6 @@ class SoftKMeans(MixtureModel):
         gaps = params["mu"] - prior.mean
         d = gaps.shape[1]
         return float(-0.5 * ((gaps * gaps).sum() / scale + gaps.shape[0] * d * (np.log(2 * np.pi * scale))))
-
-    def pymc_model(self, data, prior=None, *, minibatch_size: int | None = None):
-        """The PyMC model with the MAP-EM prior and the fixed variance (see :mod:`mixflow.pymc_softkmeans`)."""
-        from mixflow.pymc_softkmeans import soft_kmeans_pymc_model
-
-        return soft_kmeans_pymc_model(self, data, prior, minibatch_size=minibatch_size)
-
-    def pymc_start(self, data, params: dict) -> dict:
-        """Free-variable values (``weights``, ``mu_std``) for parameters in data units."""
-        from mixflow.pymc_softkmeans import soft_kmeans_start
-
-        return soft_kmeans_start(data, params)
-
-    def label_signature(self, data):
-        """Per-component signature for :func:`mixflow.relabel.align`: scaled means and sqrt weight."""
-        from mixflow.pymc_softkmeans import soft_kmeans_label_signature
-
-        return soft_kmeans_label_signature(data)
 
     def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
         """Validate user-given ``weights`` (K,) and ``mu`` (K, d); return copies."""

@@ -29,8 +29,8 @@ from mixflow.data import Data
 from mixflow.pymc_model import LOG_2PI, check_inputs, data_rows, dirichlet_weights, lifted_weights, mixture_potential
 from mixflow.relabel import Signature, gaussian_signature
 
-__all__ = ["grouped_label_signature", "grouped_pymc_model", "grouped_scale", "grouped_start",
-           "interval_log_probability_tensor", "log_standard_cdf"]
+__all__ = ["build_model", "free_values", "grouped_scale", "interval_log_probability_tensor", "label_signature",
+           "log_standard_cdf"]
 
 def log_standard_cdf(x):
     """Log Phi(x) of a tensor: ``log(erfcx(-x / sqrt 2) / 2) - x^2 / 2`` below 0, else ``log1p(-erfc(x / sqrt 2) / 2)``.
@@ -91,7 +91,7 @@ def _class_log_probability(rows: dict, mu, sd, likelihood: str):
     return pt.switch(pt.gt(open_low * open_high, 0.5), pt.zeros_like(finite), either)
 
 
-def grouped_pymc_model(model, data: Data, prior=None, *, minibatch_size: int | None = None) -> pm.Model:
+def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = None) -> pm.Model:
     """Build the PyMC model of a :class:`mixflow.GroupedGaussianMixture` for class counts.
 
     Parameters
@@ -135,7 +135,7 @@ def grouped_pymc_model(model, data: Data, prior=None, *, minibatch_size: int | N
     return pymc_model
 
 
-def grouped_start(model, data: Data, params: dict, *, min_weight: float = 1e-8) -> dict:
+def free_values(model, data: Data, params: dict, *, min_weight: float = 1e-8) -> dict:
     """Values of the free variables (untransformed) for parameters in data units (e.g. the EM estimate).
 
     Weights are lifted to at least ``min_weight`` and renormalised, so that the start is inside the simplex.
@@ -146,7 +146,7 @@ def grouped_start(model, data: Data, params: dict, *, min_weight: float = 1e-8) 
             "variance_std": np.asarray(params["variance"], dtype=float) / scale**2}
 
 
-def grouped_label_signature(model, data: Data) -> Signature:
+def label_signature(model, data: Data) -> Signature:
     """``signature(params) -> (..., K, F)`` for :func:`mixflow.relabel.align` (mean, log sd, sqrt weight).
 
     A common variance carries no label and is left out, as for the Gaussian family's "tied" covariance.

@@ -37,8 +37,9 @@ _STANDARDISED = "_std"
 
 def supports_pymc(model) -> bool:
     """Whether ``model`` declares a PyMC form (the seam of :class:`mixflow.families.base.MixtureModel`)."""
-    return all(callable(getattr(model, name, None)) for name in ("pymc_model", "pymc_start", "label_signature",
-                                                                  "simulate", "parameter_dims"))
+    return getattr(model, "pymc_module", None) is not None and all(
+        callable(getattr(model, name, None)) for name in ("pymc_model", "pymc_start", "label_signature", "simulate",
+                                                          "parameter_dims"))
 
 
 def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = None):

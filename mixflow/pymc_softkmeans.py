@@ -18,7 +18,7 @@ from mixflow.data import Data
 from mixflow.pymc_model import LOG_2PI, check_inputs, data_rows, dirichlet_weights, lifted_weights, mixture_potential
 from mixflow.relabel import Signature
 
-__all__ = ["soft_kmeans_label_signature", "soft_kmeans_pymc_model", "soft_kmeans_scale", "soft_kmeans_start"]
+__all__ = ["build_model", "free_values", "label_signature", "soft_kmeans_scale"]
 
 def soft_kmeans_scale(data: Data) -> tuple[np.ndarray, float]:
     """``(center, scale)``: the weighted data mean (d,) and the root of the mean weighted variance."""
@@ -28,7 +28,7 @@ def soft_kmeans_scale(data: Data) -> tuple[np.ndarray, float]:
     return center, float(np.sqrt(variance)) if variance > 0 else 1.0
 
 
-def soft_kmeans_pymc_model(model, data: Data, prior=None, *, minibatch_size: int | None = None) -> pm.Model:
+def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = None) -> pm.Model:
     """Build the PyMC model of a :class:`mixflow.SoftKMeans` declaration.
 
     Parameters
@@ -68,14 +68,14 @@ def soft_kmeans_pymc_model(model, data: Data, prior=None, *, minibatch_size: int
     return pymc_model
 
 
-def soft_kmeans_start(data: Data, params: dict, *, min_weight: float = 1e-8) -> dict:
+def free_values(model, data: Data, params: dict, *, min_weight: float = 1e-8) -> dict:
     """Values of the free variables for parameters in data units, weights lifted inside the simplex."""
     center, scale = soft_kmeans_scale(data)
     return {"weights": lifted_weights(params["weights"], min_weight),
             "mu_std": (np.asarray(params["mu"], dtype=float) - center) / scale}
 
 
-def soft_kmeans_label_signature(data: Data) -> Signature:
+def label_signature(model, data: Data) -> Signature:
     """``signature(params) -> (..., K, d + 1)``: the means in units of ``scale`` and sqrt(weight).
 
     The variance is fixed and common, so it carries no label.

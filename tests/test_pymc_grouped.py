@@ -6,16 +6,17 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 from scipy.special import log_ndtr
+from test_pymc_model import FAST, _em_objective, _forward
 
 import mixflow
 from mixflow.data import validate_data
-from mixflow.engines.em import objective
-from mixflow.engines.em_steps import data_pass
 from mixflow.grouped import interval_log_probability
-from mixflow.pymc_grouped import grouped_pymc_model, grouped_start, interval_log_probability_tensor, log_standard_cdf
-from mixflow.pymc_softkmeans import soft_kmeans_pymc_model, soft_kmeans_start
+from mixflow.pymc_grouped import build_model as grouped_model
+from mixflow.pymc_grouped import free_values as grouped_start
+from mixflow.pymc_grouped import interval_log_probability_tensor, log_standard_cdf
+from mixflow.pymc_softkmeans import build_model as soft_kmeans_model
+from mixflow.pymc_softkmeans import free_values as soft_kmeans_start
 
-FAST = "FAST_COMPILE"
 OPEN = {"open_below": 0.5835, "open_above": 0.6915}
 
 
@@ -29,29 +30,6 @@ def crabs():
 def weighted_faithful(faithful):
     rng = np.random.default_rng(4)
     return validate_data(faithful, weights=rng.integers(1, 4, len(faithful)).astype(float))
-
-
-def _forward(pymc_model):
-    """Free-variable values (untransformed) -> the value variables' (transformed) point."""
-    inputs, outputs = [], []
-    for rv in pymc_model.free_RVs:
-        value = rv.type()
-        transform = pymc_model.rvs_to_transforms[rv]
-        inputs.append(value)
-        outputs.append(value if transform is None else transform.forward(value, *rv.owner.inputs))
-    function = pytensor.function(inputs, outputs, mode=FAST, on_unused_input="ignore")
-    names = [pymc_model.rvs_to_values[rv].name for rv in pymc_model.free_RVs]
-
-    def forward(values):
-        return dict(zip(names, function(*[values[rv.name] for rv in pymc_model.free_RVs]), strict=True))
-
-    return forward
-
-
-def _em_objective(model, data, params):
-    prepared = model.prepare(data)
-    log_likelihood = data_pass(model, params, prepared, data.n_obs).log_likelihood
-    return objective(model, params, log_likelihood, model.resolve_prior(prepared), np.arange(model.n_components))
 
 
 def _random_grouped(common, rng):
@@ -92,7 +70,7 @@ def test_log_standard_cdf_and_interval_probability_against_scipy():
 def test_grouped_log_posterior_is_the_em_map_objective_up_to_a_constant(crabs, likelihood, common):
     model = mixflow.GroupedGaussianMixture(3, common_variance=common, likelihood=likelihood,
                                            prior={"weights_concentration": 2.5, "shrinkage": 0.3}, **OPEN)
-    gaps = _gaps(model, crabs, grouped_pymc_model(model, crabs), lambda p: grouped_start(model, crabs, p),
+    gaps = _gaps(model, crabs, grouped_model(model, crabs), lambda p: grouped_start(model, crabs, p),
                  lambda rng: _random_grouped(common, rng))
     # the one constant is the log Jacobian of the fixed map to standardised units
     assert np.ptp(gaps) < 1e-8 * np.abs(gaps).max() + 1e-9
@@ -101,7 +79,7 @@ def test_grouped_log_posterior_is_the_em_map_objective_up_to_a_constant(crabs, l
 def test_grouped_classes_without_open_ends_and_in_far_tails(crabs):
     """Finite end classes, and components far outside the classes: still the EM objective, finite gradients."""
     model = mixflow.GroupedGaussianMixture(2)
-    pymc_model = grouped_pymc_model(model, crabs)
+    pymc_model = grouped_model(model, crabs)
     far = {"weights": np.array([0.3, 0.7]), "mu": np.array([0.2, 1.3]), "variance": np.array([1e-4, 4e-4])}
     near = {"weights": np.array([0.4, 0.6]), "mu": np.array([0.63, 0.66]), "variance": np.array([1e-4, 2e-4])}
     forward = _forward(pymc_model)
@@ -118,8 +96,8 @@ def test_grouped_classes_without_open_ends_and_in_far_tails(crabs):
 
 def test_soft_kmeans_log_posterior_is_the_em_map_objective_up_to_a_constant(weighted_faithful):
     model = mixflow.SoftKMeans(3, 30.0, prior={"weights_concentration": 2.0, "shrinkage": 0.5})
-    gaps = _gaps(model, weighted_faithful, soft_kmeans_pymc_model(model, weighted_faithful),
-                 lambda p: soft_kmeans_start(weighted_faithful, p), _random_soft_kmeans)
+    gaps = _gaps(model, weighted_faithful, soft_kmeans_model(model, weighted_faithful),
+                 lambda p: soft_kmeans_start(model, weighted_faithful, p), _random_soft_kmeans)
     assert np.ptp(gaps) < 1e-8 * np.abs(gaps).max() + 1e-9
 
 
@@ -142,7 +120,7 @@ def test_grouped_em_map_estimate_is_the_mode_of_the_pymc_posterior(crabs, likeli
     tree = mixflow.fit(model, crabs.values, weights=crabs.weights, method="map", random_seed=0, tol=1e-15,
                        max_iter=20000, n_init=2)
     estimate = {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
-    _assert_em_map_is_the_mode(grouped_pymc_model(model, crabs), estimate, grouped_start(model, crabs, estimate), 0.1)
+    _assert_em_map_is_the_mode(grouped_model(model, crabs), estimate, grouped_start(model, crabs, estimate), 0.1)
 
 
 def test_soft_kmeans_em_map_estimate_is_the_mode_of_the_pymc_posterior(faithful):
@@ -150,13 +128,13 @@ def test_soft_kmeans_em_map_estimate_is_the_mode_of_the_pymc_posterior(faithful)
     tree = mixflow.fit(model, faithful, method="map", random_seed=0, tol=1e-15, max_iter=5000)
     estimate = {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
     data = validate_data(faithful)
-    _assert_em_map_is_the_mode(soft_kmeans_pymc_model(model, data), estimate, soft_kmeans_start(data, estimate), 0.05)
+    _assert_em_map_is_the_mode(soft_kmeans_model(model, data), estimate, soft_kmeans_start(model, data, estimate), 0.05)
 
 
 def test_deterministics_carry_the_em_names_and_dims(crabs, weighted_faithful):
-    for model, data, build in ((mixflow.GroupedGaussianMixture(2), crabs, grouped_pymc_model),
-                               (mixflow.GroupedGaussianMixture(2, common_variance=True), crabs, grouped_pymc_model),
-                               (mixflow.SoftKMeans(2, 30.0), weighted_faithful, soft_kmeans_pymc_model)):
+    for model, data, build in ((mixflow.GroupedGaussianMixture(2), crabs, grouped_model),
+                               (mixflow.GroupedGaussianMixture(2, common_variance=True), crabs, grouped_model),
+                               (mixflow.SoftKMeans(2, 30.0), weighted_faithful, soft_kmeans_model)):
         pymc_model = build(model, data)
         for name, dims in model.parameter_dims(data.features).items():
             assert tuple(pymc_model.named_vars_to_dims.get(name, ())) == dims, (model, name)
@@ -165,8 +143,8 @@ def test_deterministics_carry_the_em_names_and_dims(crabs, weighted_faithful):
 def test_minibatch_likelihood_is_unbiased(crabs):
     model = mixflow.GroupedGaussianMixture(2, **OPEN)
     params = {"weights": np.array([0.4, 0.6]), "mu": np.array([0.63, 0.66]), "variance": np.array([1e-4, 2e-4])}
-    full = grouped_pymc_model(model, crabs)
-    batched = grouped_pymc_model(model, crabs, minibatch_size=20)
+    full = grouped_model(model, crabs)
+    batched = grouped_model(model, crabs, minibatch_size=20)
     values = []
     for pymc_model in (full, batched):
         point = _forward(pymc_model)(grouped_start(model, crabs, params))
@@ -179,11 +157,11 @@ def test_minibatch_likelihood_is_unbiased(crabs):
 
 
 @pytest.mark.parametrize(("build", "model", "kwargs", "error", "message"), [
-    (grouped_pymc_model, mixflow.GaussianMixture(2), {}, TypeError, "model: expected a mixflow GroupedGaussian"),
-    (grouped_pymc_model, mixflow.GroupedGaussianMixture(2), {"minibatch_size": 0}, ValueError,
+    (grouped_model, mixflow.GaussianMixture(2), {}, TypeError, "model: expected a mixflow GroupedGaussian"),
+    (grouped_model, mixflow.GroupedGaussianMixture(2), {"minibatch_size": 0}, ValueError,
      r"minibatch_size: expected None or an integer in \[1, n_obs = 29\], got 0"),
-    (soft_kmeans_pymc_model, mixflow.GroupedGaussianMixture(2), {}, TypeError, "model: expected a mixflow SoftKMeans"),
-    (soft_kmeans_pymc_model, mixflow.SoftKMeans(2, 1.0), {"minibatch_size": 30}, ValueError,
+    (soft_kmeans_model, mixflow.GroupedGaussianMixture(2), {}, TypeError, "model: expected a mixflow SoftKMeans"),
+    (soft_kmeans_model, mixflow.SoftKMeans(2, 1.0), {"minibatch_size": 30}, ValueError,
      r"minibatch_size: expected None or an integer in \[1, n_obs = 29\], got 30"),
 ])
 def test_bad_builder_inputs_are_refused(crabs, build, model, kwargs, error, message):
@@ -191,8 +169,8 @@ def test_bad_builder_inputs_are_refused(crabs, build, model, kwargs, error, mess
         build(model, crabs, **kwargs)
 
 
-@pytest.mark.parametrize(("build", "model"), [(grouped_pymc_model, mixflow.GroupedGaussianMixture(2)),
-                                              (soft_kmeans_pymc_model, mixflow.SoftKMeans(2, 1.0))])
+@pytest.mark.parametrize(("build", "model"), [(grouped_model, mixflow.GroupedGaussianMixture(2)),
+                                              (soft_kmeans_model, mixflow.SoftKMeans(2, 1.0))])
 def test_unvalidated_data_are_refused(crabs, build, model):
     with pytest.raises(TypeError, match=r"data: expected validated mixflow.data.Data .*got ndarray"):
         build(model, crabs.values)

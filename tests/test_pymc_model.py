@@ -160,6 +160,24 @@ def test_minibatch_scales_the_likelihood_to_the_full_data(weighted_data):
         pymc_model.value_vars, [potential]))
 
 
+def test_a_family_without_a_pymc_module_is_refused_by_name(weighted_data):
+    from dataclasses import dataclass
+
+    from mixflow.families.base import MixtureModel
+    from mixflow.pymc_model import supports_pymc
+
+    @dataclass(frozen=True)
+    class EMOnly(MixtureModel):  # a family registered for EM alone
+        n_components: int = 2
+
+    model = EMOnly()
+    assert not supports_pymc(model) and supports_pymc(mixflow.SoftKMeans(2, 1.0))
+    with pytest.raises(TypeError, match="model: expected a mixflow model with a PyMC form .* EMOnly, which has none"):
+        model.pymc_model(weighted_data)
+    with pytest.raises(TypeError, match="model: expected a mixflow model with a PyMC form .* got EMOnly"):
+        build_model(model, weighted_data)
+
+
 def test_bad_inputs_name_the_argument(weighted_data):
     model = mixflow.GaussianMixture(2)
     with pytest.raises(TypeError, match="model: expected a mixflow model with a PyMC form .* got str"):

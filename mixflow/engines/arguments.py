@@ -49,7 +49,7 @@ def check_problem(model, data, reference) -> dict:
     """The model (with a PyMC form), the validated data and the reference estimate; returns checked copies."""
     if not supports_pymc(model):
         raise TypeError(f"model: expected a mixflow model with a PyMC form (GaussianMixture, PoissonMixture, "
-                        f"RegressionMixture), got {type(model).__name__}")
+                        f"RegressionMixture, GroupedGaussianMixture, SoftKMeans), got {type(model).__name__}")
     if not isinstance(data, Data):
         raise TypeError(f"data: expected validated mixflow.data.Data, got {type(data).__name__}")
     if not isinstance(reference, dict):

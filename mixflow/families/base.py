@@ -5,8 +5,10 @@ pure functions in the family's own module; the model class only declares and dis
 talks to a model only through the methods listed in :class:`MixtureModel`.
 """
 
+import importlib
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from scipy.special import gammaln
@@ -119,11 +121,34 @@ class MixtureModel:
       per component, the cost of :func:`mixflow.relabel.align` (a :class:`mixflow.relabel.Signature`, whose
       ``description`` is recorded with the aligned draws).
 
+    A family names its PyMC module in the class attribute ``pymc_module``; the module defines
+    ``build_model(model, data, prior, *, minibatch_size)``, ``free_values(model, data, params)`` and
+    ``label_signature(model, data)``, which the three methods above call.
+
     Every model has :meth:`simulate` (one replicate of the data, for posterior predictive draws), through the
     family's sampler :func:`mixflow.bootstrap.simulate_data`.
     """
 
     n_components: int
+    pymc_module: ClassVar[str | None] = None
+
+    def _pymc_form(self):
+        if self.pymc_module is None:
+            raise TypeError(f"model: expected a mixflow model with a PyMC form (MCMC, ADVI), got "
+                            f"{type(self).__name__}, which has none")
+        return importlib.import_module(self.pymc_module)
+
+    def pymc_model(self, data, prior=None, *, minibatch_size: int | None = None):
+        """The PyMC model of this declaration for ``data``, with exactly the prior EM's MAP uses."""
+        return self._pymc_form().build_model(self, data, prior, minibatch_size=minibatch_size)
+
+    def pymc_start(self, data, params: dict) -> dict:
+        """Values of the free variables (untransformed) for parameters in data units, e.g. the EM estimate."""
+        return self._pymc_form().free_values(self, data, params)
+
+    def label_signature(self, data):
+        """The per-component signature :func:`mixflow.relabel.align` matches labels by."""
+        return self._pymc_form().label_signature(self, data)
 
     def to_json(self) -> str:
         """Serialise the declaration (family, n_components, options, prior) to JSON."""

@@ -1,6 +1,7 @@
 """The Gaussian family: declaration, conjugate prior and the dispatch to its numerics."""
 
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from scipy import stats as st
@@ -108,6 +109,7 @@ class GaussianMixture(MixtureModel):
     """
 
     n_components: int
+    pymc_module: ClassVar[str] = "mixflow.pymc_gaussian"  # the PyMC form (MCMC, ADVI), see MixtureModel
     covariance: str = "full"
     prior: GaussianPrior | str | dict = field(default="default")
 
@@ -225,25 +227,6 @@ class GaussianMixture(MixtureModel):
     def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
         """Validate user-given parameters (shapes, finiteness, positive definiteness); return copies."""
         return _check_parameters(self, params, n_features, name)
-
-    # -- PyMC form (MCMC, ADVI) ------------------------------------------------------------------------
-    def pymc_model(self, data, prior=None, *, minibatch_size=None):
-        """The PyMC model with this prior (see :func:`mixflow.pymc_gaussian.build_model`)."""
-        from mixflow import pymc_gaussian
-
-        return pymc_gaussian.build_model(self, data, prior, minibatch_size=minibatch_size)
-
-    def pymc_start(self, data, params: dict) -> dict:
-        """Free-variable values for parameters in data units (see :func:`mixflow.pymc_gaussian.free_values`)."""
-        from mixflow import pymc_gaussian
-
-        return pymc_gaussian.free_values(self, data, params)
-
-    def label_signature(self, data):
-        """Per-component signature for label alignment (see :func:`mixflow.pymc_gaussian.label_signature`)."""
-        from mixflow import pymc_gaussian
-
-        return pymc_gaussian.label_signature(self, data)
 
 
 def _check_resolved(covariance, mean, scale, dof, d):

@@ -11,6 +11,7 @@ The log-likelihood includes the ``-log(y!)`` terms, so it is the log probability
 """
 
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from scipy import stats as st
@@ -144,6 +145,7 @@ class PoissonMixture(MixtureModel):
     """
 
     n_components: int
+    pymc_module: ClassVar[str] = "mixflow.pymc_poisson"  # the PyMC form (MCMC, ADVI), see MixtureModel
     prior: PoissonPrior | str | dict = field(default="default")
 
     def __post_init__(self):
@@ -230,22 +232,3 @@ class PoissonMixture(MixtureModel):
         if (out["rate"] <= 0).any():
             raise ValueError(f"{name}['rate']: expected positive rates, got {out['rate'].tolist()}")
         return out
-
-    # -- PyMC form (MCMC, ADVI) ------------------------------------------------------------------------
-    def pymc_model(self, data, prior=None, *, minibatch_size=None):
-        """The PyMC model with this prior (see :func:`mixflow.pymc_poisson.build_model`)."""
-        from mixflow import pymc_poisson
-
-        return pymc_poisson.build_model(self, data, prior, minibatch_size=minibatch_size)
-
-    def pymc_start(self, data, params: dict) -> dict:
-        """Free-variable values for parameters in data units (see :func:`mixflow.pymc_poisson.free_values`)."""
-        from mixflow import pymc_poisson
-
-        return pymc_poisson.free_values(self, data, params)
-
-    def label_signature(self, data):
-        """Per-component signature for label alignment (see :func:`mixflow.pymc_poisson.label_signature`)."""
-        from mixflow import pymc_poisson
-
-        return pymc_poisson.label_signature(self, data)

@@ -7,6 +7,7 @@ per component (see :mod:`mixflow.families.regression_numerics`).
 
 import re
 from dataclasses import KW_ONLY, InitVar, asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from scipy import stats as st
@@ -173,6 +174,7 @@ class RegressionMixture(MixtureModel):
     """
 
     n_components: int
+    pymc_module: ClassVar[str] = "mixflow.pymc_regression"  # the PyMC form (MCMC, ADVI), see MixtureModel
     formula: InitVar[str | None] = None
     _: KW_ONLY
     response: str | None = None
@@ -360,22 +362,3 @@ class RegressionMixture(MixtureModel):
         if (out["variance"] <= 0).any():
             raise ValueError(f"{name}['variance']: expected positive variances, got {out['variance'].tolist()}")
         return out
-
-    # -- PyMC form (MCMC, ADVI) ------------------------------------------------------------------------
-    def pymc_model(self, data, prior=None, *, minibatch_size=None):
-        """The PyMC model with this prior (see :func:`mixflow.pymc_regression.build_model`)."""
-        from mixflow import pymc_regression
-
-        return pymc_regression.build_model(self, data, prior, minibatch_size=minibatch_size)
-
-    def pymc_start(self, data, params: dict) -> dict:
-        """Free-variable values for parameters in data units (see :func:`mixflow.pymc_regression.free_values`)."""
-        from mixflow import pymc_regression
-
-        return pymc_regression.free_values(self, data, params)
-
-    def label_signature(self, data):
-        """Per-component signature for label alignment (see :func:`mixflow.pymc_regression.label_signature`)."""
-        from mixflow import pymc_regression
-
-        return pymc_regression.label_signature(self, data)
