@@ -35,12 +35,13 @@ def _check_options(n_init, init, tol, max_iter, trim, chunk_size):
         raise ValueError(f"chunk_size: expected None or an integer >= 1, got {chunk_size!r}")
 
 
-def _seed(random_seed) -> int:
-    if random_seed is None:
+def check_seed(value) -> int:
+    """A non-negative integer seed; one is drawn when None (and recorded by the engine)."""
+    if value is None:
         return secrets.randbits(63)
-    if isinstance(random_seed, bool) or not isinstance(random_seed, int | np.integer) or random_seed < 0:
-        raise ValueError(f"random_seed: expected None or a non-negative integer, got {random_seed!r}")
-    return int(random_seed)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ValueError(f"random_seed: expected None or a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def _method_list(method) -> list[str]:
@@ -151,7 +152,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     if tree is not None and not (isinstance(tree, xr.DataTree) and "model" in tree.attrs
                                  and "observed_data" in tree.children):
         raise TypeError(f"tree: expected a mixflow result to add methods to, got {type(tree).__name__}")
-    seed = _seed(random_seed if random_seed is not None or tree is None else tree.attrs["random_seed"])
+    seed = check_seed(random_seed if random_seed is not None or tree is None else tree.attrs["random_seed"])
     validated = validate_data(data, weights=weights)
     n_support = int(np.count_nonzero(validated.frequency))
     if n_support < model.n_components:

@@ -1,12 +1,11 @@
 """PyMC models of grouped data and soft k-means: the log posterior is the EM MAP objective, its mode the MAP."""
 
 import numpy as np
-import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 import pytest
 from scipy.special import log_ndtr
-from test_pymc_model import FAST, _em_objective, _forward
+from test_pymc_model import FAST, _em_objective, _forward, assert_em_map_is_the_mode
 
 import mixflow
 from mixflow.data import validate_data
@@ -103,15 +102,7 @@ def test_soft_kmeans_log_posterior_is_the_em_map_objective_up_to_a_constant(weig
 
 def _assert_em_map_is_the_mode(pymc_model, estimate, start, nudge):
     nudged = {**start, "mu_std": start["mu_std"] + nudge}  # the optimiser has to walk back
-    result = pm.find_MAP(initvals=nudged, model=pymc_model, progressbar=False, return_inferencedata=True,
-                         jitter=False, compile_kwargs={"mode": FAST},
-                         options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000})
-    found = result["posterior"].isel(chain=0, draw=0)
-    for name, value in estimate.items():
-        np.testing.assert_allclose(found[name].values, value, rtol=1e-4, atol=1e-8, err_msg=name)
-    log_density = pymc_model.compile_logp(jacobian=False, mode=FAST)
-    forward = _forward(pymc_model)
-    assert log_density(forward({k: found[k].values for k in start})) - log_density(forward(start)) < 1e-7
+    assert_em_map_is_the_mode(pymc_model, estimate, start, nudged, rtol=1e-4, atol=1e-8)
 
 
 @pytest.mark.parametrize("likelihood", ["interval", "midpoint"])

@@ -3,11 +3,10 @@
 Each error names the argument, what was expected and what came. No PyMC work happens before they pass.
 """
 
-import secrets
-
 import numpy as np
 
 from mixflow.data import Data
+from mixflow.fitting import check_seed  # the one seed check, shared with mixflow.fit
 from mixflow.pymc_model import check_minibatch_size, supports_pymc
 
 __all__ = ["check_count", "check_flag", "check_minibatch", "check_positive", "check_problem", "check_seed"]
@@ -34,15 +33,6 @@ def check_flag(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name}: expected True or False, got {value!r}")
     return value
-
-
-def check_seed(value) -> int:
-    """A non-negative integer seed; one is drawn when None (and recorded by the engine)."""
-    if value is None:
-        return secrets.randbits(63)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"random_seed: expected None or a non-negative integer, got {value!r}")
-    return int(value)
 
 
 def check_problem(model, data, reference) -> dict:
