@@ -17,6 +17,7 @@ from mixflow.report import report
 from mixflow.results import load, save
 from mixflow.select import select_k
 from mixflow.warnings import (
+    ADVIDivergenceError,
     ConstantFeatureWarning,
     ConvergenceWarning,
     DegenerateComponentWarning,
@@ -26,6 +27,7 @@ from mixflow.warnings import (
 )
 
 __all__ = [
+    "ADVIDivergenceError",
     "ConstantFeatureWarning",
     "ConvergenceWarning",
     "DegenerateComponentWarning",

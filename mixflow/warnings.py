@@ -1,6 +1,7 @@
-"""Warning classes, so that users can filter each kind on its own."""
+"""Warning classes, so that users can filter each kind on its own, and the error ADVI stops with."""
 
 __all__ = [
+    "ADVIDivergenceError",
     "ConstantFeatureWarning",
     "ConvergenceWarning",
     "DegenerateComponentWarning",
@@ -32,3 +33,7 @@ class MixflowInternalWarning(MixflowWarning):
 
 class SamplingWarning(MixflowWarning):
     """MCMC diagnostics flag a problem (R-hat above 1.01, too few effective draws, divergences)."""
+
+
+class ADVIDivergenceError(FloatingPointError):
+    """The ELBO or the variational parameters became NaN or infinite during ADVI's ``pm.fit``."""

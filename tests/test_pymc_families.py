@@ -239,3 +239,13 @@ def test_same_seed_same_draws(poisson_tree):
     again = _fit_counts()
     for group in ("mcmc/posterior", "mcmc/posterior_predictive", "advi/posterior"):
         assert poisson_tree[group].to_dataset().equals(again[group].to_dataset()), group  # attrs hold wall times
+
+
+@pytest.mark.slow
+def test_poisson_advi_divergence_names_the_rates(deaths_data):
+    tree = mixflow.fit(POISSON, deaths_data.values[:, 0], weights=deaths_data.weights, method="em", random_seed=0)
+    reference = _estimate(tree)
+    with pytest.raises(mixflow.ADVIDivergenceError, match=r"ADVI diverged at iteration \d+: .*rate \(rate_log__\) "
+                                                          r"are not finite\. Try a smaller learning_rate \(got "
+                                                          r"1e\+06; .*a Poisson's larger Gamma shape"):
+        fit_advi(POISSON, deaths_data, reference, random_seed=0, learning_rate=1e6)

@@ -47,17 +47,13 @@ from mixflow.engines.arguments import (
 from mixflow.engines.em_steps import chunk_rows, log_normalise
 from mixflow.pymc_model import parameter_of
 from mixflow.relabel import align
-from mixflow.warnings import ConvergenceWarning
+from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning
 
 __all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "fit_advi", "q_moments"]
 
 VARIANTS = {"meanfield": pm.ADVI, "fullrank": pm.FullRankADVI}
 _LEARNING_RATE_FLOOR = 2.0**-20  # relative to the starting learning rate: at most 20 halvings
 _MIN_CHECK_EVERY = 10
-
-
-class ADVIDivergenceError(FloatingPointError):
-    """The ELBO or the variational parameters became NaN or infinite during ``pm.fit``."""
 
 
 # -- the variational parameters as numbers ---------------------------------------------------------------
@@ -219,7 +215,8 @@ def divergence_message(approx, losses, i: int, learning_rate: float) -> str:
     params = f"; q's parameters of {', '.join(bad)} are not finite" if bad else ""
     return (f"ADVI diverged at iteration {i}: {what}{params}. Try a smaller learning_rate (got {learning_rate:g}; "
             f"e.g. {learning_rate / 10:g}), starting from the MAP estimate (fit method='map' first), or a "
-            "stronger prior (e.g. GaussianPrior(shrinkage=0.1, dof=n_features + 5)).")
+            "stronger prior on the component parameters (e.g. a Gaussian's GaussianPrior(shrinkage=0.1, "
+            "dof=n_features + 5), a Poisson's larger Gamma shape).")
 
 
 # -- arguments -------------------------------------------------------------------------------------------
