@@ -27,19 +27,13 @@ pointwise log-likelihoods are computed by :mod:`mixflow.engines.mcmc` from the d
 import numpy as np
 
 from mixflow.data import Data
+from mixflow.families.base import require_pymc_form, supports_pymc
 
 __all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "lifted_weights", "mixture_potential",
            "parameter_of", "supports_pymc"]
 
 LOG_2PI = float(np.log(2 * np.pi))
 _STANDARDISED = "_std"
-
-
-def supports_pymc(model) -> bool:
-    """Whether ``model`` declares a PyMC form (the seam of :class:`mixflow.families.base.MixtureModel`)."""
-    return getattr(model, "pymc_module", None) is not None and all(
-        callable(getattr(model, name, None)) for name in ("pymc_model", "pymc_start", "label_signature", "simulate",
-                                                          "parameter_dims"))
 
 
 def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = None):
@@ -60,9 +54,7 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
     -------
     pymc.Model
     """
-    if not supports_pymc(model):
-        raise TypeError(f"model: expected a mixflow model with a PyMC form (GaussianMixture, PoissonMixture, "
-                        f"RegressionMixture), got {type(model).__name__}")
+    require_pymc_form(model)
     return model.pymc_model(data, prior, minibatch_size=minibatch_size)
 
 

@@ -6,8 +6,9 @@ Each error names the argument, what was expected and what came. No PyMC work hap
 import numpy as np
 
 from mixflow.data import Data
+from mixflow.families.base import require_pymc_form
 from mixflow.fitting import check_seed  # the one seed check, shared with mixflow.fit
-from mixflow.pymc_model import check_minibatch_size, supports_pymc
+from mixflow.pymc_model import check_minibatch_size
 
 __all__ = ["check_count", "check_flag", "check_minibatch", "check_positive", "check_problem", "check_seed"]
 
@@ -37,9 +38,7 @@ def check_flag(name: str, value) -> bool:
 
 def check_problem(model, data, reference) -> dict:
     """The model (with a PyMC form), the validated data and the reference estimate; returns checked copies."""
-    if not supports_pymc(model):
-        raise TypeError(f"model: expected a mixflow model with a PyMC form (GaussianMixture, PoissonMixture, "
-                        f"RegressionMixture, GroupedGaussianMixture, SoftKMeans), got {type(model).__name__}")
+    require_pymc_form(model)
     if not isinstance(data, Data):
         raise TypeError(f"data: expected validated mixflow.data.Data, got {type(data).__name__}")
     if not isinstance(reference, dict):

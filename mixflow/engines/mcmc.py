@@ -299,9 +299,7 @@ def _pointwise(model, data: Data, draws: dict, predictive: bool, rng: np.random.
     if predictive:
         stacked = np.stack(replicates)
         out["predictive"] = stacked.reshape(n_chains, n_draws, *stacked.shape[1:])
-        # what a replicate is: rows of x by default; a family may replicate another variable (grouped: counts)
-        default = ("x", ("obs" if data.weights is None else "unit", "feature"))
-        out["predictive_variable"] = getattr(model, "predictive_variable", lambda _: default)(data)
+        out["predictive_variable"] = model.predictive_variable(data)
     return out
 
 

@@ -13,7 +13,8 @@ from typing import ClassVar
 import numpy as np
 from scipy.special import gammaln
 
-__all__ = ["MixtureModel", "Prepared", "dirichlet_log_density", "model_from_json", "register_family"]
+__all__ = ["MixtureModel", "Prepared", "dirichlet_log_density", "model_from_json", "register_family",
+           "require_pymc_form", "supports_pymc"]
 
 _FAMILIES: dict[str, type] = {}
 
@@ -27,6 +28,19 @@ def register_family(name: str):
         return cls
 
     return decorate
+
+
+def supports_pymc(model) -> bool:
+    """Whether ``model`` is a mixflow model whose family has a PyMC form (MCMC, ADVI): see MixtureModel."""
+    return isinstance(model, MixtureModel) and model.pymc_module is not None
+
+
+def require_pymc_form(model) -> None:
+    """Raise the named error unless :func:`supports_pymc`."""
+    if not supports_pymc(model):
+        names = ", ".join(cls.__name__ for cls in _FAMILIES.values() if cls.pymc_module is not None)
+        raise TypeError(f"model: expected a mixflow model with a PyMC form ({names}), got {type(model).__name__}, "
+                        "which has none")
 
 
 def model_from_json(text: str) -> "MixtureModel":
@@ -133,9 +147,7 @@ class MixtureModel:
     pymc_module: ClassVar[str | None] = None
 
     def _pymc_form(self):
-        if self.pymc_module is None:
-            raise TypeError(f"model: expected a mixflow model with a PyMC form (MCMC, ADVI), got "
-                            f"{type(self).__name__}, which has none")
+        require_pymc_form(self)
         return importlib.import_module(self.pymc_module)
 
     def pymc_model(self, data, prior=None, *, minibatch_size: int | None = None):
@@ -192,6 +204,14 @@ class MixtureModel:
         from mixflow.bootstrap import simulate_data
 
         return simulate_data(self, params, data, rng).values
+
+    def predictive_variable(self, data) -> tuple[str, tuple]:
+        """Name and dims of one :meth:`simulate` replicate in ``/mcmc/posterior_predictive``.
+
+        ``x`` by rows (``obs``), or by frequency units (``unit``) for weighted data; a family that replicates
+        another variable overrides this (grouped data: the class counts).
+        """
+        return "x", ("obs" if data.weights is None else "unit", "feature")
 
     def canonical_order(self, params: dict) -> np.ndarray:
         """Permutation putting components in ascending order of :meth:`sort_key` (stable)."""
