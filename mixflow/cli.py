@@ -48,20 +48,20 @@ def _load_results(path: str):
 
 def _read_selection(path: str) -> pd.DataFrame:
     """A choice-of-K table written by ``mixflow run`` (``<model>-choice-of-k.csv``), with its preferred K."""
+    from mixflow.select import HIGHER_IS_BETTER, LOWER_IS_BETTER, preferred_k
+
     if not Path(path).is_file():
         raise FileNotFoundError(f"--selection: expected an existing choice-of-K CSV file, got {path!r}")
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ValueError(f"--selection: expected a CSV file, got {path!r} ({error})") from None
-    criteria = [c for c in ("bic", "aic", "icl", "cv_log_likelihood", "elpd_loo") if c in table]
+    criteria = [c for c in LOWER_IS_BETTER + HIGHER_IS_BETTER if c in table]
     if "k" not in table or not criteria or not pd.api.types.is_integer_dtype(table["k"]):
         raise ValueError(f"--selection: expected a choice-of-K table (columns 'k' and some of bic, aic, icl, "
                          f"cv_log_likelihood, elpd_loo, as mixflow run writes), got columns {list(table.columns)}")
     table = table.set_index("k")
-    lower_is_better = {"bic", "aic", "icl"}
-    table.attrs["preferred"] = {c: int(table[c].idxmin() if c in lower_is_better else table[c].idxmax())
-                                for c in criteria if table[c].notna().any()}
+    table.attrs["preferred"] = preferred_k(table)
     return table
 
 

@@ -386,15 +386,22 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     return (table, fits) if return_fits else table
 
 
-def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
+LOWER_IS_BETTER = ("bic", "aic", "icl")
+HIGHER_IS_BETTER = ("cv_log_likelihood", "elpd_loo")
+
+
+def preferred_k(table: pd.DataFrame) -> dict:
+    """The K (index) each criterion of a choice-of-K table prefers, for the criteria it has values of."""
     preferred = {}
-    for column in ("bic", "aic", "icl"):
-        if column in table:
-            preferred[column] = int(table[column].idxmin())
-    for column in ("cv_log_likelihood", "elpd_loo"):
+    for column in LOWER_IS_BETTER + HIGHER_IS_BETTER:
         if column in table and table[column].notna().any():
-            preferred[column] = int(table[column].idxmax())
-    table.attrs.update(preferred=preferred, methods=list(methods), random_seed=seed)
+            best = table[column].idxmin() if column in LOWER_IS_BETTER else table[column].idxmax()
+            preferred[column] = int(best)
+    return preferred
+
+
+def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
+    table.attrs.update(preferred=preferred_k(table), methods=list(methods), random_seed=seed)
     flagged = [int(k) for k in table.index if "converged" in table and (not table.loc[k, "converged"]
                                                                          or table.loc[k, "degenerate"])]
     if flagged:

@@ -117,14 +117,14 @@ def _figures(tree, out: Path, stem: str, selection, progress) -> list[Path]:
 
 
 def _with_labels(tree, workflow: Workflow, progress):
-    """The result with the workflow's label column attached, and each method's agreement with it reported."""
+    """The result with the workflow's label column attached, and each method's agreement with it (reported)."""
     from mixflow.compare import METHOD_LABELS
 
     tree = with_reference_labels(tree, workflow.data[workflow.labels].to_numpy(), name=workflow.labels)
-    agreement = reference_agreement(tree)["adjusted_rand_index"]
+    agreement = reference_agreement(tree)
     progress(f"  agreement with {workflow.labels!r} (adjusted Rand index): "
-             + ", ".join(f"{METHOD_LABELS[m]} {value:.3f}" for m, value in agreement.items()))
-    return tree
+             + ", ".join(f"{METHOD_LABELS[m]} {value:.3f}" for m, value in agreement["adjusted_rand_index"].items()))
+    return tree, agreement
 
 
 def _slug(name: str) -> str:
@@ -173,16 +173,16 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         tree = _fit_all(workflow, _build_model(spec, k), data, weights, progress)
         tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
                            "workflow_config_sha256": workflow.config_hash})
+        agreement = None
         if workflow.labels is not None:
-            tree = _with_labels(tree, workflow, progress)
+            tree, agreement = _with_labels(tree, workflow, progress)
         stem = f"{spec.label.rsplit('-k', 1)[0]}-k{k}"
         if workflow.output["container"]:
             written.append(save(tree, out / f"{stem}.nc"))
         if workflow.output["table"]:
             table = compare(tree)
             written.append(atomic_write(out / f"{stem}-comparison.csv", lambda p, t=table: t.to_csv(p, index=False)))
-            if workflow.labels is not None:
-                agreement = reference_agreement(tree)
+            if agreement is not None:
                 written.append(atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",
                                             lambda p, t=agreement: t.to_csv(p)))
         if workflow.output["figures"]:
