@@ -24,6 +24,7 @@ __all__ = [
     "compare",
     "compare_dataset",
     "element_columns",
+    "frequency_weights",
     "hard_labels",
     "label_agreement",
     "method_draws",
@@ -141,9 +142,12 @@ def adjusted_rand_index(labels_a, labels_b, weights=None) -> float:
     return float((index - expected) / (maximum - expected))
 
 
-def _frequency(tree) -> np.ndarray | None:
-    observed = tree["observed_data"]
-    return observed["weights"].values if "weights" in observed.data_vars else None
+def frequency_weights(tree) -> np.ndarray | None:
+    """The frequency weight of each row of ``/observed_data`` (float), or None when the data had none."""
+    observed = tree.children.get("observed_data")
+    if observed is None or "weights" not in observed.data_vars:
+        return None
+    return observed["weights"].values.astype(float)
 
 
 def label_agreement(tree) -> pd.DataFrame:
@@ -159,7 +163,7 @@ def label_agreement(tree) -> pd.DataFrame:
     check_tree(tree)
     labels = {m: hard_labels(tree, m) for m in available_methods(tree)}
     labels = {m: value for m, value in labels.items() if value is not None}
-    weights = _frequency(tree)
+    weights = frequency_weights(tree)
     names = list(labels)
     table = np.array([[adjusted_rand_index(labels[a], labels[b], weights) for b in names] for a in names])
     return pd.DataFrame(table.reshape(len(names), len(names)), index=pd.Index(names, name="method"),

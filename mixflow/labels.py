@@ -9,17 +9,19 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from mixflow.compare import METHOD_LABELS, adjusted_rand_index, available_methods, check_tree, hard_labels
+from mixflow.compare import (
+    METHOD_LABELS,
+    adjusted_rand_index,
+    available_methods,
+    check_tree,
+    frequency_weights,
+    hard_labels,
+)
 
 __all__ = ["GROUP", "cross_tabulation", "reference_agreement", "reference_labels", "with_reference_labels"]
 
 #: The container group that holds the reference labels.
 GROUP = "reference_labels"
-
-
-def _frequency(tree) -> np.ndarray | None:
-    observed = tree["observed_data"]
-    return observed["weights"].values if "weights" in observed.data_vars else None
 
 
 def with_reference_labels(tree, labels, *, name: str = "labels") -> xr.DataTree:
@@ -88,7 +90,7 @@ def reference_agreement(tree) -> pd.DataFrame:
         return pd.DataFrame(columns=["adjusted_rand_index", "n_clusters", "n_classes"],
                             index=pd.Index([], name="method"))
     name, labels = stored
-    weights = _frequency(tree)
+    weights = frequency_weights(tree)
     rows = {}
     for method in available_methods(tree):
         clusters = hard_labels(tree, method)
@@ -112,7 +114,7 @@ def cross_tabulation(tree, method: str = "em") -> pd.DataFrame | None:
     if stored is None or clusters is None:
         return None
     name, labels = stored
-    weights = _frequency(tree)
+    weights = frequency_weights(tree)
     frame = pd.DataFrame({name: labels, "component": clusters,
                           "count": np.ones(labels.size) if weights is None else weights})
     table = frame.pivot_table(index=name, columns="component", values="count", aggfunc="sum", fill_value=0)

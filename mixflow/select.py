@@ -20,6 +20,7 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from mixflow.bootstrap import available_cores, parallel_map
+from mixflow.compare import frequency_weights
 from mixflow.data import Data, validate_data
 from mixflow.families.base import MixtureModel
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
@@ -170,13 +171,6 @@ def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_f
     return total, standard_error, pointwise
 
 
-def _frequency_weights(tree) -> np.ndarray | None:
-    observed = tree.children.get("observed_data")
-    if observed is None or "weights" not in observed.data_vars:
-        return None
-    return observed["weights"].values.astype(float)
-
-
 def weighted_sum_and_se(values: np.ndarray, frequency: np.ndarray, ddof: int = 1) -> tuple[float, float]:
     """Sum over units of pointwise values and its standard error sqrt(W var), as ArviZ computes an ELPD's.
 
@@ -241,7 +235,7 @@ def loo_table(trees: dict) -> pd.DataFrame:
             warnings.simplefilter("ignore", UserWarning)
             results[k] = arviz_stats.loo(subtree, var_name="x", pointwise=True)
         log_likelihoods[k] = log_likelihood["x"].stack(sample=("chain", "draw")).transpose("sample", ...).values
-    frequency = _frequency_weights(next(iter(trees.values())))
+    frequency = frequency_weights(next(iter(trees.values())))
     if frequency is not None:
         table = _loo_rows_weighted(results, log_likelihoods, frequency)
     else:
