@@ -60,22 +60,21 @@ report = false
 """
 
 
+def _run(tmp_path_factory, name: str, text: str):
+    folder = tmp_path_factory.mktemp(name)
+    path = folder / f"{name}.toml"
+    path.write_text(textwrap.dedent(text))
+    return folder, run_workflow(path, folder / "out", quiet=True)
+
+
 @pytest.fixture(scope="module")
 def iris_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("iris")
-    path = folder / "iris.toml"
-    path.write_text(textwrap.dedent(IRIS))
-    written = run_workflow(path, folder / "out", quiet=True)
-    return folder, written
+    return _run(tmp_path_factory, "iris", IRIS)
 
 
 @pytest.fixture(scope="module")
 def galaxies_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("galaxies")
-    path = folder / "galaxies.toml"
-    path.write_text(textwrap.dedent(GALAXIES))
-    written = run_workflow(path, folder / "out", quiet=True)
-    return folder, written
+    return _run(tmp_path_factory, "galaxies", GALAXIES)
 
 
 def _container(written):
