@@ -43,7 +43,15 @@ from pytensor.tensor.linalg import solve_triangular
 from scipy.special import multigammaln
 
 from mixflow.data import Data
-from mixflow.pymc_model import LOG_2PI, check_inputs, data_rows, dirichlet_weights, lifted_weights, mixture_potential
+from mixflow.pymc_model import (
+    LOG_2PI,
+    check_inputs,
+    data_rows,
+    dirichlet_weights,
+    lifted_weights,
+    mixture_potential,
+    weighted_moments,
+)
 from mixflow.relabel import Signature, gaussian_signature
 
 __all__ = ["Standardization", "build_model", "free_values", "label_signature", "standardization"]
@@ -78,9 +86,7 @@ def standardization(model, data: Data) -> Standardization:
     -------
     Standardization
     """
-    weights = data.frequency
-    center = weights @ data.values / weights.sum()
-    variance = weights @ (data.values - center) ** 2 / weights.sum()
+    center, variance = weighted_moments(data)
     if model.covariance == "spherical":
         variance = np.full_like(variance, variance.mean())
     scale = np.sqrt(np.where(variance > 0, variance, 1.0))

@@ -30,7 +30,7 @@ from mixflow.data import Data
 from mixflow.families.base import require_pymc_form, supports_pymc
 
 __all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "lifted_weights", "mixture_potential",
-           "parameter_of", "supports_pymc"]
+           "parameter_of", "supports_pymc", "weighted_moments"]
 
 LOG_2PI = float(np.log(2 * np.pi))
 _STANDARDISED = "_std"
@@ -132,6 +132,13 @@ def mixture_potential(weights, component_log_density, row_weights, factor: float
 
     log_px = pt.special.logsumexp(pt.log(weights) + component_log_density, axis=1) + offset
     return pm.Potential("log_likelihood", factor * pt.sum(row_weights * log_px))
+
+
+def weighted_moments(data: Data) -> tuple[np.ndarray, np.ndarray]:
+    """Frequency-weighted mean and (biased) variance of each feature of ``data``, shapes (d,) and (d,)."""
+    weights = data.frequency
+    center = weights @ data.values / weights.sum()
+    return center, weights @ (data.values - center) ** 2 / weights.sum()
 
 
 def lifted_weights(weights, min_weight: float = 1e-8) -> np.ndarray:

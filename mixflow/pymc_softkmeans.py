@@ -15,16 +15,23 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from mixflow.data import Data
-from mixflow.pymc_model import LOG_2PI, check_inputs, data_rows, dirichlet_weights, lifted_weights, mixture_potential
+from mixflow.pymc_model import (
+    LOG_2PI,
+    check_inputs,
+    data_rows,
+    dirichlet_weights,
+    lifted_weights,
+    mixture_potential,
+    weighted_moments,
+)
 from mixflow.relabel import Signature
 
 __all__ = ["build_model", "free_values", "label_signature", "soft_kmeans_scale"]
 
 def soft_kmeans_scale(data: Data) -> tuple[np.ndarray, float]:
     """``(center, scale)``: the weighted data mean (d,) and the root of the mean weighted variance."""
-    weights = data.frequency
-    center = weights @ data.values / weights.sum()
-    variance = float((weights @ (data.values - center) ** 2).mean() / weights.sum())
+    center, variances = weighted_moments(data)
+    variance = float(variances.mean())
     return center, float(np.sqrt(variance)) if variance > 0 else 1.0
 
 
