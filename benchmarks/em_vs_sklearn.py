@@ -72,7 +72,7 @@ def main():
     for n, d, k in CASES[:2] if quick else CASES:
         x, start = make_data(n, d, k)
         short, long = (2, 6) if n > 50_000 else (5, 45)
-        repeats = 2 if n > 50_000 else 5
+        repeats = 3 if n > 50_000 else 5
         ours = per_iteration(time_mixflow, x, start, short, long, repeats)
         theirs = per_iteration(time_sklearn, x, start, short, long, repeats)
         print(f"{n:>8} {d:>3} {k:>3} {ours:>15.5f} {theirs:>15.5f} {theirs / ours:>15.2f}x"

@@ -6,6 +6,7 @@ from conftest import full_covariances, naive_log_likelihood, simulate_gaussian_m
 from scipy import optimize, stats
 
 import mixflow
+from mixflow.families import gaussian_numerics as gn
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -102,11 +103,12 @@ class _Values:
         self.size = np.size(value)
 
 
+@pytest.mark.parametrize("chunk_size", [17, 50])  # 272 rows: equal chunks, and a short last chunk
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_chunked_passes_equal_one_pass(covariance_type, faithful):
+def test_chunked_passes_equal_one_pass(covariance_type, chunk_size, faithful):
     model = mixflow.GaussianMixture(3, covariance=covariance_type)
     whole = mixflow.fit(model, faithful, random_seed=3)
-    chunked = mixflow.fit(model, faithful, random_seed=3, chunk_size=17)
+    chunked = mixflow.fit(model, faithful, random_seed=3, chunk_size=chunk_size)
     assert chunked["em"].attrs["log_likelihood"] == pytest.approx(whole["em"].attrs["log_likelihood"], rel=1e-12)
     for name in whole["em/estimate"].data_vars:
         np.testing.assert_allclose(chunked["em/estimate"][name], whole["em/estimate"][name], rtol=1e-9, atol=1e-12)
@@ -212,3 +214,22 @@ def test_the_callers_data_is_not_modified(faithful):
     assert faithful.equals(before)
     np.testing.assert_array_equal(array, before.to_numpy())
     np.testing.assert_array_equal(weights, 1.0)
+
+
+@pytest.mark.parametrize("d", [1, 3, 7])
+def test_outer_features_are_the_upper_triangle_products(d):
+    z = np.random.default_rng(d).normal(size=(11, d))
+    rows, cols = np.triu_indices(d)
+    expected = z[:, rows] * z[:, cols]
+    np.testing.assert_array_equal(gn.outer_features(z), expected)
+    buffer = np.full((d * (d + 1) // 2, 20), np.nan)  # a reused buffer wider than the chunk
+    np.testing.assert_array_equal(gn.outer_features(z, buffer), expected)
+
+
+def test_precisions_and_log_determinants_match_numpy():
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(4, 5, 5))
+    covariances = factors @ np.swapaxes(factors, 1, 2) + 0.1 * np.eye(5)
+    precisions, logdets = gn._precision_and_logdet(covariances)
+    np.testing.assert_allclose(precisions, np.linalg.inv(covariances), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(logdets, np.linalg.slogdet(covariances)[1], rtol=1e-12)

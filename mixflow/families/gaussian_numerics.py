@@ -13,7 +13,6 @@ Parameters: ``mu`` (K, d) in data coordinates, and ``covariance`` (K, d, d) for 
 """
 
 import numpy as np
-from scipy import linalg
 
 __all__ = [
     "COVARIANCE_TYPES",
@@ -47,30 +46,36 @@ def unpack_symmetric(packed: np.ndarray, d: int) -> np.ndarray:
     return out
 
 
-def outer_features(z: np.ndarray) -> np.ndarray:
+def outer_features(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Products z_i z_j for i <= j, shape (m, d(d+1)/2), in :func:`packed_indices` order.
 
-    Built one block of columns per i (``z_i * z[:, i:]``), which is several times faster than gathering
-    two (m, d(d+1)/2) arrays by fancy indexing.
+    Stored feature-major: the result is the transpose of a (d(d+1)/2, m) array whose row for (i, j) is
+    one contiguous product ``z[:, i] * z[:, j]``, written for all j >= i at once. Matrix products read
+    either layout at the same speed; filling rows of length m is 2x faster than filling the columns of a
+    row-major array (and several times faster than fancy indexing). ``out``, if given, is a
+    (d(d+1)/2, >= m) array to write into (a buffer reused across chunks).
     """
     m, d = z.shape
-    out = np.empty((m, d * (d + 1) // 2))
+    if out is None:
+        out = np.empty((d * (d + 1) // 2, m))
+    columns = np.ascontiguousarray(z.T)
     start = 0
     for i in range(d):
-        np.multiply(z[:, i:i + 1], z[:, i:], out=out[:, start:start + d - i])
+        np.multiply(columns[i], columns[i:], out=out[start:start + d - i, :m])
         start += d - i
-    return out
+    return out[:, :m].T
 
 
 def _precision_and_logdet(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Precision matrices and log determinants of (K, d, d) SPD covariances via Cholesky."""
-    d = covariances.shape[-1]
-    precisions = np.empty_like(covariances)
-    logdets = np.empty(covariances.shape[0])
-    for k, cov in enumerate(covariances):
-        factor = linalg.cho_factor(cov, lower=True, check_finite=False)
-        precisions[k] = linalg.cho_solve(factor, np.eye(d), check_finite=False)
-        logdets[k] = 2.0 * np.log(np.diag(factor[0])).sum()
+    """Precision matrices and log determinants of (K, d, d) SPD covariances via Cholesky.
+
+    Batched: P = L^-T L^-1 from the inverse of each Cholesky factor. A loop of ``cho_solve`` calls took
+    ten times as long after the pass's large products (BLAS threads waking for each small solve).
+    """
+    factors = np.linalg.cholesky(covariances)
+    inverse_factors = np.linalg.inv(factors)
+    precisions = np.swapaxes(inverse_factors, -1, -2) @ inverse_factors
+    logdets = 2.0 * np.log(np.diagonal(factors, axis1=-2, axis2=-1)).sum(axis=-1)
     return precisions, logdets
 
 
@@ -107,24 +112,39 @@ def e_step_constants(covariance_type: str, params: dict, center: np.ndarray) -> 
     return {"quad": quad, "linear": linear, "offset": offset + logdets + d * LOG_2PI}
 
 
-def chunk_features(covariance_type: str, z: np.ndarray) -> np.ndarray:
-    """Second-order features of a chunk shared by the E- and M-steps."""
+def chunk_features(covariance_type: str, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Second-order features of a chunk shared by the E- and M-steps (``out``: a buffer for "full"/"tied")."""
     if covariance_type in ("full", "tied"):
-        return outer_features(z)
+        return outer_features(z, out)
     if covariance_type == "diag":
         return z * z
     return np.einsum("ij,ij->i", z, z)[:, None]
 
 
 def log_density(covariance_type: str, constants: dict, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Log N(x | mu_k, Sigma_k) for a chunk, shape (m, K), and the chunk's second-order features."""
-    features = chunk_features(covariance_type, z)
+    """Log N(x | mu_k, Sigma_k) for a chunk, shape (m, K), and the chunk's second-order features.
+
+    For "full" and "tied" the features are written into a buffer kept in ``constants`` and reused by the
+    next chunk of the pass, so they are valid until the next call: a fresh (m, d(d+1)/2) array per chunk
+    costs more in page faults than the products that fill it.
+    """
+    features = chunk_features(covariance_type, z, _buffer(constants, covariance_type, z.shape))
     out = z @ constants["linear"]
     out *= -2.0
     out += features @ constants["quad"]  # (m, K), or (m, 1) when tied
     out += constants["offset"]
     out *= -0.5
     return out, features
+
+
+def _buffer(constants: dict, covariance_type: str, shape: tuple[int, int]) -> np.ndarray | None:
+    if covariance_type not in ("full", "tied"):
+        return None
+    m, d = shape
+    buffer = constants.get("features")
+    if buffer is None or buffer.shape[1] < m:
+        buffer = constants["features"] = np.empty((d * (d + 1) // 2, m))
+    return buffer
 
 
 def statistics(covariance_type: str, weighted_resp: np.ndarray, z: np.ndarray, features: np.ndarray) -> dict:
