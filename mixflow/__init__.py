@@ -1,6 +1,6 @@
 """mixflow: finite mixture models declared once, fitted by EM, NUTS and ADVI into one DataTree."""
 
-from mixflow.bootstrap import bootstrap, standard_errors
+from mixflow.bootstrap import bootstrap
 from mixflow.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
 from mixflow.datasets import list_datasets, load_dataset
 from mixflow.families.base import model_from_json
@@ -9,6 +9,7 @@ from mixflow.families.poisson import PoissonMixture, PoissonPrior
 from mixflow.families.regression import RegressionMixture, RegressionPrior
 from mixflow.fitting import fit, predict, predict_proba
 from mixflow.grouped import GroupedGaussianMixture
+from mixflow.information import standard_errors
 from mixflow.kmeans import KMeansResult, SoftKMeans, SoftKMeansPrior, kmeans
 from mixflow.plots import plot_forest, plot_posteriors, plot_ppc, plot_rank, plot_trace
 from mixflow.plots_data import plot_data

@@ -1,17 +1,15 @@
-"""Uncertainty of the EM estimate: bootstrap replicates and standard errors from the observed information.
+"""Uncertainty of the EM estimate: bootstrap replicates (and the container's data and estimate).
 
 ``bootstrap`` refits EM on resampled data, started from the estimate and aligned to its labelling, and
 stores the replicates as ``/em/bootstrap`` (chain=1, draw=B), where ArviZ treats them like a posterior.
 Replicate b always uses the b-th child of ``SeedSequence(random_seed)``, so the numbers do not depend on
 how many processes run them.
 
-``standard_errors`` inverts the observed information: the numerical Hessian of the log-likelihood (of
-the log posterior density for a MAP fit) in an unconstrained parameterisation (weights as log-ratios,
-covariances by their log-Cholesky factor, variances by their logarithm), mapped back by the delta method.
+Standard errors from the observed information are in :mod:`mixflow.information`; the per-family
+samplers of the parametric bootstrap in :mod:`mixflow.simulate`.
 """
 
 import dataclasses
-import functools
 import multiprocessing
 import os
 import secrets
@@ -22,27 +20,18 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy.special import logsumexp
 
 from mixflow.compare import check_tree
 from mixflow.data import Data
 from mixflow.families.base import model_from_json
-from mixflow.families.gaussian import GaussianMixture
-from mixflow.families.poisson import PoissonMixture
-from mixflow.families.regression import RegressionMixture
-from mixflow.grouped import GroupedGaussianMixture
-from mixflow.kmeans import SoftKMeans
 from mixflow.relabel import optimal_permutations
+from mixflow.simulate import responsibilities, simulate_data
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
 
-__all__ = ["available_cores", "bootstrap", "full_covariances", "observed_data", "parallel_map", "responsibilities",
-           "simulate", "simulate_data", "standard_errors"]
+__all__ = ["available_cores", "bootstrap", "fitted_estimate", "fitted_model", "observed_data", "parallel_map"]
 
 _KINDS = ("nonparametric", "parametric")
 _FIT_METHOD = {"mle": "em", "map": "map"}
-#: Unconstrained parameterisation of each parameter name (shared by every family).
-_TRANSFORMS = {"weights": "simplex", "mu": "free", "coefficients": "free", "variance": "log", "rate": "log",
-               "covariance": "log_cholesky"}
 _START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
@@ -56,7 +45,8 @@ def observed_data(tree) -> Data:
                 weights=weights)
 
 
-def _estimate(tree) -> dict:
+def fitted_estimate(tree) -> dict:
+    """Copies of the ``/em/estimate`` arrays by name (ValueError naming ``tree`` when there is none)."""
     if "em" not in tree.children or "estimate" not in tree["em"].children:
         raise ValueError("tree: expected a result with an /em/estimate (from mixflow.fit), got groups "
                          f"{sorted(tree.children)}")
@@ -64,143 +54,10 @@ def _estimate(tree) -> dict:
     return {name: estimate[name].values.copy() for name in estimate.data_vars}
 
 
-def _model(tree, n_active: int):
+def fitted_model(tree, n_active: int):
     """The declared model, with as many components as the (possibly trimmed) estimate."""
     model = model_from_json(tree.attrs["model"])
     return model if model.n_components == n_active else dataclasses.replace(model, n_components=n_active)
-
-
-# -- Gaussian helpers (the family does not provide a sampler yet) ----------------------------------------
-def full_covariances(params: dict, n_features: int) -> np.ndarray:
-    """Any covariance type's parameters as (K, d, d) covariance matrices."""
-    k, d = params["weights"].size, n_features
-    if "covariance" in params:
-        return np.broadcast_to(params["covariance"], (k, d, d)).copy()
-    if "variance" in params:
-        variance = np.asarray(params["variance"], dtype=float)
-        diagonal = np.broadcast_to(variance[:, None] if variance.ndim == 1 else variance, (k, d))
-        return np.einsum("kd,de->kde", diagonal, np.eye(d))
-    raise NotImplementedError(f"params: expected Gaussian parameters (covariance or variance), got {sorted(params)}")
-
-
-def simulate(params: dict, n_obs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``n_obs`` points from a Gaussian mixture; returns (x (n_obs, d), labels (n_obs,))."""
-    mu = np.asarray(params["mu"], dtype=float)
-    factors = np.linalg.cholesky(full_covariances(params, mu.shape[1]))
-    labels = rng.choice(mu.shape[0], size=n_obs, p=params["weights"] / params["weights"].sum())
-    noise = rng.standard_normal((n_obs, mu.shape[1]))
-    return mu[labels] + np.einsum("nij,nj->ni", factors[labels], noise), labels
-
-
-def _expanded_rows(data: Data, what: str) -> np.ndarray:
-    """Row index of every frequency unit (a row of integer weight w repeated w times)."""
-    if data.weights is None:
-        return np.arange(data.n_obs)
-    if not np.array_equal(data.weights, np.round(data.weights)):
-        raise ValueError(f"weights: expected integer frequency weights to {what} unit by unit, got non-integer "
-                         f"weights such as {data.weights[data.weights != np.round(data.weights)][0]!r}")
-    return np.repeat(np.arange(data.n_obs), data.weights.astype(np.int64))
-
-
-def _n_units(data: Data) -> int:
-    return max(int(round(data.total_weight)), 1)
-
-
-def _labels(params: dict, n: int, rng: np.random.Generator) -> np.ndarray:
-    weights = np.asarray(params["weights"], dtype=float)
-    return rng.choice(weights.size, size=n, p=weights / weights.sum())
-
-
-@functools.singledispatch
-def simulate_data(model, params: dict, data: Data, rng: np.random.Generator) -> Data:
-    """A replicate data set drawn from the fitted mixture, shaped like ``data`` (same columns).
-
-    Gaussian and soft k-means: as many points as the total weight, unweighted. Poisson: as many counts.
-    Regression: the covariates as observed (each unit of a row's integer weight its own row), new
-    responses. Grouped data: as many values, counted into the observed classes (the new weights).
-
-    Parameters
-    ----------
-    model : MixtureModel
-    params : dict of str to ndarray
-        One set of the model's parameters (an estimate or a draw).
-    data : mixflow.data.Data
-        The observed data (their columns, weights, classes or covariates).
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    mixflow.data.Data
-
-    """
-    raise NotImplementedError(f"model: no sampler for the {getattr(model, 'family', type(model).__name__)!r} "
-                              "family yet")
-
-
-@simulate_data.register
-def _(model: GaussianMixture, params, data, rng):
-    x, _ = simulate(params, _n_units(data), rng)
-    return Data(values=x, features=data.features, obs=np.arange(x.shape[0]), weights=None)
-
-
-@simulate_data.register
-def _(model: SoftKMeans, params, data, rng):
-    spherical = {**params, "variance": np.full(np.asarray(params["weights"]).size, model.variance)}
-    return simulate_data.dispatch(GaussianMixture)(model, spherical, data, rng)
-
-
-@simulate_data.register
-def _(model: PoissonMixture, params, data, rng):
-    n = _n_units(data)
-    counts = rng.poisson(np.asarray(params["rate"], dtype=float)[_labels(params, n, rng)])
-    return Data(values=counts[:, None].astype(float), features=data.features, obs=np.arange(n), weights=None)
-
-
-def regression_design(model: RegressionMixture, data: Data) -> tuple[np.ndarray, int]:
-    """The design matrix (intercept column first, then the covariates) and the response column index."""
-    features = [str(f) for f in data.features]
-    columns = [data.values[:, features.index(c)] for c in model.covariates]
-    design = np.column_stack(([np.ones(data.n_obs)] if model.intercept else []) + columns)
-    return design, features.index(model.response)
-
-
-@simulate_data.register
-def _(model: RegressionMixture, params, data, rng):
-    rows = _expanded_rows(data, "simulate a regression's responses")
-    design, response = regression_design(model, data)
-    labels = _labels(params, rows.size, rng)
-    coefficients, variance = np.asarray(params["coefficients"]), np.asarray(params["variance"], dtype=float)
-    values = data.values[rows].copy()
-    values[:, response] = np.einsum("np,np->n", design[rows], coefficients[labels]) + np.sqrt(
-        variance[labels]) * rng.standard_normal(rows.size)
-    return Data(values=values, features=data.features, obs=np.arange(rows.size), weights=None)
-
-
-def class_of(model: GroupedGaussianMixture, data: Data, values: np.ndarray) -> np.ndarray:
-    """Row of the class each value falls in: the last class (by lower limit) starting at or below it."""
-    lower, _ = model._bounds(data)
-    order = np.argsort(lower, kind="stable")
-    position = np.searchsorted(lower[order], values, side="right") - 1
-    return order[np.clip(position, 0, lower.size - 1)]
-
-
-@simulate_data.register
-def _(model: GroupedGaussianMixture, params, data, rng):
-    n = _n_units(data)
-    labels = _labels(params, n, rng)
-    sd = np.broadcast_to(np.sqrt(np.asarray(params["variance"], dtype=float)), np.shape(params["mu"]))
-    values = np.asarray(params["mu"], dtype=float)[labels] + sd[labels] * rng.standard_normal(n)
-    counts = np.bincount(class_of(model, data, values), minlength=data.n_obs).astype(float)
-    return Data(values=data.values.copy(), features=data.features, obs=data.obs.copy(), weights=counts)
-
-
-def responsibilities(model, params: dict, data: Data) -> np.ndarray:
-    """Posterior component probabilities of each observation, shape (n_obs, K) (one E-step)."""
-    prepared = model.prepare(data)
-    log_joint, _ = model.log_density(model.e_step_constants(params, prepared), prepared)
-    with np.errstate(divide="ignore"):
-        log_joint = log_joint + np.log(params["weights"])
-    return np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
 
 
 def _align(reference: np.ndarray, resp: np.ndarray, frequency: np.ndarray) -> np.ndarray:
@@ -383,12 +240,12 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     """
     check_tree(tree)
     _check_arguments(n_replicates, kind, random_seed, n_jobs)
-    estimate = _estimate(tree)
+    estimate = fitted_estimate(tree)
     fitted = observed_data(tree)
     if data is not None:
         _check_same_data(data, fitted)
     if kind == "parametric":
-        model = _model(tree, estimate["weights"].size)
+        model = fitted_model(tree, estimate["weights"].size)
         if simulate_data.dispatch(type(model)) is simulate_data.dispatch(object):
             raise NotImplementedError(f"kind: 'parametric' needs a sampler of the model's family, and the "
                                       f"{model.family!r} family has none yet (use kind='nonparametric')")
@@ -423,177 +280,3 @@ def _bootstrap_group(tree, estimate: dict, results: list[dict]) -> xr.Dataset:
     coords = {dim: reference[dim].values for dim in reference.dims}
     coords.update(chain=np.array([0]), draw=np.arange(len(results)))
     return xr.Dataset(variables, coords=coords)
-
-
-# -- observed information ------------------------------------------------------------------------------
-def _pack(params: dict) -> tuple[np.ndarray, list]:
-    """Unconstrained vector of the parameters and what is needed to unpack it."""
-    pieces, layout = [], []
-    for name, value in params.items():
-        value = np.asarray(value, dtype=float)
-        kind = _TRANSFORMS.get(name)
-        if kind == "simplex":
-            piece = np.log(value[:-1]) - np.log(value[-1])
-        elif kind == "free":
-            piece = value.ravel()
-        elif kind == "log":
-            piece = np.log(value).ravel()
-        elif kind == "log_cholesky":
-            factors = np.linalg.cholesky(value.reshape(-1, *value.shape[-2:]))
-            rows, cols = np.tril_indices(value.shape[-1])
-            factors[..., np.arange(value.shape[-1]), np.arange(value.shape[-1])] = np.log(
-                np.diagonal(factors, axis1=-2, axis2=-1))
-            piece = factors[:, rows, cols].ravel()
-        else:
-            raise NotImplementedError(f"standard errors: no unconstrained parameterisation of parameter {name!r}")
-        pieces.append(piece)
-        layout.append((name, value.shape, piece.size))
-    return np.concatenate(pieces), layout
-
-
-def _unpack(theta: np.ndarray, layout: list) -> dict:
-    params, start = {}, 0
-    for name, shape, size in layout:
-        piece = theta[start:start + size]
-        start += size
-        kind = _TRANSFORMS[name]
-        if kind == "simplex":
-            logits = np.append(piece, 0.0)
-            params[name] = np.exp(logits - logsumexp(logits))
-        elif kind == "free":
-            params[name] = piece.reshape(shape)
-        elif kind == "log":
-            params[name] = np.exp(piece).reshape(shape)
-        else:
-            d = shape[-1]
-            rows, cols = np.tril_indices(d)
-            factors = np.zeros((size // len(rows), d, d))
-            factors[:, rows, cols] = piece.reshape(-1, len(rows))
-            diagonal = np.arange(d)
-            factors[:, diagonal, diagonal] = np.exp(factors[:, diagonal, diagonal])
-            params[name] = (factors @ np.swapaxes(factors, -1, -2)).reshape(shape)
-    return params
-
-
-def _objective_function(model, data: Data, maximum_a_posteriori: bool):
-    from mixflow.engines.em import objective
-
-    prepared = model.prepare(data)
-    prior = model.resolve_prior(prepared) if maximum_a_posteriori else None
-    active = np.arange(model.n_components)
-
-    def value(params: dict) -> float:
-        constants = model.e_step_constants(params, prepared)
-        log_joint, _ = model.log_density(constants, prepared)
-        log_likelihood = float(prepared.weights @ logsumexp(log_joint + np.log(params["weights"]), axis=1))
-        return objective(model, params, log_likelihood, prior, active)
-
-    return value
-
-
-def _hessian(function, theta: np.ndarray) -> np.ndarray:
-    """Central-difference Hessian (4 evaluations per entry, steps ~ eps^(1/4) relative)."""
-    p = theta.size
-    steps = 1e-4 * np.maximum(np.abs(theta), 1.0)
-    hessian = np.empty((p, p))
-    for i in range(p):
-        for j in range(i, p):
-            shifted = []
-            for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-                point = theta.copy()
-                point[i] += si * steps[i]
-                point[j] += sj * steps[j]
-                shifted.append(function(point))
-            hessian[i, j] = hessian[j, i] = (shifted[0] - shifted[1] - shifted[2] + shifted[3]) / (
-                4 * steps[i] * steps[j])
-    return hessian
-
-
-def _jacobian(function, theta: np.ndarray) -> np.ndarray:
-    steps = 1e-6 * np.maximum(np.abs(theta), 1.0)
-    columns = []
-    for i in range(theta.size):
-        up, down = theta.copy(), theta.copy()
-        up[i] += steps[i]
-        down[i] -= steps[i]
-        columns.append((function(up) - function(down)) / (2 * steps[i]))
-    return np.stack(columns, axis=1)
-
-
-def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr.Dataset:
-    """Standard errors of the EM estimate from the observed information matrix.
-
-    The Hessian of the log-likelihood (MLE) or log posterior density (MAP) is taken numerically in an
-    unconstrained parameterisation and inverted; the delta method maps the covariance back to the
-    parameters as stored. It is well defined at an interior maximum: every weight positive, no
-    collapsed component, and a negative definite Hessian. Elsewhere the errors are NaN (with a warning).
-    They assume the model is right: under misspecification (e.g. spherical components for correlated
-    features of different scales) they can differ a lot from the nonparametric bootstrap, which does not.
-
-    Parameters
-    ----------
-    tree : xarray.DataTree
-        A result of :func:`mixflow.fit`.
-    max_parameters : int, default 200
-        Give NaN rather than spend about ``2 p^2`` passes over the data when the number of free
-        parameters p exceeds this.
-    warn : bool, default True
-        Warn (``MixflowWarning``) when the errors are not defined.
-
-    Returns
-    -------
-    xarray.Dataset
-        Same variables, dims and coordinates as ``/em/estimate``. The weights' errors respect the
-        sum-to-one constraint; symmetric matrices have equal errors in (i, j) and (j, i).
-
-    """
-    check_tree(tree)
-    estimate = _estimate(tree)
-    reference = tree["em/estimate"].to_dataset()
-    nan = xr.Dataset({name: xr.full_like(reference[name], np.nan, dtype=float) for name in reference.data_vars})
-    unknown = sorted(set(estimate) - set(_TRANSFORMS))
-    if unknown:
-        reason = f"no unconstrained parameterisation of parameter(s) {unknown}"
-    else:
-        theta, layout = _pack(estimate)
-        reason = _undefined_reason(tree, estimate, theta.size, max_parameters)
-    if reason is None:
-        data = observed_data(tree)
-        model = _model(tree, estimate["weights"].size)
-        value = _objective_function(model, data, tree["em"].attrs.get("method") == "map")
-        hessian = _hessian(lambda t: value(_unpack(t, layout)), theta)
-        try:
-            factor = np.linalg.cholesky(-hessian)
-        except np.linalg.LinAlgError:
-            reason = "the Hessian of the objective is not negative definite at the estimate"
-    if reason is not None:
-        if warn:
-            warnings.warn(f"standard errors from the observed information are not defined: {reason}; "
-                          "use mixflow.bootstrap instead", MixflowWarning, stacklevel=2)
-        return nan
-    inverse_factor = np.linalg.inv(factor)
-    covariance = inverse_factor.T @ inverse_factor
-
-    def natural(t):
-        return np.concatenate([v.ravel() for v in _unpack(t, layout).values()])
-
-    jacobian = _jacobian(natural, theta)
-    variances = np.einsum("ij,jk,ik->i", jacobian, covariance, jacobian)
-    errors, start = {}, 0
-    for name in estimate:
-        size = estimate[name].size
-        errors[name] = (reference[name].dims, np.sqrt(np.maximum(variances[start:start + size], 0.0)).reshape(
-            estimate[name].shape))
-        start += size
-    return xr.Dataset(errors, coords=reference.coords)
-
-
-def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) -> str | None:
-    if n_free > max_parameters:
-        return f"{n_free} free parameters exceed max_parameters={max_parameters}"
-    collapsed = tree["em"].attrs.get("collapsed_components", "[]")
-    if collapsed not in ("[]", ""):
-        return f"component(s) {collapsed} collapsed (the likelihood is unbounded there)"
-    if (estimate["weights"] <= 1e-8).any():
-        return "a mixing weight is on the boundary (zero)"
-    return None

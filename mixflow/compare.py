@@ -194,7 +194,7 @@ def _draw_summary(draws: xr.Dataset, ci_prob: float, ci_kind: str) -> dict:
 
 def _em_summary(tree, names, ci_prob: float, standard_errors) -> dict:
     """The EM point with its standard errors and Wald interval at ``ci_prob``."""
-    from mixflow.bootstrap import standard_errors as observed_information_se
+    from mixflow.information import standard_errors as observed_information_se
 
     estimate = tree["em/estimate"].to_dataset()
     if standard_errors is None:

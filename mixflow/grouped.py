@@ -286,7 +286,7 @@ class GroupedGaussianMixture(MixtureModel):
         The classes stay those observed; what is replicated are their counts, stored as the posterior
         predictive ``weights`` (see :meth:`predictive_variable`) beside the observed counts.
         """
-        from mixflow.bootstrap import simulate_data
+        from mixflow.simulate import simulate_data
 
         return simulate_data(self, params, data, rng).weights
 

@@ -389,9 +389,10 @@ def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> 
     """Replicated units (chain, draw, obs, feature), observed units (obs, feature) and the density kind.
 
     The stored ``posterior_predictive`` of MCMC/ADVI when there is one; otherwise data sets simulated from
-    the draws (or the EM estimate) by the family's sampler (:func:`mixflow.bootstrap.simulate_data`).
+    the draws (or the EM estimate) by the family's sampler (:func:`mixflow.simulate.simulate_data`).
     """
-    from mixflow.bootstrap import observed_data, simulate_data
+    from mixflow.bootstrap import observed_data
+    from mixflow.simulate import simulate_data
 
     model = model_from_json(tree.attrs["model"])
     data = observed_data(tree)
@@ -424,7 +425,7 @@ def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_s
     """Posterior predictive check of the data density, per feature (``arviz_plots.plot_ppc_dist``).
 
     The stored ``posterior_predictive`` of MCMC/ADVI is used when present; otherwise replicated data
-    sets are simulated by the family's sampler (:func:`mixflow.bootstrap.simulate_data`) from
+    sets are simulated by the family's sampler (:func:`mixflow.simulate.simulate_data`) from
     ``num_samples`` posterior (or bootstrap) draws, or from the EM estimate itself (a plug-in
     predictive check). What is compared is :func:`predictive_units`: every feature of a Gaussian, the
     counts of a Poisson mixture and the class midpoints of grouped data (both as ECDFs, being

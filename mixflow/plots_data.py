@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, Patch
 from scipy import stats as st
 
-from mixflow.bootstrap import full_covariances, observed_data, regression_design, responsibilities
+from mixflow.bootstrap import observed_data
 from mixflow.compare import METHOD_LABELS, available_methods, check_tree, method_draws
 from mixflow.families.base import model_from_json
 from mixflow.families.gaussian import GaussianMixture
@@ -28,6 +28,7 @@ from mixflow.families.regression import RegressionMixture
 from mixflow.grouped import GroupedGaussianMixture
 from mixflow.kmeans import SoftKMeans
 from mixflow.plots import METHOD_COLORS, check_path, finish
+from mixflow.simulate import full_covariances, regression_design, responsibilities
 
 __all__ = ["plot_data"]
 

@@ -5,7 +5,8 @@ import pytest
 import xarray as xr
 
 import mixflow
-from mixflow.bootstrap import bootstrap, standard_errors
+from mixflow.bootstrap import bootstrap
+from mixflow.information import standard_errors
 from mixflow.warnings import MixflowWarning
 
 
@@ -138,7 +139,7 @@ def _data(values, features, weights=None):
 
 
 def test_poisson_sampler_matches_the_mixture_moments():
-    from mixflow.bootstrap import simulate_data
+    from mixflow.simulate import simulate_data
 
     params = {"weights": np.array([0.3, 0.7]), "rate": np.array([1.0, 6.0])}
     data = _data([0, 1, 2], ["deaths"], weights=np.array([20000.0, 20000, 10000]))
@@ -152,7 +153,7 @@ def test_poisson_sampler_matches_the_mixture_moments():
 
 
 def test_regression_sampler_keeps_the_covariates_and_draws_responses_per_unit():
-    from mixflow.bootstrap import simulate_data
+    from mixflow.simulate import simulate_data
 
     model = mixflow.RegressionMixture(2, "y ~ x")
     params = {"weights": np.array([0.5, 0.5]), "coefficients": np.array([[0.0, 1.0], [2.0, 0.0]]),
@@ -168,7 +169,7 @@ def test_regression_sampler_keeps_the_covariates_and_draws_responses_per_unit():
 
 
 def test_grouped_sampler_counts_values_into_the_observed_classes():
-    from mixflow.bootstrap import simulate_data
+    from mixflow.simulate import simulate_data
 
     model = mixflow.GroupedGaussianMixture(1, open_below=1.0, open_above=2.0)
     data = _data(np.array([[2.0, 3.0], [0.0, 1.0], [1.0, 2.0]]), ["lower", "upper"], weights=np.array([5.0, 5, 90]))

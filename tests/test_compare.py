@@ -8,9 +8,11 @@ from scipy.special import logsumexp
 from sklearn.metrics import adjusted_rand_score
 
 import mixflow
-from mixflow.bootstrap import bootstrap, observed_data, simulate, standard_errors
+from mixflow.bootstrap import bootstrap, observed_data
 from mixflow.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
+from mixflow.information import standard_errors
 from mixflow.results import build_tree
+from mixflow.simulate import simulate
 
 
 def simulated_data(d: int, n: int, seed: int = 0) -> np.ndarray:

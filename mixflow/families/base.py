@@ -140,7 +140,7 @@ class MixtureModel:
     ``label_signature(model, data)``, which the three methods above call.
 
     Every model has :meth:`simulate` (one replicate of the data, for posterior predictive draws), through the
-    family's sampler :func:`mixflow.bootstrap.simulate_data`.
+    family's sampler :func:`mixflow.simulate.simulate_data`.
     """
 
     n_components: int
@@ -199,9 +199,9 @@ class MixtureModel:
         -------
         ndarray of shape (n_units, n_features)
             One row per frequency unit (the rows themselves for unweighted data), the data's columns; see
-            :func:`mixflow.bootstrap.simulate_data` for what each family draws.
+            :func:`mixflow.simulate.simulate_data` for what each family draws.
         """
-        from mixflow.bootstrap import simulate_data
+        from mixflow.simulate import simulate_data
 
         return simulate_data(self, params, data, rng).values
 
