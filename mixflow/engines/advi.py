@@ -44,7 +44,7 @@ from mixflow.engines.arguments import (
     check_problem,
     check_seed,
 )
-from mixflow.engines.em_steps import chunk_rows, log_normalise
+from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.pymc_model import parameter_of
 from mixflow.relabel import align
 from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning
@@ -314,7 +314,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
             ConvergenceWarning, stacklevel=3)
     signature = model.label_signature(data)
     posterior, permutations = _draws(model, data, approx, reference, options["draws"], draw_seed, signature)
-    mean, sd = responsibilities(model, data, {name: value[0] for name, (_, value) in posterior.items()})
+    spread = responsibilities_over_draws(model, data, {name: value[0] for name, (_, value) in posterior.items()})
+    mean, sd = spread["mean"], spread["sd"]
     elbo = -np.asarray(check.losses, dtype=float)
     window = elbo[-options["check_every"]:]
     attrs = {
@@ -372,40 +373,3 @@ def _draws(model, data: Data, approx, reference: dict, draws: int, seed: int,
     raw = {name: (("chain", "draw", *dims[name]), np.asarray(trace.get_values(name), dtype=float)[None])
            for name in dims}
     return align(raw, reference, signature)
-
-
-def responsibilities(model, data: Data, draws: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sd over draws of the responsibilities, streamed over draws and row chunks.
-
-    Parameters
-    ----------
-    model : MixtureModel
-    data : mixflow.data.Data
-    draws : dict
-        ``{name: array of shape (n_draws, ...)}``, e.g. ``weights`` (n_draws, K).
-
-    Returns
-    -------
-    mean, sd : ndarray of shape (n_obs, K)
-        The sd uses the ``n_draws - 1`` denominator (0 for one draw).
-    """
-    prepared = model.prepare(data)
-    count = next(iter(draws.values())).shape[0]
-    rows = chunk_rows(data.n_obs, model.chunk_width(data.n_features))
-    total = np.zeros((data.n_obs, model.n_components))
-    total_squares = np.zeros_like(total)
-    for s in range(count):
-        params = {name: value[s] for name, value in draws.items()}
-        constants = model.e_step_constants(params, prepared)
-        with np.errstate(divide="ignore"):
-            log_weights = np.log(params["weights"])
-        for start in range(0, data.n_obs, rows):
-            log_joint, _ = model.log_density(constants, prepared.rows(start, start + rows))
-            log_joint += log_weights
-            log_normalise(log_joint)
-            total[start:start + rows] += log_joint
-            total_squares[start:start + rows] += log_joint**2
-    mean = total / count
-    variance = np.maximum(total_squares / count - mean**2, 0.0) * count / max(count - 1, 1)
-    return mean, np.sqrt(variance)
-

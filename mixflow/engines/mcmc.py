@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from mixflow.data import Data
 from mixflow.engines.arguments import check_count, check_flag, check_problem, check_seed
+from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.relabel import align
 from mixflow.warnings import SamplingWarning
 
@@ -41,7 +42,6 @@ ADAPTATIONS = ("low_rank", "diag")
 # process; LLVM at -O0 for that wrapper cuts its compilation about threefold (25 s to 8 s for Old Faithful,
 # full covariance) with the same draws and the same sampling time (measured: benchmarks/mcmc_ess.py).
 _NUTPIE_NUMBA_OPT = 0
-_BLOCK_FLOATS = 2**20  # entries of a (draws, obs, component) block of log densities: 8 MB
 
 
 def resolve_sampler(sampler: str) -> str:
@@ -260,44 +260,15 @@ def _cpu_count() -> int:
 
 # -- what is computed from the aligned draws ---------------------------------------------------------------
 def _pointwise(model, data: Data, draws: dict, predictive: bool, rng: np.random.Generator) -> dict:
-    """Log p(x_n), responsibilities (mean, sd) and predictive draws, in blocks of posterior draws.
-
-    The per-component log densities come from the family (``model.log_density``, one draw at a time); the
-    mixing, normalisation and sums run on a block of draws at once.
-    """
-    prepared = model.prepare(data)
+    """Log p(x_n) per draw, responsibilities (mean, sd) and predictive draws (one per posterior draw)."""
     n_chains, n_draws = draws["weights"].shape[:2]
     count = n_chains * n_draws
     flat = {name: value.reshape((count,) + value.shape[2:]) for name, value in draws.items()}
-    n, k = data.n_obs, model.n_components
-    log_likelihood = np.empty((count, n))
-    total, total_squares = np.zeros((k, n)), np.zeros((k, n))
-    replicates = [] if predictive else None
-    block = max(1, _BLOCK_FLOATS // (n * k))
-    for start in range(0, count, block):
-        rows = range(start, min(start + block, count))
-        log_joint = np.empty((len(rows), k, n))  # components before rows: reductions over k run along n
-        for i, s in enumerate(rows):
-            params = {name: value[s] for name, value in flat.items()}
-            log_joint[i] = model.log_density(model.e_step_constants(params, prepared), prepared)[0].T
-        with np.errstate(divide="ignore"):
-            log_joint += np.log(flat["weights"][rows.start:rows.stop])[:, :, None]
-        peak = log_joint.max(axis=1, keepdims=True)
-        log_joint -= peak
-        np.exp(log_joint, out=log_joint)
-        density = log_joint.sum(axis=1, keepdims=True)
-        log_joint /= density  # now the responsibilities
-        log_likelihood[rows.start:rows.stop] = (peak + np.log(density))[:, 0, :]
-        total += log_joint.sum(axis=0)
-        total_squares += np.einsum("skn,skn->kn", log_joint, log_joint)
-        if predictive:
-            replicates.extend(model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
-                              for s in rows)
-    mean = total.T / count
-    sd = np.sqrt(np.maximum(total_squares.T / count - mean**2, 0.0) * count / max(count - 1, 1))
-    out = {"log_likelihood": log_likelihood.reshape(n_chains, n_draws, n), "mean": mean, "sd": sd}
+    out = responsibilities_over_draws(model, data, flat, log_likelihood=True)
+    out["log_likelihood"] = out["log_likelihood"].reshape(n_chains, n_draws, data.n_obs)
     if predictive:
-        stacked = np.stack(replicates)
+        stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
+                            for s in range(count)])
         out["predictive"] = stacked.reshape(n_chains, n_draws, *stacked.shape[1:])
         out["predictive_variable"] = model.predictive_variable(data)
     return out

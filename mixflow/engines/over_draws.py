@@ -1,0 +1,68 @@
+"""What every posterior draw implies for every observation: responsibilities and pointwise log-likelihoods.
+
+Shared by the MCMC and ADVI engines. The per-component log densities come from the family
+(``model.log_density``, one draw at a time, over chunks of rows so that temporaries stay bounded); the
+mixing, normalisation and sums over draws run on a block of draws at once, laid out (draw, component,
+observation) so that the reductions over components run along contiguous rows.
+"""
+
+import numpy as np
+
+from mixflow.data import Data
+from mixflow.engines.em_steps import chunk_rows
+
+__all__ = ["responsibilities_over_draws"]
+
+_BLOCK_FLOATS = 2**20  # entries of a (draws, component, obs) block of log densities: 8 MB
+
+
+def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihood: bool = False) -> dict:
+    """Mean and sd over draws of each observation's responsibilities, and optionally log p(x_n | draw).
+
+    Parameters
+    ----------
+    model : MixtureModel
+    data : mixflow.data.Data
+    draws : dict
+        ``{name: array of shape (n_draws, ...)}``, e.g. ``weights`` (n_draws, K).
+    log_likelihood : bool, default False
+        Also return the (n_draws, n_obs) pointwise log-likelihoods.
+
+    Returns
+    -------
+    dict
+        ``mean`` and ``sd`` of shape (n_obs, K) (the sd with the ``n_draws - 1`` denominator, 0 for one
+        draw), and ``log_likelihood`` when asked for.
+    """
+    prepared = model.prepare(data)
+    count = draws["weights"].shape[0]
+    n, k = data.n_obs, model.n_components
+    rows = chunk_rows(n, model.chunk_width(data.n_features))
+    pointwise = np.empty((count, n)) if log_likelihood else None
+    total, total_squares = np.zeros((k, n)), np.zeros((k, n))
+    block = max(1, _BLOCK_FLOATS // (n * k))
+    for first in range(0, count, block):
+        stop = min(first + block, count)
+        log_joint = np.empty((stop - first, k, n))
+        for i, s in enumerate(range(first, stop)):
+            constants = model.e_step_constants({name: value[s] for name, value in draws.items()}, prepared)
+            for start in range(0, n, rows):
+                chunk = prepared.rows(start, start + rows)
+                log_joint[i, :, start:start + rows] = model.log_density(constants, chunk)[0].T
+        with np.errstate(divide="ignore"):
+            log_joint += np.log(draws["weights"][first:stop])[:, :, None]
+        peak = log_joint.max(axis=1, keepdims=True)
+        log_joint -= peak
+        np.exp(log_joint, out=log_joint)
+        density = log_joint.sum(axis=1, keepdims=True)
+        log_joint /= density  # now the responsibilities
+        if log_likelihood:
+            pointwise[first:stop] = (peak + np.log(density))[:, 0, :]
+        total += log_joint.sum(axis=0)
+        total_squares += np.einsum("skn,skn->kn", log_joint, log_joint)
+    mean = total.T / count
+    sd = np.sqrt(np.maximum(total_squares.T / count - mean**2, 0.0) * count / max(count - 1, 1))
+    out = {"mean": mean, "sd": sd}
+    if log_likelihood:
+        out["log_likelihood"] = pointwise
+    return out
