@@ -26,6 +26,7 @@ from mixflow.compare import (
     element_columns,
 )
 from mixflow.labels import cross_tabulation, reference_agreement
+from mixflow.report_fits import card, diagnostics, fit_summaries, key_values, provenance_rows
 from mixflow.warnings import MixflowWarning
 
 __all__ = ["SECTIONS", "report"]
@@ -81,11 +82,6 @@ def _table(frame: pd.DataFrame, *, index: bool = True, classes: str = "") -> str
                          float_format=lambda v: f"{v:.4g}")
 
 
-def _key_values(rows: list[tuple[str, object]]) -> str:
-    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f'<table class="table kv">{cells}</table>'
-
-
 def _figure_html(figure, caption: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -98,7 +94,7 @@ def _figure_html(figure, caption: str) -> str:
 
 
 # -- sections ------------------------------------------------------------------------------------------
-def _summary_section(tree, table: pd.DataFrame, findings: list) -> str:
+def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame) -> str:
     """Headline numbers: the model, the data, the fit and how far the methods agree."""
     from mixflow.families.base import model_from_json
 
@@ -127,14 +123,13 @@ def _summary_section(tree, table: pd.DataFrame, findings: list) -> str:
              for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]]
     if pairs:
         facts.append(("label agreement (ARI)", ", ".join(pairs)))
-    reference = reference_agreement(tree)
     if len(reference):
         facts.append((f"agreement with {reference.attrs['column']} (ARI)", ", ".join(
             f"{METHOD_LABELS[m]} {value:.3f}" for m, value in reference["adjusted_rand_index"].items())))
     levels = {level: sum(1 for lvl, _ in findings if lvl == level) for level in ("bad", "warn")}
     facts.append(("diagnostics", f"{levels['bad']} problem(s), {levels['warn']} warning(s)" if any(
         levels.values()) else "no problems found"))
-    return _key_values(facts)
+    return key_values(facts)
 
 
 def _model_section(tree) -> str:
@@ -150,10 +145,10 @@ def _model_section(tree) -> str:
     method = tree["em"].attrs.get("method", "") if "em" in tree.children else ""
     note = ("The EM estimate is the MAP estimate under this prior." if method == "map" else
             "The EM estimate is the maximum-likelihood estimate (the prior is used by MCMC and ADVI only).")
-    cards = [_card("Declaration", _key_values(rows)), _card("Prior as declared", _key_values(prior_rows))]
+    cards = [card("Declaration", key_values(rows)), card("Prior as declared", key_values(prior_rows))]
     if used:
-        cards.append(_card("Prior as used (defaults filled from the data)",
-                           _key_values([(k, np.round(np.asarray(v), 6).tolist()) for k, v in used.items()])))
+        cards.append(card("Prior as used (defaults filled from the data)",
+                           key_values([(k, np.round(np.asarray(v), 6).tolist()) for k, v in used.items()])))
     return (f"<p><code>{html.escape(repr(model))}</code></p><p>{html.escape(note)}</p>"
             f'<div class="cards">{"".join(cards)}</div>')
 
@@ -172,7 +167,7 @@ def _data_section(tree) -> str:
     rows = [("name", tree.attrs.get("data_name", "")), ("rows", data.n_obs), ("features", data.n_features),
             ("frequency weights", "none" if data.weights is None else f"yes (total {total:g})")]
     note = " (weighted)" if data.weights is not None else ""
-    return _key_values(rows) + f"<h3>Summary{note}</h3>" + _table(summary)
+    return key_values(rows) + f"<h3>Summary{note}</h3>" + _table(summary)
 
 
 def _cell(stats: pd.Series, method: str) -> str:
@@ -220,9 +215,8 @@ def _comparison_section(table: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def _reference_section(tree) -> str:
+def _reference_section(tree, reference: pd.DataFrame) -> str:
     """Agreement of each method's clusters with the reference labels, and EM's cross-tabulation."""
-    reference = reference_agreement(tree)
     if not len(reference):
         return ""
     column = reference.attrs["column"]
@@ -350,15 +344,16 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
     findings = findings or [("ok", "No problems found.")]
     items = "".join(f'<li class="{level}">{html.escape(text)}</li>' for level, text in findings)
     written = [("report written", datetime.now(UTC).isoformat(timespec="seconds"))]
+    reference = reference_agreement(tree)
     sections = {
-        "summary": ("At a glance", _summary_section(tree, table, findings)),
+        "summary": ("At a glance", _summary_section(tree, table, findings, reference)),
         "diagnostics": ("Diagnostics and warnings", f'<ul class="findings">{items}</ul>'),
         "model": ("Model and prior", _model_section(tree)),
         "data": ("Data", _data_section(tree)),
         "fits": ("Fits", fit_summaries(tree) + _selection_html(selection)),
-        "comparison": ("Comparison of methods", _comparison_section(table) + _reference_section(tree)),
+        "comparison": ("Comparison of methods", _comparison_section(table) + _reference_section(tree, reference)),
         "plots": ("Plots", plots_html),
-        "provenance": ("Provenance", _key_values(provenance_rows(tree) + written)),
+        "provenance": ("Provenance", key_values(provenance_rows(tree) + written)),
     }
     subtitle = f"{len(methods)} method(s): " + ", ".join(METHOD_LABELS[m] for m in methods)
     return _write_atomically(path, _page(title, sections, methods, subtitle))
@@ -374,140 +369,3 @@ def _write_atomically(path: Path, text: str) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
-
-
-# -- fit summaries, diagnostics, provenance -------------------------------------------------------------
-def _mcmc_convergence(tree) -> dict:
-    import arviz_stats
-
-    from mixflow.compare import method_draws
-
-    draws = method_draws(tree, "mcmc")
-    out = {"chains": draws.sizes["chain"], "draws per chain": draws.sizes["draw"]}
-    if draws.sizes["chain"] > 1:
-        out["max R-hat"] = float(arviz_stats.rhat(draws).to_array().max())
-    out["min bulk ESS"] = float(arviz_stats.ess(draws, method="bulk").to_array().min())
-    out["min tail ESS"] = float(arviz_stats.ess(draws, method="tail").to_array().min())
-    if "sample_stats" in tree["mcmc"].children and "diverging" in tree["mcmc/sample_stats"].data_vars:
-        out["divergences"] = int(tree["mcmc/sample_stats"]["diverging"].sum())
-    return out
-
-
-def _card(heading: str, content: str) -> str:
-    return f'<div class="card"><h3>{html.escape(heading)}</h3>{content}</div>'
-
-
-def fit_summaries(tree) -> str:
-    """HTML key-value tables summarising each fit in the container."""
-    from mixflow.plots_fit import elbo_history
-
-    methods, parts = available_methods(tree), []
-    if "em" in methods:
-        attrs = tree["em"].attrs
-        keys = ("method", "log_likelihood", "log_posterior", "n_iter", "converged", "n_init", "best_restart",
-                "n_parameters", "bic", "aic", "icl", "collapsed_components", "trimmed_components")
-        rows = [(key, f"{attrs[key]:.6g}" if isinstance(attrs[key], float) else attrs[key])
-                for key in keys if key in attrs]
-        parts.append(_card("EM", _key_values(rows)))
-    if "bootstrap" in methods:
-        attrs = tree["em/bootstrap"].attrs
-        parts.append(_card("EM bootstrap", _key_values([(k, v) for k, v in attrs.items()])))
-    if "mcmc" in methods:
-        parts.append(_card("MCMC (NUTS)", _key_values([(k, f"{v:.4g}" if isinstance(v, float) else v)
-                                                        for k, v in _mcmc_convergence(tree).items()])))
-    if "advi" in methods:
-        sizes = tree["advi/posterior"].sizes
-        rows = [("draws", sizes.get("draw", "")), *[(k, v) for k, v in tree["advi"].attrs.items()]]
-        elbo = elbo_history(tree)
-        if elbo is not None:
-            rows += [("iterations", elbo.size), ("final ELBO (mean of last 10%)",
-                                                 f"{np.nanmean(elbo.values.ravel()[-max(elbo.size // 10, 1):]):.6g}")]
-        parts.append(_card("ADVI", _key_values(rows)))
-    return f'<div class="cards">{"".join(parts)}</div>'
-
-
-def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
-    """Findings as (level, text), level one of "bad", "warn", "ok"."""
-    methods, findings = available_methods(tree), []
-    if "em" in methods:
-        findings += _em_findings(tree)
-    if "bootstrap" in methods:
-        attrs = tree["em/bootstrap"].attrs
-        if attrs.get("n_failed", 0) or attrs.get("n_degenerate", 0):
-            findings.append(("warn", f"Bootstrap: {attrs.get('n_failed', 0)} failed and "
-                                     f"{attrs.get('n_degenerate', 0)} degenerate replicate(s) of "
-                                     f"{attrs.get('n_replicates')}."))
-    if "mcmc" in methods:
-        findings += _mcmc_findings(_mcmc_convergence(tree))
-    findings += _comparison_findings(table)
-    return findings or [("ok", "No problems found.")]
-
-
-def _em_findings(tree) -> list[tuple[str, str]]:
-    attrs, findings = tree["em"].attrs, []
-    if not attrs.get("converged", 1):
-        findings.append(("bad", f"EM did not converge in {attrs.get('max_iter')} iterations."))
-    if attrs.get("collapsed_components", "[]") not in ("[]", ""):
-        findings.append(("bad", f"EM: component(s) {attrs['collapsed_components']} collapsed onto few points "
-                                "(singular covariance); prefer method='map'."))
-    finals = tree["em/sample_stats"]["final_objective"].values if "sample_stats" in tree["em"].children else []
-    if len(finals) > 1 and np.ptp(finals) > 1e-3 * max(1.0, abs(np.nanmax(finals))):
-        findings.append(("warn", f"EM restarts reached different optima (objective from {np.nanmin(finals):.6g} "
-                                 f"to {np.nanmax(finals):.6g}): the likelihood is multimodal; the best is kept."))
-    return findings
-
-
-def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
-    findings = []
-    if summary.get("max R-hat", 1.0) > 1.01:
-        findings.append(("bad", f"MCMC: max R-hat {summary['max R-hat']:.3f} > 1.01: chains disagree "
-                                "(non-convergence or label switching)."))
-    if summary.get("min bulk ESS", np.inf) < 400:
-        findings.append(("warn", f"MCMC: min bulk ESS {summary['min bulk ESS']:.0f} < 400."))
-    if summary.get("divergences", 0):
-        findings.append(("bad", f"MCMC: {summary['divergences']} divergent transition(s)."))
-    return findings
-
-
-def _comparison_findings(table: pd.DataFrame) -> list[tuple[str, str]]:
-    findings = []
-    outside = table[(table["method"].isin(["mcmc", "advi"])) & (table["em_inside"] == False)]  # noqa: E712
-    if len(outside):
-        columns = element_columns(table)
-        names = sorted({_element(row, columns) + f" ({row['method']})" for _, row in outside.iterrows()})
-        more = " ..." if len(names) > 8 else ""
-        findings.append(("warn", f"The EM point lies outside the {table.attrs['ci_prob']:.0%} interval for "
-                                 f"{len(names)} parameter(s): {', '.join(names[:8])}{more}"))
-    advi = table[table["method"] == "advi"]
-    far = advi[advi["distance_to_mcmc"].abs() > 1]
-    if len(far):
-        findings.append(("warn", f"ADVI is more than one NUTS sd from NUTS for {len(far)} parameter(s), up to "
-                                 f"{advi['distance_to_mcmc'].abs().max():.2g} sd."))
-    narrow = advi[advi["sd_ratio_to_mcmc"] < 0.7]
-    if len(narrow):
-        findings.append(("warn", f"ADVI underestimates the posterior sd (ratio < 0.7) for {len(narrow)} "
-                                 f"parameter(s), down to {advi['sd_ratio_to_mcmc'].min():.2f}; typical of "
-                                 "mean-field VI."))
-    agreement = table.attrs["label_agreement"]
-    low = [(a, b, agreement.loc[a, b]) for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]
-           if agreement.loc[a, b] < 0.9]
-    for a, b, value in low:
-        findings.append(("warn", f"Hard labels of {METHOD_LABELS[a]} and {METHOD_LABELS[b]} agree only "
-                                 f"moderately (adjusted Rand index {value:.2f})."))
-    return findings
-
-
-def _element(row, columns) -> str:
-    return row["parameter"] + "".join(f"[{row[c]}]" for c in columns if c in row and pd.notna(row[c]))
-
-
-def provenance_rows(tree) -> list[tuple[str, object]]:
-    """Seed, dates, data name and library versions recorded in the container."""
-    attrs = tree.attrs
-    first = [(key, attrs[key]) for key in ("data_name", "random_seed", "created_at", "mixflow_version")
-             if key in attrs]
-    versions = sorted((key, value) for key, value in attrs.items()
-                      if key.endswith("_version") and key != "mixflow_version")
-    extra = [("bootstrap random_seed", tree["em/bootstrap"].attrs["random_seed"])] if "bootstrap" in \
-        available_methods(tree) else []
-    return first + extra + versions + [("model (JSON)", attrs.get("model", ""))]
