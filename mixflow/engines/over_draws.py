@@ -1,9 +1,10 @@
 """What every posterior draw implies for every observation: responsibilities and pointwise log-likelihoods.
 
 Shared by the MCMC and ADVI engines. The per-component log densities come from the family
-(``model.log_density``, one draw at a time, over chunks of rows so that temporaries stay bounded); the
-mixing, normalisation and sums over draws run on a block of draws at once, laid out (draw, component,
-observation) so that the reductions over components run along contiguous rows.
+(``model.log_density``, one draw at a time, over chunks of rows, so the family's per-row features never
+exist for all rows at once); the mixing, normalisation and sums over draws run on a block of draws at
+once, laid out (draw, component, observation) so that the reductions over components run along
+contiguous rows. Memory: the (n_obs, K) sums and one block of at least one draw, (draws, K, n_obs).
 """
 
 import numpy as np

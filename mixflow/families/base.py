@@ -107,7 +107,9 @@ class MixtureModel:
     - ``prepare(data)``: a :class:`Prepared` from validated :class:`mixflow.data.Data`;
     - ``resolve_prior(data)``: the prior with every default filled in from the data;
     - ``e_step_constants(params, prepared)`` and ``log_density(constants, chunk)``: the per-component
-      log density as an (n_rows, n_components) array plus cached features of the chunk;
+      log density as an (n_rows, n_components) array plus the chunk's features (or None). The features
+      may live in a buffer that ``log_density`` keeps in ``constants`` and reuses for the next chunk
+      (the Gaussian's "full" and "tied"): use them before the next call with the same constants;
     - ``chunk_features(chunk)`` and ``chunk_width(n_features)``: per-chunk features shared by the E- and
       M-steps, and the width of the widest per-row temporary (to size chunks);
     - ``statistics(weighted_responsibilities, chunk, features)``: summable sufficient statistics;

@@ -199,7 +199,11 @@ class GaussianMixture(MixtureModel):
         return gn.e_step_constants(self.covariance, params, prepared.constants["center"])
 
     def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, np.ndarray]:
-        """Per-component log densities (m, K) of a chunk and its cached second-order features."""
+        """Per-component log densities (m, K) of a chunk and its second-order features.
+
+        For "full" and "tied" the features are a view of a buffer kept in ``constants``, overwritten by
+        the next call with the same constants.
+        """
         return gn.log_density(self.covariance, constants, chunk.arrays["z"])
 
     def chunk_features(self, chunk: Prepared) -> np.ndarray:
