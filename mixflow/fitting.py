@@ -8,7 +8,7 @@ import xarray as xr
 
 from mixflow.data import validate_data
 from mixflow.engines.em import EMOptions, fit_em
-from mixflow.engines.em_steps import chunk_rows, data_pass
+from mixflow.engines.em_steps import e_step
 from mixflow.families.base import MixtureModel, model_from_json
 from mixflow.results import build_tree, make_attrs
 
@@ -249,8 +249,7 @@ def predict_proba(tree: xr.DataTree, new_data) -> xr.DataArray:
     features = tree["observed_data"]["feature"].values
     data = validate_data(new_data, name="new_data", features=features, warn_constant=False)
     prepared = model.prepare(data)
-    rows = chunk_rows(data.n_obs, model.chunk_width(data.n_features))
-    _, resp, _ = data_pass(model, params, prepared, rows, keep_responsibilities=True)
+    resp, _ = e_step(model, params, prepared, data.n_features)
     return xr.DataArray(resp, dims=("obs", "component"),
                         coords={"obs": data.obs, "component": tree["em/estimate"]["component"].values},
                         name="responsibilities")

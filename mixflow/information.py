@@ -14,6 +14,7 @@ from scipy.special import logsumexp
 from mixflow.bootstrap import fitted_estimate, fitted_model, observed_data
 from mixflow.compare import check_tree
 from mixflow.data import Data
+from mixflow.engines.em_steps import e_step
 from mixflow.warnings import MixflowWarning
 
 __all__ = ["standard_errors"]
@@ -80,9 +81,7 @@ def _objective_function(model, data: Data, maximum_a_posteriori: bool):
     active = np.arange(model.n_components)
 
     def value(params: dict) -> float:
-        constants = model.e_step_constants(params, prepared)
-        log_joint, _ = model.log_density(constants, prepared)
-        log_likelihood = float(prepared.weights @ logsumexp(log_joint + np.log(params["weights"]), axis=1))
+        log_likelihood = float(prepared.weights @ e_step(model, params, prepared, data.n_features)[1])
         return objective(model, params, log_likelihood, prior, active)
 
     return value

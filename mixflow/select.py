@@ -22,6 +22,7 @@ from scipy.special import logsumexp
 from mixflow.bootstrap import available_cores, parallel_map
 from mixflow.compare import frequency_weights
 from mixflow.data import Data, validate_data
+from mixflow.engines.em_steps import e_step
 from mixflow.families.base import MixtureModel
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
 
@@ -39,11 +40,7 @@ _METHODS = ("em", "map", "mcmc")
 
 def pointwise_log_density(model, params: dict, data: Data) -> np.ndarray:
     """Pointwise log density log p(x_n) of a mixture, shape (n_obs,) (frequency weights not applied)."""
-    prepared = model.prepare(data)
-    constants = model.e_step_constants(params, prepared)
-    log_joint, _ = model.log_density(constants, prepared)
-    with np.errstate(divide="ignore"):
-        return logsumexp(log_joint + np.log(params["weights"]), axis=1)
+    return e_step(model, params, model.prepare(data), data.n_features)[1]
 
 
 def _estimate(tree) -> dict:

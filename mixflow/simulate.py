@@ -8,9 +8,9 @@ a Gaussian mixture of any covariance type.
 import functools
 
 import numpy as np
-from scipy.special import logsumexp
 
 from mixflow.data import Data
+from mixflow.engines.em_steps import e_step
 from mixflow.families.gaussian import GaussianMixture
 from mixflow.families.poisson import PoissonMixture
 from mixflow.families.regression import RegressionMixture
@@ -145,8 +145,4 @@ def _(model: GroupedGaussianMixture, params, data, rng):
 
 def responsibilities(model, params: dict, data: Data) -> np.ndarray:
     """Posterior component probabilities of each observation, shape (n_obs, K) (one E-step)."""
-    prepared = model.prepare(data)
-    log_joint, _ = model.log_density(model.e_step_constants(params, prepared), prepared)
-    with np.errstate(divide="ignore"):
-        log_joint = log_joint + np.log(params["weights"])
-    return np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
+    return e_step(model, params, model.prepare(data), data.n_features)[0]

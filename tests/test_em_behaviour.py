@@ -233,3 +233,23 @@ def test_precisions_and_log_determinants_match_numpy():
     precisions, logdets = gn._precision_and_logdet(covariances)
     np.testing.assert_allclose(precisions, np.linalg.inv(covariances), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(logdets, np.linalg.slogdet(covariances)[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_e_step_in_chunks_matches_scipy(covariance_type, monkeypatch):
+    from mixflow.data import validate_data
+    from mixflow.engines import em_steps
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 2, size=(40, 3))
+    model = mixflow.GaussianMixture(2, covariance=covariance_type)
+    estimate = mixflow.fit(model, x, random_seed=0)["em/estimate"]
+    params = {name: value.values for name, value in estimate.data_vars.items()}
+    monkeypatch.setattr(em_steps, "chunk_rows", lambda n_obs, width: 7)  # 40 rows: 5 chunks and a short one
+    data = validate_data(x)
+    resp, log_density = em_steps.e_step(model, params, model.prepare(data), data.n_features)
+    covariances = full_covariances(covariance_type, estimate, 3)
+    log_joint = np.column_stack([np.log(params["weights"][k]) + stats.multivariate_normal.logpdf(
+        x, params["mu"][k], covariances[k]) for k in range(2)])
+    np.testing.assert_allclose(log_density, np.logaddexp(log_joint[:, 0], log_joint[:, 1]), rtol=1e-12)
+    np.testing.assert_allclose(resp, np.exp(log_joint - log_density[:, None]), rtol=1e-10, atol=1e-14)

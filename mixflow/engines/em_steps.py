@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Pass", "chunk_rows", "data_pass", "log_normalise", "weights_step"]
+__all__ = ["Pass", "chunk_rows", "data_pass", "e_step", "log_normalise", "weights_step"]
 
 _CHUNK_FLOATS = 2**19  # about 4 MB per temporary: chunk features stay in cache for the products
 
@@ -111,6 +111,26 @@ def data_pass(model, params: dict, prepared, rows: int, *, keep_responsibilities
     if keep_responsibilities:
         return result, np.concatenate(kept_resp), np.concatenate(kept_log)
     return result
+
+
+def e_step(model, params: dict, prepared, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Responsibilities (n_obs, K) and log p(x_n) (n_obs,) of one parameter set, chunk by chunk.
+
+    The E-step alone (no sufficient statistics, frequency weights not applied), with temporaries bounded
+    by the chunk size like :func:`data_pass`.
+    """
+    rows = chunk_rows(prepared.n_obs, model.chunk_width(n_features))
+    constants = model.e_step_constants(params, prepared)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(params["weights"])
+    resp = np.empty((prepared.n_obs, log_weights.size))
+    log_density = np.empty(prepared.n_obs)
+    for start in range(0, prepared.n_obs, rows):
+        log_joint, _ = model.log_density(constants, prepared.rows(start, start + rows))
+        log_joint += log_weights
+        log_density[start:start + rows] = log_normalise(log_joint)
+        resp[start:start + rows] = log_joint
+    return resp, log_density
 
 
 def weights_step(counts: np.ndarray, concentration: np.ndarray | None) -> np.ndarray:
