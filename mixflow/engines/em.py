@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mixflow.engines.em_steps import Pass, chunk_rows, data_pass, weights_step
+from mixflow.engines.em_steps import Pass, chunk_rows, data_pass, e_step, responsibility_entropy, weights_step
 from mixflow.families.base import dirichlet_log_density
 from mixflow.kmeans import kmeans_plusplus, lloyd, squared_distances
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
@@ -73,7 +73,7 @@ def _statistics_from_responsibilities(model, resp: np.ndarray, prepared, rows: i
         chunk_stats = model.statistics(weighted, chunk, model.chunk_features(chunk))
         counts = counts + weighted.sum(axis=0)
         statistics = chunk_stats if statistics is None else {k: statistics[k] + v for k, v in chunk_stats.items()}
-    return Pass(np.nan, np.asarray(counts), statistics, np.nan)
+    return Pass(np.nan, np.asarray(counts), statistics)
 
 
 def initial_responsibilities(model, prepared, how: str, rng: np.random.Generator) -> np.ndarray:
@@ -193,13 +193,13 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
     best = runs[best_index]
     order = model.canonical_order(best.params)
     params = model.permute(best.params, order, features)
-    step, resp, _ = data_pass(model, params, prepared, rows, keep_responsibilities=True)
+    resp, log_density = e_step(model, params, prepared, data.n_features, rows)
+    log_likelihood = float(prepared.weights @ log_density)
     active = best.active[order]
     collapsed = sorted(int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active)
     _warn_about(best, options, model, collapsed)
     n_active = active.size
     n_parameters = model.n_parameters(data.n_features, n_active)
-    log_likelihood = step.log_likelihood
     total = data.total_weight
     bic = -2 * log_likelihood + n_parameters * np.log(total)
     attrs = {
@@ -211,7 +211,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "n_observations": float(total),
         "bic": float(bic),
         "aic": float(-2 * log_likelihood + 2 * n_parameters),
-        "icl": float(bic + 2 * step.entropy),
+        "icl": float(bic + 2 * prepared.weights @ responsibility_entropy(resp)),
         "n_init": len(runs),
         "best_restart": best_index,
         "init": "user parameters" if isinstance(options.init, dict) else options.init,

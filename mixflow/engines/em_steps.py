@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Pass", "chunk_rows", "data_pass", "e_step", "log_normalise", "weights_step"]
+__all__ = ["Pass", "chunk_rows", "data_pass", "e_step", "log_normalise", "responsibility_entropy", "weights_step"]
 
 _CHUNK_FLOATS = 2**19  # about 4 MB per temporary: chunk features stay in cache for the products
 
@@ -26,15 +26,12 @@ class Pass:
         Weighted responsibility totals N_k.
     statistics : dict
         The family's sufficient statistics summed over chunks.
-    entropy : float
-        Weighted sum over rows of -sum_k r_nk log r_nk (for ICL).
 
     """
 
     log_likelihood: float
     counts: np.ndarray
     statistics: dict
-    entropy: float
 
 
 def chunk_rows(n_obs: int, width: int, chunk_size: int | None = None) -> int:
@@ -59,13 +56,14 @@ def log_normalise(log_joint: np.ndarray) -> np.ndarray:
         return finite_peak + np.log(total)
 
 
-def _entropy(resp: np.ndarray) -> np.ndarray:
+def responsibility_entropy(resp: np.ndarray) -> np.ndarray:
+    """Per row, -sum_k r_nk log r_nk (ICL's penalty), with 0 log 0 = 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(resp > 0, resp * np.log(resp), 0.0)
     return -terms.sum(axis=1)
 
 
-def data_pass(model, params: dict, prepared, rows: int, *, keep_responsibilities: bool = False):
+def data_pass(model, params: dict, prepared, rows: int) -> Pass:
     """One E-step over all chunks, accumulating the statistics of the next M-step.
 
     Parameters
@@ -76,30 +74,19 @@ def data_pass(model, params: dict, prepared, rows: int, *, keep_responsibilities
     prepared : Prepared
     rows : int
         Rows per chunk.
-    keep_responsibilities : bool
-        Also return the (n_obs, K) responsibilities and the (n_obs,) log p(x_n).
-
-    Returns
-    -------
-    Pass, or (Pass, responsibilities, log_density) when ``keep_responsibilities``.
 
     """
     constants = model.e_step_constants(params, prepared)
     with np.errstate(divide="ignore"):
         log_weights = np.log(params["weights"])
     unit_weights = bool(np.all(prepared.weights == 1.0))
-    total, entropy, counts, statistics = 0.0, 0.0, 0.0, None
-    kept_resp, kept_log = [], []
+    total, counts, statistics = 0.0, 0.0, None
     for start in range(0, prepared.n_obs, rows):
         chunk = prepared.rows(start, start + rows)
         log_joint, features = model.log_density(constants, chunk)
         log_joint += log_weights
         log_px = log_normalise(log_joint)
         resp = log_joint
-        if keep_responsibilities:
-            kept_resp.append(resp.copy())
-            kept_log.append(log_px)
-            entropy += float(chunk.weights @ _entropy(resp))
         total += float(chunk.weights @ log_px)
         if not unit_weights:
             resp *= chunk.weights[:, None]
@@ -107,19 +94,16 @@ def data_pass(model, params: dict, prepared, rows: int, *, keep_responsibilities
         chunk_stats = model.statistics(resp, chunk, features)
         statistics = chunk_stats if statistics is None else {
             key: statistics[key] + value for key, value in chunk_stats.items()}
-    result = Pass(total, np.asarray(counts), statistics, entropy)
-    if keep_responsibilities:
-        return result, np.concatenate(kept_resp), np.concatenate(kept_log)
-    return result
+    return Pass(total, np.asarray(counts), statistics)
 
 
-def e_step(model, params: dict, prepared, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+def e_step(model, params: dict, prepared, n_features: int, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Responsibilities (n_obs, K) and log p(x_n) (n_obs,) of one parameter set, chunk by chunk.
 
     The E-step alone (no sufficient statistics, frequency weights not applied), with temporaries bounded
-    by the chunk size like :func:`data_pass`.
+    by the chunk size like :func:`data_pass`; ``rows`` per chunk, by default :func:`chunk_rows`'.
     """
-    rows = chunk_rows(prepared.n_obs, model.chunk_width(n_features))
+    rows = chunk_rows(prepared.n_obs, model.chunk_width(n_features)) if rows is None else rows
     constants = model.e_step_constants(params, prepared)
     with np.errstate(divide="ignore"):
         log_weights = np.log(params["weights"])
