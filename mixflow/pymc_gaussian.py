@@ -93,17 +93,18 @@ def standardization(model, data: Data) -> Standardization:
     return Standardization(center, scale)
 
 
+def _dispersion_unit(covariance: str, std: Standardization) -> np.ndarray:
+    """What a covariance or variance in z units is multiplied by to be in data units."""
+    s = std.scale
+    if covariance in ("full", "tied"):
+        return np.outer(s, s)
+    return s**2 if covariance == "diag" else s[0] ** 2
+
+
 def _prior_in_z_units(covariance: str, prior, std: Standardization) -> dict:
     """Hyperparameters of the same prior expressed for z = (x - center) / scale."""
-    s = std.scale
-    scale = np.asarray(prior.scale, dtype=float)
-    if covariance in ("full", "tied"):
-        scale_z = scale / np.outer(s, s)
-    elif covariance == "diag":
-        scale_z = scale / s**2
-    else:
-        scale_z = scale / s[0] ** 2
-    return {"mean": (prior.mean - std.center) / s, "scale": scale_z, "dof": float(prior.dof),
+    scale_z = np.asarray(prior.scale, dtype=float) / _dispersion_unit(covariance, std)
+    return {"mean": (prior.mean - std.center) / std.scale, "scale": scale_z, "dof": float(prior.dof),
             "shrinkage": float(prior.shrinkage), "concentration": np.asarray(prior.concentration, dtype=float)}
 
 
@@ -215,12 +216,12 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
         log_density = -0.5 * (_quadratic_terms(model.covariance, mu_std, dispersion, rows, d) + d * LOG_2PI)
         mixture_potential(weights, log_density, row_weights, factor, offset=-float(np.log(std.scale).sum()))
         pm.Deterministic("mu", std.center + std.scale * mu_std, dims=("component", "feature"))
+        unit = _dispersion_unit(model.covariance, std)
         if model.covariance in ("full", "tied"):
             dims = ("component", "feature", "feature_") if model.covariance == "full" else ("feature", "feature_")
-            pm.Deterministic("covariance", dispersion * np.outer(std.scale, std.scale), dims=dims)
+            pm.Deterministic("covariance", dispersion * unit, dims=dims)
         else:
-            squared = std.scale**2 if model.covariance == "diag" else std.scale[0] ** 2
-            pm.Deterministic("variance", dispersion * squared,
+            pm.Deterministic("variance", dispersion * unit,
                              dims=("component", "feature") if model.covariance == "diag" else ("component",))
     return pymc_model
 
@@ -244,12 +245,8 @@ def free_values(model, data: Data, params: dict, *, min_weight: float = 1e-8) ->
     """
     std = standardization(model, data)
     out = {"weights": lifted_weights(params["weights"], min_weight), "mu_std": (params["mu"] - std.center) / std.scale}
-    if model.covariance in ("full", "tied"):
-        out["covariance_std"] = params["covariance"] / np.outer(std.scale, std.scale)
-    elif model.covariance == "diag":
-        out["variance_std"] = params["variance"] / std.scale**2
-    else:
-        out["variance_std"] = params["variance"] / std.scale[0] ** 2
+    name = "covariance" if model.covariance in ("full", "tied") else "variance"
+    out[f"{name}_std"] = params[name] / _dispersion_unit(model.covariance, std)
     return out
 
 
