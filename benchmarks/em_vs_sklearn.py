@@ -2,8 +2,9 @@
 
 Both start from the same parameters on the same data. The per-iteration time is the difference between
 a run of ``long`` and a run of ``short`` iterations divided by ``long - short``, so set-up, initialisation
-and the final E-step cancel out. Each timing is the best of ``repeats``. Prints the ratio sklearn/mixflow
-(above 1: mixflow is faster) and the peak memory of one mixflow iteration.
+and the final E-step cancel out. Each timing is the best of ``repeats``, the two libraries' runs
+interleaved. Prints the ratio sklearn/mixflow (above 1: mixflow is faster) and the peak memory of one
+mixflow iteration.
 
 Usage: python benchmarks/em_vs_sklearn.py [--quick]
 """
@@ -52,9 +53,15 @@ def time_sklearn(x, start, iterations):
     return time.perf_counter() - begin
 
 
-def per_iteration(timer, x, start, short, long, repeats):
-    best = {n: min(timer(x, start, n) for _ in range(repeats)) for n in (short, long)}
-    return (best[long] - best[short]) / (long - short)
+def per_iteration(timers, x, start, short, long, repeats):
+    """Per-iteration time of each timer; the repeats of all timers are interleaved, so that a slow spell
+    of the machine (this VM has some) falls on both libraries rather than on one of them."""
+    times = {(name, n): [] for name in timers for n in (short, long)}
+    for _ in range(repeats):
+        for name, timer in timers.items():
+            for n in (short, long):
+                times[name, n].append(timer(x, start, n))
+    return {name: (min(times[name, long]) - min(times[name, short])) / (long - short) for name in timers}
 
 
 def peak_memory_mb(x, start):
@@ -73,8 +80,8 @@ def main():
         x, start = make_data(n, d, k)
         short, long = (2, 6) if n > 50_000 else (5, 45)
         repeats = 3 if n > 50_000 else 5
-        ours = per_iteration(time_mixflow, x, start, short, long, repeats)
-        theirs = per_iteration(time_sklearn, x, start, short, long, repeats)
+        timed = per_iteration({"mixflow": time_mixflow, "sklearn": time_sklearn}, x, start, short, long, repeats)
+        ours, theirs = timed["mixflow"], timed["sklearn"]
         print(f"{n:>8} {d:>3} {k:>3} {ours:>15.5f} {theirs:>15.5f} {theirs / ours:>15.2f}x"
               f" {x.nbytes / 2**20:>8.1f} {peak_memory_mb(x, start):>16.1f}")
 
