@@ -253,3 +253,47 @@ def test_e_step_in_chunks_matches_scipy(covariance_type, monkeypatch):
         x, params["mu"][k], covariances[k]) for k in range(2)])
     np.testing.assert_allclose(log_density, np.logaddexp(log_joint[:, 0], log_joint[:, 1]), rtol=1e-12)
     np.testing.assert_allclose(resp, np.exp(log_joint - log_density[:, None]), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_threaded_pass_equals_the_sequential_pass_bitwise(covariance_type):
+    """Runs of chunks in threads (each with its own scratch buffer) sum to exactly the sequential numbers."""
+    from mixflow.data import validate_data
+    from mixflow.engines import em_steps
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0, 1, size=(3000, 5)), rng.normal(2, 1.5, size=(2011, 5))])
+    model = mixflow.GaussianMixture(3, covariance=covariance_type)
+    params = {name: value.values for name, value in mixflow.fit(model, x[:500], random_seed=0)["em/estimate"].items()}
+    prepared = model.prepare(validate_data(x, weights=rng.integers(1, 4, size=x.shape[0])))
+    sequential = em_steps.data_pass(model, params, prepared, 300)  # 17 chunks, the last one short
+    threaded = em_steps.data_pass(model, params, prepared, 300, threaded=True)
+    assert threaded.log_likelihood == sequential.log_likelihood
+    np.testing.assert_array_equal(threaded.counts, sequential.counts)
+    for key, value in sequential.statistics.items():
+        np.testing.assert_array_equal(threaded.statistics[key], value)
+
+
+def test_threads_only_for_large_data_on_several_cores(monkeypatch):
+    from mixflow.engines import em_steps
+
+    monkeypatch.setattr(em_steps.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert em_steps.use_threads(200_000, 560)
+    assert not em_steps.use_threads(2_000, 11)
+    monkeypatch.setattr(em_steps.os, "sched_getaffinity", lambda pid: {0})
+    assert not em_steps.use_threads(200_000, 560)
+
+
+def test_fit_is_the_same_with_and_without_threads(monkeypatch):
+    from mixflow.engines import em
+
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.normal(0, 1, size=(2500, 4)), rng.normal(3, 1, size=(2500, 4))])
+    model = mixflow.GaussianMixture(2)
+    fits = []
+    for threaded in (False, True):
+        monkeypatch.setattr(em, "use_threads", lambda n_obs, width, threaded=threaded: threaded)
+        fits.append(mixflow.fit(model, x, random_seed=1, chunk_size=400))
+    for name in fits[0]["em/estimate"].data_vars:
+        np.testing.assert_array_equal(fits[1]["em/estimate"][name], fits[0]["em/estimate"][name])
+    assert fits[1]["em"].attrs["log_likelihood"] == fits[0]["em"].attrs["log_likelihood"]

@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mixflow.engines.em_steps import Pass, chunk_rows, data_pass, e_step, responsibility_entropy, weights_step
+from mixflow.engines.em_steps import (
+    Pass,
+    chunk_rows,
+    data_pass,
+    e_step,
+    responsibility_entropy,
+    use_threads,
+    weights_step,
+)
 from mixflow.families.base import dirichlet_log_density
 from mixflow.kmeans import kmeans_plusplus, lloyd, squared_distances
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
@@ -110,11 +118,15 @@ def _trim(params: dict, active: np.ndarray, threshold: float, model, features) -
     return trimmed, active[keep]
 
 
-def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, features) -> Run:
-    """EM from one start until the relative change of the objective is below ``tol``."""
+def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, features,
+           threaded: bool = False) -> Run:
+    """EM from one start until the relative change of the objective is below ``tol``.
+
+    ``rows`` per chunk; ``threaded`` passes as :func:`~mixflow.engines.em_steps.data_pass`'s.
+    """
     active = np.arange(start["weights"].size)
     run = Run(params=start, active=active)
-    step = data_pass(model, start, prepared, rows)
+    step = data_pass(model, start, prepared, rows, threaded)
     run.history_log_likelihood.append(step.log_likelihood)
     run.history_objective.append(objective(model, start, step.log_likelihood, prior, active))
     for _ in range(options.max_iter):
@@ -122,7 +134,7 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
         run.collapsed.update(int(run.active[c]) for c in collapsed if c < run.active.size)
         if options.trim is not None:
             params, run.active = _trim(params, run.active, options.trim, model, features)
-        step = data_pass(model, params, prepared, rows)
+        step = data_pass(model, params, prepared, rows, threaded)
         value = objective(model, params, step.log_likelihood, prior, run.active)
         previous = run.history_objective[-1]
         run.params = params
@@ -147,7 +159,9 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     prepared = model.prepare(data)
     prior = model.resolve_prior(prepared)
     prior_used = prior if options.map else None
-    rows = chunk_rows(data.n_obs, model.chunk_width(data.n_features), options.chunk_size)
+    width = model.chunk_width(data.n_features)
+    rows = chunk_rows(data.n_obs, width, options.chunk_size)
+    threaded = use_threads(data.n_obs, width)
     features = data.features
     user_start = isinstance(options.init, dict)
     n_init = 1 if user_start else options.n_init
@@ -156,7 +170,7 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     for seed in seeds:
         rng = np.random.default_rng(seed)
         start = initial_parameters(model, prepared, options.init, rng, prior_used, rows)
-        runs.append(run_em(model, prepared, start, prior_used, options, rows, features))
+        runs.append(run_em(model, prepared, start, prior_used, options, rows, features, threaded))
     finals = np.array([run.history_objective[-1] for run in runs])
     best_index = int(np.nanargmax(finals))
     return _assemble(model, data, prepared, prior, options, runs, best_index, rows, features)
