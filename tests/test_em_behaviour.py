@@ -277,10 +277,10 @@ def test_threaded_pass_equals_the_sequential_pass_bitwise(covariance_type):
 def test_threads_only_for_large_data_on_several_cores(monkeypatch):
     from mixflow.engines import em_steps
 
-    monkeypatch.setattr(em_steps.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(em_steps, "_cores", lambda: 2)
     assert em_steps.use_threads(200_000, 560)
     assert not em_steps.use_threads(2_000, 11)
-    monkeypatch.setattr(em_steps.os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(em_steps, "_cores", lambda: 1)
     assert not em_steps.use_threads(200_000, 560)
 
 

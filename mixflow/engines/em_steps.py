@@ -109,7 +109,14 @@ def use_threads(n_obs: int, width: int) -> bool:
     process-wide BLAS pool, its idle worker was seen to slow the single-threaded numpy work between the
     matrix products by up to 7x in some processes on a 2-core machine.
     """
-    return len(os.sched_getaffinity(0)) >= _PARTS and n_obs * width >= _THREADED_FLOATS
+    return _cores() >= _PARTS and n_obs * width >= _THREADED_FLOATS
+
+
+def _cores() -> int:
+    """Cores this process may run on (``os.sched_getaffinity`` is Linux-only)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @cache
