@@ -10,12 +10,8 @@ samplers of the parametric bootstrap in :mod:`mixflow.simulate`.
 """
 
 import dataclasses
-import multiprocessing
-import os
 import secrets
-import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -24,15 +20,15 @@ import xarray as xr
 from mixflow.compare import check_tree
 from mixflow.data import Data
 from mixflow.families.base import model_from_json
+from mixflow.parallel import available_cores, parallel_map
 from mixflow.relabel import optimal_permutations
 from mixflow.simulate import responsibilities, simulate_data
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
 
-__all__ = ["available_cores", "bootstrap", "fitted_estimate", "fitted_model", "observed_data", "parallel_map"]
+__all__ = ["bootstrap", "fitted_estimate", "fitted_model", "observed_data"]
 
 _KINDS = ("nonparametric", "parametric")
 _FIT_METHOD = {"mle": "em", "map": "map"}
-_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 # -- the container ---------------------------------------------------------------------------------------
@@ -154,28 +150,6 @@ def _check_same_data(data, fitted: Data) -> None:
     if given.values.shape != fitted.values.shape or not np.array_equal(given.values, fitted.values):
         raise ValueError(f"data: expected the data the tree was fitted on (shape {fitted.values.shape}), "
                          f"got different data of shape {given.values.shape}")
-
-
-def parallel_map(function, tasks: list[tuple], n_jobs: int) -> list:
-    """``[function(*task) for task in tasks]`` on ``n_jobs`` worker processes, results in task order.
-
-    ``n_jobs=1`` runs in this process. On Linux the workers are forked (no re-import, no ``__main__``
-    guard needed in scripts); elsewhere they are spawned.
-    """
-    if n_jobs == 1 or len(tasks) <= 1:
-        return [function(*task) for task in tasks]
-    context = multiprocessing.get_context(_START_METHOD if _START_METHOD in multiprocessing.get_all_start_methods()
-                                          else "spawn")
-    with warnings.catch_warnings(), ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
-        # The workers only run numpy/scipy code; OpenBLAS's own threads are fork-safe (pthread_atfork).
-        warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
-        futures = [pool.submit(function, *task) for task in tasks]
-        return [future.result() for future in futures]
-
-
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _run(job: _Job, seeds: list, n_jobs: int) -> list[dict]:

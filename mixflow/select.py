@@ -19,11 +19,11 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
-from mixflow.bootstrap import available_cores, parallel_map
 from mixflow.compare import frequency_weights
 from mixflow.data import Data, validate_data
 from mixflow.engines.em_steps import e_step
 from mixflow.families.base import MixtureModel
+from mixflow.parallel import available_cores, parallel_map
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
 
 __all__ = [

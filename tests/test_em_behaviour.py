@@ -255,32 +255,64 @@ def test_e_step_in_chunks_matches_scipy(covariance_type, monkeypatch):
     np.testing.assert_allclose(resp, np.exp(log_joint - log_density[:, None]), rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_threaded_pass_equals_the_sequential_pass_bitwise(covariance_type):
-    """Runs of chunks in threads (each with its own scratch buffer) sum to exactly the sequential numbers."""
+def _pass_inputs(covariance_type, n_rows):
     from mixflow.data import validate_data
-    from mixflow.engines import em_steps
 
     rng = np.random.default_rng(5)
-    x = np.concatenate([rng.normal(0, 1, size=(3000, 5)), rng.normal(2, 1.5, size=(2011, 5))])
+    x = np.concatenate([rng.normal(0, 1, size=(n_rows // 2, 5)), rng.normal(2, 1.5, size=(n_rows - n_rows // 2, 5))])
     model = mixflow.GaussianMixture(3, covariance=covariance_type)
     params = {name: value.values for name, value in mixflow.fit(model, x[:500], random_seed=0)["em/estimate"].items()}
-    prepared = model.prepare(validate_data(x, weights=rng.integers(1, 4, size=x.shape[0])))
-    sequential = em_steps.data_pass(model, params, prepared, 300)  # 17 chunks, the last one short
-    threaded = em_steps.data_pass(model, params, prepared, 300, threaded=True)
-    assert threaded.log_likelihood == sequential.log_likelihood
-    np.testing.assert_array_equal(threaded.counts, sequential.counts)
-    for key, value in sequential.statistics.items():
-        np.testing.assert_array_equal(threaded.statistics[key], value)
+    return model, params, model.prepare(validate_data(x, weights=rng.integers(1, 4, size=x.shape[0])))
+
+
+@pytest.mark.parametrize("rows", [300, 12_000])  # 101 chunks; and chunks longer than BLAS splits a dot product at
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_threaded_pass_equals_the_sequential_pass_bitwise(covariance_type, rows):
+    """Runs of chunks in threads sum to exactly the numbers of the runs one after the other.
+
+    Also with BLAS's own threads in the sequential pass: OpenBLAS shares a matrix product out by blocks of
+    the result, not of the summed rows, and the weighted log-likelihood is summed by numpy, not by BLAS's
+    dot product (which splits long vectors over its threads).
+    """
+    from mixflow.engines import em_steps
+    from mixflow.parallel import one_blas_thread
+
+    model, params, prepared = _pass_inputs(covariance_type, 30_011)
+    threaded = em_steps.data_pass(model, params, prepared, rows, threaded=True)
+    with one_blas_thread():
+        one_thread = em_steps.data_pass(model, params, prepared, rows)
+    for sequential in (one_thread, em_steps.data_pass(model, params, prepared, rows)):
+        assert threaded.log_likelihood == sequential.log_likelihood
+        np.testing.assert_array_equal(threaded.counts, sequential.counts)
+        for key, value in sequential.statistics.items():
+            np.testing.assert_array_equal(threaded.statistics[key], value)
+
+
+def test_threaded_runs_have_their_own_scratch_and_the_callers_errstate(monkeypatch):
+    from mixflow.engines import em_steps
+
+    model, params, prepared = _pass_inputs("full", 2_000)
+    seen = []
+    log_density = type(model).log_density
+
+    def recording(self, constants, chunk):
+        seen.append((constants, np.geterr()["over"]))
+        return log_density(self, constants, chunk)
+
+    monkeypatch.setattr(type(model), "log_density", recording)
+    with np.errstate(over="raise"):
+        em_steps.data_pass(model, params, prepared, 300, threaded=True)
+    assert len({id(constants) for constants, _ in seen}) == 2  # one shallow copy per run
+    assert {state for _, state in seen} == {"raise"}
 
 
 def test_threads_only_for_large_data_on_several_cores(monkeypatch):
     from mixflow.engines import em_steps
 
-    monkeypatch.setattr(em_steps, "_cores", lambda: 2)
+    monkeypatch.setattr(em_steps, "available_cores", lambda: 2)
     assert em_steps.use_threads(200_000, 560)
     assert not em_steps.use_threads(2_000, 11)
-    monkeypatch.setattr(em_steps, "_cores", lambda: 1)
+    monkeypatch.setattr(em_steps, "available_cores", lambda: 1)
     assert not em_steps.use_threads(200_000, 560)
 
 

@@ -5,20 +5,21 @@ over rows of responsibility-weighted statistics. Both are accumulated chunk by c
 memory is bounded by the chunk size, and the same reduction runs over the chunks of a Dask array.
 """
 
-import os
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache, partial, reduce
+from functools import partial, reduce
 
 import numpy as np
 from scipy.special import entr
-from threadpoolctl import ThreadpoolController
+
+from mixflow.parallel import available_cores, one_blas_thread
 
 __all__ = ["Pass", "chunk_rows", "data_pass", "e_step", "log_normalise", "responsibility_entropy", "use_threads",
            "weights_step"]
 
 _CHUNK_FLOATS = 2**19  # about 4 MB per temporary: chunk features stay in cache for the products
-_PARTS = 2  # runs of chunks per pass; fixed, so the sums do not depend on the machine's cores
+_PARTS = 2  # runs of chunks per pass; fixed, so the order of the sums does not depend on the machine
 _THREADED_FLOATS = 2**21  # rows x temporary width below which threads cost more than they save
 
 
@@ -72,9 +73,9 @@ def responsibility_entropy(resp: np.ndarray) -> np.ndarray:
 def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False) -> Pass:
     """One E-step over all chunks, accumulating the statistics of the next M-step.
 
-    The chunks are cut into :data:`_PARTS` runs of consecutive chunks, summed in that order, so the result
-    is the same bit for bit whether the runs go one after the other or, on large data and several cores,
-    side by side in threads with one BLAS thread each.
+    The chunks are cut into :data:`_PARTS` runs of consecutive chunks and the runs' sums added in order, so
+    running them side by side in threads (on large data and several cores, one BLAS thread each) gives the
+    same bits as running them one after the other with one BLAS thread.
 
     Parameters
     ----------
@@ -91,12 +92,15 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False) 
     constants = model.e_step_constants(params, prepared)
     with np.errstate(divide="ignore"):
         log_weights = np.log(params["weights"])
+    unit_weights = bool(np.all(prepared.weights == 1.0))
     starts = np.arange(0, prepared.n_obs, rows)
     runs = np.array_split(starts, min(_PARTS, starts.size))
-    work = partial(_run_pass, model, constants, log_weights, prepared, rows)
+    work = partial(_run_pass, model, constants, log_weights, prepared, rows, unit_weights)
     if threaded and len(runs) > 1:
-        with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(len(runs)) as pool:
-            passes = list(pool.map(work, runs))
+        with one_blas_thread(), ThreadPoolExecutor(len(runs)) as pool:
+            # each run in a copy of this context, so that np.errstate and the like hold in the threads too
+            futures = [pool.submit(contextvars.copy_context().run, work, run) for run in runs]
+            passes = [future.result() for future in futures]
     else:
         passes = [work(run) for run in runs]
     return reduce(_add, passes)
@@ -109,25 +113,13 @@ def use_threads(n_obs: int, width: int) -> bool:
     process-wide BLAS pool, its idle worker was seen to slow the single-threaded numpy work between the
     matrix products by up to 7x in some processes on a 2-core machine.
     """
-    return _cores() >= _PARTS and n_obs * width >= _THREADED_FLOATS
+    return available_cores() >= _PARTS and n_obs * width >= _THREADED_FLOATS
 
 
-def _cores() -> int:
-    """Cores this process may run on (``os.sched_getaffinity`` is Linux-only)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-@cache
-def _blas_controller() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
-def _run_pass(model, constants: dict, log_weights: np.ndarray, prepared, rows: int, starts) -> Pass:
+def _run_pass(model, constants: dict, log_weights: np.ndarray, prepared, rows: int, unit_weights: bool,
+              starts) -> Pass:
     """:func:`data_pass` over the chunks beginning at ``starts``."""
-    constants = dict(constants)  # a scratch buffer the family keeps in it is this run's own
-    unit_weights = bool(np.all(prepared.weights == 1.0))
+    constants = dict(constants)  # a scratch buffer the family adds to it is this run's own
     total, counts, statistics = 0.0, 0.0, None
     for start in starts:
         chunk = prepared.rows(start, start + rows)
@@ -135,7 +127,7 @@ def _run_pass(model, constants: dict, log_weights: np.ndarray, prepared, rows: i
         log_joint += log_weights
         log_px = log_normalise(log_joint)
         resp = log_joint
-        total += float(chunk.weights @ log_px)
+        total += float((chunk.weights * log_px).sum())  # not BLAS's dot, which splits long vectors over its threads
         if not unit_weights:
             resp *= chunk.weights[:, None]
         counts = counts + resp.sum(axis=0)

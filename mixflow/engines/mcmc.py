@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 from mixflow.data import Data
 from mixflow.engines.arguments import check_count, check_flag, check_problem, check_seed
 from mixflow.engines.over_draws import responsibilities_over_draws
+from mixflow.parallel import available_cores
 from mixflow.relabel import align
 from mixflow.warnings import SamplingWarning
 
@@ -242,7 +243,7 @@ def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
     rng = np.random.default_rng(jitter_seed)
     initvals = [{name: value + jitter_sd * rng.standard_normal(value.shape) for name, value in start.items()}
                 for _ in range(options["chains"])]
-    cores = options["cores"] if options["cores"] is not None else min(options["chains"], _cpu_count())
+    cores = options["cores"] if options["cores"] is not None else min(options["chains"], available_cores())
     # One BLAS thread per chain: chains run in parallel already, and a BLAS thread count that depends on what
     # ran before in the process (forked workers inherit it) changes the rounding of products, hence the draws.
     with threadpool_limits(limits=1, user_api="blas"):
@@ -250,12 +251,6 @@ def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
                          random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=None,
                          compute_convergence_checks=False, target_accept=options["target_accept"], model=pymc_model)
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # -- what is computed from the aligned draws ---------------------------------------------------------------

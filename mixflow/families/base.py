@@ -108,8 +108,10 @@ class MixtureModel:
     - ``resolve_prior(data)``: the prior with every default filled in from the data;
     - ``e_step_constants(params, prepared)`` and ``log_density(constants, chunk)``: the per-component
       log density as an (n_rows, n_components) array plus the chunk's features (or None). The features
-      may live in a buffer that ``log_density`` keeps in ``constants`` and reuses for the next chunk
-      (the Gaussian's "full" and "tied"): use them before the next call with the same constants;
+      may live in a buffer that ``log_density`` adds to ``constants`` and reuses for the next chunk
+      (the Gaussian's "full" and "tied"): use them before the next call with the same constants. Beyond
+      adding such a key, ``log_density`` and ``statistics`` change nothing they are given: the runs of a
+      pass in threads each get a shallow copy of ``constants``;
     - ``chunk_features(chunk)`` and ``chunk_width(n_features)``: per-chunk features shared by the E- and
       M-steps, and the width of the widest per-row temporary (to size chunks);
     - ``statistics(weighted_responsibilities, chunk, features)``: summable sufficient statistics;

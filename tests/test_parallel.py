@@ -1,0 +1,34 @@
+"""Cores, worker processes and the one-BLAS-thread block (mixflow.parallel)."""
+
+import os
+
+import pytest
+from threadpoolctl import threadpool_info
+
+from mixflow import parallel
+
+
+def _blas_threads():
+    return [library["num_threads"] for library in threadpool_info() if library["user_api"] == "blas"]
+
+
+def _cores_and_pid(_):
+    return parallel.available_cores(), os.getpid()
+
+
+def test_workers_see_one_core_so_their_passes_start_no_threads():
+    results = parallel.parallel_map(_cores_and_pid, [(0,), (1,), (2,)], n_jobs=2)
+    assert [cores for cores, _ in results] == [1, 1, 1]
+    assert all(pid != os.getpid() for _, pid in results)
+    assert parallel.available_cores() >= 1
+
+
+def test_one_blas_thread_limits_and_restores_even_on_errors():
+    before = _blas_threads()
+    with pytest.raises(RuntimeError, match="inside"):
+        with parallel.one_blas_thread():
+            assert set(_blas_threads()) <= {1}
+            with parallel.one_blas_thread():  # re-entrant in one thread
+                pass
+            raise RuntimeError("inside")
+    assert _blas_threads() == before
