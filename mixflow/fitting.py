@@ -25,8 +25,8 @@ def _check_options(n_init, init, tol, max_iter, trim, chunk_size):
         raise ValueError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {init!r}")
     if not isinstance(init, str | dict):
         raise TypeError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {type(init).__name__}")
-    if not (isinstance(tol, int | float) and np.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol: expected a positive number, got {tol!r}")
+    if not (isinstance(tol, int | float) and np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol: expected a non-negative number, got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
         raise ValueError(f"max_iter: expected an integer >= 1, got {max_iter!r}")
     if trim is not None and not (isinstance(trim, int | float) and 0 < trim < 1):
@@ -119,7 +119,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         Starting responsibilities from k-means (k-means++ seeds and Lloyd iterations), from k-means++
         seeds alone, at random, or starting parameters (``weights``, ``mu``, ``covariance``/``variance``).
     tol : float, default 1e-8
-        EM stops when the relative change of its objective is at most ``tol``.
+        EM stops when the relative change of its objective is below ``tol``; 0 runs ``max_iter`` iterations.
     max_iter : int, default 1000
         EM iterations per start.
     trim : float, optional

@@ -329,3 +329,14 @@ def test_fit_is_the_same_with_and_without_threads(monkeypatch):
     for name in fits[0]["em/estimate"].data_vars:
         np.testing.assert_array_equal(fits[1]["em/estimate"][name], fits[0]["em/estimate"][name])
     assert fits[1]["em"].attrs["log_likelihood"] == fits[0]["em"].attrs["log_likelihood"]
+
+
+def test_tol_zero_runs_every_iteration(faithful):
+    """A fixed point (the objective no longer changes) ends EM at a positive tol, never at tol=0 (sklearn's way)."""
+    model = mixflow.GaussianMixture(2)
+    settled = mixflow.fit(model, faithful, n_init=1, tol=1e-300, max_iter=400, random_seed=0)["em"]
+    assert settled.attrs["converged"] and settled.attrs["n_iter"] < 400
+    longer = int(settled.attrs["n_iter"]) + 5
+    with pytest.warns(mixflow.ConvergenceWarning, match="max_iter"):
+        every = mixflow.fit(model, faithful, n_init=1, tol=0.0, max_iter=longer, random_seed=0)["em"]
+    assert every.attrs["n_iter"] == longer and not every.attrs["converged"]

@@ -140,7 +140,7 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
         run.params = params
         run.history_log_likelihood.append(step.log_likelihood)
         run.history_objective.append(value)
-        if abs(value - previous) <= options.tol * abs(value):
+        if abs(value - previous) < options.tol * abs(value):
             run.converged = True
             break
     return run
