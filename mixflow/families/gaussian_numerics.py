@@ -12,6 +12,8 @@ Parameters: ``mu`` (K, d) in data coordinates, and ``covariance`` (K, d, d) for 
 "tied", ``variance`` (K, d) for "diag", (K,) for "spherical".
 """
 
+from functools import cache
+
 import numpy as np
 
 __all__ = [
@@ -26,9 +28,12 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 LOG_2PI = np.log(2 * np.pi)
 
 
+@cache
 def packed_indices(d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column indices of the upper triangle (i <= j) of a d x d matrix."""
-    return np.triu_indices(d)
+    """Row and column indices of the upper triangle (i <= j) of a d x d matrix (read-only, computed once)."""
+    rows, cols = np.triu_indices(d)
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
 
 
 def pack_symmetric(matrices: np.ndarray) -> np.ndarray:
@@ -207,7 +212,7 @@ def floor_variances(covariance_type: str, params: dict, floor: np.ndarray) -> tu
     cov = params["covariance"]
     covs = cov if covariance_type == "full" else cov[None]
     scale = np.sqrt(floor)
-    smallest = np.array([np.linalg.eigvalsh(c / np.outer(scale, scale))[0] for c in covs])
+    smallest = np.linalg.eigvalsh(covs / np.outer(scale, scale))[:, 0]
     collapsed = np.flatnonzero(~(smallest > 1.0))
     if collapsed.size:
         covs = covs.copy()
