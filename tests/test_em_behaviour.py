@@ -316,19 +316,40 @@ def test_threads_only_for_large_data_on_several_cores(monkeypatch):
     assert not em_steps.use_threads(200_000, 560)
 
 
-def test_fit_is_the_same_with_and_without_threads(monkeypatch):
+def _family_case(family, rng):
+    """A model, data, weights and a chunk size that gives several chunks, for each family."""
+    import pandas as pd
+
+    labels = rng.integers(2, size=5000)
+    if family == "gaussian":
+        return mixflow.GaussianMixture(2), rng.normal(3.0 * labels[:, None], 1.0, size=(5000, 4)), None, 400
+    if family == "softkmeans":
+        return mixflow.SoftKMeans(2, variance=1.0), rng.normal(3.0 * labels[:, None], 1.0, size=(5000, 2)), None, 400
+    if family == "poisson":
+        return mixflow.PoissonMixture(2), rng.poisson(np.where(labels == 1, 8.0, 2.0)), None, 400
+    if family == "regression":
+        x = rng.uniform(0, 1, 5000)
+        y = np.where(labels == 1, 1.0 + 2.0 * x, -x) + rng.normal(0, 0.2, 5000)
+        return mixflow.RegressionMixture(2, "y ~ x"), pd.DataFrame({"x": x, "y": y}), None, 400
+    edges = np.linspace(-3.0, 7.0, 41)
+    counts = np.histogram(rng.normal(4.0 * labels, 1.0), bins=edges)[0]
+    classes = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
+    return mixflow.GroupedGaussianMixture(2, open_below=-3.0, open_above=7.0), classes, counts, 6
+
+
+@pytest.mark.parametrize("family", ["gaussian", "softkmeans", "poisson", "regression", "grouped"])
+def test_fit_is_the_same_with_and_without_threads(family, monkeypatch):
     from mixflow.engines import em
 
-    rng = np.random.default_rng(6)
-    x = np.concatenate([rng.normal(0, 1, size=(2500, 4)), rng.normal(3, 1, size=(2500, 4))])
-    model = mixflow.GaussianMixture(2)
+    model, data, weights, chunk_size = _family_case(family, np.random.default_rng(6))
     fits = []
     for threaded in (False, True):
         monkeypatch.setattr(em, "use_threads", lambda n_obs, width, threaded=threaded: threaded)
-        fits.append(mixflow.fit(model, x, random_seed=1, chunk_size=400))
+        fits.append(mixflow.fit(model, data, weights=weights, random_seed=1, n_init=2, chunk_size=chunk_size))
     for name in fits[0]["em/estimate"].data_vars:
         np.testing.assert_array_equal(fits[1]["em/estimate"][name], fits[0]["em/estimate"][name])
     assert fits[1]["em"].attrs["log_likelihood"] == fits[0]["em"].attrs["log_likelihood"]
+    assert fits[1]["em"].attrs["n_iter"] == fits[0]["em"].attrs["n_iter"]
 
 
 def test_tol_zero_runs_every_iteration(faithful):
