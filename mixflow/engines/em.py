@@ -12,6 +12,7 @@ import numpy as np
 
 from mixflow.engines.em_steps import (
     Pass,
+    add_statistics,
     chunk_rows,
     data_pass,
     e_step,
@@ -78,9 +79,8 @@ def _statistics_from_responsibilities(model, resp: np.ndarray, prepared, rows: i
     for start in range(0, prepared.n_obs, rows):
         chunk = prepared.rows(start, start + rows)
         weighted = resp[start:start + rows] * chunk.weights[:, None]
-        chunk_stats = model.statistics(weighted, chunk, model.chunk_features(chunk))
+        statistics = add_statistics(statistics, model.statistics(weighted, chunk, model.chunk_features(chunk)))
         counts = counts + weighted.sum(axis=0)
-        statistics = chunk_stats if statistics is None else {k: statistics[k] + v for k, v in chunk_stats.items()}
     return Pass(np.nan, np.asarray(counts), statistics)
 
 

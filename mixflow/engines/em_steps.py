@@ -15,8 +15,8 @@ from scipy.special import entr
 
 from mixflow.parallel import available_cores, one_blas_thread
 
-__all__ = ["Pass", "chunk_rows", "data_pass", "e_step", "log_normalise", "responsibility_entropy", "use_threads",
-           "weights_step"]
+__all__ = ["Pass", "add_statistics", "chunk_rows", "data_pass", "e_step", "log_normalise", "responsibility_entropy",
+           "use_threads", "weights_step"]
 
 _CHUNK_FLOATS = 2**19  # about 4 MB per temporary: chunk features stay in cache for the products
 _PARTS = 2  # runs of chunks per pass; fixed, so the order of the sums does not depend on the machine
@@ -131,15 +131,18 @@ def _run_pass(model, constants: dict, log_weights: np.ndarray, prepared, rows: i
         if not unit_weights:
             resp *= chunk.weights[:, None]
         counts = counts + resp.sum(axis=0)
-        chunk_stats = model.statistics(resp, chunk, features)
-        statistics = chunk_stats if statistics is None else {
-            key: statistics[key] + value for key, value in chunk_stats.items()}
+        statistics = add_statistics(statistics, model.statistics(resp, chunk, features))
     return Pass(total, np.asarray(counts), statistics)
+
+
+def add_statistics(total: dict | None, more: dict) -> dict:
+    """Sufficient statistics summed key by key; ``total`` None (nothing summed yet) gives ``more``."""
+    return more if total is None else {key: value + more[key] for key, value in total.items()}
 
 
 def _add(first: Pass, second: Pass) -> Pass:
     return Pass(first.log_likelihood + second.log_likelihood, first.counts + second.counts,
-                {key: value + second.statistics[key] for key, value in first.statistics.items()})
+                add_statistics(first.statistics, second.statistics))
 
 
 def e_step(model, params: dict, prepared, n_features: int, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
