@@ -23,12 +23,11 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 from pymc.initial_point import make_initial_point_fn
-from threadpoolctl import threadpool_limits
 
 from mixflow.data import Data
 from mixflow.engines.arguments import check_count, check_flag, check_problem, check_seed
 from mixflow.engines.over_draws import responsibilities_over_draws
-from mixflow.parallel import available_cores
+from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.relabel import align
 from mixflow.warnings import SamplingWarning
 
@@ -217,7 +216,7 @@ def _sample_nutpie(pymc_model, start, jitter_sd, jitter_seed, seed, options):
         compiled = nutpie.compile_pymc_model(pymc_model, jitter_rvs=set())
     compiled = dataclasses.replace(compiled, initial_point_func=initial_point)
     began = time.perf_counter()
-    with threadpool_limits(limits=1, user_api="blas"):  # see _sample_pymc
+    with one_blas_thread():  # see _sample_pymc
         idata = nutpie.sample(compiled, draws=options["draws"], tune=max(options["tune"], 1),
                               chains=options["chains"], cores=options["cores"], seed=seed, save_warmup=False,
                               progress_bar=options["progressbar"], target_accept=options["target_accept"],
@@ -246,7 +245,7 @@ def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
     cores = options["cores"] if options["cores"] is not None else min(options["chains"], available_cores())
     # One BLAS thread per chain: chains run in parallel already, and a BLAS thread count that depends on what
     # ran before in the process (forked workers inherit it) changes the rounding of products, hence the draws.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=None,
