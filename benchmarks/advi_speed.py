@@ -11,7 +11,7 @@ posterior sds; the sd ratio method/NUTS is reported too.
   the start, the model, ``pm.fit`` until q settles, 1000 draws, responsibilities, the container.
 - PyMC's default: the same posterior written the usual PyMC way (1-D: ``pm.NormalMixture`` with the same
   Normal-Inverse-Gamma prior and Dirichlet weights; Old Faithful: PyMC has no Inverse-Wishart, so the
-  model is the one :func:`mixflow.pymc_model.build_model` writes), then ``pm.fit(method="advi")`` with
+  model is the one :func:`mixflow.families.pymc_parts.build_model` writes), then ``pm.fit(method="advi")`` with
   its defaults (n=10000, PyMC's start, adagrad_window) and ``approx.sample(1000)``. Its draws are aligned
   to the EM labelling before they are compared (a favour PyMC does not do).
 
@@ -87,7 +87,7 @@ def usual_model(case, x):
     import pytensor.tensor as pt
 
     from mixflow.data import validate_data
-    from mixflow.pymc_model import build_model
+    from mixflow.families.pymc_parts import build_model
 
     model = case_model(case)
     data = validate_data(x)
@@ -107,8 +107,8 @@ def run_pymc_default(case, n):
 
     from mixflow.data import validate_data
     from mixflow.engines.em import EMOptions, fit_em
-    from mixflow.pymc_gaussian import standardization
-    from mixflow.relabel import align, gaussian_signature
+    from mixflow.families.gaussian.pymc import standardization
+    from mixflow.families.relabel import align, gaussian_signature
 
     x, model = case_data(case), case_model(case)
     began = time.perf_counter()

@@ -45,8 +45,8 @@ import xarray as xr
 import mixflow
 from mixflow.data import validate_data
 from mixflow.engines.mcmc import fit_mcmc
-from mixflow.pymc_gaussian import standardization
-from mixflow.relabel import align, gaussian_signature
+from mixflow.families.gaussian.pymc import standardization
+from mixflow.families.relabel import align, gaussian_signature
 
 DRAWS, TUNE, CHAINS, SEED = 1000, 1000, 4, 20260101
 

@@ -1,22 +1,23 @@
 """mixflow: finite mixture models declared once, fitted by EM, NUTS and ADVI into one DataTree."""
 
-from mixflow.bootstrap import bootstrap
-from mixflow.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
+from mixflow.analysis.bootstrap import bootstrap
+from mixflow.analysis.information import standard_errors
+from mixflow.analysis.select import select_k
+from mixflow.container.io import load, save
 from mixflow.datasets import list_datasets, load_dataset
+from mixflow.engines.kmeans import KMeansResult, kmeans
 from mixflow.families.base import model_from_json
-from mixflow.families.gaussian import GaussianMixture, GaussianPrior
-from mixflow.families.poisson import PoissonMixture, PoissonPrior
-from mixflow.families.regression import RegressionMixture, RegressionPrior
+from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
+from mixflow.families.grouped.model import GroupedGaussianMixture
+from mixflow.families.poisson.model import PoissonMixture, PoissonPrior
+from mixflow.families.regression.model import RegressionMixture, RegressionPrior
+from mixflow.families.softkmeans.model import SoftKMeans, SoftKMeansPrior
 from mixflow.fitting import fit, predict, predict_proba
-from mixflow.grouped import GroupedGaussianMixture
-from mixflow.information import standard_errors
-from mixflow.kmeans import KMeansResult, SoftKMeans, SoftKMeansPrior, kmeans
-from mixflow.plots import plot_forest, plot_posteriors, plot_ppc, plot_rank, plot_trace
-from mixflow.plots_data import plot_data
-from mixflow.plots_fit import plot_convergence, plot_select_k
-from mixflow.report import report
-from mixflow.results import load, save
-from mixflow.select import select_k
+from mixflow.present.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
+from mixflow.present.plots.data import plot_data
+from mixflow.present.plots.draws import plot_forest, plot_posteriors, plot_ppc, plot_rank, plot_trace
+from mixflow.present.plots.fit import plot_convergence, plot_select_k
+from mixflow.present.report.page import report
 from mixflow.warnings import (
     ADVIDivergenceError,
     ConstantFeatureWarning,

@@ -11,7 +11,7 @@ __all__ = ["main"]
 
 
 def _run(args) -> int:
-    from mixflow.workflow import run_workflow
+    from mixflow.workflow.run import run_workflow
 
     written = run_workflow(args.workflow, args.out, quiet=args.quiet)
     reports = [p for p in written if p.suffix == ".html"]
@@ -29,8 +29,8 @@ def _datasets(args) -> int:
 
 def _load_results(path: str):
     """A saved mixflow container, or an error that says what ``path`` is instead."""
-    from mixflow.compare import check_tree
-    from mixflow.results import load
+    from mixflow.container.io import load
+    from mixflow.container.read import check_tree
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"results: expected an existing mixflow results file (.nc), got {path!r}")
@@ -48,7 +48,7 @@ def _load_results(path: str):
 
 def _read_selection(path: str) -> pd.DataFrame:
     """A choice-of-K table written by ``mixflow run`` (``<model>-choice-of-k.csv``), with its preferred K."""
-    from mixflow.select import HIGHER_IS_BETTER, LOWER_IS_BETTER, preferred_k
+    from mixflow.analysis.select import HIGHER_IS_BETTER, LOWER_IS_BETTER, preferred_k
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"--selection: expected an existing choice-of-K CSV file, got {path!r}")
@@ -66,7 +66,7 @@ def _read_selection(path: str) -> pd.DataFrame:
 
 
 def _show(args) -> int:
-    from mixflow.model_text import comparison_text, describe
+    from mixflow.present.text import comparison_text, describe
 
     tree = _load_results(args.results)
     print(describe(tree))
@@ -76,7 +76,7 @@ def _show(args) -> int:
 
 
 def _report(args) -> int:
-    from mixflow.report import report
+    from mixflow.present.report.page import report
 
     tree = _load_results(args.results)
     selection = None if args.selection is None else _read_selection(args.selection)
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     rebuild.add_argument("--title", help="page title (default: the workflow's title, else from the data name)")
     rebuild.set_defaults(handler=_report)
     args = parser.parse_args(argv)
-    from mixflow.workflow_config import WorkflowError
+    from mixflow.workflow.config import WorkflowError
 
     try:
         return args.handler(args)

@@ -4,9 +4,10 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["list_datasets", "load_dataset"]
+__all__ = ["DESCRIPTIONS", "list_datasets", "load_dataset"]
 
-_DESCRIPTIONS = {
+#: Every shipped dataset with a one-line description.
+DESCRIPTIONS = {
     "faithful": "Old Faithful eruptions and waiting times (272 x 2, minutes); the 2-D EM example",
     "iris": "Fisher/Anderson iris, four measurements in cm and the species (150 x 5)",
     "galaxies": "velocities (km/s) of 82 galaxies in the Corona Borealis region",
@@ -29,7 +30,7 @@ def list_datasets() -> pd.DataFrame:
 
     """
     rows = []
-    for name, description in _DESCRIPTIONS.items():
+    for name, description in DESCRIPTIONS.items():
         frame = load_dataset(name)
         rows.append(
             {"name": name, "rows": len(frame), "columns": ", ".join(frame.columns), "description": description}
@@ -51,8 +52,8 @@ def load_dataset(name: str) -> pd.DataFrame:
         The data as in the CSV file, with its column names.
 
     """
-    if name not in _DESCRIPTIONS:
-        raise ValueError(f"name: expected one of {sorted(_DESCRIPTIONS)}, got {name!r}")
+    if name not in DESCRIPTIONS:
+        raise ValueError(f"name: expected one of {sorted(DESCRIPTIONS)}, got {name!r}")
     path = resources.files("mixflow").joinpath("shipped_data", f"{name}.csv")
     with resources.as_file(path) as file:
         return pd.read_csv(file)

@@ -1,16 +1,16 @@
 """The public entry points: ``fit`` a declared model, ``predict`` and ``predict_proba`` from a result."""
 
 import inspect
-import secrets
 
 import numpy as np
 import xarray as xr
 
+from mixflow.checks import check_seed
+from mixflow.container.io import build_tree, make_attrs
 from mixflow.data import validate_data
 from mixflow.engines.em import EMOptions, fit_em
 from mixflow.engines.em_steps import e_step
 from mixflow.families.base import MixtureModel, model_from_json
-from mixflow.results import build_tree, make_attrs
 
 __all__ = ["fit", "predict", "predict_proba"]
 
@@ -33,15 +33,6 @@ def _check_options(n_init, init, tol, max_iter, trim, chunk_size):
         raise ValueError(f"trim: expected None or a weight threshold in (0, 1), got {trim!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or chunk_size < 1):
         raise ValueError(f"chunk_size: expected None or an integer >= 1, got {chunk_size!r}")
-
-
-def check_seed(value) -> int:
-    """A non-negative integer seed; one is drawn when None (and recorded by the engine)."""
-    if value is None:
-        return secrets.randbits(63)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"random_seed: expected None or a non-negative integer, got {value!r}")
-    return int(value)
 
 
 def _method_list(method) -> list[str]:

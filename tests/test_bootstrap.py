@@ -5,8 +5,8 @@ import pytest
 import xarray as xr
 
 import mixflow
-from mixflow.bootstrap import bootstrap
-from mixflow.information import standard_errors
+from mixflow.analysis.bootstrap import bootstrap
+from mixflow.analysis.information import standard_errors
 from mixflow.warnings import MixflowWarning
 
 
@@ -122,7 +122,7 @@ def test_bad_arguments(fitted):
 
 
 def test_replicates_are_aligned_by_the_overlap_of_responsibilities():
-    from mixflow.bootstrap import _align
+    from mixflow.analysis.bootstrap import _align
 
     rng = np.random.default_rng(0)
     reference = rng.dirichlet(np.ones(3) * 0.2, size=50)
@@ -139,11 +139,9 @@ def _data(values, features, weights=None):
 
 
 def test_poisson_sampler_matches_the_mixture_moments():
-    from mixflow.simulate import simulate_data
-
     params = {"weights": np.array([0.3, 0.7]), "rate": np.array([1.0, 6.0])}
     data = _data([0, 1, 2], ["deaths"], weights=np.array([20000.0, 20000, 10000]))
-    replicate = simulate_data(mixflow.PoissonMixture(2), params, data, np.random.default_rng(0))
+    replicate = mixflow.PoissonMixture(2).simulate_data(params, data, np.random.default_rng(0))
     counts = replicate.values[:, 0]
     assert counts.size == 50000 and replicate.weights is None and list(replicate.features) == ["deaths"]
     mean = 0.3 * 1 + 0.7 * 6
@@ -153,27 +151,23 @@ def test_poisson_sampler_matches_the_mixture_moments():
 
 
 def test_regression_sampler_keeps_the_covariates_and_draws_responses_per_unit():
-    from mixflow.simulate import simulate_data
-
     model = mixflow.RegressionMixture(2, "y ~ x")
     params = {"weights": np.array([0.5, 0.5]), "coefficients": np.array([[0.0, 1.0], [2.0, 0.0]]),
               "variance": np.array([1e-6, 1e-6])}
     data = _data(np.column_stack([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), ["x", "y"], weights=np.array([3.0, 1, 2]))
-    replicate = simulate_data(model, params, data, np.random.default_rng(1))
+    replicate = model.simulate_data(params, data, np.random.default_rng(1))
     assert np.array_equal(replicate.values[:, 0], [1, 1, 1, 2, 3, 3])
     y, x = replicate.values[:, 1], replicate.values[:, 0]
     assert np.all(np.isclose(y, x, atol=0.01) | np.isclose(y, 2.0, atol=0.01))
     with pytest.raises(ValueError, match=r"weights: expected integer frequency weights to simulate a regression"):
-        simulate_data(model, params, _data(data.values, ["x", "y"], weights=np.array([0.5, 1, 2])),
+        model.simulate_data(params, _data(data.values, ["x", "y"], weights=np.array([0.5, 1, 2])),
                       np.random.default_rng(1))
 
 
 def test_grouped_sampler_counts_values_into_the_observed_classes():
-    from mixflow.simulate import simulate_data
-
     model = mixflow.GroupedGaussianMixture(1, open_below=1.0, open_above=2.0)
     data = _data(np.array([[2.0, 3.0], [0.0, 1.0], [1.0, 2.0]]), ["lower", "upper"], weights=np.array([5.0, 5, 90]))
-    replicate = simulate_data(model, {"weights": np.array([1.0]), "mu": np.array([1.5]), "variance": np.array([0.25])},
+    replicate = model.simulate_data({"weights": np.array([1.0]), "mu": np.array([1.5]), "variance": np.array([0.25])},
                               data, np.random.default_rng(2))
     assert replicate.weights.sum() == 100 and np.array_equal(replicate.values, data.values)
     expected = 100 * np.array([0.1587, 0.1587, 0.6827])  # N(1.5, 0.5): above 2, below 1, between

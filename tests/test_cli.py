@@ -11,8 +11,8 @@ import xarray as xr
 
 import mixflow
 from mixflow.cli import main
-from mixflow.compare import hard_labels
-from mixflow.workflow import run_workflow
+from mixflow.container.read import hard_labels
+from mixflow.workflow.run import run_workflow
 
 IRIS = """
 name = "iris-small"

@@ -8,11 +8,12 @@ from scipy.special import logsumexp
 from sklearn.metrics import adjusted_rand_score
 
 import mixflow
-from mixflow.bootstrap import bootstrap, observed_data
-from mixflow.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
-from mixflow.information import standard_errors
-from mixflow.results import build_tree
-from mixflow.simulate import simulate
+from mixflow.analysis.bootstrap import bootstrap
+from mixflow.analysis.information import standard_errors
+from mixflow.container.io import build_tree
+from mixflow.container.read import observed_data
+from mixflow.families.sampling import gaussian_points
+from mixflow.present.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
 
 
 def simulated_data(d: int, n: int, seed: int = 0) -> np.ndarray:
@@ -55,7 +56,7 @@ def _method_groups(tree, method: str, chains: int, draws: int, rng) -> xr.DataTr
               "responsibilities": {"variables": {"responsibilities_mean": (("obs", "component"), resp),
                                                  "responsibilities_sd": (("obs", "component"), 0 * resp)}}}
     if method == "mcmc":
-        replicated = np.stack([simulate(p, data.n_obs, rng)[0] for p in params]).reshape(
+        replicated = np.stack([gaussian_points(p, data.n_obs, rng)[0] for p in params]).reshape(
             chains, draws, data.n_obs, data.n_features)
         groups.update({
             "log_likelihood": {"variables": {"x": (("chain", "draw", "obs"), log_lik)}},

@@ -6,7 +6,7 @@ from conftest import full_covariances, naive_log_likelihood, simulate_gaussian_m
 from scipy import optimize, stats
 
 import mixflow
-from mixflow.families import gaussian_numerics as gn
+from mixflow.families.gaussian import numerics as gn
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 

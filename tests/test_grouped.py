@@ -8,7 +8,7 @@ import pytest
 from scipy import optimize, stats
 
 import mixflow
-from mixflow.grouped import GroupedGaussianMixture, interval_log_probability, truncated_moments
+from mixflow.families.grouped.model import GroupedGaussianMixture, interval_log_probability, truncated_moments
 
 # mixdist's convention for Pearson's crabs: the first class is (-inf, 0.5835), the last [0.6915, inf)
 OPEN = {"open_below": 0.5835, "open_above": 0.6915}
@@ -225,13 +225,13 @@ def test_bad_initial_parameters_are_refused(crabs):
 def test_workflow_file_validates_with_both_likelihoods(tmp_path):
     from pathlib import Path
 
-    from mixflow.workflow_config import WorkflowError, _build_model, read_workflow
+    from mixflow.workflow.config import WorkflowError, read_workflow
 
     shipped = read_workflow(Path(__file__).parents[1] / "workflows" / "crabs.toml")
     assert [spec.label for spec in shipped.models] == ["grouped_gaussian-interval-k1-2",
                                                        "grouped_gaussian-midpoint-k1-2"]
-    assert _build_model(shipped.models[0], 2) == GroupedGaussianMixture(2, **OPEN)
-    assert _build_model(shipped.models[1], 2) == GroupedGaussianMixture(2, likelihood="midpoint", **OPEN)
+    assert shipped.models[0].model(2) == GroupedGaussianMixture(2, **OPEN)
+    assert shipped.models[1].model(2) == GroupedGaussianMixture(2, likelihood="midpoint", **OPEN)
     assert shipped.weights == "count" and shipped.columns == ("lower", "upper")
     text = ('name = "c"\nseed = 1\n[data]\ndataset = "crabs"\ncolumns = ["lower", "upper"]\nweights = "count"\n'
             '[[models]]\nfamily = "grouped_gaussian"\nn_components = 2\nopen_below = "left"\n[methods.em]\n')

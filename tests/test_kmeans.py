@@ -8,7 +8,8 @@ from scipy.special import softmax
 from sklearn.cluster import KMeans
 
 import mixflow
-from mixflow.kmeans import SoftKMeans, kmeans, lloyd
+from mixflow.engines.kmeans import kmeans, lloyd
+from mixflow.families.softkmeans.model import SoftKMeans
 
 
 def estimate(tree):

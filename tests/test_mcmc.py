@@ -17,9 +17,9 @@ import mixflow
 from mixflow.data import validate_data
 from mixflow.engines import mcmc
 from mixflow.engines.mcmc import _diagnose, _pointwise, fit_mcmc, resolve_sampler
-from mixflow.pymc_gaussian import free_values
-from mixflow.pymc_model import build_model
-from mixflow.relabel import align, gaussian_signature
+from mixflow.families.gaussian.pymc import free_values
+from mixflow.families.pymc_parts import build_model
+from mixflow.families.relabel import align, gaussian_signature
 
 FAST = {"progressbar": False, "posterior_predictive": False}
 SEPARATED = {"weights": [0.4, 0.6], "means": [[-3.0, 0.0], [3.0, 2.0]],

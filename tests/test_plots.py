@@ -7,8 +7,8 @@ from matplotlib.figure import Figure
 from test_compare import make_container
 
 import mixflow
-from mixflow import plots, plots_fit
-from mixflow.plots_data import plot_data
+from mixflow.present import plots
+from mixflow.present.plots.data import plot_data
 
 matplotlib.use("Agg")
 
@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 CONTAINERS = {"em": ("em",), "mcmc": ("mcmc",), "em+mcmc": ("em", "mcmc"), "em+mcmc+advi": ("em", "mcmc", "advi")}
 NEEDS_DRAWS = ("plot_posteriors", "plot_trace", "plot_rank")
 FUNCTIONS = {"plot_forest": plots.plot_forest, "plot_posteriors": plots.plot_posteriors, "plot_trace": plots.plot_trace,
-             "plot_rank": plots.plot_rank, "plot_ppc": plots.plot_ppc, "plot_convergence": plots_fit.plot_convergence,
+             "plot_rank": plots.plot_rank, "plot_ppc": plots.plot_ppc, "plot_convergence": plots.plot_convergence,
              "plot_data": plot_data}
 CASES = [(plot, container) for plot in FUNCTIONS
          for container in ("mcmc" if plot in NEEDS_DRAWS else "em", "em+mcmc", "em+mcmc+advi")]
@@ -54,9 +54,9 @@ def test_choice_of_k_plot(tmp_path):
                           "elpd_loo": [-5.0, -3.9, -4.2], "elpd_loo_se": [0.5, 0.5, 0.5]},
                          index=pd.Index([1, 2, 3], name="k"))
     path = tmp_path / "k.svg"
-    plots_fit.plot_select_k(table, path=path)
+    plots.plot_select_k(table, path=path)
     assert path.stat().st_size > 1000
-    plots_fit.plot_select_k(table[["bic", "aic", "icl"]])
+    plots.plot_select_k(table[["bic", "aic", "icl"]])
 
 
 def test_bad_arguments(tmp_path, containers):
@@ -80,13 +80,13 @@ def test_bad_arguments(tmp_path, containers):
     with pytest.raises(ValueError, match="num_samples: expected an integer >= 1, got 0"):
         plots.plot_ppc(tree, num_samples=0)
     with pytest.raises(ValueError, match="tree: expected /em/sample_stats or an ADVI ELBO history"):
-        plots_fit.plot_convergence(containers["mcmc"])
+        plots.plot_convergence(containers["mcmc"])
     with pytest.raises(ValueError, match=r"features: expected one or two distinct names among \['x0'\], got \['y'\]"):
         plot_data(tree, features="y")
     with pytest.raises(ValueError, match=r"methods: expected some of the container's methods \['em'\], got \['mcmc'\]"):
         plot_data(tree, methods="mcmc")
     with pytest.raises(TypeError, match="table: expected the DataFrame returned by mixflow.select_k"):
-        plots_fit.plot_select_k({"bic": [1, 2]})
+        plots.plot_select_k({"bic": [1, 2]})
 
 
 @pytest.fixture(scope="module")
@@ -128,13 +128,13 @@ def test_data_plot_and_predictive_check_of_every_family(tmp_path, family_trees, 
 
 def test_predictive_units_per_family(family_trees):
     from mixflow import model_from_json
-    from mixflow.bootstrap import observed_data
+    from mixflow.container.read import observed_data
 
     expected = {"poisson": (1096, ["deaths"], "ecdf"), "regression": (150, ["tuned"], None),
                 "grouped": (1000, ["class midpoint"], "ecdf"), "soft_kmeans": (272, ["eruptions", "waiting"], None)}
     for family, (n_units, features, kind) in expected.items():
         tree = family_trees[family]
-        units, got_kind = plots.predictive_units(model_from_json(tree.attrs["model"]), observed_data(tree))
+        units, got_kind = model_from_json(tree.attrs["model"]).predictive_units(observed_data(tree))
         assert units.sizes["obs"] == n_units and list(units["feature"].values) == features and got_kind == kind
 
 

@@ -8,7 +8,7 @@ import pytest
 from scipy import optimize, stats
 
 import mixflow
-from mixflow.families.poisson import PoissonMixture, PoissonPrior
+from mixflow.families.poisson.model import PoissonMixture, PoissonPrior
 
 
 @pytest.fixture(scope="module")
@@ -217,8 +217,8 @@ def test_bad_initial_parameters_are_refused(init, message):
 def test_workflow_file_validates_and_a_small_poisson_workflow_runs(tmp_path):
     from pathlib import Path
 
-    from mixflow.workflow import run_workflow
-    from mixflow.workflow_config import WorkflowError, read_workflow
+    from mixflow.workflow.config import WorkflowError, read_workflow
+    from mixflow.workflow.run import run_workflow
 
     shipped = read_workflow(Path(__file__).parents[1] / "workflows" / "london_deaths.toml")
     assert [spec.label for spec in shipped.models] == ["poisson-k1-3"]

@@ -11,9 +11,9 @@ import mixflow
 from mixflow.data import validate_data
 from mixflow.engines.advi import fit_advi
 from mixflow.engines.mcmc import fit_mcmc
-from mixflow.families.poisson import PoissonMixture
-from mixflow.families.regression import RegressionMixture
-from mixflow.pymc_model import build_model
+from mixflow.families.poisson.model import PoissonMixture
+from mixflow.families.pymc_parts import build_model
+from mixflow.families.regression.model import RegressionMixture
 
 POISSON = PoissonMixture(2, prior={"weights_concentration": 1.5})
 REGRESSION = RegressionMixture(2, "tuned ~ stretchratio", prior={"weights_concentration": 2.0})

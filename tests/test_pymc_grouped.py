@@ -9,12 +9,12 @@ from test_pymc_model import FAST, _em_objective, _forward, assert_em_map_is_the_
 
 import mixflow
 from mixflow.data import validate_data
-from mixflow.grouped import interval_log_probability
-from mixflow.pymc_grouped import build_model as grouped_model
-from mixflow.pymc_grouped import free_values as grouped_start
-from mixflow.pymc_grouped import interval_log_probability_tensor, log_standard_cdf
-from mixflow.pymc_softkmeans import build_model as soft_kmeans_model
-from mixflow.pymc_softkmeans import free_values as soft_kmeans_start
+from mixflow.families.grouped.model import interval_log_probability
+from mixflow.families.grouped.pymc import build_model as grouped_model
+from mixflow.families.grouped.pymc import free_values as grouped_start
+from mixflow.families.grouped.pymc import interval_log_probability_tensor, log_standard_cdf
+from mixflow.families.softkmeans.pymc import build_model as soft_kmeans_model
+from mixflow.families.softkmeans.pymc import free_values as soft_kmeans_start
 
 OPEN = {"open_below": 0.5835, "open_above": 0.6915}
 

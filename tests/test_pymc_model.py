@@ -9,10 +9,9 @@ from scipy import stats
 
 import mixflow
 from mixflow.data import validate_data
-from mixflow.engines.em import objective
-from mixflow.engines.em_steps import data_pass
-from mixflow.pymc_gaussian import free_values, standardization
-from mixflow.pymc_model import build_model
+from mixflow.engines.em_steps import data_pass, objective
+from mixflow.families.gaussian.pymc import free_values, standardization
+from mixflow.families.pymc_parts import build_model
 
 COVARIANCES = ["full", "tied", "diag", "spherical"]
 FAST = "FAST_COMPILE"  # these checks are about values, not speed: skip the numba compilation
@@ -170,7 +169,7 @@ def test_a_family_without_a_pymc_module_is_refused_by_name(weighted_data):
     from dataclasses import dataclass
 
     from mixflow.families.base import MixtureModel
-    from mixflow.pymc_model import supports_pymc
+    from mixflow.families.pymc_parts import supports_pymc
 
     @dataclass(frozen=True)
     class EMOnly(MixtureModel):  # a family registered for EM alone

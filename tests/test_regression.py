@@ -9,7 +9,7 @@ import pytest
 from scipy import optimize, stats
 
 import mixflow
-from mixflow.families.regression import RegressionMixture, RegressionPrior
+from mixflow.families.regression.model import RegressionMixture, RegressionPrior
 
 TONE = RegressionMixture(2, "tuned ~ stretchratio")
 # Two lines, started apart: a flat one near 2 (the musician tuning to the octave) and y = x.
@@ -253,10 +253,10 @@ def test_bad_initial_parameters_are_refused(init, message, tone):
 def test_workflow_file_validates_and_bad_keys_are_located(tmp_path):
     from pathlib import Path
 
-    from mixflow.workflow_config import WorkflowError, _build_model, read_workflow
+    from mixflow.workflow.config import WorkflowError, read_workflow
 
     shipped = read_workflow(Path(__file__).parents[1] / "workflows" / "tone.toml")
-    assert _build_model(shipped.models[0], 2) == TONE
+    assert shipped.models[0].model(2) == TONE
     text = ('name = "t"\nseed = 1\n[data]\ndataset = "tone"\n[[models]]\nfamily = "regression"\n'
             'n_components = 2\nformula = "tuned ~ log(stretchratio)"\n[methods.em]\nmap = true\n')
     (tmp_path / "bad.toml").write_text(text)

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from mixflow.relabel import align, apply_permutations, assignment_costs, gaussian_signature, optimal_permutations
+from mixflow.families.relabel import (
+    align,
+    apply_permutations,
+    assignment_costs,
+    gaussian_signature,
+    optimal_permutations,
+)
 
 TRUTH = {"weights": np.array([0.2, 0.3, 0.5]), "mu": np.array([[-4.0, 0.0], [0.0, 2.0], [4.0, -1.0]]),
          "variance": np.array([[1.0, 0.5], [0.8, 0.8], [0.6, 1.2]])}

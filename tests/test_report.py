@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from test_compare import make_container
 
-from mixflow.report import SECTIONS, report
+from mixflow.present.report.page import SECTIONS, report
 
 matplotlib.use("Agg")
 
@@ -51,8 +51,8 @@ def test_report_replaces_an_existing_file_only_when_complete(tmp_path, monkeypat
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    # the module object itself: once exported, ``mixflow.report`` names the function
-    monkeypatch.setattr(importlib.import_module("mixflow.report").os, "replace", broken)
+    # the module object itself: once exported, ``mixflow.present.report.page`` names the function
+    monkeypatch.setattr(importlib.import_module("mixflow.present.report.page").os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
         report(make_container(("em",)), path)
     assert path.read_text() == "old"
@@ -79,8 +79,8 @@ def test_report_of_a_real_fit_by_em_mcmc_and_advi(tmp_path):
     import numpy as np
 
     import mixflow
-    from mixflow.bootstrap import bootstrap
-    from mixflow.compare import compare
+    from mixflow.analysis.bootstrap import bootstrap
+    from mixflow.present.compare import compare
 
     rng = np.random.default_rng(2)
     x = np.concatenate([rng.normal(-2, 0.6, 40), rng.normal(2, 0.8, 60)])

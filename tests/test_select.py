@@ -7,16 +7,16 @@ import xarray as xr
 from scipy import stats
 
 import mixflow
+import mixflow.analysis.select
 import mixflow.fitting
-import mixflow.select
-from mixflow.data import validate_data
-from mixflow.select import (
+from mixflow.analysis.select import (
     cross_validated_log_likelihood,
     held_out_weights,
     loo_table,
     pointwise_log_density,
     select_k,
 )
+from mixflow.data import validate_data
 from mixflow.warnings import MixflowWarning
 
 
@@ -228,7 +228,7 @@ def test_integer_weights_are_split_unit_by_unit():
 
 
 def test_many_units_are_split_without_expanding_them(monkeypatch):
-    monkeypatch.setattr(mixflow.select, "_MAX_EXPANDED_UNITS", 10)
+    monkeypatch.setattr(mixflow.analysis.select, "_MAX_EXPANDED_UNITS", 10)
     counts = np.array([40, 7, 0, 13.0])
     held_out = held_out_weights(validate_data(np.arange(4.0), weights=counts), 3, np.random.default_rng(0))
     assert np.array_equal(held_out.sum(axis=0), counts) and sorted(held_out.sum(axis=1)) == [20, 20, 20]

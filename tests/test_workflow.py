@@ -9,8 +9,8 @@ import pytest
 
 import mixflow
 from mixflow.cli import main
-from mixflow.workflow import run_workflow
-from mixflow.workflow_config import WorkflowError, read_workflow
+from mixflow.workflow.config import WorkflowError, read_workflow
+from mixflow.workflow.run import run_workflow
 
 SMALL = """
 name = "small"
@@ -99,7 +99,7 @@ def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, messa
     def no_fitting(*args, **kwargs):
         raise AssertionError("fitting started")
 
-    monkeypatch.setattr("mixflow.workflow.fit", no_fitting)
+    monkeypatch.setattr("mixflow.workflow.run.fit", no_fitting)
     with pytest.raises(WorkflowError, match=message):
         run_workflow(path, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
@@ -163,7 +163,7 @@ def test_a_model_that_does_not_suit_the_data_fails_before_fitting(tmp_path, monk
     def no_fitting(*args, **kwargs):
         raise AssertionError("fitting started")
 
-    monkeypatch.setattr("mixflow.workflow.fit", no_fitting)
+    monkeypatch.setattr("mixflow.workflow.run.fit", no_fitting)
     with pytest.raises(WorkflowError, match=r"flow.toml:7: \[\[models\]\] #1 on \[data\]: the data do not suit this "
                                             r"model: .*non-negative integer"):
         run_workflow(path, tmp_path / "out", quiet=True)
@@ -209,7 +209,7 @@ def test_labels_with_missing_values_are_refused_with_their_position(tmp_path):
 
 
 def test_reference_labels_must_match_the_observations(faithful):
-    from mixflow.labels import reference_agreement, with_reference_labels
+    from mixflow.present.labels import reference_agreement, with_reference_labels
 
     tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1, n_init=1)
     with pytest.raises(ValueError, match=r"labels: expected one label per observation, shape \(272,\), got shape "
@@ -229,7 +229,7 @@ def test_a_figure_that_cannot_be_drawn_is_skipped_and_named(tmp_path, monkeypatc
     def broken(tree):
         raise ValueError("too many panels")
 
-    monkeypatch.setattr("mixflow.plots.plot_forest", broken)
+    monkeypatch.setattr("mixflow.present.plots.plot_forest", broken)
     path = write(tmp_path, SMALL.replace("n_components = {from = 1, to = 3}", "n_components = 2")
                  + "\n[output]\nreport = false\n")
     written = run_workflow(path, tmp_path / "out", quiet=False)

@@ -15,7 +15,7 @@ The steps are those of :func:`fit_advi`:
    rate is halved whenever the change stops shrinking (the iterates then wander by noise, not by drift);
    q's parameters are finally set to their average over the last window (Polyak-Ruppert averaging);
 4. a NaN or infinite ELBO or parameter stops the fit with :class:`ADVIDivergenceError`;
-5. ``draws`` draws from q, aligned to the reference labelling (:mod:`mixflow.relabel` with
+5. ``draws`` draws from q, aligned to the reference labelling (:mod:`mixflow.families.relabel` with
    ``model.label_signature``), and the
    responsibilities of every observation (mean and sd over the draws).
 
@@ -35,8 +35,7 @@ from pymc.util import get_untransformed_name, is_transformed_name
 from pymc.variational.callbacks import Callback
 from pymc.variational.updates import adam
 
-from mixflow.data import Data
-from mixflow.engines.arguments import (
+from mixflow.checks import (
     check_count,
     check_flag,
     check_minibatch,
@@ -44,9 +43,10 @@ from mixflow.engines.arguments import (
     check_problem,
     check_seed,
 )
+from mixflow.data import Data
 from mixflow.engines.over_draws import responsibilities_over_draws
-from mixflow.pymc_model import parameter_of
-from mixflow.relabel import align
+from mixflow.families.pymc_parts import parameter_of
+from mixflow.families.relabel import align
 from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning
 
 __all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "fit_advi", "q_moments"]
@@ -327,7 +327,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         "random_seed": int(options["random_seed"]), "start": "reference estimate (EM/MAP)",
         "initial_sd": float(1.0 / np.sqrt(data.total_weight)),
         "final_elbo": float(window.mean()) if window.size else float("nan"),
-        "fit_time": float(fit_time),
+        "wall_time": float(fit_time),
         "n_relabelled_draws": int(np.any(permutations != np.arange(model.n_components), axis=-1).sum()),
         "relabel_cost": signature.description,
         "prior": json.dumps(prior.to_dict()),

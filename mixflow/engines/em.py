@@ -16,15 +16,15 @@ from mixflow.engines.em_steps import (
     chunk_rows,
     data_pass,
     e_step,
+    objective,
     responsibility_entropy,
     use_threads,
     weights_step,
 )
-from mixflow.families.base import dirichlet_log_density
-from mixflow.kmeans import kmeans_plusplus, lloyd, squared_distances
+from mixflow.engines.kmeans import kmeans_plusplus, lloyd, squared_distances
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
-__all__ = ["EMOptions", "fit_em", "initial_parameters", "objective"]
+__all__ = ["EMOptions", "fit_em", "initial_parameters"]
 
 _EPS_COUNT = 10 * np.finfo(float).eps
 _INIT_METHODS = ("kmeans", "kmeans++", "random")
@@ -57,14 +57,6 @@ class Run:
     @property
     def n_iter(self) -> int:
         return len(self.history_objective) - 1
-
-
-def objective(model, params: dict, log_likelihood: float, prior, active: np.ndarray) -> float:
-    """Log-likelihood (``prior`` None) or log posterior density: + log Dirichlet + log component prior."""
-    if prior is None:
-        return log_likelihood
-    return (log_likelihood + dirichlet_log_density(params["weights"], prior.concentration[active])
-            + model.log_prior(params, prior))
 
 
 def _m_step(model, step: Pass, prepared, prior, active) -> tuple[dict, list[int]]:

@@ -2,7 +2,7 @@
 
 The E-step of a chunk gives per-row log-likelihoods and responsibilities; the M-step needs only the sums
 over rows of responsibility-weighted statistics. Both are accumulated chunk by chunk in one pass, so
-memory is bounded by the chunk size, and the same reduction runs over the chunks of a Dask array.
+memory is bounded by the chunk size.
 """
 
 import contextvars
@@ -13,9 +13,12 @@ from functools import partial, reduce
 import numpy as np
 from scipy.special import entr
 
+from mixflow.families.base import dirichlet_log_density
 from mixflow.parallel import available_cores, one_blas_thread
 
-__all__ = ["Pass", "add_statistics", "chunk_rows", "data_pass", "e_step", "log_normalise", "responsibility_entropy",
+__all__ = ["Pass", "add_statistics", "chunk_rows", "data_pass", "e_step", "log_normalise", "objective",
+           "responsibilities",
+           "responsibility_entropy",
            "use_threads", "weights_step"]
 
 _CHUNK_FLOATS = 2**19  # about 4 MB per temporary: chunk features stay in cache for the products
@@ -109,9 +112,8 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False) 
 def use_threads(n_obs: int, width: int) -> bool:
     """Whether :func:`data_pass` should run in threads: several cores, and enough work to pay for them.
 
-    With one BLAS thread per run the passes of large data take the same time in every process; with one
-    process-wide BLAS pool, its idle worker was seen to slow the single-threaded numpy work between the
-    matrix products by up to 7x in some processes on a 2-core machine.
+    Each run uses one BLAS thread, so that an idle worker of a process-wide BLAS pool cannot compete with
+    the single-threaded numpy work between the matrix products (benchmarks/em_vs_sklearn.py times it).
     """
     return available_cores() >= _PARTS and n_obs * width >= _THREADED_FLOATS
 
@@ -171,3 +173,16 @@ def weights_step(counts: np.ndarray, concentration: np.ndarray | None) -> np.nda
         return counts / counts.sum()
     mass = np.maximum(counts + concentration - 1.0, 0.0)
     return mass / mass.sum()
+
+
+def responsibilities(model, params: dict, data) -> np.ndarray:
+    """Posterior component probabilities of each observation of validated ``data``, shape (n_obs, K)."""
+    return e_step(model, params, model.prepare(data), data.n_features)[0]
+
+
+def objective(model, params: dict, log_likelihood: float, prior, active: np.ndarray) -> float:
+    """Log-likelihood (``prior`` None) or log posterior density: + log Dirichlet + log component prior."""
+    if prior is None:
+        return log_likelihood
+    return (log_likelihood + dirichlet_log_density(params["weights"], prior.concentration[active])
+            + model.log_prior(params, prior))

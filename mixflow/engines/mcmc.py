@@ -4,12 +4,12 @@ The steps are those of :func:`fit_mcmc`, generic over families through the model
 :class:`mixflow.families.base.MixtureModel`): build the model (``model.pymc_model``), start every chain at
 the reference estimate (EM/MAP, ``model.pymc_start``) plus a seeded jitter of about one posterior standard
 deviation, run NUTS (nutpie's when installed, else PyMC's), align every draw to the reference labelling
-(:mod:`mixflow.relabel` with ``model.label_signature``), then compute from the aligned draws the pointwise
+(:mod:`mixflow.families.relabel` with ``model.label_signature``), then compute from the aligned draws the pointwise
 log-likelihood (labels marginalised), the responsibilities (posterior mean and sd) and posterior
 predictive draws (``model.simulate``), and the diagnostics (R-hat, bulk and tail ESS, divergences),
 warning when they flag a problem.
 
-The result is plain arrays with dims, in the shape :func:`mixflow.results.build_tree` takes.
+The result is plain arrays with dims, in the shape :func:`mixflow.container.io.build_tree` takes.
 """
 
 import contextlib
@@ -24,11 +24,11 @@ import pymc as pm
 import xarray as xr
 from pymc.initial_point import make_initial_point_fn
 
+from mixflow.checks import check_count, check_flag, check_problem, check_seed
 from mixflow.data import Data
-from mixflow.engines.arguments import check_count, check_flag, check_problem, check_seed
 from mixflow.engines.over_draws import responsibilities_over_draws
+from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
-from mixflow.relabel import align
 from mixflow.warnings import SamplingWarning
 
 __all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "fit_mcmc", "resolve_sampler"]
@@ -39,8 +39,8 @@ ESS_PER_CHAIN_MIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 pe
 _MAX_NAMED = 6
 ADAPTATIONS = ("low_rank", "diag")
 # nutpie wraps PyTensor's (already optimised, cached) numba kernels in a C callback compiled anew in every
-# process; LLVM at -O0 for that wrapper cuts its compilation about threefold (25 s to 8 s for Old Faithful,
-# full covariance) with the same draws and the same sampling time (measured: benchmarks/mcmc_ess.py).
+# process; LLVM at -O0 for that thin wrapper compiles it several times faster with the same draws and the
+# same sampling time (benchmarks/mcmc_ess.py measures it).
 _NUTPIE_NUMBA_OPT = 0
 
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import xarray as xr
 from scipy.special import gammaln
 
-__all__ = ["MixtureModel", "Prepared", "dirichlet_log_density", "model_from_json", "register_family",
-           "require_pymc_form", "supports_pymc"]
+__all__ = ["MixtureModel", "Prepared", "dirichlet_log_density", "family_class", "family_names", "model_from_json",
+           "register_family", "require_pymc_form", "supports_pymc"]
 
 _FAMILIES: dict[str, type] = {}
 
@@ -28,6 +29,18 @@ def register_family(name: str):
         return cls
 
     return decorate
+
+
+def family_names() -> list[str]:
+    """The registered family names (the ``family`` key of a model's JSON and of a workflow's [[models]])."""
+    return list(_FAMILIES)
+
+
+def family_class(name: str) -> type:
+    """The model class registered under ``name``; ValueError naming the registered ones otherwise."""
+    if name not in _FAMILIES:
+        raise ValueError(f"family: expected one of {family_names()}, got {name!r}")
+    return _FAMILIES[name]
 
 
 def supports_pymc(model) -> bool:
@@ -131,24 +144,40 @@ class MixtureModel:
       exactly the prior EM's MAP uses, ``pm.Deterministic`` (or free variables) named and dimensioned like
       the EM estimate (:meth:`parameter_dims`), and ``pm.Potential("log_likelihood", ...)`` with the labels
       marginalised, frequency weights applied, scaled by ``n_obs / minibatch_size`` under minibatches
-      (shared plumbing: :mod:`mixflow.pymc_model`). ``prior`` is the resolved prior (default: the one
+      (shared plumbing: :mod:`mixflow.families.pymc_parts`). ``prior`` is the resolved prior (default: the one
       ``resolve_prior(prepare(data))`` gives); ``data`` is validated :class:`mixflow.data.Data`;
     - ``pymc_start(data, params) -> dict``: values of the free variables (untransformed, by name) for
       parameters in data units such as the EM estimate, the weights lifted inside the simplex;
     - ``label_signature(data) -> callable``: ``signature(params) -> ndarray (..., K, m)`` of unitless numbers
-      per component, the cost of :func:`mixflow.relabel.align` (a :class:`mixflow.relabel.Signature`, whose
-      ``description`` is recorded with the aligned draws).
+      per component, the cost of :func:`mixflow.families.relabel.align` (a
+      :class:`mixflow.families.relabel.Signature`, whose ``description`` is recorded with the aligned draws).
 
     A family names its PyMC module in the class attribute ``pymc_module``; the module defines
     ``build_model(model, data, prior, *, minibatch_size)``, ``free_values(model, data, params)`` and
     ``label_signature(model, data)``, which the three methods above call.
 
-    Every model has :meth:`simulate` (one replicate of the data, for posterior predictive draws), through the
-    family's sampler :func:`mixflow.simulate.simulate_data`.
+    Every family draws replicate data with ``simulate_data(params, data, rng)`` (helpers in
+    :mod:`mixflow.families.sampling`); :meth:`simulate` gives the values of one replicate.
     """
 
     n_components: int
     pymc_module: ClassVar[str | None] = None
+    #: Which data plot draws the family (:func:`mixflow.plot_data`): points (histogram or scatter with
+    #: ellipses), counts, regression lines or classes.
+    data_plot: ClassVar[str] = "points"
+    #: Keys of a workflow's [[models]] table beyond family, n_components and prior: the constructor's
+    #: keyword arguments (:meth:`from_options`).
+    workflow_keys: ClassVar[tuple] = ()
+
+    @classmethod
+    def from_options(cls, n_components: int, prior="default", **options) -> "MixtureModel":
+        """The model from a workflow's [[models]] table: ``cls(n_components, prior=prior, **options)``."""
+        return cls(n_components, prior=prior, **options)
+
+    @classmethod
+    def label_tag(cls, options: dict) -> str | None:
+        """A short tag of the options for output names (e.g. the covariance type), or None."""
+        return None
 
     def _pymc_form(self):
         require_pymc_form(self)
@@ -163,7 +192,7 @@ class MixtureModel:
         return self._pymc_form().free_values(self, data, params)
 
     def label_signature(self, data):
-        """The per-component signature :func:`mixflow.relabel.align` matches labels by."""
+        """The per-component signature :func:`mixflow.families.relabel.align` matches labels by."""
         return self._pymc_form().label_signature(self, data)
 
     def to_json(self) -> str:
@@ -188,8 +217,8 @@ class MixtureModel:
         """Coordinates of family-specific dims (e.g. regression coefficients); none by default."""
         return {}
 
-    def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
-        """One replicate of the data drawn from the mixture with parameters ``params``.
+    def simulate_data(self, params: dict, data, rng: np.random.Generator):
+        """A replicate data set drawn from the fitted mixture, shaped like ``data`` (same columns).
 
         Parameters
         ----------
@@ -201,13 +230,34 @@ class MixtureModel:
 
         Returns
         -------
-        ndarray of shape (n_units, n_features)
-            One row per frequency unit (the rows themselves for unweighted data), the data's columns; see
-            :func:`mixflow.simulate.simulate_data` for what each family draws.
+        mixflow.data.Data
+            Each family says what it draws (as many points or counts as the total weight; a regression's
+            new responses at the observed covariates; grouped data's new class counts).
         """
-        from mixflow.simulate import simulate_data
+        raise NotImplementedError(f"model: no sampler for the {self.family!r} family")
 
-        return simulate_data(self, params, data, rng).values
+    def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
+        """One replicate of the data's values (:meth:`simulate_data`), for posterior predictive draws.
+
+        Returns
+        -------
+        ndarray of shape (n_units, n_features)
+            One row per frequency unit (the rows themselves for unweighted data), the data's columns.
+        """
+        return self.simulate_data(params, data, rng).values
+
+    def predictive_units(self, data) -> tuple[xr.DataArray, str | None]:
+        """What a predictive check compares, one row per frequency unit: (units (obs, feature), density kind).
+
+        Every feature of the data, rows repeated by their rounded weights, drawn as densities (kind None);
+        families override this (counts as ECDFs, a regression's response only, classes at their midpoints).
+        """
+        rows = np.repeat(np.arange(data.n_obs), np.round(data.frequency).astype(int))
+        return xr.DataArray(data.values[rows], dims=("obs", "feature"), coords={"feature": data.features}), None
+
+    def plot_parameters(self, params: dict) -> dict:
+        """The parameters as the family's data plot draws them (soft k-means adds its fixed variance)."""
+        return params
 
     def predictive_variable(self, data) -> tuple[str, tuple]:
         """Name and dims of one :meth:`simulate` replicate in ``/mcmc/posterior_predictive``.

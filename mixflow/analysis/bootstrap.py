@@ -1,0 +1,231 @@
+"""Uncertainty of the EM estimate: bootstrap replicates (and the container's data and estimate).
+
+``bootstrap`` refits EM on resampled data, started from the estimate and aligned to its labelling, and
+stores the replicates as ``/em/bootstrap`` (chain=1, draw=B), where ArviZ treats them like a posterior.
+Replicate b always uses the b-th child of ``SeedSequence(random_seed)``, so the numbers do not depend on
+how many processes run them.
+
+Standard errors from the observed information are in :mod:`mixflow.analysis.information`; the per-family
+samplers of the parametric bootstrap in :mod:`mixflow.families.sampling`.
+"""
+
+import dataclasses
+import secrets
+import warnings
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
+from mixflow.data import Data
+from mixflow.engines.em_steps import responsibilities
+from mixflow.families.base import MixtureModel, model_from_json
+from mixflow.families.relabel import optimal_permutations
+from mixflow.parallel import available_cores, parallel_map
+from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
+
+__all__ = ["bootstrap"]
+
+_KINDS = ("nonparametric", "parametric")
+_FIT_METHOD = {"mle": "em", "map": "map"}
+
+
+def _align(reference: np.ndarray, resp: np.ndarray, frequency: np.ndarray) -> np.ndarray:
+    """Order of a fit's components that best matches the reference labelling.
+
+    The optimal assignment (:func:`mixflow.families.relabel.optimal_permutations`) under a family-generic cost:
+    minus the weighted overlap ``sum_n w_n r_nk(fit) r_nj(reference)`` of the responsibilities on the
+    observed data. ``order[j]`` is the fit's component that becomes component j.
+    """
+    overlap = resp.T @ (reference * frequency[:, None])
+    return optimal_permutations(-overlap[None])[0]
+
+
+# -- one replicate ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    model_json: str
+    n_active: int
+    method: str
+    x: np.ndarray
+    features: np.ndarray
+    weights: np.ndarray | None
+    estimate: dict
+    reference_responsibilities: np.ndarray
+    kind: str
+    tol: float
+    max_iter: int
+
+
+def _resample(job: _Job, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    frequency = np.ones(job.x.shape[0]) if job.weights is None else job.weights
+    n_draws = max(int(round(frequency.sum())), 1)
+    if job.kind == "nonparametric":
+        return job.x, rng.multinomial(n_draws, frequency / frequency.sum()).astype(float)
+    model = _job_model(job)
+    replicate = model.simulate_data(job.estimate, Data(values=job.x, features=job.features,
+                                                        obs=np.arange(job.x.shape[0]), weights=job.weights), rng)
+    return replicate.values, replicate.weights
+
+
+def _job_model(job: _Job):
+    model = model_from_json(job.model_json)
+    return model if model.n_components == job.n_active else dataclasses.replace(model, n_components=job.n_active)
+
+
+def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
+    from mixflow.fitting import fit
+
+    rng = np.random.default_rng(seed)
+    x, weights = _resample(job, rng)
+    model = _job_model(job)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            tree = fit(model, pd.DataFrame(x, columns=job.features), method=job.method, weights=weights,
+                       init=job.estimate, n_init=1, tol=job.tol,
+                       max_iter=job.max_iter, random_seed=int(rng.integers(2**63)))
+        except (ValueError, np.linalg.LinAlgError) as error:
+            return {"params": None, "error": f"{type(error).__name__}: {error}", "warnings": []}
+    estimate = tree["em/estimate"].to_dataset()
+    params = {name: estimate[name].values for name in estimate.data_vars}
+    if params["weights"].size != job.n_active:
+        return {"params": None, "error": "a component was trimmed", "warnings": []}
+    data = Data(values=job.x, features=job.features, obs=np.arange(job.x.shape[0]), weights=job.weights)
+    order = _align(job.reference_responsibilities, responsibilities(model, params, data), data.frequency)
+    model_dims = model.parameter_dims()
+    aligned = {name: np.take(value, order, axis=model_dims[name].index("component"))
+               if "component" in model_dims[name] else value for name, value in params.items()}
+    return {"params": aligned, "error": None, "converged": bool(tree["em"].attrs["converged"]),
+            "warnings": [(w.category, str(w.message)) for w in caught]}
+
+
+def _replicate_chunk(job: _Job, seeds: list) -> list[dict]:
+    return [_replicate(job, seed) for seed in seeds]
+
+
+# -- the public function -------------------------------------------------------------------------------
+def _check_arguments(n_replicates, kind, random_seed, n_jobs):
+    if isinstance(n_replicates, bool) or not isinstance(n_replicates, int | np.integer) or n_replicates < 2:
+        raise ValueError(f"n_replicates: expected an integer >= 2, got {n_replicates!r}")
+    if kind not in _KINDS:
+        raise ValueError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
+    if random_seed is not None and (isinstance(random_seed, bool) or not isinstance(random_seed, int | np.integer)
+                                    or random_seed < 0):
+        raise ValueError(f"random_seed: expected None or a non-negative integer, got {random_seed!r}")
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1):
+        raise ValueError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
+
+
+def _check_same_data(data, fitted: Data) -> None:
+    from mixflow.data import validate_data
+
+    given = validate_data(data, name="data", features=fitted.features, warn_constant=False)
+    if given.values.shape != fitted.values.shape or not np.array_equal(given.values, fitted.values):
+        raise ValueError(f"data: expected the data the tree was fitted on (shape {fitted.values.shape}), "
+                         f"got different data of shape {given.values.shape}")
+
+
+def _run(job: _Job, seeds: list, n_jobs: int) -> list[dict]:
+    n_chunks = 1 if n_jobs == 1 else min(len(seeds), 4 * n_jobs)
+    chunks = [(job, [seeds[i] for i in part]) for part in np.array_split(np.arange(len(seeds)), n_chunks)]
+    return [result for chunk in parallel_map(_replicate_chunk, chunks, n_jobs) for result in chunk]
+
+
+def _report_warnings(results: list[dict]) -> dict:
+    failed = [r["error"] for r in results if r["params"] is None]
+    not_converged = sum(1 for r in results if r["params"] is not None and not r["converged"])
+    degenerate = sum(1 for r in results if any(c is DegenerateComponentWarning for c, _ in r["warnings"]))
+    for category, message in {(c, m) for r in results for c, m in r["warnings"]
+                              if c not in (ConvergenceWarning, DegenerateComponentWarning)}:
+        warnings.warn(f"bootstrap replicate: {message}", category, stacklevel=3)
+    problems = [f"{count} {what}" for count, what in (
+        (len(failed), f"failed (stored as NaN; first error: {failed[0] if failed else ''})"),
+        (not_converged, "did not converge"), (degenerate, "had a collapsed component")) if count]
+    if problems:
+        warnings.warn(f"bootstrap: of {len(results)} replicates, {', '.join(problems)}; the replicates are kept "
+                      "as they are (consider method='map' or more data)", MixflowWarning, stacklevel=3)
+    return {"n_failed": len(failed), "n_not_converged": not_converged, "n_degenerate": degenerate}
+
+
+def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparametric",
+              random_seed: int | None = None, n_jobs: int | None = None) -> xr.DataTree:
+    """Refit EM on resampled data and store the replicates in ``/em/bootstrap``.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A result of :func:`mixflow.fit`. It is not modified.
+    data : array-like, optional
+        The data the tree was fitted on (checked); by default its ``/observed_data``.
+    n_replicates : int, default 200
+        Number of replicates B.
+    kind : {"nonparametric", "parametric"}, default "nonparametric"
+        Resample the observations with replacement (multinomial frequency weights, so frequency-weighted
+        data are resampled unit by unit), or simulate new data sets of the same size from the fitted
+        mixture (the family's ``simulate_data``: Gaussian, soft k-means, Poisson, regression with the covariates
+        fixed, grouped data counted into the same classes).
+    random_seed : int, optional
+        Seed of the replicates (drawn and recorded when None); the same seed gives the same replicates
+        whatever ``n_jobs``.
+    n_jobs : int, optional
+        Worker processes; all available cores by default, 1 runs in this process.
+
+    Returns
+    -------
+    xarray.DataTree
+        A copy of ``tree`` with ``/em/bootstrap``: every parameter with dims ``(chain, draw, ...)``,
+        chain=1 and draw=B, components aligned to the estimate; failed replicates are NaN. Its attrs
+        record ``kind``, ``n_replicates``, ``random_seed`` and the numbers of failed, unconverged and
+        degenerate replicates.
+
+    Notes
+    -----
+    Each replicate runs ``mixflow.fit`` with the tree's method (MLE or MAP), ``tol`` and ``max_iter``,
+    one start at the estimate and no trimming, then matches its components to the estimate's by the
+    assignment that maximises the overlap of their responsibilities on the observed data.
+
+    """
+    check_tree(tree)
+    _check_arguments(n_replicates, kind, random_seed, n_jobs)
+    estimate = fitted_estimate(tree)
+    fitted = observed_data(tree)
+    if data is not None:
+        _check_same_data(data, fitted)
+    if kind == "parametric":
+        model = fitted_model(tree, estimate["weights"].size)
+        if type(model).simulate_data is MixtureModel.simulate_data:
+            raise NotImplementedError(f"kind: 'parametric' needs a sampler of the model's family, and the "
+                                      f"{model.family!r} family has none yet (use kind='nonparametric')")
+        model.simulate_data(estimate, fitted, np.random.default_rng(0))  # raises early on unsuitable data
+    seed = secrets.randbits(63) if random_seed is None else int(random_seed)
+    attrs = tree["em"].attrs
+    job = _Job(model_json=tree.attrs["model"], n_active=estimate["weights"].size,
+               method=_FIT_METHOD[attrs.get("method", "mle")], x=fitted.values, features=fitted.features,
+               weights=fitted.weights,
+               estimate=estimate, kind=kind,
+               reference_responsibilities=tree["em/responsibilities"]["responsibilities"].transpose(
+                   "obs", "component").values, tol=float(attrs.get("tol", 1e-8)),
+               max_iter=int(attrs.get("max_iter", 1000)))
+    seeds = np.random.SeedSequence(seed).spawn(int(n_replicates))
+    workers = min(int(n_jobs or available_cores()), len(seeds))
+    results = _run(job, seeds, workers)
+    counts = _report_warnings(results)
+    group = _bootstrap_group(tree, estimate, results)
+    group.attrs.update(kind=kind, n_replicates=int(n_replicates), random_seed=seed, **counts)
+    out = tree.copy()
+    out["em/bootstrap"] = xr.DataTree(group)
+    return out
+
+
+def _bootstrap_group(tree, estimate: dict, results: list[dict]) -> xr.Dataset:
+    reference = tree["em/estimate"].to_dataset()
+    variables = {}
+    for name, value in estimate.items():
+        stacked = np.stack([r["params"][name] if r["params"] is not None else np.full(value.shape, np.nan)
+                            for r in results])
+        variables[name] = (("chain", "draw", *reference[name].dims), stacked[None])
+    coords = {dim: reference[dim].values for dim in reference.dims}
+    coords.update(chain=np.array([0]), draw=np.arange(len(results)))
+    return xr.Dataset(variables, coords=coords)

@@ -1,0 +1,194 @@
+"""Standard errors of the EM estimate from the observed information.
+
+The numerical Hessian of the log-likelihood (of the log posterior density for a MAP fit) in an
+unconstrained parameterisation (weights as log-ratios, covariances by their log-Cholesky factor,
+variances and rates by their logarithm) is inverted and mapped back by the delta method.
+"""
+
+import warnings
+
+import numpy as np
+import xarray as xr
+from scipy.special import logsumexp
+
+from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
+from mixflow.data import Data
+from mixflow.engines.em_steps import e_step
+from mixflow.warnings import MixflowWarning
+
+__all__ = ["standard_errors"]
+
+#: Unconstrained parameterisation of each parameter name (shared by every family).
+_TRANSFORMS = {"weights": "simplex", "mu": "free", "coefficients": "free", "variance": "log", "rate": "log",
+               "covariance": "log_cholesky"}
+
+
+def _pack(params: dict) -> tuple[np.ndarray, list]:
+    """Unconstrained vector of the parameters and what is needed to unpack it."""
+    pieces, layout = [], []
+    for name, value in params.items():
+        value = np.asarray(value, dtype=float)
+        kind = _TRANSFORMS.get(name)
+        if kind == "simplex":
+            piece = np.log(value[:-1]) - np.log(value[-1])
+        elif kind == "free":
+            piece = value.ravel()
+        elif kind == "log":
+            piece = np.log(value).ravel()
+        elif kind == "log_cholesky":
+            factors = np.linalg.cholesky(value.reshape(-1, *value.shape[-2:]))
+            rows, cols = np.tril_indices(value.shape[-1])
+            factors[..., np.arange(value.shape[-1]), np.arange(value.shape[-1])] = np.log(
+                np.diagonal(factors, axis1=-2, axis2=-1))
+            piece = factors[:, rows, cols].ravel()
+        else:
+            raise NotImplementedError(f"standard errors: no unconstrained parameterisation of parameter {name!r}")
+        pieces.append(piece)
+        layout.append((name, value.shape, piece.size))
+    return np.concatenate(pieces), layout
+
+
+def _unpack(theta: np.ndarray, layout: list) -> dict:
+    params, start = {}, 0
+    for name, shape, size in layout:
+        piece = theta[start:start + size]
+        start += size
+        kind = _TRANSFORMS[name]
+        if kind == "simplex":
+            logits = np.append(piece, 0.0)
+            params[name] = np.exp(logits - logsumexp(logits))
+        elif kind == "free":
+            params[name] = piece.reshape(shape)
+        elif kind == "log":
+            params[name] = np.exp(piece).reshape(shape)
+        else:
+            d = shape[-1]
+            rows, cols = np.tril_indices(d)
+            factors = np.zeros((size // len(rows), d, d))
+            factors[:, rows, cols] = piece.reshape(-1, len(rows))
+            diagonal = np.arange(d)
+            factors[:, diagonal, diagonal] = np.exp(factors[:, diagonal, diagonal])
+            params[name] = (factors @ np.swapaxes(factors, -1, -2)).reshape(shape)
+    return params
+
+
+def _objective_function(model, data: Data, maximum_a_posteriori: bool):
+    from mixflow.engines.em_steps import objective
+
+    prepared = model.prepare(data)
+    prior = model.resolve_prior(prepared) if maximum_a_posteriori else None
+    active = np.arange(model.n_components)
+
+    def value(params: dict) -> float:
+        log_likelihood = float(prepared.weights @ e_step(model, params, prepared, data.n_features)[1])
+        return objective(model, params, log_likelihood, prior, active)
+
+    return value
+
+
+def _hessian(function, theta: np.ndarray) -> np.ndarray:
+    """Central-difference Hessian (4 evaluations per entry, steps ~ eps^(1/4) relative)."""
+    p = theta.size
+    steps = 1e-4 * np.maximum(np.abs(theta), 1.0)
+    hessian = np.empty((p, p))
+    for i in range(p):
+        for j in range(i, p):
+            shifted = []
+            for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                point = theta.copy()
+                point[i] += si * steps[i]
+                point[j] += sj * steps[j]
+                shifted.append(function(point))
+            hessian[i, j] = hessian[j, i] = (shifted[0] - shifted[1] - shifted[2] + shifted[3]) / (
+                4 * steps[i] * steps[j])
+    return hessian
+
+
+def _jacobian(function, theta: np.ndarray) -> np.ndarray:
+    steps = 1e-6 * np.maximum(np.abs(theta), 1.0)
+    columns = []
+    for i in range(theta.size):
+        up, down = theta.copy(), theta.copy()
+        up[i] += steps[i]
+        down[i] -= steps[i]
+        columns.append((function(up) - function(down)) / (2 * steps[i]))
+    return np.stack(columns, axis=1)
+
+
+def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr.Dataset:
+    """Standard errors of the EM estimate from the observed information matrix.
+
+    The Hessian of the log-likelihood (MLE) or log posterior density (MAP) is taken numerically in an
+    unconstrained parameterisation and inverted; the delta method maps the covariance back to the
+    parameters as stored. It is well defined at an interior maximum: every weight positive, no
+    collapsed component, and a negative definite Hessian. Elsewhere the errors are NaN (with a warning).
+    They assume the model is right: under misspecification (e.g. spherical components for correlated
+    features of different scales) they can differ a lot from the nonparametric bootstrap, which does not.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A result of :func:`mixflow.fit`.
+    max_parameters : int, default 200
+        Give NaN rather than spend about ``2 p^2`` passes over the data when the number of free
+        parameters p exceeds this.
+    warn : bool, default True
+        Warn (``MixflowWarning``) when the errors are not defined.
+
+    Returns
+    -------
+    xarray.Dataset
+        Same variables, dims and coordinates as ``/em/estimate``. The weights' errors respect the
+        sum-to-one constraint; symmetric matrices have equal errors in (i, j) and (j, i).
+
+    """
+    check_tree(tree)
+    estimate = fitted_estimate(tree)
+    reference = tree["em/estimate"].to_dataset()
+    nan = xr.Dataset({name: xr.full_like(reference[name], np.nan, dtype=float) for name in reference.data_vars})
+    unknown = sorted(set(estimate) - set(_TRANSFORMS))
+    if unknown:
+        reason = f"no unconstrained parameterisation of parameter(s) {unknown}"
+    else:
+        theta, layout = _pack(estimate)
+        reason = _undefined_reason(tree, estimate, theta.size, max_parameters)
+    if reason is None:
+        data = observed_data(tree)
+        model = fitted_model(tree, estimate["weights"].size)
+        value = _objective_function(model, data, tree["em"].attrs.get("method") == "map")
+        hessian = _hessian(lambda t: value(_unpack(t, layout)), theta)
+        try:
+            factor = np.linalg.cholesky(-hessian)
+        except np.linalg.LinAlgError:
+            reason = "the Hessian of the objective is not negative definite at the estimate"
+    if reason is not None:
+        if warn:
+            warnings.warn(f"standard errors from the observed information are not defined: {reason}; "
+                          "use mixflow.bootstrap instead", MixflowWarning, stacklevel=2)
+        return nan
+    inverse_factor = np.linalg.inv(factor)
+    covariance = inverse_factor.T @ inverse_factor
+
+    def natural(t):
+        return np.concatenate([v.ravel() for v in _unpack(t, layout).values()])
+
+    jacobian = _jacobian(natural, theta)
+    variances = np.einsum("ij,jk,ik->i", jacobian, covariance, jacobian)
+    errors, start = {}, 0
+    for name in estimate:
+        size = estimate[name].size
+        errors[name] = (reference[name].dims, np.sqrt(np.maximum(variances[start:start + size], 0.0)).reshape(
+            estimate[name].shape))
+        start += size
+    return xr.Dataset(errors, coords=reference.coords)
+
+
+def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) -> str | None:
+    if n_free > max_parameters:
+        return f"{n_free} free parameters exceed max_parameters={max_parameters}"
+    collapsed = tree["em"].attrs.get("collapsed_components", "[]")
+    if collapsed not in ("[]", ""):
+        return f"component(s) {collapsed} collapsed (the likelihood is unbounded there)"
+    if (estimate["weights"] <= 1e-8).any():
+        return "a mixing weight is on the boundary (zero)"
+    return None

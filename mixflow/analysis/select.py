@@ -1,0 +1,401 @@
+"""Choosing the number of components K: information criteria, cross-validation and PSIS-LOO.
+
+For each K the declared model is refitted with ``n_components=K``:
+
+- by EM (MLE or MAP): log-likelihood, BIC, AIC and ICL (lower is better; BIC = -2 log L + p log n, the
+  opposite sign of mclust's), and the held-out log-likelihood by V-fold cross-validation (higher is
+  better; the sum over observations of log p(x_n) under the fit that did not see x_n, with the
+  standard error sqrt(n) sd of the pointwise terms, as for an ELPD);
+- by MCMC: the PSIS-LOO expected log pointwise predictive density with its standard error, and the
+  ``arviz_stats.compare`` differences and stacking weights.
+"""
+
+import dataclasses
+import secrets
+import warnings
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.special import logsumexp
+
+from mixflow.container.read import frequency_weights
+from mixflow.data import Data, validate_data
+from mixflow.engines.em_steps import e_step
+from mixflow.families.base import MixtureModel
+from mixflow.parallel import available_cores, parallel_map
+from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
+
+__all__ = [
+    "cross_validated_log_likelihood",
+    "held_out_weights",
+    "loo_table",
+    "pointwise_log_density",
+    "select_k",
+    "weighted_sum_and_se",
+]
+
+_METHODS = ("em", "map", "mcmc")
+
+
+def pointwise_log_density(model, params: dict, data: Data) -> np.ndarray:
+    """Pointwise log density log p(x_n) of a mixture, shape (n_obs,) (frequency weights not applied)."""
+    return e_step(model, params, model.prepare(data), data.n_features)[1]
+
+
+def _estimate(tree) -> dict:
+    estimate = tree["em/estimate"].to_dataset()
+    return {name: estimate[name].values for name in estimate.data_vars}
+
+
+def _subset(data: Data, rows: np.ndarray) -> Data:
+    return Data(values=data.values[rows], features=data.features, obs=data.obs[rows],
+                weights=None if data.weights is None else data.weights[rows])
+
+
+def _frame(data: Data) -> pd.DataFrame:
+    return pd.DataFrame(data.values, columns=data.features)
+
+
+_MAX_EXPANDED_UNITS = 10_000_000
+
+
+def held_out_weights(data: Data, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """How much of each row's weight each fold holds out, shape (n_folds, n_obs).
+
+    The unit of the split is one frequency unit, not one row: a row of integer weight w is w identical
+    observations, and they are dealt to the folds like any others, so a row (a class, a count value)
+    usually has units in several folds and every fold's training data are the remaining weights. The
+    units are permuted at random and split into ``n_folds`` near-equal parts (``numpy.array_split``).
+    Without weights (``data.weights`` None) the units are the rows, and the folds are the permutation of
+    the rows split in the same way (the folds of earlier versions). Beyond ten million units, the same
+    distribution is drawn without expanding them (successive multivariate hypergeometric draws of the
+    fold sizes). Non-integer weights cannot be split into units: each row is then held out whole, with
+    its weight (a fold predicts new rows, not new units; with rows that aggregate many units this
+    understates what a larger K gains).
+
+    Parameters
+    ----------
+    data : mixflow.data.Data
+    n_folds : int
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of shape (n_folds, n_obs)
+        Held-out weight of each row in each fold; the columns sum to the rows' weights (1 without weights).
+
+    """
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds < 2:
+        raise ValueError(f"n_folds: expected an integer >= 2, got {n_folds!r}")
+    if data.total_weight < n_folds:
+        raise ValueError(f"n_folds: expected at most the number of observations (total weight "
+                         f"{data.total_weight:g}), got {n_folds}")
+    frequency = data.weights
+    if frequency is None or not np.array_equal(frequency, np.round(frequency)):
+        return _row_folds(data.n_obs, frequency, n_folds, rng)
+    counts = frequency.astype(np.int64)
+    total = int(counts.sum())
+    held_out = np.zeros((n_folds, counts.size))
+    if total <= _MAX_EXPANDED_UNITS:
+        units = np.repeat(np.arange(counts.size), counts)[rng.permutation(total)]
+        for fold, part in enumerate(np.array_split(units, n_folds)):
+            held_out[fold] = np.bincount(part, minlength=counts.size)
+        return held_out
+    sizes = total // n_folds + (np.arange(n_folds) < total % n_folds)
+    remaining = counts.copy()
+    for fold, size in enumerate(sizes):
+        drawn = rng.multivariate_hypergeometric(remaining, int(size), method="marginals")
+        held_out[fold], remaining = drawn, remaining - drawn
+    return held_out
+
+
+def _row_folds(n_obs: int, frequency, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Whole rows to folds (unweighted data, or non-integer weights): a permutation split in n_folds parts."""
+    held_out = np.zeros((n_folds, n_obs))
+    for fold, part in enumerate(np.array_split(rng.permutation(n_obs), n_folds)):
+        held_out[fold, part] = 1.0 if frequency is None else frequency[part]
+    return held_out
+
+
+def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_folds: int = 5,
+                                   random_seed: int = 0, **fit_kwargs) -> tuple[float, float, np.ndarray]:
+    """Held-out log-likelihood by V-fold cross-validation of the EM fit.
+
+    Parameters
+    ----------
+    model : MixtureModel
+    data : mixflow.data.Data
+        Validated data. The frequency units are split into ``n_folds`` random folds (see
+        :func:`held_out_weights`: a row of integer weight w is w observations, each in its own fold);
+        each fold's fit sees the remaining weights.
+    method : {"em", "map"}, default "em"
+    n_folds : int, default 5
+    random_seed : int, default 0
+        Seed of the split and of the fits.
+    **fit_kwargs
+        Passed to :func:`mixflow.fit` (``n_init``, ``tol``, ...).
+
+    Returns
+    -------
+    total : float
+        Sum over units of log p(x | fit without the unit's fold).
+    standard_error : float
+        sqrt(W) times the sd (ddof=1) of those unit terms, W the total weight (as for an ELPD).
+    pointwise : ndarray of shape (n_obs,)
+        Per row, the mean of its units' held-out log densities (``total = weights @ pointwise``); for
+        unweighted data, log p(x_n | fit without x_n's fold); NaN for a row of zero weight.
+
+    """
+    from mixflow.fitting import fit
+
+    seeds = np.random.SeedSequence(random_seed).spawn(n_folds + 1)
+    held_out = held_out_weights(data, n_folds, np.random.default_rng(seeds[0]))
+    log_density = np.zeros_like(held_out)
+    for fold in range(n_folds):
+        training = data.frequency - held_out[fold]
+        rows = np.flatnonzero(training > 0)
+        train = _subset(data, rows)
+        weights = None if data.weights is None else training[rows]
+        tree = fit(model, _frame(train), method=method, weights=weights,
+                   random_seed=int(seeds[fold + 1].generate_state(1)[0]), **fit_kwargs)
+        scored = np.flatnonzero(held_out[fold] > 0)
+        log_density[fold, scored] = pointwise_log_density(model, _estimate(tree), _subset(data, scored))
+    units = held_out.sum(axis=0)
+    pointwise = np.divide((held_out * log_density).sum(axis=0), units, out=np.full(data.n_obs, np.nan),
+                          where=units > 0)
+    total, standard_error = weighted_sum_and_se(log_density.ravel(), held_out.ravel())
+    return total, standard_error, pointwise
+
+
+def weighted_sum_and_se(values: np.ndarray, frequency: np.ndarray, ddof: int = 1) -> tuple[float, float]:
+    """Sum over units of pointwise values and its standard error sqrt(W var), as ArviZ computes an ELPD's.
+
+    ``frequency`` counts the units behind each value (W their total); ``ddof`` 1 for an ELPD, 0 for an
+    ELPD difference (ArviZ's conventions).
+    """
+    total = frequency.sum()
+    mean = frequency @ values / total
+    variance = frequency @ (values - mean) ** 2 / max(total - ddof, 1e-300)
+    return float(frequency @ values), float(np.sqrt(total * variance))
+
+
+def _loo_rows_weighted(results: dict, log_likelihoods: dict, frequency: np.ndarray) -> pd.DataFrame:
+    """ELPD of frequency-weighted rows: every copy of a row has the row's pointwise LOO value."""
+    pointwise = {k: r.elpd_i.values.ravel() for k, r in results.items()}
+    rows = {}
+    for k, elpd_i in pointwise.items():
+        draws = log_likelihoods[k]
+        lpd_i = logsumexp(draws, axis=0) - np.log(draws.shape[0])
+        elpd, se = weighted_sum_and_se(elpd_i, frequency)
+        rows[k] = {"elpd_loo": elpd, "elpd_loo_se": se, "p_loo": float(frequency @ (lpd_i - elpd_i)),
+                   "pareto_k_warning": bool(results[k].warning)}
+    best = max(rows, key=lambda k: rows[k]["elpd_loo"])
+    for k in rows:
+        rows[k]["elpd_diff"], rows[k]["elpd_diff_se"] = weighted_sum_and_se(pointwise[k] - pointwise[best], frequency,
+                                                                             ddof=0)
+        rows[k]["loo_weight"] = np.nan
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def loo_table(trees: dict) -> pd.DataFrame:
+    """PSIS-LOO of MCMC fits for several K (``arviz_stats.loo`` and ``arviz_stats.compare``).
+
+    Parameters
+    ----------
+    trees : dict of int to xarray.DataTree
+        Results with ``/mcmc/posterior`` and ``/mcmc/log_likelihood`` (variable ``x``, one value per
+        row), keyed by K. When the data carry frequency weights (``/observed_data/weights``), each row's
+        pointwise value counts as many times as its weight (every copy of a row has the same leave-one-out
+        predictive density), and the differences are computed from the weighted pointwise values.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``k``: ``elpd_loo``, ``elpd_loo_se``, ``p_loo``, ``elpd_diff`` and ``elpd_diff_se``
+        (against the best K), ``loo_weight`` (stacking; NaN for frequency-weighted data) and
+        ``pareto_k_warning``.
+
+    """
+    import arviz_stats
+
+    results, log_likelihoods = {}, {}
+    for k, tree in trees.items():
+        mcmc = tree["mcmc"]
+        missing = [g for g in ("posterior", "log_likelihood") if g not in mcmc.children]
+        if missing:
+            raise ValueError(f"trees[{k}]: expected /mcmc/posterior and /mcmc/log_likelihood, missing {missing}")
+        log_likelihood = mcmc["log_likelihood"].to_dataset()
+        subtree = xr.DataTree.from_dict({"posterior": mcmc["posterior"].to_dataset(),
+                                         "log_likelihood": log_likelihood})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            results[k] = arviz_stats.loo(subtree, var_name="x", pointwise=True)
+        log_likelihoods[k] = log_likelihood["x"].stack(sample=("chain", "draw")).transpose("sample", ...).values
+    frequency = frequency_weights(next(iter(trees.values())))
+    if frequency is not None:
+        table = _loo_rows_weighted(results, log_likelihoods, frequency)
+    else:
+        rows = {k: {"elpd_loo": r.elpd, "elpd_loo_se": r.se, "p_loo": r.p, "pareto_k_warning": bool(r.warning)}
+                for k, r in results.items()}
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        if len(results) > 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                comparison = arviz_stats.compare({str(k): r for k, r in results.items()}, round_to="none")
+            comparison.index = comparison.index.astype(int)
+            table["elpd_diff"] = comparison["elpd_diff"]
+            table["elpd_diff_se"] = comparison["dse"]
+            table["loo_weight"] = comparison["weight"]
+    table.index.name = "k"
+    return table.sort_index()
+
+
+def _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs):
+    if not isinstance(model, MixtureModel):
+        raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
+    try:
+        ks = [int(k) for k in ks if not isinstance(k, bool) and int(k) == k]
+    except (TypeError, ValueError):
+        raise TypeError(f"ks: expected a sequence of integers >= 1, got {ks!r}") from None
+    if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+        raise ValueError(f"ks: expected distinct integers >= 1, got {ks!r}")
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    unknown = [m for m in methods if m not in _METHODS]
+    if unknown or not methods or ("em" in methods and "map" in methods):
+        raise ValueError(f"methods: expected some of {list(_METHODS)} (at most one of 'em' and 'map'), "
+                         f"got {list(methods)}")
+    if n_folds is not None and (isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2):
+        raise ValueError(f"n_folds: expected None (no cross-validation) or an integer >= 2, got {n_folds!r}")
+    if random_seed is not None and (isinstance(random_seed, bool) or not isinstance(random_seed, int | np.integer)
+                                    or random_seed < 0):
+        raise ValueError(f"random_seed: expected None or a non-negative integer, got {random_seed!r}")
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1):
+        raise ValueError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
+    return sorted(ks), methods
+
+
+def _with_k(model, k: int):
+    try:
+        return dataclasses.replace(model, n_components=k)
+    except ValueError as error:
+        raise ValueError(f"model: cannot be refitted with n_components={k}: {error}") from error
+
+
+def _em_row(model, data: Data, method: str, n_folds, seed: np.random.SeedSequence, fit_kwargs: dict):
+    from mixflow.fitting import fit
+
+    fit_seed, cv_seed = (int(s.generate_state(1)[0]) for s in seed.spawn(2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = fit(model, _frame(data), method=method, weights=data.weights, random_seed=fit_seed, **fit_kwargs)
+        attrs = tree["em"].attrs
+        row = {key: attrs[key] for key in ("log_likelihood", "n_parameters", "bic", "aic", "icl")}
+        if n_folds is not None:
+            total, se, _ = cross_validated_log_likelihood(model, data, method=method, n_folds=n_folds,
+                                                          random_seed=cv_seed, **fit_kwargs)
+            row.update(cv_log_likelihood=total, cv_log_likelihood_se=se)
+    row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
+    row["degenerate"] = any(w.category is DegenerateComponentWarning for w in caught)
+    others = [(w.category, str(w.message)) for w in caught
+              if w.category not in (ConvergenceWarning, DegenerateComponentWarning)]
+    return row, tree, others
+
+
+def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=None, n_folds: int | None = 5,
+             random_seed: int | None = None, fit_kwargs: dict | None = None, mcmc_kwargs: dict | None = None,
+             n_jobs: int | None = None, return_fits: bool = False):
+    """Fit the model for each number of components and tabulate the criteria for choosing K.
+
+    Parameters
+    ----------
+    model : MixtureModel
+        The declaration; its ``n_components`` is replaced by each K (family, covariance and prior kept).
+    data : array-like or DataFrame
+        As for :func:`mixflow.fit`.
+    ks : iterable of int, default range(1, 7)
+    methods : sequence of {"em", "map", "mcmc"}, default ("em", "mcmc")
+        ``"em"``/``"map"``: EM by maximum likelihood or MAP (criteria and cross-validation);
+        ``"mcmc"``: NUTS with PSIS-LOO (``mixflow.fit(..., method="mcmc")``).
+    weights : array-like of shape (n_obs,), optional
+        Frequency weights.
+    n_folds : int or None, default 5
+        Folds of the cross-validation (None skips it).
+    random_seed : int, optional
+        Seed of every fit and split (drawn when None; recorded in ``attrs``).
+    fit_kwargs : dict, optional
+        Passed to every EM fit, and to the MAP fit that starts each MCMC run (e.g. ``{"n_init": 10}``).
+    mcmc_kwargs : dict, optional
+        Options of every MCMC fit (e.g. ``{"draws": 1000, "chains": 4}``; ``progressbar`` is False
+        unless given).
+    n_jobs : int, optional
+        Processes for the EM fits (one task per K; all available cores by default, 1 in this process).
+        MCMC fits run one after the other (each uses its own chains).
+    return_fits : bool, default False
+        Also return the fitted containers ``{(method, K): tree}``.
+
+    Returns
+    -------
+    pandas.DataFrame or (pandas.DataFrame, dict)
+        Indexed by ``k``. EM columns: ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl``,
+        ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``converged``, ``degenerate``; MCMC columns:
+        those of :func:`loo_table`. ``attrs["preferred"]`` maps each criterion to the K it prefers
+        (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD).
+
+    Examples
+    --------
+    >>> table = mixflow.select_k(mixflow.GaussianMixture(1), mixflow.load_dataset("galaxies"),
+    ...                          methods=("em",), random_seed=1)
+    >>> table.attrs["preferred"]["bic"]
+
+    """
+    ks, methods = _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs)
+    validated = validate_data(data, weights=weights)
+    seed = secrets.randbits(63) if random_seed is None else int(random_seed)
+    seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}
+    fit_kwargs, mcmc_kwargs = dict(fit_kwargs or {}), {"progressbar": False, **(mcmc_kwargs or {})}
+    rows, fits = {k: {} for k in ks}, {}
+    em_method = next((m for m in methods if m in ("em", "map")), None)
+    if em_method is not None:
+        tasks = [(_with_k(model, k), validated, em_method, n_folds, seeds[k][0], fit_kwargs) for k in ks]
+        workers = min(int(n_jobs or available_cores()), len(tasks))
+        for k, (row, tree, others) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):
+            rows[k], fits[(em_method, k)] = row, tree
+            for category, message in others:
+                warnings.warn(f"select_k, K={k}: {message}", category, stacklevel=2)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "k"
+    if "mcmc" in methods:
+        from mixflow.fitting import fit
+
+        for k in ks:
+            mcmc_seed = int(seeds[k][1].generate_state(1)[0])
+            fits[("mcmc", k)] = fit(_with_k(model, k), _frame(validated), method="mcmc", weights=validated.weights,
+                                    random_seed=mcmc_seed, **fit_kwargs, **mcmc_kwargs)
+        table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}), how="outer")
+    _summarise(table, methods, seed)
+    return (table, fits) if return_fits else table
+
+
+LOWER_IS_BETTER = ("bic", "aic", "icl")
+HIGHER_IS_BETTER = ("cv_log_likelihood", "elpd_loo")
+
+
+def preferred_k(table: pd.DataFrame) -> dict:
+    """The K (index) each criterion of a choice-of-K table prefers, for the criteria it has values of."""
+    preferred = {}
+    for column in LOWER_IS_BETTER + HIGHER_IS_BETTER:
+        if column in table and table[column].notna().any():
+            best = table[column].idxmin() if column in LOWER_IS_BETTER else table[column].idxmax()
+            preferred[column] = int(best)
+    return preferred
+
+
+def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
+    table.attrs.update(preferred=preferred_k(table), methods=list(methods), random_seed=seed)
+    flagged = [int(k) for k in table.index if "converged" in table and (not table.loc[k, "converged"]
+                                                                         or table.loc[k, "degenerate"])]
+    if flagged:
+        warnings.warn(f"select_k: the EM fit for K in {flagged} did not converge or had a collapsed component "
+                      "(see the 'converged' and 'degenerate' columns); its criteria are unreliable. "
+                      "methods=('map',) regularises it.", MixflowWarning, stacklevel=3)

@@ -1,0 +1,47 @@
+"""The container's layout, named once: group paths and the methods they belong to.
+
+Every module that writes or reads a group of the container takes its path from here, so the layout
+(``../README.md``, "The container") is written in one place.
+"""
+
+__all__ = [
+    "ADVI",
+    "DRAW_GROUPS",
+    "EM",
+    "EM_BOOTSTRAP",
+    "EM_ESTIMATE",
+    "EM_RESPONSIBILITIES",
+    "EM_SAMPLE_STATS",
+    "MCMC",
+    "METHODS",
+    "OBSERVED_DATA",
+    "REFERENCE_LABELS",
+    "RESPONSIBILITY_GROUPS",
+    "group",
+]
+
+OBSERVED_DATA = "observed_data"
+REFERENCE_LABELS = "reference_labels"
+EM = "em"
+MCMC = "mcmc"
+ADVI = "advi"
+
+#: Every method a container can hold, in display order (the bootstrap lives under /em).
+METHODS = ("em", "bootstrap", "mcmc", "advi")
+
+
+def group(method: str, name: str) -> str:
+    """The path of group ``name`` of a method's subtree, e.g. ``group("mcmc", "posterior")``."""
+    return f"{method}/{name}"
+
+
+EM_ESTIMATE = group(EM, "estimate")
+EM_RESPONSIBILITIES = group(EM, "responsibilities")
+EM_SAMPLE_STATS = group(EM, "sample_stats")
+EM_BOOTSTRAP = group(EM, "bootstrap")
+
+#: Where each method's draws of the model parameters are.
+DRAW_GROUPS = {"bootstrap": EM_BOOTSTRAP, "mcmc": group(MCMC, "posterior"), "advi": group(ADVI, "posterior")}
+#: Where each method's responsibilities are.
+RESPONSIBILITY_GROUPS = {"em": EM_RESPONSIBILITIES, "mcmc": group(MCMC, "responsibilities"),
+                         "advi": group(ADVI, "responsibilities")}

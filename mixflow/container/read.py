@@ -1,0 +1,130 @@
+"""Reading a container back: is it one, which methods it holds, their estimates, draws and data."""
+
+import dataclasses
+
+import numpy as np
+import xarray as xr
+
+from mixflow.container.layout import (
+    DRAW_GROUPS,
+    EM,
+    EM_ESTIMATE,
+    METHODS,
+    OBSERVED_DATA,
+    RESPONSIBILITY_GROUPS,
+)
+from mixflow.data import Data
+from mixflow.families.base import model_from_json
+
+__all__ = [
+    "available_methods",
+    "check_tree",
+    "fitted_estimate",
+    "fitted_model",
+    "frequency_weights",
+    "hard_labels",
+    "has_group",
+    "method_draws",
+    "observed_data",
+    "parameter_names",
+]
+
+_SAMPLE_DIMS = ("chain", "draw")
+
+
+def check_tree(tree, name: str = "tree") -> None:
+    """Raise unless ``tree`` is a mixflow container (a DataTree with the model declaration)."""
+    if not isinstance(tree, xr.DataTree):
+        raise TypeError(f"{name}: expected a mixflow result (xarray.DataTree from mixflow.fit), "
+                        f"got {type(tree).__name__}")
+    if "model" not in tree.attrs or OBSERVED_DATA not in tree.children:
+        raise ValueError(f"{name}: expected a mixflow result with the model in its attributes and "
+                         f"/observed_data, got a DataTree with groups {sorted(tree.children)}")
+
+
+def parameter_names(tree) -> list[str]:
+    """The model's parameter names (``weights``, ``mu``, ``covariance`` or ``variance``), in order."""
+    model = model_from_json(tree.attrs["model"])
+    return list(model.parameter_dims(tree[OBSERVED_DATA]["feature"].values))
+
+
+def has_group(tree, path: str) -> bool:
+    """Whether the container has the group at ``path`` (e.g. ``"em/estimate"``)."""
+    node = tree
+    for part in path.split("/"):
+        if part not in node.children:
+            return False
+        node = node[part]
+    return True
+
+
+def available_methods(tree) -> list[str]:
+    """The methods present in a container, in :data:`METHODS` order."""
+    present = {EM: has_group(tree, EM_ESTIMATE), **{m: has_group(tree, path) for m, path in DRAW_GROUPS.items()}}
+    return [method for method in METHODS if present[method]]
+
+
+def method_draws(tree, method: str) -> xr.Dataset | None:
+    """The draws of one method (``bootstrap``, ``mcmc``, ``advi``): the model's parameters only.
+
+    Returns None for ``em`` and for a method the container does not hold.
+    """
+    if method not in DRAW_GROUPS or not has_group(tree, DRAW_GROUPS[method]):
+        return None
+    dataset = tree[DRAW_GROUPS[method]].to_dataset()
+    names = [name for name in parameter_names(tree) if name in dataset.data_vars]
+    return dataset[names]
+
+
+def hard_labels(tree, method: str) -> np.ndarray | None:
+    """Most probable component of each observation under a method, or None if it has no responsibilities.
+
+    Uses ``/em/responsibilities`` for EM and the posterior-mean responsibilities
+    (``responsibilities_mean``, or ``responsibilities`` averaged over any chain/draw dims) of MCMC and ADVI.
+    """
+    path = RESPONSIBILITY_GROUPS.get(method)
+    if path is None or not has_group(tree, path):
+        return None
+    group = tree[path]
+    name = "responsibilities_mean" if "responsibilities_mean" in group.data_vars else "responsibilities"
+    if name not in group.data_vars:
+        return None
+    resp = group[name]
+    sample = [dim for dim in _SAMPLE_DIMS if dim in resp.dims]
+    if sample:
+        resp = resp.mean(sample)
+    return resp.transpose("obs", "component").values.argmax(axis=1)
+
+
+def frequency_weights(tree) -> np.ndarray | None:
+    """The frequency weight of each row of ``/observed_data`` (float), or None when the data had none."""
+    observed = tree.children.get(OBSERVED_DATA)
+    if observed is None or "weights" not in observed.data_vars:
+        return None
+    return observed["weights"].values.astype(float)
+
+
+def observed_data(tree) -> Data:
+    """The data a container was fitted on, as validated :class:`mixflow.data.Data` (copies)."""
+    observed = tree[OBSERVED_DATA]
+    weights = observed["weights"].values.copy() if "weights" in observed.data_vars else None
+    return Data(values=observed["x"].transpose("obs", "feature").values.astype(float),
+                features=observed["feature"].values.astype(str), obs=observed["obs"].values.copy(),
+                weights=weights)
+
+
+def fitted_estimate(tree) -> dict:
+    """Copies of the ``/em/estimate`` arrays by name (ValueError naming ``tree`` when there is none)."""
+    if "em" not in tree.children or "estimate" not in tree["em"].children:
+        raise ValueError("tree: expected a result with an /em/estimate (from mixflow.fit), got groups "
+                         f"{sorted(tree.children)}")
+    estimate = tree[EM_ESTIMATE].to_dataset()
+    return {name: estimate[name].values.copy() for name in estimate.data_vars}
+
+
+def fitted_model(tree, n_active: int):
+    """The declared model, with as many components as the (possibly trimmed) estimate."""
+    model = model_from_json(tree.attrs["model"])
+    return model if model.n_components == n_active else dataclasses.replace(model, n_components=n_active)
+
+

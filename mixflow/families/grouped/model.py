@@ -1,0 +1,336 @@
+"""Grouped (binned) data: an exact EM for a univariate Gaussian mixture observed only as class counts.
+
+The data are classes ``[lower_j, upper_j)`` with counts n_j; each count is that many observations known
+only to lie in their class (interval censoring). The likelihood is ``sum_j n_j log P_j`` with
+``P_j = sum_k pi_k (Phi((upper_j - mu_k) / sigma_k) - Phi((lower_j - mu_k) / sigma_k))``. The end classes
+can be declared open (R's mixdist makes the first class ``(-inf, a_1]`` and the last ``(a_m, inf)``), and
+then the class probabilities sum to one: the multinomial likelihood of the counts. Openness is declared
+by value, not by row position, so any subset of the classes (cross-validation folds, a single class to
+predict) means the same thing.
+
+EM treats the exact values as missing twice over, the component and the position inside the class
+(McLachlan & Jones 1988). The E-step gives the class responsibilities ``r_jk = pi_k P_jk / P_j`` and the
+first two moments of a normal truncated to the class, ``E[x | j, k]`` and ``E[x^2 | j, k]``; the M-step
+is the ordinary Gaussian one (MLE, or MAP under :class:`mixflow.GaussianPrior`) on those expected
+sufficient statistics. It is a true EM: the grouped log-likelihood (or log posterior) never decreases.
+
+``likelihood="midpoint"`` instead treats every class as its midpoint repeated n_j times (the usual
+approximation; it is what :class:`mixflow.GaussianMixture` does with weights), so both can be compared
+on the same data and in the same workflow.
+"""
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import xarray as xr
+from scipy.special import log_ndtr
+
+from mixflow.data import Data
+from mixflow.families import sampling
+from mixflow.families.base import MixtureModel, Prepared, register_family
+from mixflow.families.checks import check_n_components, check_parameter_dict, named_rows, prior_from_argument
+from mixflow.families.gaussian import numerics as gn
+from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
+
+__all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
+
+LIKELIHOODS = ("interval", "midpoint")
+_RELATIVE_FLOOR = 1e-6
+_LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
+
+
+def interval_log_probability(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """log(Phi(beta) - Phi(alpha)) for alpha < beta (either may be infinite), accurate in both tails.
+
+    Below zero it is ``log Phi(beta) + log(1 - Phi(alpha) / Phi(beta))``; above, the same on the
+    reflected interval ``(-beta, -alpha)``, so that neither difference loses its digits.
+    """
+    upper_tail = alpha > 0
+    low = np.where(upper_tail, -beta, alpha)
+    high = np.where(upper_tail, -alpha, beta)
+    log_high, log_low = log_ndtr(high), log_ndtr(low)
+    with np.errstate(divide="ignore"):
+        return log_high + np.log(-np.expm1(log_low - log_high))
+
+
+def truncated_moments(alpha: np.ndarray, beta: np.ndarray, log_mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """E[U] and E[U^2] of a standard normal U truncated to [alpha, beta], given log(Phi(beta) - Phi(alpha)).
+
+    ``E[U] = (phi(alpha) - phi(beta)) / Z`` and ``E[U^2] = 1 + (alpha phi(alpha) - beta phi(beta)) / Z``,
+    with ``x phi(x) = 0`` at infinite ends; the ratios are formed in logs.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratio_low = np.exp(-0.5 * alpha**2 - _LOG_SQRT_2PI - log_mass)
+        ratio_high = np.exp(-0.5 * beta**2 - _LOG_SQRT_2PI - log_mass)
+        first = ratio_low - ratio_high
+        second = 1.0 + np.where(np.isfinite(alpha), alpha * ratio_low, 0.0) \
+            - np.where(np.isfinite(beta), beta * ratio_high, 0.0)
+    return first, second
+
+
+def _check_classes(lower: np.ndarray, upper: np.ndarray, obs: np.ndarray) -> None:
+    empty = ~(lower < upper)
+    if empty.any():
+        raise ValueError(f"data: expected each class's lower bound below its upper bound, got "
+                         f"{named_rows(empty, obs, np.column_stack([lower, upper]))}")
+
+
+def _limit(value, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or not np.isfinite(value):
+        raise ValueError(f"{name}: expected None or a finite class limit, got {value!r}")
+    return float(value)
+
+
+@register_family("grouped_gaussian")
+@dataclass(frozen=True)
+class GroupedGaussianMixture(MixtureModel):
+    """A univariate Gaussian mixture fitted to class counts (binned data) by exact grouped-data EM.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K >= 1.
+    common_variance : bool, default False
+        One variance shared by all components (mixdist's ``consigma="SFX"``) instead of one each.
+    open_below : float, optional
+        A class whose upper limit is at or below this value extends down to minus infinity (mixdist's
+        first class ``(-inf, a_1]``: give ``a_1``).
+    open_above : float, optional
+        A class whose lower limit is at or above this value extends up to plus infinity (mixdist's last
+        class: give its lower limit). With neither, every count is censored to its own finite class; that
+        is not a truncated likelihood (for a sample recorded only inside the classes' range the class
+        probabilities would have to be renormalised, which this does not do).
+    likelihood : {"interval", "midpoint"}, default "interval"
+        The exact grouped likelihood, or the midpoint approximation (each class at its midpoint).
+    bounds : (str, str), default ("lower", "upper")
+        Names of the columns with the class limits; data with exactly two columns may use any names
+        (first lower, then upper).
+    prior : "default", GaussianPrior or dict, default "default"
+        As for :class:`mixflow.GaussianMixture` with one feature; its defaults are scaled to the class
+        midpoints weighted by the counts.
+
+    Notes
+    -----
+    Fit with the counts as frequency weights: ``mixflow.fit(GroupedGaussianMixture(2, open_below=0.5835,
+    open_above=0.6915), crabs[["lower", "upper"]], weights=crabs["count"])``. Classes may come in any
+    order (and may even overlap: each row is its own censoring interval). Parameters: ``weights``
+    (component), ``mu`` (component) and ``variance`` (component), or ``variance`` () with a common
+    variance. Components come in ascending order of ``mu``.
+
+    """
+
+    n_components: int
+    pymc_module: ClassVar[str] = "mixflow.families.grouped.pymc"  # the PyMC form (MCMC, ADVI), see MixtureModel
+    data_plot: ClassVar[str] = "classes"  # see MixtureModel
+    workflow_keys: ClassVar[tuple] = ("common_variance", "open_below", "open_above", "likelihood", "bounds")
+    common_variance: bool = False
+    open_below: float | None = None
+    open_above: float | None = None
+    likelihood: str = "interval"
+    bounds: tuple = ("lower", "upper")
+    prior: GaussianPrior | str | dict = field(default="default")
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_components", check_n_components(self.n_components))
+        if not isinstance(self.common_variance, bool):
+            raise TypeError(f"common_variance: expected True or False, got {self.common_variance!r}")
+        object.__setattr__(self, "open_below", _limit(self.open_below, "open_below"))
+        object.__setattr__(self, "open_above", _limit(self.open_above, "open_above"))
+        if self.open_below is not None and self.open_above is not None and not self.open_below < self.open_above:
+            raise ValueError(f"open_above: expected a limit above open_below = {self.open_below}, "
+                             f"got {self.open_above}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood: expected one of {list(LIKELIHOODS)}, got {self.likelihood!r}")
+        bounds = tuple(self.bounds) if isinstance(self.bounds, list | tuple) else None
+        if bounds is None or len(bounds) != 2 or not all(isinstance(b, str) and b for b in bounds) \
+                or bounds[0] == bounds[1]:
+            raise ValueError(f"bounds: expected two distinct column names (lower, upper), got {self.bounds!r}")
+        object.__setattr__(self, "bounds", bounds)
+        prior = prior_from_argument(self.prior, GaussianPrior, self.n_components)
+        if self.common_variance and isinstance(prior.scale, float):
+            prior = GaussianPrior(prior.weights_concentration, prior.mean, prior.shrinkage, prior.dof,
+                                  ((prior.scale,),))
+        object.__setattr__(self, "prior", prior)
+
+    # -- declaration -----------------------------------------------------------------------------------
+    @property
+    def gaussian(self) -> GaussianMixture:
+        """The one-feature Gaussian mixture whose M-step and prior this model uses."""
+        return GaussianMixture(self.n_components, covariance="tied" if self.common_variance else "spherical",
+                               prior=self.prior)
+
+    def to_dict(self) -> dict:
+        """The declaration as a plain dict."""
+        return {"n_components": self.n_components, "common_variance": self.common_variance,
+                "open_below": self.open_below, "open_above": self.open_above, "likelihood": self.likelihood,
+                "bounds": list(self.bounds), "prior": self.prior.to_dict()}
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "GroupedGaussianMixture":
+        """Inverse of :meth:`to_dict`."""
+        return cls(spec["n_components"], common_variance=spec.get("common_variance", False),
+                   open_below=spec.get("open_below"), open_above=spec.get("open_above"),
+                   likelihood=spec.get("likelihood", "interval"), bounds=tuple(spec.get("bounds", ("lower", "upper"))),
+                   prior=GaussianPrior(**spec.get("prior", {})))
+
+    def parameter_dims(self, features=None) -> dict:
+        """``weights`` and ``mu`` (component); ``variance`` (component) or () when common."""
+        return {"weights": ("component",), "mu": ("component",),
+                "variance": () if self.common_variance else ("component",)}
+
+    def n_parameters(self, n_features: int, n_components: int | None = None) -> int:
+        """K - 1 weights, K means and K variances (one if common)."""
+        k = n_components or self.n_components
+        return (k - 1) + k + (1 if self.common_variance else k)
+
+    def sort_key(self, params: dict) -> np.ndarray:
+        """Canonical order: ascending mean."""
+        return params["mu"]
+
+    def _to_gaussian(self, params: dict) -> dict:
+        variance = np.asarray(params["variance"], dtype=float)
+        dispersion = {"covariance": variance.reshape(1, 1)} if self.common_variance else {"variance": variance}
+        return {"mu": np.asarray(params["mu"], dtype=float)[:, None], **dispersion}
+
+    def _from_gaussian(self, params: dict) -> dict:
+        variance = params["covariance"][0, 0] if self.common_variance else params["variance"]
+        return {"mu": params["mu"][:, 0], "variance": np.asarray(variance, dtype=float)}
+
+    # -- data and prior --------------------------------------------------------------------------------
+    def class_limits(self, data) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper limit of every class (row) of ``data``, open ends as infinities."""
+        features = [str(f) for f in data.features]
+        if all(b in features for b in self.bounds):
+            return data.values[:, features.index(self.bounds[0])], data.values[:, features.index(self.bounds[1])]
+        if len(features) == 2:
+            return data.values[:, 0], data.values[:, 1]
+        raise ValueError(f"data: expected the class limits in columns {list(self.bounds)} (or exactly two "
+                         f"columns, lower then upper), got columns {features}")
+
+    def prepare(self, data) -> Prepared:
+        """Check the classes; centre limits and midpoints at the weighted midpoint mean; open the end classes."""
+        lower, upper = self.class_limits(data)
+        _check_classes(lower, upper, data.obs)
+        weights = data.frequency
+        midpoints = 0.5 * (lower + upper)
+        center = np.array([weights @ midpoints / weights.sum()])
+        z = (midpoints - center)[:, None]
+        variance = np.array([weights @ z[:, 0] ** 2 / weights.sum()])
+        low, high = lower - center, upper - center
+        if self.open_below is not None:
+            low[upper <= self.open_below] = -np.inf
+        if self.open_above is not None:
+            high[lower >= self.open_above] = np.inf
+        floor = _RELATIVE_FLOOR * np.where(variance > 0, variance, 1.0)
+        return Prepared({"z": z, "low": low, "high": high}, weights,
+                        {"center": center, "floor": floor, "variance": variance})
+
+    def resolve_prior(self, prepared: Prepared):
+        """The Gaussian prior's defaults, from the midpoints weighted by the counts."""
+        return self.gaussian.resolve_prior(prepared)
+
+    def init_points(self, prepared: Prepared) -> np.ndarray:
+        """The centred midpoints."""
+        return prepared.arrays["z"]
+
+    # -- EM steps --------------------------------------------------------------------------------------
+    def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
+        """Centred means and standard deviations, each of shape (K,)."""
+        mu = np.asarray(params["mu"], dtype=float) - prepared.constants["center"][0]
+        sd = np.broadcast_to(np.sqrt(np.asarray(params["variance"], dtype=float)), mu.shape)
+        return {"mu": mu, "sd": sd}
+
+    def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, tuple]:
+        """Log P(class j | component k), shape (m, K), and E[z | j, k], E[z^2 | j, k] (centred units)."""
+        mu, sd = constants["mu"], constants["sd"]
+        if self.likelihood == "midpoint":
+            z = chunk.arrays["z"]
+            standard = (z - mu) / sd
+            return -0.5 * standard**2 - np.log(sd) - _LOG_SQRT_2PI, (z, z * z)
+        alpha = (chunk.arrays["low"][:, None] - mu) / sd
+        beta = (chunk.arrays["high"][:, None] - mu) / sd
+        log_mass = interval_log_probability(alpha, beta)
+        first, second = truncated_moments(alpha, beta, log_mass)
+        expected = mu + sd * first
+        expected_square = mu**2 + 2.0 * mu * sd * first + sd**2 * second
+        return log_mass, (expected, expected_square)
+
+    def chunk_features(self, chunk: Prepared) -> tuple:
+        """Midpoint moments (used only for the first M-step from initial responsibilities)."""
+        z = chunk.arrays["z"]
+        return z, z * z
+
+    def chunk_width(self, n_features: int) -> int:
+        """Columns of the widest per-row temporary."""
+        return 8 * self.n_components
+
+    def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features: tuple) -> dict:
+        """Expected first and second moments per component (pooled second moment if the variance is common)."""
+        expected, expected_square = features
+        first = np.einsum("mk,mk->k", np.broadcast_to(expected, weighted_resp.shape), weighted_resp)
+        second = np.einsum("mk,mk->k", np.broadcast_to(expected_square, weighted_resp.shape), weighted_resp)
+        return {"first": first[:, None], "second": second.sum(keepdims=True) if self.common_variance
+                else second[:, None]}
+
+    def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
+        """The one-feature Gaussian M-step (MLE, or MAP under the prior) on the expected statistics."""
+        covariance = "tied" if self.common_variance else "spherical"
+        params = gn.m_step(covariance, counts, stats, prepared.constants["center"], prior)
+        params, collapsed = gn.floor_variances(covariance, params, prepared.constants["floor"])
+        return self._from_gaussian(params), collapsed
+
+    def log_prior(self, params: dict, prior) -> float:
+        """The Gaussian prior's log density of the component parameters (weights excluded)."""
+        return self.gaussian.log_prior(self._to_gaussian(params), prior)
+
+    def class_of(self, data: Data, values: np.ndarray) -> np.ndarray:
+        """Row of the class each value falls in: the last class (by lower limit) starting at or below it."""
+        lower, _ = self.class_limits(data)
+        order = np.argsort(lower, kind="stable")
+        position = np.searchsorted(lower[order], values, side="right") - 1
+        return order[np.clip(position, 0, lower.size - 1)]
+
+    def predictive_units(self, data):
+        """Each unit at its class midpoint (observed and replicated counts are counts of the same classes)."""
+        lower, upper = self.class_limits(data)
+        rows = np.repeat(np.arange(data.n_obs), np.round(data.frequency).astype(int))
+        midpoints = (0.5 * (lower + upper))[rows][:, None]
+        return xr.DataArray(midpoints, dims=("obs", "feature"), coords={"feature": ["class midpoint"]}), "ecdf"
+
+    @classmethod
+    def label_tag(cls, options: dict) -> str:
+        """The likelihood (``interval`` by default), ``-common`` with a common variance."""
+        return options.get("likelihood", "interval") + ("-common" if options.get("common_variance") else "")
+
+    def simulate_data(self, params: dict, data: Data, rng: np.random.Generator) -> Data:
+        """As many values as the total count, counted into the observed classes (the new weights)."""
+        n = sampling.n_units(data)
+        labels = sampling.component_labels(params, n, rng)
+        sd = np.broadcast_to(np.sqrt(np.asarray(params["variance"], dtype=float)), np.shape(params["mu"]))
+        values = np.asarray(params["mu"], dtype=float)[labels] + sd[labels] * rng.standard_normal(n)
+        counts = np.bincount(self.class_of(data, values), minlength=data.n_obs).astype(float)
+        return Data(values=data.values.copy(), features=data.features, obs=data.obs.copy(), weights=counts)
+
+    def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
+        """Replicate class counts (n_obs,): as many values as the total count, counted into the classes.
+
+        The classes stay those observed; what is replicated are their counts, stored as the posterior
+        predictive ``weights`` (see :meth:`predictive_variable`) beside the observed counts.
+        """
+        return self.simulate_data(params, data, rng).weights
+
+    def predictive_variable(self, data) -> tuple[str, tuple]:
+        """Name and dims of one replicate: ``weights`` (obs), the counts, like ``/observed_data/weights``."""
+        return "weights", ("obs",)
+
+    def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
+        """Validate user-given ``weights``, ``mu`` and ``variance``; return copies."""
+        k = self.n_components
+        out = check_parameter_dict(params, {"weights": (k,), "mu": (k,),
+                                            "variance": () if self.common_variance else (k,)}, name)
+        if (out["variance"] <= 0).any():
+            raise ValueError(f"{name}['variance']: expected positive variances, got {out['variance'].tolist()}")
+        return out

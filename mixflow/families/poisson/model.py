@@ -1,0 +1,248 @@
+"""The Poisson family: a finite mixture of Poisson distributions for counts, with its conjugate Gamma prior.
+
+p(y) = sum_k pi_k Poisson(y | rate_k). The E-step needs ``y log(rate_k) - rate_k - log(y!)``; the M-step
+needs per component the weighted count N_k and the weighted total S_k = sum_n r_nk y_n:
+
+- MLE: ``rate_k = S_k / N_k``, the responsibility-weighted mean;
+- MAP under ``rate_k ~ Gamma(shape, rate)``: ``rate_k = (S_k + shape - 1) / (N_k + rate)``, the mode of the
+  conjugate Gamma posterior (closed form; ``shape >= 1`` keeps the mode finite).
+
+The log-likelihood includes the ``-log(y!)`` terms, so it is the log probability of the counts.
+"""
+
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import numpy as np
+from scipy import stats as st
+from scipy.special import gammaln, xlogy
+
+from mixflow.data import Data
+from mixflow.families import sampling
+from mixflow.families.base import MixtureModel, Prepared, register_family
+from mixflow.families.checks import (
+    check_concentration,
+    check_n_components,
+    check_parameter_dict,
+    named_rows,
+    prior_from_argument,
+)
+
+__all__ = ["PoissonMixture", "PoissonPrior", "ResolvedPoissonPrior"]
+
+_DEFAULT_EXPOSURE = 0.01
+
+
+# -- the prior ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PoissonPrior:
+    """Conjugate prior of a Poisson mixture, shared by MAP-EM, NUTS and ADVI.
+
+    - weights ~ Dirichlet(weights_concentration);
+    - rate_k ~ Gamma(shape, rate) independently (density ``rate^shape / Gamma(shape) x^(shape-1) e^(-rate x)``).
+
+    The default is worth a hundredth of an observation, with its mode at the weighted data mean ybar:
+    ``rate = 0.01`` (the prior's "exposure", in observations) and ``shape = 1 + 0.01 * ybar`` (its
+    "events" plus one), so the MAP rate is ``(S_k + 0.01 ybar) / (N_k + 0.01)``, a responsibility-weighted
+    mean with 0.01 pseudo-observation at ybar. It is proper, weak, and on the scale of the counts.
+
+    Parameters
+    ----------
+    weights_concentration : float or sequence of float, default 1.0
+    shape : float, optional
+        Gamma shape, at least 1 (so that the MAP rate is finite).
+    rate : float, optional
+        Gamma rate (inverse scale), positive.
+
+    """
+
+    weights_concentration: float | tuple = 1.0
+    shape: float | None = None
+    rate: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "weights_concentration", check_concentration(self.weights_concentration))
+        if self.shape is not None:
+            if isinstance(self.shape, bool) or not isinstance(self.shape, int | float) \
+                    or not (np.isfinite(self.shape) and self.shape >= 1):
+                raise ValueError(f"shape: expected a number >= 1 (the MAP rate is the posterior mode), "
+                                 f"got {self.shape!r}")
+            object.__setattr__(self, "shape", float(self.shape))
+        if self.rate is not None:
+            if isinstance(self.rate, bool) or not isinstance(self.rate, int | float) \
+                    or not (np.isfinite(self.rate) and self.rate > 0):
+                raise ValueError(f"rate: expected a positive number, got {self.rate!r}")
+            object.__setattr__(self, "rate", float(self.rate))
+
+    def to_dict(self) -> dict:
+        """Plain dict of the hyperparameters (None where a data-scaled default applies)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ResolvedPoissonPrior:
+    """A :class:`PoissonPrior` with every default filled in from the data."""
+
+    concentration: np.ndarray
+    shape: float
+    rate: float
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict of the numbers actually used."""
+        return {"concentration": self.concentration.tolist(), "shape": self.shape, "rate": self.rate}
+
+
+# -- numerics ----------------------------------------------------------------------------------------------
+def log_density(rate: np.ndarray, counts: np.ndarray, log_factorial: np.ndarray) -> np.ndarray:
+    """Log Poisson(y_n | rate_k), shape (m, K), with ``0 log 0 = 0`` (a zero rate gives zero counts)."""
+    return xlogy(counts[:, None], rate[None, :]) - rate[None, :] - log_factorial[:, None]
+
+
+def m_step(totals: np.ndarray, weighted_counts: np.ndarray, prior: ResolvedPoissonPrior | None) -> np.ndarray:
+    """Rates from the weighted totals S_k and counts N_k: the weighted mean, or the Gamma posterior mode."""
+    if prior is None:
+        return totals / weighted_counts
+    return (totals + prior.shape - 1.0) / (weighted_counts + prior.rate)
+
+
+def check_counts(values: np.ndarray, obs: np.ndarray, features: np.ndarray, name: str = "data") -> np.ndarray:
+    """One column of non-negative integers, returned as a float vector; ValueError naming the rows otherwise."""
+    if values.shape[1] != 1:
+        raise ValueError(f"{name}: expected one column of counts for a PoissonMixture, got {values.shape[1]} "
+                         f"columns {features.tolist()}")
+    counts = values[:, 0]
+    bad = (counts < 0) | (counts != np.round(counts))
+    if bad.any():
+        raise ValueError(f"{name}: expected non-negative integer counts, got other values in "
+                         f"{named_rows(bad, obs, counts)}")
+    return counts
+
+
+# -- the model ---------------------------------------------------------------------------------------------
+@register_family("poisson")
+@dataclass(frozen=True)
+class PoissonMixture(MixtureModel):
+    """A finite mixture of Poisson distributions for non-negative integer counts.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K >= 1.
+    prior : "default", PoissonPrior or dict, default "default"
+        The prior used by MAP-EM, MCMC and ADVI (see :class:`PoissonPrior`).
+
+    Notes
+    -----
+    The data are one column of counts; frequency weights (e.g. the number of days with each count)
+    go in ``weights=``. The parameters are ``weights`` and ``rate``, both with dims ``(component,)``;
+    components come in ascending order of rate.
+
+    Examples
+    --------
+    >>> import mixflow
+    >>> from mixflow.families.poisson.model import PoissonMixture
+    >>> deaths = mixflow.load_dataset("london_deaths")
+    >>> tree = mixflow.fit(PoissonMixture(2), deaths["deaths"], weights=deaths["days"], random_seed=1)
+
+    """
+
+    n_components: int
+    pymc_module: ClassVar[str] = "mixflow.families.poisson.pymc"  # the PyMC form (MCMC, ADVI), see MixtureModel
+    data_plot: ClassVar[str] = "counts"  # see MixtureModel
+    prior: PoissonPrior | str | dict = field(default="default")
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_components", check_n_components(self.n_components))
+        object.__setattr__(self, "prior", prior_from_argument(self.prior, PoissonPrior, self.n_components))
+
+    # -- declaration -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The declaration as a plain dict."""
+        return {"n_components": self.n_components, "prior": self.prior.to_dict()}
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "PoissonMixture":
+        """Inverse of :meth:`to_dict`."""
+        return cls(spec["n_components"], prior=PoissonPrior(**spec.get("prior", {})))
+
+    def parameter_dims(self, features=None) -> dict:
+        """Dims of each parameter, shared by every method's output."""
+        return {"weights": ("component",), "rate": ("component",)}
+
+    def n_parameters(self, n_features: int, n_components: int | None = None) -> int:
+        """K - 1 weights and K rates."""
+        k = n_components or self.n_components
+        return 2 * k - 1
+
+    def sort_key(self, params: dict) -> np.ndarray:
+        """Canonical order: ascending rate."""
+        return params["rate"]
+
+    # -- data and prior --------------------------------------------------------------------------------
+    def prepare(self, data) -> Prepared:
+        """Check the counts and cache ``log(y!)``."""
+        counts = check_counts(data.values, data.obs, data.features)
+        weights = data.frequency
+        return Prepared({"y": counts, "log_factorial": gammaln(counts + 1.0)}, weights,
+                        {"mean": float(weights @ counts / weights.sum())})
+
+    def resolve_prior(self, prepared: Prepared) -> ResolvedPoissonPrior:
+        """Fill the defaults: Gamma(1 + 0.01 ybar, 0.01), mode at the weighted data mean ybar."""
+        prior = self.prior
+        rate = _DEFAULT_EXPOSURE if prior.rate is None else prior.rate
+        shape = 1.0 + rate * prepared.constants["mean"] if prior.shape is None else prior.shape
+        concentration = np.broadcast_to(np.asarray(prior.weights_concentration, dtype=float),
+                                        (self.n_components,)).copy()
+        return ResolvedPoissonPrior(concentration, float(shape), float(rate))
+
+    def init_points(self, prepared: Prepared) -> np.ndarray:
+        """The counts as a column, for k-means++ seeding."""
+        return prepared.arrays["y"][:, None]
+
+    # -- EM steps --------------------------------------------------------------------------------------
+    def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
+        """The rates (nothing to precompute)."""
+        return {"rate": np.asarray(params["rate"], dtype=float)}
+
+    def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, None]:
+        """Per-component log probabilities (m, K) of a chunk's counts, ``log(y!)`` included."""
+        return log_density(constants["rate"], chunk.arrays["y"], chunk.arrays["log_factorial"]), None
+
+    def chunk_features(self, chunk: Prepared) -> None:
+        """No per-chunk features beyond the counts."""
+        return None
+
+    def chunk_width(self, n_features: int) -> int:
+        """Columns of the widest per-row temporary."""
+        return 3 * self.n_components
+
+    def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features) -> dict:
+        """Weighted totals S_k = sum_n r_nk w_n y_n."""
+        return {"total": chunk.arrays["y"] @ weighted_resp}
+
+    def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
+        """Rates (MLE if ``prior`` is None, else MAP); a Poisson component cannot collapse."""
+        return {"rate": m_step(stats["total"], counts, prior)}, []
+
+    def log_prior(self, params: dict, prior: ResolvedPoissonPrior) -> float:
+        """Sum of the Gamma log densities of the rates (the weights' Dirichlet excluded)."""
+        return float(st.gamma.logpdf(params["rate"], prior.shape, scale=1.0 / prior.rate).sum())
+
+    def predictive_units(self, data):
+        """The counts, as ECDFs (they are discrete: a density would smear them)."""
+        units, _ = super().predictive_units(data)
+        return units, "ecdf"
+
+    def simulate_data(self, params: dict, data: Data, rng: np.random.Generator) -> Data:
+        """As many counts as the data's total weight, unweighted."""
+        n = sampling.n_units(data)
+        counts = rng.poisson(np.asarray(params["rate"], dtype=float)[sampling.component_labels(params, n, rng)])
+        return Data(values=counts[:, None].astype(float), features=data.features, obs=np.arange(n), weights=None)
+
+    def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
+        """Validate user-given ``weights`` and ``rate`` (shape (K,), rates positive); return copies."""
+        k = self.n_components
+        out = check_parameter_dict(params, {"weights": (k,), "rate": (k,)}, name)
+        if (out["rate"] <= 0).any():
+            raise ValueError(f"{name}['rate']: expected positive rates, got {out['rate'].tolist()}")
+        return out

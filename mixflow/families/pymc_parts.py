@@ -1,0 +1,152 @@
+"""The one PyMC model of a declared mixture, shared by MCMC (NUTS) and ADVI: what every family shares.
+
+Each family builds its own model through its ``pymc_model`` method (``pymc.py`` in each
+family's folder), term for term the declared one: the mixing
+weights and component parameters with exactly the prior the EM engine maximises under ``method="map"``,
+and the mixture likelihood with the discrete labels summed out. Its density over (weights, component
+parameters), without the Jacobians of the unconstraining transforms (``model.compile_logp(jacobian=False)``),
+is the EM MAP objective plus a constant, so ``pm.find_MAP`` on it lands on the EM MAP estimate.
+
+What the families share lives here, so that it is written once:
+
+- :func:`dirichlet_weights`: the free ``weights`` ~ Dirichlet(concentration) (PyMC's simplex transform);
+- :func:`data_rows`: the row arrays and frequency weights as tensors, drawn through ``pm.Minibatch``
+  under minibatches, with the factor ``n_obs / B`` that makes a minibatch sum an unbiased estimate of
+  the full-data sum (what ``total_size`` does for an observed variable);
+- :func:`mixture_potential`: ``pm.Potential("log_likelihood", ...)``, the log-sum-exp over components of
+  log weight plus component log density, each row counted by its frequency weight, scaled by the factor;
+- :func:`check_inputs` and :func:`lifted_weights`: argument checks and starting weights inside the simplex.
+
+Free variables are named after the parameter they carry: the parameter itself (``weights``, ``rate``), or
+the parameter in standardised units with the suffix ``_std`` (:func:`parameter_of`). The parameters in
+data units are free variables or ``pm.Deterministic`` with the names and dims of the EM estimate
+(``model.parameter_dims(features)``). There is no observed random variable: posterior predictive draws and
+pointwise log-likelihoods are computed by :mod:`mixflow.engines.mcmc` from the draws.
+"""
+
+import numpy as np
+
+from mixflow.data import Data
+from mixflow.families.base import require_pymc_form, supports_pymc
+
+__all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "lifted_weights", "mixture_potential",
+           "parameter_of", "supports_pymc", "weighted_moments"]
+
+LOG_2PI = float(np.log(2 * np.pi))
+_STANDARDISED = "_std"
+
+
+def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = None):
+    """The PyMC model of ``model`` for ``data``: ``model.pymc_model(data, prior, minibatch_size=...)``.
+
+    Parameters
+    ----------
+    model : MixtureModel
+        A declaration with a PyMC form (Gaussian, Poisson, regression).
+    data : mixflow.data.Data
+        Validated data (:func:`mixflow.data.validate_data`); frequency weights count each row.
+    prior : resolved prior, optional
+        ``model.resolve_prior(model.prepare(data))`` (the one EM uses) by default.
+    minibatch_size : int, optional
+        Rows per minibatch (ADVI). None uses every row in every evaluation (MCMC).
+
+    Returns
+    -------
+    pymc.Model
+    """
+    require_pymc_form(model)
+    return model.pymc_model(data, prior, minibatch_size=minibatch_size)
+
+
+def check_inputs(data, prior, minibatch_size, prior_fields: tuple[str, ...]) -> None:
+    """Check the arguments of a family's ``pymc_model``; errors name the argument."""
+    if not isinstance(data, Data):
+        raise TypeError(f"data: expected validated mixflow.data.Data (see mixflow.data.validate_data), "
+                        f"got {type(data).__name__}")
+    if prior is not None and not all(hasattr(prior, name) for name in prior_fields):
+        raise TypeError(f"prior: expected None or a resolved prior from model.resolve_prior(...), "
+                        f"got {type(prior).__name__}")
+    check_minibatch_size(minibatch_size, data.n_obs)
+
+
+def check_minibatch_size(minibatch_size, n_obs: int) -> None:
+    """None, or an integer number of rows in [1, n_obs]."""
+    if minibatch_size is not None and (isinstance(minibatch_size, bool)
+                                       or not isinstance(minibatch_size, int | np.integer)
+                                       or not 1 <= minibatch_size <= n_obs):
+        raise ValueError(f"minibatch_size: expected None or an integer in [1, n_obs = {n_obs}], "
+                         f"got {minibatch_size!r}")
+
+
+def dirichlet_weights(concentration: np.ndarray):
+    """The free mixing weights ``weights`` ~ Dirichlet(concentration), dims ``component``."""
+    import pymc as pm
+
+    return pm.Dirichlet("weights", a=np.asarray(concentration, dtype=float), dims="component")
+
+
+def data_rows(arrays: tuple, frequency: np.ndarray, minibatch_size: int | None) -> tuple[list, object, float]:
+    """Row-aligned arrays and frequency weights as tensors, all rows or one minibatch of them.
+
+    Parameters
+    ----------
+    arrays : tuple of ndarray
+        Arrays whose first axis is the observation axis (e.g. standardised data, design, response).
+    frequency : ndarray of shape (n_obs,)
+    minibatch_size : int or None
+
+    Returns
+    -------
+    rows : list of tensors
+        The arrays (or the same random rows of each).
+    row_weights : tensor
+        The frequency weights of those rows.
+    factor : float
+        ``n_obs / minibatch_size`` under minibatches, else 1.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    if minibatch_size is None:
+        return [pt.as_tensor(a) for a in arrays], pt.as_tensor(frequency), 1.0
+    *rows, row_weights = pm.Minibatch(*arrays, frequency, batch_size=int(minibatch_size))
+    return rows, row_weights, frequency.shape[0] / int(minibatch_size)
+
+
+def mixture_potential(weights, component_log_density, row_weights, factor: float, offset: float = 0.0):
+    """``pm.Potential("log_likelihood")``: sum over rows of w_n log sum_k pi_k p_k(x_n), times ``factor``.
+
+    Parameters
+    ----------
+    weights : tensor of shape (K,)
+    component_log_density : tensor of shape (m, K)
+        Log density of each row under each component, in data units.
+    row_weights : tensor of shape (m,)
+    factor : float
+    offset : float, default 0
+        A constant added to every row's log density (e.g. the log Jacobian of a standardisation), added
+        after the log-sum-exp rather than to each component.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    log_px = pt.special.logsumexp(pt.log(weights) + component_log_density, axis=1) + offset
+    return pm.Potential("log_likelihood", factor * pt.sum(row_weights * log_px))
+
+
+def weighted_moments(data: Data) -> tuple[np.ndarray, np.ndarray]:
+    """Frequency-weighted mean and (biased) variance of each feature of ``data``, shapes (d,) and (d,)."""
+    weights = data.frequency
+    center = weights @ data.values / weights.sum()
+    return center, weights @ (data.values - center) ** 2 / weights.sum()
+
+
+def lifted_weights(weights, min_weight: float = 1e-8) -> np.ndarray:
+    """Weights lifted to at least ``min_weight`` and renormalised, so that a start is inside the simplex."""
+    lifted = np.maximum(np.asarray(weights, dtype=float), min_weight)
+    return lifted / lifted.sum()
+
+
+def parameter_of(free_name: str) -> str:
+    """The parameter a free variable carries (``mu_std`` -> ``mu``; ``weights`` -> ``weights``)."""
+    return free_name[:-len(_STANDARDISED)] if free_name.endswith(_STANDARDISED) else free_name

@@ -1,0 +1,391 @@
+"""Mixtures of linear regressions: declaration, Normal-Inverse-Gamma prior and the dispatch to its numerics.
+
+p(y | x) = sum_k pi_k N(y | x' beta_k, variance_k): each component is a regression line (plane) with its
+own noise variance. The E-step weighs the residuals of each line; the M-step is weighted least squares
+per component (see :mod:`mixflow.families.regression.numerics`).
+"""
+
+import re
+from dataclasses import KW_ONLY, InitVar, asdict, dataclass, field
+from typing import ClassVar
+
+import numpy as np
+from scipy import stats as st
+
+from mixflow.data import Data
+from mixflow.families import sampling
+from mixflow.families.base import MixtureModel, Prepared, register_family
+from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
+from mixflow.families.regression import numerics as rn
+
+__all__ = ["RegressionMixture", "RegressionPrior", "ResolvedRegressionPrior", "parse_formula"]
+
+_RELATIVE_FLOOR = 1e-6
+_NAME = r"[A-Za-z_.][A-Za-z0-9_.]*"
+
+
+def parse_formula(formula: str) -> tuple[str, tuple[str, ...], bool]:
+    """Parse ``"y ~ x1 + x2"`` into (response, covariates, intercept).
+
+    Terms are column names joined by ``+``; ``- 1`` or ``+ 0`` (or a leading ``0 +``) drops the intercept,
+    ``1`` keeps it. Names are letters, digits, ``_`` and ``.``; use ``response=`` and ``covariates=`` for
+    other column names.
+    """
+    if not isinstance(formula, str) or formula.count("~") != 1:
+        raise ValueError(f"formula: expected 'response ~ covariate + ...', got {formula!r}")
+    left, right = (part.strip() for part in formula.split("~"))
+    if not re.fullmatch(_NAME, left):
+        raise ValueError(f"formula: expected one response column name left of '~', got {left!r}")
+    parts = re.split(r"\s*([+-])\s*", right)
+    parts = parts[1:] if parts[0] == "" else ["+", *parts]
+    if not right or any(term == "" for term in parts[1::2]):
+        raise ValueError(f"formula: expected terms joined by '+' right of '~', got {right!r}")
+    intercept, covariates = True, []
+    for sign, term in zip(parts[0::2], parts[1::2], strict=True):
+        if term in ("0", "1"):
+            intercept = (term == "1") != (sign == "-")
+        elif sign == "-":
+            raise ValueError(f"formula: only '- 1' can be subtracted, got '- {term}' in {formula!r}")
+        elif not re.fullmatch(_NAME, term):
+            raise ValueError(f"formula: expected column names as terms, got {term!r} in {formula!r}")
+        else:
+            covariates.append(term)
+    return left, tuple(covariates), intercept
+
+
+def _positive(value, name: str, lower: float = 0.0) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (np.isfinite(value) and value > lower):
+        raise ValueError(f"{name}: expected a number > {lower:g}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RegressionPrior:
+    """Normal-Inverse-Gamma prior of a mixture of regressions, shared by MAP-EM, NUTS and ADVI.
+
+    - weights ~ Dirichlet(weights_concentration);
+    - variance_k ~ InverseGamma(shape, scale) (density ``scale^shape / Gamma(shape) v^(-shape-1) e^(-scale/v)``);
+    - coefficients_k | variance_k ~ Normal(mean, variance_k * covariance), coefficients in data units.
+
+    Defaults (``None``) are filled in from the data at fit time, in the spirit of mclust's default prior:
+    ``mean`` the weighted least-squares coefficients of one regression through all the data;
+    ``covariance`` ``(X'WX / N)^-1 / shrinkage`` for the design X (intercept column and covariates),
+    a unit-information g-prior: it is worth ``shrinkage`` observations (default 0.01) and is invariant to
+    shifting or rescaling a covariate; ``shape`` 1.5 and ``scale`` ``s2 / (2 K^2)`` where s2 is the
+    residual variance of that single regression (mclust's InverseGamma(d/2 + 1, var / (2 K^(2/d))) for
+    d = 1).
+
+    Parameters
+    ----------
+    weights_concentration : float or sequence of float, default 1.0
+    mean : sequence of float of length p, optional
+        Prior mean of the coefficients (intercept first).
+    shrinkage : float, default 0.01
+        Used only when ``covariance`` is not given.
+    covariance : p x p nested sequence, optional
+        The matrix V0 (symmetric positive definite).
+    shape : float, optional
+    scale : float, optional
+
+    """
+
+    weights_concentration: float | tuple = 1.0
+    mean: tuple | None = None
+    shrinkage: float = 0.01
+    covariance: tuple | None = None
+    shape: float | None = None
+    scale: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "weights_concentration", check_concentration(self.weights_concentration))
+        object.__setattr__(self, "shrinkage", _positive(self.shrinkage, "shrinkage"))
+        if self.shrinkage is None:
+            raise ValueError("shrinkage: expected a number > 0, got None")
+        object.__setattr__(self, "shape", _positive(self.shape, "shape"))
+        object.__setattr__(self, "scale", _positive(self.scale, "scale"))
+        if self.mean is not None:
+            mean = np.asarray(self.mean, dtype=float)
+            if mean.ndim != 1 or not np.isfinite(mean).all():
+                raise ValueError(f"mean: expected a finite vector, got {self.mean!r}")
+            object.__setattr__(self, "mean", tuple(mean.tolist()))
+        if self.covariance is not None:
+            cov = np.asarray(self.covariance, dtype=float)
+            if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or not np.allclose(cov, cov.T) \
+                    or np.linalg.eigvalsh(cov)[0] <= 0:
+                raise ValueError(f"covariance: expected a symmetric positive definite matrix, got {self.covariance!r}")
+            object.__setattr__(self, "covariance", tuple(map(tuple, cov.tolist())))
+
+    def to_dict(self) -> dict:
+        """Plain dict of the hyperparameters (None where a data-scaled default applies)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ResolvedRegressionPrior:
+    """A :class:`RegressionPrior` with every default filled in, in data units, plus its working form."""
+
+    concentration: np.ndarray
+    mean: np.ndarray
+    covariance: np.ndarray
+    shape: float
+    scale: float
+    working: dict
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict of the numbers actually used (data units)."""
+        return {"concentration": self.concentration.tolist(), "mean": self.mean.tolist(),
+                "covariance": self.covariance.tolist(), "shape": self.shape, "scale": self.scale}
+
+
+@register_family("regression")
+@dataclass(frozen=True)
+class RegressionMixture(MixtureModel):
+    """A finite mixture of linear regressions with a noise variance per component.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K >= 1.
+    formula : str, optional
+        ``"response ~ covariate + ..."`` (``- 1`` drops the intercept); or give the next three.
+    response : str, optional
+        Name of the response column.
+    covariates : sequence of str, default ()
+        Names of the covariate columns.
+    intercept : bool, default True
+    prior : "default", RegressionPrior or dict, default "default"
+        The prior used by MAP-EM, MCMC and ADVI (see :class:`RegressionPrior`).
+
+    Notes
+    -----
+    The data must have the response and covariate columns (other columns are ignored). Parameters:
+    ``weights`` (component), ``coefficients`` (component, coefficient) with coefficient names
+    ``"intercept"`` and the covariate names, ``variance`` (component). Components come in ascending order
+    of their first coefficient (the intercept when there is one). A formula and the equivalent
+    ``response``/``covariates`` give equal models.
+
+    Examples
+    --------
+    >>> import mixflow
+    >>> from mixflow.families.regression.model import RegressionMixture
+    >>> tone = mixflow.load_dataset("tone")
+    >>> tree = mixflow.fit(RegressionMixture(2, "tuned ~ stretchratio"), tone, method="map", random_seed=1)
+
+    """
+
+    n_components: int
+    pymc_module: ClassVar[str] = "mixflow.families.regression.pymc"  # the PyMC form (MCMC, ADVI), see MixtureModel
+    data_plot: ClassVar[str] = "regression"  # see MixtureModel
+    workflow_keys: ClassVar[tuple] = ("formula", "response", "covariates", "intercept")
+    formula: InitVar[str | None] = None
+    _: KW_ONLY
+    response: str | None = None
+    covariates: tuple = ()
+    intercept: bool = True
+    prior: RegressionPrior | str | dict = field(default="default")
+
+    def __post_init__(self, formula):
+        object.__setattr__(self, "n_components", check_n_components(self.n_components))
+        covariates = (self.covariates,) if isinstance(self.covariates, str) else self.covariates
+        if not isinstance(covariates, list | tuple) or not all(isinstance(c, str) and c for c in covariates):
+            raise TypeError(f"covariates: expected a list of column names, got {self.covariates!r}")
+        covariates = tuple(covariates)
+        if formula is not None:
+            parsed = parse_formula(formula)
+            given = (self.response, covariates, self.intercept)
+            if (self.response is not None or covariates) and given != parsed:
+                raise ValueError(f"formula: {formula!r} disagrees with response={self.response!r}, "
+                                 f"covariates={list(covariates)}, intercept={self.intercept}; give one or the other")
+            object.__setattr__(self, "response", parsed[0])
+            covariates = parsed[1]
+            object.__setattr__(self, "intercept", parsed[2])
+        if not isinstance(self.response, str) or not self.response:
+            raise ValueError(f"response: expected a column name (or a formula 'y ~ x'), got {self.response!r}")
+        if not isinstance(self.intercept, bool):
+            raise TypeError(f"intercept: expected True or False, got {self.intercept!r}")
+        if len(set(covariates)) != len(covariates) or self.response in covariates:
+            raise ValueError(f"covariates: expected distinct names other than the response {self.response!r}, "
+                             f"got {list(covariates)}")
+        if not covariates and not self.intercept:
+            raise ValueError("covariates: expected at least one covariate or an intercept, got neither")
+        object.__setattr__(self, "covariates", covariates)
+        object.__setattr__(self, "prior", prior_from_argument(self.prior, RegressionPrior, self.n_components))
+
+    # -- declaration -----------------------------------------------------------------------------------
+    def as_formula(self) -> str:
+        """The model's formula, e.g. ``"tuned ~ stretchratio"``."""
+        terms = list(self.covariates) + ([] if self.intercept else ["0"])
+        return f"{self.response} ~ {' + '.join(terms) if terms else '1'}"
+
+    def to_dict(self) -> dict:
+        """The declaration as a plain dict."""
+        return {"n_components": self.n_components, "response": self.response, "covariates": list(self.covariates),
+                "intercept": self.intercept, "prior": self.prior.to_dict()}
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "RegressionMixture":
+        """Inverse of :meth:`to_dict`."""
+        return cls(spec["n_components"], response=spec["response"], covariates=tuple(spec.get("covariates", ())),
+                   intercept=spec.get("intercept", True), prior=RegressionPrior(**spec.get("prior", {})))
+
+    @property
+    def coefficient_names(self) -> list[str]:
+        """``"intercept"`` (if any) then the covariates."""
+        return (["intercept"] if self.intercept else []) + list(self.covariates)
+
+    def parameter_dims(self, features=None) -> dict:
+        """Dims of each parameter, shared by every method's output."""
+        return {"weights": ("component",), "coefficients": ("component", "coefficient"), "variance": ("component",)}
+
+    def extra_coords(self, data) -> dict:
+        """The ``coefficient`` coordinate."""
+        return {"coefficient": np.array(self.coefficient_names)}
+
+    def n_parameters(self, n_features: int, n_components: int | None = None) -> int:
+        """K - 1 weights, K p coefficients and K variances."""
+        k = n_components or self.n_components
+        return (k - 1) + k * len(self.coefficient_names) + k
+
+    def sort_key(self, params: dict) -> np.ndarray:
+        """Canonical order: ascending first coefficient (the intercept when there is one)."""
+        return params["coefficients"][:, 0]
+
+    # -- data and prior --------------------------------------------------------------------------------
+    def _columns(self, data) -> tuple[np.ndarray, np.ndarray]:
+        features = [str(f) for f in data.features]
+        missing = [c for c in (self.response, *self.covariates) if c not in features]
+        if missing:
+            raise ValueError(f"data: expected columns {[self.response, *self.covariates]} (response and "
+                             f"covariates of the model), got {features} (missing {missing})")
+        index = {name: j for j, name in enumerate(features)}
+        return data.values[:, [index[c] for c in self.covariates]], data.values[:, index[self.response]]
+
+    def prepare(self, data) -> Prepared:
+        """Working design and response, their products, the variance floor and the coordinates."""
+        covariates, response = self._columns(data)
+        weights = data.frequency
+        design, centred, coordinates = rn.design_and_response(covariates, response, weights, self.intercept)
+        gram = (design * weights[:, None]).T @ design / weights.sum()
+        if np.linalg.matrix_rank(gram) < design.shape[1]:
+            raise ValueError(f"data: expected covariates {list(self.covariates)} that are not collinear "
+                             f"{'(with the intercept) ' if self.intercept else ''}on the rows with positive "
+                             "weight, got a rank-deficient design")
+        variance = weights @ (centred - weights @ centred / weights.sum()) ** 2 / weights.sum()
+        floor = _RELATIVE_FLOOR * (variance if variance > 0 else 1.0)
+        return Prepared({"design": design, "response": centred, "outer": rn.augmented_outer(design, centred)},
+                        weights, {"coordinates": coordinates, "floor": floor, "gram": gram})
+
+    def resolve_prior(self, prepared: Prepared) -> ResolvedRegressionPrior:
+        """Fill the prior's defaults from the data (one pooled regression; see :class:`RegressionPrior`)."""
+        prior, k = self.prior, self.n_components
+        coordinates, p = prepared.constants["coordinates"], len(self.coefficient_names)
+        design, response, w = prepared.arrays["design"], prepared.arrays["response"], prepared.weights
+        gram = prepared.constants["gram"]
+        pooled = np.linalg.solve(gram, (design * w[:, None]).T @ response / w.sum())
+        residual_variance = w @ (response - design @ pooled) ** 2 / w.sum()
+        if not residual_variance > 0:  # an exact fit: fall back on the scale of the variance floor
+            residual_variance = prepared.constants["floor"] / _RELATIVE_FLOOR
+        linear = coordinates.linear_map(p)
+        mean = coordinates.to_data(pooled) if prior.mean is None else np.asarray(prior.mean, dtype=float)
+        if prior.covariance is None:
+            covariance = linear @ np.linalg.inv(gram) @ linear.T / prior.shrinkage
+        else:
+            covariance = np.asarray(prior.covariance, dtype=float)
+        for name, value, shape in (("mean", mean, (p,)), ("covariance", covariance, (p, p))):
+            if value.shape != shape:
+                raise ValueError(f"prior.{name}: expected shape {shape} (one row per coefficient "
+                                 f"{self.coefficient_names}), got {value.shape}")
+        shape = 1.5 if prior.shape is None else prior.shape
+        scale = residual_variance / (2.0 * k**2) if prior.scale is None else prior.scale
+        working = {"mean": coordinates.to_working(mean), "precision": linear.T @ np.linalg.inv(covariance) @ linear,
+                   "shape": shape, "scale": scale}
+        concentration = np.broadcast_to(np.asarray(prior.weights_concentration, dtype=float), (k,)).copy()
+        return ResolvedRegressionPrior(concentration, mean, covariance, float(shape), float(scale), working)
+
+    def init_points(self, prepared: Prepared) -> np.ndarray:
+        """Covariates and response, each scaled to unit weighted variance, for k-means++ seeding."""
+        design = prepared.arrays["design"][:, 1:] if self.intercept else prepared.arrays["design"]
+        points = np.column_stack([design, prepared.arrays["response"]])
+        w = prepared.weights
+        centred = points - w @ points / w.sum()
+        scale = np.sqrt(w @ centred**2 / w.sum())
+        return centred / np.where(scale > 0, scale, 1.0)
+
+    # -- EM steps --------------------------------------------------------------------------------------
+    def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
+        """Coefficients in working coordinates, and the variances."""
+        coordinates = prepared.constants["coordinates"]
+        return {"coefficients": coordinates.to_working(params["coefficients"]),
+                "variance": np.asarray(params["variance"], dtype=float)}
+
+    def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        """Per-component log densities (m, K) of the responses, and the chunk's augmented products."""
+        out = rn.log_density(constants["coefficients"], constants["variance"], chunk.arrays["design"],
+                             chunk.arrays["response"])
+        return out, chunk.arrays["outer"]
+
+    def chunk_features(self, chunk: Prepared) -> np.ndarray:
+        """The augmented products (computed once in :meth:`prepare`)."""
+        return chunk.arrays["outer"]
+
+    def chunk_width(self, n_features: int) -> int:
+        """Columns of the widest per-row temporary."""
+        return 3 * self.n_components + len(self.coefficient_names)
+
+    def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features: np.ndarray) -> dict:
+        """Per-component weighted Gram sums of ``[D, y]``, shape (K, T)."""
+        return {"gram": (features.T @ weighted_resp).T}
+
+    def collapse_description(self, components: list[int]) -> str:
+        """A regression collapses through its noise variance."""
+        return (f"component(s) {components}: the noise variance collapsed (a line through too few points); "
+                "it is held at 1e-6 x the variance of the response")
+
+    def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
+        """Weighted least squares per component (MAP: the Normal-Inverse-Gamma mode); floored variances."""
+        p = len(self.coefficient_names)
+        coefficients, variance, collapsed = rn.m_step(counts, stats["gram"], p,
+                                                      None if prior is None else prior.working,
+                                                      prepared.constants["floor"])
+        coordinates = prepared.constants["coordinates"]
+        return {"coefficients": coordinates.to_data(coefficients), "variance": variance}, collapsed
+
+    def log_prior(self, params: dict, prior: ResolvedRegressionPrior) -> float:
+        """Sum over components of log N(beta_k | mean, variance_k V0) + log InvGamma(variance_k)."""
+        total = st.invgamma.logpdf(params["variance"], prior.shape, scale=prior.scale).sum()
+        for beta, variance in zip(params["coefficients"], params["variance"], strict=True):
+            total += st.multivariate_normal.logpdf(beta, prior.mean, variance * prior.covariance)
+        return float(total)
+
+    def design(self, data: Data) -> tuple[np.ndarray, int]:
+        """The design matrix (intercept column first, then the covariates) and the response column index."""
+        features = [str(f) for f in data.features]
+        columns = [data.values[:, features.index(c)] for c in self.covariates]
+        design = np.column_stack(([np.ones(data.n_obs)] if self.intercept else []) + columns)
+        return design, features.index(self.response)
+
+    def predictive_units(self, data):
+        """The response only (the covariates are held fixed)."""
+        units, _ = super().predictive_units(data)
+        return units.sel(feature=[self.response]), None
+
+    def simulate_data(self, params: dict, data: Data, rng: np.random.Generator) -> Data:
+        """The covariates as observed (each unit of a row's integer weight its own row), new responses."""
+        rows = sampling.expanded_rows(data, "simulate a regression's responses")
+        design, response = self.design(data)
+        labels = sampling.component_labels(params, rows.size, rng)
+        coefficients, variance = np.asarray(params["coefficients"]), np.asarray(params["variance"], dtype=float)
+        values = data.values[rows].copy()
+        values[:, response] = np.einsum("np,np->n", design[rows], coefficients[labels]) + np.sqrt(
+            variance[labels]) * rng.standard_normal(rows.size)
+        return Data(values=values, features=data.features, obs=np.arange(rows.size), weights=None)
+
+    def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
+        """Validate user-given ``weights``, ``coefficients`` (K, p) and ``variance`` (K,); return copies."""
+        k, p = self.n_components, len(self.coefficient_names)
+        out = check_parameter_dict(params, {"weights": (k,), "coefficients": (k, p), "variance": (k,)}, name)
+        if (out["variance"] <= 0).any():
+            raise ValueError(f"{name}['variance']: expected positive variances, got {out['variance'].tolist()}")
+        return out

@@ -1,0 +1,192 @@
+"""Soft k-means: a Gaussian mixture whose covariances are all ``sigma^2 I``, with sigma^2 fixed and known.
+
+Fitted by EM like any family.
+
+Its responsibilities are the soft assignments ``r_nk ∝ pi_k exp(-||x_n - mu_k||^2 / (2 sigma^2))`` and its
+M-step moves each mean to its responsibility-weighted average; as sigma^2 -> 0 they become Lloyd's hard
+assignments and means (:func:`mixflow.kmeans`).
+"""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from mixflow.data import Data
+from mixflow.families import sampling
+from mixflow.families.base import MixtureModel, Prepared, register_family
+from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
+from mixflow.families.gaussian import numerics as gn
+
+__all__ = ["ResolvedSoftKMeansPrior", "SoftKMeans", "SoftKMeansPrior"]
+
+
+@dataclass(frozen=True)
+class SoftKMeansPrior:
+    """Conjugate prior of :class:`SoftKMeans`: weights ~ Dirichlet, mu_k ~ Normal(mean, variance I / shrinkage).
+
+    ``mean`` defaults to the weighted data mean and ``shrinkage`` to 0.01 (worth a hundredth of an
+    observation), as in :class:`mixflow.GaussianPrior`; the variance is the model's fixed one.
+    """
+
+    weights_concentration: float | tuple = 1.0
+    mean: tuple | None = None
+    shrinkage: float = 0.01
+
+    def __post_init__(self):
+        object.__setattr__(self, "weights_concentration", check_concentration(self.weights_concentration))
+        if isinstance(self.shrinkage, bool) or not isinstance(self.shrinkage, int | float) \
+                or not (np.isfinite(self.shrinkage) and self.shrinkage > 0):
+            raise ValueError(f"shrinkage: expected a positive number, got {self.shrinkage!r}")
+        object.__setattr__(self, "shrinkage", float(self.shrinkage))
+        if self.mean is not None:
+            object.__setattr__(self, "mean", tuple(np.atleast_1d(np.asarray(self.mean, dtype=float)).tolist()))
+
+    def to_dict(self) -> dict:
+        """Plain dict of the hyperparameters (None where a data-scaled default applies)."""
+        return {"weights_concentration": self.weights_concentration, "mean": self.mean, "shrinkage": self.shrinkage}
+
+
+@dataclass(frozen=True)
+class ResolvedSoftKMeansPrior:
+    """A :class:`SoftKMeansPrior` with its defaults filled in."""
+
+    concentration: np.ndarray
+    mean: np.ndarray
+    shrinkage: float
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict of the numbers actually used."""
+        return {"concentration": self.concentration.tolist(), "mean": self.mean.tolist(), "shrinkage": self.shrinkage}
+
+
+@register_family("soft_kmeans")
+@dataclass(frozen=True)
+class SoftKMeans(MixtureModel):
+    """Soft k-means: a Gaussian mixture whose covariances are all ``variance * I``, with ``variance`` fixed.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K >= 1.
+    variance : float
+        The known variance sigma^2 (data units squared) of every component and feature; ``1 / variance``
+        is MacKay's stiffness beta. As it goes to 0, EM becomes Lloyd's k-means (see :func:`kmeans`).
+    prior : "default", SoftKMeansPrior or dict, default "default"
+        Prior of the means and weights for MAP-EM (see :class:`SoftKMeansPrior`).
+
+    Notes
+    -----
+    Parameters ``weights`` (component) and ``mu`` (component, feature), as in
+    :class:`mixflow.GaussianMixture`; the mixing weights are estimated. Components come in ascending
+    order of the first coordinate of ``mu``.
+
+    """
+
+    n_components: int
+    pymc_module: ClassVar[str] = "mixflow.families.softkmeans.pymc"  # the PyMC form (MCMC, ADVI), see MixtureModel
+    workflow_keys: ClassVar[tuple] = ("variance",)
+    variance: float
+    prior: SoftKMeansPrior | str | dict = "default"
+
+    def __post_init__(self):
+        object.__setattr__(self, "n_components", check_n_components(self.n_components))
+        if isinstance(self.variance, bool) or not isinstance(self.variance, int | float | np.floating) \
+                or not (np.isfinite(self.variance) and self.variance > 0):
+            raise ValueError(f"variance: expected a positive number (the fixed sigma^2), got {self.variance!r}")
+        object.__setattr__(self, "variance", float(self.variance))
+        object.__setattr__(self, "prior", prior_from_argument(self.prior, SoftKMeansPrior, self.n_components))
+
+    def to_dict(self) -> dict:
+        """The declaration as a plain dict."""
+        return {"n_components": self.n_components, "variance": self.variance, "prior": self.prior.to_dict()}
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "SoftKMeans":
+        """Inverse of :meth:`to_dict`."""
+        return cls(spec["n_components"], spec["variance"], prior=SoftKMeansPrior(**spec.get("prior", {})))
+
+    def parameter_dims(self, features=None) -> dict:
+        """``weights`` (component) and ``mu`` (component, feature)."""
+        return {"weights": ("component",), "mu": ("component", "feature")}
+
+    def n_parameters(self, n_features: int, n_components: int | None = None) -> int:
+        """K - 1 weights and K d means (the variance is fixed)."""
+        k = n_components or self.n_components
+        return (k - 1) + k * n_features
+
+    def sort_key(self, params: dict) -> np.ndarray:
+        """Canonical order: ascending first coordinate of ``mu``."""
+        return params["mu"][:, 0]
+
+    def prepare(self, data) -> Prepared:
+        """Centre the data at its weighted mean."""
+        weights = data.frequency
+        center = weights @ data.values / weights.sum()
+        return Prepared({"z": data.values - center}, weights, {"center": center})
+
+    def resolve_prior(self, prepared: Prepared) -> ResolvedSoftKMeansPrior:
+        """Fill the defaults: the prior mean is the weighted data mean."""
+        d = prepared.arrays["z"].shape[1]
+        mean = prepared.constants["center"] if self.prior.mean is None else np.asarray(self.prior.mean)
+        if mean.shape != (d,):
+            raise ValueError(f"prior.mean: expected {d} values (one per feature), got shape {mean.shape}")
+        concentration = np.broadcast_to(np.asarray(self.prior.weights_concentration, dtype=float),
+                                        (self.n_components,)).copy()
+        return ResolvedSoftKMeansPrior(concentration, mean, self.prior.shrinkage)
+
+    def init_points(self, prepared: Prepared) -> np.ndarray:
+        """The centred data."""
+        return prepared.arrays["z"]
+
+    def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
+        """The spherical Gaussian constants with the fixed variance."""
+        spherical = {"mu": params["mu"], "variance": np.full(self.n_components, self.variance)}
+        return gn.e_step_constants("spherical", spherical, prepared.constants["center"])
+
+    def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        """Log N(x_n | mu_k, variance I), shape (m, K)."""
+        return gn.log_density("spherical", constants, chunk.arrays["z"])
+
+    def chunk_features(self, chunk: Prepared) -> None:
+        """No second-order features are needed (the variance is fixed)."""
+        return None
+
+    def chunk_width(self, n_features: int) -> int:
+        """Columns of the widest per-row temporary."""
+        return 2 * self.n_components + n_features
+
+    def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features) -> dict:
+        """First moments per component (K, d)."""
+        return {"first": (chunk.arrays["z"].T @ weighted_resp).T}
+
+    def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
+        """Responsibility-weighted means (MAP: shrunk towards the prior mean by ``shrinkage``)."""
+        center = prepared.constants["center"]
+        if prior is None:
+            return {"mu": stats["first"] / counts[:, None] + center}, []
+        kappa = prior.shrinkage
+        mu = (stats["first"] + kappa * (prior.mean - center)) / (counts + kappa)[:, None]
+        return {"mu": mu + center}, []
+
+    def log_prior(self, params: dict, prior: ResolvedSoftKMeansPrior) -> float:
+        """Sum of log N(mu_k | mean, variance I / shrinkage)."""
+        scale = self.variance / prior.shrinkage
+        gaps = params["mu"] - prior.mean
+        d = gaps.shape[1]
+        return float(-0.5 * ((gaps * gaps).sum() / scale + gaps.shape[0] * d * (np.log(2 * np.pi * scale))))
+
+    def plot_parameters(self, params: dict) -> dict:
+        """The parameters with the fixed variance as a spherical ``variance`` per component."""
+        return {**params, "variance": np.full(np.asarray(params["weights"]).size, self.variance)}
+
+    def simulate_data(self, params: dict, data: Data, rng: np.random.Generator) -> Data:
+        """As many points as the data's total weight, unweighted, with the fixed spherical variance."""
+        spherical = {**params, "variance": np.full(np.asarray(params["weights"]).size, self.variance)}
+        x, _ = sampling.gaussian_points(spherical, sampling.n_units(data), rng)
+        return Data(values=x, features=data.features, obs=np.arange(x.shape[0]), weights=None)
+
+    def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
+        """Validate user-given ``weights`` (K,) and ``mu`` (K, d); return copies."""
+        return check_parameter_dict(params, {"weights": (self.n_components,),
+                                             "mu": (self.n_components, n_features)}, name)

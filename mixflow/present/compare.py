@@ -1,0 +1,331 @@
+"""Point estimates against posteriors: one table of every parameter, component and method.
+
+The methods of a container are the EM point estimate (``/em/estimate``, with standard errors from the
+observed information), the EM bootstrap (``/em/bootstrap``), NUTS (``/mcmc/posterior``) and ADVI
+(``/advi/posterior``); the ones a container lacks are simply left out. Draws are summarised the ArviZ
+way: mean, sd, and the credible interval of ``rcParams["stats.ci_kind"]`` at ``rcParams["stats.ci_prob"]``
+(an equal-tailed 89% interval by default); the EM point gets a Wald interval at the same probability.
+"""
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from arviz_base import rcParams
+from scipy import stats as st
+
+from mixflow.container.layout import METHODS
+from mixflow.container.read import (
+    available_methods,
+    check_tree,
+    frequency_weights,
+    hard_labels,
+    method_draws,
+    parameter_names,
+)
+
+__all__ = [
+    "METHOD_LABELS",
+    "STATISTICS",
+    "adjusted_rand_index",
+    "compare",
+    "compare_dataset",
+    "element_columns",
+    "label_agreement",
+]
+
+#: How each method is named in tables, legends and the report.
+METHOD_LABELS = {"em": "EM", "bootstrap": "EM bootstrap", "mcmc": "MCMC (NUTS)", "advi": "ADVI"}
+#: The statistics of :func:`compare_dataset`, in order.
+STATISTICS = ("estimate", "sd", "lower", "upper", "em_inside", "distance_to_mcmc", "sd_ratio_to_mcmc")
+_SAMPLE_DIMS = ("chain", "draw")
+
+
+def _pairs(counts: np.ndarray) -> float:
+    return float((counts * (counts - 1.0)).sum() / 2.0)
+
+
+def adjusted_rand_index(labels_a, labels_b, weights=None) -> float:
+    """Adjusted Rand index of two hard partitions (Hubert & Arabie 1985), with numpy only.
+
+    Parameters
+    ----------
+    labels_a, labels_b : array-like of shape (n_obs,)
+        Cluster labels of the same observations; the label values themselves do not matter.
+    weights : array-like of shape (n_obs,), optional
+        Frequency weights: an observation of weight w counts as w identical observations.
+
+    Returns
+    -------
+    float
+        1 for identical partitions (up to relabelling), about 0 for independent ones. Equal to
+        ``sklearn.metrics.adjusted_rand_score``; 1.0 in the degenerate case where both partitions are
+        a single cluster or all singletons.
+
+    """
+    labels_a, labels_b = np.asarray(labels_a), np.asarray(labels_b)
+    if labels_a.ndim != 1 or labels_a.shape != labels_b.shape:
+        raise ValueError(f"labels_b: expected the shape of labels_a {labels_a.shape}, got {labels_b.shape}")
+    weights = np.ones(labels_a.size) if weights is None else np.asarray(weights, dtype=float)
+    _, rows = np.unique(labels_a, return_inverse=True)
+    _, cols = np.unique(labels_b, return_inverse=True)
+    table = np.zeros((rows.max(initial=-1) + 1, cols.max(initial=-1) + 1))
+    np.add.at(table, (rows, cols), weights)
+    index = _pairs(table)
+    pairs_a, pairs_b, total = _pairs(table.sum(axis=1)), _pairs(table.sum(axis=0)), _pairs(np.array([table.sum()]))
+    expected = pairs_a * pairs_b / total if total > 0 else 0.0
+    maximum = (pairs_a + pairs_b) / 2.0
+    if np.isclose(maximum, expected, rtol=1e-12, atol=1e-12):
+        return 1.0
+    return float((index - expected) / (maximum - expected))
+
+
+def label_agreement(tree) -> pd.DataFrame:
+    """Adjusted Rand index of the hard labels of every pair of methods that have responsibilities.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Square, symmetric, indexed and labelled by method (``em``, ``mcmc``, ``advi``), ones on the
+        diagonal; empty when fewer than one method has responsibilities.
+
+    """
+    check_tree(tree)
+    labels = {m: hard_labels(tree, m) for m in available_methods(tree)}
+    labels = {m: value for m, value in labels.items() if value is not None}
+    weights = frequency_weights(tree)
+    names = list(labels)
+    table = np.array([[adjusted_rand_index(labels[a], labels[b], weights) for b in names] for a in names])
+    return pd.DataFrame(table.reshape(len(names), len(names)), index=pd.Index(names, name="method"),
+                        columns=pd.Index(names, name="method_"))
+
+
+def _check_probability(ci_prob, ci_kind):
+    ci_prob = rcParams["stats.ci_prob"] if ci_prob is None else ci_prob
+    ci_kind = rcParams["stats.ci_kind"] if ci_kind is None else ci_kind
+    if isinstance(ci_prob, bool) or not isinstance(ci_prob, int | float) or not 0 < ci_prob < 1:
+        raise ValueError(f"ci_prob: expected a probability strictly between 0 and 1, got {ci_prob!r}")
+    if ci_kind not in ("eti", "hdi"):
+        raise ValueError(f"ci_kind: expected 'eti' or 'hdi', got {ci_kind!r}")
+    return float(ci_prob), ci_kind
+
+
+def _draw_summary(draws: xr.Dataset, ci_prob: float, ci_kind: str) -> dict:
+    """Mean, sd (ddof=1) and interval of every variable over chain and draw, NaN draws skipped."""
+    import arviz_stats
+
+    interval = getattr(arviz_stats, ci_kind)(draws, prob=ci_prob, dim=list(_SAMPLE_DIMS), skipna=True)
+    return {name: {"estimate": da.mean(_SAMPLE_DIMS, skipna=True),
+                   "sd": da.std(_SAMPLE_DIMS, ddof=1, skipna=True),
+                   "lower": interval[name].sel(ci_bound="lower", drop=True),
+                   "upper": interval[name].sel(ci_bound="upper", drop=True)}
+            for name, da in draws.data_vars.items()}
+
+
+def _em_summary(tree, names, ci_prob: float, standard_errors) -> dict:
+    """The EM point with its standard errors and Wald interval at ``ci_prob``."""
+    from mixflow.analysis.information import standard_errors as observed_information_se
+
+    estimate = tree["em/estimate"].to_dataset()
+    if standard_errors is None:
+        standard_errors = observed_information_se(tree, warn=False)
+    z = st.norm.ppf(0.5 + ci_prob / 2)
+    out = {}
+    for name in names:
+        point = estimate[name]
+        sd = standard_errors[name] if standard_errors is not None and name in standard_errors else xr.full_like(
+            point, np.nan)
+        out[name] = {"estimate": point, "sd": sd, "lower": point - z * sd, "upper": point + z * sd}
+    return out
+
+
+def compare_dataset(tree, *, ci_prob: float | None = None, ci_kind: str | None = None,
+                    standard_errors=None) -> xr.Dataset:
+    """The comparison as an xarray Dataset: one variable per parameter.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A mixflow result with any of ``/em`` (estimate, bootstrap), ``/mcmc`` and ``/advi``.
+    ci_prob : float, optional
+        Probability of the intervals; ``rcParams["stats.ci_prob"]`` (0.89) by default.
+    ci_kind : {"eti", "hdi"}, optional
+        Kind of credible interval; ``rcParams["stats.ci_kind"]`` ("eti") by default.
+    standard_errors : xarray.Dataset, optional
+        Standard errors of the EM estimate; computed from the observed information when not given
+        (NaN where it is not well defined).
+
+    Returns
+    -------
+    xarray.Dataset
+        Each parameter (``weights``, ``mu``, ...) with dims ``(method, statistic, *parameter dims)``.
+        Statistics: ``estimate`` (EM point, else the mean of the draws), ``sd`` (EM: standard error),
+        ``lower``/``upper`` (EM: Wald interval), ``em_inside`` (1 if the EM point lies in the
+        method's interval, 0 if not, NaN for EM itself), ``distance_to_mcmc`` ((estimate - NUTS mean) /
+        NUTS sd) and ``sd_ratio_to_mcmc`` (sd / NUTS sd), NaN where not applicable. The variable
+        ``adjusted_rand_index`` (method, method_) holds the agreement of hard labels.
+
+    """
+    check_tree(tree)
+    ci_prob, ci_kind = _check_probability(ci_prob, ci_kind)
+    methods = available_methods(tree)
+    if not methods:
+        raise ValueError("tree: expected at least one of /em/estimate, /em/bootstrap, /mcmc/posterior, "
+                         "/advi/posterior, got none")
+    names = parameter_names(tree)
+    summaries = {}
+    for method in methods:
+        if method == "em":
+            summaries[method] = _em_summary(tree, names, ci_prob, standard_errors)
+        else:
+            summaries[method] = _draw_summary(method_draws(tree, method), ci_prob, ci_kind)
+    variables = {name: _stack_statistics(summaries, name, "em" in summaries) for name in names
+                 if all(name in summary for summary in summaries.values())}
+    dataset = xr.Dataset(variables)
+    dataset["adjusted_rand_index"] = _agreement_array(tree, methods)
+    dataset.attrs.update(ci_prob=ci_prob, ci_kind=ci_kind, em_method=tree["em"].attrs.get("method", "")
+                         if "em" in tree.children else "")
+    return dataset
+
+
+def _stack_statistics(summaries: dict, name: str, has_em: bool) -> xr.DataArray:
+    mcmc = summaries.get("mcmc", {}).get(name)
+    em_point = summaries["em"][name]["estimate"] if has_em else None
+    per_method = []
+    for method, summary in summaries.items():
+        values = dict(summary[name])
+        nan = xr.full_like(values["estimate"], np.nan, dtype=float)
+        inside = None
+        if has_em and method != "em":
+            defined = values["lower"].notnull() & values["upper"].notnull() & em_point.notnull()
+            inside = ((em_point >= values["lower"]) & (em_point <= values["upper"])).astype(float).where(defined)
+        values["em_inside"] = inside if inside is not None else nan
+        applies = mcmc is not None and method != "mcmc"
+        values["distance_to_mcmc"] = (values["estimate"] - mcmc["estimate"]) / mcmc["sd"] if applies else nan
+        values["sd_ratio_to_mcmc"] = values["sd"] / mcmc["sd"] if applies else nan
+        stacked = xr.concat([values[s].astype(float).reset_coords(drop=True) for s in STATISTICS], dim="statistic")
+        per_method.append(stacked.assign_coords(statistic=np.array(STATISTICS)))
+    return xr.concat(per_method, dim="method").assign_coords(method=np.array(list(summaries))).rename(name)
+
+
+def _agreement_array(tree, methods) -> xr.DataArray:
+    agreement = label_agreement(tree)
+    table = agreement.reindex(index=methods, columns=methods)
+    return xr.DataArray(table.to_numpy(dtype=float), dims=("method", "method_"),
+                        coords={"method": methods, "method_": methods})
+
+
+def compare(tree, *, ci_prob: float | None = None, ci_kind: str | None = None,
+            standard_errors=None) -> pd.DataFrame:
+    """Compare the EM estimate, its bootstrap, NUTS and ADVI in one tidy table.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A mixflow result; methods it lacks are left out.
+    ci_prob, ci_kind, standard_errors
+        See :func:`compare_dataset`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per parameter element and method, with columns ``parameter``, the element columns of
+        :func:`element_columns` (``component``, any family-specific dim such as a regression's
+        ``coefficient``, then ``feature`` and ``feature_``; missing where a parameter lacks the dim;
+        symmetric matrices keep their upper triangle), ``method`` and the statistics of
+        :func:`compare_dataset` (``em_inside`` as a nullable boolean). ``attrs`` holds ``ci_prob``,
+        ``ci_kind``, ``element_columns`` and ``label_agreement`` (the adjusted Rand index table of
+        :func:`label_agreement`).
+
+    Examples
+    --------
+    >>> table = mixflow.compare(tree)
+    >>> table.query("method == 'advi'")[["parameter", "component", "distance_to_mcmc"]]
+
+    """
+    dataset = compare_dataset(tree, ci_prob=ci_prob, ci_kind=ci_kind, standard_errors=standard_errors)
+    return dataset_to_frame(dataset)
+
+
+#: Element columns every table has (missing where a parameter lacks the dim), in this order after ``component``.
+_STANDARD_ELEMENT_DIMS = ("feature", "feature_")
+
+
+def element_columns(table_or_dataset) -> list[str]:
+    """The columns that name one parameter element: ``component``, then every other parameter dim.
+
+    Derived from the parameters' own dims, so any family's extra dims (``coefficient`` of a regression,
+    ``feature``/``feature_`` of a Gaussian, ...) are kept: ``component``, the dims that are not standard
+    in the order the parameters first use them, then ``feature`` and ``feature_``.
+
+    Parameters
+    ----------
+    table_or_dataset : pandas.DataFrame or xarray.Dataset
+        The table of :func:`compare` (its ``attrs["element_columns"]``) or the Dataset of
+        :func:`compare_dataset`.
+
+    """
+    if isinstance(table_or_dataset, pd.DataFrame):
+        return list(table_or_dataset.attrs["element_columns"])
+    extra = []
+    for name, da in table_or_dataset.data_vars.items():
+        if name == "adjusted_rand_index":
+            continue
+        extra += [d for d in da.dims if d not in ("method", "statistic", "component", *_STANDARD_ELEMENT_DIMS,
+                                                  *extra)]
+    return ["component", *extra, *_STANDARD_ELEMENT_DIMS]
+
+
+def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:
+    """Flatten :func:`compare_dataset` into the tidy table of :func:`compare`."""
+    elements = element_columns(dataset)
+    frames = []
+    for name, da in dataset.data_vars.items():
+        if name == "adjusted_rand_index":
+            continue
+        frame = da.to_dataset(dim="statistic").to_dataframe().reset_index()
+        frame.insert(0, "parameter", name)
+        frames.append(_upper_triangle(frame, dataset))
+    table = pd.concat(frames, ignore_index=True)
+    for column in elements:
+        if column not in table:
+            table[column] = pd.NA
+        elif column != "component":
+            table[column] = table[column].astype(object).where(table[column].notna(), pd.NA)
+    table["component"] = table["component"].astype("Int64")
+    table["method"] = pd.Categorical(table["method"], categories=[m for m in METHODS if m in set(table["method"])],
+                                     ordered=True)
+    table["em_inside"] = table["em_inside"].map(lambda v: pd.NA if np.isnan(v) else bool(v)).astype("boolean")
+    keys = ["parameter", *elements]
+    table = table[[*keys, "method", *STATISTICS]].sort_values([*keys, "method"], key=_parameter_order(dataset),
+                                                               kind="stable").reset_index(drop=True)
+    table.attrs.update(ci_prob=dataset.attrs["ci_prob"], ci_kind=dataset.attrs["ci_kind"],
+                       em_method=dataset.attrs["em_method"], element_columns=elements,
+                       label_agreement=dataset["adjusted_rand_index"].to_pandas().dropna(how="all").dropna(
+                           axis=1, how="all"))
+    return table
+
+
+def _upper_triangle(frame: pd.DataFrame, dataset: xr.Dataset) -> pd.DataFrame:
+    """Keep the upper triangle of every symmetric pair of dims ``(d, d_)`` (e.g. covariances)."""
+    for column in [c for c in frame.columns if c.endswith("_") and c[:-1] in frame.columns]:
+        order = {value: i for i, value in enumerate(dataset[column[:-1]].values)}
+        keep = frame[column[:-1]].map(order) <= frame[column].map(order)
+        frame = frame[keep.to_numpy()]
+    return frame
+
+
+def _parameter_order(dataset: xr.Dataset):
+    names = {name: i for i, name in enumerate(dataset.data_vars)}
+    positions = {dim: {value: i for i, value in enumerate(dataset[dim].values)} for dim in dataset.dims
+                 if dim in dataset.coords and dim not in ("method", "statistic", "method_")}
+
+    def key(column: pd.Series) -> pd.Series:
+        if column.name == "parameter":
+            return column.map(names)
+        if column.name == "method":
+            return column.map({m: i for i, m in enumerate(METHODS)}).astype(int)
+        if column.name in positions and column.name != "component":
+            return column.map(positions[column.name])
+        return column
+
+    return key

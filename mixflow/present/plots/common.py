@@ -1,0 +1,32 @@
+"""What every figure shares: the colour of each method, the check of a figure path, saving."""
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+__all__ = ["METHOD_COLORS", "check_path", "finish"]
+
+#: One colour per method, shared by every plot.
+METHOD_COLORS = {"em": "#222222", "bootstrap": "#8c8c8c", "mcmc": "#1f77b4", "advi": "#ff7f0e"}
+_FORMATS = (".png", ".svg", ".pdf")
+
+
+def check_path(path) -> Path | None:
+    """Validate a figure path: None, or a .png/.svg/.pdf file in an existing directory."""
+    if path is None:
+        return None
+    if not isinstance(path, str | Path):
+        raise TypeError(f"path: expected None or a file path (str or pathlib.Path), got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix.lower() not in _FORMATS:
+        raise ValueError(f"path: expected a file name ending in one of {list(_FORMATS)}, got {str(path)!r}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r}")
+    return path
+
+
+def finish(figure: Figure, path: Path | None) -> Figure:
+    """Save the figure to ``path`` if given and return it."""
+    if path is not None:
+        figure.savefig(path, bbox_inches="tight", dpi=110)
+    return figure

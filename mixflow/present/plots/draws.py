@@ -1,0 +1,401 @@
+"""Plots of a mixflow container: every method side by side.
+
+ArviZ-plots draws what it has (marginal densities, trace, rank, posterior predictive checks);
+matplotlib draws the rest: the forest of all methods here, convergence curves and the choice of K in
+:mod:`mixflow.present.plots.fit`, the data plots in :mod:`mixflow.present.plots.data`. Every function takes the
+container first, returns a matplotlib ``Figure`` and writes it to ``path`` (``.png``, ``.svg`` or
+``.pdf``) when one is given.
+
+Symmetric matrices (covariances) are shown by their upper triangle only, as an ``entry`` dim labelled
+``"row, column"``.
+"""
+
+import dataclasses
+
+import numpy as np
+import xarray as xr
+from arviz_base import rc_context
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from mixflow.container.read import available_methods, check_tree, method_draws, parameter_names
+from mixflow.families.base import model_from_json
+from mixflow.present.compare import METHOD_LABELS, compare_dataset
+from mixflow.present.plots.common import METHOD_COLORS, check_path, finish
+
+__all__ = [
+    "plot_forest",
+    "plot_posteriors",
+    "plot_ppc",
+    "plot_rank",
+    "plot_trace",
+]
+
+
+def check_var_names(tree, var_names) -> list[str]:
+    """The parameters to plot: all by default; unknown names raise naming the known ones."""
+    names = parameter_names(tree)
+    if var_names is None:
+        return names
+    requested = [var_names] if isinstance(var_names, str) else list(var_names)
+    unknown = [name for name in requested if name not in names]
+    if unknown or not requested:
+        raise ValueError(f"var_names: expected some of {names}, got {requested}")
+    return requested
+
+
+def upper_triangle(dataset: xr.Dataset) -> xr.Dataset:
+    """Replace each (feature, feature_) matrix by its upper triangle along an ``entry`` dim."""
+    out = {}
+    for name, da in dataset.data_vars.items():
+        if "feature_" not in da.dims:
+            out[name] = da
+            continue
+        features = list(da["feature"].values)
+        pairs = [(a, b) for i, a in enumerate(features) for b in features[i:]]
+        entries = [da.sel(feature=a, feature_=b, drop=True) for a, b in pairs]
+        stacked = xr.concat(entries, dim="entry").assign_coords(entry=[f"{a}, {b}" for a, b in pairs])
+        out[name] = stacked.transpose(..., "entry")
+    return xr.Dataset(out)
+
+
+def _draw_methods(tree, exclude=()) -> list[str]:
+    return [m for m in available_methods(tree) if m != "em" and m not in exclude]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _figure_of(plot_collection) -> Figure:
+    return plot_collection.viz["figure"].item()
+
+
+# -- forest --------------------------------------------------------------------------------------------
+def _panels(dataset: xr.Dataset, names: list[str]) -> list[tuple[str, str, xr.DataArray]]:
+    """(parameter, title, DataArray (method, statistic[, component])) for each panel of the forest."""
+    panels = []
+    triangle = upper_triangle(dataset[names])
+    for name in names:
+        da = triangle[name]
+        extra = [d for d in da.dims if d not in ("method", "statistic", "component")]
+        if not extra:
+            panels.append((name, name, da))
+            continue
+        stacked = da.stack(panel=extra)
+        for i in range(stacked.sizes["panel"]):
+            index = stacked["panel"].values[i]
+            index = index if isinstance(index, tuple) else (index,)
+            panels.append((name, f"{name}[{', '.join(map(str, index))}]",
+                           stacked.isel(panel=i, drop=True)))
+    return panels
+
+
+def plot_forest(tree, *, var_names=None, ci_prob: float | None = None, path=None) -> Figure:
+    """Forest plot of every parameter across EM, its bootstrap, MCMC and ADVI.
+
+    One panel per parameter element, in it one small axis per component (labelled by its index, with
+    its own x scale, so that well separated components do not squash the intervals), and one line per
+    method: the point (EM estimate or posterior mean) and the interval of :func:`mixflow.compare`
+    (credible intervals at ``ci_prob``; the EM point's Wald interval from the observed information,
+    dashed).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+    var_names : str or list of str, optional
+        Parameters to show (default all).
+    ci_prob : float, optional
+        Interval probability, ``rcParams["stats.ci_prob"]`` by default.
+    path : str or pathlib.Path, optional
+        Where to save the figure (.png, .svg or .pdf).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    check_tree(tree)
+    path = check_path(path)
+    names = check_var_names(tree, var_names)
+    dataset = compare_dataset(tree, ci_prob=ci_prob)
+    methods = list(dataset["method"].values)
+    panels = _panels(dataset, names)
+    n_cols = min(3, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    n_components = dataset.sizes.get("component", 1)
+    row_height = 0.45 + n_components * (0.2 + 0.2 * len(methods))
+    figure = Figure(figsize=(4.3 * n_cols, row_height * n_rows + 0.7), layout="constrained")
+    subfigures = np.atleast_1d(figure.subfigures(n_rows, n_cols, squeeze=False).ravel())
+    for subfigure, (_, title, da) in zip(subfigures, panels, strict=False):
+        _forest_panel(subfigure, da, methods)
+        subfigure.suptitle(title, fontsize=10)
+    handles = [Line2D([], [], marker="D" if m == "em" else "o", linestyle="--" if m == "em" else "-",
+                      color=METHOD_COLORS[m], markerfacecolor=None if m == "em" else "white",
+                      label=_em_label(dataset) if m == "em" else METHOD_LABELS[m]) for m in methods]
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(methods), frameon=False)
+    figure.suptitle(f"Estimates and {dataset.attrs['ci_prob']:.0%} intervals (each component on its own scale)",
+                    fontsize=11)
+    return finish(figure, path)
+
+
+def _em_label(dataset: xr.Dataset) -> str:
+    method = dataset.attrs.get("em_method", "")
+    return f"EM {method.upper()} (Wald interval)" if method else "EM (Wald interval)"
+
+
+def _forest_panel(subfigure, da: xr.DataArray, methods: list[str]) -> None:
+    """One small axis per component (its own x scale), one line per method."""
+    components = da["component"].values if "component" in da.dims else [None]
+    axes = np.atleast_1d(subfigure.subplots(len(components), 1, squeeze=False).ravel())
+    positions = -np.arange(len(methods), dtype=float)
+    for ax, component in zip(axes, components, strict=True):
+        values = da.sel(component=component) if component is not None else da
+        for y, method in zip(positions, methods, strict=True):
+            stats = values.sel({"method": method})
+            lower, upper = float(stats.sel(statistic="lower")), float(stats.sel(statistic="upper"))
+            if np.isfinite(lower) and np.isfinite(upper):
+                ax.plot([lower, upper], [y, y], "--" if method == "em" else "-", color=METHOD_COLORS[method],
+                        linewidth=1.6)
+            ax.plot(float(stats.sel(statistic="estimate")), y, "D" if method == "em" else "o",
+                    color=METHOD_COLORS[method], markersize=5, markerfacecolor="white" if method != "em" else None)
+        ax.set_ylim(positions[-1] - 0.6, 0.6)
+        ax.set_yticks([])
+        ax.set_ylabel(f"k = {component}" if component is not None else "", rotation=0, ha="right", va="center",
+                      fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.margins(x=0.08)
+
+
+# -- ArviZ-plots: densities, trace, rank -----------------------------------------------------------------
+def _posterior_tree(draws: xr.Dataset, sample_stats: xr.Dataset | None = None) -> xr.DataTree:
+    groups = {"posterior": upper_triangle(draws)}
+    if sample_stats is not None:
+        groups["sample_stats"] = sample_stats
+    return xr.DataTree.from_dict(groups)
+
+
+def plot_posteriors(tree, *, var_names=None, path=None) -> Figure:
+    """Marginal densities of the bootstrap, MCMC and ADVI draws, with the EM point as a reference line.
+
+    Drawn by ``arviz_plots.plot_dist`` (one colour per method) and ``arviz_plots.add_lines``.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        Must hold at least one of ``/em/bootstrap``, ``/mcmc``, ``/advi``.
+    var_names : str or list of str, optional
+    path : str or pathlib.Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import arviz_plots as azp
+
+    check_tree(tree)
+    path = check_path(path)
+    names = check_var_names(tree, var_names)
+    methods = _draw_methods(tree)
+    _require(bool(methods), "tree: expected draws to plot (/em/bootstrap, /mcmc or /advi), got only "
+                            f"{available_methods(tree) or 'no methods'}; run mixflow.bootstrap or fit by MCMC/ADVI")
+    data = {METHOD_LABELS[m]: _posterior_tree(draws) for m, draws in
+            zip(methods, _common_draws([method_draws(tree, m)[names] for m in methods]), strict=True)}
+    colors = [METHOD_COLORS[m] for m in methods]
+    visuals = {"credible_interval": False, "point_estimate": False, "point_estimate_text": False}
+    source = data if len(data) > 1 else next(iter(data.values()))
+    if len(data) > 1:
+        kwargs = {"aes": {"color": ["model"]}, "color": colors, "visuals": visuals}
+    else:
+        kwargs = {"visuals": {**visuals, "dist": {"color": colors[0]}}}
+    with rc_context({"plot.max_subplots": None}):  # every element asked for gets a panel (4-D full: 45)
+        plot_collection = azp.plot_dist(source, var_names=names,
+                                        **_wrap_layout(method_draws(tree, methods[0])[names]), **kwargs)
+    if "em" in available_methods(tree):
+        estimate = upper_triangle(tree["em/estimate"].to_dataset()[names])
+        azp.add_lines(plot_collection, values=estimate, visuals={"ref_line": {"color": METHOD_COLORS["em"]}})
+    if len(data) > 1:
+        plot_collection.add_legend("model")
+    figure = _figure_of(plot_collection)
+    figure.suptitle("Marginal densities" + (" (vertical line: EM estimate)" if "em" in available_methods(tree)
+                                             else ""), fontsize=11)
+    return finish(figure, path)
+
+
+def _wrap_layout(draws: xr.Dataset) -> dict:
+    """Four panels a row, each about 3.2 x 2.4 inches (ArviZ's default packs them too tightly)."""
+    n_panels = sum(int(np.prod([size for dim, size in da.sizes.items() if dim not in ("chain", "draw")]))
+                   for da in upper_triangle(draws).data_vars.values())
+    n_rows = -(-n_panels // 4)
+    return {"col_wrap": 4, "figure_kwargs": {"figsize": (13, 2.4 * n_rows + 0.6), "layout": "constrained"}}
+
+
+def _common_draws(datasets: list[xr.Dataset]) -> list[xr.Dataset]:
+    """Renumber chain/draw from 0 and pad with NaN to common sizes, so methods align exactly."""
+    n_chains = max(ds.sizes["chain"] for ds in datasets)
+    n_draws = max(ds.sizes["draw"] for ds in datasets)
+    return [ds.assign_coords(chain=np.arange(ds.sizes["chain"]), draw=np.arange(ds.sizes["draw"]))
+            .reindex(chain=np.arange(n_chains), draw=np.arange(n_draws)) for ds in datasets]
+
+
+def _mcmc_like(tree, method: str, names) -> xr.DataTree:
+    _require(method in ("mcmc", "advi", "bootstrap"),
+             f"method: expected 'mcmc', 'advi' or 'bootstrap', got {method!r}")
+    draws = method_draws(tree, method)
+    _require(draws is not None, f"tree: expected a /{method} group for this plot, got methods "
+                                f"{available_methods(tree)}")
+    sample_stats = None
+    if method == "mcmc" and "sample_stats" in tree["mcmc"].children:
+        stats = tree["mcmc/sample_stats"].to_dataset()
+        sample_stats = stats[["diverging"]] if "diverging" in stats else None
+    return _posterior_tree(draws[names], sample_stats)
+
+
+def _chain_plot_inputs(tree, var_names, method: str, path):
+    """Checked path and variable names, and the method's draws shaped like an MCMC posterior."""
+    check_tree(tree)
+    path = check_path(path)
+    names = check_var_names(tree, var_names)
+    return path, names, _mcmc_like(tree, method, names)
+
+
+def plot_trace(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figure:
+    """Trace and marginal density per chain (``arviz_plots.plot_trace_dist``), divergences marked.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+    var_names : str or list of str, optional
+    method : {"mcmc", "advi", "bootstrap"}, default "mcmc"
+    path : str or pathlib.Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import arviz_plots as azp
+
+    path, names, data = _chain_plot_inputs(tree, var_names, method, path)
+    n_rows = sum(int(np.prod([size for dim, size in da.sizes.items() if dim not in ("chain", "draw")]))
+                 for da in data["posterior"].to_dataset().data_vars.values())
+    plot_collection = azp.plot_trace_dist(data, var_names=names, compact=False,
+                                          figure_kwargs={"figsize": (11, 1.5 * n_rows + 0.5),
+                                                         "layout": "constrained"})
+    return finish(_figure_of(plot_collection), path)
+
+
+def plot_rank(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figure:
+    """Fractional rank ECDF per chain (``arviz_plots.plot_rank``): uniform when the chains mix.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+    var_names : str or list of str, optional
+    method : {"mcmc", "advi", "bootstrap"}, default "mcmc"
+    path : str or pathlib.Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import arviz_plots as azp
+
+    path, names, data = _chain_plot_inputs(tree, var_names, method, path)
+    with rc_context({"plot.max_subplots": None}):
+        plot_collection = azp.plot_rank(data, var_names=names, **_wrap_layout(data["posterior"].to_dataset()))
+    return finish(_figure_of(plot_collection), path)
+
+
+# -- posterior predictive check ---------------------------------------------------------------------------
+def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> tuple[xr.DataArray, xr.DataArray,
+                                                                                           str | None]:
+    """Replicated units (chain, draw, obs, feature), observed units (obs, feature) and the density kind.
+
+    The stored ``posterior_predictive`` of MCMC/ADVI when there is one; otherwise data sets simulated from
+    the draws (or the EM estimate) by the family's sampler (its ``simulate_data``).
+    """
+    from mixflow.container.read import observed_data
+
+    model = model_from_json(tree.attrs["model"])
+    data = observed_data(tree)
+    observed, kind = model.predictive_units(data)
+    group = {"mcmc": "mcmc/posterior_predictive", "advi": "advi/posterior_predictive"}.get(method)
+    if group is not None and group.split("/")[0] in tree.children and "posterior_predictive" in tree[
+            group.split("/")[0]].children and "x" in tree[group].data_vars:  # (grouped data replicate counts)
+        stored = tree[group].to_dataset()["x"]
+        stored = stored.rename(unit="obs") if "unit" in stored.dims else stored  # weighted data: one row per unit
+        stored = stored.sel(feature=observed["feature"].values)  # e.g. a regression's response only
+        return stored.transpose("chain", "draw", "obs", "feature"), observed, kind
+    rng = np.random.default_rng(random_seed)
+    if method == "em":
+        estimate = tree["em/estimate"].to_dataset()
+        parameter_sets = [{name: estimate[name].values for name in estimate.data_vars}] * num_samples
+    else:
+        draws = method_draws(tree, method).stack(sample=("chain", "draw"))
+        picks = rng.choice(draws.sizes["sample"], size=min(num_samples, draws.sizes["sample"]), replace=False)
+        parameter_sets = [{name: draws[name].isel(sample=i).values for name in draws.data_vars} for i in picks]
+        parameter_sets = [p for p in parameter_sets if np.isfinite(p["weights"]).all()]
+    k = parameter_sets[0]["weights"].size
+    model = model if model.n_components == k else dataclasses.replace(model, n_components=k)
+    replicated = [model.predictive_units(model.simulate_data(params, data, rng))[0] for params in parameter_sets]
+    stacked = xr.concat([r.drop_vars("obs", errors="ignore") for r in replicated], dim="draw")
+    return stacked.expand_dims(chain=1).transpose("chain", "draw", "obs", "feature"), observed, kind
+
+
+def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_seed: int = 0,
+             path=None) -> Figure:
+    """Posterior predictive check of the data density, per feature (``arviz_plots.plot_ppc_dist``).
+
+    The stored ``posterior_predictive`` of MCMC/ADVI is used when present; otherwise replicated data
+    sets are simulated by the family's sampler (its ``simulate_data``) from
+    ``num_samples`` posterior (or bootstrap) draws, or from the EM estimate itself (a plug-in
+    predictive check). What is compared is the family's ``predictive_units``: every feature of a Gaussian, the
+    counts of a Poisson mixture and the class midpoints of grouped data (both as ECDFs, being
+    discrete), the response of a regression (its covariates are held fixed).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+    method : {"mcmc", "advi", "bootstrap", "em"}, optional
+        Default: the first of mcmc, advi, bootstrap, em that the container holds.
+    num_samples : int, default 50
+        Replicated data sets drawn.
+    random_seed : int, default 0
+        Seed of the simulated replicates and of the draws shown.
+    path : str or pathlib.Path, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import arviz_plots as azp
+
+    check_tree(tree)
+    path = check_path(path)
+    present = available_methods(tree)
+    if method is None:
+        method = next((m for m in ("mcmc", "advi", "bootstrap", "em") if m in present), None)
+    _require(method in present, f"method: expected one of the container's methods {present}, got {method!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
+    predictive, observed, kind = _predictive_draws(tree, method, num_samples, random_seed)
+    dt = xr.DataTree.from_dict({
+        "posterior_predictive": xr.Dataset({"x": predictive.drop_vars("obs", errors="ignore")}),
+        "observed_data": xr.Dataset({"x": observed.drop_vars("obs", errors="ignore")}),
+    })
+    n_draws = predictive.sizes["chain"] * predictive.sizes["draw"]
+    plot_collection = azp.plot_ppc_dist(dt, num_samples=min(num_samples, n_draws), sample_dims=["chain", "draw"],
+                                        kind=kind,
+                                        cols=["__variable__", "feature"],
+                                        visuals={"predictive_dist": {"color": METHOD_COLORS[method], "alpha": 0.3}})
+    figure = _figure_of(plot_collection)
+    kind = "plug-in predictive (EM estimate)" if method == "em" else f"predictive check: {METHOD_LABELS[method]}"
+    figure.set_layout_engine("constrained")
+    figure.suptitle(f"{kind}; black: observed data", fontsize=11)
+    return finish(figure, path)

@@ -1,0 +1,158 @@
+"""What a report says about each fit: summaries, diagnostics (findings) and provenance.
+
+Each function reads the container and returns HTML or ``(level, text)`` findings, level one of "bad",
+"warn", "ok"; :func:`mixflow.present.report.page.report` lays them out.
+"""
+
+import html
+
+import numpy as np
+import pandas as pd
+
+from mixflow.container.read import available_methods
+from mixflow.present.compare import METHOD_LABELS, element_columns
+
+__all__ = ["card", "diagnostics", "fit_summaries", "key_values", "provenance_rows"]
+
+
+def key_values(rows: list[tuple[str, object]]) -> str:
+    """An HTML two-column table of (key, value) rows."""
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f'<table class="table kv">{body}</table>'
+
+
+def _mcmc_convergence(tree) -> dict:
+    import arviz_stats
+
+    from mixflow.container.read import method_draws
+
+    draws = method_draws(tree, "mcmc")
+    out = {"chains": draws.sizes["chain"], "draws per chain": draws.sizes["draw"]}
+    if draws.sizes["chain"] > 1:
+        out["max R-hat"] = float(arviz_stats.rhat(draws).to_array().max())
+    out["min bulk ESS"] = float(arviz_stats.ess(draws, method="bulk").to_array().min())
+    out["min tail ESS"] = float(arviz_stats.ess(draws, method="tail").to_array().min())
+    if "sample_stats" in tree["mcmc"].children and "diverging" in tree["mcmc/sample_stats"].data_vars:
+        out["divergences"] = int(tree["mcmc/sample_stats"]["diverging"].sum())
+    return out
+
+
+def card(heading: str, content: str) -> str:
+    """An HTML card: a heading over some content."""
+    return f'<div class="card"><h3>{html.escape(heading)}</h3>{content}</div>'
+
+
+def fit_summaries(tree) -> str:
+    """HTML key-value tables summarising each fit in the container."""
+    from mixflow.present.plots.fit import elbo_history
+
+    methods, parts = available_methods(tree), []
+    if "em" in methods:
+        attrs = tree["em"].attrs
+        keys = ("method", "log_likelihood", "log_posterior", "n_iter", "converged", "n_init", "best_restart",
+                "n_parameters", "bic", "aic", "icl", "collapsed_components", "trimmed_components")
+        rows = [(key, f"{attrs[key]:.6g}" if isinstance(attrs[key], float) else attrs[key])
+                for key in keys if key in attrs]
+        parts.append(card("EM", key_values(rows)))
+    if "bootstrap" in methods:
+        attrs = tree["em/bootstrap"].attrs
+        parts.append(card("EM bootstrap", key_values([(k, v) for k, v in attrs.items()])))
+    if "mcmc" in methods:
+        parts.append(card("MCMC (NUTS)", key_values([(k, f"{v:.4g}" if isinstance(v, float) else v)
+                                                        for k, v in _mcmc_convergence(tree).items()])))
+    if "advi" in methods:
+        sizes = tree["advi/posterior"].sizes
+        rows = [("draws", sizes.get("draw", "")), *[(k, v) for k, v in tree["advi"].attrs.items()]]
+        elbo = elbo_history(tree)
+        if elbo is not None:
+            rows += [("iterations", elbo.size), ("final ELBO (mean of last 10%)",
+                                                 f"{np.nanmean(elbo.values.ravel()[-max(elbo.size // 10, 1):]):.6g}")]
+        parts.append(card("ADVI", key_values(rows)))
+    return f'<div class="cards">{"".join(parts)}</div>'
+
+
+def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
+    """Findings as (level, text), level one of "bad", "warn", "ok"."""
+    methods, findings = available_methods(tree), []
+    if "em" in methods:
+        findings += _em_findings(tree)
+    if "bootstrap" in methods:
+        attrs = tree["em/bootstrap"].attrs
+        if attrs.get("n_failed", 0) or attrs.get("n_degenerate", 0):
+            findings.append(("warn", f"Bootstrap: {attrs.get('n_failed', 0)} failed and "
+                                     f"{attrs.get('n_degenerate', 0)} degenerate replicate(s) of "
+                                     f"{attrs.get('n_replicates')}."))
+    if "mcmc" in methods:
+        findings += _mcmc_findings(_mcmc_convergence(tree))
+    findings += _comparison_findings(table)
+    return findings or [("ok", "No problems found.")]
+
+
+def _em_findings(tree) -> list[tuple[str, str]]:
+    attrs, findings = tree["em"].attrs, []
+    if not attrs.get("converged", 1):
+        findings.append(("bad", f"EM did not converge in {attrs.get('max_iter')} iterations."))
+    if attrs.get("collapsed_components", "[]") not in ("[]", ""):
+        findings.append(("bad", f"EM: component(s) {attrs['collapsed_components']} collapsed onto few points "
+                                "(singular covariance); prefer method='map'."))
+    finals = tree["em/sample_stats"]["final_objective"].values if "sample_stats" in tree["em"].children else []
+    if len(finals) > 1 and np.ptp(finals) > 1e-3 * max(1.0, abs(np.nanmax(finals))):
+        findings.append(("warn", f"EM restarts reached different optima (objective from {np.nanmin(finals):.6g} "
+                                 f"to {np.nanmax(finals):.6g}): the likelihood is multimodal; the best is kept."))
+    return findings
+
+
+def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
+    findings = []
+    if summary.get("max R-hat", 1.0) > 1.01:
+        findings.append(("bad", f"MCMC: max R-hat {summary['max R-hat']:.3f} > 1.01: chains disagree "
+                                "(non-convergence or label switching)."))
+    if summary.get("min bulk ESS", np.inf) < 400:
+        findings.append(("warn", f"MCMC: min bulk ESS {summary['min bulk ESS']:.0f} < 400."))
+    if summary.get("divergences", 0):
+        findings.append(("bad", f"MCMC: {summary['divergences']} divergent transition(s)."))
+    return findings
+
+
+def _comparison_findings(table: pd.DataFrame) -> list[tuple[str, str]]:
+    findings = []
+    outside = table[(table["method"].isin(["mcmc", "advi"])) & (table["em_inside"] == False)]  # noqa: E712
+    if len(outside):
+        columns = element_columns(table)
+        names = sorted({_element(row, columns) + f" ({row['method']})" for _, row in outside.iterrows()})
+        more = " ..." if len(names) > 8 else ""
+        findings.append(("warn", f"The EM point lies outside the {table.attrs['ci_prob']:.0%} interval for "
+                                 f"{len(names)} parameter(s): {', '.join(names[:8])}{more}"))
+    advi = table[table["method"] == "advi"]
+    far = advi[advi["distance_to_mcmc"].abs() > 1]
+    if len(far):
+        findings.append(("warn", f"ADVI is more than one NUTS sd from NUTS for {len(far)} parameter(s), up to "
+                                 f"{advi['distance_to_mcmc'].abs().max():.2g} sd."))
+    narrow = advi[advi["sd_ratio_to_mcmc"] < 0.7]
+    if len(narrow):
+        findings.append(("warn", f"ADVI underestimates the posterior sd (ratio < 0.7) for {len(narrow)} "
+                                 f"parameter(s), down to {advi['sd_ratio_to_mcmc'].min():.2f}; typical of "
+                                 "mean-field VI."))
+    agreement = table.attrs["label_agreement"]
+    low = [(a, b, agreement.loc[a, b]) for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]
+           if agreement.loc[a, b] < 0.9]
+    for a, b, value in low:
+        findings.append(("warn", f"Hard labels of {METHOD_LABELS[a]} and {METHOD_LABELS[b]} agree only "
+                                 f"moderately (adjusted Rand index {value:.2f})."))
+    return findings
+
+
+def _element(row, columns) -> str:
+    return row["parameter"] + "".join(f"[{row[c]}]" for c in columns if c in row and pd.notna(row[c]))
+
+
+def provenance_rows(tree) -> list[tuple[str, object]]:
+    """Seed, dates, data name and library versions recorded in the container."""
+    attrs = tree.attrs
+    first = [(key, attrs[key]) for key in ("data_name", "random_seed", "created_at", "mixflow_version")
+             if key in attrs]
+    versions = sorted((key, value) for key, value in attrs.items()
+                      if key.endswith("_version") and key != "mixflow_version")
+    extra = [("bootstrap random_seed", tree["em/bootstrap"].attrs["random_seed"])] if "bootstrap" in \
+        available_methods(tree) else []
+    return first + extra + versions + [("model (JSON)", attrs.get("model", ""))]

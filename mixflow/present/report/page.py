@@ -1,0 +1,365 @@
+"""One self-contained HTML report per analysis: model, data, comparison, plots, diagnostics, provenance.
+
+Figures are PNGs embedded as base64 ``data:`` URIs and the style sheet is inline, so the file opens
+offline in any browser and can be mailed as it is. The file is written atomically.
+"""
+
+import base64
+import html
+import io
+import json
+import os
+import tempfile
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mixflow.container.read import available_methods, check_tree
+from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
+from mixflow.present.labels import cross_tabulation, reference_agreement
+from mixflow.present.report.cards import card, diagnostics, fit_summaries, key_values, provenance_rows
+from mixflow.warnings import MixflowWarning
+
+__all__ = ["SECTIONS", "report"]
+
+#: The section ids of every report, in order.
+SECTIONS = ("summary", "diagnostics", "model", "data", "fits", "comparison", "plots", "provenance")
+
+_STYLE = """
+:root { --ink: #1d232a; --muted: #5b6570; --line: #dde2e7; --soft: #f5f7f9; --accent: #1f77b4; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color: var(--ink); background: #fff; }
+header { padding: 28px 40px 12px; border-bottom: 1px solid var(--line); background: var(--soft); }
+h1 { margin: 0 0 4px; font-size: 26px; font-weight: 600; }
+h2 { margin: 36px 0 12px; font-size: 20px; font-weight: 600; border-bottom: 2px solid var(--accent);
+     padding-bottom: 4px; }
+h3 { margin: 22px 0 8px; font-size: 16px; font-weight: 600; color: var(--muted); }
+.sub { margin: 0; color: var(--muted); }
+nav { margin-top: 12px; display: flex; flex-wrap: wrap; gap: 14px; }
+nav a { color: var(--accent); text-decoration: none; font-size: 14px; }
+main { padding: 0 40px 40px; max-width: 1280px; }
+.badge { display: inline-block; margin-right: 6px; padding: 2px 10px; border-radius: 12px; font-size: 13px;
+         color: #fff; background: #555; }
+.badge.em { background: #222; } .badge.bootstrap { background: #8c8c8c; }
+.badge.mcmc { background: #1f77b4; } .badge.advi { background: #e8710a; }
+.table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13.5px; font-variant-numeric: tabular-nums; }
+.table th, .table td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: right;
+                       vertical-align: top; }
+.table th { text-align: left; background: var(--soft); font-weight: 600; }
+.table.kv th { min-width: 150px; } .table.kv td { text-align: left; }
+.cards { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 4px 14px 4px; }
+.card h3 { margin-top: 10px; }
+#summary .table.kv td { font-weight: 500; }
+.table.compare td { min-width: 150px; }
+.scroll { overflow-x: auto; }
+small { color: var(--muted); }
+.flag { display: inline-block; margin-top: 2px; padding: 0 6px; border-radius: 8px; font-size: 11.5px; }
+.flag.bad { background: #fde2e1; color: #a4161a; } .flag.warn { background: #fff1d6; color: #8a5a00; }
+figure { margin: 18px 0 26px; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+figcaption { color: var(--muted); font-size: 13.5px; margin-top: 6px; }
+ul.findings { padding-left: 0; list-style: none; }
+ul.findings li { margin: 6px 0; padding: 8px 12px; border-left: 4px solid var(--line); background: var(--soft); }
+ul.findings li.bad { border-color: #c62828; } ul.findings li.warn { border-color: #f0a202; }
+ul.findings li.ok { border-color: #2e7d32; }
+code { background: var(--soft); padding: 1px 5px; border-radius: 4px; font-size: 13px; }
+footer { padding: 16px 40px; color: var(--muted); font-size: 13px; border-top: 1px solid var(--line); }
+"""
+
+
+def _table(frame: pd.DataFrame, *, index: bool = True, classes: str = "") -> str:
+    return frame.to_html(index=index, escape=True, border=0, classes=f"table {classes}".strip(), na_rep="",
+                         float_format=lambda v: f"{v:.4g}")
+
+
+def _figure_html(figure, caption: str) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+# -- sections ------------------------------------------------------------------------------------------
+def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame) -> str:
+    """Headline numbers: the model, the data, the fit and how far the methods agree."""
+    from mixflow.families.base import model_from_json
+
+    model = model_from_json(tree.attrs["model"])
+    observed = tree["observed_data"]
+    facts = [("model", f"{model.family}, K = {model.n_components}" + (
+        f", {model.covariance} covariance" if hasattr(model, "covariance") else "")),
+             ("data", f"{tree.attrs.get('data_name', '')}: {observed.sizes['obs']} rows x "
+                      f"{observed.sizes['feature']} feature(s)")]
+    if "em" in tree.children:
+        attrs = tree["em"].attrs
+        facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood {attrs['log_likelihood']:.6g}, "
+                            f"BIC {attrs['bic']:.6g}"))
+    probability = f"{table.attrs['ci_prob']:.0%}"
+    for method in ("bootstrap", "mcmc", "advi"):
+        inside = table.loc[table["method"] == method, "em_inside"].dropna()
+        if len(inside):
+            facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
+                          f"{int(inside.sum())} of {len(inside)} parameters"))
+    advi = table.loc[table["method"] == "advi"]
+    if advi["distance_to_mcmc"].notna().any():
+        facts.append(("ADVI vs NUTS", f"median |difference| {advi['distance_to_mcmc'].abs().median():.2f} NUTS sd; "
+                                      f"median sd ratio {advi['sd_ratio_to_mcmc'].median():.2f}"))
+    agreement = table.attrs["label_agreement"]
+    pairs = [f"{METHOD_LABELS[a]}/{METHOD_LABELS[b]} {agreement.loc[a, b]:.3f}"
+             for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]]
+    if pairs:
+        facts.append(("label agreement (ARI)", ", ".join(pairs)))
+    if len(reference):
+        facts.append((f"agreement with {reference.attrs['column']} (ARI)", ", ".join(
+            f"{METHOD_LABELS[m]} {value:.3f}" for m, value in reference["adjusted_rand_index"].items())))
+    levels = {level: sum(1 for lvl, _ in findings if lvl == level) for level in ("bad", "warn")}
+    facts.append(("diagnostics", f"{levels['bad']} problem(s), {levels['warn']} warning(s)" if any(
+        levels.values()) else "no problems found"))
+    return key_values(facts)
+
+
+def _model_section(tree) -> str:
+    from mixflow.families.base import model_from_json
+
+    model = model_from_json(tree.attrs["model"])
+    declared = json.loads(tree.attrs["model"])
+    prior = declared.pop("prior", {})
+    rows = [("family", declared.pop("family", "")), ("components (K)", declared.pop("n_components", ""))]
+    rows += [(key, value) for key, value in declared.items()]
+    used = json.loads(tree["em"].attrs["prior"]) if "em" in tree.children and "prior" in tree["em"].attrs else {}
+    prior_rows = [(k, "data-scaled default" if v is None else v) for k, v in prior.items()]
+    method = tree["em"].attrs.get("method", "") if "em" in tree.children else ""
+    note = ("The EM estimate is the MAP estimate under this prior." if method == "map" else
+            "The EM estimate is the maximum-likelihood estimate (the prior is used by MCMC and ADVI only).")
+    cards = [card("Declaration", key_values(rows)), card("Prior as declared", key_values(prior_rows))]
+    if used:
+        cards.append(card("Prior as used (defaults filled from the data)",
+                           key_values([(k, np.round(np.asarray(v), 6).tolist()) for k, v in used.items()])))
+    return (f"<p><code>{html.escape(repr(model))}</code></p><p>{html.escape(note)}</p>"
+            f'<div class="cards">{"".join(cards)}</div>')
+
+
+def _data_section(tree) -> str:
+    from mixflow.container.read import observed_data
+
+    data = observed_data(tree)
+    frequency = data.frequency
+    total = frequency.sum()
+    mean = frequency @ data.values / total
+    sd = np.sqrt(frequency @ (data.values - mean) ** 2 / total)
+    summary = pd.DataFrame({"mean": mean, "sd": sd, "min": data.values.min(axis=0),
+                            "median": np.median(data.values, axis=0), "max": data.values.max(axis=0)},
+                           index=pd.Index(data.features, name="feature"))
+    rows = [("name", tree.attrs.get("data_name", "")), ("rows", data.n_obs), ("features", data.n_features),
+            ("frequency weights", "none" if data.weights is None else f"yes (total {total:g})")]
+    note = " (weighted)" if data.weights is not None else ""
+    return key_values(rows) + f"<h3>Summary{note}</h3>" + _table(summary)
+
+
+def _cell(stats: pd.Series, method: str) -> str:
+    if pd.isna(stats.get("estimate")):
+        return ""
+    text = f"{stats['estimate']:.4g}"
+    if pd.notna(stats["sd"]):
+        text += f" ({stats['sd']:.2g})"
+    if pd.notna(stats["lower"]):
+        text += f"<br><small>[{stats['lower']:.4g}, {stats['upper']:.4g}]</small>"
+    flags = []
+    if method != "em" and stats.get("em_inside") is False:
+        flags.append('<span class="flag bad" title="EM point outside this interval">EM outside</span>')
+    distance = stats.get("distance_to_mcmc")
+    if method == "advi" and pd.notna(distance) and abs(distance) > 1:
+        flags.append(f'<span class="flag warn" title="ADVI mean minus NUTS mean, in NUTS sd">{distance:+.1f} sd'
+                     "</span>")
+    ratio = stats.get("sd_ratio_to_mcmc")
+    if method == "advi" and pd.notna(ratio) and not 0.7 <= ratio <= 1.4:
+        flags.append(f'<span class="flag warn" title="ADVI sd / NUTS sd">sd ×{ratio:.2f}</span>')
+    return text + ("<br>" + " ".join(flags) if flags else "")
+
+
+def _comparison_section(table: pd.DataFrame) -> str:
+    keys = ["parameter", *element_columns(table)]
+    methods = [m for m in table["method"].cat.categories]
+    rows = []
+    for key, block in table.groupby(keys, sort=False, dropna=False, observed=True):
+        label = key[0] + "".join(f"[{v}]" for v in key[1:] if pd.notna(v))
+        by_method = {row["method"]: row for _, row in block.iterrows()}
+        cells = "".join(f"<td>{_cell(by_method[m], m) if m in by_method else ''}</td>" for m in methods)
+        rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
+    header = "".join(f"<th>{html.escape(METHOD_LABELS[m])}</th>" for m in methods)
+    probability = table.attrs["ci_prob"]
+    agreement = table.attrs["label_agreement"]
+    explanation = (f"<p>Each cell: estimate (EM point or posterior mean), (sd; for EM the standard error from the "
+                   f"observed information), and the {probability:.0%} interval ({table.attrs['ci_kind'].upper()} of "
+                   "the draws; Wald for EM). Flags: the EM point outside a method's interval; ADVI more than one "
+                   "NUTS sd from NUTS, or its sd off by more than 30-40%.</p>")
+    parts = [explanation, f'<div class="scroll"><table class="table compare"><thead><tr><th>parameter</th>'
+             f"{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"]
+    if agreement.size:
+        named = agreement.rename(index=METHOD_LABELS, columns=METHOD_LABELS)
+        parts += ["<h3>Agreement of hard cluster labels (adjusted Rand index)</h3>", _table(named.round(4))]
+    return "".join(parts)
+
+
+def _reference_section(tree, reference: pd.DataFrame) -> str:
+    """Agreement of each method's clusters with the reference labels, and EM's cross-tabulation."""
+    if not len(reference):
+        return ""
+    column = reference.attrs["column"]
+    named = reference.rename(index=METHOD_LABELS).rename(columns={"adjusted_rand_index": "adjusted Rand index",
+                                                                  "n_clusters": "clusters used",
+                                                                  "n_classes": f"{column} classes"})
+    parts = [f"<h3>Agreement with {html.escape(column)}</h3><p>The labels of <code>{html.escape(column)}</code> "
+             "were not used by any fit; each method's hard clusters (most probable component) are compared "
+             "with them.</p>", _table(named.round(4))]
+    crossed = cross_tabulation(tree, "em")
+    if crossed is not None:
+        parts.append(f"<h3>{html.escape(column)} by EM cluster</h3>" + _table(crossed))
+    return "".join(parts)
+
+
+def _plots_section(tree, selection, ci_prob) -> tuple[str, list[str]]:
+    from mixflow.present import plots
+
+    methods = available_methods(tree)
+    draws = [m for m in methods if m != "em"]
+    wanted = [
+        ("data", lambda: plots.plot_data(tree), "The data with each method's fitted mixture."),
+        ("forest", lambda: plots.plot_forest(tree, ci_prob=ci_prob), "Every parameter across methods."),
+    ]
+    if draws:
+        wanted.append(("posteriors", lambda: plots.plot_posteriors(tree),
+                       "Marginal densities of the draws; the dashed line is the EM estimate."))
+    if "mcmc" in methods:
+        wanted += [("trace", lambda: plots.plot_trace(tree), "MCMC traces and per-chain densities."),
+                   ("rank", lambda: plots.plot_rank(tree), "MCMC rank plots: flat when the chains mix well.")]
+    wanted += [("ppc", lambda: plots.plot_ppc(tree),
+                "Predictive check: replicated data sets against the observed data, per feature."),
+               ("convergence", lambda: plots.plot_convergence(tree),
+                "Convergence: EM objective per iteration for every restart; ADVI ELBO per iteration.")]
+    if selection is not None:
+        wanted.append(("select_k", lambda: plots.plot_select_k(selection), "Choice of the number of components."))
+    figures, problems = [], []
+    for name, draw, caption in wanted:
+        try:
+            figures.append(f'<section class="plot" id="plot-{name}">{_figure_html(draw(), caption)}</section>')
+        except (ValueError, NotImplementedError, TypeError, np.linalg.LinAlgError) as error:
+            problems.append(f"The {name} plot could not be drawn: {error}")
+    return "".join(figures), problems
+
+
+def _selection_html(selection) -> str:
+    if selection is None:
+        return ""
+    preferred = selection.attrs.get("preferred", {})
+    text = ", ".join(f"{k}: K = {v}" for k, v in preferred.items())
+    return (f"<h3>Choice of K</h3><p>Preferred: {html.escape(text)}.</p>"
+            + _table(selection.drop(columns=[c for c in ("converged", "degenerate") if c in selection])))
+
+
+# -- the page ------------------------------------------------------------------------------------------
+def _page(title: str, sections: dict, methods: list[str], subtitle: str) -> str:
+    navigation = "".join(f'<a href="#{key}">{html.escape(heading)}</a>' for key, (heading, _) in sections.items())
+    badges = "".join(f'<span class="badge {m}">{html.escape(METHOD_LABELS[m])}</span>' for m in methods)
+    body = "".join(f'<section id="{key}"><h2>{html.escape(heading)}</h2>{content}</section>'
+                   for key, (heading, content) in sections.items())
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+            f"<header><h1>{html.escape(title)}</h1><p class=\"sub\">{html.escape(subtitle)}</p>"
+            f'<p>{badges}</p><nav>{navigation}</nav></header><main>{body}</main>'
+            f'<footer>Generated by mixflow. Self-contained: no network access is needed to view this file.</footer>'
+            "</body></html>\n")
+
+
+def _check_arguments(tree, path, selection, title):
+    check_tree(tree)
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path: expected a file path (str or pathlib.Path), got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"path: expected a file name ending in .html, got {str(path)!r}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r}")
+    if selection is not None and (not isinstance(selection, pd.DataFrame) or selection.index.name != "k"):
+        raise TypeError(f"selection: expected None or the DataFrame from mixflow.select_k, "
+                        f"got {type(selection).__name__}")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"title: expected None or a str, got {type(title).__name__}")
+    return path
+
+
+def report(tree, path, *, selection=None, title: str | None = None, ci_prob: float | None = None) -> Path:
+    """Write a self-contained HTML report of a mixflow result.
+
+    Sections: the model and prior as declared (and as resolved from the data), the data, a summary of
+    each fit, the comparison table (:func:`mixflow.compare`) with label agreement (and, when the result
+    carries reference labels, each method's agreement with them), the plots, the diagnostics and
+    warnings, and provenance (versions, seed, dates).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A mixflow result; whichever of EM (with bootstrap), MCMC and ADVI it holds are reported.
+    path : str or pathlib.Path
+        Destination ``.html`` file in an existing directory; replaced atomically.
+    selection : pandas.DataFrame, optional
+        A :func:`mixflow.select_k` table, reported with its plot.
+    title : str, optional
+        Page title (default from the data name).
+    ci_prob : float, optional
+        Interval probability, ``rcParams["stats.ci_prob"]`` by default.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    """
+    path = _check_arguments(tree, path, selection, title)
+    methods = available_methods(tree)
+    title = title or f"Mixture model report: {tree.attrs.get('data_name', 'data')}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MixflowWarning)
+        dataset = compare_dataset(tree, ci_prob=ci_prob)
+        table = dataset_to_frame(dataset)
+        plots_html, plot_problems = _plots_section(tree, selection, ci_prob)
+    raised = [str(w.message) for w in caught if issubclass(w.category, MixflowWarning)]
+    findings = [f for f in diagnostics(tree, table) if f[0] != "ok"]
+    findings += [("warn", message) for message in plot_problems + raised]
+    findings = findings or [("ok", "No problems found.")]
+    items = "".join(f'<li class="{level}">{html.escape(text)}</li>' for level, text in findings)
+    written = [("report written", datetime.now(UTC).isoformat(timespec="seconds"))]
+    reference = reference_agreement(tree)
+    sections = {
+        "summary": ("At a glance", _summary_section(tree, table, findings, reference)),
+        "diagnostics": ("Diagnostics and warnings", f'<ul class="findings">{items}</ul>'),
+        "model": ("Model and prior", _model_section(tree)),
+        "data": ("Data", _data_section(tree)),
+        "fits": ("Fits", fit_summaries(tree) + _selection_html(selection)),
+        "comparison": ("Comparison of methods", _comparison_section(table) + _reference_section(tree, reference)),
+        "plots": ("Plots", plots_html),
+        "provenance": ("Provenance", key_values(provenance_rows(tree) + written)),
+    }
+    subtitle = f"{len(methods)} method(s): " + ", ".join(METHOD_LABELS[m] for m in methods)
+    return _write_atomically(path, _page(title, sections, methods, subtitle))
+
+
+def _write_atomically(path: Path, text: str) -> Path:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
