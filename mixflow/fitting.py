@@ -7,6 +7,7 @@ import xarray as xr
 
 from mixflow.checks import check_seed
 from mixflow.container.io import build_tree, make_attrs
+from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA
 from mixflow.data import validate_data
 from mixflow.engines.em import EMOptions, fit_em
 from mixflow.engines.em_steps import e_step
@@ -78,7 +79,7 @@ def _route_options(methods: list[str], options: dict) -> dict:
 def _check_same_fit(tree, model, validated):
     if model_from_json(tree.attrs["model"]) != model:
         raise ValueError(f"tree: expected a result of the same model, got one of {tree.attrs['model']}")
-    observed = tree["observed_data"]["x"].values
+    observed = tree[OBSERVED_DATA]["x"].values
     if observed.shape != validated.values.shape or not np.array_equal(observed, validated.values):
         raise ValueError("tree: expected a result fitted to the same data, got one with different observations")
 
@@ -141,7 +142,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     _check_options(n_init, init, tol, max_iter, trim, chunk_size)
     routed = _route_options(methods, options)
     if tree is not None and not (isinstance(tree, xr.DataTree) and "model" in tree.attrs
-                                 and "observed_data" in tree.children):
+                                 and OBSERVED_DATA in tree.children):
         raise TypeError(f"tree: expected a mixflow result to add methods to, got {type(tree).__name__}")
     seed = check_seed(random_seed if random_seed is not None or tree is None else tree.attrs["random_seed"])
     validated = validate_data(data, weights=weights)
@@ -162,7 +163,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
                           EMOptions(map=em_method == "map", n_init=int(n_init), init=init, tol=float(tol),
                                     max_iter=int(max_iter), trim=trim, chunk_size=chunk_size))
         result = em_tree if result is None else _replace_group(result, em_tree, "em")
-    reference = {name: value.values for name, value in result["em/estimate"].data_vars.items()}
+    reference = {name: value.values for name, value in result[EM_ESTIMATE].data_vars.items()}
     for sampling in (m for m in methods if m in ("mcmc", "advi")):
         groups = _engine(sampling)(model, validated, reference, random_seed=_method_seed(seed, sampling),
                                    **routed[sampling])
@@ -181,19 +182,19 @@ def _fit_em(model, validated, em_method, seed, data_name, options: EMOptions) ->
     if validated.weights is not None:
         observed["weights"] = (("obs",), validated.weights)
     groups = {
-        "observed_data": {"variables": observed},
+        OBSERVED_DATA: {"variables": observed},
         "em": {"attrs": em["attrs"]},
-        "em/estimate": {"variables": em["estimate"]},
-        "em/responsibilities": {"variables": em["responsibilities"]},
-        "em/sample_stats": {"variables": em["sample_stats"]},
+        EM_ESTIMATE: {"variables": em["estimate"]},
+        EM_RESPONSIBILITIES: {"variables": em["responsibilities"]},
+        EM_SAMPLE_STATS: {"variables": em["sample_stats"]},
     }
     return build_tree(groups, coords=coords, attrs=make_attrs(model, data_name=data_name, random_seed=seed))
 
 
 def _sampling_tree(result: xr.DataTree, groups: dict, method: str) -> xr.DataTree:
     """A tree holding ``/method/...`` built from an engine's plain groups, with the result's coordinates."""
-    coords = {name: result["em/estimate"][name].values for name in result["em/estimate"].coords}
-    coords.update({name: result["observed_data"][name].values for name in result["observed_data"].coords})
+    coords = {name: result[EM_ESTIMATE][name].values for name in result[EM_ESTIMATE].coords}
+    coords.update({name: result[OBSERVED_DATA][name].values for name in result[OBSERVED_DATA].coords})
     coords.update(groups.get("coords", {}))
     nested = {f"{method}/{name}": group for name, group in groups["groups"].items()}
     nested[method] = {"attrs": groups.get("attrs", {})}
@@ -216,7 +217,7 @@ def _model_and_params(tree: xr.DataTree):
         raise ValueError("tree: expected a mixflow result with an /em estimate (from mixflow.fit), got "
                          f"{type(tree).__name__} without one")
     model = model_from_json(tree.attrs["model"])
-    estimate = tree["em/estimate"].to_dataset()
+    estimate = tree[EM_ESTIMATE].to_dataset()
     return model, {name: estimate[name].values for name in estimate.data_vars}
 
 
@@ -237,12 +238,12 @@ def predict_proba(tree: xr.DataTree, new_data) -> xr.DataArray:
 
     """
     model, params = _model_and_params(tree)
-    features = tree["observed_data"]["feature"].values
+    features = tree[OBSERVED_DATA]["feature"].values
     data = validate_data(new_data, name="new_data", features=features, warn_constant=False)
     prepared = model.prepare(data)
     resp, _ = e_step(model, params, prepared, data.n_features)
     return xr.DataArray(resp, dims=("obs", "component"),
-                        coords={"obs": data.obs, "component": tree["em/estimate"]["component"].values},
+                        coords={"obs": data.obs, "component": tree[EM_ESTIMATE]["component"].values},
                         name="responsibilities")
 
 

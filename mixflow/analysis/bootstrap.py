@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from mixflow.container.layout import EM_BOOTSTRAP, EM_ESTIMATE, EM_RESPONSIBILITIES
 from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
 from mixflow.data import Data
 from mixflow.engines.em_steps import responsibilities
@@ -88,7 +89,7 @@ def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
                        max_iter=job.max_iter, random_seed=int(rng.integers(2**63)))
         except (ValueError, np.linalg.LinAlgError) as error:
             return {"params": None, "error": f"{type(error).__name__}: {error}", "warnings": []}
-    estimate = tree["em/estimate"].to_dataset()
+    estimate = tree[EM_ESTIMATE].to_dataset()
     params = {name: estimate[name].values for name in estimate.data_vars}
     if params["weights"].size != job.n_active:
         return {"params": None, "error": "a component was trimmed", "warnings": []}
@@ -205,7 +206,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
                method=_FIT_METHOD[attrs.get("method", "mle")], x=fitted.values, features=fitted.features,
                weights=fitted.weights,
                estimate=estimate, kind=kind,
-               reference_responsibilities=tree["em/responsibilities"]["responsibilities"].transpose(
+               reference_responsibilities=tree[EM_RESPONSIBILITIES]["responsibilities"].transpose(
                    "obs", "component").values, tol=float(attrs.get("tol", 1e-8)),
                max_iter=int(attrs.get("max_iter", 1000)))
     seeds = np.random.SeedSequence(seed).spawn(int(n_replicates))
@@ -215,12 +216,12 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     group = _bootstrap_group(tree, estimate, results)
     group.attrs.update(kind=kind, n_replicates=int(n_replicates), random_seed=seed, **counts)
     out = tree.copy()
-    out["em/bootstrap"] = xr.DataTree(group)
+    out[EM_BOOTSTRAP] = xr.DataTree(group)
     return out
 
 
 def _bootstrap_group(tree, estimate: dict, results: list[dict]) -> xr.Dataset:
-    reference = tree["em/estimate"].to_dataset()
+    reference = tree[EM_ESTIMATE].to_dataset()
     variables = {}
     for name, value in estimate.items():
         stacked = np.stack([r["params"][name] if r["params"] is not None else np.full(value.shape, np.nan)

@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
+from mixflow.container.layout import EM_ESTIMATE
 from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
 from mixflow.data import Data
 from mixflow.engines.em_steps import e_step
@@ -144,7 +145,7 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
     """
     check_tree(tree)
     estimate = fitted_estimate(tree)
-    reference = tree["em/estimate"].to_dataset()
+    reference = tree[EM_ESTIMATE].to_dataset()
     nan = xr.Dataset({name: xr.full_like(reference[name], np.nan, dtype=float) for name in reference.data_vars})
     unknown = sorted(set(estimate) - set(_TRANSFORMS))
     if unknown:

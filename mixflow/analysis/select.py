@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
+from mixflow.container.layout import EM_ESTIMATE
 from mixflow.container.read import frequency_weights
 from mixflow.data import Data, validate_data
 from mixflow.engines.em_steps import e_step
@@ -44,7 +45,7 @@ def pointwise_log_density(model, params: dict, data: Data) -> np.ndarray:
 
 
 def _estimate(tree) -> dict:
-    estimate = tree["em/estimate"].to_dataset()
+    estimate = tree[EM_ESTIMATE].to_dataset()
     return {name: estimate[name].values for name in estimate.data_vars}
 
 

@@ -13,7 +13,7 @@ import xarray as xr
 from arviz_base import rcParams
 from scipy import stats as st
 
-from mixflow.container.layout import METHODS
+from mixflow.container.layout import EM_ESTIMATE, METHODS
 from mixflow.container.read import (
     available_methods,
     check_tree,
@@ -125,7 +125,7 @@ def _em_summary(tree, names, ci_prob: float, standard_errors) -> dict:
     """The EM point with its standard errors and Wald interval at ``ci_prob``."""
     from mixflow.analysis.information import standard_errors as observed_information_se
 
-    estimate = tree["em/estimate"].to_dataset()
+    estimate = tree[EM_ESTIMATE].to_dataset()
     if standard_errors is None:
         standard_errors = observed_information_se(tree, warn=False)
     z = st.norm.ppf(0.5 + ci_prob / 2)

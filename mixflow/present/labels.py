@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from mixflow.container.layout import OBSERVED_DATA, REFERENCE_LABELS
 from mixflow.container.read import available_methods, check_tree, frequency_weights, hard_labels
 from mixflow.present.compare import METHOD_LABELS, adjusted_rand_index
 
 __all__ = ["GROUP", "cross_tabulation", "reference_agreement", "reference_labels", "with_reference_labels"]
 
 #: The container group that holds the reference labels.
-GROUP = "reference_labels"
+GROUP = REFERENCE_LABELS
 
 
 def with_reference_labels(tree, labels, *, name: str = "labels") -> xr.DataTree:
@@ -39,7 +40,7 @@ def with_reference_labels(tree, labels, *, name: str = "labels") -> xr.DataTree:
     if not isinstance(name, str) or not name:
         raise TypeError(f"name: expected a non-empty str, got {name!r}")
     values = np.asarray(labels)
-    n_obs = tree["observed_data"].sizes["obs"]
+    n_obs = tree[OBSERVED_DATA].sizes["obs"]
     if values.shape != (n_obs,):
         raise ValueError(f"labels: expected one label per observation, shape ({n_obs},), got shape {values.shape}")
     missing = pd.isna(values)
@@ -47,7 +48,7 @@ def with_reference_labels(tree, labels, *, name: str = "labels") -> xr.DataTree:
         raise ValueError(f"labels: expected no missing values, got {int(missing.sum())} at rows "
                          f"{np.flatnonzero(missing)[:5].tolist()}")
     group = xr.Dataset({"label": (("obs",), values.astype(str))},
-                       coords={"obs": tree["observed_data"]["obs"].values}, attrs={"column": name})
+                       coords={"obs": tree[OBSERVED_DATA]["obs"].values}, attrs={"column": name})
     result = tree.copy()
     result[GROUP] = xr.DataTree(group)
     return result

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 
+from mixflow.container.layout import EM_ESTIMATE
 from mixflow.families.base import model_from_json
 
 __all__ = ["comparison_text", "describe"]
@@ -24,7 +25,7 @@ def describe(tree) -> str:
                      f"{'converged' if attrs['converged'] else 'NOT converged'}")
         if attrs["method"] == "map":
             lines.append(f"log posterior {attrs['log_posterior']:.4f}; prior {json.loads(attrs['prior'])}")
-        estimate = tree["em/estimate"].to_dataset()
+        estimate = tree[EM_ESTIMATE].to_dataset()
         with pd.option_context("display.width", 160, "display.precision", 5):
             for name, variable in estimate.data_vars.items():
                 if variable.ndim == 3:

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse, Patch
 from scipy import stats as st
 
+from mixflow.container.layout import EM_ESTIMATE, RESPONSIBILITY_GROUPS
 from mixflow.container.read import available_methods, check_tree, method_draws, observed_data
 from mixflow.engines.em_steps import responsibilities
 from mixflow.families.base import model_from_json
@@ -34,7 +35,7 @@ _MAX_DRAWS = 200
 def _parameter_sets(tree, method: str, rng: np.random.Generator) -> list[dict]:
     """The EM estimate, or up to 200 draws of a sampling method (NaN replicates dropped)."""
     if method == "em":
-        estimate = tree["em/estimate"].to_dataset()
+        estimate = tree[EM_ESTIMATE].to_dataset()
         return [{name: estimate[name].values for name in estimate.data_vars}]
     draws = method_draws(tree, method).stack(sample=("chain", "draw"))
     n_draws = draws.sizes["sample"]
@@ -57,7 +58,7 @@ def _point_parameters(sets: list[dict]) -> dict:
 
 def _responsibilities(tree, model, method: str, params: dict, data) -> np.ndarray:
     """Stored responsibilities of a method (posterior mean for draws), else one E-step at ``params``."""
-    group = {"em": "em/responsibilities", "mcmc": "mcmc/responsibilities", "advi": "advi/responsibilities"}.get(method)
+    group = RESPONSIBILITY_GROUPS.get(method)
     head = group.split("/")[0] if group else None
     if group and head in tree.children and "responsibilities" in tree[head].children:
         node = tree[group]

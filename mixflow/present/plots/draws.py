@@ -18,6 +18,8 @@ from arviz_base import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from mixflow.container.layout import ADVI, EM_ESTIMATE, MCMC, OBSERVED_DATA
+from mixflow.container.layout import group as layout_group
 from mixflow.container.read import available_methods, check_tree, method_draws, parameter_names
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset
@@ -215,7 +217,7 @@ def plot_posteriors(tree, *, var_names=None, path=None) -> Figure:
         plot_collection = azp.plot_dist(source, var_names=names,
                                         **_wrap_layout(method_draws(tree, methods[0])[names]), **kwargs)
     if "em" in available_methods(tree):
-        estimate = upper_triangle(tree["em/estimate"].to_dataset()[names])
+        estimate = upper_triangle(tree[EM_ESTIMATE].to_dataset()[names])
         azp.add_lines(plot_collection, values=estimate, visuals={"ref_line": {"color": METHOD_COLORS["em"]}})
     if len(data) > 1:
         plot_collection.add_legend("model")
@@ -249,7 +251,7 @@ def _mcmc_like(tree, method: str, names) -> xr.DataTree:
                                 f"{available_methods(tree)}")
     sample_stats = None
     if method == "mcmc" and "sample_stats" in tree["mcmc"].children:
-        stats = tree["mcmc/sample_stats"].to_dataset()
+        stats = tree[layout_group(MCMC, "sample_stats")].to_dataset()
         sample_stats = stats[["diverging"]] if "diverging" in stats else None
     return _posterior_tree(draws[names], sample_stats)
 
@@ -324,7 +326,7 @@ def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> 
     model = model_from_json(tree.attrs["model"])
     data = observed_data(tree)
     observed, kind = model.predictive_units(data)
-    group = {"mcmc": "mcmc/posterior_predictive", "advi": "advi/posterior_predictive"}.get(method)
+    group = {m: layout_group(m, "posterior_predictive") for m in (MCMC, ADVI)}.get(method)
     if group is not None and group.split("/")[0] in tree.children and "posterior_predictive" in tree[
             group.split("/")[0]].children and "x" in tree[group].data_vars:  # (grouped data replicate counts)
         stored = tree[group].to_dataset()["x"]
@@ -333,7 +335,7 @@ def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> 
         return stored.transpose("chain", "draw", "obs", "feature"), observed, kind
     rng = np.random.default_rng(random_seed)
     if method == "em":
-        estimate = tree["em/estimate"].to_dataset()
+        estimate = tree[EM_ESTIMATE].to_dataset()
         parameter_sets = [{name: estimate[name].values for name in estimate.data_vars}] * num_samples
     else:
         draws = method_draws(tree, method).stack(sample=("chain", "draw"))
@@ -387,7 +389,7 @@ def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_s
     predictive, observed, kind = _predictive_draws(tree, method, num_samples, random_seed)
     dt = xr.DataTree.from_dict({
         "posterior_predictive": xr.Dataset({"x": predictive.drop_vars("obs", errors="ignore")}),
-        "observed_data": xr.Dataset({"x": observed.drop_vars("obs", errors="ignore")}),
+        OBSERVED_DATA: xr.Dataset({"x": observed.drop_vars("obs", errors="ignore")}),
     })
     n_draws = predictive.sizes["chain"] * predictive.sizes["draw"]
     plot_collection = azp.plot_ppc_dist(dt, num_samples=min(num_samples, n_draws), sample_dims=["chain", "draw"],

@@ -4,6 +4,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from mixflow.container.layout import ADVI, EM_SAMPLE_STATS, group
 from mixflow.container.read import available_methods, check_tree
 from mixflow.present.plots.common import METHOD_COLORS, check_path, finish
 
@@ -15,7 +16,7 @@ def elbo_history(tree) -> xr.DataArray | None:
     """The ADVI ELBO per iteration (``elbo``, or minus ``loss``) from ``/advi/sample_stats``, or None."""
     if "advi" not in tree.children or "sample_stats" not in tree["advi"].children:
         return None
-    stats = tree["advi/sample_stats"].to_dataset()
+    stats = tree[group(ADVI, "sample_stats")].to_dataset()
     for name in stats.data_vars:
         if name.lower() == "elbo":
             return stats[name]
@@ -56,7 +57,7 @@ def plot_convergence(tree, *, path=None) -> Figure:
 
 
 def _em_curves(ax, tree) -> None:
-    stats = tree["em/sample_stats"].to_dataset()
+    stats = tree[EM_SAMPLE_STATS].to_dataset()
     is_map = tree["em"].attrs.get("method") == "map" and "log_posterior" in stats
     history = stats["log_posterior" if is_map else "log_likelihood"].transpose("restart", "iteration").values
     best = int(tree["em"].attrs.get("best_restart", np.nanargmax(history[:, -1])))

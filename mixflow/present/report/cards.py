@@ -9,6 +9,7 @@ import html
 import numpy as np
 import pandas as pd
 
+from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS, MCMC, group
 from mixflow.container.read import available_methods
 from mixflow.present.compare import METHOD_LABELS, element_columns
 
@@ -32,8 +33,8 @@ def _mcmc_convergence(tree) -> dict:
         out["max R-hat"] = float(arviz_stats.rhat(draws).to_array().max())
     out["min bulk ESS"] = float(arviz_stats.ess(draws, method="bulk").to_array().min())
     out["min tail ESS"] = float(arviz_stats.ess(draws, method="tail").to_array().min())
-    if "sample_stats" in tree["mcmc"].children and "diverging" in tree["mcmc/sample_stats"].data_vars:
-        out["divergences"] = int(tree["mcmc/sample_stats"]["diverging"].sum())
+    if "sample_stats" in tree["mcmc"].children and "diverging" in tree[group(MCMC, "sample_stats")].data_vars:
+        out["divergences"] = int(tree[group(MCMC, "sample_stats")]["diverging"].sum())
     return out
 
 
@@ -55,13 +56,13 @@ def fit_summaries(tree) -> str:
                 for key in keys if key in attrs]
         parts.append(card("EM", key_values(rows)))
     if "bootstrap" in methods:
-        attrs = tree["em/bootstrap"].attrs
+        attrs = tree[EM_BOOTSTRAP].attrs
         parts.append(card("EM bootstrap", key_values([(k, v) for k, v in attrs.items()])))
     if "mcmc" in methods:
         parts.append(card("MCMC (NUTS)", key_values([(k, f"{v:.4g}" if isinstance(v, float) else v)
                                                         for k, v in _mcmc_convergence(tree).items()])))
     if "advi" in methods:
-        sizes = tree["advi/posterior"].sizes
+        sizes = tree[DRAW_GROUPS["advi"]].sizes
         rows = [("draws", sizes.get("draw", "")), *[(k, v) for k, v in tree["advi"].attrs.items()]]
         elbo = elbo_history(tree)
         if elbo is not None:
@@ -77,7 +78,7 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
     if "em" in methods:
         findings += _em_findings(tree)
     if "bootstrap" in methods:
-        attrs = tree["em/bootstrap"].attrs
+        attrs = tree[EM_BOOTSTRAP].attrs
         if attrs.get("n_failed", 0) or attrs.get("n_degenerate", 0):
             findings.append(("warn", f"Bootstrap: {attrs.get('n_failed', 0)} failed and "
                                      f"{attrs.get('n_degenerate', 0)} degenerate replicate(s) of "
@@ -95,7 +96,7 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     if attrs.get("collapsed_components", "[]") not in ("[]", ""):
         findings.append(("bad", f"EM: component(s) {attrs['collapsed_components']} collapsed onto few points "
                                 "(singular covariance); prefer method='map'."))
-    finals = tree["em/sample_stats"]["final_objective"].values if "sample_stats" in tree["em"].children else []
+    finals = tree[EM_SAMPLE_STATS]["final_objective"].values if "sample_stats" in tree["em"].children else []
     if len(finals) > 1 and np.ptp(finals) > 1e-3 * max(1.0, abs(np.nanmax(finals))):
         findings.append(("warn", f"EM restarts reached different optima (objective from {np.nanmin(finals):.6g} "
                                  f"to {np.nanmax(finals):.6g}): the likelihood is multimodal; the best is kept."))
@@ -153,6 +154,6 @@ def provenance_rows(tree) -> list[tuple[str, object]]:
              if key in attrs]
     versions = sorted((key, value) for key, value in attrs.items()
                       if key.endswith("_version") and key != "mixflow_version")
-    extra = [("bootstrap random_seed", tree["em/bootstrap"].attrs["random_seed"])] if "bootstrap" in \
+    extra = [("bootstrap random_seed", tree[EM_BOOTSTRAP].attrs["random_seed"])] if "bootstrap" in \
         available_methods(tree) else []
     return first + extra + versions + [("model (JSON)", attrs.get("model", ""))]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mixflow.container.layout import OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
@@ -93,7 +94,7 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
     from mixflow.families.base import model_from_json
 
     model = model_from_json(tree.attrs["model"])
-    observed = tree["observed_data"]
+    observed = tree[OBSERVED_DATA]
     facts = [("model", f"{model.family}, K = {model.n_components}" + (
         f", {model.covariance} covariance" if hasattr(model, "covariance") else "")),
              ("data", f"{tree.attrs.get('data_name', '')}: {observed.sizes['obs']} rows x "
