@@ -23,12 +23,12 @@ def replicated(fitted):
 
 
 def test_replicates_are_stored_like_a_posterior(fitted, replicated):
-    group = replicated["em/bootstrap"]
+    node, group = replicated["em/bootstrap"], replicated["em/bootstrap/posterior"]
     assert set(group.data_vars) == {"weights", "mu", "covariance"}
     assert group["mu"].dims == ("chain", "draw", "component", "feature")
     assert group.sizes["chain"] == 1 and group.sizes["draw"] == 16
-    assert group.attrs["kind"] == "nonparametric" and group.attrs["random_seed"] == 7
-    assert group.attrs["n_failed"] == 0
+    assert node.attrs["kind"] == "nonparametric" and node.attrs["random_seed"] == 7
+    assert node.attrs["n_failed"] == 0
     # aligned to the estimate: every replicate keeps component 0 as the left one
     assert (group["mu"].values[0, :, 0, 0] < 0).all() and (group["mu"].values[0, :, 1, 0] > 0).all()
     assert "bootstrap" not in fitted["em"].children  # the input is not modified
@@ -37,17 +37,18 @@ def test_replicates_are_stored_like_a_posterior(fitted, replicated):
 def test_same_seed_same_replicates_whatever_the_number_of_workers(fitted, replicated):
     again = bootstrap(fitted, n_replicates=16, random_seed=7, n_jobs=1)
     parallel = bootstrap(fitted, n_replicates=16, random_seed=7, n_jobs=2)
-    assert replicated["em/bootstrap"].to_dataset().identical(again["em/bootstrap"].to_dataset())
-    assert replicated["em/bootstrap"].to_dataset().identical(parallel["em/bootstrap"].to_dataset())
+    assert replicated["em/bootstrap/posterior"].to_dataset().identical(again["em/bootstrap/posterior"].to_dataset())
+    assert replicated["em/bootstrap/posterior"].to_dataset().identical(parallel["em/bootstrap/posterior"].to_dataset())
     other = bootstrap(fitted, n_replicates=16, random_seed=8, n_jobs=1)
-    assert not np.array_equal(other["em/bootstrap"]["mu"].values, replicated["em/bootstrap"]["mu"].values)
+    assert not np.array_equal(other["em/bootstrap/posterior"]["mu"].values,
+                              replicated["em/bootstrap/posterior"]["mu"].values)
 
 
 def test_parametric_bootstrap_and_map(fitted):
     tree = mixflow.fit(mixflow.GaussianMixture(2, covariance="spherical"),
                        fitted["observed_data"]["x"].values, method="map", random_seed=1, n_init=1)
     result = bootstrap(tree, n_replicates=8, kind="parametric", random_seed=3, n_jobs=1)
-    draws = result["em/bootstrap"]["variance"]
+    draws = result["em/bootstrap/posterior"]["variance"]
     assert draws.dims == ("chain", "draw", "component") and np.isfinite(draws).all()
 
 
@@ -56,12 +57,12 @@ def test_frequency_weighted_data_resample_units(fitted):
     unique, counts = np.unique(values, return_counts=True)
     tree = mixflow.fit(mixflow.GaussianMixture(2), unique, weights=counts.astype(float), random_seed=1, n_init=1)
     result = bootstrap(tree, n_replicates=6, random_seed=2, n_jobs=1)
-    assert np.isfinite(result["em/bootstrap"]["weights"].values).all()
+    assert np.isfinite(result["em/bootstrap/posterior"]["weights"].values).all()
 
 
 def test_bootstrap_group_survives_save_and_load(tmp_path, replicated):
     loaded = mixflow.load(mixflow.save(replicated, tmp_path / "boot.nc"))
-    assert loaded["em/bootstrap"].to_dataset().identical(replicated["em/bootstrap"].to_dataset())
+    assert loaded["em/bootstrap/posterior"].to_dataset().identical(replicated["em/bootstrap/posterior"].to_dataset())
 
 
 def test_standard_errors_of_one_gaussian_match_the_closed_form():
@@ -84,7 +85,7 @@ def test_standard_errors_agree_with_the_bootstrap_on_simulated_data():
     tree = mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), x, random_seed=0, n_init=1)
     errors = standard_errors(tree)
     replicates = bootstrap(tree, n_replicates=120, random_seed=1)
-    spread = replicates["em/bootstrap"].to_dataset().std(("chain", "draw"), ddof=1)
+    spread = replicates["em/bootstrap/posterior"].to_dataset().std(("chain", "draw"), ddof=1)
     for name in ("weights", "mu", "variance"):
         ratio = errors[name].values / spread[name].values
         assert np.all((ratio > 0.7) & (ratio < 1.4)), (name, ratio)
@@ -186,5 +187,5 @@ def test_parametric_bootstrap_of_other_families(family):
                            method="map", random_seed=1, n_init=2)
     result = bootstrap(tree, n_replicates=4, kind="parametric", random_seed=3, n_jobs=1)
     assert result["em/bootstrap"].attrs["n_failed"] == 0
-    for name, value in result["em/bootstrap"].data_vars.items():
+    for name, value in result["em/bootstrap/posterior"].data_vars.items():
         assert np.isfinite(value.values).all(), name

@@ -114,7 +114,7 @@ def test_numbers_against_hand_computation(container):
     em_point = container["em/estimate"]["mu"].values
     mcmc = container["mcmc/posterior"]["mu"].values
     advi = container["advi/posterior"]["mu"].values
-    boot = container["em/bootstrap"]["mu"].values
+    boot = container["em/bootstrap/posterior"]["mu"].values
     for component in (0, 1):
         rows = table[(table.parameter == "mu") & (table.component == component)].set_index("method")
         nuts = _hand(mcmc[:, :, component, 0], probability)
@@ -241,7 +241,7 @@ def test_regression_coefficients_keep_their_coefficient_dim(regression_container
     coefficients = table[table.parameter == "coefficients"]
     assert len(coefficients) == 2 * 2 * 2  # components x coefficients x methods (em, bootstrap)
     estimate = regression_container["em/estimate"]["coefficients"]
-    boot = regression_container["em/bootstrap"]["coefficients"]
+    boot = regression_container["em/bootstrap/posterior"]["coefficients"]
     for component in (0, 1):
         for name in ("intercept", "stretchratio"):
             rows = coefficients[(coefficients.component == component)
@@ -255,4 +255,4 @@ def test_regression_coefficients_keep_their_coefficient_dim(regression_container
 
 def test_bootstrap_replicates_of_a_regression_keep_the_column_names(regression_container):
     assert regression_container["em/bootstrap"].attrs["n_failed"] == 0
-    assert np.isfinite(regression_container["em/bootstrap"]["coefficients"].values).all()
+    assert np.isfinite(regression_container["em/bootstrap/posterior"]["coefficients"].values).all()

@@ -16,7 +16,8 @@ from test_container import assert_trees_identical
 import mixflow
 from mixflow.data import validate_data
 from mixflow.engines import mcmc
-from mixflow.engines.mcmc import _diagnose, _pointwise, fit_mcmc, resolve_sampler
+from mixflow.engines.mcmc import _diagnose, fit_mcmc, resolve_sampler
+from mixflow.engines.over_draws import draw_groups
 from mixflow.families.gaussian.pymc import free_values
 from mixflow.families.pymc_parts import build_model
 from mixflow.families.relabel import align, gaussian_signature
@@ -104,15 +105,22 @@ def test_pointwise_log_likelihood_and_responsibilities_against_scipy():
     model = mixflow.GaussianMixture(2, covariance="diag")
     draws = {"weights": rng.dirichlet([3.0, 3.0], size=(2, 3)), "mu": rng.normal(size=(2, 3, 2, 2)),
              "variance": rng.uniform(0.5, 3.0, (2, 3, 2, 2))}
-    out = _pointwise(model, data, draws, True, np.random.default_rng(1))
+    groups = draw_groups(model, data, draws, True, np.random.default_rng(1))
     naive = [_naive_pointwise(x, draws["weights"][c, s], draws["mu"][c, s], draws["variance"][c, s])
              for c in range(2) for s in range(3)]
     log_likelihood = np.array([n[0] for n in naive]).reshape(2, 3, 30)
     resp = np.array([n[1] for n in naive])
-    np.testing.assert_allclose(out["log_likelihood"], log_likelihood, rtol=1e-10)
-    np.testing.assert_allclose(out["mean"], resp.mean(axis=0), rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(out["sd"], resp.std(axis=0, ddof=1), rtol=1e-7, atol=1e-10)
-    assert out["predictive"].shape == (2, 3, int(data.total_weight), 2)  # one row per frequency unit
+    spread = groups["responsibilities"]["variables"]
+    np.testing.assert_allclose(groups["log_likelihood"]["variables"]["x"][1], log_likelihood, rtol=1e-10)
+    np.testing.assert_allclose(spread["responsibilities_mean"][1], resp.mean(axis=0), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(spread["responsibilities_sd"][1], resp.std(axis=0, ddof=1), rtol=1e-7, atol=1e-10)
+    dims, predictive = groups["posterior_predictive"]["variables"]["x"]
+    assert dims == ("chain", "draw", "unit", "feature")
+    assert predictive.shape == (2, 3, int(data.total_weight), 2)  # one row per frequency unit
+    # its observed counterpart, for ArviZ's predictive checks: each unit of a row's weight as a row
+    observed_dims, observed = groups["observed_data"]["variables"]["x"]
+    assert observed_dims == ("unit", "feature")
+    np.testing.assert_array_equal(observed, np.repeat(x, data.weights.astype(int), axis=0))
 
 
 def test_posterior_predictive_draws_follow_the_mixture():
@@ -121,7 +129,8 @@ def test_posterior_predictive_draws_follow_the_mixture():
     params = {"weights": np.array([0.3, 0.7]), "mu": np.array([[-2.0, 0.0], [2.0, 1.0]]),
               "covariance": np.array([[[1.0, 0.5], [0.5, 1.0]], [[0.5, 0.0], [0.0, 2.0]]])}
     draws = {name: value[None, None] for name, value in params.items()}
-    replicate = _pointwise(model, data, draws, True, np.random.default_rng(2))["predictive"][0, 0]
+    replicate = draw_groups(model, data, draws, True, np.random.default_rng(2))["posterior_predictive"][
+        "variables"]["x"][1][0, 0]
     mean = params["weights"] @ params["mu"]
     spread = sum(w * (c + np.outer(m - mean, m - mean))
                  for w, m, c in zip(params["weights"], params["mu"], params["covariance"], strict=True))

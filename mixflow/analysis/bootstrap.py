@@ -1,7 +1,7 @@
 """Uncertainty of the EM estimate: bootstrap replicates (and the container's data and estimate).
 
 ``bootstrap`` refits EM on resampled data, started from the estimate and aligned to its labelling, and
-stores the replicates as ``/em/bootstrap`` (chain=1, draw=B), where ArviZ treats them like a posterior.
+stores the replicates as ``/em/bootstrap/posterior`` (chain=1, draw=B): ``/em/bootstrap`` is an ArviZ DataTree.
 Replicate b always uses the b-th child of ``SeedSequence(random_seed)``, so the numbers do not depend on
 how many processes run them.
 
@@ -176,7 +176,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     Returns
     -------
     xarray.DataTree
-        A copy of ``tree`` with ``/em/bootstrap``: every parameter with dims ``(chain, draw, ...)``,
+        A copy of ``tree`` with ``/em/bootstrap/posterior``: every parameter with dims ``(chain, draw, ...)``,
         chain=1 and draw=B, components aligned to the estimate; failed replicates are NaN. Its attrs
         record ``kind``, ``n_replicates``, ``random_seed`` and the numbers of failed, unconverged and
         degenerate replicates.
@@ -213,10 +213,12 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     workers = min(int(n_jobs or available_cores()), len(seeds))
     results = _run(job, seeds, workers)
     counts = _report_warnings(results)
-    group = _bootstrap_group(tree, estimate, results)
-    group.attrs.update(kind=kind, n_replicates=int(n_replicates), random_seed=seed, **counts)
+    posterior = _bootstrap_group(tree, estimate, results)
+    node = xr.DataTree(xr.Dataset(attrs={"kind": kind, "n_replicates": int(n_replicates), "random_seed": seed,
+                                         **counts}))
+    node["posterior"] = xr.DataTree(posterior)
     out = tree.copy()
-    out[EM_BOOTSTRAP] = xr.DataTree(group)
+    out[EM_BOOTSTRAP] = node
     return out
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from mixflow.container.migrate import migrate
+
 __all__ = ["build_tree", "load", "make_attrs", "save"]
 
 _LIBRARIES = ("numpy", "scipy", "xarray", "pandas", "pymc", "pytensor", "arviz", "h5netcdf", "nutpie")
@@ -104,4 +106,4 @@ def load(path) -> xr.DataTree:
     if not path.is_file():
         raise FileNotFoundError(f"path: expected an existing mixflow results file, got {str(path)!r}")
     with xr.open_datatree(path, engine="h5netcdf") as tree:
-        return tree.load().copy()
+        return migrate(tree.load().copy())

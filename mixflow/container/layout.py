@@ -40,8 +40,9 @@ EM_RESPONSIBILITIES = group(EM, "responsibilities")
 EM_SAMPLE_STATS = group(EM, "sample_stats")
 EM_BOOTSTRAP = group(EM, "bootstrap")
 
-#: Where each method's draws of the model parameters are.
-DRAW_GROUPS = {"bootstrap": EM_BOOTSTRAP, "mcmc": group(MCMC, "posterior"), "advi": group(ADVI, "posterior")}
+#: Where each method's draws of the model parameters are (every one of them an ArviZ ``posterior``).
+DRAW_GROUPS = {"bootstrap": group(EM_BOOTSTRAP, "posterior"), "mcmc": group(MCMC, "posterior"),
+               "advi": group(ADVI, "posterior")}
 #: Where each method's responsibilities are.
 RESPONSIBILITY_GROUPS = {"em": EM_RESPONSIBILITIES, "mcmc": group(MCMC, "responsibilities"),
                          "advi": group(ADVI, "responsibilities")}

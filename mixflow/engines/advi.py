@@ -44,7 +44,7 @@ from mixflow.checks import (
     check_seed,
 )
 from mixflow.data import Data
-from mixflow.engines.over_draws import responsibilities_over_draws
+from mixflow.engines.over_draws import draw_groups
 from mixflow.families.pymc_parts import parameter_of
 from mixflow.families.relabel import align
 from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning
@@ -231,7 +231,10 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
     options["settle_tol"] = check_positive("settle_tol", options["settle_tol"])
     options["minibatch_size"] = check_minibatch(options["minibatch_size"], data)
     options["random_seed"] = check_seed(options["random_seed"])
-    check_flag("progressbar", options["progressbar"])
+    for name in ("progressbar", "posterior_predictive"):
+        check_flag(name, options[name])
+    if options["posterior_predictive"]:  # a family that cannot replicate these data says so before fitting
+        model.simulate(reference, data, np.random.default_rng(0))
     return reference
 
 
@@ -239,7 +242,7 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
 def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", n: int = 20_000,
              draws: int = 1000, random_seed: int | None = None, minibatch_size: int | None = None,
              learning_rate: float = 0.02, settle_tol: float = 0.05, check_every: int = 50,
-             progressbar: bool = False) -> dict:
+             progressbar: bool = False, posterior_predictive: bool = True) -> dict:
     """Fit ``model`` by ADVI from the reference estimate and return the ``/advi`` groups as plain arrays.
 
     Parameters
@@ -272,6 +275,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         Window length of the convergence check (at least 10).
     progressbar : bool, default False
         Show PyMC's progress bar.
+    posterior_predictive : bool, default True
+        Also draw one replicate of the data per draw (``posterior_predictive``, with its ``observed_data``).
 
     Returns
     -------
@@ -279,8 +284,9 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         ``{"attrs": {...}, "coords": {"chain", "draw", "iteration"}, "groups": {name: {"variables":
         {var: (dims, array)}, "attrs": {...}}}}`` with groups ``posterior`` (the parameters of
         ``model.parameter_dims``; chain=1, draw=``draws``; aligned), ``sample_stats`` (``elbo`` and
-        ``learning_rate`` per iteration) and ``responsibilities`` (``responsibilities_mean`` and
-        ``responsibilities_sd`` (obs, component)).
+        ``learning_rate`` per iteration), and those of
+        :func:`mixflow.engines.over_draws.draw_groups`: ``log_likelihood``, ``responsibilities``, and
+        ``posterior_predictive`` with ``observed_data``.
 
     Raises
     ------
@@ -289,7 +295,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     """
     options = {"variant": variant, "n": n, "draws": draws, "random_seed": random_seed,
                "minibatch_size": minibatch_size, "learning_rate": learning_rate, "settle_tol": settle_tol,
-               "check_every": check_every, "progressbar": progressbar}
+               "check_every": check_every, "progressbar": progressbar, "posterior_predictive": posterior_predictive}
     reference = _check_arguments(model, data, reference, options)
     fit_seed, draw_seed = (int(s) for s in np.random.SeedSequence(options["random_seed"]).generate_state(2))
     began = time.perf_counter()
@@ -314,8 +320,6 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
             ConvergenceWarning, stacklevel=3)
     signature = model.label_signature(data)
     posterior, permutations = _draws(model, data, approx, reference, options["draws"], draw_seed, signature)
-    spread = responsibilities_over_draws(model, data, {name: value[0] for name, (_, value) in posterior.items()})
-    mean, sd = spread["mean"], spread["sd"]
     elbo = -np.asarray(check.losses, dtype=float)
     window = elbo[-options["check_every"]:]
     attrs = {
@@ -339,8 +343,9 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
             "learning_rate": (("iteration",), np.asarray(check.learning_rates[:elbo.size], dtype=float))},
             "attrs": {"elbo": "single-sample Monte Carlo estimate of the ELBO at every iteration"
                               + ("" if size is None else " (minibatch, scaled to the full data)")}},
-        "responsibilities": {"variables": {"responsibilities_mean": (("obs", "component"), mean),
-                                           "responsibilities_sd": (("obs", "component"), sd)}},
+        **draw_groups(model, data, {name: value for name, (_, value) in posterior.items()},
+                      options["posterior_predictive"], np.random.default_rng(np.random.SeedSequence(
+                          options["random_seed"]).spawn(1)[0])),
     }
     coords = {"chain": np.arange(1), "draw": np.arange(options["draws"]), "iteration": np.arange(1, elbo.size + 1)}
     return {"attrs": attrs, "coords": coords, "groups": groups}

@@ -26,7 +26,7 @@ from pymc.initial_point import make_initial_point_fn
 
 from mixflow.checks import check_count, check_flag, check_problem, check_seed
 from mixflow.data import Data
-from mixflow.engines.over_draws import responsibilities_over_draws
+from mixflow.engines.over_draws import draw_groups
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.warnings import SamplingWarning
@@ -150,9 +150,13 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
              for name in model.parameter_dims(data.features)}
     signature = model.label_signature(data)
     aligned, permutations = align(draws, reference, signature)
-    pointwise = _pointwise(model, data, {k: v for k, (_, v) in aligned.items()}, options["posterior_predictive"],
-                           np.random.default_rng(predictive_seed))
-    groups = _groups(idata, aligned, pointwise)
+    groups = {
+        "posterior": {"variables": aligned, "attrs": _clean_attrs(idata["posterior"].attrs)},
+        "sample_stats": {"variables": _plain_variables(idata["sample_stats"].to_dataset()),
+                         "attrs": _clean_attrs(idata["sample_stats"].attrs)},
+        **draw_groups(model, data, {k: v for k, (_, v) in aligned.items()}, options["posterior_predictive"],
+                      np.random.default_rng(predictive_seed)),
+    }
     diagnostics = _diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options)
     relabelled = np.any(permutations != np.arange(model.n_components), axis=-1)
     attrs = {
@@ -171,26 +175,6 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     coords = {dim: idata["posterior"][dim].values for dim in ("chain", "draw")}
     coords.update(_extra_coords(idata["sample_stats"].to_dataset()))
     return {"attrs": attrs, "coords": coords, "groups": groups}
-
-
-def _groups(idata, aligned: dict, pointwise: dict) -> dict:
-    """The /mcmc groups as plain ``{"variables": ..., "attrs": ...}``."""
-    groups = {
-        "posterior": {"variables": aligned, "attrs": _clean_attrs(idata["posterior"].attrs)},
-        "sample_stats": {"variables": _plain_variables(idata["sample_stats"].to_dataset()),
-                         "attrs": _clean_attrs(idata["sample_stats"].attrs)},
-        "log_likelihood": {"variables": {"x": (("chain", "draw", "obs"), pointwise["log_likelihood"])}},
-        "responsibilities": {"variables": {
-            "responsibilities_mean": (("obs", "component"), pointwise["mean"]),
-            "responsibilities_sd": (("obs", "component"), pointwise["sd"])}},
-    }
-    if "predictive" in pointwise:
-        name, dims = pointwise["predictive_variable"]
-        groups["posterior_predictive"] = {
-            "variables": {name: (("chain", "draw", *dims), pointwise["predictive"])},
-            "attrs": {name: "one replicate of the data per draw (model.simulate)" + (
-                "; one row per frequency unit of the weighted data" if "unit" in dims else "")}}
-    return groups
 
 
 # -- starting points and the two samplers ------------------------------------------------------------------
@@ -253,21 +237,6 @@ def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
 
 
 # -- what is computed from the aligned draws ---------------------------------------------------------------
-def _pointwise(model, data: Data, draws: dict, predictive: bool, rng: np.random.Generator) -> dict:
-    """Log p(x_n) per draw, responsibilities (mean, sd) and predictive draws (one per posterior draw)."""
-    n_chains, n_draws = draws["weights"].shape[:2]
-    count = n_chains * n_draws
-    flat = {name: value.reshape((count,) + value.shape[2:]) for name, value in draws.items()}
-    out = responsibilities_over_draws(model, data, flat, log_likelihood=True)
-    out["log_likelihood"] = out["log_likelihood"].reshape(n_chains, n_draws, data.n_obs)
-    if predictive:
-        stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
-                            for s in range(count)])
-        out["predictive"] = stacked.reshape(n_chains, n_draws, *stacked.shape[1:])
-        out["predictive_variable"] = model.predictive_variable(data)
-    return out
-
-
 # -- the sampler's output as plain, saveable arrays --------------------------------------------------------
 def _plain_variables(dataset: xr.Dataset) -> dict:
     """Variables as ``(dims, array)``; object arrays (e.g. nutpie's divergence messages) become strings."""
@@ -285,11 +254,16 @@ def _extra_coords(dataset: xr.Dataset) -> dict:
 
 
 def _clean_attrs(attrs: dict) -> dict:
-    """Attributes NetCDF can store: numbers and strings (lists become JSON)."""
+    """Attributes NetCDF stores with their types: numbers, strings, lists of strings; others as JSON.
+
+    ``sample_dims`` stays a list, as ArviZ reads it.
+    """
     out = {}
     for key, value in attrs.items():
         if isinstance(value, str | int | float | np.integer | np.floating):
             out[key] = value
+        elif isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            out[key] = list(value)
         else:
             out[key] = json.dumps(value, default=str)
     return out

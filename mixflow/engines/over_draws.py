@@ -12,7 +12,7 @@ import numpy as np
 from mixflow.data import Data
 from mixflow.engines.em_steps import chunk_rows
 
-__all__ = ["responsibilities_over_draws"]
+__all__ = ["draw_groups", "responsibilities_over_draws"]
 
 _BLOCK_FLOATS = 2**20  # entries of a (draws, component, obs) block of log densities: 8 MB
 
@@ -67,3 +67,55 @@ def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihoo
     if log_likelihood:
         out["log_likelihood"] = pointwise
     return out
+
+
+def _observed_like_predictive(model, data: Data) -> dict:
+    """The observed counterpart of the posterior predictive variable, for ArviZ's predictive checks.
+
+    Rows as they are (``obs``), each frequency unit as a row (``unit``) for weighted data, or the
+    observed class counts (grouped data), under the predictive variable's name and dims.
+    """
+    name, dims = model.predictive_variable(data)
+    if name == "x" and dims[0] == "unit":
+        rows = np.repeat(np.arange(data.n_obs), np.round(data.frequency).astype(np.int64))
+        return {name: (dims, data.values[rows])}
+    if name == "x":
+        return {name: (dims, data.values)}
+    return {name: (dims, np.asarray(data.frequency, dtype=float))}
+
+
+def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random.Generator) -> dict:
+    """The groups every set of posterior draws implies, as ``{group: {"variables": ..., "attrs": ...}}``.
+
+    ``log_likelihood`` (log p(x_n) per draw, the labels marginalised), ``responsibilities`` (mean and sd
+    over draws), and with ``predictive`` a ``posterior_predictive`` replicate of the data per draw
+    (``model.simulate``) beside its ``observed_data`` counterpart, so that ArviZ finds both in the
+    method's subtree.
+
+    Parameters
+    ----------
+    draws : dict
+        ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to the reference labelling.
+    """
+    n_chains, n_draws = draws["weights"].shape[:2]
+    count = n_chains * n_draws
+    flat = {name: value.reshape((count,) + value.shape[2:]) for name, value in draws.items()}
+    spread = responsibilities_over_draws(model, data, flat, log_likelihood=True)
+    groups = {
+        "log_likelihood": {"variables": {"x": (("chain", "draw", "obs"),
+                                               spread["log_likelihood"].reshape(n_chains, n_draws, data.n_obs))},
+                           "attrs": {"x": "pointwise log p(x_n) of one copy of each row (frequency weights not "
+                                          "applied), the labels marginalised"}},
+        "responsibilities": {"variables": {"responsibilities_mean": (("obs", "component"), spread["mean"]),
+                                           "responsibilities_sd": (("obs", "component"), spread["sd"])}},
+    }
+    if predictive:
+        stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
+                            for s in range(count)])
+        name, dims = model.predictive_variable(data)
+        groups["posterior_predictive"] = {
+            "variables": {name: (("chain", "draw", *dims), stacked.reshape(n_chains, n_draws, *stacked.shape[1:]))},
+            "attrs": {name: "one replicate of the data per draw (model.simulate)" + (
+                "; one row per frequency unit of the weighted data" if "unit" in dims else "")}}
+        groups["observed_data"] = {"variables": _observed_like_predictive(model, data)}
+    return groups
