@@ -92,8 +92,14 @@ def test_the_exact_mle_is_a_fixed_point_of_the_em_step(exact_mle, deaths):
 def test_frequency_weights_equal_repeated_rows(deaths):
     model = PoissonMixture(2)
     start = {"weights": [0.5, 0.5], "rate": [1.0, 3.0]}
-    weighted = mixflow.fit(model, deaths["deaths"], weights=deaths["days"], init=start, tol=1e-10)
-    repeated = mixflow.fit(model, np.repeat(deaths["deaths"].to_numpy(), deaths["days"]), init=start, tol=1e-10)
+    # the same 300 plain EM steps on both: where EM crawls, the rounding differences of the two sums move
+    # Aitken's stop by a few steps (and SQUAREM's extrapolations amplify them), so that two converged runs
+    # agree only to the convergence tolerance, not to 1e-10
+    with pytest.warns(mixflow.ConvergenceWarning, match="max_iter=300"):
+        weighted = mixflow.fit(model, deaths["deaths"], weights=deaths["days"], init=start, accelerate=None,
+                               tol=0.0, max_iter=300)
+        repeated = mixflow.fit(model, np.repeat(deaths["deaths"].to_numpy(), deaths["days"]), init=start,
+                               accelerate=None, tol=0.0, max_iter=300)
     np.testing.assert_allclose(estimate(weighted)["rate"], estimate(repeated)["rate"], rtol=1e-10)
     assert weighted["em"].attrs["log_likelihood"] == pytest.approx(repeated["em"].attrs["log_likelihood"],
                                                                    rel=1e-12)
