@@ -2,6 +2,8 @@
 optimum from the defaults, the monotone guarantee in every family, the same maximum as plain EM, the
 recorded attributes, and the errors."""
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,8 @@ import pytest
 import mixflow
 from mixflow.engines import accelerate as acc
 from mixflow.engines import em as em_engine
+from mixflow.workflow import _em_options
+from mixflow.workflow_config import WorkflowError, read_workflow
 
 # SQUAREM vignette (plain EM to its fixed point), see data/README.md
 LONDON_WEIGHTS = [0.3598864, 0.6401136]
@@ -172,6 +176,30 @@ def test_convergence_attributes_round_trip_through_save_and_load(deaths, tmp_pat
 def test_an_unknown_acceleration_is_refused_by_name(value, faithful):
     with pytest.raises(ValueError, match=r"accelerate: expected one of \['squarem'\] or None \(plain EM\), got"):
         mixflow.fit(mixflow.GaussianMixture(2), faithful, accelerate=value)
+
+
+def test_workflow_accelerate_is_checked_with_its_position_and_none_means_plain_em(tmp_path):
+    text = textwrap.dedent("""
+        name = "w"
+        seed = 1
+
+        [data]
+        dataset = "galaxies"
+
+        [[models]]
+        family = "gaussian"
+        n_components = 2
+
+        [methods.em]
+        accelerate = "{value}"
+        """)
+    path = tmp_path / "flow.toml"
+    path.write_text(text.replace("{value}", "fast"))
+    with pytest.raises(WorkflowError, match=r"flow.toml:13: \[methods.em\] accelerate: expected one of "
+                                            r"\['squarem', 'none'\], got 'fast'"):
+        read_workflow(path)
+    path.write_text(text.replace("{value}", "none"))
+    assert _em_options(read_workflow(path).methods)["accelerate"] is None
 
 
 # -- the pieces ------------------------------------------------------------------------------------------
