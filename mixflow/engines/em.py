@@ -35,8 +35,9 @@ from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, Mix
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "fit_em", "initial_parameters", "objective"]
 
+CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol"  # recorded with every fit, see run_em
+
 _EPS_COUNT = 10 * np.finfo(float).eps
-CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol"
 _INIT_METHODS = ("kmeans", "kmeans++", "random")
 
 
@@ -91,7 +92,12 @@ class Point:
 
 @dataclass
 class Run:
-    """One EM run from one start: the kept points' history, passes over the data, and how it ended."""
+    """One EM run from one start: the kept points' history, passes over the data, and how it ended.
+
+    The history holds the log-likelihood and objective of every kept point: each plain EM step and each
+    kept extrapolation, so it never decreases. ``n_iter`` counts passes over the data, dropped
+    extrapolations included, so it can exceed the history's length minus one.
+    """
 
     params: dict
     history_log_likelihood: list = field(default_factory=list)
