@@ -28,8 +28,8 @@ def estimate(tree):
 
 @pytest.fixture(scope="module")
 def london_fit(deaths):
-    # EM is famously slow here (SQUAREM's example): with tol=1e-16 it stops after about 2,200 iterations,
-    # when the log-likelihood (about -1990) changes by less than 2e-13 per iteration.
+    # EM is famously slow here (SQUAREM's example); tol=1e-16 per observation is below the rounding of the
+    # log-likelihood (about -1990), so EM runs until its gains are lost in that rounding.
     return mixflow.fit(PoissonMixture(2), deaths["deaths"], weights=deaths["days"], random_seed=1, n_init=1,
                        tol=1e-16, max_iter=20000)
 
@@ -58,8 +58,8 @@ def test_london_deaths_match_the_published_squarem_figures(london_fit):
 
     The log-likelihood is checked to its printed precision. The parameters agree to 1e-5, not to the
     seven printed digits: the likelihood is flat to 1e-12 over a few 1e-6 of the parameters, so an EM
-    stopped on the change of the objective cannot resolve them further (the published run is 1.7e-6 from
-    the exact MLE 0.3598854 / 0.6401146 on 1.2560951 / 2.6634044, ours 4.4e-6).
+    stopped on its objective cannot resolve them further (the published run is 1.7e-6 from the exact MLE
+    0.3598854 / 0.6401146 on 1.2560951 / 2.6634044, ours 1.3e-7).
     """
     found = estimate(london_fit)
     assert london_fit["em"].attrs["converged"]
