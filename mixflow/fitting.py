@@ -155,7 +155,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     -------
     xarray.DataTree
         ``/observed_data``, ``/em`` (``estimate``, ``responsibilities``, ``sample_stats``), and ``/mcmc``
-        and ``/advi`` when asked for.
+        and ``/advi`` when asked for. ``/em/sample_stats`` holds, per restart, the objective at every kept
+        point (each EM step and each kept extrapolation, so it never decreases), ``n_iter`` (passes over the
+        data), ``aitken_gap`` and ``accepted_extrapolations``; ``/em``'s attributes give the best restart's,
+        with ``acceleration`` and ``convergence_criterion``.
     """
     if not isinstance(model, MixtureModel):
         raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
