@@ -9,6 +9,7 @@ from mixflow.checks import check_seed
 from mixflow.container.io import build_tree, make_attrs
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA
 from mixflow.data import validate_data
+from mixflow.engines.accelerate import ACCELERATIONS
 from mixflow.engines.em import EMOptions, fit_em
 from mixflow.engines.em_steps import e_step
 from mixflow.families.base import MixtureModel, model_from_json
@@ -19,7 +20,7 @@ _METHODS = ("em", "map", "mcmc", "advi")
 _INIT = ("kmeans", "kmeans++", "random")
 
 
-def _check_options(n_init, init, tol, max_iter, trim, chunk_size):
+def _check_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate):
     if isinstance(n_init, bool) or not isinstance(n_init, int | np.integer) or n_init < 1:
         raise ValueError(f"n_init: expected an integer >= 1, got {n_init!r}")
     if isinstance(init, str) and init not in _INIT:
@@ -34,6 +35,8 @@ def _check_options(n_init, init, tol, max_iter, trim, chunk_size):
         raise ValueError(f"trim: expected None or a weight threshold in (0, 1), got {trim!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or chunk_size < 1):
         raise ValueError(f"chunk_size: expected None or an integer >= 1, got {chunk_size!r}")
+    if accelerate is not None and (not isinstance(accelerate, str) or accelerate not in ACCELERATIONS):
+        raise ValueError(f"accelerate: expected one of {list(ACCELERATIONS)} or None (plain EM), got {accelerate!r}")
 
 
 def _method_list(method) -> list[str]:
@@ -85,9 +88,9 @@ def _check_same_fit(tree, model, validated):
 
 
 def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,
-        n_init: int = 5, init="kmeans", tol: float = 1e-8, max_iter: int = 1000, trim: float | None = None,
-        chunk_size: int | None = None, data_name: str = "data", tree: xr.DataTree | None = None,
-        **options) -> xr.DataTree:
+        n_init: int = 5, init="kmeans", tol: float = 1e-10, max_iter: int = 1000, trim: float | None = None,
+        chunk_size: int | None = None, accelerate: str | None = "squarem", data_name: str = "data",
+        tree: xr.DataTree | None = None, **options) -> xr.DataTree:
     """Fit a declared mixture model by one or more methods and return the results container.
 
     Parameters
@@ -110,14 +113,24 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     init : {"kmeans", "kmeans++", "random"} or dict, default "kmeans"
         Starting responsibilities from k-means (k-means++ seeds and Lloyd iterations), from k-means++
         seeds alone, at random, or starting parameters (``weights``, ``mu``, ``covariance``/``variance``).
-    tol : float, default 1e-8
-        EM stops when the relative change of its objective is below ``tol``; 0 runs ``max_iter`` iterations.
+    tol : float, default 1e-10
+        EM stops when Aitken's estimate of the objective it still has to gain (the log-likelihood, or
+        the log posterior for MAP), per observation, is below ``tol``: ``aitken_gap / n_observations < tol``
+        with ``aitken_gap = l_inf - l`` estimated from three consecutive EM steps and confirmed by the
+        three before (McNicholas et al. 2010). Unlike the size of the last step, the estimate stays honest
+        where EM crawls. An estimate, not a bound: near a flat or degenerate maximum it can fall short by
+        a few times ``tol``. Both values are recorded in ``/em``'s attributes; 0 runs ``max_iter`` iterations.
     max_iter : int, default 1000
-        EM iterations per start.
+        EM iterations per start: passes over the data, each SQUAREM extrapolation counting as one.
     trim : float, optional
         Drop components whose weight falls below this threshold during EM.
     chunk_size : int, optional
         Rows per chunk of the E and M steps (default: about 4 MB of temporaries).
+    accelerate : {"squarem"} or None, default "squarem"
+        Accelerate EM with SQUAREM (Varadhan and Roland 2008): after every two EM steps, an extrapolated
+        point is tried and kept only if it is valid and its objective is at least that of the plain step,
+        so the objective still never decreases; cycles in which a component collapses or is trimmed stay
+        plain. None runs plain EM. See :mod:`mixflow.engines.accelerate`.
     data_name : str, default "data"
         Recorded in the result.
     tree : xarray.DataTree, optional
@@ -134,12 +147,15 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     -------
     xarray.DataTree
         ``/observed_data``, ``/em`` (``estimate``, ``responsibilities``, ``sample_stats``), and ``/mcmc``
-        and ``/advi`` when asked for.
+        and ``/advi`` when asked for. ``/em/sample_stats`` holds, per restart, the objective at every kept
+        point (each EM step and each kept extrapolation, so it never decreases), ``n_iter`` (passes over the
+        data), ``aitken_gap`` and ``accepted_extrapolations``; ``/em``'s attributes give the best restart's,
+        with ``acceleration`` and ``convergence_criterion``.
     """
     if not isinstance(model, MixtureModel):
         raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
     methods = _method_list(method)
-    _check_options(n_init, init, tol, max_iter, trim, chunk_size)
+    _check_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate)
     routed = _route_options(methods, options)
     if tree is not None and not (isinstance(tree, xr.DataTree) and "model" in tree.attrs
                                  and OBSERVED_DATA in tree.children):
@@ -161,7 +177,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     if em_method is not None:
         em_tree = _fit_em(model, validated, em_method, seed, data_name,
                           EMOptions(map=em_method == "map", n_init=int(n_init), init=init, tol=float(tol),
-                                    max_iter=int(max_iter), trim=trim, chunk_size=chunk_size))
+                                    max_iter=int(max_iter), trim=trim, chunk_size=chunk_size,
+                                    accelerate=accelerate))
         result = em_tree if result is None else _replace_group(result, em_tree, "em")
     reference = {name: value.values for name, value in result[EM_ESTIMATE].data_vars.items()}
     for sampling in (m for m in methods if m in ("mcmc", "advi")):

@@ -57,6 +57,7 @@ class _Job:
     kind: str
     tol: float
     max_iter: int
+    accelerate: str | None = None
 
 
 def _resample(job: _Job, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
@@ -85,8 +86,8 @@ def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
         warnings.simplefilter("always")
         try:
             tree = fit(model, pd.DataFrame(x, columns=job.features), method=job.method, weights=weights,
-                       init=job.estimate, n_init=1, tol=job.tol,
-                       max_iter=job.max_iter, random_seed=int(rng.integers(2**63)))
+                       init=job.estimate, n_init=1, tol=job.tol, max_iter=job.max_iter,
+                       accelerate=job.accelerate, random_seed=int(rng.integers(2**63)))
         except (ValueError, np.linalg.LinAlgError) as error:
             return {"params": None, "error": f"{type(error).__name__}: {error}", "warnings": []}
     estimate = tree[EM_ESTIMATE].to_dataset()
@@ -183,9 +184,10 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
 
     Notes
     -----
-    Each replicate runs ``mixflow.fit`` with the tree's method (MLE or MAP), ``tol`` and ``max_iter``,
-    one start at the estimate and no trimming, then matches its components to the estimate's by the
-    assignment that maximises the overlap of their responsibilities on the observed data.
+    Each replicate runs ``mixflow.fit`` with the tree's method (MLE or MAP), ``tol``, ``max_iter`` and
+    acceleration (plain EM for a tree that records none), one start at the estimate and no trimming,
+    then matches its components to the estimate's by the assignment that maximises the overlap of their
+    responsibilities on the observed data.
 
     """
     check_tree(tree)
@@ -208,7 +210,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
                estimate=estimate, kind=kind,
                reference_responsibilities=tree[EM_RESPONSIBILITIES]["responsibilities"].transpose(
                    "obs", "component").values, tol=float(attrs.get("tol", 1e-8)),
-               max_iter=int(attrs.get("max_iter", 1000)))
+               max_iter=int(attrs.get("max_iter", 1000)), accelerate=_acceleration(attrs))
     seeds = np.random.SeedSequence(seed).spawn(int(n_replicates))
     workers = min(int(n_jobs or available_cores()), len(seeds))
     results = _run(job, seeds, workers)
@@ -220,6 +222,12 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     out = tree.copy()
     out[EM_BOOTSTRAP] = node
     return out
+
+
+def _acceleration(attrs: dict) -> str | None:
+    """The ``accelerate=`` of the fit that made ``/em`` (its ``acceleration`` attribute, "none" if absent)."""
+    acceleration = attrs.get("acceleration", "none")
+    return None if acceleration == "none" else str(acceleration)
 
 
 def _bootstrap_group(tree, estimate: dict, results: list[dict]) -> xr.Dataset:

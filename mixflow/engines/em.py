@@ -1,15 +1,24 @@
 """The EM engine: maximum likelihood or MAP for any family, with restarts, history and diagnostics.
 
-The loop is the textbook one: E-step, objective, convergence test, M-step. The objective is the
-log-likelihood (MLE) or the log posterior density (MAP); it never decreases.
+The loop is the textbook one: E-step, objective, convergence test, M-step, with SQUAREM's extrapolation
+between cycles of two steps where it is kept (:mod:`mixflow.engines.accelerate`). The objective is the
+log-likelihood (MLE) or the log posterior density (MAP); it never decreases from one kept point to the next.
 """
 
 import json
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
+from mixflow.engines.accelerate import (
+    SquaremState,
+    aitken_gap,
+    extrapolate,
+    to_unconstrained,
+    valid_parameters,
+)
 from mixflow.engines.em_steps import (
     Pass,
     add_statistics,
@@ -24,7 +33,9 @@ from mixflow.engines.em_steps import (
 from mixflow.engines.kmeans import kmeans_plusplus, lloyd, squared_distances
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
-__all__ = ["EMOptions", "fit_em", "initial_parameters"]
+__all__ = ["CONVERGENCE_CRITERION", "EMOptions", "fit_em", "initial_parameters"]
+
+CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol"  # recorded with every fit, see run_em
 
 _EPS_COUNT = 10 * np.finfo(float).eps
 _INIT_METHODS = ("kmeans", "kmeans++", "random")
@@ -32,20 +43,61 @@ _INIT_METHODS = ("kmeans", "kmeans++", "random")
 
 @dataclass(frozen=True)
 class EMOptions:
-    """Options of the EM engine (validated by :func:`mixflow.fit`)."""
+    """Options of the EM engine (validated by :func:`mixflow.fit`, which documents them)."""
 
     map: bool = False
     n_init: int = 5
     init: object = "kmeans"
-    tol: float = 1e-8
+    tol: float = 1e-10
     max_iter: int = 1000
     trim: float | None = None
     chunk_size: int | None = None
+    accelerate: str | None = "squarem"
+
+
+@dataclass
+class Point:
+    """A parameter set with its pass over the data, its objective, and the EM step it leads to.
+
+    Attributes
+    ----------
+    params : dict
+        The parameters, ``weights`` included.
+    active : ndarray of int
+        The declared components these are (fewer after trimming).
+    log_likelihood, value : float
+        Log-likelihood and objective at ``params``.
+    following : dict
+        The EM map of ``params``: the M-step from this point's pass, trimmed if asked.
+    following_active : ndarray of int
+        The components of ``following``.
+    collapsed : list of int
+        Declared components the M-step to ``following`` floored.
+
+    """
+
+    params: dict
+    active: np.ndarray
+    log_likelihood: float
+    value: float
+    following: dict
+    following_active: np.ndarray
+    collapsed: list
+
+    @property
+    def irregular(self) -> bool:
+        """Whether the M-step from this point floored or trimmed a component."""
+        return bool(self.collapsed) or self.following_active.size != self.active.size
 
 
 @dataclass
 class Run:
-    """One EM run from one start."""
+    """One EM run from one start: the kept points' history, passes over the data, and how it ended.
+
+    The history holds the log-likelihood and objective of every kept point: each plain EM step and each
+    kept extrapolation, so it never decreases. ``n_iter`` counts passes over the data, dropped
+    extrapolations included, so it can exceed the history's length minus one.
+    """
 
     params: dict
     history_log_likelihood: list = field(default_factory=list)
@@ -53,10 +105,15 @@ class Run:
     converged: bool = False
     collapsed: set = field(default_factory=set)
     active: np.ndarray | None = None
+    n_iter: int = 0
+    aitken_gap: float = float("inf")
+    accepted_extrapolations: int = 0
 
-    @property
-    def n_iter(self) -> int:
-        return len(self.history_objective) - 1
+    def record(self, point: Point) -> None:
+        """Make ``point`` the run's current parameters and append its values to the history."""
+        self.params, self.active = point.params, point.active
+        self.history_log_likelihood.append(point.log_likelihood)
+        self.history_objective.append(point.value)
 
 
 def _m_step(model, step: Pass, prepared, prior, active) -> tuple[dict, list[int]]:
@@ -101,6 +158,18 @@ def initial_parameters(model, prepared, how, rng, prior, rows) -> dict:
     return params
 
 
+def _evaluate(model, prepared, prior, trim, rows, features, threaded, params: dict, active: np.ndarray) -> Point:
+    """One pass over the data at ``params`` (objective), and the M-step (and trim) it leads to."""
+    step = data_pass(model, params, prepared, rows, threaded)
+    value = objective(model, params, step.log_likelihood, prior, active)
+    following, collapsed = _m_step(model, step, prepared, prior, active)
+    following_active = active
+    if trim is not None:
+        following, following_active = _trim(following, active, trim, model, features)
+    return Point(params, active, step.log_likelihood, value, following, following_active,
+                 [int(active[c]) for c in collapsed if c < active.size])
+
+
 def _trim(params: dict, active: np.ndarray, threshold: float, model, features) -> tuple[dict, np.ndarray]:
     keep = np.flatnonzero(params["weights"] >= threshold)
     if keep.size == params["weights"].size or keep.size == 0:
@@ -112,30 +181,69 @@ def _trim(params: dict, active: np.ndarray, threshold: float, model, features) -
 
 def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, features,
            threaded: bool = False) -> Run:
-    """EM from one start until the relative change of the objective is below ``tol``.
+    """EM from one start until Aitken's estimate of the objective still to gain is below ``tol`` per observation.
 
+    Every iteration is one pass over the data (E-step and objective) and one M-step. With
+    ``options.accelerate == "squarem"``, every second iteration is followed by SQUAREM's extrapolation
+    (one more pass), kept only when valid, regular and at least as good as the plain step (see
+    :mod:`mixflow.engines.accelerate`); ``max_iter`` bounds the passes, extrapolations included.
     ``rows`` per chunk; ``threaded`` passes as :func:`~mixflow.engines.em_steps.data_pass`'s.
     """
-    active = np.arange(start["weights"].size)
-    run = Run(params=start, active=active)
-    step = data_pass(model, start, prepared, rows, threaded)
-    run.history_log_likelihood.append(step.log_likelihood)
-    run.history_objective.append(objective(model, start, step.log_likelihood, prior, active))
-    for _ in range(options.max_iter):
-        params, collapsed = _m_step(model, step, prepared, prior, run.active)
-        run.collapsed.update(int(run.active[c]) for c in collapsed if c < run.active.size)
-        if options.trim is not None:
-            params, run.active = _trim(params, run.active, options.trim, model, features)
-        step = data_pass(model, params, prepared, rows, threaded)
-        value = objective(model, params, step.log_likelihood, prior, run.active)
-        previous = run.history_objective[-1]
-        run.params = params
-        run.history_log_likelihood.append(step.log_likelihood)
-        run.history_objective.append(value)
-        if abs(value - previous) < options.tol * abs(value):
+    evaluate = partial(_evaluate, model, prepared, prior, options.trim, rows, features, threaded)
+    point = evaluate(start, np.arange(start["weights"].size))
+    run = Run(params=start, active=point.active)
+    run.record(point)
+    squarem = SquaremState() if options.accelerate == "squarem" else None
+    threshold = options.tol * float(prepared.weights.sum())
+    chain, cycle = [point.value], [point]  # plain EM values since the last jump; points of this cycle
+    while run.n_iter < options.max_iter:
+        run.collapsed.update(point.collapsed)
+        point = evaluate(point.following, point.following_active)
+        run.n_iter += 1
+        run.record(point)
+        chain.append(point.value)
+        cycle.append(point)
+        latest = aitken_gap(chain)
+        run.aitken_gap = max(latest, aitken_gap(chain[:-1]))  # confirmed by the triple before
+        if run.aitken_gap < threshold:
             run.converged = True
             break
+        if latest < threshold:  # take the plain step that can confirm the stop
+            cycle = [point]
+        elif squarem is not None and len(cycle) == 3:
+            jumped = _squarem_point(run, cycle, evaluate, squarem, options.max_iter)
+            if jumped is not None:
+                point, chain = jumped, [jumped.value]
+            cycle = [point]
+    if squarem is not None:
+        run.accepted_extrapolations = squarem.accepted
     return run
+
+
+def _squarem_point(run: Run, cycle: list, evaluate, state: SquaremState, max_iter: int):
+    """The extrapolated point of a SQUAREM cycle if it is kept, else None (the plain step stands).
+
+    A cycle whose M-steps floored (collapsed) or trimmed a component is not extrapolated, nor is a point
+    kept whose own M-step does: the map is not smooth there, and the floor breaks the monotone guarantee.
+    """
+    start, first, second = cycle
+    if start.irregular or first.irregular:
+        return None
+    candidate, alpha = extrapolate(*(to_unconstrained(p.params) for p in cycle), state)
+    if candidate is None:
+        state.update(alpha, kept=True)  # the plain step, which stands (a NaN alpha changes nothing)
+        return None
+    if not valid_parameters(candidate) or run.n_iter >= max_iter:
+        state.update(alpha, kept=False)
+        return None
+    trial = evaluate(candidate, second.active)
+    run.n_iter += 1
+    kept = bool(trial.value >= second.value) and not trial.irregular
+    state.update(alpha, kept)
+    if not kept:
+        return None
+    run.record(trial)
+    return trial
 
 
 def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
@@ -168,7 +276,7 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     return _assemble(model, data, prepared, prior, options, runs, best_index, rows, features)
 
 
-def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int]) -> None:
+def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_observations: float) -> None:
     history = np.array(run.history_objective)
     drops = np.diff(history) < -1e-9 * np.abs(history[1:]) - 1e-9
     if drops.any() and not run.collapsed and options.trim is None:
@@ -181,8 +289,9 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int]) -> No
             DegenerateComponentWarning, stacklevel=3)
     if not run.converged:
         warnings.warn(
-            f"EM did not converge in max_iter={options.max_iter} iterations (relative change of the "
-            f"objective above tol={options.tol}); increase max_iter, loosen tol, or try other starts.",
+            f"EM did not converge in max_iter={options.max_iter} iterations (Aitken's estimate of the objective "
+            f"still to gain, {run.aitken_gap / n_observations:.3g} per observation, is not below tol={options.tol}); "
+            "increase max_iter, loosen tol, or try other starts.",
             ConvergenceWarning, stacklevel=3)
 
 
@@ -203,10 +312,10 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
     log_likelihood = float(prepared.weights @ log_density)
     active = best.active[order]
     collapsed = sorted(int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active)
-    _warn_about(best, options, model, collapsed)
+    total = data.total_weight
+    _warn_about(best, options, model, collapsed, total)
     n_active = active.size
     n_parameters = model.n_parameters(data.n_features, n_active)
-    total = data.total_weight
     bic = -2 * log_likelihood + n_parameters * np.log(total)
     attrs = {
         "method": "map" if options.map else "mle",
@@ -223,6 +332,10 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "init": "user parameters" if isinstance(options.init, dict) else options.init,
         "tol": float(options.tol),
         "max_iter": int(options.max_iter),
+        "convergence_criterion": CONVERGENCE_CRITERION,
+        "aitken_gap": float(best.aitken_gap),
+        "acceleration": options.accelerate or "none",
+        "accepted_extrapolations": int(best.accepted_extrapolations),
         "trim": -1.0 if options.trim is None else float(options.trim),
         "collapsed_components": json.dumps(collapsed),
         "trimmed_components": int(model.n_components - n_active),
@@ -237,6 +350,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "final_objective": (("restart",), np.array([r.history_objective[-1] for r in runs])),
         "n_iter": (("restart",), np.array([r.n_iter for r in runs], dtype=np.int64)),
         "converged": (("restart",), np.array([r.converged for r in runs], dtype=bool)),
+        "aitken_gap": (("restart",), np.array([r.aitken_gap for r in runs], dtype=float)),
+        "accepted_extrapolations": (("restart",), np.array([r.accepted_extrapolations for r in runs], dtype=np.int64)),
     }
     if options.map:
         sample_stats["log_posterior"] = (("restart", "iteration"), _history_array(runs, "history_objective"))

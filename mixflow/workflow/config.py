@@ -19,11 +19,12 @@ from mixflow.families.base import family_class, family_names
 __all__ = ["Workflow", "WorkflowError", "read_workflow"]
 
 METHOD_OPTIONS = {
-    "em": {"map": bool, "n_init": int, "init": str, "tol": float, "max_iter": int, "trim": float},
+    "em": {"map": bool, "n_init": int, "init": str, "tol": float, "max_iter": int, "trim": float, "accelerate": str},
     "mcmc": {"draws": int, "tune": int, "chains": int, "sampler": str, "target_accept": float, "cores": int},
     "advi": {"variant": str, "n": int, "draws": int, "minibatch_size": int, "learning_rate": float},
     "bootstrap": {"n_replicates": int, "kind": str},
 }
+ACCELERATE_CHOICES = ("squarem", "none")  # [methods.em] accelerate: "none" is fit's accelerate=None
 TOP_KEYS = {"name", "title", "seed", "data", "models", "methods", "output"}
 DATA_KEYS = {"dataset", "path", "columns", "weights", "labels"}
 MODEL_KEYS = ("family", "n_components", "prior")  # and each family's own workflow_keys
@@ -218,6 +219,9 @@ def _read_methods(methods, loc: _Locator) -> dict:
         _unknown(options, set(METHOD_OPTIONS[method]), f"[{section}]", loc, section)
         for key, value in options.items():
             _expect(value, METHOD_OPTIONS[method][key], f"[{section}] {key}", key, loc, section)
+        if method == "em" and options.get("accelerate", ACCELERATE_CHOICES[0]) not in ACCELERATE_CHOICES:
+            raise loc.error(f"[{section}] accelerate", f"expected one of {list(ACCELERATE_CHOICES)}, got "
+                            f"{options['accelerate']!r}", "accelerate", section)
         resolved[method] = dict(options)
     return resolved
 

@@ -43,6 +43,8 @@ class _Progress:
 
 def _em_options(methods: dict) -> dict:
     options = dict(methods.get("em", {}))
+    if options.get("accelerate") == "none":  # TOML has no None
+        options["accelerate"] = None
     return {"method": "map" if options.pop("map", True) else "em", **options}
 
 

@@ -1,0 +1,208 @@
+"""Convergence and acceleration of EM: Aitken's estimate of the limit, and SQUAREM's extrapolation.
+
+**Stopping.** EM converges linearly: near the maximum the increments of the objective shrink by a nearly
+constant factor ``a`` (the largest fraction of missing information). Aitken's acceleration estimates the
+limit from three consecutive EM values ``l0 <= l1 <= l2`` as ``l_inf = l1 + (l2 - l1) / (1 - a)`` with
+``a = (l2 - l1) / (l1 - l0)`` (McNicholas, Murphy, McDaid and Frost 2010); :func:`aitken_gap` returns
+``l_inf - l1``, which is at least the last increment. Where EM crawls (``a`` near 1) the gap is many times
+the last increment, so a stop on the gap is not fooled by small steps far from the maximum.
+
+**Accelerating.** SQUAREM (Varadhan and Roland 2008, scheme S3) extrapolates from two EM steps
+``x1 = F(x0)``, ``x2 = F(x1)``: with ``r = x1 - x0``, ``v = x2 - x1 - r`` and ``alpha = -||r|| / ||v||``,
+the new point is ``x0 - 2 alpha r + alpha^2 v`` (``alpha = -1`` gives back ``x2``). The step length is
+bounded by ``step_max``, which grows while the longest step keeps succeeding and shrinks when it fails, as
+in the SQUAREM package (``step.max0 = 1``, ``mstep = 4``). The engine keeps the extrapolated point only if
+it is valid and its objective is at least that of ``x2``, so EM's monotone guarantee holds.
+
+Parameters are extrapolated in an unconstrained form, name by name, the names being shared by every
+family: the weights as centred log-ratios, ``rate`` and ``variance`` as logs, ``covariance`` as its
+Cholesky factor with the log of its diagonal; everything else (``mu``, ``coefficients``) as it is.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "extrapolate", "from_unconstrained",
+           "to_unconstrained", "valid_parameters"]
+
+ACCELERATIONS = ("squarem",)
+_POSITIVE = ("rate", "variance")
+_STEP_FACTOR = 4.0
+_ROUNDING = 1e-14  # relative rounding of the objective, a sum over the data, with a margin
+
+
+@dataclass
+class SquaremState:
+    """SQUAREM's adaptive bound on the step length ``|alpha|``, and counts of the extrapolations tried.
+
+    Attributes
+    ----------
+    step_max : float
+        The longest step allowed, at least 1 (a step of 1 is two plain EM steps).
+    accepted : int
+        Extrapolated points kept.
+    rejected : int
+        Extrapolated points tried and dropped for the plain EM step (invalid, or lower objective).
+
+    """
+
+    step_max: float = 1.0
+    accepted: int = 0
+    rejected: int = 0
+
+    def update(self, alpha: float, kept: bool) -> None:
+        """Count the extrapolation (``alpha < -1``; ``-1`` is the plain step) and adapt the bound.
+
+        The bound grows after a kept step at the bound and shrinks after a dropped one, never below 1.
+        """
+        at_bound = -alpha >= self.step_max
+        if alpha < -1.0:
+            self.accepted += kept
+            self.rejected += not kept
+        if at_bound:
+            self.step_max = self.step_max * _STEP_FACTOR if kept else max(1.0, self.step_max / _STEP_FACTOR)
+
+
+def aitken_gap(values) -> float:
+    """Aitken's estimate ``l_inf - l1`` of the objective still to gain, from three consecutive EM values.
+
+    Parameters
+    ----------
+    values : sequence of float
+        At least the last three objective values ``l0, l1, l2`` of plain EM steps (each the EM map of the
+        one before); only the last three are used.
+
+    Returns
+    -------
+    float
+        0 when the last step gained nothing beyond the rounding of the objective (``1e-14 |l2|``: a fixed
+        point, or the floor where the sums over the data stop resolving gains); ``inf`` when there are
+        fewer than three values or the gains do not shrink (no linear rate to extrapolate with);
+        otherwise ``(l2 - l1) / (1 - a)`` with ``a = (l2 - l1) / (l1 - l0)``.
+
+    """
+    if len(values) < 3:
+        return float("inf")
+    first, second, third = (float(v) for v in values[-3:])
+    last, before = third - second, second - first
+    if last <= _ROUNDING * abs(third):
+        return 0.0
+    if not last < before:  # also a NaN objective: no gap to estimate
+        return float("inf")
+    rate = last / before
+    return last / (1.0 - rate)
+
+
+def to_unconstrained(params: dict) -> dict:
+    """Parameters to unconstrained arrays (see the module docstring); invertible by :func:`from_unconstrained`."""
+    out = {}
+    for name, value in params.items():
+        value = np.asarray(value, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if name == "weights":
+                logs = np.log(value)
+                out[name] = logs - logs.mean()
+            elif name in _POSITIVE:
+                out[name] = np.log(value)
+            elif name == "covariance":
+                out[name] = _log_cholesky(value)
+            else:
+                out[name] = value
+    return out
+
+
+def from_unconstrained(values: dict) -> dict:
+    """Inverse of :func:`to_unconstrained`."""
+    out = {}
+    for name, value in values.items():
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            if name == "weights":
+                shifted = np.exp(value - value.max())
+                out[name] = shifted / shifted.sum()
+            elif name in _POSITIVE:
+                out[name] = np.exp(value)
+            elif name == "covariance":
+                factor = _from_log_cholesky(value)
+                out[name] = factor @ np.swapaxes(factor, -1, -2)
+            else:
+                out[name] = value
+    return out
+
+
+def _log_cholesky(covariance: np.ndarray) -> np.ndarray:
+    """(..., d, d) SPD matrices to their lower Cholesky factors with the diagonal replaced by its log."""
+    try:
+        factor = np.linalg.cholesky(covariance)
+    except np.linalg.LinAlgError:
+        return np.full(covariance.shape, np.nan)
+    diagonal = np.einsum("...ii->...i", factor)
+    diagonal[...] = np.log(diagonal)
+    return factor
+
+
+def _from_log_cholesky(values: np.ndarray) -> np.ndarray:
+    factor = np.tril(values)
+    diagonal = np.einsum("...ii->...i", factor)
+    diagonal[...] = np.exp(diagonal)
+    return factor
+
+
+def extrapolate(start: dict, first: dict, second: dict, state: SquaremState) -> tuple[dict | None, float]:
+    """SQUAREM's S3 point from a start and its two EM steps, all in :func:`to_unconstrained` form.
+
+    Parameters
+    ----------
+    start, first, second : dict
+        ``x0``, ``x1 = F(x0)`` and ``x2 = F(x1)`` as unconstrained arrays with the same keys and shapes.
+    state : SquaremState
+        Holds the bound on the step length.
+
+    Returns
+    -------
+    point : dict or None
+        The extrapolated parameters (constrained form), or None when there is nothing to extrapolate:
+        the step length is 1, which gives ``x2`` itself, or the steps are not finite or have no second
+        difference (then ``alpha`` is NaN).
+    alpha : float
+        The step length used, in ``[-step_max, -1]``.
+
+    """
+    names = list(start)
+    x0, x1, x2 = (np.concatenate([np.ravel(p[name]) for name in names]) for p in (start, first, second))
+    r = x1 - x0
+    v = x2 - x1 - r
+    r_norm, v_norm = np.linalg.norm(r), np.linalg.norm(v)
+    if not (np.isfinite(r_norm) and np.isfinite(v_norm) and v_norm > 0):
+        return None, float("nan")
+    alpha = -min(max(r_norm / v_norm, 1.0), state.step_max)
+    if alpha == -1.0:
+        return None, alpha  # x2 itself
+    vector = x0 - 2.0 * alpha * r + alpha * alpha * v
+    values, offset = {}, 0
+    for name in names:
+        shape = np.shape(start[name])
+        size = int(np.prod(shape))
+        values[name] = vector[offset:offset + size].reshape(shape)
+        offset += size
+    return from_unconstrained(values), alpha
+
+
+def valid_parameters(params: dict) -> bool:
+    """Whether extrapolated parameters can be used.
+
+    They must be finite, with positive weights, positive rates and variances, and positive definite
+    covariances (the engine then also requires their objective to be at least the plain step's).
+    """
+    if not all(np.isfinite(value).all() for value in params.values()):
+        return False
+    if not (params["weights"] > 0).all():
+        return False
+    if any(not (np.asarray(params[name]) > 0).all() for name in _POSITIVE if name in params):
+        return False
+    if "covariance" in params:
+        try:
+            np.linalg.cholesky(params["covariance"])
+        except np.linalg.LinAlgError:
+            return False
+    return True

@@ -1,0 +1,262 @@
+"""EM's stop on Aitken's estimate of the limit and its SQUAREM acceleration: the published London deaths
+optimum from the defaults, the monotone guarantee in every family, the same maximum as plain EM, the
+recorded attributes, and the errors."""
+
+import textwrap
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixflow
+from mixflow.engines import accelerate as acc
+from mixflow.engines import em as em_engine
+from mixflow.workflow.config import WorkflowError, read_workflow
+from mixflow.workflow.run import _em_options
+
+# SQUAREM vignette (plain EM to its fixed point), see data/README.md
+LONDON_WEIGHTS = [0.3598864, 0.6401136]
+LONDON_RATES = [1.2560968, 2.6634056]
+LONDON_LOG_LIKELIHOOD = -1989.9459
+
+
+@pytest.fixture(scope="module")
+def deaths():
+    return mixflow.load_dataset("london_deaths")
+
+
+def _overlapping(n=400, seed=0):
+    """Two unit Gaussians in 2-D, 1.8 sd apart: EM crawls."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(2, size=n)
+    return rng.normal(size=(n, 2)) + np.array([[0.0, 0.0], [1.5, 1.0]])[labels]
+
+
+def _case(name):
+    """Model, data, weights and method of a slow EM case of each family."""
+    rng = np.random.default_rng(1)
+    if name.startswith("gaussian"):
+        _, covariance, method = name.split("-")
+        return mixflow.GaussianMixture(2, covariance=covariance), _overlapping(), None, method
+    if name == "poisson":
+        deaths = mixflow.load_dataset("london_deaths")
+        return mixflow.PoissonMixture(2), deaths["deaths"], deaths["days"], "em"
+    if name == "regression":
+        x = rng.uniform(0, 2, 300)
+        labels = rng.integers(2, size=300)
+        y = np.where(labels == 1, 1.0 + x, 1.5 - 0.5 * x) + rng.normal(0, 0.5, 300)
+        return mixflow.RegressionMixture(2, "y ~ x"), pd.DataFrame({"x": x, "y": y}), None, "em"
+    if name == "grouped":
+        edges = np.linspace(-3.0, 5.0, 33)
+        counts = np.histogram(rng.normal(1.5 * rng.integers(2, size=2000), 1.0), bins=edges)[0]
+        classes = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
+        return mixflow.GroupedGaussianMixture(2, open_below=-3.0, open_above=5.0), classes, counts, "em"
+    return mixflow.SoftKMeans(3, variance=1.0), _overlapping(), None, "em"
+
+
+FAMILIES = ["gaussian-full-em", "gaussian-full-map", "gaussian-tied-em", "gaussian-diag-em",
+            "gaussian-spherical-em", "poisson", "regression", "grouped", "softkmeans"]
+
+
+def _objective_history(tree):
+    stats = tree["em/sample_stats"]
+    return stats["log_posterior" if "log_posterior" in stats else "log_likelihood"].values
+
+
+# -- London deaths from the defaults ---------------------------------------------------------------------
+def test_london_deaths_from_the_defaults_land_on_the_published_optimum(deaths):
+    tree = mixflow.fit(mixflow.PoissonMixture(2), deaths["deaths"], weights=deaths["days"], random_seed=1)
+    attrs, estimate = tree["em"].attrs, tree["em/estimate"]
+    np.testing.assert_allclose(estimate["weights"].values, LONDON_WEIGHTS, atol=1e-4)
+    np.testing.assert_allclose(estimate["rate"].values, LONDON_RATES, atol=1e-4)
+    assert attrs["log_likelihood"] == pytest.approx(LONDON_LOG_LIKELIHOOD, abs=1e-4)
+    assert attrs["converged"] and attrs["acceleration"] == "squarem" and attrs["accepted_extrapolations"] > 0
+    assert 0 < attrs["n_iter"] < 400  # plain EM needs more than max_iter=1000 passes to the same criterion
+    assert attrs["aitken_gap"] / attrs["n_observations"] < attrs["tol"]
+
+
+def test_plain_em_to_the_default_criterion_also_lands_near_the_optimum(deaths):
+    """The stop on Aitken's estimate is what keeps plain EM from stopping short where it crawls (it needs more
+    than the default max_iter=1000 passes here, and says so when it has only those)."""
+    tree = mixflow.fit(mixflow.PoissonMixture(2), deaths["deaths"], weights=deaths["days"], random_seed=1,
+                       accelerate=None, max_iter=5000)
+    np.testing.assert_allclose(tree["em/estimate"]["weights"].values, LONDON_WEIGHTS, atol=2e-4)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(LONDON_LOG_LIKELIHOOD, abs=1e-4)
+    assert tree["em"].attrs["n_iter"] > 1000 and tree["em"].attrs["acceleration"] == "none"
+
+
+# -- the monotone guarantee and the same maximum ---------------------------------------------------------
+@pytest.mark.parametrize("name", FAMILIES)
+def test_acceleration_never_decreases_the_objective(name):
+    model, data, weights, method = _case(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.MixflowInternalWarning)  # the engine's own monotonicity check
+        tree = mixflow.fit(model, data, method, weights=weights, n_init=2, random_seed=0)
+    assert tree["em/sample_stats"]["accepted_extrapolations"].values.sum() > 0  # the test exercises them
+    for history in _objective_history(tree):
+        history = history[~np.isnan(history)]
+        assert (np.diff(history) >= -1e-12 * np.abs(history[1:])).all()
+
+
+@pytest.mark.parametrize("name", ["gaussian-full-em", "gaussian-full-map", "poisson", "regression", "grouped"])
+def test_plain_and_accelerated_em_reach_the_same_maximum(name):
+    model, data, weights, method = _case(name)
+    fits = [mixflow.fit(model, data, method, weights=weights, n_init=1, random_seed=0, tol=1e-13,
+                        max_iter=20000, accelerate=accelerate) for accelerate in (None, "squarem")]
+    plain, fast = (fit["em"].attrs for fit in fits)
+    key = "log_posterior" if method == "map" else "log_likelihood"
+    assert fast[key] == pytest.approx(plain[key], rel=1e-11, abs=1e-9)
+    for variable in fits[0]["em/estimate"].data_vars:
+        # the likelihood is flat along some directions: at tol=1e-13 the two runs' stops differ by ~1e-5 there
+        np.testing.assert_allclose(fits[1]["em/estimate"][variable], fits[0]["em/estimate"][variable],
+                                   rtol=1e-3, atol=1e-4)
+    assert fast["n_iter"] < plain["n_iter"]
+
+
+def _plain_and_patched(monkeypatch, candidate):
+    """The same fit with plain EM, and with SQUAREM whose extrapolation is replaced by ``candidate``."""
+    model, data, weights, method = _case("gaussian-full-em")
+    plain = mixflow.fit(model, data, method, weights=weights, n_init=1, random_seed=0, accelerate=None,
+                        max_iter=5000)
+    monkeypatch.setattr(em_engine, "extrapolate", lambda start, first, second, state: (candidate(start), -4.0))
+    patched = mixflow.fit(model, data, method, weights=weights, n_init=1, random_seed=0, max_iter=5000)
+    return plain, patched
+
+
+def test_an_extrapolated_point_with_a_lower_objective_falls_back_to_the_plain_step(monkeypatch):
+    plain, patched = _plain_and_patched(monkeypatch, acc.from_unconstrained)  # back to the cycle's start
+    np.testing.assert_array_equal(_objective_history(patched), _objective_history(plain))
+    np.testing.assert_array_equal(patched["em/estimate"]["mu"].values, plain["em/estimate"]["mu"].values)
+    assert patched["em"].attrs["accepted_extrapolations"] == 0
+    assert patched["em"].attrs["n_iter"] > plain["em"].attrs["n_iter"]  # each dropped point cost a pass
+
+
+def test_an_invalid_extrapolated_point_falls_back_without_a_pass(monkeypatch):
+    def negative_variances(start):
+        params = acc.from_unconstrained(start)
+        return {**params, "covariance": -params["covariance"]}
+
+    plain, patched = _plain_and_patched(monkeypatch, negative_variances)
+    np.testing.assert_array_equal(_objective_history(patched), _objective_history(plain))
+    assert patched["em"].attrs["n_iter"] == plain["em"].attrs["n_iter"]
+    assert patched["em"].attrs["accepted_extrapolations"] == 0
+
+
+def test_a_collapsing_component_is_not_extrapolated():
+    x = np.concatenate([np.random.default_rng(0).normal(0, 1, 60), [8.0]])
+    start = {"weights": np.array([0.9, 0.1]), "mu": np.array([[0.0], [8.0]]), "covariance": np.ones((2, 1, 1))}
+    with pytest.warns(mixflow.DegenerateComponentWarning, match="collapsed"):
+        tree = mixflow.fit(mixflow.GaussianMixture(2), x, init=start)
+    assert tree["em"].attrs["accepted_extrapolations"] == 0
+    assert tree["em"].attrs["collapsed_components"] == "[1]"
+
+
+# -- what is recorded ------------------------------------------------------------------------------------
+def test_convergence_attributes_round_trip_through_save_and_load(deaths, tmp_path):
+    fitted = mixflow.fit(mixflow.PoissonMixture(2), deaths["deaths"], weights=deaths["days"], random_seed=1,
+                         n_init=2)
+    with pytest.warns(mixflow.ConvergenceWarning, match="Aitken"):
+        stopped = mixflow.fit(mixflow.PoissonMixture(2), deaths["deaths"], weights=deaths["days"], random_seed=1,
+                              n_init=1, max_iter=1, accelerate=None)
+    assert stopped["em"].attrs["aitken_gap"] == np.inf and stopped["em"].attrs["acceleration"] == "none"
+    for tree in (fitted, stopped):
+        loaded = mixflow.load(mixflow.save(tree, tmp_path / "fit.nc"))
+        for key in ("acceleration", "convergence_criterion", "aitken_gap", "accepted_extrapolations", "tol"):
+            assert loaded["em"].attrs[key] == tree["em"].attrs[key]
+            assert isinstance(loaded["em"].attrs[key], str) == isinstance(tree["em"].attrs[key], str)
+        for name in ("aitken_gap", "accepted_extrapolations", "n_iter", "converged"):
+            np.testing.assert_array_equal(loaded["em/sample_stats"][name].values,
+                                          tree["em/sample_stats"][name].values)
+            assert loaded["em/sample_stats"][name].dims == ("restart",)
+    assert fitted["em"].attrs["convergence_criterion"] == "aitken_gap / n_observations < tol"
+    best = fitted["em"].attrs["best_restart"]
+    assert fitted["em/sample_stats"]["aitken_gap"].values[best] == fitted["em"].attrs["aitken_gap"]
+
+
+# -- errors ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["fast", "SQUAREM", "none", True, ["squarem"]])
+def test_an_unknown_acceleration_is_refused_by_name(value, faithful):
+    with pytest.raises(ValueError, match=r"accelerate: expected one of \['squarem'\] or None \(plain EM\), got"):
+        mixflow.fit(mixflow.GaussianMixture(2), faithful, accelerate=value)
+
+
+def test_workflow_accelerate_is_checked_with_its_position_and_none_means_plain_em(tmp_path):
+    text = textwrap.dedent("""
+        name = "w"
+        seed = 1
+
+        [data]
+        dataset = "galaxies"
+
+        [[models]]
+        family = "gaussian"
+        n_components = 2
+
+        [methods.em]
+        accelerate = "{value}"
+        """)
+    path = tmp_path / "flow.toml"
+    path.write_text(text.replace("{value}", "fast"))
+    with pytest.raises(WorkflowError, match=r"flow.toml:13: \[methods.em\] accelerate: expected one of "
+                                            r"\['squarem', 'none'\], got 'fast'"):
+        read_workflow(path)
+    path.write_text(text.replace("{value}", "none"))
+    assert _em_options(read_workflow(path).methods)["accelerate"] is None
+
+
+# -- the pieces ------------------------------------------------------------------------------------------
+def test_aitken_gap_is_exact_on_a_geometric_sequence():
+    limit, rate = -100.0, 0.9
+    values = limit - 3.0 * rate ** np.arange(5)
+    assert acc.aitken_gap(values) == pytest.approx(limit - values[-2], rel=1e-9)
+    assert acc.aitken_gap(values[:2]) == np.inf
+    assert acc.aitken_gap([-5.0, -4.0, -4.0]) == 0.0  # a fixed point
+    assert acc.aitken_gap([-5.0, -4.0, -2.0]) == np.inf  # gains that grow: no rate to extrapolate with
+    assert acc.aitken_gap([-5.0, -4.0, np.nan]) == np.inf
+
+
+def test_unconstrained_form_round_trips_every_parameter_name():
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(3, 2, 2))
+    params = {"weights": np.array([0.2, 0.5, 0.3]), "mu": rng.normal(size=(3, 2)),
+              "covariance": factors @ factors.transpose(0, 2, 1) + np.eye(2), "variance": np.array([0.5, 2.0, 3.0]),
+              "rate": np.array([1.0, 4.0, 9.0]), "coefficients": rng.normal(size=(3, 2))}
+    back = acc.from_unconstrained(acc.to_unconstrained(params))
+    for name, value in params.items():
+        np.testing.assert_allclose(back[name], value, rtol=1e-12)
+    tied = params["covariance"][0]
+    np.testing.assert_allclose(acc.from_unconstrained(acc.to_unconstrained({"covariance": tied}))["covariance"],
+                               tied, rtol=1e-12)
+    assert np.isclose(acc.to_unconstrained(params)["weights"].sum(), 0.0)  # centred log-ratios
+
+
+def test_extrapolation_solves_a_linear_map_with_one_rate_in_one_step():
+    target, rate = np.array([[1.0, -2.0]]), 0.95
+    points = [{"mu": target + (rate ** k) * np.array([[3.0, 1.0]])} for k in range(3)]
+    state = acc.SquaremState(step_max=1000.0)
+    extrapolated, alpha = acc.extrapolate(*points, state)
+    np.testing.assert_allclose(extrapolated["mu"], target, atol=1e-9)
+    assert alpha == pytest.approx(-1.0 / (1.0 - rate))
+    assert acc.extrapolate(*points, acc.SquaremState())[0] is None  # step_max 1: the plain step itself
+
+
+def test_step_length_bound_grows_after_success_and_shrinks_after_failure_at_the_bound():
+    state = acc.SquaremState()
+    state.update(-1.0, kept=True)
+    assert state.step_max == 4.0 and state.accepted == 0  # the plain step is no extrapolation
+    state.update(-4.0, kept=True)
+    state.update(-2.0, kept=False)
+    assert state.step_max == 16.0 and (state.accepted, state.rejected) == (1, 1)
+    state.update(-16.0, kept=False)
+    assert state.step_max == 4.0
+
+
+@pytest.mark.parametrize("bad", [{"weights": np.array([0.0, 1.0])}, {"variance": np.array([1.0, -1.0])},
+                                 {"covariance": np.array([[[1.0, 2.0], [2.0, 1.0]]] * 2)},
+                                 {"mu": np.array([[np.nan, 0.0], [1.0, 1.0]])}])
+def test_invalid_extrapolated_parameters_are_recognised(bad):
+    params = {"weights": np.array([0.4, 0.6]), "mu": np.zeros((2, 2)), "covariance": np.array([np.eye(2)] * 2),
+              "variance": np.array([1.0, 2.0])}
+    assert acc.valid_parameters(params)
+    assert not acc.valid_parameters({**params, **bad})
