@@ -74,7 +74,7 @@ def _observed(tree):
 
 def _log_joint(model, params, data):
     prepared = model.prepare(data)
-    log_density, _ = model.log_density(model.e_step_constants(params, prepared), prepared)
+    log_density, _ = model.log_density(model.e_step_constants(model.to_working(params, prepared), prepared), prepared)
     return log_density + np.log(params["weights"])
 
 

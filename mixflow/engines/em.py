@@ -6,7 +6,7 @@ log-likelihood (MLE) or the log posterior density (MAP); it never decreases.
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -157,8 +157,12 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
 
     """
     prepared = model.prepare(data)
-    prior = model.resolve_prior(prepared)
-    prior_used = prior if options.map else None
+    prior_used = model.working_prior(prepared) if options.map else None  # the MLE never builds the prior
+    if not options.map:
+        for problem in model.mle_problems(prepared):
+            warnings.warn(problem, DegenerateComponentWarning, stacklevel=3)
+    if isinstance(options.init, dict):
+        options = replace(options, init=model.to_working(options.init, prepared))
     width = model.chunk_width(data.n_features)
     rows = chunk_rows(data.n_obs, width, options.chunk_size)
     threaded = use_threads(data.n_obs, width)
@@ -172,8 +176,19 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
         start = initial_parameters(model, prepared, options.init, rng, prior_used, rows)
         runs.append(run_em(model, prepared, start, prior_used, options, rows, features, threaded))
     finals = np.array([run.history_objective[-1] for run in runs])
+    _check_some_finite(finals)
     best_index = int(np.nanargmax(finals))
-    return _assemble(model, data, prepared, prior, options, runs, best_index, rows, features)
+    return _assemble(model, data, prepared, prior_used, options, runs, best_index, rows, features)
+
+
+def _check_some_finite(finals: np.ndarray) -> None:
+    """Raise a ValueError that names the data problem when no restart ended on a finite objective."""
+    if np.isfinite(finals).any():
+        return
+    raise ValueError(f"data: expected EM to reach a finite objective from some start, got {finals.tolist()} from "
+                     f"all {finals.size}: the data leave the likelihood undefined in float64 (values that "
+                     "overflow when squared, or rows no component can reach); check the data's range and "
+                     "units, or give init=... parameters")
 
 
 def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int]) -> None:
@@ -194,6 +209,19 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int]) -> No
             ConvergenceWarning, stacklevel=3)
 
 
+def _in_data_units(model, params: dict, prepared, data) -> dict:
+    """The estimate mapped from working to data units; an error if it overflows float64 there."""
+    estimate = model.to_data(params, prepared)
+    overflowed = sorted(name for name, value in estimate.items() if np.isinf(value).any())
+    if overflowed:
+        largest = float(np.abs(data.values).max())
+        raise ValueError(f"data: values up to {largest:.3g} overflowed float64: the estimate's {overflowed} in data "
+                         "units exceed the largest double (1.8e308), though the fit in standardised units "
+                         f"succeeded; divide the data by a constant (e.g. {10.0 ** np.floor(np.log10(largest)):.0e}) "
+                         "and fit again")
+    return estimate
+
+
 def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
     length = max(len(getattr(run, attribute)) for run in runs)
     out = np.full((len(runs), length), np.nan)
@@ -207,8 +235,9 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
     best = runs[best_index]
     order = model.canonical_order(best.params)
     params = model.permute(best.params, order, features)
-    resp, log_density = e_step(model, params, prepared, data.n_features, rows)
+    resp, log_density = e_step(model, params, prepared, data.n_features, rows, working=True)
     log_likelihood = float(prepared.weights @ log_density)
+    estimate = _in_data_units(model, params, prepared, data)
     active = best.active[order]
     collapsed = sorted(int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active)
     _warn_about(best, options, model, collapsed)
@@ -234,9 +263,9 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "trim": -1.0 if options.trim is None else float(options.trim),
         "collapsed_components": json.dumps(collapsed),
         "trimmed_components": int(model.n_components - n_active),
-        "prior": json.dumps(prior.to_dict()),
     }
     if options.map:
+        attrs["prior"] = json.dumps(model.resolve_prior(prepared).to_dict())
         attrs["log_posterior"] = float(objective(model, params, log_likelihood, prior, active))
     dims = model.parameter_dims(features)
     sample_stats = {
@@ -250,7 +279,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         sample_stats["log_posterior"] = (("restart", "iteration"), _history_array(runs, "history_objective"))
     return {
         "attrs": attrs,
-        "estimate": {name: (dims[name], value) for name, value in params.items()},
+        "estimate": {name: (dims[name], value) for name, value in estimate.items()},
         "responsibilities": {"responsibilities": (("obs", "component"), resp)},
         "sample_stats": sample_stats,
         "n_active": n_active,

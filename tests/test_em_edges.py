@@ -1,0 +1,154 @@
+"""EM at the edges of float64 and of the data: scaled data, far-apart clusters, collapses, no MLE, overflow."""
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import simulate_gaussian_mixture
+from scipy import stats as st
+
+import mixflow
+
+SCALES = [1e-300, 1e-160, 1e150]
+COVARIANCES = ["full", "tied", "diag", "spherical"]
+
+
+@pytest.fixture(scope="module")
+def two_clusters():
+    x, _ = simulate_gaussian_mixture(150, [0.4, 0.6], [[0, 0], [6, 1]], [np.eye(2), [[1, 0.5], [0.5, 2]]], seed=3)
+    return x
+
+
+def _fit_quietly(model, data, **options):
+    """A fit with a fixed number of iterations (tol=0), so scaled and unscaled runs take the same steps."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        return mixflow.fit(model, data, random_seed=0, tol=0, max_iter=150, **options)
+
+
+def _estimate(tree) -> dict:
+    return {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
+
+
+@pytest.mark.parametrize("method", ["em", "map"])
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_scaled_data_give_the_fit_moved_by_the_jacobian(two_clusters, covariance, method):
+    """c X: weights and responsibilities equal, means times c, log-likelihood shifted by -n d log c."""
+    model = mixflow.GaussianMixture(2, covariance=covariance)
+    base = _fit_quietly(model, two_clusters, method=method)
+    reference = _estimate(base)
+    n, d = two_clusters.shape
+    dispersion = model.covariance_name()
+    for c in SCALES:
+        tree = _fit_quietly(model, c * two_clusters, method=method)
+        found = _estimate(tree)
+        np.testing.assert_allclose(found["weights"], reference["weights"], rtol=1e-12)
+        np.testing.assert_allclose(found["mu"] / c, reference["mu"], rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(tree["em/responsibilities"]["responsibilities"].values,
+                                   base["em/responsibilities"]["responsibilities"].values, atol=1e-12)
+        shifted = base["em"].attrs["log_likelihood"] - n * d * np.log(c)
+        assert tree["em"].attrs["log_likelihood"] == pytest.approx(shifted, rel=1e-14, abs=1e-9)
+        assert tree["em"].attrs["bic"] == pytest.approx(base["em"].attrs["bic"] + 2 * n * d * np.log(c),
+                                                        rel=1e-14, abs=1e-8)
+        if c > 1:  # c^2 x the variances is representable only for c = 1e150
+            np.testing.assert_allclose(found[dispersion] / c / c, reference[dispersion], rtol=1e-12)
+        if method == "map":  # the log posterior moves by the data's and the parameters' Jacobians, not checked here
+            assert np.isfinite(tree["em"].attrs["log_posterior"])
+
+
+def test_map_on_scaled_data_records_the_default_prior_in_data_units(two_clusters):
+    import json
+
+    model = mixflow.GaussianMixture(2)
+    base = json.loads(_fit_quietly(model, two_clusters, method="map")["em"].attrs["prior"])
+    scaled = json.loads(_fit_quietly(model, 1e150 * two_clusters, method="map")["em"].attrs["prior"])
+    np.testing.assert_allclose(np.array(scaled["scale"]) / 1e300, base["scale"], rtol=1e-12)
+    np.testing.assert_allclose(np.array(scaled["mean"]) / 1e150, base["mean"], rtol=1e-12)
+
+
+def test_predict_on_scaled_data_and_a_clear_error_where_the_covariance_underflowed(two_clusters):
+    base = _fit_quietly(mixflow.GaussianMixture(2), two_clusters)
+    labels = mixflow.predict(base, two_clusters).values
+    big = _fit_quietly(mixflow.GaussianMixture(2), 1e150 * two_clusters)
+    np.testing.assert_array_equal(mixflow.predict(big, 1e150 * two_clusters).values, labels)
+    tiny = _fit_quietly(mixflow.GaussianMixture(2), 1e-300 * two_clusters)
+    assert (tiny["em/estimate"]["covariance"].values == 0).all()  # 1e-600 is below the smallest double
+    with pytest.raises(ValueError, match=r"params\['covariance'\]: expected a positive definite.*underflows"):
+        mixflow.predict(tiny, 1e-300 * two_clusters)
+
+
+def _separate_fits_log_likelihood(parts) -> float:
+    n = sum(len(part) for part in parts)
+    return sum(st.multivariate_normal.logpdf(part, part.mean(axis=0), np.cov(part.T, bias=True)).sum()
+               + len(part) * np.log(len(part) / n) for part in parts)
+
+
+@pytest.mark.parametrize(("gap", "rtol_ll", "rtol_cov"), [(1e4, 1e-8, 1e-7), (1e6, 1e-5, 1e-3)])
+def test_far_apart_clusters_are_fitted_separately_without_a_collapse_warning(gap, rtol_ll, rtol_cov):
+    """Clusters 1e4 and 1e6 sd apart: each component is its cluster's own MLE, nothing floored.
+
+    The floor of 1e-6 x the total data variance inflated these covariances 26-fold (1e4) and 250000-fold
+    (1e6), with log-likelihoods -816.7 and -1644.3 instead of -592.8 and -609.8. At 1e6 sd the one-pass
+    second moments about the data mean keep about eps x (gap / sd)^2 of relative precision.
+    """
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(100, 2))
+    b = rng.normal(size=(80, 2)) @ np.array([[1.0, 0.3], [0.0, 0.7]]) + [gap, 0.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.DegenerateComponentWarning)
+        tree = mixflow.fit(mixflow.GaussianMixture(2), np.vstack([a, b]), random_seed=0)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(_separate_fits_log_likelihood([a, b]), rel=rtol_ll)
+    covariance = tree["em/estimate"]["covariance"].values
+    np.testing.assert_allclose(covariance[0], np.cov(a.T, bias=True), rtol=rtol_cov, atol=rtol_cov)
+    np.testing.assert_allclose(covariance[1], np.cov(b.T, bias=True), rtol=rtol_cov, atol=rtol_cov)
+    assert tree["em"].attrs["collapsed_components"] == "[]"
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_a_component_on_one_repeated_point_is_still_reported_collapsed(covariance):
+    x = np.vstack([np.random.default_rng(1).normal(size=(60, 2)), np.tile([[4.0, -3.0]], (5, 1))])
+    start = {"weights": np.array([0.9, 0.1]), "mu": np.array([[0.0, 0.0], [4.0, -3.0]])}
+    start.update({"full": {"covariance": np.array([np.eye(2), 0.01 * np.eye(2)])},
+                  "tied": {"covariance": np.eye(2)},
+                  "diag": {"variance": np.array([[1.0, 1.0], [0.01, 0.01]])},
+                  "spherical": {"variance": np.array([1.0, 0.01])}}[covariance])
+    if covariance == "tied":  # one shared covariance cannot collapse onto one component's point
+        return
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"component\(s\) \[1\] collapsed.*repeated points"):
+        tree = mixflow.fit(mixflow.GaussianMixture(2, covariance=covariance), x, init=start)
+    assert tree["em"].attrs["collapsed_components"] == "[1]"
+    assert np.isfinite(tree["em"].attrs["log_likelihood"])
+
+
+@pytest.mark.parametrize(("rows", "covariance"), [(2, "full"), (3, "full"), (3, "tied")])
+def test_the_mle_never_builds_the_prior_and_names_the_data_problem(rows, covariance):
+    """n <= d (and two distinct repeated points): a warning naming the data and the fix, not a prior error."""
+    x = np.random.default_rng(0).normal(size=(rows, 3)) if rows < 3 else np.repeat(
+        np.random.default_rng(0).normal(size=(2, 3)), [3, 4], axis=0)
+    model = mixflow.GaussianMixture(2, covariance=covariance)
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"data: \d distinct row\(s\).*method='map'"):
+        tree = mixflow.fit(model, x, method="em", random_seed=0, n_init=1)
+    assert "prior" not in tree["em"].attrs
+    with pytest.raises(ValueError, match=r"prior.scale: expected a positive definite default scale.*subspace"):
+        mixflow.fit(model, x, method="map", random_seed=0, n_init=1)
+
+
+def test_data_whose_estimate_overflows_get_an_error_saying_so():
+    x = np.array([[1.0e300], [1.1e300], [1.2e300], [-1.0e300], [-1.2e300], [-1.1e300]])
+    with pytest.raises(ValueError, match=r"data: values up to 1.2e\+300 overflowed float64.*divide the data"):
+        mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=0)
+    tree = mixflow.fit(mixflow.GaussianMixture(2), x / 1e300, random_seed=0)
+    assert tree["em/estimate"]["weights"].values == pytest.approx([0.5, 0.5])
+
+
+def test_rows_no_component_reaches_get_an_error_not_nan_labels(two_clusters):
+    """No NaN responsibilities reach predict's argmax: rows of zero density under every component are named."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        tree = mixflow.fit(mixflow.PoissonMixture(2), np.zeros(10), random_seed=0)
+    assert (tree["em/estimate"]["rate"].values == 0).all()
+    with pytest.raises(ValueError, match=r"data: expected every row to have a positive density.*row\(s\) \[1, 2\]"):
+        mixflow.predict(tree, np.array([0.0, 3.0, 1.0]))
+    gaussian = _fit_quietly(mixflow.GaussianMixture(2), two_clusters)
+    with pytest.raises(ValueError, match=r"params\['covariance'\]: expected a positive definite.*far"):
+        mixflow.predict(gaussian, np.array([[0.0, 0.0], [1e200, 1e200]]))
