@@ -152,3 +152,76 @@ def test_rows_no_component_reaches_get_an_error_not_nan_labels(two_clusters):
     gaussian = _fit_quietly(mixflow.GaussianMixture(2), two_clusters)
     with pytest.raises(ValueError, match=r"params\['covariance'\]: expected a positive definite.*far"):
         mixflow.predict(gaussian, np.array([[0.0, 0.0], [1e200, 1e200]]))
+
+
+@pytest.mark.parametrize("method", ["em", "map"])
+def test_soft_kmeans_on_scaled_data_with_its_variance_scaled_along(two_clusters, method):
+    """The fixed variance scales with the data (c^2 sigma^2); 1e-300 does not apply, as 1e-600 is no double.
+
+    At c = 1e-160 the variance c^2 sigma^2 is a subnormal double with about three significant digits.
+    """
+    base = _fit_quietly(mixflow.SoftKMeans(2, 1.5), two_clusters, method=method)
+    reference = _estimate(base)
+    n, d = two_clusters.shape
+    for c, rtol in [(1e-160, 1e-3), (1e-150, 1e-12), (1e150, 1e-12)]:
+        tree = _fit_quietly(mixflow.SoftKMeans(2, 1.5 * c * c), c * two_clusters, method=method)
+        found = _estimate(tree)
+        np.testing.assert_allclose(found["weights"], reference["weights"], rtol=rtol)
+        np.testing.assert_allclose(found["mu"] / c, reference["mu"], rtol=rtol, atol=rtol)
+        shifted = base["em"].attrs["log_likelihood"] - n * d * np.log(c)
+        assert tree["em"].attrs["log_likelihood"] == pytest.approx(shifted, rel=rtol / 100, abs=1e-9)
+
+
+@pytest.mark.parametrize("likelihood", ["interval", "midpoint"])
+def test_grouped_data_scaled_give_the_fit_moved(likelihood):
+    """Class limits times c: means times c, variances times c^2; class probabilities are unitless (interval),
+    the midpoint density moves by -N log c for N counted observations."""
+    crabs = mixflow.load_dataset("crabs")
+    counts = crabs["count"].to_numpy(dtype=float)
+    limits = crabs[["lower", "upper"]].to_numpy()
+
+    def fit(c):
+        model = mixflow.GroupedGaussianMixture(2, likelihood=likelihood, open_below=0.5835 * c, open_above=0.6915 * c)
+        return _fit_quietly(model, c * limits, weights=counts)
+
+    base = fit(1.0)
+    reference = _estimate(base)
+    for c in SCALES:
+        tree = fit(c)
+        found = _estimate(tree)
+        np.testing.assert_allclose(found["weights"], reference["weights"], rtol=1e-10)
+        np.testing.assert_allclose(found["mu"] / c, reference["mu"], rtol=1e-10)
+        if c > 1:
+            np.testing.assert_allclose(found["variance"] / c / c, reference["variance"], rtol=1e-10)
+        shift = 0.0 if likelihood == "interval" else -counts.sum() * np.log(c)
+        assert tree["em"].attrs["log_likelihood"] == pytest.approx(base["em"].attrs["log_likelihood"] + shift,
+                                                                   rel=1e-12, abs=1e-8)
+
+
+def _zero_weight_starts(x_gaussian):
+    return [
+        (mixflow.PoissonMixture(2), np.r_[np.zeros(20), np.full(20, 5.0)],
+         {"weights": np.array([1.0, 0.0]), "rate": np.array([2.0, 6.0])}),
+        (mixflow.GaussianMixture(2), x_gaussian,
+         {"weights": np.array([0.0, 1.0]), "mu": np.array([[0.0, 0.0], [6.0, 1.0]]),
+          "covariance": np.array([np.eye(2), np.eye(2)])}),
+        (mixflow.SoftKMeans(2, 1.0), x_gaussian,
+         {"weights": np.array([0.0, 1.0]), "mu": np.array([[0.0, 0.0], [6.0, 1.0]])}),
+        (mixflow.RegressionMixture(2, "tuned ~ stretchratio"), mixflow.load_dataset("tone"),
+         {"weights": np.array([0.0, 1.0]), "coefficients": np.array([[1.9, 0.0], [0.0, 1.0]]),
+          "variance": np.array([0.01, 0.01])}),
+        (mixflow.GroupedGaussianMixture(2, open_below=0.5835, open_above=0.6915),
+         mixflow.load_dataset("crabs")[["lower", "upper"]],
+         {"weights": np.array([1.0, 0.0]), "mu": np.array([0.63, 0.66]), "variance": np.array([2e-4, 2e-4])}),
+    ]
+
+
+@pytest.mark.parametrize("case", [0, 1, 2, 3, 4])
+def test_a_component_stuck_at_zero_weight_is_reported_for_every_family(two_clusters, case):
+    model, x, start = _zero_weight_starts(two_clusters)[case]
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"component\(s\) \[\d\] are empty \(weight"):
+        tree = mixflow.fit(model, x, init=start)
+    empty = int(np.flatnonzero(tree["em/estimate"]["weights"].values < 1e-10)[0])
+    assert tree["em"].attrs["empty_components"] == f"[{empty}]"
+    ordinary = mixflow.fit(model, x, random_seed=0)
+    assert ordinary["em"].attrs["empty_components"] == "[]"

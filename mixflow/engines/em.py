@@ -24,9 +24,10 @@ from mixflow.families.base import dirichlet_log_density
 from mixflow.kmeans import kmeans_plusplus, lloyd, squared_distances
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
-__all__ = ["EMOptions", "fit_em", "initial_parameters", "objective"]
+__all__ = ["EMOptions", "empty_components", "fit_em", "initial_parameters", "objective"]
 
 _EPS_COUNT = 10 * np.finfo(float).eps
+_EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practically) no observation
 _INIT_METHODS = ("kmeans", "kmeans++", "random")
 
 
@@ -191,6 +192,23 @@ def _check_some_finite(finals: np.ndarray) -> None:
                      "units, or give init=... parameters")
 
 
+def empty_components(weights: np.ndarray, total_weight: float) -> list[int]:
+    """Components whose weight carries less than :data:`_EMPTY_COUNT` of an observation: EM cannot move them.
+
+    A component of zero weight gets zero responsibilities, hence zero weight again, whatever the family.
+    """
+    return np.flatnonzero(~(weights * total_weight >= _EMPTY_COUNT)).tolist()
+
+
+def _warn_empty(empty: list[int], weights: np.ndarray) -> None:
+    if empty:
+        warnings.warn(
+            f"component(s) {empty} are empty (weight(s) {[float(f'{w:.2g}') for w in weights[empty]]}, less than "
+            f"{_EMPTY_COUNT:g} of an observation): EM cannot move a component no observation is assigned to; start "
+            "from other parameters (init=...), use fewer components, or trim=... to drop it",
+            DegenerateComponentWarning, stacklevel=4)
+
+
 def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int]) -> None:
     history = np.array(run.history_objective)
     drops = np.diff(history) < -1e-9 * np.abs(history[1:]) - 1e-9
@@ -244,6 +262,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
     n_active = active.size
     n_parameters = model.n_parameters(data.n_features, n_active)
     total = data.total_weight
+    empty = empty_components(params["weights"], total)
+    _warn_empty(empty, params["weights"])
     bic = -2 * log_likelihood + n_parameters * np.log(total)
     attrs = {
         "method": "map" if options.map else "mle",
@@ -262,6 +282,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "max_iter": int(options.max_iter),
         "trim": -1.0 if options.trim is None else float(options.trim),
         "collapsed_components": json.dumps(collapsed),
+        "empty_components": json.dumps(empty),
         "trimmed_components": int(model.n_components - n_active),
     }
     if options.map:
