@@ -129,8 +129,14 @@ def test_the_mle_never_builds_the_prior_and_names_the_data_problem(rows, covaria
     with pytest.warns(mixflow.DegenerateComponentWarning, match=r"data: \d distinct row\(s\).*method='map'"):
         tree = mixflow.fit(model, x, method="em", random_seed=0, n_init=1)
     assert "prior" not in tree["em"].attrs
-    with pytest.raises(ValueError, match=r"prior.scale: expected a positive definite default scale.*subspace"):
-        mixflow.fit(model, x, method="map", random_seed=0, n_init=1)
+    # MAP exists: the default scale falls back on the data variances (mclust's choice for n <= d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.DegenerateComponentWarning)
+        mapped = mixflow.fit(model, x, method="map", random_seed=0, n_init=1)
+    import json
+
+    scale = np.array(json.loads(mapped["em"].attrs["prior"])["scale"])
+    np.testing.assert_allclose(scale, np.diag(x.var(axis=0)) / 2 ** (2 / 3), rtol=1e-12)
 
 
 def test_data_whose_estimate_overflows_get_an_error_saying_so():

@@ -14,6 +14,7 @@ from mixflow.families.scaling import standardise
 
 __all__ = ["GaussianMixture", "GaussianPrior", "ResolvedGaussianPrior"]
 
+_SINGULAR = 1e3 * np.finfo(float).eps  # smallest eigenvalue of a correlation matrix below it x d: singular
 _DISTINCT_ROWS_CHECKED = 100_000  # above this many rows the MLE support check (distinct rows) is skipped
 
 
@@ -37,8 +38,11 @@ class GaussianPrior:
 
     Defaults (``None``) are filled from the data at fit time, after mclust's ``defaultPrior`` (Fraley &
     Raftery 2007): ``mean`` the data mean, ``shrinkage`` 0.01, ``dof`` d + 2, and ``scale`` the data
-    covariance divided by K^(2/d) (its diagonal for "diag", the mean of its diagonal for "spherical").
-    ``weights_concentration`` 1 is a flat Dirichlet (MAP weights equal the MLE ones).
+    covariance S divided by K^(2/d) (its diagonal for "diag", the mean of its diagonal for "spherical").
+    ``weights_concentration`` 1 is a flat Dirichlet (MAP weights equal the MLE ones). Unlike mclust, S
+    divides by the total weight (mclust's ``var()`` by n - 1), "diag" has a scale per feature (mclust one
+    scalar, the "spherical" one), and a singular S is replaced by its diagonal for "full" and "tied"
+    (mclust does so when n <= d); the README's prior table gives the reasons.
 
     Parameters
     ----------
@@ -298,12 +302,16 @@ class GaussianMixture(MixtureModel):
 def _default_scale(covariance: str, z: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
     """The default scale (after mclust) in working units: the data covariance (divided by the total weight) / K^(2/d).
 
-    Its diagonal for "diag", the mean of its diagonal for "spherical"; a constant feature gets 1.
+    Its diagonal for "diag", the mean of its diagonal for "spherical"; a constant feature gets 1. A
+    singular data covariance (fewer distinct rows than features, collinear features) is replaced by its
+    diagonal for "full" and "tied", as mclust does when n <= d.
     """
     d = z.shape[1]
     data_cov = (z * weights[:, None]).T @ z / weights.sum()
     constant = np.diag(data_cov) == 0  # a constant feature: unit scale rather than a singular prior
     data_cov[constant, constant] = 1.0
+    if covariance in ("full", "tied") and not np.linalg.eigvalsh(data_cov)[0] > _SINGULAR * d:
+        data_cov = np.diag(np.diag(data_cov))  # as mclust for n <= d: the variances alone, a regular scale
     return {
         "full": data_cov, "tied": data_cov, "diag": np.diag(data_cov).copy(),
         "spherical": np.asarray(np.trace(data_cov) / d),
