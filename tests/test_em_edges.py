@@ -20,9 +20,14 @@ def two_clusters():
 
 
 def _fit_quietly(model, data, **options):
-    """A fit with a fixed number of iterations (tol=0), so scaled and unscaled runs take the same steps."""
+    """A fit with a fixed number of iterations (tol=0), so scaled and unscaled runs take the same steps.
+
+    (The relative change of the objective that ``tol`` bounds is not scale-free: the log-likelihood moves
+    by -n d log c, so the same ``tol`` stops scaled and unscaled runs at different iterations.)
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        warnings.simplefilter("error", mixflow.DegenerateComponentWarning)  # no false collapse at any scale
         return mixflow.fit(model, data, random_seed=0, tol=0, max_iter=150, **options)
 
 
@@ -231,3 +236,36 @@ def test_a_component_stuck_at_zero_weight_is_reported_for_every_family(two_clust
     assert tree["em"].attrs["empty_components"] == f"[{empty}]"
     ordinary = mixflow.fit(model, x, random_seed=0)
     assert ordinary["em"].attrs["empty_components"] == "[]"
+
+
+@pytest.mark.parametrize("method", ["em", "map"])
+@pytest.mark.parametrize("scaled", ["response", "covariate", "both"])
+def test_regression_on_scaled_data_gives_the_fit_moved(scaled, method):
+    """y -> c y: coefficients times c, variances times c^2, log-likelihood - n log c; x -> c x: slopes / c."""
+    tone = mixflow.load_dataset("tone")
+    model = mixflow.RegressionMixture(2, "tuned ~ stretchratio")
+    base = _fit_quietly(model, tone, method=method)
+    reference = _estimate(base)
+    n = len(tone)
+    for c in SCALES:
+        data = tone.copy()
+        y, x = (c if scaled != "covariate" else 1.0), (c if scaled != "response" else 1.0)
+        data["tuned"] *= y
+        data["stretchratio"] *= x
+        tree = _fit_quietly(model, data, method=method)
+        found = _estimate(tree)
+        np.testing.assert_allclose(found["weights"], reference["weights"], rtol=1e-10)
+        np.testing.assert_allclose(found["coefficients"][:, 0] / y, reference["coefficients"][:, 0], rtol=1e-10)
+        np.testing.assert_allclose(found["coefficients"][:, 1] * x / y, reference["coefficients"][:, 1], rtol=1e-10)
+        if y > 1e-150:  # y^2 x the variance is representable
+            np.testing.assert_allclose(found["variance"] / y / y, reference["variance"], rtol=1e-10)
+        shifted = base["em"].attrs["log_likelihood"] - n * np.log(y)
+        assert tree["em"].attrs["log_likelihood"] == pytest.approx(shifted, rel=1e-12, abs=1e-8)
+
+
+def test_no_restart_with_a_finite_objective_is_an_error_naming_the_data_not_an_all_nan_slice():
+    from mixflow.engines.em import _check_some_finite
+
+    _check_some_finite(np.array([np.nan, -3.0]))
+    with pytest.raises(ValueError, match=r"data: expected EM to reach a finite objective.*all 2.*units"):
+        _check_some_finite(np.array([np.nan, -np.inf]))

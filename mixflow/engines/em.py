@@ -206,7 +206,7 @@ def _warn_empty(empty: list[int], weights: np.ndarray) -> None:
             f"component(s) {empty} are empty (weight(s) {[float(f'{w:.2g}') for w in weights[empty]]}, less than "
             f"{_EMPTY_COUNT:g} of an observation): EM cannot move a component no observation is assigned to; start "
             "from other parameters (init=...), use fewer components, or trim=... to drop it",
-            DegenerateComponentWarning, stacklevel=4)
+            DegenerateComponentWarning, stacklevel=3)
 
 
 def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int]) -> None:
@@ -251,19 +251,21 @@ def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
 
 def _assemble(model, data, prepared, prior, options, runs, best_index, rows, features) -> dict:
     best = runs[best_index]
-    order = model.canonical_order(best.params)
+    order = model.canonical_order(model.to_data(best.params, prepared))  # the order of the data-unit estimate
     params = model.permute(best.params, order, features)
     resp, log_density = e_step(model, params, prepared, data.n_features, rows, working=True)
     log_likelihood = float(prepared.weights @ log_density)
     estimate = _in_data_units(model, params, prepared, data)
     active = best.active[order]
-    collapsed = sorted(int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active)
-    _warn_about(best, options, model, collapsed)
-    n_active = active.size
-    n_parameters = model.n_parameters(data.n_features, n_active)
     total = data.total_weight
     empty = empty_components(params["weights"], total)
     _warn_empty(empty, params["weights"])
+    # an empty component's dispersion is floored too; it is reported as empty, the cause, not as collapsed
+    positions = [int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active]
+    collapsed = sorted(c for c in positions if c not in empty)
+    _warn_about(best, options, model, collapsed)
+    n_active = active.size
+    n_parameters = model.n_parameters(data.n_features, n_active)
     bic = -2 * log_likelihood + n_parameters * np.log(total)
     attrs = {
         "method": "map" if options.map else "mle",
