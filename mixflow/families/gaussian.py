@@ -214,8 +214,7 @@ class GaussianMixture(MixtureModel):
         """
         working, prior = self.working_prior(prepared), self.prior
         center, scale = prepared.constants["center"], prepared.constants["scale"]
-        with np.errstate(over="ignore", under="ignore"):
-            mean = center + 0.0 if prior.mean is None else np.asarray(prior.mean, dtype=float)
+        mean = center.copy() if prior.mean is None else np.asarray(prior.mean, dtype=float)
         scale_d = (gu.dispersion_to_data(self.covariance, working.scale, scale) if prior.scale is None
                    else np.asarray(prior.scale, dtype=float))
         return ResolvedGaussianPrior(working.concentration, mean, working.shrinkage, working.dof, scale_d)
