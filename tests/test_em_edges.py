@@ -269,3 +269,11 @@ def test_no_restart_with_a_finite_objective_is_an_error_naming_the_data_not_an_a
     _check_some_finite(np.array([np.nan, -3.0]))
     with pytest.raises(ValueError, match=r"data: expected EM to reach a finite objective.*all 2.*units"):
         _check_some_finite(np.array([np.nan, -np.inf]))
+
+
+def test_the_report_names_an_empty_component(two_clusters, tmp_path):
+    model, x, start = _zero_weight_starts(two_clusters)[2]
+    with pytest.warns(mixflow.DegenerateComponentWarning, match="are empty"):
+        tree = mixflow.fit(model, x, init=start)
+    text = mixflow.report(tree, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "component(s) [0] are empty (weight zero)" in text
