@@ -1,5 +1,7 @@
 """The comparison table: numbers against hand computation, label agreement against scikit-learn."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,7 +68,8 @@ def _method_groups(tree, method: str, chains: int, draws: int, rng) -> xr.DataTr
     else:
         elbo = -500 - 300 * np.exp(-np.arange(200) / 20) + rng.normal(scale=3, size=200)
         groups["sample_stats"] = {"variables": {"elbo": (("iteration",), elbo)}}
-    return build_tree(groups, coords=coords, attrs={})
+    prior = json.dumps(model.resolve_prior(model.prepare(data)).to_dict())  # recorded as fit_mcmc and fit_advi do
+    return build_tree(groups, coords=coords, attrs={"prior": prior})
 
 
 def _observed(tree):
@@ -75,7 +78,7 @@ def _observed(tree):
 
 def _log_joint(model, params, data):
     prepared = model.prepare(data)
-    log_density, _ = model.log_density(model.e_step_constants(params, prepared), prepared)
+    log_density, _ = model.log_density(model.e_step_constants(model.to_working(params, prepared), prepared), prepared)
     return log_density + np.log(params["weights"])
 
 

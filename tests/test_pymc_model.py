@@ -72,9 +72,11 @@ def assert_em_map_is_the_mode(pymc_model, estimate: dict, start: dict, nudged: d
 
 
 def _em_objective(model, data, params):
+    """EM's MAP objective at data-unit ``params`` (the engine works in the family's working units)."""
     prepared = model.prepare(data)
-    log_likelihood = data_pass(model, params, prepared, data.n_obs).log_likelihood
-    return objective(model, params, log_likelihood, model.resolve_prior(prepared), np.arange(model.n_components))
+    working = model.to_working(params, prepared)
+    log_likelihood = data_pass(model, working, prepared, data.n_obs).log_likelihood
+    return objective(model, working, log_likelihood, model.working_prior(prepared), np.arange(model.n_components))
 
 
 @pytest.mark.parametrize("covariance", COVARIANCES)

@@ -170,6 +170,8 @@ def extrapolate(start: dict, first: dict, second: dict, state: SquaremState) -> 
     """
     names = list(start)
     x0, x1, x2 = (np.concatenate([np.ravel(p[name]) for name in names]) for p in (start, first, second))
+    if not (np.isfinite(x0).all() and np.isfinite(x1).all() and np.isfinite(x2).all()):
+        return None, float("nan")  # e.g. an empty component's weight, whose log-ratio is -inf
     r = x1 - x0
     v = x2 - x1 - r
     r_norm, v_norm = np.linalg.norm(r), np.linalg.norm(v)

@@ -7,7 +7,7 @@ log-likelihood (MLE) or the log posterior density (MAP); it never decreases from
 
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
@@ -33,11 +33,12 @@ from mixflow.engines.em_steps import (
 from mixflow.engines.kmeans import kmeans_plusplus, lloyd, squared_distances
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
-__all__ = ["CONVERGENCE_CRITERION", "EMOptions", "fit_em", "initial_parameters"]
+__all__ = ["CONVERGENCE_CRITERION", "EMOptions", "empty_components", "fit_em", "initial_parameters"]
 
 CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol"  # recorded with every fit, see run_em
 
 _EPS_COUNT = 10 * np.finfo(float).eps
+_EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practically) no observation
 _INIT_METHODS = ("kmeans", "kmeans++", "random")
 
 
@@ -117,9 +118,11 @@ class Run:
 
 
 def _m_step(model, step: Pass, prepared, prior, active) -> tuple[dict, list[int]]:
-    counts = step.counts + _EPS_COUNT
+    counts = step.counts + _EPS_COUNT  # a component no row is assigned to keeps finite parameters
     components, collapsed = model.m_step(counts, step.statistics, prepared, prior)
-    weights = weights_step(counts, None if prior is None else prior.concentration[active])
+    # the weights from the counts themselves: an empty component stays empty (and is reported), rather
+    # than growing back from the guard above
+    weights = weights_step(step.counts, None if prior is None else prior.concentration[active])
     return {"weights": weights, **components}, collapsed
 
 
@@ -257,8 +260,12 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
 
     """
     prepared = model.prepare(data)
-    prior = model.resolve_prior(prepared)
-    prior_used = prior if options.map else None
+    prior_used = model.working_prior(prepared) if options.map else None  # the MLE never builds the prior
+    if not options.map:
+        for problem in model.mle_problems(prepared):
+            warnings.warn(problem, DegenerateComponentWarning, stacklevel=3)
+    if isinstance(options.init, dict):
+        options = replace(options, init=model.to_working(options.init, prepared))
     width = model.chunk_width(data.n_features)
     rows = chunk_rows(data.n_obs, width, options.chunk_size)
     threaded = use_threads(data.n_obs, width)
@@ -272,8 +279,36 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
         start = initial_parameters(model, prepared, options.init, rng, prior_used, rows)
         runs.append(run_em(model, prepared, start, prior_used, options, rows, features, threaded))
     finals = np.array([run.history_objective[-1] for run in runs])
+    _check_some_finite(finals)
     best_index = int(np.nanargmax(finals))
-    return _assemble(model, data, prepared, prior, options, runs, best_index, rows, features)
+    return _assemble(model, data, prepared, prior_used, options, runs, best_index, rows, features)
+
+
+def _check_some_finite(finals: np.ndarray) -> None:
+    """Raise a ValueError that names the data problem when no restart ended on a finite objective."""
+    if np.isfinite(finals).any():
+        return
+    raise ValueError(f"data: expected EM to reach a finite objective from some start, got {finals.tolist()} from "
+                     f"all {finals.size}: the data leave the likelihood undefined in float64 (values that "
+                     "overflow when squared, or rows no component can reach); check the data's range and "
+                     "units, or give init=... parameters")
+
+
+def empty_components(weights: np.ndarray, total_weight: float) -> list[int]:
+    """Components whose weight carries less than :data:`_EMPTY_COUNT` of an observation: EM cannot move them.
+
+    A component of zero weight gets zero responsibilities, hence zero weight again, whatever the family.
+    """
+    return np.flatnonzero(~(weights * total_weight >= _EMPTY_COUNT)).tolist()
+
+
+def _warn_empty(empty: list[int], weights: np.ndarray) -> None:
+    if empty:
+        warnings.warn(
+            f"component(s) {empty} are empty (weight(s) {[float(f'{w:.2g}') for w in weights[empty]]}, less than "
+            f"{_EMPTY_COUNT:g} of an observation): EM cannot move a component no observation is assigned to; start "
+            "from other parameters (init=...), use fewer components, or trim=... to drop it",
+            DegenerateComponentWarning, stacklevel=3)
 
 
 def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_observations: float) -> None:
@@ -295,6 +330,19 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
             ConvergenceWarning, stacklevel=3)
 
 
+def _in_data_units(model, params: dict, prepared, data) -> dict:
+    """The estimate mapped from working to data units; an error if it overflows float64 there."""
+    estimate = model.to_data(params, prepared)
+    overflowed = sorted(name for name, value in estimate.items() if np.isinf(value).any())
+    if overflowed:
+        largest = float(np.abs(data.values).max())
+        raise ValueError(f"data: values up to {largest:.3g} overflowed float64: the estimate's {overflowed} in data "
+                         "units exceed the largest double (1.8e308), though the fit in standardised units "
+                         f"succeeded; divide the data by a constant (e.g. {10.0 ** np.floor(np.log10(largest)):.0e}) "
+                         "and fit again")
+    return estimate
+
+
 def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
     length = max(len(getattr(run, attribute)) for run in runs)
     out = np.full((len(runs), length), np.nan)
@@ -306,13 +354,18 @@ def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
 
 def _assemble(model, data, prepared, prior, options, runs, best_index, rows, features) -> dict:
     best = runs[best_index]
-    order = model.canonical_order(best.params)
+    order = model.canonical_order(model.to_data(best.params, prepared))  # the order of the data-unit estimate
     params = model.permute(best.params, order, features)
-    resp, log_density = e_step(model, params, prepared, data.n_features, rows)
+    resp, log_density = e_step(model, params, prepared, data.n_features, rows, working=True)
     log_likelihood = float(prepared.weights @ log_density)
+    estimate = _in_data_units(model, params, prepared, data)
     active = best.active[order]
-    collapsed = sorted(int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active)
     total = data.total_weight
+    empty = empty_components(params["weights"], total)
+    _warn_empty(empty, params["weights"])
+    # an empty component's dispersion is floored too; it is reported as empty, the cause, not as collapsed
+    positions = [int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active]
+    collapsed = sorted(c for c in positions if c not in empty)
     _warn_about(best, options, model, collapsed, total)
     n_active = active.size
     n_parameters = model.n_parameters(data.n_features, n_active)
@@ -338,10 +391,11 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "accepted_extrapolations": int(best.accepted_extrapolations),
         "trim": -1.0 if options.trim is None else float(options.trim),
         "collapsed_components": json.dumps(collapsed),
+        "empty_components": json.dumps(empty),
         "trimmed_components": int(model.n_components - n_active),
-        "prior": json.dumps(prior.to_dict()),
     }
     if options.map:
+        attrs["prior"] = json.dumps(model.resolve_prior(prepared).to_dict())
         attrs["log_posterior"] = float(objective(model, params, log_likelihood, prior, active))
     dims = model.parameter_dims(features)
     sample_stats = {
@@ -357,7 +411,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         sample_stats["log_posterior"] = (("restart", "iteration"), _history_array(runs, "history_objective"))
     return {
         "attrs": attrs,
-        "estimate": {name: (dims[name], value) for name, value in params.items()},
+        "estimate": {name: (dims[name], value) for name, value in estimate.items()},
         "responsibilities": {"responsibilities": (("obs", "component"), resp)},
         "sample_stats": sample_stats,
         "n_active": n_active,

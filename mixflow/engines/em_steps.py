@@ -16,10 +16,8 @@ from scipy.special import entr
 from mixflow.families.base import dirichlet_log_density
 from mixflow.parallel import available_cores, one_blas_thread
 
-__all__ = ["Pass", "add_statistics", "chunk_rows", "data_pass", "e_step", "log_normalise", "objective",
-           "responsibilities",
-           "responsibility_entropy",
-           "use_threads", "weights_step"]
+__all__ = ["Pass", "add_statistics", "check_densities", "chunk_rows", "data_pass", "e_step", "log_normalise",
+           "objective", "responsibilities", "responsibility_entropy", "use_threads", "weights_step"]
 
 _CHUNK_FLOATS = 2**19  # about 4 MB per temporary: chunk features stay in cache for the products
 _PARTS = 2  # runs of chunks per pass; fixed, so the order of the sums does not depend on the machine
@@ -63,8 +61,8 @@ def log_normalise(log_joint: np.ndarray) -> np.ndarray:
     log_joint -= finite_peak[:, None]
     np.exp(log_joint, out=log_joint)
     total = log_joint.sum(axis=1)
-    log_joint /= total[:, None]
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # a row of zero density: NaN, caught by check_densities
+        log_joint /= total[:, None]
         return finite_peak + np.log(total)
 
 
@@ -147,14 +145,16 @@ def _add(first: Pass, second: Pass) -> Pass:
                 add_statistics(first.statistics, second.statistics))
 
 
-def e_step(model, params: dict, prepared, n_features: int, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def e_step(model, params: dict, prepared, n_features: int, rows: int | None = None, *,
+           working: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Responsibilities (n_obs, K) and log p(x_n) (n_obs,) of one parameter set, chunk by chunk.
 
     The E-step alone (no sufficient statistics, frequency weights not applied), with temporaries bounded
     by the chunk size like :func:`data_pass`; ``rows`` per chunk, by default :func:`chunk_rows`'.
+    ``params`` in data units (an estimate, a draw), or in ``prepared``'s working units if ``working``.
     """
     rows = chunk_rows(prepared.n_obs, model.chunk_width(n_features)) if rows is None else rows
-    constants = model.e_step_constants(params, prepared)
+    constants = model.e_step_constants(params if working else model.to_working(params, prepared), prepared)
     with np.errstate(divide="ignore"):
         log_weights = np.log(params["weights"])
     resp = np.empty((prepared.n_obs, log_weights.size))
@@ -164,7 +164,25 @@ def e_step(model, params: dict, prepared, n_features: int, rows: int | None = No
         log_joint += log_weights
         log_density[start:start + rows] = log_normalise(log_joint)
         resp[start:start + rows] = log_joint
+    check_densities(log_density, prepared.weights)
     return resp, log_density
+
+
+def check_densities(log_density: np.ndarray, weights: np.ndarray) -> None:
+    """Raise a ValueError naming the rows whose log density is NaN or -inf (no responsibilities exist).
+
+    Such a row has zero density under every component (it lies where no component reaches in float64),
+    or the parameters are not numbers; its responsibilities would be NaN, and an argmax of them arbitrary.
+    """
+    bad = ~np.isfinite(log_density) & (weights > 0)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad)
+    kind = "NaN" if np.isnan(log_density[rows]).any() else "zero (log density -inf)"
+    raise ValueError(f"data: expected every row to have a positive density under the mixture, got a {kind} density "
+                     f"at {rows.size} row(s) {rows[:5].tolist()}{' ...' if rows.size > 5 else ''}: the rows lie "
+                     "where no component has density in float64 (far outside the data the parameters were "
+                     "fitted to), or the parameters are not finite numbers")
 
 
 def weights_step(counts: np.ndarray, concentration: np.ndarray | None) -> np.ndarray:

@@ -46,7 +46,8 @@ def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihoo
         stop = min(first + block, count)
         log_joint = np.empty((stop - first, k, n))
         for i, s in enumerate(range(first, stop)):
-            constants = model.e_step_constants({name: value[s] for name, value in draws.items()}, prepared)
+            draw = model.to_working({name: value[s] for name, value in draws.items()}, prepared)
+            constants = model.e_step_constants(draw, prepared)
             for start in range(0, n, rows):
                 chunk = prepared.rows(start, start + rows)
                 log_joint[i, :, start:start + rows] = model.log_density(constants, chunk)[0].T

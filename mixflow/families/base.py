@@ -132,6 +132,13 @@ class MixtureModel:
       ``prior`` is None, MAP otherwise), returning them and the indices of collapsed components;
     - ``log_prior(params, prior)``: log density of the component parameters (weights excluded);
     - ``init_points(prepared)``: points for k-means++ seeding;
+    - ``to_working(params, prepared)`` and ``to_data(params, prepared)``: parameters between data units and
+      the units EM works in (a family that standardises its data in ``prepare``; the identity by
+      default), ``working_prior(prepared)``: the prior in the working units, and
+      ``mle_problems(prepared)``: what in the data keeps the MLE from existing (warnings). Every
+      parameter the engine passes to ``e_step_constants``, ``m_step`` and ``log_prior`` is in working
+      units, and ``log_density`` and ``log_prior`` include the Jacobian, so log-likelihoods and log
+      posterior densities are those of the data;
     - ``check_parameters(params, n_features)``: validation of user-given initial parameters;
     - ``collapse_description(components)``: the start of the collapse warning (a default is given);
     - ``extra_coords(data)``: coordinate values of any dims beyond obs/feature/component;
@@ -212,6 +219,22 @@ class MixtureModel:
         """What collapsed, for the warning (families name their own dispersion parameter)."""
         return (f"component(s) {components} collapsed (singular covariance): a floor of 1e-6 x the data "
                 "variance was added")
+
+    def to_working(self, params: dict, prepared: Prepared) -> dict:
+        """Parameters from data units to the units EM works in (``prepared``'s); the same by default."""
+        return params
+
+    def to_data(self, params: dict, prepared: Prepared) -> dict:
+        """Inverse of :meth:`to_working`."""
+        return params
+
+    def working_prior(self, prepared: Prepared):
+        """The resolved prior in the units EM works in; by default :meth:`resolve_prior`'s (data units)."""
+        return self.resolve_prior(prepared)
+
+    def mle_problems(self, prepared: Prepared) -> list[str]:
+        """Descriptions of what in the data keeps the maximum-likelihood estimate from existing; none by default."""
+        return []
 
     def extra_coords(self, data) -> dict:
         """Coordinates of family-specific dims (e.g. regression coefficients); none by default."""

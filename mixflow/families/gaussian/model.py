@@ -11,10 +11,13 @@ from mixflow.families import sampling
 from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.gaussian import numerics as gn
+from mixflow.families.gaussian import units as gu
+from mixflow.families.scaling import standardise
 
 __all__ = ["GaussianMixture", "GaussianPrior", "ResolvedGaussianPrior"]
 
-_RELATIVE_FLOOR = 1e-6
+_SINGULAR = 1e3 * np.finfo(float).eps  # smallest eigenvalue of a correlation matrix below it x d: singular
+_DISTINCT_ROWS_CHECKED = 100_000  # above this many rows the MLE support check (distinct rows) is skipped
 
 
 def _as_tuple(value):
@@ -37,8 +40,11 @@ class GaussianPrior:
 
     Defaults (``None``) are filled from the data at fit time, after mclust's ``defaultPrior`` (Fraley &
     Raftery 2007): ``mean`` the data mean, ``shrinkage`` 0.01, ``dof`` d + 2, and ``scale`` the data
-    covariance divided by K^(2/d) (its diagonal for "diag", the mean of its diagonal for "spherical").
-    ``weights_concentration`` 1 is a flat Dirichlet (MAP weights equal the MLE ones).
+    covariance S divided by K^(2/d) (its diagonal for "diag", the mean of its diagonal for "spherical").
+    ``weights_concentration`` 1 is a flat Dirichlet (MAP weights equal the MLE ones). Unlike mclust, S
+    divides by the total weight (mclust's ``var()`` by n - 1), "diag" has a scale per feature (mclust one
+    scalar, the "spherical" one), and a singular S is replaced by its diagonal for "full" and "tied"
+    (mclust does so when n <= d); the README's prior table gives the reasons.
 
     Parameters
     ----------
@@ -75,17 +81,24 @@ class GaussianPrior:
 
 @dataclass(frozen=True)
 class ResolvedGaussianPrior:
-    """A :class:`GaussianPrior` with every default filled in from the data (numpy arrays)."""
+    """A :class:`GaussianPrior` with every default filled in from the data (numpy arrays).
+
+    In data units (:meth:`GaussianMixture.resolve_prior`) ``log_scale`` is None; in the working units EM
+    runs in (:meth:`GaussianMixture.working_prior`) it holds the log scales of the standardisation, so
+    that :meth:`GaussianMixture.log_prior` is the density of the data-unit parameters.
+    """
 
     concentration: np.ndarray
     mean: np.ndarray
     shrinkage: float
     dof: float
     scale: np.ndarray
+    log_scale: np.ndarray | None = None
 
     def to_dict(self) -> dict:
-        """JSON-friendly dict of the numbers actually used."""
-        return {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(self).items()}
+        """JSON-friendly dict of the numbers actually used (``log_scale`` is not a hyperparameter)."""
+        return {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(self).items()
+                if k != "log_scale"}
 
 
 @register_family("gaussian")
@@ -155,9 +168,10 @@ class GaussianMixture(MixtureModel):
 
     def collapse_description(self, components: list[int]) -> str:
         """The tied covariance is one matrix; otherwise name the components."""
-        if self.covariance == "tied":
-            return "the tied covariance collapsed (singular): a floor of 1e-6 x the data variance was added"
-        return super().collapse_description(components)
+        what = ("the tied covariance collapsed" if self.covariance == "tied"
+                else f"component(s) {components} collapsed")
+        return (f"{what} onto a point or a subspace (singular covariance: too few distinct rows, e.g. "
+                f"repeated points): {gn.FLOOR_DESCRIPTION}")
 
     def sort_key(self, params: dict) -> np.ndarray:
         """Canonical order: ascending first coordinate of ``mu``."""
@@ -165,41 +179,86 @@ class GaussianMixture(MixtureModel):
 
     # -- data and prior --------------------------------------------------------------------------------
     def prepare(self, data) -> Prepared:
-        """Centre the data at its weighted mean; the floor is 1e-6 of each feature's variance."""
+        """Standardise the data (weighted mean 0, variance 1 per feature; one scale for "spherical").
+
+        EM works in these units (:func:`mixflow.families.scaling.standardise`), whatever the data's
+        magnitude; :meth:`to_data` maps the estimate back and :meth:`log_density` includes the Jacobian,
+        so log-likelihoods are those of the data.
+        """
         weights = data.frequency
-        center = weights @ data.values / weights.sum()
-        z = data.values - center
-        variance = weights @ (z * z) / weights.sum()
-        floor = _RELATIVE_FLOOR * np.where(variance > 0, variance, 1.0)
-        return Prepared({"z": z}, weights, {"center": center, "floor": floor, "variance": variance})
+        units = standardise(data.values, weights, common=self.covariance == "spherical")
+        d = data.values.shape[1]
+        constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
+                     "floor": np.full(d, gn.ABSOLUTE_FLOOR), "working_center": np.zeros(d)}
+        return Prepared({"z": units.working}, weights, constants)
+
+    def working_prior(self, prepared: Prepared) -> ResolvedGaussianPrior:
+        """The prior in working units, defaults filled from the data (mclust's default conjugate prior).
+
+        Its ``log_scale`` makes :meth:`log_prior` the density of the data-unit parameters.
+        """
+        prior, k, constants = self.prior, self.n_components, prepared.constants
+        center, scale = constants["center"], constants["scale"]
+        d = center.size
+        if prior.scale is None:
+            scale_w = _default_scale(self.covariance, prepared.arrays["z"], prepared.weights, k)
+        else:
+            scale_w = _given_scale(self.covariance, prior.scale, scale, d)
+        mean = constants["working_center"] if prior.mean is None else _given_mean(prior.mean, center, scale)
+        dof = float(d + 2) if prior.dof is None else prior.dof
+        _check_resolved(self.covariance, mean, scale_w, dof, d, given=prior.scale is not None)
+        concentration = np.broadcast_to(np.asarray(prior.weights_concentration, dtype=float), (k,)).copy()
+        return ResolvedGaussianPrior(concentration, mean, prior.shrinkage, dof, scale_w, constants["log_scale"])
 
     def resolve_prior(self, prepared: Prepared) -> ResolvedGaussianPrior:
-        """Fill the prior's defaults from the data (mclust's default conjugate prior)."""
-        prior, k = self.prior, self.n_components
-        z, w = prepared.arrays["z"], prepared.weights
-        d = z.shape[1]
-        data_cov = (z * w[:, None]).T @ z / w.sum()
-        constant = np.diag(data_cov) == 0  # a constant feature: unit scale rather than a singular prior
-        data_cov[constant, constant] = 1.0
-        default_scale = {
-            "full": data_cov, "tied": data_cov, "diag": np.diag(data_cov).copy(),
-            "spherical": np.asarray(np.trace(data_cov) / d),
-        }[self.covariance] / k ** (2.0 / d)
-        scale = default_scale if prior.scale is None else np.asarray(prior.scale, dtype=float)
-        mean = prepared.constants["center"] if prior.mean is None else np.asarray(prior.mean, dtype=float)
-        dof = float(d + 2) if prior.dof is None else prior.dof
-        _check_resolved(self.covariance, mean, scale, dof, d)
-        concentration = np.broadcast_to(np.asarray(prior.weights_concentration, dtype=float), (k,)).copy()
-        return ResolvedGaussianPrior(concentration, mean, prior.shrinkage, dof, scale)
+        """The prior in data units, defaults filled from the data (what MCMC and ADVI use, and is recorded).
+
+        The defaults are :meth:`working_prior`'s mapped to data units; given values are kept as given.
+        """
+        working, prior = self.working_prior(prepared), self.prior
+        center, scale = prepared.constants["center"], prepared.constants["scale"]
+        mean = center.copy() if prior.mean is None else np.asarray(prior.mean, dtype=float)
+        scale_d = (gu.dispersion_to_data(self.covariance, working.scale, scale) if prior.scale is None
+                   else np.asarray(prior.scale, dtype=float))
+        return ResolvedGaussianPrior(working.concentration, mean, working.shrinkage, working.dof, scale_d)
+
+    def to_working(self, params: dict, prepared: Prepared) -> dict:
+        """Parameters from data units to the working units of ``prepared``."""
+        return gu.to_working(self.covariance, params, prepared.constants["center"], prepared.constants["scale"])
+
+    def to_data(self, params: dict, prepared: Prepared) -> dict:
+        """Parameters from the working units of ``prepared`` to data units."""
+        return gu.to_data(self.covariance, params, prepared.constants["center"], prepared.constants["scale"])
+
+    def mle_problems(self, prepared: Prepared) -> list[str]:
+        """What in the data keeps the MLE from existing (too few distinct rows for the covariance type)."""
+        k, (n, d) = self.n_components, prepared.arrays["z"].shape
+        if n > _DISTINCT_ROWS_CHECKED:
+            return []
+        distinct = np.unique(prepared.arrays["z"][prepared.weights > 0], axis=0).shape[0]
+        needed = {"full": k * (d + 1), "tied": k + d, "diag": 2 * k, "spherical": 2 * k}[self.covariance]
+        if distinct >= needed:
+            return []
+        return [f"data: {distinct} distinct row(s) for {k} component(s) and {d} feature(s), where a "
+                f"{self.covariance!r} covariance needs at least {needed} to have a maximum-likelihood "
+                "estimate (fewer leave a component's covariance singular); use method='map' (the prior "
+                "keeps it regular), a covariance type with fewer parameters, or fewer components"]
 
     def init_points(self, prepared: Prepared) -> np.ndarray:
-        """Points used to seed k-means++ (the centred data)."""
-        return prepared.arrays["z"]
+        """Points used to seed k-means++: the centred data over one common scale (their geometry kept)."""
+        log_scale = prepared.constants["log_scale"]
+        return prepared.arrays["z"] * np.exp(log_scale - log_scale.max())
 
     # -- EM steps --------------------------------------------------------------------------------------
     def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
-        """Per-iteration constants of the E-step (precision factors, offsets)."""
-        return gn.e_step_constants(self.covariance, params, prepared.constants["center"])
+        """Per-iteration constants of the E-step (precision factors, offsets), from working parameters.
+
+        The offset carries the Jacobian ``-sum log scale`` of the standardisation, so the log densities
+        are those of the data.
+        """
+        constants = gn.e_step_constants(self.covariance, params, prepared.constants["working_center"])
+        constants["offset"] = constants["offset"] + 2.0 * prepared.constants["log_scale"].sum()
+        return constants
 
     def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, np.ndarray]:
         """Per-component log densities (m, K) of a chunk and its second-order features.
@@ -224,12 +283,18 @@ class GaussianMixture(MixtureModel):
 
     def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
         """Component parameters (MLE if ``prior`` is None, else MAP) and the components floored."""
-        params = gn.m_step(self.covariance, counts, stats, prepared.constants["center"], prior)
+        params = gn.m_step(self.covariance, counts, stats, prepared.constants["working_center"], prior)
         return gn.floor_variances(self.covariance, params, prepared.constants["floor"])
 
     def log_prior(self, params: dict, prior: ResolvedGaussianPrior) -> float:
-        """Log density of the component parameters under the prior (the weights' Dirichlet excluded)."""
-        return _log_prior(self.covariance, params, prior)
+        """Log density of the data-unit component parameters under the prior (the weights' Dirichlet excluded).
+
+        ``params`` and ``prior`` are both in data units, or both in working units (:meth:`working_prior`).
+        """
+        value = _log_prior(self.covariance, params, prior)
+        if prior.log_scale is None:
+            return value
+        return value + gu.log_prior_jacobian(self.covariance, prior.log_scale, params["mu"].shape[0])
 
     @classmethod
     def label_tag(cls, options: dict) -> str:
@@ -246,18 +311,59 @@ class GaussianMixture(MixtureModel):
         return _check_parameters(self, params, n_features, name)
 
 
-def _check_resolved(covariance, mean, scale, dof, d):
+def _default_scale(covariance: str, z: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """The default scale (after mclust) in working units: the data covariance (divided by the total weight) / K^(2/d).
+
+    Its diagonal for "diag", the mean of its diagonal for "spherical"; a constant feature gets 1. A
+    singular data covariance (fewer distinct rows than features, collinear features) is replaced by its
+    diagonal for "full" and "tied", as mclust does when n <= d.
+    """
+    d = z.shape[1]
+    data_cov = (z * weights[:, None]).T @ z / weights.sum()
+    constant = np.diag(data_cov) == 0  # a constant feature: unit scale rather than a singular prior
+    data_cov[constant, constant] = 1.0
+    if covariance in ("full", "tied") and not np.linalg.eigvalsh(data_cov)[0] > _SINGULAR * d:
+        data_cov = np.diag(np.diag(data_cov))  # as mclust for n <= d: the variances alone, a regular scale
+    return {
+        "full": data_cov, "tied": data_cov, "diag": np.diag(data_cov).copy(),
+        "spherical": np.asarray(np.trace(data_cov) / d),
+    }[covariance] / k ** (2.0 / d)
+
+
+def _given_mean(mean, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    value = np.asarray(mean, dtype=float)
+    if value.shape != center.shape:
+        raise ValueError(f"prior.mean: expected {center.size} values (one per feature), got shape {value.shape}")
+    return (value - center) / scale
+
+
+def _given_scale(covariance: str, given, scale: np.ndarray, d: int) -> np.ndarray:
+    value = np.asarray(given, dtype=float)
+    expected = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance]
+    if value.shape != expected:
+        raise ValueError(f"prior.scale: expected shape {expected} for covariance={covariance!r}, got {value.shape}")
+    _check_positive(value, given=True)
+    return gu.dispersion_to_working(covariance, value, scale)
+
+
+def _check_positive(scale: np.ndarray, given: bool) -> None:
+    positive = np.linalg.eigvalsh(scale).min() > 0 if scale.ndim == 2 else (scale > 0).all()
+    if positive:
+        return
+    if given:
+        raise ValueError(f"prior.scale: expected a positive definite scale (positive values), got {scale.tolist()}")
+    raise ValueError("prior.scale: expected a positive definite default scale (the data covariance / K^(2/d)), "
+                     "got a singular one: the data lie in a lower-dimensional subspace (fewer distinct rows "
+                     "than features, or collinear features); give prior={'scale': ...}, drop a feature, or "
+                     "use covariance='diag' or 'spherical'")
+
+
+def _check_resolved(covariance, mean, scale, dof, d, given: bool):
     if mean.shape != (d,):
         raise ValueError(f"prior.mean: expected {d} values (one per feature), got shape {mean.shape}")
-    expected = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance]
-    if scale.shape != expected:
-        raise ValueError(f"prior.scale: expected shape {expected} for covariance={covariance!r}, got {scale.shape}")
     if dof <= d - 1:
         raise ValueError(f"prior.dof: expected more than d - 1 = {d - 1} degrees of freedom, got {dof}")
-    positive = np.linalg.eigvalsh(scale).min() > 0 if scale.ndim == 2 else (scale > 0).all()
-    if not positive:
-        raise ValueError("prior.scale: expected a positive definite scale (positive values), got "
-                         f"{scale.tolist()}")
+    _check_positive(scale, given)
 
 
 def _log_prior(covariance: str, params: dict, prior: ResolvedGaussianPrior) -> float:

@@ -26,6 +26,10 @@ __all__ = [
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 LOG_2PI = np.log(2 * np.pi)
+PRECISION_FLOOR = 1000 * np.finfo(float).eps  # relative precision of a one-pass second moment, with margin
+ABSOLUTE_FLOOR = np.finfo(float).eps  # in standardised units (of the data's variance): a point at the centre
+FLOOR_DESCRIPTION = (f"its variances were lifted to a floor of {PRECISION_FLOOR:.1e} x its second moment about "
+                     "the data mean, the precision of its sufficient statistics")
 
 
 @cache
@@ -195,28 +199,52 @@ def m_step(covariance_type: str, counts: np.ndarray, stats: dict, center: np.nda
     return _map(covariance_type, counts, means, scatter, center, prior)
 
 
-def floor_variances(covariance_type: str, params: dict, floor: np.ndarray) -> tuple[dict, list[int]]:
-    """Lift collapsed (near-singular) covariances to a floor; return the indices of those lifted.
+def variance_floor(covariance_type: str, params: dict, floor: np.ndarray) -> np.ndarray:
+    """The smallest variance each component can resolve, per feature: (K, d), (d,) when "tied", (K,) "spherical".
 
-    ``floor`` (d,) is a small fraction of the data's per-feature variance. A full/tied covariance whose
-    smallest eigenvalue (relative to the floor) is below it gets ``floor`` added to its diagonal.
+    The one-pass second moments are sums about the data centre, so a component's variance is known to
+    about eps x its second moment about that centre (its variance plus its squared mean offset).
+    :data:`PRECISION_FLOOR` times that moment, and never below ``floor`` (d,), is the component's own
+    floor: far-apart tight clusters keep their variances, a component on one repeated point does not.
     """
+    mu = params["mu"]
+    if covariance_type == "full":
+        own = np.diagonal(params["covariance"], axis1=-2, axis2=-1) + mu * mu
+    elif covariance_type == "tied":
+        own = np.diagonal(params["covariance"]) + (mu * mu).max(axis=0)
+    elif covariance_type == "diag":
+        own = params["variance"] + mu * mu
+    else:
+        own = params["variance"] + (mu * mu).mean(axis=1)
+        return np.fmax(PRECISION_FLOOR * own, floor.mean())
+    return np.fmax(PRECISION_FLOOR * own, floor)
+
+
+def floor_variances(covariance_type: str, params: dict, floor: np.ndarray) -> tuple[dict, list[int]]:
+    """Lift collapsed (near-singular) covariances to their floor; return the indices of those lifted.
+
+    The floor is :func:`variance_floor`'s, each component's own. A full/tied covariance whose smallest
+    eigenvalue relative to the floor is below one gets the floor added to its diagonal.
+    """
+    own = variance_floor(covariance_type, params, floor)
     if covariance_type in ("diag", "spherical"):
         variance = params["variance"]
-        low = variance < (floor if covariance_type == "diag" else floor.mean())
+        low = ~(variance >= own)
         collapsed = np.flatnonzero(low if covariance_type == "spherical" else low.any(axis=1))
         if collapsed.size:
-            lifted = np.maximum(variance, floor if covariance_type == "diag" else floor.mean())
+            lifted = np.where(low, own, variance)
             params = {**params, "variance": lifted}
         return params, collapsed.tolist()
     cov = params["covariance"]
     covs = cov if covariance_type == "full" else cov[None]
-    scale = np.sqrt(floor)
-    smallest = np.linalg.eigvalsh(covs / np.outer(scale, scale))[:, 0]
+    floors = own if covariance_type == "full" else own[None]
+    scale = np.sqrt(floors)
+    smallest = np.linalg.eigvalsh(covs / (scale[:, :, None] * scale[:, None, :]))[:, 0]
     collapsed = np.flatnonzero(~(smallest > 1.0))
     if collapsed.size:
         covs = covs.copy()
-        covs[collapsed] += np.diag(floor)
+        for c in collapsed:
+            covs[c] = np.where(np.isfinite(covs[c]), covs[c], 0.0) + np.diag(floors[c])
         params = {**params, "covariance": covs if covariance_type == "full" else covs[0]}
     return params, collapsed.tolist() if covariance_type == "full" else ([0] if collapsed.size else [])
 

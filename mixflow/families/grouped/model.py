@@ -31,7 +31,9 @@ from mixflow.families import sampling
 from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import check_n_components, check_parameter_dict, named_rows, prior_from_argument
 from mixflow.families.gaussian import numerics as gn
+from mixflow.families.gaussian import units as gu
 from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
+from mixflow.families.scaling import standardise
 
 __all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
 
@@ -211,37 +213,61 @@ class GroupedGaussianMixture(MixtureModel):
                          f"columns, lower then upper), got columns {features}")
 
     def prepare(self, data) -> Prepared:
-        """Check the classes; centre limits and midpoints at the weighted midpoint mean; open the end classes."""
+        """Check the classes; standardise limits and midpoints by the weighted midpoints; open the end classes.
+
+        EM works in these units (mean 0 and variance 1 of the count-weighted midpoints), whatever the
+        data's magnitude; :meth:`to_data` maps the estimate back.
+        """
         lower, upper = self.class_limits(data)
         _check_classes(lower, upper, data.obs)
         weights = data.frequency
-        midpoints = 0.5 * (lower + upper)
-        center = np.array([weights @ midpoints / weights.sum()])
-        z = (midpoints - center)[:, None]
-        variance = np.array([weights @ z[:, 0] ** 2 / weights.sum()])
-        low, high = lower - center, upper - center
+        units = standardise((0.5 * lower + 0.5 * upper)[:, None], weights)
+        center, scale = units.center[0], units.scale[0]
+        low, high = (lower - center) / scale, (upper - center) / scale
         if self.open_below is not None:
             low[upper <= self.open_below] = -np.inf
         if self.open_above is not None:
             high[lower >= self.open_above] = np.inf
-        floor = _RELATIVE_FLOOR * np.where(variance > 0, variance, 1.0)
-        return Prepared({"z": z, "low": low, "high": high}, weights,
-                        {"center": center, "floor": floor, "variance": variance})
+        constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
+                     "floor": np.array([_RELATIVE_FLOOR]), "working_center": np.zeros(1)}
+        return Prepared({"z": units.working, "low": low, "high": high}, weights, constants)
 
     def resolve_prior(self, prepared: Prepared):
-        """The Gaussian prior's defaults, from the midpoints weighted by the counts."""
+        """The Gaussian prior's defaults, from the midpoints weighted by the counts (data units)."""
         return self.gaussian.resolve_prior(prepared)
 
+    def working_prior(self, prepared: Prepared):
+        """The Gaussian prior in the working units of ``prepared``."""
+        return self.gaussian.working_prior(prepared)
+
+    def to_working(self, params: dict, prepared: Prepared) -> dict:
+        """Parameters from data units to the working units of ``prepared``."""
+        center, scale = prepared.constants["center"][0], prepared.constants["scale"][0]
+        out = dict(params)
+        out["mu"] = (np.asarray(params["mu"], dtype=float) - center) / scale
+        out["variance"] = np.asarray(params["variance"], dtype=float) / scale / scale
+        gu.check_positive_definite("variance", np.atleast_1d(out["variance"]), "spherical")
+        return out
+
+    def to_data(self, params: dict, prepared: Prepared) -> dict:
+        """Parameters from the working units of ``prepared`` to data units."""
+        center, scale = prepared.constants["center"][0], prepared.constants["scale"][0]
+        out = dict(params)
+        with np.errstate(over="ignore", under="ignore"):
+            out["mu"] = params["mu"] * scale + center
+            out["variance"] = params["variance"] * scale * scale
+        return out
+
     def init_points(self, prepared: Prepared) -> np.ndarray:
-        """The centred midpoints."""
+        """The standardised midpoints."""
         return prepared.arrays["z"]
 
     # -- EM steps --------------------------------------------------------------------------------------
     def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
-        """Centred means and standard deviations, each of shape (K,)."""
-        mu = np.asarray(params["mu"], dtype=float) - prepared.constants["center"][0]
+        """Working means and standard deviations, each of shape (K,), and the midpoint density's Jacobian."""
+        mu = np.asarray(params["mu"], dtype=float)
         sd = np.broadcast_to(np.sqrt(np.asarray(params["variance"], dtype=float)), mu.shape)
-        return {"mu": mu, "sd": sd}
+        return {"mu": mu, "sd": sd, "log_scale": float(prepared.constants["log_scale"][0])}
 
     def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, tuple]:
         """Log P(class j | component k), shape (m, K), and E[z | j, k], E[z^2 | j, k] (centred units)."""
@@ -249,7 +275,7 @@ class GroupedGaussianMixture(MixtureModel):
         if self.likelihood == "midpoint":
             z = chunk.arrays["z"]
             standard = (z - mu) / sd
-            return -0.5 * standard**2 - np.log(sd) - _LOG_SQRT_2PI, (z, z * z)
+            return -0.5 * standard**2 - np.log(sd) - _LOG_SQRT_2PI - constants["log_scale"], (z, z * z)
         alpha = (chunk.arrays["low"][:, None] - mu) / sd
         beta = (chunk.arrays["high"][:, None] - mu) / sd
         log_mass = interval_log_probability(alpha, beta)
@@ -278,7 +304,7 @@ class GroupedGaussianMixture(MixtureModel):
     def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
         """The one-feature Gaussian M-step (MLE, or MAP under the prior) on the expected statistics."""
         covariance = "tied" if self.common_variance else "spherical"
-        params = gn.m_step(covariance, counts, stats, prepared.constants["center"], prior)
+        params = gn.m_step(covariance, counts, stats, prepared.constants["working_center"], prior)
         params, collapsed = gn.floor_variances(covariance, params, prepared.constants["floor"])
         return self._from_gaussian(params), collapsed
 

@@ -62,21 +62,19 @@ def interval_log_probability_tensor(alpha, beta):
 def grouped_scale(model, data: Data) -> tuple[float, float]:
     """``(center, scale)`` of the standardisation: count-weighted mean and sd of the class midpoints."""
     constants = model.prepare(data).constants
-    variance = float(constants["variance"][0])
-    return float(constants["center"][0]), float(np.sqrt(variance)) if variance > 0 else 1.0
+    return float(constants["center"][0]), float(constants["scale"][0])
 
 
 def _class_arrays(model, data: Data) -> dict:
     """Per-class arrays in z units: finite stand-in limits, open-end masks and midpoints, shape (m,)."""
-    prepared = model.prepare(data)
-    _, scale = grouped_scale(model, data)
-    low, high = prepared.arrays["low"] / scale, prepared.arrays["high"] / scale
+    prepared = model.prepare(data)  # its limits and midpoints are already in z units
+    low, high = prepared.arrays["low"], prepared.arrays["high"]
     open_low, open_high = ~np.isfinite(low), ~np.isfinite(high)
     # stand-ins keep every branch finite: an open limit becomes the other limit -/+ 1 (or -1, 1 when both are)
     low_safe = np.where(open_low, np.where(open_high, -1.0, high - 1.0), low)
     high_safe = np.where(open_high, np.where(open_low, 1.0, low + 1.0), high)
     return {"low": low_safe, "high": high_safe, "open_low": open_low.astype(float),
-            "open_high": open_high.astype(float), "midpoint": prepared.arrays["z"][:, 0] / scale}
+            "open_high": open_high.astype(float), "midpoint": prepared.arrays["z"][:, 0]}
 
 
 def _prior_in_z_units(prior, center: float, scale: float) -> dict:

@@ -139,6 +139,44 @@ class ResolvedRegressionPrior:
                 "covariance": self.covariance.tolist(), "shape": self.shape, "scale": self.scale}
 
 
+@dataclass(frozen=True)
+class WorkingRegressionPrior:
+    """The resolved prior in the working units EM runs in (:meth:`RegressionMixture.working_prior`).
+
+    ``working`` has ``mean`` (p,) and ``precision`` (p, p) of the working coefficients (V0's inverse),
+    and ``shape`` and ``scale`` of the inverse-gamma prior on the working variance.
+    """
+
+    concentration: np.ndarray
+    working: dict
+    coordinates: rn.Coordinates
+
+
+def _checked(value, shape: tuple, name: str, coefficient_names: list) -> np.ndarray:
+    array = np.asarray(value, dtype=float)
+    if array.shape != shape:
+        raise ValueError(f"prior.{name}: expected shape {shape} (one row per coefficient {coefficient_names}), "
+                         f"got {array.shape}")
+    return array
+
+
+def _working_log_prior(params: dict, prior: WorkingRegressionPrior) -> float:
+    """The data-unit log prior density from working parameters: the working density plus the Jacobian.
+
+    Per component, beta_working = diag(s_j / s_y) (shifted beta) and variance_working = variance / s_y^2,
+    so the Jacobian is ``sum_j log s_j - (p + 2) log s_y`` (s_j = 1 for the intercept).
+    """
+    working, coordinates = prior.working, prior.coordinates
+    variance, coefficients = params["variance"], params["coefficients"]
+    covariance = np.linalg.inv(working["precision"])
+    total = st.invgamma.logpdf(variance, working["shape"], scale=working["scale"]).sum()
+    for beta, v in zip(coefficients, variance, strict=True):
+        total += st.multivariate_normal.logpdf(beta, working["mean"], v * covariance)
+    p = coefficients.shape[1]
+    jacobian = np.log(coordinates.covariate_scale).sum() - (p + 2) * coordinates.log_response_scale
+    return float(total + coefficients.shape[0] * jacobian)
+
+
 @register_family("regression")
 @dataclass(frozen=True)
 class RegressionMixture(MixtureModel):
@@ -263,46 +301,89 @@ class RegressionMixture(MixtureModel):
         return data.values[:, [index[c] for c in self.covariates]], data.values[:, index[self.response]]
 
     def prepare(self, data) -> Prepared:
-        """Working design and response, their products, the variance floor and the coordinates."""
+        """Working (standardised) design and response, their products, the variance floor and the coordinates.
+
+        EM works in these units whatever the data's magnitude; :meth:`to_data` maps the estimate back and
+        :meth:`log_density` includes the Jacobian of the response's scale.
+        """
         covariates, response = self._columns(data)
         weights = data.frequency
-        design, centred, coordinates = rn.design_and_response(covariates, response, weights, self.intercept)
+        design, working, coordinates = rn.design_and_response(covariates, response, weights, self.intercept)
         gram = (design * weights[:, None]).T @ design / weights.sum()
         if np.linalg.matrix_rank(gram) < design.shape[1]:
             raise ValueError(f"data: expected covariates {list(self.covariates)} that are not collinear "
                              f"{'(with the intercept) ' if self.intercept else ''}on the rows with positive "
                              "weight, got a rank-deficient design")
-        variance = weights @ (centred - weights @ centred / weights.sum()) ** 2 / weights.sum()
+        variance = weights @ (working - weights @ working / weights.sum()) ** 2 / weights.sum()
         floor = _RELATIVE_FLOOR * (variance if variance > 0 else 1.0)
-        return Prepared({"design": design, "response": centred, "outer": rn.augmented_outer(design, centred)},
+        return Prepared({"design": design, "response": working, "outer": rn.augmented_outer(design, working)},
                         weights, {"coordinates": coordinates, "floor": floor, "gram": gram})
 
-    def resolve_prior(self, prepared: Prepared) -> ResolvedRegressionPrior:
-        """Fill the prior's defaults from the data (one pooled regression; see :class:`RegressionPrior`)."""
-        prior, k = self.prior, self.n_components
-        coordinates, p = prepared.constants["coordinates"], len(self.coefficient_names)
+    def _pooled(self, prepared: Prepared) -> tuple[np.ndarray, float]:
+        """Working coefficients and residual variance of one weighted regression through all the data."""
         design, response, w = prepared.arrays["design"], prepared.arrays["response"], prepared.weights
-        gram = prepared.constants["gram"]
-        pooled = np.linalg.solve(gram, (design * w[:, None]).T @ response / w.sum())
+        pooled = np.linalg.solve(prepared.constants["gram"], (design * w[:, None]).T @ response / w.sum())
         residual_variance = w @ (response - design @ pooled) ** 2 / w.sum()
         if not residual_variance > 0:  # an exact fit: fall back on the scale of the variance floor
             residual_variance = prepared.constants["floor"] / _RELATIVE_FLOOR
+        return pooled, float(residual_variance)
+
+    def working_prior(self, prepared: Prepared) -> "WorkingRegressionPrior":
+        """The prior in working units: what the M-step and :meth:`log_prior` use (see :meth:`resolve_prior`)."""
+        prior, k, p = self.prior, self.n_components, len(self.coefficient_names)
+        coordinates = prepared.constants["coordinates"]
+        pooled, residual_variance = self._pooled(prepared)
         linear = coordinates.linear_map(p)
-        mean = coordinates.to_data(pooled) if prior.mean is None else np.asarray(prior.mean, dtype=float)
+        if prior.mean is None:
+            mean = pooled
+        else:
+            mean = coordinates.to_working(_checked(prior.mean, (p,), "mean", self.coefficient_names))
         if prior.covariance is None:
-            covariance = linear @ np.linalg.inv(gram) @ linear.T / prior.shrinkage
+            precision = prepared.constants["gram"] * prior.shrinkage
+        else:
+            covariance = _checked(prior.covariance, (p, p), "covariance", self.coefficient_names)
+            precision = linear.T @ np.linalg.inv(covariance) @ linear
+        shape = 1.5 if prior.shape is None else prior.shape
+        scale = (residual_variance / (2.0 * k**2) if prior.scale is None
+                 else float(coordinates.variance_to_working(prior.scale)))
+        working = {"mean": mean, "precision": precision, "shape": float(shape), "scale": scale}
+        concentration = np.broadcast_to(np.asarray(prior.weights_concentration, dtype=float), (k,)).copy()
+        return WorkingRegressionPrior(concentration, working, coordinates)
+
+    def resolve_prior(self, prepared: Prepared) -> ResolvedRegressionPrior:
+        """Fill the prior's defaults from the data (one pooled regression; see :class:`RegressionPrior`).
+
+        Data units, given values kept as given; ``working`` holds the same prior in the working units.
+        """
+        prior, p = self.prior, len(self.coefficient_names)
+        working_prior = self.working_prior(prepared)
+        working, coordinates = working_prior.working, prepared.constants["coordinates"]
+        mean = coordinates.to_data(working["mean"]) if prior.mean is None else np.asarray(prior.mean, dtype=float)
+        if prior.covariance is None:
+            linear = coordinates.linear_map(p)
+            with np.errstate(over="ignore", under="ignore"):
+                covariance = linear @ np.linalg.inv(working["precision"]) @ linear.T
         else:
             covariance = np.asarray(prior.covariance, dtype=float)
-        for name, value, shape in (("mean", mean, (p,)), ("covariance", covariance, (p, p))):
-            if value.shape != shape:
-                raise ValueError(f"prior.{name}: expected shape {shape} (one row per coefficient "
-                                 f"{self.coefficient_names}), got {value.shape}")
-        shape = 1.5 if prior.shape is None else prior.shape
-        scale = residual_variance / (2.0 * k**2) if prior.scale is None else prior.scale
-        working = {"mean": coordinates.to_working(mean), "precision": linear.T @ np.linalg.inv(covariance) @ linear,
-                   "shape": shape, "scale": scale}
-        concentration = np.broadcast_to(np.asarray(prior.weights_concentration, dtype=float), (k,)).copy()
-        return ResolvedRegressionPrior(concentration, mean, covariance, float(shape), float(scale), working)
+        scale = float(coordinates.variance_to_data(working["scale"])) if prior.scale is None else prior.scale
+        return ResolvedRegressionPrior(working_prior.concentration, mean, covariance, working["shape"], scale,
+                                       working)
+
+    def to_working(self, params: dict, prepared: Prepared) -> dict:
+        """Parameters from data units to the working units of ``prepared``."""
+        coordinates = prepared.constants["coordinates"]
+        variance = coordinates.variance_to_working(params["variance"])
+        if not (variance > 0).all():
+            raise ValueError(f"params['variance']: expected positive variances in the standardised units of the "
+                             f"data, got {variance.tolist()} (a variance underflows to zero in data units for "
+                             "responses near 1e-300: rescale the data and fit again)")
+        return {**params, "coefficients": coordinates.to_working(params["coefficients"]), "variance": variance}
+
+    def to_data(self, params: dict, prepared: Prepared) -> dict:
+        """Parameters from the working units of ``prepared`` to data units."""
+        coordinates = prepared.constants["coordinates"]
+        return {**params, "coefficients": coordinates.to_data(params["coefficients"]),
+                "variance": coordinates.variance_to_data(params["variance"])}
 
     def init_points(self, prepared: Prepared) -> np.ndarray:
         """Covariates and response, each scaled to unit weighted variance, for k-means++ seeding."""
@@ -315,15 +396,16 @@ class RegressionMixture(MixtureModel):
 
     # -- EM steps --------------------------------------------------------------------------------------
     def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
-        """Coefficients in working coordinates, and the variances."""
-        coordinates = prepared.constants["coordinates"]
-        return {"coefficients": coordinates.to_working(params["coefficients"]),
-                "variance": np.asarray(params["variance"], dtype=float)}
+        """Working coefficients and variances, and the log scale of the response (the Jacobian)."""
+        return {"coefficients": np.asarray(params["coefficients"], dtype=float),
+                "variance": np.asarray(params["variance"], dtype=float),
+                "log_scale": prepared.constants["coordinates"].log_response_scale}
 
     def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, np.ndarray]:
-        """Per-component log densities (m, K) of the responses, and the chunk's augmented products."""
+        """Per-component log densities (m, K) of the responses in data units, and the chunk's augmented products."""
         out = rn.log_density(constants["coefficients"], constants["variance"], chunk.arrays["design"],
                              chunk.arrays["response"])
+        out -= constants["log_scale"]
         return out, chunk.arrays["outer"]
 
     def chunk_features(self, chunk: Prepared) -> np.ndarray:
@@ -349,11 +431,16 @@ class RegressionMixture(MixtureModel):
         coefficients, variance, collapsed = rn.m_step(counts, stats["gram"], p,
                                                       None if prior is None else prior.working,
                                                       prepared.constants["floor"])
-        coordinates = prepared.constants["coordinates"]
-        return {"coefficients": coordinates.to_data(coefficients), "variance": variance}, collapsed
+        return {"coefficients": coefficients, "variance": variance}, collapsed
 
-    def log_prior(self, params: dict, prior: ResolvedRegressionPrior) -> float:
-        """Sum over components of log N(beta_k | mean, variance_k V0) + log InvGamma(variance_k)."""
+    def log_prior(self, params: dict, prior) -> float:
+        """Sum over components of log N(beta_k | mean, variance_k V0) + log InvGamma(variance_k).
+
+        Data-unit ``params`` under the data-unit :meth:`resolve_prior`, or working ``params`` under
+        :meth:`working_prior`; either way the density of the data-unit parameters.
+        """
+        if isinstance(prior, WorkingRegressionPrior):
+            return _working_log_prior(params, prior)
         total = st.invgamma.logpdf(params["variance"], prior.shape, scale=prior.scale).sum()
         for beta, variance in zip(params["coefficients"], params["variance"], strict=True):
             total += st.multivariate_normal.logpdf(beta, prior.mean, variance * prior.covariance)

@@ -1,8 +1,9 @@
 """Mixture-of-regressions numerics: residual densities, Gram statistics and weighted least squares.
 
 The model is ``y_n = x_n' beta_k + e_n``, ``e_n ~ N(0, variance_k)`` for the component k of row n.
-With an intercept the work happens in centred coordinates (covariates minus their weighted mean, response
-minus its weighted mean), which keeps the one-pass Gram sums accurate; the coefficients are converted
+The work happens in standardised coordinates (covariates and response divided by their weighted standard
+deviations, and with an intercept centred at their weighted means), which keeps the one-pass Gram sums
+accurate and their products inside float64 whatever the data's units; the coefficients are converted
 back to data coordinates at the boundary, so users only ever see those.
 
 For a chunk, ``design`` D (m, p) holds the intercept column of ones (if any) and the centred covariates,
@@ -17,6 +18,7 @@ import numpy as np
 from scipy import linalg
 
 from mixflow.families.gaussian.numerics import outer_features, unpack_symmetric
+from mixflow.families.scaling import standardise
 
 __all__ = ["Coordinates", "gram_blocks", "log_density", "m_step"]
 
@@ -25,7 +27,12 @@ LOG_2PI = np.log(2 * np.pi)
 
 @dataclass(frozen=True)
 class Coordinates:
-    """The shift between data and working coordinates of the coefficients.
+    """The affine map between data and working coordinates of the coefficients.
+
+    The working response is ``(y - response_mean) / response_scale`` and the working covariates
+    ``(x_j - covariate_mean_j) / covariate_scale_j`` (no shifts without an intercept), so the working
+    coefficients are ``beta_j s_j / s_y`` and the intercept absorbs the shifts; working variances are the
+    data's divided by ``s_y^2``.
 
     Attributes
     ----------
@@ -34,48 +41,83 @@ class Coordinates:
     response_mean : float
         Weighted mean of the response (zero without an intercept).
     intercept : bool
+    covariate_scale : ndarray of shape (q,)
+        Weighted standard deviation of each covariate (1 for a constant one).
+    response_scale : float
+        Weighted standard deviation of the response (1 for a constant one).
+    log_response_scale : float
+        ``log(response_scale)``.
 
     """
 
     covariate_mean: np.ndarray
     response_mean: float
     intercept: bool
+    covariate_scale: np.ndarray
+    response_scale: float
+    log_response_scale: float
+
+    def units(self) -> np.ndarray:
+        """Data units of each coefficient over those of the response: 1 for the intercept, 1 / s_j."""
+        scales = 1.0 / self.covariate_scale
+        return np.concatenate([[1.0], scales]) if self.intercept else scales
 
     def to_working(self, coefficients: np.ndarray) -> np.ndarray:
-        """Data-coordinate coefficients (..., p) to centred ones: the intercept absorbs the shifts."""
+        """Data-coordinate coefficients (..., p) to working ones: the intercept absorbs the shifts."""
         out = np.array(coefficients, dtype=float, copy=True)
         if self.intercept:
             out[..., 0] += out[..., 1:] @ self.covariate_mean - self.response_mean
-        return out
+        with np.errstate(over="ignore", under="ignore"):
+            return out / self.units() / self.response_scale
 
     def to_data(self, coefficients: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_working`."""
-        out = np.array(coefficients, dtype=float, copy=True)
+        with np.errstate(over="ignore", under="ignore"):
+            out = np.asarray(coefficients, dtype=float) * self.response_scale * self.units()
         if self.intercept:
             out[..., 0] -= out[..., 1:] @ self.covariate_mean - self.response_mean
         return out
 
+    def variance_to_working(self, variance: np.ndarray) -> np.ndarray:
+        """Noise variances from data to working units (divided by ``s_y^2``)."""
+        return np.asarray(variance, dtype=float) / self.response_scale / self.response_scale
+
+    def variance_to_data(self, variance: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`variance_to_working`."""
+        with np.errstate(over="ignore", under="ignore"):
+            return np.asarray(variance, dtype=float) * self.response_scale * self.response_scale
+
     def linear_map(self, p: int) -> np.ndarray:
-        """Matrix A with ``beta_data = A beta_working + const``: unit upper triangular, determinant 1."""
+        """Matrix N with ``V0_data = N V0_working N'`` for the prior's coefficient covariance V0.
+
+        ``beta_data = s_y N beta_working + const``; N is unit upper triangular (the intercept's shift)
+        times the diagonal of coefficient units 1 / s_j.
+        """
         matrix = np.eye(p)
         if self.intercept:
             matrix[0, 1:] = -self.covariate_mean
-        return matrix
+        with np.errstate(over="ignore", under="ignore"):
+            return matrix * self.units()[None, :]
 
 
 def design_and_response(covariates: np.ndarray, response: np.ndarray, weights: np.ndarray,
                         intercept: bool) -> tuple[np.ndarray, np.ndarray, Coordinates]:
-    """Working design (n, p), working response (n,) and the coordinates that produced them."""
-    total = weights.sum()
+    """Working design (n, p), working response (n,) and the coordinates that produced them.
+
+    Covariates and response are standardised (:func:`mixflow.families.scaling.standardise`): centred
+    with an intercept, divided by their weighted standard deviations in any case.
+    """
+    x_units = standardise(covariates, weights)
+    y_units = standardise(response[:, None], weights)
+    x_scale, y_scale = x_units.scale, float(y_units.scale[0])
     if intercept:
-        covariate_mean = weights @ covariates / total
-        response_mean = float(weights @ response / total)
-        design = np.column_stack([np.ones(len(response)), covariates - covariate_mean])
-    else:
-        covariate_mean = np.zeros(covariates.shape[1])
-        response_mean = 0.0
-        design = covariates.copy()
-    return design, response - response_mean, Coordinates(covariate_mean, response_mean, intercept)
+        coordinates = Coordinates(x_units.center, float(y_units.center[0]), True, x_scale, y_scale,
+                                  float(y_units.log_scale[0]))
+        design = np.column_stack([np.ones(len(response)), x_units.working])
+        return design, y_units.working[:, 0], coordinates
+    coordinates = Coordinates(np.zeros(covariates.shape[1]), 0.0, False, x_scale, y_scale,
+                              float(y_units.log_scale[0]))
+    return covariates / x_scale, response / y_scale, coordinates
 
 
 def augmented_outer(design: np.ndarray, response: np.ndarray) -> np.ndarray:

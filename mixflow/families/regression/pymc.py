@@ -66,7 +66,7 @@ class RegressionScales:
     def to_standard(self, coefficients: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Coefficients (..., K, p) and variances (..., K) in data units to standardised ones."""
         working = self.coordinates.to_working(np.asarray(coefficients, dtype=float))
-        return working * self.design / self.response, np.asarray(variance, dtype=float) / self.response**2
+        return working * self.design / self.response, self.coordinates.variance_to_working(variance) / self.response**2
 
 
 def scales(model, data: Data) -> RegressionScales:
@@ -120,23 +120,25 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
     coords = {"component": np.arange(model.n_components), "coefficient": names}
     with pm.Model(coords=coords) as pymc_model:
         weights = dirichlet_weights(prior.concentration)
-        variance = pm.InverseGamma("variance_std", alpha=prior.shape, beta=prior.scale / std.response**2,
+        variance = pm.InverseGamma("variance_std", alpha=prior.shape, beta=prior.working["scale"] / std.response**2,
                                    dims="component")
         coefficients = pm.MvNormal("coefficients_std", mu=mean, chol=pt.sqrt(variance)[:, None, None] * factor_v0,
                                    dims=("component", "coefficient"))
         (rows, ys), row_weights, factor = data_rows((design, response), prepared.weights, minibatch_size)
         residuals = ys[:, None] - rows @ coefficients.T
         log_density = -0.5 * (residuals**2 / variance + pt.log(variance) + LOG_2PI)
-        mixture_potential(weights, log_density, row_weights, factor, offset=-float(np.log(std.response)))
+        offset = -float(np.log(std.response) + std.coordinates.log_response_scale)
+        mixture_potential(weights, log_density, row_weights, factor, offset=offset)
         working = coefficients * (std.response / std.design)
         pm.Deterministic("coefficients", _to_data(working, std.coordinates, len(names)),
                          dims=("component", "coefficient"))
-        pm.Deterministic("variance", variance * std.response**2, dims="component")
+        pm.Deterministic("variance", variance * (std.response**2 * std.coordinates.response_scale**2), dims="component")
     return pymc_model
 
 
 def _to_data(working, coordinates, p: int):
     """Working coefficients (K, p) tensor to data coordinates (the inverse of ``Coordinates.to_working``)."""
+    working = working * (coordinates.response_scale * coordinates.units())
     if not coordinates.intercept:
         return working
     shift = working[:, 1:] @ coordinates.covariate_mean - coordinates.response_mean

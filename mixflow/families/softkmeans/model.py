@@ -17,6 +17,7 @@ from mixflow.families import sampling
 from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.gaussian import numerics as gn
+from mixflow.families.scaling import standardise
 
 __all__ = ["ResolvedSoftKMeansPrior", "SoftKMeans", "SoftKMeansPrior"]
 
@@ -49,11 +50,19 @@ class SoftKMeansPrior:
 
 @dataclass(frozen=True)
 class ResolvedSoftKMeansPrior:
-    """A :class:`SoftKMeansPrior` with its defaults filled in."""
+    """A :class:`SoftKMeansPrior` with its defaults filled in.
+
+    In data units ``variance`` and ``log_scale`` are None (the model's variance applies); in the working
+    units EM runs in (:meth:`SoftKMeans.working_prior`) they hold the fixed variance in those units and
+    the log scale of the standardisation, so that :meth:`SoftKMeans.log_prior` is the density of the
+    data-unit means.
+    """
 
     concentration: np.ndarray
     mean: np.ndarray
     shrinkage: float
+    variance: float | None = None
+    log_scale: np.ndarray | None = None
 
     def to_dict(self) -> dict:
         """JSON-friendly dict of the numbers actually used."""
@@ -120,13 +129,22 @@ class SoftKMeans(MixtureModel):
         return params["mu"][:, 0]
 
     def prepare(self, data) -> Prepared:
-        """Centre the data at its weighted mean."""
+        """Standardise the data (weighted mean 0, one common scale, as the variance is the same for all features).
+
+        EM works in these units, the fixed variance divided by the squared scale, whatever the data's
+        magnitude; :meth:`to_data` maps the means back and :meth:`log_density` includes the Jacobian.
+        """
         weights = data.frequency
-        center = weights @ data.values / weights.sum()
-        return Prepared({"z": data.values - center}, weights, {"center": center})
+        units = standardise(data.values, weights, common=True)
+        scale = units.scale[0]
+        with np.errstate(over="ignore", under="ignore"):
+            variance = self.variance / scale / scale
+        constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
+                     "working_center": np.zeros_like(units.center), "working_variance": variance}
+        return Prepared({"z": units.working}, weights, constants)
 
     def resolve_prior(self, prepared: Prepared) -> ResolvedSoftKMeansPrior:
-        """Fill the defaults: the prior mean is the weighted data mean."""
+        """Fill the defaults: the prior mean is the weighted data mean (data units)."""
         d = prepared.arrays["z"].shape[1]
         mean = prepared.constants["center"] if self.prior.mean is None else np.asarray(self.prior.mean)
         if mean.shape != (d,):
@@ -135,14 +153,34 @@ class SoftKMeans(MixtureModel):
                                         (self.n_components,)).copy()
         return ResolvedSoftKMeansPrior(concentration, mean, self.prior.shrinkage)
 
+    def working_prior(self, prepared: Prepared) -> ResolvedSoftKMeansPrior:
+        """The prior in the working units of ``prepared`` (its mean standardised, the variance with it)."""
+        prior, constants = self.resolve_prior(prepared), prepared.constants
+        mean = (prior.mean - constants["center"]) / constants["scale"]
+        return ResolvedSoftKMeansPrior(prior.concentration, mean, prior.shrinkage, constants["working_variance"],
+                                       constants["log_scale"])
+
+    def to_working(self, params: dict, prepared: Prepared) -> dict:
+        """Means from data units to the working units of ``prepared``."""
+        constants = prepared.constants
+        return {**params, "mu": (np.asarray(params["mu"], dtype=float) - constants["center"]) / constants["scale"]}
+
+    def to_data(self, params: dict, prepared: Prepared) -> dict:
+        """Means from the working units of ``prepared`` to data units."""
+        with np.errstate(over="ignore", under="ignore"):
+            return {**params, "mu": params["mu"] * prepared.constants["scale"] + prepared.constants["center"]}
+
     def init_points(self, prepared: Prepared) -> np.ndarray:
-        """The centred data."""
+        """The standardised data (one common scale: the geometry of the data)."""
         return prepared.arrays["z"]
 
     def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
-        """The spherical Gaussian constants with the fixed variance."""
-        spherical = {"mu": params["mu"], "variance": np.full(self.n_components, self.variance)}
-        return gn.e_step_constants("spherical", spherical, prepared.constants["center"])
+        """The spherical Gaussian constants with the fixed variance, and the Jacobian of the standardisation."""
+        constants = prepared.constants
+        spherical = {"mu": params["mu"], "variance": np.full(self.n_components, constants["working_variance"])}
+        out = gn.e_step_constants("spherical", spherical, constants["working_center"])
+        out["offset"] = out["offset"] + 2.0 * constants["log_scale"].sum()
+        return out
 
     def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, np.ndarray]:
         """Log N(x_n | mu_k, variance I), shape (m, K)."""
@@ -161,20 +199,23 @@ class SoftKMeans(MixtureModel):
         return {"first": (chunk.arrays["z"].T @ weighted_resp).T}
 
     def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
-        """Responsibility-weighted means (MAP: shrunk towards the prior mean by ``shrinkage``)."""
-        center = prepared.constants["center"]
+        """Responsibility-weighted means (MAP: shrunk towards the prior mean by ``shrinkage``), working units."""
         if prior is None:
-            return {"mu": stats["first"] / counts[:, None] + center}, []
+            return {"mu": stats["first"] / counts[:, None]}, []
         kappa = prior.shrinkage
-        mu = (stats["first"] + kappa * (prior.mean - center)) / (counts + kappa)[:, None]
-        return {"mu": mu + center}, []
+        return {"mu": (stats["first"] + kappa * prior.mean) / (counts + kappa)[:, None]}, []
 
     def log_prior(self, params: dict, prior: ResolvedSoftKMeansPrior) -> float:
-        """Sum of log N(mu_k | mean, variance I / shrinkage)."""
-        scale = self.variance / prior.shrinkage
+        """Sum of log N(mu_k | mean, variance I / shrinkage) of the data-unit means.
+
+        ``params`` and ``prior`` both in data units, or both in working units (:meth:`working_prior`).
+        """
+        variance = self.variance if prior.variance is None else prior.variance
+        scale = variance / prior.shrinkage
         gaps = params["mu"] - prior.mean
-        d = gaps.shape[1]
-        return float(-0.5 * ((gaps * gaps).sum() / scale + gaps.shape[0] * d * (np.log(2 * np.pi * scale))))
+        k, d = gaps.shape
+        value = float(-0.5 * ((gaps * gaps).sum() / scale + k * d * (np.log(2 * np.pi * scale))))
+        return value if prior.log_scale is None else value - k * float(prior.log_scale.sum())
 
     def plot_parameters(self, params: dict) -> dict:
         """The parameters with the fixed variance as a spherical ``variance`` per component."""

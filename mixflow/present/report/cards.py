@@ -51,7 +51,7 @@ def fit_summaries(tree) -> str:
     if "em" in methods:
         attrs = tree["em"].attrs
         keys = ("method", "log_likelihood", "log_posterior", "n_iter", "converged", "n_init", "best_restart",
-                "n_parameters", "bic", "aic", "icl", "collapsed_components", "trimmed_components")
+                "n_parameters", "bic", "aic", "icl", "collapsed_components", "empty_components", "trimmed_components")
         rows = [(key, f"{attrs[key]:.6g}" if isinstance(attrs[key], float) else attrs[key])
                 for key in keys if key in attrs]
         parts.append(card("EM", key_values(rows)))
@@ -96,6 +96,9 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     if attrs.get("collapsed_components", "[]") not in ("[]", ""):
         findings.append(("bad", f"EM: component(s) {attrs['collapsed_components']} collapsed onto few points "
                                 "(singular covariance); prefer method='map'."))
+    if attrs.get("empty_components", "[]") not in ("[]", ""):
+        findings.append(("bad", f"EM: component(s) {attrs['empty_components']} are empty (weight zero): start "
+                                "from other parameters, or use fewer components."))
     finals = tree[EM_SAMPLE_STATS]["final_objective"].values if "sample_stats" in tree["em"].children else []
     if len(finals) > 1 and np.ptp(finals) > 1e-3 * max(1.0, abs(np.nanmax(finals))):
         findings.append(("warn", f"EM restarts reached different optima (objective from {np.nanmin(finals):.6g} "

@@ -135,7 +135,10 @@ def _model_section(tree) -> str:
     prior = declared.pop("prior", {})
     rows = [("family", declared.pop("family", "")), ("components (K)", declared.pop("n_components", ""))]
     rows += [(key, value) for key, value in declared.items()]
-    used = json.loads(tree["em"].attrs["prior"]) if "em" in tree.children and "prior" in tree["em"].attrs else {}
+    # the MLE records no prior (it uses none); MAP, MCMC and ADVI record the one they used, the same one
+    recorded = [tree[name].attrs["prior"] for name in ("em", "mcmc", "advi")
+                if name in tree.children and "prior" in tree[name].attrs]
+    used = json.loads(recorded[0]) if recorded else {}
     prior_rows = [(k, "data-scaled default" if v is None else v) for k, v in prior.items()]
     method = tree["em"].attrs.get("method", "") if "em" in tree.children else ""
     note = ("The EM estimate is the MAP estimate under this prior." if method == "map" else

@@ -1,0 +1,75 @@
+"""Standardised working units: per-feature location and scale, found without overflow or underflow.
+
+EM runs on ``z = (x - center) / scale``, whose features have weighted mean 0 and variance 1 (a constant
+feature keeps scale 1), so its arithmetic never meets the ends of the float64 range whatever the data's
+units (1e-300 or 1e300). The families map parameters, priors and log densities between the working units
+and the data units; these helpers find the location and scale and the log-Jacobian of the map.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Standardisation", "standardise"]
+
+
+@dataclass(frozen=True)
+class Standardisation:
+    """The affine map between data and working units, ``z = (x - center) / scale``.
+
+    Attributes
+    ----------
+    center : ndarray of shape (d,)
+        Weighted mean of each feature (data units).
+    scale : ndarray of shape (d,)
+        Weighted standard deviation of each feature (data units), 1 for a constant feature.
+    log_scale : ndarray of shape (d,)
+        ``log(scale)``, computed without forming ``scale`` where it would under- or overflow.
+    working : ndarray of shape (n, d)
+        The standardised data.
+
+    """
+
+    center: np.ndarray
+    scale: np.ndarray
+    log_scale: np.ndarray
+    working: np.ndarray
+
+
+def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -> Standardisation:
+    """Centre and scale the columns of ``values`` to weighted mean 0 and variance 1.
+
+    Each column is first divided by its largest absolute value, so that the mean and variance are formed
+    from numbers of order one: data near 1e-300 do not underflow and data near 1e300 do not overflow.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n, d)
+    weights : ndarray of shape (n,)
+        Frequency weights (non-negative, positive total).
+    common : bool, default False
+        One scale for every feature (the root mean square of the per-feature scales), for models whose
+        dispersion is the same in every direction (spherical covariances).
+
+    Returns
+    -------
+    Standardisation
+
+    """
+    magnitude = np.abs(values).max(axis=0, initial=0.0)
+    magnitude = np.where(magnitude > 0, magnitude, 1.0)
+    unit = values / magnitude
+    total = weights.sum()
+    unit_mean = weights @ unit / total
+    unit_centred = unit - unit_mean
+    unit_sd = np.sqrt(weights @ (unit_centred * unit_centred) / total)
+    unit_sd = np.where(unit_sd > 0, unit_sd, 1.0 / magnitude)  # a constant feature: scale 1 in data units
+    log_scale = np.log(magnitude) + np.log(unit_sd)
+    if common:
+        reference = log_scale.max()
+        log_common = reference + 0.5 * np.log(np.mean(np.exp(2.0 * (log_scale - reference))))
+        unit_sd = unit_sd * np.exp(log_common - log_scale)
+        log_scale = np.full_like(log_scale, log_common)
+    with np.errstate(over="ignore", under="ignore"):
+        scale = magnitude * unit_sd
+    return Standardisation(magnitude * unit_mean, scale, log_scale, unit_centred / unit_sd)

@@ -1,0 +1,300 @@
+"""EM at the edges of float64 and of the data: scaled data, far-apart clusters, collapses, no MLE, overflow."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from conftest import simulate_gaussian_mixture
+from scipy import stats as st
+
+import mixflow
+
+SCALES = [1e-300, 1e-160, 1e150]
+COVARIANCES = ["full", "tied", "diag", "spherical"]
+
+
+@pytest.fixture(scope="module")
+def two_clusters():
+    x, _ = simulate_gaussian_mixture(150, [0.4, 0.6], [[0, 0], [6, 1]], [np.eye(2), [[1, 0.5], [0.5, 2]]], seed=3)
+    return x
+
+
+def _fit_quietly(model, data, **options):
+    """Plain EM for a fixed number of iterations (tol=0), so scaled and unscaled runs take the same steps.
+
+    (SQUAREM keeps or rejects an extrapolation by comparing objectives, which the log-likelihood's shift
+    by -n d log c rounds differently at each scale: test_default_fits_of_scaled_data_agree checks the
+    default fit.)
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        warnings.simplefilter("error", mixflow.DegenerateComponentWarning)  # no false collapse at any scale
+        return mixflow.fit(model, data, random_seed=0, tol=0, max_iter=150, accelerate=None, **options)
+
+
+def _estimate(tree) -> dict:
+    return {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
+
+
+@pytest.mark.parametrize("method", ["em", "map"])
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_scaled_data_give_the_fit_moved_by_the_jacobian(two_clusters, covariance, method):
+    """c X: weights and responsibilities equal, means times c, log-likelihood shifted by -n d log c."""
+    model = mixflow.GaussianMixture(2, covariance=covariance)
+    base = _fit_quietly(model, two_clusters, method=method)
+    reference = _estimate(base)
+    n, d = two_clusters.shape
+    dispersion = model.covariance_name()
+    for c in SCALES:
+        tree = _fit_quietly(model, c * two_clusters, method=method)
+        found = _estimate(tree)
+        np.testing.assert_allclose(found["weights"], reference["weights"], rtol=1e-12)
+        np.testing.assert_allclose(found["mu"] / c, reference["mu"], rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(tree["em/responsibilities"]["responsibilities"].values,
+                                   base["em/responsibilities"]["responsibilities"].values, atol=1e-12)
+        shifted = base["em"].attrs["log_likelihood"] - n * d * np.log(c)
+        assert tree["em"].attrs["log_likelihood"] == pytest.approx(shifted, rel=1e-14, abs=1e-9)
+        assert tree["em"].attrs["bic"] == pytest.approx(base["em"].attrs["bic"] + 2 * n * d * np.log(c),
+                                                        rel=1e-14, abs=1e-8)
+        if c > 1:  # c^2 x the variances is representable only for c = 1e150
+            np.testing.assert_allclose(found[dispersion] / c / c, reference[dispersion], rtol=1e-12)
+        if method == "map":  # the log posterior moves by the data's and the parameters' Jacobians, not checked here
+            assert np.isfinite(tree["em"].attrs["log_posterior"])
+
+
+def test_map_on_scaled_data_records_the_default_prior_in_data_units(two_clusters):
+    import json
+
+    model = mixflow.GaussianMixture(2)
+    base = json.loads(_fit_quietly(model, two_clusters, method="map")["em"].attrs["prior"])
+    scaled = json.loads(_fit_quietly(model, 1e150 * two_clusters, method="map")["em"].attrs["prior"])
+    np.testing.assert_allclose(np.array(scaled["scale"]) / 1e300, base["scale"], rtol=1e-12)
+    np.testing.assert_allclose(np.array(scaled["mean"]) / 1e150, base["mean"], rtol=1e-12)
+
+
+def test_predict_on_scaled_data_and_a_clear_error_where_the_covariance_underflowed(two_clusters):
+    base = _fit_quietly(mixflow.GaussianMixture(2), two_clusters)
+    labels = mixflow.predict(base, two_clusters).values
+    big = _fit_quietly(mixflow.GaussianMixture(2), 1e150 * two_clusters)
+    np.testing.assert_array_equal(mixflow.predict(big, 1e150 * two_clusters).values, labels)
+    tiny = _fit_quietly(mixflow.GaussianMixture(2), 1e-300 * two_clusters)
+    assert (tiny["em/estimate"]["covariance"].values == 0).all()  # 1e-600 is below the smallest double
+    with pytest.raises(ValueError, match=r"params\['covariance'\]: expected a positive definite.*underflows"):
+        mixflow.predict(tiny, 1e-300 * two_clusters)
+
+
+def _separate_fits_log_likelihood(parts) -> float:
+    n = sum(len(part) for part in parts)
+    return sum(st.multivariate_normal.logpdf(part, part.mean(axis=0), np.cov(part.T, bias=True)).sum()
+               + len(part) * np.log(len(part) / n) for part in parts)
+
+
+@pytest.mark.parametrize(("gap", "rtol_ll", "rtol_cov"), [(1e4, 1e-8, 1e-7), (1e6, 1e-5, 1e-3)])
+def test_far_apart_clusters_are_fitted_separately_without_a_collapse_warning(gap, rtol_ll, rtol_cov):
+    """Clusters 1e4 and 1e6 sd apart: each component is its cluster's own MLE, nothing floored.
+
+    The floor of 1e-6 x the total data variance inflated these covariances 26-fold (1e4) and 250000-fold
+    (1e6), with log-likelihoods -816.7 and -1644.3 instead of -592.8 and -609.8. At 1e6 sd the one-pass
+    second moments about the data mean keep about eps x (gap / sd)^2 of relative precision.
+    """
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(100, 2))
+    b = rng.normal(size=(80, 2)) @ np.array([[1.0, 0.3], [0.0, 0.7]]) + [gap, 0.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.DegenerateComponentWarning)
+        tree = mixflow.fit(mixflow.GaussianMixture(2), np.vstack([a, b]), random_seed=0)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(_separate_fits_log_likelihood([a, b]), rel=rtol_ll)
+    covariance = tree["em/estimate"]["covariance"].values
+    np.testing.assert_allclose(covariance[0], np.cov(a.T, bias=True), rtol=rtol_cov, atol=rtol_cov)
+    np.testing.assert_allclose(covariance[1], np.cov(b.T, bias=True), rtol=rtol_cov, atol=rtol_cov)
+    assert tree["em"].attrs["collapsed_components"] == "[]"
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_a_component_on_one_repeated_point_is_still_reported_collapsed(covariance):
+    x = np.vstack([np.random.default_rng(1).normal(size=(60, 2)), np.tile([[4.0, -3.0]], (5, 1))])
+    start = {"weights": np.array([0.9, 0.1]), "mu": np.array([[0.0, 0.0], [4.0, -3.0]])}
+    start.update({"full": {"covariance": np.array([np.eye(2), 0.01 * np.eye(2)])},
+                  "tied": {"covariance": np.eye(2)},
+                  "diag": {"variance": np.array([[1.0, 1.0], [0.01, 0.01]])},
+                  "spherical": {"variance": np.array([1.0, 0.01])}}[covariance])
+    if covariance == "tied":  # one shared covariance cannot collapse onto one component's point
+        return
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"component\(s\) \[1\] collapsed.*repeated points"):
+        tree = mixflow.fit(mixflow.GaussianMixture(2, covariance=covariance), x, init=start)
+    assert tree["em"].attrs["collapsed_components"] == "[1]"
+    assert np.isfinite(tree["em"].attrs["log_likelihood"])
+
+
+@pytest.mark.parametrize(("rows", "covariance"), [(2, "full"), (3, "full"), (3, "tied")])
+def test_the_mle_never_builds_the_prior_and_names_the_data_problem(rows, covariance):
+    """n <= d (and two distinct repeated points): a warning naming the data and the fix, not a prior error."""
+    x = np.random.default_rng(0).normal(size=(rows, 3)) if rows < 3 else np.repeat(
+        np.random.default_rng(0).normal(size=(2, 3)), [3, 4], axis=0)
+    model = mixflow.GaussianMixture(2, covariance=covariance)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", mixflow.DegenerateComponentWarning)
+        tree = mixflow.fit(model, x, method="em", random_seed=0, n_init=1)
+    messages = [str(w.message) for w in caught if issubclass(w.category, mixflow.DegenerateComponentWarning)]
+    assert re.search(r"data: \d distinct row\(s\).*method='map'", messages[0])
+    assert re.search(r"collapsed onto a point or a subspace.*method='map'", messages[1])
+    assert "prior" not in tree["em"].attrs
+    # MAP exists: the default scale falls back on the data variances (mclust's choice for n <= d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.DegenerateComponentWarning)
+        mapped = mixflow.fit(model, x, method="map", random_seed=0, n_init=1)
+    import json
+
+    scale = np.array(json.loads(mapped["em"].attrs["prior"])["scale"])
+    np.testing.assert_allclose(scale, np.diag(x.var(axis=0)) / 2 ** (2 / 3), rtol=1e-12)
+
+
+def test_data_whose_estimate_overflows_get_an_error_saying_so():
+    x = np.array([[1.0e300], [1.1e300], [1.2e300], [-1.0e300], [-1.2e300], [-1.1e300]])
+    with pytest.raises(ValueError, match=r"data: values up to 1.2e\+300 overflowed float64.*divide the data"):
+        mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=0)
+    tree = mixflow.fit(mixflow.GaussianMixture(2), x / 1e300, random_seed=0)
+    assert tree["em/estimate"]["weights"].values == pytest.approx([0.5, 0.5])
+
+
+def test_rows_no_component_reaches_get_an_error_not_nan_labels(two_clusters):
+    """No NaN responsibilities reach predict's argmax: rows of zero density under every component are named."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        tree = mixflow.fit(mixflow.PoissonMixture(2), np.zeros(10), random_seed=0)
+    assert (tree["em/estimate"]["rate"].values == 0).all()
+    with pytest.raises(ValueError, match=r"data: expected every row to have a positive density.*row\(s\) \[1, 2\]"):
+        mixflow.predict(tree, np.array([0.0, 3.0, 1.0]))
+    gaussian = _fit_quietly(mixflow.GaussianMixture(2), two_clusters)
+    with pytest.raises(ValueError, match=r"params\['covariance'\]: expected a positive definite.*far"):
+        mixflow.predict(gaussian, np.array([[0.0, 0.0], [1e200, 1e200]]))
+
+
+@pytest.mark.parametrize("method", ["em", "map"])
+def test_soft_kmeans_on_scaled_data_with_its_variance_scaled_along(two_clusters, method):
+    """The fixed variance scales with the data (c^2 sigma^2); 1e-300 does not apply, as 1e-600 is no double.
+
+    At c = 1e-160 the variance c^2 sigma^2 is a subnormal double with about three significant digits.
+    """
+    base = _fit_quietly(mixflow.SoftKMeans(2, 1.5), two_clusters, method=method)
+    reference = _estimate(base)
+    n, d = two_clusters.shape
+    for c, rtol in [(1e-160, 1e-3), (1e-150, 1e-12), (1e150, 1e-12)]:
+        tree = _fit_quietly(mixflow.SoftKMeans(2, 1.5 * c * c), c * two_clusters, method=method)
+        found = _estimate(tree)
+        np.testing.assert_allclose(found["weights"], reference["weights"], rtol=rtol)
+        np.testing.assert_allclose(found["mu"] / c, reference["mu"], rtol=rtol, atol=rtol)
+        shifted = base["em"].attrs["log_likelihood"] - n * d * np.log(c)
+        assert tree["em"].attrs["log_likelihood"] == pytest.approx(shifted, rel=rtol / 100, abs=1e-9)
+
+
+@pytest.mark.parametrize("likelihood", ["interval", "midpoint"])
+def test_grouped_data_scaled_give_the_fit_moved(likelihood):
+    """Class limits times c: means times c, variances times c^2; class probabilities are unitless (interval),
+    the midpoint density moves by -N log c for N counted observations."""
+    crabs = mixflow.load_dataset("crabs")
+    counts = crabs["count"].to_numpy(dtype=float)
+    limits = crabs[["lower", "upper"]].to_numpy()
+
+    def fit(c):
+        model = mixflow.GroupedGaussianMixture(2, likelihood=likelihood, open_below=0.5835 * c, open_above=0.6915 * c)
+        return _fit_quietly(model, c * limits, weights=counts)
+
+    base = fit(1.0)
+    reference = _estimate(base)
+    for c in SCALES:
+        tree = fit(c)
+        found = _estimate(tree)
+        np.testing.assert_allclose(found["weights"], reference["weights"], rtol=1e-10)
+        np.testing.assert_allclose(found["mu"] / c, reference["mu"], rtol=1e-10)
+        if c > 1:
+            np.testing.assert_allclose(found["variance"] / c / c, reference["variance"], rtol=1e-10)
+        shift = 0.0 if likelihood == "interval" else -counts.sum() * np.log(c)
+        assert tree["em"].attrs["log_likelihood"] == pytest.approx(base["em"].attrs["log_likelihood"] + shift,
+                                                                   rel=1e-12, abs=1e-8)
+
+
+def _zero_weight_starts(x_gaussian):
+    return [
+        (mixflow.PoissonMixture(2), np.r_[np.zeros(20), np.full(20, 5.0)],
+         {"weights": np.array([1.0, 0.0]), "rate": np.array([2.0, 6.0])}),
+        (mixflow.GaussianMixture(2), x_gaussian,
+         {"weights": np.array([0.0, 1.0]), "mu": np.array([[0.0, 0.0], [6.0, 1.0]]),
+          "covariance": np.array([np.eye(2), np.eye(2)])}),
+        (mixflow.SoftKMeans(2, 1.0), x_gaussian,
+         {"weights": np.array([0.0, 1.0]), "mu": np.array([[0.0, 0.0], [6.0, 1.0]])}),
+        (mixflow.RegressionMixture(2, "tuned ~ stretchratio"), mixflow.load_dataset("tone"),
+         {"weights": np.array([0.0, 1.0]), "coefficients": np.array([[1.9, 0.0], [0.0, 1.0]]),
+          "variance": np.array([0.01, 0.01])}),
+        (mixflow.GroupedGaussianMixture(2, open_below=0.5835, open_above=0.6915),
+         mixflow.load_dataset("crabs")[["lower", "upper"]],
+         {"weights": np.array([1.0, 0.0]), "mu": np.array([0.63, 0.66]), "variance": np.array([2e-4, 2e-4])}),
+    ]
+
+
+@pytest.mark.parametrize("case", [0, 1, 2, 3, 4])
+def test_a_component_stuck_at_zero_weight_is_reported_for_every_family(two_clusters, case):
+    model, x, start = _zero_weight_starts(two_clusters)[case]
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"component\(s\) \[\d\] are empty \(weight"):
+        tree = mixflow.fit(model, x, init=start)
+    empty = int(np.flatnonzero(tree["em/estimate"]["weights"].values < 1e-10)[0])
+    assert tree["em"].attrs["empty_components"] == f"[{empty}]"
+    ordinary = mixflow.fit(model, x, random_seed=0)
+    assert ordinary["em"].attrs["empty_components"] == "[]"
+
+
+@pytest.mark.parametrize("method", ["em", "map"])
+@pytest.mark.parametrize("scaled", ["response", "covariate", "both"])
+def test_regression_on_scaled_data_gives_the_fit_moved(scaled, method):
+    """y -> c y: coefficients times c, variances times c^2, log-likelihood - n log c; x -> c x: slopes / c."""
+    tone = mixflow.load_dataset("tone")
+    model = mixflow.RegressionMixture(2, "tuned ~ stretchratio")
+    base = _fit_quietly(model, tone, method=method)
+    reference = _estimate(base)
+    n = len(tone)
+    for c in SCALES:
+        data = tone.copy()
+        y, x = (c if scaled != "covariate" else 1.0), (c if scaled != "response" else 1.0)
+        data["tuned"] *= y
+        data["stretchratio"] *= x
+        tree = _fit_quietly(model, data, method=method)
+        found = _estimate(tree)
+        np.testing.assert_allclose(found["weights"], reference["weights"], rtol=1e-10)
+        np.testing.assert_allclose(found["coefficients"][:, 0] / y, reference["coefficients"][:, 0], rtol=1e-10)
+        np.testing.assert_allclose(found["coefficients"][:, 1] * x / y, reference["coefficients"][:, 1], rtol=1e-10)
+        if y > 1e-150:  # y^2 x the variance is representable
+            np.testing.assert_allclose(found["variance"] / y / y, reference["variance"], rtol=1e-10)
+        shifted = base["em"].attrs["log_likelihood"] - n * np.log(y)
+        assert tree["em"].attrs["log_likelihood"] == pytest.approx(shifted, rel=1e-12, abs=1e-8)
+
+
+def test_no_restart_with_a_finite_objective_is_an_error_naming_the_data_not_an_all_nan_slice():
+    from mixflow.engines.em import _check_some_finite
+
+    _check_some_finite(np.array([np.nan, -3.0]))
+    with pytest.raises(ValueError, match=r"data: expected EM to reach a finite objective.*all 2.*units"):
+        _check_some_finite(np.array([np.nan, -np.inf]))
+
+
+def test_the_report_names_an_empty_component(two_clusters, tmp_path):
+    model, x, start = _zero_weight_starts(two_clusters)[2]
+    with pytest.warns(mixflow.DegenerateComponentWarning, match="are empty"):
+        tree = mixflow.fit(model, x, init=start)
+    text = mixflow.report(tree, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "component(s) [0] are empty (weight zero)" in text
+
+
+@pytest.mark.parametrize("c", [1e-300, 1e-160, 1e150])
+def test_default_fits_of_scaled_data_agree(c):
+    """The default call (SQUAREM, Aitken's stop) on c X lands on the fit of X moved, to its tolerance."""
+    x, _ = simulate_gaussian_mixture(300, [0.4, 0.6], [[0.0, 0.0], [3.0, 1.0]],
+                                     [[[1.0, 0.3], [0.3, 0.5]], [[0.6, 0.0], [0.0, 1.5]]], seed=11)
+    model = mixflow.GaussianMixture(2, covariance="full")
+    base = mixflow.fit(model, x, random_seed=0)
+    scaled = mixflow.fit(model, c * x, random_seed=0)
+    np.testing.assert_allclose(_estimate(scaled)["weights"], _estimate(base)["weights"], rtol=1e-6)
+    np.testing.assert_allclose(_estimate(scaled)["mu"] / c, _estimate(base)["mu"], rtol=1e-6, atol=1e-6)
+    shift = -x.size * np.log(c)
+    assert scaled["em"].attrs["log_likelihood"] == pytest.approx(base["em"].attrs["log_likelihood"] + shift,
+                                                                 rel=1e-9)
