@@ -20,6 +20,7 @@ from arviz_base import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from mixflow.atomic import atomic_write
 from mixflow.compare import (
     METHOD_LABELS,
     available_methods,
@@ -66,7 +67,8 @@ def check_path(path) -> Path | None:
 def finish(figure: Figure, path: Path | None) -> Figure:
     """Save the figure to ``path`` if given and return it."""
     if path is not None:
-        figure.savefig(path, bbox_inches="tight", dpi=110)
+        atomic_write(path, lambda temporary: figure.savefig(temporary, bbox_inches="tight", dpi=110,
+                                                            format=path.suffix.lower().lstrip(".")))
     return figure
 
 

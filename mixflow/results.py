@@ -1,13 +1,13 @@
 """The container: one converter that builds the DataTree, provenance attributes, atomic save and load."""
 
-import os
-import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from mixflow.atomic import atomic_write
 
 __all__ = ["build_tree", "load", "make_attrs", "save"]
 
@@ -87,15 +87,22 @@ def save(tree: xr.DataTree, path) -> Path:
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r} "
                                 f"(no directory {str(path.parent)!r})")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        tree.to_netcdf(temporary, engine="h5netcdf")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # HDF5 aborts the whole process when the disk fills during a write (an upstream crash, not an
+    # exception), so free space for the estimated size is checked first and the file is verified after.
+    size = sum(node.to_dataset(inherit=False).nbytes for node in tree.subtree)
+    atomic_write(path, lambda temporary: tree.to_netcdf(temporary, engine="h5netcdf"), expected_bytes=size,
+                 verify=_readable_hdf5)
     return path
+
+
+def _readable_hdf5(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            return len(file.keys()) > 0 or len(file.attrs) > 0
+    except OSError:
+        return False
 
 
 def load(path) -> xr.DataTree:

@@ -1,35 +1,20 @@
 """Run a validated workflow: fit each model by each method, write container, table, figures, report."""
 
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from mixflow.atomic import atomic_write
 from mixflow.fitting import fit
 from mixflow.labels import reference_agreement, with_reference_labels
 from mixflow.results import save
 from mixflow.workflow_config import Workflow, _build_model, read_workflow
 
 __all__ = ["atomic_write", "run_workflow"]
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call ``write(temporary_path)`` then rename onto ``path``: no half-written file under the final name."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class _Progress:
