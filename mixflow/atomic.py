@@ -64,22 +64,38 @@ def atomic_write(path, write, *, expected_bytes: int | None = None, verify=None)
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such directory to write into", str(path.parent))
-    if expected_bytes is not None:
-        check_free_space(path, expected_bytes)
     with _termination_raises():
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
+        temporary = None
         try:
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(handle)
+            if expected_bytes is not None:
+                check_free_space(path, expected_bytes)
             write(Path(temporary))
             _flush(temporary)
             if os.path.getsize(temporary) == 0 or (verify is not None and verify(Path(temporary)) is False):
                 raise OSError(errno.EIO, "the file written is empty or unreadable (is the disk full?)", str(path))
             os.chmod(temporary, file_mode())
             os.replace(temporary, path)
+        except OSError as error:
+            _remove(temporary)
+            if error.errno is not None and (error.filename is None or _is_temporary(error.filename, path)):
+                raise type(error)(error.errno, error.strerror, str(path)) from error  # name the file, not its temporary
+            raise
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            _remove(temporary)
             raise
     return path
+
+
+def _is_temporary(name, path: Path) -> bool:
+    name = Path(os.fsdecode(name))
+    return name.parent == path.parent and name.name.startswith(f".{path.name}.") and name.suffix == ".tmp"
+
+
+def _remove(temporary: str | None) -> None:
+    if temporary is not None:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def _flush(temporary: str) -> None:

@@ -1,14 +1,17 @@
 """Run a validated workflow: fit each model by each method, write container, table, figures, report."""
 
+import errno
 import json
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from mixflow.atomic import atomic_write
+from mixflow.errors import Interrupted
 from mixflow.fitting import fit
 from mixflow.labels import reference_agreement, with_reference_labels
 from mixflow.results import save
@@ -137,16 +140,49 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     list of pathlib.Path
         The files written.
     """
-    from mixflow.compare import compare
-    from mixflow.report import report
-
     workflow = read_workflow(path)
     progress = _Progress(quiet)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    created = _prepare_output(out)
+    written = []
+    try:
+        _run_models(workflow, out, progress, written)
+    except KeyboardInterrupt as interrupt:
+        raise Interrupted(saved=written) from interrupt
+    finally:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a run that wrote nothing leaves no empty directory behind
+    progress(f"wrote {len(written)} file(s) to {out}")
+    return written
+
+
+def _prepare_output(out: Path) -> bool:
+    """Create ``out`` if needed and check a file can be created in it, before anything is fitted.
+
+    Returns whether the directory was created. Raises the ``OSError`` (naming ``out``) of a path that is a
+    file, lies under a file, cannot be created, or is not writable (permissions, read-only file system).
+    """
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory; choose another --out", str(out))
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise OSError(error.errno, f"cannot write the output directory: {error.strerror}", str(out)) from None
+    return created
+
+
+def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
+    """Fit and write every model of the workflow; ``written`` grows as each file is completed."""
+    from mixflow.compare import compare
+    from mixflow.report import report
+
     data = workflow.data[list(workflow.columns)]
     weights = None if workflow.weights is None else workflow.data[workflow.weights].to_numpy()
-    written = []
     for spec in workflow.models:
         k, selection = spec.ks[0], None
         if len(spec.ks) > 1:
@@ -179,8 +215,6 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     resolved = {"config": workflow.config, "sha256": workflow.config_hash}
     written.append(atomic_write(out / "workflow.json",
                                 lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable))))
-    progress(f"wrote {len(written)} file(s) to {out}")
-    return written
 
 
 def _jsonable(value):

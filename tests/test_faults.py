@@ -111,3 +111,256 @@ def test_sigterm_during_a_write_removes_the_temporary(tmp_path):
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
     assert (tmp_path / "out.nc").read_text() == "previous"
     assert _leftovers(tmp_path) == []
+
+
+# -- the command line: one error path ------------------------------------------------------------------------
+SMALL = """
+name = "small"
+seed = 1
+
+[data]
+dataset = "faithful"
+columns = ["eruptions", "waiting"]
+
+[[models]]
+n_components = 2
+
+[methods.em]
+n_init = 1
+
+[output]
+figures = false
+report = false
+"""
+
+
+@pytest.fixture
+def workflow_file(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+def _cli(capsys, *argv):
+    from mixflow.cli import main
+
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.err
+
+
+def _no_fit(monkeypatch):
+    import mixflow.workflow
+
+    def fails(*args, **kwargs):
+        raise AssertionError("fitted before the output directory was checked")
+
+    monkeypatch.setattr(mixflow.workflow, "fit", fails)
+
+
+def _one_error_line(err: str, command: str = "run") -> str:
+    """The one error line, last on stderr after any progress messages, and no traceback."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("mixflow")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith(f"mixflow {command}: error: "), err
+    assert "Traceback" not in err
+    return errors[0]
+
+
+def test_out_is_an_existing_file(tmp_path, workflow_file, capsys, monkeypatch):
+    _no_fit(monkeypatch)
+    (tmp_path / "f").touch()
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "f")
+    assert status == 2
+    assert "f': exists and is not a directory; choose another --out" in _one_error_line(err)
+
+
+def test_out_under_a_file(tmp_path, workflow_file, capsys, monkeypatch):
+    _no_fit(monkeypatch)
+    (tmp_path / "f").touch()
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "f" / "sub")
+    assert status == 2
+    assert "sub': cannot write the output directory: Not a directory" in _one_error_line(err)
+
+
+def test_out_that_cannot_be_created(workflow_file, capsys, monkeypatch):
+    _no_fit(monkeypatch)
+    status, err = _cli(capsys, "run", workflow_file, "--out", "/proc/mixflow-cannot-be-here")
+    assert status == 2
+    assert "'/proc/mixflow-cannot-be-here': cannot write the output directory" in _one_error_line(err)
+
+
+def test_read_only_out_is_refused_before_fitting(tmp_path, workflow_file, capsys, monkeypatch):
+    import mixflow.workflow
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "out" / "tmpxyz"))
+
+    _no_fit(monkeypatch)
+    monkeypatch.setattr(mixflow.workflow.tempfile, "TemporaryFile", read_only)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 2
+    line = _one_error_line(err)
+    assert f"'{tmp_path / 'out'}': cannot write the output directory: Read-only file system" in line
+    assert "writable file system" in line
+    assert not (tmp_path / "out").exists()  # the directory it created for nothing is gone again
+
+
+def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def full(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(fname))
+
+    workflow_file.write_text(SMALL.replace("figures = false", "figures = true"))
+    monkeypatch.setattr(Figure, "savefig", full)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 2
+    line = _one_error_line(err)
+    assert "figures/gaussian-full-k2-forest.png': No space left on device; free some space" in line
+    assert _leftovers(tmp_path / "out" / "figures") == []
+
+
+def test_report_into_a_read_only_directory(tmp_path, workflow_file, capsys, monkeypatch):
+    assert _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")[0] == 0
+    results = tmp_path / "out" / "gaussian-full-k2.nc"
+    for target in ("/sys/r.html", "/proc/r.html"):
+        status, err = _cli(capsys, "report", results, "--out", target)
+        assert status == 2
+        assert f"'{target}':" in _one_error_line(err, "report")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(read_only / ".r.html.abc.tmp"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    status, err = _cli(capsys, "report", results, "--out", read_only / "r.html")
+    assert status == 2
+    assert f"'{read_only / 'r.html'}': Permission denied; choose a location you may write to" in \
+        _one_error_line(err, "report")
+
+
+def test_interrupt_during_compilation_is_one_line(tmp_path, workflow_file, capsys, monkeypatch):
+    import mixflow.workflow
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mixflow.workflow, "fit", interrupted)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 130
+    assert _one_error_line(err).endswith("interrupted; no output was written; no half-written file was left")
+    assert not (tmp_path / "out").exists()
+
+
+def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, capsys, monkeypatch):
+    import mixflow.workflow
+
+    text = SMALL.replace("[methods.em]", "[[models]]\nn_components = 3\n\n[methods.em]")
+    workflow_file.write_text(text)
+    real_fit, calls = mixflow.workflow.fit, []
+
+    def second_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(mixflow.workflow, "fit", second_interrupted)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 130
+    line = _one_error_line(err)
+    assert "the 2 file(s) completely written before it are kept" in line and "gaussian-full-k2.nc" in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gaussian-full-k2-comparison.csv",
+                                                                    "gaussian-full-k2.nc"]
+
+
+_SIGINT_RUN = """
+import sys, time
+import mixflow.workflow
+from mixflow.cli import main
+
+def slow_fit(*args, **kwargs):
+    print("fitting", file=sys.stderr, flush=True)
+    time.sleep(120)
+
+mixflow.workflow.fit = slow_fit
+sys.exit(main(["run", sys.argv[1], "--out", sys.argv[2], "--quiet"]))
+"""
+
+
+def test_sigint_to_the_command_exits_130_without_a_traceback(tmp_path, workflow_file):
+    process = subprocess.Popen([sys.executable, "-c", _SIGINT_RUN, str(workflow_file), str(tmp_path / "out")],
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert process.stderr.readline().strip() == "fitting"
+    process.send_signal(signal.SIGINT)
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 130
+    assert _one_error_line(err).endswith("interrupted; no output was written; no half-written file was left")
+
+
+def test_internal_error_is_status_1_with_the_traceback_under_debug(tmp_path, workflow_file, capsys, monkeypatch):
+    import mixflow.workflow
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("an engine bug")
+
+    monkeypatch.setattr(mixflow.workflow, "fit", bug)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 1
+    assert _one_error_line(err) == ("mixflow run: error: internal error: RuntimeError: an engine bug; rerun with "
+                                    "--debug for the traceback, and report it")
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out", "--debug")
+    assert status == 1
+    assert "Traceback" in err and err.strip().splitlines()[-1] == \
+        "mixflow run: error: internal error: RuntimeError: an engine bug"
+
+
+# -- samplers that swallow an interrupt ------------------------------------------------------------------------
+def test_nutpie_interrupt_stops_the_sampler_and_is_an_interrupt(monkeypatch):
+    import dataclasses
+
+    import numpy as np
+    import pymc as pm
+
+    nutpie = pytest.importorskip("nutpie")
+    from mixflow.engines import mcmc
+
+    @dataclasses.dataclass(frozen=True)
+    class Compiled:
+        initial_point_func: object = None
+
+    class Running:
+        cancelled = False
+
+        def wait(self):
+            raise KeyboardInterrupt
+
+        def cancel(self):
+            Running.cancelled = True
+
+    sampled = {}
+    monkeypatch.setattr(nutpie, "compile_pymc_model", lambda model, **kwargs: Compiled())
+    monkeypatch.setattr(nutpie, "sample", lambda compiled, **kwargs: sampled.update(kwargs) or Running())
+    with pm.Model() as model:
+        pm.Normal("x")
+    options = {"draws": 10, "tune": 10, "chains": 2, "cores": 1, "progressbar": False, "target_accept": 0.8,
+               "adaptation": "diag"}
+    with pytest.raises(mcmc.SamplingInterrupted, match="MCMC interrupted: the sampler was stopped"):
+        mcmc._sample_nutpie(model, {"x": np.zeros(())}, 0.0, np.random.SeedSequence(1), 1, options)
+    assert sampled["blocking"] is False and Running.cancelled
+    assert issubclass(mcmc.SamplingInterrupted, KeyboardInterrupt)
+
+
+def test_a_short_trace_from_an_interrupted_sampler_is_an_interrupt():
+    import numpy as np
+    import xarray as xr
+
+    from mixflow.engines import mcmc
+
+    short = {"posterior": xr.Dataset({"mu": (("chain", "draw"), np.zeros((2, 3)))})}
+    with pytest.raises(mcmc.SamplingInterrupted, match="stopped before all draws were made"):
+        mcmc._check_complete(short, {"chains": 2, "draws": 10})
+    mcmc._check_complete(short, {"chains": 2, "draws": 3})

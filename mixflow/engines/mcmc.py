@@ -31,7 +31,7 @@ from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.relabel import align
 from mixflow.warnings import SamplingWarning
 
-__all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "fit_mcmc", "resolve_sampler"]
+__all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "SamplingInterrupted", "fit_mcmc", "resolve_sampler"]
 
 SAMPLERS = ("auto", "nutpie", "pymc")
 RHAT_MAX = 1.01
@@ -217,10 +217,18 @@ def _sample_nutpie(pymc_model, start, jitter_sd, jitter_seed, seed, options):
     compiled = dataclasses.replace(compiled, initial_point_func=initial_point)
     began = time.perf_counter()
     with one_blas_thread():  # see _sample_pymc
-        idata = nutpie.sample(compiled, draws=options["draws"], tune=max(options["tune"], 1),
-                              chains=options["chains"], cores=options["cores"], seed=seed, save_warmup=False,
-                              progress_bar=options["progressbar"], target_accept=options["target_accept"],
-                              adaptation=options["adaptation"])
+        running = nutpie.sample(compiled, draws=options["draws"], tune=max(options["tune"], 1),
+                                chains=options["chains"], cores=options["cores"], seed=seed, save_warmup=False,
+                                progress_bar=options["progressbar"], target_accept=options["target_accept"],
+                                adaptation=options["adaptation"], blocking=False)
+        # nutpie's blocking call swallows Ctrl-C and returns NaN-padded draws; waiting here, an interrupt
+        # stops the chains and reaches the caller as an interrupt.
+        try:
+            idata = running.wait()
+        except KeyboardInterrupt:
+            running.cancel()
+            raise SamplingInterrupted("MCMC interrupted: the sampler was stopped, no draws were kept") from None
+    _check_complete(idata, options)
     idata["posterior"].attrs.update(sampling_time=time.perf_counter() - began, tuning_steps=options["tune"])
     return idata
 
@@ -246,10 +254,26 @@ def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
     # One BLAS thread per chain: chains run in parallel already, and a BLAS thread count that depends on what
     # ran before in the process (forked workers inherit it) changes the rounding of products, hence the draws.
     with one_blas_thread():
-        return pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
+        idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=None,
                          compute_convergence_checks=False, target_accept=options["target_accept"], model=pymc_model)
+    _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
+    return idata
+
+
+class SamplingInterrupted(KeyboardInterrupt):
+    """The sampler was interrupted (Ctrl-C): it was stopped and its partial draws dropped."""
+
+
+def _check_complete(idata, options: dict) -> None:
+    """Raise :class:`SamplingInterrupted` unless every chain holds all its draws.
+
+    A sampler that swallowed an interrupt (PyMC's) returns the draws made so far.
+    """
+    posterior = idata["posterior"]
+    if (posterior.sizes.get("chain"), posterior.sizes.get("draw")) != (options["chains"], options["draws"]):
+        raise SamplingInterrupted("MCMC interrupted: the sampler stopped before all draws were made; none were kept")
 
 
 # -- what is computed from the aligned draws ---------------------------------------------------------------
