@@ -131,7 +131,8 @@ def _replicate_chunk(job: _Job, seeds: list) -> list[dict]:
 
 
 # -- the public function -------------------------------------------------------------------------------
-def _check_arguments(n_replicates, kind, random_seed, n_jobs):
+def check_options(n_replicates, kind, random_seed, n_jobs) -> None:
+    """Check the options of :func:`bootstrap` (also used by the workflow files before anything is fitted)."""
     if isinstance(n_replicates, bool) or not isinstance(n_replicates, int | np.integer) or n_replicates < 2:
         raise ValueError(f"n_replicates: expected an integer >= 2, got {n_replicates!r}")
     if kind not in _KINDS:
@@ -213,7 +214,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
 
     """
     check_tree(tree)
-    _check_arguments(n_replicates, kind, random_seed, n_jobs)
+    check_options(n_replicates, kind, random_seed, n_jobs)
     estimate = fitted_estimate(tree)
     fitted = observed_data(tree)
     if data is not None:

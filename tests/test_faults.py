@@ -364,3 +364,114 @@ def test_a_short_trace_from_an_interrupted_sampler_is_an_interrupt():
     with pytest.raises(mcmc.SamplingInterrupted, match="stopped before all draws were made"):
         mcmc._check_complete(short, {"chains": 2, "draws": 10})
     mcmc._check_complete(short, {"chains": 2, "draws": 3})
+
+
+# -- workflows: validated whole, every error at once, before anything is fitted ------------------------------
+def _workflow_errors(tmp_path, text: str, monkeypatch, csv: bytes | None = None) -> list[str]:
+    """The error lines of running a workflow (which must fail before any fit, with status 2)."""
+    if csv is not None:
+        (tmp_path / "mine.csv").write_bytes(csv)
+    path = tmp_path / "flow.toml"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    _no_fit(monkeypatch)
+    import contextlib
+    import io
+
+    from mixflow.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"])
+    assert status == 2, err.getvalue()
+    assert "Traceback" not in err.getvalue() and not (tmp_path / "out").exists()
+    lines = err.getvalue().strip().splitlines()
+    assert all(line.startswith(f"mixflow run: error: {path}:") for line in lines), lines
+    return [line.removeprefix(f"mixflow run: error: {path}:") for line in lines]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("n_init = 1", 'n_init = 0', r"^13: \[methods.em\] n_init: expected an integer >= 1, got 0$"),
+    ("n_init = 1", "tol = -1.0", r"^13: \[methods.em\] tol: expected a non-negative number, got -1.0$"),
+    ("n_init = 1", 'init = "foo"', r"^13: \[methods.em\] init: expected one of \['kmeans', 'kmeans\+\+', 'random'\]"),
+    ("[methods.em]\nn_init = 1", "[methods.bootstrap]\nn_replicates = 0",
+     r"^13: \[methods.bootstrap\] n_replicates: expected an integer >= 2, got 0$"),
+    ("[methods.em]\nn_init = 1", '[methods.bootstrap]\nkind = "foo"',
+     r"^13: \[methods.bootstrap\] kind: expected one of \['nonparametric', 'parametric'\], got 'foo'$"),
+    ("[methods.em]\nn_init = 1", "[methods.mcmc]\nchains = 0",
+     r"^13: \[methods.mcmc\] chains: expected an integer >= 1"),
+    ("[methods.em]\nn_init = 1", "[methods.mcmc]\ndraws = 0", r"^13: \[methods.mcmc\] draws: expected an integer >= 1"),
+    ("[methods.em]\nn_init = 1", '[methods.mcmc]\nsampler = "foo"',
+     r"^13: \[methods.mcmc\] sampler: expected one of \['auto', 'nutpie', 'pymc'\], got 'foo'$"),
+    ("[methods.em]\nn_init = 1", '[methods.advi]\nvariant = "foo"',
+     r"^13: \[methods.advi\] variant: expected one of \['meanfield', 'fullrank'\], got 'foo'$"),
+    ("[methods.em]\nn_init = 1", "[methods.advi]\nn = 0", r"^13: \[methods.advi\] n: expected an integer >= 1, got 0$"),
+    ("n_components = 2", "n_components = {from = 1.5, to = 3}",
+     r"^10: \[\[models\]\] #1 n_components: expected {from = a, to = b} with integers a <= b, got {'from': 1.5"),
+    ("[methods.em]\nn_init = 1", "[methods]\nem = 3", r"^13: \[methods.em\]: expected a table, got int 3$"),
+    ("[[models]]\nn_components = 2", "[models]\nn_components = 2",
+     r"^9: \[\[models\]\]: expected at least one \[\[models\]\] table, got {'n_components': 2}$"),
+    ("figures = false", 'figures = "no"', r"^16: \[output\] figures: expected true or false, got str 'no'$"),
+    ('seed = 1', 'seed = 1\ntitle = 3', r"^4: title: expected str, got int 3$"),
+])
+def test_workflow_errors_name_file_line_and_key(tmp_path, monkeypatch, old, new, message):
+    assert old in SMALL
+    errors = _workflow_errors(tmp_path, SMALL.replace(old, new), monkeypatch)
+    assert len(errors) == 1, errors
+    assert __import__("re").search(message, errors[0]), errors[0]
+
+
+def test_models_that_are_not_tables(tmp_path, monkeypatch):
+    text = SMALL.replace("[[models]]\nn_components = 2\n", "").replace("seed = 1", "seed = 1\nmodels = [1, 2]")
+    assert _workflow_errors(tmp_path, text, monkeypatch) == [
+        "4: [[models]]: expected tables ([[models]] sections), got item #1 = 1",
+        "4: [[models]]: expected tables ([[models]] sections), got item #2 = 2"]
+
+
+def test_output_that_is_not_a_table(tmp_path, monkeypatch):
+    text = SMALL.replace("[output]\nfigures = false\nreport = false", "").replace("seed = 1", "seed = 1\noutput = 3")
+    assert _workflow_errors(tmp_path, text, monkeypatch) == ["4: [output]: expected a table, got int 3"]
+
+
+def test_every_error_is_reported_at_once_in_file_order(tmp_path, monkeypatch):
+    text = (SMALL.replace("n_components = 2", "n_components = {from = 1.5, to = 3}")
+            .replace("n_init = 1", 'n_init = 0\ninit = "foo"\n\n[methods.advi]\nvariant = "foo"')
+            .replace("figures = false", 'figures = "no"').replace('seed = 1', 'seed = 1\ntitle = 3'))
+    errors = _workflow_errors(tmp_path, text, monkeypatch)
+    assert [error.split(":")[0] for error in errors] == ["4", "11", "14", "15", "18", "21"]
+
+
+LABELLED = SMALL.replace('dataset = "faithful"\ncolumns = ["eruptions", "waiting"]',
+                         'path = "mine.csv"\ncolumns = ["x"]')
+
+
+def test_labels_naming_a_feature_column(tmp_path, monkeypatch):
+    errors = _workflow_errors(tmp_path, LABELLED.replace('columns = ["x"]', 'columns = ["x"]\nlabels = "x"'),
+                              monkeypatch, csv=b"x,w\n1.0,1\n2.0,2\n5.0,1\n")
+    assert errors == ["8: [data] labels: expected a column that is not fitted, got 'x', which is also in [data] "
+                      "columns; remove it from one of them"]
+
+
+def test_weights_column_of_strings(tmp_path, monkeypatch):
+    errors = _workflow_errors(tmp_path, LABELLED.replace('columns = ["x"]', 'columns = ["x"]\nweights = "w"'),
+                              monkeypatch, csv=b"x,w\n1.0,one\n2.0,two\n5.0,one\n")
+    assert len(errors) == 1
+    assert __import__("re").fullmatch(r"8: \[data\] weights: expected a numeric column of frequency weights, got 'w' "
+                                      r"of type (object|str) \(e.g. 'one'\)", errors[0]), errors
+
+
+@pytest.mark.parametrize(("csv", "message"), [
+    (b"", r"^6: \[data\] path: expected a CSV file with a header and rows, got '.*mine.csv', which is empty$"),
+    (b"x,w\n", r"^6: \[data\] path: expected a CSV file with at least one row, got .* columns \['x', 'w'\] and no"),
+    (b"x\n1.0\n\xe9\xff\n", r"^6: \[data\] path: expected a UTF-8 CSV file, got .*, which is not UTF-8 \(invalid"),
+    (b'x,w\n1,2\n3,4,5,6\n"7,8\n', r"^6: \[data\] path: expected a readable CSV file, got .*mine.csv' \(Error"),
+    (b"x,x\n1,2\n3,4\n", r"^6: \[data\] path: expected distinct column names, got .* with duplicated \['x'\]"),
+])
+def test_malformed_csv_data(tmp_path, monkeypatch, csv, message):
+    errors = _workflow_errors(tmp_path, LABELLED, monkeypatch, csv=csv)
+    assert len(errors) == 1 and __import__("re").search(message, errors[0]), errors
+
+
+def test_a_workflow_that_is_not_utf8(tmp_path, monkeypatch):
+    errors = _workflow_errors(tmp_path, SMALL.encode().replace(b'"small"', b'"caf\xe9"'), monkeypatch)
+    assert errors == ["2: expected a UTF-8 text file (TOML), got a byte that is not UTF-8 (invalid continuation "
+                      "byte at byte 12)"]

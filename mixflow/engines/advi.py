@@ -49,7 +49,7 @@ from mixflow.pymc_model import parameter_of
 from mixflow.relabel import align
 from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning
 
-__all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "fit_advi", "q_moments"]
+__all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "check_options", "fit_advi", "q_moments"]
 
 VARIANTS = {"meanfield": pm.ADVI, "fullrank": pm.FullRankADVI}
 _LEARNING_RATE_FLOOR = 2.0**-20  # relative to the starting learning rate: at most 20 halvings
@@ -222,6 +222,16 @@ def divergence_message(approx, losses, i: int, learning_rate: float) -> str:
 # -- arguments -------------------------------------------------------------------------------------------
 def _check_arguments(model, data, reference, options: dict) -> dict:
     reference = check_problem(model, data, reference)
+    check_options(options)
+    options["minibatch_size"] = check_minibatch(options["minibatch_size"], data)
+    return reference
+
+
+def check_options(options: dict) -> None:
+    """Check the options of :func:`fit_advi` but the data-dependent ``minibatch_size``, in place.
+
+    Used by the engine and, before anything is fitted, by the workflow files.
+    """
     if options["variant"] not in VARIANTS:
         raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {options['variant']!r}")
     options["n"] = check_count("n", options["n"], 1)
@@ -229,10 +239,8 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
     options["check_every"] = check_count("check_every", options["check_every"], _MIN_CHECK_EVERY)
     options["learning_rate"] = check_positive("learning_rate", options["learning_rate"])
     options["settle_tol"] = check_positive("settle_tol", options["settle_tol"])
-    options["minibatch_size"] = check_minibatch(options["minibatch_size"], data)
     options["random_seed"] = check_seed(options["random_seed"])
     check_flag("progressbar", options["progressbar"])
-    return reference
 
 
 # -- the engine ------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.relabel import align
 from mixflow.warnings import SamplingWarning
 
-__all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "SamplingInterrupted", "fit_mcmc", "resolve_sampler"]
+__all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "SamplingInterrupted", "check_options", "fit_mcmc", "resolve_sampler"]
 
 SAMPLERS = ("auto", "nutpie", "pymc")
 RHAT_MAX = 1.01
@@ -59,6 +59,17 @@ def resolve_sampler(sampler: str) -> str:
 
 def _check_arguments(model, data, reference, options: dict) -> dict:
     reference = check_problem(model, data, reference)
+    check_options(options)
+    if options["posterior_predictive"]:  # a family that cannot replicate these data says so before sampling
+        model.simulate(reference, data, np.random.default_rng(0))
+    return reference
+
+
+def check_options(options: dict) -> None:
+    """Check the options of :func:`fit_mcmc` (a dict of all of them), normalising them in place.
+
+    Used by the engine and, before anything is fitted, by the workflow files.
+    """
     for name, minimum in (("draws", 1), ("tune", 0), ("chains", 1)):
         options[name] = check_count(name, options[name], minimum)
     if options["cores"] is not None:
@@ -75,9 +86,6 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
     for name in ("progressbar", "posterior_predictive"):
         check_flag(name, options[name])
     options["sampler"] = resolve_sampler(options["sampler"])
-    if options["posterior_predictive"]:  # a family that cannot replicate these data says so before sampling
-        model.simulate(reference, data, np.random.default_rng(0))
-    return reference
 
 
 def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int = 500, chains: int = 4,
