@@ -183,15 +183,18 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
 
     data = workflow.data[list(workflow.columns)]
     weights = None if workflow.weights is None else workflow.data[workflow.weights].to_numpy()
-    for spec in workflow.models:
+    for i, spec in enumerate(workflow.models):
         k, selection = spec.ks[0], None
-        if len(spec.ks) > 1:
-            k, selection = _choose_k(workflow, spec, data, weights, progress)
-            written.append(atomic_write(out / f"{spec.label}-choice-of-k.csv",
-                                        lambda p, t=selection: t.to_csv(p)))
-            progress(f"{spec.label}: BIC prefers K={k}")
-        progress(f"{spec.label}: fitting K={k} by {', '.join(workflow.methods)}")
-        tree = _fit_all(workflow, _build_model(spec, k), data, weights, progress)
+        try:  # a fit that fails on these data (not a bug) is reported at the model's position
+            if len(spec.ks) > 1:
+                k, selection = _choose_k(workflow, spec, data, weights, progress)
+                written.append(atomic_write(out / f"{spec.label}-choice-of-k.csv",
+                                            lambda p, t=selection: t.to_csv(p)))
+                progress(f"{spec.label}: BIC prefers K={k}")
+            progress(f"{spec.label}: fitting K={k} by {', '.join(workflow.methods)}")
+            tree = _fit_all(workflow, _build_model(spec, k), data, weights, progress)
+        except (ValueError, TypeError, np.linalg.LinAlgError) as error:
+            raise workflow.model_error(i, f"the fit of K={k} failed: {error}") from error
         tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
                            "workflow_config_sha256": workflow.config_hash})
         agreement = None

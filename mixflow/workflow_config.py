@@ -82,6 +82,11 @@ class Workflow:
     methods: dict
     output: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    text: str = ""  # the file as read, for positions in errors raised while running
+
+    def model_error(self, i: int, message: str) -> "WorkflowError":
+        """An error about the ``i``-th ``[[models]]`` table, at its position in the file."""
+        return _Locator(self.path, self.text).error(f"[[models]] #{i + 1}", message, "", "models", i)
 
     @property
     def config_hash(self) -> str:
@@ -423,8 +428,9 @@ def read_workflow(path) -> Workflow:
     try:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        line = getattr(error, "lineno", None)
-        raise WorkflowError(f"{path}{f':{line}' if line else ''}: not valid TOML: {error}") from None
+        found = re.search(r"at line (\d+)", str(error))  # Python < 3.14 has no error.lineno
+        line = found.group(1) if found else getattr(error, "lineno", 1)
+        raise WorkflowError(f"{path}:{line}: not valid TOML: {error}") from None
     loc = _Locator(path, text)
     with loc.collecting():
         _unknown(config, TOP_KEYS, "top level", loc)
@@ -467,4 +473,4 @@ def read_workflow(path) -> Workflow:
     frame, data_name, columns = data
     return Workflow(path=path, name=values["name"], title=values.get("title", values["name"]), seed=values["seed"],
                     data=frame, data_name=data_name, columns=columns, weights=weights, labels=labels, models=models,
-                    methods=methods, output=output, config=config)
+                    methods=methods, output=output, config=config, text=text)

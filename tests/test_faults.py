@@ -475,3 +475,16 @@ def test_a_workflow_that_is_not_utf8(tmp_path, monkeypatch):
     errors = _workflow_errors(tmp_path, SMALL.encode().replace(b'"small"', b'"caf\xe9"'), monkeypatch)
     assert errors == ["2: expected a UTF-8 text file (TOML), got a byte that is not UTF-8 (invalid continuation "
                       "byte at byte 12)"]
+
+
+def test_a_fit_that_fails_on_the_data_is_reported_at_the_model(tmp_path, workflow_file, capsys, monkeypatch):
+    import mixflow.workflow
+
+    def collapses(*args, **kwargs):
+        raise ValueError("a component collapsed onto one point")
+
+    monkeypatch.setattr(mixflow.workflow, "fit", collapses)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 2
+    assert _one_error_line(err) == (f"mixflow run: error: {workflow_file}:9: [[models]] #1: the fit of K=2 failed: "
+                                    "a component collapsed onto one point")
