@@ -20,6 +20,7 @@ import xarray as xr
 from mixflow.compare import check_tree
 from mixflow.data import Data
 from mixflow.families.base import model_from_json
+from mixflow.fitting import check_seed
 from mixflow.parallel import available_cores, parallel_map
 from mixflow.relabel import optimal_permutations
 from mixflow.simulate import responsibilities, simulate_data
@@ -137,9 +138,8 @@ def check_options(n_replicates, kind, random_seed, n_jobs) -> None:
         raise ValueError(f"n_replicates: expected an integer >= 2, got {n_replicates!r}")
     if kind not in _KINDS:
         raise ValueError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
-    if random_seed is not None and (isinstance(random_seed, bool) or not isinstance(random_seed, int | np.integer)
-                                    or random_seed < 0):
-        raise ValueError(f"random_seed: expected None or a non-negative integer, got {random_seed!r}")
+    if random_seed is not None:
+        check_seed(random_seed)
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1):
         raise ValueError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
 

@@ -59,9 +59,8 @@ def _load_results(path: str):
         raise FileNotFoundError(f"results: expected an existing mixflow results file (.nc), got {path!r}")
     try:
         tree = load(path)
-    except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"results: expected a mixflow results file (NetCDF written by 'mixflow run' or "
-                         f"mixflow.save), got {path!r}, which cannot be read as one ({error})") from None
+    except (ValueError, TypeError) as error:  # its message names the file
+        raise ValueError(f"results: {str(error).removeprefix('path: ')}") from None
     try:
         check_tree(tree, "results")
     except (TypeError, ValueError) as error:

@@ -40,8 +40,9 @@ def check_seed(value) -> int:
     """A non-negative integer seed; one is drawn when None (and recorded by the engine)."""
     if value is None:
         return secrets.randbits(63)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"random_seed: expected None or a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**63:
+        raise ValueError(f"random_seed: expected None or a non-negative integer below 2**63 (stored as int64), "
+                         f"got {value!r}")
     return int(value)
 
 
@@ -147,6 +148,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     """
     if not isinstance(model, MixtureModel):
         raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
+    if not isinstance(data_name, str):
+        raise TypeError(f"data_name: expected a str (recorded in the result), got {data_name!r}")
     methods = _method_list(method)
     check_em_options(n_init, init, tol, max_iter, trim, chunk_size)
     routed = _route_options(methods, options)

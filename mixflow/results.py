@@ -110,5 +110,16 @@ def load(path) -> xr.DataTree:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: expected an existing mixflow results file, got {str(path)!r}")
-    with xr.open_datatree(path, engine="h5netcdf") as tree:
-        return tree.load().copy()
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
+            tree = tree.load().copy()
+    except PermissionError:
+        raise
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
+                         f"got {str(path)!r}, which cannot be read as NetCDF ({error})") from None
+    if "model" not in tree.attrs or "observed_data" not in tree.children:
+        raise ValueError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
+                         f"got {str(path)!r}, a NetCDF file without the model attribute and /observed_data (groups "
+                         f"{sorted(tree.children)}, attributes {sorted(tree.attrs)[:8]})")
+    return tree

@@ -39,6 +39,7 @@ from mixflow.data import Data
 from mixflow.engines.arguments import (
     check_count,
     check_flag,
+    check_memory,
     check_minibatch,
     check_positive,
     check_problem,
@@ -224,6 +225,8 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
     reference = check_problem(model, data, reference)
     check_options(options)
     options["minibatch_size"] = check_minibatch(options["minibatch_size"], data)
+    check_memory(1, options["draws"], sum(np.size(value) for value in reference.values())
+                 + data.n_obs * (1 + model.n_components), "the parameters and pointwise log-likelihood")
     return reference
 
 

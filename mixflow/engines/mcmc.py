@@ -25,7 +25,7 @@ import xarray as xr
 from pymc.initial_point import make_initial_point_fn
 
 from mixflow.data import Data
-from mixflow.engines.arguments import check_count, check_flag, check_problem, check_seed
+from mixflow.engines.arguments import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.relabel import align
@@ -60,6 +60,11 @@ def resolve_sampler(sampler: str) -> str:
 def _check_arguments(model, data, reference, options: dict) -> dict:
     reference = check_problem(model, data, reference)
     check_options(options)
+    replicate = round(data.total_weight) if data.weights is not None else data.n_obs
+    per_draw = (sum(np.size(value) for value in reference.values()) + data.n_obs * (1 + model.n_components)
+                + (replicate * data.n_features if options["posterior_predictive"] else 0))
+    check_memory(options["chains"], options["draws"], per_draw, "the parameters, pointwise log-likelihood"
+                 + (" and posterior predictive replicates" if options["posterior_predictive"] else ""))
     if options["posterior_predictive"]:  # a family that cannot replicate these data says so before sampling
         model.simulate(reference, data, np.random.default_rng(0))
     return reference
