@@ -264,12 +264,14 @@ def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
     initvals = [{name: value + jitter_sd * rng.standard_normal(value.shape) for name, value in start.items()}
                 for _ in range(options["chains"])]
     cores = options["cores"] if options["cores"] is not None else min(options["chains"], available_cores())
-    # One BLAS thread per chain: chains run in parallel already, and a BLAS thread count that depends on what
-    # ran before in the process (forked workers inherit it) changes the rounding of products, hence the draws.
+    # One BLAS thread per chain, wherever the chain runs, because the BLAS thread count changes the rounding
+    # of products, hence the draws. one_blas_thread covers chains run in this process (cores=1) and forked
+    # ones; PyMC's chain processes on Linux start from a forkserver, which has BLAS's default thread count
+    # (one per core), so blas_cores=cores makes PyMC limit each of them to blas_cores // cores = 1 thread.
     with one_blas_thread():
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
-                         progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=None,
+                         progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
                          compute_convergence_checks=False, target_accept=options["target_accept"], model=pymc_model)
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
     return idata
