@@ -33,8 +33,14 @@ def test_pymc_sampler_asks_for_one_blas_thread_per_chain_process(monkeypatch):
 
 
 @pytest.mark.slow
-def test_chain_processes_run_with_one_blas_thread(tmp_path):
-    """A probe in the log-density records the BLAS threads of the processes that evaluate it."""
+@pytest.mark.parametrize("start_method", [None, pytest.param("forkserver", marks=pytest.mark.xfail(
+    strict=True, reason="scipy's BLAS is loaded in the chain process after PyMC applies blas_cores"))])
+def test_chain_processes_run_with_one_blas_thread(tmp_path, monkeypatch, start_method):
+    """A probe in the log-density records the BLAS threads of the processes that evaluate it.
+
+    None is mixflow's choice (fork on Linux, which the chains' limit survives); a forkserver (Python 3.14's
+    default on Linux, PyMC's on Intel macOS) is the known case where it does not.
+    """
     import cloudpickle
     import pymc as pm
     import pytensor.tensor as pt
@@ -57,6 +63,8 @@ def test_chain_processes_run_with_one_blas_thread(tmp_path):
     with pm.Model() as model:
         x = pm.Normal("x")
         pm.Potential("probe", Probe()(x))
+    if start_method is not None:
+        monkeypatch.setattr(mcmc, "_CHAIN_START", start_method)
     options = {"chains": 2, "cores": 2, "draws": 3, "tune": 3, "progressbar": False, "target_accept": 0.8}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

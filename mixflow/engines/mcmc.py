@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import sys
 import time
 import warnings
 
@@ -38,6 +39,7 @@ RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain
 _MAX_NAMED = 6
 ADAPTATIONS = ("low_rank", "diag")
+_CHAIN_START = "fork" if sys.platform.startswith("linux") else None  # see _sample_pymc
 # nutpie wraps PyTensor's (already optimised, cached) numba kernels in a C callback compiled anew in every
 # process; LLVM at -O0 for that wrapper cuts its compilation about threefold (25 s to 8 s for Old Faithful,
 # full covariance) with the same draws and the same sampling time (measured: benchmarks/mcmc_ess.py).
@@ -266,12 +268,14 @@ def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
     cores = options["cores"] if options["cores"] is not None else min(options["chains"], available_cores())
     # One BLAS thread per chain, wherever the chain runs, because the BLAS thread count changes the rounding
     # of products, hence the draws. one_blas_thread covers chains run in this process (cores=1) and forked
-    # ones; PyMC's chain processes on Linux start from a forkserver, which has BLAS's default thread count
-    # (one per core), so blas_cores=cores makes PyMC limit each of them to blas_cores // cores = 1 thread.
+    # chains, which inherit the limit: on Linux chains are forked (Python 3.14 would start them from a
+    # forkserver, where scipy's BLAS, loaded while PyMC unpickles the chain, escapes PyMC's own limit).
+    # Elsewhere blas_cores=cores makes PyMC limit each chain process to blas_cores // cores = 1 thread.
     with one_blas_thread():
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
+                          mp_ctx=_CHAIN_START,
                          compute_convergence_checks=False, target_accept=options["target_accept"], model=pymc_model)
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
     return idata
