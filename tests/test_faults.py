@@ -488,3 +488,23 @@ def test_a_fit_that_fails_on_the_data_is_reported_at_the_model(tmp_path, workflo
     assert status == 2
     assert _one_error_line(err) == (f"mixflow run: error: {workflow_file}:9: [[models]] #1: the fit of K=2 failed: "
                                     "a component collapsed onto one point")
+
+
+def test_an_interrupt_that_pymc_advi_swallows_is_an_interrupt(monkeypatch):
+    from mixflow.engines import advi
+    from mixflow.errors import SamplerInterrupted
+
+    def fit_swallowing_the_interrupt(*args, **kwargs):  # what PyMC's Inference.fit does with Ctrl-C
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler raises as soon as the call returns
+        except KeyboardInterrupt:
+            pass
+        return "partial approximation"
+
+    monkeypatch.setattr(advi.pm, "fit", fit_swallowing_the_interrupt)
+    with pytest.raises(SamplerInterrupted, match="ADVI interrupted: the optimisation was stopped"):
+        advi._run(None, None, None, 0.1, {"n": 10, "progressbar": False})
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    monkeypatch.setattr(advi.pm, "fit", lambda *args, **kwargs: "complete approximation")
+    assert advi._run(None, None, None, 0.1, {"n": 10, "progressbar": False}) == "complete approximation"

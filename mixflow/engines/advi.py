@@ -46,6 +46,7 @@ from mixflow.engines.arguments import (
     check_seed,
 )
 from mixflow.engines.over_draws import responsibilities_over_draws
+from mixflow.errors import SamplerInterrupted, noting_interrupts
 from mixflow.pymc_model import parameter_of
 from mixflow.relabel import align
 from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning
@@ -364,8 +365,12 @@ def _run(inference, pymc_model, check: SettleCheck, step, options: dict):
     if not options["progressbar"]:
         logger.setLevel(logging.WARNING)  # PyMC logs why it stopped at INFO level
     try:
-        return pm.fit(options["n"], method=inference, model=pymc_model, callbacks=[check],
-                      obj_optimizer=adam(learning_rate=step), progressbar=options["progressbar"])
+        with noting_interrupts() as interrupted:  # PyMC's loop swallows Ctrl-C and returns the partial fit
+            approx = pm.fit(options["n"], method=inference, model=pymc_model, callbacks=[check],
+                            obj_optimizer=adam(learning_rate=step), progressbar=options["progressbar"])
+        if interrupted:
+            raise SamplerInterrupted("ADVI interrupted: the optimisation was stopped, its partial fit dropped")
+        return approx
     except ADVIDivergenceError:
         raise
     except FloatingPointError as error:  # PyMC's own NaN check runs before the callbacks

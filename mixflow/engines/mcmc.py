@@ -28,6 +28,7 @@ from pymc.initial_point import make_initial_point_fn
 from mixflow.data import Data
 from mixflow.engines.arguments import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.engines.over_draws import responsibilities_over_draws
+from mixflow.errors import SamplerInterrupted
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.relabel import align
 from mixflow.warnings import SamplingWarning
@@ -281,8 +282,7 @@ def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
     return idata
 
 
-class SamplingInterrupted(KeyboardInterrupt):
-    """The sampler was interrupted (Ctrl-C): it was stopped and its partial draws dropped."""
+SamplingInterrupted = SamplerInterrupted  # the sampler was stopped (Ctrl-C) and its partial draws dropped
 
 
 def _check_complete(idata, options: dict) -> None:
