@@ -399,6 +399,21 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
                             "models", i) from None
 
 
+def _check_minibatch(size: int, n_obs: int, weights, loc: _Locator) -> None:
+    """ADVI's minibatch against the data: at most n_obs rows, and no minibatches of weighted rows."""
+    from mixflow.pymc_model import check_minibatch_size
+
+    try:
+        check_minibatch_size(size, n_obs)
+    except ValueError as error:
+        raise loc.error("[methods.advi] minibatch_size", str(error).removeprefix("minibatch_size: "),
+                        "minibatch_size", "methods.advi") from None
+    if weights is not None:
+        raise loc.error("[methods.advi] minibatch_size", "expected no minibatch_size with [data] weights "
+                        "(minibatches draw rows uniformly, so weighted rows would be scaled wrongly)",
+                        "minibatch_size", "methods.advi")
+
+
 def _line_number(error: str, path: Path) -> int:
     found = re.match(rf"{re.escape(str(path))}:(\d+):", error)
     return int(found.group(1)) if found else 0
@@ -468,6 +483,10 @@ def read_workflow(path) -> Workflow:
     if data is not None and models and not any("[data]" in error for error in loc.errors):
         with loc.collecting():
             _check_models_against_data(models, data[0], data[2], weights, loc)
+    size = methods.get("advi", {}).get("minibatch_size")
+    if data is not None and isinstance(size, int):
+        with loc.collecting():
+            _check_minibatch(size, len(data[0]), weights, loc)
     if loc.errors:  # in the order of the file
         raise WorkflowError("\n".join(sorted(loc.errors, key=lambda error: _line_number(error, path))))
     frame, data_name, columns = data

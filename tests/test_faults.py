@@ -508,3 +508,19 @@ def test_an_interrupt_that_pymc_advi_swallows_is_an_interrupt(monkeypatch):
 
     monkeypatch.setattr(advi.pm, "fit", lambda *args, **kwargs: "complete approximation")
     assert advi._run(None, None, None, 0.1, {"n": 10, "progressbar": False}) == "complete approximation"
+
+
+def test_advi_minibatch_is_checked_against_the_data_before_fitting(tmp_path, monkeypatch):
+    text = SMALL.replace("[output]", "[methods.advi]\nminibatch_size = 500\n\n[output]")
+    assert _workflow_errors(tmp_path, text, monkeypatch) == [
+        "16: [methods.advi] minibatch_size: expected None or an integer in [1, n_obs = 272], got 500"]
+
+
+def test_a_model_attribute_that_is_json_but_not_a_declaration():
+    from mixflow.families.base import model_from_json
+
+    with pytest.raises(ValueError, match=r"model: expected the model declaration as a JSON object, got '\[1, 2\]'"):
+        model_from_json("[1, 2]")
+    with pytest.raises(ValueError, match=r"model: expected the model declaration as JSON \(as mixflow writes it\), "
+                                         r"got 'GaussianMixture\(2\)' \(Expecting value"):
+        model_from_json("GaussianMixture(2)")
