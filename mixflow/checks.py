@@ -3,6 +3,7 @@
 Each error names the argument, what was expected and what came. No PyMC work happens before they pass.
 """
 
+import os
 import secrets
 
 import numpy as np
@@ -11,7 +12,8 @@ from mixflow.data import Data
 from mixflow.families.base import require_pymc_form
 from mixflow.families.pymc_parts import check_minibatch_size
 
-__all__ = ["check_count", "check_flag", "check_minibatch", "check_positive", "check_problem", "check_seed"]
+__all__ = ["check_count", "check_flag", "check_memory", "check_minibatch", "check_positive", "check_problem",
+           "check_seed"]
 
 
 def check_count(name: str, value, minimum: int) -> int:
@@ -56,10 +58,38 @@ def check_minibatch(size, data: Data) -> int | None:
     return None if size is None else int(size)
 
 
+_WORKING_COPIES = 3  # the sampler's trace, the aligned copy, and the arrays built from them
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (MemAvailable on Linux, else the physical memory)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(chains: int, draws: int, values_per_draw: int, what: str) -> None:
+    """Refuse, before any work, draws whose arrays would not fit in memory, with an estimate of the need.
+
+    ``values_per_draw`` counts the float64 values kept per draw (parameters, pointwise log-likelihood,
+    predictive replicates); about three working copies of them exist at once.
+    """
+    needed = chains * draws * values_per_draw * 8 * _WORKING_COPIES
+    available = available_memory()
+    if needed > available:
+        at_most = max(1, available // (chains * values_per_draw * 8 * _WORKING_COPIES))
+        raise ValueError(f"draws: {chains} chain(s) x {draws} draws of {what} ({values_per_draw} values each) "
+                         f"would need about {needed / 1e9:.3g} GB of memory, more than the {available / 1e9:.3g} GB "
+                         f"available; ask for at most about {at_most} draws per chain")
+
+
 def check_seed(value) -> int:
-    """A non-negative integer seed; one is drawn when None (and recorded by the engine)."""
+    """A non-negative integer seed below 2**63 (stored as int64); one is drawn when None (and recorded)."""
     if value is None:
         return secrets.randbits(63)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise ValueError(f"random_seed: expected None or a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**63:
+        raise ValueError(f"random_seed: expected None or a non-negative integer below 2**63 (stored as int64), "
+                         f"got {value!r}")
     return int(value)

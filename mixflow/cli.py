@@ -1,13 +1,36 @@
-"""The ``mixflow`` command: run workflows, list datasets, show and report saved results."""
+"""The ``mixflow`` command: run workflows, list datasets, show and report saved results.
+
+Every failure ends with lines ``mixflow <command>: error: ...`` on stderr that name the file at fault and
+what to do, and one of these exit statuses:
+
+- 0: success (also when the output is piped into a reader that stops early, e.g. ``| head``);
+- 1: an internal error (a bug of mixflow or of a library); ``--debug`` prints its traceback;
+- 2: bad input: the workflow, the data, a results file, or an OS error on a path the user gave (an output
+  directory that cannot be created or written, a full disk, a missing file);
+- 130: interrupted (Ctrl-C): the sampler is stopped, no half-written file is left, and the message lists
+  the files completely written before the interrupt.
+"""
 
 import argparse
+import errno
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "main"]
+
+EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+_ADVICE = {  # what to do about an OS error on a path the user gave
+    errno.EACCES: "choose a location you may write to", errno.EPERM: "choose a location you may write to",
+    errno.EROFS: "choose a location on a writable file system",
+    errno.ENOSPC: "free some space or choose another location", errno.EDQUOT: "free some space (disk quota)",
+    errno.EEXIST: "a file of that name exists; remove it or choose another name",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; choose another path",
+    errno.EISDIR: "that is a directory; give a file name", errno.ENOENT: "check the path",
+}
 
 
 def _run(args) -> int:
@@ -36,9 +59,8 @@ def _load_results(path: str):
         raise FileNotFoundError(f"results: expected an existing mixflow results file (.nc), got {path!r}")
     try:
         tree = load(path)
-    except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"results: expected a mixflow results file (NetCDF written by 'mixflow run' or "
-                         f"mixflow.save), got {path!r}, which cannot be read as one ({error})") from None
+    except (ValueError, TypeError) as error:  # its message names the file
+        raise ValueError(f"results: {str(error).removeprefix('path: ')}") from None
     try:
         check_tree(tree, "results")
     except (TypeError, ValueError) as error:
@@ -89,18 +111,26 @@ def _report(args) -> int:
 
 def main(argv=None) -> int:
     """Entry point of the ``mixflow`` command line."""
-    parser = argparse.ArgumentParser(prog="mixflow", description="Finite mixture models: EM, NUTS and ADVI.")
+    parser = argparse.ArgumentParser(prog="mixflow", description="Finite mixture models: EM, NUTS and ADVI.",
+                                     epilog="Exit status: 0 success, 1 internal error (see --debug), 2 bad input "
+                                            "or an OS error on a given path, 130 interrupted.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the traceback of an error (to report an internal error)")
+    parser.add_argument("--debug", action="store_true", default=False, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a workflow TOML file")
+    run = commands.add_parser("run", help="run a workflow TOML file", parents=[common])
     run.add_argument("workflow")
     run.add_argument("--out", default="out", help="output directory (default: out)")
     run.add_argument("--quiet", action="store_true", help="no progress messages")
     run.set_defaults(handler=_run)
-    commands.add_parser("datasets", help="list the shipped datasets").set_defaults(handler=_datasets)
-    show = commands.add_parser("show", help="summary and comparison table of a saved results file")
+    commands.add_parser("datasets", help="list the shipped datasets", parents=[common]).set_defaults(handler=_datasets)
+    show = commands.add_parser("show", help="summary and comparison table of a saved results file",
+                               parents=[common])
     show.add_argument("results", help="a container written by 'mixflow run' (<model>.nc)")
     show.set_defaults(handler=_show)
-    rebuild = commands.add_parser("report", help="write the HTML report of a saved results file again")
+    rebuild = commands.add_parser("report", help="write the HTML report of a saved results file again",
+                                  parents=[common])
     rebuild.add_argument("results", help="a container written by 'mixflow run' (<model>.nc)")
     rebuild.add_argument("--out", help="the .html file (default: next to RESULTS, <stem>-report.html)")
     rebuild.add_argument("--selection", metavar="CSV",
@@ -108,16 +138,46 @@ def main(argv=None) -> int:
     rebuild.add_argument("--title", help="page title (default: the workflow's title, else from the data name)")
     rebuild.set_defaults(handler=_report)
     args = parser.parse_args(argv)
-    from mixflow.workflow.config import WorkflowError
-
+    debug = getattr(args, "debug", False)
     try:
         return args.handler(args)
-    except (WorkflowError, FileNotFoundError, ValueError, TypeError) as error:
-        print(f"mixflow {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
+    except KeyboardInterrupt as interrupt:
+        return _fail(args.command, [_interrupted(interrupt)], EXIT_INTERRUPTED, debug)
+    except OSError as error:
+        return _fail(args.command, [_os_error(error)], EXIT_BAD_INPUT, debug)
+    except (ValueError, TypeError) as error:  # a WorkflowError (a ValueError) holds one line per error found
+        return _fail(args.command, str(error).splitlines() or [type(error).__name__], EXIT_BAD_INPUT, debug)
+    except Exception as error:  # the one place where a bug becomes a status and a hint
+        hint = "" if debug else "; rerun with --debug for the traceback, and report it"
+        return _fail(args.command, [f"internal error: {type(error).__name__}: {error}{hint}"], EXIT_INTERNAL,
+                     debug)
+
+
+def _fail(command: str, lines: list[str], status: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    for line in lines:
+        print(f"mixflow {command}: error: {line}", file=sys.stderr)
+    return status
+
+
+def _os_error(error: OSError) -> str:
+    """``'<file>': <reason>; <what to do>`` for an OS error on a path, else the error's own message."""
+    if error.strerror is None or error.filename is None:
+        return str(error)
+    advice = _ADVICE.get(error.errno)
+    more = f"; {advice}" if advice and ";" not in error.strerror else ""  # ours already say what to do
+    return f"{str(error.filename)!r}: {error.strerror}{more}"
+
+
+def _interrupted(interrupt: KeyboardInterrupt) -> str:
+    saved = getattr(interrupt, "saved", [])
+    kept = (f"the {len(saved)} file(s) completely written before it are kept ({', '.join(saved)})" if saved
+            else "no output was written")
+    return f"interrupted; {kept}; no half-written file was left"
 
 
 if __name__ == "__main__":

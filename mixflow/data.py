@@ -108,6 +108,14 @@ def _to_frame(data, name: str) -> tuple[pd.DataFrame, np.ndarray | None]:
 
 
 def _numeric_values(frame: pd.DataFrame, name: str) -> np.ndarray:
+    repeated = frame.columns[frame.columns.duplicated()]
+    if len(repeated):
+        raise ValueError(f"{name}: expected distinct column names, got {sorted({str(c) for c in repeated})} "
+                         "more than once")
+    complex_columns = [str(c) for c in frame.columns if pd.api.types.is_complex_dtype(frame[c])]
+    if complex_columns:
+        raise TypeError(f"{name}: expected real numbers, got complex column(s) {complex_columns} (pass the real "
+                        "and imaginary parts as two columns if both matter)")
     bad = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if not bad and frame.shape[1]:
         bad = [str(c) for c in frame.columns if pd.api.types.is_bool_dtype(frame[c])]
@@ -125,6 +133,19 @@ def _check_finite(values: np.ndarray, row_labels, name: str) -> None:
             f"{name}: expected finite values, got NaN or infinite values in {bad_rows.size} row(s): "
             f"{shown}{more}"
         )
+
+
+def _check_scale(values: np.ndarray, names: list[str], name: str) -> None:
+    """Refuse values whose squares overflow: every family's sufficient statistics would be infinite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        centred = values - values.mean(axis=0)
+        squares = np.einsum("ij,ij->j", centred, centred)
+    overflowing = [names[j] for j in np.flatnonzero(~np.isfinite(squares) | ~np.isfinite(values.mean(axis=0)))]
+    if overflowing:
+        largest = float(np.max(np.abs(values)))
+        raise ValueError(f"{name}: expected values whose squares fit in float64, got feature(s) {overflowing} "
+                         f"with values up to {largest:.3g}, which overflow; rescale them (e.g. divide by "
+                         f"{10 ** np.floor(np.log10(largest)):.0e})")
 
 
 def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray | None:
@@ -148,9 +169,12 @@ def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray |
     if isinstance(weights, pd.Series | xr.DataArray):
         weights = weights.to_numpy()
     try:
-        array = np.array(weights, dtype=np.float64, copy=True)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name}: expected numbers, got {_describe(weights)}") from error
+        dtype = np.asarray(weights).dtype if not isinstance(weights, str) else np.dtype(str)
+    except (TypeError, ValueError):  # ragged sequences
+        dtype = np.dtype(object)
+    if dtype.kind not in "iuf":  # strings such as "2" would convert silently; booleans, complex, objects are refused
+        raise TypeError(f"{name}: expected real numbers, got {_describe(weights)} of dtype {dtype}")
+    array = np.array(weights, dtype=np.float64, copy=True)
     if array.shape != (n_obs,):
         raise ValueError(f"{name}: expected shape ({n_obs},) to match the data, got {array.shape}")
     if not np.isfinite(array).all():
@@ -194,6 +218,7 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
     values = _numeric_values(frame, name)
     row_labels = obs if obs is not None else np.arange(len(frame))
     _check_finite(values, row_labels, name)
+    _check_scale(values, names=[str(c) for c in frame.columns], name=name)
     names = np.array([str(c) for c in frame.columns])
     constant = [str(names[j]) for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0]
     if constant and warn_constant and values.shape[0] > 1:

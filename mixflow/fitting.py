@@ -20,7 +20,8 @@ _METHODS = ("em", "map", "mcmc", "advi")
 _INIT = ("kmeans", "kmeans++", "random")
 
 
-def _check_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate):
+def check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate="squarem") -> None:
+    """Check EM's options of :func:`fit` (also used by the workflow files before anything is fitted)."""
     if isinstance(n_init, bool) or not isinstance(n_init, int | np.integer) or n_init < 1:
         raise ValueError(f"n_init: expected an integer >= 1, got {n_init!r}")
     if isinstance(init, str) and init not in _INIT:
@@ -154,8 +155,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     """
     if not isinstance(model, MixtureModel):
         raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
+    if not isinstance(data_name, str):
+        raise TypeError(f"data_name: expected a str (recorded in the result), got {data_name!r}")
     methods = _method_list(method)
-    _check_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate)
+    check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate)
     routed = _route_options(methods, options)
     if tree is not None and not (isinstance(tree, xr.DataTree) and "model" in tree.attrs
                                  and OBSERVED_DATA in tree.children):

@@ -1,5 +1,8 @@
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 from scipy import stats
 
 import mixflow
@@ -36,3 +39,10 @@ def full_covariances(covariance_type, estimate, d):
     if covariance_type == "diag":
         return np.array([np.diag(v) for v in estimate["variance"].values])
     return np.array([v * np.eye(d) for v in estimate["variance"].values])
+
+
+# Hypothesis: random examples locally, the same examples on every CI run (derandomised) so a failure there
+# is reproducible and a pass is not luck.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

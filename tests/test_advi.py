@@ -63,7 +63,7 @@ def faithful_nuts(faithful):
     ({"settle_tol": -1}, ValueError, r"settle_tol: expected a positive number, got -1"),
     ({"minibatch_size": 0}, ValueError, r"minibatch_size: expected None or an integer in \[1, n_obs = 272\], got 0"),
     ({"minibatch_size": 273}, ValueError, r"minibatch_size: .* got 273"),
-    ({"random_seed": -3}, ValueError, r"random_seed: expected None or a non-negative integer, got -3"),
+    ({"random_seed": -3}, ValueError, r"random_seed: expected None or a non-negative integer below 2\*\*63 .*got -3"),
     ({"progressbar": "yes"}, TypeError, r"progressbar: expected True or False, got 'yes'"),
 ])
 def test_bad_arguments_name_the_argument(faithful_data, kwargs, error, message):

@@ -108,7 +108,8 @@ def test_bad_arguments(fitted):
         bootstrap(fitted, n_replicates=1)
     with pytest.raises(ValueError, match=r"kind: expected one of \['nonparametric', 'parametric'\], got 'jackknife'"):
         bootstrap(fitted, kind="jackknife")
-    with pytest.raises(ValueError, match="random_seed: expected None or a non-negative integer, got -1"):
+    with pytest.raises(ValueError, match=r"random_seed: expected None or a non-negative integer below "
+                                         r"2\*\*63 \(stored as int64\), got -1"):
         bootstrap(fitted, random_seed=-1)
     with pytest.raises(ValueError, match="n_jobs: expected None .* or an integer >= 1, got 0"):
         bootstrap(fitted, n_jobs=0)

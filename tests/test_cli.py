@@ -162,7 +162,7 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
     plain = tmp_path / "plain.nc"
     xr.DataTree(xr.Dataset({"x": ("obs", np.arange(3.0))})).to_netcdf(plain, engine="h5netcdf")
     assert main(["report", str(plain)]) == 2
-    assert "results: expected a mixflow result with the model in its attributes" in capsys.readouterr().err
+    assert "a NetCDF file without the model attribute and /observed_data" in capsys.readouterr().err
     assert main(["report", str(container), "--selection", str(tmp_path / "none.csv")]) == 2
     assert "--selection: expected an existing choice-of-K CSV file" in capsys.readouterr().err
     assert main(["report", str(container), "--selection", str(next(p for p in written if p.name.endswith(

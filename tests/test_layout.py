@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mixflow"
 LAYERS = (
-    ("mixflow.warnings", "mixflow.parallel", "mixflow.datasets", "mixflow.data"),
+    ("mixflow.warnings", "mixflow.errors", "mixflow.parallel", "mixflow.atomic", "mixflow.datasets", "mixflow.data"),
     ("mixflow.families",),
     ("mixflow.container",),
     ("mixflow.checks",),

@@ -240,5 +240,5 @@ def test_workflow_file_validates_and_a_small_poisson_workflow_runs(tmp_path):
                                             r"apply to family 'poisson'"):
         read_workflow(tmp_path / "bad.toml")
     (tmp_path / "bad.toml").write_text(text.replace("shape = 2.0", "shape = 0.5"))
-    with pytest.raises(WorkflowError, match=r"bad.toml:10: \[\[models\]\] #1: shape: expected a number >= 1"):
+    with pytest.raises(WorkflowError, match=r"bad.toml:10: \[\[models\]\] #1: prior.shape: expected a number >= 1"):
         read_workflow(tmp_path / "bad.toml")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from mixflow.checks import check_seed
 from mixflow.container.layout import EM_BOOTSTRAP, EM_ESTIMATE, EM_RESPONSIBILITIES
 from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
 from mixflow.data import Data
@@ -108,14 +109,14 @@ def _replicate_chunk(job: _Job, seeds: list) -> list[dict]:
 
 
 # -- the public function -------------------------------------------------------------------------------
-def _check_arguments(n_replicates, kind, random_seed, n_jobs):
+def check_options(n_replicates, kind, random_seed, n_jobs) -> None:
+    """Check the options of :func:`bootstrap` (also used by the workflow files before anything is fitted)."""
     if isinstance(n_replicates, bool) or not isinstance(n_replicates, int | np.integer) or n_replicates < 2:
         raise ValueError(f"n_replicates: expected an integer >= 2, got {n_replicates!r}")
     if kind not in _KINDS:
         raise ValueError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
-    if random_seed is not None and (isinstance(random_seed, bool) or not isinstance(random_seed, int | np.integer)
-                                    or random_seed < 0):
-        raise ValueError(f"random_seed: expected None or a non-negative integer, got {random_seed!r}")
+    if random_seed is not None:
+        check_seed(random_seed)
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1):
         raise ValueError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
 
@@ -191,7 +192,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
 
     """
     check_tree(tree)
-    _check_arguments(n_replicates, kind, random_seed, n_jobs)
+    check_options(n_replicates, kind, random_seed, n_jobs)
     estimate = fitted_estimate(tree)
     fitted = observed_data(tree)
     if data is not None:

@@ -1,7 +1,5 @@
 """The container: one converter that builds the DataTree, provenance attributes, atomic save and load."""
 
-import os
-import tempfile
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -9,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from mixflow.atomic import atomic_write
 from mixflow.container.migrate import migrate
 
 __all__ = ["build_tree", "load", "make_attrs", "save"]
@@ -89,15 +88,22 @@ def save(tree: xr.DataTree, path) -> Path:
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r} "
                                 f"(no directory {str(path.parent)!r})")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        tree.to_netcdf(temporary, engine="h5netcdf")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # HDF5 aborts the whole process when the disk fills during a write (an upstream crash, not an
+    # exception), so free space for the estimated size is checked first and the file is verified after.
+    size = sum(node.to_dataset(inherit=False).nbytes for node in tree.subtree)
+    atomic_write(path, lambda temporary: tree.to_netcdf(temporary, engine="h5netcdf"), expected_bytes=size,
+                 verify=_readable_hdf5)
     return path
+
+
+def _readable_hdf5(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            return len(file.keys()) > 0 or len(file.attrs) > 0
+    except OSError:
+        return False
 
 
 def load(path) -> xr.DataTree:
@@ -105,5 +111,16 @@ def load(path) -> xr.DataTree:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: expected an existing mixflow results file, got {str(path)!r}")
-    with xr.open_datatree(path, engine="h5netcdf") as tree:
-        return migrate(tree.load().copy())
+    try:
+        with xr.open_datatree(path, engine="h5netcdf") as tree:
+            tree = tree.load().copy()
+    except PermissionError:
+        raise
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
+                         f"got {str(path)!r}, which cannot be read as NetCDF ({error})") from None
+    if "model" not in tree.attrs or "observed_data" not in tree.children:
+        raise ValueError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
+                         f"got {str(path)!r}, a NetCDF file without the model attribute and /observed_data (groups "
+                         f"{sorted(tree.children)}, attributes {sorted(tree.attrs)[:8]})")
+    return migrate(tree)

@@ -40,6 +40,7 @@ def check_tree(tree, name: str = "tree") -> None:
     if "model" not in tree.attrs or OBSERVED_DATA not in tree.children:
         raise ValueError(f"{name}: expected a mixflow result with the model in its attributes and "
                          f"/observed_data, got a DataTree with groups {sorted(tree.children)}")
+    model_from_json(tree.attrs["model"])  # an attribute that is not a model declaration says so here
 
 
 def parameter_names(tree) -> list[str]:

@@ -38,6 +38,7 @@ from pymc.variational.updates import adam
 from mixflow.checks import (
     check_count,
     check_flag,
+    check_memory,
     check_minibatch,
     check_positive,
     check_problem,
@@ -45,11 +46,12 @@ from mixflow.checks import (
 )
 from mixflow.data import Data
 from mixflow.engines.over_draws import draw_groups
+from mixflow.errors import SamplerInterrupted, noting_interrupts
 from mixflow.families.pymc_parts import parameter_of
 from mixflow.families.relabel import align
 from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning
 
-__all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "fit_advi", "q_moments"]
+__all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "check_options", "fit_advi", "q_moments"]
 
 VARIANTS = {"meanfield": pm.ADVI, "fullrank": pm.FullRankADVI}
 _LEARNING_RATE_FLOOR = 2.0**-20  # relative to the starting learning rate: at most 20 halvings
@@ -222,6 +224,20 @@ def divergence_message(approx, losses, i: int, learning_rate: float) -> str:
 # -- arguments -------------------------------------------------------------------------------------------
 def _check_arguments(model, data, reference, options: dict) -> dict:
     reference = check_problem(model, data, reference)
+    check_options(options)
+    options["minibatch_size"] = check_minibatch(options["minibatch_size"], data)
+    check_memory(1, options["draws"], sum(np.size(value) for value in reference.values())
+                 + data.n_obs * (1 + model.n_components), "the parameters and pointwise log-likelihood")
+    if options["posterior_predictive"]:  # a family that cannot replicate these data says so before fitting
+        model.simulate(reference, data, np.random.default_rng(0))
+    return reference
+
+
+def check_options(options: dict) -> None:
+    """Check the options of :func:`fit_advi` but the data-dependent ``minibatch_size``, in place.
+
+    Used by the engine and, before anything is fitted, by the workflow files.
+    """
     if options["variant"] not in VARIANTS:
         raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {options['variant']!r}")
     options["n"] = check_count("n", options["n"], 1)
@@ -229,13 +245,9 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
     options["check_every"] = check_count("check_every", options["check_every"], _MIN_CHECK_EVERY)
     options["learning_rate"] = check_positive("learning_rate", options["learning_rate"])
     options["settle_tol"] = check_positive("settle_tol", options["settle_tol"])
-    options["minibatch_size"] = check_minibatch(options["minibatch_size"], data)
     options["random_seed"] = check_seed(options["random_seed"])
     for name in ("progressbar", "posterior_predictive"):
         check_flag(name, options[name])
-    if options["posterior_predictive"]:  # a family that cannot replicate these data says so before fitting
-        model.simulate(reference, data, np.random.default_rng(0))
-    return reference
 
 
 # -- the engine ------------------------------------------------------------------------------------------
@@ -358,8 +370,12 @@ def _run(inference, pymc_model, check: SettleCheck, step, options: dict):
     if not options["progressbar"]:
         logger.setLevel(logging.WARNING)  # PyMC logs why it stopped at INFO level
     try:
-        return pm.fit(options["n"], method=inference, model=pymc_model, callbacks=[check],
-                      obj_optimizer=adam(learning_rate=step), progressbar=options["progressbar"])
+        with noting_interrupts() as interrupted:  # PyMC's loop swallows Ctrl-C and returns the partial fit
+            approx = pm.fit(options["n"], method=inference, model=pymc_model, callbacks=[check],
+                            obj_optimizer=adam(learning_rate=step), progressbar=options["progressbar"])
+        if interrupted:
+            raise SamplerInterrupted("ADVI interrupted: the optimisation was stopped, its partial fit dropped")
+        return approx
     except ADVIDivergenceError:
         raise
     except FloatingPointError as error:  # PyMC's own NaN check runs before the callbacks

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import sys
 import time
 import warnings
 
@@ -24,20 +25,22 @@ import pymc as pm
 import xarray as xr
 from pymc.initial_point import make_initial_point_fn
 
-from mixflow.checks import check_count, check_flag, check_problem, check_seed
+from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.data import Data
 from mixflow.engines.over_draws import draw_groups
+from mixflow.errors import SamplerInterrupted
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.warnings import SamplingWarning
 
-__all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "fit_mcmc", "resolve_sampler"]
+__all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "SamplingInterrupted", "check_options", "fit_mcmc", "resolve_sampler"]
 
 SAMPLERS = ("auto", "nutpie", "pymc")
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain
 _MAX_NAMED = 6
 ADAPTATIONS = ("low_rank", "diag")
+_CHAIN_START = "fork" if sys.platform.startswith("linux") else None  # see _sample_pymc
 # nutpie wraps PyTensor's (already optimised, cached) numba kernels in a C callback compiled anew in every
 # process; LLVM at -O0 for that thin wrapper compiles it several times faster with the same draws and the
 # same sampling time (benchmarks/mcmc_ess.py measures it).
@@ -59,6 +62,22 @@ def resolve_sampler(sampler: str) -> str:
 
 def _check_arguments(model, data, reference, options: dict) -> dict:
     reference = check_problem(model, data, reference)
+    check_options(options)
+    replicate = round(data.total_weight) if data.weights is not None else data.n_obs
+    per_draw = (sum(np.size(value) for value in reference.values()) + data.n_obs * (1 + model.n_components)
+                + (replicate * data.n_features if options["posterior_predictive"] else 0))
+    check_memory(options["chains"], options["draws"], per_draw, "the parameters, pointwise log-likelihood"
+                 + (" and posterior predictive replicates" if options["posterior_predictive"] else ""))
+    if options["posterior_predictive"]:  # a family that cannot replicate these data says so before sampling
+        model.simulate(reference, data, np.random.default_rng(0))
+    return reference
+
+
+def check_options(options: dict) -> None:
+    """Check the options of :func:`fit_mcmc` (a dict of all of them), normalising them in place.
+
+    Used by the engine and, before anything is fitted, by the workflow files.
+    """
     for name, minimum in (("draws", 1), ("tune", 0), ("chains", 1)):
         options[name] = check_count(name, options[name], minimum)
     if options["cores"] is not None:
@@ -75,9 +94,6 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
     for name in ("progressbar", "posterior_predictive"):
         check_flag(name, options[name])
     options["sampler"] = resolve_sampler(options["sampler"])
-    if options["posterior_predictive"]:  # a family that cannot replicate these data says so before sampling
-        model.simulate(reference, data, np.random.default_rng(0))
-    return reference
 
 
 def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int = 500, chains: int = 4,
@@ -201,10 +217,18 @@ def _sample_nutpie(pymc_model, start, jitter_sd, jitter_seed, seed, options):
     compiled = dataclasses.replace(compiled, initial_point_func=initial_point)
     began = time.perf_counter()
     with one_blas_thread():  # see _sample_pymc
-        idata = nutpie.sample(compiled, draws=options["draws"], tune=max(options["tune"], 1),
-                              chains=options["chains"], cores=options["cores"], seed=seed, save_warmup=False,
-                              progress_bar=options["progressbar"], target_accept=options["target_accept"],
-                              adaptation=options["adaptation"])
+        running = nutpie.sample(compiled, draws=options["draws"], tune=max(options["tune"], 1),
+                                chains=options["chains"], cores=options["cores"], seed=seed, save_warmup=False,
+                                progress_bar=options["progressbar"], target_accept=options["target_accept"],
+                                adaptation=options["adaptation"], blocking=False)
+        # nutpie's blocking call swallows Ctrl-C and returns NaN-padded draws; waiting here, an interrupt
+        # stops the chains and reaches the caller as an interrupt.
+        try:
+            idata = running.wait()
+        except KeyboardInterrupt:
+            running.cancel()
+            raise SamplingInterrupted("MCMC interrupted: the sampler was stopped, no draws were kept") from None
+    _check_complete(idata, options)
     idata["posterior"].attrs.update(sampling_time=time.perf_counter() - began, tuning_steps=options["tune"])
     return idata
 
@@ -227,13 +251,32 @@ def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
     initvals = [{name: value + jitter_sd * rng.standard_normal(value.shape) for name, value in start.items()}
                 for _ in range(options["chains"])]
     cores = options["cores"] if options["cores"] is not None else min(options["chains"], available_cores())
-    # One BLAS thread per chain: chains run in parallel already, and a BLAS thread count that depends on what
-    # ran before in the process (forked workers inherit it) changes the rounding of products, hence the draws.
+    # One BLAS thread per chain, wherever the chain runs, because the BLAS thread count changes the rounding
+    # of products, hence the draws. one_blas_thread covers chains run in this process (cores=1) and forked
+    # chains, which inherit the limit: on Linux chains are forked (Python 3.14 would start them from a
+    # forkserver, where scipy's BLAS, loaded while PyMC unpickles the chain, escapes PyMC's own limit).
+    # Elsewhere blas_cores=cores makes PyMC limit each chain process to blas_cores // cores = 1 thread.
     with one_blas_thread():
-        return pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
+        idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
-                         progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=None,
+                         progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
+                          mp_ctx=_CHAIN_START,
                          compute_convergence_checks=False, target_accept=options["target_accept"], model=pymc_model)
+    _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
+    return idata
+
+
+SamplingInterrupted = SamplerInterrupted  # the sampler was stopped (Ctrl-C) and its partial draws dropped
+
+
+def _check_complete(idata, options: dict) -> None:
+    """Raise :class:`SamplingInterrupted` unless every chain holds all its draws.
+
+    A sampler that swallowed an interrupt (PyMC's) returns the draws made so far.
+    """
+    posterior = idata["posterior"]
+    if (posterior.sizes.get("chain"), posterior.sizes.get("draw")) != (options["chains"], options["draws"]):
+        raise SamplingInterrupted("MCMC interrupted: the sampler stopped before all draws were made; none were kept")
 
 
 # -- what is computed from the aligned draws ---------------------------------------------------------------

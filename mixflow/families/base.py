@@ -58,7 +58,13 @@ def require_pymc_form(model) -> None:
 
 def model_from_json(text: str) -> "MixtureModel":
     """Rebuild a model from :meth:`MixtureModel.to_json`."""
-    spec = json.loads(text)
+    try:
+        spec = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"model: expected the model declaration as JSON (as mixflow writes it), got "
+                         f"{str(text)[:60]!r} ({error})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"model: expected the model declaration as a JSON object, got {str(text)[:60]!r}")
     family = spec.pop("family", None)
     if family not in _FAMILIES:
         raise ValueError(f"text: expected a model JSON with family in {sorted(_FAMILIES)}, got {family!r}")

@@ -26,7 +26,13 @@ def prior_from_argument(prior, prior_class, n_components: int):
         if unknown:
             raise ValueError(f"prior: unknown hyperparameter(s) {sorted(unknown)}; expected some of "
                              f"{list(prior_class.__dataclass_fields__)}")
-        prior = prior_class(**prior)
+        for key, value in prior.items():
+            _check_hyperparameter(key, value)
+        try:
+            prior = prior_class(**prior)
+        except (TypeError, ValueError) as error:  # the classes' checks name the field: prefix "prior."
+            message = str(error)
+            raise type(error)(message if message.startswith("prior") else f"prior.{message}") from None
     elif not isinstance(prior, prior_class):
         raise TypeError(f"prior: expected 'default', a {name} or a dict, got {type(prior).__name__}")
     concentration = np.atleast_1d(prior.weights_concentration)
@@ -34,6 +40,21 @@ def prior_from_argument(prior, prior_class, n_components: int):
         raise ValueError(f"prior.weights_concentration: expected 1 or {n_components} values, "
                          f"got {concentration.size}")
     return prior
+
+
+def _check_hyperparameter(key: str, value) -> None:
+    """None, or finite numbers (a number or nested sequences of numbers), named ``prior.<key>`` otherwise."""
+    if value is None:
+        return
+    try:
+        array = np.asarray(value)
+        numeric = array.dtype.kind in "iuf" and array.size > 0
+    except (TypeError, ValueError):  # ragged nested sequences
+        numeric = False
+    if not numeric:
+        raise TypeError(f"prior.{key}: expected a number or a sequence of numbers, got {value!r}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"prior.{key}: expected finite numbers, got {value!r}")
 
 
 def check_concentration(value) -> float | tuple:

@@ -4,7 +4,10 @@ Every error names the file, the line, the key, what was expected and what came, 
 fitting starts (the data are loaded and checked against the models too).
 """
 
+import contextlib
+import csv
 import hashlib
+import inspect
 import json
 import re
 import tomllib
@@ -72,6 +75,11 @@ class Workflow:
     methods: dict
     output: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    text: str = ""  # the file as read, for positions in errors raised while running
+
+    def model_error(self, i: int, message: str) -> "WorkflowError":
+        """An error about the ``i``-th ``[[models]]`` table, at its position in the file."""
+        return _Locator(self.path, self.text).error(f"[[models]] #{i + 1}", message, "", "models", i)
 
     @property
     def config_hash(self) -> str:
@@ -80,20 +88,25 @@ class Workflow:
 
 
 class _Locator:
-    """Find the line of a key (inside a section) in the TOML text, for error messages."""
+    """Find the line of a key (inside a section) in the TOML text, and collect the errors found."""
 
     def __init__(self, path: Path, text: str):
         self.path, self.lines = path, text.splitlines()
+        self.errors: list[str] = []
 
     def line_of(self, key: str, section: str | None = None, occurrence: int = 0) -> int:
         start = 0
         if section:
             header = re.compile(rf"^\s*\[\[?\s*{re.escape(section)}\s*\]\]?\s*(#.*)?$")
             hits = [i for i, line in enumerate(self.lines) if header.match(line)]
+            if not hits and "." in section:  # a dotted section written inline: [methods] em = {...}
+                return self.line_of(section.rsplit(".", 1)[1], section.rsplit(".", 1)[0], occurrence)
             if hits:
                 start = hits[min(occurrence, len(hits) - 1)]
                 if key == "":
                     return start + 1
+            elif key == "":
+                key = section.split(".")[0]
         pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
         for i in range(start, len(self.lines)):
             if pattern.match(self.lines[i]):
@@ -104,14 +117,22 @@ class _Locator:
         line = self.line_of(key, section, occurrence)
         return WorkflowError(f"{self.path}:{line}: {where}: {message}")
 
+    @contextlib.contextmanager
+    def collecting(self):
+        """Record a :class:`WorkflowError` raised in the block and go on with the next check."""
+        try:
+            yield
+        except WorkflowError as error:
+            self.errors.extend(str(error).splitlines())
+
 
 def _expect(value, kind, where, key, loc, section=None, occurrence=0):
     ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise loc.error(where, f"expected {kind.__name__}, got {type(value).__name__} {value!r}", key,
-                        section, occurrence)
+        name = {bool: "true or false", dict: "a table", list: "an array"}.get(kind, kind.__name__)
+        raise loc.error(where, f"expected {name}, got {type(value).__name__} {value!r}", key, section, occurrence)
     return value
 
 
@@ -122,8 +143,34 @@ def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None,
                         section, occurrence)
 
 
+def _read_csv(path: Path, loc: _Locator) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except UnicodeDecodeError as error:
+        raise loc.error("[data] path", f"expected a UTF-8 CSV file, got {str(path)!r}, which is not UTF-8 "
+                        f"({error.reason} at byte {error.start})", "path", "data") from None
+    except pd.errors.EmptyDataError:
+        raise loc.error("[data] path", f"expected a CSV file with a header and rows, got {str(path)!r}, which "
+                        "is empty", "path", "data") from None
+    except (pd.errors.ParserError, OSError) as error:
+        raise loc.error("[data] path", f"expected a readable CSV file, got {str(path)!r} ({error})".replace(
+            "\n", " "), "path", "data") from None
+    if frame.empty:
+        raise loc.error("[data] path", f"expected a CSV file with at least one row, got {str(path)!r} with "
+                        f"columns {list(frame.columns)} and no rows", "path", "data")
+    with open(path, newline="", encoding="utf-8") as file:  # pandas renames repeated names to x, x.1
+        header = pd.Index(next(csv.reader(file)))
+    if header.duplicated().any():
+        duplicated = sorted(set(header[header.duplicated()]))
+        raise loc.error("[data] path", f"expected distinct column names, got {str(path)!r} with duplicated "
+                        f"{duplicated}", "path", "data")
+    return frame
+
+
 def _read_data(table: dict, base: Path, loc: _Locator):
-    _unknown(table, DATA_KEYS, "[data]", loc, "data")
+    """The data frame, its name and the feature columns; raises the first error that stops further checks."""
+    with loc.collecting():
+        _unknown(table, DATA_KEYS, "[data]", loc, "data")
     if ("dataset" in table) == ("path" in table):
         raise loc.error("[data]", "expected exactly one of 'dataset' (a shipped name) or 'path' (a CSV file)",
                         "", "data")
@@ -137,72 +184,165 @@ def _read_data(table: dict, base: Path, loc: _Locator):
         path = base / _expect(table["path"], str, "[data] path", "path", loc, "data")
         if not path.is_file():
             raise loc.error("[data] path", f"expected an existing CSV file, got {str(path)!r}", "path", "data")
-        frame, data_name = pd.read_csv(path), path.stem
+        frame, data_name = _read_csv(path, loc), path.stem
+    special = {key: table[key] for key in ("weights", "labels") if key in table}
+    for key, column in special.items():
+        with loc.collecting():
+            _check_special_column(frame, key, column, table, loc)
     columns = table.get("columns", [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])
-                                    and c not in (table.get("weights"), table.get("labels"))])
+                                    and c not in special.values()])
     _expect(columns, list, "[data] columns", "columns", loc, "data")
-    for key in ("weights", "labels"):
-        if key in table:
-            columns_needed = [_expect(table[key], str, f"[data] {key}", key, loc, "data")]
-            missing = [c for c in columns_needed if c not in frame.columns]
-            if missing:
-                raise loc.error(f"[data] {key}", f"expected a column of the data {list(frame.columns)}, "
-                                f"got {missing[0]!r}", key, "data")
-            if frame[columns_needed[0]].isna().any():
-                rows = frame.index[frame[columns_needed[0]].isna()].tolist()
-                raise loc.error(f"[data] {key}", f"expected a column without missing values, got "
-                                f"{len(rows)} missing in {columns_needed[0]!r} (rows {rows[:5]})", key, "data")
-    missing = [c for c in columns if c not in frame.columns]
+    missing = [c for c in columns if not isinstance(c, str) or c not in frame.columns]
     if missing or not columns:
         raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
                         f"{columns!r} (missing {missing})", "columns", "data")
     return frame, data_name, tuple(columns)
 
 
-def _read_models(models, loc: _Locator, n_support: int):
+def _check_special_column(frame: pd.DataFrame, key: str, column, table: dict, loc: _Locator) -> None:
+    """``weights``: a numeric column; ``labels``: any column; neither a fitted feature, neither with gaps."""
+    _expect(column, str, f"[data] {key}", key, loc, "data")
+    if column not in frame.columns:
+        raise loc.error(f"[data] {key}", f"expected a column of the data {list(frame.columns)}, got {column!r}",
+                        key, "data")
+    if column in table.get("columns", ()):
+        raise loc.error(f"[data] {key}", f"expected a column that is not fitted, got {column!r}, which is also in "
+                        "[data] columns; remove it from one of them", key, "data")
+    if frame[column].isna().any():
+        rows = frame.index[frame[column].isna()].tolist()
+        raise loc.error(f"[data] {key}", f"expected a column without missing values, got "
+                        f"{len(rows)} missing in {column!r} (rows {rows[:5]})", key, "data")
+    if key == "weights" and not (pd.api.types.is_numeric_dtype(frame[column])
+                                 and not pd.api.types.is_bool_dtype(frame[column])):
+        raise loc.error("[data] weights", f"expected a numeric column of frequency weights, got {column!r} of "
+                        f"type {frame[column].dtype} (e.g. {frame[column].iloc[0]!r})", key, "data")
+
+
+def _read_k(table: dict, where: str, loc: _Locator, n_support: int | None, i: int) -> tuple:
+    ks = table["n_components"]
+    if isinstance(ks, dict):
+        if set(ks) != {"from", "to"} or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                 for v in ks.values()):
+            raise loc.error(f"{where} n_components", f"expected {{from = a, to = b}} with integers a <= b, got "
+                            f"{ks!r}", "n_components", "models", i)
+        ks = tuple(range(ks["from"], ks["to"] + 1))
+    elif isinstance(ks, int) and not isinstance(ks, bool):
+        ks = (ks,)
+    else:
+        raise loc.error(f"{where} n_components", f"expected an integer or {{from = a, to = b}}, got {ks!r}",
+                        "n_components", "models", i)
+    upper = n_support if n_support is not None else float("inf")
+    if not ks or min(ks) < 1 or max(ks) > upper:
+        bound = f"the number of observations ({n_support})" if n_support is not None else "the number of observations"
+        raise loc.error(f"{where} n_components", f"expected values between 1 and {bound}, got "
+                        f"{list(ks) or table['n_components']}", "n_components", "models", i)
+    return ks
+
+
+def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpec:
+    where = f"[[models]] #{i + 1}"
+    if not isinstance(table, dict):
+        raise loc.error("[[models]]", f"expected tables ([[models]] sections), got item #{i + 1} = {table!r}",
+                        "models")
+    family = table.get("family", "gaussian")
+    if not isinstance(family, str) or family not in family_names():
+        raise loc.error(f"{where} family", f"expected one of {family_names()}, got {family!r}", "family",
+                        "models", i)
+    keys = family_class(family).workflow_keys
+    others = {key for name in family_names() for key in family_class(name).workflow_keys}
+    misplaced = sorted((set(table) & others) - set(keys))
+    if misplaced:
+        raise loc.error(where, f"key(s) {misplaced} do not apply to family {family!r}; expected some of "
+                        f"{sorted(('n_components', 'prior', *keys))}", misplaced[0], "models", i)
+    _unknown(table, {*MODEL_KEYS, *keys}, where, loc, "models", i)
+    if "n_components" not in table:
+        raise loc.error(where, "expected n_components (an integer, or {from = a, to = b})", "", "models", i)
+    ks = _read_k(table, where, loc, n_support, i)
+    options = tuple((key, tuple(value) if isinstance(value, list) else value)
+                    for key, value in table.items() if key in keys)
+    spec = ModelSpec(family, ks, table.get("prior", "default"), options)
+    try:
+        spec.model(ks[0])
+    except (TypeError, ValueError) as error:
+        named = [key for key in table if str(error).startswith((key, f"prior.{key}"))]
+        raise loc.error(where, str(error), named[0] if named else "prior", "models", i) from None
+    return spec
+
+
+def _read_models(models, loc: _Locator, n_support: int | None):
     if not isinstance(models, list) or not models:
-        raise loc.error("[[models]]", "expected at least one [[models]] table", "models")
+        raise loc.error("[[models]]", f"expected at least one [[models]] table, got {models!r}",
+                        *(("", "models") if isinstance(models, dict) else ("models",)))
     specs = []
     for i, table in enumerate(models):
-        where = f"[[models]] #{i + 1}"
-        family = table.get("family", "gaussian")
-        if family not in family_names():
-            raise loc.error(f"{where} family", f"expected one of {family_names()}, got {family!r}", "family",
-                            "models", i)
-        keys = family_class(family).workflow_keys
-        others = {key for name in family_names() for key in family_class(name).workflow_keys}
-        misplaced = sorted((set(table) & others) - set(keys))
-        if misplaced:
-            raise loc.error(where, f"key(s) {misplaced} do not apply to family {family!r}; expected some of "
-                            f"{sorted(('n_components', 'prior', *keys))}", misplaced[0], "models", i)
-        _unknown(table, {*MODEL_KEYS, *keys}, where, loc, "models", i)
-        if "n_components" not in table:
-            raise loc.error(where, "expected n_components (an integer, or {from = a, to = b})", "", "models", i)
-        ks = table["n_components"]
-        if isinstance(ks, dict):
-            if set(ks) != {"from", "to"}:
-                raise loc.error(f"{where} n_components", f"expected {{from = a, to = b}}, got {ks!r}",
-                                "n_components", "models", i)
-            ks = tuple(range(ks["from"], ks["to"] + 1))
-        elif isinstance(ks, int) and not isinstance(ks, bool):
-            ks = (ks,)
-        else:
-            raise loc.error(f"{where} n_components", f"expected an integer or {{from = a, to = b}}, got {ks!r}",
-                            "n_components", "models", i)
-        if not ks or min(ks) < 1 or max(ks) > n_support:
-            raise loc.error(f"{where} n_components", f"expected values between 1 and the number of "
-                            f"observations ({n_support}), got {list(ks) or table['n_components']}",
-                            "n_components", "models", i)
-        options = tuple((key, tuple(value) if isinstance(value, list) else value)
-                        for key, value in table.items() if key in keys)
-        spec = ModelSpec(family, ks, table.get("prior", "default"), options)
+        with loc.collecting():
+            specs.append(_read_model(table, i, loc, n_support))
+    return tuple(specs) if len(specs) == len(models) else None
+
+
+def _method_check(method: str):
+    """The engine's own check of one method's options: ``check(options)`` raises ValueError or TypeError.
+
+    One source of truth: the workflow calls the checks :func:`mixflow.fit` and the engines run, with the
+    engine's defaults for the options the file leaves out.
+    """
+    if method == "em":
+        from mixflow.fitting import check_em_options, fit
+
+        defaults = _defaults(fit, ("n_init", "init", "tol", "max_iter", "trim", "chunk_size", "accelerate"))
+
+        def check_em(options):
+            given = {k: v for k, v in options.items() if k != "map"}
+            if "accelerate" in given and given["accelerate"] not in ACCELERATE_CHOICES:
+                raise ValueError(f"accelerate: expected one of {list(ACCELERATE_CHOICES)}, got {given['accelerate']!r}")
+            if given.get("accelerate") == "none":  # TOML has no None: "none" is plain EM
+                given["accelerate"] = None
+            check_em_options(**(defaults | given))
+
+        return check_em
+    if method == "bootstrap":
+        from mixflow.analysis.bootstrap import bootstrap, check_options
+
+        defaults = _defaults(bootstrap, ("n_replicates", "kind", "random_seed", "n_jobs"))
+        return lambda options: check_options(**(defaults | options))
+    if method == "mcmc":
+        from mixflow.engines.mcmc import check_options, fit_mcmc
+
+        engine = fit_mcmc
+    else:
+        from mixflow.engines.advi import check_options, fit_advi
+
+        engine = fit_advi
+    defaults = _defaults(engine, [name for name, parameter in inspect.signature(engine).parameters.items()
+                                  if parameter.kind is inspect.Parameter.KEYWORD_ONLY])
+    return lambda options: check_options(defaults | options)
+
+
+def _defaults(function, names) -> dict:
+    parameters = inspect.signature(function).parameters
+    return {name: parameters[name].default for name in names}
+
+
+def _read_method(method: str, options, loc: _Locator) -> dict:
+    section = f"methods.{method}"
+    _expect(options, dict, f"[{section}]", "", loc, section)
+    with loc.collecting():
+        _unknown(options, set(METHOD_OPTIONS[method]), f"[{section}]", loc, section)
+    checked = {}
+    for key, value in options.items():
+        if key not in METHOD_OPTIONS[method]:
+            continue
+        with loc.collecting():
+            _expect(value, METHOD_OPTIONS[method][key], f"[{section}] {key}", key, loc, section)
+            checked[key] = value
+    check = _method_check(method)
+    for key, value in checked.items():
         try:
-            spec.model(ks[0])
-        except (TypeError, ValueError) as error:
-            named = [key for key in table if str(error).startswith((key, f"prior.{key}"))]
-            raise loc.error(where, str(error), named[0] if named else "prior", "models", i) from None
-        specs.append(spec)
-    return tuple(specs)
+            check({key: value})
+        except (ValueError, TypeError, ImportError) as error:
+            message = str(error).removeprefix(f"{key}: ")
+            loc.errors.append(str(loc.error(f"[{section}] {key}", message, key, section)))
+    return dict(options)
 
 
 def _read_methods(methods, loc: _Locator) -> dict:
@@ -211,19 +351,24 @@ def _read_methods(methods, loc: _Locator) -> dict:
                         "methods")
     unknown = sorted(set(methods) - set(METHOD_OPTIONS))
     if unknown:
-        raise loc.error("[methods]", f"unknown method(s) {unknown}; expected some of {sorted(METHOD_OPTIONS)}",
-                        "", f"methods.{unknown[0]}")
+        loc.errors.append(str(loc.error("[methods]", f"unknown method(s) {unknown}; expected some of "
+                                        f"{sorted(METHOD_OPTIONS)}", "", f"methods.{unknown[0]}")))
     resolved = {}
     for method, options in methods.items():
-        section = f"methods.{method}"
-        _unknown(options, set(METHOD_OPTIONS[method]), f"[{section}]", loc, section)
-        for key, value in options.items():
-            _expect(value, METHOD_OPTIONS[method][key], f"[{section}] {key}", key, loc, section)
-        if method == "em" and options.get("accelerate", ACCELERATE_CHOICES[0]) not in ACCELERATE_CHOICES:
-            raise loc.error(f"[{section}] accelerate", f"expected one of {list(ACCELERATE_CHOICES)}, got "
-                            f"{options['accelerate']!r}", "accelerate", section)
-        resolved[method] = dict(options)
+        if method in METHOD_OPTIONS:
+            with loc.collecting():
+                resolved[method] = _read_method(method, options, loc)
     return resolved
+
+
+def _read_output(output, loc: _Locator) -> dict:
+    _expect(output, dict, "[output]", "output", loc)
+    with loc.collecting():
+        _unknown(output, OUTPUT_KEYS, "[output]", loc, "output")
+    for key in sorted(OUTPUT_KEYS & set(output)):
+        with loc.collecting():
+            _expect(output[key], bool, f"[output] {key}", key, loc, "output")
+    return {key: True for key in OUTPUT_KEYS} | {key: output[key] for key in OUTPUT_KEYS & set(output)}
 
 
 def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -> None:
@@ -244,8 +389,32 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
                             "models", i) from None
 
 
+def _check_minibatch(size: int, n_obs: int, weights, loc: _Locator) -> None:
+    """ADVI's minibatch against the data: at most n_obs rows, and no minibatches of weighted rows."""
+    from mixflow.families.pymc_parts import check_minibatch_size
+
+    try:
+        check_minibatch_size(size, n_obs)
+    except ValueError as error:
+        raise loc.error("[methods.advi] minibatch_size", str(error).removeprefix("minibatch_size: "),
+                        "minibatch_size", "methods.advi") from None
+    if weights is not None:
+        raise loc.error("[methods.advi] minibatch_size", "expected no minibatch_size with [data] weights "
+                        "(minibatches draw rows uniformly, so weighted rows would be scaled wrongly)",
+                        "minibatch_size", "methods.advi")
+
+
+def _line_number(error: str, path: Path) -> int:
+    found = re.match(rf"{re.escape(str(path))}:(\d+):", error)
+    return int(found.group(1)) if found else 0
+
+
 def read_workflow(path) -> Workflow:
-    """Read and validate a workflow file; raise :class:`WorkflowError` naming the position of any fault.
+    """Read and validate a workflow file; raise :class:`WorkflowError` naming the position of every fault.
+
+    Every check runs, and every error found is reported at once (one line each, ``file:line: key:
+    message``); only a fault that hides what follows (a file that cannot be read as TOML, data that cannot
+    be loaded) stops the checks that depend on it.
 
     Parameters
     ----------
@@ -255,28 +424,62 @@ def read_workflow(path) -> Workflow:
     path = Path(path)
     if not path.is_file():
         raise WorkflowError(f"{path}: expected an existing workflow TOML file")
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        raise WorkflowError(f"{path}:{line}: expected a UTF-8 text file (TOML), got a byte that is not UTF-8 "
+                            f"({error.reason} at byte {error.start})") from None
     try:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise WorkflowError(f"{path}: not valid TOML: {error}") from None
+        found = re.search(r"at line (\d+)", str(error))  # Python < 3.14 has no error.lineno
+        line = found.group(1) if found else getattr(error, "lineno", 1)
+        raise WorkflowError(f"{path}:{line}: not valid TOML: {error}") from None
     loc = _Locator(path, text)
-    _unknown(config, TOP_KEYS, "top level", loc)
+    with loc.collecting():
+        _unknown(config, TOP_KEYS, "top level", loc)
     for key in ("name", "seed", "data", "models", "methods"):
         if key not in config:
-            raise WorkflowError(f"{path}:1: top level: expected key {key!r}, which is missing")
-    name = _expect(config["name"], str, "name", "name", loc)
-    seed = _expect(config["seed"], int, "seed", "seed", loc)
-    if seed < 0:
-        raise loc.error("seed", f"expected a non-negative integer, got {seed}", "seed")
-    frame, data_name, columns = _read_data(_expect(config["data"], dict, "[data]", "data", loc), path.parent, loc)
-    weights, labels = config["data"].get("weights"), config["data"].get("labels")
-    n_support = int((frame[weights] > 0).sum()) if weights else len(frame)
-    models = _read_models(config["models"], loc, n_support)
-    _check_models_against_data(models, frame, columns, weights, loc)
-    methods = _read_methods(config["methods"], loc)
-    output = {key: True for key in OUTPUT_KEYS} | dict(config.get("output", {}))
-    _unknown(output, OUTPUT_KEYS, "[output]", loc, "output")
-    return Workflow(path=path, name=name, title=config.get("title", name), seed=seed, data=frame,
-                    data_name=data_name, columns=columns, weights=weights, labels=labels, models=models,
-                    methods=methods, output=output, config=config)
+            loc.errors.append(f"{path}:1: top level: expected key {key!r}, which is missing")
+    values = {}
+    for key, kind in (("name", str), ("title", str), ("seed", int)):
+        if key in config:
+            with loc.collecting():
+                values[key] = _expect(config[key], kind, key, key, loc)
+    if isinstance(values.get("seed"), int) and values["seed"] < 0:
+        loc.errors.append(str(loc.error("seed", f"expected a non-negative integer, got {values['seed']}", "seed")))
+    data = None
+    if "data" in config:
+        with loc.collecting():
+            data = _read_data(_expect(config["data"], dict, "[data]", "data", loc), path.parent, loc)
+    weights = labels = n_support = None
+    if data is not None:
+        weights, labels = config["data"].get("weights"), config["data"].get("labels")
+        weights_ok = weights is not None and not any("[data] weights" in e for e in loc.errors)
+        n_support = int((data[0][weights] > 0).sum()) if weights_ok else len(data[0])
+    models = None
+    if "models" in config:
+        with loc.collecting():
+            models = _read_models(config["models"], loc, n_support)
+    methods = {}
+    if "methods" in config:
+        with loc.collecting():
+            methods = _read_methods(config["methods"], loc)
+    output = {key: True for key in OUTPUT_KEYS}
+    if "output" in config:
+        with loc.collecting():
+            output = _read_output(config["output"], loc)
+    if data is not None and models and not any("[data]" in error for error in loc.errors):
+        with loc.collecting():
+            _check_models_against_data(models, data[0], data[2], weights, loc)
+    size = methods.get("advi", {}).get("minibatch_size")
+    if data is not None and isinstance(size, int):
+        with loc.collecting():
+            _check_minibatch(size, len(data[0]), weights, loc)
+    if loc.errors:  # in the order of the file
+        raise WorkflowError("\n".join(sorted(loc.errors, key=lambda error: _line_number(error, path))))
+    frame, data_name, columns = data
+    return Workflow(path=path, name=values["name"], title=values.get("title", values["name"]), seed=values["seed"],
+                    data=frame, data_name=data_name, columns=columns, weights=weights, labels=labels, models=models,
+                    methods=methods, output=output, config=config, text=text)

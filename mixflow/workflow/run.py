@@ -1,7 +1,7 @@
 """Run a validated workflow: fit each model by each method, write container, table, figures, report."""
 
+import errno
 import json
-import os
 import re
 import sys
 import tempfile
@@ -10,26 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from mixflow.atomic import atomic_write
 from mixflow.container.io import save
+from mixflow.errors import Interrupted
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
 from mixflow.workflow.config import Workflow, read_workflow
 
 __all__ = ["atomic_write", "run_workflow"]
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call ``write(temporary_path)`` then rename onto ``path``: no half-written file under the final name."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 class _Progress:
@@ -154,25 +142,61 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     list of pathlib.Path
         The files written.
     """
-    from mixflow.present.compare import compare
-    from mixflow.present.report.page import report
-
     workflow = read_workflow(path)
     progress = _Progress(quiet)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    created = _prepare_output(out)
+    written = []
+    try:
+        _run_models(workflow, out, progress, written)
+    except KeyboardInterrupt as interrupt:
+        raise Interrupted(saved=written) from interrupt
+    finally:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a run that wrote nothing leaves no empty directory behind
+    progress(f"wrote {len(written)} file(s) to {out}")
+    return written
+
+
+def _prepare_output(out: Path) -> bool:
+    """Create ``out`` if needed and check a file can be created in it, before anything is fitted.
+
+    Returns whether the directory was created. Raises the ``OSError`` (naming ``out``) of a path that is a
+    file, lies under a file, cannot be created, or is not writable (permissions, read-only file system).
+    """
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory; choose another --out", str(out))
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise OSError(error.errno, f"cannot write the output directory: {error.strerror}", str(out)) from None
+    return created
+
+
+def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
+    """Fit and write every model of the workflow; ``written`` grows as each file is completed."""
+    from mixflow.present.compare import compare
+    from mixflow.present.report.page import report
+
     data = workflow.data[list(workflow.columns)]
     weights = None if workflow.weights is None else workflow.data[workflow.weights].to_numpy()
-    written = []
-    for spec in workflow.models:
+    for i, spec in enumerate(workflow.models):
         k, selection = spec.ks[0], None
-        if len(spec.ks) > 1:
-            k, selection = _choose_k(workflow, spec, data, weights, progress)
-            written.append(atomic_write(out / f"{spec.label}-choice-of-k.csv",
-                                        lambda p, t=selection: t.to_csv(p)))
-            progress(f"{spec.label}: BIC prefers K={k}")
-        progress(f"{spec.label}: fitting K={k} by {', '.join(workflow.methods)}")
-        tree = _fit_all(workflow, spec.model(k), data, weights, progress)
+        try:  # a fit that fails on these data (not a bug) is reported at the model's position
+            if len(spec.ks) > 1:
+                k, selection = _choose_k(workflow, spec, data, weights, progress)
+                written.append(atomic_write(out / f"{spec.label}-choice-of-k.csv",
+                                            lambda p, t=selection: t.to_csv(p)))
+                progress(f"{spec.label}: BIC prefers K={k}")
+            progress(f"{spec.label}: fitting K={k} by {', '.join(workflow.methods)}")
+            tree = _fit_all(workflow, spec.model(k), data, weights, progress)
+        except (ValueError, TypeError, np.linalg.LinAlgError) as error:
+            raise workflow.model_error(i, f"the fit of K={k} failed: {error}") from error
         tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
                            "workflow_config_sha256": workflow.config_hash})
         agreement = None
@@ -196,8 +220,6 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     resolved = {"config": workflow.config, "sha256": workflow.config_hash}
     written.append(atomic_write(out / "workflow.json",
                                 lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable))))
-    progress(f"wrote {len(written)} file(s) to {out}")
-    return written
 
 
 def _jsonable(value):

@@ -9,7 +9,6 @@ import html
 import io
 import json
 import os
-import tempfile
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mixflow.atomic import atomic_write
 from mixflow.container.layout import OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -358,12 +358,5 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
 
 
 def _write_atomically(path: Path, text: str) -> Path:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"),
+                        expected_bytes=len(text.encode()))

@@ -1,0 +1,128 @@
+"""One way to write a file: atomically, with the umask's permissions, checked and cleaned up on failure.
+
+Every output of mixflow (the ``.nc`` container, CSV tables, the HTML report, PNG figures, ``workflow.json``)
+goes through :func:`atomic_write`: the content is written to a hidden temporary in the destination's
+directory, flushed to disk, verified, given the permissions a plain ``open`` would give (``0o666`` less the
+umask), then renamed onto the destination. So the destination holds either the previous file or the
+complete new one; a failure (full disk, interrupt, SIGTERM) removes the temporary and keeps the old file.
+"""
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from pathlib import Path
+
+__all__ = ["atomic_write", "check_free_space", "file_mode"]
+
+_HEADROOM = 1.25  # estimated size x this, plus _SLACK bytes, must be free before writing
+_SLACK = 1 << 20
+
+
+def file_mode() -> int:
+    """The permissions of a new file under the current umask (``0o666 & ~umask``)."""
+    try:
+        with open("/proc/self/status") as status:  # reading the umask without changing it (Linux >= 4.7)
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def check_free_space(path, needed_bytes: int) -> None:
+    """Raise ``OSError(ENOSPC)`` naming ``path`` unless its directory has room for about ``needed_bytes``."""
+    path = Path(path)
+    free = shutil.disk_usage(path.parent).free
+    wanted = int(needed_bytes * _HEADROOM) + _SLACK
+    if free < wanted:
+        raise OSError(errno.ENOSPC, f"not enough free space to write it (about {wanted / 1e6:.1f} MB needed, "
+                      f"{free / 1e6:.1f} MB free); free some space or choose another output directory", str(path))
+
+
+def atomic_write(path, write, *, expected_bytes: int | None = None, verify=None) -> Path:
+    """Call ``write(temporary_path)``, check the result, then rename it onto ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The destination; its directory must exist. An existing file is replaced only by a complete new one.
+    write : callable
+        Writes the content to the path it is given (a hidden temporary next to ``path``).
+    expected_bytes : int, optional
+        Estimated size: the write is refused (``OSError`` ENOSPC) unless the disk has room for it.
+    verify : callable, optional
+        Called with the temporary path after writing; raises (or returns False) if the file is unusable.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such directory to write into", str(path.parent))
+    with _termination_raises():
+        temporary = None
+        try:
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(handle)
+            if expected_bytes is not None:
+                check_free_space(path, expected_bytes)
+            write(Path(temporary))
+            _flush(temporary)
+            if os.path.getsize(temporary) == 0 or (verify is not None and verify(Path(temporary)) is False):
+                raise OSError(errno.EIO, "the file written is empty or unreadable (is the disk full?)", str(path))
+            os.chmod(temporary, file_mode())
+            os.replace(temporary, path)
+        except OSError as error:
+            _remove(temporary)
+            if error.errno is not None and (error.filename is None or _is_temporary(error.filename, path)):
+                raise type(error)(error.errno, error.strerror, str(path)) from error  # name the file, not its temporary
+            raise
+        except BaseException:
+            _remove(temporary)
+            raise
+    return path
+
+
+def _is_temporary(name, path: Path) -> bool:
+    name = Path(os.fsdecode(name))
+    return name.parent == path.parent and name.name.startswith(f".{path.name}.") and name.suffix == ".tmp"
+
+
+def _remove(temporary: str | None) -> None:
+    if temporary is not None:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def _flush(temporary: str) -> None:
+    descriptor = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class _Terminated(SystemExit):
+    """SIGTERM turned into an exception, so the temporary is removed before the process ends."""
+
+
+@contextlib.contextmanager
+def _termination_raises():
+    """While writing, SIGTERM (when it would kill the process outright) raises instead, with status 143."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) \
+            is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise _Terminated(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

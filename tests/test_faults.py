@@ -1,0 +1,526 @@
+"""Faults: failed, interrupted and terminated writes, permissions, full disks, and the command line's one
+error path (every reproduction of issue 15's "The command line" section)."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mixflow
+from mixflow import atomic
+from mixflow.atomic import atomic_write
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+@pytest.fixture
+def umask():
+    def set_umask(value):
+        previous.append(os.umask(value))
+
+    previous = []
+    yield set_umask
+    for value in reversed(previous):
+        os.umask(value)
+
+
+# -- atomic writes -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_honour_the_umask(tmp_path, umask, mask, mode):
+    umask(mask)
+    path = atomic_write(tmp_path / "table.csv", lambda p: p.write_text("a\n1\n"))
+    assert path.stat().st_mode & 0o777 == mode
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "report.html"
+    path.write_text("previous")
+
+    def fails(temporary):
+        temporary.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(path, fails)
+    assert path.read_text() == "previous"
+    assert _leftovers(tmp_path) == []
+
+
+def test_an_empty_or_unverified_file_is_refused(tmp_path):
+    path = tmp_path / "figure.png"
+    path.write_text("previous")
+    with pytest.raises(OSError, match="empty or unreadable"):
+        atomic_write(path, lambda p: None)
+    with pytest.raises(OSError, match="empty or unreadable"):
+        atomic_write(path, lambda p: p.write_text("x"), verify=lambda p: False)
+    assert path.read_text() == "previous"
+    assert _leftovers(tmp_path) == []
+
+
+def test_free_space_is_checked_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda path: type("usage", (), {"free": 1000})())
+    called = []
+    with pytest.raises(OSError, match=r"not enough free space to write it \(about 1\.3 MB needed, 0\.0 MB free\)"):
+        atomic_write(tmp_path / "x.nc", called.append, expected_bytes=200_000)
+    assert called == [] and _leftovers(tmp_path) == []
+
+
+def test_save_checks_free_space_and_keeps_the_previous_container(tmp_path, faithful, monkeypatch):
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful[["eruptions", "waiting"]], random_seed=1, n_init=1)
+    path = mixflow.save(tree, tmp_path / "fit.nc")
+    before = path.read_bytes()
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: type("usage", (), {"free": 10})())
+    with pytest.raises(OSError, match="not enough free space") as caught:
+        mixflow.save(tree, path)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert path.read_bytes() == before and _leftovers(tmp_path) == []
+
+
+def test_save_honours_the_umask(tmp_path, faithful, umask):
+    umask(0o022)
+    tree = mixflow.fit(mixflow.GaussianMixture(1), faithful[["eruptions"]], random_seed=1, n_init=1)
+    assert mixflow.save(tree, tmp_path / "fit.nc").stat().st_mode & 0o777 == 0o644
+
+
+_TERMINATED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from mixflow.atomic import atomic_write
+
+def write(temporary):
+    temporary.write_bytes(b"x" * 1_000_000)
+    os.kill(os.getpid(), signal.SIGTERM)
+    temporary.write_bytes(b"never")
+
+Path(sys.argv[1], "out.nc").write_text("previous")
+atomic_write(Path(sys.argv[1], "out.nc"), write)
+"""
+
+
+def test_sigterm_during_a_write_removes_the_temporary(tmp_path):
+    done = subprocess.run([sys.executable, "-c", _TERMINATED_WRITE, str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert (tmp_path / "out.nc").read_text() == "previous"
+    assert _leftovers(tmp_path) == []
+
+
+# -- the command line: one error path ------------------------------------------------------------------------
+SMALL = """
+name = "small"
+seed = 1
+
+[data]
+dataset = "faithful"
+columns = ["eruptions", "waiting"]
+
+[[models]]
+n_components = 2
+
+[methods.em]
+n_init = 1
+
+[output]
+figures = false
+report = false
+"""
+
+
+@pytest.fixture
+def workflow_file(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    return path
+
+
+def _cli(capsys, *argv):
+    from mixflow.cli import main
+
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.err
+
+
+def _no_fit(monkeypatch):
+    import mixflow.workflow.run
+
+    def fails(*args, **kwargs):
+        raise AssertionError("fitted before the output directory was checked")
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", fails)
+
+
+def _one_error_line(err: str, command: str = "run") -> str:
+    """The one error line, last on stderr after any progress messages, and no traceback."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("mixflow")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith(f"mixflow {command}: error: "), err
+    assert "Traceback" not in err
+    return errors[0]
+
+
+def test_out_is_an_existing_file(tmp_path, workflow_file, capsys, monkeypatch):
+    _no_fit(monkeypatch)
+    (tmp_path / "f").touch()
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "f")
+    assert status == 2
+    assert "f': exists and is not a directory; choose another --out" in _one_error_line(err)
+
+
+def test_out_under_a_file(tmp_path, workflow_file, capsys, monkeypatch):
+    _no_fit(monkeypatch)
+    (tmp_path / "f").touch()
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "f" / "sub")
+    assert status == 2
+    assert "sub': cannot write the output directory: Not a directory" in _one_error_line(err)
+
+
+def test_out_that_cannot_be_created(workflow_file, capsys, monkeypatch):
+    _no_fit(monkeypatch)
+    status, err = _cli(capsys, "run", workflow_file, "--out", "/proc/mixflow-cannot-be-here")
+    assert status == 2
+    assert "'/proc/mixflow-cannot-be-here': cannot write the output directory" in _one_error_line(err)
+
+
+def test_read_only_out_is_refused_before_fitting(tmp_path, workflow_file, capsys, monkeypatch):
+    import mixflow.workflow.run
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "out" / "tmpxyz"))
+
+    _no_fit(monkeypatch)
+    monkeypatch.setattr(mixflow.workflow.run.tempfile, "TemporaryFile", read_only)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 2
+    line = _one_error_line(err)
+    assert f"'{tmp_path / 'out'}': cannot write the output directory: Read-only file system" in line
+    assert "writable file system" in line
+    assert not (tmp_path / "out").exists()  # the directory it created for nothing is gone again
+
+
+def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def full(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(fname))
+
+    workflow_file.write_text(SMALL.replace("figures = false", "figures = true"))
+    monkeypatch.setattr(Figure, "savefig", full)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 2
+    line = _one_error_line(err)
+    assert "figures/gaussian-full-k2-forest.png': No space left on device; free some space" in line
+    assert _leftovers(tmp_path / "out" / "figures") == []
+
+
+def test_report_into_a_read_only_directory(tmp_path, workflow_file, capsys, monkeypatch):
+    assert _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")[0] == 0
+    results = tmp_path / "out" / "gaussian-full-k2.nc"
+    for target in ("/sys/r.html", "/proc/r.html"):
+        status, err = _cli(capsys, "report", results, "--out", target)
+        assert status == 2
+        assert f"'{target}':" in _one_error_line(err, "report")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(read_only / ".r.html.abc.tmp"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    status, err = _cli(capsys, "report", results, "--out", read_only / "r.html")
+    assert status == 2
+    assert f"'{read_only / 'r.html'}': Permission denied; choose a location you may write to" in \
+        _one_error_line(err, "report")
+
+
+def test_interrupt_during_compilation_is_one_line(tmp_path, workflow_file, capsys, monkeypatch):
+    import mixflow.workflow.run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", interrupted)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 130
+    assert _one_error_line(err).endswith("interrupted; no output was written; no half-written file was left")
+    assert not (tmp_path / "out").exists()
+
+
+def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, capsys, monkeypatch):
+    import mixflow.workflow.run
+
+    text = SMALL.replace("[methods.em]", "[[models]]\nn_components = 3\n\n[methods.em]")
+    workflow_file.write_text(text)
+    real_fit, calls = mixflow.workflow.run.fit, []
+
+    def second_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", second_interrupted)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 130
+    line = _one_error_line(err)
+    assert "the 2 file(s) completely written before it are kept" in line and "gaussian-full-k2.nc" in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gaussian-full-k2-comparison.csv",
+                                                                    "gaussian-full-k2.nc"]
+
+
+_SIGINT_RUN = """
+import sys, time
+import mixflow.workflow.run
+from mixflow.cli import main
+
+def slow_fit(*args, **kwargs):
+    print("fitting", file=sys.stderr, flush=True)
+    time.sleep(120)
+
+mixflow.workflow.run.fit = slow_fit
+sys.exit(main(["run", sys.argv[1], "--out", sys.argv[2], "--quiet"]))
+"""
+
+
+def test_sigint_to_the_command_exits_130_without_a_traceback(tmp_path, workflow_file):
+    process = subprocess.Popen([sys.executable, "-c", _SIGINT_RUN, str(workflow_file), str(tmp_path / "out")],
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert process.stderr.readline().strip() == "fitting"
+    process.send_signal(signal.SIGINT)
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 130
+    assert _one_error_line(err).endswith("interrupted; no output was written; no half-written file was left")
+
+
+def test_internal_error_is_status_1_with_the_traceback_under_debug(tmp_path, workflow_file, capsys, monkeypatch):
+    import mixflow.workflow.run
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("an engine bug")
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", bug)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 1
+    assert _one_error_line(err) == ("mixflow run: error: internal error: RuntimeError: an engine bug; rerun with "
+                                    "--debug for the traceback, and report it")
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out", "--debug")
+    assert status == 1
+    assert "Traceback" in err and err.strip().splitlines()[-1] == \
+        "mixflow run: error: internal error: RuntimeError: an engine bug"
+
+
+# -- samplers that swallow an interrupt ------------------------------------------------------------------------
+def test_nutpie_interrupt_stops_the_sampler_and_is_an_interrupt(monkeypatch):
+    import dataclasses
+
+    import numpy as np
+    import pymc as pm
+
+    nutpie = pytest.importorskip("nutpie")
+    from mixflow.engines import mcmc
+
+    @dataclasses.dataclass(frozen=True)
+    class Compiled:
+        initial_point_func: object = None
+
+    class Running:
+        cancelled = False
+
+        def wait(self):
+            raise KeyboardInterrupt
+
+        def cancel(self):
+            Running.cancelled = True
+
+    sampled = {}
+    monkeypatch.setattr(nutpie, "compile_pymc_model", lambda model, **kwargs: Compiled())
+    monkeypatch.setattr(nutpie, "sample", lambda compiled, **kwargs: sampled.update(kwargs) or Running())
+    with pm.Model() as model:
+        pm.Normal("x")
+    options = {"draws": 10, "tune": 10, "chains": 2, "cores": 1, "progressbar": False, "target_accept": 0.8,
+               "adaptation": "diag"}
+    with pytest.raises(mcmc.SamplingInterrupted, match="MCMC interrupted: the sampler was stopped"):
+        mcmc._sample_nutpie(model, {"x": np.zeros(())}, 0.0, np.random.SeedSequence(1), 1, options)
+    assert sampled["blocking"] is False and Running.cancelled
+    assert issubclass(mcmc.SamplingInterrupted, KeyboardInterrupt)
+
+
+def test_a_short_trace_from_an_interrupted_sampler_is_an_interrupt():
+    import numpy as np
+    import xarray as xr
+
+    from mixflow.engines import mcmc
+
+    short = {"posterior": xr.Dataset({"mu": (("chain", "draw"), np.zeros((2, 3)))})}
+    with pytest.raises(mcmc.SamplingInterrupted, match="stopped before all draws were made"):
+        mcmc._check_complete(short, {"chains": 2, "draws": 10})
+    mcmc._check_complete(short, {"chains": 2, "draws": 3})
+
+
+# -- workflows: validated whole, every error at once, before anything is fitted ------------------------------
+def _workflow_errors(tmp_path, text: str, monkeypatch, csv: bytes | None = None) -> list[str]:
+    """The error lines of running a workflow (which must fail before any fit, with status 2)."""
+    if csv is not None:
+        (tmp_path / "mine.csv").write_bytes(csv)
+    path = tmp_path / "flow.toml"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    _no_fit(monkeypatch)
+    import contextlib
+    import io
+
+    from mixflow.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"])
+    assert status == 2, err.getvalue()
+    assert "Traceback" not in err.getvalue() and not (tmp_path / "out").exists()
+    lines = err.getvalue().strip().splitlines()
+    assert all(line.startswith(f"mixflow run: error: {path}:") for line in lines), lines
+    return [line.removeprefix(f"mixflow run: error: {path}:") for line in lines]
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("n_init = 1", 'n_init = 0', r"^13: \[methods.em\] n_init: expected an integer >= 1, got 0$"),
+    ("n_init = 1", "tol = -1.0", r"^13: \[methods.em\] tol: expected a non-negative number, got -1.0$"),
+    ("n_init = 1", 'init = "foo"', r"^13: \[methods.em\] init: expected one of \['kmeans', 'kmeans\+\+', 'random'\]"),
+    ("[methods.em]\nn_init = 1", "[methods.bootstrap]\nn_replicates = 0",
+     r"^13: \[methods.bootstrap\] n_replicates: expected an integer >= 2, got 0$"),
+    ("[methods.em]\nn_init = 1", '[methods.bootstrap]\nkind = "foo"',
+     r"^13: \[methods.bootstrap\] kind: expected one of \['nonparametric', 'parametric'\], got 'foo'$"),
+    ("[methods.em]\nn_init = 1", "[methods.mcmc]\nchains = 0",
+     r"^13: \[methods.mcmc\] chains: expected an integer >= 1"),
+    ("[methods.em]\nn_init = 1", "[methods.mcmc]\ndraws = 0", r"^13: \[methods.mcmc\] draws: expected an integer >= 1"),
+    ("[methods.em]\nn_init = 1", '[methods.mcmc]\nsampler = "foo"',
+     r"^13: \[methods.mcmc\] sampler: expected one of \['auto', 'nutpie', 'pymc'\], got 'foo'$"),
+    ("[methods.em]\nn_init = 1", '[methods.advi]\nvariant = "foo"',
+     r"^13: \[methods.advi\] variant: expected one of \['meanfield', 'fullrank'\], got 'foo'$"),
+    ("[methods.em]\nn_init = 1", "[methods.advi]\nn = 0", r"^13: \[methods.advi\] n: expected an integer >= 1, got 0$"),
+    ("n_components = 2", "n_components = {from = 1.5, to = 3}",
+     r"^10: \[\[models\]\] #1 n_components: expected {from = a, to = b} with integers a <= b, got {'from': 1.5"),
+    ("[methods.em]\nn_init = 1", "[methods]\nem = 3", r"^13: \[methods.em\]: expected a table, got int 3$"),
+    ("[[models]]\nn_components = 2", "[models]\nn_components = 2",
+     r"^9: \[\[models\]\]: expected at least one \[\[models\]\] table, got {'n_components': 2}$"),
+    ("figures = false", 'figures = "no"', r"^16: \[output\] figures: expected true or false, got str 'no'$"),
+    ('seed = 1', 'seed = 1\ntitle = 3', r"^4: title: expected str, got int 3$"),
+])
+def test_workflow_errors_name_file_line_and_key(tmp_path, monkeypatch, old, new, message):
+    assert old in SMALL
+    errors = _workflow_errors(tmp_path, SMALL.replace(old, new), monkeypatch)
+    assert len(errors) == 1, errors
+    assert __import__("re").search(message, errors[0]), errors[0]
+
+
+def test_models_that_are_not_tables(tmp_path, monkeypatch):
+    text = SMALL.replace("[[models]]\nn_components = 2\n", "").replace("seed = 1", "seed = 1\nmodels = [1, 2]")
+    assert _workflow_errors(tmp_path, text, monkeypatch) == [
+        "4: [[models]]: expected tables ([[models]] sections), got item #1 = 1",
+        "4: [[models]]: expected tables ([[models]] sections), got item #2 = 2"]
+
+
+def test_output_that_is_not_a_table(tmp_path, monkeypatch):
+    text = SMALL.replace("[output]\nfigures = false\nreport = false", "").replace("seed = 1", "seed = 1\noutput = 3")
+    assert _workflow_errors(tmp_path, text, monkeypatch) == ["4: [output]: expected a table, got int 3"]
+
+
+def test_every_error_is_reported_at_once_in_file_order(tmp_path, monkeypatch):
+    text = (SMALL.replace("n_components = 2", "n_components = {from = 1.5, to = 3}")
+            .replace("n_init = 1", 'n_init = 0\ninit = "foo"\n\n[methods.advi]\nvariant = "foo"')
+            .replace("figures = false", 'figures = "no"').replace('seed = 1', 'seed = 1\ntitle = 3'))
+    errors = _workflow_errors(tmp_path, text, monkeypatch)
+    assert [error.split(":")[0] for error in errors] == ["4", "11", "14", "15", "18", "21"]
+
+
+LABELLED = SMALL.replace('dataset = "faithful"\ncolumns = ["eruptions", "waiting"]',
+                         'path = "mine.csv"\ncolumns = ["x"]')
+
+
+def test_labels_naming_a_feature_column(tmp_path, monkeypatch):
+    errors = _workflow_errors(tmp_path, LABELLED.replace('columns = ["x"]', 'columns = ["x"]\nlabels = "x"'),
+                              monkeypatch, csv=b"x,w\n1.0,1\n2.0,2\n5.0,1\n")
+    assert errors == ["8: [data] labels: expected a column that is not fitted, got 'x', which is also in [data] "
+                      "columns; remove it from one of them"]
+
+
+def test_weights_column_of_strings(tmp_path, monkeypatch):
+    errors = _workflow_errors(tmp_path, LABELLED.replace('columns = ["x"]', 'columns = ["x"]\nweights = "w"'),
+                              monkeypatch, csv=b"x,w\n1.0,one\n2.0,two\n5.0,one\n")
+    assert len(errors) == 1
+    assert __import__("re").fullmatch(r"8: \[data\] weights: expected a numeric column of frequency weights, got 'w' "
+                                      r"of type (object|str) \(e.g. 'one'\)", errors[0]), errors
+
+
+@pytest.mark.parametrize(("csv", "message"), [
+    (b"", r"^6: \[data\] path: expected a CSV file with a header and rows, got '.*mine.csv', which is empty$"),
+    (b"x,w\n", r"^6: \[data\] path: expected a CSV file with at least one row, got .* columns \['x', 'w'\] and no"),
+    (b"x\n1.0\n\xe9\xff\n", r"^6: \[data\] path: expected a UTF-8 CSV file, got .*, which is not UTF-8 \(invalid"),
+    (b'x,w\n1,2\n3,4,5,6\n"7,8\n', r"^6: \[data\] path: expected a readable CSV file, got .*mine.csv' \(Error"),
+    (b"x,x\n1,2\n3,4\n", r"^6: \[data\] path: expected distinct column names, got .* with duplicated \['x'\]"),
+])
+def test_malformed_csv_data(tmp_path, monkeypatch, csv, message):
+    errors = _workflow_errors(tmp_path, LABELLED, monkeypatch, csv=csv)
+    assert len(errors) == 1 and __import__("re").search(message, errors[0]), errors
+
+
+def test_a_workflow_that_is_not_utf8(tmp_path, monkeypatch):
+    errors = _workflow_errors(tmp_path, SMALL.encode().replace(b'"small"', b'"caf\xe9"'), monkeypatch)
+    assert errors == ["2: expected a UTF-8 text file (TOML), got a byte that is not UTF-8 (invalid continuation "
+                      "byte at byte 12)"]
+
+
+def test_a_fit_that_fails_on_the_data_is_reported_at_the_model(tmp_path, workflow_file, capsys, monkeypatch):
+    import mixflow.workflow.run
+
+    def collapses(*args, **kwargs):
+        raise ValueError("a component collapsed onto one point")
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", collapses)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 2
+    assert _one_error_line(err) == (f"mixflow run: error: {workflow_file}:9: [[models]] #1: the fit of K=2 failed: "
+                                    "a component collapsed onto one point")
+
+
+def test_an_interrupt_that_pymc_advi_swallows_is_an_interrupt(monkeypatch):
+    from mixflow.engines import advi
+    from mixflow.errors import SamplerInterrupted
+
+    def fit_swallowing_the_interrupt(*args, **kwargs):  # what PyMC's Inference.fit does with Ctrl-C
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler raises as soon as the call returns
+        except KeyboardInterrupt:
+            pass
+        return "partial approximation"
+
+    monkeypatch.setattr(advi.pm, "fit", fit_swallowing_the_interrupt)
+    with pytest.raises(SamplerInterrupted, match="ADVI interrupted: the optimisation was stopped"):
+        advi._run(None, None, None, 0.1, {"n": 10, "progressbar": False})
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    monkeypatch.setattr(advi.pm, "fit", lambda *args, **kwargs: "complete approximation")
+    assert advi._run(None, None, None, 0.1, {"n": 10, "progressbar": False}) == "complete approximation"
+
+
+def test_advi_minibatch_is_checked_against_the_data_before_fitting(tmp_path, monkeypatch):
+    text = SMALL.replace("[output]", "[methods.advi]\nminibatch_size = 500\n\n[output]")
+    assert _workflow_errors(tmp_path, text, monkeypatch) == [
+        "16: [methods.advi] minibatch_size: expected None or an integer in [1, n_obs = 272], got 500"]
+
+
+def test_a_model_attribute_that_is_json_but_not_a_declaration():
+    from mixflow.families.base import model_from_json
+
+    with pytest.raises(ValueError, match=r"model: expected the model declaration as a JSON object, got '\[1, 2\]'"):
+        model_from_json("[1, 2]")
+    with pytest.raises(ValueError, match=r"model: expected the model declaration as JSON \(as mixflow writes it\), "
+                                         r"got 'GaussianMixture\(2\)' \(Expecting value"):
+        model_from_json("GaussianMixture(2)")
