@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 
 from mixflow.checks import check_seed
-from mixflow.container.io import build_tree, make_attrs
+from mixflow.container.build import build_tree, make_attrs
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA
 from mixflow.data import validate_data
 from mixflow.engines.accelerate import ACCELERATIONS

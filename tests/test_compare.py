@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_rand_score
 import mixflow
 from mixflow.analysis.bootstrap import bootstrap
 from mixflow.analysis.information import standard_errors
-from mixflow.container.io import build_tree
+from mixflow.container.build import build_tree
 from mixflow.container.read import observed_data
 from mixflow.families.sampling import gaussian_points
 from mixflow.present.compare import adjusted_rand_index, compare, compare_dataset, label_agreement

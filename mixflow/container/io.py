@@ -1,71 +1,13 @@
-"""The container: one converter that builds the DataTree, provenance attributes, atomic save and load."""
+"""Saving and loading the container: atomic writes, checks of what is read, migration of older layouts."""
 
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 
 from mixflow.atomic import atomic_write
 from mixflow.container.migrate import migrate
 
-__all__ = ["build_tree", "load", "make_attrs", "save"]
-
-_LIBRARIES = ("numpy", "scipy", "xarray", "pandas", "pymc", "pytensor", "arviz", "h5netcdf", "nutpie")
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def make_attrs(model, *, data_name: str, random_seed: int) -> dict:
-    """Root provenance attributes: versions, the model declaration, the data name and the seed."""
-    attrs = {
-        "mixflow_version": _version("mixflow"),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": model.to_json(),
-        "data_name": data_name,
-        "random_seed": int(random_seed),
-    }
-    attrs.update({f"{name}_version": _version(name) for name in _LIBRARIES})
-    return attrs
-
-
-def _dataset(variables: dict, coords: dict, attrs: dict | None = None) -> xr.Dataset:
-    used = {dim for dims, _ in variables.values() for dim in dims}
-    return xr.Dataset(
-        {name: (dims, np.asarray(value)) for name, (dims, value) in variables.items()},
-        coords={dim: values for dim, values in coords.items() if dim in used},
-        attrs=attrs or {},
-    )
-
-
-def build_tree(groups: dict, *, coords: dict, attrs: dict) -> xr.DataTree:
-    """Build the container from plain arrays.
-
-    Parameters
-    ----------
-    groups : dict
-        ``{path: {"variables": {name: (dims, array)}, "attrs": {...}}}``, e.g. ``"em/estimate"``.
-    coords : dict
-        Coordinate values per dimension name (only the dims a group uses are attached to it).
-    attrs : dict
-        Root attributes (see :func:`make_attrs`).
-
-    Returns
-    -------
-    xarray.DataTree
-
-    """
-    nodes = {"/": xr.Dataset(attrs=attrs)}
-    for path, group in groups.items():
-        nodes[f"/{path}"] = _dataset(group.get("variables", {}), coords, group.get("attrs"))
-    return xr.DataTree.from_dict(nodes)
-
+__all__ = ["load", "save"]
 
 def save(tree: xr.DataTree, path) -> Path:
     """Write the container to NetCDF (h5netcdf) atomically: a temporary file, then a rename.
