@@ -9,13 +9,14 @@ import xarray as xr
 from mixflow.data import validate_data
 from mixflow.engines.em import EMOptions, fit_em
 from mixflow.engines.em_steps import e_step
+from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.families.base import MixtureModel, model_from_json
 from mixflow.results import build_tree, make_attrs
 
 __all__ = ["fit", "predict", "predict_proba"]
 
 _METHODS = ("em", "map", "mcmc", "advi")
-_INIT = ("kmeans", "kmeans++", "random")
+_INIT = (PORTFOLIO, *STRATEGIES)
 
 
 def _check_options(n_init, init, tol, max_iter, trim, chunk_size):
@@ -93,7 +94,7 @@ def _check_same_fit(tree, model, validated):
 
 
 def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,
-        n_init: int = 5, init="kmeans", tol: float = 1e-8, max_iter: int = 1000, trim: float | None = None,
+        n_init: int = 5, init="auto", tol: float = 1e-8, max_iter: int = 1000, trim: float | None = None,
         chunk_size: int | None = None, data_name: str = "data", tree: xr.DataTree | None = None,
         **options) -> xr.DataTree:
     """Fit a declared mixture model by one or more methods and return the results container.
@@ -114,10 +115,18 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     weights : array-like of shape (n_obs,), optional
         Frequency weights.
     n_init : int, default 5
-        Number of EM starts; the one with the highest objective is kept.
-    init : {"kmeans", "kmeans++", "random"} or dict, default "kmeans"
-        Starting responsibilities from k-means (k-means++ seeds and Lloyd iterations), from k-means++
-        seeds alone, at random, or starting parameters (``weights``, ``mu``, ``covariance``/``variance``).
+        Number of EM starts; the one with the highest objective among the non-degenerate ones is kept (a
+        degenerate one, with a collapsed or empty component, only when every start is, and then flagged).
+        With ``init="auto"``, the budget: ``4 * n_init`` short runs, of which the best ``ceil(n_init / 2)``
+        are continued to convergence.
+    init : {"auto", "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", \
+"hierarchical"} or dict, default "auto"
+        ``"auto"`` draws the starts from a portfolio of the other strategies chosen per family (see
+        :mod:`mixflow.engines.starts`), runs each briefly and continues the best. A strategy's name runs
+        ``n_init`` starts of it to convergence: k-means (k-means++ seeds and Lloyd iterations), k-means++
+        seeds alone, random responsibilities, k-means on features scaled to unit sd, random hard partitions,
+        Ward's agglomeration of the scaled features. A dict gives the starting parameters (``weights``,
+        ``mu``, ``covariance``/``variance``). ``/em/sample_stats/start`` records each start's strategy.
     tol : float, default 1e-8
         EM stops when the relative change of its objective is below ``tol``; 0 runs ``max_iter`` iterations.
     max_iter : int, default 1000

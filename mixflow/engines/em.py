@@ -4,6 +4,7 @@ The loop is the textbook one: E-step, objective, convergence test, M-step. The o
 log-likelihood (MLE) or the log posterior density (MAP); it never decreases.
 """
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -20,14 +21,23 @@ from mixflow.engines.em_steps import (
     use_threads,
     weights_step,
 )
+from mixflow.engines.starts import (
+    CANDIDATES_PER_RESTART,
+    PORTFOLIO,
+    SHORT_MAX_ITER,
+    SHORT_TOL,
+    is_degenerate,
+    portfolio_schedule,
+    rank_runs,
+    start_responsibilities,
+)
 from mixflow.families.base import dirichlet_log_density
-from mixflow.kmeans import kmeans_plusplus, lloyd, squared_distances
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
 __all__ = ["EMOptions", "fit_em", "initial_parameters", "objective"]
 
 _EPS_COUNT = 10 * np.finfo(float).eps
-_INIT_METHODS = ("kmeans", "kmeans++", "random")
+_SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
 
 
 @dataclass(frozen=True)
@@ -36,7 +46,7 @@ class EMOptions:
 
     map: bool = False
     n_init: int = 5
-    init: object = "kmeans"
+    init: object = PORTFOLIO
     tol: float = 1e-8
     max_iter: int = 1000
     trim: float | None = None
@@ -85,18 +95,8 @@ def _statistics_from_responsibilities(model, resp: np.ndarray, prepared, rows: i
 
 
 def initial_responsibilities(model, prepared, how: str, rng: np.random.Generator) -> np.ndarray:
-    """Starting responsibilities: hard k-means (k-means++ seeds then Lloyd), k-means++ seeds, or random."""
-    k = model.n_components
-    if how == "random":
-        resp = rng.uniform(size=(prepared.n_obs, k))
-        return resp / resp.sum(axis=1, keepdims=True)
-    points = model.init_points(prepared)
-    seeds = kmeans_plusplus(points, k, rng, prepared.weights)
-    if how == "kmeans":
-        labels, _, _ = lloyd(points, seeds, prepared.weights)
-    else:
-        labels = np.argmin(squared_distances(points, seeds), axis=1)
-    return np.eye(k)[labels]
+    """Starting responsibilities (n_obs, K) of one strategy of :mod:`mixflow.engines.starts`."""
+    return start_responsibilities(how, model.init_points(prepared), prepared.weights, model.n_components, rng)
 
 
 def initial_parameters(model, prepared, how, rng, prior, rows) -> dict:
@@ -147,7 +147,12 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
 
 
 def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
-    """Fit by EM with ``options.n_init`` restarts and return the ``/em`` groups as plain arrays.
+    """Fit by EM from several starts and return the ``/em`` groups as plain arrays.
+
+    A named strategy (``options.init`` in :data:`~mixflow.engines.starts.STRATEGIES`) runs ``n_init`` starts
+    to convergence; ``"auto"`` runs ``CANDIDATES_PER_RESTART * n_init`` short runs over the family's
+    portfolio and continues the best (:func:`_short_then_continue`). The winner is the best
+    non-degenerate run (:func:`~mixflow.engines.starts.rank_runs`).
 
     Returns
     -------
@@ -162,18 +167,94 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     width = model.chunk_width(data.n_features)
     rows = chunk_rows(data.n_obs, width, options.chunk_size)
     threaded = use_threads(data.n_obs, width)
-    features = data.features
-    user_start = isinstance(options.init, dict)
-    n_init = 1 if user_start else options.n_init
-    seeds = np.random.SeedSequence(random_seed).spawn(n_init)
-    runs = []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        start = initial_parameters(model, prepared, options.init, rng, prior_used, rows)
-        runs.append(run_em(model, prepared, start, prior_used, options, rows, features, threaded))
-    finals = np.array([run.history_objective[-1] for run in runs])
-    best_index = int(np.nanargmax(finals))
-    return _assemble(model, data, prepared, prior, options, runs, best_index, rows, features)
+
+    def start(name, seed):
+        return initial_parameters(model, prepared, name, np.random.default_rng(seed), prior_used, rows)
+
+    def run(params, run_options):
+        return run_em(model, prepared, params, prior_used, run_options, rows, data.features, threaded)
+
+    if isinstance(options.init, dict):
+        names = ["user parameters"]
+    elif options.init == PORTFOLIO:
+        names = portfolio_schedule(model.family, CANDIDATES_PER_RESTART * options.n_init)
+    else:
+        names = [options.init] * options.n_init
+    seeds = np.random.SeedSequence(random_seed).spawn(len(names))
+    starts = [options.init if isinstance(options.init, dict) else start(name, seed)
+              for name, seed in zip(names, seeds, strict=True)]
+    degenerate = _degenerate_test(data.total_weight)
+    if options.init == PORTFOLIO:
+        runs, continued = _short_then_continue(starts, run, options, degenerate)
+    else:
+        runs = [run(params, options) for params in starts]
+        continued = np.ones(len(runs), dtype=bool)
+    flags = np.array([degenerate(r) for r in runs])
+    finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])
+    best_index = int(rank_runs(finals, flags | ~continued)[0])
+    restarts = {"start": names, "continued": continued, "degenerate": flags}
+    return _assemble(model, data, prepared, prior, options, runs, best_index, restarts)
+
+
+def _degenerate_test(total_weight: float):
+    def degenerate(run: Run) -> bool:
+        collapsed = [c for c in run.collapsed if c in run.active]  # a trimmed component no longer counts
+        return is_degenerate(collapsed, run.params["weights"], total_weight)
+
+    return degenerate
+
+
+def _short_then_continue(starts: list[dict], run, options: EMOptions, degenerate) -> tuple[list, np.ndarray]:
+    """Short runs from every start, the best continued to convergence (Biernacki et al. 2003).
+
+    The short stage is a successive halving: every start runs ``SHORT_MAX_ITER`` iterations (or until the
+    objective changes by less than ``SHORT_TOL``), the better half by :func:`rank_runs` (repeats of a
+    better run's value dropped) runs twice as long again, and so on until ``ceil(n_init / 2)`` remain;
+    those are continued to convergence, and more in rank order while every continued one is degenerate.
+    Returns the runs (the continued ones extended) and which were continued.
+    """
+    n_keep = -(-options.n_init // 2)
+    runs = [None] * len(starts)
+    survivors, iterations = np.arange(len(starts)), SHORT_MAX_ITER
+    while True:
+        short = dataclasses.replace(options, max_iter=min(iterations, options.max_iter),
+                                    tol=max(SHORT_TOL, options.tol))
+        for index in survivors:
+            runs[index] = (run(starts[index], short) if runs[index] is None
+                           else _extend(runs[index], run(runs[index].params, short)))
+        ranked = survivors[_rank_distinct([runs[i] for i in survivors], degenerate)]
+        if ranked.size <= n_keep or iterations >= options.max_iter:
+            break
+        survivors, iterations = ranked[:max(n_keep, ranked.size // 2)], 2 * iterations
+    continued = np.zeros(len(runs), dtype=bool)
+    for index in ranked:
+        if continued.sum() >= n_keep and not all(degenerate(runs[i]) for i in np.flatnonzero(continued)):
+            break
+        remaining = dataclasses.replace(options, max_iter=max(options.max_iter - runs[index].n_iter, 0))
+        runs[index] = _extend(runs[index], run(runs[index].params, remaining))
+        continued[index] = True
+    return runs, continued
+
+
+def _rank_distinct(runs: list[Run], degenerate) -> np.ndarray:
+    """Positions of ``runs`` best first (:func:`rank_runs`), without runs that repeat a better one's value."""
+    finals = np.array([r.history_objective[-1] for r in runs])
+    order = rank_runs(finals, np.array([degenerate(r) for r in runs]))
+    kept = []
+    for index in order:
+        if not any(abs(finals[index] - finals[j]) <= _SAME_VALUE * abs(finals[j]) for j in kept):
+            kept.append(index)
+    return np.array(kept, dtype=int)
+
+
+def _extend(first: Run, then: Run) -> Run:
+    """One run from a run and its continuation (component indices of ``then`` are into ``first.active``)."""
+    return Run(params=then.params,
+               history_log_likelihood=first.history_log_likelihood + then.history_log_likelihood[1:],
+               history_objective=first.history_objective + then.history_objective[1:],
+               converged=then.converged,
+               collapsed=first.collapsed | {int(first.active[c]) for c in then.collapsed},
+               active=first.active[then.active])
 
 
 def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int]) -> None:
@@ -203,7 +284,9 @@ def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
     return out
 
 
-def _assemble(model, data, prepared, prior, options, runs, best_index, rows, features) -> dict:
+def _assemble(model, data, prepared, prior, options, runs, best_index, restarts: dict) -> dict:
+    features = data.features
+    rows = chunk_rows(data.n_obs, model.chunk_width(data.n_features), options.chunk_size)
     best = runs[best_index]
     order = model.canonical_order(best.params)
     params = model.permute(best.params, order, features)
@@ -211,7 +294,12 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
     log_likelihood = float(prepared.weights @ log_density)
     active = best.active[order]
     collapsed = sorted(int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active)
+    degenerate = bool(restarts["degenerate"][best_index])
     _warn_about(best, options, model, collapsed)
+    if degenerate and not collapsed:
+        warnings.warn(f"a component's weight fell below half an observation's worth (weights "
+                      f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
+                      "method='map', or trim=... to drop it.", DegenerateComponentWarning, stacklevel=3)
     n_active = active.size
     n_parameters = model.n_parameters(data.n_features, n_active)
     total = data.total_weight
@@ -229,6 +317,9 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "n_init": len(runs),
         "best_restart": best_index,
         "init": "user parameters" if isinstance(options.init, dict) else options.init,
+        "best_start": restarts["start"][best_index],
+        "degenerate": int(degenerate),
+        "n_degenerate_restarts": int(restarts["degenerate"].sum()),
         "tol": float(options.tol),
         "max_iter": int(options.max_iter),
         "trim": -1.0 if options.trim is None else float(options.trim),
@@ -245,6 +336,9 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "final_objective": (("restart",), np.array([r.history_objective[-1] for r in runs])),
         "n_iter": (("restart",), np.array([r.n_iter for r in runs], dtype=np.int64)),
         "converged": (("restart",), np.array([r.converged for r in runs], dtype=bool)),
+        "start": (("restart",), np.array(restarts["start"], dtype=str)),
+        "continued": (("restart",), restarts["continued"]),
+        "degenerate": (("restart",), restarts["degenerate"]),
     }
     if options.map:
         sample_stats["log_posterior"] = (("restart", "iteration"), _history_array(runs, "history_objective"))
