@@ -10,8 +10,9 @@ Printed per case and strategy: the worst relative shortfall over the seeds, (bes
 the mean time relative to ``"kmeans"`` (the default before ``"auto"``: n_init k-means starts run to
 convergence).
 
-Usage: python benchmarks/starts.py [--quick] [part of a case name ...]
-(--quick: four small cases, one seed, 20 sklearn starts; names: only the cases containing one of them)
+Usage: python benchmarks/starts.py [--quick] [--sklearn-starts=N] [part of a case name ...]
+(--quick: four small cases, one seed, 20 sklearn starts; N: scikit-learn starts per case, 100 by default,
+0 for none; names: only the cases containing one of them)
 """
 
 import sys
@@ -135,7 +136,7 @@ def fit_sklearn(model, data, n_init: int, seed: int) -> float:
     Fitted on the standardised data (the log-likelihood moved back by the Jacobian), one start at a time so
     that collapsed fits can be set aside, at one BLAS thread as mixflow's small fits.
     """
-    if not isinstance(model, mixflow.GaussianMixture):
+    if not isinstance(model, mixflow.GaussianMixture) or n_init == 0:
         return np.nan
     x = np.asarray(data, dtype=float).reshape(len(data), -1)
     sd = x.std(axis=0)
@@ -181,9 +182,9 @@ def report(rows: list[dict]) -> pd.DataFrame:
     return out
 
 
-def main(quick: bool, only: list[str]) -> None:
+def main(quick: bool, only: list[str], n_sklearn: int | None) -> None:
     seeds = [0] if quick else [0, 1, 2]
-    n_sklearn = 20 if quick else 100
+    n_sklearn = (20 if quick else 100) if n_sklearn is None else n_sklearn
     rows = []
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         for name, model, data, weights in cases(quick):
@@ -199,4 +200,6 @@ def main(quick: bool, only: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main("--quick" in sys.argv, [a for a in sys.argv[1:] if not a.startswith("--")])
+    given = [a.split("=")[1] for a in sys.argv[1:] if a.startswith("--sklearn-starts=")]
+    main("--quick" in sys.argv, [a for a in sys.argv[1:] if not a.startswith("--")],
+         int(given[0]) if given else None)
