@@ -45,7 +45,7 @@ PORTFOLIO = "auto"
 STRATEGIES = ("kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", "random-centres",
               "hierarchical")
 HIERARCHICAL_POINTS = 1000
-# short runs per restart asked for, and each short run's iteration cap and tolerance
+# starts per restart asked for (n_init), the short runs' first-round iteration cap (doubled each round) and tolerance
 CANDIDATES_PER_RESTART = 4
 SHORT_MAX_ITER = 20
 SHORT_TOL = 1e-6
@@ -60,7 +60,6 @@ _PORTFOLIOS = {
                                     "kmeans")),
     "regression": ((), ("random-partition", "random", "random-centres", "kmeans")),
 }
-_DETERMINISTIC = ("hierarchical",)
 
 
 def portfolio_schedule(family: str, n_candidates: int) -> list[str]:
