@@ -37,6 +37,7 @@ from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, Mix
 __all__ = ["EMOptions", "fit_em", "initial_parameters", "objective"]
 
 _EPS_COUNT = 10 * np.finfo(float).eps
+_AGREE = 1e-6  # relative difference below which two short runs are taken to agree on the best value
 _SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
 
 
@@ -151,8 +152,8 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
 
     A named strategy (``options.init`` in :data:`~mixflow.engines.starts.STRATEGIES`) runs ``n_init`` starts
     to convergence; ``"auto"`` runs ``CANDIDATES_PER_RESTART * n_init`` short runs over the family's
-    portfolio and continues the best (:func:`_short_then_continue`). The winner is the best
-    non-degenerate run (:func:`~mixflow.engines.starts.rank_runs`).
+    portfolio (twice as many when they disagree) and continues the best (:func:`_short_then_continue`).
+    The winner is the best non-degenerate run (:func:`~mixflow.engines.starts.rank_runs`).
 
     Returns
     -------
@@ -177,17 +178,18 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     if isinstance(options.init, dict):
         names = ["user parameters"]
     elif options.init == PORTFOLIO:
-        names = portfolio_schedule(model.family, CANDIDATES_PER_RESTART * options.n_init)
+        names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init)
     else:
         names = [options.init] * options.n_init
     seeds = np.random.SeedSequence(random_seed).spawn(len(names))
-    starts = [options.init if isinstance(options.init, dict) else start(name, seed)
+    starts = [(lambda name=name, seed=seed: options.init if isinstance(options.init, dict) else start(name, seed))
               for name, seed in zip(names, seeds, strict=True)]
     degenerate = _degenerate_test(data.total_weight)
     if options.init == PORTFOLIO:
         runs, continued = _short_then_continue(starts, run, options, degenerate)
+        names = names[:len(runs)]
     else:
-        runs = [run(params, options) for params in starts]
+        runs = [run(params(), options) for params in starts]
         continued = np.ones(len(runs), dtype=bool)
     flags = np.array([degenerate(r) for r in runs])
     finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])
@@ -204,28 +206,34 @@ def _degenerate_test(total_weight: float):
     return degenerate
 
 
-def _short_then_continue(starts: list[dict], run, options: EMOptions, degenerate) -> tuple[list, np.ndarray]:
-    """Short runs from every start, the best continued to convergence (Biernacki et al. 2003).
+def _short_then_continue(starts: list, run, options: EMOptions, degenerate) -> tuple[list, np.ndarray]:
+    """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
-    The short stage is a successive halving: every start runs ``SHORT_MAX_ITER`` iterations (or until the
-    objective changes by less than ``SHORT_TOL``), the better half by :func:`rank_runs` (repeats of a
-    better run's value dropped) runs twice as long again, and so on until ``ceil(n_init / 2)`` remain;
-    those are continued to convergence, and more in rank order while every continued one is degenerate.
-    Returns the runs (the continued ones extended) and which were continued.
+    ``starts`` are callables giving starting parameters. The first half of them run ``SHORT_MAX_ITER``
+    iterations (or until the objective changes by less than ``SHORT_TOL``); the second half runs too unless
+    two of those short runs stopped by the tolerance at the best value (:func:`_agree`: an easy likelihood,
+    where more starts cost time and find nothing). Then a successive halving: the better half by
+    :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
+    ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
+    continued one is degenerate. Returns the runs started (the continued ones extended) and which were
+    continued.
     """
     n_keep = -(-options.n_init // 2)
-    runs = [None] * len(starts)
-    survivors, iterations = np.arange(len(starts)), SHORT_MAX_ITER
+    short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
+                                tol=max(SHORT_TOL, options.tol))
+    first = len(starts) // 2
+    runs = [run(start(), short) for start in starts[:first]]
+    if not _agree(runs, degenerate):
+        runs += [run(start(), short) for start in starts[first:]]
+    survivors, iterations = np.arange(len(runs)), SHORT_MAX_ITER
     while True:
-        short = dataclasses.replace(options, max_iter=min(iterations, options.max_iter),
-                                    tol=max(SHORT_TOL, options.tol))
-        for index in survivors:
-            runs[index] = (run(starts[index], short) if runs[index] is None
-                           else _extend(runs[index], run(runs[index].params, short)))
         ranked = survivors[_rank_distinct([runs[i] for i in survivors], degenerate)]
         if ranked.size <= n_keep or iterations >= options.max_iter:
             break
         survivors, iterations = ranked[:max(n_keep, ranked.size // 2)], 2 * iterations
+        longer = dataclasses.replace(short, max_iter=min(iterations, options.max_iter))
+        for index in survivors:
+            runs[index] = _extend(runs[index], run(runs[index].params, longer))
     continued = np.zeros(len(runs), dtype=bool)
     for index in ranked:
         if continued.sum() >= n_keep and not all(degenerate(runs[i]) for i in np.flatnonzero(continued)):
@@ -234,6 +242,16 @@ def _short_then_continue(starts: list[dict], run, options: EMOptions, degenerate
         runs[index] = _extend(runs[index], run(runs[index].params, remaining))
         continued[index] = True
     return runs, continued
+
+
+def _agree(runs: list[Run], degenerate) -> bool:
+    """Whether the best short run's value was also reached by another, both stopped by the short tolerance."""
+    sound = [r for r in runs if r.converged and not degenerate(r)]
+    if len(sound) < 2:
+        return False
+    values = np.sort([r.history_objective[-1] for r in sound])[::-1]
+    best = max(r.history_objective[-1] for r in runs if not degenerate(r))
+    return bool(abs(values[0] - best) <= _AGREE * abs(best) and abs(values[1] - best) <= _AGREE * abs(best))
 
 
 def _rank_distinct(runs: list[Run], degenerate) -> np.ndarray:

@@ -45,7 +45,8 @@ PORTFOLIO = "auto"
 STRATEGIES = ("kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", "random-centres",
               "hierarchical")
 HIERARCHICAL_POINTS = 1000
-# starts per restart asked for (n_init), the short runs' first-round iteration cap (doubled each round) and tolerance
+# starts per restart asked for (n_init) in the first batch (twice as many in all when they disagree), the
+# short runs' first-round iteration cap (doubled each round) and tolerance
 CANDIDATES_PER_RESTART = 4
 SHORT_MAX_ITER = 20
 SHORT_TOL = 1e-6
