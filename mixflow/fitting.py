@@ -12,12 +12,13 @@ from mixflow.data import validate_data
 from mixflow.engines.accelerate import ACCELERATIONS
 from mixflow.engines.em import EMOptions, fit_em
 from mixflow.engines.em_steps import e_step
+from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.families.base import MixtureModel, model_from_json
 
 __all__ = ["fit", "predict", "predict_proba"]
 
 _METHODS = ("em", "map", "mcmc", "advi")
-_INIT = ("kmeans", "kmeans++", "random")
+_INIT = (PORTFOLIO, *STRATEGIES)
 
 
 def check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate="squarem") -> None:
@@ -89,7 +90,7 @@ def _check_same_fit(tree, model, validated):
 
 
 def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,
-        n_init: int = 5, init="kmeans", tol: float = 1e-10, max_iter: int = 1000, trim: float | None = None,
+        n_init: int = 5, init="auto", tol: float = 1e-10, max_iter: int = 1000, trim: float | None = None,
         chunk_size: int | None = None, accelerate: str | None = "squarem", data_name: str = "data",
         tree: xr.DataTree | None = None, **options) -> xr.DataTree:
     """Fit a declared mixture model by one or more methods and return the results container.
@@ -110,10 +111,18 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     weights : array-like of shape (n_obs,), optional
         Frequency weights.
     n_init : int, default 5
-        Number of EM starts; the one with the highest objective is kept.
-    init : {"kmeans", "kmeans++", "random"} or dict, default "kmeans"
-        Starting responsibilities from k-means (k-means++ seeds and Lloyd iterations), from k-means++
-        seeds alone, at random, or starting parameters (``weights``, ``mu``, ``covariance``/``variance``).
+        Number of EM starts; the one with the highest objective among the non-degenerate ones is kept (a
+        degenerate one, with a collapsed or empty component, only when every start is, and then flagged).
+        With ``init="auto"``, the budget: ``4 * n_init`` short runs (``8 * n_init`` when the first ones do not
+        agree on the best value), of which the best ``ceil(n_init / 2)`` are continued to convergence.
+    init : {"auto", "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", \
+"hierarchical"} or dict, default "auto"
+        ``"auto"`` draws the starts from a portfolio of the other strategies chosen per family (see
+        :mod:`mixflow.engines.starts`), runs each briefly and continues the best. A strategy's name runs
+        ``n_init`` starts of it to convergence: k-means (k-means++ seeds and Lloyd iterations), k-means++
+        seeds alone, random responsibilities, k-means on features scaled to unit sd, random hard partitions,
+        Ward's agglomeration of the scaled features. A dict gives the starting parameters (``weights``,
+        ``mu``, ``covariance``/``variance``). ``/em/sample_stats/start`` records each start's strategy.
     tol : float, default 1e-10
         EM stops when Aitken's estimate of the objective it still has to gain (the log-likelihood, or
         the log posterior for MAP), per observation, is below ``tol``: ``aitken_gap / n_observations < tol``

@@ -117,10 +117,11 @@ def test_plain_and_accelerated_em_reach_the_same_maximum(name):
 def _plain_and_patched(monkeypatch, candidate):
     """The same fit with plain EM, and with SQUAREM whose extrapolation is replaced by ``candidate``."""
     model, data, weights, method = _case("gaussian-full-em")
-    plain = mixflow.fit(model, data, method, weights=weights, n_init=1, random_seed=0, accelerate=None,
-                        max_iter=5000)
+    plain = mixflow.fit(model, data, method, weights=weights, n_init=1, init="kmeans", random_seed=0,
+                        accelerate=None, max_iter=5000)
     monkeypatch.setattr(em_engine, "extrapolate", lambda start, first, second, state: (candidate(start), -4.0))
-    patched = mixflow.fit(model, data, method, weights=weights, n_init=1, random_seed=0, max_iter=5000)
+    patched = mixflow.fit(model, data, method, weights=weights, n_init=1, init="kmeans", random_seed=0,
+                          max_iter=5000)
     return plain, patched
 
 

@@ -2,6 +2,7 @@
 
 import arviz_stats
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from scipy import stats
@@ -10,10 +11,12 @@ import mixflow
 import mixflow.analysis.select
 import mixflow.fitting
 from mixflow.analysis.select import (
+    SKIPPED_DEGENERATE,
     cross_validated_log_likelihood,
     held_out_weights,
     loo_table,
     pointwise_log_density,
+    preferred_k,
     select_k,
 )
 from mixflow.data import validate_data
@@ -156,12 +159,25 @@ def test_select_k_with_mcmc_uses_loo(monkeypatch, two_clusters):
     assert "bic" not in mcmc_only and set(fits) == {("mcmc", 1), ("mcmc", 2)}
 
 
-def test_collapsing_fits_are_flagged():
+def test_collapsing_fits_are_flagged_and_never_preferred():
     x = np.r_[np.zeros(3), [5.0, 5.0, 5.0], np.linspace(-1, 1, 10)]
-    with pytest.warns(MixflowWarning, match=r"select_k: the EM fit for K in \[3\] did not converge or had a"):
+    with pytest.warns(MixflowWarning, match=r"select_k: K in \[3\] skipped by the EM criteria .*degenerate"):
         flagged = select_k(mixflow.GaussianMixture(1), x, ks=(1, 3), methods=("em",), n_folds=None, random_seed=0,
                            fit_kwargs={"n_init": 1}, n_jobs=1)
     assert list(flagged["degenerate"]) == [False, True]
+    # the collapsed fit's likelihood is unbounded: BIC would prefer it, but it is skipped, and says why
+    assert flagged.loc[3, "bic"] < flagged.loc[1, "bic"]
+    assert flagged.attrs["preferred"] == {"bic": 1, "aic": 1, "icl": 1}
+    assert flagged.attrs["skipped"] == {3: SKIPPED_DEGENERATE}
+    assert list(flagged["skipped"]) == ["", SKIPPED_DEGENERATE]
+
+
+def test_preferred_k_skips_degenerate_rows_for_the_em_criteria_only():
+    table = pd.DataFrame({"bic": [10.0, 5.0, 1.0], "elpd_loo": [-3.0, -2.0, -1.0],
+                          "degenerate": [False, False, True]}, index=pd.Index([1, 2, 3], name="k"))
+    assert preferred_k(table) == {"bic": 2, "elpd_loo": 3}
+    assert preferred_k(table.assign(degenerate=True)) == {"elpd_loo": 3}
+    assert preferred_k(table.drop(columns="degenerate")) == {"bic": 3, "elpd_loo": 3}
 
 
 def test_bad_arguments(two_clusters):
@@ -189,9 +205,10 @@ def test_bad_arguments(two_clusters):
 
 @pytest.mark.slow
 def test_galaxies_bic_prefers_three_components():
-    with pytest.warns(MixflowWarning, match=r"K in \[4, 5, 6\] did not converge or had a collapsed component"):
-        table = select_k(mixflow.GaussianMixture(1), mixflow.load_dataset("galaxies"), methods=("em",),
-                         random_seed=1, fit_kwargs={"n_init": 10})
+    # every K has sound restarts, which rank before the collapsed ones: no K is degenerate or skipped
+    table = select_k(mixflow.GaussianMixture(1), mixflow.load_dataset("galaxies"), methods=("em",),
+                     random_seed=1, fit_kwargs={"n_init": 10})
+    assert not table["degenerate"].any() and table.attrs["skipped"] == {}
     assert table.attrs["preferred"]["bic"] == 3
     assert table.attrs["preferred"]["icl"] == 3
 

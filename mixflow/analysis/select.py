@@ -11,6 +11,7 @@ For each K the declared model is refitted with ``n_components=K``:
 """
 
 import dataclasses
+import json
 import secrets
 import warnings
 
@@ -297,7 +298,7 @@ def _em_row(model, data: Data, method: str, n_folds, seed: np.random.SeedSequenc
                                                           random_seed=cv_seed, **fit_kwargs)
             row.update(cv_log_likelihood=total, cv_log_likelihood_se=se)
     row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
-    row["degenerate"] = any(w.category is DegenerateComponentWarning for w in caught)
+    row["degenerate"] = bool(attrs.get("degenerate", 0)) or bool(json.loads(attrs["collapsed_components"]))
     others = [(w.category, str(w.message)) for w in caught
               if w.category not in (ConvergenceWarning, DegenerateComponentWarning)]
     return row, tree, others
@@ -340,8 +341,10 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     pandas.DataFrame or (pandas.DataFrame, dict)
         Indexed by ``k``. EM columns: ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl``,
         ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``converged``, ``degenerate``; MCMC columns:
-        those of :func:`loo_table`. ``attrs["preferred"]`` maps each criterion to the K it prefers
-        (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD).
+        those of :func:`loo_table`; ``skipped``: why the EM criteria skip a K (empty when they do not).
+        ``attrs["preferred"]`` maps each criterion to the K it prefers (smallest BIC/AIC/ICL, largest
+        held-out log-likelihood and ELPD), never a K whose EM fit is degenerate for the EM criteria
+        (:func:`preferred_k`); ``attrs["skipped"]`` maps each skipped K to the reason, also warned.
 
     Examples
     --------
@@ -380,23 +383,49 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
 
 LOWER_IS_BETTER = ("bic", "aic", "icl")
 HIGHER_IS_BETTER = ("cv_log_likelihood", "elpd_loo")
+EM_CRITERIA = ("bic", "aic", "icl", "cv_log_likelihood")
+SKIPPED_DEGENERATE = "degenerate EM fit (a component collapsed or emptied in every restart)"
+
+
+def skipped_k(table: pd.DataFrame) -> dict:
+    """The K (index) the EM criteria of a choice-of-K table skip, with the reason: those whose fit is degenerate."""
+    if "degenerate" not in table:
+        return {}
+    flags = table["degenerate"].astype("boolean").fillna(False)
+    return {int(k): SKIPPED_DEGENERATE for k in table.index[flags.to_numpy(dtype=bool)]}
 
 
 def preferred_k(table: pd.DataFrame) -> dict:
-    """The K (index) each criterion of a choice-of-K table prefers, for the criteria it has values of."""
+    """The K (index) each criterion of a choice-of-K table prefers, for the criteria it has values of.
+
+    The EM criteria (BIC, AIC, ICL, held-out log-likelihood) never prefer a K whose EM fit is degenerate
+    (``degenerate`` column, see :func:`skipped_k`): a collapsed component's likelihood is unbounded, so the
+    criterion would reward the degeneracy. When every K is degenerate, they prefer none.
+    """
+    skipped = skipped_k(table)
     preferred = {}
     for column in LOWER_IS_BETTER + HIGHER_IS_BETTER:
-        if column in table and table[column].notna().any():
-            best = table[column].idxmin() if column in LOWER_IS_BETTER else table[column].idxmax()
+        if column not in table:
+            continue
+        values = table[column].drop(index=list(skipped)) if column in EM_CRITERIA else table[column]
+        if values.notna().any():
+            best = values.idxmin() if column in LOWER_IS_BETTER else values.idxmax()
             preferred[column] = int(best)
     return preferred
 
 
 def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
-    table.attrs.update(preferred=preferred_k(table), methods=list(methods), random_seed=seed)
-    flagged = [int(k) for k in table.index if "converged" in table and (not table.loc[k, "converged"]
-                                                                         or table.loc[k, "degenerate"])]
+    skipped = skipped_k(table)
+    if "degenerate" in table:
+        table["skipped"] = [skipped.get(int(k), "") for k in table.index]
+    table.attrs.update(preferred=preferred_k(table), skipped=skipped, methods=list(methods), random_seed=seed)
+    if skipped:
+        warnings.warn(f"select_k: K in {sorted(skipped)} skipped by the EM criteria ({', '.join(EM_CRITERIA)}): "
+                      f"{SKIPPED_DEGENERATE}; see the 'skipped' column. methods=('map',) regularises it.",
+                      MixflowWarning, stacklevel=3)
+    flagged = [int(k) for k in table.index if "converged" in table and not table.loc[k, "converged"]
+               and int(k) not in skipped]
     if flagged:
-        warnings.warn(f"select_k: the EM fit for K in {flagged} did not converge or had a collapsed component "
-                      "(see the 'converged' and 'degenerate' columns); its criteria are unreliable. "
-                      "methods=('map',) regularises it.", MixflowWarning, stacklevel=3)
+        warnings.warn(f"select_k: the EM fit for K in {flagged} did not converge (see the 'converged' column); "
+                      "its criteria are unreliable. Raise max_iter in fit_kwargs, or methods=('map',).",
+                      MixflowWarning, stacklevel=3)

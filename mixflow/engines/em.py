@@ -5,6 +5,7 @@ between cycles of two steps where it is kept (:mod:`mixflow.engines.accelerate`)
 log-likelihood (MLE) or the log posterior density (MAP); it never decreases from one kept point to the next.
 """
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,16 @@ from mixflow.engines.em_steps import (
     use_threads,
     weights_step,
 )
-from mixflow.engines.kmeans import kmeans_plusplus, lloyd, squared_distances
+from mixflow.engines.starts import (
+    CANDIDATES_PER_RESTART,
+    PORTFOLIO,
+    SHORT_MAX_ITER,
+    SHORT_TOL,
+    is_degenerate,
+    portfolio_schedule,
+    rank_runs,
+    start_responsibilities,
+)
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "empty_components", "fit_em", "initial_parameters"]
@@ -39,7 +49,8 @@ CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol"  # recorded with eve
 
 _EPS_COUNT = 10 * np.finfo(float).eps
 _EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practically) no observation
-_INIT_METHODS = ("kmeans", "kmeans++", "random")
+_AGREE = 1e-6  # relative difference below which two short runs are taken to agree on the best value
+_SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class EMOptions:
 
     map: bool = False
     n_init: int = 5
-    init: object = "kmeans"
+    init: object = PORTFOLIO
     tol: float = 1e-10
     max_iter: int = 1000
     trim: float | None = None
@@ -137,18 +148,8 @@ def _statistics_from_responsibilities(model, resp: np.ndarray, prepared, rows: i
 
 
 def initial_responsibilities(model, prepared, how: str, rng: np.random.Generator) -> np.ndarray:
-    """Starting responsibilities: hard k-means (k-means++ seeds then Lloyd), k-means++ seeds, or random."""
-    k = model.n_components
-    if how == "random":
-        resp = rng.uniform(size=(prepared.n_obs, k))
-        return resp / resp.sum(axis=1, keepdims=True)
-    points = model.init_points(prepared)
-    seeds = kmeans_plusplus(points, k, rng, prepared.weights)
-    if how == "kmeans":
-        labels, _, _ = lloyd(points, seeds, prepared.weights)
-    else:
-        labels = np.argmin(squared_distances(points, seeds), axis=1)
-    return np.eye(k)[labels]
+    """Starting responsibilities (n_obs, K) of one strategy of :mod:`mixflow.engines.starts`."""
+    return start_responsibilities(how, model.init_points(prepared), prepared.weights, model.n_components, rng)
 
 
 def initial_parameters(model, prepared, how, rng, prior, rows) -> dict:
@@ -250,7 +251,12 @@ def _squarem_point(run: Run, cycle: list, evaluate, state: SquaremState, max_ite
 
 
 def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
-    """Fit by EM with ``options.n_init`` restarts and return the ``/em`` groups as plain arrays.
+    """Fit by EM from several starts and return the ``/em`` groups as plain arrays.
+
+    A named strategy (``options.init`` in :data:`~mixflow.engines.starts.STRATEGIES`) runs ``n_init`` starts
+    to convergence; ``"auto"`` runs ``CANDIDATES_PER_RESTART * n_init`` short runs over the family's
+    portfolio (twice as many when they disagree) and continues the best (:func:`_short_then_continue`).
+    The winner is the best non-degenerate run (:func:`~mixflow.engines.starts.rank_runs`).
 
     Returns
     -------
@@ -269,19 +275,115 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     width = model.chunk_width(data.n_features)
     rows = chunk_rows(data.n_obs, width, options.chunk_size)
     threaded = use_threads(data.n_obs, width)
-    features = data.features
-    user_start = isinstance(options.init, dict)
-    n_init = 1 if user_start else options.n_init
-    seeds = np.random.SeedSequence(random_seed).spawn(n_init)
-    runs = []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        start = initial_parameters(model, prepared, options.init, rng, prior_used, rows)
-        runs.append(run_em(model, prepared, start, prior_used, options, rows, features, threaded))
-    finals = np.array([run.history_objective[-1] for run in runs])
+
+    def start(name, seed):
+        return initial_parameters(model, prepared, name, np.random.default_rng(seed), prior_used, rows)
+
+    def run(params, run_options):
+        return run_em(model, prepared, params, prior_used, run_options, rows, data.features, threaded)
+
+    if isinstance(options.init, dict):
+        names = ["user parameters"]
+    elif options.init == PORTFOLIO:
+        names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init)
+    else:
+        names = [options.init] * options.n_init
+    seeds = np.random.SeedSequence(random_seed).spawn(len(names))
+    starts = [(lambda name=name, seed=seed: options.init if isinstance(options.init, dict) else start(name, seed))
+              for name, seed in zip(names, seeds, strict=True)]
+    degenerate = _degenerate_test(data.total_weight)
+    if options.init == PORTFOLIO:
+        runs, continued = _short_then_continue(starts, run, options, degenerate)
+        names = names[:len(runs)]
+    else:
+        runs = [run(params(), options) for params in starts]
+        continued = np.ones(len(runs), dtype=bool)
+    flags = np.array([degenerate(r) for r in runs])
+    finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])
     _check_some_finite(finals)
-    best_index = int(np.nanargmax(finals))
-    return _assemble(model, data, prepared, prior_used, options, runs, best_index, rows, features)
+    best_index = int(rank_runs(finals, flags | ~continued)[0])
+    restarts = {"start": names, "continued": continued, "degenerate": flags}
+    return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts)
+
+
+def _degenerate_test(total_weight: float):
+    def degenerate(run: Run) -> bool:
+        collapsed = [c for c in run.collapsed if c in run.active]  # a trimmed component no longer counts
+        return is_degenerate(collapsed, run.params["weights"], total_weight)
+
+    return degenerate
+
+
+def _short_then_continue(starts: list, run, options: EMOptions, degenerate) -> tuple[list, np.ndarray]:
+    """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
+
+    ``starts`` are callables giving starting parameters. The first half of them run ``SHORT_MAX_ITER``
+    iterations (or until the objective changes by less than ``SHORT_TOL``); the second half runs too unless
+    two of those short runs stopped by the tolerance at the best value (:func:`_agree`: an easy likelihood,
+    where more starts cost time and find nothing). Then a successive halving: the better half by
+    :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
+    ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
+    continued one is degenerate. Returns the runs started (the continued ones extended) and which were
+    continued.
+    """
+    n_keep = -(-options.n_init // 2)
+    short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
+                                tol=max(SHORT_TOL, options.tol))
+    first = len(starts) // 2
+    runs = [run(start(), short) for start in starts[:first]]
+    if not _agree(runs, degenerate):
+        runs += [run(start(), short) for start in starts[first:]]
+    survivors, iterations = np.arange(len(runs)), SHORT_MAX_ITER
+    while True:
+        ranked = survivors[_rank_distinct([runs[i] for i in survivors], degenerate)]
+        if ranked.size <= n_keep or iterations >= options.max_iter:
+            break
+        survivors, iterations = ranked[:max(n_keep, ranked.size // 2)], 2 * iterations
+        longer = dataclasses.replace(short, max_iter=min(iterations, options.max_iter))
+        for index in survivors:
+            runs[index] = _extend(runs[index], run(runs[index].params, longer))
+    continued = np.zeros(len(runs), dtype=bool)
+    for index in ranked:
+        if continued.sum() >= n_keep and not all(degenerate(runs[i]) for i in np.flatnonzero(continued)):
+            break
+        remaining = dataclasses.replace(options, max_iter=max(options.max_iter - runs[index].n_iter, 0))
+        runs[index] = _extend(runs[index], run(runs[index].params, remaining))
+        continued[index] = True
+    return runs, continued
+
+
+def _agree(runs: list[Run], degenerate) -> bool:
+    """Whether the best short run's value was also reached by another, both stopped by the short tolerance."""
+    sound = [r for r in runs if r.converged and not degenerate(r)]
+    if len(sound) < 2:
+        return False
+    values = np.sort([r.history_objective[-1] for r in sound])[::-1]
+    best = max(r.history_objective[-1] for r in runs if not degenerate(r))
+    return bool(abs(values[0] - best) <= _AGREE * abs(best) and abs(values[1] - best) <= _AGREE * abs(best))
+
+
+def _rank_distinct(runs: list[Run], degenerate) -> np.ndarray:
+    """Positions of ``runs`` best first (:func:`rank_runs`), without runs that repeat a better one's value."""
+    finals = np.array([r.history_objective[-1] for r in runs])
+    order = rank_runs(finals, np.array([degenerate(r) for r in runs]))
+    kept = []
+    for index in order:
+        if not any(abs(finals[index] - finals[j]) <= _SAME_VALUE * abs(finals[j]) for j in kept):
+            kept.append(index)
+    return np.array(kept, dtype=int)
+
+
+def _extend(first: Run, then: Run) -> Run:
+    """One run from a run and its continuation (component indices of ``then`` are into ``first.active``)."""
+    return Run(params=then.params,
+               history_log_likelihood=first.history_log_likelihood + then.history_log_likelihood[1:],
+               history_objective=first.history_objective + then.history_objective[1:],
+               converged=then.converged,
+               collapsed=first.collapsed | {int(first.active[c]) for c in then.collapsed},
+               active=first.active[then.active],
+               n_iter=first.n_iter + then.n_iter,
+               aitken_gap=then.aitken_gap,
+               accepted_extrapolations=first.accepted_extrapolations + then.accepted_extrapolations)
 
 
 def _check_some_finite(finals: np.ndarray) -> None:
@@ -352,7 +454,9 @@ def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
     return out
 
 
-def _assemble(model, data, prepared, prior, options, runs, best_index, rows, features) -> dict:
+def _assemble(model, data, prepared, prior, options, runs, best_index, restarts: dict) -> dict:
+    features = data.features
+    rows = chunk_rows(data.n_obs, model.chunk_width(data.n_features), options.chunk_size)
     best = runs[best_index]
     order = model.canonical_order(model.to_data(best.params, prepared))  # the order of the data-unit estimate
     params = model.permute(best.params, order, features)
@@ -367,6 +471,11 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
     positions = [int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active]
     collapsed = sorted(c for c in positions if c not in empty)
     _warn_about(best, options, model, collapsed, total)
+    degenerate = bool(restarts["degenerate"][best_index])
+    if degenerate and not collapsed and not empty:
+        warnings.warn(f"a component's weight fell below half an observation's worth (weights "
+                      f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
+                      "method='map', or trim=... to drop it.", DegenerateComponentWarning, stacklevel=3)
     n_active = active.size
     n_parameters = model.n_parameters(data.n_features, n_active)
     bic = -2 * log_likelihood + n_parameters * np.log(total)
@@ -380,9 +489,13 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "bic": float(bic),
         "aic": float(-2 * log_likelihood + 2 * n_parameters),
         "icl": float(bic + 2 * prepared.weights @ responsibility_entropy(resp)),
-        "n_init": len(runs),
+        "n_init": 1 if isinstance(options.init, dict) else int(options.n_init),
+        "n_starts": len(runs),
         "best_restart": best_index,
         "init": "user parameters" if isinstance(options.init, dict) else options.init,
+        "best_start": restarts["start"][best_index],
+        "degenerate": int(degenerate),
+        "n_degenerate_restarts": int(restarts["degenerate"].sum()),
         "tol": float(options.tol),
         "max_iter": int(options.max_iter),
         "convergence_criterion": CONVERGENCE_CRITERION,
@@ -406,6 +519,9 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, rows, fea
         "converged": (("restart",), np.array([r.converged for r in runs], dtype=bool)),
         "aitken_gap": (("restart",), np.array([r.aitken_gap for r in runs], dtype=float)),
         "accepted_extrapolations": (("restart",), np.array([r.accepted_extrapolations for r in runs], dtype=np.int64)),
+        "start": (("restart",), np.array(restarts["start"], dtype=str)),
+        "continued": (("restart",), restarts["continued"]),
+        "degenerate": (("restart",), restarts["degenerate"]),
     }
     if options.map:
         sample_stats["log_posterior"] = (("restart", "iteration"), _history_array(runs, "history_objective"))

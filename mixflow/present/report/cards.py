@@ -89,6 +89,15 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
     return findings or [("ok", "No problems found.")]
 
 
+def _converged_finals(stats) -> np.ndarray:
+    """Final objectives of the restarts run to the end (not stopped as short runs) that are not degenerate."""
+    keep = np.ones(stats.sizes["restart"], dtype=bool)
+    for name, wanted in (("continued", True), ("degenerate", False)):
+        if name in stats:
+            keep &= stats[name].values == wanted
+    return stats["final_objective"].values[keep]
+
+
 def _em_findings(tree) -> list[tuple[str, str]]:
     attrs, findings = tree["em"].attrs, []
     if not attrs.get("converged", 1):
@@ -99,7 +108,10 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     if attrs.get("empty_components", "[]") not in ("[]", ""):
         findings.append(("bad", f"EM: component(s) {attrs['empty_components']} are empty (weight zero): start "
                                 "from other parameters, or use fewer components."))
-    finals = tree[EM_SAMPLE_STATS]["final_objective"].values if "sample_stats" in tree["em"].children else []
+    finals = _converged_finals(tree[EM_SAMPLE_STATS].to_dataset()) if "sample_stats" in tree["em"].children else []
+    if attrs.get("degenerate", 0):
+        findings.append(("bad", "EM: every restart ended degenerate (a component collapsed or emptied); the "
+                                "estimate is one of them. Prefer method='map' or fewer components."))
     if len(finals) > 1 and np.ptp(finals) > 1e-3 * max(1.0, abs(np.nanmax(finals))):
         findings.append(("warn", f"EM restarts reached different optima (objective from {np.nanmin(finals):.6g} "
                                  f"to {np.nanmax(finals):.6g}): the likelihood is multimodal; the best is kept."))

@@ -1,0 +1,205 @@
+"""Start strategies of EM against the best known maximum, on data with unequal feature scales and hard optima.
+
+For each case, each of mixflow's start strategies is fitted with several seeds (``mixflow.fit(model, X,
+method="em", init=..., random_seed=s)``, other arguments at their defaults), and, for the Gaussian
+families, scikit-learn's GaussianMixture with ``n_init`` random-from-data starts at ``tol=1e-12`` and a
+tiny ``reg_covar`` on the standardised data. The best known maximum is the largest non-degenerate
+log-likelihood any of them reached (a fit flagged degenerate by mixflow, or a scikit-learn fit with a
+component variance at mixflow's collapse floor, is a singularity of the likelihood, not a maximum).
+Printed per case and strategy: the worst relative shortfall over the seeds, (best - log L) / |best|, and
+the mean time relative to ``"kmeans"`` (the default before ``"auto"``: n_init k-means starts run to
+convergence).
+
+Usage: python benchmarks/starts.py [--quick] [--sklearn-starts=N] [part of a case name ...]
+(--quick: four small cases, one seed, 20 sklearn starts; N: scikit-learn starts per case, 100 by default,
+0 for none; names: only the cases containing one of them)
+"""
+
+import sys
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn import datasets as skdata
+from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from threadpoolctl import threadpool_limits
+
+import mixflow
+
+STRATEGIES = ("kmeans", "kmeans++", "random", "auto")
+TARGET = 1e-6
+
+
+def quadratic_regressions(seed: int = 0, low: float = -3.0, high: float = 3.0, level: float = 8.0) -> pd.DataFrame:
+    """Two quadratic regressions, y = x^2 and y = level + 2x - x^2 (noise sd 1), x uniform on (low, high).
+
+    The curves cross, so the responses of the two components overlap: clustering (x, x^2, y) splits the
+    data along x, and EM from there stays on a worse maximum.
+    """
+    rng = np.random.default_rng(seed)
+    n = 300
+    x = rng.uniform(low, high, n)
+    first = rng.random(n) < 0.5
+    y = np.where(first, x**2, level - x**2 + 2 * x) + rng.normal(0, 1.0, n)
+    return pd.DataFrame({"y": y, "x": x, "x2": x**2})
+
+
+def unequal_scales(seed: int = 0, separation: float = 1.0) -> pd.DataFrame:
+    """Three clusters along a narrow feature (means -s, 0, s, sd 0.3); a uniform feature 1000 times wider.
+
+    k-means, on the raw features, cuts the wide feature into strips: a worse maximum.
+    """
+    rng = np.random.default_rng(seed)
+    n = 300
+    label = rng.integers(3, size=n)
+    narrow = separation * np.array([-1.0, 0.0, 1.0])[label] + rng.normal(0, 0.3, n)
+    return pd.DataFrame({"narrow": narrow, "wide": rng.uniform(-300, 300, n)})
+
+
+def _sklearn_frame(loader) -> pd.DataFrame:
+    bunch = loader()
+    return pd.DataFrame(bunch.data, columns=bunch.feature_names)
+
+
+def cases(quick: bool) -> list[tuple]:
+    """(name, model, data, weights) of every case."""
+    G, shipped = mixflow.GaussianMixture, mixflow.load_dataset
+    faithful, iris = shipped("faithful"), shipped("iris").drop(columns="Species")
+    quadratic = mixflow.RegressionMixture(2, "y ~ x + x2")
+    small = [
+        ("unequal scales sim K=3", G(3), unequal_scales(0, 1.0), None),
+        ("faithful K=3", G(3), faithful, None),
+        ("iris K=3", G(3), iris, None),
+        ("quadratic regressions sim K=2", quadratic, quadratic_regressions(0, 0.0, 4.0, 10.0), None),
+    ]
+    if quick:
+        return small
+    wine, cancer = _sklearn_frame(skdata.load_wine), _sklearn_frame(skdata.load_breast_cancer)
+    diabetes = _sklearn_frame(skdata.load_diabetes)
+    deaths, crabs = shipped("london_deaths"), shipped("crabs")
+    return small + [
+        ("unequal scales sim 2 K=3", G(3), unequal_scales(0, 0.7), None),
+        ("quadratic regressions sim 2 K=2", quadratic, quadratic_regressions(0), None),
+        ("faithful K=2", G(2), faithful, None),
+        ("faithful K=4", G(4), faithful, None),
+        ("iris K=2", G(2), iris, None),
+        ("iris K=4", G(4), iris, None),
+        ("wine K=2", G(2), wine, None),
+        ("wine K=3", G(3), wine, None),
+        ("wine diag K=4", G(4, covariance="diag"), wine, None),
+        ("breast cancer K=2", G(2), cancer, None),
+        ("breast cancer diag K=3", G(3, covariance="diag"), cancer, None),
+        ("breast cancer diag K=4", G(4, covariance="diag"), cancer, None),
+        ("diabetes K=2", G(2), diabetes, None),
+        ("diabetes K=3", G(3), diabetes, None),
+        ("diabetes diag K=4", G(4, covariance="diag"), diabetes, None),
+        ("galaxies K=3", G(3), shipped("galaxies"), None),
+        ("galaxies K=4", G(4), shipped("galaxies"), None),
+        ("acidity K=2", G(2), shipped("acidity"), None),
+        ("acidity K=3", G(3), shipped("acidity"), None),
+        ("enzyme K=3", G(3), shipped("enzyme"), None),
+        ("enzyme K=4", G(4), shipped("enzyme"), None),
+        ("crabs grouped K=2", mixflow.GroupedGaussianMixture(2, bounds=("lower", "upper")),
+         crabs[["lower", "upper"]], crabs["count"].to_numpy()),
+        ("london deaths Poisson K=2", mixflow.PoissonMixture(2), deaths[["deaths"]], deaths["days"].to_numpy()),
+        ("london deaths Poisson K=3", mixflow.PoissonMixture(3), deaths[["deaths"]], deaths["days"].to_numpy()),
+        ("tone regression K=2", mixflow.RegressionMixture(2, "tuned ~ stretchratio"), shipped("tone"), None),
+        ("tone regression K=3", mixflow.RegressionMixture(3, "tuned ~ stretchratio"), shipped("tone"), None),
+    ]
+
+
+def fit_mixflow(model, data, weights, init: str, seed: int) -> tuple[float, float, bool]:
+    """Log-likelihood, seconds and degenerate flag of one default call with ``init``."""
+    begin = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tree = mixflow.fit(model, data, method="em", init=init, weights=weights, random_seed=seed)
+    seconds = time.perf_counter() - begin
+    attrs = tree["em"].attrs
+    return attrs["log_likelihood"], seconds, bool(attrs.get("degenerate", 0))
+
+
+def _sklearn_collapsed(sk, covariance_type: str) -> bool:
+    """Whether a component of a fit on standardised data is at the collapse floor mixflow uses (1e-6)."""
+    covariances = sk.covariances_
+    if covariance_type == "full":
+        smallest = np.linalg.eigvalsh(covariances).min()
+    else:
+        smallest = np.min(covariances)
+    return bool(smallest < 2e-6)
+
+
+def fit_sklearn(model, data, n_init: int, seed: int) -> float:
+    """Best non-collapsed log-likelihood of scikit-learn's random starts (NaN when not a Gaussian mixture).
+
+    Fitted on the standardised data (the log-likelihood moved back by the Jacobian), one start at a time so
+    that collapsed fits can be set aside, at one BLAS thread as mixflow's small fits.
+    """
+    if not isinstance(model, mixflow.GaussianMixture) or n_init == 0:
+        return np.nan
+    x = np.asarray(data, dtype=float).reshape(len(data), -1)
+    sd = x.std(axis=0)
+    z = (x - x.mean(axis=0)) / sd
+    best = -np.inf
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for start in range(n_init):
+            sk = SkGaussianMixture(model.n_components, covariance_type=model.covariance, init_params="random_from_data",
+                                   tol=1e-12, max_iter=500, reg_covar=1e-10, random_state=seed + start)
+            try:
+                sk.fit(z)
+            except ValueError:  # a singular covariance on the way
+                continue
+            if not _sklearn_collapsed(sk, model.covariance):
+                best = max(best, sk.score(z) * len(z) - len(z) * np.log(sd).sum())
+    return best
+
+
+def run_case(name, model, data, weights, seeds, n_sklearn) -> dict:
+    """Every strategy's worst log-likelihood over the seeds, its mean time, and scikit-learn's best."""
+    row = {"case": name}
+    for init in STRATEGIES:
+        fits = [fit_mixflow(model, data, weights, init, seed) for seed in seeds]
+        row[f"{init} logL"] = min(ll if not degenerate else -np.inf for ll, _, degenerate in fits)
+        row[f"{init} best"] = max(ll if not degenerate else -np.inf for ll, _, degenerate in fits)
+        row[f"{init} s"] = float(np.mean([s for _, s, _ in fits]))
+    row["sklearn logL"] = fit_sklearn(model, data, n_sklearn, 0) if weights is None else np.nan
+    return row
+
+
+def report(rows: list[dict]) -> pd.DataFrame:
+    """Best known maximum, worst relative shortfall per strategy and time relative to "kmeans"."""
+    table = pd.DataFrame(rows).set_index("case")
+    best = table[[f"{s} best" for s in STRATEGIES] + ["sklearn logL"]].max(axis=1)
+    out = pd.DataFrame({"best known": best.round(4)})
+    for init in STRATEGIES:
+        out[f"{init} shortfall"] = ((best - table[f"{init} logL"]) / best.abs()).map(lambda v: f"{v:.1e}")
+    out["sklearn shortfall"] = ((best - table["sklearn logL"]) / best.abs()).map(lambda v: f"{v:.1e}")
+    for init in STRATEGIES[1:]:
+        out[f"{init} time"] = (table[f"{init} s"] / table["kmeans s"]).round(2)
+    out["auto at max"] = (best - table["auto logL"]) / best.abs() < TARGET
+    return out
+
+
+def main(quick: bool, only: list[str], n_sklearn: int | None) -> None:
+    seeds = [0] if quick else [0, 1, 2]
+    n_sklearn = (20 if quick else 100) if n_sklearn is None else n_sklearn
+    rows = []
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        for name, model, data, weights in cases(quick):
+            if only and not any(part in name for part in only):
+                continue
+            rows.append(run_case(name, model, data, weights, seeds, n_sklearn))
+            lines = report(rows).to_string().splitlines()
+            print("\n".join(lines if len(rows) == 1 else lines[-1:]), flush=True)
+        table = report(rows)
+    print(f"\nseeds {seeds}; scikit-learn: {n_sklearn} random_from_data starts, tol 1e-12; "
+          f"'auto' at the best known maximum (shortfall < {TARGET:g}) in "
+          f"{int(table['auto at max'].sum())}/{len(table)} cases")
+
+
+if __name__ == "__main__":
+    given = [a.split("=")[1] for a in sys.argv[1:] if a.startswith("--sklearn-starts=")]
+    main("--quick" in sys.argv, [a for a in sys.argv[1:] if not a.startswith("--")],
+         int(given[0]) if given else None)

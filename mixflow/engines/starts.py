@@ -1,0 +1,244 @@
+"""Start strategies of the EM engine, the default start's portfolio of them, and the ranking of restarts.
+
+Every strategy turns a family's seeding points (``model.init_points(prepared)``, shape (n, p)) into
+starting responsibilities (n, K); one M-step then gives the starting parameters.
+
+- ``"kmeans"``: k-means++ seeds and Lloyd iterations on the points as the family gives them;
+- ``"kmeans++"``: the k-means++ seeds alone, each point to its nearest seed;
+- ``"random"``: responsibilities drawn uniformly and normalised (as scikit-learn's ``init_params="random"``);
+- ``"standardised-kmeans"``: k-means on the points scaled to unit weighted sd per feature, so that a feature
+  with a small spread counts as much as a wide one;
+- ``"random-partition"``: every point to a component drawn at random (as flexmix starts), which does not
+  depend on any distance between the points;
+- ``"random-centres"``: every point to the nearest of K rows drawn at random, in standardised units (as
+  scikit-learn's ``init_params="random_from_data"``);
+- ``"hierarchical"``: Ward's agglomeration (the model-based agglomeration of the spherical Gaussian, Fraley
+  1998) of the standardised points, on a subsample of at most ``HIERARCHICAL_POINTS`` rows (drawn in
+  proportion to the frequency weights), cut at K clusters; every point then goes to its nearest cluster mean.
+
+``"auto"`` draws its starts from a per-family portfolio of these (the deterministic ones once, the random
+ones in turn), runs each briefly, and continues the best to convergence: the "short runs, then continue the
+best" strategy of Biernacki, Celeux and Govaert (2003), Comput. Stat. Data Anal. 41, 561-575.
+
+Restarts are ranked among the non-degenerate ones first (:func:`rank_runs`): a run whose component
+collapsed onto a point, or whose weight fell below half an observation's worth, wins only when every run did.
+"""
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+
+from mixflow.engines.kmeans import kmeans_plusplus, lloyd, squared_distances
+
+__all__ = [
+    "HIERARCHICAL_POINTS",
+    "PORTFOLIO",
+    "STRATEGIES",
+    "hierarchical_labels",
+    "is_degenerate",
+    "portfolio_schedule",
+    "rank_runs",
+    "standardise",
+    "start_responsibilities",
+]
+
+PORTFOLIO = "auto"
+STRATEGIES = ("kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", "random-centres",
+              "hierarchical")
+HIERARCHICAL_POINTS = 1000
+# starts per restart asked for (n_init) in the first batch (twice as many in all when they disagree), the
+# short runs' first-round iteration cap (doubled each round) and tolerance
+CANDIDATES_PER_RESTART = 4
+SHORT_MAX_ITER = 20
+SHORT_TOL = 1e-6
+# a component holding less than this many observations' worth of weight is degenerate (empty)
+MIN_COMPONENT_COUNT = 0.5
+
+# Deterministic strategies come first and once; the random ones then take turns. Regression mixtures do not
+# start from distances (clustering the response, or the response with the covariates, misses mixtures whose
+# lines cross): random partitions and random responsibilities are its main starts.
+_PORTFOLIOS = {
+    "default": (("hierarchical",), ("standardised-kmeans", "random-partition", "random-centres", "kmeans++",
+                                    "kmeans")),
+    "regression": ((), ("random-partition", "random", "random-centres", "kmeans")),
+}
+
+
+def portfolio_schedule(family: str, n_candidates: int) -> list[str]:
+    """The strategy of each of ``n_candidates`` starts of ``init="auto"`` for a family.
+
+    Parameters
+    ----------
+    family : str
+        The model's registered family name (e.g. ``"gaussian"``, ``"regression"``).
+    n_candidates : int
+        Number of starts.
+
+    Returns
+    -------
+    list of str
+        Names from :data:`STRATEGIES`.
+
+    """
+    once, cycled = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
+    names = list(once)[:n_candidates]
+    while len(names) < n_candidates:
+        names.append(cycled[(len(names) - len(once)) % len(cycled)])
+    return names
+
+
+def standardise(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Points centred and scaled to unit weighted sd per feature (a constant feature is only centred).
+
+    Parameters
+    ----------
+    points : ndarray of shape (n, p)
+    weights : ndarray of shape (n,)
+        Frequency weights.
+
+    Returns
+    -------
+    ndarray of shape (n, p)
+
+    """
+    total = weights.sum()
+    centred = points - weights @ points / total
+    sd = np.sqrt(weights @ (centred * centred) / total)
+    return centred / np.where(sd > 0, sd, 1.0)
+
+
+def _kmeans_labels(points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    labels, _, _ = lloyd(points, kmeans_plusplus(points, k, rng, weights), weights)
+    return labels
+
+
+def _seed_labels(points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    return np.argmin(squared_distances(points, kmeans_plusplus(points, k, rng, weights)), axis=1)
+
+
+def _random_partition(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Labels drawn uniformly, every component given at least one point when n >= k."""
+    labels = rng.integers(k, size=n)
+    if n >= k:
+        labels[rng.choice(n, size=k, replace=False)] = np.arange(k)
+    return labels
+
+
+def _random_centre_labels(points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Each point to the nearest of k distinct rows drawn in proportion to the weights."""
+    centres = points[rng.choice(points.shape[0], size=k, replace=False, p=weights / weights.sum())]
+    return np.argmin(squared_distances(points, centres), axis=1)
+
+
+def hierarchical_labels(points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator,
+                        max_points: int = HIERARCHICAL_POINTS) -> np.ndarray:
+    """Ward's agglomeration cut at ``k`` clusters, on a subsample; every point to its nearest cluster mean.
+
+    Unweighted data with at most ``max_points`` rows are agglomerated whole (no random draw). Otherwise
+    ``max_points`` rows are drawn in proportion to the weights (with replacement when there are weights, so
+    that a row of weight w counts about w times).
+
+    Parameters
+    ----------
+    points : ndarray of shape (n, p)
+    weights : ndarray of shape (n,)
+    k : int
+    rng : numpy.random.Generator
+    max_points : int, default HIERARCHICAL_POINTS
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Labels in 0..k-1.
+
+    """
+    n = points.shape[0]
+    unweighted = np.all(weights == 1.0)
+    if unweighted and n <= max_points:
+        rows = np.arange(n)
+    else:
+        rows = rng.choice(n, size=max_points, replace=not unweighted, p=weights / weights.sum())
+    sample = points[rows]
+    if np.ptp(sample, axis=0).max(initial=0.0) == 0:  # one distinct point: nothing to agglomerate
+        return _random_partition(n, k, rng)
+    clusters = fcluster(linkage(sample, method="ward"), t=k, criterion="maxclust") - 1
+    if unweighted and n <= max_points and np.unique(clusters).size == k:
+        return clusters
+    means = np.array([sample[clusters == c].mean(axis=0) for c in np.unique(clusters)])
+    labels = np.argmin(squared_distances(points, means), axis=1)
+    return labels
+
+
+def start_responsibilities(strategy: str, points: np.ndarray, weights: np.ndarray, k: int,
+                           rng: np.random.Generator) -> np.ndarray:
+    """Starting responsibilities of one strategy.
+
+    Parameters
+    ----------
+    strategy : str
+        One of :data:`STRATEGIES`.
+    points : ndarray of shape (n, p)
+        The family's seeding points.
+    weights : ndarray of shape (n,)
+        Frequency weights.
+    k : int
+        Number of components.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of shape (n, k)
+        Rows summing to one (hard assignments except for ``"random"``).
+
+    """
+    n = points.shape[0]
+    if strategy == "random":
+        resp = rng.uniform(size=(n, k))
+        return resp / resp.sum(axis=1, keepdims=True)
+    if strategy == "random-partition":
+        labels = _random_partition(n, k, rng)
+    elif strategy == "kmeans":
+        labels = _kmeans_labels(points, weights, k, rng)
+    elif strategy == "kmeans++":
+        labels = _seed_labels(points, weights, k, rng)
+    elif strategy == "standardised-kmeans":
+        labels = _kmeans_labels(standardise(points, weights), weights, k, rng)
+    elif strategy == "random-centres":
+        labels = _random_centre_labels(standardise(points, weights), weights, k, rng)
+    elif strategy == "hierarchical":
+        labels = hierarchical_labels(standardise(points, weights), weights, k, rng)
+    else:
+        raise ValueError(f"strategy: expected one of {list(STRATEGIES)}, got {strategy!r}")
+    return np.eye(k)[labels]
+
+
+def is_degenerate(collapsed, weights: np.ndarray, total_weight: float) -> bool:
+    """Whether a fit is degenerate: a component collapsed, or one holds less than half an observation's weight.
+
+    Parameters
+    ----------
+    collapsed : collection of int
+        Components whose dispersion hit the floor during the run.
+    weights : ndarray of shape (K,)
+        Mixing weights at the end of the run.
+    total_weight : float
+        Number of observations (sum of the frequency weights).
+
+    """
+    return bool(len(collapsed)) or bool(np.min(weights) * total_weight < MIN_COMPONENT_COUNT)
+
+
+def rank_runs(objectives: np.ndarray, degenerate: np.ndarray) -> np.ndarray:
+    """Order of runs from best to worst: non-degenerate ones by objective, then degenerate ones (NaN last).
+
+    Parameters
+    ----------
+    objectives : ndarray of shape (n_runs,)
+    degenerate : ndarray of bool, shape (n_runs,)
+
+    Returns
+    -------
+    ndarray of int, shape (n_runs,)
+
+    """
+    score = np.where(np.isnan(objectives), -np.inf, objectives)
+    return np.lexsort((-score, np.isnan(objectives), np.asarray(degenerate, dtype=bool)))

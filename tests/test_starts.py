@@ -1,0 +1,160 @@
+"""The default start (init="auto") reaches the maximum where k-means starts do not; degenerate fits never win
+silently. Every case is seeded: the references are computed here, from many starts."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mixflow
+from mixflow.engines.starts import (
+    STRATEGIES,
+    hierarchical_labels,
+    portfolio_schedule,
+    rank_runs,
+    standardise,
+    start_responsibilities,
+)
+from mixflow.warnings import DegenerateComponentWarning
+
+SEEDS = (0, 1, 2)
+
+
+def _fit(model, data, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        return mixflow.fit(model, data, **kwargs)
+
+
+def _log_likelihood(model, data, **kwargs) -> float:
+    return _fit(model, data, **kwargs)["em"].attrs["log_likelihood"]
+
+
+@pytest.fixture(scope="module")
+def unequal_scales() -> pd.DataFrame:
+    """Three clusters along a narrow feature (sd 0.3, means -1, 0, 1); a uniform feature 1000 times wider."""
+    rng = np.random.default_rng(0)
+    label = rng.integers(3, size=300)
+    narrow = np.array([-1.0, 0.0, 1.0])[label] + rng.normal(0, 0.3, 300)
+    return pd.DataFrame({"narrow": narrow, "wide": rng.uniform(-300, 300, 300)})
+
+
+@pytest.fixture(scope="module")
+def quadratic_regressions() -> pd.DataFrame:
+    """y = x^2 or y = 10 + 2x - x^2 (noise sd 1), x uniform on (0, 4): the curves cross, the responses overlap."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 4.0, 300)
+    first = rng.random(300) < 0.5
+    y = np.where(first, x**2, 10.0 - x**2 + 2 * x) + rng.normal(0, 1.0, 300)
+    return pd.DataFrame({"y": y, "x": x, "x2": x**2})
+
+
+def test_unequal_scales_default_reaches_the_many_start_maximum(unequal_scales):
+    model = mixflow.GaussianMixture(3)
+    # the reference: ten random-centre starts run to tol=1e-12 (scikit-learn's many random_from_data starts on
+    # the standardised data reach the same -2300.2273)
+    reference = _log_likelihood(model, unequal_scales, init="random-centres", n_init=10, tol=1e-12, max_iter=5000,
+                                random_seed=0)
+    assert reference == pytest.approx(-2300.2273, abs=1e-4)
+    found = [_log_likelihood(model, unequal_scales, random_seed=seed) for seed in SEEDS]
+    np.testing.assert_allclose(found, reference, rtol=1e-6)
+    # k-means on the raw features cuts the wide feature into strips: a worse maximum, from every start
+    assert _log_likelihood(model, unequal_scales, init="kmeans", random_seed=0) < reference - 10
+
+
+def test_quadratic_regressions_default_reaches_the_many_start_maximum(quadratic_regressions):
+    model = mixflow.RegressionMixture(2, "y ~ x + x2")
+    reference = _log_likelihood(model, quadratic_regressions, init="random-partition", n_init=30, random_seed=0)
+    found = [_log_likelihood(model, quadratic_regressions, random_seed=seed) for seed in SEEDS]
+    np.testing.assert_allclose(found, reference, rtol=1e-6)
+    assert _log_likelihood(model, quadratic_regressions, init="kmeans", random_seed=0) < reference - 100
+
+
+def test_old_faithful_default_stays_at_the_published_maximum(faithful):
+    tree = _fit(mixflow.GaussianMixture(2), faithful, random_seed=0)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(-1130.264, abs=5e-4)
+    stats = tree["em/sample_stats"]
+    assert stats.sizes["restart"] == 20 and set(stats["start"].values) <= set(STRATEGIES)
+    assert tree["em"].attrs["best_start"] == stats["start"].values[tree["em"].attrs["best_restart"]]
+    assert stats["continued"].values.sum() >= 1 and tree["em"].attrs["init"] == "auto"
+
+
+@pytest.fixture(scope="module")
+def pair_inside_clusters() -> np.ndarray:
+    """Two clusters and two equal points between them: a component on the pair has an unbounded likelihood."""
+    rng = np.random.default_rng(0)
+    return np.r_[rng.normal(0, 1, 60), rng.normal(6, 1, 60), [3.0, 3.0]]
+
+
+def test_a_degenerate_restart_never_wins_over_a_sound_one(pair_inside_clusters):
+    tree = _fit(mixflow.GaussianMixture(3), pair_inside_clusters, init="kmeans", n_init=10, random_seed=0)
+    stats = tree["em/sample_stats"]
+    degenerate = stats["degenerate"].values
+    assert degenerate.any() and not degenerate.all()
+    best_overall = int(np.argmax(stats["final_log_likelihood"].values))
+    assert degenerate[best_overall]  # the highest likelihood is the collapsed one ...
+    assert not degenerate[tree["em"].attrs["best_restart"]]  # ... and it is not the answer
+    assert tree["em"].attrs["degenerate"] == 0 and tree["em"].attrs["collapsed_components"] == "[]"
+    assert tree["em"].attrs["n_degenerate_restarts"] == degenerate.sum()
+
+
+def test_a_degenerate_winner_only_when_every_restart_is_and_flagged(pair_inside_clusters):
+    with pytest.warns(DegenerateComponentWarning, match="collapsed"):
+        tree = mixflow.fit(mixflow.GaussianMixture(3), pair_inside_clusters, init="random-partition", n_init=10,
+                           random_seed=0)
+    assert tree["em/sample_stats"]["degenerate"].values.all()
+    assert tree["em"].attrs["degenerate"] == 1
+
+
+def test_rank_runs_puts_sound_runs_first_then_degenerate_then_nan():
+    objectives = np.array([-10.0, -1.0, np.nan, -5.0, -2.0])
+    degenerate = np.array([False, True, False, False, True])
+    assert rank_runs(objectives, degenerate).tolist() == [3, 0, 2, 1, 4]
+
+
+def test_every_strategy_gives_normalised_responsibilities_with_every_component():
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.normal(0, 1, 200), rng.normal(0, 100, 200)])
+    weights = np.ones(200)
+    for strategy in STRATEGIES:
+        resp = start_responsibilities(strategy, points, weights, 3, np.random.default_rng(1))
+        assert resp.shape == (200, 3)
+        np.testing.assert_allclose(resp.sum(axis=1), 1.0)
+        assert (resp.sum(axis=0) > 0).all(), strategy
+    with pytest.raises(ValueError, match=r"strategy: expected one of \[.*'hierarchical'\], got 'ward'"):
+        start_responsibilities("ward", points, weights, 3, rng)
+
+
+def test_standardise_gives_unit_weighted_sd_and_leaves_constant_features():
+    points = np.array([[1.0, 5.0], [3.0, 5.0], [5.0, 5.0]])
+    weights = np.array([1.0, 2.0, 1.0])
+    scaled = standardise(points, weights)
+    np.testing.assert_allclose(weights @ scaled / weights.sum(), 0.0, atol=1e-15)
+    np.testing.assert_allclose(np.sqrt(weights @ scaled[:, 0] ** 2 / weights.sum()), 1.0)
+    np.testing.assert_array_equal(scaled[:, 1], 0.0)
+
+
+def test_hierarchical_start_separates_clusters_on_a_weighted_subsample():
+    values = np.r_[np.linspace(0, 1, 600), np.linspace(10, 11, 600)][:, None]
+    labels = hierarchical_labels(values, np.full(1200, 2.0), 2, np.random.default_rng(0), max_points=100)
+    assert len(set(labels[:600])) == 1 and len(set(labels[600:])) == 1 and labels[0] != labels[-1]
+
+
+def test_portfolio_schedules():
+    gaussian = portfolio_schedule("gaussian", 8)
+    assert gaussian[0] == "hierarchical" and gaussian.count("hierarchical") == 1 and len(gaussian) == 8
+    regression = portfolio_schedule("regression", 6)
+    assert "hierarchical" not in regression and regression[0] == "random-partition"
+
+
+@pytest.mark.parametrize(("model", "data", "weights"), [
+    (mixflow.PoissonMixture(2), pd.DataFrame({"deaths": np.arange(10)}),
+     np.array([162, 267, 271, 185, 111, 61, 27, 8, 3, 1])),
+    (mixflow.SoftKMeans(2, variance=4.0), None, None),
+])
+def test_other_families_fit_from_the_default_start(model, data, weights, faithful):
+    data = faithful if data is None else data
+    tree = _fit(model, data, weights=weights, random_seed=0)
+    reference = _fit(model, data, weights=weights, init="kmeans", n_init=10, random_seed=0)
+    assert tree["em"].attrs["log_likelihood"] >= reference["em"].attrs["log_likelihood"] - 1e-6
