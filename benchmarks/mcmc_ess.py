@@ -22,9 +22,10 @@ Both sides keep the same draws (1000) and chains (4). ESS is arviz_stats' bulk E
 minimum over every entry of weights, means and covariances/variances. Every run is a fresh Python process
 (timed from after the imports), so no run inherits another's warm caches or one-time initialisation.
 
-Run: ``.venv/bin/python benchmarks/mcmc_ess.py [repeats]``: each figure is the median wall time of
+Run: ``.venv/bin/python benchmarks/mcmc_ess.py [repeats] [--quick]``: each figure is the median wall time of
 ``repeats`` (default 3) fresh processes; the draws are seeded, so the ESS is the same in every repeat.
-The machine may be shared: the load average is printed.
+The machine may be shared: the load average is printed. ``--quick`` (a smoke run for the test suite, no
+figures to quote) runs Old Faithful only, once, with 100 draws, 100 tuning steps and 2 chains.
 """
 
 import json
@@ -48,7 +49,8 @@ from mixflow.engines.mcmc import fit_mcmc
 from mixflow.families.gaussian.pymc import standardization
 from mixflow.families.relabel import align, gaussian_signature
 
-DRAWS, TUNE, CHAINS, SEED = 1000, 1000, 4, 20260101
+QUICK = os.environ.get("MIXFLOW_BENCH_QUICK") == "1"  # set by --quick, read by every fresh process
+DRAWS, TUNE, CHAINS, SEED = (100, 100, 2, 20260101) if QUICK else (1000, 1000, 4, 20260101)
 
 
 def min_bulk_ess(posterior: dict) -> float:
@@ -162,7 +164,7 @@ def measure(case, run, repeats):
 def main(repeats=3):
     print(f"load average before: {os.getloadavg()}, CPUs: {os.cpu_count()}; median of {repeats} runs each")
     titles = {"faithful": "Old Faithful, full covariance, K=2, n=272", "1d": "Simulated 1-D, K=3, n=1000"}
-    for case in CASES:
+    for case in CASES[:1] if QUICK else CASES:
         rows = []
         for run, (label, _) in RUNS.items():
             result = measure(case, run, repeats)
@@ -184,5 +186,8 @@ def main(repeats=3):
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--one":
         one_run(sys.argv[2], sys.argv[3])
+    elif "--quick" in sys.argv:
+        os.environ["MIXFLOW_BENCH_QUICK"] = "1"
+        subprocess.run([sys.executable, __file__, "1"], check=True)  # a fresh process reads the quick settings
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
