@@ -23,7 +23,9 @@ minimum over every entry of weights, means and covariances/variances. Every run 
 (timed from after the imports), so no run inherits another's warm caches or one-time initialisation.
 
 Run: ``.venv/bin/python benchmarks/mcmc_ess.py [repeats] [--quick]``: each figure is the median wall time of
-``repeats`` (default 3) fresh processes; the draws are seeded, so the ESS is the same in every repeat.
+``repeats`` (default 3) fresh processes, the runs interleaved (every run once per round); the draws are
+seeded, so the ESS is the same in every repeat. The row "numba at its default -O3" separates our compile
+lever (LLVM -O0 for nutpie's thin numba wrapper) from the rest.
 The machine may be shared: the load average is printed. ``--quick`` (a smoke run for the test suite, no
 figures to quote) runs Old Faithful only, once, with 100 draws, 100 tuning steps and 2 chains.
 """
@@ -124,6 +126,8 @@ RUNS = {  # label, fit_mcmc options
     "ours": ("ours, defaults (auto sampler, tune=500, low_rank)", {}),
     "ours_diag_tune1000": ("ours, tune=1000, adaptation='diag'", {"tune": TUNE, "adaptation": "diag"}),
     "ours_pymc": ("ours, sampler='pymc' (tune=500)", {"sampler": "pymc"}),
+    # the compile-level lever alone: our defaults with numba's own optimisation level for nutpie's wrapper
+    "ours_numba_opt3": ("ours, defaults but numba at its default -O3", {}),
 }
 
 
@@ -144,21 +148,35 @@ def one_run(case, run):
         seconds, raw_ess, aligned_ess, switched = peer(model, x, build)
         out = {"seconds": seconds, "raw_ess": raw_ess, "ess": aligned_ess, "switched": switched}
     else:
+        if run == "ours_numba_opt3":
+            from mixflow.engines import mcmc
+
+            mcmc._NUTPIE_NUMBA_OPT = 3
         seconds, ess, attrs = ours(model, x, **RUNS[run][1])
         out = {"seconds": seconds, "ess": ess, "max_rhat": attrs["max_rhat"], "sampler": attrs["sampler"]}
     print("RESULT " + json.dumps(out))
 
 
-def measure(case, run, repeats):
-    """The median wall time over ``repeats`` fresh processes (the draws, hence the ESS, are seeded)."""
-    results = []
+def one_process(case, run):
+    """One measurement in a fresh process."""
+    completed = subprocess.run([sys.executable, __file__, "--one", case, run], capture_output=True, text=True,
+                               check=True)
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def measure_interleaved(case, runs, repeats):
+    """Median wall time per run over ``repeats`` rounds, each round running every run once in turn, so that a
+    slow spell of a shared machine falls on all of them rather than on one (the draws are seeded)."""
+    results = {run: [] for run in runs}
     for _ in range(repeats):
-        completed = subprocess.run([sys.executable, __file__, "--one", case, run], capture_output=True, text=True,
-                                   check=True)
-        line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
-        results.append(json.loads(line[len("RESULT "):]))
-    assert len({r["ess"] for r in results}) == 1, "same seed, same draws"
-    return {**results[0], "seconds": float(np.median([r["seconds"] for r in results]))}
+        for run in runs:
+            results[run].append(one_process(case, run))
+    out = {}
+    for run, rounds in results.items():
+        assert len({r["ess"] for r in rounds}) == 1, "same seed, same draws"
+        out[run] = {**rounds[0], "seconds": float(np.median([r["seconds"] for r in rounds]))}
+    return out
 
 
 def main(repeats=3):
@@ -166,11 +184,12 @@ def main(repeats=3):
     titles = {"faithful": "Old Faithful, full covariance, K=2, n=272", "1d": "Simulated 1-D, K=3, n=1000"}
     for case in CASES[:1] if QUICK else CASES:
         rows = []
+        measured = measure_interleaved(case, [*RUNS, "peer"], repeats)
         for run, (label, _) in RUNS.items():
-            result = measure(case, run, repeats)
+            result = measured[run]
             note = "" if result["max_rhat"] < 1.01 else f" [max R-hat {result['max_rhat']:.3f}]"
             rows.append((f"{label} [{result['sampler']}]{note}", result["seconds"], result["ess"]))
-        result = measure(case, "peer", repeats)
+        result = measured["peer"]
         peer_raw = ("plain PyMC, default pm.sample (raw draws)", result["seconds"], result["raw_ess"])
         peer_aligned = (f"plain PyMC, aligned ({result['switched']} draws relabelled)", result["seconds"],
                         result["ess"])
