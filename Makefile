@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= out/faithful
 
-.PHONY: setup run test quick lint bench clean
+.PHONY: setup run test quick lint bench mutations clean
 
 $(BIN)/mixflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ quick: setup
 
 bench: setup
 	$(BIN)/python benchmarks/em_vs_sklearn.py
+
+mutations: setup
+	$(BIN)/python tests/mutations.py
 
 clean:
 	rm -rf $(VENV) out

@@ -22,9 +22,12 @@ Both sides keep the same draws (1000) and chains (4). ESS is arviz_stats' bulk E
 minimum over every entry of weights, means and covariances/variances. Every run is a fresh Python process
 (timed from after the imports), so no run inherits another's warm caches or one-time initialisation.
 
-Run: ``.venv/bin/python benchmarks/mcmc_ess.py [repeats]``: each figure is the median wall time of
-``repeats`` (default 3) fresh processes; the draws are seeded, so the ESS is the same in every repeat.
-The machine may be shared: the load average is printed.
+Run: ``.venv/bin/python benchmarks/mcmc_ess.py [repeats] [--quick]``: each figure is the median wall time of
+``repeats`` (default 3) fresh processes, the runs interleaved (every run once per round); the draws are
+seeded, so the ESS is the same in every repeat. The row "numba at its default -O3" separates our compile
+lever (LLVM -O0 for nutpie's thin numba wrapper) from the rest.
+The machine may be shared: the load average is printed. ``--quick`` (a smoke run for the test suite, no
+figures to quote) runs Old Faithful only, once, with 100 draws, 100 tuning steps and 2 chains.
 """
 
 import json
@@ -48,7 +51,8 @@ from mixflow.engines.mcmc import fit_mcmc
 from mixflow.families.gaussian.pymc import standardization
 from mixflow.families.relabel import align, gaussian_signature
 
-DRAWS, TUNE, CHAINS, SEED = 1000, 1000, 4, 20260101
+QUICK = os.environ.get("MIXFLOW_BENCH_QUICK") == "1"  # set by --quick, read by every fresh process
+DRAWS, TUNE, CHAINS, SEED = (100, 100, 2, 20260101) if QUICK else (1000, 1000, 4, 20260101)
 
 
 def min_bulk_ess(posterior: dict) -> float:
@@ -122,6 +126,8 @@ RUNS = {  # label, fit_mcmc options
     "ours": ("ours, defaults (auto sampler, tune=500, low_rank)", {}),
     "ours_diag_tune1000": ("ours, tune=1000, adaptation='diag'", {"tune": TUNE, "adaptation": "diag"}),
     "ours_pymc": ("ours, sampler='pymc' (tune=500)", {"sampler": "pymc"}),
+    # the compile-level lever alone: our defaults with numba's own optimisation level for nutpie's wrapper
+    "ours_numba_opt3": ("ours, defaults but numba at its default -O3", {}),
 }
 
 
@@ -142,33 +148,48 @@ def one_run(case, run):
         seconds, raw_ess, aligned_ess, switched = peer(model, x, build)
         out = {"seconds": seconds, "raw_ess": raw_ess, "ess": aligned_ess, "switched": switched}
     else:
+        if run == "ours_numba_opt3":
+            from mixflow.engines import mcmc
+
+            mcmc._NUTPIE_NUMBA_OPT = 3
         seconds, ess, attrs = ours(model, x, **RUNS[run][1])
         out = {"seconds": seconds, "ess": ess, "max_rhat": attrs["max_rhat"], "sampler": attrs["sampler"]}
     print("RESULT " + json.dumps(out))
 
 
-def measure(case, run, repeats):
-    """The median wall time over ``repeats`` fresh processes (the draws, hence the ESS, are seeded)."""
-    results = []
+def one_process(case, run):
+    """One measurement in a fresh process."""
+    completed = subprocess.run([sys.executable, __file__, "--one", case, run], capture_output=True, text=True,
+                               check=True)
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def measure_interleaved(case, runs, repeats):
+    """Median wall time per run over ``repeats`` rounds, each round running every run once in turn, so that a
+    slow spell of a shared machine falls on all of them rather than on one (the draws are seeded)."""
+    results = {run: [] for run in runs}
     for _ in range(repeats):
-        completed = subprocess.run([sys.executable, __file__, "--one", case, run], capture_output=True, text=True,
-                                   check=True)
-        line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
-        results.append(json.loads(line[len("RESULT "):]))
-    assert len({r["ess"] for r in results}) == 1, "same seed, same draws"
-    return {**results[0], "seconds": float(np.median([r["seconds"] for r in results]))}
+        for run in runs:
+            results[run].append(one_process(case, run))
+    out = {}
+    for run, rounds in results.items():
+        assert len({r["ess"] for r in rounds}) == 1, "same seed, same draws"
+        out[run] = {**rounds[0], "seconds": float(np.median([r["seconds"] for r in rounds]))}
+    return out
 
 
 def main(repeats=3):
     print(f"load average before: {os.getloadavg()}, CPUs: {os.cpu_count()}; median of {repeats} runs each")
     titles = {"faithful": "Old Faithful, full covariance, K=2, n=272", "1d": "Simulated 1-D, K=3, n=1000"}
-    for case in CASES:
+    for case in CASES[:1] if QUICK else CASES:
         rows = []
+        measured = measure_interleaved(case, [*RUNS, "peer"], repeats)
         for run, (label, _) in RUNS.items():
-            result = measure(case, run, repeats)
+            result = measured[run]
             note = "" if result["max_rhat"] < 1.01 else f" [max R-hat {result['max_rhat']:.3f}]"
             rows.append((f"{label} [{result['sampler']}]{note}", result["seconds"], result["ess"]))
-        result = measure(case, "peer", repeats)
+        result = measured["peer"]
         peer_raw = ("plain PyMC, default pm.sample (raw draws)", result["seconds"], result["raw_ess"])
         peer_aligned = (f"plain PyMC, aligned ({result['switched']} draws relabelled)", result["seconds"],
                         result["ess"])
@@ -184,5 +205,8 @@ def main(repeats=3):
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--one":
         one_run(sys.argv[2], sys.argv[3])
+    elif "--quick" in sys.argv:
+        os.environ["MIXFLOW_BENCH_QUICK"] = "1"
+        subprocess.run([sys.executable, __file__, "1"], check=True)  # a fresh process reads the quick settings
     else:
         main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)

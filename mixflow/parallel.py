@@ -2,7 +2,10 @@
 
 - :func:`available_cores`: the cores this process may run on; 1 inside a worker of :func:`parallel_map`,
   whose siblings already share out the cores.
-- :func:`parallel_map`: a list of tasks on worker processes, results in task order.
+- :func:`parallel_map`: a list of tasks on worker processes, results in task order. The workers come
+  from a fork server (spawn where there is none), never from a fork of the caller: the caller may be a
+  process in which PyMC, nutpie or numba have started threads, and a fork copies whatever locks those
+  threads hold at that moment.
 - :func:`one_blas_thread`: BLAS limited to one thread for a block (threads of ours do the sharing out).
 """
 
@@ -10,7 +13,7 @@ import multiprocessing
 import os
 import sys
 import threading
-import warnings
+import types
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import cache
@@ -19,7 +22,8 @@ from threadpoolctl import ThreadpoolController
 
 __all__ = ["available_cores", "one_blas_thread", "parallel_map"]
 
-_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+# The fork server imports these once, so each worker forked from it starts with them loaded.
+_PRELOAD = ["mixflow.analysis.bootstrap", "mixflow.analysis.select"]
 _in_worker = False
 _blas_lock = threading.RLock()
 
@@ -34,20 +38,43 @@ def available_cores() -> int:
 def parallel_map(function, tasks: list[tuple], n_jobs: int) -> list:
     """``[function(*task) for task in tasks]`` on ``n_jobs`` worker processes, results in task order.
 
-    ``n_jobs=1`` runs in this process. On Linux the workers are forked (no re-import, no ``__main__``
-    guard needed in scripts); elsewhere they are spawned. In a worker, :func:`available_cores` is 1, so
-    the EM passes it runs do not start threads of their own.
+    ``n_jobs=1`` runs in this process. Workers are forked from a fork server (started once per process,
+    with mixflow's modules loaded) where the platform has one, else spawned. They are started without
+    the caller's main script (:func:`_without_main_script`), so a script needs no
+    ``if __name__ == "__main__":`` guard. ``function`` must be importable by name (a module-level function
+    of a module other than the main script). In a worker, :func:`available_cores` is 1, so the EM passes
+    it runs do not start threads of their own.
     """
     if n_jobs == 1 or len(tasks) <= 1:
         return [function(*task) for task in tasks]
-    context = multiprocessing.get_context(_START_METHOD if _START_METHOD in multiprocessing.get_all_start_methods()
-                                          else "spawn")
-    with warnings.catch_warnings(), ProcessPoolExecutor(max_workers=n_jobs, mp_context=context,
-                                                        initializer=_mark_worker) as pool:
-        # The workers only run numpy/scipy code; OpenBLAS's own threads are fork-safe (pthread_atfork).
-        warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded", category=DeprecationWarning)
-        futures = [pool.submit(function, *task) for task in tasks]
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=_context(), initializer=_mark_worker) as pool:
+        with _without_main_script():  # the workers start as the tasks are submitted
+            futures = [pool.submit(function, *task) for task in tasks]
         return [future.result() for future in futures]
+
+
+@contextmanager
+def _without_main_script():
+    """Hide the caller's ``__main__`` while workers start, so that they do not import it.
+
+    A fork server or spawn start re-imports the main script in every worker (to find functions defined
+    there); the tasks here only use mixflow's functions, and re-running an analyst's unguarded script in
+    each worker would start the analysis over (or fail, as it starts workers of its own).
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _context():
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    return context
 
 
 @contextmanager

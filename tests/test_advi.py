@@ -48,7 +48,7 @@ def faithful_nuts(faithful):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixflow.MixflowWarning)
         return mixflow.fit(FULL, faithful, method=["map", "mcmc"], random_seed=5, chains=2, draws=1000,
-                           progressbar=False, posterior_predictive=False)
+                           sampler="pymc", progressbar=False, posterior_predictive=False)
 
 
 # -- arguments: no PyMC work happens before they are checked ------------------------------------------------
@@ -105,7 +105,13 @@ def test_output_shapes_names_and_history(faithful_advi, faithful_data):
     assert _draws(result, "mu").shape == (1000, 2, 2) and posterior["mu"][1].shape == (1, 1000, 2, 2)
     elbo = result["groups"]["sample_stats"]["variables"]["elbo"][1]
     assert elbo.shape == (attrs["n_iter"],) == result["coords"]["iteration"].shape
-    assert np.isfinite(elbo).all() and elbo[-100:].mean() > elbo[:10].mean() - 5.0
+    assert np.isfinite(elbo).all()
+    # the ELBO rises from the start and ends on its plateau: the last 100 iterations' mean is above the first
+    # 10's and within three of its standard errors of the best 100-iteration window (it does not fall back)
+    windows = elbo[: elbo.size // 100 * 100].reshape(-1, 100).mean(axis=1)
+    standard_error = elbo[-100:].std() / 10.0
+    assert elbo[-100:].mean() > elbo[:10].mean() + 3 * elbo[:10].std() / np.sqrt(10)
+    assert elbo[-100:].mean() > windows.max() - 3 * standard_error
     rates = result["groups"]["sample_stats"]["variables"]["learning_rate"][1]
     assert rates[0] == attrs["learning_rate"] and np.all(np.diff(rates) <= 0)
     covariance = _draws(result, "covariance")
@@ -174,12 +180,19 @@ def test_minibatches_agree_with_full_batch_within_the_approximations_sd():
     full = fit_advi(model, data, reference, random_seed=1)
     batched = fit_advi(model, data, reference, random_seed=1, minibatch_size=200)
     assert batched["attrs"]["minibatch_size"] == 200 and batched["attrs"]["converged"] == 1
+    ratios = []
     for name in ("weights", "mu", "variance"):
         whole, mini = _draws(full, name), _draws(batched, name)
         z = np.abs(mini.mean(axis=0) - whole.mean(axis=0)) / whole.std(axis=0)
         assert z.max() < 1.0, f"{name}: minibatch mean {z.max():.2f} sd from full batch"
-        ratio = mini.std(axis=0) / whole.std(axis=0)
-        assert np.all((ratio > 0.5) & (ratio < 2.0))
+        ratios.append(mini.std(axis=0).ravel() / whole.std(axis=0).ravel())
+    # The minibatch ELBO's gradient is an unbiased estimate of the full batch's, so both converge to the same
+    # q; the sds differ only by the noise of the last iterate (0.78 to 1.13 over seeds 1-3, 8 parameters each).
+    # A likelihood scaled by N/B wrongly by a factor 2 moves every ratio by sqrt(2): the ratios' geometric mean
+    # (-0.04 to 0.00 in log over seeds 1-3) must stay within 10%, each ratio within (0.7, 1/0.7).
+    ratios = np.concatenate(ratios)
+    assert np.all((ratios > 0.7) & (ratios < 1 / 0.7)), ratios
+    assert abs(np.log(ratios).mean()) < np.log(1.1), np.exp(np.log(ratios).mean())
 
 
 @pytest.mark.slow

@@ -190,3 +190,61 @@ def test_parametric_bootstrap_of_other_families(family):
     assert result["em/bootstrap"].attrs["n_failed"] == 0
     for name, value in result["em/bootstrap/posterior"].data_vars.items():
         assert np.isfinite(value.values).all(), name
+
+
+@pytest.fixture(scope="module")
+def tabulated():
+    """Values with very unequal frequencies, and the same data as repeated rows."""
+    rng = np.random.default_rng(4)
+    values = np.round(np.concatenate([rng.normal(-2, 0.7, 60), rng.normal(2, 1.0, 80)]), 1)
+    unique, counts = np.unique(values, return_counts=True)
+    counts = counts * rng.integers(1, 6, size=unique.size)  # 1 to 5 times as many units per row
+    return unique, counts.astype(float)
+
+
+def test_frequency_weighted_bootstrap_draws_units_not_rows(tabulated, monkeypatch):
+    from mixflow.analysis import bootstrap as bootstrap_module
+
+    unique, counts = tabulated
+    drawn = []
+    resample = bootstrap_module._resample
+
+    def recording(job, rng):
+        x, weights = resample(job, rng)
+        drawn.append(weights)
+        return x, weights
+
+    monkeypatch.setattr(bootstrap_module, "_resample", recording)
+    tree = mixflow.fit(mixflow.GaussianMixture(2), unique, weights=counts, random_seed=1, n_init=1)
+    bootstrap(tree, n_replicates=40, random_seed=2, n_jobs=1)
+    drawn = np.array(drawn)
+    assert drawn.shape == (40, unique.size)
+    np.testing.assert_array_equal(drawn.sum(axis=1), counts.sum())  # every replicate has as many units
+    np.testing.assert_array_equal(drawn, np.round(drawn))
+    # each row's count is Binomial(N, c / N): its mean over replicates within 4 standard errors of c
+    total = counts.sum()
+    se = np.sqrt(counts * (1 - counts / total) / len(drawn))
+    assert np.all(np.abs(drawn.mean(axis=0) - counts) < 4 * se + 1e-12)
+
+
+@pytest.mark.slow
+def test_frequency_weighted_bootstrap_spread_equals_the_expanded_rows(tabulated):
+    """Resampling units of tabulated data is the ordinary bootstrap of the expanded rows: same spread."""
+    unique, counts = tabulated
+    model = mixflow.GaussianMixture(2)
+    weighted = mixflow.fit(model, unique, weights=counts, random_seed=1, n_init=1)
+    expanded = mixflow.fit(model, np.repeat(unique, counts.astype(int)), random_seed=1, n_init=1)
+    np.testing.assert_allclose(weighted["em/estimate"]["mu"], expanded["em/estimate"]["mu"], rtol=1e-6)
+    spreads = {}
+    for name, tree in (("weighted", weighted), ("expanded", expanded)):
+        group = bootstrap(tree, n_replicates=100, random_seed=3, n_jobs=1)["em/bootstrap/posterior"].to_dataset()
+        assert group.attrs["n_failed"] == 0
+        spreads[name] = {p: group[p].std(("chain", "draw"), ddof=1).values for p in ("weights", "mu", "covariance")}
+        # centred on the estimate: a bootstrap that ignored the weights would centre on the unweighted fit
+        gap = np.abs(group["mu"].mean(("chain", "draw")).values - tree["em/estimate"]["mu"].values)
+        assert np.all(gap < 4 * spreads[name]["mu"] / np.sqrt(100) + 0.5 * spreads[name]["mu"])
+    # two independent sets of 100 replicates: the ratio of their sds is within 30% (about 3 standard errors);
+    # resampling rows instead of units would make it about sqrt(units per row) = 2
+    for parameter in ("weights", "mu", "covariance"):
+        np.testing.assert_allclose(spreads["weighted"][parameter], spreads["expanded"][parameter], rtol=0.3,
+                                   err_msg=parameter)

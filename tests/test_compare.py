@@ -259,3 +259,70 @@ def test_regression_coefficients_keep_their_coefficient_dim(regression_container
 def test_bootstrap_replicates_of_a_regression_keep_the_column_names(regression_container):
     assert regression_container["em/bootstrap"].attrs["n_failed"] == 0
     assert np.isfinite(regression_container["em/bootstrap/posterior"]["coefficients"].values).all()
+
+
+def _shortest_interval(values: np.ndarray, probability: float) -> tuple[float, float]:
+    """The narrowest interval spanning floor(probability * n) + 1 of the sorted draws (by hand)."""
+    ordered = np.sort(values.reshape(-1))
+    span = int(np.floor(probability * ordered.size))
+    widths = ordered[span:] - ordered[: ordered.size - span]
+    start = int(np.argmin(widths))
+    return ordered[start], ordered[start + span]
+
+
+def test_hdi_rows_are_the_highest_density_intervals_of_the_same_draws(container):
+    import arviz_stats
+
+    probability = 0.8
+    table = compare(container, ci_prob=probability, ci_kind="hdi")
+    assert not table[["lower", "upper"]].equals(compare(container, ci_prob=probability)[["lower", "upper"]])
+    checked = 0
+    groups = (("mcmc", "mcmc/posterior"), ("advi", "advi/posterior"), ("bootstrap", "em/bootstrap/posterior"))
+    for method, group in groups:
+        draws = container[group].to_dataset()
+        reference = arviz_stats.hdi(draws, prob=probability, dim=["chain", "draw"])
+        for parameter in ("weights", "mu", "covariance"):
+            rows = table[(table.method == method) & (table.parameter == parameter)].set_index("component")
+            for component in (0, 1):
+                values = draws[parameter].isel(component=component).values
+                expected = reference[parameter].isel(component=component).values.reshape(-1, 2)[0]
+                lower, upper = rows.loc[component, "lower"], rows.loc[component, "upper"]
+                assert (lower, upper) == pytest.approx(tuple(expected), rel=1e-12), (method, parameter)
+                assert (lower, upper) == pytest.approx(_shortest_interval(values, probability), rel=1e-12)
+                inside = np.mean((values >= lower) & (values <= upper))
+                assert inside >= probability
+                checked += 1
+    assert checked == 3 * 3 * 2
+
+
+def _naive_log_likelihood_1d(theta, x):
+    """Two-component 1-D Gaussian log-likelihood in (w1, mu0, mu1, var0, var1), written with scipy."""
+    from scipy import stats
+
+    w1, mu0, mu1, var0, var1 = theta
+    density = (1 - w1) * stats.norm.pdf(x, mu0, np.sqrt(var0)) + w1 * stats.norm.pdf(x, mu1, np.sqrt(var1))
+    return np.log(density).sum()
+
+
+def test_wald_sd_equals_a_naive_numerical_hessian(container):
+    """The EM row's sd is the inverse observed information, here from finite differences of a scipy
+    log-likelihood in the natural parameters (the delta method makes the parameterisation immaterial)."""
+    estimate = container["em/estimate"]
+    x = container["observed_data"]["x"].values[:, 0]
+    theta = np.array([estimate["weights"].values[1], *estimate["mu"].values[:, 0],
+                      *estimate["covariance"].values[:, 0, 0]])
+    steps = 1e-4 * np.maximum(np.abs(theta), 0.1)
+    hessian = np.empty((5, 5))
+    for i in range(5):
+        for j in range(5):
+            ei, ej = np.eye(5)[i] * steps[i], np.eye(5)[j] * steps[j]
+            hessian[i, j] = (_naive_log_likelihood_1d(theta + ei + ej, x) - _naive_log_likelihood_1d(theta + ei - ej, x)
+                             - _naive_log_likelihood_1d(theta - ei + ej, x)
+                             + _naive_log_likelihood_1d(theta - ei - ej, x)) / (4 * steps[i] * steps[j])
+    sd = np.sqrt(np.diag(np.linalg.inv(-hessian)))
+    table = compare(container)
+    em = table[table.method == "em"]
+    expected = {"weights": [sd[0], sd[0]], "mu": sd[1:3], "covariance": sd[3:5]}
+    for parameter, values in expected.items():
+        rows = em[em.parameter == parameter].set_index("component")
+        np.testing.assert_allclose(rows.loc[[0, 1], "sd"].values, values, rtol=2e-3, err_msg=parameter)

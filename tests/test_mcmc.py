@@ -10,6 +10,7 @@ import pymc as pm
 import pytest
 import xarray as xr
 from conftest import simulate_gaussian_mixture
+from posterior_checks import assert_chains_agree, assert_width
 from scipy import stats
 from test_container import assert_trees_identical
 
@@ -242,10 +243,9 @@ def test_posterior_mean_near_the_map_on_well_separated_data(simulated_full):
     for name, tolerance in (("weights", 0.2), ("mu", 0.2), ("covariance", 0.5)):
         gap = np.abs(mean[name].values - estimate[name].values) / sd[name].values
         assert gap.max() < tolerance, (name, gap)
-    # R-hat of 2 chains x 500 draws is itself noisy (this seed gives 1.0097; floating-point-level changes of
-    # the log density gave 1.0100 and 1.016): the check is that the chains agree, below 1.02, not the 1.01
-    # at which the diagnostics warn on full-length runs
-    assert simulated_full["mcmc"].attrs["max_rhat"] < 1.02
+    # R-hat of 2 chains x 500 draws is itself noisy (it has read 1.0097, 1.0100 and 1.016 after float-level
+    # changes): the chains' means are compared in units of their Monte Carlo standard error instead
+    assert_chains_agree(simulated_full)
     assert simulated_full["mcmc"].attrs["n_divergences"] == 0
 
 
@@ -253,7 +253,7 @@ def test_posterior_mean_near_the_map_on_well_separated_data(simulated_full):
 def faithful_mcmc(faithful):
     model = mixflow.GaussianMixture(2, covariance="full")
     return mixflow.fit(model, faithful, method=["em", "mcmc"], random_seed=11, data_name="faithful",
-                       draws=500, tune=500, chains=4, progressbar=False)
+                       draws=500, tune=500, chains=4, sampler="pymc", progressbar=False)
 
 
 @pytest.mark.slow
@@ -265,9 +265,12 @@ def test_faithful_em_estimates_inside_89_percent_intervals(faithful_mcmc, faithf
     for estimate in (mle, map_):
         for name, value in estimate.items():
             assert ((low[name].values <= value) & (value <= high[name].values)).all(), name
+    # and the intervals have the width the curvature at the maximum gives (n = 272: posterior ~ Laplace)
+    assert_width(faithful_mcmc, "mcmc", rtol=0.2)
     attrs = faithful_mcmc["mcmc"].attrs
-    assert attrs["sampler"] == resolve_sampler("auto")
-    assert attrs["max_rhat"] < 1.01 and attrs["n_divergences"] == 0
+    assert attrs["sampler"] == "pymc"  # pinned: the draws would differ with nutpie
+    assert_chains_agree(faithful_mcmc)
+    assert attrs["n_divergences"] == 0
 
 
 @pytest.mark.slow

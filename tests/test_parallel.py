@@ -32,3 +32,55 @@ def test_one_blas_thread_limits_and_restores_even_on_errors():
                 pass
             raise RuntimeError("inside")
     assert _blas_threads() == before
+
+
+def _threads_and_start_method(_):
+    import multiprocessing
+
+    return len(os.listdir("/proc/self/task")), multiprocessing.get_start_method(allow_none=True)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc (Linux)")
+def test_workers_are_not_forked_from_a_threaded_caller():
+    """A caller with running threads (as after PyMC, nutpie or numba) does not pass them, or the locks they
+    hold, to the workers: these come from a fork server (or are spawned), not from a fork of the caller."""
+    import threading
+
+    stop = threading.Event()
+    busy = [threading.Thread(target=stop.wait) for _ in range(6)]
+    for thread in busy:
+        thread.start()
+    try:
+        caller_threads = len(os.listdir("/proc/self/task"))
+        results = parallel.parallel_map(_threads_and_start_method, [(0,), (1,)], n_jobs=2)
+    finally:
+        stop.set()
+        for thread in busy:
+            thread.join()
+    assert caller_threads >= 7
+    for threads, method in results:
+        assert method in ("forkserver", "spawn")
+        assert threads < caller_threads  # at most BLAS's idle workers, which are fork-safe (pthread_atfork)
+
+
+def test_an_unguarded_script_runs_a_parallel_bootstrap_once(tmp_path):
+    """Workers start without the caller's main script: a script with no ``if __name__ == "__main__":``
+    guard runs its analysis once, in the parent, and its parallel bootstrap completes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "analysis.py"
+    marker = tmp_path / "runs.txt"
+    script.write_text(
+        "import mixflow\n"
+        f"open({str(marker)!r}, 'a').write('ran\\n')\n"
+        "tree = mixflow.fit(mixflow.GaussianMixture(2), mixflow.load_dataset('faithful'), random_seed=1)\n"
+        "tree = mixflow.bootstrap(tree, n_replicates=4, random_seed=1, n_jobs=2)\n"
+        "print(tree['em/bootstrap/posterior'].sizes['draw'])\n")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4"
+    assert marker.read_text() == "ran\n"

@@ -4,6 +4,7 @@ MCMC and ADVI fits in the one container (London deaths, tone), checked against a
 
 import numpy as np
 import pytest
+from posterior_checks import assert_chains_agree, assert_width
 from test_container import assert_trees_identical
 from test_pymc_model import FAST, _em_objective, _forward, assert_em_map_is_the_mode
 
@@ -17,7 +18,8 @@ from mixflow.families.regression.model import RegressionMixture
 
 POISSON = PoissonMixture(2, prior={"weights_concentration": 1.5})
 REGRESSION = RegressionMixture(2, "tuned ~ stretchratio", prior={"weights_concentration": 2.0})
-QUICK_MCMC = {"draws": 300, "tune": 300, "chains": 2, "progressbar": False}
+# the sampler is pinned so the draws (and what the tests see) do not depend on whether nutpie is installed
+QUICK_MCMC = {"draws": 300, "tune": 300, "chains": 2, "sampler": "pymc", "progressbar": False}
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +193,10 @@ def regression_tree():
 def test_poisson_truth_inside_94_percent_intervals_and_container_round_trips(poisson_tree, tmp_path):
     _interval_holds(poisson_tree, "mcmc", POISSON_TRUTH)
     _interval_holds(poisson_tree, "advi", POISSON_TRUTH)
+    assert_width(poisson_tree, "mcmc")  # an interval of any width centred near the truth would pass the line above
+    assert_chains_agree(poisson_tree)
     mcmc = poisson_tree["mcmc"]
-    assert mcmc.attrs["max_rhat"] < 1.02 and mcmc.attrs["n_divergences"] == 0
+    assert mcmc.attrs["n_divergences"] == 0
     assert set(mcmc["posterior"].data_vars) == {"weights", "rate"}
     replicate = mcmc["posterior_predictive"]["x"]
     assert replicate.dims == ("chain", "draw", "unit", "feature") and replicate.sizes["unit"] == 600
@@ -208,8 +212,10 @@ def test_poisson_truth_inside_94_percent_intervals_and_container_round_trips(poi
 def test_regression_truth_inside_94_percent_intervals_and_container_round_trips(regression_tree, tmp_path):
     _interval_holds(regression_tree, "mcmc", REGRESSION_TRUTH)
     _interval_holds(regression_tree, "advi", REGRESSION_TRUTH)
+    assert_width(regression_tree, "mcmc")  # an interval of any width centred near the truth would pass the line above
+    assert_chains_agree(regression_tree)
     mcmc = regression_tree["mcmc"]
-    assert mcmc.attrs["max_rhat"] < 1.02 and mcmc.attrs["n_divergences"] == 0
+    assert mcmc.attrs["n_divergences"] == 0
     assert mcmc["posterior"]["coefficients"].dims == ("chain", "draw", "component", "coefficient")
     replicate = mcmc["posterior_predictive"]["x"]
     observed = regression_tree["observed_data"]["x"]
@@ -230,6 +236,9 @@ def test_tone_fits_by_every_method_into_one_container(tone):
     high = tree["mcmc/posterior"].to_dataset().quantile(0.945, dim=("chain", "draw"))
     for name, value in _estimate(tree).items():  # the MAP estimate inside the 89% intervals
         assert ((low[name].values <= value) & (value <= high[name].values)).all(), name
+    # widths against the curvature at the MAP: the weights and lines only; the posterior of the small variance
+    # (0.0003 on 150 points) is skewed, and its sd exceeded the Laplace one by 36% (seed 2)
+    assert_width(tree, "mcmc", names=("weights", "coefficients"))
     assert tree["advi"].attrs["converged"] == 1
     assert np.isfinite(mixflow.compare(tree)["estimate"]).all()
 

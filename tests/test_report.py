@@ -85,7 +85,7 @@ def test_report_of_a_real_fit_by_em_mcmc_and_advi(tmp_path):
     rng = np.random.default_rng(2)
     x = np.concatenate([rng.normal(-2, 0.6, 40), rng.normal(2, 0.8, 60)])
     tree = mixflow.fit(mixflow.GaussianMixture(2), x, method=["map", "mcmc", "advi"], random_seed=3, draws=200,
-                       tune=200, chains=2, progressbar=False, data_name="simulated")
+                       tune=200, chains=2, sampler="pymc", progressbar=False, data_name="simulated")
     tree = bootstrap(tree, n_replicates=20, random_seed=4)
     table = compare(tree)
     assert set(table["method"]) == {"em", "bootstrap", "mcmc", "advi"}

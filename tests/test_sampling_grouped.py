@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from posterior_checks import assert_chains_agree, assert_width
 from scipy import stats
 from test_container import assert_trees_identical
 
@@ -10,7 +11,7 @@ from mixflow.data import validate_data
 from mixflow.engines.mcmc import fit_mcmc
 
 OPEN = {"open_below": 0.5835, "open_above": 0.6915}
-QUIET = {"progressbar": False}
+QUIET = {"progressbar": False, "sampler": "pymc"}  # pinned: the draws do not depend on nutpie being installed
 TRUTH = {"weights": np.array([0.35, 0.65]), "mu": np.array([10.0, 13.0]), "variance": np.array([1.0, 2.25])}
 
 
@@ -74,6 +75,8 @@ def test_crabs_map_inside_the_nuts_intervals_and_advi_centred_near_nuts(crabs_al
     low, high = _interval(crabs_all, "mcmc", 0.89)
     for name, value in estimate.items():
         assert np.all((low[name].values <= value) & (value <= high[name].values)), name
+    # (no width check here: the two crabs components overlap, the posterior of the weights is far from normal,
+    # sd 0.14 against a Laplace 0.25; the binned simulation below checks the family's widths)
     nuts = crabs_all["mcmc/posterior"].to_dataset()
     advi = crabs_all["advi/posterior"].to_dataset()
     for name in estimate:
@@ -94,7 +97,8 @@ def test_binned_simulation_truth_inside_94_percent_intervals():
     for name, value in TRUTH.items():
         assert np.all((low[name].values <= value) & (value <= high[name].values)), (name, low[name].values,
                                                                                    high[name].values)
-    assert tree["mcmc"].attrs["max_rhat"] < 1.02
+    assert_width(tree, "mcmc")
+    assert_chains_agree(tree)
 
 
 @pytest.mark.slow
@@ -131,7 +135,8 @@ def test_soft_kmeans_by_mcmc_and_advi(soft_kmeans_truth, tmp_path):
         low, high = _interval(tree, method, 0.94)
         for name, value in truth.items():
             assert np.all((low[name].values <= value) & (value <= high[name].values)), (method, name)
-    assert tree["mcmc"].attrs["max_rhat"] < 1.02
+    assert_width(tree, "mcmc")
+    assert_chains_agree(tree)
     assert len(mixflow.compare(tree)) == 3 * (2 + 4)
     mixflow.save(tree, tmp_path / "soft.nc")
     assert_trees_identical(tree, mixflow.load(tmp_path / "soft.nc"))

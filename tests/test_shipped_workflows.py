@@ -1,0 +1,88 @@
+"""Every shipped workflow end to end, and every benchmark's --quick mode (slow: PyMC sampling).
+
+The workflows run from modified copies of their TOML files with fewer draws, tuning steps, chains,
+bootstrap replicates and EM starts; everything else (data, models, ranges of K, methods, outputs) is as
+shipped. Old Faithful, the main job of ``make run``, runs through ``python -m mixflow.cli`` as a user would:
+with progress messages and the default ``--out``.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import mixflow
+from mixflow.cli import main
+
+ROOT = Path(__file__).parent.parent
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.toml"))
+BENCHMARKS = sorted((ROOT / "benchmarks").glob("*.py"))
+SMALL = {"draws": 40, "tune": 40, "chains": 2, "n_replicates": 3, "n_init": 2}
+
+pytestmark = pytest.mark.slow
+
+
+def _small_copy(path: Path, directory: Path) -> Path:
+    text = path.read_text()
+    for key, value in SMALL.items():
+        text = re.sub(rf"(?m)^{key}\s*=\s*\d+", f"{key} = {value}", text)
+    copy = directory / path.name
+    copy.write_text(text)
+    return copy
+
+
+def _environment():
+    package_root = str(Path(mixflow.__file__).parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
+
+
+def _check_outputs(out: Path, methods_expected: set):
+    containers = sorted(out.glob("*.nc"))
+    assert containers, sorted(p.name for p in out.iterdir())
+    assert (out / "workflow.json").exists()
+    for container in containers:
+        tree = mixflow.load(container)
+        stem = container.stem
+        table = pd.read_csv(out / f"{stem}-comparison.csv")
+        assert methods_expected <= set(table["method"]), (stem, set(table["method"]))
+        assert table["estimate"].notna().all()
+        assert (out / f"{stem}-report.html").stat().st_size > 10_000
+        assert list((out / "figures").glob(f"{stem}-*.png"))
+        assert set(tree.children) >= {"em", "observed_data"}
+
+
+def _methods(path: Path) -> set:
+    text = path.read_text()
+    methods = {"em"} | {m for m in ("mcmc", "advi") if f"[methods.{m}]" in text}
+    return methods | ({"bootstrap"} if "[methods.bootstrap]" in text else set())
+
+
+def test_the_main_job_through_the_command_line(tmp_path):
+    """``make run``: the faithful workflow with bootstrap, NUTS and ADVI; default --out, not quiet."""
+    workflow = _small_copy(ROOT / "workflows" / "faithful.toml", tmp_path)
+    completed = subprocess.run([sys.executable, "-m", "mixflow.cli", "run", str(workflow)], cwd=tmp_path,
+                               capture_output=True, text=True, env=_environment(), timeout=1800)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip() or completed.stderr.strip()  # progress messages were printed
+    _check_outputs(tmp_path / "out", {"em", "bootstrap", "mcmc", "advi"})
+    tree = mixflow.load(tmp_path / "out" / "gaussian-full-k2.nc")
+    assert round(tree["em"].attrs["log_likelihood"], 3) == -1130.264
+
+
+@pytest.mark.parametrize("path", [p for p in WORKFLOWS if p.stem != "faithful"], ids=lambda p: p.stem)
+def test_shipped_workflow_runs_end_to_end(path, tmp_path):
+    workflow = _small_copy(path, tmp_path)
+    assert main(["run", str(workflow), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    _check_outputs(tmp_path / "out", _methods(path))
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.stem)
+def test_benchmark_quick_mode_runs(path):
+    completed = subprocess.run([sys.executable, str(path), "--quick"], cwd=ROOT, capture_output=True, text=True,
+                               env=_environment(), timeout=3600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip()
