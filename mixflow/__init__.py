@@ -18,6 +18,7 @@ from mixflow.present.plots.data import plot_data
 from mixflow.present.plots.draws import plot_forest, plot_posteriors, plot_ppc, plot_rank, plot_trace
 from mixflow.present.plots.fit import plot_convergence, plot_select_k
 from mixflow.present.report.page import report
+from mixflow.present.summary import summary
 from mixflow.warnings import (
     ADVIDivergenceError,
     ConstantFeatureWarning,
@@ -73,4 +74,5 @@ __all__ = [
     "score_samples",
     "select_k",
     "standard_errors",
+    "summary",
 ]

@@ -191,6 +191,7 @@ def test_sample_refuses_families_that_model_rows_given_covariates():
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::mixflow.warnings.SamplingWarning")  # 60 draws are too few, on purpose
 def test_predictions_from_nuts_match_its_own_responsibilities(faithful):
     """On the fitted rows, predict_proba(method="mcmc") is /mcmc/responsibilities, and scipy agrees."""
     tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, method=["em", "mcmc"], random_seed=1, chains=2,
