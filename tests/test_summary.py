@@ -55,7 +55,9 @@ def test_text_names_methods_and_every_warning(tree):
     flagged["em/bootstrap"].attrs.update(n_failed=2)
     flagged["mcmc"].attrs.update(sampler="pymc", chains=2, draws=40, max_rhat=1.02, min_ess_bulk=60.0,
                                  min_ess_tail=55.0, n_divergences=3, high_rhat=json.dumps(["mu[0, x0]"]),
-                                 low_ess_bulk=json.dumps([]), low_ess_tail=json.dumps(["weights[0]"]))
+                                 low_ess_bulk=json.dumps([]),
+                                 low_ess_tail=json.dumps(["weights[0]", "weights[1]", "mu[0, x0]", "mu[0, x1]",
+                                                          "mu[1, x0]", "mu[1, x1]"]))
     flagged["advi"].attrs.update(variant="meanfield", converged=0, n_iter=5000, final_elbo=-200.0, draws=40)
     text = mixflow.summary(flagged, kind="text")
     for expected in ("fitted to 'simulated': 60 rows, 2 feature(s) ['x0', 'x1']",
@@ -65,8 +67,8 @@ def test_text_names_methods_and_every_warning(tree):
                      "3 divergences",
                      "ADVI: meanfield, NOT settled after 5000 iterations",
                      "  - EM: degenerate (collapsed) components [1]", "  - EM bootstrap: 2 replicate(s) failed",
-                     "  - MCMC (NUTS): R-hat above 1.01 at ['mu[0, x0]']",
-                     "  - MCMC (NUTS): low tail ESS at ['weights[0]']",
+                     "  - MCMC (NUTS): R-hat above 1.01 at mu[0, x0]\n",
+                     "  - MCMC (NUTS): low tail ESS at weights[0], weights[1], mu[0, x0], mu[0, x1] and 2 more",
                      "  - MCMC (NUTS): 3 divergent transitions", "  - ADVI: the approximation did not settle",
                      "mu[1, x1]"):
         assert expected in text, expected

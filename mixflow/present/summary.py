@@ -146,6 +146,12 @@ def _listed(attrs, key: str) -> list:
     return json.loads(value) if isinstance(value, str) else list(value)
 
 
+def _first(names: list, count: int = 4) -> str:
+    """The first names of a list, and how many more, so a line of warnings stays a line."""
+    shown = ", ".join(str(name) for name in names[:count])
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
+
+
 def _em_line(tree) -> tuple[str, list[str]]:
     attrs = tree[EM].attrs
     kind = str(attrs.get("method", "mle")).upper()
@@ -173,7 +179,7 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
     line = (f"{attrs.get('sampler')}, {attrs.get('chains')} chains x {attrs.get('draws')} draws; max R-hat "
             f"{attrs.get('max_rhat', float('nan')):.3f}, min ESS bulk {attrs.get('min_ess_bulk', float('nan')):.0f}"
             f" / tail {attrs.get('min_ess_tail', float('nan')):.0f}, {attrs.get('n_divergences', 0)} divergences")
-    found = [f"{what} at {_listed(attrs, key)}" for key, what in
+    found = [f"{what} at {_first(_listed(attrs, key))}" for key, what in
              (("high_rhat", "R-hat above 1.01"), ("low_ess_bulk", "low bulk ESS"), ("low_ess_tail", "low tail ESS"))
              if _listed(attrs, key)]
     if int(attrs.get("n_divergences", 0)):
