@@ -99,3 +99,18 @@ def test_parameters_round_trip_and_errors():
         fitted.predict(np.array([[1.5]]))
     with pytest.raises(ValueError, match=r"X has 2 features, but MixtureEstimator is expecting 1"):
         fitted.score_samples(np.ones((3, 2)))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::mixflow.warnings.SamplingWarning")  # 50 draws are too few, on purpose
+def test_a_posterior_method_predicts_from_its_draws(faithful):
+    estimator = MixtureEstimator(mixflow.GaussianMixture(2), method="mcmc", random_state=2, chains=2, draws=50,
+                                 tune=50, sampler="pymc", progressbar=False, posterior_predictive=False)
+    estimator.fit(faithful)
+    rows = faithful.iloc[:9]
+    np.testing.assert_array_equal(estimator.predict_proba(rows),
+                                  mixflow.predict_proba(estimator.tree_, rows, method="mcmc").values)
+    np.testing.assert_array_equal(estimator.score_samples(rows),
+                                  mixflow.score_samples(estimator.tree_, rows, method="mcmc").values)
+    x, labels = estimator.sample(20)
+    assert x.shape == (20, 2) and set(labels) <= {0, 1}
