@@ -178,16 +178,31 @@ def test_prediction_errors_name_the_argument(gaussian_tree, poisson_tree):
         mixflow.sample(gaussian_tree, 3, random_seed=-1)
 
 
-def test_sample_refuses_families_that_model_rows_given_covariates():
+def test_regression_predictions_against_scipy_and_no_sampling_without_covariates():
+    """The density of the response given the covariates, averaged over bootstrap replicates."""
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 10, 60)
     frame = pd.DataFrame({"x": x, "y": np.where(x > 5, 1.0, -1.0) * x + rng.normal(scale=0.5, size=60)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixflow.MixflowWarning)
-        tree = mixflow.fit(mixflow.RegressionMixture(2, "y ~ x"), frame, random_seed=0)
+        tree = bootstrap(mixflow.fit(mixflow.RegressionMixture(2, "y ~ x"), frame, random_seed=0), n_replicates=8,
+                         random_seed=0, n_jobs=1)
+    new = pd.DataFrame({"y": [-3.0, 4.0, 0.2], "x": [3.0, 4.5, 6.0]})  # columns matched by name
+    replicates = tree["em/bootstrap/posterior"].to_dataset().stack(sample=("chain", "draw"))
+    log_joint = []
+    for s in range(replicates.sizes["sample"]):
+        coefficients = replicates["coefficients"].values[..., s]  # (component, coefficient)
+        means = coefficients[:, 0] + coefficients[:, 1] * new["x"].to_numpy()[:, None]
+        log_joint.append(np.log(replicates["weights"].values[:, s])
+                         + st.norm(means, np.sqrt(replicates["variance"].values[:, s])).logpdf(new[["y"]].to_numpy()))
+    log_joint = np.stack(log_joint)
+    log_density = logsumexp(log_joint, axis=2)
+    np.testing.assert_allclose(mixflow.predict_proba(tree, new, method="bootstrap").values,
+                               np.exp(log_joint - log_density[..., None]).mean(axis=0), rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(mixflow.score_samples(tree, new, method="bootstrap").values,
+                               logsumexp(log_density, axis=0) - np.log(log_density.shape[0]), rtol=1e-10)
     with pytest.raises(NotImplementedError, match=r"tree: the 'regression' family cannot draw new rows"):
         mixflow.sample(tree, 5)
-    assert mixflow.score_samples(tree, frame.iloc[:3]).shape == (3,)
 
 
 @pytest.mark.slow
