@@ -255,23 +255,21 @@ def _check_prediction_method(tree: xr.DataTree, method) -> str:
 def _parameter_sets(tree: xr.DataTree, method: str):
     """The model (with as many components as the estimate) and the parameters: the estimate, or the draws.
 
-    Returns ``(model, params, draws)``: ``params`` the EM estimate by name, ``draws`` None for EM, else
-    ``{name: array (n_draws, ...)}`` (chains and draws flattened, failed bootstrap replicates left out)
-    with ``chain`` and ``draw`` (n_draws,) the position of each.
+    Returns ``(model, params, draws, positions)``: ``params`` the EM estimate by name; ``draws`` None for
+    EM, else ``{name: array (n_draws, ...)}`` (chains and draws flattened, failed bootstrap replicates left
+    out) and ``positions`` the ``(chain, draw)`` arrays (n_draws,) locating each.
     """
     params = fitted_estimate(tree)
     model = fitted_model(tree, params["weights"].size)
     if method == "em":
-        return model, params, None
+        return model, params, None, None
     stacked = method_draws(tree, method).stack(sample=("chain", "draw"))
     flat = {name: da.transpose("sample", ...).values for name, da in stacked.data_vars.items()}
     complete = np.all([np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1) for v in flat.values()], axis=0)
     if not complete.any():
         raise ValueError(f"method: expected draws with finite values, got none in {method!r}")
     draws = {name: value[complete] for name, value in flat.items()}
-    draws["chain"] = stacked["chain"].values[complete]
-    draws["draw"] = stacked["draw"].values[complete]
-    return model, params, draws
+    return model, params, draws, (stacked["chain"].values[complete], stacked["draw"].values[complete])
 
 
 @contextlib.contextmanager
@@ -297,8 +295,7 @@ def _new_data(tree: xr.DataTree, model, new_data):
 
 def _posterior_spread(model, data, draws: dict) -> dict:
     """Responsibilities (mean, sd) and pointwise log-likelihoods over draws, every row checked."""
-    parameters = {name: value for name, value in draws.items() if name not in ("chain", "draw")}
-    spread = responsibilities_over_draws(model, data, parameters, log_likelihood=True)
+    spread = responsibilities_over_draws(model, data, draws, log_likelihood=True)
     with _naming_new_data():
         check_densities(spread["log_likelihood"].min(axis=0), np.ones(data.n_obs))
     return spread
@@ -335,7 +332,7 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
     if not isinstance(return_sd, bool):
         raise TypeError(f"return_sd: expected True or False, got {return_sd!r}")
     method = _check_prediction_method(tree, method)
-    model, params, draws = _parameter_sets(tree, method)
+    model, params, draws, _ = _parameter_sets(tree, method)
     data, prepared = _new_data(tree, model, new_data)
     if draws is None:
         with _naming_new_data():
@@ -373,7 +370,7 @@ def score_samples(tree: xr.DataTree, new_data, method: str = "em") -> xr.DataArr
 
     """
     method = _check_prediction_method(tree, method)
-    model, params, draws = _parameter_sets(tree, method)
+    model, params, draws, _ = _parameter_sets(tree, method)
     data, prepared = _new_data(tree, model, new_data)
     if draws is None:
         with _naming_new_data():
@@ -411,7 +408,7 @@ def sample(tree: xr.DataTree, n: int, method: str = "em", *, random_seed: int | 
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ValueError(f"n: expected an integer >= 1, got {n!r}")
     rng = np.random.default_rng(check_seed(random_seed))
-    model, params, draws = _parameter_sets(tree, method)
+    model, params, draws, positions = _parameter_sets(tree, method)
     n = int(n)
     variables = {}
     if draws is None:
@@ -421,9 +418,9 @@ def sample(tree: xr.DataTree, n: int, method: str = "em", *, random_seed: int | 
         values, labels = np.empty((n, tree[OBSERVED_DATA].sizes["feature"])), np.empty(n, dtype=np.int64)
         for s in np.unique(picked):
             rows = np.flatnonzero(picked == s)
-            one = {name: value[s] for name, value in draws.items() if name not in ("chain", "draw")}
+            one = {name: value[s] for name, value in draws.items()}
             values[rows], labels[rows] = model.sample_points(one, rows.size, rng)
-        variables = {"chain": ("obs", draws["chain"][picked]), "draw": ("obs", draws["draw"][picked])}
+        variables = {"chain": ("obs", positions[0][picked]), "draw": ("obs", positions[1][picked])}
     components = tree[EM_ESTIMATE]["component"].values
     return xr.Dataset({"x": (("obs", "feature"), values), "component": ("obs", components[labels]), **variables},
                       coords={"obs": np.arange(n), "feature": tree[OBSERVED_DATA]["feature"].values},
