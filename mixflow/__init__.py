@@ -12,12 +12,13 @@ from mixflow.families.grouped.model import GroupedGaussianMixture
 from mixflow.families.poisson.model import PoissonMixture, PoissonPrior
 from mixflow.families.regression.model import RegressionMixture, RegressionPrior
 from mixflow.families.softkmeans.model import SoftKMeans, SoftKMeansPrior
-from mixflow.fitting import fit, predict, predict_proba
+from mixflow.fitting import fit, predict, predict_proba, sample, score_samples
 from mixflow.present.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
 from mixflow.present.plots.data import plot_data
 from mixflow.present.plots.draws import plot_forest, plot_posteriors, plot_ppc, plot_rank, plot_trace
 from mixflow.present.plots.fit import plot_convergence, plot_select_k
 from mixflow.present.report.page import report
+from mixflow.present.summary import summary
 from mixflow.warnings import (
     ADVIDivergenceError,
     ConstantFeatureWarning,
@@ -68,7 +69,10 @@ __all__ = [
     "predict",
     "predict_proba",
     "report",
+    "sample",
     "save",
+    "score_samples",
     "select_k",
     "standard_errors",
+    "summary",
 ]

@@ -241,7 +241,10 @@ def _match_features(frame: pd.DataFrame, features, name: str) -> pd.DataFrame:
     expected = [str(f) for f in features]
     frame = frame.rename(columns=str)
     columns = list(frame.columns)
-    if all(c == f"x{j}" for j, c in enumerate(columns)) and len(columns) == len(expected):
+    if all(c == f"x{j}" for j, c in enumerate(columns)):  # unnamed columns (an array): matched by position
+        if len(columns) != len(expected):
+            raise ValueError(f"{name}: expected {len(expected)} column(s), the features {expected}, got "
+                             f"{len(columns)} unnamed column(s)")
         return frame.set_axis(expected, axis=1)
     missing = [f for f in expected if f not in columns]
     if missing:

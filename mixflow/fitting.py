@@ -1,21 +1,25 @@
-"""The public entry points: ``fit`` a declared model, ``predict`` and ``predict_proba`` from a result."""
+"""The public entry points: ``fit``, then ``predict``, ``predict_proba``, ``score_samples``, ``sample``."""
 
+import contextlib
 import inspect
 
 import numpy as np
 import xarray as xr
+from scipy.special import logsumexp
 
 from mixflow.checks import check_seed
 from mixflow.container.build import build_tree, make_attrs
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA
+from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
 from mixflow.data import validate_data
 from mixflow.engines.accelerate import ACCELERATIONS
 from mixflow.engines.em import EMOptions, fit_em
-from mixflow.engines.em_steps import e_step
+from mixflow.engines.em_steps import check_densities, e_step
+from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.families.base import MixtureModel, model_from_json
 
-__all__ = ["fit", "predict", "predict_proba"]
+__all__ = ["fit", "predict", "predict_proba", "sample", "score_samples"]
 
 _METHODS = ("em", "map", "mcmc", "advi")
 _INIT = (PORTFOLIO, *STRATEGIES)
@@ -241,43 +245,192 @@ def _replace_group(result: xr.DataTree, other: xr.DataTree, name: str) -> xr.Dat
     return xr.DataTree.from_dict(nodes)
 
 
-def _model_and_params(tree: xr.DataTree):
+_PREDICTION_METHODS = ("em", "bootstrap", "mcmc", "advi")
+
+
+def _check_prediction_method(tree: xr.DataTree, method) -> str:
+    """The method to predict from: one the container holds (ValueError naming ``method`` otherwise)."""
+    if not isinstance(method, str) or method not in _PREDICTION_METHODS:
+        raise ValueError(f"method: expected one of {list(_PREDICTION_METHODS)}, got {method!r}")
     if not isinstance(tree, xr.DataTree) or "model" not in tree.attrs or "em" not in tree.children:
         raise ValueError("tree: expected a mixflow result with an /em estimate (from mixflow.fit), got "
                          f"{type(tree).__name__} without one")
-    model = model_from_json(tree.attrs["model"])
-    estimate = tree[EM_ESTIMATE].to_dataset()
-    return model, {name: estimate[name].values for name in estimate.data_vars}
+    if method != "em" and method_draws(tree, method) is None:
+        raise ValueError(f"method: expected a method the result holds, one of {available_methods(tree)}, got "
+                         f"{method!r}" + (" (run mixflow.bootstrap first)" if method == "bootstrap" else ""))
+    return method
 
 
-def predict_proba(tree: xr.DataTree, new_data) -> xr.DataArray:
-    """Responsibilities of new observations under the EM estimate: one E-step.
+def _parameter_sets(tree: xr.DataTree, method: str):
+    """The model (with as many components as the estimate) and the parameters: the estimate, or the draws.
+
+    Returns ``(model, params, draws, positions)``: ``params`` the EM estimate by name; ``draws`` None for
+    EM, else ``{name: array (n_draws, ...)}`` (chains and draws flattened, failed bootstrap replicates left
+    out) and ``positions`` the ``(chain, draw)`` arrays (n_draws,) locating each.
+    """
+    params = fitted_estimate(tree)
+    model = fitted_model(tree, params["weights"].size)
+    if method == "em":
+        return model, params, None, None
+    stacked = method_draws(tree, method).stack(sample=("chain", "draw"))
+    flat = {name: da.transpose("sample", ...).values for name, da in stacked.data_vars.items()}
+    complete = np.all([np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1) for v in flat.values()], axis=0)
+    if not complete.any():
+        raise ValueError(f"method: expected draws with finite values, got none in {method!r}")
+    draws = {name: value[complete] for name, value in flat.items()}
+    return model, params, draws, (stacked["chain"].values[complete], stacked["draw"].values[complete])
+
+
+@contextlib.contextmanager
+def _naming_new_data():
+    """Errors of the checks shared with training data name ``new_data``, the argument at fault here."""
+    try:
+        yield
+    except ValueError as error:
+        message = str(error)
+        if not message.startswith("data:"):
+            raise
+        raise ValueError(f"new_data:{message[len('data:'):]}") from None
+
+
+def _new_data(tree: xr.DataTree, model, new_data):
+    """``new_data`` checked like training data (same features, the family's constraints), and prepared."""
+    data = validate_data(new_data, name="new_data", features=tree[OBSERVED_DATA]["feature"].values,
+                         warn_constant=False)
+    with _naming_new_data():
+        prepared = model.prepare(data)
+    return data, prepared
+
+
+def _posterior_spread(model, data, draws: dict) -> dict:
+    """Responsibilities (mean, sd) and pointwise log-likelihoods over draws, every row checked."""
+    spread = responsibilities_over_draws(model, data, draws, log_likelihood=True)
+    with _naming_new_data():
+        check_densities(spread["log_likelihood"].min(axis=0), np.ones(data.n_obs))
+    return spread
+
+
+def _obs_component(tree: xr.DataTree, data, values: np.ndarray, name: str) -> xr.DataArray:
+    return xr.DataArray(values, dims=("obs", "component"),
+                        coords={"obs": data.obs, "component": tree[EM_ESTIMATE]["component"].values}, name=name)
+
+
+def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd: bool = False):
+    """Responsibilities of new observations under the EM estimate or averaged over a method's draws.
 
     Parameters
     ----------
     tree : xarray.DataTree
         A result of :func:`fit`.
     new_data : array-like of shape (n_obs, n_features) or DataFrame
-        Same features as the fitted data (DataFrame columns are matched by name).
+        Same features as the fitted data (DataFrame columns are matched by name), checked like the data
+        of :func:`fit` (finite values, the family's constraints such as counts for a Poisson mixture).
+    method : {"em", "bootstrap", "mcmc", "advi"}, default "em"
+        ``"em"``: one E-step at the EM (or MAP) estimate. The others: for each draw of the method (the
+        bootstrap replicates, NUTS draws, ADVI draws, aligned to the EM labels) the responsibilities, and
+        their mean over draws.
+    return_sd : bool, default False
+        Also return the sd over draws of each responsibility (ddof=1; zeros for ``"em"``).
 
     Returns
     -------
-    xarray.DataArray of shape (n_obs, n_components)
+    xarray.DataArray of shape (n_obs, n_components), or a tuple (mean, sd) of them with ``return_sd``
         Dims ``obs`` and ``component``.
 
     """
-    model, params = _model_and_params(tree)
-    features = tree[OBSERVED_DATA]["feature"].values
-    data = validate_data(new_data, name="new_data", features=features, warn_constant=False)
-    prepared = model.prepare(data)
-    resp, _ = e_step(model, params, prepared, data.n_features)
-    return xr.DataArray(resp, dims=("obs", "component"),
-                        coords={"obs": data.obs, "component": tree[EM_ESTIMATE]["component"].values},
-                        name="responsibilities")
+    if not isinstance(return_sd, bool):
+        raise TypeError(f"return_sd: expected True or False, got {return_sd!r}")
+    method = _check_prediction_method(tree, method)
+    model, params, draws, _ = _parameter_sets(tree, method)
+    data, prepared = _new_data(tree, model, new_data)
+    if draws is None:
+        with _naming_new_data():
+            resp, _ = e_step(model, params, prepared, data.n_features)
+        sd = np.zeros_like(resp)
+    else:
+        spread = _posterior_spread(model, data, draws)
+        resp, sd = spread["mean"], spread["sd"]
+    mean = _obs_component(tree, data, resp, "responsibilities")
+    return (mean, _obs_component(tree, data, sd, "responsibilities_sd")) if return_sd else mean
 
 
-def predict(tree: xr.DataTree, new_data) -> xr.DataArray:
+def predict(tree: xr.DataTree, new_data, method: str = "em") -> xr.DataArray:
     """Most probable component of each new observation (the argmax of :func:`predict_proba`)."""
-    proba = predict_proba(tree, new_data)
+    proba = predict_proba(tree, new_data, method)
     labels = proba["component"].values[proba.values.argmax(axis=1)]
     return xr.DataArray(labels, dims=("obs",), coords={"obs": proba["obs"].values}, name="component")
+
+
+def score_samples(tree: xr.DataTree, new_data, method: str = "em") -> xr.DataArray:
+    """Log density of each new observation under the fitted mixture.
+
+    Parameters
+    ----------
+    tree, new_data, method
+        As for :func:`predict_proba`.
+
+    Returns
+    -------
+    xarray.DataArray of shape (n_obs,)
+        ``"em"``: log p(x_n | estimate). The others: the log of the density averaged over the S draws,
+        ``logsumexp_s log p(x_n | draw s) - log S`` (the log posterior predictive density of each row, as
+        in the ``elpd`` of a held-out point). A regression's density is that of the response given the
+        covariates.
+
+    """
+    method = _check_prediction_method(tree, method)
+    model, params, draws, _ = _parameter_sets(tree, method)
+    data, prepared = _new_data(tree, model, new_data)
+    if draws is None:
+        with _naming_new_data():
+            _, scores = e_step(model, params, prepared, data.n_features)
+    else:
+        pointwise = _posterior_spread(model, data, draws)["log_likelihood"]
+        scores = logsumexp(pointwise, axis=0) - np.log(pointwise.shape[0])
+    return xr.DataArray(scores, dims=("obs",), coords={"obs": data.obs}, name="log_density")
+
+
+def sample(tree: xr.DataTree, n: int, method: str = "em", *, random_seed: int | None = None) -> xr.Dataset:
+    """Draw ``n`` new rows, with their components, from the fitted mixture or the posterior predictive.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A result of :func:`fit` of a family that models its rows alone (Gaussian, Poisson, soft k-means).
+    n : int
+        Number of rows, >= 1.
+    method : {"em", "bootstrap", "mcmc", "advi"}, default "em"
+        ``"em"``: every row from the EM (or MAP) estimate. The others: each row from its own draw, picked
+        uniformly among the method's draws (the posterior predictive distribution).
+    random_seed : int, optional
+        Seed of every random choice; same seed, same rows. Drawn at random when None.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``x`` (obs, feature) the new rows, ``component`` (obs) the component of each (labels of the EM
+        estimate, to which the draws are aligned); for draws also ``chain`` and ``draw`` (obs), the draw
+        each row came from.
+
+    """
+    method = _check_prediction_method(tree, method)
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n: expected an integer >= 1, got {n!r}")
+    rng = np.random.default_rng(check_seed(random_seed))
+    model, params, draws, positions = _parameter_sets(tree, method)
+    n = int(n)
+    variables = {}
+    if draws is None:
+        values, labels = model.sample_points(params, n, rng)
+    else:
+        picked = rng.integers(draws["weights"].shape[0], size=n)
+        values, labels = np.empty((n, tree[OBSERVED_DATA].sizes["feature"])), np.empty(n, dtype=np.int64)
+        for s in np.unique(picked):
+            rows = np.flatnonzero(picked == s)
+            one = {name: value[s] for name, value in draws.items()}
+            values[rows], labels[rows] = model.sample_points(one, rows.size, rng)
+        variables = {"chain": ("obs", positions[0][picked]), "draw": ("obs", positions[1][picked])}
+    components = tree[EM_ESTIMATE]["component"].values
+    return xr.Dataset({"x": (("obs", "feature"), values), "component": ("obs", components[labels]), **variables},
+                      coords={"obs": np.arange(n), "feature": tree[OBSERVED_DATA]["feature"].values},
+                      attrs={"method": method})

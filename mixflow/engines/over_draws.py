@@ -42,6 +42,7 @@ def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihoo
     pointwise = np.empty((count, n)) if log_likelihood else None
     total, total_squares = np.zeros((k, n)), np.zeros((k, n))
     block = max(1, _BLOCK_FLOATS // (n * k))
+    shift = None
     for first in range(0, count, block):
         stop = min(first + block, count)
         log_joint = np.empty((stop - first, k, n))
@@ -54,16 +55,21 @@ def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihoo
         with np.errstate(divide="ignore"):
             log_joint += np.log(draws["weights"][first:stop])[:, :, None]
         peak = log_joint.max(axis=1, keepdims=True)
-        log_joint -= peak
+        with np.errstate(invalid="ignore"):  # a row no component reaches gets NaN, for the caller to name
+            log_joint -= peak
         np.exp(log_joint, out=log_joint)
         density = log_joint.sum(axis=1, keepdims=True)
         log_joint /= density  # now the responsibilities
         if log_likelihood:
             pointwise[first:stop] = (peak + np.log(density))[:, 0, :]
+        if shift is None:
+            shift = log_joint[0].copy()
+        log_joint -= shift  # sums about the first draw, so an sd far below the mean keeps its digits
         total += log_joint.sum(axis=0)
         total_squares += np.einsum("skn,skn->kn", log_joint, log_joint)
-    mean = total.T / count
-    sd = np.sqrt(np.maximum(total_squares.T / count - mean**2, 0.0) * count / max(count - 1, 1))
+    offset = total.T / count
+    mean = shift.T + offset
+    sd = np.sqrt(np.maximum(total_squares.T / count - offset**2, 0.0) * count / max(count - 1, 1))
     out = {"mean": mean, "sd": sd}
     if log_likelihood:
         out["log_likelihood"] = pointwise

@@ -265,6 +265,20 @@ class MixtureModel:
         """
         raise NotImplementedError(f"model: no sampler for the {self.family!r} family")
 
+    def sample_points(self, params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` new rows drawn from one parameter set, with the component each came from.
+
+        Returns
+        -------
+        tuple of ndarray
+            Values of shape (n, n_features), the data's columns, and component labels of shape (n,).
+            Families that model rows on their own (Gaussian, Poisson, soft k-means) implement it; a family
+            whose rows need more than the parameters (a regression's covariates, grouped data's classes)
+            does not.
+        """
+        raise NotImplementedError(f"tree: the {self.family!r} family cannot draw new rows from its parameters "
+                                  "alone (it models them given covariates or classes)")
+
     def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
         """One replicate of the data's values (:meth:`simulate_data`), for posterior predictive draws.
 

@@ -276,7 +276,7 @@ def element_columns(table_or_dataset) -> list[str]:
 
 
 def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:
-    """Flatten :func:`compare_dataset` into the tidy table of :func:`compare`."""
+    """Flatten :func:`compare_dataset` (or one with other statistics) into the tidy table of :func:`compare`."""
     elements = element_columns(dataset)
     frames = []
     for name, da in dataset.data_vars.items():
@@ -294,9 +294,11 @@ def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:
     table["component"] = table["component"].astype("Int64")
     table["method"] = pd.Categorical(table["method"], categories=[m for m in METHODS if m in set(table["method"])],
                                      ordered=True)
-    table["em_inside"] = table["em_inside"].map(lambda v: pd.NA if np.isnan(v) else bool(v)).astype("boolean")
+    if "em_inside" in table:
+        table["em_inside"] = table["em_inside"].map(lambda v: pd.NA if np.isnan(v) else bool(v)).astype("boolean")
     keys = ["parameter", *elements]
-    table = table[[*keys, "method", *STATISTICS]].sort_values([*keys, "method"], key=_parameter_order(dataset),
+    statistics = [str(s) for s in dataset["statistic"].values]
+    table = table[[*keys, "method", *statistics]].sort_values([*keys, "method"], key=_parameter_order(dataset),
                                                                kind="stable").reset_index(drop=True)
     table.attrs.update(ci_prob=dataset.attrs["ci_prob"], ci_kind=dataset.attrs["ci_kind"],
                        em_method=dataset.attrs["em_method"], element_columns=elements,

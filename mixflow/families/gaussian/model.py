@@ -306,6 +306,10 @@ class GaussianMixture(MixtureModel):
         x, _ = sampling.gaussian_points(params, sampling.n_units(data), rng)
         return Data(values=x, features=data.features, obs=np.arange(x.shape[0]), weights=None)
 
+    def sample_points(self, params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` points from the mixture and their components."""
+        return sampling.gaussian_points(params, n, rng)
+
     def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
         """Validate user-given parameters (shapes, finiteness, positive definiteness); return copies."""
         return _check_parameters(self, params, n_features, name)

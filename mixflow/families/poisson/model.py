@@ -239,6 +239,11 @@ class PoissonMixture(MixtureModel):
         counts = rng.poisson(np.asarray(params["rate"], dtype=float)[sampling.component_labels(params, n, rng)])
         return Data(values=counts[:, None].astype(float), features=data.features, obs=np.arange(n), weights=None)
 
+    def sample_points(self, params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` counts (as a float column) from the mixture and their components."""
+        labels = sampling.component_labels(params, n, rng)
+        return rng.poisson(np.asarray(params["rate"], dtype=float)[labels])[:, None].astype(float), labels
+
     def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
         """Validate user-given ``weights`` and ``rate`` (shape (K,), rates positive); return copies."""
         k = self.n_components

@@ -227,6 +227,11 @@ class SoftKMeans(MixtureModel):
         x, _ = sampling.gaussian_points(spherical, sampling.n_units(data), rng)
         return Data(values=x, features=data.features, obs=np.arange(x.shape[0]), weights=None)
 
+    def sample_points(self, params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` points from the mixture (the fixed spherical variance) and their components."""
+        spherical = {**params, "variance": np.full(np.asarray(params["weights"]).size, self.variance)}
+        return sampling.gaussian_points(spherical, n, rng)
+
     def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
         """Validate user-given ``weights`` (K,) and ``mu`` (K, d); return copies."""
         return check_parameter_dict(params, {"weights": (self.n_components,),

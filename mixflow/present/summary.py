@@ -1,0 +1,221 @@
+"""One summary of a results container: a table of every parameter by method, and a screenful of text.
+
+The table is :func:`mixflow.compare`'s estimate, sd and interval per parameter x component x method, with
+the convergence diagnostics of the NUTS draws (R-hat, bulk and tail ESS, from ``arviz_stats``) beside
+them. The text says what was fitted, by which methods, and what needs a look (EM not converged, collapsed
+or empty components, failed bootstrap replicates, high R-hat, low ESS, divergences, ADVI not settled),
+then the estimates of every method side by side.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from mixflow.container.layout import EM, EM_BOOTSTRAP, MCMC
+from mixflow.container.read import available_methods, check_tree, method_draws
+from mixflow.families.base import model_from_json
+from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
+
+__all__ = ["DIAGNOSTICS", "summary", "summary_table", "summary_text"]
+
+#: The diagnostics of the NUTS draws in :func:`summary_table` (NaN for the other methods).
+DIAGNOSTICS = ("r_hat", "ess_bulk", "ess_tail")
+_STATISTICS = ("estimate", "sd", "lower", "upper")
+_KINDS = ("table", "text")
+_TEXT_ROWS = 24  # parameter elements shown in the text form, so it stays within a screenful
+
+
+def summary(tree, *, kind: str = "table", ci_prob: float | None = None, ci_kind: str | None = None):
+    """Summarise a result: one table of every parameter by method, or a short text.
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A mixflow result (from :func:`mixflow.fit`, :func:`mixflow.bootstrap`, :func:`mixflow.load`).
+    kind : {"table", "text"}, default "table"
+        The table of :func:`summary_table` or the text of :func:`summary_text`.
+    ci_prob, ci_kind
+        Probability and kind of the intervals, as for :func:`mixflow.compare`.
+
+    Returns
+    -------
+    pandas.DataFrame or str
+
+    Examples
+    --------
+    >>> print(mixflow.summary(tree, kind="text"))
+    >>> mixflow.summary(tree).query("method == 'mcmc'")[["parameter", "component", "r_hat", "ess_bulk"]]
+
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
+    if kind == "text":
+        return summary_text(tree, ci_prob=ci_prob, ci_kind=ci_kind)
+    return summary_table(tree, ci_prob=ci_prob, ci_kind=ci_kind)
+
+
+def summary_table(tree, *, ci_prob: float | None = None, ci_kind: str | None = None) -> pd.DataFrame:
+    """Estimate, sd and interval per parameter x component x method, and NUTS's R-hat and ESS.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per parameter element and method: ``parameter``, the element columns of
+        :func:`mixflow.present.compare.element_columns`, ``method``, ``estimate`` (the EM point, else the
+        mean of the draws), ``sd`` (EM: the standard error from the observed information), ``lower`` and
+        ``upper`` (the interval; Wald for EM), and for ``mcmc`` ``r_hat`` (rank-normalised split R-hat,
+        NaN for one chain), ``ess_bulk`` and ``ess_tail``; NaN for the other methods, whose draws are
+        independent (the bootstrap replicates, ADVI's draws from its approximation). ``attrs`` as for
+        :func:`mixflow.compare`.
+
+    """
+    dataset = compare_dataset(tree, ci_prob=ci_prob, ci_kind=ci_kind)
+    diagnostics = _nuts_diagnostics(tree)
+    variables = {}
+    for name, array in dataset.data_vars.items():
+        if name == "adjusted_rand_index":
+            variables[name] = array
+            continue
+        extra = [xr.concat([_diagnostic(diagnostics, statistic, name, method, array) for method in
+                            array["method"].values], dim="method") for statistic in DIAGNOSTICS]
+        stacked = xr.concat([array.sel(statistic=list(_STATISTICS)).drop_vars(["statistic", "method"]),
+                             *(e.expand_dims("statistic") for e in extra)], dim="statistic")
+        variables[name] = stacked.assign_coords(statistic=np.array(_STATISTICS + DIAGNOSTICS),
+                                                method=array["method"].values)
+    return dataset_to_frame(xr.Dataset(variables, attrs=dataset.attrs))
+
+
+def _nuts_diagnostics(tree) -> dict | None:
+    """R-hat (None for one chain), bulk and tail ESS of the NUTS draws, or None without them."""
+    draws = method_draws(tree, MCMC)
+    if draws is None:
+        return None
+    import arviz_stats
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant (the weight of K=1) has none
+        return {"r_hat": arviz_stats.rhat(draws) if draws.sizes["chain"] > 1 else None,
+                "ess_bulk": arviz_stats.ess(draws, method="bulk"),
+                "ess_tail": arviz_stats.ess(draws, method="tail")}
+
+
+def _diagnostic(diagnostics, statistic: str, name: str, method: str, array: xr.DataArray) -> xr.DataArray:
+    template = array.sel({"method": method, "statistic": "estimate"}, drop=True).reset_coords(drop=True)
+    nan = xr.full_like(template, np.nan, dtype=float)
+    if method != MCMC or diagnostics is None or diagnostics[statistic] is None:
+        return nan
+    return diagnostics[statistic][name].astype(float).reset_coords(drop=True).broadcast_like(nan)
+
+
+def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = None) -> str:
+    """What was fitted, by which methods, what needs a look, and the estimates side by side (a screenful).
+
+    Returns
+    -------
+    str
+        The model and data; a line per method with its headline numbers and diagnostics; the warnings
+        (or "none"); the estimate of every method per parameter element, ``mean (sd)`` for draws, the
+        first elements only when there are many (the whole table is :func:`summary_table`).
+
+    """
+    check_tree(tree)
+    model = model_from_json(tree.attrs["model"])
+    observed = tree["observed_data"]
+    features = [str(f) for f in observed["feature"].values]
+    declaration = repr(model)
+    lines = [declaration if len(declaration) <= 150 else declaration[:146] + " ...",
+             f"fitted to {tree.attrs.get('data_name', 'data')!r}: {observed.sizes['obs']} rows, "
+             f"{len(features)} feature(s) {features}" + (", frequency weights" if "weights" in observed else "")
+             + f"; random_seed {tree.attrs.get('random_seed')}"]
+    methods = available_methods(tree)
+    warnings = []
+    for method in methods:
+        line, found = _METHOD_LINES[method](tree)
+        lines.append(f"{METHOD_LABELS[method]}: {line}")
+        warnings += [f"{METHOD_LABELS[method]}: {text}" for text in found]
+    lines.append("warnings: " + ("none" if not warnings else ""))
+    lines += [f"  - {text}" for text in warnings]
+    if methods:
+        lines += ["", *_estimates_text(summary_table(tree, ci_prob=ci_prob, ci_kind=ci_kind))]
+    return "\n".join(lines)
+
+
+def _listed(attrs, key: str) -> list:
+    value = attrs.get(key, "[]")
+    return json.loads(value) if isinstance(value, str) else list(value)
+
+
+def _first(names: list, count: int = 4) -> str:
+    """The first names of a list, and how many more, so a line of warnings stays a line."""
+    shown = ", ".join(str(name) for name in names[:count])
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
+
+
+def _em_line(tree) -> tuple[str, list[str]]:
+    attrs = tree[EM].attrs
+    kind = str(attrs.get("method", "mle")).upper()
+    converged = bool(attrs.get("converged", True))
+    line = (f"{kind}, log-likelihood {attrs['log_likelihood']:.4f}, BIC {attrs['bic']:.2f}, "
+            f"{'converged' if converged else 'NOT converged'} in {attrs.get('n_iter')} iterations")
+    found = [] if converged else [f"not converged in {attrs.get('n_iter')} iterations (raise max_iter)"]
+    for key, what in (("collapsed_components", "degenerate (collapsed) components"),
+                      ("empty_components", "empty components")):
+        if _listed(attrs, key):
+            found.append(f"{what} {_listed(attrs, key)}")
+    return line, found
+
+
+def _bootstrap_line(tree) -> tuple[str, list[str]]:
+    attrs = tree[EM_BOOTSTRAP].attrs
+    counts = {key: int(attrs.get(key, 0)) for key in ("n_failed", "n_not_converged", "n_degenerate")}
+    line = (f"{attrs.get('n_replicates')} {attrs.get('kind', '')} replicates, {counts['n_failed']} failed, "
+            f"{counts['n_not_converged']} not converged, {counts['n_degenerate']} degenerate")
+    return line, [f"{value} replicate(s) {key[2:].replace('_', ' ')}" for key, value in counts.items() if value]
+
+
+def _mcmc_line(tree) -> tuple[str, list[str]]:
+    attrs = tree[MCMC].attrs
+    line = (f"{attrs.get('sampler')}, {attrs.get('chains')} chains x {attrs.get('draws')} draws; max R-hat "
+            f"{attrs.get('max_rhat', float('nan')):.3f}, min ESS bulk {attrs.get('min_ess_bulk', float('nan')):.0f}"
+            f" / tail {attrs.get('min_ess_tail', float('nan')):.0f}, {attrs.get('n_divergences', 0)} divergences")
+    found = [f"{what} at {_first(_listed(attrs, key))}" for key, what in
+             (("high_rhat", "R-hat above 1.01"), ("low_ess_bulk", "low bulk ESS"), ("low_ess_tail", "low tail ESS"))
+             if _listed(attrs, key)]
+    if int(attrs.get("n_divergences", 0)):
+        found.append(f"{attrs['n_divergences']} divergent transitions")
+    return line, found
+
+
+def _advi_line(tree) -> tuple[str, list[str]]:
+    attrs = tree["advi"].attrs
+    settled = bool(attrs.get("converged", True))
+    line = (f"{attrs.get('variant')}, {'settled' if settled else 'NOT settled'} after {attrs.get('n_iter')} "
+            f"iterations, final ELBO {attrs.get('final_elbo', float('nan')):.2f}, {attrs.get('draws')} draws")
+    return line, [] if settled else ["the approximation did not settle (raise n or lower learning_rate)"]
+
+
+_METHOD_LINES = {"em": _em_line, "bootstrap": _bootstrap_line, "mcmc": _mcmc_line, "advi": _advi_line}
+
+
+def _estimates_text(table: pd.DataFrame) -> list[str]:
+    """Estimate (sd) per element and method, the first :data:`_TEXT_ROWS` elements."""
+    elements = element_columns(table)
+    labels = table.apply(lambda row: f"{row['parameter']}[" + ", ".join(
+        str(row[c]) for c in elements if not pd.isna(row[c])) + "]", axis=1)
+    cells = [f"{e:.4g}" + ("" if pd.isna(s) else f" ({s:.2g})") for e, s in zip(table["estimate"], table["sd"],
+                                                                                   strict=True)]
+    frame = pd.DataFrame({"element": labels, "method": table["method"].astype(str), "cell": cells})
+    wide = frame.pivot(index="element", columns="method", values="cell")
+    wide = wide.loc[list(dict.fromkeys(labels)), [m for m in METHOD_LABELS if m in wide.columns]]
+    wide.columns = [METHOD_LABELS[m] for m in wide.columns]
+    wide.index.name = None
+    shown = wide.iloc[:_TEXT_ROWS].fillna("")
+    out = ["estimates (EM: point (standard error); draws: mean (sd)):"]
+    with pd.option_context("display.width", 160, "display.max_columns", None, "display.max_colwidth", 30):
+        out.append(shown.to_string())
+    if len(wide) > _TEXT_ROWS:
+        out.append(f"... {len(wide) - _TEXT_ROWS} more elements: mixflow.summary(tree) has them all, with "
+                   "intervals, R-hat and ESS")
+    return out
+

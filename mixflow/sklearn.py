@@ -1,0 +1,186 @@
+"""A scikit-learn face for mixflow: ``MixtureEstimator`` fits a declared model in pipelines and grid searches.
+
+Needs scikit-learn (``pip install mixflow[sklearn]``)::
+
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from mixflow.sklearn import MixtureEstimator
+
+    search = GridSearchCV(make_pipeline(StandardScaler(), MixtureEstimator(mixflow.GaussianMixture(2),
+                                                                           random_state=0)),
+                          {"mixtureestimator__n_components": [1, 2, 3, 4]}, cv=5)
+    search.fit(faithful)          # K chosen by the held-out log-likelihood (score)
+    search.best_estimator_[-1].tree_   # the fitted mixflow container
+
+scikit-learn's ``check_estimator`` runs in ``tests/test_sklearn.py``; the checks expected to fail are
+listed there (``EXPECTED_FAILED_CHECKS``) with the reason for each.
+"""
+
+import dataclasses
+import numbers
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClusterMixin, DensityMixin
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+
+from mixflow.families.base import MixtureModel
+from mixflow.fitting import fit, predict, predict_proba, sample, score_samples
+
+__all__ = ["MixtureEstimator"]
+
+_FIT_METHODS = ("em", "map", "mcmc", "advi")
+
+
+class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
+    """A mixflow model fitted by one method, as a scikit-learn clusterer and density estimator.
+
+    Parameters
+    ----------
+    model : MixtureModel
+        The declaration, e.g. ``mixflow.GaussianMixture(2, covariance="full")``.
+    method : {"em", "map", "mcmc", "advi"}, default "em"
+        How to fit (see :func:`mixflow.fit`); predictions come from the same method (the EM/MAP estimate,
+        or the mean over NUTS or ADVI draws, see :func:`mixflow.predict_proba`).
+    n_components : int, optional
+        Overrides the model's number of components (``dataclasses.replace(model, n_components=k)``), so a
+        grid search can range over it; the model's own when None.
+    random_state : int, numpy RandomState or None, default None
+        Seed of the fit and of :meth:`sample`; an int gives the same numbers on every call, None fresh
+        ones (as in scikit-learn).
+    **fit_options
+        Any other option of :func:`mixflow.fit` (``n_init``, ``tol``, ``draws``, ``chains``, ...); they are
+        parameters like the others (``get_params``, ``set_params``, ``clone``).
+
+    Attributes
+    ----------
+    tree_ : xarray.DataTree
+        The fitted mixflow container.
+    model_ : MixtureModel
+        The model fitted (with ``n_components`` applied).
+    labels_ : ndarray of shape (n_samples,)
+        Hard labels of the training rows.
+    converged_, n_iter_, lower_bound_ : bool, int, float
+        EM's convergence, iterations and final log-likelihood (of the EM/MAP estimate).
+    n_features_in_, feature_names_in_
+        As in scikit-learn.
+    """
+
+    def __init__(self, model=None, method="em", *, n_components=None, random_state=None, **fit_options):
+        self.model = model
+        self.method = method
+        self.n_components = n_components
+        self.random_state = random_state
+        for name, value in fit_options.items():
+            setattr(self, name, value)
+        self._fit_option_names = tuple(fit_options)
+
+    def get_params(self, deep=True):
+        """The parameters of ``__init__``, the fit options included."""
+        params = super().get_params(deep=deep)
+        params.update({name: getattr(self, name) for name in self._fit_option_names})
+        return params
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # -- fitting ---------------------------------------------------------------------------------------
+    def _checked_model(self) -> MixtureModel:
+        if not isinstance(self.model, MixtureModel):
+            raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got "
+                            f"{type(self.model).__name__}")
+        if self.method not in _FIT_METHODS:
+            raise ValueError(f"method: expected one of {list(_FIT_METHODS)}, got {self.method!r}")
+        if self.n_components is None:
+            return self.model
+        if isinstance(self.n_components, bool) or not isinstance(self.n_components, numbers.Integral) \
+                or self.n_components < 1:
+            raise ValueError(f"n_components: expected None or an integer >= 1, got {self.n_components!r}")
+        return dataclasses.replace(self.model, n_components=int(self.n_components))
+
+    def _seed(self) -> int | None:
+        if self.random_state is None:
+            return None
+        if isinstance(self.random_state, numbers.Integral) and not isinstance(self.random_state, bool):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _frame(self, X, reset: bool) -> pd.DataFrame:
+        values = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+        columns = getattr(self, "feature_names_in_", None)
+        return pd.DataFrame(values, columns=None if columns is None else [str(c) for c in columns])
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit the model to ``X`` (array-like of shape (n_samples, n_features)); ``y`` is ignored.
+
+        ``sample_weight`` are frequency weights (a row of weight w counts as w rows).
+        """
+        model = self._checked_model()
+        frame = self._frame(X, reset=True)
+        options = {name: getattr(self, name) for name in self._fit_option_names}
+        self.tree_ = fit(model, frame, self.method, random_seed=self._seed(),
+                         weights=None if sample_weight is None else np.asarray(sample_weight, dtype=float),
+                         **options)
+        self.model_ = model
+        attrs = self.tree_["em"].attrs
+        self.converged_ = bool(attrs["converged"])
+        self.n_iter_ = int(attrs["n_iter"])
+        self.lower_bound_ = float(attrs["log_likelihood"])
+        self.labels_ = predict(self.tree_, frame, self._prediction_method()).values
+        return self
+
+    def _prediction_method(self) -> str:
+        return "em" if self.method == "map" else self.method
+
+    def _new(self, X) -> pd.DataFrame:
+        check_is_fitted(self, "tree_")
+        return self._frame(X, reset=False)
+
+    # -- predictions -----------------------------------------------------------------------------------
+    def predict_proba(self, X) -> np.ndarray:
+        """Responsibilities, shape (n_samples, n_components): see :func:`mixflow.predict_proba`."""
+        rows = self._new(X)
+        return predict_proba(self.tree_, rows, self._prediction_method()).values
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable component of each row, shape (n_samples,)."""
+        rows = self._new(X)
+        return predict(self.tree_, rows, self._prediction_method()).values
+
+    def score_samples(self, X) -> np.ndarray:
+        """Log density of each row, shape (n_samples,): see :func:`mixflow.score_samples`."""
+        rows = self._new(X)
+        return score_samples(self.tree_, rows, self._prediction_method()).values
+
+    def score(self, X, y=None) -> float:
+        """Mean log density per row (higher is better, as ``GridSearchCV`` expects)."""
+        return float(self.score_samples(X).mean())
+
+    def bic(self, X) -> float:
+        """Bayesian information criterion of the EM/MAP estimate on ``X`` (lower is better)."""
+        return self._criterion(X, lambda n: np.log(n))
+
+    def aic(self, X) -> float:
+        """Akaike information criterion of the EM/MAP estimate on ``X`` (lower is better)."""
+        return self._criterion(X, lambda n: 2.0)
+
+    def _criterion(self, X, penalty) -> float:
+        rows = self._new(X)
+        log_likelihood = float(score_samples(self.tree_, rows, "em").values.sum())
+        return -2.0 * log_likelihood + penalty(rows.shape[0]) * int(self.tree_["em"].attrs["n_parameters"])
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """``n_samples`` new rows and their components: see :func:`mixflow.sample`.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            The component of each row.
+        """
+        check_is_fitted(self, "tree_")
+        rows = sample(self.tree_, n_samples, self._prediction_method(), random_seed=self._seed())
+        return rows["x"].values, rows["component"].values

@@ -1,0 +1,83 @@
+"""mixflow.summary: the table against compare and ArviZ's own summary, the text's content and size."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from arviz_stats import summary as arviz_summary
+
+import mixflow
+from tests.test_compare import make_container
+
+
+@pytest.fixture(scope="module")
+def tree():
+    return make_container(("em", "mcmc", "advi"), d=2, n=60, with_bootstrap=True, draws=40)
+
+
+def _label(row, elements) -> str:
+    return f"{row['parameter']}[" + ", ".join(str(row[c]) for c in elements if not pd.isna(row[c])) + "]"
+
+
+def test_table_is_compare_with_the_nuts_diagnostics_of_arviz(tree):
+    table = mixflow.summary(tree)
+    compared = mixflow.compare(tree)
+    assert list(table.columns) == [*compared.columns[:compared.columns.get_loc("method") + 1], "estimate", "sd",
+                                   "lower", "upper", "r_hat", "ess_bulk", "ess_tail"]
+    for column in ("estimate", "sd", "lower", "upper"):
+        np.testing.assert_array_equal(table[column].to_numpy(), compared[column].to_numpy())
+    assert table["method"].tolist() == compared["method"].tolist()
+    # NUTS: R-hat and ESS as ArviZ's summary gives them, element by element (rtol 1e-12)
+    reference = arviz_summary(tree["mcmc"], round_to="none")
+    nuts = table[table["method"] == "mcmc"]
+    labels = [_label(row, table.attrs["element_columns"]) for _, row in nuts.iterrows()]
+    for column in ("r_hat", "ess_bulk", "ess_tail"):
+        np.testing.assert_allclose(nuts[column].to_numpy(), reference.loc[labels, column].to_numpy(), rtol=1e-12)
+    assert table.loc[table["method"] != "mcmc", ["r_hat", "ess_bulk", "ess_tail"]].isna().all().all()
+
+
+def test_table_of_an_em_fit_alone_and_a_bad_kind(faithful):
+    em = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    table = mixflow.summary(em)
+    assert set(table["method"]) == {"em"} and table[["r_hat", "ess_bulk", "ess_tail"]].isna().all().all()
+    text = mixflow.summary(em, kind="text")
+    assert "EM: MLE, log-likelihood -1130.2" in text and "converged in" in text and "warnings: none" in text
+    with pytest.raises(ValueError, match=r"kind: expected one of \['table', 'text'\], got 'html'"):
+        mixflow.summary(em, kind="html")
+    with pytest.raises(TypeError, match=r"tree: expected a mixflow result"):
+        mixflow.summary({"em": em}, kind="text")
+
+
+def test_text_names_methods_and_every_warning(tree):
+    flagged = tree.copy()
+    flagged["em"].attrs.update(converged=0, n_iter=1000, collapsed_components=json.dumps([1]))
+    flagged["em/bootstrap"].attrs.update(n_failed=2)
+    flagged["mcmc"].attrs.update(sampler="pymc", chains=2, draws=40, max_rhat=1.02, min_ess_bulk=60.0,
+                                 min_ess_tail=55.0, n_divergences=3, high_rhat=json.dumps(["mu[0, x0]"]),
+                                 low_ess_bulk=json.dumps([]),
+                                 low_ess_tail=json.dumps(["weights[0]", "weights[1]", "mu[0, x0]", "mu[0, x1]",
+                                                          "mu[1, x0]", "mu[1, x1]"]))
+    flagged["advi"].attrs.update(variant="meanfield", converged=0, n_iter=5000, final_elbo=-200.0, draws=40)
+    text = mixflow.summary(flagged, kind="text")
+    for expected in ("fitted to 'simulated': 60 rows, 2 feature(s) ['x0', 'x1']",
+                     "EM: MLE, log-likelihood", "NOT converged in 1000 iterations",
+                     "EM bootstrap: 12 nonparametric replicates, 2 failed",
+                     "MCMC (NUTS): pymc, 2 chains x 40 draws; max R-hat 1.020, min ESS bulk 60 / tail 55, "
+                     "3 divergences",
+                     "ADVI: meanfield, NOT settled after 5000 iterations",
+                     "  - EM: degenerate (collapsed) components [1]", "  - EM bootstrap: 2 replicate(s) failed",
+                     "  - MCMC (NUTS): R-hat above 1.01 at mu[0, x0]\n",
+                     "  - MCMC (NUTS): low tail ESS at weights[0], weights[1], mu[0, x0], mu[0, x1] and 2 more",
+                     "  - MCMC (NUTS): 3 divergent transitions", "  - ADVI: the approximation did not settle",
+                     "mu[1, x1]"):
+        assert expected in text, expected
+    assert "low bulk ESS" not in text
+
+
+def test_text_stays_within_a_screenful():
+    wide = make_container(("em", "mcmc", "advi"), d=4, n=80, draws=20)
+    text = mixflow.summary(wide, kind="text")
+    lines = text.splitlines()
+    assert len(lines) <= 40 and max(len(line) for line in lines) <= 160
+    assert "... 6 more elements: mixflow.summary(tree) has them all" in text  # 2 + 8 + 20 elements, 24 shown
