@@ -127,6 +127,31 @@ def test_show_into_a_pipe_that_closes_early_is_not_an_error(iris_run):
     assert code == 0 and b"Traceback" not in error, error.decode()
 
 
+def test_a_stdout_that_breaks_mid_output_ends_the_command_quietly(iris_run, monkeypatch, tmp_path):
+    """The broken-pipe branch itself: a stdout whose reader is gone raises BrokenPipeError on write."""
+    _, written = iris_run
+
+    class ClosedPipe:
+        def __init__(self):
+            self.sink = open(tmp_path / "sink", "w")  # a real descriptor for the branch to redirect
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return self.sink.fileno()
+
+    closed = ClosedPipe()
+    monkeypatch.setattr(sys, "stdout", closed)
+    try:
+        assert main(["show", str(_container(written))]) == 0
+    finally:
+        closed.sink.close()
+
+
 def test_report_rebuilds_next_to_the_container_with_the_workflow_title(iris_run, capsys):
     _, written = iris_run
     container = _container(written)
