@@ -1,5 +1,7 @@
 """Choice of K: information criteria, cross-validation and PSIS-LOO."""
 
+import warnings
+
 import arviz_stats
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from mixflow.analysis.select import (
     select_k,
 )
 from mixflow.data import validate_data
-from mixflow.warnings import MixflowWarning
+from mixflow.warnings import MixflowWarning, SamplingWarning
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +164,41 @@ def test_collapsing_fits_are_flagged():
         flagged = select_k(mixflow.GaussianMixture(1), x, ks=(1, 3), methods=("em",), n_folds=None, random_seed=0,
                            fit_kwargs={"n_init": 1}, n_jobs=1)
     assert list(flagged["degenerate"]) == [False, True]
+
+
+def test_em_that_stops_at_max_iter_is_not_converged_and_its_warning_names_k_and_method(two_clusters):
+    with pytest.warns(MixflowWarning) as caught:
+        table = select_k(mixflow.GaussianMixture(1), two_clusters, ks=(1, 2), methods=("em",), n_folds=None,
+                         random_seed=0, fit_kwargs={"n_init": 1, "max_iter": 2}, n_jobs=1)
+    assert not table.loc[2, "converged"]
+    assert any(str(w.message).startswith("select_k, K=2, EM (MLE): ") and "converge" in str(w.message)
+               for w in caught)
+
+
+def test_mcmc_diagnostics_of_every_k_are_columns_and_its_warnings_name_the_k(two_clusters, monkeypatch):
+    real_fit = mixflow.fitting.fit
+    rng = np.random.default_rng(1)
+
+    def fake_fit(model, data, method="em", **kwargs):
+        if method != "mcmc":
+            return real_fit(model, data, method=method, **kwargs)
+        tree = _fake_mcmc_tree(model.n_components, rng)
+        k = model.n_components
+        tree["mcmc"].attrs.update(max_rhat=1.0 + 0.02 * k, min_ess_bulk=500.0 / k, min_ess_tail=400.0 / k,
+                                  n_divergences=k - 1)
+        if k == 2:
+            warnings.warn("MCMC diagnostics: 1 divergent transition(s) after tuning.", SamplingWarning, stacklevel=2)
+        return tree
+
+    monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
+    with pytest.warns(SamplingWarning, match=r"^select_k, K=2, NUTS: MCMC diagnostics: 1 divergent"):
+        table = select_k(mixflow.GaussianMixture(1), two_clusters, ks=(1, 2), methods=("map", "mcmc"),
+                         n_folds=None, random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1)
+    assert list(table["max_rhat"]) == pytest.approx([1.02, 1.04])
+    assert list(table["min_ess_bulk"]) == pytest.approx([500.0, 250.0])
+    assert list(table["min_ess_tail"]) == pytest.approx([400.0, 200.0])
+    assert list(table["divergences"]) == [0, 1]
+    assert "pareto_k_warning" in table
 
 
 def test_bad_arguments(two_clusters):

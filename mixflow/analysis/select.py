@@ -298,9 +298,30 @@ def _em_row(model, data: Data, method: str, n_folds, seed: np.random.SeedSequenc
             row.update(cv_log_likelihood=total, cv_log_likelihood_se=se)
     row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
     row["degenerate"] = any(w.category is DegenerateComponentWarning for w in caught)
-    others = [(w.category, str(w.message)) for w in caught
-              if w.category not in (ConvergenceWarning, DegenerateComponentWarning)]
-    return row, tree, others
+    return row, tree, _messages(caught)
+
+
+#: How a warning of the choice of K names the method that raised it.
+METHOD_NAMES = {"em": "EM (MLE)", "map": "EM (MAP)", "mcmc": "NUTS"}
+
+
+def _messages(caught) -> list[tuple[type, str]]:
+    """Distinct (category, message) pairs of recorded warnings, in the order first raised."""
+    return list(dict.fromkeys((w.category, str(w.message)) for w in caught))
+
+
+def _warn_for(k: int, method: str, messages) -> None:
+    """Raise again the warnings of one fit of the choice of K, each naming the K and the method."""
+    for category, message in messages:
+        warnings.warn(f"select_k, K={k}, {METHOD_NAMES[method]}: {message}", category, stacklevel=3)
+
+
+def _mcmc_row(tree) -> dict:
+    """The convergence diagnostics of one NUTS fit (its worst R-hat and ESS, its divergences)."""
+    attrs = tree["mcmc"].attrs
+    return {"max_rhat": float(attrs.get("max_rhat", np.nan)), "min_ess_bulk": float(attrs.get("min_ess_bulk", np.nan)),
+            "min_ess_tail": float(attrs.get("min_ess_tail", np.nan)),
+            "divergences": int(attrs.get("n_divergences", 0))}
 
 
 def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=None, n_folds: int | None = 5,
@@ -339,8 +360,11 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     -------
     pandas.DataFrame or (pandas.DataFrame, dict)
         Indexed by ``k``. EM columns: ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl``,
-        ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``converged``, ``degenerate``; MCMC columns:
-        those of :func:`loo_table`. ``attrs["preferred"]`` maps each criterion to the K it prefers
+        ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``converged`` (False when EM stopped at ``max_iter``
+        or warned so), ``degenerate`` (a collapsed component); MCMC columns: those of :func:`loo_table`, and
+        ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` and ``divergences`` of each NUTS fit. Every warning
+        of a fit is raised again naming its K and method (``"select_k, K=3, NUTS: ..."``).
+        ``attrs["preferred"]`` maps each criterion to the K it prefers
         (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD).
 
     Examples
@@ -360,20 +384,25 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     if em_method is not None:
         tasks = [(_with_k(model, k), validated, em_method, n_folds, seeds[k][0], fit_kwargs) for k in ks]
         workers = min(int(n_jobs or available_cores()), len(tasks))
-        for k, (row, tree, others) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):
+        for k, (row, tree, messages) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):
             rows[k], fits[(em_method, k)] = row, tree
-            for category, message in others:
-                warnings.warn(f"select_k, K={k}: {message}", category, stacklevel=2)
+            _warn_for(k, em_method, messages)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "k"
     if "mcmc" in methods:
         from mixflow.fitting import fit
 
+        diagnostics = {}
         for k in ks:
             mcmc_seed = int(seeds[k][1].generate_state(1)[0])
-            fits[("mcmc", k)] = fit(_with_k(model, k), _frame(validated), method="mcmc", weights=validated.weights,
-                                    random_seed=mcmc_seed, **fit_kwargs, **mcmc_kwargs)
-        table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}), how="outer")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fits[("mcmc", k)] = fit(_with_k(model, k), _frame(validated), method="mcmc",
+                                        weights=validated.weights, random_seed=mcmc_seed, **fit_kwargs, **mcmc_kwargs)
+            _warn_for(k, "mcmc", _messages(caught))
+            diagnostics[k] = _mcmc_row(fits[("mcmc", k)])
+        mcmc_table = pd.DataFrame.from_dict(diagnostics, orient="index")
+        table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}).join(mcmc_table), how="outer")
     _summarise(table, methods, seed)
     return (table, fits) if return_fits else table
 
