@@ -5,15 +5,17 @@ Each function reads the container and returns HTML or ``(level, text)`` findings
 """
 
 import html
+import json
 
 import numpy as np
 import pandas as pd
 
-from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS, MCMC, group
+from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS, MCMC, RUN_WARNINGS, group
 from mixflow.container.read import available_methods
 from mixflow.present.compare import METHOD_LABELS, element_columns
 
-__all__ = ["card", "diagnostics", "fit_summaries", "key_values", "provenance_rows"]
+__all__ = ["card", "diagnostics", "fit_summaries", "key_values", "provenance_rows", "run_warnings",
+           "selection_findings"]
 
 
 def key_values(rows: list[tuple[str, object]]) -> str:
@@ -29,6 +31,14 @@ def _mcmc_convergence(tree) -> dict:
 
     draws = method_draws(tree, "mcmc")
     out = {"chains": draws.sizes["chain"], "draws per chain": draws.sizes["draw"]}
+    attrs = tree["mcmc"].attrs
+    if all(key in attrs for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "n_divergences")):
+        # the sampler's own diagnostics, the ones it warned of (NaN R-hat: one chain)
+        if draws.sizes["chain"] > 1:
+            out["max R-hat"] = float(attrs["max_rhat"])
+        out.update({"min bulk ESS": float(attrs["min_ess_bulk"]), "min tail ESS": float(attrs["min_ess_tail"]),
+                    "divergences": int(attrs["n_divergences"])})
+        return out
     if draws.sizes["chain"] > 1:
         out["max R-hat"] = float(arviz_stats.rhat(draws).to_array().max())
     out["min bulk ESS"] = float(arviz_stats.ess(draws, method="bulk").to_array().min())
@@ -85,8 +95,48 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
                                      f"{attrs.get('n_replicates')}."))
     if "mcmc" in methods:
         findings += _mcmc_findings(_mcmc_convergence(tree))
-    findings += _comparison_findings(table)
+    variant = tree["advi"].attrs.get("variant", "meanfield") if "advi" in methods else None
+    findings += _comparison_findings(table, variant)
     return findings or [("ok", "No problems found.")]
+
+
+def run_warnings(tree) -> list[tuple[str, str]]:
+    """The warnings raised while a workflow produced the container, as findings naming the stage.
+
+    A stage names the model, the K and the method (``"K=3, NUTS"``); warnings of the choice of K name
+    their K and method in the message (``"select_k, K=4, NUTS: ..."``).
+    """
+    recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
+    return [("warn", (f"[{w['stage']}] " if w.get("stage") else "") + f"{w['category']}: {w['message']}")
+            for w in recorded]
+
+
+def selection_findings(selection: pd.DataFrame | None) -> list[tuple[str, str]]:
+    """Problems of the fits behind a choice-of-K table, one finding per K and method."""
+    if selection is None:
+        return []
+    findings = []
+    for k, row in selection.iterrows():
+        em = []
+        if "converged" in row and pd.notna(row["converged"]) and not bool(row["converged"]):
+            em.append("did not converge")
+        if "degenerate" in row and pd.notna(row["degenerate"]) and bool(row["degenerate"]):
+            em.append("has a collapsed component")
+        if em:
+            findings.append(("bad", f"Choice of K, K={k}, EM: {' and '.join(em)}; its criteria are unreliable."))
+        nuts = []
+        if pd.notna(row.get("max_rhat", np.nan)) and row["max_rhat"] > 1.01:
+            nuts.append(f"max R-hat {row['max_rhat']:.3f} > 1.01")
+        for column, label in (("min_ess_bulk", "bulk"), ("min_ess_tail", "tail")):
+            if pd.notna(row.get(column, np.nan)) and row[column] < 400:
+                nuts.append(f"min {label} ESS {row[column]:.0f} < 400")
+        if pd.notna(row.get("divergences", np.nan)) and row["divergences"] > 0:
+            nuts.append(f"{int(row['divergences'])} divergent transition(s)")
+        if pd.notna(row.get("pareto_k_warning", np.nan)) and bool(row["pareto_k_warning"]):
+            nuts.append("high Pareto k (PSIS-LOO unreliable)")
+        if nuts:
+            findings.append(("warn", f"Choice of K, K={k}, NUTS: {'; '.join(nuts)}."))
+    return findings
 
 
 def _em_findings(tree) -> list[tuple[str, str]]:
@@ -113,12 +163,14 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
                                 "(non-convergence or label switching)."))
     if summary.get("min bulk ESS", np.inf) < 400:
         findings.append(("warn", f"MCMC: min bulk ESS {summary['min bulk ESS']:.0f} < 400."))
+    if summary.get("min tail ESS", np.inf) < 400:
+        findings.append(("warn", f"MCMC: min tail ESS {summary['min tail ESS']:.0f} < 400."))
     if summary.get("divergences", 0):
         findings.append(("bad", f"MCMC: {summary['divergences']} divergent transition(s)."))
     return findings
 
 
-def _comparison_findings(table: pd.DataFrame) -> list[tuple[str, str]]:
+def _comparison_findings(table: pd.DataFrame, variant: str | None = None) -> list[tuple[str, str]]:
     findings = []
     outside = table[(table["method"].isin(["mcmc", "advi"])) & (table["em_inside"] == False)]  # noqa: E712
     if len(outside):
@@ -134,9 +186,10 @@ def _comparison_findings(table: pd.DataFrame) -> list[tuple[str, str]]:
                                  f"{advi['distance_to_mcmc'].abs().max():.2g} sd."))
     narrow = advi[advi["sd_ratio_to_mcmc"] < 0.7]
     if len(narrow):
-        findings.append(("warn", f"ADVI underestimates the posterior sd (ratio < 0.7) for {len(narrow)} "
-                                 f"parameter(s), down to {advi['sd_ratio_to_mcmc'].min():.2f}; typical of "
-                                 "mean-field VI."))
+        typical = "; typical of mean-field VI" if variant == "meanfield" else ""
+        findings.append(("warn", f"ADVI ({variant or 'variational'}) underestimates the posterior sd (ratio < 0.7) "
+                                 f"for {len(narrow)} parameter(s), down to {advi['sd_ratio_to_mcmc'].min():.2f}"
+                                 f"{typical}."))
     agreement = table.attrs["label_agreement"]
     low = [(a, b, agreement.loc[a, b]) for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]
            if agreement.loc[a, b] < 0.9]

@@ -21,7 +21,15 @@ from mixflow.container.layout import OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
-from mixflow.present.report.cards import card, diagnostics, fit_summaries, key_values, provenance_rows
+from mixflow.present.report.cards import (
+    card,
+    diagnostics,
+    fit_summaries,
+    key_values,
+    provenance_rows,
+    run_warnings,
+    selection_findings,
+)
 from mixflow.warnings import MixflowWarning
 
 __all__ = ["SECTIONS", "report"]
@@ -89,8 +97,32 @@ def _figure_html(figure, caption: str) -> str:
 
 
 # -- sections ------------------------------------------------------------------------------------------
-def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame) -> str:
-    """Headline numbers: the model, the data, the fit and how far the methods agree."""
+#: How the report names each criterion of the choice of K.
+CRITERIA = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "cv_log_likelihood": "held-out log-likelihood",
+            "elpd_loo": "PSIS-LOO"}
+
+
+def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
+    """In words, which K each criterion prefers, and whether they agree (and which K was fitted)."""
+    from mixflow.analysis.select import preferred_k
+
+    preferred = selection.attrs.get("preferred") or preferred_k(selection)  # a table read back from CSV has none
+    by_k = {}
+    for criterion, k in preferred.items():
+        by_k.setdefault(int(k), []).append(CRITERIA.get(criterion, criterion))
+    if not by_k:
+        return ""
+    fitted = "" if fitted_k is None else f"; K = {fitted_k} is the one fitted"
+    if len(by_k) == 1:
+        (k, names), = by_k.items()
+        return f"every criterion ({', '.join(names)}) prefers K = {k}{fitted}"
+    parts = "; ".join(f"{', '.join(names)} prefer{'s' if len(names) == 1 else ''} K = {k}"
+                      for k, names in sorted(by_k.items()))
+    return f"the criteria disagree: {parts}{fitted}"
+
+
+def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame, selection=None) -> str:
+    """Headline numbers: the model, the data, the fit, the choice of K and how far the methods agree."""
     from mixflow.families.base import model_from_json
 
     model = model_from_json(tree.attrs["model"])
@@ -99,6 +131,8 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
         f", {model.covariance} covariance" if hasattr(model, "covariance") else "")),
              ("data", f"{tree.attrs.get('data_name', '')}: {observed.sizes['obs']} rows x "
                       f"{observed.sizes['feature']} feature(s)")]
+    if selection is not None and choice_of_k_text(selection):
+        facts.append(("choice of K", choice_of_k_text(selection, model.n_components)))
     if "em" in tree.children:
         attrs = tree["em"].attrs
         facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood {attrs['log_likelihood']:.6g}, "
@@ -263,10 +297,13 @@ def _plots_section(tree, selection, ci_prob) -> tuple[str, list[str]]:
 def _selection_html(selection) -> str:
     if selection is None:
         return ""
-    preferred = selection.attrs.get("preferred", {})
-    text = ", ".join(f"{k}: K = {v}" for k, v in preferred.items())
-    return (f"<h3>Choice of K</h3><p>Preferred: {html.escape(text)}.</p>"
-            + _table(selection.drop(columns=[c for c in ("converged", "degenerate") if c in selection])))
+    text = choice_of_k_text(selection)
+    note = ("<p><small>EM columns: <code>converged</code> (False when EM stopped at max_iter), "
+            "<code>degenerate</code> (a collapsed component). NUTS columns: <code>max_rhat</code>, "
+            "<code>min_ess_bulk</code>, <code>min_ess_tail</code>, <code>divergences</code>, "
+            "<code>pareto_k_warning</code> (PSIS-LOO unreliable).</small></p>")
+    return (f"<h3>Choice of K</h3><p>{html.escape(text[:1].upper() + text[1:])}.</p>{note}"
+            f'<div class="scroll">{_table(selection)}</div>')
 
 
 # -- the page ------------------------------------------------------------------------------------------
@@ -337,14 +374,15 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         table = dataset_to_frame(dataset)
         plots_html, plot_problems = _plots_section(tree, selection, ci_prob)
     raised = [str(w.message) for w in caught if issubclass(w.category, MixflowWarning)]
-    findings = [f for f in diagnostics(tree, table) if f[0] != "ok"]
+    findings = [f for f in diagnostics(tree, table) if f[0] != "ok"] + selection_findings(selection)
     findings += [("warn", message) for message in plot_problems + raised]
+    findings += run_warnings(tree)
     findings = findings or [("ok", "No problems found.")]
     items = "".join(f'<li class="{level}">{html.escape(text)}</li>' for level, text in findings)
     written = [("report written", datetime.now(UTC).isoformat(timespec="seconds"))]
     reference = reference_agreement(tree)
     sections = {
-        "summary": ("At a glance", _summary_section(tree, table, findings, reference)),
+        "summary": ("At a glance", _summary_section(tree, table, findings, reference, selection)),
         "diagnostics": ("Diagnostics and warnings", f'<ul class="findings">{items}</ul>'),
         "model": ("Model and prior", _model_section(tree)),
         "data": ("Data", _data_section(tree)),
