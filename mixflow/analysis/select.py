@@ -306,8 +306,18 @@ METHOD_NAMES = {"em": "EM (MLE)", "map": "EM (MAP)", "mcmc": "NUTS"}
 
 
 def _messages(caught) -> list[tuple[type, str]]:
-    """Distinct (category, message) pairs of recorded warnings, in the order first raised."""
-    return list(dict.fromkeys((w.category, str(w.message)) for w in caught))
+    """One (category, message) pair per category of recorded warnings, in the order first raised.
+
+    The fits of one K (the fit and its cross-validation folds) often warn alike; the first message of a
+    category is kept, with the count of the others.
+    """
+    first, counts = {}, {}
+    for w in caught:
+        first.setdefault(w.category, str(w.message))
+        counts[w.category] = counts.get(w.category, 0) + 1
+    return [(category, message + (f" (and {counts[category] - 1} more such warning(s) from this K's fits, "
+                                  "e.g. its cross-validation folds)" if counts[category] > 1 else ""))
+            for category, message in first.items()]
 
 
 def _warn_for(k: int, method: str, messages) -> None:
