@@ -163,3 +163,19 @@ def test_mcmc_findings_use_the_samplers_own_diagnostics(tmp_path, full):
     texts = [text for _, text in diagnostics(tree, compare(tree))]
     assert "MCMC: max R-hat 1.200 > 1.01: chains disagree (non-convergence or label switching)." in texts
     assert "MCMC: min tail ESS 40 < 400." in texts and "MCMC: 4 divergent transition(s)." in texts
+
+
+def test_fit_cards_say_in_words_what_each_method_did(full):
+    from mixflow.present.report.cards import duration, fit_summaries
+
+    tree = full.copy(deep=True)
+    tree["em"].attrs.update(converged=1, n_iter=83)
+    tree["advi"].attrs.update(variant="fullrank", converged=1, n_iter=5400, wall_time=40.98934363400002)
+    tree["mcmc"].attrs.update(wall_time=183.2)
+    text = fit_summaries(tree)
+    assert "converged after 83 iterations" in text and "settled after 5400 iterations" in text
+    assert "full-rank Gaussian" in text and "<td>41 s</td>" in text and "3 min 03 s" in text
+    assert "40.98934" not in text and "n_iter" not in text and "fit_time" not in text
+    tree["em"].attrs.update(converged=0, max_iter=20000, n_iter=20000)
+    assert "did not converge: stopped at max_iter = 20000 iterations" in fit_summaries(tree)
+    assert [duration(t) for t in (0.42, 12.4, 59.6, 61.0)] == ["0.4 s", "12 s", "60 s", "1 min 01 s"]

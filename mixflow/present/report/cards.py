@@ -14,7 +14,7 @@ from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS,
 from mixflow.container.read import available_methods
 from mixflow.present.compare import METHOD_LABELS, element_columns
 
-__all__ = ["card", "diagnostics", "fit_summaries", "key_values", "provenance_rows", "run_warnings",
+__all__ = ["card", "diagnostics", "duration", "fit_summaries", "key_values", "provenance_rows", "run_warnings",
            "selection_findings"]
 
 
@@ -53,32 +53,107 @@ def card(heading: str, content: str) -> str:
     return f'<div class="card"><h3>{html.escape(heading)}</h3>{content}</div>'
 
 
-def fit_summaries(tree) -> str:
-    """HTML key-value tables summarising each fit in the container."""
+def duration(seconds) -> str:
+    """A wall time in words, rounded: "0.4 s", "41 s", "3 min 05 s"."""
+    seconds = float(seconds)
+    if not np.isfinite(seconds):
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def _components(attrs, key: str) -> list:
+    try:
+        return json.loads(attrs.get(key, "[]") or "[]")
+    except (TypeError, ValueError):
+        return []
+
+
+def _em_rows(attrs) -> list[tuple[str, object]]:
+    """EM in words: what was estimated, whether and when it converged, from how many starts."""
+    kind = "MAP estimate (under the prior)" if attrs.get("method") == "map" else "maximum-likelihood estimate"
+    n_iter = attrs.get("n_iter", "?")
+    converged = (f"converged after {n_iter} iterations" if attrs.get("converged", 1)
+                 else f"did not converge: stopped at max_iter = {attrs.get('max_iter', n_iter)} iterations")
+    rows = [("estimate", kind), ("convergence", converged)]
+    if "n_init" in attrs:
+        rows.append(("starts", f"best of {attrs['n_init']} ({attrs.get('init', 'k-means++')}), "
+                               f"restart {attrs.get('best_restart', 0)}"))
+    rows.append(("log-likelihood", f"{attrs['log_likelihood']:.6g}"))
+    if "log_posterior" in attrs:
+        rows.append(("log posterior", f"{attrs['log_posterior']:.6g}"))
+    rows.append(("free parameters", attrs.get("n_parameters", "")))
+    rows.append(("BIC / AIC / ICL", " / ".join(f"{attrs[key]:.6g}" for key in ("bic", "aic", "icl") if key in attrs)))
+    for key, words in (("collapsed_components", "collapsed components"), ("empty_components", "empty components")):
+        if _components(attrs, key):
+            rows.append((words, ", ".join(str(c) for c in _components(attrs, key))))
+    if attrs.get("trimmed_components", 0):
+        rows.append(("trimmed components", attrs["trimmed_components"]))
+    return rows
+
+
+def _bootstrap_rows(attrs) -> list[tuple[str, object]]:
+    rows = [("replicates", f"{attrs.get('n_replicates', '?')} ({attrs.get('kind', 'nonparametric')})")]
+    problems = [f"{attrs[key]} {words}" for key, words in (("n_failed", "failed"), ("n_not_converged",
+                "did not converge"), ("n_degenerate", "degenerate")) if attrs.get(key, 0)]
+    rows.append(("problems", ", ".join(problems) if problems else "none"))
+    return rows
+
+
+def _mcmc_rows(tree) -> list[tuple[str, object]]:
+    attrs, summary = tree["mcmc"].attrs, _mcmc_convergence(tree)
+    rows = [("sampler", f"NUTS ({attrs.get('sampler', 'pymc')})"),
+            ("draws", f"{summary['chains']} chains x {summary['draws per chain']} draws"
+                      + (f" after {attrs['tune']} tuning steps" if "tune" in attrs else ""))]
+    if "wall_time" in attrs:
+        rows.append(("wall time", duration(attrs["wall_time"]) + " (compilation and sampling)"))
+    if "max R-hat" in summary:
+        rows.append(("worst R-hat", f"{summary['max R-hat']:.3f}"))
+    rows += [("smallest ESS (bulk / tail)", f"{summary['min bulk ESS']:.0f} / {summary['min tail ESS']:.0f}"),
+             ("divergences", summary.get("divergences", 0))]
+    if attrs.get("n_relabelled_draws", 0):
+        rows.append(("relabelled draws", attrs["n_relabelled_draws"]))
+    return rows
+
+
+def _advi_rows(tree) -> list[tuple[str, object]]:
     from mixflow.present.plots.fit import elbo_history
 
-    methods, parts = available_methods(tree), []
-    if "em" in methods:
-        attrs = tree["em"].attrs
-        keys = ("method", "log_likelihood", "log_posterior", "n_iter", "converged", "n_init", "best_restart",
-                "n_parameters", "bic", "aic", "icl", "collapsed_components", "empty_components", "trimmed_components")
-        rows = [(key, f"{attrs[key]:.6g}" if isinstance(attrs[key], float) else attrs[key])
-                for key in keys if key in attrs]
-        parts.append(card("EM", key_values(rows)))
-    if "bootstrap" in methods:
-        attrs = tree[EM_BOOTSTRAP].attrs
-        parts.append(card("EM bootstrap", key_values([(k, v) for k, v in attrs.items()])))
-    if "mcmc" in methods:
-        parts.append(card("MCMC (NUTS)", key_values([(k, f"{v:.4g}" if isinstance(v, float) else v)
-                                                        for k, v in _mcmc_convergence(tree).items()])))
-    if "advi" in methods:
-        sizes = tree[DRAW_GROUPS["advi"]].sizes
-        rows = [("draws", sizes.get("draw", "")), *[(k, v) for k, v in tree["advi"].attrs.items()]]
+    attrs = tree["advi"].attrs
+    variant = {"meanfield": "mean-field", "fullrank": "full-rank"}.get(attrs.get("variant"), attrs.get("variant", ""))
+    n_iter = attrs.get("n_iter", "?")
+    settled = (f"settled after {n_iter} iterations" if attrs.get("converged", 1)
+               else f"did not settle in {n_iter} iterations")
+    rows = [("approximation", f"{variant} Gaussian"), ("convergence", settled)]
+    if "final_elbo" in attrs:
+        rows.append(("final ELBO", f"{attrs['final_elbo']:.6g}"))
+    else:
         elbo = elbo_history(tree)
         if elbo is not None:
-            rows += [("iterations", elbo.size), ("final ELBO (mean of last 10%)",
-                                                 f"{np.nanmean(elbo.values.ravel()[-max(elbo.size // 10, 1):]):.6g}")]
-        parts.append(card("ADVI", key_values(rows)))
+            rows.append(("final ELBO", f"{np.nanmean(elbo.values.ravel()[-max(elbo.size // 10, 1):]):.6g}"))
+    rows.append(("draws", tree[DRAW_GROUPS["advi"]].sizes.get("draw", "")))
+    if "wall_time" in attrs:
+        rows.append(("wall time", duration(attrs["wall_time"])))
+    if attrs.get("minibatch_size", -1) not in (-1, None):
+        rows.append(("minibatch", f"{attrs['minibatch_size']} rows"))
+    return rows
+
+
+def fit_summaries(tree) -> str:
+    """HTML cards saying in words what each method did, how long it took and whether it converged."""
+    methods, parts = available_methods(tree), []
+    if "em" in methods:
+        parts.append(card("EM", key_values(_em_rows(tree["em"].attrs))))
+    if "bootstrap" in methods:
+        parts.append(card("EM bootstrap", key_values(_bootstrap_rows(tree[EM_BOOTSTRAP].attrs))))
+    if "mcmc" in methods:
+        parts.append(card("MCMC (NUTS)", key_values(_mcmc_rows(tree))))
+    if "advi" in methods:
+        parts.append(card("ADVI", key_values(_advi_rows(tree))))
     return f'<div class="cards">{"".join(parts)}</div>'
 
 
