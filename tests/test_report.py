@@ -179,3 +179,15 @@ def test_fit_cards_say_in_words_what_each_method_did(full):
     tree["em"].attrs.update(converged=0, max_iter=20000, n_iter=20000)
     assert "did not converge: stopped at max_iter = 20000 iterations" in fit_summaries(tree)
     assert [duration(t) for t in (0.42, 12.4, 59.6, 61.0)] == ["0.4 s", "12 s", "60 s", "1 min 01 s"]
+
+
+def test_figures_are_embedded_at_twice_their_displayed_resolution(tmp_path):
+    import base64
+
+    text = report(make_container(("em",)), tmp_path / "r.html").read_text(encoding="utf-8")
+    images = re.findall(r'<img alt="[^"]*" width="(\d+)" height="(\d+)" src="data:image/png;base64,([^"]+)"', text)
+    assert images
+    for width, height, encoded in images:
+        png = base64.b64decode(encoded)
+        assert int.from_bytes(png[16:20], "big") // 2 == int(width)
+        assert int.from_bytes(png[20:24], "big") // 2 == int(height)

@@ -120,13 +120,13 @@ def _figures(tree, out: Path, stem: str, selection, progress) -> list[Path]:
     for name, plot in wanted.items():
         path = folder / f"{stem}-{name}.png"
         try:
-            written.append(atomic_write(path, lambda p, plot=plot: plot(tree).savefig(p, format="png", dpi=110)))
+            written.append(atomic_write(path, lambda p, plot=plot: plot(tree).savefig(p, format="png", dpi=220)))
         except (ValueError, NotImplementedError, TypeError, np.linalg.LinAlgError) as error:
             progress(f"  the {name} figure could not be drawn, skipped: {error}")
         plt.close("all")
     if selection is not None:
         written.append(atomic_write(folder / f"{stem}-choice-of-k.png", lambda p: plots.plot_select_k(
-            selection).savefig(p, format="png", dpi=110)))
+            selection).savefig(p, format="png", dpi=220)))
         plt.close("all")
     return written
 

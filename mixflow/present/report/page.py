@@ -32,7 +32,10 @@ from mixflow.present.report.cards import (
 )
 from mixflow.warnings import MixflowWarning
 
-__all__ = ["SECTIONS", "report"]
+__all__ = ["FIGURE_DPI", "SECTIONS", "report"]
+
+#: CSS pixels per inch of the figures; they are drawn at twice this resolution (sharp on high-density screens).
+FIGURE_DPI = 96
 
 #: The section ids of every report, in order.
 SECTIONS = ("summary", "diagnostics", "model", "data", "fits", "comparison", "plots", "provenance")
@@ -89,10 +92,13 @@ def _figure_html(figure, caption: str) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=2 * FIGURE_DPI, bbox_inches="tight")
     plt.close(figure)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
+    png = buffer.getvalue()
+    width, height = (int.from_bytes(png[at:at + 4], "big") // 2 for at in (16, 20))  # the IHDR chunk
+    encoded = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" width="{width}" height="{height}" '
+            f'src="data:image/png;base64,{encoded}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
