@@ -1,6 +1,7 @@
 """Workflows: validation before fitting (with file positions), outputs, reproducibility, the CLI."""
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -269,3 +270,35 @@ def test_a_calm_run_reports_no_warnings(tmp_path, capsys):
     assert "EM (MAP): log-likelihood" in err and "converged after" in err
     tree = mixflow.load(next((tmp_path / "out").glob("*.nc")))
     assert json.loads(tree.attrs["run_warnings"]) == []
+
+
+@pytest.mark.slow
+def test_a_run_with_nuts_and_advi_records_every_k_and_prints_one_result_line_per_method(tmp_path, capsys):
+    text = SMALL.replace("{from = 1, to = 3}", "{from = 1, to = 2}") + """
+    [methods.mcmc]
+    draws = 60
+    tune = 60
+    chains = 2
+
+    [methods.advi]
+    variant = "fullrank"
+    draws = 20
+
+    [output]
+    figures = false
+    """
+    run_workflow(write(tmp_path, text), tmp_path / "out", quiet=False)
+    err = capsys.readouterr().err
+    assert all(line.startswith("[") for line in err.splitlines()), err
+    assert "Interrupted" not in err
+    assert re.search(r"NUTS: 2 chains x 60 draws in \d+\.\d s, \d+ divergence\(s\), worst R-hat \d\.\d{3}", err)
+    assert re.search(r"ADVI: fullrank \d+ iterations in \d+\.\d s, (settled|did NOT settle), final ELBO -?\d", err)
+    table = pd.read_csv(tmp_path / "out" / "gaussian-full-k1-2-choice-of-k.csv", index_col="k")
+    for column in ("converged", "degenerate", "max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
+                   "pareto_k_warning", "elpd_loo"):
+        assert table[column].notna().all(), column
+    report = (tmp_path / "out" / "gaussian-full-k2-report.html").read_text()
+    flagged = (table["max_rhat"] > 1.01) | (table["min_ess_bulk"] < 400) | (table["divergences"] > 0)
+    for k in table.index[flagged]:
+        assert f"Choice of K, K={k}, NUTS:" in report
+    assert "mean-field" not in report
