@@ -191,3 +191,16 @@ def test_figures_are_embedded_at_twice_their_displayed_resolution(tmp_path):
         png = base64.b64decode(encoded)
         assert int.from_bytes(png[16:20], "big") // 2 == int(width)
         assert int.from_bytes(png[20:24], "big") // 2 == int(height)
+
+
+def test_comparison_cells_round_to_the_sd_and_show_a_standard_deviation_beside_a_variance():
+    from mixflow.present.report.page import _cell
+
+    row = pd.Series({"parameter": "covariance", "component": 0, "feature": "velocity", "feature_": "velocity",
+                     "estimate": 366_900.0, "sd": 12_000.0, "lower": 341_234.0, "upper": 390_876.0})
+    cell = _cell(row, "mcmc")
+    assert cell.startswith("367,000 (12,000)<br><small>[341,000, 391,000]</small>")
+    assert "<small>sd 605.7</small>" in cell
+    mean = pd.Series({"parameter": "mu", "component": 0, "feature": "velocity", "estimate": 21437.2, "sd": 251.3,
+                      "lower": float("nan"), "upper": float("nan")})
+    assert _cell(mean, "em") == "21,440 (250)"

@@ -21,6 +21,7 @@ from mixflow.container.layout import OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
+from mixflow.present.numbers import format_number, format_with_sd
 from mixflow.present.report.cards import (
     card,
     diagnostics,
@@ -85,7 +86,7 @@ footer { padding: 16px 40px; color: var(--muted); font-size: 13px; border-top: 1
 
 def _table(frame: pd.DataFrame, *, index: bool = True, classes: str = "") -> str:
     return frame.to_html(index=index, escape=True, border=0, classes=f"table {classes}".strip(), na_rep="",
-                         float_format=lambda v: f"{v:.4g}")
+                         float_format=format_number)
 
 
 def _figure_html(figure, caption: str) -> str:
@@ -211,11 +212,13 @@ def _data_section(tree) -> str:
 def _cell(stats: pd.Series, method: str) -> str:
     if pd.isna(stats.get("estimate")):
         return ""
-    text = f"{stats['estimate']:.4g}"
-    if pd.notna(stats["sd"]):
-        text += f" ({stats['sd']:.2g})"
+    sd = stats["sd"] if pd.notna(stats["sd"]) else None
+    value, sd_text = format_with_sd(stats["estimate"], sd)
+    text = value + (f" ({sd_text})" if sd_text else "")
     if pd.notna(stats["lower"]):
-        text += f"<br><small>[{stats['lower']:.4g}, {stats['upper']:.4g}]</small>"
+        text += f"<br><small>[{format_number(stats['lower'], sd)}, {format_number(stats['upper'], sd)}]</small>"
+    if _is_variance(stats) and stats["estimate"] >= 0:
+        text += f"<br><small>sd {format_number(np.sqrt(stats['estimate']))}</small>"
     flags = []
     if method != "em" and stats.get("em_inside") is False:
         flags.append('<span class="flag bad" title="EM point outside this interval">EM outside</span>')
@@ -227,6 +230,14 @@ def _cell(stats: pd.Series, method: str) -> str:
     if method == "advi" and pd.notna(ratio) and not 0.7 <= ratio <= 1.4:
         flags.append(f'<span class="flag warn" title="ADVI sd / NUTS sd">sd ×{ratio:.2f}</span>')
     return text + ("<br>" + " ".join(flags) if flags else "")
+
+
+def _is_variance(stats: pd.Series) -> bool:
+    """A variance: a ``variance`` parameter, or a diagonal element of a ``covariance``."""
+    if stats.get("parameter") == "variance":
+        return True
+    return (stats.get("parameter") == "covariance" and pd.notna(stats.get("feature"))
+            and stats.get("feature") == stats.get("feature_"))
 
 
 def _comparison_section(table: pd.DataFrame) -> str:
@@ -242,7 +253,9 @@ def _comparison_section(table: pd.DataFrame) -> str:
     probability = table.attrs["ci_prob"]
     agreement = table.attrs["label_agreement"]
     explanation = (f"<p>Each cell: estimate (EM point or posterior mean), (sd; for EM the standard error from the "
-                   f"observed information), and the {probability:.0%} interval ({table.attrs['ci_kind'].upper()} of "
+                   "observed information), each to the precision its sd supports (two significant digits of the sd); "
+                   "for a variance, its square root (a standard deviation, in the data's units) below; "
+                   f"and the {probability:.0%} interval ({table.attrs['ci_kind'].upper()} of "
                    "the draws; Wald for EM). Flags: the EM point outside a method's interval; ADVI more than one "
                    "NUTS sd from NUTS, or its sd off by more than 30-40%.</p>")
     parts = [explanation, f'<div class="scroll"><table class="table compare"><thead><tr><th>parameter</th>'
