@@ -336,7 +336,7 @@ def _mcmc_row(tree) -> dict:
 
 def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=None, n_folds: int | None = 5,
              random_seed: int | None = None, fit_kwargs: dict | None = None, mcmc_kwargs: dict | None = None,
-             n_jobs: int | None = None, return_fits: bool = False):
+             n_jobs: int | None = None, return_fits: bool = False, progress=None):
     """Fit the model for each number of components and tabulate the criteria for choosing K.
 
     Parameters
@@ -365,6 +365,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         MCMC fits run one after the other (each uses its own chains).
     return_fits : bool, default False
         Also return the fitted containers ``{(method, K): tree}``.
+    progress : callable, optional
+        Called with a one-line message as each fit starts or ends (``"K=3, NUTS: 4 chains ..."``).
 
     Returns
     -------
@@ -390,13 +392,19 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}
     fit_kwargs, mcmc_kwargs = dict(fit_kwargs or {}), {"progressbar": False, **(mcmc_kwargs or {})}
     rows, fits = {k: {} for k in ks}, {}
+    progress = progress or (lambda message: None)
     em_method = next((m for m in methods if m in ("em", "map")), None)
     if em_method is not None:
         tasks = [(_with_k(model, k), validated, em_method, n_folds, seeds[k][0], fit_kwargs) for k in ks]
         workers = min(int(n_jobs or available_cores()), len(tasks))
+        progress(f"{METHOD_NAMES[em_method]}: fitting K in {ks}" + (f" with {n_folds}-fold cross-validation"
+                                                                     if n_folds else ""))
         for k, (row, tree, messages) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):
             rows[k], fits[(em_method, k)] = row, tree
             _warn_for(k, em_method, messages)
+            progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {row['log_likelihood']:.6g}, "
+                     f"BIC {row['bic']:.6g}" + ("" if row["converged"] else ", did NOT converge")
+                     + (", a component collapsed" if row["degenerate"] else ""))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "k"
     if "mcmc" in methods:
@@ -405,12 +413,16 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         diagnostics = {}
         for k in ks:
             mcmc_seed = int(seeds[k][1].generate_state(1)[0])
+            progress(f"K={k}, NUTS: sampling")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 fits[("mcmc", k)] = fit(_with_k(model, k), _frame(validated), method="mcmc",
                                         weights=validated.weights, random_seed=mcmc_seed, **fit_kwargs, **mcmc_kwargs)
             _warn_for(k, "mcmc", _messages(caught))
             diagnostics[k] = _mcmc_row(fits[("mcmc", k)])
+            progress(f"K={k}, NUTS: {diagnostics[k]['divergences']} divergence(s), worst R-hat "
+                     f"{diagnostics[k]['max_rhat']:.3f}, smallest bulk / tail ESS {diagnostics[k]['min_ess_bulk']:.0f}"
+                     f" / {diagnostics[k]['min_ess_tail']:.0f}")
         mcmc_table = pd.DataFrame.from_dict(diagnostics, orient="index")
         table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}).join(mcmc_table), how="outer")
     _summarise(table, methods, seed)

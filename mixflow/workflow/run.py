@@ -37,7 +37,8 @@ def _choose_k(workflow: Workflow, spec, data, weights, progress):
     with progress.during(f"{spec.label}, choice of K"):
         table = select_k(spec.model(spec.ks[0]), data, ks=spec.ks, methods=methods, weights=weights,
                          random_seed=workflow.seed, fit_kwargs=em,
-                         mcmc_kwargs={"progressbar": False, **workflow.methods.get("mcmc", {})})
+                         mcmc_kwargs={"progressbar": False, **workflow.methods.get("mcmc", {})},
+                         progress=lambda message: progress(f"  {message}"))
     # select_k could return its EM fit of the chosen K (return_fits=True), but that fit has its own seed
     # (derived per K), so it is not the fit of the workflow's seed: on galaxies (MAP, K=3) its covariance
     # differs in the fourth significant digit and the recorded random_seed would change with the range.
