@@ -84,9 +84,9 @@ footer { padding: 16px 40px; color: var(--muted); font-size: 13px; border-top: 1
 """
 
 
-def _table(frame: pd.DataFrame, *, index: bool = True, classes: str = "") -> str:
+def _table(frame: pd.DataFrame, *, index: bool = True, classes: str = "", digits: int = 4) -> str:
     return frame.to_html(index=index, escape=True, border=0, classes=f"table {classes}".strip(), na_rep="",
-                         float_format=format_number)
+                         float_format=lambda value: format_number(value, digits=digits))
 
 
 def _figure_html(figure, caption: str) -> str:
@@ -322,7 +322,7 @@ def _selection_html(selection) -> str:
             "<code>min_ess_bulk</code>, <code>min_ess_tail</code>, <code>divergences</code>, "
             "<code>pareto_k_warning</code> (PSIS-LOO unreliable).</small></p>")
     return (f"<h3>Choice of K</h3><p>{html.escape(text[:1].upper() + text[1:])}.</p>{note}"
-            f'<div class="scroll">{_table(selection)}</div>')
+            f'<div class="scroll">{_table(selection, digits=6)}</div>')  # criteria differ in units
 
 
 # -- the page ------------------------------------------------------------------------------------------
