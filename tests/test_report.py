@@ -204,3 +204,13 @@ def test_comparison_cells_round_to_the_sd_and_show_a_standard_deviation_beside_a
     mean = pd.Series({"parameter": "mu", "component": 0, "feature": "velocity", "estimate": 21437.2, "sd": 251.3,
                       "lower": float("nan"), "upper": float("nan")})
     assert _cell(mean, "em") == "21,440 (250)"
+
+
+def test_bootstrap_replicates_that_did_not_converge_are_a_finding(full):
+    from mixflow.present.compare import compare
+    from mixflow.present.report.cards import diagnostics
+
+    tree = full.copy(deep=True)
+    tree["em/bootstrap"].attrs.update(n_failed=0, n_degenerate=0, n_not_converged=3, n_replicates=20)
+    texts = [text for _, text in diagnostics(tree, compare(tree))]
+    assert "Bootstrap: 0 failed, 3 not converged and 0 degenerate replicate(s) of 20." in texts

@@ -164,8 +164,9 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
         findings += _em_findings(tree)
     if "bootstrap" in methods:
         attrs = tree[EM_BOOTSTRAP].attrs
-        if attrs.get("n_failed", 0) or attrs.get("n_degenerate", 0):
-            findings.append(("warn", f"Bootstrap: {attrs.get('n_failed', 0)} failed and "
+        if attrs.get("n_failed", 0) or attrs.get("n_degenerate", 0) or attrs.get("n_not_converged", 0):
+            findings.append(("warn", f"Bootstrap: {attrs.get('n_failed', 0)} failed, "
+                                     f"{attrs.get('n_not_converged', 0)} not converged and "
                                      f"{attrs.get('n_degenerate', 0)} degenerate replicate(s) of "
                                      f"{attrs.get('n_replicates')}."))
     if "mcmc" in methods:
