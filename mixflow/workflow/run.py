@@ -182,6 +182,9 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         with progress.capturing():
             _run_models(workflow, out, progress, written)
     except KeyboardInterrupt as interrupt:
+        if written:  # the log of what was done before the interrupt is kept with those files
+            progress("interrupted")
+            written.append(log)
         raise Interrupted(saved=written) from interrupt
     finally:
         if created and not written:
