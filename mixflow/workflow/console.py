@@ -4,7 +4,8 @@ Every progress message and every warning raised during a run goes through one :c
 stderr a progress message is one line stamped with the time since the start, a warning is one line
 (``warning: <Category>: <message>``, no source line); ``run.log`` beside the outputs receives the same
 lines and, for each warning, where it was raised. The warnings are also recorded, with the stage of the
-run that raised them (e.g. ``"K=3, NUTS"``), for the container and its report.
+run that raised them (e.g. ``"K=3, NUTS"``), for the container and its report. PyTensor's notes on how it
+compiles (``Numba will use object mode ...``: speed, not results) go to the log only.
 """
 
 import contextlib
@@ -13,7 +14,14 @@ import time
 import warnings
 from pathlib import Path
 
+from mixflow.warnings import MixflowWarning
+
 __all__ = ["Console", "RecordedWarning"]
+
+
+def _compiler_note(category, filename: str) -> bool:
+    """PyTensor's notes on how it compiles (e.g. "Numba will use object mode"): speed, not results."""
+    return not issubclass(category, MixflowWarning) and "pytensor" in str(filename).replace("\\", "/").split("/")
 
 
 class RecordedWarning(dict):
@@ -44,19 +52,25 @@ class Console:
     def _emit(self, line: str, detail: str = "") -> None:
         if not self.quiet:
             print(line, file=sys.stderr, flush=True)
+        self._log(line + "\n" + detail)
+
+    def _log(self, text: str) -> None:
         if self.log is not None:
             with self.log.open("a", encoding="utf-8") as stream:
-                stream.write(line + "\n" + detail)
+                stream.write(text)
 
     def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
         """A ``warnings.showwarning`` replacement: one line on the console, the full warning in the log."""
         text = str(message)
-        self.recorded.append(RecordedWarning(stage=self.stage, category=category.__name__, message=text))
         where = f" [{self.stage}]" if self.stage else ""
         detail = "".join("    " + part + "\n" for part in
                          warnings.formatwarning(message, category, filename, lineno, line).rstrip().splitlines())
-        self._emit(f"[{time.perf_counter() - self.start:7.1f}s]   warning{where}: {category.__name__}: {text}",
-                   detail)
+        stamped = f"[{time.perf_counter() - self.start:7.1f}s]   warning{where}: {category.__name__}: {text}"
+        if _compiler_note(category, filename):
+            self._log(stamped + " (compiler note: logged only)\n" + detail)
+            return
+        self.recorded.append(RecordedWarning(stage=self.stage, category=category.__name__, message=text))
+        self._emit(stamped, detail)
 
     @contextlib.contextmanager
     def capturing(self):

@@ -60,7 +60,9 @@ def _fit_all(workflow: Workflow, model, data, weights, progress):
         if method in workflow.methods:
             name = _METHOD_NAMES[method]
             options = {"progressbar": False, **workflow.methods[method]}  # one display: ours
-            progress(f"  {name}: running")
+            what = (f"{options.get('chains', 4)} chains x {options.get('draws', 1000)} draws" if method == "mcmc"
+                    else options.get("variant", "meanfield"))
+            progress(f"  {name}: running ({what})")
             with progress.during(f"K={k}, {name}"):
                 tree = fit(model, data, method=method, weights=weights, tree=tree, **options)
             progress(f"  {name}: {(mcmc_result if method == 'mcmc' else advi_result)(tree[method].attrs)}")
