@@ -214,3 +214,24 @@ def test_bootstrap_replicates_that_did_not_converge_are_a_finding(full):
     tree["em/bootstrap"].attrs.update(n_failed=0, n_degenerate=0, n_not_converged=3, n_replicates=20)
     texts = [text for _, text in diagnostics(tree, compare(tree))]
     assert "Bootstrap: 0 failed, 3 not converged and 0 degenerate replicate(s) of 20." in texts
+
+
+def test_rank_plot_failures_are_findings(full):
+    import numpy as np
+
+    from mixflow.present.compare import compare
+    from mixflow.present.report.cards import _rank_findings, diagnostics
+
+    assert _rank_findings(full) == []  # well-mixed chains
+    tree = full.copy(deep=True)
+    posterior = tree["mcmc/posterior"].to_dataset()
+    shifted = posterior["mu"] + _chain_offset(posterior, 5 * float(posterior["mu"].std()))
+    tree["mcmc/posterior"] = posterior.assign(mu=shifted)
+    texts = [text for _, text in diagnostics(tree, compare(tree))]
+    assert any(t.startswith("MCMC rank plots: the chains' ranks are not uniform for mu (smallest p = ") for t in texts)
+    assert np.isfinite(shifted.values).all()
+
+
+def _chain_offset(posterior, size):
+    """An offset of ``size`` times the chain's index, chain by chain."""
+    return posterior["chain"] * size

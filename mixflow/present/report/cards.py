@@ -170,7 +170,7 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
                                      f"{attrs.get('n_degenerate', 0)} degenerate replicate(s) of "
                                      f"{attrs.get('n_replicates')}."))
     if "mcmc" in methods:
-        findings += _mcmc_findings(_mcmc_convergence(tree))
+        findings += _mcmc_findings(_mcmc_convergence(tree)) + _rank_findings(tree)
     variant = tree["advi"].attrs.get("variant", "meanfield") if "advi" in methods else None
     findings += _comparison_findings(table, variant)
     return findings or [("ok", "No problems found.")]
@@ -244,6 +244,28 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
     if summary.get("divergences", 0):
         findings.append(("bad", f"MCMC: {summary['divergences']} divergent transition(s)."))
     return findings
+
+
+def _rank_findings(tree) -> list[tuple[str, str]]:
+    """Parameters whose chains' ranks fail the uniformity test the rank plot shows (p below 1 - envelope_prob)."""
+    import arviz_stats  # noqa: F401  (registers the .azstats accessor)
+    from arviz_base import rcParams
+
+    from mixflow.container.read import method_draws
+
+    draws = method_draws(tree, "mcmc")
+    if draws.sizes["chain"] < 2:
+        return []
+    alpha = 1 - rcParams["stats.envelope_prob"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ranks = draws.azstats.compute_ranks(dim=["chain", "draw"], relative=True)
+        p_values = ranks.azstats.mchain_uniformity_test(dim=["chain", "draw"])[0]
+    low = sorted({name for name in p_values.data_vars if (p_values[name].values < alpha).any()})
+    if not low:
+        return []
+    smallest = min(float(np.nanmin(p_values[name].values)) for name in low)
+    return [("bad", f"MCMC rank plots: the chains' ranks are not uniform for {', '.join(low)} (smallest p = "
+                    f"{smallest:.2g} < {alpha:.2g}): the chains have not mixed.")]
 
 
 def _comparison_findings(table: pd.DataFrame, variant: str | None = None) -> list[tuple[str, str]]:
