@@ -24,3 +24,7 @@ def test_a_value_is_shown_to_the_precision_of_two_digits_of_its_sd(value, sd, ex
 ])
 def test_without_sd_plain_notation_between_a_thousandth_and_ten_million(value, expected):
     assert format_number(value) == expected
+
+
+def test_with_an_sd_large_values_stay_in_plain_notation():
+    assert format_with_sd(1.154e7, 1.5e6) == ("11,500,000", "1,500,000")

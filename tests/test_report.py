@@ -235,3 +235,8 @@ def test_rank_plot_failures_are_findings(full):
 def _chain_offset(posterior, size):
     """An offset of ``size`` times the chain's index, chain by chain."""
     return posterior["chain"] * size
+
+
+def test_the_label_agreement_table_has_no_stray_header_row(tmp_path, full):
+    text = report(full, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "method_" not in text

@@ -2,7 +2,8 @@
 
 ``format_number(21437.2, 251.3)`` gives ``"21,440"`` and its sd ``"250"``: two significant digits of
 the sd set the last digit shown of both (the convention of the GUM and of most journals). Without an
-sd, four significant digits; plain notation between 1e-3 and 1e7, scientific beyond.
+sd, four significant digits; plain notation between 1e-3 and 1e7, scientific beyond (with an sd, plain
+up to 1e12).
 """
 
 import math
@@ -27,7 +28,7 @@ def format_number(value, sd=None, *, digits: int = 4) -> str:
     value = float(value)
     if sd is not None and math.isfinite(float(sd)) and float(sd) > 0:
         decimals = _decimals(float(sd))
-        if abs(value) < 1e7 and decimals > -7:
+        if abs(value) < 1e12 and decimals > -12:  # plain with an sd: its digits say the precision
             return _fixed(value, decimals)
     if value == 0:
         return "0"
@@ -41,5 +42,5 @@ def format_with_sd(value, sd) -> tuple[str, str]:
     if sd is None or not math.isfinite(float(sd)) or float(sd) <= 0:
         return format_number(value), ""
     decimals = _decimals(float(sd))
-    return format_number(value, sd), (_fixed(float(sd), decimals) if abs(float(sd)) < 1e7
+    return format_number(value, sd), (_fixed(float(sd), decimals) if abs(float(sd)) < 1e12
                                       else f"{float(sd):.1e}")

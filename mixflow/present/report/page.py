@@ -261,7 +261,7 @@ def _comparison_section(table: pd.DataFrame) -> str:
     parts = [explanation, f'<div class="scroll"><table class="table compare"><thead><tr><th>parameter</th>'
              f"{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"]
     if agreement.size:
-        named = agreement.rename(index=METHOD_LABELS, columns=METHOD_LABELS)
+        named = agreement.rename(index=METHOD_LABELS, columns=METHOD_LABELS).rename_axis(index=None, columns=None)
         parts += ["<h3>Agreement of hard cluster labels (adjusted Rand index)</h3>", _table(named.round(4))]
     return "".join(parts)
 
