@@ -171,3 +171,22 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
     assert "--selection: expected a choice-of-K table" in capsys.readouterr().err
     assert main(["report", str(container), "--out", str(tmp_path / "report.txt")]) == 2
     assert "path: expected a file name ending in .html" in capsys.readouterr().err
+
+
+def test_a_warning_outside_a_run_is_one_line_without_source():
+    script = textwrap.dedent("""
+        import warnings
+        import mixflow.cli
+
+        def warns(args):
+            warnings.warn("the data name is unknown", UserWarning, stacklevel=1)
+            return 0
+
+        mixflow.cli._datasets = warns
+        status = mixflow.cli.main(["datasets"])
+        assert warnings.formatwarning is not mixflow.cli._one_line_warning  # restored after the command
+        raise SystemExit(status)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "mixflow: warning: UserWarning: the data name is unknown\n"
