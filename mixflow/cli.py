@@ -16,6 +16,7 @@ import errno
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -139,6 +140,9 @@ def main(argv=None) -> int:
     rebuild.set_defaults(handler=_report)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
+    formatwarning = warnings.formatwarning
+    if not debug:  # a warning is one line, without mixflow's source line (--debug keeps Python's form)
+        warnings.formatwarning = _one_line_warning
     try:
         return args.handler(args)
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
@@ -154,6 +158,13 @@ def main(argv=None) -> int:
         hint = "" if debug else "; rerun with --debug for the traceback, and report it"
         return _fail(args.command, [f"internal error: {type(error).__name__}: {error}{hint}"], EXIT_INTERNAL,
                      debug)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """``mixflow: warning: <Category>: <message>``, one line (the source line is for --debug)."""
+    return f"mixflow: warning: {category.__name__}: {message}\n"
 
 
 def _fail(command: str, lines: list[str], status: int, debug: bool) -> int:

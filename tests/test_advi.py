@@ -1,5 +1,6 @@
 """ADVI: pm.fit on the one PyMC model, started at the MAP, stopped when q settles, checked against NUTS."""
 
+import logging
 import warnings
 
 import numpy as np
@@ -223,3 +224,13 @@ def test_fit_adds_advi_to_the_container_and_save_load_loses_nothing(faithful, tm
     loaded = mixflow.load(mixflow.save(tree, tmp_path / "advi.nc"))
     for path in ("advi", "advi/posterior", "advi/sample_stats", "advi/responsibilities"):
         assert loaded[path].to_dataset().identical(tree[path].to_dataset()), path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("progressbar", [False, True])
+def test_stopping_once_settled_logs_no_pymc_interrupted_line(faithful_data, caplog, progressbar):
+    caplog.set_level(logging.INFO, logger="pymc")
+    result = fit_advi(FULL, faithful_data, _map_estimate(FULL, faithful_data), random_seed=0, draws=10,
+                      progressbar=progressbar)
+    assert result["attrs"]["converged"] == 1 and result["attrs"]["n_iter"] < result["attrs"]["max_iter"]
+    assert not [r for r in caplog.records if "Interrupted" in r.getMessage()]

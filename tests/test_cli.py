@@ -1,5 +1,6 @@
 """The command line: show (summary + comparison), report (rebuilt from a saved container), bad input."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -174,7 +175,7 @@ def test_report_with_a_choice_of_k_table_and_an_explicit_path(galaxies_run, tmp_
     page = out.read_text()
     assert "<title>Galaxies again</title>" in page and "Choice of K" in page
     best = int(pd.read_csv(selection, index_col="k")["bic"].idxmin())
-    assert f"bic: K = {best}" in page
+    assert re.search(rf"BIC[^.;]* prefers? K = {best}", page)  # the criteria, read back from the CSV
     assert "Agreement with" not in page  # no reference labels in this run
 
 
@@ -197,3 +198,22 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
     assert "--selection: expected a choice-of-K table" in capsys.readouterr().err
     assert main(["report", str(container), "--out", str(tmp_path / "report.txt")]) == 2
     assert "path: expected a file name ending in .html" in capsys.readouterr().err
+
+
+def test_a_warning_outside_a_run_is_one_line_without_source():
+    script = textwrap.dedent("""
+        import warnings
+        import mixflow.cli
+
+        def warns(args):
+            warnings.warn("the data name is unknown", UserWarning, stacklevel=1)
+            return 0
+
+        mixflow.cli._datasets = warns
+        status = mixflow.cli.main(["datasets"])
+        assert warnings.formatwarning is not mixflow.cli._one_line_warning  # restored after the command
+        raise SystemExit(status)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "mixflow: warning: UserWarning: the data name is unknown\n"

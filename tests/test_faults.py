@@ -272,9 +272,10 @@ def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, c
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
     assert status == 130
     line = _one_error_line(err)
-    assert "the 2 file(s) completely written before it are kept" in line and "gaussian-full-k2.nc" in line
+    assert "the 3 file(s) completely written before it are kept" in line and "gaussian-full-k2.nc" in line
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gaussian-full-k2-comparison.csv",
-                                                                    "gaussian-full-k2.nc"]
+                                                                    "gaussian-full-k2.nc", "run.log"]
+    assert (tmp_path / "out" / "run.log").read_text().rstrip().endswith("interrupted")
 
 
 _SIGINT_RUN = """

@@ -94,3 +94,149 @@ def test_report_of_a_real_fit_by_em_mcmc_and_advi(tmp_path):
     text = report(tree, tmp_path / "real.html").read_text(encoding="utf-8")
     assert text.count('src="data:image/png;base64,') == 7
     assert "could not be drawn" not in text
+
+
+def _diagnostics_items(text: str) -> list[str]:
+    section = text[text.index('<section id="diagnostics">'):text.index('<section id="model">')]
+    return re.findall(r"<li class=\"\w+\">(.*?)</li>", section)
+
+
+def test_choice_of_k_problems_disagreement_and_run_warnings_are_reported(tmp_path, full):
+    import json
+
+    from mixflow.container.layout import RUN_WARNINGS
+
+    selection = pd.DataFrame({"bic": [10.0, 8.0, 9.0], "aic": [9.0, 7.0, 6.0], "icl": [10.0, 8.5, 9.5],
+                              "converged": [True, True, False], "degenerate": [False, False, True],
+                              "max_rhat": [1.0, 1.002, 1.05], "min_ess_bulk": [900.0, 800.0, 150.0],
+                              "min_ess_tail": [900.0, 300.0, 120.0], "divergences": [0, 0, 3],
+                              "pareto_k_warning": [False, False, True]}, index=pd.Index([1, 2, 3], name="k"))
+    selection.attrs["preferred"] = {"bic": 2, "aic": 3, "icl": 2}
+    tree = full.copy(deep=True)
+    tree.attrs[RUN_WARNINGS] = json.dumps([{"stage": "K=2, NUTS", "category": "SamplingWarning",
+                                            "message": "MCMC diagnostics: 2 divergent transition(s) after tuning."}])
+    text = report(tree, tmp_path / "r.html", selection=selection).read_text(encoding="utf-8")
+    items = _diagnostics_items(text)
+    assert "Choice of K, K=3, EM: did not converge and has a collapsed component; its criteria are unreliable." \
+        in items
+    assert ("Choice of K, K=3, NUTS: max R-hat 1.050 &gt; 1.01; min bulk ESS 150 &lt; 400; min tail ESS 120 &lt; "
+            "400; 3 divergent transition(s); high Pareto k (PSIS-LOO unreliable).") in items
+    assert "Choice of K, K=2, NUTS: min tail ESS 300 &lt; 400." in items
+    assert "[K=2, NUTS] SamplingWarning: MCMC diagnostics: 2 divergent transition(s) after tuning." in items
+    assert "No problems found" not in text
+    summary = text[text.index('<section id="summary">'):text.index('<section id="diagnostics">')]
+    assert "the criteria disagree: BIC, ICL prefer K = 2; AIC prefers K = 3; K = 2 is the one fitted" in summary
+    fits = text[text.index('<section id="fits">'):text.index('<section id="comparison">')]
+    assert '<div class="scroll"><table' in fits and "max_rhat" in fits and "converged" in fits
+
+
+def test_no_problems_found_only_when_nothing_was_flagged(tmp_path):
+    from mixflow.present.report.page import choice_of_k_text
+
+    tree = make_container(("em",))
+    text = report(tree, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert _diagnostics_items(text) == ["No problems found."]
+    selection = pd.DataFrame({"bic": [10.0, 8.0], "converged": [True, False]}, index=pd.Index([1, 2], name="k"))
+    text = report(tree, tmp_path / "r.html", selection=selection).read_text(encoding="utf-8")
+    assert "No problems found" not in text
+    assert choice_of_k_text(selection) == "every criterion (BIC) prefers K = 2"  # attrs lost: read from the table
+
+
+def test_the_advi_sd_warning_names_mean_field_only_for_a_mean_field_fit():
+    from mixflow.present.report.cards import _comparison_findings
+
+    table = pd.DataFrame({"method": ["advi"], "parameter": ["mu"], "em_inside": [True], "distance_to_mcmc": [0.1],
+                          "sd_ratio_to_mcmc": [0.5]})
+    table.attrs.update(ci_prob=0.94, label_agreement=pd.DataFrame())
+    [(_, fullrank)] = _comparison_findings(table, "fullrank")
+    [(_, meanfield)] = _comparison_findings(table, "meanfield")
+    assert "mean-field" not in fullrank and "ADVI (fullrank) underestimates" in fullrank
+    assert meanfield.endswith("typical of mean-field VI.")
+
+
+def test_mcmc_findings_use_the_samplers_own_diagnostics(tmp_path, full):
+    from mixflow.present.compare import compare
+    from mixflow.present.report.cards import diagnostics
+
+    tree = full.copy(deep=True)
+    tree["mcmc"].attrs.update(max_rhat=1.2, min_ess_bulk=50.0, min_ess_tail=40.0, n_divergences=4)
+    texts = [text for _, text in diagnostics(tree, compare(tree))]
+    assert "MCMC: max R-hat 1.200 > 1.01: chains disagree (non-convergence or label switching)." in texts
+    assert "MCMC: min tail ESS 40 < 400." in texts and "MCMC: 4 divergent transition(s)." in texts
+
+
+def test_fit_cards_say_in_words_what_each_method_did(full):
+    from mixflow.present.report.cards import duration, fit_summaries
+
+    tree = full.copy(deep=True)
+    tree["em"].attrs.update(converged=1, n_iter=83)
+    tree["advi"].attrs.update(variant="fullrank", converged=1, n_iter=5400, wall_time=40.98934363400002)
+    tree["mcmc"].attrs.update(wall_time=183.2)
+    text = fit_summaries(tree)
+    assert "converged after 83 iterations" in text and "settled after 5400 iterations" in text
+    assert "full-rank Gaussian" in text and "<td>41 s</td>" in text and "3 min 03 s" in text
+    assert "40.98934" not in text and "n_iter" not in text and "fit_time" not in text
+    tree["em"].attrs.update(converged=0, max_iter=20000, n_iter=20000)
+    assert "did not converge: stopped at max_iter = 20000 iterations" in fit_summaries(tree)
+    assert [duration(t) for t in (0.42, 12.4, 59.6, 61.0)] == ["0.4 s", "12 s", "60 s", "1 min 01 s"]
+
+
+def test_figures_are_embedded_at_twice_their_displayed_resolution(tmp_path):
+    import base64
+
+    text = report(make_container(("em",)), tmp_path / "r.html").read_text(encoding="utf-8")
+    images = re.findall(r'<img alt="[^"]*" width="(\d+)" height="(\d+)" src="data:image/png;base64,([^"]+)"', text)
+    assert images
+    for width, height, encoded in images:
+        png = base64.b64decode(encoded)
+        assert int.from_bytes(png[16:20], "big") // 2 == int(width)
+        assert int.from_bytes(png[20:24], "big") // 2 == int(height)
+
+
+def test_comparison_cells_round_to_the_sd_and_show_a_standard_deviation_beside_a_variance():
+    from mixflow.present.report.page import _cell
+
+    row = pd.Series({"parameter": "covariance", "component": 0, "feature": "velocity", "feature_": "velocity",
+                     "estimate": 366_900.0, "sd": 12_000.0, "lower": 341_234.0, "upper": 390_876.0})
+    cell = _cell(row, "mcmc")
+    assert cell.startswith("367,000 (12,000)<br><small>[341,000, 391,000]</small>")
+    assert "<small>sd 605.7</small>" in cell
+    mean = pd.Series({"parameter": "mu", "component": 0, "feature": "velocity", "estimate": 21437.2, "sd": 251.3,
+                      "lower": float("nan"), "upper": float("nan")})
+    assert _cell(mean, "em") == "21,440 (250)"
+
+
+def test_bootstrap_replicates_that_did_not_converge_are_a_finding(full):
+    from mixflow.present.compare import compare
+    from mixflow.present.report.cards import diagnostics
+
+    tree = full.copy(deep=True)
+    tree["em/bootstrap"].attrs.update(n_failed=0, n_degenerate=0, n_not_converged=3, n_replicates=20)
+    texts = [text for _, text in diagnostics(tree, compare(tree))]
+    assert "Bootstrap: 0 failed, 3 not converged and 0 degenerate replicate(s) of 20." in texts
+
+
+def test_rank_plot_failures_are_findings(full):
+    import numpy as np
+
+    from mixflow.present.compare import compare
+    from mixflow.present.report.cards import _rank_findings, diagnostics
+
+    assert _rank_findings(full) == []  # well-mixed chains
+    tree = full.copy(deep=True)
+    posterior = tree["mcmc/posterior"].to_dataset()
+    shifted = posterior["mu"] + _chain_offset(posterior, 5 * float(posterior["mu"].std()))
+    tree["mcmc/posterior"] = posterior.assign(mu=shifted)
+    texts = [text for _, text in diagnostics(tree, compare(tree))]
+    assert any(t.startswith("MCMC rank plots: the chains' ranks are not uniform for mu (smallest p = ") for t in texts)
+    assert np.isfinite(shifted.values).all()
+
+
+def _chain_offset(posterior, size):
+    """An offset of ``size`` times the chain's index, chain by chain."""
+    return posterior["chain"] * size
+
+
+def test_the_label_agreement_table_has_no_stray_header_row(tmp_path, full):
+    text = report(full, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "method_" not in text

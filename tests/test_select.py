@@ -1,5 +1,7 @@
 """Choice of K: information criteria, cross-validation and PSIS-LOO."""
 
+import warnings
+
 import arviz_stats
 import numpy as np
 import pandas as pd
@@ -20,7 +22,7 @@ from mixflow.analysis.select import (
     select_k,
 )
 from mixflow.data import validate_data
-from mixflow.warnings import MixflowWarning
+from mixflow.warnings import MixflowWarning, SamplingWarning
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +180,45 @@ def test_preferred_k_skips_degenerate_rows_for_the_em_criteria_only():
     assert preferred_k(table) == {"bic": 2, "elpd_loo": 3}
     assert preferred_k(table.assign(degenerate=True)) == {"elpd_loo": 3}
     assert preferred_k(table.drop(columns="degenerate")) == {"bic": 3, "elpd_loo": 3}
+
+
+def test_em_that_stops_at_max_iter_is_not_converged_and_its_warning_names_k_and_method(two_clusters):
+    with pytest.warns(MixflowWarning) as caught:
+        table = select_k(mixflow.GaussianMixture(1), two_clusters, ks=(1, 2), methods=("em",), n_folds=None,
+                         random_seed=0, fit_kwargs={"n_init": 1, "max_iter": 2}, n_jobs=1)
+    assert not table.loc[2, "converged"]
+    assert any(str(w.message).startswith("select_k, K=2, EM (MLE): ") and "converge" in str(w.message)
+               for w in caught)
+
+
+def test_mcmc_diagnostics_of_every_k_are_columns_and_its_warnings_name_the_k(two_clusters, monkeypatch):
+    real_fit = mixflow.fitting.fit
+    rng = np.random.default_rng(1)
+
+    def fake_fit(model, data, method="em", **kwargs):
+        if method != "mcmc":
+            return real_fit(model, data, method=method, **kwargs)
+        tree = _fake_mcmc_tree(model.n_components, rng)
+        k = model.n_components
+        tree["mcmc"].attrs.update(max_rhat=1.0 + 0.02 * k, min_ess_bulk=500.0 / k, min_ess_tail=400.0 / k,
+                                  n_divergences=k - 1)
+        if k == 2:
+            warnings.warn("MCMC diagnostics: 1 divergent transition(s) after tuning.", SamplingWarning, stacklevel=2)
+        return tree
+
+    monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
+    messages = []
+    with pytest.warns(SamplingWarning, match=r"^select_k, K=2, NUTS: MCMC diagnostics: 1 divergent"):
+        table = select_k(mixflow.GaussianMixture(1), two_clusters, ks=(1, 2), methods=("map", "mcmc"),
+                         n_folds=None, random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, progress=messages.append)
+    assert messages[0] == "EM (MAP): fitting K in [1, 2]"
+    assert messages[1].startswith("K=1, EM (MAP): log-likelihood ") and messages[3] == "K=1, NUTS: sampling"
+    assert messages[-1] == "K=2, NUTS: 1 divergence(s), worst R-hat 1.040, smallest bulk / tail ESS 250 / 200"
+    assert list(table["max_rhat"]) == pytest.approx([1.02, 1.04])
+    assert list(table["min_ess_bulk"]) == pytest.approx([500.0, 250.0])
+    assert list(table["min_ess_tail"]) == pytest.approx([400.0, 200.0])
+    assert list(table["divergences"]) == [0, 1]
+    assert "pareto_k_warning" in table
 
 
 def test_bad_arguments(two_clusters):

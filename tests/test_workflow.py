@@ -1,10 +1,12 @@
 """Workflows: validation before fitting (with file positions), outputs, reproducibility, the CLI."""
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import mixflow
@@ -236,3 +238,67 @@ def test_a_figure_that_cannot_be_drawn_is_skipped_and_named(tmp_path, monkeypatc
     names = {p.name for p in written}
     assert "gaussian-full-k2-data.png" in names and "gaussian-full-k2-forest.png" not in names
     assert "the forest figure could not be drawn, skipped: too many panels" in capsys.readouterr().err
+
+
+def test_warnings_are_one_line_each_logged_in_full_recorded_and_reported(tmp_path, capsys):
+    path = write(tmp_path, SMALL.replace("n_init = 2", "n_init = 1\nmax_iter = 3") + "\n[output]\nfigures = false\n")
+    written = run_workflow(path, tmp_path / "out", quiet=False)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert all(line.startswith("[") for line in lines), err  # no source lines, no tracebacks
+    assert any("warning [K=3, EM (MAP)]: ConvergenceWarning: EM did not converge in max_iter=3" in line
+               for line in lines)
+    assert any("ConvergenceWarning: select_k, K=2, EM (MAP): EM did not converge" in line for line in lines)
+    assert any("EM (MAP): log-likelihood" in line and "did NOT converge after 3 iterations" in line for line in lines)
+    log = tmp_path / "out" / "run.log"
+    assert log in written
+    assert "run.py:" in log.read_text()  # the full warning, with where it was raised
+    table = pd.read_csv(tmp_path / "out" / "gaussian-full-k1-3-choice-of-k.csv", index_col="k")
+    assert not table.loc[2:, "converged"].any()  # true to the engine, which warned
+    tree = mixflow.load(tmp_path / "out" / "gaussian-full-k3.nc")
+    recorded = json.loads(tree.attrs["run_warnings"])
+    assert {"stage": "K=3, EM (MAP)", "category": "ConvergenceWarning"}.items() <= recorded[-1].items()
+    text = (tmp_path / "out" / "gaussian-full-k3-report.html").read_text()
+    assert "[K=3, EM (MAP)] ConvergenceWarning: EM did not converge" in text
+    assert "Choice of K, K=2, EM: did not converge" in text and "No problems found" not in text
+
+
+def test_a_calm_run_reports_no_warnings(tmp_path, capsys):
+    run_workflow(write(tmp_path, LEAN), tmp_path / "out", quiet=False)
+    err = capsys.readouterr().err
+    assert "warning" not in err.replace("0 warning(s)", "")
+    assert "EM (MAP): log-likelihood" in err and "converged after" in err
+    tree = mixflow.load(next((tmp_path / "out").glob("*.nc")))
+    assert json.loads(tree.attrs["run_warnings"]) == []
+
+
+@pytest.mark.slow
+def test_a_run_with_nuts_and_advi_records_every_k_and_prints_one_result_line_per_method(tmp_path, capsys):
+    text = SMALL.replace("{from = 1, to = 3}", "{from = 1, to = 2}") + """
+    [methods.mcmc]
+    draws = 60
+    tune = 60
+    chains = 2
+
+    [methods.advi]
+    variant = "fullrank"
+    draws = 20
+
+    [output]
+    figures = false
+    """
+    run_workflow(write(tmp_path, text), tmp_path / "out", quiet=False)
+    err = capsys.readouterr().err
+    assert all(line.startswith("[") for line in err.splitlines()), err
+    assert "Interrupted" not in err
+    assert re.search(r"NUTS: 2 chains x 60 draws in \d+\.\d s, \d+ divergence\(s\), worst R-hat \d\.\d{3}", err)
+    assert re.search(r"ADVI: fullrank \d+ iterations in \d+\.\d s, (settled|did NOT settle), final ELBO -?\d", err)
+    table = pd.read_csv(tmp_path / "out" / "gaussian-full-k1-2-choice-of-k.csv", index_col="k")
+    for column in ("converged", "degenerate", "max_rhat", "min_ess_bulk", "min_ess_tail", "divergences",
+                   "pareto_k_warning", "elpd_loo"):
+        assert table[column].notna().all(), column
+    report = (tmp_path / "out" / "gaussian-full-k2-report.html").read_text()
+    flagged = (table["max_rhat"] > 1.01) | (table["min_ess_bulk"] < 400) | (table["divergences"] > 0)
+    for k in table.index[flagged]:
+        assert f"Choice of K, K={k}, NUTS:" in report
+    assert "mean-field" not in report

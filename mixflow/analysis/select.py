@@ -26,7 +26,7 @@ from mixflow.data import Data, validate_data
 from mixflow.engines.em_steps import e_step
 from mixflow.families.base import MixtureModel
 from mixflow.parallel import available_cores, parallel_map
-from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
+from mixflow.warnings import ConvergenceWarning, MixflowWarning
 
 __all__ = [
     "cross_validated_log_likelihood",
@@ -299,14 +299,45 @@ def _em_row(model, data: Data, method: str, n_folds, seed: np.random.SeedSequenc
             row.update(cv_log_likelihood=total, cv_log_likelihood_se=se)
     row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
     row["degenerate"] = bool(attrs.get("degenerate", 0)) or bool(json.loads(attrs["collapsed_components"]))
-    others = [(w.category, str(w.message)) for w in caught
-              if w.category not in (ConvergenceWarning, DegenerateComponentWarning)]
-    return row, tree, others
+    return row, tree, _messages(caught)
+
+
+#: How a warning of the choice of K names the method that raised it.
+METHOD_NAMES = {"em": "EM (MLE)", "map": "EM (MAP)", "mcmc": "NUTS"}
+
+
+def _messages(caught) -> list[tuple[type, str]]:
+    """One (category, message) pair per category of recorded warnings, in the order first raised.
+
+    The fits of one K (the fit and its cross-validation folds) often warn alike; the first message of a
+    category is kept, with the count of the others.
+    """
+    first, counts = {}, {}
+    for w in caught:
+        first.setdefault(w.category, str(w.message))
+        counts[w.category] = counts.get(w.category, 0) + 1
+    return [(category, message + (f" (and {counts[category] - 1} more such warning(s) from this K's fits, "
+                                  "e.g. its cross-validation folds)" if counts[category] > 1 else ""))
+            for category, message in first.items()]
+
+
+def _warn_for(k: int, method: str, messages) -> None:
+    """Raise again the warnings of one fit of the choice of K, each naming the K and the method."""
+    for category, message in messages:
+        warnings.warn(f"select_k, K={k}, {METHOD_NAMES[method]}: {message}", category, stacklevel=3)
+
+
+def _mcmc_row(tree) -> dict:
+    """The convergence diagnostics of one NUTS fit (its worst R-hat and ESS, its divergences)."""
+    attrs = tree["mcmc"].attrs
+    return {"max_rhat": float(attrs.get("max_rhat", np.nan)), "min_ess_bulk": float(attrs.get("min_ess_bulk", np.nan)),
+            "min_ess_tail": float(attrs.get("min_ess_tail", np.nan)),
+            "divergences": int(attrs.get("n_divergences", 0))}
 
 
 def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=None, n_folds: int | None = 5,
              random_seed: int | None = None, fit_kwargs: dict | None = None, mcmc_kwargs: dict | None = None,
-             n_jobs: int | None = None, return_fits: bool = False):
+             n_jobs: int | None = None, return_fits: bool = False, progress=None):
     """Fit the model for each number of components and tabulate the criteria for choosing K.
 
     Parameters
@@ -335,16 +366,21 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         MCMC fits run one after the other (each uses its own chains).
     return_fits : bool, default False
         Also return the fitted containers ``{(method, K): tree}``.
+    progress : callable, optional
+        Called with a one-line message as each fit starts or ends (``"K=3, NUTS: 4 chains ..."``).
 
     Returns
     -------
     pandas.DataFrame or (pandas.DataFrame, dict)
         Indexed by ``k``. EM columns: ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl``,
-        ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``converged``, ``degenerate``; MCMC columns:
-        those of :func:`loo_table`; ``skipped``: why the EM criteria skip a K (empty when they do not).
-        ``attrs["preferred"]`` maps each criterion to the K it prefers (smallest BIC/AIC/ICL, largest
-        held-out log-likelihood and ELPD), never a K whose EM fit is degenerate for the EM criteria
-        (:func:`preferred_k`); ``attrs["skipped"]`` maps each skipped K to the reason, also warned.
+        ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``converged`` (False when EM stopped at ``max_iter``
+        or warned so), ``degenerate``; MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
+        ``min_ess_bulk``, ``min_ess_tail`` and ``divergences`` of each NUTS fit; ``skipped``: why the EM
+        criteria skip a K (empty when they do not). Every warning of a fit is raised again naming its K and
+        method (``"select_k, K=3, NUTS: ..."``). ``attrs["preferred"]`` maps each criterion to the K it
+        prefers (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD), never a K whose EM fit is
+        degenerate for the EM criteria (:func:`preferred_k`); ``attrs["skipped"]`` maps each skipped K to
+        the reason, also warned.
 
     Examples
     --------
@@ -359,24 +395,39 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}
     fit_kwargs, mcmc_kwargs = dict(fit_kwargs or {}), {"progressbar": False, **(mcmc_kwargs or {})}
     rows, fits = {k: {} for k in ks}, {}
+    progress = progress or (lambda message: None)
     em_method = next((m for m in methods if m in ("em", "map")), None)
     if em_method is not None:
         tasks = [(_with_k(model, k), validated, em_method, n_folds, seeds[k][0], fit_kwargs) for k in ks]
         workers = min(int(n_jobs or available_cores()), len(tasks))
-        for k, (row, tree, others) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):
+        progress(f"{METHOD_NAMES[em_method]}: fitting K in {ks}" + (f" with {n_folds}-fold cross-validation"
+                                                                     if n_folds else ""))
+        for k, (row, tree, messages) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):
             rows[k], fits[(em_method, k)] = row, tree
-            for category, message in others:
-                warnings.warn(f"select_k, K={k}: {message}", category, stacklevel=2)
+            _warn_for(k, em_method, messages)
+            progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {row['log_likelihood']:.6g}, "
+                     f"BIC {row['bic']:.6g}" + ("" if row["converged"] else ", did NOT converge")
+                     + (", a component collapsed" if row["degenerate"] else ""))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "k"
     if "mcmc" in methods:
         from mixflow.fitting import fit
 
+        diagnostics = {}
         for k in ks:
             mcmc_seed = int(seeds[k][1].generate_state(1)[0])
-            fits[("mcmc", k)] = fit(_with_k(model, k), _frame(validated), method="mcmc", weights=validated.weights,
-                                    random_seed=mcmc_seed, **fit_kwargs, **mcmc_kwargs)
-        table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}), how="outer")
+            progress(f"K={k}, NUTS: sampling")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fits[("mcmc", k)] = fit(_with_k(model, k), _frame(validated), method="mcmc",
+                                        weights=validated.weights, random_seed=mcmc_seed, **fit_kwargs, **mcmc_kwargs)
+            _warn_for(k, "mcmc", _messages(caught))
+            diagnostics[k] = _mcmc_row(fits[("mcmc", k)])
+            progress(f"K={k}, NUTS: {diagnostics[k]['divergences']} divergence(s), worst R-hat "
+                     f"{diagnostics[k]['max_rhat']:.3f}, smallest bulk / tail ESS {diagnostics[k]['min_ess_bulk']:.0f}"
+                     f" / {diagnostics[k]['min_ess_tail']:.0f}")
+        mcmc_table = pd.DataFrame.from_dict(diagnostics, orient="index")
+        table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}).join(mcmc_table), how="outer")
     _summarise(table, methods, seed)
     return (table, fits) if return_fits else table
 

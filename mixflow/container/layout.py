@@ -17,6 +17,7 @@ __all__ = [
     "OBSERVED_DATA",
     "REFERENCE_LABELS",
     "RESPONSIBILITY_GROUPS",
+    "RUN_WARNINGS",
     "group",
 ]
 
@@ -25,6 +26,10 @@ REFERENCE_LABELS = "reference_labels"
 EM = "em"
 MCMC = "mcmc"
 ADVI = "advi"
+
+#: Root attribute: the warnings raised while a workflow produced the container (JSON list of
+#: ``{"stage", "category", "message"}``).
+RUN_WARNINGS = "run_warnings"
 
 #: Every method a container can hold, in display order (the bootstrap lives under /em).
 METHODS = ("em", "bootstrap", "mcmc", "advi")

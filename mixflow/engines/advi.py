@@ -367,8 +367,7 @@ def _run(inference, pymc_model, check: SettleCheck, step, options: dict):
     """``pm.fit`` with Adam at the shared learning rate, under the settle check."""
     logger = logging.getLogger("pymc.variational.inference")
     level = logger.level
-    if not options["progressbar"]:
-        logger.setLevel(logging.WARNING)  # PyMC logs why it stopped at INFO level
+    logger.setLevel(logging.WARNING)  # PyMC logs "Interrupted at ..." at INFO when our check stops it: not a crash
     try:
         with noting_interrupts() as interrupted:  # PyMC's loop swallows Ctrl-C and returns the partial fit
             approx = pm.fit(options["n"], method=inference, model=pymc_model, callbacks=[check],

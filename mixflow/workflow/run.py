@@ -3,30 +3,21 @@
 import errno
 import json
 import re
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from mixflow.atomic import atomic_write
 from mixflow.container.io import save
+from mixflow.container.layout import RUN_WARNINGS
 from mixflow.errors import Interrupted
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
 from mixflow.workflow.config import Workflow, read_workflow
+from mixflow.workflow.console import Console
 
 __all__ = ["atomic_write", "run_workflow"]
-
-
-class _Progress:
-    def __init__(self, quiet: bool):
-        self.quiet, self.start = quiet, time.perf_counter()
-
-    def __call__(self, message: str):
-        if not self.quiet:
-            print(f"[{time.perf_counter() - self.start:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def _em_options(methods: dict) -> dict:
@@ -43,9 +34,11 @@ def _choose_k(workflow: Workflow, spec, data, weights, progress):
     methods = (_em_options(workflow.methods)["method"],) + (("mcmc",) if "mcmc" in workflow.methods else ())
     progress(f"{spec.label}: choice of K over {list(spec.ks)} by {', '.join(methods)}")
     em = {key: value for key, value in _em_options(workflow.methods).items() if key != "method"}
-    table = select_k(spec.model(spec.ks[0]), data, ks=spec.ks, methods=methods, weights=weights,
-                     random_seed=workflow.seed, fit_kwargs=em,
-                     mcmc_kwargs={"progressbar": False, **workflow.methods.get("mcmc", {})})
+    with progress.during(f"{spec.label}, choice of K"):
+        table = select_k(spec.model(spec.ks[0]), data, ks=spec.ks, methods=methods, weights=weights,
+                         random_seed=workflow.seed, fit_kwargs=em,
+                         mcmc_kwargs={"progressbar": False, **workflow.methods.get("mcmc", {})},
+                         progress=lambda message: progress(f"  {message}"))
     # select_k could return its EM fit of the chosen K (return_fits=True), but that fit has its own seed
     # (derived per K), so it is not the fit of the workflow's seed: on galaxies (MAP, K=3) its covariance
     # differs in the fourth significant digit and the recorded random_seed would change with the range.
@@ -53,22 +46,57 @@ def _choose_k(workflow: Workflow, spec, data, weights, progress):
     return int(table["bic"].idxmin()), table
 
 
+_METHOD_NAMES = {"mcmc": "NUTS", "advi": "ADVI"}
+
+
 def _fit_all(workflow: Workflow, model, data, weights, progress):
     """EM (MLE or MAP), then MCMC and ADVI added to the same container, then the bootstrap."""
-    tree = fit(model, data, weights=weights, random_seed=workflow.seed, data_name=workflow.data_name,
-               **_em_options(workflow.methods))
-    progress(f"  EM: log-likelihood {tree['em'].attrs['log_likelihood']:.3f}, BIC {tree['em'].attrs['bic']:.3f}")
+    k, options = model.n_components, _em_options(workflow.methods)
+    em_name = f"EM ({options['method'].upper().replace('EM', 'MLE')})"
+    with progress.during(f"K={k}, {em_name}"):
+        tree = fit(model, data, weights=weights, random_seed=workflow.seed, data_name=workflow.data_name, **options)
+    progress(f"  {em_name}: {em_result(tree['em'].attrs)}")
     for method in ("mcmc", "advi"):
         if method in workflow.methods:
-            progress(f"  {method.upper()}: running")
-            options = {"progressbar": not progress.quiet, **workflow.methods[method]}
-            tree = fit(model, data, method=method, weights=weights, tree=tree, **options)
+            name = _METHOD_NAMES[method]
+            options = {"progressbar": False, **workflow.methods[method]}  # one display: ours
+            what = (f"{options.get('chains', 4)} chains x {options.get('draws', 1000)} draws" if method == "mcmc"
+                    else options.get("variant", "meanfield"))
+            progress(f"  {name}: running ({what})")
+            with progress.during(f"K={k}, {name}"):
+                tree = fit(model, data, method=method, weights=weights, tree=tree, **options)
+            progress(f"  {name}: {(mcmc_result if method == 'mcmc' else advi_result)(tree[method].attrs)}")
     if "bootstrap" in workflow.methods:
         from mixflow.analysis.bootstrap import bootstrap
 
         progress(f"  bootstrap: {workflow.methods['bootstrap'].get('n_replicates', 200)} replicates")
-        tree = bootstrap(tree, random_seed=workflow.seed, **workflow.methods["bootstrap"])
+        with progress.during(f"K={k}, EM bootstrap"):
+            tree = bootstrap(tree, random_seed=workflow.seed, **workflow.methods["bootstrap"])
     return tree
+
+
+def em_result(attrs) -> str:
+    """EM's result in one line: log-likelihood, iterations, convergence."""
+    state = "converged" if attrs.get("converged", 1) else "did NOT converge"
+    return (f"log-likelihood {attrs['log_likelihood']:.6g}, BIC {attrs['bic']:.6g}, {state} after "
+            f"{attrs.get('n_iter', '?')} iterations")
+
+
+def mcmc_result(attrs) -> str:
+    """NUTS's result in one line: time, divergences, worst R-hat, smallest ESS."""
+    rhat = attrs.get("max_rhat", float("nan"))
+    return (f"{attrs.get('chains', '?')} chains x {attrs.get('draws', '?')} draws in "
+            f"{attrs.get('wall_time', 0):.1f} s, "
+            f"{attrs.get('n_divergences', 0)} divergence(s), worst R-hat "
+            + ("n/a (one chain)" if rhat != rhat else f"{rhat:.3f}")
+            + f", smallest bulk ESS {attrs.get('min_ess_bulk', float('nan')):.0f}")
+
+
+def advi_result(attrs) -> str:
+    """ADVI's result in one line: iterations, settled or not, final ELBO."""
+    state = "settled" if attrs.get("converged", 1) else "did NOT settle"
+    return (f"{attrs.get('variant', '')} {attrs.get('n_iter', '?')} iterations in {attrs.get('wall_time', 0):.1f} s, "
+            f"{state}, final ELBO {attrs.get('final_elbo', float('nan')):.6g}")
 
 
 def _figures(tree, out: Path, stem: str, selection, progress) -> list[Path]:
@@ -95,13 +123,13 @@ def _figures(tree, out: Path, stem: str, selection, progress) -> list[Path]:
     for name, plot in wanted.items():
         path = folder / f"{stem}-{name}.png"
         try:
-            written.append(atomic_write(path, lambda p, plot=plot: plot(tree).savefig(p, format="png", dpi=110)))
+            written.append(atomic_write(path, lambda p, plot=plot: plot(tree).savefig(p, format="png", dpi=220)))
         except (ValueError, NotImplementedError, TypeError, np.linalg.LinAlgError) as error:
             progress(f"  the {name} figure could not be drawn, skipped: {error}")
         plt.close("all")
     if selection is not None:
         written.append(atomic_write(folder / f"{stem}-choice-of-k.png", lambda p: plots.plot_select_k(
-            selection).savefig(p, format="png", dpi=110)))
+            selection).savefig(p, format="png", dpi=220)))
         plt.close("all")
     return written
 
@@ -131,11 +159,15 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     out_dir : str or os.PathLike
         Created if needed. Receives, per model, ``<model>.nc`` (the container), ``<model>-comparison.csv``
         (the comparison table), ``figures/<model>-*.png``, ``<model>-report.html``, the choice-of-K table
-        for a range of K, and ``workflow.json`` (the resolved configuration with its hash). When
+        for a range of K, ``workflow.json`` (the resolved configuration with its hash), and ``run.log`` (the
+        progress messages and every warning with where it was raised; the container records the warnings of
+        its model in the root attribute ``run_warnings``, JSON, each with the stage, category and message,
+        and the report lists them). When
         ``[data] labels`` names a column, the container keeps it in ``/reference_labels`` and
         ``<model>-agreement-with-<column>.csv`` holds each method's adjusted Rand index against it.
     quiet : bool
-        Silence the progress messages (on stderr) and the samplers' progress bars.
+        Silence the progress messages and warnings on stderr (``run.log`` still receives them). The
+        samplers' own progress bars are off unless a method's options set ``progressbar``.
 
     Returns
     -------
@@ -143,19 +175,26 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         The files written.
     """
     workflow = read_workflow(path)
-    progress = _Progress(quiet)
     out = Path(out_dir)
     created = _prepare_output(out)
+    log = out / "run.log"
+    progress = Console(quiet, log=log)
     written = []
     try:
-        _run_models(workflow, out, progress, written)
+        with progress.capturing():
+            _run_models(workflow, out, progress, written)
     except KeyboardInterrupt as interrupt:
+        if written:  # the log of what was done before the interrupt is kept with those files
+            progress("interrupted")
+            written.append(log)
         raise Interrupted(saved=written) from interrupt
     finally:
-        if created and not any(out.iterdir()):
-            out.rmdir()  # a run that wrote nothing leaves no empty directory behind
-    progress(f"wrote {len(written)} file(s) to {out}")
-    return written
+        if created and not written:
+            log.unlink(missing_ok=True)
+            if not any(out.iterdir()):
+                out.rmdir()  # a run that wrote nothing leaves no empty directory behind
+    progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s), see {log.name})")
+    return [*written, log]
 
 
 def _prepare_output(out: Path) -> bool:
@@ -186,7 +225,7 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
     data = workflow.data[list(workflow.columns)]
     weights = None if workflow.weights is None else workflow.data[workflow.weights].to_numpy()
     for i, spec in enumerate(workflow.models):
-        k, selection = spec.ks[0], None
+        k, selection, mark = spec.ks[0], None, len(progress.recorded)
         try:  # a fit that fails on these data (not a bug) is reported at the model's position
             if len(spec.ks) > 1:
                 k, selection = _choose_k(workflow, spec, data, weights, progress)
@@ -198,7 +237,8 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
         except (ValueError, TypeError, np.linalg.LinAlgError) as error:
             raise workflow.model_error(i, f"the fit of K={k} failed: {error}") from error
         tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
-                           "workflow_config_sha256": workflow.config_hash})
+                           "workflow_config_sha256": workflow.config_hash,
+                           RUN_WARNINGS: json.dumps(progress.since(mark))})
         agreement = None
         if workflow.labels is not None:
             tree, agreement = _with_labels(tree, workflow, progress)

@@ -5,15 +5,17 @@ Each function reads the container and returns HTML or ``(level, text)`` findings
 """
 
 import html
+import json
 
 import numpy as np
 import pandas as pd
 
-from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS, MCMC, group
+from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS, MCMC, RUN_WARNINGS, group
 from mixflow.container.read import available_methods
 from mixflow.present.compare import METHOD_LABELS, element_columns
 
-__all__ = ["card", "diagnostics", "fit_summaries", "key_values", "provenance_rows"]
+__all__ = ["card", "diagnostics", "duration", "fit_summaries", "key_values", "provenance_rows", "run_warnings",
+           "selection_findings"]
 
 
 def key_values(rows: list[tuple[str, object]]) -> str:
@@ -29,6 +31,14 @@ def _mcmc_convergence(tree) -> dict:
 
     draws = method_draws(tree, "mcmc")
     out = {"chains": draws.sizes["chain"], "draws per chain": draws.sizes["draw"]}
+    attrs = tree["mcmc"].attrs
+    if all(key in attrs for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "n_divergences")):
+        # the sampler's own diagnostics, the ones it warned of (NaN R-hat: one chain)
+        if draws.sizes["chain"] > 1:
+            out["max R-hat"] = float(attrs["max_rhat"])
+        out.update({"min bulk ESS": float(attrs["min_ess_bulk"]), "min tail ESS": float(attrs["min_ess_tail"]),
+                    "divergences": int(attrs["n_divergences"])})
+        return out
     if draws.sizes["chain"] > 1:
         out["max R-hat"] = float(arviz_stats.rhat(draws).to_array().max())
     out["min bulk ESS"] = float(arviz_stats.ess(draws, method="bulk").to_array().min())
@@ -43,32 +53,107 @@ def card(heading: str, content: str) -> str:
     return f'<div class="card"><h3>{html.escape(heading)}</h3>{content}</div>'
 
 
-def fit_summaries(tree) -> str:
-    """HTML key-value tables summarising each fit in the container."""
+def duration(seconds) -> str:
+    """A wall time in words, rounded: "0.4 s", "41 s", "3 min 05 s"."""
+    seconds = float(seconds)
+    if not np.isfinite(seconds):
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def _components(attrs, key: str) -> list:
+    try:
+        return json.loads(attrs.get(key, "[]") or "[]")
+    except (TypeError, ValueError):
+        return []
+
+
+def _em_rows(attrs) -> list[tuple[str, object]]:
+    """EM in words: what was estimated, whether and when it converged, from how many starts."""
+    kind = "MAP estimate (under the prior)" if attrs.get("method") == "map" else "maximum-likelihood estimate"
+    n_iter = attrs.get("n_iter", "?")
+    converged = (f"converged after {n_iter} iterations" if attrs.get("converged", 1)
+                 else f"did not converge: stopped at max_iter = {attrs.get('max_iter', n_iter)} iterations")
+    rows = [("estimate", kind), ("convergence", converged)]
+    if "n_init" in attrs:
+        rows.append(("starts", f"best of {attrs['n_init']} ({attrs.get('init', 'k-means++')}), "
+                               f"restart {attrs.get('best_restart', 0)}"))
+    rows.append(("log-likelihood", f"{attrs['log_likelihood']:.6g}"))
+    if "log_posterior" in attrs:
+        rows.append(("log posterior", f"{attrs['log_posterior']:.6g}"))
+    rows.append(("free parameters", attrs.get("n_parameters", "")))
+    rows.append(("BIC / AIC / ICL", " / ".join(f"{attrs[key]:.6g}" for key in ("bic", "aic", "icl") if key in attrs)))
+    for key, words in (("collapsed_components", "collapsed components"), ("empty_components", "empty components")):
+        if _components(attrs, key):
+            rows.append((words, ", ".join(str(c) for c in _components(attrs, key))))
+    if attrs.get("trimmed_components", 0):
+        rows.append(("trimmed components", attrs["trimmed_components"]))
+    return rows
+
+
+def _bootstrap_rows(attrs) -> list[tuple[str, object]]:
+    rows = [("replicates", f"{attrs.get('n_replicates', '?')} ({attrs.get('kind', 'nonparametric')})")]
+    problems = [f"{attrs[key]} {words}" for key, words in (("n_failed", "failed"), ("n_not_converged",
+                "did not converge"), ("n_degenerate", "degenerate")) if attrs.get(key, 0)]
+    rows.append(("problems", ", ".join(problems) if problems else "none"))
+    return rows
+
+
+def _mcmc_rows(tree) -> list[tuple[str, object]]:
+    attrs, summary = tree["mcmc"].attrs, _mcmc_convergence(tree)
+    rows = [("sampler", f"NUTS ({attrs.get('sampler', 'pymc')})"),
+            ("draws", f"{summary['chains']} chains x {summary['draws per chain']} draws"
+                      + (f" after {attrs['tune']} tuning steps" if "tune" in attrs else ""))]
+    if "wall_time" in attrs:
+        rows.append(("wall time", duration(attrs["wall_time"]) + " (compilation and sampling)"))
+    if "max R-hat" in summary:
+        rows.append(("worst R-hat", f"{summary['max R-hat']:.3f}"))
+    rows += [("smallest ESS (bulk / tail)", f"{summary['min bulk ESS']:.0f} / {summary['min tail ESS']:.0f}"),
+             ("divergences", summary.get("divergences", 0))]
+    if attrs.get("n_relabelled_draws", 0):
+        rows.append(("relabelled draws", attrs["n_relabelled_draws"]))
+    return rows
+
+
+def _advi_rows(tree) -> list[tuple[str, object]]:
     from mixflow.present.plots.fit import elbo_history
 
-    methods, parts = available_methods(tree), []
-    if "em" in methods:
-        attrs = tree["em"].attrs
-        keys = ("method", "log_likelihood", "log_posterior", "n_iter", "converged", "n_init", "best_restart",
-                "n_parameters", "bic", "aic", "icl", "collapsed_components", "empty_components", "trimmed_components")
-        rows = [(key, f"{attrs[key]:.6g}" if isinstance(attrs[key], float) else attrs[key])
-                for key in keys if key in attrs]
-        parts.append(card("EM", key_values(rows)))
-    if "bootstrap" in methods:
-        attrs = tree[EM_BOOTSTRAP].attrs
-        parts.append(card("EM bootstrap", key_values([(k, v) for k, v in attrs.items()])))
-    if "mcmc" in methods:
-        parts.append(card("MCMC (NUTS)", key_values([(k, f"{v:.4g}" if isinstance(v, float) else v)
-                                                        for k, v in _mcmc_convergence(tree).items()])))
-    if "advi" in methods:
-        sizes = tree[DRAW_GROUPS["advi"]].sizes
-        rows = [("draws", sizes.get("draw", "")), *[(k, v) for k, v in tree["advi"].attrs.items()]]
+    attrs = tree["advi"].attrs
+    variant = {"meanfield": "mean-field", "fullrank": "full-rank"}.get(attrs.get("variant"), attrs.get("variant", ""))
+    n_iter = attrs.get("n_iter", "?")
+    settled = (f"settled after {n_iter} iterations" if attrs.get("converged", 1)
+               else f"did not settle in {n_iter} iterations")
+    rows = [("approximation", f"{variant} Gaussian"), ("convergence", settled)]
+    if "final_elbo" in attrs:
+        rows.append(("final ELBO", f"{attrs['final_elbo']:.6g}"))
+    else:
         elbo = elbo_history(tree)
         if elbo is not None:
-            rows += [("iterations", elbo.size), ("final ELBO (mean of last 10%)",
-                                                 f"{np.nanmean(elbo.values.ravel()[-max(elbo.size // 10, 1):]):.6g}")]
-        parts.append(card("ADVI", key_values(rows)))
+            rows.append(("final ELBO", f"{np.nanmean(elbo.values.ravel()[-max(elbo.size // 10, 1):]):.6g}"))
+    rows.append(("draws", tree[DRAW_GROUPS["advi"]].sizes.get("draw", "")))
+    if "wall_time" in attrs:
+        rows.append(("wall time", duration(attrs["wall_time"])))
+    if attrs.get("minibatch_size", -1) not in (-1, None):
+        rows.append(("minibatch", f"{attrs['minibatch_size']} rows"))
+    return rows
+
+
+def fit_summaries(tree) -> str:
+    """HTML cards saying in words what each method did, how long it took and whether it converged."""
+    methods, parts = available_methods(tree), []
+    if "em" in methods:
+        parts.append(card("EM", key_values(_em_rows(tree["em"].attrs))))
+    if "bootstrap" in methods:
+        parts.append(card("EM bootstrap", key_values(_bootstrap_rows(tree[EM_BOOTSTRAP].attrs))))
+    if "mcmc" in methods:
+        parts.append(card("MCMC (NUTS)", key_values(_mcmc_rows(tree))))
+    if "advi" in methods:
+        parts.append(card("ADVI", key_values(_advi_rows(tree))))
     return f'<div class="cards">{"".join(parts)}</div>'
 
 
@@ -79,13 +164,15 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
         findings += _em_findings(tree)
     if "bootstrap" in methods:
         attrs = tree[EM_BOOTSTRAP].attrs
-        if attrs.get("n_failed", 0) or attrs.get("n_degenerate", 0):
-            findings.append(("warn", f"Bootstrap: {attrs.get('n_failed', 0)} failed and "
+        if attrs.get("n_failed", 0) or attrs.get("n_degenerate", 0) or attrs.get("n_not_converged", 0):
+            findings.append(("warn", f"Bootstrap: {attrs.get('n_failed', 0)} failed, "
+                                     f"{attrs.get('n_not_converged', 0)} not converged and "
                                      f"{attrs.get('n_degenerate', 0)} degenerate replicate(s) of "
                                      f"{attrs.get('n_replicates')}."))
     if "mcmc" in methods:
-        findings += _mcmc_findings(_mcmc_convergence(tree))
-    findings += _comparison_findings(table)
+        findings += _mcmc_findings(_mcmc_convergence(tree)) + _rank_findings(tree)
+    variant = tree["advi"].attrs.get("variant", "meanfield") if "advi" in methods else None
+    findings += _comparison_findings(table, variant)
     return findings or [("ok", "No problems found.")]
 
 
@@ -96,6 +183,45 @@ def _converged_finals(stats) -> np.ndarray:
         if name in stats:
             keep &= stats[name].values == wanted
     return stats["final_objective"].values[keep]
+
+
+def run_warnings(tree) -> list[tuple[str, str]]:
+    """The warnings raised while a workflow produced the container, as findings naming the stage.
+
+    A stage names the model, the K and the method (``"K=3, NUTS"``); warnings of the choice of K name
+    their K and method in the message (``"select_k, K=4, NUTS: ..."``).
+    """
+    recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
+    return [("warn", (f"[{w['stage']}] " if w.get("stage") else "") + f"{w['category']}: {w['message']}")
+            for w in recorded]
+
+
+def selection_findings(selection: pd.DataFrame | None) -> list[tuple[str, str]]:
+    """Problems of the fits behind a choice-of-K table, one finding per K and method."""
+    if selection is None:
+        return []
+    findings = []
+    for k, row in selection.iterrows():
+        em = []
+        if "converged" in row and pd.notna(row["converged"]) and not bool(row["converged"]):
+            em.append("did not converge")
+        if "degenerate" in row and pd.notna(row["degenerate"]) and bool(row["degenerate"]):
+            em.append("has a collapsed component")
+        if em:
+            findings.append(("bad", f"Choice of K, K={k}, EM: {' and '.join(em)}; its criteria are unreliable."))
+        nuts = []
+        if pd.notna(row.get("max_rhat", np.nan)) and row["max_rhat"] > 1.01:
+            nuts.append(f"max R-hat {row['max_rhat']:.3f} > 1.01")
+        for column, label in (("min_ess_bulk", "bulk"), ("min_ess_tail", "tail")):
+            if pd.notna(row.get(column, np.nan)) and row[column] < 400:
+                nuts.append(f"min {label} ESS {row[column]:.0f} < 400")
+        if pd.notna(row.get("divergences", np.nan)) and row["divergences"] > 0:
+            nuts.append(f"{int(row['divergences'])} divergent transition(s)")
+        if pd.notna(row.get("pareto_k_warning", np.nan)) and bool(row["pareto_k_warning"]):
+            nuts.append("high Pareto k (PSIS-LOO unreliable)")
+        if nuts:
+            findings.append(("warn", f"Choice of K, K={k}, NUTS: {'; '.join(nuts)}."))
+    return findings
 
 
 def _em_findings(tree) -> list[tuple[str, str]]:
@@ -125,12 +251,36 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
                                 "(non-convergence or label switching)."))
     if summary.get("min bulk ESS", np.inf) < 400:
         findings.append(("warn", f"MCMC: min bulk ESS {summary['min bulk ESS']:.0f} < 400."))
+    if summary.get("min tail ESS", np.inf) < 400:
+        findings.append(("warn", f"MCMC: min tail ESS {summary['min tail ESS']:.0f} < 400."))
     if summary.get("divergences", 0):
         findings.append(("bad", f"MCMC: {summary['divergences']} divergent transition(s)."))
     return findings
 
 
-def _comparison_findings(table: pd.DataFrame) -> list[tuple[str, str]]:
+def _rank_findings(tree) -> list[tuple[str, str]]:
+    """Parameters whose chains' ranks fail the uniformity test the rank plot shows (p below 1 - envelope_prob)."""
+    import arviz_stats  # noqa: F401  (registers the .azstats accessor)
+    from arviz_base import rcParams
+
+    from mixflow.container.read import method_draws
+
+    draws = method_draws(tree, "mcmc")
+    if draws.sizes["chain"] < 2:
+        return []
+    alpha = 1 - rcParams["stats.envelope_prob"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ranks = draws.azstats.compute_ranks(dim=["chain", "draw"], relative=True)
+        p_values = ranks.azstats.mchain_uniformity_test(dim=["chain", "draw"])[0]
+    low = sorted({name for name in p_values.data_vars if (p_values[name].values < alpha).any()})
+    if not low:
+        return []
+    smallest = min(float(np.nanmin(p_values[name].values)) for name in low)
+    return [("bad", f"MCMC rank plots: the chains' ranks are not uniform for {', '.join(low)} (smallest p = "
+                    f"{smallest:.2g} < {alpha:.2g}): the chains have not mixed.")]
+
+
+def _comparison_findings(table: pd.DataFrame, variant: str | None = None) -> list[tuple[str, str]]:
     findings = []
     outside = table[(table["method"].isin(["mcmc", "advi"])) & (table["em_inside"] == False)]  # noqa: E712
     if len(outside):
@@ -146,9 +296,10 @@ def _comparison_findings(table: pd.DataFrame) -> list[tuple[str, str]]:
                                  f"{advi['distance_to_mcmc'].abs().max():.2g} sd."))
     narrow = advi[advi["sd_ratio_to_mcmc"] < 0.7]
     if len(narrow):
-        findings.append(("warn", f"ADVI underestimates the posterior sd (ratio < 0.7) for {len(narrow)} "
-                                 f"parameter(s), down to {advi['sd_ratio_to_mcmc'].min():.2f}; typical of "
-                                 "mean-field VI."))
+        typical = "; typical of mean-field VI" if variant == "meanfield" else ""
+        findings.append(("warn", f"ADVI ({variant or 'variational'}) underestimates the posterior sd (ratio < 0.7) "
+                                 f"for {len(narrow)} parameter(s), down to {advi['sd_ratio_to_mcmc'].min():.2f}"
+                                 f"{typical}."))
     agreement = table.attrs["label_agreement"]
     low = [(a, b, agreement.loc[a, b]) for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]
            if agreement.loc[a, b] < 0.9]

@@ -21,10 +21,22 @@ from mixflow.container.layout import OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
-from mixflow.present.report.cards import card, diagnostics, fit_summaries, key_values, provenance_rows
+from mixflow.present.numbers import format_number, format_with_sd
+from mixflow.present.report.cards import (
+    card,
+    diagnostics,
+    fit_summaries,
+    key_values,
+    provenance_rows,
+    run_warnings,
+    selection_findings,
+)
 from mixflow.warnings import MixflowWarning
 
-__all__ = ["SECTIONS", "report"]
+__all__ = ["FIGURE_DPI", "SECTIONS", "report"]
+
+#: CSS pixels per inch of the figures; they are drawn at twice this resolution (sharp on high-density screens).
+FIGURE_DPI = 96
 
 #: The section ids of every report, in order.
 SECTIONS = ("summary", "diagnostics", "model", "data", "fits", "comparison", "plots", "provenance")
@@ -72,25 +84,52 @@ footer { padding: 16px 40px; color: var(--muted); font-size: 13px; border-top: 1
 """
 
 
-def _table(frame: pd.DataFrame, *, index: bool = True, classes: str = "") -> str:
+def _table(frame: pd.DataFrame, *, index: bool = True, classes: str = "", digits: int = 4) -> str:
     return frame.to_html(index=index, escape=True, border=0, classes=f"table {classes}".strip(), na_rep="",
-                         float_format=lambda v: f"{v:.4g}")
+                         float_format=lambda value: format_number(value, digits=digits))
 
 
 def _figure_html(figure, caption: str) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=2 * FIGURE_DPI, bbox_inches="tight")
     plt.close(figure)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{encoded}">'
+    png = buffer.getvalue()
+    width, height = (int.from_bytes(png[at:at + 4], "big") // 2 for at in (16, 20))  # the IHDR chunk
+    encoded = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" width="{width}" height="{height}" '
+            f'src="data:image/png;base64,{encoded}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 # -- sections ------------------------------------------------------------------------------------------
-def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame) -> str:
-    """Headline numbers: the model, the data, the fit and how far the methods agree."""
+#: How the report names each criterion of the choice of K.
+CRITERIA = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "cv_log_likelihood": "held-out log-likelihood",
+            "elpd_loo": "PSIS-LOO"}
+
+
+def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
+    """In words, which K each criterion prefers, and whether they agree (and which K was fitted)."""
+    from mixflow.analysis.select import preferred_k
+
+    preferred = selection.attrs.get("preferred") or preferred_k(selection)  # a table read back from CSV has none
+    by_k = {}
+    for criterion, k in preferred.items():
+        by_k.setdefault(int(k), []).append(CRITERIA.get(criterion, criterion))
+    if not by_k:
+        return ""
+    fitted = "" if fitted_k is None else f"; K = {fitted_k} is the one fitted"
+    if len(by_k) == 1:
+        (k, names), = by_k.items()
+        return f"every criterion ({', '.join(names)}) prefers K = {k}{fitted}"
+    parts = "; ".join(f"{', '.join(names)} prefer{'s' if len(names) == 1 else ''} K = {k}"
+                      for k, names in sorted(by_k.items()))
+    return f"the criteria disagree: {parts}{fitted}"
+
+
+def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame, selection=None) -> str:
+    """Headline numbers: the model, the data, the fit, the choice of K and how far the methods agree."""
     from mixflow.families.base import model_from_json
 
     model = model_from_json(tree.attrs["model"])
@@ -99,6 +138,8 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
         f", {model.covariance} covariance" if hasattr(model, "covariance") else "")),
              ("data", f"{tree.attrs.get('data_name', '')}: {observed.sizes['obs']} rows x "
                       f"{observed.sizes['feature']} feature(s)")]
+    if selection is not None and choice_of_k_text(selection):
+        facts.append(("choice of K", choice_of_k_text(selection, model.n_components)))
     if "em" in tree.children:
         attrs = tree["em"].attrs
         facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood {attrs['log_likelihood']:.6g}, "
@@ -171,11 +212,13 @@ def _data_section(tree) -> str:
 def _cell(stats: pd.Series, method: str) -> str:
     if pd.isna(stats.get("estimate")):
         return ""
-    text = f"{stats['estimate']:.4g}"
-    if pd.notna(stats["sd"]):
-        text += f" ({stats['sd']:.2g})"
+    sd = stats["sd"] if pd.notna(stats["sd"]) else None
+    value, sd_text = format_with_sd(stats["estimate"], sd)
+    text = value + (f" ({sd_text})" if sd_text else "")
     if pd.notna(stats["lower"]):
-        text += f"<br><small>[{stats['lower']:.4g}, {stats['upper']:.4g}]</small>"
+        text += f"<br><small>[{format_number(stats['lower'], sd)}, {format_number(stats['upper'], sd)}]</small>"
+    if _is_variance(stats) and stats["estimate"] >= 0:
+        text += f"<br><small>sd {format_number(np.sqrt(stats['estimate']))}</small>"
     flags = []
     if method != "em" and stats.get("em_inside") is False:
         flags.append('<span class="flag bad" title="EM point outside this interval">EM outside</span>')
@@ -187,6 +230,14 @@ def _cell(stats: pd.Series, method: str) -> str:
     if method == "advi" and pd.notna(ratio) and not 0.7 <= ratio <= 1.4:
         flags.append(f'<span class="flag warn" title="ADVI sd / NUTS sd">sd ×{ratio:.2f}</span>')
     return text + ("<br>" + " ".join(flags) if flags else "")
+
+
+def _is_variance(stats: pd.Series) -> bool:
+    """A variance: a ``variance`` parameter, or a diagonal element of a ``covariance``."""
+    if stats.get("parameter") == "variance":
+        return True
+    return (stats.get("parameter") == "covariance" and pd.notna(stats.get("feature"))
+            and stats.get("feature") == stats.get("feature_"))
 
 
 def _comparison_section(table: pd.DataFrame) -> str:
@@ -202,13 +253,15 @@ def _comparison_section(table: pd.DataFrame) -> str:
     probability = table.attrs["ci_prob"]
     agreement = table.attrs["label_agreement"]
     explanation = (f"<p>Each cell: estimate (EM point or posterior mean), (sd; for EM the standard error from the "
-                   f"observed information), and the {probability:.0%} interval ({table.attrs['ci_kind'].upper()} of "
+                   "observed information), each to the precision its sd supports (two significant digits of the sd); "
+                   "for a variance, its square root (a standard deviation, in the data's units) below; "
+                   f"and the {probability:.0%} interval ({table.attrs['ci_kind'].upper()} of "
                    "the draws; Wald for EM). Flags: the EM point outside a method's interval; ADVI more than one "
                    "NUTS sd from NUTS, or its sd off by more than 30-40%.</p>")
     parts = [explanation, f'<div class="scroll"><table class="table compare"><thead><tr><th>parameter</th>'
              f"{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"]
     if agreement.size:
-        named = agreement.rename(index=METHOD_LABELS, columns=METHOD_LABELS)
+        named = agreement.rename(index=METHOD_LABELS, columns=METHOD_LABELS).rename_axis(index=None, columns=None)
         parts += ["<h3>Agreement of hard cluster labels (adjusted Rand index)</h3>", _table(named.round(4))]
     return "".join(parts)
 
@@ -263,10 +316,13 @@ def _plots_section(tree, selection, ci_prob) -> tuple[str, list[str]]:
 def _selection_html(selection) -> str:
     if selection is None:
         return ""
-    preferred = selection.attrs.get("preferred", {})
-    text = ", ".join(f"{k}: K = {v}" for k, v in preferred.items())
-    return (f"<h3>Choice of K</h3><p>Preferred: {html.escape(text)}.</p>"
-            + _table(selection.drop(columns=[c for c in ("converged", "degenerate") if c in selection])))
+    text = choice_of_k_text(selection)
+    note = ("<p><small>EM columns: <code>converged</code> (False when EM stopped at max_iter), "
+            "<code>degenerate</code> (a collapsed component). NUTS columns: <code>max_rhat</code>, "
+            "<code>min_ess_bulk</code>, <code>min_ess_tail</code>, <code>divergences</code>, "
+            "<code>pareto_k_warning</code> (PSIS-LOO unreliable).</small></p>")
+    return (f"<h3>Choice of K</h3><p>{html.escape(text[:1].upper() + text[1:])}.</p>{note}"
+            f'<div class="scroll">{_table(selection, digits=6)}</div>')  # criteria differ in units
 
 
 # -- the page ------------------------------------------------------------------------------------------
@@ -337,14 +393,15 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         table = dataset_to_frame(dataset)
         plots_html, plot_problems = _plots_section(tree, selection, ci_prob)
     raised = [str(w.message) for w in caught if issubclass(w.category, MixflowWarning)]
-    findings = [f for f in diagnostics(tree, table) if f[0] != "ok"]
+    findings = [f for f in diagnostics(tree, table) if f[0] != "ok"] + selection_findings(selection)
     findings += [("warn", message) for message in plot_problems + raised]
+    findings += run_warnings(tree)
     findings = findings or [("ok", "No problems found.")]
     items = "".join(f'<li class="{level}">{html.escape(text)}</li>' for level, text in findings)
     written = [("report written", datetime.now(UTC).isoformat(timespec="seconds"))]
     reference = reference_agreement(tree)
     sections = {
-        "summary": ("At a glance", _summary_section(tree, table, findings, reference)),
+        "summary": ("At a glance", _summary_section(tree, table, findings, reference, selection)),
         "diagnostics": ("Diagnostics and warnings", f'<ul class="findings">{items}</ul>'),
         "model": ("Model and prior", _model_section(tree)),
         "data": ("Data", _data_section(tree)),

@@ -1,0 +1,46 @@
+"""Numbers for people: a value to the precision its uncertainty supports, plain notation where it reads.
+
+``format_number(21437.2, 251.3)`` gives ``"21,440"`` and its sd ``"250"``: two significant digits of
+the sd set the last digit shown of both (the convention of the GUM and of most journals). Without an
+sd, four significant digits; plain notation between 1e-3 and 1e7, scientific beyond (with an sd, plain
+up to 1e12).
+"""
+
+import math
+
+__all__ = ["format_number", "format_with_sd"]
+
+
+def _decimals(sd: float, digits: int = 2) -> int:
+    """Decimal places that keep ``digits`` significant digits of ``sd`` (negative: tens, hundreds, ...)."""
+    return digits - 1 - math.floor(math.log10(abs(sd)))
+
+
+def _fixed(value: float, decimals: int) -> str:
+    rounded = round(value, decimals)
+    return f"{rounded:,.{max(decimals, 0)}f}"
+
+
+def format_number(value, sd=None, *, digits: int = 4) -> str:
+    """``value`` rounded to the precision ``sd`` supports (or to ``digits`` significant digits)."""
+    if value is None or not math.isfinite(float(value)):
+        return "" if value is None else str(value)
+    value = float(value)
+    if sd is not None and math.isfinite(float(sd)) and float(sd) > 0:
+        decimals = _decimals(float(sd))
+        if abs(value) < 1e12 and decimals > -12:  # plain with an sd: its digits say the precision
+            return _fixed(value, decimals)
+    if value == 0:
+        return "0"
+    if 1e-3 <= abs(value) < 1e7:
+        return _fixed(value, max(digits - 1 - math.floor(math.log10(abs(value))), 0))
+    return f"{value:.{digits - 1}e}"
+
+
+def format_with_sd(value, sd) -> tuple[str, str]:
+    """The value and its sd, both to the precision of two significant digits of the sd."""
+    if sd is None or not math.isfinite(float(sd)) or float(sd) <= 0:
+        return format_number(value), ""
+    decimals = _decimals(float(sd))
+    return format_number(value, sd), (_fixed(float(sd), decimals) if abs(float(sd)) < 1e12
+                                      else f"{float(sd):.1e}")

@@ -1,0 +1,94 @@
+"""The console of a workflow run: progress lines, warnings as one line each, and the full story in ``run.log``.
+
+Every progress message and every warning raised during a run goes through one :class:`Console`: on
+stderr a progress message is one line stamped with the time since the start, a warning is one line
+(``warning: <Category>: <message>``, no source line); ``run.log`` beside the outputs receives the same
+lines and, for each warning, where it was raised. The warnings are also recorded, with the stage of the
+run that raised them (e.g. ``"K=3, NUTS"``), for the container and its report. PyTensor's notes on how it
+compiles (``Numba will use object mode ...``: speed, not results) go to the log only.
+"""
+
+import contextlib
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from mixflow.warnings import MixflowWarning
+
+__all__ = ["Console", "RecordedWarning"]
+
+
+def _compiler_note(category, filename: str) -> bool:
+    """PyTensor's notes on how it compiles (e.g. "Numba will use object mode"): speed, not results."""
+    return not issubclass(category, MixflowWarning) and "pytensor" in str(filename).replace("\\", "/").split("/")
+
+
+class RecordedWarning(dict):
+    """One warning of a run: ``stage`` (which model, K and method), ``category`` and ``message``."""
+
+
+class Console:
+    """Progress messages and warnings of a run, on stderr (unless quiet) and in a log file.
+
+    Parameters
+    ----------
+    quiet : bool
+        Nothing on stderr; the log file still receives everything.
+    log : pathlib.Path, optional
+        The log file, started afresh.
+    """
+
+    def __init__(self, quiet: bool, log: Path | None = None):
+        self.quiet, self.start, self.log = quiet, time.perf_counter(), log
+        self.stage, self.recorded = "", []
+        if log is not None:
+            log.write_text("", encoding="utf-8")
+
+    def __call__(self, message: str) -> None:
+        """Print one progress line (and log it)."""
+        self._emit(f"[{time.perf_counter() - self.start:7.1f}s] {message}")
+
+    def _emit(self, line: str, detail: str = "") -> None:
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+        self._log(line + "\n" + detail)
+
+    def _log(self, text: str) -> None:
+        if self.log is not None:
+            with self.log.open("a", encoding="utf-8") as stream:
+                stream.write(text)
+
+    def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        """A ``warnings.showwarning`` replacement: one line on the console, the full warning in the log."""
+        text = str(message)
+        where = f" [{self.stage}]" if self.stage else ""
+        detail = "".join("    " + part + "\n" for part in
+                         warnings.formatwarning(message, category, filename, lineno, line).rstrip().splitlines())
+        stamped = f"[{time.perf_counter() - self.start:7.1f}s]   warning{where}: {category.__name__}: {text}"
+        if _compiler_note(category, filename):
+            self._log(stamped + " (compiler note: logged only)\n" + detail)
+            return
+        self.recorded.append(RecordedWarning(stage=self.stage, category=category.__name__, message=text))
+        self._emit(stamped, detail)
+
+    @contextlib.contextmanager
+    def capturing(self):
+        """Within it every warning is shown by :meth:`show_warning` (each distinct one once per place)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = self.show_warning
+            yield self
+
+    @contextlib.contextmanager
+    def during(self, stage: str):
+        """Warnings raised within it are recorded with this stage (e.g. ``"K=3, NUTS"``)."""
+        previous, self.stage = self.stage, stage
+        try:
+            yield
+        finally:
+            self.stage = previous
+
+    def since(self, mark: int) -> list[RecordedWarning]:
+        """The warnings recorded after the ``mark``-th (``len(console.recorded)`` taken earlier)."""
+        return [RecordedWarning(w) for w in self.recorded[mark:]]

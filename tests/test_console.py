@@ -1,0 +1,39 @@
+"""The console of a workflow run: one line per warning naming its stage, the full story in run.log."""
+
+import warnings
+
+from mixflow.warnings import SamplingWarning
+from mixflow.workflow.console import Console
+
+
+def test_a_warning_is_one_line_naming_its_stage_and_logged_with_its_source(tmp_path, capsys):
+    console = Console(quiet=False, log=tmp_path / "run.log")
+    with console.capturing(), console.during("K=3, NUTS"):
+        warnings.warn("MCMC diagnostics: 2 divergent transition(s) after tuning.", SamplingWarning, stacklevel=1)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].endswith(
+        "warning [K=3, NUTS]: SamplingWarning: MCMC diagnostics: 2 divergent transition(s) after tuning.")
+    log = (tmp_path / "run.log").read_text()
+    assert "test_console.py:" in log and 'warnings.warn("MCMC diagnostics' in log  # where, and the source line
+    assert console.recorded == [{"stage": "K=3, NUTS", "category": "SamplingWarning",
+                                 "message": "MCMC diagnostics: 2 divergent transition(s) after tuning."}]
+    assert console.since(1) == []
+
+
+def test_pytensor_compiler_notes_go_to_the_log_only(tmp_path, capsys):
+    console = Console(quiet=False, log=tmp_path / "run.log")
+    with console.capturing():
+        warnings.warn_explicit("Numba will use object mode to run Blockwise", UserWarning,
+                               "/venv/lib/python3.12/site-packages/pytensor/link/numba/dispatch/basic.py", 234)
+    assert capsys.readouterr().err == "" and console.recorded == []
+    assert "Numba will use object mode" in (tmp_path / "run.log").read_text()
+
+
+def test_quiet_prints_nothing_but_logs_everything(tmp_path, capsys):
+    console = Console(quiet=True, log=tmp_path / "run.log")
+    console("fitting K=2")
+    with console.capturing():
+        warnings.warn("something", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == ""
+    assert "fitting K=2" in (tmp_path / "run.log").read_text()
+    assert "UserWarning: something" in (tmp_path / "run.log").read_text()
