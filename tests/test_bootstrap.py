@@ -237,8 +237,9 @@ def test_frequency_weighted_bootstrap_spread_equals_the_expanded_rows(tabulated)
     np.testing.assert_allclose(weighted["em/estimate"]["mu"], expanded["em/estimate"]["mu"], rtol=1e-6)
     spreads = {}
     for name, tree in (("weighted", weighted), ("expanded", expanded)):
-        group = bootstrap(tree, n_replicates=100, random_seed=3, n_jobs=1)["em/bootstrap/posterior"].to_dataset()
-        assert group.attrs["n_failed"] == 0
+        replicated = bootstrap(tree, n_replicates=100, random_seed=3, n_jobs=1)
+        assert replicated["em/bootstrap"].attrs["n_failed"] == 0
+        group = replicated["em/bootstrap/posterior"].to_dataset()
         spreads[name] = {p: group[p].std(("chain", "draw"), ddof=1).values for p in ("weights", "mu", "covariance")}
         # centred on the estimate: a bootstrap that ignored the weights would centre on the unweighted fit
         gap = np.abs(group["mu"].mean(("chain", "draw")).values - tree["em/estimate"]["mu"].values)

@@ -149,12 +149,15 @@ def test_one_map_m_step_maximises_the_naive_expected_log_posterior(covariance_ty
         weights_concentration=1.0, mean=prior["mean"], shrinkage=prior["shrinkage"], dof=prior["dof"],
         scale=prior["scale"]))
     prepared = model.prepare(validate_data(x, weights=frequency))
-    resolved = model.resolve_prior(prepared)
+    # EM's steps run in the working (standardised) units of ``prepared``, with the prior in those units
+    working_prior = model.working_prior(prepared)
     weighted_resp = resp * frequency[:, None]
     features = model.chunk_features(prepared)
     statistics = model.statistics(weighted_resp, prepared, features)
-    found, floored = model.m_step(weighted_resp.sum(axis=0), statistics, prepared, resolved)
+    working, floored = model.m_step(weighted_resp.sum(axis=0), statistics, prepared, working_prior)
     assert floored == []
+    found = model.to_data({"weights": np.full(k, 1.0 / k), **working}, prepared)
+    del found["weights"]
 
     def negative_objective(vector):
         params = _unpack(covariance_type, vector, k, d, with_weights=False)
