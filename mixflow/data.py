@@ -55,6 +55,13 @@ class Data:
         """Frequency weights, ones where none were given, shape (n_obs,)."""
         return np.ones(self.n_obs) if self.weights is None else self.weights
 
+    def rounded_units(self) -> np.ndarray:
+        """Row index of every frequency unit, each row repeated by its rounded weight.
+
+        What a predictive check compares replicates against (the rows themselves for unweighted data).
+        """
+        return np.repeat(np.arange(self.n_obs), np.round(self.frequency).astype(np.int64))
+
     @property
     def total_weight(self) -> float:
         """Effective number of observations (sum of the frequency weights)."""

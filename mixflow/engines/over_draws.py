@@ -84,8 +84,7 @@ def _observed_like_predictive(model, data: Data) -> dict:
     """
     name, dims = model.predictive_variable(data)
     if name == "x" and dims[0] == "unit":
-        rows = np.repeat(np.arange(data.n_obs), np.round(data.frequency).astype(np.int64))
-        return {name: (dims, data.values[rows])}
+        return {name: (dims, data.values[data.rounded_units()])}
     if name == "x":
         return {name: (dims, data.values)}
     return {name: (dims, np.asarray(data.frequency, dtype=float))}

@@ -295,7 +295,7 @@ class MixtureModel:
         Every feature of the data, rows repeated by their rounded weights, drawn as densities (kind None);
         families override this (counts as ECDFs, a regression's response only, classes at their midpoints).
         """
-        rows = np.repeat(np.arange(data.n_obs), np.round(data.frequency).astype(int))
+        rows = data.rounded_units()
         return xr.DataArray(data.values[rows], dims=("obs", "feature"), coords={"feature": data.features}), None
 
     def plot_parameters(self, params: dict) -> dict:

@@ -322,7 +322,7 @@ class GroupedGaussianMixture(MixtureModel):
     def predictive_units(self, data):
         """Each unit at its class midpoint (observed and replicated counts are counts of the same classes)."""
         lower, upper = self.class_limits(data)
-        rows = np.repeat(np.arange(data.n_obs), np.round(data.frequency).astype(int))
+        rows = data.rounded_units()
         midpoints = (0.5 * (lower + upper))[rows][:, None]
         return xr.DataArray(midpoints, dims=("obs", "feature"), coords={"feature": ["class midpoint"]}), "ecdf"
 
