@@ -1,20 +1,25 @@
 """Per-iteration cost of mixflow's EM against scikit-learn's GaussianMixture (full covariance).
 
-Both start from the same parameters on the same data. The per-iteration time is the difference between
-a run of ``long`` and a run of ``short`` iterations divided by ``long - short``, so set-up, initialisation
-and the final E-step cancel out. Each timing is the best of ``repeats``, the two libraries' runs
-interleaved. Prints the ratio sklearn/mixflow (above 1: mixflow is faster) and the peak memory of one
-mixflow iteration.
+Both start from the same parameters on the same data. Each library is timed at four iteration counts;
+the per-iteration time is the slope of a least-squares line through (iterations, seconds), so set-up,
+initialisation and the final E-step go into the intercept. The slope is fitted once per round; a round
+times every count of both libraries in turn (interleaved, so a slow spell of a shared machine falls on
+both), and the figures are the median slope over ``repeats`` rounds with its range (min-max), and the
+median of the per-round ratios sklearn/mixflow with their range (above 1: mixflow is faster). Also
+printed: the BLAS libraries and thread counts in use (threadpoolctl), the load average, and the peak
+memory (tracemalloc, which sees NumPy's buffers) of a two-iteration fit of each library.
 
 Usage: python benchmarks/em_vs_sklearn.py [--quick]
 """
 
+import os
 import sys
 import time
 import tracemalloc
 import warnings
 
 import numpy as np
+import threadpoolctl
 from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
@@ -54,37 +59,50 @@ def time_sklearn(x, start, iterations):
     return time.perf_counter() - begin
 
 
-def per_iteration(timers, x, start, short, long, repeats):
-    """Per-iteration time of each timer; the repeats of all timers are interleaved, so that a slow spell
-    of the machine (this VM has some) falls on both libraries rather than on one of them."""
-    times = {(name, n): [] for name in timers for n in (short, long)}
+def per_iteration(timers, x, start, counts, repeats):
+    """Per-round slopes (seconds per iteration) of each timer; the rounds interleave the two libraries."""
+    slopes = {name: [] for name in timers}
     for _ in range(repeats):
         for name, timer in timers.items():
-            for n in (short, long):
-                times[name, n].append(timer(x, start, n))
-    return {name: (min(times[name, long]) - min(times[name, short])) / (long - short) for name in timers}
+            seconds = [timer(x, start, n) for n in counts]
+            slopes[name].append(float(np.polyfit(counts, seconds, 1)[0]))
+    return {name: np.array(values) for name, values in slopes.items()}
 
 
-def peak_memory_mb(x, start):
+def peak_memory_mb(timer, x, start):
     tracemalloc.start()
-    time_mixflow(x, start, 2)
+    timer(x, start, 2)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return peak / 2**20
 
 
+def blas_setup() -> str:
+    info = threadpoolctl.threadpool_info()
+    return "; ".join(f"{lib['internal_api']} {lib.get('version')} ({lib['num_threads']} threads)" for lib in info)
+
+
 def main():
     quick = "--quick" in sys.argv
-    print(f"{'n':>8} {'d':>3} {'k':>3} {'mixflow s/iter':>15} {'sklearn s/iter':>15} {'sklearn/mixflow':>16}"
-          f" {'data MB':>8} {'mixflow peak MB':>16}")
+    print(f"BLAS/OpenMP: {blas_setup()}; CPUs: {os.cpu_count()}; load average before: {os.getloadavg()}")
+    print(f"{'n':>8} {'d':>3} {'k':>3} {'mixflow ms/iter':>22} {'sklearn ms/iter':>22} {'sklearn/mixflow':>20}"
+          f" {'data MB':>8} {'peak MB mixflow':>16} {'peak MB sklearn':>16}")
+    timers = {"mixflow": time_mixflow, "sklearn": time_sklearn}
     for n, d, k in CASES[:2] if quick else CASES:
         x, start = make_data(n, d, k)
-        short, long = (2, 6) if n > 50_000 else (5, 45)
-        repeats = 3 if n > 50_000 else 5
-        timed = per_iteration({"mixflow": time_mixflow, "sklearn": time_sklearn}, x, start, short, long, repeats)
-        ours, theirs = timed["mixflow"], timed["sklearn"]
-        print(f"{n:>8} {d:>3} {k:>3} {ours:>15.5f} {theirs:>15.5f} {theirs / ours:>15.2f}x"
-              f" {x.nbytes / 2**20:>8.1f} {peak_memory_mb(x, start):>16.1f}")
+        counts = (2, 4, 6, 8) if n > 50_000 else (5, 15, 30, 45)
+        repeats = 1 if quick else (3 if n > 50_000 else 5)
+        slopes = per_iteration(timers, x, start, counts, repeats)
+        ours, theirs = slopes["mixflow"] * 1e3, slopes["sklearn"] * 1e3
+        ratios = theirs / ours
+
+        def spread(values, unit=""):
+            return f"{np.median(values):.3g}{unit} [{values.min():.3g}, {values.max():.3g}]"
+
+        print(f"{n:>8} {d:>3} {k:>3} {spread(ours):>22} {spread(theirs):>22} {spread(ratios, 'x'):>20}"
+              f" {x.nbytes / 2**20:>8.1f} {peak_memory_mb(time_mixflow, x, start):>16.1f}"
+              f" {peak_memory_mb(time_sklearn, x, start):>16.1f}")
+    print(f"load average after: {os.getloadavg()}; each cell: median [min, max] over the rounds")
 
 
 if __name__ == "__main__":

@@ -41,22 +41,23 @@ from functools import partial
 import arviz_stats as azs
 import numpy as np
 import nutpie  # noqa: F401  (imported before any timing, for both sides)
+import peers
 import pymc as pm
-import pytensor.tensor as pt
 import xarray as xr
 
 import mixflow
 from mixflow.data import validate_data
 from mixflow.engines.mcmc import fit_mcmc
-from mixflow.families.gaussian.pymc import standardization
-from mixflow.families.relabel import align, gaussian_signature
 
 QUICK = os.environ.get("MIXFLOW_BENCH_QUICK") == "1"  # set by --quick, read by every fresh process
 DRAWS, TUNE, CHAINS, SEED = (100, 100, 2, 20260101) if QUICK else (1000, 1000, 4, 20260101)
 
 
 def min_bulk_ess(posterior: dict) -> float:
-    dataset = xr.Dataset({name: (dims, value) for name, (dims, value) in posterior.items()})
+    """Smallest bulk ESS over every entry of ``{name: (dims, (chain, draw, ...) array)}`` or ``{name: array}``."""
+    dataset = xr.Dataset({name: item if isinstance(item, tuple)
+                          else (("chain", "draw", *(f"{name}_{i}" for i in range(item.ndim - 2))), item)
+                          for name, item in posterior.items()})
     ess = azs.ess(dataset, method="bulk")
     return float(min(np.nanmin(ess[name].values) for name in ess.data_vars))
 
@@ -72,29 +73,12 @@ def ours(model, x, **options):
 
 
 def peer_faithful(x, prior):
-    k, d = 2, x.shape[1]
-    with pm.Model(coords={"component": range(k), "feature": range(d), "feature_": range(d)}):
-        weights = pm.Dirichlet("weights", a=prior.concentration, dims="component")
-        precision = pm.Wishart("precision", nu=int(prior.dof), V=np.linalg.inv(prior.scale),
-                               dims=("component", "feature", "feature_"))
-        # (tau=precision would be the shorter spelling, but PyMC 6.4 gets the batched logp wrong with a
-        # Wishart-distributed tau: a (K, K, d) array instead of (K,); cov= is right)
-        covariance = pm.Deterministic("covariance", pt.linalg.inv(precision),
-                                      dims=("component", "feature", "feature_"))
-        mu = pm.MvNormal("mu", mu=prior.mean, cov=covariance / prior.shrinkage, dims=("component", "feature"))
-        components = [pm.MvNormal.dist(mu=mu[j], cov=covariance[j]) for j in range(k)]
-        pm.Mixture("x", w=weights, comp_dists=components, observed=x)
+    with peers.faithful_model(x, prior):
         return pm.sample(draws=DRAWS, tune=TUNE, chains=CHAINS, random_seed=SEED, progressbar=False)
 
 
 def peer_1d(x, prior, k):
-    with pm.Model(coords={"component": range(k)}):
-        weights = pm.Dirichlet("weights", a=prior.concentration, dims="component")
-        variance = pm.InverseGamma("variance", alpha=prior.dof / 2, beta=float(prior.scale[0]) / 2, dims="component")
-        mu = pm.Normal("mu", mu=float(prior.mean[0]), sigma=pt.sqrt(variance / prior.shrinkage), dims="component",
-                       transform=pm.distributions.transforms.ordered,
-                       initval=np.quantile(x, (np.arange(k) + 0.5) / k))
-        pm.NormalMixture("x", w=weights, mu=mu, sigma=pt.sqrt(variance), observed=x[:, 0])
+    with peers.ordered_1d_model(x, prior, k):
         return pm.sample(draws=DRAWS, tune=TUNE, chains=CHAINS, random_seed=SEED, progressbar=False)
 
 
@@ -104,21 +88,9 @@ def peer(model, x, build):
     began = time.perf_counter()
     idata = build(x, prior)
     elapsed = time.perf_counter() - began
-    names = list(model.parameter_dims())
-    raw = {}
-    for name in names:
-        values = idata["posterior"][name].values
-        if name == "mu" and values.ndim == 3:  # 1-D: (chain, draw, component) -> add the feature axis
-            values = values[..., None]
-        if name == "variance" and model.covariance == "diag":
-            values = values[..., None]
-        raw[name] = (("chain", "draw") + tuple(model.parameter_dims()[name]), values)
-    tree = mixflow.fit(model, x, method="map", random_seed=SEED)  # the labelling to align to (not timed)
-    reference = {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
-    signature = partial(gaussian_signature, data_scale=standardization(model, data).scale)
-    aligned, permutations = align(raw, reference, signature)
-    switched = int(np.any(permutations != np.arange(model.n_components), axis=-1).sum())
-    return elapsed, min_bulk_ess(raw), min_bulk_ess(aligned), switched
+    values = {name: idata["posterior"][name].values for name in model.parameter_dims()}
+    aligned, switched = peers.aligned_draws(model, x, values, SEED)
+    return elapsed, min_bulk_ess(values), min_bulk_ess(aligned), switched
 
 
 CASES = ("faithful", "1d")
