@@ -1,0 +1,230 @@
+"""Dask input: EM blockwise on the threaded scheduler and on a LocalCluster, against numpy input of the same data."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import mixflow
+from mixflow import ConstantFeatureWarning
+
+da = pytest.importorskip("dask.array")
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+N, CHUNK = 3001, 700  # five blocks, the last one short: chunk sizes that do not divide n
+RTOL = 1e-12  # the same estimate: largest difference over the largest value of each parameter
+
+
+def _mixture(seed=0, d=3):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0, 1, (1500, d)), rng.normal(4, 0.5, (N - 1500, d))])
+    return x, rng.integers(1, 4, N).astype(float)
+
+
+def _relative(a: xr.DataTree, b: xr.DataTree) -> float:
+    estimate_a, estimate_b = a["em/estimate"], b["em/estimate"]
+    return max(float(np.max(np.abs(estimate_a[k].values - estimate_b[k].values)) / np.max(np.abs(estimate_a[k].values)))
+               for k in estimate_a.data_vars)
+
+
+def _fit_both(model, x, w, method="em", **options):
+    expected = mixflow.fit(model, x, method, random_seed=3, weights=w, **options)
+    weights = None if w is None else da.from_array(w, chunks=CHUNK)
+    got = mixflow.fit(model, da.from_array(x, chunks=CHUNK), method, random_seed=3, weights=weights, **options)
+    return expected, got
+
+
+@pytest.mark.parametrize("covariance", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("method", ["em", "map"])
+def test_gaussian_estimate_equals_numpy_input(covariance, method):
+    x, w = _mixture()
+    expected, got = _fit_both(mixflow.GaussianMixture(2, covariance=covariance), x, w, method, n_init=2)
+    assert _relative(expected, got) < RTOL
+    for name in ("log_likelihood", "bic", "aic", "icl"):
+        assert got["em"].attrs[name] == pytest.approx(expected["em"].attrs[name], rel=RTOL)
+    # every row is in the sample here: the stored responsibilities are all of them
+    np.testing.assert_allclose(got["em/responsibilities"]["responsibilities"].values,
+                               expected["em/responsibilities"]["responsibilities"].values, atol=1e-12)
+    assert got["observed_data"].attrs["n_obs"] == N
+
+
+def test_soft_kmeans_and_poisson_estimates_equal_numpy_input():
+    x, w = _mixture()
+    expected, got = _fit_both(mixflow.SoftKMeans(2, variance=0.5), x, w)
+    assert _relative(expected, got) < RTOL
+    rng = np.random.default_rng(1)
+    counts = np.concatenate([rng.poisson(2.0, 1500), rng.poisson(9.0, N - 1500)]).astype(float)
+    expected, got = _fit_both(mixflow.PoissonMixture(2), counts, w, "map")
+    assert _relative(expected, got) < RTOL
+    expected, got = _fit_both(mixflow.PoissonMixture(2), counts, None)
+    assert _relative(expected, got) < RTOL
+
+
+def test_dataframe_and_xarray_input_give_numpy_estimate():
+    x, _ = _mixture(d=2)
+    model = mixflow.GaussianMixture(2)
+    frame = pd.DataFrame(x, columns=["a", "b"])
+    expected = mixflow.fit(model, frame, random_seed=3)
+    from_frame = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), random_seed=3)
+    assert _relative(expected, from_frame) < RTOL
+    assert list(from_frame["observed_data"]["feature"].values) == ["a", "b"]
+    dataset = xr.Dataset({"a": ("row", x[:, 0]), "b": ("row", x[:, 1])}).chunk({"row": CHUNK})
+    from_dataset = mixflow.fit(model, dataset, random_seed=3)
+    assert _relative(expected, from_dataset) < RTOL
+    array = xr.DataArray(x, dims=("row", "feature"), coords={"feature": ["a", "b"]}).chunk({"row": CHUNK})
+    assert _relative(expected, mixflow.fit(model, array, random_seed=3)) < RTOL
+
+
+def test_subsample_starts_are_reproducible_and_find_the_numpy_maximum():
+    x, _ = _mixture()
+    model = mixflow.GaussianMixture(2)
+    expected = mixflow.fit(model, x, random_seed=3)
+    data = da.from_array(x, chunks=CHUNK)
+    first = mixflow.fit(model, data, random_seed=3, subsample=500)
+    again = mixflow.fit(model, data, random_seed=3, subsample=500)
+    assert _relative(first, again) == 0.0
+    # different starts, the same maximum: equal to the convergence tolerance
+    assert _relative(expected, first) < 1e-6
+    assert first["em"].attrs["log_likelihood"] == pytest.approx(expected["em"].attrs["log_likelihood"], rel=1e-10)
+    observed = first["observed_data"]
+    assert observed.sizes["obs"] == 500 and observed.attrs["n_obs"] == N
+    rows = observed["obs"].values
+    assert np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(observed["x"].values, x[rows])
+    np.testing.assert_allclose(first["em/responsibilities"]["responsibilities"].values,
+                               mixflow.predict_proba(first, x[rows]).values, atol=1e-12)
+
+
+def test_predictions_are_lazy_and_equal_numpy_predictions(tmp_path):
+    x, w = _mixture()
+    tree = mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=3, weights=w)
+    data = da.from_array(x, chunks=CHUNK)
+    proba = mixflow.predict_proba(tree, data)
+    assert isinstance(proba.data, da.Array)
+    np.testing.assert_allclose(proba.values, mixflow.predict_proba(tree, x).values, atol=1e-12)
+    scores = mixflow.score_samples(tree, data)
+    assert isinstance(scores.data, da.Array)
+    np.testing.assert_allclose(scores.values, mixflow.score_samples(tree, x).values, rtol=1e-12)
+    np.testing.assert_array_equal(mixflow.predict(tree, data).values, mixflow.predict(tree, x).values)
+    resp = mixflow.responsibilities(tree, data)
+    assert isinstance(resp, da.Array) and resp.chunks[0] == data.chunks[0]
+    stored = mixflow.responsibilities(tree, data, to_zarr=tmp_path / "resp.zarr")
+    np.testing.assert_allclose(stored.compute(), mixflow.predict_proba(tree, x).values, atol=1e-12)
+    assert (tmp_path / "resp.zarr").exists()
+    np.testing.assert_allclose(mixflow.responsibilities(tree, x, chunks=1000).compute(), stored.compute(), atol=0)
+
+
+def test_bad_rows_are_named_with_their_chunk():
+    x, w = _mixture()
+    x[2 * CHUNK + 3, 1] = np.nan
+    x[2 * CHUNK + 9, 0] = np.inf
+    model = mixflow.GaussianMixture(2)
+    with pytest.raises(ValueError, match=r"data: expected finite values, got NaN or infinite values in 2 row\(s\), "
+                                         r"the first in chunk 2 \(rows 1400-2099\): \[1403, 1409\]"):
+        mixflow.fit(model, da.from_array(x, chunks=CHUNK))
+    x, _ = _mixture()
+    w[CHUNK + 1] = -1.0
+    with pytest.raises(ValueError, match=r"weights: expected non-negative values, got negative values in 1 row\(s\), "
+                                         r"the first in chunk 1 \(rows 700-1399\): \[701\]"):
+        mixflow.fit(model, da.from_array(x, chunks=CHUNK), weights=da.from_array(w, chunks=CHUNK))
+    with pytest.raises(ValueError, match=r"weights: expected at least one positive weight"):
+        mixflow.fit(model, da.from_array(x, chunks=CHUNK), weights=da.zeros(N, chunks=CHUNK))
+    with pytest.raises(ValueError, match=r"weights: expected shape \(3001,\)"):
+        mixflow.fit(model, da.from_array(x, chunks=CHUNK), weights=da.ones(N - 1, chunks=CHUNK))
+    tree = mixflow.fit(model, x, random_seed=3)
+    bad = x.copy()
+    bad[CHUNK + 5] = np.nan
+    lazy = mixflow.predict_proba(tree, da.from_array(bad, chunks=CHUNK))  # checked as each block is computed
+    with pytest.raises(ValueError, match=r"new_data: expected finite values, .* chunk 1 \(rows 700-1399\): \[705\]"):
+        lazy.compute()
+
+
+def test_type_and_option_errors_name_the_argument():
+    x, _ = _mixture()
+    data = da.from_array(x, chunks=CHUNK)
+    frame = dd.from_pandas(pd.DataFrame({"a": x[:, 0], "b": ["u"] * N}), npartitions=2)
+    with pytest.raises(TypeError, match=r"data: expected numeric columns, got non-numeric column\(s\) \['b'\]"):
+        mixflow.fit(mixflow.GaussianMixture(2), frame)
+    with pytest.raises(TypeError, match=r"data: expected numeric columns"):
+        mixflow.fit(mixflow.GaussianMixture(2), data > 0)
+    with pytest.raises(ValueError, match=r"data: expected numpy or pandas data for the 'regression' family, got Dask"):
+        mixflow.fit(mixflow.RegressionMixture(2, response="x0", covariates=["x1"]), data)
+    with pytest.raises(ValueError, match=r"method: expected 'em' or 'map' with Dask data"):
+        mixflow.fit(mixflow.GaussianMixture(2), data, ["em", "mcmc"])
+    with pytest.raises(ValueError, match=r"persist: expected 'auto', True or False, got 'yes'"):
+        mixflow.fit(mixflow.GaussianMixture(2), data, persist="yes")
+    with pytest.raises(ValueError, match=r"subsample: expected an integer >= n_components = 2, got 1"):
+        mixflow.fit(mixflow.GaussianMixture(2), data, subsample=1)
+    tree = mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=3)
+    with pytest.raises(ValueError, match=r"tree: expected None with Dask data"):
+        mixflow.fit(mixflow.GaussianMixture(2), data, tree=tree)
+    with pytest.raises(ValueError, match=r"new_data: expected 3 column\(s\)"):
+        mixflow.predict_proba(tree, data[:, :2])
+    with pytest.raises(ValueError, match=r"method: expected 'em' with Dask new_data"):
+        booted = mixflow.bootstrap(tree, x, n_replicates=2, random_seed=1, n_jobs=1)
+        mixflow.score_samples(booted, data, method="bootstrap")
+
+
+def test_constant_feature_warns_and_counts_are_checked_blockwise():
+    x, _ = _mixture()
+    x[:, 2] = 5.0
+    with pytest.warns(ConstantFeatureWarning, match=r"data: feature\(s\) \['x2'\] take a single value"):
+        mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), da.from_array(x, chunks=CHUNK), "map",
+                    random_seed=3)
+    counts = np.arange(N, dtype=float) % 7
+    counts[CHUNK * 3 + 2] = 1.5
+    with pytest.raises(ValueError, match=r"data: expected non-negative integer counts, got other values in .*2102"):
+        mixflow.fit(mixflow.PoissonMixture(2), da.from_array(counts, chunks=CHUNK))
+
+
+def test_persist_choices_give_the_same_estimate():
+    x, _ = _mixture()
+    model = mixflow.GaussianMixture(2)
+    data = da.from_array(x, chunks=CHUNK)
+    kept = mixflow.fit(model, data, random_seed=3, persist=True)
+    streamed = mixflow.fit(model, data, random_seed=3, persist=False)
+    assert _relative(kept, streamed) == 0.0
+
+
+def test_importing_mixflow_needs_no_dask_and_dask_requests_say_how_to_install():
+    script = ("import sys\n"
+              "for name in ('dask', 'dask.array', 'dask.dataframe', 'distributed', 'zarr'):\n"
+              "    sys.modules[name] = None\n"
+              "import numpy as np, mixflow\n"
+              "tree = mixflow.fit(mixflow.GaussianMixture(1), np.arange(20.0), random_seed=1)\n"
+              "try:\n"
+              "    mixflow.responsibilities(tree, np.arange(20.0))\n"
+              "except ImportError as error:\n"
+              "    print(error)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("data: mixflow.responsibilities needs the optional dependencies")
+    assert 'pip install "mixflow[dask]"' in out
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    """One LocalCluster of two worker processes for the module's distributed tests."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_local_cluster_gives_the_numpy_estimate_and_predictions(cluster_client):
+    x, w = _mixture()
+    model = mixflow.GaussianMixture(2, covariance="full")
+    expected = mixflow.fit(model, x, random_seed=3, weights=w, init="kmeans", n_init=1)
+    data = da.from_array(x, chunks=CHUNK)
+    got = mixflow.fit(model, data, random_seed=3, weights=da.from_array(w, chunks=CHUNK), init="kmeans", n_init=1)
+    assert _relative(expected, got) < RTOL
+    np.testing.assert_allclose(mixflow.predict_proba(got, data).values, mixflow.predict_proba(expected, x).values,
+                               atol=1e-10)
+    assert len(cluster_client.scheduler_info()["workers"]) == 2
