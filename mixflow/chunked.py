@@ -12,6 +12,7 @@ Dask is an optional dependency (``pip install "mixflow[dask]"``), imported only 
 input comes.
 """
 
+import contextlib
 import importlib
 import os
 import warnings
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixflow.parallel import one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning
 
 __all__ = ["ChunkedData", "Moments", "active_client", "as_chunked", "is_chunked", "map_reduce", "require_dask",
@@ -299,15 +301,17 @@ def _tree(parts: list, combine):
 def map_reduce(function, data: ChunkedData, combine, *args):
     """``function(values, weights, first_row, *args)`` on every block, the results added by ``combine`` in a tree.
 
-    One pass over the data; computed on the active client, or Dask's threaded scheduler. ``args`` go to
-    every block (small: parameters and constants). Returns the combined result.
+    One pass over the data; computed on the active client, or Dask's threaded scheduler with one BLAS
+    thread (its threads share out the cores, as :func:`mixflow.engines.em_steps.data_pass`'s do). ``args``
+    go to every block (small: parameters and constants). Returns the combined result.
     """
     import dask
 
     shared = [dask.delayed(a, pure=True, traverse=False) for a in args] if args else []
     block = dask.delayed(function, pure=True)
     parts = [block(v, w, start, *shared) for v, w, start in data.blocks()]
-    (result,) = dask.compute(_tree(parts, combine))
+    with one_blas_thread() if active_client() is None else contextlib.nullcontext():
+        (result,) = dask.compute(_tree(parts, combine))
     return result
 
 
