@@ -183,7 +183,8 @@ def _from_frame(frame, name: str, da):
     if len(repeated):
         raise ValueError(f"{name}: expected distinct column names, got {sorted({str(c) for c in repeated})} "
                          "more than once")
-    return frame.to_dask_array(lengths=True), [str(c) for c in frame.columns]
+    # the lengths are counted on the optimised frame, whose partitions can differ from the frame as written
+    return frame.optimize().to_dask_array(lengths=True), [str(c) for c in frame.columns]
 
 
 def _from_xarray(value, name: str, da):
@@ -263,7 +264,7 @@ def _as_weights(weights, array, da, name: str):
     if _module(weights).startswith("xarray."):
         weights = weights.data
     if hasattr(weights, "to_dask_array"):
-        weights = weights.to_dask_array(lengths=True)
+        weights = weights.optimize().to_dask_array(lengths=True)
     if not isinstance(weights, da.Array):
         weights = np.asarray(weights)
     if weights.dtype.kind not in "iuf" or weights.dtype == bool:

@@ -98,7 +98,8 @@ def _check_same_fit(tree, model, validated):
 def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,
         n_init: int = 5, init="auto", tol: float = 1e-10, max_iter: int = 1000, trim: float | None = None,
         chunk_size: int | None = None, accelerate: str | None = "squarem", data_name: str = "data",
-        tree: xr.DataTree | None = None, persist="auto", subsample: int = 100_000, **options) -> xr.DataTree:
+        tree: xr.DataTree | None = None, persist="auto", subsample: int = 100_000, chunks: int | None = None,
+        **options) -> xr.DataTree:
     """Fit a declared mixture model by one or more methods and return the results container.
 
     Parameters
@@ -167,6 +168,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         Dask input only: rows of the uniform subsample (drawn blockwise from the seed) on which the starts
         are drawn and the short runs of ``init="auto"`` made, and whose responsibilities the result keeps;
         every row (in order, the same estimate as numpy input gives) when the data have no more.
+    chunks : int, optional
+        Dask input only: rows per block, the data re-chunked to them (default: the input's own blocks).
     **options
         Options of the sampling engines, each passed to the methods that take it: for MCMC ``draws``,
         ``tune``, ``chains``, ``sampler``, ``progressbar``, ``cores``, ``target_accept``, ``jitter``,
@@ -195,7 +198,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         raise TypeError(f"tree: expected a mixflow result to add methods to, got {type(tree).__name__}")
     seed = check_seed(random_seed if random_seed is not None or tree is None else tree.attrs["random_seed"])
     if is_chunked(data):
-        return _fit_chunked(model, data, weights, methods, tree, seed, data_name, persist, subsample,
+        return _fit_chunked(model, data, weights, methods, tree, seed, data_name, persist, subsample, chunks,
                             EMOptions(map=False, n_init=int(n_init), init=init, tol=float(tol), max_iter=int(max_iter),
                                       trim=trim, chunk_size=chunk_size, accelerate=accelerate))
     validated = validate_data(data, weights=weights)
@@ -225,7 +228,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     return result
 
 
-def _fit_chunked(model, data, weights, methods, tree, seed, data_name, persist, subsample, options) -> xr.DataTree:
+def _fit_chunked(model, data, weights, methods, tree, seed, data_name, persist, subsample, chunks,
+                 options) -> xr.DataTree:
     """:func:`fit` of Dask input: EM or MAP, blockwise (:mod:`mixflow.engines.em_chunked`)."""
     if tree is not None:
         raise ValueError("tree: expected None with Dask data (a result of Dask data holds a sample of the rows, "
@@ -235,7 +239,7 @@ def _fit_chunked(model, data, weights, methods, tree, seed, data_name, persist, 
                          f"fit them on a sample of the rows), got {methods}")
     if isinstance(subsample, bool) or not isinstance(subsample, int | np.integer) or subsample < model.n_components:
         raise ValueError(f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
-    validated = validate_chunked(data, weights=weights, persist=persist)
+    validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks)
     if validated.summary["n_positive"] < model.n_components:
         raise ValueError(f"data: expected at least n_components = {model.n_components} observations with "
                          f"positive weight, got {validated.summary['n_positive']}")

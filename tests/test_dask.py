@@ -228,3 +228,84 @@ def test_local_cluster_gives_the_numpy_estimate_and_predictions(cluster_client):
     np.testing.assert_allclose(mixflow.predict_proba(got, data).values, mixflow.predict_proba(expected, x).values,
                                atol=1e-10)
     assert len(cluster_client.scheduler_info()["workers"]) == 2
+
+
+# -- workflows: [data] path = "x.zarr", chunks, [cluster] -----------------------------------------------------
+
+FLOW = """name = "large"
+seed = 7
+{cluster}
+[data]
+path = "rows.zarr"
+chunks = 800
+{data}
+[[models]]
+family = "gaussian"
+n_components = {k}
+covariance = "full"
+
+[methods.em]
+map = false
+n_init = 2
+{methods}
+[output]
+figures = false
+report = false
+"""
+
+
+def _flow(tmp_path, cluster="", data="", k="2", methods=""):
+    from mixflow.workflow.config import read_workflow
+
+    x, w = _mixture(d=2)
+    xr.Dataset({"a": ("row", x[:, 0]), "b": ("row", x[:, 1]), "w": ("row", w)}).chunk({"row": 1000}).to_zarr(
+        tmp_path / "rows.zarr", mode="w")
+    path = tmp_path / "flow.toml"
+    path.write_text(FLOW.format(cluster=cluster, data=data, k=k, methods=methods))
+    return path, read_workflow, x, w
+
+
+def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
+    from mixflow.workflow.run import run_workflow
+
+    path, read_workflow, x, w = _flow(tmp_path, data='columns = ["a", "b"]\nweights = "w"')
+    flow = read_workflow(path)
+    assert flow.large and flow.chunks == 800 and flow.columns == ("a", "b")
+    written = run_workflow(path, tmp_path / "out", quiet=True)
+    tree = mixflow.load(next(p for p in written if p.suffix == ".nc"))
+    expected = mixflow.fit(mixflow.GaussianMixture(2), pd.DataFrame(x, columns=["a", "b"]), random_seed=7, weights=w,
+                           n_init=2)
+    assert _relative(expected, tree) < RTOL
+    assert tree["observed_data"].attrs["n_obs"] == N
+
+
+@pytest.mark.parametrize("cluster, data, k, methods, message", [
+    ("", "chunks = 0", "2", "", r"\[data\] chunks: expected rows per block, an integer >= 1, got 0"),
+    ("[cluster]\naddress = 'tcp://127.0.0.1:1'\nlocal = {n_workers = 2}\n", "", "2", "",
+     r"\[cluster\]: expected exactly one of 'address'"),
+    ("[cluster]\naddress = 'localhost'\n", "", "2", "", r"\[cluster\] address: expected a scheduler address"),
+    ("[cluster]\nlocal = {n_workers = 0}\n", "", "2", "", r"\[cluster\] local.n_workers: expected an integer >= 1"),
+    ("[cluster]\nlocal = {workers = 2}\n", "", "2", "", r"\[cluster\] local: unknown key\(s\) \['workers'\]"),
+    ("", "", "{from = 1, to = 3}", "", r"n_components: expected one K with data read with Dask"),
+    ("", "", "2", "[methods.mcmc]\ndraws = 10\n", r"\[methods.mcmc\]: expected only \[methods.em\]"),
+    ("", "labels = 'a'", "2", "", r"\[data\] labels: expected no labels with data read with Dask"),
+])
+def test_workflow_errors_for_dask_data_name_the_key(tmp_path, cluster, data, k, methods, message):
+    from mixflow.workflow.config import WorkflowError
+
+    text_data = data if data.startswith("chunks") else data
+    path, read_workflow, _, _ = _flow(tmp_path, cluster, text_data, k, methods)
+    if data.startswith("chunks"):
+        path.write_text(path.read_text().replace("chunks = 800\n", ""))
+    with pytest.raises(WorkflowError, match=message):
+        read_workflow(path)
+
+
+def test_workflow_starts_a_local_cluster_and_reports_its_dashboard(tmp_path, capsys):
+    from mixflow.workflow.run import run_workflow
+
+    path, _, _, _ = _flow(tmp_path, cluster="[cluster]\nlocal = {n_workers = 1}\n")
+    run_workflow(path, tmp_path / "out", quiet=True)
+    log = (tmp_path / "out" / "run.log").read_text()
+    assert "Dask: a LocalCluster of 1 worker(s); dashboard http" in log
+    assert "Dask: LocalCluster stopped" in log
