@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixflow.parallel import one_blas_thread
+from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning
 
 __all__ = ["ChunkedData", "Moments", "active_client", "as_chunked", "is_chunked", "map_reduce", "require_dask",
@@ -275,18 +275,6 @@ def _as_weights(weights, array, da, name: str):
 
 
 # -- passes over the blocks ------------------------------------------------------------------------------------
-
-
-def active_client():
-    """The active ``dask.distributed`` client, or None (then Dask's threaded scheduler runs the passes)."""
-    try:
-        from distributed import get_client
-    except ImportError:
-        return None
-    try:
-        return get_client()
-    except ValueError:
-        return None
 
 
 def _tree(parts: list, combine):

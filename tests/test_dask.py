@@ -309,3 +309,18 @@ def test_workflow_starts_a_local_cluster_and_reports_its_dashboard(tmp_path, cap
     log = (tmp_path / "out" / "run.log").read_text()
     assert "Dask: a LocalCluster of 1 worker(s); dashboard http" in log
     assert "Dask: LocalCluster stopped" in log
+
+
+def test_select_k_and_bootstrap_fan_out_on_the_active_client(cluster_client):
+    x, _ = _mixture(d=2)
+    model = mixflow.GaussianMixture(2)
+    with distributed.get_task_stream() as stream:
+        table = mixflow.select_k(model, x, ks=[1, 2], methods=["em"], random_seed=5)
+        tree = mixflow.bootstrap(mixflow.fit(model, x, random_seed=5), x, n_replicates=4, random_seed=5)
+    ran = {task["key"].split("-")[0] if isinstance(task["key"], str) else str(task["key"]) for task in stream.data}
+    assert any("_em_row" in name for name in ran) and any("_replicate_chunk" in name for name in ran)
+    # the same numbers as in this process
+    local = mixflow.select_k(model, x, ks=[1, 2], methods=["em"], random_seed=5, n_jobs=1)
+    pd.testing.assert_frame_equal(table, local)
+    booted = mixflow.bootstrap(mixflow.fit(model, x, random_seed=5), x, n_replicates=4, random_seed=5, n_jobs=1)
+    xr.testing.assert_equal(tree["em/bootstrap/posterior"].to_dataset(), booted["em/bootstrap/posterior"].to_dataset())

@@ -25,7 +25,7 @@ from mixflow.container.read import frequency_weights
 from mixflow.data import Data, validate_data
 from mixflow.engines.em_steps import e_step
 from mixflow.families.base import MixtureModel
-from mixflow.parallel import available_cores, parallel_map
+from mixflow.parallel import default_jobs, parallel_map
 from mixflow.warnings import ConvergenceWarning, MixflowWarning
 
 __all__ = [
@@ -363,7 +363,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         unless given).
     n_jobs : int, optional
         Processes for the EM fits (one task per K; all available cores by default, 1 in this process).
-        MCMC fits run one after the other (each uses its own chains).
+        With an active ``dask.distributed`` client the tasks run on its workers (all their threads by
+        default). MCMC fits run one after the other (each uses its own chains).
     return_fits : bool, default False
         Also return the fitted containers ``{(method, K): tree}``.
     progress : callable, optional
@@ -399,7 +400,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     em_method = next((m for m in methods if m in ("em", "map")), None)
     if em_method is not None:
         tasks = [(_with_k(model, k), validated, em_method, n_folds, seeds[k][0], fit_kwargs) for k in ks]
-        workers = min(int(n_jobs or available_cores()), len(tasks))
+        workers = min(int(n_jobs or default_jobs()), len(tasks))
         progress(f"{METHOD_NAMES[em_method]}: fitting K in {ks}" + (f" with {n_folds}-fold cross-validation"
                                                                      if n_folds else ""))
         for k, (row, tree, messages) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):
