@@ -324,3 +324,23 @@ def test_select_k_and_bootstrap_fan_out_on_the_active_client(cluster_client):
     pd.testing.assert_frame_equal(table, local)
     booted = mixflow.bootstrap(mixflow.fit(model, x, random_seed=5), x, n_replicates=4, random_seed=5, n_jobs=1)
     xr.testing.assert_equal(tree["em/bootstrap/posterior"].to_dataset(), booted["em/bootstrap/posterior"].to_dataset())
+
+
+def test_workflow_reads_parquet_and_netcdf_globs_lazily(tmp_path):
+    from mixflow.workflow.config import read_workflow
+
+    x, _ = _mixture(d=2)
+    frame = pd.DataFrame(x, columns=["a", "b"])
+    for i, part in enumerate(np.array_split(np.arange(N), 2)):
+        frame.iloc[part].to_parquet(tmp_path / f"part-{i}.parquet")
+        xr.Dataset({"a": ("row", x[part, 0]), "b": ("row", x[part, 1])}, coords={"row": part}).to_netcdf(
+            tmp_path / f"part-{i}.nc")
+    expected = mixflow.fit(mixflow.GaussianMixture(2), frame, random_seed=7, n_init=2)
+    for pattern in ("part-*.parquet", "part-*.nc"):
+        path = tmp_path / "flow.toml"
+        path.write_text(FLOW.format(cluster="", data="", k="2", methods="").replace("rows.zarr", pattern))
+        flow = read_workflow(path)
+        assert flow.large and flow.columns == ("a", "b")
+        tree = mixflow.fit(mixflow.GaussianMixture(2), flow.data[list(flow.columns)], random_seed=7, n_init=2,
+                           chunks=flow.chunks)
+        assert _relative(expected, tree) < RTOL
