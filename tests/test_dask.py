@@ -344,3 +344,14 @@ def test_workflow_reads_parquet_and_netcdf_globs_lazily(tmp_path):
         tree = mixflow.fit(mixflow.GaussianMixture(2), flow.data[list(flow.columns)], random_seed=7, n_init=2,
                            chunks=flow.chunks)
         assert _relative(expected, tree) < RTOL
+
+
+def test_given_start_and_trim_give_the_numpy_estimate():
+    x, w = _mixture()
+    start = {"weights": np.array([0.3, 0.3, 0.4]), "mu": np.array([[0.0, 0, 0], [0.5, 0.5, 0.5], [4.0, 4, 4]]),
+             "variance": np.ones((3, 3))}
+    model = mixflow.GaussianMixture(3, covariance="diag")
+    expected, got = _fit_both(model, x, w, init=start, trim=0.05)
+    assert _relative(expected, got) < RTOL
+    assert got["em"].attrs["best_start"] == "user parameters"
+    assert got["em"].attrs["trimmed_components"] == expected["em"].attrs["trimmed_components"]
