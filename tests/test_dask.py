@@ -355,3 +355,25 @@ def test_given_start_and_trim_give_the_numpy_estimate():
     assert _relative(expected, got) < RTOL
     assert got["em"].attrs["best_start"] == "user parameters"
     assert got["em"].attrs["trimmed_components"] == expected["em"].attrs["trimmed_components"]
+
+
+def test_restarts_continued_on_all_rows_share_each_pass(monkeypatch):
+    import mixflow.engines.em_chunked as em_chunked
+
+    calls = []
+    original = em_chunked.map_reduce
+
+    def counting(function, *args):
+        calls.append(function.__name__)
+        return original(function, *args)
+
+    monkeypatch.setattr(em_chunked, "map_reduce", counting)
+    x, w = _mixture()
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    expected, got = _fit_both(model, x, w, init="random", n_init=3)  # three runs to convergence on all rows
+    assert _relative(expected, got) < RTOL
+    passes = got["em/sample_stats"]["n_iter"].values
+    assert passes.size == 3 and calls.count("_block_pass") == 0
+    # the three runs' passes in one shared pass per round: as many rounds as the longest run's passes (plus
+    # its first evaluation), not the sum over the runs
+    assert calls.count("_block_passes") <= passes.max() + 1 < passes.sum()

@@ -295,8 +295,16 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     def short_run(params, run_options):
         return run_em(model, sample, params, prior_used, run_options, rows, data.features, threaded)
 
-    def run(params, run_options):
-        return run_em(model, prepared, params, prior_used, run_options, rows, data.features, threaded)
+    def run(params, run_options, on=None):
+        return run_em(model, prepared if on is None else on, params, prior_used, run_options, rows, data.features,
+                      threaded)
+
+    def together(jobs: list) -> list:
+        """Runs on the whole data, ``[(params, options), ...]``; chunked data share each pass among them."""
+        shared = getattr(prepared, "run_together", None)
+        if shared is None:
+            return [run(*job) for job in jobs]
+        return shared([partial(run, params, run_options) for params, run_options in jobs])
 
     if isinstance(options.init, dict):
         names = ["user parameters"]
@@ -309,10 +317,10 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
               for name, seed in zip(names, seeds, strict=True)]
     degenerate = _degenerate_test(data.total_weight)
     if options.init == PORTFOLIO:
-        runs, continued = _short_then_continue(starts, short_run, options, degenerate, run, same_data)
+        runs, continued = _short_then_continue(starts, short_run, options, degenerate, together, same_data)
         names = names[:len(runs)]
     else:
-        runs = [run(params(), options) for params in starts]
+        runs = together([(params(), options) for params in starts])
         continued = np.ones(len(runs), dtype=bool)
     flags = np.array([degenerate(r) for r in runs])
     finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])
@@ -330,7 +338,7 @@ def _degenerate_test(total_weight: float):
     return degenerate
 
 
-def _short_then_continue(starts: list, run, options: EMOptions, degenerate, final=None,
+def _short_then_continue(starts: list, run, options: EMOptions, degenerate, together=None,
                          same_data: bool = True) -> tuple[list, np.ndarray]:
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
@@ -339,13 +347,14 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate, fina
     two of those short runs stopped by the tolerance at the best value (:func:`_agree`: an easy likelihood,
     where more starts cost time and find nothing). Then a successive halving: the better half by
     :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
-    ``ceil(n_init / 2)`` remain; those are continued to convergence (by ``final``, by default ``run``), and
-    more in rank order while every continued one is degenerate. Returns the runs started (the continued
-    ones extended) and which were continued. Short runs on a subsample (``same_data`` False) are not
-    extended: the continued run, on the whole data, starts from where the short one ended, with its own
-    history and the whole ``max_iter``.
+    ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
+    continued one is degenerate. Returns the runs started (the continued ones extended) and which were
+    continued. ``together(jobs)`` runs the continuations, ``[(params, options), ...]``, on the whole data
+    (by default one after the other with ``run``; chunked data share each pass among them). Short runs on
+    a subsample (``same_data`` False) are not extended: the continued run, on the whole data, starts from
+    where the short one ended, with its own history and the whole ``max_iter``.
     """
-    final = run if final is None else final
+    together = together or (lambda jobs: [run(*job) for job in jobs])
     n_keep = -(-options.n_init // 2)
     short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
                                 tol=max(SHORT_TOL, options.tol))
@@ -363,15 +372,24 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate, fina
         for index in survivors:
             runs[index] = _extend(runs[index], run(runs[index].params, longer))
     continued = np.zeros(len(runs), dtype=bool)
-    for index in ranked:
-        if continued.sum() >= n_keep and not all(degenerate(runs[i]) for i in np.flatnonzero(continued)):
-            break
+
+    def jobs(indices) -> list:
         if same_data:
-            remaining = dataclasses.replace(options, max_iter=max(options.max_iter - runs[index].n_iter, 0))
-            runs[index] = _extend(runs[index], final(runs[index].params, remaining))
-        else:
-            runs[index] = _restart(runs[index], final(runs[index].params, options))
-        continued[index] = True
+            return [(runs[i].params, dataclasses.replace(options, max_iter=max(options.max_iter - runs[i].n_iter, 0)))
+                    for i in indices]
+        return [(runs[i].params, options) for i in indices]
+
+    def join(indices, results) -> None:
+        for index, result in zip(indices, results, strict=True):
+            runs[index] = _extend(runs[index], result) if same_data else _restart(runs[index], result)
+            continued[index] = True
+
+    first = ranked[:n_keep]  # continued together; more, one at a time, while every continued one is degenerate
+    join(first, together(jobs(first)))
+    for index in ranked[n_keep:]:
+        if not all(degenerate(runs[i]) for i in np.flatnonzero(continued)):
+            break
+        join([index], together(jobs([index])))
     return runs, continued
 
 

@@ -9,6 +9,8 @@ rows held in memory (:func:`mixflow.chunked.sample_rows`); the runs they lead to
 (:func:`mixflow.engines.em.fit_prepared`, called by :func:`mixflow.fit`).
 """
 
+import contextvars
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,17 @@ def _block_pass(values, weights, start, model, params, constants, chunk_size):
     prepared = _block(model, values, weights, start, constants)
     rows = chunk_rows(prepared.n_obs, model.chunk_width(values.shape[1]), chunk_size)
     return data_pass(model, params, prepared, rows)
+
+
+def _block_passes(values, weights, start, model, params_list, constants, chunk_size):
+    """:func:`_block_pass` for several parameter sets, the block prepared once."""
+    prepared = _block(model, values, weights, start, constants)
+    rows = chunk_rows(prepared.n_obs, model.chunk_width(values.shape[1]), chunk_size)
+    return [data_pass(model, params, prepared, rows) for params in params_list]
+
+
+def _add_pass_lists(first: list, second: list) -> list:
+    return [_add_passes(a, b) for a, b in zip(first, second, strict=True)]
 
 
 def _add_passes(first: Pass, second: Pass) -> Pass:
@@ -74,6 +87,110 @@ class ChunkedPrepared:
     def final_pass(self, model, params: dict) -> tuple[float, float]:
         """The weighted log-likelihood and responsibility entropy (ICL's penalty) at working ``params``."""
         return map_reduce(_block_criteria, self.data, _add_pairs, model, params, self.constants)
+
+    def run_together(self, calls: list) -> list:
+        """``[call(prepared) for call in calls]``, the calls (EM runs) sharing each pass over the data.
+
+        Each call runs in a thread of its own with a view of these data whose passes wait until every
+        running call has asked for one; then one pass computes them all (:class:`_SharedPasses`). A call's
+        results are those it would have alone: each parameter set's sums are formed as in
+        :meth:`data_pass`. With several restarts continued on the whole data, the data are read once per
+        iteration instead of once per restart.
+        """
+        if len(calls) <= 1:
+            return [call(self) for call in calls]
+        shared = _SharedPasses(self, len(calls))
+        results, errors = [None] * len(calls), [None] * len(calls)
+
+        def work(i):
+            try:
+                results[i] = calls[i](_SharedView(self, shared))
+            except BaseException as error:  # re-raised in the caller's thread below
+                errors[i] = error
+            finally:
+                shared.leave()
+
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(work, i)) for i in range(len(calls))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for error in errors:
+            if error is not None:
+                raise error
+        return results
+
+
+class _SharedPasses:
+    """Passes over chunked data asked for by several threads at once, computed together.
+
+    A pass waits until every thread still running has asked for one (or left); the last to ask computes
+    the batch in one pass over the blocks (:func:`_block_passes`) and wakes the others.
+    """
+
+    def __init__(self, prepared: ChunkedPrepared, n_threads: int):
+        self.prepared, self.active = prepared, n_threads
+        self.pending, self.results, self.model = [], {}, None
+        self.condition = threading.Condition()
+
+    def data_pass(self, model, params: dict) -> Pass:
+        with self.condition:
+            ticket = object()
+            self.model = model
+            self.pending.append((ticket, params))
+            self._run_when_all_asked()
+            self.condition.wait_for(lambda: ticket in self.results)
+            outcome = self.results.pop(ticket)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def leave(self) -> None:
+        with self.condition:
+            self.active -= 1
+            self._run_when_all_asked()
+
+    def _run_when_all_asked(self) -> None:
+        if not self.pending or len(self.pending) < self.active:
+            return
+        batch, self.pending = self.pending, []
+        prepared = self.prepared
+        try:
+            passes = map_reduce(_block_passes, prepared.data, _add_pass_lists, self.model, [p for _, p in batch],
+                                prepared.constants, prepared.chunk_size)
+            for (ticket, _), step in zip(batch, passes, strict=True):
+                self.results[ticket] = step
+        except BaseException as error:  # every waiting run gets the error
+            for ticket, _ in batch:
+                self.results[ticket] = error
+        self.condition.notify_all()
+
+
+@dataclass(frozen=True)
+class _SharedView:
+    """A :class:`ChunkedPrepared` whose passes go through a :class:`_SharedPasses`."""
+
+    prepared: ChunkedPrepared
+    shared: _SharedPasses
+
+    @property
+    def constants(self) -> dict:
+        """The family's constants."""
+        return self.prepared.constants
+
+    @property
+    def n_obs(self) -> int:
+        """Number of rows."""
+        return self.prepared.n_obs
+
+    @property
+    def total_weight(self) -> float:
+        """Sum of the frequency weights."""
+        return self.prepared.total_weight
+
+    def data_pass(self, model, params: dict) -> Pass:
+        """One pass, shared with the other runs'."""
+        return self.shared.data_pass(model, params)
 
 
 def prepare_chunked(model, data: ChunkedData, chunk_size: int | None = None) -> ChunkedPrepared:
