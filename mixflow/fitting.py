@@ -111,10 +111,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         memory: a Dask array, a Dask DataFrame or a Dask-backed xarray object (``xr.open_zarr``), with
         ``weights`` a Dask array or Series, fitted by EM ("em" or "map") one pass over the blocks per
         iteration on the active ``dask.distributed`` client or Dask's threaded scheduler (families
-        "gaussian", "softkmeans", "poisson"; needs ``pip install "mixflow[dask]"``). The result then keeps
-        the estimate, history and criteria of all the rows, and the rows and responsibilities of a uniform
-        subsample (``subsample``): ``/observed_data`` holds that sample (its ``n_obs`` attribute the full
-        count); :func:`responsibilities` gives every row's, lazily.
+        "gaussian", "soft_kmeans", "poisson", "regression"; needs ``pip install "mixflow[dask]"``). The
+        result then keeps the estimate, history and criteria of all the rows, and the rows and
+        responsibilities of a uniform subsample (``subsample``): ``/observed_data`` holds that sample (its
+        ``n_obs`` attribute the full count); :func:`responsibilities` gives every row's, lazily.
     method : {"em", "map", "mcmc", "advi"} or list of them, default "em"
         Maximum likelihood by EM, the MAP estimate under the model's prior, NUTS through PyMC, ADVI
         through PyMC. MCMC and ADVI start from the EM/MAP estimate: when neither "em" nor "map" is asked

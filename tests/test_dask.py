@@ -65,6 +65,24 @@ def test_soft_kmeans_and_poisson_estimates_equal_numpy_input():
     assert _relative(expected, got) < RTOL
 
 
+@pytest.mark.parametrize("intercept", [True, False])
+def test_regression_estimate_equals_numpy_input(intercept):
+    rng = np.random.default_rng(2)
+    covariate = rng.uniform(1, 5, N)
+    line = rng.integers(2, size=N)
+    response = np.where(line == 1, 1.0 + 2.0 * covariate, 8.0 - 1.5 * covariate) + rng.normal(0, 0.4, N)
+    frame = pd.DataFrame({"x": covariate, "y": response})
+    model = mixflow.RegressionMixture(2, response="y", covariates=["x"], intercept=intercept)
+    w = rng.integers(1, 3, N).astype(float)
+    for method in ("em", "map"):
+        expected = mixflow.fit(model, frame, method, random_seed=3, weights=w, n_init=2)
+        got = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), method, random_seed=3, n_init=2,
+                          weights=da.from_array(w, chunks=CHUNK))
+        assert _relative(expected, got) < RTOL
+    with pytest.raises(ValueError, match=r"new_data: expected numpy or pandas data for a regression mixture's"):
+        mixflow.predict_proba(got, dd.from_pandas(frame, npartitions=4)).compute()
+
+
 def test_dataframe_and_xarray_input_give_numpy_estimate():
     x, _ = _mixture(d=2)
     model = mixflow.GaussianMixture(2)
@@ -152,8 +170,8 @@ def test_type_and_option_errors_name_the_argument():
         mixflow.fit(mixflow.GaussianMixture(2), frame)
     with pytest.raises(TypeError, match=r"data: expected numeric columns"):
         mixflow.fit(mixflow.GaussianMixture(2), data > 0)
-    with pytest.raises(ValueError, match=r"data: expected numpy or pandas data for the 'regression' family, got Dask"):
-        mixflow.fit(mixflow.RegressionMixture(2, response="x0", covariates=["x1"]), data)
+    with pytest.raises(ValueError, match=r"data: expected numpy or pandas data for the 'grouped_gaussian' family"):
+        mixflow.fit(mixflow.GroupedGaussianMixture(2), data[:, :2])
     with pytest.raises(ValueError, match=r"method: expected 'em' or 'map' with Dask data"):
         mixflow.fit(mixflow.GaussianMixture(2), data, ["em", "mcmc"])
     with pytest.raises(ValueError, match=r"persist: expected 'auto', True or False, got 'yes'"):

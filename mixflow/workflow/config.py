@@ -316,12 +316,13 @@ def _check_large(models, methods: dict, loc: _Locator) -> None:
     """What data read with Dask can be given to: EM or MAP of one K of a family that works blockwise."""
     from mixflow.families.base import MixtureModel
 
+    chunked = [name for name in family_names()
+               if family_class(name).chunked_constants is not MixtureModel.chunked_constants]
     for i, spec in enumerate(models):
-        cls = family_class(spec.family)
-        if cls.chunked_constants is MixtureModel.chunked_constants:
+        if spec.family not in chunked:
             with loc.collecting():
                 raise loc.error(f"[[models]] #{i + 1}", f"expected a family that fits data read with Dask "
-                                f"(gaussian, poisson, softkmeans), got {spec.family!r}", "family", "models", i)
+                                f"({', '.join(chunked)}), got {spec.family!r}", "family", "models", i)
         if len(spec.ks) > 1:
             with loc.collecting():
                 raise loc.error(f"[[models]] #{i + 1} n_components", f"expected one K with data read with Dask "
