@@ -111,7 +111,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         memory: a Dask array, a Dask DataFrame or a Dask-backed xarray object (``xr.open_zarr``), with
         ``weights`` a Dask array or Series, fitted by EM ("em" or "map") one pass over the blocks per
         iteration on the active ``dask.distributed`` client or Dask's threaded scheduler (families
-        "gaussian", "soft_kmeans", "poisson", "regression"; needs ``pip install "mixflow[dask]"``). The
+        every family with an EM step; needs ``pip install "mixflow[dask]"``). The
         result then keeps the estimate, history and criteria of all the rows, and the rows and
         responsibilities of a uniform subsample (``subsample``): ``/observed_data`` holds that sample (its
         ``n_obs`` attribute the full count); :func:`responsibilities` gives every row's, lazily.
