@@ -421,3 +421,18 @@ def test_restarts_continued_on_all_rows_share_each_pass(monkeypatch):
     # the three runs' passes in one shared pass per round: as many rounds as the longest run's passes (plus
     # its first evaluation), not the sum over the runs
     assert calls.count("_block_passes") <= passes.max() + 1 < passes.sum()
+
+
+def test_select_k_takes_dask_data():
+    x, w = _mixture(d=2)
+    model = mixflow.GaussianMixture(1)
+    options = {"ks": [1, 2], "methods": ["map"], "n_folds": None, "random_seed": 4, "fit_kwargs": {"n_init": 2}}
+    expected = mixflow.select_k(model, x, weights=w, n_jobs=1, **options)
+    got = mixflow.select_k(model, da.from_array(x, chunks=CHUNK), weights=da.from_array(w, chunks=CHUNK), **options)
+    for column in ("log_likelihood", "bic", "aic", "icl"):
+        np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), rtol=RTOL)
+    assert got.attrs["preferred"] == expected.attrs["preferred"]
+    with pytest.raises(ValueError, match=r"n_folds: expected None with Dask data"):
+        mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], methods=["em"])
+    with pytest.raises(ValueError, match=r"methods: expected 'em' or 'map' with Dask data"):
+        mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], n_folds=None)
