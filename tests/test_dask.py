@@ -312,10 +312,12 @@ def _flow(tmp_path, cluster="", data="", k="2", methods=""):
 def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
     from mixflow.workflow.run import run_workflow
 
-    path, read_workflow, x, w = _flow(tmp_path, data='columns = ["a", "b"]\nweights = "w"')
+    path, read_workflow, x, w = _flow(tmp_path, data='columns = ["a", "b"]\nweights = "w"', k="{from = 1, to = 2}")
     flow = read_workflow(path)
     assert flow.large and flow.chunks == 800 and flow.columns == ("a", "b")
     written = run_workflow(path, tmp_path / "out", quiet=True)
+    table = pd.read_csv(next(p for p in written if p.name.endswith("choice-of-k.csv")), index_col="k")
+    assert list(table.index) == [1, 2] and table["bic"].idxmin() == 2 and "cv_log_likelihood" not in table
     tree = mixflow.load(next(p for p in written if p.suffix == ".nc"))
     expected = mixflow.fit(mixflow.GaussianMixture(2), pd.DataFrame(x, columns=["a", "b"]), random_seed=7, weights=w,
                            n_init=2)
@@ -330,7 +332,6 @@ def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
     ("[cluster]\naddress = 'localhost'\n", "", "2", "", r"\[cluster\] address: expected a scheduler address"),
     ("[cluster]\nlocal = {n_workers = 0}\n", "", "2", "", r"\[cluster\] local.n_workers: expected an integer >= 1"),
     ("[cluster]\nlocal = {workers = 2}\n", "", "2", "", r"\[cluster\] local: unknown key\(s\) \['workers'\]"),
-    ("", "", "{from = 1, to = 3}", "", r"n_components: expected one K with data read with Dask"),
     ("", "", "2", "[methods.mcmc]\ndraws = 10\n", r"\[methods.mcmc\]: expected only \[methods.em\]"),
     ("", "labels = 'a'", "2", "", r"\[data\] labels: expected no labels with data read with Dask"),
 ])

@@ -313,7 +313,7 @@ def _read_cluster(table, loc: _Locator) -> dict:
 
 
 def _check_large(models, methods: dict, loc: _Locator) -> None:
-    """What data read with Dask can be given to: EM or MAP of one K of a family that works blockwise."""
+    """What data read with Dask can be given to: EM or MAP of a family that works blockwise."""
     from mixflow.families.base import MixtureModel
 
     chunked = [name for name in family_names()
@@ -323,11 +323,6 @@ def _check_large(models, methods: dict, loc: _Locator) -> None:
             with loc.collecting():
                 raise loc.error(f"[[models]] #{i + 1}", f"expected a family that fits data read with Dask "
                                 f"({', '.join(chunked)}), got {spec.family!r}", "family", "models", i)
-        if len(spec.ks) > 1:
-            with loc.collecting():
-                raise loc.error(f"[[models]] #{i + 1} n_components", f"expected one K with data read with Dask "
-                                f"(the choice of K runs on data in memory), got {list(spec.ks)}", "n_components",
-                                "models", i)
     extra = sorted(set(methods) - {"em"})
     if extra:
         raise loc.error(f"[methods.{extra[0]}]", f"expected only [methods.em] with data read with Dask (NUTS, ADVI "

@@ -36,8 +36,10 @@ def _choose_k(workflow: Workflow, spec, data, weights, progress):
     progress(f"{spec.label}: choice of K over {list(spec.ks)} by {', '.join(methods)}")
     em = {key: value for key, value in _em_options(workflow.methods).items() if key != "method"}
     with progress.during(f"{spec.label}, choice of K"):
+        # Dask data: BIC, AIC and ICL of all the rows, without the cross-validation's folds in memory
+        folds = {"n_folds": None} if workflow.large else {}
         table = select_k(spec.model(spec.ks[0]), data, ks=spec.ks, methods=methods, weights=weights,
-                         random_seed=workflow.seed, fit_kwargs=em,
+                         random_seed=workflow.seed, fit_kwargs=em, **folds,
                          mcmc_kwargs={"progressbar": False, **workflow.methods.get("mcmc", {})},
                          progress=lambda message: progress(f"  {message}"))
     # select_k could return its EM fit of the chosen K (return_fits=True), but that fit has its own seed
