@@ -12,7 +12,7 @@ from mixflow.chunked import ChunkedData, as_chunked, is_chunked, sample_rows, va
 from mixflow.container.build import build_tree, make_attrs
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA
 from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
-from mixflow.data import validate_data
+from mixflow.data import Data, validate_data
 from mixflow.engines.accelerate import ACCELERATIONS
 from mixflow.engines.em import EMOptions, fit_em, fit_prepared
 from mixflow.engines.em_chunked import chunked_predictions, prepare_chunked
@@ -198,7 +198,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         raise TypeError(f"tree: expected a mixflow result to add methods to, got {type(tree).__name__}")
     seed = check_seed(random_seed if random_seed is not None or tree is None else tree.attrs["random_seed"])
     if is_chunked(data):
-        return _fit_chunked(model, data, weights, methods, tree, seed, data_name, persist, subsample, chunks,
+        return _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
                             EMOptions(map=False, n_init=int(n_init), init=init, tol=float(tol), max_iter=int(max_iter),
                                       trim=trim, chunk_size=chunk_size, accelerate=accelerate))
     validated = validate_data(data, weights=weights)
@@ -228,15 +228,16 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     return result
 
 
-def _fit_chunked(model, data, weights, methods, tree, seed, data_name, persist, subsample, chunks,
+def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
                  options) -> xr.DataTree:
-    """:func:`fit` of Dask input: EM or MAP, blockwise (:mod:`mixflow.engines.em_chunked`)."""
+    """:func:`fit` of Dask input.
+
+    EM or MAP blockwise (:mod:`mixflow.engines.em_chunked`); NUTS and ADVI on the uniform subsample the
+    result keeps (its size stated in their attributes).
+    """
     if tree is not None:
         raise ValueError("tree: expected None with Dask data (a result of Dask data holds a sample of the rows, "
                          f"not the data to add methods to), got a {type(tree).__name__}")
-    if any(m in ("mcmc", "advi") for m in methods):
-        raise ValueError(f"method: expected 'em' or 'map' with Dask data (NUTS and ADVI need the rows in memory: "
-                         f"fit them on a sample of the rows), got {methods}")
     if isinstance(subsample, bool) or not isinstance(subsample, int | np.integer) or subsample < model.n_components:
         raise ValueError(f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
     validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks)
@@ -246,9 +247,24 @@ def _fit_chunked(model, data, weights, methods, tree, seed, data_name, persist, 
     init = options.init
     if isinstance(init, dict):
         init = model.check_parameters(init, validated.n_features)
-    em_method = "map" if "map" in methods else "em"
+    em_method = "em" if "em" in methods else "map"  # NUTS and ADVI alone start from the MAP estimate
     options = EMOptions(**{**options.__dict__, "map": em_method == "map", "init": init, "subsample": int(subsample)})
-    return _fit_em(model, validated, em_method, seed, data_name, options)
+    result = _fit_em(model, validated, em_method, seed, data_name, options)
+    sampling = [m for m in methods if m in ("mcmc", "advi")]
+    if not sampling:
+        return result
+    observed = result[OBSERVED_DATA]
+    sample = Data(values=observed["x"].values, features=observed["feature"].values, obs=observed["obs"].values,
+                  weights=observed["weights"].values if "weights" in observed else None)
+    reference = {name: value.values for name, value in result[EM_ESTIMATE].data_vars.items()}
+    stated = {"subsample_rows": sample.n_obs, "n_obs": validated.n_obs,
+              "data": f"the posterior given a uniform sample of {sample.n_obs} of the {validated.n_obs} rows "
+                      "(Dask input; /observed_data), not given every row"}
+    for method in sampling:
+        groups = _engine(method)(model, sample, reference, random_seed=_method_seed(seed, method), **routed[method])
+        groups["attrs"] = {**groups.get("attrs", {}), **stated}
+        result = _replace_group(result, _sampling_tree(result, groups, method), method)
+    return result
 
 
 def _fit_em_chunked(model, data: ChunkedData, options: EMOptions, random_seed: int) -> tuple[dict, dict]:

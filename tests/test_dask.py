@@ -198,8 +198,6 @@ def test_type_and_option_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"data: expected numpy or pandas data for the 'bare' family, got Dask data, "
                                          r"which the families \['gaussian', .*'regression'.*\] take"):
         mixflow.fit(Bare(), data)
-    with pytest.raises(ValueError, match=r"method: expected 'em' or 'map' with Dask data"):
-        mixflow.fit(mixflow.GaussianMixture(2), data, ["em", "mcmc"])
     with pytest.raises(ValueError, match=r"persist: expected 'auto', True or False, got 'yes'"):
         mixflow.fit(mixflow.GaussianMixture(2), data, persist="yes")
     with pytest.raises(ValueError, match=r"subsample: expected an integer >= n_components = 2, got 1"):
@@ -437,3 +435,16 @@ def test_select_k_takes_dask_data():
         mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], methods=["em"])
     with pytest.raises(ValueError, match=r"methods: expected 'em' or 'map' with Dask data"):
         mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], n_folds=None)
+
+
+@pytest.mark.slow
+def test_nuts_on_the_subsample_states_its_size():
+    x, _ = _mixture(d=2)
+    data = da.from_array(x, chunks=CHUNK)
+    tree = mixflow.fit(mixflow.GaussianMixture(2), data, ["map", "mcmc"], random_seed=3, subsample=400, draws=100,
+                       tune=100, chains=2, progressbar=False)
+    attrs = tree["mcmc"].attrs
+    assert attrs["subsample_rows"] == 400 and attrs["n_obs"] == N and "uniform sample of 400" in attrs["data"]
+    assert tree["observed_data"].sizes["obs"] == 400
+    posterior_mu = tree["mcmc/posterior"]["mu"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(posterior_mu, tree["em/estimate"]["mu"].values, atol=0.3)  # 400 rows: sd ~ 0.07
