@@ -12,7 +12,7 @@ from mixflow.families.grouped.model import GroupedGaussianMixture
 from mixflow.families.poisson.model import PoissonMixture, PoissonPrior
 from mixflow.families.regression.model import RegressionMixture, RegressionPrior
 from mixflow.families.softkmeans.model import SoftKMeans, SoftKMeansPrior
-from mixflow.fitting import fit, predict, predict_proba, sample, score_samples
+from mixflow.fitting import fit, predict, predict_proba, responsibilities, sample, score_samples
 from mixflow.present.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
 from mixflow.present.plots.data import plot_data
 from mixflow.present.plots.draws import plot_forest, plot_posteriors, plot_ppc, plot_rank, plot_trace
@@ -69,6 +69,7 @@ __all__ = [
     "predict",
     "predict_proba",
     "report",
+    "responsibilities",
     "sample",
     "save",
     "score_samples",

@@ -63,6 +63,11 @@ class Data:
         return np.repeat(np.arange(self.n_obs), np.round(self.frequency).astype(np.int64))
 
     @property
+    def largest(self) -> float:
+        """The largest absolute value in the data."""
+        return float(np.abs(self.values).max())
+
+    @property
     def total_weight(self) -> float:
         """Effective number of observations (sum of the frequency weights)."""
         return float(self.frequency.sum())

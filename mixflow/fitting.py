@@ -8,18 +8,20 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from mixflow.checks import check_seed
+from mixflow.chunked import ChunkedData, as_chunked, is_chunked, sample_rows, validate_chunked
 from mixflow.container.build import build_tree, make_attrs
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA
 from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
-from mixflow.data import validate_data
+from mixflow.data import Data, validate_data
 from mixflow.engines.accelerate import ACCELERATIONS
-from mixflow.engines.em import EMOptions, fit_em
+from mixflow.engines.em import EMOptions, fit_em, fit_prepared
+from mixflow.engines.em_chunked import chunked_predictions, prepare_chunked
 from mixflow.engines.em_steps import check_densities, e_step
 from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.families.base import MixtureModel, model_from_json
 
-__all__ = ["fit", "predict", "predict_proba", "sample", "score_samples"]
+__all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
 _METHODS = ("em", "map", "mcmc", "advi")
 _INIT = (PORTFOLIO, *STRATEGIES)
@@ -96,7 +98,8 @@ def _check_same_fit(tree, model, validated):
 def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,
         n_init: int = 5, init="auto", tol: float = 1e-10, max_iter: int = 1000, trim: float | None = None,
         chunk_size: int | None = None, accelerate: str | None = "squarem", data_name: str = "data",
-        tree: xr.DataTree | None = None, **options) -> xr.DataTree:
+        tree: xr.DataTree | None = None, persist="auto", subsample: int = 100_000, chunks: int | None = None,
+        **options) -> xr.DataTree:
     """Fit a declared mixture model by one or more methods and return the results container.
 
     Parameters
@@ -104,7 +107,14 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     model : MixtureModel
         The declaration, e.g. ``GaussianMixture(2, covariance="full")``.
     data : array-like of shape (n_obs,) or (n_obs, n_features), DataFrame, or xarray
-        One row per observation; DataFrame columns become the ``feature`` coordinate.
+        One row per observation; DataFrame columns become the ``feature`` coordinate. Data larger than
+        memory: a Dask array, a Dask DataFrame or a Dask-backed xarray object (``xr.open_zarr``), with
+        ``weights`` a Dask array or Series, fitted by EM ("em" or "map") one pass over the blocks per
+        iteration on the active ``dask.distributed`` client or Dask's threaded scheduler (families
+        every family with an EM step; needs ``pip install "mixflow[dask]"``). The
+        result then keeps the estimate, history and criteria of all the rows, and the rows and
+        responsibilities of a uniform subsample (``subsample``): ``/observed_data`` holds that sample (its
+        ``n_obs`` attribute the full count); :func:`responsibilities` gives every row's, lazily.
     method : {"em", "map", "mcmc", "advi"} or list of them, default "em"
         Maximum likelihood by EM, the MAP estimate under the model's prior, NUTS through PyMC, ADVI
         through PyMC. MCMC and ADVI start from the EM/MAP estimate: when neither "em" nor "map" is asked
@@ -150,6 +160,16 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     tree : xarray.DataTree, optional
         A result of the same model and data to add the methods to (a new tree is returned; its /em is
         the reference of MCMC and ADVI).
+    persist : {"auto", True, False}, default "auto"
+        Dask input only: keep the blocks in memory across EM's passes (True), read them from storage at
+        every pass (False), or ``"auto"``: in memory when they take at most a quarter of the memory
+        available (the workers' with a client).
+    subsample : int, default 100000
+        Dask input only: rows of the uniform subsample (drawn blockwise from the seed) on which the starts
+        are drawn and the short runs of ``init="auto"`` made, and whose responsibilities the result keeps;
+        every row (in order, the same estimate as numpy input gives) when the data have no more.
+    chunks : int, optional
+        Dask input only: rows per block, the data re-chunked to them (default: the input's own blocks).
     **options
         Options of the sampling engines, each passed to the methods that take it: for MCMC ``draws``,
         ``tune``, ``chains``, ``sampler``, ``progressbar``, ``cores``, ``target_accept``, ``jitter``,
@@ -177,6 +197,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
                                  and OBSERVED_DATA in tree.children):
         raise TypeError(f"tree: expected a mixflow result to add methods to, got {type(tree).__name__}")
     seed = check_seed(random_seed if random_seed is not None or tree is None else tree.attrs["random_seed"])
+    if is_chunked(data):
+        return _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
+                            EMOptions(map=False, n_init=int(n_init), init=init, tol=float(tol), max_iter=int(max_iter),
+                                      trim=trim, chunk_size=chunk_size, accelerate=accelerate))
     validated = validate_data(data, weights=weights)
     n_support = int(np.count_nonzero(validated.frequency))
     if n_support < model.n_components:
@@ -204,18 +228,81 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     return result
 
 
+def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
+                 options) -> xr.DataTree:
+    """:func:`fit` of Dask input.
+
+    EM or MAP blockwise (:mod:`mixflow.engines.em_chunked`); NUTS and ADVI on the uniform subsample the
+    result keeps (its size stated in their attributes).
+    """
+    if tree is not None:
+        raise ValueError("tree: expected None with Dask data (a result of Dask data holds a sample of the rows, "
+                         f"not the data to add methods to), got a {type(tree).__name__}")
+    if isinstance(subsample, bool) or not isinstance(subsample, int | np.integer) or subsample < model.n_components:
+        raise ValueError(f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
+    validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks)
+    if validated.summary["n_positive"] < model.n_components:
+        raise ValueError(f"data: expected at least n_components = {model.n_components} observations with "
+                         f"positive weight, got {validated.summary['n_positive']}")
+    init = options.init
+    if isinstance(init, dict):
+        init = model.check_parameters(init, validated.n_features)
+    em_method = "em" if "em" in methods else "map"  # NUTS and ADVI alone start from the MAP estimate
+    options = EMOptions(**{**options.__dict__, "map": em_method == "map", "init": init, "subsample": int(subsample)})
+    result = _fit_em(model, validated, em_method, seed, data_name, options)
+    sampling = [m for m in methods if m in ("mcmc", "advi")]
+    if not sampling:
+        return result
+    observed = result[OBSERVED_DATA]
+    sample = Data(values=observed["x"].values, features=observed["feature"].values, obs=observed["obs"].values,
+                  weights=observed["weights"].values if "weights" in observed else None)
+    reference = {name: value.values for name, value in result[EM_ESTIMATE].data_vars.items()}
+    stated = {"subsample_rows": sample.n_obs, "n_obs": validated.n_obs,
+              "data": f"the posterior given a uniform sample of {sample.n_obs} of the {validated.n_obs} rows "
+                      "(Dask input; /observed_data), not given every row"}
+    for method in sampling:
+        groups = _engine(method)(model, sample, reference, random_seed=_method_seed(seed, method), **routed[method])
+        groups["attrs"] = {**groups.get("attrs", {}), **stated}
+        result = _replace_group(result, _sampling_tree(result, groups, method), method)
+    return result
+
+
+def _fit_em_chunked(model, data: ChunkedData, options: EMOptions, random_seed: int) -> tuple[dict, dict]:
+    """:func:`~mixflow.engines.em.fit_em` for chunked data; also the rows of the sample the result keeps.
+
+    The sample is ``options.subsample`` rows drawn uniformly (all the rows when there are no more), from a
+    seed derived from ``random_seed``; its responsibilities are the ones returned.
+    """
+    prepared = prepare_chunked(model, data, options.chunk_size)
+    seed = int(np.random.SeedSequence([random_seed, 1]).generate_state(1, np.uint64)[0] >> 1)
+    values, weights, rows = sample_rows(data, options.subsample, seed)
+    weights = np.ones(rows.size) if weights is None else weights
+    sample = model.prepare_rows(values, weights, rows, prepared.constants)
+    em = fit_prepared(model, data, prepared, options, random_seed, sample)
+    return em, {"rows": rows, "values": values, "weights": None if data.weights is None else weights}
+
+
 def _fit_em(model, validated, em_method, seed, data_name, options: EMOptions) -> xr.DataTree:
-    em = fit_em(model, validated, options, seed)
-    coords = {"obs": validated.obs, "feature": validated.features, "feature_": validated.features,
+    observed_attrs = {}
+    if isinstance(validated, ChunkedData):
+        em, sample = _fit_em_chunked(model, validated, options, seed)
+        obs, values, weights = sample["rows"], sample["values"], sample["weights"]
+        observed_attrs = {"n_obs": validated.n_obs, "total_weight": validated.total_weight,
+                          "sample": f"a uniform sample of {values.shape[0]} of the {validated.n_obs} rows (Dask "
+                                    "input): the rows the starts were drawn from and whose responsibilities are kept"}
+    else:
+        em = fit_em(model, validated, options, seed)
+        obs, values, weights = validated.obs, validated.values, validated.weights
+    coords = {"obs": obs, "feature": validated.features, "feature_": validated.features,
               "component": np.arange(em["n_active"]),
               "restart": np.arange(em["sample_stats"]["n_iter"][1].shape[0]),
               "iteration": np.arange(em["sample_stats"]["log_likelihood"][1].shape[1]),
               **model.extra_coords(validated)}
-    observed = {"x": (("obs", "feature"), validated.values)}
-    if validated.weights is not None:
-        observed["weights"] = (("obs",), validated.weights)
+    observed = {"x": (("obs", "feature"), values)}
+    if weights is not None:
+        observed["weights"] = (("obs",), weights)
     groups = {
-        OBSERVED_DATA: {"variables": observed},
+        OBSERVED_DATA: {"variables": observed, "attrs": observed_attrs},
         "em": {"attrs": em["attrs"]},
         EM_ESTIMATE: {"variables": em["estimate"]},
         EM_RESPONSIBILITIES: {"variables": em["responsibilities"]},
@@ -293,6 +380,61 @@ def _naming_new_data():
         raise ValueError(f"new_data:{message[len('data:'):]}") from None
 
 
+def _chunked_new_data(tree: xr.DataTree, new_data, method: str):
+    """Dask ``new_data`` as chunked rows with the fitted features (predictions from the EM estimate only)."""
+    if method != "em":
+        raise ValueError(f"method: expected 'em' with Dask new_data (the draws' predictions need the rows in "
+                         f"memory), got {method!r}")
+    return as_chunked(new_data, name="new_data", features=tree[OBSERVED_DATA]["feature"].values)
+
+
+def _lazy(tree: xr.DataTree, values, what: str) -> xr.DataArray:
+    if what == "responsibilities":
+        return xr.DataArray(values, dims=("obs", "component"),
+                            coords={"component": tree[EM_ESTIMATE]["component"].values}, name=what)
+    return xr.DataArray(values, dims=("obs",), name={"labels": "component"}.get(what, what))
+
+
+def responsibilities(tree: xr.DataTree, data, *, to_zarr=None, chunks: int | None = None):
+    """Every row's responsibilities under the EM estimate, as a lazy Dask array (n_obs, n_components).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        A result of :func:`fit`.
+    data : Dask array, Dask DataFrame, Dask-backed xarray object, or numpy/pandas data
+        Rows with the fitted features; numpy or pandas data are wrapped in a Dask array of ``chunks`` rows
+        per block (default 100000).
+    to_zarr : str or path, optional
+        Write the responsibilities to this Zarr store block by block (never whole in memory) and return
+        the array read back from it.
+    chunks : int, optional
+        Rows per block for numpy input.
+
+    Returns
+    -------
+    dask.array.Array
+        Computed block by block when asked for (``.compute()``, ``da.to_zarr``); each block is checked as
+        it is computed, errors naming the chunk and rows. ``.argmax(axis=1)`` gives the hard labels.
+    """
+    from mixflow.chunked import require_dask
+
+    da = require_dask("data", "mixflow.responsibilities")
+    method = _check_prediction_method(tree, "em")
+    model, params, _, _ = _parameter_sets(tree, method)
+    if not is_chunked(data):
+        validated = validate_data(data, name="data", features=tree[OBSERVED_DATA]["feature"].values,
+                                  warn_constant=False)
+        data = da.from_array(validated.values, chunks=(100_000 if chunks is None else chunks, -1))
+    chunked = as_chunked(data, name="data", features=tree[OBSERVED_DATA]["feature"].values,
+                         chunks=chunks if is_chunked(data) else None)
+    resp = chunked_predictions(model, params, chunked, "responsibilities")
+    if to_zarr is None:
+        return resp
+    da.to_zarr(resp, str(to_zarr), overwrite=True)
+    return da.from_zarr(str(to_zarr))
+
+
 def _new_data(tree: xr.DataTree, model, new_data):
     """``new_data`` checked like training data (same features, the family's constraints), and prepared."""
     data = validate_data(new_data, name="new_data", features=tree[OBSERVED_DATA]["feature"].values,
@@ -325,6 +467,7 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
     new_data : array-like of shape (n_obs, n_features) or DataFrame
         Same features as the fitted data (DataFrame columns are matched by name), checked like the data
         of :func:`fit` (finite values, the family's constraints such as counts for a Poisson mixture).
+        Dask input (``method="em"``) gives a lazy, Dask-backed result, each block checked as it is computed.
     method : {"em", "bootstrap", "mcmc", "advi"}, default "em"
         ``"em"``: one E-step at the EM (or MAP) estimate. The others: for each draw of the method (the
         bootstrap replicates, NUTS draws, ADVI draws, aligned to the EM labels) the responsibilities, and
@@ -341,6 +484,11 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
     if not isinstance(return_sd, bool):
         raise TypeError(f"return_sd: expected True or False, got {return_sd!r}")
     method = _check_prediction_method(tree, method)
+    if is_chunked(new_data):
+        model, params, _, _ = _parameter_sets(tree, method)
+        chunked = _chunked_new_data(tree, new_data, method)
+        mean = _lazy(tree, chunked_predictions(model, params, chunked, "responsibilities"), "responsibilities")
+        return (mean, xr.zeros_like(mean).rename("responsibilities_sd")) if return_sd else mean
     model, params, draws, _ = _parameter_sets(tree, method)
     data, prepared = _new_data(tree, model, new_data)
     if draws is None:
@@ -355,7 +503,15 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
 
 
 def predict(tree: xr.DataTree, new_data, method: str = "em") -> xr.DataArray:
-    """Most probable component of each new observation (the argmax of :func:`predict_proba`)."""
+    """Most probable component of each new observation (the argmax of :func:`predict_proba`).
+
+    Dask ``new_data`` (EM only) gives a lazy DataArray of the labels (positions along ``obs``).
+    """
+    if is_chunked(new_data):
+        method = _check_prediction_method(tree, method)
+        model, params, _, _ = _parameter_sets(tree, method)
+        labels = chunked_predictions(model, params, _chunked_new_data(tree, new_data, method), "labels")
+        return _lazy(tree, labels, "labels")
     proba = predict_proba(tree, new_data, method)
     labels = proba["component"].values[proba.values.argmax(axis=1)]
     return xr.DataArray(labels, dims=("obs",), coords={"obs": proba["obs"].values}, name="component")
@@ -380,6 +536,9 @@ def score_samples(tree: xr.DataTree, new_data, method: str = "em") -> xr.DataArr
     """
     method = _check_prediction_method(tree, method)
     model, params, draws, _ = _parameter_sets(tree, method)
+    if is_chunked(new_data):
+        scores = chunked_predictions(model, params, _chunked_new_data(tree, new_data, method), "log_density")
+        return _lazy(tree, scores, "log_density")
     data, prepared = _new_data(tree, model, new_data)
     if draws is None:
         with _naming_new_data():

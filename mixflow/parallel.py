@@ -7,6 +7,9 @@
   process in which PyMC, nutpie or numba have started threads, and a fork copies whatever locks those
   threads hold at that moment.
 - :func:`one_blas_thread`: BLAS limited to one thread for a block (threads of ours do the sharing out).
+- :func:`active_client`: the active ``dask.distributed`` client; with one, :func:`parallel_map` sends its
+  tasks to the cluster (``client.map``) instead of local processes, and :func:`default_jobs` counts the
+  cluster's threads.
 """
 
 import multiprocessing
@@ -20,7 +23,7 @@ from functools import cache
 
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["available_cores", "one_blas_thread", "parallel_map"]
+__all__ = ["active_client", "available_cores", "default_jobs", "one_blas_thread", "parallel_map"]
 
 # The fork server imports these once, so each worker forked from it starts with them loaded.
 _PRELOAD = ["mixflow.analysis.bootstrap", "mixflow.analysis.select"]
@@ -35,6 +38,36 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def active_client():
+    """The active ``dask.distributed`` client, or None: none made, Dask not installed, or inside a Dask task.
+
+    Without ``distributed`` imported there can be no client, so it is not imported here.
+    """
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import get_client, get_worker
+
+    try:
+        get_worker()
+        return None  # a task on a worker runs its own work locally
+    except ValueError:
+        pass
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
+def default_jobs() -> int:
+    """Tasks to run at once by default: the active client's worker threads, else :func:`available_cores`."""
+    client = active_client()
+    if client is not None:
+        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
+        if threads:
+            return int(threads)
+    return available_cores()
+
+
 def parallel_map(function, tasks: list[tuple], n_jobs: int) -> list:
     """``[function(*task) for task in tasks]`` on ``n_jobs`` worker processes, results in task order.
 
@@ -43,10 +76,14 @@ def parallel_map(function, tasks: list[tuple], n_jobs: int) -> list:
     the caller's main script (:func:`_without_main_script`), so a script needs no
     ``if __name__ == "__main__":`` guard. ``function`` must be importable by name (a module-level function
     of a module other than the main script). In a worker, :func:`available_cores` is 1, so the EM passes
-    it runs do not start threads of their own.
+    it runs do not start threads of their own. With an active ``dask.distributed`` client
+    (:func:`active_client`) and ``n_jobs > 1`` the tasks run on its workers instead.
     """
     if n_jobs == 1 or len(tasks) <= 1:
         return [function(*task) for task in tasks]
+    client = active_client()
+    if client is not None:  # independent tasks on the cluster, results in task order
+        return client.gather(client.map(function, *zip(*tasks, strict=True), pure=False))
     with ProcessPoolExecutor(max_workers=n_jobs, mp_context=_context(), initializer=_mark_worker) as pool:
         with _without_main_script():  # the workers start as the tasks are submitted
             futures = [pool.submit(function, *task) for task in tasks]

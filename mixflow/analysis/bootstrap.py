@@ -24,7 +24,7 @@ from mixflow.data import Data
 from mixflow.engines.em_steps import responsibilities
 from mixflow.families.base import MixtureModel, model_from_json
 from mixflow.families.relabel import optimal_permutations
-from mixflow.parallel import available_cores, parallel_map
+from mixflow.parallel import default_jobs, parallel_map
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
 
 __all__ = ["bootstrap"]
@@ -173,7 +173,8 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
         Seed of the replicates (drawn and recorded when None); the same seed gives the same replicates
         whatever ``n_jobs``.
     n_jobs : int, optional
-        Worker processes; all available cores by default, 1 runs in this process.
+        Worker processes; all available cores by default, 1 runs in this process. With an active
+        ``dask.distributed`` client the replicates run on its workers (all their threads by default).
 
     Returns
     -------
@@ -213,7 +214,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
                    "obs", "component").values, tol=float(attrs.get("tol", 1e-8)),
                max_iter=int(attrs.get("max_iter", 1000)), accelerate=_acceleration(attrs))
     seeds = np.random.SeedSequence(seed).spawn(int(n_replicates))
-    workers = min(int(n_jobs or available_cores()), len(seeds))
+    workers = min(int(n_jobs or default_jobs()), len(seeds))
     results = _run(job, seeds, workers)
     counts = _report_warnings(results)
     posterior = _bootstrap_group(tree, estimate, results)

@@ -20,12 +20,13 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
+from mixflow.chunked import is_chunked
 from mixflow.container.layout import EM_ESTIMATE
 from mixflow.container.read import frequency_weights
 from mixflow.data import Data, validate_data
 from mixflow.engines.em_steps import e_step
 from mixflow.families.base import MixtureModel
-from mixflow.parallel import available_cores, parallel_map
+from mixflow.parallel import default_jobs, parallel_map
 from mixflow.warnings import ConvergenceWarning, MixflowWarning
 
 __all__ = [
@@ -284,13 +285,15 @@ def _with_k(model, k: int):
         raise ValueError(f"model: cannot be refitted with n_components={k}: {error}") from error
 
 
-def _em_row(model, data: Data, method: str, n_folds, seed: np.random.SeedSequence, fit_kwargs: dict):
+def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit_kwargs: dict, weights=None):
+    """One K's EM fit and criteria: ``data`` validated :class:`Data`, or Dask data with their ``weights``."""
     from mixflow.fitting import fit
 
     fit_seed, cv_seed = (int(s.generate_state(1)[0]) for s in seed.spawn(2))
+    rows, weights = (_frame(data), data.weights) if isinstance(data, Data) else (data, weights)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        tree = fit(model, _frame(data), method=method, weights=data.weights, random_seed=fit_seed, **fit_kwargs)
+        tree = fit(model, rows, method=method, weights=weights, random_seed=fit_seed, **fit_kwargs)
         attrs = tree["em"].attrs
         row = {key: attrs[key] for key in ("log_likelihood", "n_parameters", "bic", "aic", "icl")}
         if n_folds is not None:
@@ -345,7 +348,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     model : MixtureModel
         The declaration; its ``n_components`` is replaced by each K (family, covariance and prior kept).
     data : array-like or DataFrame
-        As for :func:`mixflow.fit`.
+        As for :func:`mixflow.fit`; Dask data too (EM or MAP with ``n_folds=None``: each K's fit makes its
+        passes over the blocks on the active client or Dask's threads, one K after the other).
     ks : iterable of int, default range(1, 7)
     methods : sequence of {"em", "map", "mcmc"}, default ("em", "mcmc")
         ``"em"``/``"map"``: EM by maximum likelihood or MAP (criteria and cross-validation);
@@ -363,7 +367,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         unless given).
     n_jobs : int, optional
         Processes for the EM fits (one task per K; all available cores by default, 1 in this process).
-        MCMC fits run one after the other (each uses its own chains).
+        With an active ``dask.distributed`` client the tasks run on its workers (all their threads by
+        default). MCMC fits run one after the other (each uses its own chains).
     return_fits : bool, default False
         Also return the fitted containers ``{(method, K): tree}``.
     progress : callable, optional
@@ -390,7 +395,15 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
 
     """
     ks, methods = _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs)
-    validated = validate_data(data, weights=weights)
+    chunked = is_chunked(data)
+    if chunked:  # each K's fit runs its passes on the client's workers (or threads), one K after the other
+        if "mcmc" in methods:
+            raise ValueError(f"methods: expected 'em' or 'map' with Dask data (NUTS needs the rows in memory), got "
+                             f"{list(methods)}")
+        if n_folds is not None:
+            raise ValueError(f"n_folds: expected None with Dask data (the cross-validation refits folds held in "
+                             f"memory; BIC, AIC and ICL are computed on all the rows), got {n_folds!r}")
+    validated = None if chunked else validate_data(data, weights=weights)
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
     seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}
     fit_kwargs, mcmc_kwargs = dict(fit_kwargs or {}), {"progressbar": False, **(mcmc_kwargs or {})}
@@ -398,8 +411,9 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     progress = progress or (lambda message: None)
     em_method = next((m for m in methods if m in ("em", "map")), None)
     if em_method is not None:
-        tasks = [(_with_k(model, k), validated, em_method, n_folds, seeds[k][0], fit_kwargs) for k in ks]
-        workers = min(int(n_jobs or available_cores()), len(tasks))
+        tasks = [(_with_k(model, k), validated if not chunked else data, em_method, n_folds, seeds[k][0], fit_kwargs,
+                  weights if chunked else None) for k in ks]
+        workers = 1 if chunked else min(int(n_jobs or default_jobs()), len(tasks))
         progress(f"{METHOD_NAMES[em_method]}: fitting K in {ks}" + (f" with {n_folds}-fold cross-validation"
                                                                      if n_folds else ""))
         for k, (row, tree, messages) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):

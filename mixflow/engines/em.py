@@ -43,7 +43,7 @@ from mixflow.engines.starts import (
 )
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
-__all__ = ["CONVERGENCE_CRITERION", "EMOptions", "empty_components", "fit_em", "initial_parameters"]
+__all__ = ["CONVERGENCE_CRITERION", "EMOptions", "empty_components", "fit_em", "fit_prepared", "initial_parameters"]
 
 CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol"  # recorded with every fit, see run_em
 
@@ -65,6 +65,7 @@ class EMOptions:
     trim: float | None = None
     chunk_size: int | None = None
     accelerate: str | None = "squarem"
+    subsample: int = 100_000
 
 
 @dataclass
@@ -198,7 +199,7 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
     run = Run(params=start, active=point.active)
     run.record(point)
     squarem = SquaremState() if options.accelerate == "squarem" else None
-    threshold = options.tol * float(prepared.weights.sum())
+    threshold = options.tol * prepared.total_weight
     chain, cycle = [point.value], [point]  # plain EM values since the last jump; points of this cycle
     while run.n_iter < options.max_iter:
         run.collapsed.update(point.collapsed)
@@ -265,22 +266,45 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
         "sample_stats": {...}}``, components in canonical order.
 
     """
-    prepared = model.prepare(data)
+    return fit_prepared(model, data, model.prepare(data), options, random_seed)
+
+
+def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sample=None) -> dict:
+    """:func:`fit_em` on prepared data, with the starts and short runs on ``sample`` (prepared rows) if given.
+
+    ``prepared`` may be chunked (:class:`mixflow.engines.em_chunked.ChunkedPrepared`): then the starts, the
+    short runs of ``init="auto"`` and the stored responsibilities use ``sample``, a prepared uniform
+    subsample of its rows in the same working units, and the runs continued to convergence the whole data.
+    A sample of every row gives what numpy input gives.
+    """
+    sample = prepared if sample is None else sample
+    same_data = sample.n_obs == prepared.n_obs
     prior_used = model.working_prior(prepared) if options.map else None  # the MLE never builds the prior
-    if not options.map:
-        for problem in model.mle_problems(prepared):
-            warnings.warn(problem, DegenerateComponentWarning, stacklevel=3)
+    if not options.map and same_data:
+        for problem in model.mle_problems(sample):
+            warnings.warn(problem, DegenerateComponentWarning, stacklevel=4)
     if isinstance(options.init, dict):
         options = replace(options, init=model.to_working(options.init, prepared))
     width = model.chunk_width(data.n_features)
-    rows = chunk_rows(data.n_obs, width, options.chunk_size)
-    threaded = use_threads(data.n_obs, width)
+    rows = chunk_rows(sample.n_obs, width, options.chunk_size)
+    threaded = use_threads(sample.n_obs, width)
 
     def start(name, seed):
-        return initial_parameters(model, prepared, name, np.random.default_rng(seed), prior_used, rows)
+        return initial_parameters(model, sample, name, np.random.default_rng(seed), prior_used, rows)
 
-    def run(params, run_options):
-        return run_em(model, prepared, params, prior_used, run_options, rows, data.features, threaded)
+    def short_run(params, run_options):
+        return run_em(model, sample, params, prior_used, run_options, rows, data.features, threaded)
+
+    def run(params, run_options, on=None):
+        return run_em(model, prepared if on is None else on, params, prior_used, run_options, rows, data.features,
+                      threaded)
+
+    def together(jobs: list) -> list:
+        """Runs on the whole data, ``[(params, options), ...]``; chunked data share each pass among them."""
+        shared = getattr(prepared, "run_together", None)
+        if shared is None:
+            return [run(*job) for job in jobs]
+        return shared([partial(run, params, run_options) for params, run_options in jobs])
 
     if isinstance(options.init, dict):
         names = ["user parameters"]
@@ -293,17 +317,17 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
               for name, seed in zip(names, seeds, strict=True)]
     degenerate = _degenerate_test(data.total_weight)
     if options.init == PORTFOLIO:
-        runs, continued = _short_then_continue(starts, run, options, degenerate)
+        runs, continued = _short_then_continue(starts, short_run, options, degenerate, together, same_data)
         names = names[:len(runs)]
     else:
-        runs = [run(params(), options) for params in starts]
+        runs = together([(params(), options) for params in starts])
         continued = np.ones(len(runs), dtype=bool)
     flags = np.array([degenerate(r) for r in runs])
     finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])
     _check_some_finite(finals)
     best_index = int(rank_runs(finals, flags | ~continued)[0])
     restarts = {"start": names, "continued": continued, "degenerate": flags}
-    return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts)
+    return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample)
 
 
 def _degenerate_test(total_weight: float):
@@ -314,7 +338,8 @@ def _degenerate_test(total_weight: float):
     return degenerate
 
 
-def _short_then_continue(starts: list, run, options: EMOptions, degenerate) -> tuple[list, np.ndarray]:
+def _short_then_continue(starts: list, run, options: EMOptions, degenerate, together=None,
+                         same_data: bool = True) -> tuple[list, np.ndarray]:
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
     ``starts`` are callables giving starting parameters. The first half of them run ``SHORT_MAX_ITER``
@@ -324,8 +349,12 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate) -> t
     :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
     continued one is degenerate. Returns the runs started (the continued ones extended) and which were
-    continued.
+    continued. ``together(jobs)`` runs the continuations, ``[(params, options), ...]``, on the whole data
+    (by default one after the other with ``run``; chunked data share each pass among them). Short runs on
+    a subsample (``same_data`` False) are not extended: the continued run, on the whole data, starts from
+    where the short one ended, with its own history and the whole ``max_iter``.
     """
+    together = together or (lambda jobs: [run(*job) for job in jobs])
     n_keep = -(-options.n_init // 2)
     short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
                                 tol=max(SHORT_TOL, options.tol))
@@ -343,12 +372,24 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate) -> t
         for index in survivors:
             runs[index] = _extend(runs[index], run(runs[index].params, longer))
     continued = np.zeros(len(runs), dtype=bool)
-    for index in ranked:
-        if continued.sum() >= n_keep and not all(degenerate(runs[i]) for i in np.flatnonzero(continued)):
+
+    def jobs(indices) -> list:
+        if same_data:
+            return [(runs[i].params, dataclasses.replace(options, max_iter=max(options.max_iter - runs[i].n_iter, 0)))
+                    for i in indices]
+        return [(runs[i].params, options) for i in indices]
+
+    def join(indices, results) -> None:
+        for index, result in zip(indices, results, strict=True):
+            runs[index] = _extend(runs[index], result) if same_data else _restart(runs[index], result)
+            continued[index] = True
+
+    first = ranked[:n_keep]  # continued together; more, one at a time, while every continued one is degenerate
+    join(first, together(jobs(first)))
+    for index in ranked[n_keep:]:
+        if not all(degenerate(runs[i]) for i in np.flatnonzero(continued)):
             break
-        remaining = dataclasses.replace(options, max_iter=max(options.max_iter - runs[index].n_iter, 0))
-        runs[index] = _extend(runs[index], run(runs[index].params, remaining))
-        continued[index] = True
+        join([index], together(jobs([index])))
     return runs, continued
 
 
@@ -384,6 +425,14 @@ def _extend(first: Run, then: Run) -> Run:
                n_iter=first.n_iter + then.n_iter,
                aitken_gap=then.aitken_gap,
                accepted_extrapolations=first.accepted_extrapolations + then.accepted_extrapolations)
+
+
+def _restart(short: Run, then: Run) -> Run:
+    """The run continued on the whole data from a short run's end on a subsample.
+
+    That is ``then``, its components indexed by the declared ones.
+    """
+    return replace(then, collapsed={int(short.active[c]) for c in then.collapsed}, active=short.active[then.active])
 
 
 def _check_some_finite(finals: np.ndarray) -> None:
@@ -437,7 +486,7 @@ def _in_data_units(model, params: dict, prepared, data) -> dict:
     estimate = model.to_data(params, prepared)
     overflowed = sorted(name for name, value in estimate.items() if np.isinf(value).any())
     if overflowed:
-        largest = float(np.abs(data.values).max())
+        largest = data.largest
         raise ValueError(f"data: values up to {largest:.3g} overflowed float64: the estimate's {overflowed} in data "
                          "units exceed the largest double (1.8e308), though the fit in standardised units "
                          f"succeeded; divide the data by a constant (e.g. {10.0 ** np.floor(np.log10(largest)):.0e}) "
@@ -454,14 +503,20 @@ def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
     return out
 
 
-def _assemble(model, data, prepared, prior, options, runs, best_index, restarts: dict) -> dict:
+def _assemble(model, data, prepared, prior, options, runs, best_index, restarts: dict, sample) -> dict:
     features = data.features
     rows = chunk_rows(data.n_obs, model.chunk_width(data.n_features), options.chunk_size)
     best = runs[best_index]
     order = model.canonical_order(model.to_data(best.params, prepared))  # the order of the data-unit estimate
     params = model.permute(best.params, order, features)
-    resp, log_density = e_step(model, params, prepared, data.n_features, rows, working=True)
-    log_likelihood = float(prepared.weights @ log_density)
+    if sample is prepared:
+        resp, log_density = e_step(model, params, prepared, data.n_features, rows, working=True)
+        log_likelihood = float(prepared.weights @ log_density)
+        entropy = prepared.weights @ responsibility_entropy(resp)
+    else:  # chunked data: one pass for the criteria; the responsibilities kept are the sample's
+        log_likelihood, entropy = prepared.final_pass(model, params)
+        resp, _ = e_step(model, params, sample, data.n_features, chunk_rows(sample.n_obs, model.chunk_width(
+            data.n_features), options.chunk_size), working=True)
     estimate = _in_data_units(model, params, prepared, data)
     active = best.active[order]
     total = data.total_weight
@@ -488,7 +543,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "n_observations": float(total),
         "bic": float(bic),
         "aic": float(-2 * log_likelihood + 2 * n_parameters),
-        "icl": float(bic + 2 * prepared.weights @ responsibility_entropy(resp)),
+        "icl": float(bic + 2 * entropy),
         "n_init": 1 if isinstance(options.init, dict) else int(options.n_init),
         "n_starts": len(runs),
         "best_restart": best_index,

@@ -13,7 +13,7 @@ from functools import partial, reduce
 import numpy as np
 from scipy.special import entr
 
-from mixflow.families.base import dirichlet_log_density
+from mixflow.families.base import Prepared, dirichlet_log_density
 from mixflow.parallel import available_cores, one_blas_thread
 
 __all__ = ["Pass", "add_statistics", "check_densities", "chunk_rows", "data_pass", "e_step", "log_normalise",
@@ -90,6 +90,8 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False) 
         Run the runs in threads (see :func:`use_threads`); the result does not depend on it.
 
     """
+    if not isinstance(prepared, Prepared):  # chunked (Dask) data: blockwise, see mixflow.engines.em_chunked
+        return prepared.data_pass(model, params)
     constants = model.e_step_constants(params, prepared)
     with np.errstate(divide="ignore"):
         log_weights = np.log(params["weights"])
@@ -146,12 +148,13 @@ def _add(first: Pass, second: Pass) -> Pass:
 
 
 def e_step(model, params: dict, prepared, n_features: int, rows: int | None = None, *,
-           working: bool = False) -> tuple[np.ndarray, np.ndarray]:
+           working: bool = False, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Responsibilities (n_obs, K) and log p(x_n) (n_obs,) of one parameter set, chunk by chunk.
 
     The E-step alone (no sufficient statistics, frequency weights not applied), with temporaries bounded
     by the chunk size like :func:`data_pass`; ``rows`` per chunk, by default :func:`chunk_rows`'.
     ``params`` in data units (an estimate, a draw), or in ``prepared``'s working units if ``working``.
+    ``first_row``: the position of ``prepared``'s first row in the data (a block of chunked data), for errors.
     """
     rows = chunk_rows(prepared.n_obs, model.chunk_width(n_features)) if rows is None else rows
     constants = model.e_step_constants(params if working else model.to_working(params, prepared), prepared)
@@ -164,11 +167,11 @@ def e_step(model, params: dict, prepared, n_features: int, rows: int | None = No
         log_joint += log_weights
         log_density[start:start + rows] = log_normalise(log_joint)
         resp[start:start + rows] = log_joint
-    check_densities(log_density, prepared.weights)
+    check_densities(log_density, prepared.weights, first_row)
     return resp, log_density
 
 
-def check_densities(log_density: np.ndarray, weights: np.ndarray) -> None:
+def check_densities(log_density: np.ndarray, weights: np.ndarray, first_row: int = 0) -> None:
     """Raise a ValueError naming the rows whose log density is NaN or -inf (no responsibilities exist).
 
     Such a row has zero density under every component (it lies where no component reaches in float64),
@@ -177,8 +180,8 @@ def check_densities(log_density: np.ndarray, weights: np.ndarray) -> None:
     bad = ~np.isfinite(log_density) & (weights > 0)
     if not bad.any():
         return
-    rows = np.flatnonzero(bad)
-    kind = "NaN" if np.isnan(log_density[rows]).any() else "zero (log density -inf)"
+    rows = np.flatnonzero(bad) + first_row
+    kind = "NaN" if np.isnan(log_density[rows - first_row]).any() else "zero (log density -inf)"
     raise ValueError(f"data: expected every row to have a positive density under the mixture, got a {kind} density "
                      f"at {rows.size} row(s) {rows[:5].tolist()}{' ...' if rows.size > 5 else ''}: the rows lie "
                      "where no component has density in float64 (far outside the data the parameters were "

@@ -95,6 +95,11 @@ class Prepared:
         """Number of rows."""
         return self.weights.shape[0]
 
+    @property
+    def total_weight(self) -> float:
+        """Sum of the frequency weights."""
+        return float(self.weights.sum())
+
     def rows(self, start: int, stop: int) -> "Prepared":
         """The chunk of rows ``start:stop`` (views, no copies)."""
         return Prepared({k: v[start:stop] for k, v in self.arrays.items()}, self.weights[start:stop],
@@ -225,6 +230,32 @@ class MixtureModel:
         """What collapsed, for the warning (families name their own dispersion parameter)."""
         return (f"component(s) {components} collapsed (singular covariance): a floor of 1e-6 x the data "
                 "variance was added")
+
+    def chunked_constants(self, moments, features) -> dict:
+        """The constants of :meth:`prepare` from moments summed over chunks (Dask input), for :meth:`prepare_rows`.
+
+        ``moments`` is a :class:`mixflow.chunked.Moments`; ``features`` the feature names. Families that
+        work on chunked data implement it with :meth:`prepare_rows` and :meth:`estimate_moments`.
+        """
+        supported = sorted(name for name, cls in _FAMILIES.items()
+                           if cls.chunked_constants is not MixtureModel.chunked_constants)
+        raise ValueError(f"data: expected numpy or pandas data for the {self.family!r} family, got Dask data, "
+                         f"which the families {supported} take")
+
+    def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
+        """What :meth:`prepare` gives for these rows of the data, with the whole data's ``constants``.
+
+        ``values`` (m, d) and ``weights`` (m,) are one block of chunked data, ``rows`` their positions in
+        it (named by errors), ``constants`` :meth:`chunked_constants`'.
+        """
+        raise NotImplementedError(f"model: the {self.family!r} family does not prepare chunked data")
+
+    def estimate_moments(self, params: dict):
+        """:class:`mixflow.chunked.Moments` of the fitted mixture (data-unit ``params``).
+
+        They fix the working units of new chunked data without a pass over them.
+        """
+        raise NotImplementedError(f"model: the {self.family!r} family does not prepare chunked data")
 
     def to_working(self, params: dict, prepared: Prepared) -> dict:
         """Parameters from data units to the units EM works in (``prepared``'s); the same by default."""

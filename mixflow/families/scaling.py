@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Standardisation", "standardise"]
+__all__ = ["ChunkedStandardisation", "Standardisation", "from_moments", "standardise"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,43 @@ def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -
     unit_mean = weights @ unit / total
     unit_centred = unit - unit_mean
     unit_sd = np.sqrt(weights @ (unit_centred * unit_centred) / total)
+    units = from_moments(magnitude, unit_mean, unit_sd, common)
+    return Standardisation(units.center, units.scale, units.log_scale, unit_centred / units.unit_sd)
+
+
+@dataclass(frozen=True)
+class ChunkedStandardisation:
+    """The map of :func:`standardise` from moments summed over chunks, applied chunk by chunk.
+
+    Attributes
+    ----------
+    center, scale, log_scale : ndarray of shape (d,)
+        As :class:`Standardisation`'s.
+    magnitude, unit_mean, unit_sd : ndarray of shape (d,)
+        The largest absolute value of each feature, and the weighted mean and standard deviation of the
+        features divided by it: :meth:`apply` forms the working units exactly as :func:`standardise` does.
+
+    """
+
+    center: np.ndarray
+    scale: np.ndarray
+    log_scale: np.ndarray
+    magnitude: np.ndarray
+    unit_mean: np.ndarray
+    unit_sd: np.ndarray
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """Rows in working units, ``(x / magnitude - unit_mean) / unit_sd``, as :func:`standardise` gives them."""
+        return (values / self.magnitude - self.unit_mean) / self.unit_sd
+
+
+def from_moments(magnitude: np.ndarray, unit_mean: np.ndarray, unit_sd: np.ndarray,
+                 common: bool = False) -> ChunkedStandardisation:
+    """The standardisation of data with these moments (of the values divided by ``magnitude``, which is positive).
+
+    What :func:`standardise` computes after its pass over the data; chunked data give the moments as sums
+    over chunks. A zero ``unit_sd`` (a constant feature) gives scale 1 in data units.
+    """
     unit_sd = np.where(unit_sd > 0, unit_sd, 1.0 / magnitude)  # a constant feature: scale 1 in data units
     log_scale = np.log(magnitude) + np.log(unit_sd)
     if common:
@@ -72,4 +109,4 @@ def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -
         log_scale = np.full_like(log_scale, log_common)
     with np.errstate(over="ignore", under="ignore"):
         scale = magnitude * unit_sd
-    return Standardisation(magnitude * unit_mean, scale, log_scale, unit_centred / unit_sd)
+    return ChunkedStandardisation(magnitude * unit_mean, scale, log_scale, magnitude, unit_mean, unit_sd)

@@ -28,8 +28,11 @@ METHOD_OPTIONS = {
     "bootstrap": {"n_replicates": int, "kind": str},
 }
 ACCELERATE_CHOICES = ("squarem", "none")  # [methods.em] accelerate: "none" is fit's accelerate=None
-TOP_KEYS = {"name", "title", "seed", "data", "models", "methods", "output"}
-DATA_KEYS = {"dataset", "path", "columns", "weights", "labels"}
+TOP_KEYS = {"name", "title", "seed", "data", "models", "methods", "output", "cluster"}
+DATA_KEYS = {"dataset", "path", "columns", "weights", "labels", "chunks"}
+LARGE_DATA = (".zarr", ".parquet", ".nc")  # [data] path suffixes read lazily with Dask (a glob for the last two)
+CLUSTER_KEYS = {"address", "local"}
+LOCAL_CLUSTER_KEYS = {"n_workers": int, "threads_per_worker": int, "memory_limit": str}
 MODEL_KEYS = ("family", "n_components", "prior")  # and each family's own workflow_keys
 OUTPUT_KEYS = {"container", "table", "figures", "report"}
 
@@ -76,6 +79,13 @@ class Workflow:
     output: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     text: str = ""  # the file as read, for positions in errors raised while running
+    chunks: int | None = None  # [data] chunks: rows per block of data read with Dask
+    cluster: dict | None = None  # [cluster]: {"address": ...} or {"local": {...}}
+
+    @property
+    def large(self) -> bool:
+        """Whether the data are read lazily with Dask (a Zarr, Parquet or NetCDF ``[data] path``)."""
+        return not isinstance(self.data, pd.DataFrame)
 
     def model_error(self, i: int, message: str) -> "WorkflowError":
         """An error about the ``i``-th ``[[models]]`` table, at its position in the file."""
@@ -180,6 +190,16 @@ def _read_data(table: dict, base: Path, loc: _Locator):
             raise loc.error("[data] dataset", f"expected one of {sorted(DESCRIPTIONS)}, got {name!r}",
                             "dataset", "data")
         frame, data_name = load_dataset(name), name
+    elif str(table["path"]).endswith(LARGE_DATA):
+        frame, data_name = _read_large(base, table, loc)
+        columns = table.get("columns", [str(c) for c, dtype in frame.dtypes.items()
+                                        if pd.api.types.is_numeric_dtype(dtype) and c != table.get("weights")])
+        _expect(columns, list, "[data] columns", "columns", loc, "data")
+        missing = [c for c in columns if not isinstance(c, str) or c not in frame.columns]
+        if missing or not columns:
+            raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
+                            f"{columns!r} (missing {missing})", "columns", "data")
+        return frame, data_name, tuple(columns)
     else:
         path = base / _expect(table["path"], str, "[data] path", "path", loc, "data")
         if not path.is_file():
@@ -197,6 +217,116 @@ def _read_data(table: dict, base: Path, loc: _Locator):
         raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
                         f"{columns!r} (missing {missing})", "columns", "data")
     return frame, data_name, tuple(columns)
+
+
+def _read_large(base: Path, table: dict, loc: _Locator):
+    """A Zarr store, Parquet files or NetCDF files (a glob) as a Dask DataFrame, nothing read but the metadata.
+
+    A Zarr store written by xarray (``Dataset.to_zarr``) gives its variables as columns; a bare 2-D Zarr
+    array gives columns x0, x1, ...
+    """
+    import glob
+
+    from mixflow.chunked import require_dask
+
+    text = str(table["path"])
+    try:
+        require_dask("[data] path", f"data read from {text!r}")
+    except ImportError as error:
+        raise loc.error("[data] path", str(error).removeprefix("[data] path: "), "path", "data") from None
+    import dask.dataframe as dd
+    import xarray as xr
+
+    path = base / text
+    try:
+        if text.endswith(".zarr"):
+            if not path.is_dir():
+                raise loc.error("[data] path", f"expected an existing Zarr store (a directory), got {str(path)!r}",
+                                "path", "data")
+            try:
+                dataset = xr.open_zarr(path)
+                frame = dataset.to_dask_dataframe().drop(columns=list(dataset.dims), errors="ignore")
+            except (KeyError, ValueError, TypeError):  # a bare array, not an xarray Dataset
+                import dask.array as da
+
+                array = da.from_zarr(str(path))
+                array = array[:, None] if array.ndim == 1 else array
+                frame = dd.from_dask_array(array, columns=[f"x{j}" for j in range(array.shape[1])])
+        else:
+            if not glob.glob(str(path)):
+                raise loc.error("[data] path", f"expected existing files matching {str(path)!r}, got none", "path",
+                                "data")
+            if text.endswith(".parquet"):
+                frame = dd.read_parquet(str(path))
+            else:
+                dataset = xr.open_mfdataset(str(path), combine="by_coords")
+                frame = dataset.to_dask_dataframe().drop(columns=list(dataset.dims), errors="ignore")
+    except WorkflowError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise loc.error("[data] path", f"expected readable data, got {str(path)!r} ({error})".replace("\n", " "),
+                        "path", "data") from None
+    if "labels" in table:
+        raise loc.error("[data] labels", f"expected no labels with data read with Dask ({text!r}), got "
+                        f"{table['labels']!r}", "labels", "data")
+    if "weights" in table:
+        _expect(table["weights"], str, "[data] weights", "weights", loc, "data")
+        if table["weights"] not in frame.columns:
+            raise loc.error("[data] weights", f"expected a column of the data {list(frame.columns)}, got "
+                            f"{table['weights']!r}", "weights", "data")
+    return frame, Path(text).stem.replace("*", "")
+
+
+def _read_chunks(table: dict, large: bool, loc: _Locator) -> int | None:
+    if "chunks" not in table:
+        return None
+    chunks = _expect(table["chunks"], int, "[data] chunks", "chunks", loc, "data")
+    if chunks < 1:
+        raise loc.error("[data] chunks", f"expected rows per block, an integer >= 1, got {chunks}", "chunks", "data")
+    if not large:
+        raise loc.error("[data] chunks", f"expected a Zarr, Parquet or NetCDF [data] path (data read with Dask) "
+                        f"for chunks, got {chunks} with in-memory data", "chunks", "data")
+    return chunks
+
+
+def _read_cluster(table, loc: _Locator) -> dict:
+    """``address = "tcp://..."`` (a running scheduler) or ``local = {n_workers = ...}`` (started by the run)."""
+    _expect(table, dict, "[cluster]", "cluster", loc)
+    _unknown(table, CLUSTER_KEYS, "[cluster]", loc, "cluster")
+    if ("address" in table) == ("local" in table):
+        raise loc.error("[cluster]", "expected exactly one of 'address' (a running Dask scheduler) or 'local' (a "
+                        "LocalCluster the run starts, e.g. local = {n_workers = 2})", "", "cluster")
+    if "address" in table:
+        address = _expect(table["address"], str, "[cluster] address", "address", loc, "cluster")
+        if not re.match(r"^(tcp|tls|inproc|ucx|ws|wss)://\S+$", address):
+            raise loc.error("[cluster] address", f"expected a scheduler address such as 'tcp://host:8786', got "
+                            f"{address!r}", "address", "cluster")
+        return {"address": address}
+    local = _expect(table["local"], dict, "[cluster] local", "local", loc, "cluster")
+    _unknown(local, set(LOCAL_CLUSTER_KEYS), "[cluster] local", loc, "cluster")
+    for key, kind in LOCAL_CLUSTER_KEYS.items():
+        if key in local:
+            value = _expect(local[key], kind, f"[cluster] local.{key}", "local", loc, "cluster")
+            if kind is int and value < 1:
+                raise loc.error(f"[cluster] local.{key}", f"expected an integer >= 1, got {value}", "local", "cluster")
+    return {"local": dict(local)}
+
+
+def _check_large(models, methods: dict, loc: _Locator) -> None:
+    """What data read with Dask can be given to: EM or MAP of a family that works blockwise."""
+    from mixflow.families.base import MixtureModel
+
+    chunked = [name for name in family_names()
+               if family_class(name).chunked_constants is not MixtureModel.chunked_constants]
+    for i, spec in enumerate(models):
+        if spec.family not in chunked:
+            with loc.collecting():
+                raise loc.error(f"[[models]] #{i + 1}", f"expected a family that fits data read with Dask "
+                                f"({', '.join(chunked)}), got {spec.family!r}", "family", "models", i)
+    extra = sorted(set(methods) - {"em"})
+    if extra:
+        raise loc.error(f"[methods.{extra[0]}]", f"expected only [methods.em] with data read with Dask (NUTS, ADVI "
+                        f"and the bootstrap need the rows in memory), got {extra}", "", f"methods.{extra[0]}")
 
 
 def _check_special_column(frame: pd.DataFrame, key: str, column, table: dict, loc: _Locator) -> None:
@@ -453,11 +583,18 @@ def read_workflow(path) -> Workflow:
     if "data" in config:
         with loc.collecting():
             data = _read_data(_expect(config["data"], dict, "[data]", "data", loc), path.parent, loc)
-    weights = labels = n_support = None
+    weights = labels = n_support = chunks = cluster = None
+    large = data is not None and not isinstance(data[0], pd.DataFrame)
     if data is not None:
         weights, labels = config["data"].get("weights"), config["data"].get("labels")
         weights_ok = weights is not None and not any("[data] weights" in e for e in loc.errors)
-        n_support = int((data[0][weights] > 0).sum()) if weights_ok else len(data[0])
+        if not large:  # data read with Dask are counted by the fit's own pass
+            n_support = int((data[0][weights] > 0).sum()) if weights_ok else len(data[0])
+        with loc.collecting():
+            chunks = _read_chunks(config["data"], large, loc)
+    if "cluster" in config:
+        with loc.collecting():
+            cluster = _read_cluster(config["cluster"], loc)
     models = None
     if "models" in config:
         with loc.collecting():
@@ -470,7 +607,10 @@ def read_workflow(path) -> Workflow:
     if "output" in config:
         with loc.collecting():
             output = _read_output(config["output"], loc)
-    if data is not None and models and not any("[data]" in error for error in loc.errors):
+    if large and models:
+        with loc.collecting():
+            _check_large(models, methods, loc)
+    elif data is not None and models and not any("[data]" in error for error in loc.errors):
         with loc.collecting():
             _check_models_against_data(models, data[0], data[2], weights, loc)
     size = methods.get("advi", {}).get("minibatch_size")
@@ -482,4 +622,4 @@ def read_workflow(path) -> Workflow:
     frame, data_name, columns = data
     return Workflow(path=path, name=values["name"], title=values.get("title", values["name"]), seed=values["seed"],
                     data=frame, data_name=data_name, columns=columns, weights=weights, labels=labels, models=models,
-                    methods=methods, output=output, config=config, text=text)
+                    methods=methods, output=output, config=config, text=text, chunks=chunks, cluster=cluster)

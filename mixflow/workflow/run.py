@@ -1,5 +1,6 @@
 """Run a validated workflow: fit each model by each method, write container, table, figures, report."""
 
+import contextlib
 import errno
 import json
 import re
@@ -35,8 +36,10 @@ def _choose_k(workflow: Workflow, spec, data, weights, progress):
     progress(f"{spec.label}: choice of K over {list(spec.ks)} by {', '.join(methods)}")
     em = {key: value for key, value in _em_options(workflow.methods).items() if key != "method"}
     with progress.during(f"{spec.label}, choice of K"):
+        # Dask data: BIC, AIC and ICL of all the rows, without the cross-validation's folds in memory
+        folds = {"n_folds": None} if workflow.large else {}
         table = select_k(spec.model(spec.ks[0]), data, ks=spec.ks, methods=methods, weights=weights,
-                         random_seed=workflow.seed, fit_kwargs=em,
+                         random_seed=workflow.seed, fit_kwargs=em, **folds,
                          mcmc_kwargs={"progressbar": False, **workflow.methods.get("mcmc", {})},
                          progress=lambda message: progress(f"  {message}"))
     # select_k could return its EM fit of the chosen K (return_fits=True), but that fit has its own seed
@@ -54,6 +57,8 @@ def _fit_all(workflow: Workflow, model, data, weights, progress):
     k, options = model.n_components, _em_options(workflow.methods)
     em_name = f"EM ({options['method'].upper().replace('EM', 'MLE')})"
     with progress.during(f"K={k}, {em_name}"):
+        if workflow.large:
+            options = {**options, "chunks": workflow.chunks}
         tree = fit(model, data, weights=weights, random_seed=workflow.seed, data_name=workflow.data_name, **options)
     progress(f"  {em_name}: {em_result(tree['em'].attrs)}")
     for method in ("mcmc", "advi"):
@@ -219,11 +224,53 @@ def _prepare_output(out: Path) -> bool:
 
 def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
     """Fit and write every model of the workflow; ``written`` grows as each file is completed."""
+    data = workflow.data[list(workflow.columns)]
+    if workflow.large:
+        weights = None if workflow.weights is None else workflow.data[workflow.weights]
+    else:
+        weights = None if workflow.weights is None else workflow.data[workflow.weights].to_numpy()
+    with _cluster(workflow.cluster, progress):
+        _fit_and_write(workflow, out, progress, written, data, weights)
+    resolved = {"config": workflow.config, "sha256": workflow.config_hash}
+    written.append(atomic_write(out / "workflow.json",
+                                lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable))))
+
+
+@contextlib.contextmanager
+def _cluster(cluster: dict | None, progress):
+    """The Dask client of ``[cluster]`` for the block.
+
+    A running scheduler's, or a LocalCluster started and stopped here; nothing without ``[cluster]``
+    (Dask data then run on the threaded scheduler).
+    """
+    if cluster is None:
+        yield None
+        return
+    import distributed
+
+    local = None
+    if "local" in cluster:
+        local = distributed.LocalCluster(**{"n_workers": 2, "threads_per_worker": 1, **cluster["local"]})
+        client = distributed.Client(local)
+    else:
+        client = distributed.Client(cluster["address"])
+    workers = len(client.scheduler_info().get("workers", {}))
+    progress(f"Dask: {'a LocalCluster of' if local else 'the scheduler at ' + cluster['address'] + ' with'} "
+             f"{workers} worker(s); dashboard {client.dashboard_link}")
+    try:
+        yield client
+    finally:
+        client.close()
+        if local is not None:
+            local.close()
+            progress("Dask: LocalCluster stopped")
+
+
+def _fit_and_write(workflow: Workflow, out: Path, progress, written: list, data, weights) -> None:
+    """Fit and write every model (the body of :func:`_run_models`)."""
     from mixflow.present.compare import compare
     from mixflow.present.report.page import report
 
-    data = workflow.data[list(workflow.columns)]
-    weights = None if workflow.weights is None else workflow.data[workflow.weights].to_numpy()
     for i, spec in enumerate(workflow.models):
         k, selection, mark = spec.ks[0], None, len(progress.recorded)
         try:  # a fit that fails on these data (not a bug) is reported at the model's position
@@ -257,9 +304,6 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
         if workflow.output["report"]:
             progress(f"{spec.label}: report")
             written.append(report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title))
-    resolved = {"config": workflow.config, "sha256": workflow.config_hash}
-    written.append(atomic_write(out / "workflow.json",
-                                lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable))))
 
 
 def _jsonable(value):

@@ -12,7 +12,7 @@ from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.gaussian import numerics as gn
 from mixflow.families.gaussian import units as gu
-from mixflow.families.scaling import standardise
+from mixflow.families.scaling import from_moments, standardise
 
 __all__ = ["GaussianMixture", "GaussianPrior", "ResolvedGaussianPrior"]
 
@@ -192,6 +192,30 @@ class GaussianMixture(MixtureModel):
                      "floor": np.full(d, gn.ABSOLUTE_FLOOR), "working_center": np.zeros(d)}
         return Prepared({"z": units.working}, weights, constants)
 
+    def chunked_constants(self, moments, features) -> dict:
+        """:meth:`prepare`'s constants from the moments of chunked data, and the working data covariance."""
+        units = from_moments(moments.magnitude, moments.unit_mean, moments.unit_sd,
+                             common=self.covariance == "spherical")
+        d = units.center.size
+        constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
+                     "floor": np.full(d, gn.ABSOLUTE_FLOOR), "working_center": np.zeros(d), "units": units}
+        if moments.unit_cross is not None:
+            spread = np.outer(units.unit_sd, units.unit_sd)
+            constants["working_cov"] = moments.unit_cross / moments.total_weight / spread
+        return constants
+
+    def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
+        """The rows in the working units of the whole data (:meth:`chunked_constants`)."""
+        return Prepared({"z": constants["units"].apply(values)}, weights, constants)
+
+    def estimate_moments(self, params: dict):
+        """The fitted mixture's mean and per-feature variance, relative to each feature's largest |mean| + sd."""
+        mu, weights = np.asarray(params["mu"], dtype=float), np.asarray(params["weights"], dtype=float)
+        variance = {"full": lambda v: np.diagonal(v, axis1=-2, axis2=-1), "tied": lambda v: np.diagonal(v)[None, :],
+                    "diag": lambda v: v, "spherical": lambda v: np.asarray(v)[:, None]}[self.covariance](
+            np.asarray(params["covariance" if self.covariance in ("full", "tied") else "variance"], dtype=float))
+        return _mixture_moments(weights, mu, np.broadcast_to(variance, mu.shape))
+
     def working_prior(self, prepared: Prepared) -> ResolvedGaussianPrior:
         """The prior in working units, defaults filled from the data (mclust's default conjugate prior).
 
@@ -201,7 +225,11 @@ class GaussianMixture(MixtureModel):
         center, scale = constants["center"], constants["scale"]
         d = center.size
         if prior.scale is None:
-            scale_w = _default_scale(self.covariance, prepared.arrays["z"], prepared.weights, k)
+            data_cov = constants.get("working_cov")  # chunked data: from their moments
+            if data_cov is None:
+                z, weights = prepared.arrays["z"], prepared.weights
+                data_cov = (z * weights[:, None]).T @ z / weights.sum()
+            scale_w = _default_scale(self.covariance, data_cov.copy(), k)
         else:
             scale_w = _given_scale(self.covariance, prior.scale, scale, d)
         mean = constants["working_center"] if prior.mean is None else _given_mean(prior.mean, center, scale)
@@ -315,15 +343,26 @@ class GaussianMixture(MixtureModel):
         return _check_parameters(self, params, n_features, name)
 
 
-def _default_scale(covariance: str, z: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+def _mixture_moments(weights: np.ndarray, mu: np.ndarray, variance: np.ndarray):
+    """:class:`mixflow.chunked.Moments` of a mixture of components with means ``mu`` and variances (K, d)."""
+    from mixflow.chunked import Moments
+
+    magnitude = (np.abs(mu) + np.sqrt(variance)).max(axis=0)
+    magnitude = np.where(magnitude > 0, magnitude, 1.0)
+    unit_mu = mu / magnitude
+    unit_mean = weights @ unit_mu
+    unit_variance = weights @ (variance / magnitude / magnitude + (unit_mu - unit_mean) ** 2)
+    return Moments(1.0, magnitude, unit_mean, np.diag(unit_variance))
+
+
+def _default_scale(covariance: str, data_cov: np.ndarray, k: int) -> np.ndarray:
     """The default scale (after mclust) in working units: the data covariance (divided by the total weight) / K^(2/d).
 
     Its diagonal for "diag", the mean of its diagonal for "spherical"; a constant feature gets 1. A
     singular data covariance (fewer distinct rows than features, collinear features) is replaced by its
     diagonal for "full" and "tied", as mclust does when n <= d.
     """
-    d = z.shape[1]
-    data_cov = (z * weights[:, None]).T @ z / weights.sum()
+    d = data_cov.shape[0]
     constant = np.diag(data_cov) == 0  # a constant feature: unit scale rather than a singular prior
     data_cov[constant, constant] = 1.0
     if covariance in ("full", "tied") and not np.linalg.eigvalsh(data_cov)[0] > _SINGULAR * d:

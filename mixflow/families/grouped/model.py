@@ -232,6 +232,61 @@ class GroupedGaussianMixture(MixtureModel):
                      "floor": np.array([_RELATIVE_FLOOR]), "working_center": np.zeros(1)}
         return Prepared({"z": units.working, "low": low, "high": high}, weights, constants)
 
+    def chunked_constants(self, moments, features) -> dict:
+        """:meth:`prepare`'s constants from the moments of chunked data: those of the class midpoints.
+
+        The midpoints' weighted mean and variance follow from the limits' (their half-sum); their
+        magnitude is bounded by the larger of the limits', which changes only the rounding.
+        """
+        from mixflow.families.scaling import from_moments
+
+        names = [str(f) for f in features]
+        if all(b in names for b in self.bounds):
+            columns = [names.index(self.bounds[0]), names.index(self.bounds[1])]
+        elif len(names) == 2:
+            columns = [0, 1]
+        else:
+            raise ValueError(f"data: expected the class limits in columns {list(self.bounds)} (or exactly two "
+                             f"columns, lower then upper), got columns {names}")
+        magnitude = moments.magnitude[columns]
+        top = magnitude.max()
+        ratio = magnitude / top  # the limits' unit values in the midpoints' common unit
+        unit_mean = np.array([0.5 * ratio @ moments.unit_mean[columns]])
+        cross = moments.unit_cross[np.ix_(columns, columns)] * np.outer(ratio, ratio)
+        unit_variance = 0.25 * cross.sum() / moments.total_weight
+        units = from_moments(np.array([top]), unit_mean, np.sqrt(np.array([unit_variance])))
+        constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
+                     "floor": np.array([_RELATIVE_FLOOR]), "working_center": np.zeros(1), "units": units,
+                     "columns": columns, "features": np.asarray(names)}
+        constants["working_cov"] = np.array([[unit_variance / units.unit_sd[0] ** 2]])
+        return constants
+
+    def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
+        """The classes of these rows checked (errors name ``rows``) and standardised as :meth:`prepare` does."""
+        lower, upper = values[:, constants["columns"][0]], values[:, constants["columns"][1]]
+        _check_classes(lower, upper, rows)
+        center, scale = constants["center"][0], constants["scale"][0]
+        low, high = (lower - center) / scale, (upper - center) / scale
+        if self.open_below is not None:
+            low[upper <= self.open_below] = -np.inf
+        if self.open_above is not None:
+            high[lower >= self.open_above] = np.inf
+        z = constants["units"].apply((0.5 * lower + 0.5 * upper)[:, None])
+        return Prepared({"z": z, "low": low, "high": high}, weights, constants)
+
+    def estimate_moments(self, params: dict):
+        """The fitted mixture's mean and variance, as moments of the class midpoints."""
+        from mixflow.families.gaussian.model import _mixture_moments
+
+        mu = np.asarray(params["mu"], dtype=float)[:, None]
+        variance = np.broadcast_to(np.asarray(params["variance"], dtype=float), (mu.shape[0],))[:, None]
+        moments = _mixture_moments(np.asarray(params["weights"], dtype=float), mu, variance)
+        # the limits' columns both carry the midpoints' moments (their half-sum gives them back)
+        from mixflow.chunked import Moments
+
+        return Moments(1.0, np.repeat(moments.magnitude, 2), np.repeat(moments.unit_mean, 2),
+                       np.full((2, 2), moments.unit_cross[0, 0]))
+
     def resolve_prior(self, prepared: Prepared):
         """The Gaussian prior's defaults, from the midpoints weighted by the counts (data units)."""
         return self.gaussian.resolve_prior(prepared)

@@ -186,6 +186,26 @@ class PoissonMixture(MixtureModel):
         return Prepared({"y": counts, "log_factorial": gammaln(counts + 1.0)}, weights,
                         {"mean": float(weights @ counts / weights.sum())})
 
+    def chunked_constants(self, moments, features) -> dict:
+        """:meth:`prepare`'s constants (the weighted mean count) from the moments of chunked data."""
+        if moments.magnitude.size != 1:
+            raise ValueError(f"data: expected one column of counts for a PoissonMixture, got {moments.magnitude.size} "
+                             f"columns {list(features)}")
+        return {"mean": float(moments.magnitude[0] * moments.unit_mean[0]), "features": np.asarray(features)}
+
+    def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
+        """The counts of these rows checked (errors name ``rows``) with their ``log(y!)``."""
+        counts = check_counts(values, rows, constants["features"])
+        return Prepared({"y": counts, "log_factorial": gammaln(counts + 1.0)}, weights, constants)
+
+    def estimate_moments(self, params: dict):
+        """The fitted mixture's mean count (all the Poisson family's constants need)."""
+        from mixflow.chunked import Moments
+
+        rate = np.asarray(params["rate"], dtype=float)
+        magnitude = np.array([max(float(rate.max()), 1.0)])
+        return Moments(1.0, magnitude, np.array([np.asarray(params["weights"]) @ rate]) / magnitude, np.ones((1, 1)))
+
     def resolve_prior(self, prepared: Prepared) -> ResolvedPoissonPrior:
         """Fill the defaults: Gamma(1 + 0.01 ybar, 0.01), mode at the weighted data mean ybar."""
         prior = self.prior

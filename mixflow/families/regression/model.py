@@ -319,8 +319,77 @@ class RegressionMixture(MixtureModel):
         return Prepared({"design": design, "response": working, "outer": rn.augmented_outer(design, working)},
                         weights, {"coordinates": coordinates, "floor": floor, "gram": gram})
 
+    def chunked_constants(self, moments, features) -> dict:
+        """:meth:`prepare`'s constants from the moments of chunked data, with the pooled regression.
+
+        The working design's Gram matrix, the response's variance and the pooled regression come from the
+        weighted moments of the columns (:class:`mixflow.chunked.Moments`), not from another pass.
+        """
+        from mixflow.families.scaling import from_moments
+
+        names = [str(f) for f in features]
+        missing = [c for c in (self.response, *self.covariates) if c not in names]
+        if missing:
+            raise ValueError(f"data: expected columns {[self.response, *self.covariates]} (response and "
+                             f"covariates of the model), got {names} (missing {missing})")
+        x, y = [names.index(c) for c in self.covariates], names.index(self.response)
+        mag, mean, sd = moments.magnitude, moments.unit_mean, moments.unit_sd
+        x_units, y_units = from_moments(mag[x], mean[x], sd[x]), from_moments(mag[[y]], mean[[y]], sd[[y]])
+        columns = x + [y]
+        unit_sd = np.concatenate([x_units.unit_sd, y_units.unit_sd])
+        # E_w[a b] of the working columns: centred products over the standard deviations, or, without an
+        # intercept (no centring), the uncentred ones
+        products = moments.unit_cross[np.ix_(columns, columns)] / moments.total_weight
+        if not self.intercept:
+            products = products + np.outer(mean[columns], mean[columns])
+        products = products / np.outer(unit_sd, unit_sd)
+        q = len(x)
+        if self.intercept:
+            coordinates = rn.Coordinates(x_units.center, float(y_units.center[0]), True, x_units.scale,
+                                         float(y_units.scale[0]), float(y_units.log_scale[0]))
+            gram = np.zeros((q + 1, q + 1))
+            gram[0, 0], gram[1:, 1:] = 1.0, products[:q, :q]
+            cross = np.concatenate([[0.0], products[:q, q]])
+        else:
+            coordinates = rn.Coordinates(np.zeros(q), 0.0, False, x_units.scale, float(y_units.scale[0]),
+                                         float(y_units.log_scale[0]))
+            gram, cross = products[:q, :q], products[:q, q]
+        if np.linalg.matrix_rank(gram) < gram.shape[0]:
+            raise ValueError(f"data: expected covariates {list(self.covariates)} that are not collinear "
+                             f"{'(with the intercept) ' if self.intercept else ''}on the rows with positive "
+                             "weight, got a rank-deficient design")
+        variance = moments.unit_cross[y, y] / moments.total_weight / (unit_sd[q] * unit_sd[q])
+        floor = _RELATIVE_FLOOR * (variance if variance > 0 else 1.0)
+        pooled = np.linalg.solve(gram, cross)
+        second = products[q, q]  # E_w[y^2] of the working response
+        residual_variance = second - 2.0 * pooled @ cross + pooled @ gram @ pooled
+        return {"coordinates": coordinates, "floor": floor, "gram": gram, "pooled": (pooled, residual_variance),
+                "columns": (np.array(x), y), "units": (x_units, y_units)}
+
+    def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
+        """The working design, response and their products of these rows (:meth:`chunked_constants`)."""
+        (x, y), (x_units, y_units) = constants["columns"], constants["units"]
+        if self.intercept:
+            design = np.column_stack([np.ones(values.shape[0]), x_units.apply(values[:, x])])
+            response = y_units.apply(values[:, [y]])[:, 0]
+        else:
+            coordinates = constants["coordinates"]
+            design, response = values[:, x] / coordinates.covariate_scale, values[:, y] / coordinates.response_scale
+        return Prepared({"design": design, "response": response, "outer": rn.augmented_outer(design, response)},
+                        weights, constants)
+
+    def estimate_moments(self, params: dict):
+        """Not given: a regression's predictions of Dask data are not built (its units need the covariates')."""
+        raise ValueError("new_data: expected numpy or pandas data for a regression mixture's predictions, got "
+                         "Dask data (fit takes them; predict a regression in memory, block by block)")
+
     def _pooled(self, prepared: Prepared) -> tuple[np.ndarray, float]:
         """Working coefficients and residual variance of one weighted regression through all the data."""
+        if "pooled" in prepared.constants:  # chunked data: from their moments
+            pooled, residual_variance = prepared.constants["pooled"]
+            if not residual_variance > 0:
+                residual_variance = prepared.constants["floor"] / _RELATIVE_FLOOR
+            return pooled, float(residual_variance)
         design, response, w = prepared.arrays["design"], prepared.arrays["response"], prepared.weights
         pooled = np.linalg.solve(prepared.constants["gram"], (design * w[:, None]).T @ response / w.sum())
         residual_variance = w @ (response - design @ pooled) ** 2 / w.sum()

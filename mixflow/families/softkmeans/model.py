@@ -17,7 +17,7 @@ from mixflow.families import sampling
 from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.gaussian import numerics as gn
-from mixflow.families.scaling import standardise
+from mixflow.families.scaling import from_moments, standardise
 
 __all__ = ["ResolvedSoftKMeansPrior", "SoftKMeans", "SoftKMeansPrior"]
 
@@ -143,9 +143,29 @@ class SoftKMeans(MixtureModel):
                      "working_center": np.zeros_like(units.center), "working_variance": variance}
         return Prepared({"z": units.working}, weights, constants)
 
+    def chunked_constants(self, moments, features) -> dict:
+        """:meth:`prepare`'s constants from the moments of chunked data."""
+        units = from_moments(moments.magnitude, moments.unit_mean, moments.unit_sd, common=True)
+        scale = units.scale[0]
+        with np.errstate(over="ignore", under="ignore"):
+            variance = self.variance / scale / scale
+        return {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
+                "working_center": np.zeros_like(units.center), "working_variance": variance, "units": units}
+
+    def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
+        """The rows in the working units of the whole data (:meth:`chunked_constants`)."""
+        return Prepared({"z": constants["units"].apply(values)}, weights, constants)
+
+    def estimate_moments(self, params: dict):
+        """The fitted mixture's mean and per-feature variance (the fixed variance within components)."""
+        from mixflow.families.gaussian.model import _mixture_moments
+
+        mu = np.asarray(params["mu"], dtype=float)
+        return _mixture_moments(np.asarray(params["weights"], dtype=float), mu, np.full(mu.shape, self.variance))
+
     def resolve_prior(self, prepared: Prepared) -> ResolvedSoftKMeansPrior:
         """Fill the defaults: the prior mean is the weighted data mean (data units)."""
-        d = prepared.arrays["z"].shape[1]
+        d = prepared.constants["center"].size
         mean = prepared.constants["center"] if self.prior.mean is None else np.asarray(self.prior.mean)
         if mean.shape != (d,):
             raise ValueError(f"prior.mean: expected {d} values (one per feature), got shape {mean.shape}")

@@ -1,0 +1,450 @@
+"""Dask input: EM blockwise on the threaded scheduler and on a LocalCluster, against numpy input of the same data."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import mixflow
+from mixflow import ConstantFeatureWarning
+
+da = pytest.importorskip("dask.array")
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+N, CHUNK = 3001, 700  # five blocks, the last one short: chunk sizes that do not divide n
+RTOL = 1e-12  # the same estimate: largest difference over the largest value of each parameter
+
+
+def _mixture(seed=0, d=3):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0, 1, (1500, d)), rng.normal(4, 0.5, (N - 1500, d))])
+    return x, rng.integers(1, 4, N).astype(float)
+
+
+def _relative(a: xr.DataTree, b: xr.DataTree) -> float:
+    estimate_a, estimate_b = a["em/estimate"], b["em/estimate"]
+    return max(float(np.max(np.abs(estimate_a[k].values - estimate_b[k].values)) / np.max(np.abs(estimate_a[k].values)))
+               for k in estimate_a.data_vars)
+
+
+def _fit_both(model, x, w, method="em", **options):
+    expected = mixflow.fit(model, x, method, random_seed=3, weights=w, **options)
+    weights = None if w is None else da.from_array(w, chunks=CHUNK)
+    got = mixflow.fit(model, da.from_array(x, chunks=CHUNK), method, random_seed=3, weights=weights, **options)
+    return expected, got
+
+
+@pytest.mark.parametrize("covariance", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("method", ["em", "map"])
+def test_gaussian_estimate_equals_numpy_input(covariance, method):
+    x, w = _mixture()
+    expected, got = _fit_both(mixflow.GaussianMixture(2, covariance=covariance), x, w, method, n_init=2)
+    assert _relative(expected, got) < RTOL
+    for name in ("log_likelihood", "bic", "aic", "icl"):
+        assert got["em"].attrs[name] == pytest.approx(expected["em"].attrs[name], rel=RTOL)
+    # every row is in the sample here: the stored responsibilities are all of them
+    np.testing.assert_allclose(got["em/responsibilities"]["responsibilities"].values,
+                               expected["em/responsibilities"]["responsibilities"].values, atol=1e-12)
+    assert got["observed_data"].attrs["n_obs"] == N
+
+
+def test_soft_kmeans_and_poisson_estimates_equal_numpy_input():
+    x, w = _mixture()
+    expected, got = _fit_both(mixflow.SoftKMeans(2, variance=0.5), x, w)
+    assert _relative(expected, got) < RTOL
+    rng = np.random.default_rng(1)
+    counts = np.concatenate([rng.poisson(2.0, 1500), rng.poisson(9.0, N - 1500)]).astype(float)
+    expected, got = _fit_both(mixflow.PoissonMixture(2), counts, w, "map")
+    assert _relative(expected, got) < RTOL
+    expected, got = _fit_both(mixflow.PoissonMixture(2), counts, None)
+    assert _relative(expected, got) < RTOL
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_regression_estimate_equals_numpy_input(intercept):
+    rng = np.random.default_rng(2)
+    covariate = rng.uniform(1, 5, N)
+    line = rng.integers(2, size=N)
+    response = np.where(line == 1, 1.0 + 2.0 * covariate, 8.0 - 1.5 * covariate) + rng.normal(0, 0.4, N)
+    frame = pd.DataFrame({"x": covariate, "y": response})
+    model = mixflow.RegressionMixture(2, response="y", covariates=["x"], intercept=intercept)
+    w = rng.integers(1, 3, N).astype(float)
+    for method in ("em", "map"):
+        expected = mixflow.fit(model, frame, method, random_seed=3, weights=w, n_init=2)
+        got = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), method, random_seed=3, n_init=2,
+                          weights=da.from_array(w, chunks=CHUNK))
+        assert _relative(expected, got) < RTOL
+    with pytest.raises(ValueError, match=r"new_data: expected numpy or pandas data for a regression mixture's"):
+        mixflow.predict_proba(got, dd.from_pandas(frame, npartitions=4)).compute()
+
+
+def test_grouped_estimate_equals_numpy_input():
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.normal(10, 2, 3000), rng.normal(18, 1.5, 2000)])
+    edges = np.arange(2.0, 25.0, 0.5)
+    counts, _ = np.histogram(values, edges)
+    frame = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
+    model = mixflow.GroupedGaussianMixture(2, open_below=2.5, open_above=24.0)
+    for method in ("em", "map"):
+        expected = mixflow.fit(model, frame, method, random_seed=3, weights=counts, n_init=2)
+        got = mixflow.fit(model, dd.from_pandas(frame, npartitions=3), method, random_seed=3, n_init=2,
+                          weights=da.from_array(counts.astype(float), chunks=7))
+        assert _relative(expected, got) < RTOL
+    lazy = mixflow.predict_proba(got, da.from_array(frame.to_numpy(), chunks=7))
+    np.testing.assert_allclose(lazy.values, mixflow.predict_proba(got, frame).values, atol=1e-12)
+    bad = frame.to_numpy().copy()
+    bad[9] = bad[9, ::-1]
+    with pytest.raises(ValueError, match=r"lower bound below its upper bound, got .*9"):
+        mixflow.fit(model, da.from_array(bad, chunks=7), weights=da.from_array(counts.astype(float), chunks=7))
+
+
+def test_dataframe_and_xarray_input_give_numpy_estimate():
+    x, _ = _mixture(d=2)
+    model = mixflow.GaussianMixture(2)
+    frame = pd.DataFrame(x, columns=["a", "b"])
+    expected = mixflow.fit(model, frame, random_seed=3)
+    from_frame = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), random_seed=3)
+    assert _relative(expected, from_frame) < RTOL
+    assert list(from_frame["observed_data"]["feature"].values) == ["a", "b"]
+    dataset = xr.Dataset({"a": ("row", x[:, 0]), "b": ("row", x[:, 1])}).chunk({"row": CHUNK})
+    from_dataset = mixflow.fit(model, dataset, random_seed=3)
+    assert _relative(expected, from_dataset) < RTOL
+    array = xr.DataArray(x, dims=("row", "feature"), coords={"feature": ["a", "b"]}).chunk({"row": CHUNK})
+    assert _relative(expected, mixflow.fit(model, array, random_seed=3)) < RTOL
+
+
+def test_subsample_starts_are_reproducible_and_find_the_numpy_maximum():
+    x, _ = _mixture()
+    model = mixflow.GaussianMixture(2)
+    expected = mixflow.fit(model, x, random_seed=3)
+    data = da.from_array(x, chunks=CHUNK)
+    first = mixflow.fit(model, data, random_seed=3, subsample=500)
+    again = mixflow.fit(model, data, random_seed=3, subsample=500)
+    assert _relative(first, again) == 0.0
+    # different starts, the same maximum: equal to the convergence tolerance
+    assert _relative(expected, first) < 1e-6
+    assert first["em"].attrs["log_likelihood"] == pytest.approx(expected["em"].attrs["log_likelihood"], rel=1e-10)
+    observed = first["observed_data"]
+    assert observed.sizes["obs"] == 500 and observed.attrs["n_obs"] == N
+    rows = observed["obs"].values
+    assert np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(observed["x"].values, x[rows])
+    np.testing.assert_allclose(first["em/responsibilities"]["responsibilities"].values,
+                               mixflow.predict_proba(first, x[rows]).values, atol=1e-12)
+
+
+def test_predictions_are_lazy_and_equal_numpy_predictions(tmp_path):
+    x, w = _mixture()
+    tree = mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=3, weights=w)
+    data = da.from_array(x, chunks=CHUNK)
+    proba = mixflow.predict_proba(tree, data)
+    assert isinstance(proba.data, da.Array)
+    np.testing.assert_allclose(proba.values, mixflow.predict_proba(tree, x).values, atol=1e-12)
+    scores = mixflow.score_samples(tree, data)
+    assert isinstance(scores.data, da.Array)
+    np.testing.assert_allclose(scores.values, mixflow.score_samples(tree, x).values, rtol=1e-12)
+    np.testing.assert_array_equal(mixflow.predict(tree, data).values, mixflow.predict(tree, x).values)
+    resp = mixflow.responsibilities(tree, data)
+    assert isinstance(resp, da.Array) and resp.chunks[0] == data.chunks[0]
+    stored = mixflow.responsibilities(tree, data, to_zarr=tmp_path / "resp.zarr")
+    np.testing.assert_allclose(stored.compute(), mixflow.predict_proba(tree, x).values, atol=1e-12)
+    assert (tmp_path / "resp.zarr").exists()
+    np.testing.assert_allclose(mixflow.responsibilities(tree, x, chunks=1000).compute(), stored.compute(), atol=0)
+
+
+def test_bad_rows_are_named_with_their_chunk():
+    x, w = _mixture()
+    x[2 * CHUNK + 3, 1] = np.nan
+    x[2 * CHUNK + 9, 0] = np.inf
+    model = mixflow.GaussianMixture(2)
+    with pytest.raises(ValueError, match=r"data: expected finite values, got NaN or infinite values in 2 row\(s\), "
+                                         r"the first in chunk 2 \(rows 1400-2099\): \[1403, 1409\]"):
+        mixflow.fit(model, da.from_array(x, chunks=CHUNK))
+    x, _ = _mixture()
+    w[CHUNK + 1] = -1.0
+    with pytest.raises(ValueError, match=r"weights: expected non-negative values, got negative values in 1 row\(s\), "
+                                         r"the first in chunk 1 \(rows 700-1399\): \[701\]"):
+        mixflow.fit(model, da.from_array(x, chunks=CHUNK), weights=da.from_array(w, chunks=CHUNK))
+    with pytest.raises(ValueError, match=r"weights: expected at least one positive weight"):
+        mixflow.fit(model, da.from_array(x, chunks=CHUNK), weights=da.zeros(N, chunks=CHUNK))
+    with pytest.raises(ValueError, match=r"weights: expected shape \(3001,\)"):
+        mixflow.fit(model, da.from_array(x, chunks=CHUNK), weights=da.ones(N - 1, chunks=CHUNK))
+    tree = mixflow.fit(model, x, random_seed=3)
+    bad = x.copy()
+    bad[CHUNK + 5] = np.nan
+    lazy = mixflow.predict_proba(tree, da.from_array(bad, chunks=CHUNK))  # checked as each block is computed
+    with pytest.raises(ValueError, match=r"new_data: expected finite values, .* chunk 1 \(rows 700-1399\): \[705\]"):
+        lazy.compute()
+
+
+def test_type_and_option_errors_name_the_argument():
+    x, _ = _mixture()
+    data = da.from_array(x, chunks=CHUNK)
+    frame = dd.from_pandas(pd.DataFrame({"a": x[:, 0], "b": ["u"] * N}), npartitions=2)
+    with pytest.raises(TypeError, match=r"data: expected numeric columns, got non-numeric column\(s\) \['b'\]"):
+        mixflow.fit(mixflow.GaussianMixture(2), frame)
+    with pytest.raises(TypeError, match=r"data: expected numeric columns"):
+        mixflow.fit(mixflow.GaussianMixture(2), data > 0)
+    from mixflow.families.base import MixtureModel
+
+    class Bare(MixtureModel):  # a family defined elsewhere without the chunked hooks
+        family, n_components = "bare", 2
+
+    with pytest.raises(ValueError, match=r"data: expected numpy or pandas data for the 'bare' family, got Dask data, "
+                                         r"which the families \['gaussian', .*'regression'.*\] take"):
+        mixflow.fit(Bare(), data)
+    with pytest.raises(ValueError, match=r"persist: expected 'auto', True or False, got 'yes'"):
+        mixflow.fit(mixflow.GaussianMixture(2), data, persist="yes")
+    with pytest.raises(ValueError, match=r"subsample: expected an integer >= n_components = 2, got 1"):
+        mixflow.fit(mixflow.GaussianMixture(2), data, subsample=1)
+    tree = mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=3)
+    with pytest.raises(ValueError, match=r"tree: expected None with Dask data"):
+        mixflow.fit(mixflow.GaussianMixture(2), data, tree=tree)
+    with pytest.raises(ValueError, match=r"new_data: expected 3 column\(s\)"):
+        mixflow.predict_proba(tree, data[:, :2])
+    with pytest.raises(ValueError, match=r"method: expected 'em' with Dask new_data"):
+        booted = mixflow.bootstrap(tree, x, n_replicates=2, random_seed=1, n_jobs=1)
+        mixflow.score_samples(booted, data, method="bootstrap")
+
+
+def test_constant_feature_warns_and_counts_are_checked_blockwise():
+    x, _ = _mixture()
+    x[:, 2] = 5.0
+    with pytest.warns(ConstantFeatureWarning, match=r"data: feature\(s\) \['x2'\] take a single value"):
+        mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), da.from_array(x, chunks=CHUNK), "map",
+                    random_seed=3)
+    counts = np.arange(N, dtype=float) % 7
+    counts[CHUNK * 3 + 2] = 1.5
+    with pytest.raises(ValueError, match=r"data: expected non-negative integer counts, got other values in .*2102"):
+        mixflow.fit(mixflow.PoissonMixture(2), da.from_array(counts, chunks=CHUNK))
+
+
+def test_persist_choices_give_the_same_estimate():
+    x, _ = _mixture()
+    model = mixflow.GaussianMixture(2)
+    data = da.from_array(x, chunks=CHUNK)
+    kept = mixflow.fit(model, data, random_seed=3, persist=True)
+    streamed = mixflow.fit(model, data, random_seed=3, persist=False)
+    assert _relative(kept, streamed) == 0.0
+
+
+def test_importing_mixflow_needs_no_dask_and_dask_requests_say_how_to_install():
+    script = ("import sys\n"
+              "for name in ('dask', 'dask.array', 'dask.dataframe', 'distributed', 'zarr'):\n"
+              "    sys.modules[name] = None\n"
+              "import numpy as np, mixflow\n"
+              "tree = mixflow.fit(mixflow.GaussianMixture(1), np.arange(20.0), random_seed=1)\n"
+              "try:\n"
+              "    mixflow.responsibilities(tree, np.arange(20.0))\n"
+              "except ImportError as error:\n"
+              "    print(error)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("data: mixflow.responsibilities needs the optional dependencies")
+    assert 'pip install "mixflow[dask]"' in out
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    """One LocalCluster of two worker processes for the module's distributed tests."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_local_cluster_gives_the_numpy_estimate_and_predictions(cluster_client):
+    x, w = _mixture()
+    model = mixflow.GaussianMixture(2, covariance="full")
+    expected = mixflow.fit(model, x, random_seed=3, weights=w, init="kmeans", n_init=1)
+    data = da.from_array(x, chunks=CHUNK)
+    got = mixflow.fit(model, data, random_seed=3, weights=da.from_array(w, chunks=CHUNK), init="kmeans", n_init=1)
+    assert _relative(expected, got) < RTOL
+    np.testing.assert_allclose(mixflow.predict_proba(got, data).values, mixflow.predict_proba(expected, x).values,
+                               atol=1e-10)
+    assert len(cluster_client.scheduler_info()["workers"]) == 2
+
+
+# -- workflows: [data] path = "x.zarr", chunks, [cluster] -----------------------------------------------------
+
+FLOW = """name = "large"
+seed = 7
+{cluster}
+[data]
+path = "rows.zarr"
+chunks = 800
+{data}
+[[models]]
+family = "gaussian"
+n_components = {k}
+covariance = "full"
+
+[methods.em]
+map = false
+n_init = 2
+{methods}
+[output]
+figures = false
+report = false
+"""
+
+
+def _flow(tmp_path, cluster="", data="", k="2", methods=""):
+    from mixflow.workflow.config import read_workflow
+
+    x, w = _mixture(d=2)
+    xr.Dataset({"a": ("row", x[:, 0]), "b": ("row", x[:, 1]), "w": ("row", w)}).chunk({"row": 1000}).to_zarr(
+        tmp_path / "rows.zarr", mode="w")
+    path = tmp_path / "flow.toml"
+    path.write_text(FLOW.format(cluster=cluster, data=data, k=k, methods=methods))
+    return path, read_workflow, x, w
+
+
+def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
+    from mixflow.workflow.run import run_workflow
+
+    path, read_workflow, x, w = _flow(tmp_path, data='columns = ["a", "b"]\nweights = "w"', k="{from = 1, to = 2}")
+    flow = read_workflow(path)
+    assert flow.large and flow.chunks == 800 and flow.columns == ("a", "b")
+    written = run_workflow(path, tmp_path / "out", quiet=True)
+    table = pd.read_csv(next(p for p in written if p.name.endswith("choice-of-k.csv")), index_col="k")
+    assert list(table.index) == [1, 2] and table["bic"].idxmin() == 2 and "cv_log_likelihood" not in table
+    tree = mixflow.load(next(p for p in written if p.suffix == ".nc"))
+    expected = mixflow.fit(mixflow.GaussianMixture(2), pd.DataFrame(x, columns=["a", "b"]), random_seed=7, weights=w,
+                           n_init=2)
+    assert _relative(expected, tree) < RTOL
+    assert tree["observed_data"].attrs["n_obs"] == N
+
+
+@pytest.mark.parametrize("cluster, data, k, methods, message", [
+    ("", "chunks = 0", "2", "", r"\[data\] chunks: expected rows per block, an integer >= 1, got 0"),
+    ("[cluster]\naddress = 'tcp://127.0.0.1:1'\nlocal = {n_workers = 2}\n", "", "2", "",
+     r"\[cluster\]: expected exactly one of 'address'"),
+    ("[cluster]\naddress = 'localhost'\n", "", "2", "", r"\[cluster\] address: expected a scheduler address"),
+    ("[cluster]\nlocal = {n_workers = 0}\n", "", "2", "", r"\[cluster\] local.n_workers: expected an integer >= 1"),
+    ("[cluster]\nlocal = {workers = 2}\n", "", "2", "", r"\[cluster\] local: unknown key\(s\) \['workers'\]"),
+    ("", "", "2", "[methods.mcmc]\ndraws = 10\n", r"\[methods.mcmc\]: expected only \[methods.em\]"),
+    ("", "labels = 'a'", "2", "", r"\[data\] labels: expected no labels with data read with Dask"),
+])
+def test_workflow_errors_for_dask_data_name_the_key(tmp_path, cluster, data, k, methods, message):
+    from mixflow.workflow.config import WorkflowError
+
+    text_data = data if data.startswith("chunks") else data
+    path, read_workflow, _, _ = _flow(tmp_path, cluster, text_data, k, methods)
+    if data.startswith("chunks"):
+        path.write_text(path.read_text().replace("chunks = 800\n", ""))
+    with pytest.raises(WorkflowError, match=message):
+        read_workflow(path)
+
+
+def test_workflow_starts_a_local_cluster_and_reports_its_dashboard(tmp_path, capsys):
+    from mixflow.workflow.run import run_workflow
+
+    path, _, _, _ = _flow(tmp_path, cluster="[cluster]\nlocal = {n_workers = 1}\n")
+    run_workflow(path, tmp_path / "out", quiet=True)
+    log = (tmp_path / "out" / "run.log").read_text()
+    assert "Dask: a LocalCluster of 1 worker(s); dashboard http" in log
+    assert "Dask: LocalCluster stopped" in log
+
+
+def test_select_k_and_bootstrap_fan_out_on_the_active_client(cluster_client):
+    x, _ = _mixture(d=2)
+    model = mixflow.GaussianMixture(2)
+    with distributed.get_task_stream() as stream:
+        table = mixflow.select_k(model, x, ks=[1, 2], methods=["em"], random_seed=5)
+        tree = mixflow.bootstrap(mixflow.fit(model, x, random_seed=5), x, n_replicates=4, random_seed=5)
+    ran = {task["key"].split("-")[0] if isinstance(task["key"], str) else str(task["key"]) for task in stream.data}
+    assert any("_em_row" in name for name in ran) and any("_replicate_chunk" in name for name in ran)
+    # the same numbers as in this process
+    local = mixflow.select_k(model, x, ks=[1, 2], methods=["em"], random_seed=5, n_jobs=1)
+    pd.testing.assert_frame_equal(table, local)
+    booted = mixflow.bootstrap(mixflow.fit(model, x, random_seed=5), x, n_replicates=4, random_seed=5, n_jobs=1)
+    xr.testing.assert_equal(tree["em/bootstrap/posterior"].to_dataset(), booted["em/bootstrap/posterior"].to_dataset())
+
+
+def test_workflow_reads_parquet_and_netcdf_globs_lazily(tmp_path):
+    from mixflow.workflow.config import read_workflow
+
+    x, _ = _mixture(d=2)
+    frame = pd.DataFrame(x, columns=["a", "b"])
+    for i, part in enumerate(np.array_split(np.arange(N), 2)):
+        frame.iloc[part].to_parquet(tmp_path / f"part-{i}.parquet")
+        xr.Dataset({"a": ("row", x[part, 0]), "b": ("row", x[part, 1])}, coords={"row": part}).to_netcdf(
+            tmp_path / f"part-{i}.nc")
+    expected = mixflow.fit(mixflow.GaussianMixture(2), frame, random_seed=7, n_init=2)
+    for pattern in ("part-*.parquet", "part-*.nc"):
+        path = tmp_path / "flow.toml"
+        path.write_text(FLOW.format(cluster="", data="", k="2", methods="").replace("rows.zarr", pattern))
+        flow = read_workflow(path)
+        assert flow.large and flow.columns == ("a", "b")
+        tree = mixflow.fit(mixflow.GaussianMixture(2), flow.data[list(flow.columns)], random_seed=7, n_init=2,
+                           chunks=flow.chunks)
+        assert _relative(expected, tree) < RTOL
+
+
+def test_given_start_and_trim_give_the_numpy_estimate():
+    x, w = _mixture()
+    start = {"weights": np.array([0.48, 0.04, 0.48]), "mu": np.array([[0.0, 0, 0], [2.0, 2, 2], [4.0, 4, 4]]),
+             "variance": np.ones((3, 3))}  # the middle component is trimmed at once
+    model = mixflow.GaussianMixture(3, covariance="diag")
+    expected, got = _fit_both(model, x, w, init=start, trim=0.05)
+    assert _relative(expected, got) < RTOL
+    assert got["em"].attrs["best_start"] == "user parameters"
+    assert got["em"].attrs["trimmed_components"] == expected["em"].attrs["trimmed_components"] == 1
+
+
+def test_restarts_continued_on_all_rows_share_each_pass(monkeypatch):
+    import mixflow.engines.em_chunked as em_chunked
+
+    calls = []
+    original = em_chunked.map_reduce
+
+    def counting(function, *args):
+        calls.append(function.__name__)
+        return original(function, *args)
+
+    monkeypatch.setattr(em_chunked, "map_reduce", counting)
+    x, w = _mixture()
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    expected, got = _fit_both(model, x, w, init="random", n_init=3)  # three runs to convergence on all rows
+    assert _relative(expected, got) < RTOL
+    passes = got["em/sample_stats"]["n_iter"].values
+    assert passes.size == 3 and calls.count("_block_pass") == 0
+    # the three runs' passes in one shared pass per round: as many rounds as the longest run's passes (plus
+    # its first evaluation), not the sum over the runs
+    assert calls.count("_block_passes") <= passes.max() + 1 < passes.sum()
+
+
+def test_select_k_takes_dask_data():
+    x, w = _mixture(d=2)
+    model = mixflow.GaussianMixture(1)
+    options = {"ks": [1, 2], "methods": ["map"], "n_folds": None, "random_seed": 4, "fit_kwargs": {"n_init": 2}}
+    expected = mixflow.select_k(model, x, weights=w, n_jobs=1, **options)
+    got = mixflow.select_k(model, da.from_array(x, chunks=CHUNK), weights=da.from_array(w, chunks=CHUNK), **options)
+    for column in ("log_likelihood", "bic", "aic", "icl"):
+        np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), rtol=RTOL)
+    assert got.attrs["preferred"] == expected.attrs["preferred"]
+    with pytest.raises(ValueError, match=r"n_folds: expected None with Dask data"):
+        mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], methods=["em"])
+    with pytest.raises(ValueError, match=r"methods: expected 'em' or 'map' with Dask data"):
+        mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], n_folds=None)
+
+
+@pytest.mark.slow
+def test_nuts_on_the_subsample_states_its_size():
+    x, _ = _mixture(d=2)
+    data = da.from_array(x, chunks=CHUNK)
+    tree = mixflow.fit(mixflow.GaussianMixture(2), data, ["map", "mcmc"], random_seed=3, subsample=400, draws=100,
+                       tune=100, chains=2, progressbar=False)
+    attrs = tree["mcmc"].attrs
+    assert attrs["subsample_rows"] == 400 and attrs["n_obs"] == N and "uniform sample of 400" in attrs["data"]
+    assert tree["observed_data"].sizes["obs"] == 400
+    posterior_mu = tree["mcmc/posterior"]["mu"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(posterior_mu, tree["em/estimate"]["mu"].values, atol=0.3)  # 400 rows: sd ~ 0.07
