@@ -13,7 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mixflow"
 LAYERS = (
-    ("mixflow.warnings", "mixflow.errors", "mixflow.parallel", "mixflow.atomic", "mixflow.datasets", "mixflow.data"),
+    ("mixflow.warnings", "mixflow.errors", "mixflow.parallel", "mixflow.atomic", "mixflow.datasets", "mixflow.data",
+     "mixflow.units"),
     ("mixflow.families",),
     ("mixflow.container",),
     ("mixflow.checks",),
