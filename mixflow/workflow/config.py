@@ -73,10 +73,10 @@ class Workflow:
     weights: str | None
     labels: str | None
     models: tuple
-    units: dict = field(default_factory=dict)  # {column: unit}: the shipped dataset's, then [data] units
     methods: dict
     output: dict = field(default_factory=dict)
     select: dict = field(default_factory=lambda: {"fit": "bic"})  # [select]: which K of a range to fit
+    units: dict = field(default_factory=dict)  # {column: unit}: the shipped dataset's, then [data] units
     config: dict = field(default_factory=dict)
     text: str = ""  # the file as read, for positions in errors raised while running
 
