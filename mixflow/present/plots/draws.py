@@ -6,6 +6,12 @@ matplotlib draws the rest: the forest of all methods here, convergence curves an
 container first, returns a matplotlib ``Figure`` and writes it to ``path`` (``.png``, ``.svg`` or
 ``.pdf``) when one is given.
 
+The forest stays mixflow's own: ``arviz_plots.plot_forest`` (1.3) draws every parameter element of every
+method on one shared x axis, so weights (0 to 1) beside velocities (about 20,000 km/s) or variances
+(about 4e6 (km/s)²) collapse to points, and it has no place for the EM point with its Wald interval. Here
+each element and component gets its own scale and the EM point is drawn beside the draws. For ArviZ's
+own, ``az.plot_forest({"NUTS": tree["mcmc"], "ADVI": tree["advi"]})`` works on the container as it is.
+
 Symmetric matrices (covariances) are shown by their upper triangle only, as an ``entry`` dim labelled
 ``"row, column"``.
 """
