@@ -104,6 +104,11 @@ def test_posterior_densities_have_units_and_a_legend_titled_method(with_units):
     assert {legend.get_title().get_text() for legend in figure.legends} == {"method"}
 
 
+def test_trace_panels_give_the_units_of_their_values(with_units):
+    texts = _texts(plots.plot_trace(with_units, var_names="mu"))
+    assert {"mu\n0, x0 (min)", "mu\n1, x1 (km/s)"} <= texts
+
+
 def test_predictive_check_panels_are_titled_and_labelled(with_units):
     figure = plots.plot_ppc(with_units)
     axes = [ax for ax in figure.get_axes() if ax.get_title()]

@@ -263,15 +263,23 @@ def _element(coords: dict) -> dict:
     return element
 
 
-def _unit_labels(plot_collection, units: ParameterUnits, xlabel: bool = True) -> None:
-    """Write each panel's unit on its x axis (the value axis of densities and rank-free panels)."""
+def _unit_labels(plot_collection, units: ParameterUnits) -> None:
+    """Write each panel's unit on its value axis: x of a density, y of a trace (``column`` "trace")."""
     panels = plot_collection.viz["plot"].to_dataset()
     for name, axes in panels.data_vars.items():
         for index in np.ndindex(axes.shape):
             coords = {dim: axes[dim].values[i] for dim, i in zip(axes.dims, index, strict=True) if dim in axes.coords}
+            column = coords.pop("column", None)
             unit = units(str(name), _element(coords))
-            if unit and xlabel:
-                axes.values[index].set_xlabel(unit, fontsize=9)
+            ax = axes.values[index]
+            if not unit:
+                continue
+            if column == "trace":
+                ax.set_ylabel(f"{ax.get_ylabel()} ({unit})")
+            elif column == "dist":
+                ax.set_xlabel(f"{ax.get_xlabel()} ({unit})")
+            else:
+                ax.set_xlabel(unit, fontsize=9)
 
 
 def _wrap_layout(draws: xr.Dataset) -> dict:
@@ -334,6 +342,7 @@ def plot_trace(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figu
     plot_collection = azp.plot_trace_dist(data, var_names=names, compact=False,
                                           figure_kwargs={"figsize": (11, 1.5 * n_rows + 0.5),
                                                          "layout": "constrained"})
+    _unit_labels(plot_collection, ParameterUnits(tree))
     return finish(_figure_of(plot_collection), path)
 
 
