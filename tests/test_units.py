@@ -4,6 +4,7 @@ import json
 import re
 
 import matplotlib
+import matplotlib.pyplot
 import pytest
 from test_compare import make_container
 
@@ -73,6 +74,13 @@ def test_each_family_gives_its_parameters_their_units():
     grouped = mixflow.GroupedGaussianMixture(2)
     assert grouped.parameter_unit("variance", {}, {"lower": "mm", "upper": "mm"}) == "mm²"
     assert grouped.parameter_unit("mu", {}, {"lower": "mm", "upper": "mm"}) == "mm"
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """ArviZ draws through pyplot, which keeps every figure open until closed."""
+    yield
+    matplotlib.pyplot.close("all")
 
 
 @pytest.fixture(scope="module")
