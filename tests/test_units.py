@@ -134,7 +134,7 @@ def test_posterior_densities_span_the_bulk_of_the_draws_not_a_long_tail(with_uni
     figure = plots.plot_posteriors(tree, var_names="covariance")
     right = max(ax.get_xlim()[1] for ax in figure.get_axes() if ax.get_xlabel() == "min²")
     assert right < 10  # the bulk is below 2; the tail draw is left out of the panel
-    assert "central 99%" in figure.get_suptitle()
+    assert "draws beyond 3 interquartile ranges past the quartiles left out" in figure.get_suptitle()
 
 
 def test_choice_of_k_criteria_get_a_panel_each():

@@ -326,6 +326,9 @@ def test_units_of_the_dataset_and_of_the_workflow_reach_the_container(tmp_path, 
     shipped = mixflow.load(next(p for p in run_workflow(write(tmp_path, one_k), tmp_path / "a", quiet=True)
                                 if p.suffix == ".nc"))
     assert json.loads(shipped.attrs["units"]) == {"velocity": "km/s"}
+    table = pd.read_csv(tmp_path / "a" / "gaussian-full-k2-comparison.csv", keep_default_na=False)
+    units = dict(zip(table["parameter"], table["unit"], strict=False))
+    assert units == {"weights": "", "mu": "km/s", "covariance": "(km/s)²"}
     path = write(tmp_path, one_k.replace('dataset = "galaxies"',
                                          'dataset = "galaxies"\nunits = {velocity = "1000 km/s"}'))
     assert read_workflow(path).units == {"velocity": "1000 km/s"}

@@ -257,6 +257,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     """
     from mixflow.present.compare import compare
     from mixflow.present.report.page import report
+    from mixflow.present.units import with_unit_column
 
     (data, weights), (out, stem) = data, target
     mark = len(progress.recorded)
@@ -274,7 +275,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     if workflow.output["container"]:
         written.append(save(tree, out / f"{stem}.nc"))
     if workflow.output["table"]:
-        table = compare(tree)
+        table = with_unit_column(compare(tree), tree)
         written.append(atomic_write(out / f"{stem}-comparison.csv", lambda p, t=table: t.to_csv(p, index=False)))
         if agreement is not None:
             written.append(atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",

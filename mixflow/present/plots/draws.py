@@ -23,6 +23,7 @@ import xarray as xr
 from arviz_base import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from mixflow.container.layout import ADVI, EM_ESTIMATE, MCMC, OBSERVED_DATA
 from mixflow.container.layout import group as layout_group
@@ -236,22 +237,26 @@ def plot_posteriors(tree, *, var_names=None, path=None) -> Figure:
         plot_collection.add_legend("model", title="method")
     _unit_labels(plot_collection, ParameterUnits(tree))
     figure = _figure_of(plot_collection)
-    figure.suptitle(f"Marginal densities over the central {_CENTRAL:.0%} of the draws"
-                    + (" (vertical line: EM estimate)" if "em" in available_methods(tree) else ""), fontsize=11)
+    figure.suptitle("Marginal densities" + (" (vertical line: EM estimate)" if "em" in available_methods(tree)
+                                             else "") + f"; draws beyond {_FENCE:g} interquartile ranges past the "
+                    "quartiles left out", fontsize=11)
     return finish(figure, path)
 
 
-#: The share of the pooled draws of each parameter element that its density panel spans: a long tail (a
-#: variance's, with few points in a component) would otherwise stretch the axis and flatten the bulk.
-_CENTRAL = 0.99
+#: Tukey's far-out fences: draws more than this many interquartile ranges beyond the quartiles of all
+#: methods' draws of an element are left out of its density. A long tail (a variance's, with few points in
+#: a component) would otherwise stretch the axis and flatten the bulk; a normal posterior loses nothing
+#: (the fences lie 4.7 sd from its mean).
+_FENCE = 3.0
 
 
 def _central_draws(datasets: list[xr.Dataset]) -> list[xr.Dataset]:
-    """Each method's draws with those outside the central ``_CENTRAL`` of all methods' draws set to NaN."""
+    """Each method's draws with those beyond the far-out fences of all methods' draws set to NaN."""
     pooled = xr.concat([ds.stack(sample=_SAMPLE_DIMS, create_index=False).drop_vars(_SAMPLE_DIMS, errors="ignore")
                         for ds in datasets], dim="sample", join="outer")
-    bounds = pooled.quantile([(1 - _CENTRAL) / 2, (1 + _CENTRAL) / 2], dim="sample", skipna=True)
-    lower, upper = bounds.isel(quantile=0, drop=True), bounds.isel(quantile=1, drop=True)
+    quartiles = pooled.quantile([0.25, 0.75], dim="sample", skipna=True)
+    first, third = quartiles.isel(quantile=0, drop=True), quartiles.isel(quantile=1, drop=True)
+    lower, upper = first - _FENCE * (third - first), third + _FENCE * (third - first)
     return [ds.where((ds >= lower) & (ds <= upper)) for ds in datasets]
 
 
@@ -272,6 +277,8 @@ def _unit_labels(plot_collection, units: ParameterUnits) -> None:
             column = coords.pop("column", None)
             unit = units(str(name), _element(coords))
             ax = axes.values[index]
+            if column != "trace":  # a few ticks, so that values of five digits do not run into each other
+                ax.xaxis.set_major_locator(MaxNLocator(5))
             if not unit:
                 continue
             if column == "trace":
