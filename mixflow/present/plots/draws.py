@@ -465,8 +465,8 @@ def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_s
     what = "Plug-in predictive check, EM estimate" if method == "em" else \
         f"Posterior predictive check, {METHOD_LABELS[method]}"
     figure.set_layout_engine("constrained")
-    figure.suptitle(f"{what}: the observed data (black) against data sets replicated from the fit (colour)",
-                    fontsize=11)
+    figure.suptitle(f"{what}\nthe observed data (black) against data sets replicated from the fit (colour)",
+                    fontsize=10)
     return finish(figure, path)
 
 
