@@ -153,7 +153,7 @@ def test_command_line(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     container = next((tmp_path / "out").glob("*.nc"))
     assert main(["show", str(container)]) == 0
-    assert "EM (MAP)" in capsys.readouterr().out
+    assert "EM: MAP, log-likelihood" in capsys.readouterr().out  # mixflow.summary's text
     assert main(["datasets"]) == 0
     assert "faithful" in capsys.readouterr().out
     assert main(["run", str(tmp_path / "nothing.toml")]) == 2
