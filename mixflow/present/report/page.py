@@ -121,7 +121,7 @@ def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
         by_k.setdefault(int(k), []).append(CRITERIA.get(criterion, criterion))
     if not by_k:
         return ""
-    fitted = "" if fitted_k is None else f"; K = {fitted_k} is the one fitted"
+    fitted = "" if fitted_k is None else f"; this report is of K = {fitted_k}"
     if len(by_k) == 1:
         (k, names), = by_k.items()
         return f"every criterion ({', '.join(names)}) prefers K = {k}{fitted}"
