@@ -8,7 +8,7 @@ from mixflow.container.read import data_units
 from mixflow.families.base import model_from_json
 from mixflow.units import axis_label
 
-__all__ = ["ParameterUnits", "feature_label", "with_unit_column"]
+__all__ = ["ParameterUnits", "feature_label"]
 
 
 class ParameterUnits:
@@ -34,18 +34,3 @@ def feature_label(tree, feature) -> str:
     """A feature's name with its unit, for an axis: ``"waiting (min)"``."""
     return axis_label(str(feature), data_units(tree).get(str(feature)))
 
-
-def with_unit_column(table, tree):
-    """A :func:`mixflow.compare` table with a ``unit`` column before ``method`` (itself when no units are recorded)."""
-    import pandas as pd
-
-    from mixflow.present.compare import element_columns
-
-    units = ParameterUnits(tree)
-    if not units.data:
-        return table
-    elements = element_columns(table)
-    column = [units(row["parameter"], {c: row[c] for c in elements if pd.notna(row[c])}) for _, row in table.iterrows()]
-    out = table.copy()
-    out.insert(out.columns.get_loc("method"), "unit", column)
-    return out

@@ -255,9 +255,8 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     ``others`` maps the other fitted K of the same model to their reports (``[select] fit = "all-preferred"``),
     which this one's report links to; ``choice_warnings`` are those of the choice of K, recorded with the fit's.
     """
-    from mixflow.present.compare import compare
+    from mixflow.present.compare import compare, with_unit_column
     from mixflow.present.report.page import report
-    from mixflow.present.units import with_unit_column
 
     (data, weights), (out, stem) = data, target
     mark = len(progress.recorded)
