@@ -18,7 +18,7 @@ from mixflow.present.plots.data import plot_data
 from mixflow.present.plots.draws import plot_forest, plot_posteriors, plot_ppc, plot_rank, plot_trace
 from mixflow.present.plots.fit import plot_convergence, plot_select_k
 from mixflow.present.report.page import report
-from mixflow.present.summary import summary
+from mixflow.present.summary import describe, summary
 from mixflow.warnings import (
     ADVIDivergenceError,
     ConstantFeatureWarning,
@@ -51,6 +51,7 @@ __all__ = [
     "bootstrap",
     "compare",
     "compare_dataset",
+    "describe",
     "fit",
     "kmeans",
     "label_agreement",

@@ -89,12 +89,14 @@ def _read_selection(path: str) -> pd.DataFrame:
 
 
 def _show(args) -> int:
-    from mixflow.present.text import comparison_text, describe
+    from mixflow.present.summary import summary
 
     tree = _load_results(args.results)
-    print(describe(tree))
-    print()
-    print(comparison_text(tree))
+    print(summary(tree, kind="text"))
+    if args.table:
+        with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_columns", None):
+            print()
+            print(summary(tree).to_string(index=False))
     return 0
 
 
@@ -126,9 +128,12 @@ def main(argv=None) -> int:
     run.add_argument("--quiet", action="store_true", help="no progress messages")
     run.set_defaults(handler=_run)
     commands.add_parser("datasets", help="list the shipped datasets", parents=[common]).set_defaults(handler=_datasets)
-    show = commands.add_parser("show", help="summary and comparison table of a saved results file",
+    show = commands.add_parser("show", help="the summary of a saved results file (mixflow.summary's text)",
                                parents=[common])
     show.add_argument("results", help="a container written by 'mixflow run' (<model>.nc)")
+    show.add_argument("--table", action="store_true",
+                      help="also print the whole table: every parameter element by method, with intervals, "
+                           "R-hat and ESS")
     show.set_defaults(handler=_show)
     rebuild = commands.add_parser("report", help="write the HTML report of a saved results file again",
                                   parents=[common])

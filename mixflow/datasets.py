@@ -4,7 +4,7 @@ from importlib import resources
 
 import pandas as pd
 
-__all__ = ["DESCRIPTIONS", "list_datasets", "load_dataset"]
+__all__ = ["DESCRIPTIONS", "UNITS", "list_datasets", "load_dataset"]
 
 #: Every shipped dataset with a one-line description.
 DESCRIPTIONS = {
@@ -18,6 +18,18 @@ DESCRIPTIONS = {
     "tone": "tone perception: perceived against actual stretch ratio, one musician (150 x 2)",
 }
 
+#: The unit of each column that has one (data/README.md); ratios, logs, indices and labels have none.
+UNITS = {
+    "faithful": {"eruptions": "min", "waiting": "min"},
+    "iris": {"Sepal.Length": "cm", "Sepal.Width": "cm", "Petal.Length": "cm", "Petal.Width": "cm"},
+    "galaxies": {"velocity": "km/s"},
+    "acidity": {},
+    "enzyme": {},
+    "london_deaths": {"deaths": "deaths/day", "days": "days"},
+    "crabs": {},
+    "tone": {},
+}
+
 
 def list_datasets() -> pd.DataFrame:
     """List the shipped datasets.
@@ -25,16 +37,15 @@ def list_datasets() -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per dataset, indexed by name, with its number of rows, its columns and a one-line
-        description.
+        One row per dataset, indexed by name, with its number of rows, its columns (with their units) and a
+        one-line description.
 
     """
     rows = []
     for name, description in DESCRIPTIONS.items():
         frame = load_dataset(name)
-        rows.append(
-            {"name": name, "rows": len(frame), "columns": ", ".join(frame.columns), "description": description}
-        )
+        columns = ", ".join(f"{c} ({UNITS[name][c]})" if c in UNITS[name] else c for c in frame.columns)
+        rows.append({"name": name, "rows": len(frame), "columns": columns, "description": description})
     return pd.DataFrame(rows).set_index("name")
 
 
@@ -49,11 +60,14 @@ def load_dataset(name: str) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        The data as in the CSV file, with its column names.
+        The data as in the CSV file, with its column names; ``attrs["units"]`` maps each column that has a
+        unit to it (:data:`UNITS`), and :func:`mixflow.fit` records them in the result.
 
     """
     if name not in DESCRIPTIONS:
         raise ValueError(f"name: expected one of {sorted(DESCRIPTIONS)}, got {name!r}")
     path = resources.files("mixflow").joinpath("shipped_data", f"{name}.csv")
     with resources.as_file(path) as file:
-        return pd.read_csv(file)
+        frame = pd.read_csv(file)
+    frame.attrs["units"] = dict(UNITS[name])
+    return frame

@@ -2,6 +2,7 @@
 
 import contextlib
 import inspect
+import json
 
 import numpy as np
 import xarray as xr
@@ -10,7 +11,7 @@ from scipy.special import logsumexp
 from mixflow.checks import check_seed
 from mixflow.chunked import ChunkedData, as_chunked, is_chunked, sample_rows, validate_chunked
 from mixflow.container.build import build_tree, make_attrs
-from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA
+from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA, UNITS
 from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
 from mixflow.data import Data, validate_data
 from mixflow.engines.accelerate import ACCELERATIONS
@@ -20,6 +21,7 @@ from mixflow.engines.em_steps import check_densities, e_step
 from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.families.base import MixtureModel, model_from_json
+from mixflow.units import check_units
 
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
@@ -98,8 +100,8 @@ def _check_same_fit(tree, model, validated):
 def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,
         n_init: int = 5, init="auto", tol: float = 1e-10, max_iter: int = 1000, trim: float | None = None,
         chunk_size: int | None = None, accelerate: str | None = "squarem", data_name: str = "data",
-        tree: xr.DataTree | None = None, persist="auto", subsample: int = 100_000, chunks: int | None = None,
-        **options) -> xr.DataTree:
+        units=None, tree: xr.DataTree | None = None, persist="auto", subsample: int = 100_000,
+        chunks: int | None = None, **options) -> xr.DataTree:
     """Fit a declared mixture model by one or more methods and return the results container.
 
     Parameters
@@ -157,6 +159,11 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         plain. None runs plain EM. See :mod:`mixflow.engines.accelerate`.
     data_name : str, default "data"
         Recorded in the result.
+    units : mapping of str to str, optional
+        The unit of each column that has one, e.g. ``{"waiting": "min"}``, recorded in the result (root
+        attribute ``units``) and shown on the axes and tables of its plots and report. By default those of a
+        DataFrame's ``attrs["units"]`` (set by :func:`mixflow.load_dataset`) for its fitted columns; with
+        ``tree``, the units it records.
     tree : xarray.DataTree, optional
         A result of the same model and data to add the methods to (a new tree is returned; its /em is
         the reference of MCMC and ADVI).
@@ -198,10 +205,16 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         raise TypeError(f"tree: expected a mixflow result to add methods to, got {type(tree).__name__}")
     seed = check_seed(random_seed if random_seed is not None or tree is None else tree.attrs["random_seed"])
     if is_chunked(data):
-        return _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
-                            EMOptions(map=False, n_init=int(n_init), init=init, tol=float(tol), max_iter=int(max_iter),
-                                      trim=trim, chunk_size=chunk_size, accelerate=accelerate))
+        em_options = EMOptions(map=False, n_init=int(n_init), init=init, tol=float(tol), max_iter=int(max_iter),
+                               trim=trim, chunk_size=chunk_size, accelerate=accelerate)
+        result = _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
+                              em_options)
+        units = _units(units, data, result[OBSERVED_DATA]["feature"].values)
+        if units:
+            result.attrs[UNITS] = json.dumps(units)
+        return result
     validated = validate_data(data, weights=weights)
+    units = _units(units, data, validated.features)
     n_support = int(np.count_nonzero(validated.frequency))
     if n_support < model.n_components:
         raise ValueError(f"data: expected at least n_components = {model.n_components} observations with "
@@ -225,6 +238,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         groups = _engine(sampling)(model, validated, reference, random_seed=_method_seed(seed, sampling),
                                    **routed[sampling])
         result = _replace_group(result, _sampling_tree(result, groups, sampling), sampling)
+    if units:
+        result.attrs[UNITS] = json.dumps(units)
     return result
 
 
@@ -280,6 +295,18 @@ def _fit_em_chunked(model, data: ChunkedData, options: EMOptions, random_seed: i
     sample = model.prepare_rows(values, weights, rows, prepared.constants)
     em = fit_prepared(model, data, prepared, options, random_seed, sample)
     return em, {"rows": rows, "values": values, "weights": None if data.weights is None else weights}
+
+
+def _units(units, data, features) -> dict:
+    """The units given, else those a DataFrame carries in ``attrs["units"]`` for the fitted columns."""
+    if units is not None:
+        return check_units(units, features)
+    carried = getattr(data, "attrs", None)
+    carried = carried.get("units") if isinstance(carried, dict) else None
+    if not isinstance(carried, dict):
+        return {}
+    names = [str(f) for f in features]
+    return check_units({k: v for k, v in carried.items() if str(k) in names}, features)
 
 
 def _fit_em(model, validated, em_method, seed, data_name, options: EMOptions) -> xr.DataTree:

@@ -1,4 +1,4 @@
-"""The command line: show (summary + comparison), report (rebuilt from a saved container), bad input."""
+"""The command line: show (mixflow.summary's text), report (rebuilt from a saved container), bad input."""
 
 import re
 import subprocess
@@ -99,19 +99,22 @@ def test_labels_are_kept_and_scored_against_each_method(iris_run):
     assert agreement.loc["em", "n_classes"] == 3 and agreement.loc["em", "n_clusters"] == 3
 
 
-def test_show_prints_the_summary_and_the_comparison_table(iris_run, capsys):
+def test_show_prints_the_summary_text_and_with_table_the_whole_table(iris_run, capsys):
     _, written = iris_run
     container = _container(written)
+    tree = mixflow.load(container)
     assert main(["show", str(container)]) == 0
     out = capsys.readouterr().out
-    assert "EM (MLE)" in out and "comparison (89% ETI intervals" in out
-    table = mixflow.compare(mixflow.load(container))
-    first_mu = table[(table["parameter"] == "mu") & (table["method"] == "bootstrap")].iloc[0]
-    assert f"{first_mu['estimate']:.5f}"[:6] in out  # the bootstrap rows are printed
-    assert "agreement with 'Species' (adjusted Rand index)" in out
-    ari = mixflow.adjusted_rand_index(hard_labels(mixflow.load(container), "em"),
-                                      mixflow.load_dataset("iris")["Species"])
-    assert f"{ari:.4f}" in out
+    assert out == mixflow.summary(tree, kind="text") + "\n" == mixflow.describe(tree) + "\n"
+    assert "EM: MLE, log-likelihood" in out and "EM bootstrap: 10 nonparametric replicates" in out
+    assert "mu[0, Petal.Length] (cm)" in out  # the shipped dataset's unit
+    ari = mixflow.adjusted_rand_index(hard_labels(tree, "em"), mixflow.load_dataset("iris")["Species"])
+    assert f"agreement with 'Species' (adjusted Rand index): EM {ari:.4f}" in out
+    assert main(["show", "--table", str(container)]) == 0
+    table = capsys.readouterr().out.split(out, 1)[1]
+    assert "r_hat" in table and "ess_bulk" in table
+    first_mu = mixflow.summary(tree).query("parameter == 'mu' and method == 'bootstrap'").iloc[0]
+    assert f"{first_mu['estimate']:.5f}"[:6] in table  # every row, with the bootstrap's
 
 
 def test_show_into_a_pipe_that_closes_early_is_not_an_error(iris_run):
@@ -124,7 +127,7 @@ def test_show_into_a_pipe_that_closes_early_is_not_an_error(iris_run):
         process.stdout.close()
         error = process.stderr.read()
         code = process.wait()
-    assert first.startswith(b"model: GaussianMixture")
+    assert first.startswith(b"GaussianMixture(")
     assert code == 0 and b"Traceback" not in error, error.decode()
 
 

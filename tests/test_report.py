@@ -125,7 +125,7 @@ def test_choice_of_k_problems_disagreement_and_run_warnings_are_reported(tmp_pat
     assert "[K=2, NUTS] SamplingWarning: MCMC diagnostics: 2 divergent transition(s) after tuning." in items
     assert "No problems found" not in text
     summary = text[text.index('<section id="summary">'):text.index('<section id="diagnostics">')]
-    assert "the criteria disagree: BIC, ICL prefer K = 2; AIC prefers K = 3; K = 2 is the one fitted" in summary
+    assert "the criteria disagree: BIC, ICL prefer K = 2; AIC prefers K = 3; this report is of K = 2" in summary
     fits = text[text.index('<section id="fits">'):text.index('<section id="comparison">')]
     assert '<div class="scroll"><table' in fits and "max_rhat" in fits and "converged" in fits
 

@@ -81,3 +81,21 @@ def test_text_stays_within_a_screenful():
     lines = text.splitlines()
     assert len(lines) <= 40 and max(len(line) for line in lines) <= 160
     assert "... 6 more elements: mixflow.summary(tree) has them all" in text  # 2 + 8 + 20 elements, 24 shown
+
+
+def test_text_has_units_values_to_their_sd_and_the_runs_warnings(tree):
+    galaxies = mixflow.fit(mixflow.GaussianMixture(3), mixflow.load_dataset("galaxies"), method="map", n_init=2,
+                           random_seed=1)
+    text = mixflow.describe(galaxies)
+    assert "e+0" not in text  # velocities of about 20,000 km/s in plain notation, not 2.14e+04
+    assert "mu[0, velocity] (km/s)" in text and "covariance[0, velocity, velocity] ((km/s)²)" in text
+    mu = galaxies["em/estimate"]["mu"].values[:, 0]
+    assert f"{mu[1]:,.0f}"[:3] in text
+    recorded = [{"stage": f"K={k}, NUTS", "category": "SamplingWarning", "message": f"R-hat high at K={k}"}
+                for k in range(1, 8)]
+    flagged = tree.copy()
+    flagged.attrs["run_warnings"] = json.dumps(recorded)
+    text = mixflow.summary(flagged, kind="text")
+    assert "  - [K=1, NUTS] SamplingWarning: R-hat high at K=1" in text
+    assert "[K=5, NUTS]" in text and "[K=6, NUTS]" not in text
+    assert "... 2 more raised during the run (the report and run.log list them all)" in text

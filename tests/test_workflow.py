@@ -93,6 +93,17 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("seed = 7", "seed = -7"), r"flow.toml:3: seed: expected a non-negative integer, got -7"),
     (("seed = 7", "sead = 7"), r"flow.toml:3: top level: unknown key\(s\) \['sead'\]"),
     (("dataset = \"galaxies\"", "path = \"missing.csv\""), r"flow.toml:6: \[data\] path: expected an existing CSV"),
+    (("dataset = \"galaxies\"", "dataset = \"galaxies\"\nunits = \"km/s\""),
+     r"flow.toml:7: \[data\] units: expected a table of column = \"unit\" .* got str 'km/s'"),
+    (("dataset = \"galaxies\"", "dataset = \"galaxies\"\nunits = {speed = \"km/s\"}"),
+     r"flow.toml:7: \[data\] units: expected units of the data's columns \['velocity'\], got unit\(s\) for "
+     r"\['speed'\]"),
+    (("dataset = \"galaxies\"", "dataset = \"galaxies\"\nunits = {velocity = 1}"),
+     r"flow.toml:7: \[data\] units: expected each unit to be a non-empty string"),
+    (("[methods.em]", "[select]\nfit = \"aic\"\n\n[methods.em]"),
+     r"flow.toml:14: \[select\] fit: expected one of \['bic', 'all-preferred'\] .* got 'aic'"),
+    (("[methods.em]", "[select]\nfits = \"bic\"\n\n[methods.em]"),
+     r"flow.toml:14: \[select\]: unknown key\(s\) \['fits'\]"),
 ])
 def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, message, monkeypatch):
     old, new = change
@@ -142,7 +153,7 @@ def test_command_line(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     container = next((tmp_path / "out").glob("*.nc"))
     assert main(["show", str(container)]) == 0
-    assert "EM (MAP)" in capsys.readouterr().out
+    assert "EM: MAP, log-likelihood" in capsys.readouterr().out  # mixflow.summary's text
     assert main(["datasets"]) == 0
     assert "faithful" in capsys.readouterr().out
     assert main(["run", str(tmp_path / "nothing.toml")]) == 2
@@ -302,3 +313,69 @@ def test_a_run_with_nuts_and_advi_records_every_k_and_prints_one_result_line_per
     for k in table.index[flagged]:
         assert f"Choice of K, K={k}, NUTS:" in report
     assert "mean-field" not in report
+
+
+@pytest.fixture
+def no_report_plots(monkeypatch):
+    """Reports without their figures, for tests that read the rest of the page."""
+    monkeypatch.setattr("mixflow.present.report.page._plots_section", lambda *args: ("", []))
+
+
+def test_units_of_the_dataset_and_of_the_workflow_reach_the_container(tmp_path, no_report_plots):
+    one_k = LEAN.replace("n_components = {from = 1, to = 3}", "n_components = 2")
+    shipped = mixflow.load(next(p for p in run_workflow(write(tmp_path, one_k), tmp_path / "a", quiet=True)
+                                if p.suffix == ".nc"))
+    assert json.loads(shipped.attrs["units"]) == {"velocity": "km/s"}
+    table = pd.read_csv(tmp_path / "a" / "gaussian-full-k2-comparison.csv", keep_default_na=False)
+    units = dict(zip(table["parameter"], table["unit"], strict=False))
+    assert units == {"weights": "", "mu": "km/s", "covariance": "(km/s)²"}
+    path = write(tmp_path, one_k.replace('dataset = "galaxies"',
+                                         'dataset = "galaxies"\nunits = {velocity = "1000 km/s"}'))
+    assert read_workflow(path).units == {"velocity": "1000 km/s"}
+    mine = mixflow.load(next(p for p in run_workflow(path, tmp_path / "b", quiet=True) if p.suffix == ".nc"))
+    assert json.loads(mine.attrs["units"]) == {"velocity": "1000 km/s"}
+
+
+@pytest.fixture
+def disagreeing_choice(monkeypatch):
+    """select_k's table replaced by one where BIC prefers K=2 and AIC and the held-out likelihood K=3."""
+    table = pd.DataFrame({"log_likelihood": [-800.0, -780.0, -770.0], "bic": [1610.0, 1590.0, 1595.0],
+                          "aic": [1605.0, 1575.0, 1570.0], "cv_log_likelihood": [-170.0, -160.0, -158.0]},
+                         index=pd.Index([1, 2, 3], name="k"))
+    table.attrs["preferred"] = {"bic": 2, "aic": 3, "cv_log_likelihood": 3}
+    monkeypatch.setattr("mixflow.analysis.select.select_k", lambda *args, **kwargs: table)
+    return table
+
+
+def test_select_all_preferred_fits_each_preferred_k_and_the_reports_link_each_other(tmp_path, no_report_plots,
+                                                                                     disagreeing_choice):
+    text = LEAN.replace("figures = false\nreport = false", "figures = false") + """
+    [select]
+    fit = "all-preferred"
+    """
+    written = run_workflow(write(tmp_path, text), tmp_path / "out", quiet=True)
+    assert sorted(p.name for p in written if p.suffix in (".nc", ".html")) == [
+        "gaussian-full-k2-report.html", "gaussian-full-k2.nc", "gaussian-full-k3-report.html", "gaussian-full-k3.nc"]
+    for k, other, why in ((2, 3, "AIC, held-out log-likelihood"), (3, 2, "BIC")):
+        assert mixflow.load(tmp_path / "out" / f"gaussian-full-k{k}.nc")["em/estimate"].sizes["component"] == k
+        page = (tmp_path / "out" / f"gaussian-full-k{k}-report.html").read_text(encoding="utf-8")
+        assert f'<a href="gaussian-full-k{other}-report.html">K = {other}</a> (preferred by {why})' in page
+        assert "the criteria disagree" in page
+
+
+def test_a_report_says_how_to_fit_the_other_preferred_k(tmp_path, no_report_plots, disagreeing_choice):
+    text = LEAN.replace("figures = false\nreport = false", "figures = false")
+    written = run_workflow(write(tmp_path, text), tmp_path / "out", quiet=True)
+    assert [p.name for p in written if p.suffix == ".nc"] == ["gaussian-full-k2.nc"]
+    page = next(p for p in written if p.suffix == ".html").read_text(encoding="utf-8")
+    assert "Only K = 2 was fitted by every method" in page
+    assert '<code>[select] fit = "all-preferred"</code>' in page
+
+
+def test_which_k_to_fit_after_a_choice_of_k(disagreeing_choice):
+    from mixflow.analysis.select import ks_to_fit
+
+    assert ks_to_fit(disagreeing_choice) == [2]
+    assert ks_to_fit(disagreeing_choice, "all-preferred") == [2, 3]
+    with pytest.raises(ValueError, match=r"fit: expected one of \['bic', 'all-preferred'\], got 'icl'"):
+        ks_to_fit(disagreeing_choice, "icl")

@@ -30,7 +30,9 @@ from mixflow.parallel import default_jobs, parallel_map
 from mixflow.warnings import ConvergenceWarning, MixflowWarning
 
 __all__ = [
+    "FIT_CHOICES",
     "cross_validated_log_likelihood",
+    "ks_to_fit",
     "held_out_weights",
     "loo_table",
     "pointwise_log_density",
@@ -477,6 +479,40 @@ def preferred_k(table: pd.DataFrame) -> dict:
             best = values.idxmin() if column in LOWER_IS_BETTER else values.idxmax()
             preferred[column] = int(best)
     return preferred
+
+
+#: Which K of a choice-of-K table to fit: BIC's alone, or every K that some criterion prefers.
+FIT_CHOICES = ("bic", "all-preferred")
+
+
+def ks_to_fit(table: pd.DataFrame, fit: str = "bic") -> list[int]:
+    """The K to fit after a choice of K: BIC's first, then (``"all-preferred"``) each K another criterion prefers.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A :func:`select_k` table (its ``attrs["preferred"]``, else :func:`preferred_k`).
+    fit : {"bic", "all-preferred"}, default "bic"
+        ``"bic"``: the K that BIC prefers. ``"all-preferred"``: also every other K preferred by at least one
+        criterion (AIC, ICL, held-out log-likelihood, PSIS-LOO), in increasing order, so that when the
+        criteria disagree the runner-up's fit can be compared with BIC's.
+
+    Returns
+    -------
+    list of int
+        BIC's K first (or, when BIC prefers none, the smallest preferred K), then the others.
+
+    """
+    if fit not in FIT_CHOICES:
+        raise ValueError(f"fit: expected one of {list(FIT_CHOICES)}, got {fit!r}")
+    preferred = table.attrs.get("preferred") or preferred_k(table)
+    if not preferred:
+        raise ValueError("table: expected a choice-of-K table with at least one criterion that prefers a K, got "
+                         f"columns {list(table.columns)} without values")
+    first = int(preferred.get("bic", min(preferred.values())))
+    if fit == "bic":
+        return [first]
+    return [first] + sorted({int(k) for k in preferred.values()} - {first})
 
 
 def _summarise(table: pd.DataFrame, methods, seed: int) -> None:

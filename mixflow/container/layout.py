@@ -18,6 +18,7 @@ __all__ = [
     "REFERENCE_LABELS",
     "RESPONSIBILITY_GROUPS",
     "RUN_WARNINGS",
+    "UNITS",
     "group",
 ]
 
@@ -30,6 +31,9 @@ ADVI = "advi"
 #: Root attribute: the warnings raised while a workflow produced the container (JSON list of
 #: ``{"stage", "category", "message"}``).
 RUN_WARNINGS = "run_warnings"
+
+#: Root attribute: the units of the data's columns that have one (JSON object ``{column: unit}``).
+UNITS = "units"
 
 #: Every method a container can hold, in display order (the bootstrap lives under /em).
 METHODS = ("em", "bootstrap", "mcmc", "advi")

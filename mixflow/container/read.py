@@ -1,6 +1,7 @@
 """Reading a container back: is it one, which methods it holds, their estimates, draws and data."""
 
 import dataclasses
+import json
 
 import numpy as np
 import xarray as xr
@@ -12,6 +13,7 @@ from mixflow.container.layout import (
     METHODS,
     OBSERVED_DATA,
     RESPONSIBILITY_GROUPS,
+    UNITS,
 )
 from mixflow.data import Data
 from mixflow.families.base import model_from_json
@@ -19,6 +21,7 @@ from mixflow.families.base import model_from_json
 __all__ = [
     "available_methods",
     "check_tree",
+    "data_units",
     "fitted_estimate",
     "fitted_model",
     "frequency_weights",
@@ -41,6 +44,15 @@ def check_tree(tree, name: str = "tree") -> None:
         raise ValueError(f"{name}: expected a mixflow result with the model in its attributes and "
                          f"/observed_data, got a DataTree with groups {sorted(tree.children)}")
     model_from_json(tree.attrs["model"])  # an attribute that is not a model declaration says so here
+
+
+def data_units(tree) -> dict:
+    """The units of the data's columns recorded in the container (``{column: unit}``; empty when none are)."""
+    try:
+        units = json.loads(tree.attrs.get(UNITS, "{}") or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in units.items()} if isinstance(units, dict) else {}
 
 
 def parameter_names(tree) -> list[str]:

@@ -14,6 +14,8 @@ import numpy as np
 import xarray as xr
 from scipy.special import gammaln
 
+from mixflow.units import unit_power, unit_product
+
 __all__ = ["MixtureModel", "Prepared", "dirichlet_log_density", "family_class", "family_names", "model_from_json",
            "register_family", "require_pymc_form", "supports_pymc"]
 
@@ -340,6 +342,24 @@ class MixtureModel:
         another variable overrides this (grouped data: the class counts).
         """
         return "x", ("obs" if data.weights is None else "unit", "feature")
+
+    def parameter_unit(self, name: str, element: dict, units: dict) -> str:
+        """The unit of one element of parameter ``name``, from the data's ``units`` (``{column: unit}``).
+
+        ``element`` maps the parameter's dims other than ``component`` to coordinates, e.g.
+        ``{"feature": "waiting", "feature_": "eruptions"}``. By default an element along ``feature`` has
+        that feature's unit, one along ``feature`` and ``feature_`` their product, a ``variance`` without a
+        feature the square of the features' common unit; weights and the rest are unitless (``""``).
+        Families whose parameters are not in the features' units override it.
+        """
+        if "feature" in element and "feature_" in element:
+            return unit_product(units.get(str(element["feature"]), ""), units.get(str(element["feature_"]), ""))
+        if "feature" in element:
+            return units.get(str(element["feature"]), "")
+        common = set(units.values())
+        if name == "variance" and len(common) == 1:
+            return unit_power(common.pop(), 2)
+        return ""
 
     def canonical_order(self, params: dict) -> np.ndarray:
         """Permutation putting components in ascending order of :meth:`sort_key` (stable)."""

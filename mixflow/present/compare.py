@@ -31,6 +31,7 @@ __all__ = [
     "compare_dataset",
     "element_columns",
     "label_agreement",
+    "with_unit_column",
 ]
 
 #: How each method is named in tables, legends and the report.
@@ -331,3 +332,17 @@ def _parameter_order(dataset: xr.Dataset):
         return column
 
     return key
+
+
+def with_unit_column(table: pd.DataFrame, tree) -> pd.DataFrame:
+    """A :func:`compare` table with a ``unit`` column before ``method`` (the same table when no units are recorded)."""
+    from mixflow.present.units import ParameterUnits
+
+    units = ParameterUnits(tree)
+    if not units.data:
+        return table
+    elements = element_columns(table)
+    column = [units(row["parameter"], {c: row[c] for c in elements if pd.notna(row[c])}) for _, row in table.iterrows()]
+    out = table.copy()
+    out.insert(out.columns.get_loc("method"), "unit", column)
+    return out

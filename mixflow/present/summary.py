@@ -13,18 +13,21 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from mixflow.container.layout import EM, EM_BOOTSTRAP, MCMC
+from mixflow.container.layout import EM, EM_BOOTSTRAP, MCMC, RUN_WARNINGS
 from mixflow.container.read import available_methods, check_tree, method_draws
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
+from mixflow.present.numbers import format_with_sd
+from mixflow.present.units import ParameterUnits
 
-__all__ = ["DIAGNOSTICS", "summary", "summary_table", "summary_text"]
+__all__ = ["DIAGNOSTICS", "describe", "summary", "summary_table", "summary_text"]
 
 #: The diagnostics of the NUTS draws in :func:`summary_table` (NaN for the other methods).
 DIAGNOSTICS = ("r_hat", "ess_bulk", "ess_tail")
 _STATISTICS = ("estimate", "sd", "lower", "upper")
 _KINDS = ("table", "text")
 _TEXT_ROWS = 24  # parameter elements shown in the text form, so it stays within a screenful
+_RUN_WARNINGS_SHOWN = 5  # the first warnings a run recorded; the report and run.log have them all
 
 
 def summary(tree, *, kind: str = "table", ci_prob: float | None = None, ci_kind: str | None = None):
@@ -134,11 +137,49 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
         line, found = _METHOD_LINES[method](tree)
         lines.append(f"{METHOD_LABELS[method]}: {line}")
         warnings += [f"{METHOD_LABELS[method]}: {text}" for text in found]
-    lines.append("warnings: " + ("none" if not warnings else ""))
+    recorded = _run_warnings(tree)
+    lines.append("warnings: " + ("none" if not warnings and not recorded else ""))
     lines += [f"  - {text}" for text in warnings]
+    lines += [f"  - {_shortened(text)}" for text in recorded[:_RUN_WARNINGS_SHOWN]]
+    if len(recorded) > _RUN_WARNINGS_SHOWN:
+        lines.append(f"  ... {len(recorded) - _RUN_WARNINGS_SHOWN} more raised during the run (the report and "
+                     "run.log list them all)")
+    lines += _reference_line(tree)
     if methods:
-        lines += ["", *_estimates_text(summary_table(tree, ci_prob=ci_prob, ci_kind=ci_kind))]
+        lines += ["", *_estimates_text(summary_table(tree, ci_prob=ci_prob, ci_kind=ci_kind), ParameterUnits(tree))]
     return "\n".join(lines)
+
+
+def describe(tree) -> str:
+    """A screenful saying what a container holds: :func:`summary_text` (``print(mixflow.describe(tree))``).
+
+    ``repr(tree)`` stays xarray's (the container is a plain ``xarray.DataTree``); this is the readable form.
+    """
+    return summary_text(tree)
+
+
+def _run_warnings(tree) -> list[str]:
+    """The warnings a workflow recorded while producing the container, each ``[stage] Category: message``."""
+    try:
+        recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
+    except (TypeError, ValueError):
+        return []
+    return [(f"[{w.get('stage')}] " if w.get("stage") else "") + f"{w.get('category')}: {w.get('message')}"
+            for w in recorded if isinstance(w, dict)]
+
+
+def _shortened(text: str, width: int = 150) -> str:
+    return text if len(text) <= width else text[:width - 4] + " ..."
+
+
+def _reference_line(tree) -> list[str]:
+    from mixflow.present.labels import reference_agreement
+
+    reference = reference_agreement(tree)
+    if not len(reference):
+        return []
+    return [f"agreement with {reference.attrs['column']!r} (adjusted Rand index): " + ", ".join(
+        f"{METHOD_LABELS[m]} {value:.4f}" for m, value in reference["adjusted_rand_index"].items())]
 
 
 def _listed(attrs, key: str) -> list:
@@ -198,20 +239,24 @@ def _advi_line(tree) -> tuple[str, list[str]]:
 _METHOD_LINES = {"em": _em_line, "bootstrap": _bootstrap_line, "mcmc": _mcmc_line, "advi": _advi_line}
 
 
-def _estimates_text(table: pd.DataFrame) -> list[str]:
-    """Estimate (sd) per element and method, the first :data:`_TEXT_ROWS` elements."""
+def _estimates_text(table: pd.DataFrame, units: ParameterUnits) -> list[str]:
+    """Estimate (sd) per element and method, each to the precision of its sd, the first :data:`_TEXT_ROWS`."""
     elements = element_columns(table)
-    labels = table.apply(lambda row: f"{row['parameter']}[" + ", ".join(
-        str(row[c]) for c in elements if not pd.isna(row[c])) + "]", axis=1)
-    cells = [f"{e:.4g}" + ("" if pd.isna(s) else f" ({s:.2g})") for e, s in zip(table["estimate"], table["sd"],
-                                                                                   strict=True)]
+
+    def label(row) -> str:
+        element = {c: row[c] for c in elements if not pd.isna(row[c])}
+        unit = units(row["parameter"], element)
+        return f"{row['parameter']}[{', '.join(map(str, element.values()))}]" + (f" ({unit})" if unit else "")
+
+    labels = table.apply(label, axis=1)
+    cells = [_cell(e, s) for e, s in zip(table["estimate"], table["sd"], strict=True)]
     frame = pd.DataFrame({"element": labels, "method": table["method"].astype(str), "cell": cells})
     wide = frame.pivot(index="element", columns="method", values="cell")
     wide = wide.loc[list(dict.fromkeys(labels)), [m for m in METHOD_LABELS if m in wide.columns]]
     wide.columns = [METHOD_LABELS[m] for m in wide.columns]
     wide.index.name = None
     shown = wide.iloc[:_TEXT_ROWS].fillna("")
-    out = ["estimates (EM: point (standard error); draws: mean (sd)):"]
+    out = ["estimates (EM: point (standard error); draws: mean (sd); to the precision of the sd):"]
     with pd.option_context("display.width", 160, "display.max_columns", None, "display.max_colwidth", 30):
         out.append(shown.to_string())
     if len(wide) > _TEXT_ROWS:
@@ -219,3 +264,8 @@ def _estimates_text(table: pd.DataFrame) -> list[str]:
                    "intervals, R-hat and ESS")
     return out
 
+
+
+def _cell(estimate, sd) -> str:
+    value, sd_text = format_with_sd(estimate, None if pd.isna(sd) else sd)
+    return value + (f" ({sd_text})" if sd_text else "")

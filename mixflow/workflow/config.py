@@ -28,8 +28,9 @@ METHOD_OPTIONS = {
     "bootstrap": {"n_replicates": int, "kind": str},
 }
 ACCELERATE_CHOICES = ("squarem", "none")  # [methods.em] accelerate: "none" is fit's accelerate=None
-TOP_KEYS = {"name", "title", "seed", "data", "models", "methods", "output", "cluster"}
-DATA_KEYS = {"dataset", "path", "columns", "weights", "labels", "chunks"}
+TOP_KEYS = {"name", "title", "seed", "data", "models", "methods", "output", "select", "cluster"}
+SELECT_KEYS = {"fit"}
+DATA_KEYS = {"dataset", "path", "columns", "weights", "labels", "units", "chunks"}
 LARGE_DATA = (".zarr", ".parquet", ".nc")  # [data] path suffixes read lazily with Dask (a glob for the last two)
 CLUSTER_KEYS = {"address", "local"}
 LOCAL_CLUSTER_KEYS = {"n_workers": int, "threads_per_worker": int, "memory_limit": str}
@@ -77,6 +78,8 @@ class Workflow:
     models: tuple
     methods: dict
     output: dict = field(default_factory=dict)
+    select: dict = field(default_factory=lambda: {"fit": "bic"})  # [select]: which K of a range to fit
+    units: dict = field(default_factory=dict)  # {column: unit}: the shipped dataset's, then [data] units
     config: dict = field(default_factory=dict)
     text: str = ""  # the file as read, for positions in errors raised while running
     chunks: int | None = None  # [data] chunks: rows per block of data read with Dask
@@ -199,7 +202,11 @@ def _read_data(table: dict, base: Path, loc: _Locator):
         if missing or not columns:
             raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
                             f"{columns!r} (missing {missing})", "columns", "data")
-        return frame, data_name, tuple(columns)
+        units = {}
+        if "units" in table:
+            with loc.collecting():
+                units = _read_units(table["units"], frame, loc)
+        return frame, data_name, tuple(columns), units
     else:
         path = base / _expect(table["path"], str, "[data] path", "path", loc, "data")
         if not path.is_file():
@@ -216,7 +223,25 @@ def _read_data(table: dict, base: Path, loc: _Locator):
     if missing or not columns:
         raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
                         f"{columns!r} (missing {missing})", "columns", "data")
-    return frame, data_name, tuple(columns)
+    units = dict(frame.attrs.get("units", {}))
+    if "units" in table:
+        with loc.collecting():
+            units.update(_read_units(table["units"], frame, loc))
+    return frame, data_name, tuple(columns), units
+
+
+def _read_units(units, frame: pd.DataFrame, loc: _Locator) -> dict:
+    """``[data] units``: a table of column = "unit" strings, for columns of the data."""
+    from mixflow.units import check_units
+
+    where = "[data] units"
+    if not isinstance(units, dict):
+        raise loc.error(where, f"expected a table of column = \"unit\" (e.g. units = {{ waiting = \"min\" }}), got "
+                        f"{type(units).__name__} {units!r}", "units", "data")
+    try:
+        return check_units(units, frame.columns, name=where)
+    except (TypeError, ValueError) as error:
+        raise loc.error(where, str(error).removeprefix(f"{where}: "), "units", "data") from None
 
 
 def _read_large(base: Path, table: dict, loc: _Locator):
@@ -501,6 +526,20 @@ def _read_output(output, loc: _Locator) -> dict:
     return {key: True for key in OUTPUT_KEYS} | {key: output[key] for key in OUTPUT_KEYS & set(output)}
 
 
+def _read_select(select, loc: _Locator) -> dict:
+    """``[select] fit = "bic" | "all-preferred"``: which K of a range of K every method fits."""
+    from mixflow.analysis.select import FIT_CHOICES
+
+    _expect(select, dict, "[select]", "select", loc)
+    with loc.collecting():
+        _unknown(select, SELECT_KEYS, "[select]", loc, "select")
+    fit = select.get("fit", "bic")
+    if fit not in FIT_CHOICES:
+        raise loc.error("[select] fit", f"expected one of {list(FIT_CHOICES)} (BIC's K, or every K some criterion "
+                        f"prefers), got {fit!r}", "fit", "select")
+    return {"fit": fit}
+
+
 def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -> None:
     """Prepare every model on the data, so a mismatch (a missing column, non-count data) stops the run now."""
     import warnings
@@ -607,6 +646,10 @@ def read_workflow(path) -> Workflow:
     if "output" in config:
         with loc.collecting():
             output = _read_output(config["output"], loc)
+    select = {"fit": "bic"}
+    if "select" in config:
+        with loc.collecting():
+            select = _read_select(config["select"], loc)
     if large and models:
         with loc.collecting():
             _check_large(models, methods, loc)
@@ -619,7 +662,8 @@ def read_workflow(path) -> Workflow:
             _check_minibatch(size, len(data[0]), weights, loc)
     if loc.errors:  # in the order of the file
         raise WorkflowError("\n".join(sorted(loc.errors, key=lambda error: _line_number(error, path))))
-    frame, data_name, columns = data
+    frame, data_name, columns, units = data
     return Workflow(path=path, name=values["name"], title=values.get("title", values["name"]), seed=values["seed"],
                     data=frame, data_name=data_name, columns=columns, weights=weights, labels=labels, models=models,
-                    methods=methods, output=output, config=config, text=text, chunks=chunks, cluster=cluster)
+                    methods=methods, output=output, config=config, text=text, units=units, select=select, chunks=chunks,
+                    cluster=cluster)

@@ -29,8 +29,11 @@ def _em_options(methods: dict) -> dict:
 
 
 def _choose_k(workflow: Workflow, spec, data, weights, progress):
-    """Fit each K of a range (EM criteria, and LOO when MCMC is asked for); BIC's choice is analysed."""
-    from mixflow.analysis.select import select_k
+    """Fit each K of a range (EM criteria, and LOO when MCMC is asked for); the K to analyse and the table.
+
+    The K are those of ``[select] fit``: BIC's, and with ``"all-preferred"`` every other K a criterion prefers.
+    """
+    from mixflow.analysis.select import ks_to_fit, select_k
 
     methods = (_em_options(workflow.methods)["method"],) + (("mcmc",) if "mcmc" in workflow.methods else ())
     progress(f"{spec.label}: choice of K over {list(spec.ks)} by {', '.join(methods)}")
@@ -46,7 +49,7 @@ def _choose_k(workflow: Workflow, spec, data, weights, progress):
     # (derived per K), so it is not the fit of the workflow's seed: on galaxies (MAP, K=3) its covariance
     # differs in the fourth significant digit and the recorded random_seed would change with the range.
     # The refit costs one EM run (well under a second); the container stays reproducible from its seed.
-    return int(table["bic"].idxmin()), table
+    return ks_to_fit(table, workflow.select["fit"]), table
 
 
 _METHOD_NAMES = {"mcmc": "NUTS", "advi": "ADVI"}
@@ -59,7 +62,8 @@ def _fit_all(workflow: Workflow, model, data, weights, progress):
     with progress.during(f"K={k}, {em_name}"):
         if workflow.large:
             options = {**options, "chunks": workflow.chunks}
-        tree = fit(model, data, weights=weights, random_seed=workflow.seed, data_name=workflow.data_name, **options)
+        tree = fit(model, data, weights=weights, random_seed=workflow.seed, data_name=workflow.data_name,
+                   units={c: u for c, u in workflow.units.items() if c in workflow.columns}, **options)
     progress(f"  {em_name}: {em_result(tree['em'].attrs)}")
     for method in ("mcmc", "advi"):
         if method in workflow.methods:
@@ -268,42 +272,64 @@ def _cluster(cluster: dict | None, progress):
 
 def _fit_and_write(workflow: Workflow, out: Path, progress, written: list, data, weights) -> None:
     """Fit and write every model (the body of :func:`_run_models`)."""
-    from mixflow.present.compare import compare
-    from mixflow.present.report.page import report
-
     for i, spec in enumerate(workflow.models):
-        k, selection, mark = spec.ks[0], None, len(progress.recorded)
-        try:  # a fit that fails on these data (not a bug) is reported at the model's position
+        ks, selection, mark = [spec.ks[0]], None, len(progress.recorded)
+        try:  # a choice of K that fails on these data (not a bug) is reported at the model's position
             if len(spec.ks) > 1:
-                k, selection = _choose_k(workflow, spec, data, weights, progress)
+                ks, selection = _choose_k(workflow, spec, data, weights, progress)
                 written.append(atomic_write(out / f"{spec.label}-choice-of-k.csv",
                                             lambda p, t=selection: t.to_csv(p)))
-                progress(f"{spec.label}: BIC prefers K={k}")
-            progress(f"{spec.label}: fitting K={k} by {', '.join(workflow.methods)}")
-            tree = _fit_all(workflow, spec.model(k), data, weights, progress)
+                progress(f"{spec.label}: BIC prefers K={ks[0]}" + (
+                    f"; [select] fit = 'all-preferred': K={', '.join(map(str, ks[1:]))} fitted too" if ks[1:] else ""))
         except (ValueError, TypeError, np.linalg.LinAlgError) as error:
-            raise workflow.model_error(i, f"the fit of K={k} failed: {error}") from error
-        tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
-                           "workflow_config_sha256": workflow.config_hash,
-                           RUN_WARNINGS: json.dumps(progress.since(mark))})
-        agreement = None
-        if workflow.labels is not None:
-            tree, agreement = _with_labels(tree, workflow, progress)
-        stem = f"{spec.label.rsplit('-k', 1)[0]}-k{k}"
-        if workflow.output["container"]:
-            written.append(save(tree, out / f"{stem}.nc"))
-        if workflow.output["table"]:
-            table = compare(tree)
-            written.append(atomic_write(out / f"{stem}-comparison.csv", lambda p, t=table: t.to_csv(p, index=False)))
-            if agreement is not None:
-                written.append(atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",
-                                            lambda p, t=agreement: t.to_csv(p)))
-        if workflow.output["figures"]:
-            progress(f"{spec.label}: figures")
-            written.extend(_figures(tree, out, stem, selection, progress))
-        if workflow.output["report"]:
-            progress(f"{spec.label}: report")
-            written.append(report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title))
+            raise workflow.model_error(i, f"the choice of K failed: {error}") from error
+        stems = {k: f"{spec.label.rsplit('-k', 1)[0]}-k{k}" for k in ks}
+        choice_warnings = progress.since(mark)  # recorded in the container of every K fitted after it
+        for k in ks:
+            others = {other: f"{stem}-report.html" for other, stem in stems.items()
+                      if other != k and workflow.output["report"]}
+            _write_model(workflow, i, spec, k, (data, weights), (out, stems[k]), selection, others, progress,
+                         written, choice_warnings)
+
+
+def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selection, others: dict, progress,
+                 written: list, choice_warnings: list) -> None:
+    """Fit K components by every method and write the container, tables, figures and report of that fit.
+
+    ``others`` maps the other fitted K of the same model to their reports (``[select] fit = "all-preferred"``),
+    which this one's report links to; ``choice_warnings`` are those of the choice of K, recorded with the fit's.
+    """
+    from mixflow.present.compare import compare, with_unit_column
+    from mixflow.present.report.page import report
+
+    (data, weights), (out, stem) = data, target
+    mark = len(progress.recorded)
+    progress(f"{spec.label}: fitting K={k} by {', '.join(workflow.methods)}")
+    try:  # a fit that fails on these data (not a bug) is reported at the model's position
+        tree = _fit_all(workflow, spec.model(k), data, weights, progress)
+    except (ValueError, TypeError, np.linalg.LinAlgError) as error:
+        raise workflow.model_error(i, f"the fit of K={k} failed: {error}") from error
+    tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
+                       "workflow_config_sha256": workflow.config_hash,
+                       RUN_WARNINGS: json.dumps(choice_warnings + progress.since(mark))})
+    agreement = None
+    if workflow.labels is not None:
+        tree, agreement = _with_labels(tree, workflow, progress)
+    if workflow.output["container"]:
+        written.append(save(tree, out / f"{stem}.nc"))
+    if workflow.output["table"]:
+        table = with_unit_column(compare(tree), tree)
+        written.append(atomic_write(out / f"{stem}-comparison.csv", lambda p, t=table: t.to_csv(p, index=False)))
+        if agreement is not None:
+            written.append(atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",
+                                        lambda p, t=agreement: t.to_csv(p)))
+    if workflow.output["figures"]:
+        progress(f"{spec.label}: figures of K={k}")
+        written.extend(_figures(tree, out, stem, selection, progress))
+    if workflow.output["report"]:
+        progress(f"{spec.label}: report of K={k}")
+        written.append(report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title,
+                              other_fits=others))
 
 
 def _jsonable(value):

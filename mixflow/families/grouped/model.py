@@ -34,6 +34,7 @@ from mixflow.families.gaussian import numerics as gn
 from mixflow.families.gaussian import units as gu
 from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
 from mixflow.families.scaling import standardise
+from mixflow.units import unit_power
 
 __all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
 
@@ -187,6 +188,11 @@ class GroupedGaussianMixture(MixtureModel):
         """K - 1 weights, K means and K variances (one if common)."""
         k = n_components or self.n_components
         return (k - 1) + k + (1 if self.common_variance else k)
+
+    def parameter_unit(self, name: str, element: dict, units: dict) -> str:
+        """Means in the unit of the class limits, variances in its square; weights are unitless."""
+        unit = units.get(self.bounds[0], "")
+        return {"mu": unit, "variance": unit_power(unit, 2)}.get(name, "")
 
     def sort_key(self, params: dict) -> np.ndarray:
         """Canonical order: ascending mean."""

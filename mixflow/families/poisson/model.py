@@ -174,6 +174,10 @@ class PoissonMixture(MixtureModel):
         k = n_components or self.n_components
         return 2 * k - 1
 
+    def parameter_unit(self, name: str, element: dict, units: dict) -> str:
+        """A rate is an expected count, in the unit of the (one) counted column; weights are unitless."""
+        return next(iter(units.values()), "") if name == "rate" and len(units) == 1 else ""
+
     def sort_key(self, params: dict) -> np.ndarray:
         """Canonical order: ascending rate."""
         return params["rate"]

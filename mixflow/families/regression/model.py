@@ -17,6 +17,7 @@ from mixflow.families import sampling
 from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.regression import numerics as rn
+from mixflow.units import unit_power, unit_ratio
 
 __all__ = ["RegressionMixture", "RegressionPrior", "ResolvedRegressionPrior", "parse_formula"]
 
@@ -285,6 +286,16 @@ class RegressionMixture(MixtureModel):
         """K - 1 weights, K p coefficients and K variances."""
         k = n_components or self.n_components
         return (k - 1) + k * len(self.coefficient_names) + k
+
+    def parameter_unit(self, name: str, element: dict, units: dict) -> str:
+        """The intercept in the response's unit, a slope in response per covariate, the variance squared."""
+        response = units.get(self.response, "")
+        if name == "variance":
+            return unit_power(response, 2)
+        if name == "coefficients":
+            coefficient = str(element.get("coefficient", ""))
+            return response if coefficient == "intercept" else unit_ratio(response, units.get(coefficient, ""))
+        return ""
 
     def sort_key(self, params: dict) -> np.ndarray:
         """Canonical order: ascending first coefficient (the intercept when there is one)."""

@@ -19,12 +19,13 @@ from matplotlib.patches import Ellipse, Patch
 from scipy import stats as st
 
 from mixflow.container.layout import EM_ESTIMATE, RESPONSIBILITY_GROUPS
-from mixflow.container.read import available_methods, check_tree, method_draws, observed_data
+from mixflow.container.read import available_methods, check_tree, data_units, method_draws, observed_data
 from mixflow.engines.em_steps import responsibilities
 from mixflow.families.base import model_from_json
 from mixflow.families.sampling import full_covariances
 from mixflow.present.compare import METHOD_LABELS
 from mixflow.present.plots.common import METHOD_COLORS, check_path, finish
+from mixflow.units import axis_label
 
 __all__ = ["plot_data"]
 
@@ -162,11 +163,16 @@ def _draw(model, tree, data, sets: dict, features) -> Figure:
 def _draw_points(model, tree, data, sets, features):
     chosen = _check_features(features, data.features)
     if len(chosen) == 1:
-        return _histogram(data, chosen[0], sets)
+        return _histogram(data, chosen[0], sets, data_units(tree))
     return _scatter(tree, model, data, chosen, _panel_sets(sets))
 
 
-def _histogram(data, feature: int, sets: dict) -> Figure:
+def _density_label(unit: str) -> str:
+    """A density's axis: probability per unit of the x axis."""
+    return f"density (per {unit})" if unit else "density"
+
+
+def _histogram(data, feature: int, sets: dict, units: dict) -> Figure:
     values, frequency = data.values[:, feature], data.frequency
     figure = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = figure.subplots()
@@ -182,8 +188,9 @@ def _histogram(data, feature: int, sets: dict) -> Figure:
                 label=f"{METHOD_LABELS[method]} mixture")
         for density in components:
             ax.plot(grid, density, "--", color=color, linewidth=1.1, zorder=3)
-    ax.set_xlabel(str(data.features[feature]))
-    ax.set_ylabel("density")
+    name = str(data.features[feature])
+    ax.set_xlabel(axis_label(name, units.get(name)))
+    ax.set_ylabel(_density_label(units.get(name, "")))
     ax.set_title("Data with mixture (solid) and weighted component densities (dashed)", fontsize=10)
     ax.legend(fontsize=8, frameon=False)
     return figure
@@ -201,7 +208,8 @@ def _scatter(tree, model, data, chosen: list[int], sets: dict) -> Figure:
     n_panels = len(sets)
     figure = Figure(figsize=(4.6 * n_panels, 4.4), layout="constrained")
     axes = figure.subplots(1, n_panels, squeeze=False, sharex=True, sharey=True).ravel()
-    x = data.values
+    x, units = data.values, data_units(tree)
+    names = [str(data.features[c]) for c in chosen]
     for ax, (method, parameter_sets) in zip(axes, sets.items(), strict=True):
         params = _point_parameters(parameter_sets)
         resp = _responsibilities(tree, model, method, params, data)
@@ -216,9 +224,9 @@ def _scatter(tree, model, data, chosen: list[int], sets: dict) -> Figure:
             _ellipse(ax, mean, covariances[component], 0.95, color, ":")
             ax.plot(*mean, "x", color="black", markersize=6)
         ax.set_title(f"{METHOD_LABELS[method]}", fontsize=10)
-        ax.set_xlabel(str(data.features[chosen[0]]))
+        ax.set_xlabel(axis_label(names[0], units.get(names[0])))
         ax.grid(alpha=0.2)
-    axes[0].set_ylabel(str(data.features[chosen[1]]))
+    axes[0].set_ylabel(axis_label(names[1], units.get(names[1])))
     figure.suptitle("Points coloured by responsibilities; 50% (solid) and 95% (dotted) component ellipses",
                     fontsize=10)
     return figure
@@ -243,7 +251,7 @@ def _draw_counts(model, tree, data, sets, features):
         for pmf in components:
             ax.plot(support, pmf, "--", color=color, linewidth=1.0, alpha=0.8)
     ax.set_xticks(support if top <= 30 else support[::max(top // 15, 1)])
-    ax.set_xlabel(str(data.features[0]))
+    ax.set_xlabel(axis_label(str(data.features[0]), data_units(tree).get(str(data.features[0]))))
     ax.set_ylabel("probability")
     ax.set_title("Observed frequencies with mixture (solid) and weighted component probabilities (dashed)",
                  fontsize=10)
@@ -261,7 +269,7 @@ def _draw_regression(model, tree, data, sets, features):
         if covariate is not None else None
     x = design[:, column] if column is not None else np.arange(data.n_obs, dtype=float)
     y = data.values[:, response]
-    panels = _panel_sets(sets)
+    panels, units = _panel_sets(sets), data_units(tree)
     figure = Figure(figsize=(4.6 * len(panels), 4.4), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False, sharex=True, sharey=True).ravel()
     grid = np.linspace(x.min() - 0.05 * np.ptp(x), x.max() + 0.05 * np.ptp(x), 100)
@@ -280,9 +288,9 @@ def _draw_regression(model, tree, data, sets, features):
             ax.plot(grid, line, color=color, linewidth=1.8, label=f"k = {component}")
             ax.fill_between(grid, line - 2 * sd, line + 2 * sd, color=color, alpha=0.12, linewidth=0)
         ax.set_title(METHOD_LABELS[method], fontsize=10)
-        ax.set_xlabel(covariate if covariate is not None else "row")
+        ax.set_xlabel(axis_label(covariate, units.get(covariate)) if covariate is not None else "row")
         ax.grid(alpha=0.2)
-    axes[0].set_ylabel(model.response)
+    axes[0].set_ylabel(axis_label(model.response, units.get(model.response)))
     axes[0].legend(fontsize=8, frameon=False)
     figure.suptitle("Points coloured by responsibilities; each component's line with a +-2 sd band", fontsize=10)
     return figure
@@ -320,9 +328,10 @@ def _draw_classes(model, tree, data, sets, features):
         handles.append(Patch(facecolor="#d9d9d9", edgecolor="#9a9a9a", hatch="//"))
         labels.append("open class (drawn over its recorded limits)")
     ax.legend(handles, labels, fontsize=8, frameon=False)
-    ax.set_xlabel("class limits" if list(model.bounds) == [str(f) for f in data.features] else
-                  f"{data.features[0]} to {data.features[1]}")
-    ax.set_ylabel("density")
+    unit = data_units(tree).get(model.bounds[0], "")
+    ax.set_xlabel(axis_label("class limits" if list(model.bounds) == [str(f) for f in data.features] else
+                             f"{data.features[0]} to {data.features[1]}", unit))
+    ax.set_ylabel(_density_label(unit))
     ax.set_title(f"Class counts with mixture (solid) and weighted component densities (dashed); "
                  f"{model.likelihood} likelihood", fontsize=10)
     return figure

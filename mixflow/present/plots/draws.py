@@ -6,6 +6,12 @@ matplotlib draws the rest: the forest of all methods here, convergence curves an
 container first, returns a matplotlib ``Figure`` and writes it to ``path`` (``.png``, ``.svg`` or
 ``.pdf``) when one is given.
 
+The forest stays mixflow's own: ``arviz_plots.plot_forest`` (1.3) draws every parameter element of every
+method on one shared x axis, so weights (0 to 1) beside velocities (about 20,000 km/s) or variances
+(about 4e6 (km/s)²) collapse to points, and it has no place for the EM point with its Wald interval. Here
+each element and component gets its own scale and the EM point is drawn beside the draws. For ArviZ's
+own, ``az.plot_forest({"NUTS": tree["mcmc"], "ADVI": tree["advi"]})`` works on the container as it is.
+
 Symmetric matrices (covariances) are shown by their upper triangle only, as an ``entry`` dim labelled
 ``"row, column"``.
 """
@@ -17,6 +23,7 @@ import xarray as xr
 from arviz_base import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from mixflow.container.layout import ADVI, EM_ESTIMATE, MCMC, OBSERVED_DATA
 from mixflow.container.layout import group as layout_group
@@ -24,6 +31,8 @@ from mixflow.container.read import available_methods, check_tree, method_draws, 
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset
 from mixflow.present.plots.common import METHOD_COLORS, check_path, finish
+from mixflow.present.units import ParameterUnits
+from mixflow.units import axis_label
 
 __all__ = [
     "plot_forest",
@@ -75,22 +84,22 @@ def _figure_of(plot_collection) -> Figure:
 
 
 # -- forest --------------------------------------------------------------------------------------------
-def _panels(dataset: xr.Dataset, names: list[str]) -> list[tuple[str, str, xr.DataArray]]:
-    """(parameter, title, DataArray (method, statistic[, component])) for each panel of the forest."""
+def _panels(dataset: xr.Dataset, names: list[str]) -> list[tuple[str, str, xr.DataArray, dict]]:
+    """(parameter, title, DataArray (method, statistic[, component]), element) for each panel of the forest."""
     panels = []
     triangle = upper_triangle(dataset[names])
     for name in names:
         da = triangle[name]
         extra = [d for d in da.dims if d not in ("method", "statistic", "component")]
         if not extra:
-            panels.append((name, name, da))
+            panels.append((name, name, da, {}))
             continue
         stacked = da.stack(panel=extra)
         for i in range(stacked.sizes["panel"]):
             index = stacked["panel"].values[i]
             index = index if isinstance(index, tuple) else (index,)
             panels.append((name, f"{name}[{', '.join(map(str, index))}]",
-                           stacked.isel(panel=i, drop=True)))
+                           stacked.isel(panel=i, drop=True), _element(dict(zip(extra, index, strict=True)))))
     return panels
 
 
@@ -130,9 +139,10 @@ def plot_forest(tree, *, var_names=None, ci_prob: float | None = None, path=None
     row_height = 0.45 + n_components * (0.2 + 0.2 * len(methods))
     figure = Figure(figsize=(4.3 * n_cols, row_height * n_rows + 0.7), layout="constrained")
     subfigures = np.atleast_1d(figure.subfigures(n_rows, n_cols, squeeze=False).ravel())
-    for subfigure, (_, title, da) in zip(subfigures, panels, strict=False):
+    units = ParameterUnits(tree)
+    for subfigure, (name, title, da, element) in zip(subfigures, panels, strict=False):
         _forest_panel(subfigure, da, methods)
-        subfigure.suptitle(title, fontsize=10)
+        subfigure.suptitle(units.label(title, name, element), fontsize=10)
     handles = [Line2D([], [], marker="D" if m == "em" else "o", linestyle="--" if m == "em" else "-",
                       color=METHOD_COLORS[m], markerfacecolor=None if m == "em" else "white",
                       label=_em_label(dataset) if m == "em" else METHOD_LABELS[m]) for m in methods]
@@ -172,6 +182,9 @@ def _forest_panel(subfigure, da: xr.DataArray, methods: list[str]) -> None:
 
 
 # -- ArviZ-plots: densities, trace, rank -----------------------------------------------------------------
+_SAMPLE_DIMS = ("chain", "draw")
+
+
 def _posterior_tree(draws: xr.Dataset, sample_stats: xr.Dataset | None = None) -> xr.DataTree:
     groups = {"posterior": upper_triangle(draws)}
     if sample_stats is not None:
@@ -204,8 +217,9 @@ def plot_posteriors(tree, *, var_names=None, path=None) -> Figure:
     methods = _draw_methods(tree)
     _require(bool(methods), "tree: expected draws to plot (/em/bootstrap, /mcmc or /advi), got only "
                             f"{available_methods(tree) or 'no methods'}; run mixflow.bootstrap or fit by MCMC/ADVI")
-    data = {METHOD_LABELS[m]: _posterior_tree(draws) for m, draws in
-            zip(methods, _common_draws([method_draws(tree, m)[names] for m in methods]), strict=True)}
+    bulk = _central_draws([upper_triangle(method_draws(tree, m)[names]) for m in methods])
+    data = {METHOD_LABELS[m]: xr.DataTree.from_dict({"posterior": draws}) for m, draws in
+            zip(methods, _common_draws(bulk), strict=True)}
     colors = [METHOD_COLORS[m] for m in methods]
     visuals = {"credible_interval": False, "point_estimate": False, "point_estimate_text": False}
     source = data if len(data) > 1 else next(iter(data.values()))
@@ -220,11 +234,59 @@ def plot_posteriors(tree, *, var_names=None, path=None) -> Figure:
         estimate = upper_triangle(tree[EM_ESTIMATE].to_dataset()[names])
         azp.add_lines(plot_collection, values=estimate, visuals={"ref_line": {"color": METHOD_COLORS["em"]}})
     if len(data) > 1:
-        plot_collection.add_legend("model")
+        plot_collection.add_legend("model", title="method")
+    _unit_labels(plot_collection, ParameterUnits(tree))
     figure = _figure_of(plot_collection)
     figure.suptitle("Marginal densities" + (" (vertical line: EM estimate)" if "em" in available_methods(tree)
-                                             else ""), fontsize=11)
+                                             else "") + f"; draws beyond {_FENCE:g} interquartile ranges past the "
+                    "quartiles left out", fontsize=11)
     return finish(figure, path)
+
+
+#: Tukey's far-out fences: draws more than this many interquartile ranges beyond the quartiles of all
+#: methods' draws of an element are left out of its density. A long tail (a variance's, with few points in
+#: a component) would otherwise stretch the axis and flatten the bulk; a normal posterior loses nothing
+#: (the fences lie 4.7 sd from its mean).
+_FENCE = 3.0
+
+
+def _central_draws(datasets: list[xr.Dataset]) -> list[xr.Dataset]:
+    """Each method's draws with those beyond the far-out fences of all methods' draws set to NaN."""
+    pooled = xr.concat([ds.stack(sample=_SAMPLE_DIMS, create_index=False).drop_vars(_SAMPLE_DIMS, errors="ignore")
+                        for ds in datasets], dim="sample", join="outer")
+    quartiles = pooled.quantile([0.25, 0.75], dim="sample", skipna=True)
+    first, third = quartiles.isel(quantile=0, drop=True), quartiles.isel(quantile=1, drop=True)
+    lower, upper = first - _FENCE * (third - first), third + _FENCE * (third - first)
+    return [ds.where((ds >= lower) & (ds <= upper)) for ds in datasets]
+
+
+def _element(coords: dict) -> dict:
+    """A panel's coordinates as a parameter element (an ``entry`` "a, b" back to feature and feature_)."""
+    element = {dim: value for dim, value in coords.items() if dim != "entry"}
+    if "entry" in coords:
+        element["feature"], element["feature_"] = str(coords["entry"]).split(", ", 1)
+    return element
+
+
+def _unit_labels(plot_collection, units: ParameterUnits) -> None:
+    """Write each panel's unit on its value axis: x of a density, y of a trace (``column`` "trace")."""
+    panels = plot_collection.viz["plot"].to_dataset()
+    for name, axes in panels.data_vars.items():
+        for index in np.ndindex(axes.shape):
+            coords = {dim: axes[dim].values[i] for dim, i in zip(axes.dims, index, strict=True) if dim in axes.coords}
+            column = coords.pop("column", None)
+            unit = units(str(name), _element(coords))
+            ax = axes.values[index]
+            if column != "trace":  # a few ticks, so that values of five digits do not run into each other
+                ax.xaxis.set_major_locator(MaxNLocator(5))
+            if not unit:
+                continue
+            if column == "trace":
+                ax.set_ylabel(f"{ax.get_ylabel()} ({unit})")
+            elif column == "dist":
+                ax.set_xlabel(f"{ax.get_xlabel()} ({unit})")
+            else:
+                ax.set_xlabel(unit, fontsize=9)
 
 
 def _wrap_layout(draws: xr.Dataset) -> dict:
@@ -287,6 +349,7 @@ def plot_trace(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figu
     plot_collection = azp.plot_trace_dist(data, var_names=names, compact=False,
                                           figure_kwargs={"figsize": (11, 1.5 * n_rows + 0.5),
                                                          "layout": "constrained"})
+    _unit_labels(plot_collection, ParameterUnits(tree))
     return finish(_figure_of(plot_collection), path)
 
 
@@ -392,12 +455,31 @@ def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_s
         OBSERVED_DATA: xr.Dataset({"x": observed.drop_vars("obs", errors="ignore")}),
     })
     n_draws = predictive.sizes["chain"] * predictive.sizes["draw"]
+    kind = kind or ("ecdf" if observed.sizes["obs"] < 100 else "kde")  # ArviZ's "auto", made explicit for the label
     plot_collection = azp.plot_ppc_dist(dt, num_samples=min(num_samples, n_draws), sample_dims=["chain", "draw"],
                                         kind=kind,
                                         cols=["__variable__", "feature"],
                                         visuals={"predictive_dist": {"color": METHOD_COLORS[method], "alpha": 0.3}})
     figure = _figure_of(plot_collection)
-    kind = "plug-in predictive (EM estimate)" if method == "em" else f"predictive check: {METHOD_LABELS[method]}"
+    _ppc_labels(plot_collection, tree, kind, min(num_samples, n_draws))
+    what = "Plug-in predictive check, EM estimate" if method == "em" else \
+        f"Posterior predictive check, {METHOD_LABELS[method]}"
     figure.set_layout_engine("constrained")
-    figure.suptitle(f"{kind}; black: observed data", fontsize=11)
+    figure.suptitle(f"{what}\nthe observed data (black) against data sets replicated from the fit (colour)",
+                    fontsize=10)
     return finish(figure, path)
+
+
+def _ppc_labels(plot_collection, tree, kind: str | None, n_replicates: int) -> None:
+    """Each panel titled by its feature, its x axis in the feature's unit, its y axis named."""
+    from mixflow.container.read import data_units
+
+    units = data_units(tree)
+    common = next(iter(set(units.values()))) if len(set(units.values())) == 1 else ""
+    axes = plot_collection.viz["plot"].to_dataset()["x"]
+    for index in np.ndindex(axes.shape):
+        ax = axes.values[index]
+        feature = str(axes["feature"].values[index[axes.dims.index("feature")]]) if "feature" in axes.dims else "x"
+        ax.set_title(f"{feature}: observed and {n_replicates} replicates", fontsize=10)
+        ax.set_xlabel(axis_label(feature, units.get(feature, common if feature not in units else "")), fontsize=9)
+        ax.set_ylabel("cumulative probability" if kind == "ecdf" else "density", fontsize=9)

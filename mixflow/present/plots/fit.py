@@ -100,8 +100,22 @@ def _elbo_curve(ax, elbo: xr.DataArray) -> None:
 
 
 # -- choice of K --------------------------------------------------------------------------------------
+_CRITERION_PANELS = {  # column: (title, y label); lower is better for the information criteria
+    "bic": ("BIC (EM; lower is better)", "BIC"),
+    "aic": ("AIC (EM; lower is better)", "AIC"),
+    "icl": ("ICL (EM; lower is better)", "ICL"),
+    "cv_log_likelihood": ("Held-out log-likelihood (EM, cross-validation; higher is better)", "log-likelihood"),
+    "elpd_loo": ("PSIS-LOO ELPD (MCMC; higher is better)", "ELPD"),
+}
+
+
 def plot_select_k(table, *, path=None) -> Figure:
-    """Choice of K: information criteria, cross-validated log-likelihood and LOO ELPD against K.
+    """Choice of K: each criterion against K in a panel of its own, its preferred K marked.
+
+    BIC, AIC and ICL, the held-out log-likelihood and the LOO ELPD each get their own panel and y scale
+    (their scales differ: ICL adds the entropy of the classification, LOO and the held-out likelihood are
+    on the scale of a log density), with their standard errors where the table has them; a grey line marks
+    the K each prefers.
 
     Parameters
     ----------
@@ -119,30 +133,30 @@ def plot_select_k(table, *, path=None) -> Figure:
     if not isinstance(table, pd.DataFrame) or table.index.name != "k":
         raise TypeError(f"table: expected the DataFrame returned by mixflow.select_k (indexed by k), "
                         f"got {type(table).__name__}")
-    panels = [("criteria", [c for c in ("bic", "aic", "icl") if c in table])]
-    if "cv_log_likelihood" in table:
-        panels.append(("cv", ["cv_log_likelihood"]))
-    if "elpd_loo" in table and table["elpd_loo"].notna().any():
-        panels.append(("loo", ["elpd_loo"]))
-    figure = Figure(figsize=(4.4 * len(panels), 3.5), layout="constrained")
-    axes = figure.subplots(1, len(panels), squeeze=False).ravel()
+    columns = [c for c in _CRITERION_PANELS if c in table and table[c].notna().any()]
+    if not columns:
+        raise ValueError(f"table: expected some of the criteria {list(_CRITERION_PANELS)}, got columns "
+                         f"{list(table.columns)}")
+    n_cols = min(3, len(columns))
+    n_rows = -(-len(columns) // n_cols)
+    figure = Figure(figsize=(4.3 * n_cols, 3.3 * n_rows), layout="constrained")
+    axes = figure.subplots(n_rows, n_cols, squeeze=False).ravel()
     ks = table.index.to_numpy()
-    for ax, (kind, columns) in zip(axes, panels, strict=True):
-        for column in columns:
-            values = table[column].to_numpy(dtype=float)
-            error = table.get(f"{column}_se")
-            ax.errorbar(ks, values, yerr=None if error is None else error.to_numpy(dtype=float), marker="o",
-                        capsize=3, label=column.upper() if kind == "criteria" else None)
-            best = ks[np.nanargmin(values)] if kind == "criteria" else ks[np.nanargmax(values)]
-            ax.axvline(best, color="#b0b0b0", linewidth=0.8, zorder=0)
+    preferred = table.attrs.get("preferred") or {  # select_k's, which never prefer a degenerate EM fit
+        c: ks[np.nanargmin(table[c])] if c in ("bic", "aic", "icl") else ks[np.nanargmax(table[c])] for c in columns}
+    for ax, column in zip(axes, columns, strict=False):
+        values = table[column].to_numpy(dtype=float)
+        error = table.get(f"{column}_se")
+        ax.errorbar(ks, values, yerr=None if error is None else error.to_numpy(dtype=float), marker="o", capsize=3)
+        if column in preferred:
+            ax.axvline(preferred[column], color="#b0b0b0", linewidth=0.8, zorder=0)
+        title, label = _CRITERION_PANELS[column]
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(label)
         ax.set_xlabel("number of components K")
         ax.set_xticks(ks)
         ax.grid(alpha=0.3)
-        title, label = {"criteria": ("Information criteria (EM; lower is better)", "criterion"),
-                        "cv": ("Held-out log-likelihood (EM, cross-validation)", "log-likelihood"),
-                        "loo": ("PSIS-LOO ELPD (MCMC; higher is better)", "ELPD")}[kind]
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel(label)
-        if kind == "criteria":
-            ax.legend(fontsize=8, frameon=False)
+    for ax in axes[len(columns):]:
+        ax.set_visible(False)
+    figure.suptitle("Choice of K (grey line: the K each criterion prefers)", fontsize=10)
     return finish(figure, path)

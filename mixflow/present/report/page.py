@@ -18,7 +18,7 @@ import pandas as pd
 
 from mixflow.atomic import atomic_write
 from mixflow.container.layout import OBSERVED_DATA
-from mixflow.container.read import available_methods, check_tree
+from mixflow.container.read import available_methods, check_tree, data_units
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
 from mixflow.present.numbers import format_number, format_with_sd
@@ -31,6 +31,8 @@ from mixflow.present.report.cards import (
     run_warnings,
     selection_findings,
 )
+from mixflow.present.units import ParameterUnits
+from mixflow.units import unit_root
 from mixflow.warnings import MixflowWarning
 
 __all__ = ["FIGURE_DPI", "SECTIONS", "report"]
@@ -68,7 +70,7 @@ main { padding: 0 40px 40px; max-width: 1280px; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 4px 14px 4px; }
 .card h3 { margin-top: 10px; }
 #summary .table.kv td { font-weight: 500; }
-.table.compare td { min-width: 150px; }
+.table.compare td { min-width: 150px; } .table.compare td.unit { min-width: 0; text-align: left; }
 .scroll { overflow-x: auto; }
 small { color: var(--muted); }
 .flag { display: inline-block; margin-top: 2px; padding: 0 6px; border-radius: 8px; font-size: 11.5px; }
@@ -119,7 +121,7 @@ def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
         by_k.setdefault(int(k), []).append(CRITERIA.get(criterion, criterion))
     if not by_k:
         return ""
-    fitted = "" if fitted_k is None else f"; K = {fitted_k} is the one fitted"
+    fitted = "" if fitted_k is None else f"; this report is of K = {fitted_k}"
     if len(by_k) == 1:
         (k, names), = by_k.items()
         return f"every criterion ({', '.join(names)}) prefers K = {k}{fitted}"
@@ -128,7 +130,33 @@ def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
     return f"the criteria disagree: {parts}{fitted}"
 
 
-def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame, selection=None) -> str:
+def other_fits_html(selection, fitted_k: int, other_fits: dict) -> str:
+    """Links to the reports of the other K fitted from the same choice of K, with the criteria preferring each.
+
+    Without other fits, and when the criteria disagree, how to ask for them (``[select] fit``).
+    """
+    from mixflow.analysis.select import preferred_k
+
+    if selection is None:
+        return ""
+    preferred = selection.attrs.get("preferred") or preferred_k(selection)
+    by_k = {}
+    for criterion, k in preferred.items():
+        by_k.setdefault(int(k), []).append(CRITERIA.get(criterion, criterion))
+    if not other_fits:
+        if len(by_k) < 2:
+            return ""
+        return ("<p class=\"other-fits\">Only K = " f"{fitted_k} was fitted by every method; to fit each K a criterion "
+                "prefers as well, set <code>[select] fit = \"all-preferred\"</code> in the workflow.</p>")
+    links = []
+    for k, href in sorted(other_fits.items()):
+        why = f" (preferred by {', '.join(by_k[k])})" if k in by_k else ""
+        links.append(f'<a href="{html.escape(str(href), quote=True)}">K = {k}</a>{html.escape(why)}')
+    return f'<p class="other-fits">Also fitted by every method: {"; ".join(links)}.</p>'
+
+
+def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame, selection=None,
+                     other_fits=None) -> str:
     """Headline numbers: the model, the data, the fit, the choice of K and how far the methods agree."""
     from mixflow.families.base import model_from_json
 
@@ -165,7 +193,7 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
     levels = {level: sum(1 for lvl, _ in findings if lvl == level) for level in ("bad", "warn")}
     facts.append(("diagnostics", f"{levels['bad']} problem(s), {levels['warn']} warning(s)" if any(
         levels.values()) else "no problems found"))
-    return key_values(facts)
+    return key_values(facts) + other_fits_html(selection, model.n_components, other_fits or {})
 
 
 def _model_section(tree) -> str:
@@ -203,13 +231,16 @@ def _data_section(tree) -> str:
     summary = pd.DataFrame({"mean": mean, "sd": sd, "min": data.values.min(axis=0),
                             "median": np.median(data.values, axis=0), "max": data.values.max(axis=0)},
                            index=pd.Index(data.features, name="feature"))
+    units = data_units(tree)
+    if units:
+        summary.insert(0, "unit", [units.get(str(f), "") for f in data.features])
     rows = [("name", tree.attrs.get("data_name", "")), ("rows", data.n_obs), ("features", data.n_features),
             ("frequency weights", "none" if data.weights is None else f"yes (total {total:g})")]
     note = " (weighted)" if data.weights is not None else ""
     return key_values(rows) + f"<h3>Summary{note}</h3>" + _table(summary)
 
 
-def _cell(stats: pd.Series, method: str) -> str:
+def _cell(stats: pd.Series, method: str, unit: str = "") -> str:
     if pd.isna(stats.get("estimate")):
         return ""
     sd = stats["sd"] if pd.notna(stats["sd"]) else None
@@ -218,7 +249,8 @@ def _cell(stats: pd.Series, method: str) -> str:
     if pd.notna(stats["lower"]):
         text += f"<br><small>[{format_number(stats['lower'], sd)}, {format_number(stats['upper'], sd)}]</small>"
     if _is_variance(stats) and stats["estimate"] >= 0:
-        text += f"<br><small>sd {format_number(np.sqrt(stats['estimate']))}</small>"
+        root = f" {html.escape(unit_root(unit))}" if unit_root(unit) else ""
+        text += f"<br><small>sd {format_number(np.sqrt(stats['estimate']))}{root}</small>"
     flags = []
     if method != "em" and stats.get("em_inside") is False:
         flags.append('<span class="flag bad" title="EM point outside this interval">EM outside</span>')
@@ -240,16 +272,20 @@ def _is_variance(stats: pd.Series) -> bool:
             and stats.get("feature") == stats.get("feature_"))
 
 
-def _comparison_section(table: pd.DataFrame) -> str:
+def _comparison_section(table: pd.DataFrame, units: ParameterUnits) -> str:
     keys = ["parameter", *element_columns(table)]
     methods = [m for m in table["method"].cat.categories]
-    rows = []
+    rows, any_unit = [], False
     for key, block in table.groupby(keys, sort=False, dropna=False, observed=True):
         label = key[0] + "".join(f"[{v}]" for v in key[1:] if pd.notna(v))
+        unit = units(key[0], {dim: v for dim, v in zip(keys[1:], key[1:], strict=True) if pd.notna(v)})
+        any_unit = any_unit or bool(unit)
         by_method = {row["method"]: row for _, row in block.iterrows()}
-        cells = "".join(f"<td>{_cell(by_method[m], m) if m in by_method else ''}</td>" for m in methods)
-        rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
-    header = "".join(f"<th>{html.escape(METHOD_LABELS[m])}</th>" for m in methods)
+        cells = "".join(f"<td>{_cell(by_method[m], m, unit) if m in by_method else ''}</td>" for m in methods)
+        rows.append((f"<th>{html.escape(label)}</th>", f'<td class="unit">{html.escape(unit)}</td>', cells))
+    rows = [f"<tr>{label}{unit if any_unit else ''}{cells}</tr>" for label, unit, cells in rows]
+    header = ('<th class="unit">unit</th>' if any_unit else "") + "".join(
+        f"<th>{html.escape(METHOD_LABELS[m])}</th>" for m in methods)
     probability = table.attrs["ci_prob"]
     agreement = table.attrs["label_agreement"]
     explanation = (f"<p>Each cell: estimate (EM point or posterior mean), (sd; for EM the standard error from the "
@@ -340,7 +376,7 @@ def _page(title: str, sections: dict, methods: list[str], subtitle: str) -> str:
             "</body></html>\n")
 
 
-def _check_arguments(tree, path, selection, title):
+def _check_arguments(tree, path, selection, title, other_fits):
     check_tree(tree)
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"path: expected a file path (str or pathlib.Path), got {type(path).__name__}")
@@ -354,10 +390,19 @@ def _check_arguments(tree, path, selection, title):
                         f"got {type(selection).__name__}")
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title: expected None or a str, got {type(title).__name__}")
+    if other_fits is not None and (not isinstance(other_fits, dict) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and isinstance(v, str | os.PathLike)
+            for k, v in other_fits.items())):
+        raise TypeError(f"other_fits: expected None or a dict of K (int) to a report's path or link (str), got "
+                        f"{other_fits!r}")
+    if other_fits and selection is None:
+        raise ValueError("other_fits: expected the choice-of-K table they come from as selection, got "
+                         "selection=None")
     return path
 
 
-def report(tree, path, *, selection=None, title: str | None = None, ci_prob: float | None = None) -> Path:
+def report(tree, path, *, selection=None, title: str | None = None, ci_prob: float | None = None,
+           other_fits: dict | None = None) -> Path:
     """Write a self-contained HTML report of a mixflow result.
 
     Sections: the model and prior as declared (and as resolved from the data), the data, a summary of
@@ -377,6 +422,9 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         Page title (default from the data name).
     ci_prob : float, optional
         Interval probability, ``rcParams["stats.ci_prob"]`` by default.
+    other_fits : dict of int to str, optional
+        The reports of the other K fitted from the same ``selection`` (e.g. the runner-up when the criteria
+        disagree), by K: linked from "At a glance" with the criteria that prefer each.
 
     Returns
     -------
@@ -384,7 +432,7 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         The file written.
 
     """
-    path = _check_arguments(tree, path, selection, title)
+    path = _check_arguments(tree, path, selection, title, other_fits)
     methods = available_methods(tree)
     title = title or f"Mixture model report: {tree.attrs.get('data_name', 'data')}"
     with warnings.catch_warnings(record=True) as caught:
@@ -401,12 +449,13 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
     written = [("report written", datetime.now(UTC).isoformat(timespec="seconds"))]
     reference = reference_agreement(tree)
     sections = {
-        "summary": ("At a glance", _summary_section(tree, table, findings, reference, selection)),
+        "summary": ("At a glance", _summary_section(tree, table, findings, reference, selection, other_fits)),
         "diagnostics": ("Diagnostics and warnings", f'<ul class="findings">{items}</ul>'),
         "model": ("Model and prior", _model_section(tree)),
         "data": ("Data", _data_section(tree)),
         "fits": ("Fits", fit_summaries(tree) + _selection_html(selection)),
-        "comparison": ("Comparison of methods", _comparison_section(table) + _reference_section(tree, reference)),
+        "comparison": ("Comparison of methods", _comparison_section(table, ParameterUnits(tree))
+                       + _reference_section(tree, reference)),
         "plots": ("Plots", plots_html),
         "provenance": ("Provenance", key_values(provenance_rows(tree) + written)),
     }

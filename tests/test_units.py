@@ -1,0 +1,173 @@
+"""Units of measurement: from the shipped datasets and the caller into the container, its plots and report."""
+
+import json
+import re
+
+import matplotlib
+import matplotlib.pyplot
+import pytest
+from test_compare import make_container
+
+import mixflow
+from mixflow.container.read import data_units
+from mixflow.present import plots
+from mixflow.present.report.page import report
+from mixflow.units import axis_label, check_units, unit_power, unit_product, unit_ratio, unit_root
+
+matplotlib.use("Agg")
+
+
+def test_units_compose_as_a_physicist_writes_them():
+    assert unit_power("min") == "min²" and unit_power("km/s") == "(km/s)²" and unit_power("") == ""
+    assert unit_product("min", "min") == "min²" and unit_product("cm", "km/s") == "cm·(km/s)"
+    assert unit_product("", "cm") == "cm"
+    assert unit_ratio("cm", "s") == "cm/s" and unit_ratio("cm", "cm") == "" and unit_ratio("", "km/s") == "1/(km/s)"
+    assert unit_ratio("cm", "") == "cm"
+    assert unit_root("(km/s)²") == "km/s" and unit_root("min²") == "min" and unit_root("min") == ""
+    assert axis_label("waiting", "min") == "waiting (min)" and axis_label("ratio", "") == "ratio"
+
+
+@pytest.mark.parametrize(("units", "error", "message"), [
+    ("min", TypeError, r"units: expected a mapping of column name to unit .* got str 'min'"),
+    ({"speed": "km/s"}, ValueError, r"units: expected units of the data's columns \['velocity'\], got unit\(s\) "
+                                    r"for \['speed'\]"),
+    ({"velocity": 3}, ValueError, r"units: expected each unit to be a non-empty string .* got \{'velocity': 3\}"),
+    ({"velocity": " "}, ValueError, r"units: expected each unit to be a non-empty string"),
+])
+def test_bad_units_are_refused_naming_the_argument(units, error, message):
+    galaxies = mixflow.load_dataset("galaxies")
+    with pytest.raises(error, match=message):
+        mixflow.fit(mixflow.GaussianMixture(2), galaxies, units=units, random_seed=1)
+    with pytest.raises(error, match=message):
+        check_units(units, ["velocity"])
+
+
+def test_shipped_datasets_carry_their_units_into_the_container_and_through_save_and_load(tmp_path):
+    faithful = mixflow.load_dataset("faithful")
+    assert faithful.attrs["units"] == {"eruptions": "min", "waiting": "min"}
+    assert "velocity (km/s)" in mixflow.list_datasets().loc["galaxies", "columns"]
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful[["waiting"]], random_seed=1, n_init=2)
+    assert data_units(tree) == {"waiting": "min"}  # only the fitted columns
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1, n_init=2, units={"waiting": "s"})
+    assert data_units(tree) == {"waiting": "s"}  # the caller's units replace the dataset's
+    plain = mixflow.fit(mixflow.GaussianMixture(2), faithful.to_numpy(), random_seed=1, n_init=2)
+    assert data_units(plain) == {} and "units" not in plain.attrs
+    mixflow.save(tree, tmp_path / "f.nc")
+    assert data_units(mixflow.load(tmp_path / "f.nc")) == {"waiting": "s"}
+
+
+def test_each_family_gives_its_parameters_their_units():
+    units = {"eruptions": "min", "waiting": "min", "velocity": "km/s"}
+    full = mixflow.GaussianMixture(2, covariance="full")
+    assert full.parameter_unit("weights", {}, units) == ""
+    assert full.parameter_unit("mu", {"feature": "velocity"}, units) == "km/s"
+    assert full.parameter_unit("covariance", {"feature": "velocity", "feature_": "eruptions"}, units) == "(km/s)·min"
+    spherical = mixflow.GaussianMixture(2, covariance="spherical")
+    assert spherical.parameter_unit("variance", {}, {"eruptions": "min", "waiting": "min"}) == "min²"
+    assert spherical.parameter_unit("variance", {}, units) == ""  # no common unit
+    assert mixflow.PoissonMixture(2).parameter_unit("rate", {}, {"deaths": "deaths/day"}) == "deaths/day"
+    regression = mixflow.RegressionMixture(2, "tuned ~ stretch")
+    lines = {"tuned": "Hz", "stretch": "cm"}
+    assert regression.parameter_unit("coefficients", {"coefficient": "intercept"}, lines) == "Hz"
+    assert regression.parameter_unit("coefficients", {"coefficient": "stretch"}, lines) == "Hz/cm"
+    assert regression.parameter_unit("variance", {}, lines) == "Hz²"
+    grouped = mixflow.GroupedGaussianMixture(2)
+    assert grouped.parameter_unit("variance", {}, {"lower": "mm", "upper": "mm"}) == "mm²"
+    assert grouped.parameter_unit("mu", {}, {"lower": "mm", "upper": "mm"}) == "mm"
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """ArviZ draws through pyplot, which keeps every figure open until closed."""
+    yield
+    matplotlib.pyplot.close("all")
+
+
+@pytest.fixture(scope="module")
+def with_units():
+    tree = make_container(("em", "mcmc", "advi"), d=2, draws=30)
+    tree.attrs["units"] = json.dumps({"x0": "min", "x1": "km/s"})
+    return tree
+
+
+def _texts(figure) -> set[str]:
+    texts = {t.get_text() for t in figure.findobj(matplotlib.text.Text)}
+    for ax in figure.get_axes():
+        texts |= {ax.get_xlabel(), ax.get_ylabel(), ax.get_title()}
+    return texts
+
+
+def test_plots_put_the_units_on_their_axes(with_units):
+    scatter = _texts(plots.plot_data(with_units))
+    assert {"x0 (min)", "x1 (km/s)"} <= scatter
+    histogram = _texts(plots.plot_data(with_units, features="x1"))
+    assert {"x1 (km/s)", "density (per km/s)"} <= histogram
+    forest = _texts(plots.plot_forest(with_units))
+    assert {"mu[x0] (min)", "covariance[x0, x1] (min·(km/s))", "covariance[x1, x1] ((km/s)²)", "weights"} <= forest
+
+
+def test_posterior_densities_have_units_and_a_legend_titled_method(with_units):
+    figure = plots.plot_posteriors(with_units)
+    assert {"min", "km/s", "min²", "(km/s)²", "min·(km/s)"} <= _texts(figure)
+    assert {legend.get_title().get_text() for legend in figure.legends} == {"method"}
+
+
+def test_trace_panels_give_the_units_of_their_values(with_units):
+    texts = _texts(plots.plot_trace(with_units, var_names="mu"))
+    assert {"mu\n0, x0 (min)", "mu\n1, x1 (km/s)"} <= texts
+
+
+def test_predictive_check_panels_are_titled_and_labelled(with_units):
+    figure = plots.plot_ppc(with_units)
+    axes = [ax for ax in figure.get_axes() if ax.get_title()]
+    assert sorted(ax.get_xlabel() for ax in axes) == ["x0 (min)", "x1 (km/s)"]
+    assert all(ax.get_title().startswith(("x0: observed", "x1: observed")) for ax in axes)
+    assert {ax.get_ylabel() for ax in axes} == {"cumulative probability"}  # 60 rows: ArviZ's ECDF
+
+
+def test_posterior_densities_span_the_bulk_of_the_draws_not_a_long_tail(with_units):
+    tree = with_units.copy()
+    draws = tree["mcmc/posterior"].to_dataset()
+    covariance = draws["covariance"].values.copy()
+    covariance[0, 0, 0, 0, 0] = 5e7  # one wild draw of a variance, as a component with few points gives
+    tree["mcmc/posterior"] = draws.assign(covariance=(draws["covariance"].dims, covariance))
+    figure = plots.plot_posteriors(tree, var_names="covariance")
+    right = max(ax.get_xlim()[1] for ax in figure.get_axes() if ax.get_xlabel() == "min²")
+    assert right < 10  # the bulk is below 2; the tail draw is left out of the panel
+    assert "draws beyond 3 interquartile ranges past the quartiles left out" in figure.get_suptitle()
+
+
+def test_choice_of_k_criteria_get_a_panel_each():
+    import pandas as pd
+
+    table = pd.DataFrame({"bic": [500.0, 480.0, 490.0], "aic": [495.0, 470.0, 460.0], "icl": [500.0, 520.0, 600.0],
+                          "cv_log_likelihood": [-250.0, -240.0, -238.0]}, index=pd.Index([1, 2, 3], name="k"))
+    figure = plots.plot_select_k(table)
+    visible = [ax for ax in figure.get_axes() if ax.get_visible()]
+    assert [ax.get_ylabel() for ax in visible] == ["BIC", "AIC", "ICL", "log-likelihood"]
+    preferred = [[line.get_xdata()[0] for line in ax.get_lines()[1:]] for ax in visible]
+    assert preferred == [[2], [3], [1], [3]]
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    """Reports without their figures: these tests read the tables."""
+    monkeypatch.setattr("mixflow.present.report.page._plots_section", lambda *args: ("", []))
+
+
+def test_the_report_gives_units_in_its_tables(tmp_path, with_units, no_plots):
+    text = report(with_units, tmp_path / "r.html").read_text(encoding="utf-8")
+    comparison = text[text.index('<section id="comparison">'):text.index('<section id="plots">')]
+    assert '<th class="unit">unit</th>' in comparison
+    for unit in ("min", "km/s", "(km/s)²", "min·(km/s)"):
+        assert f'<td class="unit">{unit}</td>' in comparison, unit
+    assert re.search(r"<small>sd [0-9.,]+ km/s</small>", comparison)  # the sd of a variance, in the data's unit
+    data = text[text.index('<section id="data">'):text.index('<section id="fits">')]
+    assert "<th>unit</th>" in data and "<td>km/s</td>" in data
+
+
+def test_a_report_without_units_has_no_unit_column(tmp_path, no_plots):
+    tree = make_container(("em",), d=1)
+    text = report(tree, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'class="unit"' not in text
+
