@@ -153,7 +153,9 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     **options
         Options of the sampling engines, each passed to the methods that take it: for MCMC ``draws``,
         ``tune``, ``chains``, ``sampler``, ``progressbar``, ``cores``, ``target_accept``, ``jitter``,
-        ``posterior_predictive`` (see :func:`mixflow.engines.mcmc.fit_mcmc`); for ADVI ``variant``,
+        ``posterior_predictive``, ``starts`` (see :func:`mixflow.engines.mcmc.fit_mcmc`;
+        ``starts="em-optima"`` starts the chains at the distinct local maxima EM's restarts found, best first,
+        one per chain and cycled, see :func:`mixflow.engines.modes.distinct_optima`); for ADVI ``variant``,
         ``n``, ``draws``, ``minibatch_size``, ``learning_rate``, ``settle_tol``, ``check_every``,
         ``progressbar`` (see :func:`mixflow.engines.advi.fit_advi`).
 
@@ -198,10 +200,31 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         result = em_tree if result is None else _replace_group(result, em_tree, "em")
     reference = {name: value.values for name, value in result[EM_ESTIMATE].data_vars.items()}
     for sampling in (m for m in methods if m in ("mcmc", "advi")):
+        engine_options = dict(routed[sampling])
+        if engine_options.get("starts") == "em-optima":
+            engine_options["starts"] = _em_optima(model, validated, result, engine_options.get("chains", 4))
         groups = _engine(sampling)(model, validated, reference, random_seed=_method_seed(seed, sampling),
-                                   **routed[sampling])
+                                   **engine_options)
+        if routed[sampling].get("starts") == "em-optima":
+            groups["attrs"]["starts"] = f"em-optima ({len(engine_options['starts'])} distinct)"
         result = _replace_group(result, _sampling_tree(result, groups, sampling), sampling)
     return result
+
+
+def _em_optima(model, validated, result: xr.DataTree, chains) -> list[dict]:
+    """The distinct maxima EM's converged, non-degenerate restarts reached (see ``distinct_optima``)."""
+    from mixflow.engines.modes import distinct_optima
+
+    stats = result[EM_SAMPLE_STATS]
+    names = [name for name in result[EM_ESTIMATE].data_vars if f"optimum_{name}" in stats.data_vars]
+    if len(names) != len(result[EM_ESTIMATE].data_vars):
+        raise ValueError("starts: 'em-optima' needs the optima of EM's restarts, which this tree's /em does not "
+                         "hold (fitted by an older mixflow); fit EM again")
+    usable = stats["converged"].values.astype(bool) & ~stats["degenerate"].values.astype(bool)
+    objectives = np.where(usable, stats["final_objective"].values, -np.inf)
+    optima = [{name: stats[f"optimum_{name}"].values[i] for name in names} for i in range(objectives.size)]
+    found = distinct_optima(model, validated, optima, objectives, int(chains))
+    return found or [fitted_estimate(result)]
 
 
 def _fit_em(model, validated, em_method, seed, data_name, options: EMOptions) -> xr.DataTree:
