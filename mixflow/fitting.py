@@ -268,7 +268,7 @@ def _replace_group(result: xr.DataTree, other: xr.DataTree, name: str) -> xr.Dat
     return xr.DataTree.from_dict(nodes)
 
 
-_PREDICTION_METHODS = ("em", "bootstrap", "mcmc", "advi")
+_PREDICTION_METHODS = ("em", "bootstrap", "mcmc", "stacked", "advi")
 
 
 def _check_prediction_method(tree: xr.DataTree, method) -> str:

@@ -7,8 +7,10 @@ import pytest
 import xarray as xr
 from scipy import stats
 from test_container import assert_trees_identical
+from test_select import _fake_mcmc_tree
 
 import mixflow
+from mixflow.analysis.select import loo_table
 from mixflow.data import validate_data
 from mixflow.engines.mcmc import _diagnose, fit_mcmc
 from mixflow.engines.modes import (
@@ -21,6 +23,9 @@ from mixflow.engines.modes import (
     pair_rhats,
     stacking_weights,
 )
+from mixflow.present.plots import plot_modes
+from mixflow.present.report.page import _modes_section, modes_sentence
+from mixflow.present.summary import summary_text
 
 FAST = {"progressbar": False, "posterior_predictive": False}
 
@@ -150,6 +155,20 @@ def test_several_modes_are_named_instead_of_chains_disagreeing():
     assert summary["max_rhat"] > 1.5  # over all chains, as before
 
 
+def test_loo_table_uses_the_stacked_predictive_where_chains_fell_into_modes():
+    rng = np.random.default_rng(0)
+    trees = {k: _fake_mcmc_tree(k, rng) for k in (1, 2)}
+    lpd = rng.normal(-2.0, 0.3, (40, 2))
+    weights = np.array([0.7, 0.3])
+    trees[2]["mcmc/modes"] = xr.DataTree(xr.Dataset({"lpd_loo": (("obs", "mode"), lpd),
+                                                     "weight": (("mode",), weights)}))
+    table = loo_table(trees)
+    naive = sum(np.log(weights @ np.exp(row)) for row in lpd)
+    assert table.loc[2, "elpd_loo"] == pytest.approx(naive, rel=1e-12)
+    assert table["stacked_over_modes"].tolist() == [False, True]
+    assert table.loc[1, "elpd_loo"] == pytest.approx(loo_table({1: trees[1]}).loc[1, "elpd_loo"], rel=1e-12)
+
+
 # -- the summaries against references ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def map_fit():
@@ -259,6 +278,17 @@ def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
     in_first = (stacked["mu"].values[0, :, 0, 0] < -4).mean()  # mode 0 has its first component at -6
     assert abs(in_first - modes["weight"].values[0]) < 5 * np.sqrt(0.25 / 3200)
     assert_trees_identical(tree, mixflow.load(mixflow.save(tree, tmp_path / "modes.nc")))
+    # said: the comparison, the summary, predictions, the report's section and its plot
+    assert "stacked" in set(mixflow.compare(tree)["method"].astype(str))
+    text = summary_text(tree)
+    assert "MCMC stacked over modes: 2 modes (chains 0, 2 | 1, 3)" in text and "chains fall into 2 modes" in text
+    assert mixflow.predict(tree, np.array([-6.0, 6.0]), method="stacked").shape == (2,)
+    assert modes_sentence(tree).startswith("EM's MAP estimate lies in mode 0, which carries")
+    section, problems = _modes_section(tree)
+    assert problems == [] and "<table" in section and "data:image/png" in section
+    figure = plot_modes(tree, var_names="mu")
+    labels = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert any(label.startswith("mode 0: chains 0, 2, weight 0.5") for label in labels)
 
 
 @pytest.mark.slow

@@ -195,7 +195,7 @@ def stacking_weights(lpd: np.ndarray, frequency: np.ndarray | None = None) -> np
                       bounds=[(0.0, 1.0)] * n_modes,
                       constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
                       options={"ftol": 1e-12, "maxiter": 1000})
-    weights = np.clip(result.x, 0.0, None)
+    weights = np.where(result.x > 1e-10, result.x, 0.0)  # SLSQP's round-off at the simplex's faces
     return weights / weights.sum()
 
 
