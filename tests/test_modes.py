@@ -23,6 +23,7 @@ from mixflow.engines.modes import (
     pair_rhats,
     stacking_weights,
 )
+from mixflow.fitting import _em_optima
 from mixflow.present.plots import plot_modes
 from mixflow.present.report.page import _modes_section, modes_sentence
 from mixflow.present.summary import summary_text
@@ -205,16 +206,33 @@ def test_mode_summaries_at_the_map_give_em_objective_and_a_scipy_log_likelihood(
     np.testing.assert_allclose(variables["mu"][1][0], estimate["mu"], atol=1e-12)
 
 
-def test_distinct_optima_drop_relabelled_and_nearby_copies(map_fit):
+def test_distinct_optima_drop_relabelled_nearby_and_far_worse_copies(map_fit):
     model, data, estimate, _ = map_fit
     swapped = model.permute(estimate, np.array([1, 0]), data.features)
     nearby = {**estimate, "mu": estimate["mu"] + 0.01}
     other = {**estimate, "mu": estimate["mu"][::-1].copy()}  # components' means exchanged: another optimum
     trimmed = {name: np.full_like(value, np.nan) for name, value in estimate.items()}
     optima = [nearby, estimate, swapped, other, trimmed]
-    kept = distinct_optima(model, data, optima, [-10.0, -5.0, -5.0, -20.0, -1.0], limit=4)
+    kept = distinct_optima(model, data, optima, [-10.0, -5.0, -5.0, -14.0, -1.0], limit=4)
     assert len(kept) == 2 and kept[0] is estimate and kept[1] is other
-    assert len(distinct_optima(model, data, optima, [-10.0, -5.0, -5.0, -20.0, -1.0], limit=1)) == 1
+    assert len(distinct_optima(model, data, optima, [-10.0, -5.0, -5.0, -14.0, -1.0], limit=1)) == 1
+    assert len(distinct_optima(model, data, optima, [-10.0, -5.0, -5.0, -15.5, -1.0], limit=4)) == 1  # > 10 worse
+
+
+def test_em_records_each_restart_optimum_and_em_optima_finds_the_mirror_pair(mirrored):
+    model = mixflow.GaussianMixture(2)
+    tree = mixflow.fit(model, mirrored, method="map", random_seed=0, n_init=5)
+    stats_ = tree["em/sample_stats"]
+    best = int(tree["em"].attrs["best_restart"])
+    for name in ("weights", "mu", "covariance"):
+        np.testing.assert_allclose(stats_[f"optimum_{name}"].values[best], tree["em/estimate"][name].values,
+                                   rtol=1e-12)
+    optima = _em_optima(model, validate_data(mirrored), tree, 4)
+    assert len(optima) == 2  # the two mirror images; a symmetric maximum 38 below is left out
+    np.testing.assert_allclose(optima[1]["mu"], -optima[0]["mu"][::-1], atol=1e-4)
+    del tree["em/sample_stats"]["optimum_mu"]
+    with pytest.raises(ValueError, match=r"starts: 'em-optima' needs the optima of EM's restarts"):
+        _em_optima(model, validate_data(mirrored), tree, 4)
 
 
 # -- arguments ----------------------------------------------------------------------------------------------
@@ -255,13 +273,10 @@ def mirrored():
 @pytest.mark.slow
 def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
     model = mixflow.GaussianMixture(2)
-    tree = mixflow.fit(model, mirrored, method="map", random_seed=0)
-    estimate = {k: v.values for k, v in tree["em/estimate"].data_vars.items()}
-    mirror = {"weights": estimate["weights"][::-1], "mu": -estimate["mu"][::-1],
-              "covariance": estimate["covariance"][::-1]}
-    with pytest.warns(mixflow.SamplingWarning) as record:
-        tree = mixflow.fit(model, mirrored, method="mcmc", tree=tree, random_seed=0, draws=800, tune=200,
-                           chains=4, sampler="pymc", starts=[estimate, mirror], **FAST)
+    with pytest.warns(mixflow.SamplingWarning) as record:  # EM's restarts find both mirror images
+        tree = mixflow.fit(model, mirrored, method=["map", "mcmc"], random_seed=0, n_init=5, draws=800, tune=200,
+                           chains=4, sampler="pymc", starts="em-optima", **FAST)
+    assert tree["mcmc"].attrs["starts"] == "em-optima (2 distinct)"
     modes = tree["mcmc/modes"]
     assert tree["mcmc"].attrs["n_modes"] == 2 and modes["chain_mode"].values.tolist() == [0, 1, 0, 1]
     np.testing.assert_allclose(modes["weight"].values, [0.5, 0.5], atol=0.02)

@@ -35,14 +35,17 @@ from mixflow.engines.em_steps import objective
 from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 
-__all__ = ["DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_RHAT", "OPTIMA_DISTANCE", "chain_modes", "combined_draws",
-           "describe_modes", "distinct_optima", "loo_pointwise", "mode_summaries", "pair_rhats",
+__all__ = ["DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "chain_modes",
+           "combined_draws", "describe_modes", "distinct_optima", "loo_pointwise", "mode_summaries", "pair_rhats",
            "stacking_weights"]
 
 MODE_RHAT = 1.1
 #: Two EM optima are distinct when some entry of their label signatures differs by more than this many
 #: (approximate) posterior sds (:func:`distinct_optima`).
 OPTIMA_DISTANCE = 1.0
+#: EM optima whose objective is more than this below the best are not started from: their density is
+#: under exp(-10) (5e-5) of the best's, so a chain started there leaves or would carry no weight.
+OPTIMA_GAP = 10.0
 #: EM's estimate lies in a mode when it is within this many of the mode's posterior sds of the mode's
 #: mean on every parameter (a maximum of the posterior sits inside its mode's bulk, not at its mean).
 EM_IN_MODE = 2.0
@@ -118,7 +121,7 @@ def chain_modes(draws: dict, *, threshold: float = MODE_RHAT) -> np.ndarray:
 def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: int) -> list[dict]:
     """The distinct local maxima among EM's restarts, best first, at most ``limit`` of them.
 
-    An optimum is new when, its
+    Only optima whose objective is within :data:`OPTIMA_GAP` of the best are considered. An optimum is new when, its
     components matched to those of every better optimum kept (the family's label signature,
     :mod:`mixflow.families.relabel`), some signature entry (a mean in data sds, a log sd, a square-root
     weight) differs by more than ``OPTIMA_DISTANCE / sqrt(min_k N_k)``, with ``N_k`` the better optimum's
@@ -139,12 +142,14 @@ def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: in
         The kept optima, highest objective first (the first is the best restart's).
     """
     signature = model.label_signature(data)
-    order = np.argsort(-np.asarray(objectives, dtype=float), kind="stable")
+    objectives = np.asarray(objectives, dtype=float)
+    usable = [i for i in np.argsort(-objectives, kind="stable") if np.isfinite(objectives[i])
+              and all(np.all(np.isfinite(value)) for value in optima[i].values())]
     kept, signatures, scales = [], [], []
-    for index in order:
+    for index in usable:
         point = optima[index]
-        if not np.isfinite(objectives[index]) or any(not np.all(np.isfinite(v)) for v in point.values()):
-            continue
+        if objectives[index] < objectives[usable[0]] - OPTIMA_GAP:
+            break
         own = signature(point)
         new = True
         for other, scale in zip(signatures, scales, strict=True):
