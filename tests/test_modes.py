@@ -325,3 +325,14 @@ def test_a_unimodal_posterior_is_one_mode_and_left_as_it_was(map_fit):
         legacy = _diagnose(aligned, raw, result["groups"]["sample_stats"]["variables"], dict(run))
     assert {key: result["attrs"][key] for key in legacy} == legacy
     assert modes["max_rhat"][1][0] == pytest.approx(result["attrs"]["max_rhat"], rel=1e-12)
+
+
+def test_report_findings_name_the_modes_and_judge_r_hat_within_them():
+    from mixflow.present.report.cards import _mcmc_findings
+
+    base = {"max R-hat": 1.6, "min bulk ESS": 800.0, "min tail ESS": 700.0, "divergences": 0}
+    moded = _mcmc_findings({**base, "modes": 2, "max R-hat within modes": 1.004, "min bulk ESS within modes": 700.0})
+    assert [level for level, _ in moded] == ["warn"] and "fall into 2 modes" in moded[0][1]
+    mixing = _mcmc_findings({**base, "modes": 2, "max R-hat within modes": 1.03, "min bulk ESS within modes": 700.0})
+    assert ("bad", "MCMC: max R-hat within a mode 1.030 > 1.01: chains of one mode disagree.") in mixing
+    assert "chains disagree (non-convergence" in _mcmc_findings(base)[0][1]
