@@ -336,3 +336,27 @@ def test_report_findings_name_the_modes_and_judge_r_hat_within_them():
     mixing = _mcmc_findings({**base, "modes": 2, "max R-hat within modes": 1.03, "min bulk ESS within modes": 700.0})
     assert ("bad", "MCMC: max R-hat within a mode 1.030 > 1.01: chains of one mode disagree.") in mixing
     assert "chains disagree (non-convergence" in _mcmc_findings(base)[0][1]
+
+
+def test_select_k_reports_each_k_modes(monkeypatch):
+    real_fit = mixflow.fitting.fit
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(-3, 1, 20), rng.normal(3, 1, 20)])
+
+    def fake_fit(model, data, method="em", **kwargs):
+        if method != "mcmc":
+            return real_fit(model, data, method=method, **kwargs)
+        k = model.n_components
+        tree = _fake_mcmc_tree(k, rng)
+        tree["mcmc"].attrs.update(max_rhat=1.0, min_ess_bulk=500.0, min_ess_tail=400.0, n_divergences=0, n_modes=k)
+        if k == 2:
+            tree["mcmc/modes"] = xr.DataTree(xr.Dataset({"lpd_loo": (("obs", "mode"), rng.normal(-2, 0.1, (40, 2))),
+                                                         "weight": (("mode",), np.array([0.5, 0.5]))}))
+        return tree
+
+    monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
+    messages = []
+    table = mixflow.select_k(mixflow.GaussianMixture(1), x, ks=(1, 2), methods=("map", "mcmc"), n_folds=None,
+                             random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, progress=messages.append)
+    assert table["n_modes"].tolist() == [1, 2] and table["stacked_over_modes"].tolist() == [False, True]
+    assert messages[-1].startswith("K=2, NUTS: 2 modes, 0 divergence(s)")
