@@ -308,7 +308,10 @@ def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
     # chains, which inherit the limit: on Linux chains are forked (Python 3.14 would start them from a
     # forkserver, where scipy's BLAS, loaded while PyMC unpickles the chain, escapes PyMC's own limit).
     # Elsewhere blas_cores=cores makes PyMC limit each chain process to blas_cores // cores = 1 thread.
-    with one_blas_thread():
+    with one_blas_thread(), warnings.catch_warnings():
+        # forking the chains is deliberate (above); Python's note that threads exist in this process is noise
+        warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
+                                category=DeprecationWarning)
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
