@@ -348,7 +348,7 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
     new_data : array-like of shape (n_obs, n_features) or DataFrame
         Same features as the fitted data (DataFrame columns are matched by name), checked like the data
         of :func:`fit` (finite values, the family's constraints such as counts for a Poisson mixture).
-    method : {"em", "bootstrap", "mcmc", "advi"}, default "em"
+    method : {"em", "bootstrap", "mcmc", "stacked", "advi"}, default "em"
         ``"em"``: one E-step at the EM (or MAP) estimate. The others: for each draw of the method (the
         bootstrap replicates, NUTS draws, ADVI draws, aligned to the EM labels) the responsibilities, and
         their mean over draws.
@@ -422,7 +422,7 @@ def sample(tree: xr.DataTree, n: int, method: str = "em", *, random_seed: int | 
         A result of :func:`fit` of a family that models its rows alone (Gaussian, Poisson, soft k-means).
     n : int
         Number of rows, >= 1.
-    method : {"em", "bootstrap", "mcmc", "advi"}, default "em"
+    method : {"em", "bootstrap", "mcmc", "stacked", "advi"}, default "em"
         ``"em"``: every row from the EM (or MAP) estimate. The others: each row from its own draw, picked
         uniformly among the method's draws (the posterior predictive distribution).
     random_seed : int, optional
