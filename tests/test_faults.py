@@ -350,7 +350,7 @@ def test_nutpie_interrupt_stops_the_sampler_and_is_an_interrupt(monkeypatch):
     options = {"draws": 10, "tune": 10, "chains": 2, "cores": 1, "progressbar": False, "target_accept": 0.8,
                "adaptation": "diag"}
     with pytest.raises(mcmc.SamplingInterrupted, match="MCMC interrupted: the sampler was stopped"):
-        mcmc._sample_nutpie(model, {"x": np.zeros(())}, 0.0, np.random.SeedSequence(1), 1, options)
+        mcmc._sample_nutpie(model, [{"x": np.zeros(())}], 0.0, np.random.SeedSequence(1), 1, options)
     assert sampled["blocking"] is False and Running.cancelled
     assert issubclass(mcmc.SamplingInterrupted, KeyboardInterrupt)
 

@@ -253,7 +253,7 @@ def _transformed_point(pymc_model: pm.Model, values: dict) -> dict:
     return {name: np.asarray(value, dtype=float) for name, value in point.items()}
 
 
-def _sample_nutpie(pymc_model, start, jitter_sd, jitter_seed, seed, options):
+def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, options):
     import nutpie
 
     names = [pymc_model.rvs_to_values[rv].name for rv in pymc_model.free_RVs]
@@ -298,7 +298,7 @@ def _numba_optimisation(level: int):
         config.OPT = saved
 
 
-def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
+def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options):
     rng = np.random.default_rng(jitter_seed)
     initvals = [{name: value + jitter_sd * rng.standard_normal(value.shape)
                  for name, value in start[chain % len(start)].items()} for chain in range(options["chains"])]
