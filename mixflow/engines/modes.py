@@ -10,9 +10,9 @@ every scalar parameter of the posterior (every weight, mean, variance or covaria
 connected group of linked chains (single linkage). 1.1 is the classical threshold beyond which two chains
 are not taken to sample one distribution (Gelman et al., BDA3); for two chains whose means differ by
 ``d`` within-chain sds it is reached at ``d`` of about 0.65, while chains of one well-mixed mode give pair
-R-hats within a few thousandths of 1 (the stricter 1.01 is kept for convergence *within* each mode). A
-chain that keeps moving between two places is a mode of its own (its spread differs from that of chains
-staying in one), unless another chain does the same.
+R-hats well below 1.1 once each has a hundred or so effective draws (the stricter 1.01 is kept for
+convergence *within* each mode). A chain that keeps moving between two places, which no other chain does,
+can form a mode of its own: its spread differs from that of chains staying in one place.
 
 **The weights.** Each mode's chains give a PSIS-LOO predictive density of every observation
 (``arviz_stats.loo``), and the modes are weighted by Bayesian stacking of those densities (Yao, Vehtari
