@@ -15,7 +15,7 @@ from mixflow.families.softkmeans.model import SoftKMeans, SoftKMeansPrior
 from mixflow.fitting import fit, predict, predict_proba, responsibilities, sample, score_samples
 from mixflow.present.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
 from mixflow.present.plots.data import plot_data
-from mixflow.present.plots.draws import plot_forest, plot_posteriors, plot_ppc, plot_rank, plot_trace
+from mixflow.present.plots.draws import plot_forest, plot_modes, plot_posteriors, plot_ppc, plot_rank, plot_trace
 from mixflow.present.plots.fit import plot_convergence, plot_select_k
 from mixflow.present.report.page import report
 from mixflow.present.summary import describe, summary
@@ -62,6 +62,7 @@ __all__ = [
     "plot_convergence",
     "plot_data",
     "plot_forest",
+    "plot_modes",
     "plot_posteriors",
     "plot_ppc",
     "plot_rank",

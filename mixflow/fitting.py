@@ -180,7 +180,9 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     **options
         Options of the sampling engines, each passed to the methods that take it: for MCMC ``draws``,
         ``tune``, ``chains``, ``sampler``, ``progressbar``, ``cores``, ``target_accept``, ``jitter``,
-        ``posterior_predictive`` (see :func:`mixflow.engines.mcmc.fit_mcmc`); for ADVI ``variant``,
+        ``posterior_predictive``, ``starts`` (see :func:`mixflow.engines.mcmc.fit_mcmc`;
+        ``starts="em-optima"`` starts the chains at the distinct local maxima EM's restarts found, best first,
+        one per chain and cycled, see :func:`mixflow.engines.modes.distinct_optima`); for ADVI ``variant``,
         ``n``, ``draws``, ``minibatch_size``, ``learning_rate``, ``settle_tol``, ``check_every``,
         ``progressbar`` (see :func:`mixflow.engines.advi.fit_advi`).
 
@@ -235,8 +237,13 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         result = em_tree if result is None else _replace_group(result, em_tree, "em")
     reference = {name: value.values for name, value in result[EM_ESTIMATE].data_vars.items()}
     for sampling in (m for m in methods if m in ("mcmc", "advi")):
+        engine_options = dict(routed[sampling])
+        if engine_options.get("starts") == "em-optima":
+            engine_options["starts"] = _em_optima(model, validated, result, engine_options.get("chains", 4))
         groups = _engine(sampling)(model, validated, reference, random_seed=_method_seed(seed, sampling),
-                                   **routed[sampling])
+                                   **engine_options)
+        if routed[sampling].get("starts") == "em-optima":
+            groups["attrs"]["starts"] = f"em-optima ({len(engine_options['starts'])} distinct)"
         result = _replace_group(result, _sampling_tree(result, groups, sampling), sampling)
     if units:
         result.attrs[UNITS] = json.dumps(units)
@@ -309,6 +316,22 @@ def _units(units, data, features) -> dict:
     return check_units({k: v for k, v in carried.items() if str(k) in names}, features)
 
 
+def _em_optima(model, validated, result: xr.DataTree, chains) -> list[dict]:
+    """The distinct maxima EM's converged, non-degenerate restarts reached (see ``distinct_optima``)."""
+    from mixflow.engines.modes import distinct_optima
+
+    stats = result[EM_SAMPLE_STATS]
+    names = [name for name in result[EM_ESTIMATE].data_vars if f"optimum_{name}" in stats.data_vars]
+    if len(names) != len(result[EM_ESTIMATE].data_vars):
+        raise ValueError("starts: 'em-optima' needs the optima of EM's restarts, which this tree's /em does not "
+                         "hold (fitted by an older mixflow); fit EM again")
+    usable = stats["converged"].values.astype(bool) & ~stats["degenerate"].values.astype(bool)
+    objectives = np.where(usable, stats["final_objective"].values, -np.inf)
+    optima = [{name: stats[f"optimum_{name}"].values[i] for name in names} for i in range(objectives.size)]
+    found = distinct_optima(model, validated, optima, objectives, int(chains))
+    return found or [fitted_estimate(result)]
+
+
 def _fit_em(model, validated, em_method, seed, data_name, options: EMOptions) -> xr.DataTree:
     observed_attrs = {}
     if isinstance(validated, ChunkedData):
@@ -359,7 +382,7 @@ def _replace_group(result: xr.DataTree, other: xr.DataTree, name: str) -> xr.Dat
     return xr.DataTree.from_dict(nodes)
 
 
-_PREDICTION_METHODS = ("em", "bootstrap", "mcmc", "advi")
+_PREDICTION_METHODS = ("em", "bootstrap", "mcmc", "stacked", "advi")
 
 
 def _check_prediction_method(tree: xr.DataTree, method) -> str:
@@ -495,7 +518,7 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
         Same features as the fitted data (DataFrame columns are matched by name), checked like the data
         of :func:`fit` (finite values, the family's constraints such as counts for a Poisson mixture).
         Dask input (``method="em"``) gives a lazy, Dask-backed result, each block checked as it is computed.
-    method : {"em", "bootstrap", "mcmc", "advi"}, default "em"
+    method : {"em", "bootstrap", "mcmc", "stacked", "advi"}, default "em"
         ``"em"``: one E-step at the EM (or MAP) estimate. The others: for each draw of the method (the
         bootstrap replicates, NUTS draws, ADVI draws, aligned to the EM labels) the responsibilities, and
         their mean over draws.
@@ -585,7 +608,7 @@ def sample(tree: xr.DataTree, n: int, method: str = "em", *, random_seed: int | 
         A result of :func:`fit` of a family that models its rows alone (Gaussian, Poisson, soft k-means).
     n : int
         Number of rows, >= 1.
-    method : {"em", "bootstrap", "mcmc", "advi"}, default "em"
+    method : {"em", "bootstrap", "mcmc", "stacked", "advi"}, default "em"
         ``"em"``: every row from the EM (or MAP) estimate. The others: each row from its own draw, picked
         uniformly among the method's draws (the posterior predictive distribution).
     random_seed : int, optional

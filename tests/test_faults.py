@@ -350,7 +350,7 @@ def test_nutpie_interrupt_stops_the_sampler_and_is_an_interrupt(monkeypatch):
     options = {"draws": 10, "tune": 10, "chains": 2, "cores": 1, "progressbar": False, "target_accept": 0.8,
                "adaptation": "diag"}
     with pytest.raises(mcmc.SamplingInterrupted, match="MCMC interrupted: the sampler was stopped"):
-        mcmc._sample_nutpie(model, {"x": np.zeros(())}, 0.0, np.random.SeedSequence(1), 1, options)
+        mcmc._sample_nutpie(model, [{"x": np.zeros(())}], 0.0, np.random.SeedSequence(1), 1, options)
     assert sampled["blocking"] is False and Running.cancelled
     assert issubclass(mcmc.SamplingInterrupted, KeyboardInterrupt)
 
@@ -404,6 +404,9 @@ def _workflow_errors(tmp_path, text: str, monkeypatch, csv: bytes | None = None)
     ("[methods.em]\nn_init = 1", "[methods.mcmc]\ndraws = 0", r"^13: \[methods.mcmc\] draws: expected an integer >= 1"),
     ("[methods.em]\nn_init = 1", '[methods.mcmc]\nsampler = "foo"',
      r"^13: \[methods.mcmc\] sampler: expected one of \['auto', 'nutpie', 'pymc'\], got 'foo'$"),
+    ("[methods.em]\nn_init = 1", '[methods.mcmc]\nstarts = "foo"',
+     r"^13: \[methods.mcmc\] starts: expected one of \['reference', 'em-optima'\] or a list of parameter dicts, "
+     r"got 'foo'$"),
     ("[methods.em]\nn_init = 1", '[methods.advi]\nvariant = "foo"',
      r"^13: \[methods.advi\] variant: expected one of \['meanfield', 'fullrank'\], got 'foo'$"),
     ("[methods.em]\nn_init = 1", "[methods.advi]\nn = 0", r"^13: \[methods.advi\] n: expected an integer >= 1, got 0$"),

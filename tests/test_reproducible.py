@@ -27,7 +27,7 @@ def test_pymc_sampler_asks_for_one_blas_thread_per_chain_process(monkeypatch):
     monkeypatch.setattr(mcmc.pm, "sample", sample)
     options = {"chains": 3, "cores": 2, "draws": 5, "tune": 5, "progressbar": False, "target_accept": 0.8}
     with pytest.raises(KeyboardInterrupt):
-        mcmc._sample_pymc(None, {"x": np.zeros(2)}, 0.0, np.random.SeedSequence(0), 1, options)
+        mcmc._sample_pymc(None, [{"x": np.zeros(2)}], 0.0, np.random.SeedSequence(0), 1, options)
     assert seen["blas_cores"] == seen["cores"] == 2  # PyMC gives each chain process blas_cores // cores = 1
     assert seen["blas_threads_here"] == 1  # and chains run in this process (cores=1) get one too
 
@@ -69,7 +69,7 @@ def test_chain_processes_run_with_one_blas_thread(tmp_path, monkeypatch, start_m
     options = {"chains": 2, "cores": 2, "draws": 3, "tune": 3, "progressbar": False, "target_accept": 0.8}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mcmc._sample_pymc(model, {"x": np.zeros(())}, 0.0, np.random.SeedSequence(0), 1, options)
+        mcmc._sample_pymc(model, [{"x": np.zeros(())}], 0.0, np.random.SeedSequence(0), 1, options)
     records = [line.split() for line in log.read_text().splitlines()]
     chain_processes = {pid for pid, _ in records} - {str(os.getpid())}
     assert len(chain_processes) == 2

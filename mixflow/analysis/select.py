@@ -21,8 +21,8 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from mixflow.chunked import is_chunked
-from mixflow.container.layout import EM_ESTIMATE
-from mixflow.container.read import frequency_weights
+from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
+from mixflow.container.read import frequency_weights, has_group
 from mixflow.data import Data, validate_data
 from mixflow.engines.em_steps import e_step
 from mixflow.families.base import MixtureModel
@@ -185,16 +185,33 @@ def weighted_sum_and_se(values: np.ndarray, frequency: np.ndarray, ddof: int = 1
     return float(frequency @ values), float(np.sqrt(total * variance))
 
 
-def _loo_rows_weighted(results: dict, log_likelihoods: dict, frequency: np.ndarray) -> pd.DataFrame:
-    """ELPD of frequency-weighted rows: every copy of a row has the row's pointwise LOO value."""
-    pointwise = {k: r.elpd_i.values.ravel() for k, r in results.items()}
+def _stacked_elpd_i(tree) -> np.ndarray | None:
+    """Pointwise LOO of the modes' stacked predictive: ``log sum_m w_m exp(lpd_loo[n, m])``; None for one mode."""
+    if not has_group(tree, MCMC_MODES) or tree[MCMC_MODES].sizes.get("mode", 1) < 2:
+        return None
+    modes = tree[MCMC_MODES]
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(modes["weight"].values)
+    return logsumexp(modes["lpd_loo"].transpose("obs", "mode").values + log_weights, axis=1)
+
+
+def _loo_rows_weighted(results: dict, log_likelihoods: dict, frequency: np.ndarray,
+                       stacked: dict | None = None) -> pd.DataFrame:
+    """ELPD of frequency-weighted rows: every copy of a row has the row's pointwise LOO value.
+
+    ``stacked`` maps a K to its modes' stacked pointwise LOO (:func:`_stacked_elpd_i`), used instead of
+    the LOO over all its chains.
+    """
+    stacked = stacked or {}
+    pointwise = {k: (stacked[k] if stacked.get(k) is not None else r.elpd_i.values.ravel())
+                 for k, r in results.items()}
     rows = {}
     for k, elpd_i in pointwise.items():
         draws = log_likelihoods[k]
         lpd_i = logsumexp(draws, axis=0) - np.log(draws.shape[0])
         elpd, se = weighted_sum_and_se(elpd_i, frequency)
         rows[k] = {"elpd_loo": elpd, "elpd_loo_se": se, "p_loo": float(frequency @ (lpd_i - elpd_i)),
-                   "pareto_k_warning": bool(results[k].warning)}
+                   "pareto_k_warning": bool(results[k].warning), "stacked_over_modes": stacked.get(k) is not None}
     best = max(rows, key=lambda k: rows[k]["elpd_loo"])
     for k in rows:
         rows[k]["elpd_diff"], rows[k]["elpd_diff_se"] = weighted_sum_and_se(pointwise[k] - pointwise[best], frequency,
@@ -218,8 +235,12 @@ def loo_table(trees: dict) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Indexed by ``k``: ``elpd_loo``, ``elpd_loo_se``, ``p_loo``, ``elpd_diff`` and ``elpd_diff_se``
-        (against the best K), ``loo_weight`` (stacking; NaN for frequency-weighted data) and
-        ``pareto_k_warning``.
+        (against the best K), ``loo_weight`` (stacking of the K; NaN for frequency-weighted data or when
+        some K's chains fell into several modes), ``pareto_k_warning`` and ``stacked_over_modes``: whether
+        the K's chains fell into several modes (``/mcmc/modes``), in which case its pointwise values are
+        those of the modes' stacked predictive, ``log sum_m w_m exp(elpd_loo_m[n])`` with the modes'
+        stacking weights ``w_m`` (Yao, Vehtari and Gelman 2022), rather than a LOO over chains that sample
+        different distributions.
 
     """
     import arviz_stats
@@ -238,11 +259,14 @@ def loo_table(trees: dict) -> pd.DataFrame:
             results[k] = arviz_stats.loo(subtree, var_name="x", pointwise=True)
         log_likelihoods[k] = log_likelihood["x"].stack(sample=("chain", "draw")).transpose("sample", ...).values
     frequency = frequency_weights(next(iter(trees.values())))
-    if frequency is not None:
-        table = _loo_rows_weighted(results, log_likelihoods, frequency)
+    stacked = {k: _stacked_elpd_i(tree) for k, tree in trees.items()}
+    if frequency is not None or any(value is not None for value in stacked.values()):
+        n_obs = next(iter(log_likelihoods.values())).shape[1]
+        table = _loo_rows_weighted(results, log_likelihoods, np.ones(n_obs) if frequency is None else frequency,
+                                   stacked)
     else:
-        rows = {k: {"elpd_loo": r.elpd, "elpd_loo_se": r.se, "p_loo": r.p, "pareto_k_warning": bool(r.warning)}
-                for k, r in results.items()}
+        rows = {k: {"elpd_loo": r.elpd, "elpd_loo_se": r.se, "p_loo": r.p, "pareto_k_warning": bool(r.warning),
+                    "stacked_over_modes": False} for k, r in results.items()}
         table = pd.DataFrame.from_dict(rows, orient="index")
         if len(results) > 1:
             with warnings.catch_warnings():
@@ -337,7 +361,7 @@ def _mcmc_row(tree) -> dict:
     attrs = tree["mcmc"].attrs
     return {"max_rhat": float(attrs.get("max_rhat", np.nan)), "min_ess_bulk": float(attrs.get("min_ess_bulk", np.nan)),
             "min_ess_tail": float(attrs.get("min_ess_tail", np.nan)),
-            "divergences": int(attrs.get("n_divergences", 0))}
+            "divergences": int(attrs.get("n_divergences", 0)), "n_modes": int(attrs.get("n_modes", 1))}
 
 
 def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=None, n_folds: int | None = 5,
@@ -382,7 +406,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         Indexed by ``k``. EM columns: ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl``,
         ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``converged`` (False when EM stopped at ``max_iter``
         or warned so), ``degenerate``; MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
-        ``min_ess_bulk``, ``min_ess_tail`` and ``divergences`` of each NUTS fit; ``skipped``: why the EM
+        ``min_ess_bulk``, ``min_ess_tail``, ``divergences`` and ``n_modes`` (how many modes its chains fell
+        into, see :mod:`mixflow.engines.modes`) of each NUTS fit; ``skipped``: why the EM
         criteria skip a K (empty when they do not). Every warning of a fit is raised again naming its K and
         method (``"select_k, K=3, NUTS: ..."``). ``attrs["preferred"]`` maps each criterion to the K it
         prefers (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD), never a K whose EM fit is
@@ -439,7 +464,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
                                         weights=validated.weights, random_seed=mcmc_seed, **fit_kwargs, **mcmc_kwargs)
             _warn_for(k, "mcmc", _messages(caught))
             diagnostics[k] = _mcmc_row(fits[("mcmc", k)])
-            progress(f"K={k}, NUTS: {diagnostics[k]['divergences']} divergence(s), worst R-hat "
+            modes = f"{diagnostics[k]['n_modes']} modes, " if diagnostics[k]["n_modes"] > 1 else ""
+            progress(f"K={k}, NUTS: {modes}{diagnostics[k]['divergences']} divergence(s), worst R-hat "
                      f"{diagnostics[k]['max_rhat']:.3f}, smallest bulk / tail ESS {diagnostics[k]['min_ess_bulk']:.0f}"
                      f" / {diagnostics[k]['min_ess_tail']:.0f}")
         mcmc_table = pd.DataFrame.from_dict(diagnostics, orient="index")

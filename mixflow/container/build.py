@@ -46,7 +46,8 @@ def build_tree(groups: dict, *, coords: dict, attrs: dict) -> xr.DataTree:
     Parameters
     ----------
     groups : dict
-        ``{path: {"variables": {name: (dims, array)}, "attrs": {...}}}``, e.g. ``"em/estimate"``.
+        ``{path: {"variables": {name: (dims, array)}, "attrs": {...}, "coords": {...}}}``, e.g.
+        ``"em/estimate"``; a group's own ``coords`` (optional) take precedence over ``coords``.
     coords : dict
         Coordinate values per dimension name (only the dims a group uses are attached to it).
     attrs : dict
@@ -59,5 +60,6 @@ def build_tree(groups: dict, *, coords: dict, attrs: dict) -> xr.DataTree:
     """
     nodes = {"/": xr.Dataset(attrs=attrs)}
     for path, group in groups.items():
-        nodes[f"/{path}"] = _dataset(group.get("variables", {}), coords, group.get("attrs"))
+        nodes[f"/{path}"] = _dataset(group.get("variables", {}), {**coords, **group.get("coords", {})},
+                                     group.get("attrs"))
     return xr.DataTree.from_dict(nodes)

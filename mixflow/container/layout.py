@@ -13,6 +13,8 @@ __all__ = [
     "EM_RESPONSIBILITIES",
     "EM_SAMPLE_STATS",
     "MCMC",
+    "MCMC_MODES",
+    "MCMC_STACKED",
     "METHODS",
     "OBSERVED_DATA",
     "REFERENCE_LABELS",
@@ -35,8 +37,9 @@ RUN_WARNINGS = "run_warnings"
 #: Root attribute: the units of the data's columns that have one (JSON object ``{column: unit}``).
 UNITS = "units"
 
-#: Every method a container can hold, in display order (the bootstrap lives under /em).
-METHODS = ("em", "bootstrap", "mcmc", "advi")
+#: Every method a container can hold, in display order (the bootstrap lives under /em; "stacked", MCMC's
+#: draws of every mode resampled by the modes' stacking weights, under /mcmc when the chains found several).
+METHODS = ("em", "bootstrap", "mcmc", "stacked", "advi")
 
 
 def group(method: str, name: str) -> str:
@@ -48,10 +51,12 @@ EM_ESTIMATE = group(EM, "estimate")
 EM_RESPONSIBILITIES = group(EM, "responsibilities")
 EM_SAMPLE_STATS = group(EM, "sample_stats")
 EM_BOOTSTRAP = group(EM, "bootstrap")
+MCMC_MODES = group(MCMC, "modes")
+MCMC_STACKED = group(MCMC, "stacked")
 
 #: Where each method's draws of the model parameters are (every one of them an ArviZ ``posterior``).
 DRAW_GROUPS = {"bootstrap": group(EM_BOOTSTRAP, "posterior"), "mcmc": group(MCMC, "posterior"),
-               "advi": group(ADVI, "posterior")}
+               "stacked": group(MCMC_STACKED, "posterior"), "advi": group(ADVI, "posterior")}
 #: Where each method's responsibilities are.
 RESPONSIBILITY_GROUPS = {"em": EM_RESPONSIBILITIES, "mcmc": group(MCMC, "responsibilities"),
                          "advi": group(ADVI, "responsibilities")}

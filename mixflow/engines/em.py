@@ -494,6 +494,24 @@ def _in_data_units(model, params: dict, prepared, data) -> dict:
     return estimate
 
 
+def _restart_optima(model, runs: list[Run], prepared, estimate: dict, dims: dict, features) -> dict:
+    """Where each restart ended, in data units and canonical order: ``optimum_<name>`` (restart, ...).
+
+    The candidates for the modes of the posterior (MCMC's ``starts="em-optima"``); NaN for a restart that
+    ended with another number of components than the estimate (trimmed).
+    """
+    out = {name: np.full((len(runs),) + np.shape(value), np.nan) for name, value in estimate.items()}
+    for i, run in enumerate(runs):
+        if run.active.size != np.size(estimate["weights"]):
+            continue
+        with np.errstate(over="ignore"):
+            params = model.to_data(run.params, prepared)
+        params = model.permute(params, model.canonical_order(params), features)
+        for name, value in params.items():
+            out[name][i] = value
+    return {f"optimum_{name}": (("restart", *dims[name]), value) for name, value in out.items()}
+
+
 def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
     length = max(len(getattr(run, attribute)) for run in runs)
     out = np.full((len(runs), length), np.nan)
@@ -580,6 +598,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     }
     if options.map:
         sample_stats["log_posterior"] = (("restart", "iteration"), _history_array(runs, "history_objective"))
+    sample_stats.update(_restart_optima(model, runs, prepared, estimate, dims, features))
     return {
         "attrs": attrs,
         "estimate": {name: (dims[name], value) for name, value in estimate.items()},

@@ -27,19 +27,24 @@ from pymc.initial_point import make_initial_point_fn
 
 from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.data import Data
+from mixflow.engines.modes import chain_modes, combined_draws, describe_modes, mode_summaries
 from mixflow.engines.over_draws import draw_groups
 from mixflow.errors import SamplerInterrupted
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.warnings import SamplingWarning
 
-__all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "SamplingInterrupted", "check_options", "fit_mcmc", "resolve_sampler"]
+__all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "STARTS", "SamplingInterrupted", "check_options", "fit_mcmc",
+           "resolve_sampler"]
 
 SAMPLERS = ("auto", "nutpie", "pymc")
 RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain
 _MAX_NAMED = 6
 ADAPTATIONS = ("low_rank", "diag")
+#: ``starts`` by name: the reference (EM's estimate), or the distinct maxima EM's restarts found (resolved
+#: into a list of points by :func:`mixflow.fit`, which holds the restarts).
+STARTS = ("reference", "em-optima")
 _CHAIN_START = "fork" if sys.platform.startswith("linux") else None  # see _sample_pymc
 # nutpie wraps PyTensor's (already optimised, cached) numba kernels in a C callback compiled anew in every
 # process; LLVM at -O0 for that thin wrapper compiles it several times faster with the same draws and the
@@ -93,13 +98,26 @@ def check_options(options: dict) -> None:
         raise ValueError(f"jitter: expected a non-negative number, got {jitter!r}")
     for name in ("progressbar", "posterior_predictive"):
         check_flag(name, options[name])
-    options["sampler"] = resolve_sampler(options["sampler"])
+    starts = options.setdefault("starts", "reference")
+    several = False
+    if isinstance(starts, str):
+        if starts not in STARTS:
+            raise ValueError(f"starts: expected one of {list(STARTS)} or a list of parameter dicts, got {starts!r}")
+    elif isinstance(starts, list | tuple) and starts and all(isinstance(point, dict) for point in starts):
+        several = len(starts) > 1
+    else:
+        raise ValueError(f"starts: expected one of {list(STARTS)} or a non-empty list of parameter dicts, got "
+                         f"{starts!r}")
+    if several and options["sampler"] == "nutpie":
+        raise ValueError("starts: several starting points need sampler='pymc' (or 'auto'), got sampler='nutpie'; "
+                         "nutpie draws each chain's start from a seed that does not say which chain it is")
+    options["sampler"] = "pymc" if several and options["sampler"] == "auto" else resolve_sampler(options["sampler"])
 
 
 def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int = 500, chains: int = 4,
              random_seed: int | None = None, sampler: str = "auto", progressbar: bool = True,
              cores: int | None = None, target_accept: float = 0.8, adaptation: str = "low_rank",
-             jitter: float = 1.0, posterior_predictive: bool = True) -> dict:
+             jitter: float = 1.0, posterior_predictive: bool = True, starts="reference") -> dict:
     """Sample the posterior of ``model`` with NUTS and return the ``/mcmc`` groups as plain arrays.
 
     Parameters
@@ -137,6 +155,16 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     posterior_predictive : bool, default True
         Draw one replicate of the data per posterior draw (``model.simulate``): one row per frequency
         unit, so for weighted data the replicate has ``round(total weight)`` rows, on the dim ``unit``.
+    starts : "reference" or list of dict, default "reference"
+        Where the chains start (before the jitter): every chain at ``reference``, or chain ``c`` at
+        ``starts[c % len(starts)]`` (parameters in data units, like ``reference``), e.g. the distinct
+        local maxima EM's restarts found (:func:`mixflow.fit` with ``starts="em-optima"``), so that the
+        chains look for the posterior's modes on purpose. Several starts run PyMC's sampler (nutpie
+        draws every chain's start from a seed that does not say which chain it is).
+
+    After the draws are aligned, the chains are grouped into modes (:mod:`mixflow.engines.modes` states
+    the rule), summarised in the group ``modes`` and, when there are several, combined by their stacking
+    weights in ``stacked/posterior``; the diagnostics are then computed within each mode.
 
     Returns
     -------
@@ -146,17 +174,27 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         ``model.parameter_dims``, aligned), ``sample_stats`` (the sampler's), ``log_likelihood``
         (``x`` (chain, draw, obs): log p(x_n) of one copy of row n, labels summed out),
         ``posterior_predictive`` (``x`` (chain, draw, obs, feature), or (chain, draw, unit, feature) for
-        weighted data), and ``responsibilities``
-        (``responsibilities_mean`` and ``responsibilities_sd`` (obs, component)).
+        weighted data), ``responsibilities``
+        (``responsibilities_mean`` and ``responsibilities_sd`` (obs, component)), ``modes`` (see
+        :func:`mixflow.engines.modes.mode_summaries`) and, with several modes, ``stacked/posterior``
+        (chain 1, draw ``chains * draws``: the draws resampled by the modes' stacking weights).
     """
     options = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed, "sampler": sampler,
                "progressbar": progressbar, "cores": cores, "target_accept": target_accept,
-               "adaptation": adaptation, "jitter": jitter, "posterior_predictive": posterior_predictive}
+               "adaptation": adaptation, "jitter": jitter, "posterior_predictive": posterior_predictive,
+               "starts": starts}
     reference = _check_arguments(model, data, reference, options)
+    if options["starts"] == "em-optima":
+        raise ValueError("starts: 'em-optima' is resolved by mixflow.fit from EM's restarts; fit_mcmc takes "
+                         "'reference' or the list of points")
+    points = ([reference] if isinstance(options["starts"], str)
+              else [model.check_parameters(point, data.n_features, name=f"starts[{i}]")
+                    for i, point in enumerate(options["starts"])])
     prior = model.resolve_prior(model.prepare(data))
     pymc_model = model.pymc_model(data, prior)
-    jitter_seed, sampler_seed, predictive_seed = np.random.SeedSequence(options["random_seed"]).spawn(3)
-    start = _transformed_point(pymc_model, model.pymc_start(data, reference))
+    # spawn's children depend on their index only, so the fourth (resampling by mode) leaves the others as they were
+    jitter_seed, sampler_seed, predictive_seed, stacking_seed = np.random.SeedSequence(options["random_seed"]).spawn(4)
+    start = [_transformed_point(pymc_model, model.pymc_start(data, point)) for point in points]
     jitter_sd = options["jitter"] / np.sqrt(max(1.0, float(reference["weights"].min() * data.total_weight)))
     run = _sample_nutpie if options["sampler"] == "nutpie" else _sample_pymc
     began = time.perf_counter()
@@ -173,22 +211,36 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         **draw_groups(model, data, {k: v for k, (_, v) in aligned.items()}, options["posterior_predictive"],
                       np.random.default_rng(predictive_seed)),
     }
-    diagnostics = _diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options)
+    chain_mode = chain_modes({k: v for k, (_, v) in aligned.items()}) if options["chains"] > 1 else np.zeros(1, int)
+    groups["modes"] = mode_summaries(model, data, aligned, groups["log_likelihood"]["variables"]["x"][1],
+                                     reference, chain_mode)
+    modes = groups["modes"]["variables"]
+    coords_extra = {"mode": np.arange(modes["weight"][1].size)}
+    if modes["weight"][1].size > 1:
+        groups["stacked/posterior"] = {
+            "variables": combined_draws(aligned, chain_mode, modes["weight"][1], np.random.default_rng(stacking_seed)),
+            "coords": {"chain": np.arange(1), "draw": np.arange(chain_mode.size * options["draws"])},
+            "attrs": {"description": "MCMC draws of every mode resampled by the modes' stacking weights"}}
+    diagnostics = _diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options,
+                            chain_mode, modes["weight"][1])
     relabelled = np.any(permutations != np.arange(model.n_components), axis=-1)
     attrs = {
         "method": "nuts", "sampler": options["sampler"], "draws": options["draws"], "tune": options["tune"],
         "chains": options["chains"], "random_seed": int(options["random_seed"]),
         "target_accept": float(options["target_accept"]), "jitter": float(options["jitter"]),
         "adaptation": options["adaptation"] if options["sampler"] == "nutpie" else "diag",
+        "starts": "reference" if isinstance(options["starts"], str) else f"{len(points)} given points",
         "n_relabelled_draws": int(relabelled.sum()),
         "relabelled_draws_per_chain": json.dumps(relabelled.sum(axis=1).tolist()),
         "relabel_cost": signature.description,
         "log_likelihood": "pointwise log p(x_n) of one copy of each row (frequency weights not applied)",
         "wall_time": float(elapsed),  # compilation and sampling
         "prior": json.dumps(prior.to_dict()),
+        "n_modes": int(modes["weight"][1].size),
         **diagnostics,
     }
     coords = {dim: idata["posterior"][dim].values for dim in ("chain", "draw")}
+    coords.update(coords_extra)
     coords.update(_extra_coords(idata["sample_stats"].to_dataset()))
     return {"attrs": attrs, "coords": coords, "groups": groups}
 
@@ -201,11 +253,11 @@ def _transformed_point(pymc_model: pm.Model, values: dict) -> dict:
     return {name: np.asarray(value, dtype=float) for name, value in point.items()}
 
 
-def _sample_nutpie(pymc_model, start, jitter_sd, jitter_seed, seed, options):
+def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, options):
     import nutpie
 
     names = [pymc_model.rvs_to_values[rv].name for rv in pymc_model.free_RVs]
-    base = np.concatenate([start[name].ravel() for name in names])
+    base = np.concatenate([start[0][name].ravel() for name in names])  # one start (check_options)
     key = [int(word) for word in jitter_seed.generate_state(4)]
 
     def initial_point(chain_seed):
@@ -246,17 +298,20 @@ def _numba_optimisation(level: int):
         config.OPT = saved
 
 
-def _sample_pymc(pymc_model, start, jitter_sd, jitter_seed, seed, options):
+def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options):
     rng = np.random.default_rng(jitter_seed)
-    initvals = [{name: value + jitter_sd * rng.standard_normal(value.shape) for name, value in start.items()}
-                for _ in range(options["chains"])]
+    initvals = [{name: value + jitter_sd * rng.standard_normal(value.shape)
+                 for name, value in start[chain % len(start)].items()} for chain in range(options["chains"])]
     cores = options["cores"] if options["cores"] is not None else min(options["chains"], available_cores())
     # One BLAS thread per chain, wherever the chain runs, because the BLAS thread count changes the rounding
     # of products, hence the draws. one_blas_thread covers chains run in this process (cores=1) and forked
     # chains, which inherit the limit: on Linux chains are forked (Python 3.14 would start them from a
     # forkserver, where scipy's BLAS, loaded while PyMC unpickles the chain, escapes PyMC's own limit).
     # Elsewhere blas_cores=cores makes PyMC limit each chain process to blas_cores // cores = 1 thread.
-    with one_blas_thread():
+    with one_blas_thread(), warnings.catch_warnings():
+        # forking the chains is deliberate (above); Python's note that threads exist in this process is noise
+        warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
+                                category=DeprecationWarning)
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
@@ -313,23 +368,38 @@ def _clean_attrs(attrs: dict) -> dict:
 
 
 # -- diagnostics -----------------------------------------------------------------------------------------
-def _diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, options: dict) -> dict:
-    import arviz_stats as azs
+def _diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, options: dict,
+              chain_mode: np.ndarray | None = None, weights: np.ndarray | None = None) -> dict:
+    """R-hat, bulk and tail ESS over all chains, and within each mode when the chains fall into several.
 
+    With several modes the flags (and the warning) are those within the modes: a mode whose chains agree
+    is not flagged for disagreeing with another mode, which the warning names instead.
+    """
     coords = {dim: raw_posterior[dim].values for dim in raw_posterior.dims if dim in raw_posterior.coords}
     posterior = xr.Dataset({name: (dims, value) for name, (dims, value) in aligned.items()},
                            coords={dim: coords[dim] for dims, _ in aligned.values() for dim in dims if dim in coords})
-    with np.errstate(divide="ignore", invalid="ignore"):  # a constant (e.g. the weight of K=1) has no R-hat/ESS
-        rhat = azs.rhat(posterior) if options["chains"] > 1 else None
-        ess_bulk = azs.ess(posterior, method="bulk")
-        ess_tail = azs.ess(posterior, method="tail")
+    rhat, ess_bulk, ess_tail = _convergence(posterior)
     diverging = sample_stats.get("diverging")
     n_divergent = int(np.asarray(diverging[1]).sum()) if diverging is not None else 0
     minimum = ESS_PER_CHAIN_MIN * options["chains"]
-    high_rhat = _flagged(rhat, lambda v: v > RHAT_MAX) if rhat is not None else []
-    low_bulk = _flagged(ess_bulk, lambda v: v < minimum)
-    low_tail = _flagged(ess_tail, lambda v: v < minimum)
-    _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options)
+    n_modes = 1 if chain_mode is None else int(chain_mode.max()) + 1
+    if n_modes == 1:
+        high_rhat = _flagged(rhat, lambda v: v > RHAT_MAX) if rhat is not None else []
+        low_bulk = _flagged(ess_bulk, lambda v: v < minimum)
+        low_tail = _flagged(ess_tail, lambda v: v < minimum)
+    else:
+        high_rhat, low_bulk, low_tail = [], [], []
+        for mode in range(n_modes):
+            chains = np.flatnonzero(chain_mode == mode)
+            within = _convergence(posterior.isel(chain=chains))
+            least = ESS_PER_CHAIN_MIN * chains.size
+            tag = f" in mode {mode}"
+            if within[0] is not None:
+                high_rhat += [name + tag for name in _flagged(within[0], lambda v: v > RHAT_MAX)]
+            low_bulk += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least)]
+            low_tail += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least)]
+    _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options,
+          describe_modes(chain_mode, weights) if n_modes > 1 else None)
     return {
         "max_rhat": _extreme(rhat, np.nanmax) if rhat is not None else float("nan"),
         "min_ess_bulk": _extreme(ess_bulk, np.nanmin),
@@ -339,6 +409,15 @@ def _diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, opti
         "low_ess_bulk": json.dumps(low_bulk),
         "low_ess_tail": json.dumps(low_tail),
     }
+
+
+def _convergence(posterior: xr.Dataset):
+    """R-hat (None for one chain), bulk and tail ESS of every parameter."""
+    import arviz_stats as azs
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant (e.g. the weight of K=1) has no R-hat/ESS
+        rhat = azs.rhat(posterior) if posterior.sizes["chain"] > 1 else None
+        return rhat, azs.ess(posterior, method="bulk"), azs.ess(posterior, method="tail")
 
 
 def _extreme(dataset: xr.Dataset, reduce) -> float:
@@ -365,22 +444,29 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:_MAX_NAMED]) + more
 
 
-def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options) -> None:
-    problems = []
+def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: str | None = None) -> None:
+    problems = [f"the chains fall into {modes}; each mode is summarised in /mcmc/modes and the modes are "
+                "combined by stacking in /mcmc/stacked"] if modes else []
     if high_rhat:
-        problems.append(f"R-hat above {RHAT_MAX} for {_listed(high_rhat)} (chains disagree)")
+        problems.append(f"R-hat above {RHAT_MAX} for {_listed(high_rhat)} "
+                        + ("(chains of one mode disagree)" if modes else "(chains disagree)"))
     if low_bulk or low_tail:
         which = sorted(set(low_bulk) | set(low_tail), key=(low_bulk + low_tail).index)
-        problems.append(f"bulk or tail ESS below {minimum} (100 per chain) for {_listed(which)}")
+        problems.append(f"bulk or tail ESS below {'100 per chain' if modes else f'{minimum} (100 per chain)'} "
+                        f"for {_listed(which)}")
     if n_divergent:
         problems.append(f"{n_divergent} divergent transition(s) after tuning")
     if not problems:
         return
-    advice = [f"more draws and tuning (draws={2 * options['draws']}, tune={max(2 * options['tune'], 1000)})"]
+    advice = []
+    if high_rhat or low_bulk or low_tail or n_divergent:
+        advice.append(f"more draws and tuning (draws={2 * options['draws']}, tune={max(2 * options['tune'], 1000)})")
     if n_divergent:
         advice.append(f"a higher target_accept (0.95; it was {options['target_accept']})")
-    if high_rhat:
+    if high_rhat or modes:
         advice.append("fewer components, or a stronger prior, if components overlap or one has few observations "
-                      "(the posterior may be multimodal)")
+                      "(the posterior may be multimodal)" if not modes else
+                      "fewer components, or a stronger prior, if the modes differ by a component that splits, "
+                      "merges or holds few observations")
     warnings.warn("MCMC diagnostics: " + "; ".join(problems) + ". Try " + ", ".join(advice) + ".",
                   SamplingWarning, stacklevel=5)  # _warn, _diagnose, fit_mcmc, mixflow.fit, the caller

@@ -35,7 +35,8 @@ __all__ = [
 ]
 
 #: How each method is named in tables, legends and the report.
-METHOD_LABELS = {"em": "EM", "bootstrap": "EM bootstrap", "mcmc": "MCMC (NUTS)", "advi": "ADVI"}
+METHOD_LABELS = {"em": "EM", "bootstrap": "EM bootstrap", "mcmc": "MCMC (NUTS)", "stacked": "MCMC stacked over modes",
+                 "advi": "ADVI"}
 #: The statistics of :func:`compare_dataset`, in order.
 STATISTICS = ("estimate", "sd", "lower", "upper", "em_inside", "distance_to_mcmc", "sd_ratio_to_mcmc")
 _SAMPLE_DIMS = ("chain", "draw")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from mixflow.container.layout import EM, EM_BOOTSTRAP, MCMC, RUN_WARNINGS
+from mixflow.container.layout import DRAW_GROUPS, EM, EM_BOOTSTRAP, MCMC, MCMC_MODES, RUN_WARNINGS
 from mixflow.container.read import available_methods, check_tree, method_draws
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -225,6 +225,9 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
              if _listed(attrs, key)]
     if int(attrs.get("n_divergences", 0)):
         found.append(f"{attrs['n_divergences']} divergent transitions")
+    if int(attrs.get("n_modes", 1)) > 1:
+        found.insert(0, f"the chains fall into {attrs['n_modes']} modes (the R-hat and ESS findings are within modes; "
+                        "see /mcmc/modes and the stacked draws)")
     return line, found
 
 
@@ -236,7 +239,21 @@ def _advi_line(tree) -> tuple[str, list[str]]:
     return line, [] if settled else ["the approximation did not settle (raise n or lower learning_rate)"]
 
 
-_METHOD_LINES = {"em": _em_line, "bootstrap": _bootstrap_line, "mcmc": _mcmc_line, "advi": _advi_line}
+def _stacked_line(tree) -> tuple[str, list[str]]:
+    modes = tree[MCMC_MODES]
+    weights = modes["weight"].values
+    groups = " | ".join(", ".join(str(c) for c in np.flatnonzero(modes["chain_mode"].values == m))
+                        for m in range(weights.size))
+    line = (f"{weights.size} modes (chains {groups}), stacking weights {', '.join(f'{w:.3f}' for w in weights)}, "
+            f"{tree[DRAW_GROUPS['stacked']].sizes['draw']} draws resampled by weight")
+    dominant = int(modes.attrs.get("dominant_mode", -1))
+    if dominant >= 0:
+        line += f"; mode {dominant} dominates (weight {weights[dominant]:.3f}), the others are negligible"
+    return line, []
+
+
+_METHOD_LINES = {"em": _em_line, "bootstrap": _bootstrap_line, "mcmc": _mcmc_line, "stacked": _stacked_line,
+                 "advi": _advi_line}
 
 
 def _estimates_text(table: pd.DataFrame, units: ParameterUnits) -> list[str]:

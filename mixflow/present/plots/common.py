@@ -7,7 +7,8 @@ from matplotlib.figure import Figure
 __all__ = ["METHOD_COLORS", "check_path", "finish"]
 
 #: One colour per method, shared by every plot.
-METHOD_COLORS = {"em": "#222222", "bootstrap": "#8c8c8c", "mcmc": "#1f77b4", "advi": "#ff7f0e"}
+METHOD_COLORS = {"em": "#222222", "bootstrap": "#8c8c8c", "mcmc": "#1f77b4", "stacked": "#17becf",
+                 "advi": "#ff7f0e"}
 _FORMATS = (".png", ".svg", ".pdf")
 
 

@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from mixflow.container.layout import ADVI, EM_ESTIMATE, MCMC, OBSERVED_DATA
+from mixflow.container.layout import ADVI, EM_ESTIMATE, MCMC, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.layout import group as layout_group
-from mixflow.container.read import available_methods, check_tree, method_draws, parameter_names
+from mixflow.container.read import available_methods, check_tree, has_group, method_draws, parameter_names
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset
 from mixflow.present.plots.common import METHOD_COLORS, check_path, finish
@@ -483,3 +483,57 @@ def _ppc_labels(plot_collection, tree, kind: str | None, n_replicates: int) -> N
         ax.set_title(f"{feature}: observed and {n_replicates} replicates", fontsize=10)
         ax.set_xlabel(axis_label(feature, units.get(feature, common if feature not in units else "")), fontsize=9)
         ax.set_ylabel("cumulative probability" if kind == "ecdf" else "density", fontsize=9)
+
+
+# -- modes ----------------------------------------------------------------------------------------------
+def plot_modes(tree, *, var_names=None, ci_prob: float | None = None, path=None) -> Figure:
+    """Forest plot of the MCMC draws by mode: one line per mode (its chains' draws), per parameter element.
+
+    Each mode's draws are pooled over its chains and evenly thinned to one chain's number of draws.
+
+    Drawn by ``arviz_plots.plot_forest`` with one model per mode, labelled by the mode's chains and
+    stacking weight (``/mcmc/modes``, see :mod:`mixflow.engines.modes`).
+
+    Parameters
+    ----------
+    tree : xarray.DataTree
+        Must hold ``/mcmc`` with its ``modes`` group.
+    var_names : str or list of str, optional
+        Parameters to show (default all).
+    ci_prob : float, optional
+        Interval probability, ``rcParams["stats.ci_prob"]`` by default.
+    path : str or pathlib.Path, optional
+        Where to save the figure (.png, .svg or .pdf).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import arviz_plots as azp
+
+    check_tree(tree)
+    path = check_path(path)
+    names = check_var_names(tree, var_names)
+    if not has_group(tree, MCMC_MODES):
+        raise ValueError("tree: expected an MCMC result with /mcmc/modes (fit by method='mcmc'), got none")
+    modes = tree[MCMC_MODES]
+    chain_mode = modes["chain_mode"].values
+    draws = method_draws(tree, "mcmc")[names]
+    n_draws = draws.sizes["draw"]
+    data = {}
+    for mode, weight in enumerate(modes["weight"].values):
+        chains = np.flatnonzero(chain_mode == mode)
+        label = f"mode {mode}: chains {', '.join(map(str, chains))}, weight {weight:.2f}"
+        # every mode as one chain of the same length (its draws evenly thinned), so the modes line up
+        pooled = draws.isel(chain=chains).stack(sample=("chain", "draw")).transpose("sample", ...)
+        keep = np.linspace(0, pooled.sizes["sample"] - 1, n_draws).round().astype(int)
+        pooled = pooled.isel(sample=keep).drop_vars(["sample", "chain", "draw"])
+        pooled = pooled.rename(sample="draw").expand_dims(chain=1).assign_coords(chain=[0], draw=np.arange(n_draws))
+        data[label] = xr.DataTree.from_dict({"posterior": upper_triangle(pooled)})
+    plot_collection = azp.plot_forest(data, var_names=names, combined=True,
+                                      ci_probs=None if ci_prob is None else [ci_prob])
+    plot_collection.add_legend("model")
+    figure = plot_collection.viz["figure"].item()
+    figure.suptitle("MCMC draws by mode (chains grouped by pair R-hat)", fontsize=11)
+    return finish(figure, path)

@@ -38,6 +38,11 @@ def _mcmc_convergence(tree) -> dict:
             out["max R-hat"] = float(attrs["max_rhat"])
         out.update({"min bulk ESS": float(attrs["min_ess_bulk"]), "min tail ESS": float(attrs["min_ess_tail"]),
                     "divergences": int(attrs["n_divergences"])})
+        if int(attrs.get("n_modes", 1)) > 1:  # R-hat across modes measures the modes' distance, not convergence
+            modes = tree[group(MCMC, "modes")]
+            out["modes"] = int(attrs["n_modes"])
+            out["max R-hat within modes"] = float(np.nanmax(np.append(modes["max_rhat"].values, 1.0)))
+            out["min bulk ESS within modes"] = float(np.nanmin(modes["min_ess_bulk"].values))
         return out
     if draws.sizes["chain"] > 1:
         out["max R-hat"] = float(arviz_stats.rhat(draws).to_array().max())
@@ -246,7 +251,14 @@ def _em_findings(tree) -> list[tuple[str, str]]:
 
 def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
     findings = []
-    if summary.get("max R-hat", 1.0) > 1.01:
+    if "modes" in summary:
+        findings.append(("warn", f"MCMC: the chains fall into {summary['modes']} modes (see Modes): the "
+                                 "per-mode summaries and the draws stacked over modes answer, not the mean over "
+                                 "all chains."))
+        if summary["max R-hat within modes"] > 1.01:
+            findings.append(("bad", f"MCMC: max R-hat within a mode {summary['max R-hat within modes']:.3f} > 1.01: "
+                                    "chains of one mode disagree."))
+    elif summary.get("max R-hat", 1.0) > 1.01:
         findings.append(("bad", f"MCMC: max R-hat {summary['max R-hat']:.3f} > 1.01: chains disagree "
                                 "(non-convergence or label switching)."))
     if summary.get("min bulk ESS", np.inf) < 400:

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from mixflow.atomic import atomic_write
-from mixflow.container.layout import OBSERVED_DATA
-from mixflow.container.read import available_methods, check_tree, data_units
+from mixflow.container.layout import MCMC_MODES, OBSERVED_DATA
+from mixflow.container.read import available_methods, check_tree, data_units, has_group
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
 from mixflow.present.numbers import format_number, format_with_sd
@@ -173,7 +173,7 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
         facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood {attrs['log_likelihood']:.6g}, "
                             f"BIC {attrs['bic']:.6g}"))
     probability = f"{table.attrs['ci_prob']:.0%}"
-    for method in ("bootstrap", "mcmc", "advi"):
+    for method in ("bootstrap", "mcmc", "stacked", "advi"):
         inside = table.loc[table["method"] == method, "em_inside"].dropna()
         if len(inside):
             facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
@@ -349,6 +349,55 @@ def _plots_section(tree, selection, ci_prob) -> tuple[str, list[str]]:
     return "".join(figures), problems
 
 
+def modes_sentence(tree) -> str:
+    """One sentence on what the modes mean for EM's point estimate (which mode holds it, if any)."""
+    modes = tree[MCMC_MODES]
+    weights = modes["weight"].values
+    em_mode, dominant = int(modes.attrs.get("em_mode", -1)), int(modes.attrs.get("dominant_mode", -1))
+    kind = str(tree["em"].attrs.get("method", "")).upper() if "em" in tree.children else "EM"
+    if em_mode < 0:
+        text = (f"EM's {kind} estimate lies in none of the {weights.size} modes the chains found: it describes "
+                "no part of the posterior the chains sampled, so report the modes (or their stacked draws) instead.")
+    elif weights[em_mode] > 0.5:
+        text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
+                "weight: the point estimate describes the main mode")
+        text += (", and the other modes are negligible." if dominant == em_mode else
+                 f"; the other modes ({1 - weights[em_mode]:.0%}) are alternative explanations it does not show.")
+    else:
+        text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries only {weights[em_mode]:.0%} of the "
+                "stacking weight: the point estimate describes a minor mode; the stacked draws weigh them all.")
+    return text
+
+
+def _modes_section(tree) -> tuple[str, list[str]]:
+    """The table of modes, a forest plot by mode and the sentence on EM's estimate ('' with one mode)."""
+    if not has_group(tree, MCMC_MODES) or tree[MCMC_MODES].sizes.get("mode", 1) < 2:
+        return "", []
+    from mixflow.present import plots
+
+    modes = tree[MCMC_MODES]
+    chain_mode = modes["chain_mode"].values
+    rows = {"chains": [", ".join(map(str, np.flatnonzero(chain_mode == m))) for m in modes["mode"].values]}
+    for name in ("weight", "elpd_loo", "max_pareto_k", "log_likelihood", "log_posterior", "max_rhat", "min_ess_bulk",
+                 "min_ess_tail"):
+        rows[name] = modes[name].values
+    for index in range(modes["weights"].shape[1]):
+        rows[f"weights[{index}]"] = modes["weights"].values[:, index]
+    table = pd.DataFrame(rows, index=pd.Index(modes["mode"].values, name="mode"))
+    note = ("<p><small>Chains are grouped into modes when their pair R-hat stays below 1.1 on every parameter; "
+            "<code>weight</code> is the Bayesian stacking weight of the mode's PSIS-LOO predictive densities (Yao, "
+            "Vehtari and Gelman 2022); <code>log_likelihood</code> and <code>log_posterior</code> are at the mode's "
+            "posterior mean; R-hat and ESS are within the mode. The method <em>MCMC stacked over modes</em> in the "
+            "tables and plots is the draws resampled by these weights.</small></p>")
+    parts = [f"<p>{html.escape(modes_sentence(tree))}</p>", f'<div class="scroll">{_table(table, digits=4)}</div>',
+             note]
+    try:
+        parts.append(_figure_html(plots.plot_modes(tree), "Each parameter's posterior by mode."))
+    except (ValueError, TypeError) as error:
+        return "".join(parts), [f"The modes plot could not be drawn: {error}"]
+    return "".join(parts), []
+
+
 def _selection_html(selection) -> str:
     if selection is None:
         return ""
@@ -356,7 +405,8 @@ def _selection_html(selection) -> str:
     note = ("<p><small>EM columns: <code>converged</code> (False when EM stopped at max_iter), "
             "<code>degenerate</code> (a collapsed component). NUTS columns: <code>max_rhat</code>, "
             "<code>min_ess_bulk</code>, <code>min_ess_tail</code>, <code>divergences</code>, "
-            "<code>pareto_k_warning</code> (PSIS-LOO unreliable).</small></p>")
+            "<code>pareto_k_warning</code> (PSIS-LOO unreliable), <code>n_modes</code> (modes the chains fell into; "
+            "with several, <code>elpd_loo</code> is that of the modes' stacked predictive).</small></p>")
     return (f"<h3>Choice of K</h3><p>{html.escape(text[:1].upper() + text[1:])}.</p>{note}"
             f'<div class="scroll">{_table(selection, digits=6)}</div>')  # criteria differ in units
 
@@ -440,6 +490,8 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         dataset = compare_dataset(tree, ci_prob=ci_prob)
         table = dataset_to_frame(dataset)
         plots_html, plot_problems = _plots_section(tree, selection, ci_prob)
+        modes_html, modes_problems = _modes_section(tree)
+    plot_problems += modes_problems
     raised = [str(w.message) for w in caught if issubclass(w.category, MixflowWarning)]
     findings = [f for f in diagnostics(tree, table) if f[0] != "ok"] + selection_findings(selection)
     findings += [("warn", message) for message in plot_problems + raised]
@@ -456,6 +508,7 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         "fits": ("Fits", fit_summaries(tree) + _selection_html(selection)),
         "comparison": ("Comparison of methods", _comparison_section(table, ParameterUnits(tree))
                        + _reference_section(tree, reference)),
+        **({"modes": ("Modes", modes_html)} if modes_html else {}),
         "plots": ("Plots", plots_html),
         "provenance": ("Provenance", key_values(provenance_rows(tree) + written)),
     }

@@ -1,0 +1,374 @@
+"""Modes of a posterior that chains do not mix across: found, summarised and combined by stacking.
+
+A finite mixture's posterior is multimodal beyond label switching (components that merge or split, a
+small component some chains find and others do not). After the draws are aligned to one labelling
+(:mod:`mixflow.families.relabel`), chains that sit in different places are grouped into *modes*:
+
+**The rule.** Chains ``i`` and ``j`` are *linked* when the rank-normalised split R-hat of the pair
+(``arviz_stats.rhat`` on the two chains alone, Vehtari et al. 2021) is below ``MODE_RHAT`` (1.1) for
+every scalar parameter of the posterior (every weight, mean, variance or covariance entry). A mode is a
+connected group of linked chains (single linkage). 1.1 is the classical threshold beyond which two chains
+are not taken to sample one distribution (Gelman et al., BDA3); for two chains whose means differ by
+``d`` within-chain sds it is reached at ``d`` of about 0.65, while chains of one well-mixed mode give pair
+R-hats well below 1.1 once each has a hundred or so effective draws (the stricter 1.01 is kept for
+convergence *within* each mode). A chain that keeps moving between two places, which no other chain does,
+can form a mode of its own: its spread differs from that of chains staying in one place.
+
+**The weights.** Each mode's chains give a PSIS-LOO predictive density of every observation
+(``arviz_stats.loo``), and the modes are weighted by Bayesian stacking of those densities (Yao, Vehtari
+and Gelman, "Stacking for non-mixing Bayesian computations: the curse and blessing of multimodal
+posteriors", JMLR 2022): the weights on the simplex maximising ``sum_n f_n log sum_k w_k exp(lpd_nk)``
+(:func:`stacking_weights`, ``f_n`` the frequency weights). The combined posterior is a resample of the
+draws: each of the ``chains * draws`` draws comes from mode ``k`` with probability ``w_k`` and is then
+drawn uniformly from that mode's draws (:func:`combined_draws`).
+"""
+
+import warnings
+
+import numpy as np
+import xarray as xr
+from scipy.optimize import minimize
+from scipy.sparse.csgraph import connected_components
+
+from mixflow.data import Data
+from mixflow.engines.em_steps import objective
+from mixflow.engines.over_draws import responsibilities_over_draws
+from mixflow.families.relabel import assignment_costs, optimal_permutations
+
+__all__ = ["DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "chain_modes",
+           "combined_draws", "describe_modes", "distinct_optima", "loo_pointwise", "mode_summaries", "pair_rhats",
+           "stacking_weights"]
+
+MODE_RHAT = 1.1
+#: Two EM optima are distinct when some entry of their label signatures differs by more than this many
+#: (approximate) posterior sds (:func:`distinct_optima`).
+OPTIMA_DISTANCE = 1.0
+#: EM optima whose objective is more than this below the best are not started from: their density is
+#: under exp(-10) (5e-5) of the best's, so a chain started there leaves or would carry no weight.
+OPTIMA_GAP = 10.0
+#: EM's estimate lies in a mode when it is within this many of the mode's posterior sds of the mode's
+#: mean on every parameter (a maximum of the posterior sits inside its mode's bulk, not at its mean).
+EM_IN_MODE = 2.0
+#: A mode whose stacking weight exceeds this dominates: the others are reported as negligible.
+DOMINANT_WEIGHT = 0.99
+
+
+def _columns(draws: dict) -> np.ndarray:
+    """Every scalar parameter as a column: ``(chain, draw, n_scalars)``."""
+    arrays = [np.asarray(value, dtype=float) for value in draws.values()]
+    n_chains, n_draws = arrays[0].shape[:2]
+    return np.concatenate([a.reshape(n_chains, n_draws, -1) for a in arrays], axis=-1)
+
+
+def pair_rhats(draws: dict) -> np.ndarray:
+    """The largest R-hat over the scalar parameters of every pair of chains.
+
+    Parameters
+    ----------
+    draws : dict
+        ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
+
+    Returns
+    -------
+    ndarray of shape (n_chains, n_chains)
+        The largest rank-normalised split R-hat of each pair (``arviz_stats.rhat``), 1 on the diagonal;
+        a parameter constant in both chains (no R-hat) counts 1 when the constants agree and infinity
+        when they do not.
+    """
+    import arviz_stats as azs
+
+    columns = _columns(draws)
+    n_chains = columns.shape[0]
+    out = np.ones((n_chains, n_chains))
+    for i in range(n_chains):
+        for j in range(i + 1, n_chains):
+            pair = columns[[i, j]]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rhat = np.asarray(azs.rhat(xr.DataArray(pair, dims=("chain", "draw", "scalar"))).values)
+            constant = ~np.isfinite(rhat)
+            if constant.any():
+                agree = np.all(pair[:, :, constant] == pair[:1, :1, constant], axis=(0, 1))
+                rhat = np.where(constant, 1.0, rhat)
+                if not agree.all():
+                    rhat = np.append(rhat, np.inf)
+            out[i, j] = out[j, i] = float(rhat.max())
+    return out
+
+
+def chain_modes(draws: dict, *, threshold: float = MODE_RHAT) -> np.ndarray:
+    """The mode of every chain by the rule of this module's docstring.
+
+    Parameters
+    ----------
+    draws : dict
+        ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
+    threshold : float, default MODE_RHAT
+        Chains whose pair R-hat is below this on every parameter are linked.
+
+    Returns
+    -------
+    ndarray of int of shape (n_chains,)
+        Modes numbered 0, 1, ... in the order of their first chain (chain 0 is in mode 0).
+    """
+    linked = pair_rhats(draws) < threshold
+    _, labels = connected_components(linked, directed=False)
+    first = {}
+    for label in labels:
+        first.setdefault(int(label), len(first))
+    return np.array([first[int(label)] for label in labels], dtype=np.int64)
+
+
+def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: int) -> list[dict]:
+    """The distinct local maxima among EM's restarts, best first, at most ``limit`` of them.
+
+    Only optima whose objective is within :data:`OPTIMA_GAP` of the best are considered. An optimum is new when, its
+    components matched to those of every better optimum kept (the family's label signature,
+    :mod:`mixflow.families.relabel`), some signature entry (a mean in data sds, a log sd, a square-root
+    weight) differs by more than ``OPTIMA_DISTANCE / sqrt(min_k N_k)``, with ``N_k`` the better optimum's
+    expected count of component ``k``: about one posterior sd of that entry.
+
+    Parameters
+    ----------
+    optima : list of dict
+        Each restart's final parameters in data units (NaN ones, e.g. trimmed restarts, are skipped).
+    objectives : array-like of shape (len(optima),)
+        Each restart's final objective (log posterior or log-likelihood).
+    limit : int
+        At most this many are returned (e.g. the number of chains).
+
+    Returns
+    -------
+    list of dict
+        The kept optima, highest objective first (the first is the best restart's).
+    """
+    signature = model.label_signature(data)
+    objectives = np.asarray(objectives, dtype=float)
+    usable = [i for i in np.argsort(-objectives, kind="stable") if np.isfinite(objectives[i])
+              and all(np.all(np.isfinite(value)) for value in optima[i].values())]
+    kept, signatures, scales = [], [], []
+    for index in usable:
+        point = optima[index]
+        if objectives[index] < objectives[usable[0]] - OPTIMA_GAP:
+            break
+        own = signature(point)
+        new = True
+        for other, scale in zip(signatures, scales, strict=True):
+            permutation = optimal_permutations(assignment_costs(own[None], other))[0]
+            if np.abs(own[permutation] - other).max() <= scale:
+                new = False
+                break
+        if new:
+            kept.append(point)
+            signatures.append(own)
+            scales.append(OPTIMA_DISTANCE / np.sqrt(max(1.0, float(np.min(point["weights"]) * data.total_weight))))
+        if len(kept) == limit:
+            break
+    return kept
+
+
+def stacking_weights(lpd: np.ndarray, frequency: np.ndarray | None = None) -> np.ndarray:
+    """Bayesian stacking weights from pointwise log predictive densities.
+
+    Maximises ``sum_n f_n log sum_k w_k exp(lpd[n, k])`` over the simplex (concave in ``w``), by SLSQP
+    with the analytic gradient.
+
+    Parameters
+    ----------
+    lpd : ndarray of shape (n_obs, n_modes)
+        E.g. each mode's PSIS-LOO log predictive density of each observation (:func:`loo_pointwise`).
+    frequency : ndarray of shape (n_obs,), optional
+        Frequency weight of each observation (default 1).
+
+    Returns
+    -------
+    ndarray of shape (n_modes,)
+        Non-negative weights summing to 1.
+    """
+    lpd = np.asarray(lpd, dtype=float)
+    n_obs, n_modes = lpd.shape
+    if n_modes == 1:
+        return np.ones(1)
+    frequency = np.ones(n_obs) if frequency is None else np.asarray(frequency, dtype=float)
+    density = np.exp(lpd - lpd.max(axis=1, keepdims=True))  # the shift only adds a constant
+    total = frequency.sum()
+
+    def loss(w):
+        mixed = np.maximum(density @ w, 1e-300)
+        return -(frequency @ np.log(mixed)) / total, -(frequency / mixed) @ density / total
+
+    result = minimize(loss, np.full(n_modes, 1.0 / n_modes), jac=True, method="SLSQP",
+                      bounds=[(0.0, 1.0)] * n_modes,
+                      constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
+                      options={"ftol": 1e-12, "maxiter": 1000})
+    weights = np.where(result.x > 1e-10, result.x, 0.0)  # SLSQP's round-off at the simplex's faces
+    return weights / weights.sum()
+
+
+def loo_pointwise(log_likelihood: np.ndarray, posterior: dict) -> tuple[np.ndarray, float]:
+    """PSIS-LOO log predictive density of every observation from one set of chains (``arviz_stats.loo``).
+
+    Parameters
+    ----------
+    log_likelihood : ndarray of shape (n_chains, n_draws, n_obs)
+    posterior : dict
+        ``{name: (dims, array)}`` of the same chains (for the relative efficiency of the draws).
+
+    Returns
+    -------
+    elpd : ndarray of shape (n_obs,)
+    max_pareto_k : float
+        The largest Pareto shape (above about 0.7 the estimate of that observation is unreliable).
+    """
+    import arviz_stats as azs
+
+    tree = xr.DataTree.from_dict({
+        "posterior": xr.Dataset({name: (dims, value) for name, (dims, value) in posterior.items()}),
+        "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), log_likelihood)}),
+    })
+    with warnings.catch_warnings():  # the Pareto shapes are returned and recorded instead
+        warnings.simplefilter("ignore")
+        result = azs.loo(tree, pointwise=True, var_name="x")
+    return np.asarray(result.elpd_i.values, dtype=float), float(np.nanmax(result.pareto_k.values))
+
+
+def combined_draws(draws: dict, chain_mode: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> dict:
+    """Draws resampled by stacking weight: ``chains * draws`` of them on one chain.
+
+    Parameters
+    ----------
+    draws : dict
+        ``{name: (dims, array of shape (n_chains, n_draws, ...))}``.
+    chain_mode : ndarray of int of shape (n_chains,)
+    weights : ndarray of shape (n_modes,)
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    dict
+        ``{name: (dims, array of shape (1, n_chains * n_draws, ...))}``: the number of draws from mode
+        ``k`` is multinomial with probabilities ``weights``, each drawn uniformly (with replacement)
+        from the mode's draws, in a random order.
+    """
+    n_chains, n_draws = chain_mode.size, next(iter(draws.values()))[1].shape[1]
+    total = n_chains * n_draws
+    counts = rng.multinomial(total, weights)
+    picks = []
+    for mode, count in enumerate(counts):
+        pool = np.flatnonzero(np.repeat(chain_mode == mode, n_draws))
+        picks.append(rng.choice(pool, size=count, replace=True))
+    order = rng.permutation(np.concatenate(picks))
+    out = {}
+    for name, (dims, value) in draws.items():
+        flat = np.asarray(value).reshape((total,) + np.shape(value)[2:])
+        out[name] = (dims, flat[order][None])
+    return out
+
+
+def _within(draws: dict, chains: np.ndarray) -> xr.Dataset:
+    return xr.Dataset({name: (dims, np.asarray(value)[chains]) for name, (dims, value) in draws.items()})
+
+
+def _diagnostics(posterior: xr.Dataset) -> tuple[float, float, float]:
+    """Largest R-hat (NaN for one chain), smallest bulk and tail ESS over the scalar parameters."""
+    import arviz_stats as azs
+
+    def extreme(dataset, reduce):
+        values = [reduce(dataset[n].values) for n in dataset.data_vars if np.isfinite(dataset[n].values).any()]
+        return float(reduce(values)) if values else float("nan")
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rhat = extreme(azs.rhat(posterior), np.nanmax) if posterior.sizes["chain"] > 1 else float("nan")
+        bulk = extreme(azs.ess(posterior, method="bulk"), np.nanmin)
+        tail = extreme(azs.ess(posterior, method="tail"), np.nanmin)
+    return rhat, bulk, tail
+
+
+def _em_mode(reference: dict, means: list[dict], sds: list[dict]) -> int:
+    """The mode EM's estimate lies in (see :data:`EM_IN_MODE`), or -1 for none."""
+    best, best_distance = -1, np.inf
+    for mode, (mean, sd) in enumerate(zip(means, sds, strict=True)):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = [np.where(sd[n] > 0, np.abs(np.asarray(reference[n]) - mean[n]) / sd[n],
+                          np.where(np.isclose(reference[n], mean[n]), 0.0, np.inf)).max() for n in mean]
+        distance = float(max(z))
+        if distance < best_distance:
+            best, best_distance = mode, distance
+    return best if best_distance < EM_IN_MODE else -1
+
+
+def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, reference: dict,
+                   chain_mode: np.ndarray) -> dict:
+    """Per-mode summaries, LOO densities and stacking weights, as the ``/mcmc/modes`` group.
+
+    Parameters
+    ----------
+    model : MixtureModel
+    data : mixflow.data.Data
+    draws : dict
+        ``{name: (dims, array of shape (n_chains, n_draws, ...))}``, aligned.
+    log_likelihood : ndarray of shape (n_chains, n_draws, n_obs)
+        Pointwise log p(x_n | draw) of one copy of each row.
+    reference : dict
+        EM's estimate, in the same labelling.
+    chain_mode : ndarray of int of shape (n_chains,)
+
+    Returns
+    -------
+    dict
+        ``{"variables": {...}, "attrs": {...}}``: ``chain_mode`` (chain), ``weight`` (mode, the stacking
+        weight), ``n_chains``, ``elpd_loo``, ``max_pareto_k``, ``log_likelihood`` and ``log_posterior``
+        (at the mode's posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the
+        mode) (mode), the posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights``
+        (mode, component)) and ``lpd_loo`` (obs, mode); attrs ``n_modes``, ``em_mode`` (-1: none) and
+        ``dominant_mode`` (-1: none has weight above :data:`DOMINANT_WEIGHT`).
+    """
+    n_modes = int(chain_mode.max()) + 1
+    prepared = model.prepare(data)
+    prior = model.working_prior(prepared)
+    active = np.arange(model.n_components)
+    lpd = np.empty((data.n_obs, n_modes))
+    stats = {key: np.empty(n_modes) for key in ("n_chains", "elpd_loo", "max_pareto_k", "log_likelihood",
+                                                "log_posterior", "max_rhat", "min_ess_bulk", "min_ess_tail")}
+    means, sds = [], []
+    for mode in range(n_modes):
+        chains = np.flatnonzero(chain_mode == mode)
+        posterior = _within(draws, chains)
+        mean = {name: posterior[name].mean(("chain", "draw")).values for name in posterior.data_vars}
+        means.append(mean)
+        sds.append({name: posterior[name].std(("chain", "draw")).values for name in posterior.data_vars})
+        lpd[:, mode], stats["max_pareto_k"][mode] = loo_pointwise(
+            log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
+        point = responsibilities_over_draws(model, data, {n: v[None] for n, v in mean.items()}, log_likelihood=True)
+        total = float(data.frequency @ point["log_likelihood"][0])
+        stats["log_likelihood"][mode] = total
+        stats["log_posterior"][mode] = objective(model, model.to_working(mean, prepared), total, prior, active)
+        stats["max_rhat"][mode], stats["min_ess_bulk"][mode], stats["min_ess_tail"][mode] = _diagnostics(posterior)
+        stats["n_chains"][mode] = chains.size
+    stats["elpd_loo"] = data.frequency @ lpd
+    weights = stacking_weights(lpd, data.frequency)
+    dominant = int(np.argmax(weights)) if weights.max() > DOMINANT_WEIGHT and n_modes > 1 else -1
+    variables = {"chain_mode": (("chain",), chain_mode.astype(np.int64)), "weight": (("mode",), weights),
+                 "lpd_loo": (("obs", "mode"), lpd),
+                 **{key: (("mode",), value.astype(np.int64) if key == "n_chains" else value)
+                    for key, value in stats.items()}}
+    for name, (dims, _) in draws.items():
+        variables[name] = (("mode", *dims[2:]), np.stack([mean[name] for mean in means]))
+    attrs = {"n_modes": n_modes, "em_mode": _em_mode(reference, means, sds), "dominant_mode": dominant,
+             "rule": f"chains whose pair R-hat is below {MODE_RHAT} on every parameter are linked; a mode is a "
+                     "connected group of linked chains",
+             "weight": "Bayesian stacking of each mode's PSIS-LOO predictive densities (Yao, Vehtari and "
+                       "Gelman 2022)",
+             "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
+             "log_likelihood": "log-likelihood (frequency weights applied) at the mode's posterior mean"}
+    return {"variables": variables, "attrs": attrs}
+
+
+def describe_modes(chain_mode: np.ndarray, weights: np.ndarray) -> str:
+    """``"2 modes (chains 0, 2 | 1, 3; stacking weights 0.71, 0.29)"``, with a dominant mode named."""
+    n_modes = int(chain_mode.max()) + 1
+    groups = " | ".join(", ".join(str(c) for c in np.flatnonzero(chain_mode == m)) for m in range(n_modes))
+    text = f"{n_modes} modes (chains {groups}; stacking weights {', '.join(f'{w:.2f}' for w in weights)})"
+    if weights.max() > DOMINANT_WEIGHT:
+        text += (f"; mode {int(np.argmax(weights))} carries {weights.max():.3f} of the weight, the others are "
+                 "negligible")
+    return text

@@ -1,0 +1,362 @@
+"""Modes of a multimodal posterior: found by the pair R-hat rule, weighted by stacking, combined, said."""
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import stats
+from test_container import assert_trees_identical
+from test_select import _fake_mcmc_tree
+
+import mixflow
+from mixflow.analysis.select import loo_table
+from mixflow.data import validate_data
+from mixflow.engines.mcmc import _diagnose, fit_mcmc
+from mixflow.engines.modes import (
+    DOMINANT_WEIGHT,
+    chain_modes,
+    combined_draws,
+    describe_modes,
+    distinct_optima,
+    mode_summaries,
+    pair_rhats,
+    stacking_weights,
+)
+from mixflow.fitting import _em_optima
+from mixflow.present.plots import plot_modes
+from mixflow.present.report.page import _modes_section, modes_sentence
+from mixflow.present.summary import summary_text
+
+FAST = {"progressbar": False, "posterior_predictive": False}
+
+
+def _naive_stacking_objective(lpd, weights, frequency=None):
+    frequency = np.ones(lpd.shape[0]) if frequency is None else frequency
+    return float(frequency @ np.log(np.exp(lpd) @ weights))
+
+
+def _fixed_point_stacking(lpd, iterations=20000):
+    """Reference: EM for the weights of a mixture of fixed densities (monotone, to the concave maximum)."""
+    density = np.exp(lpd)
+    weights = np.full(lpd.shape[1], 1.0 / lpd.shape[1])
+    for _ in range(iterations):
+        share = density * weights
+        weights = (share / share.sum(axis=1, keepdims=True)).mean(axis=0)
+    return weights
+
+
+def _lpd(seed, n=200, k=3):
+    rng = np.random.default_rng(seed)
+    return rng.normal(-2.0, 1.0, (n, k)) + rng.normal(0, 0.5, k)
+
+
+# -- stacking ---------------------------------------------------------------------------------------------
+def test_stacking_weights_two_modes_match_a_grid_search():
+    lpd = _lpd(0, k=2)
+    grid = np.linspace(0, 1, 100001)
+    values = [_naive_stacking_objective(lpd, np.array([w, 1 - w])) for w in grid]
+    best = grid[int(np.argmax(values))]
+    weights = stacking_weights(lpd)
+    assert weights.sum() == pytest.approx(1.0, abs=1e-12) and np.all(weights >= 0)
+    assert weights[0] == pytest.approx(best, abs=1e-4)  # the grid's step is 1e-5
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_stacking_weights_three_modes_match_the_fixed_point_iteration(seed):
+    lpd = _lpd(seed)
+    reference = _fixed_point_stacking(lpd)
+    weights = stacking_weights(lpd)
+    np.testing.assert_allclose(weights, reference, atol=2e-4)
+    assert _naive_stacking_objective(lpd, weights) >= _naive_stacking_objective(lpd, reference) - 1e-8
+
+
+def test_stacking_weights_frequency_weights_count_repeated_rows():
+    lpd = _lpd(4)
+    frequency = np.arange(1, lpd.shape[0] + 1) % 3 + 1
+    np.testing.assert_allclose(stacking_weights(lpd, frequency.astype(float)),
+                               stacking_weights(np.repeat(lpd, frequency, axis=0)), atol=1e-6)
+
+
+def test_stacking_weights_one_mode_dominates():
+    lpd = _lpd(5, k=2)
+    lpd[:, 1] = lpd[:, 0] - 3.0  # the second mode predicts every observation worse
+    weights = stacking_weights(lpd)
+    assert weights[0] > DOMINANT_WEIGHT
+    assert stacking_weights(lpd[:, :1]).tolist() == [1.0]
+    assert "the others are negligible" in describe_modes(np.array([0, 1]), weights)
+
+
+# -- the rule -------------------------------------------------------------------------------------------
+def _chains(offsets, n_draws=500, seed=0):
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal((len(offsets), n_draws, 2, 1)) + np.asarray(offsets, float)[:, None, None, None]
+    weights = np.broadcast_to([0.4, 0.6], (len(offsets), n_draws, 2)).copy()
+    return {"weights": weights, "mu": mu}
+
+
+def test_chains_in_two_places_are_two_modes_and_one_place_is_one():
+    assert chain_modes(_chains([0, 5, 0, 5])).tolist() == [0, 1, 0, 1]
+    assert chain_modes(_chains([0, 0, 0, 0])).tolist() == [0, 0, 0, 0]
+    assert chain_modes(_chains([3, 0, 3, 7])).tolist() == [0, 1, 0, 2]
+    rhats = pair_rhats(_chains([0, 5, 0, 5]))
+    assert rhats[0, 2] < 1.01 and rhats[0, 1] > 1.5 and np.all(np.diag(rhats) == 1)
+
+
+def test_a_constant_that_differs_between_chains_separates_them():
+    draws = _chains([0, 0])
+    draws["weights"][1] = [0.5, 0.5]
+    assert chain_modes(draws).tolist() == [0, 1]
+
+
+def test_combined_draws_come_from_each_mode_in_proportion():
+    draws = {"mu": (("chain", "draw", "component"), np.arange(4 * 1000 * 1.0).reshape(4, 1000, 1))}
+    chain_mode = np.array([0, 1, 0, 1])
+    out = combined_draws(draws, chain_mode, np.array([0.3, 0.7]), np.random.default_rng(0))
+    dims, values = out["mu"]
+    assert dims == ("chain", "draw", "component") and values.shape == (1, 4000, 1)
+    chain = values[0, :, 0].astype(int) // 1000
+    from_first = np.isin(chain, [0, 2]).mean()
+    assert abs(from_first - 0.3) < 5 * np.sqrt(0.3 * 0.7 / 4000)  # a binomial proportion, 5 sd
+
+
+# -- what is said ---------------------------------------------------------------------------------------------
+def _aligned(offsets):
+    draws = _chains(offsets, n_draws=300)
+    return ({"weights": (("chain", "draw", "component"), draws["weights"]),
+             "mu": (("chain", "draw", "component", "feature"), draws["mu"])},
+            xr.Dataset(coords={"chain": np.arange(len(offsets)), "draw": np.arange(300), "component": [0, 1],
+                               "feature": ["x"]}))
+
+
+def test_one_mode_diagnoses_as_before():
+    aligned, raw = _aligned([0, 0, 0, 0.3])
+    options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": 0.8}
+    no_divergence = {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}
+    with warnings.catch_warnings(record=True) as before:
+        warnings.simplefilter("always")
+        legacy = _diagnose(aligned, raw, no_divergence, options)
+    with warnings.catch_warnings(record=True) as now:
+        warnings.simplefilter("always")
+        moded = _diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
+    assert legacy == moded and [str(w.message) for w in before] == [str(w.message) for w in now]
+    assert "R-hat above 1.01" in str(now[0].message) and "chains disagree" in str(now[0].message)
+
+
+def test_several_modes_are_named_instead_of_chains_disagreeing():
+    aligned, raw = _aligned([0, 5, 0, 5])
+    options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": 0.8}
+    no_divergence = {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}
+    chain_mode = chain_modes({name: value for name, (_, value) in aligned.items()})
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        summary = _diagnose(aligned, raw, no_divergence, options, chain_mode, np.array([0.6, 0.4]))
+    message = str(record[0].message)
+    assert "2 modes (chains 0, 2 | 1, 3; stacking weights 0.60, 0.40)" in message
+    assert "chains disagree" not in message and summary["high_rhat"] == "[]"
+    assert summary["max_rhat"] > 1.5  # over all chains, as before
+
+
+def test_loo_table_uses_the_stacked_predictive_where_chains_fell_into_modes():
+    rng = np.random.default_rng(0)
+    trees = {k: _fake_mcmc_tree(k, rng) for k in (1, 2)}
+    lpd = rng.normal(-2.0, 0.3, (40, 2))
+    weights = np.array([0.7, 0.3])
+    trees[2]["mcmc/modes"] = xr.DataTree(xr.Dataset({"lpd_loo": (("obs", "mode"), lpd),
+                                                     "weight": (("mode",), weights)}))
+    table = loo_table(trees)
+    naive = sum(np.log(weights @ np.exp(row)) for row in lpd)
+    assert table.loc[2, "elpd_loo"] == pytest.approx(naive, rel=1e-12)
+    assert table["stacked_over_modes"].tolist() == [False, True]
+    assert table.loc[1, "elpd_loo"] == pytest.approx(loo_table({1: trees[1]}).loc[1, "elpd_loo"], rel=1e-12)
+
+
+# -- the summaries against references ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def map_fit():
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(-3, 1, 70), rng.normal(2, 0.7, 50)])
+    model = mixflow.GaussianMixture(2)
+    tree = mixflow.fit(model, x, method="map", random_seed=0)
+    return model, validate_data(x), {k: v.values for k, v in tree["em/estimate"].data_vars.items()}, tree
+
+
+def test_mode_summaries_at_the_map_give_em_objective_and_a_scipy_log_likelihood(map_fit):
+    model, data, estimate, tree = map_fit
+    rng = np.random.default_rng(0)
+    step = rng.normal(0, 0.02, (2, 100, 2, 1))
+    mu = estimate["mu"] + np.concatenate([step, -step], axis=1)  # draws whose mean is exactly the MAP
+    n = mu.shape[1]
+    draws = {"weights": (("chain", "draw", "component"), np.broadcast_to(estimate["weights"], (2, n, 2)).copy()),
+             "mu": (("chain", "draw", "component", "feature"), mu),
+             "covariance": (("chain", "draw", "component", "feature", "feature_"),
+                            np.broadcast_to(estimate["covariance"], (2, n, 2, 1, 1)).copy())}
+    log_likelihood = np.stack([np.stack([np.log(
+        sum(w * stats.norm.pdf(data.values[:, 0], m[0], np.sqrt(c[0, 0]))
+            for w, m, c in zip(estimate["weights"], mu[c_, d], estimate["covariance"], strict=True)))
+        for d in range(n)]) for c_ in range(2)])
+    group = mode_summaries(model, data, draws, log_likelihood, estimate, np.zeros(2, int))
+    variables = group["variables"]
+    naive = np.log(sum(w * stats.norm.pdf(data.values[:, 0], m[0], np.sqrt(c[0, 0])) for w, m, c in
+                       zip(estimate["weights"], estimate["mu"], estimate["covariance"], strict=True))).sum()
+    assert variables["log_likelihood"][1][0] == pytest.approx(naive, rel=1e-10)
+    assert variables["log_posterior"][1][0] == pytest.approx(tree["em"].attrs["log_posterior"], rel=1e-10)
+    assert variables["weight"][1].tolist() == [1.0] and variables["n_chains"][1].tolist() == [2]
+    assert group["attrs"]["n_modes"] == 1 and group["attrs"]["em_mode"] == 0
+    assert group["attrs"]["dominant_mode"] == -1
+    np.testing.assert_allclose(variables["mu"][1][0], estimate["mu"], atol=1e-12)
+
+
+def test_distinct_optima_drop_relabelled_nearby_and_far_worse_copies(map_fit):
+    model, data, estimate, _ = map_fit
+    swapped = model.permute(estimate, np.array([1, 0]), data.features)
+    nearby = {**estimate, "mu": estimate["mu"] + 0.01}
+    other = {**estimate, "mu": estimate["mu"][::-1].copy()}  # components' means exchanged: another optimum
+    trimmed = {name: np.full_like(value, np.nan) for name, value in estimate.items()}
+    optima = [nearby, estimate, swapped, other, trimmed]
+    kept = distinct_optima(model, data, optima, [-10.0, -5.0, -5.0, -14.0, -1.0], limit=4)
+    assert len(kept) == 2 and kept[0] is estimate and kept[1] is other
+    assert len(distinct_optima(model, data, optima, [-10.0, -5.0, -5.0, -14.0, -1.0], limit=1)) == 1
+    assert len(distinct_optima(model, data, optima, [-10.0, -5.0, -5.0, -15.5, -1.0], limit=4)) == 1  # > 10 worse
+
+
+def test_em_records_each_restart_optimum_and_em_optima_finds_the_mirror_pair(mirrored):
+    model = mixflow.GaussianMixture(2)
+    tree = mixflow.fit(model, mirrored, method="map", random_seed=0, n_init=5)
+    stats_ = tree["em/sample_stats"]
+    best = int(tree["em"].attrs["best_restart"])
+    for name in ("weights", "mu", "covariance"):
+        np.testing.assert_allclose(stats_[f"optimum_{name}"].values[best], tree["em/estimate"][name].values,
+                                   rtol=1e-12)
+    optima = _em_optima(model, validate_data(mirrored), tree, 4)
+    assert len(optima) == 2  # the two mirror images; a symmetric maximum 38 below is left out
+    np.testing.assert_allclose(optima[1]["mu"], -optima[0]["mu"][::-1], atol=1e-4)
+    del tree["em/sample_stats"]["optimum_mu"]
+    with pytest.raises(ValueError, match=r"starts: 'em-optima' needs the optima of EM's restarts"):
+        _em_optima(model, validate_data(mirrored), tree, 4)
+
+
+# -- arguments ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("starts, sampler, message", [
+    ("bogus", "pymc", r"starts: expected one of \['reference', 'em-optima'\] or a list of parameter dicts, "
+                      r"got 'bogus'"),
+    ([], "pymc", r"starts: expected one of \['reference', 'em-optima'\] or a non-empty list of parameter dicts"),
+    ("em-optima", "pymc", r"starts: 'em-optima' is resolved by mixflow.fit from EM's restarts"),
+])
+def test_bad_starts_name_the_argument(map_fit, starts, sampler, message):
+    model, data, estimate, _ = map_fit
+    with pytest.raises(ValueError, match=message):
+        fit_mcmc(model, data, estimate, starts=starts, sampler=sampler, **FAST)
+
+
+def test_several_starts_refuse_nutpie_and_check_each_point(map_fit):
+    model, data, estimate, _ = map_fit
+    with pytest.raises(ValueError, match=r"starts: several starting points need sampler='pymc'"):
+        fit_mcmc(model, data, estimate, starts=[estimate, estimate], sampler="nutpie", **FAST)
+    with pytest.raises(ValueError, match=r"starts\[1\]"):
+        fit_mcmc(model, data, estimate, starts=[estimate, {"weights": [1.0]}], sampler="pymc", **FAST)
+
+
+# -- slow: real sampling ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mirrored():
+    """Data symmetric about 0 (three clusters, the middle one shared): K=2 has two mirror-image modes.
+
+    Either outer cluster is a component of its own while the other component covers the middle and the
+    other outer cluster; NUTS does not cross from one to the other, and by symmetry the true stacking
+    weights are 1/2 each.
+    """
+    rng = np.random.default_rng(1)
+    half = np.concatenate([rng.normal(6, 1, 60), rng.normal(0, 1, 30)])
+    return np.concatenate([half, -half])
+
+
+@pytest.mark.slow
+def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
+    model = mixflow.GaussianMixture(2)
+    with pytest.warns(mixflow.SamplingWarning) as record:  # EM's restarts find both mirror images
+        tree = mixflow.fit(model, mirrored, method=["map", "mcmc"], random_seed=0, n_init=5, draws=800, tune=200,
+                           chains=4, sampler="pymc", starts="em-optima", **FAST)
+    assert tree["mcmc"].attrs["starts"] == "em-optima (2 distinct)"
+    modes = tree["mcmc/modes"]
+    assert tree["mcmc"].attrs["n_modes"] == 2 and modes["chain_mode"].values.tolist() == [0, 1, 0, 1]
+    np.testing.assert_allclose(modes["weight"].values, [0.5, 0.5], atol=0.02)
+    assert modes["weight"].values.sum() == pytest.approx(1.0)
+    assert np.all(modes["max_rhat"].values < 1.01)  # within each mode
+    np.testing.assert_allclose(modes["mu"].values[1], -modes["mu"].values[0][::-1], atol=0.15)
+    assert modes.attrs["em_mode"] == 0 and modes.attrs["dominant_mode"] == -1
+    assert tree["mcmc"].attrs["max_rhat"] > 1.5  # over all chains
+    messages = [str(w.message) for w in record]
+    assert any("2 modes (chains 0, 2 | 1, 3" in m for m in messages)
+    assert not any("chains disagree" in m for m in messages)
+    stacked = tree["mcmc/stacked/posterior"]
+    assert stacked.sizes["chain"] == 1 and stacked.sizes["draw"] == 3200
+    in_first = (stacked["mu"].values[0, :, 0, 0] < -4).mean()  # mode 0 has its first component at -6
+    assert abs(in_first - modes["weight"].values[0]) < 5 * np.sqrt(0.25 / 3200)
+    assert_trees_identical(tree, mixflow.load(mixflow.save(tree, tmp_path / "modes.nc")))
+    # said: the comparison, the summary, predictions, the report's section and its plot
+    assert "stacked" in set(mixflow.compare(tree)["method"].astype(str))
+    text = summary_text(tree)
+    assert "MCMC stacked over modes: 2 modes (chains 0, 2 | 1, 3)" in text and "chains fall into 2 modes" in text
+    assert mixflow.predict(tree, np.array([-6.0, 6.0]), method="stacked").shape == (2,)
+    assert modes_sentence(tree).startswith("EM's MAP estimate lies in mode 0, which carries")
+    section, problems = _modes_section(tree)
+    assert problems == [] and "<table" in section and "data:image/png" in section
+    figure = plot_modes(tree, var_names="mu")
+    labels = [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert any(label.startswith("mode 0: chains 0, 2, weight 0.5") for label in labels)
+
+
+@pytest.mark.slow
+def test_a_unimodal_posterior_is_one_mode_and_left_as_it_was(map_fit):
+    model, data, estimate, _ = map_fit
+    run = {"draws": 200, "tune": 200, "chains": 4, "sampler": "pymc", "random_seed": 2, **FAST}
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", mixflow.SamplingWarning)
+        result = fit_mcmc(model, data, estimate, **run)
+    assert not any("modes" in str(w.message) for w in record)
+    assert result["attrs"]["n_modes"] == 1 and "stacked/posterior" not in result["groups"]
+    modes = result["groups"]["modes"]["variables"]
+    assert modes["chain_mode"][1].tolist() == [0, 0, 0, 0] and modes["weight"][1].tolist() == [1.0]
+    aligned = result["groups"]["posterior"]["variables"]
+    raw = xr.Dataset(coords={"chain": result["coords"]["chain"], "draw": result["coords"]["draw"],
+                             "component": [0, 1], "feature": data.features, "feature_": data.features})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        legacy = _diagnose(aligned, raw, result["groups"]["sample_stats"]["variables"], dict(run))
+    assert {key: result["attrs"][key] for key in legacy} == legacy
+    assert modes["max_rhat"][1][0] == pytest.approx(result["attrs"]["max_rhat"], rel=1e-12)
+
+
+def test_report_findings_name_the_modes_and_judge_r_hat_within_them():
+    from mixflow.present.report.cards import _mcmc_findings
+
+    base = {"max R-hat": 1.6, "min bulk ESS": 800.0, "min tail ESS": 700.0, "divergences": 0}
+    moded = _mcmc_findings({**base, "modes": 2, "max R-hat within modes": 1.004, "min bulk ESS within modes": 700.0})
+    assert [level for level, _ in moded] == ["warn"] and "fall into 2 modes" in moded[0][1]
+    mixing = _mcmc_findings({**base, "modes": 2, "max R-hat within modes": 1.03, "min bulk ESS within modes": 700.0})
+    assert ("bad", "MCMC: max R-hat within a mode 1.030 > 1.01: chains of one mode disagree.") in mixing
+    assert "chains disagree (non-convergence" in _mcmc_findings(base)[0][1]
+
+
+def test_select_k_reports_each_k_modes(monkeypatch):
+    real_fit = mixflow.fitting.fit
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(-3, 1, 20), rng.normal(3, 1, 20)])
+
+    def fake_fit(model, data, method="em", **kwargs):
+        if method != "mcmc":
+            return real_fit(model, data, method=method, **kwargs)
+        k = model.n_components
+        tree = _fake_mcmc_tree(k, rng)
+        tree["mcmc"].attrs.update(max_rhat=1.0, min_ess_bulk=500.0, min_ess_tail=400.0, n_divergences=0, n_modes=k)
+        if k == 2:
+            tree["mcmc/modes"] = xr.DataTree(xr.Dataset({"lpd_loo": (("obs", "mode"), rng.normal(-2, 0.1, (40, 2))),
+                                                         "weight": (("mode",), np.array([0.5, 0.5]))}))
+        return tree
+
+    monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
+    messages = []
+    table = mixflow.select_k(mixflow.GaussianMixture(1), x, ks=(1, 2), methods=("map", "mcmc"), n_folds=None,
+                             random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, progress=messages.append)
+    assert table["n_modes"].tolist() == [1, 2] and table["stacked_over_modes"].tolist() == [False, True]
+    assert messages[-1].startswith("K=2, NUTS: 2 modes, 0 divergence(s)")
