@@ -37,8 +37,10 @@ from mixflow.engines.starts import (
     SHORT_MAX_ITER,
     SHORT_TOL,
     is_degenerate,
+    partition_key,
     portfolio_schedule,
     rank_runs,
+    replacement_strategy,
     start_responsibilities,
 )
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
@@ -156,7 +158,11 @@ def initial_parameters(model, prepared, how, rng, prior, rows) -> dict:
     """Parameters to start EM from: given by the user, or one M-step from initial responsibilities."""
     if isinstance(how, dict):
         return how
-    resp = initial_responsibilities(model, prepared, how, rng)
+    return _parameters_from(model, prepared, initial_responsibilities(model, prepared, how, rng), prior, rows)
+
+
+def _parameters_from(model, prepared, resp: np.ndarray, prior, rows) -> dict:
+    """One M-step from responsibilities (n_obs, K)."""
     step = _statistics_from_responsibilities(model, resp, prepared, rows)
     params, _ = _m_step(model, step, prepared, prior, np.arange(model.n_components))
     return params
@@ -276,8 +282,25 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     rows = chunk_rows(data.n_obs, width, options.chunk_size)
     threaded = use_threads(data.n_obs, width)
 
+    seen = set()
+
     def start(name, seed):
         return initial_parameters(model, prepared, name, np.random.default_rng(seed), prior_used, rows)
+
+    def fresh_start(name, seed):
+        """The strategy and starting parameters of a start, or None.
+
+        A start that puts the points together as an earlier one did is replaced by one of the family's random
+        strategy (:func:`~mixflow.engines.starts.replacement_strategy`), or skipped (None) if that repeats too.
+        """
+        for strategy in (name, replacement_strategy(model.family)):
+            resp = initial_responsibilities(model, prepared, strategy, np.random.default_rng(seed))
+            key = partition_key(resp)
+            if key is None or key not in seen:
+                seen.add(key)
+                return strategy, _parameters_from(model, prepared, resp, prior_used, rows)
+            seed = seed.spawn(1)[0]
+        return None
 
     def run(params, run_options):
         return run_em(model, prepared, params, prior_used, run_options, rows, data.features, threaded)
@@ -289,13 +312,13 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     else:
         names = [options.init] * options.n_init
     seeds = np.random.SeedSequence(random_seed).spawn(len(names))
-    starts = [(lambda name=name, seed=seed: options.init if isinstance(options.init, dict) else start(name, seed))
-              for name, seed in zip(names, seeds, strict=True)]
     degenerate = _degenerate_test(data.total_weight)
     if options.init == PORTFOLIO:
-        runs, continued = _short_then_continue(starts, run, options, degenerate)
-        names = names[:len(runs)]
+        starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
+        runs, continued, names = _short_then_continue(starts, run, options, degenerate)
     else:
+        starts = [(lambda name=name, seed=seed: options.init if isinstance(options.init, dict) else start(name, seed))
+                  for name, seed in zip(names, seeds, strict=True)]
         runs = [run(params(), options) for params in starts]
         continued = np.ones(len(runs), dtype=bool)
     flags = np.array([degenerate(r) for r in runs])
@@ -317,22 +340,24 @@ def _degenerate_test(total_weight: float):
 def _short_then_continue(starts: list, run, options: EMOptions, degenerate) -> tuple[list, np.ndarray]:
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
-    ``starts`` are callables giving starting parameters. The first half of them run ``SHORT_MAX_ITER``
+    ``starts`` are callables giving a start's strategy and parameters, or None for a start skipped as a
+    repeat of an earlier one (its run would repeat that one's). The first half of them run ``SHORT_MAX_ITER``
     iterations (or until the objective changes by less than ``SHORT_TOL``); the second half runs too unless
     two of those short runs stopped by the tolerance at the best value (:func:`_agree`: an easy likelihood,
     where more starts cost time and find nothing). Then a successive halving: the better half by
     :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
-    continued one is degenerate. Returns the runs started (the continued ones extended) and which were
-    continued.
+    continued one is degenerate. Returns the runs started (the continued ones extended), which were
+    continued, and their strategies.
     """
     n_keep = -(-options.n_init // 2)
     short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
                                 tol=max(SHORT_TOL, options.tol))
     first = len(starts) // 2
-    runs = [run(start(), short) for start in starts[:first]]
+    runs, names = _run_fresh(starts[:first], run, short)
     if not _agree(runs, degenerate):
-        runs += [run(start(), short) for start in starts[first:]]
+        more, more_names = _run_fresh(starts[first:], run, short)
+        runs, names = runs + more, names + more_names
     survivors, iterations = np.arange(len(runs)), SHORT_MAX_ITER
     while True:
         ranked = survivors[_rank_distinct([runs[i] for i in survivors], degenerate)]
@@ -349,7 +374,18 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate) -> t
         remaining = dataclasses.replace(options, max_iter=max(options.max_iter - runs[index].n_iter, 0))
         runs[index] = _extend(runs[index], run(runs[index].params, remaining))
         continued[index] = True
-    return runs, continued
+    return runs, continued, names
+
+
+def _run_fresh(starts: list, run, options: EMOptions) -> tuple[list, list]:
+    """Runs from the starts that are not skipped (None), and the strategies they ran."""
+    runs, names = [], []
+    for start in starts:
+        started = start()
+        if started is not None:
+            runs.append(run(started[1], options))
+            names.append(started[0])
+    return runs, names
 
 
 def _agree(runs: list[Run], degenerate) -> bool:
