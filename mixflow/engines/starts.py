@@ -18,7 +18,9 @@ starting responsibilities (n, K); one M-step then gives the starting parameters.
 
 ``"auto"`` draws its starts from a per-family portfolio of these (the deterministic ones once, the random
 ones in turn), runs each briefly, and continues the best to convergence: the "short runs, then continue the
-best" strategy of Biernacki, Celeux and Govaert (2003), Comput. Stat. Data Anal. 41, 561-575.
+best" strategy of Biernacki, Celeux and Govaert (2003), Comput. Stat. Data Anal. 41, 561-575. A start whose
+partition repeats an earlier one's (:func:`partition_key`) is replaced by one of the family's random strategy
+(:func:`replacement_strategy`).
 
 Restarts are ranked among the non-degenerate ones first (:func:`rank_runs`): a run whose component
 collapsed onto a point, or whose weight fell below half an observation's worth, wins only when every run did.
