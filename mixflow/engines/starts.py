@@ -52,7 +52,7 @@ HIERARCHICAL_POINTS = 1000
 # starts per restart asked for (n_init) in the first batch (twice as many in all when they disagree), the
 # short runs' first-round iteration cap (doubled each round) and tolerance
 CANDIDATES_PER_RESTART = 4
-SHORT_MAX_ITER = 10
+SHORT_MAX_ITER = 20
 SHORT_TOL = 1e-6
 # a component holding less than this many observations' worth of weight is degenerate (empty)
 MIN_COMPONENT_COUNT = 0.5
