@@ -7,8 +7,12 @@ tiny ``reg_covar`` on the standardised data. The best known maximum is the large
 log-likelihood any of them reached (a fit flagged degenerate by mixflow, or a scikit-learn fit with a
 component variance at mixflow's collapse floor, is a singularity of the likelihood, not a maximum).
 Printed per case and strategy: the worst relative shortfall over the seeds, (best - log L) / |best|, and
-the mean time relative to ``"kmeans"`` (the default before ``"auto"``: n_init k-means starts run to
-convergence).
+the mean CPU time (one BLAS thread, so that other work on the machine does not change the ratios) relative
+to ``"kmeans"`` (the default before ``"auto"``: n_init k-means starts run to convergence). For the Gaussian
+cases, ``eig ratio`` is the best known fit's smallest covariance eigenvalue over its largest (over all
+components) and ``min n`` its smallest component's weight in observations: a ratio near 1e-5 or below on
+a component of a few observations is a spurious maximum (McLachlan and Peel 2000, sec. 3.10), a component
+fitted to a few points lying close to a lower-dimensional subspace, which restarts reach only by chance.
 
 Usage: python benchmarks/starts.py [--quick] [--sklearn-starts=N] [part of a case name ...]
 (--quick: four small cases, one seed, 20 sklearn starts; N: scikit-learn starts per case, 100 by default,
@@ -109,15 +113,36 @@ def cases(quick: bool) -> list[tuple]:
     ]
 
 
-def fit_mixflow(model, data, weights, init: str, seed: int) -> tuple[float, float, bool]:
-    """Log-likelihood, seconds and degenerate flag of one default call with ``init``."""
-    begin = time.perf_counter()
-    with warnings.catch_warnings():
+def shape(weights: np.ndarray, dispersion: np.ndarray | None, n_obs: float) -> tuple[float, float]:
+    """Smallest over largest covariance eigenvalue (NaN without one), and the smallest component in observations.
+
+    ``dispersion``: covariances (K, d, d), variances (K, d) or (K,), in standardised units, or None.
+    """
+    if dispersion is None:
+        ratio = np.nan
+    else:
+        eig = np.linalg.eigvalsh(dispersion) if dispersion.ndim == 3 else np.asarray(dispersion)
+        ratio = float(eig.min() / eig.max())
+    return ratio, float(np.min(weights) * n_obs)
+
+
+def fit_mixflow(model, data, weights, init: str, seed: int) -> tuple[float, float, bool, tuple]:
+    """Log-likelihood, CPU seconds, degenerate flag and :func:`shape` of one default call with ``init``."""
+    begin = time.process_time()
+    with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tree = mixflow.fit(model, data, method="em", init=init, weights=weights, random_seed=seed)
-    seconds = time.perf_counter() - begin
-    attrs = tree["em"].attrs
-    return attrs["log_likelihood"], seconds, bool(attrs.get("degenerate", 0))
+    seconds = time.process_time() - begin
+    attrs, estimate = tree["em"].attrs, tree["em/estimate"]
+    dispersion = None
+    if isinstance(model, mixflow.GaussianMixture):
+        sd = np.asarray(data, dtype=float).reshape(len(data), -1).std(axis=0)
+        if "covariance" in estimate:
+            dispersion = estimate["covariance"].values / np.outer(sd, sd)
+        else:
+            dispersion = estimate["variance"].values / (sd**2 if estimate["variance"].ndim == 2 else sd.mean() ** 2)
+    return (attrs["log_likelihood"], seconds, bool(attrs.get("degenerate", 0)),
+            shape(estimate["weights"].values, dispersion, attrs["n_observations"]))
 
 
 def _sklearn_collapsed(sk, covariance_type: str) -> bool:
@@ -130,18 +155,19 @@ def _sklearn_collapsed(sk, covariance_type: str) -> bool:
     return bool(smallest < 2e-6)
 
 
-def fit_sklearn(model, data, n_init: int, seed: int) -> float:
-    """Best non-collapsed log-likelihood of scikit-learn's random starts (NaN when not a Gaussian mixture).
+def fit_sklearn(model, data, n_init: int, seed: int) -> tuple[float, tuple]:
+    """Best non-collapsed log-likelihood of scikit-learn's random starts and its :func:`shape` (NaN when not a
+    Gaussian mixture).
 
     Fitted on the standardised data (the log-likelihood moved back by the Jacobian), one start at a time so
     that collapsed fits can be set aside, at one BLAS thread as mixflow's small fits.
     """
     if not isinstance(model, mixflow.GaussianMixture) or n_init == 0:
-        return np.nan
+        return np.nan, (np.nan, np.nan)
     x = np.asarray(data, dtype=float).reshape(len(data), -1)
     sd = x.std(axis=0)
     z = (x - x.mean(axis=0)) / sd
-    best = -np.inf
+    best, best_shape = -np.inf, (np.nan, np.nan)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for start in range(n_init):
@@ -151,20 +177,26 @@ def fit_sklearn(model, data, n_init: int, seed: int) -> float:
                 sk.fit(z)
             except ValueError:  # a singular covariance on the way
                 continue
-            if not _sklearn_collapsed(sk, model.covariance):
-                best = max(best, sk.score(z) * len(z) - len(z) * np.log(sd).sum())
-    return best
+            log_likelihood = sk.score(z) * len(z) - len(z) * np.log(sd).sum()
+            if not _sklearn_collapsed(sk, model.covariance) and log_likelihood > best:
+                best, best_shape = log_likelihood, shape(sk.weights_, sk.covariances_, len(z))
+    return best, best_shape
 
 
 def run_case(name, model, data, weights, seeds, n_sklearn) -> dict:
-    """Every strategy's worst log-likelihood over the seeds, its mean time, and scikit-learn's best."""
-    row = {"case": name}
+    """Every strategy's worst log-likelihood over the seeds, its mean time, scikit-learn's best, and the shape
+    of the best known fit."""
+    row, shapes = {"case": name}, []
     for init in STRATEGIES:
         fits = [fit_mixflow(model, data, weights, init, seed) for seed in seeds]
-        row[f"{init} logL"] = min(ll if not degenerate else -np.inf for ll, _, degenerate in fits)
-        row[f"{init} best"] = max(ll if not degenerate else -np.inf for ll, _, degenerate in fits)
-        row[f"{init} s"] = float(np.mean([s for _, s, _ in fits]))
-    row["sklearn logL"] = fit_sklearn(model, data, n_sklearn, 0) if weights is None else np.nan
+        row[f"{init} logL"] = min(ll if not degenerate else -np.inf for ll, _, degenerate, _ in fits)
+        row[f"{init} best"] = max(ll if not degenerate else -np.inf for ll, _, degenerate, _ in fits)
+        row[f"{init} s"] = float(np.mean([s for _, s, _, _ in fits]))
+        shapes += [(ll, fit_shape) for ll, _, degenerate, fit_shape in fits if not degenerate]
+    row["sklearn logL"], sklearn_shape = fit_sklearn(model, data, n_sklearn, 0) if weights is None else (np.nan, None)
+    if sklearn_shape is not None:
+        shapes.append((row["sklearn logL"], sklearn_shape))
+    row["eig ratio"], row["min n"] = max(shapes, key=lambda pair: pair[0])[1] if shapes else (np.nan, np.nan)
     return row
 
 
@@ -178,6 +210,8 @@ def report(rows: list[dict]) -> pd.DataFrame:
     out["sklearn shortfall"] = ((best - table["sklearn logL"]) / best.abs()).map(lambda v: f"{v:.1e}")
     for init in STRATEGIES[1:]:
         out[f"{init} time"] = (table[f"{init} s"] / table["kmeans s"]).round(2)
+    out["eig ratio"] = table["eig ratio"].map(lambda v: f"{v:.1e}")
+    out["min n"] = table["min n"].round(1)
     out["auto at max"] = (best - table["auto logL"]) / best.abs() < TARGET
     return out
 

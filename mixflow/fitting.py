@@ -130,7 +130,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         Number of EM starts; the one with the highest objective among the non-degenerate ones is kept (a
         degenerate one, with a collapsed or empty component, only when every start is, and then flagged).
         With ``init="auto"``, the budget: ``4 * n_init`` short runs (``8 * n_init`` when the first ones do not
-        agree on the best value), of which the best ``ceil(n_init / 2)`` are continued to convergence.
+        agree on the best value), of which the best ``ceil(n_init / 2)`` are continued to convergence; a
+        start repeating an earlier one's partition is replaced by a random one, or skipped.
     init : {"auto", "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", \
 "hierarchical"} or dict, default "auto"
         ``"auto"`` draws the starts from a portfolio of the other strategies chosen per family (see

@@ -37,8 +37,10 @@ from mixflow.engines.starts import (
     SHORT_MAX_ITER,
     SHORT_TOL,
     is_degenerate,
+    partition_key,
     portfolio_schedule,
     rank_runs,
+    replacement_strategy,
     start_responsibilities,
 )
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
@@ -157,7 +159,11 @@ def initial_parameters(model, prepared, how, rng, prior, rows) -> dict:
     """Parameters to start EM from: given by the user, or one M-step from initial responsibilities."""
     if isinstance(how, dict):
         return how
-    resp = initial_responsibilities(model, prepared, how, rng)
+    return _parameters_from(model, prepared, initial_responsibilities(model, prepared, how, rng), prior, rows)
+
+
+def _parameters_from(model, prepared, resp: np.ndarray, prior, rows) -> dict:
+    """One M-step from responsibilities (n_obs, K)."""
     step = _statistics_from_responsibilities(model, resp, prepared, rows)
     params, _ = _m_step(model, step, prepared, prior, np.arange(model.n_components))
     return params
@@ -289,8 +295,25 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     rows = chunk_rows(sample.n_obs, width, options.chunk_size)
     threaded = use_threads(sample.n_obs, width)
 
+    seen = set()
+
     def start(name, seed):
         return initial_parameters(model, sample, name, np.random.default_rng(seed), prior_used, rows)
+
+    def fresh_start(name, seed):
+        """The strategy and starting parameters of a start, or None.
+
+        A start that puts the points together as an earlier one did is replaced by one of the family's random
+        strategy (:func:`~mixflow.engines.starts.replacement_strategy`), or skipped (None) if that repeats too.
+        """
+        for strategy in (name, replacement_strategy(model.family)):
+            resp = initial_responsibilities(model, sample, strategy, np.random.default_rng(seed))
+            key = partition_key(resp)
+            if key is None or key not in seen:
+                seen.add(key)
+                return strategy, _parameters_from(model, sample, resp, prior_used, rows)
+            seed = seed.spawn(1)[0]
+        return None
 
     def short_run(params, run_options):
         return run_em(model, sample, params, prior_used, run_options, rows, data.features, threaded)
@@ -313,13 +336,13 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     else:
         names = [options.init] * options.n_init
     seeds = np.random.SeedSequence(random_seed).spawn(len(names))
-    starts = [(lambda name=name, seed=seed: options.init if isinstance(options.init, dict) else start(name, seed))
-              for name, seed in zip(names, seeds, strict=True)]
     degenerate = _degenerate_test(data.total_weight)
     if options.init == PORTFOLIO:
-        runs, continued = _short_then_continue(starts, short_run, options, degenerate, together, same_data)
-        names = names[:len(runs)]
+        starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
+        runs, continued, names = _short_then_continue(starts, short_run, options, degenerate, together, same_data)
     else:
+        starts = [(lambda name=name, seed=seed: options.init if isinstance(options.init, dict) else start(name, seed))
+                  for name, seed in zip(names, seeds, strict=True)]
         runs = together([(params(), options) for params in starts])
         continued = np.ones(len(runs), dtype=bool)
     flags = np.array([degenerate(r) for r in runs])
@@ -339,29 +362,31 @@ def _degenerate_test(total_weight: float):
 
 
 def _short_then_continue(starts: list, run, options: EMOptions, degenerate, together=None,
-                         same_data: bool = True) -> tuple[list, np.ndarray]:
+                         same_data: bool = True) -> tuple[list, np.ndarray, list]:
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
-    ``starts`` are callables giving starting parameters. The first half of them run ``SHORT_MAX_ITER``
+    ``starts`` are callables giving a start's strategy and parameters, or None for a start skipped as a
+    repeat of an earlier one (its run would repeat that one's). The first half of them run ``SHORT_MAX_ITER``
     iterations (or until the objective changes by less than ``SHORT_TOL``); the second half runs too unless
     two of those short runs stopped by the tolerance at the best value (:func:`_agree`: an easy likelihood,
     where more starts cost time and find nothing). Then a successive halving: the better half by
     :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
-    continued one is degenerate. Returns the runs started (the continued ones extended) and which were
-    continued. ``together(jobs)`` runs the continuations, ``[(params, options), ...]``, on the whole data
-    (by default one after the other with ``run``; chunked data share each pass among them). Short runs on
-    a subsample (``same_data`` False) are not extended: the continued run, on the whole data, starts from
-    where the short one ended, with its own history and the whole ``max_iter``.
+    continued one is degenerate. Returns the runs started (the continued ones extended), which were
+    continued, and their strategies. ``together(jobs)`` runs the continuations, ``[(params, options), ...]``,
+    on the whole data (by default one after the other with ``run``; chunked data share each pass among them).
+    Short runs on a subsample (``same_data`` False) are not extended: the continued run, on the whole data,
+    starts from where the short one ended, with its own history and the whole ``max_iter``.
     """
     together = together or (lambda jobs: [run(*job) for job in jobs])
     n_keep = -(-options.n_init // 2)
     short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
                                 tol=max(SHORT_TOL, options.tol))
     first = len(starts) // 2
-    runs = [run(start(), short) for start in starts[:first]]
+    runs, names = _run_fresh(starts[:first], run, short)
     if not _agree(runs, degenerate):
-        runs += [run(start(), short) for start in starts[first:]]
+        more, more_names = _run_fresh(starts[first:], run, short)
+        runs, names = runs + more, names + more_names
     survivors, iterations = np.arange(len(runs)), SHORT_MAX_ITER
     while True:
         ranked = survivors[_rank_distinct([runs[i] for i in survivors], degenerate)]
@@ -390,7 +415,18 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate, toge
         if not all(degenerate(runs[i]) for i in np.flatnonzero(continued)):
             break
         join([index], together(jobs([index])))
-    return runs, continued
+    return runs, continued, names
+
+
+def _run_fresh(starts: list, run, options: EMOptions) -> tuple[list, list]:
+    """Runs from the starts that are not skipped (None), and the strategies they ran."""
+    runs, names = [], []
+    for start in starts:
+        started = start()
+        if started is not None:
+            runs.append(run(started[1], options))
+            names.append(started[0])
+    return runs, names
 
 
 def _agree(runs: list[Run], degenerate) -> bool:

@@ -18,7 +18,9 @@ starting responsibilities (n, K); one M-step then gives the starting parameters.
 
 ``"auto"`` draws its starts from a per-family portfolio of these (the deterministic ones once, the random
 ones in turn), runs each briefly, and continues the best to convergence: the "short runs, then continue the
-best" strategy of Biernacki, Celeux and Govaert (2003), Comput. Stat. Data Anal. 41, 561-575.
+best" strategy of Biernacki, Celeux and Govaert (2003), Comput. Stat. Data Anal. 41, 561-575. A start whose
+partition repeats an earlier one's (:func:`partition_key`) is replaced by one of the family's random strategy
+(:func:`replacement_strategy`).
 
 Restarts are ranked among the non-degenerate ones first (:func:`rank_runs`): a run whose component
 collapsed onto a point, or whose weight fell below half an observation's worth, wins only when every run did.
@@ -35,8 +37,10 @@ __all__ = [
     "STRATEGIES",
     "hierarchical_labels",
     "is_degenerate",
+    "partition_key",
     "portfolio_schedule",
     "rank_runs",
+    "replacement_strategy",
     "standardise",
     "start_responsibilities",
 ]
@@ -56,11 +60,20 @@ MIN_COMPONENT_COUNT = 0.5
 # Deterministic strategies come first and once; the random ones then take turns. Regression mixtures do not
 # start from distances (clustering the response, or the response with the covariates, misses mixtures whose
 # lines cross): random partitions and random responsibilities are its main starts.
+# A start that repeats an earlier one's partition is replaced by one of the third entry's strategy.
 _PORTFOLIOS = {
     "default": (("hierarchical",), ("standardised-kmeans", "random-partition", "random-centres", "kmeans++",
-                                    "kmeans")),
-    "regression": ((), ("random-partition", "random", "random-centres", "kmeans")),
+                                    "kmeans"), "random-centres"),
+    "regression": ((), ("random-partition", "random", "random-centres", "kmeans"), "random-partition"),
 }
+
+
+def replacement_strategy(family: str) -> str:
+    """The strategy that replaces a start of ``init="auto"`` repeating an earlier one: the family's first random one.
+
+    Random strategies seldom repeat a partition, and a new random start is worth its run where a repeat is not.
+    """
+    return _PORTFOLIOS.get(family, _PORTFOLIOS["default"])[2]
 
 
 def portfolio_schedule(family: str, n_candidates: int) -> list[str]:
@@ -79,7 +92,7 @@ def portfolio_schedule(family: str, n_candidates: int) -> list[str]:
         Names from :data:`STRATEGIES`.
 
     """
-    once, cycled = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
+    once, cycled, _ = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
     names = list(once)[:n_candidates]
     while len(names) < n_candidates:
         names.append(cycled[(len(names) - len(once)) % len(cycled)])
@@ -209,6 +222,32 @@ def start_responsibilities(strategy: str, points: np.ndarray, weights: np.ndarra
     else:
         raise ValueError(f"strategy: expected one of {list(STRATEGIES)}, got {strategy!r}")
     return np.eye(k)[labels]
+
+
+def partition_key(responsibilities: np.ndarray) -> bytes | None:
+    """A key equal for two hard starts that put the same points together, whatever the components' order.
+
+    Deterministic strategies (k-means from different seeds often ends in the same Lloyd solution, and
+    several strategies can agree) repeat starts; a repeated start repeats its run, which costs passes over
+    the data and finds nothing new. Soft (``"random"``) responsibilities have no key (None).
+
+    Parameters
+    ----------
+    responsibilities : ndarray of shape (n, K)
+
+    Returns
+    -------
+    bytes or None
+        The labels renumbered in order of first appearance.
+
+    """
+    labels = np.argmax(responsibilities, axis=1)
+    if not np.array_equal(responsibilities, np.eye(responsibilities.shape[1])[labels]):
+        return None
+    _, first = np.unique(labels, return_index=True)
+    renumber = np.empty(responsibilities.shape[1], dtype=np.int64)
+    renumber[labels[np.sort(first)]] = np.arange(first.size)
+    return renumber[labels].tobytes()
 
 
 def is_degenerate(collapsed, weights: np.ndarray, total_weight: float) -> bool:
