@@ -31,8 +31,7 @@ from scipy.optimize import minimize
 from scipy.sparse.csgraph import connected_components
 
 from mixflow.data import Data
-from mixflow.engines.em_steps import objective
-from mixflow.engines.over_draws import responsibilities_over_draws
+from mixflow.engines.em_steps import e_step, objective
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 
 __all__ = ["DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "chain_modes",
@@ -338,8 +337,7 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         sds.append({name: posterior[name].std(("chain", "draw")).values for name in posterior.data_vars})
         lpd[:, mode], stats["max_pareto_k"][mode] = loo_pointwise(
             log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
-        point = responsibilities_over_draws(model, data, {n: v[None] for n, v in mean.items()}, log_likelihood=True)
-        total = float(data.frequency @ point["log_likelihood"][0])
+        total = float(data.frequency @ e_step(model, mean, prepared, data.n_features)[1])
         stats["log_likelihood"][mode] = total
         stats["log_posterior"][mode] = objective(model, model.to_working(mean, prepared), total, prior, active)
         stats["max_rhat"][mode], stats["min_ess_bulk"][mode], stats["min_ess_tail"][mode] = _diagnostics(posterior)
