@@ -19,10 +19,10 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check mixflow tests benchmarks
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadgroup
 
 quick: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow"
 
 bench: setup
 	$(BIN)/python benchmarks/em_vs_sklearn.py

@@ -46,3 +46,15 @@ def full_covariances(covariance_type, estimate, d):
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+# The suite runs on pytest-xdist's workers with ``--dist loadgroup`` (see the Makefile): the tests of one module
+# run in one worker, so its module-scoped fixtures (real fits) are computed once, except the modules listed
+# here, whose tests share nothing costly and are spread over the workers one by one.
+_SPREAD_OVER_WORKERS = {"test_shipped_workflows.py", "test_workflow.py", "test_faults.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name not in _SPREAD_OVER_WORKERS:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
