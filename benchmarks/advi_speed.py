@@ -134,8 +134,10 @@ def run_pymc_default(case, n):
 
 def run_reference(case, draws):
     """Independent reference: PyMC's NUTS on the peer's model, each chain from its own random data rows."""
+    import arviz_stats as azs
     import peers
     import pymc as pm
+    import xarray as xr
 
     from mixflow.data import validate_data
 
@@ -159,7 +161,10 @@ def run_reference(case, draws):
     values = {name: idata["posterior"][name].values for name in model.parameter_dims()}
     aligned, switched = peers.aligned_draws(model, x, values, SEED)
     flat = {name: value.reshape((-1,) + value.shape[2:]) for name, value in aligned.items()}
-    return {"summary": summary(flat), "switched": switched}
+    rhat = azs.rhat(xr.Dataset({name: (("chain", "draw", *(f"{name}_{i}" for i in range(value.ndim - 2))), value)
+                                for name, value in aligned.items()}))
+    return {"summary": summary(flat), "switched": switched,
+            "max_rhat": float(max(np.nanmax(rhat[name].values) for name in rhat.data_vars))}
 
 
 def in_fresh_process(*args) -> dict:
@@ -232,7 +237,9 @@ def main(quick: bool, repeats: int, longer: list[int]) -> None:
         print(f"\n== {case} ({CASES[case][0]} covariance, K={CASES[case][1]}) ==")
         reference = in_fresh_process("reference", case, REFERENCE_DRAWS_QUICK if quick else REFERENCE_DRAWS)
         print(f"reference: PyMC NUTS on the peer's model, {REFERENCE_CHAINS} chains from random data rows "
-              f"({reference['switched']} draws relabelled)")
+              f"({reference['switched']} draws relabelled), max R-hat {reference['max_rhat']:.3f}")
+        if reference["max_rhat"] > 1.01:  # chains from different starts that disagree are no reference
+            print("  the reference's chains disagree (R-hat above 1.01): this case's accuracy figures are not valid")
         ours, default = timed_interleaved([("ours", case), ("pymc", case, 10_000)], repeats)
         ours_time, default_time = median_time(ours), median_time(default)
         ours_acc, default_acc = accuracy(ours[0], reference), accuracy(default[0], reference)

@@ -62,6 +62,8 @@ def time_sklearn(x, start, iterations):
 def per_iteration(timers, x, start, counts, repeats):
     """Per-round slopes (seconds per iteration) of each timer; the rounds interleave the two libraries."""
     slopes = {name: [] for name in timers}
+    for timer in timers.values():  # one untimed run each: first-call costs (imports, caches) are not iterations
+        timer(x, start, counts[0])
     for _ in range(repeats):
         for name, timer in timers.items():
             seconds = [timer(x, start, n) for n in counts]
