@@ -210,12 +210,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     if is_chunked(data):
         em_options = EMOptions(map=False, n_init=int(n_init), init=init, tol=float(tol), max_iter=int(max_iter),
                                trim=trim, chunk_size=chunk_size, accelerate=accelerate)
-        result = _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
-                              em_options)
-        units = _units(units, data, result[OBSERVED_DATA]["feature"].values)
-        if units:
-            result.attrs[UNITS] = json.dumps(units)
-        return result
+        return _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
+                            em_options, units)
     validated = validate_data(data, weights=weights)
     units = _units(units, data, validated.features)
     n_support = int(np.count_nonzero(validated.frequency))
@@ -246,13 +242,18 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         if routed[sampling].get("starts") == "em-optima":
             groups["attrs"]["starts"] = f"em-optima ({len(engine_options['starts'])} distinct)"
         result = _replace_group(result, _sampling_tree(result, groups, sampling), sampling)
+    return _with_units(result, units)
+
+
+def _with_units(result: xr.DataTree, units: dict) -> xr.DataTree:
+    """The result with the data's units (checked by :func:`_units`) recorded, when there are any."""
     if units:
         result.attrs[UNITS] = json.dumps(units)
     return result
 
 
 def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
-                 options) -> xr.DataTree:
+                 options, units) -> xr.DataTree:
     """:func:`fit` of Dask input.
 
     EM or MAP blockwise (:mod:`mixflow.engines.em_chunked`); NUTS and ADVI on the uniform subsample the
@@ -264,6 +265,7 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
     if isinstance(subsample, bool) or not isinstance(subsample, int | np.integer) or subsample < model.n_components:
         raise ValueError(f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
     validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks)
+    units = _units(units, data, validated.features)  # checked before the passes over the data
     if validated.summary["n_positive"] < model.n_components:
         raise ValueError(f"data: expected at least n_components = {model.n_components} observations with "
                          f"positive weight, got {validated.summary['n_positive']}")
@@ -275,7 +277,7 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
     result = _fit_em(model, validated, em_method, seed, data_name, options)
     sampling = [m for m in methods if m in ("mcmc", "advi")]
     if not sampling:
-        return result
+        return _with_units(result, units)
     observed = result[OBSERVED_DATA]
     sample = Data(values=observed["x"].values, features=observed["feature"].values, obs=observed["obs"].values,
                   weights=observed["weights"].values if "weights" in observed else None)
@@ -287,7 +289,7 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
         groups = _engine(method)(model, sample, reference, random_seed=_method_seed(seed, method), **routed[method])
         groups["attrs"] = {**groups.get("attrs", {}), **stated}
         result = _replace_group(result, _sampling_tree(result, groups, method), method)
-    return result
+    return _with_units(result, units)
 
 
 def _fit_em_chunked(model, data: ChunkedData, options: EMOptions, random_seed: int) -> tuple[dict, dict]:
