@@ -13,6 +13,7 @@ from mixflow.chunked import ChunkedData, as_chunked, is_chunked, sample_rows, va
 from mixflow.container.build import build_tree, make_attrs
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA, UNITS
 from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
+from mixflow.container.tree import as_container
 from mixflow.data import Data, validate_data
 from mixflow.engines.accelerate import ACCELERATIONS
 from mixflow.engines.em import EMOptions, fit_em, fit_prepared
@@ -246,10 +247,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
 
 
 def _with_units(result: xr.DataTree, units: dict) -> xr.DataTree:
-    """The result with the data's units (checked by :func:`_units`) recorded, when there are any."""
+    """The result as a :class:`~mixflow.container.tree.Container`, with the data's units recorded."""
     if units:
         result.attrs[UNITS] = json.dumps(units)
-    return result
+    return as_container(result)
 
 
 def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,

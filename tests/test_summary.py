@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from arviz_stats import summary as arviz_summary
 
 import mixflow
@@ -99,3 +100,37 @@ def test_text_has_units_values_to_their_sd_and_the_runs_warnings(tree):
     assert "  - [K=1, NUTS] SamplingWarning: R-hat high at K=1" in text
     assert "[K=5, NUTS]" in text and "[K=6, NUTS]" not in text
     assert "... 2 more raised during the run (the report and run.log list them all)" in text
+
+
+def test_container_repr_is_the_description_and_subtrees_stay_xarrays(tree, tmp_path):
+    from mixflow.container.tree import Container
+
+    assert isinstance(tree, Container)
+    text = repr(tree)
+    lines = text.splitlines()
+    assert lines[0] == "<mixflow results: xarray.DataTree>"
+    assert mixflow.describe(tree) in text
+    assert "groups:\n  /observed_data\n  /em: estimate, responsibilities, sample_stats, bootstrap\n  /mcmc: " in text
+    assert len(lines) <= 50 and max(len(line) for line in lines) <= 160  # a screenful
+    page = tree._repr_html_()
+    assert page.startswith("<pre>GaussianMixture(n_components=2") and "<details><summary>xarray view" in page
+    # a subtree, and xarray's own view of the container, are xarray's
+    assert repr(tree["em"]).startswith("<xarray.DataTree 'em'>")
+    assert xr.DataTree.__repr__(tree).startswith("<xarray.DataTree>")
+    # the type survives copies and save/load; what loads displays the same
+    assert type(tree.copy()) is Container
+    mixflow.save(tree, tmp_path / "r.nc")
+    loaded = mixflow.load(tmp_path / "r.nc")
+    assert type(loaded) is Container and repr(loaded).startswith(f"<mixflow results: xarray.DataTree>\n"
+                                                                 f"{mixflow.describe(tree)}\n")
+
+
+def test_container_repr_falls_back_to_xarrays_when_describing_fails(tree, monkeypatch):
+    from mixflow.container import tree as container_tree
+
+    def broken(_):
+        raise RuntimeError("describing failed")
+
+    monkeypatch.setattr(container_tree, "_DESCRIBER", [broken])
+    assert repr(tree) == xr.DataTree.__repr__(tree)
+    assert tree._repr_html_().startswith("<div><svg") and "xarray view" not in tree._repr_html_()

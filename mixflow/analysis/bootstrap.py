@@ -20,6 +20,7 @@ import xarray as xr
 from mixflow.checks import check_seed
 from mixflow.container.layout import EM_BOOTSTRAP, EM_ESTIMATE, EM_RESPONSIBILITIES
 from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
+from mixflow.container.tree import as_container
 from mixflow.data import Data
 from mixflow.engines.em_steps import responsibilities
 from mixflow.families.base import MixtureModel, model_from_json
@@ -223,7 +224,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     node["posterior"] = xr.DataTree(posterior)
     out = tree.copy()
     out[EM_BOOTSTRAP] = node
-    return out
+    return as_container(out)
 
 
 def _acceleration(attrs: dict) -> str | None:

@@ -6,6 +6,7 @@ import xarray as xr
 
 from mixflow.atomic import atomic_write
 from mixflow.container.migrate import migrate
+from mixflow.container.tree import as_container
 
 __all__ = ["load", "save"]
 
@@ -65,4 +66,4 @@ def load(path) -> xr.DataTree:
         raise ValueError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
                          f"got {str(path)!r}, a NetCDF file without the model attribute and /observed_data (groups "
                          f"{sorted(tree.children)}, attributes {sorted(tree.attrs)[:8]})")
-    return migrate(tree)
+    return as_container(migrate(tree))

@@ -15,6 +15,7 @@ import xarray as xr
 
 from mixflow.container.layout import DRAW_GROUPS, EM, EM_BOOTSTRAP, MCMC, MCMC_MODES, RUN_WARNINGS
 from mixflow.container.read import available_methods, check_tree, method_draws
+from mixflow.container.tree import set_describer
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import format_with_sd
@@ -153,9 +154,13 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
 def describe(tree) -> str:
     """A screenful saying what a container holds: :func:`summary_text` (``print(mixflow.describe(tree))``).
 
-    ``repr(tree)`` stays xarray's (the container is a plain ``xarray.DataTree``); this is the readable form.
+    It is also what a container shows as its ``repr`` in a terminal and a notebook
+    (:class:`mixflow.container.tree.Container`).
     """
     return summary_text(tree)
+
+
+set_describer(describe)
 
 
 def _run_warnings(tree) -> list[str]:
