@@ -23,8 +23,8 @@ import numpy as np
 from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning
 
-__all__ = ["ChunkedData", "Moments", "active_client", "as_chunked", "is_chunked", "map_reduce", "require_dask",
-           "sample_rows", "validate_chunked"]
+__all__ = ["ChunkedData", "Moments", "active_client", "as_chunked", "is_chunked", "map_reduce", "moments_of",
+           "require_dask", "sample_rows", "validate_chunked"]
 
 _MAX_ROWS_NAMED = 5
 _PERSIST_SHARE = 0.25  # persist="auto" keeps the data in memory when it takes at most this share of it
@@ -375,6 +375,14 @@ def _add_moments(a, b):
         return (total, ma if wb == 0 else mb, ca + cb)
     delta = mb - ma
     return total, ma + delta * (wb / total), ca + cb + np.outer(delta, delta) * (wa * wb / total)
+
+
+def moments_of(values: np.ndarray, weights: np.ndarray | None = None) -> Moments:
+    """The :class:`Moments` of rows in memory (n, d), as :func:`validate_chunked` finds them of chunked data."""
+    largest = np.abs(values).max(axis=0, initial=0.0)
+    magnitude = np.where(largest > 0, largest, 1.0)
+    total, mean, cross = _moments_block(values, weights, 0, magnitude)
+    return Moments(total, magnitude, mean, cross)
 
 
 def _memory_budget(client) -> float:

@@ -79,8 +79,16 @@ def test_regression_estimate_equals_numpy_input(intercept):
         got = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), method, random_seed=3, n_init=2,
                           weights=da.from_array(w, chunks=CHUNK))
         assert _relative(expected, got) < RTOL
-    with pytest.raises(ValueError, match=r"new_data: expected numpy or pandas data for a regression mixture's"):
-        mixflow.predict_proba(got, dd.from_pandas(frame, npartitions=4)).compute()
+    # predictions of a Dask DataFrame holding the response and the covariates (columns in another order),
+    # lazily, equal to those of the frame in memory, from a fit of numpy and of Dask input
+    lazy_frame = dd.from_pandas(frame[["y", "x"]], npartitions=3)
+    for tree in (expected, got):
+        for predict in (mixflow.predict_proba, mixflow.score_samples, mixflow.predict):
+            lazy = predict(tree, lazy_frame)
+            assert hasattr(lazy.data, "dask")
+            np.testing.assert_allclose(lazy.values, predict(tree, frame).values, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"new_data: expected features \['x', 'y'\], got \['x'\] \(missing \['y'\]\)"):
+        mixflow.predict_proba(got, dd.from_pandas(frame[["x"]], npartitions=2))
 
 
 def test_grouped_estimate_equals_numpy_input():
@@ -448,3 +456,57 @@ def test_nuts_on_the_subsample_states_its_size():
     assert tree["observed_data"].sizes["obs"] == 400
     posterior_mu = tree["mcmc/posterior"]["mu"].mean(("chain", "draw")).values
     np.testing.assert_allclose(posterior_mu, tree["em/estimate"]["mu"].values, atol=0.3)  # 400 rows: sd ~ 0.07
+
+
+# -- k-means|| starts ----------------------------------------------------------------------------------------------
+
+
+def _with_small_cluster():
+    """Two large clusters and six far rows: a subsample of 300 of the 3006 rows holds none of them."""
+    x, w = _mixture()
+    far = np.random.default_rng(8).normal(30.0, 0.2, (6, 3))
+    return np.concatenate([x, far]), np.concatenate([w, np.ones(6)])
+
+
+@pytest.fixture(scope="module")
+def scalable_fit():
+    x, w = _with_small_cluster()
+    data, weights = da.from_array(x, chunks=CHUNK), da.from_array(w, chunks=CHUNK)
+    model = mixflow.GaussianMixture(3, covariance="diag")
+    # one EM step from each start: what the starts are, not where EM goes from them
+    options = {"random_seed": 5, "weights": weights, "subsample": 300, "n_init": 2, "max_iter": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        return x, w, model, data, options, mixflow.fit(model, data, init="kmeans||", **options)
+
+
+def test_kmeans_parallel_finds_a_cluster_the_subsample_misses(scalable_fit):
+    x, w, model, data, options, tree = scalable_fit
+    sample_rows = tree["observed_data"]["obs"].values
+    assert not np.any(sample_rows >= N)  # the six far rows are not in the subsample
+    estimate = tree["em/estimate"]
+    small = int(np.argmin(estimate["weights"].values))
+    # the six far rows get a component of their own: weight 6 of the total weight, mean theirs
+    assert estimate["weights"].values[small] * w.sum() == pytest.approx(6.0, rel=1e-6)
+    np.testing.assert_allclose(estimate["mu"].values[small], x[N:].mean(axis=0), rtol=1e-6)
+    assert list(tree["em/sample_stats"]["start"].values) == ["kmeans||", "kmeans||"]
+    # the starts drawn on the subsample put no component there, and are far below
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        kmeans = mixflow.fit(model, data, init="kmeans", **options)
+    assert kmeans["em/estimate"]["mu"].values.max() < 20
+    assert kmeans["em"].attrs["log_likelihood"] < tree["em"].attrs["log_likelihood"] - 1000
+
+
+def test_kmeans_parallel_is_reproducible_and_checked(scalable_fit):
+    x, w, model, data, options, tree = scalable_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        again = mixflow.fit(model, data, init="kmeans||", **options)
+    assert _relative(tree, again) == 0.0
+    with pytest.raises(ValueError, match=r"init: expected one of \[.*\] or a dict of parameters for data in "
+                                         r"memory, got 'kmeans\|\|', the start of Dask input"):
+        mixflow.fit(model, x, init="kmeans||")
+    regression = mixflow.RegressionMixture(2, response="x1", covariates=["x0"])
+    with pytest.raises(ValueError, match=r"init: expected a start other than 'kmeans\|\|' for a regression"):
+        mixflow.fit(regression, data[:, :2], init="kmeans||")
