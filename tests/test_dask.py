@@ -450,9 +450,12 @@ def test_nuts_on_the_subsample_states_its_size():
     x, _ = _mixture(d=2)
     data = da.from_array(x, chunks=CHUNK)
     tree = mixflow.fit(mixflow.GaussianMixture(2), data, ["map", "mcmc"], random_seed=3, subsample=400, draws=100,
-                       tune=100, chains=2, progressbar=False)
+                       tune=100, chains=2, progressbar=False, starts="em-optima")
     attrs = tree["mcmc"].attrs
     assert attrs["subsample_rows"] == 400 and attrs["n_obs"] == N and "uniform sample of 400" in attrs["data"]
+    # the chains start at the distinct maxima of EM's restarts on every row (here one: the two mirror
+    # labellings are one maximum)
+    assert attrs["starts"] == "em-optima (1 distinct)"
     assert tree["observed_data"].sizes["obs"] == 400
     posterior_mu = tree["mcmc/posterior"]["mu"].mean(("chain", "draw")).values
     np.testing.assert_allclose(posterior_mu, tree["em/estimate"]["mu"].values, atol=0.3)  # 400 rows: sd ~ 0.07
@@ -510,3 +513,44 @@ def test_kmeans_parallel_is_reproducible_and_checked(scalable_fit):
     regression = mixflow.RegressionMixture(2, response="x1", covariates=["x0"])
     with pytest.raises(ValueError, match=r"init: expected a start other than 'kmeans\|\|' for a regression"):
         mixflow.fit(regression, data[:, :2], init="kmeans||")
+
+
+# -- the bootstrap of Dask data: Poisson(1) frequency weights, blockwise --------------------------------------------
+
+
+def test_bootstrap_of_dask_data_draws_poisson_weights_blockwise():
+    from mixflow.analysis.bootstrap import _poisson_weights
+
+    x, w = _mixture(d=2)
+    data, weights = da.from_array(x, chunks=CHUNK), da.from_array(w, chunks=CHUNK)
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    tree = mixflow.fit(model, data, weights=weights, random_seed=2, subsample=400, n_init=1)
+    booted = mixflow.bootstrap(tree, data, weights=weights, n_replicates=3, random_seed=4)
+    again = mixflow.bootstrap(tree, data, weights=weights, n_replicates=3, random_seed=4)
+    posterior = booted["em/bootstrap/posterior"]
+    xr.testing.assert_equal(posterior.to_dataset(), again["em/bootstrap/posterior"].to_dataset())
+    assert posterior.sizes["draw"] == 3 and booted["em/bootstrap"].attrs["n_failed"] == 0
+    # each replicate is the numpy fit of the same rows with its Poisson(1) weights times the data's, from the
+    # estimate: its weights re-drawn the way the replicate drew them
+    chunked = mixflow.chunked.validate_chunked(data, weights=weights)
+    seeds = np.random.SeedSequence(4).spawn(3)
+    estimate = {name: value.values for name, value in tree["em/estimate"].data_vars.items()}
+    for b in (0, 2):
+        rng = np.random.default_rng(seeds[b])
+        drawn = _poisson_weights(chunked, rng).compute()
+        assert set(np.unique(drawn / w)) <= set(range(20)) and abs(drawn.sum() / w.sum() - 1) < 0.1
+        expected = mixflow.fit(model, x, weights=drawn, init=estimate, n_init=1, tol=tree["em"].attrs["tol"],
+                               random_seed=int(rng.integers(2**63)))
+        got = posterior.isel(chain=0, draw=b)
+        order = np.argsort(expected["em/estimate"]["mu"].values[:, 0])  # the estimate's order, by the means
+        np.testing.assert_allclose(got["mu"].values, expected["em/estimate"]["mu"].values[order], rtol=1e-10)
+    # a tree of Dask data is not bootstrapped from its sample, nor with other data
+    with pytest.raises(ValueError, match=r"data: expected the Dask data the tree was fitted on \(its "
+                                         r"/observed_data holds a sample of 400 of their 3001 rows"):
+        mixflow.bootstrap(tree, n_replicates=2)
+    with pytest.raises(ValueError, match=r"weights: expected the frequency weights the tree was fitted with"):
+        mixflow.bootstrap(tree, data, n_replicates=2)
+    with pytest.raises(ValueError, match=r"data: expected the data the tree was fitted on \(3001 rows"):
+        mixflow.bootstrap(tree, data * 2, weights=weights, n_replicates=2)
+    with pytest.raises(ValueError, match=r"kind: expected 'nonparametric' with Dask data"):
+        mixflow.bootstrap(tree, data, weights=weights, kind="parametric", n_replicates=2)
