@@ -439,8 +439,6 @@ def test_select_k_takes_dask_data():
     for column in ("log_likelihood", "bic", "aic", "icl"):
         np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), rtol=RTOL)
     assert got.attrs["preferred"] == expected.attrs["preferred"]
-    with pytest.raises(ValueError, match=r"n_folds: expected None with Dask data"):
-        mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], methods=["em"])
     with pytest.raises(ValueError, match=r"methods: expected 'em' or 'map' with Dask data"):
         mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], n_folds=None)
 
@@ -554,3 +552,30 @@ def test_bootstrap_of_dask_data_draws_poisson_weights_blockwise():
         mixflow.bootstrap(tree, data * 2, weights=weights, n_replicates=2)
     with pytest.raises(ValueError, match=r"kind: expected 'nonparametric' with Dask data"):
         mixflow.bootstrap(tree, data, weights=weights, kind="parametric", n_replicates=2)
+
+
+def test_cross_validation_of_dask_data_holds_out_rows_drawn_blockwise():
+    from mixflow.analysis.select import cross_validated_chunked, weighted_sum_and_se
+
+    x, w = _mixture(d=2)
+    data, weights = da.from_array(x, chunks=CHUNK), da.from_array(w, chunks=CHUNK)
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    total, se = cross_validated_chunked(model, data, weights, n_folds=3, random_seed=5, n_init=1)
+    # the reference: the same folds drawn in numpy (each block's rows from the split's key and its first row),
+    # numpy fits of the other folds' rows, the held-out rows' log densities summed with their weights
+    seeds = np.random.SeedSequence(5).spawn(4)
+    key = seeds[0].generate_state(2).tolist()
+    folds = np.concatenate([np.random.default_rng([*key, start]).integers(3, size=min(CHUNK, N - start))
+                            for start in range(0, N, CHUNK)])
+    values, frequency = [], []
+    for fold in range(3):
+        tree = mixflow.fit(model, x, weights=np.where(folds == fold, 0.0, w), n_init=1,
+                           random_seed=int(seeds[fold + 1].generate_state(1)[0]))
+        values.append(mixflow.score_samples(tree, x[folds == fold]).values)
+        frequency.append(w[folds == fold])
+    expected_total, expected_se = weighted_sum_and_se(np.concatenate(values), np.concatenate(frequency))
+    assert total == pytest.approx(expected_total, rel=1e-10) and se == pytest.approx(expected_se, rel=1e-6)
+    table = mixflow.select_k(model, data, weights=weights, ks=[1, 2], methods=["em"], n_folds=2, random_seed=4,
+                             fit_kwargs={"n_init": 1})
+    assert np.all(np.isfinite(table[["cv_log_likelihood", "cv_log_likelihood_se"]].to_numpy()))
+    assert table.attrs["preferred"]["cv_log_likelihood"] == 2
