@@ -134,12 +134,15 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         agree on the best value), of which the best ``ceil(n_init / 2)`` are continued to convergence; a
         start repeating an earlier one's partition is replaced by a random one, or skipped.
     init : {"auto", "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", \
-"hierarchical"} or dict, default "auto"
+"hierarchical", "kmeans||"} or dict, default "auto"
         ``"auto"`` draws the starts from a portfolio of the other strategies chosen per family (see
         :mod:`mixflow.engines.starts`), runs each briefly and continues the best. A strategy's name runs
         ``n_init`` starts of it to convergence: k-means (k-means++ seeds and Lloyd iterations), k-means++
         seeds alone, random responsibilities, k-means on features scaled to unit sd, random hard partitions,
-        Ward's agglomeration of the scaled features. A dict gives the starting parameters (``weights``,
+        Ward's agglomeration of the scaled features. ``"kmeans||"`` (Dask input only; not for regression
+        mixtures) seeds each start by k-means|| over every row instead of the subsample (see
+        :meth:`mixflow.engines.em_chunked.ChunkedPrepared.scalable_kmeans_passes`), the starts sharing
+        12 passes over the data. A dict gives the starting parameters (``weights``,
         ``mu``, ``covariance``/``variance``). ``/em/sample_stats/start`` records each start's strategy.
     tol : float, default 1e-10
         EM stops when Aitken's estimate of the objective it still has to gain (the log-likelihood, or

@@ -126,6 +126,30 @@ def test_dataframe_and_xarray_input_give_numpy_estimate():
     assert _relative(expected, mixflow.fit(model, array, random_seed=3)) < RTOL
 
 
+def test_partition_lengths_come_from_parquet_footers_without_reading_the_rows(tmp_path):
+    from dask.callbacks import Callback
+
+    from mixflow.chunked import as_chunked
+
+    x, _ = _mixture(d=2)
+    for i, part in enumerate(np.array_split(np.arange(N), 3)):
+        pd.DataFrame(x[part], columns=["a", "b"]).to_parquet(tmp_path / f"part-{i}.parquet")
+    frame = dd.read_parquet(tmp_path / "part-*.parquet")
+    ran = []
+
+    class Tasks(Callback):
+        def _pretask(self, key, dsk, state):
+            ran.append(key)
+
+    with Tasks():  # on Dask's own schedulers: this test runs before the module's LocalCluster starts
+        chunked = as_chunked(frame)
+        assert ran == [] and chunked.values.chunks[0] == (1001, 1000, 1000)
+        # a filtered frame's lengths are not recorded: its partitions are counted (a pass)
+        filtered = as_chunked(frame[frame["a"] > 1.0])
+        assert ran and filtered.n_obs == int(np.count_nonzero(x[:, 0] > 1.0))
+    np.testing.assert_array_equal(chunked.values.compute(), x)
+
+
 def test_subsample_starts_are_reproducible_and_find_the_numpy_maximum():
     x, _ = _mixture()
     model = mixflow.GaussianMixture(2)
