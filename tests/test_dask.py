@@ -87,6 +87,12 @@ def test_regression_estimate_equals_numpy_input(intercept):
             lazy = predict(tree, lazy_frame)
             assert hasattr(lazy.data, "dask")
             np.testing.assert_allclose(lazy.values, predict(tree, frame).values, rtol=1e-12, atol=1e-12)
+    # the bootstrap of a regression fitted to a sample of the Dask rows refits every row, by column name
+    sampled = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), random_seed=3, n_init=1, subsample=500)
+    booted = mixflow.bootstrap(sampled, dd.from_pandas(frame, npartitions=4), n_replicates=2, random_seed=1)
+    assert booted["em/bootstrap"].attrs["n_failed"] == 0
+    spread = booted["em/bootstrap/posterior"]["coefficients"].std("draw").values
+    assert np.all(spread > 0) and np.all(spread < 0.1)
     with pytest.raises(ValueError, match=r"new_data: expected features \['x', 'y'\], got \['x'\] \(missing \['y'\]\)"):
         mixflow.predict_proba(got, dd.from_pandas(frame[["x"]], npartitions=2))
 

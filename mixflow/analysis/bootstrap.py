@@ -110,7 +110,8 @@ def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            data = pd.DataFrame(x, columns=job.features) if job.chunked is None else x
+            data = (pd.DataFrame(x, columns=job.features) if job.chunked is None
+                    else xr.DataArray(x, dims=("obs", "feature"), coords={"feature": job.features}))
             chunked = {} if job.chunked is None else {"subsample": job.n_active, "persist": job.chunked.persisted}
             tree = fit(model, data, method=job.method, weights=weights, init=job.estimate, n_init=1, tol=job.tol,
                        max_iter=job.max_iter, accelerate=job.accelerate, random_seed=int(rng.integers(2**63)),
