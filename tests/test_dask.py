@@ -475,7 +475,8 @@ def _flow(tmp_path, cluster="", data="", k="2", methods=""):
 def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
     from mixflow.workflow.run import run_workflow
 
-    path, read_workflow, x, w = _flow(tmp_path, data='columns = ["a", "b"]\nweights = "w"', k="{from = 1, to = 2}")
+    path, read_workflow, x, w = _flow(tmp_path, data='columns = ["a", "b"]\nweights = "w"', k="{from = 1, to = 2}",
+                                      methods="[methods.bootstrap]\nn_replicates = 2\n")
     flow = read_workflow(path)
     assert flow.large and flow.chunks == 800 and flow.columns == ("a", "b")
     written = run_workflow(path, tmp_path / "out", quiet=True)
@@ -486,6 +487,8 @@ def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
                            n_init=2)
     assert _relative(expected, tree) < RTOL
     assert tree["observed_data"].attrs["n_obs"] == N
+    # the bootstrap of the rows read with Dask: Poisson(1) weights times the data's, blockwise
+    assert tree["em/bootstrap/posterior"].sizes["draw"] == 2 and tree["em/bootstrap"].attrs["n_failed"] == 0
 
 
 @pytest.mark.parametrize("cluster, data, k, methods, message", [
@@ -495,7 +498,10 @@ def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
     ("[cluster]\naddress = 'localhost'\n", "", "2", "", r"\[cluster\] address: expected a scheduler address"),
     ("[cluster]\nlocal = {n_workers = 0}\n", "", "2", "", r"\[cluster\] local.n_workers: expected an integer >= 1"),
     ("[cluster]\nlocal = {workers = 2}\n", "", "2", "", r"\[cluster\] local: unknown key\(s\) \['workers'\]"),
-    ("", "", "2", "[methods.mcmc]\ndraws = 10\n", r"\[methods.mcmc\]: expected only \[methods.em\]"),
+    ("", "", "2", "[methods.mcmc]\ndraws = 10\n", r"\[methods.mcmc\]: expected only \[methods.em\] and "
+     r"\[methods.bootstrap\] with data read with Dask"),
+    ("", "", "2", "[methods.bootstrap]\nkind = 'parametric'\n",
+     r"\[methods.bootstrap\] kind: expected 'nonparametric' with data read with Dask"),
     ("", "labels = 'a'", "2", "", r"\[data\] labels: expected no labels with data read with Dask"),
 ])
 def test_workflow_errors_for_dask_data_name_the_key(tmp_path, cluster, data, k, methods, message):
