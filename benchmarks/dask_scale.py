@@ -10,12 +10,20 @@
    of the client and of each worker (sampled every 20 ms while the data are read and iterated; targets:
    every process below the data's 640 MB, the client below 400 MB). The Zarr store is deleted at the end.
 
+3. ``--starts`` (instead of 1 and 2): the starts of Dask input on 10^6 x 4 rows held in memory (threaded
+   scheduler) from four clusters of about 250000 rows and two far clusters of 30 rows each, which the
+   uniform subsample of 100000 rows (the starts' default) holds 3 rows of on average: ``init="auto"`` (the
+   portfolio on the subsample, the best continued on all the rows) against ``init="kmeans||"`` (k-means||
+   over every row), K=6 full, for a few seeds: the log-likelihood EM reaches, its time, and whether each
+   small cluster got a component of its own.
+
 The parameters are a fixed K=8 mixture near the simulated truth (the time of a pass does not depend on
 how far EM has come). The machine has 2 cores, shared with other work while this runs: the figures are
 for one quiet-ish run, not a controlled benchmark.
 
-Usage: python benchmarks/dask_scale.py [--quick] [--repeats R] [--iterations I] [--store PATH]
-``--quick`` uses 200000 rows in memory and 10^6 on disk (a smoke run).
+Usage: python benchmarks/dask_scale.py [--quick] [--repeats R] [--iterations I] [--store PATH] [--starts]
+``--quick`` uses 200000 rows in memory and 10^6 on disk (a smoke run); with ``--starts``, 10^5 rows and a
+subsample of 10000.
 """
 
 import argparse
@@ -166,13 +174,55 @@ def from_disk(path: Path, n: int, iterations: int, workers: int) -> dict:
         cluster.close()
 
 
+def small_clusters(n: int, small: int) -> tuple[np.ndarray, np.ndarray]:
+    """Four unit-variance clusters in 4-D and two far ones of ``small`` rows each (sd 0.3), shuffled; their centres."""
+    rng = np.random.default_rng(SEED)
+    big = np.array([[0, 0, 0, 0], [5, 0, 0, 0], [0, 5, 0, 0], [5, 5, 0, 0.0]])
+    far = np.array([[12, -8, 6, 0], [-9, 10, 0, -7.0]])
+    labels = rng.integers(4, size=n - 2 * small)
+    rows = [big[labels] + rng.standard_normal((n - 2 * small, 4))]
+    rows += [centre + 0.3 * rng.standard_normal((small, 4)) for centre in far]
+    return np.concatenate(rows)[rng.permutation(n)], far
+
+
+def compare_starts(n: int, subsample: int, seeds: list[int]) -> None:
+    import dask.array as da
+
+    import mixflow
+
+    small = 30
+    x, far = small_clusters(n, small)
+    data = da.from_array(x, chunks=(n // 8, -1)).persist()
+    model = mixflow.GaussianMixture(6, covariance="full")
+    print(f"starts of Dask input: {n} x 4 rows, K=6 full, two clusters of {small} rows "
+          f"({small * subsample / n:.1f} expected in the subsample of {subsample}), threaded scheduler")
+    for init in ("auto", "kmeans||"):
+        for seed in seeds:
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = mixflow.fit(model, data, init=init, random_seed=seed, subsample=subsample)
+            elapsed = time.perf_counter() - start
+            mu, weights = tree["em/estimate"]["mu"].values, tree["em/estimate"]["weights"].values
+            found = sum(bool(np.any((np.abs(mu - centre).max(axis=1) < 0.5) & (weights * n < 2 * small)))
+                        for centre in far)
+            passes = int(tree["em/sample_stats"]["n_iter"].values.sum())
+            print(f"  init={init!r:10} seed {seed}: log-likelihood {tree['em'].attrs['log_likelihood']:.1f}, "
+                  f"{elapsed:.1f} s, {passes} EM iterations over all restarts, small clusters with a component "
+                  f"of their own: {found} of 2")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data (a smoke run)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=3, help="EM iterations timed on the Zarr data")
     parser.add_argument("--store", type=Path, default=None, help="where to write the Zarr store (deleted after)")
+    parser.add_argument("--starts", action="store_true", help="only compare init='auto' and init='kmeans||'")
     args = parser.parse_args()
+    if args.starts:
+        compare_starts(*((100_000, 10_000, [1, 2]) if args.quick else (1_000_000, 100_000, [1, 2, 3])))
+        return
     n_memory, n_disk = (200_000, 1_000_000) if args.quick else (2_000_000, 10_000_000)
     in_memory(n_memory, args.repeats)
     directory = Path(tempfile.mkdtemp(dir=args.store))

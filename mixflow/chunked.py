@@ -23,8 +23,8 @@ import numpy as np
 from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning
 
-__all__ = ["ChunkedData", "Moments", "active_client", "as_chunked", "is_chunked", "map_reduce", "require_dask",
-           "sample_rows", "validate_chunked"]
+__all__ = ["ChunkedData", "Moments", "active_client", "as_chunked", "is_chunked", "map_reduce", "moments_of",
+           "require_dask", "sample_rows", "validate_chunked"]
 
 _MAX_ROWS_NAMED = 5
 _PERSIST_SHARE = 0.25  # persist="auto" keeps the data in memory when it takes at most this share of it
@@ -184,7 +184,26 @@ def _from_frame(frame, name: str, da):
         raise ValueError(f"{name}: expected distinct column names, got {sorted({str(c) for c in repeated})} "
                          "more than once")
     # the lengths are counted on the optimised frame, whose partitions can differ from the frame as written
-    return frame.optimize().to_dask_array(lengths=True), [str(c) for c in frame.columns]
+    frame = frame.optimize()
+    return frame.to_dask_array(lengths=_partition_lengths(frame)), [str(c) for c in frame.columns]
+
+
+def _partition_lengths(frame) -> tuple:
+    """Rows of each partition of a Dask DataFrame, without reading the data where the source records them.
+
+    Dask's ``Lengths`` expression takes them from Parquet footers or pandas partitions and counts the
+    rows of each partition (a pass over the data) only otherwise; ``to_dask_array(lengths=True)`` always
+    counts. ``Lengths`` is not public: without it, the partitions are counted.
+    """
+    try:
+        from dask.dataframe.dask_expr._expr import Lengths, Literal
+    except ImportError:
+        Lengths = None
+    if Lengths is not None:
+        known = Lengths(frame.expr).optimize()
+        if isinstance(known, Literal):
+            return tuple(int(n) for n in known.value)
+    return tuple(frame.map_partitions(len).compute())
 
 
 def _from_xarray(value, name: str, da):
@@ -264,7 +283,8 @@ def _as_weights(weights, array, da, name: str):
     if _module(weights).startswith("xarray."):
         weights = weights.data
     if hasattr(weights, "to_dask_array"):
-        weights = weights.optimize().to_dask_array(lengths=True)
+        weights = weights.optimize()
+        weights = weights.to_dask_array(lengths=_partition_lengths(weights))
     if not isinstance(weights, da.Array):
         weights = np.asarray(weights)
     if weights.dtype.kind not in "iuf" or weights.dtype == bool:
@@ -375,6 +395,14 @@ def _add_moments(a, b):
         return (total, ma if wb == 0 else mb, ca + cb)
     delta = mb - ma
     return total, ma + delta * (wb / total), ca + cb + np.outer(delta, delta) * (wa * wb / total)
+
+
+def moments_of(values: np.ndarray, weights: np.ndarray | None = None) -> Moments:
+    """The :class:`Moments` of rows in memory (n, d), as :func:`validate_chunked` finds them of chunked data."""
+    largest = np.abs(values).max(axis=0, initial=0.0)
+    magnitude = np.where(largest > 0, largest, 1.0)
+    total, mean, cross = _moments_block(values, weights, 0, magnitude)
+    return Moments(total, magnitude, mean, cross)
 
 
 def _memory_budget(client) -> float:

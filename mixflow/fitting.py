@@ -9,7 +9,7 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from mixflow.checks import check_seed
-from mixflow.chunked import ChunkedData, as_chunked, is_chunked, sample_rows, validate_chunked
+from mixflow.chunked import ChunkedData, as_chunked, is_chunked, moments_of, sample_rows, validate_chunked
 from mixflow.container.build import build_tree, make_attrs
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA, UNITS
 from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
@@ -19,6 +19,7 @@ from mixflow.engines.accelerate import ACCELERATIONS
 from mixflow.engines.em import EMOptions, fit_em, fit_prepared
 from mixflow.engines.em_chunked import chunked_predictions, prepare_chunked
 from mixflow.engines.em_steps import check_densities, e_step
+from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.families.base import MixtureModel, model_from_json
@@ -27,7 +28,7 @@ from mixflow.units import check_units
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
 _METHODS = ("em", "map", "mcmc", "advi")
-_INIT = (PORTFOLIO, *STRATEGIES)
+_INIT = (PORTFOLIO, *STRATEGIES, SCALABLE_KMEANS)
 
 
 def check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate="squarem") -> None:
@@ -134,12 +135,15 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         agree on the best value), of which the best ``ceil(n_init / 2)`` are continued to convergence; a
         start repeating an earlier one's partition is replaced by a random one, or skipped.
     init : {"auto", "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", \
-"hierarchical"} or dict, default "auto"
+"hierarchical", "kmeans||"} or dict, default "auto"
         ``"auto"`` draws the starts from a portfolio of the other strategies chosen per family (see
         :mod:`mixflow.engines.starts`), runs each briefly and continues the best. A strategy's name runs
         ``n_init`` starts of it to convergence: k-means (k-means++ seeds and Lloyd iterations), k-means++
         seeds alone, random responsibilities, k-means on features scaled to unit sd, random hard partitions,
-        Ward's agglomeration of the scaled features. A dict gives the starting parameters (``weights``,
+        Ward's agglomeration of the scaled features. ``"kmeans||"`` (Dask input only; not for regression
+        mixtures) seeds each start by k-means|| over every row instead of the subsample (see
+        :meth:`mixflow.engines.em_chunked.ChunkedPrepared.scalable_kmeans_passes`), the starts sharing
+        12 passes over the data. A dict gives the starting parameters (``weights``,
         ``mu``, ``covariance``/``variance``). ``/em/sample_stats/start`` records each start's strategy.
     tol : float, default 1e-10
         EM stops when Aitken's estimate of the objective it still has to gain (the log-likelihood, or
@@ -215,14 +219,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
                             em_options, units)
     validated = validate_data(data, weights=weights)
     units = _units(units, data, validated.features)
-    n_support = int(np.count_nonzero(validated.frequency))
-    if n_support < model.n_components:
-        raise ValueError(f"data: expected at least n_components = {model.n_components} observations with "
-                         f"positive weight, got {n_support}")
+    init = _check_against_data(model, init, int(np.count_nonzero(validated.frequency)), validated.n_features,
+                               chunked=False)
     if tree is not None:
         _check_same_fit(tree, model, validated)
-    if isinstance(init, dict):
-        init = model.check_parameters(init, validated.n_features)
     em_method = next((m for m in methods if m in ("em", "map")), None)
     if em_method is None and (tree is None or "em" not in tree.children):
         em_method = "map"
@@ -233,17 +233,50 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
                                     max_iter=int(max_iter), trim=trim, chunk_size=chunk_size,
                                     accelerate=accelerate))
         result = em_tree if result is None else _replace_group(result, em_tree, "em")
+    return _with_units(_fit_sampling(model, validated, result, methods, routed, seed), units)
+
+
+def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict, seed: int,
+                  stated: dict | None = None) -> xr.DataTree:
+    """``result`` with the groups of the sampling methods asked for (NUTS, ADVI), fitted to ``data``.
+
+    They start from ``result``'s EM estimate, or with ``starts="em-optima"`` from the distinct maxima its
+    restarts found; ``stated`` is added to each method's attributes.
+    """
     reference = {name: value.values for name, value in result[EM_ESTIMATE].data_vars.items()}
     for sampling in (m for m in methods if m in ("mcmc", "advi")):
         engine_options = dict(routed[sampling])
         if engine_options.get("starts") == "em-optima":
-            engine_options["starts"] = _em_optima(model, validated, result, engine_options.get("chains", 4))
-        groups = _engine(sampling)(model, validated, reference, random_seed=_method_seed(seed, sampling),
+            engine_options["starts"] = _em_optima(model, data, result, engine_options.get("chains", 4))
+        groups = _engine(sampling)(model, data, reference, random_seed=_method_seed(seed, sampling),
                                    **engine_options)
         if routed[sampling].get("starts") == "em-optima":
             groups["attrs"]["starts"] = f"em-optima ({len(engine_options['starts'])} distinct)"
+        groups["attrs"] = {**groups.get("attrs", {}), **(stated or {})}
         result = _replace_group(result, _sampling_tree(result, groups, sampling), sampling)
-    return _with_units(result, units)
+    return result
+
+
+def _check_against_data(model, init, n_positive: int, n_features: int, *, chunked: bool):
+    """``n_components`` and ``init`` checked against validated data (numpy or Dask); the starting point.
+
+    A dict of starting parameters comes back checked (:meth:`check_parameters`); ``"kmeans||"`` needs Dask
+    input, and a family that starts from distances between rows.
+    """
+    if n_positive < model.n_components:
+        raise ValueError(f"data: expected at least n_components = {model.n_components} observations with "
+                         f"positive weight, got {n_positive}")
+    if isinstance(init, dict):
+        return model.check_parameters(init, n_features)
+    if init == SCALABLE_KMEANS and not chunked:
+        raise ValueError(f"init: expected one of {list(_INIT[:-1])} or a dict of parameters for data in memory, "
+                         f"got {init!r}, the start of Dask input (its passes over the blocks); 'kmeans' seeds "
+                         "k-means++ from every row of data in memory")
+    if init == SCALABLE_KMEANS and model.family == "regression":
+        raise ValueError(f"init: expected a start other than {init!r} for a regression mixture, whose lines "
+                         "need not be clusters of rows (k-means|| seeds by distances between rows); use "
+                         "'auto' or 'random-partition'")
+    return init
 
 
 def _with_units(result: xr.DataTree, units: dict) -> xr.DataTree:
@@ -267,30 +300,20 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
         raise ValueError(f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
     validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks)
     units = _units(units, data, validated.features)  # checked before the passes over the data
-    if validated.summary["n_positive"] < model.n_components:
-        raise ValueError(f"data: expected at least n_components = {model.n_components} observations with "
-                         f"positive weight, got {validated.summary['n_positive']}")
-    init = options.init
-    if isinstance(init, dict):
-        init = model.check_parameters(init, validated.n_features)
+    init = _check_against_data(model, options.init, validated.summary["n_positive"], validated.n_features,
+                               chunked=True)
     em_method = "em" if "em" in methods else "map"  # NUTS and ADVI alone start from the MAP estimate
     options = EMOptions(**{**options.__dict__, "map": em_method == "map", "init": init, "subsample": int(subsample)})
     result = _fit_em(model, validated, em_method, seed, data_name, options)
-    sampling = [m for m in methods if m in ("mcmc", "advi")]
-    if not sampling:
+    if not any(m in ("mcmc", "advi") for m in methods):
         return _with_units(result, units)
     observed = result[OBSERVED_DATA]
     sample = Data(values=observed["x"].values, features=observed["feature"].values, obs=observed["obs"].values,
                   weights=observed["weights"].values if "weights" in observed else None)
-    reference = {name: value.values for name, value in result[EM_ESTIMATE].data_vars.items()}
     stated = {"subsample_rows": sample.n_obs, "n_obs": validated.n_obs,
               "data": f"the posterior given a uniform sample of {sample.n_obs} of the {validated.n_obs} rows "
                       "(Dask input; /observed_data), not given every row"}
-    for method in sampling:
-        groups = _engine(method)(model, sample, reference, random_seed=_method_seed(seed, method), **routed[method])
-        groups["attrs"] = {**groups.get("attrs", {}), **stated}
-        result = _replace_group(result, _sampling_tree(result, groups, method), method)
-    return _with_units(result, units)
+    return _with_units(_fit_sampling(model, sample, result, methods, routed, seed, stated), units)
 
 
 def _fit_em_chunked(model, data: ChunkedData, options: EMOptions, random_seed: int) -> tuple[dict, dict]:
@@ -442,6 +465,19 @@ def _chunked_new_data(tree: xr.DataTree, new_data, method: str):
     return as_chunked(new_data, name="new_data", features=tree[OBSERVED_DATA]["feature"].values)
 
 
+def _chunked_predictions(tree: xr.DataTree, model, params: dict, chunked: ChunkedData, what: str):
+    """:func:`chunked_predictions` in working units from the estimate's moments, else the fitted rows'.
+
+    A regression's estimate does not describe its covariates: the rows ``/observed_data`` holds (every row
+    of numpy input, a uniform sample of Dask input) fix its units.
+    """
+    moments = model.estimate_moments(params)
+    if moments is None:
+        observed = tree[OBSERVED_DATA]
+        moments = moments_of(observed["x"].values, observed["weights"].values if "weights" in observed else None)
+    return chunked_predictions(model, params, chunked, what, moments)
+
+
 def _lazy(tree: xr.DataTree, values, what: str) -> xr.DataArray:
     if what == "responsibilities":
         return xr.DataArray(values, dims=("obs", "component"),
@@ -482,7 +518,7 @@ def responsibilities(tree: xr.DataTree, data, *, to_zarr=None, chunks: int | Non
         data = da.from_array(validated.values, chunks=(100_000 if chunks is None else chunks, -1))
     chunked = as_chunked(data, name="data", features=tree[OBSERVED_DATA]["feature"].values,
                          chunks=chunks if is_chunked(data) else None)
-    resp = chunked_predictions(model, params, chunked, "responsibilities")
+    resp = _chunked_predictions(tree, model, params, chunked, "responsibilities")
     if to_zarr is None:
         return resp
     da.to_zarr(resp, str(to_zarr), overwrite=True)
@@ -541,7 +577,7 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
     if is_chunked(new_data):
         model, params, _, _ = _parameter_sets(tree, method)
         chunked = _chunked_new_data(tree, new_data, method)
-        mean = _lazy(tree, chunked_predictions(model, params, chunked, "responsibilities"), "responsibilities")
+        mean = _lazy(tree, _chunked_predictions(tree, model, params, chunked, "responsibilities"), "responsibilities")
         return (mean, xr.zeros_like(mean).rename("responsibilities_sd")) if return_sd else mean
     model, params, draws, _ = _parameter_sets(tree, method)
     data, prepared = _new_data(tree, model, new_data)
@@ -564,7 +600,7 @@ def predict(tree: xr.DataTree, new_data, method: str = "em") -> xr.DataArray:
     if is_chunked(new_data):
         method = _check_prediction_method(tree, method)
         model, params, _, _ = _parameter_sets(tree, method)
-        labels = chunked_predictions(model, params, _chunked_new_data(tree, new_data, method), "labels")
+        labels = _chunked_predictions(tree, model, params, _chunked_new_data(tree, new_data, method), "labels")
         return _lazy(tree, labels, "labels")
     proba = predict_proba(tree, new_data, method)
     labels = proba["component"].values[proba.values.argmax(axis=1)]
@@ -591,7 +627,7 @@ def score_samples(tree: xr.DataTree, new_data, method: str = "em") -> xr.DataArr
     method = _check_prediction_method(tree, method)
     model, params, draws, _ = _parameter_sets(tree, method)
     if is_chunked(new_data):
-        scores = chunked_predictions(model, params, _chunked_new_data(tree, new_data, method), "log_density")
+        scores = _chunked_predictions(tree, model, params, _chunked_new_data(tree, new_data, method), "log_density")
         return _lazy(tree, scores, "log_density")
     data, prepared = _new_data(tree, model, new_data)
     if draws is None:

@@ -79,8 +79,22 @@ def test_regression_estimate_equals_numpy_input(intercept):
         got = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), method, random_seed=3, n_init=2,
                           weights=da.from_array(w, chunks=CHUNK))
         assert _relative(expected, got) < RTOL
-    with pytest.raises(ValueError, match=r"new_data: expected numpy or pandas data for a regression mixture's"):
-        mixflow.predict_proba(got, dd.from_pandas(frame, npartitions=4)).compute()
+    # predictions of a Dask DataFrame holding the response and the covariates (columns in another order),
+    # lazily, equal to those of the frame in memory, from a fit of numpy and of Dask input
+    lazy_frame = dd.from_pandas(frame[["y", "x"]], npartitions=3)
+    for tree in (expected, got):
+        for predict in (mixflow.predict_proba, mixflow.score_samples, mixflow.predict):
+            lazy = predict(tree, lazy_frame)
+            assert hasattr(lazy.data, "dask")
+            np.testing.assert_allclose(lazy.values, predict(tree, frame).values, rtol=1e-12, atol=1e-12)
+    # the bootstrap of a regression fitted to a sample of the Dask rows refits every row, by column name
+    sampled = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), random_seed=3, n_init=1, subsample=500)
+    booted = mixflow.bootstrap(sampled, dd.from_pandas(frame, npartitions=4), n_replicates=2, random_seed=1)
+    assert booted["em/bootstrap"].attrs["n_failed"] == 0
+    spread = booted["em/bootstrap/posterior"]["coefficients"].std("draw").values
+    assert np.all(spread > 0) and np.all(spread < 0.1)
+    with pytest.raises(ValueError, match=r"new_data: expected features \['x', 'y'\], got \['x'\] \(missing \['y'\]\)"):
+        mixflow.predict_proba(got, dd.from_pandas(frame[["x"]], npartitions=2))
 
 
 def test_grouped_estimate_equals_numpy_input():
@@ -116,6 +130,30 @@ def test_dataframe_and_xarray_input_give_numpy_estimate():
     assert _relative(expected, from_dataset) < RTOL
     array = xr.DataArray(x, dims=("row", "feature"), coords={"feature": ["a", "b"]}).chunk({"row": CHUNK})
     assert _relative(expected, mixflow.fit(model, array, random_seed=3)) < RTOL
+
+
+def test_partition_lengths_come_from_parquet_footers_without_reading_the_rows(tmp_path):
+    from dask.callbacks import Callback
+
+    from mixflow.chunked import as_chunked
+
+    x, _ = _mixture(d=2)
+    for i, part in enumerate(np.array_split(np.arange(N), 3)):
+        pd.DataFrame(x[part], columns=["a", "b"]).to_parquet(tmp_path / f"part-{i}.parquet")
+    frame = dd.read_parquet(tmp_path / "part-*.parquet")
+    ran = []
+
+    class Tasks(Callback):
+        def _pretask(self, key, dsk, state):
+            ran.append(key)
+
+    with Tasks():  # on Dask's own schedulers: this test runs before the module's LocalCluster starts
+        chunked = as_chunked(frame)
+        assert ran == [] and chunked.values.chunks[0] == (1001, 1000, 1000)
+        # a filtered frame's lengths are not recorded: its partitions are counted (a pass)
+        filtered = as_chunked(frame[frame["a"] > 1.0])
+        assert ran and filtered.n_obs == int(np.count_nonzero(x[:, 0] > 1.0))
+    np.testing.assert_array_equal(chunked.values.compute(), x)
 
 
 def test_subsample_starts_are_reproducible_and_find_the_numpy_maximum():
@@ -248,6 +286,128 @@ def test_importing_mixflow_needs_no_dask_and_dask_requests_say_how_to_install():
     assert 'pip install "mixflow[dask]"' in out
 
 
+# -- k-means|| starts ----------------------------------------------------------------------------------------------
+
+
+def _with_small_cluster():
+    """Two large clusters and six far rows: a subsample of 300 of the 3006 rows holds none of them."""
+    x, w = _mixture()
+    far = np.random.default_rng(8).normal(30.0, 0.2, (6, 3))
+    return np.concatenate([x, far]), np.concatenate([w, np.ones(6)])
+
+
+@pytest.fixture(scope="module")
+def scalable_fit():
+    x, w = _with_small_cluster()
+    data, weights = da.from_array(x, chunks=CHUNK), da.from_array(w, chunks=CHUNK)
+    model = mixflow.GaussianMixture(3, covariance="diag")
+    # one EM step from each start: what the starts are, not where EM goes from them
+    options = {"random_seed": 5, "weights": weights, "subsample": 300, "n_init": 2, "max_iter": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        return x, w, model, data, options, mixflow.fit(model, data, init="kmeans||", **options)
+
+
+def test_kmeans_parallel_finds_a_cluster_the_subsample_misses(scalable_fit):
+    x, w, model, data, options, tree = scalable_fit
+    sample_rows = tree["observed_data"]["obs"].values
+    assert not np.any(sample_rows >= N)  # the six far rows are not in the subsample
+    estimate = tree["em/estimate"]
+    small = int(np.argmin(estimate["weights"].values))
+    # the six far rows get a component of their own: weight 6 of the total weight, mean theirs
+    assert estimate["weights"].values[small] * w.sum() == pytest.approx(6.0, rel=1e-6)
+    np.testing.assert_allclose(estimate["mu"].values[small], x[N:].mean(axis=0), rtol=1e-6)
+    assert list(tree["em/sample_stats"]["start"].values) == ["kmeans||", "kmeans||"]
+    # the starts drawn on the subsample put no component there, and are far below
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        kmeans = mixflow.fit(model, data, init="kmeans", **options)
+    assert kmeans["em/estimate"]["mu"].values.max() < 20
+    assert kmeans["em"].attrs["log_likelihood"] < tree["em"].attrs["log_likelihood"] - 1000
+
+
+def test_kmeans_parallel_is_reproducible_and_checked(scalable_fit):
+    x, w, model, data, options, tree = scalable_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        again = mixflow.fit(model, data, init="kmeans||", **options)
+    assert _relative(tree, again) == 0.0
+    with pytest.raises(ValueError, match=r"init: expected one of \[.*\] or a dict of parameters for data in "
+                                         r"memory, got 'kmeans\|\|', the start of Dask input"):
+        mixflow.fit(model, x, init="kmeans||")
+    regression = mixflow.RegressionMixture(2, response="x1", covariates=["x0"])
+    with pytest.raises(ValueError, match=r"init: expected a start other than 'kmeans\|\|' for a regression"):
+        mixflow.fit(regression, data[:, :2], init="kmeans||")
+
+
+# -- the bootstrap (Poisson(1) weights) and the cross-validation of Dask data, blockwise ---------------------------
+
+
+def test_bootstrap_of_dask_data_draws_poisson_weights_blockwise():
+    from mixflow.analysis.bootstrap import _poisson_weights
+
+    x, w = _mixture(d=2)
+    data, weights = da.from_array(x, chunks=CHUNK), da.from_array(w, chunks=CHUNK)
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    tree = mixflow.fit(model, data, weights=weights, random_seed=2, subsample=400, n_init=1)
+    booted = mixflow.bootstrap(tree, data, weights=weights, n_replicates=3, random_seed=4)
+    again = mixflow.bootstrap(tree, data, weights=weights, n_replicates=3, random_seed=4)
+    posterior = booted["em/bootstrap/posterior"]
+    xr.testing.assert_equal(posterior.to_dataset(), again["em/bootstrap/posterior"].to_dataset())
+    assert posterior.sizes["draw"] == 3 and booted["em/bootstrap"].attrs["n_failed"] == 0
+    # each replicate is the numpy fit of the same rows with its Poisson(1) weights times the data's, from the
+    # estimate: its weights re-drawn the way the replicate drew them
+    chunked = mixflow.chunked.validate_chunked(data, weights=weights)
+    seeds = np.random.SeedSequence(4).spawn(3)
+    estimate = {name: value.values for name, value in tree["em/estimate"].data_vars.items()}
+    for b in (0, 2):
+        rng = np.random.default_rng(seeds[b])
+        drawn = _poisson_weights(chunked, rng).compute()
+        assert set(np.unique(drawn / w)) <= set(range(20)) and abs(drawn.sum() / w.sum() - 1) < 0.1
+        expected = mixflow.fit(model, x, weights=drawn, init=estimate, n_init=1, tol=tree["em"].attrs["tol"],
+                               random_seed=int(rng.integers(2**63)))
+        got = posterior.isel(chain=0, draw=b)
+        order = np.argsort(expected["em/estimate"]["mu"].values[:, 0])  # the estimate's order, by the means
+        np.testing.assert_allclose(got["mu"].values, expected["em/estimate"]["mu"].values[order], rtol=1e-10)
+    # a tree of Dask data is not bootstrapped from its sample, nor with other data
+    with pytest.raises(ValueError, match=r"data: expected the Dask data the tree was fitted on \(its "
+                                         r"/observed_data holds a sample of 400 of their 3001 rows"):
+        mixflow.bootstrap(tree, n_replicates=2)
+    with pytest.raises(ValueError, match=r"weights: expected the frequency weights the tree was fitted with"):
+        mixflow.bootstrap(tree, data, n_replicates=2)
+    with pytest.raises(ValueError, match=r"data: expected the data the tree was fitted on \(3001 rows"):
+        mixflow.bootstrap(tree, data * 2, weights=weights, n_replicates=2)
+    with pytest.raises(ValueError, match=r"kind: expected 'nonparametric' with Dask data"):
+        mixflow.bootstrap(tree, data, weights=weights, kind="parametric", n_replicates=2)
+
+
+def test_cross_validation_of_dask_data_holds_out_rows_drawn_blockwise():
+    from mixflow.analysis.select import cross_validated_chunked, weighted_sum_and_se
+
+    x, w = _mixture(d=2)
+    data, weights = da.from_array(x, chunks=CHUNK), da.from_array(w, chunks=CHUNK)
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    total, se = cross_validated_chunked(model, data, weights, n_folds=3, random_seed=5, n_init=1)
+    # the reference: the same folds drawn in numpy (each block's rows from the split's key and its first row),
+    # numpy fits of the other folds' rows, the held-out rows' log densities summed with their weights
+    seeds = np.random.SeedSequence(5).spawn(4)
+    key = seeds[0].generate_state(2).tolist()
+    folds = np.concatenate([np.random.default_rng([*key, start]).integers(3, size=min(CHUNK, N - start))
+                            for start in range(0, N, CHUNK)])
+    values, frequency = [], []
+    for fold in range(3):
+        tree = mixflow.fit(model, x, weights=np.where(folds == fold, 0.0, w), n_init=1,
+                           random_seed=int(seeds[fold + 1].generate_state(1)[0]))
+        values.append(mixflow.score_samples(tree, x[folds == fold]).values)
+        frequency.append(w[folds == fold])
+    expected_total, expected_se = weighted_sum_and_se(np.concatenate(values), np.concatenate(frequency))
+    assert total == pytest.approx(expected_total, rel=1e-10) and se == pytest.approx(expected_se, rel=1e-6)
+    table = mixflow.select_k(model, data, weights=weights, ks=[1, 2], methods=["em"], n_folds=2, random_seed=4,
+                             fit_kwargs={"n_init": 1})
+    assert np.all(np.isfinite(table[["cv_log_likelihood", "cv_log_likelihood_se"]].to_numpy()))
+    assert table.attrs["preferred"]["cv_log_likelihood"] == 2
+
+
 @pytest.fixture(scope="module")
 def cluster_client():
     """One LocalCluster of two worker processes for the module's distributed tests."""
@@ -260,7 +420,7 @@ def cluster_client():
     cluster.close()
 
 
-def test_local_cluster_gives_the_numpy_estimate_and_predictions(cluster_client):
+def test_local_cluster_gives_the_numpy_estimate_and_predictions(cluster_client, scalable_fit):
     x, w = _mixture()
     model = mixflow.GaussianMixture(2, covariance="full")
     expected = mixflow.fit(model, x, random_seed=3, weights=w, init="kmeans", n_init=1)
@@ -270,6 +430,11 @@ def test_local_cluster_gives_the_numpy_estimate_and_predictions(cluster_client):
     np.testing.assert_allclose(mixflow.predict_proba(got, data).values, mixflow.predict_proba(expected, x).values,
                                atol=1e-10)
     assert len(cluster_client.scheduler_info()["workers"]) == 2
+    # k-means|| draws the same rows on the cluster as on Dask's threads, where the module's fixture ran
+    _, _, model, data, options, threaded = scalable_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        assert _relative(threaded, mixflow.fit(model, data, init="kmeans||", **options)) < RTOL
 
 
 # -- workflows: [data] path = "x.zarr", chunks, [cluster] -----------------------------------------------------
@@ -310,7 +475,8 @@ def _flow(tmp_path, cluster="", data="", k="2", methods=""):
 def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
     from mixflow.workflow.run import run_workflow
 
-    path, read_workflow, x, w = _flow(tmp_path, data='columns = ["a", "b"]\nweights = "w"', k="{from = 1, to = 2}")
+    path, read_workflow, x, w = _flow(tmp_path, data='columns = ["a", "b"]\nweights = "w"', k="{from = 1, to = 2}",
+                                      methods="[methods.bootstrap]\nn_replicates = 2\n")
     flow = read_workflow(path)
     assert flow.large and flow.chunks == 800 and flow.columns == ("a", "b")
     written = run_workflow(path, tmp_path / "out", quiet=True)
@@ -321,6 +487,8 @@ def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
                            n_init=2)
     assert _relative(expected, tree) < RTOL
     assert tree["observed_data"].attrs["n_obs"] == N
+    # the bootstrap of the rows read with Dask: Poisson(1) weights times the data's, blockwise
+    assert tree["em/bootstrap/posterior"].sizes["draw"] == 2 and tree["em/bootstrap"].attrs["n_failed"] == 0
 
 
 @pytest.mark.parametrize("cluster, data, k, methods, message", [
@@ -330,7 +498,10 @@ def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
     ("[cluster]\naddress = 'localhost'\n", "", "2", "", r"\[cluster\] address: expected a scheduler address"),
     ("[cluster]\nlocal = {n_workers = 0}\n", "", "2", "", r"\[cluster\] local.n_workers: expected an integer >= 1"),
     ("[cluster]\nlocal = {workers = 2}\n", "", "2", "", r"\[cluster\] local: unknown key\(s\) \['workers'\]"),
-    ("", "", "2", "[methods.mcmc]\ndraws = 10\n", r"\[methods.mcmc\]: expected only \[methods.em\]"),
+    ("", "", "2", "[methods.mcmc]\ndraws = 10\n", r"\[methods.mcmc\]: expected only \[methods.em\] and "
+     r"\[methods.bootstrap\] with data read with Dask"),
+    ("", "", "2", "[methods.bootstrap]\nkind = 'parametric'\n",
+     r"\[methods.bootstrap\] kind: expected 'nonparametric' with data read with Dask"),
     ("", "labels = 'a'", "2", "", r"\[data\] labels: expected no labels with data read with Dask"),
 ])
 def test_workflow_errors_for_dask_data_name_the_key(tmp_path, cluster, data, k, methods, message):
@@ -431,8 +602,6 @@ def test_select_k_takes_dask_data():
     for column in ("log_likelihood", "bic", "aic", "icl"):
         np.testing.assert_allclose(got[column].to_numpy(), expected[column].to_numpy(), rtol=RTOL)
     assert got.attrs["preferred"] == expected.attrs["preferred"]
-    with pytest.raises(ValueError, match=r"n_folds: expected None with Dask data"):
-        mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], methods=["em"])
     with pytest.raises(ValueError, match=r"methods: expected 'em' or 'map' with Dask data"):
         mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], n_folds=None)
 
@@ -442,9 +611,13 @@ def test_nuts_on_the_subsample_states_its_size():
     x, _ = _mixture(d=2)
     data = da.from_array(x, chunks=CHUNK)
     tree = mixflow.fit(mixflow.GaussianMixture(2), data, ["map", "mcmc"], random_seed=3, subsample=400, draws=100,
-                       tune=100, chains=2, progressbar=False)
+                       tune=100, chains=2, progressbar=False, starts="em-optima")
     attrs = tree["mcmc"].attrs
     assert attrs["subsample_rows"] == 400 and attrs["n_obs"] == N and "uniform sample of 400" in attrs["data"]
+    # the chains start at the distinct maxima of EM's restarts on every row (here one: the two mirror
+    # labellings are one maximum)
+    assert attrs["starts"] == "em-optima (1 distinct)"
     assert tree["observed_data"].sizes["obs"] == 400
     posterior_mu = tree["mcmc/posterior"]["mu"].mean(("chain", "draw")).values
     np.testing.assert_allclose(posterior_mu, tree["em/estimate"]["mu"].values, atol=0.3)  # 400 rows: sd ~ 0.07
+

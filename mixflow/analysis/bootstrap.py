@@ -5,6 +5,11 @@ stores the replicates as ``/em/bootstrap/posterior`` (chain=1, draw=B): ``/em/bo
 Replicate b always uses the b-th child of ``SeedSequence(random_seed)``, so the numbers do not depend on
 how many processes run them.
 
+Dask data (a tree fitted to them holds a uniform sample of their rows) are resampled by the scalable
+bootstrap of Poisson(1) frequency weights, drawn block by block from each replicate's seed: every row
+counts a Poisson(1) number of times (the large-n limit of the multinomial counts), and each replicate is
+one EM fit over the blocks.
+
 Standard errors from the observed information are in :mod:`mixflow.analysis.information`; the per-family
 samplers of the parametric bootstrap in :mod:`mixflow.families.sampling`.
 """
@@ -18,6 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from mixflow.checks import check_seed
+from mixflow.chunked import ChunkedData, is_chunked, validate_chunked
 from mixflow.container.layout import EM_BOOTSTRAP, EM_ESTIMATE, EM_RESPONSIBILITIES
 from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
 from mixflow.container.tree import as_container
@@ -60,9 +66,27 @@ class _Job:
     tol: float
     max_iter: int
     accelerate: str | None = None
+    chunked: ChunkedData | None = None  # Dask data: all the rows (``x`` then holds the tree's sample of them)
+
+
+def _poisson_block(values, weights, key, block_info=None):
+    """Poisson(1) draws for the rows of one block (times their weights), from the replicate's key and first row."""
+    start = int(block_info[0]["array-location"][0][0])
+    draws = np.random.default_rng([*key, start]).poisson(1.0, values.shape[0]).astype(float)
+    return draws if weights is None else draws * weights[:, 0]
+
+
+def _poisson_weights(chunked: ChunkedData, rng: np.random.Generator):
+    """Lazy Poisson(1) frequency weights of every row (times the data's), the same for any scheduler."""
+    key = rng.integers(2**63, size=2).tolist()
+    if chunked.weights is None:
+        return chunked.values.map_blocks(_poisson_block, None, key, drop_axis=1, dtype=float)
+    return chunked.values.map_blocks(_poisson_block, chunked.weights[:, None], key, drop_axis=1, dtype=float)
 
 
 def _resample(job: _Job, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    if job.chunked is not None:
+        return job.chunked.values, _poisson_weights(job.chunked, rng)
     frequency = np.ones(job.x.shape[0]) if job.weights is None else job.weights
     n_draws = max(int(round(frequency.sum())), 1)
     if job.kind == "nonparametric":
@@ -87,9 +111,12 @@ def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            tree = fit(model, pd.DataFrame(x, columns=job.features), method=job.method, weights=weights,
-                       init=job.estimate, n_init=1, tol=job.tol, max_iter=job.max_iter,
-                       accelerate=job.accelerate, random_seed=int(rng.integers(2**63)))
+            data = (pd.DataFrame(x, columns=job.features) if job.chunked is None
+                    else xr.DataArray(x, dims=("obs", "feature"), coords={"feature": job.features}))
+            chunked = {} if job.chunked is None else {"subsample": job.n_active, "persist": job.chunked.persisted}
+            tree = fit(model, data, method=job.method, weights=weights, init=job.estimate, n_init=1, tol=job.tol,
+                       max_iter=job.max_iter, accelerate=job.accelerate, random_seed=int(rng.integers(2**63)),
+                       **chunked)
         except (ValueError, np.linalg.LinAlgError) as error:
             return {"params": None, "error": f"{type(error).__name__}: {error}", "warnings": []}
     estimate = tree[EM_ESTIMATE].to_dataset()
@@ -131,6 +158,51 @@ def _check_same_data(data, fitted: Data) -> None:
                          f"got different data of shape {given.values.shape}")
 
 
+def _check_chunked(tree, data, weights, kind: str, fitted: Data) -> ChunkedData | None:
+    """Dask ``data`` (and ``weights``) checked against the tree fitted to them; None for data in memory.
+
+    The tree of Dask data records their number of rows and total weight, and holds a sample of the rows
+    at known positions: all three must match.
+    """
+    n_obs = tree["observed_data"].attrs.get("n_obs")
+    sampled = n_obs is not None and int(n_obs) != fitted.n_obs
+    if not is_chunked(data):
+        if sampled:
+            raise ValueError(f"data: expected the Dask data the tree was fitted on (its /observed_data holds a "
+                             f"sample of {fitted.n_obs} of their {n_obs} rows, whose bootstrap would be that of a "
+                             f"fit to {fitted.n_obs} rows), got {'None' if data is None else type(data).__name__}")
+        if weights is not None:
+            raise ValueError("weights: expected None with data in memory (the tree holds their weights), got "
+                             f"{type(weights).__name__}")
+        return None
+    if kind != "nonparametric":
+        raise ValueError(f"kind: expected 'nonparametric' with Dask data (a parametric replicate would simulate "
+                         f"every row in memory), got {kind!r}")
+    chunked = validate_chunked(data, weights=weights, features=fitted.features, warn_constant=False)
+    total = float(tree["observed_data"].attrs.get("total_weight", fitted.total_weight))
+    if fitted.weights is not None and chunked.weights is None:
+        raise ValueError("weights: expected the frequency weights the tree was fitted with, got None")
+    sample_weights = None if chunked.weights is None else chunked.weights[fitted.obs]
+    same = (chunked.n_obs == (n_obs if n_obs is not None else fitted.n_obs)
+            and abs(chunked.total_weight - total) <= 1e-12 * total and fitted.obs.max() < chunked.n_obs)
+    if same:
+        rows, row_weights = _compute(chunked.values[fitted.obs], sample_weights)
+        same = np.array_equal(rows, fitted.values) and (row_weights is None or np.array_equal(row_weights,
+                                                                                             fitted.weights))
+    if not same:
+        raise ValueError(f"data: expected the data the tree was fitted on ({n_obs or fitted.n_obs} rows of total "
+                         f"weight {total:.6g}, the sample's rows among them), got {chunked.n_obs} rows of total "
+                         f"weight {chunked.total_weight:.6g} that differ")
+    return chunked
+
+
+def _compute(*collections):
+    """``dask.compute`` of the collections (None passes through)."""
+    import dask
+
+    return dask.compute(*collections)
+
+
 def _run(job: _Job, seeds: list, n_jobs: int) -> list[dict]:
     n_chunks = 1 if n_jobs == 1 else min(len(seeds), 4 * n_jobs)
     chunks = [(job, [seeds[i] for i in part]) for part in np.array_split(np.arange(len(seeds)), n_chunks)]
@@ -154,7 +226,7 @@ def _report_warnings(results: list[dict]) -> dict:
 
 
 def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparametric",
-              random_seed: int | None = None, n_jobs: int | None = None) -> xr.DataTree:
+              random_seed: int | None = None, n_jobs: int | None = None, weights=None) -> xr.DataTree:
     """Refit EM on resampled data and store the replicates in ``/em/bootstrap``.
 
     Parameters
@@ -162,7 +234,10 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     tree : xarray.DataTree
         A result of :func:`mixflow.fit`. It is not modified.
     data : array-like, optional
-        The data the tree was fitted on (checked); by default its ``/observed_data``.
+        The data the tree was fitted on (checked); by default its ``/observed_data``. A tree fitted to Dask
+        data holds a sample of their rows: pass the Dask data (and ``weights``) again; each replicate is then
+        an EM fit over the blocks with Poisson(1) frequency weights (see Notes), one after the other (each
+        on the active client or Dask's threads; ``n_jobs`` is not used).
     n_replicates : int, default 200
         Number of replicates B.
     kind : {"nonparametric", "parametric"}, default "nonparametric"
@@ -176,6 +251,8 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     n_jobs : int, optional
         Worker processes; all available cores by default, 1 runs in this process. With an active
         ``dask.distributed`` client the replicates run on its workers (all their threads by default).
+    weights : Dask array or Series, optional
+        Dask data only: the frequency weights the tree was fitted with.
 
     Returns
     -------
@@ -192,12 +269,18 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     then matches its components to the estimate's by the assignment that maximises the overlap of their
     responsibilities on the observed data.
 
+    Dask data are resampled by Poisson(1) frequency weights (the scalable bootstrap: each row counts a
+    Poisson(1) number of times, times its weight, rather than a multinomial share of a fixed total; the
+    two agree as n grows), drawn block by block from the replicate's seed and each block's first row, and
+    the components are matched on the sample of rows the tree holds.
+
     """
     check_tree(tree)
     check_options(n_replicates, kind, random_seed, n_jobs)
     estimate = fitted_estimate(tree)
     fitted = observed_data(tree)
-    if data is not None:
+    chunked = _check_chunked(tree, data, weights, kind, fitted)
+    if data is not None and chunked is None:
         _check_same_data(data, fitted)
     if kind == "parametric":
         model = fitted_model(tree, estimate["weights"].size)
@@ -213,9 +296,9 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
                estimate=estimate, kind=kind,
                reference_responsibilities=tree[EM_RESPONSIBILITIES]["responsibilities"].transpose(
                    "obs", "component").values, tol=float(attrs.get("tol", 1e-8)),
-               max_iter=int(attrs.get("max_iter", 1000)), accelerate=_acceleration(attrs))
+               max_iter=int(attrs.get("max_iter", 1000)), accelerate=_acceleration(attrs), chunked=chunked)
     seeds = np.random.SeedSequence(seed).spawn(int(n_replicates))
-    workers = min(int(n_jobs or default_jobs()), len(seeds))
+    workers = 1 if chunked is not None else min(int(n_jobs or default_jobs()), len(seeds))
     results = _run(job, seeds, workers)
     counts = _report_warnings(results)
     posterior = _bootstrap_group(tree, estimate, results)

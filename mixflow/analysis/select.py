@@ -31,6 +31,7 @@ from mixflow.warnings import ConvergenceWarning, MixflowWarning
 
 __all__ = [
     "FIT_CHOICES",
+    "cross_validated_chunked",
     "cross_validated_log_likelihood",
     "ks_to_fit",
     "held_out_weights",
@@ -171,6 +172,46 @@ def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_f
                           where=units > 0)
     total, standard_error = weighted_sum_and_se(log_density.ravel(), held_out.ravel())
     return total, standard_error, pointwise
+
+
+def _fold_block(values, n_folds: int, key: list, block_info=None):
+    """Each row's fold, drawn uniformly from the split's ``key`` and the block's first row."""
+    start = int(block_info[0]["array-location"][0][0])
+    return np.random.default_rng([*key, start]).integers(n_folds, size=values.shape[0])
+
+
+def cross_validated_chunked(model, data, weights=None, *, method: str = "em", n_folds: int = 5,
+                            random_seed: int = 0, **fit_kwargs) -> tuple[float, float]:
+    """:func:`cross_validated_log_likelihood` of Dask data: folds drawn row by row, blockwise.
+
+    Each row goes, whole and with its weight, to a fold drawn uniformly from a seed of ``random_seed``
+    and its block's first row (the same folds on any scheduler, for the same chunking; their sizes vary
+    by chance, as Bernoulli draws do). Each fold's fit is :func:`mixflow.fit` of all the rows with the
+    fold's weights set to zero (one EM over the blocks), scored lazily on the fold's rows; the held-out
+    sums and sums of squares come in one pass. Returns the total and its standard error, as
+    :func:`weighted_sum_and_se` with ddof=1 (the pointwise terms stay on the blocks).
+    """
+    import dask
+    import dask.array as da
+
+    from mixflow.chunked import as_chunked
+    from mixflow.fitting import fit, score_samples
+
+    rows = as_chunked(data, weights=weights)
+    seeds = np.random.SeedSequence(random_seed).spawn(n_folds + 1)
+    folds = rows.values.map_blocks(_fold_block, n_folds, seeds[0].generate_state(2).tolist(), drop_axis=1,
+                                   dtype=np.int64)
+    frequency = rows.weights if rows.weights is not None else da.ones(rows.n_obs, chunks=rows.values.chunks[0])
+    units = squares = total = 0.0
+    for fold in range(n_folds):
+        held_out = da.where(folds == fold, frequency, 0.0)
+        tree = fit(model, data, method=method, weights=frequency - held_out,
+                   random_seed=int(seeds[fold + 1].generate_state(1)[0]), **fit_kwargs)
+        log_density = da.where(held_out > 0, score_samples(tree, data).data, 0.0)
+        parts = dask.compute(held_out.sum(), (held_out * log_density).sum(), (held_out * log_density**2).sum())
+        units, total, squares = units + parts[0], total + parts[1], squares + parts[2]
+    variance = max(squares - total * total / units, 0.0) / max(units - 1.0, 1e-300)
+    return float(total), float(np.sqrt(units * variance))
 
 
 def weighted_sum_and_se(values: np.ndarray, frequency: np.ndarray, ddof: int = 1) -> tuple[float, float]:
@@ -322,9 +363,12 @@ def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit
         tree = fit(model, rows, method=method, weights=weights, random_seed=fit_seed, **fit_kwargs)
         attrs = tree["em"].attrs
         row = {key: attrs[key] for key in ("log_likelihood", "n_parameters", "bic", "aic", "icl")}
-        if n_folds is not None:
+        if n_folds is not None and isinstance(data, Data):
             total, se, _ = cross_validated_log_likelihood(model, data, method=method, n_folds=n_folds,
                                                           random_seed=cv_seed, **fit_kwargs)
+        elif n_folds is not None:
+            total, se = cross_validated_chunked(model, data, weights, method=method, n_folds=n_folds,
+                                                random_seed=cv_seed, **fit_kwargs)
             row.update(cv_log_likelihood=total, cv_log_likelihood_se=se)
     row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
     row["degenerate"] = bool(attrs.get("degenerate", 0)) or bool(json.loads(attrs["collapsed_components"]))
@@ -374,8 +418,9 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     model : MixtureModel
         The declaration; its ``n_components`` is replaced by each K (family, covariance and prior kept).
     data : array-like or DataFrame
-        As for :func:`mixflow.fit`; Dask data too (EM or MAP with ``n_folds=None``: each K's fit makes its
-        passes over the blocks on the active client or Dask's threads, one K after the other).
+        As for :func:`mixflow.fit`; Dask data too (EM or MAP: each K's fit, and each fold's, makes its
+        passes over the blocks on the active client or Dask's threads, one after the other; the folds are
+        drawn row by row, see :func:`cross_validated_chunked`).
     ks : iterable of int, default range(1, 7)
     methods : sequence of {"em", "map", "mcmc"}, default ("em", "mcmc")
         ``"em"``/``"map"``: EM by maximum likelihood or MAP (criteria and cross-validation);
@@ -427,9 +472,6 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         if "mcmc" in methods:
             raise ValueError(f"methods: expected 'em' or 'map' with Dask data (NUTS needs the rows in memory), got "
                              f"{list(methods)}")
-        if n_folds is not None:
-            raise ValueError(f"n_folds: expected None with Dask data (the cross-validation refits folds held in "
-                             f"memory; BIC, AIC and ICL are computed on all the rows), got {n_folds!r}")
     validated = None if chunked else validate_data(data, weights=weights)
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
     seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}

@@ -22,15 +22,16 @@ from mixflow.engines.accelerate import (
 )
 from mixflow.engines.em_steps import (
     Pass,
-    add_statistics,
     chunk_rows,
     data_pass,
     e_step,
     objective,
     responsibility_entropy,
+    responsibility_statistics,
     use_threads,
     weights_step,
 )
+from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.engines.starts import (
     CANDIDATES_PER_RESTART,
     PORTFOLIO,
@@ -140,16 +141,6 @@ def _m_step(model, step: Pass, prepared, prior, active) -> tuple[dict, list[int]
     return {"weights": weights, **components}, collapsed
 
 
-def _statistics_from_responsibilities(model, resp: np.ndarray, prepared, rows: int) -> Pass:
-    counts, statistics = 0.0, None
-    for start in range(0, prepared.n_obs, rows):
-        chunk = prepared.rows(start, start + rows)
-        weighted = resp[start:start + rows] * chunk.weights[:, None]
-        statistics = add_statistics(statistics, model.statistics(weighted, chunk, model.chunk_features(chunk)))
-        counts = counts + weighted.sum(axis=0)
-    return Pass(np.nan, np.asarray(counts), statistics)
-
-
 def initial_responsibilities(model, prepared, how: str, rng: np.random.Generator) -> np.ndarray:
     """Starting responsibilities (n_obs, K) of one strategy of :mod:`mixflow.engines.starts`."""
     return start_responsibilities(how, model.init_points(prepared), prepared.weights, model.n_components, rng)
@@ -164,7 +155,7 @@ def initial_parameters(model, prepared, how, rng, prior, rows) -> dict:
 
 def _parameters_from(model, prepared, resp: np.ndarray, prior, rows) -> dict:
     """One M-step from responsibilities (n_obs, K)."""
-    step = _statistics_from_responsibilities(model, resp, prepared, rows)
+    step = responsibility_statistics(model, resp, prepared, rows)
     params, _ = _m_step(model, step, prepared, prior, np.arange(model.n_components))
     return params
 
@@ -340,6 +331,11 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     if options.init == PORTFOLIO:
         starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
         runs, continued, names = _short_then_continue(starts, short_run, options, degenerate, together, same_data)
+    elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
+        active = np.arange(model.n_components)
+        runs = together([(_m_step(model, step, prepared, prior_used, active)[0], options)
+                         for step in prepared.scalable_kmeans_passes(model, seeds, sample)])
+        continued = np.ones(len(runs), dtype=bool)
     else:
         starts = [(lambda name=name, seed=seed: options.init if isinstance(options.init, dict) else start(name, seed))
                   for name, seed in zip(names, seeds, strict=True)]

@@ -7,6 +7,9 @@ test and SQUAREM run on the client, unchanged (:func:`mixflow.engines.em.run_em`
 pass over the data. The starts, and the short runs of ``init="auto"``, run on a uniform subsample of the
 rows held in memory (:func:`mixflow.chunked.sample_rows`); the runs they lead to continue on all the rows
 (:func:`mixflow.engines.em.fit_prepared`, called by :func:`mixflow.fit`).
+
+``init="kmeans||"`` seeds from every row instead, by k-means|| (:meth:`ChunkedPrepared.scalable_kmeans_passes`),
+so that a cluster too small to show in the subsample can still get a component of its own.
 """
 
 import contextvars
@@ -15,10 +18,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixflow.chunked import ChunkedData, map_reduce
-from mixflow.engines.em_steps import Pass, add_statistics, chunk_rows, data_pass, e_step, responsibility_entropy
+from mixflow.chunked import ChunkedData, Moments, map_reduce
+from mixflow.engines.em_steps import (
+    Pass,
+    add_statistics,
+    chunk_rows,
+    data_pass,
+    e_step,
+    responsibility_entropy,
+    responsibility_statistics,
+)
+from mixflow.engines.kmeans import recluster, squared_distances
 
-__all__ = ["ChunkedPrepared", "chunked_predictions", "prepare_chunked"]
+__all__ = ["KMEANS_OVERSAMPLING", "KMEANS_ROUNDS", "ChunkedPrepared", "chunked_predictions", "prepare_chunked"]
+
+# k-means||'s rounds of drawing and candidates drawn per round per component (l = 2K), the choice Bahmani
+# et al. (2012) found as good as more rounds or more candidates
+KMEANS_ROUNDS = 5
+KMEANS_OVERSAMPLING = 2.0
 
 
 def _block(model, values, weights, start, constants):
@@ -58,6 +75,63 @@ def _add_pairs(a, b):
     return a[0] + b[0], a[1] + b[1]
 
 
+# -- k-means|| over the blocks: each function handles every start's centres, the block prepared once -----------
+
+
+def _block_points(values, weights, start, model, constants):
+    prepared = _block(model, values, weights, start, constants)
+    return prepared, model.init_points(prepared)
+
+
+def _nearest(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's nearest centre and squared distance to it."""
+    distances = squared_distances(points, centres)
+    labels = distances.argmin(axis=1)
+    return labels, distances[np.arange(points.shape[0]), labels]
+
+
+def _block_costs(values, weights, start, model, constants, centre_sets):
+    prepared, points = _block_points(values, weights, start, model, constants)
+    return np.array([prepared.weights @ _nearest(points, centres)[1] for centres in centre_sets])
+
+
+def _block_draws(values, weights, start, model, constants, centre_sets, costs, oversampling, keys, round_):
+    """Rows drawn independently with probability min(1, l w d^2 / cost), per start (Bahmani et al.'s step 4).
+
+    The uniform draws come from a seed of the start's ``keys`` entry, the round and the block's first row.
+    """
+    prepared, points = _block_points(values, weights, start, model, constants)
+    drawn = []
+    for centres, cost, key in zip(centre_sets, costs, keys, strict=True):
+        uniform = np.random.default_rng([*key, round_, start]).random(points.shape[0])
+        closeness = oversampling * prepared.weights * _nearest(points, centres)[1]
+        drawn.append(points[uniform * cost < closeness])
+    return drawn
+
+
+def _block_candidate_weights(values, weights, start, model, constants, centre_sets):
+    prepared, points = _block_points(values, weights, start, model, constants)
+    return [np.bincount(_nearest(points, centres)[0], weights=prepared.weights, minlength=centres.shape[0])
+            for centres in centre_sets]
+
+
+def _block_hard_passes(values, weights, start, model, constants, centre_sets, chunk_size):
+    """The statistics of each start's hard partition (every row to its nearest centre)."""
+    prepared, points = _block_points(values, weights, start, model, constants)
+    rows = chunk_rows(prepared.n_obs, model.chunk_width(values.shape[1]), chunk_size)
+    k = model.n_components
+    return [responsibility_statistics(model, np.eye(k)[_nearest(points, centres)[0]], prepared, rows)
+            for centres in centre_sets]
+
+
+def _concatenate_lists(first: list, second: list) -> list:
+    return [np.concatenate([a, b]) for a, b in zip(first, second, strict=True)]
+
+
+def _add_lists(first, second):
+    return [a + b for a, b in zip(first, second, strict=True)]
+
+
 @dataclass(frozen=True)
 class ChunkedPrepared:
     """Chunked data with the family's constants: what :class:`mixflow.families.base.Prepared` is to numpy data.
@@ -87,6 +161,42 @@ class ChunkedPrepared:
     def final_pass(self, model, params: dict) -> tuple[float, float]:
         """The weighted log-likelihood and responsibility entropy (ICL's penalty) at working ``params``."""
         return map_reduce(_block_criteria, self.data, _add_pairs, model, params, self.constants)
+
+    def scalable_kmeans_passes(self, model, seeds: list, sample) -> list[Pass]:
+        """The statistics of ``len(seeds)`` k-means|| starts: every row to its nearest k-means|| centre.
+
+        k-means|| (Bahmani, Moseley, Vattani, Kumar and Vassilvitskii 2012, "Scalable k-means++", VLDB 5,
+        622-633) on the family's seeding points (``model.init_points``) of every row: a first centre drawn
+        from ``sample`` (a uniform subsample, prepared) in proportion to the weights; then
+        :data:`KMEANS_ROUNDS` rounds, each drawing every row independently with probability
+        min(1, l w d^2 / cost) (d its distance to the centres so far, cost the weighted sum of d^2 over
+        the rows, l = :data:`KMEANS_OVERSAMPLING` x K, so about l rows a round); then each candidate
+        weighted by the rows nearest to it and reclustered into K centres (weighted k-means++ and
+        Lloyd, :func:`~mixflow.engines.kmeans.recluster`). The starts share every pass: 2 x rounds + 2
+        passes over the data in all, the last giving each start's statistics for the M-step. Each
+        block draws from a seed made of the start's ``seeds`` entry (a ``numpy.random.SeedSequence``),
+        the round and the block's first row: the same starts on any scheduler, for the same chunking.
+        """
+        k = model.n_components
+        oversampling = KMEANS_OVERSAMPLING * k
+        children = [seed.spawn(2) for seed in seeds]
+        rngs = [np.random.default_rng(own[0]) for own in children]
+        keys = [own[1].generate_state(2).tolist() for own in children]
+        sample_points = model.init_points(sample)
+        chance = sample.weights / sample.weights.sum()
+        centre_sets = [sample_points[[rng.choice(sample.n_obs, p=chance)]] for rng in rngs]
+        costs = map_reduce(_block_costs, self.data, np.add, model, self.constants, centre_sets)
+        for round_ in range(KMEANS_ROUNDS):
+            drawn = map_reduce(_block_draws, self.data, _concatenate_lists, model, self.constants, centre_sets,
+                               costs, oversampling, keys, round_)
+            centre_sets = [np.concatenate([centres, new]) for centres, new in zip(centre_sets, drawn, strict=True)]
+            if round_ + 1 < KMEANS_ROUNDS:
+                costs = map_reduce(_block_costs, self.data, np.add, model, self.constants, centre_sets)
+        weights = map_reduce(_block_candidate_weights, self.data, _add_lists, model, self.constants, centre_sets)
+        centre_sets = [recluster(candidates, mass, k, rng)
+                       for candidates, mass, rng in zip(centre_sets, weights, rngs, strict=True)]
+        return map_reduce(_block_hard_passes, self.data, _add_pass_lists, model, self.constants, centre_sets,
+                          self.chunk_size)
 
     def run_together(self, calls: list) -> list:
         """``[call(prepared) for call in calls]``, the calls (EM runs) sharing each pass over the data.
@@ -221,14 +331,15 @@ def _predict_block(values, model, params, constants, what: str, block_info=None)
     return log_density
 
 
-def chunked_predictions(model, params: dict, data: ChunkedData, what: str):
+def chunked_predictions(model, params: dict, data: ChunkedData, what: str, moments: Moments):
     """Lazy ``"responsibilities"`` (n, K), ``"labels"`` (n,) or ``"log_density"`` (n,) of chunked data.
 
     A Dask array computed block by block when asked for; each block is checked (finite values, the
     family's constraints) as it is computed, errors naming the chunk and rows. The working units come from
-    the estimate's own moments (``estimate_moments``), so no pass over the data is needed first.
+    ``moments`` (the estimate's, ``model.estimate_moments``, or the fitted rows'), so no pass over the data
+    is needed first; the predictions do not depend on them beyond rounding.
     """
-    constants = model.chunked_constants(model.estimate_moments(params), data.features)
+    constants = model.chunked_constants(moments, data.features)
     k = np.asarray(params["weights"]).size
     if what == "responsibilities":
         return data.values.map_blocks(_predict_block, model, params, constants, what, dtype=float,

@@ -17,7 +17,8 @@ from mixflow.families.base import Prepared, dirichlet_log_density
 from mixflow.parallel import available_cores, one_blas_thread
 
 __all__ = ["Pass", "add_statistics", "check_densities", "chunk_rows", "data_pass", "e_step", "log_normalise",
-           "objective", "responsibilities", "responsibility_entropy", "use_threads", "weights_step"]
+           "objective", "responsibilities", "responsibility_entropy", "responsibility_statistics", "use_threads",
+           "weights_step"]
 
 _CHUNK_FLOATS = 2**19  # about 4 MB per temporary: chunk features stay in cache for the products
 _PARTS = 2  # runs of chunks per pass; fixed, so the order of the sums does not depend on the machine
@@ -140,6 +141,20 @@ def _run_pass(model, constants: dict, log_weights: np.ndarray, prepared, rows: i
 def add_statistics(total: dict | None, more: dict) -> dict:
     """Sufficient statistics summed key by key; ``total`` None (nothing summed yet) gives ``more``."""
     return more if total is None else {key: value + more[key] for key, value in total.items()}
+
+
+def responsibility_statistics(model, resp: np.ndarray, prepared, rows: int) -> Pass:
+    """The counts and sufficient statistics of given responsibilities (n_obs, K), summed chunk by chunk.
+
+    The log-likelihood is NaN: no density is evaluated.
+    """
+    counts, statistics = 0.0, None
+    for start in range(0, prepared.n_obs, rows):
+        chunk = prepared.rows(start, start + rows)
+        weighted = resp[start:start + rows] * chunk.weights[:, None]
+        statistics = add_statistics(statistics, model.statistics(weighted, chunk, model.chunk_features(chunk)))
+        counts = counts + weighted.sum(axis=0)
+    return Pass(np.nan, np.asarray(counts), statistics)
 
 
 def _add(first: Pass, second: Pass) -> Pass:

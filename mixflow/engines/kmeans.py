@@ -3,6 +3,8 @@
 - :func:`kmeans_plusplus` and :func:`lloyd`: greedy k-means++ seeding and weighted Lloyd iterations (they
   also initialise EM);
 - :func:`kmeans`: the public k-means, with the distortion recorded per iteration;
+- :func:`recluster`: k centres from weighted candidates, the last step of k-means|| (:data:`SCALABLE_KMEANS`,
+  whose passes over chunked data are in :mod:`mixflow.engines.em_chunked`).
 """
 
 import secrets
@@ -11,13 +13,17 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "SCALABLE_KMEANS",
     "KMeansResult",
     "kmeans",
     "kmeans_plusplus",
     "lloyd",
     "lloyd_run",
+    "recluster",
     "squared_distances",
 ]
+
+SCALABLE_KMEANS = "kmeans||"  # the start strategy of k-means|| (Bahmani et al. 2012), for chunked data
 
 
 def squared_distances(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -111,6 +117,31 @@ def lloyd_run(points: np.ndarray, centers: np.ndarray, weights: np.ndarray | Non
             if mass > 0:
                 centers[k] = weights[members] @ points[members] / mass
     return labels, centers, distortion, converged
+
+
+def recluster(candidates: np.ndarray, weights: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_clusters`` centres from weighted candidate points: weighted k-means++ seeds, then Lloyd's iterations.
+
+    The last step of k-means|| (Bahmani et al. 2012, step 8), where ``weights[i]`` is the weight of the
+    rows nearer to candidate ``i`` than to any other.
+
+    Parameters
+    ----------
+    candidates : ndarray of shape (m, p)
+    weights : ndarray of shape (m,)
+        Non-negative, at least one positive.
+    n_clusters : int
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of shape (n_clusters, p)
+
+    """
+    kept = weights > 0
+    points, mass = candidates[kept], weights[kept]
+    _, centers, _ = lloyd(points, kmeans_plusplus(points, n_clusters, rng, mass), mass)
+    return centers
 
 
 # -- the public k-means ------------------------------------------------------------------------------------

@@ -253,9 +253,10 @@ class MixtureModel:
         raise NotImplementedError(f"model: the {self.family!r} family does not prepare chunked data")
 
     def estimate_moments(self, params: dict):
-        """:class:`mixflow.chunked.Moments` of the fitted mixture (data-unit ``params``).
+        """:class:`mixflow.chunked.Moments` of the fitted mixture (data-unit ``params``), or None.
 
-        They fix the working units of new chunked data without a pass over them.
+        They fix the working units of new chunked data without a pass over them. None when the estimate
+        does not describe every column (a regression's covariates): the fitted rows' moments are used then.
         """
         raise NotImplementedError(f"model: the {self.family!r} family does not prepare chunked data")
 

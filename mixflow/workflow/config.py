@@ -349,10 +349,16 @@ def _check_large(models, methods: dict, loc: _Locator) -> None:
             with loc.collecting():
                 raise loc.error(f"[[models]] #{i + 1}", f"expected a family that fits data read with Dask "
                                 f"({', '.join(chunked)}), got {spec.family!r}", "family", "models", i)
-    extra = sorted(set(methods) - {"em"})
+    extra = sorted(set(methods) - {"em", "bootstrap"})
     if extra:
-        raise loc.error(f"[methods.{extra[0]}]", f"expected only [methods.em] with data read with Dask (NUTS, ADVI "
-                        f"and the bootstrap need the rows in memory), got {extra}", "", f"methods.{extra[0]}")
+        raise loc.error(f"[methods.{extra[0]}]", f"expected only [methods.em] and [methods.bootstrap] with data "
+                        f"read with Dask (NUTS and ADVI need the rows in memory), got {extra}", "",
+                        f"methods.{extra[0]}")
+    kind = methods.get("bootstrap", {}).get("kind", "nonparametric")
+    if kind != "nonparametric":
+        raise loc.error("[methods.bootstrap] kind", f"expected 'nonparametric' with data read with Dask (a "
+                        f"parametric replicate would simulate every row in memory), got {kind!r}", "kind",
+                        "methods.bootstrap")
 
 
 def _check_special_column(frame: pd.DataFrame, key: str, column, table: dict, loc: _Locator) -> None:

@@ -39,7 +39,8 @@ def _choose_k(workflow: Workflow, spec, data, weights, progress):
     progress(f"{spec.label}: choice of K over {list(spec.ks)} by {', '.join(methods)}")
     em = {key: value for key, value in _em_options(workflow.methods).items() if key != "method"}
     with progress.during(f"{spec.label}, choice of K"):
-        # Dask data: BIC, AIC and ICL of all the rows, without the cross-validation's folds in memory
+        # Dask data: BIC, AIC and ICL of all the rows; no cross-validation, whose folds would cost n_folds
+        # more fits over all the blocks per K
         folds = {"n_folds": None} if workflow.large else {}
         table = select_k(spec.model(spec.ks[0]), data, ks=spec.ks, methods=methods, weights=weights,
                          random_seed=workflow.seed, fit_kwargs=em, **folds,
@@ -80,7 +81,8 @@ def _fit_all(workflow: Workflow, model, data, weights, progress):
 
         progress(f"  bootstrap: {workflow.methods['bootstrap'].get('n_replicates', 200)} replicates")
         with progress.during(f"K={k}, EM bootstrap"):
-            tree = bootstrap(tree, random_seed=workflow.seed, **workflow.methods["bootstrap"])
+            rows = {"data": data, "weights": weights} if workflow.large else {}  # Dask: Poisson(1) weights
+            tree = bootstrap(tree, random_seed=workflow.seed, **rows, **workflow.methods["bootstrap"])
     return tree
 
 

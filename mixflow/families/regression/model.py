@@ -390,9 +390,8 @@ class RegressionMixture(MixtureModel):
                         weights, constants)
 
     def estimate_moments(self, params: dict):
-        """Not given: a regression's predictions of Dask data are not built (its units need the covariates')."""
-        raise ValueError("new_data: expected numpy or pandas data for a regression mixture's predictions, got "
-                         "Dask data (fit takes them; predict a regression in memory, block by block)")
+        """None: the estimate does not describe the covariates, whose units the fitted rows' moments fix."""
+        return None
 
     def _pooled(self, prepared: Prepared) -> tuple[np.ndarray, float]:
         """Working coefficients and residual variance of one weighted regression through all the data."""
