@@ -22,6 +22,7 @@ from mixflow.container.layout import EM_BOOTSTRAP, EM_ESTIMATE, EM_RESPONSIBILIT
 from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
 from mixflow.data import Data
 from mixflow.engines.em_steps import responsibilities
+from mixflow.errors import InputError
 from mixflow.families.base import MixtureModel, model_from_json
 from mixflow.families.relabel import optimal_permutations
 from mixflow.parallel import default_jobs, parallel_map
@@ -112,13 +113,13 @@ def _replicate_chunk(job: _Job, seeds: list) -> list[dict]:
 def check_options(n_replicates, kind, random_seed, n_jobs) -> None:
     """Check the options of :func:`bootstrap` (also used by the workflow files before anything is fitted)."""
     if isinstance(n_replicates, bool) or not isinstance(n_replicates, int | np.integer) or n_replicates < 2:
-        raise ValueError(f"n_replicates: expected an integer >= 2, got {n_replicates!r}")
+        raise InputError(f"n_replicates: expected an integer >= 2, got {n_replicates!r}")
     if kind not in _KINDS:
-        raise ValueError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
+        raise InputError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
     if random_seed is not None:
         check_seed(random_seed)
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1):
-        raise ValueError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
+        raise InputError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
 
 
 def _check_same_data(data, fitted: Data) -> None:
@@ -126,7 +127,7 @@ def _check_same_data(data, fitted: Data) -> None:
 
     given = validate_data(data, name="data", features=fitted.features, warn_constant=False)
     if given.values.shape != fitted.values.shape or not np.array_equal(given.values, fitted.values):
-        raise ValueError(f"data: expected the data the tree was fitted on (shape {fitted.values.shape}), "
+        raise InputError(f"data: expected the data the tree was fitted on (shape {fitted.values.shape}), "
                          f"got different data of shape {given.values.shape}")
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from mixflow.chunked import ChunkedData, map_reduce
 from mixflow.engines.em_steps import Pass, add_statistics, chunk_rows, data_pass, e_step, responsibility_entropy
+from mixflow.errors import InputError
 
 __all__ = ["ChunkedPrepared", "chunked_predictions", "prepare_chunked"]
 
@@ -205,15 +206,15 @@ def _predict_block(values, model, params, constants, what: str, block_info=None)
     bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if bad.size:
         shown = (bad[:5] + start).tolist()
-        raise ValueError(f"new_data: expected finite values, got NaN or infinite values in {bad.size} row(s) of "
+        raise InputError(f"new_data: expected finite values, got NaN or infinite values in {bad.size} row(s) of "
                          f"chunk {chunk} (rows {start}-{start + values.shape[0] - 1}): {shown}"
                          f"{' ...' if bad.size > 5 else ''}")
     try:
         prepared = _block(model, values, None, start, constants)
         resp, log_density = e_step(model, params, prepared, values.shape[1], first_row=start)
-    except ValueError as error:
+    except InputError as error:
         message = str(error)
-        raise ValueError(f"new_data:{message[len('data:'):]}" if message.startswith("data:") else message) from None
+        raise InputError(f"new_data:{message[len('data:'):]}" if message.startswith("data:") else message) from None
     if what == "responsibilities":
         return resp
     if what == "labels":
