@@ -29,7 +29,7 @@ from mixflow.checks import check_count, check_flag, check_memory, check_problem,
 from mixflow.data import Data
 from mixflow.engines.modes import chain_modes, combined_draws, describe_modes, mode_summaries
 from mixflow.engines.over_draws import draw_groups
-from mixflow.errors import SamplerInterrupted
+from mixflow.errors import InputError, SamplerInterrupted
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.warnings import SamplingWarning
@@ -55,7 +55,7 @@ _NUTPIE_NUMBA_OPT = 0
 def resolve_sampler(sampler: str) -> str:
     """``"auto"`` -> ``"nutpie"`` when nutpie is importable, else ``"pymc"``; check a forced choice."""
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
+        raise InputError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
     installed = importlib.util.find_spec("nutpie") is not None
     if sampler == "auto":
         return "nutpie" if installed else "pymc"
@@ -90,26 +90,26 @@ def check_options(options: dict) -> None:
     options["random_seed"] = check_seed(options["random_seed"])
     target = options["target_accept"]
     if not (isinstance(target, int | float) and 0 < target < 1):
-        raise ValueError(f"target_accept: expected a number in (0, 1), got {target!r}")
+        raise InputError(f"target_accept: expected a number in (0, 1), got {target!r}")
     if options["adaptation"] not in ADAPTATIONS:
-        raise ValueError(f"adaptation: expected one of {list(ADAPTATIONS)}, got {options['adaptation']!r}")
+        raise InputError(f"adaptation: expected one of {list(ADAPTATIONS)}, got {options['adaptation']!r}")
     jitter = options["jitter"]
     if not (isinstance(jitter, int | float) and np.isfinite(jitter) and jitter >= 0):
-        raise ValueError(f"jitter: expected a non-negative number, got {jitter!r}")
+        raise InputError(f"jitter: expected a non-negative number, got {jitter!r}")
     for name in ("progressbar", "posterior_predictive"):
         check_flag(name, options[name])
     starts = options.setdefault("starts", "reference")
     several = False
     if isinstance(starts, str):
         if starts not in STARTS:
-            raise ValueError(f"starts: expected one of {list(STARTS)} or a list of parameter dicts, got {starts!r}")
+            raise InputError(f"starts: expected one of {list(STARTS)} or a list of parameter dicts, got {starts!r}")
     elif isinstance(starts, list | tuple) and starts and all(isinstance(point, dict) for point in starts):
         several = len(starts) > 1
     else:
-        raise ValueError(f"starts: expected one of {list(STARTS)} or a non-empty list of parameter dicts, got "
+        raise InputError(f"starts: expected one of {list(STARTS)} or a non-empty list of parameter dicts, got "
                          f"{starts!r}")
     if several and options["sampler"] == "nutpie":
-        raise ValueError("starts: several starting points need sampler='pymc' (or 'auto'), got sampler='nutpie'; "
+        raise InputError("starts: several starting points need sampler='pymc' (or 'auto'), got sampler='nutpie'; "
                          "nutpie draws each chain's start from a seed that does not say which chain it is")
     options["sampler"] = "pymc" if several and options["sampler"] == "auto" else resolve_sampler(options["sampler"])
 
@@ -185,7 +185,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
                "starts": starts}
     reference = _check_arguments(model, data, reference, options)
     if options["starts"] == "em-optima":
-        raise ValueError("starts: 'em-optima' is resolved by mixflow.fit from EM's restarts; fit_mcmc takes "
+        raise InputError("starts: 'em-optima' is resolved by mixflow.fit from EM's restarts; fit_mcmc takes "
                          "'reference' or the list of points")
     points = ([reference] if isinstance(options["starts"], str)
               else [model.check_parameters(point, data.n_features, name=f"starts[{i}]")
