@@ -24,6 +24,7 @@ def test_pymc_sampler_asks_for_one_blas_thread_per_chain_process(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(mcmc.pm, "sample", sample)
+    monkeypatch.setattr(mcmc, "_compile_before_the_chains_start", lambda model, point: None)
     options = {"chains": 3, "cores": 2, "draws": 5, "tune": 5, "progressbar": False, "target_accept": 0.8}
     with pytest.raises(KeyboardInterrupt):
         mcmc._sample_pymc(None, [{"x": np.zeros(2)}], 0.0, np.random.SeedSequence(0), 1, options)
@@ -74,6 +75,44 @@ def test_chain_processes_run_with_one_blas_thread(tmp_path, monkeypatch, start_m
     assert len(chain_processes) == 2
     assert {threads for pid, threads in records if pid in chain_processes} == {"1"}
 
+
+
+@pytest.mark.slow
+def test_pymc_chain_processes_compile_nothing_themselves(tmp_path, monkeypatch):
+    """The graph NUTS evaluates is compiled here before PyMC forks the chains, so they all run one code.
+
+    Chain processes that each compiled it ran different code when one had cached a kernel that another then
+    loaded instead of compiling it with the graph: one chain of a same-seed rerun differed (issue 15).
+    """
+    import pymc as pm
+    from numba.core import event
+    from pytensor.link.numba import cache
+
+    (tmp_path / "numba").mkdir()
+    monkeypatch.setattr(cache, "NUMBA_CACHE_PATH", tmp_path / "numba")  # an empty cache: all is compiled
+    log = tmp_path / "compiled-by.txt"
+
+    class Compiled(event.Listener):
+        def on_start(self, started):
+            with open(log, "a") as file:
+                file.write(f"{os.getpid()}\n")
+
+        def on_end(self, ended):
+            pass
+
+    with pm.Model() as model:
+        x = pm.Normal("x", shape=2)
+        pm.Normal("y", mu=x.sum(), observed=np.array([0.5, 1.5]))
+    options = {"chains": 2, "cores": 2, "draws": 3, "tune": 3, "progressbar": False, "target_accept": 0.8}
+    listener = Compiled()
+    event.register("numba:compile", listener)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mcmc._sample_pymc(model, [{"x": np.zeros(2)}], 0.0, np.random.SeedSequence(0), 1, options)
+    finally:
+        event.unregister("numba:compile", listener)
+    assert set(log.read_text().split()) == {str(os.getpid())}  # this process compiled; no chain process did
 
 # What README's "Rerun bit for bit" leaves out: times, which differ on every run.
 TIMES_ATTRS = {"created_at", "wall_time", "sampling_time"}

@@ -312,6 +312,8 @@ def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options)
         # forking the chains is deliberate (above); Python's note that threads exist in this process is noise
         warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
                                 category=DeprecationWarning)
+        if cores > 1 and options["chains"] > 1:
+            _compile_before_the_chains_start(pymc_model, initvals[0])
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
@@ -319,6 +321,20 @@ def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options)
                          compute_convergence_checks=False, target_accept=options["target_accept"], model=pymc_model)
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
     return idata
+
+
+def _compile_before_the_chains_start(pymc_model, point: dict) -> None:
+    """Compile the log-density and gradient that NUTS evaluates here, once, before PyMC starts the chains.
+
+    PyTensor compiles a graph with numba and caches it on disk, and the machine code it makes depends on
+    which of the graph's kernels the cache already held (the same graph gave draws that differ from the
+    9th digit on, whether its kernels were cached or compiled with it). Chain processes that each compiled
+    the graph could therefore run different code when the cache changed meanwhile (another chain or
+    process writing kernels), and a same-seed rerun would then differ in some chains. Compiled here, the
+    graph is cached before the chains start, and every chain process loads that one compiled code.
+    """
+    function = pymc_model.logp_dlogp_function(ravel_inputs=True)  # the graph NUTS compiles (pm.NUTS's call)
+    function(np.concatenate([np.ravel(point[var.name]) for var in pymc_model.continuous_value_vars]))
 
 
 SamplingInterrupted = SamplerInterrupted  # the sampler was stopped (Ctrl-C) and its partial draws dropped
