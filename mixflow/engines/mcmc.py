@@ -312,29 +312,37 @@ def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options)
         # forking the chains is deliberate (above); Python's note that threads exist in this process is noise
         warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
                                 category=DeprecationWarning)
+        step = {"init": "adapt_diag", "target_accept": options["target_accept"]}
         if cores > 1 and options["chains"] > 1:
-            _compile_before_the_chains_start(pymc_model, initvals[0])
+            initvals, step = _nuts_compiled_here(pymc_model, initvals, seed, options)
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
-                         random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
+                         random_seed=seed, initvals=initvals, nuts_sampler="pymc", **step,
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
-                          mp_ctx=_CHAIN_START,
-                         compute_convergence_checks=False, target_accept=options["target_accept"], model=pymc_model)
+                          mp_ctx=_CHAIN_START, compute_convergence_checks=False, model=pymc_model)
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
     return idata
 
 
-def _compile_before_the_chains_start(pymc_model, point: dict) -> None:
-    """Compile the log-density and gradient that NUTS evaluates here, once, before PyMC starts the chains.
+def _nuts_compiled_here(pymc_model, initvals: list, seed: int, options: dict) -> tuple[list, dict]:
+    """``pm.sample``'s own NUTS set-up, with the log-density and gradient compiled here before the chains start.
 
-    PyTensor compiles a graph with numba and caches it on disk, and the machine code it makes depends on
-    which of the graph's kernels the cache already held (the same graph gave draws that differ from the
-    9th digit on, whether its kernels were cached or compiled with it). Chain processes that each compiled
-    the graph could therefore run different code when the cache changed meanwhile (another chain or
-    process writing kernels), and a same-seed rerun would then differ in some chains. Compiled here, the
-    graph is cached before the chains start, and every chain process loads that one compiled code.
+    PyTensor compiles the graph with numba, caching kernels on disk, and the code that runs can depend on
+    what the cache held and what the process had compiled before: the same graph gave draws that differ
+    from the 9th digit on. PyMC's forked chain processes each compiled the graph on their first step, so
+    two same-seed fits could run different code (with an empty cache the second fit's chains loaded what
+    the first fit's had written) and differ. Compiled here, every chain process forked from this one runs
+    the same compiled code. The seeds are ``pm.sample``'s (one generator per chain spawned from ``seed``),
+    so the draws are those ``pm.sample`` makes with chains in this process (``cores=1``).
+
+    Returns the chains' starting points and ``{"step": NUTS}`` for ``pm.sample``.
     """
-    function = pymc_model.logp_dlogp_function(ravel_inputs=True)  # the graph NUTS compiles (pm.NUTS's call)
-    function(np.concatenate([np.ravel(point[var.name]) for var in pymc_model.continuous_value_vars]))
+    seeds = [int(rng.integers(2**30)) for rng in np.random.default_rng(seed).spawn(options["chains"])]
+    starts, step = pm.init_nuts(init="adapt_diag", chains=options["chains"], model=pymc_model, random_seed=seeds,
+                                progressbar=False, quiet=True, tune=options["tune"], initvals=initvals,
+                                target_accept=options["target_accept"])
+    point = np.concatenate([np.ravel(starts[0][var.name]) for var in pymc_model.continuous_value_vars])
+    step._logp_dlogp_func(point)  # the step's own function (PyMC compiles on the first call, in the chains)
+    return starts, {"step": step}
 
 
 SamplingInterrupted = SamplerInterrupted  # the sampler was stopped (Ctrl-C) and its partial draws dropped
