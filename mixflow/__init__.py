@@ -6,6 +6,7 @@ from mixflow.analysis.select import select_k
 from mixflow.container.io import load, save
 from mixflow.datasets import list_datasets, load_dataset
 from mixflow.engines.kmeans import KMeansResult, kmeans
+from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import model_from_json
 from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
 from mixflow.families.grouped.model import GroupedGaussianMixture
@@ -37,6 +38,8 @@ __all__ = [
     "GaussianMixture",
     "GaussianPrior",
     "GroupedGaussianMixture",
+    "InputError",
+    "InputTypeError",
     "KMeansResult",
     "MixflowInternalWarning",
     "MixflowWarning",

@@ -9,6 +9,7 @@ import secrets
 import numpy as np
 
 from mixflow.data import Data
+from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import require_pymc_form
 from mixflow.families.pymc_parts import check_minibatch_size
 
@@ -19,7 +20,7 @@ __all__ = ["check_count", "check_flag", "check_memory", "check_minibatch", "chec
 def check_count(name: str, value, minimum: int) -> int:
     """An integer (not a bool) at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -28,14 +29,14 @@ def check_positive(name: str, value, upper: float = np.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
             or not (np.isfinite(value) and 0 < value < upper):
         bound = f" below {upper}" if np.isfinite(upper) else ""
-        raise ValueError(f"{name}: expected a positive number{bound}, got {value!r}")
+        raise InputError(f"{name}: expected a positive number{bound}, got {value!r}")
     return float(value)
 
 
 def check_flag(name: str, value) -> bool:
     """True or False."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected True or False, got {value!r}")
+        raise InputTypeError(f"{name}: expected True or False, got {value!r}")
     return value
 
 
@@ -43,9 +44,10 @@ def check_problem(model, data, reference) -> dict:
     """The model (with a PyMC form), the validated data and the reference estimate; returns checked copies."""
     require_pymc_form(model)
     if not isinstance(data, Data):
-        raise TypeError(f"data: expected validated mixflow.data.Data, got {type(data).__name__}")
+        raise InputTypeError(f"data: expected validated mixflow.data.Data, got {type(data).__name__}")
     if not isinstance(reference, dict):
-        raise TypeError(f"reference: expected a dict of parameters (the EM estimate), got {type(reference).__name__}")
+        raise InputTypeError(f"reference: expected a dict of parameters (the EM estimate), "
+                             f"got {type(reference).__name__}")
     return model.check_parameters(reference, data.n_features, name="reference")
 
 
@@ -53,7 +55,7 @@ def check_minibatch(size, data: Data) -> int | None:
     """None, or rows per minibatch in [1, n_obs] for unweighted data."""
     check_minibatch_size(size, data.n_obs)
     if size is not None and data.weights is not None:
-        raise ValueError("minibatch_size: expected None with frequency weights (minibatches draw rows uniformly, "
+        raise InputError("minibatch_size: expected None with frequency weights (minibatches draw rows uniformly, "
                          f"so weighted rows would be scaled wrongly), got {size!r}")
     return None if size is None else int(size)
 
@@ -80,7 +82,7 @@ def check_memory(chains: int, draws: int, values_per_draw: int, what: str) -> No
     available = available_memory()
     if needed > available:
         at_most = max(1, available // (chains * values_per_draw * 8 * _WORKING_COPIES))
-        raise ValueError(f"draws: {chains} chain(s) x {draws} draws of {what} ({values_per_draw} values each) "
+        raise InputError(f"draws: {chains} chain(s) x {draws} draws of {what} ({values_per_draw} values each) "
                          f"would need about {needed / 1e9:.3g} GB of memory, more than the {available / 1e9:.3g} GB "
                          f"available; ask for at most about {at_most} draws per chain")
 
@@ -90,6 +92,6 @@ def check_seed(value) -> int:
     if value is None:
         return secrets.randbits(63)
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**63:
-        raise ValueError(f"random_seed: expected None or a non-negative integer below 2**63 (stored as int64), "
+        raise InputError(f"random_seed: expected None or a non-negative integer below 2**63 (stored as int64), "
                          f"got {value!r}")
     return int(value)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixflow.errors import InputError, InputTypeError
 from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning
 
@@ -158,17 +159,18 @@ def _check_dtype(dtype, column: str, name: str) -> None:
     from pandas.api import types
 
     if types.is_complex_dtype(dtype):
-        raise TypeError(f"{name}: expected real numbers, got complex column(s) [{column!r}] (pass the real and "
+        raise InputTypeError(f"{name}: expected real numbers, got complex column(s) [{column!r}] (pass the real and "
                         "imaginary parts as two columns if both matter)")
     if not types.is_numeric_dtype(dtype) or types.is_bool_dtype(dtype):
-        raise TypeError(f"{name}: expected numeric columns, got non-numeric column(s) [{column!r}] of dtype {dtype}")
+        raise InputTypeError(f"{name}: expected numeric columns, got non-numeric column(s) [{column!r}] "
+                             f"of dtype {dtype}")
 
 
 def _from_array(array, name: str, columns=None):
     if array.ndim == 1:
         array = array[:, None]
     if array.ndim != 2:
-        raise ValueError(f"{name}: expected a 1-D or 2-D array, got a Dask array of shape {array.shape}")
+        raise InputError(f"{name}: expected a 1-D or 2-D array, got a Dask array of shape {array.shape}")
     columns = [f"x{j}" for j in range(array.shape[1])] if columns is None else [str(c) for c in columns]
     _check_dtype(array.dtype, ", ".join(columns), name)
     return array, columns
@@ -181,7 +183,7 @@ def _from_frame(frame, name: str, da):
         _check_dtype(dtype, str(column), name)
     repeated = frame.columns[frame.columns.duplicated()]
     if len(repeated):
-        raise ValueError(f"{name}: expected distinct column names, got {sorted({str(c) for c in repeated})} "
+        raise InputError(f"{name}: expected distinct column names, got {sorted({str(c) for c in repeated})} "
                          "more than once")
     # the lengths are counted on the optimised frame, whose partitions can differ from the frame as written
     frame = frame.optimize()
@@ -211,7 +213,7 @@ def _from_xarray(value, name: str, da):
         names = list(value.data_vars)
         for v in names:
             if value[v].ndim != 1:
-                raise ValueError(f"{name}: expected a Dataset of 1-D variables (one per feature), got {v!r} with "
+                raise InputError(f"{name}: expected a Dataset of 1-D variables (one per feature), got {v!r} with "
                                  f"dims {value[v].dims}")
             _check_dtype(value[v].dtype, str(v), name)
         arrays = [da.asarray(value[v].data) for v in names]
@@ -223,19 +225,19 @@ def _from_xarray(value, name: str, da):
         value = value.transpose(..., feature_dim)
         columns = value[feature_dim].values if feature_dim in value.coords else None
         return _from_array(da.asarray(value.data), name, columns)
-    raise ValueError(f"{name}: expected a 1-D or 2-D DataArray, got {value.ndim} dimensions {value.dims}")
+    raise InputError(f"{name}: expected a 1-D or 2-D DataArray, got {value.ndim} dimensions {value.dims}")
 
 
 def _match_features(array, columns: list, features, name: str):
     expected = [str(f) for f in features]
     if all(c == f"x{j}" for j, c in enumerate(columns)):  # unnamed columns: matched by position
         if len(columns) != len(expected):
-            raise ValueError(f"{name}: expected {len(expected)} column(s), the features {expected}, got "
+            raise InputError(f"{name}: expected {len(expected)} column(s), the features {expected}, got "
                              f"{len(columns)} unnamed column(s)")
         return array, expected
     missing = [f for f in expected if f not in columns]
     if missing:
-        raise ValueError(f"{name}: expected features {expected}, got {columns} (missing {missing})")
+        raise InputError(f"{name}: expected features {expected}, got {columns} (missing {missing})")
     order = [columns.index(f) for f in expected]
     return (array if order == list(range(len(columns))) else array[:, order]), expected
 
@@ -244,7 +246,7 @@ def _rows_chunks(chunks, name: str):
     if chunks is None:
         return None
     if isinstance(chunks, bool) or not isinstance(chunks, int | np.integer) or chunks < 1:
-        raise ValueError(f"chunks: expected None or rows per chunk, an integer >= 1, got {chunks!r}")
+        raise InputError(f"chunks: expected None or rows per chunk, an integer >= 1, got {chunks!r}")
     return int(chunks)
 
 
@@ -264,12 +266,12 @@ def as_chunked(data, *, weights=None, name: str = "data", features=None, chunks=
     elif isinstance(data, da.Array):
         array, columns = _from_array(data, name)
     else:
-        raise TypeError(f"{name}: expected a Dask array, Dask DataFrame or Dask-backed xarray object, got "
+        raise InputTypeError(f"{name}: expected a Dask array, Dask DataFrame or Dask-backed xarray object, got "
                         f"{_describe(data)}")
     if any(np.isnan(c) for c in array.chunks[0]):
         array = array.compute_chunk_sizes()
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name}: expected at least one row and one column, got shape {array.shape}")
+        raise InputError(f"{name}: expected at least one row and one column, got shape {array.shape}")
     if features is not None:
         array, columns = _match_features(array, columns, features, name)
     rows = _rows_chunks(chunks, name)
@@ -288,9 +290,9 @@ def _as_weights(weights, array, da, name: str):
     if not isinstance(weights, da.Array):
         weights = np.asarray(weights)
     if weights.dtype.kind not in "iuf" or weights.dtype == bool:
-        raise TypeError(f"{name}: expected real numbers, got {_describe(weights)} of dtype {weights.dtype}")
+        raise InputTypeError(f"{name}: expected real numbers, got {_describe(weights)} of dtype {weights.dtype}")
     if weights.shape != (array.shape[0],):
-        raise ValueError(f"{name}: expected shape ({array.shape[0]},) to match the data, got {weights.shape}")
+        raise InputError(f"{name}: expected shape ({array.shape[0]},) to match the data, got {weights.shape}")
     return da.asarray(weights).astype(np.float64).rechunk((array.chunks[0],))
 
 
@@ -421,7 +423,7 @@ def _memory_budget(client) -> float:
 
 def _check_persist(persist) -> None:
     if not (isinstance(persist, bool) or persist == "auto"):
-        raise ValueError(f"persist: expected 'auto', True or False, got {persist!r}")
+        raise InputError(f"persist: expected 'auto', True or False, got {persist!r}")
 
 
 def validate_chunked(data, *, weights=None, name: str = "data", features=None, warn_constant: bool = True,
@@ -452,15 +454,15 @@ def validate_chunked(data, *, weights=None, name: str = "data", features=None, w
     starts = chunked.row_starts
     summary = map_reduce(_summarise_block, chunked, _add_summaries, starts)
     if summary["nonfinite"] is not None:
-        raise ValueError(f"{name}: expected finite values, got NaN or infinite values in "
+        raise InputError(f"{name}: expected finite values, got NaN or infinite values in "
                          f"{_where(summary['nonfinite'])}")
     if summary["bad_weights"] is not None:
-        raise ValueError(f"weights: expected finite values, got NaN or infinite in {_where(summary['bad_weights'])}")
+        raise InputError(f"weights: expected finite values, got NaN or infinite in {_where(summary['bad_weights'])}")
     if summary["negative_weights"] is not None:
-        raise ValueError(f"weights: expected non-negative values, got negative values in "
+        raise InputError(f"weights: expected non-negative values, got negative values in "
                          f"{_where(summary['negative_weights'])}")
     if summary["n_positive"] == 0:
-        raise ValueError("weights: expected at least one positive weight, got all zeros")
+        raise InputError("weights: expected at least one positive weight, got all zeros")
     largest = summary["largest"]
     magnitude = np.where(largest > 0, largest, 1.0)
     total, mean, cross = map_reduce(_moments_block, chunked, _add_moments, magnitude)
@@ -470,7 +472,7 @@ def validate_chunked(data, *, weights=None, name: str = "data", features=None, w
     overflowing = [str(chunked.features[j]) for j in np.flatnonzero(~np.isfinite(squares) | ~np.isfinite(sums))]
     if overflowing:
         top = float(largest.max())
-        raise ValueError(f"{name}: expected values whose squares fit in float64, got feature(s) {overflowing} "
+        raise InputError(f"{name}: expected values whose squares fit in float64, got feature(s) {overflowing} "
                          f"with values up to {top:.3g}, which overflow; rescale them (e.g. divide by "
                          f"{10 ** np.floor(np.log10(top)):.0e})")
     constant = [str(chunked.features[j]) for j in np.flatnonzero(summary["minimum"] == summary["maximum"])]

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mixflow.errors import InputError
+
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "main"]
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
@@ -60,12 +62,12 @@ def _load_results(path: str):
         raise FileNotFoundError(f"results: expected an existing mixflow results file (.nc), got {path!r}")
     try:
         tree = load(path)
-    except (ValueError, TypeError) as error:  # its message names the file
-        raise ValueError(f"results: {str(error).removeprefix('path: ')}") from None
+    except InputError as error:  # its message names the file
+        raise InputError(f"results: {str(error).removeprefix('path: ')}") from None
     try:
         check_tree(tree, "results")
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{error} (file {path!r})") from None
+    except InputError as error:
+        raise InputError(f"{error} (file {path!r})") from None
     return tree
 
 
@@ -78,10 +80,10 @@ def _read_selection(path: str) -> pd.DataFrame:
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ValueError(f"--selection: expected a CSV file, got {path!r} ({error})") from None
+        raise InputError(f"--selection: expected a CSV file, got {path!r} ({error})") from None
     criteria = [c for c in LOWER_IS_BETTER + HIGHER_IS_BETTER if c in table]
     if "k" not in table or not criteria or not pd.api.types.is_integer_dtype(table["k"]):
-        raise ValueError(f"--selection: expected a choice-of-K table (columns 'k' and some of bic, aic, icl, "
+        raise InputError(f"--selection: expected a choice-of-K table (columns 'k' and some of bic, aic, icl, "
                          f"cv_log_likelihood, elpd_loo, as mixflow run writes), got columns {list(table.columns)}")
     table = table.set_index("k")
     table.attrs["preferred"] = preferred_k(table)
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
         return _fail(args.command, [_interrupted(interrupt)], EXIT_INTERRUPTED, debug)
     except OSError as error:
         return _fail(args.command, [_os_error(error)], EXIT_BAD_INPUT, debug)
-    except (ValueError, TypeError) as error:  # a WorkflowError (a ValueError) holds one line per error found
+    except InputError as error:  # a WorkflowError (an InputError) holds one line per error found
         return _fail(args.command, str(error).splitlines() or [type(error).__name__], EXIT_BAD_INPUT, debug)
     except Exception as error:  # the one place where a bug becomes a status and a hint
         hint = "" if debug else "; rerun with --debug for the traceback, and report it"

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from mixflow.errors import InputError, InputTypeError
 from mixflow.warnings import ConstantFeatureWarning
 
-__all__ = ["Data", "validate_data", "validate_weights"]
+__all__ = ["Data", "check_units", "validate_data", "validate_weights"]
 
 _MAX_ROWS_NAMED = 5
 
@@ -104,16 +105,16 @@ def _to_frame(data, name: str) -> tuple[pd.DataFrame, np.ndarray | None]:
             data = data.transpose(..., feature_dim)
             columns = data[feature_dim].values if feature_dim in data.coords else range(data.shape[1])
             return pd.DataFrame(data.values, columns=[str(c) for c in columns]), None
-        raise ValueError(f"{name}: expected a 1-D or 2-D DataArray, got {data.ndim} dimensions {data.dims}")
+        raise InputError(f"{name}: expected a 1-D or 2-D DataArray, got {data.ndim} dimensions {data.dims}")
     if isinstance(data, list | tuple):
         data = np.asarray(data)
     if isinstance(data, np.ndarray):
         if data.ndim == 1:
             data = data[:, None]
         if data.ndim != 2:
-            raise ValueError(f"{name}: expected a 1-D or 2-D array, got an array of shape {data.shape}")
+            raise InputError(f"{name}: expected a 1-D or 2-D array, got an array of shape {data.shape}")
         return pd.DataFrame(data, columns=[f"x{j}" for j in range(data.shape[1])]), None
-    raise TypeError(
+    raise InputTypeError(
         f"{name}: expected a numpy array, pandas DataFrame/Series or xarray DataArray/Dataset, "
         f"got {_describe(data)}"
     )
@@ -122,17 +123,17 @@ def _to_frame(data, name: str) -> tuple[pd.DataFrame, np.ndarray | None]:
 def _numeric_values(frame: pd.DataFrame, name: str) -> np.ndarray:
     repeated = frame.columns[frame.columns.duplicated()]
     if len(repeated):
-        raise ValueError(f"{name}: expected distinct column names, got {sorted({str(c) for c in repeated})} "
+        raise InputError(f"{name}: expected distinct column names, got {sorted({str(c) for c in repeated})} "
                          "more than once")
     complex_columns = [str(c) for c in frame.columns if pd.api.types.is_complex_dtype(frame[c])]
     if complex_columns:
-        raise TypeError(f"{name}: expected real numbers, got complex column(s) {complex_columns} (pass the real "
+        raise InputTypeError(f"{name}: expected real numbers, got complex column(s) {complex_columns} (pass the real "
                         "and imaginary parts as two columns if both matter)")
     bad = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if not bad and frame.shape[1]:
         bad = [str(c) for c in frame.columns if pd.api.types.is_bool_dtype(frame[c])]
     if bad:
-        raise TypeError(f"{name}: expected numeric columns, got non-numeric column(s) {bad}")
+        raise InputTypeError(f"{name}: expected numeric columns, got non-numeric column(s) {bad}")
     return frame.to_numpy(dtype=np.float64, copy=True)
 
 
@@ -141,7 +142,7 @@ def _check_finite(values: np.ndarray, row_labels, name: str) -> None:
     if bad_rows.size:
         shown = np.asarray(row_labels)[bad_rows[:_MAX_ROWS_NAMED]].tolist()
         more = f" and {bad_rows.size - _MAX_ROWS_NAMED} more" if bad_rows.size > _MAX_ROWS_NAMED else ""
-        raise ValueError(
+        raise InputError(
             f"{name}: expected finite values, got NaN or infinite values in {bad_rows.size} row(s): "
             f"{shown}{more}"
         )
@@ -155,7 +156,7 @@ def _check_scale(values: np.ndarray, names: list[str], name: str) -> None:
     overflowing = [names[j] for j in np.flatnonzero(~np.isfinite(squares) | ~np.isfinite(values.mean(axis=0)))]
     if overflowing:
         largest = float(np.max(np.abs(values)))
-        raise ValueError(f"{name}: expected values whose squares fit in float64, got feature(s) {overflowing} "
+        raise InputError(f"{name}: expected values whose squares fit in float64, got feature(s) {overflowing} "
                          f"with values up to {largest:.3g}, which overflow; rescale them (e.g. divide by "
                          f"{10 ** np.floor(np.log10(largest)):.0e})")
 
@@ -185,18 +186,18 @@ def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray |
     except (TypeError, ValueError):  # ragged sequences
         dtype = np.dtype(object)
     if dtype.kind not in "iuf":  # strings such as "2" would convert silently; booleans, complex, objects are refused
-        raise TypeError(f"{name}: expected real numbers, got {_describe(weights)} of dtype {dtype}")
+        raise InputTypeError(f"{name}: expected real numbers, got {_describe(weights)} of dtype {dtype}")
     array = np.array(weights, dtype=np.float64, copy=True)
     if array.shape != (n_obs,):
-        raise ValueError(f"{name}: expected shape ({n_obs},) to match the data, got {array.shape}")
+        raise InputError(f"{name}: expected shape ({n_obs},) to match the data, got {array.shape}")
     if not np.isfinite(array).all():
-        raise ValueError(f"{name}: expected finite values, got NaN or infinite at rows "
+        raise InputError(f"{name}: expected finite values, got NaN or infinite at rows "
                          f"{np.flatnonzero(~np.isfinite(array))[:_MAX_ROWS_NAMED].tolist()}")
     if (array < 0).any():
-        raise ValueError(f"{name}: expected non-negative values, got negative values at rows "
+        raise InputError(f"{name}: expected non-negative values, got negative values at rows "
                          f"{np.flatnonzero(array < 0)[:_MAX_ROWS_NAMED].tolist()}")
     if not array.any():
-        raise ValueError(f"{name}: expected at least one positive weight, got all zeros")
+        raise InputError(f"{name}: expected at least one positive weight, got all zeros")
     return array
 
 
@@ -224,7 +225,7 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
     """
     frame, obs = _to_frame(data, name)
     if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise ValueError(f"{name}: expected at least one row and one column, got shape {frame.shape}")
+        raise InputError(f"{name}: expected at least one row and one column, got shape {frame.shape}")
     if features is not None:
         frame = _match_features(frame, features, name)
     values = _numeric_values(frame, name)
@@ -255,10 +256,43 @@ def _match_features(frame: pd.DataFrame, features, name: str) -> pd.DataFrame:
     columns = list(frame.columns)
     if all(c == f"x{j}" for j, c in enumerate(columns)):  # unnamed columns (an array): matched by position
         if len(columns) != len(expected):
-            raise ValueError(f"{name}: expected {len(expected)} column(s), the features {expected}, got "
+            raise InputError(f"{name}: expected {len(expected)} column(s), the features {expected}, got "
                              f"{len(columns)} unnamed column(s)")
         return frame.set_axis(expected, axis=1)
     missing = [f for f in expected if f not in columns]
     if missing:
-        raise ValueError(f"{name}: expected features {expected}, got {columns} (missing {missing})")
+        raise InputError(f"{name}: expected features {expected}, got {columns} (missing {missing})")
     return frame[expected]
+
+
+def check_units(units, columns, name: str = "units") -> dict:
+    """Validate units of the data's columns: a mapping of column name to a non-empty string.
+
+    Parameters
+    ----------
+    units : mapping of str to str, or None
+        ``{column: unit}``; columns left out have no unit.
+    columns : sequence of str
+        The columns that may be named (the data's features).
+    name : str, default "units"
+        The argument named in errors.
+
+    Returns
+    -------
+    dict
+        The units of the named columns, as a plain dict (empty for None).
+
+    """
+    if units is None:
+        return {}
+    if not hasattr(units, "items"):
+        raise InputTypeError(f"{name}: expected a mapping of column name to unit such as {{'waiting': 'min'}}, got "
+                        f"{type(units).__name__} {units!r}")
+    columns = [str(c) for c in columns]
+    unknown = [key for key in units if str(key) not in columns]
+    if unknown:
+        raise InputError(f"{name}: expected units of the data's columns {columns}, got unit(s) for {unknown}")
+    bad = {key: value for key, value in units.items() if not isinstance(value, str) or not value.strip()}
+    if bad:
+        raise InputError(f"{name}: expected each unit to be a non-empty string such as 'min' or 'km/s', got {bad}")
+    return {str(key): value.strip() for key, value in units.items()}

@@ -4,6 +4,8 @@ from importlib import resources
 
 import pandas as pd
 
+from mixflow.errors import InputError
+
 __all__ = ["DESCRIPTIONS", "UNITS", "list_datasets", "load_dataset"]
 
 #: Every shipped dataset with a one-line description.
@@ -65,7 +67,7 @@ def load_dataset(name: str) -> pd.DataFrame:
 
     """
     if name not in DESCRIPTIONS:
-        raise ValueError(f"name: expected one of {sorted(DESCRIPTIONS)}, got {name!r}")
+        raise InputError(f"name: expected one of {sorted(DESCRIPTIONS)}, got {name!r}")
     path = resources.files("mixflow").joinpath("shipped_data", f"{name}.csv")
     with resources.as_file(path) as file:
         frame = pd.read_csv(file)

@@ -1,10 +1,32 @@
-"""Exceptions that the command line maps to its exit statuses (see ``mixflow.cli``)."""
+"""Exceptions that the command line maps to its exit statuses (see ``mixflow.cli``).
+
+:class:`InputError` (and :class:`InputTypeError`) mark a mistake in what the user gave (an argument, the
+data, a workflow file, a results file): the command line reports them as bad input (status 2), and any
+other exception as an internal error (status 1). An interrupt (:class:`Interrupted`,
+:class:`SamplerInterrupted`) gives status 130.
+"""
 
 import contextlib
 import signal
 import threading
 
-__all__ = ["Interrupted", "SamplerInterrupted", "noting_interrupts"]
+__all__ = ["InputError", "InputTypeError", "Interrupted", "SamplerInterrupted", "noting_interrupts"]
+
+
+class InputError(ValueError):
+    """Bad input: an argument, the data, a workflow or a results file that mixflow cannot use.
+
+    The message names the argument, what was expected and what came. A ``ValueError``, so code that
+    catches ``ValueError`` keeps working; a ``ValueError`` that is not an ``InputError`` is a bug.
+    """
+
+
+class InputTypeError(InputError, TypeError):
+    """Bad input of the wrong type (e.g. a string where a number belongs).
+
+    Also a ``TypeError``, as Python's own checks of types are, and an :class:`InputError`, so one
+    ``except InputError`` catches every mistake in the input.
+    """
 
 
 class Interrupted(KeyboardInterrupt):

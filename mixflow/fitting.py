@@ -14,7 +14,7 @@ from mixflow.container.build import build_tree, make_attrs
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA, UNITS
 from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
 from mixflow.container.tree import as_container
-from mixflow.data import Data, validate_data
+from mixflow.data import Data, check_units, validate_data
 from mixflow.engines.accelerate import ACCELERATIONS
 from mixflow.engines.em import EMOptions, fit_em, fit_prepared
 from mixflow.engines.em_chunked import chunked_predictions, prepare_chunked
@@ -22,8 +22,8 @@ from mixflow.engines.em_steps import check_densities, e_step
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
+from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, model_from_json
-from mixflow.units import check_units
 
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
@@ -34,29 +34,29 @@ _INIT = (PORTFOLIO, *STRATEGIES, SCALABLE_KMEANS)
 def check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate="squarem") -> None:
     """Check EM's options of :func:`fit` (also used by the workflow files before anything is fitted)."""
     if isinstance(n_init, bool) or not isinstance(n_init, int | np.integer) or n_init < 1:
-        raise ValueError(f"n_init: expected an integer >= 1, got {n_init!r}")
+        raise InputError(f"n_init: expected an integer >= 1, got {n_init!r}")
     if isinstance(init, str) and init not in _INIT:
-        raise ValueError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {init!r}")
+        raise InputError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {init!r}")
     if not isinstance(init, str | dict):
-        raise TypeError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {type(init).__name__}")
+        raise InputTypeError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {type(init).__name__}")
     if not (isinstance(tol, int | float) and np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol: expected a non-negative number, got {tol!r}")
+        raise InputError(f"tol: expected a non-negative number, got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
-        raise ValueError(f"max_iter: expected an integer >= 1, got {max_iter!r}")
+        raise InputError(f"max_iter: expected an integer >= 1, got {max_iter!r}")
     if trim is not None and not (isinstance(trim, int | float) and 0 < trim < 1):
-        raise ValueError(f"trim: expected None or a weight threshold in (0, 1), got {trim!r}")
+        raise InputError(f"trim: expected None or a weight threshold in (0, 1), got {trim!r}")
     if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or chunk_size < 1):
-        raise ValueError(f"chunk_size: expected None or an integer >= 1, got {chunk_size!r}")
+        raise InputError(f"chunk_size: expected None or an integer >= 1, got {chunk_size!r}")
     if accelerate is not None and (not isinstance(accelerate, str) or accelerate not in ACCELERATIONS):
-        raise ValueError(f"accelerate: expected one of {list(ACCELERATIONS)} or None (plain EM), got {accelerate!r}")
+        raise InputError(f"accelerate: expected one of {list(ACCELERATIONS)} or None (plain EM), got {accelerate!r}")
 
 
 def _method_list(method) -> list[str]:
     methods = [method] if isinstance(method, str) else list(method) if isinstance(method, list | tuple) else None
     if not methods or any(m not in _METHODS for m in methods) or len(set(methods)) != len(methods):
-        raise ValueError(f"method: expected one of {list(_METHODS)} or a list of them without repeats, got {method!r}")
+        raise InputError(f"method: expected one of {list(_METHODS)} or a list of them without repeats, got {method!r}")
     if "em" in methods and "map" in methods:
-        raise ValueError("method: expected at most one of 'em' and 'map' (the container holds one EM estimate), "
+        raise InputError("method: expected at most one of 'em' and 'map' (the container holds one EM estimate), "
                          f"got {method!r}")
     return methods
 
@@ -87,16 +87,16 @@ def _route_options(methods: list[str], options: dict) -> dict:
             taken |= set(routed[method])
     unknown = sorted(set(options) - taken)
     if unknown:
-        raise TypeError(f"fit: unexpected option(s) {unknown} for method(s) {methods}")
+        raise InputTypeError(f"fit: unexpected option(s) {unknown} for method(s) {methods}")
     return routed
 
 
 def _check_same_fit(tree, model, validated):
     if model_from_json(tree.attrs["model"]) != model:
-        raise ValueError(f"tree: expected a result of the same model, got one of {tree.attrs['model']}")
+        raise InputError(f"tree: expected a result of the same model, got one of {tree.attrs['model']}")
     observed = tree[OBSERVED_DATA]["x"].values
     if observed.shape != validated.values.shape or not np.array_equal(observed, validated.values):
-        raise ValueError("tree: expected a result fitted to the same data, got one with different observations")
+        raise InputError("tree: expected a result fitted to the same data, got one with different observations")
 
 
 def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,
@@ -202,15 +202,15 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         with ``acceleration`` and ``convergence_criterion``.
     """
     if not isinstance(model, MixtureModel):
-        raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
+        raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
     if not isinstance(data_name, str):
-        raise TypeError(f"data_name: expected a str (recorded in the result), got {data_name!r}")
+        raise InputTypeError(f"data_name: expected a str (recorded in the result), got {data_name!r}")
     methods = _method_list(method)
     check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate)
     routed = _route_options(methods, options)
     if tree is not None and not (isinstance(tree, xr.DataTree) and "model" in tree.attrs
                                  and OBSERVED_DATA in tree.children):
-        raise TypeError(f"tree: expected a mixflow result to add methods to, got {type(tree).__name__}")
+        raise InputTypeError(f"tree: expected a mixflow result to add methods to, got {type(tree).__name__}")
     seed = check_seed(random_seed if random_seed is not None or tree is None else tree.attrs["random_seed"])
     if is_chunked(data):
         em_options = EMOptions(map=False, n_init=int(n_init), init=init, tol=float(tol), max_iter=int(max_iter),
@@ -264,16 +264,16 @@ def _check_against_data(model, init, n_positive: int, n_features: int, *, chunke
     input, and a family that starts from distances between rows.
     """
     if n_positive < model.n_components:
-        raise ValueError(f"data: expected at least n_components = {model.n_components} observations with "
+        raise InputError(f"data: expected at least n_components = {model.n_components} observations with "
                          f"positive weight, got {n_positive}")
     if isinstance(init, dict):
         return model.check_parameters(init, n_features)
     if init == SCALABLE_KMEANS and not chunked:
-        raise ValueError(f"init: expected one of {list(_INIT[:-1])} or a dict of parameters for data in memory, "
+        raise InputError(f"init: expected one of {list(_INIT[:-1])} or a dict of parameters for data in memory, "
                          f"got {init!r}, the start of Dask input (its passes over the blocks); 'kmeans' seeds "
                          "k-means++ from every row of data in memory")
     if init == SCALABLE_KMEANS and model.family == "regression":
-        raise ValueError(f"init: expected a start other than {init!r} for a regression mixture, whose lines "
+        raise InputError(f"init: expected a start other than {init!r} for a regression mixture, whose lines "
                          "need not be clusters of rows (k-means|| seeds by distances between rows); use "
                          "'auto' or 'random-partition'")
     return init
@@ -294,10 +294,10 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
     result keeps (its size stated in their attributes).
     """
     if tree is not None:
-        raise ValueError("tree: expected None with Dask data (a result of Dask data holds a sample of the rows, "
+        raise InputError("tree: expected None with Dask data (a result of Dask data holds a sample of the rows, "
                          f"not the data to add methods to), got a {type(tree).__name__}")
     if isinstance(subsample, bool) or not isinstance(subsample, int | np.integer) or subsample < model.n_components:
-        raise ValueError(f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
+        raise InputError(f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
     validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks)
     units = _units(units, data, validated.features)  # checked before the passes over the data
     init = _check_against_data(model, options.init, validated.summary["n_positive"], validated.n_features,
@@ -350,7 +350,7 @@ def _em_optima(model, validated, result: xr.DataTree, chains) -> list[dict]:
     stats = result[EM_SAMPLE_STATS]
     names = [name for name in result[EM_ESTIMATE].data_vars if f"optimum_{name}" in stats.data_vars]
     if len(names) != len(result[EM_ESTIMATE].data_vars):
-        raise ValueError("starts: 'em-optima' needs the optima of EM's restarts, which this tree's /em does not "
+        raise InputError("starts: 'em-optima' needs the optima of EM's restarts, which this tree's /em does not "
                          "hold (fitted by an older mixflow); fit EM again")
     usable = stats["converged"].values.astype(bool) & ~stats["degenerate"].values.astype(bool)
     objectives = np.where(usable, stats["final_objective"].values, -np.inf)
@@ -415,12 +415,12 @@ _PREDICTION_METHODS = ("em", "bootstrap", "mcmc", "stacked", "advi")
 def _check_prediction_method(tree: xr.DataTree, method) -> str:
     """The method to predict from: one the container holds (ValueError naming ``method`` otherwise)."""
     if not isinstance(method, str) or method not in _PREDICTION_METHODS:
-        raise ValueError(f"method: expected one of {list(_PREDICTION_METHODS)}, got {method!r}")
+        raise InputError(f"method: expected one of {list(_PREDICTION_METHODS)}, got {method!r}")
     if not isinstance(tree, xr.DataTree) or "model" not in tree.attrs or "em" not in tree.children:
-        raise ValueError("tree: expected a mixflow result with an /em estimate (from mixflow.fit), got "
+        raise InputError("tree: expected a mixflow result with an /em estimate (from mixflow.fit), got "
                          f"{type(tree).__name__} without one")
     if method != "em" and method_draws(tree, method) is None:
-        raise ValueError(f"method: expected a method the result holds, one of {available_methods(tree)}, got "
+        raise InputError(f"method: expected a method the result holds, one of {available_methods(tree)}, got "
                          f"{method!r}" + (" (run mixflow.bootstrap first)" if method == "bootstrap" else ""))
     return method
 
@@ -440,7 +440,7 @@ def _parameter_sets(tree: xr.DataTree, method: str):
     flat = {name: da.transpose("sample", ...).values for name, da in stacked.data_vars.items()}
     complete = np.all([np.isfinite(v.reshape(v.shape[0], -1)).all(axis=1) for v in flat.values()], axis=0)
     if not complete.any():
-        raise ValueError(f"method: expected draws with finite values, got none in {method!r}")
+        raise InputError(f"method: expected draws with finite values, got none in {method!r}")
     draws = {name: value[complete] for name, value in flat.items()}
     return model, params, draws, (stacked["chain"].values[complete], stacked["draw"].values[complete])
 
@@ -450,17 +450,17 @@ def _naming_new_data():
     """Errors of the checks shared with training data name ``new_data``, the argument at fault here."""
     try:
         yield
-    except ValueError as error:
+    except InputError as error:
         message = str(error)
         if not message.startswith("data:"):
             raise
-        raise ValueError(f"new_data:{message[len('data:'):]}") from None
+        raise InputError(f"new_data:{message[len('data:'):]}") from None
 
 
 def _chunked_new_data(tree: xr.DataTree, new_data, method: str):
     """Dask ``new_data`` as chunked rows with the fitted features (predictions from the EM estimate only)."""
     if method != "em":
-        raise ValueError(f"method: expected 'em' with Dask new_data (the draws' predictions need the rows in "
+        raise InputError(f"method: expected 'em' with Dask new_data (the draws' predictions need the rows in "
                          f"memory), got {method!r}")
     return as_chunked(new_data, name="new_data", features=tree[OBSERVED_DATA]["feature"].values)
 
@@ -572,7 +572,7 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
 
     """
     if not isinstance(return_sd, bool):
-        raise TypeError(f"return_sd: expected True or False, got {return_sd!r}")
+        raise InputTypeError(f"return_sd: expected True or False, got {return_sd!r}")
     method = _check_prediction_method(tree, method)
     if is_chunked(new_data):
         model, params, _, _ = _parameter_sets(tree, method)
@@ -664,7 +664,7 @@ def sample(tree: xr.DataTree, n: int, method: str = "em", *, random_seed: int | 
     """
     method = _check_prediction_method(tree, method)
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n: expected an integer >= 1, got {n!r}")
+        raise InputError(f"n: expected an integer >= 1, got {n!r}")
     rng = np.random.default_rng(check_seed(random_seed))
     model, params, draws, positions = _parameter_sets(tree, method)
     n = int(n)

@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, DensityMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
+from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.fitting import fit, predict, predict_proba, sample, score_samples
 
@@ -90,15 +91,15 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
     # -- fitting ---------------------------------------------------------------------------------------
     def _checked_model(self) -> MixtureModel:
         if not isinstance(self.model, MixtureModel):
-            raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got "
+            raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got "
                             f"{type(self.model).__name__}")
         if self.method not in _FIT_METHODS:
-            raise ValueError(f"method: expected one of {list(_FIT_METHODS)}, got {self.method!r}")
+            raise InputError(f"method: expected one of {list(_FIT_METHODS)}, got {self.method!r}")
         if self.n_components is None:
             return self.model
         if isinstance(self.n_components, bool) or not isinstance(self.n_components, numbers.Integral) \
                 or self.n_components < 1:
-            raise ValueError(f"n_components: expected None or an integer >= 1, got {self.n_components!r}")
+            raise InputError(f"n_components: expected None or an integer >= 1, got {self.n_components!r}")
         return dataclasses.replace(self.model, n_components=int(self.n_components))
 
     def _seed(self) -> int | None:

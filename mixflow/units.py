@@ -3,12 +3,14 @@
 Units are plain strings (``"min"``, ``"km/s"``), one per column, given as a mapping ``{column: unit}``;
 a column without a unit is unitless (a ratio, a log, an index) or of unknown unit, and shows none. The
 helpers here compose them for parameters: a mean has its feature's unit, a variance the square, a
-covariance the product, a regression slope the ratio of the response's to the covariate's.
+covariance the product, a regression slope the ratio of the response's to the covariate's. Units given
+by the user are checked by :func:`mixflow.data.check_units`, with the data (this module imports nothing of
+mixflow's, so the families can compose units at the bottom of the package).
 """
 
 import re
 
-__all__ = ["axis_label", "check_units", "unit_power", "unit_product", "unit_ratio", "unit_root"]
+__all__ = ["axis_label", "unit_power", "unit_product", "unit_ratio", "unit_root"]
 
 _SIMPLE = re.compile(r"^[^\s/*·^()]+$")  # one symbol ("min", "cm", "deaths"): no parentheses needed
 
@@ -46,39 +48,6 @@ def unit_ratio(numerator: str, denominator: str) -> str:
 def axis_label(name: str, unit: str | None) -> str:
     """``"waiting (min)"``, or the name alone when it has no unit."""
     return f"{name} ({unit})" if unit else str(name)
-
-
-def check_units(units, columns, name: str = "units") -> dict:
-    """Validate units of the data's columns: a mapping of column name to a non-empty string.
-
-    Parameters
-    ----------
-    units : mapping of str to str, or None
-        ``{column: unit}``; columns left out have no unit.
-    columns : sequence of str
-        The columns that may be named (the data's features).
-    name : str, default "units"
-        The argument named in errors.
-
-    Returns
-    -------
-    dict
-        The units of the named columns, as a plain dict (empty for None).
-
-    """
-    if units is None:
-        return {}
-    if not hasattr(units, "items"):
-        raise TypeError(f"{name}: expected a mapping of column name to unit such as {{'waiting': 'min'}}, got "
-                        f"{type(units).__name__} {units!r}")
-    columns = [str(c) for c in columns]
-    unknown = [key for key in units if str(key) not in columns]
-    if unknown:
-        raise ValueError(f"{name}: expected units of the data's columns {columns}, got unit(s) for {unknown}")
-    bad = {key: value for key, value in units.items() if not isinstance(value, str) or not value.strip()}
-    if bad:
-        raise ValueError(f"{name}: expected each unit to be a non-empty string such as 'min' or 'km/s', got {bad}")
-    return {str(key): value.strip() for key, value in units.items()}
 
 
 def unit_root(unit: str) -> str:

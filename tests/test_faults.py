@@ -485,8 +485,8 @@ def test_a_workflow_that_is_not_utf8(tmp_path, monkeypatch):
 def test_a_fit_that_fails_on_the_data_is_reported_at_the_model(tmp_path, workflow_file, capsys, monkeypatch):
     import mixflow.workflow.run
 
-    def collapses(*args, **kwargs):
-        raise ValueError("a component collapsed onto one point")
+    def collapses(*args, **kwargs):  # mixflow's checks of the data raise InputError (a plain ValueError is a bug)
+        raise mixflow.InputError("a component collapsed onto one point")
 
     monkeypatch.setattr(mixflow.workflow.run, "fit", collapses)
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
@@ -529,3 +529,24 @@ def test_a_model_attribute_that_is_json_but_not_a_declaration():
     with pytest.raises(ValueError, match=r"model: expected the model declaration as JSON \(as mixflow writes it\), "
                                          r"got 'GaussianMixture\(2\)' \(Expecting value"):
         model_from_json("GaussianMixture(2)")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_value_error_inside_a_fit_is_an_internal_error_not_bad_input(tmp_path, workflow_file, capsys, monkeypatch,
+                                                                        debug):
+    """A ValueError that mixflow did not raise as an InputError (a bug, here numpy's) is status 1, not 2."""
+    import mixflow.engines.em
+
+    def bug(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together with shapes (2,) (3,)")
+
+    monkeypatch.setattr(mixflow.engines.em, "run_em", bug)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out", *(["--debug"] if debug else []))
+    assert status == 1
+    message = "mixflow run: error: internal error: ValueError: operands could not be broadcast together with shapes " \
+              "(2,) (3,)"
+    if debug:
+        assert "Traceback" in err and "in bug" in err and err.strip().splitlines()[-1] == message
+    else:
+        assert _one_error_line(err) == f"{message}; rerun with --debug for the traceback, and report it"
+

@@ -10,9 +10,10 @@ from test_compare import make_container
 
 import mixflow
 from mixflow.container.read import data_units
+from mixflow.data import check_units
 from mixflow.present import plots
 from mixflow.present.report.page import report
-from mixflow.units import axis_label, check_units, unit_power, unit_product, unit_ratio, unit_root
+from mixflow.units import axis_label, unit_power, unit_product, unit_ratio, unit_root
 
 matplotlib.use("Agg")
 

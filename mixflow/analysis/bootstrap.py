@@ -29,6 +29,7 @@ from mixflow.container.read import check_tree, fitted_estimate, fitted_model, ob
 from mixflow.container.tree import as_container
 from mixflow.data import Data
 from mixflow.engines.em_steps import responsibilities
+from mixflow.errors import InputError
 from mixflow.families.base import MixtureModel, model_from_json
 from mixflow.families.relabel import optimal_permutations
 from mixflow.parallel import default_jobs, parallel_map
@@ -140,13 +141,13 @@ def _replicate_chunk(job: _Job, seeds: list) -> list[dict]:
 def check_options(n_replicates, kind, random_seed, n_jobs) -> None:
     """Check the options of :func:`bootstrap` (also used by the workflow files before anything is fitted)."""
     if isinstance(n_replicates, bool) or not isinstance(n_replicates, int | np.integer) or n_replicates < 2:
-        raise ValueError(f"n_replicates: expected an integer >= 2, got {n_replicates!r}")
+        raise InputError(f"n_replicates: expected an integer >= 2, got {n_replicates!r}")
     if kind not in _KINDS:
-        raise ValueError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
+        raise InputError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
     if random_seed is not None:
         check_seed(random_seed)
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1):
-        raise ValueError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
+        raise InputError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
 
 
 def _check_same_data(data, fitted: Data) -> None:
@@ -154,7 +155,7 @@ def _check_same_data(data, fitted: Data) -> None:
 
     given = validate_data(data, name="data", features=fitted.features, warn_constant=False)
     if given.values.shape != fitted.values.shape or not np.array_equal(given.values, fitted.values):
-        raise ValueError(f"data: expected the data the tree was fitted on (shape {fitted.values.shape}), "
+        raise InputError(f"data: expected the data the tree was fitted on (shape {fitted.values.shape}), "
                          f"got different data of shape {given.values.shape}")
 
 
@@ -168,20 +169,20 @@ def _check_chunked(tree, data, weights, kind: str, fitted: Data) -> ChunkedData 
     sampled = n_obs is not None and int(n_obs) != fitted.n_obs
     if not is_chunked(data):
         if sampled:
-            raise ValueError(f"data: expected the Dask data the tree was fitted on (its /observed_data holds a "
+            raise InputError(f"data: expected the Dask data the tree was fitted on (its /observed_data holds a "
                              f"sample of {fitted.n_obs} of their {n_obs} rows, whose bootstrap would be that of a "
                              f"fit to {fitted.n_obs} rows), got {'None' if data is None else type(data).__name__}")
         if weights is not None:
-            raise ValueError("weights: expected None with data in memory (the tree holds their weights), got "
+            raise InputError("weights: expected None with data in memory (the tree holds their weights), got "
                              f"{type(weights).__name__}")
         return None
     if kind != "nonparametric":
-        raise ValueError(f"kind: expected 'nonparametric' with Dask data (a parametric replicate would simulate "
+        raise InputError(f"kind: expected 'nonparametric' with Dask data (a parametric replicate would simulate "
                          f"every row in memory), got {kind!r}")
     chunked = validate_chunked(data, weights=weights, features=fitted.features, warn_constant=False)
     total = float(tree["observed_data"].attrs.get("total_weight", fitted.total_weight))
     if fitted.weights is not None and chunked.weights is None:
-        raise ValueError("weights: expected the frequency weights the tree was fitted with, got None")
+        raise InputError("weights: expected the frequency weights the tree was fitted with, got None")
     sample_weights = None if chunked.weights is None else chunked.weights[fitted.obs]
     same = (chunked.n_obs == (n_obs if n_obs is not None else fitted.n_obs)
             and abs(chunked.total_weight - total) <= 1e-12 * total and fitted.obs.max() < chunked.n_obs)
@@ -190,7 +191,7 @@ def _check_chunked(tree, data, weights, kind: str, fitted: Data) -> ChunkedData 
         same = np.array_equal(rows, fitted.values) and (row_weights is None or np.array_equal(row_weights,
                                                                                              fitted.weights))
     if not same:
-        raise ValueError(f"data: expected the data the tree was fitted on ({n_obs or fitted.n_obs} rows of total "
+        raise InputError(f"data: expected the data the tree was fitted on ({n_obs or fitted.n_obs} rows of total "
                          f"weight {total:.6g}, the sample's rows among them), got {chunked.n_obs} rows of total "
                          f"weight {chunked.total_weight:.6g} that differ")
     return chunked

@@ -25,6 +25,7 @@ from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
 from mixflow.container.read import frequency_weights, has_group
 from mixflow.data import Data, validate_data
 from mixflow.engines.em_steps import e_step
+from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.parallel import default_jobs, parallel_map
 from mixflow.warnings import ConvergenceWarning, MixflowWarning
@@ -93,9 +94,9 @@ def held_out_weights(data: Data, n_folds: int, rng: np.random.Generator) -> np.n
 
     """
     if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds < 2:
-        raise ValueError(f"n_folds: expected an integer >= 2, got {n_folds!r}")
+        raise InputError(f"n_folds: expected an integer >= 2, got {n_folds!r}")
     if data.total_weight < n_folds:
-        raise ValueError(f"n_folds: expected at most the number of observations (total weight "
+        raise InputError(f"n_folds: expected at most the number of observations (total weight "
                          f"{data.total_weight:g}), got {n_folds}")
     frequency = data.weights
     if frequency is None or not np.array_equal(frequency, np.round(frequency)):
@@ -291,7 +292,7 @@ def loo_table(trees: dict) -> pd.DataFrame:
         mcmc = tree["mcmc"]
         missing = [g for g in ("posterior", "log_likelihood") if g not in mcmc.children]
         if missing:
-            raise ValueError(f"trees[{k}]: expected /mcmc/posterior and /mcmc/log_likelihood, missing {missing}")
+            raise InputError(f"trees[{k}]: expected /mcmc/posterior and /mcmc/log_likelihood, missing {missing}")
         log_likelihood = mcmc["log_likelihood"].to_dataset()
         subtree = xr.DataTree.from_dict({"posterior": mcmc["posterior"].to_dataset(),
                                          "log_likelihood": log_likelihood})
@@ -323,33 +324,33 @@ def loo_table(trees: dict) -> pd.DataFrame:
 
 def _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs):
     if not isinstance(model, MixtureModel):
-        raise TypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
+        raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
     try:
         ks = [int(k) for k in ks if not isinstance(k, bool) and int(k) == k]
     except (TypeError, ValueError):
-        raise TypeError(f"ks: expected a sequence of integers >= 1, got {ks!r}") from None
+        raise InputTypeError(f"ks: expected a sequence of integers >= 1, got {ks!r}") from None
     if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
-        raise ValueError(f"ks: expected distinct integers >= 1, got {ks!r}")
+        raise InputError(f"ks: expected distinct integers >= 1, got {ks!r}")
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     unknown = [m for m in methods if m not in _METHODS]
     if unknown or not methods or ("em" in methods and "map" in methods):
-        raise ValueError(f"methods: expected some of {list(_METHODS)} (at most one of 'em' and 'map'), "
+        raise InputError(f"methods: expected some of {list(_METHODS)} (at most one of 'em' and 'map'), "
                          f"got {list(methods)}")
     if n_folds is not None and (isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2):
-        raise ValueError(f"n_folds: expected None (no cross-validation) or an integer >= 2, got {n_folds!r}")
+        raise InputError(f"n_folds: expected None (no cross-validation) or an integer >= 2, got {n_folds!r}")
     if random_seed is not None and (isinstance(random_seed, bool) or not isinstance(random_seed, int | np.integer)
                                     or random_seed < 0):
-        raise ValueError(f"random_seed: expected None or a non-negative integer, got {random_seed!r}")
+        raise InputError(f"random_seed: expected None or a non-negative integer, got {random_seed!r}")
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1):
-        raise ValueError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
+        raise InputError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
     return sorted(ks), methods
 
 
 def _with_k(model, k: int):
     try:
         return dataclasses.replace(model, n_components=k)
-    except ValueError as error:
-        raise ValueError(f"model: cannot be refitted with n_components={k}: {error}") from error
+    except InputError as error:
+        raise InputError(f"model: cannot be refitted with n_components={k}: {error}") from error
 
 
 def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit_kwargs: dict, weights=None):
@@ -470,7 +471,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     chunked = is_chunked(data)
     if chunked:  # each K's fit runs its passes on the client's workers (or threads), one K after the other
         if "mcmc" in methods:
-            raise ValueError(f"methods: expected 'em' or 'map' with Dask data (NUTS needs the rows in memory), got "
+            raise InputError(f"methods: expected 'em' or 'map' with Dask data (NUTS needs the rows in memory), got "
                              f"{list(methods)}")
     validated = None if chunked else validate_data(data, weights=weights)
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
@@ -572,10 +573,10 @@ def ks_to_fit(table: pd.DataFrame, fit: str = "bic") -> list[int]:
 
     """
     if fit not in FIT_CHOICES:
-        raise ValueError(f"fit: expected one of {list(FIT_CHOICES)}, got {fit!r}")
+        raise InputError(f"fit: expected one of {list(FIT_CHOICES)}, got {fit!r}")
     preferred = table.attrs.get("preferred") or preferred_k(table)
     if not preferred:
-        raise ValueError("table: expected a choice-of-K table with at least one criterion that prefers a K, got "
+        raise InputError("table: expected a choice-of-K table with at least one criterion that prefers a K, got "
                          f"columns {list(table.columns)} without values")
     first = int(preferred.get("bic", min(preferred.values())))
     if fit == "bic":

@@ -7,6 +7,7 @@ import xarray as xr
 from mixflow.atomic import atomic_write
 from mixflow.container.migrate import migrate
 from mixflow.container.tree import as_container
+from mixflow.errors import InputError, InputTypeError
 
 __all__ = ["load", "save"]
 
@@ -26,7 +27,7 @@ def save(tree: xr.DataTree, path) -> Path:
 
     """
     if not isinstance(tree, xr.DataTree):
-        raise TypeError(f"tree: expected an xarray.DataTree, got {type(tree).__name__}")
+        raise InputTypeError(f"tree: expected an xarray.DataTree, got {type(tree).__name__}")
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r} "
@@ -60,10 +61,10 @@ def load(path) -> xr.DataTree:
     except PermissionError:
         raise
     except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
+        raise InputError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
                          f"got {str(path)!r}, which cannot be read as NetCDF ({error})") from None
     if "model" not in tree.attrs or "observed_data" not in tree.children:
-        raise ValueError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
+        raise InputError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
                          f"got {str(path)!r}, a NetCDF file without the model attribute and /observed_data (groups "
                          f"{sorted(tree.children)}, attributes {sorted(tree.attrs)[:8]})")
     return as_container(migrate(tree))

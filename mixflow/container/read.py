@@ -16,6 +16,7 @@ from mixflow.container.layout import (
     UNITS,
 )
 from mixflow.data import Data
+from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import model_from_json
 
 __all__ = [
@@ -38,10 +39,10 @@ _SAMPLE_DIMS = ("chain", "draw")
 def check_tree(tree, name: str = "tree") -> None:
     """Raise unless ``tree`` is a mixflow container (a DataTree with the model declaration)."""
     if not isinstance(tree, xr.DataTree):
-        raise TypeError(f"{name}: expected a mixflow result (xarray.DataTree from mixflow.fit), "
+        raise InputTypeError(f"{name}: expected a mixflow result (xarray.DataTree from mixflow.fit), "
                         f"got {type(tree).__name__}")
     if "model" not in tree.attrs or OBSERVED_DATA not in tree.children:
-        raise ValueError(f"{name}: expected a mixflow result with the model in its attributes and "
+        raise InputError(f"{name}: expected a mixflow result with the model in its attributes and "
                          f"/observed_data, got a DataTree with groups {sorted(tree.children)}")
     model_from_json(tree.attrs["model"])  # an attribute that is not a model declaration says so here
 
@@ -129,7 +130,7 @@ def observed_data(tree) -> Data:
 def fitted_estimate(tree) -> dict:
     """Copies of the ``/em/estimate`` arrays by name (ValueError naming ``tree`` when there is none)."""
     if "em" not in tree.children or "estimate" not in tree["em"].children:
-        raise ValueError("tree: expected a result with an /em/estimate (from mixflow.fit), got groups "
+        raise InputError("tree: expected a result with an /em/estimate (from mixflow.fit), got groups "
                          f"{sorted(tree.children)}")
     estimate = tree[EM_ESTIMATE].to_dataset()
     return {name: estimate[name].values.copy() for name in estimate.data_vars}

@@ -46,7 +46,7 @@ from mixflow.checks import (
 )
 from mixflow.data import Data
 from mixflow.engines.over_draws import draw_groups
-from mixflow.errors import SamplerInterrupted, noting_interrupts
+from mixflow.errors import InputError, SamplerInterrupted, noting_interrupts
 from mixflow.families.pymc_parts import parameter_of
 from mixflow.families.relabel import align
 from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning
@@ -239,7 +239,7 @@ def check_options(options: dict) -> None:
     Used by the engine and, before anything is fitted, by the workflow files.
     """
     if options["variant"] not in VARIANTS:
-        raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {options['variant']!r}")
+        raise InputError(f"variant: expected one of {list(VARIANTS)}, got {options['variant']!r}")
     options["n"] = check_count("n", options["n"], 1)
     options["draws"] = check_count("draws", options["draws"], 1)
     options["check_every"] = check_count("check_every", options["check_every"], _MIN_CHECK_EVERY)

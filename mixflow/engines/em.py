@@ -44,6 +44,7 @@ from mixflow.engines.starts import (
     replacement_strategy,
     start_responsibilities,
 )
+from mixflow.errors import InputError
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "empty_components", "fit_em", "fit_prepared", "initial_parameters"]
@@ -471,7 +472,7 @@ def _check_some_finite(finals: np.ndarray) -> None:
     """Raise a ValueError that names the data problem when no restart ended on a finite objective."""
     if np.isfinite(finals).any():
         return
-    raise ValueError(f"data: expected EM to reach a finite objective from some start, got {finals.tolist()} from "
+    raise InputError(f"data: expected EM to reach a finite objective from some start, got {finals.tolist()} from "
                      f"all {finals.size}: the data leave the likelihood undefined in float64 (values that "
                      "overflow when squared, or rows no component can reach); check the data's range and "
                      "units, or give init=... parameters")
@@ -519,7 +520,7 @@ def _in_data_units(model, params: dict, prepared, data) -> dict:
     overflowed = sorted(name for name, value in estimate.items() if np.isinf(value).any())
     if overflowed:
         largest = data.largest
-        raise ValueError(f"data: values up to {largest:.3g} overflowed float64: the estimate's {overflowed} in data "
+        raise InputError(f"data: values up to {largest:.3g} overflowed float64: the estimate's {overflowed} in data "
                          "units exceed the largest double (1.8e308), though the fit in standardised units "
                          f"succeeded; divide the data by a constant (e.g. {10.0 ** np.floor(np.log10(largest)):.0e}) "
                          "and fit again")

@@ -29,6 +29,7 @@ from mixflow.engines.em_steps import (
     responsibility_statistics,
 )
 from mixflow.engines.kmeans import recluster, squared_distances
+from mixflow.errors import InputError
 
 __all__ = ["KMEANS_OVERSAMPLING", "KMEANS_ROUNDS", "ChunkedPrepared", "chunked_predictions", "prepare_chunked"]
 
@@ -315,15 +316,15 @@ def _predict_block(values, model, params, constants, what: str, block_info=None)
     bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if bad.size:
         shown = (bad[:5] + start).tolist()
-        raise ValueError(f"new_data: expected finite values, got NaN or infinite values in {bad.size} row(s) of "
+        raise InputError(f"new_data: expected finite values, got NaN or infinite values in {bad.size} row(s) of "
                          f"chunk {chunk} (rows {start}-{start + values.shape[0] - 1}): {shown}"
                          f"{' ...' if bad.size > 5 else ''}")
     try:
         prepared = _block(model, values, None, start, constants)
         resp, log_density = e_step(model, params, prepared, values.shape[1], first_row=start)
-    except ValueError as error:
+    except InputError as error:
         message = str(error)
-        raise ValueError(f"new_data:{message[len('data:'):]}" if message.startswith("data:") else message) from None
+        raise InputError(f"new_data:{message[len('data:'):]}" if message.startswith("data:") else message) from None
     if what == "responsibilities":
         return resp
     if what == "labels":

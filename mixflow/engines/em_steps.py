@@ -13,6 +13,7 @@ from functools import partial, reduce
 import numpy as np
 from scipy.special import entr
 
+from mixflow.errors import InputError
 from mixflow.families.base import Prepared, dirichlet_log_density
 from mixflow.parallel import available_cores, one_blas_thread
 
@@ -197,7 +198,7 @@ def check_densities(log_density: np.ndarray, weights: np.ndarray, first_row: int
         return
     rows = np.flatnonzero(bad) + first_row
     kind = "NaN" if np.isnan(log_density[rows - first_row]).any() else "zero (log density -inf)"
-    raise ValueError(f"data: expected every row to have a positive density under the mixture, got a {kind} density "
+    raise InputError(f"data: expected every row to have a positive density under the mixture, got a {kind} density "
                      f"at {rows.size} row(s) {rows[:5].tolist()}{' ...' if rows.size > 5 else ''}: the rows lie "
                      "where no component has density in float64 (far outside the data the parameters were "
                      "fitted to), or the parameters are not finite numbers")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixflow.errors import InputError
+
 __all__ = [
     "SCALABLE_KMEANS",
     "KMeansResult",
@@ -184,7 +186,7 @@ class KMeansResult:
 
 def _check_count(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -228,7 +230,7 @@ def kmeans(data, n_clusters: int, *, random_seed: int | None = None, n_init: int
     frequency = validated.frequency
     n_support = int(np.count_nonzero(frequency))
     if n_clusters > n_support:
-        raise ValueError(f"n_clusters: expected at most the number of observations with positive weight "
+        raise InputError(f"n_clusters: expected at most the number of observations with positive weight "
                          f"({n_support}), got {n_clusters}")
     runs = []
     for seed in np.random.SeedSequence(random_seed).spawn(n_init):

@@ -29,7 +29,7 @@ from mixflow.checks import check_count, check_flag, check_memory, check_problem,
 from mixflow.data import Data
 from mixflow.engines.modes import chain_modes, combined_draws, describe_modes, mode_summaries
 from mixflow.engines.over_draws import draw_groups
-from mixflow.errors import SamplerInterrupted
+from mixflow.errors import InputError, SamplerInterrupted
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.warnings import SamplingWarning
@@ -55,7 +55,7 @@ _NUTPIE_NUMBA_OPT = 0
 def resolve_sampler(sampler: str) -> str:
     """``"auto"`` -> ``"nutpie"`` when nutpie is importable, else ``"pymc"``; check a forced choice."""
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
+        raise InputError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
     installed = importlib.util.find_spec("nutpie") is not None
     if sampler == "auto":
         return "nutpie" if installed else "pymc"
@@ -90,26 +90,26 @@ def check_options(options: dict) -> None:
     options["random_seed"] = check_seed(options["random_seed"])
     target = options["target_accept"]
     if not (isinstance(target, int | float) and 0 < target < 1):
-        raise ValueError(f"target_accept: expected a number in (0, 1), got {target!r}")
+        raise InputError(f"target_accept: expected a number in (0, 1), got {target!r}")
     if options["adaptation"] not in ADAPTATIONS:
-        raise ValueError(f"adaptation: expected one of {list(ADAPTATIONS)}, got {options['adaptation']!r}")
+        raise InputError(f"adaptation: expected one of {list(ADAPTATIONS)}, got {options['adaptation']!r}")
     jitter = options["jitter"]
     if not (isinstance(jitter, int | float) and np.isfinite(jitter) and jitter >= 0):
-        raise ValueError(f"jitter: expected a non-negative number, got {jitter!r}")
+        raise InputError(f"jitter: expected a non-negative number, got {jitter!r}")
     for name in ("progressbar", "posterior_predictive"):
         check_flag(name, options[name])
     starts = options.setdefault("starts", "reference")
     several = False
     if isinstance(starts, str):
         if starts not in STARTS:
-            raise ValueError(f"starts: expected one of {list(STARTS)} or a list of parameter dicts, got {starts!r}")
+            raise InputError(f"starts: expected one of {list(STARTS)} or a list of parameter dicts, got {starts!r}")
     elif isinstance(starts, list | tuple) and starts and all(isinstance(point, dict) for point in starts):
         several = len(starts) > 1
     else:
-        raise ValueError(f"starts: expected one of {list(STARTS)} or a non-empty list of parameter dicts, got "
+        raise InputError(f"starts: expected one of {list(STARTS)} or a non-empty list of parameter dicts, got "
                          f"{starts!r}")
     if several and options["sampler"] == "nutpie":
-        raise ValueError("starts: several starting points need sampler='pymc' (or 'auto'), got sampler='nutpie'; "
+        raise InputError("starts: several starting points need sampler='pymc' (or 'auto'), got sampler='nutpie'; "
                          "nutpie draws each chain's start from a seed that does not say which chain it is")
     options["sampler"] = "pymc" if several and options["sampler"] == "auto" else resolve_sampler(options["sampler"])
 
@@ -185,7 +185,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
                "starts": starts}
     reference = _check_arguments(model, data, reference, options)
     if options["starts"] == "em-optima":
-        raise ValueError("starts: 'em-optima' is resolved by mixflow.fit from EM's restarts; fit_mcmc takes "
+        raise InputError("starts: 'em-optima' is resolved by mixflow.fit from EM's restarts; fit_mcmc takes "
                          "'reference' or the list of points")
     points = ([reference] if isinstance(options["starts"], str)
               else [model.check_parameters(point, data.n_features, name=f"starts[{i}]")
@@ -312,13 +312,37 @@ def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options)
         # forking the chains is deliberate (above); Python's note that threads exist in this process is noise
         warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
                                 category=DeprecationWarning)
+        step = {"init": "adapt_diag", "target_accept": options["target_accept"]}
+        if cores > 1 and options["chains"] > 1:
+            initvals, step = _nuts_compiled_here(pymc_model, initvals, seed, options)
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
-                         random_seed=seed, initvals=initvals, init="adapt_diag", nuts_sampler="pymc",
+                         random_seed=seed, initvals=initvals, nuts_sampler="pymc", **step,
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
-                          mp_ctx=_CHAIN_START,
-                         compute_convergence_checks=False, target_accept=options["target_accept"], model=pymc_model)
+                          mp_ctx=_CHAIN_START, compute_convergence_checks=False, model=pymc_model)
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
     return idata
+
+
+def _nuts_compiled_here(pymc_model, initvals: list, seed: int, options: dict) -> tuple[list, dict]:
+    """``pm.sample``'s own NUTS set-up, with the log-density and gradient compiled here before the chains start.
+
+    PyTensor compiles the graph with numba, caching kernels on disk, and the code that runs can depend on
+    what the cache held and what the process had compiled before: the same graph gave draws that differ
+    from the 9th digit on. PyMC's forked chain processes each compiled the graph on their first step, so
+    two same-seed fits could run different code (with an empty cache the second fit's chains loaded what
+    the first fit's had written) and differ. Compiled here, every chain process forked from this one runs
+    the same compiled code. The seeds are ``pm.sample``'s (one generator per chain spawned from ``seed``),
+    so the draws are those ``pm.sample`` makes with chains in this process (``cores=1``).
+
+    Returns the chains' starting points and ``{"step": NUTS}`` for ``pm.sample``.
+    """
+    seeds = [int(rng.integers(2**30)) for rng in np.random.default_rng(seed).spawn(options["chains"])]
+    starts, step = pm.init_nuts(init="adapt_diag", chains=options["chains"], model=pymc_model, random_seed=seeds,
+                                progressbar=False, quiet=True, tune=options["tune"], initvals=initvals,
+                                target_accept=options["target_accept"])
+    point = np.concatenate([np.ravel(starts[0][var.name]) for var in pymc_model.continuous_value_vars])
+    step._logp_dlogp_func(point)  # the step's own function (PyMC compiles on the first call, in the chains)
+    return starts, {"step": step}
 
 
 SamplingInterrupted = SamplerInterrupted  # the sampler was stopped (Ctrl-C) and its partial draws dropped

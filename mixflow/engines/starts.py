@@ -30,6 +30,7 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from mixflow.engines.kmeans import kmeans_plusplus, lloyd, squared_distances
+from mixflow.errors import InputError
 
 __all__ = [
     "HIERARCHICAL_POINTS",
@@ -220,7 +221,7 @@ def start_responsibilities(strategy: str, points: np.ndarray, weights: np.ndarra
     elif strategy == "hierarchical":
         labels = hierarchical_labels(standardise(points, weights), weights, k, rng)
     else:
-        raise ValueError(f"strategy: expected one of {list(STRATEGIES)}, got {strategy!r}")
+        raise InputError(f"strategy: expected one of {list(STRATEGIES)}, got {strategy!r}")
     return np.eye(k)[labels]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import gammaln
 
+from mixflow.errors import InputError, InputTypeError
 from mixflow.units import unit_power, unit_product
 
 __all__ = ["MixtureModel", "Prepared", "dirichlet_log_density", "family_class", "family_names", "model_from_json",
@@ -41,7 +42,7 @@ def family_names() -> list[str]:
 def family_class(name: str) -> type:
     """The model class registered under ``name``; ValueError naming the registered ones otherwise."""
     if name not in _FAMILIES:
-        raise ValueError(f"family: expected one of {family_names()}, got {name!r}")
+        raise InputError(f"family: expected one of {family_names()}, got {name!r}")
     return _FAMILIES[name]
 
 
@@ -54,7 +55,7 @@ def require_pymc_form(model) -> None:
     """Raise the named error unless :func:`supports_pymc`."""
     if not supports_pymc(model):
         names = ", ".join(cls.__name__ for cls in _FAMILIES.values() if cls.pymc_module is not None)
-        raise TypeError(f"model: expected a mixflow model with a PyMC form ({names}), got {type(model).__name__}, "
+        raise InputTypeError(f"model: expected a mixflow model with a PyMC form ({names}), got {type(model).__name__}, "
                         "which has none")
 
 
@@ -63,13 +64,13 @@ def model_from_json(text: str) -> "MixtureModel":
     try:
         spec = json.loads(text)
     except (TypeError, json.JSONDecodeError) as error:
-        raise ValueError(f"model: expected the model declaration as JSON (as mixflow writes it), got "
+        raise InputError(f"model: expected the model declaration as JSON (as mixflow writes it), got "
                          f"{str(text)[:60]!r} ({error})") from None
     if not isinstance(spec, dict):
-        raise ValueError(f"model: expected the model declaration as a JSON object, got {str(text)[:60]!r}")
+        raise InputError(f"model: expected the model declaration as a JSON object, got {str(text)[:60]!r}")
     family = spec.pop("family", None)
     if family not in _FAMILIES:
-        raise ValueError(f"text: expected a model JSON with family in {sorted(_FAMILIES)}, got {family!r}")
+        raise InputError(f"text: expected a model JSON with family in {sorted(_FAMILIES)}, got {family!r}")
     return _FAMILIES[family].from_dict(spec)
 
 
@@ -241,7 +242,7 @@ class MixtureModel:
         """
         supported = sorted(name for name, cls in _FAMILIES.items()
                            if cls.chunked_constants is not MixtureModel.chunked_constants)
-        raise ValueError(f"data: expected numpy or pandas data for the {self.family!r} family, got Dask data, "
+        raise InputError(f"data: expected numpy or pandas data for the {self.family!r} family, got Dask data, "
                          f"which the families {supported} take")
 
     def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from mixflow.errors import InputError, InputTypeError
+
 __all__ = ["check_concentration", "check_n_components", "check_parameter_dict", "named_rows", "prior_from_argument"]
 
 _MAX_ROWS_NAMED = 5
@@ -10,7 +12,7 @@ _MAX_ROWS_NAMED = 5
 def check_n_components(value) -> int:
     """``n_components`` as an int, or a ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"n_components: expected an integer >= 1, got {value!r}")
+        raise InputError(f"n_components: expected an integer >= 1, got {value!r}")
     return int(value)
 
 
@@ -19,12 +21,12 @@ def prior_from_argument(prior, prior_class, n_components: int):
     name = prior_class.__name__
     if isinstance(prior, str):
         if prior != "default":
-            raise ValueError(f"prior: expected 'default', a {name} or a dict, got {prior!r}")
+            raise InputError(f"prior: expected 'default', a {name} or a dict, got {prior!r}")
         prior = prior_class()
     elif isinstance(prior, dict):
         unknown = set(prior) - set(prior_class.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"prior: unknown hyperparameter(s) {sorted(unknown)}; expected some of "
+            raise InputError(f"prior: unknown hyperparameter(s) {sorted(unknown)}; expected some of "
                              f"{list(prior_class.__dataclass_fields__)}")
         for key, value in prior.items():
             _check_hyperparameter(key, value)
@@ -34,10 +36,10 @@ def prior_from_argument(prior, prior_class, n_components: int):
             message = str(error)
             raise type(error)(message if message.startswith("prior") else f"prior.{message}") from None
     elif not isinstance(prior, prior_class):
-        raise TypeError(f"prior: expected 'default', a {name} or a dict, got {type(prior).__name__}")
+        raise InputTypeError(f"prior: expected 'default', a {name} or a dict, got {type(prior).__name__}")
     concentration = np.atleast_1d(prior.weights_concentration)
     if concentration.size not in (1, n_components):
-        raise ValueError(f"prior.weights_concentration: expected 1 or {n_components} values, "
+        raise InputError(f"prior.weights_concentration: expected 1 or {n_components} values, "
                          f"got {concentration.size}")
     return prior
 
@@ -52,38 +54,38 @@ def _check_hyperparameter(key: str, value) -> None:
     except (TypeError, ValueError):  # ragged nested sequences
         numeric = False
     if not numeric:
-        raise TypeError(f"prior.{key}: expected a number or a sequence of numbers, got {value!r}")
+        raise InputTypeError(f"prior.{key}: expected a number or a sequence of numbers, got {value!r}")
     if not np.isfinite(array).all():
-        raise ValueError(f"prior.{key}: expected finite numbers, got {value!r}")
+        raise InputError(f"prior.{key}: expected finite numbers, got {value!r}")
 
 
 def check_concentration(value) -> float | tuple:
     """Dirichlet concentration(s): positive and finite; a float or a tuple of floats."""
     concentration = np.atleast_1d(np.asarray(value, dtype=float))
     if not (np.isfinite(concentration).all() and (concentration > 0).all()):
-        raise ValueError(f"weights_concentration: expected positive numbers, got {value!r}")
+        raise InputError(f"weights_concentration: expected positive numbers, got {value!r}")
     return float(concentration[0]) if np.ndim(value) == 0 else tuple(concentration.tolist())
 
 
 def check_parameter_dict(params, shapes: dict, name: str) -> dict:
     """Keys, shapes, finiteness and the weights of user-given parameters; float copies."""
     if not isinstance(params, dict):
-        raise TypeError(f"{name}: expected 'kmeans', 'kmeans++', 'random' or a dict of parameters, "
+        raise InputTypeError(f"{name}: expected 'kmeans', 'kmeans++', 'random' or a dict of parameters, "
                         f"got {type(params).__name__}")
     missing, unknown = sorted(set(shapes) - set(params)), sorted(set(params) - set(shapes))
     if missing or unknown:
-        raise ValueError(f"{name}: expected keys {sorted(shapes)}, got {sorted(params)} "
+        raise InputError(f"{name}: expected keys {sorted(shapes)}, got {sorted(params)} "
                          f"(missing {missing}, unknown {unknown})")
     out = {}
     for key, shape in shapes.items():
         value = np.array(params[key], dtype=float, copy=True)
         if value.shape != shape:
-            raise ValueError(f"{name}[{key!r}]: expected shape {shape}, got {value.shape}")
+            raise InputError(f"{name}[{key!r}]: expected shape {shape}, got {value.shape}")
         if not np.isfinite(value).all():
-            raise ValueError(f"{name}[{key!r}]: expected finite values, got {value.tolist()}")
+            raise InputError(f"{name}[{key!r}]: expected finite values, got {value.tolist()}")
         out[key] = value
     if (out["weights"] < 0).any() or not np.isclose(out["weights"].sum(), 1.0, atol=1e-8):
-        raise ValueError(f"{name}['weights']: expected non-negative weights summing to 1, "
+        raise InputError(f"{name}['weights']: expected non-negative weights summing to 1, "
                          f"got {out['weights'].tolist()}")
     return out
 

@@ -27,6 +27,7 @@ pointwise log-likelihoods are computed by :mod:`mixflow.engines.mcmc` from the d
 import numpy as np
 
 from mixflow.data import Data
+from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import require_pymc_form, supports_pymc
 
 __all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "lifted_weights", "mixture_potential",
@@ -61,10 +62,10 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
 def check_inputs(data, prior, minibatch_size, prior_fields: tuple[str, ...]) -> None:
     """Check the arguments of a family's ``pymc_model``; errors name the argument."""
     if not isinstance(data, Data):
-        raise TypeError(f"data: expected validated mixflow.data.Data (see mixflow.data.validate_data), "
+        raise InputTypeError(f"data: expected validated mixflow.data.Data (see mixflow.data.validate_data), "
                         f"got {type(data).__name__}")
     if prior is not None and not all(hasattr(prior, name) for name in prior_fields):
-        raise TypeError(f"prior: expected None or a resolved prior from model.resolve_prior(...), "
+        raise InputTypeError(f"prior: expected None or a resolved prior from model.resolve_prior(...), "
                         f"got {type(prior).__name__}")
     check_minibatch_size(minibatch_size, data.n_obs)
 
@@ -74,7 +75,7 @@ def check_minibatch_size(minibatch_size, n_obs: int) -> None:
     if minibatch_size is not None and (isinstance(minibatch_size, bool)
                                        or not isinstance(minibatch_size, int | np.integer)
                                        or not 1 <= minibatch_size <= n_obs):
-        raise ValueError(f"minibatch_size: expected None or an integer in [1, n_obs = {n_obs}], "
+        raise InputError(f"minibatch_size: expected None or an integer in [1, n_obs = {n_obs}], "
                          f"got {minibatch_size!r}")
 
 

@@ -7,6 +7,7 @@ posterior predictive draws and predictive plots use it); these are the pieces th
 import numpy as np
 
 from mixflow.data import Data
+from mixflow.errors import InputError
 
 __all__ = ["component_labels", "expanded_rows", "full_covariances", "gaussian_points", "n_units"]
 
@@ -37,7 +38,7 @@ def expanded_rows(data: Data, what: str) -> np.ndarray:
     if data.weights is None:
         return np.arange(data.n_obs)
     if not np.array_equal(data.weights, np.round(data.weights)):
-        raise ValueError(f"weights: expected integer frequency weights to {what} unit by unit, got non-integer "
+        raise InputError(f"weights: expected integer frequency weights to {what} unit by unit, got non-integer "
                          f"weights such as {data.weights[data.weights != np.round(data.weights)][0]!r}")
     return np.repeat(np.arange(data.n_obs), data.weights.astype(np.int64))
 

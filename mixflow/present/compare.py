@@ -22,6 +22,7 @@ from mixflow.container.read import (
     method_draws,
     parameter_names,
 )
+from mixflow.errors import InputError
 
 __all__ = [
     "METHOD_LABELS",
@@ -66,7 +67,7 @@ def adjusted_rand_index(labels_a, labels_b, weights=None) -> float:
     """
     labels_a, labels_b = np.asarray(labels_a), np.asarray(labels_b)
     if labels_a.ndim != 1 or labels_a.shape != labels_b.shape:
-        raise ValueError(f"labels_b: expected the shape of labels_a {labels_a.shape}, got {labels_b.shape}")
+        raise InputError(f"labels_b: expected the shape of labels_a {labels_a.shape}, got {labels_b.shape}")
     weights = np.ones(labels_a.size) if weights is None else np.asarray(weights, dtype=float)
     _, rows = np.unique(labels_a, return_inverse=True)
     _, cols = np.unique(labels_b, return_inverse=True)
@@ -105,9 +106,9 @@ def _check_probability(ci_prob, ci_kind):
     ci_prob = rcParams["stats.ci_prob"] if ci_prob is None else ci_prob
     ci_kind = rcParams["stats.ci_kind"] if ci_kind is None else ci_kind
     if isinstance(ci_prob, bool) or not isinstance(ci_prob, int | float) or not 0 < ci_prob < 1:
-        raise ValueError(f"ci_prob: expected a probability strictly between 0 and 1, got {ci_prob!r}")
+        raise InputError(f"ci_prob: expected a probability strictly between 0 and 1, got {ci_prob!r}")
     if ci_kind not in ("eti", "hdi"):
-        raise ValueError(f"ci_kind: expected 'eti' or 'hdi', got {ci_kind!r}")
+        raise InputError(f"ci_kind: expected 'eti' or 'hdi', got {ci_kind!r}")
     return float(ci_prob), ci_kind
 
 
@@ -171,7 +172,7 @@ def compare_dataset(tree, *, ci_prob: float | None = None, ci_kind: str | None =
     ci_prob, ci_kind = _check_probability(ci_prob, ci_kind)
     methods = available_methods(tree)
     if not methods:
-        raise ValueError("tree: expected at least one of /em/estimate, /em/bootstrap, /mcmc/posterior, "
+        raise InputError("tree: expected at least one of /em/estimate, /em/bootstrap, /mcmc/posterior, "
                          "/advi/posterior, got none")
     names = parameter_names(tree)
     summaries = {}

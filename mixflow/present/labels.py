@@ -11,6 +11,7 @@ import xarray as xr
 
 from mixflow.container.layout import OBSERVED_DATA, REFERENCE_LABELS
 from mixflow.container.read import available_methods, check_tree, frequency_weights, hard_labels
+from mixflow.errors import InputError, InputTypeError
 from mixflow.present.compare import METHOD_LABELS, adjusted_rand_index
 
 __all__ = ["GROUP", "cross_tabulation", "reference_agreement", "reference_labels", "with_reference_labels"]
@@ -38,14 +39,14 @@ def with_reference_labels(tree, labels, *, name: str = "labels") -> xr.DataTree:
     """
     check_tree(tree)
     if not isinstance(name, str) or not name:
-        raise TypeError(f"name: expected a non-empty str, got {name!r}")
+        raise InputTypeError(f"name: expected a non-empty str, got {name!r}")
     values = np.asarray(labels)
     n_obs = tree[OBSERVED_DATA].sizes["obs"]
     if values.shape != (n_obs,):
-        raise ValueError(f"labels: expected one label per observation, shape ({n_obs},), got shape {values.shape}")
+        raise InputError(f"labels: expected one label per observation, shape ({n_obs},), got shape {values.shape}")
     missing = pd.isna(values)
     if missing.any():
-        raise ValueError(f"labels: expected no missing values, got {int(missing.sum())} at rows "
+        raise InputError(f"labels: expected no missing values, got {int(missing.sum())} at rows "
                          f"{np.flatnonzero(missing)[:5].tolist()}")
     group = xr.Dataset({"label": (("obs",), values.astype(str))},
                        coords={"obs": tree[OBSERVED_DATA]["obs"].values}, attrs={"column": name})

@@ -16,6 +16,7 @@ import xarray as xr
 from mixflow.container.layout import DRAW_GROUPS, EM, EM_BOOTSTRAP, MCMC, MCMC_MODES, RUN_WARNINGS
 from mixflow.container.read import available_methods, check_tree, method_draws
 from mixflow.container.tree import set_describer
+from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import format_with_sd
@@ -54,7 +55,7 @@ def summary(tree, *, kind: str = "table", ci_prob: float | None = None, ci_kind:
 
     """
     if kind not in _KINDS:
-        raise ValueError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
+        raise InputError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
     if kind == "text":
         return summary_text(tree, ci_prob=ci_prob, ci_kind=ci_kind)
     return summary_table(tree, ci_prob=ci_prob, ci_kind=ci_kind)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from mixflow.datasets import DESCRIPTIONS, load_dataset
+from mixflow.errors import InputError
 from mixflow.families.base import family_class, family_names
 
 __all__ = ["Workflow", "WorkflowError", "read_workflow"]
@@ -39,7 +40,7 @@ MODEL_KEYS = ("family", "n_components", "prior")  # and each family's own workfl
 OUTPUT_KEYS = {"container", "table", "figures", "report"}
 
 
-class WorkflowError(ValueError):
+class WorkflowError(InputError):
     """A workflow file that cannot run, with the file position and key at fault."""
 
 
@@ -233,7 +234,7 @@ def _read_data(table: dict, base: Path, loc: _Locator):
 
 def _read_units(units, frame: pd.DataFrame, loc: _Locator) -> dict:
     """``[data] units``: a table of column = "unit" strings, for columns of the data."""
-    from mixflow.units import check_units
+    from mixflow.data import check_units
 
     where = "[data] units"
     if not isinstance(units, dict):
@@ -241,7 +242,7 @@ def _read_units(units, frame: pd.DataFrame, loc: _Locator) -> dict:
                         f"{type(units).__name__} {units!r}", "units", "data")
     try:
         return check_units(units, frame.columns, name=where)
-    except (TypeError, ValueError) as error:
+    except InputError as error:
         raise loc.error(where, str(error).removeprefix(f"{where}: "), "units", "data") from None
 
 
@@ -425,7 +426,7 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
     spec = ModelSpec(family, ks, table.get("prior", "default"), options)
     try:
         spec.model(ks[0])
-    except (TypeError, ValueError) as error:
+    except InputError as error:
         named = [key for key in table if str(error).startswith((key, f"prior.{key}"))]
         raise loc.error(where, str(error), named[0] if named else "prior", "models", i) from None
     return spec
@@ -443,7 +444,7 @@ def _read_models(models, loc: _Locator, n_support: int | None):
 
 
 def _method_check(method: str):
-    """The engine's own check of one method's options: ``check(options)`` raises ValueError or TypeError.
+    """The engine's own check of one method's options: ``check(options)`` raises an InputError.
 
     One source of truth: the workflow calls the checks :func:`mixflow.fit` and the engines run, with the
     engine's defaults for the options the file leaves out.
@@ -456,7 +457,7 @@ def _method_check(method: str):
         def check_em(options):
             given = {k: v for k, v in options.items() if k != "map"}
             if "accelerate" in given and given["accelerate"] not in ACCELERATE_CHOICES:
-                raise ValueError(f"accelerate: expected one of {list(ACCELERATE_CHOICES)}, got {given['accelerate']!r}")
+                raise InputError(f"accelerate: expected one of {list(ACCELERATE_CHOICES)}, got {given['accelerate']!r}")
             if given.get("accelerate") == "none":  # TOML has no None: "none" is plain EM
                 given["accelerate"] = None
             check_em_options(**(defaults | given))
@@ -501,7 +502,7 @@ def _read_method(method: str, options, loc: _Locator) -> dict:
     for key, value in checked.items():
         try:
             check({key: value})
-        except (ValueError, TypeError, ImportError) as error:
+        except (InputError, ImportError) as error:
             message = str(error).removeprefix(f"{key}: ")
             loc.errors.append(str(loc.error(f"[{section}] {key}", message, key, section)))
     return dict(options)
@@ -560,7 +561,7 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
                 data = validate_data(frame[list(columns)], weights=None if weights is None else frame[weights])
                 model = spec.model(spec.ks[0])
                 model.resolve_prior(model.prepare(data))
-        except (TypeError, ValueError, KeyError) as error:
+        except (InputError, KeyError) as error:
             raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: {error}", "",
                             "models", i) from None
 

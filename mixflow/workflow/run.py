@@ -12,7 +12,7 @@ import numpy as np
 from mixflow.atomic import atomic_write
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
-from mixflow.errors import Interrupted
+from mixflow.errors import InputError, Interrupted
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
 from mixflow.workflow.config import Workflow, read_workflow
@@ -283,7 +283,7 @@ def _fit_and_write(workflow: Workflow, out: Path, progress, written: list, data,
                                             lambda p, t=selection: t.to_csv(p)))
                 progress(f"{spec.label}: BIC prefers K={ks[0]}" + (
                     f"; [select] fit = 'all-preferred': K={', '.join(map(str, ks[1:]))} fitted too" if ks[1:] else ""))
-        except (ValueError, TypeError, np.linalg.LinAlgError) as error:
+        except (InputError, np.linalg.LinAlgError) as error:
             raise workflow.model_error(i, f"the choice of K failed: {error}") from error
         stems = {k: f"{spec.label.rsplit('-k', 1)[0]}-k{k}" for k in ks}
         choice_warnings = progress.since(mark)  # recorded in the container of every K fitted after it
@@ -309,7 +309,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     progress(f"{spec.label}: fitting K={k} by {', '.join(workflow.methods)}")
     try:  # a fit that fails on these data (not a bug) is reported at the model's position
         tree = _fit_all(workflow, spec.model(k), data, weights, progress)
-    except (ValueError, TypeError, np.linalg.LinAlgError) as error:
+    except (InputError, np.linalg.LinAlgError) as error:
         raise workflow.model_error(i, f"the fit of K={k} failed: {error}") from error
     tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
                        "workflow_config_sha256": workflow.config_hash,

@@ -7,6 +7,7 @@ import numpy as np
 from scipy import stats as st
 
 from mixflow.data import Data
+from mixflow.errors import InputError
 from mixflow.families import sampling
 from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
@@ -66,9 +67,9 @@ class GaussianPrior:
     def __post_init__(self):
         check_concentration(self.weights_concentration)
         if not (np.isfinite(self.shrinkage) and self.shrinkage > 0):
-            raise ValueError(f"shrinkage: expected a positive number, got {self.shrinkage!r}")
+            raise InputError(f"shrinkage: expected a positive number, got {self.shrinkage!r}")
         if self.dof is not None and not (np.isfinite(self.dof) and self.dof > 0):
-            raise ValueError(f"dof: expected a positive number, got {self.dof!r}")
+            raise InputError(f"dof: expected a positive number, got {self.dof!r}")
         for name in ("weights_concentration", "mean", "scale"):
             object.__setattr__(self, name, _as_tuple(getattr(self, name)))
         object.__setattr__(self, "shrinkage", float(self.shrinkage))
@@ -132,7 +133,7 @@ class GaussianMixture(MixtureModel):
     def __post_init__(self):
         object.__setattr__(self, "n_components", check_n_components(self.n_components))
         if self.covariance not in gn.COVARIANCE_TYPES:
-            raise ValueError(f"covariance: expected one of {list(gn.COVARIANCE_TYPES)}, got {self.covariance!r}")
+            raise InputError(f"covariance: expected one of {list(gn.COVARIANCE_TYPES)}, got {self.covariance!r}")
         object.__setattr__(self, "prior", prior_from_argument(self.prior, GaussianPrior, self.n_components))
 
     # -- declaration -----------------------------------------------------------------------------------
@@ -376,7 +377,7 @@ def _default_scale(covariance: str, data_cov: np.ndarray, k: int) -> np.ndarray:
 def _given_mean(mean, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     value = np.asarray(mean, dtype=float)
     if value.shape != center.shape:
-        raise ValueError(f"prior.mean: expected {center.size} values (one per feature), got shape {value.shape}")
+        raise InputError(f"prior.mean: expected {center.size} values (one per feature), got shape {value.shape}")
     return (value - center) / scale
 
 
@@ -384,7 +385,7 @@ def _given_scale(covariance: str, given, scale: np.ndarray, d: int) -> np.ndarra
     value = np.asarray(given, dtype=float)
     expected = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance]
     if value.shape != expected:
-        raise ValueError(f"prior.scale: expected shape {expected} for covariance={covariance!r}, got {value.shape}")
+        raise InputError(f"prior.scale: expected shape {expected} for covariance={covariance!r}, got {value.shape}")
     _check_positive(value, given=True)
     return gu.dispersion_to_working(covariance, value, scale)
 
@@ -394,8 +395,8 @@ def _check_positive(scale: np.ndarray, given: bool) -> None:
     if positive:
         return
     if given:
-        raise ValueError(f"prior.scale: expected a positive definite scale (positive values), got {scale.tolist()}")
-    raise ValueError("prior.scale: expected a positive definite default scale (the data covariance / K^(2/d)), "
+        raise InputError(f"prior.scale: expected a positive definite scale (positive values), got {scale.tolist()}")
+    raise InputError("prior.scale: expected a positive definite default scale (the data covariance / K^(2/d)), "
                      "got a singular one: the data lie in a lower-dimensional subspace (fewer distinct rows "
                      "than features, or collinear features); give prior={'scale': ...}, drop a feature, or "
                      "use covariance='diag' or 'spherical'")
@@ -403,9 +404,9 @@ def _check_positive(scale: np.ndarray, given: bool) -> None:
 
 def _check_resolved(covariance, mean, scale, dof, d, given: bool):
     if mean.shape != (d,):
-        raise ValueError(f"prior.mean: expected {d} values (one per feature), got shape {mean.shape}")
+        raise InputError(f"prior.mean: expected {d} values (one per feature), got shape {mean.shape}")
     if dof <= d - 1:
-        raise ValueError(f"prior.dof: expected more than d - 1 = {d - 1} degrees of freedom, got {dof}")
+        raise InputError(f"prior.dof: expected more than d - 1 = {d - 1} degrees of freedom, got {dof}")
     _check_positive(scale, given)
 
 
@@ -439,7 +440,7 @@ def _check_parameters(model: GaussianMixture, params: dict, d: int, name: str) -
     if dispersion == "covariance":
         matrices = dispersion_value.reshape(-1, d, d)
         if not all(np.allclose(m, m.T) and np.linalg.eigvalsh(m)[0] > 0 for m in matrices):
-            raise ValueError(f"{name}['covariance']: expected symmetric positive definite matrices")
+            raise InputError(f"{name}['covariance']: expected symmetric positive definite matrices")
     elif (dispersion_value <= 0).any():
-        raise ValueError(f"{name}['variance']: expected positive variances, got {dispersion_value.tolist()}")
+        raise InputError(f"{name}['variance']: expected positive variances, got {dispersion_value.tolist()}")
     return out

@@ -8,6 +8,8 @@ The maps divide or multiply by one scale at a time, so ``Sigma / (s_i s_j)`` is 
 
 import numpy as np
 
+from mixflow.errors import InputError
+
 __all__ = ["check_positive_definite", "dispersion_to_data", "dispersion_to_working", "log_prior_jacobian", "to_data",
            "to_working"]
 
@@ -56,7 +58,7 @@ def check_positive_definite(name: str, value: np.ndarray, covariance_type: str) 
         smallest = np.atleast_1d(value).reshape(value.shape[0] if value.ndim else 1, -1).min(axis=1)
     bad = np.flatnonzero(~(smallest > 0))
     if bad.size:
-        raise ValueError(f"params[{name!r}]: expected a positive definite {name} for every component, got "
+        raise InputError(f"params[{name!r}]: expected a positive definite {name} for every component, got "
                          f"a singular or non-finite one for component(s) {bad.tolist()} in the standardised "
                          "units of the data: a variance of data near 1e-300 underflows to zero in data units "
                          "(rescale the data and fit again), or the data spread far beyond the components "

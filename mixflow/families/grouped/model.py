@@ -27,6 +27,7 @@ import xarray as xr
 from scipy.special import log_ndtr
 
 from mixflow.data import Data
+from mixflow.errors import InputError, InputTypeError
 from mixflow.families import sampling
 from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import check_n_components, check_parameter_dict, named_rows, prior_from_argument
@@ -75,7 +76,7 @@ def truncated_moments(alpha: np.ndarray, beta: np.ndarray, log_mass: np.ndarray)
 def _check_classes(lower: np.ndarray, upper: np.ndarray, obs: np.ndarray) -> None:
     empty = ~(lower < upper)
     if empty.any():
-        raise ValueError(f"data: expected each class's lower bound below its upper bound, got "
+        raise InputError(f"data: expected each class's lower bound below its upper bound, got "
                          f"{named_rows(empty, obs, np.column_stack([lower, upper]))}")
 
 
@@ -83,7 +84,7 @@ def _limit(value, name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or not np.isfinite(value):
-        raise ValueError(f"{name}: expected None or a finite class limit, got {value!r}")
+        raise InputError(f"{name}: expected None or a finite class limit, got {value!r}")
     return float(value)
 
 
@@ -139,18 +140,18 @@ class GroupedGaussianMixture(MixtureModel):
     def __post_init__(self):
         object.__setattr__(self, "n_components", check_n_components(self.n_components))
         if not isinstance(self.common_variance, bool):
-            raise TypeError(f"common_variance: expected True or False, got {self.common_variance!r}")
+            raise InputTypeError(f"common_variance: expected True or False, got {self.common_variance!r}")
         object.__setattr__(self, "open_below", _limit(self.open_below, "open_below"))
         object.__setattr__(self, "open_above", _limit(self.open_above, "open_above"))
         if self.open_below is not None and self.open_above is not None and not self.open_below < self.open_above:
-            raise ValueError(f"open_above: expected a limit above open_below = {self.open_below}, "
+            raise InputError(f"open_above: expected a limit above open_below = {self.open_below}, "
                              f"got {self.open_above}")
         if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood: expected one of {list(LIKELIHOODS)}, got {self.likelihood!r}")
+            raise InputError(f"likelihood: expected one of {list(LIKELIHOODS)}, got {self.likelihood!r}")
         bounds = tuple(self.bounds) if isinstance(self.bounds, list | tuple) else None
         if bounds is None or len(bounds) != 2 or not all(isinstance(b, str) and b for b in bounds) \
                 or bounds[0] == bounds[1]:
-            raise ValueError(f"bounds: expected two distinct column names (lower, upper), got {self.bounds!r}")
+            raise InputError(f"bounds: expected two distinct column names (lower, upper), got {self.bounds!r}")
         object.__setattr__(self, "bounds", bounds)
         prior = prior_from_argument(self.prior, GaussianPrior, self.n_components)
         if self.common_variance and isinstance(prior.scale, float):
@@ -215,7 +216,7 @@ class GroupedGaussianMixture(MixtureModel):
             return data.values[:, features.index(self.bounds[0])], data.values[:, features.index(self.bounds[1])]
         if len(features) == 2:
             return data.values[:, 0], data.values[:, 1]
-        raise ValueError(f"data: expected the class limits in columns {list(self.bounds)} (or exactly two "
+        raise InputError(f"data: expected the class limits in columns {list(self.bounds)} (or exactly two "
                          f"columns, lower then upper), got columns {features}")
 
     def prepare(self, data) -> Prepared:
@@ -252,7 +253,7 @@ class GroupedGaussianMixture(MixtureModel):
         elif len(names) == 2:
             columns = [0, 1]
         else:
-            raise ValueError(f"data: expected the class limits in columns {list(self.bounds)} (or exactly two "
+            raise InputError(f"data: expected the class limits in columns {list(self.bounds)} (or exactly two "
                              f"columns, lower then upper), got columns {names}")
         magnitude = moments.magnitude[columns]
         top = magnitude.max()
@@ -419,5 +420,5 @@ class GroupedGaussianMixture(MixtureModel):
         out = check_parameter_dict(params, {"weights": (k,), "mu": (k,),
                                             "variance": () if self.common_variance else (k,)}, name)
         if (out["variance"] <= 0).any():
-            raise ValueError(f"{name}['variance']: expected positive variances, got {out['variance'].tolist()}")
+            raise InputError(f"{name}['variance']: expected positive variances, got {out['variance'].tolist()}")
         return out

@@ -27,6 +27,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from mixflow.data import Data
+from mixflow.errors import InputTypeError
 from mixflow.families.pymc_parts import (
     LOG_2PI,
     check_inputs,
@@ -118,7 +119,7 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
         ``variance`` (data units); the potential ``log_likelihood``.
     """
     if getattr(model, "family", None) != "grouped_gaussian":
-        raise TypeError(f"model: expected a mixflow GroupedGaussianMixture, got {type(model).__name__}")
+        raise InputTypeError(f"model: expected a mixflow GroupedGaussianMixture, got {type(model).__name__}")
     check_inputs(data, prior, minibatch_size, ("concentration", "mean", "shrinkage", "dof", "scale"))
     if prior is None:
         prior = model.resolve_prior(model.prepare(data))

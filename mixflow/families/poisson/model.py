@@ -18,6 +18,7 @@ from scipy import stats as st
 from scipy.special import gammaln, xlogy
 
 from mixflow.data import Data
+from mixflow.errors import InputError
 from mixflow.families import sampling
 from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import (
@@ -65,13 +66,13 @@ class PoissonPrior:
         if self.shape is not None:
             if isinstance(self.shape, bool) or not isinstance(self.shape, int | float) \
                     or not (np.isfinite(self.shape) and self.shape >= 1):
-                raise ValueError(f"shape: expected a number >= 1 (the MAP rate is the posterior mode), "
+                raise InputError(f"shape: expected a number >= 1 (the MAP rate is the posterior mode), "
                                  f"got {self.shape!r}")
             object.__setattr__(self, "shape", float(self.shape))
         if self.rate is not None:
             if isinstance(self.rate, bool) or not isinstance(self.rate, int | float) \
                     or not (np.isfinite(self.rate) and self.rate > 0):
-                raise ValueError(f"rate: expected a positive number, got {self.rate!r}")
+                raise InputError(f"rate: expected a positive number, got {self.rate!r}")
             object.__setattr__(self, "rate", float(self.rate))
 
     def to_dict(self) -> dict:
@@ -108,12 +109,12 @@ def m_step(totals: np.ndarray, weighted_counts: np.ndarray, prior: ResolvedPoiss
 def check_counts(values: np.ndarray, obs: np.ndarray, features: np.ndarray, name: str = "data") -> np.ndarray:
     """One column of non-negative integers, returned as a float vector; ValueError naming the rows otherwise."""
     if values.shape[1] != 1:
-        raise ValueError(f"{name}: expected one column of counts for a PoissonMixture, got {values.shape[1]} "
+        raise InputError(f"{name}: expected one column of counts for a PoissonMixture, got {values.shape[1]} "
                          f"columns {features.tolist()}")
     counts = values[:, 0]
     bad = (counts < 0) | (counts != np.round(counts))
     if bad.any():
-        raise ValueError(f"{name}: expected non-negative integer counts, got other values in "
+        raise InputError(f"{name}: expected non-negative integer counts, got other values in "
                          f"{named_rows(bad, obs, counts)}")
     return counts
 
@@ -193,7 +194,7 @@ class PoissonMixture(MixtureModel):
     def chunked_constants(self, moments, features) -> dict:
         """:meth:`prepare`'s constants (the weighted mean count) from the moments of chunked data."""
         if moments.magnitude.size != 1:
-            raise ValueError(f"data: expected one column of counts for a PoissonMixture, got {moments.magnitude.size} "
+            raise InputError(f"data: expected one column of counts for a PoissonMixture, got {moments.magnitude.size} "
                              f"columns {list(features)}")
         return {"mean": float(moments.magnitude[0] * moments.unit_mean[0]), "features": np.asarray(features)}
 
@@ -273,5 +274,5 @@ class PoissonMixture(MixtureModel):
         k = self.n_components
         out = check_parameter_dict(params, {"weights": (k,), "rate": (k,)}, name)
         if (out["rate"] <= 0).any():
-            raise ValueError(f"{name}['rate']: expected positive rates, got {out['rate'].tolist()}")
+            raise InputError(f"{name}['rate']: expected positive rates, got {out['rate'].tolist()}")
         return out

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import stats as st
 
 from mixflow.data import Data
+from mixflow.errors import InputError, InputTypeError
 from mixflow.families import sampling
 from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
@@ -33,22 +34,22 @@ def parse_formula(formula: str) -> tuple[str, tuple[str, ...], bool]:
     other column names.
     """
     if not isinstance(formula, str) or formula.count("~") != 1:
-        raise ValueError(f"formula: expected 'response ~ covariate + ...', got {formula!r}")
+        raise InputError(f"formula: expected 'response ~ covariate + ...', got {formula!r}")
     left, right = (part.strip() for part in formula.split("~"))
     if not re.fullmatch(_NAME, left):
-        raise ValueError(f"formula: expected one response column name left of '~', got {left!r}")
+        raise InputError(f"formula: expected one response column name left of '~', got {left!r}")
     parts = re.split(r"\s*([+-])\s*", right)
     parts = parts[1:] if parts[0] == "" else ["+", *parts]
     if not right or any(term == "" for term in parts[1::2]):
-        raise ValueError(f"formula: expected terms joined by '+' right of '~', got {right!r}")
+        raise InputError(f"formula: expected terms joined by '+' right of '~', got {right!r}")
     intercept, covariates = True, []
     for sign, term in zip(parts[0::2], parts[1::2], strict=True):
         if term in ("0", "1"):
             intercept = (term == "1") != (sign == "-")
         elif sign == "-":
-            raise ValueError(f"formula: only '- 1' can be subtracted, got '- {term}' in {formula!r}")
+            raise InputError(f"formula: only '- 1' can be subtracted, got '- {term}' in {formula!r}")
         elif not re.fullmatch(_NAME, term):
-            raise ValueError(f"formula: expected column names as terms, got {term!r} in {formula!r}")
+            raise InputError(f"formula: expected column names as terms, got {term!r} in {formula!r}")
         else:
             covariates.append(term)
     return left, tuple(covariates), intercept
@@ -58,7 +59,7 @@ def _positive(value, name: str, lower: float = 0.0) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not (np.isfinite(value) and value > lower):
-        raise ValueError(f"{name}: expected a number > {lower:g}, got {value!r}")
+        raise InputError(f"{name}: expected a number > {lower:g}, got {value!r}")
     return float(value)
 
 
@@ -103,19 +104,19 @@ class RegressionPrior:
         object.__setattr__(self, "weights_concentration", check_concentration(self.weights_concentration))
         object.__setattr__(self, "shrinkage", _positive(self.shrinkage, "shrinkage"))
         if self.shrinkage is None:
-            raise ValueError("shrinkage: expected a number > 0, got None")
+            raise InputError("shrinkage: expected a number > 0, got None")
         object.__setattr__(self, "shape", _positive(self.shape, "shape"))
         object.__setattr__(self, "scale", _positive(self.scale, "scale"))
         if self.mean is not None:
             mean = np.asarray(self.mean, dtype=float)
             if mean.ndim != 1 or not np.isfinite(mean).all():
-                raise ValueError(f"mean: expected a finite vector, got {self.mean!r}")
+                raise InputError(f"mean: expected a finite vector, got {self.mean!r}")
             object.__setattr__(self, "mean", tuple(mean.tolist()))
         if self.covariance is not None:
             cov = np.asarray(self.covariance, dtype=float)
             if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or not np.allclose(cov, cov.T) \
                     or np.linalg.eigvalsh(cov)[0] <= 0:
-                raise ValueError(f"covariance: expected a symmetric positive definite matrix, got {self.covariance!r}")
+                raise InputError(f"covariance: expected a symmetric positive definite matrix, got {self.covariance!r}")
             object.__setattr__(self, "covariance", tuple(map(tuple, cov.tolist())))
 
     def to_dict(self) -> dict:
@@ -156,7 +157,7 @@ class WorkingRegressionPrior:
 def _checked(value, shape: tuple, name: str, coefficient_names: list) -> np.ndarray:
     array = np.asarray(value, dtype=float)
     if array.shape != shape:
-        raise ValueError(f"prior.{name}: expected shape {shape} (one row per coefficient {coefficient_names}), "
+        raise InputError(f"prior.{name}: expected shape {shape} (one row per coefficient {coefficient_names}), "
                          f"got {array.shape}")
     return array
 
@@ -229,26 +230,26 @@ class RegressionMixture(MixtureModel):
         object.__setattr__(self, "n_components", check_n_components(self.n_components))
         covariates = (self.covariates,) if isinstance(self.covariates, str) else self.covariates
         if not isinstance(covariates, list | tuple) or not all(isinstance(c, str) and c for c in covariates):
-            raise TypeError(f"covariates: expected a list of column names, got {self.covariates!r}")
+            raise InputTypeError(f"covariates: expected a list of column names, got {self.covariates!r}")
         covariates = tuple(covariates)
         if formula is not None:
             parsed = parse_formula(formula)
             given = (self.response, covariates, self.intercept)
             if (self.response is not None or covariates) and given != parsed:
-                raise ValueError(f"formula: {formula!r} disagrees with response={self.response!r}, "
+                raise InputError(f"formula: {formula!r} disagrees with response={self.response!r}, "
                                  f"covariates={list(covariates)}, intercept={self.intercept}; give one or the other")
             object.__setattr__(self, "response", parsed[0])
             covariates = parsed[1]
             object.__setattr__(self, "intercept", parsed[2])
         if not isinstance(self.response, str) or not self.response:
-            raise ValueError(f"response: expected a column name (or a formula 'y ~ x'), got {self.response!r}")
+            raise InputError(f"response: expected a column name (or a formula 'y ~ x'), got {self.response!r}")
         if not isinstance(self.intercept, bool):
-            raise TypeError(f"intercept: expected True or False, got {self.intercept!r}")
+            raise InputTypeError(f"intercept: expected True or False, got {self.intercept!r}")
         if len(set(covariates)) != len(covariates) or self.response in covariates:
-            raise ValueError(f"covariates: expected distinct names other than the response {self.response!r}, "
+            raise InputError(f"covariates: expected distinct names other than the response {self.response!r}, "
                              f"got {list(covariates)}")
         if not covariates and not self.intercept:
-            raise ValueError("covariates: expected at least one covariate or an intercept, got neither")
+            raise InputError("covariates: expected at least one covariate or an intercept, got neither")
         object.__setattr__(self, "covariates", covariates)
         object.__setattr__(self, "prior", prior_from_argument(self.prior, RegressionPrior, self.n_components))
 
@@ -306,7 +307,7 @@ class RegressionMixture(MixtureModel):
         features = [str(f) for f in data.features]
         missing = [c for c in (self.response, *self.covariates) if c not in features]
         if missing:
-            raise ValueError(f"data: expected columns {[self.response, *self.covariates]} (response and "
+            raise InputError(f"data: expected columns {[self.response, *self.covariates]} (response and "
                              f"covariates of the model), got {features} (missing {missing})")
         index = {name: j for j, name in enumerate(features)}
         return data.values[:, [index[c] for c in self.covariates]], data.values[:, index[self.response]]
@@ -322,7 +323,7 @@ class RegressionMixture(MixtureModel):
         design, working, coordinates = rn.design_and_response(covariates, response, weights, self.intercept)
         gram = (design * weights[:, None]).T @ design / weights.sum()
         if np.linalg.matrix_rank(gram) < design.shape[1]:
-            raise ValueError(f"data: expected covariates {list(self.covariates)} that are not collinear "
+            raise InputError(f"data: expected covariates {list(self.covariates)} that are not collinear "
                              f"{'(with the intercept) ' if self.intercept else ''}on the rows with positive "
                              "weight, got a rank-deficient design")
         variance = weights @ (working - weights @ working / weights.sum()) ** 2 / weights.sum()
@@ -341,7 +342,7 @@ class RegressionMixture(MixtureModel):
         names = [str(f) for f in features]
         missing = [c for c in (self.response, *self.covariates) if c not in names]
         if missing:
-            raise ValueError(f"data: expected columns {[self.response, *self.covariates]} (response and "
+            raise InputError(f"data: expected columns {[self.response, *self.covariates]} (response and "
                              f"covariates of the model), got {names} (missing {missing})")
         x, y = [names.index(c) for c in self.covariates], names.index(self.response)
         mag, mean, sd = moments.magnitude, moments.unit_mean, moments.unit_sd
@@ -366,7 +367,7 @@ class RegressionMixture(MixtureModel):
                                          float(y_units.log_scale[0]))
             gram, cross = products[:q, :q], products[:q, q]
         if np.linalg.matrix_rank(gram) < gram.shape[0]:
-            raise ValueError(f"data: expected covariates {list(self.covariates)} that are not collinear "
+            raise InputError(f"data: expected covariates {list(self.covariates)} that are not collinear "
                              f"{'(with the intercept) ' if self.intercept else ''}on the rows with positive "
                              "weight, got a rank-deficient design")
         variance = moments.unit_cross[y, y] / moments.total_weight / (unit_sd[q] * unit_sd[q])
@@ -453,7 +454,7 @@ class RegressionMixture(MixtureModel):
         coordinates = prepared.constants["coordinates"]
         variance = coordinates.variance_to_working(params["variance"])
         if not (variance > 0).all():
-            raise ValueError(f"params['variance']: expected positive variances in the standardised units of the "
+            raise InputError(f"params['variance']: expected positive variances in the standardised units of the "
                              f"data, got {variance.tolist()} (a variance underflows to zero in data units for "
                              "responses near 1e-300: rescale the data and fit again)")
         return {**params, "coefficients": coordinates.to_working(params["coefficients"]), "variance": variance}
@@ -553,5 +554,5 @@ class RegressionMixture(MixtureModel):
         k, p = self.n_components, len(self.coefficient_names)
         out = check_parameter_dict(params, {"weights": (k,), "coefficients": (k, p), "variance": (k,)}, name)
         if (out["variance"] <= 0).any():
-            raise ValueError(f"{name}['variance']: expected positive variances, got {out['variance'].tolist()}")
+            raise InputError(f"{name}['variance']: expected positive variances, got {out['variance'].tolist()}")
         return out

@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from mixflow.data import Data
+from mixflow.errors import InputError
 from mixflow.families import sampling
 from mixflow.families.base import MixtureModel, Prepared, register_family
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
@@ -38,7 +39,7 @@ class SoftKMeansPrior:
         object.__setattr__(self, "weights_concentration", check_concentration(self.weights_concentration))
         if isinstance(self.shrinkage, bool) or not isinstance(self.shrinkage, int | float) \
                 or not (np.isfinite(self.shrinkage) and self.shrinkage > 0):
-            raise ValueError(f"shrinkage: expected a positive number, got {self.shrinkage!r}")
+            raise InputError(f"shrinkage: expected a positive number, got {self.shrinkage!r}")
         object.__setattr__(self, "shrinkage", float(self.shrinkage))
         if self.mean is not None:
             object.__setattr__(self, "mean", tuple(np.atleast_1d(np.asarray(self.mean, dtype=float)).tolist()))
@@ -102,7 +103,7 @@ class SoftKMeans(MixtureModel):
         object.__setattr__(self, "n_components", check_n_components(self.n_components))
         if isinstance(self.variance, bool) or not isinstance(self.variance, int | float | np.floating) \
                 or not (np.isfinite(self.variance) and self.variance > 0):
-            raise ValueError(f"variance: expected a positive number (the fixed sigma^2), got {self.variance!r}")
+            raise InputError(f"variance: expected a positive number (the fixed sigma^2), got {self.variance!r}")
         object.__setattr__(self, "variance", float(self.variance))
         object.__setattr__(self, "prior", prior_from_argument(self.prior, SoftKMeansPrior, self.n_components))
 
@@ -168,7 +169,7 @@ class SoftKMeans(MixtureModel):
         d = prepared.constants["center"].size
         mean = prepared.constants["center"] if self.prior.mean is None else np.asarray(self.prior.mean)
         if mean.shape != (d,):
-            raise ValueError(f"prior.mean: expected {d} values (one per feature), got shape {mean.shape}")
+            raise InputError(f"prior.mean: expected {d} values (one per feature), got shape {mean.shape}")
         concentration = np.broadcast_to(np.asarray(self.prior.weights_concentration, dtype=float),
                                         (self.n_components,)).copy()
         return ResolvedSoftKMeansPrior(concentration, mean, self.prior.shrinkage)

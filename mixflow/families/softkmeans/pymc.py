@@ -15,6 +15,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from mixflow.data import Data
+from mixflow.errors import InputTypeError
 from mixflow.families.pymc_parts import (
     LOG_2PI,
     check_inputs,
@@ -55,7 +56,7 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
         (component, feature); the deterministic ``mu`` (data units); the potential ``log_likelihood``.
     """
     if getattr(model, "family", None) != "soft_kmeans":
-        raise TypeError(f"model: expected a mixflow SoftKMeans, got {type(model).__name__}")
+        raise InputTypeError(f"model: expected a mixflow SoftKMeans, got {type(model).__name__}")
     check_inputs(data, prior, minibatch_size, ("concentration", "mean", "shrinkage"))
     if prior is None:
         prior = model.resolve_prior(model.prepare(data))

@@ -4,6 +4,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from mixflow.errors import InputError, InputTypeError
+
 __all__ = ["METHOD_COLORS", "check_path", "finish"]
 
 #: One colour per method, shared by every plot.
@@ -17,10 +19,10 @@ def check_path(path) -> Path | None:
     if path is None:
         return None
     if not isinstance(path, str | Path):
-        raise TypeError(f"path: expected None or a file path (str or pathlib.Path), got {type(path).__name__}")
+        raise InputTypeError(f"path: expected None or a file path (str or pathlib.Path), got {type(path).__name__}")
     path = Path(path)
     if path.suffix.lower() not in _FORMATS:
-        raise ValueError(f"path: expected a file name ending in one of {list(_FORMATS)}, got {str(path)!r}")
+        raise InputError(f"path: expected a file name ending in one of {list(_FORMATS)}, got {str(path)!r}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r}")
     return path

@@ -21,6 +21,7 @@ from scipy import stats as st
 from mixflow.container.layout import EM_ESTIMATE, RESPONSIBILITY_GROUPS
 from mixflow.container.read import available_methods, check_tree, data_units, method_draws, observed_data
 from mixflow.engines.em_steps import responsibilities
+from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.families.sampling import full_covariances
 from mixflow.present.compare import METHOD_LABELS
@@ -88,7 +89,7 @@ def _check_features(features, names: np.ndarray) -> list[int]:
     requested = [features] if isinstance(features, str) else list(features)
     unknown = [f for f in requested if f not in names]
     if unknown or not 1 <= len(requested) <= 2 or len(set(requested)) != len(requested):
-        raise ValueError(f"features: expected one or two distinct names among {names}, got {requested}")
+        raise InputError(f"features: expected one or two distinct names among {names}, got {requested}")
     return [names.index(f) for f in requested]
 
 
@@ -133,7 +134,7 @@ def plot_data(tree, *, features=None, methods=None, random_seed: int = 0, path=N
         methods = present
     methods = [methods] if isinstance(methods, str) else list(methods)
     if not methods or any(m not in present for m in methods):
-        raise ValueError(f"methods: expected some of the container's methods {present}, got {methods}")
+        raise InputError(f"methods: expected some of the container's methods {present}, got {methods}")
     model = model_from_json(tree.attrs["model"])
     rng = np.random.default_rng(random_seed)
     sets = {m: _parameter_sets(tree, m, rng) for m in methods}
@@ -148,7 +149,7 @@ def _panel_sets(sets: dict) -> dict:
 
 def _no_features(model, features) -> None:
     if features is not None:
-        raise ValueError(f"features: expected None for a {type(model).__name__} (its data plot has one layout), "
+        raise InputError(f"features: expected None for a {type(model).__name__} (its data plot has one layout), "
                          f"got {features!r}")
 
 
@@ -262,7 +263,7 @@ def _draw_counts(model, tree, data, sets, features):
 # -- regression ------------------------------------------------------------------------------------------
 def _draw_regression(model, tree, data, sets, features):
     if features is not None and (not isinstance(features, str) or features not in model.covariates):
-        raise ValueError(f"features: expected one covariate of the model {list(model.covariates)}, got {features!r}")
+        raise InputError(f"features: expected one covariate of the model {list(model.covariates)}, got {features!r}")
     design, response = model.design(data)
     covariate = features if features is not None else (model.covariates[0] if model.covariates else None)
     column = len(model.coefficient_names) - len(model.covariates) + model.covariates.index(covariate) \

@@ -28,6 +28,7 @@ from matplotlib.ticker import MaxNLocator
 from mixflow.container.layout import ADVI, EM_ESTIMATE, MCMC, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.layout import group as layout_group
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws, parameter_names
+from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset
 from mixflow.present.plots.common import METHOD_COLORS, check_path, finish
@@ -51,7 +52,7 @@ def check_var_names(tree, var_names) -> list[str]:
     requested = [var_names] if isinstance(var_names, str) else list(var_names)
     unknown = [name for name in requested if name not in names]
     if unknown or not requested:
-        raise ValueError(f"var_names: expected some of {names}, got {requested}")
+        raise InputError(f"var_names: expected some of {names}, got {requested}")
     return requested
 
 
@@ -76,7 +77,7 @@ def _draw_methods(tree, exclude=()) -> list[str]:
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise InputError(message)
 
 
 def _figure_of(plot_collection) -> Figure:
@@ -448,7 +449,7 @@ def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_s
         method = next((m for m in ("mcmc", "advi", "bootstrap", "em") if m in present), None)
     _require(method in present, f"method: expected one of the container's methods {present}, got {method!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
+        raise InputError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
     predictive, observed, kind = _predictive_draws(tree, method, num_samples, random_seed)
     dt = xr.DataTree.from_dict({
         "posterior_predictive": xr.Dataset({"x": predictive.drop_vars("obs", errors="ignore")}),
@@ -516,7 +517,7 @@ def plot_modes(tree, *, var_names=None, ci_prob: float | None = None, path=None)
     path = check_path(path)
     names = check_var_names(tree, var_names)
     if not has_group(tree, MCMC_MODES):
-        raise ValueError("tree: expected an MCMC result with /mcmc/modes (fit by method='mcmc'), got none")
+        raise InputError("tree: expected an MCMC result with /mcmc/modes (fit by method='mcmc'), got none")
     modes = tree[MCMC_MODES]
     chain_mode = modes["chain_mode"].values
     draws = method_draws(tree, "mcmc")[names]

@@ -6,6 +6,7 @@ from matplotlib.figure import Figure
 
 from mixflow.container.layout import ADVI, EM_SAMPLE_STATS, group
 from mixflow.container.read import available_methods, check_tree
+from mixflow.errors import InputError, InputTypeError
 from mixflow.present.plots.common import METHOD_COLORS, check_path, finish
 
 __all__ = ["elbo_history", "plot_convergence", "plot_select_k"]
@@ -45,7 +46,7 @@ def plot_convergence(tree, *, path=None) -> Figure:
     has_em = "em" in tree.children and "sample_stats" in tree["em"].children
     elbo = elbo_history(tree)
     if not (has_em or elbo is not None):
-        raise ValueError("tree: expected /em/sample_stats or an ADVI ELBO history in /advi/sample_stats, got "
+        raise InputError("tree: expected /em/sample_stats or an ADVI ELBO history in /advi/sample_stats, got "
                          f"methods {available_methods(tree)}")
     figure = Figure(figsize=(5.5 * (has_em + (elbo is not None)), 3.6), layout="constrained")
     axes = list(figure.subplots(1, has_em + (elbo is not None), squeeze=False).ravel())
@@ -131,11 +132,11 @@ def plot_select_k(table, *, path=None) -> Figure:
     import pandas as pd
 
     if not isinstance(table, pd.DataFrame) or table.index.name != "k":
-        raise TypeError(f"table: expected the DataFrame returned by mixflow.select_k (indexed by k), "
+        raise InputTypeError(f"table: expected the DataFrame returned by mixflow.select_k (indexed by k), "
                         f"got {type(table).__name__}")
     columns = [c for c in _CRITERION_PANELS if c in table and table[c].notna().any()]
     if not columns:
-        raise ValueError(f"table: expected some of the criteria {list(_CRITERION_PANELS)}, got columns "
+        raise InputError(f"table: expected some of the criteria {list(_CRITERION_PANELS)}, got columns "
                          f"{list(table.columns)}")
     n_cols = min(3, len(columns))
     n_rows = -(-len(columns) // n_cols)

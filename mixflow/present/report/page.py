@@ -19,6 +19,7 @@ import pandas as pd
 from mixflow.atomic import atomic_write
 from mixflow.container.layout import MCMC_MODES, OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree, data_units, has_group
+from mixflow.errors import InputError, InputTypeError
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
 from mixflow.present.numbers import format_number, format_with_sd
@@ -429,24 +430,24 @@ def _page(title: str, sections: dict, methods: list[str], subtitle: str) -> str:
 def _check_arguments(tree, path, selection, title, other_fits):
     check_tree(tree)
     if not isinstance(path, str | os.PathLike):
-        raise TypeError(f"path: expected a file path (str or pathlib.Path), got {type(path).__name__}")
+        raise InputTypeError(f"path: expected a file path (str or pathlib.Path), got {type(path).__name__}")
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
-        raise ValueError(f"path: expected a file name ending in .html, got {str(path)!r}")
+        raise InputError(f"path: expected a file name ending in .html, got {str(path)!r}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r}")
     if selection is not None and (not isinstance(selection, pd.DataFrame) or selection.index.name != "k"):
-        raise TypeError(f"selection: expected None or the DataFrame from mixflow.select_k, "
+        raise InputTypeError(f"selection: expected None or the DataFrame from mixflow.select_k, "
                         f"got {type(selection).__name__}")
     if title is not None and not isinstance(title, str):
-        raise TypeError(f"title: expected None or a str, got {type(title).__name__}")
+        raise InputTypeError(f"title: expected None or a str, got {type(title).__name__}")
     if other_fits is not None and (not isinstance(other_fits, dict) or not all(
             isinstance(k, int) and not isinstance(k, bool) and isinstance(v, str | os.PathLike)
             for k, v in other_fits.items())):
-        raise TypeError(f"other_fits: expected None or a dict of K (int) to a report's path or link (str), got "
+        raise InputTypeError(f"other_fits: expected None or a dict of K (int) to a report's path or link (str), got "
                         f"{other_fits!r}")
     if other_fits and selection is None:
-        raise ValueError("other_fits: expected the choice-of-K table they come from as selection, got "
+        raise InputError("other_fits: expected the choice-of-K table they come from as selection, got "
                          "selection=None")
     return path
 

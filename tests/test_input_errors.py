@@ -1,0 +1,81 @@
+"""InputError: every check of the user's input raises it, so the command line can tell bad input from a bug."""
+
+import ast
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mixflow
+from mixflow.errors import InputError, InputTypeError
+from mixflow.workflow.config import WorkflowError
+
+PACKAGE = Path(mixflow.__file__).resolve().parent
+# Plain ValueError/TypeError left on purpose: internal invariants and protocols, not checks of user input.
+# (file relative to the package, enclosing function) -> why
+INTERNAL = {
+    ("workflow/run.py", "_jsonable"): "json.dumps's default hook must raise TypeError for what it cannot encode",
+}
+
+
+def _plain_raises() -> list[tuple[str, str, int]]:
+    """``raise ValueError(...)`` / ``raise TypeError(...)`` (or bare) in mixflow's source: (file, function, line)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Raise) or node.exc is None:
+                continue
+            raised = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(raised, ast.Name) and raised.id in ("ValueError", "TypeError"):
+                inside = [f for f in functions if f.lineno <= node.lineno <= f.end_lineno]
+                name = min(inside, key=lambda f: f.end_lineno - f.lineno).name if inside else "<module>"
+                found.append((path.relative_to(PACKAGE).as_posix(), name, node.lineno))
+    return found
+
+
+def test_no_plain_value_or_type_error_is_raised_outside_the_internal_invariants():
+    unexpected = [f"mixflow/{file}:{line} in {function}" for file, function, line in _plain_raises()
+                  if (file, function) not in INTERNAL]
+    assert not unexpected, ("raise InputError (a wrong value) or InputTypeError (a wrong type) where user input "
+                            "is checked, or add an internal invariant to INTERNAL with the reason:\n"
+                            + "\n".join(unexpected))
+
+
+def test_the_allow_list_names_only_sites_that_exist():
+    sites = {(file, function) for file, function, _ in _plain_raises()}
+    assert set(INTERNAL) <= sites, set(INTERNAL) - sites
+
+
+def test_the_checker_sees_a_plain_raise(tmp_path, monkeypatch):
+    (tmp_path / "module.py").write_text("def check(x):\n    if x:\n        raise ValueError('x')\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path)
+    assert _plain_raises() == [("module.py", "check", 3)]
+
+
+def test_input_errors_stay_value_and_type_errors():
+    assert issubclass(InputError, ValueError) and not issubclass(InputError, TypeError)
+    assert issubclass(InputTypeError, InputError) and issubclass(InputTypeError, TypeError)
+    assert issubclass(WorkflowError, InputError)
+    assert mixflow.InputError is InputError and mixflow.InputTypeError is InputTypeError
+    assert {"InputError", "InputTypeError"} <= set(mixflow.__all__)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda x: mixflow.GaussianMixture(0), InputError, r"n_components: expected an integer >= 1, got 0"),
+    (lambda x: mixflow.GaussianMixture(2, covariance="foo"), InputError, r"covariance: expected one of"),
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, n_init=0), InputError, r"n_init: expected an integer"),
+    (lambda x: mixflow.fit("model", x), InputTypeError, r"model: expected a mixflow model"),
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, weights=["a"] * 40), InputTypeError,
+     r"weights: expected real numbers"),
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, units={"nope": "m"}), InputError,
+     r"units: expected units of the data's columns"),
+    (lambda x: mixflow.load_dataset("nope"), InputError, r"name: expected one of"),
+])
+def test_checks_of_user_input_raise_input_errors(call, error, match):
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    with pytest.raises(error, match=match) as caught:
+        call(x)
+    assert isinstance(caught.value, ValueError)  # what code written before InputError catches
