@@ -43,6 +43,7 @@ from mixflow.engines.starts import (
     replacement_strategy,
     start_responsibilities,
 )
+from mixflow.families.base import SPURIOUS_RATIO, SPURIOUS_SIZE
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "empty_components", "fit_em", "fit_prepared", "initial_parameters"]
@@ -53,6 +54,7 @@ _EPS_COUNT = 10 * np.finfo(float).eps
 _EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practically) no observation
 _AGREE = 1e-6  # relative difference below which two short runs are taken to agree on the best value
 _SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
+SOUND, SPURIOUS, DEGENERATE = 0, 1, 2  # tiers of a run, best first (see _tier_test)
 
 
 @dataclass(frozen=True)
@@ -336,32 +338,40 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     else:
         names = [options.init] * options.n_init
     seeds = np.random.SeedSequence(random_seed).spawn(len(names))
-    degenerate = _degenerate_test(data.total_weight)
+    tier = _tier_test(model, data.total_weight)
     if options.init == PORTFOLIO:
         starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
-        runs, continued, names = _short_then_continue(starts, short_run, options, degenerate, together, same_data)
+        runs, continued, names = _short_then_continue(starts, short_run, options, tier, together, same_data)
     else:
         starts = [(lambda name=name, seed=seed: options.init if isinstance(options.init, dict) else start(name, seed))
                   for name, seed in zip(names, seeds, strict=True)]
         runs = together([(params(), options) for params in starts])
         continued = np.ones(len(runs), dtype=bool)
-    flags = np.array([degenerate(r) for r in runs])
+    tiers = np.array([tier(r) for r in runs])
+    flags, spurious = tiers == DEGENERATE, tiers == SPURIOUS
     finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])
     _check_some_finite(finals)
-    best_index = int(rank_runs(finals, flags | ~continued)[0])
-    restarts = {"start": names, "continued": continued, "degenerate": flags}
+    best_index = int(rank_runs(finals, flags | ~continued, spurious)[0])
+    restarts = {"start": names, "continued": continued, "degenerate": flags, "spurious": spurious}
     return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample)
 
 
-def _degenerate_test(total_weight: float):
-    def degenerate(run: Run) -> bool:
+def _tier_test(model, total_weight: float):
+    """The tier of a run, ``tier(run)``, best first: SOUND, SPURIOUS, DEGENERATE.
+
+    Degenerate: :func:`~mixflow.engines.starts.is_degenerate`; spurious: a component that
+    ``model.spurious_components`` names.
+    """
+    def tier(run: Run) -> int:
         collapsed = [c for c in run.collapsed if c in run.active]  # a trimmed component no longer counts
-        return is_degenerate(collapsed, run.params["weights"], total_weight)
+        if is_degenerate(collapsed, run.params["weights"], total_weight):
+            return DEGENERATE
+        return SPURIOUS if model.spurious_components(run.params, total_weight) else SOUND
 
-    return degenerate
+    return tier
 
 
-def _short_then_continue(starts: list, run, options: EMOptions, degenerate, together=None,
+def _short_then_continue(starts: list, run, options: EMOptions, tier, together=None,
                          same_data: bool = True) -> tuple[list, np.ndarray, list]:
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
@@ -372,9 +382,10 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate, toge
     where more starts cost time and find nothing). Then a successive halving: the better half by
     :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
-    continued one is degenerate. Returns the runs started (the continued ones extended), which were
-    continued, and their strategies. ``together(jobs)`` runs the continuations, ``[(params, options), ...]``,
-    on the whole data (by default one after the other with ``run``; chunked data share each pass among them).
+    continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`). Returns the runs started
+    (the continued ones extended), which were continued, and their strategies. ``together(jobs)`` runs the
+    continuations, ``[(params, options), ...]``, on the whole data (by default one after the other with
+    ``run``; chunked data share each pass among them).
     Short runs on a subsample (``same_data`` False) are not extended: the continued run, on the whole data,
     starts from where the short one ended, with its own history and the whole ``max_iter``.
     """
@@ -384,12 +395,12 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate, toge
                                 tol=max(SHORT_TOL, options.tol))
     first = len(starts) // 2
     runs, names = _run_fresh(starts[:first], run, short)
-    if not _agree(runs, degenerate):
+    if not _agree(runs, tier):
         more, more_names = _run_fresh(starts[first:], run, short)
         runs, names = runs + more, names + more_names
     survivors, iterations = np.arange(len(runs)), SHORT_MAX_ITER
     while True:
-        ranked = survivors[_rank_distinct([runs[i] for i in survivors], degenerate)]
+        ranked = survivors[_rank_distinct([runs[i] for i in survivors], tier)]
         if ranked.size <= n_keep or iterations >= options.max_iter:
             break
         survivors, iterations = ranked[:max(n_keep, ranked.size // 2)], 2 * iterations
@@ -409,10 +420,10 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate, toge
             runs[index] = _extend(runs[index], result) if same_data else _restart(runs[index], result)
             continued[index] = True
 
-    first = ranked[:n_keep]  # continued together; more, one at a time, while every continued one is degenerate
+    first = ranked[:n_keep]  # continued together; more, one at a time, while no continued one is sound
     join(first, together(jobs(first)))
     for index in ranked[n_keep:]:
-        if not all(degenerate(runs[i]) for i in np.flatnonzero(continued)):
+        if any(tier(runs[i]) == SOUND for i in np.flatnonzero(continued)):
             break
         join([index], together(jobs([index])))
     return runs, continued, names
@@ -429,20 +440,22 @@ def _run_fresh(starts: list, run, options: EMOptions) -> tuple[list, list]:
     return runs, names
 
 
-def _agree(runs: list[Run], degenerate) -> bool:
-    """Whether the best short run's value was also reached by another, both stopped by the short tolerance."""
-    sound = [r for r in runs if r.converged and not degenerate(r)]
+def _agree(runs: list[Run], tier) -> bool:
+    """Whether the best sound short run's value was also reached by another, both stopped by the short tolerance."""
+    tiers = [tier(r) for r in runs]
+    sound = [r for r, t in zip(runs, tiers, strict=True) if r.converged and t == SOUND]
     if len(sound) < 2:
         return False
     values = np.sort([r.history_objective[-1] for r in sound])[::-1]
-    best = max(r.history_objective[-1] for r in runs if not degenerate(r))
+    best = max(r.history_objective[-1] for r, t in zip(runs, tiers, strict=True) if t == SOUND)
     return bool(abs(values[0] - best) <= _AGREE * abs(best) and abs(values[1] - best) <= _AGREE * abs(best))
 
 
-def _rank_distinct(runs: list[Run], degenerate) -> np.ndarray:
+def _rank_distinct(runs: list[Run], tier) -> np.ndarray:
     """Positions of ``runs`` best first (:func:`rank_runs`), without runs that repeat a better one's value."""
     finals = np.array([r.history_objective[-1] for r in runs])
-    order = rank_runs(finals, np.array([degenerate(r) for r in runs]))
+    tiers = np.array([tier(r) for r in runs], dtype=int)
+    order = rank_runs(finals, tiers == DEGENERATE, tiers == SPURIOUS)
     kept = []
     for index in order:
         if not any(abs(finals[index] - finals[j]) <= _SAME_VALUE * abs(finals[j]) for j in kept):
@@ -517,6 +530,21 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
             ConvergenceWarning, stacklevel=3)
 
 
+def _warn_spurious(spurious: list, options: EMOptions) -> None:
+    """Warn of a spurious winner: every restart run to the end had a spurious (or degenerate) component."""
+    if not spurious:
+        return
+    described = "; ".join(f"component {h}: {count:.3g} observations' worth of weight, Hathaway ratio {ratio:.2g}"
+                          for h, count, ratio in spurious)
+    warnings.warn(
+        f"a spurious maximum ({described}): the component fits a few points near a lower-dimensional subspace "
+        f"(fewer than {SPURIOUS_SIZE} x the observations its covariance needs, at most {SPURIOUS_RATIO:g} as wide "
+        "as another component in its narrowest direction; McLachlan and Peel 2000, sec. 3.10), and no restart "
+        "found a sound maximum; use method='map' (the prior keeps components from shrinking onto a subspace), "
+        f"fewer components, or more starts (n_init={options.n_init}).",
+        DegenerateComponentWarning, stacklevel=3)
+
+
 def _in_data_units(model, params: dict, prepared, data) -> dict:
     """The estimate mapped from working to data units; an error if it overflows float64 there."""
     estimate = model.to_data(params, prepared)
@@ -581,6 +609,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     collapsed = sorted(c for c in positions if c not in empty)
     _warn_about(best, options, model, collapsed, total)
     degenerate = bool(restarts["degenerate"][best_index])
+    spurious = [] if degenerate else model.spurious_components(params, total)
+    _warn_spurious(spurious, options)
     if degenerate and not collapsed and not empty:
         warnings.warn(f"a component's weight fell below half an observation's worth (weights "
                       f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
@@ -605,6 +635,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "best_start": restarts["start"][best_index],
         "degenerate": int(degenerate),
         "n_degenerate_restarts": int(restarts["degenerate"].sum()),
+        "spurious_components": json.dumps([h for h, _, _ in spurious]),
+        "n_spurious_restarts": int(restarts["spurious"].sum()),
         "tol": float(options.tol),
         "max_iter": int(options.max_iter),
         "convergence_criterion": CONVERGENCE_CRITERION,
@@ -631,6 +663,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "start": (("restart",), np.array(restarts["start"], dtype=str)),
         "continued": (("restart",), restarts["continued"]),
         "degenerate": (("restart",), restarts["degenerate"]),
+        "spurious": (("restart",), restarts["spurious"]),
     }
     if options.map:
         sample_stats["log_posterior"] = (("restart", "iteration"), _history_array(runs, "history_objective"))

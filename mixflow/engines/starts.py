@@ -22,8 +22,10 @@ best" strategy of Biernacki, Celeux and Govaert (2003), Comput. Stat. Data Anal.
 partition repeats an earlier one's (:func:`partition_key`) is replaced by one of the family's random strategy
 (:func:`replacement_strategy`).
 
-Restarts are ranked among the non-degenerate ones first (:func:`rank_runs`): a run whose component
-collapsed onto a point, or whose weight fell below half an observation's worth, wins only when every run did.
+Restarts are ranked in three tiers (:func:`rank_runs`): sound runs first, then spurious ones (a component of a
+few observations near a lower-dimensional subspace, :func:`mixflow.families.base.spurious_rule`), then
+degenerate ones (a component collapsed onto a point, or its weight fell below half an observation's worth);
+by objective within a tier. A spurious or degenerate run wins only when no run of a better tier exists.
 """
 
 import numpy as np
@@ -266,13 +268,17 @@ def is_degenerate(collapsed, weights: np.ndarray, total_weight: float) -> bool:
     return bool(len(collapsed)) or bool(np.min(weights) * total_weight < MIN_COMPONENT_COUNT)
 
 
-def rank_runs(objectives: np.ndarray, degenerate: np.ndarray) -> np.ndarray:
-    """Order of runs from best to worst: non-degenerate ones by objective, then degenerate ones (NaN last).
+def rank_runs(objectives: np.ndarray, degenerate: np.ndarray, spurious: np.ndarray | None = None) -> np.ndarray:
+    """Order of runs from best to worst: sound ones by objective, then spurious ones, then degenerate ones.
+
+    Within each tier, by objective, NaN last.
 
     Parameters
     ----------
     objectives : ndarray of shape (n_runs,)
     degenerate : ndarray of bool, shape (n_runs,)
+    spurious : ndarray of bool, shape (n_runs,), optional
+        Runs with a spurious component (none if not given).
 
     Returns
     -------
@@ -280,4 +286,6 @@ def rank_runs(objectives: np.ndarray, degenerate: np.ndarray) -> np.ndarray:
 
     """
     score = np.where(np.isnan(objectives), -np.inf, objectives)
-    return np.lexsort((-score, np.isnan(objectives), np.asarray(degenerate, dtype=bool)))
+    degenerate = np.asarray(degenerate, dtype=bool)
+    spurious = np.zeros_like(degenerate) if spurious is None else np.asarray(spurious, dtype=bool)
+    return np.lexsort((-score, np.isnan(objectives), spurious & ~degenerate, degenerate))
