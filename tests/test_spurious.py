@@ -119,6 +119,7 @@ def test_map_from_the_spurious_start_is_not_spurious(line_apart):
     assert tree["em"].attrs["spurious_components"] == "[]"
 
 
+@pytest.mark.filterwarnings("ignore:select_k, K=3, EM")  # the fit's own warning, raised again naming its K
 def test_select_k_skips_a_spurious_k_and_says_so(line_apart):
     with pytest.warns(MixflowWarning, match=r"select_k: K in \[3\] skipped by the EM criteria .*spurious EM fit"):
         table = mixflow.select_k(mixflow.GaussianMixture(1), line_apart, ks=(2, 3), methods=("em",), n_folds=None,

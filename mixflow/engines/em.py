@@ -263,9 +263,10 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     """Fit by EM from several starts and return the ``/em`` groups as plain arrays.
 
     A named strategy (``options.init`` in :data:`~mixflow.engines.starts.STRATEGIES`) runs ``n_init`` starts
-    to convergence; ``"auto"`` runs ``CANDIDATES_PER_RESTART * n_init`` short runs over the family's
-    portfolio (twice as many when they disagree) and continues the best (:func:`_short_then_continue`).
-    The winner is the best non-degenerate run (:func:`~mixflow.engines.starts.rank_runs`).
+    to convergence; ``"auto"`` runs up to ``2 * CANDIDATES_PER_RESTART * n_init`` short runs over the
+    family's portfolio (fewer when the first ones agree) and continues the best (:func:`_short_then_continue`).
+    The winner is the best sound run, else the best spurious one, else the best degenerate one
+    (:func:`~mixflow.engines.starts.rank_runs`).
 
     Returns
     -------
@@ -362,11 +363,17 @@ def _tier_test(model, total_weight: float):
     Degenerate: :func:`~mixflow.engines.starts.is_degenerate`; spurious: a component that
     ``model.spurious_components`` names.
     """
+    seen = {}  # id(params) -> (params, tier): the rankings ask again of runs that have not moved
+
     def tier(run: Run) -> int:
         collapsed = [c for c in run.collapsed if c in run.active]  # a trimmed component no longer counts
         if is_degenerate(collapsed, run.params["weights"], total_weight):
             return DEGENERATE
-        return SPURIOUS if model.spurious_components(run.params, total_weight) else SOUND
+        known = seen.get(id(run.params))
+        if known is None or known[0] is not run.params:
+            known = seen[id(run.params)] = (run.params, SPURIOUS if model.spurious_components(run.params, total_weight)
+                                            else SOUND)
+        return known[1]
 
     return tier
 
@@ -376,10 +383,11 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
     ``starts`` are callables giving a start's strategy and parameters, or None for a start skipped as a
-    repeat of an earlier one (its run would repeat that one's). The first half of them run ``SHORT_MAX_ITER``
-    iterations (or until the objective changes by less than ``SHORT_TOL``); the second half runs too unless
-    two of those short runs stopped by the tolerance at the best value (:func:`_agree`: an easy likelihood,
-    where more starts cost time and find nothing). Then a successive halving: the better half by
+    repeat of an earlier one (its run would repeat that one's). A quarter of them run ``SHORT_MAX_ITER``
+    iterations (or until the objective changes by less than ``SHORT_TOL``); then up to half, then all of
+    them (:func:`_screening_stages`), each stage only when the short runs so far do not agree: two sound
+    ones stopped by the tolerance at the best sound value (:func:`_agree`: an easy likelihood, where more
+    starts cost time and find nothing). Then a successive halving: the better half by
     :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
     continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`). Returns the runs started
@@ -393,11 +401,12 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
     n_keep = -(-options.n_init // 2)
     short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
                                 tol=max(SHORT_TOL, options.tol))
-    first = len(starts) // 2
-    runs, names = _run_fresh(starts[:first], run, short)
-    if not _agree(runs, tier):
-        more, more_names = _run_fresh(starts[first:], run, short)
-        runs, names = runs + more, names + more_names
+    runs, names, done = [], [], 0
+    for stage in _screening_stages(len(starts)):
+        more, more_names = _run_fresh(starts[done:stage], run, short)
+        runs, names, done = runs + more, names + more_names, stage
+        if _agree(runs, tier):
+            break
     survivors, iterations = np.arange(len(runs)), SHORT_MAX_ITER
     while True:
         ranked = survivors[_rank_distinct([runs[i] for i in survivors], tier)]
@@ -427,6 +436,16 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
             break
         join([index], together(jobs([index])))
     return runs, continued, names
+
+
+def _screening_stages(n_starts: int) -> list[int]:
+    """How many starts have run when agreement is checked: a quarter, half, then all of them (at least 4 first).
+
+    An easy likelihood, where the first few distinct starts already agree on the best value, stops after a
+    quarter; a hard one runs them all.
+    """
+    stages = sorted({min(n_starts, max(4, n_starts // 4)), min(n_starts, max(4, n_starts // 2)), n_starts})
+    return [stage for stage in stages if stage > 0]
 
 
 def _run_fresh(starts: list, run, options: EMOptions) -> tuple[list, list]:
