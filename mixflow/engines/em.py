@@ -339,7 +339,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     else:
         names = [options.init] * options.n_init
     seeds = np.random.SeedSequence(random_seed).spawn(len(names))
-    tier = _tier_test(model, data.total_weight)
+    tier = _tier_test(model, data.total_weight, check_spurious=not options.map)
     if options.init == PORTFOLIO:
         starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
         runs, continued, names = _short_then_continue(starts, short_run, options, tier, together, same_data)
@@ -357,11 +357,12 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample)
 
 
-def _tier_test(model, total_weight: float):
+def _tier_test(model, total_weight: float, check_spurious: bool = True):
     """The tier of a run, ``tier(run)``, best first: SOUND, SPURIOUS, DEGENERATE.
 
     Degenerate: :func:`~mixflow.engines.starts.is_degenerate`; spurious: a component that
-    ``model.spurious_components`` names.
+    ``model.spurious_components`` names, checked for the MLE only (``check_spurious``): a spurious maximum
+    comes from the likelihood's singularities, which the prior of a MAP fit removes.
     """
     seen = {}  # id(params) -> (params, tier): the rankings ask again of runs that have not moved
 
@@ -369,6 +370,8 @@ def _tier_test(model, total_weight: float):
         collapsed = [c for c in run.collapsed if c in run.active]  # a trimmed component no longer counts
         if is_degenerate(collapsed, run.params["weights"], total_weight):
             return DEGENERATE
+        if not check_spurious:
+            return SOUND
         known = seen.get(id(run.params))
         if known is None or known[0] is not run.params:
             known = seen[id(run.params)] = (run.params, SPURIOUS if model.spurious_components(run.params, total_weight)
@@ -556,11 +559,11 @@ def _warn_spurious(spurious: list, options: EMOptions) -> None:
     described = "; ".join(f"component {h}: {count:.3g} observations' worth of weight, Hathaway ratio {ratio:.2g}"
                           for h, count, ratio in spurious)
     warnings.warn(
-        f"a spurious maximum ({described}): the component fits a few points near a lower-dimensional subspace "
-        f"(fewer than {SPURIOUS_SIZE} x the observations its covariance needs, at most {SPURIOUS_RATIO:g} as wide "
-        "as another component in its narrowest direction; McLachlan and Peel 2000, sec. 3.10), and no restart "
-        "found a sound maximum; use method='map' (the prior keeps components from shrinking onto a subspace), "
-        f"fewer components, or more starts (n_init={options.n_init}).",
+        f"a spurious maximum ({described}), and no restart found a sound one: a component fitted to a few points "
+        "near a lower-dimensional subspace (McLachlan and Peel 2000, sec. 3.10), with fewer observations than its "
+        f"covariance needs, or fewer than {SPURIOUS_SIZE} times that and at most {SPURIOUS_RATIO:g} as wide as "
+        "another component in its narrowest direction; use method='map' (the prior keeps components from "
+        f"shrinking onto a subspace), fewer components, or more starts (n_init={options.n_init}).",
         DegenerateComponentWarning, stacklevel=3)
 
 
@@ -628,7 +631,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     collapsed = sorted(c for c in positions if c not in empty)
     _warn_about(best, options, model, collapsed, total)
     degenerate = bool(restarts["degenerate"][best_index])
-    spurious = [] if degenerate else model.spurious_components(params, total)
+    spurious = [] if degenerate or options.map else model.spurious_components(params, total)
     _warn_spurious(spurious, options)
     if degenerate and not collapsed and not empty:
         warnings.warn(f"a component's weight fell below half an observation's worth (weights "
