@@ -55,6 +55,7 @@ _EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practi
 _AGREE = 1e-6  # relative difference below which two short runs are taken to agree on the best value
 _SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
 SOUND, SPURIOUS, DEGENERATE = 0, 1, 2  # tiers of a run, best first (see _tier_test)
+_KEEP_FRACTION = 4  # each round of the successive screening keeps the best 1 / this of the short runs
 
 
 @dataclass(frozen=True)
@@ -390,7 +391,7 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
     iterations (or until the objective changes by less than ``SHORT_TOL``); then up to half, then all of
     them (:func:`_screening_stages`), each stage only when the short runs so far do not agree: two sound
     ones stopped by the tolerance at the best sound value (:func:`_agree`: an easy likelihood, where more
-    starts cost time and find nothing). Then a successive halving: the better half by
+    starts cost time and find nothing). Then a successive screening: the best quarter by
     :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
     continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`). Returns the runs started
@@ -415,7 +416,7 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
         ranked = survivors[_rank_distinct([runs[i] for i in survivors], tier)]
         if ranked.size <= n_keep or iterations >= options.max_iter:
             break
-        survivors, iterations = ranked[:max(n_keep, ranked.size // 2)], 2 * iterations
+        survivors, iterations = ranked[:max(n_keep, ranked.size // _KEEP_FRACTION)], 2 * iterations
         longer = dataclasses.replace(short, max_iter=min(iterations, options.max_iter))
         for index in survivors:
             runs[index] = _extend(runs[index], run(runs[index].params, longer))
