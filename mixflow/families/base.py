@@ -133,7 +133,7 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int) -> list[t
     spurious maxima that restarts reach by chance have ratios of 1.3e-3 and below on components of 1.2 to
     3 times d + 1 observations (galaxies K=4: 5.1 observations, ratio 8e-5; iris K=3: 6 observations,
     1.2e-6; iris K=4: 7 observations, 4.3e-5, and 12.5, 8e-4; Old Faithful K=4: 8.8 observations, 1.3e-3).
-    The ratio's threshold sits about 4 times from both sides; the size's between 3 and 6.7 times d + 1.
+    The ratio's threshold sits 3.4 and 3.8 times from the two sides; the size's between 3 and 6.7 times d + 1.
     The ratio is invariant under any affine change of the data, so standardisation or correlated features
     do not change it, as they change the ratio of a covariance's own smallest and largest eigenvalues.
 
