@@ -353,9 +353,21 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     flags, spurious = tiers == DEGENERATE, tiers == SPURIOUS
     finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])
     _check_some_finite(finals)
-    best_index = int(rank_runs(finals, flags | ~continued, spurious)[0])
+    best_index = _earliest_at_best(finals, tiers, continued, int(rank_runs(finals, flags | ~continued, spurious)[0]),
+                                   options.tol * data.total_weight)
     restarts = {"start": names, "continued": continued, "degenerate": flags, "spurious": spurious}
     return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample)
+
+
+def _earliest_at_best(finals: np.ndarray, tiers: np.ndarray, continued: np.ndarray, best: int, within: float) -> int:
+    """The earliest continued run of the best one's tier whose final objective is within ``within`` of its.
+
+    Runs that end closer than the stopping threshold (``tol`` per observation) are at the same maximum as far
+    as EM can tell; taking the earliest keeps rounding differences between their values (another order of the
+    sums, on chunked data) from changing the answer.
+    """
+    same = continued & (tiers == tiers[best]) & (np.abs(finals - finals[best]) <= within)
+    return int(np.flatnonzero(same)[0]) if same.any() else best
 
 
 def _tier_test(model, total_weight: float, check_spurious: bool = True):
@@ -475,14 +487,23 @@ def _agree(runs: list[Run], tier) -> bool:
 
 
 def _rank_distinct(runs: list[Run], tier) -> np.ndarray:
-    """Positions of ``runs`` best first (:func:`rank_runs`), without runs that repeat a better one's value."""
+    """Positions of ``runs`` best first (:func:`rank_runs`), one per value.
+
+    Runs whose values agree to ``_SAME_VALUE`` (the same maximum) are represented by the earliest of them,
+    so that rounding differences between the values (another order of the sums, on chunked data) do not
+    change which run goes on.
+    """
     finals = np.array([r.history_objective[-1] for r in runs])
     tiers = np.array([tier(r) for r in runs], dtype=int)
     order = rank_runs(finals, tiers == DEGENERATE, tiers == SPURIOUS)
     kept = []
     for index in order:
-        if not any(abs(finals[index] - finals[j]) <= _SAME_VALUE * abs(finals[j]) for j in kept):
+        same = [position for position, j in enumerate(kept)
+                if tiers[j] == tiers[index] and abs(finals[index] - finals[j]) <= _SAME_VALUE * abs(finals[j])]
+        if not same:
             kept.append(index)
+        elif index < kept[same[0]]:
+            kept[same[0]] = index
     return np.array(kept, dtype=int)
 
 
