@@ -129,19 +129,21 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     weights : array-like of shape (n_obs,), optional
         Frequency weights.
     n_init : int, default 5
-        Number of EM starts; the one with the highest objective among the non-degenerate ones is kept (a
-        degenerate one, with a collapsed or empty component, only when every start is, and then flagged).
-        With ``init="auto"``, the budget: ``4 * n_init`` short runs (``8 * n_init`` when the first ones do not
-        agree on the best value), of which the best ``ceil(n_init / 2)`` are continued to convergence; a
-        start repeating an earlier one's partition is replaced by a random one, or skipped.
+        Number of EM starts; the one with the highest objective among the sound ones is kept (a spurious one,
+        with a component of a few points near a subspace, only when no start is sound; a degenerate one,
+        with a collapsed or empty component, only when every start is; either flagged). With
+        ``init="auto"``, the budget: ``2 * n_init`` short runs (``4 * n_init``, then ``8 * n_init`` when
+        those so far do not agree on the best value), of which the best ``ceil(n_init / 2)`` are continued
+        to convergence; a start repeating an earlier one's partition is replaced by a random one, or skipped.
     init : {"auto", "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", \
-"hierarchical", "kmeans||"} or dict, default "auto"
+"hierarchical", "hierarchical-pca", "kmeans||"} or dict, default "auto"
         ``"auto"`` draws the starts from a portfolio of the other strategies chosen per family (see
         :mod:`mixflow.engines.starts`), runs each briefly and continues the best. A strategy's name runs
         ``n_init`` starts of it to convergence: k-means (k-means++ seeds and Lloyd iterations), k-means++
         seeds alone, random responsibilities, k-means on features scaled to unit sd, random hard partitions,
-        Ward's agglomeration of the scaled features. ``"kmeans||"`` (Dask input only; not for regression
-        mixtures) seeds each start by k-means|| over every row instead of the subsample (see
+        Ward's agglomeration of the scaled features, or of their leading ``max(2, K)`` principal components.
+        ``"kmeans||"`` (Dask input only; not for regression mixtures) seeds each start by k-means|| over every
+        row instead of the subsample (see
         :meth:`mixflow.engines.em_chunked.ChunkedPrepared.scalable_kmeans_passes`), the starts sharing
         12 passes over the data. A dict gives the starting parameters (``weights``,
         ``mu``, ``covariance``/``variance``). ``/em/sample_stats/start`` records each start's strategy.

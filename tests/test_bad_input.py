@@ -70,7 +70,7 @@ def test_bad_weights(weights, message):
     ({"method": ["em", "map"]}, r"method: expected at most one of 'em' and 'map'"),
     ({"n_init": 0}, r"n_init: expected an integer >= 1, got 0"),
     ({"init": "kmedoids"}, r"init: expected one of \['auto', 'kmeans', 'kmeans\+\+', .*'hierarchical', "
-                           r"'kmeans\|\|'\] or a dict"),
+                           r"'hierarchical-pca', 'kmeans\|\|'\] or a dict"),
     ({"tol": -1.0}, r"tol: expected a non-negative number, got -1.0"),
     ({"max_iter": 0}, r"max_iter: expected an integer >= 1, got 0"),
     ({"trim": 1.5}, r"trim: expected None or a weight threshold in \(0, 1\), got 1.5"),

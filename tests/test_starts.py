@@ -13,6 +13,7 @@ from mixflow.engines.starts import (
     hierarchical_labels,
     partition_key,
     portfolio_schedule,
+    principal_components,
     rank_runs,
     replacement_strategy,
     standardise,
@@ -159,7 +160,7 @@ def test_every_strategy_gives_normalised_responsibilities_with_every_component()
         assert resp.shape == (200, 3)
         np.testing.assert_allclose(resp.sum(axis=1), 1.0)
         assert (resp.sum(axis=0) > 0).all(), strategy
-    with pytest.raises(ValueError, match=r"strategy: expected one of \[.*'hierarchical'\], got 'ward'"):
+    with pytest.raises(ValueError, match=r"strategy: expected one of \[.*'hierarchical-pca'\], got 'ward'"):
         start_responsibilities("ward", points, weights, 3, rng)
 
 
@@ -178,9 +179,22 @@ def test_hierarchical_start_separates_clusters_on_a_weighted_subsample():
     assert len(set(labels[:600])) == 1 and len(set(labels[600:])) == 1 and labels[0] != labels[-1]
 
 
+def test_principal_components_are_the_leading_axes_of_the_standardised_points():
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(300, 2)) * [3.0, 1.0]
+    points = np.column_stack([latent @ [[1.0, 1.0, 0.0], [0.0, 1.0, -1.0]], rng.normal(size=300)])
+    weights = np.ones(300)
+    scores = principal_components(points, weights, 2)
+    covariance = scores.T @ scores / 300
+    expected = np.linalg.eigvalsh(np.cov(standardise(points, weights).T, bias=True))[::-1][:2]
+    np.testing.assert_allclose(np.diag(covariance), expected, rtol=1e-10)  # the variances of the leading axes
+    assert abs(covariance[0, 1]) < 1e-10
+
+
 def test_portfolio_schedules():
     gaussian = portfolio_schedule("gaussian", 8)
-    assert gaussian[0] == "hierarchical" and gaussian.count("hierarchical") == 1 and len(gaussian) == 8
+    assert gaussian[:2] == ["hierarchical", "hierarchical-pca"] and gaussian.count("hierarchical") == 1
+    assert gaussian.count("hierarchical-pca") == 1 and len(gaussian) == 8
     regression = portfolio_schedule("regression", 6)
     assert "hierarchical" not in regression and regression[0] == "random-partition"
 

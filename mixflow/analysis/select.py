@@ -373,6 +373,7 @@ def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit
             row.update(cv_log_likelihood=total, cv_log_likelihood_se=se)
     row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
     row["degenerate"] = bool(attrs.get("degenerate", 0)) or bool(json.loads(attrs["collapsed_components"]))
+    row["spurious"] = bool(json.loads(attrs.get("spurious_components", "[]")))
     return row, tree, _messages(caught)
 
 
@@ -451,13 +452,14 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     pandas.DataFrame or (pandas.DataFrame, dict)
         Indexed by ``k``. EM columns: ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl``,
         ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``converged`` (False when EM stopped at ``max_iter``
-        or warned so), ``degenerate``; MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
+        or warned so), ``degenerate``, ``spurious`` (a spurious component: no restart found a sound maximum,
+        see :func:`mixflow.families.base.spurious_rule`); MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
         ``min_ess_bulk``, ``min_ess_tail``, ``divergences`` and ``n_modes`` (how many modes its chains fell
         into, see :mod:`mixflow.engines.modes`) of each NUTS fit; ``skipped``: why the EM
         criteria skip a K (empty when they do not). Every warning of a fit is raised again naming its K and
         method (``"select_k, K=3, NUTS: ..."``). ``attrs["preferred"]`` maps each criterion to the K it
         prefers (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD), never a K whose EM fit is
-        degenerate for the EM criteria (:func:`preferred_k`); ``attrs["skipped"]`` maps each skipped K to
+        degenerate or spurious for the EM criteria (:func:`preferred_k`); ``attrs["skipped"]`` maps each skipped K to
         the reason, also warned.
 
     Examples
@@ -491,7 +493,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             _warn_for(k, em_method, messages)
             progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {row['log_likelihood']:.6g}, "
                      f"BIC {row['bic']:.6g}" + ("" if row["converged"] else ", did NOT converge")
-                     + (", a component collapsed" if row["degenerate"] else ""))
+                     + (", a component collapsed" if row["degenerate"] else "")
+                     + (", a spurious component" if row["spurious"] and not row["degenerate"] else ""))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "k"
     if "mcmc" in methods:
@@ -521,22 +524,31 @@ LOWER_IS_BETTER = ("bic", "aic", "icl")
 HIGHER_IS_BETTER = ("cv_log_likelihood", "elpd_loo")
 EM_CRITERIA = ("bic", "aic", "icl", "cv_log_likelihood")
 SKIPPED_DEGENERATE = "degenerate EM fit (a component collapsed or emptied in every restart)"
+SKIPPED_SPURIOUS = ("spurious EM fit (a component of a few observations near a lower-dimensional subspace in every "
+                    "restart)")
 
 
 def skipped_k(table: pd.DataFrame) -> dict:
-    """The K (index) the EM criteria of a choice-of-K table skip, with the reason: those whose fit is degenerate."""
-    if "degenerate" not in table:
-        return {}
-    flags = table["degenerate"].astype("boolean").fillna(False)
-    return {int(k): SKIPPED_DEGENERATE for k in table.index[flags.to_numpy(dtype=bool)]}
+    """The K (index) the EM criteria of a choice-of-K table skip, with the reason.
+
+    Those whose fit is degenerate (``degenerate`` column) or spurious (``spurious`` column); degenerate is
+    named when both apply.
+    """
+    skipped = {}
+    for column, reason in (("spurious", SKIPPED_SPURIOUS), ("degenerate", SKIPPED_DEGENERATE)):
+        if column in table:
+            flags = table[column].astype("boolean").fillna(False)
+            skipped.update({int(k): reason for k in table.index[flags.to_numpy(dtype=bool)]})
+    return {k: skipped[k] for k in sorted(skipped)}
 
 
 def preferred_k(table: pd.DataFrame) -> dict:
     """The K (index) each criterion of a choice-of-K table prefers, for the criteria it has values of.
 
-    The EM criteria (BIC, AIC, ICL, held-out log-likelihood) never prefer a K whose EM fit is degenerate
-    (``degenerate`` column, see :func:`skipped_k`): a collapsed component's likelihood is unbounded, so the
-    criterion would reward the degeneracy. When every K is degenerate, they prefer none.
+    The EM criteria (BIC, AIC, ICL, held-out log-likelihood) never prefer a K whose EM fit is degenerate or
+    spurious (``degenerate`` and ``spurious`` columns, see :func:`skipped_k`): a collapsed component's
+    likelihood is unbounded, and a spurious one's is inflated by a few points near a subspace, so the
+    criterion would reward the artefact. When every K is skipped, they prefer none.
     """
     skipped = skipped_k(table)
     preferred = {}
@@ -586,13 +598,14 @@ def ks_to_fit(table: pd.DataFrame, fit: str = "bic") -> list[int]:
 
 def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
     skipped = skipped_k(table)
-    if "degenerate" in table:
+    if "degenerate" in table or "spurious" in table:
         table["skipped"] = [skipped.get(int(k), "") for k in table.index]
     table.attrs.update(preferred=preferred_k(table), skipped=skipped, methods=list(methods), random_seed=seed)
-    if skipped:
-        warnings.warn(f"select_k: K in {sorted(skipped)} skipped by the EM criteria ({', '.join(EM_CRITERIA)}): "
-                      f"{SKIPPED_DEGENERATE}; see the 'skipped' column. methods=('map',) regularises it.",
-                      MixflowWarning, stacklevel=3)
+    for reason in (SKIPPED_DEGENERATE, SKIPPED_SPURIOUS):
+        ks = sorted(k for k, why in skipped.items() if why == reason)
+        if ks:
+            warnings.warn(f"select_k: K in {ks} skipped by the EM criteria ({', '.join(EM_CRITERIA)}): {reason}; "
+                          "see the 'skipped' column. methods=('map',) regularises it.", MixflowWarning, stacklevel=3)
     flagged = [int(k) for k in table.index if "converged" in table and not table.loc[k, "converged"]
                and int(k) not in skipped]
     if flagged:

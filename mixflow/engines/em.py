@@ -45,6 +45,7 @@ from mixflow.engines.starts import (
     start_responsibilities,
 )
 from mixflow.errors import InputError
+from mixflow.families.base import SPURIOUS_RATIO, SPURIOUS_SIZE
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "empty_components", "fit_em", "fit_prepared", "initial_parameters"]
@@ -55,6 +56,8 @@ _EPS_COUNT = 10 * np.finfo(float).eps
 _EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practically) no observation
 _AGREE = 1e-6  # relative difference below which two short runs are taken to agree on the best value
 _SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
+SOUND, SPURIOUS, DEGENERATE = 0, 1, 2  # tiers of a run, best first (see _tier_test)
+_KEEP_FRACTION = 4  # each round of the successive screening keeps the best 1 / this of the short runs
 
 
 @dataclass(frozen=True)
@@ -253,9 +256,10 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
     """Fit by EM from several starts and return the ``/em`` groups as plain arrays.
 
     A named strategy (``options.init`` in :data:`~mixflow.engines.starts.STRATEGIES`) runs ``n_init`` starts
-    to convergence; ``"auto"`` runs ``CANDIDATES_PER_RESTART * n_init`` short runs over the family's
-    portfolio (twice as many when they disagree) and continues the best (:func:`_short_then_continue`).
-    The winner is the best non-degenerate run (:func:`~mixflow.engines.starts.rank_runs`).
+    to convergence; ``"auto"`` runs up to ``2 * CANDIDATES_PER_RESTART * n_init`` short runs over the
+    family's portfolio (fewer when the first ones agree) and continues the best (:func:`_short_then_continue`).
+    The winner is the best sound run, else the best spurious one, else the best degenerate one
+    (:func:`~mixflow.engines.starts.rank_runs`).
 
     Returns
     -------
@@ -328,10 +332,10 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     else:
         names = [options.init] * options.n_init
     seeds = np.random.SeedSequence(random_seed).spawn(len(names))
-    degenerate = _degenerate_test(data.total_weight)
+    tier = _tier_test(model, data.total_weight, check_spurious=not options.map)
     if options.init == PORTFOLIO:
         starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
-        runs, continued, names = _short_then_continue(starts, short_run, options, degenerate, together, same_data)
+        runs, continued, names = _short_then_continue(starts, short_run, options, tier, together, same_data)
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
         runs = together([(_m_step(model, step, prepared, prior_used, active)[0], options)
@@ -342,36 +346,67 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
                   for name, seed in zip(names, seeds, strict=True)]
         runs = together([(params(), options) for params in starts])
         continued = np.ones(len(runs), dtype=bool)
-    flags = np.array([degenerate(r) for r in runs])
+    tiers = np.array([tier(r) for r in runs])
+    flags, spurious = tiers == DEGENERATE, tiers == SPURIOUS
     finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])
     _check_some_finite(finals)
-    best_index = int(rank_runs(finals, flags | ~continued)[0])
-    restarts = {"start": names, "continued": continued, "degenerate": flags}
+    best_index = _earliest_at_best(finals, tiers, continued, int(rank_runs(finals, flags | ~continued, spurious)[0]),
+                                   options.tol * data.total_weight)
+    restarts = {"start": names, "continued": continued, "degenerate": flags, "spurious": spurious}
     return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample)
 
 
-def _degenerate_test(total_weight: float):
-    def degenerate(run: Run) -> bool:
+def _earliest_at_best(finals: np.ndarray, tiers: np.ndarray, continued: np.ndarray, best: int, within: float) -> int:
+    """The earliest continued run of the best one's tier whose final objective is within ``within`` of its.
+
+    Runs that end closer than the stopping threshold (``tol`` per observation) are at the same maximum as far
+    as EM can tell; taking the earliest keeps rounding differences between their values (another order of the
+    sums, on chunked data) from changing the answer.
+    """
+    same = continued & (tiers == tiers[best]) & (np.abs(finals - finals[best]) <= within)
+    return int(np.flatnonzero(same)[0]) if same.any() else best
+
+
+def _tier_test(model, total_weight: float, check_spurious: bool = True):
+    """The tier of a run, ``tier(run)``, best first: SOUND, SPURIOUS, DEGENERATE.
+
+    Degenerate: :func:`~mixflow.engines.starts.is_degenerate`; spurious: a component that
+    ``model.spurious_components`` names, checked for the MLE only (``check_spurious``): a spurious maximum
+    comes from the likelihood's singularities, which the prior of a MAP fit removes.
+    """
+    seen = {}  # id(params) -> (params, tier): the rankings ask again of runs that have not moved
+
+    def tier(run: Run) -> int:
         collapsed = [c for c in run.collapsed if c in run.active]  # a trimmed component no longer counts
-        return is_degenerate(collapsed, run.params["weights"], total_weight)
+        if is_degenerate(collapsed, run.params["weights"], total_weight):
+            return DEGENERATE
+        if not check_spurious:
+            return SOUND
+        known = seen.get(id(run.params))
+        if known is None or known[0] is not run.params:
+            known = seen[id(run.params)] = (run.params, SPURIOUS if model.spurious_components(run.params, total_weight)
+                                            else SOUND)
+        return known[1]
 
-    return degenerate
+    return tier
 
 
-def _short_then_continue(starts: list, run, options: EMOptions, degenerate, together=None,
+def _short_then_continue(starts: list, run, options: EMOptions, tier, together=None,
                          same_data: bool = True) -> tuple[list, np.ndarray, list]:
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
     ``starts`` are callables giving a start's strategy and parameters, or None for a start skipped as a
-    repeat of an earlier one (its run would repeat that one's). The first half of them run ``SHORT_MAX_ITER``
-    iterations (or until the objective changes by less than ``SHORT_TOL``); the second half runs too unless
-    two of those short runs stopped by the tolerance at the best value (:func:`_agree`: an easy likelihood,
-    where more starts cost time and find nothing). Then a successive halving: the better half by
+    repeat of an earlier one (its run would repeat that one's). A quarter of them run ``SHORT_MAX_ITER``
+    iterations (or until the objective changes by less than ``SHORT_TOL``); then up to half, then all of
+    them (:func:`_screening_stages`), each stage only when the short runs so far do not agree: two sound
+    ones stopped by the tolerance at the best sound value (:func:`_agree`: an easy likelihood, where more
+    starts cost time and find nothing). Then a successive screening: the best quarter by
     :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
-    continued one is degenerate. Returns the runs started (the continued ones extended), which were
-    continued, and their strategies. ``together(jobs)`` runs the continuations, ``[(params, options), ...]``,
-    on the whole data (by default one after the other with ``run``; chunked data share each pass among them).
+    continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`). Returns the runs started
+    (the continued ones extended), which were continued, and their strategies. ``together(jobs)`` runs the
+    continuations, ``[(params, options), ...]``, on the whole data (by default one after the other with
+    ``run``; chunked data share each pass among them).
     Short runs on a subsample (``same_data`` False) are not extended: the continued run, on the whole data,
     starts from where the short one ended, with its own history and the whole ``max_iter``.
     """
@@ -379,17 +414,18 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate, toge
     n_keep = -(-options.n_init // 2)
     short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
                                 tol=max(SHORT_TOL, options.tol))
-    first = len(starts) // 2
-    runs, names = _run_fresh(starts[:first], run, short)
-    if not _agree(runs, degenerate):
-        more, more_names = _run_fresh(starts[first:], run, short)
-        runs, names = runs + more, names + more_names
+    runs, names, done = [], [], 0
+    for stage in _screening_stages(len(starts)):
+        more, more_names = _run_fresh(starts[done:stage], run, short)
+        runs, names, done = runs + more, names + more_names, stage
+        if _agree(runs, tier):
+            break
     survivors, iterations = np.arange(len(runs)), SHORT_MAX_ITER
     while True:
-        ranked = survivors[_rank_distinct([runs[i] for i in survivors], degenerate)]
+        ranked = survivors[_rank_distinct([runs[i] for i in survivors], tier)]
         if ranked.size <= n_keep or iterations >= options.max_iter:
             break
-        survivors, iterations = ranked[:max(n_keep, ranked.size // 2)], 2 * iterations
+        survivors, iterations = ranked[:max(n_keep, ranked.size // _KEEP_FRACTION)], 2 * iterations
         longer = dataclasses.replace(short, max_iter=min(iterations, options.max_iter))
         for index in survivors:
             runs[index] = _extend(runs[index], run(runs[index].params, longer))
@@ -406,13 +442,23 @@ def _short_then_continue(starts: list, run, options: EMOptions, degenerate, toge
             runs[index] = _extend(runs[index], result) if same_data else _restart(runs[index], result)
             continued[index] = True
 
-    first = ranked[:n_keep]  # continued together; more, one at a time, while every continued one is degenerate
+    first = ranked[:n_keep]  # continued together; more, one at a time, while no continued one is sound
     join(first, together(jobs(first)))
     for index in ranked[n_keep:]:
-        if not all(degenerate(runs[i]) for i in np.flatnonzero(continued)):
+        if any(tier(runs[i]) == SOUND for i in np.flatnonzero(continued)):
             break
         join([index], together(jobs([index])))
     return runs, continued, names
+
+
+def _screening_stages(n_starts: int) -> list[int]:
+    """How many starts have run when agreement is checked: a quarter, half, then all of them (at least 4 first).
+
+    An easy likelihood, where the first few distinct starts already agree on the best value, stops after a
+    quarter; a hard one runs them all.
+    """
+    stages = sorted({min(n_starts, max(4, n_starts // 4)), min(n_starts, max(4, n_starts // 2)), n_starts})
+    return [stage for stage in stages if stage > 0]
 
 
 def _run_fresh(starts: list, run, options: EMOptions) -> tuple[list, list]:
@@ -426,24 +472,35 @@ def _run_fresh(starts: list, run, options: EMOptions) -> tuple[list, list]:
     return runs, names
 
 
-def _agree(runs: list[Run], degenerate) -> bool:
-    """Whether the best short run's value was also reached by another, both stopped by the short tolerance."""
-    sound = [r for r in runs if r.converged and not degenerate(r)]
+def _agree(runs: list[Run], tier) -> bool:
+    """Whether the best sound short run's value was also reached by another, both stopped by the short tolerance."""
+    tiers = [tier(r) for r in runs]
+    sound = [r for r, t in zip(runs, tiers, strict=True) if r.converged and t == SOUND]
     if len(sound) < 2:
         return False
     values = np.sort([r.history_objective[-1] for r in sound])[::-1]
-    best = max(r.history_objective[-1] for r in runs if not degenerate(r))
+    best = max(r.history_objective[-1] for r, t in zip(runs, tiers, strict=True) if t == SOUND)
     return bool(abs(values[0] - best) <= _AGREE * abs(best) and abs(values[1] - best) <= _AGREE * abs(best))
 
 
-def _rank_distinct(runs: list[Run], degenerate) -> np.ndarray:
-    """Positions of ``runs`` best first (:func:`rank_runs`), without runs that repeat a better one's value."""
+def _rank_distinct(runs: list[Run], tier) -> np.ndarray:
+    """Positions of ``runs`` best first (:func:`rank_runs`), one per value.
+
+    Runs whose values agree to ``_SAME_VALUE`` (the same maximum) are represented by the earliest of them,
+    so that rounding differences between the values (another order of the sums, on chunked data) do not
+    change which run goes on.
+    """
     finals = np.array([r.history_objective[-1] for r in runs])
-    order = rank_runs(finals, np.array([degenerate(r) for r in runs]))
+    tiers = np.array([tier(r) for r in runs], dtype=int)
+    order = rank_runs(finals, tiers == DEGENERATE, tiers == SPURIOUS)
     kept = []
     for index in order:
-        if not any(abs(finals[index] - finals[j]) <= _SAME_VALUE * abs(finals[j]) for j in kept):
+        same = [position for position, j in enumerate(kept)
+                if tiers[j] == tiers[index] and abs(finals[index] - finals[j]) <= _SAME_VALUE * abs(finals[j])]
+        if not same:
             kept.append(index)
+        elif index < kept[same[0]]:
+            kept[same[0]] = index
     return np.array(kept, dtype=int)
 
 
@@ -514,6 +571,21 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
             ConvergenceWarning, stacklevel=3)
 
 
+def _warn_spurious(spurious: list, options: EMOptions) -> None:
+    """Warn of a spurious winner: every restart run to the end had a spurious (or degenerate) component."""
+    if not spurious:
+        return
+    described = "; ".join(f"component {h}: {count:.3g} observations' worth of weight, Hathaway ratio {ratio:.2g}"
+                          for h, count, ratio in spurious)
+    warnings.warn(
+        f"a spurious maximum ({described}), and no restart found a sound one: a component fitted to a few points "
+        "near a lower-dimensional subspace (McLachlan and Peel 2000, sec. 3.10), with fewer observations than its "
+        f"covariance needs, or fewer than {SPURIOUS_SIZE} times that and at most {SPURIOUS_RATIO:g} as wide as "
+        "another component in its narrowest direction; use method='map' (the prior keeps components from "
+        f"shrinking onto a subspace), fewer components, or more starts (n_init={options.n_init}).",
+        DegenerateComponentWarning, stacklevel=3)
+
+
 def _in_data_units(model, params: dict, prepared, data) -> dict:
     """The estimate mapped from working to data units; an error if it overflows float64 there."""
     estimate = model.to_data(params, prepared)
@@ -578,6 +650,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     collapsed = sorted(c for c in positions if c not in empty)
     _warn_about(best, options, model, collapsed, total)
     degenerate = bool(restarts["degenerate"][best_index])
+    spurious = [] if degenerate or options.map else model.spurious_components(params, total)
+    _warn_spurious(spurious, options)
     if degenerate and not collapsed and not empty:
         warnings.warn(f"a component's weight fell below half an observation's worth (weights "
                       f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
@@ -602,6 +676,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "best_start": restarts["start"][best_index],
         "degenerate": int(degenerate),
         "n_degenerate_restarts": int(restarts["degenerate"].sum()),
+        "spurious_components": json.dumps([h for h, _, _ in spurious]),
+        "n_spurious_restarts": int(restarts["spurious"].sum()),
         "tol": float(options.tol),
         "max_iter": int(options.max_iter),
         "convergence_criterion": CONVERGENCE_CRITERION,
@@ -628,6 +704,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "start": (("restart",), np.array(restarts["start"], dtype=str)),
         "continued": (("restart",), restarts["continued"]),
         "degenerate": (("restart",), restarts["degenerate"]),
+        "spurious": (("restart",), restarts["spurious"]),
     }
     if options.map:
         sample_stats["log_posterior"] = (("restart", "iteration"), _history_array(runs, "history_objective"))

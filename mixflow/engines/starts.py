@@ -14,7 +14,10 @@ starting responsibilities (n, K); one M-step then gives the starting parameters.
   scikit-learn's ``init_params="random_from_data"``);
 - ``"hierarchical"``: Ward's agglomeration (the model-based agglomeration of the spherical Gaussian, Fraley
   1998) of the standardised points, on a subsample of at most ``HIERARCHICAL_POINTS`` rows (drawn in
-  proportion to the frequency weights), cut at K clusters; every point then goes to its nearest cluster mean.
+  proportion to the frequency weights), cut at K clusters; every point then goes to its nearest cluster mean;
+- ``"hierarchical-pca"``: the same on the standardised points' leading ``max(2, K)`` principal components,
+  where the directions of largest spread (often those that separate groups) are not outweighed by many
+  features of noise.
 
 ``"auto"`` draws its starts from a per-family portfolio of these (the deterministic ones once, the random
 ones in turn), runs each briefly, and continues the best to convergence: the "short runs, then continue the
@@ -22,8 +25,10 @@ best" strategy of Biernacki, Celeux and Govaert (2003), Comput. Stat. Data Anal.
 partition repeats an earlier one's (:func:`partition_key`) is replaced by one of the family's random strategy
 (:func:`replacement_strategy`).
 
-Restarts are ranked among the non-degenerate ones first (:func:`rank_runs`): a run whose component
-collapsed onto a point, or whose weight fell below half an observation's worth, wins only when every run did.
+Restarts are ranked in three tiers (:func:`rank_runs`): sound runs first, then spurious ones (a component of a
+few observations near a lower-dimensional subspace, :func:`mixflow.families.base.spurious_rule`), then
+degenerate ones (a component collapsed onto a point, or its weight fell below half an observation's worth);
+by objective within a tier. A spurious or degenerate run wins only when no run of a better tier exists.
 """
 
 import numpy as np
@@ -40,6 +45,7 @@ __all__ = [
     "is_degenerate",
     "partition_key",
     "portfolio_schedule",
+    "principal_components",
     "rank_runs",
     "replacement_strategy",
     "standardise",
@@ -48,10 +54,11 @@ __all__ = [
 
 PORTFOLIO = "auto"
 STRATEGIES = ("kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", "random-centres",
-              "hierarchical")
+              "hierarchical", "hierarchical-pca")
 HIERARCHICAL_POINTS = 1000
-# starts per restart asked for (n_init) in the first batch (twice as many in all when they disagree), the
-# short runs' first-round iteration cap (doubled each round) and tolerance
+# starts per restart asked for (n_init): twice this in all, of which the screening runs a quarter, half or all,
+# as the short runs agree or not (see em._screening_stages); the short runs' first-round iteration cap
+# (doubled each round) and tolerance
 CANDIDATES_PER_RESTART = 4
 SHORT_MAX_ITER = 20
 SHORT_TOL = 1e-6
@@ -63,8 +70,8 @@ MIN_COMPONENT_COUNT = 0.5
 # lines cross): random partitions and random responsibilities are its main starts.
 # A start that repeats an earlier one's partition is replaced by one of the third entry's strategy.
 _PORTFOLIOS = {
-    "default": (("hierarchical",), ("standardised-kmeans", "random-partition", "random-centres", "kmeans++",
-                                    "kmeans"), "random-centres"),
+    "default": (("hierarchical", "hierarchical-pca"),
+                ("standardised-kmeans", "random-partition", "random-centres", "kmeans++", "kmeans"), "random-centres"),
     "regression": ((), ("random-partition", "random", "random-centres", "kmeans"), "random-partition"),
 }
 
@@ -118,6 +125,25 @@ def standardise(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
     centred = points - weights @ points / total
     sd = np.sqrt(weights @ (centred * centred) / total)
     return centred / np.where(sd > 0, sd, 1.0)
+
+
+def principal_components(points: np.ndarray, weights: np.ndarray, n_components: int) -> np.ndarray:
+    """The standardised points projected on their leading ``n_components`` principal axes (weighted).
+
+    Parameters
+    ----------
+    points : ndarray of shape (n, p)
+    weights : ndarray of shape (n,)
+    n_components : int
+
+    Returns
+    -------
+    ndarray of shape (n, min(n_components, p))
+
+    """
+    scaled = standardise(points, weights)
+    _, axes = np.linalg.eigh((scaled * weights[:, None]).T @ scaled / weights.sum())
+    return scaled @ axes[:, ::-1][:, :n_components]
 
 
 def _kmeans_labels(points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -220,6 +246,8 @@ def start_responsibilities(strategy: str, points: np.ndarray, weights: np.ndarra
         labels = _random_centre_labels(standardise(points, weights), weights, k, rng)
     elif strategy == "hierarchical":
         labels = hierarchical_labels(standardise(points, weights), weights, k, rng)
+    elif strategy == "hierarchical-pca":
+        labels = hierarchical_labels(principal_components(points, weights, max(2, k)), weights, k, rng)
     else:
         raise InputError(f"strategy: expected one of {list(STRATEGIES)}, got {strategy!r}")
     return np.eye(k)[labels]
@@ -267,13 +295,17 @@ def is_degenerate(collapsed, weights: np.ndarray, total_weight: float) -> bool:
     return bool(len(collapsed)) or bool(np.min(weights) * total_weight < MIN_COMPONENT_COUNT)
 
 
-def rank_runs(objectives: np.ndarray, degenerate: np.ndarray) -> np.ndarray:
-    """Order of runs from best to worst: non-degenerate ones by objective, then degenerate ones (NaN last).
+def rank_runs(objectives: np.ndarray, degenerate: np.ndarray, spurious: np.ndarray | None = None) -> np.ndarray:
+    """Order of runs from best to worst: sound ones by objective, then spurious ones, then degenerate ones.
+
+    Within each tier, by objective, NaN last.
 
     Parameters
     ----------
     objectives : ndarray of shape (n_runs,)
     degenerate : ndarray of bool, shape (n_runs,)
+    spurious : ndarray of bool, shape (n_runs,), optional
+        Runs with a spurious component (none if not given).
 
     Returns
     -------
@@ -281,4 +313,6 @@ def rank_runs(objectives: np.ndarray, degenerate: np.ndarray) -> np.ndarray:
 
     """
     score = np.where(np.isnan(objectives), -np.inf, objectives)
-    return np.lexsort((-score, np.isnan(objectives), np.asarray(degenerate, dtype=bool)))
+    degenerate = np.asarray(degenerate, dtype=bool)
+    spurious = np.zeros_like(degenerate) if spurious is None else np.asarray(spurious, dtype=bool)
+    return np.lexsort((-score, np.isnan(objectives), spurious & ~degenerate, degenerate))

@@ -9,7 +9,7 @@ from scipy import stats as st
 from mixflow.data import Data
 from mixflow.errors import InputError
 from mixflow.families import sampling
-from mixflow.families.base import MixtureModel, Prepared, register_family
+from mixflow.families.base import MixtureModel, Prepared, register_family, spurious_rule
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.gaussian import numerics as gn
 from mixflow.families.gaussian import units as gu
@@ -272,6 +272,17 @@ class GaussianMixture(MixtureModel):
                 f"{self.covariance!r} covariance needs at least {needed} to have a maximum-likelihood "
                 "estimate (fewer leave a component's covariance singular); use method='map' (the prior "
                 "keeps it regular), a covariance type with fewer parameters, or fewer components"]
+
+    def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
+        """Spurious components (:func:`~mixflow.families.base.spurious_rule`); none for a tied covariance.
+
+        A full covariance needs d + 1 observations, variances ("diag", "spherical") two.
+        """
+        if self.covariance == "tied":
+            return []
+        needed = np.shape(params["mu"])[1] + 1 if self.covariance == "full" else 2
+        ratios = gn.hathaway_ratios(self.covariance, params[self.covariance_name()])
+        return spurious_rule(np.asarray(params["weights"]) * total_weight, ratios, needed)
 
     def init_points(self, prepared: Prepared) -> np.ndarray:
         """Points used to seed k-means++: the centred data over one common scale (their geometry kept)."""

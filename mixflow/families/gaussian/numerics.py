@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "COVARIANCE_TYPES",
     "e_step_constants",
+    "hathaway_ratios",
     "log_density",
     "m_step",
     "statistics",
@@ -278,3 +279,47 @@ def _map(covariance_type, counts, means, scatter, center, prior) -> dict:
         return {"mu": mu + center, "variance": total / (dof + counts + 3)[:, None]}
     total = prior.scale + scatter + pull * (gap**2).sum(axis=1)
     return {"mu": mu + center, "variance": total / (dof + 2 + d + counts * d)}
+
+
+def hathaway_ratios(covariance_type: str, dispersion: np.ndarray) -> np.ndarray:
+    """Per component h, the smallest eigenvalue of ``inv(Sigma_j) Sigma_h`` over the other components j.
+
+    Hathaway's (1985) ratio, which his constrained MLE bounds below: how much narrower, in the direction where
+    it is narrowest, component h is than any other component. It is invariant under any affine change of the
+    data (standardisation included), so correlated features do not make it small, as they make the ratio of
+    a covariance's own smallest and largest eigenvalues. One component, or a tied covariance: infinity.
+
+    Parameters
+    ----------
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    dispersion : ndarray
+        ``covariance`` (K, d, d) for "full", ``variance`` (K, d) for "diag", (K,) for "spherical".
+
+    Returns
+    -------
+    ndarray of shape (K,)
+
+    """
+    dispersion = np.asarray(dispersion, dtype=float)
+    if covariance_type == "tied":
+        return np.full(1, np.inf)
+    k = dispersion.shape[0]
+    ratios = np.full(k, np.inf)
+    if covariance_type in ("diag", "spherical"):
+        variances = dispersion.reshape(k, -1)
+        for h in range(k):
+            others = np.delete(variances, h, axis=0)
+            if others.size:
+                ratios[h] = np.min(variances[h] / others)
+        return ratios
+    for j in range(k):
+        # whitened by component j's Cholesky factor L: eig(inv(Sigma_j) Sigma_h) = eig(L^-1 Sigma_h L^-T)
+        try:
+            factor = np.linalg.cholesky(dispersion[j])
+        except np.linalg.LinAlgError:
+            continue
+        for h in range(k):
+            if h != j:
+                whitened = np.linalg.solve(factor, np.linalg.solve(factor, dispersion[h]).T)
+                ratios[h] = min(ratios[h], np.linalg.eigvalsh((whitened + whitened.T) / 2)[0])
+    return ratios

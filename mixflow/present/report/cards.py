@@ -212,6 +212,8 @@ def selection_findings(selection: pd.DataFrame | None) -> list[tuple[str, str]]:
             em.append("did not converge")
         if "degenerate" in row and pd.notna(row["degenerate"]) and bool(row["degenerate"]):
             em.append("has a collapsed component")
+        elif "spurious" in row and pd.notna(row["spurious"]) and bool(row["spurious"]):
+            em.append("has a spurious component (a few points near a subspace)")
         if em:
             findings.append(("bad", f"Choice of K, K={k}, EM: {' and '.join(em)}; its criteria are unreliable."))
         nuts = []

@@ -1,0 +1,140 @@
+"""Spurious maxima (McLachlan and Peel 2000, sec. 3.10): the rule, its ratio against a naive scipy computation,
+restarts ranked sound > spurious > degenerate, a spurious winner flagged, and select_k skipping a spurious K."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg
+
+import mixflow
+from mixflow.analysis.select import SKIPPED_DEGENERATE, SKIPPED_SPURIOUS, preferred_k, skipped_k
+from mixflow.engines.starts import rank_runs
+from mixflow.families.base import SPURIOUS_RATIO, SPURIOUS_SIZE, spurious_rule
+from mixflow.families.gaussian.numerics import hathaway_ratios
+from mixflow.warnings import DegenerateComponentWarning, MixflowWarning
+
+
+def _fit(model, data, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        return mixflow.fit(model, data, method="em", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def line_apart() -> np.ndarray:
+    """Two round clusters of 100 (sd 1, 6 apart) and 5 points within 1e-4 of a short line far from both.
+
+    A third component on the 5 points has an unbounded-looking likelihood (its covariance is nearly
+    singular): a spurious maximum, more than 40 log-likelihood units above the sound three-component fits.
+    """
+    rng = np.random.default_rng(0)
+    clusters = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(0, 1, (100, 2)) + [6.0, 0.0]]
+    t = np.linspace(-0.5, 0.5, 5)
+    line = np.column_stack([3.0 + t, 8.0 + 0.3 * t + 1e-4 * rng.normal(size=5)])
+    return np.r_[clusters, line]
+
+
+def _naive_ratios(covariances: np.ndarray) -> np.ndarray:
+    """min over j != h of the smallest generalised eigenvalue of (Sigma_h, Sigma_j), by scipy.linalg.eigh."""
+    k = len(covariances)
+    return np.array([min(scipy.linalg.eigh(covariances[h], covariances[j], eigvals_only=True)[0]
+                         for j in range(k) if j != h) for h in range(k)])
+
+
+def test_hathaway_ratios_match_scipy_and_are_affine_invariant():
+    rng = np.random.default_rng(1)
+    factors = rng.normal(size=(3, 3, 3))
+    covariances = factors @ factors.transpose(0, 2, 1) + 0.1 * np.eye(3)
+    ratios = hathaway_ratios("full", covariances)
+    np.testing.assert_allclose(ratios, _naive_ratios(covariances), rtol=1e-10)
+    transform = rng.normal(size=(3, 3))  # any invertible change of the data's coordinates
+    moved = transform @ covariances @ transform.T
+    np.testing.assert_allclose(hathaway_ratios("full", moved), ratios, rtol=1e-8)
+    variances = rng.uniform(0.1, 2.0, (3, 4))
+    np.testing.assert_allclose(hathaway_ratios("diag", variances),
+                               _naive_ratios(np.array([np.diag(v) for v in variances])), rtol=1e-12)
+    np.testing.assert_allclose(hathaway_ratios("spherical", np.array([1.0, 4.0, 0.5])), [0.25, 4.0, 0.125])
+    assert np.isinf(hathaway_ratios("full", covariances[:1])).all()
+
+
+def test_spurious_rule_at_its_thresholds():
+    needed = 3  # d + 1 for a full covariance in two dimensions
+    counts = np.array([2.9, 3.0, SPURIOUS_SIZE * needed - 0.1, SPURIOUS_SIZE * needed, 100.0])
+    small = SPURIOUS_RATIO / 2
+    # fewer than d + 1: spurious whatever its ratio; fewer than 5 (d + 1) and a ratio below 5e-3: spurious
+    assert [h for h, _, _ in spurious_rule(counts, np.full(5, 1.0), needed)] == [0]
+    assert [h for h, _, _ in spurious_rule(counts, np.full(5, small), needed)] == [0, 1, 2]
+    assert spurious_rule(counts, np.full(5, SPURIOUS_RATIO), needed)[1:] == []
+    assert spurious_rule(counts[1:2], np.array([small]), needed) == [(0, 3.0, small)]
+
+
+def test_rank_runs_puts_sound_then_spurious_then_degenerate():
+    objectives = np.array([-10.0, -1.0, np.nan, -5.0, -2.0, -0.5])
+    degenerate = np.array([False, True, False, False, False, True])
+    spurious = np.array([False, False, False, False, True, True])
+    assert rank_runs(objectives, degenerate, spurious).tolist() == [3, 0, 2, 4, 5, 1]
+
+
+def test_iris_three_components_from_the_defaults_is_mclusts_fit_and_not_flagged():
+    # mclust's VVV K=3 answer; a spurious maximum at -179.7077 (a component of 6 points, Hathaway ratio 1e-6)
+    # lies above it, which restarts reach only by chance (benchmarks/starts.py)
+    tree = _fit(mixflow.GaussianMixture(3), mixflow.load_dataset("iris").drop(columns="Species"), random_seed=0)
+    attrs = tree["em"].attrs
+    assert attrs["log_likelihood"] == pytest.approx(-180.1855, abs=1e-4)
+    assert attrs["spurious_components"] == "[]"
+    assert attrs["n_spurious_restarts"] == int(tree["em/sample_stats"]["spurious"].values.sum())
+
+
+def test_a_spurious_restart_ranks_below_the_sound_fit(line_apart):
+    tree = _fit(mixflow.GaussianMixture(3), line_apart, random_seed=0)
+    attrs, stats = tree["em"].attrs, tree["em/sample_stats"]
+    finals, spurious = stats["final_log_likelihood"].values, stats["spurious"].values
+    assert spurious.any() and not spurious[attrs["best_restart"]]
+    assert finals[spurious].max() > attrs["log_likelihood"] + 40  # the spurious fit is far higher ...
+    assert attrs["spurious_components"] == "[]" and attrs["degenerate"] == 0  # ... and it is not the answer
+
+
+def test_a_spurious_winner_only_when_nothing_else_and_flagged(line_apart):
+    # Ward's agglomeration puts the 5 points apart: the one start (deterministic) ends on the spurious maximum
+    with pytest.warns(DegenerateComponentWarning, match=r"a spurious maximum \(component 1: 5 observations' worth "
+                      r"of weight, Hathaway ratio \d\.\de-0[7-9]\), and no restart found a sound one.*"
+                      r"method='map'.*fewer components"):
+        tree = mixflow.fit(mixflow.GaussianMixture(3), line_apart, method="em", init="hierarchical", n_init=1,
+                           random_seed=0)
+    attrs = tree["em"].attrs
+    assert json.loads(attrs["spurious_components"]) == [1] and attrs["n_spurious_restarts"] == 1
+    assert tree["em/sample_stats"]["spurious"].values.tolist() == [True]
+    sound = _fit(mixflow.GaussianMixture(3), line_apart, random_seed=0)["em"].attrs["log_likelihood"]
+    assert attrs["log_likelihood"] > sound + 40
+
+
+def test_map_from_the_spurious_start_is_not_spurious(line_apart):
+    # the prior keeps a component from shrinking onto the line
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        tree = mixflow.fit(mixflow.GaussianMixture(3), line_apart, method="map", init="hierarchical", n_init=1,
+                           random_seed=0)
+    assert tree["em"].attrs["spurious_components"] == "[]"
+
+
+@pytest.mark.filterwarnings("ignore:select_k, K=3, EM")  # the fit's own warning, raised again naming its K
+def test_select_k_skips_a_spurious_k_and_says_so(line_apart):
+    with pytest.warns(MixflowWarning, match=r"select_k: K in \[3\] skipped by the EM criteria .*spurious EM fit"):
+        table = mixflow.select_k(mixflow.GaussianMixture(1), line_apart, ks=(2, 3), methods=("em",), n_folds=None,
+                                 random_seed=0, fit_kwargs={"init": "hierarchical", "n_init": 1}, n_jobs=1)
+    assert table["spurious"].tolist() == [False, True] and not table["degenerate"].any()
+    assert table.loc[3, "bic"] < table.loc[2, "bic"]  # BIC would reward the spurious component ...
+    assert table.attrs["preferred"] == {"bic": 2, "aic": 2, "icl": 2}  # ... it is skipped, and says why
+    assert table.attrs["skipped"] == {3: SKIPPED_SPURIOUS} and table["skipped"].tolist() == ["", SKIPPED_SPURIOUS]
+
+
+def test_preferred_k_skips_spurious_and_degenerate_rows_for_the_em_criteria_only():
+    table = pd.DataFrame({"bic": [10.0, 5.0, 1.0, 0.5], "elpd_loo": [-4.0, -3.0, -2.0, -1.0],
+                          "degenerate": [False, False, False, True], "spurious": [False, False, True, True]},
+                         index=pd.Index([1, 2, 3, 4], name="k"))
+    assert skipped_k(table) == {3: SKIPPED_SPURIOUS, 4: SKIPPED_DEGENERATE}
+    assert preferred_k(table) == {"bic": 2, "elpd_loo": 4}
+    assert preferred_k(table.drop(columns="spurious")) == {"bic": 3, "elpd_loo": 4}
