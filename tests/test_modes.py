@@ -360,3 +360,40 @@ def test_select_k_reports_each_k_modes(monkeypatch):
                              random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, progress=messages.append)
     assert table["n_modes"].tolist() == [1, 2] and table["stacked_over_modes"].tolist() == [False, True]
     assert messages[-1].startswith("K=2, NUTS: 2 modes, 0 divergence(s)")
+
+
+# -- ADVI from several optima ---------------------------------------------------------------------------------
+def test_advi_bad_starts_name_the_argument(map_fit):
+    from mixflow.engines.advi import fit_advi
+
+    model, data, estimate, _ = map_fit
+    with pytest.raises(ValueError, match=r"starts: expected one of \['reference', 'em-optima'\] or a list"):
+        fit_advi(model, data, estimate, starts="bogus", **FAST)
+    with pytest.raises(ValueError, match=r"starts: 'em-optima' is resolved by mixflow.fit from EM's restarts"):
+        fit_advi(model, data, estimate, starts="em-optima", **FAST)
+    with pytest.raises(ValueError, match=r"starts\[1\]"):
+        fit_advi(model, data, estimate, starts=[estimate, {"weights": [1.0]}], **FAST)
+
+
+@pytest.mark.slow
+def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
+    model = mixflow.GaussianMixture(2)
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        tree = mixflow.fit(model, mirrored, method=["map", "advi"], random_seed=0, n_init=5, draws=300,
+                           starts="em-optima", **FAST)
+    advi = tree["advi"]
+    assert advi.attrs["starts"] == "em-optima (2 distinct)" and advi.attrs["n_modes"] == 2
+    assert tree["advi/posterior"].sizes["chain"] == 2 and tree["advi/sample_stats"]["elbo"].dims == ("chain",
+                                                                                                      "iteration")
+    modes = tree["advi/modes"]
+    assert modes["chain_mode"].values.tolist() == [0, 1]
+    np.testing.assert_allclose(modes["weight"].values, [0.5, 0.5], atol=0.05)  # the truth by symmetry
+    assert modes["weight"].values.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(modes["mu"].values[1], -modes["mu"].values[0][::-1], atol=0.15)
+    assert modes.attrs["em_mode"] == 0 and np.all(modes["max_pareto_k"].values < 0.7)
+    stacked = tree["advi/stacked/posterior"]
+    assert stacked.sizes["chain"] == 1 and stacked.sizes["draw"] == 600
+    in_first = (stacked["mu"].values[0, :, 0, 0] < -4).mean()  # mode 0 has its first component at -6
+    assert abs(in_first - modes["weight"].values[0]) < 5 * np.sqrt(0.25 / 600)
+    assert any("2 modes (fits 0 | 1; stacking weights" in str(w.message) for w in record)
+    assert "the fits fall into 2 modes (fits 0 | 1" in summary_text(tree)

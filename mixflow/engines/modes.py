@@ -34,9 +34,9 @@ from mixflow.data import Data
 from mixflow.engines.em_steps import e_step, objective
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 
-__all__ = ["DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "chain_modes",
-           "combined_draws", "describe_modes", "distinct_optima", "loo_pointwise", "mode_summaries", "pair_rhats",
-           "stacking_weights"]
+__all__ = ["DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "STARTS", "chain_modes",
+           "check_starts", "combined_draws", "describe_modes", "distinct_optima", "loo_pointwise", "mode_groups",
+           "mode_summaries", "pair_rhats", "stacking_weights", "start_points"]
 
 MODE_RHAT = 1.1
 #: Two EM optima are distinct when some entry of their label signatures differs by more than this many
@@ -50,6 +50,39 @@ OPTIMA_GAP = 10.0
 EM_IN_MODE = 2.0
 #: A mode whose stacking weight exceeds this dominates: the others are reported as negligible.
 DOMINANT_WEIGHT = 0.99
+#: ``starts`` of the sampling engines by name: the reference (EM's estimate), or the distinct maxima EM's
+#: restarts found (resolved into a list of points by :func:`mixflow.fit`, which holds the restarts).
+STARTS = ("reference", "em-optima")
+
+
+def check_starts(starts) -> bool:
+    """Check a sampling engine's ``starts`` (a name of :data:`STARTS` or a non-empty list of parameter dicts).
+
+    Returns
+    -------
+    bool
+        True when ``starts`` is a list of more than one point.
+    """
+    if isinstance(starts, str):
+        if starts not in STARTS:
+            raise ValueError(f"starts: expected one of {list(STARTS)} or a list of parameter dicts, got {starts!r}")
+        return False
+    if isinstance(starts, list | tuple) and starts and all(isinstance(point, dict) for point in starts):
+        return len(starts) > 1
+    raise ValueError(f"starts: expected one of {list(STARTS)} or a non-empty list of parameter dicts, got {starts!r}")
+
+
+def start_points(model, data: Data, reference: dict, starts) -> list[dict]:
+    """The starting points ``starts`` names (checked by :func:`check_starts`), each checked against the model.
+
+    ``"reference"`` is ``[reference]``; ``"em-optima"`` must have been resolved by :func:`mixflow.fit`.
+    """
+    if starts == "em-optima":
+        raise ValueError("starts: 'em-optima' is resolved by mixflow.fit from EM's restarts; the engines take "
+                         "'reference' or the list of points")
+    if isinstance(starts, str):
+        return [reference]
+    return [model.check_parameters(point, data.n_features, name=f"starts[{i}]") for i, point in enumerate(starts)]
 
 
 def _columns(draws: dict) -> np.ndarray:
@@ -117,7 +150,7 @@ def chain_modes(draws: dict, *, threshold: float = MODE_RHAT) -> np.ndarray:
     return np.array([first[int(label)] for label in labels], dtype=np.int64)
 
 
-def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: int) -> list[dict]:
+def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: int | None) -> list[dict]:
     """The distinct local maxima among EM's restarts, best first, at most ``limit`` of them.
 
     Only optima whose objective is within :data:`OPTIMA_GAP` of the best are considered. An optimum is new when, its
@@ -132,8 +165,8 @@ def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: in
         Each restart's final parameters in data units (NaN ones, e.g. trimmed restarts, are skipped).
     objectives : array-like of shape (len(optima),)
         Each restart's final objective (log posterior or log-likelihood).
-    limit : int
-        At most this many are returned (e.g. the number of chains).
+    limit : int or None
+        At most this many are returned (e.g. the number of chains); None: every distinct one.
 
     Returns
     -------
@@ -361,11 +394,53 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     return {"variables": variables, "attrs": attrs}
 
 
-def describe_modes(chain_mode: np.ndarray, weights: np.ndarray) -> str:
-    """``"2 modes (chains 0, 2 | 1, 3; stacking weights 0.71, 0.29)"``, with a dominant mode named."""
+def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, reference: dict,
+                rng: np.random.Generator, description: str) -> tuple[dict, np.ndarray]:
+    """The chains' modes (:func:`chain_modes`), their summaries and, with several, the stacked draws.
+
+    Shared by the engines whose chains (NUTS chains, or ADVI fits from several starts) may sit in
+    different modes.
+
+    Parameters
+    ----------
+    aligned : dict
+        ``{name: (dims, array of shape (n_chains, n_draws, ...))}``, aligned to the reference labelling.
+    log_likelihood : ndarray of shape (n_chains, n_draws, n_obs)
+    reference : dict
+        EM's estimate, in the same labelling.
+    rng : numpy.random.Generator
+        Draws the resample by stacking weight.
+    description : str
+        What the stacked draws are, recorded in their group's attrs.
+
+    Returns
+    -------
+    groups : dict
+        ``{"modes": ...}`` (:func:`mode_summaries`) and, with several modes, ``{"stacked/posterior": ...}``
+        (:func:`combined_draws`, chain 1, draw ``n_chains * n_draws``).
+    chain_mode : ndarray of int of shape (n_chains,)
+    """
+    values = {name: value for name, (_, value) in aligned.items()}
+    n_chains, n_draws = next(iter(values.values())).shape[:2]
+    chain_mode = chain_modes(values) if n_chains > 1 else np.zeros(1, np.int64)
+    groups = {"modes": mode_summaries(model, data, aligned, log_likelihood, reference, chain_mode)}
+    weights = groups["modes"]["variables"]["weight"][1]
+    if weights.size > 1:
+        groups["stacked/posterior"] = {
+            "variables": combined_draws(aligned, chain_mode, weights, rng),
+            "coords": {"chain": np.arange(1), "draw": np.arange(n_chains * n_draws)},
+            "attrs": {"description": description}}
+    return groups, chain_mode
+
+
+def describe_modes(chain_mode: np.ndarray, weights: np.ndarray, unit: str = "chains") -> str:
+    """``"2 modes (chains 0, 2 | 1, 3; stacking weights 0.71, 0.29)"``, with a dominant mode named.
+
+    ``unit`` names what the numbers are (e.g. ``"fits"`` for ADVI fits from several starts).
+    """
     n_modes = int(chain_mode.max()) + 1
     groups = " | ".join(", ".join(str(c) for c in np.flatnonzero(chain_mode == m)) for m in range(n_modes))
-    text = f"{n_modes} modes (chains {groups}; stacking weights {', '.join(f'{w:.2f}' for w in weights)})"
+    text = f"{n_modes} modes ({unit} {groups}; stacking weights {', '.join(f'{w:.2f}' for w in weights)})"
     if weights.max() > DOMINANT_WEIGHT:
         text += (f"; mode {int(np.argmax(weights))} carries {weights.max():.3f} of the weight, the others are "
                  "negligible")
