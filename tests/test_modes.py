@@ -376,11 +376,12 @@ def test_advi_bad_starts_name_the_argument(map_fit):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::mixflow.ConvergenceWarning")  # 150 iterations: q need not settle
 def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     model = mixflow.GaussianMixture(2)
-    with pytest.warns(mixflow.SamplingWarning) as record:
-        tree = mixflow.fit(model, mirrored, method=["map", "advi"], random_seed=0, n_init=5, draws=300,
-                           starts="em-optima", **FAST)
+    with pytest.warns(mixflow.SamplingWarning) as record:  # few iterations: q starts at each optimum
+        tree = mixflow.fit(model, mirrored, method=["map", "advi"], random_seed=0, n_init=5, draws=200, n=150,
+                           check_every=25, starts="em-optima", **FAST)
     advi = tree["advi"]
     assert advi.attrs["starts"] == "em-optima (2 distinct)" and advi.attrs["n_modes"] == 2
     assert tree["advi/posterior"].sizes["chain"] == 2 and tree["advi/sample_stats"]["elbo"].dims == ("chain",
@@ -392,8 +393,8 @@ def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     np.testing.assert_allclose(modes["mu"].values[1], -modes["mu"].values[0][::-1], atol=0.15)
     assert modes.attrs["em_mode"] == 0 and np.all(modes["max_pareto_k"].values < 0.7)
     stacked = tree["advi/stacked/posterior"]
-    assert stacked.sizes["chain"] == 1 and stacked.sizes["draw"] == 600
+    assert stacked.sizes["chain"] == 1 and stacked.sizes["draw"] == 400
     in_first = (stacked["mu"].values[0, :, 0, 0] < -4).mean()  # mode 0 has its first component at -6
-    assert abs(in_first - modes["weight"].values[0]) < 5 * np.sqrt(0.25 / 600)
+    assert abs(in_first - modes["weight"].values[0]) < 5 * np.sqrt(0.25 / 400)
     assert any("2 modes (fits 0 | 1; stacking weights" in str(w.message) for w in record)
     assert "the fits fall into 2 modes (fits 0 | 1" in summary_text(tree)
