@@ -20,6 +20,7 @@ from mixflow.engines.modes import (
     describe_modes,
     distinct_optima,
     mode_summaries,
+    pair_overlaps,
     pair_rhats,
     stacking_weights,
 )
@@ -101,6 +102,30 @@ def test_chains_in_two_places_are_two_modes_and_one_place_is_one():
     assert chain_modes(_chains([3, 0, 3, 7])).tolist() == [0, 1, 0, 2]
     rhats = pair_rhats(_chains([0, 5, 0, 5]))
     assert rhats[0, 2] < 1.01 and rhats[0, 1] > 1.5 and np.all(np.diag(rhats) == 1)
+
+
+@pytest.mark.parametrize("distance", [0.5, 1.0, 2.0, 3.0])
+def test_pair_overlap_of_two_normals_matches_the_closed_form(distance):
+    rng = np.random.default_rng(7)
+    draws = {"mu": rng.standard_normal((2, 20000, 1)) + np.array([0.0, distance])[:, None, None]}
+    exact = 2 * stats.norm.cdf(-distance / 2)  # the overlap coefficient of N(0, 1) and N(d, 1)
+    assert pair_overlaps(draws)[0, 1] == pytest.approx(exact, abs=0.02)  # measured within 0.005 (20 bins, 2e4 draws)
+    assert np.all(np.diag(pair_overlaps(draws)) == 1)
+
+
+def test_chains_that_cross_between_two_places_in_different_shares_are_one_mode():
+    """A small component that forms and dissolves: each chain spends its own share of draws in either place."""
+    rng = np.random.default_rng(2)
+    shares, n_draws = [0.2, 0.45, 0.7, 0.35], 1000
+    mu = np.empty((4, n_draws, 1, 1))
+    for chain, share in enumerate(shares):  # a few long sojourns, as a slowly mixing chain makes them
+        far = (np.arange(n_draws) % 250) < 250 * share
+        mu[chain, :, 0, 0] = rng.standard_normal(n_draws) + 6.0 * far
+    draws = {"mu": mu}
+    assert pair_rhats(draws).max() > 1.1  # R-hat alone would split them
+    assert chain_modes(draws).tolist() == [0, 0, 0, 0]
+    mu[3, :, 0, 0] = rng.standard_normal(n_draws) + 12.0  # a chain that stays in a third place
+    assert chain_modes(draws).tolist() == [0, 0, 0, 1]
 
 
 def test_a_constant_that_differs_between_chains_separates_them():

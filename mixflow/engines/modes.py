@@ -6,13 +6,20 @@ small component some chains find and others do not). After the draws are aligned
 
 **The rule.** Chains ``i`` and ``j`` are *linked* when the rank-normalised split R-hat of the pair
 (``arviz_stats.rhat`` on the two chains alone, Vehtari et al. 2021) is below ``MODE_RHAT`` (1.1) for
-every scalar parameter of the posterior (every weight, mean, variance or covariance entry). A mode is a
-connected group of linked chains (single linkage). 1.1 is the classical threshold beyond which two chains
-are not taken to sample one distribution (Gelman et al., BDA3); for two chains whose means differ by
-``d`` within-chain sds it is reached at ``d`` of about 0.65, while chains of one well-mixed mode give pair
-R-hats well below 1.1 once each has a hundred or so effective draws (the stricter 1.01 is kept for
-convergence *within* each mode). A chain that keeps moving between two places, which no other chain does,
-can form a mode of its own: its spread differs from that of chains staying in one place.
+every scalar parameter of the posterior (every weight, mean, variance or covariance entry), or when the
+two chains visit the same places: the overlap coefficient of their draws' distributions (the mass they
+share, ``sum_b min(p_ib, p_jb)`` over common bins) is at least ``MODE_OVERLAP`` (1/2) for every scalar
+parameter. A mode is a connected group of linked chains (single linkage). 1.1 is the classical threshold
+beyond which two chains are not taken to sample one distribution (Gelman et al., BDA3); for two chains
+whose means differ by ``d`` within-chain sds it is reached at ``d`` of about 0.65, while chains of one
+well-mixed mode give pair R-hats well below 1.1 once each has a hundred or so effective draws (the
+stricter 1.01 is kept for convergence *within* each mode). R-hat alone would also split chains that move
+slowly between the same two places and spend different shares of their draws in each (a small component
+that forms and dissolves): such chains sample one posterior whose parts they cross rarely, which the
+R-hat within the mode then reports, and stacking them as modes would weigh each chain's share of time
+rather than places. Two unimodal chains overlap by at least half when their means differ by less than
+about 1.35 sds (the overlap of two normals is ``2 Phi(-d / 2)``), so chains stuck in places further apart
+than that stay apart.
 
 **The weights.** Each mode's chains give a PSIS-LOO predictive density of every observation
 (``arviz_stats.loo``), and the modes are weighted by Bayesian stacking of those densities (Yao, Vehtari
@@ -34,11 +41,15 @@ from mixflow.data import Data
 from mixflow.engines.em_steps import e_step, objective
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 
-__all__ = ["DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "STARTS", "chain_modes",
-           "check_starts", "combined_draws", "describe_modes", "distinct_optima", "loo_pointwise", "mode_groups",
-           "mode_summaries", "pair_rhats", "stacking_weights", "start_points"]
+__all__ = ["DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_OVERLAP", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "STARTS",
+           "chain_modes", "check_starts", "combined_draws", "describe_modes", "distinct_optima", "loo_pointwise",
+           "mode_groups", "mode_summaries", "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
 
 MODE_RHAT = 1.1
+#: Chains whose draws share at least this much of their distribution on every parameter are linked.
+MODE_OVERLAP = 0.5
+#: Bins of the overlap coefficient: quantiles of the pair's pooled draws, 5% of them in each.
+_OVERLAP_BINS = 20
 #: Two EM optima are distinct when some entry of their label signatures differs by more than this many
 #: (approximate) posterior sds (:func:`distinct_optima`).
 OPTIMA_DISTANCE = 1.0
@@ -127,7 +138,42 @@ def pair_rhats(draws: dict) -> np.ndarray:
     return out
 
 
-def chain_modes(draws: dict, *, threshold: float = MODE_RHAT) -> np.ndarray:
+def pair_overlaps(draws: dict) -> np.ndarray:
+    """The smallest overlap coefficient over the scalar parameters of every pair of chains.
+
+    The overlap coefficient of two chains' draws of one parameter is ``sum_b min(p_ib, p_jb)``, with
+    ``p_ib`` the share of chain ``i``'s draws in bin ``b`` of :data:`_OVERLAP_BINS` bins at the quantiles of
+    the pair's pooled draws: 1 for chains with one distribution (less its sampling noise), 0 for chains
+    that share no place.
+
+    Parameters
+    ----------
+    draws : dict
+        ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
+
+    Returns
+    -------
+    ndarray of shape (n_chains, n_chains)
+        1 on the diagonal; a parameter constant in both chains counts 1 when the constants agree, else 0.
+    """
+    columns = _columns(draws)
+    n_chains = columns.shape[0]
+    out = np.ones((n_chains, n_chains))
+    for i in range(n_chains):
+        for j in range(i + 1, n_chains):
+            out[i, j] = out[j, i] = min(_overlap(columns[i, :, s], columns[j, :, s]) for s in range(columns.shape[2]))
+    return out
+
+
+def _overlap(first: np.ndarray, second: np.ndarray) -> float:
+    edges = np.unique(np.quantile(np.concatenate([first, second]), np.linspace(0.0, 1.0, _OVERLAP_BINS + 1)))
+    if edges.size < 2:  # both chains constant at one value
+        return 1.0
+    shares = [np.histogram(values, edges)[0] / values.size for values in (first, second)]
+    return float(np.minimum(*shares).sum())
+
+
+def chain_modes(draws: dict, *, threshold: float = MODE_RHAT, overlap: float = MODE_OVERLAP) -> np.ndarray:
     """The mode of every chain by the rule of this module's docstring.
 
     Parameters
@@ -136,13 +182,15 @@ def chain_modes(draws: dict, *, threshold: float = MODE_RHAT) -> np.ndarray:
         ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
     threshold : float, default MODE_RHAT
         Chains whose pair R-hat is below this on every parameter are linked.
+    overlap : float, default MODE_OVERLAP
+        Chains whose overlap coefficient is at least this on every parameter are linked.
 
     Returns
     -------
     ndarray of int of shape (n_chains,)
         Modes numbered 0, 1, ... in the order of their first chain (chain 0 is in mode 0).
     """
-    linked = pair_rhats(draws) < threshold
+    linked = (pair_rhats(draws) < threshold) | (pair_overlaps(draws) >= overlap)
     _, labels = connected_components(linked, directed=False)
     first = {}
     for label in labels:
@@ -385,8 +433,9 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     for name, (dims, _) in draws.items():
         variables[name] = (("mode", *dims[2:]), np.stack([mean[name] for mean in means]))
     attrs = {"n_modes": n_modes, "em_mode": _em_mode(reference, means, sds), "dominant_mode": dominant,
-             "rule": f"chains whose pair R-hat is below {MODE_RHAT} on every parameter are linked; a mode is a "
-                     "connected group of linked chains",
+             "rule": f"chains whose pair R-hat is below {MODE_RHAT}, or whose draws' overlap coefficient is at "
+                     f"least {MODE_OVERLAP}, on every parameter are linked; a mode is a connected group of linked "
+                     "chains",
              "weight": "Bayesian stacking of each mode's PSIS-LOO predictive densities (Yao, Vehtari and "
                        "Gelman 2022)",
              "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
