@@ -401,12 +401,12 @@ def test_advi_bad_starts_name_the_argument(map_fit):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::mixflow.ConvergenceWarning")  # 150 iterations: q need not settle
+@pytest.mark.filterwarnings("ignore::mixflow.ConvergenceWarning")  # 60 iterations: q need not settle
 def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     model = mixflow.GaussianMixture(2)
     with pytest.warns(mixflow.SamplingWarning) as record:  # few iterations: q starts at each optimum
-        tree = mixflow.fit(model, mirrored, method=["map", "advi"], random_seed=0, n_init=5, draws=200, n=150,
-                           check_every=25, starts="em-optima", **FAST)
+        tree = mixflow.fit(model, mirrored, method=["map", "advi"], random_seed=0, n_init=5, draws=200, n=60,
+                           check_every=20, starts="em-optima", **FAST)
     advi = tree["advi"]
     assert advi.attrs["starts"] == "em-optima (2 distinct)" and advi.attrs["n_modes"] == 2
     assert tree["advi/posterior"].sizes["chain"] == 2 and tree["advi/sample_stats"]["elbo"].dims == ("chain",
@@ -423,3 +423,6 @@ def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     assert abs(in_first - modes["weight"].values[0]) < 5 * np.sqrt(0.25 / 400)
     assert any("2 modes (fits 0 | 1; stacking weights" in str(w.message) for w in record)
     assert "the fits fall into 2 modes (fits 0 | 1" in summary_text(tree)
+    axes = mixflow.plot_convergence(tree).axes
+    labels = [text.get_text() for text in axes[-1].get_legend().get_texts()]  # the ELBO of each fit
+    assert labels == ["fit 0", "fit 1"]
