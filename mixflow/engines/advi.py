@@ -17,7 +17,10 @@ The steps are those of :func:`fit_advi`:
 4. a NaN or infinite ELBO or parameter stops the fit with :class:`ADVIDivergenceError`;
 5. ``draws`` draws from q, aligned to the reference labelling (:mod:`mixflow.families.relabel` with
    ``model.label_signature``), and the
-   responsibilities of every observation (mean and sd over the draws).
+   responsibilities of every observation (mean and sd over the draws);
+6. with several starting points (``starts``, e.g. EM's distinct optima), steps 2 to 5 once from each, every
+   fit's draws a chain, and the fits grouped into modes and stacked as NUTS chains are
+   (:func:`mixflow.engines.modes.mode_groups`).
 
 Every random choice (the gradient noise, the minibatches, the draws) comes from ``random_seed``: the
 same seed gives the same numbers, bit for bit.
