@@ -1,4 +1,4 @@
-"""Modes of a multimodal posterior: found by the pair R-hat rule, weighted by stacking, combined, said."""
+"""Modes of a multimodal posterior: found by the pair R-hat and overlap rule, weighted by stacking, combined, said."""
 
 import warnings
 
