@@ -192,7 +192,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         ``starts="em-optima"`` starts the chains at the distinct local maxima EM's restarts found, best first,
         one per chain and cycled, see :func:`mixflow.engines.modes.distinct_optima`); for ADVI ``variant``,
         ``n``, ``draws``, ``minibatch_size``, ``learning_rate``, ``settle_tol``, ``check_every``,
-        ``progressbar`` (see :func:`mixflow.engines.advi.fit_advi`).
+        ``progressbar``, ``starts`` (see :func:`mixflow.engines.advi.fit_advi`; ``starts="em-optima"`` runs one
+        fit from each distinct local maximum, its draws a chain, the fits' modes stacked as NUTS chains').
 
     Returns
     -------
@@ -249,7 +250,9 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
     for sampling in (m for m in methods if m in ("mcmc", "advi")):
         engine_options = dict(routed[sampling])
         if engine_options.get("starts") == "em-optima":
-            engine_options["starts"] = _em_optima(model, data, result, engine_options.get("chains", 4))
+            # a chain per optimum, cycled, for NUTS; an ADVI fit from every distinct optimum
+            limit = engine_options.get("chains", 4) if sampling == "mcmc" else None
+            engine_options["starts"] = _em_optima(model, data, result, limit)
         groups = _engine(sampling)(model, data, reference, random_seed=_method_seed(seed, sampling),
                                    **engine_options)
         if routed[sampling].get("starts") == "em-optima":
@@ -345,7 +348,7 @@ def _units(units, data, features) -> dict:
     return check_units({k: v for k, v in carried.items() if str(k) in names}, features)
 
 
-def _em_optima(model, validated, result: xr.DataTree, chains) -> list[dict]:
+def _em_optima(model, validated, result: xr.DataTree, chains: int | None) -> list[dict]:
     """The distinct maxima EM's converged, non-degenerate restarts reached (see ``distinct_optima``)."""
     from mixflow.engines.modes import distinct_optima
 
@@ -357,7 +360,7 @@ def _em_optima(model, validated, result: xr.DataTree, chains) -> list[dict]:
     usable = stats["converged"].values.astype(bool) & ~stats["degenerate"].values.astype(bool)
     objectives = np.where(usable, stats["final_objective"].values, -np.inf)
     optima = [{name: stats[f"optimum_{name}"].values[i] for name in names} for i in range(objectives.size)]
-    found = distinct_optima(model, validated, optima, objectives, int(chains))
+    found = distinct_optima(model, validated, optima, objectives, None if chains is None else int(chains))
     return found or [fitted_estimate(result)]
 
 

@@ -411,6 +411,9 @@ def _workflow_errors(tmp_path, text: str, monkeypatch, csv: bytes | None = None)
     ("[methods.em]\nn_init = 1", '[methods.advi]\nvariant = "foo"',
      r"^13: \[methods.advi\] variant: expected one of \['meanfield', 'fullrank'\], got 'foo'$"),
     ("[methods.em]\nn_init = 1", "[methods.advi]\nn = 0", r"^13: \[methods.advi\] n: expected an integer >= 1, got 0$"),
+    ("[methods.em]\nn_init = 1", '[methods.advi]\nstarts = "optima"',
+     r"^13: \[methods.advi\] starts: expected one of \['reference', 'em-optima'\] or a list of parameter dicts, "
+     r"got 'optima'$"),
     ("n_components = 2", "n_components = {from = 1.5, to = 3}",
      r"^10: \[\[models\]\] #1 n_components: expected {from = a, to = b} with integers a <= b, got {'from': 1.5"),
     ("[methods.em]\nn_init = 1", "[methods]\nem = 3", r"^13: \[methods.em\]: expected a table, got int 3$"),

@@ -1,4 +1,4 @@
-"""Modes of a multimodal posterior: found by the pair R-hat rule, weighted by stacking, combined, said."""
+"""Modes of a multimodal posterior: found by the pair R-hat and overlap rule, weighted by stacking, combined, said."""
 
 import warnings
 
@@ -20,6 +20,7 @@ from mixflow.engines.modes import (
     describe_modes,
     distinct_optima,
     mode_summaries,
+    pair_overlaps,
     pair_rhats,
     stacking_weights,
 )
@@ -101,6 +102,30 @@ def test_chains_in_two_places_are_two_modes_and_one_place_is_one():
     assert chain_modes(_chains([3, 0, 3, 7])).tolist() == [0, 1, 0, 2]
     rhats = pair_rhats(_chains([0, 5, 0, 5]))
     assert rhats[0, 2] < 1.01 and rhats[0, 1] > 1.5 and np.all(np.diag(rhats) == 1)
+
+
+@pytest.mark.parametrize("distance", [0.5, 1.0, 2.0, 3.0])
+def test_pair_overlap_of_two_normals_matches_the_closed_form(distance):
+    rng = np.random.default_rng(7)
+    draws = {"mu": rng.standard_normal((2, 20000, 1)) + np.array([0.0, distance])[:, None, None]}
+    exact = 2 * stats.norm.cdf(-distance / 2)  # the overlap coefficient of N(0, 1) and N(d, 1)
+    assert pair_overlaps(draws)[0, 1] == pytest.approx(exact, abs=0.02)  # 20 bins of 2e4 draws
+    assert np.all(np.diag(pair_overlaps(draws)) == 1)
+
+
+def test_chains_that_cross_between_two_places_in_different_shares_are_one_mode():
+    """A small component that forms and dissolves: each chain spends its own share of draws in either place."""
+    rng = np.random.default_rng(2)
+    shares, n_draws = [0.2, 0.45, 0.7, 0.35], 1000
+    mu = np.empty((4, n_draws, 1, 1))
+    for chain, share in enumerate(shares):  # a few long sojourns, as a slowly mixing chain makes them
+        far = (np.arange(n_draws) % 250) < 250 * share
+        mu[chain, :, 0, 0] = rng.standard_normal(n_draws) + 6.0 * far
+    draws = {"mu": mu}
+    assert pair_rhats(draws).max() > 1.1  # R-hat alone would split them
+    assert chain_modes(draws).tolist() == [0, 0, 0, 0]
+    mu[3, :, 0, 0] = rng.standard_normal(n_draws) + 12.0  # a chain that stays in a third place
+    assert chain_modes(draws).tolist() == [0, 0, 0, 1]
 
 
 def test_a_constant_that_differs_between_chains_separates_them():
@@ -360,3 +385,44 @@ def test_select_k_reports_each_k_modes(monkeypatch):
                              random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, progress=messages.append)
     assert table["n_modes"].tolist() == [1, 2] and table["stacked_over_modes"].tolist() == [False, True]
     assert messages[-1].startswith("K=2, NUTS: 2 modes, 0 divergence(s)")
+
+
+# -- ADVI from several optima ---------------------------------------------------------------------------------
+def test_advi_bad_starts_name_the_argument(map_fit):
+    from mixflow.engines.advi import fit_advi
+
+    model, data, estimate, _ = map_fit
+    with pytest.raises(ValueError, match=r"starts: expected one of \['reference', 'em-optima'\] or a list"):
+        fit_advi(model, data, estimate, starts="bogus", **FAST)
+    with pytest.raises(ValueError, match=r"starts: 'em-optima' is resolved by mixflow.fit from EM's restarts"):
+        fit_advi(model, data, estimate, starts="em-optima", **FAST)
+    with pytest.raises(ValueError, match=r"starts\[1\]"):
+        fit_advi(model, data, estimate, starts=[estimate, {"weights": [1.0]}], **FAST)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::mixflow.ConvergenceWarning")  # 60 iterations: q need not settle
+def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
+    model = mixflow.GaussianMixture(2)
+    with pytest.warns(mixflow.SamplingWarning) as record:  # few iterations: q starts at each optimum
+        tree = mixflow.fit(model, mirrored, method=["map", "advi"], random_seed=0, n_init=5, draws=200, n=60,
+                           check_every=20, starts="em-optima", **FAST)
+    advi = tree["advi"]
+    assert advi.attrs["starts"] == "em-optima (2 distinct)" and advi.attrs["n_modes"] == 2
+    assert tree["advi/posterior"].sizes["chain"] == 2 and tree["advi/sample_stats"]["elbo"].dims == ("chain",
+                                                                                                      "iteration")
+    modes = tree["advi/modes"]
+    assert modes["chain_mode"].values.tolist() == [0, 1]
+    np.testing.assert_allclose(modes["weight"].values, [0.5, 0.5], atol=0.05)  # the truth by symmetry
+    assert modes["weight"].values.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(modes["mu"].values[1], -modes["mu"].values[0][::-1], atol=0.15)
+    assert modes.attrs["em_mode"] == 0 and np.all(modes["max_pareto_k"].values < 0.7)
+    stacked = tree["advi/stacked/posterior"]
+    assert stacked.sizes["chain"] == 1 and stacked.sizes["draw"] == 400
+    in_first = (stacked["mu"].values[0, :, 0, 0] < -4).mean()  # mode 0 has its first component at -6
+    assert abs(in_first - modes["weight"].values[0]) < 5 * np.sqrt(0.25 / 400)
+    assert any("2 modes (fits 0 | 1; stacking weights" in str(w.message) for w in record)
+    assert "the fits fall into 2 modes (fits 0 | 1" in summary_text(tree)
+    axes = mixflow.plot_convergence(tree).axes
+    labels = [text.get_text() for text in axes[-1].get_legend().get_texts()]  # the ELBO of each fit
+    assert labels == ["fit 0", "fit 1"]

@@ -6,6 +6,8 @@ Every module that writes or reads a group of the container takes its path from h
 
 __all__ = [
     "ADVI",
+    "ADVI_MODES",
+    "ADVI_STACKED",
     "DRAW_GROUPS",
     "EM",
     "EM_BOOTSTRAP",
@@ -53,6 +55,8 @@ EM_SAMPLE_STATS = group(EM, "sample_stats")
 EM_BOOTSTRAP = group(EM, "bootstrap")
 MCMC_MODES = group(MCMC, "modes")
 MCMC_STACKED = group(MCMC, "stacked")
+ADVI_MODES = group(ADVI, "modes")  # ADVI fits from several starts (starts="em-optima"), as MCMC's chains
+ADVI_STACKED = group(ADVI, "stacked")
 
 #: Where each method's draws of the model parameters are (every one of them an ArviZ ``posterior``).
 DRAW_GROUPS = {"bootstrap": group(EM_BOOTSTRAP, "posterior"), "mcmc": group(MCMC, "posterior"),

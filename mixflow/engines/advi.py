@@ -17,7 +17,10 @@ The steps are those of :func:`fit_advi`:
 4. a NaN or infinite ELBO or parameter stops the fit with :class:`ADVIDivergenceError`;
 5. ``draws`` draws from q, aligned to the reference labelling (:mod:`mixflow.families.relabel` with
    ``model.label_signature``), and the
-   responsibilities of every observation (mean and sd over the draws).
+   responsibilities of every observation (mean and sd over the draws);
+6. with several starting points (``starts``, e.g. EM's distinct optima), steps 2 to 5 once from each, every
+   fit's draws a chain, and the fits grouped into modes and stacked as NUTS chains are
+   (:func:`mixflow.engines.modes.mode_groups`).
 
 Every random choice (the gradient noise, the minibatches, the draws) comes from ``random_seed``: the
 same seed gives the same numbers, bit for bit.
@@ -45,11 +48,12 @@ from mixflow.checks import (
     check_seed,
 )
 from mixflow.data import Data
+from mixflow.engines.modes import check_starts, describe_modes, mode_groups, start_points
 from mixflow.engines.over_draws import draw_groups
 from mixflow.errors import InputError, SamplerInterrupted, noting_interrupts
 from mixflow.families.pymc_parts import parameter_of
 from mixflow.families.relabel import align
-from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning
+from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning, SamplingWarning
 
 __all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "check_options", "fit_advi", "q_moments"]
 
@@ -226,7 +230,8 @@ def _check_arguments(model, data, reference, options: dict) -> dict:
     reference = check_problem(model, data, reference)
     check_options(options)
     options["minibatch_size"] = check_minibatch(options["minibatch_size"], data)
-    check_memory(1, options["draws"], sum(np.size(value) for value in reference.values())
+    n_fits = 1 if isinstance(options["starts"], str) else len(options["starts"])
+    check_memory(n_fits, options["draws"], sum(np.size(value) for value in reference.values())
                  + data.n_obs * (1 + model.n_components), "the parameters and pointwise log-likelihood")
     if options["posterior_predictive"]:  # a family that cannot replicate these data says so before fitting
         model.simulate(reference, data, np.random.default_rng(0))
@@ -248,13 +253,14 @@ def check_options(options: dict) -> None:
     options["random_seed"] = check_seed(options["random_seed"])
     for name in ("progressbar", "posterior_predictive"):
         check_flag(name, options[name])
+    check_starts(options.setdefault("starts", "reference"))
 
 
 # -- the engine ------------------------------------------------------------------------------------------
 def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", n: int = 20_000,
              draws: int = 1000, random_seed: int | None = None, minibatch_size: int | None = None,
              learning_rate: float = 0.02, settle_tol: float = 0.05, check_every: int = 50,
-             progressbar: bool = False, posterior_predictive: bool = True) -> dict:
+             progressbar: bool = False, posterior_predictive: bool = True, starts="reference") -> dict:
     """Fit ``model`` by ADVI from the reference estimate and return the ``/advi`` groups as plain arrays.
 
     Parameters
@@ -289,14 +295,22 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         Show PyMC's progress bar.
     posterior_predictive : bool, default True
         Also draw one replicate of the data per draw (``posterior_predictive``, with its ``observed_data``).
+    starts : "reference" or list of dict, default "reference"
+        Where q starts: at ``reference``, or one fit from each point of the list (parameters in data units,
+        like ``reference``), e.g. the distinct local maxima EM's restarts found (:func:`mixflow.fit` with
+        ``starts="em-optima"``). Several fits are the chains of the posterior (chain ``c`` holds ``draws``
+        draws of the fit from ``starts[c]``), grouped into modes and weighted by stacking exactly as NUTS
+        chains are (:func:`mixflow.engines.modes.mode_groups`): the groups ``modes`` and, with several
+        modes, ``stacked/posterior``. The first fit has the seeds of a single fit.
 
     Returns
     -------
     dict
         ``{"attrs": {...}, "coords": {"chain", "draw", "iteration"}, "groups": {name: {"variables":
         {var: (dims, array)}, "attrs": {...}}}}`` with groups ``posterior`` (the parameters of
-        ``model.parameter_dims``; chain=1, draw=``draws``; aligned), ``sample_stats`` (``elbo`` and
-        ``learning_rate`` per iteration), and those of
+        ``model.parameter_dims``; chain=one per start, draw=``draws``; aligned), ``sample_stats`` (``elbo``
+        and ``learning_rate`` per iteration, and per fit (chain, iteration) with several starts), with
+        several starts ``modes`` and maybe ``stacked/posterior`` (see ``starts``), and those of
         :func:`mixflow.engines.over_draws.draw_groups`: ``log_likelihood``, ``responsibilities``, and
         ``posterior_predictive`` with ``observed_data``.
 
@@ -307,20 +321,74 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     """
     options = {"variant": variant, "n": n, "draws": draws, "random_seed": random_seed,
                "minibatch_size": minibatch_size, "learning_rate": learning_rate, "settle_tol": settle_tol,
-               "check_every": check_every, "progressbar": progressbar, "posterior_predictive": posterior_predictive}
+               "check_every": check_every, "progressbar": progressbar, "posterior_predictive": posterior_predictive,
+               "starts": starts}
     reference = _check_arguments(model, data, reference, options)
-    fit_seed, draw_seed = (int(s) for s in np.random.SeedSequence(options["random_seed"]).generate_state(2))
+    points = start_points(model, data, reference, options["starts"])
     began = time.perf_counter()
     prior = model.resolve_prior(model.prepare(data))
     size = options["minibatch_size"]
     pymc_model = model.pymc_model(data, prior, minibatch_size=size)
-    inference = VARIANTS[options["variant"]](model=pymc_model, start=model.pymc_start(data, reference),
+    # the first fit keeps the seeds of a single fit; spawn's children depend on their index only, so the
+    # predictive draws (child 0) are those of a single fit too
+    children = np.random.SeedSequence(options["random_seed"]).spawn(len(points) + 1)
+    seeds = [np.random.SeedSequence(options["random_seed"])] + children[2:]
+    fits = [_fit_one(model, data, pymc_model, point, seed, options) for point, seed in zip(points, seeds, strict=True)]
+    fit_time = time.perf_counter() - began
+    signature = model.label_signature(data)
+    raw = {name: (("chain", "draw", *dims), np.concatenate([fit["draws"][name] for fit in fits]))
+           for name, dims in model.parameter_dims(data.features).items()}
+    posterior, permutations = align(raw, reference, signature)
+    groups = {
+        "posterior": {"variables": posterior},
+        "sample_stats": _sample_stats(fits, size),
+        **draw_groups(model, data, {name: value for name, (_, value) in posterior.items()},
+                      options["posterior_predictive"], np.random.default_rng(children[0])),
+    }
+    attrs = {
+        "method": "advi", "variant": options["variant"], "n_iter": max(fit["check"].n_iter for fit in fits),
+        "converged": int(all(fit["check"].converged for fit in fits)), "max_iter": options["n"],
+        "settle_tol": options["settle_tol"], "check_every": options["check_every"],
+        "learning_rate": options["learning_rate"], "final_learning_rate": fits[0]["final_learning_rate"],
+        "optimizer": "adam", "minibatch_size": -1 if size is None else size, "draws": options["draws"],
+        "random_seed": int(options["random_seed"]),
+        "start": "reference estimate (EM/MAP)" if len(points) == 1 else f"{len(points)} given points, one fit each",
+        "initial_sd": float(1.0 / np.sqrt(data.total_weight)),
+        "final_elbo": max(fit["final_elbo"] for fit in fits),
+        "wall_time": float(fit_time),
+        "n_relabelled_draws": int(np.any(permutations != np.arange(model.n_components), axis=-1).sum()),
+        "relabel_cost": signature.description,
+        "prior": json.dumps(prior.to_dict()),
+    }
+    coords = {"chain": np.arange(len(fits)), "draw": np.arange(options["draws"]),
+              "iteration": np.arange(1, max(fit["elbo"].size for fit in fits) + 1)}
+    if len(fits) > 1:
+        found, chain_mode = mode_groups(model, data, posterior, groups["log_likelihood"]["variables"]["x"][1],
+                                        reference, np.random.default_rng(children[1]),
+                                        "ADVI draws of every mode resampled by the modes' stacking weights")
+        groups.update(found)
+        weights = found["modes"]["variables"]["weight"][1]
+        coords["mode"] = np.arange(weights.size)
+        attrs.update(n_modes=int(weights.size), n_iter_per_fit=json.dumps([int(f["check"].n_iter) for f in fits]),
+                     converged_per_fit=json.dumps([int(f["check"].converged) for f in fits]),
+                     final_elbo_per_fit=json.dumps([f["final_elbo"] for f in fits]))
+        if weights.size > 1:
+            warnings.warn(f"ADVI: the fits from {len(fits)} starting points fall into "
+                          f"{describe_modes(chain_mode, weights, unit='fits')}; each mode is summarised in "
+                          "/advi/modes and the modes are combined by stacking in /advi/stacked.",
+                          SamplingWarning, stacklevel=3)
+    return {"attrs": attrs, "coords": coords, "groups": groups}
+
+
+def _fit_one(model, data: Data, pymc_model, point: dict, seed: np.random.SeedSequence, options: dict) -> dict:
+    """One ``pm.fit`` from ``point`` and its draws (not yet aligned), with its settle check and ELBO history."""
+    fit_seed, draw_seed = (int(s) for s in seed.generate_state(2))
+    inference = VARIANTS[options["variant"]](model=pymc_model, start=model.pymc_start(data, point),
                                              random_seed=fit_seed)
     _set_initial_spread(inference.approx.groups[0], options["variant"], 1.0 / np.sqrt(data.total_weight))
     step = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
     check = SettleCheck(options["variant"], step, options["settle_tol"], options["check_every"])
     approx = _run(inference, pymc_model, check, step, options)
-    fit_time = time.perf_counter() - began
     if not check.converged:
         average = check.final_average()
         if average is not None:
@@ -329,38 +397,29 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         warnings.warn(
             f"ADVI did not settle in n={options['n']} iterations (q still moved by {moved:.3g} sd between "
             f"windows, settle_tol={options['settle_tol']}); increase n, lower learning_rate, or loosen settle_tol.",
-            ConvergenceWarning, stacklevel=3)
-    signature = model.label_signature(data)
-    posterior, permutations = _draws(model, data, approx, reference, options["draws"], draw_seed, signature)
+            ConvergenceWarning, stacklevel=4)
     elbo = -np.asarray(check.losses, dtype=float)
     window = elbo[-options["check_every"]:]
-    attrs = {
-        "method": "advi", "variant": options["variant"], "n_iter": int(check.n_iter),
-        "converged": int(check.converged), "max_iter": options["n"], "settle_tol": options["settle_tol"],
-        "check_every": options["check_every"], "learning_rate": options["learning_rate"],
-        "final_learning_rate": float(step.get_value()), "optimizer": "adam",
-        "minibatch_size": -1 if size is None else size, "draws": options["draws"],
-        "random_seed": int(options["random_seed"]), "start": "reference estimate (EM/MAP)",
-        "initial_sd": float(1.0 / np.sqrt(data.total_weight)),
-        "final_elbo": float(window.mean()) if window.size else float("nan"),
-        "wall_time": float(fit_time),
-        "n_relabelled_draws": int(np.any(permutations != np.arange(model.n_components), axis=-1).sum()),
-        "relabel_cost": signature.description,
-        "prior": json.dumps(prior.to_dict()),
-    }
-    groups = {
-        "posterior": {"variables": posterior},
-        "sample_stats": {"variables": {
-            "elbo": (("iteration",), elbo),
-            "learning_rate": (("iteration",), np.asarray(check.learning_rates[:elbo.size], dtype=float))},
-            "attrs": {"elbo": "single-sample Monte Carlo estimate of the ELBO at every iteration"
-                              + ("" if size is None else " (minibatch, scaled to the full data)")}},
-        **draw_groups(model, data, {name: value for name, (_, value) in posterior.items()},
-                      options["posterior_predictive"], np.random.default_rng(np.random.SeedSequence(
-                          options["random_seed"]).spawn(1)[0])),
-    }
-    coords = {"chain": np.arange(1), "draw": np.arange(options["draws"]), "iteration": np.arange(1, elbo.size + 1)}
-    return {"attrs": attrs, "coords": coords, "groups": groups}
+    return {"check": check, "elbo": elbo, "learning_rates": np.asarray(check.learning_rates[:elbo.size], dtype=float),
+            "final_learning_rate": float(step.get_value()),
+            "final_elbo": float(window.mean()) if window.size else float("nan"),
+            "draws": _draws(model, data, approx, options["draws"], draw_seed)}
+
+
+def _sample_stats(fits: list[dict], size) -> dict:
+    """``elbo`` and ``learning_rate`` per iteration; with several fits per fit (chain), NaN past a fit's end."""
+    attrs = {"elbo": "single-sample Monte Carlo estimate of the ELBO at every iteration"
+                     + ("" if size is None else " (minibatch, scaled to the full data)")}
+    if len(fits) == 1:
+        return {"variables": {"elbo": (("iteration",), fits[0]["elbo"]),
+                              "learning_rate": (("iteration",), fits[0]["learning_rates"])}, "attrs": attrs}
+    length = max(fit["elbo"].size for fit in fits)
+
+    def padded(key):
+        return np.stack([np.pad(fit[key], (0, length - fit[key].size), constant_values=np.nan) for fit in fits])
+
+    return {"variables": {"elbo": (("chain", "iteration"), padded("elbo")),
+                          "learning_rate": (("chain", "iteration"), padded("learning_rates"))}, "attrs": attrs}
 
 
 def _run(inference, pymc_model, check: SettleCheck, step, options: dict):
@@ -385,11 +444,7 @@ def _run(inference, pymc_model, check: SettleCheck, step, options: dict):
         logger.setLevel(level)
 
 
-def _draws(model, data: Data, approx, reference: dict, draws: int, seed: int,
-           signature) -> tuple[dict, np.ndarray]:
-    """Draws of the parameters (data units) from q, aligned to the reference labelling."""
+def _draws(model, data: Data, approx, draws: int, seed: int) -> dict:
+    """Draws of the parameters (data units) from q: ``{name: array of shape (1, draws, ...)}``."""
     trace = approx.sample(draws, random_seed=seed, return_inferencedata=False)  # skips a DataTree round trip
-    dims = model.parameter_dims(data.features)
-    raw = {name: (("chain", "draw", *dims[name]), np.asarray(trace.get_values(name), dtype=float)[None])
-           for name in dims}
-    return align(raw, reference, signature)
+    return {name: np.asarray(trace.get_values(name), dtype=float)[None] for name in model.parameter_dims(data.features)}

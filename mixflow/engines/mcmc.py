@@ -27,7 +27,7 @@ from pymc.initial_point import make_initial_point_fn
 
 from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.data import Data
-from mixflow.engines.modes import chain_modes, combined_draws, describe_modes, mode_summaries
+from mixflow.engines.modes import STARTS, check_starts, describe_modes, mode_groups, start_points
 from mixflow.engines.over_draws import draw_groups
 from mixflow.errors import InputError, SamplerInterrupted
 from mixflow.families.relabel import align
@@ -42,9 +42,6 @@ RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain
 _MAX_NAMED = 6
 ADAPTATIONS = ("low_rank", "diag")
-#: ``starts`` by name: the reference (EM's estimate), or the distinct maxima EM's restarts found (resolved
-#: into a list of points by :func:`mixflow.fit`, which holds the restarts).
-STARTS = ("reference", "em-optima")
 _CHAIN_START = "fork" if sys.platform.startswith("linux") else None  # see _sample_pymc
 # nutpie wraps PyTensor's (already optimised, cached) numba kernels in a C callback compiled anew in every
 # process; LLVM at -O0 for that thin wrapper compiles it several times faster with the same draws and the
@@ -98,16 +95,7 @@ def check_options(options: dict) -> None:
         raise InputError(f"jitter: expected a non-negative number, got {jitter!r}")
     for name in ("progressbar", "posterior_predictive"):
         check_flag(name, options[name])
-    starts = options.setdefault("starts", "reference")
-    several = False
-    if isinstance(starts, str):
-        if starts not in STARTS:
-            raise InputError(f"starts: expected one of {list(STARTS)} or a list of parameter dicts, got {starts!r}")
-    elif isinstance(starts, list | tuple) and starts and all(isinstance(point, dict) for point in starts):
-        several = len(starts) > 1
-    else:
-        raise InputError(f"starts: expected one of {list(STARTS)} or a non-empty list of parameter dicts, got "
-                         f"{starts!r}")
+    several = check_starts(options.setdefault("starts", "reference"))
     if several and options["sampler"] == "nutpie":
         raise InputError("starts: several starting points need sampler='pymc' (or 'auto'), got sampler='nutpie'; "
                          "nutpie draws each chain's start from a seed that does not say which chain it is")
@@ -184,12 +172,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
                "adaptation": adaptation, "jitter": jitter, "posterior_predictive": posterior_predictive,
                "starts": starts}
     reference = _check_arguments(model, data, reference, options)
-    if options["starts"] == "em-optima":
-        raise InputError("starts: 'em-optima' is resolved by mixflow.fit from EM's restarts; fit_mcmc takes "
-                         "'reference' or the list of points")
-    points = ([reference] if isinstance(options["starts"], str)
-              else [model.check_parameters(point, data.n_features, name=f"starts[{i}]")
-                    for i, point in enumerate(options["starts"])])
+    points = start_points(model, data, reference, options["starts"])
     prior = model.resolve_prior(model.prepare(data))
     pymc_model = model.pymc_model(data, prior)
     # spawn's children depend on their index only, so the fourth (resampling by mode) leaves the others as they were
@@ -211,16 +194,12 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         **draw_groups(model, data, {k: v for k, (_, v) in aligned.items()}, options["posterior_predictive"],
                       np.random.default_rng(predictive_seed)),
     }
-    chain_mode = chain_modes({k: v for k, (_, v) in aligned.items()}) if options["chains"] > 1 else np.zeros(1, int)
-    groups["modes"] = mode_summaries(model, data, aligned, groups["log_likelihood"]["variables"]["x"][1],
-                                     reference, chain_mode)
+    found, chain_mode = mode_groups(model, data, aligned, groups["log_likelihood"]["variables"]["x"][1], reference,
+                                    np.random.default_rng(stacking_seed),
+                                    "MCMC draws of every mode resampled by the modes' stacking weights")
+    groups.update(found)
     modes = groups["modes"]["variables"]
     coords_extra = {"mode": np.arange(modes["weight"][1].size)}
-    if modes["weight"][1].size > 1:
-        groups["stacked/posterior"] = {
-            "variables": combined_draws(aligned, chain_mode, modes["weight"][1], np.random.default_rng(stacking_seed)),
-            "coords": {"chain": np.arange(1), "draw": np.arange(chain_mode.size * options["draws"])},
-            "attrs": {"description": "MCMC draws of every mode resampled by the modes' stacking weights"}}
     diagnostics = _diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options,
                             chain_mode, modes["weight"][1])
     relabelled = np.any(permutations != np.arange(model.n_components), axis=-1)

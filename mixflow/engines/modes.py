@@ -6,13 +6,20 @@ small component some chains find and others do not). After the draws are aligned
 
 **The rule.** Chains ``i`` and ``j`` are *linked* when the rank-normalised split R-hat of the pair
 (``arviz_stats.rhat`` on the two chains alone, Vehtari et al. 2021) is below ``MODE_RHAT`` (1.1) for
-every scalar parameter of the posterior (every weight, mean, variance or covariance entry). A mode is a
-connected group of linked chains (single linkage). 1.1 is the classical threshold beyond which two chains
-are not taken to sample one distribution (Gelman et al., BDA3); for two chains whose means differ by
-``d`` within-chain sds it is reached at ``d`` of about 0.65, while chains of one well-mixed mode give pair
-R-hats well below 1.1 once each has a hundred or so effective draws (the stricter 1.01 is kept for
-convergence *within* each mode). A chain that keeps moving between two places, which no other chain does,
-can form a mode of its own: its spread differs from that of chains staying in one place.
+every scalar parameter of the posterior (every weight, mean, variance or covariance entry), or when the
+two chains visit the same places: the overlap coefficient of their draws' distributions (the mass they
+share, ``sum_b min(p_ib, p_jb)`` over common bins) is at least ``MODE_OVERLAP`` (1/2) for every scalar
+parameter. A mode is a connected group of linked chains (single linkage). 1.1 is the classical threshold
+beyond which two chains are not taken to sample one distribution (Gelman et al., BDA3); for two chains
+whose means differ by ``d`` within-chain sds it is reached at ``d`` of about 0.65, while chains of one
+well-mixed mode give pair R-hats well below 1.1 once each has a hundred or so effective draws (the
+stricter 1.01 is kept for convergence *within* each mode). R-hat alone would also split chains that move
+slowly between the same two places and spend different shares of their draws in each (a small component
+that forms and dissolves): such chains sample one posterior whose parts they cross rarely, which the
+R-hat within the mode then reports, and stacking them as modes would weigh each chain's share of time
+rather than places. Two unimodal chains overlap by at least half when their means differ by less than
+about 1.35 sds (the overlap of two normals is ``2 Phi(-d / 2)``), so chains stuck in places further apart
+than that stay apart.
 
 **The weights.** Each mode's chains give a PSIS-LOO predictive density of every observation
 (``arviz_stats.loo``), and the modes are weighted by Bayesian stacking of those densities (Yao, Vehtari
@@ -32,13 +39,18 @@ from scipy.sparse.csgraph import connected_components
 
 from mixflow.data import Data
 from mixflow.engines.em_steps import e_step, objective
+from mixflow.errors import InputError
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 
-__all__ = ["DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "chain_modes",
-           "combined_draws", "describe_modes", "distinct_optima", "loo_pointwise", "mode_summaries", "pair_rhats",
-           "stacking_weights"]
+__all__ = ["DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_OVERLAP", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "STARTS",
+           "chain_modes", "check_starts", "combined_draws", "describe_modes", "distinct_optima", "loo_pointwise",
+           "mode_groups", "mode_summaries", "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
 
 MODE_RHAT = 1.1
+#: Chains whose draws share at least this much of their distribution on every parameter are linked.
+MODE_OVERLAP = 0.5
+#: Bins of the overlap coefficient: quantiles of the pair's pooled draws, 5% of them in each.
+_OVERLAP_BINS = 20
 #: Two EM optima are distinct when some entry of their label signatures differs by more than this many
 #: (approximate) posterior sds (:func:`distinct_optima`).
 OPTIMA_DISTANCE = 1.0
@@ -50,6 +62,39 @@ OPTIMA_GAP = 10.0
 EM_IN_MODE = 2.0
 #: A mode whose stacking weight exceeds this dominates: the others are reported as negligible.
 DOMINANT_WEIGHT = 0.99
+#: ``starts`` of the sampling engines by name: the reference (EM's estimate), or the distinct maxima EM's
+#: restarts found (resolved into a list of points by :func:`mixflow.fit`, which holds the restarts).
+STARTS = ("reference", "em-optima")
+
+
+def check_starts(starts) -> bool:
+    """Check a sampling engine's ``starts`` (a name of :data:`STARTS` or a non-empty list of parameter dicts).
+
+    Returns
+    -------
+    bool
+        True when ``starts`` is a list of more than one point.
+    """
+    if isinstance(starts, str):
+        if starts not in STARTS:
+            raise InputError(f"starts: expected one of {list(STARTS)} or a list of parameter dicts, got {starts!r}")
+        return False
+    if isinstance(starts, list | tuple) and starts and all(isinstance(point, dict) for point in starts):
+        return len(starts) > 1
+    raise InputError(f"starts: expected one of {list(STARTS)} or a non-empty list of parameter dicts, got {starts!r}")
+
+
+def start_points(model, data: Data, reference: dict, starts) -> list[dict]:
+    """The starting points ``starts`` names (checked by :func:`check_starts`), each checked against the model.
+
+    ``"reference"`` is ``[reference]``; ``"em-optima"`` must have been resolved by :func:`mixflow.fit`.
+    """
+    if starts == "em-optima":
+        raise InputError("starts: 'em-optima' is resolved by mixflow.fit from EM's restarts; the engines take "
+                         "'reference' or the list of points")
+    if isinstance(starts, str):
+        return [reference]
+    return [model.check_parameters(point, data.n_features, name=f"starts[{i}]") for i, point in enumerate(starts)]
 
 
 def _columns(draws: dict) -> np.ndarray:
@@ -94,7 +139,42 @@ def pair_rhats(draws: dict) -> np.ndarray:
     return out
 
 
-def chain_modes(draws: dict, *, threshold: float = MODE_RHAT) -> np.ndarray:
+def pair_overlaps(draws: dict) -> np.ndarray:
+    """The smallest overlap coefficient over the scalar parameters of every pair of chains.
+
+    The overlap coefficient of two chains' draws of one parameter is ``sum_b min(p_ib, p_jb)``, with
+    ``p_ib`` the share of chain ``i``'s draws in bin ``b`` of :data:`_OVERLAP_BINS` bins at the quantiles of
+    the pair's pooled draws: 1 for chains with one distribution (less its sampling noise), 0 for chains
+    that share no place.
+
+    Parameters
+    ----------
+    draws : dict
+        ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
+
+    Returns
+    -------
+    ndarray of shape (n_chains, n_chains)
+        1 on the diagonal; a parameter constant in both chains counts 1 when the constants agree, else 0.
+    """
+    columns = _columns(draws)
+    n_chains = columns.shape[0]
+    out = np.ones((n_chains, n_chains))
+    for i in range(n_chains):
+        for j in range(i + 1, n_chains):
+            out[i, j] = out[j, i] = min(_overlap(columns[i, :, s], columns[j, :, s]) for s in range(columns.shape[2]))
+    return out
+
+
+def _overlap(first: np.ndarray, second: np.ndarray) -> float:
+    edges = np.unique(np.quantile(np.concatenate([first, second]), np.linspace(0.0, 1.0, _OVERLAP_BINS + 1)))
+    if edges.size < 2:  # both chains constant at one value
+        return 1.0
+    shares = [np.histogram(values, edges)[0] / values.size for values in (first, second)]
+    return float(np.minimum(*shares).sum())
+
+
+def chain_modes(draws: dict, *, threshold: float = MODE_RHAT, overlap: float = MODE_OVERLAP) -> np.ndarray:
     """The mode of every chain by the rule of this module's docstring.
 
     Parameters
@@ -103,13 +183,15 @@ def chain_modes(draws: dict, *, threshold: float = MODE_RHAT) -> np.ndarray:
         ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
     threshold : float, default MODE_RHAT
         Chains whose pair R-hat is below this on every parameter are linked.
+    overlap : float, default MODE_OVERLAP
+        Chains whose overlap coefficient is at least this on every parameter are linked.
 
     Returns
     -------
     ndarray of int of shape (n_chains,)
         Modes numbered 0, 1, ... in the order of their first chain (chain 0 is in mode 0).
     """
-    linked = pair_rhats(draws) < threshold
+    linked = (pair_rhats(draws) < threshold) | (pair_overlaps(draws) >= overlap)
     _, labels = connected_components(linked, directed=False)
     first = {}
     for label in labels:
@@ -117,7 +199,7 @@ def chain_modes(draws: dict, *, threshold: float = MODE_RHAT) -> np.ndarray:
     return np.array([first[int(label)] for label in labels], dtype=np.int64)
 
 
-def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: int) -> list[dict]:
+def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: int | None) -> list[dict]:
     """The distinct local maxima among EM's restarts, best first, at most ``limit`` of them.
 
     Only optima whose objective is within :data:`OPTIMA_GAP` of the best are considered. An optimum is new when, its
@@ -132,8 +214,8 @@ def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: in
         Each restart's final parameters in data units (NaN ones, e.g. trimmed restarts, are skipped).
     objectives : array-like of shape (len(optima),)
         Each restart's final objective (log posterior or log-likelihood).
-    limit : int
-        At most this many are returned (e.g. the number of chains).
+    limit : int or None
+        At most this many are returned (e.g. the number of chains); None: every distinct one.
 
     Returns
     -------
@@ -352,8 +434,9 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     for name, (dims, _) in draws.items():
         variables[name] = (("mode", *dims[2:]), np.stack([mean[name] for mean in means]))
     attrs = {"n_modes": n_modes, "em_mode": _em_mode(reference, means, sds), "dominant_mode": dominant,
-             "rule": f"chains whose pair R-hat is below {MODE_RHAT} on every parameter are linked; a mode is a "
-                     "connected group of linked chains",
+             "rule": f"chains whose pair R-hat is below {MODE_RHAT}, or whose draws' overlap coefficient is at "
+                     f"least {MODE_OVERLAP}, on every parameter are linked; a mode is a connected group of linked "
+                     "chains",
              "weight": "Bayesian stacking of each mode's PSIS-LOO predictive densities (Yao, Vehtari and "
                        "Gelman 2022)",
              "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
@@ -361,11 +444,53 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     return {"variables": variables, "attrs": attrs}
 
 
-def describe_modes(chain_mode: np.ndarray, weights: np.ndarray) -> str:
-    """``"2 modes (chains 0, 2 | 1, 3; stacking weights 0.71, 0.29)"``, with a dominant mode named."""
+def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, reference: dict,
+                rng: np.random.Generator, description: str) -> tuple[dict, np.ndarray]:
+    """The chains' modes (:func:`chain_modes`), their summaries and, with several, the stacked draws.
+
+    Shared by the engines whose chains (NUTS chains, or ADVI fits from several starts) may sit in
+    different modes.
+
+    Parameters
+    ----------
+    aligned : dict
+        ``{name: (dims, array of shape (n_chains, n_draws, ...))}``, aligned to the reference labelling.
+    log_likelihood : ndarray of shape (n_chains, n_draws, n_obs)
+    reference : dict
+        EM's estimate, in the same labelling.
+    rng : numpy.random.Generator
+        Draws the resample by stacking weight.
+    description : str
+        What the stacked draws are, recorded in their group's attrs.
+
+    Returns
+    -------
+    groups : dict
+        ``{"modes": ...}`` (:func:`mode_summaries`) and, with several modes, ``{"stacked/posterior": ...}``
+        (:func:`combined_draws`, chain 1, draw ``n_chains * n_draws``).
+    chain_mode : ndarray of int of shape (n_chains,)
+    """
+    values = {name: value for name, (_, value) in aligned.items()}
+    n_chains, n_draws = next(iter(values.values())).shape[:2]
+    chain_mode = chain_modes(values) if n_chains > 1 else np.zeros(1, np.int64)
+    groups = {"modes": mode_summaries(model, data, aligned, log_likelihood, reference, chain_mode)}
+    weights = groups["modes"]["variables"]["weight"][1]
+    if weights.size > 1:
+        groups["stacked/posterior"] = {
+            "variables": combined_draws(aligned, chain_mode, weights, rng),
+            "coords": {"chain": np.arange(1), "draw": np.arange(n_chains * n_draws)},
+            "attrs": {"description": description}}
+    return groups, chain_mode
+
+
+def describe_modes(chain_mode: np.ndarray, weights: np.ndarray, unit: str = "chains") -> str:
+    """``"2 modes (chains 0, 2 | 1, 3; stacking weights 0.71, 0.29)"``, with a dominant mode named.
+
+    ``unit`` names what the numbers are (e.g. ``"fits"`` for ADVI fits from several starts).
+    """
     n_modes = int(chain_mode.max()) + 1
     groups = " | ".join(", ".join(str(c) for c in np.flatnonzero(chain_mode == m)) for m in range(n_modes))
-    text = f"{n_modes} modes (chains {groups}; stacking weights {', '.join(f'{w:.2f}' for w in weights)})"
+    text = f"{n_modes} modes ({unit} {groups}; stacking weights {', '.join(f'{w:.2f}' for w in weights)})"
     if weights.max() > DOMINANT_WEIGHT:
         text += (f"; mode {int(np.argmax(weights))} carries {weights.max():.3f} of the weight, the others are "
                  "negligible")

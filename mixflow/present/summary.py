@@ -13,9 +13,20 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from mixflow.container.layout import DRAW_GROUPS, EM, EM_BOOTSTRAP, MCMC, MCMC_MODES, RUN_WARNINGS
-from mixflow.container.read import available_methods, check_tree, method_draws
+from mixflow.container.layout import (
+    ADVI,
+    ADVI_MODES,
+    ADVI_STACKED,
+    DRAW_GROUPS,
+    EM,
+    EM_BOOTSTRAP,
+    MCMC,
+    MCMC_MODES,
+    RUN_WARNINGS,
+)
+from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
+from mixflow.engines.modes import describe_modes
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -242,7 +253,16 @@ def _advi_line(tree) -> tuple[str, list[str]]:
     settled = bool(attrs.get("converged", True))
     line = (f"{attrs.get('variant')}, {'settled' if settled else 'NOT settled'} after {attrs.get('n_iter')} "
             f"iterations, final ELBO {attrs.get('final_elbo', float('nan')):.2f}, {attrs.get('draws')} draws")
-    return line, [] if settled else ["the approximation did not settle (raise n or lower learning_rate)"]
+    found = [] if settled else ["the approximation did not settle (raise n or lower learning_rate)"]
+    if has_group(tree, ADVI_MODES):
+        modes = tree[ADVI_MODES]
+        chain_mode, weights = modes["chain_mode"].values, modes["weight"].values
+        line += f", {chain_mode.size} fits from EM's distinct optima or given starts"
+        if weights.size > 1:
+            found.insert(0, f"the fits fall into {describe_modes(chain_mode, weights, unit='fits')} (see "
+                            f"/{ADVI_MODES} and the stacked draws in /{ADVI_STACKED}; /{ADVI}/posterior holds "
+                            "every fit)")
+    return line, found
 
 
 def _stacked_line(tree) -> tuple[str, list[str]]:

@@ -26,7 +26,7 @@ METHOD_OPTIONS = {
     "em": {"map": bool, "n_init": int, "init": str, "tol": float, "max_iter": int, "trim": float, "accelerate": str},
     "mcmc": {"draws": int, "tune": int, "chains": int, "sampler": str, "target_accept": float, "cores": int,
              "starts": str},
-    "advi": {"variant": str, "n": int, "draws": int, "minibatch_size": int, "learning_rate": float},
+    "advi": {"variant": str, "n": int, "draws": int, "minibatch_size": int, "learning_rate": float, "starts": str},
     "bootstrap": {"n_replicates": int, "kind": str},
 }
 ACCELERATE_CHOICES = ("squarem", "none")  # [methods.em] accelerate: "none" is fit's accelerate=None

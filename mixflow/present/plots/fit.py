@@ -81,14 +81,20 @@ def _em_curves(ax, tree) -> None:
 
 
 def _elbo_curve(ax, elbo: xr.DataArray) -> None:
-    values = np.asarray(elbo.values, dtype=float).ravel()
-    iterations = np.arange(values.size)
-    ax.plot(iterations, values, color=METHOD_COLORS["advi"], alpha=0.35, linewidth=0.8, label="ELBO")
-    window = max(values.size // 50, 1)
-    if window > 1:
-        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-        ax.plot(iterations[window - 1:], smooth, color=METHOD_COLORS["advi"], linewidth=1.8,
-                label=f"running mean ({window})")
+    """The ELBO per iteration and its running mean; one curve per fit when ADVI ran from several starts."""
+    curves = np.atleast_2d(np.asarray(elbo.values, dtype=float))
+    several = curves.shape[0] > 1
+    for fit, curve in enumerate(curves):
+        values = curve[np.isfinite(curve)] if several else curve  # a fit's history ends with NaN past its end
+        iterations = np.arange(values.size)
+        color = f"C{fit}" if several else METHOD_COLORS["advi"]
+        ax.plot(iterations, values, color=color, alpha=0.35, linewidth=0.8, label=f"fit {fit}" if several else "ELBO")
+        window = max(values.size // 50, 1)
+        if window > 1:
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(iterations[window - 1:], smooth, color=color, linewidth=1.8,
+                    label=None if several else f"running mean ({window})")
+    values = curves.ravel()
     finite = values[np.isfinite(values)]
     if finite.size > 10:
         low = np.quantile(finite, 0.05)

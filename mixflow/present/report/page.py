@@ -385,7 +385,8 @@ def _modes_section(tree) -> tuple[str, list[str]]:
     for index in range(modes["weights"].shape[1]):
         rows[f"weights[{index}]"] = modes["weights"].values[:, index]
     table = pd.DataFrame(rows, index=pd.Index(modes["mode"].values, name="mode"))
-    note = ("<p><small>Chains are grouped into modes when their pair R-hat stays below 1.1 on every parameter; "
+    note = ("<p><small>Chains are grouped into modes when their pair R-hat stays below 1.1, or their draws share at "
+            "least half their distribution, on every parameter; "
             "<code>weight</code> is the Bayesian stacking weight of the mode's PSIS-LOO predictive densities (Yao, "
             "Vehtari and Gelman 2022); <code>log_likelihood</code> and <code>log_posterior</code> are at the mode's "
             "posterior mean; R-hat and ESS are within the mode. The method <em>MCMC stacked over modes</em> in the "
