@@ -19,7 +19,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check mixflow tests benchmarks
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadgroup --durations=25
 
 quick: setup
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow"

@@ -370,6 +370,7 @@ def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit
         elif n_folds is not None:
             total, se = cross_validated_chunked(model, data, weights, method=method, n_folds=n_folds,
                                                 random_seed=cv_seed, **fit_kwargs)
+        if n_folds is not None:
             row.update(cv_log_likelihood=total, cv_log_likelihood_se=se)
     row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
     row["degenerate"] = bool(attrs.get("degenerate", 0)) or bool(json.loads(attrs["collapsed_components"]))
