@@ -25,7 +25,7 @@ from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning
 
 __all__ = ["ChunkedData", "Moments", "active_client", "as_chunked", "is_chunked", "map_reduce", "moments_of",
-           "require_dask", "sample_rows", "validate_chunked"]
+           "require_dask", "row_draws", "sample_rows", "validate_chunked"]
 
 _MAX_ROWS_NAMED = 5
 _PERSIST_SHARE = 0.25  # persist="auto" keeps the data in memory when it takes at most this share of it
@@ -483,6 +483,24 @@ def validate_chunked(data, *, weights=None, name: str = "data", features=None, w
                "largest": float(largest.max()), "minimum": summary["minimum"], "maximum": summary["maximum"]}
     return ChunkedData(chunked.values, chunked.features, chunked.weights, summary,
                        Moments(float(total), magnitude, mean, cross), keep)
+
+
+# -- random draws by rows ----------------------------------------------------------------------------------------
+
+
+def _row_draws_block(values, key, draw, block_info=None):
+    start = int(block_info[0]["array-location"][0][0])
+    return draw(np.random.default_rng([*key, start]), values.shape[0])
+
+
+def row_draws(data: ChunkedData, key: list, draw, dtype):
+    """Lazy random values, one per row, drawn block by block from ``key`` and the block's first row.
+
+    ``draw(rng, n)`` gives a block's ``n`` values from its generator. Seeded by the block's first row,
+    the values are the same on any scheduler (they depend on the chunking): the bootstrap's Poisson
+    weights, the cross-validation's folds.
+    """
+    return data.values.map_blocks(_row_draws_block, key, draw, drop_axis=1, dtype=dtype)
 
 
 # -- a uniform sample of rows ------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from mixflow.checks import check_seed
-from mixflow.chunked import ChunkedData, is_chunked, validate_chunked
+from mixflow.chunked import ChunkedData, is_chunked, row_draws, validate_chunked
 from mixflow.container.layout import EM_BOOTSTRAP, EM_ESTIMATE, EM_RESPONSIBILITIES
 from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
 from mixflow.container.tree import as_container
@@ -70,19 +70,14 @@ class _Job:
     chunked: ChunkedData | None = None  # Dask data: all the rows (``x`` then holds the tree's sample of them)
 
 
-def _poisson_block(values, weights, key, block_info=None):
-    """Poisson(1) draws for the rows of one block (times their weights), from the replicate's key and first row."""
-    start = int(block_info[0]["array-location"][0][0])
-    draws = np.random.default_rng([*key, start]).poisson(1.0, values.shape[0]).astype(float)
-    return draws if weights is None else draws * weights[:, 0]
+def _poisson(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.poisson(1.0, n).astype(float)
 
 
 def _poisson_weights(chunked: ChunkedData, rng: np.random.Generator):
     """Lazy Poisson(1) frequency weights of every row (times the data's), the same for any scheduler."""
-    key = rng.integers(2**63, size=2).tolist()
-    if chunked.weights is None:
-        return chunked.values.map_blocks(_poisson_block, None, key, drop_axis=1, dtype=float)
-    return chunked.values.map_blocks(_poisson_block, chunked.weights[:, None], key, drop_axis=1, dtype=float)
+    draws = row_draws(chunked, rng.integers(2**63, size=2).tolist(), _poisson, float)
+    return draws if chunked.weights is None else draws * chunked.weights
 
 
 def _resample(job: _Job, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
@@ -187,7 +182,9 @@ def _check_chunked(tree, data, weights, kind: str, fitted: Data) -> ChunkedData 
     same = (chunked.n_obs == (n_obs if n_obs is not None else fitted.n_obs)
             and abs(chunked.total_weight - total) <= 1e-12 * total and fitted.obs.max() < chunked.n_obs)
     if same:
-        rows, row_weights = _compute(chunked.values[fitted.obs], sample_weights)
+        import dask
+
+        rows, row_weights = dask.compute(chunked.values[fitted.obs], sample_weights)
         same = np.array_equal(rows, fitted.values) and (row_weights is None or np.array_equal(row_weights,
                                                                                              fitted.weights))
     if not same:
@@ -195,13 +192,6 @@ def _check_chunked(tree, data, weights, kind: str, fitted: Data) -> ChunkedData 
                          f"weight {total:.6g}, the sample's rows among them), got {chunked.n_obs} rows of total "
                          f"weight {chunked.total_weight:.6g} that differ")
     return chunked
-
-
-def _compute(*collections):
-    """``dask.compute`` of the collections (None passes through)."""
-    import dask
-
-    return dask.compute(*collections)
 
 
 def _run(job: _Job, seeds: list, n_jobs: int) -> list[dict]:

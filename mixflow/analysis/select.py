@@ -14,13 +14,14 @@ import dataclasses
 import json
 import secrets
 import warnings
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
-from mixflow.chunked import is_chunked
+from mixflow.chunked import as_chunked, is_chunked, row_draws
 from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
 from mixflow.container.read import frequency_weights, has_group
 from mixflow.data import Data, validate_data
@@ -175,10 +176,9 @@ def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_f
     return total, standard_error, pointwise
 
 
-def _fold_block(values, n_folds: int, key: list, block_info=None):
-    """Each row's fold, drawn uniformly from the split's ``key`` and the block's first row."""
-    start = int(block_info[0]["array-location"][0][0])
-    return np.random.default_rng([*key, start]).integers(n_folds, size=values.shape[0])
+def _fold(n_folds: int, rng: np.random.Generator, n: int) -> np.ndarray:
+    """The folds of ``n`` rows, drawn uniformly."""
+    return rng.integers(n_folds, size=n)
 
 
 def cross_validated_chunked(model, data, weights=None, *, method: str = "em", n_folds: int = 5,
@@ -195,13 +195,11 @@ def cross_validated_chunked(model, data, weights=None, *, method: str = "em", n_
     import dask
     import dask.array as da
 
-    from mixflow.chunked import as_chunked
     from mixflow.fitting import fit, score_samples
 
     rows = as_chunked(data, weights=weights)
     seeds = np.random.SeedSequence(random_seed).spawn(n_folds + 1)
-    folds = rows.values.map_blocks(_fold_block, n_folds, seeds[0].generate_state(2).tolist(), drop_axis=1,
-                                   dtype=np.int64)
+    folds = row_draws(rows, seeds[0].generate_state(2).tolist(), partial(_fold, n_folds), np.int64)
     frequency = rows.weights if rows.weights is not None else da.ones(rows.n_obs, chunks=rows.values.chunks[0])
     units = squares = total = 0.0
     for fold in range(n_folds):
