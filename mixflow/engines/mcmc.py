@@ -386,21 +386,16 @@ def _diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, opti
     n_divergent = int(np.asarray(diverging[1]).sum()) if diverging is not None else 0
     minimum = ESS_PER_CHAIN_MIN * options["chains"]
     n_modes = 1 if chain_mode is None else int(chain_mode.max()) + 1
-    if n_modes == 1:
-        high_rhat = _flagged(rhat, lambda v: v > RHAT_MAX) if rhat is not None else []
-        low_bulk = _flagged(ess_bulk, lambda v: v < minimum)
-        low_tail = _flagged(ess_tail, lambda v: v < minimum)
-    else:
-        high_rhat, low_bulk, low_tail = [], [], []
-        for mode in range(n_modes):
-            chains = np.flatnonzero(chain_mode == mode)
-            within = _convergence(posterior.isel(chain=chains))
-            least = ESS_PER_CHAIN_MIN * chains.size
-            tag = f" in mode {mode}"
-            if within[0] is not None:
-                high_rhat += [name + tag for name in _flagged(within[0], lambda v: v > RHAT_MAX)]
-            low_bulk += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least)]
-            low_tail += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least)]
+    high_rhat, low_bulk, low_tail = [], [], []
+    for mode in range(n_modes):  # one mode: the statistics over all chains; several: each mode's, tagged
+        chains = np.arange(posterior.sizes["chain"]) if n_modes == 1 else np.flatnonzero(chain_mode == mode)
+        within = (rhat, ess_bulk, ess_tail) if n_modes == 1 else _convergence(posterior.isel(chain=chains))
+        least = ESS_PER_CHAIN_MIN * chains.size
+        tag = "" if n_modes == 1 else f" in mode {mode}"
+        if within[0] is not None:
+            high_rhat += [name + tag for name in _flagged(within[0], lambda v: v > RHAT_MAX)]
+        low_bulk += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least)]
+        low_tail += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least)]
     _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options,
           describe_modes(chain_mode, weights) if n_modes > 1 else None)
     return {
