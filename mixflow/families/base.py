@@ -126,17 +126,11 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int) -> list[t
     inv(Sigma_j) Sigma_h over the other components j, see
     :func:`mixflow.families.gaussian.numerics.hathaway_ratios`) is below ``SPURIOUS_RATIO``.
 
-    Both thresholds come from measurement (the maxima that many starts reach on the data of
-    ``benchmarks/starts.py``). The legitimate maxima (mclust's answers, the best sound fits, the simulations)
-    have ratios of 1.7e-2 and above on their components of fewer than 5 (d + 1) observations; smaller ratios
-    occur only on larger components of correlated data: 1.1e-3 on a component of 73 observations (diabetes
-    K=3, 6.7 times d + 1) and 1.2e-3 on ones of 234 and 335 (breast cancer K=2, 7.5 and 11 times d + 1). The
-    spurious maxima that restarts reach by chance have ratios of 1.3e-3 and below on components of 1.2 to
-    3 times d + 1 observations (galaxies K=4: 5.1 observations, ratio 8e-5; iris K=3: 6 observations,
-    1.2e-6; iris K=4: 7 observations, 4.3e-5, and 12.5, 8e-4; Old Faithful K=4: 8.8 observations, 1.3e-3).
-    The ratio's threshold sits 3.4 and 3.8 times from the two sides; the size's between 3 and 6.7 times d + 1.
-    The ratio is invariant under any affine change of the data, so standardisation or correlated features
-    do not change it, as they change the ratio of a covariance's own smallest and largest eigenvalues.
+    Both thresholds come from measurement on the data of ``benchmarks/starts.py``: they separate the
+    ratios and sizes of the legitimate maxima from those of the spurious ones that restarts reach by
+    chance (the figures are in the README, "How EM starts and stops"). The ratio is invariant under any
+    affine change of the data, so standardisation or correlated features do not change it, as they change
+    the ratio of a covariance's own smallest and largest eigenvalues.
 
     Parameters
     ----------
