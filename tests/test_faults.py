@@ -207,18 +207,20 @@ def test_read_only_out_is_refused_before_fitting(tmp_path, workflow_file, capsys
 
 
 def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkeypatch):
-    from matplotlib.figure import Figure
+    write_bytes = Path.write_bytes
 
-    def full(self, fname, *args, **kwargs):
-        Path(fname).write_bytes(b"\x89PNG partial")
-        raise OSError(errno.ENOSPC, "No space left on device", str(fname))
+    def full(self, data):
+        if self.parent.name != "figures":
+            return write_bytes(self, data)
+        write_bytes(self, data[:12])
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
 
     workflow_file.write_text(SMALL.replace("figures = false", "figures = true"))
-    monkeypatch.setattr(Figure, "savefig", full)
+    monkeypatch.setattr(Path, "write_bytes", full)
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
     assert status == 2
     line = _one_error_line(err)
-    assert "figures/gaussian-full-k2-forest.png': No space left on device; free some space" in line
+    assert "figures/gaussian-full-k2-data.png': No space left on device; free some space" in line
     assert _leftovers(tmp_path / "out" / "figures") == []
 
 

@@ -45,9 +45,15 @@ def write(tmp_path, text, name="flow.toml"):
     return path
 
 
-def test_small_workflow_writes_its_outputs_and_is_reproducible(tmp_path):
+def test_small_workflow_writes_its_outputs_and_is_reproducible(tmp_path, monkeypatch):
+    from mixflow.present import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "plot_forest", lambda tree, draw=plots.plot_forest, **options: (
+        drawn.append(1), draw(tree, **options))[1])
     path = write(tmp_path, SMALL)
     first = run_workflow(path, tmp_path / "one", quiet=True)
+    assert len(drawn) == 1  # drawn once for both the figure file and the report
     run_workflow(path, tmp_path / "two", quiet=True)
     names = sorted(p.name for p in first)
     assert "workflow.json" in names and any(n.endswith("choice-of-k.csv") for n in names)
@@ -239,7 +245,7 @@ def test_reference_labels_must_match_the_observations(faithful):
 
 
 def test_a_figure_that_cannot_be_drawn_is_skipped_and_named(tmp_path, monkeypatch, capsys):
-    def broken(tree):
+    def broken(tree, **options):
         raise ValueError("too many panels")
 
     monkeypatch.setattr("mixflow.present.plots.plot_forest", broken)

@@ -110,38 +110,24 @@ def advi_result(attrs) -> str:
             f"{state}, final ELBO {attrs.get('final_elbo', float('nan')):.6g}")
 
 
-def _figures(tree, out: Path, stem: str, selection, progress) -> list[Path]:
-    """Every plot that applies to the container, as PNG files under ``out/figures``.
+#: The file name of each plot under ``figures/``, where it is not the plot's own name.
+_FIGURE_FILES = {"select_k": "choice-of-k"}
 
-    A plot that cannot be drawn is reported and skipped (as in the HTML report): the run goes on.
+
+def _figures(rendered: dict, out: Path, stem: str, progress) -> list[Path]:
+    """The report's plots (rendered once by ``render_plots``) as PNG files under ``out/figures``.
+
+    A plot that could not be drawn is reported and skipped (as in the HTML report): the run goes on.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mixflow.present import plots
-
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
-    sampled = [m for m in ("mcmc", "advi") if m in tree.children]
-    wanted = {"forest": plots.plot_forest, "convergence": plots.plot_convergence, "data": plots.plot_data}
-    if sampled:
-        wanted["posteriors"] = plots.plot_posteriors
-    if "mcmc" in sampled:
-        wanted.update({"trace": plots.plot_trace, "rank": plots.plot_rank, "ppc": plots.plot_ppc})
     written = []
-    for name, plot in wanted.items():
-        path = folder / f"{stem}-{name}.png"
-        try:
-            written.append(atomic_write(path, lambda p, plot=plot: plot(tree).savefig(p, format="png", dpi=220)))
-        except (ValueError, NotImplementedError, TypeError, np.linalg.LinAlgError) as error:
-            progress(f"  the {name} figure could not be drawn, skipped: {error}")
-        plt.close("all")
-    if selection is not None:
-        written.append(atomic_write(folder / f"{stem}-choice-of-k.png", lambda p: plots.plot_select_k(
-            selection).savefig(p, format="png", dpi=220)))
-        plt.close("all")
+    for name, png in rendered.items():  # in the report's order
+        if isinstance(png, Exception):
+            progress(f"  the {name} figure could not be drawn, skipped: {png}")
+            continue
+        path = folder / f"{stem}-{_FIGURE_FILES.get(name, name)}.png"
+        written.append(atomic_write(path, lambda p, png=png: Path(p).write_bytes(png)))
     return written
 
 
@@ -302,7 +288,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     which this one's report links to; ``choice_warnings`` are those of the choice of K, recorded with the fit's.
     """
     from mixflow.present.compare import compare, with_unit_column
-    from mixflow.present.report.page import report
+    from mixflow.present.report.page import render_plots, report
 
     (data, weights), (out, stem) = data, target
     mark = len(progress.recorded)
@@ -325,13 +311,18 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
         if agreement is not None:
             written.append(atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",
                                         lambda p, t=agreement: t.to_csv(p)))
+    rendered = None
     if workflow.output["figures"]:
         progress(f"{spec.label}: figures of K={k}")
-        written.extend(_figures(tree, out, stem, selection, progress))
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no window, whatever backend the session has
+        rendered = render_plots(tree, selection)
+        written.extend(_figures(rendered, out, stem, progress))
     if workflow.output["report"]:
         progress(f"{spec.label}: report of K={k}")
         written.append(report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title,
-                              other_fits=others))
+                              other_fits=others, plots=rendered))
 
 
 def _jsonable(value):

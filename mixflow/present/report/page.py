@@ -36,7 +36,7 @@ from mixflow.present.units import ParameterUnits
 from mixflow.units import unit_root
 from mixflow.warnings import MixflowWarning
 
-__all__ = ["FIGURE_DPI", "SECTIONS", "report"]
+__all__ = ["FIGURE_DPI", "SECTIONS", "render_plots", "report"]
 
 #: CSS pixels per inch of the figures; they are drawn at twice this resolution (sharp on high-density screens).
 FIGURE_DPI = 96
@@ -92,13 +92,19 @@ def _table(frame: pd.DataFrame, *, index: bool = True, classes: str = "", digits
                          float_format=lambda value: format_number(value, digits=digits))
 
 
-def _figure_html(figure, caption: str) -> str:
+def render_png(figure) -> bytes:
+    """A figure as the PNG the report embeds (twice :data:`FIGURE_DPI`, cropped to its content); closes it."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=2 * FIGURE_DPI, bbox_inches="tight")
-    plt.close(figure)
-    png = buffer.getvalue()
+    try:
+        figure.savefig(buffer, format="png", dpi=2 * FIGURE_DPI, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
+def _figure_html(png: bytes, caption: str) -> str:
     width, height = (int.from_bytes(png[at:at + 4], "big") // 2 for at in (16, 20))  # the IHDR chunk
     encoded = base64.b64encode(png).decode("ascii")
     return (f'<figure><img alt="{html.escape(caption)}" width="{width}" height="{height}" '
@@ -320,7 +326,12 @@ def _reference_section(tree, reference: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def _plots_section(tree, selection, ci_prob) -> tuple[str, list[str]]:
+#: The errors that stop one plot (drawn as far as the result allows); the others are still drawn.
+PLOT_ERRORS = (ValueError, NotImplementedError, TypeError, np.linalg.LinAlgError)
+
+
+def _report_plots(tree, selection, ci_prob) -> list[tuple[str, object, str]]:
+    """The report's plots that apply to the result, in order, as ``(name, draw, caption)``."""
     from mixflow.present import plots
 
     methods = available_methods(tree)
@@ -341,12 +352,38 @@ def _plots_section(tree, selection, ci_prob) -> tuple[str, list[str]]:
                 "Convergence: EM objective per iteration for every restart; ADVI ELBO per iteration.")]
     if selection is not None:
         wanted.append(("select_k", lambda: plots.plot_select_k(selection), "Choice of the number of components."))
-    figures, problems = [], []
-    for name, draw, caption in wanted:
+    return wanted
+
+
+def render_plots(tree, selection=None, ci_prob: float | None = None) -> dict:
+    """Every plot the report of ``tree`` shows, rendered once: ``{name: PNG bytes, or the error that stopped it}``.
+
+    For callers that also write the plots as files (the workflow runner): pass the result to
+    :func:`report` as ``plots`` and nothing is drawn twice.
+    """
+    rendered = {}
+    for name, draw, _ in _report_plots(tree, selection, ci_prob):
         try:
-            figures.append(f'<section class="plot" id="plot-{name}">{_figure_html(draw(), caption)}</section>')
-        except (ValueError, NotImplementedError, TypeError, np.linalg.LinAlgError) as error:
-            problems.append(f"The {name} plot could not be drawn: {error}")
+            rendered[name] = render_png(draw())
+        except PLOT_ERRORS as error:
+            rendered[name] = error
+    return rendered
+
+
+def _plots_section(tree, selection, ci_prob, rendered=None) -> tuple[str, list[str]]:
+    figures, problems = [], []
+    for name, draw, caption in _report_plots(tree, selection, ci_prob):
+        if rendered is not None and name in rendered:
+            png = rendered[name]
+        else:
+            try:
+                png = render_png(draw())
+            except PLOT_ERRORS as error:
+                png = error
+        if isinstance(png, Exception):
+            problems.append(f"The {name} plot could not be drawn: {png}")
+        else:
+            figures.append(f'<section class="plot" id="plot-{name}">{_figure_html(png, caption)}</section>')
     return "".join(figures), problems
 
 
@@ -394,7 +431,7 @@ def _modes_section(tree) -> tuple[str, list[str]]:
     parts = [f"<p>{html.escape(modes_sentence(tree))}</p>", f'<div class="scroll">{_table(table, digits=4)}</div>',
              note]
     try:
-        parts.append(_figure_html(plots.plot_modes(tree), "Each parameter's posterior by mode."))
+        parts.append(_figure_html(render_png(plots.plot_modes(tree)), "Each parameter's posterior by mode."))
     except (ValueError, TypeError) as error:
         return "".join(parts), [f"The modes plot could not be drawn: {error}"]
     return "".join(parts), []
@@ -429,8 +466,12 @@ def _page(title: str, sections: dict, methods: list[str], subtitle: str) -> str:
             "</body></html>\n")
 
 
-def _check_arguments(tree, path, selection, title, other_fits):
+def _check_arguments(tree, path, selection, title, other_fits, plots):
     check_tree(tree)
+    if plots is not None and not (isinstance(plots, dict) and all(
+            isinstance(v, bytes | Exception) for v in plots.values())):
+        raise InputTypeError(f"plots: expected None or the dict from render_plots (plot name to PNG bytes or "
+                             f"an error), got {type(plots).__name__}")
     if not isinstance(path, str | os.PathLike):
         raise InputTypeError(f"path: expected a file path (str or pathlib.Path), got {type(path).__name__}")
     path = Path(path)
@@ -455,7 +496,7 @@ def _check_arguments(tree, path, selection, title, other_fits):
 
 
 def report(tree, path, *, selection=None, title: str | None = None, ci_prob: float | None = None,
-           other_fits: dict | None = None) -> Path:
+           other_fits: dict | None = None, plots: dict | None = None) -> Path:
     """Write a self-contained HTML report of a mixflow result.
 
     Sections: the model and prior as declared (and as resolved from the data), the data, a summary of
@@ -478,6 +519,9 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
     other_fits : dict of int to str, optional
         The reports of the other K fitted from the same ``selection`` (e.g. the runner-up when the criteria
         disagree), by K: linked from "At a glance" with the criteria that prefer each.
+    plots : dict, optional
+        The plots already rendered by :func:`render_plots` for the same ``tree``, ``selection`` and ``ci_prob``
+        (a caller that also writes them as files); the plots not in it are drawn here.
 
     Returns
     -------
@@ -485,14 +529,14 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         The file written.
 
     """
-    path = _check_arguments(tree, path, selection, title, other_fits)
+    path = _check_arguments(tree, path, selection, title, other_fits, plots)
     methods = available_methods(tree)
     title = title or f"Mixture model report: {tree.attrs.get('data_name', 'data')}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MixflowWarning)
         dataset = compare_dataset(tree, ci_prob=ci_prob)
         table = dataset_to_frame(dataset)
-        plots_html, plot_problems = _plots_section(tree, selection, ci_prob)
+        plots_html, plot_problems = _plots_section(tree, selection, ci_prob, plots)
         modes_html, modes_problems = _modes_section(tree)
     plot_problems += modes_problems
     raised = [str(w.message) for w in caught if issubclass(w.category, MixflowWarning)]
