@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -621,3 +622,123 @@ def test_nuts_on_the_subsample_states_its_size():
     posterior_mu = tree["mcmc/posterior"]["mu"].mean(("chain", "draw")).values
     np.testing.assert_allclose(posterior_mu, tree["em/estimate"]["mu"].values, atol=0.3)  # 400 rows: sd ~ 0.07
 
+
+
+# -- k-means|| starts share their passes ----------------------------------------------------------------------
+
+
+def test_kmeans_parallel_starts_share_their_passes(monkeypatch):
+    from mixflow.engines.em_chunked import KMEANS_ROUNDS, ChunkedPrepared
+
+    x, w = _with_small_cluster()
+    lock, reads = threading.Lock(), []
+
+    def counted(block):  # every read of a block of the data, on any of Dask's threads
+        with lock:
+            reads.append(block.shape[0])
+        return block
+
+    data = da.from_array(x, chunks=CHUNK).map_blocks(counted, dtype=float)
+    original, kmeans_reads = ChunkedPrepared.scalable_kmeans_passes, []
+
+    def passes(self, *args):
+        before = len(reads)
+        result = original(self, *args)
+        kmeans_reads.append(len(reads) - before)
+        return result
+
+    monkeypatch.setattr(ChunkedPrepared, "scalable_kmeans_passes", passes)
+    model, totals = mixflow.GaussianMixture(3, covariance="diag"), []
+    for n_init in (1, 3):
+        reads.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+            tree = mixflow.fit(model, data, init="kmeans||", random_seed=5, subsample=300, n_init=n_init, max_iter=1,
+                               persist=False)  # every pass reads the blocks again
+        assert list(tree["em/sample_stats"]["start"].values) == ["kmeans||"] * n_init
+        totals.append(len(reads))
+    n_blocks = len(data.chunks[0])
+    # k-means||: a first cost pass, then per round a drawing pass and (but the last) a cost pass, the
+    # candidates' weights and the starts' statistics; three starts read the blocks as often as one
+    assert kmeans_reads == [(2 * KMEANS_ROUNDS + 2) * n_blocks] * 2
+    assert totals[0] == totals[1]
+
+
+# -- minibatch ADVI streamed from the blocks ---------------------------------------------------------------------
+
+
+def _stream(data, seed=4, **options):
+    from mixflow.chunked import validate_chunked
+    from mixflow.data import validate_data
+    from mixflow.engines.advi_stream import MinibatchStream
+
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    reference = validate_data(data.compute())
+    stream = MinibatchStream(validate_chunked(data, persist=False), 40, seed, **options)
+    stream.build(model, reference, model.resolve_prior(model.prepare(reference)))
+    return stream, reference
+
+
+def _batches(stream, n):
+    """The first ``n`` minibatches of a fit, as the model's shared variable holds them."""
+    stream.begin()
+    out = [stream._shared[0].get_value().copy()]
+    for _ in range(n - 1):
+        stream.advance()
+        out.append(stream._shared[0].get_value().copy())
+    return np.stack(out)
+
+
+def test_streamed_minibatches_are_uniform_rows_read_from_few_blocks():
+    x, _ = _mixture(d=2)
+    lock, reads = threading.Lock(), []
+
+    def counted(block):
+        with lock:
+            reads.append(block.shape[0])
+        return block
+
+    data = da.from_array(x, chunks=CHUNK).map_blocks(counted, dtype=float)
+    stream, reference = _stream(data, refill_every=10, blocks_per_refill=2)
+    reads.clear()
+    batches = _batches(stream, 101)
+    # the minibatches are rows of the data in the model's z units: 40 rows, each a row of x
+    from mixflow.families.gaussian.pymc import standardization
+
+    std = standardization(mixflow.GaussianMixture(2, covariance="diag"), reference)
+    position = {row.tobytes(): i for i, row in enumerate((x - std.center) / std.scale)}
+    assert batches.shape == (101, 40, 2) and all(row.tobytes() in position for row in batches.reshape(-1, 2))
+    # bounded work: each refill reads at most 2 blocks and sends the client at most 10 x 40 rows
+    assert stream.refills == 11 and len(reads) == stream.blocks_read <= 2 * stream.refills
+    assert stream.rows_computed <= 10 * 40 * stream.refills < 40 * x.shape[0]
+    # every row has chance 1/n per slot: the blocks (700 rows, the last 201) are drawn in proportion to
+    # their rows (1200 block draws here: sd of a share below 0.013)
+    fresh, _ = _stream(data, refill_every=1, blocks_per_refill=8)
+    rows = np.array([position[row.tobytes()] for row in _batches(fresh, 150).reshape(-1, 2)])
+    per_block = np.bincount(rows // CHUNK, minlength=5) / rows.size
+    np.testing.assert_allclose(per_block, np.asarray(data.chunks[0]) / x.shape[0], atol=0.05)
+    # reproducible from the seed on any scheduler; another seed, other rows
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        again, _ = _stream(data)
+    first, _ = _stream(data)
+    np.testing.assert_array_equal(_batches(first, 60), _batches(again, 60))
+    other, _ = _stream(data, seed=5)
+    assert not np.array_equal(_batches(other, 5), _batches(first, 5))
+
+
+@pytest.mark.parametrize("size, message", [
+    (0, r"minibatch_size: expected None or an integer in \[1, n_obs = 3001\], got 0"),
+    (3002, r"minibatch_size: expected None or an integer in \[1, n_obs = 3001\], got 3002"),
+    (2.5, r"minibatch_size: expected None or an integer in \[1, n_obs = 3001\], got 2.5"),
+])
+def test_streamed_minibatch_size_is_checked_before_any_pass(size, message, monkeypatch):
+    x, _ = _mixture(d=2)
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("EM started")
+
+    monkeypatch.setattr("mixflow.fitting._fit_em", no_fitting)
+    with pytest.raises(mixflow.errors.InputError, match=message):
+        mixflow.fit(mixflow.GaussianMixture(2), da.from_array(x, chunks=CHUNK), ["map", "advi"], minibatch_size=size)
