@@ -477,12 +477,18 @@ def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
     from mixflow.workflow.run import run_workflow
 
     path, read_workflow, x, w = _flow(tmp_path, data='columns = ["a", "b"]\nweights = "w"', k="{from = 1, to = 2}",
-                                      methods="[methods.bootstrap]\nn_replicates = 2\n")
+                                      methods="[methods.bootstrap]\nn_replicates = 2\n[select]\nn_folds = 2\n")
     flow = read_workflow(path)
-    assert flow.large and flow.chunks == 800 and flow.columns == ("a", "b")
+    assert flow.large and flow.chunks == 800 and flow.columns == ("a", "b") and flow.select["n_folds"] == 2
     written = run_workflow(path, tmp_path / "out", quiet=True)
     table = pd.read_csv(next(p for p in written if p.name.endswith("choice-of-k.csv")), index_col="k")
-    assert list(table.index) == [1, 2] and table["bic"].idxmin() == 2 and "cv_log_likelihood" not in table
+    assert list(table.index) == [1, 2] and table["bic"].idxmin() == 2
+    # the choice of K cross-validated on the rows read with Dask, as select_k does in Python (folds blockwise)
+    expected = mixflow.select_k(mixflow.GaussianMixture(1), flow.data[["a", "b"]], ks=[1, 2], methods=["em"],
+                                weights=flow.data["w"], n_folds=2, random_seed=7, fit_kwargs={"n_init": 2})
+    np.testing.assert_allclose(table["cv_log_likelihood"].to_numpy(), expected["cv_log_likelihood"].to_numpy(),
+                               rtol=RTOL)
+    assert table["cv_log_likelihood"].idxmax() == 2
     tree = mixflow.load(next(p for p in written if p.suffix == ".nc"))
     expected = mixflow.fit(mixflow.GaussianMixture(2), pd.DataFrame(x, columns=["a", "b"]), random_seed=7, weights=w,
                            n_init=2)
@@ -608,11 +614,12 @@ def test_select_k_takes_dask_data():
 
 
 @pytest.mark.slow
-def test_nuts_on_the_subsample_states_its_size():
-    x, _ = _mixture(d=2)
+def test_nuts_on_the_subsample_and_advi_on_streamed_minibatches():
+    x, _ = _mixture(d=2)  # stored in order: the first 1500 rows one component, the rest the other
     data = da.from_array(x, chunks=CHUNK)
-    tree = mixflow.fit(mixflow.GaussianMixture(2), data, ["map", "mcmc"], random_seed=3, subsample=400, draws=100,
-                       tune=100, chains=2, progressbar=False, starts="em-optima")
+    options = {"random_seed": 3, "draws": 100, "posterior_predictive": False}
+    tree = mixflow.fit(mixflow.GaussianMixture(2), data, ["map", "mcmc", "advi"], subsample=400, tune=100, chains=2,
+                       progressbar=False, starts="em-optima", minibatch_size=500, **options)
     attrs = tree["mcmc"].attrs
     assert attrs["subsample_rows"] == 400 and attrs["n_obs"] == N and "uniform sample of 400" in attrs["data"]
     # the chains start at the distinct maxima of EM's restarts on every row (here one: the two mirror
@@ -621,6 +628,24 @@ def test_nuts_on_the_subsample_states_its_size():
     assert tree["observed_data"].sizes["obs"] == 400
     posterior_mu = tree["mcmc/posterior"]["mu"].mean(("chain", "draw")).values
     np.testing.assert_allclose(posterior_mu, tree["em/estimate"]["mu"].values, atol=0.3)  # 400 rows: sd ~ 0.07
+
+    # ADVI: the posterior given all the rows, its minibatches of 500 rows streamed from the blocks (every
+    # 100 iterations 100 x 500 rows drawn uniformly, only the rows drawn computed into the client)
+    attrs = tree["advi"].attrs
+    assert attrs["minibatch_size"] == 500 and attrs["minibatch_refill_every"] == 100
+    assert "streamed from the 5 Dask blocks of all 3001 rows" in attrs["minibatch_source"]
+    assert "given all 3001 rows" in attrs["data"] and attrs["initial_sd"] == pytest.approx(N**-0.5)
+    refills = attrs["n_iter"] // 100 + 1
+    assert attrs["minibatch_blocks_read"] <= 5 * refills and attrs["minibatch_rows_computed"] <= N * refills
+    # the same posterior as full-data ADVI, within the gradient noise: posterior means within 0.75 posterior
+    # sd (measured: 0.29 sd at most over the 10 parameters; minibatches from 4 random blocks per refill
+    # instead settle on those blocks' mixing weights on these ordered rows, several sd away)
+    full = mixflow.fit(mixflow.GaussianMixture(2), x, ["map", "advi"], **options)
+    for name, expected in full["advi/posterior"].data_vars.items():
+        got = tree["advi/posterior"][name]
+        sd = expected.std(("chain", "draw")).values
+        assert np.all(np.abs(got.mean(("chain", "draw")).values - expected.mean(("chain", "draw")).values) < 0.75 * sd)
+        np.testing.assert_allclose(got.std(("chain", "draw")).values, sd, rtol=0.5)
 
 
 
@@ -711,12 +736,16 @@ def test_streamed_minibatches_are_uniform_rows_read_from_few_blocks():
     # bounded work: each refill reads at most 2 blocks and sends the client at most 10 x 40 rows
     assert stream.refills == 11 and len(reads) == stream.blocks_read <= 2 * stream.refills
     assert stream.rows_computed <= 10 * 40 * stream.refills < 40 * x.shape[0]
-    # every row has chance 1/n per slot: the blocks (700 rows, the last 201) are drawn in proportion to
-    # their rows (1200 block draws here: sd of a share below 0.013)
-    fresh, _ = _stream(data, refill_every=1, blocks_per_refill=8)
-    rows = np.array([position[row.tobytes()] for row in _batches(fresh, 150).reshape(-1, 2)])
-    per_block = np.bincount(rows // CHUNK, minlength=5) / rows.size
-    np.testing.assert_allclose(per_block, np.asarray(data.chunks[0]) / x.shape[0], atol=0.05)
+    # every row has chance 1/n per slot: by default rows drawn from all the rows (6000 here: sd of a
+    # block's share below 0.006), with a few blocks per refill the blocks drawn in proportion to their
+    # rows (700, the last 201; 800 block draws here: sd of a share below 0.015)
+    share = np.asarray(data.chunks[0]) / x.shape[0]
+    for options, tolerance in (({"refill_every": 50}, 0.02), ({"refill_every": 1, "blocks_per_refill": 8}, 0.05)):
+        fresh, _ = _stream(data, **options)
+        rows = np.array([position[row.tobytes()] for row in _batches(fresh, 150 if len(options) == 1 else 100
+                                                                      ).reshape(-1, 2)])
+        np.testing.assert_allclose(np.bincount(rows // CHUNK, minlength=5) / rows.size, share, atol=tolerance)
+    assert fresh.attrs()["minibatch_blocks_read"] <= 8 * 100
     # reproducible from the seed on any scheduler; another seed, other rows
     import dask
 

@@ -360,7 +360,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         "optimizer": "adam", "minibatch_size": -1 if size is None else size, "draws": options["draws"],
         "random_seed": int(options["random_seed"]),
         "start": "reference estimate (EM/MAP)" if len(points) == 1 else f"{len(points)} given points, one fit each",
-        "initial_sd": float(1.0 / np.sqrt(data.total_weight)),
+        "initial_sd": float(1.0 / np.sqrt(_total_weight(data, options))),
         "final_elbo": max(fit["final_elbo"] for fit in fits),
         "wall_time": float(fit_time),
         "n_relabelled_draws": int(np.any(permutations != np.arange(model.n_components), axis=-1).sum()),
@@ -393,7 +393,7 @@ def _fit_one(model, data: Data, pymc_model, point: dict, seed: np.random.SeedSeq
     fit_seed, draw_seed = (int(s) for s in seed.generate_state(2))
     inference = VARIANTS[options["variant"]](model=pymc_model, start=model.pymc_start(data, point),
                                              random_seed=fit_seed)
-    _set_initial_spread(inference.approx.groups[0], options["variant"], 1.0 / np.sqrt(data.total_weight))
+    _set_initial_spread(inference.approx.groups[0], options["variant"], 1.0 / np.sqrt(_total_weight(data, options)))
     step = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
     check = SettleCheck(options["variant"], step, options["settle_tol"], options["check_every"])
     approx = _run(inference, pymc_model, check, step, options)
@@ -412,6 +412,12 @@ def _fit_one(model, data: Data, pymc_model, point: dict, seed: np.random.SeedSeq
             "final_learning_rate": float(step.get_value()),
             "final_elbo": float(window.mean()) if window.size else float("nan"),
             "draws": _draws(model, data, approx, options["draws"], draw_seed)}
+
+
+def _total_weight(data: Data, options: dict) -> float:
+    """The weight the posterior is given: the data's, or with a stream from Dask blocks all the rows'."""
+    stream = options.get("stream")
+    return data.total_weight if stream is None else stream.data.total_weight
 
 
 def _sample_stats(fits: list[dict], size) -> dict:

@@ -8,12 +8,15 @@
    ``n_obs / batch_size`` (the role of PyMC's ``total_size``): an unbiased estimate of the full-data
    log-likelihood, frequency weights included;
 2. a ``pm.fit`` callback puts the next minibatch in the shared variables after every iteration;
-3. minibatches come from a buffer refilled every ``refill_every`` iterations: ``blocks_per_refill``
-   blocks drawn with probability proportional to their rows (with replacement), then each minibatch row
-   from one of those blocks drawn uniformly and a row of it drawn uniformly. Every row of the data has
-   probability exactly ``1 / n_obs`` of filling a minibatch slot; within a refill the minibatches share
-   their few blocks, so one refill reads at most ``blocks_per_refill`` blocks from storage and sends the
-   client only the rows picked (at most ``refill_every * batch_size``).
+3. minibatches come from a buffer of ``refill_every * batch_size`` rows refilled every ``refill_every``
+   iterations. By default each of its rows is drawn uniformly from all the rows (the blocks holding them
+   computed, only the rows drawn sent to the client): the minibatches are independent uniform draws, as
+   ``pm.Minibatch``'s are, at the price of reading every block once per refill (one pass over the data per
+   ``refill_every`` iterations). With ``blocks_per_refill=r``, a refill reads only ``r`` blocks, drawn in
+   proportion to their rows, and each row is drawn from one of them: every row keeps probability
+   ``1 / n_obs`` per slot, but the minibatches of one refill share their blocks, so on data stored in
+   order (by time, by place, by class) the gradient drifts with the blocks drawn, and the averaging of the
+   last window (:class:`~mixflow.engines.advi.SettleCheck`) can settle on a few blocks' answer.
 
 Every choice (blocks, rows) is drawn on the client from the seed before anything is computed, so the same
 seed gives the same minibatches on any scheduler; the blocks' rows are taken where the blocks live (the
@@ -33,8 +36,7 @@ from mixflow.families.pymc_parts import check_minibatch_size, streamed_rows
 __all__ = ["DEFAULT_BATCH_SIZE", "MinibatchStream", "streams"]
 
 DEFAULT_BATCH_SIZE = 1000
-_REFILL_EVERY = 50
-_BLOCKS_PER_REFILL = 4
+_REFILL_EVERY = 100
 _CHECKED_ROWS = 16
 
 
@@ -100,11 +102,12 @@ class MinibatchStream:
     """
 
     def __init__(self, data, batch_size, random_seed: int, *, refill_every: int = _REFILL_EVERY,
-                 blocks_per_refill: int = _BLOCKS_PER_REFILL):
+                 blocks_per_refill: int | None = None):
         check_minibatch_size(batch_size, data.n_obs)
         self.data = data
         self.batch_size = min(DEFAULT_BATCH_SIZE, data.n_obs) if batch_size is None else int(batch_size)
-        self.refill_every, self.blocks_per_refill = int(refill_every), int(blocks_per_refill)
+        self.refill_every = int(refill_every)
+        self.blocks_per_refill = None if blocks_per_refill is None else int(blocks_per_refill)
         self.seed = int(random_seed)
         self.sizes = np.asarray(data.values.chunks[0], dtype=np.int64)
         self._blocks = data.blocks()
@@ -165,11 +168,15 @@ class MinibatchStream:
         """The next ``refill_every`` minibatches (last first), from ``blocks_per_refill`` random blocks."""
         import dask
 
-        rng, sizes = self._rng, self.sizes
-        blocks = rng.choice(sizes.size, size=self.blocks_per_refill, p=sizes / sizes.sum())
-        slots = rng.integers(self.blocks_per_refill, size=(self.refill_every, self.batch_size))
-        block = blocks[slots]
-        row = rng.integers(0, sizes[block])
+        rng, sizes, shape = self._rng, self.sizes, (self.refill_every, self.batch_size)
+        if self.blocks_per_refill is None:  # rows drawn uniformly from all the rows
+            starts = self.data.row_starts
+            block = np.searchsorted(starts, rng.integers(0, self.data.n_obs, size=shape), side="right") - 1
+            row = rng.integers(0, sizes[block])
+        else:  # a few blocks drawn in proportion to their rows, then each row from one of them
+            blocks = rng.choice(sizes.size, size=self.blocks_per_refill, p=sizes / sizes.sum())
+            block = blocks[rng.integers(self.blocks_per_refill, size=shape)]
+            row = rng.integers(0, sizes[block])
         wanted = np.unique(block)
         take = dask.delayed(_take, pure=True, nout=2)
         picked = {}
@@ -195,10 +202,13 @@ class MinibatchStream:
 
     def attrs(self) -> dict:
         """What the ``/advi`` attributes record of the stream."""
+        drawn = ("each minibatch row drawn uniformly from all the rows" if self.blocks_per_refill is None else
+                 f"{self.blocks_per_refill} blocks drawn in proportion to their rows, each minibatch row from one "
+                 "of them, uniformly")
         return {"minibatch_size": self.batch_size,
                 "minibatch_source": (f"streamed from the {self.sizes.size} Dask blocks of all {self.data.n_obs} rows: "
-                                     f"every {self.refill_every} iterations {self.blocks_per_refill} blocks drawn in "
-                                     "proportion to their rows, each minibatch row from one of them, uniformly; "
-                                     f"log-likelihood scaled by n_obs / minibatch_size"),
-                "minibatch_refill_every": self.refill_every, "minibatch_blocks_per_refill": self.blocks_per_refill,
+                                     f"every {self.refill_every} iterations, {drawn}; only the rows drawn reach the "
+                                     "client; log-likelihood scaled by n_obs / minibatch_size"),
+                "minibatch_refill_every": self.refill_every,
+                "minibatch_blocks_per_refill": -1 if self.blocks_per_refill is None else self.blocks_per_refill,
                 "minibatch_rows_computed": int(self.rows_computed), "minibatch_blocks_read": int(self.blocks_read)}
