@@ -618,7 +618,8 @@ def test_nuts_on_the_subsample_and_advi_on_streamed_minibatches():
     x, _ = _mixture(d=2)  # stored in order: the first 1500 rows one component, the rest the other
     data = da.from_array(x, chunks=CHUNK)
     options = {"random_seed": 3, "draws": 100, "posterior_predictive": False}
-    tree = mixflow.fit(mixflow.GaussianMixture(2), data, ["map", "mcmc", "advi"], subsample=400, tune=100, chains=2,
+    model = mixflow.GaussianMixture(2, covariance="diag")  # the smaller graphs of PyMC to compile
+    tree = mixflow.fit(model, data, ["map", "mcmc", "advi"], subsample=400, tune=100, chains=2,
                        progressbar=False, starts="em-optima", minibatch_size=500, **options)
     attrs = tree["mcmc"].attrs
     assert attrs["subsample_rows"] == 400 and attrs["n_obs"] == N and "uniform sample of 400" in attrs["data"]
@@ -637,15 +638,16 @@ def test_nuts_on_the_subsample_and_advi_on_streamed_minibatches():
     assert "given all 3001 rows" in attrs["data"] and attrs["initial_sd"] == pytest.approx(N**-0.5)
     refills = attrs["n_iter"] // 100 + 1
     assert attrs["minibatch_blocks_read"] <= 5 * refills and attrs["minibatch_rows_computed"] <= N * refills
-    # the same posterior as full-data ADVI, within the gradient noise: posterior means within 0.75 posterior
-    # sd (measured: 0.29 sd at most over the 10 parameters; minibatches from 4 random blocks per refill
-    # instead settle on those blocks' mixing weights on these ordered rows, several sd away)
-    full = mixflow.fit(mixflow.GaussianMixture(2), x, ["map", "advi"], **options)
+    # the same posterior as full-data ADVI, within the gradient noise: posterior means within 0.5 posterior
+    # sd and sds within 30% (measured: 0.28 sd and 0.91 to 1.12; minibatches from 4 random blocks per
+    # refill instead settle on those blocks' mixing weights on these ordered rows, several sd away)
+    full = mixflow.fit(model, x, ["map", "advi"], **options)
     for name, expected in full["advi/posterior"].data_vars.items():
         got = tree["advi/posterior"][name]
         sd = expected.std(("chain", "draw")).values
-        assert np.all(np.abs(got.mean(("chain", "draw")).values - expected.mean(("chain", "draw")).values) < 0.75 * sd)
-        np.testing.assert_allclose(got.std(("chain", "draw")).values, sd, rtol=0.5)
+        gap = np.abs(got.mean(("chain", "draw")).values - expected.mean(("chain", "draw")).values) / sd
+        assert np.all(gap < 0.5)
+        np.testing.assert_allclose(got.std(("chain", "draw")).values, sd, rtol=0.3)
 
 
 
@@ -771,3 +773,23 @@ def test_streamed_minibatch_size_is_checked_before_any_pass(size, message, monke
     monkeypatch.setattr("mixflow.fitting._fit_em", no_fitting)
     with pytest.raises(mixflow.errors.InputError, match=message):
         mixflow.fit(mixflow.GaussianMixture(2), da.from_array(x, chunks=CHUNK), ["map", "advi"], minibatch_size=size)
+
+
+def test_streamed_rows_follow_each_familys_pymc_form():
+    from mixflow.chunked import validate_chunked
+    from mixflow.data import validate_data
+    from mixflow.engines.advi_stream import MinibatchStream
+
+    rng = np.random.default_rng(2)
+    counts = rng.poisson([[2.0]] * 300 + [[9.0]] * 301).astype(float)
+    for model, x in ((mixflow.PoissonMixture(2), counts), (mixflow.SoftKMeans(2, variance=1.0), _mixture(d=2)[0])):
+        reference = validate_data(x)
+        stream = MinibatchStream(validate_chunked(da.from_array(x, chunks=CHUNK)), 30, 1)
+        # the build checks the stream's map of rows against the arrays the family's PyMC form makes
+        stream.build(model, reference, model.resolve_prior(model.prepare(reference)))
+        stream.begin()
+        assert stream._shared[0].get_value().shape[0] == 30 and stream.rows_computed <= 100 * 30
+    with pytest.raises(mixflow.errors.InputError, match=r"model: expected a family whose ADVI streams .* got "
+                                                        r"'regression'"):
+        regression = mixflow.RegressionMixture(2, response="x1", covariates=["x0"])
+        stream.build(regression, reference, None)
