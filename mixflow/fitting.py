@@ -118,7 +118,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         every family with an EM step; needs ``pip install "mixflow[dask]"``). The
         result then keeps the estimate, history and criteria of all the rows, and the rows and
         responsibilities of a uniform subsample (``subsample``): ``/observed_data`` holds that sample (its
-        ``n_obs`` attribute the full count); :func:`responsibilities` gives every row's, lazily.
+        ``n_obs`` attribute the full count); :func:`responsibilities` gives every row's, lazily. NUTS runs on
+        that sample; ADVI on minibatches of ``minibatch_size`` rows (default 1000) streamed from every block
+        (:mod:`mixflow.engines.advi_stream`; Gaussian, soft k-means and Poisson mixtures, the others on the
+        sample).
     method : {"em", "map", "mcmc", "advi"} or list of them, default "em"
         Maximum likelihood by EM, the MAP estimate under the model's prior, NUTS through PyMC, ADVI
         through PyMC. MCMC and ADVI start from the EM/MAP estimate: when neither "em" nor "map" is asked
