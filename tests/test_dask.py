@@ -654,7 +654,16 @@ def test_nuts_on_the_subsample_and_advi_on_streamed_minibatches():
 # -- k-means|| starts share their passes ----------------------------------------------------------------------
 
 
-def test_kmeans_parallel_starts_share_their_passes(monkeypatch):
+@pytest.fixture
+def on_threads():
+    """Dask's threads even after the module's LocalCluster started: the tests count reads in this process."""
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        yield
+
+
+def test_kmeans_parallel_starts_share_their_passes(monkeypatch, on_threads):
     from mixflow.engines.em_chunked import KMEANS_ROUNDS, ChunkedPrepared
 
     x, w = _with_small_cluster()
@@ -716,7 +725,7 @@ def _batches(stream, n):
     return np.stack(out)
 
 
-def test_streamed_minibatches_are_uniform_rows_read_from_few_blocks():
+def test_streamed_minibatches_are_uniform_rows_read_from_few_blocks(on_threads):
     x, _ = _mixture(d=2)
     lock, reads = threading.Lock(), []
 
