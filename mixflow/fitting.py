@@ -82,7 +82,7 @@ def _route_options(methods: list[str], options: dict) -> dict:
     for method in methods:
         if method in ("mcmc", "advi"):
             accepted = set(inspect.signature(_engine(method)).parameters) - {"model", "data", "reference",
-                                                                             "random_seed"}
+                                                                             "random_seed", "stream"}
             routed[method] = {key: value for key, value in options.items() if key in accepted}
             taken |= set(routed[method])
     unknown = sorted(set(options) - taken)
@@ -118,7 +118,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         every family with an EM step; needs ``pip install "mixflow[dask]"``). The
         result then keeps the estimate, history and criteria of all the rows, and the rows and
         responsibilities of a uniform subsample (``subsample``): ``/observed_data`` holds that sample (its
-        ``n_obs`` attribute the full count); :func:`responsibilities` gives every row's, lazily.
+        ``n_obs`` attribute the full count); :func:`responsibilities` gives every row's, lazily. NUTS runs on
+        that sample; ADVI on minibatches of ``minibatch_size`` rows (default 1000) streamed from every block
+        (:mod:`mixflow.engines.advi_stream`; Gaussian, soft k-means and Poisson mixtures, the others on the
+        sample).
     method : {"em", "map", "mcmc", "advi"} or list of them, default "em"
         Maximum likelihood by EM, the MAP estimate under the model's prior, NUTS through PyMC, ADVI
         through PyMC. MCMC and ADVI start from the EM/MAP estimate: when neither "em" nor "map" is asked
@@ -295,8 +298,9 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
                  options, units) -> xr.DataTree:
     """:func:`fit` of Dask input.
 
-    EM or MAP blockwise (:mod:`mixflow.engines.em_chunked`); NUTS and ADVI on the uniform subsample the
-    result keeps (its size stated in their attributes).
+    EM or MAP blockwise (:mod:`mixflow.engines.em_chunked`); NUTS on the uniform subsample the result keeps
+    (its size stated in its attributes); ADVI on minibatches streamed from every block
+    (:mod:`mixflow.engines.advi_stream`) where the family allows, else on the subsample.
     """
     if tree is not None:
         raise InputError("tree: expected None with Dask data (a result of Dask data holds a sample of the rows, "
@@ -305,6 +309,7 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
         raise InputError(f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
     validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks)
     units = _units(units, data, validated.features)  # checked before the passes over the data
+    routed, streamed = _advi_stream(model, validated, methods, routed, seed)  # minibatch_size checked here too
     init = _check_against_data(model, options.init, validated.summary["n_positive"], validated.n_features,
                                chunked=True)
     em_method = "em" if "em" in methods else "map"  # NUTS and ADVI alone start from the MAP estimate
@@ -318,7 +323,29 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
     stated = {"subsample_rows": sample.n_obs, "n_obs": validated.n_obs,
               "data": f"the posterior given a uniform sample of {sample.n_obs} of the {validated.n_obs} rows "
                       "(Dask input; /observed_data), not given every row"}
-    return _with_units(_fit_sampling(model, sample, result, methods, routed, seed, stated), units)
+    on_sample = [m for m in methods if not (streamed and m == "advi")]
+    result = _fit_sampling(model, sample, result, on_sample, routed, seed, stated)
+    if streamed:
+        stated = {"subsample_rows": sample.n_obs, "n_obs": validated.n_obs,
+                  "data": f"the posterior given all {validated.n_obs} rows (Dask input; minibatches streamed from "
+                          f"the blocks); log-likelihood and responsibilities of the uniform sample of {sample.n_obs} "
+                          "rows in /observed_data"}
+        result = _fit_sampling(model, sample, result, ["advi"], routed, seed, stated)
+    return _with_units(result, units)
+
+
+def _advi_stream(model, validated: ChunkedData, methods, routed: dict, seed: int) -> tuple[dict, bool]:
+    """``routed`` with ADVI's minibatch stream from the Dask blocks, when ADVI is asked for and the family streams."""
+    if "advi" not in methods:
+        return routed, False
+    from mixflow.engines.advi_stream import MinibatchStream, streams
+
+    if not streams(model):
+        return routed, False
+    options = dict(routed["advi"])
+    batch = options.pop("minibatch_size", None)
+    options["stream"] = MinibatchStream(validated, batch, _method_seed(seed, "advi"))
+    return {**routed, "advi": options}, True
 
 
 def _fit_em_chunked(model, data: ChunkedData, options: EMOptions, random_seed: int) -> tuple[dict, dict]:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -476,9 +477,9 @@ def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
     from mixflow.workflow.run import run_workflow
 
     path, read_workflow, x, w = _flow(tmp_path, data='columns = ["a", "b"]\nweights = "w"', k="{from = 1, to = 2}",
-                                      methods="[methods.bootstrap]\nn_replicates = 2\n")
+                                      methods="[methods.bootstrap]\nn_replicates = 2\n[select]\nn_folds = false\n")
     flow = read_workflow(path)
-    assert flow.large and flow.chunks == 800 and flow.columns == ("a", "b")
+    assert flow.large and flow.chunks == 800 and flow.columns == ("a", "b") and flow.select["n_folds"] is None
     written = run_workflow(path, tmp_path / "out", quiet=True)
     table = pd.read_csv(next(p for p in written if p.name.endswith("choice-of-k.csv")), index_col="k")
     assert list(table.index) == [1, 2] and table["bic"].idxmin() == 2 and "cv_log_likelihood" not in table
@@ -489,6 +490,26 @@ def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
     assert tree["observed_data"].attrs["n_obs"] == N
     # the bootstrap of the rows read with Dask: Poisson(1) weights times the data's, blockwise
     assert tree["em/bootstrap/posterior"].sizes["draw"] == 2 and tree["em/bootstrap"].attrs["n_failed"] == 0
+
+
+def test_workflow_cross_validates_the_choice_of_k_of_a_zarr_store(tmp_path):
+    from mixflow.workflow.config import read_workflow
+    from mixflow.workflow.run import run_workflow
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0, 1, (120, 2)), rng.normal(5, 1, (121, 2))])
+    xr.Dataset({"a": ("row", x[:, 0]), "b": ("row", x[:, 1])}).chunk({"row": 100}).to_zarr(tmp_path / "rows.zarr")
+    path = tmp_path / "flow.toml"
+    path.write_text(FLOW.format(cluster="", data="", k="{from = 1, to = 2}", methods="[select]\nn_folds = 2\n")
+                    .replace("chunks = 800", "chunks = 100"))
+    written = run_workflow(path, tmp_path / "out", quiet=True)
+    table = pd.read_csv(next(p for p in written if p.name.endswith("choice-of-k.csv")), index_col="k")
+    # the held-out log-likelihood of the rows read with Dask, as select_k gives it in Python (folds blockwise)
+    expected = mixflow.select_k(mixflow.GaussianMixture(1), read_workflow(path).data[["a", "b"]], ks=[1, 2],
+                                methods=["em"], n_folds=2, random_seed=7, fit_kwargs={"n_init": 2})
+    np.testing.assert_allclose(table["cv_log_likelihood"].to_numpy(), expected["cv_log_likelihood"].to_numpy(),
+                               rtol=RTOL)
+    assert table["cv_log_likelihood"].idxmax() == 2
 
 
 @pytest.mark.parametrize("cluster, data, k, methods, message", [
@@ -607,11 +628,13 @@ def test_select_k_takes_dask_data():
 
 
 @pytest.mark.slow
-def test_nuts_on_the_subsample_states_its_size():
-    x, _ = _mixture(d=2)
+def test_nuts_on_the_subsample_and_advi_on_streamed_minibatches():
+    x, _ = _mixture(d=2)  # stored in order: the first 1500 rows one component, the rest the other
     data = da.from_array(x, chunks=CHUNK)
-    tree = mixflow.fit(mixflow.GaussianMixture(2), data, ["map", "mcmc"], random_seed=3, subsample=400, draws=100,
-                       tune=100, chains=2, progressbar=False, starts="em-optima")
+    options = {"random_seed": 3, "draws": 100, "posterior_predictive": False}
+    model = mixflow.GaussianMixture(2, covariance="diag")  # the smaller graphs of PyMC to compile
+    tree = mixflow.fit(model, data, ["map", "mcmc", "advi"], subsample=400, tune=100, chains=2,
+                       progressbar=False, starts="em-optima", minibatch_size=500, **options)
     attrs = tree["mcmc"].attrs
     assert attrs["subsample_rows"] == 400 and attrs["n_obs"] == N and "uniform sample of 400" in attrs["data"]
     # the chains start at the distinct maxima of EM's restarts on every row (here one: the two mirror
@@ -621,3 +644,175 @@ def test_nuts_on_the_subsample_states_its_size():
     posterior_mu = tree["mcmc/posterior"]["mu"].mean(("chain", "draw")).values
     np.testing.assert_allclose(posterior_mu, tree["em/estimate"]["mu"].values, atol=0.3)  # 400 rows: sd ~ 0.07
 
+    # ADVI: the posterior given all the rows, its minibatches of 500 rows streamed from the blocks (every
+    # 100 iterations 100 x 500 rows drawn uniformly, only the rows drawn computed into the client)
+    attrs = tree["advi"].attrs
+    assert attrs["minibatch_size"] == 500 and attrs["minibatch_refill_every"] == 100
+    assert "streamed from the 5 Dask blocks of all 3001 rows" in attrs["minibatch_source"]
+    assert "given all 3001 rows" in attrs["data"] and attrs["initial_sd"] == pytest.approx(N**-0.5)
+    refills = attrs["n_iter"] // 100 + 1
+    assert attrs["minibatch_blocks_read"] <= 5 * refills and attrs["minibatch_rows_computed"] <= N * refills
+    # the same posterior as full-data ADVI, within the gradient noise: posterior means within 0.5 posterior
+    # sd and sds within 30% (measured: 0.28 sd and 0.91 to 1.12; minibatches from 4 random blocks per
+    # refill instead settle on those blocks' mixing weights on these ordered rows, several sd away)
+    full = mixflow.fit(model, x, ["map", "advi"], **options)
+    for name, expected in full["advi/posterior"].data_vars.items():
+        got = tree["advi/posterior"][name]
+        sd = expected.std(("chain", "draw")).values
+        gap = np.abs(got.mean(("chain", "draw")).values - expected.mean(("chain", "draw")).values) / sd
+        assert np.all(gap < 0.5)
+        np.testing.assert_allclose(got.std(("chain", "draw")).values, sd, rtol=0.3)
+
+
+
+# -- k-means|| starts share their passes ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def on_threads():
+    """Dask's threads even after the module's LocalCluster started: the tests count reads in this process."""
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        yield
+
+
+def test_kmeans_parallel_starts_share_their_passes(monkeypatch, on_threads):
+    from mixflow.engines.em_chunked import KMEANS_ROUNDS, ChunkedPrepared
+
+    x, w = _with_small_cluster()
+    lock, reads = threading.Lock(), []
+
+    def counted(block):  # every read of a block of the data, on any of Dask's threads
+        with lock:
+            reads.append(block.shape[0])
+        return block
+
+    data = da.from_array(x, chunks=CHUNK).map_blocks(counted, dtype=float)
+    original, kmeans_reads = ChunkedPrepared.scalable_kmeans_passes, []
+
+    def passes(self, *args):
+        before = len(reads)
+        result = original(self, *args)
+        kmeans_reads.append(len(reads) - before)
+        return result
+
+    monkeypatch.setattr(ChunkedPrepared, "scalable_kmeans_passes", passes)
+    model, totals = mixflow.GaussianMixture(3, covariance="diag"), []
+    for n_init in (1, 3):
+        reads.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+            tree = mixflow.fit(model, data, init="kmeans||", random_seed=5, subsample=300, n_init=n_init, max_iter=1,
+                               persist=False)  # every pass reads the blocks again
+        assert list(tree["em/sample_stats"]["start"].values) == ["kmeans||"] * n_init
+        totals.append(len(reads))
+    n_blocks = len(data.chunks[0])
+    # k-means||: a first cost pass, then per round a drawing pass and (but the last) a cost pass, the
+    # candidates' weights and the starts' statistics; three starts read the blocks as often as one
+    assert kmeans_reads == [(2 * KMEANS_ROUNDS + 2) * n_blocks] * 2
+    assert totals[0] == totals[1]
+
+
+# -- minibatch ADVI streamed from the blocks ---------------------------------------------------------------------
+
+
+def _stream(data, seed=4, **options):
+    from mixflow.chunked import validate_chunked
+    from mixflow.data import validate_data
+    from mixflow.engines.advi_stream import MinibatchStream
+
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    reference = validate_data(data.compute())
+    stream = MinibatchStream(validate_chunked(data, persist=False), 40, seed, **options)
+    stream.build(model, reference, model.resolve_prior(model.prepare(reference)))
+    return stream, reference
+
+
+def _batches(stream, n):
+    """The first ``n`` minibatches of a fit, as the model's shared variable holds them."""
+    stream.begin()
+    out = [stream._shared[0].get_value().copy()]
+    for _ in range(n - 1):
+        stream.advance()
+        out.append(stream._shared[0].get_value().copy())
+    return np.stack(out)
+
+
+def test_streamed_minibatches_are_uniform_rows_read_from_few_blocks(on_threads):
+    x, _ = _mixture(d=2)
+    lock, reads = threading.Lock(), []
+
+    def counted(block):
+        with lock:
+            reads.append(block.shape[0])
+        return block
+
+    data = da.from_array(x, chunks=CHUNK).map_blocks(counted, dtype=float)
+    stream, reference = _stream(data, refill_every=10, blocks_per_refill=2)
+    reads.clear()
+    batches = _batches(stream, 101)
+    # the minibatches are rows of the data in the model's z units: 40 rows, each a row of x
+    from mixflow.families.gaussian.pymc import standardization
+
+    std = standardization(mixflow.GaussianMixture(2, covariance="diag"), reference)
+    position = {row.tobytes(): i for i, row in enumerate((x - std.center) / std.scale)}
+    assert batches.shape == (101, 40, 2) and all(row.tobytes() in position for row in batches.reshape(-1, 2))
+    # bounded work: each refill reads at most 2 blocks and sends the client at most 10 x 40 rows
+    assert stream.refills == 11 and len(reads) == stream.blocks_read <= 2 * stream.refills
+    assert stream.rows_computed <= 10 * 40 * stream.refills < 40 * x.shape[0]
+    # every row has chance 1/n per slot: by default rows drawn from all the rows (6000 here: sd of a
+    # block's share below 0.006), with a few blocks per refill the blocks drawn in proportion to their
+    # rows (700, the last 201; 800 block draws here: sd of a share below 0.015)
+    share = np.asarray(data.chunks[0]) / x.shape[0]
+    for options, tolerance in (({"refill_every": 50}, 0.02), ({"refill_every": 1, "blocks_per_refill": 8}, 0.05)):
+        fresh, _ = _stream(data, **options)
+        rows = np.array([position[row.tobytes()] for row in _batches(fresh, 150 if len(options) == 1 else 100
+                                                                      ).reshape(-1, 2)])
+        np.testing.assert_allclose(np.bincount(rows // CHUNK, minlength=5) / rows.size, share, atol=tolerance)
+    assert fresh.attrs()["minibatch_blocks_read"] <= 8 * 100
+    # reproducible from the seed on any scheduler; another seed, other rows
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        again, _ = _stream(data)
+    first, _ = _stream(data)
+    np.testing.assert_array_equal(_batches(first, 60), _batches(again, 60))
+    other, _ = _stream(data, seed=5)
+    assert not np.array_equal(_batches(other, 5), _batches(first, 5))
+
+
+@pytest.mark.parametrize("size, message", [
+    (0, r"minibatch_size: expected None or an integer in \[1, n_obs = 3001\], got 0"),
+    (3002, r"minibatch_size: expected None or an integer in \[1, n_obs = 3001\], got 3002"),
+    (2.5, r"minibatch_size: expected None or an integer in \[1, n_obs = 3001\], got 2.5"),
+])
+def test_streamed_minibatch_size_is_checked_before_any_pass(size, message, monkeypatch):
+    x, _ = _mixture(d=2)
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("EM started")
+
+    monkeypatch.setattr("mixflow.fitting._fit_em", no_fitting)
+    with pytest.raises(mixflow.errors.InputError, match=message):
+        mixflow.fit(mixflow.GaussianMixture(2), da.from_array(x, chunks=CHUNK), ["map", "advi"], minibatch_size=size)
+
+
+def test_streamed_rows_follow_each_familys_pymc_form():
+    from mixflow.chunked import validate_chunked
+    from mixflow.data import validate_data
+    from mixflow.engines.advi_stream import MinibatchStream
+
+    rng = np.random.default_rng(2)
+    counts = rng.poisson([[2.0]] * 300 + [[9.0]] * 301).astype(float)
+    for model, x in ((mixflow.PoissonMixture(2), counts), (mixflow.SoftKMeans(2, variance=1.0), _mixture(d=2)[0])):
+        reference = validate_data(x)
+        stream = MinibatchStream(validate_chunked(da.from_array(x, chunks=CHUNK)), 30, 1)
+        # the build checks the stream's map of rows against the arrays the family's PyMC form makes
+        stream.build(model, reference, model.resolve_prior(model.prepare(reference)))
+        stream.begin()
+        assert stream._shared[0].get_value().shape[0] == 30 and stream.rows_computed <= 100 * 30
+    with pytest.raises(mixflow.errors.InputError, match=r"model: expected a family whose ADVI streams .* got "
+                                                        r"'regression'"):
+        regression = mixflow.RegressionMixture(2, response="x1", covariates=["x0"])
+        stream.build(regression, reference, None)

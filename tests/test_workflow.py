@@ -110,6 +110,11 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"flow.toml:14: \[select\] fit: expected one of \['bic', 'all-preferred'\] .* got 'aic'"),
     (("[methods.em]", "[select]\nfits = \"bic\"\n\n[methods.em]"),
      r"flow.toml:14: \[select\]: unknown key\(s\) \['fits'\]"),
+    (("[methods.em]", "[select]\nn_folds = 1\n\n[methods.em]"),
+     r"flow.toml:14: \[select\] n_folds: expected an integer >= 2 \(folds of the held-out log-likelihood\) or "
+     r"false \(none\), got int 1"),
+    (("[methods.em]", "[select]\nn_folds = true\n\n[methods.em]"),
+     r"flow.toml:14: \[select\] n_folds: expected an integer >= 2 .* got bool True"),
 ])
 def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, message, monkeypatch):
     old, new = change
@@ -385,3 +390,11 @@ def test_which_k_to_fit_after_a_choice_of_k(disagreeing_choice):
     assert ks_to_fit(disagreeing_choice, "all-preferred") == [2, 3]
     with pytest.raises(ValueError, match=r"fit: expected one of \['bic', 'all-preferred'\], got 'icl'"):
         ks_to_fit(disagreeing_choice, "icl")
+
+
+def test_select_n_folds_is_read_for_select_k(tmp_path):
+    # the cross-validation folds of the choice of K: select_k's 5 by default, any integer >= 2, or false for none
+    assert read_workflow(write(tmp_path, SMALL)).select == {"fit": "bic", "n_folds": 5}
+    for given, expected in (("3", 3), ("false", None)):
+        text = SMALL.replace("[methods.em]", f"[select]\nn_folds = {given}\n\n[methods.em]")
+        assert read_workflow(write(tmp_path, text)).select["n_folds"] == expected

@@ -260,7 +260,7 @@ def check_options(options: dict) -> None:
 def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", n: int = 20_000,
              draws: int = 1000, random_seed: int | None = None, minibatch_size: int | None = None,
              learning_rate: float = 0.02, settle_tol: float = 0.05, check_every: int = 50,
-             progressbar: bool = False, posterior_predictive: bool = True, starts="reference") -> dict:
+             progressbar: bool = False, posterior_predictive: bool = True, starts="reference", stream=None) -> dict:
     """Fit ``model`` by ADVI from the reference estimate and return the ``/advi`` groups as plain arrays.
 
     Parameters
@@ -302,6 +302,10 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         draws of the fit from ``starts[c]``), grouped into modes and weighted by stacking exactly as NUTS
         chains are (:func:`mixflow.engines.modes.mode_groups`): the groups ``modes`` and, with several
         modes, ``stacked/posterior``. The first fit has the seeds of a single fit.
+    stream : mixflow.engines.advi_stream.MinibatchStream, optional
+        Dask data: the minibatches streamed from the blocks of every row (``minibatch_size`` None; ``data``
+        the uniform sample that sets the standardisation and prior and gets the log-likelihood and
+        responsibilities); its batch size and source go to the attributes.
 
     Returns
     -------
@@ -328,7 +332,10 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     began = time.perf_counter()
     prior = model.resolve_prior(model.prepare(data))
     size = options["minibatch_size"]
-    pymc_model = model.pymc_model(data, prior, minibatch_size=size)
+    if stream is None:
+        pymc_model = model.pymc_model(data, prior, minibatch_size=size)
+    else:
+        pymc_model, size, options["stream"] = stream.build(model, data, prior), stream.batch_size, stream
     # the first fit keeps the seeds of a single fit; spawn's children depend on their index only, so the
     # predictive draws (child 0) are those of a single fit too
     children = np.random.SeedSequence(options["random_seed"]).spawn(len(points) + 1)
@@ -353,12 +360,13 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         "optimizer": "adam", "minibatch_size": -1 if size is None else size, "draws": options["draws"],
         "random_seed": int(options["random_seed"]),
         "start": "reference estimate (EM/MAP)" if len(points) == 1 else f"{len(points)} given points, one fit each",
-        "initial_sd": float(1.0 / np.sqrt(data.total_weight)),
+        "initial_sd": float(1.0 / np.sqrt(_total_weight(data, options))),
         "final_elbo": max(fit["final_elbo"] for fit in fits),
         "wall_time": float(fit_time),
         "n_relabelled_draws": int(np.any(permutations != np.arange(model.n_components), axis=-1).sum()),
         "relabel_cost": signature.description,
         "prior": json.dumps(prior.to_dict()),
+        **({} if stream is None else stream.attrs()),
     }
     coords = {"chain": np.arange(len(fits)), "draw": np.arange(options["draws"]),
               "iteration": np.arange(1, max(fit["elbo"].size for fit in fits) + 1)}
@@ -385,7 +393,7 @@ def _fit_one(model, data: Data, pymc_model, point: dict, seed: np.random.SeedSeq
     fit_seed, draw_seed = (int(s) for s in seed.generate_state(2))
     inference = VARIANTS[options["variant"]](model=pymc_model, start=model.pymc_start(data, point),
                                              random_seed=fit_seed)
-    _set_initial_spread(inference.approx.groups[0], options["variant"], 1.0 / np.sqrt(data.total_weight))
+    _set_initial_spread(inference.approx.groups[0], options["variant"], 1.0 / np.sqrt(_total_weight(data, options)))
     step = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
     check = SettleCheck(options["variant"], step, options["settle_tol"], options["check_every"])
     approx = _run(inference, pymc_model, check, step, options)
@@ -404,6 +412,12 @@ def _fit_one(model, data: Data, pymc_model, point: dict, seed: np.random.SeedSeq
             "final_learning_rate": float(step.get_value()),
             "final_elbo": float(window.mean()) if window.size else float("nan"),
             "draws": _draws(model, data, approx, options["draws"], draw_seed)}
+
+
+def _total_weight(data: Data, options: dict) -> float:
+    """The weight the posterior is given: the data's, or with a stream from Dask blocks all the rows'."""
+    stream = options.get("stream")
+    return data.total_weight if stream is None else stream.data.total_weight
 
 
 def _sample_stats(fits: list[dict], size) -> dict:
@@ -429,7 +443,9 @@ def _run(inference, pymc_model, check: SettleCheck, step, options: dict):
     logger.setLevel(logging.WARNING)  # PyMC logs "Interrupted at ..." at INFO when our check stops it: not a crash
     try:
         with noting_interrupts() as interrupted:  # PyMC's loop swallows Ctrl-C and returns the partial fit
-            approx = pm.fit(options["n"], method=inference, model=pymc_model, callbacks=[check],
+            stream = options.get("stream")  # Dask data: the next minibatch after every iteration
+            callbacks = [check] if stream is None else [check, stream.begin()]
+            approx = pm.fit(options["n"], method=inference, model=pymc_model, callbacks=callbacks,
                             obj_optimizer=adam(learning_rate=step), progressbar=options["progressbar"])
         if interrupted:
             raise SamplerInterrupted("ADVI interrupted: the optimisation was stopped, its partial fit dropped")

@@ -24,6 +24,9 @@ data units are free variables or ``pm.Deterministic`` with the names and dims of
 pointwise log-likelihoods are computed by :mod:`mixflow.engines.mcmc` from the draws.
 """
 
+import contextlib
+import contextvars
+
 import numpy as np
 
 from mixflow.data import Data
@@ -31,7 +34,7 @@ from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import require_pymc_form, supports_pymc
 
 __all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "lifted_weights", "mixture_potential",
-           "parameter_of", "supports_pymc", "weighted_moments"]
+           "parameter_of", "streamed_rows", "supports_pymc", "weighted_moments"]
 
 LOG_2PI = float(np.log(2 * np.pi))
 _STANDARDISED = "_std"
@@ -86,6 +89,26 @@ def dirichlet_weights(concentration: np.ndarray):
     return pm.Dirichlet("weights", a=np.asarray(concentration, dtype=float), dims="component")
 
 
+# the rows' source while a model is built for streamed minibatches (see :func:`streamed_rows`)
+_ROW_SOURCE = contextvars.ContextVar("mixflow_row_source", default=None)
+
+
+@contextlib.contextmanager
+def streamed_rows(source):
+    """Models built inside take their rows from ``source`` instead of the data (:func:`data_rows`).
+
+    ``source.bind(arrays, frequency)`` receives what :func:`data_rows` would have used and returns
+    ``(rows, row_weights, factor)``: tensors whose values the source replaces between optimisation steps
+    (e.g. shared variables refilled from Dask blocks, :mod:`mixflow.engines.advi_stream`) and the factor
+    scaling a minibatch sum to the full data.
+    """
+    token = _ROW_SOURCE.set(source)
+    try:
+        yield source
+    finally:
+        _ROW_SOURCE.reset(token)
+
+
 def data_rows(arrays: tuple, frequency: np.ndarray, minibatch_size: int | None) -> tuple[list, object, float]:
     """Row-aligned arrays and frequency weights as tensors, all rows or one minibatch of them.
 
@@ -108,6 +131,9 @@ def data_rows(arrays: tuple, frequency: np.ndarray, minibatch_size: int | None) 
     import pymc as pm
     import pytensor.tensor as pt
 
+    source = _ROW_SOURCE.get()
+    if source is not None:
+        return source.bind(arrays, frequency)
     if minibatch_size is None:
         return [pt.as_tensor(a) for a in arrays], pt.as_tensor(frequency), 1.0
     *rows, row_weights = pm.Minibatch(*arrays, frequency, batch_size=int(minibatch_size))

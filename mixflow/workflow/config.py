@@ -31,7 +31,8 @@ METHOD_OPTIONS = {
 }
 ACCELERATE_CHOICES = ("squarem", "none")  # [methods.em] accelerate: "none" is fit's accelerate=None
 TOP_KEYS = {"name", "title", "seed", "data", "models", "methods", "output", "select", "cluster"}
-SELECT_KEYS = {"fit"}
+SELECT_KEYS = {"fit", "n_folds"}
+_DEFAULT_FOLDS = 5  # select_k's
 DATA_KEYS = {"dataset", "path", "columns", "weights", "labels", "units", "chunks"}
 LARGE_DATA = (".zarr", ".parquet", ".nc")  # [data] path suffixes read lazily with Dask (a glob for the last two)
 CLUSTER_KEYS = {"address", "local"}
@@ -80,7 +81,7 @@ class Workflow:
     models: tuple
     methods: dict
     output: dict = field(default_factory=dict)
-    select: dict = field(default_factory=lambda: {"fit": "bic"})  # [select]: which K of a range to fit
+    select: dict = field(default_factory=lambda: {"fit": "bic", "n_folds": _DEFAULT_FOLDS})  # [select]
     units: dict = field(default_factory=dict)  # {column: unit}: the shipped dataset's, then [data] units
     config: dict = field(default_factory=dict)
     text: str = ""  # the file as read, for positions in errors raised while running
@@ -535,7 +536,11 @@ def _read_output(output, loc: _Locator) -> dict:
 
 
 def _read_select(select, loc: _Locator) -> dict:
-    """``[select] fit = "bic" | "all-preferred"``: which K of a range of K every method fits."""
+    """``[select]``: ``fit = "bic" | "all-preferred"`` and ``n_folds``.
+
+    ``fit``: which K of a range of K every method fits; ``n_folds``: the folds of the held-out
+    log-likelihood (``false``: none), for data in memory and data read with Dask alike.
+    """
     from mixflow.analysis.select import FIT_CHOICES
 
     _expect(select, dict, "[select]", "select", loc)
@@ -545,7 +550,11 @@ def _read_select(select, loc: _Locator) -> dict:
     if fit not in FIT_CHOICES:
         raise loc.error("[select] fit", f"expected one of {list(FIT_CHOICES)} (BIC's K, or every K some criterion "
                         f"prefers), got {fit!r}", "fit", "select")
-    return {"fit": fit}
+    n_folds = select.get("n_folds", _DEFAULT_FOLDS)
+    if n_folds is not False and (isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2):
+        raise loc.error("[select] n_folds", "expected an integer >= 2 (folds of the held-out log-likelihood) or false "
+                        f"(none), got {type(n_folds).__name__} {n_folds!r}", "n_folds", "select")
+    return {"fit": fit, "n_folds": None if n_folds is False else n_folds}
 
 
 def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -> None:
@@ -654,7 +663,7 @@ def read_workflow(path) -> Workflow:
     if "output" in config:
         with loc.collecting():
             output = _read_output(config["output"], loc)
-    select = {"fit": "bic"}
+    select = {"fit": "bic", "n_folds": _DEFAULT_FOLDS}
     if "select" in config:
         with loc.collecting():
             select = _read_select(config["select"], loc)

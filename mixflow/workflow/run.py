@@ -39,11 +39,10 @@ def _choose_k(workflow: Workflow, spec, data, weights, progress):
     progress(f"{spec.label}: choice of K over {list(spec.ks)} by {', '.join(methods)}")
     em = {key: value for key, value in _em_options(workflow.methods).items() if key != "method"}
     with progress.during(f"{spec.label}, choice of K"):
-        # Dask data: BIC, AIC and ICL of all the rows; no cross-validation, whose folds would cost n_folds
-        # more fits over all the blocks per K
-        folds = {"n_folds": None} if workflow.large else {}
+        # Dask data too: each fold's fit is blockwise (its held-out rows drawn block by block), n_folds more
+        # fits over all the blocks per K; [select] n_folds = false skips them
         table = select_k(spec.model(spec.ks[0]), data, ks=spec.ks, methods=methods, weights=weights,
-                         random_seed=workflow.seed, fit_kwargs=em, **folds,
+                         random_seed=workflow.seed, fit_kwargs=em, n_folds=workflow.select.get("n_folds", 5),
                          mcmc_kwargs={"progressbar": False, **workflow.methods.get("mcmc", {})},
                          progress=lambda message: progress(f"  {message}"))
     # select_k could return its EM fit of the chosen K (return_fits=True), but that fit has its own seed
