@@ -129,13 +129,13 @@ def test_acceleration_never_decreases_the_objective(name):
 @pytest.mark.parametrize("name", ["gaussian-full-em", "gaussian-full-map", "poisson", "regression", "grouped"])
 def test_plain_and_accelerated_em_reach_the_same_maximum(name):
     model, data, weights, method = _case(name)
-    fits = [mixflow.fit(model, data, method, weights=weights, n_init=1, random_seed=0, tol=1e-13,
+    fits = [mixflow.fit(model, data, method, weights=weights, n_init=1, random_seed=0, tol=1e-11,
                         max_iter=20000, accelerate=accelerate) for accelerate in (None, "squarem")]
     plain, fast = (fit["em"].attrs for fit in fits)
     key = "log_posterior" if method == "map" else "log_likelihood"
     assert fast[key] == pytest.approx(plain[key], rel=1e-11, abs=1e-9)
     for variable in fits[0]["em/estimate"].data_vars:
-        # the likelihood is flat along some directions: at tol=1e-13 the two runs' stops differ by ~1e-5 there
+        # the likelihood is flat along some directions: two stops on the objective differ by ~1e-5 there
         np.testing.assert_allclose(fits[1]["em/estimate"][variable], fits[0]["em/estimate"][variable],
                                    rtol=1e-3, atol=1e-4)
     assert fast["n_iter"] < plain["n_iter"]
