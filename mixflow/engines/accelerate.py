@@ -7,6 +7,16 @@ limit from three consecutive EM values ``l0 <= l1 <= l2`` as ``l_inf = l1 + (l2 
 ``l_inf - l1``, which is at least the last increment. Where EM crawls (``a`` near 1) the gap is many times
 the last increment, so a stop on the gap is not fooled by small steps far from the maximum.
 
+**When the objective cannot tell.** Near the maximum the objective's gain is quadratic in the parameters'
+distance to it, and a sum over the data resolves gains only down to its rounding: where EM crawls, the
+gains fall below the rounding while the parameters still move. :func:`aitken_gap` then returns 0, and the
+engine decides on the parameters instead: :func:`parameter_gap` applies Aitken's extrapolation to the
+largest change of the unconstrained parameters, ``|d_t| r / (1 - r)`` with ``r = |d_t| / |d_(t-1)|``
+(the sum of the geometric series of the steps still to come), and the run stops when that estimate is
+below ``sqrt(tol)`` (:func:`parameter_tolerance`): the distance at which an objective of unit curvature
+per observation has ``tol`` per observation still to gain. The unconstrained parameters are in the
+family's standardised working units or are logs, so one absolute tolerance is relative to their scale.
+
 **Accelerating.** SQUAREM (Varadhan and Roland 2008, scheme S3) extrapolates from two EM steps
 ``x1 = F(x0)``, ``x2 = F(x1)``: with ``r = x1 - x0``, ``v = x2 - x1 - r`` and ``alpha = -||r|| / ||v||``,
 the new point is ``x0 - 2 alpha r + alpha^2 v`` (``alpha = -1`` gives back ``x2``). The step length is
@@ -23,13 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "extrapolate", "from_unconstrained",
-           "to_unconstrained", "valid_parameters"]
+__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "extrapolate", "from_unconstrained", "parameter_gap",
+           "parameter_tolerance", "to_tracked", "to_unconstrained", "valid_parameters"]
 
 ACCELERATIONS = ("squarem",)
 _POSITIVE = ("rate", "variance")
 _STEP_FACTOR = 4.0
 _ROUNDING = 1e-14  # relative rounding of the objective, a sum over the data, with a margin
+_PARAMETER_ROUNDING = 1e-12  # rounding of the parameters, M-step ratios of sums over the data, with a margin
 
 
 @dataclass
@@ -92,6 +103,70 @@ def aitken_gap(values) -> float:
         return float("inf")
     rate = last / before
     return last / (1.0 - rate)
+
+
+def parameter_tolerance(tol: float) -> float:
+    """The bound on :func:`parameter_gap` that goes with ``tol`` per observation on the objective: ``sqrt(tol)``."""
+    return float(np.sqrt(tol))
+
+
+def to_tracked(params: dict) -> dict:
+    """Parameters in the form whose changes :func:`parameter_gap` measures.
+
+    That is :func:`to_unconstrained`'s with the weights as their logs, so that an empty component (log weight
+    ``-inf``, unchanged) does not hide the other components' changes as its centred log-ratio would.
+    """
+    out = to_unconstrained(params)
+    with np.errstate(divide="ignore"):
+        out["weights"] = np.log(np.asarray(params["weights"], dtype=float))
+    return out
+
+
+def parameter_gap(points) -> float:
+    """Aitken's estimate of the parameters' distance to their limit, from three consecutive EM points.
+
+    Parameters
+    ----------
+    points : sequence of dict
+        At least the last three plain EM points ``x0, x1, x2`` in :func:`to_tracked` form (each the EM map
+        of the one before); only the last three are used.
+
+    Returns
+    -------
+    float
+        ``d2 r / (1 - r)`` with ``d2 = max |x2 - x1|``, ``d1 = max |x1 - x0|`` and ``r = d2 / d1``, each change
+        relative to ``max(1, |x|)``; 0 when the last change is within the parameters' rounding (``1e-12``: a
+        fixed point); ``inf`` when there are fewer than three points, a change is not finite, or the changes
+        do not shrink (no linear rate to extrapolate with).
+
+    """
+    if len(points) < 3:
+        return float("inf")
+    first, second, third = points[-3:]
+    before, last = _largest_change(first, second), _largest_change(second, third)
+    if last <= _PARAMETER_ROUNDING:
+        return 0.0
+    if not last < before:  # also a NaN change
+        return float("inf")
+    rate = last / before
+    return last * rate / (1.0 - rate)
+
+
+def _largest_change(start: dict, end: dict) -> float:
+    """The largest change between two unconstrained parameter sets, relative to ``max(1, |value|)``.
+
+    An equal infinity (an empty component's log weight) is no change.
+    """
+    largest = 0.0
+    for name, value in start.items():
+        if np.shape(value) != np.shape(end[name]):  # a component trimmed in between
+            return float("nan")
+        with np.errstate(invalid="ignore"):
+            change = np.where(value == end[name], 0.0, np.abs(end[name] - value) / np.maximum(1.0, np.abs(value)))
+        largest = max(largest, float(np.max(change, initial=0.0))) if np.isfinite(change).all() else float("nan")
+        if largest != largest:
+            return largest
+    return largest
 
 
 def to_unconstrained(params: dict) -> dict:

@@ -17,6 +17,9 @@ from mixflow.engines.accelerate import (
     SquaremState,
     aitken_gap,
     extrapolate,
+    parameter_gap,
+    parameter_tolerance,
+    to_tracked,
     to_unconstrained,
     valid_parameters,
 )
@@ -48,9 +51,12 @@ from mixflow.errors import InputError
 from mixflow.families.base import SPURIOUS_RATIO, SPURIOUS_SIZE
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
-__all__ = ["CONVERGENCE_CRITERION", "EMOptions", "empty_components", "fit_em", "fit_prepared", "initial_parameters"]
+__all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "empty_components", "fit_em", "fit_prepared",
+           "initial_parameters"]
 
-CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol"  # recorded with every fit, see run_em
+# the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
+CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol"
+PARAMETER_CRITERION = "parameter_gap < sqrt(tol)"
 
 _EPS_COUNT = 10 * np.finfo(float).eps
 _EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practically) no observation
@@ -128,6 +134,8 @@ class Run:
     n_iter: int = 0
     aitken_gap: float = float("inf")
     accepted_extrapolations: int = 0
+    criterion: str = CONVERGENCE_CRITERION
+    parameter_gap: float = float("nan")
 
     def record(self, point: Point) -> None:
         """Make ``point`` the run's current parameters and append its values to the history."""
@@ -189,6 +197,12 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
            threaded: bool = False) -> Run:
     """EM from one start until Aitken's estimate of the objective still to gain is below ``tol`` per observation.
 
+    Where the objective no longer resolves the gains (:func:`~mixflow.engines.accelerate.aitken_gap` is 0 by
+    its rounding), the stop is decided on the parameters instead: Aitken's estimate of their distance to the
+    limit (:func:`~mixflow.engines.accelerate.parameter_gap`) below ``sqrt(tol)``; until then EM goes on,
+    extrapolated as before. Either estimate must hold for two consecutive triples of plain EM points (the
+    last and the one before). ``run.criterion`` names the rule that stopped the run (or was still unmet).
+
     Every iteration is one pass over the data (E-step and objective) and one M-step. With
     ``options.accelerate == "squarem"``, every second iteration is followed by SQUAREM's extrapolation
     (one more pass), kept only when valid, regular and at least as good as the plain step (see
@@ -201,29 +215,47 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
     run.record(point)
     squarem = SquaremState() if options.accelerate == "squarem" else None
     threshold = options.tol * prepared.total_weight
-    chain, cycle = [point.value], [point]  # plain EM values since the last jump; points of this cycle
+    # plain EM values and parameters since the last jump; points of this cycle
+    chain, steps, cycle = [point.value], [point.params], [point]
     while run.n_iter < options.max_iter:
         run.collapsed.update(point.collapsed)
         point = evaluate(point.following, point.following_active)
         run.n_iter += 1
         run.record(point)
         chain.append(point.value)
+        steps.append(point.params)
+        del steps[:-4]  # the parameter test looks at the last two triples
         cycle.append(point)
-        latest = aitken_gap(chain)
-        run.aitken_gap = max(latest, aitken_gap(chain[:-1]))  # confirmed by the triple before
-        if run.aitken_gap < threshold:
+        latest, before = aitken_gap(chain), aitken_gap(chain[:-1])
+        run.aitken_gap = max(latest, before)  # confirmed by the triple before
+        if latest > 0 and before > 0:
+            run.criterion, stop, confirm = CONVERGENCE_CRITERION, run.aitken_gap < threshold, latest < threshold
+        else:  # the gains are below the objective's rounding: decide on the parameters
+            run.criterion, stop, confirm = _parameter_test(run, steps, parameter_tolerance(options.tol))
+        if stop:
             run.converged = True
             break
-        if latest < threshold:  # take the plain step that can confirm the stop
+        if confirm:  # take the plain step that can confirm the stop
             cycle = [point]
         elif squarem is not None and len(cycle) == 3:
             jumped = _squarem_point(run, cycle, evaluate, squarem, options.max_iter)
             if jumped is not None:
-                point, chain = jumped, [jumped.value]
+                point, chain, steps = jumped, [jumped.value], [jumped.params]
             cycle = [point]
     if squarem is not None:
         run.accepted_extrapolations = squarem.accepted
     return run
+
+
+def _parameter_test(run: Run, steps: list, tolerance: float) -> tuple[str, bool, bool]:
+    """The parameter criterion on the last plain EM points: its name, whether to stop, whether to confirm.
+
+    Sets ``run.parameter_gap`` to the larger estimate of the last two triples of points.
+    """
+    points = [to_tracked(params) for params in steps[-4:]]
+    latest, before = parameter_gap(points), parameter_gap(points[:-1])
+    run.parameter_gap = max(latest, before)
+    return PARAMETER_CRITERION, run.parameter_gap < tolerance, latest < tolerance
 
 
 def _squarem_point(run: Run, cycle: list, evaluate, state: SquaremState, max_iter: int):
@@ -514,7 +546,9 @@ def _extend(first: Run, then: Run) -> Run:
                active=first.active[then.active],
                n_iter=first.n_iter + then.n_iter,
                aitken_gap=then.aitken_gap,
-               accepted_extrapolations=first.accepted_extrapolations + then.accepted_extrapolations)
+               accepted_extrapolations=first.accepted_extrapolations + then.accepted_extrapolations,
+               criterion=then.criterion,
+               parameter_gap=then.parameter_gap)
 
 
 def _restart(short: Run, then: Run) -> Run:
@@ -564,9 +598,14 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
             "(the prior removes the singularity), fewer components, or trim=... to drop tiny components.",
             DegenerateComponentWarning, stacklevel=3)
     if not run.converged:
+        if run.criterion == PARAMETER_CRITERION:
+            unmet = (f"the objective no longer resolves the gains, and Aitken's estimate of the parameters' distance "
+                     f"to their limit, {run.parameter_gap:.3g}, is not below sqrt(tol)={np.sqrt(options.tol):.3g}")
+        else:
+            unmet = (f"Aitken's estimate of the objective still to gain, {run.aitken_gap / n_observations:.3g} per "
+                     f"observation, is not below tol={options.tol}")
         warnings.warn(
-            f"EM did not converge in max_iter={options.max_iter} iterations (Aitken's estimate of the objective "
-            f"still to gain, {run.aitken_gap / n_observations:.3g} per observation, is not below tol={options.tol}); "
+            f"EM did not converge in max_iter={options.max_iter} iterations ({unmet}); "
             "increase max_iter, loosen tol, or try other starts.",
             ConvergenceWarning, stacklevel=3)
 
@@ -680,8 +719,9 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "n_spurious_restarts": int(restarts["spurious"].sum()),
         "tol": float(options.tol),
         "max_iter": int(options.max_iter),
-        "convergence_criterion": CONVERGENCE_CRITERION,
+        "convergence_criterion": best.criterion,
         "aitken_gap": float(best.aitken_gap),
+        "parameter_gap": float(best.parameter_gap),
         "acceleration": options.accelerate or "none",
         "accepted_extrapolations": int(best.accepted_extrapolations),
         "trim": -1.0 if options.trim is None else float(options.trim),
@@ -700,6 +740,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "n_iter": (("restart",), np.array([r.n_iter for r in runs], dtype=np.int64)),
         "converged": (("restart",), np.array([r.converged for r in runs], dtype=bool)),
         "aitken_gap": (("restart",), np.array([r.aitken_gap for r in runs], dtype=float)),
+        "parameter_gap": (("restart",), np.array([r.parameter_gap for r in runs], dtype=float)),
+        "convergence_criterion": (("restart",), np.array([r.criterion for r in runs], dtype=str)),
         "accepted_extrapolations": (("restart",), np.array([r.accepted_extrapolations for r in runs], dtype=np.int64)),
         "start": (("restart",), np.array(restarts["start"], dtype=str)),
         "continued": (("restart",), restarts["continued"]),
