@@ -172,6 +172,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
                "adaptation": adaptation, "jitter": jitter, "posterior_predictive": posterior_predictive,
                "starts": starts}
     reference = _check_arguments(model, data, reference, options)
+    timings, clock = {}, _Clock()
     points = start_points(model, data, reference, options["starts"])
     prior = model.resolve_prior(model.prepare(data))
     pymc_model = model.pymc_model(data, prior)
@@ -180,28 +181,35 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     start = [_transformed_point(pymc_model, model.pymc_start(data, point)) for point in points]
     jitter_sd = options["jitter"] / np.sqrt(max(1.0, float(reference["weights"].min() * data.total_weight)))
     run = _sample_nutpie if options["sampler"] == "nutpie" else _sample_pymc
+    timings["build"] = clock.lap()
     began = time.perf_counter()
-    idata = run(pymc_model, start, jitter_sd, jitter_seed, int(sampler_seed.generate_state(1)[0] % 2**31), options)
+    idata = run(pymc_model, start, jitter_sd, jitter_seed, int(sampler_seed.generate_state(1)[0] % 2**31), options,
+                timings)
     elapsed = time.perf_counter() - began
+    clock.lap()
     draws = {name: (idata["posterior"][name].dims, idata["posterior"][name].values)
              for name in model.parameter_dims(data.features)}
     signature = model.label_signature(data)
     aligned, permutations = align(draws, reference, signature)
+    timings["align"] = clock.lap()
     groups = {
         "posterior": {"variables": aligned, "attrs": _clean_attrs(idata["posterior"].attrs)},
         "sample_stats": {"variables": _plain_variables(idata["sample_stats"].to_dataset()),
                          "attrs": _clean_attrs(idata["sample_stats"].attrs)},
         **draw_groups(model, data, {k: v for k, (_, v) in aligned.items()}, options["posterior_predictive"],
-                      np.random.default_rng(predictive_seed)),
+                      np.random.default_rng(predictive_seed), timings),
     }
+    clock.lap()
     found, chain_mode = mode_groups(model, data, aligned, groups["log_likelihood"]["variables"]["x"][1], reference,
                                     np.random.default_rng(stacking_seed),
                                     "MCMC draws of every mode resampled by the modes' stacking weights")
     groups.update(found)
+    timings["modes"] = clock.lap()
     modes = groups["modes"]["variables"]
     coords_extra = {"mode": np.arange(modes["weight"][1].size)}
     diagnostics = _diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options,
                             chain_mode, modes["weight"][1])
+    timings["diagnostics"] = clock.lap()
     relabelled = np.any(permutations != np.arange(model.n_components), axis=-1)
     attrs = {
         "method": "nuts", "sampler": options["sampler"], "draws": options["draws"], "tune": options["tune"],
@@ -214,6 +222,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         "relabel_cost": signature.description,
         "log_likelihood": "pointwise log p(x_n) of one copy of each row (frequency weights not applied)",
         "wall_time": float(elapsed),  # compilation and sampling
+        "timings": json.dumps(timings),  # seconds per phase (see _PHASES)
         "prior": json.dumps(prior.to_dict()),
         "n_modes": int(modes["weight"][1].size),
         **diagnostics,
@@ -224,6 +233,27 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     return {"attrs": attrs, "coords": coords, "groups": groups}
 
 
+# -- where the time goes -----------------------------------------------------------------------------------
+class _Clock:
+    """Wall-clock laps: ``lap()`` returns the seconds since the previous lap (or since it was made)."""
+
+    def __init__(self):
+        self._last = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        elapsed, self._last = now - self._last, now
+        return elapsed
+
+
+def _kept_draws_time(sample_stats, name: str) -> float | None:
+    """Seconds the slowest chain spent on its kept draws, from the sampler's per-draw timings (if it keeps any)."""
+    if name not in sample_stats:
+        return None
+    per_draw = np.asarray(sample_stats[name].values, dtype=float)
+    return float(np.nansum(per_draw, axis=-1).max())
+
+
 # -- starting points and the two samplers ------------------------------------------------------------------
 def _transformed_point(pymc_model: pm.Model, values: dict) -> dict:
     """The free variables' values on the sampler's (unconstrained) scale, keyed by value-variable name."""
@@ -232,7 +262,7 @@ def _transformed_point(pymc_model: pm.Model, values: dict) -> dict:
     return {name: np.asarray(value, dtype=float) for name, value in point.items()}
 
 
-def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, options):
+def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, options, timings: dict):
     import nutpie
 
     names = [pymc_model.rvs_to_values[rv].name for rv in pymc_model.free_RVs]
@@ -243,9 +273,11 @@ def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, option
         rng = np.random.default_rng([*key, int(chain_seed) % 2**64])
         return base + jitter_sd * rng.standard_normal(base.size)
 
+    began = time.perf_counter()
     with _numba_optimisation(_NUTPIE_NUMBA_OPT):
         compiled = nutpie.compile_pymc_model(pymc_model, jitter_rvs=set())
     compiled = dataclasses.replace(compiled, initial_point_func=initial_point)
+    timings["compile"] = time.perf_counter() - began
     began = time.perf_counter()
     with one_blas_thread():  # see _sample_pymc
         running = nutpie.sample(compiled, draws=options["draws"], tune=max(options["tune"], 1),
@@ -260,7 +292,8 @@ def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, option
             running.cancel()
             raise SamplingInterrupted("MCMC interrupted: the sampler was stopped, no draws were kept") from None
     _check_complete(idata, options)
-    idata["posterior"].attrs.update(sampling_time=time.perf_counter() - began, tuning_steps=options["tune"])
+    timings["tune_and_draw"] = time.perf_counter() - began
+    idata["posterior"].attrs.update(sampling_time=timings["tune_and_draw"], tuning_steps=options["tune"])
     return idata
 
 
@@ -277,7 +310,7 @@ def _numba_optimisation(level: int):
         config.OPT = saved
 
 
-def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options):
+def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options, timings: dict | None = None):
     rng = np.random.default_rng(jitter_seed)
     initvals = [{name: value + jitter_sd * rng.standard_normal(value.shape)
                  for name, value in start[chain % len(start)].items()} for chain in range(options["chains"])]
@@ -292,13 +325,20 @@ def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options)
         warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
                                 category=DeprecationWarning)
         step = {"init": "adapt_diag", "target_accept": options["target_accept"]}
+        began = time.perf_counter()
         if cores > 1 and options["chains"] > 1:
             initvals, step = _nuts_compiled_here(pymc_model, initvals, seed, options)
+        compiled = time.perf_counter()
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, nuts_sampler="pymc", **step,
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
                           mp_ctx=_CHAIN_START, compute_convergence_checks=False, model=pymc_model)
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
+    if timings is not None:  # with the chains in this process PyMC compiles inside pm.sample, counted with it
+        timings.update(compile=compiled - began, tune_and_draw=time.perf_counter() - compiled)
+        draws_time = _kept_draws_time(idata["sample_stats"], "perf_counter_diff")
+        if draws_time is not None:
+            timings["draws"] = draws_time
     return idata
 
 
