@@ -3,7 +3,7 @@
 The steps are those of :func:`fit_mcmc`, generic over families through the model's PyMC seam (see
 :class:`mixflow.families.base.MixtureModel`): build the model (``model.pymc_model``), start every chain at
 the reference estimate (EM/MAP, ``model.pymc_start``) plus a seeded jitter of about one posterior standard
-deviation, run NUTS (nutpie's when installed, else PyMC's), align every draw to the reference labelling
+deviation, run NUTS (PyMC's, or nutpie's on request), align every draw to the reference labelling
 (:mod:`mixflow.families.relabel` with ``model.label_signature``), then compute from the aligned draws the pointwise
 log-likelihood (labels marginalised), the responsibilities (posterior mean and sd) and posterior
 predictive draws (``model.simulate``), and the diagnostics (R-hat, bulk and tail ESS, divergences),
@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 import pymc as pm
 import xarray as xr
+from pymc.backends.ndarray import NDArray
 from pymc.initial_point import make_initial_point_fn
 
 from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
@@ -50,13 +51,18 @@ _NUTPIE_NUMBA_OPT = 0
 
 
 def resolve_sampler(sampler: str) -> str:
-    """``"auto"`` -> ``"nutpie"`` when nutpie is importable, else ``"pymc"``; check a forced choice."""
+    """``"auto"`` -> ``"pymc"``; check a forced choice.
+
+    PyMC's NUTS is the default because it is the faster one, compilation included, on the families and
+    data sizes mixflow ships (``benchmarks/mcmc_ess.py`` measures it; the README gives the figures): nutpie
+    samples faster, but compiles its C callback anew in every process, which costs more than its sampling
+    saves on these sizes. nutpie stays available (``sampler="nutpie"``) for long or costly runs.
+    """
     if sampler not in SAMPLERS:
         raise InputError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
-    installed = importlib.util.find_spec("nutpie") is not None
     if sampler == "auto":
-        return "nutpie" if installed else "pymc"
-    if sampler == "nutpie" and not installed:
+        return "pymc"
+    if sampler == "nutpie" and importlib.util.find_spec("nutpie") is None:
         raise ImportError("sampler: 'nutpie' was requested but nutpie is not installed; "
                           "pip install 'mixflow[nutpie]' or use sampler='pymc'")
     return sampler
@@ -124,7 +130,8 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     random_seed : int, optional
         Seeds the jitter of the starts, the sampler and the posterior predictive draws.
     sampler : {"auto", "nutpie", "pymc"}, default "auto"
-        NUTS implementation: nutpie when installed ("auto"), or forced.
+        NUTS implementation: PyMC's ("auto", the faster one compilation included on the shipped families
+        and sizes, see :func:`resolve_sampler`), or nutpie's.
     progressbar : bool, default True
         Show the sampler's progress (and PyMC's log messages).
     cores : int, optional
@@ -181,6 +188,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     start = [_transformed_point(pymc_model, model.pymc_start(data, point)) for point in points]
     jitter_sd = options["jitter"] / np.sqrt(max(1.0, float(reference["weights"].min() * data.total_weight)))
     run = _sample_nutpie if options["sampler"] == "nutpie" else _sample_pymc
+    options["traced"] = list(model.parameter_dims(data.features))  # what the PyMC sampler's trace keeps
     timings["build"] = clock.lap()
     began = time.perf_counter()
     idata = run(pymc_model, start, jitter_sd, jitter_seed, int(sampler_seed.generate_state(1)[0] % 2**31), options,
@@ -353,15 +361,49 @@ def _nuts_compiled_here(pymc_model, initvals: list, seed: int, options: dict) ->
     the same compiled code. The seeds are ``pm.sample``'s (one generator per chain spawned from ``seed``),
     so the draws are those ``pm.sample`` makes with chains in this process (``cores=1``).
 
-    Returns the chains' starting points and ``{"step": NUTS}`` for ``pm.sample``.
+    The step is the one ``pm.init_nuts(init="adapt_diag")`` makes (the same potential, seeds and start
+    points, so the same draws), built without it: ``init_nuts`` compiles an initial-point function per
+    chain to return the starts it is given, which are already complete points on the sampler's scale.
+    The trace records the parameters only, through one compiled function shared by the chains
+    (``pm.sample`` otherwise compiles the model's every variable once per chain).
+
+    Returns the chains' starting points and the keyword arguments ``step`` and ``trace`` for ``pm.sample``.
     """
+    from pymc.blocking import DictToArrayBijection
+    from pymc.step_methods.hmc import quadpotential
+
     seeds = [int(rng.integers(2**30)) for rng in np.random.default_rng(seed).spawn(options["chains"])]
-    starts, step = pm.init_nuts(init="adapt_diag", chains=options["chains"], model=pymc_model, random_seed=seeds,
-                                progressbar=False, quiet=True, tune=options["tune"], initvals=initvals,
-                                target_accept=options["target_accept"])
-    point = np.concatenate([np.ravel(starts[0][var.name]) for var in pymc_model.continuous_value_vars])
-    step._logp_dlogp_func(point)  # the step's own function (PyMC compiles on the first call, in the chains)
-    return starts, {"step": step}
+    names = [var.name for var in pymc_model.value_vars]
+    starts = [{name: np.asarray(point[name], dtype=float) for name in names} for point in initvals]
+    logp_dlogp = pymc_model.logp_dlogp_function(ravel_inputs=True)
+    logp_dlogp.trust_input = True
+    arrays = [DictToArrayBijection.map(point).data for point in starts]
+    mean = np.mean(arrays, axis=0)
+    potential = quadpotential.QuadPotentialDiagAdapt(mean.size, mean, np.ones_like(mean), 10, rng=seeds[0])
+    step = pm.NUTS(potential=potential, model=pymc_model, rng=seeds[0], initial_point=starts[0],
+                   logp_dlogp_func=logp_dlogp, target_accept=options["target_accept"])
+    step._logp_dlogp_func(arrays[0])  # the step's own function (PyMC compiles on the first call, in the chains)
+    return starts, {"step": step, "trace": _chain_trace(pymc_model, starts[0], options.get("traced"))}
+
+
+class _ChainTrace(NDArray):
+    """An in-memory trace whose per-chain copies share one compiled function.
+
+    ``pm.sample`` copies the trace it is given once per chain; the copies share the function that computes
+    the traced variables, and nothing else (a plain copy would also share the dict its draws go into).
+    """
+
+    def __copy__(self):
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.samples, twin._stats = {}, None
+        return twin
+
+
+def _chain_trace(pymc_model, start: dict, names) -> _ChainTrace:
+    """The trace of the variables ``names`` (all the model's unobserved variables when None)."""
+    variables = None if names is None else pymc_model.replace_rvs_by_values([pymc_model[name] for name in names])
+    return _ChainTrace(model=pymc_model, vars=variables, test_point=start)
 
 
 SamplingInterrupted = SamplerInterrupted  # the sampler was stopped (Ctrl-C) and its partial draws dropped
