@@ -1,33 +1,39 @@
-"""MCMC efficiency: minimum bulk ESS per wall-clock second, compilation included, ours against plain PyMC.
+"""MCMC efficiency: minimum bulk ESS per wall-clock second, compilation included: mixflow against NumPyro
+and plain PyMC on the same posterior.
 
 Two cases, each run here, one after the other, on the same machine:
 
 - Old Faithful, full covariance, K = 2;
 - a simulated 1-D mixture, n = 1000, K = 3.
 
-"Ours" is the whole call a user makes: the MAP estimate by EM, then ``fit_mcmc`` (model building,
-compilation, sampling, alignment, pointwise log-likelihood, responsibilities and posterior predictive
-draws): with its defaults (sampler "auto", i.e. nutpie when installed, tune=500, low-rank mass matrix),
-with plain PyMC's tuning length and mass matrix (to separate the levers), and with PyMC's own NUTS.
+Runs (``--runs``, every one in a fresh Python process, timed from after the imports):
 
-"Plain PyMC" is the same model (same likelihood, same Normal-Inverse-Wishart / Normal-Inverse-Gamma
-prior with the same hyperparameters) written the usual way: ``pm.Mixture`` of ``pm.MvNormal`` components
-(precisions ``pm.Wishart(dof, scale^-1)``, so covariances are Inverse-Wishart) or ``pm.NormalMixture``
-with ordered means for 1-D, sampled by default ``pm.sample`` (which picks nutpie when installed, with
-its default initialisation) with the same draws and chains and PyMC's default 1000 tuning steps. Its
-ESS is reported on its raw draws and after aligning them with our relabelling (so that label switching
-does not count against it).
+- ``ours``, ``ours_pymc``, ``ours_nutpie``: the whole call a user makes, ``mixflow.fit(method="map")`` then
+  ``mixflow.fit(method="mcmc", tree=...)`` (model building, compilation, sampling, alignment, pointwise
+  log-likelihood, responsibilities, posterior predictive draws, modes, diagnostics, the container), with
+  mixflow's defaults and with each sampler forced. Their time is broken down by phase (the fit's
+  ``attrs["timings"]``; "EM/MAP start" is the first call, "container build and the rest" what is left).
+- ``numpyro_parallel``, ``numpyro_sequential``: NumPyro's NUTS on a NumPyro model of the same posterior
+  (``numpyro_peer.py``: same priors, same unconstrained coordinates, Jacobians included; its log density is
+  checked against mixflow's PyMC model at 5 random unconstrained points, to 1e-10 relative, in a fresh
+  process before any timing), started like ours (the EM/MAP estimate plus the same jitter), with
+  ``chain_method="parallel"`` on one host device per chain (``numpyro.set_host_device_count``) or
+  ``"sequential"``; 1000 tuning steps; the EM fit and JAX's compilation are in the time.
+- ``plain_pymc``: the same model written the usual PyMC way (``peers.py``: ``pm.Mixture`` of ``pm.MvNormal``
+  with Wishart precisions, or ``pm.NormalMixture`` with ordered means), default ``pm.sample`` (nutpie when
+  installed), 1000 tuning steps.
+- not run unless named: ``ours_diag_tune1000`` and ``ours_numba_opt3`` (levers of the nutpie path).
 
-Both sides keep the same draws (1000) and chains (4). ESS is arviz_stats' bulk ESS, the
-minimum over every entry of weights, means and covariances/variances. Every run is a fresh Python process
-(timed from after the imports), so no run inherits another's warm caches or one-time initialisation.
+All keep 1000 draws and 4 chains. ESS is arviz_stats' bulk ESS, the minimum over every entry of weights,
+means and covariances/variances, on draws aligned to the EM/MAP labelling (mixflow aligns its own draws;
+NumPyro's and plain PyMC's are aligned afterwards with the same relabelling, ``peers.aligned_draws``).
+The line TARGET is mixflow's default over NumPyro's parallel chains, in ESS per second.
 
-Run: ``.venv/bin/python benchmarks/mcmc_ess.py [repeats] [--quick]``: each figure is the median wall time of
-``repeats`` (default 3) fresh processes, the runs interleaved (every run once per round); the draws are
-seeded, so the ESS is the same in every repeat. The row "numba at its default -O3" separates our compile
-lever (LLVM -O0 for nutpie's thin numba wrapper) from the rest.
-The machine may be shared: the load average is printed. ``--quick`` (a smoke run for the test suite, no
-figures to quote) runs Old Faithful only, once, with 100 draws, 100 tuning steps and 2 chains.
+Run: ``python benchmarks/mcmc_ess.py [--repeats 3] [--cases faithful,1d] [--runs ours,numpyro_parallel]``:
+each figure is the median wall time of ``repeats`` fresh processes, the runs interleaved (every run once
+per round); the draws are seeded, so the ESS is the same in every repeat. The machine may be shared: the
+load average is printed. ``--quick`` (a smoke run, no figures to quote) uses 100 draws, 100 tuning steps
+and 2 chains, once. NumPyro is an optional extra: ``pip install -e ".[bench]"``.
 """
 
 import json
