@@ -332,17 +332,15 @@ def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options,
         # forking the chains is deliberate (above); Python's note that threads exist in this process is noise
         warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
                                 category=DeprecationWarning)
-        step = {"init": "adapt_diag", "target_accept": options["target_accept"]}
         began = time.perf_counter()
-        if cores > 1 and options["chains"] > 1:
-            initvals, step = _nuts_compiled_here(pymc_model, initvals, seed, options)
+        initvals, step = _nuts_compiled_here(pymc_model, initvals, seed, options)  # chains here or forked alike
         compiled = time.perf_counter()
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, nuts_sampler="pymc", **step,
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
                           mp_ctx=_CHAIN_START, compute_convergence_checks=False, model=pymc_model)
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
-    if timings is not None:  # with the chains in this process PyMC compiles inside pm.sample, counted with it
+    if timings is not None:
         timings.update(compile=compiled - began, tune_and_draw=time.perf_counter() - compiled)
         draws_time = _kept_draws_time(idata["sample_stats"], "perf_counter_diff")
         if draws_time is not None:
@@ -359,7 +357,7 @@ def _nuts_compiled_here(pymc_model, initvals: list, seed: int, options: dict) ->
     two same-seed fits could run different code (with an empty cache the second fit's chains loaded what
     the first fit's had written) and differ. Compiled here, every chain process forked from this one runs
     the same compiled code. The seeds are ``pm.sample``'s (one generator per chain spawned from ``seed``),
-    so the draws are those ``pm.sample`` makes with chains in this process (``cores=1``).
+    and chains run in this process (``cores=1``) get the same set-up, so they make the same draws.
 
     The step is the one ``pm.init_nuts(init="adapt_diag")`` makes (the same potential, seeds and start
     points, so the same draws), built without it: ``init_nuts`` compiles an initial-point function per
