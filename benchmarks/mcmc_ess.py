@@ -22,7 +22,8 @@ Runs (``--runs``, every one in a fresh Python process, timed from after the impo
 - ``plain_pymc``: the same model written the usual PyMC way (``peers.py``: ``pm.Mixture`` of ``pm.MvNormal``
   with Wishart precisions, or ``pm.NormalMixture`` with ordered means), default ``pm.sample`` (nutpie when
   installed), 1000 tuning steps.
-- not run unless named: ``ours_diag_tune1000`` and ``ours_numba_opt3`` (levers of the nutpie path).
+- not run unless named: ``ours_pymc_1process`` (PyMC's chains one after the other in the one process, no
+  chain processes), ``ours_diag_tune1000`` and ``ours_numba_opt3`` (levers of the nutpie path).
 
 All keep 1000 draws and 4 chains. ESS is arviz_stats' bulk ESS, the minimum over every entry of weights,
 means and covariances/variances, on draws aligned to the EM/MAP labelling (mixflow aligns its own draws;
@@ -149,6 +150,8 @@ RUNS = {  # label, fit_mcmc options (mixflow's runs)
     "numpyro_sequential": ("NumPyro, sequential chains", None),
     "plain_pymc": ("plain PyMC, default pm.sample, aligned", None),
     # not run unless asked for (--runs): levers of our own runs
+    "ours_pymc_1process": ("mixflow, sampler='pymc', chains in one process (cores=1)",
+                           {"sampler": "pymc", "cores": 1}),
     "ours_diag_tune1000": ("mixflow, nutpie, tune=1000, adaptation='diag'",
                            {"sampler": "nutpie", "tune": 1000, "adaptation": "diag"}),
     "ours_numba_opt3": ("mixflow, nutpie, numba at its default -O3", {"sampler": "nutpie"}),
