@@ -29,3 +29,25 @@ def test_what_a_benchmark_imports_from_mixflow_exists(path):
                if not hasattr(importlib.import_module(module), name)
                and importlib.util.find_spec(f"{module}.{name}") is None]
     assert not missing, f"{path.name} imports names that no longer exist: {missing}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("covariance, k", [("full", 2), ("diag", 3)])
+def test_numpyro_peer_has_the_log_density_of_our_pymc_model(covariance, k, monkeypatch):
+    """The MCMC benchmark's NumPyro model is the same posterior, Jacobians included, on the same unconstrained
+    coordinates (NumPyro is an optional benchmark extra, not a test requirement)."""
+    pytest.importorskip("numpyro")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    numpyro_peer = importlib.import_module("numpyro_peer")
+    import numpy as np
+
+    import mixflow
+    from mixflow.data import validate_data
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 2)) + np.repeat([[0.0, 0.0], [3.0, 1.0]], 30, axis=0)
+    model = mixflow.GaussianMixture(k, covariance=covariance)
+    data = validate_data(x)
+    prior = model.resolve_prior(model.prepare(data))
+    worst = numpyro_peer.check_log_density(model.pymc_model(data, prior), numpyro_peer.model_inputs(model, data, prior))
+    assert worst < 1e-10

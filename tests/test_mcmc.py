@@ -1,7 +1,9 @@
 """MCMC: NUTS on the declared model, started at EM, aligned to its labelling, checked against the truth."""
 
 import importlib.util
+import json
 import warnings
+from copy import copy
 from functools import partial
 
 import arviz_stats as azs
@@ -73,14 +75,27 @@ def test_bad_model_data_and_reference_name_the_argument(small):
         fit_mcmc(model, data, {"weights": reference["weights"], "mu": reference["mu"]})
 
 
-def test_sampler_auto_prefers_nutpie_and_falls_back_to_pymc(monkeypatch):
-    installed = importlib.util.find_spec("nutpie") is not None
-    assert resolve_sampler("auto") == ("nutpie" if installed else "pymc")
+def test_sampler_auto_is_pymc_and_nutpie_needs_nutpie(monkeypatch):
+    assert resolve_sampler("auto") == "pymc"  # the faster choice, compilation included (benchmarks/mcmc_ess.py)
     assert resolve_sampler("pymc") == "pymc"
     monkeypatch.setattr(mcmc.importlib.util, "find_spec", lambda name: None)
     assert resolve_sampler("auto") == "pymc"
     with pytest.raises(ImportError, match="sampler: 'nutpie' was requested but nutpie is not installed"):
         resolve_sampler("nutpie")
+
+
+def test_the_chains_traces_share_their_compiled_function_and_not_their_draws():
+    with pm.Model() as model:
+        x = pm.Normal("x", shape=2)
+        pm.Deterministic("twice", 2 * x)
+    trace = mcmc._chain_trace(model, {"x": np.zeros(2)}, ["twice"])
+    one, two = copy(trace), copy(trace)  # what pm.sample does, once per chain
+    one.setup(3, 0)
+    two.setup(3, 1)
+    one.record({"x": np.array([1.0, 2.0])}, in_warmup=False)
+    assert one.fn is two.fn and one.samples is not two.samples
+    assert one.varnames == ["twice"] and len(one) == 1 and len(two) == 0
+    np.testing.assert_array_equal(one.samples["twice"][0], [2.0, 4.0])
 
 
 def test_numba_optimisation_level_is_restored():
@@ -188,6 +203,11 @@ def test_same_seed_same_draws_for_both_samplers(small, sampler):
         again = fit_mcmc(model, data, reference, random_seed=5, **run)
         other = fit_mcmc(model, data, reference, random_seed=6, **run)
     assert first["attrs"]["sampler"] == sampler
+    timings = json.loads(first["attrs"]["timings"])  # where the time went, phase by phase
+    phases = {"build", "compile", "tune_and_draw", "align", "log_likelihood_responsibilities",
+              "posterior_predictive", "modes", "diagnostics"}
+    assert phases <= set(timings) and all(seconds >= 0 for seconds in timings.values())
+    assert ("draws" in timings) == (sampler == "pymc")  # PyMC times every kept draw; nutpie does not
     mu = first["groups"]["posterior"]["variables"]["mu"][1]
     np.testing.assert_array_equal(mu, again["groups"]["posterior"]["variables"]["mu"][1])
     assert not np.array_equal(mu, other["groups"]["posterior"]["variables"]["mu"][1])

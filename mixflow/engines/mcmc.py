@@ -3,7 +3,7 @@
 The steps are those of :func:`fit_mcmc`, generic over families through the model's PyMC seam (see
 :class:`mixflow.families.base.MixtureModel`): build the model (``model.pymc_model``), start every chain at
 the reference estimate (EM/MAP, ``model.pymc_start``) plus a seeded jitter of about one posterior standard
-deviation, run NUTS (nutpie's when installed, else PyMC's), align every draw to the reference labelling
+deviation, run NUTS (PyMC's, or nutpie's on request), align every draw to the reference labelling
 (:mod:`mixflow.families.relabel` with ``model.label_signature``), then compute from the aligned draws the pointwise
 log-likelihood (labels marginalised), the responsibilities (posterior mean and sd) and posterior
 predictive draws (``model.simulate``), and the diagnostics (R-hat, bulk and tail ESS, divergences),
@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 import pymc as pm
 import xarray as xr
+from pymc.backends.ndarray import NDArray
 from pymc.initial_point import make_initial_point_fn
 
 from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
@@ -50,13 +51,18 @@ _NUTPIE_NUMBA_OPT = 0
 
 
 def resolve_sampler(sampler: str) -> str:
-    """``"auto"`` -> ``"nutpie"`` when nutpie is importable, else ``"pymc"``; check a forced choice."""
+    """``"auto"`` -> ``"pymc"``; check a forced choice.
+
+    PyMC's NUTS is the default because it is the faster one, compilation included, on the families and
+    data sizes mixflow ships (``benchmarks/mcmc_ess.py`` measures it; the README gives the figures): nutpie
+    samples faster, but compiles its C callback anew in every process, which costs more than its sampling
+    saves on these sizes. nutpie stays available (``sampler="nutpie"``) for long or costly runs.
+    """
     if sampler not in SAMPLERS:
         raise InputError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
-    installed = importlib.util.find_spec("nutpie") is not None
     if sampler == "auto":
-        return "nutpie" if installed else "pymc"
-    if sampler == "nutpie" and not installed:
+        return "pymc"
+    if sampler == "nutpie" and importlib.util.find_spec("nutpie") is None:
         raise ImportError("sampler: 'nutpie' was requested but nutpie is not installed; "
                           "pip install 'mixflow[nutpie]' or use sampler='pymc'")
     return sampler
@@ -124,7 +130,8 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     random_seed : int, optional
         Seeds the jitter of the starts, the sampler and the posterior predictive draws.
     sampler : {"auto", "nutpie", "pymc"}, default "auto"
-        NUTS implementation: nutpie when installed ("auto"), or forced.
+        NUTS implementation: PyMC's ("auto", the faster one compilation included on the shipped families
+        and sizes, see :func:`resolve_sampler`), or nutpie's.
     progressbar : bool, default True
         Show the sampler's progress (and PyMC's log messages).
     cores : int, optional
@@ -172,6 +179,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
                "adaptation": adaptation, "jitter": jitter, "posterior_predictive": posterior_predictive,
                "starts": starts}
     reference = _check_arguments(model, data, reference, options)
+    timings, clock = {}, _Clock()
     points = start_points(model, data, reference, options["starts"])
     prior = model.resolve_prior(model.prepare(data))
     pymc_model = model.pymc_model(data, prior)
@@ -180,28 +188,36 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     start = [_transformed_point(pymc_model, model.pymc_start(data, point)) for point in points]
     jitter_sd = options["jitter"] / np.sqrt(max(1.0, float(reference["weights"].min() * data.total_weight)))
     run = _sample_nutpie if options["sampler"] == "nutpie" else _sample_pymc
+    options["traced"] = list(model.parameter_dims(data.features))  # what the PyMC sampler's trace keeps
+    timings["build"] = clock.lap()
     began = time.perf_counter()
-    idata = run(pymc_model, start, jitter_sd, jitter_seed, int(sampler_seed.generate_state(1)[0] % 2**31), options)
+    idata = run(pymc_model, start, jitter_sd, jitter_seed, int(sampler_seed.generate_state(1)[0] % 2**31), options,
+                timings)
     elapsed = time.perf_counter() - began
+    clock.lap()
     draws = {name: (idata["posterior"][name].dims, idata["posterior"][name].values)
              for name in model.parameter_dims(data.features)}
     signature = model.label_signature(data)
     aligned, permutations = align(draws, reference, signature)
+    timings["align"] = clock.lap()
     groups = {
         "posterior": {"variables": aligned, "attrs": _clean_attrs(idata["posterior"].attrs)},
         "sample_stats": {"variables": _plain_variables(idata["sample_stats"].to_dataset()),
                          "attrs": _clean_attrs(idata["sample_stats"].attrs)},
         **draw_groups(model, data, {k: v for k, (_, v) in aligned.items()}, options["posterior_predictive"],
-                      np.random.default_rng(predictive_seed)),
+                      np.random.default_rng(predictive_seed), timings),
     }
+    clock.lap()
     found, chain_mode = mode_groups(model, data, aligned, groups["log_likelihood"]["variables"]["x"][1], reference,
                                     np.random.default_rng(stacking_seed),
                                     "MCMC draws of every mode resampled by the modes' stacking weights")
     groups.update(found)
+    timings["modes"] = clock.lap()
     modes = groups["modes"]["variables"]
     coords_extra = {"mode": np.arange(modes["weight"][1].size)}
     diagnostics = _diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options,
                             chain_mode, modes["weight"][1])
+    timings["diagnostics"] = clock.lap()
     relabelled = np.any(permutations != np.arange(model.n_components), axis=-1)
     attrs = {
         "method": "nuts", "sampler": options["sampler"], "draws": options["draws"], "tune": options["tune"],
@@ -214,6 +230,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         "relabel_cost": signature.description,
         "log_likelihood": "pointwise log p(x_n) of one copy of each row (frequency weights not applied)",
         "wall_time": float(elapsed),  # compilation and sampling
+        "timings": json.dumps(timings),  # seconds per phase (see _PHASES)
         "prior": json.dumps(prior.to_dict()),
         "n_modes": int(modes["weight"][1].size),
         **diagnostics,
@@ -224,6 +241,27 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     return {"attrs": attrs, "coords": coords, "groups": groups}
 
 
+# -- where the time goes -----------------------------------------------------------------------------------
+class _Clock:
+    """Wall-clock laps: ``lap()`` returns the seconds since the previous lap (or since it was made)."""
+
+    def __init__(self):
+        self._last = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        elapsed, self._last = now - self._last, now
+        return elapsed
+
+
+def _kept_draws_time(sample_stats, name: str) -> float | None:
+    """Seconds the slowest chain spent on its kept draws, from the sampler's per-draw timings (if it keeps any)."""
+    if name not in sample_stats:
+        return None
+    per_draw = np.asarray(sample_stats[name].values, dtype=float)
+    return float(np.nansum(per_draw, axis=-1).max())
+
+
 # -- starting points and the two samplers ------------------------------------------------------------------
 def _transformed_point(pymc_model: pm.Model, values: dict) -> dict:
     """The free variables' values on the sampler's (unconstrained) scale, keyed by value-variable name."""
@@ -232,7 +270,7 @@ def _transformed_point(pymc_model: pm.Model, values: dict) -> dict:
     return {name: np.asarray(value, dtype=float) for name, value in point.items()}
 
 
-def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, options):
+def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, options, timings: dict):
     import nutpie
 
     names = [pymc_model.rvs_to_values[rv].name for rv in pymc_model.free_RVs]
@@ -243,9 +281,11 @@ def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, option
         rng = np.random.default_rng([*key, int(chain_seed) % 2**64])
         return base + jitter_sd * rng.standard_normal(base.size)
 
+    began = time.perf_counter()
     with _numba_optimisation(_NUTPIE_NUMBA_OPT):
         compiled = nutpie.compile_pymc_model(pymc_model, jitter_rvs=set())
     compiled = dataclasses.replace(compiled, initial_point_func=initial_point)
+    timings["compile"] = time.perf_counter() - began
     began = time.perf_counter()
     with one_blas_thread():  # see _sample_pymc
         running = nutpie.sample(compiled, draws=options["draws"], tune=max(options["tune"], 1),
@@ -260,7 +300,8 @@ def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, option
             running.cancel()
             raise SamplingInterrupted("MCMC interrupted: the sampler was stopped, no draws were kept") from None
     _check_complete(idata, options)
-    idata["posterior"].attrs.update(sampling_time=time.perf_counter() - began, tuning_steps=options["tune"])
+    timings["tune_and_draw"] = time.perf_counter() - began
+    idata["posterior"].attrs.update(sampling_time=timings["tune_and_draw"], tuning_steps=options["tune"])
     return idata
 
 
@@ -277,7 +318,7 @@ def _numba_optimisation(level: int):
         config.OPT = saved
 
 
-def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options):
+def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options, timings: dict | None = None):
     rng = np.random.default_rng(jitter_seed)
     initvals = [{name: value + jitter_sd * rng.standard_normal(value.shape)
                  for name, value in start[chain % len(start)].items()} for chain in range(options["chains"])]
@@ -291,14 +332,19 @@ def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options)
         # forking the chains is deliberate (above); Python's note that threads exist in this process is noise
         warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
                                 category=DeprecationWarning)
-        step = {"init": "adapt_diag", "target_accept": options["target_accept"]}
-        if cores > 1 and options["chains"] > 1:
-            initvals, step = _nuts_compiled_here(pymc_model, initvals, seed, options)
+        began = time.perf_counter()
+        initvals, step = _nuts_compiled_here(pymc_model, initvals, seed, options)  # chains here or forked alike
+        compiled = time.perf_counter()
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, nuts_sampler="pymc", **step,
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
                           mp_ctx=_CHAIN_START, compute_convergence_checks=False, model=pymc_model)
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
+    if timings is not None:
+        timings.update(compile=compiled - began, tune_and_draw=time.perf_counter() - compiled)
+        draws_time = _kept_draws_time(idata["sample_stats"], "perf_counter_diff")
+        if draws_time is not None:
+            timings["draws"] = draws_time
     return idata
 
 
@@ -311,17 +357,51 @@ def _nuts_compiled_here(pymc_model, initvals: list, seed: int, options: dict) ->
     two same-seed fits could run different code (with an empty cache the second fit's chains loaded what
     the first fit's had written) and differ. Compiled here, every chain process forked from this one runs
     the same compiled code. The seeds are ``pm.sample``'s (one generator per chain spawned from ``seed``),
-    so the draws are those ``pm.sample`` makes with chains in this process (``cores=1``).
+    and chains run in this process (``cores=1``) get the same set-up, so they make the same draws.
 
-    Returns the chains' starting points and ``{"step": NUTS}`` for ``pm.sample``.
+    The step is the one ``pm.init_nuts(init="adapt_diag")`` makes (the same potential, seeds and start
+    points, so the same draws), built without it: ``init_nuts`` compiles an initial-point function per
+    chain to return the starts it is given, which are already complete points on the sampler's scale.
+    The trace records the parameters only, through one compiled function shared by the chains
+    (``pm.sample`` otherwise compiles the model's every variable once per chain).
+
+    Returns the chains' starting points and the keyword arguments ``step`` and ``trace`` for ``pm.sample``.
     """
+    from pymc.blocking import DictToArrayBijection
+    from pymc.step_methods.hmc import quadpotential
+
     seeds = [int(rng.integers(2**30)) for rng in np.random.default_rng(seed).spawn(options["chains"])]
-    starts, step = pm.init_nuts(init="adapt_diag", chains=options["chains"], model=pymc_model, random_seed=seeds,
-                                progressbar=False, quiet=True, tune=options["tune"], initvals=initvals,
-                                target_accept=options["target_accept"])
-    point = np.concatenate([np.ravel(starts[0][var.name]) for var in pymc_model.continuous_value_vars])
-    step._logp_dlogp_func(point)  # the step's own function (PyMC compiles on the first call, in the chains)
-    return starts, {"step": step}
+    names = [var.name for var in pymc_model.value_vars]
+    starts = [{name: np.asarray(point[name], dtype=float) for name in names} for point in initvals]
+    logp_dlogp = pymc_model.logp_dlogp_function(ravel_inputs=True)
+    logp_dlogp.trust_input = True
+    arrays = [DictToArrayBijection.map(point).data for point in starts]
+    mean = np.mean(arrays, axis=0)
+    potential = quadpotential.QuadPotentialDiagAdapt(mean.size, mean, np.ones_like(mean), 10, rng=seeds[0])
+    step = pm.NUTS(potential=potential, model=pymc_model, rng=seeds[0], initial_point=starts[0],
+                   logp_dlogp_func=logp_dlogp, target_accept=options["target_accept"])
+    step._logp_dlogp_func(arrays[0])  # the step's own function (PyMC compiles on the first call, in the chains)
+    return starts, {"step": step, "trace": _chain_trace(pymc_model, starts[0], options.get("traced"))}
+
+
+class _ChainTrace(NDArray):
+    """An in-memory trace whose per-chain copies share one compiled function.
+
+    ``pm.sample`` copies the trace it is given once per chain; the copies share the function that computes
+    the traced variables, and nothing else (a plain copy would also share the dict its draws go into).
+    """
+
+    def __copy__(self):
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin.samples, twin._stats = {}, None
+        return twin
+
+
+def _chain_trace(pymc_model, start: dict, names) -> _ChainTrace:
+    """The trace of the variables ``names`` (all the model's unobserved variables when None)."""
+    variables = None if names is None else pymc_model.replace_rvs_by_values([pymc_model[name] for name in names])
+    return _ChainTrace(model=pymc_model, vars=variables, test_point=start)
 
 
 SamplingInterrupted = SamplerInterrupted  # the sampler was stopped (Ctrl-C) and its partial draws dropped

@@ -7,6 +7,8 @@ once, laid out (draw, component, observation) so that the reductions over compon
 contiguous rows. Memory: the (n_obs, K) sums and one block of at least one draw, (draws, K, n_obs).
 """
 
+import time
+
 import numpy as np
 
 from mixflow.data import Data
@@ -90,7 +92,8 @@ def _observed_like_predictive(model, data: Data) -> dict:
     return {name: (dims, np.asarray(data.frequency, dtype=float))}
 
 
-def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random.Generator) -> dict:
+def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random.Generator,
+                timings: dict | None = None) -> dict:
     """The groups every set of posterior draws implies, as ``{group: {"variables": ..., "attrs": ...}}``.
 
     ``log_likelihood`` (log p(x_n) per draw, the labels marginalised), ``responsibilities`` (mean and sd
@@ -102,7 +105,10 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
     ----------
     draws : dict
         ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to the reference labelling.
+    timings : dict, optional
+        Receives the seconds spent on ``log_likelihood_responsibilities`` and ``posterior_predictive``.
     """
+    began = time.perf_counter()
     n_chains, n_draws = draws["weights"].shape[:2]
     count = n_chains * n_draws
     flat = {name: value.reshape((count,) + value.shape[2:]) for name, value in draws.items()}
@@ -115,6 +121,7 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
         "responsibilities": {"variables": {"responsibilities_mean": (("obs", "component"), spread["mean"]),
                                            "responsibilities_sd": (("obs", "component"), spread["sd"])}},
     }
+    middle = time.perf_counter()
     if predictive:
         stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
                             for s in range(count)])
@@ -124,4 +131,7 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
             "attrs": {name: "one replicate of the data per draw (model.simulate)" + (
                 "; one row per frequency unit of the weighted data" if "unit" in dims else "")}}
         groups["observed_data"] = {"variables": _observed_like_predictive(model, data)}
+    if timings is not None:
+        timings.update(log_likelihood_responsibilities=middle - began,
+                       posterior_predictive=time.perf_counter() - middle)
     return groups
