@@ -37,6 +37,7 @@ load average is printed. ``--quick`` (a smoke run, no figures to quote) uses 100
 and 2 chains, once. NumPyro is an optional extra: ``pip install -e ".[bench]"``.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -266,6 +267,9 @@ def print_case(case, measured, titles):
 
 def main(cases, runs, repeats):
     print(f"load average before: {os.getloadavg()}, CPUs: {os.cpu_count()}; median of {repeats} runs each")
+    if any(run.startswith("numpyro") for run in runs) and importlib.util.find_spec("numpyro") is None:
+        print("NumPyro is not installed (pip install -e '.[bench]'): its runs are left out")
+        runs = [run for run in runs if not run.startswith("numpyro")]
     titles = {"faithful": "Old Faithful, full covariance, K=2, n=272", "1d": "Simulated 1-D, K=3, n=1000"}
     for case in cases:
         if any(run.startswith("numpyro") for run in runs):
