@@ -426,3 +426,19 @@ def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     axes = mixflow.plot_convergence(tree).axes
     labels = [text.get_text() for text in axes[-1].get_legend().get_texts()]  # the ELBO of each fit
     assert labels == ["fit 0", "fit 1"]
+    # the stacked draws are a method of their own: compared, summarised, predicted with and plotted
+    table = mixflow.compare(tree)
+    assert list(table["method"].cat.categories) == ["em", "advi", "advi_stacked"]
+    rows = table[(table["method"] == "advi_stacked") & (table["parameter"] == "mu")].sort_values("component")
+    np.testing.assert_allclose(rows["estimate"], stacked["mu"].mean(("chain", "draw")).values.ravel(), rtol=1e-12)
+    assert "ADVI stacked over modes: 2 modes (fits 0 | 1), stacking weights" in summary_text(tree)
+    new = np.array([-6.0, -1.0, 0.5, 6.0])
+    weights = stacked["weights"].values[0]
+    mu, sd = stacked["mu"].values[0, :, :, 0], np.sqrt(stacked["covariance"].values[0, :, :, 0, 0])
+    joint = weights[:, None, :] * stats.norm.pdf(new[None, :, None], mu[:, None, :], sd[:, None, :])
+    expected = (joint / joint.sum(axis=2, keepdims=True)).mean(axis=0)  # each draw's responsibilities, averaged
+    proba = mixflow.predict_proba(tree, new, method="advi_stacked")
+    np.testing.assert_allclose(proba.values, expected, rtol=1e-9, atol=1e-12)
+    assert mixflow.predict(tree, new, method="advi_stacked").values.tolist() == expected.argmax(axis=1).tolist()
+    figure = mixflow.plot_forest(tree, var_names="weights")
+    assert "ADVI stacked over modes" in [text.get_text() for legend in figure.legends for text in legend.get_texts()]

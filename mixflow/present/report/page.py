@@ -62,6 +62,7 @@ main { padding: 0 40px 40px; max-width: 1280px; }
          color: #fff; background: #555; }
 .badge.em { background: #222; } .badge.bootstrap { background: #8c8c8c; }
 .badge.mcmc { background: #1f77b4; } .badge.advi { background: #e8710a; }
+.badge.stacked { background: #17becf; } .badge.advi_stacked { background: #bcbd22; }
 .table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13.5px; font-variant-numeric: tabular-nums; }
 .table th, .table td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: right;
                        vertical-align: top; }
@@ -174,7 +175,7 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
         facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood {attrs['log_likelihood']:.6g}, "
                             f"BIC {attrs['bic']:.6g}"))
     probability = f"{table.attrs['ci_prob']:.0%}"
-    for method in ("bootstrap", "mcmc", "stacked", "advi"):
+    for method in ("bootstrap", "mcmc", "stacked", "advi", "advi_stacked"):
         inside = table.loc[table["method"] == method, "em_inside"].dropna()
         if len(inside):
             facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
