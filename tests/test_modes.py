@@ -442,3 +442,15 @@ def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     assert mixflow.predict(tree, new, method="advi_stacked").values.tolist() == expected.argmax(axis=1).tolist()
     figure = mixflow.plot_forest(tree, var_names="weights")
     assert "ADVI stacked over modes" in [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert modes_sentence(tree, "advi").startswith("EM's MAP estimate lies in mode 0, which carries 5")
+    section, problems = _modes_section(tree)  # the report's Modes section, for ADVI's modes
+    assert problems == [] and "<table" in section and "data:image/png" in section
+    assert "ADVI's fits (one from each starting point" in section and "<em>ADVI stacked over modes</em>" in section
+
+
+def test_plot_modes_names_a_bad_method_and_a_result_without_its_modes(map_fit):
+    tree = map_fit[3]
+    with pytest.raises(ValueError, match=r"^method: expected one of \['mcmc', 'advi'\], got 'nuts'$"):
+        plot_modes(tree, method="nuts")
+    with pytest.raises(ValueError, match=r"^tree: expected a result with /advi/modes \(fit by method='advi' with "):
+        plot_modes(tree, method="advi")
