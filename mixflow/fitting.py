@@ -441,7 +441,7 @@ def _replace_group(result: xr.DataTree, other: xr.DataTree, name: str) -> xr.Dat
     return xr.DataTree.from_dict(nodes)
 
 
-_PREDICTION_METHODS = ("em", "bootstrap", "mcmc", "stacked", "advi")
+_PREDICTION_METHODS = ("em", "bootstrap", "mcmc", "stacked", "advi", "advi_stacked")
 
 
 def _check_prediction_method(tree: xr.DataTree, method) -> str:
@@ -590,10 +590,11 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
         Same features as the fitted data (DataFrame columns are matched by name), checked like the data
         of :func:`fit` (finite values, the family's constraints such as counts for a Poisson mixture).
         Dask input (``method="em"``) gives a lazy, Dask-backed result, each block checked as it is computed.
-    method : {"em", "bootstrap", "mcmc", "stacked", "advi"}, default "em"
+    method : {"em", "bootstrap", "mcmc", "stacked", "advi", "advi_stacked"}, default "em"
         ``"em"``: one E-step at the EM (or MAP) estimate. The others: for each draw of the method (the
-        bootstrap replicates, NUTS draws, ADVI draws, aligned to the EM labels) the responsibilities, and
-        their mean over draws.
+        bootstrap replicates, NUTS draws, ADVI draws, or the draws resampled over the modes by their stacking
+        weights: ``stacked`` for NUTS, ``advi_stacked`` for ADVI fitted from several starts; all aligned to
+        the EM labels) the responsibilities, and their mean over draws.
     return_sd : bool, default False
         Also return the sd over draws of each responsibility (ddof=1; zeros for ``"em"``).
 
@@ -680,7 +681,7 @@ def sample(tree: xr.DataTree, n: int, method: str = "em", *, random_seed: int | 
         A result of :func:`fit` of a family that models its rows alone (Gaussian, Poisson, soft k-means).
     n : int
         Number of rows, >= 1.
-    method : {"em", "bootstrap", "mcmc", "stacked", "advi"}, default "em"
+    method : {"em", "bootstrap", "mcmc", "stacked", "advi", "advi_stacked"}, default "em"
         ``"em"``: every row from the EM (or MAP) estimate. The others: each row from its own draw, picked
         uniformly among the method's draws (the posterior predictive distribution).
     random_seed : int, optional

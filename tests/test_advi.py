@@ -234,3 +234,40 @@ def test_stopping_once_settled_logs_no_pymc_interrupted_line(faithful_data, capl
                       progressbar=progressbar)
     assert result["attrs"]["converged"] == 1 and result["attrs"]["n_iter"] < result["attrs"]["max_iter"]
     assert not [r for r in caplog.records if "Interrupted" in r.getMessage()]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::mixflow.ConvergenceWarning")  # 80 iterations: q need not settle
+def test_fits_from_several_starts_share_one_step_function_and_match_separate_pm_fit_calls():
+    import pymc as pm
+    import pytensor
+    from pymc.variational.updates import adam
+
+    from mixflow.engines import advi
+
+    counts = np.random.default_rng(2).poisson(np.repeat([[2.0], [9.0]], 20, axis=0))
+    model, data = mixflow.PoissonMixture(2), validate_data(counts)  # the cheapest graph to compile
+    reference = _map_estimate(model, data)
+    starts = [reference, {**reference, "rate": reference["rate"] * 1.5}]
+    options = {"variant": "meanfield", "n": 80, "draws": 5, "learning_rate": 0.02, "settle_tol": 0.05,
+               "check_every": 20, "progressbar": False}
+    pymc_model = model.pymc_model(data, model.resolve_prior(model.prepare(data)))
+    seeds = np.random.SeedSequence(7).spawn(len(starts))
+    fitter = advi._Fitter(model, data, pymc_model, options)
+    shared = [fitter.fit(point, seed) for point, seed in zip(starts, seeds, strict=True)]
+    # what pm.fit gives from the second start: its own ADVI, optimiser and compiled step function (the first
+    # fit builds the shared step function as pm.fit does, so a difference in it would show here too)
+    for point, seed, fit in zip(starts[1:], seeds[1:], shared[1:], strict=True):
+        fit_seed, draw_seed = (int(s) for s in seed.generate_state(2))
+        inference = pm.ADVI(model=pymc_model, start=model.pymc_start(data, point), random_seed=fit_seed)
+        advi._set_initial_spread(inference.approx.groups[0], "meanfield", 1.0 / np.sqrt(data.total_weight))
+        step = pytensor.shared(np.float64(0.02))
+        check = advi.SettleCheck("meanfield", step, 0.05, 20)
+        approx = pm.fit(80, method=inference, model=pymc_model, callbacks=[check],
+                        obj_optimizer=adam(learning_rate=step), progressbar=False)
+        if not check.converged:
+            advi.set_parameters(approx, check.final_average())
+        np.testing.assert_array_equal(fit["check"].losses, check.losses)
+        assert fit["check"].learning_rates == check.learning_rates
+        for name, value in advi._draws(model, data, approx, 5, draw_seed).items():
+            np.testing.assert_array_equal(fit["draws"][name], value)

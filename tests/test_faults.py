@@ -501,24 +501,25 @@ def test_a_fit_that_fails_on_the_data_is_reported_at_the_model(tmp_path, workflo
                                     "a component collapsed onto one point")
 
 
-def test_an_interrupt_that_pymc_advi_swallows_is_an_interrupt(monkeypatch):
+def test_an_interrupt_that_pymc_advi_swallows_is_an_interrupt():
     from mixflow.engines import advi
     from mixflow.errors import SamplerInterrupted
 
-    def fit_swallowing_the_interrupt(*args, **kwargs):  # what PyMC's Inference.fit does with Ctrl-C
-        try:
-            os.kill(os.getpid(), signal.SIGINT)  # the handler raises as soon as the call returns
-        except KeyboardInterrupt:
-            pass
-        return "partial approximation"
+    class Inference:  # PyMC's Inference.refine swallows Ctrl-C and returns with the partial fit
+        def __init__(self, interrupt):
+            self.interrupt, self.approx, self.state = interrupt, "approximation", None
 
-    monkeypatch.setattr(advi.pm, "fit", fit_swallowing_the_interrupt)
+        def refine(self, n, progressbar=True):
+            if self.interrupt:
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)  # the handler raises as soon as the call returns
+                except KeyboardInterrupt:
+                    pass
+
     with pytest.raises(SamplerInterrupted, match="ADVI interrupted: the optimisation was stopped"):
-        advi._run(None, None, None, 0.1, {"n": 10, "progressbar": False})
+        advi._run(Inference(True), None, None, {"n": 10, "progressbar": False})
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-    monkeypatch.setattr(advi.pm, "fit", lambda *args, **kwargs: "complete approximation")
-    assert advi._run(None, None, None, 0.1, {"n": 10, "progressbar": False}) == "complete approximation"
+    assert advi._run(Inference(False), None, None, {"n": 10, "progressbar": False}) == "approximation"
 
 
 def test_advi_minibatch_is_checked_against_the_data_before_fitting(tmp_path, monkeypatch):

@@ -426,3 +426,31 @@ def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     axes = mixflow.plot_convergence(tree).axes
     labels = [text.get_text() for text in axes[-1].get_legend().get_texts()]  # the ELBO of each fit
     assert labels == ["fit 0", "fit 1"]
+    # the stacked draws are a method of their own: compared, summarised, predicted with and plotted
+    table = mixflow.compare(tree)
+    assert list(table["method"].cat.categories) == ["em", "advi", "advi_stacked"]
+    rows = table[(table["method"] == "advi_stacked") & (table["parameter"] == "mu")].sort_values("component")
+    np.testing.assert_allclose(rows["estimate"], stacked["mu"].mean(("chain", "draw")).values.ravel(), rtol=1e-12)
+    assert "ADVI stacked over modes: 2 modes (fits 0 | 1), stacking weights" in summary_text(tree)
+    new = np.array([-6.0, -1.0, 0.5, 6.0])
+    weights = stacked["weights"].values[0]
+    mu, sd = stacked["mu"].values[0, :, :, 0], np.sqrt(stacked["covariance"].values[0, :, :, 0, 0])
+    joint = weights[:, None, :] * stats.norm.pdf(new[None, :, None], mu[:, None, :], sd[:, None, :])
+    expected = (joint / joint.sum(axis=2, keepdims=True)).mean(axis=0)  # each draw's responsibilities, averaged
+    proba = mixflow.predict_proba(tree, new, method="advi_stacked")
+    np.testing.assert_allclose(proba.values, expected, rtol=1e-9, atol=1e-12)
+    assert mixflow.predict(tree, new, method="advi_stacked").values.tolist() == expected.argmax(axis=1).tolist()
+    figure = mixflow.plot_forest(tree, var_names="weights")
+    assert "ADVI stacked over modes" in [text.get_text() for legend in figure.legends for text in legend.get_texts()]
+    assert modes_sentence(tree, "advi").startswith("EM's MAP estimate lies in mode 0, which carries 5")
+    section, problems = _modes_section(tree)  # the report's Modes section, for ADVI's modes
+    assert problems == [] and "<table" in section and "data:image/png" in section
+    assert "ADVI's fits (one from each starting point" in section and "<em>ADVI stacked over modes</em>" in section
+
+
+def test_plot_modes_names_a_bad_method_and_a_result_without_its_modes(map_fit):
+    tree = map_fit[3]
+    with pytest.raises(ValueError, match=r"^method: expected one of \['mcmc', 'advi'\], got 'nuts'$"):
+        plot_modes(tree, method="nuts")
+    with pytest.raises(ValueError, match=r"^tree: expected a result with /advi/modes \(fit by method='advi' with "):
+        plot_modes(tree, method="advi")

@@ -142,7 +142,8 @@ def test_poisson_predictions_against_scipy(poisson_tree):
 
 
 def test_prediction_errors_name_the_argument(gaussian_tree, poisson_tree):
-    with pytest.raises(ValueError, match=r"method: expected one of \['em', 'bootstrap', 'mcmc', 'stacked', 'advi'\], "
+    with pytest.raises(ValueError, match=r"method: expected one of \['em', 'bootstrap', 'mcmc', 'stacked', 'advi', "
+                                         r"'advi_stacked'\], "
                                          r"got 'nuts'"):
         mixflow.predict_proba(gaussian_tree, NEW_ROWS, method="nuts")
     em_only = mixflow.fit(mixflow.PoissonMixture(2), np.arange(10.0), random_seed=0)

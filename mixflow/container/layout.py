@@ -40,8 +40,9 @@ RUN_WARNINGS = "run_warnings"
 UNITS = "units"
 
 #: Every method a container can hold, in display order (the bootstrap lives under /em; "stacked", MCMC's
-#: draws of every mode resampled by the modes' stacking weights, under /mcmc when the chains found several).
-METHODS = ("em", "bootstrap", "mcmc", "stacked", "advi")
+#: draws of every mode resampled by the modes' stacking weights, under /mcmc when the chains found several;
+#: "advi_stacked", the same for ADVI's fits from several starts, under /advi).
+METHODS = ("em", "bootstrap", "mcmc", "stacked", "advi", "advi_stacked")
 
 
 def group(method: str, name: str) -> str:
@@ -60,7 +61,8 @@ ADVI_STACKED = group(ADVI, "stacked")
 
 #: Where each method's draws of the model parameters are (every one of them an ArviZ ``posterior``).
 DRAW_GROUPS = {"bootstrap": group(EM_BOOTSTRAP, "posterior"), "mcmc": group(MCMC, "posterior"),
-               "stacked": group(MCMC_STACKED, "posterior"), "advi": group(ADVI, "posterior")}
+               "stacked": group(MCMC_STACKED, "posterior"), "advi": group(ADVI, "posterior"),
+               "advi_stacked": group(ADVI_STACKED, "posterior")}
 #: Where each method's responsibilities are.
 RESPONSIBILITY_GROUPS = {"em": EM_RESPONSIBILITIES, "mcmc": group(MCMC, "responsibilities"),
                          "advi": group(ADVI, "responsibilities")}

@@ -34,8 +34,10 @@ import warnings
 import numpy as np
 import pymc as pm
 import pytensor
+from pymc.pytensorf import reseed_rngs, resolve_backend_compile_kwargs
 from pymc.util import get_untransformed_name, is_transformed_name
 from pymc.variational.callbacks import Callback
+from pymc.variational.inference import State
 from pymc.variational.updates import adam
 
 from mixflow.checks import (
@@ -340,7 +342,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     # predictive draws (child 0) are those of a single fit too
     children = np.random.SeedSequence(options["random_seed"]).spawn(len(points) + 1)
     seeds = [np.random.SeedSequence(options["random_seed"])] + children[2:]
-    fits = [_fit_one(model, data, pymc_model, point, seed, options) for point, seed in zip(points, seeds, strict=True)]
+    fitter = _Fitter(model, data, pymc_model, options)
+    fits = [fitter.fit(point, seed) for point, seed in zip(points, seeds, strict=True)]
     fit_time = time.perf_counter() - began
     signature = model.label_signature(data)
     raw = {name: (("chain", "draw", *dims), np.concatenate([fit["draws"][name] for fit in fits]))
@@ -388,30 +391,86 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     return {"attrs": attrs, "coords": coords, "groups": groups}
 
 
-def _fit_one(model, data: Data, pymc_model, point: dict, seed: np.random.SeedSequence, options: dict) -> dict:
-    """One ``pm.fit`` from ``point`` and its draws (not yet aligned), with its settle check and ELBO history."""
-    fit_seed, draw_seed = (int(s) for s in seed.generate_state(2))
-    inference = VARIANTS[options["variant"]](model=pymc_model, start=model.pymc_start(data, point),
-                                             random_seed=fit_seed)
-    _set_initial_spread(inference.approx.groups[0], options["variant"], 1.0 / np.sqrt(_total_weight(data, options)))
-    step = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
-    check = SettleCheck(options["variant"], step, options["settle_tol"], options["check_every"])
-    approx = _run(inference, pymc_model, check, step, options)
-    if not check.converged:
-        average = check.final_average()
-        if average is not None:
-            set_parameters(approx, average)
-        moved = check.changes[-1][1] if check.changes else float("nan")
-        warnings.warn(
-            f"ADVI did not settle in n={options['n']} iterations (q still moved by {moved:.3g} sd between "
-            f"windows, settle_tol={options['settle_tol']}); increase n, lower learning_rate, or loosen settle_tol.",
-            ConvergenceWarning, stacklevel=4)
-    elbo = -np.asarray(check.losses, dtype=float)
-    window = elbo[-options["check_every"]:]
-    return {"check": check, "elbo": elbo, "learning_rates": np.asarray(check.learning_rates[:elbo.size], dtype=float),
-            "final_learning_rate": float(step.get_value()),
-            "final_elbo": float(window.mean()) if window.size else float("nan"),
-            "draws": _draws(model, data, approx, options["draws"], draw_seed)}
+class _Adam:
+    """PyMC's Adam at a shared learning rate, remembering its state variables so a new fit can reset them."""
+
+    def __init__(self, learning_rate):
+        self.learning_rate, self.initial = learning_rate, {}
+
+    def __call__(self, loss_or_grads, params):
+        updates = adam(loss_or_grads, params, learning_rate=self.learning_rate)
+        # every updated variable but q's parameters is Adam's: its step count and moment estimates
+        self.initial = {var: var.get_value().copy() for var in updates if all(var is not p for p in params)}
+        return updates
+
+    def reset(self) -> None:
+        for var, value in self.initial.items():
+            var.set_value(value.copy())
+
+
+class _Fitter:
+    """One PyMC ADVI and its step function, compiled once and reused by every fit (one per starting point).
+
+    A fit from ``point`` with seed ``s`` gives the numbers of a separate ``pm.fit`` whose ADVI was built at
+    ``point`` with ``random_seed=s``: q's parameters are set where that ADVI would start them, Adam's state
+    and the learning rate are reset, and the step function's random generators are reseeded with the seed
+    that ADVI's own generator would have handed to its compilation (one draw for the starting point, the
+    next for the step function, as :meth:`pymc.variational.opvi.Group._prepare_start` and
+    :meth:`pymc.variational.opvi.ObjectiveFunction.step_function` draw them). The fit then runs in
+    :meth:`pymc.variational.inference.Inference.refine`, PyMC's loop over an already compiled step.
+    """
+
+    def __init__(self, model, data: Data, pymc_model, options: dict):
+        self.model, self.data, self.pymc_model, self.options = model, data, pymc_model, options
+        self.inference, self.step_function, self.rngs = None, None, None
+        self.learning_rate = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
+        self.optimiser = _Adam(self.learning_rate)
+
+    def _start(self, point: dict, fit_seed: int) -> None:
+        """Build (first fit) or reset (later fits) the ADVI at ``point`` with the generators of ``fit_seed``."""
+        start = self.model.pymc_start(self.data, point)
+        if self.inference is None:
+            self.inference = VARIANTS[self.options["variant"]](model=self.pymc_model, start=start,
+                                                               random_seed=fit_seed)
+            # the arguments pm.fit passes (score: ADVI returns its loss), and the generators' update map
+            self.step_function, updates = self.inference.objective.step_function(
+                score=True, obj_optimizer=self.optimiser,
+                compile_kwargs=resolve_backend_compile_kwargs(None, {"return_updates": True}))
+            self.rngs = list(updates)
+        else:
+            group = self.inference.approx.groups[0]
+            group.rng = np.random.RandomState(fit_seed)
+            group.params_dict["mu"].set_value(group._prepare_start(start))
+            reseed_rngs(self.rngs, group.rng.randint(2**30, dtype=np.int64))
+            self.optimiser.reset()
+            self.learning_rate.set_value(np.float64(self.options["learning_rate"]))
+            self.inference.hist = np.asarray(())
+        _set_initial_spread(self.inference.approx.groups[0], self.options["variant"],
+                            1.0 / np.sqrt(_total_weight(self.data, self.options)))
+
+    def fit(self, point: dict, seed: np.random.SeedSequence) -> dict:
+        """One fit from ``point`` and its draws (not yet aligned), with its settle check and ELBO history."""
+        options = self.options
+        fit_seed, draw_seed = (int(s) for s in seed.generate_state(2))
+        self._start(point, fit_seed)
+        check = SettleCheck(options["variant"], self.learning_rate, options["settle_tol"], options["check_every"])
+        approx = _run(self.inference, self.step_function, check, options)
+        if not check.converged:
+            average = check.final_average()
+            if average is not None:
+                set_parameters(approx, average)
+            moved = check.changes[-1][1] if check.changes else float("nan")
+            warnings.warn(
+                f"ADVI did not settle in n={options['n']} iterations (q still moved by {moved:.3g} sd between "
+                f"windows, settle_tol={options['settle_tol']}); increase n, lower learning_rate, or loosen "
+                "settle_tol.", ConvergenceWarning, stacklevel=4)
+        elbo = -np.asarray(check.losses, dtype=float)
+        window = elbo[-options["check_every"]:]
+        return {"check": check, "elbo": elbo,
+                "learning_rates": np.asarray(check.learning_rates[:elbo.size], dtype=float),
+                "final_learning_rate": float(self.learning_rate.get_value()),
+                "final_elbo": float(window.mean()) if window.size else float("nan"),
+                "draws": _draws(self.model, self.data, approx, options["draws"], draw_seed)}
 
 
 def _total_weight(data: Data, options: dict) -> float:
@@ -436,20 +495,20 @@ def _sample_stats(fits: list[dict], size) -> dict:
                           "learning_rate": (("chain", "iteration"), padded("learning_rates"))}, "attrs": attrs}
 
 
-def _run(inference, pymc_model, check: SettleCheck, step, options: dict):
-    """``pm.fit`` with Adam at the shared learning rate, under the settle check."""
+def _run(inference, step_function, check: SettleCheck, options: dict):
+    """PyMC's iterations of ``step_function`` (Adam at the shared learning rate) under the settle check."""
     logger = logging.getLogger("pymc.variational.inference")
     level = logger.level
     logger.setLevel(logging.WARNING)  # PyMC logs "Interrupted at ..." at INFO when our check stops it: not a crash
+    stream = options.get("stream")  # Dask data: the next minibatch after every iteration
+    callbacks = [check] if stream is None else [check, stream.begin()]
+    inference.state = State(0, step=step_function, callbacks=callbacks, score=True)
     try:
         with noting_interrupts() as interrupted:  # PyMC's loop swallows Ctrl-C and returns the partial fit
-            stream = options.get("stream")  # Dask data: the next minibatch after every iteration
-            callbacks = [check] if stream is None else [check, stream.begin()]
-            approx = pm.fit(options["n"], method=inference, model=pymc_model, callbacks=callbacks,
-                            obj_optimizer=adam(learning_rate=step), progressbar=options["progressbar"])
+            inference.refine(options["n"], progressbar=options["progressbar"])
         if interrupted:
             raise SamplerInterrupted("ADVI interrupted: the optimisation was stopped, its partial fit dropped")
-        return approx
+        return inference.approx
     except ADVIDivergenceError:
         raise
     except FloatingPointError as error:  # PyMC's own NaN check runs before the callbacks

@@ -37,7 +37,7 @@ __all__ = [
 
 #: How each method is named in tables, legends and the report.
 METHOD_LABELS = {"em": "EM", "bootstrap": "EM bootstrap", "mcmc": "MCMC (NUTS)", "stacked": "MCMC stacked over modes",
-                 "advi": "ADVI"}
+                 "advi": "ADVI", "advi_stacked": "ADVI stacked over modes"}
 #: The statistics of :func:`compare_dataset`, in order.
 STATISTICS = ("estimate", "sd", "lower", "upper", "em_inside", "distance_to_mcmc", "sd_ratio_to_mcmc")
 _SAMPLE_DIMS = ("chain", "draw")

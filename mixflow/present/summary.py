@@ -265,21 +265,26 @@ def _advi_line(tree) -> tuple[str, list[str]]:
     return line, found
 
 
-def _stacked_line(tree) -> tuple[str, list[str]]:
-    modes = tree[MCMC_MODES]
+def _stacked_line(tree, modes_path: str = MCMC_MODES, method: str = "stacked", unit: str = "chains"
+                  ) -> tuple[str, list[str]]:
+    modes = tree[modes_path]
     weights = modes["weight"].values
     groups = " | ".join(", ".join(str(c) for c in np.flatnonzero(modes["chain_mode"].values == m))
                         for m in range(weights.size))
-    line = (f"{weights.size} modes (chains {groups}), stacking weights {', '.join(f'{w:.3f}' for w in weights)}, "
-            f"{tree[DRAW_GROUPS['stacked']].sizes['draw']} draws resampled by weight")
+    line = (f"{weights.size} modes ({unit} {groups}), stacking weights {', '.join(f'{w:.3f}' for w in weights)}, "
+            f"{tree[DRAW_GROUPS[method]].sizes['draw']} draws resampled by weight")
     dominant = int(modes.attrs.get("dominant_mode", -1))
     if dominant >= 0:
         line += f"; mode {dominant} dominates (weight {weights[dominant]:.3f}), the others are negligible"
     return line, []
 
 
+def _advi_stacked_line(tree) -> tuple[str, list[str]]:
+    return _stacked_line(tree, ADVI_MODES, "advi_stacked", "fits")
+
+
 _METHOD_LINES = {"em": _em_line, "bootstrap": _bootstrap_line, "mcmc": _mcmc_line, "stacked": _stacked_line,
-                 "advi": _advi_line}
+                 "advi": _advi_line, "advi_stacked": _advi_stacked_line}
 
 
 def _estimates_text(table: pd.DataFrame, units: ParameterUnits) -> list[str]:

@@ -10,7 +10,7 @@ __all__ = ["METHOD_COLORS", "check_path", "finish"]
 
 #: One colour per method, shared by every plot.
 METHOD_COLORS = {"em": "#222222", "bootstrap": "#8c8c8c", "mcmc": "#1f77b4", "stacked": "#17becf",
-                 "advi": "#ff7f0e"}
+                 "advi": "#ff7f0e", "advi_stacked": "#bcbd22"}
 _FORMATS = (".png", ".svg", ".pdf")
 
 

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from mixflow.container.layout import ADVI, EM_ESTIMATE, MCMC, MCMC_MODES, OBSERVED_DATA
+from mixflow.container.layout import ADVI, ADVI_MODES, EM_ESTIMATE, MCMC, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.layout import group as layout_group
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws, parameter_names
 from mixflow.errors import InputError
@@ -487,24 +487,31 @@ def _ppc_labels(plot_collection, tree, kind: str | None, n_replicates: int) -> N
 
 
 # -- modes ----------------------------------------------------------------------------------------------
-def plot_modes(tree, *, var_names=None, ci_prob: float | None = None, path=None) -> Figure:
-    """Forest plot of the MCMC draws by mode: one line per mode (its chains' draws), per parameter element.
+#: Per method with modes: its modes group, what its chains are, and how a result gets them.
+_MODES_OF = {"mcmc": (MCMC_MODES, "chains", "fit by method='mcmc'"),
+             "advi": (ADVI_MODES, "fits", "fit by method='advi' with starts='em-optima' or a list of starts")}
+
+
+def plot_modes(tree, *, var_names=None, ci_prob: float | None = None, path=None, method: str = "mcmc") -> Figure:
+    """Forest plot of the draws by mode: one line per mode (its chains' draws), per parameter element.
 
     Each mode's draws are pooled over its chains and evenly thinned to one chain's number of draws.
 
-    Drawn by ``arviz_plots.plot_forest`` with one model per mode, labelled by the mode's chains and
-    stacking weight (``/mcmc/modes``, see :mod:`mixflow.engines.modes`).
+    Drawn by ``arviz_plots.plot_forest`` with one model per mode, labelled by the mode's chains (ADVI: fits)
+    and stacking weight (``/mcmc/modes`` or ``/advi/modes``, see :mod:`mixflow.engines.modes`).
 
     Parameters
     ----------
     tree : xarray.DataTree
-        Must hold ``/mcmc`` with its ``modes`` group.
+        Must hold the method's ``modes`` group.
     var_names : str or list of str, optional
         Parameters to show (default all).
     ci_prob : float, optional
         Interval probability, ``rcParams["stats.ci_prob"]`` by default.
     path : str or pathlib.Path, optional
         Where to save the figure (.png, .svg or .pdf).
+    method : {"mcmc", "advi"}, default "mcmc"
+        Whose modes: NUTS's chains, or ADVI's fits from several starts (``starts="em-optima"``).
 
     Returns
     -------
@@ -516,16 +523,19 @@ def plot_modes(tree, *, var_names=None, ci_prob: float | None = None, path=None)
     check_tree(tree)
     path = check_path(path)
     names = check_var_names(tree, var_names)
-    if not has_group(tree, MCMC_MODES):
-        raise InputError("tree: expected an MCMC result with /mcmc/modes (fit by method='mcmc'), got none")
-    modes = tree[MCMC_MODES]
+    if method not in _MODES_OF:
+        raise InputError(f"method: expected one of {list(_MODES_OF)}, got {method!r}")
+    modes_path, unit, needs = _MODES_OF[method]
+    if not has_group(tree, modes_path):
+        raise InputError(f"tree: expected a result with /{modes_path} ({needs}), got none")
+    modes = tree[modes_path]
     chain_mode = modes["chain_mode"].values
-    draws = method_draws(tree, "mcmc")[names]
+    draws = method_draws(tree, method)[names]
     n_draws = draws.sizes["draw"]
     data = {}
     for mode, weight in enumerate(modes["weight"].values):
         chains = np.flatnonzero(chain_mode == mode)
-        label = f"mode {mode}: chains {', '.join(map(str, chains))}, weight {weight:.2f}"
+        label = f"mode {mode}: {unit} {', '.join(map(str, chains))}, weight {weight:.2f}"
         # every mode as one chain of the same length (its draws evenly thinned), so the modes line up
         pooled = draws.isel(chain=chains).stack(sample=("chain", "draw")).transpose("sample", ...)
         keep = np.linspace(0, pooled.sizes["sample"] - 1, n_draws).round().astype(int)
@@ -536,5 +546,6 @@ def plot_modes(tree, *, var_names=None, ci_prob: float | None = None, path=None)
                                       ci_probs=None if ci_prob is None else [ci_prob])
     plot_collection.add_legend("model")
     figure = plot_collection.viz["figure"].item()
-    figure.suptitle("MCMC draws by mode (chains grouped by pair R-hat and overlap)", fontsize=11)
+    figure.suptitle(f"{'MCMC' if method == 'mcmc' else 'ADVI'} draws by mode ({unit} grouped by pair R-hat and "
+                    "overlap)", fontsize=11)
     return finish(figure, path)

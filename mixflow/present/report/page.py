@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mixflow.atomic import atomic_write
-from mixflow.container.layout import MCMC_MODES, OBSERVED_DATA
+from mixflow.container.layout import ADVI_MODES, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree, data_units, has_group
 from mixflow.errors import InputError, InputTypeError
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -62,6 +62,7 @@ main { padding: 0 40px 40px; max-width: 1280px; }
          color: #fff; background: #555; }
 .badge.em { background: #222; } .badge.bootstrap { background: #8c8c8c; }
 .badge.mcmc { background: #1f77b4; } .badge.advi { background: #e8710a; }
+.badge.stacked { background: #17becf; } .badge.advi_stacked { background: #bcbd22; }
 .table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13.5px; font-variant-numeric: tabular-nums; }
 .table th, .table td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: right;
                        vertical-align: top; }
@@ -180,7 +181,7 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
         facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood {attrs['log_likelihood']:.6g}, "
                             f"BIC {attrs['bic']:.6g}"))
     probability = f"{table.attrs['ci_prob']:.0%}"
-    for method in ("bootstrap", "mcmc", "stacked", "advi"):
+    for method in ("bootstrap", "mcmc", "stacked", "advi", "advi_stacked"):
         inside = table.loc[table["method"] == method, "em_inside"].dropna()
         if len(inside):
             facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
@@ -387,15 +388,25 @@ def _plots_section(tree, selection, ci_prob, rendered=None) -> tuple[str, list[s
     return "".join(figures), problems
 
 
-def modes_sentence(tree) -> str:
-    """One sentence on what the modes mean for EM's point estimate (which mode holds it, if any)."""
-    modes = tree[MCMC_MODES]
+#: Per method with modes: its modes group, what its chains are, and its stacked method's name.
+_MODES_OF = {"mcmc": (MCMC_MODES, "chains", "stacked"), "advi": (ADVI_MODES, "fits", "advi_stacked")}
+
+
+def modes_sentence(tree, method: str = "mcmc") -> str:
+    """One sentence on what the modes mean for EM's point estimate (which mode holds it, if any).
+
+    ``method`` is whose modes: ``"mcmc"`` (NUTS's chains) or ``"advi"`` (ADVI's fits from several starts).
+    """
+    modes_path, unit, _ = _MODES_OF[method]
+    modes = tree[modes_path]
     weights = modes["weight"].values
     em_mode, dominant = int(modes.attrs.get("em_mode", -1)), int(modes.attrs.get("dominant_mode", -1))
     kind = str(tree["em"].attrs.get("method", "")).upper() if "em" in tree.children else "EM"
     if em_mode < 0:
-        text = (f"EM's {kind} estimate lies in none of the {weights.size} modes the chains found: it describes "
-                "no part of the posterior the chains sampled, so report the modes (or their stacked draws) instead.")
+        reached = "sampled" if method == "mcmc" else "reached"
+        text = (f"EM's {kind} estimate lies in none of the {weights.size} modes the {unit} found: it describes "
+                f"no part of the posterior the {unit} {reached}, so report the modes (or their stacked draws) "
+                "instead.")
     elif weights[em_mode] > 0.5:
         text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
                 "weight: the point estimate describes the main mode")
@@ -408,32 +419,52 @@ def modes_sentence(tree) -> str:
 
 
 def _modes_section(tree) -> tuple[str, list[str]]:
-    """The table of modes, a forest plot by mode and the sentence on EM's estimate ('' with one mode)."""
-    if not has_group(tree, MCMC_MODES) or tree[MCMC_MODES].sizes.get("mode", 1) < 2:
-        return "", []
+    """The table of modes, a forest plot by mode and the sentence on EM's estimate ('' with one mode).
+
+    One part per method whose chains (ADVI: fits) fell into several modes, headed by the method's name
+    when both did.
+    """
+    parts, problems = [], []
+    several = [m for m, (path, _, _) in _MODES_OF.items()
+               if has_group(tree, path) and tree[path].sizes.get("mode", 1) >= 2]
+    for method in several:
+        html_part, found = _method_modes(tree, method, heading=len(several) > 1)
+        parts.append(html_part)
+        problems += found
+    return "".join(parts), problems
+
+
+def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
     from mixflow.present import plots
 
-    modes = tree[MCMC_MODES]
+    modes_path, unit, stacked = _MODES_OF[method]
+    modes = tree[modes_path]
     chain_mode = modes["chain_mode"].values
-    rows = {"chains": [", ".join(map(str, np.flatnonzero(chain_mode == m))) for m in modes["mode"].values]}
+    rows = {unit: [", ".join(map(str, np.flatnonzero(chain_mode == m))) for m in modes["mode"].values]}
     for name in ("weight", "elpd_loo", "max_pareto_k", "log_likelihood", "log_posterior", "max_rhat", "min_ess_bulk",
                  "min_ess_tail"):
-        rows[name] = modes[name].values
+        if name in modes:
+            rows[name] = modes[name].values
     for index in range(modes["weights"].shape[1]):
         rows[f"weights[{index}]"] = modes["weights"].values[:, index]
     table = pd.DataFrame(rows, index=pd.Index(modes["mode"].values, name="mode"))
-    note = ("<p><small>Chains are grouped into modes when their pair R-hat stays below 1.1, or their draws share at "
+    grouped = ("Chains are grouped into modes" if method == "mcmc" else
+               "ADVI's fits (one from each starting point, its draws a chain) are grouped into modes")
+    note = (f"<p><small>{grouped} when their pair R-hat stays below 1.1, or their draws share at "
             "least half their distribution, on every parameter; "
             "<code>weight</code> is the Bayesian stacking weight of the mode's PSIS-LOO predictive densities (Yao, "
             "Vehtari and Gelman 2022); <code>log_likelihood</code> and <code>log_posterior</code> are at the mode's "
-            "posterior mean; R-hat and ESS are within the mode. The method <em>MCMC stacked over modes</em> in the "
-            "tables and plots is the draws resampled by these weights.</small></p>")
-    parts = [f"<p>{html.escape(modes_sentence(tree))}</p>", f'<div class="scroll">{_table(table, digits=4)}</div>',
-             note]
+            "posterior mean; R-hat and ESS are within the mode. The method "
+            f"<em>{html.escape(METHOD_LABELS[stacked])}</em> in the tables and plots is the draws resampled by these "
+            "weights.</small></p>")
+    title = f"<h3>{html.escape(METHOD_LABELS[method])}</h3>" if heading else ""
+    parts = [title, f"<p>{html.escape(modes_sentence(tree, method))}</p>",
+             f'<div class="scroll">{_table(table, digits=4)}</div>', note]
     try:
-        parts.append(_figure_html(render_png(plots.plot_modes(tree)), "Each parameter's posterior by mode."))
+        parts.append(_figure_html(render_png(plots.plot_modes(tree, method=method)),
+                                  "Each parameter's posterior by mode."))
     except (ValueError, TypeError) as error:
-        return "".join(parts), [f"The modes plot could not be drawn: {error}"]
+        return "".join(parts), [f"The {METHOD_LABELS[method]} modes plot could not be drawn: {error}"]
     return "".join(parts), []
 
 
