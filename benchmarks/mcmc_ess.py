@@ -157,6 +157,7 @@ RUNS = {  # label, fit_mcmc options (mixflow's runs)
                            {"sampler": "nutpie", "tune": 1000, "adaptation": "diag"}),
     "ours_numba_opt3": ("mixflow, nutpie, numba at its default -O3", {"sampler": "nutpie"}),
 }
+QUICK_CASES, QUICK_RUNS = "1d", "ours,plain_pymc"  # a smoke run: mixflow's default path and the peer's
 DEFAULT_RUNS = ("ours", "ours_pymc", "ours_nutpie", "numpyro_parallel", "numpyro_sequential", "plain_pymc")
 
 
@@ -291,12 +292,15 @@ def parse(argv):
     parser = argparse.ArgumentParser(description="MCMC ESS per second: mixflow against NumPyro and plain PyMC")
     parser.add_argument("repeats", nargs="?", type=int, default=3, help="fresh processes per run (median)")
     parser.add_argument("--repeats", dest="repeats_flag", type=int, help="the same as the positional")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {CASES}")
-    parser.add_argument("--runs", default=",".join(DEFAULT_RUNS), help=f"comma-separated subset of {list(RUNS)}")
+    parser.add_argument("--cases", help=f"comma-separated subset of {CASES} (default all; --quick: {QUICK_CASES})")
+    parser.add_argument("--runs", help=f"comma-separated subset of {list(RUNS)} (default {','.join(DEFAULT_RUNS)}; "
+                                       f"--quick: {QUICK_RUNS})")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 100 draws, 100 tuning steps, 2 chains, once (no figures to quote)")
+                        help="smoke run: 100 draws, 100 tuning steps, 2 chains, once, one case and two runs unless "
+                             "--cases or --runs say otherwise (no figures to quote)")
     args = parser.parse_args(argv)
-    cases, runs = args.cases.split(","), args.runs.split(",")
+    cases = (args.cases or (QUICK_CASES if args.quick else ",".join(CASES))).split(",")
+    runs = (args.runs or (QUICK_RUNS if args.quick else ",".join(DEFAULT_RUNS))).split(",")
     unknown = [c for c in cases if c not in CASES] + [r for r in runs if r not in RUNS]
     if unknown:
         parser.error(f"unknown cases or runs: {unknown}")

@@ -119,14 +119,20 @@ TIMES_ATTRS = {"created_at", "wall_time", "sampling_time", "timings"}
 TIMES_VARIABLES = {"perf_counter_start", "perf_counter_diff", "process_time_diff"}  # PyMC's per-draw timings
 
 
+def _same(one, two) -> bool:
+    """Equal attribute values, a NaN equal to a NaN (an estimate not made in either run)."""
+    one, two = np.asarray(one), np.asarray(two)
+    numeric = one.dtype.kind in "fc" and two.dtype.kind in "fc"
+    return np.array_equal(one, two, equal_nan=numeric)
+
+
 def _differences(one, two) -> set[tuple[str, str]]:
     """(node path, name) of every attribute and variable that is not identical in the two trees."""
     found = set()
     for node in one.subtree:
         ours, theirs = node.to_dataset(inherit=False), two[node.path].to_dataset(inherit=False)
         for key in ours.attrs.keys() | theirs.attrs.keys():
-            if key not in ours.attrs or key not in theirs.attrs or not np.array_equal(
-                    np.asarray(ours.attrs[key]), np.asarray(theirs.attrs[key])):
+            if key not in ours.attrs or key not in theirs.attrs or not _same(ours.attrs[key], theirs.attrs[key]):
                 found.add((node.path, key))
         for name in ours.variables.keys() | theirs.variables.keys():
             if name not in ours.variables or name not in theirs.variables or not ours[name].identical(theirs[name]):

@@ -75,7 +75,7 @@ class SquaremState:
             self.step_max = self.step_max * _STEP_FACTOR if kept else max(1.0, self.step_max / _STEP_FACTOR)
 
 
-def aitken_gap(values) -> float:
+def aitken_gap(values, rate_floor: float = 0.0) -> float:
     """Aitken's estimate ``l_inf - l1`` of the objective still to gain, from three consecutive EM values.
 
     Parameters
@@ -83,6 +83,10 @@ def aitken_gap(values) -> float:
     values : sequence of float
         At least the last three objective values ``l0, l1, l2`` of plain EM steps (each the EM map of the
         one before); only the last three are used.
+    rate_floor : float, default 0
+        The slowest rate the run has shown (:func:`observed_rate`): the estimate uses the larger of it and
+        the triple's own rate, which right after a SQUAREM jump reflects the directions the jump disturbed
+        (0.6, say) rather than EM's slowest (0.999), and would fall short of the gap a hundredfold.
 
     Returns
     -------
@@ -101,8 +105,56 @@ def aitken_gap(values) -> float:
         return 0.0
     if not last < before:  # also a NaN objective: no gap to estimate
         return float("inf")
-    rate = last / before
+    rate = max(last / before, rate_floor)
     return last / (1.0 - rate)
+
+
+def observed_rate(values) -> float:
+    """EM's rate ``(l2 - l1) / (l1 - l0)`` on the last three plain EM values, where it can be read.
+
+    NaN when the gains are within a hundred times the objective's rounding (noise) or do not shrink.
+    """
+    if len(values) < 3:
+        return float("nan")
+    first, second, third = (float(v) for v in values[-3:])
+    last, before = third - second, second - first
+    if not (100 * _ROUNDING * abs(third) < last < before):
+        return float("nan")
+    return last / before
+
+
+#: How much EM's rate may still grow between two consecutive estimates, relative to ``1 - rate``, for
+#: Aitken's extrapolation to be trusted. While the rate grows (right after a SQUAREM jump, or before the
+#: slowest direction dominates) the estimate ``gain / (1 - rate)`` falls short of the gap: the rate may still
+#: be climbing from 0.9 towards EM's 0.999, a gap 100 times the estimate. A rate that holds or falls (the
+#: limit of rounding noise) is trusted.
+RATE_GROWTH = 0.01
+
+
+def rate_settled(changes) -> bool:
+    """Whether EM's linear rate has stopped growing: the last two ratios of consecutive changes.
+
+    Parameters
+    ----------
+    changes : sequence of float
+        At least the last three changes of plain EM steps (objective gains, or parameter changes); only the
+        last three are used.
+
+    Returns
+    -------
+    bool
+        True when ``r1 = c1 / c0`` and ``r2 = c2 / c1`` are in ``[0, 1)`` and ``r2 - r1 <= RATE_GROWTH *
+        (1 - r2)``; False with fewer than three changes.
+
+    """
+    if len(changes) < 3:
+        return False
+    first, second, third = (float(c) for c in changes[-3:])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        before, latest = second / first, third / second
+    if not (0 <= before < 1 and 0 <= latest < 1):
+        return False
+    return latest - before <= RATE_GROWTH * (1.0 - latest)
 
 
 def parameter_tolerance(tol: float) -> float:
@@ -150,6 +202,12 @@ def parameter_gap(points) -> float:
         return float("inf")
     rate = last / before
     return last * rate / (1.0 - rate)
+
+
+def parameter_rate_settled(points) -> bool:
+    """:func:`rate_settled` on the largest parameter changes between the last four points (:func:`to_tracked`)."""
+    points = list(points)[-4:]
+    return rate_settled([_largest_change(a, b) for a, b in zip(points[:-1], points[1:], strict=True)])
 
 
 def _largest_change(start: dict, end: dict) -> float:

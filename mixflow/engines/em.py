@@ -17,8 +17,11 @@ from mixflow.engines.accelerate import (
     SquaremState,
     aitken_gap,
     extrapolate,
+    observed_rate,
     parameter_gap,
+    parameter_rate_settled,
     parameter_tolerance,
+    rate_settled,
     to_tracked,
     to_unconstrained,
     valid_parameters,
@@ -55,7 +58,7 @@ __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "empty_c
            "initial_parameters"]
 
 # the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
-CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol"
+CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol, and parameter_gap < sqrt(tol) unless inf"
 PARAMETER_CRITERION = "parameter_gap < sqrt(tol)"
 
 _EPS_COUNT = 10 * np.finfo(float).eps
@@ -217,6 +220,7 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
     threshold = options.tol * prepared.total_weight
     # plain EM values and parameters since the last jump; points of this cycle
     chain, steps, cycle = [point.value], [point.params], [point]
+    slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
     while run.n_iter < options.max_iter:
         run.collapsed.update(point.collapsed)
         point = evaluate(point.following, point.following_active)
@@ -226,12 +230,17 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
         steps.append(point.params)
         del steps[:-4]  # the parameter test looks at the last two triples
         cycle.append(point)
-        latest, before = aitken_gap(chain), aitken_gap(chain[:-1])
+        slowest = np.fmax(slowest, observed_rate(chain))
+        latest, before = aitken_gap(chain, slowest), aitken_gap(chain[:-1], slowest)
         run.aitken_gap = max(latest, before)  # confirmed by the triple before
-        if latest > 0 and before > 0:
-            run.criterion, stop, confirm = CONVERGENCE_CRITERION, run.aitken_gap < threshold, latest < threshold
-        else:  # the gains are below the objective's rounding: decide on the parameters
-            run.criterion, stop, confirm = _parameter_test(run, steps, parameter_tolerance(options.tol))
+        _, parameters_stop, parameters_confirm = _parameter_test(run, steps, parameter_tolerance(options.tol))
+        if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
+            run.criterion, confirm = CONVERGENCE_CRITERION, latest < threshold and parameters_confirm
+            # parameters drifting along a flat ridge (a redundant component) have no rate: the objective decides
+            parameters_stop = parameters_stop or run.parameter_gap == np.inf
+            stop = run.aitken_gap < threshold and rate_settled(np.diff(chain[-4:])) and parameters_stop
+        else:  # the gains are below the objective's rounding: the parameters decide
+            run.criterion, stop, confirm = PARAMETER_CRITERION, parameters_stop, parameters_confirm
         if stop:
             run.converged = True
             break
@@ -255,7 +264,9 @@ def _parameter_test(run: Run, steps: list, tolerance: float) -> tuple[str, bool,
     points = [to_tracked(params) for params in steps[-4:]]
     latest, before = parameter_gap(points), parameter_gap(points[:-1])
     run.parameter_gap = max(latest, before)
-    return PARAMETER_CRITERION, run.parameter_gap < tolerance, latest < tolerance
+    # at a fixed point (no change beyond the rounding) there is no rate to settle
+    stop = run.parameter_gap < tolerance and (run.parameter_gap == 0 or parameter_rate_settled(points))
+    return PARAMETER_CRITERION, stop, latest < tolerance
 
 
 def _squarem_point(run: Run, cycle: list, evaluate, state: SquaremState, max_iter: int):
@@ -602,8 +613,9 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
             unmet = (f"the objective no longer resolves the gains, and Aitken's estimate of the parameters' distance "
                      f"to their limit, {run.parameter_gap:.3g}, is not below sqrt(tol)={np.sqrt(options.tol):.3g}")
         else:
-            unmet = (f"Aitken's estimate of the objective still to gain, {run.aitken_gap / n_observations:.3g} per "
-                     f"observation, is not below tol={options.tol}")
+            unmet = (f"Aitken's estimates of the objective still to gain, {run.aitken_gap / n_observations:.3g} per "
+                     f"observation, and of the parameters' distance to their limit, {run.parameter_gap:.3g}, are "
+                     f"not both below tol={options.tol} and sqrt(tol)={np.sqrt(options.tol):.3g}")
         warnings.warn(
             f"EM did not converge in max_iter={options.max_iter} iterations ({unmet}); "
             "increase max_iter, loosen tol, or try other starts.",

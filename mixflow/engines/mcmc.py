@@ -270,8 +270,10 @@ def _transformed_point(pymc_model: pm.Model, values: dict) -> dict:
     return {name: np.asarray(value, dtype=float) for name, value in point.items()}
 
 
-def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, options, timings: dict):
+def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, options, timings: dict | None = None):
     import nutpie
+
+    timings = {} if timings is None else timings  # where the caller keeps the phases' times
 
     names = [pymc_model.rvs_to_values[rv].name for rv in pymc_model.free_RVs]
     base = np.concatenate([start[0][name].ravel() for name in names])  # one start (check_options)
