@@ -20,16 +20,18 @@ __all__ = ["check_count", "check_flag", "check_memory", "check_minibatch", "chec
 def check_count(name: str, value, minimum: int) -> int:
     """An integer (not a bool) at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        wrong_type = isinstance(value, bool) or not isinstance(value, int | np.integer)
+        raise (InputTypeError if wrong_type else InputError)(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def check_positive(name: str, value, upper: float = np.inf) -> float:
     """A finite number in (0, upper)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
-            or not (np.isfinite(value) and 0 < value < upper):
+    wrong_type = isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating)
+    if wrong_type or not (np.isfinite(value) and 0 < value < upper):
         bound = f" below {upper}" if np.isfinite(upper) else ""
-        raise InputError(f"{name}: expected a positive number{bound}, got {value!r}")
+        raise (InputTypeError if wrong_type else InputError)(f"{name}: expected a positive number{bound}, "
+                                                             f"got {value!r}")
     return float(value)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from mixflow.checks import check_seed
+from mixflow.checks import check_count, check_seed
 from mixflow.chunked import ChunkedData, as_chunked, is_chunked, moments_of, sample_rows, validate_chunked
 from mixflow.container.build import build_tree, make_attrs
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA, UNITS
@@ -33,8 +33,7 @@ _INIT = (PORTFOLIO, *STRATEGIES, SCALABLE_KMEANS)
 
 def check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate="squarem") -> None:
     """Check EM's options of :func:`fit` (also used by the workflow files before anything is fitted)."""
-    if isinstance(n_init, bool) or not isinstance(n_init, int | np.integer) or n_init < 1:
-        raise InputError(f"n_init: expected an integer >= 1, got {n_init!r}")
+    check_count("n_init", n_init, 1)
     if isinstance(init, str) and init not in _INIT:
         raise InputError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {init!r}")
     if not isinstance(init, str | dict):

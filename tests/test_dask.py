@@ -627,6 +627,17 @@ def test_select_k_takes_dask_data():
         mixflow.select_k(model, da.from_array(x, chunks=CHUNK), ks=[1, 2], n_folds=None)
 
 
+def test_select_k_refuses_more_folds_than_rows_of_dask_data_before_any_fit(monkeypatch):
+    """Each row of Dask data goes whole to one fold: 500 folds of 442 rows cannot all hold one out."""
+    def never(*args, **kwargs):
+        raise AssertionError("a fit ran before the folds were checked")
+
+    monkeypatch.setattr("mixflow.analysis.select._em_row", never)
+    rows = da.from_array(np.random.default_rng(1).normal(size=(442, 2)), chunks=100)
+    with pytest.raises(mixflow.InputError, match=r"n_folds: expected at most the number of rows \(442\), got 500"):
+        mixflow.select_k(mixflow.GaussianMixture(1), rows, ks=[1, 2], methods=["em"], n_folds=500)
+
+
 @pytest.mark.slow
 def test_nuts_on_the_subsample_and_advi_on_streamed_minibatches():
     x, _ = _mixture(d=2)  # stored in order: the first 1500 rows one component, the rest the other

@@ -73,9 +73,17 @@ def test_input_errors_stay_value_and_type_errors():
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, units={"nope": "m"}), InputError,
      r"units: expected units of the data's columns"),
     (lambda x: mixflow.load_dataset("nope"), InputError, r"name: expected one of"),
+    # a value of the wrong type is an InputTypeError (also a TypeError), a wrong value of the right type not
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, n_init="3"), InputTypeError, r"n_init: expected an integer"),
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, n_init=2.0), InputTypeError, r"n_init: expected an integer"),
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, method="advi", minibatch_size="100"), InputTypeError,
+     r"minibatch_size: expected None or an integer in \[1, n_obs = 40\], got '100'"),
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, method="advi", minibatch_size=41), InputError,
+     r"minibatch_size: expected None or an integer in \[1, n_obs = 40\], got 41"),
 ])
 def test_checks_of_user_input_raise_input_errors(call, error, match):
     x = np.random.default_rng(0).normal(size=(40, 2))
     with pytest.raises(error, match=match) as caught:
         call(x)
     assert isinstance(caught.value, ValueError)  # what code written before InputError catches
+    assert isinstance(caught.value, TypeError) == (error is InputTypeError)

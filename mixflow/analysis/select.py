@@ -181,6 +181,12 @@ def _fold(n_folds: int, rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.integers(n_folds, size=n)
 
 
+def _check_row_folds(n_folds: int, n_rows: int) -> None:
+    """Dask data's folds hold out whole rows: no more folds than rows."""
+    if n_folds > n_rows:
+        raise InputError(f"n_folds: expected at most the number of rows ({n_rows}), got {n_folds}")
+
+
 def cross_validated_chunked(model, data, weights=None, *, method: str = "em", n_folds: int = 5,
                             random_seed: int = 0, **fit_kwargs) -> tuple[float, float]:
     """:func:`cross_validated_log_likelihood` of Dask data: folds drawn row by row, blockwise.
@@ -198,6 +204,7 @@ def cross_validated_chunked(model, data, weights=None, *, method: str = "em", n_
     from mixflow.fitting import fit, score_samples
 
     rows = as_chunked(data, weights=weights)
+    _check_row_folds(n_folds, rows.n_obs)
     seeds = np.random.SeedSequence(random_seed).spawn(n_folds + 1)
     folds = row_draws(rows, seeds[0].generate_state(2).tolist(), partial(_fold, n_folds), np.int64)
     frequency = rows.weights if rows.weights is not None else da.ones(rows.n_obs, chunks=rows.values.chunks[0])
@@ -474,6 +481,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         if "mcmc" in methods:
             raise InputError(f"methods: expected 'em' or 'map' with Dask data (NUTS needs the rows in memory), got "
                              f"{list(methods)}")
+        if n_folds is not None:  # checked before any fit (as_chunked computes nothing but unknown block lengths)
+            _check_row_folds(n_folds, as_chunked(data, weights=weights).n_obs)
     validated = None if chunked else validate_data(data, weights=weights)
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
     seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}

@@ -75,11 +75,12 @@ def check_inputs(data, prior, minibatch_size, prior_fields: tuple[str, ...]) -> 
 
 def check_minibatch_size(minibatch_size, n_obs: int) -> None:
     """None, or an integer number of rows in [1, n_obs]."""
-    if minibatch_size is not None and (isinstance(minibatch_size, bool)
-                                       or not isinstance(minibatch_size, int | np.integer)
-                                       or not 1 <= minibatch_size <= n_obs):
-        raise InputError(f"minibatch_size: expected None or an integer in [1, n_obs = {n_obs}], "
-                         f"got {minibatch_size!r}")
+    if minibatch_size is None:
+        return
+    wrong_type = isinstance(minibatch_size, bool) or not isinstance(minibatch_size, int | np.integer)
+    if wrong_type or not 1 <= minibatch_size <= n_obs:
+        raise (InputTypeError if wrong_type else InputError)(
+            f"minibatch_size: expected None or an integer in [1, n_obs = {n_obs}], got {minibatch_size!r}")
 
 
 def dirichlet_weights(concentration: np.ndarray):
