@@ -200,11 +200,14 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
            threaded: bool = False) -> Run:
     """EM from one start until Aitken's estimate of the objective still to gain is below ``tol`` per observation.
 
-    Where the objective no longer resolves the gains (:func:`~mixflow.engines.accelerate.aitken_gap` is 0 by
-    its rounding), the stop is decided on the parameters instead: Aitken's estimate of their distance to the
-    limit (:func:`~mixflow.engines.accelerate.parameter_gap`) below ``sqrt(tol)``; until then EM goes on,
-    extrapolated as before. Either estimate must hold for two consecutive triples of plain EM points (the
-    last and the one before). ``run.criterion`` names the rule that stopped the run (or was still unmet).
+    Aitken's estimate uses the slowest rate plain EM has shown in the run
+    (:func:`~mixflow.engines.accelerate.observed_rate`), and is trusted once the rate no longer grows
+    (:func:`~mixflow.engines.accelerate.rate_settled`); the parameters must also be within ``sqrt(tol)`` of
+    their limit (:func:`~mixflow.engines.accelerate.parameter_gap`), unless their changes do not shrink (a
+    flat ridge). Where the objective no longer resolves the gains (``aitken_gap`` is 0 by its rounding), the
+    parameters alone decide; until then EM goes on, extrapolated as before. Each estimate must hold for two
+    consecutive triples of plain EM points (the last and the one before). ``run.criterion`` names the rule
+    that stopped the run (or was still unmet).
 
     Every iteration is one pass over the data (E-step and objective) and one M-step. With
     ``options.accelerate == "squarem"``, every second iteration is followed by SQUAREM's extrapolation
@@ -217,9 +220,9 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
     run = Run(params=start, active=point.active)
     run.record(point)
     squarem = SquaremState() if options.accelerate == "squarem" else None
-    threshold = options.tol * prepared.total_weight
-    # plain EM values and parameters since the last jump; points of this cycle
-    chain, steps, cycle = [point.value], [point.params], [point]
+    threshold, parameter_threshold = options.tol * prepared.total_weight, parameter_tolerance(options.tol)
+    # plain EM values and parameters (to_tracked, the last four) since the last jump; points of this cycle
+    chain, steps, cycle = [point.value], [to_tracked(point.params)], [point]
     slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
     while run.n_iter < options.max_iter:
         run.collapsed.update(point.collapsed)
@@ -227,13 +230,13 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
         run.n_iter += 1
         run.record(point)
         chain.append(point.value)
-        steps.append(point.params)
+        steps.append(to_tracked(point.params))
         del steps[:-4]  # the parameter test looks at the last two triples
         cycle.append(point)
         slowest = np.fmax(slowest, observed_rate(chain))
         latest, before = aitken_gap(chain, slowest), aitken_gap(chain[:-1], slowest)
         run.aitken_gap = max(latest, before)  # confirmed by the triple before
-        _, parameters_stop, parameters_confirm = _parameter_test(run, steps, parameter_tolerance(options.tol))
+        parameters_stop, parameters_confirm = _parameter_test(run, steps, parameter_threshold)
         if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
             run.criterion, confirm = CONVERGENCE_CRITERION, latest < threshold and parameters_confirm
             # parameters drifting along a flat ridge (a redundant component) have no rate: the objective decides
@@ -249,24 +252,23 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
         elif squarem is not None and len(cycle) == 3:
             jumped = _squarem_point(run, cycle, evaluate, squarem, options.max_iter)
             if jumped is not None:
-                point, chain, steps = jumped, [jumped.value], [jumped.params]
+                point, chain, steps = jumped, [jumped.value], [to_tracked(jumped.params)]
             cycle = [point]
     if squarem is not None:
         run.accepted_extrapolations = squarem.accepted
     return run
 
 
-def _parameter_test(run: Run, steps: list, tolerance: float) -> tuple[str, bool, bool]:
-    """The parameter criterion on the last plain EM points: its name, whether to stop, whether to confirm.
+def _parameter_test(run: Run, points: list, tolerance: float) -> tuple[bool, bool]:
+    """The parameter criterion on the last plain EM points (:func:`to_tracked`): whether to stop, to confirm.
 
     Sets ``run.parameter_gap`` to the larger estimate of the last two triples of points.
     """
-    points = [to_tracked(params) for params in steps[-4:]]
     latest, before = parameter_gap(points), parameter_gap(points[:-1])
     run.parameter_gap = max(latest, before)
     # at a fixed point (no change beyond the rounding) there is no rate to settle
     stop = run.parameter_gap < tolerance and (run.parameter_gap == 0 or parameter_rate_settled(points))
-    return PARAMETER_CRITERION, stop, latest < tolerance
+    return stop, latest < tolerance
 
 
 def _squarem_point(run: Run, cycle: list, evaluate, state: SquaremState, max_iter: int):
