@@ -87,10 +87,11 @@ class MinibatchStream:
         Rows per minibatch, in [1, n_obs]; None gives ``min(DEFAULT_BATCH_SIZE, n_obs)``.
     random_seed : int
         Seeds the blocks and rows drawn (each fit of :meth:`begin` its own child seed, by order).
-    refill_every : int, default 50
+    refill_every : int, default 100
         Iterations served by one refill of the buffer.
-    blocks_per_refill : int, default 4
-        Blocks drawn per refill (with replacement, in proportion to their rows).
+    blocks_per_refill : int, optional
+        Blocks drawn per refill (with replacement, in proportion to their rows); None (the default) draws
+        each row uniformly from all the rows.
 
     Attributes
     ----------
@@ -172,11 +173,10 @@ class MinibatchStream:
         if self.blocks_per_refill is None:  # rows drawn uniformly from all the rows
             starts = self.data.row_starts
             block = np.searchsorted(starts, rng.integers(0, self.data.n_obs, size=shape), side="right") - 1
-            row = rng.integers(0, sizes[block])
         else:  # a few blocks drawn in proportion to their rows, then each row from one of them
             blocks = rng.choice(sizes.size, size=self.blocks_per_refill, p=sizes / sizes.sum())
             block = blocks[rng.integers(self.blocks_per_refill, size=shape)]
-            row = rng.integers(0, sizes[block])
+        row = rng.integers(0, sizes[block])
         wanted = np.unique(block)
         take = dask.delayed(_take, pure=True, nout=2)
         picked = {}

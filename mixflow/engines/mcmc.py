@@ -230,7 +230,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         "relabel_cost": signature.description,
         "log_likelihood": "pointwise log p(x_n) of one copy of each row (frequency weights not applied)",
         "wall_time": float(elapsed),  # compilation and sampling
-        "timings": json.dumps(timings),  # seconds per phase (see _PHASES)
+        "timings": json.dumps(timings),  # seconds per phase, by the keys set above and in the samplers
         "prior": json.dumps(prior.to_dict()),
         "n_modes": int(modes["weight"][1].size),
         **diagnostics,
@@ -321,6 +321,7 @@ def _numba_optimisation(level: int):
 
 
 def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options, timings: dict | None = None):
+    timings = {} if timings is None else timings  # where the caller keeps the phases' times
     rng = np.random.default_rng(jitter_seed)
     initvals = [{name: value + jitter_sd * rng.standard_normal(value.shape)
                  for name, value in start[chain % len(start)].items()} for chain in range(options["chains"])]
@@ -342,11 +343,10 @@ def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options,
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
                           mp_ctx=_CHAIN_START, compute_convergence_checks=False, model=pymc_model)
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
-    if timings is not None:
-        timings.update(compile=compiled - began, tune_and_draw=time.perf_counter() - compiled)
-        draws_time = _kept_draws_time(idata["sample_stats"], "perf_counter_diff")
-        if draws_time is not None:
-            timings["draws"] = draws_time
+    timings.update(compile=compiled - began, tune_and_draw=time.perf_counter() - compiled)
+    draws_time = _kept_draws_time(idata["sample_stats"], "perf_counter_diff")
+    if draws_time is not None:
+        timings["draws"] = draws_time
     return idata
 
 

@@ -362,25 +362,21 @@ def render_plots(tree, selection=None, ci_prob: float | None = None) -> dict:
     For callers that also write the plots as files (the workflow runner): pass the result to
     :func:`report` as ``plots`` and nothing is drawn twice.
     """
-    rendered = {}
-    for name, draw, _ in _report_plots(tree, selection, ci_prob):
-        try:
-            rendered[name] = render_png(draw())
-        except PLOT_ERRORS as error:
-            rendered[name] = error
-    return rendered
+    return {name: _rendered(draw) for name, draw, _ in _report_plots(tree, selection, ci_prob)}
+
+
+def _rendered(draw) -> bytes | Exception:
+    """``draw()``'s figure as PNG bytes, or the error that stopped it."""
+    try:
+        return render_png(draw())
+    except PLOT_ERRORS as error:
+        return error
 
 
 def _plots_section(tree, selection, ci_prob, rendered=None) -> tuple[str, list[str]]:
     figures, problems = [], []
     for name, draw, caption in _report_plots(tree, selection, ci_prob):
-        if rendered is not None and name in rendered:
-            png = rendered[name]
-        else:
-            try:
-                png = render_png(draw())
-            except PLOT_ERRORS as error:
-                png = error
+        png = rendered[name] if rendered is not None and name in rendered else _rendered(draw)
         if isinstance(png, Exception):
             problems.append(f"The {name} plot could not be drawn: {png}")
         else:
