@@ -6,8 +6,7 @@ Each error names the argument, what was expected and what came. No PyMC work hap
 import os
 import secrets
 
-import numpy as np
-
+from mixflow.arguments import check_count, check_flag, check_positive, is_integer
 from mixflow.data import Data
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import require_pymc_form
@@ -15,31 +14,6 @@ from mixflow.families.pymc_parts import check_minibatch_size
 
 __all__ = ["check_count", "check_flag", "check_memory", "check_minibatch", "check_positive", "check_problem",
            "check_seed"]
-
-
-def check_count(name: str, value, minimum: int) -> int:
-    """An integer (not a bool) at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        wrong_type = isinstance(value, bool) or not isinstance(value, int | np.integer)
-        raise (InputTypeError if wrong_type else InputError)(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_positive(name: str, value, upper: float = np.inf) -> float:
-    """A finite number in (0, upper)."""
-    wrong_type = isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating)
-    if wrong_type or not (np.isfinite(value) and 0 < value < upper):
-        bound = f" below {upper}" if np.isfinite(upper) else ""
-        raise (InputTypeError if wrong_type else InputError)(f"{name}: expected a positive number{bound}, "
-                                                             f"got {value!r}")
-    return float(value)
-
-
-def check_flag(name: str, value) -> bool:
-    """True or False."""
-    if not isinstance(value, bool):
-        raise InputTypeError(f"{name}: expected True or False, got {value!r}")
-    return value
 
 
 def check_problem(model, data, reference) -> dict:
@@ -93,7 +67,8 @@ def check_seed(value) -> int:
     """A non-negative integer seed below 2**63 (stored as int64); one is drawn when None (and recorded)."""
     if value is None:
         return secrets.randbits(63)
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value < 2**63:
-        raise InputError(f"random_seed: expected None or a non-negative integer below 2**63 (stored as int64), "
-                         f"got {value!r}")
+    if not is_integer(value) or not 0 <= value < 2**63:
+        raise (InputError if is_integer(value) else InputTypeError)(
+            "random_seed: expected None or a non-negative integer below 2**63 (stored as int64), "
+            f"got {value!r}")
     return int(value)

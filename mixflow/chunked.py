@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixflow.arguments import check_count
 from mixflow.errors import InputError, InputTypeError
 from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning
@@ -243,11 +244,7 @@ def _match_features(array, columns: list, features, name: str):
 
 
 def _rows_chunks(chunks, name: str):
-    if chunks is None:
-        return None
-    if isinstance(chunks, bool) or not isinstance(chunks, int | np.integer) or chunks < 1:
-        raise InputError(f"chunks: expected None or rows per chunk, an integer >= 1, got {chunks!r}")
-    return int(chunks)
+    return check_count("chunks", chunks, 1, none="the data's own chunks")
 
 
 def as_chunked(data, *, weights=None, name: str = "data", features=None, chunks=None) -> ChunkedData:

@@ -8,7 +8,8 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from mixflow.checks import check_count, check_seed
+from mixflow.arguments import check_count, is_integer
+from mixflow.checks import check_seed
 from mixflow.chunked import ChunkedData, as_chunked, is_chunked, moments_of, sample_rows, validate_chunked
 from mixflow.container.build import build_tree, make_attrs
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA, UNITS
@@ -40,12 +41,10 @@ def check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate="
         raise InputTypeError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {type(init).__name__}")
     if not (isinstance(tol, int | float) and np.isfinite(tol) and tol >= 0):
         raise InputError(f"tol: expected a non-negative number, got {tol!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer) or max_iter < 1:
-        raise InputError(f"max_iter: expected an integer >= 1, got {max_iter!r}")
+    check_count("max_iter", max_iter, 1)
     if trim is not None and not (isinstance(trim, int | float) and 0 < trim < 1):
         raise InputError(f"trim: expected None or a weight threshold in (0, 1), got {trim!r}")
-    if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or chunk_size < 1):
-        raise InputError(f"chunk_size: expected None or an integer >= 1, got {chunk_size!r}")
+    check_count("chunk_size", chunk_size, 1, none="rows per pass chosen from the data's width")
     if accelerate is not None and (not isinstance(accelerate, str) or accelerate not in ACCELERATIONS):
         raise InputError(f"accelerate: expected one of {list(ACCELERATIONS)} or None (plain EM), got {accelerate!r}")
 
@@ -304,8 +303,9 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
     if tree is not None:
         raise InputError("tree: expected None with Dask data (a result of Dask data holds a sample of the rows, "
                          f"not the data to add methods to), got a {type(tree).__name__}")
-    if isinstance(subsample, bool) or not isinstance(subsample, int | np.integer) or subsample < model.n_components:
-        raise InputError(f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
+    if not is_integer(subsample) or subsample < model.n_components:
+        raise (InputError if is_integer(subsample) else InputTypeError)(
+            f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
     validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks)
     units = _units(units, data, validated.features)  # checked before the passes over the data
     routed, streamed = _advi_stream(model, validated, methods, routed, seed)  # minibatch_size checked here too
@@ -695,8 +695,7 @@ def sample(tree: xr.DataTree, n: int, method: str = "em", *, random_seed: int | 
 
     """
     method = _check_prediction_method(tree, method)
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise InputError(f"n: expected an integer >= 1, got {n!r}")
+    check_count("n", n, 1)
     rng = np.random.default_rng(check_seed(random_seed))
     model, params, draws, positions = _parameter_sets(tree, method)
     n = int(n)

@@ -74,7 +74,7 @@ def test_bad_weights(weights, message):
     ({"tol": -1.0}, r"tol: expected a non-negative number, got -1.0"),
     ({"max_iter": 0}, r"max_iter: expected an integer >= 1, got 0"),
     ({"trim": 1.5}, r"trim: expected None or a weight threshold in \(0, 1\), got 1.5"),
-    ({"chunk_size": 0}, r"chunk_size: expected None or an integer >= 1, got 0"),
+    ({"chunk_size": 0}, r"chunk_size: expected None \(rows per pass .*\) or an integer >= 1, got 0"),
     ({"random_seed": -3}, r"random_seed: expected None or a non-negative integer below 2\*\*63 .*got -3"),
 ])
 def test_bad_options(kwargs, message):

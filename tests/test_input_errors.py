@@ -79,7 +79,17 @@ def test_input_errors_stay_value_and_type_errors():
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, method="advi", minibatch_size="100"), InputTypeError,
      r"minibatch_size: expected None or an integer in \[1, n_obs = 40\], got '100'"),
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, method="advi", minibatch_size=41), InputError,
-     r"minibatch_size: expected None or an integer in \[1, n_obs = 40\], got 41"),
+     r"minibatch_size: expected None or an integer in \[1, n_obs = 40\], got 41"),    # every count check is one (mixflow.arguments.check_count): a bool is not a count, a string not a seed
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, max_iter=True), InputTypeError,
+     r"max_iter: expected an integer >= 1, got True"),
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, chunk_size=True), InputTypeError,
+     r"chunk_size: expected None \(.*\) or an integer >= 1, got True"),
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, random_seed="7"), InputTypeError,
+     r"random_seed: expected None or a non-negative integer"),
+    (lambda x: mixflow.select_k(mixflow.GaussianMixture(2), x, ks=[1, 2], n_jobs="2"), InputTypeError,
+     r"n_jobs: expected None \(all available cores\) or an integer >= 1, got '2'"),
+    (lambda x: mixflow.select_k(mixflow.GaussianMixture(2), x, ks=[1, 2], n_folds=1), InputError,
+     r"n_folds: expected None \(no cross-validation\) or an integer >= 2, got 1"),
 ])
 def test_checks_of_user_input_raise_input_errors(call, error, match):
     x = np.random.default_rng(0).normal(size=(40, 2))

@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "mixflow"
 LAYERS = (
     ("mixflow.warnings", "mixflow.errors", "mixflow.parallel", "mixflow.atomic", "mixflow.datasets", "mixflow.data",
-     "mixflow.chunked", "mixflow.units"),
+     "mixflow.chunked", "mixflow.units", "mixflow.arguments"),
     ("mixflow.families",),
     ("mixflow.container",),
     ("mixflow.checks",),

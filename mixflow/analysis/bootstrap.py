@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from mixflow.arguments import check_count
 from mixflow.checks import check_seed
 from mixflow.chunked import ChunkedData, is_chunked, row_draws, validate_chunked
 from mixflow.container.layout import EM_BOOTSTRAP, EM_ESTIMATE, EM_RESPONSIBILITIES
@@ -135,14 +136,12 @@ def _replicate_chunk(job: _Job, seeds: list) -> list[dict]:
 # -- the public function -------------------------------------------------------------------------------
 def check_options(n_replicates, kind, random_seed, n_jobs) -> None:
     """Check the options of :func:`bootstrap` (also used by the workflow files before anything is fitted)."""
-    if isinstance(n_replicates, bool) or not isinstance(n_replicates, int | np.integer) or n_replicates < 2:
-        raise InputError(f"n_replicates: expected an integer >= 2, got {n_replicates!r}")
+    check_count("n_replicates", n_replicates, 2)
     if kind not in _KINDS:
         raise InputError(f"kind: expected one of {list(_KINDS)}, got {kind!r}")
     if random_seed is not None:
         check_seed(random_seed)
-    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1):
-        raise InputError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
+    check_count("n_jobs", n_jobs, 1, none="all available cores")
 
 
 def _check_same_data(data, fitted: Data) -> None:

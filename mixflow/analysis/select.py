@@ -21,6 +21,8 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
+from mixflow.arguments import check_count
+from mixflow.checks import check_seed
 from mixflow.chunked import as_chunked, is_chunked, row_draws
 from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
 from mixflow.container.read import frequency_weights, has_group
@@ -94,8 +96,7 @@ def held_out_weights(data: Data, n_folds: int, rng: np.random.Generator) -> np.n
         Held-out weight of each row in each fold; the columns sum to the rows' weights (1 without weights).
 
     """
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds < 2:
-        raise InputError(f"n_folds: expected an integer >= 2, got {n_folds!r}")
+    check_count("n_folds", n_folds, 2)
     if data.total_weight < n_folds:
         raise InputError(f"n_folds: expected at most the number of observations (total weight "
                          f"{data.total_weight:g}), got {n_folds}")
@@ -341,13 +342,10 @@ def _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs):
     if unknown or not methods or ("em" in methods and "map" in methods):
         raise InputError(f"methods: expected some of {list(_METHODS)} (at most one of 'em' and 'map'), "
                          f"got {list(methods)}")
-    if n_folds is not None and (isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2):
-        raise InputError(f"n_folds: expected None (no cross-validation) or an integer >= 2, got {n_folds!r}")
-    if random_seed is not None and (isinstance(random_seed, bool) or not isinstance(random_seed, int | np.integer)
-                                    or random_seed < 0):
-        raise InputError(f"random_seed: expected None or a non-negative integer, got {random_seed!r}")
-    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer) or n_jobs < 1):
-        raise InputError(f"n_jobs: expected None (all available cores) or an integer >= 1, got {n_jobs!r}")
+    check_count("n_folds", n_folds, 2, none="no cross-validation")
+    if random_seed is not None:
+        check_seed(random_seed)
+    check_count("n_jobs", n_jobs, 1, none="all available cores")
     return sorted(ks), methods
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixflow.arguments import check_count
 from mixflow.errors import InputError
 
 __all__ = [
@@ -184,12 +185,6 @@ class KMeansResult:
     random_seed: int
 
 
-def _check_count(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def kmeans(data, n_clusters: int, *, random_seed: int | None = None, n_init: int = 10, max_iter: int = 300,
            weights=None) -> KMeansResult:
     """k-means: the hard-assignment, isotropic, equal-variance limit of EM for a Gaussian mixture.
@@ -220,12 +215,12 @@ def kmeans(data, n_clusters: int, *, random_seed: int | None = None, n_init: int
     """
     from mixflow.data import validate_data
 
-    n_clusters = _check_count(n_clusters, "n_clusters")
-    n_init = _check_count(n_init, "n_init")
-    max_iter = _check_count(max_iter, "max_iter")
+    n_clusters = check_count("n_clusters", n_clusters, 1)
+    n_init = check_count("n_init", n_init, 1)
+    max_iter = check_count("max_iter", max_iter, 1)
     if random_seed is None:
         random_seed = secrets.randbits(63)
-    random_seed = _check_count(random_seed, "random_seed", minimum=0)
+    random_seed = check_count("random_seed", random_seed, 0)
     validated = validate_data(data, weights=weights, warn_constant=False)
     frequency = validated.frequency
     n_support = int(np.count_nonzero(frequency))

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from mixflow.arguments import check_count
 from mixflow.container.layout import ADVI, ADVI_MODES, EM_ESTIMATE, MCMC, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.layout import group as layout_group
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws, parameter_names
@@ -448,8 +449,7 @@ def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_s
     if method is None:
         method = next((m for m in ("mcmc", "advi", "bootstrap", "em") if m in present), None)
     _require(method in present, f"method: expected one of the container's methods {present}, got {method!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise InputError(f"num_samples: expected an integer >= 1, got {num_samples!r}")
+    check_count("num_samples", num_samples, 1)
     predictive, observed, kind = _predictive_draws(tree, method, num_samples, random_seed)
     dt = xr.DataTree.from_dict({
         "posterior_predictive": xr.Dataset({"x": predictive.drop_vars("obs", errors="ignore")}),
