@@ -79,7 +79,9 @@ def test_input_errors_stay_value_and_type_errors():
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, method="advi", minibatch_size="100"), InputTypeError,
      r"minibatch_size: expected None or an integer in \[1, n_obs = 40\], got '100'"),
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, method="advi", minibatch_size=41), InputError,
-     r"minibatch_size: expected None or an integer in \[1, n_obs = 40\], got 41"),    # every count check is one (mixflow.arguments.check_count): a bool is not a count, a string not a seed
+     r"minibatch_size: expected None or an integer in \[1, n_obs = 40\], got 41"),
+    # every count check is one (mixflow.arguments.check_count): a bool is not a count,
+    # a string not a seed
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, max_iter=True), InputTypeError,
      r"max_iter: expected an integer >= 1, got True"),
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, chunk_size=True), InputTypeError,

@@ -236,7 +236,7 @@ def test_bad_arguments(two_clusters):
         select_k(model, two_clusters, methods=("bic",))
     with pytest.raises(ValueError, match="n_folds: expected None .* or an integer >= 2, got 1"):
         select_k(model, two_clusters, methods=("em",), n_folds=1)
-    with pytest.raises(ValueError, match="random_seed: expected None or a non-negative integer below 2\\*\\*63 .*got -2"):
+    with pytest.raises(ValueError, match=r"random_seed: expected None or a non-negative integer .*got -2"):
         select_k(model, two_clusters, methods=("em",), random_seed=-2)
     with pytest.raises(ValueError, match="n_jobs: expected None .* or an integer >= 1, got 0"):
         select_k(model, two_clusters, methods=("em",), n_jobs=0)

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "extrapolate", "from_unconstrained", "parameter_gap",
-           "parameter_tolerance", "to_tracked", "to_unconstrained", "valid_parameters"]
+__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "extrapolate", "from_unconstrained", "largest_change",
+           "parameter_gap", "parameter_gap_of", "parameter_tolerance", "to_tracked", "to_unconstrained",
+           "valid_parameters"]
 
 ACCELERATIONS = ("squarem",)
 _POSITIVE = ("rate", "variance")
@@ -195,7 +196,11 @@ def parameter_gap(points) -> float:
     if len(points) < 3:
         return float("inf")
     first, second, third = points[-3:]
-    before, last = _largest_change(first, second), _largest_change(second, third)
+    return parameter_gap_of(largest_change(first, second), largest_change(second, third))
+
+
+def parameter_gap_of(before: float, last: float) -> float:
+    """:func:`parameter_gap` from the largest changes of its two steps (:func:`largest_change`)."""
     if last <= _PARAMETER_ROUNDING:
         return 0.0
     if not last < before:  # also a NaN change
@@ -204,13 +209,7 @@ def parameter_gap(points) -> float:
     return last * rate / (1.0 - rate)
 
 
-def parameter_rate_settled(points) -> bool:
-    """:func:`rate_settled` on the largest parameter changes between the last four points (:func:`to_tracked`)."""
-    points = list(points)[-4:]
-    return rate_settled([_largest_change(a, b) for a, b in zip(points[:-1], points[1:], strict=True)])
-
-
-def _largest_change(start: dict, end: dict) -> float:
+def largest_change(start: dict, end: dict) -> float:
     """The largest change between two unconstrained parameter sets, relative to ``max(1, |value|)``.
 
     An equal infinity (an empty component's log weight) is no change.

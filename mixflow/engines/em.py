@@ -17,9 +17,9 @@ from mixflow.engines.accelerate import (
     SquaremState,
     aitken_gap,
     extrapolate,
+    largest_change,
     observed_rate,
-    parameter_gap,
-    parameter_rate_settled,
+    parameter_gap_of,
     parameter_tolerance,
     rate_settled,
     to_tracked,
@@ -221,8 +221,9 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
     run.record(point)
     squarem = SquaremState() if options.accelerate == "squarem" else None
     threshold, parameter_threshold = options.tol * prepared.total_weight, parameter_tolerance(options.tol)
-    # plain EM values and parameters (to_tracked, the last four) since the last jump; points of this cycle
-    chain, steps, cycle = [point.value], [to_tracked(point.params)], [point]
+    # plain EM values, the last parameters (to_tracked) and the largest changes between them (the last
+    # three) since the last jump; points of this cycle
+    chain, tracked, moves, cycle = [point.value], to_tracked(point.params), [], [point]
     slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
     while run.n_iter < options.max_iter:
         run.collapsed.update(point.collapsed)
@@ -230,13 +231,14 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
         run.n_iter += 1
         run.record(point)
         chain.append(point.value)
-        steps.append(to_tracked(point.params))
-        del steps[:-4]  # the parameter test looks at the last two triples
+        tracked, previous = to_tracked(point.params), tracked
+        moves.append(largest_change(previous, tracked))
+        del moves[:-3]  # the parameter test looks at the last two triples of points
         cycle.append(point)
         slowest = np.fmax(slowest, observed_rate(chain))
         latest, before = aitken_gap(chain, slowest), aitken_gap(chain[:-1], slowest)
         run.aitken_gap = max(latest, before)  # confirmed by the triple before
-        parameters_stop, parameters_confirm = _parameter_test(run, steps, parameter_threshold)
+        parameters_stop, parameters_confirm = _parameter_test(run, moves, parameter_threshold)
         if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
             run.criterion, confirm = CONVERGENCE_CRITERION, latest < threshold and parameters_confirm
             # parameters drifting along a flat ridge (a redundant component) have no rate: the objective decides
@@ -252,22 +254,27 @@ def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, f
         elif squarem is not None and len(cycle) == 3:
             jumped = _squarem_point(run, cycle, evaluate, squarem, options.max_iter)
             if jumped is not None:
-                point, chain, steps = jumped, [jumped.value], [to_tracked(jumped.params)]
+                point, chain, tracked, moves = jumped, [jumped.value], to_tracked(jumped.params), []
             cycle = [point]
     if squarem is not None:
         run.accepted_extrapolations = squarem.accepted
     return run
 
 
-def _parameter_test(run: Run, points: list, tolerance: float) -> tuple[bool, bool]:
-    """The parameter criterion on the last plain EM points (:func:`to_tracked`): whether to stop, to confirm.
+def _parameter_test(run: Run, moves: list, tolerance: float) -> tuple[bool, bool]:
+    """The parameter criterion on the last plain EM steps: whether to stop, to confirm.
 
-    Sets ``run.parameter_gap`` to the larger estimate of the last two triples of points.
+    ``moves`` are the largest changes (:func:`~mixflow.engines.accelerate.largest_change`) between
+    consecutive plain EM points in :func:`~mixflow.engines.accelerate.to_tracked` form, oldest first: each
+    computed once, as its point is made. Sets ``run.parameter_gap`` to the larger estimate of the last two
+    triples of points (:func:`~mixflow.engines.accelerate.parameter_gap`).
     """
-    latest, before = parameter_gap(points), parameter_gap(points[:-1])
+    inf = float("inf")
+    latest = parameter_gap_of(*moves[-2:]) if len(moves) >= 2 else inf
+    before = parameter_gap_of(*moves[-3:-1]) if len(moves) >= 3 else inf
     run.parameter_gap = max(latest, before)
     # at a fixed point (no change beyond the rounding) there is no rate to settle
-    stop = run.parameter_gap < tolerance and (run.parameter_gap == 0 or parameter_rate_settled(points))
+    stop = run.parameter_gap < tolerance and (run.parameter_gap == 0 or rate_settled(moves[-3:]))
     return stop, latest < tolerance
 
 
