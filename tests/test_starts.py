@@ -237,3 +237,22 @@ def test_auto_runs_no_start_twice(faithful):
                                                  np.random.default_rng(seed)))
             for name, seed in zip(portfolio_schedule("gaussian", 40), seeds, strict=True)]
     assert len(set(keys)) < len(keys)  # the schedule does repeat partitions
+
+
+def test_short_runs_agree_when_two_have_settled_at_the_best_sound_value():
+    # a short run has settled when it stopped, or when Aitken's estimate of its remaining gain is within
+    # the agreement tolerance (1e-6 of the value): such runs need not also meet the parameters' sqrt(tol)
+    from mixflow.engines.em import DEGENERATE, SOUND, Run, _agree
+
+    def run(value, converged=False, gap=np.inf):
+        return Run(params={}, history_objective=[value - 5.0, value], converged=converged, aitken_gap=gap)
+
+    sound = lambda r: SOUND  # noqa: E731
+    settled = run(1000.0, gap=1e-4)
+    assert _agree([settled, run(1000.0 + 5e-4, gap=2e-4), run(900.0)], sound)
+    assert _agree([settled, run(1000.0, converged=True)], sound)
+    assert not _agree([settled, run(1000.0, gap=0.01)], sound)  # may still climb 1e-5 of the value
+    assert not _agree([settled, run(1000.0 - 0.01, gap=1e-4)], sound)  # settled elsewhere
+    assert not _agree([settled, run(1000.0, gap=1e-4), run(1200.0)], sound)  # a better run still climbing
+    tier = lambda r: DEGENERATE if r.history_objective[-1] > 1100 else SOUND  # noqa: E731
+    assert _agree([settled, run(1000.0, gap=1e-4), run(1200.0, gap=0.0)], tier)  # a degenerate run is not best

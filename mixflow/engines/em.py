@@ -525,13 +525,20 @@ def _run_fresh(starts: list, run, options: EMOptions) -> tuple[list, list]:
 
 
 def _agree(runs: list[Run], tier) -> bool:
-    """Whether the best sound short run's value was also reached by another, both stopped by the short tolerance."""
+    """Whether the best sound short run's value was also reached by another, both settled.
+
+    A short run has settled when it stopped by the short tolerance, or when Aitken's estimate of what it
+    has still to gain is within the agreement tolerance: the short runs rank starts, and two runs whose
+    limits are within ``_AGREE`` of the same value have found it whether or not their parameters have
+    also settled to the stopping rule's ``sqrt(tol)``.
+    """
     tiers = [tier(r) for r in runs]
-    sound = [r for r, t in zip(runs, tiers, strict=True) if r.converged and t == SOUND]
-    if len(sound) < 2:
+    best = max((r.history_objective[-1] for r, t in zip(runs, tiers, strict=True) if t == SOUND), default=np.nan)
+    settled = [r for r, t in zip(runs, tiers, strict=True)
+               if t == SOUND and (r.converged or r.aitken_gap <= _AGREE * abs(best))]
+    if len(settled) < 2:
         return False
-    values = np.sort([r.history_objective[-1] for r in sound])[::-1]
-    best = max(r.history_objective[-1] for r, t in zip(runs, tiers, strict=True) if t == SOUND)
+    values = np.sort([r.history_objective[-1] for r in settled])[::-1]
     return bool(abs(values[0] - best) <= _AGREE * abs(best) and abs(values[1] - best) <= _AGREE * abs(best))
 
 
