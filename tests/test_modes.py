@@ -168,6 +168,17 @@ def test_one_mode_diagnoses_as_before():
     assert "R-hat above 1.01" in str(now[0].message) and "chains disagree" in str(now[0].message)
 
 
+@pytest.mark.parametrize("target_accept, advised", [(0.8, True), (0.95, False)])
+def test_chains_of_one_mode_that_disagree_are_advised_a_higher_target_accept(target_accept, advised):
+    aligned, raw = _aligned([0, 0, 0, 0.3])  # one mode (they overlap), R-hat above 1.01, no divergence
+    options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": target_accept}
+    no_divergence = {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        _diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
+    message = str(record[0].message)
+    assert "chains disagree" in message and "divergent" not in message
+    assert (f"a higher target_accept (0.95; it was {target_accept})" in message) == advised
+
 def test_several_modes_are_named_instead_of_chains_disagreeing():
     aligned, raw = _aligned([0, 5, 0, 5])
     options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": 0.8}
@@ -386,6 +397,48 @@ def test_select_k_reports_each_k_modes(monkeypatch):
     assert table["n_modes"].tolist() == [1, 2] and table["stacked_over_modes"].tolist() == [False, True]
     assert messages[-1].startswith("K=2, NUTS: 2 modes, 0 divergence(s)")
 
+
+@pytest.fixture(scope="module")
+def galaxies_k5():
+    """The galaxies (velocity / 1000) at K=5, MAP then NUTS with every sampling option at its default."""
+    x = mixflow.load_dataset("galaxies")["velocity"].to_numpy() / 1000
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", mixflow.SamplingWarning)
+        tree = mixflow.fit(mixflow.GaussianMixture(5), x, method=["map", "mcmc"], random_seed=1, **FAST)
+    return tree, [str(w.message) for w in record if issubclass(w.category, mixflow.SamplingWarning)]
+
+
+@pytest.mark.slow
+def test_galaxies_k5_modes_are_named_and_weighted(galaxies_k5):
+    import arviz_stats as azs
+
+    tree, messages = galaxies_k5
+    mcmc, modes = tree["mcmc"], tree["mcmc/modes"]
+    assert mcmc.attrs["draws"] == 1000 and mcmc.attrs["tune"] == 500 and mcmc.attrs["chains"] == 4
+    n_modes = mcmc.attrs["n_modes"]
+    assert modes.attrs["n_modes"] == n_modes == modes.sizes["mode"] >= 1
+    chain_mode = modes["chain_mode"].values
+    assert chain_mode.shape == (4,) and sorted(set(chain_mode.tolist())) == list(range(n_modes))
+    assert modes["weight"].values.sum() == pytest.approx(1.0, abs=1e-12) and np.all(modes["weight"].values >= 0)
+    assert modes["n_chains"].values.sum() == 4 and ("mcmc/stacked/posterior" in tree) == (n_modes > 1)
+    posterior = mcmc["posterior"].to_dataset()
+    for mode in range(n_modes):  # R-hat within each mode, as arviz computes it on that mode's chains
+        chains = np.flatnonzero(chain_mode == mode)
+        if chains.size > 1:
+            rhat = azs.rhat(posterior.isel(chain=chains))
+            expected = max(float(np.nanmax(rhat[name].values)) for name in rhat.data_vars)
+            assert modes["max_rhat"].values[mode] == pytest.approx(expected, rel=1e-12)
+    said = [m for m in messages if m.startswith("MCMC diagnostics")]
+    assert len(said) == 1 and (f"{n_modes} modes (chains" in said[0]) == (n_modes > 1)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the K=5 posterior is metastable: configurations (a component on the two "
+                   "galaxies near 16, a broad first component) are crossed every few hundred draws, so 4 x 1000 "
+                   "draws leave one mode's chains at R-hat 1.03-1.14 (seeds 1-4; 1.03-1.06 at target_accept 0.95)")
+def test_galaxies_k5_r_hat_within_modes_at_most_1_05_with_the_default_draws(galaxies_k5):
+    tree, _ = galaxies_k5
+    assert np.nanmax(tree["mcmc/modes"]["max_rhat"].values) <= 1.05
 
 # -- ADVI from several optima ---------------------------------------------------------------------------------
 def test_advi_bad_starts_name_the_argument(map_fit):

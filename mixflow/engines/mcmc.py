@@ -541,7 +541,10 @@ def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: s
     advice = []
     if high_rhat or low_bulk or low_tail or n_divergent:
         advice.append(f"more draws and tuning (draws={2 * options['draws']}, tune={max(2 * options['tune'], 1000)})")
-    if n_divergent:
+    # Chains that disagree within a mode often cross rarely between a mixture's configurations (a component
+    # that forms on a few points and dissolves): the crossing passes where that component's variance is
+    # small, and the shorter steps of a higher target acceptance pass there more often.
+    if n_divergent or (high_rhat and options["target_accept"] < 0.95):
         advice.append(f"a higher target_accept (0.95; it was {options['target_accept']})")
     if high_rhat or modes:
         advice.append("fewer components, or a stronger prior, if components overlap or one has few observations "
