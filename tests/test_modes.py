@@ -179,6 +179,19 @@ def test_chains_of_one_mode_that_disagree_are_advised_a_higher_target_accept(tar
     assert "chains disagree" in message and "divergent" not in message
     assert (f"a higher target_accept (0.95; it was {target_accept})" in message) == advised
 
+
+@pytest.mark.parametrize("target_accept, advice", [(0.8, "a higher target_accept (0.95; it was 0.8)"),
+                                                   (0.95, "a higher target_accept (0.99; it was 0.95)"),
+                                                   (0.99, None)])
+def test_divergences_are_advised_the_next_higher_target_accept(target_accept, advice):
+    aligned, raw = _aligned([0, 0, 0, 0])
+    options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": target_accept}
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        _diagnose(aligned, raw, {"diverging": (("chain", "draw"), np.eye(4, 300, dtype=bool))}, options)
+    message = str(record[0].message)
+    assert "4 divergent transition(s)" in message
+    assert (advice in message) if advice else "target_accept" not in message
+
 def test_several_modes_are_named_instead_of_chains_disagreeing():
     aligned, raw = _aligned([0, 5, 0, 5])
     options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": 0.8}
