@@ -371,7 +371,7 @@ def test_a_unimodal_posterior_is_one_mode_and_left_as_it_was(map_fit):
                              "component": [0, 1], "feature": data.features, "feature_": data.features})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        legacy = _diagnose(aligned, raw, result["groups"]["sample_stats"]["variables"], dict(run))
+        legacy = _diagnose(aligned, raw, result["groups"]["sample_stats"]["variables"], {**run, "target_accept": 0.8})
     assert {key: result["attrs"][key] for key in legacy} == legacy
     assert modes["max_rhat"][1][0] == pytest.approx(result["attrs"]["max_rhat"], rel=1e-12)
 

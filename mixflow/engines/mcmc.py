@@ -544,10 +544,11 @@ def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: s
     # Chains that disagree within a mode often cross rarely between a mixture's configurations (a component
     # that forms on a few points and dissolves): the crossing passes where that component's variance is
     # small, and the shorter steps of a higher target acceptance pass there more often.
-    target = options["target_accept"]
-    higher = 0.95 if target < 0.95 else 0.99 if target < 0.99 else None  # the next of the usual settings
-    if higher is not None and (n_divergent or (high_rhat and target < 0.95)):
-        advice.append(f"a higher target_accept ({higher}; it was {target})")
+    if n_divergent or high_rhat:
+        target = options["target_accept"]
+        higher = 0.95 if target < 0.95 else 0.99 if target < 0.99 else None  # the next of the usual settings
+        if higher is not None and (n_divergent or target < 0.95):
+            advice.append(f"a higher target_accept ({higher}; it was {target})")
     if high_rhat or modes:
         advice.append("fewer components, or a stronger prior, if components overlap or one has few observations "
                       "(the posterior may be multimodal)" if not modes else
