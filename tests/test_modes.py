@@ -411,23 +411,22 @@ def test_select_k_reports_each_k_modes(monkeypatch):
     assert messages[-1].startswith("K=2, NUTS: 2 modes, 0 divergence(s)")
 
 
-@pytest.fixture(scope="module")
-def galaxies_k5():
-    """The galaxies (velocity / 1000) at K=5, MAP then NUTS with every sampling option at its default."""
+@pytest.mark.slow
+def test_galaxies_k5_modes_are_named_and_weighted():
+    """The galaxies (velocity / 1000) at K=5 by MAP then NUTS, whose chains cross rarely between configurations.
+
+    Few draws keep the test short: it checks what is said and recorded, not convergence (with the default
+    4 x 1000 draws one mode's R-hat is 1.03-1.14 over seeds 1-4: the README's "When the chains fall into
+    several modes").
+    """
+    import arviz_stats as azs
+
     x = mixflow.load_dataset("galaxies")["velocity"].to_numpy() / 1000
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", mixflow.SamplingWarning)
-        tree = mixflow.fit(mixflow.GaussianMixture(5), x, method=["map", "mcmc"], random_seed=1, **FAST)
-    return tree, [str(w.message) for w in record if issubclass(w.category, mixflow.SamplingWarning)]
-
-
-@pytest.mark.slow
-def test_galaxies_k5_modes_are_named_and_weighted(galaxies_k5):
-    import arviz_stats as azs
-
-    tree, messages = galaxies_k5
+        tree = mixflow.fit(mixflow.GaussianMixture(5), x, method=["map", "mcmc"], random_seed=1, draws=200,
+                           tune=200, **FAST)
     mcmc, modes = tree["mcmc"], tree["mcmc/modes"]
-    assert mcmc.attrs["draws"] == 1000 and mcmc.attrs["tune"] == 500 and mcmc.attrs["chains"] == 4
     n_modes = mcmc.attrs["n_modes"]
     assert modes.attrs["n_modes"] == n_modes == modes.sizes["mode"] >= 1
     chain_mode = modes["chain_mode"].values
@@ -441,17 +440,8 @@ def test_galaxies_k5_modes_are_named_and_weighted(galaxies_k5):
             rhat = azs.rhat(posterior.isel(chain=chains))
             expected = max(float(np.nanmax(rhat[name].values)) for name in rhat.data_vars)
             assert modes["max_rhat"].values[mode] == pytest.approx(expected, rel=1e-12)
-    said = [m for m in messages if m.startswith("MCMC diagnostics")]
+    said = [str(w.message) for w in record if str(w.message).startswith("MCMC diagnostics")]
     assert len(said) == 1 and (f"{n_modes} modes (chains" in said[0]) == (n_modes > 1)
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the K=5 posterior is metastable: configurations (a component on the two "
-                   "galaxies near 16, a broad first component) are crossed every few hundred draws, so 4 x 1000 "
-                   "draws leave one mode's chains at R-hat 1.03-1.14 (seeds 1-4; 1.03-1.06 at target_accept 0.95)")
-def test_galaxies_k5_r_hat_within_modes_at_most_1_05_with_the_default_draws(galaxies_k5):
-    tree, _ = galaxies_k5
-    assert np.nanmax(tree["mcmc/modes"]["max_rhat"].values) <= 1.05
 
 # -- ADVI from several optima ---------------------------------------------------------------------------------
 def test_advi_bad_starts_name_the_argument(map_fit):
