@@ -541,8 +541,14 @@ def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: s
     advice = []
     if high_rhat or low_bulk or low_tail or n_divergent:
         advice.append(f"more draws and tuning (draws={2 * options['draws']}, tune={max(2 * options['tune'], 1000)})")
-    if n_divergent:
-        advice.append(f"a higher target_accept (0.95; it was {options['target_accept']})")
+    # Chains that disagree within a mode often cross rarely between a mixture's configurations (a component
+    # that forms on a few points and dissolves): the crossing passes where that component's variance is
+    # small, and the shorter steps of a higher target acceptance pass there more often.
+    if n_divergent or high_rhat:
+        target = options["target_accept"]
+        higher = 0.95 if target < 0.95 else 0.99 if target < 0.99 else None  # the next of the usual settings
+        if higher is not None and (n_divergent or target < 0.95):
+            advice.append(f"a higher target_accept ({higher}; it was {target})")
     if high_rhat or modes:
         advice.append("fewer components, or a stronger prior, if components overlap or one has few observations "
                       "(the posterior may be multimodal)" if not modes else
