@@ -501,12 +501,13 @@ def _fallbacks(runs: list[Run], screened: np.ndarray, n_keep: int, tier) -> list
     """Runs to continue, in order, while every continued one is degenerate or spurious.
 
     First the screening's survivors after the ``n_keep`` continued together, then the runs it dropped that
-    are not degenerate, best first: a run that leads after a few iterations can collapse when continued (a
-    regression line through a few points), and the sound runs it outranked early must still get their chance.
+    were sound when dropped, best first: a run that leads after a few iterations can collapse when continued
+    (a regression line through a few points), and the sound runs it outranked early must still get their
+    chance. Runs already degenerate or spurious when dropped are not tried: they rarely recover.
     """
     dropped = np.setdiff1d(np.arange(len(runs)), screened)
     dropped = dropped[_rank_distinct([runs[i] for i in dropped], tier)] if dropped.size else dropped
-    return [int(i) for i in screened[n_keep:]] + [int(i) for i in dropped if tier(runs[i]) != DEGENERATE]
+    return [int(i) for i in screened[n_keep:]] + [int(i) for i in dropped if tier(runs[i]) == SOUND]
 
 
 def _screening_stages(n_starts: int) -> list[int]:
