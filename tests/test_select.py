@@ -175,6 +175,27 @@ def test_collapsing_fits_are_flagged_and_never_preferred():
     assert list(flagged["skipped"]) == ["", SKIPPED_DEGENERATE]
 
 
+def test_a_collapsed_fold_fit_is_never_the_held_out_choice():
+    """Rounded data (ties): one fold's K=2 fit puts a component on a repeated value, and its held-out rows at
+    that value score without bound, so the held-out log-likelihood would prefer K=2 though both full fits
+    are sound; it prefers K=1, counts the fold and warns."""
+    x = np.round(np.random.default_rng(7).normal(0, 1, 40), 1)
+    with pytest.warns(MixflowWarning, match=r"K in \[2\] skipped by the held-out log-likelihood.*cv_flagged_folds"):
+        table = select_k(mixflow.GaussianMixture(1), x, ks=(1, 2), methods=("em",), n_folds=3, random_seed=7,
+                         fit_kwargs={"n_init": 1, "max_iter": 100}, n_jobs=1)
+    assert list(table["degenerate"]) == [False, False] and list(table["spurious"]) == [False, False]
+    assert list(table["cv_flagged_folds"]) == [0, 1]
+    assert table.loc[2, "cv_log_likelihood"] > table.loc[1, "cv_log_likelihood"]  # the artefact ...
+    assert table.attrs["preferred"]["cv_log_likelihood"] == 1  # ... is not the choice
+    assert table.attrs["skipped"] == {}  # the other criteria still consider K=2
+
+
+def test_preferred_k_skips_flagged_folds_for_the_held_out_criterion_only():
+    table = pd.DataFrame({"bic": [10.0, 5.0, 7.0], "cv_log_likelihood": [-9.0, -1.0, -5.0],
+                          "cv_flagged_folds": [0, 2, 0]}, index=pd.Index([1, 2, 3], name="k"))
+    assert preferred_k(table) == {"bic": 2, "cv_log_likelihood": 3}
+
+
 def test_preferred_k_skips_degenerate_rows_for_the_em_criteria_only():
     table = pd.DataFrame({"bic": [10.0, 5.0, 1.0], "elpd_loo": [-3.0, -2.0, -1.0],
                           "degenerate": [False, False, True]}, index=pd.Index([1, 2, 3], name="k"))

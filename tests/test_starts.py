@@ -145,6 +145,27 @@ def test_a_degenerate_winner_only_when_every_restart_is_and_flagged(pair_inside_
     assert tree["em"].attrs["degenerate"] == 1
 
 
+def test_a_sound_short_run_is_continued_when_every_screened_one_collapses():
+    """Two noisy crossing lines and an exact parabola, K=3: the runs that lead after 20 iterations all put a
+    line through the parabola's points and collapse when continued; the default must then continue the
+    sound runs the screening dropped, and return the best sound maximum (init="random" reaches it)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, 300)
+    lines = np.where(rng.integers(0, 2, 300) == 0, 1 + 2 * x, 1 - 2 * x) + rng.normal(0, 0.5, 300)
+    on_parabola = rng.integers(0, 3, 300) == 0
+    data = pd.DataFrame({"x": x, "x2": x**2, "y": np.where(on_parabola, 4 - x**2, lines)})
+    model = mixflow.RegressionMixture(3, "y ~ x + x2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateComponentWarning)
+        tree = mixflow.fit(model, data, random_seed=1)
+    reference = _fit(model, data, init="random", random_seed=1)
+    assert reference["em"].attrs["degenerate"] == 0
+    stats = tree["em/sample_stats"]
+    assert stats["degenerate"].values[stats["continued"].values].any()  # the case: a continued run collapsed
+    assert tree["em"].attrs["degenerate"] == 0
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(reference["em"].attrs["log_likelihood"], rel=1e-8)
+
+
 def test_rank_runs_puts_sound_runs_first_then_degenerate_then_nan():
     objectives = np.array([-10.0, -1.0, np.nan, -5.0, -2.0])
     degenerate = np.array([False, True, False, False, True])

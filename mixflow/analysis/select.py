@@ -156,10 +156,25 @@ def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_f
         unweighted data, log p(x_n | fit without x_n's fold); NaN for a row of zero weight.
 
     """
+    total, standard_error, pointwise, _ = _cross_validate(model, data, method=method, n_folds=n_folds,
+                                                          random_seed=random_seed, **fit_kwargs)
+    return total, standard_error, pointwise
+
+
+def flagged_fit(attrs) -> tuple[bool, bool]:
+    """Whether an EM fit (its ``/em`` attributes) is degenerate (a collapsed or empty component) and spurious."""
+    degenerate = bool(attrs.get("degenerate", 0)) or bool(json.loads(attrs["collapsed_components"]))
+    return degenerate, bool(json.loads(attrs.get("spurious_components", "[]")))
+
+
+def _cross_validate(model, data: Data, *, method: str, n_folds: int, random_seed: int,
+                    **fit_kwargs) -> tuple[float, float, np.ndarray, int]:
+    """:func:`cross_validated_log_likelihood`, and how many folds' fits are degenerate or spurious."""
     from mixflow.fitting import fit
 
     seeds = np.random.SeedSequence(random_seed).spawn(n_folds + 1)
     held_out = held_out_weights(data, n_folds, np.random.default_rng(seeds[0]))
+    flagged = 0
     log_density = np.zeros_like(held_out)
     for fold in range(n_folds):
         training = data.frequency - held_out[fold]
@@ -168,13 +183,14 @@ def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_f
         weights = None if data.weights is None else training[rows]
         tree = fit(model, _frame(train), method=method, weights=weights,
                    random_seed=int(seeds[fold + 1].generate_state(1)[0]), **fit_kwargs)
+        flagged += any(flagged_fit(tree["em"].attrs))
         scored = np.flatnonzero(held_out[fold] > 0)
         log_density[fold, scored] = pointwise_log_density(model, _estimate(tree), _subset(data, scored))
     units = held_out.sum(axis=0)
     pointwise = np.divide((held_out * log_density).sum(axis=0), units, out=np.full(data.n_obs, np.nan),
                           where=units > 0)
     total, standard_error = weighted_sum_and_se(log_density.ravel(), held_out.ravel())
-    return total, standard_error, pointwise
+    return total, standard_error, pointwise, flagged
 
 
 def _fold(n_folds: int, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -190,6 +206,17 @@ def _check_row_folds(n_folds: int, n_rows: int) -> None:
 
 def cross_validated_chunked(model, data, weights=None, *, method: str = "em", n_folds: int = 5,
                             random_seed: int = 0, **fit_kwargs) -> tuple[float, float]:
+    """:func:`cross_validated_log_likelihood` of Dask data: the total and its standard error.
+
+    Folds drawn row by row, blockwise: see :func:`_cross_validate_chunked`.
+    """
+    total, standard_error, _ = _cross_validate_chunked(model, data, weights, method=method, n_folds=n_folds,
+                                                       random_seed=random_seed, **fit_kwargs)
+    return total, standard_error
+
+
+def _cross_validate_chunked(model, data, weights=None, *, method: str = "em", n_folds: int = 5,
+                            random_seed: int = 0, **fit_kwargs) -> tuple[float, float, int]:
     """:func:`cross_validated_log_likelihood` of Dask data: folds drawn row by row, blockwise.
 
     Each row goes, whole and with its weight, to a fold drawn uniformly from a seed of ``random_seed``
@@ -197,7 +224,8 @@ def cross_validated_chunked(model, data, weights=None, *, method: str = "em", n_
     by chance, as Bernoulli draws do). Each fold's fit is :func:`mixflow.fit` of all the rows with the
     fold's weights set to zero (one EM over the blocks), scored lazily on the fold's rows; the held-out
     sums and sums of squares come in one pass. Returns the total and its standard error, as
-    :func:`weighted_sum_and_se` with ddof=1 (the pointwise terms stay on the blocks).
+    :func:`weighted_sum_and_se` with ddof=1 (the pointwise terms stay on the blocks), and how many folds'
+    fits are degenerate or spurious.
     """
     import dask
     import dask.array as da
@@ -210,15 +238,17 @@ def cross_validated_chunked(model, data, weights=None, *, method: str = "em", n_
     folds = row_draws(rows, seeds[0].generate_state(2).tolist(), partial(_fold, n_folds), np.int64)
     frequency = rows.weights if rows.weights is not None else da.ones(rows.n_obs, chunks=rows.values.chunks[0])
     units = squares = total = 0.0
+    flagged = 0
     for fold in range(n_folds):
         held_out = da.where(folds == fold, frequency, 0.0)
         tree = fit(model, data, method=method, weights=frequency - held_out,
                    random_seed=int(seeds[fold + 1].generate_state(1)[0]), **fit_kwargs)
+        flagged += any(flagged_fit(tree["em"].attrs))
         log_density = da.where(held_out > 0, score_samples(tree, data).data, 0.0)
         parts = dask.compute(held_out.sum(), (held_out * log_density).sum(), (held_out * log_density**2).sum())
         units, total, squares = units + parts[0], total + parts[1], squares + parts[2]
     variance = max(squares - total * total / units, 0.0) / max(units - 1.0, 1e-300)
-    return float(total), float(np.sqrt(units * variance))
+    return float(total), float(np.sqrt(units * variance)), flagged
 
 
 def weighted_sum_and_se(values: np.ndarray, frequency: np.ndarray, ddof: int = 1) -> tuple[float, float]:
@@ -368,16 +398,15 @@ def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit
         attrs = tree["em"].attrs
         row = {key: attrs[key] for key in ("log_likelihood", "n_parameters", "bic", "aic", "icl")}
         if n_folds is not None and isinstance(data, Data):
-            total, se, _ = cross_validated_log_likelihood(model, data, method=method, n_folds=n_folds,
-                                                          random_seed=cv_seed, **fit_kwargs)
+            total, se, _, flagged = _cross_validate(model, data, method=method, n_folds=n_folds,
+                                                    random_seed=cv_seed, **fit_kwargs)
         elif n_folds is not None:
-            total, se = cross_validated_chunked(model, data, weights, method=method, n_folds=n_folds,
-                                                random_seed=cv_seed, **fit_kwargs)
+            total, se, flagged = _cross_validate_chunked(model, data, weights, method=method, n_folds=n_folds,
+                                                         random_seed=cv_seed, **fit_kwargs)
         if n_folds is not None:
-            row.update(cv_log_likelihood=total, cv_log_likelihood_se=se)
+            row.update(cv_log_likelihood=total, cv_log_likelihood_se=se, cv_flagged_folds=flagged)
     row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
-    row["degenerate"] = bool(attrs.get("degenerate", 0)) or bool(json.loads(attrs["collapsed_components"]))
-    row["spurious"] = bool(json.loads(attrs.get("spurious_components", "[]")))
+    row["degenerate"], row["spurious"] = flagged_fit(attrs)
     return row, tree, _messages(caught)
 
 
@@ -455,7 +484,9 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     -------
     pandas.DataFrame or (pandas.DataFrame, dict)
         Indexed by ``k``. EM columns: ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl``,
-        ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``converged`` (False when EM stopped at ``max_iter``
+        ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``cv_flagged_folds`` (folds whose fit is degenerate or
+        spurious: the held-out criterion skips such a K, its held-out rows scored by a collapsed component),
+        ``converged`` (False when EM stopped at ``max_iter``
         or warned so), ``degenerate``, ``spurious`` (a spurious component: no restart found a sound maximum,
         see :func:`mixflow.families.base.spurious_rule`); MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
         ``min_ess_bulk``, ``min_ess_tail``, ``divergences`` and ``n_modes`` (how many modes its chains fell
@@ -554,14 +585,22 @@ def preferred_k(table: pd.DataFrame) -> dict:
     The EM criteria (BIC, AIC, ICL, held-out log-likelihood) never prefer a K whose EM fit is degenerate or
     spurious (``degenerate`` and ``spurious`` columns, see :func:`skipped_k`): a collapsed component's
     likelihood is unbounded, and a spurious one's is inflated by a few points near a subspace, so the
-    criterion would reward the artefact. When every K is skipped, they prefer none.
+    criterion would reward the artefact. When every K is skipped, they prefer none. The held-out
+    log-likelihood also skips a K with a degenerate or spurious fold fit (``cv_flagged_folds``), for the same
+    reason: the fold's held-out rows near its collapsed component score without bound.
     """
     skipped = skipped_k(table)
+    if "cv_flagged_folds" in table:
+        flagged_folds = table.index[table["cv_flagged_folds"].fillna(0).to_numpy() > 0]
+    else:
+        flagged_folds = []
     preferred = {}
     for column in LOWER_IS_BETTER + HIGHER_IS_BETTER:
         if column not in table:
             continue
         values = table[column].drop(index=list(skipped)) if column in EM_CRITERIA else table[column]
+        if column == "cv_log_likelihood":
+            values = values.drop(index=[k for k in flagged_folds if k in values.index])
         if values.notna().any():
             best = values.idxmin() if column in LOWER_IS_BETTER else values.idxmax()
             preferred[column] = int(best)
@@ -612,6 +651,13 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
         if ks:
             warnings.warn(f"select_k: K in {ks} skipped by the EM criteria ({', '.join(EM_CRITERIA)}): {reason}; "
                           "see the 'skipped' column. methods=('map',) regularises it.", MixflowWarning, stacklevel=3)
+    if "cv_flagged_folds" in table:
+        folds = [int(k) for k in table.index if table.loc[k, "cv_flagged_folds"] > 0 and int(k) not in skipped]
+        if folds:
+            warnings.warn(f"select_k: K in {folds} skipped by the held-out log-likelihood: a cross-validation fold's "
+                          "EM fit is degenerate or spurious (a collapsed component scores its held-out rows without "
+                          "bound); see the 'cv_flagged_folds' column. methods=('map',) regularises it.",
+                          MixflowWarning, stacklevel=3)
     flagged = [int(k) for k in table.index if "converged" in table and not table.loc[k, "converged"]
                and int(k) not in skipped]
     if flagged:

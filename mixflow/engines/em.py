@@ -455,7 +455,8 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
     starts cost time and find nothing). Then a successive screening: the best quarter by
     :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
-    continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`). Returns the runs started
+    continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`): the other survivors,
+    then the non-degenerate runs the screening dropped (:func:`_fallbacks`). Returns the runs started
     (the continued ones extended), which were continued, and their strategies. ``together(jobs)`` runs the
     continuations, ``[(params, options), ...]``, on the whole data (by default one after the other with
     ``run``; chunked data share each pass among them).
@@ -496,11 +497,24 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
 
     first = ranked[:n_keep]  # continued together; more, one at a time, while no continued one is sound
     join(first, together(jobs(first)))
-    for index in ranked[n_keep:]:
+    for index in _fallbacks(runs, ranked, n_keep, tier):
         if any(tier(runs[i]) == SOUND for i in np.flatnonzero(continued)):
             break
         join([index], together(jobs([index])))
     return runs, continued, names
+
+
+def _fallbacks(runs: list[Run], screened: np.ndarray, n_keep: int, tier) -> list[int]:
+    """Runs to continue, in order, while every continued one is degenerate or spurious.
+
+    First the screening's survivors after the ``n_keep`` continued together, then the runs it dropped that
+    were sound when dropped, best first: a run that leads after a few iterations can collapse when continued
+    (a regression line through a few points), and the sound runs it outranked early must still get their
+    chance. Runs already degenerate or spurious when dropped are not tried: they rarely recover.
+    """
+    dropped = np.setdiff1d(np.arange(len(runs)), screened)
+    dropped = dropped[_rank_distinct([runs[i] for i in dropped], tier)] if dropped.size else dropped
+    return [int(i) for i in screened[n_keep:]] + [int(i) for i in dropped if tier(runs[i]) == SOUND]
 
 
 def _screening_stages(n_starts: int) -> list[int]:

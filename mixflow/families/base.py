@@ -162,9 +162,9 @@ def dirichlet_log_density(weights: np.ndarray, concentration: np.ndarray) -> flo
 
     """
     exponent = concentration - 1.0
-    with np.errstate(divide="ignore", invalid="ignore"):  # 0 * log 0 is NaN here, replaced by 0 just below
+    with np.errstate(divide="ignore"):
         log_w = np.log(weights)
-        terms = np.where(exponent == 0, 0.0, exponent * log_w)
+    terms = np.multiply(exponent, log_w, out=np.zeros_like(log_w), where=exponent != 0)  # no 0 * -inf formed
     return float(gammaln(concentration.sum()) - gammaln(concentration).sum() + terms.sum())
 
 
