@@ -155,7 +155,7 @@ RUNS = {  # label, fit_mcmc options (mixflow's runs)
                            {"sampler": "pymc", "cores": 1}),
     "ours_diag_tune1000": ("mixflow, nutpie, tune=1000, adaptation='diag'",
                            {"sampler": "nutpie", "tune": 1000, "adaptation": "diag"}),
-    "ours_numba_opt3": ("mixflow, nutpie, numba at its default -O3", {"sampler": "nutpie"}),
+    "ours_numba_opt3": ("mixflow, nutpie, callbacks compiled at -O3", {"sampler": "nutpie"}),
 }
 QUICK_CASES, QUICK_RUNS = "1d", "ours,plain_pymc"  # a smoke run: mixflow's default path and the peer's
 DEFAULT_RUNS = ("ours", "ours_pymc", "ours_nutpie", "numpyro_parallel", "numpyro_sequential", "plain_pymc")

@@ -345,7 +345,7 @@ def test_nutpie_interrupt_stops_the_sampler_and_is_an_interrupt(monkeypatch):
             Running.cancelled = True
 
     sampled = {}
-    monkeypatch.setattr(nutpie, "compile_pymc_model", lambda model, **kwargs: Compiled())
+    monkeypatch.setattr(mcmc, "compile_nutpie", lambda model, initial_point, **kwargs: Compiled(initial_point))
     monkeypatch.setattr(nutpie, "sample", lambda compiled, **kwargs: sampled.update(kwargs) or Running())
     with pm.Model() as model:
         pm.Normal("x")

@@ -76,7 +76,7 @@ def test_bad_model_data_and_reference_name_the_argument(small):
 
 
 def test_sampler_auto_is_pymc_and_nutpie_needs_nutpie(monkeypatch):
-    assert resolve_sampler("auto") == "pymc"  # the faster choice, compilation included (benchmarks/mcmc_ess.py)
+    assert resolve_sampler("auto") == "pymc"  # the cheaper first fit of new data (README, benchmarks/mcmc_ess.py)
     assert resolve_sampler("pymc") == "pymc"
     monkeypatch.setattr(mcmc.importlib.util, "find_spec", lambda name: None)
     assert resolve_sampler("auto") == "pymc"

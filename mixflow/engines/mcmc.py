@@ -12,8 +12,6 @@ warning when they flag a problem.
 The result is plain arrays with dims, in the shape :func:`mixflow.container.io.build_tree` takes.
 """
 
-import contextlib
-import dataclasses
 import importlib.util
 import json
 import sys
@@ -29,6 +27,7 @@ from pymc.initial_point import make_initial_point_fn
 from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.data import Data
 from mixflow.engines.modes import STARTS, check_starts, describe_modes, mode_groups, start_points
+from mixflow.engines.nutpie_compile import compile_nutpie
 from mixflow.engines.over_draws import draw_groups
 from mixflow.errors import InputError, SamplerInterrupted
 from mixflow.families.relabel import align
@@ -44,19 +43,21 @@ ESS_PER_CHAIN_MIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 pe
 _MAX_NAMED = 6
 ADAPTATIONS = ("low_rank", "diag")
 _CHAIN_START = "fork" if sys.platform.startswith("linux") else None  # see _sample_pymc
-# nutpie wraps PyTensor's (already optimised, cached) numba kernels in a C callback compiled anew in every
-# process; LLVM at -O0 for that thin wrapper compiles it several times faster with the same draws and the
-# same sampling time (benchmarks/mcmc_ess.py measures it).
-_NUTPIE_NUMBA_OPT = 0
+# LLVM's optimisation level for nutpie's C callbacks, thin wrappers of PyTensor's compiled kernels, compiled
+# once per graph and cached on disk (mixflow.engines.nutpie_compile); 1 is the lowest that numba caches.
+_NUTPIE_NUMBA_OPT = 1
 
 
 def resolve_sampler(sampler: str) -> str:
     """``"auto"`` -> ``"pymc"``; check a forced choice.
 
-    PyMC's NUTS is the default because it is the faster one, compilation included, on the families and
-    data sizes mixflow ships (``benchmarks/mcmc_ess.py`` measures it; the README gives the figures): nutpie
-    samples faster, but compiles its C callback anew in every process, which costs more than its sampling
-    saves on these sizes. nutpie stays available (``sampler="nutpie"``) for long or costly runs.
+    PyMC's NUTS is the default because a model's first fit costs less with it. mixflow's models hold the
+    data as constants, so every new data set (a bootstrap replicate, another K) is a new graph that
+    PyTensor compiles anew, and nutpie's C callbacks then link and compile that code once more.
+    nutpie samples several times faster (Rust threads, no per-draw hand-off to a parent process) and its
+    callbacks are cached on disk (:mod:`mixflow.engines.nutpie_compile`), so from the second fit of the
+    same model and data on, in any process, it is the faster one, compilation included
+    (``benchmarks/mcmc_ess.py``; the README gives the figures): pass ``sampler="nutpie"`` for reruns.
     """
     if sampler not in SAMPLERS:
         raise InputError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
@@ -130,8 +131,8 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     random_seed : int, optional
         Seeds the jitter of the starts, the sampler and the posterior predictive draws.
     sampler : {"auto", "nutpie", "pymc"}, default "auto"
-        NUTS implementation: PyMC's ("auto", the faster one compilation included on the shipped families
-        and sizes, see :func:`resolve_sampler`), or nutpie's.
+        NUTS implementation: PyMC's ("auto": the cheaper first fit, see :func:`resolve_sampler`), or
+        nutpie's (the faster one once its compiled callbacks for the model and data are cached).
     progressbar : bool, default True
         Show the sampler's progress (and PyMC's log messages).
     cores : int, optional
@@ -284,9 +285,7 @@ def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, option
         return base + jitter_sd * rng.standard_normal(base.size)
 
     began = time.perf_counter()
-    with _numba_optimisation(_NUTPIE_NUMBA_OPT):
-        compiled = nutpie.compile_pymc_model(pymc_model, jitter_rvs=set())
-    compiled = dataclasses.replace(compiled, initial_point_func=initial_point)
+    compiled = compile_nutpie(pymc_model, initial_point, var_names=options.get("traced"), numba_opt=_NUTPIE_NUMBA_OPT)
     timings["compile"] = time.perf_counter() - began
     began = time.perf_counter()
     with one_blas_thread():  # see _sample_pymc
@@ -305,19 +304,6 @@ def _sample_nutpie(pymc_model, start: list, jitter_sd, jitter_seed, seed, option
     timings["tune_and_draw"] = time.perf_counter() - began
     idata["posterior"].attrs.update(sampling_time=timings["tune_and_draw"], tuning_steps=options["tune"])
     return idata
-
-
-@contextlib.contextmanager
-def _numba_optimisation(level: int):
-    """Temporarily set numba's LLVM optimisation level of the modules it finalises."""
-    from numba.core import config
-
-    saved = config.OPT
-    config.OPT = config._OptLevel(level)
-    try:
-        yield
-    finally:
-        config.OPT = saved
 
 
 def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options, timings: dict | None = None):
