@@ -101,8 +101,10 @@ def test_the_chains_traces_share_their_compiled_function_and_not_their_draws():
 def test_numba_optimisation_level_is_restored():
     from numba.core import config
 
+    from mixflow.engines.nutpie_compile import _numba_optimisation
+
     before = int(config.OPT)
-    with pytest.raises(RuntimeError), mcmc._numba_optimisation(0):
+    with pytest.raises(RuntimeError), _numba_optimisation(0):
         assert int(config.OPT) == 0
         raise RuntimeError
     assert int(config.OPT) == before
