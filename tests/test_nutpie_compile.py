@@ -58,3 +58,18 @@ def test_the_cached_callbacks_make_nutpies_own_draws(model):
     first, second = nutpie.sample(ours, **run), nutpie.sample(own, **run)
     for name in ("mu", "sigma", "twice"):
         np.testing.assert_array_equal(first["posterior"][name].values, second["posterior"][name].values)
+
+
+def test_another_nutpie_gets_its_own_compilation(model, monkeypatch):
+    # the cached path builds on nutpie's private functions; a nutpie they were not written against compiles
+    # the model itself
+    @dataclasses.dataclass
+    class Compiled:
+        initial_point_func: object = None
+
+    calls = []
+    monkeypatch.setattr(nutpie, "__version__", "0.17.0")
+    monkeypatch.setattr(nutpie, "compile_pymc_model", lambda *args, **kwargs: calls.append(kwargs) or Compiled())
+    start = lambda seed: np.zeros(2)  # noqa: E731
+    compiled = compile_nutpie(model, start)
+    assert calls and compiled.initial_point_func is start

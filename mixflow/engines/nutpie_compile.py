@@ -94,7 +94,11 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
             compiled = nutpie.compile_pymc_model(pymc_model, jitter_rvs=set(), var_names=var_names)
         return dataclasses.replace(compiled, initial_point_func=initial_point)
 
-    if not config.numba__cache:
+    # the cached path uses nutpie's own building blocks, which are not public: any other nutpie than the one
+    # they were written against gets nutpie's own compilation
+    private = ("_make_functions", "_prepare_dims_and_coords", "make_user_data", "CompiledPyMCModel")
+    if not config.numba__cache or not all(hasattr(compile_pymc, name) for name in private) or \
+            not nutpie.__version__.startswith("0.16."):
         return nutpie_own()
     # the start is the caller's: PyMC's initial-point function is not compiled (nutpie's helper only wraps it)
     (n_dim, n_expanded, logp_function, expand_function, _, shape_info, reparameterized) = compile_pymc._make_functions(
