@@ -138,7 +138,8 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     cores : int, optional
         Chains run in parallel (default: as many as the CPUs, at most ``chains``).
     target_accept : float, default 0.8
-        NUTS target acceptance rate; raise it (0.9, 0.95) when there are divergences.
+        NUTS target acceptance rate; raise it (0.95, then 0.99 if divergences remain) when there are divergences
+        or a high R-hat, as the diagnostic warning advises.
     adaptation : {"low_rank", "diag"}, default "low_rank"
         nutpie's mass-matrix adaptation: diagonal plus a low-rank part that captures the correlations
         between weights, means and variances of overlapping components (about 1.4 times the ESS per
