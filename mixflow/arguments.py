@@ -9,12 +9,17 @@ import numpy as np
 
 from mixflow.errors import InputError, InputTypeError
 
-__all__ = ["check_count", "check_flag", "check_positive", "is_integer"]
+__all__ = ["check_count", "check_flag", "check_positive", "is_integer", "is_number"]
 
 
 def is_integer(value) -> bool:
     """Whether ``value`` is a Python or NumPy integer; a bool is not one, though Python counts it as one."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """Whether ``value`` is a Python or NumPy real number; a bool is not one, though Python counts it as one."""
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
 
 
 def check_count(name: str, value, minimum: int, *, none: str | None = None) -> int | None:

@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from mixflow.arguments import check_count, is_integer
+from mixflow.arguments import check_count, is_integer, is_number
 from mixflow.checks import check_seed
 from mixflow.chunked import ChunkedData, as_chunked, is_chunked, moments_of, sample_rows, validate_chunked
 from mixflow.container.build import build_tree, make_attrs
@@ -39,11 +39,12 @@ def check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate="
         raise InputError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {init!r}")
     if not isinstance(init, str | dict):
         raise InputTypeError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {type(init).__name__}")
-    if not (isinstance(tol, int | float) and np.isfinite(tol) and tol >= 0):
-        raise InputError(f"tol: expected a non-negative number, got {tol!r}")
+    if not (is_number(tol) and np.isfinite(tol) and tol >= 0):
+        raise (InputError if is_number(tol) else InputTypeError)(f"tol: expected a non-negative number, got {tol!r}")
     check_count("max_iter", max_iter, 1)
-    if trim is not None and not (isinstance(trim, int | float) and 0 < trim < 1):
-        raise InputError(f"trim: expected None or a weight threshold in (0, 1), got {trim!r}")
+    if trim is not None and not (is_number(trim) and 0 < trim < 1):
+        raise (InputError if is_number(trim) else InputTypeError)(
+            f"trim: expected None or a weight threshold in (0, 1), got {trim!r}")
     check_count("chunk_size", chunk_size, 1, none="rows per pass chosen from the data's width")
     if accelerate is not None and (not isinstance(accelerate, str) or accelerate not in ACCELERATIONS):
         raise InputError(f"accelerate: expected one of {list(ACCELERATIONS)} or None (plain EM), got {accelerate!r}")

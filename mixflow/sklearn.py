@@ -18,13 +18,13 @@ listed there (``EXPECTED_FAILED_CHECKS``) with the reason for each.
 """
 
 import dataclasses
-import numbers
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, DensityMixin
-from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
+from mixflow.arguments import check_count, is_integer
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.fitting import fit, predict, predict_proba, sample, score_samples
@@ -95,19 +95,21 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
                             f"{type(self.model).__name__}")
         if self.method not in _FIT_METHODS:
             raise InputError(f"method: expected one of {list(_FIT_METHODS)}, got {self.method!r}")
-        if self.n_components is None:
+        n_components = check_count("n_components", self.n_components, 1, none="the model's own")
+        if n_components is None:
             return self.model
-        if isinstance(self.n_components, bool) or not isinstance(self.n_components, numbers.Integral) \
-                or self.n_components < 1:
-            raise InputError(f"n_components: expected None or an integer >= 1, got {self.n_components!r}")
-        return dataclasses.replace(self.model, n_components=int(self.n_components))
+        return dataclasses.replace(self.model, n_components=n_components)
 
     def _seed(self) -> int | None:
         if self.random_state is None:
             return None
-        if isinstance(self.random_state, numbers.Integral) and not isinstance(self.random_state, bool):
-            return int(self.random_state)
-        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        if isinstance(self.random_state, np.random.RandomState):
+            return int(self.random_state.randint(np.iinfo(np.int32).max))
+        if not is_integer(self.random_state) or not 0 <= self.random_state < 2**63:
+            raise (InputError if is_integer(self.random_state) else InputTypeError)(
+                "random_state: expected None, a numpy RandomState or a non-negative integer below 2**63, "
+                f"got {self.random_state!r}")
+        return int(self.random_state)
 
     def _frame(self, X, reset: bool) -> pd.DataFrame:
         values = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)

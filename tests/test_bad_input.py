@@ -6,6 +6,7 @@ import pytest
 import xarray as xr
 
 import mixflow
+from mixflow.errors import InputTypeError
 
 MODEL = mixflow.GaussianMixture(2)
 
@@ -79,6 +80,16 @@ def test_bad_weights(weights, message):
 ])
 def test_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
+        mixflow.fit(MODEL, data(), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"tol": True}, r"tol: expected a non-negative number, got True"),  # was taken as tol=1.0
+    ({"tol": "1e-3"}, r"tol: expected a non-negative number, got '1e-3'"),
+    ({"trim": True}, r"trim: expected None or a weight threshold in \(0, 1\), got True"),
+])
+def test_a_bool_or_string_where_a_number_belongs_is_a_type_error(kwargs, message):
+    with pytest.raises(InputTypeError, match=message):
         mixflow.fit(MODEL, data(), **kwargs)
 
 

@@ -21,6 +21,7 @@ from mixflow.data import validate_data
 from mixflow.engines import mcmc
 from mixflow.engines.mcmc import _diagnose, fit_mcmc, resolve_sampler
 from mixflow.engines.over_draws import draw_groups
+from mixflow.errors import InputTypeError
 from mixflow.families.gaussian.pymc import free_values
 from mixflow.families.pymc_parts import build_model
 from mixflow.families.relabel import align, gaussian_signature
@@ -51,7 +52,9 @@ def small():
     ({"random_seed": -3}, ValueError, r"random_seed: expected None or a non-negative integer below 2\*\*63 .*got -3"),
     ({"sampler": "stan"}, ValueError, r"sampler: expected one of \['auto', 'nutpie', 'pymc'\], got 'stan'"),
     ({"target_accept": 1.2}, ValueError, r"target_accept: expected a number in \(0, 1\), got 1.2"),
+    ({"target_accept": True}, InputTypeError, r"target_accept: expected a number in \(0, 1\), got True"),
     ({"jitter": -1.0}, ValueError, r"jitter: expected a non-negative number, got -1.0"),
+    ({"jitter": "0.1"}, InputTypeError, r"jitter: expected a non-negative number, got '0.1'"),
     ({"adaptation": "full"}, ValueError, r"adaptation: expected one of \['low_rank', 'diag'\], got 'full'"),
     ({"progressbar": "no"}, TypeError, r"progressbar: expected True or False, got 'no'"),
 ])

@@ -1,5 +1,7 @@
 """The scikit-learn face: check_estimator, pipelines, grid search over K, and agreement with mixflow's API."""
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -10,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import mixflow
+from mixflow.errors import InputError, InputTypeError
 from mixflow.sklearn import MixtureEstimator
 
 #: scikit-learn checks that fail by design, and why.
@@ -92,8 +95,15 @@ def test_parameters_round_trip_and_errors():
         MixtureEstimator("gmm").fit(np.ones((5, 1)))
     with pytest.raises(ValueError, match=r"method: expected one of \['em', 'map', 'mcmc', 'advi'\], got 'nuts'"):
         MixtureEstimator(mixflow.PoissonMixture(2), method="nuts").fit(np.ones((5, 1)))
-    with pytest.raises(ValueError, match=r"n_components: expected None or an integer >= 1, got 0"):
+    with pytest.raises(InputError, match=r"n_components: expected None \(the model's own\) or an integer >= 1, got 0"):
         MixtureEstimator(mixflow.PoissonMixture(2), n_components=0).fit(np.ones((5, 1)))
+    for wrong in (True, "3", 2.0):  # not a count: a type error, as everywhere else
+        with pytest.raises(InputTypeError, match=rf"n_components: expected None .* got {re.escape(repr(wrong))}"):
+            MixtureEstimator(mixflow.PoissonMixture(2), n_components=wrong).fit(np.ones((5, 1)))
+        with pytest.raises(InputTypeError, match=rf"random_state: expected None, .* got {re.escape(repr(wrong))}"):
+            MixtureEstimator(mixflow.PoissonMixture(2), random_state=wrong).fit(np.ones((5, 1)))
+    with pytest.raises(InputError, match=r"random_state: expected None, a numpy RandomState .* got -1"):
+        MixtureEstimator(mixflow.PoissonMixture(2), random_state=-1).fit(np.ones((5, 1)))
     fitted = MixtureEstimator(mixflow.PoissonMixture(2), random_state=0).fit(np.arange(20.0)[:, None])
     with pytest.raises(ValueError, match=r"new_data: expected non-negative integer counts"):
         fitted.predict(np.array([[1.5]]))

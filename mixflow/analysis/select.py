@@ -397,6 +397,8 @@ def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit
         tree = fit(model, rows, method=method, weights=weights, random_seed=fit_seed, **fit_kwargs)
         attrs = tree["em"].attrs
         row = {key: attrs[key] for key in ("log_likelihood", "n_parameters", "bic", "aic", "icl")}
+    with warnings.catch_warnings(record=True) as caught_folds:
+        warnings.simplefilter("always")
         if n_folds is not None and isinstance(data, Data):
             total, se, _, flagged = _cross_validate(model, data, method=method, n_folds=n_folds,
                                                     random_seed=cv_seed, **fit_kwargs)
@@ -405,24 +407,29 @@ def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit
                                                          random_seed=cv_seed, **fit_kwargs)
         if n_folds is not None:
             row.update(cv_log_likelihood=total, cv_log_likelihood_se=se, cv_flagged_folds=flagged)
-    row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
+    row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning
+                                                            for w in caught + caught_folds)
     row["degenerate"], row["spurious"] = flagged_fit(attrs)
-    return row, tree, _messages(caught)
+    return row, tree, _messages(caught, caught_folds)
 
 
 #: How a warning of the choice of K names the method that raised it.
 METHOD_NAMES = {"em": "EM (MLE)", "map": "EM (MAP)", "mcmc": "NUTS"}
 
 
-def _messages(caught) -> list[tuple[type, str]]:
+def _messages(caught, caught_folds=()) -> list[tuple[type, str]]:
     """One (category, message) pair per category of recorded warnings, in the order first raised.
 
-    The fits of one K (the fit and its cross-validation folds) often warn alike; the first message of a
-    category is kept, with the count of the others.
+    The fits of one K (the fit on all rows, ``caught``, and its cross-validation folds, ``caught_folds``)
+    often warn alike; the first message of a category is kept, with the count of the others. A message
+    first raised by a fold's fit says so: the fit on all rows did not raise it.
     """
     first, counts = {}, {}
     for w in caught:
         first.setdefault(w.category, str(w.message))
+        counts[w.category] = counts.get(w.category, 0) + 1
+    for w in caught_folds:
+        first.setdefault(w.category, f"a cross-validation fold's fit (not the fit on all rows): {w.message}")
         counts[w.category] = counts.get(w.category, 0) + 1
     return [(category, message + (f" (and {counts[category] - 1} more such warning(s) from this K's fits, "
                                   "e.g. its cross-validation folds)" if counts[category] > 1 else ""))

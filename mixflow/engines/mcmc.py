@@ -24,12 +24,13 @@ import xarray as xr
 from pymc.backends.ndarray import NDArray
 from pymc.initial_point import make_initial_point_fn
 
+from mixflow.arguments import is_number
 from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.data import Data
 from mixflow.engines.modes import STARTS, check_starts, describe_modes, mode_groups, start_points
 from mixflow.engines.nutpie_compile import compile_nutpie
 from mixflow.engines.over_draws import draw_groups
-from mixflow.errors import InputError, SamplerInterrupted
+from mixflow.errors import InputError, InputTypeError, SamplerInterrupted
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.warnings import SamplingWarning
@@ -93,13 +94,15 @@ def check_options(options: dict) -> None:
         options["cores"] = check_count("cores", options["cores"], 1)
     options["random_seed"] = check_seed(options["random_seed"])
     target = options["target_accept"]
-    if not (isinstance(target, int | float) and 0 < target < 1):
-        raise InputError(f"target_accept: expected a number in (0, 1), got {target!r}")
+    if not (is_number(target) and 0 < target < 1):
+        raise (InputError if is_number(target) else InputTypeError)(
+            f"target_accept: expected a number in (0, 1), got {target!r}")
     if options["adaptation"] not in ADAPTATIONS:
         raise InputError(f"adaptation: expected one of {list(ADAPTATIONS)}, got {options['adaptation']!r}")
     jitter = options["jitter"]
-    if not (isinstance(jitter, int | float) and np.isfinite(jitter) and jitter >= 0):
-        raise InputError(f"jitter: expected a non-negative number, got {jitter!r}")
+    if not (is_number(jitter) and np.isfinite(jitter) and jitter >= 0):
+        raise (InputError if is_number(jitter) else InputTypeError)(
+            f"jitter: expected a non-negative number, got {jitter!r}")
     for name in ("progressbar", "posterior_predictive"):
         check_flag(name, options[name])
     several = check_starts(options.setdefault("starts", "reference"))
@@ -138,7 +141,8 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     cores : int, optional
         Chains run in parallel (default: as many as the CPUs, at most ``chains``).
     target_accept : float, default 0.8
-        NUTS target acceptance rate; raise it (0.9, 0.95) when there are divergences.
+        NUTS target acceptance rate; raise it (0.95, then 0.99 if divergences remain) when there are divergences
+        or a high R-hat, as the diagnostic warning advises.
     adaptation : {"low_rank", "diag"}, default "low_rank"
         nutpie's mass-matrix adaptation: diagonal plus a low-rank part that captures the correlations
         between weights, means and variances of overlapping components (about 1.4 times the ESS per
