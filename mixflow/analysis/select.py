@@ -647,6 +647,9 @@ def ks_to_fit(table: pd.DataFrame, fit: str = "bic") -> list[int]:
         return [first]
     return [first] + sorted({int(k) for k in preferred.values()} - {first})
 
+# the same advice for the Python call and for a workflow file, which declares the MAP fit in its own way
+_MAP_ADVICE = "A MAP fit regularises it: methods=('map',), or map = true under [methods.em] in a workflow."
+
 
 def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
     skipped = skipped_k(table)
@@ -657,17 +660,18 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
         ks = sorted(k for k, why in skipped.items() if why == reason)
         if ks:
             warnings.warn(f"select_k: K in {ks} skipped by the EM criteria ({', '.join(EM_CRITERIA)}): {reason}; "
-                          "see the 'skipped' column. methods=('map',) regularises it.", MixflowWarning, stacklevel=3)
+                          f"see the 'skipped' column. {_MAP_ADVICE}", MixflowWarning, stacklevel=3)
     if "cv_flagged_folds" in table:
         folds = [int(k) for k in table.index if table.loc[k, "cv_flagged_folds"] > 0 and int(k) not in skipped]
         if folds:
             warnings.warn(f"select_k: K in {folds} skipped by the held-out log-likelihood: a cross-validation fold's "
                           "EM fit is degenerate or spurious (a collapsed component scores its held-out rows without "
-                          "bound); see the 'cv_flagged_folds' column. methods=('map',) regularises it.",
+                          f"bound); see the 'cv_flagged_folds' column. {_MAP_ADVICE}",
                           MixflowWarning, stacklevel=3)
     flagged = [int(k) for k in table.index if "converged" in table and not table.loc[k, "converged"]
                and int(k) not in skipped]
     if flagged:
         warnings.warn(f"select_k: the EM fit for K in {flagged} did not converge (see the 'converged' column); "
-                      "its criteria are unreliable. Raise max_iter in fit_kwargs, or methods=('map',).",
+                      "its criteria are unreliable. Raise max_iter (in fit_kwargs, or under [methods.em] in a "
+                      f"workflow). {_MAP_ADVICE}",
                       MixflowWarning, stacklevel=3)
