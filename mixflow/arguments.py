@@ -9,7 +9,7 @@ import numpy as np
 
 from mixflow.errors import InputError, InputTypeError
 
-__all__ = ["check_count", "check_flag", "check_positive", "is_integer", "is_number"]
+__all__ = ["check_count", "check_flag", "check_integer", "check_number", "check_positive", "is_integer", "is_number"]
 
 
 def is_integer(value) -> bool:
@@ -20,6 +20,28 @@ def is_integer(value) -> bool:
 def is_number(value) -> bool:
     """Whether ``value`` is a Python or NumPy real number; a bool is not one, though Python counts it as one."""
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def _check(name: str, value, of_type, valid, expected: str):
+    """``value`` if ``of_type(value)`` and ``valid(value)``; else InputTypeError (wrong type) or InputError."""
+    right_type = of_type(value)
+    if not (right_type and valid(value)):
+        raise (InputError if right_type else InputTypeError)(f"{name}: expected {expected}, got {value!r}")
+    return value
+
+
+def check_integer(name: str, value, valid, expected: str) -> int:
+    """An integer (not a bool) for which ``valid(value)`` holds; ``expected`` says what was expected.
+
+    A value of another type raises InputTypeError, an integer out of range InputError, both naming
+    ``name``, ``expected`` and the value.
+    """
+    return int(_check(name, value, is_integer, valid, expected))
+
+
+def check_number(name: str, value, valid, expected: str) -> float:
+    """A real number (not a bool) for which ``valid(value)`` holds; errors as :func:`check_integer`'s."""
+    return float(_check(name, value, is_number, valid, expected))
 
 
 def check_count(name: str, value, minimum: int, *, none: str | None = None) -> int | None:
@@ -41,20 +63,14 @@ def check_count(name: str, value, minimum: int, *, none: str | None = None) -> i
     """
     if value is None and none is not None:
         return None
-    if not is_integer(value) or value < minimum:
-        allowed = f"None ({none}) or an integer >= {minimum}" if none is not None else f"an integer >= {minimum}"
-        raise (InputError if is_integer(value) else InputTypeError)(f"{name}: expected {allowed}, got {value!r}")
-    return int(value)
+    allowed = f"None ({none}) or an integer >= {minimum}" if none is not None else f"an integer >= {minimum}"
+    return check_integer(name, value, lambda v: v >= minimum, allowed)
 
 
 def check_positive(name: str, value, upper: float = np.inf) -> float:
     """A finite number in (0, upper)."""
-    wrong_type = isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating)
-    if wrong_type or not (np.isfinite(value) and 0 < value < upper):
-        bound = f" below {upper}" if np.isfinite(upper) else ""
-        raise (InputTypeError if wrong_type else InputError)(f"{name}: expected a positive number{bound}, "
-                                                             f"got {value!r}")
-    return float(value)
+    bound = f" below {upper}" if np.isfinite(upper) else ""
+    return check_number(name, value, lambda v: np.isfinite(v) and 0 < v < upper, f"a positive number{bound}")
 
 
 def check_flag(name: str, value) -> bool:

@@ -6,7 +6,7 @@ Each error names the argument, what was expected and what came. No PyMC work hap
 import os
 import secrets
 
-from mixflow.arguments import check_count, check_flag, check_positive, is_integer
+from mixflow.arguments import check_count, check_flag, check_integer, check_positive
 from mixflow.data import Data
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import require_pymc_form
@@ -67,8 +67,5 @@ def check_seed(value) -> int:
     """A non-negative integer seed below 2**63 (stored as int64); one is drawn when None (and recorded)."""
     if value is None:
         return secrets.randbits(63)
-    if not is_integer(value) or not 0 <= value < 2**63:
-        raise (InputError if is_integer(value) else InputTypeError)(
-            "random_seed: expected None or a non-negative integer below 2**63 (stored as int64), "
-            f"got {value!r}")
-    return int(value)
+    return check_integer("random_seed", value, lambda v: 0 <= v < 2**63,
+                         "None or a non-negative integer below 2**63 (stored as int64)")

@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from mixflow.arguments import check_count, is_integer, is_number
+from mixflow.arguments import check_count, check_integer, check_number
 from mixflow.checks import check_seed
 from mixflow.chunked import ChunkedData, as_chunked, is_chunked, moments_of, sample_rows, validate_chunked
 from mixflow.container.build import build_tree, make_attrs
@@ -39,12 +39,10 @@ def check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate="
         raise InputError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {init!r}")
     if not isinstance(init, str | dict):
         raise InputTypeError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {type(init).__name__}")
-    if not (is_number(tol) and np.isfinite(tol) and tol >= 0):
-        raise (InputError if is_number(tol) else InputTypeError)(f"tol: expected a non-negative number, got {tol!r}")
+    check_number("tol", tol, lambda v: np.isfinite(v) and v >= 0, "a non-negative number")
     check_count("max_iter", max_iter, 1)
-    if trim is not None and not (is_number(trim) and 0 < trim < 1):
-        raise (InputError if is_number(trim) else InputTypeError)(
-            f"trim: expected None or a weight threshold in (0, 1), got {trim!r}")
+    if trim is not None:
+        check_number("trim", trim, lambda v: 0 < v < 1, "None or a weight threshold in (0, 1)")
     check_count("chunk_size", chunk_size, 1, none="rows per pass chosen from the data's width")
     if accelerate is not None and (not isinstance(accelerate, str) or accelerate not in ACCELERATIONS):
         raise InputError(f"accelerate: expected one of {list(ACCELERATIONS)} or None (plain EM), got {accelerate!r}")
@@ -304,9 +302,8 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
     if tree is not None:
         raise InputError("tree: expected None with Dask data (a result of Dask data holds a sample of the rows, "
                          f"not the data to add methods to), got a {type(tree).__name__}")
-    if not is_integer(subsample) or subsample < model.n_components:
-        raise (InputError if is_integer(subsample) else InputTypeError)(
-            f"subsample: expected an integer >= n_components = {model.n_components}, got {subsample!r}")
+    check_integer("subsample", subsample, lambda v: v >= model.n_components,
+                  f"an integer >= n_components = {model.n_components}")
     validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks)
     units = _units(units, data, validated.features)  # checked before the passes over the data
     routed, streamed = _advi_stream(model, validated, methods, routed, seed)  # minibatch_size checked here too

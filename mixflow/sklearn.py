@@ -24,7 +24,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClusterMixin, DensityMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mixflow.arguments import check_count, is_integer
+from mixflow.arguments import check_count, check_integer
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.fitting import fit, predict, predict_proba, sample, score_samples
@@ -105,11 +105,8 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
             return None
         if isinstance(self.random_state, np.random.RandomState):
             return int(self.random_state.randint(np.iinfo(np.int32).max))
-        if not is_integer(self.random_state) or not 0 <= self.random_state < 2**63:
-            raise (InputError if is_integer(self.random_state) else InputTypeError)(
-                "random_state: expected None, a numpy RandomState or a non-negative integer below 2**63, "
-                f"got {self.random_state!r}")
-        return int(self.random_state)
+        return check_integer("random_state", self.random_state, lambda v: 0 <= v < 2**63,
+                             "None, a numpy RandomState or a non-negative integer below 2**63")
 
     def _frame(self, X, reset: bool) -> pd.DataFrame:
         values = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)

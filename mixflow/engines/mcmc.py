@@ -24,13 +24,13 @@ import xarray as xr
 from pymc.backends.ndarray import NDArray
 from pymc.initial_point import make_initial_point_fn
 
-from mixflow.arguments import is_number
+from mixflow.arguments import check_number
 from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.data import Data
 from mixflow.engines.modes import STARTS, check_starts, describe_modes, mode_groups, start_points
 from mixflow.engines.nutpie_compile import compile_nutpie
 from mixflow.engines.over_draws import draw_groups
-from mixflow.errors import InputError, InputTypeError, SamplerInterrupted
+from mixflow.errors import InputError, SamplerInterrupted
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.warnings import SamplingWarning
@@ -94,15 +94,11 @@ def check_options(options: dict) -> None:
         options["cores"] = check_count("cores", options["cores"], 1)
     options["random_seed"] = check_seed(options["random_seed"])
     target = options["target_accept"]
-    if not (is_number(target) and 0 < target < 1):
-        raise (InputError if is_number(target) else InputTypeError)(
-            f"target_accept: expected a number in (0, 1), got {target!r}")
+    check_number("target_accept", target, lambda v: 0 < v < 1, "a number in (0, 1)")
     if options["adaptation"] not in ADAPTATIONS:
         raise InputError(f"adaptation: expected one of {list(ADAPTATIONS)}, got {options['adaptation']!r}")
     jitter = options["jitter"]
-    if not (is_number(jitter) and np.isfinite(jitter) and jitter >= 0):
-        raise (InputError if is_number(jitter) else InputTypeError)(
-            f"jitter: expected a non-negative number, got {jitter!r}")
+    check_number("jitter", jitter, lambda v: np.isfinite(v) and v >= 0, "a non-negative number")
     for name in ("progressbar", "posterior_predictive"):
         check_flag(name, options[name])
     several = check_starts(options.setdefault("starts", "reference"))

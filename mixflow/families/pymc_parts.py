@@ -29,8 +29,9 @@ import contextvars
 
 import numpy as np
 
+from mixflow.arguments import check_integer
 from mixflow.data import Data
-from mixflow.errors import InputError, InputTypeError
+from mixflow.errors import InputTypeError
 from mixflow.families.base import require_pymc_form, supports_pymc
 
 __all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "lifted_weights", "mixture_potential",
@@ -77,10 +78,8 @@ def check_minibatch_size(minibatch_size, n_obs: int) -> None:
     """None, or an integer number of rows in [1, n_obs]."""
     if minibatch_size is None:
         return
-    wrong_type = isinstance(minibatch_size, bool) or not isinstance(minibatch_size, int | np.integer)
-    if wrong_type or not 1 <= minibatch_size <= n_obs:
-        raise (InputTypeError if wrong_type else InputError)(
-            f"minibatch_size: expected None or an integer in [1, n_obs = {n_obs}], got {minibatch_size!r}")
+    check_integer("minibatch_size", minibatch_size, lambda v: 1 <= v <= n_obs,
+                  f"None or an integer in [1, n_obs = {n_obs}]")
 
 
 def dirichlet_weights(concentration: np.ndarray):
