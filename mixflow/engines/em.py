@@ -28,9 +28,11 @@ from mixflow.engines.accelerate import (
 )
 from mixflow.engines.em_steps import (
     Pass,
+    check_densities,
     chunk_rows,
     data_pass,
     e_step,
+    log_normalise,
     objective,
     responsibility_entropy,
     responsibility_statistics,
@@ -62,6 +64,9 @@ CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol, and parameter_gap < 
 PARAMETER_CRITERION = "parameter_gap < sqrt(tol)"
 
 _EPS_COUNT = 10 * np.finfo(float).eps
+#: At most this many centred EM steps polish an answer the fast path rounded (:func:`_refine_exactly`).
+_CENTRED_STEPS = 10
+_ROUNDING = 1e-13  # relative rounding of a log-likelihood summed over rows
 _EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practically) no observation
 _AGREE = 1e-6  # relative difference below which two short runs are taken to agree on the best value
 _SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
@@ -698,6 +703,53 @@ def _restart_optima(model, runs: list[Run], prepared, estimate: dict, dims: dict
     return {f"optimum_{name}": (("restart", *dims[name]), value) for name, value in out.items()}
 
 
+def _refine_exactly(model, params: dict, prepared, prior, active: np.ndarray, within: float):
+    """The answer polished by the family's centred EM steps where its fast path rounds (or None).
+
+    Far-apart clusters lie many of their own sds from the data centre, where the one-pass moments and
+    expanded quadratic forms keep only part of float64's precision
+    (:meth:`~mixflow.families.base.MixtureModel.exact_steps`): EM stops at the fast path's fixed point, off the
+    maximum by that rounding. Centred EM steps from there climb to the maximum within their own rounding (EM
+    steps never lower the objective beyond the rounding of its sum, and a step that does ends the polish), until
+    a step gains at most ``within``. Returns the parameters, their responsibilities and log densities, and the
+    steps taken.
+    """
+    steps = model.exact_steps(params, prepared)
+    if steps is None:
+        return None
+    log_density_of, m_step = steps
+    weights = prepared.weights
+
+    def evaluate(at: dict):
+        with np.errstate(divide="ignore"):
+            log_joint = log_density_of(at) + np.log(at["weights"])
+        log_density = log_normalise(log_joint)  # log_joint becomes the responsibilities
+        check_densities(log_density, weights)
+        return log_joint, log_density, objective(model, at, float(weights @ log_density), prior, active)
+
+    resp, log_density, value = evaluate(params)
+    taken = 0
+    for _ in range(_CENTRED_STEPS):
+        weighted = resp * weights[:, None]
+        counts = weighted.sum(axis=0)
+        if not (counts > 0).all():
+            break
+        components, collapsed = m_step(weighted, prior)
+        if collapsed:
+            break
+        following = {"weights": weights_step(counts, None if prior is None else prior.concentration[active]),
+                     **components}
+        following_resp, following_density, following_value = evaluate(following)
+        if not following_value >= value - _ROUNDING * abs(value):
+            break
+        gain = following_value - value
+        params, resp, log_density, value = following, following_resp, following_density, following_value
+        taken += 1
+        if gain <= within:
+            break
+    return params, resp, log_density, taken
+
+
 def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
     length = max(len(getattr(run, attribute)) for run in runs)
     out = np.full((len(runs), length), np.nan)
@@ -713,8 +765,14 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     best = runs[best_index]
     order = model.canonical_order(model.to_data(best.params, prepared))  # the order of the data-unit estimate
     params = model.permute(best.params, order, features)
+    active = best.active[order]
+    centred_steps = 0
     if sample is prepared:
-        resp, log_density = e_step(model, params, prepared, data.n_features, rows, working=True)
+        refined = _refine_exactly(model, params, prepared, prior, active, options.tol * data.total_weight)
+        if refined is None:
+            resp, log_density = e_step(model, params, prepared, data.n_features, rows, working=True)
+        else:
+            params, resp, log_density, centred_steps = refined
         log_likelihood = float(prepared.weights @ log_density)
         entropy = prepared.weights @ responsibility_entropy(resp)
     else:  # chunked data: one pass for the criteria; the responsibilities kept are the sample's
@@ -722,7 +780,6 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         resp, _ = e_step(model, params, sample, data.n_features, chunk_rows(sample.n_obs, model.chunk_width(
             data.n_features), options.chunk_size), working=True)
     estimate = _in_data_units(model, params, prepared, data)
-    active = best.active[order]
     total = data.total_weight
     empty = empty_components(params["weights"], total)
     _warn_empty(empty, params["weights"])
@@ -766,6 +823,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "parameter_gap": float(best.parameter_gap),
         "acceleration": options.accelerate or "none",
         "accepted_extrapolations": int(best.accepted_extrapolations),
+        "centred_steps": int(centred_steps),
         "trim": -1.0 if options.trim is None else float(options.trim),
         "collapsed_components": json.dumps(collapsed),
         "empty_components": json.dumps(empty),

@@ -320,6 +320,15 @@ class MixtureModel:
         """Descriptions of what in the data keeps the maximum-likelihood estimate from existing; none by default."""
         return []
 
+    def exact_steps(self, params: dict, prepared: Prepared):
+        """The E- and M-steps without the fast path's rounding, where that rounding shows at ``params``.
+
+        None by default (the family's EM steps are exact enough as they are); else a pair of functions,
+        ``log_density(params) -> (n_obs, K)`` (log densities of the data, Jacobian included) and
+        ``m_step(weighted_resp, prior) -> (components, collapsed)``, both in working units.
+        """
+        return None
+
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components of working parameters (:func:`spurious_rule`).
 

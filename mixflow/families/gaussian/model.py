@@ -19,6 +19,8 @@ __all__ = ["GaussianMixture", "GaussianPrior", "ResolvedGaussianPrior"]
 
 _SINGULAR = 1e3 * np.finfo(float).eps  # smallest eigenvalue of a correlation matrix below it x d: singular
 _DISTINCT_ROWS_CHECKED = 100_000  # above this many rows the MLE support check (distinct rows) is skipped
+#: EM's answer is recomputed by centred steps where the one-pass forms' relative rounding exceeds this.
+EXACT_ABOVE = 1e-12
 
 
 def _as_tuple(value):
@@ -325,6 +327,27 @@ class GaussianMixture(MixtureModel):
         """Component parameters (MLE if ``prior`` is None, else MAP) and the components floored."""
         params = gn.m_step(self.covariance, counts, stats, prepared.constants["working_center"], prior)
         return gn.floor_variances(self.covariance, params, prepared.constants["floor"])
+
+    def exact_steps(self, params: dict, prepared: Prepared):
+        """The centred E- and M-steps where the one-pass forms round by more than :data:`EXACT_ABOVE`.
+
+        :func:`~mixflow.families.gaussian.numerics.centred_log_density` and
+        :func:`~mixflow.families.gaussian.numerics.centred_m_step`, where components at ``params`` lie many of
+        their own sds from the data centre (far-apart clusters). None elsewhere.
+        """
+        constants = prepared.constants
+        if gn.one_pass_error(self.covariance, params, constants["working_center"]) <= EXACT_ABOVE:
+            return None
+        z, jacobian = prepared.arrays["z"], constants["log_scale"].sum()
+
+        def log_density(at: dict) -> np.ndarray:
+            return gn.centred_log_density(self.covariance, at, z) - jacobian
+
+        def m_step(weighted_resp: np.ndarray, prior) -> tuple[dict, list[int]]:
+            components = gn.centred_m_step(self.covariance, weighted_resp, z, prior)
+            return gn.floor_variances(self.covariance, components, constants["floor"])
+
+        return log_density, m_step
 
     def log_prior(self, params: dict, prior: ResolvedGaussianPrior) -> float:
         """Log density of the data-unit component parameters under the prior (the weights' Dirichlet excluded).

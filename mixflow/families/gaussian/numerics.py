@@ -18,7 +18,10 @@ import numpy as np
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "centred_log_density",
+    "centred_m_step",
     "e_step_constants",
+    "one_pass_error",
     "hathaway_ratios",
     "log_density",
     "m_step",
@@ -279,6 +282,79 @@ def _map(covariance_type, counts, means, scatter, center, prior) -> dict:
         return {"mu": mu + center, "variance": total / (dof + counts + 3)[:, None]}
     total = prior.scale + scatter + pull * (gap**2).sum(axis=1)
     return {"mu": mu + center, "variance": total / (dof + 2 + d + counts * d)}
+
+
+def one_pass_error(covariance_type: str, params: dict, center: np.ndarray) -> float:
+    """Relative rounding of the one-pass moments and quadratic forms about ``center`` at ``params``.
+
+    Both expand ``(z - mu)' P (z - mu)`` and a component's scatter into terms of the size of its squared
+    offset from the centre in its own sds, ``(mu - c)^2 / var``, which cancel to the size of one variance:
+    the result keeps about eps x that ratio (its largest over components and features) of relative precision.
+    """
+    offset = (params["mu"] - center) ** 2
+    variance = np.broadcast_to(own_variances(covariance_type, params), offset.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.nanmax(offset / variance, initial=0.0)
+    return float(np.finfo(float).eps * ratio)
+
+
+def own_variances(covariance_type: str, params: dict) -> np.ndarray:
+    """Each component's variance per feature: (K, d), (d,) for "tied", (K, 1) for "spherical"."""
+    if covariance_type == "full":
+        return np.diagonal(params["covariance"], axis1=-2, axis2=-1)
+    if covariance_type == "tied":
+        return np.diagonal(params["covariance"])
+    if covariance_type == "diag":
+        return params["variance"]
+    return np.asarray(params["variance"])[:, None]
+
+
+def centred_log_density(covariance_type: str, params: dict, z: np.ndarray) -> np.ndarray:
+    """Log N(z | mu_k, Sigma_k), shape (n, K), from each component's own centred rows ``z - mu_k``.
+
+    The direct form, one triangular solve per component: no term larger than the result, so no
+    cancellation wherever the components lie (:func:`log_density` expands the quadratic form about one
+    centre, which is faster and shares its features with the M-step).
+    """
+    mu = params["mu"]
+    n_components, d = mu.shape
+    out = np.empty((z.shape[0], n_components))
+    if covariance_type in ("full", "tied"):
+        cov = params["covariance"]
+        factors = np.linalg.cholesky(np.broadcast_to(cov, (n_components, d, d)))
+        for k in range(n_components):
+            solved = np.linalg.solve(factors[k], (z - mu[k]).T)
+            out[:, k] = np.einsum("ij,ij->j", solved, solved) + 2.0 * np.log(np.diagonal(factors[k])).sum()
+    else:
+        variance = np.broadcast_to(own_variances(covariance_type, params), mu.shape)
+        for k in range(n_components):
+            centred = z - mu[k]
+            out[:, k] = np.einsum("ij,ij->i", centred, centred / variance[k]) + np.log(variance[k]).sum()
+    out += d * LOG_2PI
+    out *= -0.5
+    return out
+
+
+def centred_m_step(covariance_type: str, weighted_resp: np.ndarray, z: np.ndarray, prior) -> dict:
+    """:func:`m_step` from each component's scatter about its own new mean (two passes, no cancellation)."""
+    counts = weighted_resp.sum(axis=0)
+    means = (z.T @ weighted_resp).T / counts[:, None]
+    n_components, d = means.shape
+    if covariance_type in ("full", "tied"):
+        scatter = np.empty((n_components, d, d))
+        for k in range(n_components):
+            centred = z - means[k]
+            scatter[k] = (centred * weighted_resp[:, k:k + 1]).T @ centred
+        if covariance_type == "tied":
+            scatter = scatter.sum(axis=0)
+    else:
+        scatter = np.stack([weighted_resp[:, k] @ (z - means[k]) ** 2 for k in range(n_components)])
+        if covariance_type == "spherical":
+            scatter = scatter.sum(axis=1)
+    center = np.zeros(d)
+    if prior is None:
+        return _mle(covariance_type, counts, means, scatter, center)
+    return _map(covariance_type, counts, means, scatter, center, prior)
 
 
 def hathaway_ratios(covariance_type: str, dispersion: np.ndarray) -> np.ndarray:
