@@ -104,14 +104,15 @@ def _separate_fits(parts, covariance: str) -> tuple[float, list[np.ndarray]]:
 
 
 @pytest.mark.parametrize("covariance", COVARIANCES)
-@pytest.mark.parametrize("gap", [1e4, 1e6])
-def test_far_apart_clusters_are_fitted_separately_without_a_collapse_warning(gap, covariance):
-    """Clusters 1e4 and 1e6 sd apart: each component is its cluster's own MLE, nothing floored.
+@pytest.mark.parametrize(("gap", "rtol_ll", "rtol_cov"), [(1e4, 1e-12, 1e-9), (1e6, 1e-12, 1e-9), (1e9, 1e-9, 1e-7)])
+def test_far_apart_clusters_are_fitted_separately_without_a_collapse_warning(gap, rtol_ll, rtol_cov, covariance):
+    """Clusters 1e4, 1e6 and 1e9 sd apart: each component is its cluster's own MLE, nothing floored.
 
     The floor of 1e-6 x the total data variance inflated these covariances 26-fold (1e4) and 250000-fold
     (1e6), with log-likelihoods -816.7 and -1644.3 instead of -592.8 and -609.8. The one-pass moments about
     the data mean keep about eps x (gap / sd)^2 of relative precision (1e-4 at 1e6: log-likelihood 0.014 off,
-    covariances 1e-4); the centred steps that polish such an answer bring both to float64's precision.
+    covariances 1e-4; none at 1e9, where their floor took both clusters for collapsed); centred steps bring
+    both to the precision of the data themselves (eps x 1e9 of an sd at 1e9).
     """
     rng = np.random.default_rng(5)
     a = rng.normal(size=(100, 2))
@@ -120,7 +121,7 @@ def test_far_apart_clusters_are_fitted_separately_without_a_collapse_warning(gap
         warnings.simplefilter("error", mixflow.DegenerateComponentWarning)
         tree = mixflow.fit(mixflow.GaussianMixture(2, covariance=covariance), np.vstack([a, b]), random_seed=0)
     log_likelihood, covs = _separate_fits([a, b], covariance)
-    assert tree["em"].attrs["log_likelihood"] == pytest.approx(log_likelihood, rel=1e-12)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(log_likelihood, rel=rtol_ll)
     assert tree["em"].attrs["centred_steps"] >= 1
     estimate = tree["em/estimate"]
     fitted = {"full": lambda: estimate["covariance"].values,
@@ -128,8 +129,8 @@ def test_far_apart_clusters_are_fitted_separately_without_a_collapse_warning(gap
               "diag": lambda: [np.diag(v) for v in estimate["variance"].values],
               "spherical": lambda: [v * np.eye(2) for v in estimate["variance"].values]}[covariance]()
     for got, expected in zip(fitted, covs, strict=True):
-        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(estimate["mu"].values, [a.mean(axis=0), b.mean(axis=0)], rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(got, expected, rtol=rtol_cov, atol=rtol_cov)
+    np.testing.assert_allclose(estimate["mu"].values, [a.mean(axis=0), b.mean(axis=0)], rtol=1e-12, atol=rtol_cov)
     assert tree["em"].attrs["collapsed_components"] == "[]"
 
 
@@ -152,6 +153,16 @@ def test_a_component_on_one_repeated_point_is_still_reported_collapsed(covarianc
         tree = mixflow.fit(mixflow.GaussianMixture(2, covariance=covariance), x, init=start)
     assert tree["em"].attrs["collapsed_components"] == "[1]"
     assert np.isfinite(tree["em"].attrs["log_likelihood"])
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag", "spherical"])
+def test_a_component_on_one_repeated_point_a_million_sds_away_is_still_reported_collapsed(covariance):
+    """Far from the data centre EM's passes are centred ones, whose floor is the data's own precision: five
+    copies of one row are still below it (their variance is rounding), and reported."""
+    x = np.vstack([np.random.default_rng(1).normal(size=(60, 2)), np.tile([[1e6, -3.0]], (5, 1))])
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"component\(s\) \[1\] collapsed"):
+        tree = mixflow.fit(mixflow.GaussianMixture(2, covariance=covariance), x, random_seed=0)
+    assert tree["em"].attrs["collapsed_components"] == "[1]"
 
 
 @pytest.mark.parametrize(("rows", "covariance"), [(2, "full"), (3, "full"), (3, "tied")])

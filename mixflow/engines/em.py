@@ -67,6 +67,9 @@ _EPS_COUNT = 10 * np.finfo(float).eps
 #: At most this many centred EM steps polish an answer the fast path rounded (:func:`_refine_exactly`).
 _CENTRED_STEPS = 10
 _ROUNDING = 1e-13  # relative rounding of a log-likelihood summed over rows
+#: EM's passes are the family's centred ones where the fast path's relative rounding exceeds this: there its
+#: floor (the precision of one-pass moments) would take tight far-apart clusters for collapsed ones.
+_CENTRED_ABOVE = 1e-8
 _EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practically) no observation
 _AGREE = 1e-6  # relative difference below which two short runs are taken to agree on the best value
 _SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
@@ -181,7 +184,14 @@ def _parameters_from(model, prepared, resp: np.ndarray, prior, rows) -> dict:
 
 
 def _evaluate(model, prepared, prior, trim, rows, features, threaded, params: dict, active: np.ndarray) -> Point:
-    """One pass over the data at ``params`` (objective), and the M-step (and trim) it leads to."""
+    """One pass over the data at ``params`` (objective), and the M-step (and trim) it leads to.
+
+    Where the fast path's one-pass moments would round by more than :data:`_CENTRED_ABOVE` at ``params``
+    (components thousands of their own sds from the data centre), the pass is the family's centred one.
+    """
+    steps = model.exact_steps(params, prepared, _CENTRED_ABOVE)
+    if steps is not None:
+        return _centred_point(model, prepared, prior, trim, features, steps, params, active)[0]
     step = data_pass(model, params, prepared, rows, threaded)
     value = objective(model, params, step.log_likelihood, prior, active)
     following, collapsed = _m_step(model, step, prepared, prior, active)
@@ -703,7 +713,28 @@ def _restart_optima(model, runs: list[Run], prepared, estimate: dict, dims: dict
     return {f"optimum_{name}": (("restart", *dims[name]), value) for name, value in out.items()}
 
 
-def _refine_exactly(model, params: dict, prepared, prior, active: np.ndarray, within: float):
+def _centred_point(model, prepared, prior, trim, features, steps, params: dict, active: np.ndarray):
+    """:func:`_evaluate` by the family's centred steps (``steps``); also the responsibilities and log p(x_n)."""
+    log_density_of, m_step = steps
+    weights = prepared.weights
+    with np.errstate(divide="ignore"):
+        resp = log_density_of(params) + np.log(params["weights"])
+    log_density = log_normalise(resp)  # resp held log p(x_n, z_n = k); now the responsibilities
+    log_likelihood = float(weights @ np.where(weights > 0, log_density, 0.0))
+    weighted = resp * weights[:, None]
+    counts = weighted.sum(axis=0)
+    components, collapsed = m_step(weighted, prior)
+    following = {"weights": weights_step(counts, None if prior is None else prior.concentration[active]),
+                 **components}
+    following_active = active
+    if trim is not None:
+        following, following_active = _trim(following, active, trim, model, features)
+    point = Point(params, active, log_likelihood, objective(model, params, log_likelihood, prior, active), following,
+                  following_active, [int(active[c]) for c in collapsed if c < active.size])
+    return point, resp, log_density
+
+
+def _refine_exactly(model, params: dict, prepared, prior, active: np.ndarray, features, within: float):
     """The answer polished by the family's centred EM steps where its fast path rounds (or None).
 
     Far-apart clusters lie many of their own sds from the data centre, where the one-pass moments and
@@ -717,37 +748,22 @@ def _refine_exactly(model, params: dict, prepared, prior, active: np.ndarray, wi
     steps = model.exact_steps(params, prepared)
     if steps is None:
         return None
-    log_density_of, m_step = steps
-    weights = prepared.weights
-
-    def evaluate(at: dict):
-        with np.errstate(divide="ignore"):
-            log_joint = log_density_of(at) + np.log(at["weights"])
-        log_density = log_normalise(log_joint)  # log_joint becomes the responsibilities
-        check_densities(log_density, weights)
-        return log_joint, log_density, objective(model, at, float(weights @ log_density), prior, active)
-
-    resp, log_density, value = evaluate(params)
+    point, resp, log_density = _centred_point(model, prepared, prior, None, features, steps, params, active)
     taken = 0
     for _ in range(_CENTRED_STEPS):
-        weighted = resp * weights[:, None]
-        counts = weighted.sum(axis=0)
-        if not (counts > 0).all():
+        if point.collapsed:
             break
-        components, collapsed = m_step(weighted, prior)
-        if collapsed:
+        following, following_resp, following_density = _centred_point(model, prepared, prior, None, features, steps,
+                                                                       point.following, active)
+        if not following.value >= point.value - _ROUNDING * abs(point.value):
             break
-        following = {"weights": weights_step(counts, None if prior is None else prior.concentration[active]),
-                     **components}
-        following_resp, following_density, following_value = evaluate(following)
-        if not following_value >= value - _ROUNDING * abs(value):
-            break
-        gain = following_value - value
-        params, resp, log_density, value = following, following_resp, following_density, following_value
+        gain = following.value - point.value
+        point, resp, log_density = following, following_resp, following_density
         taken += 1
         if gain <= within:
             break
-    return params, resp, log_density, taken
+    check_densities(log_density, prepared.weights)
+    return point.params, resp, log_density, taken
 
 
 def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
@@ -768,7 +784,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     active = best.active[order]
     centred_steps = 0
     if sample is prepared:
-        refined = _refine_exactly(model, params, prepared, prior, active, options.tol * data.total_weight)
+        refined = _refine_exactly(model, params, prepared, prior, active, features, options.tol * data.total_weight)
         if refined is None:
             resp, log_density = e_step(model, params, prepared, data.n_features, rows, working=True)
         else:

@@ -320,8 +320,8 @@ class MixtureModel:
         """Descriptions of what in the data keeps the maximum-likelihood estimate from existing; none by default."""
         return []
 
-    def exact_steps(self, params: dict, prepared: Prepared):
-        """The E- and M-steps without the fast path's rounding, where that rounding shows at ``params``.
+    def exact_steps(self, params: dict, prepared: Prepared, above: float = 0.0):
+        """The E- and M-steps without the fast path's rounding, where its relative size exceeds ``above``.
 
         None by default (the family's EM steps are exact enough as they are); else a pair of functions,
         ``log_density(params) -> (n_obs, K)`` (log densities of the data, Jacobian included) and

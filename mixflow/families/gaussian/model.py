@@ -19,7 +19,7 @@ __all__ = ["GaussianMixture", "GaussianPrior", "ResolvedGaussianPrior"]
 
 _SINGULAR = 1e3 * np.finfo(float).eps  # smallest eigenvalue of a correlation matrix below it x d: singular
 _DISTINCT_ROWS_CHECKED = 100_000  # above this many rows the MLE support check (distinct rows) is skipped
-#: EM's answer is recomputed by centred steps where the one-pass forms' relative rounding exceeds this.
+#: EM's answer is polished by centred steps where the one-pass forms' relative rounding exceeds this.
 EXACT_ABOVE = 1e-12
 
 
@@ -328,15 +328,16 @@ class GaussianMixture(MixtureModel):
         params = gn.m_step(self.covariance, counts, stats, prepared.constants["working_center"], prior)
         return gn.floor_variances(self.covariance, params, prepared.constants["floor"])
 
-    def exact_steps(self, params: dict, prepared: Prepared):
-        """The centred E- and M-steps where the one-pass forms round by more than :data:`EXACT_ABOVE`.
+    def exact_steps(self, params: dict, prepared: Prepared, above: float = EXACT_ABOVE):
+        """The centred E- and M-steps where the one-pass forms' relative rounding at ``params`` exceeds ``above``.
 
         :func:`~mixflow.families.gaussian.numerics.centred_log_density` and
-        :func:`~mixflow.families.gaussian.numerics.centred_m_step`, where components at ``params`` lie many of
-        their own sds from the data centre (far-apart clusters). None elsewhere.
+        :func:`~mixflow.families.gaussian.numerics.centred_m_step`, where components lie many of their own
+        sds from the data centre (far-apart clusters), on data in memory. None elsewhere.
         """
         constants = prepared.constants
-        if gn.one_pass_error(self.covariance, params, constants["working_center"]) <= EXACT_ABOVE:
+        if "z" not in getattr(prepared, "arrays", {}) or gn.one_pass_error(self.covariance, params,
+                                                            constants["working_center"]) <= above:
             return None
         z, jacobian = prepared.arrays["z"], constants["log_scale"].sum()
 
@@ -345,7 +346,7 @@ class GaussianMixture(MixtureModel):
 
         def m_step(weighted_resp: np.ndarray, prior) -> tuple[dict, list[int]]:
             components = gn.centred_m_step(self.covariance, weighted_resp, z, prior)
-            return gn.floor_variances(self.covariance, components, constants["floor"])
+            return gn.floor_variances(self.covariance, components, constants["floor"], centred=True)
 
         return log_density, m_step
 

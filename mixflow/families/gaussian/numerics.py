@@ -203,15 +203,25 @@ def m_step(covariance_type: str, counts: np.ndarray, stats: dict, center: np.nda
     return _map(covariance_type, counts, means, scatter, center, prior)
 
 
-def variance_floor(covariance_type: str, params: dict, floor: np.ndarray) -> np.ndarray:
+def variance_floor(covariance_type: str, params: dict, floor: np.ndarray, centred: bool = False) -> np.ndarray:
     """The smallest variance each component can resolve, per feature: (K, d), (d,) when "tied", (K,) "spherical".
 
     The one-pass second moments are sums about the data centre, so a component's variance is known to
     about eps x its second moment about that centre (its variance plus its squared mean offset).
     :data:`PRECISION_FLOOR` times that moment, and never below ``floor`` (d,), is the component's own
     floor: far-apart tight clusters keep their variances, a component on one repeated point does not.
+    ``centred``: the moments were summed about each component's own mean (:func:`centred_m_step`), known to
+    eps of the variance itself, with the covariance's own rounding (:data:`PRECISION_FLOOR` of its
+    variances) in its eigenvalues; what bounds them beyond that is the data, known to eps of their magnitude:
+    the square of :data:`PRECISION_FLOOR` times the component's distance from the centre (at least one
+    working unit), which a component on one repeated point is still below.
     """
     mu = params["mu"]
+    if centred:
+        resolution = (PRECISION_FLOOR * np.fmax(np.abs(mu), 1.0)) ** 2
+        resolution = {"full": resolution, "tied": resolution.max(axis=0), "diag": resolution,
+                      "spherical": resolution.max(axis=1)}[covariance_type]
+        return np.fmax(PRECISION_FLOOR * own_variances(covariance_type, params).reshape(resolution.shape), resolution)
     if covariance_type == "full":
         own = np.diagonal(params["covariance"], axis1=-2, axis2=-1) + mu * mu
     elif covariance_type == "tied":
@@ -224,13 +234,14 @@ def variance_floor(covariance_type: str, params: dict, floor: np.ndarray) -> np.
     return np.fmax(PRECISION_FLOOR * own, floor)
 
 
-def floor_variances(covariance_type: str, params: dict, floor: np.ndarray) -> tuple[dict, list[int]]:
+def floor_variances(covariance_type: str, params: dict, floor: np.ndarray,
+                    centred: bool = False) -> tuple[dict, list[int]]:
     """Lift collapsed (near-singular) covariances to their floor; return the indices of those lifted.
 
     The floor is :func:`variance_floor`'s, each component's own. A full/tied covariance whose smallest
     eigenvalue relative to the floor is below one gets the floor added to its diagonal.
     """
-    own = variance_floor(covariance_type, params, floor)
+    own = variance_floor(covariance_type, params, floor, centred)
     if covariance_type in ("diag", "spherical"):
         variance = params["variance"]
         low = ~(variance >= own)
@@ -337,7 +348,7 @@ def centred_log_density(covariance_type: str, params: dict, z: np.ndarray) -> np
 
 def centred_m_step(covariance_type: str, weighted_resp: np.ndarray, z: np.ndarray, prior) -> dict:
     """:func:`m_step` from each component's scatter about its own new mean (two passes, no cancellation)."""
-    counts = weighted_resp.sum(axis=0)
+    counts = weighted_resp.sum(axis=0) + 10 * np.finfo(float).eps  # an empty component keeps finite parameters
     means = (z.T @ weighted_resp).T / counts[:, None]
     n_components, d = means.shape
     if covariance_type in ("full", "tied"):
