@@ -15,6 +15,7 @@ from mixflow.data import validate_data
 from mixflow.engines.mcmc import _diagnose, fit_mcmc
 from mixflow.engines.modes import (
     DOMINANT_WEIGHT,
+    chain_crossings,
     chain_modes,
     combined_draws,
     describe_modes,
@@ -128,6 +129,40 @@ def test_chains_that_cross_between_two_places_in_different_shares_are_one_mode()
     assert chain_modes(draws).tolist() == [0, 0, 0, 1]
 
 
+def _crossing(n_chains=4, n_draws=1000, seed=5):
+    """Chains that cross between two places 6 sds apart, staying 200 draws in one on average (a Markov switch)."""
+    rng = np.random.default_rng(seed)
+    switches = rng.random((n_chains, n_draws)) < 1 / 200
+    far = (np.cumsum(switches, axis=1) + np.arange(n_chains)[:, None]) % 2 == 1
+    return {"mu": (rng.standard_normal((n_chains, n_draws)) + 6.0 * far)[..., None, None]}
+
+
+def _autoregressive(n_chains, n_draws, rho, seed):
+    """Chains of one place (a standard normal) whose draws are AR(1) with coefficient ``rho``."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n_chains, n_draws, 3)) * np.sqrt(1 - rho**2)
+    out = np.empty_like(noise)
+    out[:, 0] = rng.standard_normal((n_chains, 3))
+    for t in range(1, n_draws):
+        out[:, t] = rho * out[:, t - 1] + noise[:, t]
+    return {"mu": out[..., None]}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chains_of_one_place_do_not_cross_even_when_their_draws_are_correlated(seed):
+    """AR(1) draws with rho 0.5 and 0.9 (ESS about 67 and 11 per window of 200 draws): the windows stay linked."""
+    assert not chain_crossings(_autoregressive(4, 1000, 0.5, seed)).any()
+    assert not chain_crossings(_autoregressive(4, 1000, 0.8, seed)).any()
+    assert not chain_crossings(_chains([0, 5, 0, 5], n_draws=1000, seed=seed)).any()  # two modes, none crossing
+
+
+def test_chain_crossings_judge_windows_of_200_draws_and_a_chain_with_fewer_is_not_judged():
+    draws = _crossing()
+    assert chain_crossings(draws).all()
+    assert not chain_crossings({"mu": draws["mu"][:, :399]}).any()  # one window of 200 draws each
+    assert not chain_crossings(draws, window=1000).any()
+
+
 def test_a_constant_that_differs_between_chains_separates_them():
     draws = _chains([0, 0])
     draws["weights"][1] = [0.5, 0.5]
@@ -164,8 +199,11 @@ def test_one_mode_diagnoses_as_before():
     with warnings.catch_warnings(record=True) as now:
         warnings.simplefilter("always")
         moded = _diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
-    assert legacy == moded and [str(w.message) for w in before] == [str(w.message) for w in now]
-    assert "R-hat above 1.01" in str(now[0].message) and "chains disagree" in str(now[0].message)
+    assert legacy == moded  # the diagnostics; the warning names the mode and its R-hat
+    assert "R-hat above 1.01 for mu[1, x] (chains disagree)" in str(before[0].message)
+    assert "R-hat above 1.01 for mu[1, x] (the chains fall into 1 mode (chains 0, 1, 2, 3) and disagree within " \
+           "it)" in str(now[0].message)
+    assert str(now[0].message).split(")", 2)[2] == str(before[0].message).split(")", 1)[1]  # the advice as before
 
 
 @pytest.mark.parametrize("target_accept, advised", [(0.8, True), (0.95, False)])
@@ -176,8 +214,52 @@ def test_chains_of_one_mode_that_disagree_are_advised_a_higher_target_accept(tar
     with pytest.warns(mixflow.SamplingWarning) as record:
         _diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
     message = str(record[0].message)
-    assert "chains disagree" in message and "divergent" not in message
+    assert "disagree within it" in message and "divergent" not in message
     assert (f"a higher target_accept (0.95; it was {target_accept})" in message) == advised
+
+
+def _as_aligned(draws):
+    n_chains, n_draws = draws["mu"].shape[:2]
+    aligned = {"mu": (("chain", "draw", "component", "feature"), draws["mu"])}
+    raw = xr.Dataset(coords={"chain": np.arange(n_chains), "draw": np.arange(n_draws),
+                             "component": np.arange(draws["mu"].shape[2]), "feature": ["x"]})
+    return aligned, raw
+
+
+def test_chains_that_cross_are_said_with_the_r_hat_computed_within_their_mode():
+    import arviz_stats as azs
+
+    draws = _crossing()
+    aligned, raw = _as_aligned(draws)
+    chain_mode = chain_modes(draws)
+    options = {"chains": 4, "draws": 1000, "tune": 500, "target_accept": 0.95}
+    rhat = float(azs.rhat(xr.DataArray(draws["mu"][..., 0, 0], dims=("chain", "draw"))))
+    assert rhat > 1.1 and chain_mode.tolist() == [0, 0, 0, 0]
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        summary = _diagnose(aligned, raw, {}, options, chain_mode, np.ones(1), chain_crossings(draws), np.array([rhat]))
+    message = str(record[0].message)
+    assert (f"R-hat above 1.01 for mu[0, x] (the chains fall into 1 mode (chains 0, 1, 2, 3) and disagree within it: "
+            f"R-hat {rhat:.3f}, and every chain crosses between places that its own windows of 200 draws do not share"
+            in message)
+    assert summary["max_rhat"] == pytest.approx(rhat, rel=1e-12)
+
+
+def test_a_mode_whose_chains_cross_is_named_beside_a_mode_that_stays():
+    draws = _crossing()
+    rng = np.random.default_rng(3)
+    draws["mu"] = np.concatenate([draws["mu"], rng.standard_normal((2, 1000, 1, 1)) + 20.0])  # two far, in one place
+    aligned, raw = _as_aligned(draws)
+    chain_mode = chain_modes(draws)
+    crosses = chain_crossings(draws)
+    assert chain_mode.tolist() == [0, 0, 0, 0, 1, 1] and crosses.tolist() == [True] * 4 + [False] * 2
+    options = {"chains": 6, "draws": 1000, "tune": 500, "target_accept": 0.95}
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        _diagnose(aligned, raw, {}, options, chain_mode, np.array([0.5, 0.5]), crosses, np.array([1.234, 1.0]))
+    message = str(record[0].message)
+    assert "the chains fall into 2 modes (chains 0, 1, 2, 3 | 4, 5; stacking weights 0.50, 0.50)" in message
+    assert ("R-hat above 1.01 for mu[0, x] in mode 0 (chains 0, 1, 2, 3 of mode 0 disagree: R-hat 1.234, and every "
+            "chain crosses between places") in message
+    assert "mode 1" not in message
 
 
 @pytest.mark.parametrize("target_accept, advice", [(0.8, "a higher target_accept (0.95; it was 0.8)"),
