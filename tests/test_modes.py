@@ -467,6 +467,37 @@ def test_report_findings_name_the_modes_and_judge_r_hat_within_them():
     mixing = _mcmc_findings({**base, "modes": 2, "max R-hat within modes": 1.03, "min bulk ESS within modes": 700.0})
     assert ("bad", "MCMC: max R-hat within a mode 1.030 > 1.01: chains of one mode disagree.") in mixing
     assert "chains disagree (non-convergence" in _mcmc_findings(base)[0][1]
+    crossing = _mcmc_findings({**base, "chains that cross": "0, 2"})[0][1]
+    assert crossing.startswith("MCMC: max R-hat 1.600 > 1.01: chains disagree (they fall into 1 mode). Chains 0, 2 "
+                               "move between places that their own windows of 200 draws do not share")
+    moded_crossing = _mcmc_findings({**base, "modes": 2, "max R-hat within modes": 1.03, "chains that cross": "1",
+                                     "min bulk ESS within modes": 700.0})
+    assert moded_crossing[1][1].startswith("MCMC: max R-hat within a mode 1.030 > 1.01: chains of one mode disagree. "
+                                           "Chains 1 move between places")
+
+
+def test_chains_that_cross_are_read_from_the_container_by_the_report_and_the_summary(map_fit):
+    from mixflow.present.report.cards import _mcmc_convergence, _mcmc_findings
+    from mixflow.present.summary import _mcmc_line
+
+    rng = np.random.default_rng(0)
+    tree = map_fit[3].copy()
+    estimate = tree["em/estimate"].to_dataset()
+    posterior = xr.Dataset({name: (("chain", "draw", *value.dims), np.broadcast_to(value.values, (2, 100, *value.shape))
+                                   + 0.01 * rng.standard_normal((2, 100, *value.shape)))
+                            for name, value in estimate.data_vars.items()}, coords=estimate.coords)
+    tree["mcmc"] = xr.DataTree(xr.Dataset(attrs={
+        "method": "nuts", "sampler": "pymc", "chains": 2, "draws": 100, "max_rhat": 1.08, "min_ess_bulk": 500.0,
+        "min_ess_tail": 450.0, "n_divergences": 0, "n_modes": 1, "high_rhat": '["weights[0]"]', "low_ess_bulk": "[]",
+        "low_ess_tail": "[]"}))
+    tree["mcmc/posterior"] = posterior
+    tree["mcmc/modes"] = xr.Dataset({"weight": (("mode",), np.ones(1)), "crosses": (("chain",), np.arange(2) == 1)})
+    summary = _mcmc_convergence(tree)
+    assert summary["chains that cross"] == "1"
+    assert "Chains 1 move between places" in _mcmc_findings(summary)[0][1]
+    assert any(item.startswith("chain 1 moves between places") for item in _mcmc_line(tree)[1])
+    tree["mcmc/modes"] = xr.Dataset({"weight": (("mode",), np.ones(1)), "crosses": (("chain",), np.zeros(2, bool))})
+    assert "chains that cross" not in _mcmc_convergence(tree) and not any("moves" in i for i in _mcmc_line(tree)[1])
 
 
 def test_select_k_reports_each_k_modes(monkeypatch):
@@ -482,7 +513,8 @@ def test_select_k_reports_each_k_modes(monkeypatch):
         tree["mcmc"].attrs.update(max_rhat=1.0, min_ess_bulk=500.0, min_ess_tail=400.0, n_divergences=0, n_modes=k)
         if k == 2:
             tree["mcmc/modes"] = xr.DataTree(xr.Dataset({"lpd_loo": (("obs", "mode"), rng.normal(-2, 0.1, (40, 2))),
-                                                         "weight": (("mode",), np.array([0.5, 0.5]))}))
+                                                         "weight": (("mode",), np.array([0.5, 0.5])),
+                                                         "crosses": (("chain",), np.array([True, False]))}))
         return tree
 
     monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
@@ -490,7 +522,8 @@ def test_select_k_reports_each_k_modes(monkeypatch):
     table = mixflow.select_k(mixflow.GaussianMixture(1), x, ks=(1, 2), methods=("map", "mcmc"), n_folds=None,
                              random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, progress=messages.append)
     assert table["n_modes"].tolist() == [1, 2] and table["stacked_over_modes"].tolist() == [False, True]
-    assert messages[-1].startswith("K=2, NUTS: 2 modes, 0 divergence(s)")
+    assert messages[-1].startswith("K=2, NUTS: 2 modes, chain 0 crosses between places, 0 divergence(s)")
+    assert messages[-3].startswith("K=1, NUTS: 0 divergence(s)")  # no modes group: nothing to say
 
 
 @pytest.mark.slow

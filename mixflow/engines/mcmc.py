@@ -519,10 +519,10 @@ def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, cr
         text += f": R-hat {float(mode_rhat[mode]):.3f}"
     crossing = chains[np.asarray(crosses, dtype=bool)[chains]] if crosses is not None else np.empty(0, int)
     if crossing.size:
-        which = ("every chain crosses" if crossing.size == chains.size else
-                 f"chain {crossing[0]} crosses" if crossing.size == 1 else
-                 f"chains {', '.join(map(str, crossing))} cross")
-        text += (f", and {which} between places that its own windows of {CROSSING_WINDOW} draws do not share: the "
+        which = ("every chain crosses between places that its" if crossing.size == chains.size else
+                 f"chain {crossing[0]} crosses between places that its" if crossing.size == 1 else
+                 f"chains {', '.join(map(str, crossing))} cross between places that their")
+        text += (f", and {which} own windows of {CROSSING_WINDOW} draws do not share: the "
                  "chains visit the same places but move between them slowly, and the R-hat measures how unevenly they "
                  "share their time among them, which more draws settle and no grouping of chains removes")
     return text
