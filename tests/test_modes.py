@@ -413,6 +413,7 @@ def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
     np.testing.assert_allclose(modes["weight"].values, [0.5, 0.5], atol=0.02)
     assert modes["weight"].values.sum() == pytest.approx(1.0)
     assert np.all(modes["max_rhat"].values < 1.01)  # within each mode
+    assert modes["crosses"].values.tolist() == [False] * 4  # four windows of 200 draws per chain, each chain stays
     np.testing.assert_allclose(modes["mu"].values[1], -modes["mu"].values[0][::-1], atol=0.15)
     assert modes.attrs["em_mode"] == 0 and modes.attrs["dominant_mode"] == -1
     assert tree["mcmc"].attrs["max_rhat"] > 1.5  # over all chains
@@ -531,8 +532,9 @@ def test_galaxies_k5_modes_are_named_and_weighted():
     """The galaxies (velocity / 1000) at K=5 by MAP then NUTS, whose chains cross rarely between configurations.
 
     Few draws keep the test short: it checks what is said and recorded, not convergence (with the default
-    4 x 1000 draws one mode's R-hat is 1.03-1.14 over seeds 1-4: the README's "When the chains fall into
-    several modes").
+    4 x 1000 draws the chains are one mode whose R-hat is 1.03-1.14 over seeds 1-4, and its chains cross
+    between a component on the two galaxies near 16 and one near 18-19.5: :mod:`mixflow.engines.modes`,
+    "Chains that cross"; the unit tests of ``chain_crossings`` check the crossing, which needs 400 draws).
     """
     import arviz_stats as azs
 
@@ -557,6 +559,14 @@ def test_galaxies_k5_modes_are_named_and_weighted():
             assert modes["max_rhat"].values[mode] == pytest.approx(expected, rel=1e-12)
     said = [str(w.message) for w in record if str(w.message).startswith("MCMC diagnostics")]
     assert len(said) == 1 and (f"{n_modes} modes (chains" in said[0]) == (n_modes > 1)
+    for mode in range(n_modes):  # each mode whose chains disagree is named with the R-hat recorded for it
+        chains = ", ".join(map(str, np.flatnonzero(chain_mode == mode)))
+        named = (f"the chains fall into 1 mode (chains {chains}) and disagree within it" if n_modes == 1 else
+                 f"chains {chains} of mode {mode} disagree")
+        rhat = modes["max_rhat"].values[mode]
+        assert (f"{named}: R-hat {rhat:.3f}" in said[0]) == (rhat > 1.01)
+    assert "chains disagree" not in said[0]
+    assert modes["crosses"].dims == ("chain",) and not modes["crosses"].values.any()  # 200 draws: one window
 
 # -- ADVI from several optima ---------------------------------------------------------------------------------
 def test_advi_bad_starts_name_the_argument(map_fit):
