@@ -26,16 +26,19 @@ it would keep apart, and no grouping of such chains has a small R-hat within its
 measures how unevenly the chains share their time between the places, which only more crossings (more
 draws) settle. Splitting such chains into modes, or linking them by R-hat alone (complete linkage), would
 make each chain a mode and weigh its share of time as if it were a place. So the chains stay one mode, and
-each chain's own consecutive windows of ``CROSSING_WINDOW`` (200) draws are compared by the same rule
+each chain's own consecutive windows of at least ``CROSSING_WINDOW`` (200) draws (at most
+``CROSSING_WINDOWS`` (10) of them, longer ones for longer chains) are compared by the same rule
 (:func:`chain_crossings`): a chain two of whose windows would not be linked, were they chains, *crosses*
 between places (recorded as ``crosses`` (chain) and said in the diagnostics' warning with the R-hat within
-its mode). On the galaxies (velocity / 1000) at K=5 every chain does: a component sits on the two galaxies
-near 16 (weight about 0.03) or moves up to 18-19.5 (weight 0.15-0.25), and each chain passes from one to
-the other and back several times in 1000 draws. A window of 200 draws of a well-mixing chain holds a
-hundred or so effective draws, so windows of one place stay linked (as they do for autocorrelated draws of
-one normal place down to about 20 effective draws per window); a chain that drifts through one place
-more slowly than that is also said to cross, which describes it as well: its draws 200 apart sit in
-places the rule keeps apart, and only more draws bring its R-hat down.
+its mode). On the galaxies (velocity / 1000) at K=5, MAP then NUTS with 4 x 1000 draws, 14 of the 16
+chains of seeds 1-4 do: a component sits on the two galaxies near 16 (weight about 0.03) or moves up to
+18-19.5 (weight 0.15-0.25), and each chain passes from one to the other and back several times, so that
+the share of draws with a component at 16 has a bulk ESS of only 22 to 101 over the 4000 draws (its
+R-hat 1.02 to 1.16), and every pair of chains of seed 1 has an R-hat above 1.1. A window of 200 draws of
+a well-mixing chain holds a hundred or so effective draws, so windows of one place stay linked (as they do
+for autocorrelated draws of one normal place down to about 20 effective draws per window); a chain that
+drifts through one place more slowly than that is also said to cross, which describes it as well: its
+draws 200 apart sit in places the rule keeps apart, and only more draws bring its R-hat down.
 
 **The weights.** Each mode's chains give a PSIS-LOO predictive density of every observation
 (``arviz_stats.loo``), and the modes are weighted by Bayesian stacking of those densities (Yao, Vehtari
@@ -58,10 +61,10 @@ from mixflow.engines.em_steps import e_step, objective
 from mixflow.errors import InputError
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 
-__all__ = ["CROSSING_WINDOW", "DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_OVERLAP", "MODE_RHAT", "OPTIMA_DISTANCE",
-           "OPTIMA_GAP", "STARTS", "chain_crossings", "chain_modes", "check_starts", "combined_draws",
-           "describe_modes", "distinct_optima", "loo_pointwise", "mode_groups", "mode_summaries", "pair_overlaps",
-           "pair_rhats", "stacking_weights", "start_points"]
+__all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_OVERLAP", "MODE_RHAT",
+           "OPTIMA_DISTANCE", "OPTIMA_GAP", "STARTS", "chain_crossings", "chain_modes", "check_starts",
+           "combined_draws", "describe_modes", "distinct_optima", "loo_pointwise", "mode_groups", "mode_summaries",
+           "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
 
 MODE_RHAT = 1.1
 #: Chains whose draws share at least this much of their distribution on every parameter are linked.
@@ -69,6 +72,8 @@ MODE_OVERLAP = 0.5
 #: Draws per window when a chain's own windows are compared by the rule (:func:`chain_crossings`): about
 #: a hundred effective draws per window in a well-mixing chain, so that windows of one place stay linked.
 CROSSING_WINDOW = 200
+#: At most this many windows per chain (longer windows for longer chains), which bounds the pairs compared.
+CROSSING_WINDOWS = 10
 #: Bins of the overlap coefficient: quantiles of the pair's pooled draws, 5% of them in each.
 _OVERLAP_BINS = 20
 #: Two EM optima are distinct when some entry of their label signatures differs by more than this many
@@ -227,16 +232,17 @@ def chain_crossings(draws: dict, *, window: int = CROSSING_WINDOW, threshold: fl
                     overlap: float = MODE_OVERLAP) -> np.ndarray:
     """Which chains themselves move between places the rule of this module's docstring would keep apart.
 
-    Each chain is cut into consecutive windows of ``window`` draws (the last incomplete one dropped); the
-    chain *crosses* when two of its windows would not be linked were they chains: their pair R-hat is at
-    least ``threshold`` and their overlap coefficient below ``overlap`` on some parameter.
+    Each chain is cut into ``min(n_draws // window, CROSSING_WINDOWS)`` consecutive windows of equal length
+    (at least ``window`` draws; the remainder at the end dropped); the chain *crosses* when two of its
+    windows would not be linked were they chains: their pair R-hat is at least ``threshold`` and their
+    overlap coefficient below ``overlap`` on some parameter.
 
     Parameters
     ----------
     draws : dict
         ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
     window : int, default CROSSING_WINDOW
-        Draws per window; a chain with fewer than two windows is not judged (False).
+        The fewest draws per window; a chain with fewer than two windows is not judged (False).
     threshold, overlap : float
         The linking rule's R-hat threshold and overlap (:func:`chain_modes`).
 
@@ -246,12 +252,13 @@ def chain_crossings(draws: dict, *, window: int = CROSSING_WINDOW, threshold: fl
     """
     columns = _columns(draws)
     n_chains, n_draws = columns.shape[:2]
-    n_windows = n_draws // window
+    n_windows = min(n_draws // window, CROSSING_WINDOWS)
     out = np.zeros(n_chains, dtype=bool)
     if n_windows < 2:
         return out
+    length = n_draws // n_windows
     for chain in range(n_chains):
-        windows = columns[chain, :n_windows * window].reshape(n_windows, window, -1)
+        windows = columns[chain, :n_windows * length].reshape(n_windows, length, -1)
         for i in range(n_windows):
             for j in range(i + 1, n_windows):
                 apart = min(_overlap(windows[i, :, s], windows[j, :, s]) for s in range(windows.shape[2])) < overlap
