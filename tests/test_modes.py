@@ -18,6 +18,7 @@ from mixflow.engines.modes import (
     chain_crossings,
     chain_modes,
     combined_draws,
+    crossing_window,
     describe_modes,
     distinct_optima,
     mode_summaries,
@@ -161,6 +162,15 @@ def test_chain_crossings_judge_windows_of_200_draws_and_a_chain_with_fewer_is_no
     assert chain_crossings(draws).all()
     assert not chain_crossings({"mu": draws["mu"][:, :399]}).any()  # one window of 200 draws each
     assert not chain_crossings(draws, window=1000).any()
+
+
+def test_long_chains_are_judged_in_at_most_ten_longer_windows():
+    assert [crossing_window(n) for n in (399, 400, 1000, 2000, 4000, 4100)] == [0, 200, 200, 200, 400, 410]
+    mu = _crossing()["mu"]
+    long = {"mu": np.repeat(mu, 4, axis=1)}  # each draw four times: the same sojourns, four times as long
+    assert chain_crossings(long).tolist() == chain_crossings({"mu": mu}).tolist() == [True] * 4
+    fast = {"mu": long["mu"].reshape(4, 10, 400, 1, 1).transpose(0, 2, 1, 3, 4).reshape(4, 4000, 1, 1)}
+    assert not chain_crossings(fast).any()  # the same draws interleaved: every window of 400 holds both places
 
 
 def test_a_constant_that_differs_between_chains_separates_them():
@@ -414,6 +424,7 @@ def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
     assert modes["weight"].values.sum() == pytest.approx(1.0)
     assert np.all(modes["max_rhat"].values < 1.01)  # within each mode
     assert modes["crosses"].values.tolist() == [False] * 4  # four windows of 200 draws per chain, each chain stays
+    assert modes.attrs["crossing_window"] == 200
     np.testing.assert_allclose(modes["mu"].values[1], -modes["mu"].values[0][::-1], atol=0.15)
     assert modes.attrs["em_mode"] == 0 and modes.attrs["dominant_mode"] == -1
     assert tree["mcmc"].attrs["max_rhat"] > 1.5  # over all chains

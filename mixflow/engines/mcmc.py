@@ -28,10 +28,10 @@ from mixflow.arguments import check_number
 from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.data import Data
 from mixflow.engines.modes import (
-    CROSSING_WINDOW,
     STARTS,
     chain_crossings,
     check_starts,
+    crossing_window,
     describe_modes,
     mode_groups,
     start_points,
@@ -450,10 +450,13 @@ def _clean_attrs(attrs: dict) -> dict:
 # -- diagnostics -----------------------------------------------------------------------------------------
 def _record_crossings(modes: dict, aligned: dict) -> None:
     """Add ``crosses`` (chain) to the ``modes`` group: the chains that move between places themselves."""
-    crosses = chain_crossings({name: value for name, (_, value) in aligned.items()})
-    modes["variables"]["crosses"] = (("chain",), crosses)
-    modes["attrs"]["crosses"] = (f"the chain's own windows of {CROSSING_WINDOW} draws include two the rule would "
-                                 "not link: it moves between places the rule keeps apart (judged from two windows on)")
+    values = {name: value for name, (_, value) in aligned.items()}
+    window = crossing_window(next(iter(values.values())).shape[1])
+    modes["variables"]["crosses"] = (("chain",), chain_crossings(values))
+    modes["attrs"]["crossing_window"] = window
+    modes["attrs"]["crosses"] = (f"the chain's own windows of {window} draws include two the rule would not link: it "
+                                 "moves between places the rule keeps apart" if window else
+                                 "not judged: fewer than two windows of 200 draws per chain")
 
 
 def _diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, options: dict,
@@ -485,7 +488,8 @@ def _diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, opti
             flagged = _flagged(within[0], lambda v: v > RHAT_MAX)
             high_rhat += [name + tag for name in flagged]
             if flagged and chain_mode is not None:
-                disagreeing.append(_disagreeing_mode(mode, n_modes, chains, mode_rhat, crosses))
+                disagreeing.append(_disagreeing_mode(mode, n_modes, chains, mode_rhat, crosses,
+                                                     crossing_window(posterior.sizes["draw"])))
         low_bulk += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least)]
         low_tail += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least)]
     _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options,
@@ -510,7 +514,7 @@ def _convergence(posterior: xr.Dataset):
         return rhat, azs.ess(posterior, method="bulk"), azs.ess(posterior, method="tail")
 
 
-def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, crosses) -> str:
+def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, crosses, window: int) -> str:
     """What the warning says of a mode whose chains disagree: its chains, its R-hat, the chains that cross."""
     listed = ", ".join(map(str, chains))
     text = (f"the chains fall into 1 mode (chains {listed}) and disagree within it" if n_modes == 1 else
@@ -522,7 +526,7 @@ def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, cr
         which = ("every chain crosses between places that its" if crossing.size == chains.size else
                  f"chain {crossing[0]} crosses between places that its" if crossing.size == 1 else
                  f"chains {', '.join(map(str, crossing))} cross between places that their")
-        text += (f", and {which} own windows of {CROSSING_WINDOW} draws do not share: the "
+        text += (f", and {which} own windows of {window} draws do not share: the "
                  "chains visit the same places but move between them slowly, and the R-hat measures how unevenly they "
                  "share their time among them, which more draws settle and no grouping of chains removes")
     return text

@@ -63,8 +63,8 @@ from mixflow.families.relabel import assignment_costs, optimal_permutations
 
 __all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_OVERLAP", "MODE_RHAT",
            "OPTIMA_DISTANCE", "OPTIMA_GAP", "STARTS", "chain_crossings", "chain_modes", "check_starts",
-           "combined_draws", "describe_modes", "distinct_optima", "loo_pointwise", "mode_groups", "mode_summaries",
-           "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
+           "combined_draws", "crossing_window", "describe_modes", "distinct_optima", "loo_pointwise", "mode_groups",
+           "mode_summaries", "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
 
 MODE_RHAT = 1.1
 #: Chains whose draws share at least this much of their distribution on every parameter are linked.
@@ -228,6 +228,12 @@ def chain_modes(draws: dict, *, threshold: float = MODE_RHAT, overlap: float = M
     return np.array([first[int(label)] for label in labels], dtype=np.int64)
 
 
+def crossing_window(n_draws: int, window: int = CROSSING_WINDOW) -> int:
+    """The draws per window :func:`chain_crossings` compares in chains of ``n_draws`` (0: too short to judge)."""
+    n_windows = min(n_draws // window, CROSSING_WINDOWS)
+    return n_draws // n_windows if n_windows >= 2 else 0
+
+
 def chain_crossings(draws: dict, *, window: int = CROSSING_WINDOW, threshold: float = MODE_RHAT,
                     overlap: float = MODE_OVERLAP) -> np.ndarray:
     """Which chains themselves move between places the rule of this module's docstring would keep apart.
@@ -252,11 +258,11 @@ def chain_crossings(draws: dict, *, window: int = CROSSING_WINDOW, threshold: fl
     """
     columns = _columns(draws)
     n_chains, n_draws = columns.shape[:2]
-    n_windows = min(n_draws // window, CROSSING_WINDOWS)
     out = np.zeros(n_chains, dtype=bool)
-    if n_windows < 2:
+    length = crossing_window(n_draws, window)
+    if not length:
         return out
-    length = n_draws // n_windows
+    n_windows = n_draws // length
     for chain in range(n_chains):
         windows = columns[chain, :n_windows * length].reshape(n_windows, length, -1)
         for i in range(n_windows):

@@ -250,7 +250,8 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
         if crossing.size:
             found.append(f"chain{'s' if crossing.size > 1 else ''} {', '.join(map(str, crossing))} move"
                          f"{'' if crossing.size > 1 else 's'} between places that the chain's own windows of "
-                         f"{CROSSING_WINDOW} draws do not share: the chains cross between them slowly, so R-hat "
+                         f"{tree[MCMC_MODES].attrs.get('crossing_window', CROSSING_WINDOW)} draws do not share: the "
+                         "chains cross between them slowly, so R-hat "
                          "measures how unevenly they share their time (see /mcmc/modes crosses)")
     return line, found
 

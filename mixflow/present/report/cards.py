@@ -43,6 +43,8 @@ def _mcmc_convergence(tree) -> dict:
             crossing = np.flatnonzero(tree[group(MCMC, "modes")]["crosses"].values)
             if crossing.size:  # chains that themselves move between places (mixflow.engines.modes)
                 out["chains that cross"] = ", ".join(map(str, crossing))
+                out["crossing window (draws)"] = int(tree[group(MCMC, "modes")].attrs.get("crossing_window",
+                                                                                          CROSSING_WINDOW))
         if int(attrs.get("n_modes", 1)) > 1:  # R-hat across modes measures the modes' distance, not convergence
             modes = tree[group(MCMC, "modes")]
             out["modes"] = int(attrs["n_modes"])
@@ -259,7 +261,8 @@ def _em_findings(tree) -> list[tuple[str, str]]:
 def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
     findings = []
     crossing = (f" Chains {summary['chains that cross']} move between places that their own windows of "
-                f"{CROSSING_WINDOW} draws do not share: the chains visit the same places but cross between them "
+                f"{summary.get('crossing window (draws)', CROSSING_WINDOW)} draws do not share: the chains visit the "
+                "same places but cross between them "
                 "slowly, so R-hat measures how unevenly they share their time; more draws settle it."
                 if "chains that cross" in summary else "")
     if "modes" in summary:
