@@ -28,6 +28,7 @@ from mixflow.arguments import check_number
 from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.data import Data
 from mixflow.engines.modes import (
+    CROSSING_WINDOW,
     STARTS,
     chain_crossings,
     check_starts,
@@ -456,7 +457,7 @@ def _record_crossings(modes: dict, aligned: dict) -> None:
     modes["attrs"]["crossing_window"] = window
     modes["attrs"]["crosses"] = (f"the chain's own windows of {window} draws include two the rule would not link: it "
                                  "moves between places the rule keeps apart" if window else
-                                 "not judged: fewer than two windows of 200 draws per chain")
+                                 f"not judged: fewer than two windows of {CROSSING_WINDOW} draws per chain")
 
 
 def _diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, options: dict,
