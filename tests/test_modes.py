@@ -15,8 +15,10 @@ from mixflow.data import validate_data
 from mixflow.engines.mcmc import _diagnose, fit_mcmc
 from mixflow.engines.modes import (
     DOMINANT_WEIGHT,
+    chain_crossings,
     chain_modes,
     combined_draws,
+    crossing_window,
     describe_modes,
     distinct_optima,
     mode_summaries,
@@ -128,6 +130,49 @@ def test_chains_that_cross_between_two_places_in_different_shares_are_one_mode()
     assert chain_modes(draws).tolist() == [0, 0, 0, 1]
 
 
+def _crossing(n_chains=4, n_draws=1000, seed=5):
+    """Chains that cross between two places 6 sds apart, staying 200 draws in one on average (a Markov switch)."""
+    rng = np.random.default_rng(seed)
+    switches = rng.random((n_chains, n_draws)) < 1 / 200
+    far = (np.cumsum(switches, axis=1) + np.arange(n_chains)[:, None]) % 2 == 1
+    return {"mu": (rng.standard_normal((n_chains, n_draws)) + 6.0 * far)[..., None, None]}
+
+
+def _autoregressive(n_chains, n_draws, rho, seed):
+    """Chains of one place (a standard normal) whose draws are AR(1) with coefficient ``rho``."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((n_chains, n_draws, 3)) * np.sqrt(1 - rho**2)
+    out = np.empty_like(noise)
+    out[:, 0] = rng.standard_normal((n_chains, 3))
+    for t in range(1, n_draws):
+        out[:, t] = rho * out[:, t - 1] + noise[:, t]
+    return {"mu": out[..., None]}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chains_of_one_place_do_not_cross_even_when_their_draws_are_correlated(seed):
+    """AR(1) draws with rho 0.5 and 0.9 (ESS about 67 and 11 per window of 200 draws): the windows stay linked."""
+    assert not chain_crossings(_autoregressive(4, 1000, 0.5, seed)).any()
+    assert not chain_crossings(_autoregressive(4, 1000, 0.8, seed)).any()
+    assert not chain_crossings(_chains([0, 5, 0, 5], n_draws=1000, seed=seed)).any()  # two modes, none crossing
+
+
+def test_chain_crossings_judge_windows_of_200_draws_and_a_chain_with_fewer_is_not_judged():
+    draws = _crossing()
+    assert chain_crossings(draws).all()
+    assert not chain_crossings({"mu": draws["mu"][:, :399]}).any()  # one window of 200 draws each
+    assert not chain_crossings(draws, window=1000).any()
+
+
+def test_long_chains_are_judged_in_at_most_ten_longer_windows():
+    assert [crossing_window(n) for n in (399, 400, 1000, 2000, 4000, 4100)] == [0, 200, 200, 200, 400, 410]
+    mu = _crossing()["mu"]
+    long = {"mu": np.repeat(mu, 4, axis=1)}  # each draw four times: the same sojourns, four times as long
+    assert chain_crossings(long).tolist() == chain_crossings({"mu": mu}).tolist() == [True] * 4
+    fast = {"mu": long["mu"].reshape(4, 10, 400, 1, 1).transpose(0, 2, 1, 3, 4).reshape(4, 4000, 1, 1)}
+    assert not chain_crossings(fast).any()  # the same draws interleaved: every window of 400 holds both places
+
+
 def test_a_constant_that_differs_between_chains_separates_them():
     draws = _chains([0, 0])
     draws["weights"][1] = [0.5, 0.5]
@@ -164,8 +209,11 @@ def test_one_mode_diagnoses_as_before():
     with warnings.catch_warnings(record=True) as now:
         warnings.simplefilter("always")
         moded = _diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
-    assert legacy == moded and [str(w.message) for w in before] == [str(w.message) for w in now]
-    assert "R-hat above 1.01" in str(now[0].message) and "chains disagree" in str(now[0].message)
+    assert legacy == moded  # the diagnostics; the warning names the mode and its R-hat
+    assert "R-hat above 1.01 for mu[1, x] (chains disagree)" in str(before[0].message)
+    assert "R-hat above 1.01 for mu[1, x] (the chains fall into 1 mode (chains 0, 1, 2, 3) and disagree within " \
+           "it)" in str(now[0].message)
+    assert str(now[0].message).split(")", 2)[2] == str(before[0].message).split(")", 1)[1]  # the advice as before
 
 
 @pytest.mark.parametrize("target_accept, advised", [(0.8, True), (0.95, False)])
@@ -176,8 +224,52 @@ def test_chains_of_one_mode_that_disagree_are_advised_a_higher_target_accept(tar
     with pytest.warns(mixflow.SamplingWarning) as record:
         _diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
     message = str(record[0].message)
-    assert "chains disagree" in message and "divergent" not in message
+    assert "disagree within it" in message and "divergent" not in message
     assert (f"a higher target_accept (0.95; it was {target_accept})" in message) == advised
+
+
+def _as_aligned(draws):
+    n_chains, n_draws = draws["mu"].shape[:2]
+    aligned = {"mu": (("chain", "draw", "component", "feature"), draws["mu"])}
+    raw = xr.Dataset(coords={"chain": np.arange(n_chains), "draw": np.arange(n_draws),
+                             "component": np.arange(draws["mu"].shape[2]), "feature": ["x"]})
+    return aligned, raw
+
+
+def test_chains_that_cross_are_said_with_the_r_hat_computed_within_their_mode():
+    import arviz_stats as azs
+
+    draws = _crossing()
+    aligned, raw = _as_aligned(draws)
+    chain_mode = chain_modes(draws)
+    options = {"chains": 4, "draws": 1000, "tune": 500, "target_accept": 0.95}
+    rhat = float(azs.rhat(xr.DataArray(draws["mu"][..., 0, 0], dims=("chain", "draw"))))
+    assert rhat > 1.1 and chain_mode.tolist() == [0, 0, 0, 0]
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        summary = _diagnose(aligned, raw, {}, options, chain_mode, np.ones(1), chain_crossings(draws), np.array([rhat]))
+    message = str(record[0].message)
+    assert (f"R-hat above 1.01 for mu[0, x] (the chains fall into 1 mode (chains 0, 1, 2, 3) and disagree within it: "
+            f"R-hat {rhat:.3f}, and every chain crosses between places that its own windows of 200 draws do not share"
+            in message)
+    assert summary["max_rhat"] == pytest.approx(rhat, rel=1e-12)
+
+
+def test_a_mode_whose_chains_cross_is_named_beside_a_mode_that_stays():
+    draws = _crossing()
+    rng = np.random.default_rng(3)
+    draws["mu"] = np.concatenate([draws["mu"], rng.standard_normal((2, 1000, 1, 1)) + 20.0])  # two far, in one place
+    aligned, raw = _as_aligned(draws)
+    chain_mode = chain_modes(draws)
+    crosses = chain_crossings(draws)
+    assert chain_mode.tolist() == [0, 0, 0, 0, 1, 1] and crosses.tolist() == [True] * 4 + [False] * 2
+    options = {"chains": 6, "draws": 1000, "tune": 500, "target_accept": 0.95}
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        _diagnose(aligned, raw, {}, options, chain_mode, np.array([0.5, 0.5]), crosses, np.array([1.234, 1.0]))
+    message = str(record[0].message)
+    assert "the chains fall into 2 modes (chains 0, 1, 2, 3 | 4, 5; stacking weights 0.50, 0.50)" in message
+    assert ("R-hat above 1.01 for mu[0, x] in mode 0 (chains 0, 1, 2, 3 of mode 0 disagree: R-hat 1.234, and every "
+            "chain crosses between places") in message
+    assert "mode 1" not in message
 
 
 @pytest.mark.parametrize("target_accept, advice", [(0.8, "a higher target_accept (0.95; it was 0.8)"),
@@ -331,6 +423,8 @@ def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
     np.testing.assert_allclose(modes["weight"].values, [0.5, 0.5], atol=0.02)
     assert modes["weight"].values.sum() == pytest.approx(1.0)
     assert np.all(modes["max_rhat"].values < 1.01)  # within each mode
+    assert modes["crosses"].values.tolist() == [False] * 4  # four windows of 200 draws per chain, each chain stays
+    assert modes.attrs["crossing_window"] == 200
     np.testing.assert_allclose(modes["mu"].values[1], -modes["mu"].values[0][::-1], atol=0.15)
     assert modes.attrs["em_mode"] == 0 and modes.attrs["dominant_mode"] == -1
     assert tree["mcmc"].attrs["max_rhat"] > 1.5  # over all chains
@@ -385,6 +479,37 @@ def test_report_findings_name_the_modes_and_judge_r_hat_within_them():
     mixing = _mcmc_findings({**base, "modes": 2, "max R-hat within modes": 1.03, "min bulk ESS within modes": 700.0})
     assert ("bad", "MCMC: max R-hat within a mode 1.030 > 1.01: chains of one mode disagree.") in mixing
     assert "chains disagree (non-convergence" in _mcmc_findings(base)[0][1]
+    crossing = _mcmc_findings({**base, "chains that cross": "0, 2"})[0][1]
+    assert crossing.startswith("MCMC: max R-hat 1.600 > 1.01: chains disagree (they fall into 1 mode). Chains 0, 2 "
+                               "move between places that their own windows of 200 draws do not share")
+    moded_crossing = _mcmc_findings({**base, "modes": 2, "max R-hat within modes": 1.03, "chains that cross": "1",
+                                     "min bulk ESS within modes": 700.0})
+    assert moded_crossing[1][1].startswith("MCMC: max R-hat within a mode 1.030 > 1.01: chains of one mode disagree. "
+                                           "Chains 1 move between places")
+
+
+def test_chains_that_cross_are_read_from_the_container_by_the_report_and_the_summary(map_fit):
+    from mixflow.present.report.cards import _mcmc_convergence, _mcmc_findings
+    from mixflow.present.summary import _mcmc_line
+
+    rng = np.random.default_rng(0)
+    tree = map_fit[3].copy()
+    estimate = tree["em/estimate"].to_dataset()
+    posterior = xr.Dataset({name: (("chain", "draw", *value.dims), np.broadcast_to(value.values, (2, 100, *value.shape))
+                                   + 0.01 * rng.standard_normal((2, 100, *value.shape)))
+                            for name, value in estimate.data_vars.items()}, coords=estimate.coords)
+    tree["mcmc"] = xr.DataTree(xr.Dataset(attrs={
+        "method": "nuts", "sampler": "pymc", "chains": 2, "draws": 100, "max_rhat": 1.08, "min_ess_bulk": 500.0,
+        "min_ess_tail": 450.0, "n_divergences": 0, "n_modes": 1, "high_rhat": '["weights[0]"]', "low_ess_bulk": "[]",
+        "low_ess_tail": "[]"}))
+    tree["mcmc/posterior"] = posterior
+    tree["mcmc/modes"] = xr.Dataset({"weight": (("mode",), np.ones(1)), "crosses": (("chain",), np.arange(2) == 1)})
+    summary = _mcmc_convergence(tree)
+    assert summary["chains that cross"] == "1"
+    assert "Chains 1 move between places" in _mcmc_findings(summary)[0][1]
+    assert any(item.startswith("chain 1 moves between places") for item in _mcmc_line(tree)[1])
+    tree["mcmc/modes"] = xr.Dataset({"weight": (("mode",), np.ones(1)), "crosses": (("chain",), np.zeros(2, bool))})
+    assert "chains that cross" not in _mcmc_convergence(tree) and not any("moves" in i for i in _mcmc_line(tree)[1])
 
 
 def test_select_k_reports_each_k_modes(monkeypatch):
@@ -400,7 +525,8 @@ def test_select_k_reports_each_k_modes(monkeypatch):
         tree["mcmc"].attrs.update(max_rhat=1.0, min_ess_bulk=500.0, min_ess_tail=400.0, n_divergences=0, n_modes=k)
         if k == 2:
             tree["mcmc/modes"] = xr.DataTree(xr.Dataset({"lpd_loo": (("obs", "mode"), rng.normal(-2, 0.1, (40, 2))),
-                                                         "weight": (("mode",), np.array([0.5, 0.5]))}))
+                                                         "weight": (("mode",), np.array([0.5, 0.5])),
+                                                         "crosses": (("chain",), np.array([True, False]))}))
         return tree
 
     monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
@@ -408,7 +534,8 @@ def test_select_k_reports_each_k_modes(monkeypatch):
     table = mixflow.select_k(mixflow.GaussianMixture(1), x, ks=(1, 2), methods=("map", "mcmc"), n_folds=None,
                              random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, progress=messages.append)
     assert table["n_modes"].tolist() == [1, 2] and table["stacked_over_modes"].tolist() == [False, True]
-    assert messages[-1].startswith("K=2, NUTS: 2 modes, 0 divergence(s)")
+    assert messages[-1].startswith("K=2, NUTS: 2 modes, chain 0 crosses between places, 0 divergence(s)")
+    assert messages[-3].startswith("K=1, NUTS: 0 divergence(s)")  # no modes group: nothing to say
 
 
 @pytest.mark.slow
@@ -416,8 +543,9 @@ def test_galaxies_k5_modes_are_named_and_weighted():
     """The galaxies (velocity / 1000) at K=5 by MAP then NUTS, whose chains cross rarely between configurations.
 
     Few draws keep the test short: it checks what is said and recorded, not convergence (with the default
-    4 x 1000 draws one mode's R-hat is 1.03-1.14 over seeds 1-4: the README's "When the chains fall into
-    several modes").
+    4 x 1000 draws the chains are one mode whose R-hat is 1.03-1.14 over seeds 1-4, and its chains cross
+    between a component on the two galaxies near 16 and one near 18-19.5: :mod:`mixflow.engines.modes`,
+    "Chains that cross"; the unit tests of ``chain_crossings`` check the crossing, which needs 400 draws).
     """
     import arviz_stats as azs
 
@@ -442,6 +570,14 @@ def test_galaxies_k5_modes_are_named_and_weighted():
             assert modes["max_rhat"].values[mode] == pytest.approx(expected, rel=1e-12)
     said = [str(w.message) for w in record if str(w.message).startswith("MCMC diagnostics")]
     assert len(said) == 1 and (f"{n_modes} modes (chains" in said[0]) == (n_modes > 1)
+    for mode in range(n_modes):  # each mode whose chains disagree is named with the R-hat recorded for it
+        chains = ", ".join(map(str, np.flatnonzero(chain_mode == mode)))
+        named = (f"the chains fall into 1 mode (chains {chains}) and disagree within it" if n_modes == 1 else
+                 f"chains {chains} of mode {mode} disagree")
+        rhat = modes["max_rhat"].values[mode]
+        assert (f"{named}: R-hat {rhat:.3f}" in said[0]) == (rhat > 1.01)
+    assert "chains disagree" not in said[0]
+    assert modes["crosses"].dims == ("chain",) and not modes["crosses"].values.any()  # 200 draws: one window
 
 # -- ADVI from several optima ---------------------------------------------------------------------------------
 def test_advi_bad_starts_name_the_argument(map_fit):

@@ -442,6 +442,16 @@ def _warn_for(k: int, method: str, messages) -> None:
         warnings.warn(f"select_k, K={k}, {METHOD_NAMES[method]}: {message}", category, stacklevel=3)
 
 
+def _crossing_chains(tree) -> str:
+    """``"chains 0, 2 cross between places, "`` for the chains that themselves move between places, else ''."""
+    modes = tree["mcmc"].children.get("modes")
+    crossing = np.flatnonzero(modes["crosses"].values) if modes is not None and "crosses" in modes else []
+    if len(crossing) == 0:
+        return ""
+    listed = ", ".join(map(str, crossing))
+    return (f"chains {listed} cross" if len(crossing) > 1 else f"chain {listed} crosses") + " between places, "
+
+
 def _mcmc_row(tree) -> dict:
     """The convergence diagnostics of one NUTS fit (its worst R-hat and ESS, its divergences)."""
     attrs = tree["mcmc"].attrs
@@ -555,6 +565,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             _warn_for(k, "mcmc", _messages(caught))
             diagnostics[k] = _mcmc_row(fits[("mcmc", k)])
             modes = f"{diagnostics[k]['n_modes']} modes, " if diagnostics[k]["n_modes"] > 1 else ""
+            modes += _crossing_chains(fits[("mcmc", k)])
             progress(f"K={k}, NUTS: {modes}{diagnostics[k]['divergences']} divergence(s), worst R-hat "
                      f"{diagnostics[k]['max_rhat']:.3f}, smallest bulk / tail ESS {diagnostics[k]['min_ess_bulk']:.0f}"
                      f" / {diagnostics[k]['min_ess_tail']:.0f}")

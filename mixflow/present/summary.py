@@ -26,7 +26,7 @@ from mixflow.container.layout import (
 )
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
-from mixflow.engines.modes import describe_modes
+from mixflow.engines.modes import CROSSING_WINDOW, describe_modes
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -245,6 +245,14 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
     if int(attrs.get("n_modes", 1)) > 1:
         found.insert(0, f"the chains fall into {attrs['n_modes']} modes (the R-hat and ESS findings are within modes; "
                         "see /mcmc/modes and the stacked draws)")
+    if has_group(tree, MCMC_MODES) and "crosses" in tree[MCMC_MODES]:
+        crossing = np.flatnonzero(tree[MCMC_MODES]["crosses"].values)
+        if crossing.size:
+            found.append(f"chain{'s' if crossing.size > 1 else ''} {', '.join(map(str, crossing))} move"
+                         f"{'' if crossing.size > 1 else 's'} between places that the chain's own windows of "
+                         f"{tree[MCMC_MODES].attrs.get('crossing_window', CROSSING_WINDOW)} draws do not share: the "
+                         "chains cross between them slowly, so R-hat "
+                         "measures how unevenly they share their time (see /mcmc/modes crosses)")
     return line, found
 
 

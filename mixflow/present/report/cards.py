@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS, MCMC, RUN_WARNINGS, group
-from mixflow.container.read import available_methods
+from mixflow.container.read import available_methods, has_group
+from mixflow.engines.modes import CROSSING_WINDOW
 from mixflow.present.compare import METHOD_LABELS, element_columns
 
 __all__ = ["card", "diagnostics", "duration", "fit_summaries", "key_values", "provenance_rows", "run_warnings",
@@ -38,6 +39,12 @@ def _mcmc_convergence(tree) -> dict:
             out["max R-hat"] = float(attrs["max_rhat"])
         out.update({"min bulk ESS": float(attrs["min_ess_bulk"]), "min tail ESS": float(attrs["min_ess_tail"]),
                     "divergences": int(attrs["n_divergences"])})
+        if has_group(tree, group(MCMC, "modes")) and "crosses" in tree[group(MCMC, "modes")]:
+            crossing = np.flatnonzero(tree[group(MCMC, "modes")]["crosses"].values)
+            if crossing.size:  # chains that themselves move between places (mixflow.engines.modes)
+                out["chains that cross"] = ", ".join(map(str, crossing))
+                out["crossing window (draws)"] = int(tree[group(MCMC, "modes")].attrs.get("crossing_window",
+                                                                                          CROSSING_WINDOW))
         if int(attrs.get("n_modes", 1)) > 1:  # R-hat across modes measures the modes' distance, not convergence
             modes = tree[group(MCMC, "modes")]
             out["modes"] = int(attrs["n_modes"])
@@ -253,16 +260,22 @@ def _em_findings(tree) -> list[tuple[str, str]]:
 
 def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
     findings = []
+    crossing = (f" Chains {summary['chains that cross']} move between places that their own windows of "
+                f"{summary.get('crossing window (draws)', CROSSING_WINDOW)} draws do not share: the chains visit the "
+                "same places but cross between them "
+                "slowly, so R-hat measures how unevenly they share their time; more draws settle it."
+                if "chains that cross" in summary else "")
     if "modes" in summary:
         findings.append(("warn", f"MCMC: the chains fall into {summary['modes']} modes (see Modes): the "
                                  "per-mode summaries and the draws stacked over modes answer, not the mean over "
                                  "all chains."))
         if summary["max R-hat within modes"] > 1.01:
             findings.append(("bad", f"MCMC: max R-hat within a mode {summary['max R-hat within modes']:.3f} > 1.01: "
-                                    "chains of one mode disagree."))
+                                    "chains of one mode disagree." + crossing))
     elif summary.get("max R-hat", 1.0) > 1.01:
         findings.append(("bad", f"MCMC: max R-hat {summary['max R-hat']:.3f} > 1.01: chains disagree "
-                                "(non-convergence or label switching)."))
+                                + ("(they fall into 1 mode)." + crossing if crossing else
+                                   "(non-convergence or label switching).")))
     if summary.get("min bulk ESS", np.inf) < 400:
         findings.append(("warn", f"MCMC: min bulk ESS {summary['min bulk ESS']:.0f} < 400."))
     if summary.get("min tail ESS", np.inf) < 400:
