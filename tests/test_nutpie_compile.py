@@ -138,3 +138,19 @@ def test_the_structure_key_is_that_of_the_graph_not_of_the_values():
     assert key(_gaussian(30, seed=0)) == key(_gaussian(45, seed=2))  # other rows, prior and standardisation
     assert key(_gaussian(30, k=2)) != key(_gaussian(30, k=3))
     assert key(_gaussian(30)) != _structure_key(_gaussian(30), var_names=["mu"], numba_opt=1)
+
+
+def test_graphs_that_differ_in_a_constant_do_not_share_a_compilation(model):
+    from mixflow.engines.nutpie_compile import _structure_key
+
+    def with_data(data):
+        with pm.Model() as pymc_model:
+            mu = pm.Normal("mu", 0.0, 2.0)
+            pm.Potential("likelihood", pm.logp(pm.Normal.dist(mu, 1.0), data).sum())
+        return pymc_model
+
+    data = np.linspace(-1.0, 1.0, 1000)  # printed abbreviated: the key hashes the values themselves
+    other = data.copy()
+    other[500] += 1e-9
+    assert _structure_key(with_data(data), None, 1) == _structure_key(with_data(data.copy()), None, 1)
+    assert _structure_key(with_data(data), None, 1) != _structure_key(with_data(other), None, 1)

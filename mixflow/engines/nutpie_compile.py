@@ -100,8 +100,9 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
         Its ``initial_point_func`` is ``initial_point``. A model whose graph has the structure of one
         compiled before in this process (the same family, K, features and traced variables; other data or
         prior values) reuses that compilation with its own input values (:func:`compile_count` counts the
-        compilations). Its ``user_data`` is mixflow's table of the inputs' addresses and shapes, so
-        nutpie's ``with_data`` does not apply to it.
+        compilations); its ``logp_func`` and ``expand_func`` (PyTensor's functions, unused by nutpie's
+        sampler) are then None. Its ``user_data`` is mixflow's table of the inputs' addresses and shapes,
+        so nutpie's ``with_data`` does not apply to it.
     """
     import nutpie
     from nutpie import compile_pymc
@@ -119,12 +120,14 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
             not nutpie.__version__.startswith("0.16."):
         return nutpie_own()
     structure = _structure_key(pymc_model, var_names, numba_opt)
-    reused = _COMPILED.get(structure)
+    reused, functions = _COMPILED.get(structure), (None, None)
     if reused is None:
-        reused = _compile(pymc_model, initial_point, var_names, numba_opt)
-        if reused is None:
+        fresh = _compile(pymc_model, initial_point, var_names, numba_opt)
+        if fresh is None:
             return nutpie_own()
-        _COMPILED[structure] = reused
+        # the cache keeps the callbacks, not PyTensor's functions, which hold this model's data
+        functions = fresh.pop("logp_function"), fresh.pop("expand_function")
+        reused = _COMPILED[structure] = fresh
         while len(_COMPILED) > _COMPILED_MAX:
             _COMPILED.pop(next(iter(_COMPILED)))
     values = _input_values(pymc_model, reused["inputs"])
@@ -135,8 +138,8 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
         _n_dim=reused["n_dim"], dims=reused["dims"], _coords=reused["coords"], _shapes=reused["shapes"],
         compiled_logp_func=reused["logp"], compiled_expand_func=reused["expand"], initial_point_func=initial_point,
         shared_data=dict(zip(reused["inputs"], values, strict=True)), shared_var_keys={}, user_data=table,
-        n_expanded=reused["n_expanded"], shape_info=reused["shape_info"], logp_func=reused["logp_function"],
-        expand_func=reused["expand_function"], reparameterized_names=reused["reparameterized"])
+        n_expanded=reused["n_expanded"], shape_info=reused["shape_info"], logp_func=functions[0],
+        expand_func=functions[1], reparameterized_names=reused["reparameterized"])
 
 
 def compile_count() -> int:
@@ -148,13 +151,25 @@ _COUNT = [0]
 
 
 def _structure_key(pymc_model, var_names, numba_opt: int) -> str:
-    """A hash of the model's graph before rewriting (operations, types, constants, names), not of input values."""
+    """A hash of the model's graph before rewriting: operations, types, names and every constant's value.
+
+    The graph inputs' (shared variables') values are not in it; constants, which the compiled code holds,
+    are (in full: the printed graph abbreviates large ones).
+    """
     import pytensor
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors
 
     outputs = [pymc_model.logp(), *pymc_model.deterministics]
-    text = pytensor.printing.debugprint(outputs, file="str", print_type=True)
+    digest = hashlib.sha256()
+    digest.update(pytensor.printing.debugprint(outputs, file="str", print_type=True).encode())
+    for variable in ancestors(outputs):
+        if isinstance(variable, Constant):
+            value = np.asarray(variable.data)
+            digest.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
     free = [(rv.name, str(pymc_model.rvs_to_values[rv].type)) for rv in pymc_model.free_RVs]
-    return hashlib.sha256(f"{_VERSION}|{text}|{free}|{var_names}|{numba_opt}".encode()).hexdigest()
+    digest.update(f"{_VERSION}|{free}|{var_names}|{numba_opt}".encode())
+    return digest.hexdigest()
 
 
 def _compile(pymc_model, initial_point, var_names, numba_opt: int) -> dict | None:
