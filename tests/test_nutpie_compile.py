@@ -154,3 +154,31 @@ def test_graphs_that_differ_in_a_constant_do_not_share_a_compilation(model):
     other[500] += 1e-9
     assert _structure_key(with_data(data), None, 1) == _structure_key(with_data(data.copy()), None, 1)
     assert _structure_key(with_data(data), None, 1) != _structure_key(with_data(other), None, 1)
+
+
+@pytest.mark.slow
+def test_a_second_nuts_fit_of_other_data_reuses_the_compilation():
+    import warnings
+
+    import mixflow
+    from mixflow.data import validate_data
+    from mixflow.engines.mcmc import fit_mcmc
+    from mixflow.engines.nutpie_compile import compile_count
+
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    run = {"draws": 30, "tune": 30, "chains": 2, "sampler": "nutpie", "random_seed": 1, "progressbar": False,
+           "posterior_predictive": False}
+    counts = []
+    for n, seed, high in ((60, 0, 3.0), (75, 1, 7.0)):  # another data set of the same structure
+        rng = np.random.default_rng(seed)
+        x = np.concatenate([rng.normal(-3.0, 1.0, n // 2), rng.normal(high, 1.0, n - n // 2)])[:, None]
+        tree = mixflow.fit(model, x, method="map", random_seed=0)
+        estimate = {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mixflow.SamplingWarning)  # 30 draws are too few for the ESS check
+            result = fit_mcmc(model, validate_data(x), estimate, **run)
+        counts.append(compile_count())
+        mu = result["groups"]["posterior"]["variables"]["mu"][1]
+        assert abs(mu[..., 1, 0].mean() - x[x > 0].mean()) < 0.5  # each fit samples its own data's posterior
+        assert abs(mu[..., 1, 0].mean() - high) < 1.0
+    assert counts[1] == counts[0]
