@@ -186,9 +186,6 @@ def _compile(pymc_model, initial_point, var_names, numba_opt: int) -> dict | Non
     if None in (logp_key, expand_key) or None in names or len(set(names)) < len(names) or \
             any(variable.type.dtype != "float64" for variable in inputs):
         return None
-    point = np.asarray(initial_point(0), dtype=float)
-    for function in (logp_function, expand_function):  # the kernels as PyTensor compiles (or caches) them
-        function.vm.jit_fn(point, *[np.asarray(variable.get_value()) for variable in function.get_shared()])
     slots = _slots(inputs)
     with _numba_optimisation(numba_opt):
         shapes = {"n_dim": n_dim, "n_expanded": n_expanded}
