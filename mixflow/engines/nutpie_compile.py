@@ -119,7 +119,8 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
     if not config.numba__cache or not all(hasattr(compile_pymc, name) for name in private) or \
             not nutpie.__version__.startswith("0.16."):
         return nutpie_own()
-    structure = _structure_key(pymc_model, var_names, numba_opt)
+    outputs = [pymc_model.logp(), *pymc_model.deterministics]  # the graph, built once for the key and the inputs
+    structure = _structure_key(pymc_model, var_names, numba_opt, outputs)
     reused, functions = _COMPILED.get(structure), (None, None)
     if reused is None:
         fresh = _compile(pymc_model, initial_point, var_names, numba_opt)
@@ -130,7 +131,7 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
         reused = _COMPILED[structure] = fresh
         while len(_COMPILED) > _COMPILED_MAX:
             _COMPILED.pop(next(iter(_COMPILED)))
-    values = _input_values(pymc_model, reused["inputs"])
+    values = _input_values(outputs, reused["inputs"])
     if values is None:  # the inputs are not those of the compiled graph (cannot happen for one structure)
         return nutpie_own()
     table = _input_table(values)
@@ -150,7 +151,7 @@ def compile_count() -> int:
 _COUNT = [0]
 
 
-def _structure_key(pymc_model, var_names, numba_opt: int) -> str:
+def _structure_key(pymc_model, var_names, numba_opt: int, outputs: list | None = None) -> str:
     """A hash of the model's graph before rewriting: operations, types, names and every constant's value.
 
     The graph inputs' (shared variables') values are not in it; constants, which the compiled code holds,
@@ -160,7 +161,7 @@ def _structure_key(pymc_model, var_names, numba_opt: int) -> str:
     from pytensor.graph.basic import Constant
     from pytensor.graph.traversal import ancestors
 
-    outputs = [pymc_model.logp(), *pymc_model.deterministics]
+    outputs = [pymc_model.logp(), *pymc_model.deterministics] if outputs is None else outputs
     digest = hashlib.sha256()
     digest.update(pytensor.printing.debugprint(outputs, file="str", print_type=True).encode())
     for variable in ancestors(outputs):
@@ -219,11 +220,10 @@ def _slots(inputs: list) -> dict:
     return slots
 
 
-def _input_values(pymc_model, names: list) -> list | None:
-    """The values of the model's graph inputs ``names``, C-contiguous float64 copies (None if one is missing)."""
+def _input_values(outputs: list, names: list) -> list | None:
+    """The values of the graph inputs ``names`` of ``outputs``, C-contiguous float64 copies (None if one is missing)."""
     from pytensor.graph.traversal import ancestors
 
-    outputs = [pymc_model.logp(), *pymc_model.deterministics]
     found = {variable.name: variable for variable in ancestors(outputs)
              if hasattr(variable, "get_value") and variable.name in names}
     if set(found) != set(names):
