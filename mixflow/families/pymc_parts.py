@@ -15,7 +15,10 @@ What the families share lives here, so that it is written once:
   the full-data sum (what ``total_size`` does for an observed variable);
 - :func:`mixture_potential`: ``pm.Potential("log_likelihood", ...)``, the log-sum-exp over components of
   log weight plus component log density, each row counted by its frequency weight, scaled by the factor;
-- :func:`check_inputs` and :func:`lifted_weights`: argument checks and starting weights inside the simplex.
+- :func:`check_inputs` and :func:`lifted_weights`: argument checks and starting weights inside the simplex;
+- :func:`graph_input`: a data-derived value (the rows, the data-scaled prior, a standardisation) as an
+  input of the graph rather than a constant, so that one compiled model serves every data set of its
+  structure. Every family declares its data-derived values this way.
 
 Free variables are named after the parameter they carry: the parameter itself (``weights``, ``rate``), or
 the parameter in standardised units with the suffix ``_std`` (:func:`parameter_of`). The parameters in
