@@ -78,8 +78,9 @@ def test_bad_model_data_and_reference_name_the_argument(small):
         fit_mcmc(model, data, {"weights": reference["weights"], "mu": reference["mu"]})
 
 
-def test_sampler_auto_is_pymc_and_nutpie_needs_nutpie(monkeypatch):
-    assert resolve_sampler("auto") == "pymc"  # the cheaper first fit of new data (README, benchmarks/mcmc_ess.py)
+def test_sampler_auto_is_nutpie_when_installed_and_nutpie_needs_nutpie(monkeypatch):
+    installed = importlib.util.find_spec("nutpie") is not None  # the faster (README, benchmarks/mcmc_ess.py)
+    assert resolve_sampler("auto") == ("nutpie" if installed else "pymc")
     assert resolve_sampler("pymc") == "pymc"
     monkeypatch.setattr(mcmc.importlib.util, "find_spec", lambda name: None)
     assert resolve_sampler("auto") == "pymc"

@@ -2,12 +2,14 @@
 
 import ctypes
 import dataclasses
+from functools import partial
 
 import numpy as np
 import pytest
 
 nutpie = pytest.importorskip("nutpie")
 pm = pytest.importorskip("pymc")
+pytensor = pytest.importorskip("pytensor")
 
 from mixflow.engines.nutpie_compile import _numba_optimisation, compile_nutpie  # noqa: E402
 
@@ -73,3 +75,110 @@ def test_another_nutpie_gets_its_own_compilation(model, monkeypatch):
     start = lambda seed: np.zeros(2)  # noqa: E731
     compiled = compile_nutpie(model, start)
     assert calls and compiled.initial_point_func is start
+
+
+# -- a graph whose data are inputs: compiled once per structure, reused with other values ----------------
+def _gaussian(n: int, k: int = 2, seed: int = 0):
+    import mixflow
+    from mixflow.data import validate_data
+
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(-2.0, 1.0, n // 2), rng.normal(1.5 + seed, 0.7, n - n // 2)])[:, None]
+    model = mixflow.GaussianMixture(k, covariance="diag")
+    data = validate_data(x)
+    return model.pymc_model(data, model.resolve_prior(model.prepare(data)))
+
+
+def _expand(compiled, point: np.ndarray) -> tuple[int, np.ndarray]:
+    x = np.ascontiguousarray(point, dtype=float)
+    out = np.zeros(compiled.n_expanded)
+    pointer = ctypes.POINTER(ctypes.c_double)
+    code = compiled.compiled_expand_func.ctypes(x.size, compiled.n_expanded, x.ctypes.data_as(pointer),
+                                                out.ctypes.data_as(pointer), compiled.user_data.ctypes.data)
+    return code, out
+
+
+def test_a_model_of_other_data_reuses_the_compilation_with_its_own_values():
+    from mixflow.engines.nutpie_compile import compile_count
+
+    first, second = _gaussian(40, seed=0), _gaussian(57, seed=1)  # other rows, prior and standardisation
+    point = np.array([0.2, -0.1, 0.4, 0.5, -0.3])  # weights (stick-breaking), mu_std, log variance_std
+    assert sum(np.size(v) for v in first.initial_point().values()) == point.size
+    before = compile_count()
+    compiled = [compile_nutpie(model, lambda seed: point, var_names=["weights", "mu", "variance"])
+                for model in (first, second)]
+    assert compile_count() - before <= 1  # the second model (at least) reused a compilation
+    assert compiled[0].compiled_logp_func is compiled[1].compiled_logp_func
+    for model, own in zip((first, second), compiled, strict=True):
+        expected_logp, expected_grad = model.logp_dlogp_function(ravel_inputs=True)(point)
+        x = np.ascontiguousarray(point)
+        grad, logp = np.zeros(point.size), np.zeros(())
+        pointer = ctypes.POINTER(ctypes.c_double)
+        code = own.compiled_logp_func.ctypes(point.size, x.ctypes.data_as(pointer), grad.ctypes.data_as(pointer),
+                                             logp.ctypes.data_as(pointer), own.user_data.ctypes.data)
+        assert code == 0
+        np.testing.assert_allclose(float(logp), expected_logp, rtol=1e-12)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-12)
+        code, values = _expand(own, point)
+        assert code == 0
+        names = [model.rvs_to_values[rv].name for rv in model.free_RVs]  # nutpie's order of the flat point
+        sizes = [int(np.prod(model.initial_point()[name].shape)) for name in names]
+        pieces = dict(zip(names, np.split(point, np.cumsum(sizes)[:-1]), strict=True))
+        outputs = model.replace_rvs_by_values([model["weights"], model["mu"], model["variance"]])
+        traced = pytensor.function(model.value_vars, outputs, on_unused_input="ignore")
+        expected = traced(*[pieces[v.name].reshape(model.initial_point()[v.name].shape) for v in model.value_vars])
+        np.testing.assert_allclose(values[point.size:], np.concatenate([np.ravel(v) for v in expected]), rtol=1e-12)
+    assert not np.allclose(compiled[0].user_data, compiled[1].user_data)
+
+
+def test_the_structure_key_is_that_of_the_graph_not_of_the_values():
+    from mixflow.engines.nutpie_compile import _structure_key
+
+    key = partial(_structure_key, var_names=None, numba_opt=1)
+    assert key(_gaussian(30, seed=0)) == key(_gaussian(45, seed=2))  # other rows, prior and standardisation
+    assert key(_gaussian(30, k=2)) != key(_gaussian(30, k=3))
+    assert key(_gaussian(30)) != _structure_key(_gaussian(30), var_names=["mu"], numba_opt=1)
+
+
+def test_graphs_that_differ_in_a_constant_do_not_share_a_compilation(model):
+    from mixflow.engines.nutpie_compile import _structure_key
+
+    def with_data(data):
+        with pm.Model() as pymc_model:
+            mu = pm.Normal("mu", 0.0, 2.0)
+            pm.Potential("likelihood", pm.logp(pm.Normal.dist(mu, 1.0), data).sum())
+        return pymc_model
+
+    data = np.linspace(-1.0, 1.0, 1000)  # printed abbreviated: the key hashes the values themselves
+    other = data.copy()
+    other[500] += 1e-9
+    assert _structure_key(with_data(data), None, 1) == _structure_key(with_data(data.copy()), None, 1)
+    assert _structure_key(with_data(data), None, 1) != _structure_key(with_data(other), None, 1)
+
+
+@pytest.mark.slow
+def test_a_second_nuts_fit_of_other_data_reuses_the_compilation():
+    import warnings
+
+    import mixflow
+    from mixflow.data import validate_data
+    from mixflow.engines.mcmc import fit_mcmc
+    from mixflow.engines.nutpie_compile import compile_count
+
+    model = mixflow.GaussianMixture(2, covariance="diag")
+    run = {"draws": 30, "tune": 30, "chains": 2, "sampler": "nutpie", "random_seed": 1, "progressbar": False,
+           "posterior_predictive": False}
+    counts = []
+    for n, seed, high in ((60, 0, 3.0), (75, 1, 7.0)):  # another data set of the same structure
+        rng = np.random.default_rng(seed)
+        x = np.concatenate([rng.normal(-3.0, 1.0, n // 2), rng.normal(high, 1.0, n - n // 2)])[:, None]
+        tree = mixflow.fit(model, x, method="map", random_seed=0)
+        estimate = {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mixflow.SamplingWarning)  # 30 draws are too few for the ESS check
+            result = fit_mcmc(model, validate_data(x), estimate, **run)
+        counts.append(compile_count())
+        mu = result["groups"]["posterior"]["variables"]["mu"][1]
+        assert abs(mu[..., 1, 0].mean() - x[x > 0].mean()) < 0.5  # each fit samples its own data's posterior
+        assert abs(mu[..., 1, 0].mean() - high) < 1.0
+    assert counts[1] == counts[0]

@@ -3,7 +3,7 @@
 The steps are those of :func:`fit_mcmc`, generic over families through the model's PyMC seam (see
 :class:`mixflow.families.base.MixtureModel`): build the model (``model.pymc_model``), start every chain at
 the reference estimate (EM/MAP, ``model.pymc_start``) plus a seeded jitter of about one posterior standard
-deviation, run NUTS (PyMC's, or nutpie's on request), align every draw to the reference labelling
+deviation, run NUTS (nutpie's when installed, else PyMC's), align every draw to the reference labelling
 (:mod:`mixflow.families.relabel` with ``model.label_signature``), then compute from the aligned draws the pointwise
 log-likelihood (labels marginalised), the responsibilities (posterior mean and sd) and posterior
 predictive draws (``model.simulate``), and the diagnostics (R-hat, bulk and tail ESS, divergences),
@@ -59,20 +59,19 @@ _NUTPIE_NUMBA_OPT = 1
 
 
 def resolve_sampler(sampler: str) -> str:
-    """``"auto"`` -> ``"pymc"``; check a forced choice.
+    """``"auto"`` -> ``"nutpie"`` when it is installed, else ``"pymc"``; check a forced choice.
 
-    PyMC's NUTS is the default because a model's first fit costs less with it. mixflow's models hold the
-    data as constants, so every new data set (a bootstrap replicate, another K) is a new graph that
-    PyTensor compiles anew, and nutpie's C callbacks then link and compile that code once more.
-    nutpie samples several times faster (Rust threads, no per-draw hand-off to a parent process) and its
-    callbacks are cached on disk (:mod:`mixflow.engines.nutpie_compile`), so from the second fit of the
-    same model and data on, in any process, it is the faster one, compilation included
-    (``benchmarks/mcmc_ess.py``; the README gives the figures): pass ``sampler="nutpie"`` for reruns.
+    nutpie samples several times faster (Rust threads, no per-draw hand-off to a parent process, a low-rank
+    mass matrix). mixflow's models hold the data and the data-scaled prior as inputs of the graph, so its
+    compiled callbacks (:mod:`mixflow.engines.nutpie_compile`) serve every data set of a model's structure
+    (family, covariance type, K, number of features): from disk in a new process, from memory for a refit
+    in the same process (a choice of K, a bootstrap). Only a structure never compiled on the machine costs
+    more with nutpie than with PyMC's sampler (``benchmarks/mcmc_ess.py``; the README gives the figures).
     """
     if sampler not in SAMPLERS:
         raise InputError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
     if sampler == "auto":
-        return "pymc"
+        return "nutpie" if importlib.util.find_spec("nutpie") is not None else "pymc"
     if sampler == "nutpie" and importlib.util.find_spec("nutpie") is None:
         raise ImportError("sampler: 'nutpie' was requested but nutpie is not installed; "
                           "pip install 'mixflow[nutpie]' or use sampler='pymc'")
@@ -139,8 +138,8 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     random_seed : int, optional
         Seeds the jitter of the starts, the sampler and the posterior predictive draws.
     sampler : {"auto", "nutpie", "pymc"}, default "auto"
-        NUTS implementation: PyMC's ("auto": the cheaper first fit, see :func:`resolve_sampler`), or
-        nutpie's (the faster one once its compiled callbacks for the model and data are cached).
+        NUTS implementation: nutpie's ("auto" when installed: the faster one, see :func:`resolve_sampler`;
+        several ``starts`` need PyMC's) or PyMC's.
     progressbar : bool, default True
         Show the sampler's progress (and PyMC's log messages).
     cores : int, optional

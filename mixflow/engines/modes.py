@@ -478,7 +478,9 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         (at the mode's posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the
         mode) (mode), the posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights``
         (mode, component)) and ``lpd_loo`` (obs, mode); attrs ``n_modes``, ``em_mode`` (-1: none) and
-        ``dominant_mode`` (-1: none has weight above :data:`DOMINANT_WEIGHT`).
+        ``dominant_mode`` (-1: none has weight above :data:`DOMINANT_WEIGHT`). With one mode its weight is 1
+        and ``lpd_loo``, ``elpd_loo`` and ``max_pareto_k`` are NaN: PSIS-LOO serves only the stacking (the
+        model's own LOO is :func:`mixflow.analysis.select.loo_table`'s, from the pointwise log-likelihood).
     """
     n_modes = int(chain_mode.max()) + 1
     prepared = model.prepare(data)
@@ -494,8 +496,11 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         mean = {name: posterior[name].mean(("chain", "draw")).values for name in posterior.data_vars}
         means.append(mean)
         sds.append({name: posterior[name].std(("chain", "draw")).values for name in posterior.data_vars})
-        lpd[:, mode], stats["max_pareto_k"][mode] = loo_pointwise(
-            log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
+        if n_modes > 1:  # one mode's weight is 1 whatever its densities: no PSIS-LOO to stack by
+            lpd[:, mode], stats["max_pareto_k"][mode] = loo_pointwise(
+                log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
+        else:
+            lpd[:, mode], stats["max_pareto_k"][mode] = np.nan, np.nan
         total = float(data.frequency @ e_step(model, mean, prepared, data.n_features)[1])
         stats["log_likelihood"][mode] = total
         stats["log_posterior"][mode] = objective(model, model.to_working(mean, prepared), total, prior, active)

@@ -7,11 +7,18 @@ which numba will not cache, so every process compiled them anew: numba links the
 and generates machine code for the whole, the larger part of nutpie's compilation time.
 
 Here the callbacks are written the way PyTensor writes its own cached functions: generated source whose
-only global is the PyTensor kernel, registered under a key that names what it computes (the key PyTensor
-gave the kernel, which hashes the graph and its constants, the data included), so numba's on-disk cache
+only globals are the PyTensor kernel and nutpie's address-to-pointer intrinsic, registered under a key that
+names what it computes (the key PyTensor gave the kernel, which hashes the graph), so numba's on-disk cache
 finds them again in the next process. They are nutpie's callbacks statement for statement (the same return
-codes), so the draws are the same. A model whose graph holds shared variables, or a kernel PyTensor did not
-key, gets nutpie's own compilation.
+codes), so the draws are the same.
+
+mixflow's models hold the data and the data-scaled prior as shared variables, inputs of the graph
+(:func:`mixflow.families.pymc_parts.graph_input`), so the kernels and the callbacks depend on the graph's
+structure only: a new data set of a compiled structure finds them all on disk. The callbacks read the
+inputs from nutpie's user data, here a table of each input's address and shape, as nutpie's own callbacks
+do from theirs. Within a process a model of a structure compiled before skips even PyTensor's rewriting:
+the compiled model is reused with the new model's input values (K choices, bootstrap replicates, refits).
+A kernel PyTensor did not key, or an input that is not float64, gets nutpie's own compilation.
 """
 
 import contextlib
@@ -20,9 +27,9 @@ import hashlib
 
 import numpy as np
 
-__all__ = ["compile_nutpie"]
+__all__ = ["compile_count", "compile_nutpie"]
 
-_VERSION = 1  # part of every callback's key: bump it when the generated source below changes
+_VERSION = 2  # part of every callback's key: bump it when the generated source below changes
 
 _LOGP_SOURCE = """
 def {name}(dim, x_, out_, logp_, user_data_):
@@ -32,7 +39,7 @@ def {name}(dim, x_, out_, logp_, user_data_):
         x = numba.carray(x_, ({n_dim},))
         out = numba.carray(out_, ({n_dim},))
         logp = numba.carray(logp_, ())
-        logp_val, grad = kernel(x)
+{shared}        logp_val, grad = kernel(x{arguments})
         logp[()] = logp_val
         out[...] = grad
         if not np.all(np.isfinite(out)):
@@ -53,12 +60,19 @@ def {name}(dim, expanded, x_, out_, user_data_):
     try:
         x = numba.carray(x_, ({n_dim},))
         out = numba.carray(out_, ({n_expanded},))
-        (values,) = kernel(x)
+{shared}        (values,) = kernel(x{arguments})
         out[...] = values
     except Exception:
         return -2
     return 0
 """
+
+# one graph input (shared variable) read from the user data: its address, then its shape
+_SHARED_LINE = "        {var} = numba.carray(address(table[{at}]), ({shape}), np.float64)\n"
+
+#: Compiled models by the structure of their graph (:func:`_structure_key`), reused with new input values.
+_COMPILED: dict = {}
+_COMPILED_MAX = 16
 
 
 def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int = 1):
@@ -67,7 +81,8 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
     Parameters
     ----------
     pymc_model : pymc.Model
-        A model whose data are constants of its graph (mixflow's MCMC models are).
+        A model whose data-derived values are float64 shared variables of its graph (mixflow's MCMC models'
+        are, :func:`mixflow.families.pymc_parts.graph_input`) or constants.
     initial_point : callable
         ``initial_point(seed)``: a chain's start, a flat float64 array of the free variables on the sampler's
         scale in the order of ``pymc_model.free_RVs`` (nutpie's order).
@@ -82,9 +97,13 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
     Returns
     -------
     nutpie.compile_pymc.CompiledPyMCModel
-        Its ``initial_point_func`` is ``initial_point``.
+        Its ``initial_point_func`` is ``initial_point``. A model whose graph has the structure of one
+        compiled before in this process (the same family, K, features and traced variables; other data or
+        prior values) reuses that compilation with its own input values (:func:`compile_count` counts the
+        compilations); its ``logp_func`` and ``expand_func`` (PyTensor's functions, unused by nutpie's
+        sampler) are then None. Its ``user_data`` is mixflow's table of the inputs' addresses and shapes,
+        so nutpie's ``with_data`` does not apply to it.
     """
-    import numba
     import nutpie
     from nutpie import compile_pymc
     from pytensor.configdefaults import config
@@ -96,42 +115,128 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
 
     # the cached path uses nutpie's own building blocks, which are not public: any other nutpie than the one
     # they were written against gets nutpie's own compilation
-    private = ("_make_functions", "_prepare_dims_and_coords", "make_user_data", "CompiledPyMCModel")
+    private = ("_make_functions", "_prepare_dims_and_coords", "address_as_void_pointer", "CompiledPyMCModel")
     if not config.numba__cache or not all(hasattr(compile_pymc, name) for name in private) or \
             not nutpie.__version__.startswith("0.16."):
         return nutpie_own()
-    # the start is the caller's: PyMC's initial-point function is not compiled (nutpie's helper only wraps it)
+    outputs = [pymc_model.logp(), *pymc_model.deterministics]  # the graph, built once for the key and the inputs
+    structure = _structure_key(pymc_model, var_names, numba_opt, outputs)
+    reused, functions = _COMPILED.get(structure), (None, None)
+    if reused is None:
+        fresh = _compile(pymc_model, initial_point, var_names, numba_opt)
+        if fresh is None:
+            return nutpie_own()
+        # the cache keeps the callbacks, not PyTensor's functions, which hold this model's data
+        functions = fresh.pop("logp_function"), fresh.pop("expand_function")
+        reused = _COMPILED[structure] = fresh
+        while len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.pop(next(iter(_COMPILED)))
+    values = _input_values(outputs, reused["inputs"])
+    if values is None:  # the inputs are not those of the compiled graph (cannot happen for one structure)
+        return nutpie_own()
+    table = _input_table(values)
+    return compile_pymc.CompiledPyMCModel(
+        _n_dim=reused["n_dim"], dims=reused["dims"], _coords=reused["coords"], _shapes=reused["shapes"],
+        compiled_logp_func=reused["logp"], compiled_expand_func=reused["expand"], initial_point_func=initial_point,
+        shared_data=dict(zip(reused["inputs"], values, strict=True)), shared_var_keys={}, user_data=table,
+        n_expanded=reused["n_expanded"], shape_info=reused["shape_info"], logp_func=functions[0],
+        expand_func=functions[1], reparameterized_names=reused["reparameterized"])
+
+
+def compile_count() -> int:
+    """How many graphs this process compiled through the cached path (a reuse does not count)."""
+    return _COUNT[0]
+
+
+_COUNT = [0]
+
+
+def _structure_key(pymc_model, var_names, numba_opt: int, outputs: list | None = None) -> str:
+    """A hash of the model's graph before rewriting: operations, types, names and every constant's value.
+
+    The graph inputs' (shared variables') values are not in it; constants, which the compiled code holds,
+    are (in full: the printed graph abbreviates large ones).
+    """
+    import pytensor
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors
+
+    outputs = [pymc_model.logp(), *pymc_model.deterministics] if outputs is None else outputs
+    digest = hashlib.sha256()
+    digest.update(pytensor.printing.debugprint(outputs, file="str", print_type=True).encode())
+    for variable in ancestors(outputs):
+        if isinstance(variable, Constant):
+            value = np.asarray(variable.data)
+            digest.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
+    free = [(rv.name, str(pymc_model.rvs_to_values[rv].type)) for rv in pymc_model.free_RVs]
+    digest.update(f"{_VERSION}|{free}|{var_names}|{numba_opt}".encode())
+    return digest.hexdigest()
+
+
+def _compile(pymc_model, initial_point, var_names, numba_opt: int) -> dict | None:
+    """Rewrite and compile the model's log density and traced values; None when the cached path cannot serve it."""
+    import numba
+    from nutpie import compile_pymc
+
     (n_dim, n_expanded, logp_function, expand_function, _, shape_info, reparameterized) = compile_pymc._make_functions(
         pymc_model, mode="NUMBA", compute_grad=True, join_expanded=True, pymc_initial_point_fn=None,
         var_names=var_names)
     logp_key, expand_key = (_kernel_key(function) for function in (logp_function, expand_function))
-    if logp_function.get_shared() or expand_function.get_shared() or None in (logp_key, expand_key):
-        return nutpie_own()
-    point = np.asarray(initial_point(0), dtype=float)
-    for function in (logp_function, expand_function):  # the kernels as PyTensor compiles (or caches) them
-        function.vm.jit_fn(point)
+    inputs = list(dict.fromkeys([*logp_function.get_shared(), *expand_function.get_shared()]))
+    names = [variable.name for variable in inputs]
+    if None in (logp_key, expand_key) or None in names or len(set(names)) < len(names) or \
+            any(variable.type.dtype != "float64" for variable in inputs):
+        return None
+    slots = _slots(inputs)
     with _numba_optimisation(numba_opt):
         shapes = {"n_dim": n_dim, "n_expanded": n_expanded}
         logp_callback = _cached_cfunc(_LOGP_SOURCE, "mixflow_nutpie_logp", logp_key, shapes, numba_opt,
-                                      logp_function.vm.jit_fn,
+                                      logp_function.vm.jit_fn, [slots[v.name] for v in logp_function.get_shared()],
                                       numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
                                                         numba.types.CPointer(numba.types.double),
                                                         numba.types.CPointer(numba.types.double),
                                                         numba.types.voidptr))
         expand_callback = _cached_cfunc(_EXPAND_SOURCE, "mixflow_nutpie_expand", expand_key, shapes, numba_opt,
                                         expand_function.vm.jit_fn,
+                                        [slots[v.name] for v in expand_function.get_shared()],
                                         numba.types.int64(numba.types.uint64, numba.types.uint64,
                                                           numba.types.CPointer(numba.types.double),
                                                           numba.types.CPointer(numba.types.double),
                                                           numba.types.voidptr))
+    _COUNT[0] += 1
     dims, coords = compile_pymc._prepare_dims_and_coords(pymc_model, shape_info, reparameterized)
-    shapes = {name: tuple(shape) for name, _, shape in zip(*shape_info, strict=True)}
-    return compile_pymc.CompiledPyMCModel(
-        _n_dim=n_dim, dims=dims, _coords=coords, _shapes=shapes,
-        compiled_logp_func=logp_callback, compiled_expand_func=expand_callback, initial_point_func=initial_point,
-        shared_data={}, shared_var_keys={}, user_data=compile_pymc.make_user_data({}, {}), n_expanded=n_expanded,
-        shape_info=shape_info, logp_func=logp_function, expand_func=expand_function,
-        reparameterized_names=reparameterized)
+    return {"n_dim": n_dim, "n_expanded": n_expanded, "dims": dims, "coords": coords,
+            "shapes": {name: tuple(shape) for name, _, shape in zip(*shape_info, strict=True)},
+            "logp": logp_callback, "expand": expand_callback, "inputs": names, "shape_info": shape_info,
+            "logp_function": logp_function, "expand_function": expand_function, "reparameterized": reparameterized}
+
+
+def _slots(inputs: list) -> dict:
+    """Where each input's address and shape sit in the table (:func:`_input_table`): ``{name: (at, ndim)}``."""
+    slots, at = {}, 0
+    for variable in inputs:
+        slots[variable.name] = (at, variable.type.ndim)
+        at += 1 + variable.type.ndim
+    return slots
+
+
+def _input_values(outputs: list, names: list) -> list | None:
+    """The values of the graph inputs ``names`` of ``outputs``, C-contiguous float64 copies (None if one is missing)."""
+    from pytensor.graph.traversal import ancestors
+
+    found = {variable.name: variable for variable in ancestors(outputs)
+             if hasattr(variable, "get_value") and variable.name in names}
+    if set(found) != set(names):
+        return None
+    values = [np.array(found[name].get_value(), dtype=np.float64, order="C", copy=True) for name in names]
+    for value in values:
+        value.flags.writeable = False
+    return values
+
+
+def _input_table(values: list) -> np.ndarray:
+    """The user data the callbacks read the inputs from: each input's address, then its shape."""
+    return np.array([entry for value in values for entry in (value.ctypes.data, *value.shape)], dtype=np.uint64)
 
 
 def _kernel_key(function) -> str | None:
@@ -141,14 +246,27 @@ def _kernel_key(function) -> str | None:
     return CACHED_SRC_FUNCTIONS.get(getattr(function.vm.jit_fn, "py_func", None))
 
 
-def _cached_cfunc(source: str, name: str, kernel_key: str, shapes: dict, numba_opt: int, kernel, signature):
-    """A ``numba.cfunc`` of the generated ``source`` calling ``kernel``, cached on disk under a key of the lot."""
+def _cached_cfunc(source: str, name: str, kernel_key: str, shapes: dict, numba_opt: int, kernel, slots: list,
+                  signature):
+    """A ``numba.cfunc`` of the generated ``source`` calling ``kernel``, cached on disk under a key of the lot.
+
+    ``slots`` are the ``(at, ndim)`` of the kernel's shared inputs in the user data's table, in the kernel's order.
+    """
     import numba
+    from nutpie.compile_pymc import address_as_void_pointer
     from pytensor.link.numba.cache import compile_numba_function_src
 
-    text = source.format(name=name, **shapes)
+    lines = "".join(_SHARED_LINE.format(var=f"shared_{i}", at=at,
+                                        shape="".join(f"int(table[{at + 1 + j}]), " for j in range(ndim)))
+                    for i, (at, ndim) in enumerate(slots))
+    if slots:
+        size = max(at + 1 + ndim for at, ndim in slots)
+        lines = f"        table = numba.carray(user_data_, ({size},), np.uint64)\n" + lines
+    arguments = "".join(f", shared_{i}" for i in range(len(slots)))
+    text = source.format(name=name, shared=lines, arguments=arguments, **shapes)
     key = hashlib.sha256(f"{_VERSION}|{name}|{kernel_key}|{text}|{numba_opt}|{numba.__version__}".encode()).hexdigest()
-    names = {"kernel": kernel, "numba": numba, "np": np, "__name__": __name__}  # a module name, for numba's cache
+    names = {"kernel": kernel, "numba": numba, "np": np, "address": address_as_void_pointer,
+             "__name__": __name__}  # a module name, for numba's cache
     function = compile_numba_function_src(text, name, global_env=names, cache_key=key)
     return numba.cfunc(signature, cache=True)(function)
 

@@ -15,7 +15,10 @@ What the families share lives here, so that it is written once:
   the full-data sum (what ``total_size`` does for an observed variable);
 - :func:`mixture_potential`: ``pm.Potential("log_likelihood", ...)``, the log-sum-exp over components of
   log weight plus component log density, each row counted by its frequency weight, scaled by the factor;
-- :func:`check_inputs` and :func:`lifted_weights`: argument checks and starting weights inside the simplex.
+- :func:`check_inputs` and :func:`lifted_weights`: argument checks and starting weights inside the simplex;
+- :func:`graph_input`: a data-derived value (the rows, the data-scaled prior, a standardisation) as an
+  input of the graph rather than a constant, so that one compiled model serves every data set of its
+  structure. Every family declares its data-derived values this way.
 
 Free variables are named after the parameter they carry: the parameter itself (``weights``, ``rate``), or
 the parameter in standardised units with the suffix ``_std`` (:func:`parameter_of`). The parameters in
@@ -34,8 +37,8 @@ from mixflow.data import Data
 from mixflow.errors import InputTypeError
 from mixflow.families.base import require_pymc_form, supports_pymc
 
-__all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "lifted_weights", "mixture_potential",
-           "parameter_of", "streamed_rows", "supports_pymc", "weighted_moments"]
+__all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "graph_input", "lifted_weights",
+           "mixture_potential", "parameter_of", "streamed_rows", "supports_pymc", "weighted_moments"]
 
 LOG_2PI = float(np.log(2 * np.pi))
 _STANDARDISED = "_std"
@@ -86,7 +89,7 @@ def dirichlet_weights(concentration: np.ndarray):
     """The free mixing weights ``weights`` ~ Dirichlet(concentration), dims ``component``."""
     import pymc as pm
 
-    return pm.Dirichlet("weights", a=np.asarray(concentration, dtype=float), dims="component")
+    return pm.Dirichlet("weights", a=graph_input("concentration", concentration), dims="component")
 
 
 # the rows' source while a model is built for streamed minibatches (see :func:`streamed_rows`)
@@ -129,13 +132,13 @@ def data_rows(arrays: tuple, frequency: np.ndarray, minibatch_size: int | None) 
         ``n_obs / minibatch_size`` under minibatches, else 1.
     """
     import pymc as pm
-    import pytensor.tensor as pt
 
     source = _ROW_SOURCE.get()
     if source is not None:
         return source.bind(arrays, frequency)
     if minibatch_size is None:
-        return [pt.as_tensor(a) for a in arrays], pt.as_tensor(frequency), 1.0
+        rows = [graph_input(f"rows_{i}", a, rows=True) for i, a in enumerate(arrays)]
+        return rows, graph_input("row_weights", frequency, rows=True), 1.0
     *rows, row_weights = pm.Minibatch(*arrays, frequency, batch_size=int(minibatch_size))
     return rows, row_weights, frequency.shape[0] / int(minibatch_size)
 
@@ -150,7 +153,7 @@ def mixture_potential(weights, component_log_density, row_weights, factor: float
         Log density of each row under each component, in data units.
     row_weights : tensor of shape (m,)
     factor : float
-    offset : float, default 0
+    offset : float or scalar tensor, default 0
         A constant added to every row's log density (e.g. the log Jacobian of a standardisation), added
         after the log-sum-exp rather than to each component.
     """
@@ -159,6 +162,30 @@ def mixture_potential(weights, component_log_density, row_weights, factor: float
 
     log_px = pt.special.logsumexp(pt.log(weights) + component_log_density, axis=1) + offset
     return pm.Potential("log_likelihood", factor * pt.sum(row_weights * log_px))
+
+
+def graph_input(name: str, value, *, rows: bool = False):
+    """``value`` as an input of the model's graph (a PyTensor shared variable), not a constant of it.
+
+    The compiled log density then depends on the graph's structure only (family, covariance type, K,
+    number of features), not on the data or the data-scaled prior, so PyTensor's and numba's caches
+    (in memory and on disk) serve every data set, bootstrap replicate and refit of that structure.
+    The static shape is the value's, except the first axis of row arrays (``rows=True``): one compiled
+    function for any number of rows.
+
+    Parameters
+    ----------
+    name : str
+        The variable's name (unique within a model).
+    value : array-like of float
+    rows : bool, default False
+        The first axis is the observation axis.
+    """
+    import pytensor
+
+    array = np.array(value, dtype=float)  # a copy: the graph never aliases the caller's data
+    shape = (None, *array.shape[1:]) if rows else array.shape
+    return pytensor.shared(array, name=name, shape=shape)
 
 
 def weighted_moments(data: Data) -> tuple[np.ndarray, np.ndarray]:

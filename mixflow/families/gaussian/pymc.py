@@ -48,6 +48,7 @@ from mixflow.families.pymc_parts import (
     check_inputs,
     data_rows,
     dirichlet_weights,
+    graph_input,
     lifted_weights,
     mixture_potential,
     weighted_moments,
@@ -109,8 +110,11 @@ def _prior_in_z_units(covariance: str, prior, std: Standardization) -> dict:
 
 
 def _inverse_wishart_logp(dof: float, d: int):
-    """Log density of InverseWishart(dof, scale) at SPD ``value`` (..., d, d), given chol(scale)."""
-    constant = -0.5 * dof * d * np.log(2.0) - multigammaln(dof / 2.0, d)
+    """Log density of InverseWishart(dof, scale) at SPD ``value`` (..., d, d), given chol(scale).
+
+    The normalising constant is an input of the graph, like the data (:func:`graph_input`).
+    """
+    constant = graph_input("inverse_wishart_constant", -0.5 * dof * d * np.log(2.0) - multigammaln(dof / 2.0, d))
 
     def logp(value, dof_, scale_chol):
         factor = pt.linalg.cholesky(value)  # rewritten to the transform's factor: no decomposition runs
@@ -129,18 +133,20 @@ def _inverse_wishart_mode(value, size, dof_, scale_chol):
 
 def _component_priors(covariance: str, hyper: dict, d: int):
     """Declare the component parameters in z units; return (mu_std, dispersion_std) tensors."""
-    mean, kappa, dof, scale = hyper["mean"], hyper["shrinkage"], hyper["dof"], hyper["scale"]
+    dof, scale = hyper["dof"], hyper["scale"]
+    mean, kappa = graph_input("prior_mean", hyper["mean"]), graph_input("shrinkage", hyper["shrinkage"])
     if covariance in ("full", "tied"):
         dims = ("component", "feature", "feature_") if covariance == "full" else ("feature", "feature_")
-        cov = pm.CustomDist("covariance_std", dof, np.linalg.cholesky(scale), logp=_inverse_wishart_logp(dof, d),
+        scale_chol = graph_input("scale_chol", np.linalg.cholesky(scale))
+        cov = pm.CustomDist("covariance_std", graph_input("dof", dof), scale_chol, logp=_inverse_wishart_logp(dof, d),
                             support_point=_inverse_wishart_mode, signature="(),(p,p)->(p,p)",
                             transform=CholeskyCovTransform(d), dims=dims)
-        chol = pt.linalg.cholesky(cov) / np.sqrt(kappa)
+        chol = pt.linalg.cholesky(cov) / pt.sqrt(kappa)
         mu = pm.MvNormal("mu_std", mu=mean, chol=chol, dims=("component", "feature"))
         return mu, cov
     shape = ("component", "feature") if covariance == "diag" else ("component",)
-    scale_z = scale if covariance == "diag" else float(scale)
-    variance = pm.InverseGamma("variance_std", alpha=dof / 2.0, beta=scale_z / 2.0, dims=shape)
+    scale_z = graph_input("prior_scale", scale if covariance == "diag" else float(scale))
+    variance = pm.InverseGamma("variance_std", alpha=graph_input("dof", dof) / 2.0, beta=scale_z / 2.0, dims=shape)
     sd = pt.sqrt(variance / kappa)
     mu = pm.Normal("mu_std", mu=mean, sigma=sd if covariance == "diag" else sd[:, None],
                    dims=("component", "feature"))
@@ -214,9 +220,11 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
         mu_std, dispersion = _component_priors(model.covariance, hyper, d)
         (rows,), row_weights, factor = data_rows((z,), frequency, minibatch_size)
         log_density = -0.5 * (_quadratic_terms(model.covariance, mu_std, dispersion, rows, d) + d * LOG_2PI)
-        mixture_potential(weights, log_density, row_weights, factor, offset=-float(np.log(std.scale).sum()))
-        pm.Deterministic("mu", std.center + std.scale * mu_std, dims=("component", "feature"))
-        unit = _dispersion_unit(model.covariance, std)
+        mixture_potential(weights, log_density, row_weights, factor,
+                          offset=graph_input("log_jacobian", -float(np.log(std.scale).sum())))
+        pm.Deterministic("mu", graph_input("center", std.center) + graph_input("scale", std.scale) * mu_std,
+                         dims=("component", "feature"))
+        unit = graph_input("dispersion_unit", _dispersion_unit(model.covariance, std))
         if model.covariance in ("full", "tied"):
             dims = ("component", "feature", "feature_") if model.covariance == "full" else ("feature", "feature_")
             pm.Deterministic("covariance", dispersion * unit, dims=dims)

@@ -53,7 +53,10 @@ def check_positive_definite(name: str, value: np.ndarray, covariance_type: str) 
     """Raise a ValueError naming the components whose covariance (variance) is not positive (definite)."""
     if covariance_type in ("full", "tied"):
         matrices = value.reshape((-1,) + value.shape[-2:])
-        smallest = np.array([np.linalg.eigvalsh(m)[0] if np.isfinite(m).all() else np.nan for m in matrices])
+        finite = np.isfinite(matrices).all(axis=(1, 2))
+        smallest = np.full(matrices.shape[0], np.nan)
+        if finite.any():  # one batched call: this runs for every posterior draw
+            smallest[finite] = np.linalg.eigvalsh(matrices[finite])[:, 0]
     else:
         smallest = np.atleast_1d(value).reshape(value.shape[0] if value.ndim else 1, -1).min(axis=1)
     bad = np.flatnonzero(~(smallest > 0))

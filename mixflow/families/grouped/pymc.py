@@ -33,6 +33,7 @@ from mixflow.families.pymc_parts import (
     check_inputs,
     data_rows,
     dirichlet_weights,
+    graph_input,
     lifted_weights,
     mixture_potential,
 )
@@ -128,15 +129,17 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
     variance_dims = () if model.common_variance else ("component",)
     with pm.Model(coords={"component": np.arange(model.n_components)}) as pymc_model:
         weights = dirichlet_weights(hyper["concentration"])
-        variance = pm.InverseGamma("variance_std", alpha=hyper["dof"] / 2.0, beta=hyper["scale"] / 2.0,
-                                   dims=variance_dims)
-        mu = pm.Normal("mu_std", mu=hyper["mean"], sigma=pt.sqrt(variance / hyper["shrinkage"]), dims="component")
+        variance = pm.InverseGamma("variance_std", alpha=graph_input("dof", hyper["dof"]) / 2.0,
+                                   beta=graph_input("prior_scale", hyper["scale"]) / 2.0, dims=variance_dims)
+        mu = pm.Normal("mu_std", mu=graph_input("prior_mean", hyper["mean"]),
+                       sigma=pt.sqrt(variance / graph_input("shrinkage", hyper["shrinkage"])), dims="component")
         arrays = _class_arrays(model, data)
         rows, counts, factor = data_rows(tuple(arrays.values()), data.frequency, minibatch_size)
         log_density = _class_log_probability(dict(zip(arrays, rows, strict=True)), mu, pt.sqrt(variance),
                                              model.likelihood)
         offset = -float(np.log(scale)) if model.likelihood == "midpoint" else 0.0  # densities in data units
-        mixture_potential(weights, log_density, counts, factor, offset)
+        mixture_potential(weights, log_density, counts, factor, graph_input("log_jacobian", offset))
+        center, scale = graph_input("center", center), graph_input("scale", scale)
         pm.Deterministic("mu", center + scale * mu, dims="component")
         pm.Deterministic("variance", variance * scale**2, dims=variance_dims)
     return pymc_model

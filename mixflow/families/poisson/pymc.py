@@ -19,7 +19,14 @@ Labels (:func:`label_signature`): ``2 sqrt(rate)``, the variance-stabilising tra
 import numpy as np
 
 from mixflow.data import Data
-from mixflow.families.pymc_parts import check_inputs, data_rows, dirichlet_weights, lifted_weights, mixture_potential
+from mixflow.families.pymc_parts import (
+    check_inputs,
+    data_rows,
+    dirichlet_weights,
+    graph_input,
+    lifted_weights,
+    mixture_potential,
+)
 from mixflow.families.relabel import Signature
 
 __all__ = ["build_model", "free_values", "label_signature", "poisson_signature"]
@@ -54,7 +61,8 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
     arrays = (prepared.arrays["y"], prepared.arrays["log_factorial"])
     with pm.Model(coords={"component": np.arange(model.n_components)}) as pymc_model:
         weights = dirichlet_weights(prior.concentration)
-        rate = pm.Gamma("rate", alpha=prior.shape, beta=prior.rate, dims="component")
+        rate = pm.Gamma("rate", alpha=graph_input("prior_shape", prior.shape),
+                        beta=graph_input("prior_rate", prior.rate), dims="component")
         (counts, log_factorial), row_weights, factor = data_rows(arrays, prepared.weights, minibatch_size)
         log_density = counts[:, None] * pt.log(rate)[None, :] - rate[None, :] - log_factorial[:, None]
         mixture_potential(weights, log_density, row_weights, factor)

@@ -37,6 +37,7 @@ from mixflow.families.pymc_parts import (
     check_inputs,
     data_rows,
     dirichlet_weights,
+    graph_input,
     lifted_weights,
     mixture_potential,
 )
@@ -120,19 +121,22 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
     coords = {"component": np.arange(model.n_components), "coefficient": names}
     with pm.Model(coords=coords) as pymc_model:
         weights = dirichlet_weights(prior.concentration)
-        variance = pm.InverseGamma("variance_std", alpha=prior.shape, beta=prior.working["scale"] / std.response**2,
+        variance = pm.InverseGamma("variance_std", alpha=graph_input("prior_shape", prior.shape),
+                                   beta=graph_input("prior_scale", prior.working["scale"] / std.response**2),
                                    dims="component")
-        coefficients = pm.MvNormal("coefficients_std", mu=mean, chol=pt.sqrt(variance)[:, None, None] * factor_v0,
+        coefficients = pm.MvNormal("coefficients_std", mu=graph_input("prior_mean", mean),
+                                   chol=pt.sqrt(variance)[:, None, None] * graph_input("prior_chol", factor_v0),
                                    dims=("component", "coefficient"))
         (rows, ys), row_weights, factor = data_rows((design, response), prepared.weights, minibatch_size)
         residuals = ys[:, None] - rows @ coefficients.T
         log_density = -0.5 * (residuals**2 / variance + pt.log(variance) + LOG_2PI)
-        offset = -float(np.log(std.response) + std.coordinates.log_response_scale)
+        offset = graph_input("log_jacobian", -float(np.log(std.response) + std.coordinates.log_response_scale))
         mixture_potential(weights, log_density, row_weights, factor, offset=offset)
-        working = coefficients * (std.response / std.design)
+        working = coefficients * graph_input("coefficient_unit", std.response / std.design)
         pm.Deterministic("coefficients", _to_data(working, std.coordinates, len(names)),
                          dims=("component", "coefficient"))
-        pm.Deterministic("variance", variance * (std.response**2 * std.coordinates.response_scale**2), dims="component")
+        pm.Deterministic("variance", variance * graph_input("variance_unit", std.response**2
+                                                            * std.coordinates.response_scale**2), dims="component")
     return pymc_model
 
 

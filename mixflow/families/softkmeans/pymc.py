@@ -21,6 +21,7 @@ from mixflow.families.pymc_parts import (
     check_inputs,
     data_rows,
     dirichlet_weights,
+    graph_input,
     lifted_weights,
     mixture_potential,
     weighted_moments,
@@ -66,13 +67,15 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
     coords = {"component": np.arange(model.n_components), "feature": data.features}
     with pm.Model(coords=coords) as pymc_model:
         weights = dirichlet_weights(prior.concentration)
-        mu = pm.Normal("mu_std", mu=(np.asarray(prior.mean, dtype=float) - center) / scale,
-                       sigma=float(np.sqrt(variance_z / prior.shrinkage)), dims=("component", "feature"))
+        mu = pm.Normal("mu_std", mu=graph_input("prior_mean", (np.asarray(prior.mean, dtype=float) - center) / scale),
+                       sigma=graph_input("prior_sd", np.sqrt(variance_z / prior.shrinkage)),
+                       dims=("component", "feature"))
         (rows,), counts, factor = data_rows(((data.values - center) / scale,), data.frequency, minibatch_size)
         squared = pt.sum(rows**2, axis=1, keepdims=True) - 2.0 * rows @ mu.T + pt.sum(mu**2, axis=1)
-        constant = -0.5 * d * (LOG_2PI + np.log(model.variance))  # the density in data units
-        mixture_potential(weights, -0.5 * squared / variance_z, counts, factor, constant)
-        pm.Deterministic("mu", center + scale * mu, dims=("component", "feature"))
+        constant = graph_input("log_normaliser", -0.5 * d * (LOG_2PI + np.log(model.variance)))  # in data units
+        mixture_potential(weights, -0.5 * squared / graph_input("variance_z", variance_z), counts, factor, constant)
+        pm.Deterministic("mu", graph_input("center", center) + graph_input("scale", scale) * mu,
+                         dims=("component", "feature"))
     return pymc_model
 
 
