@@ -10,6 +10,7 @@ import pytest
 import mixflow
 from mixflow.engines.starts import (
     STRATEGIES,
+    boundary_moves,
     hierarchical_labels,
     partition_key,
     portfolio_schedule,
@@ -18,6 +19,7 @@ from mixflow.engines.starts import (
     replacement_strategy,
     standardise,
     start_responsibilities,
+    transfer_moves,
 )
 from mixflow.warnings import DegenerateComponentWarning
 
@@ -277,3 +279,57 @@ def test_short_runs_agree_when_two_have_settled_at_the_best_sound_value():
     assert not _agree([settled, run(1000.0, gap=1e-4), run(1200.0)], sound)  # a better run still climbing
     tier = lambda r: DEGENERATE if r.history_objective[-1] > 1100 else SOUND  # noqa: E731
     assert _agree([settled, run(1000.0, gap=1e-4), run(1200.0, gap=0.0)], tier)  # a degenerate run is not best
+
+
+def test_galaxies_four_components_default_reaches_the_rare_maximum():
+    # the maximum -763.8897 (weights about 0.67, 0.21, 0.085, 0.037) is reached by about 1 in 15 random starts:
+    # scikit-learn's random_from_data start with random_state=61 (on the standardised velocities, the
+    # log-likelihood moved back by the Jacobian) is one. Seed 2's portfolio misses it (-765.6886); a
+    # split-and-transfer move from there reaches it.
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    galaxies = mixflow.load_dataset("galaxies")
+    x = galaxies.to_numpy(dtype=float)
+    z = (x - x.mean()) / x.std()
+    sk = SkGaussianMixture(4, init_params="random_from_data", tol=1e-12, max_iter=2000, random_state=61).fit(z)
+    reference = sk.score(z) * len(z) - len(z) * np.log(x.std())
+    assert reference == pytest.approx(-763.8897, abs=1e-4) and sk.converged_
+    tree = _fit(mixflow.GaussianMixture(4), galaxies, random_seed=2)
+    attrs = tree["em"].attrs
+    assert attrs["log_likelihood"] >= reference - 1e-6 * abs(reference) and not attrs["degenerate"]
+
+
+def test_transfer_moves_hand_half_of_a_component_to_another():
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(0, 1, (20, 2)), rng.normal(6, 1, (12, 2))])
+    resp = np.zeros((32, 3))
+    resp[:20, 0] = 0.7
+    resp[:20, 2] = 0.3  # component 2 shares the first cluster softly
+    resp[20:, 1] = 1.0
+    weights = np.ones(32)
+    moves = transfer_moves(resp, points, weights)
+    assert len(moves) == 2 * 3 * 2  # each half of each component to each other one
+    for moved in moves:
+        np.testing.assert_allclose(moved.sum(axis=1), 1.0)
+        changed = np.flatnonzero(np.any(moved != resp, axis=0))
+        assert changed.size == 2  # one component gave, one took
+        giver = changed[np.argmin(moved[:, changed].sum(axis=0) - resp[:, changed].sum(axis=0))]
+        half = resp[:, giver] - moved[:, giver]
+        assert np.all((half == 0) | (half == resp[:, giver]))  # whole points of the giver moved
+        assert 1.0 <= half.sum() <= resp[:, giver].sum() - 1.0
+    # the most promising move first: half of component 0's cluster to component 2, which shares it (cosine 1)
+    first = moves[0]
+    assert np.all(first[:, 1] == resp[:, 1]) and first[:, 2].sum() > resp[:, 2].sum()
+
+
+def test_boundary_moves_hand_the_points_nearest_another_component_over():
+    log_joint = np.log(np.array([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2], [0.55, 0.45], [0.99, 0.01], [0.7, 0.3],
+                                 [0.95, 0.05], [0.85, 0.15], [0.2, 0.8], [0.1, 0.9]]))
+    moves = boundary_moves(log_joint, fractions=(1 / 4,))
+    assert len(moves) == 2  # 0 to 1, then 1 to 0 (ceil(2 / 4) = 1 of component 1's two points)
+    labels = np.argmax(moves[0], axis=1)
+    # component 0 holds 8 points: the ceil(8 / 4) = 2 nearest component 1 (rows 3 and 1) go over
+    np.testing.assert_array_equal(labels, [0, 1, 0, 1, 0, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(np.argmax(moves[1], axis=1), [0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    # a component is never emptied: with a fraction of 1, nothing is moved
+    assert boundary_moves(log_joint, fractions=(1.0,)) == []

@@ -45,12 +45,15 @@ from mixflow.engines.starts import (
     PORTFOLIO,
     SHORT_MAX_ITER,
     SHORT_TOL,
+    boundary_moves,
     is_degenerate,
     partition_key,
     portfolio_schedule,
     rank_runs,
     replacement_strategy,
+    standardise,
     start_responsibilities,
+    transfer_moves,
 )
 from mixflow.errors import InputError
 from mixflow.families.base import SPURIOUS_RATIO, SPURIOUS_SIZE
@@ -75,6 +78,9 @@ _AGREE = 1e-6  # relative difference below which two short runs are taken to agr
 _SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
 SOUND, SPURIOUS, DEGENERATE = 0, 1, 2  # tiers of a run, best first (see _tier_test)
 _KEEP_FRACTION = 4  # each round of the successive screening keeps the best 1 / this of the short runs
+TRANSFER_ROUNDS = 6  # rounds of the local search after the continuation of init="auto" (see _transfer_search)
+TRANSFER_CONTINUED = 3  # moves continued to convergence per round, the best after their short runs
+TRANSFER = "transfer"  # the start of a run the local search kept
 
 
 @dataclass(frozen=True)
@@ -402,7 +408,11 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     tier = _tier_test(model, data.total_weight, check_spurious=not options.map)
     if options.init == PORTFOLIO:
         starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
-        runs, continued, names = _short_then_continue(starts, short_run, options, tier, together, same_data)
+        runs, continued, names, agreed = _short_then_continue(starts, short_run, options, tier, together, same_data)
+        if same_data and not agreed:
+            runs, continued, names = _transfer_search(
+                runs, continued, names, tier, partial(_moved_starts, model, sample, prior_used, rows),
+                partial(_partition, model, sample, rows), run, options)
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
         runs = together([(_m_step(model, step, prepared, prior_used, active)[0], options)
@@ -459,7 +469,7 @@ def _tier_test(model, total_weight: float, check_spurious: bool = True):
 
 
 def _short_then_continue(starts: list, run, options: EMOptions, tier, together=None,
-                         same_data: bool = True) -> tuple[list, np.ndarray, list]:
+                         same_data: bool = True) -> tuple[list, np.ndarray, list, bool]:
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
     ``starts`` are callables giving a start's strategy and parameters, or None for a start skipped as a
@@ -472,7 +482,8 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
     continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`): the other survivors,
     then the non-degenerate runs the screening dropped (:func:`_fallbacks`). Returns the runs started
-    (the continued ones extended), which were continued, and their strategies. ``together(jobs)`` runs the
+    (the continued ones extended), which were continued, their strategies, and whether the short runs agreed
+    (a likelihood with one dominant maximum, which the local search after it skips). ``together(jobs)`` runs the
     continuations, ``[(params, options), ...]``, on the whole data (by default one after the other with
     ``run``; chunked data share each pass among them).
     Short runs on a subsample (``same_data`` False) are not extended: the continued run, on the whole data,
@@ -482,11 +493,12 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
     n_keep = -(-options.n_init // 2)
     short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
                                 tol=max(SHORT_TOL, options.tol))
-    runs, names, done = [], [], 0
+    runs, names, done, agreed = [], [], 0, False
     for stage in _screening_stages(len(starts)):
         more, more_names = _run_fresh(starts[done:stage], run, short)
         runs, names, done = runs + more, names + more_names, stage
-        if _agree(runs, tier):
+        agreed = _agree(runs, tier)
+        if agreed:
             break
     survivors, iterations = np.arange(len(runs)), SHORT_MAX_ITER
     while True:
@@ -516,7 +528,109 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
         if any(tier(runs[i]) == SOUND for i in np.flatnonzero(continued)):
             break
         join([index], together(jobs([index])))
-    return runs, continued, names
+    return runs, continued, names, agreed
+
+
+def _moved_starts(model, prepared, prior, rows: int, params: dict):
+    """Starting parameters one move away from ``params``, lazily.
+
+    The split-and-transfer moves (:func:`~mixflow.engines.starts.transfer_moves`), then the boundary moves
+    (:func:`~mixflow.engines.starts.boundary_moves`).
+
+    None for a fit with fewer components than declared (trimmed): a move would bring the dropped one back.
+    """
+    if params["weights"].size != model.n_components:
+        return
+    log_joint = _log_joint(model, params, prepared, rows)
+    resp = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
+    resp /= resp.sum(axis=1, keepdims=True)
+    points = standardise(model.init_points(prepared), prepared.weights)
+    for moved in transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint):
+        yield _parameters_from(model, prepared, moved, prior, rows)
+
+
+def _log_joint(model, params: dict, prepared, rows: int) -> np.ndarray:
+    """``log w_k + log p_k(x_n)``, shape (n_obs, K), chunk by chunk, of working parameters."""
+    constants = model.e_step_constants(params, prepared)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(params["weights"])
+    return np.concatenate([model.log_density(constants, prepared.rows(start, start + rows))[0] + log_weights
+                           for start in range(0, prepared.n_obs, rows)])
+
+
+def _partition(model, prepared, rows: int, params: dict) -> bytes:
+    """The fit's hard partition of the rows, whatever the components' order (:func:`partition_key`)."""
+    log_joint = _log_joint(model, params, prepared, rows)
+    return partition_key(np.eye(log_joint.shape[1])[np.argmax(log_joint, axis=1)])
+
+
+def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, moved_starts, partition, run,
+                     options: EMOptions) -> tuple[list, np.ndarray, list]:
+    """A local search from the best sound continued run: moves screened by short runs, the best continued.
+
+    ``moved_starts(params)`` gives the starts one move away (:func:`_moved_starts`). Each runs as a short run
+    of the screening does; the short runs are ranked (:func:`_rank_distinct`, degenerate ones left out), and up
+    to :data:`TRANSFER_CONTINUED` of them are continued to convergence in that order, skipping those already
+    back on the current fit's partition of the rows, or a partition a continued one ended on, and not higher
+    (``partition(params)``: they are returning to a known maximum). The first that ends sound and higher than
+    the current fit by more than ``_SAME_VALUE`` (relative) is added as a restart of its own (start
+    :data:`TRANSFER`), and the search goes on from it, for at most :data:`TRANSFER_ROUNDS` rounds; a round in
+    which none ends higher stops it. Nothing is searched when no continued run is sound.
+    """
+    finals = np.array([r.history_objective[-1] if c and tier(r) == SOUND else np.nan
+                       for r, c in zip(runs, continued, strict=True)])
+    if np.isnan(finals).all():
+        return runs, continued, names
+    current = runs[int(np.nanargmax(finals))]
+    runs, continued, names = list(runs), list(continued), list(names)
+    short = replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter), tol=max(SHORT_TOL, options.tol))
+    for _ in range(TRANSFER_ROUNDS):
+        value = current.history_objective[-1]
+        above, seen = value + _SAME_VALUE * abs(value), {partition(current.params)}
+        known = partial(_known, partition, above, seen)
+        shorts = [run(params, short) for params in moved_starts(current.params)]
+        ranked = [shorts[i] for i in _rank_distinct(shorts, tier) if tier(shorts[i]) != DEGENERATE]
+        tried, improved = 0, False
+        for result in ranked:
+            if tried == TRANSFER_CONTINUED:
+                break
+            if known(result):
+                continue
+            result, tried = _follow(result, run, options, known), tried + 1
+            if result is None:
+                continue
+            if tier(result) == SOUND and result.history_objective[-1] > above:
+                current, improved = result, True
+                runs.append(result)
+                continued.append(True)
+                names.append(TRANSFER)
+                break
+            seen.add(partition(result.params))
+        if not improved:
+            break
+    return runs, np.array(continued, dtype=bool), names
+
+
+def _known(partition, above: float, seen: set, run: Run) -> bool:
+    """Whether a run is not above ``above`` and on a partition of the rows in ``seen`` (a known maximum's)."""
+    return run.history_objective[-1] <= above and partition(run.params) in seen
+
+
+def _follow(short: Run, run, options: EMOptions, known) -> Run | None:
+    """A short run continued in stages of doubling length to convergence, or None once ``known(run)``.
+
+    ``known`` tells a run that is back on a partition of the rows a finished run already ended on, and not
+    higher: it is returning to a known maximum, and going on would only cost passes.
+    """
+    result, iterations = short, max(short.n_iter, 1)
+    while result.n_iter < options.max_iter:  # the short run stopped by the short runs' looser tolerance
+        iterations = min(2 * iterations, options.max_iter - result.n_iter)
+        result = _extend(result, run(result.params, replace(options, max_iter=iterations)))
+        if result.converged:
+            break
+        if known(result):
+            return None
+    return result
 
 
 def _fallbacks(runs: list[Run], screened: np.ndarray, n_keep: int, tier) -> list[int]:

@@ -29,6 +29,11 @@ Restarts are ranked in three tiers (:func:`rank_runs`): sound runs first, then s
 few observations near a lower-dimensional subspace, :func:`mixflow.families.base.spurious_rule`), then
 degenerate ones (a component collapsed onto a point, or its weight fell below half an observation's worth);
 by objective within a tier. A spurious or degenerate run wins only when no run of a better tier exists.
+
+After the continuation, ``"auto"`` searches around its best fit (:func:`transfer_moves`): a component is split
+in two along its principal axis and one half handed to another component, the split-and-merge idea of Ueda,
+Nakano, Ghahramani and Hinton (2000), Neural Comput. 12, 2109-2128, in the form that also exists for K=2. A
+move is kept when EM from it ends higher; maxima that random starts reach rarely are often one such move away.
 """
 
 import numpy as np
@@ -50,6 +55,8 @@ __all__ = [
     "replacement_strategy",
     "standardise",
     "start_responsibilities",
+    "boundary_moves",
+    "transfer_moves",
 ]
 
 PORTFOLIO = "auto"
@@ -62,6 +69,8 @@ HIERARCHICAL_POINTS = 1000
 CANDIDATES_PER_RESTART = 4
 SHORT_MAX_ITER = 20
 SHORT_TOL = 1e-6
+# the local search's boundary moves hand these fractions of a component's points to a neighbour
+BOUNDARY_FRACTIONS = (1 / 32, 1 / 8)
 # a component holding less than this many observations' worth of weight is degenerate (empty)
 MIN_COMPONENT_COUNT = 0.5
 
@@ -316,3 +325,100 @@ def rank_runs(objectives: np.ndarray, degenerate: np.ndarray, spurious: np.ndarr
     degenerate = np.asarray(degenerate, dtype=bool)
     spurious = np.zeros_like(degenerate) if spurious is None else np.asarray(spurious, dtype=bool)
     return np.lexsort((-score, np.isnan(objectives), spurious & ~degenerate, degenerate))
+
+
+def _principal_split(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Whether each point lies on the positive side of the weighted principal axis through the weighted mean."""
+    centred = points - weights @ points / weights.sum()
+    _, axes = np.linalg.eigh((centred * weights[:, None]).T @ centred)
+    return centred @ axes[:, -1] > 0
+
+
+def transfer_moves(responsibilities: np.ndarray, points: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
+    """Responsibilities one split-and-transfer move away from a fit's, the most promising first.
+
+    For each component k, its points (weighted by its responsibilities) are cut in two by the hyperplane through
+    their mean normal to their principal axis; each half in turn is handed to each other component i, k keeping
+    the other half. That is a split of k merged at once with i (Ueda et al. 2000 split one component and merge
+    two others, which needs K >= 3). Moves are ordered by the cosine between the half's responsibilities and
+    i's (their merge criterion): a half that i already shares is the likeliest to belong to it. A half holding
+    less than one observation's weight moves nothing and is left out.
+
+    Parameters
+    ----------
+    responsibilities : ndarray of shape (n, K)
+        The fit's responsibilities.
+    points : ndarray of shape (n, p)
+        The seeding points the split is made in (standardised).
+    weights : ndarray of shape (n,)
+        Frequency weights.
+
+    Returns
+    -------
+    list of ndarray of shape (n, K)
+        Starting responsibilities, rows summing to one.
+
+    """
+    k_total = responsibilities.shape[1]
+    root = np.sqrt(weights)
+    scored = []
+    for k in range(k_total):
+        own = responsibilities[:, k]
+        side = _principal_split(points, own * weights)
+        for half in (side, ~side):
+            moved = own * half
+            if moved @ weights < 1.0 or (own - moved) @ weights < 1.0:
+                continue
+            for i in range(k_total):
+                if i == k:
+                    continue
+                other = responsibilities[:, i] * root
+                norm = np.sqrt((moved * root) @ (moved * root) * (other @ other))
+                cosine = (moved * root) @ other / norm if norm > 0 else 0.0
+                new = responsibilities.copy()
+                new[:, i] += moved
+                new[:, k] -= moved
+                scored.append((-cosine, len(scored), new))
+    scored.sort(key=lambda item: item[:2])
+    return [new for _, _, new in scored]
+
+
+def boundary_moves(log_joint: np.ndarray, fractions=BOUNDARY_FRACTIONS) -> list[np.ndarray]:
+    """Hard responsibilities of a fit with its points nearest another component's boundary handed over to it.
+
+    Nearby maxima of a mixture's likelihood often differ by a few points on the boundary between two components,
+    which EM does not move across once the assignments have hardened. For each ordered pair (k, i) and each
+    fraction f, the ``ceil(f * n_k)`` points assigned to k (n_k of them) with the largest log ratio
+    ``log p(i | x) - log p(k | x)`` are given to i; every other point keeps its component.
+
+    Parameters
+    ----------
+    log_joint : ndarray of shape (n, K)
+        ``log w_k + log p_k(x_n)`` of the fit.
+    fractions : sequence of float
+        Shares of a component's points to move.
+
+    Returns
+    -------
+    list of ndarray of shape (n, K)
+        Starting responsibilities, the smaller moves first.
+
+    """
+    k_total = log_joint.shape[1]
+    labels = np.argmax(log_joint, axis=1)
+    hard = np.eye(k_total)[labels]
+    out = []
+    for fraction in fractions:
+        for k in range(k_total):
+            mine = np.flatnonzero(labels == k)
+            count = int(np.ceil(fraction * mine.size))
+            if mine.size - count < 1:
+                continue
+            for i in range(k_total):
+                if i == k:
+                    continue
+                nearest = mine[np.argsort(log_joint[mine, k] - log_joint[mine, i], kind="stable")[:count]]
+                moved = hard.copy()
+                moved[nearest] = np.eye(k_total)[i]
+                out.append(moved)
+    return out
