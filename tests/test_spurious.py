@@ -2,6 +2,7 @@
 restarts ranked sound > spurious > degenerate, a spurious winner flagged, and select_k skipping a spurious K."""
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -138,3 +139,29 @@ def test_preferred_k_skips_spurious_and_degenerate_rows_for_the_em_criteria_only
     assert skipped_k(table) == {3: SKIPPED_SPURIOUS, 4: SKIPPED_DEGENERATE}
     assert preferred_k(table) == {"bic": 2, "elpd_loo": 4}
     assert preferred_k(table.drop(columns="spurious")) == {"bic": 3, "elpd_loo": 4}
+
+
+def test_a_higher_maximum_set_aside_as_spurious_is_said_and_can_be_taken():
+    """Eight round, well separated points meet the spurious rule (8 < 5 x (d + 1) observations, Hathaway ratio
+    0.0012): the default returns the best sound fit, 356 units lower, and says where the higher one is;
+    started from it, EM returns it (scikit-learn's best of 50 random starts is the same partition)."""
+    rng = np.random.default_rng(0)
+    a = rng.multivariate_normal([0, 0, 0], [[100, 95, 0], [95, 100, 0], [0, 0, 0.01]], 300)
+    b = rng.multivariate_normal([5, -5, 1], [[1, 0, 0], [0, 50, 0], [0, 0, 0.02]], 200)
+    c = rng.multivariate_normal([30, 30, 3], np.eye(3) * 0.5, 8)
+    x = np.vstack([a, b, c]) * [1, 1000, 0.001]
+    model = mixflow.GaussianMixture(3)
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"restart (\d+) reached a higher maximum") as caught:
+        tree = mixflow.fit(model, x, random_seed=1)
+    message = next(str(w.message) for w in caught if "higher maximum" in str(w.message))
+    restart = int(re.search(r"restart (\d+)", message).group(1))
+    assert "8 observations' worth of weight" in message
+    stats = tree["em/sample_stats"]
+    assert stats["final_log_likelihood"].values[restart] > tree["em"].attrs["log_likelihood"] + 300
+    start = {name: stats[f"optimum_{name}"].values[restart] for name in ("weights", "mu", "covariance")}
+    with pytest.warns(mixflow.DegenerateComponentWarning, match="spurious maximum"):
+        taken = mixflow.fit(model, x, init=start)
+    assert taken["em"].attrs["log_likelihood"] == pytest.approx(stats["final_log_likelihood"].values[restart],
+                                                                rel=1e-9)
+    np.testing.assert_allclose(np.sort(taken["em/estimate"]["weights"].values), np.array([8, 200, 300]) / 508,
+                               atol=1e-6)

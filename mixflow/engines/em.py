@@ -70,6 +70,7 @@ _EPS_COUNT = 10 * np.finfo(float).eps
 #: At most this many centred EM steps polish an answer the fast path rounded (:func:`_refine_exactly`).
 _CENTRED_STEPS = 10
 _ROUNDING = 1e-13  # relative rounding of a log-likelihood summed over rows
+_SET_ASIDE_GAP = 1.0  # a spurious maximum set aside is said when it is this much above the fit returned
 #: EM's passes are the family's centred ones where the fast path's relative rounding exceeds this: there its
 #: floor (the precision of one-pass moments) would take tight far-apart clusters for collapsed ones.
 _CENTRED_ABOVE = 1e-8
@@ -796,6 +797,33 @@ def _warn_spurious(spurious: list, options: EMOptions) -> None:
         DegenerateComponentWarning, stacklevel=3)
 
 
+def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_weight: float, prepared,
+                    features) -> None:
+    """Warn when a restart run to the end found a higher maximum that was set aside as spurious.
+
+    Spurious maxima never win over a sound one, but a small real group (a few round, well separated points)
+    can meet the rule too: the analyst is told the value, the component and where its parameters are. Only
+    a gap above :data:`_SET_ASIDE_GAP` is said: below a likelihood ratio of e, which fit is reported matters
+    less than the sampling noise of either.
+    """
+    value = best.history_objective[-1]
+    higher = [i for i, run in enumerate(runs) if restarts["continued"][i] and restarts["spurious"][i]
+              and not restarts["degenerate"][i] and run.history_objective[-1] > value + _SET_ASIDE_GAP]
+    if not higher:
+        return
+    top = max(higher, key=lambda i: runs[i].history_objective[-1])
+    params = runs[top].params  # in the canonical order of the stored optima (:func:`_restart_optima`)
+    params = model.permute(params, model.canonical_order(model.to_data(params, prepared)), features)
+    described = "; ".join(f"component {h}: {count:.3g} observations' worth of weight, Hathaway ratio {ratio:.2g}"
+                          for h, count, ratio in model.spurious_components(params, total_weight))
+    warnings.warn(
+        f"restart {top} reached a higher maximum ({runs[top].history_objective[-1]:.6g} against this fit's "
+        f"{value:.6g}) with a spurious component ({described}), and was set aside for the best sound fit. If that "
+        "component is a real small group rather than a few points near a subspace, its fit is in "
+        f"/em/sample_stats (optimum_* at restart {top}): pass it as init=... to take it.",
+        DegenerateComponentWarning, stacklevel=3)
+
+
 def _in_data_units(model, params: dict, prepared, data) -> dict:
     """The estimate mapped from working to data units; an error if it overflows float64 there."""
     estimate = model.to_data(params, prepared)
@@ -920,6 +948,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     degenerate = bool(restarts["degenerate"][best_index])
     spurious = [] if degenerate or options.map else model.spurious_components(params, total)
     _warn_spurious(spurious, options)
+    if not degenerate and not spurious:
+        _warn_set_aside(model, runs, restarts, best, total, prepared, features)
     if degenerate and not collapsed and not empty:
         warnings.warn(f"a component's weight fell below half an observation's worth (weights "
                       f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
