@@ -167,8 +167,12 @@ def _m_step(model, step: Pass, prepared, prior, active) -> tuple[dict, list[int]
     components, collapsed = model.m_step(counts, step.statistics, prepared, prior)
     # the weights from the counts themselves: an empty component stays empty (and is reported), rather
     # than growing back from the guard above
-    weights = weights_step(step.counts, None if prior is None else prior.concentration[active])
-    return {"weights": weights, **components}, collapsed
+    return {"weights": _weights(step.counts, prior, active), **components}, collapsed
+
+
+def _weights(counts: np.ndarray, prior, active: np.ndarray) -> np.ndarray:
+    """The M-step's mixing weights of the ``active`` components (MAP under the prior's Dirichlet if given)."""
+    return weights_step(counts, None if prior is None else prior.concentration[active])
 
 
 def initial_responsibilities(model, prepared, how: str, rng: np.random.Generator) -> np.ndarray:
@@ -200,13 +204,18 @@ def _evaluate(model, prepared, prior, trim, rows, features, threaded, params: di
     if steps is not None:
         return _centred_point(model, prepared, prior, trim, features, steps, params, active)[0]
     step = data_pass(model, params, prepared, rows, threaded)
-    value = objective(model, params, step.log_likelihood, prior, active)
     following, collapsed = _m_step(model, step, prepared, prior, active)
+    return _point(model, prior, trim, features, params, active, step.log_likelihood, following, collapsed)
+
+
+def _point(model, prior, trim, features, params: dict, active: np.ndarray, log_likelihood: float, following: dict,
+           collapsed: list[int]) -> Point:
+    """The :class:`Point` of a pass at ``params``: its objective, and the M-step's ``following`` trimmed if asked."""
     following_active = active
     if trim is not None:
         following, following_active = _trim(following, active, trim, model, features)
-    return Point(params, active, step.log_likelihood, value, following, following_active,
-                 [int(active[c]) for c in collapsed if c < active.size])
+    return Point(params, active, log_likelihood, objective(model, params, log_likelihood, prior, active), following,
+                 following_active, [int(active[c]) for c in collapsed if c < active.size])
 
 
 def _trim(params: dict, active: np.ndarray, threshold: float, model, features) -> tuple[dict, np.ndarray]:
@@ -866,14 +875,8 @@ def _centred_point(model, prepared, prior, trim, features, steps, params: dict, 
     weighted = resp * weights[:, None]
     counts = weighted.sum(axis=0)
     components, collapsed = m_step(weighted, prior)
-    following = {"weights": weights_step(counts, None if prior is None else prior.concentration[active]),
-                 **components}
-    following_active = active
-    if trim is not None:
-        following, following_active = _trim(following, active, trim, model, features)
-    point = Point(params, active, log_likelihood, objective(model, params, log_likelihood, prior, active), following,
-                  following_active, [int(active[c]) for c in collapsed if c < active.size])
-    return point, resp, log_density
+    following = {"weights": _weights(counts, prior, active), **components}
+    return _point(model, prior, trim, features, params, active, log_likelihood, following, collapsed), resp, log_density
 
 
 def _refine_exactly(model, params: dict, prepared, prior, active: np.ndarray, features, within: float):
