@@ -13,6 +13,7 @@ from scipy import stats
 import mixflow
 from mixflow.engines import accelerate as acc
 from mixflow.engines import em as em_engine
+from mixflow.engines import em_run
 from mixflow.workflow.config import WorkflowError, read_workflow
 from mixflow.workflow.run import _em_options
 
@@ -146,7 +147,7 @@ def _plain_and_patched(monkeypatch, candidate):
     model, data, weights, method = _case("gaussian-full-em")
     plain = mixflow.fit(model, data, method, weights=weights, n_init=1, init="kmeans", random_seed=0,
                         accelerate=None, max_iter=5000)
-    monkeypatch.setattr(em_engine, "extrapolate", lambda start, first, second, state: (candidate(start), -4.0))
+    monkeypatch.setattr(em_run, "extrapolate", lambda start, first, second, state: (candidate(start), -4.0))
     patched = mixflow.fit(model, data, method, weights=weights, n_init=1, init="kmeans", random_seed=0,
                           max_iter=5000)
     return plain, patched
@@ -269,16 +270,17 @@ def test_aitken_trusts_only_a_rate_that_no_longer_grows_and_never_one_below_the_
 
 def test_parameter_gap_is_exact_on_a_geometric_sequence():
     limit, rate = np.array([0.5, -2.0]), 0.9
-    points = [{"mu": limit - np.array([0.3, 0.1]) * rate ** t} for t in range(5)]
+    points = [limit - np.array([0.3, 0.1]) * rate ** t for t in range(5)]
     assert acc.parameter_gap(points) == pytest.approx(0.3 * rate ** 4, rel=1e-9)  # distance of the last point
     assert acc.parameter_gap(points[:2]) == np.inf
-    fixed = {"mu": np.array([1.0, 2.0])}
-    assert acc.parameter_gap([{"mu": np.array([0.0, 2.0])}, fixed, fixed]) == 0.0
-    growing = [{"mu": np.array([value])} for value in (0.0, 1.0, 3.0)]
+    fixed = np.array([1.0, 2.0])
+    assert acc.parameter_gap([np.array([0.0, 2.0]), fixed, fixed]) == 0.0
+    growing = [np.array([value]) for value in (0.0, 1.0, 3.0)]
     assert acc.parameter_gap(growing) == np.inf
-    trimmed = [{"weights": np.zeros(3)}, {"weights": np.zeros(3)}, {"weights": np.zeros(2)}]
+    trimmed = [np.zeros(3), np.zeros(3), np.zeros(2)]
     assert acc.parameter_gap(trimmed) == np.inf
-    empty = [{"weights": np.array([-np.inf, 0.0 + t])} for t in (0.0, 0.5, 0.75)]  # an empty component
+    # an empty component (log weight -inf, unchanged) hides no change
+    empty = [acc.to_tracked({"weights": np.exp([-np.inf, 0.0 + t])}) for t in (0.0, 0.5, 0.75)]
     assert acc.parameter_gap(empty) == pytest.approx(0.25)
 
 

@@ -163,16 +163,17 @@ def parameter_tolerance(tol: float) -> float:
     return float(np.sqrt(tol))
 
 
-def to_tracked(params: dict) -> dict:
-    """Parameters in the form whose changes :func:`parameter_gap` measures.
+def to_tracked(params: dict, unconstrained: dict | None = None) -> np.ndarray:
+    """Parameters in the form whose changes :func:`parameter_gap` measures, one flat array.
 
-    That is :func:`to_unconstrained`'s with the weights as their logs, so that an empty component (log weight
-    ``-inf``, unchanged) does not hide the other components' changes as its centred log-ratio would.
+    That is :func:`to_unconstrained`'s (``unconstrained``, if already computed) with the weights as their logs,
+    so that an empty component (log weight ``-inf``, unchanged) does not hide the other components' changes
+    as its centred log-ratio would.
     """
-    out = to_unconstrained(params)
+    out = dict(to_unconstrained(params) if unconstrained is None else unconstrained)
     with np.errstate(divide="ignore"):
         out["weights"] = np.log(np.asarray(params["weights"], dtype=float))
-    return out
+    return np.concatenate([np.ravel(value) for value in out.values()])
 
 
 def parameter_gap(points) -> float:
@@ -180,9 +181,9 @@ def parameter_gap(points) -> float:
 
     Parameters
     ----------
-    points : sequence of dict
-        At least the last three plain EM points ``x0, x1, x2`` in :func:`to_tracked` form (each the EM map
-        of the one before); only the last three are used.
+    points : sequence of ndarray
+        At least the last three plain EM points ``x0, x1, x2`` in :func:`to_tracked` form (flat arrays, each
+        point the EM map of the one before); only the last three are used.
 
     Returns
     -------
@@ -209,21 +210,17 @@ def parameter_gap_of(before: float, last: float) -> float:
     return last * rate / (1.0 - rate)
 
 
-def largest_change(start: dict, end: dict) -> float:
-    """The largest change between two unconstrained parameter sets, relative to ``max(1, |value|)``.
+def largest_change(start: np.ndarray, end: np.ndarray) -> float:
+    """The largest change between two parameter sets in :func:`to_tracked` form, relative to ``max(1, |value|)``.
 
-    An equal infinity (an empty component's log weight) is no change.
+    An equal infinity (an empty component's log weight) is no change; NaN when a change is not finite or the
+    sets differ in size (a component trimmed in between).
     """
-    largest = 0.0
-    for name, value in start.items():
-        if np.shape(value) != np.shape(end[name]):  # a component trimmed in between
-            return float("nan")
-        with np.errstate(invalid="ignore"):
-            change = np.where(value == end[name], 0.0, np.abs(end[name] - value) / np.maximum(1.0, np.abs(value)))
-        largest = max(largest, float(np.max(change, initial=0.0))) if np.isfinite(change).all() else float("nan")
-        if largest != largest:
-            return largest
-    return largest
+    if np.shape(start) != np.shape(end):
+        return float("nan")
+    with np.errstate(invalid="ignore"):
+        change = np.where(start == end, 0.0, np.abs(end - start) / np.maximum(1.0, np.abs(start)))
+    return float(np.max(change, initial=0.0)) if np.isfinite(change).all() else float("nan")
 
 
 def to_unconstrained(params: dict) -> dict:

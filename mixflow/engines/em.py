@@ -8,36 +8,28 @@ log-likelihood (MLE) or the log posterior density (MAP); it never decreases from
 import dataclasses
 import json
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
 
-from mixflow.engines.accelerate import (
-    SquaremState,
-    aitken_gap,
-    extrapolate,
-    largest_change,
-    observed_rate,
-    parameter_gap_of,
-    parameter_tolerance,
-    rate_settled,
-    to_tracked,
-    to_unconstrained,
-    valid_parameters,
+from mixflow.engines.em_run import (
+    CONVERGENCE_CRITERION,
+    PARAMETER_CRITERION,
+    Run,
+    _centred_point,
+    _m_step,
+    run_em,
+    run_together,
 )
 from mixflow.engines.em_steps import (
-    Pass,
     check_densities,
     chunk_rows,
-    data_pass,
     e_step,
-    log_normalise,
     objective,
     responsibility_entropy,
     responsibility_statistics,
     use_threads,
-    weights_step,
 )
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.engines.starts import (
@@ -62,18 +54,10 @@ from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, Mix
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "empty_components", "fit_em", "fit_prepared",
            "initial_parameters"]
 
-# the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
-CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol, and parameter_gap < sqrt(tol) unless inf"
-PARAMETER_CRITERION = "parameter_gap < sqrt(tol)"
-
-_EPS_COUNT = 10 * np.finfo(float).eps
 #: At most this many centred EM steps polish an answer the fast path rounded (:func:`_refine_exactly`).
 _CENTRED_STEPS = 10
 _ROUNDING = 1e-13  # relative rounding of a log-likelihood summed over rows
 _SET_ASIDE_GAP = 1.0  # a spurious maximum set aside is said when it is this much above the fit returned
-#: EM's passes are the family's centred ones where the fast path's relative rounding exceeds this: there its
-#: floor (the precision of one-pass moments) would take tight far-apart clusters for collapsed ones.
-_CENTRED_ABOVE = 1e-8
 _EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practically) no observation
 _AGREE = 1e-6  # relative difference below which two short runs are taken to agree on the best value
 _SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
@@ -99,82 +83,6 @@ class EMOptions:
     subsample: int = 100_000
 
 
-@dataclass
-class Point:
-    """A parameter set with its pass over the data, its objective, and the EM step it leads to.
-
-    Attributes
-    ----------
-    params : dict
-        The parameters, ``weights`` included.
-    active : ndarray of int
-        The declared components these are (fewer after trimming).
-    log_likelihood, value : float
-        Log-likelihood and objective at ``params``.
-    following : dict
-        The EM map of ``params``: the M-step from this point's pass, trimmed if asked.
-    following_active : ndarray of int
-        The components of ``following``.
-    collapsed : list of int
-        Declared components the M-step to ``following`` floored.
-
-    """
-
-    params: dict
-    active: np.ndarray
-    log_likelihood: float
-    value: float
-    following: dict
-    following_active: np.ndarray
-    collapsed: list
-
-    @property
-    def irregular(self) -> bool:
-        """Whether the M-step from this point floored or trimmed a component."""
-        return bool(self.collapsed) or self.following_active.size != self.active.size
-
-
-@dataclass
-class Run:
-    """One EM run from one start: the kept points' history, passes over the data, and how it ended.
-
-    The history holds the log-likelihood and objective of every kept point: each plain EM step and each
-    kept extrapolation, so it never decreases. ``n_iter`` counts passes over the data, dropped
-    extrapolations included, so it can exceed the history's length minus one.
-    """
-
-    params: dict
-    history_log_likelihood: list = field(default_factory=list)
-    history_objective: list = field(default_factory=list)
-    converged: bool = False
-    collapsed: set = field(default_factory=set)
-    active: np.ndarray | None = None
-    n_iter: int = 0
-    aitken_gap: float = float("inf")
-    accepted_extrapolations: int = 0
-    criterion: str = CONVERGENCE_CRITERION
-    parameter_gap: float = float("nan")
-
-    def record(self, point: Point) -> None:
-        """Make ``point`` the run's current parameters and append its values to the history."""
-        self.params, self.active = point.params, point.active
-        self.history_log_likelihood.append(point.log_likelihood)
-        self.history_objective.append(point.value)
-
-
-def _m_step(model, step: Pass, prepared, prior, active) -> tuple[dict, list[int]]:
-    counts = step.counts + _EPS_COUNT  # a component no row is assigned to keeps finite parameters
-    components, collapsed = model.m_step(counts, step.statistics, prepared, prior)
-    # the weights from the counts themselves: an empty component stays empty (and is reported), rather
-    # than growing back from the guard above
-    return {"weights": _weights(step.counts, prior, active), **components}, collapsed
-
-
-def _weights(counts: np.ndarray, prior, active: np.ndarray) -> np.ndarray:
-    """The M-step's mixing weights of the ``active`` components (MAP under the prior's Dirichlet if given)."""
-    return weights_step(counts, None if prior is None else prior.concentration[active])
-
-
 def initial_responsibilities(model, prepared, how: str, rng: np.random.Generator) -> np.ndarray:
     """Starting responsibilities (n_obs, K) of one strategy of :mod:`mixflow.engines.starts`."""
     return start_responsibilities(how, model.init_points(prepared), prepared.weights, model.n_components, rng)
@@ -192,147 +100,6 @@ def _parameters_from(model, prepared, resp: np.ndarray, prior, rows) -> dict:
     step = responsibility_statistics(model, resp, prepared, rows)
     params, _ = _m_step(model, step, prepared, prior, np.arange(model.n_components))
     return params
-
-
-def _evaluate(model, prepared, prior, trim, rows, features, threaded, params: dict, active: np.ndarray) -> Point:
-    """One pass over the data at ``params`` (objective), and the M-step (and trim) it leads to.
-
-    Where the fast path's one-pass moments would round by more than :data:`_CENTRED_ABOVE` at ``params``
-    (components thousands of their own sds from the data centre), the pass is the family's centred one.
-    """
-    steps = model.exact_steps(params, prepared, _CENTRED_ABOVE)
-    if steps is not None:
-        return _centred_point(model, prepared, prior, trim, features, steps, params, active)[0]
-    step = data_pass(model, params, prepared, rows, threaded)
-    following, collapsed = _m_step(model, step, prepared, prior, active)
-    return _point(model, prior, trim, features, params, active, step.log_likelihood, following, collapsed)
-
-
-def _point(model, prior, trim, features, params: dict, active: np.ndarray, log_likelihood: float, following: dict,
-           collapsed: list[int]) -> Point:
-    """The :class:`Point` of a pass at ``params``: its objective, and the M-step's ``following`` trimmed if asked."""
-    following_active = active
-    if trim is not None:
-        following, following_active = _trim(following, active, trim, model, features)
-    return Point(params, active, log_likelihood, objective(model, params, log_likelihood, prior, active), following,
-                 following_active, [int(active[c]) for c in collapsed if c < active.size])
-
-
-def _trim(params: dict, active: np.ndarray, threshold: float, model, features) -> tuple[dict, np.ndarray]:
-    keep = np.flatnonzero(params["weights"] >= threshold)
-    if keep.size == params["weights"].size or keep.size == 0:
-        return params, active
-    trimmed = model.permute(params, keep, features)
-    trimmed["weights"] = trimmed["weights"] / trimmed["weights"].sum()
-    return trimmed, active[keep]
-
-
-def run_em(model, prepared, start: dict, prior, options: EMOptions, rows: int, features,
-           threaded: bool = False) -> Run:
-    """EM from one start until Aitken's estimate of the objective still to gain is below ``tol`` per observation.
-
-    Aitken's estimate uses the slowest rate plain EM has shown in the run
-    (:func:`~mixflow.engines.accelerate.observed_rate`), and is trusted once the rate no longer grows
-    (:func:`~mixflow.engines.accelerate.rate_settled`); the parameters must also be within ``sqrt(tol)`` of
-    their limit (:func:`~mixflow.engines.accelerate.parameter_gap`), unless their changes do not shrink (a
-    flat ridge). Where the objective no longer resolves the gains (``aitken_gap`` is 0 by its rounding), the
-    parameters alone decide; until then EM goes on, extrapolated as before. Each estimate must hold for two
-    consecutive triples of plain EM points (the last and the one before). ``run.criterion`` names the rule
-    that stopped the run (or was still unmet).
-
-    Every iteration is one pass over the data (E-step and objective) and one M-step. With
-    ``options.accelerate == "squarem"``, every second iteration is followed by SQUAREM's extrapolation
-    (one more pass), kept only when valid, regular and at least as good as the plain step (see
-    :mod:`mixflow.engines.accelerate`); ``max_iter`` bounds the passes, extrapolations included.
-    ``rows`` per chunk; ``threaded`` passes as :func:`~mixflow.engines.em_steps.data_pass`'s.
-    """
-    evaluate = partial(_evaluate, model, prepared, prior, options.trim, rows, features, threaded)
-    point = evaluate(start, np.arange(start["weights"].size))
-    run = Run(params=start, active=point.active)
-    run.record(point)
-    squarem = SquaremState() if options.accelerate == "squarem" else None
-    threshold, parameter_threshold = options.tol * prepared.total_weight, parameter_tolerance(options.tol)
-    # plain EM values, the last parameters (to_tracked) and the largest changes between them (the last
-    # three) since the last jump; points of this cycle
-    chain, tracked, moves, cycle = [point.value], to_tracked(point.params), [], [point]
-    slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
-    while run.n_iter < options.max_iter:
-        run.collapsed.update(point.collapsed)
-        point = evaluate(point.following, point.following_active)
-        run.n_iter += 1
-        run.record(point)
-        chain.append(point.value)
-        tracked, previous = to_tracked(point.params), tracked
-        moves.append(largest_change(previous, tracked))
-        del moves[:-3]  # the parameter test looks at the last two triples of points
-        cycle.append(point)
-        slowest = np.fmax(slowest, observed_rate(chain))
-        latest, before = aitken_gap(chain, slowest), aitken_gap(chain[:-1], slowest)
-        run.aitken_gap = max(latest, before)  # confirmed by the triple before
-        parameters_stop, parameters_confirm = _parameter_test(run, moves, parameter_threshold)
-        if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
-            run.criterion, confirm = CONVERGENCE_CRITERION, latest < threshold and parameters_confirm
-            # parameters drifting along a flat ridge (a redundant component) have no rate: the objective decides
-            parameters_stop = parameters_stop or run.parameter_gap == np.inf
-            stop = run.aitken_gap < threshold and rate_settled(np.diff(chain[-4:])) and parameters_stop
-        else:  # the gains are below the objective's rounding: the parameters decide
-            run.criterion, stop, confirm = PARAMETER_CRITERION, parameters_stop, parameters_confirm
-        if stop:
-            run.converged = True
-            break
-        if confirm:  # take the plain step that can confirm the stop
-            cycle = [point]
-        elif squarem is not None and len(cycle) == 3:
-            jumped = _squarem_point(run, cycle, evaluate, squarem, options.max_iter)
-            if jumped is not None:
-                point, chain, tracked, moves = jumped, [jumped.value], to_tracked(jumped.params), []
-            cycle = [point]
-    if squarem is not None:
-        run.accepted_extrapolations = squarem.accepted
-    return run
-
-
-def _parameter_test(run: Run, moves: list, tolerance: float) -> tuple[bool, bool]:
-    """The parameter criterion on the last plain EM steps: whether to stop, to confirm.
-
-    ``moves`` are the largest changes (:func:`~mixflow.engines.accelerate.largest_change`) between
-    consecutive plain EM points in :func:`~mixflow.engines.accelerate.to_tracked` form, oldest first: each
-    computed once, as its point is made. Sets ``run.parameter_gap`` to the larger estimate of the last two
-    triples of points (:func:`~mixflow.engines.accelerate.parameter_gap`).
-    """
-    inf = float("inf")
-    latest = parameter_gap_of(*moves[-2:]) if len(moves) >= 2 else inf
-    before = parameter_gap_of(*moves[-3:-1]) if len(moves) >= 3 else inf
-    run.parameter_gap = max(latest, before)
-    # at a fixed point (no change beyond the rounding) there is no rate to settle
-    stop = run.parameter_gap < tolerance and (run.parameter_gap == 0 or rate_settled(moves[-3:]))
-    return stop, latest < tolerance
-
-
-def _squarem_point(run: Run, cycle: list, evaluate, state: SquaremState, max_iter: int):
-    """The extrapolated point of a SQUAREM cycle if it is kept, else None (the plain step stands).
-
-    A cycle whose M-steps floored (collapsed) or trimmed a component is not extrapolated, nor is a point
-    kept whose own M-step does: the map is not smooth there, and the floor breaks the monotone guarantee.
-    """
-    start, first, second = cycle
-    if start.irregular or first.irregular:
-        return None
-    candidate, alpha = extrapolate(*(to_unconstrained(p.params) for p in cycle), state)
-    if candidate is None:
-        state.update(alpha, kept=True)  # the plain step, which stands (a NaN alpha changes nothing)
-        return None
-    if not valid_parameters(candidate) or run.n_iter >= max_iter:
-        state.update(alpha, kept=False)
-        return None
-    trial = evaluate(candidate, second.active)
-    run.n_iter += 1
-    kept = bool(trial.value >= second.value) and not trial.irregular
-    state.update(alpha, kept)
-    if not kept:
-        return None
-    run.record(trial)
-    return trial
 
 
 def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
@@ -394,18 +161,19 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
             seed = seed.spawn(1)[0]
         return None
 
-    def short_run(params, run_options):
-        return run_em(model, sample, params, prior_used, run_options, rows, data.features, threaded)
+    def short_runs(jobs: list) -> list:
+        """Runs on ``sample``, ``[(params, options), ...]``, in step (:func:`~mixflow.engines.em_run.run_together`)."""
+        return run_together(model, sample, jobs, prior_used, rows, data.features, threaded)
 
     def run(params, run_options, on=None):
         return run_em(model, prepared if on is None else on, params, prior_used, run_options, rows, data.features,
                       threaded)
 
     def together(jobs: list) -> list:
-        """Runs on the whole data, ``[(params, options), ...]``; chunked data share each pass among them."""
+        """Runs on the whole data, ``[(params, options), ...]``, in step; chunked data share each pass among them."""
         shared = getattr(prepared, "run_together", None)
         if shared is None:
-            return [run(*job) for job in jobs]
+            return run_together(model, prepared, jobs, prior_used, rows, data.features, threaded)
         return shared([partial(run, params, run_options) for params, run_options in jobs])
 
     if isinstance(options.init, dict):
@@ -418,11 +186,11 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     tier = _tier_test(model, data.total_weight, check_spurious=not options.map)
     if options.init == PORTFOLIO:
         starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
-        runs, continued, names, agreed = _short_then_continue(starts, short_run, options, tier, together, same_data)
+        runs, continued, names, agreed = _short_then_continue(starts, short_runs, options, tier, together, same_data)
         if same_data and not agreed:
             runs, continued, names = _transfer_search(
                 runs, continued, names, tier, partial(_moved_starts, model, sample, prior_used, rows),
-                partial(_partition, model, sample, rows), run, options)
+                partial(_partition, model, sample, rows), together, options)
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
         runs = together([(_m_step(model, step, prepared, prior_used, active)[0], options)
@@ -478,7 +246,7 @@ def _tier_test(model, total_weight: float, check_spurious: bool = True):
     return tier
 
 
-def _short_then_continue(starts: list, run, options: EMOptions, tier, together=None,
+def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, together=None,
                          same_data: bool = True) -> tuple[list, np.ndarray, list, bool]:
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
@@ -493,19 +261,19 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
     continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`): the other survivors,
     then the non-degenerate runs the screening dropped (:func:`_fallbacks`). Returns the runs started
     (the continued ones extended), which were continued, their strategies, and whether the short runs agreed
-    (a likelihood with one dominant maximum, which the local search after it skips). ``together(jobs)`` runs the
-    continuations, ``[(params, options), ...]``, on the whole data (by default one after the other with
-    ``run``; chunked data share each pass among them).
+    (a likelihood with one dominant maximum, which the local search after it skips). ``runs_of(jobs)`` runs the
+    short runs, ``[(params, options), ...]``, and ``together(jobs)`` the continuations on the whole data (by
+    default ``runs_of``).
     Short runs on a subsample (``same_data`` False) are not extended: the continued run, on the whole data,
     starts from where the short one ended, with its own history and the whole ``max_iter``.
     """
-    together = together or (lambda jobs: [run(*job) for job in jobs])
+    together = together or runs_of
     n_keep = -(-options.n_init // 2)
     short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
                                 tol=max(SHORT_TOL, options.tol))
     runs, names, done, agreed = [], [], 0, False
     for stage in _screening_stages(len(starts)):
-        more, more_names = _run_fresh(starts[done:stage], run, short)
+        more, more_names = _run_fresh(starts[done:stage], runs_of, short)
         runs, names, done = runs + more, names + more_names, stage
         agreed = _agree(runs, tier)
         if agreed:
@@ -517,8 +285,8 @@ def _short_then_continue(starts: list, run, options: EMOptions, tier, together=N
             break
         survivors, iterations = ranked[:max(n_keep, ranked.size // _KEEP_FRACTION)], 2 * iterations
         longer = dataclasses.replace(short, max_iter=min(iterations, options.max_iter))
-        for index in survivors:
-            runs[index] = _extend(runs[index], run(runs[index].params, longer))
+        for index, result in zip(survivors, runs_of([(runs[i].params, longer) for i in survivors]), strict=True):
+            runs[index] = _extend(runs[index], result)
     continued = np.zeros(len(runs), dtype=bool)
 
     def jobs(indices) -> list:
@@ -574,15 +342,16 @@ def _partition(model, prepared, rows: int, params: dict) -> bytes:
     return partition_key(np.eye(log_joint.shape[1])[np.argmax(log_joint, axis=1)])
 
 
-def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, moved_starts, partition, run,
+def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, moved_starts, partition, runs_of,
                      options: EMOptions) -> tuple[list, np.ndarray, list]:
     """A local search from the best sound continued run: moves screened by short runs, the best continued.
 
-    ``moved_starts(params)`` gives the starts one move away (:func:`_moved_starts`). Each runs as a short run
-    of the screening does; the short runs are ranked (:func:`_rank_distinct`, degenerate ones left out), and up
-    to :data:`TRANSFER_CONTINUED` of them are continued to convergence in that order, skipping those already
-    back on the current fit's partition of the rows, or a partition a continued one ended on, and not higher
-    (``partition(params)``: they are returning to a known maximum). The first that ends sound and higher than
+    ``moved_starts(params)`` gives the starts one move away (:func:`_moved_starts`). They run in step
+    (``runs_of(jobs)``) as the short runs of the screening do; the short runs are ranked
+    (:func:`_rank_distinct`, degenerate ones left out), and up to :data:`TRANSFER_CONTINUED` of them are
+    continued to convergence in that order, skipping those already back on the current fit's partition of the
+    rows, or a partition a continued one ended on, and not higher (``partition(params)``: they are returning
+    to a known maximum). The first that ends sound and higher than
     the current fit by more than ``_SAME_VALUE`` (relative) is added as a restart of its own (start
     :data:`TRANSFER`), and the search goes on from it, for at most :data:`TRANSFER_ROUNDS` rounds; a round in
     which none ends higher stops it. Nothing is searched when no continued run is sound.
@@ -598,7 +367,7 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
         value = current.history_objective[-1]
         above, seen = value + _SAME_VALUE * abs(value), {partition(current.params)}
         known = partial(_known, partition, above, seen)
-        shorts = [run(params, short) for params in moved_starts(current.params)]
+        shorts = runs_of([(params, short) for params in moved_starts(current.params)])
         ranked = [shorts[i] for i in _rank_distinct(shorts, tier) if tier(shorts[i]) != DEGENERATE]
         tried, improved = 0, False
         for result in ranked:
@@ -606,7 +375,7 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
                 break
             if known(result):
                 continue
-            result, tried = _follow(result, run, options, known), tried + 1
+            result, tried = _follow(result, runs_of, options, known), tried + 1
             if result is None:
                 continue
             if tier(result) == SOUND and result.history_objective[-1] > above:
@@ -626,7 +395,7 @@ def _known(partition, above: float, seen: set, run: Run) -> bool:
     return run.history_objective[-1] <= above and partition(run.params) in seen
 
 
-def _follow(short: Run, run, options: EMOptions, known) -> Run | None:
+def _follow(short: Run, runs_of, options: EMOptions, known) -> Run | None:
     """A short run continued in stages of doubling length to convergence, or None once ``known(run)``.
 
     ``known`` tells a run that is back on a partition of the rows a finished run already ended on, and not
@@ -635,7 +404,7 @@ def _follow(short: Run, run, options: EMOptions, known) -> Run | None:
     result, iterations = short, max(short.n_iter, 1)
     while result.n_iter < options.max_iter:  # the short run stopped by the short runs' looser tolerance
         iterations = min(2 * iterations, options.max_iter - result.n_iter)
-        result = _extend(result, run(result.params, replace(options, max_iter=iterations)))
+        result = _extend(result, runs_of([(result.params, replace(options, max_iter=iterations))])[0])
         if result.converged:
             break
         if known(result):
@@ -666,15 +435,11 @@ def _screening_stages(n_starts: int) -> list[int]:
     return [stage for stage in stages if stage > 0]
 
 
-def _run_fresh(starts: list, run, options: EMOptions) -> tuple[list, list]:
-    """Runs from the starts that are not skipped (None), and the strategies they ran."""
-    runs, names = [], []
-    for start in starts:
-        started = start()
-        if started is not None:
-            runs.append(run(started[1], options))
-            names.append(started[0])
-    return runs, names
+def _run_fresh(starts: list, runs_of, options: EMOptions) -> tuple[list, list]:
+    """Runs from the starts that are not skipped (None), in step, and the strategies they ran."""
+    started = [start() for start in starts]
+    started = [pair for pair in started if pair is not None]
+    return runs_of([(params, options) for _, params in started]), [name for name, _ in started]
 
 
 def _agree(runs: list[Run], tier) -> bool:
@@ -862,21 +627,6 @@ def _restart_optima(model, runs: list[Run], prepared, estimate: dict, dims: dict
         for name, value in params.items():
             out[name][i] = value
     return {f"optimum_{name}": (("restart", *dims[name]), value) for name, value in out.items()}
-
-
-def _centred_point(model, prepared, prior, trim, features, steps, params: dict, active: np.ndarray):
-    """:func:`_evaluate` by the family's centred steps (``steps``); also the responsibilities and log p(x_n)."""
-    log_density_of, m_step = steps
-    weights = prepared.weights
-    with np.errstate(divide="ignore"):
-        resp = log_density_of(params) + np.log(params["weights"])
-    log_density = log_normalise(resp)  # resp held log p(x_n, z_n = k); now the responsibilities
-    log_likelihood = float(weights @ np.where(weights > 0, log_density, 0.0))
-    weighted = resp * weights[:, None]
-    counts = weighted.sum(axis=0)
-    components, collapsed = m_step(weighted, prior)
-    following = {"weights": _weights(counts, prior, active), **components}
-    return _point(model, prior, trim, features, params, active, log_likelihood, following, collapsed), resp, log_density
 
 
 def _refine_exactly(model, params: dict, prepared, prior, active: np.ndarray, features, within: float):

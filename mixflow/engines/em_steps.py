@@ -32,8 +32,8 @@ class Pass:
 
     Attributes
     ----------
-    log_likelihood : float
-        Weighted sum over rows of log p(x_n).
+    log_likelihood : float or ndarray of shape (groups,)
+        Weighted sum over rows of log p(x_n); one per mixture of a pass over several side by side.
     counts : ndarray of shape (K,)
         Weighted responsibility totals N_k.
     statistics : dict
@@ -41,7 +41,7 @@ class Pass:
 
     """
 
-    log_likelihood: float
+    log_likelihood: float | np.ndarray
     counts: np.ndarray
     statistics: dict
 
@@ -56,15 +56,16 @@ def chunk_rows(n_obs: int, width: int, chunk_size: int | None = None) -> int:
 def log_normalise(log_joint: np.ndarray) -> np.ndarray:
     """Turn log p(x_n, z_n = k), shape (m, K), into responsibilities in place; return log p(x_n).
 
-    A stable log-sum-exp over components: rows are shifted by their maximum before exponentiating.
+    A stable log-sum-exp over components (the last axis): rows are shifted by their maximum before
+    exponentiating. Shape (m, S, K), S mixtures' components side by side, gives log p(x_n) of each, (m, S).
     """
-    peak = log_joint.max(axis=1)
+    peak = log_joint.max(axis=-1)
     finite_peak = np.where(np.isfinite(peak), peak, 0.0)
-    log_joint -= finite_peak[:, None]
+    log_joint -= finite_peak[..., None]
     np.exp(log_joint, out=log_joint)
-    total = log_joint.sum(axis=1)
+    total = log_joint.sum(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):  # a row of zero density: NaN, caught by check_densities
-        log_joint /= total[:, None]
+        log_joint /= total[..., None]
         return finite_peak + np.log(total)
 
 
@@ -73,7 +74,7 @@ def responsibility_entropy(resp: np.ndarray) -> np.ndarray:
     return entr(resp).sum(axis=1)
 
 
-def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False) -> Pass:
+def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False, groups: int = 1) -> Pass:
     """One E-step over all chunks, accumulating the statistics of the next M-step.
 
     The chunks are cut into :data:`_PARTS` runs of consecutive chunks and the runs' sums added in order, so
@@ -90,6 +91,10 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False) 
         Rows per chunk.
     threaded : bool
         Run the runs in threads (see :func:`use_threads`); the result does not depend on it.
+    groups : int
+        The components are this many mixtures' side by side, each of ``K / groups`` (data in memory): the
+        log-likelihood is then one per mixture, shape (groups,), each mixture's responsibilities normalised
+        within it; counts and statistics stay per component.
 
     """
     if not isinstance(prepared, Prepared):  # chunked (Dask) data: blockwise, see mixflow.engines.em_chunked
@@ -100,7 +105,7 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False) 
     unit_weights = bool(np.all(prepared.weights == 1.0))
     starts = np.arange(0, prepared.n_obs, rows)
     runs = np.array_split(starts, min(_PARTS, starts.size))
-    work = partial(_run_pass, model, constants, log_weights, prepared, rows, unit_weights)
+    work = partial(_run_pass, model, constants, log_weights, prepared, rows, unit_weights, groups)
     if threaded and len(runs) > 1:
         with one_blas_thread(), ThreadPoolExecutor(len(runs)) as pool:
             # each run in a copy of this context, so that np.errstate and the like hold in the threads too
@@ -121,7 +126,7 @@ def use_threads(n_obs: int, width: int) -> bool:
 
 
 def _run_pass(model, constants: dict, log_weights: np.ndarray, prepared, rows: int, unit_weights: bool,
-              starts) -> Pass:
+              groups: int, starts) -> Pass:
     """:func:`data_pass` over the chunks beginning at ``starts``."""
     constants = dict(constants)  # a scratch buffer the family adds to it is this run's own
     total, counts, statistics = 0.0, 0.0, None
@@ -129,14 +134,34 @@ def _run_pass(model, constants: dict, log_weights: np.ndarray, prepared, rows: i
         chunk = prepared.rows(start, start + rows)
         log_joint, features = model.log_density(constants, chunk)
         log_joint += log_weights
-        log_px = log_normalise(log_joint)
-        resp = log_joint
-        total += float((chunk.weights * log_px).sum())  # not BLAS's dot, which splits long vectors over its threads
+        if groups == 1:
+            log_px = log_normalise(log_joint)
+            resp = log_joint
+            total += float((chunk.weights * log_px).sum())  # not BLAS's dot, which splits long vectors over threads
+        else:
+            side_by_side = log_joint.reshape(log_joint.shape[0], groups, -1)
+            log_px = log_normalise(side_by_side)
+            resp = side_by_side.reshape(log_joint.shape)
+            # each mixture's sum as the single pass forms it (a contiguous row, summed pairwise)
+            total = total + np.ascontiguousarray((chunk.weights[:, None] * log_px).T).sum(axis=1)
         if not unit_weights:
             resp *= chunk.weights[:, None]
         counts = counts + resp.sum(axis=0)
-        statistics = add_statistics(statistics, model.statistics(resp, chunk, features))
+        statistics = add_statistics(statistics, _statistics(model, resp, chunk, features, groups))
     return Pass(total, np.asarray(counts), statistics)
+
+
+def _statistics(model, weighted_resp: np.ndarray, chunk, features, groups: int) -> dict:
+    """The family's statistics of a chunk; of ``groups`` mixtures side by side, each mixture's formed alone.
+
+    Formed alone, each mixture's sums go through products of the shapes its own pass would use, so its
+    statistics are those of that pass to the bit (a product of another shape may sum in another order).
+    """
+    if groups == 1:
+        return model.statistics(weighted_resp, chunk, features)
+    parts = [model.statistics(np.ascontiguousarray(own), chunk, features)
+             for own in np.split(weighted_resp, groups, axis=1)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 def add_statistics(total: dict | None, more: dict) -> dict:

@@ -320,6 +320,16 @@ class MixtureModel:
         """Descriptions of what in the data keeps the maximum-likelihood estimate from existing; none by default."""
         return []
 
+    def stacks_components(self) -> bool:
+        """Whether several mixtures' parameters can run as one of their components side by side (MLE steps).
+
+        True where :meth:`e_step_constants`, :meth:`log_density`, :meth:`statistics` and :meth:`m_step` (prior
+        None) treat each component alone, whatever their number, and the features :meth:`log_density` returns
+        are the chunk's, shared by every component: then one pass evaluates several EM runs
+        (:func:`mixflow.engines.em_run.run_together`). False by default.
+        """
+        return False
+
     def exact_steps(self, params: dict, prepared: Prepared, above: float = 0.0):
         """The E- and M-steps without the fast path's rounding, where its relative size exceeds ``above``.
 

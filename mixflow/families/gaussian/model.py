@@ -319,6 +319,10 @@ class GaussianMixture(MixtureModel):
         d = n_features
         return (d * (d + 1) // 2 if self.covariance in ("full", "tied") else d) + 2 * self.n_components + d
 
+    def stacks_components(self) -> bool:
+        """Each component's steps stand alone (see :meth:`MixtureModel.stacks_components`)."""
+        return self.covariance != "tied"  # a tied covariance pools the components
+
     def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features: np.ndarray) -> dict:
         """Sufficient statistics of a chunk (sum them over chunks)."""
         return gn.statistics(self.covariance, weighted_resp, chunk.arrays["z"], features)

@@ -241,6 +241,10 @@ class PoissonMixture(MixtureModel):
         """Columns of the widest per-row temporary."""
         return 3 * self.n_components
 
+    def stacks_components(self) -> bool:
+        """Each component's steps stand alone (see :meth:`MixtureModel.stacks_components`)."""
+        return True
+
     def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features) -> dict:
         """Weighted totals S_k = sum_n r_nk w_n y_n."""
         return {"total": chunk.arrays["y"] @ weighted_resp}

@@ -496,6 +496,10 @@ class RegressionMixture(MixtureModel):
         """Columns of the widest per-row temporary."""
         return 3 * self.n_components + len(self.coefficient_names)
 
+    def stacks_components(self) -> bool:
+        """Each component's steps stand alone (see :meth:`MixtureModel.stacks_components`)."""
+        return True
+
     def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features: np.ndarray) -> dict:
         """Per-component weighted Gram sums of ``[D, y]``, shape (K, T)."""
         return {"gram": (features.T @ weighted_resp).T}

@@ -198,7 +198,7 @@ class SoftKMeans(MixtureModel):
     def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
         """The spherical Gaussian constants with the fixed variance, and the Jacobian of the standardisation."""
         constants = prepared.constants
-        spherical = {"mu": params["mu"], "variance": np.full(self.n_components, constants["working_variance"])}
+        spherical = {"mu": params["mu"], "variance": np.full(len(params["mu"]), constants["working_variance"])}
         out = gn.e_step_constants("spherical", spherical, constants["working_center"])
         out["offset"] = out["offset"] + 2.0 * constants["log_scale"].sum()
         return out
@@ -214,6 +214,10 @@ class SoftKMeans(MixtureModel):
     def chunk_width(self, n_features: int) -> int:
         """Columns of the widest per-row temporary."""
         return 2 * self.n_components + n_features
+
+    def stacks_components(self) -> bool:
+        """Each component's steps stand alone (see :meth:`MixtureModel.stacks_components`)."""
+        return True
 
     def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features) -> dict:
         """First moments per component (K, d)."""

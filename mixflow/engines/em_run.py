@@ -1,0 +1,371 @@
+"""One EM run, and several in step: the loop, its stopping rule and SQUAREM's extrapolation.
+
+The loop is the textbook one: E-step, objective, convergence test, M-step, with SQUAREM's extrapolation
+between cycles of two steps where it is kept (:mod:`mixflow.engines.accelerate`). The objective is the
+log-likelihood (MLE) or the log posterior density (MAP); it never decreases from one kept point to the next.
+
+The loop is written as a generator of the parameter sets it needs evaluated (:func:`_iterations`), so that
+one run (:func:`run_em`) and several in step (:func:`run_together`) share it: runs in step have their
+passes computed together, one pass over the data for all of them where the family allows it
+(:func:`_evaluate_together`), which on small data saves the per-pass overhead of every run but one.
+"""
+
+from dataclasses import dataclass, field
+from functools import cached_property, partial
+
+import numpy as np
+
+from mixflow.engines.accelerate import (
+    SquaremState,
+    aitken_gap,
+    extrapolate,
+    largest_change,
+    observed_rate,
+    parameter_gap_of,
+    parameter_tolerance,
+    rate_settled,
+    to_tracked,
+    to_unconstrained,
+    valid_parameters,
+)
+from mixflow.engines.em_steps import Pass, data_pass, log_normalise, objective, weights_step
+from mixflow.families.base import Prepared
+
+__all__ = ["CONVERGENCE_CRITERION", "PARAMETER_CRITERION", "Point", "Run", "run_em", "run_together"]
+
+# the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
+CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol, and parameter_gap < sqrt(tol) unless inf"
+PARAMETER_CRITERION = "parameter_gap < sqrt(tol)"
+
+_EPS_COUNT = 10 * np.finfo(float).eps
+#: EM's passes are the family's centred ones where the fast path's relative rounding exceeds this: there its
+#: floor (the precision of one-pass moments) would take tight far-apart clusters for collapsed ones.
+_CENTRED_ABOVE = 1e-8
+
+@dataclass
+class Point:
+    """A parameter set with its pass over the data, its objective, and the EM step it leads to.
+
+    Attributes
+    ----------
+    params : dict
+        The parameters, ``weights`` included.
+    active : ndarray of int
+        The declared components these are (fewer after trimming).
+    log_likelihood, value : float
+        Log-likelihood and objective at ``params``.
+    following : dict
+        The EM map of ``params``: the M-step from this point's pass, trimmed if asked.
+    following_active : ndarray of int
+        The components of ``following``.
+    collapsed : list of int
+        Declared components the M-step to ``following`` floored.
+
+    """
+
+    params: dict
+    active: np.ndarray
+    log_likelihood: float
+    value: float
+    following: dict
+    following_active: np.ndarray
+    collapsed: list
+
+    @cached_property
+    def unconstrained(self) -> dict:
+        """``params`` in :func:`~mixflow.engines.accelerate.to_unconstrained` form (SQUAREM's and the stop's)."""
+        return to_unconstrained(self.params)
+
+    @property
+    def irregular(self) -> bool:
+        """Whether the M-step from this point floored or trimmed a component."""
+        return bool(self.collapsed) or self.following_active.size != self.active.size
+
+
+@dataclass
+class Run:
+    """One EM run from one start: the kept points' history, passes over the data, and how it ended.
+
+    The history holds the log-likelihood and objective of every kept point: each plain EM step and each
+    kept extrapolation, so it never decreases. ``n_iter`` counts passes over the data, dropped
+    extrapolations included, so it can exceed the history's length minus one.
+    """
+
+    params: dict
+    history_log_likelihood: list = field(default_factory=list)
+    history_objective: list = field(default_factory=list)
+    converged: bool = False
+    collapsed: set = field(default_factory=set)
+    active: np.ndarray | None = None
+    n_iter: int = 0
+    aitken_gap: float = float("inf")
+    accepted_extrapolations: int = 0
+    criterion: str = CONVERGENCE_CRITERION
+    parameter_gap: float = float("nan")
+
+    def record(self, point: Point) -> None:
+        """Make ``point`` the run's current parameters and append its values to the history."""
+        self.params, self.active = point.params, point.active
+        self.history_log_likelihood.append(point.log_likelihood)
+        self.history_objective.append(point.value)
+
+def _m_step(model, step: Pass, prepared, prior, active) -> tuple[dict, list[int]]:
+    counts = step.counts + _EPS_COUNT  # a component no row is assigned to keeps finite parameters
+    components, collapsed = model.m_step(counts, step.statistics, prepared, prior)
+    # the weights from the counts themselves: an empty component stays empty (and is reported), rather
+    # than growing back from the guard above
+    return {"weights": _weights(step.counts, prior, active), **components}, collapsed
+
+
+def _weights(counts: np.ndarray, prior, active: np.ndarray) -> np.ndarray:
+    """The M-step's mixing weights of the ``active`` components (MAP under the prior's Dirichlet if given)."""
+    return weights_step(counts, None if prior is None else prior.concentration[active])
+
+def _evaluate(model, prepared, prior, trim, rows, features, threaded, params: dict, active: np.ndarray) -> Point:
+    """One pass over the data at ``params`` (objective), and the M-step (and trim) it leads to.
+
+    Where the fast path's one-pass moments would round by more than :data:`_CENTRED_ABOVE` at ``params``
+    (components thousands of their own sds from the data centre), the pass is the family's centred one.
+    """
+    steps = model.exact_steps(params, prepared, _CENTRED_ABOVE)
+    if steps is not None:
+        return _centred_point(model, prepared, prior, trim, features, steps, params, active)[0]
+    step = data_pass(model, params, prepared, rows, threaded)
+    following, collapsed = _m_step(model, step, prepared, prior, active)
+    return _point(model, prior, trim, features, params, active, step.log_likelihood, following, collapsed)
+
+
+def _evaluate_together(model, prepared, prior, trim, rows, features, threaded, requests: list) -> list[Point]:
+    """:func:`_evaluate` of several ``(params, active)``: the :class:`Point` of each, in order.
+
+    Parameter sets of the same number of components are stacked into one of that many times as many, and
+    one pass over the data evaluates them all (:func:`~mixflow.engines.em_steps.data_pass` with ``groups``):
+    the E-step, the statistics and the M-step of a component do not depend on the other components, except
+    through the mixing weights, which are normalised within each set. Done where that holds
+    (:func:`_stackable`); elsewhere, and where a set needs the centred pass, one at a time.
+    """
+    evaluate = partial(_evaluate, model, prepared, prior, trim, rows, features, threaded)
+    if len(requests) < 2 or not _stackable(model, prepared, prior):
+        return [evaluate(*request) for request in requests]
+    points = [None] * len(requests)
+    sizes = np.array([active.size for _, active in requests])
+    for size in np.unique(sizes):
+        same = np.flatnonzero(sizes == size)
+        batch = [requests[i] for i in same]
+        stacked = {name: np.concatenate([params[name] for params, _ in batch]) for name in batch[0][0]}
+        if same.size == 1 or model.exact_steps(stacked, prepared, _CENTRED_ABOVE) is not None:
+            found = [evaluate(*request) for request in batch]
+        else:
+            found = _stacked_points(model, prepared, trim, rows, features, threaded, batch, stacked, int(size))
+        for i, point in zip(same, found, strict=True):
+            points[i] = point
+    return points
+
+
+def _stackable(model, prepared, prior) -> bool:
+    """Whether parameter sets can be evaluated stacked.
+
+    The MLE (a prior's M-step may pool over the components), on data in memory, of a family whose steps
+    treat each component alone (:meth:`~mixflow.families.base.MixtureModel.stacks_components`).
+    """
+    return prior is None and isinstance(prepared, Prepared) and model.stacks_components()
+
+
+def _stacked_points(model, prepared, trim, rows, features, threaded, batch: list, stacked: dict,
+                    size: int) -> list[Point]:
+    """The MLE :class:`Point` of each of ``batch``'s parameter sets of ``size`` components, from one pass."""
+    step = data_pass(model, stacked, prepared, rows, threaded, groups=len(batch))
+    components, collapsed = model.m_step(step.counts + _EPS_COUNT, step.statistics, prepared, None)
+    points = []
+    for index, (params, active) in enumerate(batch):
+        own = slice(index * size, (index + 1) * size)
+        following = {"weights": _weights(step.counts[own], None, active),
+                     **{name: value[own] for name, value in components.items()}}
+        floored = [c - own.start for c in collapsed if own.start <= c < own.stop]
+        points.append(_point(model, None, trim, features, params, active, float(step.log_likelihood[index]),
+                             following, floored))
+    return points
+
+
+def _point(model, prior, trim, features, params: dict, active: np.ndarray, log_likelihood: float, following: dict,
+           collapsed: list[int]) -> Point:
+    """The :class:`Point` of a pass at ``params``: its objective, and the M-step's ``following`` trimmed if asked."""
+    following_active = active
+    if trim is not None:
+        following, following_active = _trim(following, active, trim, model, features)
+    return Point(params, active, log_likelihood, objective(model, params, log_likelihood, prior, active), following,
+                 following_active, [int(active[c]) for c in collapsed if c < active.size])
+
+
+def _trim(params: dict, active: np.ndarray, threshold: float, model, features) -> tuple[dict, np.ndarray]:
+    keep = np.flatnonzero(params["weights"] >= threshold)
+    if keep.size == params["weights"].size or keep.size == 0:
+        return params, active
+    trimmed = model.permute(params, keep, features)
+    trimmed["weights"] = trimmed["weights"] / trimmed["weights"].sum()
+    return trimmed, active[keep]
+
+def run_em(model, prepared, start: dict, prior, options, rows: int, features,
+           threaded: bool = False) -> Run:
+    """EM from one start until Aitken's estimate of the objective still to gain is below ``tol`` per observation.
+
+    Aitken's estimate uses the slowest rate plain EM has shown in the run
+    (:func:`~mixflow.engines.accelerate.observed_rate`), and is trusted once the rate no longer grows
+    (:func:`~mixflow.engines.accelerate.rate_settled`); the parameters must also be within ``sqrt(tol)`` of
+    their limit (:func:`~mixflow.engines.accelerate.parameter_gap`), unless their changes do not shrink (a
+    flat ridge). Where the objective no longer resolves the gains (``aitken_gap`` is 0 by its rounding), the
+    parameters alone decide; until then EM goes on, extrapolated as before. Each estimate must hold for two
+    consecutive triples of plain EM points (the last and the one before). ``run.criterion`` names the rule
+    that stopped the run (or was still unmet).
+
+    Every iteration is one pass over the data (E-step and objective) and one M-step. With
+    ``options.accelerate == "squarem"``, every second iteration is followed by SQUAREM's extrapolation
+    (one more pass), kept only when valid, regular and at least as good as the plain step (see
+    :mod:`mixflow.engines.accelerate`); ``max_iter`` bounds the passes, extrapolations included.
+    ``options`` is a :class:`mixflow.engines.em.EMOptions` (``tol``, ``max_iter``, ``trim``, ``accelerate``);
+    ``rows`` per chunk; ``threaded`` passes as :func:`~mixflow.engines.em_steps.data_pass`'s.
+    """
+    evaluate = partial(_evaluate, model, prepared, prior, options.trim, rows, features, threaded)
+    steps = _iterations(start, options, prepared.total_weight)
+    request = next(steps)
+    while True:
+        try:
+            request = steps.send(evaluate(*request))
+        except StopIteration as finished:
+            return finished.value
+
+
+def run_together(model, prepared, jobs: list, prior, rows: int, features, threaded: bool = False) -> list[Run]:
+    """:func:`run_em` from several starts in step, ``jobs = [(start, options), ...]``: the runs, in order.
+
+    Each iteration evaluates every run still going together (:func:`_evaluate_together`); a run stops on its
+    own rule and its own ``max_iter``, so each run is the one :func:`run_em` gives, to the rounding of the
+    sums (a pass over stacked components adds the same terms through products of another shape). The
+    options' ``trim`` must be the same for all.
+    """
+    steps = [_iterations(start, options, prepared.total_weight) for start, options in jobs]
+    requests = {index: next(step) for index, step in enumerate(steps)}
+    runs = [None] * len(steps)
+    trim = jobs[0][1].trim if jobs else None
+    while requests:
+        going = list(requests)
+        points = _evaluate_together(model, prepared, prior, trim, rows, features, threaded,
+                                    [requests[index] for index in going])
+        for index, point in zip(going, points, strict=True):
+            try:
+                requests[index] = steps[index].send(point)
+            except StopIteration as finished:
+                runs[index] = finished.value
+                del requests[index]
+    return runs
+
+
+def _iterations(start: dict, options, total_weight: float):
+    """The loop of :func:`run_em` as a generator.
+
+    It yields the ``(params, active)`` to evaluate, is sent their :class:`Point`, and returns the :class:`Run`.
+    """
+    point = yield start, np.arange(start["weights"].size)
+    run = Run(params=start, active=point.active)
+    run.record(point)
+    squarem = SquaremState() if options.accelerate == "squarem" else None
+    threshold, parameter_threshold = options.tol * total_weight, parameter_tolerance(options.tol)
+    # plain EM values, the last parameters (to_tracked) and the largest changes between them (the last
+    # three) since the last jump; points of this cycle
+    chain, tracked, moves, cycle = [point.value], to_tracked(point.params, point.unconstrained), [], [point]
+    slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
+    while run.n_iter < options.max_iter:
+        run.collapsed.update(point.collapsed)
+        point = yield point.following, point.following_active
+        run.n_iter += 1
+        run.record(point)
+        chain.append(point.value)
+        tracked, previous = to_tracked(point.params, point.unconstrained), tracked
+        moves.append(largest_change(previous, tracked))
+        del moves[:-3]  # the parameter test looks at the last two triples of points
+        cycle.append(point)
+        slowest = np.fmax(slowest, observed_rate(chain))
+        latest, before = aitken_gap(chain, slowest), aitken_gap(chain[:-1], slowest)
+        run.aitken_gap = max(latest, before)  # confirmed by the triple before
+        parameters_stop, parameters_confirm = _parameter_test(run, moves, parameter_threshold)
+        if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
+            run.criterion, confirm = CONVERGENCE_CRITERION, latest < threshold and parameters_confirm
+            # parameters drifting along a flat ridge (a redundant component) have no rate: the objective decides
+            parameters_stop = parameters_stop or run.parameter_gap == np.inf
+            stop = run.aitken_gap < threshold and rate_settled(np.diff(chain[-4:])) and parameters_stop
+        else:  # the gains are below the objective's rounding: the parameters decide
+            run.criterion, stop, confirm = PARAMETER_CRITERION, parameters_stop, parameters_confirm
+        if stop:
+            run.converged = True
+            break
+        if confirm:  # take the plain step that can confirm the stop
+            cycle = [point]
+        elif squarem is not None and len(cycle) == 3:
+            jumped = yield from _squarem_point(run, cycle, squarem, options.max_iter)
+            if jumped is not None:
+                tracked = to_tracked(jumped.params, jumped.unconstrained)
+                point, chain, moves = jumped, [jumped.value], []
+            cycle = [point]
+    if squarem is not None:
+        run.accepted_extrapolations = squarem.accepted
+    return run
+
+def _parameter_test(run: Run, moves: list, tolerance: float) -> tuple[bool, bool]:
+    """The parameter criterion on the last plain EM steps: whether to stop, to confirm.
+
+    ``moves`` are the largest changes (:func:`~mixflow.engines.accelerate.largest_change`) between
+    consecutive plain EM points in :func:`~mixflow.engines.accelerate.to_tracked` form, oldest first: each
+    computed once, as its point is made. Sets ``run.parameter_gap`` to the larger estimate of the last two
+    triples of points (:func:`~mixflow.engines.accelerate.parameter_gap`).
+    """
+    inf = float("inf")
+    latest = parameter_gap_of(*moves[-2:]) if len(moves) >= 2 else inf
+    before = parameter_gap_of(*moves[-3:-1]) if len(moves) >= 3 else inf
+    run.parameter_gap = max(latest, before)
+    # at a fixed point (no change beyond the rounding) there is no rate to settle
+    stop = run.parameter_gap < tolerance and (run.parameter_gap == 0 or rate_settled(moves[-3:]))
+    return stop, latest < tolerance
+
+
+def _squarem_point(run: Run, cycle: list, state: SquaremState, max_iter: int):
+    """The extrapolated point of a SQUAREM cycle if it is kept, else None (the plain step stands).
+
+    A generator as :func:`_iterations` (it yields the candidate to evaluate, if any).
+
+    A cycle whose M-steps floored (collapsed) or trimmed a component is not extrapolated, nor is a point
+    kept whose own M-step does: the map is not smooth there, and the floor breaks the monotone guarantee.
+    """
+    start, first, second = cycle
+    if start.irregular or first.irregular:
+        return None
+    candidate, alpha = extrapolate(*(p.unconstrained for p in cycle), state)
+    if candidate is None:
+        state.update(alpha, kept=True)  # the plain step, which stands (a NaN alpha changes nothing)
+        return None
+    if not valid_parameters(candidate) or run.n_iter >= max_iter:
+        state.update(alpha, kept=False)
+        return None
+    trial = yield candidate, second.active
+    run.n_iter += 1
+    kept = bool(trial.value >= second.value) and not trial.irregular
+    state.update(alpha, kept)
+    if not kept:
+        return None
+    run.record(trial)
+    return trial
+
+
+
+def _centred_point(model, prepared, prior, trim, features, steps, params: dict, active: np.ndarray):
+    """:func:`_evaluate` by the family's centred steps (``steps``); also the responsibilities and log p(x_n)."""
+    log_density_of, m_step = steps
+    weights = prepared.weights
+    with np.errstate(divide="ignore"):
+        resp = log_density_of(params) + np.log(params["weights"])
+    log_density = log_normalise(resp)  # resp held log p(x_n, z_n = k); now the responsibilities
+    log_likelihood = float(weights @ np.where(weights > 0, log_density, 0.0))
+    weighted = resp * weights[:, None]
+    counts = weighted.sum(axis=0)
+    components, collapsed = m_step(weighted, prior)
+    following = {"weights": _weights(counts, prior, active), **components}
+    return _point(model, prior, trim, features, params, active, log_likelihood, following, collapsed), resp, log_density

@@ -1,0 +1,92 @@
+"""EM runs in step (engines/em_run.run_together): one pass over the data for several runs, each run its own."""
+
+import numpy as np
+import pytest
+
+import mixflow
+from mixflow.data import validate_data
+from mixflow.engines import em_run
+from mixflow.engines.em import EMOptions, initial_parameters
+from mixflow.engines.em_steps import chunk_rows, data_pass
+
+CASES = {
+    "gaussian full": (lambda: mixflow.GaussianMixture(3), "faithful", None),
+    "gaussian diag": (lambda: mixflow.GaussianMixture(3, covariance="diag"), "iris", ["Species"]),
+    "gaussian spherical": (lambda: mixflow.GaussianMixture(2, covariance="spherical"), "faithful", None),
+    "poisson": (lambda: mixflow.PoissonMixture(2), "london_deaths", ["days"]),
+    "regression": (lambda: mixflow.RegressionMixture(2, "tuned ~ stretchratio"), "tone", None),
+    "soft k-means": (lambda: mixflow.SoftKMeans(3, variance=0.5), "faithful", None),
+}
+
+
+def _setting(case: str, n_starts: int = 4):
+    make, name, drop = CASES[case]
+    model, frame = make(), mixflow.load_dataset(name)
+    data = validate_data(frame.drop(columns=drop) if drop else frame)
+    prepared = model.prepare(data)
+    rows = chunk_rows(prepared.n_obs, model.chunk_width(data.n_features))
+    starts = [initial_parameters(model, prepared, "random-partition", np.random.default_rng(seed), None, rows)
+              for seed in range(n_starts)]
+    return model, data, prepared, rows, starts
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_stacked_pass_gives_each_mixture_its_own_pass(case):
+    """Log-likelihood, counts and statistics to 1e-13 (the same terms; the products' shapes may round otherwise)."""
+    model, _, prepared, rows, starts = _setting(case)
+    assert model.stacks_components()
+    stacked = {name: np.concatenate([start[name] for start in starts]) for name in starts[0]}
+    together = data_pass(model, stacked, prepared, rows, groups=len(starts))
+    k = model.n_components
+    for index, start in enumerate(starts):
+        alone, own = data_pass(model, start, prepared, rows), slice(index * k, (index + 1) * k)
+        assert together.log_likelihood[index] == pytest.approx(alone.log_likelihood, rel=1e-13)
+        np.testing.assert_allclose(together.counts[own], alone.counts, rtol=1e-13)
+        for name, value in alone.statistics.items():
+            np.testing.assert_allclose(together.statistics[name][own], value, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_runs_in_step_are_the_runs_alone(case):
+    """Each run stops where it would alone: its objective to 1e-10 and its parameters within the stopping rule's
+    sqrt(tol); iterations within one SQUAREM cycle (products of another shape may round otherwise)."""
+    model, data, prepared, rows, starts = _setting(case)
+    options = EMOptions()
+    alone = [em_run.run_em(model, prepared, start, None, options, rows, data.features) for start in starts]
+    together = em_run.run_together(model, prepared, [(start, options) for start in starts], None, rows,
+                                   data.features)
+    for one, other in zip(alone, together, strict=True):
+        assert other.converged == one.converged
+        assert other.history_objective[-1] == pytest.approx(one.history_objective[-1], rel=1e-10)
+        assert abs(other.n_iter - one.n_iter) <= 3
+        for name, value in one.params.items():
+            np.testing.assert_allclose(other.params[name], value, rtol=np.sqrt(options.tol), atol=np.sqrt(options.tol))
+
+
+def test_runs_of_different_lengths_and_sizes_run_in_step():
+    """max_iter per run, and trimmed runs (fewer components) evaluated beside full ones."""
+    model, data, prepared, rows, starts = _setting("gaussian full")
+    short, long = EMOptions(max_iter=5), EMOptions()
+    two = {"weights": np.array([0.4, 0.6]), "mu": starts[0]["mu"][:2], "covariance": starts[0]["covariance"][:2]}
+    jobs = [(starts[0], short), (starts[1], long), (two, long), (starts[2], short)]
+    together = em_run.run_together(model, prepared, jobs, None, rows, data.features)
+    assert [run.n_iter for run in together][0] <= 5 and together[3].n_iter <= 5
+    assert together[2].params["weights"].size == 2
+    alone = em_run.run_em(model, prepared, two, None, long, rows, data.features)
+    assert together[2].history_objective[-1] == pytest.approx(alone.history_objective[-1], rel=1e-10)
+
+
+def test_families_that_pool_components_run_one_at_a_time():
+    """A tied covariance is shared by the components: its runs in step are exactly its runs alone."""
+    model = mixflow.GaussianMixture(3, covariance="tied")
+    assert not model.stacks_components()
+    data = validate_data(mixflow.load_dataset("faithful"))
+    prepared = model.prepare(data)
+    rows = chunk_rows(prepared.n_obs, model.chunk_width(data.n_features))
+    starts = [initial_parameters(model, prepared, "random-partition", np.random.default_rng(seed), None, rows)
+              for seed in range(3)]
+    options = EMOptions()
+    together = em_run.run_together(model, prepared, [(start, options) for start in starts], None, rows, data.features)
+    for start, run in zip(starts, together, strict=True):
+        alone = em_run.run_em(model, prepared, start, None, options, rows, data.features)
+        assert run.history_objective == alone.history_objective
