@@ -145,7 +145,7 @@ def fit_mixflow(model, data, weights, init: str, seed: int) -> tuple[float, floa
 def _sklearn_collapsed(sk, covariance_type: str) -> bool:
     """Whether a component of a fit on standardised data is at the collapse floor mixflow uses (1e-6)."""
     covariances = sk.covariances_
-    if covariance_type == "full":
+    if covariance_type in ("full", "tied"):
         smallest = np.linalg.eigvalsh(covariances).min()
     else:
         smallest = np.min(covariances)
