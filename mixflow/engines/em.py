@@ -43,6 +43,7 @@ from mixflow.engines.starts import (
     portfolio_schedule,
     rank_runs,
     replacement_strategy,
+    split_merge_moves,
     standardise,
     start_responsibilities,
     transfer_moves,
@@ -187,9 +188,9 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     if options.init == PORTFOLIO:
         starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
         runs, continued, names, agreed = _short_then_continue(starts, short_runs, options, tier, together, same_data)
-        if same_data and not agreed:
+        if same_data:
             runs, continued, names = _transfer_search(
-                runs, continued, names, tier, partial(_moved_starts, model, sample, prior_used, rows),
+                runs, continued, names, tier, partial(_moved_starts, model, sample, prior_used, rows, agreed),
                 partial(_partition, model, sample, rows), together, options)
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
@@ -261,9 +262,9 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
     continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`): the other survivors,
     then the non-degenerate runs the screening dropped (:func:`_fallbacks`). Returns the runs started
     (the continued ones extended), which were continued, their strategies, and whether the short runs agreed
-    (a likelihood with one dominant maximum, which the local search after it skips). ``runs_of(jobs)`` runs the
-    short runs, ``[(params, options), ...]``, and ``together(jobs)`` the continuations on the whole data (by
-    default ``runs_of``).
+    (a likelihood with one dominant maximum among the starts, after which the local search tries split-and-merge
+    moves only). ``runs_of(jobs)`` runs the short runs, ``[(params, options), ...]``, and ``together(jobs)`` the
+    continuations on the whole data (by default ``runs_of``).
     Short runs on a subsample (``same_data`` False) are not extended: the continued run, on the whole data,
     starts from where the short one ended, with its own history and the whole ``max_iter``.
     """
@@ -309,11 +310,15 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
     return runs, continued, names, agreed
 
 
-def _moved_starts(model, prepared, prior, rows: int, params: dict):
+def _moved_starts(model, prepared, prior, rows: int, agreed: bool, params: dict):
     """Starting parameters one move away from ``params``, lazily.
 
-    The split-and-transfer moves (:func:`~mixflow.engines.starts.transfer_moves`), then the boundary moves
-    (:func:`~mixflow.engines.starts.boundary_moves`).
+    The split-and-transfer moves (:func:`~mixflow.engines.starts.transfer_moves`), the split-and-merge moves
+    (:func:`~mixflow.engines.starts.split_merge_moves`), then the boundary moves
+    (:func:`~mixflow.engines.starts.boundary_moves`). When the short runs ``agreed`` (several starts reached the
+    best value), only the split-and-merge moves: the maximum the starts share may still be one in which the
+    groups are cut otherwise than at the global one, which starts seldom reach and no local move of a few points
+    or half a component leads to; the smaller moves refine a fit the starts did not agree on.
 
     None for a fit with fewer components than declared (trimmed): a move would bring the dropped one back.
     """
@@ -323,7 +328,10 @@ def _moved_starts(model, prepared, prior, rows: int, params: dict):
     resp = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
     resp /= resp.sum(axis=1, keepdims=True)
     points = standardise(model.init_points(prepared), prepared.weights)
-    for moved in transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint):
+    moves = split_merge_moves(resp, points, prepared.weights)
+    if not agreed:
+        moves = transfer_moves(resp, points, prepared.weights) + moves + boundary_moves(log_joint)
+    for moved in moves:
         yield _parameters_from(model, prepared, moved, prior, rows)
 
 
