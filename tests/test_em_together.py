@@ -46,14 +46,17 @@ def test_a_stacked_pass_gives_each_mixture_its_own_pass(case):
             np.testing.assert_allclose(together.statistics[name][own], value, rtol=1e-13, atol=0)
 
 
+@pytest.mark.parametrize("map_fit", [False, True], ids=["mle", "map"])
 @pytest.mark.parametrize("case", CASES)
-def test_runs_in_step_are_the_runs_alone(case):
+def test_runs_in_step_are_the_runs_alone(case, map_fit):
     """Each run stops where it would alone: its objective to 1e-10 and its parameters within the stopping rule's
-    sqrt(tol); iterations within one SQUAREM cycle (products of another shape may round otherwise)."""
+    sqrt(tol); iterations within one SQUAREM cycle (products of another shape may round otherwise). MAP too:
+    the prior's M-step treats each component alone, the Dirichlet each run's weights."""
     model, data, prepared, rows, starts = _setting(case)
-    options = EMOptions()
-    alone = [em_run.run_em(model, prepared, start, None, options, rows, data.features) for start in starts]
-    together = em_run.run_together(model, prepared, [(start, options) for start in starts], None, rows,
+    prior = model.working_prior(prepared) if map_fit else None
+    options = EMOptions(map=map_fit)
+    alone = [em_run.run_em(model, prepared, start, prior, options, rows, data.features) for start in starts]
+    together = em_run.run_together(model, prepared, [(start, options) for start in starts], prior, rows,
                                    data.features)
     for one, other in zip(alone, together, strict=True):
         assert other.converged == one.converged

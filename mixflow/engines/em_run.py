@@ -140,12 +140,12 @@ def _evaluate_together(model, prepared, prior, trim, rows, features, threaded, r
 
     Parameter sets of the same number of components are stacked into one of that many times as many, and
     one pass over the data evaluates them all (:func:`~mixflow.engines.em_steps.data_pass` with ``groups``):
-    the E-step, the statistics and the M-step of a component do not depend on the other components, except
-    through the mixing weights, which are normalised within each set. Done where that holds
+    the E-step, the statistics and the M-step of a component (MLE or MAP) do not depend on the other
+    components, except through the mixing weights, which are normalised within each set. Done where that holds
     (:func:`_stackable`); elsewhere, and where a set needs the centred pass, one at a time.
     """
     evaluate = partial(_evaluate, model, prepared, prior, trim, rows, features, threaded)
-    if len(requests) < 2 or not _stackable(model, prepared, prior):
+    if len(requests) < 2 or not _stackable(model, prepared):
         return [evaluate(*request) for request in requests]
     points = [None] * len(requests)
     sizes = np.array([active.size for _, active in requests])
@@ -156,33 +156,33 @@ def _evaluate_together(model, prepared, prior, trim, rows, features, threaded, r
         if same.size == 1 or model.exact_steps(stacked, prepared, _CENTRED_ABOVE) is not None:
             found = [evaluate(*request) for request in batch]
         else:
-            found = _stacked_points(model, prepared, trim, rows, features, threaded, batch, stacked, int(size))
+            found = _stacked_points(model, prepared, prior, trim, rows, features, threaded, batch, stacked, int(size))
         for i, point in zip(same, found, strict=True):
             points[i] = point
     return points
 
 
-def _stackable(model, prepared, prior) -> bool:
+def _stackable(model, prepared) -> bool:
     """Whether parameter sets can be evaluated stacked.
 
-    The MLE (a prior's M-step may pool over the components), on data in memory, of a family whose steps
-    treat each component alone (:meth:`~mixflow.families.base.MixtureModel.stacks_components`).
+    On data in memory, of a family whose steps treat each component alone
+    (:meth:`~mixflow.families.base.MixtureModel.stacks_components`).
     """
-    return prior is None and isinstance(prepared, Prepared) and model.stacks_components()
+    return isinstance(prepared, Prepared) and model.stacks_components()
 
 
-def _stacked_points(model, prepared, trim, rows, features, threaded, batch: list, stacked: dict,
+def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batch: list, stacked: dict,
                     size: int) -> list[Point]:
-    """The MLE :class:`Point` of each of ``batch``'s parameter sets of ``size`` components, from one pass."""
+    """The :class:`Point` of each of ``batch``'s parameter sets of ``size`` components, from one pass."""
     step = data_pass(model, stacked, prepared, rows, threaded, groups=len(batch))
-    components, collapsed = model.m_step(step.counts + _EPS_COUNT, step.statistics, prepared, None)
+    components, collapsed = model.m_step(step.counts + _EPS_COUNT, step.statistics, prepared, prior)
     points = []
     for index, (params, active) in enumerate(batch):
         own = slice(index * size, (index + 1) * size)
-        following = {"weights": _weights(step.counts[own], None, active),
+        following = {"weights": _weights(step.counts[own], prior, active),
                      **{name: value[own] for name, value in components.items()}}
         floored = [c - own.start for c in collapsed if own.start <= c < own.stop]
-        points.append(_point(model, None, trim, features, params, active, float(step.log_likelihood[index]),
+        points.append(_point(model, prior, trim, features, params, active, float(step.log_likelihood[index]),
                              following, floored))
     return points
 

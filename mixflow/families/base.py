@@ -323,9 +323,10 @@ class MixtureModel:
     def stacks_components(self) -> bool:
         """Whether several mixtures' parameters can run as one of their components side by side (MLE steps).
 
-        True where :meth:`e_step_constants`, :meth:`log_density`, :meth:`statistics` and :meth:`m_step` (prior
-        None) treat each component alone, whatever their number, and the features :meth:`log_density` returns
-        are the chunk's, shared by every component: then one pass evaluates several EM runs
+        True where :meth:`e_step_constants`, :meth:`log_density`, :meth:`statistics` and :meth:`m_step` (with
+        its prior or without) treat each component alone, whatever their number, and the features
+        :meth:`log_density` returns are the chunk's, shared by every component: then one pass evaluates several
+        EM runs
         (:func:`mixflow.engines.em_run.run_together`). False by default.
         """
         return False
