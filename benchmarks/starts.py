@@ -18,14 +18,27 @@ eigenvalue of inv(Sigma_j) Sigma_h over the other components j) and ``min n`` it
 weight in observations; ``sp ratio`` and ``sp n`` are those of the spurious component of the best spurious
 fit (McLachlan and Peel 2000, sec. 3.10), which restarts reach only by chance.
 
-Usage: python benchmarks/starts.py [--quick] [--sklearn-starts=N] [part of a case name ...]
+With ``--baseline=REV`` (a git revision of this repository), the default call of that revision is timed
+on every case too, in a subprocess importing its code (``git archive``), with the same seeds, one BLAS
+thread and CPU time: ``auto / baseline`` is the default's time against that revision's default, the issue's
+measure ("less than 3x today's default time": ``b2c0776`` is main when the issue was filed, whose default
+was n_init=5 k-means starts on the raw features, plain EM to a relative change of 1e-8); ``baseline
+shortfall`` is that default's worst relative shortfall.
+
+Usage: python benchmarks/starts.py [--quick] [--sklearn-starts=N] [--baseline=REV] [part of a case name ...]
 (--quick: four small cases, one seed, 20 sklearn starts; N: scikit-learn starts per case, 100 by default,
 0 for none; names: only the cases containing one of them)
 """
 
+import json
+import os
+import pickle
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -213,7 +226,43 @@ def _best(fits: list[tuple[float, tuple]], spurious: bool) -> tuple[float, tuple
     return max(chosen, key=lambda pair: pair[0]) if chosen else (-np.inf, (np.nan, np.nan, spurious))
 
 
-def run_case(name, model, data, weights, seeds, n_sklearn) -> dict:
+_BASELINE_FIT = """
+import json, pickle, sys, time, warnings
+from threadpoolctl import threadpool_limits
+import mixflow
+from mixflow.families.base import model_from_json
+spec, data, weights, seeds = pickle.load(open(sys.argv[1], "rb"))
+model, out = model_from_json(spec), []
+for seed in seeds:
+    begin = time.process_time()
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tree = mixflow.fit(model, data, method="em", weights=weights, random_seed=seed)
+    out.append((time.process_time() - begin, float(tree["em"].attrs["log_likelihood"])))
+print(json.dumps(out))
+"""
+
+
+def checkout(revision: str) -> str:
+    """A directory holding the package as of ``revision`` (``git archive`` of this repository)."""
+    root = Path(__file__).resolve().parent.parent
+    target = tempfile.mkdtemp(prefix="mixflow-baseline-")
+    archive = subprocess.run(["git", "archive", revision], cwd=root, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", target], input=archive, check=True)
+    return target
+
+
+def fit_baseline(code: str, model, data, weights, seeds) -> list[tuple[float, float]]:
+    """CPU seconds and log-likelihood of the default call of the code in ``code``, per seed (a subprocess)."""
+    with tempfile.NamedTemporaryFile(suffix=".pkl") as handle:
+        pickle.dump((model.to_json(), data, weights, seeds), handle)
+        handle.flush()
+        result = subprocess.run([sys.executable, "-c", _BASELINE_FIT, handle.name], capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": code}, cwd=code, check=True)
+    return [tuple(pair) for pair in json.loads(result.stdout.strip().splitlines()[-1])]
+
+
+def run_case(name, model, data, weights, seeds, n_sklearn, baseline=None) -> dict:
     """Every strategy's worst log-likelihood over the seeds, its mean time, scikit-learn's best sound fit, and
     the shapes of the best sound and best spurious fits."""
     row, found = {"case": name}, []
@@ -225,6 +274,9 @@ def run_case(name, model, data, weights, seeds, n_sklearn) -> dict:
         row[f"{init} s"] = float(np.mean([s for _, s, _, _ in fits]))
         row[f"{init} spurious"] = sum(fit_shape[2] for _, _, degenerate, fit_shape in fits if not degenerate)
         found += sound
+    if baseline is not None:
+        fits = fit_baseline(baseline, model, data, weights, seeds)
+        row["baseline s"], row["baseline logL"] = float(np.mean([s for s, _ in fits])), min(ll for _, ll in fits)
     sklearn = fit_sklearn(model, data, n_sklearn, 0) if weights is None else []
     row["sklearn logL"] = _best(sklearn, False)[0] if sklearn else np.nan
     found += sklearn
@@ -243,6 +295,9 @@ def report(rows: list[dict]) -> pd.DataFrame:
     out["sklearn shortfall"] = ((best - table["sklearn logL"]) / best.abs()).map(lambda v: f"{v:.1e}")
     for init in STRATEGIES[1:]:
         out[f"{init} time"] = (table[f"{init} s"] / table["kmeans s"]).round(2)
+    if "baseline s" in table:
+        out["auto / baseline"] = (table["auto s"] / table["baseline s"]).round(2)
+        out["baseline shortfall"] = ((best - table["baseline logL"]) / best.abs()).map(lambda v: f"{v:.1e}")
     out["ratio"] = table["ratio"].map(lambda v: f"{v:.1e}")
     out["min n"] = table["min n"].round(1)
     out["spurious best"] = table["spurious best"].where(np.isfinite(table["spurious best"])).round(4)
@@ -253,24 +308,30 @@ def report(rows: list[dict]) -> pd.DataFrame:
     return out
 
 
-def main(quick: bool, only: list[str], n_sklearn: int | None) -> None:
+def main(quick: bool, only: list[str], n_sklearn: int | None, baseline: str | None = None) -> None:
     seeds = [0] if quick else [0, 1, 2]
+    code = checkout(baseline) if baseline else None
     n_sklearn = (20 if quick else 100) if n_sklearn is None else n_sklearn
     rows = []
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         for name, model, data, weights in cases(quick):
             if only and not any(part in name for part in only):
                 continue
-            rows.append(run_case(name, model, data, weights, seeds, n_sklearn))
+            rows.append(run_case(name, model, data, weights, seeds, n_sklearn, code))
             lines = report(rows).to_string().splitlines()
             print("\n".join(lines if len(rows) == 1 else lines[-1:]), flush=True)
         table = report(rows)
     print(f"\nseeds {seeds}; scikit-learn: {n_sklearn} random_from_data (tied: random) starts, tol 1e-12; "
           f"'auto' at the best known maximum (shortfall < {TARGET:g}) in "
           f"{int(table['auto at max'].sum())}/{len(table)} cases")
+    if code is not None:
+        ratios = table["auto / baseline"]
+        print(f"'auto' against {baseline}'s default: CPU time ratio median {ratios.median():.2f}, "
+              f"max {ratios.max():.2f}; below 3 in {int((ratios < 3).sum())}/{len(table)} cases")
 
 
 if __name__ == "__main__":
     given = [a.split("=")[1] for a in sys.argv[1:] if a.startswith("--sklearn-starts=")]
+    against = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--baseline=")]
     main("--quick" in sys.argv, [a for a in sys.argv[1:] if not a.startswith("--")],
-         int(given[0]) if given else None)
+         int(given[0]) if given else None, against[0] if against else None)
