@@ -12,7 +12,7 @@ from test_select import _fake_mcmc_tree
 import mixflow
 from mixflow.analysis.select import loo_table
 from mixflow.data import validate_data
-from mixflow.engines.mcmc import _diagnose, fit_mcmc
+from mixflow.engines.mcmc import fit_mcmc
 from mixflow.engines.modes import (
     DOMINANT_WEIGHT,
     chain_crossings,
@@ -26,6 +26,7 @@ from mixflow.engines.modes import (
     pair_rhats,
     stacking_weights,
 )
+from mixflow.engines.sampling_diagnostics import diagnose
 from mixflow.fitting import _em_optima
 from mixflow.present.plots import plot_modes
 from mixflow.present.report.page import _modes_section, modes_sentence
@@ -205,15 +206,17 @@ def test_one_mode_diagnoses_as_before():
     no_divergence = {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}
     with warnings.catch_warnings(record=True) as before:
         warnings.simplefilter("always")
-        legacy = _diagnose(aligned, raw, no_divergence, options)
+        legacy = diagnose(aligned, raw, no_divergence, options)
     with warnings.catch_warnings(record=True) as now:
         warnings.simplefilter("always")
-        moded = _diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
+        moded = diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
     assert legacy == moded  # the diagnostics; the warning names the mode and its R-hat
     assert "R-hat above 1.01 for mu[1, x] (chains disagree)" in str(before[0].message)
     assert "R-hat above 1.01 for mu[1, x] (the chains fall into 1 mode (chains 0, 1, 2, 3) and disagree within " \
            "it)" in str(now[0].message)
-    assert str(now[0].message).split(")", 2)[2] == str(before[0].message).split(")", 1)[1]  # the advice as before
+    said = str(now[0].message)
+    assert said.split(". Try ")[1] == str(before[0].message).split(". Try ")[1]  # the advice as before
+    assert "; whether chains cross between places was not judged (it needs at least 400 draws per chain" in said
 
 
 @pytest.mark.parametrize("target_accept, advised", [(0.8, True), (0.95, False)])
@@ -222,7 +225,7 @@ def test_chains_of_one_mode_that_disagree_are_advised_a_higher_target_accept(tar
     options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": target_accept}
     no_divergence = {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}
     with pytest.warns(mixflow.SamplingWarning) as record:
-        _diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
+        diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
     message = str(record[0].message)
     assert "disagree within it" in message and "divergent" not in message
     assert (f"a higher target_accept (0.95; it was {target_accept})" in message) == advised
@@ -246,7 +249,7 @@ def test_chains_that_cross_are_said_with_the_r_hat_computed_within_their_mode():
     rhat = float(azs.rhat(xr.DataArray(draws["mu"][..., 0, 0], dims=("chain", "draw"))))
     assert rhat > 1.1 and chain_mode.tolist() == [0, 0, 0, 0]
     with pytest.warns(mixflow.SamplingWarning) as record:
-        summary = _diagnose(aligned, raw, {}, options, chain_mode, np.ones(1), chain_crossings(draws), np.array([rhat]))
+        summary = diagnose(aligned, raw, {}, options, chain_mode, np.ones(1), chain_crossings(draws), np.array([rhat]))
     message = str(record[0].message)
     assert (f"R-hat above 1.01 for mu[0, x] (the chains fall into 1 mode (chains 0, 1, 2, 3) and disagree within it: "
             f"R-hat {rhat:.3f}, and every chain crosses between places that its own windows of 200 draws do not share"
@@ -264,7 +267,7 @@ def test_a_mode_whose_chains_cross_is_named_beside_a_mode_that_stays():
     assert chain_mode.tolist() == [0, 0, 0, 0, 1, 1] and crosses.tolist() == [True] * 4 + [False] * 2
     options = {"chains": 6, "draws": 1000, "tune": 500, "target_accept": 0.95}
     with pytest.warns(mixflow.SamplingWarning) as record:
-        _diagnose(aligned, raw, {}, options, chain_mode, np.array([0.5, 0.5]), crosses, np.array([1.234, 1.0]))
+        diagnose(aligned, raw, {}, options, chain_mode, np.array([0.5, 0.5]), crosses, np.array([1.234, 1.0]))
     message = str(record[0].message)
     assert "the chains fall into 2 modes (chains 0, 1, 2, 3 | 4, 5; stacking weights 0.50, 0.50)" in message
     assert ("R-hat above 1.01 for mu[0, x] in mode 0 (chains 0, 1, 2, 3 of mode 0 disagree: R-hat 1.234, and every "
@@ -279,7 +282,7 @@ def test_divergences_are_advised_the_next_higher_target_accept(target_accept, ad
     aligned, raw = _aligned([0, 0, 0, 0])
     options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": target_accept}
     with pytest.warns(mixflow.SamplingWarning) as record:
-        _diagnose(aligned, raw, {"diverging": (("chain", "draw"), np.eye(4, 300, dtype=bool))}, options)
+        diagnose(aligned, raw, {"diverging": (("chain", "draw"), np.eye(4, 300, dtype=bool))}, options)
     message = str(record[0].message)
     assert "4 divergent transition(s)" in message
     assert (advice in message) if advice else "target_accept" not in message
@@ -290,11 +293,13 @@ def test_several_modes_are_named_instead_of_chains_disagreeing():
     no_divergence = {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}
     chain_mode = chain_modes({name: value for name, (_, value) in aligned.items()})
     with pytest.warns(mixflow.SamplingWarning) as record:
-        summary = _diagnose(aligned, raw, no_divergence, options, chain_mode, np.array([0.6, 0.4]))
+        summary = diagnose(aligned, raw, no_divergence, options, chain_mode, np.array([0.6, 0.4]))
     message = str(record[0].message)
     assert "2 modes (chains 0, 2 | 1, 3; stacking weights 0.60, 0.40)" in message
     assert "chains disagree" not in message and summary["high_rhat"] == "[]"
-    assert summary["max_rhat"] > 1.5  # over all chains, as before
+    assert summary["max_rhat"] < 1.01 < 1.5 < summary["max_rhat_all_chains"]  # within the modes; over all chains
+    assert summary["min_ess_bulk"] > 100 > summary["min_ess_bulk_all_chains"]
+    assert "whether chains cross between places was not judged (it needs at least 400 draws per chain" in message
 
 
 def test_loo_table_uses_the_stacked_predictive_where_chains_fell_into_modes():
@@ -465,7 +470,7 @@ def test_a_unimodal_posterior_is_one_mode_and_left_as_it_was(map_fit):
                              "component": [0, 1], "feature": data.features, "feature_": data.features})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        legacy = _diagnose(aligned, raw, result["groups"]["sample_stats"]["variables"], {**run, "target_accept": 0.8})
+        legacy = diagnose(aligned, raw, result["groups"]["sample_stats"]["variables"], {**run, "target_accept": 0.8})
     assert {key: result["attrs"][key] for key in legacy} == legacy
     assert modes["max_rhat"][1][0] == pytest.approx(result["attrs"]["max_rhat"], rel=1e-12)
 

@@ -40,31 +40,30 @@ for autocorrelated draws of one normal place down to about 20 effective draws pe
 drifts through one place more slowly than that is also said to cross, which describes it as well: its
 draws 200 apart sit in places the rule keeps apart, and only more draws bring its R-hat down.
 
-**The weights.** Each mode's chains give a PSIS-LOO predictive density of every observation
-(``arviz_stats.loo``), and the modes are weighted by Bayesian stacking of those densities (Yao, Vehtari
-and Gelman, "Stacking for non-mixing Bayesian computations: the curse and blessing of multimodal
-posteriors", JMLR 2022): the weights on the simplex maximising ``sum_n f_n log sum_k w_k exp(lpd_nk)``
-(:func:`stacking_weights`, ``f_n`` the frequency weights). The combined posterior is a resample of the
-draws: each of the ``chains * draws`` draws comes from mode ``k`` with probability ``w_k`` and is then
-drawn uniformly from that mode's draws (:func:`combined_draws`).
+**The weights.** The modes are weighted by Bayesian stacking of each mode's leave-one-out predictive
+densities, PSIS-LOO or, for a mode with fewer than 25 draws, plain importance-sampling LOO, and combined
+by a resample (:mod:`mixflow.engines.stacking`). A weight is only as good as its mode's estimates:
+:func:`mode_caveats` names the modes whose LOO densities are unreliable (a Pareto shape above arviz_stats'
+threshold, or no PSIS) or whose draws are too few to trust (bulk ESS below :data:`ESS_PER_CHAIN_MIN` per
+chain), recorded as ``loo_reliable`` and ``ess_reliable`` (mode) in the modes group.
 """
 
-import warnings
 
 import numpy as np
 import xarray as xr
-from scipy.optimize import minimize
 from scipy.sparse.csgraph import connected_components
 
 from mixflow.data import Data
 from mixflow.engines.em_steps import e_step, objective
+from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, loo_pointwise, stacking_weights
 from mixflow.errors import InputError
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 
-__all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_OVERLAP", "MODE_RHAT",
-           "OPTIMA_DISTANCE", "OPTIMA_GAP", "STARTS", "chain_crossings", "chain_modes", "check_starts",
-           "combined_draws", "crossing_window", "describe_modes", "distinct_optima", "loo_pointwise", "mode_groups",
-           "mode_summaries", "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
+__all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE", "ESS_PER_CHAIN_MIN", "MODE_OVERLAP",
+           "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "PSIS_MIN_DRAWS", "STARTS", "chain_crossings", "chain_modes",
+           "check_starts", "combined_draws", "crossing_window", "describe_modes", "distinct_optima", "loo_pointwise",
+           "mode_caveats", "mode_groups", "mode_summaries", "pair_overlaps", "pair_rhats", "stacking_weights",
+           "start_points"]
 
 MODE_RHAT = 1.1
 #: Chains whose draws share at least this much of their distribution on every parameter are linked.
@@ -87,6 +86,8 @@ OPTIMA_GAP = 10.0
 EM_IN_MODE = 2.0
 #: A mode whose stacking weight exceeds this dominates: the others are reported as negligible.
 DOMINANT_WEIGHT = 0.99
+#: Bulk and tail ESS below this per chain are too few to trust (Vehtari et al. 2021).
+ESS_PER_CHAIN_MIN = 100
 #: ``starts`` of the sampling engines by name: the reference (EM's estimate), or the distinct maxima EM's
 #: restarts found (resolved into a list of points by :func:`mixflow.fit`, which holds the restarts).
 STARTS = ("reference", "em-optima")
@@ -324,104 +325,6 @@ def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: in
     return kept
 
 
-def stacking_weights(lpd: np.ndarray, frequency: np.ndarray | None = None) -> np.ndarray:
-    """Bayesian stacking weights from pointwise log predictive densities.
-
-    Maximises ``sum_n f_n log sum_k w_k exp(lpd[n, k])`` over the simplex (concave in ``w``), by SLSQP
-    with the analytic gradient.
-
-    Parameters
-    ----------
-    lpd : ndarray of shape (n_obs, n_modes)
-        E.g. each mode's PSIS-LOO log predictive density of each observation (:func:`loo_pointwise`).
-    frequency : ndarray of shape (n_obs,), optional
-        Frequency weight of each observation (default 1).
-
-    Returns
-    -------
-    ndarray of shape (n_modes,)
-        Non-negative weights summing to 1.
-    """
-    lpd = np.asarray(lpd, dtype=float)
-    n_obs, n_modes = lpd.shape
-    if n_modes == 1:
-        return np.ones(1)
-    frequency = np.ones(n_obs) if frequency is None else np.asarray(frequency, dtype=float)
-    density = np.exp(lpd - lpd.max(axis=1, keepdims=True))  # the shift only adds a constant
-    total = frequency.sum()
-
-    def loss(w):
-        mixed = np.maximum(density @ w, 1e-300)
-        return -(frequency @ np.log(mixed)) / total, -(frequency / mixed) @ density / total
-
-    result = minimize(loss, np.full(n_modes, 1.0 / n_modes), jac=True, method="SLSQP",
-                      bounds=[(0.0, 1.0)] * n_modes,
-                      constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
-                      options={"ftol": 1e-12, "maxiter": 1000})
-    weights = np.where(result.x > 1e-10, result.x, 0.0)  # SLSQP's round-off at the simplex's faces
-    return weights / weights.sum()
-
-
-def loo_pointwise(log_likelihood: np.ndarray, posterior: dict) -> tuple[np.ndarray, float]:
-    """PSIS-LOO log predictive density of every observation from one set of chains (``arviz_stats.loo``).
-
-    Parameters
-    ----------
-    log_likelihood : ndarray of shape (n_chains, n_draws, n_obs)
-    posterior : dict
-        ``{name: (dims, array)}`` of the same chains (for the relative efficiency of the draws).
-
-    Returns
-    -------
-    elpd : ndarray of shape (n_obs,)
-    max_pareto_k : float
-        The largest Pareto shape (above about 0.7 the estimate of that observation is unreliable).
-    """
-    import arviz_stats as azs
-
-    tree = xr.DataTree.from_dict({
-        "posterior": xr.Dataset({name: (dims, value) for name, (dims, value) in posterior.items()}),
-        "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), log_likelihood)}),
-    })
-    with warnings.catch_warnings():  # the Pareto shapes are returned and recorded instead
-        warnings.simplefilter("ignore")
-        result = azs.loo(tree, pointwise=True, var_name="x")
-    return np.asarray(result.elpd_i.values, dtype=float), float(np.nanmax(result.pareto_k.values))
-
-
-def combined_draws(draws: dict, chain_mode: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> dict:
-    """Draws resampled by stacking weight: ``chains * draws`` of them on one chain.
-
-    Parameters
-    ----------
-    draws : dict
-        ``{name: (dims, array of shape (n_chains, n_draws, ...))}``.
-    chain_mode : ndarray of int of shape (n_chains,)
-    weights : ndarray of shape (n_modes,)
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    dict
-        ``{name: (dims, array of shape (1, n_chains * n_draws, ...))}``: the number of draws from mode
-        ``k`` is multinomial with probabilities ``weights``, each drawn uniformly (with replacement)
-        from the mode's draws, in a random order.
-    """
-    n_chains, n_draws = chain_mode.size, next(iter(draws.values()))[1].shape[1]
-    total = n_chains * n_draws
-    counts = rng.multinomial(total, weights)
-    picks = []
-    for mode, count in enumerate(counts):
-        pool = np.flatnonzero(np.repeat(chain_mode == mode, n_draws))
-        picks.append(rng.choice(pool, size=count, replace=True))
-    order = rng.permutation(np.concatenate(picks))
-    out = {}
-    for name, (dims, value) in draws.items():
-        flat = np.asarray(value).reshape((total,) + np.shape(value)[2:])
-        out[name] = (dims, flat[order][None])
-    return out
-
-
 def _within(draws: dict, chains: np.ndarray) -> xr.Dataset:
     return xr.Dataset({name: (dims, np.asarray(value)[chains]) for name, (dims, value) in draws.items()})
 
@@ -474,56 +377,119 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     -------
     dict
         ``{"variables": {...}, "attrs": {...}}``: ``chain_mode`` (chain), ``weight`` (mode, the stacking
-        weight), ``n_chains``, ``elpd_loo``, ``max_pareto_k``, ``log_likelihood`` and ``log_posterior``
-        (at the mode's posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the
-        mode) (mode), the posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights``
-        (mode, component)) and ``lpd_loo`` (obs, mode); attrs ``n_modes``, ``em_mode`` (-1: none) and
-        ``dominant_mode`` (-1: none has weight above :data:`DOMINANT_WEIGHT`). With one mode its weight is 1
-        and ``lpd_loo``, ``elpd_loo`` and ``max_pareto_k`` are NaN: PSIS-LOO serves only the stacking (the
-        model's own LOO is :func:`mixflow.analysis.select.loo_table`'s, from the pointwise log-likelihood).
+        weight), ``n_chains``, ``n_draws`` (all its chains' draws), ``elpd_loo``, ``max_pareto_k``,
+        ``pareto_k_threshold`` (arviz_stats' for the mode's draws), ``loo_reliable`` (PSIS-LOO with every
+        Pareto shape at most the threshold), ``ess_reliable`` (smallest bulk ESS at least
+        :data:`ESS_PER_CHAIN_MIN` per chain), ``log_likelihood`` and ``log_posterior`` (at the mode's
+        posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the mode) (mode), the
+        posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights`` (mode, component))
+        and ``lpd_loo`` (obs, mode); attrs ``n_modes``, ``em_mode`` (-1: none) and ``dominant_mode`` (-1:
+        none has weight above :data:`DOMINANT_WEIGHT`). With one mode its weight is 1, ``loo_reliable`` is
+        True and ``lpd_loo``, ``elpd_loo``, ``max_pareto_k`` and ``pareto_k_threshold`` are NaN: LOO serves
+        only the stacking (the model's own LOO is :func:`mixflow.analysis.select.loo_table`'s, from the
+        pointwise log-likelihood).
     """
     n_modes = int(chain_mode.max()) + 1
-    prepared = model.prepare(data)
-    prior = model.working_prior(prepared)
-    active = np.arange(model.n_components)
-    lpd = np.empty((data.n_obs, n_modes))
-    stats = {key: np.empty(n_modes) for key in ("n_chains", "elpd_loo", "max_pareto_k", "log_likelihood",
-                                                "log_posterior", "max_rhat", "min_ess_bulk", "min_ess_tail")}
-    means, sds = [], []
+    lpd = np.full((data.n_obs, n_modes), np.nan)
+    rows, means, sds = [], [], []
     for mode in range(n_modes):
         chains = np.flatnonzero(chain_mode == mode)
         posterior = _within(draws, chains)
-        mean = {name: posterior[name].mean(("chain", "draw")).values for name in posterior.data_vars}
-        means.append(mean)
+        means.append({name: posterior[name].mean(("chain", "draw")).values for name in posterior.data_vars})
         sds.append({name: posterior[name].std(("chain", "draw")).values for name in posterior.data_vars})
-        if n_modes > 1:  # one mode's weight is 1 whatever its densities: no PSIS-LOO to stack by
-            lpd[:, mode], stats["max_pareto_k"][mode] = loo_pointwise(
+        row = {"n_chains": chains.size, "n_draws": chains.size * posterior.sizes["draw"],
+               "max_pareto_k": np.nan, "pareto_k_threshold": np.nan}
+        if n_modes > 1:  # one mode's weight is 1 whatever its densities: no LOO to stack by
+            lpd[:, mode], row["max_pareto_k"], row["pareto_k_threshold"] = loo_pointwise(
                 log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
-        else:
-            lpd[:, mode], stats["max_pareto_k"][mode] = np.nan, np.nan
-        total = float(data.frequency @ e_step(model, mean, prepared, data.n_features)[1])
-        stats["log_likelihood"][mode] = total
-        stats["log_posterior"][mode] = objective(model, model.to_working(mean, prepared), total, prior, active)
-        stats["max_rhat"][mode], stats["min_ess_bulk"][mode], stats["min_ess_tail"][mode] = _diagnostics(posterior)
-        stats["n_chains"][mode] = chains.size
+        row.update(_at_mean(model, data, means[-1]))
+        row["max_rhat"], row["min_ess_bulk"], row["min_ess_tail"] = _diagnostics(posterior)
+        # NaN comparisons are False: a mode without PSIS (too few draws) has no reliable LOO
+        row["loo_reliable"] = n_modes == 1 or bool(row["max_pareto_k"] <= row["pareto_k_threshold"])
+        row["ess_reliable"] = bool(row["min_ess_bulk"] >= ESS_PER_CHAIN_MIN * chains.size)
+        rows.append(row)
+    stats = {key: np.array([row[key] for row in rows]) for key in rows[0]}
     stats["elpd_loo"] = data.frequency @ lpd
-    weights = stacking_weights(lpd, data.frequency)
+    weights = stacking_weights(lpd, data.frequency) if n_modes > 1 else np.ones(1)
     dominant = int(np.argmax(weights)) if weights.max() > DOMINANT_WEIGHT and n_modes > 1 else -1
     variables = {"chain_mode": (("chain",), chain_mode.astype(np.int64)), "weight": (("mode",), weights),
-                 "lpd_loo": (("obs", "mode"), lpd),
-                 **{key: (("mode",), value.astype(np.int64) if key == "n_chains" else value)
-                    for key, value in stats.items()}}
+                 "lpd_loo": (("obs", "mode"), lpd), **{key: (("mode",), value) for key, value in stats.items()}}
     for name, (dims, _) in draws.items():
         variables[name] = (("mode", *dims[2:]), np.stack([mean[name] for mean in means]))
     attrs = {"n_modes": n_modes, "em_mode": _em_mode(reference, means, sds), "dominant_mode": dominant,
-             "rule": f"chains whose pair R-hat is below {MODE_RHAT}, or whose draws' overlap coefficient is at "
-                     f"least {MODE_OVERLAP}, on every parameter are linked; a mode is a connected group of linked "
-                     "chains",
-             "weight": "Bayesian stacking of each mode's PSIS-LOO predictive densities (Yao, Vehtari and "
-                       "Gelman 2022)",
-             "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
-             "log_likelihood": "log-likelihood (frequency weights applied) at the mode's posterior mean"}
+             **_MODE_ATTRS}
     return {"variables": variables, "attrs": attrs}
+
+
+_MODE_ATTRS = {
+    "rule": f"chains whose pair R-hat is below {MODE_RHAT}, or whose draws' overlap coefficient is at least "
+            f"{MODE_OVERLAP}, on every parameter are linked; a mode is a connected group of linked chains",
+    "weight": "Bayesian stacking of each mode's leave-one-out predictive densities (Yao, Vehtari and Gelman "
+              f"2022): PSIS-LOO, or plain importance-sampling LOO for a mode with fewer than {PSIS_MIN_DRAWS} "
+              "draws",
+    "loo_reliable": "PSIS-LOO with every Pareto shape at most pareto_k_threshold (arviz_stats' min(1 - 1 / "
+                    "log10(S), 0.7) for S draws); False: the mode's weight rests on unreliable densities",
+    "ess_reliable": f"smallest bulk ESS within the mode at least {ESS_PER_CHAIN_MIN} per chain; False: too few "
+                    "effective draws to trust the mode's summaries and its weight",
+    "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
+    "log_likelihood": "log-likelihood (frequency weights applied) at the mode's posterior mean",
+}
+
+
+def _at_mean(model, data: Data, mean: dict) -> dict:
+    """The log-likelihood and log posterior density (EM's objective) at a mode's posterior mean."""
+    prepared = model.prepare(data)
+    total = float(data.frequency @ e_step(model, mean, prepared, data.n_features)[1])
+    log_posterior = objective(model, model.to_working(mean, prepared), total, model.working_prior(prepared),
+                              np.arange(model.n_components))
+    return {"log_likelihood": total, "log_posterior": log_posterior}
+
+
+def mode_caveats(modes, unit: str = "chains") -> str:
+    """What makes the stacking weights uncertain, mode by mode ("" when nothing does, or with one mode).
+
+    Parameters
+    ----------
+    modes : mapping
+        The modes group's variables by name (arrays or DataArrays): ``chain_mode``, ``n_chains``,
+        ``n_draws``, ``max_pareto_k``, ``pareto_k_threshold``, ``loo_reliable``, ``min_ess_bulk`` and
+        ``ess_reliable`` (:func:`mode_summaries`).
+    unit : str
+        What the chains are (``"fits"`` for ADVI).
+
+    Returns
+    -------
+    str
+        E.g. ``"the stacking weights are uncertain: mode 1 (chain 1) has 20 draws, fewer than the 25
+        PSIS-LOO needs (draws >= 25 per chain), so its weight rests on plain importance-sampling LOO; more
+        draws settle them"``.
+    """
+    value = {name: np.asarray(modes[name]) for name in ("chain_mode", "n_chains", "n_draws", "max_pareto_k",
+                                                         "pareto_k_threshold", "loo_reliable", "min_ess_bulk",
+                                                         "ess_reliable")}
+    if value["n_draws"].size < 2:
+        return ""
+    said = []
+    for mode in range(value["n_draws"].size):
+        why = []
+        n_draws, per_chain = int(value["n_draws"][mode]), -(-PSIS_MIN_DRAWS // int(value["n_chains"][mode]))
+        if n_draws < PSIS_MIN_DRAWS:
+            why.append(f"has {n_draws} draw{'s' * (n_draws != 1)}, fewer than the {PSIS_MIN_DRAWS} PSIS-LOO needs "
+                       f"(draws >= {per_chain} per {unit[:-1]}), so its weight rests on plain importance-sampling LOO")
+        elif not value["loo_reliable"][mode]:
+            why.append(f"has a PSIS-LOO Pareto k up to {value['max_pareto_k'][mode]:.2f}, above "
+                       f"{value['pareto_k_threshold'][mode]:.2f} for its {n_draws} draws")
+        if not value["ess_reliable"][mode]:
+            ess = value["min_ess_bulk"][mode]
+            why.append((f"a bulk ESS of {ess:.1f}" if np.isfinite(ess) else "no bulk ESS (too few draws)")
+                       + f", below {ESS_PER_CHAIN_MIN} per {unit[:-1]}")
+        if why:
+            chains = np.flatnonzero(value["chain_mode"] == mode)
+            said.append(f"mode {mode} ({unit if chains.size > 1 else unit[:-1]} {', '.join(map(str, chains))}) "
+                        + " and ".join(why))
+    if not said:
+        return ""
+    return "the stacking weights are uncertain: " + "; ".join(said) + "; more draws settle them"
 
 
 def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, reference: dict,
