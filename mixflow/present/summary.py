@@ -234,9 +234,12 @@ def _bootstrap_line(tree) -> tuple[str, list[str]]:
 
 def _mcmc_line(tree) -> tuple[str, list[str]]:
     attrs = tree[MCMC].attrs
-    line = (f"{attrs.get('sampler')}, {attrs.get('chains')} chains x {attrs.get('draws')} draws; max R-hat "
-            f"{attrs.get('max_rhat', float('nan')):.3f}, min ESS bulk {attrs.get('min_ess_bulk', float('nan')):.0f}"
-            f" / tail {attrs.get('min_ess_tail', float('nan')):.0f}, {attrs.get('n_divergences', 0)} divergences")
+    rhat = f"max R-hat {attrs.get('max_rhat', float('nan')):.3f}"
+    if int(attrs.get("n_modes", 1)) > 1 and "max_rhat_all_chains" in attrs:  # max_rhat and min_ess_* are within
+        rhat = f"max R-hat within modes {attrs['max_rhat']:.3f} (over all chains {attrs['max_rhat_all_chains']:.3f})"
+    line = (f"{attrs.get('sampler')}, {attrs.get('chains')} chains x {attrs.get('draws')} draws; {rhat}, min ESS "
+            f"bulk {attrs.get('min_ess_bulk', float('nan')):.0f} / tail {attrs.get('min_ess_tail', float('nan')):.0f}"
+            f", {attrs.get('n_divergences', 0)} divergences")
     found = [f"{what} at {_first(_listed(attrs, key))}" for key, what in
              (("high_rhat", "R-hat above 1.01"), ("low_ess_bulk", "low bulk ESS"), ("low_ess_tail", "low tail ESS"))
              if _listed(attrs, key)]
