@@ -41,7 +41,7 @@ drifts through one place more slowly than that is also said to cross, which desc
 draws 200 apart sit in places the rule keeps apart, and only more draws bring its R-hat down.
 
 **The weights.** The modes are weighted by Bayesian stacking of each mode's leave-one-out predictive
-densities, PSIS-LOO or, for a mode with fewer than 25 draws, plain importance-sampling LOO, and combined
+densities, PSIS-LOO or, for a mode with fewer than 30 draws, plain importance-sampling LOO, and combined
 by a resample (:mod:`mixflow.engines.stacking`). A weight is only as good as its mode's estimates:
 :func:`mode_caveats` names the modes whose LOO densities are unreliable (a Pareto shape above arviz_stats'
 threshold, or no PSIS) or whose draws are too few to trust (bulk ESS below :data:`ESS_PER_CHAIN_MIN` per
@@ -460,8 +460,8 @@ def mode_caveats(modes, unit: str = "chains") -> str:
     Returns
     -------
     str
-        E.g. ``"the stacking weights are uncertain: mode 1 (chain 1) has 20 draws, fewer than the 25
-        PSIS-LOO needs (draws >= 25 per chain), so its weight rests on plain importance-sampling LOO; more
+        E.g. ``"the stacking weights are uncertain: mode 1 (chain 1) has 20 draws, fewer than the 30
+        PSIS-LOO needs (draws >= 30 per chain), so its weight rests on plain importance-sampling LOO; more
         draws settle them"``.
     """
     value = {name: np.asarray(modes[name]) for name in ("chain_mode", "n_chains", "n_draws", "max_pareto_k",

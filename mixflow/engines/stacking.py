@@ -8,11 +8,12 @@ posteriors", JMLR 2022): the weights on the simplex maximising ``sum_n f_n log s
 draws: each of the ``chains * draws`` draws comes from mode ``k`` with probability ``w_k`` and is then
 drawn uniformly from that mode's draws (:func:`combined_draws`).
 
-**The densities.** A mode with at least :data:`PSIS_MIN_DRAWS` (25) draws gets PSIS-LOO
+**The densities.** A mode with at least :data:`PSIS_MIN_DRAWS` (30) draws gets PSIS-LOO
 (``arviz_stats.loo``), with the largest Pareto shape ``k`` of its observations and arviz_stats' threshold
 for its draws, ``min(1 - 1 / log10(S), 0.7)`` (Vehtari et al. 2024), above which the density of that
-observation is unreliable. PSIS fits a generalised Pareto tail to the largest fifth of the importance ratios
-and needs at least 5 of them, so a mode with fewer draws gets plain importance-sampling LOO instead:
+observation is unreliable. arviz_stats fits a generalised Pareto tail to the largest fifth of the importance
+ratios and estimates its shape from 6 of them on, so a mode with fewer draws gets plain importance-sampling
+LOO instead:
 ``log S - log sum_s exp(-log p(x_n | theta_s))``, the same leave-one-out density estimated by the same
 ratios without the smoothing of their tail (consistent, with a larger variance; with one draw it is the
 in-sample log-likelihood of that draw). Its Pareto shape is not estimated (NaN), so its density is counted
@@ -28,11 +29,12 @@ from scipy.special import logsumexp
 
 __all__ = ["PSIS_MIN_DRAWS", "combined_draws", "importance_loo", "loo_pointwise", "stacking_weights"]
 
-#: The fewest draws of a mode that PSIS-LOO takes: arviz_stats fits the Pareto tail to the largest
-#: ``floor(S / 5)`` of ``S`` ratios when ``S * r_eff <= 225`` and needs at least 5 of them (its relative
-#: efficiency ``r_eff`` is at most ``log10(S)``, so below 25 draws the other branch never applies, and from
-#: 25 on both give at least 5).
-PSIS_MIN_DRAWS = 25
+#: The fewest draws of a mode that PSIS-LOO takes. arviz_stats fits the Pareto tail to the largest
+#: ``floor(S / 5)`` of ``S`` ratios when ``S * r_eff <= 225`` (its relative efficiency ``r_eff`` is at most
+#: ``log10(S)``, so below 30 draws the other branch never applies): with fewer than 5 tail draws it raises,
+#: and with 5 its fit of the shape returns NaN (the tail's first quartile is its minimum), leaving the
+#: ratios unsmoothed; 6 tail draws, 30 draws, are the fewest whose shape it estimates.
+PSIS_MIN_DRAWS = 30
 
 
 def stacking_weights(lpd: np.ndarray, frequency: np.ndarray | None = None) -> np.ndarray:
