@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
-from mixflow.engines.modes import (
+from mixflow.engines.mode_rule import (
     CROSSING_WINDOW,
     ESS_PER_CHAIN_MIN,
     chain_crossings,
@@ -90,7 +90,7 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
           notes)
     with warnings.catch_warnings():  # one chain per mode: every R-hat is NaN, and so is their maximum
         warnings.simplefilter("ignore", RuntimeWarning)
-        judged = [float(np.nanmax([e[0] for e in extremes])), *np.nanmin([e[1:] for e in extremes], axis=0)]
+        judged = [float(np.nanmax([e[0] for e in extremes])), *map(float, np.nanmin([e[1:] for e in extremes], axis=0))]
     names = ("max_rhat", "min_ess_bulk", "min_ess_tail")
     return {**dict(zip(names, judged, strict=True)),
             **{f"{name}_all_chains": value for name, value in zip(names, _extremes(overall), strict=True)},
