@@ -16,6 +16,7 @@ from mixflow.engines.modes import (
 )
 from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, importance_loo, loo_pointwise, stacking_weights
 from mixflow.present.report.cards import _mcmc_convergence, _mcmc_rows
+from mixflow.present.summary import summary_text
 
 FAST = {"progressbar": False, "posterior_predictive": False}
 
@@ -228,3 +229,4 @@ def test_chains_in_two_modes_with_few_draws_are_stacked_with_a_caveat(mirrored, 
     assert "max R-hat" not in summary
     assert summary["max R-hat over all chains"] == pytest.approx(attrs["max_rhat_all_chains"], nan_ok=True)
     assert ("worst R-hat over all chains (the modes apart)", f"{attrs['max_rhat_all_chains']:.3f}") in _mcmc_rows(tree)
+    assert f"mode 1 (chain 1) has {draws} draw{plural}, fewer than the 30 PSIS-LOO needs" in summary_text(tree)

@@ -26,7 +26,7 @@ from mixflow.container.layout import (
 )
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
-from mixflow.engines.modes import CROSSING_WINDOW, describe_modes
+from mixflow.engines.modes import CROSSING_WINDOW, describe_modes, mode_caveats
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -248,6 +248,10 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
     if int(attrs.get("n_modes", 1)) > 1:
         found.insert(0, f"the chains fall into {attrs['n_modes']} modes (the R-hat and ESS findings are within modes; "
                         "see /mcmc/modes and the stacked draws)")
+        modes = tree[MCMC_MODES] if has_group(tree, MCMC_MODES) else None
+        if modes is not None and "loo_reliable" in modes:  # results saved before it lack the reliability
+            caveats = mode_caveats(modes)
+            found += [caveats] if caveats else []
     if has_group(tree, MCMC_MODES) and "crosses" in tree[MCMC_MODES]:
         crossing = np.flatnonzero(tree[MCMC_MODES]["crosses"].values)
         if crossing.size:
