@@ -13,6 +13,19 @@ def faithful():
     return mixflow.load_dataset("faithful")
 
 
+@pytest.fixture(scope="session")
+def mirrored():
+    """Data symmetric about 0 (three clusters, the middle one shared): K=2 has two mirror-image modes.
+
+    Either outer cluster is a component of its own while the other component covers the middle and the
+    other outer cluster; NUTS does not cross from one to the other, and by symmetry the true stacking
+    weights are 1/2 each.
+    """
+    rng = np.random.default_rng(1)
+    half = np.concatenate([rng.normal(6, 1, 60), rng.normal(0, 1, 30)])
+    return np.concatenate([half, -half])
+
+
 def simulate_gaussian_mixture(n, weights, means, covariances, seed):
     """Draw n points from a Gaussian mixture with known truth; returns (x, labels)."""
     rng = np.random.default_rng(seed)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import mixflow
+from mixflow.errors import InputTypeError
 
 
 def test_model_is_an_immutable_value_and_round_trips_through_json():
@@ -17,7 +18,8 @@ def test_model_is_an_immutable_value_and_round_trips_through_json():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"n_components": 0}, ValueError, r"n_components: expected an integer >= 1, got 0"),
-    ({"n_components": 2.5}, ValueError, r"n_components: expected an integer >= 1, got 2.5"),
+    ({"n_components": 2.5}, InputTypeError, r"n_components: expected an integer >= 1, got 2.5"),  # as n_init=3.5
+    ({"n_components": True}, InputTypeError, r"n_components: expected an integer >= 1, got True"),
     ({"n_components": 2, "covariance": "VVV"}, ValueError,
      r"covariance: expected one of \['full', 'tied', 'diag', 'spherical'\], got 'VVV'"),
     ({"n_components": 2, "prior": "flat"}, ValueError, r"prior: expected 'default', a GaussianPrior or a dict"),

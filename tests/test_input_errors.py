@@ -76,6 +76,9 @@ def test_input_errors_stay_value_and_type_errors():
     # a value of the wrong type is an InputTypeError (also a TypeError), a wrong value of the right type not
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, n_init="3"), InputTypeError, r"n_init: expected an integer"),
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, n_init=2.0), InputTypeError, r"n_init: expected an integer"),
+    (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, n_init=3.5), InputTypeError, r"n_init: expected an integer"),
+    (lambda x: mixflow.GaussianMixture(2.5), InputTypeError, r"n_components: expected an integer >= 1, got 2.5"),
+    (lambda x: mixflow.PoissonMixture(2.5), InputTypeError, r"n_components: expected an integer >= 1, got 2.5"),
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, method="advi", minibatch_size="100"), InputTypeError,
      r"minibatch_size: expected None or an integer in \[1, n_obs = 40\], got '100'"),
     (lambda x: mixflow.fit(mixflow.GaussianMixture(2), x, method="advi", minibatch_size=41), InputError,

@@ -19,8 +19,9 @@ from test_container import assert_trees_identical
 import mixflow
 from mixflow.data import validate_data
 from mixflow.engines import mcmc
-from mixflow.engines.mcmc import _diagnose, fit_mcmc, resolve_sampler
+from mixflow.engines.mcmc import fit_mcmc, resolve_sampler
 from mixflow.engines.over_draws import draw_groups
+from mixflow.engines.sampling_diagnostics import diagnose
 from mixflow.errors import InputTypeError
 from mixflow.families.gaussian.pymc import free_values
 from mixflow.families.pymc_parts import build_model
@@ -178,7 +179,7 @@ def test_diagnostics_warn_naming_parameters_and_what_to_try():
     stats_ = {"diverging": (("chain", "draw"), np.eye(4, 300, dtype=bool))}
     options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": 0.8}
     with pytest.warns(mixflow.SamplingWarning) as record:
-        summary = _diagnose(aligned, raw, stats_, options)
+        summary = diagnose(aligned, raw, stats_, options)
     message = str(record[0].message)
     assert "R-hat above 1.01 for mu[0, waiting], mu[1, waiting]" in message
     assert "4 divergent transition(s)" in message
@@ -191,7 +192,7 @@ def test_diagnostics_quiet_when_all_is_well():
     options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": 0.8}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        summary = _diagnose(aligned, raw, {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}, options)
+        summary = diagnose(aligned, raw, {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}, options)
     assert summary["max_rhat"] < 1.01 and summary["min_ess_bulk"] > 400 and summary["high_rhat"] == "[]"
 
 

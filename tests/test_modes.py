@@ -12,82 +12,23 @@ from test_select import _fake_mcmc_tree
 import mixflow
 from mixflow.analysis.select import loo_table
 from mixflow.data import validate_data
-from mixflow.engines.mcmc import _diagnose, fit_mcmc
+from mixflow.engines.mcmc import fit_mcmc
 from mixflow.engines.modes import (
-    DOMINANT_WEIGHT,
     chain_crossings,
     chain_modes,
-    combined_draws,
     crossing_window,
-    describe_modes,
     distinct_optima,
     mode_summaries,
     pair_overlaps,
     pair_rhats,
-    stacking_weights,
 )
+from mixflow.engines.sampling_diagnostics import diagnose
 from mixflow.fitting import _em_optima
 from mixflow.present.plots import plot_modes
 from mixflow.present.report.page import _modes_section, modes_sentence
 from mixflow.present.summary import summary_text
 
 FAST = {"progressbar": False, "posterior_predictive": False}
-
-
-def _naive_stacking_objective(lpd, weights, frequency=None):
-    frequency = np.ones(lpd.shape[0]) if frequency is None else frequency
-    return float(frequency @ np.log(np.exp(lpd) @ weights))
-
-
-def _fixed_point_stacking(lpd, iterations=20000):
-    """Reference: EM for the weights of a mixture of fixed densities (monotone, to the concave maximum)."""
-    density = np.exp(lpd)
-    weights = np.full(lpd.shape[1], 1.0 / lpd.shape[1])
-    for _ in range(iterations):
-        share = density * weights
-        weights = (share / share.sum(axis=1, keepdims=True)).mean(axis=0)
-    return weights
-
-
-def _lpd(seed, n=200, k=3):
-    rng = np.random.default_rng(seed)
-    return rng.normal(-2.0, 1.0, (n, k)) + rng.normal(0, 0.5, k)
-
-
-# -- stacking ---------------------------------------------------------------------------------------------
-def test_stacking_weights_two_modes_match_a_grid_search():
-    lpd = _lpd(0, k=2)
-    grid = np.linspace(0, 1, 100001)
-    values = [_naive_stacking_objective(lpd, np.array([w, 1 - w])) for w in grid]
-    best = grid[int(np.argmax(values))]
-    weights = stacking_weights(lpd)
-    assert weights.sum() == pytest.approx(1.0, abs=1e-12) and np.all(weights >= 0)
-    assert weights[0] == pytest.approx(best, abs=1e-4)  # the grid's step is 1e-5
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_stacking_weights_three_modes_match_the_fixed_point_iteration(seed):
-    lpd = _lpd(seed)
-    reference = _fixed_point_stacking(lpd)
-    weights = stacking_weights(lpd)
-    np.testing.assert_allclose(weights, reference, atol=2e-4)
-    assert _naive_stacking_objective(lpd, weights) >= _naive_stacking_objective(lpd, reference) - 1e-8
-
-
-def test_stacking_weights_frequency_weights_count_repeated_rows():
-    lpd = _lpd(4)
-    frequency = np.arange(1, lpd.shape[0] + 1) % 3 + 1
-    np.testing.assert_allclose(stacking_weights(lpd, frequency.astype(float)),
-                               stacking_weights(np.repeat(lpd, frequency, axis=0)), atol=1e-6)
-
-
-def test_stacking_weights_one_mode_dominates():
-    lpd = _lpd(5, k=2)
-    lpd[:, 1] = lpd[:, 0] - 3.0  # the second mode predicts every observation worse
-    weights = stacking_weights(lpd)
-    assert weights[0] > DOMINANT_WEIGHT
-    assert stacking_weights(lpd[:, :1]).tolist() == [1.0]
-    assert "the others are negligible" in describe_modes(np.array([0, 1]), weights)
 
 
 # -- the rule -------------------------------------------------------------------------------------------
@@ -179,17 +120,6 @@ def test_a_constant_that_differs_between_chains_separates_them():
     assert chain_modes(draws).tolist() == [0, 1]
 
 
-def test_combined_draws_come_from_each_mode_in_proportion():
-    draws = {"mu": (("chain", "draw", "component"), np.arange(4 * 1000 * 1.0).reshape(4, 1000, 1))}
-    chain_mode = np.array([0, 1, 0, 1])
-    out = combined_draws(draws, chain_mode, np.array([0.3, 0.7]), np.random.default_rng(0))
-    dims, values = out["mu"]
-    assert dims == ("chain", "draw", "component") and values.shape == (1, 4000, 1)
-    chain = values[0, :, 0].astype(int) // 1000
-    from_first = np.isin(chain, [0, 2]).mean()
-    assert abs(from_first - 0.3) < 5 * np.sqrt(0.3 * 0.7 / 4000)  # a binomial proportion, 5 sd
-
-
 # -- what is said ---------------------------------------------------------------------------------------------
 def _aligned(offsets):
     draws = _chains(offsets, n_draws=300)
@@ -205,15 +135,17 @@ def test_one_mode_diagnoses_as_before():
     no_divergence = {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}
     with warnings.catch_warnings(record=True) as before:
         warnings.simplefilter("always")
-        legacy = _diagnose(aligned, raw, no_divergence, options)
+        legacy = diagnose(aligned, raw, no_divergence, options)
     with warnings.catch_warnings(record=True) as now:
         warnings.simplefilter("always")
-        moded = _diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
+        moded = diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
     assert legacy == moded  # the diagnostics; the warning names the mode and its R-hat
     assert "R-hat above 1.01 for mu[1, x] (chains disagree)" in str(before[0].message)
     assert "R-hat above 1.01 for mu[1, x] (the chains fall into 1 mode (chains 0, 1, 2, 3) and disagree within " \
            "it)" in str(now[0].message)
-    assert str(now[0].message).split(")", 2)[2] == str(before[0].message).split(")", 1)[1]  # the advice as before
+    said = str(now[0].message)
+    assert said.split(". Try ")[1] == str(before[0].message).split(". Try ")[1]  # the advice as before
+    assert "; whether chains cross between places was not judged (it needs at least 400 draws per chain" in said
 
 
 @pytest.mark.parametrize("target_accept, advised", [(0.8, True), (0.95, False)])
@@ -222,7 +154,7 @@ def test_chains_of_one_mode_that_disagree_are_advised_a_higher_target_accept(tar
     options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": target_accept}
     no_divergence = {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}
     with pytest.warns(mixflow.SamplingWarning) as record:
-        _diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
+        diagnose(aligned, raw, no_divergence, options, np.zeros(4, int), np.ones(1))
     message = str(record[0].message)
     assert "disagree within it" in message and "divergent" not in message
     assert (f"a higher target_accept (0.95; it was {target_accept})" in message) == advised
@@ -246,7 +178,7 @@ def test_chains_that_cross_are_said_with_the_r_hat_computed_within_their_mode():
     rhat = float(azs.rhat(xr.DataArray(draws["mu"][..., 0, 0], dims=("chain", "draw"))))
     assert rhat > 1.1 and chain_mode.tolist() == [0, 0, 0, 0]
     with pytest.warns(mixflow.SamplingWarning) as record:
-        summary = _diagnose(aligned, raw, {}, options, chain_mode, np.ones(1), chain_crossings(draws), np.array([rhat]))
+        summary = diagnose(aligned, raw, {}, options, chain_mode, np.ones(1), chain_crossings(draws), np.array([rhat]))
     message = str(record[0].message)
     assert (f"R-hat above 1.01 for mu[0, x] (the chains fall into 1 mode (chains 0, 1, 2, 3) and disagree within it: "
             f"R-hat {rhat:.3f}, and every chain crosses between places that its own windows of 200 draws do not share"
@@ -264,7 +196,7 @@ def test_a_mode_whose_chains_cross_is_named_beside_a_mode_that_stays():
     assert chain_mode.tolist() == [0, 0, 0, 0, 1, 1] and crosses.tolist() == [True] * 4 + [False] * 2
     options = {"chains": 6, "draws": 1000, "tune": 500, "target_accept": 0.95}
     with pytest.warns(mixflow.SamplingWarning) as record:
-        _diagnose(aligned, raw, {}, options, chain_mode, np.array([0.5, 0.5]), crosses, np.array([1.234, 1.0]))
+        diagnose(aligned, raw, {}, options, chain_mode, np.array([0.5, 0.5]), crosses, np.array([1.234, 1.0]))
     message = str(record[0].message)
     assert "the chains fall into 2 modes (chains 0, 1, 2, 3 | 4, 5; stacking weights 0.50, 0.50)" in message
     assert ("R-hat above 1.01 for mu[0, x] in mode 0 (chains 0, 1, 2, 3 of mode 0 disagree: R-hat 1.234, and every "
@@ -279,7 +211,7 @@ def test_divergences_are_advised_the_next_higher_target_accept(target_accept, ad
     aligned, raw = _aligned([0, 0, 0, 0])
     options = {"chains": 4, "draws": 300, "tune": 300, "target_accept": target_accept}
     with pytest.warns(mixflow.SamplingWarning) as record:
-        _diagnose(aligned, raw, {"diverging": (("chain", "draw"), np.eye(4, 300, dtype=bool))}, options)
+        diagnose(aligned, raw, {"diverging": (("chain", "draw"), np.eye(4, 300, dtype=bool))}, options)
     message = str(record[0].message)
     assert "4 divergent transition(s)" in message
     assert (advice in message) if advice else "target_accept" not in message
@@ -290,11 +222,13 @@ def test_several_modes_are_named_instead_of_chains_disagreeing():
     no_divergence = {"diverging": (("chain", "draw"), np.zeros((4, 300), bool))}
     chain_mode = chain_modes({name: value for name, (_, value) in aligned.items()})
     with pytest.warns(mixflow.SamplingWarning) as record:
-        summary = _diagnose(aligned, raw, no_divergence, options, chain_mode, np.array([0.6, 0.4]))
+        summary = diagnose(aligned, raw, no_divergence, options, chain_mode, np.array([0.6, 0.4]))
     message = str(record[0].message)
     assert "2 modes (chains 0, 2 | 1, 3; stacking weights 0.60, 0.40)" in message
     assert "chains disagree" not in message and summary["high_rhat"] == "[]"
-    assert summary["max_rhat"] > 1.5  # over all chains, as before
+    assert summary["max_rhat"] < 1.01 < 1.5 < summary["max_rhat_all_chains"]  # within the modes; over all chains
+    assert summary["min_ess_bulk"] > 100 > summary["min_ess_bulk_all_chains"]
+    assert "whether chains cross between places was not judged (it needs at least 400 draws per chain" in message
 
 
 def test_loo_table_uses_the_stacked_predictive_where_chains_fell_into_modes():
@@ -398,19 +332,6 @@ def test_several_starts_refuse_nutpie_and_check_each_point(map_fit):
 
 
 # -- slow: real sampling ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def mirrored():
-    """Data symmetric about 0 (three clusters, the middle one shared): K=2 has two mirror-image modes.
-
-    Either outer cluster is a component of its own while the other component covers the middle and the
-    other outer cluster; NUTS does not cross from one to the other, and by symmetry the true stacking
-    weights are 1/2 each.
-    """
-    rng = np.random.default_rng(1)
-    half = np.concatenate([rng.normal(6, 1, 60), rng.normal(0, 1, 30)])
-    return np.concatenate([half, -half])
-
-
 @pytest.mark.slow
 def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
     model = mixflow.GaussianMixture(2)
@@ -427,9 +348,13 @@ def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
     assert modes.attrs["crossing_window"] == 200
     np.testing.assert_allclose(modes["mu"].values[1], -modes["mu"].values[0][::-1], atol=0.15)
     assert modes.attrs["em_mode"] == 0 and modes.attrs["dominant_mode"] == -1
-    assert tree["mcmc"].attrs["max_rhat"] > 1.5  # over all chains
+    attrs = tree["mcmc"].attrs  # R-hat within the modes, as the warning judges; over all chains the modes apart
+    assert attrs["max_rhat"] == pytest.approx(modes["max_rhat"].values.max(), rel=1e-12) and attrs["max_rhat"] < 1.01
+    assert attrs["max_rhat_all_chains"] > 1.5
+    assert np.all(modes["loo_reliable"].values) and np.all(modes["ess_reliable"].values)
     messages = [str(w.message) for w in record]
     assert any("2 modes (chains 0, 2 | 1, 3" in m for m in messages)
+    assert not any("stacking weights are uncertain" in m or "not judged" in m for m in messages)
     assert not any("chains disagree" in m for m in messages)
     stacked = tree["mcmc/stacked/posterior"]
     assert stacked.sizes["chain"] == 1 and stacked.sizes["draw"] == 3200
@@ -465,7 +390,7 @@ def test_a_unimodal_posterior_is_one_mode_and_left_as_it_was(map_fit):
                              "component": [0, 1], "feature": data.features, "feature_": data.features})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        legacy = _diagnose(aligned, raw, result["groups"]["sample_stats"]["variables"], {**run, "target_accept": 0.8})
+        legacy = diagnose(aligned, raw, result["groups"]["sample_stats"]["variables"], {**run, "target_accept": 0.8})
     assert {key: result["attrs"][key] for key in legacy} == legacy
     assert modes["max_rhat"][1][0] == pytest.approx(result["attrs"]["max_rhat"], rel=1e-12)
 

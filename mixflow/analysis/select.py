@@ -506,8 +506,9 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         ``converged`` (False when EM stopped at ``max_iter``
         or warned so), ``degenerate``, ``spurious`` (a spurious component: no restart found a sound maximum,
         see :func:`mixflow.families.base.spurious_rule`); MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
-        ``min_ess_bulk``, ``min_ess_tail``, ``divergences`` and ``n_modes`` (how many modes its chains fell
-        into, see :mod:`mixflow.engines.modes`) of each NUTS fit; ``skipped``: why the EM
+        ``min_ess_bulk``, ``min_ess_tail`` (within the modes where its chains fell into several),
+        ``divergences`` and ``n_modes`` (how many modes its chains fell into, see
+        :mod:`mixflow.engines.modes`) of each NUTS fit; ``skipped``: why the EM
         criteria skip a K (empty when they do not). Every warning of a fit is raised again naming its K and
         method (``"select_k, K=3, NUTS: ..."``). ``attrs["preferred"]`` maps each criterion to the K it
         prefers (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD), never a K whose EM fit is

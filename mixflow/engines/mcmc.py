@@ -28,29 +28,23 @@ from mixflow.arguments import check_number
 from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
 from mixflow.data import Data
 from mixflow.engines.modes import (
-    CROSSING_WINDOW,
     STARTS,
-    chain_crossings,
     check_starts,
-    crossing_window,
-    describe_modes,
+    mode_caveats,
     mode_groups,
     start_points,
 )
 from mixflow.engines.nutpie_compile import compile_nutpie
 from mixflow.engines.over_draws import draw_groups
+from mixflow.engines.sampling_diagnostics import RHAT_MAX, diagnose, record_crossings
 from mixflow.errors import InputError, SamplerInterrupted
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
-from mixflow.warnings import SamplingWarning
 
 __all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "STARTS", "SamplingInterrupted", "check_options", "fit_mcmc",
            "resolve_sampler"]
 
 SAMPLERS = ("auto", "nutpie", "pymc")
-RHAT_MAX = 1.01
-ESS_PER_CHAIN_MIN = 100  # Vehtari et al. (2021): bulk and tail ESS above 100 per chain
-_MAX_NAMED = 6
 ADAPTATIONS = ("low_rank", "diag")
 _CHAIN_START = "fork" if sys.platform.startswith("linux") else None  # see _sample_pymc
 # LLVM's optimisation level for nutpie's C callbacks, thin wrappers of PyTensor's compiled kernels, compiled
@@ -221,12 +215,13 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
                                     np.random.default_rng(stacking_seed),
                                     "MCMC draws of every mode resampled by the modes' stacking weights")
     groups.update(found)
-    _record_crossings(groups["modes"], aligned)
+    record_crossings(groups["modes"], aligned)
     timings["modes"] = clock.lap()
     modes = groups["modes"]["variables"]
     coords_extra = {"mode": np.arange(modes["weight"][1].size)}
-    diagnostics = _diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options,
-                            chain_mode, modes["weight"][1], modes["crosses"][1], modes["max_rhat"][1])
+    diagnostics = diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options,
+                            chain_mode, modes["weight"][1], modes["crosses"][1], modes["max_rhat"][1],
+                            mode_caveats({name: value for name, (_, value) in modes.items()}))
     timings["diagnostics"] = clock.lap()
     relabelled = np.any(permutations != np.arange(model.n_components), axis=-1)
     attrs = {
@@ -445,147 +440,3 @@ def _clean_attrs(attrs: dict) -> dict:
         else:
             out[key] = json.dumps(value, default=str)
     return out
-
-
-# -- diagnostics -----------------------------------------------------------------------------------------
-def _record_crossings(modes: dict, aligned: dict) -> None:
-    """Add ``crosses`` (chain) to the ``modes`` group: the chains that move between places themselves."""
-    values = {name: value for name, (_, value) in aligned.items()}
-    window = crossing_window(next(iter(values.values())).shape[1])
-    modes["variables"]["crosses"] = (("chain",), chain_crossings(values))
-    modes["attrs"]["crossing_window"] = window
-    modes["attrs"]["crosses"] = (f"the chain's own windows of {window} draws include two the rule would not link: it "
-                                 "moves between places the rule keeps apart" if window else
-                                 f"not judged: fewer than two windows of {CROSSING_WINDOW} draws per chain")
-
-
-def _diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, options: dict,
-              chain_mode: np.ndarray | None = None, weights: np.ndarray | None = None,
-              crosses: np.ndarray | None = None, mode_rhat: np.ndarray | None = None) -> dict:
-    """R-hat, bulk and tail ESS over all chains, and within each mode when the chains fall into several.
-
-    With several modes the flags (and the warning) are those within the modes: a mode whose chains agree
-    is not flagged for disagreeing with another mode, which the warning names instead. Given the modes
-    (``chain_mode``), the warning of a mode whose chains disagree names its chains and quotes its R-hat
-    (``mode_rhat``, the ``max_rhat`` of ``/mcmc/modes``), and says which of them cross between places
-    themselves (``crosses``, :func:`mixflow.engines.modes.chain_crossings`).
-    """
-    coords = {dim: raw_posterior[dim].values for dim in raw_posterior.dims if dim in raw_posterior.coords}
-    posterior = xr.Dataset({name: (dims, value) for name, (dims, value) in aligned.items()},
-                           coords={dim: coords[dim] for dims, _ in aligned.values() for dim in dims if dim in coords})
-    rhat, ess_bulk, ess_tail = _convergence(posterior)
-    diverging = sample_stats.get("diverging")
-    n_divergent = int(np.asarray(diverging[1]).sum()) if diverging is not None else 0
-    minimum = ESS_PER_CHAIN_MIN * options["chains"]
-    n_modes = 1 if chain_mode is None else int(chain_mode.max()) + 1
-    high_rhat, low_bulk, low_tail, disagreeing = [], [], [], []
-    for mode in range(n_modes):  # one mode: the statistics over all chains; several: each mode's, tagged
-        chains = np.arange(posterior.sizes["chain"]) if n_modes == 1 else np.flatnonzero(chain_mode == mode)
-        within = (rhat, ess_bulk, ess_tail) if n_modes == 1 else _convergence(posterior.isel(chain=chains))
-        least = ESS_PER_CHAIN_MIN * chains.size
-        tag = "" if n_modes == 1 else f" in mode {mode}"
-        if within[0] is not None:
-            flagged = _flagged(within[0], lambda v: v > RHAT_MAX)
-            high_rhat += [name + tag for name in flagged]
-            if flagged and chain_mode is not None:
-                disagreeing.append(_disagreeing_mode(mode, n_modes, chains, mode_rhat, crosses,
-                                                     crossing_window(posterior.sizes["draw"])))
-        low_bulk += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least)]
-        low_tail += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least)]
-    _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options,
-          describe_modes(chain_mode, weights) if n_modes > 1 else None, disagreeing)
-    return {
-        "max_rhat": _extreme(rhat, np.nanmax) if rhat is not None else float("nan"),
-        "min_ess_bulk": _extreme(ess_bulk, np.nanmin),
-        "min_ess_tail": _extreme(ess_tail, np.nanmin),
-        "n_divergences": n_divergent,
-        "high_rhat": json.dumps(high_rhat),
-        "low_ess_bulk": json.dumps(low_bulk),
-        "low_ess_tail": json.dumps(low_tail),
-    }
-
-
-def _convergence(posterior: xr.Dataset):
-    """R-hat (None for one chain), bulk and tail ESS of every parameter."""
-    import arviz_stats as azs
-
-    with np.errstate(divide="ignore", invalid="ignore"):  # a constant (e.g. the weight of K=1) has no R-hat/ESS
-        rhat = azs.rhat(posterior) if posterior.sizes["chain"] > 1 else None
-        return rhat, azs.ess(posterior, method="bulk"), azs.ess(posterior, method="tail")
-
-
-def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, crosses, window: int) -> str:
-    """What the warning says of a mode whose chains disagree: its chains, its R-hat, the chains that cross."""
-    listed = ", ".join(map(str, chains))
-    text = (f"the chains fall into 1 mode (chains {listed}) and disagree within it" if n_modes == 1 else
-            f"chains {listed} of mode {mode} disagree")
-    if mode_rhat is not None:
-        text += f": R-hat {float(mode_rhat[mode]):.3f}"
-    crossing = chains[np.asarray(crosses, dtype=bool)[chains]] if crosses is not None else np.empty(0, int)
-    if crossing.size:
-        which = ("every chain crosses between places that its" if crossing.size == chains.size else
-                 f"chain {crossing[0]} crosses between places that its" if crossing.size == 1 else
-                 f"chains {', '.join(map(str, crossing))} cross between places that their")
-        text += (f", and {which} own windows of {window} draws do not share: the "
-                 "chains visit the same places but move between them slowly, and the R-hat measures how unevenly they "
-                 "share their time among them, which more draws settle and no grouping of chains removes")
-    return text
-
-
-def _extreme(dataset: xr.Dataset, reduce) -> float:
-    values = [reduce(dataset[name].values) for name in dataset.data_vars if np.isfinite(dataset[name].values).any()]
-    return float(reduce(values)) if values else float("nan")
-
-
-def _flagged(dataset: xr.Dataset, test) -> list[str]:
-    """Names like ``mu[1, waiting]`` of the entries where ``test`` holds (NaN never flags)."""
-    names = []
-    for name, array in dataset.data_vars.items():
-        values = array.values
-        with np.errstate(invalid="ignore"):
-            hits = np.argwhere(np.asarray(test(values)) & np.isfinite(values))
-        for index in hits:
-            labels = [str(array[dim].values[i]) if dim in array.coords else str(i)
-                      for dim, i in zip(array.dims, index, strict=True)]
-            names.append(f"{name}[{', '.join(labels)}]" if labels else name)
-    return names
-
-
-def _listed(names: list[str]) -> str:
-    more = f" and {len(names) - _MAX_NAMED} more" if len(names) > _MAX_NAMED else ""
-    return ", ".join(names[:_MAX_NAMED]) + more
-
-
-def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: str | None = None,
-          disagreeing: list[str] | None = None) -> None:
-    problems = [f"the chains fall into {modes}; each mode is summarised in /mcmc/modes and the modes are "
-                "combined by stacking in /mcmc/stacked"] if modes else []
-    if high_rhat:
-        why = "; ".join(disagreeing) if disagreeing else "chains of one mode disagree" if modes else "chains disagree"
-        problems.append(f"R-hat above {RHAT_MAX} for {_listed(high_rhat)} ({why})")
-    if low_bulk or low_tail:
-        which = sorted(set(low_bulk) | set(low_tail), key=(low_bulk + low_tail).index)
-        problems.append(f"bulk or tail ESS below {'100 per chain' if modes else f'{minimum} (100 per chain)'} "
-                        f"for {_listed(which)}")
-    if n_divergent:
-        problems.append(f"{n_divergent} divergent transition(s) after tuning")
-    if not problems:
-        return
-    advice = []
-    if high_rhat or low_bulk or low_tail or n_divergent:
-        advice.append(f"more draws and tuning (draws={2 * options['draws']}, tune={max(2 * options['tune'], 1000)})")
-    # Chains that disagree within a mode often cross rarely between a mixture's configurations (a component
-    # that forms on a few points and dissolves): the crossing passes where that component's variance is
-    # small, and the shorter steps of a higher target acceptance pass there more often.
-    if n_divergent or high_rhat:
-        target = options["target_accept"]
-        higher = 0.95 if target < 0.95 else 0.99 if target < 0.99 else None  # the next of the usual settings
-        if higher is not None and (n_divergent or target < 0.95):
-            advice.append(f"a higher target_accept ({higher}; it was {target})")
-    if high_rhat or modes:
-        advice.append("fewer components, or a stronger prior, if components overlap or one has few observations "
-                      "(the posterior may be multimodal)" if not modes else
-                      "fewer components, or a stronger prior, if the modes differ by a component that splits, "
-                      "merges or holds few observations")
-    warnings.warn("MCMC diagnostics: " + "; ".join(problems) + ". Try " + ", ".join(advice) + ".",
-                  SamplingWarning, stacklevel=5)  # _warn, _diagnose, fit_mcmc, mixflow.fit, the caller

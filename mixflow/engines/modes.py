@@ -2,80 +2,47 @@
 
 A finite mixture's posterior is multimodal beyond label switching (components that merge or split, a
 small component some chains find and others do not). After the draws are aligned to one labelling
-(:mod:`mixflow.families.relabel`), chains that sit in different places are grouped into *modes*:
+(:mod:`mixflow.families.relabel`), chains that sit in different places are grouped into *modes* by the
+rule of :mod:`mixflow.engines.mode_rule`; each mode is summarised (:func:`mode_summaries`) and the modes
+are combined (:func:`mode_groups`).
 
-**The rule.** Chains ``i`` and ``j`` are *linked* when the rank-normalised split R-hat of the pair
-(``arviz_stats.rhat`` on the two chains alone, Vehtari et al. 2021) is below ``MODE_RHAT`` (1.1) for
-every scalar parameter of the posterior (every weight, mean, variance or covariance entry), or when the
-two chains visit the same places: the overlap coefficient of their draws' distributions (the mass they
-share, ``sum_b min(p_ib, p_jb)`` over common bins) is at least ``MODE_OVERLAP`` (1/2) for every scalar
-parameter. A mode is a connected group of linked chains (single linkage). 1.1 is the classical threshold
-beyond which two chains are not taken to sample one distribution (Gelman et al., BDA3); for two chains
-whose means differ by ``d`` within-chain sds it is reached at ``d`` of about 0.65, while chains of one
-well-mixed mode give pair R-hats well below 1.1 once each has a hundred or so effective draws (the
-stricter 1.01 is kept for convergence *within* each mode). R-hat alone would also split chains that move
-slowly between the same two places and spend different shares of their draws in each (a small component
-that forms and dissolves): such chains sample one posterior whose parts they cross rarely, which the
-R-hat within the mode then reports, and stacking them as modes would weigh each chain's share of time
-rather than places. Two unimodal chains overlap by at least half when their means differ by less than
-about 1.35 sds (the overlap of two normals is ``2 Phi(-d / 2)``), so chains stuck in places further apart
-than that stay apart.
-
-**Chains that cross.** The rule groups chains, so it cannot split a chain that itself moves between places
-it would keep apart, and no grouping of such chains has a small R-hat within its modes: the R-hat then
-measures how unevenly the chains share their time between the places, which only more crossings (more
-draws) settle. Splitting such chains into modes, or linking them by R-hat alone (complete linkage), would
-make each chain a mode and weigh its share of time as if it were a place. So the chains stay one mode, and
-each chain's own consecutive windows of at least ``CROSSING_WINDOW`` (200) draws (at most
-``CROSSING_WINDOWS`` (10) of them, longer ones for longer chains) are compared by the same rule
-(:func:`chain_crossings`): a chain two of whose windows would not be linked, were they chains, *crosses*
-between places (recorded as ``crosses`` (chain) and said in the diagnostics' warning with the R-hat within
-its mode). On the galaxies (velocity / 1000) at K=5, MAP then NUTS with 4 x 1000 draws, 14 of the 16
-chains of seeds 1-4 do: a component sits on the two galaxies near 16 (weight about 0.03) or moves up to
-18-19.5 (weight 0.15-0.25), and each chain passes from one to the other and back several times, so that
-the share of draws with a component at 16 has a bulk ESS of only 22 to 101 over the 4000 draws (its
-R-hat 1.02 to 1.16), and every pair of chains of seed 1 has an R-hat above 1.1. A window of 200 draws of
-a well-mixing chain holds a hundred or so effective draws, so windows of one place stay linked (as they do
-for autocorrelated draws of one normal place down to about 20 effective draws per window); a chain that
-drifts through one place more slowly than that is also said to cross, which describes it as well: its
-draws 200 apart sit in places the rule keeps apart, and only more draws bring its R-hat down.
-
-**The weights.** Each mode's chains give a PSIS-LOO predictive density of every observation
-(``arviz_stats.loo``), and the modes are weighted by Bayesian stacking of those densities (Yao, Vehtari
-and Gelman, "Stacking for non-mixing Bayesian computations: the curse and blessing of multimodal
-posteriors", JMLR 2022): the weights on the simplex maximising ``sum_n f_n log sum_k w_k exp(lpd_nk)``
-(:func:`stacking_weights`, ``f_n`` the frequency weights). The combined posterior is a resample of the
-draws: each of the ``chains * draws`` draws comes from mode ``k`` with probability ``w_k`` and is then
-drawn uniformly from that mode's draws (:func:`combined_draws`).
+**The weights.** The modes are weighted by Bayesian stacking of each mode's leave-one-out predictive
+densities, PSIS-LOO or, for a mode with fewer than 30 draws, plain importance-sampling LOO, and combined
+by a resample (:mod:`mixflow.engines.stacking`). A weight is only as good as its mode's estimates:
+:func:`mode_caveats` names the modes whose LOO densities are unreliable (a Pareto shape above arviz_stats'
+threshold, or no PSIS) or whose draws are too few to trust (bulk ESS below :data:`ESS_PER_CHAIN_MIN` per
+chain), recorded as ``loo_reliable`` and ``ess_reliable`` (mode) in the modes group.
 """
-
-import warnings
 
 import numpy as np
 import xarray as xr
-from scipy.optimize import minimize
-from scipy.sparse.csgraph import connected_components
 
 from mixflow.data import Data
 from mixflow.engines.em_steps import e_step, objective
+from mixflow.engines.mode_rule import (
+    CROSSING_WINDOW,
+    CROSSING_WINDOWS,
+    DOMINANT_WEIGHT,
+    ESS_PER_CHAIN_MIN,
+    MODE_OVERLAP,
+    MODE_RHAT,
+    chain_crossings,
+    chain_modes,
+    crossing_window,
+    describe_modes,
+    pair_overlaps,
+    pair_rhats,
+)
+from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, loo_pointwise, stacking_weights
 from mixflow.errors import InputError
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 
-__all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE", "MODE_OVERLAP", "MODE_RHAT",
-           "OPTIMA_DISTANCE", "OPTIMA_GAP", "STARTS", "chain_crossings", "chain_modes", "check_starts",
-           "combined_draws", "crossing_window", "describe_modes", "distinct_optima", "loo_pointwise", "mode_groups",
-           "mode_summaries", "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
+__all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE", "ESS_PER_CHAIN_MIN", "MODE_OVERLAP",
+           "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "PSIS_MIN_DRAWS", "STARTS", "chain_crossings", "chain_modes",
+           "check_starts", "combined_draws", "crossing_window", "describe_modes", "distinct_optima", "loo_pointwise",
+           "mode_caveats", "mode_groups", "mode_summaries", "pair_overlaps", "pair_rhats", "stacking_weights",
+           "start_points"]
 
-MODE_RHAT = 1.1
-#: Chains whose draws share at least this much of their distribution on every parameter are linked.
-MODE_OVERLAP = 0.5
-#: Draws per window when a chain's own windows are compared by the rule (:func:`chain_crossings`): about
-#: a hundred effective draws per window in a well-mixing chain, so that windows of one place stay linked.
-CROSSING_WINDOW = 200
-#: At most this many windows per chain (longer windows for longer chains), which bounds the pairs compared.
-CROSSING_WINDOWS = 10
-#: Bins of the overlap coefficient: quantiles of the pair's pooled draws, 5% of them in each.
-_OVERLAP_BINS = 20
 #: Two EM optima are distinct when some entry of their label signatures differs by more than this many
 #: (approximate) posterior sds (:func:`distinct_optima`).
 OPTIMA_DISTANCE = 1.0
@@ -85,8 +52,6 @@ OPTIMA_GAP = 10.0
 #: EM's estimate lies in a mode when it is within this many of the mode's posterior sds of the mode's
 #: mean on every parameter (a maximum of the posterior sits inside its mode's bulk, not at its mean).
 EM_IN_MODE = 2.0
-#: A mode whose stacking weight exceeds this dominates: the others are reported as negligible.
-DOMINANT_WEIGHT = 0.99
 #: ``starts`` of the sampling engines by name: the reference (EM's estimate), or the distinct maxima EM's
 #: restarts found (resolved into a list of points by :func:`mixflow.fit`, which holds the restarts).
 STARTS = ("reference", "em-optima")
@@ -120,160 +85,6 @@ def start_points(model, data: Data, reference: dict, starts) -> list[dict]:
     if isinstance(starts, str):
         return [reference]
     return [model.check_parameters(point, data.n_features, name=f"starts[{i}]") for i, point in enumerate(starts)]
-
-
-def _columns(draws: dict) -> np.ndarray:
-    """Every scalar parameter as a column: ``(chain, draw, n_scalars)``."""
-    arrays = [np.asarray(value, dtype=float) for value in draws.values()]
-    n_chains, n_draws = arrays[0].shape[:2]
-    return np.concatenate([a.reshape(n_chains, n_draws, -1) for a in arrays], axis=-1)
-
-
-def pair_rhats(draws: dict) -> np.ndarray:
-    """The largest R-hat over the scalar parameters of every pair of chains.
-
-    Parameters
-    ----------
-    draws : dict
-        ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
-
-    Returns
-    -------
-    ndarray of shape (n_chains, n_chains)
-        The largest rank-normalised split R-hat of each pair (``arviz_stats.rhat``), 1 on the diagonal;
-        a parameter constant in both chains (no R-hat) counts 1 when the constants agree and infinity
-        when they do not.
-    """
-    columns = _columns(draws)
-    n_chains = columns.shape[0]
-    out = np.ones((n_chains, n_chains))
-    for i in range(n_chains):
-        for j in range(i + 1, n_chains):
-            out[i, j] = out[j, i] = _pair_rhat(columns[[i, j]])
-    return out
-
-
-def _pair_rhat(pair: np.ndarray) -> float:
-    """The largest R-hat over the scalars of two chains' draws ``(2, n_draws, n_scalars)`` (see :func:`pair_rhats`)."""
-    import arviz_stats as azs
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rhat = np.asarray(azs.rhat(xr.DataArray(pair, dims=("chain", "draw", "scalar"))).values)
-    constant = ~np.isfinite(rhat)
-    if constant.any():
-        agree = np.all(pair[:, :, constant] == pair[:1, :1, constant], axis=(0, 1))
-        rhat = np.where(constant, 1.0, rhat)
-        if not agree.all():
-            rhat = np.append(rhat, np.inf)
-    return float(rhat.max())
-
-
-def pair_overlaps(draws: dict) -> np.ndarray:
-    """The smallest overlap coefficient over the scalar parameters of every pair of chains.
-
-    The overlap coefficient of two chains' draws of one parameter is ``sum_b min(p_ib, p_jb)``, with
-    ``p_ib`` the share of chain ``i``'s draws in bin ``b`` of :data:`_OVERLAP_BINS` bins at the quantiles of
-    the pair's pooled draws: 1 for chains with one distribution (less its sampling noise), 0 for chains
-    that share no place.
-
-    Parameters
-    ----------
-    draws : dict
-        ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
-
-    Returns
-    -------
-    ndarray of shape (n_chains, n_chains)
-        1 on the diagonal; a parameter constant in both chains counts 1 when the constants agree, else 0.
-    """
-    columns = _columns(draws)
-    n_chains = columns.shape[0]
-    out = np.ones((n_chains, n_chains))
-    for i in range(n_chains):
-        for j in range(i + 1, n_chains):
-            out[i, j] = out[j, i] = min(_overlap(columns[i, :, s], columns[j, :, s]) for s in range(columns.shape[2]))
-    return out
-
-
-def _overlap(first: np.ndarray, second: np.ndarray) -> float:
-    edges = np.unique(np.quantile(np.concatenate([first, second]), np.linspace(0.0, 1.0, _OVERLAP_BINS + 1)))
-    if edges.size < 2:  # both chains constant at one value
-        return 1.0
-    shares = [np.histogram(values, edges)[0] / values.size for values in (first, second)]
-    return float(np.minimum(*shares).sum())
-
-
-def chain_modes(draws: dict, *, threshold: float = MODE_RHAT, overlap: float = MODE_OVERLAP) -> np.ndarray:
-    """The mode of every chain by the rule of this module's docstring.
-
-    Parameters
-    ----------
-    draws : dict
-        ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
-    threshold : float, default MODE_RHAT
-        Chains whose pair R-hat is below this on every parameter are linked.
-    overlap : float, default MODE_OVERLAP
-        Chains whose overlap coefficient is at least this on every parameter are linked.
-
-    Returns
-    -------
-    ndarray of int of shape (n_chains,)
-        Modes numbered 0, 1, ... in the order of their first chain (chain 0 is in mode 0).
-    """
-    linked = (pair_rhats(draws) < threshold) | (pair_overlaps(draws) >= overlap)
-    _, labels = connected_components(linked, directed=False)
-    first = {}
-    for label in labels:
-        first.setdefault(int(label), len(first))
-    return np.array([first[int(label)] for label in labels], dtype=np.int64)
-
-
-def crossing_window(n_draws: int, window: int = CROSSING_WINDOW) -> int:
-    """The draws per window :func:`chain_crossings` compares in chains of ``n_draws`` (0: too short to judge)."""
-    n_windows = min(n_draws // window, CROSSING_WINDOWS)
-    return n_draws // n_windows if n_windows >= 2 else 0
-
-
-def chain_crossings(draws: dict, *, window: int = CROSSING_WINDOW, threshold: float = MODE_RHAT,
-                    overlap: float = MODE_OVERLAP) -> np.ndarray:
-    """Which chains themselves move between places the rule of this module's docstring would keep apart.
-
-    Each chain is cut into ``min(n_draws // window, CROSSING_WINDOWS)`` consecutive windows of equal length
-    (at least ``window`` draws; the remainder at the end dropped); the chain *crosses* when two of its
-    windows would not be linked were they chains: their pair R-hat is at least ``threshold`` and their
-    overlap coefficient below ``overlap`` on some parameter.
-
-    Parameters
-    ----------
-    draws : dict
-        ``{name: array of shape (n_chains, n_draws, ...)}``, aligned to one labelling.
-    window : int, default CROSSING_WINDOW
-        The fewest draws per window; a chain with fewer than two windows is not judged (False).
-    threshold, overlap : float
-        The linking rule's R-hat threshold and overlap (:func:`chain_modes`).
-
-    Returns
-    -------
-    ndarray of bool of shape (n_chains,)
-    """
-    columns = _columns(draws)
-    n_chains, n_draws = columns.shape[:2]
-    out = np.zeros(n_chains, dtype=bool)
-    length = crossing_window(n_draws, window)
-    if not length:
-        return out
-    n_windows = n_draws // length
-    for chain in range(n_chains):
-        windows = columns[chain, :n_windows * length].reshape(n_windows, length, -1)
-        for i in range(n_windows):
-            for j in range(i + 1, n_windows):
-                apart = min(_overlap(windows[i, :, s], windows[j, :, s]) for s in range(windows.shape[2])) < overlap
-                if apart and _pair_rhat(windows[[i, j]]) >= threshold:  # the R-hat only where the overlap is small
-                    out[chain] = True
-                    break
-            if out[chain]:
-                break
-    return out
 
 
 def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: int | None) -> list[dict]:
@@ -322,104 +133,6 @@ def distinct_optima(model, data: Data, optima: list[dict], objectives, limit: in
         if len(kept) == limit:
             break
     return kept
-
-
-def stacking_weights(lpd: np.ndarray, frequency: np.ndarray | None = None) -> np.ndarray:
-    """Bayesian stacking weights from pointwise log predictive densities.
-
-    Maximises ``sum_n f_n log sum_k w_k exp(lpd[n, k])`` over the simplex (concave in ``w``), by SLSQP
-    with the analytic gradient.
-
-    Parameters
-    ----------
-    lpd : ndarray of shape (n_obs, n_modes)
-        E.g. each mode's PSIS-LOO log predictive density of each observation (:func:`loo_pointwise`).
-    frequency : ndarray of shape (n_obs,), optional
-        Frequency weight of each observation (default 1).
-
-    Returns
-    -------
-    ndarray of shape (n_modes,)
-        Non-negative weights summing to 1.
-    """
-    lpd = np.asarray(lpd, dtype=float)
-    n_obs, n_modes = lpd.shape
-    if n_modes == 1:
-        return np.ones(1)
-    frequency = np.ones(n_obs) if frequency is None else np.asarray(frequency, dtype=float)
-    density = np.exp(lpd - lpd.max(axis=1, keepdims=True))  # the shift only adds a constant
-    total = frequency.sum()
-
-    def loss(w):
-        mixed = np.maximum(density @ w, 1e-300)
-        return -(frequency @ np.log(mixed)) / total, -(frequency / mixed) @ density / total
-
-    result = minimize(loss, np.full(n_modes, 1.0 / n_modes), jac=True, method="SLSQP",
-                      bounds=[(0.0, 1.0)] * n_modes,
-                      constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
-                      options={"ftol": 1e-12, "maxiter": 1000})
-    weights = np.where(result.x > 1e-10, result.x, 0.0)  # SLSQP's round-off at the simplex's faces
-    return weights / weights.sum()
-
-
-def loo_pointwise(log_likelihood: np.ndarray, posterior: dict) -> tuple[np.ndarray, float]:
-    """PSIS-LOO log predictive density of every observation from one set of chains (``arviz_stats.loo``).
-
-    Parameters
-    ----------
-    log_likelihood : ndarray of shape (n_chains, n_draws, n_obs)
-    posterior : dict
-        ``{name: (dims, array)}`` of the same chains (for the relative efficiency of the draws).
-
-    Returns
-    -------
-    elpd : ndarray of shape (n_obs,)
-    max_pareto_k : float
-        The largest Pareto shape (above about 0.7 the estimate of that observation is unreliable).
-    """
-    import arviz_stats as azs
-
-    tree = xr.DataTree.from_dict({
-        "posterior": xr.Dataset({name: (dims, value) for name, (dims, value) in posterior.items()}),
-        "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), log_likelihood)}),
-    })
-    with warnings.catch_warnings():  # the Pareto shapes are returned and recorded instead
-        warnings.simplefilter("ignore")
-        result = azs.loo(tree, pointwise=True, var_name="x")
-    return np.asarray(result.elpd_i.values, dtype=float), float(np.nanmax(result.pareto_k.values))
-
-
-def combined_draws(draws: dict, chain_mode: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> dict:
-    """Draws resampled by stacking weight: ``chains * draws`` of them on one chain.
-
-    Parameters
-    ----------
-    draws : dict
-        ``{name: (dims, array of shape (n_chains, n_draws, ...))}``.
-    chain_mode : ndarray of int of shape (n_chains,)
-    weights : ndarray of shape (n_modes,)
-    rng : numpy.random.Generator
-
-    Returns
-    -------
-    dict
-        ``{name: (dims, array of shape (1, n_chains * n_draws, ...))}``: the number of draws from mode
-        ``k`` is multinomial with probabilities ``weights``, each drawn uniformly (with replacement)
-        from the mode's draws, in a random order.
-    """
-    n_chains, n_draws = chain_mode.size, next(iter(draws.values()))[1].shape[1]
-    total = n_chains * n_draws
-    counts = rng.multinomial(total, weights)
-    picks = []
-    for mode, count in enumerate(counts):
-        pool = np.flatnonzero(np.repeat(chain_mode == mode, n_draws))
-        picks.append(rng.choice(pool, size=count, replace=True))
-    order = rng.permutation(np.concatenate(picks))
-    out = {}
-    for name, (dims, value) in draws.items():
-        flat = np.asarray(value).reshape((total,) + np.shape(value)[2:])
-        out[name] = (dims, flat[order][None])
-    return out
 
 
 def _within(draws: dict, chains: np.ndarray) -> xr.Dataset:
@@ -474,56 +187,119 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     -------
     dict
         ``{"variables": {...}, "attrs": {...}}``: ``chain_mode`` (chain), ``weight`` (mode, the stacking
-        weight), ``n_chains``, ``elpd_loo``, ``max_pareto_k``, ``log_likelihood`` and ``log_posterior``
-        (at the mode's posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the
-        mode) (mode), the posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights``
-        (mode, component)) and ``lpd_loo`` (obs, mode); attrs ``n_modes``, ``em_mode`` (-1: none) and
-        ``dominant_mode`` (-1: none has weight above :data:`DOMINANT_WEIGHT`). With one mode its weight is 1
-        and ``lpd_loo``, ``elpd_loo`` and ``max_pareto_k`` are NaN: PSIS-LOO serves only the stacking (the
-        model's own LOO is :func:`mixflow.analysis.select.loo_table`'s, from the pointwise log-likelihood).
+        weight), ``n_chains``, ``n_draws`` (all its chains' draws), ``elpd_loo``, ``max_pareto_k``,
+        ``pareto_k_threshold`` (arviz_stats' for the mode's draws), ``loo_reliable`` (PSIS-LOO with every
+        Pareto shape at most the threshold), ``ess_reliable`` (smallest bulk ESS at least
+        :data:`ESS_PER_CHAIN_MIN` per chain), ``log_likelihood`` and ``log_posterior`` (at the mode's
+        posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the mode) (mode), the
+        posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights`` (mode, component))
+        and ``lpd_loo`` (obs, mode); attrs ``n_modes``, ``em_mode`` (-1: none) and ``dominant_mode`` (-1:
+        none has weight above :data:`DOMINANT_WEIGHT`). With one mode its weight is 1, ``loo_reliable`` is
+        True and ``lpd_loo``, ``elpd_loo``, ``max_pareto_k`` and ``pareto_k_threshold`` are NaN: LOO serves
+        only the stacking (the model's own LOO is :func:`mixflow.analysis.select.loo_table`'s, from the
+        pointwise log-likelihood).
     """
     n_modes = int(chain_mode.max()) + 1
-    prepared = model.prepare(data)
-    prior = model.working_prior(prepared)
-    active = np.arange(model.n_components)
-    lpd = np.empty((data.n_obs, n_modes))
-    stats = {key: np.empty(n_modes) for key in ("n_chains", "elpd_loo", "max_pareto_k", "log_likelihood",
-                                                "log_posterior", "max_rhat", "min_ess_bulk", "min_ess_tail")}
-    means, sds = [], []
+    lpd = np.full((data.n_obs, n_modes), np.nan)
+    rows, means, sds = [], [], []
     for mode in range(n_modes):
         chains = np.flatnonzero(chain_mode == mode)
         posterior = _within(draws, chains)
-        mean = {name: posterior[name].mean(("chain", "draw")).values for name in posterior.data_vars}
-        means.append(mean)
+        means.append({name: posterior[name].mean(("chain", "draw")).values for name in posterior.data_vars})
         sds.append({name: posterior[name].std(("chain", "draw")).values for name in posterior.data_vars})
-        if n_modes > 1:  # one mode's weight is 1 whatever its densities: no PSIS-LOO to stack by
-            lpd[:, mode], stats["max_pareto_k"][mode] = loo_pointwise(
+        row = {"n_chains": chains.size, "n_draws": chains.size * posterior.sizes["draw"],
+               "max_pareto_k": np.nan, "pareto_k_threshold": np.nan}
+        if n_modes > 1:  # one mode's weight is 1 whatever its densities: no LOO to stack by
+            lpd[:, mode], row["max_pareto_k"], row["pareto_k_threshold"] = loo_pointwise(
                 log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
-        else:
-            lpd[:, mode], stats["max_pareto_k"][mode] = np.nan, np.nan
-        total = float(data.frequency @ e_step(model, mean, prepared, data.n_features)[1])
-        stats["log_likelihood"][mode] = total
-        stats["log_posterior"][mode] = objective(model, model.to_working(mean, prepared), total, prior, active)
-        stats["max_rhat"][mode], stats["min_ess_bulk"][mode], stats["min_ess_tail"][mode] = _diagnostics(posterior)
-        stats["n_chains"][mode] = chains.size
+        row.update(_at_mean(model, data, means[-1]))
+        row["max_rhat"], row["min_ess_bulk"], row["min_ess_tail"] = _diagnostics(posterior)
+        # NaN comparisons are False: a mode without PSIS (too few draws) has no reliable LOO
+        row["loo_reliable"] = n_modes == 1 or bool(row["max_pareto_k"] <= row["pareto_k_threshold"])
+        row["ess_reliable"] = bool(row["min_ess_bulk"] >= ESS_PER_CHAIN_MIN * chains.size)
+        rows.append(row)
+    stats = {key: np.array([row[key] for row in rows]) for key in rows[0]}
     stats["elpd_loo"] = data.frequency @ lpd
-    weights = stacking_weights(lpd, data.frequency)
+    weights = stacking_weights(lpd, data.frequency) if n_modes > 1 else np.ones(1)
     dominant = int(np.argmax(weights)) if weights.max() > DOMINANT_WEIGHT and n_modes > 1 else -1
     variables = {"chain_mode": (("chain",), chain_mode.astype(np.int64)), "weight": (("mode",), weights),
-                 "lpd_loo": (("obs", "mode"), lpd),
-                 **{key: (("mode",), value.astype(np.int64) if key == "n_chains" else value)
-                    for key, value in stats.items()}}
+                 "lpd_loo": (("obs", "mode"), lpd), **{key: (("mode",), value) for key, value in stats.items()}}
     for name, (dims, _) in draws.items():
         variables[name] = (("mode", *dims[2:]), np.stack([mean[name] for mean in means]))
     attrs = {"n_modes": n_modes, "em_mode": _em_mode(reference, means, sds), "dominant_mode": dominant,
-             "rule": f"chains whose pair R-hat is below {MODE_RHAT}, or whose draws' overlap coefficient is at "
-                     f"least {MODE_OVERLAP}, on every parameter are linked; a mode is a connected group of linked "
-                     "chains",
-             "weight": "Bayesian stacking of each mode's PSIS-LOO predictive densities (Yao, Vehtari and "
-                       "Gelman 2022)",
-             "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
-             "log_likelihood": "log-likelihood (frequency weights applied) at the mode's posterior mean"}
+             **_MODE_ATTRS}
     return {"variables": variables, "attrs": attrs}
+
+
+_MODE_ATTRS = {
+    "rule": f"chains whose pair R-hat is below {MODE_RHAT}, or whose draws' overlap coefficient is at least "
+            f"{MODE_OVERLAP}, on every parameter are linked; a mode is a connected group of linked chains",
+    "weight": "Bayesian stacking of each mode's leave-one-out predictive densities (Yao, Vehtari and Gelman "
+              f"2022): PSIS-LOO, or plain importance-sampling LOO for a mode with fewer than {PSIS_MIN_DRAWS} "
+              "draws",
+    "loo_reliable": "PSIS-LOO with every Pareto shape at most pareto_k_threshold (arviz_stats' min(1 - 1 / "
+                    "log10(S), 0.7) for S draws); False: the mode's weight rests on unreliable densities",
+    "ess_reliable": f"smallest bulk ESS within the mode at least {ESS_PER_CHAIN_MIN} per chain; False: too few "
+                    "effective draws to trust the mode's summaries and its weight",
+    "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
+    "log_likelihood": "log-likelihood (frequency weights applied) at the mode's posterior mean",
+}
+
+
+def _at_mean(model, data: Data, mean: dict) -> dict:
+    """The log-likelihood and log posterior density (EM's objective) at a mode's posterior mean."""
+    prepared = model.prepare(data)
+    total = float(data.frequency @ e_step(model, mean, prepared, data.n_features)[1])
+    log_posterior = objective(model, model.to_working(mean, prepared), total, model.working_prior(prepared),
+                              np.arange(model.n_components))
+    return {"log_likelihood": total, "log_posterior": log_posterior}
+
+
+def mode_caveats(modes, unit: str = "chains") -> str:
+    """What makes the stacking weights uncertain, mode by mode ("" when nothing does, or with one mode).
+
+    Parameters
+    ----------
+    modes : mapping
+        The modes group's variables by name (arrays or DataArrays): ``chain_mode``, ``n_chains``,
+        ``n_draws``, ``max_pareto_k``, ``pareto_k_threshold``, ``loo_reliable``, ``min_ess_bulk`` and
+        ``ess_reliable`` (:func:`mode_summaries`).
+    unit : str
+        What the chains are (``"fits"`` for ADVI).
+
+    Returns
+    -------
+    str
+        E.g. ``"the stacking weights are uncertain: mode 1 (chain 1) has 20 draws, fewer than the 30
+        PSIS-LOO needs (draws >= 30 per chain), so its weight rests on plain importance-sampling LOO; more
+        draws settle them"``.
+    """
+    value = {name: np.asarray(modes[name]) for name in ("chain_mode", "n_chains", "n_draws", "max_pareto_k",
+                                                         "pareto_k_threshold", "loo_reliable", "min_ess_bulk",
+                                                         "ess_reliable")}
+    if value["n_draws"].size < 2:
+        return ""
+    said = []
+    for mode in range(value["n_draws"].size):
+        why = []
+        n_draws, per_chain = int(value["n_draws"][mode]), -(-PSIS_MIN_DRAWS // int(value["n_chains"][mode]))
+        if n_draws < PSIS_MIN_DRAWS:
+            why.append(f"has {n_draws} draw{'s' * (n_draws != 1)}, fewer than the {PSIS_MIN_DRAWS} PSIS-LOO needs "
+                       f"(draws >= {per_chain} per {unit[:-1]}), so its weight rests on plain importance-sampling LOO")
+        elif not value["loo_reliable"][mode]:
+            why.append(f"has a PSIS-LOO Pareto k up to {value['max_pareto_k'][mode]:.2f}, above "
+                       f"{value['pareto_k_threshold'][mode]:.2f} for its {n_draws} draws")
+        if not value["ess_reliable"][mode]:
+            ess = value["min_ess_bulk"][mode]
+            why.append((f"a bulk ESS of {ess:.1f}" if np.isfinite(ess) else "no bulk ESS (too few draws)")
+                       + f", below {ESS_PER_CHAIN_MIN} per {unit[:-1]}")
+        if why:
+            chains = np.flatnonzero(value["chain_mode"] == mode)
+            said.append(f"mode {mode} ({unit if chains.size > 1 else unit[:-1]} {', '.join(map(str, chains))}) "
+                        + " and ".join(why))
+    if not said:
+        return ""
+    return "the stacking weights are uncertain: " + "; ".join(said) + "; more draws settle them"
 
 
 def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, reference: dict,
@@ -563,17 +339,3 @@ def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, re
             "coords": {"chain": np.arange(1), "draw": np.arange(n_chains * n_draws)},
             "attrs": {"description": description}}
     return groups, chain_mode
-
-
-def describe_modes(chain_mode: np.ndarray, weights: np.ndarray, unit: str = "chains") -> str:
-    """``"2 modes (chains 0, 2 | 1, 3; stacking weights 0.71, 0.29)"``, with a dominant mode named.
-
-    ``unit`` names what the numbers are (e.g. ``"fits"`` for ADVI fits from several starts).
-    """
-    n_modes = int(chain_mode.max()) + 1
-    groups = " | ".join(", ".join(str(c) for c in np.flatnonzero(chain_mode == m)) for m in range(n_modes))
-    text = f"{n_modes} modes ({unit} {groups}; stacking weights {', '.join(f'{w:.2f}' for w in weights)})"
-    if weights.max() > DOMINANT_WEIGHT:
-        text += (f"; mode {int(np.argmax(weights))} carries {weights.max():.3f} of the weight, the others are "
-                 "negligible")
-    return text

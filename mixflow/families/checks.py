@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from mixflow.arguments import check_count
 from mixflow.errors import InputError, InputTypeError
 
 __all__ = ["check_concentration", "check_n_components", "check_parameter_dict", "named_rows", "prior_from_argument"]
@@ -10,10 +11,8 @@ _MAX_ROWS_NAMED = 5
 
 
 def check_n_components(value) -> int:
-    """``n_components`` as an int, or a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InputError(f"n_components: expected an integer >= 1, got {value!r}")
-    return int(value)
+    """``n_components`` as an int: InputTypeError for a non-integer, InputError below 1 (as ``n_init``'s)."""
+    return check_count("n_components", value, 1)
 
 
 def prior_from_argument(prior, prior_class, n_components: int):

@@ -26,7 +26,7 @@ from mixflow.container.layout import (
 )
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
-from mixflow.engines.modes import CROSSING_WINDOW, describe_modes
+from mixflow.engines.modes import CROSSING_WINDOW, describe_modes, mode_caveats
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -234,9 +234,12 @@ def _bootstrap_line(tree) -> tuple[str, list[str]]:
 
 def _mcmc_line(tree) -> tuple[str, list[str]]:
     attrs = tree[MCMC].attrs
-    line = (f"{attrs.get('sampler')}, {attrs.get('chains')} chains x {attrs.get('draws')} draws; max R-hat "
-            f"{attrs.get('max_rhat', float('nan')):.3f}, min ESS bulk {attrs.get('min_ess_bulk', float('nan')):.0f}"
-            f" / tail {attrs.get('min_ess_tail', float('nan')):.0f}, {attrs.get('n_divergences', 0)} divergences")
+    rhat = f"max R-hat {attrs.get('max_rhat', float('nan')):.3f}"
+    if int(attrs.get("n_modes", 1)) > 1 and "max_rhat_all_chains" in attrs:  # max_rhat and min_ess_* are within
+        rhat = f"max R-hat within modes {attrs['max_rhat']:.3f} (over all chains {attrs['max_rhat_all_chains']:.3f})"
+    line = (f"{attrs.get('sampler')}, {attrs.get('chains')} chains x {attrs.get('draws')} draws; {rhat}, min ESS "
+            f"bulk {attrs.get('min_ess_bulk', float('nan')):.0f} / tail {attrs.get('min_ess_tail', float('nan')):.0f}"
+            f", {attrs.get('n_divergences', 0)} divergences")
     found = [f"{what} at {_first(_listed(attrs, key))}" for key, what in
              (("high_rhat", "R-hat above 1.01"), ("low_ess_bulk", "low bulk ESS"), ("low_ess_tail", "low tail ESS"))
              if _listed(attrs, key)]
@@ -245,6 +248,10 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
     if int(attrs.get("n_modes", 1)) > 1:
         found.insert(0, f"the chains fall into {attrs['n_modes']} modes (the R-hat and ESS findings are within modes; "
                         "see /mcmc/modes and the stacked draws)")
+        modes = tree[MCMC_MODES] if has_group(tree, MCMC_MODES) else None
+        if modes is not None and "loo_reliable" in modes:  # results saved before it lack the reliability
+            caveats = mode_caveats(modes)
+            found += [caveats] if caveats else []
     if has_group(tree, MCMC_MODES) and "crosses" in tree[MCMC_MODES]:
         crossing = np.flatnonzero(tree[MCMC_MODES]["crosses"].values)
         if crossing.size:

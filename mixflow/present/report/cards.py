@@ -35,8 +35,10 @@ def _mcmc_convergence(tree) -> dict:
     attrs = tree["mcmc"].attrs
     if all(key in attrs for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "n_divergences")):
         # the sampler's own diagnostics, the ones it warned of (NaN R-hat: one chain)
-        if draws.sizes["chain"] > 1:
-            out["max R-hat"] = float(attrs["max_rhat"])
+        many = int(attrs.get("n_modes", 1)) > 1
+        if draws.sizes["chain"] > 1:  # with several modes max_rhat is within them (before *_all_chains: over all)
+            out["max R-hat over all chains" if many else "max R-hat"] = float(
+                attrs.get("max_rhat_all_chains", attrs["max_rhat"]) if many else attrs["max_rhat"])
         out.update({"min bulk ESS": float(attrs["min_ess_bulk"]), "min tail ESS": float(attrs["min_ess_tail"]),
                     "divergences": int(attrs["n_divergences"])})
         if has_group(tree, group(MCMC, "modes")) and "crosses" in tree[group(MCMC, "modes")]:
@@ -123,7 +125,12 @@ def _mcmc_rows(tree) -> list[tuple[str, object]]:
                       + (f" after {attrs['tune']} tuning steps" if "tune" in attrs else ""))]
     if "wall_time" in attrs:
         rows.append(("wall time", duration(attrs["wall_time"]) + " (compilation and sampling)"))
-    if "max R-hat" in summary:
+    if "max R-hat within modes" in summary:  # the figure the warnings judge by, then the modes' distance
+        rows.append(("worst R-hat within a mode", f"{summary['max R-hat within modes']:.3f}"))
+        if "max R-hat over all chains" in summary:
+            rows.append(("worst R-hat over all chains (the modes apart)",
+                         f"{summary['max R-hat over all chains']:.3f}"))
+    elif "max R-hat" in summary:
         rows.append(("worst R-hat", f"{summary['max R-hat']:.3f}"))
     rows += [("smallest ESS (bulk / tail)", f"{summary['min bulk ESS']:.0f} / {summary['min tail ESS']:.0f}"),
              ("divergences", summary.get("divergences", 0))]

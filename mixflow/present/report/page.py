@@ -437,8 +437,8 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
     modes = tree[modes_path]
     chain_mode = modes["chain_mode"].values
     rows = {unit: [", ".join(map(str, np.flatnonzero(chain_mode == m))) for m in modes["mode"].values]}
-    for name in ("weight", "elpd_loo", "max_pareto_k", "log_likelihood", "log_posterior", "max_rhat", "min_ess_bulk",
-                 "min_ess_tail"):
+    for name in ("weight", "elpd_loo", "max_pareto_k", "pareto_k_threshold", "loo_reliable", "log_likelihood",
+                 "log_posterior", "max_rhat", "min_ess_bulk", "min_ess_tail", "ess_reliable"):
         if name in modes:
             rows[name] = modes[name].values
     for index in range(modes["weights"].shape[1]):
@@ -449,7 +449,10 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
     note = (f"<p><small>{grouped} when their pair R-hat stays below 1.1, or their draws share at "
             "least half their distribution, on every parameter; "
             "<code>weight</code> is the Bayesian stacking weight of the mode's PSIS-LOO predictive densities (Yao, "
-            "Vehtari and Gelman 2022); <code>log_likelihood</code> and <code>log_posterior</code> are at the mode's "
+            "Vehtari and Gelman 2022; plain importance-sampling LOO for a mode of fewer than 30 draws), to be "
+            "doubted where <code>loo_reliable</code> (every Pareto k at most <code>pareto_k_threshold</code>) or "
+            "<code>ess_reliable</code> (bulk ESS at least 100 per chain) is False; <code>log_likelihood</code> and "
+            "<code>log_posterior</code> are at the mode's "
             "posterior mean; R-hat and ESS are within the mode. The method "
             f"<em>{html.escape(METHOD_LABELS[stacked])}</em> in the tables and plots is the draws resampled by these "
             "weights.</small></p>")

@@ -1,0 +1,232 @@
+"""Stacking of modes: the weights against references, the leave-one-out densities with few draws, the caveats."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+import mixflow
+from mixflow.data import validate_data
+from mixflow.engines.modes import (
+    DOMINANT_WEIGHT,
+    describe_modes,
+    mode_caveats,
+    mode_summaries,
+)
+from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, importance_loo, loo_pointwise, stacking_weights
+from mixflow.present.report.cards import _mcmc_convergence, _mcmc_rows
+from mixflow.present.summary import summary_text
+
+FAST = {"progressbar": False, "posterior_predictive": False}
+
+
+def _naive_stacking_objective(lpd, weights, frequency=None):
+    frequency = np.ones(lpd.shape[0]) if frequency is None else frequency
+    return float(frequency @ np.log(np.exp(lpd) @ weights))
+
+
+def _fixed_point_stacking(lpd, iterations=20000):
+    """Reference: EM for the weights of a mixture of fixed densities (monotone, to the concave maximum)."""
+    density = np.exp(lpd)
+    weights = np.full(lpd.shape[1], 1.0 / lpd.shape[1])
+    for _ in range(iterations):
+        share = density * weights
+        weights = (share / share.sum(axis=1, keepdims=True)).mean(axis=0)
+    return weights
+
+
+def _lpd(seed, n=200, k=3):
+    rng = np.random.default_rng(seed)
+    return rng.normal(-2.0, 1.0, (n, k)) + rng.normal(0, 0.5, k)
+
+
+# -- stacking ---------------------------------------------------------------------------------------------
+def test_stacking_weights_two_modes_match_a_grid_search():
+    lpd = _lpd(0, k=2)
+    grid = np.linspace(0, 1, 100001)
+    values = [_naive_stacking_objective(lpd, np.array([w, 1 - w])) for w in grid]
+    best = grid[int(np.argmax(values))]
+    weights = stacking_weights(lpd)
+    assert weights.sum() == pytest.approx(1.0, abs=1e-12) and np.all(weights >= 0)
+    assert weights[0] == pytest.approx(best, abs=1e-4)  # the grid's step is 1e-5
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_stacking_weights_three_modes_match_the_fixed_point_iteration(seed):
+    lpd = _lpd(seed)
+    reference = _fixed_point_stacking(lpd)
+    weights = stacking_weights(lpd)
+    np.testing.assert_allclose(weights, reference, atol=2e-4)
+    assert _naive_stacking_objective(lpd, weights) >= _naive_stacking_objective(lpd, reference) - 1e-8
+
+
+def test_stacking_weights_frequency_weights_count_repeated_rows():
+    lpd = _lpd(4)
+    frequency = np.arange(1, lpd.shape[0] + 1) % 3 + 1
+    np.testing.assert_allclose(stacking_weights(lpd, frequency.astype(float)),
+                               stacking_weights(np.repeat(lpd, frequency, axis=0)), atol=1e-6)
+
+
+def test_stacking_weights_one_mode_dominates():
+    lpd = _lpd(5, k=2)
+    lpd[:, 1] = lpd[:, 0] - 3.0  # the second mode predicts every observation worse
+    weights = stacking_weights(lpd)
+    assert weights[0] > DOMINANT_WEIGHT
+    assert stacking_weights(lpd[:, :1]).tolist() == [1.0]
+    assert "the others are negligible" in describe_modes(np.array([0, 1]), weights)
+
+
+
+def test_combined_draws_come_from_each_mode_in_proportion():
+    draws = {"mu": (("chain", "draw", "component"), np.arange(4 * 1000 * 1.0).reshape(4, 1000, 1))}
+    chain_mode = np.array([0, 1, 0, 1])
+    out = combined_draws(draws, chain_mode, np.array([0.3, 0.7]), np.random.default_rng(0))
+    dims, values = out["mu"]
+    assert dims == ("chain", "draw", "component") and values.shape == (1, 4000, 1)
+    chain = values[0, :, 0].astype(int) // 1000
+    from_first = np.isin(chain, [0, 2]).mean()
+    assert abs(from_first - 0.3) < 5 * np.sqrt(0.3 * 0.7 / 4000)  # a binomial proportion, 5 sd
+
+
+# -- leave-one-out densities with few draws -------------------------------------------------------------------
+def test_importance_loo_is_the_log_harmonic_mean_of_the_likelihood():
+    rng = np.random.default_rng(0)
+    log_likelihood = rng.normal(-2.0, 0.5, (2, 7, 5))
+    naive = [-np.log(np.mean(1.0 / np.exp(log_likelihood[:, :, n].ravel()))) for n in range(5)]
+    np.testing.assert_allclose(importance_loo(log_likelihood), naive, rtol=1e-12)
+    np.testing.assert_allclose(importance_loo(log_likelihood[:1, :1]), log_likelihood[0, 0], rtol=1e-12)  # one draw
+
+
+def _posterior(log_likelihood):
+    rng = np.random.default_rng(1)
+    return {"mu": (("chain", "draw"), rng.standard_normal(log_likelihood.shape[:2]))}
+
+
+def _arviz_loo(log_likelihood):
+    import arviz_stats as azs
+    import xarray as xr
+
+    tree = xr.DataTree.from_dict({"posterior": xr.Dataset({name: value for name, value in
+                                                           _posterior(log_likelihood).items()}),
+                                  "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), log_likelihood)})})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return azs.loo(tree, pointwise=True, var_name="x")
+
+
+def test_psis_min_draws_is_where_arviz_stats_first_estimates_the_pareto_shape():
+    """arviz_stats raises below 25 draws (a tail of fewer than 5), gives NaN shapes for 25-29 (a tail of 5)."""
+    log_likelihood = np.random.default_rng(5).normal(-2.0, 0.5, (1, PSIS_MIN_DRAWS, 30))
+    with pytest.raises((ValueError, IndexError)):
+        _arviz_loo(log_likelihood[:, :24])
+    assert np.isnan(_arviz_loo(log_likelihood[:, :PSIS_MIN_DRAWS - 1]).pareto_k.values).all()
+    assert np.isfinite(_arviz_loo(log_likelihood).pareto_k.values).all() and PSIS_MIN_DRAWS == 30
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (2, 12), (1, 24), (2, 14), (1, 29)])
+def test_fewer_than_30_draws_get_plain_importance_sampling_loo(shape):
+    log_likelihood = np.random.default_rng(2).normal(-2.0, 0.5, (*shape, 30))
+    elpd, max_k, good_k = loo_pointwise(log_likelihood, _posterior(log_likelihood))
+    np.testing.assert_allclose(elpd, importance_loo(log_likelihood), rtol=1e-12)
+    assert np.isnan(max_k) and np.isnan(good_k)
+
+
+@pytest.mark.parametrize("shape", [(1, 30), (2, 15), (4, 500)])
+def test_30_draws_get_psis_loo_and_arviz_stats_threshold_of_k(shape):
+    log_likelihood = np.random.default_rng(3).normal(-2.0, 0.5, (*shape, 30))
+    elpd, max_k, good_k = loo_pointwise(log_likelihood, _posterior(log_likelihood))
+    assert np.isfinite(elpd).all() and np.isfinite(max_k)
+    n_draws = shape[0] * shape[1]
+    assert good_k == pytest.approx(min(1 - 1 / np.log10(n_draws), 0.7), rel=1e-12)  # 0.32 at 30 draws, 0.7 at 2000
+
+
+@pytest.fixture(scope="module")
+def two_mode_draws():
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(-3, 1, 70), rng.normal(2, 0.7, 50)])
+    model = mixflow.GaussianMixture(2)
+    tree = mixflow.fit(model, x, method="map", random_seed=0)
+    estimate = {k: v.values for k, v in tree["em/estimate"].data_vars.items()}
+    return model, validate_data(x), estimate
+
+
+def _modes_of(two_mode_draws, n_draws, shift=0.5):
+    """Two chains of ``n_draws`` about EM's estimate, the second's means shifted: two modes of a mixture."""
+    from scipy import stats
+
+    model, data, estimate = two_mode_draws
+    rng = np.random.default_rng(4)
+    mu = estimate["mu"] + 0.05 * rng.standard_normal((2, n_draws, 2, 1))
+    mu[1] += shift
+    draws = {"weights": (("chain", "draw", "component"), np.broadcast_to(estimate["weights"], (2, n_draws, 2)).copy()),
+             "mu": (("chain", "draw", "component", "feature"), mu),
+             "covariance": (("chain", "draw", "component", "feature", "feature_"),
+                            np.broadcast_to(estimate["covariance"], (2, n_draws, 2, 1, 1)).copy())}
+    sd = np.sqrt(estimate["covariance"][:, 0, 0])
+    log_likelihood = logsumexp(np.log(estimate["weights"]) + stats.norm.logpdf(
+        data.values[None, None, :, 0, None], mu[:, :, None, :, 0], sd), axis=-1)
+    return mode_summaries(model, data, draws, log_likelihood, estimate, np.array([0, 1]))
+
+
+@pytest.mark.parametrize("n_draws", [1, 2, 3, 4, 20])
+def test_modes_of_too_few_draws_for_psis_are_stacked_and_said(two_mode_draws, n_draws):
+    variables = _modes_of(two_mode_draws, n_draws)["variables"]
+    weights = variables["weight"][1]
+    assert weights.sum() == pytest.approx(1.0) and weights[0] > 0.5  # the shifted mode predicts worse
+    assert np.isfinite(variables["lpd_loo"][1]).all() and np.isnan(variables["max_pareto_k"][1]).all()
+    assert variables["n_draws"][1].tolist() == [n_draws, n_draws] and not variables["loo_reliable"][1].any()
+    said = mode_caveats({name: value for name, (_, value) in variables.items()})
+    plural = "s" * (n_draws != 1)
+    assert said.startswith(f"the stacking weights are uncertain: mode 0 (chain 0) has {n_draws} draw{plural}, fewer "
+                           "than the 30 PSIS-LOO needs (draws >= 30 per chain), so its weight rests on plain "
+                           "importance-sampling LOO")
+    assert f"; mode 1 (chain 1) has {n_draws} draw{plural}" in said and said.endswith("; more draws settle them")
+
+
+def test_modes_of_enough_draws_get_psis_and_no_caveat_about_it(two_mode_draws):
+    variables = _modes_of(two_mode_draws, 400)["variables"]
+    assert np.all(variables["max_pareto_k"][1] <= variables["pareto_k_threshold"][1])
+    assert variables["loo_reliable"][1].all() and variables["ess_reliable"][1].all()
+    assert mode_caveats({name: value for name, (_, value) in variables.items()}) == ""
+
+
+def test_caveats_name_a_large_pareto_k_and_a_small_ess():
+    modes = {"chain_mode": np.array([0, 1, 2, 1]), "n_chains": np.array([1, 2, 1]),
+             "n_draws": np.array([300, 600, 300]), "max_pareto_k": np.array([1.96, 0.3, 0.5]),
+             "pareto_k_threshold": np.array([0.6, 0.64, 0.6]), "loo_reliable": np.array([False, True, True]),
+             "min_ess_bulk": np.array([1.3, 900.0, 2.1]), "ess_reliable": np.array([False, True, False])}
+    assert mode_caveats(modes) == (
+        "the stacking weights are uncertain: mode 0 (chain 0) has a PSIS-LOO Pareto k up to 1.96, above 0.60 for its "
+        "300 draws and a bulk ESS of 1.3, below 100 per chain; mode 2 (chain 2) a bulk ESS of 2.1, below 100 per "
+        "chain; more draws settle them")
+    assert "fit 0" in mode_caveats(modes, "fits")
+    one = {name: value[:1] for name, value in modes.items()}
+    assert mode_caveats({**one, "chain_mode": np.zeros(4, int)}) == ""  # one mode: no weights to doubt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("draws", [1, 2, 3, 4, 20])
+def test_chains_in_two_modes_with_few_draws_are_stacked_with_a_caveat(mirrored, draws):
+    """Fewer than 30 draws per mode: no traceback from arviz_stats' PSIS, a warning naming the modes instead."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", mixflow.SamplingWarning)
+        tree = mixflow.fit(mixflow.GaussianMixture(2), mirrored, method=["map", "mcmc"], random_seed=0, n_init=5,
+                           draws=draws, tune=50, chains=2, sampler="pymc", starts="em-optima", **FAST)
+    modes = tree["mcmc/modes"]
+    assert modes["chain_mode"].values.tolist() == [0, 1] and modes["weight"].values.sum() == pytest.approx(1.0)
+    assert not modes["loo_reliable"].values.any() and not modes["ess_reliable"].values.any()
+    said = [str(w.message) for w in record if str(w.message).startswith("MCMC diagnostics")]
+    assert len(said) == 1 and "2 modes (chains 0 | 1; stacking weights" in said[0]
+    plural = "s" * (draws != 1)
+    assert (f"the stacking weights are uncertain: mode 0 (chain 0) has {draws} draw{plural}, fewer than the 30 "
+            "PSIS-LOO needs (draws >= 30 per chain)") in said[0]
+    assert "whether chains cross between places was not judged (it needs at least 400 draws per chain" in said[0]
+    assert f"Try more draws and tuning (draws={2 * draws}" in said[0]
+    attrs = tree["mcmc"].attrs  # one chain per mode: no R-hat within a mode; over all chains the modes apart
+    assert np.isnan(attrs["max_rhat"]) and (attrs["max_rhat_all_chains"] > 1.01 if draws >= 4 else True)  # R-hat
+    summary = _mcmc_convergence(tree)  # needs 4 draws to split chains in halves
+    assert "max R-hat" not in summary
+    assert summary["max R-hat over all chains"] == pytest.approx(attrs["max_rhat_all_chains"], nan_ok=True)
+    assert ("worst R-hat over all chains (the modes apart)", f"{attrs['max_rhat_all_chains']:.3f}") in _mcmc_rows(tree)
+    assert f"mode 1 (chain 1) has {draws} draw{plural}, fewer than the 30 PSIS-LOO needs" in summary_text(tree)
