@@ -176,14 +176,19 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     """The :class:`Point` of each of ``batch``'s parameter sets of ``size`` components, from one pass."""
     step = data_pass(model, stacked, prepared, rows, threaded, groups=len(batch))
     components, collapsed = model.m_step(step.counts + _EPS_COUNT, step.statistics, prepared, prior)
+    # the points' unconstrained forms (SQUAREM's, the stop's) at once: each component's alone, the weights' per set
+    unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"})
     points = []
     for index, (params, active) in enumerate(batch):
         own = slice(index * size, (index + 1) * size)
         following = {"weights": _weights(step.counts[own], prior, active),
                      **{name: value[own] for name, value in components.items()}}
         floored = [c - own.start for c in collapsed if own.start <= c < own.stop]
-        points.append(_point(model, prior, trim, features, params, active, float(step.log_likelihood[index]),
-                             following, floored))
+        point = _point(model, prior, trim, features, params, active, float(step.log_likelihood[index]),
+                       following, floored)
+        point.__dict__["unconstrained"] = {**to_unconstrained({"weights": params["weights"]}),
+                                           **{name: value[own] for name, value in unconstrained.items()}}
+        points.append(point)
     return points
 
 
