@@ -356,13 +356,13 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
 
     ``moved_starts(params)`` gives the starts one move away (:func:`_moved_starts`). They run in step
     (``runs_of(jobs)``) as the short runs of the screening do; the short runs are ranked
-    (:func:`_rank_distinct`, degenerate ones left out), and up to :data:`TRANSFER_CONTINUED` of them are
-    continued to convergence in that order, skipping those already back on the current fit's partition of the
-    rows, or a partition a continued one ended on, and not higher (``partition(params)``: they are returning
-    to a known maximum). The first that ends sound and higher than
-    the current fit by more than ``_SAME_VALUE`` (relative) is added as a restart of its own (start
-    :data:`TRANSFER`), and the search goes on from it, for at most :data:`TRANSFER_ROUNDS` rounds; a round in
-    which none ends higher stops it. Nothing is searched when no continued run is sound.
+    (:func:`_rank_distinct`, degenerate ones left out), and the best :data:`TRANSFER_CONTINUED` of them not
+    already back on the current fit's partition of the rows and not higher (``partition(params)``: they are
+    returning to a known maximum) are continued to convergence in step (:func:`_follow`). The best ranked of
+    those that end sound and higher than the current fit by more than ``_SAME_VALUE`` (relative) is added as
+    a restart of its own (start :data:`TRANSFER`), and the search goes on from it, for at most
+    :data:`TRANSFER_ROUNDS` rounds; a round in which none ends higher stops it. Nothing is searched when no
+    continued run is sound.
     """
     finals = np.array([r.history_objective[-1] if c and tier(r) == SOUND else np.nan
                        for r, c in zip(runs, continued, strict=True)])
@@ -377,24 +377,15 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
         known = partial(_known, partition, above, seen)
         shorts = runs_of([(params, short) for params in moved_starts(current.params)])
         ranked = [shorts[i] for i in _rank_distinct(shorts, tier) if tier(shorts[i]) != DEGENERATE]
-        tried, improved = 0, False
-        for result in ranked:
-            if tried == TRANSFER_CONTINUED:
-                break
-            if known(result):
-                continue
-            result, tried = _follow(result, runs_of, options, known), tried + 1
-            if result is None:
-                continue
-            if tier(result) == SOUND and result.history_objective[-1] > above:
-                current, improved = result, True
-                runs.append(result)
-                continued.append(True)
-                names.append(TRANSFER)
-                break
-            seen.add(partition(result.params))
-        if not improved:
+        tried = [result for result in ranked if not known(result)][:TRANSFER_CONTINUED]
+        higher = [result for result in _follow(tried, runs_of, options, known)
+                  if result is not None and tier(result) == SOUND and result.history_objective[-1] > above]
+        if not higher:
             break
+        current = higher[0]  # the best ranked after the short runs of those that ended higher
+        runs.append(current)
+        continued.append(True)
+        names.append(TRANSFER)
     return runs, np.array(continued, dtype=bool), names
 
 
@@ -403,21 +394,26 @@ def _known(partition, above: float, seen: set, run: Run) -> bool:
     return run.history_objective[-1] <= above and partition(run.params) in seen
 
 
-def _follow(short: Run, runs_of, options: EMOptions, known) -> Run | None:
-    """A short run continued in stages of doubling length to convergence, or None once ``known(run)``.
+def _follow(shorts: list[Run], runs_of, options: EMOptions, known) -> list[Run | None]:
+    """Short runs continued in step, in stages of doubling length, to convergence; None for one once ``known``.
 
     ``known`` tells a run that is back on a partition of the rows a finished run already ended on, and not
     higher: it is returning to a known maximum, and going on would only cost passes.
     """
-    result, iterations = short, max(short.n_iter, 1)
-    while result.n_iter < options.max_iter:  # the short run stopped by the short runs' looser tolerance
-        iterations = min(2 * iterations, options.max_iter - result.n_iter)
-        result = _extend(result, runs_of([(result.params, replace(options, max_iter=iterations))])[0])
-        if result.converged:
-            break
-        if known(result):
-            return None
-    return result
+    results, iterations = list(shorts), [max(short.n_iter, 1) for short in shorts]
+    going = [i for i, result in enumerate(results) if result.n_iter < options.max_iter]
+    while going:  # the short runs stopped by the short runs' looser tolerance
+        for i in going:
+            iterations[i] = min(2 * iterations[i], options.max_iter - results[i].n_iter)
+        more = runs_of([(results[i].params, replace(options, max_iter=iterations[i])) for i in going])
+        for i, result in zip(going, more, strict=True):
+            results[i] = _extend(results[i], result)
+        for i in going:
+            if not results[i].converged and known(results[i]):
+                results[i] = None
+        going = [i for i in going if results[i] is not None and not results[i].converged
+                 and results[i].n_iter < options.max_iter]
+    return results
 
 
 def _fallbacks(runs: list[Run], screened: np.ndarray, n_keep: int, tier) -> list[int]:
