@@ -9,7 +9,7 @@ from scipy import stats as st
 from mixflow.data import Data
 from mixflow.errors import InputError
 from mixflow.families import sampling
-from mixflow.families.base import MixtureModel, Prepared, register_family, spurious_rule
+from mixflow.families.base import SPURIOUS_SIZE, MixtureModel, Prepared, register_family, spurious_rule
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.gaussian import numerics as gn
 from mixflow.families.gaussian import units as gu
@@ -283,8 +283,11 @@ class GaussianMixture(MixtureModel):
         if self.covariance == "tied":
             return []
         needed = np.shape(params["mu"])[1] + 1 if self.covariance == "full" else 2
+        counts = np.asarray(params["weights"]) * total_weight
+        if not (counts < SPURIOUS_SIZE * needed).any():  # no component small enough for the ratio to matter
+            return []
         ratios = gn.hathaway_ratios(self.covariance, params[self.covariance_name()])
-        return spurious_rule(np.asarray(params["weights"]) * total_weight, ratios, needed)
+        return spurious_rule(counts, ratios, needed)
 
     def init_points(self, prepared: Prepared) -> np.ndarray:
         """Points used to seed k-means++: the centred data over one common scale (their geometry kept)."""
