@@ -107,3 +107,16 @@ def test_stacked_points_carry_each_set_s_own_unconstrained_form():
         assert point.unconstrained.keys() == expected.keys()
         for name, value in expected.items():
             np.testing.assert_array_equal(point.unconstrained[name], value)
+
+
+def test_a_stack_is_cut_into_passes_of_at_most_max_stacked_components(monkeypatch):
+    """More runs than one pass may hold go in several passes; each run's point is still its own."""
+    model, _, prepared, rows, starts = _setting("gaussian full", n_starts=5)
+    requests = [(start, np.arange(3)) for start in starts]
+    whole = em_run._evaluate_together(model, prepared, None, None, rows, None, False, requests)
+    monkeypatch.setattr(em_run, "_MAX_STACKED", 6)  # two sets of 3 components per pass
+    cut = em_run._evaluate_together(model, prepared, None, None, rows, None, False, requests)
+    assert [b.size for b in em_run._batches(np.arange(5), 3)] == [2, 2, 1]
+    for one, other in zip(whole, cut, strict=True):
+        assert other.value == pytest.approx(one.value, rel=1e-13)
+        np.testing.assert_allclose(other.following["mu"], one.following["mu"], rtol=1e-12)

@@ -547,7 +547,7 @@ def test_a_value_error_inside_a_fit_is_an_internal_error_not_bad_input(tmp_path,
     def bug(*args, **kwargs):
         raise ValueError("operands could not be broadcast together with shapes (2,) (3,)")
 
-    monkeypatch.setattr(mixflow.engines.em, "run_em", bug)
+    monkeypatch.setattr(mixflow.engines.em, "run_together", bug)
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out", *(["--debug"] if debug else []))
     assert status == 1
     message = "mixflow run: error: internal error: ValueError: operands could not be broadcast together with shapes " \

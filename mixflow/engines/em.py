@@ -65,7 +65,8 @@ _SAME_VALUE = 1e-8  # relative difference below which two short runs are taken t
 SOUND, SPURIOUS, DEGENERATE = 0, 1, 2  # tiers of a run, best first (see _tier_test)
 _KEEP_FRACTION = 4  # each round of the successive screening keeps the best 1 / this of the short runs
 TRANSFER_ROUNDS = 6  # rounds of the local search after the continuation of init="auto" (see _transfer_search)
-TRANSFER_CONTINUED = 3  # moves continued to convergence per round, the best after their short runs
+TRANSFER_CONTINUED = 3  # local moves continued to convergence per round, the best after their short runs
+SPLIT_MERGE_CONTINUED = 1  # split-and-merge moves continued to convergence per round, beside the local ones
 TRANSFER = "transfer"  # the start of a run the local search kept
 
 
@@ -310,29 +311,29 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
     return runs, continued, names, agreed
 
 
-def _moved_starts(model, prepared, prior, rows: int, agreed: bool, params: dict):
-    """Starting parameters one move away from ``params``, lazily.
+def _moved_starts(model, prepared, prior, rows: int, agreed: bool, params: dict) -> tuple[list, list]:
+    """Starting parameters one move away from ``params``: the local moves, and the split-and-merge moves.
 
-    The split-and-transfer moves (:func:`~mixflow.engines.starts.transfer_moves`), the split-and-merge moves
-    (:func:`~mixflow.engines.starts.split_merge_moves`), then the boundary moves
-    (:func:`~mixflow.engines.starts.boundary_moves`). When the short runs ``agreed`` (several starts reached the
-    best value), only the split-and-merge moves: the maximum the starts share may still be one in which the
-    groups are cut otherwise than at the global one, which starts seldom reach and no local move of a few points
-    or half a component leads to; the smaller moves refine a fit the starts did not agree on.
+    The local moves are the split-and-transfer moves (:func:`~mixflow.engines.starts.transfer_moves`) and the
+    boundary moves (:func:`~mixflow.engines.starts.boundary_moves`); the others Ueda et al.'s split-and-merge
+    (:func:`~mixflow.engines.starts.split_merge_moves`). When the short runs ``agreed`` (several starts reached
+    the best value), no local moves: the maximum the starts share may still be one in which the groups are cut
+    otherwise than at the global one, which starts seldom reach and no move of a few points or half a
+    component leads to; the local moves refine a fit the starts did not agree on.
 
-    None for a fit with fewer components than declared (trimmed): a move would bring the dropped one back.
+    None of either for a fit with fewer components than declared (trimmed): a move would bring the dropped
+    one back.
     """
     if params["weights"].size != model.n_components:
-        return
+        return [], []
     log_joint = _log_joint(model, params, prepared, rows)
     resp = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
     resp /= resp.sum(axis=1, keepdims=True)
     points = standardise(model.init_points(prepared), prepared.weights)
-    moves = split_merge_moves(resp, points, prepared.weights)
-    if not agreed:
-        moves = transfer_moves(resp, points, prepared.weights) + moves + boundary_moves(log_joint)
-    for moved in moves:
-        yield _parameters_from(model, prepared, moved, prior, rows)
+    local = [] if agreed else transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint)
+    merged = split_merge_moves(resp, points, prepared.weights)
+    return ([_parameters_from(model, prepared, moved, prior, rows) for moved in local],
+            [_parameters_from(model, prepared, moved, prior, rows) for moved in merged])
 
 
 def _log_joint(model, params: dict, prepared, rows: int) -> np.ndarray:
@@ -354,15 +355,16 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
                      options: EMOptions) -> tuple[list, np.ndarray, list]:
     """A local search from the best sound continued run: moves screened by short runs, the best continued.
 
-    ``moved_starts(params)`` gives the starts one move away (:func:`_moved_starts`). They run in step
-    (``runs_of(jobs)``) as the short runs of the screening do; the short runs are ranked
-    (:func:`_rank_distinct`, degenerate ones left out), and the best :data:`TRANSFER_CONTINUED` of them not
-    already back on the current fit's partition of the rows and not higher (``partition(params)``: they are
-    returning to a known maximum) are continued to convergence in step (:func:`_follow`). The best ranked of
-    those that end sound and higher than the current fit by more than ``_SAME_VALUE`` (relative) is added as
-    a restart of its own (start :data:`TRANSFER`), and the search goes on from it, for at most
-    :data:`TRANSFER_ROUNDS` rounds; a round in which none ends higher stops it. Nothing is searched when no
-    continued run is sound.
+    ``moved_starts(params)`` gives the starts one move away, local and split-and-merge (:func:`_moved_starts`).
+    They run in step (``runs_of(jobs)``) as the short runs of the screening do; the short runs of each kind are
+    ranked (:func:`_rank_distinct`, degenerate ones left out), and the best :data:`TRANSFER_CONTINUED` local
+    and :data:`SPLIT_MERGE_CONTINUED` split-and-merge ones (each kind its own places, so that the many
+    split-and-merge moves do not crowd out the local ones) not already back on the current fit's partition of
+    the rows and not higher (``partition(params)``: they are returning to a known maximum) are continued to
+    convergence in step (:func:`_follow`). The highest of those that end sound and higher than the current
+    fit by more than ``_SAME_VALUE`` (relative) is added as a restart of its own (start :data:`TRANSFER`), and
+    the search goes on from it, for at most :data:`TRANSFER_ROUNDS` rounds; a round in which none ends higher
+    stops it. Nothing is searched when no continued run is sound.
     """
     finals = np.array([r.history_objective[-1] if c and tier(r) == SOUND else np.nan
                        for r, c in zip(runs, continued, strict=True)])
@@ -375,18 +377,25 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
         value = current.history_objective[-1]
         above, seen = value + _SAME_VALUE * abs(value), {partition(current.params)}
         known = partial(_known, partition, above, seen)
-        shorts = runs_of([(params, short) for params in moved_starts(current.params)])
-        ranked = [shorts[i] for i in _rank_distinct(shorts, tier) if tier(shorts[i]) != DEGENERATE]
-        tried = [result for result in ranked if not known(result)][:TRANSFER_CONTINUED]
+        local, merged = moved_starts(current.params)
+        shorts = runs_of([(params, short) for params in local + merged])
+        tried = (_candidates(shorts[:len(local)], tier, known, TRANSFER_CONTINUED)
+                 + _candidates(shorts[len(local):], tier, known, SPLIT_MERGE_CONTINUED))
         higher = [result for result in _follow(tried, runs_of, options, known)
                   if result is not None and tier(result) == SOUND and result.history_objective[-1] > above]
         if not higher:
             break
-        current = higher[0]  # the best ranked after the short runs of those that ended higher
+        current = max(higher, key=lambda result: result.history_objective[-1])
         runs.append(current)
         continued.append(True)
         names.append(TRANSFER)
     return runs, np.array(continued, dtype=bool), names
+
+
+def _candidates(shorts: list[Run], tier, known, count: int) -> list[Run]:
+    """The best ``count`` short runs to continue (:func:`_rank_distinct`), neither degenerate nor ``known``."""
+    ranked = [shorts[i] for i in _rank_distinct(shorts, tier)] if shorts else []
+    return [short for short in ranked if tier(short) != DEGENERATE and not known(short)][:count]
 
 
 def _known(partition, above: float, seen: set, run: Run) -> bool:

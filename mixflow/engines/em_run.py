@@ -41,6 +41,8 @@ _EPS_COUNT = 10 * np.finfo(float).eps
 #: EM's passes are the family's centred ones where the fast path's relative rounding exceeds this: there its
 #: floor (the precision of one-pass moments) would take tight far-apart clusters for collapsed ones.
 _CENTRED_ABOVE = 1e-8
+#: At most this many components in one stacked pass: its temporaries are rows x this many (see data_pass's chunks)
+_MAX_STACKED = 256
 
 @dataclass
 class Point:
@@ -138,8 +140,9 @@ def _evaluate(model, prepared, prior, trim, rows, features, threaded, params: di
 def _evaluate_together(model, prepared, prior, trim, rows, features, threaded, requests: list) -> list[Point]:
     """:func:`_evaluate` of several ``(params, active)``: the :class:`Point` of each, in order.
 
-    Parameter sets of the same number of components are stacked into one of that many times as many, and
-    one pass over the data evaluates them all (:func:`~mixflow.engines.em_steps.data_pass` with ``groups``):
+    Parameter sets of the same number of components are stacked into one of that many times as many (at most
+    :data:`_MAX_STACKED` components, which bounds the pass's temporaries), and one pass over the data
+    evaluates them all (:func:`~mixflow.engines.em_steps.data_pass` with ``groups``):
     the E-step, the statistics and the M-step of a component (MLE or MAP) do not depend on the other
     components, except through the mixing weights, which are normalised within each set. Done where that holds
     (:func:`_stackable`); elsewhere, and where a set needs the centred pass, one at a time.
@@ -150,16 +153,28 @@ def _evaluate_together(model, prepared, prior, trim, rows, features, threaded, r
     points = [None] * len(requests)
     sizes = np.array([active.size for _, active in requests])
     for size in np.unique(sizes):
-        same = np.flatnonzero(sizes == size)
-        batch = [requests[i] for i in same]
-        stacked = {name: np.concatenate([params[name] for params, _ in batch]) for name in batch[0][0]}
-        if same.size == 1 or model.exact_steps(stacked, prepared, _CENTRED_ABOVE) is not None:
-            found = [evaluate(*request) for request in batch]
-        else:
-            found = _stacked_points(model, prepared, prior, trim, rows, features, threaded, batch, stacked, int(size))
-        for i, point in zip(same, found, strict=True):
-            points[i] = point
+        for same in _batches(np.flatnonzero(sizes == size), int(size)):
+            _evaluate_batch(model, prepared, prior, trim, rows, features, threaded, requests, same, points)
     return points
+
+
+def _batches(indices: np.ndarray, size: int) -> list[np.ndarray]:
+    """``indices`` cut into batches of at most :data:`_MAX_STACKED` components in all (of ``size`` each)."""
+    per_batch = max(1, _MAX_STACKED // size)
+    return [indices[start:start + per_batch] for start in range(0, indices.size, per_batch)]
+
+
+def _evaluate_batch(model, prepared, prior, trim, rows, features, threaded, requests, same, points) -> None:
+    """The points of ``requests[same]`` (parameter sets of one size) into ``points``, stacked where they can be."""
+    batch = [requests[i] for i in same]
+    stacked = {name: np.concatenate([params[name] for params, _ in batch]) for name in batch[0][0]}
+    if same.size == 1 or model.exact_steps(stacked, prepared, _CENTRED_ABOVE) is not None:
+        found = [_evaluate(model, prepared, prior, trim, rows, features, threaded, *request) for request in batch]
+    else:
+        found = _stacked_points(model, prepared, prior, trim, rows, features, threaded, batch, stacked,
+                                batch[0][1].size)
+    for i, point in zip(same, found, strict=True):
+        points[i] = point
 
 
 def _stackable(model, prepared) -> bool:

@@ -73,6 +73,8 @@ HIERARCHICAL_POINTS = 1000
 CANDIDATES_PER_RESTART = 4
 SHORT_MAX_ITER = 20
 SHORT_TOL = 1e-6
+#: Split-and-merge moves tried per round of the local search, the most promising (Ueda et al.'s C_max)
+SPLIT_MERGE_CANDIDATES = 5
 # the local search's boundary moves hand these fractions of a component's points to a neighbour
 BOUNDARY_FRACTIONS = (1 / 32, 1 / 8)
 # a component holding less than this many observations' worth of weight is degenerate (empty)
@@ -394,15 +396,18 @@ def _cosine(first: np.ndarray, second: np.ndarray, root: np.ndarray) -> float:
     return float(first @ second / norm) if norm > 0 else 0.0
 
 
-def split_merge_moves(responsibilities: np.ndarray, points: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
-    """Responsibilities one split-and-merge move (Ueda et al. 2000) away from a fit's, the most promising first.
+def split_merge_moves(responsibilities: np.ndarray, points: np.ndarray, weights: np.ndarray,
+                      limit: int = SPLIT_MERGE_CANDIDATES) -> list[np.ndarray]:
+    """Responsibilities one split-and-merge move (Ueda et al. 2000) away from a fit's, the ``limit`` most promising.
 
     For each pair of components (i, j) and each third component k, i and j are merged into i, and k's points
     (weighted by its responsibilities) are cut in two by the hyperplane through their mean normal to their
     principal axis: k keeps one half, j takes the other. Moves are ordered by Ueda et al.'s merge criterion,
     the cosine between i's and j's responsibilities (components that share their points are the likeliest to
-    be one), then by k's share of the weight (a large component is the likelier to hold two groups). A half
-    holding less than one observation's weight leaves k as it is, and the move is left out. None for K < 3.
+    be one), then by k's share of the weight (a large component is the likelier to hold two groups); only the
+    first ``limit`` are made, as Ueda et al. try a few candidates (``C_max`` = 5), since there are
+    K (K - 1) (K - 2) / 2 of them. A half holding less than one observation's weight leaves k as it is, and
+    the move is left out. None for K < 3.
 
     Parameters
     ----------
@@ -412,6 +417,8 @@ def split_merge_moves(responsibilities: np.ndarray, points: np.ndarray, weights:
         The seeding points the split is made in (standardised).
     weights : ndarray of shape (n,)
         Frequency weights.
+    limit : int
+        How many moves to make, the most promising.
 
     Returns
     -------
@@ -422,24 +429,22 @@ def split_merge_moves(responsibilities: np.ndarray, points: np.ndarray, weights:
     k_total = responsibilities.shape[1]
     root = np.sqrt(weights)
     counts = weights @ responsibilities
-    scored = []
-    for i in range(k_total):
-        for j in range(i + 1, k_total):
-            cosine = _cosine(responsibilities[:, i], responsibilities[:, j], root)
-            for k in range(k_total):
-                if k in (i, j):
-                    continue
-                own = responsibilities[:, k]
-                moved = own * _principal_split(points, own * weights)
-                if moved @ weights < 1.0 or (own - moved) @ weights < 1.0:
-                    continue
-                new = responsibilities.copy()
-                new[:, i] += new[:, j]
-                new[:, j] = moved
-                new[:, k] -= moved
-                scored.append((-cosine, -counts[k], len(scored), new))
-    scored.sort(key=lambda item: item[:3])
-    return [new for _, _, _, new in scored]
+    halves = {}  # k -> the part of k's responsibilities on one side of its principal split, if both hold weight
+    for k in range(k_total if k_total >= 3 else 0):
+        own = responsibilities[:, k]
+        moved = own * _principal_split(points, own * weights)
+        if moved @ weights >= 1.0 and (own - moved) @ weights >= 1.0:
+            halves[k] = moved
+    scored = [(-_cosine(responsibilities[:, i], responsibilities[:, j], root), -counts[k], i, j, k)
+              for i in range(k_total) for j in range(i + 1, k_total) for k in halves if k not in (i, j)]
+    moves = []
+    for *_, i, j, k in sorted(scored)[:limit]:
+        new = responsibilities.copy()
+        new[:, i] += new[:, j]
+        new[:, j] = halves[k]
+        new[:, k] -= halves[k]
+        moves.append(new)
+    return moves
 
 
 def boundary_moves(log_joint: np.ndarray, fractions=BOUNDARY_FRACTIONS) -> list[np.ndarray]:
