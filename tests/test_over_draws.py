@@ -45,3 +45,63 @@ def test_one_draw_has_zero_spread():
                                                  draws)
     assert set(out) == {"mean", "sd"} and np.all(out["sd"] == 0.0)
     np.testing.assert_allclose(out["mean"].sum(axis=1), 1.0, rtol=1e-12)
+
+
+FAMILY_DRAWS = {
+    "gaussian diag": (lambda: mixflow.GaussianMixture(3, covariance="diag"),
+                      lambda rng, s: {"mu": rng.normal(0, 1, (s, 3, 2)), "variance": rng.uniform(0.5, 2, (s, 3, 2))}),
+    "poisson": (lambda: mixflow.PoissonMixture(3), lambda rng, s: {"rate": rng.uniform(1, 9, (s, 3))}),
+    "soft k-means": (lambda: mixflow.SoftKMeans(3, variance=0.7), lambda rng, s: {"mu": rng.normal(0, 1, (s, 3, 2))}),
+}
+
+
+@pytest.mark.parametrize("family", FAMILY_DRAWS)
+def test_draws_side_by_side_give_each_draw_alone(family, monkeypatch):
+    """A block of draws evaluated with their components side by side equals the draws one at a time."""
+    make, parameters = FAMILY_DRAWS[family]
+    model, rng = make(), np.random.default_rng(8)
+    x = rng.poisson(4, size=(40, 1)) if family == "poisson" else rng.normal(0, 1.5, size=(40, 2))
+    draws = {"weights": rng.dirichlet([4.0] * 3, size=6), **parameters(rng, 6)}
+    assert model.stacks_components()
+    together = over_draws.responsibilities_over_draws(model, validate_data(x), draws, log_likelihood=True)
+    monkeypatch.setattr(type(model), "stacks_components", lambda self: False)
+    alone = over_draws.responsibilities_over_draws(model, validate_data(x), draws, log_likelihood=True)
+    for key in ("log_likelihood", "mean", "sd"):
+        np.testing.assert_allclose(together[key], alone[key], rtol=1e-12, atol=1e-14)
+
+
+def test_a_draw_that_cannot_score_the_data_is_named_by_its_own_component():
+    rng = np.random.default_rng(6)
+    draws = _draws(rng, 4)
+    draws["covariance"][2, 1] = np.zeros((2, 2))  # draw 2's component 1: singular
+    with pytest.raises(mixflow.InputError, match=r"component\(s\) \[1\]"):
+        over_draws.responsibilities_over_draws(mixflow.GaussianMixture(3), validate_data(rng.normal(size=(20, 2))),
+                                               draws)
+
+
+@pytest.mark.parametrize("covariance", ["full", "tied", "diag", "spherical"])
+def test_replicates_of_all_draws_at_once_follow_each_draw(covariance):
+    """Each draw's replicate comes from that draw's mixture: per draw, the component means and covariances of
+    many points (labels recovered from two far-apart components) match the draw's to sampling error."""
+    from mixflow.families.sampling import gaussian_points_per_draw
+
+    rng = np.random.default_rng(11)
+    d, n = 2, 40000
+    mu = np.array([[[-50.0, 0.0], [50.0, 5.0]], [[-40.0, 2.0], [60.0, -3.0]]])  # two draws, K=2
+    dispersion = {"full": ("covariance", np.array([[[[1.0, 0.3], [0.3, 2.0]], [[0.5, 0.0], [0.0, 0.5]]]] * 2)),
+                  "tied": ("covariance", np.array([[[1.0, 0.3], [0.3, 2.0]], [[2.0, -0.5], [-0.5, 1.0]]])),
+                  "diag": ("variance", np.array([[[1.0, 2.0], [0.5, 0.5]], [[3.0, 1.0], [1.0, 4.0]]])),
+                  "spherical": ("variance", np.array([[1.0, 0.5], [2.0, 3.0]]))}[covariance]
+    draws = {"weights": np.array([[0.3, 0.7], [0.6, 0.4]]), "mu": mu, dispersion[0]: dispersion[1]}
+    points = gaussian_points_per_draw(draws, n, rng)
+    assert points.shape == (2, n, d)
+    model = mixflow.GaussianMixture(2, covariance=covariance)
+    for s in range(2):
+        own = {name: value[s] for name, value in draws.items()}
+        covariances = mixflow.families.sampling.full_covariances(own, d)
+        upper = points[s][:, 0] > 0
+        assert upper.mean() == pytest.approx(own["weights"][1], abs=4 * np.sqrt(0.25 / n))
+        for label, rows in ((0, ~upper), (1, upper)):
+            np.testing.assert_allclose(points[s][rows].mean(axis=0), own["mu"][label], atol=0.05)
+            np.testing.assert_allclose(np.cov(points[s][rows].T), covariances[label], atol=0.1)
+    assert model.simulate_draws(draws, validate_data(rng.normal(size=(5, 2))), rng).shape == (2, 5, 2)

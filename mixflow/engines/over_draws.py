@@ -1,10 +1,11 @@
 """What every posterior draw implies for every observation: responsibilities and pointwise log-likelihoods.
 
 Shared by the MCMC and ADVI engines. The per-component log densities come from the family
-(``model.log_density``, one draw at a time, over chunks of rows, so the family's per-row features never
-exist for all rows at once); the mixing, normalisation and sums over draws run on a block of draws at
-once, laid out (draw, component, observation) so that the reductions over components run along
-contiguous rows. Memory: the (n_obs, K) sums and one block of at least one draw, (draws, K, n_obs).
+(``model.log_density``, a block of draws' components side by side where the family allows it, else one
+draw at a time, over chunks of rows, so the family's per-row features never exist for all rows at once);
+the mixing, normalisation and sums over draws run on a block of draws at once, laid out (draw, component,
+observation) so that the reductions over components run along contiguous rows. Memory: the (n_obs, K) sums
+and one block of at least one draw, (draws, K, n_obs).
 """
 
 import time
@@ -13,6 +14,7 @@ import numpy as np
 
 from mixflow.data import Data
 from mixflow.engines.em_steps import chunk_rows
+from mixflow.errors import InputError
 
 __all__ = ["draw_groups", "responsibilities_over_draws"]
 
@@ -47,13 +49,7 @@ def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihoo
     shift = None
     for first in range(0, count, block):
         stop = min(first + block, count)
-        log_joint = np.empty((stop - first, k, n))
-        for i, s in enumerate(range(first, stop)):
-            draw = model.to_working({name: value[s] for name, value in draws.items()}, prepared)
-            constants = model.e_step_constants(draw, prepared)
-            for start in range(0, n, rows):
-                chunk = prepared.rows(start, start + rows)
-                log_joint[i, :, start:start + rows] = model.log_density(constants, chunk)[0].T
+        log_joint = _log_densities(model, prepared, {name: value[first:stop] for name, value in draws.items()}, rows)
         with np.errstate(divide="ignore"):
             log_joint += np.log(draws["weights"][first:stop])[:, :, None]
         peak = log_joint.max(axis=1, keepdims=True)
@@ -78,6 +74,37 @@ def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihoo
     return out
 
 
+def _log_densities(model, prepared, block: dict, rows: int) -> np.ndarray:
+    """Per-component log densities of every row under each draw of ``block``, shape (draws, K, n_obs).
+
+    For a family whose steps treat each component alone
+    (:meth:`~mixflow.families.base.MixtureModel.stacks_components`), the draws' components side by side in
+    one evaluation per chunk; else, or when a draw's parameters cannot be used (the family's error then
+    names its component), one draw at a time.
+    """
+    count, k = block["weights"].shape
+    n = prepared.n_obs
+    if model.stacks_components():
+        stacked = {name: value.reshape((count * k,) + value.shape[2:]) for name, value in block.items()}
+        try:
+            constants = model.e_step_constants(model.to_working(stacked, prepared), prepared)
+        except InputError:
+            pass  # one draw at a time below, for the error naming the draw's own component
+        else:
+            out = np.empty((count, k, n))
+            for start in range(0, n, rows):
+                side_by_side = model.log_density(constants, prepared.rows(start, start + rows))[0]
+                out[:, :, start:start + rows] = side_by_side.reshape(-1, count, k).transpose(1, 2, 0)
+            return out
+    out = np.empty((count, k, n))
+    for i in range(count):
+        constants = model.e_step_constants(model.to_working({name: value[i] for name, value in block.items()},
+                                                            prepared), prepared)
+        for start in range(0, n, rows):
+            out[i, :, start:start + rows] = model.log_density(constants, prepared.rows(start, start + rows))[0].T
+    return out
+
+
 def _observed_like_predictive(model, data: Data) -> dict:
     """The observed counterpart of the posterior predictive variable, for ArviZ's predictive checks.
 
@@ -98,7 +125,7 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
 
     ``log_likelihood`` (log p(x_n) per draw, the labels marginalised), ``responsibilities`` (mean and sd
     over draws), and with ``predictive`` a ``posterior_predictive`` replicate of the data per draw
-    (``model.simulate``) beside its ``observed_data`` counterpart, so that ArviZ finds both in the
+    (``model.simulate_draws``) beside its ``observed_data`` counterpart, so that ArviZ finds both in the
     method's subtree.
 
     Parameters
@@ -123,12 +150,11 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
     }
     middle = time.perf_counter()
     if predictive:
-        stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
-                            for s in range(count)])
+        stacked = model.simulate_draws(flat, data, rng)
         name, dims = model.predictive_variable(data)
         groups["posterior_predictive"] = {
             "variables": {name: (("chain", "draw", *dims), stacked.reshape(n_chains, n_draws, *stacked.shape[1:]))},
-            "attrs": {name: "one replicate of the data per draw (model.simulate)" + (
+            "attrs": {name: "one replicate of the data per draw (model.simulate_draws)" + (
                 "; one row per frequency unit of the weighted data" if "unit" in dims else "")}}
         groups["observed_data"] = {"variables": _observed_like_predictive(model, data)}
     if timings is not None:
