@@ -77,31 +77,3 @@ def test_a_draw_that_cannot_score_the_data_is_named_by_its_own_component():
     with pytest.raises(mixflow.InputError, match=r"component\(s\) \[1\]"):
         over_draws.responsibilities_over_draws(mixflow.GaussianMixture(3), validate_data(rng.normal(size=(20, 2))),
                                                draws)
-
-
-@pytest.mark.parametrize("covariance", ["full", "tied", "diag", "spherical"])
-def test_replicates_of_all_draws_at_once_follow_each_draw(covariance):
-    """Each draw's replicate comes from that draw's mixture: per draw, the component means and covariances of
-    many points (labels recovered from two far-apart components) match the draw's to sampling error."""
-    from mixflow.families.sampling import gaussian_points_per_draw
-
-    rng = np.random.default_rng(11)
-    d, n = 2, 40000
-    mu = np.array([[[-50.0, 0.0], [50.0, 5.0]], [[-40.0, 2.0], [60.0, -3.0]]])  # two draws, K=2
-    dispersion = {"full": ("covariance", np.array([[[[1.0, 0.3], [0.3, 2.0]], [[0.5, 0.0], [0.0, 0.5]]]] * 2)),
-                  "tied": ("covariance", np.array([[[1.0, 0.3], [0.3, 2.0]], [[2.0, -0.5], [-0.5, 1.0]]])),
-                  "diag": ("variance", np.array([[[1.0, 2.0], [0.5, 0.5]], [[3.0, 1.0], [1.0, 4.0]]])),
-                  "spherical": ("variance", np.array([[1.0, 0.5], [2.0, 3.0]]))}[covariance]
-    draws = {"weights": np.array([[0.3, 0.7], [0.6, 0.4]]), "mu": mu, dispersion[0]: dispersion[1]}
-    points = gaussian_points_per_draw(draws, n, rng)
-    assert points.shape == (2, n, d)
-    model = mixflow.GaussianMixture(2, covariance=covariance)
-    for s in range(2):
-        own = {name: value[s] for name, value in draws.items()}
-        covariances = mixflow.families.sampling.full_covariances(own, d)
-        upper = points[s][:, 0] > 0
-        assert upper.mean() == pytest.approx(own["weights"][1], abs=4 * np.sqrt(0.25 / n))
-        for label, rows in ((0, ~upper), (1, upper)):
-            np.testing.assert_allclose(points[s][rows].mean(axis=0), own["mu"][label], atol=0.05)
-            np.testing.assert_allclose(np.cov(points[s][rows].T), covariances[label], atol=0.1)
-    assert model.simulate_draws(draws, validate_data(rng.normal(size=(5, 2))), rng).shape == (2, 5, 2)

@@ -397,8 +397,7 @@ class MixtureModel:
     def simulate_draws(self, draws: dict, data, rng: np.random.Generator) -> np.ndarray:
         """One replicate of the data's values per draw (:meth:`simulate`), shape (n_draws, n_units, n_features).
 
-        ``draws`` is ``{name: array of shape (n_draws, ...)}``. By default one draw after the other; a family
-        may draw them all at once (the same distribution, another order of the random stream).
+        ``draws`` is ``{name: array of shape (n_draws, ...)}``; one draw after the other.
         """
         count = next(iter(draws.values())).shape[0]
         return np.stack([self.simulate({name: value[s] for name, value in draws.items()}, data, rng)

@@ -9,8 +9,7 @@ import numpy as np
 from mixflow.data import Data
 from mixflow.errors import InputError
 
-__all__ = ["component_labels", "expanded_rows", "full_covariances", "gaussian_points", "gaussian_points_per_draw",
-           "n_units"]
+__all__ = ["component_labels", "expanded_rows", "full_covariances", "gaussian_points", "n_units"]
 
 
 def full_covariances(params: dict, n_features: int) -> np.ndarray:
@@ -32,30 +31,6 @@ def gaussian_points(params: dict, n_obs: int, rng: np.random.Generator) -> tuple
     labels = component_labels(params, n_obs, rng)
     noise = rng.standard_normal((n_obs, mu.shape[1]))
     return mu[labels] + np.einsum("nij,nj->ni", factors[labels], noise), labels
-
-
-def gaussian_points_per_draw(draws: dict, n_obs: int, rng: np.random.Generator) -> np.ndarray:
-    """``n_obs`` points from each draw's Gaussian mixture at once, shape (n_draws, n_obs, d).
-
-    ``draws`` holds ``weights`` (S, K), ``mu`` (S, K, d) and ``covariance`` (S, K, d, d) or ``variance``.
-    Labels by inverting each draw's cumulative weights at uniform variates; then the points as
-    :func:`gaussian_points` makes them.
-    """
-    mu = np.asarray(draws["mu"], dtype=float)
-    count, k, d = mu.shape
-    if "covariance" in draws:  # (S, K, d, d), or (S, d, d) tied
-        covariances = np.asarray(draws["covariance"], dtype=float)
-        covariances = np.broadcast_to(covariances[:, None] if covariances.ndim == 3 else covariances, (count, k, d, d))
-    else:  # (S, K, d) diag, or (S, K) spherical
-        variance = np.asarray(draws["variance"], dtype=float)
-        covariances = (variance[..., None] if variance.ndim == 2 else variance)[..., None] * np.eye(d)
-    factors = np.linalg.cholesky(covariances)
-    cumulative = np.cumsum(np.asarray(draws["weights"], dtype=float), axis=1)
-    uniform = rng.random((count, n_obs)) * cumulative[:, -1:]
-    labels = np.minimum((uniform[:, :, None] >= cumulative[:, None, :]).sum(axis=2), k - 1)
-    noise = rng.standard_normal((count, n_obs, d))
-    rows = np.arange(count)[:, None]
-    return mu[rows, labels] + np.einsum("snij,snj->sni", factors[rows, labels], noise)
 
 
 def expanded_rows(data: Data, what: str) -> np.ndarray:

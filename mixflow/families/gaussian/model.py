@@ -377,10 +377,6 @@ class GaussianMixture(MixtureModel):
         x, _ = sampling.gaussian_points(params, sampling.n_units(data), rng)
         return Data(values=x, features=data.features, obs=np.arange(x.shape[0]), weights=None)
 
-    def simulate_draws(self, draws: dict, data: Data, rng: np.random.Generator) -> np.ndarray:
-        """One replicate per draw, all draws at once (:func:`~mixflow.families.sampling.gaussian_points_per_draw`)."""
-        return sampling.gaussian_points_per_draw(draws, sampling.n_units(data), rng)
-
     def sample_points(self, params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` points from the mixture and their components."""
         return sampling.gaussian_points(params, n, rng)
