@@ -224,9 +224,30 @@ def test_chains_in_two_modes_with_few_draws_are_stacked_with_a_caveat(mirrored, 
     assert "whether chains cross between places was not judged (it needs at least 400 draws per chain" in said[0]
     assert f"Try more draws and tuning (draws={2 * draws}" in said[0]
     attrs = tree["mcmc"].attrs  # one chain per mode: no R-hat within a mode; over all chains the modes apart
-    assert np.isnan(attrs["max_rhat"]) and (attrs["max_rhat_all_chains"] > 1.01 if draws >= 4 else True)  # R-hat
+    # within a mode of one chain, the R-hat of its halves (none below 8 draws); over the chains, the modes apart
+    assert np.isnan(attrs["max_rhat"]) if draws < 8 else np.isfinite(attrs["max_rhat"])
+    assert attrs["max_rhat_all_chains"] > 1.01 if draws >= 4 else True
     summary = _mcmc_convergence(tree)  # needs 4 draws to split chains in halves
     assert "max R-hat" not in summary
     assert summary["max R-hat over all chains"] == pytest.approx(attrs["max_rhat_all_chains"], nan_ok=True)
     assert ("worst R-hat over all chains (the modes apart)", f"{attrs['max_rhat_all_chains']:.3f}") in _mcmc_rows(tree)
     assert f"mode 1 (chain 1) has {draws} draw{plural}, fewer than the 30 PSIS-LOO needs" in summary_text(tree)
+
+
+def test_rhat_within_one_chain_is_its_halves_r_hat():
+    """arviz_stats has no R-hat for one chain; a mode of one chain gets its two halves' (each split again)."""
+    import arviz_stats as azs
+    import xarray as xr
+
+    from mixflow.engines.mode_rule import rhat_within
+
+    rng = np.random.default_rng(3)
+    steady = xr.Dataset({"a": (("chain", "draw"), rng.normal(size=(1, 400)))})
+    drifting = xr.Dataset({"a": (("chain", "draw"), np.linspace(0, 3, 400)[None] + rng.normal(size=(1, 400)))})
+    assert np.isnan(azs.rhat(steady)["a"].values)
+    assert float(rhat_within(steady)["a"]) < 1.01  # a stationary chain
+    assert float(rhat_within(drifting)["a"]) > 1.1  # a chain whose halves disagree
+    halves = xr.Dataset({"a": (("chain", "draw"), steady["a"].values.reshape(2, 200))})
+    assert float(rhat_within(steady)["a"]) == pytest.approx(float(azs.rhat(halves)["a"]), rel=1e-12)
+    two = xr.Dataset({"a": (("chain", "draw"), rng.normal(size=(2, 100)))})
+    assert float(rhat_within(two)["a"]) == float(azs.rhat(two)["a"])  # several chains: arviz_stats' own

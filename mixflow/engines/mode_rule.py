@@ -45,7 +45,8 @@ import xarray as xr
 from scipy.sparse.csgraph import connected_components
 
 __all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "ESS_PER_CHAIN_MIN", "MODE_OVERLAP", "MODE_RHAT",
-           "chain_crossings", "chain_modes", "crossing_window", "describe_modes", "pair_overlaps", "pair_rhats"]
+           "chain_crossings", "chain_modes", "crossing_window", "describe_modes", "pair_overlaps", "pair_rhats",
+           "rhat_within"]
 
 #: Chains whose pair R-hat is below this on every parameter are linked.
 MODE_RHAT = 1.1
@@ -230,3 +231,21 @@ def describe_modes(chain_mode: np.ndarray, weights: np.ndarray, unit: str = "cha
         text += (f"; mode {int(np.argmax(weights))} carries {weights.max():.3f} of the weight, the others are "
                  "negligible")
     return text
+
+
+def rhat_within(posterior: xr.Dataset) -> xr.Dataset:
+    """Rank-normalised split R-hat of every parameter (``arviz_stats.rhat``); of one chain, its two halves'.
+
+    Split R-hat compares the halves of every chain; arviz_stats gives NaN for a single chain, so a single
+    chain (a mode that one chain found) is passed as its two halves, each of which it splits again: the
+    chain's own stationarity, where R-hat between chains does not exist.
+    """
+    import arviz_stats as azs
+
+    if posterior.sizes["chain"] == 1 and posterior.sizes["draw"] >= 8:
+        half = posterior.sizes["draw"] // 2
+        first, second = posterior.isel(draw=slice(0, half)), posterior.isel(draw=slice(half, 2 * half))
+        posterior = xr.concat([first.assign_coords(chain=[0]),
+                               second.assign_coords(chain=[1], draw=first["draw"].values)], dim="chain")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return azs.rhat(posterior)

@@ -32,6 +32,7 @@ from mixflow.engines.mode_rule import (
     describe_modes,
     pair_overlaps,
     pair_rhats,
+    rhat_within,
 )
 from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, loo_pointwise, stacking_weights
 from mixflow.errors import InputError
@@ -140,7 +141,10 @@ def _within(draws: dict, chains: np.ndarray) -> xr.Dataset:
 
 
 def _diagnostics(posterior: xr.Dataset) -> tuple[float, float, float]:
-    """Largest R-hat (NaN for one chain), smallest bulk and tail ESS over the scalar parameters."""
+    """Largest R-hat, smallest bulk and tail ESS over the scalar parameters.
+
+    R-hat by :func:`~mixflow.engines.mode_rule.rhat_within` (of one chain, its halves').
+    """
     import arviz_stats as azs
 
     def extreme(dataset, reduce):
@@ -148,7 +152,7 @@ def _diagnostics(posterior: xr.Dataset) -> tuple[float, float, float]:
         return float(reduce(values)) if values else float("nan")
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        rhat = extreme(azs.rhat(posterior), np.nanmax) if posterior.sizes["chain"] > 1 else float("nan")
+        rhat = extreme(rhat_within(posterior), np.nanmax)
         bulk = extreme(azs.ess(posterior, method="bulk"), np.nanmin)
         tail = extreme(azs.ess(posterior, method="tail"), np.nanmin)
     return rhat, bulk, tail

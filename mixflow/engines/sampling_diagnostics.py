@@ -16,6 +16,7 @@ from mixflow.engines.mode_rule import (
     chain_crossings,
     crossing_window,
     describe_modes,
+    rhat_within,
 )
 from mixflow.warnings import SamplingWarning
 
@@ -55,7 +56,7 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
     -------
     dict
         ``max_rhat``, ``min_ess_bulk`` and ``min_ess_tail``, the figures the warning judges by: within the
-        modes with several, over all chains with one (NaN R-hat: one chain per mode); the same over all
+        modes with several (a mode of one chain: the R-hat of its halves), over all chains with one; the same over all
         chains as ``max_rhat_all_chains``, ``min_ess_bulk_all_chains`` and ``min_ess_tail_all_chains``;
         ``n_divergences`` and the flagged entries ``high_rhat``, ``low_ess_bulk``, ``low_ess_tail`` (JSON).
     """
@@ -88,7 +89,7 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
     _warn(flags["high_rhat"], flags["low_ess_bulk"], flags["low_ess_tail"], n_divergent, ESS_PER_CHAIN_MIN *
           options["chains"], options, describe_modes(chain_mode, weights) if n_modes > 1 else None, disagreeing,
           notes)
-    with warnings.catch_warnings():  # one chain per mode: every R-hat is NaN, and so is their maximum
+    with warnings.catch_warnings():  # a mode of one chain too short to split has no R-hat
         warnings.simplefilter("ignore", RuntimeWarning)
         judged = [float(np.nanmax([e[0] for e in extremes])), *map(float, np.nanmin([e[1:] for e in extremes], axis=0))]
     names = ("max_rhat", "min_ess_bulk", "min_ess_tail")
@@ -110,12 +111,14 @@ def _extremes(statistics) -> tuple[float, float, float]:
 
 
 def _convergence(posterior: xr.Dataset):
-    """R-hat (None for one chain), bulk and tail ESS of every parameter."""
+    """R-hat, bulk and tail ESS of every parameter.
+
+    R-hat by :func:`~mixflow.engines.mode_rule.rhat_within` (of one chain, its halves').
+    """
     import arviz_stats as azs
 
     with np.errstate(divide="ignore", invalid="ignore"):  # a constant (e.g. the weight of K=1) has no R-hat/ESS
-        rhat = azs.rhat(posterior) if posterior.sizes["chain"] > 1 else None
-        return rhat, azs.ess(posterior, method="bulk"), azs.ess(posterior, method="tail")
+        return rhat_within(posterior), azs.ess(posterior, method="bulk"), azs.ess(posterior, method="tail")
 
 
 def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, crosses, window: int) -> str:

@@ -34,7 +34,7 @@ def _mcmc_convergence(tree) -> dict:
     out = {"chains": draws.sizes["chain"], "draws per chain": draws.sizes["draw"]}
     attrs = tree["mcmc"].attrs
     if all(key in attrs for key in ("max_rhat", "min_ess_bulk", "min_ess_tail", "n_divergences")):
-        # the sampler's own diagnostics, the ones it warned of (NaN R-hat: one chain)
+        # the sampler's own diagnostics, the ones it warned of (R-hat shown with several chains)
         many = int(attrs.get("n_modes", 1)) > 1
         if draws.sizes["chain"] > 1:  # with several modes max_rhat is within them (before *_all_chains: over all)
             out["max R-hat over all chains" if many else "max R-hat"] = float(
