@@ -26,6 +26,18 @@ def mirrored():
     return np.concatenate([half, -half])
 
 
+@pytest.fixture(scope="session")
+def two_groups_map_fit():
+    """A MAP fit of K=2 to two 1-D groups (70 at -3, 50 at 2): (model, data, estimate, tree)."""
+    from mixflow.data import validate_data
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(-3, 1, 70), rng.normal(2, 0.7, 50)])
+    model = mixflow.GaussianMixture(2)
+    tree = mixflow.fit(model, x, method="map", random_seed=0)
+    return model, validate_data(x), {k: v.values for k, v in tree["em/estimate"].data_vars.items()}, tree
+
+
 def simulate_gaussian_mixture(n, weights, means, covariances, seed):
     """Draw n points from a Gaussian mixture with known truth; returns (x, labels)."""
     rng = np.random.default_rng(seed)

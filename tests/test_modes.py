@@ -247,12 +247,8 @@ def test_loo_table_uses_the_stacked_predictive_where_chains_fell_into_modes():
 
 # -- the summaries against references ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def map_fit():
-    rng = np.random.default_rng(3)
-    x = np.concatenate([rng.normal(-3, 1, 70), rng.normal(2, 0.7, 50)])
-    model = mixflow.GaussianMixture(2)
-    tree = mixflow.fit(model, x, method="map", random_seed=0)
-    return model, validate_data(x), {k: v.values for k, v in tree["em/estimate"].data_vars.items()}, tree
+def map_fit(two_groups_map_fit):
+    return two_groups_map_fit
 
 
 def test_mode_summaries_at_the_map_give_em_objective_and_a_scipy_log_likelihood(map_fit):

@@ -7,7 +7,6 @@ import pytest
 from scipy.special import logsumexp
 
 import mixflow
-from mixflow.data import validate_data
 from mixflow.engines.modes import (
     DOMINANT_WEIGHT,
     describe_modes,
@@ -142,13 +141,8 @@ def test_30_draws_get_psis_loo_and_arviz_stats_threshold_of_k(shape):
 
 
 @pytest.fixture(scope="module")
-def two_mode_draws():
-    rng = np.random.default_rng(3)
-    x = np.concatenate([rng.normal(-3, 1, 70), rng.normal(2, 0.7, 50)])
-    model = mixflow.GaussianMixture(2)
-    tree = mixflow.fit(model, x, method="map", random_seed=0)
-    estimate = {k: v.values for k, v in tree["em/estimate"].data_vars.items()}
-    return model, validate_data(x), estimate
+def two_mode_draws(two_groups_map_fit):
+    return two_groups_map_fit[:3]
 
 
 def _modes_of(two_mode_draws, n_draws, shift=0.5):
