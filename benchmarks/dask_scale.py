@@ -93,14 +93,14 @@ def stop_sampler(dask_worker=None) -> float:
 def _iteration(model, prepared, working, repeat=0):
     """One pass and M-step at ``working``, its weights moved by ``repeat`` ulps-worth: a new task graph each
     time (the same keys again could be served from a result the scheduler still holds)."""
-    from mixflow.engines.em import _m_step
+    from mixflow.engines.em_run import maximisation_step
     from mixflow.engines.em_steps import chunk_rows, data_pass, use_threads
 
     working = {**working, "weights": working["weights"] * (1 + 1e-12 * repeat)}
     rows = chunk_rows(prepared.n_obs, model.chunk_width(D))
     start = time.perf_counter()
     step = data_pass(model, working, prepared, rows, use_threads(prepared.n_obs, model.chunk_width(D)))
-    _m_step(model, step, prepared, None, np.arange(K))
+    maximisation_step(model, step, prepared, None, np.arange(K))
     return time.perf_counter() - start, step.log_likelihood
 
 

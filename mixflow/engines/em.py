@@ -17,8 +17,8 @@ from mixflow.engines.em_run import (
     CONVERGENCE_CRITERION,
     PARAMETER_CRITERION,
     Run,
-    _centred_point,
-    _m_step,
+    centred_point,
+    maximisation_step,
     run_em,
     run_together,
 )
@@ -100,7 +100,7 @@ def initial_parameters(model, prepared, how, rng, prior, rows) -> dict:
 def _parameters_from(model, prepared, resp: np.ndarray, prior, rows) -> dict:
     """One M-step from responsibilities (n_obs, K)."""
     step = responsibility_statistics(model, resp, prepared, rows)
-    params, _ = _m_step(model, step, prepared, prior, np.arange(model.n_components))
+    params, _ = maximisation_step(model, step, prepared, prior, np.arange(model.n_components))
     return params
 
 
@@ -195,7 +195,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
                 partial(_partition, model, sample, rows), together, options)
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
-        runs = together([(_m_step(model, step, prepared, prior_used, active)[0], options)
+        runs = together([(maximisation_step(model, step, prepared, prior_used, active)[0], options)
                          for step in prepared.scalable_kmeans_passes(model, seeds, sample)])
         continued = np.ones(len(runs), dtype=bool)
     else:
@@ -656,12 +656,12 @@ def _refine_exactly(model, params: dict, prepared, prior, active: np.ndarray, fe
     steps = model.exact_steps(params, prepared)
     if steps is None:
         return None
-    point, resp, log_density = _centred_point(model, prepared, prior, None, features, steps, params, active)
+    point, resp, log_density = centred_point(model, prepared, prior, None, features, steps, params, active)
     taken = 0
     for _ in range(_CENTRED_STEPS):
         if point.collapsed:
             break
-        following, following_resp, following_density = _centred_point(model, prepared, prior, None, features, steps,
+        following, following_resp, following_density = centred_point(model, prepared, prior, None, features, steps,
                                                                        point.following, active)
         if not following.value >= point.value - _ROUNDING * abs(point.value):
             break

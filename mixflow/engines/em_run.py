@@ -31,7 +31,8 @@ from mixflow.engines.accelerate import (
 from mixflow.engines.em_steps import Pass, data_pass, log_normalise, objective, weights_step
 from mixflow.families.base import Prepared
 
-__all__ = ["CONVERGENCE_CRITERION", "PARAMETER_CRITERION", "Point", "Run", "run_em", "run_together"]
+__all__ = ["CONVERGENCE_CRITERION", "PARAMETER_CRITERION", "Point", "Run", "centred_point", "maximisation_step",
+           "run_em", "run_together"]
 
 # the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
 CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol, and parameter_gap < sqrt(tol) unless inf"
@@ -43,6 +44,7 @@ _EPS_COUNT = 10 * np.finfo(float).eps
 _CENTRED_ABOVE = 1e-8
 #: At most this many components in one stacked pass: its temporaries are rows x this many (see data_pass's chunks)
 _MAX_STACKED = 256
+
 
 @dataclass
 class Point:
@@ -111,7 +113,9 @@ class Run:
         self.history_log_likelihood.append(point.log_likelihood)
         self.history_objective.append(point.value)
 
-def _m_step(model, step: Pass, prepared, prior, active) -> tuple[dict, list[int]]:
+
+def maximisation_step(model, step: Pass, prepared, prior, active) -> tuple[dict, list[int]]:
+    """The M-step from a pass: the ``active`` components' parameters and mixing weights, and those floored."""
     counts = step.counts + _EPS_COUNT  # a component no row is assigned to keeps finite parameters
     components, collapsed = model.m_step(counts, step.statistics, prepared, prior)
     # the weights from the counts themselves: an empty component stays empty (and is reported), rather
@@ -123,6 +127,7 @@ def _weights(counts: np.ndarray, prior, active: np.ndarray) -> np.ndarray:
     """The M-step's mixing weights of the ``active`` components (MAP under the prior's Dirichlet if given)."""
     return weights_step(counts, None if prior is None else prior.concentration[active])
 
+
 def _evaluate(model, prepared, prior, trim, rows, features, threaded, params: dict, active: np.ndarray) -> Point:
     """One pass over the data at ``params`` (objective), and the M-step (and trim) it leads to.
 
@@ -131,9 +136,9 @@ def _evaluate(model, prepared, prior, trim, rows, features, threaded, params: di
     """
     steps = model.exact_steps(params, prepared, _CENTRED_ABOVE)
     if steps is not None:
-        return _centred_point(model, prepared, prior, trim, features, steps, params, active)[0]
+        return centred_point(model, prepared, prior, trim, features, steps, params, active)[0]
     step = data_pass(model, params, prepared, rows, threaded)
-    following, collapsed = _m_step(model, step, prepared, prior, active)
+    following, collapsed = maximisation_step(model, step, prepared, prior, active)
     return _point(model, prior, trim, features, params, active, step.log_likelihood, following, collapsed)
 
 
@@ -245,14 +250,7 @@ def run_em(model, prepared, start: dict, prior, options, rows: int, features,
     ``options`` is a :class:`mixflow.engines.em.EMOptions` (``tol``, ``max_iter``, ``trim``, ``accelerate``);
     ``rows`` per chunk; ``threaded`` passes as :func:`~mixflow.engines.em_steps.data_pass`'s.
     """
-    evaluate = partial(_evaluate, model, prepared, prior, options.trim, rows, features, threaded)
-    steps = _iterations(start, options, prepared.total_weight)
-    request = next(steps)
-    while True:
-        try:
-            request = steps.send(evaluate(*request))
-        except StopIteration as finished:
-            return finished.value
+    return run_together(model, prepared, [(start, options)], prior, rows, features, threaded)[0]
 
 
 def run_together(model, prepared, jobs: list, prior, rows: int, features, threaded: bool = False) -> list[Run]:
@@ -375,8 +373,7 @@ def _squarem_point(run: Run, cycle: list, state: SquaremState, max_iter: int):
     return trial
 
 
-
-def _centred_point(model, prepared, prior, trim, features, steps, params: dict, active: np.ndarray):
+def centred_point(model, prepared, prior, trim, features, steps, params: dict, active: np.ndarray):
     """:func:`_evaluate` by the family's centred steps (``steps``); also the responsibilities and log p(x_n)."""
     log_density_of, m_step = steps
     weights = prepared.weights

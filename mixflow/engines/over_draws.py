@@ -125,7 +125,7 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
 
     ``log_likelihood`` (log p(x_n) per draw, the labels marginalised), ``responsibilities`` (mean and sd
     over draws), and with ``predictive`` a ``posterior_predictive`` replicate of the data per draw
-    (``model.simulate_draws``) beside its ``observed_data`` counterpart, so that ArviZ finds both in the
+    (``model.simulate``) beside its ``observed_data`` counterpart, so that ArviZ finds both in the
     method's subtree.
 
     Parameters
@@ -150,11 +150,12 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
     }
     middle = time.perf_counter()
     if predictive:
-        stacked = model.simulate_draws(flat, data, rng)
+        stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
+                            for s in range(count)])
         name, dims = model.predictive_variable(data)
         groups["posterior_predictive"] = {
             "variables": {name: (("chain", "draw", *dims), stacked.reshape(n_chains, n_draws, *stacked.shape[1:]))},
-            "attrs": {name: "one replicate of the data per draw (model.simulate_draws)" + (
+            "attrs": {name: "one replicate of the data per draw (model.simulate)" + (
                 "; one row per frequency unit of the weighted data" if "unit" in dims else "")}}
         groups["observed_data"] = {"variables": _observed_like_predictive(model, data)}
     if timings is not None:

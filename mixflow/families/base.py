@@ -394,15 +394,6 @@ class MixtureModel:
         """
         return self.simulate_data(params, data, rng).values
 
-    def simulate_draws(self, draws: dict, data, rng: np.random.Generator) -> np.ndarray:
-        """One replicate of the data's values per draw (:meth:`simulate`), shape (n_draws, n_units, n_features).
-
-        ``draws`` is ``{name: array of shape (n_draws, ...)}``; one draw after the other.
-        """
-        count = next(iter(draws.values())).shape[0]
-        return np.stack([self.simulate({name: value[s] for name, value in draws.items()}, data, rng)
-                         for s in range(count)])
-
     def predictive_units(self, data) -> tuple[xr.DataArray, str | None]:
         """What a predictive check compares, one row per frequency unit: (units (obs, feature), density kind).
 
