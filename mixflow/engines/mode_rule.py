@@ -46,7 +46,7 @@ from scipy.sparse.csgraph import connected_components
 
 __all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "ESS_PER_CHAIN_MIN", "MODE_OVERLAP", "MODE_RHAT",
            "chain_crossings", "chain_modes", "crossing_window", "describe_modes", "pair_overlaps", "pair_rhats",
-           "rhat_within"]
+           "convergence", "extremes", "rhat_within"]
 
 #: Chains whose pair R-hat is below this on every parameter are linked.
 MODE_RHAT = 1.1
@@ -249,3 +249,22 @@ def rhat_within(posterior: xr.Dataset) -> xr.Dataset:
                                second.assign_coords(chain=[1], draw=first["draw"].values)], dim="chain")
     with np.errstate(divide="ignore", invalid="ignore"):
         return azs.rhat(posterior)
+
+
+def convergence(posterior: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset, xr.Dataset]:
+    """R-hat (:func:`rhat_within`: of one chain, its halves'), bulk and tail ESS of every parameter."""
+    import arviz_stats as azs
+
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant (e.g. the weight of K=1) has no R-hat/ESS
+        return rhat_within(posterior), azs.ess(posterior, method="bulk"), azs.ess(posterior, method="tail")
+
+
+def extremes(statistics) -> tuple[float, float, float]:
+    """The largest R-hat, the smallest bulk and tail ESS of :func:`convergence`'s result (NaN where none is)."""
+    rhat, ess_bulk, ess_tail = statistics
+    return _extreme(rhat, np.nanmax), _extreme(ess_bulk, np.nanmin), _extreme(ess_tail, np.nanmin)
+
+
+def _extreme(dataset: xr.Dataset, reduce) -> float:
+    values = [reduce(dataset[name].values) for name in dataset.data_vars if np.isfinite(dataset[name].values).any()]
+    return float(reduce(values)) if values else float("nan")

@@ -28,11 +28,12 @@ from mixflow.engines.mode_rule import (
     MODE_RHAT,
     chain_crossings,
     chain_modes,
+    convergence,
     crossing_window,
     describe_modes,
+    extremes,
     pair_overlaps,
     pair_rhats,
-    rhat_within,
 )
 from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, loo_pointwise, stacking_weights
 from mixflow.errors import InputError
@@ -140,24 +141,6 @@ def _within(draws: dict, chains: np.ndarray) -> xr.Dataset:
     return xr.Dataset({name: (dims, np.asarray(value)[chains]) for name, (dims, value) in draws.items()})
 
 
-def _diagnostics(posterior: xr.Dataset) -> tuple[float, float, float]:
-    """Largest R-hat, smallest bulk and tail ESS over the scalar parameters.
-
-    R-hat by :func:`~mixflow.engines.mode_rule.rhat_within` (of one chain, its halves').
-    """
-    import arviz_stats as azs
-
-    def extreme(dataset, reduce):
-        values = [reduce(dataset[n].values) for n in dataset.data_vars if np.isfinite(dataset[n].values).any()]
-        return float(reduce(values)) if values else float("nan")
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rhat = extreme(rhat_within(posterior), np.nanmax)
-        bulk = extreme(azs.ess(posterior, method="bulk"), np.nanmin)
-        tail = extreme(azs.ess(posterior, method="tail"), np.nanmin)
-    return rhat, bulk, tail
-
-
 def _em_mode(reference: dict, means: list[dict], sds: list[dict]) -> int:
     """The mode EM's estimate lies in (see :data:`EM_IN_MODE`), or -1 for none."""
     best, best_distance = -1, np.inf
@@ -217,7 +200,7 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
             lpd[:, mode], row["max_pareto_k"], row["pareto_k_threshold"] = loo_pointwise(
                 log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
         row.update(_at_mean(model, data, means[-1]))
-        row["max_rhat"], row["min_ess_bulk"], row["min_ess_tail"] = _diagnostics(posterior)
+        row["max_rhat"], row["min_ess_bulk"], row["min_ess_tail"] = extremes(convergence(posterior))
         # NaN comparisons are False: a mode without PSIS (too few draws) has no reliable LOO
         row["loo_reliable"] = n_modes == 1 or bool(row["max_pareto_k"] <= row["pareto_k_threshold"])
         row["ess_reliable"] = bool(row["min_ess_bulk"] >= ESS_PER_CHAIN_MIN * chains.size)

@@ -14,9 +14,10 @@ from mixflow.engines.mode_rule import (
     CROSSING_WINDOW,
     ESS_PER_CHAIN_MIN,
     chain_crossings,
+    convergence,
     crossing_window,
     describe_modes,
-    rhat_within,
+    extremes,
 )
 from mixflow.warnings import SamplingWarning
 
@@ -63,24 +64,23 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
     coords = {dim: raw_posterior[dim].values for dim in raw_posterior.dims if dim in raw_posterior.coords}
     posterior = xr.Dataset({name: (dims, value) for name, (dims, value) in aligned.items()},
                            coords={dim: coords[dim] for dims, _ in aligned.values() for dim in dims if dim in coords})
-    overall = _convergence(posterior)
+    overall = convergence(posterior)
     diverging = sample_stats.get("diverging")
     n_divergent = int(np.asarray(diverging[1]).sum()) if diverging is not None else 0
     n_modes = 1 if chain_mode is None else int(chain_mode.max()) + 1
     window = crossing_window(posterior.sizes["draw"])
     flags = {"high_rhat": [], "low_ess_bulk": [], "low_ess_tail": []}
-    disagreeing, extremes = [], []
+    disagreeing, per_mode = [], []
     for mode in range(n_modes):  # one mode: the statistics over all chains; several: each mode's, tagged
         chains = np.arange(posterior.sizes["chain"]) if n_modes == 1 else np.flatnonzero(chain_mode == mode)
-        within = overall if n_modes == 1 else _convergence(posterior.isel(chain=chains))
-        extremes.append(_extremes(within))
+        within = overall if n_modes == 1 else convergence(posterior.isel(chain=chains))
+        per_mode.append(extremes(within))
         least = ESS_PER_CHAIN_MIN * chains.size
         tag = "" if n_modes == 1 else f" in mode {mode}"
-        if within[0] is not None:
-            flagged = _flagged(within[0], lambda v: v > RHAT_MAX)
-            flags["high_rhat"] += [name + tag for name in flagged]
-            if flagged and chain_mode is not None:
-                disagreeing.append(_disagreeing_mode(mode, n_modes, chains, mode_rhat, crosses, window))
+        flagged = _flagged(within[0], lambda v: v > RHAT_MAX)
+        flags["high_rhat"] += [name + tag for name in flagged]
+        if flagged and chain_mode is not None:
+            disagreeing.append(_disagreeing_mode(mode, n_modes, chains, mode_rhat, crosses, window))
         flags["low_ess_bulk"] += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least)]
         flags["low_ess_tail"] += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least)]
     notes = [caveats] if caveats else []
@@ -91,34 +91,16 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
           notes)
     with warnings.catch_warnings():  # a mode of one chain too short to split has no R-hat
         warnings.simplefilter("ignore", RuntimeWarning)
-        judged = [float(np.nanmax([e[0] for e in extremes])), *map(float, np.nanmin([e[1:] for e in extremes], axis=0))]
+        judged = [float(np.nanmax([e[0] for e in per_mode])), *map(float, np.nanmin([e[1:] for e in per_mode], axis=0))]
     names = ("max_rhat", "min_ess_bulk", "min_ess_tail")
     return {**dict(zip(names, judged, strict=True)),
-            **{f"{name}_all_chains": value for name, value in zip(names, _extremes(overall), strict=True)},
+            **{f"{name}_all_chains": value for name, value in zip(names, extremes(overall), strict=True)},
             "n_divergences": n_divergent, **{key: json.dumps(value) for key, value in flags.items()}}
 
 
 #: Said with several modes or chains that disagree when the chains are too short for :func:`chain_crossings`.
 _NOT_JUDGED = (f"whether chains cross between places was not judged (it needs at least {2 * CROSSING_WINDOW} "
                f"draws per chain, two windows of {CROSSING_WINDOW})")
-
-
-def _extremes(statistics) -> tuple[float, float, float]:
-    """The largest R-hat (NaN without one), the smallest bulk and tail ESS of :func:`_convergence`'s result."""
-    rhat, ess_bulk, ess_tail = statistics
-    return (_extreme(rhat, np.nanmax) if rhat is not None else float("nan"), _extreme(ess_bulk, np.nanmin),
-            _extreme(ess_tail, np.nanmin))
-
-
-def _convergence(posterior: xr.Dataset):
-    """R-hat, bulk and tail ESS of every parameter.
-
-    R-hat by :func:`~mixflow.engines.mode_rule.rhat_within` (of one chain, its halves').
-    """
-    import arviz_stats as azs
-
-    with np.errstate(divide="ignore", invalid="ignore"):  # a constant (e.g. the weight of K=1) has no R-hat/ESS
-        return rhat_within(posterior), azs.ess(posterior, method="bulk"), azs.ess(posterior, method="tail")
 
 
 def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, crosses, window: int) -> str:
@@ -137,11 +119,6 @@ def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, cr
                  "chains visit the same places but move between them slowly, and the R-hat measures how unevenly they "
                  "share their time among them, which more draws settle and no grouping of chains removes")
     return text
-
-
-def _extreme(dataset: xr.Dataset, reduce) -> float:
-    values = [reduce(dataset[name].values) for name in dataset.data_vars if np.isfinite(dataset[name].values).any()]
-    return float(reduce(values)) if values else float("nan")
 
 
 def _flagged(dataset: xr.Dataset, test) -> list[str]:
