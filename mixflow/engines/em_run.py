@@ -42,6 +42,13 @@ _EPS_COUNT = 10 * np.finfo(float).eps
 #: EM's passes are the family's centred ones where the fast path's relative rounding exceeds this: there its
 #: floor (the precision of one-pass moments) would take tight far-apart clusters for collapsed ones.
 _CENTRED_ABOVE = 1e-8
+#: Once the latest estimates are within the tolerances, up to this many plain EM steps follow, without
+#: SQUAREM's jumps, for the stop to be confirmed. A jump restarts the transient of EM's faster directions,
+#: whose decay makes the changes' rate grow (:func:`~mixflow.engines.accelerate.rate_settled` refuses it) and
+#: whose turn to the slowest direction can make the largest change grow for a few steps (no rate at all): a
+#: run that went back to jumping after each refusal could confirm its stop only by chance, while its jumps,
+#: sized by the faster directions, take a small part of what is left along the slowest.
+_CONFIRM_STEPS = 10
 #: At most this many components in one stacked pass: its temporaries are rows x this many (see data_pass's chunks)
 _MAX_STACKED = 256
 
@@ -292,6 +299,7 @@ def _iterations(start: dict, options, total_weight: float):
     # three) since the last jump; points of this cycle
     chain, tracked, moves, cycle = [point.value], to_tracked(point.params, point.unconstrained), [], [point]
     slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
+    held = 0  # plain steps still to take before the next jump (see _CONFIRM_STEPS)
     while run.n_iter < options.max_iter:
         run.collapsed.update(point.collapsed)
         point = yield point.following, point.following_active
@@ -316,7 +324,8 @@ def _iterations(start: dict, options, total_weight: float):
         if stop:
             run.converged = True
             break
-        if confirm:  # take the plain step that can confirm the stop
+        held = _CONFIRM_STEPS if confirm else held - 1
+        if held > 0:  # take the plain steps that can confirm the stop
             cycle = [point]
         elif squarem is not None and len(cycle) == 3:
             jumped = yield from _squarem_point(run, cycle, squarem, options.max_iter)
