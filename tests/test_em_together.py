@@ -13,6 +13,7 @@ CASES = {
     "gaussian full": (lambda: mixflow.GaussianMixture(3), "faithful", None),
     "gaussian diag": (lambda: mixflow.GaussianMixture(3, covariance="diag"), "iris", ["Species"]),
     "gaussian spherical": (lambda: mixflow.GaussianMixture(2, covariance="spherical"), "faithful", None),
+    "gaussian tied": (lambda: mixflow.GaussianMixture(3, covariance="tied"), "iris", ["Species"]),
     "poisson": (lambda: mixflow.PoissonMixture(2), "london_deaths", ["days"]),
     "regression": (lambda: mixflow.RegressionMixture(2, "tuned ~ stretchratio"), "tone", None),
     "soft k-means": (lambda: mixflow.SoftKMeans(3, variance=0.5), "faithful", None),
@@ -32,10 +33,13 @@ def _setting(case: str, n_starts: int = 4):
 
 @pytest.mark.parametrize("case", CASES)
 def test_a_stacked_pass_gives_each_mixture_its_own_pass(case):
-    """Log-likelihood, counts and statistics to 1e-13 (the same terms; the products' shapes may round otherwise)."""
+    """Log-likelihood, counts and statistics to 1e-13 (the same terms; the products' shapes may round otherwise).
+
+    Each mixture's statistics are its own, concatenated: per component, or per mixture (a tied covariance's
+    pooled second moment)."""
     model, _, prepared, rows, starts = _setting(case)
-    assert model.stacks_components()
-    stacked = {name: np.concatenate([start[name] for start in starts]) for name in starts[0]}
+    assert model.stacks_mixtures()
+    stacked = model.stack_mixtures(starts)
     together = data_pass(model, stacked, prepared, rows, groups=len(starts))
     k = model.n_components
     for index, start in enumerate(starts):
@@ -43,7 +47,8 @@ def test_a_stacked_pass_gives_each_mixture_its_own_pass(case):
         assert together.log_likelihood[index] == pytest.approx(alone.log_likelihood, rel=1e-13)
         np.testing.assert_allclose(together.counts[own], alone.counts, rtol=1e-13)
         for name, value in alone.statistics.items():
-            np.testing.assert_allclose(together.statistics[name][own], value, rtol=1e-13, atol=0)
+            mine = np.split(together.statistics[name], len(starts))[index]
+            np.testing.assert_allclose(mine, value, rtol=1e-13, atol=0)
 
 
 @pytest.mark.parametrize("map_fit", [False, True], ids=["mle", "map"])
@@ -79,20 +84,62 @@ def test_runs_of_different_lengths_and_sizes_run_in_step():
     assert together[2].history_objective[-1] == pytest.approx(alone.history_objective[-1], rel=1e-10)
 
 
-def test_families_that_pool_components_run_one_at_a_time():
-    """A tied covariance is shared by the components: its runs in step are exactly its runs alone."""
+def test_a_stack_of_tied_mixtures_keeps_a_covariance_per_mixture():
+    """Stacked, each tied mixture's covariance is its own (a leading axis), and comes back as it went in."""
+    model, _, prepared, rows, starts = _setting("gaussian tied", n_starts=3)
+    stacked = model.stack_mixtures(starts)
+    assert stacked["covariance"].shape == (3, 4, 4) and stacked["mu"].shape == (9, 4)
+    for index, start in enumerate(starts):
+        mine = model.mixture_of(stacked, index, 3)
+        assert mine.keys() == start.keys()
+        for name, value in start.items():
+            np.testing.assert_array_equal(mine[name], value)
+
+
+@pytest.mark.parametrize("map_fit", [False, True], ids=["mle", "map"])
+@pytest.mark.parametrize("name", ["iris", "faithful"])
+def test_tied_runs_in_step_are_the_runs_alone(name, map_fit):
+    """The tied M-step pools each stacked mixture's own scatter (MLE and MAP): every run equals its run alone
+    to the rounding of the sums: its final objective to 1e-12 (relative), its log-likelihood and parameters
+    to 1e-12 where it stops at the same pass, else (a product of another shape rounded otherwise near the stop)
+    its parameters within the stopping rule's sqrt(tol), a pass or two apart."""
     model = mixflow.GaussianMixture(3, covariance="tied")
-    assert not model.stacks_components()
-    data = validate_data(mixflow.load_dataset("faithful"))
+    frame = mixflow.load_dataset(name)
+    data = validate_data(frame.drop(columns=["Species"]) if name == "iris" else frame)
     prepared = model.prepare(data)
     rows = chunk_rows(prepared.n_obs, model.chunk_width(data.n_features))
-    starts = [initial_parameters(model, prepared, "random-partition", np.random.default_rng(seed), None, rows)
-              for seed in range(3)]
-    options = EMOptions()
-    together = em_run.run_together(model, prepared, [(start, options) for start in starts], None, rows, data.features)
+    prior = model.working_prior(prepared) if map_fit else None
+    starts = [initial_parameters(model, prepared, "random-partition", np.random.default_rng(seed), prior, rows)
+              for seed in range(4)]
+    options = EMOptions(map=map_fit)
+    together = em_run.run_together(model, prepared, [(start, options) for start in starts], prior, rows,
+                                   data.features)
     for start, run in zip(starts, together, strict=True):
-        alone = em_run.run_em(model, prepared, start, None, options, rows, data.features)
-        assert run.history_objective == alone.history_objective
+        alone = em_run.run_em(model, prepared, start, prior, options, rows, data.features)
+        assert run.converged == alone.converged and abs(run.n_iter - alone.n_iter) <= 2
+        assert run.history_objective[-1] == pytest.approx(alone.history_objective[-1], rel=1e-12)
+        if run.n_iter != alone.n_iter:  # the log-likelihood is not flat at the MAP: it moves with the parameters
+            within = np.sqrt(options.tol)
+        else:
+            within = 1e-12
+            assert run.history_log_likelihood[-1] == pytest.approx(alone.history_log_likelihood[-1], rel=within)
+        for key, value in alone.params.items():
+            np.testing.assert_allclose(run.params[key], value, rtol=within, atol=within)
+
+
+def test_a_collapsed_tied_mixture_in_a_stack_is_its_own():
+    """The floor lifts the tied covariance of the stacked mixture that collapsed, reported as its component 0,
+    and leaves the others' as their M-steps alone give them."""
+    model, _, prepared, rows, starts = _setting("gaussian tied", n_starts=3)
+    collapsed = dict(starts[1], covariance=starts[1]["covariance"] * 1e-40,
+                     mu=np.repeat(prepared.arrays["z"][:1], 3, axis=0))  # every component on one row
+    requests = [(start, np.arange(3)) for start in (starts[0], collapsed, starts[2])]
+    points = em_run._evaluate_together(model, prepared, None, None, rows, None, False, requests)
+    for request, point in zip(requests, points, strict=True):
+        alone = em_run._evaluate(model, prepared, None, None, rows, None, False, *request)
+        assert point.collapsed == alone.collapsed
+        for key, value in alone.following.items():
+            np.testing.assert_allclose(point.following[key], value, rtol=1e-12, atol=1e-15)
 
 
 def test_stacked_points_carry_each_set_s_own_unconstrained_form():

@@ -153,11 +153,13 @@ def _evaluate_together(model, prepared, prior, trim, rows, features, threaded, r
     """:func:`_evaluate` of several ``(params, active)``: the :class:`Point` of each, in order.
 
     Parameter sets of the same number of components are stacked into one of that many times as many (at most
-    :data:`_MAX_STACKED` components, which bounds the pass's temporaries), and one pass over the data
+    :data:`_MAX_STACKED` components, which bounds the pass's temporaries; the family's
+    :meth:`~mixflow.families.base.MixtureModel.stack_mixtures`), and one pass over the data
     evaluates them all (:func:`~mixflow.engines.em_steps.data_pass` with ``groups``):
-    the E-step, the statistics and the M-step of a component (MLE or MAP) do not depend on the other
-    components, except through the mixing weights, which are normalised within each set. Done where that holds
-    (:func:`_stackable`); elsewhere, and where a set needs the centred pass, one at a time.
+    the E-step, the statistics and the M-step of a component (MLE or MAP) depend on no other set's
+    components: the mixing weights are normalised within each set, and what a set's components share (a tied
+    covariance) is that set's own (:meth:`~mixflow.families.base.MixtureModel.stacked_m_step`). Done where the
+    family stacks (:func:`_stackable`); elsewhere, and where a set needs the centred pass, one at a time.
     """
     evaluate = partial(_evaluate, model, prepared, prior, trim, rows, features, threaded)
     if len(requests) < 2 or not _stackable(model, prepared):
@@ -179,7 +181,7 @@ def _batches(indices: np.ndarray, size: int) -> list[np.ndarray]:
 def _evaluate_batch(model, prepared, prior, trim, rows, features, threaded, requests, same, points) -> None:
     """The points of ``requests[same]`` (parameter sets of one size) into ``points``, stacked where they can be."""
     batch = [requests[i] for i in same]
-    stacked = {name: np.concatenate([params[name] for params, _ in batch]) for name in batch[0][0]}
+    stacked = model.stack_mixtures([params for params, _ in batch])
     if same.size == 1 or model.exact_steps(stacked, prepared, _CENTRED_ABOVE) is not None:
         found = [_evaluate(model, prepared, prior, trim, rows, features, threaded, *request) for request in batch]
     else:
@@ -192,29 +194,31 @@ def _evaluate_batch(model, prepared, prior, trim, rows, features, threaded, requ
 def _stackable(model, prepared) -> bool:
     """Whether parameter sets can be evaluated stacked.
 
-    On data in memory, of a family whose steps treat each component alone
-    (:meth:`~mixflow.families.base.MixtureModel.stacks_components`).
+    On data in memory, of a family whose mixtures stack
+    (:meth:`~mixflow.families.base.MixtureModel.stacks_mixtures`).
     """
-    return isinstance(prepared, Prepared) and model.stacks_components()
+    return isinstance(prepared, Prepared) and model.stacks_mixtures()
 
 
 def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batch: list, stacked: dict,
                     size: int) -> list[Point]:
     """The :class:`Point` of each of ``batch``'s parameter sets of ``size`` components, from one pass."""
-    step = data_pass(model, stacked, prepared, rows, threaded, groups=len(batch))
-    components, collapsed = model.m_step(step.counts + _EPS_COUNT, step.statistics, prepared, prior)
-    # the points' unconstrained forms (SQUAREM's, the stop's) at once: each component's alone, the weights' per set
+    groups = len(batch)
+    step = data_pass(model, stacked, prepared, rows, threaded, groups=groups)
+    components, collapsed = model.stacked_m_step(step.counts + _EPS_COUNT, step.statistics, prepared, prior, groups)
+    # the points' unconstrained forms (SQUAREM's, the stop's) at once: each parameter's per matrix or element
+    # (each set's own), the weights' per set
     unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"})
     points = []
     for index, (params, active) in enumerate(batch):
         own = slice(index * size, (index + 1) * size)
         following = {"weights": _weights(step.counts[own], prior, active),
-                     **{name: value[own] for name, value in components.items()}}
+                     **model.mixture_of(components, index, groups)}
         floored = [c - own.start for c in collapsed if own.start <= c < own.stop]
         point = _point(model, prior, trim, features, params, active, float(step.log_likelihood[index]),
                        following, floored)
         point.__dict__["unconstrained"] = {**to_unconstrained({"weights": params["weights"]}),
-                                           **{name: value[own] for name, value in unconstrained.items()}}
+                                           **model.mixture_of(unconstrained, index, groups)}
         points.append(point)
     return points
 

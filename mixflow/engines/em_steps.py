@@ -92,9 +92,11 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False, 
     threaded : bool
         Run the runs in threads (see :func:`use_threads`); the result does not depend on it.
     groups : int
-        The components are this many mixtures' side by side, each of ``K / groups`` (data in memory): the
-        log-likelihood is then one per mixture, shape (groups,), each mixture's responsibilities normalised
-        within it; counts and statistics stay per component.
+        The components are this many mixtures' side by side, each of ``K / groups`` (data in memory, the
+        family's :meth:`~mixflow.families.base.MixtureModel.stack_mixtures`): the log-likelihood is then one
+        per mixture, shape (groups,), each mixture's responsibilities normalised within it; counts stay per
+        component, and the statistics are each mixture's own concatenated in order (per component, or per
+        mixture where its components pool them, as a tied covariance's scatter).
 
     """
     if not isinstance(prepared, Prepared):  # chunked (Dask) data: blockwise, see mixflow.engines.em_chunked

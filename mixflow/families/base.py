@@ -325,11 +325,61 @@ class MixtureModel:
 
         True where :meth:`e_step_constants`, :meth:`log_density`, :meth:`statistics` and :meth:`m_step` (with
         its prior or without) treat each component alone, whatever their number, and the features
-        :meth:`log_density` returns are the chunk's, shared by every component: then one pass evaluates several
-        EM runs
-        (:func:`mixflow.engines.em_run.run_together`). False by default.
+        :meth:`log_density` returns are the chunk's, shared by every component: then one evaluation scores
+        several parameter sets (posterior draws, :mod:`mixflow.engines.over_draws`), and one pass evaluates
+        several EM runs (:meth:`stacks_mixtures`). False by default.
         """
         return False
+
+    def stacks_mixtures(self) -> bool:
+        """Whether one pass over the data can evaluate several mixtures of this family stacked.
+
+        The stack is :meth:`stack_mixtures`' (each parameter with a component dim concatenated along it, one
+        shared by a mixture's components stacked on a new leading axis); :meth:`e_step_constants` and
+        :meth:`log_density` take it as they take one mixture, giving each component its own mixture's shared
+        parameters, :meth:`statistics` is given each mixture's responsibilities alone, and
+        :meth:`stacked_m_step` pools within each mixture. Then
+        :func:`mixflow.engines.em_run.run_together` evaluates several EM runs in one pass. By default
+        :meth:`stacks_components` (nothing is shared, and the stack is the components side by side).
+        """
+        return self.stacks_components()
+
+    def stack_mixtures(self, mixtures: list[dict]) -> dict:
+        """Several mixtures' parameter sets (of as many components each) as one (see :meth:`stacks_mixtures`).
+
+        A parameter with a ``component`` dim (:meth:`parameter_dims`) is concatenated along it; one without
+        (shared by a mixture's components, e.g. a tied covariance) gets a new leading axis, one entry per
+        mixture.
+        """
+        dims = self.parameter_dims()
+        return {name: (np.concatenate([mixture[name] for mixture in mixtures], axis=dims[name].index("component"))
+                       if "component" in dims[name] else np.stack([mixture[name] for mixture in mixtures]))
+                for name in mixtures[0]}
+
+    def mixture_of(self, stacked: dict, index: int, groups: int) -> dict:
+        """Mixture ``index``'s own parameters of a stack of ``groups`` (the inverse of :meth:`stack_mixtures`).
+
+        Also of any dict of arrays shaped like the stack's parameters (e.g. their unconstrained forms).
+        """
+        dims, out = self.parameter_dims(), {}
+        for name, value in stacked.items():
+            if "component" not in dims[name]:
+                out[name] = value[index]
+                continue
+            axis = dims[name].index("component")
+            size = value.shape[axis] // groups
+            out[name] = value[(slice(None),) * axis + (slice(index * size, (index + 1) * size),)]
+        return out
+
+    def stacked_m_step(self, counts: np.ndarray, statistics: dict, prepared: Prepared, prior,
+                       groups: int) -> tuple[dict, list[int]]:
+        """:meth:`m_step` of ``groups`` mixtures stacked (:meth:`stacks_mixtures`), each pooled within itself.
+
+        ``counts`` and ``statistics`` are the stack's (each mixture's statistics concatenated in order); the
+        parameters returned are stacked as :meth:`stack_mixtures` stacks them, and the collapsed components
+        are indices into the stack. By default :meth:`m_step`, which treats each component alone.
+        """
+        return self.m_step(counts, statistics, prepared, prior)
 
     def exact_steps(self, params: dict, prepared: Prepared, above: float = 0.0):
         """The E- and M-steps without the fast path's rounding, where its relative size exceeds ``above``.

@@ -326,6 +326,10 @@ class GaussianMixture(MixtureModel):
         """Each component's steps stand alone (see :meth:`MixtureModel.stacks_components`)."""
         return self.covariance != "tied"  # a tied covariance pools the components
 
+    def stacks_mixtures(self) -> bool:
+        """Mixtures stack, tied ones too (a covariance per mixture, see :meth:`MixtureModel.stacks_mixtures`)."""
+        return True
+
     def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features: np.ndarray) -> dict:
         """Sufficient statistics of a chunk (sum them over chunks)."""
         return gn.statistics(self.covariance, weighted_resp, chunk.arrays["z"], features)
@@ -333,6 +337,12 @@ class GaussianMixture(MixtureModel):
     def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
         """Component parameters (MLE if ``prior`` is None, else MAP) and the components floored."""
         params = gn.m_step(self.covariance, counts, stats, prepared.constants["working_center"], prior)
+        return gn.floor_variances(self.covariance, params, prepared.constants["floor"])
+
+    def stacked_m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior,
+                       groups: int) -> tuple[dict, list[int]]:
+        """:meth:`m_step` of ``groups`` mixtures stacked: a tied covariance pools each mixture's own scatter."""
+        params = gn.m_step(self.covariance, counts, stats, prepared.constants["working_center"], prior, groups)
         return gn.floor_variances(self.covariance, params, prepared.constants["floor"])
 
     def exact_steps(self, params: dict, prepared: Prepared, above: float = EXACT_ABOVE):

@@ -9,7 +9,9 @@ one-pass second moments accurate. For a chunk ``z = x - c`` of shape (m, d):
   same chunk features, so each chunk's features are formed once per iteration and used by both steps.
 
 Parameters: ``mu`` (K, d) in data coordinates, and ``covariance`` (K, d, d) for "full", (d, d) for
-"tied", ``variance`` (K, d) for "diag", (K,) for "spherical".
+"tied", ``variance`` (K, d) for "diag", (K,) for "spherical". Several tied mixtures of K components each
+may be stacked (EM runs in step): ``mu`` (G K, d) and ``covariance`` (G, d, d), one per mixture, shared by its
+K components; the E-step takes them as they are, the M-step and the floor with ``groups=G``.
 """
 
 from functools import cache
@@ -97,19 +99,25 @@ def e_step_constants(covariance_type: str, params: dict, center: np.ndarray) -> 
 
     Returns a dict with ``quad`` (the matrix mapping chunk features to quadratic forms), ``linear``
     (d, K), and ``offset`` (K,) such that the log density is
-    ``-0.5 * (features @ quad - 2 z @ linear + offset)``.
+    ``-0.5 * (features @ quad - 2 z @ linear + offset)``. For "tied", ``quad`` has one column per mixture
+    (G stacked mixtures: ``covariance`` of shape (G, d, d)), shared by the mixture's components.
     """
     mu = params["mu"] - center
     n_components, d = mu.shape
     if covariance_type in ("full", "tied"):
         cov = params["covariance"]
-        covs = cov if covariance_type == "full" else cov[None]
+        covs = cov if covariance_type == "full" or cov.ndim == 3 else cov[None]
         precisions, logdets = _precision_and_logdet(covs)
         weights = 2.0 - np.eye(d)[packed_indices(d)]  # off-diagonal products appear twice
-        quad = (pack_symmetric(precisions) * weights).T  # (T, K) or (T, 1)
-        linear = np.einsum("kij,kj->ik", np.broadcast_to(precisions, (n_components, d, d)), mu)
+        quad = (pack_symmetric(precisions) * weights).T  # (T, K), or (T, G) when tied
+        if covariance_type == "tied":  # each component gets its own mixture's precision
+            shared = n_components // covs.shape[0]
+            # one mixture: broadcast, not copied (the einsums below sum in an order set by their operands' strides)
+            precisions = (np.broadcast_to(precisions, (n_components, d, d)) if covs.shape[0] == 1
+                          else np.repeat(precisions, shared, axis=0))
+            logdets = np.repeat(logdets, shared)
+        linear = np.einsum("kij,kj->ik", precisions, mu)
         offset = np.einsum("ik,ki->k", linear, mu)
-        logdets = np.broadcast_to(logdets, (n_components,))
     elif covariance_type == "diag":
         inverse = 1.0 / params["variance"]
         quad = inverse.T
@@ -144,7 +152,13 @@ def log_density(covariance_type: str, constants: dict, z: np.ndarray) -> tuple[n
     features = chunk_features(covariance_type, z, _buffer(constants, covariance_type, z.shape))
     out = z @ constants["linear"]
     out *= -2.0
-    out += features @ constants["quad"]  # (m, K), or (m, 1) when tied
+    if covariance_type == "tied":  # one quadratic form per mixture (G stacked), to each of its components
+        quadratic, m = features @ constants["quad"], out.shape[0]
+        out = out.reshape(m, quadratic.shape[1], -1)
+        out += quadratic[:, :, None]
+        out = out.reshape(m, -1)
+    else:
+        out += features @ constants["quad"]  # (m, K)
     out += constants["offset"]
     out *= -0.5
     return out, features
@@ -174,7 +188,8 @@ def statistics(covariance_type: str, weighted_resp: np.ndarray, z: np.ndarray, f
     return {"first": first, "second": second}
 
 
-def m_step(covariance_type: str, counts: np.ndarray, stats: dict, center: np.ndarray, prior) -> dict:
+def m_step(covariance_type: str, counts: np.ndarray, stats: dict, center: np.ndarray, prior,
+           groups: int | None = None) -> dict:
     """Component parameters from sufficient statistics: MLE when ``prior`` is None, else MAP.
 
     Parameters
@@ -186,6 +201,10 @@ def m_step(covariance_type: str, counts: np.ndarray, stats: dict, center: np.nda
     center : ndarray of shape (d,)
         The shift applied to the data.
     prior : ResolvedGaussianPrior or None
+    groups : int, optional
+        The components are this many mixtures stacked, each of K / groups components and its statistics
+        concatenated in order: "tied" pools each mixture's scatter into its own covariance, shape
+        (groups, d, d). The other types treat each component alone and ignore it.
 
     """
     d = center.shape[0]
@@ -193,18 +212,45 @@ def m_step(covariance_type: str, counts: np.ndarray, stats: dict, center: np.nda
     if covariance_type == "full":
         scatter = unpack_symmetric(stats["second"], d) - counts[:, None, None] * np.einsum("ki,kj->kij", means, means)
     elif covariance_type == "tied":
-        scatter = unpack_symmetric(stats["second"], d) - np.einsum("k,ki,kj->ij", counts, means, means)
+        own_counts, own_means = _by_mixture(counts, groups), _by_mixture(means, groups)
+        scatter = (unpack_symmetric(stats["second"].reshape(own_counts.shape[0], -1), d)
+                   - _pooled_outer(own_counts, own_means, own_means))
     elif covariance_type == "diag":
         scatter = stats["second"] - counts[:, None] * means**2
     else:
         scatter = stats["second"][:, 0] - counts * (means**2).sum(axis=1)
     if prior is None:
-        return _mle(covariance_type, counts, means, scatter, center)
-    return _map(covariance_type, counts, means, scatter, center, prior)
+        params = _mle(covariance_type, counts, means, scatter, center)
+    else:
+        params = _map(covariance_type, counts, means, scatter, center, prior)
+    return _one_tied(covariance_type, params, groups)
+
+
+def _by_mixture(values: np.ndarray, groups: int | None) -> np.ndarray:
+    """Per-component values (G K, ...) as (G, K, ...): each mixture's of a stack of ``groups`` (None: one)."""
+    return values.reshape((groups or 1, -1) + values.shape[1:])
+
+
+def _pooled_outer(weights: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Per mixture g, ``sum_k weights[g, k] outer(left[g, k], right[g, k])``: shape (G, d, d).
+
+    Each mixture's by the product one mixture alone is formed with, so a mixture's M-step is the same stacked
+    or not (a product of another shape may sum in another order).
+    """
+    return np.stack([np.einsum("k,ki,kj->ij", *own) for own in zip(weights, left, right, strict=True)])
+
+
+def _one_tied(covariance_type: str, params: dict, groups: int | None) -> dict:
+    """A tied covariance per mixture, (G, d, d), as one mixture's (d, d) when not stacked (``groups`` None)."""
+    if covariance_type != "tied" or groups is not None:
+        return params
+    return {**params, "covariance": params["covariance"][0]}
 
 
 def variance_floor(covariance_type: str, params: dict, floor: np.ndarray, centred: bool = False) -> np.ndarray:
     """The smallest variance each component can resolve, per feature: (K, d), (d,) when "tied", (K,) "spherical".
+
+    Of G tied mixtures stacked (a covariance of shape (G, d, d), not ``centred``), (G, d): each mixture's own.
 
     The one-pass second moments are sums about the data centre, so a component's variance is known to
     about eps x its second moment about that centre (its variance plus its squared mean offset).
@@ -224,8 +270,10 @@ def variance_floor(covariance_type: str, params: dict, floor: np.ndarray, centre
         return np.fmax(PRECISION_FLOOR * own_variances(covariance_type, params).reshape(resolution.shape), resolution)
     if covariance_type == "full":
         own = np.diagonal(params["covariance"], axis1=-2, axis2=-1) + mu * mu
-    elif covariance_type == "tied":
-        own = np.diagonal(params["covariance"]) + (mu * mu).max(axis=0)
+    elif covariance_type == "tied":  # (G, d) when G mixtures are stacked (a covariance of shape (G, d, d))
+        cov = params["covariance"]
+        spread = _by_mixture(mu * mu, cov.shape[0] if cov.ndim == 3 else None).max(axis=1)
+        own = np.diagonal(cov, axis1=-2, axis2=-1) + (spread if cov.ndim == 3 else spread[0])
     elif covariance_type == "diag":
         own = params["variance"] + mu * mu
     else:
@@ -239,7 +287,9 @@ def floor_variances(covariance_type: str, params: dict, floor: np.ndarray,
     """Lift collapsed (near-singular) covariances to their floor; return the indices of those lifted.
 
     The floor is :func:`variance_floor`'s, each component's own. A full/tied covariance whose smallest
-    eigenvalue relative to the floor is below one gets the floor added to its diagonal.
+    eigenvalue relative to the floor is below one gets the floor added to its diagonal. A tied covariance
+    lifted is reported as its mixture's first component (0, or G mixtures stacked: that mixture's first of the
+    stack).
     """
     own = variance_floor(covariance_type, params, floor, centred)
     if covariance_type in ("diag", "spherical"):
@@ -251,16 +301,18 @@ def floor_variances(covariance_type: str, params: dict, floor: np.ndarray,
             params = {**params, "variance": lifted}
         return params, collapsed.tolist()
     cov = params["covariance"]
-    covs = cov if covariance_type == "full" else cov[None]
-    floors = own if covariance_type == "full" else own[None]
+    single = covariance_type == "tied" and cov.ndim == 2  # one tied covariance; else one per component or mixture
+    covs, floors = (cov[None], own[None]) if single else (cov, own)
     scale = np.sqrt(floors)
     collapsed = _below_one(covs / (scale[:, :, None] * scale[:, None, :]))
     if collapsed.size:
         covs = covs.copy()
         for c in collapsed:
             covs[c] = np.where(np.isfinite(covs[c]), covs[c], 0.0) + np.diag(floors[c])
-        params = {**params, "covariance": covs if covariance_type == "full" else covs[0]}
-    return params, collapsed.tolist() if covariance_type == "full" else ([0] if collapsed.size else [])
+        params = {**params, "covariance": covs[0] if single else covs}
+    if covariance_type == "tied":  # a mixture's tied covariance: its first component stands for it
+        collapsed = collapsed * (params["mu"].shape[0] // covs.shape[0])
+    return params, collapsed.tolist()
 
 
 def _below_one(scaled: np.ndarray) -> np.ndarray:
@@ -279,17 +331,19 @@ def _below_one(scaled: np.ndarray) -> np.ndarray:
 
 
 def _mle(covariance_type, counts, means, scatter, center) -> dict:
+    """The MLE from the scatter; "tied": ``scatter`` (G, d, d), one per mixture of G stacked, and so the result."""
     mu = means + center
     if covariance_type == "full":
         return {"mu": mu, "covariance": scatter / counts[:, None, None]}
     if covariance_type == "tied":
-        return {"mu": mu, "covariance": scatter / counts.sum()}
+        return {"mu": mu, "covariance": scatter / _by_mixture(counts, scatter.shape[0]).sum(axis=1)[:, None, None]}
     if covariance_type == "diag":
         return {"mu": mu, "variance": scatter / counts[:, None]}
     return {"mu": mu, "variance": scatter / (counts * means.shape[1])}
 
 
 def _map(covariance_type, counts, means, scatter, center, prior) -> dict:
+    """:func:`_mle`'s MAP counterpart under the conjugate prior (the same shapes)."""
     kappa, dof = prior.shrinkage, prior.dof
     prior_mean = prior.mean - center
     n_components, d = means.shape
@@ -300,8 +354,11 @@ def _map(covariance_type, counts, means, scatter, center, prior) -> dict:
         total = prior.scale + scatter + pull[:, None, None] * np.einsum("ki,kj->kij", gap, gap)
         return {"mu": mu + center, "covariance": total / (dof + counts + d + 2)[:, None, None]}
     if covariance_type == "tied":
-        total = prior.scale + scatter + np.einsum("k,ki,kj->ij", pull, gap, gap)
-        return {"mu": mu + center, "covariance": total / (dof + d + 1 + n_components + counts.sum())}
+        groups = scatter.shape[0]
+        own_counts, own_gap = _by_mixture(counts, groups), _by_mixture(gap, groups)
+        total = prior.scale + scatter + _pooled_outer(_by_mixture(pull, groups), own_gap, own_gap)
+        denominator = dof + d + 1 + own_counts.shape[1] + own_counts.sum(axis=1)
+        return {"mu": mu + center, "covariance": total / denominator[:, None, None]}
     if covariance_type == "diag":
         total = prior.scale + scatter + pull[:, None] * gap**2
         return {"mu": mu + center, "variance": total / (dof + counts + 3)[:, None]}
@@ -317,18 +374,19 @@ def one_pass_error(covariance_type: str, params: dict, center: np.ndarray) -> fl
     the result keeps about eps x that ratio (its largest over components and features) of relative precision.
     """
     offset = (params["mu"] - center) ** 2
-    variance = np.broadcast_to(own_variances(covariance_type, params), offset.shape)
+    variance = own_variances(covariance_type, params)
+    if covariance_type == "tied" and variance.ndim == 2:  # G mixtures stacked: each mixture's to its components
+        variance = np.repeat(variance, offset.shape[0] // variance.shape[0], axis=0)
+    variance = np.broadcast_to(variance, offset.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.nanmax(offset / variance, initial=0.0)
     return float(np.finfo(float).eps * ratio)
 
 
 def own_variances(covariance_type: str, params: dict) -> np.ndarray:
-    """Each component's variance per feature: (K, d), (d,) for "tied", (K, 1) for "spherical"."""
-    if covariance_type == "full":
+    """Each component's variance per feature: (K, d), (d,) for "tied" ((G, d) stacked), (K, 1) for "spherical"."""
+    if covariance_type in ("full", "tied"):
         return np.diagonal(params["covariance"], axis1=-2, axis2=-1)
-    if covariance_type == "tied":
-        return np.diagonal(params["covariance"])
     if covariance_type == "diag":
         return params["variance"]
     return np.asarray(params["variance"])[:, None]
@@ -371,15 +429,15 @@ def centred_m_step(covariance_type: str, weighted_resp: np.ndarray, z: np.ndarra
             centred = z - means[k]
             scatter[k] = (centred * weighted_resp[:, k:k + 1]).T @ centred
         if covariance_type == "tied":
-            scatter = scatter.sum(axis=0)
+            scatter = scatter.sum(axis=0, keepdims=True)
     else:
         scatter = np.stack([weighted_resp[:, k] @ (z - means[k]) ** 2 for k in range(n_components)])
         if covariance_type == "spherical":
             scatter = scatter.sum(axis=1)
     center = np.zeros(d)
     if prior is None:
-        return _mle(covariance_type, counts, means, scatter, center)
-    return _map(covariance_type, counts, means, scatter, center, prior)
+        return _one_tied(covariance_type, _mle(covariance_type, counts, means, scatter, center), None)
+    return _one_tied(covariance_type, _map(covariance_type, counts, means, scatter, center, prior), None)
 
 
 def hathaway_ratios(covariance_type: str, dispersion: np.ndarray) -> np.ndarray:
