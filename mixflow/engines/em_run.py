@@ -179,14 +179,25 @@ def _batches(indices: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def _evaluate_batch(model, prepared, prior, trim, rows, features, threaded, requests, same, points) -> None:
-    """The points of ``requests[same]`` (parameter sets of one size) into ``points``, stacked where they can be."""
+    """The points of ``requests[same]`` (parameter sets of one size) into ``points``, stacked where they can be.
+
+    The sets that need the centred pass (checked one by one only when the stack as a whole does) are evaluated
+    alone; the others stacked.
+    """
+    evaluate = partial(_evaluate, model, prepared, prior, trim, rows, features, threaded)
+    if same.size == 1:
+        points[same[0]] = evaluate(*requests[same[0]])
+        return
     batch = [requests[i] for i in same]
     stacked = model.stack_mixtures([params for params, _ in batch])
-    if same.size == 1 or model.exact_steps(stacked, prepared, _CENTRED_ABOVE) is not None:
-        found = [_evaluate(model, prepared, prior, trim, rows, features, threaded, *request) for request in batch]
-    else:
-        found = _stacked_points(model, prepared, prior, trim, rows, features, threaded, batch, stacked,
-                                batch[0][1].size)
+    if model.exact_steps(stacked, prepared, _CENTRED_ABOVE) is not None:
+        centred = np.array([model.exact_steps(params, prepared, _CENTRED_ABOVE) is not None for params, _ in batch])
+        for i in same[centred]:
+            points[i] = evaluate(*requests[i])
+        if not centred.all():
+            _evaluate_batch(model, prepared, prior, trim, rows, features, threaded, requests, same[~centred], points)
+        return
+    found = _stacked_points(model, prepared, prior, trim, rows, features, threaded, batch, stacked, batch[0][1].size)
     for i, point in zip(same, found, strict=True):
         points[i] = point
 
