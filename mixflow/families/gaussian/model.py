@@ -284,9 +284,10 @@ class GaussianMixture(MixtureModel):
             return []
         needed = np.shape(params["mu"])[1] + 1 if self.covariance == "full" else 2
         counts = np.asarray(params["weights"]) * total_weight
-        if not (counts < SPURIOUS_SIZE * needed).any():  # no component small enough for the ratio to matter
+        small = np.flatnonzero(counts < SPURIOUS_SIZE * needed)  # the components whose ratio matters
+        if not small.size:
             return []
-        ratios = gn.hathaway_ratios(self.covariance, params[self.covariance_name()])
+        ratios = gn.hathaway_ratios(self.covariance, params[self.covariance_name()], small)
         return spurious_rule(counts, ratios, needed)
 
     def init_points(self, prepared: Prepared) -> np.ndarray:

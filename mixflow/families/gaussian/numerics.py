@@ -32,6 +32,7 @@ __all__ = [
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 LOG_2PI = np.log(2 * np.pi)
+_EPS = float(np.finfo(float).eps)
 PRECISION_FLOOR = 1000 * np.finfo(float).eps  # relative precision of a one-pass second moment, with margin
 ABSOLUTE_FLOOR = np.finfo(float).eps  # in standardised units (of the data's variance): a point at the centre
 FLOOR_DESCRIPTION = (f"its variances were lifted to a floor of {PRECISION_FLOOR:.1e} x its second moment about "
@@ -377,10 +378,9 @@ def one_pass_error(covariance_type: str, params: dict, center: np.ndarray) -> fl
     variance = own_variances(covariance_type, params)
     if covariance_type == "tied" and variance.ndim == 2:  # G mixtures stacked: each mixture's to its components
         variance = np.repeat(variance, offset.shape[0] // variance.shape[0], axis=0)
-    variance = np.broadcast_to(variance, offset.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.nanmax(offset / variance, initial=0.0)
-    return float(np.finfo(float).eps * ratio)
+        ratio = np.fmax.reduce((offset / variance).ravel(), initial=0.0)  # fmax passes over NaN (0 / 0)
+    return float(_EPS * ratio)
 
 
 def own_variances(covariance_type: str, params: dict) -> np.ndarray:
@@ -440,7 +440,7 @@ def centred_m_step(covariance_type: str, weighted_resp: np.ndarray, z: np.ndarra
     return _one_tied(covariance_type, _map(covariance_type, counts, means, scatter, center, prior), None)
 
 
-def hathaway_ratios(covariance_type: str, dispersion: np.ndarray) -> np.ndarray:
+def hathaway_ratios(covariance_type: str, dispersion: np.ndarray, components=None) -> np.ndarray:
     """Per component h, the smallest eigenvalue of ``inv(Sigma_j) Sigma_h`` over the other components j.
 
     Hathaway's (1985) ratio, which his constrained MLE bounds below: how much narrower, in the direction where
@@ -453,6 +453,8 @@ def hathaway_ratios(covariance_type: str, dispersion: np.ndarray) -> np.ndarray:
     covariance_type : {"full", "tied", "diag", "spherical"}
     dispersion : ndarray
         ``covariance`` (K, d, d) for "full", ``variance`` (K, d) for "diag", (K,) for "spherical".
+    components : sequence of int, optional
+        The components h whose ratios are wanted (all by default); the others' are left infinite.
 
     Returns
     -------
@@ -464,20 +466,40 @@ def hathaway_ratios(covariance_type: str, dispersion: np.ndarray) -> np.ndarray:
         return np.full(1, np.inf)
     k = dispersion.shape[0]
     ratios = np.full(k, np.inf)
+    wanted = np.arange(k) if components is None else np.asarray(components, dtype=int)
     if covariance_type in ("diag", "spherical"):
         variances = dispersion.reshape(k, -1)
-        for h in range(k):
+        for h in wanted:
             others = np.delete(variances, h, axis=0)
             if others.size:
                 ratios[h] = np.min(variances[h] / others)
         return ratios
+    # whitened by component j's Cholesky factor L: eig(inv(Sigma_j) Sigma_h) = eig(L^-1 Sigma_h L^-T)
+    try:
+        factors = np.linalg.cholesky(dispersion)
+    except np.linalg.LinAlgError:
+        factors = None
+    if factors is None or not np.isfinite(factors).all():  # a covariance not positive definite: skip it as j
+        return _hathaway_one_by_one(dispersion, wanted)
+    # every pair (j, h) of two components, h wanted, at once
+    j, h = np.nonzero(~np.eye(k, dtype=bool)[:, wanted])
+    h = wanted[h]
+    whitened = np.linalg.solve(factors[j], np.swapaxes(np.linalg.solve(factors[j], dispersion[h]), -1, -2))
+    smallest = np.linalg.eigvalsh((whitened + np.swapaxes(whitened, -1, -2)) / 2)[:, 0]
+    np.minimum.at(ratios, h, smallest)
+    return ratios
+
+
+def _hathaway_one_by_one(dispersion: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """:func:`hathaway_ratios` of full covariances, some not positive definite (left out as the reference j)."""
+    k = dispersion.shape[0]
+    ratios = np.full(k, np.inf)
     for j in range(k):
-        # whitened by component j's Cholesky factor L: eig(inv(Sigma_j) Sigma_h) = eig(L^-1 Sigma_h L^-T)
         try:
             factor = np.linalg.cholesky(dispersion[j])
         except np.linalg.LinAlgError:
             continue
-        for h in range(k):
+        for h in wanted:
             if h != j:
                 whitened = np.linalg.solve(factor, np.linalg.solve(factor, dispersion[h]).T)
                 ratios[h] = min(ratios[h], np.linalg.eigvalsh((whitened + whitened.T) / 2)[0])
