@@ -89,8 +89,7 @@ def test_a_stack_of_tied_mixtures_keeps_a_covariance_per_mixture():
     model, _, prepared, rows, starts = _setting("gaussian tied", n_starts=3)
     stacked = model.stack_mixtures(starts)
     assert stacked["covariance"].shape == (3, 4, 4) and stacked["mu"].shape == (9, 4)
-    for index, start in enumerate(starts):
-        mine = model.mixture_of(stacked, index, 3)
+    for start, mine in zip(starts, model.unstack_mixtures(stacked, 3), strict=True):
         assert mine.keys() == start.keys()
         for name, value in start.items():
             np.testing.assert_array_equal(mine[name], value)

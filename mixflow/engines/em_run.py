@@ -221,15 +221,15 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     # (each set's own), the weights' per set
     unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"})
     points = []
-    for index, (params, active) in enumerate(batch):
+    for index, ((params, active), own_components, own_unconstrained) in enumerate(zip(
+            batch, model.unstack_mixtures(components, groups), model.unstack_mixtures(unconstrained, groups),
+            strict=True)):
         own = slice(index * size, (index + 1) * size)
-        following = {"weights": _weights(step.counts[own], prior, active),
-                     **model.mixture_of(components, index, groups)}
+        following = {"weights": _weights(step.counts[own], prior, active), **own_components}
         floored = [c - own.start for c in collapsed if own.start <= c < own.stop]
         point = _point(model, prior, trim, features, params, active, float(step.log_likelihood[index]),
                        following, floored)
-        point.__dict__["unconstrained"] = {**to_unconstrained({"weights": params["weights"]}),
-                                           **model.mixture_of(unconstrained, index, groups)}
+        point.__dict__["unconstrained"] = {**to_unconstrained({"weights": params["weights"]}), **own_unconstrained}
         points.append(point)
     return points
 

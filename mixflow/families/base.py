@@ -349,27 +349,27 @@ class MixtureModel:
 
         A parameter with a ``component`` dim (:meth:`parameter_dims`) is concatenated along it; one without
         (shared by a mixture's components, e.g. a tied covariance) gets a new leading axis, one entry per
-        mixture.
+        mixture. :meth:`unstack_mixtures` is the inverse.
         """
         dims = self.parameter_dims()
         return {name: (np.concatenate([mixture[name] for mixture in mixtures], axis=dims[name].index("component"))
                        if "component" in dims[name] else np.stack([mixture[name] for mixture in mixtures]))
                 for name in mixtures[0]}
 
-    def mixture_of(self, stacked: dict, index: int, groups: int) -> dict:
-        """Mixture ``index``'s own parameters of a stack of ``groups`` (the inverse of :meth:`stack_mixtures`).
+    def unstack_mixtures(self, stacked: dict, groups: int) -> list[dict]:
+        """Each mixture's own parameters of a stack of ``groups`` (the inverse of :meth:`stack_mixtures`), views.
 
         Also of any dict of arrays shaped like the stack's parameters (e.g. their unconstrained forms).
         """
-        dims, out = self.parameter_dims(), {}
+        dims, parts = self.parameter_dims(), {}
         for name, value in stacked.items():
             if "component" not in dims[name]:
-                out[name] = value[index]
+                parts[name] = value  # one entry per mixture along the leading axis
                 continue
             axis = dims[name].index("component")
-            size = value.shape[axis] // groups
-            out[name] = value[(slice(None),) * axis + (slice(index * size, (index + 1) * size),)]
-        return out
+            by_mixture = value.reshape(value.shape[:axis] + (groups, -1) + value.shape[axis + 1:])
+            parts[name] = np.moveaxis(by_mixture, axis, 0) if axis else by_mixture
+        return [{name: value[index] for name, value in parts.items()} for index in range(groups)]
 
     def stacked_m_step(self, counts: np.ndarray, statistics: dict, prepared: Prepared, prior,
                        groups: int) -> tuple[dict, list[int]]:
