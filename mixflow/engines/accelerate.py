@@ -30,12 +30,13 @@ Cholesky factor with the log of its diagonal; everything else (``mu``, ``coeffic
 """
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
-__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "extrapolate", "from_unconstrained", "largest_change",
-           "parameter_gap", "parameter_gap_of", "parameter_tolerance", "to_tracked", "to_unconstrained",
-           "valid_parameters"]
+__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "centred_log_ratios", "extrapolate", "from_unconstrained",
+           "largest_change", "parameter_gap", "parameter_gap_of", "parameter_tolerance", "to_tracked",
+           "to_unconstrained", "valid_parameters"]
 
 ACCELERATIONS = ("squarem",)
 _POSITIVE = ("rate", "variance")
@@ -220,7 +221,8 @@ def largest_change(start: np.ndarray, end: np.ndarray) -> float:
         return float("nan")
     with np.errstate(invalid="ignore"):
         change = np.where(start == end, 0.0, np.abs(end - start) / np.maximum(1.0, np.abs(start)))
-    return float(np.max(change, initial=0.0)) if np.isfinite(change).all() else float("nan")
+    largest = float(change.max(initial=0.0))  # NaN if a change is NaN, inf if one is inf
+    return largest if np.isfinite(largest) else float("nan")
 
 
 def to_unconstrained(params: dict) -> dict:
@@ -230,8 +232,7 @@ def to_unconstrained(params: dict) -> dict:
         value = np.asarray(value, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             if name == "weights":
-                logs = np.log(value)
-                out[name] = logs - logs.mean()
+                out[name] = centred_log_ratios(value)
             elif name in _POSITIVE:
                 out[name] = np.log(value)
             elif name == "covariance":
@@ -239,6 +240,13 @@ def to_unconstrained(params: dict) -> dict:
             else:
                 out[name] = value
     return out
+
+
+def centred_log_ratios(weights: np.ndarray) -> np.ndarray:
+    """Mixing weights in :func:`to_unconstrained`'s form, their logs less their mean; (G, K): each row's own."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(weights)
+        return logs - logs.mean(axis=-1, keepdims=True)
 
 
 def from_unconstrained(values: dict) -> dict:
@@ -259,6 +267,14 @@ def from_unconstrained(values: dict) -> dict:
     return out
 
 
+@cache
+def _lower_triangle(d: int) -> np.ndarray:
+    """The mask of a d x d matrix's lower triangle, its diagonal included (read-only, made once)."""
+    mask = np.tri(d, dtype=bool)
+    mask.flags.writeable = False
+    return mask
+
+
 def _log_cholesky(covariance: np.ndarray) -> np.ndarray:
     """(..., d, d) SPD matrices to their lower Cholesky factors with the diagonal replaced by its log."""
     try:
@@ -271,7 +287,7 @@ def _log_cholesky(covariance: np.ndarray) -> np.ndarray:
 
 
 def _from_log_cholesky(values: np.ndarray) -> np.ndarray:
-    factor = np.tril(values)
+    factor = np.where(_lower_triangle(values.shape[-1]), values, 0.0)
     diagonal = np.einsum("...ii->...i", factor)
     diagonal[...] = np.exp(diagonal)
     return factor

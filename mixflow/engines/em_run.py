@@ -18,6 +18,7 @@ import numpy as np
 from mixflow.engines.accelerate import (
     SquaremState,
     aitken_gap,
+    centred_log_ratios,
     extrapolate,
     largest_change,
     observed_rate,
@@ -131,7 +132,10 @@ def maximisation_step(model, step: Pass, prepared, prior, active) -> tuple[dict,
 
 
 def _weights(counts: np.ndarray, prior, active: np.ndarray) -> np.ndarray:
-    """The M-step's mixing weights of the ``active`` components (MAP under the prior's Dirichlet if given)."""
+    """The M-step's mixing weights of the ``active`` components (MAP under the prior's Dirichlet if given).
+
+    Of several sets at once: ``counts`` and ``active`` of shape (G, K), a set per row.
+    """
     return weights_step(counts, None if prior is None else prior.concentration[active])
 
 
@@ -217,19 +221,21 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     groups = len(batch)
     step = data_pass(model, stacked, prepared, rows, threaded, groups=groups)
     components, collapsed = model.stacked_m_step(step.counts + _EPS_COUNT, step.statistics, prepared, prior, groups)
-    # the points' unconstrained forms (SQUAREM's, the stop's) at once: each parameter's per matrix or element
-    # (each set's own), the weights' per set
+    # the points' unconstrained forms (SQUAREM's, the stop's) and the weights' M-step at once: each parameter's
+    # per matrix or element (each set's own), the weights' per set (a row each)
     unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"})
+    log_ratios = centred_log_ratios(stacked["weights"].reshape(groups, size))
+    weights = _weights(step.counts.reshape(groups, size), prior, np.stack([active for _, active in batch]))
     points = []
     for index, ((params, active), own_components, own_unconstrained) in enumerate(zip(
             batch, model.unstack_mixtures(components, groups), model.unstack_mixtures(unconstrained, groups),
             strict=True)):
-        own = slice(index * size, (index + 1) * size)
-        following = {"weights": _weights(step.counts[own], prior, active), **own_components}
-        floored = [c - own.start for c in collapsed if own.start <= c < own.stop]
+        start = index * size
+        following = {"weights": weights[index], **own_components}
+        floored = [c - start for c in collapsed if start <= c < start + size]
         point = _point(model, prior, trim, features, params, active, float(step.log_likelihood[index]),
                        following, floored)
-        point.__dict__["unconstrained"] = {**to_unconstrained({"weights": params["weights"]}), **own_unconstrained}
+        point.__dict__["unconstrained"] = {"weights": log_ratios[index], **own_unconstrained}
         points.append(point)
     return points
 

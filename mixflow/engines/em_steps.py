@@ -232,11 +232,14 @@ def check_densities(log_density: np.ndarray, weights: np.ndarray, first_row: int
 
 
 def weights_step(counts: np.ndarray, concentration: np.ndarray | None) -> np.ndarray:
-    """Mixing weights: N_k / N (MLE), or the Dirichlet posterior mode (MAP) clipped at zero."""
+    """Mixing weights: N_k / N (MLE), or the Dirichlet posterior mode (MAP) clipped at zero.
+
+    Along the last axis: counts of shape (G, K), with ``concentration`` of that shape, give G sets' weights.
+    """
     if concentration is None:
-        return counts / counts.sum()
+        return counts / counts.sum(axis=-1, keepdims=True)
     mass = np.maximum(counts + concentration - 1.0, 0.0)
-    return mass / mass.sum()
+    return mass / mass.sum(axis=-1, keepdims=True)
 
 
 def responsibilities(model, params: dict, data) -> np.ndarray:
