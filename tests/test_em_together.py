@@ -166,3 +166,27 @@ def test_a_stack_is_cut_into_passes_of_at_most_max_stacked_components(monkeypatc
     for one, other in zip(whole, cut, strict=True):
         assert other.value == pytest.approx(one.value, rel=1e-13)
         np.testing.assert_allclose(other.following["mu"], one.following["mu"], rtol=1e-12)
+
+
+def test_a_set_that_needs_the_centred_pass_leaves_the_others_stacked(monkeypatch):
+    """A set whose component lies thousands of its sds from the data centre is evaluated alone (centred pass),
+    and the others still in one stacked pass; every point is the set's own."""
+    model, _, prepared, rows, starts = _setting("gaussian full")
+    far = {**starts[1], "mu": starts[1]["mu"] + np.array([[1e5, 0.0], [0.0, 0.0], [0.0, 0.0]])}
+    assert model.exact_steps(far, prepared, em_run._CENTRED_ABOVE) is not None
+    requests = [(params, np.arange(3)) for params in (starts[0], far, starts[2], starts[3])]
+    stacked_sizes = []
+    stacked_points = em_run._stacked_points
+
+    def spy(*args):
+        stacked_sizes.append(len(args[7]))
+        return stacked_points(*args)
+
+    monkeypatch.setattr(em_run, "_stacked_points", spy)
+    points = em_run._evaluate_together(model, prepared, None, None, rows, None, False, requests)
+    assert stacked_sizes == [3]
+    for request, point in zip(requests, points, strict=True):
+        alone = em_run._evaluate(model, prepared, None, None, rows, None, False, *request)
+        assert point.value == pytest.approx(alone.value, rel=1e-13)
+        for key, value in alone.following.items():
+            np.testing.assert_allclose(point.following[key], value, rtol=1e-12, atol=1e-14)
