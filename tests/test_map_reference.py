@@ -210,3 +210,24 @@ def test_readme_headline_old_faithful(faithful):
     mu = tree["em/estimate"]["mu"].values
     # published (e.g. mclust's VVV, G = 2, on the same data): means (2.04, 54.5) and (4.29, 80.0)
     np.testing.assert_allclose(mu, [[2.037, 54.48], [4.290, 79.97]], atol=0.01)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_log_prior_of_an_ill_conditioned_covariance_is_its_density_not_an_error(covariance_type):
+    """A covariance of condition number 1e12 (positive definite: an EM point or an extrapolated one can have
+    it) under the Normal part of the prior: scipy's multivariate_normal refuses it (LinAlgError, its
+    eigenvalue threshold); the MAP objective must be its density, here written through the eigenvalues."""
+    d, kappa = 2, 0.01
+    model = mixflow.GaussianMixture(2, covariance=covariance_type, prior={"shrinkage": kappa})
+    cov = np.diag([1.0, 1e-12])
+    prior = model.resolve_prior(model.prepare(validate_data(np.random.default_rng(0).normal(size=(50, d)))))
+    mu = np.array([[0.1, 2e-7], [-0.2, -1e-7]])
+    params = {"weights": np.array([0.5, 0.5]), "mu": mu,
+              "covariance": cov if covariance_type == "tied" else np.stack([cov, cov])}
+    with pytest.raises(np.linalg.LinAlgError):
+        stats.multivariate_normal.logpdf(mu[0], prior.mean, cov / kappa)
+    variances = np.diag(cov) / kappa
+    normal = (-0.5 * ((mu - prior.mean) ** 2 / variances + np.log(2 * np.pi * variances))).sum()
+    inverse_wishart = stats.invwishart.logpdf(cov, df=prior.dof, scale=prior.scale)
+    expected = normal + inverse_wishart * (1 if covariance_type == "tied" else 2)
+    assert model.log_prior(params, prior) == pytest.approx(expected, rel=1e-12)

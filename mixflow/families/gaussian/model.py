@@ -9,7 +9,14 @@ from scipy import stats as st
 from mixflow.data import Data
 from mixflow.errors import InputError
 from mixflow.families import sampling
-from mixflow.families.base import SPURIOUS_SIZE, MixtureModel, Prepared, register_family, spurious_rule
+from mixflow.families.base import (
+    SPURIOUS_SIZE,
+    MixtureModel,
+    Prepared,
+    normal_log_density,
+    register_family,
+    spurious_rule,
+)
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.gaussian import numerics as gn
 from mixflow.families.gaussian import units as gu
@@ -468,13 +475,13 @@ def _log_prior(covariance: str, params: dict, prior: ResolvedGaussianPrior) -> f
     mu = params["mu"]
     if covariance == "full":
         return float(sum(
-            st.invwishart.logpdf(cov, df=dof, scale=scale) + st.multivariate_normal.logpdf(m, mean, cov / kappa)
+            st.invwishart.logpdf(cov, df=dof, scale=scale) + normal_log_density(m, mean, cov / kappa).sum()
             for m, cov in zip(mu, params["covariance"], strict=True)
         ))
     if covariance == "tied":
         cov = params["covariance"]
         return float(st.invwishart.logpdf(cov, df=dof, scale=scale)
-                     + st.multivariate_normal.logpdf(mu, mean, cov / kappa).sum())
+                     + normal_log_density(mu, mean, cov / kappa).sum())
     variance = params["variance"]
     if covariance == "diag":
         return float(st.invgamma.logpdf(variance, dof / 2, scale=scale / 2).sum()
