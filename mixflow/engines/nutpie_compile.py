@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import pickle
 import sys
@@ -322,7 +323,7 @@ def _load_graphs(structure: str) -> dict | None:
             return None
         graphs = pickle.loads(payload)
         for part in ("logp", "expand"):
-            inputs, outputs = graphs[part]["graph"]
+            inputs, _, _ = graphs[part]["graph"]
             placeholders = [(variable.name, variable.type.ndim, variable.type.dtype) for variable in inputs[1:]]
             if placeholders != [(name, ndim, "float64") for name, ndim in
                                 zip(graphs[part]["shared"], graphs[part]["ndim"], strict=True)]:
@@ -333,10 +334,12 @@ def _load_graphs(structure: str) -> dict | None:
 
 
 def _graph_of(function) -> tuple | None:
-    """The inputs and outputs of a compiled function's rewritten graph, without its data.
+    """The inputs, outputs and order of evaluation of a compiled function's rewritten graph, without its data.
 
-    Its shared variables are replaced by placeholders of their name and type. None unless the graph's inputs
-    are the point, then the shared variables.
+    Its shared variables are replaced by placeholders of their name and type. The order is the graph's own
+    (it follows the in-place operations' constraints as the rewriting left them, which a new graph of the same
+    nodes need not reproduce); the kernel's statements, and so its key, follow it. None unless the graph's
+    inputs are the point, then the shared variables.
     """
     from pytensor.compile.sharedvalue import SharedVariable
     from pytensor.graph.basic import clone_get_equiv
@@ -352,21 +355,27 @@ def _graph_of(function) -> tuple | None:
     inputs, outputs = [equivalent[v] for v in fgraph.inputs], [equivalent[v] for v in fgraph.outputs]
     if any(isinstance(variable, SharedVariable) for variable in ancestors(outputs)):
         return None
-    return inputs, outputs
+    return inputs, outputs, [equivalent[node] for node in fgraph.toposort()]
 
 
 def _link(part: dict):
     """The numba kernel of a stored graph, linked without rewriting (None if its key is not the one recorded)."""
-    from pytensor.graph.destroyhandler import DestroyHandler
+    from pytensor.graph.features import Feature
     from pytensor.graph.fg import FunctionGraph
     from pytensor.link.numba.linker import NumbaLinker
 
+    class Order(Feature):
+        """Each node after the one before it in the stored order: the graph's only order of evaluation."""
+
+        def orderings(self, fgraph):
+            return {node: [before] for before, node in itertools.pairwise(order)}
+
     try:
-        inputs, outputs = part["graph"]
+        inputs, outputs, order = part["graph"]
         fgraph = FunctionGraph(inputs, outputs, clone=False)
-        # the in-place operations' order constraints, which decide the order of the kernel's statements and so
-        # its key, as in the compiled function's graph
-        fgraph.attach_feature(DestroyHandler())
+        fgraph.attach_feature(Order())
+        if fgraph.toposort() != order:
+            return None
         thunk = NumbaLinker().accept(fgraph).make_all()[0]
     except Exception:  # noqa: BLE001 - a graph this PyTensor cannot link: rewritten instead
         return None
