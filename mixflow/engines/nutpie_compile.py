@@ -126,8 +126,8 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
         compiled before in this process (the same family, K, features and traced variables; other data or
         prior values) reuses that compilation with its own input values (:func:`compile_count` counts the
         compilations); its ``logp_func`` and ``expand_func`` (PyTensor's functions, unused by nutpie's
-        sampler) are then None. Its ``user_data`` is mixflow's table of the inputs' addresses and shapes,
-        so nutpie's ``with_data`` does not apply to it.
+        sampler) are then None, as they are when the rewritten graphs came from disk. Its ``user_data`` is
+        mixflow's table of the inputs' addresses and shapes, so nutpie's ``with_data`` does not apply to it.
     """
     import nutpie
     from nutpie import compile_pymc
