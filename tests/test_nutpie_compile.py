@@ -182,3 +182,188 @@ def test_a_second_nuts_fit_of_other_data_reuses_the_compilation():
         assert abs(mu[..., 1, 0].mean() - x[x > 0].mean()) < 0.5  # each fit samples its own data's posterior
         assert abs(mu[..., 1, 0].mean() - high) < 1.0
     assert counts[1] == counts[0]
+
+
+# -- the rewritten graphs on disk: a new process links them without rewriting ---------------------------------
+def _logp_of(compiled, point: np.ndarray) -> tuple[int, float, np.ndarray]:
+    x = np.ascontiguousarray(point, dtype=float)
+    grad, logp = np.zeros(point.size), np.zeros(())
+    pointer = ctypes.POINTER(ctypes.c_double)
+    code = compiled.compiled_logp_func.ctypes(point.size, x.ctypes.data_as(pointer), grad.ctypes.data_as(pointer),
+                                              logp.ctypes.data_as(pointer), compiled.user_data.ctypes.data)
+    return code, float(logp), grad
+
+
+@pytest.fixture
+def graphs_dir(tmp_path, monkeypatch):
+    """An empty folder for the rewritten graphs, and no compilation kept in this process."""
+    from mixflow.engines import nutpie_compile
+
+    monkeypatch.setattr(nutpie_compile, "_GRAPHS_DIR", [tmp_path / "graphs"])
+    monkeypatch.setattr(nutpie_compile, "_COMPILED", {})
+    return tmp_path / "graphs"
+
+
+def _compiled_with_counts(model, point):
+    from mixflow.engines import nutpie_compile
+
+    before = dict(nutpie_compile._GRAPH_COUNTS)
+    nutpie_compile._COMPILED.clear()  # as in a new process: only the disk is shared
+    compiled = compile_nutpie(model, lambda seed: point, var_names=["weights", "mu", "variance"])
+    counts = {name: nutpie_compile._GRAPH_COUNTS[name] - before[name] for name in before}
+    code, logp, grad = _logp_of(compiled, point)
+    expected_logp, expected_grad = model.logp_dlogp_function(ravel_inputs=True)(point)
+    assert code == 0
+    np.testing.assert_allclose(logp, expected_logp, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    return compiled, counts
+
+
+def test_the_stored_graphs_are_linked_without_rewriting_and_give_the_same_callbacks(graphs_dir):
+    model, point = _gaussian(40, seed=0), np.array([0.2, -0.1, 0.4, 0.5, -0.3])
+    first, counts = _compiled_with_counts(model, point)
+    assert counts == {"rewritten": 1, "loaded": 0}
+    assert len(list(graphs_dir.glob("nutpie-graphs-*.bin"))) == 1
+    for other_data in (model, _gaussian(57, seed=1)):  # the stored graphs hold no data: any data set of the structure
+        second, counts = _compiled_with_counts(other_data, point)
+        assert counts == {"rewritten": 0, "loaded": 1}
+        assert second.logp_func is None and second.n_expanded == first.n_expanded
+        assert second._shapes == first._shapes and second.dims == first.dims
+        assert second.shape_info[0] == first.shape_info[0] and second.shape_info[1] == first.shape_info[1]
+        code, values = _expand(second, point)
+        assert code == 0 and np.array_equal(values[:point.size], point)
+    assert _logp_of(second, point)[1] != _logp_of(first, point)[1]  # its own data
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "payload", "unpicklable", "other key"])
+def test_a_damaged_graph_file_is_ignored_and_rewritten(graphs_dir, damage):
+    import hashlib
+    import json
+    import pickle
+
+    from mixflow.engines import nutpie_compile
+
+    model, point = _gaussian(40, seed=0), np.array([0.2, -0.1, 0.4, 0.5, -0.3])
+    _compiled_with_counts(model, point)
+    [path] = graphs_dir.glob("nutpie-graphs-*.bin")
+    content = path.read_bytes()
+    header, _, payload = content[len(nutpie_compile._GRAPHS_MAGIC):].partition(b"\n")
+    if damage == "garbage":
+        content = b"\x00 not a graph file"
+    elif damage == "truncated":
+        content = content[:len(content) // 2]
+    elif damage == "payload":  # a changed byte: the checksum no longer matches
+        content = content[:-10] + bytes([content[-10] ^ 1]) + content[-9:]
+    else:  # a file whose checksum matches: what it holds is checked too
+        if damage == "unpicklable":
+            payload = b"\x80\x05 not a pickle"
+        else:  # a kernel key other than the linked kernel's: its graph is not the one recorded
+            graphs = pickle.loads(payload)
+            graphs["logp"]["key"] = "0" * 64
+            payload = pickle.dumps(graphs)
+        header = json.dumps(dict(json.loads(header), sha256=hashlib.sha256(payload).hexdigest()), sort_keys=True)
+        content = nutpie_compile._GRAPHS_MAGIC + header.encode() + b"\n" + payload
+    path.write_bytes(content)
+    _, counts = _compiled_with_counts(model, point)
+    assert counts == {"rewritten": 1, "loaded": 0}
+    _, counts = _compiled_with_counts(model, point)  # the rewriting stored the graphs again
+    assert counts == {"rewritten": 0, "loaded": 1}
+
+
+def test_graphs_of_other_versions_are_not_used(graphs_dir, monkeypatch):
+    from mixflow.engines import nutpie_compile
+
+    model, point = _gaussian(40, seed=0), np.array([0.2, -0.1, 0.4, 0.5, -0.3])
+    _compiled_with_counts(model, point)
+    versions = nutpie_compile._versions()
+    monkeypatch.setattr(nutpie_compile, "_versions", lambda: dict(versions, pytensor="0.0.0"))
+    _, counts = _compiled_with_counts(model, point)
+    assert counts == {"rewritten": 1, "loaded": 0}
+    assert len(list(graphs_dir.glob("nutpie-graphs-*.bin"))) == 2
+
+
+def test_a_folder_that_cannot_be_written_does_not_stop_the_compilation(tmp_path, monkeypatch):
+    from mixflow.engines import nutpie_compile
+
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setattr(nutpie_compile, "_GRAPHS_DIR", [tmp_path / "a file" / "graphs"])  # cannot be created
+    monkeypatch.setattr(nutpie_compile, "_COMPILED", {})
+    model, point = _gaussian(40, seed=0), np.array([0.2, -0.1, 0.4, 0.5, -0.3])
+    for _ in range(2):
+        _, counts = _compiled_with_counts(model, point)
+        assert counts == {"rewritten": 1, "loaded": 0}
+    monkeypatch.setattr(nutpie_compile, "atomic_write", lambda *args, **kwargs: _raise(OSError(28, "No space left")))
+    monkeypatch.setattr(nutpie_compile, "_GRAPHS_DIR", [tmp_path / "full disk"])
+    _, counts = _compiled_with_counts(model, point)
+    assert counts == {"rewritten": 1, "loaded": 0}
+
+
+def _raise(error):
+    raise error
+
+
+def test_stored_arrays_keep_their_strides():
+    import io
+
+    from pytensor.tensor.utils import hash_from_ndarray
+
+    from mixflow.engines.nutpie_compile import _GraphPickler
+
+    row = np.lib.stride_tricks.as_strided(np.array([1.0, 2.0, 1.0]), shape=(1, 3), strides=(8, 8))
+    for array in (row, np.asfortranarray(np.arange(6.0).reshape(3, 2)), np.arange(3.0), np.float64(2.0)):
+        buffer = io.BytesIO()
+        _GraphPickler(buffer).dump(array)
+        back = __import__("pickle").loads(buffer.getvalue())
+        assert np.array_equal(back, array) and np.shape(back) == np.shape(array)
+        if isinstance(array, np.ndarray):
+            assert back.strides == array.strides and hash_from_ndarray(back) == hash_from_ndarray(array)
+    with pytest.raises(Exception, match="not contiguous"):
+        _GraphPickler(io.BytesIO()).dump(np.arange(6.0)[::2])
+
+
+_NEW_PROCESS_FIT = """
+import hashlib, json, sys, warnings
+from pathlib import Path
+import numpy as np
+import mixflow
+from mixflow.data import validate_data
+from mixflow.engines import nutpie_compile
+from mixflow.engines.mcmc import fit_mcmc
+
+nutpie_compile._GRAPHS_DIR[0] = Path(sys.argv[1])
+rng = np.random.default_rng(0)
+x = np.concatenate([rng.normal(-3.0, 1.0, 30), rng.normal(3.0, 1.0, 30)])[:, None]
+model = mixflow.GaussianMixture(2, covariance="diag")
+tree = mixflow.fit(model, x, method="map", random_seed=0)
+estimate = {name: tree["em/estimate"][name].values for name in tree["em/estimate"].data_vars}
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    result = fit_mcmc(model, validate_data(x), estimate, draws=30, tune=30, chains=2, sampler="nutpie",
+                      random_seed=1, progressbar=False, posterior_predictive=False)
+digest = hashlib.sha256()
+for name, (_, values) in sorted(result["groups"]["posterior"]["variables"].items()):
+    digest.update(np.ascontiguousarray(values).tobytes())
+print("RESULT " + json.dumps({"counts": nutpie_compile._GRAPH_COUNTS, "draws": digest.hexdigest()}))
+"""
+
+
+@pytest.mark.slow
+def test_a_new_process_with_the_stored_graphs_draws_the_same(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    def new_process() -> dict:
+        done = subprocess.run([sys.executable, "-c", _NEW_PROCESS_FIT, str(tmp_path)], capture_output=True,
+                              text=True, timeout=600, check=False)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+    first, second = new_process(), new_process()
+    assert first["counts"] == {"rewritten": 1, "loaded": 0}
+    assert second["counts"] == {"rewritten": 0, "loaded": 1}
+    assert second["draws"] == first["draws"]
+    [path] = tmp_path.glob("nutpie-graphs-*.bin")
+    path.write_bytes(path.read_bytes()[:-100])  # a damaged file: rewritten, the same draws
+    third = new_process()
+    assert third["counts"] == {"rewritten": 1, "loaded": 0} and third["draws"] == first["draws"]

@@ -19,13 +19,33 @@ inputs from nutpie's user data, here a table of each input's address and shape, 
 do from theirs. Within a process a model of a structure compiled before skips even PyTensor's rewriting:
 the compiled model is reused with the new model's input values (K choices, bootstrap replicates, refits).
 A kernel PyTensor did not key, or an input that is not float64, gets nutpie's own compilation.
+
+In a new process, PyTensor's rewriting of the log density, its gradient and the traced values (and nutpie's
+shape computation) would be done again before the kernels are found on disk. So the rewritten graphs are
+kept on disk too, in a ``mixflow`` folder of PyTensor's compile directory, one file per structure (and
+versions of Python, NumPy, PyTensor, numba, PyMC, nutpie and mixflow): the graphs with their shared
+variables replaced by placeholders of the same name and type (the data are not written), nutpie's sizes and
+shapes, and the key PyTensor gave each kernel. A process that finds the file links the graphs with PyTensor's
+numba linker, without rewriting, and uses them only if the linked kernels have the keys recorded, which name
+the same kernels and so the same callbacks and draws. A file that is unreadable, of other versions, altered
+(its contents are checksummed) or whose kernels do not have the recorded keys is ignored and the graphs are
+rewritten; a failure to write one is ignored as well. Files are written whole or not at all
+(:func:`mixflow.atomic.atomic_write`).
 """
 
 import contextlib
 import dataclasses
 import hashlib
+import io
+import itertools
+import json
+import pickle
+import sys
+from pathlib import Path
 
 import numpy as np
+
+from mixflow.atomic import atomic_write
 
 __all__ = ["compile_count", "compile_nutpie"]
 
@@ -74,6 +94,11 @@ _SHARED_LINE = "        {var} = numba.carray(address(table[{at}]), ({shape}), np
 _COMPILED: dict = {}
 _COMPILED_MAX = 16
 
+_GRAPHS_FORMAT = 1  # part of every graph file's name and header: bump it when what is stored changes
+_GRAPHS_MAGIC = b"mixflow nutpie graphs\n"
+#: Where the rewritten graphs are kept (None: a ``mixflow`` folder of PyTensor's compile directory).
+_GRAPHS_DIR: list = [None]
+
 
 def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int = 1):
     """``nutpie.compile_pymc_model(pymc_model, var_names=var_names)`` with ``initial_point``, callbacks cached.
@@ -101,8 +126,8 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
         compiled before in this process (the same family, K, features and traced variables; other data or
         prior values) reuses that compilation with its own input values (:func:`compile_count` counts the
         compilations); its ``logp_func`` and ``expand_func`` (PyTensor's functions, unused by nutpie's
-        sampler) are then None. Its ``user_data`` is mixflow's table of the inputs' addresses and shapes,
-        so nutpie's ``with_data`` does not apply to it.
+        sampler) are then None, as they are when the rewritten graphs came from disk. Its ``user_data`` is
+        mixflow's table of the inputs' addresses and shapes, so nutpie's ``with_data`` does not apply to it.
     """
     import nutpie
     from nutpie import compile_pymc
@@ -123,10 +148,11 @@ def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int 
     structure = _structure_key(pymc_model, var_names, numba_opt, outputs)
     reused, functions = _COMPILED.get(structure), (None, None)
     if reused is None:
-        fresh = _compile(pymc_model, initial_point, var_names, numba_opt)
+        fresh = _compile(pymc_model, var_names, numba_opt, structure)
         if fresh is None:
             return nutpie_own()
-        # the cache keeps the callbacks, not PyTensor's functions, which hold this model's data
+        # the cache keeps the callbacks, not PyTensor's functions, which hold this model's data (None when
+        # the graphs came from disk)
         functions = fresh.pop("logp_function"), fresh.pop("expand_function")
         reused = _COMPILED[structure] = fresh
         while len(_COMPILED) > _COMPILED_MAX:
@@ -149,6 +175,8 @@ def compile_count() -> int:
 
 
 _COUNT = [0]
+#: How many graphs this process rewrote, and how many it linked from the rewritten graphs on disk.
+_GRAPH_COUNTS = {"rewritten": 0, "loaded": 0}
 
 
 def _structure_key(pymc_model, var_names, numba_opt: int, outputs: list | None = None) -> str:
@@ -173,50 +201,217 @@ def _structure_key(pymc_model, var_names, numba_opt: int, outputs: list | None =
     return digest.hexdigest()
 
 
-def _compile(pymc_model, initial_point, var_names, numba_opt: int) -> dict | None:
-    """Rewrite and compile the model's log density and traced values; None when the cached path cannot serve it."""
+def _compile(pymc_model, var_names, numba_opt: int, structure: str) -> dict | None:
+    """Compile the model's log density and traced values; None when the cached path cannot serve it.
+
+    The rewritten graphs come from disk when a process compiled this structure before (:func:`_load_graphs`),
+    otherwise from nutpie's rewriting, and are then stored (:func:`_store_graphs`).
+    """
     import numba
     from nutpie import compile_pymc
 
-    (n_dim, n_expanded, logp_function, expand_function, _, shape_info, reparameterized) = compile_pymc._make_functions(
-        pymc_model, mode="NUMBA", compute_grad=True, join_expanded=True, pymc_initial_point_fn=None,
-        var_names=var_names)
-    logp_key, expand_key = (_kernel_key(function) for function in (logp_function, expand_function))
-    inputs = list(dict.fromkeys([*logp_function.get_shared(), *expand_function.get_shared()]))
-    names = [variable.name for variable in inputs]
-    if None in (logp_key, expand_key) or None in names or len(set(names)) < len(names) or \
-            any(variable.type.dtype != "float64" for variable in inputs):
+    graphs, functions = _load_graphs(structure), (None, None)
+    if graphs is not None:
+        kernels = [_link(graphs[part]) for part in ("logp", "expand")]
+        if None in kernels:
+            graphs = None
+        else:
+            _GRAPH_COUNTS["loaded"] += 1
+    if graphs is None:
+        (n_dim, n_expanded, *functions, _, shape_info, reparameterized) = compile_pymc._make_functions(
+            pymc_model, mode="NUMBA", compute_grad=True, join_expanded=True, pymc_initial_point_fn=None,
+            var_names=var_names)
+        _GRAPH_COUNTS["rewritten"] += 1
+        graphs = {"n_dim": n_dim, "n_expanded": n_expanded, "shape_info": shape_info,
+                  "reparameterized": reparameterized}
+        for part, function in zip(("logp", "expand"), functions, strict=True):
+            graphs[part] = {"key": _kernel_key(function),
+                            "shared": [variable.name for variable in function.get_shared()],
+                            "ndim": [variable.type.ndim for variable in function.get_shared()]}
+        if any(variable.type.dtype != "float64" for function in functions for variable in function.get_shared()):
+            return None
+        kernels = [function.vm.jit_fn for function in functions]
+    logp, expand = graphs["logp"], graphs["expand"]
+    names = list(dict.fromkeys([*logp["shared"], *expand["shared"]]))
+    if None in (logp["key"], expand["key"]) or None in names or len(set(names)) < len(names):
         return None
-    slots = _slots(inputs)
+    if functions[0] is not None:
+        _store_graphs(structure, graphs, functions)
+    n_dim, n_expanded, shape_info = graphs["n_dim"], graphs["n_expanded"], graphs["shape_info"]
+    slots = _slots(names, {name: ndim for part in (logp, expand)
+                           for name, ndim in zip(part["shared"], part["ndim"], strict=True)})
     with _numba_optimisation(numba_opt):
         shapes = {"n_dim": n_dim, "n_expanded": n_expanded}
-        logp_callback = _cached_cfunc(_LOGP_SOURCE, "mixflow_nutpie_logp", logp_key, shapes, numba_opt,
-                                      logp_function.vm.jit_fn, [slots[v.name] for v in logp_function.get_shared()],
+        logp_callback = _cached_cfunc(_LOGP_SOURCE, "mixflow_nutpie_logp", logp["key"], shapes, numba_opt,
+                                      kernels[0], [slots[name] for name in logp["shared"]],
                                       numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
                                                         numba.types.CPointer(numba.types.double),
                                                         numba.types.CPointer(numba.types.double),
                                                         numba.types.voidptr))
-        expand_callback = _cached_cfunc(_EXPAND_SOURCE, "mixflow_nutpie_expand", expand_key, shapes, numba_opt,
-                                        expand_function.vm.jit_fn,
-                                        [slots[v.name] for v in expand_function.get_shared()],
+        expand_callback = _cached_cfunc(_EXPAND_SOURCE, "mixflow_nutpie_expand", expand["key"], shapes, numba_opt,
+                                        kernels[1], [slots[name] for name in expand["shared"]],
                                         numba.types.int64(numba.types.uint64, numba.types.uint64,
                                                           numba.types.CPointer(numba.types.double),
                                                           numba.types.CPointer(numba.types.double),
                                                           numba.types.voidptr))
     _COUNT[0] += 1
+    reparameterized = graphs["reparameterized"]
     dims, coords = compile_pymc._prepare_dims_and_coords(pymc_model, shape_info, reparameterized)
     return {"n_dim": n_dim, "n_expanded": n_expanded, "dims": dims, "coords": coords,
             "shapes": {name: tuple(shape) for name, _, shape in zip(*shape_info, strict=True)},
             "logp": logp_callback, "expand": expand_callback, "inputs": names, "shape_info": shape_info,
-            "logp_function": logp_function, "expand_function": expand_function, "reparameterized": reparameterized}
+            "logp_function": functions[0], "expand_function": functions[1], "reparameterized": reparameterized}
 
 
-def _slots(inputs: list) -> dict:
+# -- the rewritten graphs on disk ------------------------------------------------------------------------------
+def _graphs_path(structure: str) -> Path:
+    """The file of a structure's rewritten graphs, named by the structure and the versions that made them."""
+    from pytensor.configdefaults import config
+
+    folder = _GRAPHS_DIR[0] if _GRAPHS_DIR[0] is not None else Path(config.compiledir) / "mixflow"
+    name = hashlib.sha256(f"{structure}|{json.dumps(_versions(), sort_keys=True)}".encode()).hexdigest()
+    return Path(folder) / f"nutpie-graphs-{name}.bin"
+
+
+def _versions() -> dict:
+    """What the stored graphs depend on besides the structure: the file format and the packages' versions."""
+    import importlib.metadata
+
+    import numba
+    import nutpie
+    import pymc
+    import pytensor
+
+    try:
+        mixflow_version = importlib.metadata.version("mixflow")
+    except importlib.metadata.PackageNotFoundError:
+        mixflow_version = None
+    return {"format": _GRAPHS_FORMAT, "callbacks": _VERSION, "python": sys.version, "numpy": np.__version__,
+            "pytensor": pytensor.__version__, "numba": numba.__version__, "pymc": pymc.__version__,
+            "nutpie": nutpie.__version__, "mixflow": mixflow_version}
+
+
+def _store_graphs(structure: str, graphs: dict, functions: list) -> None:
+    """Write the rewritten graphs of ``functions`` (PyTensor's) with ``graphs``' sizes and keys; never raises."""
+    try:
+        parts = [_graph_of(function) for function in functions]
+        if None in parts:  # a graph whose inputs are not the point and the shared variables: not stored
+            return
+        content = dict(graphs, logp=dict(graphs["logp"], graph=parts[0]), expand=dict(graphs["expand"], graph=parts[1]))
+        buffer = io.BytesIO()
+        _GraphPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(content)
+        payload = buffer.getvalue()
+        header = json.dumps({"structure": structure, "versions": _versions(),
+                             "sha256": hashlib.sha256(payload).hexdigest()}, sort_keys=True).encode()
+        path = _graphs_path(structure)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda temporary: temporary.write_bytes(_GRAPHS_MAGIC + header + b"\n" + payload))
+    except Exception:  # noqa: BLE001 - the graphs are only a shortcut: a fit never fails for want of them
+        return
+
+
+def _load_graphs(structure: str) -> dict | None:
+    """The rewritten graphs stored for ``structure`` by these versions (None if absent, altered or unreadable)."""
+    try:
+        content = _graphs_path(structure).read_bytes()
+        if not content.startswith(_GRAPHS_MAGIC):
+            return None
+        header, _, payload = content[len(_GRAPHS_MAGIC):].partition(b"\n")
+        header = json.loads(header)
+        if header != {"structure": structure, "versions": _versions(),
+                      "sha256": hashlib.sha256(payload).hexdigest()}:
+            return None
+        graphs = pickle.loads(payload)
+        for part in ("logp", "expand"):
+            inputs, _, _ = graphs[part]["graph"]
+            placeholders = [(variable.name, variable.type.ndim, variable.type.dtype) for variable in inputs[1:]]
+            if placeholders != [(name, ndim, "float64") for name, ndim in
+                                zip(graphs[part]["shared"], graphs[part]["ndim"], strict=True)]:
+                return None
+        return graphs
+    except Exception:  # noqa: BLE001 - absent, truncated, another format: the graphs are rewritten instead
+        return None
+
+
+def _graph_of(function) -> tuple | None:
+    """The inputs, outputs and order of evaluation of a compiled function's rewritten graph, without its data.
+
+    Its shared variables are replaced by placeholders of their name and type. The order is the graph's own
+    (it follows the in-place operations' constraints as the rewriting left them, which a new graph of the same
+    nodes need not reproduce); the kernel's statements, and so its key, follow it. None unless the graph's
+    inputs are the point, then the shared variables.
+    """
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.basic import clone_get_equiv
+    from pytensor.graph.traversal import ancestors
+
+    fgraph = function.maker.fgraph
+    point, *shared = fgraph.inputs
+    if isinstance(point, SharedVariable) or not all(isinstance(variable, SharedVariable) for variable in shared) or \
+            [variable.name for variable in shared] != [variable.name for variable in function.get_shared()]:
+        return None
+    placeholders = {variable: variable.type(name=variable.name) for variable in shared}
+    equivalent = clone_get_equiv(fgraph.inputs, fgraph.outputs, copy_inputs=False, memo=placeholders)
+    inputs, outputs = [equivalent[v] for v in fgraph.inputs], [equivalent[v] for v in fgraph.outputs]
+    if any(isinstance(variable, SharedVariable) for variable in ancestors(outputs)):
+        return None
+    return inputs, outputs, [equivalent[node] for node in fgraph.toposort()]
+
+
+def _link(part: dict):
+    """The numba kernel of a stored graph, linked without rewriting (None if its key is not the one recorded)."""
+    from pytensor.graph.features import Feature
+    from pytensor.graph.fg import FunctionGraph
+    from pytensor.link.numba.linker import NumbaLinker
+
+    class Order(Feature):
+        """Each node after the one before it in the stored order: the graph's only order of evaluation."""
+
+        def orderings(self, fgraph):
+            return {node: [before] for before, node in itertools.pairwise(order)}
+
+    try:
+        inputs, outputs, order = part["graph"]
+        fgraph = FunctionGraph(inputs, outputs, clone=False)
+        fgraph.attach_feature(Order())
+        if fgraph.toposort() != order:
+            return None
+        thunk = NumbaLinker().accept(fgraph).make_all()[0]
+    except Exception:  # noqa: BLE001 - a graph this PyTensor cannot link: rewritten instead
+        return None
+    return thunk.jit_fn if _kernel_key(thunk) == part["key"] else None
+
+
+class _GraphPickler(pickle.Pickler):
+    """A pickler that keeps an array's strides.
+
+    PyTensor's key of a constant hashes them, and plain pickling makes them C-contiguous (a length-1 axis may
+    have any stride).
+    """
+
+    def reducer_override(self, obj):
+        if type(obj) is not np.ndarray or obj.ndim == 0:
+            return NotImplemented
+        for contiguous, order in (("C_CONTIGUOUS", "C"), ("F_CONTIGUOUS", "F")):
+            if obj.flags[contiguous]:
+                base = np.array(obj, order=order, copy=True)
+                if base.strides == obj.strides:
+                    return NotImplemented
+                return _strided, (base, obj.strides, bool(obj.flags.writeable))
+        raise pickle.PicklingError("an array that is not contiguous")
+
+
+def _strided(base: np.ndarray, strides: tuple, writeable: bool) -> np.ndarray:
+    """``base`` (contiguous) with ``strides``, which differ from its own only on length-1 axes."""
+    return np.lib.stride_tricks.as_strided(base, strides=strides, writeable=writeable)
+
+
+def _slots(names: list, ndims: dict) -> dict:
     """Where each input's address and shape sit in the table (:func:`_input_table`): ``{name: (at, ndim)}``."""
     slots, at = {}, 0
-    for variable in inputs:
-        slots[variable.name] = (at, variable.type.ndim)
-        at += 1 + variable.type.ndim
+    for name in names:
+        slots[name] = (at, ndims[name])
+        at += 1 + ndims[name]
     return slots
 
 
@@ -240,10 +435,11 @@ def _input_table(values: list) -> np.ndarray:
 
 
 def _kernel_key(function) -> str | None:
-    """The key PyTensor cached the compiled function's kernel under (None if it did not cache it)."""
+    """The key PyTensor cached a compiled function's (or a linker thunk's) kernel under (None if not cached)."""
     from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
 
-    return CACHED_SRC_FUNCTIONS.get(getattr(function.vm.jit_fn, "py_func", None))
+    jit_fn = function.jit_fn if hasattr(function, "jit_fn") else function.vm.jit_fn
+    return CACHED_SRC_FUNCTIONS.get(getattr(jit_fn, "py_func", None))
 
 
 def _cached_cfunc(source: str, name: str, kernel_key: str, shapes: dict, numba_opt: int, kernel, slots: list,
