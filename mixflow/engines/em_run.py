@@ -321,6 +321,7 @@ def _iterations(start: dict, options, total_weight: float):
     chain, tracked, moves, cycle = [point.value], to_tracked(point.params, point.unconstrained), [], [point]
     slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
     held = 0  # plain steps still to take before the next jump (see _CONFIRM_STEPS)
+    drifting = 0  # consecutive plain steps whose largest change did not shrink
     while run.n_iter < options.max_iter:
         run.collapsed.update(point.collapsed)
         point = yield point.following, point.following_active
@@ -329,6 +330,7 @@ def _iterations(start: dict, options, total_weight: float):
         chain.append(point.value)
         tracked, previous = to_tracked(point.params, point.unconstrained), tracked
         moves.append(largest_change(previous, tracked))
+        drifting = drifting + 1 if len(moves) >= 2 and not moves[-1] < moves[-2] else 0
         del moves[:-3]  # the parameter test looks at the last two triples of points
         cycle.append(point)
         slowest = np.fmax(slowest, observed_rate(chain))
@@ -336,9 +338,13 @@ def _iterations(start: dict, options, total_weight: float):
         run.aitken_gap = max(latest, before)  # confirmed by the triple before
         parameters_stop, parameters_confirm = _parameter_test(run, moves, parameter_threshold)
         if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
-            run.criterion, confirm = CONVERGENCE_CRITERION, latest < threshold and parameters_confirm
-            # parameters drifting along a flat ridge (a redundant component) have no rate: the objective decides
-            parameters_stop = parameters_stop or run.parameter_gap == np.inf
+            # changes that do not shrink are either a transient (a jump's faster directions dying out, the
+            # slowest taking over) or a drift along a flat ridge (a redundant component), which has no rate:
+            # plain steps tell them apart, and only a drift held for _CONFIRM_STEPS leaves the objective to decide
+            unshrinking = run.parameter_gap == np.inf
+            confirm = latest < threshold and (parameters_confirm or unshrinking)
+            parameters_stop = parameters_stop or (unshrinking and drifting >= _CONFIRM_STEPS)
+            run.criterion = CONVERGENCE_CRITERION
             stop = run.aitken_gap < threshold and rate_settled(np.diff(chain[-4:])) and parameters_stop
         else:  # the gains are below the objective's rounding: the parameters decide
             run.criterion, stop, confirm = PARAMETER_CRITERION, parameters_stop, parameters_confirm
