@@ -364,3 +364,21 @@ def test_tol_zero_runs_every_iteration(faithful):
     with pytest.warns(mixflow.ConvergenceWarning, match="max_iter"):
         every = mixflow.fit(model, faithful, n_init=1, tol=0.0, max_iter=longer, random_seed=0)["em"]
     assert every.attrs["n_iter"] == longer and not every.attrs["converged"]
+
+
+def test_the_fit_says_how_many_maxima_its_runs_reached_and_how_many_reached_the_best():
+    """Wine (13 features), K=3 full: the continued runs end at several maxima; the estimate's is reached by at
+    least one of them, and the summary says so. Old Faithful K=2 has one maximum, reached by every run."""
+    from sklearn.datasets import load_wine
+
+    wine = mixflow.fit(mixflow.GaussianMixture(3), load_wine().data, random_seed=0)
+    attrs = wine["em"].attrs
+    stats = wine["em/sample_stats"]
+    sound = stats["continued"].values & ~stats["degenerate"].values & ~stats["spurious"].values
+    finals = stats["final_objective"].values[sound]
+    assert attrs["n_maxima"] > 1 and 1 <= attrs["n_runs_at_best"] <= sound.sum()
+    assert attrs["n_runs_at_best"] == np.sum(np.abs(finals - attrs["log_likelihood"]) <= 1e-10 * 178)
+    assert f"best of {attrs['n_maxima']} maxima" in mixflow.summary(wine, kind="text")
+    faithful = mixflow.fit(mixflow.GaussianMixture(2), mixflow.load_dataset("faithful"), random_seed=0)
+    assert faithful["em"].attrs["n_maxima"] == 1 and faithful["em"].attrs["n_runs_at_best"] >= 2
+    assert "maxima" not in mixflow.summary(faithful, kind="text")

@@ -213,6 +213,21 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample)
 
 
+def _maxima_found(runs: list[Run], restarts: dict, best_index: int, within: float) -> tuple[int, int]:
+    """How many continued runs of the best one's tier ended at its maximum, and how many distinct maxima they found.
+
+    Two final objectives closer than ``within`` (the stopping threshold) are one maximum. A best maximum that
+    one run found among several maxima says that other seeds or more starts may find a higher one.
+    """
+    tiers = restarts["degenerate"] * 2 + restarts["spurious"]
+    same = restarts["continued"] & (tiers == tiers[best_index])
+    finals = np.sort(np.array([run.history_objective[-1] for run in runs])[same])
+    finals = finals[np.isfinite(finals)]
+    best = runs[best_index].history_objective[-1]
+    at_best = int(np.sum(np.abs(finals - best) <= within))
+    return at_best, int(finals.size and 1 + np.sum(np.diff(finals) > within))
+
+
 def _earliest_at_best(finals: np.ndarray, tiers: np.ndarray, continued: np.ndarray, best: int, within: float) -> int:
     """The earliest continued run of the best one's tier whose final objective is within ``within`` of its.
 
@@ -721,6 +736,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
                       f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
                       "method='map', or trim=... to drop it.", DegenerateComponentWarning, stacklevel=3)
     n_active = active.size
+    n_at_best, n_maxima = _maxima_found(runs, restarts, best_index, options.tol * total)
     n_parameters = model.n_parameters(data.n_features, n_active)
     bic = -2 * log_likelihood + n_parameters * np.log(total)
     attrs = {
@@ -738,6 +754,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "best_restart": best_index,
         "init": "user parameters" if isinstance(options.init, dict) else options.init,
         "best_start": restarts["start"][best_index],
+        "n_runs_at_best": n_at_best,
+        "n_maxima": n_maxima,
         "degenerate": int(degenerate),
         "n_degenerate_restarts": int(restarts["degenerate"].sum()),
         "spurious_components": json.dumps([h for h, _, _ in spurious]),

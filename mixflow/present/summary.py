@@ -216,6 +216,8 @@ def _em_line(tree) -> tuple[str, list[str]]:
     converged = bool(attrs.get("converged", True))
     line = (f"{kind}, log-likelihood {attrs['log_likelihood']:.4f}, BIC {attrs['bic']:.2f}, "
             f"{'converged' if converged else 'NOT converged'} in {attrs.get('n_iter')} iterations")
+    if int(attrs.get("n_maxima", 1)) > 1:  # what the restarts saw: a best reached once may not be the highest
+        line += f"; best of {attrs['n_maxima']} maxima the runs reached, by {attrs['n_runs_at_best']} of them"
     found = [] if converged else [f"not converged in {attrs.get('n_iter')} iterations (raise max_iter)"]
     for key, what in (("collapsed_components", "degenerate (collapsed) components"),
                       ("empty_components", "empty components")):
