@@ -121,13 +121,13 @@ def test_changes_that_grow_after_a_jump_do_not_waive_the_parameter_test():
     np.testing.assert_allclose(mu, reference, atol=2e-5)
 
 
-def _drive(changes, gains_rate=0.5, n=1000.0):
+def _drive(changes, gains_rate=0.5, n=1000.0, offset=0.0):
     """:func:`em_run._iterations` (plain EM) driven by made-up points: ``mu`` moves by ``changes[t]`` at step t
     (then by the last one), the objective gains shrink at ``gains_rate`` from 1e-7; the run it returns."""
     from mixflow.engines.em import EMOptions
 
     def point(t):
-        mu = np.array([[float(np.sum(changes[:t])) + max(t - len(changes), 0) * changes[-1]]])
+        mu = np.array([[offset + float(np.sum(changes[:t])) + max(t - len(changes), 0) * changes[-1]]])
         params = {"weights": np.array([1.0]), "mu": mu}
         value = -1e-7 * gains_rate**t / (1 - gains_rate)
         return em_run.Point(params, np.arange(1), value, value, None, np.arange(1), [])
@@ -150,9 +150,12 @@ def test_a_drift_without_a_rate_held_for_the_confirmation_lets_the_objective_dec
     """A redundant component drifting along a flat ridge: its parameters move by the same amount every step
     (no rate, parameter_gap inf) while the objective has converged: the run stops once the drift has held for
     the confirmation's plain steps, and not before."""
-    run = _drive([1e-3 * 1.001**k for k in range(300)])  # growing a little: no rounding makes one shrink
-    assert run.converged and run.parameter_gap == np.inf
-    assert em_run._CONFIRM_STEPS <= run.n_iter < 30
+    for changes in ([1e-3 * 1.001**k for k in range(300)],  # growing a little
+                    [3e-9],  # steady, on a value of 1.7 below: its steps round to slightly different sizes
+                    [1e-3, 1.01e-3] * 150):  # alternating, so every second step shrinks
+        run = _drive(changes, offset=1.7 if changes == [3e-9] else 0.0)
+        assert run.converged and run.parameter_gap == np.inf
+        assert em_run._CONFIRM_STEPS <= run.n_iter < 40
 
 
 def test_changes_that_grow_for_a_few_steps_do_not_stop_the_run():

@@ -382,3 +382,18 @@ def test_the_fit_says_how_many_maxima_its_runs_reached_and_how_many_reached_the_
     faithful = mixflow.fit(mixflow.GaussianMixture(2), mixflow.load_dataset("faithful"), random_seed=0)
     assert faithful["em"].attrs["n_maxima"] == 1 and faithful["em"].attrs["n_runs_at_best"] >= 2
     assert "maxima" not in mixflow.summary(faithful, kind="text")
+
+
+def test_runs_counted_at_the_best_maximum_are_those_of_its_maximum():
+    """Final objectives chained within the stopping threshold are one maximum, and all its runs are at it."""
+    from mixflow.engines.em import _maxima_found
+    from mixflow.engines.em_run import Run
+
+    within = 1.0
+    finals = [-101.5, -100.8, -100.0, -110.0, np.nan]
+    runs = [Run(params={}, history_objective=[value]) for value in finals]
+    restarts = {"continued": np.array([True, True, True, True, True]), "degenerate": np.zeros(5, dtype=bool),
+                "spurious": np.zeros(5, dtype=bool)}
+    assert _maxima_found(runs, restarts, 2, within) == (3, 2)
+    restarts["continued"][0] = False  # a short run that was not continued is not counted
+    assert _maxima_found(runs, restarts, 2, within) == (2, 2)

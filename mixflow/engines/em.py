@@ -216,16 +216,20 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
 def _maxima_found(runs: list[Run], restarts: dict, best_index: int, within: float) -> tuple[int, int]:
     """How many continued runs of the best one's tier ended at its maximum, and how many distinct maxima they found.
 
-    Two final objectives closer than ``within`` (the stopping threshold) are one maximum. A best maximum that
-    one run found among several maxima says that other seeds or more starts may find a higher one.
+    Sorted final objectives closer than ``within`` (the stopping threshold) to their neighbour are one maximum.
+    A best maximum that one run found among several maxima says that other seeds or more starts may find a
+    higher one.
     """
     tiers = restarts["degenerate"] * 2 + restarts["spurious"]
     same = restarts["continued"] & (tiers == tiers[best_index])
     finals = np.sort(np.array([run.history_objective[-1] for run in runs])[same])
     finals = finals[np.isfinite(finals)]
-    best = runs[best_index].history_objective[-1]
-    at_best = int(np.sum(np.abs(finals - best) <= within))
-    return at_best, int(finals.size and 1 + np.sum(np.diff(finals) > within))
+    if finals.size == 0:
+        return 0, 0
+    # neighbours closer than ``within`` are one maximum; the best run's is the one holding the value nearest it
+    maximum = np.concatenate([[0], np.cumsum(np.diff(finals) > within)])
+    best = maximum[np.argmin(np.abs(finals - runs[best_index].history_objective[-1]))]
+    return int(np.sum(maximum == best)), int(maximum[-1] + 1)
 
 
 def _earliest_at_best(finals: np.ndarray, tiers: np.ndarray, continued: np.ndarray, best: int, within: float) -> int:

@@ -321,7 +321,7 @@ def _iterations(start: dict, options, total_weight: float):
     chain, tracked, moves, cycle = [point.value], to_tracked(point.params, point.unconstrained), [], [point]
     slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
     held = 0  # plain steps still to take before the next jump (see _CONFIRM_STEPS)
-    drifting = 0  # consecutive plain steps whose largest change did not shrink
+    recent = []  # the largest changes of the plain steps since the last jump (the last _CONFIRM_STEPS + 1)
     while run.n_iter < options.max_iter:
         run.collapsed.update(point.collapsed)
         point = yield point.following, point.following_active
@@ -330,7 +330,11 @@ def _iterations(start: dict, options, total_weight: float):
         chain.append(point.value)
         tracked, previous = to_tracked(point.params, point.unconstrained), tracked
         moves.append(largest_change(previous, tracked))
-        drifting = drifting + 1 if len(moves) >= 2 and not moves[-1] < moves[-2] else 0
+        recent.append(moves[-1])
+        del recent[:-(_CONFIRM_STEPS + 1)]
+        # a drift: the largest change has not shrunk over the held steps (a steady one with rounding noise in
+        # its steps as well); a transient's growth is over within them, and then its changes shrink
+        drifting = len(recent) > _CONFIRM_STEPS and not recent[-1] < recent[0]
         del moves[:-3]  # the parameter test looks at the last two triples of points
         cycle.append(point)
         slowest = np.fmax(slowest, observed_rate(chain))
@@ -340,10 +344,10 @@ def _iterations(start: dict, options, total_weight: float):
         if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
             # changes that do not shrink are either a transient (a jump's faster directions dying out, the
             # slowest taking over) or a drift along a flat ridge (a redundant component), which has no rate:
-            # plain steps tell them apart, and only a drift held for _CONFIRM_STEPS leaves the objective to decide
+            # plain steps tell them apart, and only a drift over _CONFIRM_STEPS of them leaves the objective to decide
             unshrinking = run.parameter_gap == np.inf
             confirm = latest < threshold and (parameters_confirm or unshrinking)
-            parameters_stop = parameters_stop or (unshrinking and drifting >= _CONFIRM_STEPS)
+            parameters_stop = parameters_stop or (unshrinking and drifting)
             run.criterion = CONVERGENCE_CRITERION
             stop = run.aitken_gap < threshold and rate_settled(np.diff(chain[-4:])) and parameters_stop
         else:  # the gains are below the objective's rounding: the parameters decide
@@ -358,7 +362,7 @@ def _iterations(start: dict, options, total_weight: float):
             jumped = yield from _squarem_point(run, cycle, squarem, options.max_iter)
             if jumped is not None:
                 tracked = to_tracked(jumped.params, jumped.unconstrained)
-                point, chain, moves = jumped, [jumped.value], []
+                point, chain, moves, recent = jumped, [jumped.value], [], []
             cycle = [point]
     if squarem is not None:
         run.accepted_extrapolations = squarem.accepted
