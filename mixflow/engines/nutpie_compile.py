@@ -30,7 +30,8 @@ numba linker, without rewriting, and uses them only if the linked kernels have t
 the same kernels and so the same callbacks and draws. A file that is unreadable, of other versions, altered
 (its contents are checksummed) or whose kernels do not have the recorded keys is ignored and the graphs are
 rewritten; a failure to write one is ignored as well. Files are written whole or not at all
-(:func:`mixflow.atomic.atomic_write`).
+(:func:`mixflow.atomic.atomic_write`). They are pickles, loaded as trusted as the compiled code PyTensor and
+numba keep in the same per-user directory: the checksum detects damage, not tampering.
 """
 
 import contextlib
