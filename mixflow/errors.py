@@ -49,13 +49,14 @@ def noting_interrupts():
     """Record SIGINT in the block, for libraries that swallow ``KeyboardInterrupt`` (PyMC's ADVI loop).
 
     Yields a list that holds True once an interrupt arrived; the caller raises :class:`SamplerInterrupted`
-    instead of using the partial result. Outside the main thread it records nothing.
+    instead of using the partial result. Outside the main thread it records nothing, and where SIGINT is
+    ignored (a process started with it ignored, as ``nohup`` and a shell's background jobs do) it stays so.
     """
     noted: list[bool] = []
-    if threading.current_thread() is not threading.main_thread():
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
         yield noted
         return
-    previous = signal.getsignal(signal.SIGINT)
 
     def note(signum, frame):
         noted.append(True)

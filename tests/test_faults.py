@@ -295,8 +295,11 @@ sys.exit(main(["run", sys.argv[1], "--out", sys.argv[2], "--quiet"]))
 
 
 def test_sigint_to_the_command_exits_130_without_a_traceback(tmp_path, workflow_file):
+    # the command as from a terminal: SIGINT at its default, whatever this process inherited (a background job
+    # of a shell starts with it ignored, and so would the command)
     process = subprocess.Popen([sys.executable, "-c", _SIGINT_RUN, str(workflow_file), str(tmp_path / "out")],
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stderr.readline().strip() == "fitting"
     process.send_signal(signal.SIGINT)
     err = process.stderr.read()
@@ -516,10 +519,28 @@ def test_an_interrupt_that_pymc_advi_swallows_is_an_interrupt():
                 except KeyboardInterrupt:
                     pass
 
-    with pytest.raises(SamplerInterrupted, match="ADVI interrupted: the optimisation was stopped"):
-        advi._run(Inference(True), None, None, {"n": 10, "progressbar": False})
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert advi._run(Inference(False), None, None, {"n": 10, "progressbar": False}) == "approximation"
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal, whatever was inherited
+    try:
+        with pytest.raises(SamplerInterrupted, match="ADVI interrupted: the optimisation was stopped"):
+            advi._run(Inference(True), None, None, {"n": 10, "progressbar": False})
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back as it was
+        assert advi._run(Inference(False), None, None, {"n": 10, "progressbar": False}) == "approximation"
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def test_an_ignored_sigint_stays_ignored_while_interrupts_are_noted():
+    """A process started with SIGINT ignored (nohup, a shell's background job) is not made interruptible."""
+    from mixflow.errors import noting_interrupts
+
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with noting_interrupts() as noted:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+        assert noted == [] and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_advi_minibatch_is_checked_against_the_data_before_fitting(tmp_path, monkeypatch):
