@@ -188,16 +188,17 @@ def _evaluate_batch(model, prepared, prior, trim, rows, features, threaded, requ
     The sets that need the centred pass (checked one by one only when the stack as a whole does) are evaluated
     alone; the others stacked.
     """
-    evaluate = partial(_evaluate, model, prepared, prior, trim, rows, features, threaded)
     if same.size == 1:
-        points[same[0]] = evaluate(*requests[same[0]])
+        points[same[0]] = _evaluate(model, prepared, prior, trim, rows, features, threaded, *requests[same[0]])
         return
     batch = [requests[i] for i in same]
     stacked = model.stack_mixtures([params for params, _ in batch])
     if model.exact_steps(stacked, prepared, _CENTRED_ABOVE) is not None:
-        centred = np.array([model.exact_steps(params, prepared, _CENTRED_ABOVE) is not None for params, _ in batch])
-        for i in same[centred]:
-            points[i] = evaluate(*requests[i])
+        steps = [model.exact_steps(params, prepared, _CENTRED_ABOVE) for params, _ in batch]
+        centred = np.array([own is not None for own in steps])
+        for i, own, (params, active) in zip(same, steps, batch, strict=True):
+            if own is not None:  # _evaluate's centred pass, with the steps just found
+                points[i] = centred_point(model, prepared, prior, trim, features, own, params, active)[0]
         if not centred.all():
             _evaluate_batch(model, prepared, prior, trim, rows, features, threaded, requests, same[~centred], points)
         return
@@ -317,11 +318,11 @@ def _iterations(start: dict, options, total_weight: float):
     squarem = SquaremState() if options.accelerate == "squarem" else None
     threshold, parameter_threshold = options.tol * total_weight, parameter_tolerance(options.tol)
     # plain EM values, the last parameters (to_tracked) and the largest changes between them (the last
-    # three) since the last jump; points of this cycle
+    # _CONFIRM_STEPS + 1: the parameter test reads the last three, the drift the first and last) since the last
+    # jump; points of this cycle
     chain, tracked, moves, cycle = [point.value], to_tracked(point.params, point.unconstrained), [], [point]
     slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
     held = 0  # plain steps still to take before the next jump (see _CONFIRM_STEPS)
-    recent = []  # the largest changes of the plain steps since the last jump (the last _CONFIRM_STEPS + 1)
     while run.n_iter < options.max_iter:
         run.collapsed.update(point.collapsed)
         point = yield point.following, point.following_active
@@ -330,12 +331,10 @@ def _iterations(start: dict, options, total_weight: float):
         chain.append(point.value)
         tracked, previous = to_tracked(point.params, point.unconstrained), tracked
         moves.append(largest_change(previous, tracked))
-        recent.append(moves[-1])
-        del recent[:-(_CONFIRM_STEPS + 1)]
+        del moves[:-(_CONFIRM_STEPS + 1)]
         # a drift: the largest change has not shrunk over the held steps (a steady one with rounding noise in
         # its steps as well); a transient's growth is over within them, and then its changes shrink
-        drifting = len(recent) > _CONFIRM_STEPS and not recent[-1] < recent[0]
-        del moves[:-3]  # the parameter test looks at the last two triples of points
+        drifting = len(moves) > _CONFIRM_STEPS and not moves[-1] < moves[0]
         cycle.append(point)
         slowest = np.fmax(slowest, observed_rate(chain))
         latest, before = aitken_gap(chain, slowest), aitken_gap(chain[:-1], slowest)
@@ -362,7 +361,7 @@ def _iterations(start: dict, options, total_weight: float):
             jumped = yield from _squarem_point(run, cycle, squarem, options.max_iter)
             if jumped is not None:
                 tracked = to_tracked(jumped.params, jumped.unconstrained)
-                point, chain, moves, recent = jumped, [jumped.value], [], []
+                point, chain, moves = jumped, [jumped.value], []
             cycle = [point]
     if squarem is not None:
         run.accepted_extrapolations = squarem.accepted
