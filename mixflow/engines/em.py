@@ -220,8 +220,8 @@ def _maxima_found(runs: list[Run], restarts: dict, best_index: int, within: floa
     A best maximum that one run found among several maxima says that other seeds or more starts may find a
     higher one.
     """
-    tiers = restarts["degenerate"] * 2 + restarts["spurious"]
-    same = restarts["continued"] & (tiers == tiers[best_index])
+    same = restarts["continued"] & (restarts["degenerate"] == restarts["degenerate"][best_index]) & \
+        (restarts["spurious"] == restarts["spurious"][best_index])  # the best one's tier
     finals = np.sort(np.array([run.history_objective[-1] for run in runs])[same])
     finals = finals[np.isfinite(finals)]
     if finals.size == 0:
