@@ -36,6 +36,7 @@ numba keep in the same per-user directory: the checksum detects damage, not tamp
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import itertools
@@ -274,6 +275,7 @@ def _graphs_path(structure: str) -> Path:
     return Path(folder) / f"nutpie-graphs-{name}.bin"
 
 
+@functools.cache
 def _versions() -> dict:
     """What the stored graphs depend on besides the structure: the file format and the packages' versions."""
     import importlib.metadata
