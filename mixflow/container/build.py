@@ -1,6 +1,7 @@
 """One converter builds the container from plain ``{group: {"variables", "attrs"}}`` dicts, with provenance."""
 
 from datetime import UTC, datetime
+from functools import cache
 from importlib import metadata
 
 import numpy as np
@@ -11,7 +12,9 @@ __all__ = ["build_tree", "make_attrs"]
 _LIBRARIES = ("numpy", "scipy", "xarray", "pandas", "pymc", "pytensor", "arviz", "h5netcdf", "nutpie")
 
 
+@cache
 def _version(name: str) -> str:
+    """The installed version of a distribution, read once per process (each read parses its metadata files)."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
