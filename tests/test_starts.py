@@ -282,6 +282,21 @@ def test_short_runs_agree_when_two_have_settled_at_the_best_sound_value():
     assert _agree([settled, run(1000.0, gap=1e-4), run(1200.0, gap=0.0)], tier)  # a degenerate run is not best
 
 
+def test_screening_ranks_short_runs_by_aitkens_estimate_of_their_limit():
+    # a short run still climbing (value -1000.5, Aitken's estimate of its remaining gain 1.0) heads higher than
+    # one that has stopped at -1000.0: the screening keeps it ahead; a run without an estimate (inf: its gains
+    # do not shrink yet) is ranked by its value, and runs at one limit stay one (the earliest)
+    from mixflow.engines.em import SOUND, Run, _rank_distinct
+
+    def run(value, gap):
+        return Run(params={}, history_objective=[value - 5.0, value], aitken_gap=gap)
+
+    sound = lambda r: SOUND  # noqa: E731
+    runs = [run(-1000.0, 0.0), run(-1000.5, 1.0), run(-999.9, np.inf), run(-1000.0, 0.0)]
+    assert _rank_distinct(runs, sound).tolist() == [2, 0, 1]
+    assert _rank_distinct(runs, sound, projected=True).tolist() == [1, 2, 0]
+
+
 def test_galaxies_four_components_default_reaches_the_rare_maximum():
     # the maximum -763.8897 (weights about 0.67, 0.21, 0.085, 0.037) is reached by about 1 in 15 random starts:
     # scikit-learn's random_from_data start with random_state=61 (on the standardised velocities, the

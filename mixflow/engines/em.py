@@ -277,7 +277,8 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
     them (:func:`_screening_stages`), each stage only when the short runs so far do not agree: two sound
     ones stopped by the tolerance at the best sound value (:func:`_agree`: an easy likelihood, where more
     starts cost time and find nothing). Then a successive screening: the best quarter by
-    :func:`rank_runs` (repeats of a better run's value dropped) runs twice as long again, and so on until
+    :func:`rank_runs` of Aitken's estimates of their limits (:func:`_rank_distinct`; repeats of a better run's
+    value dropped) runs twice as long again, and so on until
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
     continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`): the other survivors,
     then the non-degenerate runs the screening dropped (:func:`_fallbacks`). Returns the runs started
@@ -301,7 +302,7 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
             break
     survivors, iterations = np.arange(len(runs)), SHORT_MAX_ITER
     while True:
-        ranked = survivors[_rank_distinct([runs[i] for i in survivors], tier)]
+        ranked = survivors[_rank_distinct([runs[i] for i in survivors], tier, projected=True)]
         if ranked.size <= n_keep or iterations >= options.max_iter:
             break
         survivors, iterations = ranked[:max(n_keep, ranked.size // _KEEP_FRACTION)], 2 * iterations
@@ -492,14 +493,20 @@ def _agree(runs: list[Run], tier) -> bool:
     return bool(abs(values[0] - best) <= _AGREE * abs(best) and abs(values[1] - best) <= _AGREE * abs(best))
 
 
-def _rank_distinct(runs: list[Run], tier) -> np.ndarray:
+def _rank_distinct(runs: list[Run], tier, projected: bool = False) -> np.ndarray:
     """Positions of ``runs`` best first (:func:`rank_runs`), one per value.
 
     Runs whose values agree to ``_SAME_VALUE`` (the same maximum) are represented by the earliest of them,
     so that rounding differences between the values (another order of the sums, on chunked data) do not
-    change which run goes on.
+    change which run goes on. With ``projected``, a run's value is Aitken's estimate of its limit (its value
+    plus ``aitken_gap`` where that is finite): the screening's short runs stop after a fixed number of
+    iterations, and a run still climbing slowly towards a higher maximum must not lose its place to one that
+    has already stopped at a lower one.
     """
     finals = np.array([r.history_objective[-1] for r in runs])
+    if projected:
+        gaps = np.array([r.aitken_gap for r in runs], dtype=float)
+        finals = finals + np.where(np.isfinite(gaps), gaps, 0.0)
     tiers = np.array([tier(r) for r in runs], dtype=int)
     order = rank_runs(finals, tiers == DEGENERATE, tiers == SPURIOUS)
     kept = []
