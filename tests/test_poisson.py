@@ -1,6 +1,7 @@
 """Poisson mixtures: the London deaths against published figures, scipy references, simulation, MAP, errors."""
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -89,6 +90,35 @@ def test_the_exact_mle_is_a_fixed_point_of_the_em_step(exact_mle, deaths):
     found = estimate(tree)
     np.testing.assert_allclose(found["weights"], start["weights"], atol=1e-8)
     np.testing.assert_allclose(found["rate"], start["rate"], atol=1e-8)
+
+
+def test_a_component_on_the_zeros_alone_converges_to_rate_zero(deaths):
+    """London deaths at K=3 has a maximum with a component on the zero counts alone: its rate's maximum is 0.
+
+    EM approaches it geometrically; the stop measures rates on a count's variance-stabilised scale
+    (``2 sqrt(rate)``), where that has a limit, so the run converges (its log falls without end: a stop that
+    measured log-rates would never come). The reference: a naive scipy likelihood of a point mass at zero and two
+    Poisson components, maximised directly (BFGS, then Nelder-Mead), agrees to 1e-9 relative, and is above the
+    K=2 maximum (-1989.9459, published), of which K=3 fits that split a component are copies.
+    """
+    y, days = deaths["deaths"].to_numpy(), deaths["days"].to_numpy()
+    start = {"weights": np.array([0.0056, 0.3788, 0.6156]), "rate": np.array([0.05, 1.33, 2.69])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.ConvergenceWarning)
+        tree = mixflow.fit(PoissonMixture(3), deaths["deaths"], weights=deaths["days"], init=start)
+    found, attrs = estimate(tree), tree["em"].attrs
+    assert attrs["converged"] and attrs["n_iter"] < 1000 and found["rate"][0] < 1e-12
+
+    def negative(vector):
+        weights = np.exp(vector[:3] - vector[:3].max())
+        return -naive_log_likelihood(y, days, weights / weights.sum(), np.concatenate([[0.0], np.exp(vector[3:])]))
+
+    result = optimize.minimize(negative, [np.log(0.0056), np.log(0.38), np.log(0.62), np.log(1.3), np.log(2.7)],
+                               method="BFGS", options={"gtol": 1e-8})
+    result = optimize.minimize(negative, result.x, method="Nelder-Mead",
+                               options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 20000})
+    assert attrs["log_likelihood"] == pytest.approx(-result.fun, rel=1e-9)
+    assert attrs["log_likelihood"] > -1989.9459 + 0.01
 
 
 def test_frequency_weights_equal_repeated_rows(deaths):

@@ -169,11 +169,15 @@ def to_tracked(params: dict, unconstrained: dict | None = None) -> np.ndarray:
 
     That is :func:`to_unconstrained`'s (``unconstrained``, if already computed) with the weights as their logs,
     so that an empty component (log weight ``-inf``, unchanged) does not hide the other components' changes
-    as its centred log-ratio would.
+    as its centred log-ratio would, and Poisson rates as ``2 sqrt(rate)``, a count's variance-stabilised scale
+    (a change of 1 is about one sd of a count): a component on the zeros alone has its maximum at rate 0,
+    which EM approaches geometrically, so its square root converges while its log falls without end.
     """
     out = dict(to_unconstrained(params) if unconstrained is None else unconstrained)
     with np.errstate(divide="ignore"):
         out["weights"] = np.log(np.asarray(params["weights"], dtype=float))
+    if "rate" in params:
+        out["rate"] = 2.0 * np.sqrt(np.asarray(params["rate"], dtype=float))
     return np.concatenate([np.ravel(value) for value in out.values()])
 
 
