@@ -23,7 +23,7 @@ import numpy as np
 from mixflow.arguments import check_count
 from mixflow.errors import InputError, InputTypeError
 from mixflow.parallel import active_client, one_blas_thread
-from mixflow.warnings import ConstantFeatureWarning
+from mixflow.warnings import ConstantFeatureWarning, constant_features_message
 
 __all__ = ["ChunkedData", "Moments", "active_client", "as_chunked", "is_chunked", "map_reduce", "moments_of",
            "require_dask", "row_draws", "sample_rows", "validate_chunked"]
@@ -474,8 +474,7 @@ def validate_chunked(data, *, weights=None, name: str = "data", features=None, w
                          f"{10 ** np.floor(np.log10(top)):.0e})")
     constant = [str(chunked.features[j]) for j in np.flatnonzero(summary["minimum"] == summary["maximum"])]
     if constant and warn_constant and chunked.n_obs > 1:
-        warnings.warn(f"{name}: feature(s) {constant} take a single value; their variance is zero and a Gaussian "
-                      "fit will lean on the covariance floor or the prior", ConstantFeatureWarning, stacklevel=3)
+        warnings.warn(constant_features_message(name, constant), ConstantFeatureWarning, stacklevel=3)
     summary = {"total_weight": summary["total_weight"], "n_positive": int(summary["n_positive"]),
                "largest": float(largest.max()), "minimum": summary["minimum"], "maximum": summary["maximum"]}
     return ChunkedData(chunked.values, chunked.features, chunked.weights, summary,

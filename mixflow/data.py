@@ -12,7 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from mixflow.errors import InputError, InputTypeError
-from mixflow.warnings import ConstantFeatureWarning
+from mixflow.warnings import ConstantFeatureWarning, constant_features_message
 
 __all__ = ["Data", "check_units", "validate_data", "validate_weights"]
 
@@ -235,12 +235,7 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
     names = np.array([str(c) for c in frame.columns])
     constant = [str(names[j]) for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0]
     if constant and warn_constant and values.shape[0] > 1:
-        warnings.warn(
-            f"{name}: feature(s) {constant} take a single value; their variance is zero and a Gaussian "
-            "fit will lean on the covariance floor or the prior",
-            ConstantFeatureWarning,
-            stacklevel=3,
-        )
+        warnings.warn(constant_features_message(name, constant), ConstantFeatureWarning, stacklevel=3)
     return Data(
         values=values,
         features=names,

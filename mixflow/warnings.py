@@ -27,6 +27,13 @@ class ConstantFeatureWarning(MixflowWarning):
     """A feature of the data takes a single value."""
 
 
+def constant_features_message(name: str, constant: list[str]) -> str:
+    """What :class:`ConstantFeatureWarning` says of features that take a single value, whatever the family."""
+    return (f"{name}: feature(s) {constant} take a single value: every component sits on it, and no component "
+            "can be told from another along it (a Gaussian component's variance there is the covariance floor or "
+            "the prior's)")
+
+
 class MixflowInternalWarning(MixflowWarning):
     """Something that should never happen did (e.g. EM decreased its objective); please report it."""
 

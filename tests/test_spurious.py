@@ -13,8 +13,15 @@ import scipy.linalg
 import mixflow
 from mixflow.analysis.select import SKIPPED_DEGENERATE, SKIPPED_SPURIOUS, preferred_k, skipped_k
 from mixflow.engines.starts import rank_runs
-from mixflow.families.base import SPURIOUS_RATIO, SPURIOUS_SIZE, spurious_rule
-from mixflow.families.gaussian.numerics import hathaway_ratios
+from mixflow.families.base import (
+    SEPARATED_QUANTILE,
+    SEPARATED_RATIO,
+    SEPARATED_SIZE,
+    SPURIOUS_RATIO,
+    SPURIOUS_SIZE,
+    spurious_rule,
+)
+from mixflow.families.gaussian.numerics import hathaway_ratios, separations
 from mixflow.warnings import DegenerateComponentWarning, MixflowWarning
 
 
@@ -70,6 +77,78 @@ def test_spurious_rule_at_its_thresholds():
     assert [h for h, _, _ in spurious_rule(counts, np.full(5, small), needed)] == [0, 1, 2]
     assert spurious_rule(counts, np.full(5, SPURIOUS_RATIO), needed)[1:] == []
     assert spurious_rule(counts[1:2], np.array([small]), needed) == [(0, 3.0, small)]
+
+
+def test_a_separated_group_is_not_spurious_at_the_rule_s_thresholds():
+    needed = 3
+    counts = np.array([SEPARATED_SIZE * needed - 0.1, SEPARATED_SIZE * needed, 10.0, 10.0, 10.0])
+    ratios = np.array([1e-3, 1e-3, SEPARATED_RATIO / 2, SEPARATED_RATIO, 1e-3])
+    separated = np.array([True, True, True, True, False])
+    # separated, of at least 2 (d + 1) observations and a ratio of at least 1e-6: a group; else as before
+    assert [h for h, _, _ in spurious_rule(counts, ratios, needed, separated)] == [0, 2, 4]
+    assert [h for h, _, _ in spurious_rule(counts, ratios, needed)] == [0, 1, 2, 3, 4]
+    assert [h for h, _, _ in spurious_rule(np.array([2.0]), np.array([1e-3]), needed, np.array([True]))] == [0]
+
+
+def test_separations_match_scipy_and_are_affine_invariant():
+    from scipy.spatial.distance import mahalanobis
+
+    rng = np.random.default_rng(2)
+    factors = rng.normal(size=(3, 3, 3))
+    covariances = factors @ factors.transpose(0, 2, 1) + 0.1 * np.eye(3)
+    mu = rng.normal(size=(3, 3))
+    naive = [min(mahalanobis(mu[h], mu[j], np.linalg.inv(covariances[j])) ** 2 for j in range(3) if j != h)
+             for h in range(3)]
+    np.testing.assert_allclose(separations("full", mu, covariances, [0, 1, 2]), naive, rtol=1e-10)
+    transform, shift = rng.normal(size=(3, 3)), rng.normal(size=3)
+    moved = separations("full", mu @ transform.T + shift, transform @ covariances @ transform.T, [0, 1, 2])
+    np.testing.assert_allclose(moved, naive, rtol=1e-8)
+    assert np.isinf(separations("full", mu, covariances, [1])[[0, 2]]).all()
+    variances = rng.uniform(0.1, 2.0, (3, 3))
+    naive = [min(np.sum((mu[h] - mu[j]) ** 2 / variances[j]) for j in range(3) if j != h) for h in range(3)]
+    np.testing.assert_allclose(separations("diag", mu, variances, [0, 1, 2]), naive, rtol=1e-12)
+    np.testing.assert_allclose(separations("spherical", mu, variances[:, 0], [0, 1, 2]),
+                               [min(np.sum((mu[h] - mu[j]) ** 2) / variances[j, 0] for j in range(3) if j != h)
+                                for h in range(3)], rtol=1e-12)
+
+
+def test_a_tight_small_cluster_far_from_the_rest_is_a_group():
+    """20 points (2%) with sd 0.3, far from 980 of an elongated cluster in 5-D: a real group, not spurious.
+
+    Its Hathaway ratio (3.5e-3) and size (20, under 5 (d + 1)) are a spurious component's; its mean lies far
+    outside the other component's 99.9% ellipsoid. The default fit is the generating partition, at the
+    maximum EM reaches from it; points 1e-4 from a line far away stay spurious (their ratio is about 1e-8).
+    """
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(size=(980, 5)) @ rng.normal(size=(5, 5)), rng.normal(size=(20, 5)) * 0.3 + 4])
+    model = mixflow.GaussianMixture(2)
+    tree = _fit(model, x, random_seed=0)
+    attrs, estimate = tree["em"].attrs, tree["em/estimate"]
+    assert "spurious_components" not in attrs or json.loads(attrs["spurious_components"]) == []
+    np.testing.assert_allclose(np.sort(estimate["weights"].values), [0.02, 0.98], atol=1e-9)
+    truth = np.r_[np.zeros(980, dtype=int), np.ones(20, dtype=int)]
+    start = {"weights": np.array([0.98, 0.02]), "mu": np.array([x[truth == k].mean(axis=0) for k in (0, 1)]),
+             "covariance": np.array([np.cov(x[truth == k].T, bias=True) for k in (0, 1)])}
+    reference = _fit(model, x, init=start, tol=1e-14)["em"].attrs["log_likelihood"]
+    assert attrs["log_likelihood"] == pytest.approx(reference, rel=1e-12)
+    params = {name: estimate[name].values for name in estimate.data_vars}
+    small = int(np.argmin(params["weights"]))
+    from scipy.stats import chi2
+    assert separations("full", params["mu"], params["covariance"], [small])[small] > chi2.ppf(SEPARATED_QUANTILE, 5)
+    assert hathaway_ratios("full", params["covariance"])[small] < SPURIOUS_RATIO  # narrow: the rule's zone
+
+
+def test_points_on_a_line_far_away_stay_spurious():
+    rng = np.random.default_rng(0)
+    clusters = np.r_[rng.normal(0, 1, (100, 2)), rng.normal(0, 1, (100, 2)) + [6.0, 0.0]]
+    t = np.linspace(-0.5, 0.5, 8)  # 8 points: at least 2 (d + 1), separated, but 1e-4 from a line
+    line = np.column_stack([3.0 + t, 8.0 + 0.3 * t + 1e-4 * rng.normal(size=8)])
+    x = np.r_[clusters, line]
+    truth = np.r_[np.zeros(100, dtype=int), np.ones(100, dtype=int), np.full(8, 2)]
+    params = {"weights": np.bincount(truth) / truth.size, "mu": np.array([x[truth == k].mean(axis=0) for k in range(3)]),
+              "covariance": np.array([np.cov(x[truth == k].T, bias=True) for k in range(3)])}
+    spurious = mixflow.GaussianMixture(3).spurious_components(params, float(x.shape[0]))
+    assert [h for h, _, _ in spurious] == [2] and spurious[0][2] < 1e-7
 
 
 def test_rank_runs_puts_sound_then_spurious_then_degenerate():
@@ -141,21 +220,27 @@ def test_preferred_k_skips_spurious_and_degenerate_rows_for_the_em_criteria_only
     assert preferred_k(table.drop(columns="spurious")) == {"bic": 3, "elpd_loo": 4}
 
 
-def test_a_higher_maximum_set_aside_as_spurious_is_said_and_can_be_taken():
-    """Eight round, well separated points meet the spurious rule (8 < 5 x (d + 1) observations, Hathaway ratio
-    0.0012): the default returns the best sound fit, 356 units lower, and says where the higher one is;
-    started from it, EM returns it (scikit-learn's best of 50 random starts is the same partition)."""
+def _round_points_apart(n_apart: int) -> np.ndarray:
+    """Two elongated clusters of 300 and 200 and ``n_apart`` round points far from both, in three dimensions
+    whose scales differ by 1e6."""
     rng = np.random.default_rng(0)
     a = rng.multivariate_normal([0, 0, 0], [[100, 95, 0], [95, 100, 0], [0, 0, 0.01]], 300)
     b = rng.multivariate_normal([5, -5, 1], [[1, 0, 0], [0, 50, 0], [0, 0, 0.02]], 200)
-    c = rng.multivariate_normal([30, 30, 3], np.eye(3) * 0.5, 8)
-    x = np.vstack([a, b, c]) * [1, 1000, 0.001]
+    c = rng.multivariate_normal([30, 30, 3], np.eye(3) * 0.5, n_apart)
+    return np.vstack([a, b, c]) * [1, 1000, 0.001]
+
+
+def test_a_higher_maximum_set_aside_as_spurious_is_said_and_can_be_taken():
+    """Seven round, well separated points meet the spurious rule (7 < 2 x (d + 1) observations, too few to be
+    called a group however far they lie; Hathaway ratio about 1e-3): the default returns the best sound fit,
+    more than 300 units lower, and says where the higher one is; started from it, EM returns it."""
+    x = _round_points_apart(7)
     model = mixflow.GaussianMixture(3)
     with pytest.warns(mixflow.DegenerateComponentWarning, match=r"restart (\d+) reached a higher maximum") as caught:
         tree = mixflow.fit(model, x, random_seed=1)
     message = next(str(w.message) for w in caught if "higher maximum" in str(w.message))
     restart = int(re.search(r"restart (\d+)", message).group(1))
-    assert "8 observations' worth of weight" in message
+    assert "7 observations' worth of weight" in message
     stats = tree["em/sample_stats"]
     assert stats["final_log_likelihood"].values[restart] > tree["em"].attrs["log_likelihood"] + 300
     start = {name: stats[f"optimum_{name}"].values[restart] for name in ("weights", "mu", "covariance")}
@@ -163,5 +248,25 @@ def test_a_higher_maximum_set_aside_as_spurious_is_said_and_can_be_taken():
         taken = mixflow.fit(model, x, init=start)
     assert taken["em"].attrs["log_likelihood"] == pytest.approx(stats["final_log_likelihood"].values[restart],
                                                                 rel=1e-9)
-    np.testing.assert_allclose(np.sort(taken["em/estimate"]["weights"].values), np.array([8, 200, 300]) / 508,
+    np.testing.assert_allclose(np.sort(taken["em/estimate"]["weights"].values), np.array([7, 200, 300]) / 507,
                                atol=1e-6)
+
+
+def test_eight_round_points_far_away_are_a_group():
+    """With one point more (8 = 2 x (d + 1)) the round points far from both clusters are a group: the default
+    returns their partition (weights 8, 200 and 300 of 508), unflagged, at the maximum scikit-learn's best of 50
+    random starts reaches (on the standardised data, the log-likelihood moved back by the Jacobian)."""
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    x = _round_points_apart(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.DegenerateComponentWarning)
+        tree = mixflow.fit(mixflow.GaussianMixture(3), x, random_seed=1)
+    np.testing.assert_allclose(np.sort(tree["em/estimate"]["weights"].values), np.array([8, 200, 300]) / 508,
+                               atol=1e-6)
+    sd = x.std(axis=0)
+    z = (x - x.mean(axis=0)) / sd
+    best = max(SkGaussianMixture(3, init_params="random_from_data", tol=1e-12, max_iter=2000, reg_covar=1e-12,
+                                 random_state=seed).fit(z).score(z) for seed in range(50))
+    reference = best * len(z) - len(z) * np.log(sd).sum()
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(reference, rel=1e-9)

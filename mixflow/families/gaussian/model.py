@@ -10,6 +10,7 @@ from mixflow.data import Data
 from mixflow.errors import InputError
 from mixflow.families import sampling
 from mixflow.families.base import (
+    SEPARATED_QUANTILE,
     SPURIOUS_SIZE,
     MixtureModel,
     Prepared,
@@ -285,7 +286,9 @@ class GaussianMixture(MixtureModel):
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components (:func:`~mixflow.families.base.spurious_rule`); none for a tied covariance.
 
-        A full covariance needs d + 1 observations, variances ("diag", "spherical") two.
+        A full covariance needs d + 1 observations, variances ("diag", "spherical") two. A component's
+        separation is the squared Mahalanobis distance of its mean under the nearest other component
+        (:func:`~mixflow.families.gaussian.numerics.separations`), against the chi-square quantile of d degrees.
         """
         if self.covariance == "tied":
             return []
@@ -294,8 +297,11 @@ class GaussianMixture(MixtureModel):
         small = np.flatnonzero(counts < SPURIOUS_SIZE * needed)  # the components whose ratio matters
         if not small.size:
             return []
-        ratios = gn.hathaway_ratios(self.covariance, params[self.covariance_name()], small)
-        return spurious_rule(counts, ratios, needed)
+        dispersion = params[self.covariance_name()]
+        ratios = gn.hathaway_ratios(self.covariance, dispersion, small)
+        d = np.shape(params["mu"])[1]
+        separated = gn.separations(self.covariance, params["mu"], dispersion, small) > st.chi2.ppf(SEPARATED_QUANTILE, d)
+        return spurious_rule(counts, ratios, needed, separated)
 
     def init_points(self, prepared: Prepared) -> np.ndarray:
         """Points used to seed k-means++: the centred data over one common scale (their geometry kept)."""

@@ -490,6 +490,43 @@ def hathaway_ratios(covariance_type: str, dispersion: np.ndarray, components=Non
     return ratios
 
 
+def separations(covariance_type: str, mu: np.ndarray, dispersion: np.ndarray, components) -> np.ndarray:
+    """Per wanted component h, the smallest squared Mahalanobis distance of its mean under another component j.
+
+    ``min_j (mu_h - mu_j)' inv(Sigma_j) (mu_h - mu_j)``, invariant under any affine change of the data as the
+    Hathaway ratio is; infinite with no other component, and for the components not wanted. A component j
+    whose covariance is not positive definite is left out as the reference.
+
+    Parameters
+    ----------
+    covariance_type : {"full", "diag", "spherical"}
+    mu : ndarray of shape (K, d)
+    dispersion : ndarray
+        ``covariance`` (K, d, d) for "full", ``variance`` (K, d) for "diag", (K,) for "spherical".
+    components : sequence of int
+        The components h whose separations are wanted.
+
+    """
+    mu = np.asarray(mu, dtype=float)
+    dispersion = np.asarray(dispersion, dtype=float)
+    k = mu.shape[0]
+    out = np.full(k, np.inf)
+    for h in np.asarray(components, dtype=int):
+        for j in range(k):
+            if j == h:
+                continue
+            gap = mu[h] - mu[j]
+            if covariance_type == "full":
+                try:
+                    whitened = np.linalg.solve(np.linalg.cholesky(dispersion[j]), gap)
+                except np.linalg.LinAlgError:
+                    continue
+            else:
+                whitened = gap / np.sqrt(dispersion[j])  # variances (d,) for "diag", one for "spherical"
+            out[h] = min(out[h], float(whitened @ whitened))
+    return out
+
+
 def _hathaway_one_by_one(dispersion: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """:func:`hathaway_ratios` of full covariances, some not positive definite (left out as the reference j)."""
     k = dispersion.shape[0]
