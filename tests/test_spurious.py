@@ -151,6 +151,26 @@ def test_points_on_a_line_far_away_stay_spurious():
     assert [h for h, _, _ in spurious] == [2] and spurious[0][2] < 1e-7
 
 
+def test_the_separation_is_judged_against_the_chi_square_quantile_of_d_degrees():
+    # a component of 12 observations (2 (d + 1) in d = 5 is 12), ratio 1e-3, its mean at squared Mahalanobis
+    # distance just below or just above chi2.ppf(0.999, 5) under the other component: spurious, then a group
+    from scipy.stats import chi2
+
+    d, n = 5, 1000.0
+    quantile = chi2.ppf(SEPARATED_QUANTILE, d)
+    for factor, spurious in ((0.99, True), (1.01, False)):
+        mu = np.zeros((2, d))
+        mu[1, 0] = np.sqrt(factor * quantile)  # the other component's covariance is the identity
+        params = {"weights": np.array([1 - 12 / n, 12 / n]), "mu": mu,
+                  "covariance": np.array([np.eye(d), 1e-3 * np.eye(d)])}
+        found = mixflow.GaussianMixture(2).spurious_components(params, n)
+        assert [h for h, _, _ in found] == ([1] if spurious else [])
+        variances = {"weights": params["weights"], "mu": mu, "variance": np.array([np.ones(d), 1e-3 * np.ones(d)])}
+        found = mixflow.GaussianMixture(2, covariance="diag").spurious_components(
+            {**variances, "weights": np.array([1 - 4 / n, 4 / n])}, n)  # 2 x 2 observations for variances
+        assert [h for h, _, _ in found] == ([1] if spurious else [])
+
+
 def test_rank_runs_puts_sound_then_spurious_then_degenerate():
     objectives = np.array([-10.0, -1.0, np.nan, -5.0, -2.0, -0.5])
     degenerate = np.array([False, True, False, False, False, True])

@@ -297,6 +297,33 @@ def test_screening_ranks_short_runs_by_aitkens_estimate_of_their_limit():
     assert _rank_distinct(runs, sound, projected=True).tolist() == [1, 2, 0]
 
 
+def test_the_screening_continues_the_run_heading_highest():
+    # _short_then_continue with made-up runs: start 0 has stopped at -10.0 (no gain left), start 1 is at -10.5
+    # but Aitken's estimate says it gains 2.0 more; the others are far below. One run is continued (n_init=1):
+    # the one heading highest, start 1, not the one highest now.
+    from mixflow.engines.em import SOUND, EMOptions, Run, _short_then_continue
+
+    values, gaps = [-10.0, -10.5, -20.0, -21.0, -22.0, -23.0, -24.0, -25.0], [0.0, 2.0] + [1.0] * 6
+    continued = []
+
+    def runs_of(jobs):
+        out = []
+        for start, options in jobs:
+            i = start["id"]
+            if options.max_iter > 100:  # the continuation to convergence
+                continued.append(i)
+                out.append(Run(params=start, history_objective=[values[i], values[i] + gaps[i]], converged=True,
+                               active=np.arange(1), n_iter=5, aitken_gap=0.0))
+            else:
+                out.append(Run(params=start, history_objective=[values[i] - 1.0, values[i]], active=np.arange(1),
+                               n_iter=options.max_iter, aitken_gap=gaps[i]))
+        return out
+
+    starts = [(lambda i=i: ("random", {"id": i})) for i in range(8)]
+    _short_then_continue(starts, runs_of, EMOptions(n_init=1, max_iter=1000), lambda run: SOUND)
+    assert continued == [1]
+
+
 def test_galaxies_four_components_default_reaches_the_rare_maximum():
     # the maximum -763.8897 (weights about 0.67, 0.21, 0.085, 0.037) is reached by about 1 in 15 random starts:
     # scikit-learn's random_from_data start with random_state=61 (on the standardised velocities, the

@@ -145,9 +145,9 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
     component's ellipsoid of probability :data:`SEPARATED_QUANTILE`: a slice of another component, which a
     spurious one often is, lies inside it), holds at least :data:`SEPARATED_SIZE` times ``needed``, and is
     narrower than the others by a ratio of at least :data:`SEPARATED_RATIO` (a factor of 1000 in sd): a tight
-    cluster of 2% of the data, far from the rest, is what a mixture is for, while points on a line (a ratio
-    of 1e-8 for a line 1e-4 thick) are spurious wherever they lie, as is a component of fewer observations than
-    ``needed``.
+    cluster of 2% of the data, far from the rest, is what a mixture is for, while a component flatter than
+    that (points within 1e-4 of a line, say: a ratio of 1e-8) is spurious wherever it lies, as is a component
+    of fewer observations than ``needed``.
 
     Parameters
     ----------

@@ -522,7 +522,8 @@ def separations(covariance_type: str, mu: np.ndarray, dispersion: np.ndarray, co
                 except np.linalg.LinAlgError:
                     continue
             else:
-                whitened = gap / np.sqrt(dispersion[j])  # variances (d,) for "diag", one for "spherical"
+                with np.errstate(divide="ignore", invalid="ignore"):  # a zero variance: inf, or NaN (dropped)
+                    whitened = gap / np.sqrt(dispersion[j])  # variances (d,) for "diag", one for "spherical"
             out[h] = min(out[h], float(whitened @ whitened))
     return out
 
