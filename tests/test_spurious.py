@@ -145,7 +145,8 @@ def test_points_on_a_line_far_away_stay_spurious():
     line = np.column_stack([3.0 + t, 8.0 + 0.3 * t + 1e-4 * rng.normal(size=8)])
     x = np.r_[clusters, line]
     truth = np.r_[np.zeros(100, dtype=int), np.ones(100, dtype=int), np.full(8, 2)]
-    params = {"weights": np.bincount(truth) / truth.size, "mu": np.array([x[truth == k].mean(axis=0) for k in range(3)]),
+    params = {"weights": np.bincount(truth) / truth.size,
+              "mu": np.array([x[truth == k].mean(axis=0) for k in range(3)]),
               "covariance": np.array([np.cov(x[truth == k].T, bias=True) for k in range(3)])}
     spurious = mixflow.GaussianMixture(3).spurious_components(params, float(x.shape[0]))
     assert [h for h, _, _ in spurious] == [2] and spurious[0][2] < 1e-7

@@ -299,8 +299,8 @@ class GaussianMixture(MixtureModel):
             return []
         dispersion = params[self.covariance_name()]
         ratios = gn.hathaway_ratios(self.covariance, dispersion, small)
-        d = np.shape(params["mu"])[1]
-        separated = gn.separations(self.covariance, params["mu"], dispersion, small) > st.chi2.ppf(SEPARATED_QUANTILE, d)
+        quantile = st.chi2.ppf(SEPARATED_QUANTILE, np.shape(params["mu"])[1])
+        separated = gn.separations(self.covariance, params["mu"], dispersion, small) > quantile
         return spurious_rule(counts, ratios, needed, separated)
 
     def init_points(self, prepared: Prepared) -> np.ndarray:
