@@ -49,7 +49,7 @@ from mixflow.engines.starts import (
     transfer_moves,
 )
 from mixflow.errors import InputError
-from mixflow.families.base import SPURIOUS_RATIO, SPURIOUS_SIZE
+from mixflow.families.base import SEPARATED_QUANTILE, SEPARATED_SIZE, SPURIOUS_RATIO, SPURIOUS_SIZE
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "empty_components", "fit_em", "fit_prepared",
@@ -605,7 +605,9 @@ def _warn_spurious(spurious: list, options: EMOptions) -> None:
         f"a spurious maximum ({described}), and no restart found a sound one: a component fitted to a few points "
         "near a lower-dimensional subspace (McLachlan and Peel 2000, sec. 3.10), with fewer observations than its "
         f"covariance needs, or fewer than {SPURIOUS_SIZE} times that and at most {SPURIOUS_RATIO:g} as wide as "
-        "another component in its narrowest direction; use method='map' (the prior keeps components from "
+        "another component in its narrowest direction, and not a group lying apart from the others (its mean "
+        f"outside their {SEPARATED_QUANTILE:.1%} ellipsoids, at least {SEPARATED_SIZE} times the observations its "
+        "covariance needs); use method='map' (the prior keeps components from "
         f"shrinking onto a subspace), fewer components, or more starts (n_init={options.n_init}).",
         DegenerateComponentWarning, stacklevel=3)
 
