@@ -387,6 +387,20 @@ def test_extrapolation_solves_a_linear_map_with_one_rate_in_one_step():
     assert acc.extrapolate(*points, acc.SquaremState())[0] is None  # step_max 1: the plain step itself
 
 
+def test_extrapolation_holds_a_rate_at_zero_and_moves_the_rest():
+    # a Poisson rate at its maximum 0 (log -inf in all three points) stays 0; the other rate is extrapolated as
+    # if it were alone; a non-finite entry that changes stops the extrapolation
+    target, rate = np.log(2.5), 0.9
+    points = [acc.to_unconstrained({"rate": np.array([0.0, np.exp(target + 0.5 * rate ** k)])}) for k in range(3)]
+    extrapolated, alpha = acc.extrapolate(*points, acc.SquaremState(step_max=1000.0))
+    assert extrapolated["rate"][0] == 0.0 and extrapolated["rate"][1] == pytest.approx(2.5, rel=1e-9)
+    assert alpha == pytest.approx(-1.0 / (1.0 - rate)) and acc.valid_parameters({"weights": np.ones(2) / 2,
+                                                                                  **extrapolated})
+    points[2] = {"rate": np.array([np.log(1e-3), points[2]["rate"][1]])}
+    assert acc.extrapolate(*points, acc.SquaremState(step_max=1000.0)) == (None, pytest.approx(np.nan, nan_ok=True))
+    assert not acc.valid_parameters({"weights": np.ones(2) / 2, "rate": np.array([-1e-3, 1.0])})
+
+
 def test_step_length_bound_grows_after_success_and_shrinks_after_failure_at_the_bound():
     state = acc.SquaremState()
     state.update(-1.0, kept=True)

@@ -243,7 +243,7 @@ def test_bad_declarations_are_refused(kwargs, error, message):
 
 @pytest.mark.parametrize("init, message", [
     ({"weights": [0.5, 0.5]}, r"init: expected keys \['rate', 'weights'\], got \['weights'\] \(missing \['rate'\]"),
-    ({"weights": [0.5, 0.5], "rate": [1.0, -2.0]}, r"init\['rate'\]: expected positive rates, got \[1.0, -2.0\]"),
+    ({"weights": [0.5, 0.5], "rate": [1.0, -2.0]}, r"init\['rate'\]: expected non-negative rates, got \[1.0, -2.0\]"),
     ({"weights": [0.5, 0.5], "rate": [1.0, 2.0, 3.0]}, r"init\['rate'\]: expected shape \(2,\), got \(3,\)"),
     ({"weights": [0.9, 0.5], "rate": [1.0, 2.0]}, r"init\['weights'\]: expected non-negative weights summing to 1"),
 ])
@@ -281,3 +281,22 @@ def test_counts_of_a_single_value_are_said_in_the_family_s_terms():
     with pytest.warns(mixflow.ConstantFeatureWarning, match=r"take a single value: every component sits on it"):
         tree = mixflow.fit(PoissonMixture(2), np.zeros(100, dtype=int), method="em", random_seed=0)
     np.testing.assert_array_equal(estimate(tree)["rate"], [0.0, 0.0])
+
+
+def test_a_fit_with_a_rate_at_zero_is_bootstrapped_and_starts_the_sampler(deaths):
+    """An EM estimate with a component on the zeros alone (rate 0) is a valid start: every bootstrap replicate
+    (which starts from the estimate) is fitted, and the sampler's start lifts the rate inside its support."""
+    from mixflow.families.poisson.pymc import free_values
+
+    start = {"weights": np.array([0.0056, 0.3788, 0.6156]), "rate": np.array([0.0, 1.33, 2.69])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        tree = mixflow.fit(PoissonMixture(3), deaths["deaths"], weights=deaths["days"], init=start, max_iter=50)
+    assert estimate(tree)["rate"][0] == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        replicates = mixflow.bootstrap(tree, n_replicates=4, random_seed=0, n_jobs=1)["em/bootstrap"]
+    assert replicates.attrs["n_failed"] == 0 and np.isfinite(replicates["posterior"]["rate"].values).all()
+    data = mixflow.data.validate_data(deaths["deaths"], weights=deaths["days"])
+    lifted = free_values(PoissonMixture(3), data, estimate(tree))["rate"]
+    assert lifted[0] == pytest.approx(1e-8 * 2.0, rel=0.2) and np.array_equal(lifted[1:], estimate(tree)["rate"][1:])

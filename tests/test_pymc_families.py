@@ -132,7 +132,7 @@ def test_bad_inputs_name_the_argument(deaths_data, tone):
     reference = {"weights": np.array([0.5, 0.5]), "rate": np.array([1.0, 3.0])}
     with pytest.raises(ValueError, match=r"minibatch_size: expected None with frequency weights"):
         fit_advi(POISSON, deaths_data, reference, minibatch_size=5)
-    with pytest.raises(ValueError, match=r"reference\['rate'\]: expected positive rates"):
+    with pytest.raises(ValueError, match=r"reference\['rate'\]: expected non-negative rates"):
         fit_mcmc(POISSON, deaths_data, {**reference, "rate": np.array([-1.0, 3.0])})
     fractional = validate_data(tone, weights=np.full(150, 0.5))
     estimate = {"weights": np.array([0.5, 0.5]), "coefficients": np.array([[2.0, 0.0], [0.0, 1.0]]),

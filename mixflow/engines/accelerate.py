@@ -319,8 +319,12 @@ def extrapolate(start: dict, first: dict, second: dict, state: SquaremState) -> 
     """
     names = list(start)
     x0, x1, x2 = (np.concatenate([np.ravel(p[name]) for name in names]) for p in (start, first, second))
+    # an infinite entry the steps leave as it is (a Poisson rate at its maximum 0, whose log is -inf) stays;
+    # any other that is not finite (an empty component's weight makes every log-ratio of its set NaN) stops it
+    held = np.isinf(x0) & (x0 == x1) & (x1 == x2)
+    x0, x1, x2 = (np.where(held, 0.0, x) for x in (x0, x1, x2))
     if not (np.isfinite(x0).all() and np.isfinite(x1).all() and np.isfinite(x2).all()):
-        return None, float("nan")  # e.g. an empty component's weight, whose log-ratio is -inf
+        return None, float("nan")
     r = x1 - x0
     v = x2 - x1 - r
     r_norm, v_norm = np.linalg.norm(r), np.linalg.norm(v)
@@ -329,7 +333,8 @@ def extrapolate(start: dict, first: dict, second: dict, state: SquaremState) -> 
     alpha = -min(max(r_norm / v_norm, 1.0), state.step_max)
     if alpha == -1.0:
         return None, alpha  # x2 itself
-    vector = x0 - 2.0 * alpha * r + alpha * alpha * v
+    vector = np.where(held, np.ravel(np.concatenate([np.ravel(start[name]) for name in names])),
+                      x0 - 2.0 * alpha * r + alpha * alpha * v)
     values, offset = {}, 0
     for name in names:
         shape = np.shape(start[name])
@@ -342,14 +347,17 @@ def extrapolate(start: dict, first: dict, second: dict, state: SquaremState) -> 
 def valid_parameters(params: dict) -> bool:
     """Whether extrapolated parameters can be used.
 
-    They must be finite, with positive weights, positive rates and variances, and positive definite
-    covariances (the engine then also requires their objective to be at least the plain step's).
+    They must be finite, with positive weights and variances, rates of at least 0 (a rate held at 0, see
+    :func:`extrapolate`), and positive definite covariances (the engine then also requires their objective
+    to be at least the plain step's).
     """
     if not all(np.isfinite(value).all() for value in params.values()):
         return False
     if not (params["weights"] > 0).all():
         return False
-    if any(not (np.asarray(params[name]) > 0).all() for name in _POSITIVE if name in params):
+    if "variance" in params and not (np.asarray(params["variance"]) > 0).all():
+        return False
+    if "rate" in params and not (np.asarray(params["rate"]) >= 0).all():
         return False
     if "covariance" in params:
         try:

@@ -274,9 +274,12 @@ class PoissonMixture(MixtureModel):
         return rng.poisson(np.asarray(params["rate"], dtype=float)[labels])[:, None].astype(float), labels
 
     def check_parameters(self, params: dict, n_features: int, name: str = "init") -> dict:
-        """Validate user-given ``weights`` and ``rate`` (shape (K,), rates positive); return copies."""
+        """Validate user-given ``weights`` and ``rate`` (shape (K,), rates at least 0); return copies.
+
+        A rate of 0 is a component on the zero counts alone, which an EM maximum can have.
+        """
         k = self.n_components
         out = check_parameter_dict(params, {"weights": (k,), "rate": (k,)}, name)
-        if (out["rate"] <= 0).any():
-            raise InputError(f"{name}['rate']: expected positive rates, got {out['rate'].tolist()}")
+        if (out["rate"] < 0).any():
+            raise InputError(f"{name}['rate']: expected non-negative rates, got {out['rate'].tolist()}")
         return out

@@ -70,9 +70,15 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
 
 
 def free_values(model, data: Data, params: dict, *, min_weight: float = 1e-8) -> dict:
-    """Values of the free variables (``weights`` lifted inside the simplex, ``rate``) for ``params``."""
+    """Values of the free variables (``weights`` lifted inside the simplex, ``rate``) for ``params``.
+
+    A rate of 0 (an EM component on the zero counts alone) is lifted to ``min_weight`` times the larger of 1 and
+    the mean count: the sampler's rate is positive (its log is the unconstrained value).
+    """
+    counts = data.values[:, 0]
+    scale = max(1.0, float(data.frequency @ counts / data.frequency.sum()))
     return {"weights": lifted_weights(params["weights"], min_weight),
-            "rate": np.asarray(params["rate"], dtype=float).copy()}
+            "rate": np.maximum(np.asarray(params["rate"], dtype=float), min_weight * scale)}
 
 
 def poisson_signature(params: dict) -> np.ndarray:
