@@ -37,7 +37,7 @@ __all__ = ["CONVERGENCE_CRITERION", "PARAMETER_CRITERION", "Point", "Run", "cent
 
 # the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
 CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol, and parameter_gap < sqrt(tol) unless inf"
-PARAMETER_CRITERION = "parameter_gap < sqrt(tol)"
+PARAMETER_CRITERION = "parameter_gap < sqrt(tol) unless inf"
 
 _EPS_COUNT = 10 * np.finfo(float).eps
 #: EM's passes are the family's centred ones where the fast path's relative rounding exceeds this: there its
@@ -340,17 +340,19 @@ def _iterations(start: dict, options, total_weight: float):
         latest, before = aitken_gap(chain, slowest), aitken_gap(chain[:-1], slowest)
         run.aitken_gap = max(latest, before)  # confirmed by the triple before
         parameters_stop, parameters_confirm = _parameter_test(run, moves, parameter_threshold)
+        # changes that do not shrink are either a transient (a jump's faster directions dying out, the slowest
+        # taking over) or a drift along a flat ridge (a redundant component, or a direction the data hardly
+        # determine), which has no rate: plain steps tell them apart, and only a drift over _CONFIRM_STEPS of them
+        # leaves the objective to decide
+        unshrinking = run.parameter_gap == np.inf
         if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
-            # changes that do not shrink are either a transient (a jump's faster directions dying out, the
-            # slowest taking over) or a drift along a flat ridge (a redundant component), which has no rate:
-            # plain steps tell them apart, and only a drift over _CONFIRM_STEPS of them leaves the objective to decide
-            unshrinking = run.parameter_gap == np.inf
             confirm = latest < threshold and (parameters_confirm or unshrinking)
             parameters_stop = parameters_stop or (unshrinking and drifting)
             run.criterion = CONVERGENCE_CRITERION
             stop = run.aitken_gap < threshold and rate_settled(np.diff(chain[-4:])) and parameters_stop
-        else:  # the gains are below the objective's rounding: the parameters decide
-            run.criterion, stop, confirm = PARAMETER_CRITERION, parameters_stop, parameters_confirm
+        else:  # the gains are below the objective's rounding: the parameters decide, or a drift on a ridge as flat
+            run.criterion = PARAMETER_CRITERION
+            stop, confirm = parameters_stop or (unshrinking and drifting), parameters_confirm or unshrinking
         if stop:
             run.converged = True
             break
