@@ -300,3 +300,21 @@ def test_a_fit_with_a_rate_at_zero_is_bootstrapped_and_starts_the_sampler(deaths
     data = mixflow.data.validate_data(deaths["deaths"], weights=deaths["days"])
     lifted = free_values(PoissonMixture(3), data, estimate(tree))["rate"]
     assert lifted[0] == pytest.approx(1e-8 * 2.0, rel=0.2) and np.array_equal(lifted[1:], estimate(tree)["rate"][1:])
+
+
+def test_a_rate_at_zero_has_no_standard_errors_and_the_summary_says_the_rest():
+    # many zeros and no ones: the MLE has a component on the zeros alone (rate 0, on the boundary), where the
+    # observed information is not defined; the summary, the bootstrap and its summary still work
+    from mixflow.analysis.information import standard_errors
+
+    counts = pd.DataFrame({"c": np.repeat([0, 2, 3, 5, 6, 9], [50, 30, 40, 20, 10, 5])})
+    tree = mixflow.fit(PoissonMixture(2), counts, random_seed=1)
+    assert estimate(tree)["rate"][0] == 0.0
+    with pytest.warns(mixflow.MixflowWarning, match=r"a rate is on the boundary \(zero\) \(a component on the zero"):
+        errors = standard_errors(tree)
+    assert np.isnan(errors["rate"].values).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert "rate[1]" in mixflow.summary(tree, kind="text")
+        replicates = mixflow.bootstrap(tree, n_replicates=5, random_seed=0, n_jobs=1)
+        assert "0 failed" in mixflow.summary(replicates, kind="text")

@@ -35,7 +35,8 @@ def _pack(params: dict) -> tuple[np.ndarray, list]:
         elif kind == "free":
             piece = value.ravel()
         elif kind == "log":
-            piece = np.log(value).ravel()
+            with np.errstate(divide="ignore"):  # a rate on the boundary 0 (then no errors: _undefined_reason)
+                piece = np.log(value).ravel()
         elif kind == "log_cholesky":
             factors = np.linalg.cholesky(value.reshape(-1, *value.shape[-2:]))
             rows, cols = np.tril_indices(value.shape[-1])
@@ -192,4 +193,8 @@ def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) ->
         return f"component(s) {collapsed} collapsed (the likelihood is unbounded there)"
     if (estimate["weights"] <= 1e-8).any():
         return "a mixing weight is on the boundary (zero)"
+    for name in ("rate", "variance"):
+        if name in estimate and (np.asarray(estimate[name]) <= 0).any():
+            where = " (a component on the zero counts alone)" if name == "rate" else ""
+            return f"a {name} is on the boundary (zero){where}"
     return None
