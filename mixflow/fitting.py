@@ -562,7 +562,7 @@ def _new_data(tree: xr.DataTree, model, new_data):
     data = validate_data(new_data, name="new_data", features=tree[OBSERVED_DATA]["feature"].values,
                          warn_constant=False)
     with _naming_new_data():
-        prepared = model.prepare(data)
+        prepared = model.prepare_to_score(data)
     return data, prepared
 
 

@@ -160,12 +160,11 @@ def test_prediction_errors_name_the_argument(gaussian_tree, poisson_tree):
         mixflow.predict(gaussian_tree, pd.DataFrame({"x0": [1.0], "z": [2.0]}), method="advi")
     with pytest.raises(ValueError, match=r"new_data: expected finite values"):
         mixflow.score_samples(gaussian_tree, np.array([[np.inf, 1.0]]), method="mcmc")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", mixflow.MixflowWarning)
-        zeros = bootstrap(mixflow.fit(mixflow.PoissonMixture(2), np.zeros(10), random_seed=0), n_replicates=3,
-                          random_seed=0, n_jobs=1)
+    failed = poisson_tree.copy()  # every replicate failed: its draws are NaN
+    posterior = failed["em/bootstrap/posterior"].to_dataset()
+    failed["em/bootstrap/posterior"] = posterior.assign(rate=np.nan * posterior["rate"])
     with pytest.raises(ValueError, match=r"method: expected draws with finite values, got none in 'bootstrap'"):
-        mixflow.predict_proba(zeros, np.array([0.0, 3.0]), method="bootstrap")
+        mixflow.predict_proba(failed, np.array([0.0, 3.0]), method="bootstrap")
     at_zero = poisson_tree.copy()
     posterior = at_zero["em/bootstrap/posterior"].to_dataset()
     at_zero["em/bootstrap/posterior"] = posterior.assign(rate=0.0 * posterior["rate"])

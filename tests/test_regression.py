@@ -263,3 +263,26 @@ def test_workflow_file_validates_and_bad_keys_are_located(tmp_path):
     with pytest.raises(WorkflowError, match=r"bad.toml:8: \[\[models\]\] #1: formula: expected column names as "
                                             r"terms, got 'log\(stretchratio\)'"):
         read_workflow(tmp_path / "bad.toml")
+
+
+def test_one_new_row_or_rows_of_one_covariate_value_are_scored():
+    """Scoring needs no design of full rank (a fit does): one new row, or rows sharing x, get the
+    responsibilities they get among other rows, and select_k's held-out folds of few x values are scored."""
+    x = np.tile([0.0, 1.0, 2.0], 4)
+    y = np.where(np.arange(12) % 2 == 0, x, 5.0)
+    tree = mixflow.fit(mixflow.RegressionMixture(2, "y ~ x"), pd.DataFrame({"x": x, "y": y}), random_seed=1)
+    batch = mixflow.predict_proba(tree, pd.DataFrame({"x": [1.0, 0.0, 2.0], "y": [1.0, 0.0, 5.0]})).values
+    one = mixflow.predict_proba(tree, pd.DataFrame({"x": [1.0], "y": [1.0]})).values
+    same_x = mixflow.predict_proba(tree, pd.DataFrame({"x": [1.0, 1.0], "y": [1.0, 5.0]})).values
+    np.testing.assert_allclose(one[0], batch[0], rtol=1e-12)
+    np.testing.assert_allclose(same_x[0], batch[0], rtol=1e-12)
+    rng = np.random.default_rng(0)
+    x, noise = np.tile([0.0, 1.0, 2.0], 4)[:10], rng.normal(0, 0.1, 10)
+    frame = pd.DataFrame({"x": x, "y": np.where(np.arange(10) % 2 == 0, x, 5.0) + noise})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        table = mixflow.select_k(mixflow.RegressionMixture(1, "y ~ x"), frame, ks=(1, 2), methods=("em",), n_jobs=1,
+                                 random_seed=1)
+    assert np.isfinite(table["cv_log_likelihood"].values).all()
+    with pytest.raises(mixflow.InputError, match=r"data: expected covariates \['x'\] that are not collinear"):
+        mixflow.fit(mixflow.RegressionMixture(1, "y ~ x"), pd.DataFrame({"x": [1.0, 1.0, 1.0], "y": [0.0, 1, 2]}))

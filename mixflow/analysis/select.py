@@ -50,7 +50,7 @@ _METHODS = ("em", "map", "mcmc")
 
 def pointwise_log_density(model, params: dict, data: Data) -> np.ndarray:
     """Pointwise log density log p(x_n) of a mixture, shape (n_obs,) (frequency weights not applied)."""
-    return e_step(model, params, model.prepare(data), data.n_features)[1]
+    return e_step(model, params, model.prepare_to_score(data), data.n_features)[1]
 
 
 def _estimate(tree) -> dict:

@@ -244,7 +244,7 @@ def weights_step(counts: np.ndarray, concentration: np.ndarray | None) -> np.nda
 
 def responsibilities(model, params: dict, data) -> np.ndarray:
     """Posterior component probabilities of each observation of validated ``data``, shape (n_obs, K)."""
-    return e_step(model, params, model.prepare(data), data.n_features)[0]
+    return e_step(model, params, model.prepare_to_score(data), data.n_features)[0]
 
 
 def objective(model, params: dict, log_likelihood: float, prior, active: np.ndarray) -> float:

@@ -39,7 +39,7 @@ def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihoo
         ``mean`` and ``sd`` of shape (n_obs, K) (the sd with the ``n_draws - 1`` denominator, 0 for one
         draw), and ``log_likelihood`` when asked for.
     """
-    prepared = model.prepare(data)
+    prepared = model.prepare_to_score(data)
     count = draws["weights"].shape[0]
     n, k = data.n_obs, model.n_components
     rows = chunk_rows(n, model.chunk_width(data.n_features))

@@ -323,6 +323,14 @@ class MixtureModel:
         raise InputError(f"data: expected numpy or pandas data for the {self.family!r} family, got Dask data, "
                          f"which the families {supported} take")
 
+    def prepare_to_score(self, data) -> Prepared:
+        """:meth:`prepare` of data a fitted mixture only scores (new rows, held-out folds), not fits.
+
+        The same by default; a family whose fit needs more of the data than scoring does (a regression's
+        design of full rank) checks that in :meth:`prepare` alone: one new row must be scorable.
+        """
+        return self.prepare(data)
+
     def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
         """What :meth:`prepare` gives for these rows of the data, with the whole data's ``constants``.
 

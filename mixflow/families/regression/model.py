@@ -316,13 +316,20 @@ class RegressionMixture(MixtureModel):
         """Working (standardised) design and response, their products, the variance floor and the coordinates.
 
         EM works in these units whatever the data's magnitude; :meth:`to_data` maps the estimate back and
-        :meth:`log_density` includes the Jacobian of the response's scale.
+        :meth:`log_density` includes the Jacobian of the response's scale. The design must have full rank.
         """
+        return self._prepare(data, full_rank=True)
+
+    def prepare_to_score(self, data) -> Prepared:
+        """:meth:`prepare` without the rank check: rows to score may share one covariate value, or be one row."""
+        return self._prepare(data, full_rank=False)
+
+    def _prepare(self, data, full_rank: bool) -> Prepared:
         covariates, response = self._columns(data)
         weights = data.frequency
         design, working, coordinates = rn.design_and_response(covariates, response, weights, self.intercept)
         gram = (design * weights[:, None]).T @ design / weights.sum()
-        if np.linalg.matrix_rank(gram) < design.shape[1]:
+        if full_rank and np.linalg.matrix_rank(gram) < design.shape[1]:
             raise InputError(f"data: expected covariates {list(self.covariates)} that are not collinear "
                              f"{'(with the intercept) ' if self.intercept else ''}on the rows with positive "
                              "weight, got a rank-deficient design")
