@@ -3,6 +3,7 @@
 import contextlib
 import inspect
 import json
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -11,7 +12,7 @@ from scipy.special import logsumexp
 from mixflow.arguments import check_count, check_integer, check_number
 from mixflow.checks import check_seed
 from mixflow.chunked import ChunkedData, as_chunked, is_chunked, moments_of, sample_rows, validate_chunked
-from mixflow.container.build import build_tree, make_attrs
+from mixflow.container.build import build_tree, make_attrs, record_warnings
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA, UNITS
 from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
 from mixflow.container.tree import as_container
@@ -25,6 +26,7 @@ from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, model_from_json
+from mixflow.warnings import MixflowWarning
 
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
@@ -218,28 +220,41 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
                                  and OBSERVED_DATA in tree.children):
         raise InputTypeError(f"tree: expected a mixflow result to add methods to, got {type(tree).__name__}")
     seed = check_seed(random_seed if random_seed is not None or tree is None else tree.attrs["random_seed"])
-    if is_chunked(data):
+    if is_chunked(data):  # a long fit over chunks raises its warnings as they come, unrecorded
         em_options = EMOptions(map=False, n_init=int(n_init), init=init, tol=float(tol), max_iter=int(max_iter),
                                trim=trim, chunk_size=chunk_size, accelerate=accelerate)
         return _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
                             em_options, units)
-    validated = validate_data(data, weights=weights)
-    units = _units(units, data, validated.features)
-    init = _check_against_data(model, init, int(np.count_nonzero(validated.frequency)), validated.n_features,
-                               chunked=False)
-    if tree is not None:
-        _check_same_fit(tree, model, validated)
-    em_method = next((m for m in methods if m in ("em", "map")), None)
-    if em_method is None and (tree is None or "em" not in tree.children):
-        em_method = "map"
-    result = tree.copy() if tree is not None else None
-    if em_method is not None:
-        em_tree = _fit_em(model, validated, em_method, seed, data_name,
-                          EMOptions(map=em_method == "map", n_init=int(n_init), init=init, tol=float(tol),
-                                    max_iter=int(max_iter), trim=trim, chunk_size=chunk_size,
-                                    accelerate=accelerate))
-        result = em_tree if result is None else _replace_group(result, em_tree, "em")
-    return _with_units(_fit_sampling(model, validated, result, methods, routed, seed), units)
+    # the warnings the fit raises are recorded in the result (its summary and report say them), then raised as
+    # they came, each distinct one once, under the caller's filters; here in fit itself, so that their stack
+    # levels still name the caller
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        validated = validate_data(data, weights=weights)
+        units = _units(units, data, validated.features)
+        init = _check_against_data(model, init, int(np.count_nonzero(validated.frequency)), validated.n_features,
+                                   chunked=False)
+        if tree is not None:
+            _check_same_fit(tree, model, validated)
+        em_method = next((m for m in methods if m in ("em", "map")), None)
+        if em_method is None and (tree is None or "em" not in tree.children):
+            em_method = "map"
+        result = tree.copy() if tree is not None else None
+        if em_method is not None:
+            em_tree = _fit_em(model, validated, em_method, seed, data_name,
+                              EMOptions(map=em_method == "map", n_init=int(n_init), init=init, tol=float(tol),
+                                        max_iter=int(max_iter), trim=trim, chunk_size=chunk_size,
+                                        accelerate=accelerate))
+            result = em_tree if result is None else _replace_group(result, em_tree, "em")
+        fitted = _with_units(_fit_sampling(model, validated, result, methods, routed, seed), units)
+    raised = set()
+    for caught_warning in caught:
+        key = (caught_warning.category, str(caught_warning.message), caught_warning.filename, caught_warning.lineno)
+        if key not in raised:
+            raised.add(key)
+            warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
+                                   caught_warning.lineno, source=caught_warning.source)
+    return record_warnings(fitted, [w for w in caught if issubclass(w.category, MixflowWarning)], stage="fit")
 
 
 def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict, seed: int,

@@ -318,3 +318,20 @@ def test_a_rate_at_zero_has_no_standard_errors_and_the_summary_says_the_rest():
         assert "rate[1]" in mixflow.summary(tree, kind="text")
         replicates = mixflow.bootstrap(tree, n_replicates=5, random_seed=0, n_jobs=1)
         assert "0 failed" in mixflow.summary(replicates, kind="text")
+
+
+def test_the_fit_s_warnings_are_recorded_once_and_raised_under_the_caller_s_filters():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = mixflow.fit(PoissonMixture(2), np.zeros(30, dtype=int), random_seed=1)
+    constant = [w for w in caught if issubclass(w.category, mixflow.ConstantFeatureWarning)]
+    assert len(constant) == 1 and constant[0].filename.endswith("test_poisson.py")  # where the caller called
+    recorded = json.loads(tree.attrs["run_warnings"])
+    assert [w["category"] for w in recorded] == ["ConstantFeatureWarning"] and recorded[0]["stage"] == "fit"
+    assert "warnings: none" not in mixflow.summary(tree, kind="text")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.ConstantFeatureWarning)
+        with pytest.raises(mixflow.ConstantFeatureWarning):
+            mixflow.fit(PoissonMixture(2), np.zeros(30, dtype=int), random_seed=1)
+    quiet = mixflow.fit(PoissonMixture(2), np.array([0, 1, 2, 3] * 10), random_seed=1)
+    assert "run_warnings" not in quiet.attrs and "warnings: none" in mixflow.summary(quiet, kind="text")

@@ -1,5 +1,6 @@
 """One converter builds the container from plain ``{group: {"variables", "attrs"}}`` dicts, with provenance."""
 
+import json
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
@@ -7,7 +8,9 @@ from importlib import metadata
 import numpy as np
 import xarray as xr
 
-__all__ = ["build_tree", "make_attrs"]
+from mixflow.container.layout import RUN_WARNINGS
+
+__all__ = ["build_tree", "make_attrs", "record_warnings"]
 
 _LIBRARIES = ("numpy", "scipy", "xarray", "pandas", "pymc", "pytensor", "arviz", "h5netcdf", "nutpie")
 
@@ -66,3 +69,25 @@ def build_tree(groups: dict, *, coords: dict, attrs: dict) -> xr.DataTree:
         nodes[f"/{path}"] = _dataset(group.get("variables", {}), {**coords, **group.get("coords", {})},
                                      group.get("attrs"))
     return xr.DataTree.from_dict(nodes)
+
+
+def record_warnings(tree: xr.DataTree, caught: list, stage: str) -> xr.DataTree:
+    """``tree`` with the warnings ``caught`` (``warnings.WarningMessage``) added to its root ``run_warnings``.
+
+    Each distinct message once, as ``{"stage", "category", "message"}`` (the form a workflow records); the
+    summary and the report list them.
+    """
+    if not caught:
+        return tree
+    try:
+        recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
+    except (TypeError, ValueError):
+        recorded = []
+    seen = {(w.get("category"), w.get("message")) for w in recorded if isinstance(w, dict)}
+    for warning in caught:
+        key = (warning.category.__name__, str(warning.message))
+        if key not in seen:
+            seen.add(key)
+            recorded.append({"stage": stage, "category": key[0], "message": key[1]})
+    tree.attrs[RUN_WARNINGS] = json.dumps(recorded)
+    return tree
