@@ -144,8 +144,20 @@ def test_em_row_is_the_estimate_with_a_wald_interval(container):
         sd = errors["weights"].values[component]
         assert em.loc[component, "estimate"] == point
         assert em.loc[component, "sd"] == pytest.approx(sd, rel=1e-12)
-        assert em.loc[component, "lower"] == pytest.approx(point - z * sd, rel=1e-9)
-        assert em.loc[component, "upper"] == pytest.approx(point + z * sd, rel=1e-9)
+        logit, spread = np.log(point / (1 - point)), z * sd / (point * (1 - point))  # the logit scale's interval
+        assert em.loc[component, "lower"] == pytest.approx(1 / (1 + np.exp(spread - logit)), rel=1e-9)
+        assert em.loc[component, "upper"] == pytest.approx(1 / (1 + np.exp(-spread - logit)), rel=1e-9)
+    for name in ("mu", "covariance"):  # means and off-diagonal covariances on the natural scale, variances on the log
+        rows = table[(table.method == "em") & (table.parameter == name)]
+        assert len(rows) > 0
+        for _, row in rows.iterrows():
+            index = {dim: row[dim] for dim in container["em/estimate"][name].dims}
+            point = float(container["em/estimate"][name].sel(index))
+            sd = float(errors[name].sel(index))
+            diagonal = name == "covariance" and row["feature"] == row["feature_"]
+            expected = (point * np.exp(-z * sd / point), point * np.exp(z * sd / point)) if diagonal else (
+                point - z * sd, point + z * sd)
+            assert (row["lower"], row["upper"]) == pytest.approx(expected, rel=1e-9)
 
 
 def test_tidy_layout_and_xarray_twin(container):
@@ -326,3 +338,18 @@ def test_wald_sd_equals_a_naive_numerical_hessian(container):
     for parameter, values in expected.items():
         rows = em[em.parameter == parameter].set_index("component")
         np.testing.assert_allclose(rows.loc[[0, 1], "sd"].values, values, rtol=2e-3, err_msg=parameter)
+
+
+def test_wald_intervals_stay_inside_each_parameter_s_range():
+    from mixflow.present.compare import _wald_interval
+
+    dims = ("component", "feature", "feature_")
+    covariance = xr.DataArray([[[0.04, -0.03], [-0.03, 2.0]]], dims=dims)
+    sd = xr.DataArray([[[0.05, 0.04], [0.04, 0.5]]], dims=dims)
+    lower, upper = _wald_interval("covariance", covariance, sd, 1.96)
+    np.testing.assert_allclose(lower.values[0], [[0.04 * np.exp(-1.96 * 0.05 / 0.04), -0.03 - 1.96 * 0.04],
+                                                 [-0.03 - 1.96 * 0.04, 2.0 * np.exp(-1.96 * 0.5 / 2.0)]])
+    np.testing.assert_allclose(upper.values[0, 0, 1], -0.03 + 1.96 * 0.04)  # off the diagonal: the natural scale
+    rate_lower, _ = _wald_interval("rate", xr.DataArray([0.01, 3.0]), xr.DataArray([0.02, 0.1]), 1.96)
+    weight_lower, weight_upper = _wald_interval("weights", xr.DataArray([0.01]), xr.DataArray([0.02]), 1.96)
+    assert (rate_lower.values > 0).all() and 0 < weight_lower.values[0] < 0.01 < weight_upper.values[0] < 1

@@ -137,8 +137,32 @@ def _em_summary(tree, names, ci_prob: float, standard_errors) -> dict:
         point = estimate[name]
         sd = standard_errors[name] if standard_errors is not None and name in standard_errors else xr.full_like(
             point, np.nan)
-        out[name] = {"estimate": point, "sd": sd, "lower": point - z * sd, "upper": point + z * sd}
+        lower, upper = _wald_interval(name, point, sd, z)
+        out[name] = {"estimate": point, "sd": sd, "lower": lower, "upper": upper}
     return out
+
+
+def _wald_interval(name: str, point: xr.DataArray, sd: xr.DataArray, z: float) -> tuple[xr.DataArray, xr.DataArray]:
+    """The Wald interval ``point -+ z sd`` on the scale where the parameter is unbounded, mapped back.
+
+    Rates, variances and covariances' diagonals on the log scale (the standard error of the log is sd / point),
+    weights on the logit scale (sd / (w (1 - w))): the interval stays inside the parameter's range, where one
+    on the natural scale reaches below zero for a small rate or weight. Other entries on the natural scale.
+    """
+    natural = (point - z * sd, point + z * sd)
+    if name == "weights":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logit, spread = np.log(point / (1 - point)), z * sd / (point * (1 - point))
+        return 1 / (1 + np.exp(-(logit - spread))), 1 / (1 + np.exp(-(logit + spread)))
+    if name in ("rate", "variance", "covariance"):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.exp(z * sd / point)
+        lower, upper = point / factor, point * factor
+        if name != "covariance":
+            return lower, upper
+        diagonal = xr.DataArray(np.eye(point.shape[-1], dtype=bool), dims=point.dims[-2:])
+        return lower.where(diagonal, natural[0]), upper.where(diagonal, natural[1])
+    return natural
 
 
 def compare_dataset(tree, *, ci_prob: float | None = None, ci_kind: str | None = None,
@@ -162,10 +186,11 @@ def compare_dataset(tree, *, ci_prob: float | None = None, ci_kind: str | None =
     xarray.Dataset
         Each parameter (``weights``, ``mu``, ...) with dims ``(method, statistic, *parameter dims)``.
         Statistics: ``estimate`` (EM point, else the mean of the draws), ``sd`` (EM: standard error),
-        ``lower``/``upper`` (EM: Wald interval), ``em_inside`` (1 if the EM point lies in the
-        method's interval, 0 if not, NaN for EM itself), ``distance_to_mcmc`` ((estimate - NUTS mean) /
-        NUTS sd) and ``sd_ratio_to_mcmc`` (sd / NUTS sd), NaN where not applicable. The variable
-        ``adjusted_rand_index`` (method, method_) holds the agreement of hard labels.
+        ``lower``/``upper`` (EM: Wald interval, on the log scale for rates, variances and covariances'
+        diagonals and the logit scale for weights, so that it stays inside their range), ``em_inside`` (1 if
+        the EM point lies in the method's interval, 0 if not, NaN for EM itself), ``distance_to_mcmc``
+        ((estimate - NUTS mean) / NUTS sd) and ``sd_ratio_to_mcmc`` (sd / NUTS sd), NaN where not applicable.
+        The variable ``adjusted_rand_index`` (method, method_) holds the agreement of hard labels.
 
     """
     check_tree(tree)
