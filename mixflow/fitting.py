@@ -3,6 +3,7 @@
 import contextlib
 import inspect
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -226,35 +227,58 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         return _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
                             em_options, units)
     # the warnings the fit raises are recorded in the result (its summary and report say them), then raised as
-    # they came, each distinct one once, under the caller's filters; here in fit itself, so that their stack
-    # levels still name the caller
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        validated = validate_data(data, weights=weights)
-        units = _units(units, data, validated.features)
-        init = _check_against_data(model, init, int(np.count_nonzero(validated.frequency)), validated.n_features,
-                                   chunked=False)
-        if tree is not None:
-            _check_same_fit(tree, model, validated)
-        em_method = next((m for m in methods if m in ("em", "map")), None)
-        if em_method is None and (tree is None or "em" not in tree.children):
-            em_method = "map"
-        result = tree.copy() if tree is not None else None
-        if em_method is not None:
-            em_tree = _fit_em(model, validated, em_method, seed, data_name,
-                              EMOptions(map=em_method == "map", n_init=int(n_init), init=init, tol=float(tol),
-                                        max_iter=int(max_iter), trim=trim, chunk_size=chunk_size,
-                                        accelerate=accelerate))
-            result = em_tree if result is None else _replace_group(result, em_tree, "em")
-        fitted = _with_units(_fit_sampling(model, validated, result, methods, routed, seed), units)
+    # they came, each distinct one once, under the caller's filters (an "error" filter acts at once, as without
+    # the recording); here in fit itself, so that their stack levels still name the caller
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            _record_all_but_errors()
+            validated = validate_data(data, weights=weights)
+            units = _units(units, data, validated.features)
+            init = _check_against_data(model, init, int(np.count_nonzero(validated.frequency)), validated.n_features,
+                                       chunked=False)
+            if tree is not None:
+                _check_same_fit(tree, model, validated)
+            em_method = next((m for m in methods if m in ("em", "map")), None)
+            if em_method is None and (tree is None or "em" not in tree.children):
+                em_method = "map"
+            result = tree.copy() if tree is not None else None
+            if em_method is not None:
+                em_tree = _fit_em(model, validated, em_method, seed, data_name,
+                                  EMOptions(map=em_method == "map", n_init=int(n_init), init=init, tol=float(tol),
+                                            max_iter=int(max_iter), trim=trim, chunk_size=chunk_size,
+                                            accelerate=accelerate))
+                result = em_tree if result is None else _replace_group(result, em_tree, "em")
+            fitted = _with_units(_fit_sampling(model, validated, result, methods, routed, seed), units)
+    except BaseException:
+        _raise_caught(caught)  # the warnings that came before the error, which often explain it
+        raise
+    _raise_caught(caught)
+    return record_warnings(fitted, [w for w in caught if issubclass(w.category, MixflowWarning)], stage="fit")
+
+
+def _record_all_but_errors() -> None:
+    """Within ``catch_warnings(record=True)``: every warning recorded, except those the caller's filters raise."""
+    errors = [entry for entry in warnings.filters if entry[0] == "error"]
+    warnings.simplefilter("always")
+    for _, message, category, module, lineno in reversed(errors):
+        warnings.filterwarnings("error", message.pattern if message is not None else "", category,
+                                module.pattern if module is not None else "", lineno)
+
+
+def _raise_caught(caught: list) -> None:
+    """Raise the recorded warnings again, each distinct one once, from where they came (module and registry)."""
+    modules = {getattr(module, "__file__", None): (name, module) for name, module in list(sys.modules.items())}
     raised = set()
     for caught_warning in caught:
         key = (caught_warning.category, str(caught_warning.message), caught_warning.filename, caught_warning.lineno)
-        if key not in raised:
-            raised.add(key)
-            warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
-                                   caught_warning.lineno, source=caught_warning.source)
-    return record_warnings(fitted, [w for w in caught if issubclass(w.category, MixflowWarning)], stage="fit")
+        if key in raised:
+            continue
+        raised.add(key)
+        name, module = modules.get(caught_warning.filename, (None, None))
+        registry = None if module is None else module.__dict__.setdefault("__warningregistry__", {})
+        warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
+                               caught_warning.lineno, module=name, registry=registry, source=caught_warning.source)
 
 
 def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict, seed: int,

@@ -353,3 +353,5 @@ def test_wald_intervals_stay_inside_each_parameter_s_range():
     rate_lower, _ = _wald_interval("rate", xr.DataArray([0.01, 3.0]), xr.DataArray([0.02, 0.1]), 1.96)
     weight_lower, weight_upper = _wald_interval("weights", xr.DataArray([0.01]), xr.DataArray([0.02]), 1.96)
     assert (rate_lower.values > 0).all() and 0 < weight_lower.values[0] < 0.01 < weight_upper.values[0] < 1
+    one = _wald_interval("weights", xr.DataArray([1.0]), xr.DataArray([0.0]), 1.96)  # K=1: the point itself
+    assert one[0].values[0] == one[1].values[0] == 1.0

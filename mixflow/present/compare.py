@@ -150,10 +150,11 @@ def _wald_interval(name: str, point: xr.DataArray, sd: xr.DataArray, z: float) -
     on the natural scale reaches below zero for a small rate or weight. Other entries on the natural scale.
     """
     natural = (point - z * sd, point + z * sd)
-    if name == "weights":
+    if name == "weights":  # a weight of 1 (one component) has sd 0: its interval is the point
         with np.errstate(divide="ignore", invalid="ignore"):
             logit, spread = np.log(point / (1 - point)), z * sd / (point * (1 - point))
-        return 1 / (1 + np.exp(-(logit - spread))), 1 / (1 + np.exp(-(logit + spread)))
+        lower, upper = 1 / (1 + np.exp(-(logit - spread))), 1 / (1 + np.exp(-(logit + spread)))
+        return lower.where(sd != 0, point), upper.where(sd != 0, point)
     if name in ("rate", "variance", "covariance"):
         with np.errstate(divide="ignore", invalid="ignore"):
             factor = np.exp(z * sd / point)
