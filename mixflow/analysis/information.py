@@ -193,7 +193,7 @@ def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) ->
         return f"component(s) {collapsed} collapsed (the likelihood is unbounded there)"
     if (estimate["weights"] <= 1e-8).any():
         return "a mixing weight is on the boundary (zero)"
-    for name in ("rate", "variance"):
+    for name in (name for name, kind in _TRANSFORMS.items() if kind == "log"):  # the positive parameters
         if name in estimate and (np.asarray(estimate[name]) <= 0).any():
             where = " (a component on the zero counts alone)" if name == "rate" else ""
             return f"a {name} is on the boundary (zero){where}"

@@ -322,6 +322,7 @@ def extrapolate(start: dict, first: dict, second: dict, state: SquaremState) -> 
     # an infinite entry the steps leave as it is (a Poisson rate at its maximum 0, whose log is -inf) stays;
     # any other that is not finite (an empty component's weight makes every log-ratio of its set NaN) stops it
     held = np.isinf(x0) & (x0 == x1) & (x1 == x2)
+    kept = x0
     x0, x1, x2 = (np.where(held, 0.0, x) for x in (x0, x1, x2))
     if not (np.isfinite(x0).all() and np.isfinite(x1).all() and np.isfinite(x2).all()):
         return None, float("nan")
@@ -333,8 +334,7 @@ def extrapolate(start: dict, first: dict, second: dict, state: SquaremState) -> 
     alpha = -min(max(r_norm / v_norm, 1.0), state.step_max)
     if alpha == -1.0:
         return None, alpha  # x2 itself
-    vector = np.where(held, np.ravel(np.concatenate([np.ravel(start[name]) for name in names])),
-                      x0 - 2.0 * alpha * r + alpha * alpha * v)
+    vector = np.where(held, kept, x0 - 2.0 * alpha * r + alpha * alpha * v)
     values, offset = {}, 0
     for name in names:
         shape = np.shape(start[name])

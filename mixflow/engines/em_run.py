@@ -345,14 +345,13 @@ def _iterations(start: dict, options, total_weight: float):
         # determine), which has no rate: plain steps tell them apart, and only a drift over _CONFIRM_STEPS of them
         # leaves the objective to decide
         unshrinking = run.parameter_gap == np.inf
+        parameters_stop = parameters_stop or (unshrinking and drifting)
+        parameters_confirm = parameters_confirm or unshrinking
         if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
-            confirm = latest < threshold and (parameters_confirm or unshrinking)
-            parameters_stop = parameters_stop or (unshrinking and drifting)
-            run.criterion = CONVERGENCE_CRITERION
+            run.criterion, confirm = CONVERGENCE_CRITERION, latest < threshold and parameters_confirm
             stop = run.aitken_gap < threshold and rate_settled(np.diff(chain[-4:])) and parameters_stop
         else:  # the gains are below the objective's rounding: the parameters decide, or a drift on a ridge as flat
-            run.criterion = PARAMETER_CRITERION
-            stop, confirm = parameters_stop or (unshrinking and drifting), parameters_confirm or unshrinking
+            run.criterion, stop, confirm = PARAMETER_CRITERION, parameters_stop, parameters_confirm
         if stop:
             run.converged = True
             break

@@ -511,16 +511,17 @@ def separations(covariance_type: str, mu: np.ndarray, dispersion: np.ndarray, co
     dispersion = np.asarray(dispersion, dtype=float)
     k = mu.shape[0]
     out = np.full(k, np.inf)
-    for h in np.asarray(components, dtype=int):
-        for j in range(k):
-            if j == h:
+    wanted = np.asarray(components, dtype=int)
+    for j in range(k):  # each reference component's factor once
+        if covariance_type == "full":
+            try:
+                factor = np.linalg.cholesky(dispersion[j])
+            except np.linalg.LinAlgError:
                 continue
+        for h in wanted[wanted != j]:
             gap = mu[h] - mu[j]
             if covariance_type == "full":
-                try:
-                    whitened = np.linalg.solve(np.linalg.cholesky(dispersion[j]), gap)
-                except np.linalg.LinAlgError:
-                    continue
+                whitened = np.linalg.solve(factor, gap)
             else:
                 with np.errstate(divide="ignore", invalid="ignore"):  # a zero variance: inf, or NaN (dropped)
                     whitened = gap / np.sqrt(dispersion[j])  # variances (d,) for "diag", one for "spherical"
