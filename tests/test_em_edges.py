@@ -365,3 +365,32 @@ def test_map_on_collinear_features_warns_nothing_from_numpy():
         warnings.simplefilter("error", RuntimeWarning)
         tree = mixflow.fit(mixflow.GaussianMixture(2), x, method="map", random_seed=1)
     assert np.isfinite(tree["em"].attrs["log_posterior"])
+
+
+def test_components_with_the_same_parameters_are_found_for_every_family_and_none_are_invented():
+    """duplicate_components: pairs equal to 1e-3 in every unconstrained entry; a shared parameter plays no part."""
+    from mixflow.engines.em import duplicate_components
+
+    covariance = np.array([[[1.0, 0.3], [0.3, 2.0]], [[0.5, 0.0], [0.0, 0.5]], [[1.0, 0.3], [0.3, 2.0]]])
+    mu = np.array([[0.0, 1.0], [3.0, 3.0], [0.0, 1.0]])
+    weights = np.array([0.2, 0.5, 0.3])
+    full = mixflow.GaussianMixture(3)
+    assert duplicate_components(full, {"weights": weights, "mu": mu, "covariance": covariance}, ["a", "b"]) == [(0, 2)]
+    apart = mu.copy()
+    apart[2, 1] += 2e-3  # a mean 2e-3 sd away: not the same
+    assert duplicate_components(full, {"weights": weights, "mu": apart, "covariance": covariance}, ["a", "b"]) == []
+    wider = covariance.copy()
+    wider[2] *= 1.01  # variances 1% larger: 0.005 on the log scale
+    assert duplicate_components(full, {"weights": weights, "mu": mu, "covariance": wider}, ["a", "b"]) == []
+    tied, shared = mixflow.GaussianMixture(3, covariance="tied"), covariance[1]
+    assert duplicate_components(tied, {"weights": weights, "mu": apart, "covariance": shared}, ["a", "b"]) == []
+    assert duplicate_components(tied, {"weights": weights, "mu": mu, "covariance": shared}, ["a", "b"]) == [(0, 2)]
+    poisson = mixflow.PoissonMixture(3)
+    assert duplicate_components(poisson, {"weights": weights, "rate": np.array([0.0, 2.0, 0.0])}, ["y"]) == [(0, 2)]
+    assert duplicate_components(poisson, {"weights": weights, "rate": np.array([0.0, 2.0, 1e-9])}, ["y"]) == []
+    regression = mixflow.RegressionMixture(2, "y ~ x")
+    lines = {"weights": np.array([0.5, 0.5]), "coefficients": np.array([[1.0, 2.0], [1.0, 2.0]]),
+             "variance": np.array([0.5, 0.5])}
+    assert duplicate_components(regression, lines, ["y"]) == [(0, 1)]
+    lines["coefficients"] = np.array([[1.0, 2.0], [1.0, -2.0]])
+    assert duplicate_components(regression, lines, ["y"]) == []

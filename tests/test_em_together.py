@@ -100,8 +100,10 @@ def test_a_stack_of_tied_mixtures_keeps_a_covariance_per_mixture():
 def test_tied_runs_in_step_are_the_runs_alone(name, map_fit):
     """The tied M-step pools each stacked mixture's own scatter (MLE and MAP): every run equals its run alone
     to the rounding of the sums: its final objective to 1e-12 (relative), its log-likelihood and parameters
-    to 1e-12 where it stops at the same pass, else (a product of another shape rounded otherwise near the stop)
-    its parameters within the stopping rule's sqrt(tol), a pass or two apart."""
+    to 1e-12 and its parameters to 1e-9 where it stops at the same pass (the rounding of each pass's sums, carried
+    through the passes by EM's map, whose rate near 1 at a flat maximum amplifies it up to 1 / (1 - rate)), else (a
+    product of another shape rounded otherwise near the stop) its parameters within the stopping rule's sqrt(tol),
+    a pass or two apart."""
     model = mixflow.GaussianMixture(3, covariance="tied")
     frame = mixflow.load_dataset(name)
     data = validate_data(frame.drop(columns=["Species"]) if name == "iris" else frame)
@@ -120,8 +122,8 @@ def test_tied_runs_in_step_are_the_runs_alone(name, map_fit):
         if run.n_iter != alone.n_iter:  # the log-likelihood is not flat at the MAP: it moves with the parameters
             within = np.sqrt(options.tol)
         else:
-            within = 1e-12
-            assert run.history_log_likelihood[-1] == pytest.approx(alone.history_log_likelihood[-1], rel=within)
+            within = 1e-9
+            assert run.history_log_likelihood[-1] == pytest.approx(alone.history_log_likelihood[-1], rel=1e-12)
         for key, value in alone.params.items():
             np.testing.assert_allclose(run.params[key], value, rtol=within, atol=within)
 

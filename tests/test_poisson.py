@@ -121,6 +121,32 @@ def test_a_component_on_the_zeros_alone_converges_to_rate_zero(deaths):
     assert attrs["log_likelihood"] > -1989.9459 + 0.01
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_default_frees_a_component_split_in_two_and_finds_the_zeros_component(deaths, seed):
+    """The default's starts end, at K=3, on the K=2 maximum with a component in two parts (same rate).
+
+    EM never separates such a pair; the local search then tries every local move, and one frees the spare
+    component onto the zero counts: the maximum the test above pins against a naive likelihood, reached
+    from a start near it. The reference is that run's value (its agreement with scipy is checked there).
+    """
+    start = {"weights": np.array([0.0056, 0.3788, 0.6156]), "rate": np.array([0.05, 1.33, 2.69])}
+    reference = mixflow.fit(PoissonMixture(3), deaths["deaths"], weights=deaths["days"], init=start)
+    tree = mixflow.fit(PoissonMixture(3), deaths["deaths"], weights=deaths["days"], random_seed=seed)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(reference["em"].attrs["log_likelihood"], rel=1e-9)
+    assert estimate(tree)["rate"][0] < 1e-12
+    assert tree["em"].attrs["duplicate_components"] == "[]"
+
+
+def test_a_fit_with_a_component_in_two_parts_says_so(deaths):
+    """Started with two equal rates, EM keeps them equal: the fit, the summary and the report say so."""
+    start = {"weights": np.array([0.36, 0.32, 0.32]), "rate": np.array([1.25, 2.66, 2.66])}
+    with pytest.warns(mixflow.DegenerateComponentWarning, match="components 1 and 2 have the same parameters"):
+        tree = mixflow.fit(PoissonMixture(3), deaths["deaths"], weights=deaths["days"], init=start)
+    assert json.loads(tree["em"].attrs["duplicate_components"]) == [[1, 2]]
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(-1989.9459, abs=1e-4)  # the K=2 maximum's
+    assert "components with the same parameters 1 and 2" in mixflow.summary(tree, kind="text")
+
+
 def test_frequency_weights_equal_repeated_rows(deaths):
     model = PoissonMixture(2)
     start = {"weights": [0.5, 0.5], "rate": [1.0, 3.0]}
@@ -327,7 +353,9 @@ def test_the_fit_s_warnings_are_recorded_once_and_raised_under_the_caller_s_filt
     constant = [w for w in caught if issubclass(w.category, mixflow.ConstantFeatureWarning)]
     assert len(constant) == 1 and constant[0].filename.endswith("test_poisson.py")  # where the caller called
     recorded = json.loads(tree.attrs["run_warnings"])
-    assert [w["category"] for w in recorded] == ["ConstantFeatureWarning"] and recorded[0]["stage"] == "fit"
+    # and the two rates at 0, one component in two parts
+    assert [w["category"] for w in recorded] == ["ConstantFeatureWarning", "DegenerateComponentWarning"]
+    assert {w["stage"] for w in recorded} == {"fit"}
     assert "warnings: none" not in mixflow.summary(tree, kind="text")
     with warnings.catch_warnings():
         warnings.simplefilter("error", mixflow.ConstantFeatureWarning)

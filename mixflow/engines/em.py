@@ -13,6 +13,7 @@ from functools import partial
 
 import numpy as np
 
+from mixflow.engines.accelerate import to_unconstrained
 from mixflow.engines.em_run import (
     CONVERGENCE_CRITERION,
     PARAMETER_CRITERION,
@@ -52,8 +53,8 @@ from mixflow.errors import InputError
 from mixflow.families.base import SEPARATED_QUANTILE, SEPARATED_SIZE, SPURIOUS_RATIO, SPURIOUS_SIZE
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
-__all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "empty_components", "fit_em", "fit_prepared",
-           "initial_parameters"]
+__all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "duplicate_components", "empty_components",
+           "fit_em", "fit_prepared", "initial_parameters"]
 
 #: At most this many centred EM steps polish an answer the fast path rounded (:func:`_refine_exactly`).
 _CENTRED_STEPS = 10
@@ -68,6 +69,10 @@ TRANSFER_ROUNDS = 6  # rounds of the local search after the continuation of init
 TRANSFER_CONTINUED = 3  # local moves continued to convergence per round, the best after their short runs
 SPLIT_MERGE_CONTINUED = 1  # split-and-merge moves continued to convergence per round, beside the local ones
 TRANSFER = "transfer"  # the start of a run the local search kept
+#: Two components whose parameters (the weights aside) differ by less than this in every entry of their
+#: unconstrained form (working units: means in sds, dispersions and rates on the log scale), relative to
+#: ``max(1, |value|)``, are one component in two parts (:func:`duplicate_components`)
+_DUPLICATE_WITHIN = 1e-3
 
 
 @dataclass(frozen=True)
@@ -191,8 +196,9 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         runs, continued, names, agreed = _short_then_continue(starts, short_runs, options, tier, together, same_data)
         if same_data:
             runs, continued, names = _transfer_search(
-                runs, continued, names, tier, partial(_moved_starts, model, sample, prior_used, rows, agreed),
-                partial(_partition, model, sample, rows), together, options)
+                runs, continued, names, tier, partial(_moved_starts, model, sample, prior_used, rows),
+                partial(_partition, model, sample, rows), together, options, agreed,
+                partial(duplicate_components, model, features=data.features))
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
         runs = together([(maximisation_step(model, step, prepared, prior_used, active)[0], options)
@@ -331,15 +337,12 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
     return runs, continued, names, agreed
 
 
-def _moved_starts(model, prepared, prior, rows: int, agreed: bool, params: dict) -> tuple[list, list]:
-    """Starting parameters one move away from ``params``: the local moves, and the split-and-merge moves.
+def _moved_starts(model, prepared, prior, rows: int, params: dict, local_moves: bool) -> tuple[list, list]:
+    """Starting parameters one move away from ``params``: the local moves (if ``local_moves``), the split-and-merge.
 
     The local moves are the split-and-transfer moves (:func:`~mixflow.engines.starts.transfer_moves`) and the
     boundary moves (:func:`~mixflow.engines.starts.boundary_moves`); the others Ueda et al.'s split-and-merge
-    (:func:`~mixflow.engines.starts.split_merge_moves`). When the short runs ``agreed`` (several starts reached
-    the best value), no local moves: the maximum the starts share may still be one in which the groups are cut
-    otherwise than at the global one, which starts seldom reach and no move of a few points or half a
-    component leads to; the local moves refine a fit the starts did not agree on.
+    (:func:`~mixflow.engines.starts.split_merge_moves`).
 
     None of either for a fit with fewer components than declared (trimmed): a move would bring the dropped
     one back.
@@ -350,7 +353,7 @@ def _moved_starts(model, prepared, prior, rows: int, agreed: bool, params: dict)
     resp = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
     resp /= resp.sum(axis=1, keepdims=True)
     points = standardise(model.init_points(prepared), prepared.weights)
-    local = [] if agreed else transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint)
+    local = transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint) if local_moves else []
     merged = split_merge_moves(resp, points, prepared.weights)
     return ([_parameters_from(model, prepared, moved, prior, rows) for moved in local],
             [_parameters_from(model, prepared, moved, prior, rows) for moved in merged])
@@ -372,13 +375,21 @@ def _partition(model, prepared, rows: int, params: dict) -> bytes:
 
 
 def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, moved_starts, partition, runs_of,
-                     options: EMOptions) -> tuple[list, np.ndarray, list]:
+                     options: EMOptions, agreed: bool = False, duplicates=None) -> tuple[list, np.ndarray, list]:
     """A local search from the best sound continued run: moves screened by short runs, the best continued.
 
-    ``moved_starts(params)`` gives the starts one move away, local and split-and-merge (:func:`_moved_starts`).
-    They run in step (``runs_of(jobs)``) as the short runs of the screening do; the short runs of each kind are
-    ranked (:func:`_rank_distinct`, degenerate ones left out), and the best :data:`TRANSFER_CONTINUED` local
-    and :data:`SPLIT_MERGE_CONTINUED` split-and-merge ones (each kind its own places, so that the many
+    ``moved_starts(params, local_moves)`` gives the starts one move away, local (if asked) and split-and-merge
+    (:func:`_moved_starts`). When the short runs ``agreed`` (several starts reached the best value), no local
+    moves: the maximum the starts share may still be one in which the groups are cut otherwise than at the
+    global one, which starts seldom reach and no move of a few points or half a component leads to; the local
+    moves refine a fit the starts did not agree on. A fit with two components in one (``duplicates(params)``,
+    :func:`duplicate_components`) gets every local move, all continued: it is a fit of fewer components, whose
+    spare one none of the best few moves may free (a Poisson component on the zeros alone, reached from
+    a boundary move after hundreds of passes, ranks low after a short run).
+
+    The moves run in step (``runs_of(jobs)``) as the short runs of the screening do; the short runs of each
+    kind are ranked (:func:`_rank_distinct`, degenerate ones left out), and the best :data:`TRANSFER_CONTINUED`
+    local and :data:`SPLIT_MERGE_CONTINUED` split-and-merge ones (each kind its own places, so that the many
     split-and-merge moves do not crowd out the local ones) not already back on the current fit's partition of
     the rows and not higher (``partition(params)``: they are returning to a known maximum) are continued to
     convergence in step (:func:`_follow`). The highest of those that end sound and higher than the current
@@ -397,9 +408,10 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
         value = current.history_objective[-1]
         above, seen = value + _SAME_VALUE * abs(value), {partition(current.params)}
         known = partial(_known, partition, above, seen)
-        local, merged = moved_starts(current.params)
+        duplicated = duplicates is not None and bool(duplicates(current.params))
+        local, merged = moved_starts(current.params, duplicated or not agreed)
         shorts = runs_of([(params, short) for params in local + merged])
-        tried = (_candidates(shorts[:len(local)], tier, known, TRANSFER_CONTINUED)
+        tried = (_candidates(shorts[:len(local)], tier, known, len(local) if duplicated else TRANSFER_CONTINUED)
                  + _candidates(shorts[len(local):], tier, known, SPLIT_MERGE_CONTINUED))
         higher = [result for result in _follow(tried, runs_of, options, known)
                   if result is not None and tier(result) == SOUND and result.history_objective[-1] > above]
@@ -551,6 +563,44 @@ def _check_some_finite(finals: np.ndarray) -> None:
                      f"all {finals.size}: the data leave the likelihood undefined in float64 (values that "
                      "overflow when squared, or rows no component can reach); check the data's range and "
                      "units, or give init=... parameters")
+
+
+def duplicate_components(model, params: dict, features) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, of components with the same parameters: one component in two parts.
+
+    The same to :data:`_DUPLICATE_WITHIN` in every entry of their unconstrained form (weights aside; a
+    parameter the components share, a tied covariance, plays no part). EM keeps such a pair together: the
+    responsibilities split the points between them in a fixed proportion, so the fit is one of fewer components
+    and its likelihood theirs.
+    """
+    dims = model.parameter_dims(features)
+    k = np.size(params["weights"])
+    values = to_unconstrained({name: value for name, value in params.items()
+                               if name != "weights" and "component" in dims[name]})
+    if not values:
+        return []
+    rows = np.concatenate([np.moveaxis(value, dims[name].index("component"), 0).reshape(k, -1)
+                           for name, value in values.items()], axis=1)
+    pairs = []
+    for i in range(k):
+        for j in range(i + 1, k):
+            with np.errstate(invalid="ignore"):
+                change = np.where(rows[i] == rows[j], 0.0,
+                                  np.abs(rows[j] - rows[i]) / np.maximum(1.0, np.abs(rows[i])))
+            if change.max(initial=0.0) < _DUPLICATE_WITHIN:  # a NaN difference is not the same
+                pairs.append((i, j))
+    return pairs
+
+
+def _warn_duplicates(pairs: list[tuple[int, int]], n_components: int) -> None:
+    if pairs:
+        distinct = n_components - len({j for _, j in pairs})
+        warnings.warn(
+            f"components {', '.join(f'{i} and {j}' for i, j in pairs)} have the same parameters (to "
+            f"{_DUPLICATE_WITHIN:g}): this is a fit of {distinct} distinct component(s) with one in two parts, "
+            f"and its likelihood theirs; fewer components describe these data as well, or a maximum with "
+            f"{n_components} distinct ones was not found (compare K with select_k; try more starts, n_init=...)",
+            DegenerateComponentWarning, stacklevel=3)
 
 
 def empty_components(weights: np.ndarray, total_weight: float) -> list[int]:
@@ -739,6 +789,9 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     positions = [int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active]
     collapsed = sorted(c for c in positions if c not in empty)
     _warn_about(best, options, model, collapsed, total)
+    # empty components have no parameters of their own to compare
+    duplicates = [(i, j) for i, j in duplicate_components(model, params, features) if i not in empty and j not in empty]
+    _warn_duplicates(duplicates, active.size)
     degenerate = bool(restarts["degenerate"][best_index])
     spurious = [] if degenerate or options.map else model.spurious_components(params, total)
     _warn_spurious(spurious, options)
@@ -784,6 +837,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "trim": -1.0 if options.trim is None else float(options.trim),
         "collapsed_components": json.dumps(collapsed),
         "empty_components": json.dumps(empty),
+        "duplicate_components": json.dumps([list(pair) for pair in duplicates]),
         "trimmed_components": int(model.n_components - n_active),
     }
     if options.map:

@@ -223,6 +223,9 @@ def _em_line(tree) -> tuple[str, list[str]]:
                       ("empty_components", "empty components")):
         if _listed(attrs, key):
             found.append(f"{what} {_listed(attrs, key)}")
+    if _listed(attrs, "duplicate_components"):
+        found.append("components with the same parameters "
+                     + ", ".join(f"{i} and {j}" for i, j in _listed(attrs, "duplicate_components")))
     return line, found
 
 

@@ -1,6 +1,7 @@
 """The Gaussian family: declaration, conjugate prior and the dispatch to its numerics."""
 
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import ClassVar
 
 import numpy as np
@@ -11,6 +12,9 @@ from mixflow.errors import InputError
 from mixflow.families import sampling
 from mixflow.families.base import (
     SEPARATED_QUANTILE,
+    SEPARATED_RATIO,
+    SEPARATED_SIZE,
+    SPURIOUS_RATIO,
     SPURIOUS_SIZE,
     MixtureModel,
     Prepared,
@@ -29,6 +33,12 @@ _SINGULAR = 1e3 * np.finfo(float).eps  # smallest eigenvalue of a correlation ma
 _DISTINCT_ROWS_CHECKED = 100_000  # above this many rows the MLE support check (distinct rows) is skipped
 #: EM's answer is polished by centred steps where the one-pass forms' relative rounding exceeds this.
 EXACT_ABOVE = 1e-12
+
+
+@cache
+def _separated_quantile(d: int) -> float:
+    """The chi-square quantile of d degrees that a separated component's mean lies beyond (made once per d)."""
+    return float(st.chi2.ppf(SEPARATED_QUANTILE, d))
 
 
 def _as_tuple(value):
@@ -299,8 +309,14 @@ class GaussianMixture(MixtureModel):
             return []
         dispersion = params[self.covariance_name()]
         ratios = gn.hathaway_ratios(self.covariance, dispersion, small)
-        quantile = st.chi2.ppf(SEPARATED_QUANTILE, np.shape(params["mu"])[1])
-        separated = gn.separations(self.covariance, params["mu"], dispersion, small) > quantile
+        # the separation decides only for a small component narrow enough to be spurious and large and wide
+        # enough to be a group (see spurious_rule); the others' verdicts do not depend on it
+        open_question = small[(ratios[small] < SPURIOUS_RATIO) & (ratios[small] >= SEPARATED_RATIO)
+                              & (counts[small] >= SEPARATED_SIZE * needed)]
+        separated = np.zeros(counts.shape, dtype=bool)
+        if open_question.size:
+            separated = gn.separations(self.covariance, params["mu"], dispersion, open_question) > \
+                _separated_quantile(np.shape(params["mu"])[1])
         return spurious_rule(counts, ratios, needed, separated)
 
     def init_points(self, prepared: Prepared) -> np.ndarray:

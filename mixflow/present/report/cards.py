@@ -105,6 +105,9 @@ def _em_rows(attrs) -> list[tuple[str, object]]:
     for key, words in (("collapsed_components", "collapsed components"), ("empty_components", "empty components")):
         if _components(attrs, key):
             rows.append((words, ", ".join(str(c) for c in _components(attrs, key))))
+    if _components(attrs, "duplicate_components"):
+        rows.append(("duplicate components", ", ".join(f"{i} and {j}" for i, j in _components(attrs,
+                                                                                         "duplicate_components"))))
     if attrs.get("trimmed_components", 0):
         rows.append(("trimmed components", attrs["trimmed_components"]))
     return rows
@@ -255,6 +258,11 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     if attrs.get("empty_components", "[]") not in ("[]", ""):
         findings.append(("bad", f"EM: component(s) {attrs['empty_components']} are empty (weight zero): start "
                                 "from other parameters, or use fewer components."))
+    pairs = json.loads(attrs.get("duplicate_components", "[]"))
+    if pairs:
+        findings.append(("warn", f"EM: components {', '.join(f'{i} and {j}' for i, j in pairs)} have the same "
+                                 "parameters: the fit is one of fewer distinct components, with their likelihood; "
+                                 "compare fewer components, or try more starts."))
     finals = _converged_finals(tree[EM_SAMPLE_STATS].to_dataset()) if "sample_stats" in tree["em"].children else []
     if attrs.get("degenerate", 0):
         findings.append(("bad", "EM: every restart ended degenerate (a component collapsed or emptied); the "
