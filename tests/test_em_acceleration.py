@@ -233,7 +233,8 @@ def _plain_and_patched(monkeypatch, candidate):
     model, data, weights, method = _case("gaussian-full-em")
     plain = mixflow.fit(model, data, method, weights=weights, n_init=1, init="kmeans", random_seed=0,
                         accelerate=None, max_iter=5000)
-    monkeypatch.setattr(em_run, "extrapolate", lambda start, first, second, state: (candidate(start), -4.0))
+    monkeypatch.setattr(em_run, "extrapolate_flat",
+                        lambda start, first, second, state, layout: (candidate(acc.unflatten(start, layout)), -4.0))
     patched = mixflow.fit(model, data, method, weights=weights, n_init=1, init="kmeans", random_seed=0,
                           max_iter=5000)
     return plain, patched

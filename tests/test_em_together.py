@@ -143,18 +143,22 @@ def test_a_collapsed_tied_mixture_in_a_stack_is_its_own():
             np.testing.assert_allclose(point.following[key], value, rtol=1e-12, atol=1e-15)
 
 
-def test_stacked_points_carry_each_set_s_own_unconstrained_form():
-    """The unconstrained forms computed for the stack at once are each set's own (weights centred per set)."""
-    from mixflow.engines.accelerate import to_unconstrained
+@pytest.mark.parametrize("case", CASES)
+def test_stacked_points_carry_each_set_s_own_unconstrained_form(case):
+    """The unconstrained, flat and tracked forms computed for the stack at once are each set's own (weights
+    centred per set; a tied covariance, one per set, in its place), exactly as a set alone has them."""
+    from mixflow.engines.accelerate import flatten, to_tracked, to_unconstrained
 
-    model, _, prepared, rows, starts = _setting("gaussian full")
-    requests = [(start, np.arange(3)) for start in starts]
+    model, _, prepared, rows, starts = _setting(case)
+    requests = [(start, np.arange(model.n_components)) for start in starts]
     points = em_run._evaluate_together(model, prepared, None, None, rows, None, False, requests)
     for (params, _), point in zip(requests, points, strict=True):
         expected = to_unconstrained(params)
         assert point.unconstrained.keys() == expected.keys()
         for name, value in expected.items():
             np.testing.assert_array_equal(point.unconstrained[name], value)
+        np.testing.assert_array_equal(point.flat, flatten(expected))
+        np.testing.assert_array_equal(point.tracked, to_tracked(params))
 
 
 def test_a_stack_is_cut_into_passes_of_at_most_max_stacked_components(monkeypatch):

@@ -34,9 +34,9 @@ from functools import cache
 
 import numpy as np
 
-__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "centred_log_ratios", "extrapolate", "from_unconstrained",
-           "largest_change", "parameter_gap", "parameter_gap_of", "parameter_tolerance", "to_tracked",
-           "to_unconstrained", "valid_parameters"]
+__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "centred_log_ratios", "extrapolate", "extrapolate_flat",
+           "flatten", "from_unconstrained", "largest_change", "parameter_gap", "parameter_gap_of",
+           "parameter_tolerance", "to_tracked", "to_unconstrained", "unflatten", "valid_parameters"]
 
 ACCELERATIONS = ("squarem",)
 _POSITIVE = ("rate", "variance")
@@ -224,8 +224,11 @@ def largest_change(start: np.ndarray, end: np.ndarray) -> float:
     if np.shape(start) != np.shape(end):
         return float("nan")
     with np.errstate(invalid="ignore"):
-        change = np.where(start == end, 0.0, np.abs(end - start) / np.maximum(1.0, np.abs(start)))
-    largest = float(change.max(initial=0.0))  # NaN if a change is NaN, inf if one is inf
+        change = np.abs(end - start)
+        change /= np.maximum(1.0, np.abs(start))
+        largest = float(change.max(initial=0.0))  # NaN if a change is NaN, inf if one is inf
+        if not np.isfinite(largest):  # an equal infinity is no change; any other infinity or NaN is not finite
+            largest = float(np.where(start == end, 0.0, change).max(initial=0.0))
     return largest if np.isfinite(largest) else float("nan")
 
 
@@ -317,31 +320,50 @@ def extrapolate(start: dict, first: dict, second: dict, state: SquaremState) -> 
         The step length used, in ``[-step_max, -1]``.
 
     """
-    names = list(start)
-    x0, x1, x2 = (np.concatenate([np.ravel(p[name]) for name in names]) for p in (start, first, second))
+    layout = [(name, np.shape(value)) for name, value in start.items()]
+    return extrapolate_flat(*(flatten(p) for p in (start, first, second)), state, layout)
+
+
+def flatten(values: dict) -> np.ndarray:
+    """A dict of arrays as one flat array, in the dict's order (the inverse of :func:`unflatten`)."""
+    return np.concatenate([np.ravel(value) for value in values.values()])
+
+
+def unflatten(vector: np.ndarray, layout: list) -> dict:
+    """A flat array back into the arrays of ``layout``, ``[(name, shape), ...]`` (views into ``vector``)."""
+    values, offset = {}, 0
+    for name, shape in layout:
+        size = int(np.prod(shape))
+        values[name] = vector[offset:offset + size].reshape(shape)
+        offset += size
+    return values
+
+
+def extrapolate_flat(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, state: SquaremState,
+                     layout: list) -> tuple[dict | None, float]:
+    """:func:`extrapolate` of the three points as flat arrays (:func:`flatten`) of the arrays of ``layout``."""
     # an infinite entry the steps leave as it is (a Poisson rate at its maximum 0, whose log is -inf) stays;
     # any other that is not finite (an empty component's weight makes every log-ratio of its set NaN) stops it
-    held = np.isinf(x0) & (x0 == x1) & (x1 == x2)
-    kept = x0
-    x0, x1, x2 = (np.where(held, 0.0, x) for x in (x0, x1, x2))
-    if not (np.isfinite(x0).all() and np.isfinite(x1).all() and np.isfinite(x2).all()):
-        return None, float("nan")
+    finite = np.isfinite(x0).all() and np.isfinite(x1).all() and np.isfinite(x2).all()
+    held = None
+    if not finite:
+        held = np.isinf(x0) & (x0 == x1) & (x1 == x2)
+        kept = x0
+        x0, x1, x2 = (np.where(held, 0.0, x) for x in (x0, x1, x2))
+        if not (np.isfinite(x0).all() and np.isfinite(x1).all() and np.isfinite(x2).all()):
+            return None, float("nan")
     r = x1 - x0
     v = x2 - x1 - r
-    r_norm, v_norm = np.linalg.norm(r), np.linalg.norm(v)
+    r_norm, v_norm = np.sqrt(r @ r), np.sqrt(v @ v)
     if not (np.isfinite(r_norm) and np.isfinite(v_norm) and v_norm > 0):
         return None, float("nan")
     alpha = -min(max(r_norm / v_norm, 1.0), state.step_max)
     if alpha == -1.0:
         return None, alpha  # x2 itself
-    vector = np.where(held, kept, x0 - 2.0 * alpha * r + alpha * alpha * v)
-    values, offset = {}, 0
-    for name in names:
-        shape = np.shape(start[name])
-        size = int(np.prod(shape))
-        values[name] = vector[offset:offset + size].reshape(shape)
-        offset += size
-    return from_unconstrained(values), alpha
+    vector = x0 - 2.0 * alpha * r + alpha * alpha * v
+    if held is not None:
+        vector = np.where(held, kept, vector)
+    return from_unconstrained(unflatten(vector, layout)), alpha
 
 
 def valid_parameters(params: dict) -> bool:

@@ -19,7 +19,8 @@ from mixflow.engines.accelerate import (
     SquaremState,
     aitken_gap,
     centred_log_ratios,
-    extrapolate,
+    extrapolate_flat,
+    flatten,
     largest_change,
     observed_rate,
     parameter_gap_of,
@@ -87,6 +88,16 @@ class Point:
     def unconstrained(self) -> dict:
         """``params`` in :func:`~mixflow.engines.accelerate.to_unconstrained` form (SQUAREM's and the stop's)."""
         return to_unconstrained(self.params)
+
+    @cached_property
+    def flat(self) -> np.ndarray:
+        """:attr:`unconstrained` as one flat array (:func:`~mixflow.engines.accelerate.flatten`), SQUAREM's."""
+        return flatten(self.unconstrained)
+
+    @cached_property
+    def tracked(self) -> np.ndarray:
+        """``params`` in :func:`~mixflow.engines.accelerate.to_tracked` form, the stop's."""
+        return to_tracked(self.params, self.unconstrained)
 
     @property
     def irregular(self) -> bool:
@@ -227,6 +238,13 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"})
     log_ratios = centred_log_ratios(stacked["weights"].reshape(groups, size))
     weights = _weights(step.counts.reshape(groups, size), prior, np.stack([active for _, active in batch]))
+    # the flat forms of each set (SQUAREM's, the stop's), as rows: in each set's own order of the parameters
+    flat = _rows(model, {"weights": log_ratios.reshape(-1), **unconstrained}, groups)
+    with np.errstate(divide="ignore"):
+        tracked = {"weights": np.log(stacked["weights"]), **unconstrained}
+    if "rate" in tracked:
+        tracked["rate"] = 2.0 * np.sqrt(np.asarray(stacked["rate"], dtype=float))
+    tracked = _rows(model, tracked, groups)
     points = []
     for index, ((params, active), own_components, own_unconstrained) in enumerate(zip(
             batch, model.unstack_mixtures(components, groups), model.unstack_mixtures(unconstrained, groups),
@@ -237,8 +255,21 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
         point = _point(model, prior, trim, features, params, active, float(step.log_likelihood[index]),
                        following, floored)
         point.__dict__["unconstrained"] = {"weights": log_ratios[index], **own_unconstrained}
+        point.__dict__["flat"], point.__dict__["tracked"] = flat[index], tracked[index]
         points.append(point)
     return points
+
+
+def _rows(model, stacked: dict, groups: int) -> np.ndarray:
+    """Arrays shaped like a stack's parameters as one row per set, (groups, P), each :func:`flatten`'s of its own."""
+    dims = model.parameter_dims()
+    parts = []
+    for name, value in stacked.items():
+        if "component" in dims[name]:  # (..., groups x size, ...) -> (groups, ...) as unstack_mixtures
+            axis = dims[name].index("component")
+            value = np.moveaxis(value.reshape(value.shape[:axis] + (groups, -1) + value.shape[axis + 1:]), axis, 0)
+        parts.append(value.reshape(groups, -1))
+    return np.concatenate(parts, axis=1)
 
 
 def _point(model, prior, trim, features, params: dict, active: np.ndarray, log_likelihood: float, following: dict,
@@ -320,7 +351,7 @@ def _iterations(start: dict, options, total_weight: float):
     # plain EM values, the last parameters (to_tracked) and the largest changes between them (the last
     # _CONFIRM_STEPS + 1: the parameter test reads the last three, the drift the first and last) since the last
     # jump; points of this cycle
-    chain, tracked, moves, cycle = [point.value], to_tracked(point.params, point.unconstrained), [], [point]
+    chain, tracked, moves, cycle = [point.value], point.tracked, [], [point]
     slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
     held = 0  # plain steps still to take before the next jump (see _CONFIRM_STEPS)
     while run.n_iter < options.max_iter:
@@ -329,7 +360,7 @@ def _iterations(start: dict, options, total_weight: float):
         run.n_iter += 1
         run.record(point)
         chain.append(point.value)
-        tracked, previous = to_tracked(point.params, point.unconstrained), tracked
+        tracked, previous = point.tracked, tracked
         moves.append(largest_change(previous, tracked))
         del moves[:-(_CONFIRM_STEPS + 1)]
         # a drift: the largest change has not shrunk over the held steps (a steady one with rounding noise in
@@ -361,7 +392,7 @@ def _iterations(start: dict, options, total_weight: float):
         elif squarem is not None and len(cycle) == 3:
             jumped = yield from _squarem_point(run, cycle, squarem, options.max_iter)
             if jumped is not None:
-                tracked = to_tracked(jumped.params, jumped.unconstrained)
+                tracked = jumped.tracked
                 point, chain, moves = jumped, [jumped.value], []
             cycle = [point]
     if squarem is not None:
@@ -396,7 +427,8 @@ def _squarem_point(run: Run, cycle: list, state: SquaremState, max_iter: int):
     start, first, second = cycle
     if start.irregular or first.irregular:
         return None
-    candidate, alpha = extrapolate(*(p.unconstrained for p in cycle), state)
+    layout = [(name, np.shape(value)) for name, value in start.unconstrained.items()]
+    candidate, alpha = extrapolate_flat(*(p.flat for p in cycle), state, layout)
     if candidate is None:
         state.update(alpha, kept=True)  # the plain step, which stands (a NaN alpha changes nothing)
         return None
