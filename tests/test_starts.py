@@ -100,7 +100,9 @@ def test_closer_unequal_scales_default_reaches_the_sklearn_maximum():
     data = pd.DataFrame({"narrow": narrow, "wide": rng.uniform(-300, 300, 300)})
     reference = _sklearn_best(data.to_numpy(), 3, 10)
     assert reference == pytest.approx(-2229.7464, abs=1e-4)
-    found = [_log_likelihood(mixflow.GaussianMixture(3), data, random_seed=seed) for seed in SEEDS]
+    # seeds 4, 6 and 8 end their starts and small moves at -2229.928: the boundary move of 3/8 of a component
+    # reaches the maximum (its groups are cut 35 points apart, along the narrow feature)
+    found = [_log_likelihood(mixflow.GaussianMixture(3), data, random_seed=seed) for seed in SEEDS + (4, 6, 8)]
     np.testing.assert_allclose(found, reference, rtol=1e-6)  # 0.002 log-likelihood units
 
 

@@ -75,8 +75,10 @@ SHORT_MAX_ITER = 20
 SHORT_TOL = 1e-6
 #: Split-and-merge moves tried per round of the local search, the most promising (Ueda et al.'s C_max)
 SPLIT_MERGE_CANDIDATES = 5
-# the local search's boundary moves hand these fractions of a component's points to a neighbour
-BOUNDARY_FRACTIONS = (1 / 32, 1 / 8)
+# the local search's boundary moves hand these fractions of a component's points to a neighbour: a few points
+# (two maxima that differ on the boundary's points), or much of the component (two maxima that cut overlapping
+# groups at places far apart, which a split along the component's principal axis, often another direction, misses)
+BOUNDARY_FRACTIONS = (1 / 32, 1 / 8, 3 / 8)
 # a component holding less than this many observations' worth of weight is degenerate (empty)
 MIN_COMPONENT_COUNT = 0.5
 
