@@ -367,30 +367,35 @@ def test_map_on_collinear_features_warns_nothing_from_numpy():
     assert np.isfinite(tree["em"].attrs["log_posterior"])
 
 
-def test_components_with_the_same_parameters_are_found_for_every_family_and_none_are_invented():
-    """duplicate_components: pairs equal to 1e-3 in every unconstrained entry; a shared parameter plays no part."""
+def test_components_with_proportional_densities_are_found_and_none_are_invented():
+    """duplicate_components: the log densities' difference the same on every row to 1e-3; no scale enters."""
     from mixflow.engines.em import duplicate_components
 
-    covariance = np.array([[[1.0, 0.3], [0.3, 2.0]], [[0.5, 0.0], [0.0, 0.5]], [[1.0, 0.3], [0.3, 2.0]]])
-    mu = np.array([[0.0, 1.0], [3.0, 3.0], [0.0, 1.0]])
-    weights = np.array([0.2, 0.5, 0.3])
-    full = mixflow.GaussianMixture(3)
-    assert duplicate_components(full, {"weights": weights, "mu": mu, "covariance": covariance}, ["a", "b"]) == [(0, 2)]
-    apart = mu.copy()
-    apart[2, 1] += 2e-3  # a mean 2e-3 sd away: not the same
-    assert duplicate_components(full, {"weights": weights, "mu": apart, "covariance": covariance}, ["a", "b"]) == []
-    wider = covariance.copy()
-    wider[2] *= 1.01  # variances 1% larger: 0.005 on the log scale
-    assert duplicate_components(full, {"weights": weights, "mu": mu, "covariance": wider}, ["a", "b"]) == []
-    tied, shared = mixflow.GaussianMixture(3, covariance="tied"), covariance[1]
-    assert duplicate_components(tied, {"weights": weights, "mu": apart, "covariance": shared}, ["a", "b"]) == []
-    assert duplicate_components(tied, {"weights": weights, "mu": mu, "covariance": shared}, ["a", "b"]) == [(0, 2)]
-    poisson = mixflow.PoissonMixture(3)
-    assert duplicate_components(poisson, {"weights": weights, "rate": np.array([0.0, 2.0, 0.0])}, ["y"]) == [(0, 2)]
-    assert duplicate_components(poisson, {"weights": weights, "rate": np.array([0.0, 2.0, 1e-9])}, ["y"]) == []
-    regression = mixflow.RegressionMixture(2, "y ~ x")
-    lines = {"weights": np.array([0.5, 0.5]), "coefficients": np.array([[1.0, 2.0], [1.0, 2.0]]),
-             "variance": np.array([0.5, 0.5])}
-    assert duplicate_components(regression, lines, ["y"]) == [(0, 1)]
-    lines["coefficients"] = np.array([[1.0, 2.0], [1.0, -2.0]])
-    assert duplicate_components(regression, lines, ["y"]) == []
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2))
+    covariance = np.array([[1.0, 0.3], [0.3, 2.0]])
+
+    def gaussian(means, covariances, weights, points=x):
+        return np.column_stack([np.log(w) + st.multivariate_normal(m, c).logpdf(points)
+                                for m, c, w in zip(means, covariances, weights, strict=True)])
+
+    weights, ones = np.ones(200), [0.2, 0.5, 0.3]
+    same = gaussian([[0, 1], [3, 3], [0, 1]], [covariance, np.eye(2), covariance], ones)
+    assert duplicate_components(same, weights) == [(0, 2)]
+    apart = gaussian([[0, 1], [3, 3], [0, 1.01]], [covariance, np.eye(2), covariance], ones)
+    assert duplicate_components(apart, weights) == []  # a mean 0.01 sd away moves the ratio by more than 1e-3
+    assert duplicate_components(apart, np.where(np.arange(200) < 100, 0.0, 1.0)) == []  # half the rows weigh 0
+    assert duplicate_components(np.where(np.arange(200)[:, None] < 100, apart, same), np.where(
+        np.arange(200) < 100, 0.0, 1.0)) == [(0, 2)]  # rows of weight 0 are no data
+    # two tight groups 3e-4 apart (a few of their own sds, 1e-4), however small that is on the data's scale
+    tight = np.concatenate([rng.normal(0.0, 1e-4, (50, 2)), rng.normal(3e-4, 1e-4, (50, 2))])
+    small = np.eye(2) * 1e-8
+    assert duplicate_components(gaussian([[0, 0], [3e-4, 3e-4]], [small, small], [0.5, 0.5], tight),
+                                np.ones(100)) == []
+    # Poisson: two components with rate 0 have density 1 at the zeros and 0 elsewhere (rows that tell nothing)
+    counts = np.arange(6)
+    poisson = np.column_stack([np.log(w) + st.poisson(r).logpmf(counts) for r, w in zip([0.0, 2.0, 0.0], ones,
+                                                                                          strict=True)])
+    assert duplicate_components(poisson, np.ones(6)) == [(0, 2)]
+    poisson[1:, 2] = st.poisson(1e-9).logpmf(counts[1:])  # a rate above 0: a density on the other counts
+    assert duplicate_components(poisson, np.ones(6)) == []

@@ -13,7 +13,6 @@ from functools import partial
 
 import numpy as np
 
-from mixflow.engines.accelerate import to_unconstrained
 from mixflow.engines.em_run import (
     CONVERGENCE_CRITERION,
     PARAMETER_CRITERION,
@@ -69,9 +68,8 @@ TRANSFER_ROUNDS = 6  # rounds of the local search after the continuation of init
 TRANSFER_CONTINUED = 3  # local moves continued to convergence per round, the best after their short runs
 SPLIT_MERGE_CONTINUED = 1  # split-and-merge moves continued to convergence per round, beside the local ones
 TRANSFER = "transfer"  # the start of a run the local search kept
-#: Two components whose parameters (the weights aside) differ by less than this in every entry of their
-#: unconstrained form (working units: means in sds, dispersions and rates on the log scale), relative to
-#: ``max(1, |value|)``, are one component in two parts (:func:`duplicate_components`)
+#: Two components whose log densities differ by the same amount on every row, to this, are one component in
+#: two parts (:func:`duplicate_components`): their responsibilities' ratio never moves by more than 0.1%
 _DUPLICATE_WITHIN = 1e-3
 
 
@@ -198,7 +196,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
             runs, continued, names = _transfer_search(
                 runs, continued, names, tier, partial(_moved_starts, model, sample, prior_used, rows),
                 partial(_partition, model, sample, rows), together, options, agreed,
-                partial(duplicate_components, model, features=data.features))
+                lambda params: duplicate_components(_log_joint(model, params, sample, rows), sample.weights))
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
         runs = together([(maximisation_step(model, step, prepared, prior_used, active)[0], options)
@@ -565,29 +563,31 @@ def _check_some_finite(finals: np.ndarray) -> None:
                      "units, or give init=... parameters")
 
 
-def duplicate_components(model, params: dict, features) -> list[tuple[int, int]]:
-    """Pairs ``(i, j)``, ``i < j``, of components with the same parameters: one component in two parts.
+def duplicate_components(log_joint: np.ndarray, weights: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, of components whose densities are proportional on the data: one in two parts.
 
-    The same to :data:`_DUPLICATE_WITHIN` in every entry of their unconstrained form (weights aside; a
-    parameter the components share, a tied covariance, plays no part). EM keeps such a pair together: the
-    responsibilities split the points between them in a fixed proportion, so the fit is one of fewer components
-    and its likelihood theirs.
+    ``log p_i(x_n) - log p_j(x_n)`` is the same for every row of positive weight to :data:`_DUPLICATE_WITHIN`
+    (rows where both densities are 0 tell nothing). EM keeps such a pair together: the responsibilities split
+    the points between them in a fixed proportion, so the fit is one of fewer components and its likelihood
+    theirs. The test is on the fit's densities, not its parameters, so it has no scale: two tight groups a few
+    of their own sds apart, far from the rest, differ on their rows however close their means are.
+
+    Parameters
+    ----------
+    log_joint : ndarray of shape (n, K)
+        ``log w_k + log p_k(x_n)`` (or the log responsibilities: they differ by a term per row).
+    weights : ndarray of shape (n,)
+        Frequency weights.
+
     """
-    dims = model.parameter_dims(features)
-    k = np.size(params["weights"])
-    values = to_unconstrained({name: value for name, value in params.items()
-                               if name != "weights" and "component" in dims[name]})
-    if not values:
-        return []
-    rows = np.concatenate([np.moveaxis(value, dims[name].index("component"), 0).reshape(k, -1)
-                           for name, value in values.items()], axis=1)
+    rows = log_joint[weights > 0]
     pairs = []
-    for i in range(k):
-        for j in range(i + 1, k):
+    for i in range(rows.shape[1]):
+        for j in range(i + 1, rows.shape[1]):
+            both_zero = np.isneginf(rows[:, i]) & np.isneginf(rows[:, j])
             with np.errstate(invalid="ignore"):
-                change = np.where(rows[i] == rows[j], 0.0,
-                                  np.abs(rows[j] - rows[i]) / np.maximum(1.0, np.abs(rows[i])))
-            if change.max(initial=0.0) < _DUPLICATE_WITHIN:  # a NaN difference is not the same
+                gap = rows[~both_zero, i] - rows[~both_zero, j]
+            if gap.size and np.isfinite(gap).all() and np.ptp(gap) < _DUPLICATE_WITHIN:
                 pairs.append((i, j))
     return pairs
 
@@ -789,8 +789,10 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     positions = [int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active]
     collapsed = sorted(c for c in positions if c not in empty)
     _warn_about(best, options, model, collapsed, total)
-    # empty components have no parameters of their own to compare
-    duplicates = [(i, j) for i, j in duplicate_components(model, params, features) if i not in empty and j not in empty]
+    with np.errstate(divide="ignore"):  # resp's rows: the sample's, on chunked data
+        duplicates = [(i, j) for i, j in duplicate_components(np.log(resp), (prepared if sample is prepared
+                                                                              else sample).weights)
+                      if i not in empty and j not in empty]  # an empty component has no density to compare
     _warn_duplicates(duplicates, active.size)
     degenerate = bool(restarts["degenerate"][best_index])
     spurious = [] if degenerate or options.map else model.spurious_components(params, total)
