@@ -76,6 +76,21 @@ def test_standard_errors_of_one_gaussian_match_the_closed_form():
     assert errors["weights"].item() == 0.0
 
 
+@pytest.mark.parametrize("method", ["em", "map"])
+def test_standard_errors_of_scaled_data_are_the_errors_moved(method):
+    """X -> c X: the means' errors times c, the covariances' times c^2, the weights' the same, to 1e-5 (the
+    numerical Hessian's own precision), for c from 1e-4 to 1e4 (the Hessian is taken in standardised units)."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal([0.0, 0.0], [1.0, 0.5], (150, 2)), rng.normal([3.0, 1.0], [0.7, 1.0], (100, 2))])
+    reference = standard_errors(mixflow.fit(mixflow.GaussianMixture(2), x, method=method, random_seed=0))
+    assert np.isfinite(reference["mu"].values).all()
+    for c in (1e-4, 1e4):
+        errors = standard_errors(mixflow.fit(mixflow.GaussianMixture(2), c * x, method=method, random_seed=0))
+        np.testing.assert_allclose(errors["mu"].values, c * reference["mu"].values, rtol=1e-5)
+        np.testing.assert_allclose(errors["covariance"].values, c**2 * reference["covariance"].values, rtol=1e-5)
+        np.testing.assert_allclose(errors["weights"].values, reference["weights"].values, rtol=1e-5)
+
+
 def test_standard_errors_agree_with_the_bootstrap_on_simulated_data():
     rng = np.random.default_rng(11)
     n = 600

@@ -2,7 +2,9 @@
 
 The numerical Hessian of the log-likelihood (of the log posterior density for a MAP fit) in an
 unconstrained parameterisation (weights as log-ratios, covariances by their log-Cholesky factor,
-variances and rates by their logarithm) is inverted and mapped back by the delta method.
+variances and rates by their logarithm) of the family's working (standardised) units is inverted and
+mapped back to the parameters in data units by the delta method: the errors of ``c * X`` are those of
+``X`` moved, as the estimate is.
 """
 
 import warnings
@@ -74,15 +76,15 @@ def _unpack(theta: np.ndarray, layout: list) -> dict:
     return params
 
 
-def _objective_function(model, data: Data, maximum_a_posteriori: bool):
+def _objective_function(model, data: Data, prepared, maximum_a_posteriori: bool):
+    """The objective of parameters in ``prepared``'s working units (EM's: its log-likelihood and prior)."""
     from mixflow.engines.em_steps import objective
 
-    prepared = model.prepare(data)
-    prior = model.resolve_prior(prepared) if maximum_a_posteriori else None
+    prior = model.working_prior(prepared) if maximum_a_posteriori else None
     active = np.arange(model.n_components)
 
     def value(params: dict) -> float:
-        log_likelihood = float(prepared.weights @ e_step(model, params, prepared, data.n_features)[1])
+        log_likelihood = float(prepared.weights @ e_step(model, params, prepared, data.n_features, working=True)[1])
         return objective(model, params, log_likelihood, prior, active)
 
     return value
@@ -155,9 +157,13 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
         theta, layout = _pack(estimate)
         reason = _undefined_reason(tree, estimate, theta.size, max_parameters)
     if reason is None:
+        # the Hessian in the family's working units (standardised), where the parameters are of order one and one
+        # relative step suits them all, whatever the data's units; the delta method then maps to data units
         data = observed_data(tree)
         model = fitted_model(tree, estimate["weights"].size)
-        value = _objective_function(model, data, tree["em"].attrs.get("method") == "map")
+        prepared = model.prepare(data)
+        value = _objective_function(model, data, prepared, tree["em"].attrs.get("method") == "map")
+        theta, layout = _pack(model.to_working(estimate, prepared))
         hessian = _hessian(lambda t: value(_unpack(t, layout)), theta)
         try:
             factor = np.linalg.cholesky(-hessian)
@@ -172,7 +178,8 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
     covariance = inverse_factor.T @ inverse_factor
 
     def natural(t):
-        return np.concatenate([v.ravel() for v in _unpack(t, layout).values()])
+        params = model.to_data(_unpack(t, layout), prepared)
+        return np.concatenate([np.ravel(params[name]) for name in estimate])
 
     jacobian = _jacobian(natural, theta)
     variances = np.einsum("ij,jk,ik->i", jacobian, covariance, jacobian)
