@@ -134,3 +134,20 @@ def test_container_repr_falls_back_to_xarrays_when_describing_fails(tree, monkey
     monkeypatch.setattr(container_tree, "_DESCRIBER", [broken])
     assert repr(tree) == xr.DataTree.__repr__(tree)
     assert tree._repr_html_().startswith("<div><svg") and "xarray view" not in tree._repr_html_()
+
+
+def test_standard_errors_that_are_not_defined_are_said_with_their_reason():
+    """A fit of more free parameters than the observed information is computed for: the summary, the report's
+    findings and compare's attrs say that the EM errors are missing and why, rather than showing none."""
+    from mixflow.present.report.cards import diagnostics
+
+    x = np.random.default_rng(0).normal(size=(200, 12))
+    tree = mixflow.fit(mixflow.GaussianMixture(3), x, random_seed=0, n_init=1, init="kmeans")
+    table = mixflow.compare(tree)
+    reason = "272 free parameters exceed max_parameters=200"
+    assert table.attrs["em_standard_errors_undefined"] == reason and table["sd"].isna().all()
+    text = mixflow.summary(tree, kind="text")
+    assert f"EM: no standard errors: {reason}" in text and "warnings: none" not in text
+    assert any(reason in finding for _, finding in diagnostics(tree, table))
+    defined = mixflow.compare(mixflow.fit(mixflow.GaussianMixture(2), x[:, :2], random_seed=0))
+    assert defined.attrs["em_standard_errors_undefined"] == ""

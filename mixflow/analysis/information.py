@@ -143,7 +143,8 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
     -------
     xarray.Dataset
         Same variables, dims and coordinates as ``/em/estimate``. The weights' errors respect the
-        sum-to-one constraint; symmetric matrices have equal errors in (i, j) and (j, i).
+        sum-to-one constraint; symmetric matrices have equal errors in (i, j) and (j, i). Where they are not
+        defined, every error is NaN and ``attrs["undefined"]`` says why.
 
     """
     check_tree(tree)
@@ -173,6 +174,7 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
         if warn:
             warnings.warn(f"standard errors from the observed information are not defined: {reason}; "
                           "use mixflow.bootstrap instead", MixflowWarning, stacklevel=2)
+        nan.attrs["undefined"] = reason
         return nan
     inverse_factor = np.linalg.inv(factor)
     covariance = inverse_factor.T @ inverse_factor

@@ -145,11 +145,15 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
              f"{len(features)} feature(s) {features}" + (", frequency weights" if "weights" in observed else "")
              + f"; random_seed {tree.attrs.get('random_seed')}"]
     methods = available_methods(tree)
+    table = summary_table(tree, ci_prob=ci_prob, ci_kind=ci_kind) if methods else None
     warnings = []
     for method in methods:
         line, found = _METHOD_LINES[method](tree)
         lines.append(f"{METHOD_LABELS[method]}: {line}")
         warnings += [f"{METHOD_LABELS[method]}: {text}" for text in found]
+    undefined = table.attrs.get("em_standard_errors_undefined") if table is not None else None
+    if undefined:
+        warnings.append(f"{METHOD_LABELS['em']}: no standard errors: {undefined} (mixflow.bootstrap gives them)")
     recorded = _run_warnings(tree)
     lines.append("warnings: " + ("none" if not warnings and not recorded else ""))
     lines += [f"  - {text}" for text in warnings]
@@ -159,7 +163,7 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
                      "run.log list them all)")
     lines += _reference_line(tree)
     if methods:
-        lines += ["", *_estimates_text(summary_table(tree, ci_prob=ci_prob, ci_kind=ci_kind), ParameterUnits(tree))]
+        lines += ["", *_estimates_text(table, ParameterUnits(tree))]
     return "\n".join(lines)
 
 
