@@ -381,6 +381,10 @@ def test_a_unimodal_posterior_is_one_mode_and_left_as_it_was(map_fit):
     assert result["attrs"]["n_modes"] == 1 and "stacked/posterior" not in result["groups"]
     modes = result["groups"]["modes"]["variables"]
     assert modes["chain_mode"][1].tolist() == [0, 0, 0, 0] and modes["weight"][1].tolist() == [1.0]
+    # the one mode's LOO is the model's, recorded with its Pareto shapes, and its reliability read from them
+    k, threshold = modes["max_pareto_k"][1][0], modes["pareto_k_threshold"][1][0]
+    assert np.isfinite([k, threshold]).all() and modes["loo_reliable"][1][0] == (k <= threshold)
+    assert modes["elpd_loo"][1][0] == pytest.approx(modes["lpd_loo"][1][:, 0].sum(), rel=1e-12)
     aligned = result["groups"]["posterior"]["variables"]
     raw = xr.Dataset(coords={"chain": result["coords"]["chain"], "draw": result["coords"]["draw"],
                              "component": [0, 1], "feature": data.features, "feature_": data.features})

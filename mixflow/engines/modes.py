@@ -181,10 +181,8 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the mode) (mode), the
         posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights`` (mode, component))
         and ``lpd_loo`` (obs, mode); attrs ``n_modes``, ``em_mode`` (-1: none) and ``dominant_mode`` (-1:
-        none has weight above :data:`DOMINANT_WEIGHT`). With one mode its weight is 1, ``loo_reliable`` is
-        True and ``lpd_loo``, ``elpd_loo``, ``max_pareto_k`` and ``pareto_k_threshold`` are NaN: LOO serves
-        only the stacking (the model's own LOO is :func:`mixflow.analysis.select.loo_table`'s, from the
-        pointwise log-likelihood).
+        none has weight above :data:`DOMINANT_WEIGHT`). With one mode its weight is 1 (nothing to stack), and its
+        LOO is the model's (as ArviZ's ``loo`` of the draws gives it).
     """
     n_modes = int(chain_mode.max()) + 1
     lpd = np.full((data.n_obs, n_modes), np.nan)
@@ -196,13 +194,13 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         sds.append({name: posterior[name].std(("chain", "draw")).values for name in posterior.data_vars})
         row = {"n_chains": chains.size, "n_draws": chains.size * posterior.sizes["draw"],
                "max_pareto_k": np.nan, "pareto_k_threshold": np.nan}
-        if n_modes > 1:  # one mode's weight is 1 whatever its densities: no LOO to stack by
-            lpd[:, mode], row["max_pareto_k"], row["pareto_k_threshold"] = loo_pointwise(
-                log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
+        # one mode's weight is 1 whatever its densities, but its LOO is still the model's, and is recorded
+        lpd[:, mode], row["max_pareto_k"], row["pareto_k_threshold"] = loo_pointwise(
+            log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
         row.update(_at_mean(model, data, means[-1]))
         row["max_rhat"], row["min_ess_bulk"], row["min_ess_tail"] = extremes(convergence(posterior))
         # NaN comparisons are False: a mode without PSIS (too few draws) has no reliable LOO
-        row["loo_reliable"] = n_modes == 1 or bool(row["max_pareto_k"] <= row["pareto_k_threshold"])
+        row["loo_reliable"] = bool(row["max_pareto_k"] <= row["pareto_k_threshold"])
         row["ess_reliable"] = bool(row["min_ess_bulk"] >= ESS_PER_CHAIN_MIN * chains.size)
         rows.append(row)
     stats = {key: np.array([row[key] for row in rows]) for key in rows[0]}
