@@ -151,3 +151,17 @@ def test_standard_errors_that_are_not_defined_are_said_with_their_reason():
     assert any(reason in finding for _, finding in diagnostics(tree, table))
     defined = mixflow.compare(mixflow.fit(mixflow.GaussianMixture(2), x[:, :2], random_seed=0))
     assert defined.attrs["em_standard_errors_undefined"] == ""
+
+
+def test_degenerate_restarts_set_aside_are_said():
+    """A binary feature lets restarts collapse onto it (a higher, unbounded likelihood): the best sound fit is
+    returned, and the summary and the report's fit card say how many restarts were set aside."""
+    from sklearn.datasets import load_diabetes
+
+    from mixflow.present.report.cards import _em_rows
+
+    tree = mixflow.fit(mixflow.GaussianMixture(3), load_diabetes(as_frame=True).data, random_seed=0)
+    attrs = tree["em"].attrs
+    assert attrs["n_degenerate_restarts"] > 0 and not attrs["degenerate"]
+    assert f"{attrs['n_degenerate_restarts']} degenerate restart(s)" in mixflow.summary(tree, kind="text")
+    assert dict(_em_rows(attrs))["restarts set aside"].startswith(f"{attrs['n_degenerate_restarts']} degenerate")
