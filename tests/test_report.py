@@ -240,3 +240,35 @@ def _chain_offset(posterior, size):
 def test_the_label_agreement_table_has_no_stray_header_row(tmp_path, full):
     text = report(full, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "method_" not in text
+
+
+def test_a_choice_of_k_fit_that_differs_from_the_reported_fit_of_its_k_is_a_finding(full):
+    """Each K's fit in a choice of K has its own seed: where its log-likelihood is not this fit's (several maxima,
+    or runs stopped at max_iter), the report says so; a table of another EM method, or without its record of
+    the method (read from a file), is not compared."""
+    from mixflow.present.report.cards import selection_findings
+
+    k, value = int(full["em/estimate"].sizes["component"]), float(full["em"].attrs["log_likelihood"])
+    method = {"mle": "em", "map": "map"}[full["em"].attrs["method"]]
+    selection = pd.DataFrame({"log_likelihood": [value - 50.0, value]}, index=pd.Index([k - 1, k], name="k"))
+    selection.attrs["methods"] = [method]
+    assert selection_findings(selection, full) == []
+    selection.loc[k, "log_likelihood"] = value - 13.0
+    [(level, text)] = selection_findings(selection, full)
+    assert level == "warn" and text.startswith(f"Choice of K, K={k}: its fit there reached log-likelihood "
+                                               f"{value - 13.0:.6g}, this fit {value:.6g}")
+    selection.attrs["methods"] = ["map" if method == "em" else "em"]
+    assert selection_findings(selection, full) == []
+    selection.attrs.clear()
+    assert selection_findings(selection, full) == []
+
+
+def test_an_r_hat_above_the_threshold_is_never_printed_as_the_threshold():
+    """1.0104 is flagged; written 1.010 it would read '1.010 > 1.01': it keeps the decimals that show it above."""
+    from mixflow.engines.sampling_diagnostics import format_rhat
+    from mixflow.present.report.cards import selection_findings
+
+    assert [format_rhat(v) for v in (1.0104, 1.01, 1.0, 1.05, 1.0100004)] == ["1.0104", "1.010", "1.000", "1.050",
+                                                                              "1.010000"]
+    selection = pd.DataFrame({"max_rhat": [1.0104]}, index=pd.Index([2], name="k"))
+    assert selection_findings(selection) == [("warn", "Choice of K, K=2, NUTS: max R-hat 1.0104 > 1.01.")]

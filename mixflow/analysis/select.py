@@ -28,6 +28,7 @@ from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
 from mixflow.container.read import frequency_weights, has_group
 from mixflow.data import Data, validate_data
 from mixflow.engines.em_steps import e_step
+from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.parallel import default_jobs, parallel_map
@@ -568,8 +569,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             modes = f"{diagnostics[k]['n_modes']} modes, " if diagnostics[k]["n_modes"] > 1 else ""
             modes += _crossing_chains(fits[("mcmc", k)])
             progress(f"K={k}, NUTS: {modes}{diagnostics[k]['divergences']} divergence(s), worst R-hat "
-                     f"{diagnostics[k]['max_rhat']:.3f}, smallest bulk / tail ESS {diagnostics[k]['min_ess_bulk']:.0f}"
-                     f" / {diagnostics[k]['min_ess_tail']:.0f}")
+                     f"{format_rhat(diagnostics[k]['max_rhat'])}, smallest bulk / tail ESS "
+                     f"{diagnostics[k]['min_ess_bulk']:.0f} / {diagnostics[k]['min_ess_tail']:.0f}")
         mcmc_table = pd.DataFrame.from_dict(diagnostics, orient="index")
         table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}).join(mcmc_table), how="outer")
     _summarise(table, methods, seed)

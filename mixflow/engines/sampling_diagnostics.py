@@ -21,12 +21,25 @@ from mixflow.engines.mode_rule import (
 )
 from mixflow.warnings import SamplingWarning
 
-__all__ = ["RHAT_MAX", "diagnose", "record_crossings"]
+__all__ = ["RHAT_MAX", "diagnose", "format_rhat", "record_crossings"]
 
 #: R-hat above this flags a parameter whose chains disagree (Vehtari et al. 2021).
 RHAT_MAX = 1.01
 #: At most this many flagged entries are named in the warning.
 _MAX_NAMED = 6
+
+
+def format_rhat(value: float) -> str:
+    """An R-hat to 3 decimals, or as many more (up to 6) as show it above :data:`RHAT_MAX` when it is.
+
+    1.0104 is flagged, and "1.010 > 1.01" would read as false: it is written 1.0104.
+    """
+    value = float(value)
+    for decimals in range(3, 7):
+        text = f"{value:.{decimals}f}"
+        if not value > RHAT_MAX or float(text) > RHAT_MAX:
+            return text
+    return text
 
 
 def record_crossings(modes: dict, aligned: dict) -> None:
@@ -109,7 +122,7 @@ def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, cr
     text = (f"the chains fall into 1 mode (chains {listed}) and disagree within it" if n_modes == 1 else
             f"chains {listed} of mode {mode} disagree")
     if mode_rhat is not None:
-        text += f": R-hat {float(mode_rhat[mode]):.3f}"
+        text += f": R-hat {format_rhat(mode_rhat[mode])}"
     crossing = chains[np.asarray(crosses, dtype=bool)[chains]] if crosses is not None else np.empty(0, int)
     if crossing.size:
         which = ("every chain crosses between places that its" if crossing.size == chains.size else

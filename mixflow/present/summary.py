@@ -27,6 +27,7 @@ from mixflow.container.layout import (
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
 from mixflow.engines.modes import CROSSING_WINDOW, describe_modes, mode_caveats
+from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -247,9 +248,10 @@ def _bootstrap_line(tree) -> tuple[str, list[str]]:
 
 def _mcmc_line(tree) -> tuple[str, list[str]]:
     attrs = tree[MCMC].attrs
-    rhat = f"max R-hat {attrs.get('max_rhat', float('nan')):.3f}"
+    rhat = f"max R-hat {format_rhat(attrs.get('max_rhat', float('nan')))}"
     if int(attrs.get("n_modes", 1)) > 1 and "max_rhat_all_chains" in attrs:  # max_rhat and min_ess_* are within
-        rhat = f"max R-hat within modes {attrs['max_rhat']:.3f} (over all chains {attrs['max_rhat_all_chains']:.3f})"
+        rhat = (f"max R-hat within modes {format_rhat(attrs['max_rhat'])} (over all chains "
+                f"{format_rhat(attrs['max_rhat_all_chains'])})")
     line = (f"{attrs.get('sampler')}, {attrs.get('chains')} chains x {attrs.get('draws')} draws; {rhat}, min ESS "
             f"bulk {attrs.get('min_ess_bulk', float('nan')):.0f} / tail {attrs.get('min_ess_tail', float('nan')):.0f}"
             f", {attrs.get('n_divergences', 0)} divergences")

@@ -12,6 +12,7 @@ import numpy as np
 from mixflow.atomic import atomic_write
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
+from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError, Interrupted
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
@@ -98,7 +99,7 @@ def mcmc_result(attrs) -> str:
     return (f"{attrs.get('chains', '?')} chains x {attrs.get('draws', '?')} draws in "
             f"{attrs.get('wall_time', 0):.1f} s, "
             f"{attrs.get('n_divergences', 0)} divergence(s), worst R-hat "
-            + ("n/a (one chain)" if rhat != rhat else f"{rhat:.3f}")
+            + ("n/a (one chain)" if rhat != rhat else format_rhat(rhat))
             + f", smallest bulk ESS {attrs.get('min_ess_bulk', float('nan')):.0f}")
 
 

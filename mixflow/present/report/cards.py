@@ -13,6 +13,7 @@ import pandas as pd
 from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS, MCMC, RUN_WARNINGS, group
 from mixflow.container.read import available_methods, has_group
 from mixflow.engines.modes import CROSSING_WINDOW
+from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.present.compare import METHOD_LABELS, element_columns
 
 __all__ = ["card", "diagnostics", "duration", "fit_summaries", "key_values", "provenance_rows", "run_warnings",
@@ -134,12 +135,12 @@ def _mcmc_rows(tree) -> list[tuple[str, object]]:
     if "wall_time" in attrs:
         rows.append(("wall time", duration(attrs["wall_time"]) + " (compilation and sampling)"))
     if "max R-hat within modes" in summary:  # the figure the warnings judge by, then the modes' distance
-        rows.append(("worst R-hat within a mode", f"{summary['max R-hat within modes']:.3f}"))
+        rows.append(("worst R-hat within a mode", format_rhat(summary['max R-hat within modes'])))
         if "max R-hat over all chains" in summary:
             rows.append(("worst R-hat over all chains (the modes apart)",
-                         f"{summary['max R-hat over all chains']:.3f}"))
+                         format_rhat(summary['max R-hat over all chains'])))
     elif "max R-hat" in summary:
-        rows.append(("worst R-hat", f"{summary['max R-hat']:.3f}"))
+        rows.append(("worst R-hat", format_rhat(summary['max R-hat'])))
     rows += [("smallest ESS (bulk / tail)", f"{summary['min bulk ESS']:.0f} / {summary['min tail ESS']:.0f}"),
              ("divergences", summary.get("divergences", 0))]
     if attrs.get("n_relabelled_draws", 0):
@@ -226,11 +227,28 @@ def run_warnings(tree) -> list[tuple[str, str]]:
             for w in recorded]
 
 
-def selection_findings(selection: pd.DataFrame | None) -> list[tuple[str, str]]:
-    """Problems of the fits behind a choice-of-K table, one finding per K and method."""
+def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[str, str]]:
+    """Problems of the fits behind a choice-of-K table, one finding per K and method.
+
+    With the result ``tree`` (an EM fit of one of the table's K), also whether the table's fit of that K reached
+    the same log-likelihood: each K of the choice has its own seed, and where EM's maximum depends on the start
+    (several maxima, or a run stopped at ``max_iter``) the two differ, which the report must say.
+    """
     if selection is None:
         return []
     findings = []
+    method = {"mle": "em", "map": "map"}.get(tree["em"].attrs.get("method")) if tree is not None and \
+        "em" in tree.children else None
+    # the table's own record of its EM method (select_k's attrs): a table read from a file has none
+    if method in selection.attrs.get("methods", ()) and "log_likelihood" in selection:
+        k = int(tree["em/estimate"].sizes["component"])
+        fitted = float(tree["em"].attrs["log_likelihood"])
+        listed = float(selection["log_likelihood"].get(k, np.nan))
+        if np.isfinite(listed) and abs(listed - fitted) > 1e-6 * max(1.0, abs(fitted)):
+            findings.append(("warn", f"Choice of K, K={k}: its fit there reached log-likelihood {listed:.6g}, this "
+                                     f"fit {fitted:.6g}; each K's fit has its own seed, and EM's maximum depends on "
+                                     "the start here (several maxima, or a run stopped at max_iter): more starts "
+                                     "(n_init) or iterations (max_iter) make them agree."))
     for k, row in selection.iterrows():
         em = []
         if "converged" in row and pd.notna(row["converged"]) and not bool(row["converged"]):
@@ -243,7 +261,7 @@ def selection_findings(selection: pd.DataFrame | None) -> list[tuple[str, str]]:
             findings.append(("bad", f"Choice of K, K={k}, EM: {' and '.join(em)}; its criteria are unreliable."))
         nuts = []
         if pd.notna(row.get("max_rhat", np.nan)) and row["max_rhat"] > 1.01:
-            nuts.append(f"max R-hat {row['max_rhat']:.3f} > 1.01")
+            nuts.append(f"max R-hat {format_rhat(row['max_rhat'])} > {RHAT_MAX}")
         for column, label in (("min_ess_bulk", "bulk"), ("min_ess_tail", "tail")):
             if pd.notna(row.get(column, np.nan)) and row[column] < 400:
                 nuts.append(f"min {label} ESS {row[column]:.0f} < 400")
@@ -293,10 +311,11 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
                                  "per-mode summaries and the draws stacked over modes answer, not the mean over "
                                  "all chains."))
         if summary["max R-hat within modes"] > 1.01:
-            findings.append(("bad", f"MCMC: max R-hat within a mode {summary['max R-hat within modes']:.3f} > 1.01: "
-                                    "chains of one mode disagree." + crossing))
+            worst = format_rhat(summary["max R-hat within modes"])
+            findings.append(("bad", f"MCMC: max R-hat within a mode {worst} > 1.01: chains of one mode disagree."
+                                    + crossing))
     elif summary.get("max R-hat", 1.0) > 1.01:
-        findings.append(("bad", f"MCMC: max R-hat {summary['max R-hat']:.3f} > 1.01: chains disagree "
+        findings.append(("bad", f"MCMC: max R-hat {format_rhat(summary['max R-hat'])} > 1.01: chains disagree "
                                 + ("(they fall into 1 mode)." + crossing if crossing else
                                    "(non-convergence or label switching).")))
     if summary.get("min bulk ESS", np.inf) < 400:

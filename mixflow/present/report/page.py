@@ -570,7 +570,7 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         modes_html, modes_problems = _modes_section(tree)
     plot_problems += modes_problems
     raised = [str(w.message) for w in caught if issubclass(w.category, MixflowWarning)]
-    findings = [f for f in diagnostics(tree, table) if f[0] != "ok"] + selection_findings(selection)
+    findings = [f for f in diagnostics(tree, table) if f[0] != "ok"] + selection_findings(selection, tree)
     findings += [("warn", message) for message in plot_problems + raised]
     findings += run_warnings(tree)
     findings = findings or [("ok", "No problems found.")]
