@@ -93,6 +93,13 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("n_components = {from = 1, to = 3}", "n_components = 500"),
      r"flow.toml:10: \[\[models\]\] #1 n_components: expected values between 1 and the number of observations "
      r"\(82\), got \[500\]"),
+    (("n_components = {from = 1, to = 3}", "n_components = {from = 1, to = 1000000}"),
+     r"flow.toml:10: \[\[models\]\] #1 n_components: expected values between 1 and the number of observations "
+     r"\(82\), got from=1, to=1000000$"),
+    (("n_components = {from = 1, to = 3}", "n_components = {from = 4, to = 1}"),
+     r"flow.toml:10: \[\[models\]\] #1 n_components: expected \{from = a, to = b\} with a <= b, got from=4 > to=1$"),
+    (("dataset = \"galaxies\"", "dataset = \"galaxies\"\ncolumns = []"),
+     r"flow.toml:7: \[data\] columns: expected at least one column of the data \['velocity'\], got an empty list$"),
     (("n_init = 2", "n_init = \"two\""), r"flow.toml:15: \[methods.em\] n_init: expected int, got str 'two'"),
     (("n_init = 2", "n_inits = 2"), r"flow.toml:15: \[methods.em\]: unknown key\(s\) \['n_inits'\]"),
     (("[methods.em]", "[methods.gibbs]"), r"flow.toml:13: \[methods\]: unknown method\(s\) \['gibbs'\]"),

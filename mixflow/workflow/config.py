@@ -201,10 +201,7 @@ def _read_data(table: dict, base: Path, loc: _Locator):
         columns = table.get("columns", [str(c) for c, dtype in frame.dtypes.items()
                                         if pd.api.types.is_numeric_dtype(dtype) and c != table.get("weights")])
         _expect(columns, list, "[data] columns", "columns", loc, "data")
-        missing = [c for c in columns if not isinstance(c, str) or c not in frame.columns]
-        if missing or not columns:
-            raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
-                            f"{columns!r} (missing {missing})", "columns", "data")
+        _check_columns(columns, frame, loc)
         units = {}
         if "units" in table:
             with loc.collecting():
@@ -222,15 +219,22 @@ def _read_data(table: dict, base: Path, loc: _Locator):
     columns = table.get("columns", [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])
                                     and c not in special.values()])
     _expect(columns, list, "[data] columns", "columns", loc, "data")
-    missing = [c for c in columns if not isinstance(c, str) or c not in frame.columns]
-    if missing or not columns:
-        raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
-                        f"{columns!r} (missing {missing})", "columns", "data")
+    _check_columns(columns, frame, loc)
     units = dict(frame.attrs.get("units", {}))
     if "units" in table:
         with loc.collecting():
             units.update(_read_units(table["units"], frame, loc))
     return frame, data_name, tuple(columns), units
+
+
+def _check_columns(columns: list, frame: pd.DataFrame, loc: _Locator) -> None:
+    if not columns:
+        raise loc.error("[data] columns", f"expected at least one column of the data {list(frame.columns)}, got "
+                        "an empty list", "columns", "data")
+    missing = [c for c in columns if not isinstance(c, str) or c not in frame.columns]
+    if missing:
+        raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
+                        f"{columns!r} (missing {missing})", "columns", "data")
 
 
 def _read_units(units, frame: pd.DataFrame, loc: _Locator) -> dict:
@@ -389,18 +393,21 @@ def _read_k(table: dict, where: str, loc: _Locator, n_support: int | None, i: in
                                                  for v in ks.values()):
             raise loc.error(f"{where} n_components", f"expected {{from = a, to = b}} with integers a <= b, got "
                             f"{ks!r}", "n_components", "models", i)
-        ks = tuple(range(ks["from"], ks["to"] + 1))
+        if ks["from"] > ks["to"]:
+            raise loc.error(f"{where} n_components", f"expected {{from = a, to = b}} with a <= b, got "
+                            f"from={ks['from']} > to={ks['to']}", "n_components", "models", i)
+        low, high, came = ks["from"], ks["to"], f"from={ks['from']}, to={ks['to']}"
     elif isinstance(ks, int) and not isinstance(ks, bool):
-        ks = (ks,)
+        low, high, came = ks, ks, f"[{ks}]"
     else:
         raise loc.error(f"{where} n_components", f"expected an integer or {{from = a, to = b}}, got {ks!r}",
                         "n_components", "models", i)
     upper = n_support if n_support is not None else float("inf")
-    if not ks or min(ks) < 1 or max(ks) > upper:
+    if low < 1 or high > upper:  # the range is checked by its ends: it may be too long to list
         bound = f"the number of observations ({n_support})" if n_support is not None else "the number of observations"
-        raise loc.error(f"{where} n_components", f"expected values between 1 and {bound}, got "
-                        f"{list(ks) or table['n_components']}", "n_components", "models", i)
-    return ks
+        raise loc.error(f"{where} n_components", f"expected values between 1 and {bound}, got {came}",
+                        "n_components", "models", i)
+    return tuple(range(low, high + 1))
 
 
 def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpec:
