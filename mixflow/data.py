@@ -120,7 +120,7 @@ def _to_frame(data, name: str) -> tuple[pd.DataFrame, np.ndarray | None]:
     )
 
 
-def _numeric_values(frame: pd.DataFrame, name: str) -> np.ndarray:
+def _numeric_values(frame: pd.DataFrame, row_labels, name: str) -> np.ndarray:
     repeated = frame.columns[frame.columns.duplicated()]
     if len(repeated):
         raise InputError(f"{name}: expected distinct column names, got {sorted({str(c) for c in repeated})} "
@@ -133,8 +133,29 @@ def _numeric_values(frame: pd.DataFrame, name: str) -> np.ndarray:
     if not bad and frame.shape[1]:
         bad = [str(c) for c in frame.columns if pd.api.types.is_bool_dtype(frame[c])]
     if bad:
-        raise InputTypeError(f"{name}: expected numeric columns, got non-numeric column(s) {bad}")
+        raise InputTypeError(f"{name}: expected numeric columns, got non-numeric column(s) {bad}"
+                             f"{_first_non_number(frame, bad[0], row_labels)}")
     return frame.to_numpy(dtype=np.float64, copy=True)
+
+
+def _first_non_number(frame: pd.DataFrame, column: str, row_labels) -> str:
+    """`` (first: <value> in <column> at row <label>)``, with rows labelled as the error on NaN labels them."""
+    series = frame[next(c for c in frame.columns if str(c) == column)]
+    if pd.api.types.is_bool_dtype(series):
+        position = 0
+    else:
+        try:
+            numbers = pd.to_numeric(series.astype(object), errors="coerce")
+        except (TypeError, ValueError):  # values pandas cannot even try to convert (e.g. lists)
+            position = 0
+        else:
+            positions = np.flatnonzero(numbers.isna().to_numpy() & series.notna().to_numpy())
+            if not positions.size:
+                return ""
+            position = int(positions[0])
+    value = series.iloc[position]
+    value = value.item() if isinstance(value, np.generic) else value
+    return f" (first: {value!r} in {column!r} at row {np.asarray(row_labels)[position].item()!r})"
 
 
 def _check_finite(values: np.ndarray, row_labels, name: str) -> None:
@@ -228,8 +249,8 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
         raise InputError(f"{name}: expected at least one row and one column, got shape {frame.shape}")
     if features is not None:
         frame = _match_features(frame, features, name)
-    values = _numeric_values(frame, name)
     row_labels = obs if obs is not None else np.arange(len(frame))
+    values = _numeric_values(frame, row_labels, name)
     _check_finite(values, row_labels, name)
     _check_scale(values, names=[str(c) for c in frame.columns], name=name)
     names = np.array([str(c) for c in frame.columns])

@@ -44,6 +44,16 @@ def test_non_numeric_columns_are_named():
         mixflow.fit(MODEL, "1,2,3")
 
 
+def test_a_text_cell_in_a_numeric_column_is_named_with_its_row_as_nan_rows_are():
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [1.5, None, "abc", "x"]})
+    with pytest.raises(TypeError, match=r"non-numeric column\(s\) \['b'\] \(first: 'abc' in 'b' at row 2\)$"):
+        mixflow.fit(MODEL, frame)
+    with pytest.raises(TypeError, match=r"\(first: True in 'ok' at row 'p'\)$"):
+        mixflow.fit(MODEL, pd.DataFrame({"ok": [True, False]}, index=["p", "q"]))
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row\(s\): \[1\]$"):
+        mixflow.fit(MODEL, frame.iloc[:2].astype(float))
+
+
 def test_fewer_observations_than_components():
     with pytest.raises(ValueError, match=r"data: expected at least n_components = 3 observations with positive "
                                          r"weight, got 2"):
