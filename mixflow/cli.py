@@ -79,7 +79,12 @@ def _read_selection(path: str) -> pd.DataFrame:
         raise FileNotFoundError(f"--selection: expected an existing choice-of-K CSV file, got {path!r}")
     try:
         table = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError:
+        from mixflow.workflow.config import utf8_fault
+
+        raise InputError(f"--selection: expected a UTF-8 CSV file, got {path!r}, which is not UTF-8 "
+                         f"({utf8_fault(Path(path))})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise InputError(f"--selection: expected a CSV file, got {path!r} ({error})") from None
     criteria = [c for c in LOWER_IS_BETTER + HIGHER_IS_BETTER if c in table]
     if "k" not in table or not criteria or not pd.api.types.is_integer_dtype(table["k"]):

@@ -199,6 +199,10 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
     assert main(["report", str(container), "--selection", str(next(p for p in written if p.name.endswith(
         "-comparison.csv")))]) == 2
     assert "--selection: expected a choice-of-K table" in capsys.readouterr().err
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"k,bic\n1,2.0\n2,1.0\n3,caf\xe9\n")
+    assert main(["report", str(container), "--selection", str(latin)]) == 2
+    assert "which is not UTF-8 (invalid continuation byte at byte 23, line 4)" in capsys.readouterr().err
     assert main(["report", str(container), "--out", str(tmp_path / "report.txt")]) == 2
     assert "path: expected a file name ending in .html" in capsys.readouterr().err
 

@@ -477,6 +477,8 @@ def test_weights_column_of_strings(tmp_path, monkeypatch):
     (b"", r"^6: \[data\] path: expected a CSV file with a header and rows, got '.*mine.csv', which is empty$"),
     (b"x,w\n", r"^6: \[data\] path: expected a CSV file with at least one row, got .* columns \['x', 'w'\] and no"),
     (b"x\n1.0\n\xe9\xff\n", r"^6: \[data\] path: expected a UTF-8 CSV file, got .*, which is not UTF-8 \(invalid"),
+    (b"x,name\n1.0,caf\xe9\n2.0,b\n", r"^6: \[data\] path: expected a UTF-8 CSV file, got .*, which is not UTF-8 "
+                                   r"\(invalid continuation byte at byte 14, line 2\)$"),
     (b'x,w\n1,2\n3,4,5,6\n"7,8\n', r"^6: \[data\] path: expected a readable CSV file, got .*mine.csv' \(Error"),
     (b"x,x\n1,2\n3,4\n", r"^6: \[data\] path: expected distinct column names, got .* with duplicated \['x'\]"),
 ])

@@ -162,9 +162,9 @@ def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None,
 def _read_csv(path: Path, loc: _Locator) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
-    except UnicodeDecodeError as error:
+    except UnicodeDecodeError:
         raise loc.error("[data] path", f"expected a UTF-8 CSV file, got {str(path)!r}, which is not UTF-8 "
-                        f"({error.reason} at byte {error.start})", "path", "data") from None
+                        f"({utf8_fault(path)})", "path", "data") from None
     except pd.errors.EmptyDataError:
         raise loc.error("[data] path", f"expected a CSV file with a header and rows, got {str(path)!r}, which "
                         "is empty", "path", "data") from None
@@ -181,6 +181,20 @@ def _read_csv(path: Path, loc: _Locator) -> pd.DataFrame:
         raise loc.error("[data] path", f"expected distinct column names, got {str(path)!r} with duplicated "
                         f"{duplicated}", "path", "data")
     return frame
+
+
+def utf8_fault(path: Path) -> str:
+    """``<reason> at byte <b>, line <n>``: the first byte of ``path`` that is not UTF-8, counted from its start.
+
+    Found again here because the position in pandas' error counts from the start of the block it was reading.
+    """
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        return f"{error.reason} at byte {error.start}, line {line}"
+    return "a byte that is not UTF-8"
 
 
 def _read_data(table: dict, base: Path, loc: _Locator):
