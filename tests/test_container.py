@@ -68,6 +68,9 @@ def test_save_and_load_errors(tmp_path, faithful):
     tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
     with pytest.raises(FileNotFoundError, match="path: expected a file in an existing directory"):
         mixflow.save(tree, tmp_path / "missing" / "result.nc")
+    with pytest.raises(mixflow.InputError, match=f"path: expected a file name, got '{tmp_path}', which is a "
+                                                 "directory"):
+        mixflow.save(tree, tmp_path)
     with pytest.raises(TypeError, match="tree: expected an xarray.DataTree, got dict"):
         mixflow.save({}, tmp_path / "result.nc")
     with pytest.raises(FileNotFoundError, match="path: expected an existing mixflow results file"):

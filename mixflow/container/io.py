@@ -29,9 +29,12 @@ def save(tree: xr.DataTree, path) -> Path:
     if not isinstance(tree, xr.DataTree):
         raise InputTypeError(f"tree: expected an xarray.DataTree, got {type(tree).__name__}")
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"path: expected a file name, got {str(path)!r}, which is a directory")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r} "
-                                f"(no directory {str(path.parent)!r})")
+        folder = str(path.parent)
+        what = f"{folder!r} is a file" if path.parent.exists() else f"no directory {folder!r}"
+        raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r} ({what})")
     # HDF5 aborts the whole process when the disk fills during a write (an upstream crash, not an
     # exception), so free space for the estimated size is checked first and the file is verified after.
     size = sum(node.to_dataset(inherit=False).nbytes for node in tree.subtree)
