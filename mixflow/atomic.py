@@ -89,8 +89,9 @@ def atomic_write(path, write, *, expected_bytes: int | None = None, verify=None)
 
 
 def _is_temporary(name, path: Path) -> bool:
-    name = Path(os.fsdecode(name))
-    return name.parent == path.parent and name.name.startswith(f".{path.name}.") and name.suffix == ".tmp"
+    name = Path(os.fsdecode(name))  # mkstemp names its file by an absolute path
+    return (os.path.abspath(name.parent) == os.path.abspath(path.parent) and name.name.startswith(f".{path.name}.")
+            and name.suffix == ".tmp")
 
 
 def _remove(temporary: str | None) -> None:

@@ -115,7 +115,15 @@ def _report(args) -> int:
     results = Path(args.results)
     out = Path(args.out) if args.out is not None else results.with_name(f"{results.stem}-report.html")
     title = args.title if args.title is not None else tree.attrs.get("workflow_title")
-    print(f"wrote {report(tree, out, selection=selection, title=title)}")
+    try:  # report's argument `path` is --out here
+        written = report(tree, out, selection=selection, title=title)
+    except InputError as error:
+        if not str(error).startswith("path: "):
+            raise
+        raise type(error)(f"--out: {str(error).removeprefix('path: ')}") from None
+    except OSError as error:  # the tree is in memory: an OS error here is about --out
+        raise InputError(f"--out: {_os_error(error).removeprefix('path: ')}") from None
+    print(f"wrote {written}")
     return 0
 
 

@@ -204,7 +204,13 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
     assert main(["report", str(container), "--selection", str(latin)]) == 2
     assert "which is not UTF-8 (invalid continuation byte at byte 23, line 4)" in capsys.readouterr().err
     assert main(["report", str(container), "--out", str(tmp_path / "report.txt")]) == 2
-    assert "path: expected a file name ending in .html" in capsys.readouterr().err
+    assert "error: --out: expected a file name ending in .html" in capsys.readouterr().err
+    assert main(["report", str(container), "--out", str(tmp_path)]) == 2
+    assert f"error: --out: expected a file name ending in .html, got '{tmp_path}', which is a directory" in \
+        capsys.readouterr().err
+    assert main(["report", str(container), "--out", str(latin / "r.html")]) == 2
+    assert f"error: --out: expected a file in an existing directory, got '{latin / 'r.html'}' ('{latin}' is a " \
+           "file)" in capsys.readouterr().err
 
 
 def test_a_warning_outside_a_run_is_one_line_without_source():

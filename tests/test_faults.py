@@ -244,6 +244,24 @@ def test_report_into_a_read_only_directory(tmp_path, workflow_file, capsys, monk
         _one_error_line(err, "report")
 
 
+def test_report_into_a_read_only_directory_given_by_a_relative_path(tmp_path, workflow_file, capsys, monkeypatch):
+    assert _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")[0] == 0
+    (tmp_path / "ro").mkdir()
+    monkeypatch.chdir(tmp_path)
+    real_open = os.open
+
+    def refuse_temporaries(path, *args, **kwargs):  # as a directory without write permission does
+        if str(path).endswith(".tmp"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse_temporaries)
+    status, err = _cli(capsys, "report", "out/gaussian-full-k2.nc", "--out", "ro/r.html")
+    assert status == 2
+    assert _one_error_line(err, "report") == ("mixflow report: error: --out: 'ro/r.html': Permission denied; choose "
+                                              "a location you may write to")
+
+
 def test_interrupt_during_compilation_is_one_line(tmp_path, workflow_file, capsys, monkeypatch):
     import mixflow.workflow.run
 

@@ -496,6 +496,10 @@ def _page(title: str, sections: dict, methods: list[str], subtitle: str) -> str:
             "</body></html>\n")
 
 
+def _not_a_directory(folder: Path) -> str:
+    return f"{str(folder)!r} is a file" if folder.exists() else f"no directory {str(folder)!r}"
+
+
 def _check_arguments(tree, path, selection, title, other_fits, plots):
     check_tree(tree)
     if plots is not None and not (isinstance(plots, dict) and all(
@@ -505,10 +509,13 @@ def _check_arguments(tree, path, selection, title, other_fits, plots):
     if not isinstance(path, str | os.PathLike):
         raise InputTypeError(f"path: expected a file path (str or pathlib.Path), got {type(path).__name__}")
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"path: expected a file name ending in .html, got {str(path)!r}, which is a directory")
     if path.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"path: expected a file name ending in .html, got {str(path)!r}")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r}")
+        raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r} "
+                                f"({_not_a_directory(path.parent)})")
     if selection is not None and (not isinstance(selection, pd.DataFrame) or selection.index.name != "k"):
         raise InputTypeError(f"selection: expected None or the DataFrame from mixflow.select_k, "
                         f"got {type(selection).__name__}")
