@@ -298,6 +298,31 @@ def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, c
     assert (tmp_path / "out" / "run.log").read_text().rstrip().endswith("interrupted")
 
 
+@pytest.mark.parametrize("method", ["mcmc", "advi"])
+def test_interrupt_of_a_sampler_in_an_existing_directory_keeps_a_truthful_log(tmp_path, workflow_file, capsys,
+                                                                              monkeypatch, method):
+    import mixflow.workflow.run
+    from mixflow.errors import SamplerInterrupted
+
+    workflow_file.write_text(SMALL.replace("[methods.em]", f"[methods.{method}]\n\n[methods.em]"))
+    real_fit = mixflow.workflow.run.fit
+
+    def sampler_interrupted(*args, method, **kwargs):
+        if method in ("em", "map"):
+            return real_fit(*args, method=method, **kwargs)
+        raise SamplerInterrupted(f"{method} interrupted")
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", sampler_interrupted)
+    (tmp_path / "out").mkdir()
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 130
+    log = tmp_path / "out" / "run.log"
+    assert _one_error_line(err).endswith(f"interrupted; the 1 file(s) completely written before it are kept ({log}); "
+                                         "no half-written file was left")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run.log"]
+    assert log.read_text().rstrip().endswith("interrupted")
+
+
 _SIGINT_RUN = """
 import sys, time
 import mixflow.workflow.run

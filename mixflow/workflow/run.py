@@ -180,9 +180,9 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     try:
         with progress.capturing():
             _run_models(workflow, out, progress, written)
-    except KeyboardInterrupt as interrupt:
-        if written:  # the log of what was done before the interrupt is kept with those files
-            progress("interrupted")
+    except KeyboardInterrupt as interrupt:  # from any method or stage alike
+        progress("interrupted")
+        if written or not created:  # the log is kept with the files written before, or in a directory kept
             written.append(log)
         raise Interrupted(saved=written) from interrupt
     finally:
