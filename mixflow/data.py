@@ -153,9 +153,14 @@ def _first_non_number(frame: pd.DataFrame, column: str, row_labels) -> str:
             if not positions.size:
                 return ""
             position = int(positions[0])
-    value = series.iloc[position]
-    value = value.item() if isinstance(value, np.generic) else value
-    return f" (first: {value!r} in {column!r} at row {np.asarray(row_labels)[position].item()!r})"
+    value, label = (_plain(x) for x in (series.iloc[position], np.asarray(row_labels)[position]))
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."  # a cell may hold a long text
+    return f" (first: {shown} in {column!r} at row {label!r})"
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds (``True``, not ``np.True_``), for messages."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _check_finite(values: np.ndarray, row_labels, name: str) -> None:
