@@ -140,7 +140,7 @@ def test_the_default_frees_a_component_split_in_two_and_finds_the_zeros_componen
 def test_a_fit_with_a_component_in_two_parts_says_so(deaths):
     """Started with two equal rates, EM keeps them equal: the fit, the summary and the report say so."""
     start = {"weights": np.array([0.36, 0.32, 0.32]), "rate": np.array([1.25, 2.66, 2.66])}
-    with pytest.warns(mixflow.DegenerateComponentWarning, match="components 1 and 2 have the same parameters"):
+    with pytest.warns(mixflow.DegenerateComponentWarning, match="components 1 and 2 are the same component"):
         tree = mixflow.fit(PoissonMixture(3), deaths["deaths"], weights=deaths["days"], init=start)
     assert json.loads(tree["em"].attrs["duplicate_components"]) == [[1, 2]]
     assert tree["em"].attrs["log_likelihood"] == pytest.approx(-1989.9459, abs=1e-4)  # the K=2 maximum's
@@ -361,7 +361,8 @@ def test_the_fit_s_warnings_are_recorded_once_and_raised_under_the_caller_s_filt
         warnings.simplefilter("error", mixflow.ConstantFeatureWarning)
         with pytest.raises(mixflow.ConstantFeatureWarning):
             mixflow.fit(PoissonMixture(2), np.zeros(30, dtype=int), random_seed=1)
-    quiet = mixflow.fit(PoissonMixture(2), np.array([0, 1, 2, 3] * 10), random_seed=1)
+    rng = np.random.default_rng(0)  # two groups of counts, rates 2 and 9: a fit with nothing to say
+    quiet = mixflow.fit(PoissonMixture(2), np.r_[rng.poisson(2, 30), rng.poisson(9, 30)], random_seed=1)
     assert "run_warnings" not in quiet.attrs and "warnings: none" in mixflow.summary(quiet, kind="text")
 
 
@@ -377,3 +378,16 @@ def test_warnings_before_an_error_still_reach_the_caller_and_module_filters_appl
         tree = mixflow.fit(PoissonMixture(2), np.zeros(30, dtype=int), random_seed=1)
     assert not [w for w in caught if issubclass(w.category, mixflow.ConstantFeatureWarning)]
     assert "ConstantFeatureWarning" in tree.attrs["run_warnings"]  # recorded all the same
+
+
+def test_a_rate_em_leaves_just_above_zero_is_on_the_boundary_for_the_standard_errors():
+    """EM approaches a zeros component's rate 0 geometrically and stops just above it (1e-11 here): its standard
+    errors are undefined as at 0, and the summary says so (they were a tiny finite number, and 'warnings: none')."""
+    counts = np.r_[np.zeros(60, int), np.random.default_rng(0).poisson(3, 100)]
+    tree = mixflow.fit(PoissonMixture(2), counts, random_seed=1)
+    assert 0 < estimate(tree)["rate"][0] < 1e-9
+    from mixflow.analysis.information import standard_errors
+
+    errors = standard_errors(tree, warn=False)
+    assert np.isnan(errors["rate"].values).all() and "a rate is on the boundary" in errors.attrs["undefined"]
+    assert "EM: no standard errors: a rate is on the boundary" in mixflow.summary(tree, kind="text")

@@ -268,7 +268,7 @@ def test_an_r_hat_above_the_threshold_is_never_printed_as_the_threshold():
     from mixflow.engines.sampling_diagnostics import format_rhat
     from mixflow.present.report.cards import selection_findings
 
-    assert [format_rhat(v) for v in (1.0104, 1.01, 1.0, 1.05, 1.0100004)] == ["1.0104", "1.010", "1.000", "1.050",
-                                                                              "1.010000"]
+    assert [format_rhat(v) for v in (1.0104, 1.01, 1.0, 1.05, 1.0100004, 1.01000004)] == [
+        "1.0104", "1.010", "1.000", "1.050", "1.010001", "1.010001"]
     selection = pd.DataFrame({"max_rhat": [1.0104]}, index=pd.Index([2], name="k"))
     assert selection_findings(selection) == [("warn", "Choice of K, K=2, NUTS: max R-hat 1.0104 > 1.01.")]

@@ -154,8 +154,8 @@ def test_standard_errors_that_are_not_defined_are_said_with_their_reason():
 
 
 def test_degenerate_restarts_set_aside_are_said():
-    """A binary feature lets restarts collapse onto it (a higher, unbounded likelihood): the best sound fit is
-    returned, and the summary and the report's fit card say how many restarts were set aside."""
+    """A binary feature lets runs collapse onto it (a higher, unbounded likelihood): the best sound fit is
+    returned, and the summary and the report's fit card say how many of the runs were set aside."""
     from sklearn.datasets import load_diabetes
 
     from mixflow.present.report.cards import _em_rows
@@ -163,5 +163,6 @@ def test_degenerate_restarts_set_aside_are_said():
     tree = mixflow.fit(mixflow.GaussianMixture(3), load_diabetes(as_frame=True).data, random_seed=0)
     attrs = tree["em"].attrs
     assert attrs["n_degenerate_restarts"] > 0 and not attrs["degenerate"]
-    assert f"{attrs['n_degenerate_restarts']} degenerate restart(s)" in mixflow.summary(tree, kind="text")
-    assert dict(_em_rows(attrs))["restarts set aside"].startswith(f"{attrs['n_degenerate_restarts']} degenerate")
+    said = f"of {attrs['n_starts']} runs, {attrs['n_degenerate_restarts']} degenerate (a component collapsed or"
+    assert said in mixflow.summary(tree, kind="text")
+    assert dict(_em_rows(attrs))["runs set aside"].startswith(said)

@@ -206,4 +206,10 @@ def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) ->
         if name in estimate and (np.asarray(estimate[name]) <= 0).any():
             where = " (a component on the zero counts alone)" if name == "rate" else ""
             return f"a {name} is on the boundary (zero){where}"
+    # EM approaches a rate's maximum at 0 geometrically and stops within its tolerance of it, on its scale
+    # 2 sqrt(rate) (sqrt(tol)): a rate that close to 0, with a margin of 10, is on the boundary too
+    near = (10 * np.sqrt(float(tree["em"].attrs.get("tol", 1e-10))) / 2) ** 2
+    if "rate" in estimate and (np.asarray(estimate["rate"]) < near).any():
+        return (f"a rate is on the boundary (below {near:.2g}, where EM stops short of its maximum 0: a component on "
+                "the zero counts alone)")
     return None

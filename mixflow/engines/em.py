@@ -596,10 +596,11 @@ def _warn_duplicates(pairs: list[tuple[int, int]], n_components: int) -> None:
     if pairs:
         distinct = n_components - len({j for _, j in pairs})
         warnings.warn(
-            f"components {', '.join(f'{i} and {j}' for i, j in pairs)} have the same parameters (to "
-            f"{_DUPLICATE_WITHIN:g}): this is a fit of {distinct} distinct component(s) with one in two parts, "
-            f"and its likelihood theirs; fewer components describe these data as well, or a maximum with "
-            f"{n_components} distinct ones was not found (compare K with select_k; try more starts, n_init=...)",
+            f"components {', '.join(f'{i} and {j}' for i, j in pairs)} are the same component (their densities "
+            f"proportional on the data: the log ratio the same on every row, to {_DUPLICATE_WITHIN:g}): this is a "
+            f"fit of {distinct} distinct component(s), some in several parts, and its likelihood theirs; fewer "
+            f"components describe these data as well, or a maximum with {n_components} distinct ones was not found "
+            "(compare K with select_k; try more starts, n_init=...)",
             DegenerateComponentWarning, stacklevel=3)
 
 

@@ -32,14 +32,14 @@ _MAX_NAMED = 6
 def format_rhat(value: float) -> str:
     """An R-hat to 3 decimals, or as many more (up to 6) as show it above :data:`RHAT_MAX` when it is.
 
-    1.0104 is flagged, and "1.010 > 1.01" would read as false: it is written 1.0104.
+    1.0104 is flagged, and "1.010 > 1.01" would read as false: it is written 1.0104 (1.01000004 as 1.010001).
     """
     value = float(value)
     for decimals in range(3, 7):
         text = f"{value:.{decimals}f}"
         if not value > RHAT_MAX or float(text) > RHAT_MAX:
             return text
-    return text
+    return f"{np.ceil(value * 1e6) / 1e6:.6f}"  # above by less than 5e-7: rounded up, so still above
 
 
 def record_crossings(modes: dict, aligned: dict) -> None:

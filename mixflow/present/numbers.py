@@ -8,7 +8,7 @@ up to 1e12).
 
 import math
 
-__all__ = ["format_number", "format_with_sd"]
+__all__ = ["format_number", "format_with_sd", "set_aside_runs"]
 
 
 def _decimals(sd: float, digits: int = 2) -> int:
@@ -44,3 +44,18 @@ def format_with_sd(value, sd) -> tuple[str, str]:
     decimals = _decimals(float(sd))
     return format_number(value, sd), (_fixed(float(sd), decimals) if abs(float(sd)) < 1e12
                                       else f"{float(sd):.1e}")
+
+
+def set_aside_runs(attrs, prefix: str = "") -> str:
+    """What an EM fit's runs ended on besides the winner's tier, from ``/em`` attrs, or '' when nothing was.
+
+    ``"<d> of <n> runs ended degenerate (a component collapsed or emptied) and <s> spurious, set aside"``:
+    short runs included, since the screening sets them aside as well; a collapsed run's likelihood is unbounded
+    and may be higher than the winner's, an emptied one's is a fit of fewer components.
+    """
+    parts = [f"{int(attrs.get(key, 0))} {text}" for key, text in (
+        ("n_degenerate_restarts", "degenerate (a component collapsed or emptied)"),
+        ("n_spurious_restarts", "spurious")) if int(attrs.get(key, 0))]
+    if not parts:
+        return ""
+    return f"{prefix}of {int(attrs.get('n_starts', 0))} runs, {' and '.join(parts)}, set aside"

@@ -31,7 +31,7 @@ from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import format_with_sd
+from mixflow.present.numbers import format_with_sd, set_aside_runs
 from mixflow.present.units import ParameterUnits
 
 __all__ = ["DIAGNOSTICS", "describe", "summary", "summary_table", "summary_text"]
@@ -223,10 +223,8 @@ def _em_line(tree) -> tuple[str, list[str]]:
             f"{'converged' if converged else 'NOT converged'} in {attrs.get('n_iter')} iterations")
     if int(attrs.get("n_maxima", 1)) > 1:  # what the restarts saw: a best reached once may not be the highest
         line += f"; best of {attrs['n_maxima']} maxima the runs reached, by {attrs['n_runs_at_best']} of them"
-    set_aside = int(attrs.get("n_degenerate_restarts", 0))
-    if set_aside and not int(attrs.get("degenerate", 0)):  # higher values, on the likelihood's singularities
-        line += (f"; {set_aside} degenerate restart(s) (a component collapsed onto a few points, where the "
-                 "likelihood is unbounded) set aside")
+    if not int(attrs.get("degenerate", 0)):  # runs a sound (or spurious) winner outranked, whatever their value
+        line += set_aside_runs(attrs, "; ")
     found = [] if converged else [f"not converged in {attrs.get('n_iter')} iterations (raise max_iter)"]
     for key, what in (("collapsed_components", "degenerate (collapsed) components"),
                       ("empty_components", "empty components")):

@@ -15,6 +15,7 @@ from mixflow.container.read import available_methods, has_group
 from mixflow.engines.modes import CROSSING_WINDOW
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.present.compare import METHOD_LABELS, element_columns
+from mixflow.present.numbers import set_aside_runs
 
 __all__ = ["card", "diagnostics", "duration", "fit_summaries", "key_values", "provenance_rows", "run_warnings",
            "selection_findings"]
@@ -98,11 +99,9 @@ def _em_rows(attrs) -> list[tuple[str, object]]:
     if "n_init" in attrs:
         rows.append(("starts", f"best of {attrs['n_init']} ({attrs.get('init', 'k-means++')}), "
                                f"restart {attrs.get('best_restart', 0)}"))
-    set_aside = [f"{int(attrs[key])} {words}" for key, words in (
-        ("n_degenerate_restarts", "degenerate (a component collapsed: the likelihood is unbounded there)"),
-        ("n_spurious_restarts", "spurious")) if int(attrs.get(key, 0))]
+    set_aside = set_aside_runs(attrs)
     if set_aside and not int(attrs.get("degenerate", 0)):
-        rows.append(("restarts set aside", "; ".join(set_aside)))
+        rows.append(("runs set aside", set_aside))
     rows.append(("log-likelihood", f"{attrs['log_likelihood']:.6g}"))
     if "log_posterior" in attrs:
         rows.append(("log posterior", f"{attrs['log_posterior']:.6g}"))
