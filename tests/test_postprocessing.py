@@ -22,19 +22,18 @@ def _one_mode(n_chains: int = 2, n_draws: int = 30):
     return mixflow.GaussianMixture(2), validate_data(x), draws, log_likelihood, estimate
 
 
-def test_one_mode_has_weight_one_without_psis_loo(monkeypatch):
+def test_one_mode_has_weight_one_and_records_the_model_s_psis_loo():
+    """One mode: weight 1 (nothing to stack), and its PSIS-LOO recorded as several modes' are, with the Pareto
+    shapes its reliability is read from (a stored 'reliable' beside values never computed would say nothing)."""
     model, data, draws, log_likelihood, estimate = _one_mode()
-
-    def no_loo(*args, **kwargs):
-        raise AssertionError("PSIS-LOO computed for a single mode")
-
-    monkeypatch.setattr(modes, "loo_pointwise", no_loo)
     group = modes.mode_summaries(model, data, draws, log_likelihood, estimate, np.zeros(2, np.int64))
     variables = group["variables"]
     assert variables["weight"][1].tolist() == [1.0] and group["attrs"]["n_modes"] == 1
     assert variables["lpd_loo"][0] == ("obs", "mode") and variables["lpd_loo"][1].shape == (data.n_obs, 1)
-    for name in ("lpd_loo", "elpd_loo", "max_pareto_k"):  # the same variables as with several modes, not computed
-        assert np.isnan(variables[name][1]).all()
+    expected, k, threshold = modes.loo_pointwise(log_likelihood, draws)
+    np.testing.assert_allclose(variables["lpd_loo"][1][:, 0], expected, rtol=1e-12)
+    assert variables["elpd_loo"][1][0] == pytest.approx(expected.sum(), rel=1e-12)
+    assert variables["max_pareto_k"][1][0] == k and variables["loo_reliable"][1][0] == (k <= threshold)
     assert np.isfinite(variables["log_likelihood"][1]).all() and np.isfinite(variables["max_rhat"][1]).all()
 
 
