@@ -53,7 +53,7 @@ from mixflow.families.base import SEPARATED_QUANTILE, SEPARATED_SIZE, SPURIOUS_R
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "duplicate_components", "empty_components",
-           "fit_em", "fit_prepared", "initial_parameters"]
+           "fit_em", "fit_prepared", "initial_parameters", "pairs_text"]
 
 #: At most this many centred EM steps polish an answer the fast path rounded (:func:`_refine_exactly`).
 _CENTRED_STEPS = 10
@@ -592,11 +592,16 @@ def duplicate_components(log_joint: np.ndarray, weights: np.ndarray) -> list[tup
     return pairs
 
 
+def pairs_text(pairs) -> str:
+    """Pairs of components as words, ``"0 and 2, 1 and 3"`` (warnings, summaries, reports)."""
+    return ", ".join(f"{i} and {j}" for i, j in pairs)
+
+
 def _warn_duplicates(pairs: list[tuple[int, int]], n_components: int) -> None:
     if pairs:
         distinct = n_components - len({j for _, j in pairs})
         warnings.warn(
-            f"components {', '.join(f'{i} and {j}' for i, j in pairs)} are the same component (their densities "
+            f"components {pairs_text(pairs)} are the same component (their densities "
             f"proportional on the data: the log ratio the same on every row, to {_DUPLICATE_WITHIN:g}): this is a "
             f"fit of {distinct} distinct component(s), some in several parts, and its likelihood theirs; fewer "
             f"components describe these data as well, or a maximum with {n_components} distinct ones was not found "

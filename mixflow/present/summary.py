@@ -26,6 +26,7 @@ from mixflow.container.layout import (
 )
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
+from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW, describe_modes, mode_caveats
 from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError
@@ -232,7 +233,7 @@ def _em_line(tree) -> tuple[str, list[str]]:
             found.append(f"{what} {_listed(attrs, key)}")
     if _listed(attrs, "duplicate_components"):
         found.append("components with the same parameters "
-                     + ", ".join(f"{i} and {j}" for i, j in _listed(attrs, "duplicate_components")))
+                     + pairs_text(_listed(attrs, "duplicate_components")))
     return line, found
 
 

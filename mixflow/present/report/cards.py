@@ -12,6 +12,7 @@ import pandas as pd
 
 from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS, MCMC, RUN_WARNINGS, group
 from mixflow.container.read import available_methods, has_group
+from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.present.compare import METHOD_LABELS, element_columns
@@ -111,8 +112,7 @@ def _em_rows(attrs) -> list[tuple[str, object]]:
         if _components(attrs, key):
             rows.append((words, ", ".join(str(c) for c in _components(attrs, key))))
     if _components(attrs, "duplicate_components"):
-        rows.append(("duplicate components", ", ".join(f"{i} and {j}" for i, j in _components(attrs,
-                                                                                         "duplicate_components"))))
+        rows.append(("duplicate components", pairs_text(_components(attrs, "duplicate_components"))))
     if attrs.get("trimmed_components", 0):
         rows.append(("trimmed components", attrs["trimmed_components"]))
     return rows
@@ -283,9 +283,9 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     if attrs.get("empty_components", "[]") not in ("[]", ""):
         findings.append(("bad", f"EM: component(s) {attrs['empty_components']} are empty (weight zero): start "
                                 "from other parameters, or use fewer components."))
-    pairs = json.loads(attrs.get("duplicate_components", "[]"))
+    pairs = _components(attrs, "duplicate_components")
     if pairs:
-        findings.append(("warn", f"EM: components {', '.join(f'{i} and {j}' for i, j in pairs)} have the same "
+        findings.append(("warn", f"EM: components {pairs_text(pairs)} have the same "
                                  "parameters: the fit is one of fewer distinct components, with their likelihood; "
                                  "compare fewer components, or try more starts."))
     finals = _converged_finals(tree[EM_SAMPLE_STATS].to_dataset()) if "sample_stats" in tree["em"].children else []
