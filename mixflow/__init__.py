@@ -1,84 +1,57 @@
-"""mixflow: finite mixture models declared once, fitted by EM, NUTS and ADVI into one DataTree."""
+"""mixflow: finite mixture models declared once, fitted by EM, NUTS and ADVI into one DataTree.
 
-from mixflow.analysis.bootstrap import bootstrap
-from mixflow.analysis.information import standard_errors
-from mixflow.analysis.select import select_k
-from mixflow.container.io import load, save
-from mixflow.datasets import list_datasets, load_dataset
-from mixflow.engines.kmeans import KMeansResult, kmeans
-from mixflow.errors import InputError, InputTypeError
-from mixflow.families.base import model_from_json
-from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
-from mixflow.families.grouped.model import GroupedGaussianMixture
-from mixflow.families.poisson.model import PoissonMixture, PoissonPrior
-from mixflow.families.regression.model import RegressionMixture, RegressionPrior
-from mixflow.families.softkmeans.model import SoftKMeans, SoftKMeansPrior
-from mixflow.fitting import fit, predict, predict_proba, responsibilities, sample, score_samples
-from mixflow.present.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
-from mixflow.present.plots.data import plot_data
-from mixflow.present.plots.draws import plot_forest, plot_modes, plot_posteriors, plot_ppc, plot_rank, plot_trace
-from mixflow.present.plots.fit import plot_convergence, plot_select_k
-from mixflow.present.report.page import report
-from mixflow.present.summary import describe, summary
-from mixflow.warnings import (
-    ADVIDivergenceError,
-    ConstantFeatureWarning,
-    ConvergenceWarning,
-    DegenerateComponentWarning,
-    MixflowInternalWarning,
-    MixflowWarning,
-    SamplingWarning,
-)
+``import mixflow`` loads nothing heavy: the first use of a public name (PEP 562's module ``__getattr__``) imports
+every module the public names come from, as an eager import did, so that ``mixflow.<subpackage>.<module>`` is
+there too from then on. The command line starts at once, and can answer a Ctrl-C from its first moment.
+"""
 
-__all__ = [
-    "ADVIDivergenceError",
-    "ConstantFeatureWarning",
-    "ConvergenceWarning",
-    "DegenerateComponentWarning",
-    "GaussianMixture",
-    "GaussianPrior",
-    "GroupedGaussianMixture",
-    "InputError",
-    "InputTypeError",
-    "KMeansResult",
-    "MixflowInternalWarning",
-    "MixflowWarning",
-    "PoissonMixture",
-    "PoissonPrior",
-    "RegressionMixture",
-    "RegressionPrior",
-    "SamplingWarning",
-    "SoftKMeans",
-    "SoftKMeansPrior",
-    "adjusted_rand_index",
-    "bootstrap",
-    "compare",
-    "compare_dataset",
-    "describe",
-    "fit",
-    "kmeans",
-    "label_agreement",
-    "list_datasets",
-    "load",
-    "load_dataset",
-    "model_from_json",
-    "plot_convergence",
-    "plot_data",
-    "plot_forest",
-    "plot_modes",
-    "plot_posteriors",
-    "plot_ppc",
-    "plot_rank",
-    "plot_select_k",
-    "plot_trace",
-    "predict",
-    "predict_proba",
-    "report",
-    "responsibilities",
-    "sample",
-    "save",
-    "score_samples",
-    "select_k",
-    "standard_errors",
-    "summary",
-]
+import importlib
+
+#: The public names, by the module (under ``mixflow.``) that defines them.
+_PUBLIC = {
+    "analysis.bootstrap": ["bootstrap"],
+    "analysis.information": ["standard_errors"],
+    "analysis.select": ["select_k"],
+    "container.io": ["load", "save"],
+    "datasets": ["list_datasets", "load_dataset"],
+    "engines.kmeans": ["KMeansResult", "kmeans"],
+    "errors": ["InputError", "InputTypeError"],
+    "families.base": ["model_from_json"],
+    "families.gaussian.model": ["GaussianMixture", "GaussianPrior"],
+    "families.grouped.model": ["GroupedGaussianMixture"],
+    "families.poisson.model": ["PoissonMixture", "PoissonPrior"],
+    "families.regression.model": ["RegressionMixture", "RegressionPrior"],
+    "families.softkmeans.model": ["SoftKMeans", "SoftKMeansPrior"],
+    "fitting": ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"],
+    "present.compare": ["adjusted_rand_index", "compare", "compare_dataset", "label_agreement"],
+    "present.plots.data": ["plot_data"],
+    "present.plots.draws": ["plot_forest", "plot_modes", "plot_posteriors", "plot_ppc", "plot_rank", "plot_trace"],
+    "present.plots.fit": ["plot_convergence", "plot_select_k"],
+    "present.report.page": ["report"],
+    "present.summary": ["describe", "summary"],
+    "warnings": ["ADVIDivergenceError", "ConstantFeatureWarning", "ConvergenceWarning", "DegenerateComponentWarning",
+                 "MixflowInternalWarning", "MixflowWarning", "SamplingWarning"],
+}
+__all__ = sorted(name for names in _PUBLIC.values() for name in names)
+
+
+def _load() -> None:
+    """Import the public names' modules and bind the names here (once: then they are module attributes)."""
+    namespace = globals()
+    for module, names in _PUBLIC.items():
+        loaded = importlib.import_module(f"mixflow.{module}")
+        namespace.update({name: getattr(loaded, name) for name in names})
+
+
+def __getattr__(name: str):
+    if name.startswith("__"):  # probes such as inspect's __wrapped__ load nothing
+        raise AttributeError(f"module 'mixflow' has no attribute {name!r}")
+    _load()
+    try:
+        return globals()[name]
+    except KeyError:
+        raise AttributeError(f"module 'mixflow' has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

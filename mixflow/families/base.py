@@ -23,6 +23,16 @@ __all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "diric
            "spurious_rule", "supports_pymc"]
 
 _FAMILIES: dict[str, type] = {}
+#: The modules that register the families (under ``mixflow.families.``), imported before the registry is read:
+#: ``import mixflow`` no longer imports them all
+_FAMILY_MODULES = ("gaussian.model", "grouped.model", "poisson.model", "regression.model", "softkmeans.model")
+
+
+def _registry() -> dict[str, type]:
+    """The registered families, every family's module imported first."""
+    for module in _FAMILY_MODULES:
+        importlib.import_module(f"mixflow.families.{module}")
+    return _FAMILIES
 
 
 def register_family(name: str):
@@ -38,12 +48,12 @@ def register_family(name: str):
 
 def family_names() -> list[str]:
     """The registered family names (the ``family`` key of a model's JSON and of a workflow's [[models]])."""
-    return list(_FAMILIES)
+    return list(_registry())
 
 
 def family_class(name: str) -> type:
     """The model class registered under ``name``; ValueError naming the registered ones otherwise."""
-    if name not in _FAMILIES:
+    if name not in _registry():
         raise InputError(f"family: expected one of {family_names()}, got {name!r}")
     return _FAMILIES[name]
 
@@ -56,7 +66,7 @@ def supports_pymc(model) -> bool:
 def require_pymc_form(model) -> None:
     """Raise the named error unless :func:`supports_pymc`."""
     if not supports_pymc(model):
-        names = ", ".join(cls.__name__ for cls in _FAMILIES.values() if cls.pymc_module is not None)
+        names = ", ".join(cls.__name__ for cls in _registry().values() if cls.pymc_module is not None)
         raise InputTypeError(f"model: expected a mixflow model with a PyMC form ({names}), got {type(model).__name__}, "
                         "which has none")
 
@@ -71,7 +81,7 @@ def model_from_json(text: str) -> "MixtureModel":
     if not isinstance(spec, dict):
         raise InputError(f"model: expected the model declaration as a JSON object, got {str(text)[:60]!r}")
     family = spec.pop("family", None)
-    if family not in _FAMILIES:
+    if family not in _registry():
         raise InputError(f"text: expected a model JSON with family in {sorted(_FAMILIES)}, got {family!r}")
     return _FAMILIES[family].from_dict(spec)
 
@@ -318,7 +328,7 @@ class MixtureModel:
         ``moments`` is a :class:`mixflow.chunked.Moments`; ``features`` the feature names. Families that
         work on chunked data implement it with :meth:`prepare_rows` and :meth:`estimate_moments`.
         """
-        supported = sorted(name for name, cls in _FAMILIES.items()
+        supported = sorted(name for name, cls in _registry().items()
                            if cls.chunked_constants is not MixtureModel.chunked_constants)
         raise InputError(f"data: expected numpy or pandas data for the {self.family!r} family, got Dask data, "
                          f"which the families {supported} take")
