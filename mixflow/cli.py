@@ -13,13 +13,12 @@ what to do, and one of these exit statuses:
 
 import argparse
 import errno
+import math
 import os
 import sys
 import traceback
 import warnings
 from pathlib import Path
-
-import pandas as pd
 
 from mixflow.errors import InputError
 
@@ -46,6 +45,8 @@ def _run(args) -> int:
 
 
 def _datasets(args) -> int:
+    import pandas as pd
+
     from mixflow.datasets import list_datasets
 
     with pd.option_context("display.max_colwidth", 90, "display.width", 200):
@@ -71,8 +72,10 @@ def _load_results(path: str):
     return tree
 
 
-def _read_selection(path: str) -> pd.DataFrame:
+def _read_selection(path: str):
     """A choice-of-K table written by ``mixflow run`` (``<model>-choice-of-k.csv``), with its preferred K."""
+    import pandas as pd
+
     from mixflow.analysis.select import HIGHER_IS_BETTER, LOWER_IS_BETTER, preferred_k
 
     if not Path(path).is_file():
@@ -95,7 +98,38 @@ def _read_selection(path: str) -> pd.DataFrame:
     return table
 
 
+def _check_selection(table, tree, path: str) -> None:
+    """An InputError unless a choice-of-K table can be that of the results' EM fit: its model and its data.
+
+    At the fit's K, the table's number of free parameters must be the fit's (the same family, covariance and
+    features), and the number of observations its BIC was computed with, ``exp((bic + 2 log L) / p)``, the
+    fit's: a table of another model or data set would otherwise be reported beside this fit as its own.
+    """
+    if "em" not in tree.children or not {"log_likelihood", "n_parameters", "bic"} <= set(table.columns):
+        return
+    attrs = tree["em"].attrs
+    k = int(tree["em/estimate"].sizes["component"])
+    if k not in table.index:
+        raise InputError(f"--selection: expected a choice-of-K table with a row for this fit's K={k}, got one of "
+                         f"K={', '.join(map(str, table.index))} ({path!r})")
+    row = table.loc[k]
+    if int(row["n_parameters"]) != int(attrs["n_parameters"]):
+        raise InputError(f"--selection: expected the choice-of-K table of this fit's model, got one whose K={k} has "
+                         f"{int(row['n_parameters'])} free parameters where this fit has {int(attrs['n_parameters'])} "
+                         f"(another family, covariance or set of features; {path!r})")
+    try:
+        n = math.exp((row["bic"] + 2 * row["log_likelihood"]) / row["n_parameters"])
+    except OverflowError:
+        n = math.inf
+    if not abs(n - attrs["n_observations"]) <= 1e-6 * attrs["n_observations"]:
+        raise InputError(f"--selection: expected the choice-of-K table of this fit's data, got one computed from "
+                         f"{n:.6g} observations where this fit has {attrs['n_observations']:.6g} (another data set; "
+                         f"{path!r})")
+
+
 def _show(args) -> int:
+    import pandas as pd
+
     from mixflow.present.summary import summary
 
     tree = _load_results(args.results)
@@ -112,6 +146,8 @@ def _report(args) -> int:
 
     tree = _load_results(args.results)
     selection = None if args.selection is None else _read_selection(args.selection)
+    if selection is not None:
+        _check_selection(selection, tree, args.selection)
     results = Path(args.results)
     out = Path(args.out) if args.out is not None else results.with_name(f"{results.stem}-report.html")
     title = args.title if args.title is not None else tree.attrs.get("workflow_title")
@@ -171,9 +207,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as interrupt:
         return _fail(args.command, [_interrupted(interrupt)], EXIT_INTERRUPTED, debug)
     except OSError as error:
-        return _fail(args.command, [_os_error(error)], EXIT_BAD_INPUT, debug)
+        return _fail(args.command, _kept([_os_error(error)], error), EXIT_BAD_INPUT, debug)
     except InputError as error:  # a WorkflowError (an InputError) holds one line per error found
-        return _fail(args.command, str(error).splitlines() or [type(error).__name__], EXIT_BAD_INPUT, debug)
+        return _fail(args.command, _kept(str(error).splitlines() or [type(error).__name__], error), EXIT_BAD_INPUT,
+                     debug)
     except Exception as error:  # the one place where a bug becomes a status and a hint
         hint = "" if debug else "; rerun with --debug for the traceback, and report it"
         return _fail(args.command, [f"internal error: {type(error).__name__}: {error}{hint}"], EXIT_INTERNAL,
@@ -202,6 +239,18 @@ def _os_error(error: OSError) -> str:
     advice = _ADVICE.get(error.errno)
     more = f"; {advice}" if advice and ";" not in error.strerror else ""  # ours already say what to do
     return f"{str(error.filename)!r}: {error.strerror}{more}"
+
+
+def _kept(lines: list[str], error: Exception) -> list[str]:
+    """``lines`` saying ``error``, the last one followed by the files a run completed before it failed, if any.
+
+    ``error.saved`` is set by :func:`~mixflow.workflow.run.run_workflow`: they stay, and are worth knowing of.
+    """
+    saved = getattr(error, "saved", [])
+    if not saved:
+        return lines
+    return [*lines[:-1], f"{lines[-1]}; the {len(saved)} file(s) completely written before the error are kept "
+                         f"({', '.join(saved)})"]
 
 
 def _interrupted(interrupt: KeyboardInterrupt) -> str:

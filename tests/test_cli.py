@@ -182,6 +182,29 @@ def test_report_with_a_choice_of_k_table_and_an_explicit_path(galaxies_run, tmp_
     assert "Agreement with" not in page  # no reference labels in this run
 
 
+def test_report_refuses_a_choice_of_k_table_of_another_model_or_data_set(galaxies_run, iris_run, tmp_path, capsys):
+    _, written = galaxies_run
+    container, selection = _container(written), next(p for p in written if p.name.endswith("choice-of-k.csv"))
+    k = int(mixflow.load(container)["em/estimate"].sizes["component"])
+    iris = _container(iris_run[1])
+    parameters = mixflow.load(iris)["em"].attrs["n_parameters"]  # K=3 of four features
+    assert main(["report", str(iris), "--selection", str(selection), "--out", str(tmp_path / "r.html")]) == 2
+    assert "--selection: expected the choice-of-K table of this fit's model, got one whose K=3 has 8 free " \
+           f"parameters where this fit has {parameters} (another family, covariance or set of features" in \
+        capsys.readouterr().err
+    table = pd.read_csv(selection)
+    # the same model on 100 observations instead of the 82 galaxies: BIC's penalty says so
+    other = table.assign(bic=table["bic"] + table["n_parameters"] * (np.log(100) - np.log(82)))
+    other.to_csv(tmp_path / "other.csv", index=False)
+    assert main(["report", str(container), "--selection", str(tmp_path / "other.csv")]) == 2
+    assert "got one computed from 100 observations where this fit has 82 (another data set" in capsys.readouterr().err
+    table[table["k"] != k].to_csv(tmp_path / "without.csv", index=False)
+    assert main(["report", str(container), "--selection", str(tmp_path / "without.csv")]) == 2
+    assert f"--selection: expected a choice-of-K table with a row for this fit's K={k}, got one of K=" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists() and not list(tmp_path.glob("*.html"))
+
+
 def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, capsys):
     folder, written = galaxies_run
     container, selection = _container(written), next(p for p in written if p.name.endswith("choice-of-k.csv"))

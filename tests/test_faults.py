@@ -2,6 +2,7 @@
 error path (every reproduction of issue 15's "The command line" section)."""
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -222,6 +223,28 @@ def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkey
     line = _one_error_line(err)
     assert "figures/gaussian-full-k2-data.png': No space left on device; free some space" in line
     assert _leftovers(tmp_path / "out" / "figures") == []
+    # the files completed before the failure stay, and are said, with the log that ends on the failure
+    out = tmp_path / "out"
+    kept = ["gaussian-full-k2.nc", "gaussian-full-k2-comparison.csv", "run.log"]
+    assert f"; the 3 file(s) completely written before the error are kept ({out / kept[0]}, " in line
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(kept)
+    assert "failed: " in (out / "run.log").read_text().strip().splitlines()[-1]
+
+
+def test_a_rerun_removes_what_an_earlier_run_wrote_and_it_did_not(tmp_path, workflow_file, capsys):
+    out = tmp_path / "out"
+    workflow_file.write_text(SMALL.replace("n_components = 2", "n_components = 3"))
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    (out / "notes.txt").write_text("the analyst's own file")  # not the run's: never touched
+    workflow_file.write_text(SMALL)
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["gaussian-full-k2-comparison.csv", "gaussian-full-k2.nc",
+                                                     "notes.txt", "run.log", "workflow.json"]
+    log = (out / "run.log").read_text()
+    assert (f"removed 2 file(s) an earlier run wrote to {out} that this run did not: gaussian-full-k3.nc, "
+            "gaussian-full-k3-comparison.csv") in log
+    outputs = json.loads((out / "workflow.json").read_text())["outputs"]
+    assert outputs == ["gaussian-full-k2.nc", "gaussian-full-k2-comparison.csv", "workflow.json", "run.log"]
 
 
 def test_report_into_a_read_only_directory(tmp_path, workflow_file, capsys, monkeypatch):
@@ -273,6 +296,45 @@ def test_interrupt_during_compilation_is_one_line(tmp_path, workflow_file, capsy
     assert status == 130
     assert _one_error_line(err).endswith("interrupted; no output was written; no half-written file was left")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_starts_without_the_numerical_stack():
+    """Only what starts the command line loads before its error handling: a Ctrl-C in the first moment, while the
+    numerical libraries load, then falls inside it (next test) instead of printing a traceback."""
+    code = ("import sys, mixflow.cli, mixflow\n"
+            "print(sorted(m for m in ('numpy', 'pandas', 'scipy', 'xarray', 'pymc', 'mixflow.fitting') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_interrupt_while_the_libraries_load_is_one_line(tmp_path, workflow_file, capsys, monkeypatch):
+    import importlib.abc
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "mixflow.workflow.run":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "mixflow.workflow.run", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 130
+    assert _one_error_line(err).endswith("interrupted; no output was written; no half-written file was left")
+
+
+def test_public_names_load_on_first_use():
+    code = ("import sys, mixflow\n"
+            "before = 'mixflow.fitting' in sys.modules\n"
+            "model = mixflow.PoissonMixture(2)\n"
+            "print(before, 'mixflow.fitting' in sys.modules, mixflow.engines.em.__name__, "
+            "sorted(mixflow.__all__) == sorted(n for n in dir(mixflow) if n in mixflow.__all__))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False True mixflow.engines.em True"
+    # the registry of families is complete however little was imported before it is read
+    code = "from mixflow.families.base import family_names\nprint(' '.join(sorted(family_names())))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["gaussian", "grouped_gaussian", "poisson", "regression", "soft_kmeans"]
 
 
 def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, capsys, monkeypatch):

@@ -177,6 +177,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     log = out / "run.log"
     progress = Console(quiet, log=log)
     written = []
+    earlier = _earlier_outputs(out)
     try:
         with progress.capturing():
             _run_models(workflow, out, progress, written)
@@ -185,13 +186,48 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         if written or not created:  # the log is kept with the files written before, or in a directory kept
             written.append(log)
         raise Interrupted(saved=written) from interrupt
+    except (InputError, OSError) as error:  # bad data met mid-run, a full disk: the files written so far stay
+        progress(f"failed: {error}")
+        if written or not created:
+            written.append(log)
+        error.saved = [str(path) for path in written]
+        raise
     finally:
         if created and not written:
             log.unlink(missing_ok=True)
             if not any(out.iterdir()):
                 out.rmdir()  # a run that wrote nothing leaves no empty directory behind
+    _remove_stale(out, earlier, [*written, log], progress)
     progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s), see {log.name})")
     return [*written, log]
+
+
+def _earlier_outputs(out: Path) -> list[str]:
+    """The files an earlier completed run wrote into ``out`` (its ``workflow.json``'s ``outputs``), if any."""
+    try:
+        outputs = json.loads((out / "workflow.json").read_text(encoding="utf-8")).get("outputs", [])
+    except (OSError, ValueError, AttributeError):  # none, unreadable, or not a mixflow record: nothing is known
+        return []
+    return [name for name in outputs if isinstance(name, str)]
+
+
+def _remove_stale(out: Path, earlier: list[str], written: list[Path], progress) -> None:
+    """Remove the files an earlier run wrote into ``out`` that this completed run did not write again.
+
+    A rerun into the same directory (another K, a method or an output dropped) would otherwise leave the
+    earlier run's results beside this one's, as if they were its. Only files that run recorded are touched,
+    and only once this run has completed.
+    """
+    now = {path.resolve() for path in written}
+    stale = []
+    for name in earlier:
+        path = out / name
+        if path.resolve().parent.is_relative_to(out.resolve()) and path.is_file() and path.resolve() not in now:
+            path.unlink()
+            stale.append(name)
+    if stale:
+        progress(f"removed {len(stale)} file(s) an earlier run wrote to {out} that this run did not: "
+                 f"{', '.join(stale)}")
 
 
 def _prepare_output(out: Path) -> bool:
@@ -223,7 +259,11 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
         weights = None if workflow.weights is None else workflow.data[workflow.weights].to_numpy()
     with _cluster(workflow.cluster, progress):
         _fit_and_write(workflow, out, progress, written, data, weights)
-    resolved = {"config": workflow.config, "sha256": workflow.config_hash}
+    # the files of this run (workflow.json itself and run.log included), so that a rerun into the same directory
+    # can remove those it does not write again (see _remove_stale)
+    outputs = [Path(path).resolve().relative_to(out.resolve()).as_posix() for path in written]
+    outputs += ["workflow.json", "run.log"]
+    resolved = {"config": workflow.config, "sha256": workflow.config_hash, "outputs": outputs}
     written.append(atomic_write(out / "workflow.json",
                                 lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable))))
 
