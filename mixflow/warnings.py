@@ -30,7 +30,7 @@ class ConstantFeatureWarning(MixflowWarning):
 def constant_features_message(name: str, constant: list[str]) -> str:
     """What :class:`ConstantFeatureWarning` says of features that take a single value, whatever the family."""
     return (f"{name}: feature(s) {constant} take a single value: every component sits on it, and no component "
-            "can be told from another along it (a Gaussian component's variance there is the covariance floor or "
+            "can be told from another along it (where the family fits a spread, the spread there is its floor or "
             "the prior's)")
 
 

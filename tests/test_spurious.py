@@ -210,6 +210,12 @@ def test_a_spurious_winner_only_when_nothing_else_and_flagged(line_apart):
     assert tree["em/sample_stats"]["spurious"].values.tolist() == [True]
     sound = _fit(mixflow.GaussianMixture(3), line_apart, random_seed=0)["em"].attrs["log_likelihood"]
     assert attrs["log_likelihood"] > sound + 40
+    # the report counts it as a problem, not only among the run's warnings
+    from mixflow.present.report.cards import _em_findings
+
+    assert ("bad", "EM: component(s) [1] are spurious (fitted to a few points near a lower-dimensional subspace), "
+            "and no restart found a sound maximum: the estimate and its standard errors describe that artefact. "
+            "Prefer method='map', fewer components, or more starts.") in _em_findings(tree)
 
 
 def test_map_from_the_spurious_start_is_not_spurious(line_apart):

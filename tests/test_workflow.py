@@ -105,6 +105,8 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("[methods.em]", "[methods.gibbs]"), r"flow.toml:13: \[methods\]: unknown method\(s\) \['gibbs'\]"),
     (("seed = 7", "seed = -7"), r"flow.toml:3: seed: expected a non-negative integer, got -7"),
     (("seed = 7", "sead = 7"), r"flow.toml:3: top level: unknown key\(s\) \['sead'\]"),
+    (("[methods.em]", "[selcet]\nfit = \"bic\"\n\n[methods.em]"),  # a misspelt table, at its header
+     r"flow.toml:13: top level: unknown key\(s\) \['selcet'\]"),
     (("dataset = \"galaxies\"", "path = \"missing.csv\""), r"flow.toml:6: \[data\] path: expected an existing CSV"),
     (("dataset = \"galaxies\"", "dataset = \"galaxies\"\nunits = \"km/s\""),
      r"flow.toml:7: \[data\] units: expected a table of column = \"unit\" .* got str 'km/s'"),

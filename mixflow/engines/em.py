@@ -664,7 +664,7 @@ def _warn_spurious(spurious: list, options: EMOptions) -> None:
         "another component in its narrowest direction, and not a group lying apart from the others (its mean "
         f"outside their {SEPARATED_QUANTILE:.1%} ellipsoids, at least {SEPARATED_SIZE} times the observations its "
         "covariance needs); use method='map' (the prior keeps components from "
-        f"shrinking onto a subspace), fewer components, or more starts (n_init={options.n_init}).",
+        f"shrinking onto a subspace), fewer components, or more starts than n_init={options.n_init}.",
         DegenerateComponentWarning, stacklevel=3)
 
 

@@ -123,7 +123,9 @@ class _Locator:
                     return start + 1
             elif key == "":
                 key = section.split(".")[0]
-        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        # the key as an assignment, or, at the top level, as a table of its own ([key], [[key]], [key.sub])
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=" + ("" if section else
+                                                               rf"|^\s*\[\[?\s*{re.escape(key)}\s*(\]|\.)"))
         for i in range(start, len(self.lines)):
             if pattern.match(self.lines[i]):
                 return i + 1

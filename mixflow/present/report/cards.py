@@ -283,6 +283,12 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     if attrs.get("empty_components", "[]") not in ("[]", ""):
         findings.append(("bad", f"EM: component(s) {attrs['empty_components']} are empty (weight zero): start "
                                 "from other parameters, or use fewer components."))
+    spurious = _components(attrs, "spurious_components")
+    if spurious:
+        findings.append(("bad", f"EM: component(s) {spurious} are spurious (fitted to a few points near a "
+                                "lower-dimensional subspace), and no restart found a sound maximum: the estimate and "
+                                "its standard errors describe that artefact. Prefer method='map', fewer components, "
+                                "or more starts."))
     pairs = _components(attrs, "duplicate_components")
     if pairs:
         findings.append(("warn", f"EM: components {pairs_text(pairs)} have the same "
