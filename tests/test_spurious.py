@@ -300,3 +300,22 @@ def test_eight_round_points_far_away_are_a_group():
                                  random_state=seed).fit(z).score(z) for seed in range(50))
     reference = best * len(z) - len(z) * np.log(sd).sum()
     assert tree["em"].attrs["log_likelihood"] == pytest.approx(reference, rel=1e-9)
+
+
+def test_a_regression_line_through_a_few_points_is_spurious():
+    """Two crossing lines fitted with K=4: a spare component can end on a line through five points with a
+    variance near 0 (log-likelihood -224.67, against -231.56 for the best sound fit), which the default must not
+    return as a sound answer; the rule is the Gaussian one with the variance ratio in one dimension."""
+    model = mixflow.RegressionMixture(4, "y ~ x")
+    line = model.spurious_components({"weights": np.array([0.47, 0.5, 0.03]), "coefficients": np.zeros((3, 2)),
+                                      "variance": np.array([1.0, 2.0, 1e-5])}, 120.0)
+    assert [(h, round(count, 6), ratio) for h, count, ratio in line] == [(2, 3.6, 5e-6)]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 120)
+    y = np.where(rng.random(120) < 0.5, 1 + 2 * x, 15 - x) + rng.normal(0, 1, 120)
+    tree = mixflow.fit(model, pd.DataFrame({"y": y, "x": x}), method="em", random_seed=0)
+    attrs, estimate = tree["em"].attrs, tree["em/estimate"]
+    assert attrs["n_spurious_restarts"] > 0 and attrs["spurious_components"] == "[]"
+    params = {name: estimate[name].values for name in ("weights", "coefficients", "variance")}
+    assert model.spurious_components(params, 120.0) == []
+    assert attrs["log_likelihood"] == pytest.approx(-231.561, abs=1e-3)

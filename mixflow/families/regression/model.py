@@ -15,7 +15,7 @@ from scipy import stats as st
 from mixflow.data import Data
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families import sampling
-from mixflow.families.base import MixtureModel, Prepared, register_family
+from mixflow.families.base import MixtureModel, Prepared, register_family, spurious_rule
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.regression import numerics as rn
 from mixflow.units import unit_power, unit_ratio
@@ -278,6 +278,23 @@ class RegressionMixture(MixtureModel):
     def parameter_dims(self, features=None) -> dict:
         """Dims of each parameter, shared by every method's output."""
         return {"weights": ("component",), "coefficients": ("component", "coefficient"), "variance": ("component",)}
+
+    def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
+        """Spurious components (:func:`~mixflow.families.base.spurious_rule`): lines through a few points.
+
+        A component's noise variance needs p + 1 observations (p coefficients); its Hathaway ratio is its
+        variance over the largest other component's (the Gaussian rule's smallest eigenvalue, in one
+        dimension). A line fitted to a handful of points that it passes almost exactly has a large likelihood
+        from its tiny variance alone, as a Gaussian component on a few points near a subspace has.
+        """
+        variance = np.asarray(params["variance"], dtype=float)
+        if variance.size < 2:
+            return []
+        largest_other = np.array([np.delete(variance, h).max() for h in range(variance.size)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(largest_other > 0, variance / largest_other, np.inf)
+        counts = np.asarray(params["weights"], dtype=float) * total_weight
+        return spurious_rule(counts, ratios, np.shape(params["coefficients"])[-1] + 1)
 
     def extra_coords(self, data) -> dict:
         """The ``coefficient`` coordinate."""
