@@ -113,6 +113,8 @@ def _check_selection(table, tree, path: str) -> None:
         raise InputError(f"--selection: expected a choice-of-K table with a row for this fit's K={k}, got one of "
                          f"K={', '.join(map(str, table.index))} ({path!r})")
     row = table.loc[k]
+    if not all(math.isfinite(float(row[column])) for column in ("log_likelihood", "n_parameters", "bic")):
+        return  # that K's fit left no criteria (it failed or was skipped): nothing to compare
     if int(row["n_parameters"]) != int(attrs["n_parameters"]):
         raise InputError(f"--selection: expected the choice-of-K table of this fit's model, got one whose K={k} has "
                          f"{int(row['n_parameters'])} free parameters where this fit has {int(attrs['n_parameters'])} "
