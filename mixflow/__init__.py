@@ -1,8 +1,8 @@
 """mixflow: finite mixture models declared once, fitted by EM, NUTS and ADVI into one DataTree.
 
 ``import mixflow`` loads nothing heavy: the first use of a public name (PEP 562's module ``__getattr__``) imports
-every module the public names come from, as an eager import did, so that ``mixflow.<subpackage>.<module>`` is
-there too from then on. The command line starts at once, and can answer a Ctrl-C from its first moment.
+every module the public names come from, so that ``mixflow.<subpackage>.<module>`` is there too from then on.
+The command line starts at once, and can answer a Ctrl-C from its first moment.
 """
 
 import importlib
@@ -44,7 +44,7 @@ def _load() -> None:
 
 
 def __getattr__(name: str):
-    if name.startswith("__"):  # probes such as inspect's __wrapped__ load nothing
+    if name.startswith("_"):  # probes (inspect's __wrapped__, IPython's _repr_* and canaries) load nothing
         raise AttributeError(f"module 'mixflow' has no attribute {name!r}")
     _load()
     try:

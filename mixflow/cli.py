@@ -105,7 +105,8 @@ def _check_selection(table, tree, path: str) -> None:
     features), and the number of observations its BIC was computed with, ``exp((bic + 2 log L) / p)``, the
     fit's: a table of another model or data set would otherwise be reported beside this fit as its own.
     """
-    if "em" not in tree.children or not {"log_likelihood", "n_parameters", "bic"} <= set(table.columns):
+    if "em" not in tree.children or not {"log_likelihood", "n_parameters", "bic"} <= set(table.columns) \
+            or tree["em"].attrs.get("trimmed_components", 0):  # trimmed: fewer components than the K it was fitted at
         return
     attrs = tree["em"].attrs
     k = int(tree["em/estimate"].sizes["component"])

@@ -245,6 +245,16 @@ def test_a_rerun_removes_what_an_earlier_run_wrote_and_it_did_not(tmp_path, work
             "gaussian-full-k3-comparison.csv") in log
     outputs = json.loads((out / "workflow.json").read_text())["outputs"]
     assert outputs == ["gaussian-full-k2.nc", "gaussian-full-k2-comparison.csv", "workflow.json", "run.log"]
+    # another workflow's results in that directory, or another tool's workflow.json, are never removed
+    workflow_file.write_text(SMALL.replace('name = "small"', 'name = "other"').replace("n_components = 2",
+                                                                                      "n_components = 3"))
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    assert {"gaussian-full-k2.nc", "gaussian-full-k3.nc"} <= {p.name for p in out.iterdir()}
+    (out / "workflow.json").write_text(json.dumps({"outputs": "gaussian-full-k3.nc"}))
+    (out / "g").write_text("")
+    workflow_file.write_text(SMALL)
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    assert {"g", "gaussian-full-k3.nc", "notes.txt"} <= {p.name for p in out.iterdir()}
 
 
 def test_report_into_a_read_only_directory(tmp_path, workflow_file, capsys, monkeypatch):

@@ -214,7 +214,7 @@ def test_a_spurious_winner_only_when_nothing_else_and_flagged(line_apart):
     from mixflow.present.report.cards import _em_findings
 
     assert ("bad", "EM: component(s) [1] are spurious (fitted to a few points near a lower-dimensional subspace), "
-            "and no restart found a sound maximum: the estimate and its standard errors describe that artefact. "
+            "and no start found a sound maximum: the estimate and its standard errors describe that artefact. "
             "Prefer method='map', fewer components, or more starts.") in _em_findings(tree)
 
 

@@ -24,7 +24,7 @@ __all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "diric
 
 _FAMILIES: dict[str, type] = {}
 #: The modules that register the families (under ``mixflow.families.``), imported before the registry is read:
-#: ``import mixflow`` no longer imports them all
+#: ``import mixflow`` imports none of them, and a worker may unpickle a model of one family only
 _FAMILY_MODULES = ("gaussian.model", "grouped.model", "poisson.model", "regression.model", "softkmeans.model")
 
 
@@ -48,7 +48,7 @@ def register_family(name: str):
 
 def family_names() -> list[str]:
     """The registered family names (the ``family`` key of a model's JSON and of a workflow's [[models]])."""
-    return list(_registry())
+    return sorted(_registry())
 
 
 def family_class(name: str) -> type:

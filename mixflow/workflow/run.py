@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -177,7 +178,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     log = out / "run.log"
     progress = Console(quiet, log=log)
     written = []
-    earlier = _earlier_outputs(out)
+    earlier = _earlier_outputs(out, workflow.name)
     try:
         with progress.capturing():
             _run_models(workflow, out, progress, written)
@@ -202,13 +203,21 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     return [*written, log]
 
 
-def _earlier_outputs(out: Path) -> list[str]:
-    """The files an earlier completed run wrote into ``out`` (its ``workflow.json``'s ``outputs``), if any."""
+def _earlier_outputs(out: Path, name: str) -> list[str]:
+    """The files an earlier completed run of the workflow ``name`` wrote into ``out``, if any.
+
+    Read from its ``workflow.json``'s ``outputs``, trusted only in mixflow's record (``config``, ``sha256`` and a
+    list of names) of a workflow of the same name: another workflow's results, or another tool's file of that
+    name, are never taken for files of this one to replace.
+    """
     try:
-        outputs = json.loads((out / "workflow.json").read_text(encoding="utf-8")).get("outputs", [])
-    except (OSError, ValueError, AttributeError):  # none, unreadable, or not a mixflow record: nothing is known
+        record = json.loads((out / "workflow.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or unreadable: nothing is known
         return []
-    return [name for name in outputs if isinstance(name, str)]
+    if not (isinstance(record, dict) and isinstance(record.get("config"), dict) and "sha256" in record
+            and isinstance(record.get("outputs"), list) and record["config"].get("name") == name):
+        return []
+    return [entry for entry in record["outputs"] if isinstance(entry, str)]
 
 
 def _remove_stale(out: Path, earlier: list[str], written: list[Path], progress) -> None:
@@ -261,7 +270,7 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
         _fit_and_write(workflow, out, progress, written, data, weights)
     # the files of this run (workflow.json itself and run.log included), so that a rerun into the same directory
     # can remove those it does not write again (see _remove_stale)
-    outputs = [Path(path).resolve().relative_to(out.resolve()).as_posix() for path in written]
+    outputs = [Path(os.path.relpath(Path(path).absolute(), out.absolute())).as_posix() for path in written]
     outputs += ["workflow.json", "run.log"]
     resolved = {"config": workflow.config, "sha256": workflow.config_hash, "outputs": outputs}
     written.append(atomic_write(out / "workflow.json",

@@ -285,7 +285,9 @@ class RegressionMixture(MixtureModel):
         A component's noise variance needs p + 1 observations (p coefficients); its Hathaway ratio is its
         variance over the largest other component's (the Gaussian rule's smallest eigenvalue, in one
         dimension). A line fitted to a handful of points that it passes almost exactly has a large likelihood
-        from its tiny variance alone, as a Gaussian component on a few points near a subspace has.
+        from its tiny variance alone, as a Gaussian component on a few points near a subspace has. The
+        Gaussian rule's exception for a small tight group lying apart from the others has no counterpart:
+        lines cross, so no line lies outside another's reach.
         """
         variance = np.asarray(params["variance"], dtype=float)
         if variance.size < 2:

@@ -286,7 +286,7 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     spurious = _components(attrs, "spurious_components")
     if spurious:
         findings.append(("bad", f"EM: component(s) {spurious} are spurious (fitted to a few points near a "
-                                "lower-dimensional subspace), and no restart found a sound maximum: the estimate and "
+                                "lower-dimensional subspace), and no start found a sound maximum: the estimate and "
                                 "its standard errors describe that artefact. Prefer method='map', fewer components, "
                                 "or more starts."))
     pairs = _components(attrs, "duplicate_components")
