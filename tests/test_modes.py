@@ -343,7 +343,11 @@ def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
     assert modes["crosses"].values.tolist() == [False] * 4  # four windows of 200 draws per chain, each chain stays
     assert modes.attrs["crossing_window"] == 200
     np.testing.assert_allclose(modes["mu"].values[1], -modes["mu"].values[0][::-1], atol=0.15)
-    assert modes.attrs["em_mode"] == 0 and modes.attrs["dominant_mode"] == -1
+    # EM's estimate is one of the two mirror optima, whose objectives differ only by rounding: which one the
+    # restarts rank first (and so which chains start there) is not fixed, but the mode named is the one it lies in
+    em = modes.attrs["em_mode"]
+    assert em in (0, 1) and modes.attrs["dominant_mode"] == -1
+    np.testing.assert_allclose(modes["mu"].values[em], tree["em/estimate"]["mu"].values, atol=0.15)
     attrs = tree["mcmc"].attrs  # R-hat within the modes, as the warning judges; over all chains the modes apart
     assert attrs["max_rhat"] == pytest.approx(modes["max_rhat"].values.max(), rel=1e-12) and attrs["max_rhat"] < 1.01
     assert attrs["max_rhat_all_chains"] > 1.5
@@ -354,15 +358,17 @@ def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
     assert not any("chains disagree" in m for m in messages)
     stacked = tree["mcmc/stacked/posterior"]
     assert stacked.sizes["chain"] == 1 and stacked.sizes["draw"] == 3200
-    in_first = (stacked["mu"].values[0, :, 0, 0] < -4).mean()  # mode 0 has its first component at -6
-    assert abs(in_first - modes["weight"].values[0]) < 5 * np.sqrt(0.25 / 3200)
+    first = int(np.argmin(modes["mu"].values[:, 0, 0]))  # the mode whose first component is at -6
+    in_first = (stacked["mu"].values[0, :, 0, 0] < -4).mean()
+    assert abs(in_first - modes["weight"].values[first]) < 5 * np.sqrt(0.25 / 3200)
     assert_trees_identical(tree, mixflow.load(mixflow.save(tree, tmp_path / "modes.nc")))
     # said: the comparison, the summary, predictions, the report's section and its plot
     assert "stacked" in set(mixflow.compare(tree)["method"].astype(str))
     text = summary_text(tree)
     assert "MCMC stacked over modes: 2 modes (chains 0, 2 | 1, 3)" in text and "chains fall into 2 modes" in text
     assert mixflow.predict(tree, np.array([-6.0, 6.0]), method="stacked").shape == (2,)
-    assert modes_sentence(tree).startswith("EM's MAP estimate lies in mode 0, which carries")
+    assert modes_sentence(tree).startswith(f"EM's MAP estimate lies in mode {em}, which carries")
+    assert "about as much as the other modes together" in modes_sentence(tree)  # half each: not 'the main mode'
     section, problems = _modes_section(tree)
     assert problems == [] and "<table" in section and "data:image/png" in section
     figure = plot_modes(tree, var_names="mu")
@@ -533,11 +539,14 @@ def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     np.testing.assert_allclose(modes["weight"].values, [0.5, 0.5], atol=0.05)  # the truth by symmetry
     assert modes["weight"].values.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(modes["mu"].values[1], -modes["mu"].values[0][::-1], atol=0.15)
-    assert modes.attrs["em_mode"] == 0 and np.all(modes["max_pareto_k"].values < 0.7)
+    em = modes.attrs["em_mode"]  # the mirror optimum EM returned, whichever the restarts ranked first
+    assert em in (0, 1) and np.all(modes["max_pareto_k"].values < 0.7)
+    np.testing.assert_allclose(modes["mu"].values[em], tree["em/estimate"]["mu"].values, atol=0.15)
     stacked = tree["advi/stacked/posterior"]
     assert stacked.sizes["chain"] == 1 and stacked.sizes["draw"] == 400
-    in_first = (stacked["mu"].values[0, :, 0, 0] < -4).mean()  # mode 0 has its first component at -6
-    assert abs(in_first - modes["weight"].values[0]) < 5 * np.sqrt(0.25 / 400)
+    first = int(np.argmin(modes["mu"].values[:, 0, 0]))  # the mode whose first component is at -6
+    in_first = (stacked["mu"].values[0, :, 0, 0] < -4).mean()
+    assert abs(in_first - modes["weight"].values[first]) < 5 * np.sqrt(0.25 / 400)
     assert any("2 modes (fits 0 | 1; stacking weights" in str(w.message) for w in record)
     assert "the fits fall into 2 modes (fits 0 | 1" in summary_text(tree)
     axes = mixflow.plot_convergence(tree).axes
@@ -559,7 +568,8 @@ def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     assert mixflow.predict(tree, new, method="advi_stacked").values.tolist() == expected.argmax(axis=1).tolist()
     figure = mixflow.plot_forest(tree, var_names="weights")
     assert "ADVI stacked over modes" in [text.get_text() for legend in figure.legends for text in legend.get_texts()]
-    assert modes_sentence(tree, "advi").startswith("EM's MAP estimate lies in mode 0, which carries 5")
+    assert modes_sentence(tree, "advi").startswith(f"EM's MAP estimate lies in mode {em}, which carries 5")
+    assert "one of comparable explanations" in modes_sentence(tree, "advi")
     section, problems = _modes_section(tree)  # the report's Modes section, for ADVI's modes
     assert problems == [] and "<table" in section and "data:image/png" in section
     assert "ADVI's fits (one from each starting point" in section and "<em>ADVI stacked over modes</em>" in section

@@ -388,6 +388,11 @@ def _plots_section(tree, selection, ci_prob, rendered=None) -> tuple[str, list[s
 _MODES_OF = {"mcmc": (MCMC_MODES, "chains", "stacked"), "advi": (ADVI_MODES, "fits", "advi_stacked")}
 
 
+#: A mode whose stacking weight is within this of one half is neither the main mode nor a minor one (stacking
+#: weights from a few thousand draws move by a few percent, and two mirror-image modes are at half each)
+_COMPARABLE = 0.1
+
+
 def modes_sentence(tree, method: str = "mcmc") -> str:
     """One sentence on what the modes mean for EM's point estimate (which mode holds it, if any).
 
@@ -403,6 +408,10 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
         text = (f"EM's {kind} estimate lies in none of the {weights.size} modes the {unit} found: it describes "
                 f"no part of the posterior the {unit} {reached}, so report the modes (or their stacked draws) "
                 "instead.")
+    elif abs(weights[em_mode] - 0.5) <= _COMPARABLE:  # about half: neither the main mode nor a minor one
+        text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
+                "weight, about as much as the other modes together: the point estimate describes one of comparable "
+                "explanations; the stacked draws weigh them all.")
     elif weights[em_mode] > 0.5:
         text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
                 "weight: the point estimate describes the main mode")
