@@ -250,16 +250,17 @@ def _kept(lines: list[str], error: Exception) -> list[str]:
     ``error.saved`` is set by :func:`~mixflow.workflow.run.run_workflow`: they stay, and are worth knowing of.
     """
     saved = getattr(error, "saved", [])
-    if not saved:
-        return lines
-    return [*lines[:-1], f"{lines[-1]}; the {len(saved)} file(s) completely written before the error are kept "
-                         f"({', '.join(saved)})"]
+    return [*lines[:-1], f"{lines[-1]}; {_kept_files(saved, 'the error')}"] if saved else lines
+
+
+def _kept_files(saved: list[str], before: str) -> str:
+    """``the N file(s) completely written before <before> are kept (<files>)``."""
+    return f"the {len(saved)} file(s) completely written before {before} are kept ({', '.join(saved)})"
 
 
 def _interrupted(interrupt: KeyboardInterrupt) -> str:
     saved = getattr(interrupt, "saved", [])
-    kept = (f"the {len(saved)} file(s) completely written before it are kept ({', '.join(saved)})" if saved
-            else "no output was written")
+    kept = _kept_files(saved, "it") if saved else "no output was written"
     return f"interrupted; {kept}; no half-written file was left"
 
 

@@ -182,15 +182,14 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     try:
         with progress.capturing():
             _run_models(workflow, out, progress, written)
-    except KeyboardInterrupt as interrupt:  # from any method or stage alike
-        progress("interrupted")
+    except (KeyboardInterrupt, InputError, OSError) as error:  # an interrupt from any method or stage alike, bad
+        # data met mid-run, a full disk: the files written so far stay, and are said
+        interrupted = isinstance(error, KeyboardInterrupt)
+        progress("interrupted" if interrupted else f"failed: {error}")
         if written or not created:  # the log is kept with the files written before, or in a directory kept
             written.append(log)
-        raise Interrupted(saved=written) from interrupt
-    except (InputError, OSError) as error:  # bad data met mid-run, a full disk: the files written so far stay
-        progress(f"failed: {error}")
-        if written or not created:
-            written.append(log)
+        if interrupted:
+            raise Interrupted(saved=written) from error
         error.saved = [str(path) for path in written]
         raise
     finally:
@@ -227,11 +226,12 @@ def _remove_stale(out: Path, earlier: list[str], written: list[Path], progress) 
     earlier run's results beside this one's, as if they were its. Only files that run recorded are touched,
     and only once this run has completed.
     """
-    now = {path.resolve() for path in written}
+    now, root = {path.resolve() for path in written}, out.resolve()
     stale = []
     for name in earlier:
         path = out / name
-        if path.resolve().parent.is_relative_to(out.resolve()) and path.is_file() and path.resolve() not in now:
+        target = path.resolve()
+        if target.parent.is_relative_to(root) and target.is_file() and target not in now:
             path.unlink()
             stale.append(name)
     if stale:
