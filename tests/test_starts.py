@@ -12,6 +12,7 @@ from mixflow.engines.starts import (
     STRATEGIES,
     boundary_moves,
     hierarchical_labels,
+    outlier_moves,
     partition_key,
     portfolio_schedule,
     principal_components,
@@ -378,6 +379,54 @@ def test_boundary_moves_hand_the_points_nearest_another_component_over():
     np.testing.assert_array_equal(np.argmax(moves[1], axis=1), [0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
     # a component is never emptied: with a fraction of 1, nothing is moved
     assert boundary_moves(log_joint, fractions=(1.0,)) == []
+
+
+def test_outlier_moves_free_a_component_onto_the_rows_explained_worst():
+    # rows 4 and 7 have the lowest mixture density; component 1's own rows (2 and 5) go to component 0 or 2
+    log_joint = np.log(np.array([[0.5, 0.1, 0.2], [0.4, 0.05, 0.3], [0.1, 0.3, 0.2], [0.2, 0.1, 0.6],
+                                 [0.001, 0.002, 0.003], [0.1, 0.4, 0.35], [0.35, 0.1, 0.2], [0.002, 0.001, 0.0005],
+                                 [0.4, 0.2, 0.1], [0.2, 0.1, 0.5]]))
+    weights = np.ones(10)
+    moves = outlier_moves(log_joint, weights, 2, fractions=(0.3,))
+    assert len(moves) == 6  # sizes 2 (least) and 3 (30% of the weight), each component freed in turn
+    labels = [np.argmax(move, axis=1).tolist() for move in moves]
+    assert labels[1] == [0, 0, 2, 2, 1, 2, 0, 1, 0, 2]  # component 1 freed onto rows 4 and 7
+    assert labels[0] == [2, 2, 1, 2, 0, 1, 2, 0, 1, 2]  # component 0 freed: every other row to 1 or 2
+    # the third worst row (row 2, 0.6 in all) joins them at 30% of the weight
+    assert labels[4] == [0, 0, 1, 2, 1, 2, 0, 1, 0, 2]
+    # frequency weights count as rows: rows 4 and 7 weighing 3 each fill 30% of the weight alone
+    heavy = outlier_moves(log_joint, np.where(np.isin(np.arange(10), [4, 7]), 3.0, 1.0), 2, fractions=(0.3,))
+    assert len(heavy) == 3 and np.argmax(heavy[1], axis=1)[[4, 7]].tolist() == [1, 1]
+    assert outlier_moves(log_joint[:, :1], weights, 2) == []  # nothing to free with one component
+    assert outlier_moves(log_joint, weights, 6) == []  # more than half the rows: not an outlying group
+
+
+def test_tied_default_frees_a_component_onto_two_outliers():
+    # incomes and food expenditures in the manner of Engel's data (spread growing with income) and two
+    # households far out: with a tied covariance the maximum gives those two a component of their own, which
+    # no start from distances reaches (scikit-learn's k-means starts end 43 units lower, as did seeds 0-2)
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(4)
+    income = rng.lognormal(7.0, 0.4, 230)
+    food = 0.55 * income + rng.normal(0, 1, 230) * 0.08 * income
+    data = np.vstack([np.column_stack([income, food]), np.exp(7.0) * np.array([[4.5, 4.5 * 0.35], [4.0, 4.0 * 0.4]])])
+    outliers = np.isin(np.arange(232), [230, 231])
+    means = np.stack([data[~outliers].mean(axis=0), data[outliers].mean(axis=0)])
+    pooled = sum(np.cov(data[rows].T, bias=True) * rows.sum() for rows in (~outliers, outliers)) / 232
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        common = {"covariance_type": "tied", "tol": 1e-12, "max_iter": 5000, "reg_covar": 1e-12}
+        reference = SkGaussianMixture(2, weights_init=[230 / 232, 2 / 232], means_init=means,
+                                      precisions_init=np.linalg.inv(pooled), **common).fit(data)
+        kmeans = max(SkGaussianMixture(2, random_state=seed, **common).fit(data).score(data) for seed in range(10))
+    best = reference.score(data) * 232
+    assert best == pytest.approx(-3183.750, abs=1e-3) and kmeans * 232 < best - 40
+    np.testing.assert_allclose(np.sort(reference.weights_) * 232, [2.0, 230.0], atol=0.01)
+    model = mixflow.GaussianMixture(2, covariance="tied")
+    found = [_log_likelihood(model, data, random_seed=seed) for seed in SEEDS]
+    np.testing.assert_allclose(found, best, rtol=1e-9)
 
 
 def test_split_merge_moves_merge_two_components_and_split_a_third():

@@ -39,6 +39,7 @@ from mixflow.engines.starts import (
     SHORT_TOL,
     boundary_moves,
     is_degenerate,
+    outlier_moves,
     partition_key,
     portfolio_schedule,
     rank_runs,
@@ -67,6 +68,7 @@ _KEEP_FRACTION = 4  # each round of the successive screening keeps the best 1 / 
 TRANSFER_ROUNDS = 6  # rounds of the local search after the continuation of init="auto" (see _transfer_search)
 TRANSFER_CONTINUED = 3  # local moves continued to convergence per round, the best after their short runs
 SPLIT_MERGE_CONTINUED = 1  # split-and-merge moves continued to convergence per round, beside the local ones
+OUTLIER_CONTINUED = 1  # outlier moves continued to convergence per round, beside the others
 TRANSFER = "transfer"  # the start of a run the local search kept
 #: Two components whose log densities differ by the same amount on every row, to this, are one component in
 #: two parts (:func:`duplicate_components`): their responsibilities' ratio never moves by more than 0.1%
@@ -335,26 +337,29 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
     return runs, continued, names, agreed
 
 
-def _moved_starts(model, prepared, prior, rows: int, params: dict, local_moves: bool) -> tuple[list, list]:
-    """Starting parameters one move away from ``params``: the local moves (if ``local_moves``), the split-and-merge.
+def _moved_starts(model, prepared, prior, rows: int, params: dict, local_moves: bool) -> tuple[list, list, list]:
+    """Starting parameters one move away from ``params``: local (if ``local_moves``), split-and-merge, outlier.
 
     The local moves are the split-and-transfer moves (:func:`~mixflow.engines.starts.transfer_moves`) and the
-    boundary moves (:func:`~mixflow.engines.starts.boundary_moves`); the others Ueda et al.'s split-and-merge
-    (:func:`~mixflow.engines.starts.split_merge_moves`).
+    boundary moves (:func:`~mixflow.engines.starts.boundary_moves`); then Ueda et al.'s split-and-merge
+    (:func:`~mixflow.engines.starts.split_merge_moves`), and a component freed onto the rows the fit explains
+    worst (:func:`~mixflow.engines.starts.outlier_moves`, from as few rows as its parameters need,
+    ``model.component_rows``).
 
-    None of either for a fit with fewer components than declared (trimmed): a move would bring the dropped
+    None of any for a fit with fewer components than declared (trimmed): a move would bring the dropped
     one back.
     """
     if params["weights"].size != model.n_components:
-        return [], []
+        return [], [], []
     log_joint = _log_joint(model, params, prepared, rows)
     resp = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
     resp /= resp.sum(axis=1, keepdims=True)
     points = standardise(model.init_points(prepared), prepared.weights)
     local = transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint) if local_moves else []
     merged = split_merge_moves(resp, points, prepared.weights)
-    return ([_parameters_from(model, prepared, moved, prior, rows) for moved in local],
-            [_parameters_from(model, prepared, moved, prior, rows) for moved in merged])
+    outliers = outlier_moves(log_joint, prepared.weights, model.component_rows(params))
+    return tuple([_parameters_from(model, prepared, moved, prior, rows) for moved in moves]
+                 for moves in (local, merged, outliers))
 
 
 def _log_joint(model, params: dict, prepared, rows: int) -> np.ndarray:
@@ -376,23 +381,23 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
                      options: EMOptions, agreed: bool = False, duplicates=None) -> tuple[list, np.ndarray, list]:
     """A local search from the best sound continued run: moves screened by short runs, the best continued.
 
-    ``moved_starts(params, local_moves)`` gives the starts one move away, local (if asked) and split-and-merge
-    (:func:`_moved_starts`). When the short runs ``agreed`` (several starts reached the best value), no local
-    moves: the maximum the starts share may still be one in which the groups are cut otherwise than at the
-    global one, which starts seldom reach and no move of a few points or half a component leads to; the local
-    moves refine a fit the starts did not agree on. A fit with two components in one (``duplicates(params)``,
-    :func:`duplicate_components`) gets every local move, all continued: it is a fit of fewer components, whose
-    spare one none of the best few moves may free (a Poisson component on the zeros alone, reached from
-    a boundary move after hundreds of passes, ranks low after a short run).
+    ``moved_starts(params, local_moves)`` gives the starts one move away: local (if asked), split-and-merge and
+    outlier moves (:func:`_moved_starts`). When the short runs ``agreed`` (several starts reached the best value),
+    no local moves: the maximum the starts share may still be one in which the groups are cut otherwise than at the
+    global one, which starts seldom reach and no move of a few points or half a component leads to; the local moves
+    refine a fit the starts did not agree on. A fit with two components in one (``duplicates(params)``,
+    :func:`duplicate_components`) gets every local move, all continued: it is a fit of fewer components, whose spare
+    one none of the best few moves may free (a Poisson component on the zeros alone, reached from a boundary move
+    after hundreds of passes, ranks low after a short run).
 
-    The moves run in step (``runs_of(jobs)``) as the short runs of the screening do; the short runs of each
-    kind are ranked (:func:`_rank_distinct`, degenerate ones left out), and the best :data:`TRANSFER_CONTINUED`
-    local and :data:`SPLIT_MERGE_CONTINUED` split-and-merge ones (each kind its own places, so that the many
-    split-and-merge moves do not crowd out the local ones) not already back on the current fit's partition of
-    the rows and not higher (``partition(params)``: they are returning to a known maximum) are continued to
-    convergence in step (:func:`_follow`). The highest of those that end sound and higher than the current
-    fit by more than ``_SAME_VALUE`` (relative) is added as a restart of its own (start :data:`TRANSFER`), and
-    the search goes on from it, for at most :data:`TRANSFER_ROUNDS` rounds; a round in which none ends higher
+    The moves run in step (``runs_of(jobs)``) as the short runs of the screening do; the short runs of each kind are
+    ranked (:func:`_rank_distinct`, degenerate ones left out), and the best :data:`TRANSFER_CONTINUED` local,
+    :data:`SPLIT_MERGE_CONTINUED` split-and-merge and :data:`OUTLIER_CONTINUED` outlier ones (each kind its own
+    places, so that the many local moves do not crowd out the others) not already back on the current fit's
+    partition of the rows and not higher (``partition(params)``: they are returning to a known maximum) are
+    continued to convergence in step (:func:`_follow`). The highest of those that end sound and higher than the
+    current fit by more than ``_SAME_VALUE`` (relative) is added as a restart of its own (start :data:`TRANSFER`),
+    and the search goes on from it, for at most :data:`TRANSFER_ROUNDS` rounds; a round in which none ends higher
     stops it. Nothing is searched when no continued run is sound.
     """
     finals = np.array([r.history_objective[-1] if c and tier(r) == SOUND else np.nan
@@ -407,10 +412,12 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
         above, seen = value + _SAME_VALUE * abs(value), {partition(current.params)}
         known = partial(_known, partition, above, seen)
         duplicated = duplicates is not None and bool(duplicates(current.params))
-        local, merged = moved_starts(current.params, duplicated or not agreed)
-        shorts = runs_of([(params, short) for params in local + merged])
-        tried = (_candidates(shorts[:len(local)], tier, known, len(local) if duplicated else TRANSFER_CONTINUED)
-                 + _candidates(shorts[len(local):], tier, known, SPLIT_MERGE_CONTINUED))
+        local, merged, outliers = moved_starts(current.params, duplicated or not agreed)
+        shorts = runs_of([(params, short) for params in local + merged + outliers])
+        ends = np.cumsum([len(local), len(merged), len(outliers)])
+        tried = (_candidates(shorts[:ends[0]], tier, known, len(local) if duplicated else TRANSFER_CONTINUED)
+                 + _candidates(shorts[ends[0]:ends[1]], tier, known, SPLIT_MERGE_CONTINUED)
+                 + _candidates(shorts[ends[1]:], tier, known, OUTLIER_CONTINUED))
         higher = [result for result in _follow(tried, runs_of, options, known)
                   if result is not None and tier(result) == SOUND and result.history_objective[-1] > above]
         if not higher:

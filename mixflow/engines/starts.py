@@ -41,6 +41,7 @@ maximum whose groups are cut otherwise than the fit's is often one such move awa
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.special import logsumexp
 
 from mixflow.engines.kmeans import kmeans_plusplus, lloyd, squared_distances
 from mixflow.errors import InputError
@@ -60,6 +61,7 @@ __all__ = [
     "standardise",
     "start_responsibilities",
     "boundary_moves",
+    "outlier_moves",
     "transfer_moves",
 ]
 
@@ -79,6 +81,10 @@ SPLIT_MERGE_CANDIDATES = 5
 # (two maxima that differ on the boundary's points), or much of the component (two maxima that cut overlapping
 # groups at places far apart, which a split along the component's principal axis, often another direction, misses)
 BOUNDARY_FRACTIONS = (1 / 32, 1 / 8, 3 / 8)
+# the local search's outlier moves free a component onto these shares of the total weight, the rows the fit
+# explains worst: a small group of outliers (a few extreme rows, the zero counts) that a component of its own
+# fits far better, which no start from distances and no move of points between neighbours reaches
+OUTLIER_FRACTIONS = (1 / 100,)
 # a component holding less than this many observations' worth of weight is degenerate (empty)
 MIN_COMPONENT_COUNT = 0.5
 
@@ -487,4 +493,58 @@ def boundary_moves(log_joint: np.ndarray, fractions=BOUNDARY_FRACTIONS) -> list[
                 moved = hard.copy()
                 moved[nearest] = np.eye(k_total)[i]
                 out.append(moved)
+    return out
+
+
+def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
+                  fractions=OUTLIER_FRACTIONS) -> list[np.ndarray]:
+    """Hard responsibilities of a fit with one component freed onto the rows the fit explains worst.
+
+    A mixture whose likelihood is highest with a component on a few outlying rows (two extreme incomes beside
+    a tied covariance, the zero counts of a Poisson mixture) has a maximum that starts from distances seldom
+    reach, and that moving points between neighbouring components does not lead to: every component is
+    needed where it is. For each component k and each size, k's rows go to the other component each is
+    likeliest under, and that many rows of lowest mixture density ``log sum_k exp(log_joint)`` go to k. The
+    sizes are ``least`` rows (as few as the component's parameters need: a group of a few extreme rows) and
+    each of ``fractions`` of the total weight, but at least ``least``.
+
+    Parameters
+    ----------
+    log_joint : ndarray of shape (n, K)
+        ``log w_k + log p_k(x_n)`` of the fit.
+    weights : ndarray of shape (n,)
+        Frequency weights.
+    least : int
+        The fewest rows a freed component takes, the first size.
+    fractions : sequence of float
+        Shares of the total weight a freed component takes.
+
+    Returns
+    -------
+    list of ndarray of shape (n, K)
+        Starting responsibilities, the smaller moves first; none for K < 2, and none of a size that would
+        take more than half the rows.
+
+    """
+    n, k_total = log_joint.shape
+    if k_total < 2:
+        return []
+    finite = np.where(np.isfinite(log_joint), log_joint, -np.inf)
+    with np.errstate(divide="ignore"):
+        density = logsumexp(finite, axis=1)
+    worst = np.argsort(np.where(weights > 0, density, np.inf), kind="stable")
+    held = np.cumsum(weights[worst])
+    sizes = [least] if least <= n // 2 else []
+    for fraction in fractions:
+        size = max(int(np.searchsorted(held, fraction * held[-1])) + 1, least)
+        if size not in sizes and size <= n // 2:
+            sizes.append(size)
+    out = []
+    for size in sizes:
+        for k in range(k_total):
+            others = finite.copy()
+            others[:, k] = -np.inf
+            labels = np.argmax(others, axis=1)
+            labels[worst[:size]] = k
+            out.append(np.eye(k_total)[labels])
     return out

@@ -443,6 +443,13 @@ class MixtureModel:
         """
         return None
 
+    def component_rows(self, params: dict) -> int:
+        """The fewest observations a component's parameters (working ``params``) need: 1 by default, a mean's.
+
+        More where a component has its own dispersion: d + 1 for a full covariance.
+        """
+        return 1
+
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components of working parameters (:func:`spurious_rule`).
 

@@ -293,16 +293,20 @@ class GaussianMixture(MixtureModel):
                 "estimate (fewer leave a component's covariance singular); use method='map' (the prior "
                 "keeps it regular), a covariance type with fewer parameters, or fewer components"]
 
+    def component_rows(self, params: dict) -> int:
+        """A full covariance needs d + 1 observations, variances ("diag", "spherical") two, a tied one's mean one."""
+        return {"full": np.shape(params["mu"])[1] + 1, "tied": 1}.get(self.covariance, 2)
+
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components (:func:`~mixflow.families.base.spurious_rule`); none for a tied covariance.
 
-        A full covariance needs d + 1 observations, variances ("diag", "spherical") two. A component's
-        separation is the squared Mahalanobis distance of its mean under the nearest other component
+        A component needs :meth:`component_rows` observations. Its separation is the squared Mahalanobis
+        distance of its mean under the nearest other component
         (:func:`~mixflow.families.gaussian.numerics.separations`), against the chi-square quantile of d degrees.
         """
         if self.covariance == "tied":
             return []
-        needed = np.shape(params["mu"])[1] + 1 if self.covariance == "full" else 2
+        needed = self.component_rows(params)
         counts = np.asarray(params["weights"]) * total_weight
         small = np.flatnonzero(counts < SPURIOUS_SIZE * needed)  # the components whose ratio matters
         if not small.size:

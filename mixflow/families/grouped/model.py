@@ -180,6 +180,10 @@ class GroupedGaussianMixture(MixtureModel):
                    likelihood=spec.get("likelihood", "interval"), bounds=tuple(spec.get("bounds", ("lower", "upper"))),
                    prior=GaussianPrior(**spec.get("prior", {})))
 
+    def component_rows(self, params: dict) -> int:
+        """Two bins for a component's own variance, one for its mean alone (a common variance)."""
+        return 1 if self.common_variance else 2
+
     def parameter_dims(self, features=None) -> dict:
         """``weights`` and ``mu`` (component); ``variance`` (component) or () when common."""
         return {"weights": ("component",), "mu": ("component",),

@@ -279,10 +279,14 @@ class RegressionMixture(MixtureModel):
         """Dims of each parameter, shared by every method's output."""
         return {"weights": ("component",), "coefficients": ("component", "coefficient"), "variance": ("component",)}
 
+    def component_rows(self, params: dict) -> int:
+        """A component's noise variance needs p + 1 observations (p coefficients)."""
+        return np.shape(params["coefficients"])[-1] + 1
+
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components (:func:`~mixflow.families.base.spurious_rule`): lines through a few points.
 
-        A component's noise variance needs p + 1 observations (p coefficients); its Hathaway ratio is its
+        A component needs :meth:`component_rows` observations; its Hathaway ratio is its
         variance over the largest other component's (the Gaussian rule's smallest eigenvalue, in one
         dimension). A line fitted to a handful of points that it passes almost exactly has a large likelihood
         from its tiny variance alone, as a Gaussian component on a few points near a subspace has. The
@@ -296,7 +300,7 @@ class RegressionMixture(MixtureModel):
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = np.where(largest_other > 0, variance / largest_other, np.inf)
         counts = np.asarray(params["weights"], dtype=float) * total_weight
-        return spurious_rule(counts, ratios, np.shape(params["coefficients"])[-1] + 1)
+        return spurious_rule(counts, ratios, self.component_rows(params))
 
     def extra_coords(self, data) -> dict:
         """The ``coefficient`` coordinate."""
