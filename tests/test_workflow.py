@@ -124,6 +124,15 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"false \(none\), got int 1"),
     (("[methods.em]", "[select]\nn_folds = true\n\n[methods.em]"),
      r"flow.toml:14: \[select\] n_folds: expected an integer >= 2 .* got bool True"),
+    # a second model whose files would overwrite the first's (the same family, tag and K; another prior)
+    (("[methods.em]", "[[models]]\nfamily = \"gaussian\"\nn_components = 2\nprior = {shrinkage = 5.0}\n\n"
+      "[methods.em]"),
+     r"flow.toml:13: \[\[models\]\] #2: expected files named apart from those of \[\[models\]\] #1, got the same "
+     r"names \(gaussian-full-k2-...\), which one model's results would overwrite; give one of them its own "
+     r"name = \"...\"$"),
+    (("covariance = \"full\"", "covariance = \"full\"\nname = \"../elsewhere\""),
+     r"flow.toml:12: \[\[models\]\] #1 name: expected a name for the model's files: letters, digits, '.', '_' or "
+     r"'-', starting with a letter or digit; got '../elsewhere'$"),
 ])
 def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, message, monkeypatch):
     old, new = change
@@ -136,6 +145,16 @@ def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, messa
     with pytest.raises(WorkflowError, match=message):
         run_workflow(path, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_models_named_apart_write_files_apart(tmp_path):
+    # the same model twice, one with a stronger prior: named, their files no longer share names
+    second = "[[models]]\nname = \"shrunk\"\nfamily = \"gaussian\"\nn_components = 2\nprior = {shrinkage = 5.0}\n\n"
+    workflow = read_workflow(write(tmp_path, SMALL.replace("[methods.em]", second + "[methods.em]")))
+    assert [spec.label for spec in workflow.models] == ["gaussian-full-k1-3", "shrunk-k2"]
+    assert workflow.models[1].stems() == {"shrunk-k2"}
+    assert workflow.models[0].stems() == {"gaussian-full-k1", "gaussian-full-k2", "gaussian-full-k3",
+                                          "gaussian-full-k1-3-choice-of-k"}
 
 
 def test_bad_toml_and_missing_file(tmp_path):

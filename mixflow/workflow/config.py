@@ -37,7 +37,8 @@ DATA_KEYS = {"dataset", "path", "columns", "weights", "labels", "units", "chunks
 LARGE_DATA = (".zarr", ".parquet", ".nc")  # [data] path suffixes read lazily with Dask (a glob for the last two)
 CLUSTER_KEYS = {"address", "local"}
 LOCAL_CLUSTER_KEYS = {"n_workers": int, "threads_per_worker": int, "memory_limit": str}
-MODEL_KEYS = ("family", "n_components", "prior")  # and each family's own workflow_keys
+MODEL_KEYS = ("family", "n_components", "prior", "name")  # and each family's own workflow_keys
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a model's name starts its file names
 OUTPUT_KEYS = {"container", "table", "figures", "report"}
 
 
@@ -53,12 +54,25 @@ class ModelSpec:
     ks: tuple
     prior: object = "default"
     options: tuple = ()  # (key, value) pairs of the family's workflow_keys
+    name: str | None = None  # [[models]] name: the start of its file names, else the family and its tag
 
     @property
     def label(self) -> str:
+        """The model's name and its K or range of K (``gaussian-full-k2``, ``wide-k1-4``): its files' stem."""
         k = f"k{self.ks[0]}" if len(self.ks) == 1 else f"k{self.ks[0]}-{self.ks[-1]}"
+        return f"{self.base}-{k}"
+
+    @property
+    def base(self) -> str:
+        """The label without K: ``name``, else the family and its tag (``gaussian-full``)."""
+        if self.name is not None:
+            return self.name
         tag = family_class(self.family).label_tag(dict(self.options))
-        return f"{self.family}-{tag}-{k}" if tag else f"{self.family}-{k}"
+        return f"{self.family}-{tag}" if tag else self.family
+
+    def stems(self) -> set[str]:
+        """The stems of every file the model can write: its choice of K's table, each K's files."""
+        return {f"{self.base}-k{k}" for k in self.ks} | ({f"{self.label}-choice-of-k"} if len(self.ks) > 1 else set())
 
     def model(self, k: int):
         """The declared model with ``k`` components."""
@@ -445,9 +459,13 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
     if "n_components" not in table:
         raise loc.error(where, "expected n_components (an integer, or {from = a, to = b})", "", "models", i)
     ks = _read_k(table, where, loc, n_support, i)
+    name = table.get("name")
+    if name is not None and not (isinstance(name, str) and _MODEL_NAME.match(name)):
+        raise loc.error(f"{where} name", "expected a name for the model's files: letters, digits, '.', '_' or "
+                        f"'-', starting with a letter or digit; got {name!r}", "name", "models", i)
     options = tuple((key, tuple(value) if isinstance(value, list) else value)
                     for key, value in table.items() if key in keys)
-    spec = ModelSpec(family, ks, table.get("prior", "default"), options)
+    spec = ModelSpec(family, ks, table.get("prior", "default"), options, name)
     try:
         spec.model(ks[0])
     except InputError as error:
@@ -460,11 +478,25 @@ def _read_models(models, loc: _Locator, n_support: int | None):
     if not isinstance(models, list) or not models:
         raise loc.error("[[models]]", f"expected at least one [[models]] table, got {models!r}",
                         *(("", "models") if isinstance(models, dict) else ("models",)))
-    specs = []
+    specs = {}
     for i, table in enumerate(models):
         with loc.collecting():
-            specs.append(_read_model(table, i, loc, n_support))
-    return tuple(specs) if len(specs) == len(models) else None
+            specs[i] = _read_model(table, i, loc, n_support)
+            _check_distinct_files(specs, i, loc)
+    return tuple(specs.values()) if len(specs) == len(models) else None
+
+
+def _check_distinct_files(specs: dict, i: int, loc: _Locator) -> None:
+    """That model ``i``'s files take names no earlier model's take (one would overwrite the other's)."""
+    spec = specs[i]
+    for j, earlier in specs.items():
+        if j == i:
+            continue
+        shared = sorted(spec.stems() & earlier.stems())
+        if shared:
+            raise loc.error(f"[[models]] #{i + 1}", f"expected files named apart from those of [[models]] #{j + 1}, "
+                            f"got the same names ({shared[0]}-...), which one model's results would overwrite; give "
+                            f"one of them its own name = \"...\"", "", "models", i)
 
 
 def _method_check(method: str):
