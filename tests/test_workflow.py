@@ -1,5 +1,6 @@
 """Workflows: validation before fitting (with file positions), outputs, reproducibility, the CLI."""
 
+import html
 import json
 import re
 import textwrap
@@ -311,6 +312,13 @@ def test_warnings_are_one_line_each_logged_in_full_recorded_and_reported(tmp_pat
     text = (tmp_path / "out" / "gaussian-full-k3-report.html").read_text()
     assert "[K=3, EM (MAP)] ConvergenceWarning: EM did not converge" in text
     assert "Choice of K, K=2, EM: did not converge" in text and "No problems found" not in text
+    # the console says the report's diagnostics, one line each, and counts them apart from the run's warnings
+    said = [line.split("  diagnostics: ", 1)[1] for line in lines if "  diagnostics: " in line]
+    assert "problem: Choice of K, K=2, EM: did not converge; its criteria are unreliable." in said
+    assert all(html.escape(finding.split(": ", 1)[1]) in text for finding in said)
+    bad = sum(finding.startswith("problem: ") for finding in said)
+    assert lines[-1].endswith(f"warning(s) while running; the diagnostics: {bad} problem(s), {len(said) - bad} "
+                              "warning(s); see run.log)")
 
 
 def test_a_calm_run_reports_no_warnings(tmp_path, capsys):

@@ -42,6 +42,7 @@ class Console:
     def __init__(self, quiet: bool, log: Path | None = None):
         self.quiet, self.start, self.log = quiet, time.perf_counter(), log
         self.stage, self.recorded = "", []
+        self.findings = []  # the levels ("bad", "warn") of the diagnostics said (see finding)
         if log is not None:
             log.write_text("", encoding="utf-8")
 
@@ -58,6 +59,17 @@ class Console:
         if self.log is not None:
             with self.log.open("a", encoding="utf-8") as stream:
                 stream.write(text)
+
+    def finding(self, level: str, text: str) -> None:
+        """One line of a fit's diagnostics (what its report lists): a problem (``"bad"``) or a warning."""
+        self.findings.append(level)
+        self(f"  diagnostics: {'problem' if level == 'bad' else 'warning'}: {text}")
+
+    def findings_text(self) -> str:
+        """``"; the diagnostics: 1 problem(s), 4 warning(s)"``, or nothing when there were none."""
+        if not self.findings:
+            return ""
+        return f"; the diagnostics: {self.findings.count('bad')} problem(s), {self.findings.count('warn')} warning(s)"
 
     def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
         """A ``warnings.showwarning`` replacement: one line on the console, the full warning in the log."""

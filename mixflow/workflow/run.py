@@ -198,7 +198,8 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
             if not any(out.iterdir()):
                 out.rmdir()  # a run that wrote nothing leaves no empty directory behind
     _remove_stale(out, earlier, [*written, log], progress)
-    progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s), see {log.name})")
+    progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s) while running"
+             f"{progress.findings_text()}; see {log.name})")
     return [*written, log]
 
 
@@ -320,7 +321,7 @@ def _fit_and_write(workflow: Workflow, out: Path, progress, written: list, data,
                     f"; [select] fit = 'all-preferred': K={', '.join(map(str, ks[1:]))} fitted too" if ks[1:] else ""))
         except (InputError, np.linalg.LinAlgError) as error:
             raise workflow.model_error(i, f"the choice of K failed: {error}") from error
-        stems = {k: f"{spec.label.rsplit('-k', 1)[0]}-k{k}" for k in ks}
+        stems = {k: f"{spec.base}-k{k}" for k in ks}
         choice_warnings = progress.since(mark)  # recorded in the container of every K fitted after it
         for k in ks:
             others = {other: f"{stem}-report.html" for other, stem in stems.items()
@@ -337,6 +338,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     which this one's report links to; ``choice_warnings`` are those of the choice of K, recorded with the fit's.
     """
     from mixflow.present.compare import compare, with_unit_column
+    from mixflow.present.report.cards import fit_findings
     from mixflow.present.report.page import render_plots, report
 
     (data, weights), (out, stem) = data, target
@@ -352,6 +354,8 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     agreement = None
     if workflow.labels is not None:
         tree, agreement = _with_labels(tree, workflow, progress)
+    for level, text in fit_findings(tree, selection):  # what the report lists, said whether or not one is written
+        progress.finding(level, text)
     if workflow.output["container"]:
         written.append(save(tree, out / f"{stem}.nc"))
     if workflow.output["table"]:

@@ -15,11 +15,11 @@ from mixflow.container.read import available_methods, has_group
 from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
-from mixflow.present.compare import METHOD_LABELS, element_columns
+from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import set_aside_runs
 
-__all__ = ["card", "diagnostics", "duration", "fit_summaries", "key_values", "provenance_rows", "run_warnings",
-           "selection_findings"]
+__all__ = ["card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values", "provenance_rows",
+           "run_warnings", "selection_findings"]
 
 
 def key_values(rows: list[tuple[str, object]]) -> str:
@@ -204,6 +204,17 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
     variant = tree["advi"].attrs.get("variant", "meanfield") if "advi" in methods else None
     findings += _comparison_findings(table, variant)
     return findings or [("ok", "No problems found.")]
+
+
+def fit_findings(tree, selection: pd.DataFrame | None = None, table: pd.DataFrame | None = None) -> list:
+    """The problems ("bad") and warnings ("warn") the report's diagnostics find in a fit and its choice of K.
+
+    As (level, text), from the fit (:func:`diagnostics`, on ``table``, the comparison table of ``tree``,
+    computed if not given) and the choice-of-K table (:func:`selection_findings`): what the report lists
+    beside the warnings raised while the fit ran and its plots' problems.
+    """
+    table = dataset_to_frame(compare_dataset(tree)) if table is None else table
+    return [f for f in diagnostics(tree, table) if f[0] != "ok"] + selection_findings(selection, tree)
 
 
 def _converged_finals(stats) -> np.ndarray:

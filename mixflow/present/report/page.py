@@ -25,12 +25,11 @@ from mixflow.present.labels import cross_tabulation, reference_agreement
 from mixflow.present.numbers import format_number, format_with_sd
 from mixflow.present.report.cards import (
     card,
-    diagnostics,
+    fit_findings,
     fit_summaries,
     key_values,
     provenance_rows,
     run_warnings,
-    selection_findings,
 )
 from mixflow.present.units import ParameterUnits
 from mixflow.units import unit_root
@@ -586,7 +585,7 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         modes_html, modes_problems = _modes_section(tree)
     plot_problems += modes_problems
     raised = [str(w.message) for w in caught if issubclass(w.category, MixflowWarning)]
-    findings = [f for f in diagnostics(tree, table) if f[0] != "ok"] + selection_findings(selection, tree)
+    findings = fit_findings(tree, selection, table)
     findings += [("warn", message) for message in plot_problems + raised]
     findings += run_warnings(tree)
     findings = findings or [("ok", "No problems found.")]
