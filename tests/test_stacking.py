@@ -9,7 +9,9 @@ from scipy.special import logsumexp
 import mixflow
 from mixflow.engines.modes import (
     DOMINANT_WEIGHT,
+    _stacking,
     describe_modes,
+    left_out_modes,
     mode_caveats,
     mode_summaries,
 )

@@ -61,6 +61,10 @@ CROSSING_WINDOWS = 10
 _OVERLAP_BINS = 20
 #: A mode whose stacking weight exceeds this dominates: the others are reported as negligible.
 DOMINANT_WEIGHT = 0.99
+#: A mode whose PSIS-LOO Pareto k exceeds this is left out of the stacking while another mode's is within it:
+#: above 1 the importance ratios have no finite mean (Vehtari et al. 2024), and the mode's leave-one-out
+#: densities, typically those of a chain stuck or barely moving, would win the stacking on their error
+LOO_UNUSABLE_K = 1.0
 #: Bulk and tail ESS below this per chain are too few to trust (Vehtari et al. 2021).
 ESS_PER_CHAIN_MIN = 100
 

@@ -24,6 +24,7 @@ from mixflow.engines.mode_rule import (
     CROSSING_WINDOWS,
     DOMINANT_WEIGHT,
     ESS_PER_CHAIN_MIN,
+    LOO_UNUSABLE_K,
     MODE_OVERLAP,
     MODE_RHAT,
     chain_crossings,
@@ -39,11 +40,11 @@ from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, loo_pointwi
 from mixflow.errors import InputError
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 
-__all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE", "ESS_PER_CHAIN_MIN", "MODE_OVERLAP",
-           "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "PSIS_MIN_DRAWS", "STARTS", "chain_crossings", "chain_modes",
-           "check_starts", "combined_draws", "crossing_window", "describe_modes", "distinct_optima", "loo_pointwise",
-           "mode_caveats", "mode_groups", "mode_summaries", "pair_overlaps", "pair_rhats", "stacking_weights",
-           "start_points"]
+__all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE", "ESS_PER_CHAIN_MIN",
+           "LOO_UNUSABLE_K", "MODE_OVERLAP", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "PSIS_MIN_DRAWS", "STARTS",
+           "chain_crossings", "chain_modes", "check_starts", "combined_draws", "crossing_window", "describe_modes",
+           "distinct_optima", "left_out_modes", "loo_pointwise", "mode_caveats", "mode_groups", "mode_summaries",
+           "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
 
 #: Two EM optima are distinct when some entry of their label signatures differs by more than this many
 #: (approximate) posterior sds (:func:`distinct_optima`).
@@ -175,14 +176,15 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     dict
         ``{"variables": {...}, "attrs": {...}}``: ``chain_mode`` (chain), ``weight`` (mode, the stacking
         weight), ``n_chains``, ``n_draws`` (all its chains' draws), ``elpd_loo``, ``max_pareto_k``,
-        ``pareto_k_threshold`` (arviz_stats' for the mode's draws), ``loo_reliable`` (PSIS-LOO with every
-        Pareto shape at most the threshold), ``ess_reliable`` (smallest bulk ESS at least
+        ``pareto_k_threshold`` (arviz_stats' for the mode's draws), ``in_stacking`` (:func:`_stacking`: weight
+        0 for a mode whose Pareto k exceeds :data:`LOO_UNUSABLE_K`), ``loo_reliable`` (PSIS-LOO with every Pareto
+        shape at most the threshold), ``ess_reliable`` (smallest bulk ESS at least
         :data:`ESS_PER_CHAIN_MIN` per chain), ``log_likelihood`` and ``log_posterior`` (at the mode's
         posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the mode) (mode), the
         posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights`` (mode, component))
         and ``lpd_loo`` (obs, mode); attrs ``n_modes``, ``em_mode`` (-1: none) and ``dominant_mode`` (-1:
-        none has weight above :data:`DOMINANT_WEIGHT`). With one mode its weight is 1 (nothing to stack), and its
-        LOO is the model's (as ArviZ's ``loo`` of the draws gives it).
+        none has weight above :data:`DOMINANT_WEIGHT`, or a mode was left out of the stacking). With one mode its
+        weight is 1 (nothing to stack), and its LOO is the model's (as ArviZ's ``loo`` of the draws gives it).
     """
     n_modes = int(chain_mode.max()) + 1
     lpd = np.full((data.n_obs, n_modes), np.nan)
@@ -205,8 +207,10 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         rows.append(row)
     stats = {key: np.array([row[key] for row in rows]) for key in rows[0]}
     stats["elpd_loo"] = data.frequency @ lpd
-    weights = stacking_weights(lpd, data.frequency) if n_modes > 1 else np.ones(1)
-    dominant = int(np.argmax(weights)) if weights.max() > DOMINANT_WEIGHT and n_modes > 1 else -1
+    weights, stats["in_stacking"] = _stacking(lpd, data.frequency, stats["max_pareto_k"])
+    # a mode left out is not negligible: nothing is known of its weight
+    dominant = int(np.argmax(weights)) if weights.max() > DOMINANT_WEIGHT and n_modes > 1 and \
+        stats["in_stacking"].all() else -1
     variables = {"chain_mode": (("chain",), chain_mode.astype(np.int64)), "weight": (("mode",), weights),
                  "lpd_loo": (("obs", "mode"), lpd), **{key: (("mode",), value) for key, value in stats.items()}}
     for name, (dims, _) in draws.items():
@@ -216,12 +220,36 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     return {"variables": variables, "attrs": attrs}
 
 
+def left_out_modes(modes) -> list[int]:
+    """The modes left out of the stacking (``in_stacking`` False) of a modes group; none where not recorded."""
+    if "in_stacking" not in modes:
+        return []
+    return [int(mode) for mode in np.flatnonzero(~np.asarray(modes["in_stacking"], dtype=bool))]
+
+
+def _stacking(lpd: np.ndarray, frequency: np.ndarray, max_pareto_k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The modes' stacking weights, and which modes were stacked.
+
+    A mode whose Pareto k exceeds :data:`LOO_UNUSABLE_K` is left out (weight 0) while some mode's is within
+    it; a mode without PSIS (too few draws: plain importance sampling) is kept. With one mode its weight is 1.
+    """
+    n_modes = lpd.shape[1]
+    kept = ~(max_pareto_k > LOO_UNUSABLE_K)  # NaN (no PSIS) is kept
+    if not kept.any():
+        kept[:] = True
+    weights = np.zeros(n_modes)
+    weights[kept] = stacking_weights(lpd[:, kept], frequency) if kept.sum() > 1 else 1.0
+    return weights, kept
+
+
 _MODE_ATTRS = {
     "rule": f"chains whose pair R-hat is below {MODE_RHAT}, or whose draws' overlap coefficient is at least "
             f"{MODE_OVERLAP}, on every parameter are linked; a mode is a connected group of linked chains",
     "weight": "Bayesian stacking of each mode's leave-one-out predictive densities (Yao, Vehtari and Gelman "
               f"2022): PSIS-LOO, or plain importance-sampling LOO for a mode with fewer than {PSIS_MIN_DRAWS} "
               "draws",
+    "in_stacking": f"whether the mode was stacked: one whose PSIS-LOO Pareto k exceeds {LOO_UNUSABLE_K:g} (no finite "
+                   "mean of its importance ratios) is left out, weight 0, while another mode's is within it",
     "loo_reliable": "PSIS-LOO with every Pareto shape at most pareto_k_threshold (arviz_stats' min(1 - 1 / "
                     "log10(S), 0.7) for S draws); False: the mode's weight rests on unreliable densities",
     "ess_reliable": f"smallest bulk ESS within the mode at least {ESS_PER_CHAIN_MIN} per chain; False: too few "
@@ -247,8 +275,8 @@ def mode_caveats(modes, unit: str = "chains") -> str:
     ----------
     modes : mapping
         The modes group's variables by name (arrays or DataArrays): ``chain_mode``, ``n_chains``,
-        ``n_draws``, ``max_pareto_k``, ``pareto_k_threshold``, ``loo_reliable``, ``min_ess_bulk`` and
-        ``ess_reliable`` (:func:`mode_summaries`).
+        ``n_draws``, ``max_pareto_k``, ``pareto_k_threshold``, ``loo_reliable``, ``min_ess_bulk``,
+        ``ess_reliable`` and, when recorded, ``in_stacking`` (:func:`mode_summaries`).
     unit : str
         What the chains are (``"fits"`` for ADVI).
 
@@ -262,13 +290,20 @@ def mode_caveats(modes, unit: str = "chains") -> str:
     value = {name: np.asarray(modes[name]) for name in ("chain_mode", "n_chains", "n_draws", "max_pareto_k",
                                                          "pareto_k_threshold", "loo_reliable", "min_ess_bulk",
                                                          "ess_reliable")}
+    # a modes group written before modes were left out of the stacking stacked every one
+    value["in_stacking"] = np.asarray(modes["in_stacking"]) if "in_stacking" in modes else \
+        np.ones(value["n_draws"].shape, dtype=bool)
     if value["n_draws"].size < 2:
         return ""
     said = []
     for mode in range(value["n_draws"].size):
         why = []
         n_draws, per_chain = int(value["n_draws"][mode]), -(-PSIS_MIN_DRAWS // int(value["n_chains"][mode]))
-        if n_draws < PSIS_MIN_DRAWS:
+        if not value["in_stacking"][mode]:
+            why.append(f"is left out of the stacking (weight 0): its PSIS-LOO Pareto k of "
+                       f"{value['max_pareto_k'][mode]:.2f} is above {LOO_UNUSABLE_K:g}, where its leave-one-out "
+                       f"densities have no finite mean (the draws of a {unit[:-1]} stuck or barely moving, typically)")
+        elif n_draws < PSIS_MIN_DRAWS:
             why.append(f"has {n_draws} draw{'s' * (n_draws != 1)}, fewer than the {PSIS_MIN_DRAWS} PSIS-LOO needs "
                        f"(draws >= {per_chain} per {unit[:-1]}), so its weight rests on plain importance-sampling LOO")
         elif not value["loo_reliable"][mode]:

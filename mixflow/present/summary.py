@@ -27,7 +27,7 @@ from mixflow.container.layout import (
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
 from mixflow.engines.em import pairs_text
-from mixflow.engines.modes import CROSSING_WINDOW, describe_modes, mode_caveats
+from mixflow.engines.modes import CROSSING_WINDOW, describe_modes, left_out_modes, mode_caveats
 from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
@@ -305,6 +305,9 @@ def _stacked_line(tree, modes_path: str = MCMC_MODES, method: str = "stacked", u
     dominant = int(modes.attrs.get("dominant_mode", -1))
     if dominant >= 0:
         line += f"; mode {dominant} dominates (weight {weights[dominant]:.3f}), the others are negligible"
+    left_out = left_out_modes(modes)
+    if left_out:
+        line += f"; mode(s) {', '.join(map(str, left_out))} left out of the stacking (PSIS-LOO Pareto k above 1)"
     return line, []
 
 

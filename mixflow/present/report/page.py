@@ -19,6 +19,7 @@ import pandas as pd
 from mixflow.atomic import atomic_write
 from mixflow.container.layout import ADVI_MODES, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree, data_units, has_group
+from mixflow.engines.modes import left_out_modes
 from mixflow.errors import InputError, InputTypeError
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
@@ -402,7 +403,12 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
     weights = modes["weight"].values
     em_mode, dominant = int(modes.attrs.get("em_mode", -1)), int(modes.attrs.get("dominant_mode", -1))
     kind = str(tree["em"].attrs.get("method", "")).upper() if "em" in tree.children else "EM"
-    if em_mode < 0:
+    left_out = left_out_modes(modes)
+    if left_out and em_mode in left_out:
+        text = (f"EM's {kind} estimate lies in mode {em_mode}, which is left out of the stacking: its leave-one-out "
+                "densities are unusable (a PSIS-LOO Pareto k above 1), so how much of the posterior it holds is "
+                "unknown; more draws, or chains that move, say.")
+    elif em_mode < 0:
         reached = "sampled" if method == "mcmc" else "reached"
         text = (f"EM's {kind} estimate lies in none of the {weights.size} modes the {unit} found: it describes "
                 f"no part of the posterior the {unit} {reached}, so report the modes (or their stacked draws) "
@@ -419,6 +425,9 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
     else:
         text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries only {weights[em_mode]:.0%} of the "
                 "stacking weight: the point estimate describes a minor mode; the stacked draws weigh them all.")
+    if left_out and em_mode not in left_out:
+        text += (f" Left out of the stacking (weight 0, a PSIS-LOO Pareto k above 1): mode(s) "
+                 f"{', '.join(map(str, left_out))}, whose weight is unknown.")
     return text
 
 
@@ -445,8 +454,8 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
     modes = tree[modes_path]
     chain_mode = modes["chain_mode"].values
     rows = {unit: [", ".join(map(str, np.flatnonzero(chain_mode == m))) for m in modes["mode"].values]}
-    for name in ("weight", "elpd_loo", "max_pareto_k", "pareto_k_threshold", "loo_reliable", "log_likelihood",
-                 "log_posterior", "max_rhat", "min_ess_bulk", "min_ess_tail", "ess_reliable"):
+    for name in ("weight", "in_stacking", "elpd_loo", "max_pareto_k", "pareto_k_threshold", "loo_reliable",
+                 "log_likelihood", "log_posterior", "max_rhat", "min_ess_bulk", "min_ess_tail", "ess_reliable"):
         if name in modes:
             rows[name] = modes[name].values
     for index in range(modes["weights"].shape[1]):
@@ -457,7 +466,8 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
     note = (f"<p><small>{grouped} when their pair R-hat stays below 1.1, or their draws share at "
             "least half their distribution, on every parameter; "
             "<code>weight</code> is the Bayesian stacking weight of the mode's PSIS-LOO predictive densities (Yao, "
-            "Vehtari and Gelman 2022; plain importance-sampling LOO for a mode of fewer than 30 draws), to be "
+            "Vehtari and Gelman 2022; plain importance-sampling LOO for a mode of fewer than 30 draws; a mode "
+            "whose Pareto k exceeds 1, <code>in_stacking</code> False, is left out, weight 0), to be "
             "doubted where <code>loo_reliable</code> (every Pareto k at most <code>pareto_k_threshold</code>) or "
             "<code>ess_reliable</code> (bulk ESS at least 100 per chain) is False; <code>log_likelihood</code> and "
             "<code>log_posterior</code> are at the mode's "
