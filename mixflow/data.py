@@ -311,9 +311,9 @@ def check_units(units, columns, name: str = "units") -> dict:
                         f"{type(units).__name__} {units!r}")
     columns = [str(c) for c in columns]
     unknown = [key for key in units if str(key) not in columns]
-    if unknown:
-        raise InputError(f"{name}: expected units of the data's columns {columns}, got unit(s) for {unknown}")
     bad = {key: value for key, value in units.items() if not isinstance(value, str) or not value.strip()}
-    if bad:
-        raise InputError(f"{name}: expected each unit to be a non-empty string such as 'min' or 'km/s', got {bad}")
+    said = ([f"expected units of the data's columns {columns}, got unit(s) for {unknown}"] if unknown else []) + \
+        ([f"expected each unit to be a non-empty string such as 'min' or 'km/s', got {bad}"] if bad else [])
+    if said:  # both faults at once
+        raise InputError(f"{name}: " + "; and ".join(said))
     return {str(key): value.strip() for key, value in units.items()}

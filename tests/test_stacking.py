@@ -201,6 +201,35 @@ def test_caveats_name_a_large_pareto_k_and_a_small_ess():
     assert mode_caveats({**one, "chain_mode": np.zeros(4, int)}) == ""  # one mode: no weights to doubt
 
 
+def test_a_mode_whose_loo_is_unusable_is_left_out_of_the_stacking():
+    # mode 1 (a stuck chain, say) predicts every row better by its unusable leave-one-out densities: stacked,
+    # it would take all the weight; its Pareto k above 1 leaves it out, and the other two share the weight
+    lpd = _lpd(0)
+    lpd[:, 1] += 2.0
+    weights, kept = _stacking(lpd, np.ones(200), np.array([0.4, 3.4, 0.6]))
+    assert kept.tolist() == [True, False, True] and weights[1] == 0.0
+    np.testing.assert_allclose(weights[[0, 2]], stacking_weights(lpd[:, [0, 2]]), rtol=1e-12)
+    assert stacking_weights(lpd)[1] > DOMINANT_WEIGHT  # what stacking them all gives
+    # no PSIS (NaN: too few draws) is kept; every mode above 1 leaves nothing to compare with: all stacked
+    assert _stacking(lpd, np.ones(200), np.array([0.4, np.nan, 0.6]))[1].all()
+    weights, kept = _stacking(lpd, np.ones(200), np.array([1.4, 3.4, 1.6]))
+    assert kept.all() and weights == pytest.approx(stacking_weights(lpd))
+    # one mode kept: its weight is 1
+    weights, kept = _stacking(lpd[:, :2], np.ones(200), np.array([0.4, 3.4]))
+    assert weights.tolist() == [1.0, 0.0] and kept.tolist() == [True, False]
+    modes = {"chain_mode": np.array([0, 0, 0, 1]), "n_chains": np.array([3, 1]), "n_draws": np.array([900, 300]),
+             "max_pareto_k": np.array([0.63, 3.43]), "pareto_k_threshold": np.array([0.7, 0.6]),
+             "loo_reliable": np.array([True, False]), "min_ess_bulk": np.array([800.0, 1.4]),
+             "ess_reliable": np.array([True, False]), "in_stacking": np.array([True, False])}
+    assert left_out_modes(modes) == [1]
+    assert mode_caveats(modes) == (
+        "the stacking weights are uncertain: mode 1 (chain 3) is left out of the stacking (weight 0): its PSIS-LOO "
+        "Pareto k of 3.43 is above 1, where its leave-one-out densities have no finite mean (the draws of a chain "
+        "stuck or barely moving, typically) and a bulk ESS of 1.4, below 100 per chain; more draws settle them")
+    recorded_before = {name: value for name, value in modes.items() if name != "in_stacking"}
+    assert left_out_modes(recorded_before) == [] and "left out" not in mode_caveats(recorded_before)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("draws", [1, 2, 3, 4, 20])
 def test_chains_in_two_modes_with_few_draws_are_stacked_with_a_caveat(mirrored, draws):

@@ -114,6 +114,9 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("dataset = \"galaxies\"", "dataset = \"galaxies\"\nunits = {speed = \"km/s\"}"),
      r"flow.toml:7: \[data\] units: expected units of the data's columns \['velocity'\], got unit\(s\) for "
      r"\['speed'\]"),
+    (("dataset = \"galaxies\"", "dataset = \"galaxies\"\nunits = {speed = \"km/s\", velocity = 1}"),
+     r"flow.toml:7: \[data\] units: expected units of the data's columns \['velocity'\], got unit\(s\) for "
+     r"\['speed'\]; and expected each unit to be a non-empty string such as 'min' or 'km/s', got \{'velocity': 1\}$"),
     (("dataset = \"galaxies\"", "dataset = \"galaxies\"\nunits = {velocity = 1}"),
      r"flow.toml:7: \[data\] units: expected each unit to be a non-empty string"),
     (("[methods.em]", "[select]\nfit = \"aic\"\n\n[methods.em]"),
@@ -123,6 +126,9 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("[methods.em]", "[select]\nn_folds = 1\n\n[methods.em]"),
      r"flow.toml:14: \[select\] n_folds: expected an integer >= 2 \(folds of the held-out log-likelihood\) or "
      r"false \(none\), got int 1"),
+    (("[methods.em]", "[select]\nfit = \"everything\"\nn_folds = 1\n\n[methods.em]"),  # both keys' errors at once
+     r"flow.toml:14: \[select\] fit: expected one of .* got 'everything'\n.*"
+     r"flow.toml:15: \[select\] n_folds: expected an integer >= 2"),
     (("[methods.em]", "[select]\nn_folds = true\n\n[methods.em]"),
      r"flow.toml:14: \[select\] n_folds: expected an integer >= 2 .* got bool True"),
     # a second model whose files would overwrite the first's (the same family, tag and K; another prior)

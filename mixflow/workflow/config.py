@@ -602,9 +602,9 @@ def _read_select(select, loc: _Locator) -> dict:
     with loc.collecting():
         _unknown(select, SELECT_KEYS, "[select]", loc, "select")
     fit = select.get("fit", "bic")
-    if fit not in FIT_CHOICES:
-        raise loc.error("[select] fit", f"expected one of {list(FIT_CHOICES)} (BIC's K, or every K some criterion "
-                        f"prefers), got {fit!r}", "fit", "select")
+    if fit not in FIT_CHOICES:  # collected with the other key's error: the run stops after every check
+        loc.errors.append(str(loc.error("[select] fit", f"expected one of {list(FIT_CHOICES)} (BIC's K, or every K "
+                                        f"some criterion prefers), got {fit!r}", "fit", "select")))
     n_folds = select.get("n_folds", _DEFAULT_FOLDS)
     if n_folds is not False and (isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2):
         raise loc.error("[select] n_folds", "expected an integer >= 2 (folds of the held-out log-likelihood) or false "
