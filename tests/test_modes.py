@@ -504,7 +504,8 @@ def test_galaxies_k5_modes_are_named_and_weighted():
     for mode in range(n_modes):  # each mode whose chains disagree is named with the R-hat recorded for it
         chains = ", ".join(map(str, np.flatnonzero(chain_mode == mode)))
         named = (f"the chains fall into 1 mode (chains {chains}) and disagree within it" if n_modes == 1 else
-                 f"chains {chains} of mode {mode} disagree")
+                 f"chains {chains} of mode {mode} disagree" if "," in chains else
+                 f"the halves of chain {chains}, alone in mode {mode}, disagree")
         rhat = modes["max_rhat"].values[mode]
         assert (f"{named}: R-hat {rhat:.3f}" in said[0]) == (rhat > 1.01)
     assert "chains disagree" not in said[0]
@@ -581,3 +582,12 @@ def test_plot_modes_names_a_bad_method_and_a_result_without_its_modes(map_fit):
         plot_modes(tree, method="nuts")
     with pytest.raises(ValueError, match=r"^tree: expected a result with /advi/modes \(fit by method='advi' with "):
         plot_modes(tree, method="advi")
+
+
+def test_a_mode_of_one_chain_that_disagrees_is_said_by_its_halves():
+    from mixflow.engines.sampling_diagnostics import _disagreeing_mode
+
+    assert _disagreeing_mode(1, 2, np.array([3]), np.array([1.0, 1.05]), None, 200) == (
+        "the halves of chain 3, alone in mode 1, disagree: R-hat 1.050")
+    assert _disagreeing_mode(0, 2, np.array([0, 2]), np.array([1.05, 1.0]), None, 200).startswith(
+        "chains 0, 2 of mode 0 disagree: R-hat 1.050")

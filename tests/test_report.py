@@ -140,6 +140,16 @@ def test_no_problems_found_only_when_nothing_was_flagged(tmp_path):
     text = report(tree, tmp_path / "r.html", selection=selection).read_text(encoding="utf-8")
     assert "No problems found" not in text
     assert choice_of_k_text(selection) == "every criterion (BIC) prefers K = 2"  # attrs lost: read from the table
+    # PSIS-LOO's preference is said with the K where its Pareto k was high
+    loo = pd.DataFrame({"bic": [10.0, 8.0, 9.0], "elpd_loo": [-9.0, -8.0, -7.0],
+                        "pareto_k_warning": [True, False, True]}, index=pd.Index([1, 2, 3], name="k"))
+    assert choice_of_k_text(loo) == ("the criteria disagree: BIC prefers K = 2; PSIS-LOO prefers K = 3; PSIS-LOO is "
+                                     "unreliable (high Pareto k) at K = 1, 3")
+    loo["pareto_k_warning"] = True
+    assert choice_of_k_text(loo, 2).endswith("PSIS-LOO is unreliable (high Pareto k) at every K; this report is of "
+                                             "K = 2")
+    loo["pareto_k_warning"] = False
+    assert "unreliable" not in choice_of_k_text(loo)
 
 
 def test_the_advi_sd_warning_names_mean_field_only_for_a_mean_field_fit():

@@ -120,7 +120,8 @@ def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, cr
     """What the warning says of a mode whose chains disagree: its chains, its R-hat, the chains that cross."""
     listed = ", ".join(map(str, chains))
     text = (f"the chains fall into 1 mode (chains {listed}) and disagree within it" if n_modes == 1 else
-            f"chains {listed} of mode {mode} disagree")
+            f"chains {listed} of mode {mode} disagree" if chains.size > 1 else
+            f"the halves of chain {listed}, alone in mode {mode}, disagree")
     if mode_rhat is not None:
         text += f": R-hat {format_rhat(mode_rhat[mode])}"
     crossing = chains[np.asarray(crosses, dtype=bool)[chains]] if crosses is not None else np.empty(0, int)

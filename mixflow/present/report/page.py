@@ -130,12 +130,24 @@ def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
     if not by_k:
         return ""
     fitted = "" if fitted_k is None else f"; this report is of K = {fitted_k}"
+    fitted = _loo_caveat(selection, preferred) + fitted
     if len(by_k) == 1:
         (k, names), = by_k.items()
         return f"every criterion ({', '.join(names)}) prefers K = {k}{fitted}"
     parts = "; ".join(f"{', '.join(names)} prefer{'s' if len(names) == 1 else ''} K = {k}"
                       for k, names in sorted(by_k.items()))
     return f"the criteria disagree: {parts}{fitted}"
+
+
+def _loo_caveat(selection, preferred: dict) -> str:
+    """``"; PSIS-LOO is unreliable (high Pareto k) at K = 1, 3"`` where its preference rests on such K."""
+    if "elpd_loo" not in preferred or "pareto_k_warning" not in selection:
+        return ""
+    flagged = [int(k) for k, flag in selection["pareto_k_warning"].items() if pd.notna(flag) and bool(flag)]
+    if not flagged:
+        return ""
+    where = "every K" if len(flagged) == selection["elpd_loo"].notna().sum() else f"K = {', '.join(map(str, flagged))}"
+    return f"; PSIS-LOO is unreliable (high Pareto k) at {where}"
 
 
 def other_fits_html(selection, fitted_k: int, other_fits: dict) -> str:
