@@ -124,7 +124,8 @@ def test_frequency_weighted_loo_equals_loo_of_repeated_rows():
     trees, repeated = {}, {}
     for k in (1, 2, 3):
         tree = _fake_mcmc_tree(k, rng)
-        log_lik = tree["mcmc/log_likelihood"]["x"] + 0.1 * np.sin(np.arange(40))
+        # each K the better on other rows: stacking weights inside (0, 1)
+        log_lik = tree["mcmc/log_likelihood"]["x"] + 0.1 * np.sin(np.arange(40)) + 0.8 * np.sin(np.arange(40) + 2 * k)
         tree["mcmc/log_likelihood"] = xr.DataTree(xr.Dataset({"x": log_lik}))
         tree["observed_data"] = xr.DataTree(xr.Dataset({"weights": ("obs", counts.astype(float))}))
         trees[k] = tree
@@ -140,6 +141,14 @@ def test_frequency_weighted_loo_equals_loo_of_repeated_rows():
         assert table.loc[k, "p_loo"] == pytest.approx(direct[k].p, rel=1e-8)
         assert table.loc[k, "elpd_diff"] == pytest.approx(reference.loc[str(k), "elpd_diff"], abs=1e-9)
         assert table.loc[k, "elpd_diff_se"] == pytest.approx(reference.loc[str(k), "dse"], rel=1e-8, abs=1e-12)
+    # the stacking weights of the K, as arviz_stats' of the repeated rows (its optimiser's tolerance)
+    weights = reference.loc[["1", "2", "3"], "weight"].values
+    assert np.all((weights > 0.05) & (weights < 0.95))
+    np.testing.assert_allclose(table["loo_weight"].values, weights, atol=1e-4)
+    # within arviz_stats' optimiser's tolerance, and at least as high a stacking objective
+    lpd = np.column_stack([direct[k].elpd_i.values.ravel() for k in (1, 2, 3)])
+    ours, theirs = (np.log(np.exp(lpd) @ w).sum() for w in (table["loo_weight"].values, weights))
+    assert ours >= theirs - 1e-12
 
 
 def test_select_k_with_mcmc_uses_loo(monkeypatch, two_clusters):

@@ -29,6 +29,7 @@ from mixflow.container.read import frequency_weights, has_group
 from mixflow.data import Data, validate_data
 from mixflow.engines.em_steps import e_step
 from mixflow.engines.sampling_diagnostics import format_rhat
+from mixflow.engines.stacking import stacking_weights
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.parallel import default_jobs, parallel_map
@@ -292,10 +293,13 @@ def _loo_rows_weighted(results: dict, log_likelihoods: dict, frequency: np.ndarr
         rows[k] = {"elpd_loo": elpd, "elpd_loo_se": se, "p_loo": float(frequency @ (lpd_i - elpd_i)),
                    "pareto_k_warning": bool(results[k].warning), "stacked_over_modes": stacked.get(k) is not None}
     best = max(rows, key=lambda k: rows[k]["elpd_loo"])
-    for k in rows:
+    # the K's stacking weights from the same pointwise values (arviz_stats.compare's "stacking" weights, with
+    # each row counted as often as its weight)
+    weights = stacking_weights(np.column_stack([pointwise[k] for k in rows]), frequency) if len(rows) > 1 else [1.0]
+    for k, weight in zip(rows, weights, strict=True):
         rows[k]["elpd_diff"], rows[k]["elpd_diff_se"] = weighted_sum_and_se(pointwise[k] - pointwise[best], frequency,
                                                                              ddof=0)
-        rows[k]["loo_weight"] = np.nan
+        rows[k]["loo_weight"] = float(weight) if len(rows) > 1 else np.nan
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -314,8 +318,8 @@ def loo_table(trees: dict) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Indexed by ``k``: ``elpd_loo``, ``elpd_loo_se``, ``p_loo``, ``elpd_diff`` and ``elpd_diff_se``
-        (against the best K), ``loo_weight`` (stacking of the K; NaN for frequency-weighted data or when
-        some K's chains fell into several modes), ``pareto_k_warning`` and ``stacked_over_modes``: whether
+        (against the best K), ``loo_weight`` (stacking of the K, from the same pointwise values: each K's
+        own, or its modes' stacked predictive's), ``pareto_k_warning`` and ``stacked_over_modes``: whether
         the K's chains fell into several modes (``/mcmc/modes``), in which case its pointwise values are
         those of the modes' stacked predictive, ``log sum_m w_m exp(elpd_loo_m[n])`` with the modes'
         stacking weights ``w_m`` (Yao, Vehtari and Gelman 2022), rather than a LOO over chains that sample
