@@ -193,11 +193,11 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     tier = _tier_test(model, data.total_weight, check_spurious=not options.map)
     if options.init == PORTFOLIO:
         starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
-        runs, continued, names, agreed = _short_then_continue(starts, short_runs, options, tier, together, same_data)
+        runs, continued, names = _short_then_continue(starts, short_runs, options, tier, together, same_data)
         if same_data:
             runs, continued, names = _transfer_search(
                 runs, continued, names, tier, partial(_moved_starts, model, sample, prior_used, rows),
-                partial(_partition, model, sample, rows), together, options, agreed,
+                partial(_partition, model, sample, rows), together, options,
                 lambda params: duplicate_components(_log_joint(model, params, sample, rows), sample.weights))
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
@@ -288,10 +288,9 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
     ``ceil(n_init / 2)`` remain; those are continued to convergence, and more in rank order while every
     continued one is degenerate or spurious (``tier(run)``, see :func:`_tier_test`): the other survivors,
     then the non-degenerate runs the screening dropped (:func:`_fallbacks`). Returns the runs started
-    (the continued ones extended), which were continued, their strategies, and whether the short runs agreed
-    (a likelihood with one dominant maximum among the starts, after which the local search tries split-and-merge
-    moves only). ``runs_of(jobs)`` runs the short runs, ``[(params, options), ...]``, and ``together(jobs)`` the
-    continuations on the whole data (by default ``runs_of``).
+    (the continued ones extended), which were continued and their strategies. ``runs_of(jobs)`` runs the short
+    runs, ``[(params, options), ...]``, and ``together(jobs)`` the continuations on the whole data (by default
+    ``runs_of``).
     Short runs on a subsample (``same_data`` False) are not extended: the continued run, on the whole data,
     starts from where the short one ended, with its own history and the whole ``max_iter``.
     """
@@ -334,11 +333,11 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
         if any(tier(runs[i]) == SOUND for i in np.flatnonzero(continued)):
             break
         join([index], together(jobs([index])))
-    return runs, continued, names, agreed
+    return runs, continued, names
 
 
-def _moved_starts(model, prepared, prior, rows: int, params: dict, local_moves: bool) -> tuple[list, list, list]:
-    """Starting parameters one move away from ``params``: local (if ``local_moves``), split-and-merge, outlier.
+def _moved_starts(model, prepared, prior, rows: int, params: dict) -> tuple[list, list, list]:
+    """Starting parameters one move away from ``params``: local, split-and-merge and outlier moves.
 
     The local moves are the split-and-transfer moves (:func:`~mixflow.engines.starts.transfer_moves`) and the
     boundary moves (:func:`~mixflow.engines.starts.boundary_moves`); then Ueda et al.'s split-and-merge
@@ -355,7 +354,7 @@ def _moved_starts(model, prepared, prior, rows: int, params: dict, local_moves: 
     resp = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
     resp /= resp.sum(axis=1, keepdims=True)
     points = standardise(model.init_points(prepared), prepared.weights)
-    local = transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint) if local_moves else []
+    local = transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint)
     merged = split_merge_moves(resp, points, prepared.weights)
     outliers = outlier_moves(log_joint, prepared.weights, model.component_rows(params))
     return tuple([_parameters_from(model, prepared, moved, prior, rows) for moved in moves]
@@ -378,17 +377,16 @@ def _partition(model, prepared, rows: int, params: dict) -> bytes:
 
 
 def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, moved_starts, partition, runs_of,
-                     options: EMOptions, agreed: bool = False, duplicates=None) -> tuple[list, np.ndarray, list]:
+                     options: EMOptions, duplicates=None) -> tuple[list, np.ndarray, list]:
     """A local search from the best sound continued run: moves screened by short runs, the best continued.
 
-    ``moved_starts(params, local_moves)`` gives the starts one move away: local (if asked), split-and-merge and
-    outlier moves (:func:`_moved_starts`). When the short runs ``agreed`` (several starts reached the best value),
-    no local moves: the maximum the starts share may still be one in which the groups are cut otherwise than at the
-    global one, which starts seldom reach and no move of a few points or half a component leads to; the local moves
-    refine a fit the starts did not agree on. A fit with two components in one (``duplicates(params)``,
-    :func:`duplicate_components`) gets every local move, all continued: it is a fit of fewer components, whose spare
-    one none of the best few moves may free (a Poisson component on the zeros alone, reached from a boundary move
-    after hundreds of passes, ranks low after a short run).
+    ``moved_starts(params)`` gives the starts one move away: local, split-and-merge and outlier moves
+    (:func:`_moved_starts`), whether or not the short runs agreed: two starts that reach the same maximum do not
+    make it the highest, and a move of a few points or of half a component can lead higher (to a tight line of tone
+    judgements on the identity, which the maximum the starts agreed on lacks). A fit with two
+    components in one (``duplicates(params)``, :func:`duplicate_components`) gets every local move, all continued:
+    it is a fit of fewer components, whose spare one none of the best few moves may free (a Poisson component on the
+    zeros alone, reached from a boundary move after hundreds of passes, ranks low after a short run).
 
     The moves run in step (``runs_of(jobs)``) as the short runs of the screening do; the short runs of each kind are
     ranked (:func:`_rank_distinct`, degenerate ones left out), and the best :data:`TRANSFER_CONTINUED` local,
@@ -412,7 +410,7 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
         above, seen = value + _SAME_VALUE * abs(value), {partition(current.params)}
         known = partial(_known, partition, above, seen)
         duplicated = duplicates is not None and bool(duplicates(current.params))
-        local, merged, outliers = moved_starts(current.params, duplicated or not agreed)
+        local, merged, outliers = moved_starts(current.params)
         shorts = runs_of([(params, short) for params in local + merged + outliers])
         ends = np.cumsum([len(local), len(merged), len(outliers)])
         tried = (_candidates(shorts[:ends[0]], tier, known, len(local) if duplicated else TRANSFER_CONTINUED)
