@@ -276,3 +276,39 @@ def test_rhat_within_one_chain_is_its_halves_r_hat():
     assert float(rhat_within(steady)["a"]) == pytest.approx(float(azs.rhat(halves)["a"]), rel=1e-12)
     two = xr.Dataset({"a": (("chain", "draw"), rng.normal(size=(2, 100)))})
     assert float(rhat_within(two)["a"]) == float(azs.rhat(two)["a"])  # several chains: arviz_stats' own
+
+
+def test_a_mode_left_out_is_never_called_negligible():
+    import xarray as xr
+
+    from mixflow.present.report.page import modes_sentence
+
+    chain_mode, weights = np.array([0, 0, 0, 1]), np.array([1.0, 0.0])
+    assert describe_modes(chain_mode, weights, left_out=[1]) == (
+        "2 modes (chains 0, 1, 2 | 3; stacking weights 1.00, 0.00); mode(s) 1 left out of the stacking")
+    assert describe_modes(chain_mode, weights).endswith("mode 0 carries 1.000 of the weight, the others are negligible")
+
+    def tree(em_mode, in_stacking):
+        modes = xr.Dataset({"weight": ("mode", weights), "in_stacking": ("mode", np.array(in_stacking))},
+                           attrs={"em_mode": em_mode, "dominant_mode": -1})
+        return xr.DataTree.from_dict({"em": xr.Dataset(attrs={"method": "mle"}), "mcmc/modes": modes})
+
+    said = modes_sentence(tree(0, [True, False]))
+    assert said == ("EM's MLE estimate lies in mode 0, which carries 100% of the stacking weight of the modes "
+                    "stacked; mode(s) 1 were left out of the stacking (a PSIS-LOO Pareto k above 1), so their "
+                    "weight, and how much of the posterior the estimate describes, are unknown; more draws, or "
+                    "chains that move, say.")
+    assert "negligible" not in said and "main mode" not in said
+    assert modes_sentence(tree(1, [True, False])).startswith(
+        "EM's MLE estimate lies in mode 1, which is left out of the stacking")
+
+
+def test_the_console_says_each_finding_once():
+    from mixflow.workflow.console import Console
+
+    console = Console(quiet=True)
+    for level, text in [("bad", "Choice of K, K=2, EM: did not converge"), ("warn", "high Pareto k"),
+                        ("bad", "Choice of K, K=2, EM: did not converge")]:  # a second K fitted from one choice
+        console.finding(level, text)
+    assert console.findings_text() == "; the diagnostics: 1 problem(s), 1 warning(s)"
+    assert Console(quiet=True).findings_text() == ""

@@ -154,7 +154,7 @@ def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, messa
     assert not (tmp_path / "out").exists()
 
 
-def test_models_named_apart_write_files_apart(tmp_path):
+def test_models_named_apart_have_files_named_apart(tmp_path):
     # the same model twice, one with a stronger prior: named, their files no longer share names
     second = "[[models]]\nname = \"shrunk\"\nfamily = \"gaussian\"\nn_components = 2\nprior = {shrinkage = 5.0}\n\n"
     workflow = read_workflow(write(tmp_path, SMALL.replace("[methods.em]", second + "[methods.em]")))

@@ -382,8 +382,7 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
 
     ``moved_starts(params)`` gives the starts one move away: local, split-and-merge and outlier moves
     (:func:`_moved_starts`), whether or not the short runs agreed: two starts that reach the same maximum do not
-    make it the highest, and a move of a few points or of half a component can lead higher (to a tight line of tone
-    judgements on the identity, which the maximum the starts agreed on lacks). A fit with two
+    make it the highest, and a move of a few points or of half a component can lead higher. A fit with two
     components in one (``duplicates(params)``, :func:`duplicate_components`) gets every local move, all continued:
     it is a fit of fewer components, whose spare one none of the best few moves may free (a Poisson component on the
     zeros alone, reached from a boundary move after hundreds of passes, ranks low after a short run).

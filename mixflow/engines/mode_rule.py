@@ -223,15 +223,18 @@ def chain_crossings(draws: dict, *, window: int = CROSSING_WINDOW, threshold: fl
     return out
 
 
-def describe_modes(chain_mode: np.ndarray, weights: np.ndarray, unit: str = "chains") -> str:
+def describe_modes(chain_mode: np.ndarray, weights: np.ndarray, unit: str = "chains", left_out=()) -> str:
     """``"2 modes (chains 0, 2 | 1, 3; stacking weights 0.71, 0.29)"``, with a dominant mode named.
 
-    ``unit`` names what the numbers are (e.g. ``"fits"`` for ADVI fits from several starts).
+    ``unit`` names what the numbers are (e.g. ``"fits"`` for ADVI fits from several starts); ``left_out`` the
+    modes left out of the stacking (weight 0, unknown: no mode is then said to dominate).
     """
     n_modes = int(chain_mode.max()) + 1
     groups = " | ".join(", ".join(str(c) for c in np.flatnonzero(chain_mode == m)) for m in range(n_modes))
     text = f"{n_modes} modes ({unit} {groups}; stacking weights {', '.join(f'{w:.2f}' for w in weights)})"
-    if weights.max() > DOMINANT_WEIGHT:
+    if len(left_out):
+        text += f"; mode(s) {', '.join(map(str, left_out))} left out of the stacking"
+    elif weights.max() > DOMINANT_WEIGHT:
         text += (f"; mode {int(np.argmax(weights))} carries {weights.max():.3f} of the weight, the others are "
                  "negligible")
     return text

@@ -290,7 +290,7 @@ def mode_caveats(modes, unit: str = "chains") -> str:
     value = {name: np.asarray(modes[name]) for name in ("chain_mode", "n_chains", "n_draws", "max_pareto_k",
                                                          "pareto_k_threshold", "loo_reliable", "min_ess_bulk",
                                                          "ess_reliable")}
-    # a modes group written before modes were left out of the stacking stacked every one
+    # a modes group without in_stacking stacked every mode
     value["in_stacking"] = np.asarray(modes["in_stacking"]) if "in_stacking" in modes else \
         np.ones(value["n_draws"].shape, dtype=bool)
     if value["n_draws"].size < 2:

@@ -55,7 +55,8 @@ def record_crossings(modes: dict, aligned: dict) -> None:
 
 def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, options: dict,
               chain_mode: np.ndarray | None = None, weights: np.ndarray | None = None,
-              crosses: np.ndarray | None = None, mode_rhat: np.ndarray | None = None, caveats: str = "") -> dict:
+              crosses: np.ndarray | None = None, mode_rhat: np.ndarray | None = None, caveats: str = "",
+              left_out=()) -> dict:
     """R-hat, bulk and tail ESS over all chains, and within each mode when the chains fall into several.
 
     With several modes the flags (and the warning) are those within the modes: a mode whose chains agree
@@ -99,9 +100,9 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
     notes = [caveats] if caveats else []
     if chain_mode is not None and not window and (n_modes > 1 or flags["high_rhat"]):
         notes.append(_NOT_JUDGED)
+    described = describe_modes(chain_mode, weights, left_out=left_out) if n_modes > 1 else None
     _warn(flags["high_rhat"], flags["low_ess_bulk"], flags["low_ess_tail"], n_divergent, ESS_PER_CHAIN_MIN *
-          options["chains"], options, describe_modes(chain_mode, weights) if n_modes > 1 else None, disagreeing,
-          notes)
+          options["chains"], options, described, disagreeing, notes)
     with warnings.catch_warnings():  # a mode of one chain too short to split has no R-hat
         warnings.simplefilter("ignore", RuntimeWarning)
         judged = [float(np.nanmax([e[0] for e in per_mode])), *map(float, np.nanmin([e[1:] for e in per_mode], axis=0))]

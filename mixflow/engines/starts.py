@@ -506,7 +506,8 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
     needed where it is. For each component k and each size, k's rows go to the other component each is
     likeliest under, and that many rows of lowest mixture density ``log sum_k exp(log_joint)`` go to k. The
     sizes are ``least`` rows (as few as the component's parameters need: a group of a few extreme rows) and
-    each of ``fractions`` of the total weight, but at least ``least``.
+    each of ``fractions`` of the total weight, but at least ``least``. A row no other component can hold
+    (log density -inf under each) stays with k.
 
     Parameters
     ----------
@@ -526,7 +527,8 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
         take more than half the rows.
 
     """
-    n, k_total = log_joint.shape
+    k_total = log_joint.shape[1]
+    n = int(np.count_nonzero(weights > 0))  # rows of weight 0 (held out) hold nothing
     if k_total < 2:
         return []
     finite = np.where(np.isfinite(log_joint), log_joint, -np.inf)

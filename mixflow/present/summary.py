@@ -288,7 +288,8 @@ def _advi_line(tree) -> tuple[str, list[str]]:
         chain_mode, weights = modes["chain_mode"].values, modes["weight"].values
         line += f", {chain_mode.size} fits from EM's distinct optima or given starts"
         if weights.size > 1:
-            found.insert(0, f"the fits fall into {describe_modes(chain_mode, weights, unit='fits')} (see "
+            described = describe_modes(chain_mode, weights, "fits", left_out_modes(modes))
+            found.insert(0, f"the fits fall into {described} (see "
                             f"/{ADVI_MODES} and the stacked draws in /{ADVI_STACKED}; /{ADVI}/posterior holds "
                             "every fit)")
     return line, found

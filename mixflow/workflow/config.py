@@ -454,7 +454,7 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
     misplaced = sorted((set(table) & others) - set(keys))
     if misplaced:
         raise loc.error(where, f"key(s) {misplaced} do not apply to family {family!r}; expected some of "
-                        f"{sorted(('n_components', 'prior', *keys))}", misplaced[0], "models", i)
+                        f"{sorted(('n_components', 'prior', 'name', *keys))}", misplaced[0], "models", i)
     _unknown(table, {*MODEL_KEYS, *keys}, where, loc, "models", i)
     if "n_components" not in table:
         raise loc.error(where, "expected n_components (an integer, or {from = a, to = b})", "", "models", i)
@@ -492,7 +492,8 @@ def _check_distinct_files(specs: dict, i: int, loc: _Locator) -> None:
     for j, earlier in specs.items():
         if j == i:
             continue
-        shared = sorted(spec.stems() & earlier.stems())
+        # compared without case: on macOS's and Windows' file systems names differing in case are one file
+        shared = sorted({stem.lower() for stem in spec.stems()} & {stem.lower() for stem in earlier.stems()})
         if shared:
             raise loc.error(f"[[models]] #{i + 1}", f"expected files named apart from those of [[models]] #{j + 1}, "
                             f"got the same names ({shared[0]}-...), which one model's results would overwrite; give "

@@ -42,7 +42,7 @@ class Console:
     def __init__(self, quiet: bool, log: Path | None = None):
         self.quiet, self.start, self.log = quiet, time.perf_counter(), log
         self.stage, self.recorded = "", []
-        self.findings = []  # the levels ("bad", "warn") of the diagnostics said (see finding)
+        self.findings = []  # the diagnostics said, (level, text), level "bad" or "warn" (see finding)
         if log is not None:
             log.write_text("", encoding="utf-8")
 
@@ -61,15 +61,21 @@ class Console:
                 stream.write(text)
 
     def finding(self, level: str, text: str) -> None:
-        """One line of a fit's diagnostics (what its report lists): a problem (``"bad"``) or a warning."""
-        self.findings.append(level)
+        """One line of a fit's diagnostics (what its report lists): a problem (``"bad"``) or a warning.
+
+        Said and counted once: the choice of K's findings come with each K fitted from it.
+        """
+        if (level, text) in self.findings:
+            return
+        self.findings.append((level, text))
         self(f"  diagnostics: {'problem' if level == 'bad' else 'warning'}: {text}")
 
     def findings_text(self) -> str:
         """``"; the diagnostics: 1 problem(s), 4 warning(s)"``, or nothing when there were none."""
         if not self.findings:
             return ""
-        return f"; the diagnostics: {self.findings.count('bad')} problem(s), {self.findings.count('warn')} warning(s)"
+        levels = [level for level, _ in self.findings]
+        return f"; the diagnostics: {levels.count('bad')} problem(s), {levels.count('warn')} warning(s)"
 
     def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
         """A ``warnings.showwarning`` replacement: one line on the console, the full warning in the log."""

@@ -420,6 +420,11 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
         text = (f"EM's {kind} estimate lies in mode {em_mode}, which is left out of the stacking: its leave-one-out "
                 "densities are unusable (a PSIS-LOO Pareto k above 1), so how much of the posterior it holds is "
                 "unknown; more draws, or chains that move, say.")
+    elif left_out:
+        text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
+                f"weight of the modes stacked; mode(s) {', '.join(map(str, left_out))} were left out of the stacking "
+                "(a PSIS-LOO Pareto k above 1), so their weight, and how much of the posterior the estimate "
+                "describes, are unknown; more draws, or chains that move, say.")
     elif em_mode < 0:
         reached = "sampled" if method == "mcmc" else "reached"
         text = (f"EM's {kind} estimate lies in none of the {weights.size} modes the {unit} found: it describes "
@@ -437,9 +442,6 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
     else:
         text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries only {weights[em_mode]:.0%} of the "
                 "stacking weight: the point estimate describes a minor mode; the stacked draws weigh them all.")
-    if left_out and em_mode not in left_out:
-        text += (f" Left out of the stacking (weight 0, a PSIS-LOO Pareto k above 1): mode(s) "
-                 f"{', '.join(map(str, left_out))}, whose weight is unknown.")
     return text
 
 
