@@ -295,11 +295,12 @@ def _loo_rows_weighted(results: dict, log_likelihoods: dict, frequency: np.ndarr
     best = max(rows, key=lambda k: rows[k]["elpd_loo"])
     # the K's stacking weights from the same pointwise values (arviz_stats.compare's "stacking" weights, with
     # each row counted as often as its weight)
-    weights = stacking_weights(np.column_stack([pointwise[k] for k in rows]), frequency) if len(rows) > 1 else [1.0]
+    weights = stacking_weights(np.column_stack([pointwise[k] for k in rows]), frequency) if len(rows) > 1 else \
+        [np.nan]  # one K: nothing to weigh
     for k, weight in zip(rows, weights, strict=True):
         rows[k]["elpd_diff"], rows[k]["elpd_diff_se"] = weighted_sum_and_se(pointwise[k] - pointwise[best], frequency,
                                                                              ddof=0)
-        rows[k]["loo_weight"] = float(weight) if len(rows) > 1 else np.nan
+        rows[k]["loo_weight"] = float(weight)
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

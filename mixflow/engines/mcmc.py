@@ -222,8 +222,8 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     coords_extra = {"mode": np.arange(modes["weight"][1].size)}
     diagnostics = diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options,
                             chain_mode, modes["weight"][1], modes["crosses"][1], modes["max_rhat"][1],
-                            mode_caveats({name: value for name, (_, value) in modes.items()}),
-                            left_out_modes({name: value for name, (_, value) in modes.items()}))
+                            mode_caveats(values := {name: value for name, (_, value) in modes.items()}),
+                            left_out_modes(values))
     timings["diagnostics"] = clock.lap()
     relabelled = np.any(permutations != np.arange(model.n_components), axis=-1)
     attrs = {

@@ -290,16 +290,14 @@ def mode_caveats(modes, unit: str = "chains") -> str:
     value = {name: np.asarray(modes[name]) for name in ("chain_mode", "n_chains", "n_draws", "max_pareto_k",
                                                          "pareto_k_threshold", "loo_reliable", "min_ess_bulk",
                                                          "ess_reliable")}
-    # a modes group without in_stacking stacked every mode
-    value["in_stacking"] = np.asarray(modes["in_stacking"]) if "in_stacking" in modes else \
-        np.ones(value["n_draws"].shape, dtype=bool)
+    left_out = left_out_modes(modes)
     if value["n_draws"].size < 2:
         return ""
     said = []
     for mode in range(value["n_draws"].size):
         why = []
         n_draws, per_chain = int(value["n_draws"][mode]), -(-PSIS_MIN_DRAWS // int(value["n_chains"][mode]))
-        if not value["in_stacking"][mode]:
+        if mode in left_out:
             why.append(f"is left out of the stacking (weight 0): its PSIS-LOO Pareto k of "
                        f"{value['max_pareto_k'][mode]:.2f} is above {LOO_UNUSABLE_K:g}, where its leave-one-out "
                        f"densities have no finite mean (the draws of a {unit[:-1]} stuck or barely moving, typically)")

@@ -541,12 +541,15 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
         size = max(int(np.searchsorted(held, fraction * held[-1])) + 1, least)
         if size not in sizes and size <= n // 2:
             sizes.append(size)
+    others = []  # for each k, the other component each row is likeliest under
+    for k in range(k_total):
+        without = finite.copy()
+        without[:, k] = -np.inf
+        others.append(np.argmax(without, axis=1))
     out = []
     for size in sizes:
         for k in range(k_total):
-            others = finite.copy()
-            others[:, k] = -np.inf
-            labels = np.argmax(others, axis=1)
+            labels = others[k].copy()
             labels[worst[:size]] = k
             out.append(np.eye(k_total)[labels])
     return out

@@ -354,12 +354,14 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     agreement = None
     if workflow.labels is not None:
         tree, agreement = _with_labels(tree, workflow, progress)
-    for level, text in fit_findings(tree, selection):  # what the report lists, said whether or not one is written
+    comparison = compare(tree)
+    # what the report's diagnostics list, said whether or not a report is written
+    for level, text in fit_findings(tree, selection, comparison):
         progress.finding(level, text)
     if workflow.output["container"]:
         written.append(save(tree, out / f"{stem}.nc"))
     if workflow.output["table"]:
-        table = with_unit_column(compare(tree), tree)
+        table = with_unit_column(comparison, tree)
         written.append(atomic_write(out / f"{stem}-comparison.csv", lambda p, t=table: t.to_csv(p, index=False)))
         if agreement is not None:
             written.append(atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",
