@@ -467,3 +467,58 @@ def test_digits_tied_default_reaches_the_many_start_maximum():
     model = mixflow.GaussianMixture(3, covariance="tied")
     found = [_log_likelihood(model, data, random_seed=seed) for seed in SEEDS]
     np.testing.assert_allclose(found, reference, rtol=1e-6)
+
+
+def test_a_second_round_of_starts_only_when_the_continued_runs_disagree():
+    # _start_rounds with made-up rounds: a round whose continued sound runs end at one maximum stops the rounds;
+    # one whose runs end at two calls another round from new seeds, whose starts come after the first's; the
+    # local search runs once, on the runs of every round
+    from mixflow.engines.em import DEGENERATE, SOUND, START_ROUNDS, Run, _start_rounds
+
+    def screen_of(finals):
+        def screen(starts):
+            values = finals[len(calls)]
+            calls.append(list(starts))
+            runs = [Run(params={}, history_objective=[value - 1.0, value]) for value in values]
+            return runs, np.ones(len(runs), dtype=bool), ["random"] * len(runs)
+        return screen
+
+    def search(runs, continued, names):
+        searched.append(len(runs))
+        return runs, continued, names
+
+    tier = lambda run: DEGENERATE if run.history_objective[-1] > 0 else SOUND  # noqa: E731
+    for finals, rounds in ((([-10.0, -10.0, -10.0 * (1 + 1e-10)],), 1),  # agree to rounding
+                           (([-10.0, 5.0],), 1),  # the other maximum is degenerate
+                           (([-10.0, -10.5], [-10.2, -10.2]), 2),
+                           (([-10.0, -10.5], [-10.2, -10.3], [-9.0, -9.5]), START_ROUNDS)):
+        calls, searched = [], []
+        runs, continued, names, ran = _start_rounds(lambda seeds: seeds, ["first"], lambda: ["more"],
+                                                    screen_of(finals), search, tier)
+        assert ran == rounds == len(calls) and calls == [["first"]] + [["more"]] * (rounds - 1)
+        assert searched == [len(runs)] == [sum(len(values) for values in finals[:rounds])] and continued.all()
+    assert START_ROUNDS == 2
+
+
+def test_rugged_likelihood_gets_a_second_round_that_reaches_a_higher_maximum():
+    # a large cluster and two small ones, fitted with five components: the first round's continued runs end at
+    # different maxima, and the second round's starts lead to one 0.41 above the first round's best (seed 1;
+    # the first round alone ends at -2205.6469 there); scikit-learn from that fit stays on it
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    rng = np.random.default_rng(123)
+    label = rng.choice(3, 600, p=[0.9, 0.05, 0.05])
+    data = np.array([[0, 0], [4, 4], [-4, 5]])[label] + rng.normal(size=(600, 2)) * np.array([[1.5, 1]])
+    tree = _fit(mixflow.GaussianMixture(5), data, random_seed=1)
+    attrs = tree["em"].attrs
+    assert attrs["start_rounds"] == 2 and attrs["spurious_components"] == "[]" and not attrs["degenerate"]
+    assert attrs["log_likelihood"] == pytest.approx(-2205.2364, abs=1e-4)
+    estimate = tree["em/estimate"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = SkGaussianMixture(5, weights_init=estimate["weights"].values, means_init=estimate["mu"].values,
+                                  precisions_init=np.linalg.inv(estimate["covariance"].values), tol=1e-12,
+                                  max_iter=5000, reg_covar=1e-12).fit(data)
+    assert again.score(data) * 600 == pytest.approx(attrs["log_likelihood"], abs=1e-6)
+    easy = _fit(mixflow.GaussianMixture(2), mixflow.load_dataset("faithful"), random_seed=0)["em"].attrs
+    assert easy["start_rounds"] == 1

@@ -69,6 +69,7 @@ TRANSFER_ROUNDS = 6  # rounds of the local search after the continuation of init
 TRANSFER_CONTINUED = 3  # local moves continued to convergence per round, the best after their short runs
 SPLIT_MERGE_CONTINUED = 1  # split-and-merge moves continued to convergence per round, beside the local ones
 OUTLIER_CONTINUED = 1  # outlier moves continued to convergence per round, beside the others
+START_ROUNDS = 2  # rounds of starts of init="auto" at most (see _start_rounds)
 TRANSFER = "transfer"  # the start of a run the local search kept
 #: Two components whose log densities differ by the same amount on every row, to this, are one component in
 #: two parts (:func:`duplicate_components`): their responsibilities' ratio never moves by more than 0.1%
@@ -189,16 +190,23 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init)
     else:
         names = [options.init] * options.n_init
-    seeds = np.random.SeedSequence(random_seed).spawn(len(names))
+    root = np.random.SeedSequence(random_seed)
+    seeds = root.spawn(len(names))
     tier = _tier_test(model, data.total_weight, check_spurious=not options.map)
+    rounds = 1
     if options.init == PORTFOLIO:
-        starts = [partial(fresh_start, name, seed) for name, seed in zip(names, seeds, strict=True)]
-        runs, continued, names = _short_then_continue(starts, short_runs, options, tier, together, same_data)
-        if same_data:
-            runs, continued, names = _transfer_search(
-                runs, continued, names, tier, partial(_moved_starts, model, sample, prior_used, rows),
-                partial(_partition, model, sample, rows), together, options,
-                lambda params: duplicate_components(_log_joint(model, params, sample, rows), sample.weights))
+        search = partial(_transfer_search, tier=tier,
+                         moved_starts=partial(_moved_starts, model, sample, prior_used, rows),
+                         partition=partial(_partition, model, sample, rows), runs_of=together, options=options,
+                         duplicates=lambda params: duplicate_components(_log_joint(model, params, sample, rows),
+                                                                        sample.weights))
+        schedule = names
+        runs, continued, names, rounds = _start_rounds(
+            lambda round_seeds: [partial(fresh_start, name, seed)
+                                 for name, seed in zip(schedule, round_seeds, strict=True)],
+            seeds, lambda: root.spawn(len(schedule)),
+            lambda starts: _short_then_continue(starts, short_runs, options, tier, together, same_data),
+            search if same_data else None, tier)
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
         runs = together([(maximisation_step(model, step, prepared, prior_used, active)[0], options)
@@ -215,8 +223,46 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     _check_some_finite(finals)
     best_index = _earliest_at_best(finals, tiers, continued, int(rank_runs(finals, flags | ~continued, spurious)[0]),
                                    options.tol * data.total_weight)
-    restarts = {"start": names, "continued": continued, "degenerate": flags, "spurious": spurious}
+    restarts = {"start": names, "continued": continued, "degenerate": flags, "spurious": spurious,
+                "rounds": rounds}
     return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample)
+
+
+def _best_sound(runs: list[Run], continued, tier) -> float:
+    """The highest final objective of a continued sound run, or -inf."""
+    return max((run.history_objective[-1] for run, going in zip(runs, continued, strict=True)
+                if going and tier(run) == SOUND), default=-np.inf)
+
+
+def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier) -> tuple[list, np.ndarray, list, int]:
+    """Rounds of starts of ``init="auto"``, then the local search: the runs, which were continued, their starts, rounds.
+
+    A round is the portfolio's starts (``starts_of(seeds)``) screened and the best continued to convergence
+    (``screen``, :func:`_short_then_continue`). When the continued sound runs of a round end at different
+    maxima, the likelihood has shown itself rugged: the screening's best few lead to more than one maximum, and
+    a higher one may lie where no start of this round went. Another round of as many starts, from new seeds
+    (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same whatever
+    follows), then runs, up to :data:`START_ROUNDS` rounds. Continued runs that agree stop the rounds, so an
+    easy likelihood costs one. The local search (``search``, :func:`_transfer_search`; None for none) then
+    starts from the best sound fit of all the rounds.
+    """
+    runs, continued, names = [], np.zeros(0, dtype=bool), []
+    for round_index in range(START_ROUNDS):
+        more, more_continued, more_names = screen(starts_of(seeds if round_index == 0 else more_seeds()))
+        runs, names = runs + list(more), names + list(more_names)
+        continued = np.concatenate([continued, more_continued])
+        values = [run.history_objective[-1] for run, going in zip(more, more_continued, strict=True)
+                  if going and tier(run) == SOUND]
+        if len(values) < 2 or not _higher(max(values), min(values)):
+            break
+    if search is not None:
+        runs, continued, names = search(runs, continued, names)
+    return runs, continued, names, round_index + 1
+
+
+def _higher(value: float, than: float) -> bool:
+    """Whether ``value`` is above ``than`` by more than ``_SAME_VALUE`` (relative): another maximum."""
+    return bool(value > than + (_SAME_VALUE * abs(than) if np.isfinite(than) else 0.0))
 
 
 def _maxima_found(runs: list[Run], restarts: dict, best_index: int, within: float) -> tuple[int, int]:
@@ -834,6 +880,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "best_start": restarts["start"][best_index],
         "n_runs_at_best": n_at_best,
         "n_maxima": n_maxima,
+        "start_rounds": int(restarts["rounds"]),
         "degenerate": int(degenerate),
         "n_degenerate_restarts": int(restarts["degenerate"].sum()),
         "spurious_components": json.dumps([h for h, _, _ in spurious]),

@@ -224,6 +224,8 @@ def _em_line(tree) -> tuple[str, list[str]]:
             f"{'converged' if converged else 'NOT converged'} in {attrs.get('n_iter')} iterations")
     if int(attrs.get("n_maxima", 1)) > 1:  # what the restarts saw: a best reached once may not be the highest
         line += f"; best of {attrs['n_maxima']} maxima the runs reached, by {attrs['n_runs_at_best']} of them"
+        if int(attrs.get("start_rounds", 1)) > 1:
+            line += f", over {attrs['start_rounds']} rounds of starts"
     if not int(attrs.get("degenerate", 0)):  # runs a sound (or spurious) winner outranked, whatever their value
         line += set_aside_runs(attrs, "; ")
     found = [] if converged else [f"not converged in {attrs.get('n_iter')} iterations (raise max_iter)"]
