@@ -471,8 +471,9 @@ def test_digits_tied_default_reaches_the_many_start_maximum():
 
 def test_a_second_round_of_starts_only_when_the_continued_runs_disagree():
     # _start_rounds with made-up rounds: a round whose continued sound runs end at one maximum stops the rounds;
-    # one whose runs end at two calls another round from new seeds, whose starts come after the first's; the
-    # local search runs once, on the runs of every round
+    # one whose runs end at two calls another round from new seeds. The first round's local search always runs,
+    # from its own runs; a later round's only from a maximum above every earlier start's that no earlier run
+    # (a search's included) ended at
     from mixflow.engines.em import DEGENERATE, SOUND, START_ROUNDS, Run, _start_rounds
 
     def screen_of(finals):
@@ -483,20 +484,24 @@ def test_a_second_round_of_starts_only_when_the_continued_runs_disagree():
             return runs, np.ones(len(runs), dtype=bool), ["random"] * len(runs)
         return screen
 
-    def search(runs, continued, names):
-        searched.append(len(runs))
-        return runs, continued, names
+    def search(runs, continued, names):  # a search that climbs from the best to one found maximum, -9.5
+        searched.append([run.history_objective[-1] for run in runs])
+        return runs + [Run(params={}, history_objective=[-9.6, -9.5])], np.append(continued, True), names + ["t"]
 
     tier = lambda run: DEGENERATE if run.history_objective[-1] > 0 else SOUND  # noqa: E731
-    for finals, rounds in ((([-10.0, -10.0, -10.0 * (1 + 1e-10)],), 1),  # agree to rounding
-                           (([-10.0, 5.0],), 1),  # the other maximum is degenerate
-                           (([-10.0, -10.5], [-10.2, -10.2]), 2),
-                           (([-10.0, -10.5], [-10.2, -10.3], [-9.0, -9.5]), START_ROUNDS)):
+    for finals, rounds, searches in ((([-10.0, -10.0, -10.0 * (1 + 1e-10)],), 1, 1),  # agree to rounding
+                                     (([-10.0, 5.0],), 1, 1),  # the other maximum is degenerate
+                                     (([-10.0, -10.5], [-10.2, -10.2]), 2, 1),  # not above the first's starts
+                                     (([-10.0, -10.5], [-9.8, -10.3]), 2, 2),  # above: searched from
+                                     (([-10.0, -10.5], [-9.5, -10.3]), 2, 1),  # where a search ended already
+                                     (([-10.0, -10.5], [-10.2, -10.3], [-9.0, -9.5]), START_ROUNDS, 1)):
         calls, searched = [], []
         runs, continued, names, ran = _start_rounds(lambda seeds: seeds, ["first"], lambda: ["more"],
                                                     screen_of(finals), search, tier)
         assert ran == rounds == len(calls) and calls == [["first"]] + [["more"]] * (rounds - 1)
-        assert searched == [len(runs)] == [sum(len(values) for values in finals[:rounds])] and continued.all()
+        assert searched == [list(finals[0])] + ([list(finals[1])] if searches == 2 else [])
+        assert len(runs) == sum(len(values) for values in finals[:rounds]) + searches and continued.all()
+        assert [run.history_objective[-1] for run in runs[:len(finals[0])]] == list(finals[0])  # round 1 first
     assert START_ROUNDS == 2
 
 

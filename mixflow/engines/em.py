@@ -235,28 +235,36 @@ def _best_sound(runs: list[Run], continued, tier) -> float:
 
 
 def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier) -> tuple[list, np.ndarray, list, int]:
-    """Rounds of starts of ``init="auto"``, then the local search: the runs, which were continued, their starts, rounds.
+    """Rounds of starts of ``init="auto"``, each with its local search: the runs, which were continued, starts, rounds.
 
     A round is the portfolio's starts (``starts_of(seeds)``) screened and the best continued to convergence
-    (``screen``, :func:`_short_then_continue`). When the continued sound runs of a round end at different
-    maxima, the likelihood has shown itself rugged: the screening's best few lead to more than one maximum, and
-    a higher one may lie where no start of this round went. Another round of as many starts, from new seeds
-    (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same whatever
-    follows), then runs, up to :data:`START_ROUNDS` rounds. Continued runs that agree stop the rounds, so an
-    easy likelihood costs one. The local search (``search``, :func:`_transfer_search`; None for none) then
-    starts from the best sound fit of all the rounds.
+    (``screen``, :func:`_short_then_continue`), then the local search (``search``, :func:`_transfer_search`;
+    None for none) from the round's best sound fit. When the continued sound runs of a round end at different
+    maxima, the likelihood has shown itself rugged: the screening's best few lead to more than one maximum,
+    and a higher one may lie where no start of this round went. Another round of as many starts, from new
+    seeds (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same
+    whatever follows), then runs, up to :data:`START_ROUNDS` rounds; continued runs that agree stop the
+    rounds, so an easy likelihood costs one. A later round's local search runs only from a maximum its starts
+    found above the best earlier starts found (the search from there may climb elsewhere) and that no earlier
+    run has ended at: the first round and its search are what they would be alone, so a second round can only
+    add maxima, never lose one.
     """
     runs, continued, names = [], np.zeros(0, dtype=bool), []
+    screened = -np.inf  # the best maximum the starts (not the searches) of the rounds so far reached
     for round_index in range(START_ROUNDS):
         more, more_continued, more_names = screen(starts_of(seeds if round_index == 0 else more_seeds()))
-        runs, names = runs + list(more), names + list(more_names)
-        continued = np.concatenate([continued, more_continued])
         values = [run.history_objective[-1] for run, going in zip(more, more_continued, strict=True)
                   if going and tier(run) == SOUND]
+        best = max(values, default=-np.inf)
+        known = [run.history_objective[-1] for run, going in zip(runs, continued, strict=True) if going]
+        if search is not None and (round_index == 0 or (_higher(best, screened) and not any(
+                abs(best - value) <= _SAME_VALUE * abs(value) for value in known))):
+            more, more_continued, more_names = search(list(more), more_continued, list(more_names))
+        screened = max(screened, best)
+        runs, names = runs + list(more), names + list(more_names)
+        continued = np.concatenate([continued, more_continued])
         if len(values) < 2 or not _higher(max(values), min(values)):
             break
-    if search is not None:
-        runs, continued, names = search(runs, continued, names)
     return runs, continued, names, round_index + 1
 
 
