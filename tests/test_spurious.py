@@ -76,7 +76,10 @@ def test_spurious_rule_at_its_thresholds():
     assert [h for h, _, _ in spurious_rule(counts, np.full(5, 1.0), needed)] == [0]
     assert [h for h, _, _ in spurious_rule(counts, np.full(5, small), needed)] == [0, 1, 2]
     assert spurious_rule(counts, np.full(5, SPURIOUS_RATIO), needed)[1:] == []
-    assert spurious_rule(counts[1:2], np.array([small]), needed) == [(0, 3.0, small)]
+    # the component holding more observations than every other is the fit's bulk, never spurious by its ratio
+    assert spurious_rule(np.array([14.0, 3.0]), np.full(2, small), needed) == [(1, 3.0, small)]
+    assert spurious_rule(np.array([7.0, 7.0]), np.full(2, small), needed) == [(0, 7.0, small), (1, 7.0, small)]
+    assert spurious_rule(np.array([2.0, 1.0]), np.full(2, small), needed) == [(0, 2.0, small), (1, 1.0, small)]
 
 
 def test_a_separated_group_is_not_spurious_at_the_rule_s_thresholds():
@@ -319,3 +322,41 @@ def test_a_regression_line_through_a_few_points_is_spurious():
     params = {name: estimate[name].values for name in ("weights", "coefficients", "variance")}
     assert model.spurious_components(params, 120.0) == []
     assert attrs["log_likelihood"] == pytest.approx(-231.561, abs=1e-3)
+
+
+def test_the_bulk_of_a_small_data_set_is_not_spurious():
+    """Executions in the 17 US states with any in 1997 (statsmodels' cpunish data), against median income, K=2.
+
+    The maximum puts 14 states on a tight line (variance 0.65) and Texas, Virginia and Missouri in a wide
+    component (variance 131): a variance ratio just below the rule's 5e-3 and 13.9 observations, below
+    5 x 3, so the rule once called the bulk of the data spurious, and every restart with it."""
+    executions = [37, 9, 6, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+    income = [34453, 41534, 35802, 26954, 31468, 32552, 40873, 34861, 42562, 31900, 37421, 33305, 32108, 45844,
+              34743, 29709, 36777]
+    model = mixflow.RegressionMixture(2, "executions ~ income")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateComponentWarning)
+        tree = mixflow.fit(model, pd.DataFrame({"executions": executions, "income": income}), method="em",
+                           random_seed=0)
+    attrs, estimate = tree["em"].attrs, tree["em/estimate"]
+    assert attrs["spurious_components"] == "[]" and attrs["n_spurious_restarts"] == 0
+    assert attrs["log_likelihood"] == pytest.approx(-36.2532, abs=1e-4)
+    counts, variance = estimate["weights"].values * 17, estimate["variance"].values
+    np.testing.assert_allclose(np.sort(counts), [3.08, 13.92], atol=0.01)
+    bulk = int(np.argmax(counts))
+    assert variance[bulk] / variance[1 - bulk] < SPURIOUS_RATIO and counts[bulk] < SPURIOUS_SIZE * 3
+
+
+@pytest.mark.parametrize(("model", "says", "never"), [
+    (mixflow.RegressionMixture(2, "y ~ x"), "a line fitted to a few points it passes almost exactly",
+     ("covariance", "ellipsoid", "subspace")),
+    (mixflow.GaussianMixture(2), "near a lower-dimensional subspace", ("a line fitted",)),
+])
+def test_the_spurious_warning_speaks_of_the_family_s_own_dispersion(model, says, never):
+    from mixflow.engines.em import EMOptions, _warn_spurious
+
+    with pytest.warns(DegenerateComponentWarning) as caught:
+        _warn_spurious([(1, 3.0, 1e-4)], EMOptions(), model)
+    message = str(caught[0].message)
+    assert says in message and "component 1: 3 observations' worth of weight" in message
+    assert "fewer than another component" in message and not any(word in message for word in never)

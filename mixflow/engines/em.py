@@ -709,21 +709,28 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
             ConvergenceWarning, stacklevel=3)
 
 
-def _warn_spurious(spurious: list, options: EMOptions) -> None:
+def _warn_spurious(spurious: list, options: EMOptions, model) -> None:
     """Warn of a spurious winner: every restart run to the end had a spurious (or degenerate) component."""
     if not spurious:
         return
     described = "; ".join(f"component {h}: {count:.3g} observations' worth of weight, Hathaway ratio {ratio:.2g}"
                           for h, count, ratio in spurious)
+    if model.family == "regression":  # a line's variance: no covariance, no ellipsoid, no separation test
+        rule = ("a line fitted to a few points it passes almost exactly (McLachlan and Peel 2000, sec. 3.10), "
+                "with fewer observations than its coefficients and variance need, or fewer than "
+                f"{SPURIOUS_SIZE} times that, fewer than another component, and a variance at most "
+                f"{SPURIOUS_RATIO:g} of another's")
+    else:
+        rule = ("a component fitted to a few points near a lower-dimensional subspace (McLachlan and Peel 2000, "
+                "sec. 3.10), with fewer observations than its covariance needs, or fewer than "
+                f"{SPURIOUS_SIZE} times that, fewer than another component, and at most {SPURIOUS_RATIO:g} as wide "
+                "as another component in its narrowest direction, and not a group lying apart from the others (its "
+                f"mean outside their {SEPARATED_QUANTILE:.1%} ellipsoids, at least {SEPARATED_SIZE} times the "
+                "observations its covariance needs)")
     warnings.warn(
-        f"a spurious maximum ({described}), and no restart found a sound one: a component fitted to a few points "
-        "near a lower-dimensional subspace (McLachlan and Peel 2000, sec. 3.10), with fewer observations than its "
-        f"covariance needs, or fewer than {SPURIOUS_SIZE} times that and at most {SPURIOUS_RATIO:g} as wide as "
-        "another component in its narrowest direction, and not a group lying apart from the others (its mean "
-        f"outside their {SEPARATED_QUANTILE:.1%} ellipsoids, at least {SEPARATED_SIZE} times the observations its "
-        "covariance needs); use method='map' (the prior keeps components from "
-        f"shrinking onto a subspace), fewer components, or more starts than n_init={options.n_init}.",
-        DegenerateComponentWarning, stacklevel=3)
+        f"a spurious maximum ({described}), and no restart found a sound one: {rule}; use method='map' (the prior "
+        "keeps a component's dispersion from shrinking onto a few points), fewer components, or more starts than "
+        f"n_init={options.n_init}.", DegenerateComponentWarning, stacklevel=3)
 
 
 def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_weight: float, prepared,
@@ -860,7 +867,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     _warn_duplicates(duplicates, active.size)
     degenerate = bool(restarts["degenerate"][best_index])
     spurious = [] if degenerate or options.map else model.spurious_components(params, total)
-    _warn_spurious(spurious, options)
+    _warn_spurious(spurious, options, model)
     if not degenerate and not spurious:
         _warn_set_aside(model, runs, restarts, best, total, prepared, features)
     if degenerate and not collapsed and not empty:

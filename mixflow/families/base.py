@@ -157,7 +157,9 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
     narrower than the others by a ratio of at least :data:`SEPARATED_RATIO` (a factor of 1000 in sd): a tight
     cluster of 2% of the data, far from the rest, is what a mixture is for, while a component flatter than
     that (points within 1e-4 of a line, say: a ratio of 1e-8) is spurious wherever it lies, as is a component
-    of fewer observations than ``needed``.
+    of fewer observations than ``needed``. The component holding more observations than every other is never
+    spurious by its ratio: on small data (17 rows, say) it is "small" by ``SPURIOUS_SIZE``, and narrow against
+    a wide component of a few outlying rows, yet it is the fit's bulk, not a few points near a subspace.
 
     Parameters
     ----------
@@ -178,9 +180,11 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
 
     """
     small = counts < SPURIOUS_SIZE * needed
+    others = np.array([np.delete(counts, h).max(initial=-np.inf) for h in range(counts.size)])
+    bulk = counts > others  # more observations than every other component: the fit's bulk, not a few points
     group = np.zeros(counts.shape, dtype=bool) if separated is None else (
         np.asarray(separated, dtype=bool) & (counts >= SEPARATED_SIZE * needed) & (ratios >= SEPARATED_RATIO))
-    flags = (counts < needed) | (small & (ratios < SPURIOUS_RATIO) & ~group)
+    flags = (counts < needed) | (small & (ratios < SPURIOUS_RATIO) & ~group & ~bulk)
     return [(int(h), float(counts[h]), float(ratios[h])) for h in np.flatnonzero(flags)]
 
 
