@@ -14,7 +14,7 @@ import xarray as xr
 from mixflow.errors import InputError, InputTypeError
 from mixflow.warnings import ConstantFeatureWarning, constant_features_message
 
-__all__ = ["Data", "check_units", "validate_data", "validate_weights"]
+__all__ = ["Data", "check_units", "validate_data", "validate_weights", "without_unread_text"]
 
 _MAX_ROWS_NAMED = 5
 
@@ -268,6 +268,19 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
         obs=row_labels if obs is not None else np.arange(len(frame), dtype=np.int64),
         weights=validate_weights(weights, values.shape[0]),
     )
+
+
+def without_unread_text(model, data):
+    """A DataFrame without the non-numeric columns ``model`` never reads (:meth:`unread_columns`); else ``data``.
+
+    A regression reads the columns its formula names; a text column beside them (a state's name) is no reason
+    to refuse the data, as R's and statsmodels' formulas do not. A column the model reads is checked as ever.
+    """
+    if not isinstance(data, pd.DataFrame):
+        return data
+    unread = [c for c in model.unread_columns(data.columns)
+              if not pd.api.types.is_numeric_dtype(data[c]) or pd.api.types.is_bool_dtype(data[c])]
+    return data.drop(columns=unread) if unread else data
 
 
 def _match_features(frame: pd.DataFrame, features, name: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from mixflow.container.build import build_tree, make_attrs, record_warnings
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA, UNITS
 from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
 from mixflow.container.tree import as_container
-from mixflow.data import Data, check_units, validate_data
+from mixflow.data import Data, check_units, validate_data, without_unread_text
 from mixflow.engines.accelerate import ACCELERATIONS
 from mixflow.engines.em import EMOptions, fit_em, fit_prepared
 from mixflow.engines.em_chunked import chunked_predictions, prepare_chunked
@@ -233,6 +233,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     try:
         with warnings.catch_warnings(record=True) as caught:
             _record_all_but_errors()
+            data = without_unread_text(model, data)
             validated = validate_data(data, weights=weights)
             units = _units(units, data, validated.features)
             init = _check_against_data(model, init, int(np.count_nonzero(validated.frequency)), validated.n_features,

@@ -295,3 +295,27 @@ def test_one_new_row_or_rows_of_one_covariate_value_are_scored():
     assert np.isfinite(table["cv_log_likelihood"].values).all()
     with pytest.raises(mixflow.InputError, match=r"data: expected covariates \['x'\] that are not collinear"):
         mixflow.fit(mixflow.RegressionMixture(1, "y ~ x"), pd.DataFrame({"x": [1.0, 1.0, 1.0], "y": [0.0, 1, 2]}))
+
+
+def test_a_text_column_the_formula_does_not_name_is_dropped_not_refused(tone):
+    # a regression reads the columns its formula names: a label beside them is dropped (as R and statsmodels
+    # formulas do), and the fit, the choice of K and predictions are those without it; a text column the
+    # formula names, or beside a Gaussian mixture's features, is still refused
+    from mixflow.errors import InputTypeError
+
+    labelled = tone.assign(judge=[f"judge {i % 7}" for i in range(len(tone))], flag=np.arange(len(tone)) % 2 == 0)
+    model = RegressionMixture(2, "tuned ~ stretchratio")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        plain = mixflow.fit(model, tone, method="em", random_seed=0)
+        tree = mixflow.fit(model, labelled, method="em", random_seed=0)
+        chosen = mixflow.select_k(RegressionMixture(1, "tuned ~ stretchratio"), labelled, ks=[1, 2], random_seed=0)
+    assert list(tree["observed_data"]["feature"].values) == list(plain["observed_data"]["feature"].values)
+    assert tree["em"].attrs["log_likelihood"] == plain["em"].attrs["log_likelihood"]
+    assert chosen.loc[2, "log_likelihood"] == pytest.approx(plain["em"].attrs["log_likelihood"], abs=1e-6)
+    np.testing.assert_array_equal(mixflow.predict(tree, labelled).values, mixflow.predict(plain, tone).values)
+    refused = r"data: expected numeric columns, got non-numeric column\(s\) \['judge'\]"
+    with pytest.raises(InputTypeError, match=refused):
+        mixflow.fit(RegressionMixture(2, "judge ~ stretchratio"), labelled, method="em")
+    with pytest.raises(InputTypeError, match=r"non-numeric column\(s\) \['judge'\]"):
+        mixflow.fit(mixflow.GaussianMixture(2), labelled[["tuned", "judge"]], method="em")

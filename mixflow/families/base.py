@@ -337,6 +337,14 @@ class MixtureModel:
         raise InputError(f"data: expected numpy or pandas data for the {self.family!r} family, got Dask data, "
                          f"which the families {supported} take")
 
+    def unread_columns(self, columns) -> list:
+        """The columns of a data frame the model never reads: none by default, every column is a feature.
+
+        :func:`mixflow.fit` and :func:`mixflow.select_k` drop those that are not numeric (a state's name beside
+        a regression's response and covariates) instead of refusing the data for them.
+        """
+        return []
+
     def prepare_to_score(self, data) -> Prepared:
         """:meth:`prepare` of data a fitted mixture only scores (new rows, held-out folds), not fits.
 

@@ -326,6 +326,10 @@ class RegressionMixture(MixtureModel):
         return params["coefficients"][:, 0]
 
     # -- data and prior --------------------------------------------------------------------------------
+    def unread_columns(self, columns) -> list:
+        """The columns the formula does not name."""
+        return [c for c in columns if str(c) not in (self.response, *self.covariates)]
+
     def _columns(self, data) -> tuple[np.ndarray, np.ndarray]:
         features = [str(f) for f in data.features]
         missing = [c for c in (self.response, *self.covariates) if c not in features]
