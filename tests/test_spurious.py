@@ -359,4 +359,4 @@ def test_the_spurious_warning_speaks_of_the_family_s_own_dispersion(model, says,
         _warn_spurious([(1, 3.0, 1e-4)], EMOptions(), model)
     message = str(caught[0].message)
     assert says in message and "component 1: 3 observations' worth of weight" in message
-    assert "fewer than another component" in message and not any(word in message for word in never)
+    assert "no more than another component" in message and not any(word in message for word in never)

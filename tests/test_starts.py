@@ -518,6 +518,8 @@ def test_rugged_likelihood_gets_a_second_round_that_reaches_a_higher_maximum():
     attrs = tree["em"].attrs
     assert attrs["start_rounds"] == 2 and attrs["spurious_components"] == "[]" and not attrs["degenerate"]
     assert attrs["log_likelihood"] == pytest.approx(-2205.2364, abs=1e-4)
+    assert f"best of {attrs['n_maxima']} maxima the runs reached" in mixflow.describe(tree)
+    assert "over 2 rounds of starts" in mixflow.describe(tree)
     estimate = tree["em/estimate"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

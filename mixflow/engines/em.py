@@ -718,12 +718,12 @@ def _warn_spurious(spurious: list, options: EMOptions, model) -> None:
     if model.family == "regression":  # a line's variance: no covariance, no ellipsoid, no separation test
         rule = ("a line fitted to a few points it passes almost exactly (McLachlan and Peel 2000, sec. 3.10), "
                 "with fewer observations than its coefficients and variance need, or fewer than "
-                f"{SPURIOUS_SIZE} times that, fewer than another component, and a variance at most "
+                f"{SPURIOUS_SIZE} times that, no more than another component, and a variance at most "
                 f"{SPURIOUS_RATIO:g} of another's")
     else:
         rule = ("a component fitted to a few points near a lower-dimensional subspace (McLachlan and Peel 2000, "
                 "sec. 3.10), with fewer observations than its covariance needs, or fewer than "
-                f"{SPURIOUS_SIZE} times that, fewer than another component, and at most {SPURIOUS_RATIO:g} as wide "
+                f"{SPURIOUS_SIZE} times that, no more than another component, and at most {SPURIOUS_RATIO:g} as wide "
                 "as another component in its narrowest direction, and not a group lying apart from the others (its "
                 f"mean outside their {SEPARATED_QUANTILE:.1%} ellipsoids, at least {SEPARATED_SIZE} times the "
                 "observations its covariance needs)")
