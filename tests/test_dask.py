@@ -157,6 +157,19 @@ def test_partition_lengths_come_from_parquet_footers_without_reading_the_rows(tm
     np.testing.assert_array_equal(chunked.values.compute(), x)
 
 
+def test_chunked_data_get_one_round_of_starts():
+    # each run continued on chunked data is passes over the whole data: the continued runs below disagree
+    # (n_maxima > 1), which in memory would call a second round of starts, here not
+    rng = np.random.default_rng(123)
+    label = rng.choice(3, 600, p=[0.9, 0.05, 0.05])
+    x = np.array([[0, 0], [4, 4], [-4, 5]])[label] + rng.normal(size=(600, 2)) * np.array([[1.5, 1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        attrs = mixflow.fit(mixflow.GaussianMixture(5), da.from_array(x, chunks=200), random_seed=1,
+                            subsample=300)["em"].attrs
+    assert attrs["start_rounds"] == 1 and attrs["n_maxima"] > 1
+
+
 def test_subsample_starts_are_reproducible_and_find_the_numpy_maximum():
     x, _ = _mixture()
     model = mixflow.GaussianMixture(2)

@@ -206,7 +206,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
                                  for name, seed in zip(schedule, round_seeds, strict=True)],
             seeds, lambda: root.spawn(len(schedule)),
             lambda starts: _short_then_continue(starts, short_runs, options, tier, together, same_data),
-            search if same_data else None, tier)
+            search if same_data else None, tier, START_ROUNDS if same_data else 1)
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
         runs = together([(maximisation_step(model, step, prepared, prior_used, active)[0], options)
@@ -234,7 +234,8 @@ def _best_sound(runs: list[Run], continued, tier) -> float:
                 if going and tier(run) == SOUND), default=-np.inf)
 
 
-def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier) -> tuple[list, np.ndarray, list, int]:
+def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
+                  most: int = START_ROUNDS) -> tuple[list, np.ndarray, list, int]:
     """Rounds of starts of ``init="auto"``, each with its local search: the runs, which were continued, starts, rounds.
 
     A round is the portfolio's starts (``starts_of(seeds)``) screened and the best continued to convergence
@@ -243,15 +244,16 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier) -> t
     maxima, the likelihood has shown itself rugged: the screening's best few lead to more than one maximum,
     and a higher one may lie where no start of this round went. Another round of as many starts, from new
     seeds (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same
-    whatever follows), then runs, up to :data:`START_ROUNDS` rounds; continued runs that agree stop the
-    rounds, so an easy likelihood costs one. A later round's local search runs only from a maximum its starts
+    whatever follows), then runs, up to ``most`` rounds (:data:`START_ROUNDS`; one on chunked data, where
+    each continued run is passes over the whole data); continued runs that agree stop the rounds, so an easy
+    likelihood costs one. A later round's local search runs only from a maximum its starts
     found above the best earlier starts found (the search from there may climb elsewhere) and that no earlier
     run has ended at: the first round and its search are what they would be alone, so a second round can only
     add maxima, never lose one.
     """
     runs, continued, names = [], np.zeros(0, dtype=bool), []
     screened = -np.inf  # the best maximum the starts (not the searches) of the rounds so far reached
-    for round_index in range(START_ROUNDS):
+    for round_index in range(most):
         more, more_continued, more_names = screen(starts_of(seeds if round_index == 0 else more_seeds()))
         values = [run.history_objective[-1] for run, going in zip(more, more_continued, strict=True)
                   if going and tier(run) == SOUND]
