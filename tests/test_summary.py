@@ -100,6 +100,11 @@ def test_text_has_units_values_to_their_sd_and_the_runs_warnings(tree):
     assert "  - [K=1, NUTS] SamplingWarning: R-hat high at K=1" in text
     assert "[K=5, NUTS]" in text and "[K=6, NUTS]" not in text
     assert "... 2 more raised during the run (the report and run.log list them all)" in text
+    assert "raised during the run (some say" not in text  # no findings of the results' own: no second heading
+    flagged["em"].attrs["converged"] = 0  # a finding the results say, beside the warnings the run raised
+    text = mixflow.summary(flagged, kind="text")
+    assert text.index("EM: not converged in") < text.index("  raised during the run (some say the findings above "
+                                                              "in their own words):") < text.index("[K=1, NUTS]")
 
 
 def test_container_repr_is_the_description_and_subtrees_stay_xarrays(tree, tmp_path):

@@ -159,6 +159,8 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
     recorded = _run_warnings(tree)
     lines.append("warnings: " + ("none" if not warnings and not recorded else ""))
     lines += [f"  - {text}" for text in warnings]
+    if recorded and warnings:  # the diagnostics above, read from the results, are often also raised as warnings
+        lines.append("  raised during the run (some say the findings above in their own words):")
     lines += [f"  - {_shortened(text)}" for text in recorded[:_RUN_WARNINGS_SHOWN]]
     if len(recorded) > _RUN_WARNINGS_SHOWN:
         lines.append(f"  ... {len(recorded) - _RUN_WARNINGS_SHOWN} more raised during the run (the report and "
