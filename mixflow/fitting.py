@@ -138,9 +138,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         ``init="auto"``, the budget: ``2 * n_init`` short runs (``4 * n_init``, then ``8 * n_init`` when
         those so far do not agree on the best value), of which the best ``ceil(n_init / 2)`` are continued
         to convergence; a start repeating an earlier one's partition is replaced by a random one, or skipped.
-        When the short runs do not agree, a local search follows from the best fit (split-and-transfer and
-        boundary moves, see :mod:`mixflow.engines.starts`); a higher fit it finds is a restart of its own,
-        with start ``"transfer"``.
+        When those continued runs end at different maxima, a second round of as many starts follows (not on
+        Dask data; ``attrs["start_rounds"]``). A local search follows from the best fit of each round
+        (split-and-transfer, boundary, split-and-merge and outlier moves, see :mod:`mixflow.engines.starts`);
+        a higher fit it finds is a restart of its own, with start ``"transfer"``.
     init : {"auto", "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", \
 "hierarchical", "hierarchical-pca", "kmeans||"} or dict, default "auto"
         ``"auto"`` draws the starts from a portfolio of the other strategies chosen per family (see

@@ -115,7 +115,8 @@ def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
 
     A named strategy (``options.init`` in :data:`~mixflow.engines.starts.STRATEGIES`) runs ``n_init`` starts
     to convergence; ``"auto"`` runs up to ``2 * CANDIDATES_PER_RESTART * n_init`` short runs over the
-    family's portfolio (fewer when the first ones agree) and continues the best (:func:`_short_then_continue`).
+    family's portfolio (fewer when the first ones agree) and continues the best (:func:`_short_then_continue`),
+    in up to :data:`START_ROUNDS` rounds, each followed by a local search (:func:`_start_rounds`).
     The winner is the best sound run, else the best spurious one, else the best degenerate one
     (:func:`~mixflow.engines.starts.rank_runs`).
 
