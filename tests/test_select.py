@@ -1,5 +1,6 @@
 """Choice of K: information criteria, cross-validation and PSIS-LOO."""
 
+import re
 import warnings
 
 import arviz_stats
@@ -353,3 +354,37 @@ def test_held_out_weights_bad_arguments():
         held_out_weights(data, 1, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"n_folds: expected at most the number of observations \(total weight 3\)"):
         held_out_weights(data, 4, np.random.default_rng(0))
+
+
+def test_an_mle_fit_below_a_smaller_k_s_is_said_to_have_missed_its_maximum():
+    # K components can do at least as well as fewer: a log-likelihood falling as K rises is a missed maximum;
+    # skipped (degenerate) fits are not compared, nor MAP fits (the prior may rightly cost more than K gains)
+    from mixflow.analysis.select import _summarise
+
+    def table():
+        return pd.DataFrame({"log_likelihood": [-700.0, -644.8773, -645.3378, -600.0, -650.0],
+                             "bic": [1410.0, 1300.0, 1320.0, 1250.0, 1330.0],
+                             "degenerate": [False, False, False, True, False]},
+                            index=pd.Index([1, 2, 3, 4, 5], name="k"))
+
+    frame = table()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _summarise(frame, ("em",), 0)
+    said = [str(w.message) for w in record if issubclass(w.category, mixflow.MixflowWarning)]
+    assert any(re.match(r"select_k: the EM fit of K=3 at -645.3378 against -644.8773; K=5 at -650.0000 against "
+                        r"-644.8773, the best of fewer components: K components can do at least as well as fewer "
+                        r".*fit_kwargs=\{'n_init': 20\}", text) for text in said)
+    assert frame.attrs["short_of_fewer"] == [3, 5]
+    # the skipped K is said with the criteria the table has (no held-out log-likelihood without folds)
+    assert any("K in [4] skipped by the EM criteria (bic): " in text for text in said)
+    frame = table()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _summarise(frame, ("map",), 0)
+    assert "short_of_fewer" not in frame.attrs and not any("best of fewer" in str(w.message) for w in record)
+    frame = table().assign(degenerate=False)
+    frame.loc[4, "log_likelihood"] = -640.0  # K=5 now below K=4's sound -640
+    with pytest.warns(mixflow.MixflowWarning, match=r"K=5 at -650.0000 against -640.0000"):
+        _summarise(frame, ("em", "mcmc"), 0)
+    assert frame.attrs["short_of_fewer"] == [3, 5]

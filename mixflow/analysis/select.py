@@ -586,6 +586,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
 LOWER_IS_BETTER = ("bic", "aic", "icl")
 HIGHER_IS_BETTER = ("cv_log_likelihood", "elpd_loo")
 EM_CRITERIA = ("bic", "aic", "icl", "cv_log_likelihood")
+_SHORT_OF_FEWER = 1e-8  # relative: a log-likelihood this much below a smaller K's is below it
 SKIPPED_DEGENERATE = "degenerate EM fit (a component collapsed or emptied in every restart)"
 SKIPPED_SPURIOUS = ("spurious EM fit (a component of a few observations near a lower-dimensional subspace in every "
                     "restart)")
@@ -670,6 +671,30 @@ def ks_to_fit(table: pd.DataFrame, fit: str = "bic") -> list[int]:
 _MAP_ADVICE = "A MAP fit regularises it: methods=('map',), or map = true under [methods.em] in a workflow."
 
 
+def _warn_short_of_fewer(table: pd.DataFrame, methods, skipped: dict) -> None:
+    """Warn of a maximum likelihood fit whose log-likelihood is below a fit of fewer components'.
+
+    K components can do at least as well as fewer (one of them in two parts, or with no weight), so an MLE
+    fit below a smaller K's has stopped at a lower maximum than one that exists: its BIC, AIC and ICL are too
+    high by the difference at least. Skipped (degenerate or spurious) fits are not compared; MAP fits are not
+    (the prior of more components may rightly cost more than they gain).
+    """
+    if "em" not in methods or "log_likelihood" not in table:
+        return
+    values = table["log_likelihood"].drop(index=list(skipped)).dropna().sort_index()
+    best_so_far, short = -np.inf, {}
+    for k, value in values.items():
+        if value < best_so_far - _SHORT_OF_FEWER * abs(best_so_far):
+            short[int(k)] = f"K={int(k)} at {value:.4f} against {best_so_far:.4f}"
+        best_so_far = max(best_so_far, value)
+    if short:
+        table.attrs["short_of_fewer"] = list(short)
+        warnings.warn(f"select_k: the EM fit of {'; '.join(short.values())}, the best of fewer components: K "
+                      "components can do at least as well as fewer (one in two parts), so those fits stopped at a "
+                      "lower maximum and their criteria favour them too little; fit those K with more starts "
+                      "(fit_kwargs={'n_init': 20}).", MixflowWarning, stacklevel=4)
+
+
 def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
     skipped = skipped_k(table)
     if "degenerate" in table or "spurious" in table:
@@ -678,15 +703,18 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
     for reason in (SKIPPED_DEGENERATE, SKIPPED_SPURIOUS):
         ks = sorted(k for k, why in skipped.items() if why == reason)
         if ks:
-            warnings.warn(f"select_k: K in {ks} skipped by the EM criteria ({', '.join(EM_CRITERIA)}): {reason}; "
+            criteria = ", ".join(c for c in EM_CRITERIA if c in table)
+            warnings.warn(f"select_k: K in {ks} skipped by the EM criteria ({criteria}): {reason}; "
                           f"see the 'skipped' column. {_MAP_ADVICE}", MixflowWarning, stacklevel=3)
     if "cv_flagged_folds" in table:
         folds = [int(k) for k in table.index if table.loc[k, "cv_flagged_folds"] > 0 and int(k) not in skipped]
         if folds:
             warnings.warn(f"select_k: K in {folds} skipped by the held-out log-likelihood: a cross-validation fold's "
                           "EM fit is degenerate or spurious (a collapsed component scores its held-out rows without "
-                          f"bound); see the 'cv_flagged_folds' column. {_MAP_ADVICE}",
+                          "bound); see the 'cv_flagged_folds' column (BIC, AIC and ICL, from the fit on all rows, "
+                          f"still judge it). {_MAP_ADVICE}",
                           MixflowWarning, stacklevel=3)
+    _warn_short_of_fewer(table, methods, skipped)
     flagged = [int(k) for k in table.index if "converged" in table and not table.loc[k, "converged"]
                and int(k) not in skipped]
     if flagged:
