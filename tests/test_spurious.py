@@ -329,7 +329,7 @@ def test_the_bulk_of_a_small_data_set_is_not_spurious():
 
     The maximum puts 14 states on a tight line (variance 0.65) and Texas, Virginia and Missouri in a wide
     component (variance 131): a variance ratio just below the rule's 5e-3 and 13.9 observations, below
-    5 x 3, so the rule once called the bulk of the data spurious, and every restart with it."""
+    5 x 3, which size and ratio alone would call spurious in every restart: the bulk of the data."""
     executions = [37, 9, 6, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1]
     income = [34453, 41534, 35802, 26954, 31468, 32552, 40873, 34861, 42562, 31900, 37421, 33305, 32108, 45844,
               34743, 29709, 36777]
