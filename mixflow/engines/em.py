@@ -50,7 +50,6 @@ from mixflow.engines.starts import (
     transfer_moves,
 )
 from mixflow.errors import InputError
-from mixflow.families.base import SEPARATED_QUANTILE, SEPARATED_SIZE, SPURIOUS_RATIO, SPURIOUS_SIZE
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "duplicate_components", "empty_components",
@@ -227,12 +226,6 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     restarts = {"start": names, "continued": continued, "degenerate": flags, "spurious": spurious,
                 "rounds": rounds}
     return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample)
-
-
-def _best_sound(runs: list[Run], continued, tier) -> float:
-    """The highest final objective of a continued sound run, or -inf."""
-    return max((run.history_objective[-1] for run, going in zip(runs, continued, strict=True)
-                if going and tier(run) == SOUND), default=-np.inf)
 
 
 def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
@@ -718,22 +711,10 @@ def _warn_spurious(spurious: list, options: EMOptions, model) -> None:
         return
     described = "; ".join(f"component {h}: {count:.3g} observations' worth of weight, Hathaway ratio {ratio:.2g}"
                           for h, count, ratio in spurious)
-    if model.family == "regression":  # a line's variance: no covariance, no ellipsoid, no separation test
-        rule = ("a line fitted to a few points it passes almost exactly (McLachlan and Peel 2000, sec. 3.10), "
-                "with fewer observations than its coefficients and variance need, or fewer than "
-                f"{SPURIOUS_SIZE} times that, no more than another component, and a variance at most "
-                f"{SPURIOUS_RATIO:g} of another's")
-    else:
-        rule = ("a component fitted to a few points near a lower-dimensional subspace (McLachlan and Peel 2000, "
-                "sec. 3.10), with fewer observations than its covariance needs, or fewer than "
-                f"{SPURIOUS_SIZE} times that, no more than another component, and at most {SPURIOUS_RATIO:g} as wide "
-                "as another component in its narrowest direction, and not a group lying apart from the others (its "
-                f"mean outside their {SEPARATED_QUANTILE:.1%} ellipsoids, at least {SEPARATED_SIZE} times the "
-                "observations its covariance needs)")
     warnings.warn(
-        f"a spurious maximum ({described}), and no restart found a sound one: {rule}; use method='map' (the prior "
-        "keeps a component's dispersion from shrinking onto a few points), fewer components, or more starts than "
-        f"n_init={options.n_init}.", DegenerateComponentWarning, stacklevel=3)
+        f"a spurious maximum ({described}), and no restart found a sound one: {model.spurious_rule_text()}; use "
+        "method='map' (the prior keeps a component's dispersion from shrinking onto a few points), fewer "
+        f"components, or more starts than n_init={options.n_init}.", DegenerateComponentWarning, stacklevel=3)
 
 
 def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_weight: float, prepared,

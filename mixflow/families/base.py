@@ -469,6 +469,12 @@ class MixtureModel:
         """
         return []
 
+    def spurious_rule_text(self) -> str:
+        """What makes a component spurious, in the family's terms, for the warning of a spurious winner."""
+        return ("a component fitted to a few points (McLachlan and Peel 2000, sec. 3.10), with fewer observations "
+                f"than its dispersion needs, or fewer than {SPURIOUS_SIZE} times that, no more than another "
+                f"component, and at most {SPURIOUS_RATIO:g} as dispersed as another")
+
     def extra_coords(self, data) -> dict:
         """Coordinates of family-specific dims (e.g. regression coefficients); none by default."""
         return {}

@@ -297,6 +297,15 @@ class GaussianMixture(MixtureModel):
         """A full covariance needs d + 1 observations, variances ("diag", "spherical") two, a tied one's mean one."""
         return {"full": np.shape(params["mu"])[1] + 1, "tied": 1}.get(self.covariance, 2)
 
+    def spurious_rule_text(self) -> str:
+        """The rule of :meth:`spurious_components` in words: a subspace, a covariance, an ellipsoid."""
+        return ("a component fitted to a few points near a lower-dimensional subspace (McLachlan and Peel 2000, "
+                "sec. 3.10), with fewer observations than its covariance needs, or fewer than "
+                f"{SPURIOUS_SIZE} times that, no more than another component, and at most {SPURIOUS_RATIO:g} as wide "
+                "as another component in its narrowest direction, and not a group lying apart from the others (its "
+                f"mean outside their {SEPARATED_QUANTILE:.1%} ellipsoids, at least {SEPARATED_SIZE} times the "
+                "observations its covariance needs)")
+
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components (:func:`~mixflow.families.base.spurious_rule`); none for a tied covariance.
 

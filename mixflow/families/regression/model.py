@@ -15,7 +15,14 @@ from scipy import stats as st
 from mixflow.data import Data
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families import sampling
-from mixflow.families.base import MixtureModel, Prepared, register_family, spurious_rule
+from mixflow.families.base import (
+    SPURIOUS_RATIO,
+    SPURIOUS_SIZE,
+    MixtureModel,
+    Prepared,
+    register_family,
+    spurious_rule,
+)
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.regression import numerics as rn
 from mixflow.units import unit_power, unit_ratio
@@ -282,6 +289,13 @@ class RegressionMixture(MixtureModel):
     def component_rows(self, params: dict) -> int:
         """A component's noise variance needs p + 1 observations (p coefficients)."""
         return np.shape(params["coefficients"])[-1] + 1
+
+    def spurious_rule_text(self) -> str:
+        """The rule of :meth:`spurious_components` in words: a line, its variance, no separation test."""
+        return ("a line fitted to a few points it passes almost exactly (McLachlan and Peel 2000, sec. 3.10), with "
+                "fewer observations than its coefficients and variance need, or fewer than "
+                f"{SPURIOUS_SIZE} times that, no more than another component, and a variance at most "
+                f"{SPURIOUS_RATIO:g} of another's")
 
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components (:func:`~mixflow.families.base.spurious_rule`): lines through a few points.
