@@ -10,7 +10,7 @@ from scipy import stats as st
 from scipy.special import gammaln
 
 import mixflow
-from mixflow.families.base import dirichlet_log_density
+from mixflow.families.densities import dirichlet_log_density
 
 SCALES = [1e-300, 1e-160, 1e150]
 COVARIANCES = ["full", "tied", "diag", "spherical"]

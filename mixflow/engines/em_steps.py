@@ -14,7 +14,8 @@ import numpy as np
 from scipy.special import entr
 
 from mixflow.errors import InputError
-from mixflow.families.base import Prepared, dirichlet_log_density
+from mixflow.families.base import Prepared
+from mixflow.families.densities import dirichlet_log_density
 from mixflow.parallel import available_cores, one_blas_thread
 
 __all__ = ["Pass", "add_statistics", "check_densities", "chunk_rows", "data_pass", "e_step", "log_normalise",

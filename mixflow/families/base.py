@@ -12,14 +12,12 @@ from typing import ClassVar
 
 import numpy as np
 import xarray as xr
-from scipy.linalg import solve_triangular
-from scipy.special import gammaln
 
 from mixflow.errors import InputError, InputTypeError
 from mixflow.units import unit_power, unit_product
 
-__all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "dirichlet_log_density", "family_class",
-           "family_names", "model_from_json", "normal_log_density", "register_family", "require_pymc_form",
+__all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "family_class",
+           "family_names", "model_from_json", "register_family", "require_pymc_form",
            "spurious_rule", "supports_pymc"]
 
 _FAMILIES: dict[str, type] = {}
@@ -186,35 +184,6 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
         np.asarray(separated, dtype=bool) & (counts >= SEPARATED_SIZE * needed) & (ratios >= SEPARATED_RATIO))
     flags = (counts < needed) | (small & (ratios < SPURIOUS_RATIO) & ~group & ~bulk)
     return [(int(h), float(counts[h]), float(ratios[h])) for h in np.flatnonzero(flags)]
-
-
-def dirichlet_log_density(weights: np.ndarray, concentration: np.ndarray) -> float:
-    """Log density of a Dirichlet distribution, with ``0 * log 0 = 0`` where the concentration is 1.
-
-    Parameters
-    ----------
-    weights : ndarray of shape (n_components,)
-    concentration : ndarray of shape (n_components,)
-
-    """
-    exponent = concentration - 1.0
-    with np.errstate(divide="ignore"):
-        log_w = np.log(weights)
-    terms = np.multiply(exponent, log_w, out=np.zeros_like(log_w), where=exponent != 0)  # no 0 * -inf formed
-    return float(gammaln(concentration.sum()) - gammaln(concentration).sum() + terms.sum())
-
-
-def normal_log_density(x: np.ndarray, mean: np.ndarray, covariance: np.ndarray) -> np.ndarray:
-    """Log density of rows ``x`` (n, d) under N(mean, covariance), by the covariance's Cholesky factor.
-
-    Defined for every covariance Cholesky accepts, however ill-conditioned: scipy's
-    ``multivariate_normal.logpdf`` refuses a condition number above about 1e10 (its eigenvalue threshold),
-    which a MAP objective can meet at a legitimate EM point or an extrapolated one.
-    """
-    factor = np.linalg.cholesky(covariance)
-    whitened = solve_triangular(factor, (np.atleast_2d(x) - mean).T, lower=True)
-    log_det = 2.0 * np.log(np.diagonal(factor)).sum()
-    return -0.5 * ((whitened**2).sum(axis=0) + log_det + factor.shape[0] * np.log(2.0 * np.pi))
 
 
 class MixtureModel:

@@ -18,11 +18,15 @@ from mixflow.families.base import (
     SPURIOUS_SIZE,
     MixtureModel,
     Prepared,
-    normal_log_density,
     register_family,
     spurious_rule,
 )
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
+from mixflow.families.densities import (
+    inverse_gamma_log_density,
+    inverse_wishart_log_density,
+    normal_log_density_of_factors,
+)
 from mixflow.families.gaussian import numerics as gn
 from mixflow.families.gaussian import units as gu
 from mixflow.families.scaling import from_moments, standardise
@@ -506,23 +510,22 @@ def _check_resolved(covariance, mean, scale, dof, d, given: bool):
 
 
 def _log_prior(covariance: str, params: dict, prior: ResolvedGaussianPrior) -> float:
+    """Sum over components of the Normal-inverse-Wishart (or -inverse-gamma) log density of their parameters."""
     kappa, dof, mean, scale = prior.shrinkage, prior.dof, prior.mean, prior.scale
     mu = params["mu"]
-    if covariance == "full":
-        return float(sum(
-            st.invwishart.logpdf(cov, df=dof, scale=scale) + normal_log_density(m, mean, cov / kappa).sum()
-            for m, cov in zip(mu, params["covariance"], strict=True)
-        ))
-    if covariance == "tied":
-        cov = params["covariance"]
-        return float(st.invwishart.logpdf(cov, df=dof, scale=scale)
-                     + normal_log_density(mu, mean, cov / kappa).sum())
+    if covariance in ("full", "tied"):  # N(mu_k | mean, Sigma_k / kappa) IW(Sigma_k | dof, scale); tied: one Sigma
+        covariances = params["covariance"]
+        inverse_wishart, inverse, log_det = inverse_wishart_log_density(covariances, dof, scale)
+        if covariance == "tied":
+            inverse, log_det = inverse[None], np.full(mu.shape[0], log_det)
+        d = mu.shape[1]
+        # Sigma / kappa: its inverse factor sqrt(kappa) L^-1, its log determinant less d log kappa
+        normal = normal_log_density_of_factors(mu, mean, np.sqrt(kappa) * inverse, log_det - d * np.log(kappa))
+        return float(np.sum(inverse_wishart) + normal.sum())
     variance = params["variance"]
-    if covariance == "diag":
-        return float(st.invgamma.logpdf(variance, dof / 2, scale=scale / 2).sum()
-                     + st.norm.logpdf(mu, mean, np.sqrt(variance / kappa)).sum())
-    return float(st.invgamma.logpdf(variance, dof / 2, scale=scale / 2).sum()
-                 + st.norm.logpdf(mu, mean, np.sqrt(variance / kappa)[:, None]).sum())
+    spread = variance / kappa if covariance == "diag" else (variance / kappa)[:, None]
+    normal = -0.5 * ((mu - mean) ** 2 / spread + np.log(2.0 * np.pi * spread))
+    return float(inverse_gamma_log_density(variance, dof / 2, scale / 2).sum() + normal.sum())
 
 
 def _check_parameters(model: GaussianMixture, params: dict, d: int, name: str) -> dict:

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from scipy import stats as st
 from scipy.special import gammaln, xlogy
 
 from mixflow.data import Data
@@ -28,6 +27,7 @@ from mixflow.families.checks import (
     named_rows,
     prior_from_argument,
 )
+from mixflow.families.densities import gamma_log_density
 
 __all__ = ["PoissonMixture", "PoissonPrior", "ResolvedPoissonPrior"]
 
@@ -255,7 +255,7 @@ class PoissonMixture(MixtureModel):
 
     def log_prior(self, params: dict, prior: ResolvedPoissonPrior) -> float:
         """Sum of the Gamma log densities of the rates (the weights' Dirichlet excluded)."""
-        return float(st.gamma.logpdf(params["rate"], prior.shape, scale=1.0 / prior.rate).sum())
+        return float(gamma_log_density(np.asarray(params["rate"], dtype=float), prior.shape, prior.rate).sum())
 
     def predictive_units(self, data):
         """The counts, as ECDFs (they are discrete: a density would smear them)."""

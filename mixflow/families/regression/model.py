@@ -10,7 +10,6 @@ from dataclasses import KW_ONLY, InitVar, asdict, dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from scipy import stats as st
 
 from mixflow.data import Data
 from mixflow.errors import InputError, InputTypeError
@@ -24,6 +23,7 @@ from mixflow.families.base import (
     spurious_rule,
 )
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
+from mixflow.families.densities import inverse_gamma_log_density, normal_log_density_of_factors
 from mixflow.families.regression import numerics as rn
 from mixflow.units import unit_power, unit_ratio
 
@@ -169,6 +169,17 @@ def _checked(value, shape: tuple, name: str, coefficient_names: list) -> np.ndar
     return array
 
 
+def _normal_inverse_gamma(coefficients: np.ndarray, variance: np.ndarray, mean: np.ndarray, covariance: np.ndarray,
+                          shape: float, scale: float) -> float:
+    """Sum over components of log N(beta_k | mean, variance_k V0) + log InvGamma(variance_k | shape, scale)."""
+    factor = np.linalg.cholesky(covariance)  # variance_k V0 = (sqrt(variance_k) L)(...)^T
+    p = coefficients.shape[1]
+    normal = normal_log_density_of_factors(
+        coefficients, mean, np.linalg.inv(factor)[None] / np.sqrt(variance)[:, None, None],
+        p * np.log(variance) + 2.0 * np.log(np.diagonal(factor)).sum())
+    return float(normal.sum() + inverse_gamma_log_density(variance, shape, scale).sum())
+
+
 def _working_log_prior(params: dict, prior: WorkingRegressionPrior) -> float:
     """The data-unit log prior density from working parameters: the working density plus the Jacobian.
 
@@ -177,10 +188,8 @@ def _working_log_prior(params: dict, prior: WorkingRegressionPrior) -> float:
     """
     working, coordinates = prior.working, prior.coordinates
     variance, coefficients = params["variance"], params["coefficients"]
-    covariance = np.linalg.inv(working["precision"])
-    total = st.invgamma.logpdf(variance, working["shape"], scale=working["scale"]).sum()
-    for beta, v in zip(coefficients, variance, strict=True):
-        total += st.multivariate_normal.logpdf(beta, working["mean"], v * covariance)
+    total = _normal_inverse_gamma(coefficients, variance, working["mean"], np.linalg.inv(working["precision"]),
+                                  working["shape"], working["scale"])
     p = coefficients.shape[1]
     jacobian = np.log(coordinates.covariate_scale).sum() - (p + 2) * coordinates.log_response_scale
     return float(total + coefficients.shape[0] * jacobian)
@@ -573,10 +582,8 @@ class RegressionMixture(MixtureModel):
         """
         if isinstance(prior, WorkingRegressionPrior):
             return _working_log_prior(params, prior)
-        total = st.invgamma.logpdf(params["variance"], prior.shape, scale=prior.scale).sum()
-        for beta, variance in zip(params["coefficients"], params["variance"], strict=True):
-            total += st.multivariate_normal.logpdf(beta, prior.mean, variance * prior.covariance)
-        return float(total)
+        return _normal_inverse_gamma(params["coefficients"], params["variance"], prior.mean, prior.covariance,
+                                     prior.shape, prior.scale)
 
     def design(self, data: Data) -> tuple[np.ndarray, int]:
         """The design matrix (intercept column first, then the covariates) and the response column index."""
