@@ -75,6 +75,10 @@ def test_bad_arguments(tmp_path, containers):
         plots.plot_trace(tree)
     with pytest.raises(ValueError, match="method: expected 'mcmc', 'advi' or 'bootstrap', got 'em'"):
         plots.plot_rank(tree, method="em")
+    for method in ("advi", "bootstrap"):  # one chain each: nothing to rank against
+        with pytest.raises(ValueError, match=f"method: expected a method with at least 2 chains .*, got '{method}' "
+                                             "with 1"):
+            plots.plot_rank(containers["em+mcmc+advi"], method=method)
     with pytest.raises(ValueError, match=r"method: expected one of the container's methods \['em'\], got 'advi'"):
         plots.plot_ppc(tree, method="advi")
     with pytest.raises(ValueError, match="num_samples: expected an integer >= 1, got 0"):

@@ -2,6 +2,7 @@
 MCMC and ADVI fits in the one container (London deaths, tone), checked against a known truth."""
 
 
+import arviz_stats as azs
 import numpy as np
 import pytest
 from posterior_checks import assert_chains_agree, assert_width
@@ -217,11 +218,15 @@ def test_regression_truth_inside_94_percent_intervals_and_container_round_trips(
     mcmc = regression_tree["mcmc"]
     assert mcmc.attrs["n_divergences"] == 0
     assert mcmc["posterior"]["coefficients"].dims == ("chain", "draw", "component", "coefficient")
+    # the response alone is replicated (the covariates are held fixed), paired with the pointwise log-likelihood
+    # and the observed responses under one name and dims, as ArviZ's LOO-PIT needs
     replicate = mcmc["posterior_predictive"]["x"]
     observed = regression_tree["observed_data"]["x"]
-    assert replicate.dims == ("chain", "draw", "obs", "feature")
-    np.testing.assert_array_equal(replicate.sel(feature="x").values[0, 0], observed.sel(feature="x").values)
-    assert not np.array_equal(replicate.sel(feature="y").values[0, 0], observed.sel(feature="y").values)
+    assert replicate.dims == ("chain", "draw", "obs") == mcmc["log_likelihood"]["x"].dims
+    np.testing.assert_array_equal(mcmc["observed_data"]["x"].values, observed.sel(feature="y").values)
+    assert not np.array_equal(replicate.values[0, 0], observed.sel(feature="y").values)
+    pit = azs.loo_pit(mcmc)["x"]
+    assert pit.dims == ("obs",) and 0.3 < float(pit.mean()) < 0.7  # uniform for a calibrated model
     table = mixflow.compare(regression_tree)
     assert {"em", "mcmc", "advi"} <= set(table["method"])  # the EM row holds the MAP estimate
     loaded = mixflow.load(mixflow.save(regression_tree, tmp_path / "lines.nc"))

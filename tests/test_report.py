@@ -109,7 +109,8 @@ def test_choice_of_k_problems_disagreement_and_run_warnings_are_reported(tmp_pat
     selection = pd.DataFrame({"bic": [10.0, 8.0, 9.0], "aic": [9.0, 7.0, 6.0], "icl": [10.0, 8.5, 9.5],
                               "converged": [True, True, False], "degenerate": [False, False, True],
                               "max_rhat": [1.0, 1.002, 1.05], "min_ess_bulk": [900.0, 800.0, 150.0],
-                              "min_ess_tail": [900.0, 300.0, 120.0], "divergences": [0, 0, 3],
+                              "min_ess_tail": [900.0, 300.0, 120.0], "low_ess_bulk": [False, False, True],
+                              "low_ess_tail": [False, True, True], "divergences": [0, 0, 3],
                               "pareto_k_warning": [False, False, True]}, index=pd.Index([1, 2, 3], name="k"))
     selection.attrs["preferred"] = {"bic": 2, "aic": 3, "icl": 2}
     tree = full.copy(deep=True)
@@ -119,9 +120,9 @@ def test_choice_of_k_problems_disagreement_and_run_warnings_are_reported(tmp_pat
     items = _diagnostics_items(text)
     assert "Choice of K, K=3, EM: did not converge and has a collapsed component; its criteria are unreliable." \
         in items
-    assert ("Choice of K, K=3, NUTS: max R-hat 1.050 &gt; 1.01; min bulk ESS 150 &lt; 400; min tail ESS 120 &lt; "
-            "400; 3 divergent transition(s); high Pareto k (PSIS-LOO unreliable).") in items
-    assert "Choice of K, K=2, NUTS: min tail ESS 300 &lt; 400." in items
+    assert ("Choice of K, K=3, NUTS: max R-hat 1.050 &gt; 1.01; min bulk ESS 150 below 100 per chain; min tail ESS "
+            "120 below 100 per chain; 3 divergent transition(s); high Pareto k (PSIS-LOO unreliable).") in items
+    assert "Choice of K, K=2, NUTS: min tail ESS 300 below 100 per chain." in items
     assert "[K=2, NUTS] SamplingWarning: MCMC diagnostics: 2 divergent transition(s) after tuning." in items
     assert "No problems found" not in text
     summary = text[text.index('<section id="summary">'):text.index('<section id="diagnostics">')]
@@ -169,10 +170,26 @@ def test_mcmc_findings_use_the_samplers_own_diagnostics(tmp_path, full):
     from mixflow.present.report.cards import diagnostics
 
     tree = full.copy(deep=True)
-    tree["mcmc"].attrs.update(max_rhat=1.2, min_ess_bulk=50.0, min_ess_tail=40.0, n_divergences=4)
+    tree["mcmc"].attrs.update(max_rhat=1.2, min_ess_bulk=50.0, min_ess_tail=40.0, n_divergences=4, low_ess_bulk="[]",
+                              low_ess_tail="[]")
     texts = [text for _, text in diagnostics(tree, compare(tree))]
     assert "MCMC: max R-hat 1.200 > 1.01: chains disagree (non-convergence or label switching)." in texts
-    assert "MCMC: min tail ESS 40 < 400." in texts and "MCMC: 4 divergent transition(s)." in texts
+    assert "MCMC: min tail ESS 40 below 100 per chain." not in texts  # the sampler flagged nothing
+    tree["mcmc"].attrs.update(low_ess_tail='["mu"]')
+    texts = [text for _, text in diagnostics(tree, compare(tree))]
+    assert "MCMC: min tail ESS 40 below 100 per chain." in texts and "MCMC: 4 divergent transition(s)." in texts
+
+
+def test_choice_of_k_ess_findings_are_the_samplers_own_flags():
+    """The report judges a NUTS fit's ESS as its sampler warned (100 per chain): 300 from 2 chains is no finding,
+    as it is none in the fit's warning; a table without the flags is judged at 100 per chain of the default 4."""
+    from mixflow.present.report.cards import selection_findings
+
+    flagged = pd.DataFrame({"min_ess_bulk": [300.0], "min_ess_tail": [300.0], "low_ess_bulk": [False],
+                            "low_ess_tail": [False]}, index=pd.Index([2], name="k"))
+    assert selection_findings(flagged) == []
+    assert [text for _, text in selection_findings(flagged.drop(columns=["low_ess_bulk", "low_ess_tail"]))] == [
+        "Choice of K, K=2, NUTS: min bulk ESS 300 below 100 per chain; min tail ESS 300 below 100 per chain."]
 
 
 def test_fit_cards_say_in_words_what_each_method_did(full):

@@ -463,6 +463,9 @@ def _mcmc_row(tree) -> dict:
     attrs = tree["mcmc"].attrs
     return {"max_rhat": float(attrs.get("max_rhat", np.nan)), "min_ess_bulk": float(attrs.get("min_ess_bulk", np.nan)),
             "min_ess_tail": float(attrs.get("min_ess_tail", np.nan)),
+            # the sampler's own judgement, the one it warned of: below ESS_PER_CHAIN_MIN per chain (of the mode)
+            "low_ess_bulk": bool(json.loads(attrs.get("low_ess_bulk", "[]"))),
+            "low_ess_tail": bool(json.loads(attrs.get("low_ess_tail", "[]"))),
             "divergences": int(attrs.get("n_divergences", 0)), "n_modes": int(attrs.get("n_modes", 1))}
 
 
@@ -513,7 +516,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         or warned so), ``degenerate``, ``spurious`` (a spurious component: no restart found a sound maximum,
         see :func:`mixflow.families.base.spurious_rule`); MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
         ``min_ess_bulk``, ``min_ess_tail`` (within the modes where its chains fell into several),
-        ``divergences`` and ``n_modes`` (how many modes its chains fell into, see
+        ``low_ess_bulk``, ``low_ess_tail`` (a parameter's ESS below 100 per chain of its mode, the sampler's
+        warning), ``divergences`` and ``n_modes`` (how many modes its chains fell into, see
         :mod:`mixflow.engines.modes`) of each NUTS fit; ``skipped``: why the EM
         criteria skip a K (empty when they do not). Every warning of a fit is raised again naming its K and
         method (``"select_k, K=3, NUTS: ..."``). ``attrs["preferred"]`` maps each criterion to the K it

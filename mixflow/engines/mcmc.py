@@ -173,7 +173,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         ``model.parameter_dims``, aligned), ``sample_stats`` (the sampler's), ``log_likelihood``
         (``x`` (chain, draw, obs): log p(x_n) of one copy of row n, labels summed out),
         ``posterior_predictive`` (``x`` (chain, draw, obs, feature), or (chain, draw, unit, feature) for
-        weighted data), ``responsibilities``
+        weighted data; a regression's response alone, (chain, draw, obs)), ``responsibilities``
         (``responsibilities_mean`` and ``responsibilities_sd`` (obs, component)), ``modes`` (see
         :func:`mixflow.engines.modes.mode_summaries`) and, with several modes, ``stacked/posterior``
         (chain 1, draw ``chains * draws``: the draws resampled by the modes' stacking weights).

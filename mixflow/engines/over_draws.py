@@ -108,15 +108,22 @@ def _log_densities(model, prepared, block: dict, rows: int) -> np.ndarray:
 def _observed_like_predictive(model, data: Data) -> dict:
     """The observed counterpart of the posterior predictive variable, for ArviZ's predictive checks.
 
-    Rows as they are (``obs``), each frequency unit as a row (``unit``) for weighted data, or the
-    observed class counts (grouped data), under the predictive variable's name and dims.
+    Rows as they are (``obs``), each frequency unit as a row (``unit``) for weighted data, a regression's response
+    alone, or the observed class counts (grouped data), under the predictive variable's name and dims.
     """
     name, dims = model.predictive_variable(data)
+    if name == "x" and "feature" not in dims:  # one column: a regression's response (its predictive units)
+        units, _ = model.predictive_units(data)
+        return {name: (dims, units.values[:, 0] if dims[0] == "unit" else data.values[:, _column(data, units)])}
     if name == "x" and dims[0] == "unit":
         return {name: (dims, data.values[data.rounded_units()])}
     if name == "x":
         return {name: (dims, data.values)}
     return {name: (dims, np.asarray(data.frequency, dtype=float))}
+
+
+def _column(data: Data, units) -> int:
+    return [str(f) for f in data.features].index(str(units["feature"].values[0]))
 
 
 def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random.Generator,

@@ -597,6 +597,19 @@ class RegressionMixture(MixtureModel):
         units, _ = super().predictive_units(data)
         return units.sel(feature=[self.response]), None
 
+    def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
+        """One replicate of the responses (n_units,): the covariates are held fixed, so only the response is data.
+
+        Stored as the posterior predictive ``x`` (obs), like the pointwise log-likelihood's ``x`` and the observed
+        responses beside it (:meth:`predictive_variable`), the pairing ArviZ's LOO-PIT and predictive checks read.
+        """
+        _, response = self.design(data)
+        return self.simulate_data(params, data, rng).values[:, response]
+
+    def predictive_variable(self, data) -> tuple[str, tuple]:
+        """Name and dims of one replicate: ``x`` by rows (``obs``) or frequency units (``unit``), the response only."""
+        return "x", ("obs" if data.weights is None else "unit",)
+
     def simulate_data(self, params: dict, data: Data, rng: np.random.Generator) -> Data:
         """The covariates as observed (each unit of a row's integer weight its own row), new responses."""
         rows = sampling.expanded_rows(data, "simulate a regression's responses")

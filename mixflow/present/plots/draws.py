@@ -363,6 +363,7 @@ def plot_rank(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figur
     tree : xarray.DataTree
     var_names : str or list of str, optional
     method : {"mcmc", "advi", "bootstrap"}, default "mcmc"
+        A method with at least 2 chains: MCMC, or ADVI started from several EM optima.
     path : str or pathlib.Path, optional
 
     Returns
@@ -373,6 +374,10 @@ def plot_rank(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figur
     import arviz_plots as azp
 
     path, names, data = _chain_plot_inputs(tree, var_names, method, path)
+    chains = data["posterior"].sizes["chain"]
+    _require(chains >= 2, f"method: expected a method with at least 2 chains (a rank plot compares chains), got "
+                          f"{method!r} with {chains} (ADVI from one start and the bootstrap are one chain; "
+                          "use plot_trace)")
     with rc_context({"plot.max_subplots": None}):
         plot_collection = azp.plot_rank(data, var_names=names, **_wrap_layout(data["posterior"].to_dataset()))
     return finish(_figure_of(plot_collection), path)
@@ -396,7 +401,10 @@ def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> 
             group.split("/")[0]].children and "x" in tree[group].data_vars:  # (grouped data replicate counts)
         stored = tree[group].to_dataset()["x"]
         stored = stored.rename(unit="obs") if "unit" in stored.dims else stored  # weighted data: one row per unit
-        stored = stored.sel(feature=observed["feature"].values)  # e.g. a regression's response only
+        if "feature" in stored.dims:  # every column (a container written before a regression stored its response)
+            stored = stored.sel(feature=observed["feature"].values)
+        else:  # one column: a regression's response
+            stored = stored.expand_dims(feature=observed["feature"].values, axis=-1)
         return stored.transpose("chain", "draw", "obs", "feature"), observed, kind
     rng = np.random.default_rng(random_seed)
     if method == "em":

@@ -13,7 +13,7 @@ import pandas as pd
 from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS, MCMC, RUN_WARNINGS, group
 from mixflow.container.read import available_methods, has_group
 from mixflow.engines.em import pairs_text
-from mixflow.engines.modes import CROSSING_WINDOW
+from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import set_aside_runs
@@ -44,6 +44,9 @@ def _mcmc_convergence(tree) -> dict:
                 attrs.get("max_rhat_all_chains", attrs["max_rhat"]) if many else attrs["max_rhat"])
         out.update({"min bulk ESS": float(attrs["min_ess_bulk"]), "min tail ESS": float(attrs["min_ess_tail"]),
                     "divergences": int(attrs["n_divergences"])})
+        for label in ("bulk", "tail"):  # the sampler's judgement (ESS_PER_CHAIN_MIN per chain of a mode)
+            out[f"low {label} ESS"] = (bool(json.loads(attrs[f"low_ess_{label}"])) if f"low_ess_{label}" in attrs
+                                       else out[f"min {label} ESS"] < ESS_PER_CHAIN_MIN * out["chains"])
         if has_group(tree, group(MCMC, "modes")) and "crosses" in tree[group(MCMC, "modes")]:
             crossing = np.flatnonzero(tree[group(MCMC, "modes")]["crosses"].values)
             if crossing.size:  # chains that themselves move between places (mixflow.engines.modes)
@@ -60,6 +63,8 @@ def _mcmc_convergence(tree) -> dict:
         out["max R-hat"] = float(arviz_stats.rhat(draws).to_array().max())
     out["min bulk ESS"] = float(arviz_stats.ess(draws, method="bulk").to_array().min())
     out["min tail ESS"] = float(arviz_stats.ess(draws, method="tail").to_array().min())
+    for label in ("bulk", "tail"):
+        out[f"low {label} ESS"] = out[f"min {label} ESS"] < ESS_PER_CHAIN_MIN * out["chains"]
     if "sample_stats" in tree["mcmc"].children and "diverging" in tree[group(MCMC, "sample_stats")].data_vars:
         out["divergences"] = int(tree[group(MCMC, "sample_stats")]["diverging"].sum())
     return out
@@ -273,8 +278,8 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
         if pd.notna(row.get("max_rhat", np.nan)) and row["max_rhat"] > 1.01:
             nuts.append(f"max R-hat {format_rhat(row['max_rhat'])} > {RHAT_MAX}")
         for column, label in (("min_ess_bulk", "bulk"), ("min_ess_tail", "tail")):
-            if pd.notna(row.get(column, np.nan)) and row[column] < 400:
-                nuts.append(f"min {label} ESS {row[column]:.0f} < 400")
+            if _low_ess(row, label):
+                nuts.append(f"min {label} ESS {row[column]:.0f} below {ESS_PER_CHAIN_MIN} per chain")
         if pd.notna(row.get("divergences", np.nan)) and row["divergences"] > 0:
             nuts.append(f"{int(row['divergences'])} divergent transition(s)")
         if pd.notna(row.get("pareto_k_warning", np.nan)) and bool(row["pareto_k_warning"]):
@@ -282,6 +287,15 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
         if nuts:
             findings.append(("warn", f"Choice of K, K={k}, NUTS: {'; '.join(nuts)}."))
     return findings
+
+
+def _low_ess(row, label: str) -> bool:
+    """Whether a choice-of-K row's NUTS fit has a low ESS: the sampler's own flag (its warning)."""
+    flag = row.get(f"low_ess_{label}", np.nan)
+    if pd.notna(flag):
+        return bool(flag)
+    value = row.get(f"min_ess_{label}", np.nan)  # a table written without the flags: the default 4 chains
+    return bool(pd.notna(value) and value < 4 * ESS_PER_CHAIN_MIN)
 
 
 def _em_findings(tree) -> list[tuple[str, str]]:
@@ -334,10 +348,11 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
         findings.append(("bad", f"MCMC: max R-hat {format_rhat(summary['max R-hat'])} > 1.01: chains disagree "
                                 + ("(they fall into 1 mode)." + crossing if crossing else
                                    "(non-convergence or label switching).")))
-    if summary.get("min bulk ESS", np.inf) < 400:
-        findings.append(("warn", f"MCMC: min bulk ESS {summary['min bulk ESS']:.0f} < 400."))
-    if summary.get("min tail ESS", np.inf) < 400:
-        findings.append(("warn", f"MCMC: min tail ESS {summary['min tail ESS']:.0f} < 400."))
+    for label in ("bulk", "tail"):
+        if summary.get(f"low {label} ESS"):
+            findings.append(("warn", f"MCMC: min {label} ESS {summary[f'min {label} ESS']:.0f} below "
+                                     f"{ESS_PER_CHAIN_MIN} per chain"
+                                     + (" of its mode." if "modes" in summary else ".")))
     if summary.get("divergences", 0):
         findings.append(("bad", f"MCMC: {summary['divergences']} divergent transition(s)."))
     return findings
