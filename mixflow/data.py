@@ -14,7 +14,8 @@ import xarray as xr
 from mixflow.errors import InputError, InputTypeError
 from mixflow.warnings import ConstantFeatureWarning, constant_features_message
 
-__all__ = ["Data", "check_units", "validate_data", "validate_weights", "without_unread_text"]
+__all__ = ["Data", "check_total_weight", "check_units", "unread_columns", "validate_data", "validate_weights",
+           "without_unread_text"]
 
 _MAX_ROWS_NAMED = 5
 
@@ -227,7 +228,8 @@ def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray |
     return array
 
 
-def validate_data(data, *, weights=None, name: str = "data", features=None, warn_constant: bool = True) -> Data:
+def validate_data(data, *, weights=None, name: str = "data", features=None, warn_constant: bool = True,
+                  unread=()) -> Data:
     """Validate user data into a :class:`Data`.
 
     Parameters
@@ -243,6 +245,8 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
         The feature names the data must have (when predicting with a fitted model).
     warn_constant : bool, default True
         Warn about features that take a single value.
+    unread : collection of str, optional
+        Columns the model does not read (a regression's beside its formula): not warned about.
 
     Returns
     -------
@@ -259,7 +263,8 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
     _check_finite(values, row_labels, name)
     _check_scale(values, names=[str(c) for c in frame.columns], name=name)
     names = np.array([str(c) for c in frame.columns])
-    constant = [str(names[j]) for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0]
+    unread = {str(c) for c in unread}
+    constant = [str(names[j]) for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0 and names[j] not in unread]
     if constant and warn_constant and values.shape[0] > 1:
         warnings.warn(constant_features_message(name, constant), ConstantFeatureWarning, stacklevel=3)
     return Data(
@@ -268,6 +273,12 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
         obs=row_labels if obs is not None else np.arange(len(frame), dtype=np.int64),
         weights=validate_weights(weights, values.shape[0]),
     )
+
+
+def unread_columns(model, data) -> list:
+    """The columns of a data frame that ``model`` does not read (:meth:`MixtureModel.unread_columns`); none else."""
+    columns = getattr(data, "columns", None)
+    return [] if columns is None else list(model.unread_columns(columns))
 
 
 def without_unread_text(model, data):
@@ -330,3 +341,16 @@ def check_units(units, columns, name: str = "units") -> dict:
     if said:  # both faults at once
         raise InputError(f"{name}: " + "; and ".join(said))
     return {str(key): value.strip() for key, value in units.items()}
+
+
+def check_total_weight(total_weight: float, n_components: int) -> None:
+    """Frequency weights must total at least one observation per component (to the rounding of their sum).
+
+    The total weight is the number of observations: BIC's sample size, and what a component's share of the
+    data is counted in (a component below half an observation's worth is degenerate).
+    """
+    if not total_weight >= n_components * (1.0 - 1e-9):
+        raise InputError(f"weights: expected frequency weights (how many observations each row stands for) "
+                         f"totalling at least n_components = {n_components}, got a total of {total_weight:.6g}; "
+                         "weights scaled to sum to 1 (probabilities, or relative weights) are not frequencies: "
+                         "multiply them by the number of observations they stand for")

@@ -17,7 +17,7 @@ from mixflow.container.build import build_tree, make_attrs, record_warnings
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA, UNITS
 from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
 from mixflow.container.tree import as_container
-from mixflow.data import Data, check_units, validate_data, without_unread_text
+from mixflow.data import Data, check_total_weight, check_units, unread_columns, validate_data, without_unread_text
 from mixflow.engines.accelerate import ACCELERATIONS
 from mixflow.engines.em import EMOptions, fit_em, fit_prepared
 from mixflow.engines.em_chunked import chunked_predictions, prepare_chunked
@@ -235,10 +235,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         with warnings.catch_warnings(record=True) as caught:
             _record_all_but_errors()
             data = without_unread_text(model, data)
-            validated = validate_data(data, weights=weights)
+            validated = validate_data(data, weights=weights, unread=unread_columns(model, data))
             units = _units(units, data, validated.features)
             init = _check_against_data(model, init, int(np.count_nonzero(validated.frequency)), validated.n_features,
-                                       chunked=False)
+                                       chunked=False, total_weight=float(validated.frequency.sum()))
             if tree is not None:
                 _check_same_fit(tree, model, validated)
             em_method = next((m for m in methods if m in ("em", "map")), None)
@@ -306,15 +306,20 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
     return result
 
 
-def _check_against_data(model, init, n_positive: int, n_features: int, *, chunked: bool):
+def _check_against_data(model, init, n_positive: int, n_features: int, *, chunked: bool, total_weight: float):
     """``n_components`` and ``init`` checked against validated data (numpy or Dask); the starting point.
 
-    A dict of starting parameters comes back checked (:meth:`check_parameters`); ``"kmeans||"`` needs Dask
-    input, and a family that starts from distances between rows.
+    The data must have at least one distinct row with positive weight per component, and frequency weights
+    totalling at least one observation per component: the total weight is the number of observations (the
+    sample size of BIC, the observations' worth of a component), so weights scaled to sum to 1 would make
+    every component less than an observation. A dict of starting parameters comes back checked
+    (:meth:`check_parameters`); ``"kmeans||"`` needs Dask input, and a family that starts from distances
+    between rows.
     """
     if n_positive < model.n_components:
-        raise InputError(f"data: expected at least n_components = {model.n_components} observations with "
+        raise InputError(f"data: expected at least n_components = {model.n_components} distinct rows with "
                          f"positive weight, got {n_positive}")
+    check_total_weight(total_weight, model.n_components)
     if isinstance(init, dict):
         return model.check_parameters(init, n_features)
     if init == SCALABLE_KMEANS and not chunked:
@@ -352,7 +357,7 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
     units = _units(units, data, validated.features)  # checked before the passes over the data
     routed, streamed = _advi_stream(model, validated, methods, routed, seed)  # minibatch_size checked here too
     init = _check_against_data(model, options.init, validated.summary["n_positive"], validated.n_features,
-                               chunked=True)
+                               chunked=True, total_weight=validated.total_weight)
     em_method = "em" if "em" in methods else "map"  # NUTS and ADVI alone start from the MAP estimate
     options = EMOptions(**{**options.__dict__, "map": em_method == "map", "init": init, "subsample": int(subsample)})
     result = _fit_em(model, validated, em_method, seed, data_name, options)
@@ -600,7 +605,9 @@ def responsibilities(tree: xr.DataTree, data, *, to_zarr=None, chunks: int | Non
 
 def _new_data(tree: xr.DataTree, model, new_data):
     """``new_data`` checked like training data (same features, the family's constraints), and prepared."""
-    data = validate_data(new_data, name="new_data", features=tree[OBSERVED_DATA]["feature"].values,
+    fitted = tree[OBSERVED_DATA]["feature"].values
+    unread = set(map(str, model.unread_columns(fitted)))  # a regression's columns beside its formula's: not needed
+    data = validate_data(new_data, name="new_data", features=[f for f in fitted if str(f) not in unread],
                          warn_constant=False)
     with _naming_new_data():
         prepared = model.prepare_to_score(data)

@@ -1,5 +1,7 @@
 """Every bad input gets a clear error naming the argument, what was expected and what came."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,7 +57,7 @@ def test_a_text_cell_in_a_numeric_column_is_named_with_its_row_as_nan_rows_are()
 
 
 def test_fewer_observations_than_components():
-    with pytest.raises(ValueError, match=r"data: expected at least n_components = 3 observations with positive "
+    with pytest.raises(ValueError, match=r"data: expected at least n_components = 3 distinct rows with positive "
                                          r"weight, got 2"):
         mixflow.fit(mixflow.GaussianMixture(3), np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="got 2"):
@@ -72,6 +74,24 @@ def test_fewer_observations_than_components():
 def test_bad_weights(weights, message):
     with pytest.raises((ValueError, TypeError), match=message):
         mixflow.fit(MODEL, data(), weights=weights)
+
+
+@pytest.mark.parametrize("scale", [1 / 20, 1e-20])
+def test_weights_totalling_less_than_an_observation_per_component_are_refused(scale):
+    """Weights summing to 1 (probabilities) or tiny ones are not frequencies: the total weight is the sample size,
+    so each component would be less than an observation (flagged degenerate, BIC of n = 1) or the passes
+    underflow; refused before any fit, naming the fix. The choice of K checks its largest K at once."""
+    expected = (r"weights: expected frequency weights \(how many observations each row stands for\) totalling at "
+                r"least n_components = 2, got a total of [0-9.e-]+; weights scaled to sum to 1 .* multiply them by "
+                "the number of observations they stand for")
+    with pytest.raises(ValueError, match=expected):
+        mixflow.fit(MODEL, data(), weights=np.full(20, scale))
+    with pytest.raises(ValueError, match=expected.replace("= 2", "= 3")):
+        mixflow.select_k(MODEL, data(), weights=np.full(20, scale), ks=[1, 2, 3], methods=("em",))
+    one = mixflow.GaussianMixture(1)  # one observation's worth is enough for one component
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isfinite(mixflow.fit(one, data(), weights=np.full(20, 1 / 20))["em"].attrs["log_likelihood"])
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -238,3 +238,20 @@ def test_workflow_file_validates_with_both_likelihoods(tmp_path):
     (tmp_path / "bad.toml").write_text(text)
     with pytest.raises(WorkflowError, match=r"bad.toml:10: \[\[models\]\] #1: open_below: expected None or a finite"):
         read_workflow(tmp_path / "bad.toml")
+
+
+def test_a_column_beside_the_class_limits_is_not_read(crabs_fit, crabs):
+    """A bookkeeping column beside the named class limits (constant here) raises no constant-feature warning, does
+    not change the fit, and new classes need only their limits."""
+    import warnings
+
+    from mixflow.warnings import ConstantFeatureWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = mixflow.fit(GroupedGaussianMixture(2, **OPEN), crabs[["lower", "upper"]].assign(site=1.0),
+                           weights=crabs["count"], random_seed=1, n_init=2, tol=1e-14, max_iter=10000)
+    assert not [w for w in caught if issubclass(w.category, ConstantFeatureWarning)]
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(crabs_fit["em"].attrs["log_likelihood"], rel=1e-12)
+    np.testing.assert_array_equal(mixflow.predict(tree, crabs[["lower", "upper"]]).values,
+                                  mixflow.predict(crabs_fit, crabs[["lower", "upper"]]).values)

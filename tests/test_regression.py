@@ -319,3 +319,25 @@ def test_a_text_column_the_formula_does_not_name_is_dropped_not_refused(tone):
         mixflow.fit(RegressionMixture(2, "judge ~ stretchratio"), labelled, method="em")
     with pytest.raises(InputTypeError, match=r"non-numeric column\(s\) \['judge'\]"):
         mixflow.fit(mixflow.GaussianMixture(2), labelled[["tuned", "judge"]], method="em")
+
+
+def test_predictions_need_only_the_columns_the_formula_names(tone):
+    """A numeric column beside the formula's is kept with the fitted data, but new data need not carry it: the
+    predictions of rows with and without it are the same; a column the formula names is still required."""
+    model = RegressionMixture(2, "tuned ~ stretchratio")
+    extra = tone.assign(order=np.arange(len(tone), dtype=float))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        tree = mixflow.fit(model, extra, method="em", random_seed=0)
+    assert "order" in tree["observed_data"]["feature"].values
+    with warnings.catch_warnings(record=True) as caught:  # nor is a constant one beside the formula warned about
+        warnings.simplefilter("always")
+        mixflow.fit(model, tone.assign(batch=1.0), method="em", random_seed=0)
+    assert not [w for w in caught if "take a single value" in str(w.message)]
+    formula_only = tone[["stretchratio", "tuned"]]
+    np.testing.assert_array_equal(mixflow.predict(tree, formula_only).values, mixflow.predict(tree, extra).values)
+    np.testing.assert_array_equal(mixflow.score_samples(tree, formula_only).values,
+                                  mixflow.score_samples(tree, extra).values)
+    with pytest.raises(mixflow.InputError, match=r"new_data: expected features \['stretchratio', 'tuned'\], got "
+                                                 r"\['tuned'\] \(missing \['stretchratio'\]\)"):
+        mixflow.predict(tree, tone[["tuned"]])

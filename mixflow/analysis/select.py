@@ -26,7 +26,7 @@ from mixflow.checks import check_seed
 from mixflow.chunked import as_chunked, is_chunked, row_draws
 from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
 from mixflow.container.read import frequency_weights, has_group
-from mixflow.data import Data, validate_data, without_unread_text
+from mixflow.data import Data, check_total_weight, unread_columns, validate_data, without_unread_text
 from mixflow.engines.em_steps import e_step
 from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.engines.stacking import stacking_weights
@@ -541,7 +541,9 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         if n_folds is not None:  # checked before any fit (as_chunked computes nothing but unknown block lengths)
             _check_row_folds(n_folds, as_chunked(data, weights=weights).n_obs)
     data = data if chunked else without_unread_text(model, data)
-    validated = None if chunked else validate_data(data, weights=weights)
+    validated = None if chunked else validate_data(data, weights=weights, unread=unread_columns(model, data))
+    if validated is not None:  # before any fit: the largest K needs one observation's worth per component
+        check_total_weight(float(validated.frequency.sum()), max(ks))
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
     seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}
     fit_kwargs, mcmc_kwargs = dict(fit_kwargs or {}), {"progressbar": False, **(mcmc_kwargs or {})}

@@ -213,6 +213,11 @@ class GroupedGaussianMixture(MixtureModel):
         return {"mu": params["mu"][:, 0], "variance": np.asarray(variance, dtype=float)}
 
     # -- data and prior --------------------------------------------------------------------------------
+    def unread_columns(self, columns) -> list:
+        """The columns beside the two of the class limits (when those are named; two columns are read as they are)."""
+        names = [str(c) for c in columns]
+        return [c for c in columns if str(c) not in self.bounds] if all(b in names for b in self.bounds) else []
+
     def class_limits(self, data) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper limit of every class (row) of ``data``, open ends as infinities."""
         features = [str(f) for f in data.features]
