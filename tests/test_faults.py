@@ -85,6 +85,31 @@ def test_save_checks_free_space_and_keeps_the_previous_container(tmp_path, faith
     assert path.read_bytes() == before and _leftovers(tmp_path) == []
 
 
+_SAVE_UNDER_A_SIZE_LIMIT = """
+import errno, resource, sys
+import numpy as np, mixflow
+tree = mixflow.fit(mixflow.GaussianMixture(2), np.random.default_rng(0).normal(size=(200, 2)), random_seed=1, n_init=1)
+path = mixflow.save(tree, sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    mixflow.save(tree, path)
+except OSError as error:
+    print("errno", error.errno == errno.EFBIG, error.filename == str(path))
+"""
+
+
+def test_save_under_a_file_size_limit_is_an_oserror_not_a_crash(tmp_path):
+    """A write that fails on disk (here a file-size limit, EFBIG; a full disk alike) inside HDF5 crashes the
+    process from a destructor; the container is made in memory and its bytes written by Python, so the failure
+    is an OSError naming the file, the previous container stays, and no temporary is left."""
+    path = tmp_path / "fit.nc"
+    done = subprocess.run([sys.executable, "-c", _SAVE_UNDER_A_SIZE_LIMIT, str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["errno", "True", "True"]
+    assert mixflow.load(path)["em"].attrs["n_iter"] > 0 and _leftovers(tmp_path) == []
+
+
 def test_save_honours_the_umask(tmp_path, faithful, umask):
     umask(0o022)
     tree = mixflow.fit(mixflow.GaussianMixture(1), faithful[["eruptions"]], random_seed=1, n_init=1)

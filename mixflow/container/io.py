@@ -1,5 +1,6 @@
 """Saving and loading the container: atomic writes, checks of what is read, migration of older layouts."""
 
+from functools import partial
 from pathlib import Path
 
 import xarray as xr
@@ -35,12 +36,19 @@ def save(tree: xr.DataTree, path) -> Path:
         folder = str(path.parent)
         what = f"{folder!r} is a file" if path.parent.exists() else f"no directory {folder!r}"
         raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r} ({what})")
-    # HDF5 aborts the whole process when the disk fills during a write (an upstream crash, not an
-    # exception), so free space for the estimated size is checked first and the file is verified after.
+    # HDF5 aborts the whole process (or crashes in a destructor) when a write to disk fails, a full disk or a
+    # file-size limit: an upstream crash, not an exception. So the file is made in memory, and only its bytes
+    # are written to disk, by Python, whose failures are OSErrors; free space for the estimated size is checked
+    # first and the file is verified after.
     size = sum(node.to_dataset(inherit=False).nbytes for node in tree.subtree)
-    atomic_write(path, lambda temporary: tree.to_netcdf(temporary, engine="h5netcdf"), expected_bytes=size,
-                 verify=_readable_hdf5)
+    content = tree.to_netcdf(engine="h5netcdf")
+    atomic_write(path, partial(_write_bytes, content), expected_bytes=max(size, len(content)), verify=_readable_hdf5)
     return path
+
+
+def _write_bytes(content, path: Path) -> None:
+    with open(path, "wb") as file:
+        file.write(content)
 
 
 def _readable_hdf5(path: Path) -> bool:
