@@ -621,6 +621,9 @@ def test_weights_column_of_strings(tmp_path, monkeypatch):
                                    r"\(invalid continuation byte at byte 14, line 2\)$"),
     (b'x,w\n1,2\n3,4,5,6\n"7,8\n', r"^6: \[data\] path: expected a readable CSV file, got .*mine.csv' \(Error"),
     (b"x,x\n1,2\n3,4\n", r"^6: \[data\] path: expected distinct column names, got .* with duplicated \['x'\]"),
+    # a byte-order mark (spreadsheets write one) before the same header: pandas drops it, and so must the check
+    (b"\xef\xbb\xbfx,x\n1,2\n3,4\n", r"^6: \[data\] path: expected distinct column names, got .* with duplicated "
+                                      r"\['x'\]"),
 ])
 def test_malformed_csv_data(tmp_path, monkeypatch, csv, message):
     errors = _workflow_errors(tmp_path, LABELLED, monkeypatch, csv=csv)

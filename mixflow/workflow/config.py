@@ -190,7 +190,7 @@ def _read_csv(path: Path, loc: _Locator) -> pd.DataFrame:
     if frame.empty:
         raise loc.error("[data] path", f"expected a CSV file with at least one row, got {str(path)!r} with "
                         f"columns {list(frame.columns)} and no rows", "path", "data")
-    with open(path, newline="", encoding="utf-8") as file:  # pandas renames repeated names to x, x.1
+    with open(path, newline="", encoding="utf-8-sig") as file:  # pandas renames repeated names to x, x.1
         header = pd.Index(next(csv.reader(file)))
     if header.duplicated().any():
         duplicated = sorted(set(header[header.duplicated()]))
