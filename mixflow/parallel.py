@@ -14,6 +14,7 @@
 
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import types
@@ -26,7 +27,8 @@ from threadpoolctl import ThreadpoolController
 __all__ = ["active_client", "available_cores", "default_jobs", "one_blas_thread", "parallel_map"]
 
 # The fork server imports these once, so each worker forked from it starts with them loaded.
-_PRELOAD = ["mixflow.analysis.bootstrap", "mixflow.analysis.select"]
+# Ctrl-C's handler first (mixflow.worker_signals), before the imports it may interrupt.
+_PRELOAD = ["mixflow.worker_signals", "mixflow.analysis.bootstrap", "mixflow.analysis.select"]
 _in_worker = False
 _blas_lock = threading.RLock()
 
@@ -126,8 +128,10 @@ def one_blas_thread():
 
 
 def _mark_worker() -> None:
+    """The pool's initializer: a worker uses one core, and ends quietly on Ctrl-C (see mixflow.worker_signals)."""
     global _in_worker
     _in_worker = True
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @cache

@@ -84,3 +84,54 @@ def test_an_unguarded_script_runs_a_parallel_bootstrap_once(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "4"
     assert marker.read_text() == "ran\n"
+
+
+def _sigint_handler(_):
+    import signal
+
+    return signal.getsignal(signal.SIGINT) is signal.SIG_DFL
+
+
+def test_workers_end_on_ctrl_c_by_the_default_action():
+    assert parallel.parallel_map(_sigint_handler, [(0,), (1,)], n_jobs=2) == [True, True]
+
+
+_INTERRUPTED_POOL = """
+import sys, time
+from pathlib import Path
+from mixflow import parallel
+sys.path.insert(0, sys.argv[2])
+from test_parallel import _started_then_sleep
+try:
+    parallel.parallel_map(_started_then_sleep, [(sys.argv[1], i) for i in range(2)], n_jobs=2)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def _started_then_sleep(folder, index):
+    import time
+    from pathlib import Path
+
+    Path(folder, f"started-{index}").touch()
+    time.sleep(120)
+
+
+def test_ctrl_c_to_the_process_group_prints_no_worker_traceback(tmp_path):
+    """A terminal's Ctrl-C reaches the workers too; they end without a KeyboardInterrupt traceback each, and the
+    main process, interrupted, stops the pool at once (without waiting for the tasks)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = os.path.dirname(__file__)
+    process = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_POOL, str(tmp_path), folder], start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert out.strip() == "interrupted", err
+    assert "Traceback" not in err, err
