@@ -90,9 +90,16 @@ def _read_selection(path: str):
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise InputError(f"--selection: expected a CSV file, got {path!r} ({error})") from None
     criteria = [c for c in LOWER_IS_BETTER + HIGHER_IS_BETTER if c in table]
-    if "k" not in table or not criteria or not pd.api.types.is_integer_dtype(table["k"]):
+    if "k" not in table or not criteria:
         raise InputError(f"--selection: expected a choice-of-K table (columns 'k' and some of bic, aic, icl, "
                          f"cv_log_likelihood, elpd_loo, as mixflow run writes), got columns {list(table.columns)}")
+    if not pd.api.types.is_integer_dtype(table["k"]):
+        raise InputError(f"--selection: expected whole numbers of components in column 'k', got "
+                         f"{table['k'].astype(str).tolist()[:5]} ({path!r})")
+    repeated = sorted(set(table["k"][table["k"].duplicated()].tolist()))
+    if repeated:
+        raise InputError(f"--selection: expected one row per K, got K={', '.join(map(str, repeated))} more than once "
+                         f"({path!r})")
     table = table.set_index("k")
     table.attrs["preferred"] = preferred_k(table)
     return table
@@ -105,14 +112,15 @@ def _check_selection(table, tree, path: str) -> None:
     features), and the number of observations its BIC was computed with, ``exp((bic + 2 log L) / p)``, the
     fit's: a table of another model or data set would otherwise be reported beside this fit as its own.
     """
-    if "em" not in tree.children or not {"log_likelihood", "n_parameters", "bic"} <= set(table.columns) \
-            or tree["em"].attrs.get("trimmed_components", 0):  # trimmed: fewer components than the K it was fitted at
-        return
+    if "em" not in tree.children or tree["em"].attrs.get("trimmed_components", 0):  # trimmed: fewer components
+        return  # than the K it was fitted at
     attrs = tree["em"].attrs
     k = int(tree["em/estimate"].sizes["component"])
     if k not in table.index:
         raise InputError(f"--selection: expected a choice-of-K table with a row for this fit's K={k}, got one of "
                          f"K={', '.join(map(str, table.index))} ({path!r})")
+    if not {"log_likelihood", "n_parameters", "bic"} <= set(table.columns):
+        return  # nothing to compare the fit with
     row = table.loc[k]
     if not all(math.isfinite(float(row[column])) for column in ("log_likelihood", "n_parameters", "bic")):
         return  # that K's fit left no criteria (it failed or was skipped): nothing to compare
@@ -166,6 +174,15 @@ def _report(args) -> int:
     return 0
 
 
+def _non_empty(what: str):
+    """An argparse ``type`` refusing an empty value (``--out ""`` would write into the current directory)."""
+    def checked(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"expected {what}, got an empty value {value!r}")
+        return value
+    return checked
+
+
 def main(argv=None) -> int:
     """Entry point of the ``mixflow`` command line."""
     parser = argparse.ArgumentParser(prog="mixflow", description="Finite mixture models: EM, NUTS and ADVI.",
@@ -178,7 +195,8 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a workflow TOML file", parents=[common])
     run.add_argument("workflow")
-    run.add_argument("--out", default="out", help="output directory (default: out)")
+    run.add_argument("--out", default="out", type=_non_empty("an output directory"),
+                     help="output directory (default: out)")
     run.add_argument("--quiet", action="store_true", help="no progress messages")
     run.set_defaults(handler=_run)
     commands.add_parser("datasets", help="list the shipped datasets", parents=[common]).set_defaults(handler=_datasets)
@@ -192,10 +210,12 @@ def main(argv=None) -> int:
     rebuild = commands.add_parser("report", help="write the HTML report of a saved results file again",
                                   parents=[common])
     rebuild.add_argument("results", help="a container written by 'mixflow run' (<model>.nc)")
-    rebuild.add_argument("--out", help="the .html file (default: next to RESULTS, <stem>-report.html)")
-    rebuild.add_argument("--selection", metavar="CSV",
+    rebuild.add_argument("--out", type=_non_empty("a .html file name"),
+                         help="the .html file (default: next to RESULTS, <stem>-report.html)")
+    rebuild.add_argument("--selection", metavar="CSV", type=_non_empty("a CSV file name"),
                          help="a choice-of-K table (<model>-choice-of-k.csv from 'mixflow run') to include")
-    rebuild.add_argument("--title", help="page title (default: the workflow's title, else from the data name)")
+    rebuild.add_argument("--title", type=_non_empty("a title"),
+                         help="page title (default: the workflow's title, else from the data name)")
     rebuild.set_defaults(handler=_report)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)

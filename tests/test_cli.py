@@ -202,7 +202,27 @@ def test_report_refuses_a_choice_of_k_table_of_another_model_or_data_set(galaxie
     assert main(["report", str(container), "--selection", str(tmp_path / "without.csv")]) == 2
     assert f"--selection: expected a choice-of-K table with a row for this fit's K={k}, got one of K=" in \
         capsys.readouterr().err
+    table.iloc[[0]].to_csv(tmp_path / "k_only.csv", index=False, columns=["k", "bic"])  # too little to compare
+    assert main(["report", str(container), "--selection", str(tmp_path / "k_only.csv")]) == 2
+    assert f"--selection: expected a choice-of-K table with a row for this fit's K={k}, got one of K=1 " in \
+        capsys.readouterr().err
+    pd.concat([table, table.iloc[[-1]]]).to_csv(tmp_path / "twice.csv", index=False)
+    assert main(["report", str(container), "--selection", str(tmp_path / "twice.csv")]) == 2
+    assert f"--selection: expected one row per K, got K={int(table['k'].iloc[-1])} more than once" in \
+        capsys.readouterr().err
+    (tmp_path / "text_k.csv").write_text("k,bic\nabc,1\n")
+    assert main(["report", str(container), "--selection", str(tmp_path / "text_k.csv")]) == 2
+    assert "--selection: expected whole numbers of components in column 'k', got ['abc']" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists() and not list(tmp_path.glob("*.html"))
+
+
+@pytest.mark.parametrize("argv", [["run", "w.toml", "--out", ""], ["report", "r.nc", "--out", " "],
+                                  ["report", "r.nc", "--title", ""], ["report", "r.nc", "--selection", ""]])
+def test_an_empty_path_or_title_is_refused(argv, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    assert f"error: argument {argv[2]}: expected " in capsys.readouterr().err
 
 
 def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, capsys):
