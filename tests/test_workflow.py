@@ -104,7 +104,13 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("n_init = 2", "n_init = \"two\""), r"flow.toml:15: \[methods.em\] n_init: expected int, got str 'two'"),
     (("n_init = 2", "n_inits = 2"), r"flow.toml:15: \[methods.em\]: unknown key\(s\) \['n_inits'\]"),
     (("[methods.em]", "[methods.gibbs]"), r"flow.toml:13: \[methods\]: unknown method\(s\) \['gibbs'\]"),
-    (("seed = 7", "seed = -7"), r"flow.toml:3: seed: expected a non-negative integer, got -7"),
+    (("seed = 7", "seed = -7"), r"flow.toml:3: seed: expected a non-negative integer below 2\*\*63, got -7"),
+    (("seed = 7", "seed = 99999999999999999999"),  # checked before any fit, not by the fit's seed
+     r"flow.toml:3: seed: expected a non-negative integer below 2\*\*63, got 99999999999999999999$"),
+    (("n_init = 2", "n_init = 2\ninit = \"kmeans||\""),  # the start of Dask data, at its own line
+     r"flow.toml:16: \[methods.em\] init: expected a start other than 'kmeans\|\|' for data read into memory"),
+    (("[methods.em]", "[select]\nn_folds = 100\n\n[methods.em]"),  # more folds than the 82 galaxies
+     r"flow.toml:14: \[select\] n_folds: expected at most the number of observations \(total weight 82\), got 100$"),
     (("seed = 7", "sead = 7"), r"flow.toml:3: top level: unknown key\(s\) \['sead'\]"),
     (("[methods.em]", "[selcet]\nfit = \"bic\"\n\n[methods.em]"),  # a misspelt table, at its header
      r"flow.toml:13: top level: unknown key\(s\) \['selcet'\]"),

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from mixflow.datasets import DESCRIPTIONS, load_dataset
+from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
 from mixflow.families.base import family_class, family_names
 
@@ -631,6 +632,14 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
                             "models", i) from None
 
 
+def _check_folds(n_folds: int, frame: pd.DataFrame, weights, loc: _Locator) -> None:
+    """``[select] n_folds`` against the data: at most one fold per observation (the total weight)."""
+    total = float(frame[weights].sum()) if weights is not None else len(frame)
+    if total < n_folds:
+        raise loc.error("[select] n_folds", f"expected at most the number of observations (total weight {total:g}), "
+                        f"got {n_folds}", "n_folds", "select")
+
+
 def _check_minibatch(size: int, n_obs: int, weights, loc: _Locator) -> None:
     """ADVI's minibatch against the data: at most n_obs rows, and no minibatches of weighted rows."""
     from mixflow.families.pymc_parts import check_minibatch_size
@@ -689,8 +698,9 @@ def read_workflow(path) -> Workflow:
         if key in config:
             with loc.collecting():
                 values[key] = _expect(config[key], kind, key, key, loc)
-    if isinstance(values.get("seed"), int) and values["seed"] < 0:
-        loc.errors.append(str(loc.error("seed", f"expected a non-negative integer, got {values['seed']}", "seed")))
+    if isinstance(values.get("seed"), int) and not 0 <= values["seed"] < 2**63:  # a NumPy seed, as random_seed's
+        loc.errors.append(str(loc.error("seed", f"expected a non-negative integer below 2**63, got {values['seed']}",
+                                        "seed")))
     data = None
     if "data" in config:
         with loc.collecting():
@@ -723,6 +733,14 @@ def read_workflow(path) -> Workflow:
     if "select" in config:
         with loc.collecting():
             select = _read_select(config["select"], loc)
+    if data is not None and not large and select["n_folds"] and not any("[data]" in e for e in loc.errors):
+        with loc.collecting():
+            _check_folds(select["n_folds"], data[0], weights, loc)
+    if not large and methods.get("em", {}).get("init") == SCALABLE_KMEANS:
+        loc.errors.append(str(loc.error("[methods.em] init", f"expected a start other than {SCALABLE_KMEANS!r} for "
+                                        "data read into memory ('kmeans' seeds k-means++ from every row; "
+                                        f"{SCALABLE_KMEANS!r} is the start of [data] large = true)", "init",
+                                        "methods.em")))
     if large and models:
         with loc.collecting():
             _check_large(models, methods, loc)
