@@ -723,3 +723,14 @@ def test_a_value_error_inside_a_fit_is_an_internal_error_not_bad_input(tmp_path,
     else:
         assert _one_error_line(err) == f"{message}; rerun with --debug for the traceback, and report it"
 
+
+
+def test_a_formula_naming_a_text_column_says_it_is_not_numeric(tmp_path, monkeypatch):
+    """The CSV's text column is left out of the data's columns; a regression whose formula names it is told that the
+    column is not numeric, not that it is missing."""
+    text = ('name = "lines"\nseed = 1\n\n[data]\npath = "mine.csv"\n\n[[models]]\nfamily = "regression"\n'
+            'formula = "y ~ state"\nn_components = 2\n\n[methods.em]\nn_init = 1\n')
+    csv = b"x,y,state\n" + b"".join(f"{i},{2 * i + 1},s{i % 3}\n".encode() for i in range(12))
+    errors = _workflow_errors(tmp_path, text, monkeypatch, csv=csv)
+    assert errors == ["7: [[models]] #1 on [data]: the data do not suit this model: it reads column(s) ['state'], "
+                      "which are not numeric (e.g. 's0'); the columns a model names must hold numbers"], errors

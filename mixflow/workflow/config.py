@@ -19,7 +19,7 @@ import pandas as pd
 from mixflow.datasets import DESCRIPTIONS, load_dataset
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
-from mixflow.families.base import family_class, family_names
+from mixflow.families.base import MixtureModel, family_class, family_names
 
 __all__ = ["Workflow", "WorkflowError", "read_workflow"]
 
@@ -621,6 +621,15 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
     from mixflow.data import validate_data
 
     for i, spec in enumerate(models):
+        model = spec.model(spec.ks[0])
+        by_name = type(model).unread_columns is not MixtureModel.unread_columns  # a family that reads named columns
+        named = [c for c in frame.columns if by_name and c not in model.unread_columns(frame.columns)
+                 and c not in columns]
+        text = [c for c in named if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])]
+        if text:  # a column the model reads by name, left out of the data's columns as not numeric
+            raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: it reads column(s) "
+                            f"{text}, which are not numeric (e.g. {frame[text[0]].iloc[0]!r}); the columns a model "
+                            "names must hold numbers", "", "models", i)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
