@@ -374,7 +374,8 @@ def test_the_fit_says_how_many_maxima_its_runs_reached_and_how_many_reached_the_
     wine = mixflow.fit(mixflow.GaussianMixture(3), load_wine().data, random_seed=0)
     attrs = wine["em"].attrs
     stats = wine["em/sample_stats"]
-    sound = stats["continued"].values & ~stats["degenerate"].values & ~stats["spurious"].values
+    sound = stats["continued"].values & stats["converged"].values & ~stats["degenerate"].values & \
+        ~stats["spurious"].values
     finals = stats["final_objective"].values[sound]
     assert attrs["n_maxima"] > 1 and 1 <= attrs["n_runs_at_best"] <= sound.sum()
     assert attrs["n_runs_at_best"] == np.sum(np.abs(finals - attrs["log_likelihood"]) <= 1e-10 * 178)
@@ -382,6 +383,21 @@ def test_the_fit_says_how_many_maxima_its_runs_reached_and_how_many_reached_the_
     faithful = mixflow.fit(mixflow.GaussianMixture(2), mixflow.load_dataset("faithful"), random_seed=0)
     assert faithful["em"].attrs["n_maxima"] == 1 and faithful["em"].attrs["n_runs_at_best"] >= 2
     assert "maxima" not in mixflow.summary(faithful, kind="text")
+
+
+def test_runs_stopped_at_max_iter_reached_no_maximum():
+    """With max_iter too small every run stops unconverged at a different value: none of those is a maximum, so the
+    fit counts none, and neither the summary nor the report calls the likelihood multimodal."""
+    from mixflow.present.report.cards import _em_findings
+
+    with pytest.warns(mixflow.ConvergenceWarning):
+        tree = mixflow.fit(mixflow.GaussianMixture(3), mixflow.load_dataset("faithful"), random_seed=0, max_iter=5)
+    stats = tree["em/sample_stats"]
+    continued = stats["final_objective"].values[stats["continued"].values]
+    assert not stats["converged"].values.any() and np.ptp(continued) > 1
+    assert tree["em"].attrs["n_maxima"] == 0 and tree["em"].attrs["n_runs_at_best"] == 0
+    assert "maxima" not in mixflow.summary(tree, kind="text")
+    assert not [text for _, text in _em_findings(tree) if "different optima" in text]
 
 
 def test_runs_counted_at_the_best_maximum_are_those_of_its_maximum():

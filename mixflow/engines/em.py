@@ -270,13 +270,14 @@ def _higher(value: float, than: float) -> bool:
 
 
 def _maxima_found(runs: list[Run], restarts: dict, best_index: int, within: float) -> tuple[int, int]:
-    """How many continued runs of the best one's tier ended at its maximum, and how many distinct maxima they found.
+    """How many converged runs of the best one's tier ended at its maximum, and how many distinct maxima they found.
 
     Sorted final objectives closer than ``within`` (the stopping threshold) to their neighbour are one maximum.
     A best maximum that one run found among several maxima says that other seeds or more starts may find a
     higher one.
     """
-    same = restarts["continued"] & (restarts["degenerate"] == restarts["degenerate"][best_index]) & \
+    converged = np.array([run.converged for run in runs])  # a run stopped at max_iter has reached no maximum
+    same = restarts["continued"] & converged & (restarts["degenerate"] == restarts["degenerate"][best_index]) & \
         (restarts["spurious"] == restarts["spurious"][best_index])  # the best one's tier
     finals = np.sort(np.array([run.history_objective[-1] for run in runs])[same])
     finals = finals[np.isfinite(finals)]

@@ -223,9 +223,9 @@ def fit_findings(tree, selection: pd.DataFrame | None = None, table: pd.DataFram
 
 
 def _converged_finals(stats) -> np.ndarray:
-    """Final objectives of the restarts run to the end (not stopped as short runs) that are not degenerate."""
+    """Final objectives of the restarts run to convergence (not short runs, nor stopped at max_iter), not degenerate."""
     keep = np.ones(stats.sizes["restart"], dtype=bool)
-    for name, wanted in (("continued", True), ("degenerate", False)):
+    for name, wanted in (("continued", True), ("converged", True), ("degenerate", False)):
         if name in stats:
             keep &= stats[name].values == wanted
     return stats["final_objective"].values[keep]
