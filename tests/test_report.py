@@ -126,7 +126,8 @@ def test_choice_of_k_problems_disagreement_and_run_warnings_are_reported(tmp_pat
     assert "[K=2, NUTS] SamplingWarning: MCMC diagnostics: 2 divergent transition(s) after tuning." in items
     assert "No problems found" not in text
     summary = text[text.index('<section id="summary">'):text.index('<section id="diagnostics">')]
-    assert "the criteria disagree: BIC, ICL prefer K = 2; AIC prefers K = 3; this report is of K = 2" in summary
+    assert ("the criteria disagree: BIC, ICL prefer K = 2; AIC prefers K = 3; the EM fit at K = 3 did not converge "
+            "(its criteria are unreliable); this report is of K = 2") in summary
     fits = text[text.index('<section id="fits">'):text.index('<section id="comparison">')]
     assert '<div class="scroll"><table' in fits and "max_rhat" in fits and "converged" in fits
 
@@ -140,7 +141,15 @@ def test_no_problems_found_only_when_nothing_was_flagged(tmp_path):
     selection = pd.DataFrame({"bic": [10.0, 8.0], "converged": [True, False]}, index=pd.Index([1, 2], name="k"))
     text = report(tree, tmp_path / "r.html", selection=selection).read_text(encoding="utf-8")
     assert "No problems found" not in text
-    assert choice_of_k_text(selection) == "every criterion (BIC) prefers K = 2"  # attrs lost: read from the table
+    assert choice_of_k_text(selection) == ("every criterion (BIC) prefers K = 2; the EM fit at K = 2 did not converge "
+                                           "(its criteria are unreliable)")  # attrs lost: read from the table
+    # the K the EM criteria skipped are said where their preference is
+    skipping = pd.DataFrame({"bic": [10.0, 9.0, 8.0], "converged": [True, True, True],
+                             "degenerate": [False, True, False], "spurious": [False, False, True],
+                             "skipped": ["", "degenerate EM fit", "spurious EM fit"]},
+                            index=pd.Index([1, 2, 3], name="k"))
+    assert choice_of_k_text(skipping) == ("every criterion (BIC) prefers K = 1; K = 2, 3 skipped by the EM criteria "
+                                          "(degenerate or spurious fits)")
     # PSIS-LOO's preference is said with the K where its Pareto k was high
     loo = pd.DataFrame({"bic": [10.0, 8.0, 9.0], "elpd_loo": [-9.0, -8.0, -7.0],
                         "pareto_k_warning": [True, False, True]}, index=pd.Index([1, 2, 3], name="k"))

@@ -703,6 +703,7 @@ def _warn_short_of_fewer(table: pd.DataFrame, methods, skipped: dict) -> None:
 
 def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
     skipped = skipped_k(table)
+    advice = _MAP_ADVICE if "map" not in methods else ""  # a MAP fit is not told to become one
     if "degenerate" in table or "spurious" in table:
         table["skipped"] = [skipped.get(int(k), "") for k in table.index]
     table.attrs.update(preferred=preferred_k(table), skipped=skipped, methods=list(methods), random_seed=seed)
@@ -711,14 +712,14 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
         if ks:
             criteria = ", ".join(c for c in EM_CRITERIA if c in table)
             warnings.warn(f"select_k: K in {ks} skipped by the EM criteria ({criteria}): {reason}; "
-                          f"see the 'skipped' column. {_MAP_ADVICE}", MixflowWarning, stacklevel=3)
+                          f"see the 'skipped' column. {advice}".rstrip(), MixflowWarning, stacklevel=3)
     if "cv_flagged_folds" in table:
         folds = [int(k) for k in table.index if table.loc[k, "cv_flagged_folds"] > 0 and int(k) not in skipped]
         if folds:
             warnings.warn(f"select_k: K in {folds} skipped by the held-out log-likelihood: a cross-validation fold's "
                           "EM fit is degenerate or spurious (a collapsed component scores its held-out rows without "
                           "bound); see the 'cv_flagged_folds' column (BIC, AIC and ICL, from the fit on all rows, "
-                          f"still judge it). {_MAP_ADVICE}",
+                          f"still judge it). {advice}".rstrip(),
                           MixflowWarning, stacklevel=3)
     _warn_short_of_fewer(table, methods, skipped)
     flagged = [int(k) for k in table.index if "converged" in table and not table.loc[k, "converged"]
@@ -726,5 +727,5 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
     if flagged:
         warnings.warn(f"select_k: the EM fit for K in {flagged} did not converge (see the 'converged' column); "
                       "its criteria are unreliable. Raise max_iter (in fit_kwargs, or under [methods.em] in a "
-                      f"workflow). {_MAP_ADVICE}",
+                      f"workflow). {advice}".rstrip(),
                       MixflowWarning, stacklevel=3)

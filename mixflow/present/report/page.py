@@ -130,13 +130,35 @@ def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
     if not by_k:
         return ""
     fitted = "" if fitted_k is None else f"; this report is of K = {fitted_k}"
-    fitted = _loo_caveat(selection, preferred) + fitted
+    fitted = _loo_caveat(selection, preferred) + _em_caveats(selection, preferred) + fitted
     if len(by_k) == 1:
         (k, names), = by_k.items()
         return f"every criterion ({', '.join(names)}) prefers K = {k}{fitted}"
     parts = "; ".join(f"{', '.join(names)} prefer{'s' if len(names) == 1 else ''} K = {k}"
                       for k, names in sorted(by_k.items()))
     return f"the criteria disagree: {parts}{fitted}"
+
+
+def _em_caveats(selection, preferred: dict) -> str:
+    """What the EM criteria's preferences rest on: the K they skipped, and a preferred K whose fit did not converge.
+
+    ``"; K = 2, 3 skipped by the EM criteria (degenerate or spurious fits)"``, ``"; the EM fit at K = 3 did not
+    converge"``: said where the preferences are, not only in the diagnostics.
+    """
+    text = ""
+    if "skipped" in selection:
+        skipped = [int(k) for k, why in selection["skipped"].items() if isinstance(why, str) and why]
+        if skipped:
+            text += (f"; K = {', '.join(map(str, skipped))} skipped by the EM criteria (degenerate or spurious "
+                     "fits)")
+    if "converged" in selection:
+        ks = sorted({int(k) for c, k in preferred.items() if c != "elpd_loo" and int(k) in selection.index})
+        unconverged = [k for k in ks if pd.notna(selection.loc[k, "converged"]) and not bool(
+            selection.loc[k, "converged"])]
+        if unconverged:
+            text += (f"; the EM fit at K = {', '.join(map(str, unconverged))} did not converge (its criteria are "
+                     "unreliable)")
+    return text
 
 
 def _loo_caveat(selection, preferred: dict) -> str:
