@@ -407,9 +407,11 @@ def test_runs_counted_at_the_best_maximum_are_those_of_its_maximum():
 
     within = 1.0
     finals = [-101.5, -100.8, -100.0, -110.0, np.nan]
-    runs = [Run(params={}, history_objective=[value]) for value in finals]
+    runs = [Run(params={}, history_objective=[value], converged=True) for value in finals]
     restarts = {"continued": np.array([True, True, True, True, True]), "degenerate": np.zeros(5, dtype=bool),
                 "spurious": np.zeros(5, dtype=bool)}
     assert _maxima_found(runs, restarts, 2, within) == (3, 2)
     restarts["continued"][0] = False  # a short run that was not continued is not counted
     assert _maxima_found(runs, restarts, 2, within) == (2, 2)
+    runs[3].converged = False  # nor a run stopped at max_iter: -110 is no maximum
+    assert _maxima_found(runs, restarts, 2, within) == (2, 1)

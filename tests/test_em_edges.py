@@ -399,3 +399,21 @@ def test_components_with_proportional_densities_are_found_and_none_are_invented(
     assert duplicate_components(poisson, np.ones(6)) == [(0, 2)]
     poisson[1:, 2] = st.poisson(1e-9).logpmf(counts[1:])  # a rate above 0: a density on the other counts
     assert duplicate_components(poisson, np.ones(6)) == []
+
+
+@pytest.mark.parametrize("shift", [1e12, 1e14])
+def test_data_offset_far_beyond_their_spread_give_the_log_likelihood_of_the_data_as_given(shift):
+    """Two clusters of sd about 1 at 1e12 and 1e14: the same float values moved back by the shift (exactly) are the
+    same data, so the two fits' log-likelihoods agree to 1e-10 relative and equal scikit-learn's maximum of them.
+    Standardising by the largest value first rounded every value by eps x 1e14 = 0.016, and the log-likelihood
+    reported at 1e14 was 0.085 above the data's maximum."""
+    from sklearn.mixture import GaussianMixture as SklearnMixture
+
+    rng = np.random.default_rng(0)
+    shifted = np.vstack([rng.normal(0, 1, (150, 2)), rng.normal([4, 1], [1, 0.5], (100, 2))]) + shift
+    back = shifted - shift  # exact: the same values
+    far = mixflow.fit(mixflow.GaussianMixture(2), shifted, random_seed=1)["em"].attrs["log_likelihood"]
+    near = mixflow.fit(mixflow.GaussianMixture(2), back, random_seed=1)["em"].attrs["log_likelihood"]
+    reference = SklearnMixture(2, tol=1e-12, n_init=10, max_iter=5000, reg_covar=0.0, random_state=0).fit(back)
+    assert far == pytest.approx(near, rel=1e-10)
+    assert far == pytest.approx(reference.score(back) * len(back), rel=1e-9)

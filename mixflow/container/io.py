@@ -1,5 +1,6 @@
 """Saving and loading the container: atomic writes, checks of what is read, migration of older layouts."""
 
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -41,9 +42,24 @@ def save(tree: xr.DataTree, path) -> Path:
     # are written to disk, by Python, whose failures are OSErrors; free space for the estimated size is checked
     # first and the file is verified after.
     size = sum(node.to_dataset(inherit=False).nbytes for node in tree.subtree)
-    content = tree.to_netcdf(engine="h5netcdf")
+    content = _netcdf_bytes(tree)
     atomic_write(path, partial(_write_bytes, content), expected_bytes=max(size, len(content)), verify=_readable_hdf5)
     return path
+
+
+def _netcdf_bytes(tree: xr.DataTree) -> memoryview:
+    """The container as the bytes of a NetCDF (HDF5) file, made in memory.
+
+    xarray locks a write by its target under the active Dask scheduler; a ``dask.distributed`` lock cannot be
+    named by an in-memory buffer, so the write runs under Dask's synchronous scheduler (the container's
+    arrays are in memory: there is nothing to compute).
+    """
+    if "dask" not in sys.modules:
+        return tree.to_netcdf(engine="h5netcdf")
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return tree.to_netcdf(engine="h5netcdf")
 
 
 def _write_bytes(content, path: Path) -> None:

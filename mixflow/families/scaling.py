@@ -56,6 +56,8 @@ def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -
     Standardisation
 
     """
+    anchor = _offset(values)
+    values = values - anchor  # exact (Sterbenz): every value within a factor 2 of the anchor, or the anchor 0
     magnitude = np.abs(values).max(axis=0, initial=0.0)
     magnitude = np.where(magnitude > 0, magnitude, 1.0)
     unit = values / magnitude
@@ -64,7 +66,29 @@ def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -
     unit_centred = unit - unit_mean
     unit_sd = np.sqrt(weights @ (unit_centred * unit_centred) / total)
     units = from_moments(magnitude, unit_mean, unit_sd, common)
-    return Standardisation(units.center, units.scale, units.log_scale, unit_centred / units.unit_sd)
+    return Standardisation(anchor + units.center, units.scale, units.log_scale, unit_centred / units.unit_sd)
+
+
+#: A column whose spread is below this fraction of its values' magnitude is first moved by one of its values.
+_OFFSET_BELOW = 1e-6
+
+
+def _offset(values: np.ndarray) -> np.ndarray:
+    """Per column, one of its values to subtract first where the column sits far from zero, else 0.
+
+    Dividing by the largest absolute value rounds each value by eps of its magnitude: for data offset far
+    beyond their spread (1e12 + N(0, 1)) that is a relative error of eps x offset / spread in the working
+    units, so the log-likelihood of the data as given would be off by that much. Subtracting one of the
+    column's values first is exact where every value is within a factor 2 of it (Sterbenz's lemma), which a
+    spread below ``_OFFSET_BELOW`` of the magnitude guarantees; other columns are left as they are.
+    """
+    if values.shape[0] == 0:
+        return np.zeros(values.shape[1])
+    low, high = values.min(axis=0), values.max(axis=0)
+    same_sign = (low > 0) | (high < 0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        far = same_sign & (high - low < _OFFSET_BELOW * np.minimum(np.abs(low), np.abs(high)))
+    return np.where(far, values[0], 0.0)
 
 
 @dataclass(frozen=True)
