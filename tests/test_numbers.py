@@ -28,3 +28,32 @@ def test_without_sd_plain_notation_between_a_thousandth_and_ten_million(value, e
 
 def test_with_an_sd_large_values_stay_in_plain_notation():
     assert format_with_sd(1.154e7, 1.5e6) == ("11,500,000", "1,500,000")
+
+
+def test_an_sd_below_the_values_float_digits_shows_fifteen_digits_and_the_sd_in_scientific_notation():
+    from mixflow.present.numbers import format_with_sd
+
+    assert format_with_sd(21437.2, 251.3) == ("21,440", "250")
+    assert format_with_sd(0.355872858656977, 2.9e-102) == ("0.355872858656977", "2.9e-102")
+    assert format_with_sd(54.47851641494203, 5.9e-101) == ("54.4785164149420", "5.9e-101")
+
+
+def test_frequency_weights_near_1e200_fit_and_summarise_without_numpy_warnings_or_200_digit_numbers():
+    """Uniform weights scale the likelihood, not the estimate; nothing overflows into a RuntimeWarning, and the
+    summary's numbers stay readable (the log-likelihood in scientific notation)."""
+    import warnings
+
+    import numpy as np
+
+    import mixflow
+
+    faithful = mixflow.load_dataset("faithful")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        plain = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+        heavy = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1, weights=np.full(len(faithful), 1e200))
+        text = mixflow.summary(heavy, kind="text")
+    np.testing.assert_allclose(heavy["em/estimate"]["mu"].values, plain["em/estimate"]["mu"].values, rtol=1e-8)
+    assert heavy["em"].attrs["log_likelihood"] == pytest.approx(1e200 * plain["em"].attrs["log_likelihood"], rel=1e-9)
+    assert "log-likelihood -1.13026396018e+203, BIC 2.26052792037e+203" in text
+    assert max(len(line) for line in text.splitlines()) < 200

@@ -387,7 +387,10 @@ def transfer_moves(responsibilities: np.ndarray, points: np.ndarray, weights: np
                 if i == k:
                     continue
                 other = responsibilities[:, i] * root
-                norm = np.sqrt((moved * root) @ (moved * root) * (other @ other))
+                with np.errstate(over="ignore"):  # frequency weights near 1e200: the product of the norms overflows
+                    norm = np.sqrt((moved * root) @ (moved * root) * (other @ other))
+                if not np.isfinite(norm):
+                    norm = np.sqrt((moved * root) @ (moved * root)) * np.sqrt(other @ other)
                 cosine = (moved * root) @ other / norm if norm > 0 else 0.0
                 new = responsibilities.copy()
                 new[:, i] += moved

@@ -44,7 +44,8 @@ _SAMPLE_DIMS = ("chain", "draw")
 
 
 def _pairs(counts: np.ndarray) -> float:
-    return float((counts * (counts - 1.0)).sum() / 2.0)
+    with np.errstate(over="ignore"):  # frequency weights beyond 1e154: infinitely many pairs, an undefined index
+        return float((counts * (counts - 1.0)).sum() / 2.0)
 
 
 def adjusted_rand_index(labels_a, labels_b, weights=None) -> float:

@@ -27,7 +27,7 @@ def format_number(value, sd=None, *, digits: int = 4) -> str:
         return "" if value is None else str(value)
     value = float(value)
     if sd is not None and math.isfinite(float(sd)) and float(sd) > 0:
-        decimals = _decimals(float(sd))
+        decimals = _digits_held(value, _decimals(float(sd)))
         if abs(value) < 1e12 and decimals > -12:  # plain with an sd: its digits say the precision
             return _fixed(value, decimals)
     if value == 0:
@@ -38,12 +38,24 @@ def format_number(value, sd=None, *, digits: int = 4) -> str:
 
 
 def format_with_sd(value, sd) -> tuple[str, str]:
-    """The value and its sd, both to the precision of two significant digits of the sd."""
+    """The value and its sd, both to the precision of two significant digits of the sd.
+
+    An sd below what the value's float64 digits resolve (a value known to more than 15 significant digits,
+    e.g. from frequency weights in the 1e100s) shows the value to 15 digits and the sd in scientific notation.
+    """
     if sd is None or not math.isfinite(float(sd)) or float(sd) <= 0:
         return format_number(value), ""
     decimals = _decimals(float(sd))
-    return format_number(value, sd), (_fixed(float(sd), decimals) if abs(float(sd)) < 1e12
-                                      else f"{float(sd):.1e}")
+    plain = abs(float(sd)) < 1e12 and decimals == _digits_held(float(value), decimals)
+    return format_number(value, sd), (_fixed(float(sd), decimals) if plain else f"{float(sd):.1e}")
+
+
+def _digits_held(value, decimals: int) -> int:
+    """``decimals`` at most the decimal places of 15 significant digits of ``value`` (float64's)."""
+    value = float(value) if value is not None else 0.0
+    if value == 0 or not math.isfinite(value):
+        return decimals
+    return min(decimals, 14 - math.floor(math.log10(abs(value))))
 
 
 def set_aside_runs(attrs, prefix: str = "") -> str:

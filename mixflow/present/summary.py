@@ -222,7 +222,7 @@ def _em_line(tree) -> tuple[str, list[str]]:
     attrs = tree[EM].attrs
     kind = str(attrs.get("method", "mle")).upper()
     converged = bool(attrs.get("converged", True))
-    line = (f"{kind}, log-likelihood {attrs['log_likelihood']:.4f}, BIC {attrs['bic']:.2f}, "
+    line = (f"{kind}, log-likelihood {_plain(attrs['log_likelihood'], 4)}, BIC {_plain(attrs['bic'], 2)}, "
             f"{'converged' if converged else 'NOT converged'} in {attrs.get('n_iter')} iterations")
     if int(attrs.get("n_maxima", 1)) > 1:  # what the restarts saw: a best reached once may not be the highest
         line += f"; best of {attrs['n_maxima']} maxima the runs reached, by {attrs['n_runs_at_best']} of them"
@@ -354,3 +354,9 @@ def _estimates_text(table: pd.DataFrame, units: ParameterUnits) -> list[str]:
 def _cell(estimate, sd) -> str:
     value, sd_text = format_with_sd(estimate, None if pd.isna(sd) else sd)
     return value + (f" ({sd_text})" if sd_text else "")
+
+
+def _plain(value: float, decimals: int) -> str:
+    """``value`` with ``decimals`` places, or to 12 significant digits in scientific notation beyond 1e15."""
+    value = float(value)
+    return f"{value:.{decimals}f}" if not abs(value) >= 1e15 else f"{value:.11e}"
