@@ -131,7 +131,8 @@ def _mark_worker() -> None:
     """The pool's initializer: a worker uses one core, and ends quietly on Ctrl-C (see mixflow.worker_signals)."""
     global _in_worker
     _in_worker = True
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # an ignored Ctrl-C (a background job) stays ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @cache

@@ -10,4 +10,5 @@ Nothing else imports this module.
 
 import signal
 
-signal.signal(signal.SIGINT, signal.SIG_DFL)
+if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a run started with Ctrl-C ignored keeps ignoring it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -135,3 +135,41 @@ def test_ctrl_c_to_the_process_group_prints_no_worker_traceback(tmp_path):
     out, err = process.communicate(timeout=60)
     assert out.strip() == "interrupted", err
     assert "Traceback" not in err, err
+
+
+_IGNORING_POOL = """
+import sys
+from mixflow import parallel
+sys.path.insert(0, sys.argv[2])
+from test_parallel import _started_then_sleep_briefly
+print(parallel.parallel_map(_started_then_sleep_briefly, [(sys.argv[1], i) for i in range(2)], n_jobs=2))
+"""
+
+
+def _started_then_sleep_briefly(folder, index):
+    import time
+    from pathlib import Path
+
+    Path(folder, f"started-{index}").touch()
+    time.sleep(3)
+    return index
+
+
+def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it_in_its_workers(tmp_path):
+    """A background job of a shell script starts with SIGINT ignored; its workers inherit that, and a Ctrl-C to
+    the group ends nothing: the tasks finish and return."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = os.path.dirname(__file__)
+    process = subprocess.Popen([sys.executable, "-c", _IGNORING_POOL, str(tmp_path), folder], start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0 and out.strip() == "[0, 1]", err
