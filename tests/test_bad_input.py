@@ -88,6 +88,11 @@ def test_weights_totalling_less_than_an_observation_per_component_are_refused(sc
         mixflow.fit(MODEL, data(), weights=np.full(20, scale))
     with pytest.raises(ValueError, match=expected.replace("= 2", "= 3")):
         mixflow.select_k(MODEL, data(), weights=np.full(20, scale), ks=[1, 2, 3], methods=("em",))
+    # non-integer weights hold out whole rows: more folds than rows is an error naming why, not an empty fold
+    with pytest.raises(ValueError, match=r"n_folds: expected at most the number of rows \(3; non-integer frequency "
+                                         r"weights hold out whole rows\), got 5"):
+        mixflow.select_k(mixflow.GaussianMixture(1), data()[:3], weights=np.full(3, 2.5), ks=[1], methods=("em",),
+                         n_folds=5, random_seed=1)
     one = mixflow.GaussianMixture(1)  # one observation's worth is enough for one component
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -647,7 +647,8 @@ def test_select_k_refuses_more_folds_than_rows_of_dask_data_before_any_fit(monke
 
     monkeypatch.setattr("mixflow.analysis.select._em_row", never)
     rows = da.from_array(np.random.default_rng(1).normal(size=(442, 2)), chunks=100)
-    with pytest.raises(mixflow.InputError, match=r"n_folds: expected at most the number of rows \(442\), got 500"):
+    with pytest.raises(mixflow.InputError, match=r"n_folds: expected at most the number of rows \(442; Dask data's "
+                                                 r"folds hold out whole rows\), got 500"):
         mixflow.select_k(mixflow.GaussianMixture(1), rows, ks=[1, 2], methods=["em"], n_folds=500)
 
 

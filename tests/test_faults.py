@@ -734,3 +734,18 @@ def test_a_formula_naming_a_text_column_says_it_is_not_numeric(tmp_path, monkeyp
     errors = _workflow_errors(tmp_path, text, monkeypatch, csv=csv)
     assert errors == ["7: [[models]] #1 on [data]: the data do not suit this model: it reads column(s) ['state'], "
                       "which are not numeric (e.g. 's0'); the columns a model names must hold numbers"], errors
+
+
+@pytest.mark.parametrize(("weights", "folds", "message"), [
+    ("2.5", "5", r"^16: \[select\] n_folds: expected at most the number of rows \(4; non-integer frequency weights "
+                 r"hold out whole rows\), got 5$"),
+    ("0.25", "false", r"^6: \[data\] weights: expected frequency weights .* totalling at least n_components = 2, got "
+                      r"a total of 1;"),
+])
+def test_weights_that_cannot_serve_the_folds_or_the_components_fail_before_any_fit(tmp_path, monkeypatch, weights,
+                                                                                  folds, message):
+    text = ('name = "w"\nseed = 1\n\n[data]\npath = "mine.csv"\nweights = "w"\ncolumns = ["x"]\n\n[[models]]\n'
+            f'n_components = {{from = 1, to = 2}}\n\n[methods.em]\nn_init = 1\n\n[select]\nn_folds = {folds}\n')
+    csv = b"x,w\n" + b"".join(f"{v},{weights}\n".encode() for v in (0.1, 0.5, 2.0, 3.5))
+    errors = _workflow_errors(tmp_path, text, monkeypatch, csv=csv)
+    assert len(errors) == 1 and __import__("re").search(message, errors[0]), errors

@@ -14,8 +14,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from mixflow.data import check_total_weight
 from mixflow.datasets import DESCRIPTIONS, load_dataset
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
@@ -642,11 +644,32 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
 
 
 def _check_folds(n_folds: int, frame: pd.DataFrame, weights, loc: _Locator) -> None:
-    """``[select] n_folds`` against the data: at most one fold per observation (the total weight)."""
-    total = float(frame[weights].sum()) if weights is not None else len(frame)
+    """``[select] n_folds`` against the data: at most one fold per observation (the total weight).
+
+    And at most one per row where rows are held out whole (non-integer weights). Weights that are not valid
+    are reported as such, not here.
+    """
+    values = pd.to_numeric(frame[weights], errors="coerce").to_numpy(dtype=float) if weights is not None else None
+    if values is not None and not (np.isfinite(values).all() and (values >= 0).all()):
+        return
+    total = float(values.sum()) if values is not None else len(frame)
     if total < n_folds:
         raise loc.error("[select] n_folds", f"expected at most the number of observations (total weight {total:g}), "
                         f"got {n_folds}", "n_folds", "select")
+    if values is not None and not np.array_equal(values, np.round(values)) and len(frame) < n_folds:
+        raise loc.error("[select] n_folds", f"expected at most the number of rows ({len(frame)}; non-integer "
+                        f"frequency weights hold out whole rows), got {n_folds}", "n_folds", "select")
+
+
+def _check_total_weight(models, frame: pd.DataFrame, weights: str, loc: _Locator) -> None:
+    """The weights must total one observation per component of the largest K (see mixflow.data.check_total_weight)."""
+    values = pd.to_numeric(frame[weights], errors="coerce").to_numpy(dtype=float)
+    if not (np.isfinite(values).all() and (values >= 0).all()):
+        return  # reported as such
+    try:
+        check_total_weight(float(values.sum()), max(max(spec.ks) for spec in models))
+    except InputError as error:
+        raise loc.error("[data] weights", str(error).removeprefix("weights: "), "weights", "data") from None
 
 
 def _check_minibatch(size: int, n_obs: int, weights, loc: _Locator) -> None:
@@ -745,6 +768,10 @@ def read_workflow(path) -> Workflow:
     if data is not None and not large and select["n_folds"] and not any("[data]" in e for e in loc.errors):
         with loc.collecting():
             _check_folds(select["n_folds"], data[0], weights, loc)
+    if data is not None and not large and weights is not None and models and not any("[data]" in e
+                                                                                     for e in loc.errors):
+        with loc.collecting():
+            _check_total_weight(models, data[0], weights, loc)
     if not large and methods.get("em", {}).get("init") == SCALABLE_KMEANS:
         loc.errors.append(str(loc.error("[methods.em] init", f"expected a start other than {SCALABLE_KMEANS!r} for "
                                         "data read into memory ('kmeans' seeds k-means++ from every row; "
