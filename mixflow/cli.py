@@ -74,6 +74,7 @@ def _load_results(path: str):
 
 def _read_selection(path: str):
     """A choice-of-K table written by ``mixflow run`` (``<model>-choice-of-k.csv``), with its preferred K."""
+    import numpy as np
     import pandas as pd
 
     from mixflow.analysis.select import HIGHER_IS_BETTER, LOWER_IS_BETTER, preferred_k
@@ -93,6 +94,8 @@ def _read_selection(path: str):
     if "k" not in table or not criteria:
         raise InputError(f"--selection: expected a choice-of-K table (columns 'k' and some of bic, aic, icl, "
                          f"cv_log_likelihood, elpd_loo, as mixflow run writes), got columns {list(table.columns)}")
+    if pd.api.types.is_float_dtype(table["k"]) and np.isfinite(table["k"]).all() and (table["k"] % 1 == 0).all():
+        table["k"] = table["k"].astype(int)  # a spreadsheet's 2.0
     if not pd.api.types.is_integer_dtype(table["k"]):
         raise InputError(f"--selection: expected whole numbers of components in column 'k', got "
                          f"{table['k'].astype(str).tolist()[:5]} ({path!r})")

@@ -278,8 +278,9 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
         if pd.notna(row.get("max_rhat", np.nan)) and row["max_rhat"] > 1.01:
             nuts.append(f"max R-hat {format_rhat(row['max_rhat'])} > {RHAT_MAX}")
         for column, label in (("min_ess_bulk", "bulk"), ("min_ess_tail", "tail")):
-            if _low_ess(row, label):
-                nuts.append(f"min {label} ESS {row[column]:.0f} below {ESS_PER_CHAIN_MIN} per chain")
+            if _low_ess(row, label):  # the ESS is the chains' total; the bound is per chain
+                nuts.append(f"low {label} ESS (min {row[column]:.0f} over its chains, under {ESS_PER_CHAIN_MIN} per "
+                            "chain)")
         if pd.notna(row.get("divergences", np.nan)) and row["divergences"] > 0:
             nuts.append(f"{int(row['divergences'])} divergent transition(s)")
         if pd.notna(row.get("pareto_k_warning", np.nan)) and bool(row["pareto_k_warning"]):
@@ -350,9 +351,9 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
                                    "(non-convergence or label switching).")))
     for label in ("bulk", "tail"):
         if summary.get(f"low {label} ESS"):
-            findings.append(("warn", f"MCMC: min {label} ESS {summary[f'min {label} ESS']:.0f} below "
-                                     f"{ESS_PER_CHAIN_MIN} per chain"
-                                     + (" of its mode." if "modes" in summary else ".")))
+            bound = ("100 per chain of its mode" if "modes" in summary else
+                     f"{ESS_PER_CHAIN_MIN * summary['chains']} ({ESS_PER_CHAIN_MIN} per chain)")
+            findings.append(("warn", f"MCMC: min {label} ESS {summary[f'min {label} ESS']:.0f} below {bound}."))
     if summary.get("divergences", 0):
         findings.append(("bad", f"MCMC: {summary['divergences']} divergent transition(s)."))
     return findings
