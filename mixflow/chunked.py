@@ -22,6 +22,7 @@ import numpy as np
 
 from mixflow.arguments import check_count
 from mixflow.errors import InputError, InputTypeError
+from mixflow.families.scaling import offset
 from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning, constant_features_message
 
@@ -69,11 +70,14 @@ class Moments:
     ----------
     total_weight : float
     magnitude : ndarray of shape (d,)
-        Largest absolute value of each feature (1 for an all-zero feature).
+        Largest absolute value of each feature less its anchor (1 for an all-zero feature).
     unit_mean : ndarray of shape (d,)
-        Weighted mean of ``x / magnitude``.
+        Weighted mean of ``(x - anchor) / magnitude``.
     unit_cross : ndarray of shape (d, d)
-        Weighted sum of the centred products of ``x / magnitude`` (the scatter matrix).
+        Weighted sum of the centred products of ``(x - anchor) / magnitude`` (the scatter matrix).
+    anchor : ndarray of shape (d,) or 0
+        The value each feature is moved by first (:func:`mixflow.families.scaling.offset`): its smallest
+        where it sits far from zero beyond its spread, else 0.
 
     """
 
@@ -81,6 +85,7 @@ class Moments:
     magnitude: np.ndarray
     unit_mean: np.ndarray
     unit_cross: np.ndarray
+    anchor: np.ndarray | float = 0.0
 
     @property
     def unit_sd(self) -> np.ndarray:
@@ -377,8 +382,8 @@ def _where(found: dict) -> str:
             f"{found['rows']}{more}")
 
 
-def _moments_block(values, weights, start, magnitude):
-    unit = values / magnitude
+def _moments_block(values, weights, start, magnitude, anchor=0.0):
+    unit = (values - anchor) / magnitude
     w = np.ones(values.shape[0]) if weights is None else weights
     total = float(w.sum())
     mean = w @ unit / total if total > 0 else np.zeros(unit.shape[1])
@@ -398,10 +403,11 @@ def _add_moments(a, b):
 
 def moments_of(values: np.ndarray, weights: np.ndarray | None = None) -> Moments:
     """The :class:`Moments` of rows in memory (n, d), as :func:`validate_chunked` finds them of chunked data."""
-    largest = np.abs(values).max(axis=0, initial=0.0)
+    anchor = offset(values.min(axis=0, initial=np.inf), values.max(axis=0, initial=-np.inf)) if values.size else 0.0
+    largest = np.abs(values - anchor).max(axis=0, initial=0.0)
     magnitude = np.where(largest > 0, largest, 1.0)
-    total, mean, cross = _moments_block(values, weights, 0, magnitude)
-    return Moments(total, magnitude, mean, cross)
+    total, mean, cross = _moments_block(values, weights, 0, magnitude, anchor)
+    return Moments(total, magnitude, mean, cross, anchor)
 
 
 def _memory_budget(client) -> float:
@@ -461,8 +467,10 @@ def validate_chunked(data, *, weights=None, name: str = "data", features=None, w
     if summary["n_positive"] == 0:
         raise InputError("weights: expected at least one positive weight, got all zeros")
     largest = summary["largest"]
-    magnitude = np.where(largest > 0, largest, 1.0)
-    total, mean, cross = map_reduce(_moments_block, chunked, _add_moments, magnitude)
+    anchor = offset(summary["minimum"], summary["maximum"])  # as standardise moves data in memory
+    moved = np.where(anchor != 0, summary["maximum"] - summary["minimum"], largest)  # the largest |x - anchor|
+    magnitude = np.where(moved > 0, moved, 1.0)
+    total, mean, cross = map_reduce(_moments_block, chunked, _add_moments, magnitude, anchor)
     with np.errstate(over="ignore", invalid="ignore"):
         squares = np.diag(cross) * magnitude * magnitude  # the data's centred sum of squares per feature
         sums = mean * magnitude * total
@@ -478,7 +486,7 @@ def validate_chunked(data, *, weights=None, name: str = "data", features=None, w
     summary = {"total_weight": summary["total_weight"], "n_positive": int(summary["n_positive"]),
                "largest": float(largest.max()), "minimum": summary["minimum"], "maximum": summary["maximum"]}
     return ChunkedData(chunked.values, chunked.features, chunked.weights, summary,
-                       Moments(float(total), magnitude, mean, cross), keep)
+                       Moments(float(total), magnitude, mean, cross, anchor), keep)
 
 
 # -- random draws by rows ----------------------------------------------------------------------------------------

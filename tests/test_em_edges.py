@@ -417,3 +417,6 @@ def test_data_offset_far_beyond_their_spread_give_the_log_likelihood_of_the_data
     reference = SklearnMixture(2, tol=1e-12, n_init=10, max_iter=5000, reg_covar=0.0, random_state=0).fit(back)
     assert far == pytest.approx(near, rel=1e-10)
     assert far == pytest.approx(reference.score(back) * len(back), rel=1e-9)
+    da = pytest.importorskip("dask.array")  # Dask data are moved alike (their first pass finds the extremes)
+    chunked = mixflow.fit(mixflow.GaussianMixture(2), da.from_array(shifted, chunks=60), random_seed=1)
+    assert chunked["em"].attrs["log_likelihood"] == pytest.approx(near, rel=1e-10)

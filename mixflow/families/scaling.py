@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ChunkedStandardisation", "Standardisation", "from_moments", "standardise"]
+__all__ = ["ChunkedStandardisation", "Standardisation", "from_moments", "offset", "standardise"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -
     """Centre and scale the columns of ``values`` to weighted mean 0 and variance 1.
 
     Each column is first divided by its largest absolute value, so that the mean and variance are formed
-    from numbers of order one: data near 1e-300 do not underflow and data near 1e300 do not overflow.
+    from numbers of order one: data near 1e-300 do not underflow and data near 1e300 do not overflow. A column
+    far from zero beyond its spread is moved by its smallest value before (:func:`offset`).
 
     Parameters
     ----------
@@ -56,7 +57,7 @@ def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -
     Standardisation
 
     """
-    anchor = _offset(values)
+    anchor = offset(values.min(axis=0, initial=np.inf), values.max(axis=0, initial=-np.inf)) if values.size else 0.0
     values = values - anchor  # exact (Sterbenz): every value within a factor 2 of the anchor, or the anchor 0
     magnitude = np.abs(values).max(axis=0, initial=0.0)
     magnitude = np.where(magnitude > 0, magnitude, 1.0)
@@ -65,30 +66,29 @@ def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -
     unit_mean = weights @ unit / total
     unit_centred = unit - unit_mean
     unit_sd = np.sqrt(weights @ (unit_centred * unit_centred) / total)
-    units = from_moments(magnitude, unit_mean, unit_sd, common)
-    return Standardisation(anchor + units.center, units.scale, units.log_scale, unit_centred / units.unit_sd)
+    units = from_moments(magnitude, unit_mean, unit_sd, common, anchor)
+    return Standardisation(units.center, units.scale, units.log_scale, unit_centred / units.unit_sd)
 
 
 #: A column whose spread is below this fraction of its values' magnitude is first moved by one of its values.
 _OFFSET_BELOW = 1e-6
 
 
-def _offset(values: np.ndarray) -> np.ndarray:
-    """Per column, one of its values to subtract first where the column sits far from zero, else 0.
+def offset(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Per column (its smallest and largest value), the value to subtract first where it sits far from zero, else 0.
 
     Dividing by the largest absolute value rounds each value by eps of its magnitude: for data offset far
     beyond their spread (1e12 + N(0, 1)) that is a relative error of eps x offset / spread in the working
-    units, so the log-likelihood of the data as given would be off by that much. Subtracting one of the
-    column's values first is exact where every value is within a factor 2 of it (Sterbenz's lemma), which a
-    spread below ``_OFFSET_BELOW`` of the magnitude guarantees; other columns are left as they are.
+    units, so the log-likelihood of the data as given would be off by that much. Subtracting the column's
+    smallest value first is exact where every value is within a factor 2 of it (Sterbenz's lemma), which a
+    spread below ``_OFFSET_BELOW`` of the magnitude guarantees; other columns are left as they are. Data in
+    memory and chunked data (whose first pass finds the extremes) are moved alike.
     """
-    if values.shape[0] == 0:
-        return np.zeros(values.shape[1])
-    low, high = values.min(axis=0), values.max(axis=0)
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
     same_sign = (low > 0) | (high < 0)
     with np.errstate(over="ignore", invalid="ignore"):
         far = same_sign & (high - low < _OFFSET_BELOW * np.minimum(np.abs(low), np.abs(high)))
-    return np.where(far, values[0], 0.0)
+    return np.where(far, low, 0.0)
 
 
 @dataclass(frozen=True)
@@ -111,18 +111,20 @@ class ChunkedStandardisation:
     magnitude: np.ndarray
     unit_mean: np.ndarray
     unit_sd: np.ndarray
+    anchor: np.ndarray | float = 0.0
 
     def apply(self, values: np.ndarray) -> np.ndarray:
-        """Rows in working units, ``(x / magnitude - unit_mean) / unit_sd``, as :func:`standardise` gives them."""
-        return (values / self.magnitude - self.unit_mean) / self.unit_sd
+        """Rows in working units, ``((x - anchor) / magnitude - unit_mean) / unit_sd``, as :func:`standardise`'s."""
+        return ((values - self.anchor) / self.magnitude - self.unit_mean) / self.unit_sd
 
 
 def from_moments(magnitude: np.ndarray, unit_mean: np.ndarray, unit_sd: np.ndarray,
-                 common: bool = False) -> ChunkedStandardisation:
-    """The standardisation of data with these moments (of the values divided by ``magnitude``, which is positive).
+                 common: bool = False, anchor=0.0) -> ChunkedStandardisation:
+    """The standardisation of data with these moments (of ``(x - anchor) / magnitude``, ``magnitude`` positive).
 
     What :func:`standardise` computes after its pass over the data; chunked data give the moments as sums
-    over chunks. A zero ``unit_sd`` (a constant feature) gives scale 1 in data units.
+    over chunks. A zero ``unit_sd`` (a constant feature) gives scale 1 in data units. ``anchor``: the value
+    each column was moved by first (:func:`offset`; 0 for most data).
     """
     unit_sd = np.where(unit_sd > 0, unit_sd, 1.0 / magnitude)  # a constant feature: scale 1 in data units
     log_scale = np.log(magnitude) + np.log(unit_sd)
@@ -133,4 +135,5 @@ def from_moments(magnitude: np.ndarray, unit_mean: np.ndarray, unit_sd: np.ndarr
         log_scale = np.full_like(log_scale, log_common)
     with np.errstate(over="ignore", under="ignore"):
         scale = magnitude * unit_sd
-    return ChunkedStandardisation(magnitude * unit_mean, scale, log_scale, magnitude, unit_mean, unit_sd)
+    return ChunkedStandardisation(anchor + magnitude * unit_mean, scale, log_scale, magnitude, unit_mean, unit_sd,
+                                  anchor)

@@ -220,7 +220,7 @@ class GaussianMixture(MixtureModel):
     def chunked_constants(self, moments, features) -> dict:
         """:meth:`prepare`'s constants from the moments of chunked data, and the working data covariance."""
         units = from_moments(moments.magnitude, moments.unit_mean, moments.unit_sd,
-                             common=self.covariance == "spherical")
+                             common=self.covariance == "spherical", anchor=moments.anchor)
         d = units.center.size
         constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
                      "floor": np.full(d, gn.ABSOLUTE_FLOOR), "working_center": np.zeros(d), "units": units}

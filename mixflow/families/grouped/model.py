@@ -270,7 +270,9 @@ class GroupedGaussianMixture(MixtureModel):
         unit_mean = np.array([0.5 * ratio @ moments.unit_mean[columns]])
         cross = moments.unit_cross[np.ix_(columns, columns)] * np.outer(ratio, ratio)
         unit_variance = 0.25 * cross.sum() / moments.total_weight
-        units = from_moments(np.array([top]), unit_mean, np.sqrt(np.array([unit_variance])))
+        # the limits' anchors (their smallest values where they sit far from zero): the midpoints' is their half-sum
+        anchor = np.array([0.5 * np.broadcast_to(moments.anchor, moments.magnitude.shape)[columns].sum()])
+        units = from_moments(np.array([top]), unit_mean, np.sqrt(np.array([unit_variance])), anchor=anchor)
         constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
                      "floor": np.array([_RELATIVE_FLOOR]), "working_center": np.zeros(1), "units": units,
                      "columns": columns, "features": np.asarray(names)}

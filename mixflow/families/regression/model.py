@@ -403,7 +403,9 @@ class RegressionMixture(MixtureModel):
                              f"covariates of the model), got {names} (missing {missing})")
         x, y = [names.index(c) for c in self.covariates], names.index(self.response)
         mag, mean, sd = moments.magnitude, moments.unit_mean, moments.unit_sd
-        x_units, y_units = from_moments(mag[x], mean[x], sd[x]), from_moments(mag[[y]], mean[[y]], sd[[y]])
+        anchor = np.broadcast_to(moments.anchor, mag.shape)
+        x_units = from_moments(mag[x], mean[x], sd[x], anchor=anchor[x])
+        y_units = from_moments(mag[[y]], mean[[y]], sd[[y]], anchor=anchor[[y]])
         columns = x + [y]
         unit_sd = np.concatenate([x_units.unit_sd, y_units.unit_sd])
         # E_w[a b] of the working columns: centred products over the standard deviations, or, without an

@@ -146,7 +146,7 @@ class SoftKMeans(MixtureModel):
 
     def chunked_constants(self, moments, features) -> dict:
         """:meth:`prepare`'s constants from the moments of chunked data."""
-        units = from_moments(moments.magnitude, moments.unit_mean, moments.unit_sd, common=True)
+        units = from_moments(moments.magnitude, moments.unit_mean, moments.unit_sd, common=True, anchor=moments.anchor)
         scale = units.scale[0]
         with np.errstate(over="ignore", under="ignore"):
             variance = self.variance / scale / scale
