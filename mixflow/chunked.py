@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mixflow.arguments import check_count
+from mixflow.data import offset
 from mixflow.errors import InputError, InputTypeError
-from mixflow.families.scaling import offset
 from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning, constant_features_message
 
@@ -76,7 +76,7 @@ class Moments:
     unit_cross : ndarray of shape (d, d)
         Weighted sum of the centred products of ``(x - anchor) / magnitude`` (the scatter matrix).
     anchor : ndarray of shape (d,) or 0
-        The value each feature is moved by first (:func:`mixflow.families.scaling.offset`): its smallest
+        The value each feature is moved by first (:func:`mixflow.data.offset`): its smallest
         where it sits far from zero beyond its spread, else 0.
 
     """

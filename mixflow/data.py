@@ -14,7 +14,7 @@ import xarray as xr
 from mixflow.errors import InputError, InputTypeError
 from mixflow.warnings import ConstantFeatureWarning, constant_features_message
 
-__all__ = ["Data", "check_total_weight", "check_units", "unread_columns", "validate_data", "validate_weights",
+__all__ = ["Data", "check_total_weight", "check_units", "offset", "unread_columns", "validate_data", "validate_weights",
            "without_unread_text"]
 
 _MAX_ROWS_NAMED = 5
@@ -354,3 +354,24 @@ def check_total_weight(total_weight: float, n_components: int) -> None:
                          f"totalling at least n_components = {n_components}, got a total of {total_weight:.6g}; "
                          "weights scaled to sum to 1 (probabilities, or relative weights) are not frequencies: "
                          "multiply them by the number of observations they stand for")
+
+
+#: A column whose spread is below this fraction of its values' magnitude is first moved by one of its values.
+_OFFSET_BELOW = 1e-6
+
+
+def offset(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Per column (its smallest and largest value), the value to subtract first where it sits far from zero, else 0.
+
+    Dividing by the largest absolute value rounds each value by eps of its magnitude: for data offset far
+    beyond their spread (1e12 + N(0, 1)) that is a relative error of eps x offset / spread in the working
+    units, so the log-likelihood of the data as given would be off by that much. Subtracting the column's
+    smallest value first is exact where every value is within a factor 2 of it (Sterbenz's lemma), which a
+    spread below ``_OFFSET_BELOW`` of the magnitude guarantees; other columns are left as they are. Data in
+    memory and chunked data (whose first pass finds the extremes) are moved alike.
+    """
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    same_sign = (low > 0) | (high < 0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        far = same_sign & (high - low < _OFFSET_BELOW * np.minimum(np.abs(low), np.abs(high)))
+    return np.where(far, low, 0.0)

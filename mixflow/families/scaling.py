@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ChunkedStandardisation", "Standardisation", "from_moments", "offset", "standardise"]
+from mixflow.data import offset
+
+__all__ = ["ChunkedStandardisation", "Standardisation", "from_moments", "standardise"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -
 
     Each column is first divided by its largest absolute value, so that the mean and variance are formed
     from numbers of order one: data near 1e-300 do not underflow and data near 1e300 do not overflow. A column
-    far from zero beyond its spread is moved by its smallest value before (:func:`offset`).
+    far from zero beyond its spread is moved by its smallest value before (:func:`mixflow.data.offset`).
 
     Parameters
     ----------
@@ -68,27 +70,6 @@ def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -
     unit_sd = np.sqrt(weights @ (unit_centred * unit_centred) / total)
     units = from_moments(magnitude, unit_mean, unit_sd, common, anchor)
     return Standardisation(units.center, units.scale, units.log_scale, unit_centred / units.unit_sd)
-
-
-#: A column whose spread is below this fraction of its values' magnitude is first moved by one of its values.
-_OFFSET_BELOW = 1e-6
-
-
-def offset(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Per column (its smallest and largest value), the value to subtract first where it sits far from zero, else 0.
-
-    Dividing by the largest absolute value rounds each value by eps of its magnitude: for data offset far
-    beyond their spread (1e12 + N(0, 1)) that is a relative error of eps x offset / spread in the working
-    units, so the log-likelihood of the data as given would be off by that much. Subtracting the column's
-    smallest value first is exact where every value is within a factor 2 of it (Sterbenz's lemma), which a
-    spread below ``_OFFSET_BELOW`` of the magnitude guarantees; other columns are left as they are. Data in
-    memory and chunked data (whose first pass finds the extremes) are moved alike.
-    """
-    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
-    same_sign = (low > 0) | (high < 0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        far = same_sign & (high - low < _OFFSET_BELOW * np.minimum(np.abs(low), np.abs(high)))
-    return np.where(far, low, 0.0)
 
 
 @dataclass(frozen=True)
@@ -124,7 +105,7 @@ def from_moments(magnitude: np.ndarray, unit_mean: np.ndarray, unit_sd: np.ndarr
 
     What :func:`standardise` computes after its pass over the data; chunked data give the moments as sums
     over chunks. A zero ``unit_sd`` (a constant feature) gives scale 1 in data units. ``anchor``: the value
-    each column was moved by first (:func:`offset`; 0 for most data).
+    each column was moved by first (:func:`mixflow.data.offset`; 0 for most data).
     """
     unit_sd = np.where(unit_sd > 0, unit_sd, 1.0 / magnitude)  # a constant feature: scale 1 in data units
     log_scale = np.log(magnitude) + np.log(unit_sd)
