@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mixflow.arguments import check_count
-from mixflow.data import offset
+from mixflow.data import offset, offset_of_rows
 from mixflow.errors import InputError, InputTypeError
 from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning, constant_features_message
@@ -86,6 +86,11 @@ class Moments:
     unit_mean: np.ndarray
     unit_cross: np.ndarray
     anchor: np.ndarray | float = 0.0
+
+    @property
+    def anchors(self) -> np.ndarray:
+        """:attr:`anchor` per feature, shape (d,) (it is 0 for moments made without one)."""
+        return np.broadcast_to(self.anchor, self.magnitude.shape)
 
     @property
     def unit_sd(self) -> np.ndarray:
@@ -403,7 +408,7 @@ def _add_moments(a, b):
 
 def moments_of(values: np.ndarray, weights: np.ndarray | None = None) -> Moments:
     """The :class:`Moments` of rows in memory (n, d), as :func:`validate_chunked` finds them of chunked data."""
-    anchor = offset(values.min(axis=0, initial=np.inf), values.max(axis=0, initial=-np.inf)) if values.size else 0.0
+    anchor = offset_of_rows(values)
     largest = np.abs(values - anchor).max(axis=0, initial=0.0)
     magnitude = np.where(largest > 0, largest, 1.0)
     total, mean, cross = _moments_block(values, weights, 0, magnitude, anchor)

@@ -14,8 +14,8 @@ import xarray as xr
 from mixflow.errors import InputError, InputTypeError
 from mixflow.warnings import ConstantFeatureWarning, constant_features_message
 
-__all__ = ["Data", "check_total_weight", "check_units", "offset", "unread_columns", "validate_data", "validate_weights",
-           "without_unread_text"]
+__all__ = ["Data", "check_folds", "check_total_weight", "check_units", "is_text", "offset", "offset_of_rows",
+           "unread_columns", "validate_data", "validate_weights", "without_unread_text"]
 
 _MAX_ROWS_NAMED = 5
 
@@ -281,6 +281,11 @@ def unread_columns(model, data) -> list:
     return [] if columns is None else list(model.unread_columns(columns))
 
 
+def is_text(column: pd.Series) -> bool:
+    """Whether a data frame's column is not numbers (text, categories, booleans)."""
+    return not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+
+
 def without_unread_text(model, data):
     """A DataFrame without the non-numeric columns ``model`` never reads (:meth:`unread_columns`); else ``data``.
 
@@ -289,8 +294,7 @@ def without_unread_text(model, data):
     """
     if not isinstance(data, pd.DataFrame):
         return data
-    unread = [c for c in model.unread_columns(data.columns)
-              if not pd.api.types.is_numeric_dtype(data[c]) or pd.api.types.is_bool_dtype(data[c])]
+    unread = [c for c in unread_columns(model, data) if is_text(data[c])]
     return data.drop(columns=unread) if unread else data
 
 
@@ -356,6 +360,21 @@ def check_total_weight(total_weight: float, n_components: int) -> None:
                          "multiply them by the number of observations they stand for")
 
 
+def check_folds(n_folds: int, n_rows: int, weights: np.ndarray | None) -> None:
+    """Folds need observations: at most one per observation (the total weight; the rows without weights).
+
+    And at most one per row where rows are held out whole: non-integer frequency weights cannot be split into
+    units (see :func:`mixflow.analysis.select.held_out_weights`).
+    """
+    total = n_rows if weights is None else float(weights.sum())
+    if total < n_folds:
+        raise InputError(f"n_folds: expected at most the number of observations (total weight {total:g}), got "
+                         f"{n_folds}")
+    if weights is not None and n_rows < n_folds and not np.array_equal(weights, np.round(weights)):
+        raise InputError(f"n_folds: expected at most the number of rows ({n_rows}; non-integer frequency weights "
+                         f"hold out whole rows), got {n_folds}")
+
+
 #: A column whose spread is below this fraction of its values' magnitude is first moved by one of its values.
 _OFFSET_BELOW = 1e-6
 
@@ -375,3 +394,10 @@ def offset(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         far = same_sign & (high - low < _OFFSET_BELOW * np.minimum(np.abs(low), np.abs(high)))
     return np.where(far, low, 0.0)
+
+
+def offset_of_rows(values: np.ndarray) -> np.ndarray | float:
+    """:func:`offset` of rows in memory (n, d), from their columns' extremes; 0 for no rows."""
+    if not values.size:
+        return 0.0
+    return offset(values.min(axis=0, initial=np.inf), values.max(axis=0, initial=-np.inf))

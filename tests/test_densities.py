@@ -8,10 +8,17 @@ from mixflow.families.densities import (
     gamma_log_density,
     inverse_gamma_log_density,
     inverse_wishart_log_density,
-    normal_log_density,
+    normal_log_density_of_factors,
 )
 
 RNG = np.random.default_rng(20261203)
+
+
+def normal_log_density(x, mean, covariance):
+    """The Normal density through the covariance's inverse Cholesky factor, as the priors form it."""
+    factor = np.linalg.cholesky(covariance)
+    log_det = 2.0 * np.log(np.diagonal(factor, axis1=-2, axis2=-1)).sum(axis=-1)
+    return normal_log_density_of_factors(x, mean, np.linalg.inv(factor), log_det)
 
 
 def _spd(d: int, size: int) -> np.ndarray:

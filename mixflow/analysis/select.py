@@ -26,7 +26,7 @@ from mixflow.checks import check_seed
 from mixflow.chunked import as_chunked, is_chunked, row_draws
 from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
 from mixflow.container.read import frequency_weights, has_group
-from mixflow.data import Data, check_total_weight, unread_columns, validate_data, without_unread_text
+from mixflow.data import Data, check_folds, check_total_weight, unread_columns, validate_data, without_unread_text
 from mixflow.engines.em_steps import e_step
 from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.engines.stacking import stacking_weights
@@ -99,13 +99,9 @@ def held_out_weights(data: Data, n_folds: int, rng: np.random.Generator) -> np.n
 
     """
     check_count("n_folds", n_folds, 2)
-    if data.total_weight < n_folds:
-        raise InputError(f"n_folds: expected at most the number of observations (total weight "
-                         f"{data.total_weight:g}), got {n_folds}")
+    check_folds(n_folds, data.n_obs, data.weights)
     frequency = data.weights
     if frequency is None or not np.array_equal(frequency, np.round(frequency)):
-        if frequency is not None:  # non-integer weights: whole rows are held out, so no more folds than rows
-            _check_row_folds(n_folds, data.n_obs, "non-integer frequency weights hold out whole rows")
         return _row_folds(data.n_obs, frequency, n_folds, rng)
     counts = frequency.astype(np.int64)
     total = int(counts.sum())
@@ -202,10 +198,11 @@ def _fold(n_folds: int, rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.integers(n_folds, size=n)
 
 
-def _check_row_folds(n_folds: int, n_rows: int, why: str = "Dask data's folds hold out whole rows") -> None:
-    """Folds of whole rows (Dask data, non-integer weights): no more folds than rows."""
+def _check_row_folds(n_folds: int, n_rows: int) -> None:
+    """Dask data's folds hold out whole rows: no more folds than rows."""
     if n_folds > n_rows:
-        raise InputError(f"n_folds: expected at most the number of rows ({n_rows}; {why}), got {n_folds}")
+        raise InputError(f"n_folds: expected at most the number of rows ({n_rows}; Dask data's folds hold out whole "
+                         f"rows), got {n_folds}")
 
 
 def cross_validated_chunked(model, data, weights=None, *, method: str = "em", n_folds: int = 5,
@@ -546,8 +543,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     validated = None if chunked else validate_data(data, weights=weights, unread=unread_columns(model, data))
     if validated is not None:  # before any fit: the largest K needs one observation's worth per component
         check_total_weight(float(validated.frequency.sum()), max(ks))
-        if n_folds is not None:  # and the folds their observations (held_out_weights checks the same)
-            held_out_weights(validated, n_folds, np.random.default_rng(0))
+        if n_folds is not None:  # and the folds their observations (as held_out_weights checks them)
+            check_folds(n_folds, validated.n_obs, validated.weights)
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
     seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}
     fit_kwargs, mcmc_kwargs = dict(fit_kwargs or {}), {"progressbar": False, **(mcmc_kwargs or {})}

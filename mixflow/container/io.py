@@ -1,5 +1,6 @@
 """Saving and loading the container: atomic writes, checks of what is read, migration of older layouts."""
 
+import contextlib
 import sys
 from functools import partial
 from pathlib import Path
@@ -54,11 +55,9 @@ def _netcdf_bytes(tree: xr.DataTree) -> memoryview:
     named by an in-memory buffer, so the write runs under Dask's synchronous scheduler (the container's
     arrays are in memory: there is nothing to compute).
     """
-    if "dask" not in sys.modules:
-        return tree.to_netcdf(engine="h5netcdf")
-    import dask
-
-    with dask.config.set(scheduler="synchronous"):
+    synchronous = (sys.modules["dask"].config.set(scheduler="synchronous") if "dask" in sys.modules
+                   else contextlib.nullcontext())
+    with synchronous:
         return tree.to_netcdf(engine="h5netcdf")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from scipy.special import gammaln, multigammaln, xlogy
 
 __all__ = ["dirichlet_log_density", "gamma_log_density", "inverse_gamma_log_density", "inverse_wishart_log_density",
-           "normal_log_density", "normal_log_density_of_factors"]
+           "normal_log_density_of_factors"]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -33,22 +33,15 @@ def dirichlet_log_density(weights: np.ndarray, concentration: np.ndarray) -> flo
     return float(gammaln(concentration.sum()) - gammaln(concentration).sum() + terms.sum())
 
 
-def normal_log_density(x: np.ndarray, mean: np.ndarray, covariance: np.ndarray) -> np.ndarray:
-    """Log density of ``x`` (..., d) under N(mean, covariance), covariance (..., d, d): one value per row of ``x``.
-
-    Through the covariance's Cholesky factor (:func:`normal_log_density_of_factors`): defined for every
-    covariance Cholesky accepts, however ill-conditioned, where scipy's ``multivariate_normal.logpdf`` refuses a
-    condition number above about 1e10 (its eigenvalue threshold), which a MAP objective can meet at a legitimate
-    EM point or an extrapolated one.
-    """
-    covariance = np.asarray(covariance, dtype=float)
-    factor = np.linalg.cholesky(covariance)
-    return normal_log_density_of_factors(x, mean, np.linalg.inv(factor), _log_determinants(factor))
-
-
 def normal_log_density_of_factors(x: np.ndarray, mean: np.ndarray, inverse_factor: np.ndarray,
                                   log_determinant: np.ndarray) -> np.ndarray:
-    """:func:`normal_log_density` from the inverse Cholesky factor ``L^-1`` (..., d, d) and ``log |Sigma|`` (...)."""
+    """Log density of ``x`` (..., d) under N(mean, Sigma), one value per row, from Sigma's inverse Cholesky factor.
+
+    ``inverse_factor`` is ``L^-1`` (..., d, d) for ``Sigma = L L^T``, ``log_determinant`` is ``log |Sigma|`` (...):
+    defined for every covariance Cholesky accepts, however ill-conditioned, where scipy's
+    ``multivariate_normal.logpdf`` refuses a condition number above about 1e10 (its eigenvalue threshold), which a
+    MAP objective can meet at a legitimate EM point or an extrapolated one.
+    """
     gaps = np.asarray(x, dtype=float) - mean
     whitened = np.einsum("...ij,...j->...i", inverse_factor, gaps)
     d = inverse_factor.shape[-1]

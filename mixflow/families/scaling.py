@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixflow.data import offset
+from mixflow.data import offset_of_rows
 
 __all__ = ["ChunkedStandardisation", "Standardisation", "from_moments", "standardise"]
 
@@ -59,7 +59,7 @@ def standardise(values: np.ndarray, weights: np.ndarray, common: bool = False) -
     Standardisation
 
     """
-    anchor = offset(values.min(axis=0, initial=np.inf), values.max(axis=0, initial=-np.inf)) if values.size else 0.0
+    anchor = offset_of_rows(values)
     values = values - anchor  # exact (Sterbenz): every value within a factor 2 of the anchor, or the anchor 0
     magnitude = np.abs(values).max(axis=0, initial=0.0)
     magnitude = np.where(magnitude > 0, magnitude, 1.0)

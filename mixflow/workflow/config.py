@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mixflow.data import check_total_weight
+from mixflow.data import check_folds, check_total_weight, is_text
 from mixflow.datasets import DESCRIPTIONS, load_dataset
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
@@ -627,7 +627,7 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
         by_name = type(model).unread_columns is not MixtureModel.unread_columns  # a family that reads named columns
         named = [c for c in frame.columns if by_name and c not in model.unread_columns(frame.columns)
                  and c not in columns]
-        text = [c for c in named if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])]
+        text = [c for c in named if is_text(frame[c])]
         if text:  # a column the model reads by name, left out of the data's columns as not numeric
             raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: it reads column(s) "
                             f"{text}, which are not numeric (e.g. {frame[text[0]].iloc[0]!r}); the columns a model "
@@ -643,29 +643,30 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
                             "models", i) from None
 
 
-def _check_folds(n_folds: int, frame: pd.DataFrame, weights, loc: _Locator) -> None:
-    """``[select] n_folds`` against the data: at most one fold per observation (the total weight).
+def _weight_values(frame: pd.DataFrame, weights) -> np.ndarray | None:
+    """The ``[data] weights`` column as numbers, or None when absent or not valid (reported as such elsewhere)."""
+    if weights is None:
+        return None
+    values = pd.to_numeric(frame[weights], errors="coerce").to_numpy(dtype=float)
+    return values if np.isfinite(values).all() and (values >= 0).all() else None
 
-    And at most one per row where rows are held out whole (non-integer weights). Weights that are not valid
-    are reported as such, not here.
-    """
-    values = pd.to_numeric(frame[weights], errors="coerce").to_numpy(dtype=float) if weights is not None else None
-    if values is not None and not (np.isfinite(values).all() and (values >= 0).all()):
+
+def _check_folds(n_folds: int, frame: pd.DataFrame, weights, loc: _Locator) -> None:
+    """``[select] n_folds`` against the data (:func:`mixflow.data.check_folds`); not with weights that are not valid."""
+    values = _weight_values(frame, weights)
+    if weights is not None and values is None:
         return
-    total = float(values.sum()) if values is not None else len(frame)
-    if total < n_folds:
-        raise loc.error("[select] n_folds", f"expected at most the number of observations (total weight {total:g}), "
-                        f"got {n_folds}", "n_folds", "select")
-    if values is not None and not np.array_equal(values, np.round(values)) and len(frame) < n_folds:
-        raise loc.error("[select] n_folds", f"expected at most the number of rows ({len(frame)}; non-integer "
-                        f"frequency weights hold out whole rows), got {n_folds}", "n_folds", "select")
+    try:
+        check_folds(n_folds, len(frame), values)
+    except InputError as error:
+        raise loc.error("[select] n_folds", str(error).removeprefix("n_folds: "), "n_folds", "select") from None
 
 
 def _check_total_weight(models, frame: pd.DataFrame, weights: str, loc: _Locator) -> None:
     """The weights must total one observation per component of the largest K (see mixflow.data.check_total_weight)."""
-    values = pd.to_numeric(frame[weights], errors="coerce").to_numpy(dtype=float)
-    if not (np.isfinite(values).all() and (values >= 0).all()):
-        return  # reported as such
+    values = _weight_values(frame, weights)
+    if values is None:
+        return
     try:
         check_total_weight(float(values.sum()), max(max(spec.ks) for spec in models))
     except InputError as error:

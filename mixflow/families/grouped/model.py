@@ -271,7 +271,7 @@ class GroupedGaussianMixture(MixtureModel):
         cross = moments.unit_cross[np.ix_(columns, columns)] * np.outer(ratio, ratio)
         unit_variance = 0.25 * cross.sum() / moments.total_weight
         # the limits' anchors (their smallest values where they sit far from zero): the midpoints' is their half-sum
-        anchor = np.array([0.5 * np.broadcast_to(moments.anchor, moments.magnitude.shape)[columns].sum()])
+        anchor = np.array([0.5 * moments.anchors[columns].sum()])
         units = from_moments(np.array([top]), unit_mean, np.sqrt(np.array([unit_variance])), anchor=anchor)
         constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
                      "floor": np.array([_RELATIVE_FLOOR]), "working_center": np.zeros(1), "units": units,

@@ -196,8 +196,8 @@ class PoissonMixture(MixtureModel):
         if moments.magnitude.size != 1:
             raise InputError(f"data: expected one column of counts for a PoissonMixture, got {moments.magnitude.size} "
                              f"columns {list(features)}")
-        anchor = float(np.broadcast_to(moments.anchor, moments.magnitude.shape)[0])
-        return {"mean": anchor + float(moments.magnitude[0] * moments.unit_mean[0]), "features": np.asarray(features)}
+        mean = moments.anchors[0] + moments.magnitude[0] * moments.unit_mean[0]
+        return {"mean": float(mean), "features": np.asarray(features)}
 
     def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
         """The counts of these rows checked (errors name ``rows``) with their ``log(y!)``."""

@@ -403,7 +403,7 @@ class RegressionMixture(MixtureModel):
                              f"covariates of the model), got {names} (missing {missing})")
         x, y = [names.index(c) for c in self.covariates], names.index(self.response)
         mag, mean, sd = moments.magnitude, moments.unit_mean, moments.unit_sd
-        anchor = np.broadcast_to(moments.anchor, mag.shape)
+        anchor = moments.anchors
         x_units = from_moments(mag[x], mean[x], sd[x], anchor=anchor[x])
         y_units = from_moments(mag[[y]], mean[[y]], sd[[y]], anchor=anchor[[y]])
         columns = x + [y]
