@@ -11,6 +11,8 @@ import mixflow
 from mixflow.engines.starts import (
     STRATEGIES,
     boundary_moves,
+    discrete_features,
+    feature_value_labels,
     hierarchical_labels,
     outlier_moves,
     partition_key,
@@ -224,6 +226,64 @@ def test_portfolio_schedules():
     assert gaussian.count("hierarchical-pca") == 1 and len(gaussian) == 8
     regression = portfolio_schedule("regression", 6)
     assert "hierarchical" not in regression and regression[0] == "random-partition"
+    # a MAP fit's discrete features follow the deterministic starts, at most a quarter of the starts; not for
+    # a regression, whose lines do not follow one column's values
+    by_values = portfolio_schedule("gaussian", 8, [3, 0, 5])
+    assert by_values[:4] == ["hierarchical", "hierarchical-pca", "feature-values:3", "feature-values:0"]
+    assert len(by_values) == 8 and "feature-values:5" not in by_values
+    assert portfolio_schedule("regression", 8, [3]) == regression + portfolio_schedule("regression", 8)[6:]
+
+
+def test_discrete_features_are_those_of_few_values_fewest_first():
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.normal(size=200), rng.integers(5, size=200), rng.integers(2, size=200),
+                              np.ones(200), rng.integers(11, size=200)])
+    assert discrete_features(points) == [2, 1]  # constant and 11-valued columns are not starts
+
+
+def test_feature_value_labels_keep_equal_values_together():
+    rng = np.random.default_rng(1)
+    code = (rng.random(300) < 0.3).astype(float)
+    points = np.column_stack([rng.normal(size=300), code])
+    weights = np.ones(300)
+    labels = feature_value_labels(points, weights, 2, 1)
+    assert partition_key(np.eye(2)[labels]) == partition_key(np.eye(2)[code.astype(int)])  # split by the code
+    # three groups from two values: the heavier value's rows split along their principal axis (the first feature)
+    labels = feature_value_labels(points, weights, 3, 1)
+    assert np.unique(labels).size == 3
+    assert all(np.unique(code[labels == g]).size == 1 for g in range(3))
+    zeros = labels[code == 0]
+    first, second = (points[code == 0, 0][zeros == g] for g in np.unique(zeros))
+    assert first.max() < second.min() or second.max() < first.min()
+    # weights count: a value holding most of the weight is cut from the others even when it has fewer rows
+    counts = np.array([0.0, 1.0, 2.0, 3.0])[rng.integers(4, size=400)]
+    heavy = np.where(counts == 3.0, 20.0, 1.0)
+    labels = feature_value_labels(np.column_stack([counts, rng.normal(size=400)]), heavy, 2, 0)
+    assert np.unique(labels[counts == 3.0]).size == 1 and np.unique(labels[counts < 3.0]).size == 1
+    assert labels[counts == 3.0][0] != labels[counts < 3.0][0]
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_map_starts_from_a_code_that_marks_the_groups(seed):
+    # scikit-learn's diabetes data (bundled): its 0/1 sex code marks the MAP's best two-component fit, one sex
+    # per component (the prior bounds the code's variance within each); 40 starts from distances all end
+    # 366 units lower on these seeds, the start by the code's values reaches it. The reference: the MAP from
+    # that start alone (one run to convergence, the rows split by the code)
+    from sklearn.datasets import load_diabetes
+
+    diabetes = pd.DataFrame(load_diabetes().data, columns=load_diabetes().feature_names)
+    model = mixflow.GaussianMixture(2)
+    code = diabetes["sex"].to_numpy() > 0
+    groups = [diabetes[~code].to_numpy(), diabetes[code].to_numpy()]
+    init = {"weights": np.array([len(g) for g in groups]) / len(diabetes),
+            "mu": np.array([g.mean(axis=0) for g in groups]),
+            "covariance": np.array([np.cov(g.T) + 1e-6 * np.diag(diabetes.var()) for g in groups])}
+    reference = _fit(model, diabetes, method="map", init=init, n_init=1)["em"].attrs["log_posterior"]
+    assert reference == pytest.approx(10583.7766, abs=1e-4)
+    tree = _fit(model, diabetes, method="map", random_seed=seed)
+    assert tree["em"].attrs["log_posterior"] == pytest.approx(reference, rel=1e-9)
+    assert not any(str(name).startswith("feature-values") for name in  # the MLE's starts are unchanged
+                   _fit(model, diabetes, random_seed=seed)["em/sample_stats"]["start"].values)
 
 
 @pytest.mark.parametrize(("model", "data", "weights"), [

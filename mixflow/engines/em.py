@@ -38,6 +38,7 @@ from mixflow.engines.starts import (
     SHORT_MAX_ITER,
     SHORT_TOL,
     boundary_moves,
+    discrete_features,
     is_degenerate,
     outlier_moves,
     partition_key,
@@ -187,7 +188,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     if isinstance(options.init, dict):
         names = ["user parameters"]
     elif options.init == PORTFOLIO:
-        names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init)
+        discrete = discrete_features(model.init_points(sample)) if options.map else []
+        names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init, discrete)
     else:
         names = [options.init] * options.n_init
     root = np.random.SeedSequence(random_seed)

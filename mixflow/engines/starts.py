@@ -17,13 +17,16 @@ starting responsibilities (n, K); one M-step then gives the starting parameters.
   proportion to the frequency weights), cut at K clusters; every point then goes to its nearest cluster mean;
 - ``"hierarchical-pca"``: the same on the standardised points' leading ``max(2, K)`` principal components,
   where the directions of largest spread (often those that separate groups) are not outweighed by many
-  features of noise.
+  features of noise;
+- ``"feature-values:j"`` (MAP fits of ``"auto"`` only, :func:`discrete_features`): the rows grouped by the
+  values of a discrete feature j (a 0/1 code, a small count), K groups of about equal weight with equal
+  values together (:func:`feature_value_labels`).
 
 ``"auto"`` draws its starts from a per-family portfolio of these (the deterministic ones once, the random
-ones in turn), runs each briefly, and continues the best to convergence: the "short runs, then continue the
-best" strategy of Biernacki, Celeux and Govaert (2003), Comput. Stat. Data Anal. 41, 561-575. A start whose
-partition repeats an earlier one's (:func:`partition_key`) is replaced by one of the family's random strategy
-(:func:`replacement_strategy`).
+ones in turn; for a MAP fit, the values of each discrete feature too), runs each briefly, and continues the best
+to convergence: the "short runs, then continue the best" strategy of Biernacki, Celeux and Govaert (2003),
+Comput. Stat. Data Anal. 41, 561-575. A start whose partition repeats an earlier one's (:func:`partition_key`) is
+replaced by one of the family's random strategy (:func:`replacement_strategy`).
 
 Restarts are ranked in three tiers (:func:`rank_runs`): sound runs first, then spurious ones (a component of a
 few observations near a lower-dimensional subspace, :func:`mixflow.families.base.spurious_rule`), then
@@ -61,6 +64,8 @@ __all__ = [
     "standardise",
     "start_responsibilities",
     "boundary_moves",
+    "discrete_features",
+    "feature_value_labels",
     "outlier_moves",
     "transfer_moves",
 ]
@@ -69,6 +74,9 @@ PORTFOLIO = "auto"
 STRATEGIES = ("kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", "random-centres",
               "hierarchical", "hierarchical-pca")
 HIERARCHICAL_POINTS = 1000
+# a feature with at least 2 and at most this many distinct values is discrete: for a MAP fit, its values are a start
+DISCRETE_VALUES = 10
+FEATURE_VALUES = "feature-values"
 # starts per restart asked for (n_init): twice this in all, of which the screening runs a quarter, half or all,
 # as the short runs agree or not (see em._screening_stages); the short runs' first-round iteration cap
 # (doubled each round) and tolerance
@@ -91,11 +99,14 @@ MIN_COMPONENT_COUNT = 0.5
 # Deterministic strategies come first and once; the random ones then take turns. Regression mixtures do not
 # start from distances (clustering the response, or the response with the covariates, misses mixtures whose
 # lines cross): random partitions and random responsibilities are its main starts.
-# A start that repeats an earlier one's partition is replaced by one of the third entry's strategy.
+# A start that repeats an earlier one's partition is replaced by one of the third entry's strategy. The fourth
+# says whether the family's MAP fits start from the values of discrete features (a regression's lines do not
+# follow the values of one column).
 _PORTFOLIOS = {
     "default": (("hierarchical", "hierarchical-pca"),
-                ("standardised-kmeans", "random-partition", "random-centres", "kmeans++", "kmeans"), "random-centres"),
-    "regression": ((), ("random-partition", "random", "random-centres", "kmeans"), "random-partition"),
+                ("standardised-kmeans", "random-partition", "random-centres", "kmeans++", "kmeans"), "random-centres",
+                True),
+    "regression": ((), ("random-partition", "random", "random-centres", "kmeans"), "random-partition", False),
 }
 
 
@@ -107,7 +118,7 @@ def replacement_strategy(family: str) -> str:
     return _PORTFOLIOS.get(family, _PORTFOLIOS["default"])[2]
 
 
-def portfolio_schedule(family: str, n_candidates: int) -> list[str]:
+def portfolio_schedule(family: str, n_candidates: int, discrete: list[int] = ()) -> list[str]:
     """The strategy of each of ``n_candidates`` starts of ``init="auto"`` for a family.
 
     Parameters
@@ -116,14 +127,20 @@ def portfolio_schedule(family: str, n_candidates: int) -> list[str]:
         The model's registered family name (e.g. ``"gaussian"``, ``"regression"``).
     n_candidates : int
         Number of starts.
+    discrete : list of int, optional
+        Discrete features whose values are starts (``"feature-values:j"``, after the family's deterministic
+        strategies, at most a quarter of the starts; see :func:`discrete_features`), for families whose
+        portfolio takes them.
 
     Returns
     -------
     list of str
-        Names from :data:`STRATEGIES`.
+        Names from :data:`STRATEGIES`, and ``"feature-values:j"``.
 
     """
-    once, cycled, _ = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
+    once, cycled, _, by_values = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
+    values = [f"{FEATURE_VALUES}:{j}" for j in discrete][:n_candidates // 4] if by_values else []
+    once = list(once) + values
     names = list(once)[:n_candidates]
     while len(names) < n_candidates:
         names.append(cycled[(len(names) - len(once)) % len(cycled)])
@@ -231,6 +248,40 @@ def hierarchical_labels(points: np.ndarray, weights: np.ndarray, k: int, rng: np
     return labels
 
 
+def discrete_features(points: np.ndarray, limit: int = DISCRETE_VALUES) -> list[int]:
+    """The features with 2 to ``limit`` distinct values, fewest values first: the starts of a MAP fit by value.
+
+    A group marked by one feature's values (a 0/1 code such as sex) makes that feature constant within each
+    component. Under a Gaussian MLE that is a singularity (a variance of zero), set aside as degenerate; a MAP
+    fit's prior bounds the variance, and there such a split can be the highest maximum by far, while starts
+    from distances, which see the code as one feature among many, rarely put the rows together by it.
+    """
+    counts = [np.unique(points[:, j]).size for j in range(points.shape[1])]
+    return sorted((j for j, count in enumerate(counts) if 2 <= count <= limit), key=lambda j: (counts[j], j))
+
+
+def feature_value_labels(points: np.ndarray, weights: np.ndarray, k: int, feature: int) -> np.ndarray:
+    """The rows in ``k`` groups by the values of one feature: about equal weight, equal values together.
+
+    Each distinct value goes to the group of the middle of its weight in the cumulative weight (so a 0/1
+    feature at k = 2 is split by its value). While fewer than ``k`` groups are left (fewer values than
+    groups, or one value holding most of the weight), the heaviest group is split in two along the principal
+    axis of its standardised points.
+    """
+    values, inverse = np.unique(points[:, feature], return_inverse=True)
+    mass = np.bincount(inverse, weights=weights, minlength=values.size)
+    middle = (np.cumsum(mass) - mass / 2) / mass.sum()
+    labels = np.unique(np.minimum((k * middle).astype(np.int64), k - 1)[inverse], return_inverse=True)[1]
+    scaled = standardise(points, weights)
+    for new in range(int(labels.max()) + 1, k):
+        rows = np.flatnonzero(labels == np.argmax(np.bincount(labels, weights=weights, minlength=new)))
+        side = _principal_split(scaled[rows], weights[rows])
+        if side.all() or not side.any():  # points all equal: no axis to split along
+            side = np.arange(rows.size) >= rows.size // 2
+        labels[rows[side]] = new
+    return labels
+
+
 def start_responsibilities(strategy: str, points: np.ndarray, weights: np.ndarray, k: int,
                            rng: np.random.Generator) -> np.ndarray:
     """Starting responsibilities of one strategy.
@@ -271,6 +322,8 @@ def start_responsibilities(strategy: str, points: np.ndarray, weights: np.ndarra
         labels = hierarchical_labels(standardise(points, weights), weights, k, rng)
     elif strategy == "hierarchical-pca":
         labels = hierarchical_labels(principal_components(points, weights, max(2, k)), weights, k, rng)
+    elif strategy.startswith(FEATURE_VALUES + ":"):
+        labels = feature_value_labels(points, weights, k, int(strategy.split(":")[1]))
     else:
         raise InputError(f"strategy: expected one of {list(STRATEGIES)}, got {strategy!r}")
     return np.eye(k)[labels]
