@@ -38,8 +38,10 @@ from mixflow.engines.starts import (
     SHORT_MAX_ITER,
     SHORT_TOL,
     boundary_moves,
+    dense_moves,
     discrete_features,
     is_degenerate,
+    local_log_density,
     outlier_moves,
     partition_key,
     portfolio_schedule,
@@ -69,6 +71,7 @@ TRANSFER_ROUNDS = 6  # rounds of the local search after the continuation of init
 TRANSFER_CONTINUED = 3  # local moves continued to convergence per round, the best after their short runs
 SPLIT_MERGE_CONTINUED = 1  # split-and-merge moves continued to convergence per round, beside the local ones
 OUTLIER_CONTINUED = 1  # outlier moves continued to convergence per round, beside the others
+DENSE_CONTINUED = 1  # dense-group moves continued to convergence per round, beside the others
 START_ROUNDS = 2  # rounds of starts of init="auto" at most (see _start_rounds)
 TRANSFER = "transfer"  # the start of a run the local search kept
 #: Two components whose log densities differ by the same amount on every row, to this, are one component in
@@ -197,8 +200,10 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     tier = _tier_test(model, data.total_weight, check_spurious=not options.map)
     rounds = 1
     if options.init == PORTFOLIO:
+        points = model.density_points(sample) if same_data else None
+        local = None if points is None else local_log_density(points, sample.weights)
         search = partial(_transfer_search, tier=tier,
-                         moved_starts=partial(_moved_starts, model, sample, prior_used, rows),
+                         moved_starts=partial(_moved_starts, model, sample, prior_used, rows, local=local),
                          partition=partial(_partition, model, sample, rows), runs_of=together, options=options,
                          duplicates=lambda params: duplicate_components(_log_joint(model, params, sample, rows),
                                                                         sample.weights))
@@ -389,29 +394,36 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
     return runs, continued, names
 
 
-def _moved_starts(model, prepared, prior, rows: int, params: dict) -> tuple[list, list, list]:
-    """Starting parameters one move away from ``params``: local, split-and-merge and outlier moves.
+def _moved_starts(model, prepared, prior, rows: int, params: dict, local: np.ndarray | None = None) -> list[list]:
+    """Starting parameters one move away from ``params``, by kind: local, split-and-merge, outlier and dense moves.
 
     The local moves are the split-and-transfer moves (:func:`~mixflow.engines.starts.transfer_moves`) and the
     boundary moves (:func:`~mixflow.engines.starts.boundary_moves`); then Ueda et al.'s split-and-merge
-    (:func:`~mixflow.engines.starts.split_merge_moves`), and a component freed onto the rows the fit explains
+    (:func:`~mixflow.engines.starts.split_merge_moves`), a component freed onto the rows the fit explains
     worst (:func:`~mixflow.engines.starts.outlier_moves`, from as few rows as its parameters need,
-    ``model.component_rows``).
+    ``model.component_rows``, and for a MAP fit also from the one row explained worst), and, given the data's
+    own log density at each row (``local``, :func:`~mixflow.engines.starts.local_log_density`), one freed onto
+    the rows where the data gather far more sharply than the fit says (:func:`~mixflow.engines.starts.dense_moves`,
+    the same sizes).
 
     None of any for a fit with fewer components than declared (trimmed): a move would bring the dropped
     one back.
     """
     if params["weights"].size != model.n_components:
-        return [], [], []
+        return [[], [], [], []]
     log_joint = _log_joint(model, params, prepared, rows)
     resp = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
     resp /= resp.sum(axis=1, keepdims=True)
     points = standardise(model.init_points(prepared), prepared.weights)
-    local = transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint)
+    local_moves = transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint)
     merged = split_merge_moves(resp, points, prepared.weights)
-    outliers = outlier_moves(log_joint, prepared.weights, model.component_rows(params))
-    return tuple([_parameters_from(model, prepared, moved, prior, rows) for moved in moves]
-                 for moves in (local, merged, outliers))
+    least = model.component_rows(params)
+    outliers = outlier_moves(log_joint, prepared.weights, least)
+    if prior is not None:  # the prior gives a component of one row its dispersion: one outlying row can be a component
+        outliers = outlier_moves(log_joint, prepared.weights, 1, fractions=()) + outliers
+    dense = [] if local is None else dense_moves(log_joint, prepared.weights, least, local)
+    return [[_parameters_from(model, prepared, moved, prior, rows) for moved in moves]
+            for moves in (local_moves, merged, outliers, dense)]
 
 
 def _log_joint(model, params: dict, prepared, rows: int) -> np.ndarray:
@@ -433,8 +445,8 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
                      options: EMOptions, duplicates=None) -> tuple[list, np.ndarray, list]:
     """A local search from the best sound continued run: moves screened by short runs, the best continued.
 
-    ``moved_starts(params)`` gives the starts one move away: local, split-and-merge and outlier moves
-    (:func:`_moved_starts`), whether or not the short runs agreed: two starts that reach the same maximum do not
+    ``moved_starts(params)`` gives the starts one move away, by kind: local, split-and-merge, outlier and dense
+    moves (:func:`_moved_starts`), whether or not the short runs agreed: two starts that reach the same maximum do not
     make it the highest, and a move of a few points or of half a component can lead higher. A fit with two
     components in one (``duplicates(params)``, :func:`duplicate_components`) gets every local move, all continued:
     it is a fit of fewer components, whose spare one none of the best few moves may free (a Poisson component on the
@@ -442,7 +454,8 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
 
     The moves run in step (``runs_of(jobs)``) as the short runs of the screening do; the short runs of each kind are
     ranked (:func:`_rank_distinct`, degenerate ones left out), and the best :data:`TRANSFER_CONTINUED` local,
-    :data:`SPLIT_MERGE_CONTINUED` split-and-merge and :data:`OUTLIER_CONTINUED` outlier ones (each kind its own
+    :data:`SPLIT_MERGE_CONTINUED` split-and-merge, :data:`OUTLIER_CONTINUED` outlier and :data:`DENSE_CONTINUED`
+    dense ones (each kind its own
     places, so that the many local moves do not crowd out the others) not already back on the current fit's
     partition of the rows and not higher (``partition(params)``: they are returning to a known maximum) are
     continued to convergence in step (:func:`_follow`). The highest of those that end sound and higher than the
@@ -462,12 +475,13 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
         above, seen = value + _SAME_VALUE * abs(value), {partition(current.params)}
         known = partial(_known, partition, above, seen)
         duplicated = duplicates is not None and bool(duplicates(current.params))
-        local, merged, outliers = moved_starts(current.params)
-        shorts = runs_of([(params, short) for params in local + merged + outliers])
-        ends = np.cumsum([len(local), len(merged), len(outliers)])
-        tried = (_candidates(shorts[:ends[0]], tier, known, len(local) if duplicated else TRANSFER_CONTINUED)
-                 + _candidates(shorts[ends[0]:ends[1]], tier, known, SPLIT_MERGE_CONTINUED)
-                 + _candidates(shorts[ends[1]:], tier, known, OUTLIER_CONTINUED))
+        kinds = moved_starts(current.params)
+        shorts = runs_of([(params, short) for kind in kinds for params in kind])
+        ends = np.cumsum([0] + [len(kind) for kind in kinds])
+        counts = (len(kinds[0]) if duplicated else TRANSFER_CONTINUED, SPLIT_MERGE_CONTINUED, OUTLIER_CONTINUED,
+                  DENSE_CONTINUED)
+        tried = [run for i, count in enumerate(counts)
+                 for run in _candidates(shorts[ends[i]:ends[i + 1]], tier, known, count)]
         higher = [result for result in _follow(tried, runs_of, options, known)
                   if result is not None and tier(result) == SOUND and result.history_objective[-1] > above]
         if not higher:

@@ -44,6 +44,7 @@ maximum whose groups are cut otherwise than the fit's is often one such move awa
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial import cKDTree
 from scipy.special import logsumexp
 
 from mixflow.engines.kmeans import kmeans_plusplus, lloyd, squared_distances
@@ -55,6 +56,7 @@ __all__ = [
     "STRATEGIES",
     "hierarchical_labels",
     "is_degenerate",
+    "local_log_density",
     "partition_key",
     "portfolio_schedule",
     "principal_components",
@@ -64,6 +66,7 @@ __all__ = [
     "standardise",
     "start_responsibilities",
     "boundary_moves",
+    "dense_moves",
     "discrete_features",
     "feature_value_labels",
     "outlier_moves",
@@ -93,6 +96,10 @@ BOUNDARY_FRACTIONS = (1 / 32, 1 / 8, 3 / 8)
 # explains worst: a small group of outliers (a few extreme rows, the zero counts) that a component of its own
 # fits far better, which no start from distances and no move of points between neighbours reaches
 OUTLIER_FRACTIONS = (1 / 100,)
+# the dense-group moves' local density of a row: the distance to its DENSE_NEIGHBOURS-th nearest row (by weight),
+# among at most DENSE_POINTS rows (a fixed draw: the others are never moved onto)
+DENSE_NEIGHBOURS = 5
+DENSE_POINTS = 2000
 # a component holding less than this many observations' worth of weight is degenerate (empty)
 MIN_COMPONENT_COUNT = 0.5
 
@@ -553,7 +560,7 @@ def boundary_moves(log_joint: np.ndarray, fractions=BOUNDARY_FRACTIONS) -> list[
 
 
 def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
-                  fractions=OUTLIER_FRACTIONS) -> list[np.ndarray]:
+                  fractions=OUTLIER_FRACTIONS, local: np.ndarray | None = None) -> list[np.ndarray]:
     """Hard responsibilities of a fit with one component freed onto the rows the fit explains worst.
 
     A mixture whose likelihood is highest with a component on a few outlying rows (two extreme incomes beside
@@ -575,6 +582,9 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
         The fewest rows a freed component takes, the first size.
     fractions : sequence of float
         Shares of the total weight a freed component takes.
+    local : ndarray of shape (n,), optional
+        The data's own log density at each row (:func:`local_log_density`; -inf for a row not to be moved
+        onto): the rows are then ranked by the fit's density against it (:func:`dense_moves`).
 
     Returns
     -------
@@ -590,6 +600,8 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
     finite = np.where(np.isfinite(log_joint), log_joint, -np.inf)
     with np.errstate(divide="ignore"):
         density = logsumexp(finite, axis=1)
+    if local is not None:
+        density = density - local
     worst = np.argsort(np.where(weights > 0, density, np.inf), kind="stable")
     held = np.cumsum(weights[worst])
     sizes = [least] if least <= n // 2 else []
@@ -609,3 +621,45 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
             labels[worst[:size]] = k
             out.append(np.eye(k_total)[labels])
     return out
+
+
+def local_log_density(points: np.ndarray, weights: np.ndarray, neighbours: int = DENSE_NEIGHBOURS,
+                      most: int = DENSE_POINTS) -> np.ndarray:
+    """The data's own log density at each row, up to a constant: ``-d log r``, a k-nearest-neighbour estimate.
+
+    ``r`` is the distance from the row to its ``neighbours``-th nearest row, counting a row of weight w as w
+    rows (its own further copies at distance 0). On more than ``most`` rows, only a fixed draw of ``most`` of
+    them (the same for every fit of the data) is measured, among themselves, and the others get -inf. A distance
+    of 0 (a point repeated ``neighbours`` times) is floored at 1e-3 of the median positive one, so a repeated
+    point ranks high but finite.
+    """
+    n, d = points.shape
+    rows = np.arange(n)
+    if n > most:
+        rows = np.sort(np.random.default_rng(0).choice(n, size=most, replace=False))
+    sample, mass = points[rows], weights[rows]
+    local = np.full(n, -np.inf)
+    if rows.size < 2:
+        return local
+    distance, index = cKDTree(sample).query(sample, k=min(neighbours + 1, rows.size))
+    counted = np.cumsum(mass[index], axis=1) - 1.0  # the row itself counts its weight less one
+    reached = np.minimum(np.argmax(counted >= neighbours, axis=1) + (~(counted >= neighbours).any(axis=1))
+                         * (index.shape[1] - 1), index.shape[1] - 1)
+    radius = distance[np.arange(rows.size), reached]
+    positive = radius[radius > 0]
+    radius = np.maximum(radius, 1e-3 * np.median(positive) if positive.size else 1.0)
+    local[rows] = -d * np.log(radius)
+    return local
+
+
+def dense_moves(log_joint: np.ndarray, weights: np.ndarray, least: int, local: np.ndarray) -> list[np.ndarray]:
+    """Hard responsibilities of a fit with one component freed onto the rows where the data are densest against it.
+
+    A tight group inside a wide component (a bright core, a cluster of repeated measurements) is a maximum that
+    starts from distances reach only when a seed happens to fall in it, and no move of points between
+    components leads to: the fit explains the group's rows well enough, only far less sharply than the data
+    gather there. Its rows are those whose own density (``local``, :func:`local_log_density`) most exceeds the
+    fit's; each component is freed onto them as in :func:`outlier_moves` (the same sizes), its rows going to
+    the other component each is likeliest under.
+    """
+    return outlier_moves(log_joint, weights, least, local=local)

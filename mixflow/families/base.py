@@ -424,6 +424,15 @@ class MixtureModel:
         """
         return None
 
+    def density_points(self, prepared) -> np.ndarray | None:
+        """The rows in the working units of the family's density, where the data's own density is measured.
+
+        EM's local search frees a component onto the rows where the data gather far more sharply than a fit
+        says (:func:`mixflow.engines.starts.dense_moves`); None (the default) for a family whose density is not
+        one of points in a space (counts, a response given covariates, classes).
+        """
+        return None
+
     def component_rows(self, params: dict) -> int:
         """The fewest observations a component's parameters (working ``params``) need: 1 by default, a mean's.
 

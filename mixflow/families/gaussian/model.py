@@ -336,6 +336,10 @@ class GaussianMixture(MixtureModel):
                 _separated_quantile(np.shape(params["mu"])[1])
         return spurious_rule(counts, ratios, needed, separated)
 
+    def density_points(self, prepared: Prepared) -> np.ndarray:
+        """The standardised data, the working units of the component densities."""
+        return prepared.arrays["z"]
+
     def init_points(self, prepared: Prepared) -> np.ndarray:
         """Points used to seed k-means++: the centred data over one common scale (their geometry kept)."""
         log_scale = prepared.constants["log_scale"]
