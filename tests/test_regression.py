@@ -92,6 +92,19 @@ def test_default_fit_finds_the_highest_maximum_and_names_the_coefficients(tone, 
     np.testing.assert_allclose(proba.values, tree["em/responsibilities"]["responsibilities"].values, rtol=1e-10)
 
 
+def test_a_line_on_a_tied_response_is_said_to_be_one():
+    # many zero counts (a tie in the response, not a few rows): a flat line fits them exactly, and the warning
+    # says so rather than blaming too few points
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 400)
+    y = np.where(rng.random(400) < 0.6, 0.0, 1.0 + 0.5 * x + rng.normal(0, 1, 400))
+    with pytest.warns(mixflow.DegenerateComponentWarning,
+                      match=r"the noise variance collapsed: the line passes through the component's rows exactly "
+                            r"\(no more rows than coefficients, or many rows with one response value"):
+        tree = mixflow.fit(mixflow.RegressionMixture(2, "y ~ x"), pd.DataFrame({"y": y, "x": x}), random_seed=0)
+    assert np.sort(tree["em/estimate"]["weights"].values)[-1] == pytest.approx(0.6, abs=0.05)
+
+
 def test_a_collapsing_noise_scale_warns_and_map_prevents_it(tone):
     with pytest.warns(mixflow.DegenerateComponentWarning,
                       match=r"component\(s\) \[0\]: the noise variance collapsed.*method='map'"):

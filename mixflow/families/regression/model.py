@@ -565,8 +565,9 @@ class RegressionMixture(MixtureModel):
 
     def collapse_description(self, components: list[int]) -> str:
         """A regression collapses through its noise variance."""
-        return (f"component(s) {components}: the noise variance collapsed (a line through too few points); "
-                "it is held at 1e-6 x the variance of the response")
+        return (f"component(s) {components}: the noise variance collapsed: the line passes through the "
+                "component's rows exactly (no more rows than coefficients, or many rows with one response value, "
+                "such as a count's zeros, which a flat line fits); it is held at 1e-6 x the variance of the response")
 
     def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
         """Weighted least squares per component (MAP: the Normal-Inverse-Gamma mode); floored variances."""
