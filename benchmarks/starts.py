@@ -81,6 +81,18 @@ def unequal_scales(seed: int = 0, separation: float = 1.0) -> pd.DataFrame:
     return pd.DataFrame({"narrow": narrow, "wide": rng.uniform(-300, 300, n)})
 
 
+def tight_group(seed: int = 123) -> pd.DataFrame:
+    """A tight group (60 rows, sd 0.1) inside a wide one (240, sd 3), beside a third (100, sd 0.5 and 2).
+
+    At K=2 (diagonal) the maximum is the tight group against the rest; starts from distances put the tight and
+    wide groups together unless a seed falls in the tight one.
+    """
+    rng = np.random.default_rng(seed)
+    points = np.vstack([rng.normal(0, 0.1, (60, 2)), rng.normal(3, 3.0, (240, 2)),
+                        rng.normal([10, -5], [0.5, 2], (100, 2))])
+    return pd.DataFrame(points, columns=["x", "y"])
+
+
 def _sklearn_frame(loader) -> pd.DataFrame:
     bunch = loader()
     return pd.DataFrame(bunch.data, columns=bunch.feature_names)
@@ -113,6 +125,7 @@ def cases(quick: bool) -> list[tuple]:
     deaths, crabs = shipped("london_deaths"), shipped("crabs")
     return small + [
         ("unequal scales sim 2 K=3", G(3), unequal_scales(0, 0.7), None),
+        ("tight group sim diag K=2", G(2, covariance="diag"), tight_group(), None),
         ("quadratic regressions sim 2 K=2", quadratic, quadratic_regressions(0), None),
         ("faithful K=2", G(2), faithful, None),
         ("faithful K=4", G(4), faithful, None),
