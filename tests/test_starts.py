@@ -228,11 +228,12 @@ def test_portfolio_schedules():
     assert gaussian.count("hierarchical-pca") == 1 and len(gaussian) == 8
     regression = portfolio_schedule("regression", 6)
     assert "hierarchical" not in regression and regression[0] == "random-partition"
-    # a MAP fit's discrete features follow the deterministic starts, at most a quarter of the starts; not for
-    # a regression, whose lines do not follow one column's values
+    # a MAP fit's discrete features follow the deterministic starts, at most a quarter of the starts, added to
+    # them (every other start is still made); not for a regression, whose lines do not follow one column's values
     by_values = portfolio_schedule("gaussian", 8, [3, 0, 5])
     assert by_values[:4] == ["hierarchical", "hierarchical-pca", "feature-values:3", "feature-values:0"]
-    assert len(by_values) == 8 and "feature-values:5" not in by_values
+    assert len(by_values) == 10 and "feature-values:5" not in by_values
+    assert [name for name in by_values if not name.startswith("feature-values")] == gaussian
     assert portfolio_schedule("regression", 8, [3]) == regression + portfolio_schedule("regression", 8)[6:]
 
 
@@ -520,6 +521,20 @@ def test_dense_moves_free_a_component_onto_the_tight_group():
     assert len(moves) == 4  # sizes 2 and 5 (1% of the rows), each component freed in turn
     freed = np.argmax(moves[3], axis=1)  # component 1 freed onto the 5 densest rows, its own rows to component 0
     assert set(np.flatnonzero(freed == 1)) <= set(range(30)) and (freed == 1).sum() == 5
+
+
+def test_dense_moves_never_move_onto_rows_whose_density_was_not_measured():
+    # beyond `most` rows only a draw is measured: a move's sizes are shares of the measured rows' weight, so even
+    # the 1% move (here 10 of 1000 measured rows, not 30 of all 3000) takes measured rows only
+    rng = np.random.default_rng(2)
+    points = np.vstack([rng.normal(0, 0.05, (300, 2)), rng.normal(0.5, 1.0, (2700, 2))])
+    log_joint = np.column_stack([-0.5 * ((points - 0.45) ** 2).sum(axis=1) + np.log(0.9),
+                                 -0.5 * ((points - 5.0) ** 2).sum(axis=1) + np.log(0.1)])
+    local = local_log_density(points, np.ones(3000), most=1000)
+    moves = dense_moves(log_joint, np.ones(3000), 2, local)
+    freed = [np.flatnonzero(np.argmax(move, axis=1) == 1) for move in moves[1::2]]  # component 1 freed
+    assert [rows.size for rows in freed] == [2, 10]
+    assert all(np.isfinite(local[rows]).all() for rows in freed)
 
 
 def test_default_finds_a_tight_group_inside_a_wide_one():

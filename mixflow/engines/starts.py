@@ -126,18 +126,18 @@ def replacement_strategy(family: str) -> str:
 
 
 def portfolio_schedule(family: str, n_candidates: int, discrete: list[int] = ()) -> list[str]:
-    """The strategy of each of ``n_candidates`` starts of ``init="auto"`` for a family.
+    """The strategy of each start of ``init="auto"`` for a family: ``n_candidates`` and the discrete features'.
 
     Parameters
     ----------
     family : str
         The model's registered family name (e.g. ``"gaussian"``, ``"regression"``).
     n_candidates : int
-        Number of starts.
+        Number of starts of the portfolio.
     discrete : list of int, optional
         Discrete features whose values are starts (``"feature-values:j"``, after the family's deterministic
-        strategies, at most a quarter of the starts; see :func:`discrete_features`), for families whose
-        portfolio takes them.
+        strategies, at most ``n_candidates // 4`` of them; see :func:`discrete_features`), for families whose
+        portfolio takes them: added to the ``n_candidates``, so they take no place of the others.
 
     Returns
     -------
@@ -146,12 +146,12 @@ def portfolio_schedule(family: str, n_candidates: int, discrete: list[int] = ())
 
     """
     once, cycled, _, by_values = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
-    values = [f"{FEATURE_VALUES}:{j}" for j in discrete][:n_candidates // 4] if by_values else []
-    once = list(once) + values
     names = list(once)[:n_candidates]
     while len(names) < n_candidates:
         names.append(cycled[(len(names) - len(once)) % len(cycled)])
-    return names
+    values = [f"{FEATURE_VALUES}:{j}" for j in discrete][:n_candidates // 4] if by_values else []
+    place = min(len(once), n_candidates)
+    return names[:place] + values + names[place:]
 
 
 def standardise(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -659,7 +659,9 @@ def dense_moves(log_joint: np.ndarray, weights: np.ndarray, least: int, local: n
     starts from distances reach only when a seed happens to fall in it, and no move of points between
     components leads to: the fit explains the group's rows well enough, only far less sharply than the data
     gather there. Its rows are those whose own density (``local``, :func:`local_log_density`) most exceeds the
-    fit's; each component is freed onto them as in :func:`outlier_moves` (the same sizes), its rows going to
-    the other component each is likeliest under.
+    fit's; each component is freed onto them as in :func:`outlier_moves` (the same sizes, as shares of the
+    weight of the rows whose density was measured, -inf marking the others, which are never moved onto), its
+    rows going to the other component each is likeliest under.
     """
-    return outlier_moves(log_joint, weights, least, local=local)
+    measured = np.where(np.isfinite(local), weights, 0.0)  # the sizes are shares of the measured rows' weight
+    return outlier_moves(log_joint, measured, least, local=local)
