@@ -8,7 +8,9 @@ known maximum is the highest log posterior of: the default call from each seed, 
 best known value, the default's log posterior per seed, its worst relative shortfall, how many seeds are at the
 best (shortfall < 1e-6) and the default's mean CPU time (one BLAS thread).
 
-Usage: python benchmarks/map_starts.py [--seeds=S] [part of a case name ...]  (S: seeds 0..S-1, 5 by default)
+Usage: python benchmarks/map_starts.py [--quick] [--seeds=S] [part of a case name ...]
+(S: seeds 0..S-1, 5 by default; --quick: the four small cases, one seed, one ``n_init=20`` fit and 5 starts of
+each named strategy for the best known)
 """
 
 import sys
@@ -31,15 +33,16 @@ def log_posterior(model, data, weights, **options) -> tuple[float, float]:
         return float(tree["em"].attrs["log_posterior"]), time.process_time() - begin
 
 
-def main(only: list[str], n_seeds: int) -> None:
+def main(only: list[str], n_seeds: int, quick: bool = False) -> None:
     at_max, total = 0, 0
-    for name, model, data, weights in cases(False):
+    n_wide, n_named = (1, 5) if quick else (3, 30)
+    for name, model, data, weights in cases(quick):
         if only and not any(part in name for part in only):
             continue
         defaults = [log_posterior(model, data, weights, random_seed=seed) for seed in range(n_seeds)]
         values = [value for value, _ in defaults]
-        others = [log_posterior(model, data, weights, random_seed=100 + i, n_init=20)[0] for i in range(3)]
-        others += [log_posterior(model, data, weights, random_seed=7, n_init=30, init=init)[0]
+        others = [log_posterior(model, data, weights, random_seed=100 + i, n_init=20)[0] for i in range(n_wide)]
+        others += [log_posterior(model, data, weights, random_seed=7, n_init=n_named, init=init)[0]
                    for init in ("random", "kmeans")]
         best = max(values + others)
         shortfalls = [(best - value) / abs(best) for value in values]
@@ -53,4 +56,5 @@ def main(only: list[str], n_seeds: int) -> None:
 
 if __name__ == "__main__":
     given = [int(a.split("=")[1]) for a in sys.argv[1:] if a.startswith("--seeds=")]
-    main([a for a in sys.argv[1:] if not a.startswith("--")], given[0] if given else 5)
+    quick = "--quick" in sys.argv
+    main([a for a in sys.argv[1:] if not a.startswith("--")], given[0] if given else 1 if quick else 5, quick)
