@@ -642,9 +642,8 @@ def local_log_density(points: np.ndarray, weights: np.ndarray, neighbours: int =
     if rows.size < 2:
         return local
     distance, index = cKDTree(sample).query(sample, k=min(neighbours + 1, rows.size))
-    counted = np.cumsum(mass[index], axis=1) - 1.0  # the row itself counts its weight less one
-    reached = np.minimum(np.argmax(counted >= neighbours, axis=1) + (~(counted >= neighbours).any(axis=1))
-                         * (index.shape[1] - 1), index.shape[1] - 1)
+    enough = np.cumsum(mass[index], axis=1) - 1.0 >= neighbours  # the row itself counts its weight less one
+    reached = np.where(enough.any(axis=1), np.argmax(enough, axis=1), index.shape[1] - 1)  # else the farthest
     radius = distance[np.arange(rows.size), reached]
     positive = radius[radius > 0]
     radius = np.maximum(radius, 1e-3 * np.median(positive) if positive.size else 1.0)
