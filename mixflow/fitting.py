@@ -5,6 +5,7 @@ import inspect
 import json
 import sys
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import xarray as xr
@@ -27,7 +28,7 @@ from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, model_from_json
-from mixflow.warnings import MixflowWarning
+from mixflow.warnings import DegenerateComponentWarning, MixflowWarning
 
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
@@ -183,7 +184,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         ``tree``, the units it records.
     tree : xarray.DataTree, optional
         A result of the same model and data to add the methods to (a new tree is returned; its /em is
-        the reference of MCMC and ADVI).
+        the reference of MCMC and ADVI, unless it is a degenerate MLE: then a MAP fit is).
     persist : {"auto", True, False}, default "auto"
         Dask input only: keep the blocks in memory across EM's passes (True), read them from storage at
         every pass (False), or ``"auto"``: in memory when they take at most a quarter of the memory
@@ -247,13 +248,13 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
             if em_method is None and (tree is None or "em" not in tree.children):
                 em_method = "map"
             result = tree.copy() if tree is not None else None
+            em_options = EMOptions(map=em_method == "map", n_init=int(n_init), init=init, tol=float(tol),
+                                   max_iter=int(max_iter), trim=trim, chunk_size=chunk_size, accelerate=accelerate)
             if em_method is not None:
-                em_tree = _fit_em(model, validated, em_method, seed, data_name,
-                                  EMOptions(map=em_method == "map", n_init=int(n_init), init=init, tol=float(tol),
-                                            max_iter=int(max_iter), trim=trim, chunk_size=chunk_size,
-                                            accelerate=accelerate))
+                em_tree = _fit_em(model, validated, em_method, seed, data_name, em_options)
                 result = em_tree if result is None else _replace_group(result, em_tree, "em")
-            fitted = _with_units(_fit_sampling(model, validated, result, methods, routed, seed), units)
+            fitted = _with_units(_fit_sampling(model, validated, result, methods, routed, seed,
+                                               em_options=em_options), units)
     except BaseException:
         _raise_caught(caught)  # the warnings that came before the error, which often explain it
         raise
@@ -286,19 +287,34 @@ def _raise_caught(caught: list) -> None:
 
 
 def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict, seed: int,
-                  stated: dict | None = None) -> xr.DataTree:
+                  stated: dict | None = None, em_options: EMOptions | None = None) -> xr.DataTree:
     """``result`` with the groups of the sampling methods asked for (NUTS, ADVI), fitted to ``data``.
 
     They start from ``result``'s EM estimate, or with ``starts="em-optima"`` from the distinct maxima its
-    restarts found; ``stated`` is added to each method's attributes.
+    restarts found; ``stated`` is added to each method's attributes. A degenerate MLE (every restart had a
+    component collapsed onto a point: a singularity of the likelihood, where the posterior has no mass) is no
+    place to start: they then start from the MAP estimate (``em_options``' starts and tolerances, MAP),
+    fitted here, and say so (a warning, and their ``reference`` attribute).
     """
-    reference = {name: value.values for name, value in result[EM_ESTIMATE].data_vars.items()}
+    source = result
+    if result["em"].attrs.get("method") == "mle" and int(result["em"].attrs.get("degenerate", 0)) and any(
+            m in ("mcmc", "advi") for m in methods):
+        options = em_options or EMOptions()  # on the rows in memory: a Dask fit's k-means|| is the portfolio here
+        options = replace(options, map=True, init=PORTFOLIO if options.init == SCALABLE_KMEANS else options.init)
+        source = _fit_em(model, data, "map", seed, result.attrs.get("data_name", "data"), options)
+        warnings.warn(
+            "the MLE in /em is degenerate (a component collapsed onto a point, a singularity of the likelihood, "
+            "where the posterior has no mass): MCMC and ADVI start from, and are labelled after, the MAP estimate "
+            f"instead (log posterior {float(source['em'].attrs['log_posterior']):.4f}, fitted for them; "
+            "method='map' puts it in /em)", DegenerateComponentWarning, stacklevel=3)
+        stated = {**(stated or {}), "reference": "the MAP estimate (the MLE in /em is degenerate)"}
+    reference = {name: value.values for name, value in source[EM_ESTIMATE].data_vars.items()}
     for sampling in (m for m in methods if m in ("mcmc", "advi")):
         engine_options = dict(routed[sampling])
         if engine_options.get("starts") == "em-optima":
             # a chain per optimum, cycled, for NUTS; an ADVI fit from every distinct optimum
             limit = engine_options.get("chains", 4) if sampling == "mcmc" else None
-            engine_options["starts"] = _em_optima(model, data, result, limit)
+            engine_options["starts"] = _em_optima(model, data, source, limit)
         groups = _engine(sampling)(model, data, reference, random_seed=_method_seed(seed, sampling),
                                    **engine_options)
         if routed[sampling].get("starts") == "em-optima":
@@ -372,13 +388,13 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
               "data": f"the posterior given a uniform sample of {sample.n_obs} of the {validated.n_obs} rows "
                       "(Dask input; /observed_data), not given every row"}
     on_sample = [m for m in methods if not (streamed and m == "advi")]
-    result = _fit_sampling(model, sample, result, on_sample, routed, seed, stated)
+    result = _fit_sampling(model, sample, result, on_sample, routed, seed, stated, options)
     if streamed:
         stated = {"subsample_rows": sample.n_obs, "n_obs": validated.n_obs,
                   "data": f"the posterior given all {validated.n_obs} rows (Dask input; minibatches streamed from "
                           f"the blocks); log-likelihood and responsibilities of the uniform sample of {sample.n_obs} "
                           "rows in /observed_data"}
-        result = _fit_sampling(model, sample, result, ["advi"], routed, seed, stated)
+        result = _fit_sampling(model, sample, result, ["advi"], routed, seed, stated, options)
     return _with_units(result, units)
 
 

@@ -271,3 +271,20 @@ def test_fits_from_several_starts_share_one_step_function_and_match_separate_pm_
         assert fit["check"].learning_rates == check.learning_rates
         for name, value in advi._draws(model, data, approx, 5, draw_seed).items():
             np.testing.assert_array_equal(fit["draws"][name], value)
+
+
+@pytest.mark.slow
+def test_a_degenerate_mle_is_no_start_the_map_is_and_the_run_says_so():
+    # rounded data: the MLE's components collapse onto the values (a singularity, no posterior mass there);
+    # ADVI started there settled at an ELBO near -7e22 with variances of 1e-24
+    values = np.round(np.random.default_rng(0).normal(0, 1, 60), 0)
+    model = mixflow.GaussianMixture(4)
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"the MLE in /em is degenerate .*MCMC and ADVI "
+                                                                r"start from, and are labelled after, the MAP"):
+        tree = mixflow.fit(model, values, method=["em", "advi"], random_seed=0, draws=50, progressbar=False)
+    assert tree["em"].attrs["method"] == "mle" and tree["em"].attrs["degenerate"] == 1
+    assert tree["advi"].attrs["reference"] == "the MAP estimate (the MLE in /em is degenerate)"
+    reference = mixflow.fit(model, values, method="map", random_seed=0)["em/estimate"]
+    assert tree["advi"].attrs["final_elbo"] > -100  # the MAP's log posterior is 20.37
+    covariance = tree["advi/posterior"]["covariance"].mean(("chain", "draw")).values.ravel()
+    assert covariance.min() > 0.1 * reference["covariance"].values.min()  # the MAP's: about 2e-3 on the values

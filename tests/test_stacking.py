@@ -142,6 +142,33 @@ def test_30_draws_get_psis_loo_and_arviz_stats_threshold_of_k(shape):
     assert good_k == pytest.approx(min(1 - 1 / np.log10(n_draws), 0.7), rel=1e-12)  # 0.32 at 30 draws, 0.7 at 2000
 
 
+def test_an_observation_constant_over_the_draws_has_its_value_as_loo_and_leaves_psis_to_the_others():
+    # chains that never moved an observation's likelihood (a component stuck on a point) gave arviz_stats'
+    # "All tail values are the same" for the whole fit
+    rng = np.random.default_rng(5)
+    log_likelihood = rng.normal(-2.0, 0.5, (2, 300, 6))
+    posterior = _posterior(log_likelihood)
+    with_constant = np.insert(log_likelihood, 2, -3.25, axis=2)
+    elpd, max_k, good_k = loo_pointwise(with_constant, posterior)
+    alone = loo_pointwise(log_likelihood, posterior)
+    assert elpd[2] == pytest.approx(-3.25, rel=1e-14)
+    np.testing.assert_allclose(np.delete(elpd, 2), alone[0], rtol=1e-14)
+    assert (max_k, good_k) == alone[1:]
+    every = np.full((2, 300, 3), -1.5)
+    elpd, max_k, good_k = loo_pointwise(every, posterior)
+    np.testing.assert_allclose(elpd, -1.5, rtol=1e-14)
+    assert np.isnan(max_k) and np.isnan(good_k)
+
+
+def test_draws_stuck_on_a_few_values_get_importance_sampling_loo_and_no_reliable_shape():
+    rng = np.random.default_rng(6)
+    log_likelihood = rng.normal(-2.0, 0.5, (2, 300, 4))
+    log_likelihood[:, 50:, 1] = -5.0  # the largest ratios of observation 1 all equal
+    elpd, max_k, good_k = loo_pointwise(log_likelihood, _posterior(log_likelihood))
+    np.testing.assert_allclose(elpd, importance_loo(log_likelihood), rtol=1e-12)
+    assert np.isnan(max_k) and np.isnan(good_k)
+
+
 @pytest.fixture(scope="module")
 def two_mode_draws(two_groups_map_fit):
     return two_groups_map_fit[:3]

@@ -111,20 +111,32 @@ def loo_pointwise(log_likelihood: np.ndarray, posterior: dict) -> tuple[np.ndarr
     good_k : float
         arviz_stats' threshold of the Pareto shape for these draws, ``min(1 - 1 / log10(S), 0.7)``
         (NaN without PSIS).
+
+    An observation whose log-likelihood is the same in every draw (chains that did not move it) has that value
+    as its LOO density exactly, and no tail for PSIS to fit: it is left out of PSIS and of the largest shape.
+    Draws whose largest ratios are all equal otherwise (chains stuck on a few values) give plain importance
+    sampling and NaN shapes: not reliable.
     """
     import arviz_stats as azs
 
     if log_likelihood.shape[0] * log_likelihood.shape[1] < PSIS_MIN_DRAWS:
         return importance_loo(log_likelihood), float("nan"), float("nan")
+    elpd = importance_loo(log_likelihood)  # exact where the log-likelihood is constant over the draws
+    varies = np.ptp(log_likelihood.reshape(-1, log_likelihood.shape[-1]), axis=0) > 0
+    if not varies.any():
+        return elpd, float("nan"), float("nan")
     tree = xr.DataTree.from_dict({
         "posterior": xr.Dataset({name: (dims, value) for name, (dims, value) in posterior.items()}),
-        "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), log_likelihood)}),
+        "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), log_likelihood[..., varies])}),
     })
     with warnings.catch_warnings():  # the Pareto shapes are returned and recorded instead
         warnings.simplefilter("ignore")
-        result = azs.loo(tree, pointwise=True, var_name="x")
-    return (np.asarray(result.elpd_i.values, dtype=float), float(np.nanmax(result.pareto_k.values)),
-            float(result.good_k))
+        try:
+            result = azs.loo(tree, pointwise=True, var_name="x")
+        except ValueError:  # a tail of equal values (draws stuck on a few values): no shape to fit, none reliable
+            return elpd, float("nan"), float("nan")
+    elpd[varies] = np.asarray(result.elpd_i.values, dtype=float)
+    return elpd, float(np.nanmax(result.pareto_k.values)), float(result.good_k)
 
 
 def combined_draws(draws: dict, chain_mode: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> dict:
