@@ -276,22 +276,32 @@ def _higher(value: float, than: float) -> bool:
     return bool(value > than + (_SAME_VALUE * abs(than) if np.isfinite(than) else 0.0))
 
 
-def _maxima_found(runs: list[Run], restarts: dict, best_index: int, within: float) -> tuple[int, int]:
+def _maxima_found(runs: list[Run], restarts: dict, best_index: int, within: float,
+                  short_within: float | None = None) -> tuple[int, int]:
     """How many converged runs of the best one's tier ended at its maximum, and how many distinct maxima they found.
 
-    Sorted final objectives closer than ``within`` (the stopping threshold) to their neighbour are one maximum.
-    A best maximum that one run found among several maxima says that other seeds or more starts may find a
-    higher one.
+    The runs continued to convergence, and (``short_within`` given: the short runs were on the same data) the
+    short runs of the screening that stopped by their own looser rule, within ``short_within`` of a maximum: on
+    an easy likelihood the screening stops early and continues one run, and the short runs are then all that
+    saw the other maxima. Sorted final objectives closer than the larger of two neighbours' thresholds
+    (``within``, the stopping threshold, for a continued run) are one maximum. A best maximum that one run
+    found among several maxima says that other seeds or more starts may find a higher one.
     """
     converged = np.array([run.converged for run in runs])  # a run stopped at max_iter has reached no maximum
-    same = restarts["continued"] & converged & (restarts["degenerate"] == restarts["degenerate"][best_index]) & \
+    continued = np.asarray(restarts["continued"], dtype=bool)
+    counted = continued if short_within is None else np.ones(len(runs), dtype=bool)
+    same = counted & converged & (restarts["degenerate"] == restarts["degenerate"][best_index]) & \
         (restarts["spurious"] == restarts["spurious"][best_index])  # the best one's tier
-    finals = np.sort(np.array([run.history_objective[-1] for run in runs])[same])
-    finals = finals[np.isfinite(finals)]
+    finals = np.array([run.history_objective[-1] for run in runs])
+    reach = np.where(continued, within, within if short_within is None else short_within)
+    order = np.argsort(finals[same], kind="stable")
+    finals, reach = finals[same][order], reach[same][order]
+    kept = np.isfinite(finals)
+    finals, reach = finals[kept], reach[kept]
     if finals.size == 0:
         return 0, 0
-    # neighbours closer than ``within`` are one maximum; the best run's is the one holding the value nearest it
-    maximum = np.concatenate([[0], np.cumsum(np.diff(finals) > within)])
+    # neighbours closer than either's threshold are one maximum; the best run's is the one holding the value nearest it
+    maximum = np.concatenate([[0], np.cumsum(np.diff(finals) > np.maximum(reach[1:], reach[:-1]))])
     best = maximum[np.argmin(np.abs(finals - runs[best_index].history_objective[-1]))]
     return int(np.sum(maximum == best)), int(maximum[-1] + 1)
 
@@ -876,7 +886,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
                       f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
                       "method='map', or trim=... to drop it.", DegenerateComponentWarning, stacklevel=3)
     n_active = active.size
-    n_at_best, n_maxima = _maxima_found(runs, restarts, best_index, options.tol * total)
+    short_within = max(SHORT_TOL, options.tol) * total if sample.n_obs == prepared.n_obs else None  # same rows
+    n_at_best, n_maxima = _maxima_found(runs, restarts, best_index, options.tol * total, short_within)
     n_parameters = model.n_parameters(data.n_features, n_active)
     bic = -2 * log_likelihood + n_parameters * np.log(total)
     attrs = {

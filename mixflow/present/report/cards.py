@@ -223,9 +223,13 @@ def fit_findings(tree, selection: pd.DataFrame | None = None, table: pd.DataFram
 
 
 def _converged_finals(stats) -> np.ndarray:
-    """Final objectives of the restarts run to convergence (not short runs, nor stopped at max_iter), not degenerate."""
+    """Final objectives of the restarts that settled and are not degenerate: the runs ``n_maxima`` counts.
+
+    Those continued to convergence and the short runs stopped by the screening's rule (not those stopped at
+    max_iter).
+    """
     keep = np.ones(stats.sizes["restart"], dtype=bool)
-    for name, wanted in (("continued", True), ("converged", True), ("degenerate", False)):
+    for name, wanted in (("converged", True), ("degenerate", False)):
         if name in stats:
             keep &= stats[name].values == wanted
     return stats["final_objective"].values[keep]
@@ -325,8 +329,13 @@ def _em_findings(tree) -> list[tuple[str, str]]:
         findings.append(("bad", "EM: every restart ended degenerate (a component collapsed or emptied); the "
                                 "estimate is one of them. Prefer method='map' or fewer components."))
     if len(finals) > 1 and np.ptp(finals) > 1e-3 * max(1.0, abs(np.nanmax(finals))):
+        reached = (f" (the runs reached {attrs['n_maxima']} maxima, {attrs['n_runs_at_best']} of them the best)"
+                   if "n_maxima" in attrs else "")
+        once = ("; one run reached it: other seeds or more starts (n_init) may find a higher one"
+                if attrs.get("n_runs_at_best") == 1 else "")
         findings.append(("warn", f"EM restarts reached different optima (objective from {np.nanmin(finals):.6g} "
-                                 f"to {np.nanmax(finals):.6g}): the likelihood is multimodal; the best is kept."))
+                                 f"to {np.nanmax(finals):.6g}): the likelihood is multimodal; the best is kept"
+                                 f"{reached}{once}."))
     return findings
 
 
