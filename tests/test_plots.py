@@ -156,3 +156,14 @@ def test_posteriors_of_a_four_dimensional_full_covariance_fit_get_every_panel():
                              n_replicates=5, random_seed=1)
     figure = plots.plot_posteriors(tree)  # 3 weights + 12 means + 30 covariance elements > ArviZ's 40
     assert sum(axis.has_data() for axis in figure.axes) == 45
+
+
+def test_trace_of_every_parameter_beyond_twenty_rows_asks_for_var_names_and_draws_what_is_named(tmp_path):
+    # 4 features, full covariances: more rows than ArviZ's 40 subplots, whose own error named no argument
+    tree = make_container(("em", "mcmc"), d=4, draws=10)
+    with pytest.raises(mixflow.InputError, match=r"var_names: expected the parameters to trace .*got None, which asks "
+                                                  r"for every parameter: \d+ rows here, more than 20; e\.g\. "
+                                                  r"var_names=\['weights'\]"):
+        plots.plot_trace(tree)
+    figure = plots.plot_trace(tree, var_names=["weights", "mu", "covariance"], path=tmp_path / "trace.png")
+    assert len(figure.axes) > 40

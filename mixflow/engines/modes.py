@@ -183,7 +183,8 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the mode) (mode), the
         posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights`` (mode, component))
         and ``lpd_loo`` (obs, mode); attrs ``n_modes``, ``em_mode`` (-1: none) and ``dominant_mode`` (-1:
-        none has weight above :data:`DOMINANT_WEIGHT`, or a mode was left out of the stacking). With one mode its
+        one mode only, with nothing to dominate, none has weight above :data:`DOMINANT_WEIGHT`, or a mode was left
+        out of the stacking). With one mode its
         weight is 1 (nothing to stack), and its LOO is the model's (as ArviZ's ``loo`` of the draws gives it).
     """
     n_modes = int(chain_mode.max()) + 1

@@ -45,6 +45,11 @@ __all__ = [
 ]
 
 
+#: plot_trace of every parameter (``var_names=None``) draws at most this many rows (ArviZ's default limit of
+#: subplots, two per row); asked for by name, every element gets its row
+TRACE_ROWS = 20
+
+
 def check_var_names(tree, var_names) -> list[str]:
     """The parameters to plot: all by default; unknown names raise naming the known ones."""
     names = parameter_names(tree)
@@ -348,9 +353,13 @@ def plot_trace(tree, *, var_names=None, method: str = "mcmc", path=None) -> Figu
     path, names, data = _chain_plot_inputs(tree, var_names, method, path)
     n_rows = sum(int(np.prod([size for dim, size in da.sizes.items() if dim not in ("chain", "draw")]))
                  for da in data["posterior"].to_dataset().data_vars.values())
-    plot_collection = azp.plot_trace_dist(data, var_names=names, compact=False,
-                                          figure_kwargs={"figsize": (11, 1.5 * n_rows + 0.5),
-                                                         "layout": "constrained"})
+    _require(var_names is not None or n_rows <= TRACE_ROWS,
+             f"var_names: expected the parameters to trace (a row of two panels per element), got None, which asks "
+             f"for every parameter: {n_rows} rows here, more than {TRACE_ROWS}; e.g. var_names={[names[0]]!r}")
+    with rc_context({"plot.max_subplots": None}):  # every element asked for gets its row
+        plot_collection = azp.plot_trace_dist(data, var_names=names, compact=False,
+                                              figure_kwargs={"figsize": (11, 1.5 * n_rows + 0.5),
+                                                             "layout": "constrained"})
     _unit_labels(plot_collection, ParameterUnits(tree))
     return finish(_figure_of(plot_collection), path)
 
