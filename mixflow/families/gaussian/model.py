@@ -11,9 +11,9 @@ from mixflow.data import Data
 from mixflow.errors import InputError
 from mixflow.families import sampling
 from mixflow.families.base import (
+    SEPARATED_MARGIN,
     SEPARATED_QUANTILE,
     SEPARATED_RATIO,
-    SEPARATED_SIZE,
     SPURIOUS_RATIO,
     SPURIOUS_SIZE,
     MixtureModel,
@@ -307,8 +307,8 @@ class GaussianMixture(MixtureModel):
                 "sec. 3.10), with fewer observations than its covariance needs, or fewer than "
                 f"{SPURIOUS_SIZE} times that, no more than another component, and at most {SPURIOUS_RATIO:g} as wide "
                 "as another component in its narrowest direction, and not a group lying apart from the others (its "
-                f"mean outside their {SEPARATED_QUANTILE:.1%} ellipsoids, at least {SEPARATED_SIZE} times the "
-                "observations its covariance needs)")
+                f"mean outside their {SEPARATED_QUANTILE:.1%} ellipsoids, at least {SEPARATED_MARGIN} observation "
+                "more than its covariance needs)")
 
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components (:func:`~mixflow.families.base.spurious_rule`); none for a tied covariance.
@@ -329,7 +329,7 @@ class GaussianMixture(MixtureModel):
         # the separation decides only for a small component narrow enough to be spurious and large and wide
         # enough to be a group (see spurious_rule); the others' verdicts do not depend on it
         open_question = small[(ratios[small] < SPURIOUS_RATIO) & (ratios[small] >= SEPARATED_RATIO)
-                              & (counts[small] >= SEPARATED_SIZE * needed)]
+                              & (counts[small] >= needed + SEPARATED_MARGIN)]
         separated = np.zeros(counts.shape, dtype=bool)
         if open_question.size:
             separated = gn.separations(self.covariance, params["mu"], dispersion, open_question) > \
