@@ -139,6 +139,30 @@ def _check_selection(table, tree, path: str) -> None:
         raise InputError(f"--selection: expected the choice-of-K table of this fit's data, got one computed from "
                          f"{n:.6g} observations where this fit has {attrs['n_observations']:.6g} (another data set; "
                          f"{path!r})")
+    one = _one_component_log_likelihoods(tree) if 1 in table.index else None
+    listed = float(table.loc[1, "log_likelihood"]) if one is not None else math.nan
+    if math.isfinite(listed) and not any(abs(listed - value) <= 1e-6 * max(1.0, abs(value)) for value in one):
+        raise InputError(f"--selection: expected the choice-of-K table of this fit's data, got one whose K=1 fit has "
+                         f"log-likelihood {listed:.6g} where this fit's data give {one[0]:.6g} (MLE) or {one[1]:.6g} "
+                         f"(MAP): another data set of as many observations ({path!r})")
+
+
+def _one_component_log_likelihoods(tree) -> tuple[float, float] | None:
+    """The log-likelihoods of the MLE and MAP fits of one component to the fit's data: a check of a table's K=1 row.
+
+    One component has one maximum, whatever the start; None for a result holding a sample of the rows (Dask).
+    """
+    from mixflow.container.layout import OBSERVED_DATA
+    from mixflow.container.read import fitted_model, observed_data
+    from mixflow.engines.em import EMOptions, fit_em
+
+    if "sample" in tree[OBSERVED_DATA].attrs:
+        return None
+    model, data = fitted_model(tree, 1), observed_data(tree)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tuple(float(fit_em(model, data, EMOptions(map=map_fit, n_init=1), 0)["attrs"]["log_likelihood"])
+                     for map_fit in (False, True))
 
 
 def _show(args) -> int:

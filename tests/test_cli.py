@@ -198,6 +198,13 @@ def test_report_refuses_a_choice_of_k_table_of_another_model_or_data_set(galaxie
     other.to_csv(tmp_path / "other.csv", index=False)
     assert main(["report", str(container), "--selection", str(tmp_path / "other.csv")]) == 2
     assert "got one computed from 100 observations where this fit has 82 (another data set" in capsys.readouterr().err
+    # as many observations, the same model, but the K=1 fit (one maximum) of other data: a table of other data
+    table.assign(log_likelihood=np.where(table["k"] == 1, table["log_likelihood"] - 5.0, table["log_likelihood"])
+                 ).to_csv(tmp_path / "same_size.csv", index=False)
+    assert main(["report", str(container), "--selection", str(tmp_path / "same_size.csv")]) == 2
+    one = float(table.loc[table["k"] == 1, "log_likelihood"].iloc[0])
+    assert (f"--selection: expected the choice-of-K table of this fit's data, got one whose K=1 fit has log-likelihood "
+            f"{one - 5.0:.6g} where this fit's data give ") in capsys.readouterr().err
     table[table["k"] != k].to_csv(tmp_path / "without.csv", index=False)
     assert main(["report", str(container), "--selection", str(tmp_path / "without.csv")]) == 2
     assert f"--selection: expected a choice-of-K table with a row for this fit's K={k}, got one of K=" in \
