@@ -123,12 +123,18 @@ class Prepared:
 #: than another component by a Hathaway ratio below ``SPURIOUS_RATIO``, is spurious (:func:`spurious_rule`).
 SPURIOUS_RATIO = 5e-3
 SPURIOUS_SIZE = 5
-#: A small narrow component of at least ``SEPARATED_MARGIN`` observations more than its dispersion needs, and a
-#: Hathaway ratio of at least ``SEPARATED_RATIO``, is a group, not spurious, when its mean lies outside every
-#: other component's ellipsoid of probability ``SEPARATED_QUANTILE`` (:func:`spurious_rule`).
-SEPARATED_MARGIN = 1
+#: A small narrow component whose mean lies outside every other component's ellipsoid of probability
+#: ``SEPARATED_QUANTILE`` is a group, not spurious, when it holds at least ``SEPARATED_SIZE`` times the
+#: observations its dispersion needs and has a Hathaway ratio of at least ``SEPARATED_RATIO``, or at least
+#: ``SEPARATED_MARGIN`` observations more than it needs and a ratio of at least ``SMALL_GROUP_RATIO``
+#: (:func:`spurious_rule`).
+SEPARATED_SIZE = 2
 SEPARATED_RATIO = 1e-6
+SEPARATED_MARGIN = 1
+SMALL_GROUP_RATIO = 1e-3
 SEPARATED_QUANTILE = 0.999
+#: relative rounding of a count (weight times the number of observations) compared with a whole threshold
+_COUNT_ROUNDING = 1e-9
 
 
 def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
@@ -151,10 +157,12 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
 
     A small narrow component is nonetheless a group when it is ``separated`` (its mean outside every other
     component's ellipsoid of probability :data:`SEPARATED_QUANTILE`: a slice of another component, which a
-    spurious one often is, lies inside it), holds at least :data:`SEPARATED_MARGIN` observation more than
-    ``needed`` (so that its dispersion is not merely determined by its points), and is narrower than the others
-    by a ratio of at least :data:`SEPARATED_RATIO` (a factor of 1000 in sd): a tight cluster far from the rest,
-    of 2% of the data or of five points, is what a mixture is for, while a component flatter than
+    spurious one often is, lies inside it), holds at least :data:`SEPARATED_SIZE` times ``needed`` and is
+    narrower than the others by a ratio of at least :data:`SEPARATED_RATIO` (a factor of 1000 in sd), or holds
+    at least :data:`SEPARATED_MARGIN` observation more than ``needed`` (so that its dispersion is not merely
+    determined by its points) and has a ratio of at least :data:`SMALL_GROUP_RATIO` (a few points are a group
+    when they are not also flat: five points near a line far away stay spurious): a tight cluster far from
+    the rest, of 2% of the data or of five round points, is what a mixture is for, while a component flatter than
     that (points within 1e-4 of a line, say: a ratio of 1e-8) is spurious wherever it lies, as is a component
     of fewer observations than ``needed``. The component holding more observations than every other is never
     spurious by its ratio: on small data (17 rows, say) it is "small" by ``SPURIOUS_SIZE``, and narrow against
@@ -182,7 +190,9 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
     others = np.array([np.delete(counts, h).max(initial=-np.inf) for h in range(counts.size)])
     bulk = counts > others  # more observations than every other component: the fit's bulk, not a few points
     group = np.zeros(counts.shape, dtype=bool) if separated is None else (
-        np.asarray(separated, dtype=bool) & (counts >= needed + SEPARATED_MARGIN) & (ratios >= SEPARATED_RATIO))
+        np.asarray(separated, dtype=bool) & (counts >= (needed + SEPARATED_MARGIN) * (1 - _COUNT_ROUNDING))
+        & (ratios >= np.where(counts >= SEPARATED_SIZE * needed * (1 - _COUNT_ROUNDING), SEPARATED_RATIO,
+                              SMALL_GROUP_RATIO)))
     flags = (counts < needed) | (small & (ratios < SPURIOUS_RATIO) & ~group & ~bulk)
     return [(int(h), float(counts[h]), float(ratios[h])) for h in np.flatnonzero(flags)]
 

@@ -14,6 +14,8 @@ from mixflow.families.base import (
     SEPARATED_MARGIN,
     SEPARATED_QUANTILE,
     SEPARATED_RATIO,
+    SEPARATED_SIZE,
+    SMALL_GROUP_RATIO,
     SPURIOUS_RATIO,
     SPURIOUS_SIZE,
     MixtureModel,
@@ -307,8 +309,9 @@ class GaussianMixture(MixtureModel):
                 "sec. 3.10), with fewer observations than its covariance needs, or fewer than "
                 f"{SPURIOUS_SIZE} times that, no more than another component, and at most {SPURIOUS_RATIO:g} as wide "
                 "as another component in its narrowest direction, and not a group lying apart from the others (its "
-                f"mean outside their {SEPARATED_QUANTILE:.1%} ellipsoids, at least {SEPARATED_MARGIN} observation "
-                "more than its covariance needs)")
+                f"mean outside their {SEPARATED_QUANTILE:.1%} ellipsoids, with at least {SEPARATED_SIZE} times the "
+                f"observations its covariance needs, or {SEPARATED_MARGIN} more than it needs and at least "
+                f"{SMALL_GROUP_RATIO:g} as wide as the others)")
 
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components (:func:`~mixflow.families.base.spurious_rule`); none for a tied covariance.
@@ -329,7 +332,7 @@ class GaussianMixture(MixtureModel):
         # the separation decides only for a small component narrow enough to be spurious and large and wide
         # enough to be a group (see spurious_rule); the others' verdicts do not depend on it
         open_question = small[(ratios[small] < SPURIOUS_RATIO) & (ratios[small] >= SEPARATED_RATIO)
-                              & (counts[small] >= needed + SEPARATED_MARGIN)]
+                              & (counts[small] >= (needed + SEPARATED_MARGIN) * (1 - 1e-9))]
         separated = np.zeros(counts.shape, dtype=bool)
         if open_question.size:
             separated = gn.separations(self.covariance, params["mu"], dispersion, open_question) > \
