@@ -405,8 +405,8 @@ def test_the_maxima_the_short_runs_saw_are_counted_when_one_run_is_continued():
     from mixflow.present.report.cards import _em_findings
 
     assert ("warn", "EM restarts reached different optima (objective from -755.567 to -752.164): the likelihood is "
-                    f"multimodal; the best is kept (the runs reached 2 maxima, {attrs['n_runs_at_best']} of them the "
-                    "best).") in _em_findings(tree)
+                    f"multimodal; the best is kept (the runs reached 2 maxima; {attrs['n_runs_at_best']} of them "
+                    "reached the best).") in _em_findings(tree)
 
 
 def test_runs_stopped_at_max_iter_reached_no_maximum():

@@ -121,8 +121,10 @@ def loo_pointwise(log_likelihood: np.ndarray, posterior: dict) -> tuple[np.ndarr
 
     if log_likelihood.shape[0] * log_likelihood.shape[1] < PSIS_MIN_DRAWS:
         return importance_loo(log_likelihood), float("nan"), float("nan")
-    elpd = importance_loo(log_likelihood)  # exact where the log-likelihood is constant over the draws
-    varies = np.ptp(log_likelihood.reshape(-1, log_likelihood.shape[-1]), axis=0) > 0
+    with np.errstate(invalid="ignore"):  # exact where the log-likelihood is constant over the draws
+        elpd = importance_loo(log_likelihood)
+        # NaN or infinite values are not constant: PSIS sees them, as before
+        varies = ~(np.ptp(log_likelihood.reshape(-1, log_likelihood.shape[-1]), axis=0) == 0)
     if not varies.any():
         return elpd, float("nan"), float("nan")
     tree = xr.DataTree.from_dict({

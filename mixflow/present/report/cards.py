@@ -10,7 +10,15 @@ import json
 import numpy as np
 import pandas as pd
 
-from mixflow.container.layout import DRAW_GROUPS, EM_BOOTSTRAP, EM_SAMPLE_STATS, MCMC, RUN_WARNINGS, group
+from mixflow.container.layout import (
+    DRAW_GROUPS,
+    EM_BOOTSTRAP,
+    EM_SAMPLE_STATS,
+    MCMC,
+    OBSERVED_DATA,
+    RUN_WARNINGS,
+    group,
+)
 from mixflow.container.read import available_methods, has_group
 from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
@@ -222,16 +230,24 @@ def fit_findings(tree, selection: pd.DataFrame | None = None, table: pd.DataFram
     return [f for f in diagnostics(tree, table) if f[0] != "ok"] + selection_findings(selection, tree)
 
 
-def _converged_finals(stats) -> np.ndarray:
-    """Final objectives of the restarts that settled and are not degenerate: the runs ``n_maxima`` counts.
+def _converged_finals(tree) -> np.ndarray:
+    """Final objectives of the restarts that settled, of the estimate's kind: the runs ``n_maxima`` counts.
 
-    Those continued to convergence and the short runs stopped by the screening's rule (not those stopped at
-    max_iter).
+    Those continued to convergence and, when the short runs were on the same rows (not a Dask fit's sample, whose
+    objective is another sum), those stopped by the screening's rule; not those stopped at max_iter; degenerate
+    and spurious as the estimate's restart is.
     """
+    stats = tree[EM_SAMPLE_STATS].to_dataset()
     keep = np.ones(stats.sizes["restart"], dtype=bool)
-    for name, wanted in (("converged", True), ("degenerate", False)):
+    best = int(tree["em"].attrs.get("best_restart", -1))
+    wanted = {"converged": True, "degenerate": False}
+    if "sample" in tree[OBSERVED_DATA].attrs:
+        wanted["continued"] = True
+    if 0 <= best < keep.size:  # the estimate's kind
+        wanted.update({name: bool(stats[name].values[best]) for name in ("degenerate", "spurious") if name in stats})
+    for name, value in wanted.items():
         if name in stats:
-            keep &= stats[name].values == wanted
+            keep &= stats[name].values == value
     return stats["final_objective"].values[keep]
 
 
@@ -324,18 +340,20 @@ def _em_findings(tree) -> list[tuple[str, str]]:
         findings.append(("warn", f"EM: components {pairs_text(pairs)} have the same "
                                  "parameters: the fit is one of fewer distinct components, with their likelihood; "
                                  "compare fewer components, or try more starts."))
-    finals = _converged_finals(tree[EM_SAMPLE_STATS].to_dataset()) if "sample_stats" in tree["em"].children else []
+    finals = _converged_finals(tree) if "sample_stats" in tree["em"].children else []
     if attrs.get("degenerate", 0):
         findings.append(("bad", "EM: every restart ended degenerate (a component collapsed or emptied); the "
                                 "estimate is one of them. Prefer method='map' or fewer components."))
-    if len(finals) > 1 and np.ptp(finals) > 1e-3 * max(1.0, abs(np.nanmax(finals))):
-        reached = (f" (the runs reached {attrs['n_maxima']} maxima, {attrs['n_runs_at_best']} of them the best)"
-                   if "n_maxima" in attrs else "")
-        once = ("; one run reached it: other seeds or more starts (n_init) may find a higher one"
-                if attrs.get("n_runs_at_best") == 1 else "")
+    if len(finals) > 1 and np.ptp(finals) > 1e-3 * max(1.0, abs(np.nanmax(finals))) and \
+            int(attrs.get("n_maxima", 2)) > 1:
+        at_best = int(attrs.get("n_runs_at_best", 0))
+        reached = "" if "n_maxima" not in attrs else (
+            f" (the runs reached {attrs['n_maxima']} maxima; {at_best} of them reached the best)" if at_best > 1 else
+            f" (the runs reached {attrs['n_maxima']} maxima; only one reached the best: other seeds or more starts "
+            "(n_init) may find a higher one)")
         findings.append(("warn", f"EM restarts reached different optima (objective from {np.nanmin(finals):.6g} "
                                  f"to {np.nanmax(finals):.6g}): the likelihood is multimodal; the best is kept"
-                                 f"{reached}{once}."))
+                                 f"{reached}."))
     return findings
 
 
