@@ -850,7 +850,8 @@ def test_the_report_compares_no_short_run_of_the_sample_with_the_whole_data_s_ma
     from mixflow.present.report.cards import _em_findings
 
     rng = np.random.default_rng(0)
-    x = np.vstack([rng.normal([0, 0], 1, (1500, 2)), rng.normal([4, 0], 1, (1500, 2)), rng.normal([0, 5], 1, (1000, 2))])
+    x = np.vstack([rng.normal([0, 0], 1, (1500, 2)), rng.normal([4, 0], 1, (1500, 2)),
+                   rng.normal([0, 5], 1, (1000, 2))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tree = mixflow.fit(mixflow.GaussianMixture(3), da.from_array(x, chunks=(1000, 2)), random_seed=0,

@@ -571,6 +571,10 @@ def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     assert "ADVI stacked over modes" in [text.get_text() for legend in figure.legends for text in legend.get_texts()]
     assert modes_sentence(tree, "advi").startswith(f"EM's MAP estimate lies in mode {em}, which carries 5")
     assert "one of comparable explanations" in modes_sentence(tree, "advi")
+    started = tree.copy()  # ADVI started from a MAP fit made for it (the MLE in /em degenerate): that is em_mode's
+    started["advi"].attrs["reference"] = "the MAP estimate (the MLE in /em is degenerate)"
+    assert modes_sentence(started, "advi").startswith("The MAP estimate the samplers started from (EM's MLE in /em "
+                                                      f"is degenerate) lies in mode {em}, which carries 5")
     section, problems = _modes_section(tree)  # the report's Modes section, for ADVI's modes
     assert problems == [] and "<table" in section and "data:image/png" in section
     assert "ADVI's fits (one from each starting point" in section and "<em>ADVI stacked over modes</em>" in section

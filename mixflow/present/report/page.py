@@ -437,32 +437,35 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
     weights = modes["weight"].values
     em_mode, dominant = int(modes.attrs.get("em_mode", -1)), int(modes.attrs.get("dominant_mode", -1))
     kind = str(tree["em"].attrs.get("method", "")).upper() if "em" in tree.children else "EM"
+    # the estimate the modes were matched against: /em's, or the MAP the samplers started from instead
+    subject = ("The MAP estimate the samplers started from (EM's MLE in /em is degenerate)"
+               if "reference" in tree[method].attrs else f"EM's {kind} estimate")
     left_out = left_out_modes(modes)
     if left_out and em_mode in left_out:
-        text = (f"EM's {kind} estimate lies in mode {em_mode}, which is left out of the stacking: its leave-one-out "
+        text = (f"{subject} lies in mode {em_mode}, which is left out of the stacking: its leave-one-out "
                 "densities are unusable (a PSIS-LOO Pareto k above 1), so how much of the posterior it holds is "
                 "unknown; more draws, or chains that move, say.")
     elif left_out:
-        text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
+        text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
                 f"weight of the modes stacked; mode(s) {', '.join(map(str, left_out))} were left out of the stacking "
                 "(a PSIS-LOO Pareto k above 1), so their weight, and how much of the posterior the estimate "
                 "describes, are unknown; more draws, or chains that move, say.")
     elif em_mode < 0:
         reached = "sampled" if method == "mcmc" else "reached"
-        text = (f"EM's {kind} estimate lies in none of the {weights.size} modes the {unit} found: it describes "
+        text = (f"{subject} lies in none of the {weights.size} modes the {unit} found: it describes "
                 f"no part of the posterior the {unit} {reached}, so report the modes (or their stacked draws) "
                 "instead.")
     elif abs(weights[em_mode] - 0.5) <= _COMPARABLE:  # about half: neither the main mode nor a minor one
-        text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
+        text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
                 "weight, about as much as the other modes together: the point estimate describes one of comparable "
                 "explanations; the stacked draws weigh them all.")
     elif weights[em_mode] > 0.5:
-        text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
+        text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
                 "weight: the point estimate describes the main mode")
         text += (", and the other modes are negligible." if dominant == em_mode else
                  f"; the other modes ({1 - weights[em_mode]:.0%}) are alternative explanations it does not show.")
     else:
-        text = (f"EM's {kind} estimate lies in mode {em_mode}, which carries only {weights[em_mode]:.0%} of the "
+        text = (f"{subject} lies in mode {em_mode}, which carries only {weights[em_mode]:.0%} of the "
                 "stacking weight: the point estimate describes a minor mode; the stacked draws weigh them all.")
     return text
 
