@@ -286,28 +286,42 @@ def _raise_caught(caught: list) -> None:
                                caught_warning.lineno, module=name, registry=registry, source=caught_warning.source)
 
 
+def _sampling_reference(model, data, result: xr.DataTree, methods, seed: int,
+                        em_options: EMOptions | None) -> tuple[xr.DataTree, dict]:
+    """The fit NUTS and ADVI start from, and what their attributes say of it: ``result``, or a MAP fit to ``data``.
+
+    A degenerate MLE (every restart had a component collapsed onto a point: a singularity of the likelihood,
+    where the posterior has no mass) is no place to start: they then start from the MAP estimate
+    (``em_options``' starts and tolerances, MAP), fitted here, and say so (a warning, and their ``reference``
+    attribute).
+    """
+    if not (result["em"].attrs.get("method") == "mle" and int(result["em"].attrs.get("degenerate", 0)) and any(
+            m in ("mcmc", "advi") for m in methods)):
+        return result, {}
+    options = em_options or EMOptions()
+    if not isinstance(data, ChunkedData):  # on rows in memory a Dask fit's k-means|| is the portfolio
+        options = replace(options, init=PORTFOLIO if options.init == SCALABLE_KMEANS else options.init)
+    source = _fit_em(model, data, "map", seed, result.attrs.get("data_name", "data"), replace(options, map=True))
+    warnings.warn(
+        "the MLE in /em is degenerate (a component collapsed onto a point, a singularity of the likelihood, "
+        "where the posterior has no mass): MCMC and ADVI start from, and are labelled after, the MAP estimate "
+        f"instead (log posterior {float(source['em'].attrs['log_posterior']):.4f}, fitted for them; "
+        "method='map' puts it in /em)", DegenerateComponentWarning, stacklevel=4)
+    return source, {"reference": "the MAP estimate (the MLE in /em is degenerate)"}
+
+
 def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict, seed: int,
-                  stated: dict | None = None, em_options: EMOptions | None = None) -> xr.DataTree:
+                  stated: dict | None = None, em_options: EMOptions | None = None,
+                  reference_fit: tuple | None = None) -> xr.DataTree:
     """``result`` with the groups of the sampling methods asked for (NUTS, ADVI), fitted to ``data``.
 
     They start from ``result``'s EM estimate, or with ``starts="em-optima"`` from the distinct maxima its
-    restarts found; ``stated`` is added to each method's attributes. A degenerate MLE (every restart had a
-    component collapsed onto a point: a singularity of the likelihood, where the posterior has no mass) is no
-    place to start: they then start from the MAP estimate (``em_options``' starts and tolerances, MAP),
-    fitted here, and say so (a warning, and their ``reference`` attribute).
+    restarts found; ``stated`` is added to each method's attributes. A degenerate MLE is no place to start:
+    they then start from a MAP fit (:func:`_sampling_reference`), ``reference_fit`` when given (made once for
+    several calls).
     """
-    source = result
-    if result["em"].attrs.get("method") == "mle" and int(result["em"].attrs.get("degenerate", 0)) and any(
-            m in ("mcmc", "advi") for m in methods):
-        options = em_options or EMOptions()  # on the rows in memory: a Dask fit's k-means|| is the portfolio here
-        options = replace(options, map=True, init=PORTFOLIO if options.init == SCALABLE_KMEANS else options.init)
-        source = _fit_em(model, data, "map", seed, result.attrs.get("data_name", "data"), options)
-        warnings.warn(
-            "the MLE in /em is degenerate (a component collapsed onto a point, a singularity of the likelihood, "
-            "where the posterior has no mass): MCMC and ADVI start from, and are labelled after, the MAP estimate "
-            f"instead (log posterior {float(source['em'].attrs['log_posterior']):.4f}, fitted for them; "
-            "method='map' puts it in /em)", DegenerateComponentWarning, stacklevel=3)
-        stated = {**(stated or {}), "reference": "the MAP estimate (the MLE in /em is degenerate)"}
+    source, said = reference_fit or _sampling_reference(model, data, result, methods, seed, em_options)
+    stated = {**(stated or {}), **said}
     reference = {name: value.values for name, value in source[EM_ESTIMATE].data_vars.items()}
     for sampling in (m for m in methods if m in ("mcmc", "advi")):
         engine_options = dict(routed[sampling])
@@ -388,13 +402,14 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
               "data": f"the posterior given a uniform sample of {sample.n_obs} of the {validated.n_obs} rows "
                       "(Dask input; /observed_data), not given every row"}
     on_sample = [m for m in methods if not (streamed and m == "advi")]
-    result = _fit_sampling(model, sample, result, on_sample, routed, seed, stated, options)
+    reference_fit = _sampling_reference(model, validated, result, methods, seed, options)  # on every row, once
+    result = _fit_sampling(model, sample, result, on_sample, routed, seed, stated, options, reference_fit)
     if streamed:
         stated = {"subsample_rows": sample.n_obs, "n_obs": validated.n_obs,
                   "data": f"the posterior given all {validated.n_obs} rows (Dask input; minibatches streamed from "
                           f"the blocks); log-likelihood and responsibilities of the uniform sample of {sample.n_obs} "
                           "rows in /observed_data"}
-        result = _fit_sampling(model, sample, result, ["advi"], routed, seed, stated, options)
+        result = _fit_sampling(model, sample, result, ["advi"], routed, seed, stated, options, reference_fit)
     return _with_units(result, units)
 
 
