@@ -1,6 +1,7 @@
 """The public entry points: ``fit``, then ``predict``, ``predict_proba``, ``score_samples``, ``sample``."""
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import sys
@@ -167,7 +168,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     max_iter : int, default 1000
         EM iterations per start: passes over the data, each SQUAREM extrapolation counting as one.
     trim : float, optional
-        Drop components whose weight falls below this threshold during EM.
+        Drop components whose weight falls below this threshold during EM; MCMC and ADVI then fit the
+        components EM kept (their attribute ``n_components`` says so).
     chunk_size : int, optional
         Rows per chunk of the E and M steps (default: about 4 MB of temporaries).
     accelerate : {"squarem"} or None, default "squarem"
@@ -323,6 +325,11 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
     source, said = reference_fit or _sampling_reference(model, data, result, methods, seed, em_options)
     stated = {**(stated or {}), **said}
     reference = {name: value.values for name, value in source[EM_ESTIMATE].data_vars.items()}
+    if reference["weights"].size != model.n_components:  # EM trimmed components: the model of those it kept
+        stated["n_components"] = (f"{reference['weights'].size}: the components EM kept (trim dropped "
+                                  f"{model.n_components - reference['weights'].size} of the {model.n_components} "
+                                  "declared)")
+        model = dataclasses.replace(model, n_components=reference["weights"].size)
     for sampling in (m for m in methods if m in ("mcmc", "advi")):
         engine_options = dict(routed[sampling])
         if engine_options.get("starts") == "em-optima":

@@ -288,3 +288,18 @@ def test_a_degenerate_mle_is_no_start_the_map_is_and_the_run_says_so():
     assert tree["advi"].attrs["final_elbo"] > -100  # the MAP's log posterior is 20.37
     covariance = tree["advi/posterior"]["covariance"].mean(("chain", "draw")).values.ravel()
     assert covariance.min() > 0.1 * reference["covariance"].values.min()  # the MAP's: about 2e-3 on the values
+
+
+@pytest.mark.slow
+def test_after_em_trimmed_components_advi_fits_the_components_it_kept():
+    # EM's trim dropped two of four components; ADVI was given the declared four and refused EM's estimate as
+    # its start ("reference['weights']: expected shape (4,), got (2,)")
+    values = np.round(np.random.default_rng(0).normal(0, 1, 60), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.DegenerateComponentWarning)
+        tree = mixflow.fit(mixflow.GaussianMixture(4), values, method=["em", "advi"], random_seed=0, trim=0.05,
+                           draws=50, progressbar=False)
+    assert tree["em/estimate"].sizes["component"] == 2
+    assert tree["advi/posterior"]["weights"].shape == (1, 50, 2)
+    assert tree["advi"].attrs["n_components"] == "2: the components EM kept (trim dropped 2 of the 4 declared)"
+    assert mixflow.predict_proba(tree, values[:3], method="advi").shape == (3, 2)
