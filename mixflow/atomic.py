@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -62,8 +63,11 @@ def atomic_write(path, write, *, expected_bytes: int | None = None, verify=None)
     pathlib.Path
     """
     path = Path(path)
+    if path.is_symlink():  # the link's target is written, as open() would, and the link kept
+        path = Path(os.path.realpath(path))
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no such directory to write into", str(path.parent))
+    _check_replaceable(path)
     with _termination_raises():
         temporary = None
         try:
@@ -86,6 +90,24 @@ def atomic_write(path, write, *, expected_bytes: int | None = None, verify=None)
             _remove(temporary)
             raise
     return path
+
+
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_replaceable(path: Path) -> None:
+    """Raise ``OSError`` unless ``path`` is absent or a regular file: the rename would put a file in its place."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
+    code = errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL
+    raise OSError(code, f"it is {kind}, not a file: mixflow writes a new file in place of a regular file only; "
+                        "choose a file name", str(path))
 
 
 def _is_temporary(name, path: Path) -> bool:

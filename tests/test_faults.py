@@ -5,6 +5,7 @@ import errno
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,36 @@ def test_an_empty_or_unverified_file_is_refused(tmp_path):
         atomic_write(path, lambda p: p.write_text("x"), verify=lambda p: False)
     assert path.read_text() == "previous"
     assert _leftovers(tmp_path) == []
+
+
+def test_a_device_node_or_named_pipe_is_never_replaced_by_a_file(tmp_path):
+    # the rename put a regular file in place of whatever the path named: mixflow.save(tree, "/dev/full") as root
+    # replaced the system's /dev/full
+    pipe = tmp_path / "report.html"
+    os.mkfifo(pipe)
+    with pytest.raises(OSError, match=r"it is a named pipe, not a file: .*choose a file name") as raised:
+        atomic_write(pipe, lambda p: p.write_text("x"))
+    assert raised.value.filename == str(pipe) and Path(pipe).is_fifo()
+    device = tmp_path / "full.nc"
+    try:  # a private copy of /dev/full (root only)
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    except PermissionError:
+        device = None
+    if device is not None:
+        with pytest.raises(OSError, match=r"it is a character device, not a file"):
+            atomic_write(device, lambda p: p.write_text("x"))
+        assert device.is_char_device()
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(IsADirectoryError, match="it is a directory"):
+        atomic_write(tmp_path, lambda p: p.write_text("x"))
+
+
+def test_a_symbolic_link_is_written_through_and_kept(tmp_path):
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "table.csv"
+    link.symlink_to(tmp_path / "real" / "table.csv")
+    atomic_write(link, lambda p: p.write_text("a\n1\n"))
+    assert link.is_symlink() and (tmp_path / "real" / "table.csv").read_text() == "a\n1\n"
 
 
 def test_free_space_is_checked_before_writing(tmp_path, monkeypatch):
