@@ -17,7 +17,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["atomic_write", "check_free_space", "file_mode"]
+__all__ = ["atomic_write", "check_free_space", "file_mode", "interrupts_deferred"]
 
 _HEADROOM = 1.25  # estimated size x this, plus _SLACK bytes, must be free before writing
 _SLACK = 1 << 20
@@ -127,6 +127,28 @@ def _flush(temporary: str) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """SIGINT during the block is held, and delivered to the handler it would have met when the block ends.
+
+    For work in HDF5 (writing or reading a container): a KeyboardInterrupt raised inside its callbacks or
+    destructors is swallowed ("Exception ignored in ..."), and the interrupt lost, the program going on as if
+    none had come. The block is short (one file's bytes), so the interrupt waits little.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        yield
+        return
+    previous, caught = signal.getsignal(signal.SIGINT), []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 class _Terminated(SystemExit):

@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,29 @@ def test_a_symbolic_link_is_written_through_and_kept(tmp_path):
     link.symlink_to(tmp_path / "real" / "table.csv")
     atomic_write(link, lambda p: p.write_text("a\n1\n"))
     assert link.is_symlink() and (tmp_path / "real" / "table.csv").read_text() == "a\n1\n"
+
+
+def test_an_interrupt_inside_hdf5_work_is_delivered_when_it_ends(tmp_path, faithful, monkeypatch):
+    # HDF5's callbacks and destructors swallow a KeyboardInterrupt ("Exception ignored in ..."): a Ctrl-C during
+    # mixflow.save was lost in 8 of 30 tries, save returning as if none had come
+    from mixflow.container import io
+
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful[["eruptions", "waiting"]], random_seed=1, n_init=1)
+    write = io._write_bytes
+
+    def swallowing(content, path):  # an interrupt arriving where HDF5 would swallow it
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        write(content, path)
+
+    monkeypatch.setattr(io, "_write_bytes", swallowing)
+    with pytest.raises(KeyboardInterrupt):
+        mixflow.save(tree, tmp_path / "fit.nc")
+    assert mixflow.load(tmp_path / "fit.nc").attrs["model"] == tree.attrs["model"]  # written whole, then said
+    assert _leftovers(tmp_path) == []
 
 
 def test_free_space_is_checked_before_writing(tmp_path, monkeypatch):

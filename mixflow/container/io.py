@@ -7,7 +7,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from mixflow.atomic import atomic_write
+from mixflow.atomic import atomic_write, interrupts_deferred
 from mixflow.container.migrate import migrate
 from mixflow.container.tree import as_container
 from mixflow.errors import InputError, InputTypeError
@@ -43,8 +43,10 @@ def save(tree: xr.DataTree, path) -> Path:
     # are written to disk, by Python, whose failures are OSErrors; free space for the estimated size is checked
     # first and the file is verified after.
     size = sum(node.to_dataset(inherit=False).nbytes for node in tree.subtree)
-    content = _netcdf_bytes(tree)
-    atomic_write(path, partial(_write_bytes, content), expected_bytes=max(size, len(content)), verify=_readable_hdf5)
+    with interrupts_deferred():  # HDF5's callbacks swallow a KeyboardInterrupt
+        content = _netcdf_bytes(tree)
+        atomic_write(path, partial(_write_bytes, content), expected_bytes=max(size, len(content)),
+                     verify=_readable_hdf5)
     return path
 
 
@@ -82,7 +84,7 @@ def load(path) -> xr.DataTree:
     if not path.is_file():
         raise FileNotFoundError(f"path: expected an existing mixflow results file, got {str(path)!r}")
     try:
-        with xr.open_datatree(path, engine="h5netcdf") as tree:
+        with interrupts_deferred(), xr.open_datatree(path, engine="h5netcdf") as tree:  # as in save
             tree = tree.load().copy()
     except PermissionError:
         raise
