@@ -69,9 +69,38 @@ def test_small_workflow_writes_its_outputs_and_is_reproducible(tmp_path, monkeyp
         if node.path == "/":  # only the creation time may differ
             ours.attrs.pop("created_at"), theirs.attrs.pop("created_at")
         assert ours.identical(theirs), node.path
-    assert one.attrs["workflow_config_sha256"] == json.loads((tmp_path / "one" / "workflow.json").read_text())["sha256"]
+    resolved = json.loads((tmp_path / "one" / "workflow.json").read_text())
+    assert one.attrs["workflow_config_sha256"] == resolved["sha256"]
+    assert one.attrs["workflow_data_sha256"] == resolved["data_sha256"] == read_workflow(path).data_hash
     assert one.attrs["random_seed"] == 7
     assert not list((tmp_path / "one").glob(".*tmp"))
+
+
+def test_the_data_s_hash_tells_an_edited_csv_from_the_one_read_before(tmp_path):
+    # the configuration names the file, not its content: an edited CSV gave other results under the same hash
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30), "note": ["x"] * 30})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    path = write(tmp_path, """
+        name = "edited"
+        seed = 1
+
+        [data]
+        path = "d.csv"
+        columns = ["a", "b"]
+
+        [[models]]
+        family = "gaussian"
+        n_components = 2
+
+        [methods.em]
+        """)
+    first = read_workflow(path)
+    frame.assign(note="y").to_csv(tmp_path / "d.csv", index=False)  # a column not fitted
+    assert read_workflow(path).data_hash == first.data_hash and len(first.data_hash) == 64
+    frame.assign(b=frame["b"].where(frame.index != 7, 0.5)).to_csv(tmp_path / "d.csv", index=False)
+    edited = read_workflow(path)
+    assert edited.data_hash != first.data_hash and edited.config_hash == first.config_hash
 
 
 def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):

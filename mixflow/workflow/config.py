@@ -119,6 +119,21 @@ class Workflow:
         """SHA-256 of the resolved configuration (recorded in every container)."""
         return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()
 
+    @property
+    def data_hash(self) -> str | None:
+        """SHA-256 of the data the models are fitted to: the columns read, weights and labels, with the row index.
+
+        The configuration names a file, not its content: a CSV edited between two runs of one workflow gives
+        other results under the same configuration hash, and this one tells them apart. None for data read
+        lazily with Dask (hashing them would be a pass over every block).
+        """
+        if self.large:
+            return None
+        used = list(dict.fromkeys([*self.columns, *(c for c in (self.weights, self.labels) if c is not None)]))
+        rows = pd.util.hash_pandas_object(self.data[used], index=True).to_numpy()
+        names = json.dumps([str(c) for c in used]).encode()
+        return hashlib.sha256(names + rows.tobytes()).hexdigest()
+
 
 class _Locator:
     """Find the line of a key (inside a section) in the TOML text, and collect the errors found."""

@@ -273,7 +273,8 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
     # can remove those it does not write again (see _remove_stale)
     outputs = [Path(os.path.relpath(Path(path).absolute(), out.absolute())).as_posix() for path in written]
     outputs += ["workflow.json", "run.log"]
-    resolved = {"config": workflow.config, "sha256": workflow.config_hash, "outputs": outputs}
+    resolved = {"config": workflow.config, "sha256": workflow.config_hash, "data_sha256": workflow.data_hash,
+                "outputs": outputs}
     written.append(atomic_write(out / "workflow.json",
                                 lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable))))
 
@@ -350,6 +351,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
         raise workflow.model_error(i, f"the fit of K={k} failed: {error}") from error
     tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
                        "workflow_config_sha256": workflow.config_hash,
+                       "workflow_data_sha256": workflow.data_hash or "not hashed (data read lazily with Dask)",
                        RUN_WARNINGS: json.dumps(choice_warnings + progress.since(mark))})
     agreement = None
     if workflow.labels is not None:
