@@ -103,6 +103,13 @@ def test_the_data_s_hash_tells_an_edited_csv_from_the_one_read_before(tmp_path):
     assert edited.data_hash != first.data_hash and edited.config_hash == first.config_hash
 
 
+def test_a_workflow_saved_with_a_byte_order_mark_is_read(tmp_path):
+    # it was "flow.toml:1: not valid TOML: Invalid statement", which named nothing of the mark
+    path = write(tmp_path, SMALL)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_workflow(path).config == read_workflow(write(tmp_path, SMALL, "plain.toml")).config
+
+
 def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     path = write(tmp_path, LEAN)
     written = run_workflow(path, tmp_path / "out", quiet=True)

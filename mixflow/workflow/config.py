@@ -723,8 +723,8 @@ def read_workflow(path) -> Workflow:
     path = Path(path)
     if not path.is_file():
         raise WorkflowError(f"{path}: expected an existing workflow TOML file")
-    try:
-        text = path.read_bytes().decode("utf-8")
+    try:  # a byte-order mark (as some Windows editors save UTF-8) is no part of the TOML
+        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as error:
         line = path.read_bytes()[:error.start].count(b"\n") + 1
         raise WorkflowError(f"{path}:{line}: expected a UTF-8 text file (TOML), got a byte that is not UTF-8 "
