@@ -311,6 +311,28 @@ def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkey
     assert "failed: " in (out / "run.log").read_text().strip().splitlines()[-1]
 
 
+def test_figures_written_before_the_disk_filled_are_said_to_be_kept(tmp_path, workflow_file, capsys, monkeypatch):
+    # the figures already written stayed on disk but were missing from the list of files kept
+    write_bytes, figures = Path.write_bytes, []
+
+    def full_at_the_second(self, data):
+        if self.parent.name != "figures":
+            return write_bytes(self, data)
+        figures.append(self)
+        if len(figures) == 1:
+            return write_bytes(self, data)
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    workflow_file.write_text(SMALL.replace("figures = false", "figures = true"))
+    monkeypatch.setattr(Path, "write_bytes", full_at_the_second)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 2
+    line = _one_error_line(err)
+    first = tmp_path / "out" / "figures" / "gaussian-full-k2-data.png"
+    assert first.is_file() and "the 4 file(s) completely written before the error are kept" in line
+    assert str(first) in line
+
+
 def test_a_rerun_removes_what_an_earlier_run_wrote_and_it_did_not(tmp_path, workflow_file, capsys):
     out = tmp_path / "out"
     workflow_file.write_text(SMALL.replace("n_components = 2", "n_components = 3"))

@@ -115,21 +115,20 @@ def advi_result(attrs) -> str:
 _FIGURE_FILES = {"select_k": "choice-of-k"}
 
 
-def _figures(rendered: dict, out: Path, stem: str, progress) -> list[Path]:
+def _figures(rendered: dict, out: Path, stem: str, progress, written: list) -> None:
     """The report's plots (rendered once by ``render_plots``) as PNG files under ``out/figures``.
 
-    A plot that could not be drawn is reported and skipped (as in the HTML report): the run goes on.
+    A plot that could not be drawn is reported and skipped (as in the HTML report): the run goes on. Each file
+    joins ``written`` as it is completed, so that a failure part way (a full disk) lists those kept.
     """
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
-    written = []
     for name, png in rendered.items():  # in the report's order
         if isinstance(png, Exception):
             progress(f"  the {name} figure could not be drawn, skipped: {png}")
             continue
         path = folder / f"{stem}-{_FIGURE_FILES.get(name, name)}.png"
         written.append(atomic_write(path, lambda p, png=png: Path(p).write_bytes(png)))
-    return written
 
 
 def _with_labels(tree, workflow: Workflow, progress):
@@ -375,7 +374,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
 
         matplotlib.use("Agg")  # files only: no window, whatever backend the session has
         rendered = render_plots(tree, selection)
-        written.extend(_figures(rendered, out, stem, progress))
+        _figures(rendered, out, stem, progress, written)
     if workflow.output["report"]:
         progress(f"{spec.label}: report of K={k}")
         written.append(report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title,
