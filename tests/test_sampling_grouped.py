@@ -97,7 +97,10 @@ def test_binned_simulation_truth_inside_94_percent_intervals():
     for name, value in TRUTH.items():
         assert np.all((low[name].values <= value) & (value <= high[name].values)), (name, low[name].values,
                                                                                    high[name].values)
-    assert_width(tree, "mcmc")
+    # the components overlap (means 3 sds of the first apart) and the posterior is wider than the curvature at
+    # the MAP says (mixflow's standard errors equal a finite-difference Hessian's): posterior sd / standard error
+    # 1.05 to 1.22 over seeds 0-6 and the parameters with these draws (a mean near 1.12); 1.204 on one CI run
+    assert_width(tree, "mcmc", rtol=0.3)
     assert_chains_agree(tree)
 
 
