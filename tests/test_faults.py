@@ -287,11 +287,15 @@ def test_read_only_out_is_refused_before_fitting(tmp_path, workflow_file, capsys
     assert not (tmp_path / "out").exists()  # the directory it created for nothing is gone again
 
 
-def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkeypatch):
-    write_bytes = Path.write_bytes
+def _run_with_the_disk_full_at_figure(number, tmp_path, workflow_file, capsys, monkeypatch) -> tuple[int, str]:
+    """The workflow run with figures, the disk full when the ``number``-th figure is written (half of it written)."""
+    write_bytes, figures = Path.write_bytes, []
 
     def full(self, data):
         if self.parent.name != "figures":
+            return write_bytes(self, data)
+        figures.append(self)
+        if len(figures) < number:
             return write_bytes(self, data)
         write_bytes(self, data[:12])
         raise OSError(errno.ENOSPC, "No space left on device", str(self))
@@ -299,8 +303,12 @@ def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkey
     workflow_file.write_text(SMALL.replace("figures = false", "figures = true"))
     monkeypatch.setattr(Path, "write_bytes", full)
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    return status, _one_error_line(err)
+
+
+def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkeypatch):
+    status, line = _run_with_the_disk_full_at_figure(1, tmp_path, workflow_file, capsys, monkeypatch)
     assert status == 2
-    line = _one_error_line(err)
     assert "figures/gaussian-full-k2-data.png': No space left on device; free some space" in line
     assert _leftovers(tmp_path / "out" / "figures") == []
     # the files completed before the failure stay, and are said, with the log that ends on the failure
@@ -313,24 +321,10 @@ def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkey
 
 def test_figures_written_before_the_disk_filled_are_said_to_be_kept(tmp_path, workflow_file, capsys, monkeypatch):
     # the figures already written stayed on disk but were missing from the list of files kept
-    write_bytes, figures = Path.write_bytes, []
-
-    def full_at_the_second(self, data):
-        if self.parent.name != "figures":
-            return write_bytes(self, data)
-        figures.append(self)
-        if len(figures) == 1:
-            return write_bytes(self, data)
-        raise OSError(errno.ENOSPC, "No space left on device", str(self))
-
-    workflow_file.write_text(SMALL.replace("figures = false", "figures = true"))
-    monkeypatch.setattr(Path, "write_bytes", full_at_the_second)
-    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
-    assert status == 2
-    line = _one_error_line(err)
+    status, line = _run_with_the_disk_full_at_figure(2, tmp_path, workflow_file, capsys, monkeypatch)
     first = tmp_path / "out" / "figures" / "gaussian-full-k2-data.png"
-    assert first.is_file() and "the 4 file(s) completely written before the error are kept" in line
-    assert str(first) in line
+    assert status == 2 and first.is_file() and "the 4 file(s) completely written before the error are kept" in line
+    assert str(first) in line and _leftovers(tmp_path / "out" / "figures") == []
 
 
 def test_a_rerun_removes_what_an_earlier_run_wrote_and_it_did_not(tmp_path, workflow_file, capsys):
