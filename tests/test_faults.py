@@ -287,6 +287,23 @@ def test_read_only_out_is_refused_before_fitting(tmp_path, workflow_file, capsys
     assert not (tmp_path / "out").exists()  # the directory it created for nothing is gone again
 
 
+def test_a_run_that_wrote_nothing_removes_the_parent_directories_it_created(tmp_path, workflow_file, capsys,
+                                                                           monkeypatch):
+    # a failed run removed the --out it created but left the parents it had created for it
+    import mixflow.workflow.run
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "a" / "b" / "out" / "x.nc"))
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", full)
+    (tmp_path / "kept").mkdir()
+    for out in (tmp_path / "a" / "b" / "out", tmp_path / "kept" / "c" / "out"):
+        status, err = _cli(capsys, "run", workflow_file, "--out", out)
+        assert status == 2 and "No space left on device" in _one_error_line(err)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["kept"]  # existing before: kept
+    assert not any((tmp_path / "kept").iterdir())
+
+
 def _run_with_the_disk_full_at_figure(number, tmp_path, workflow_file, capsys, monkeypatch) -> tuple[int, str]:
     """The workflow run with figures, the disk full when the ``number``-th figure is written (half of it written)."""
     write_bytes, figures = Path.write_bytes, []

@@ -194,8 +194,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     finally:
         if created and not written:
             log.unlink(missing_ok=True)
-            if not any(out.iterdir()):
-                out.rmdir()  # a run that wrote nothing leaves no empty directory behind
+            _remove_empty(created)  # a run that wrote nothing leaves no empty directory behind
     _remove_stale(out, earlier, [*written, log], progress)
     progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s) while running"
              f"{progress.findings_text()}; see {log.name})")
@@ -239,24 +238,31 @@ def _remove_stale(out: Path, earlier: list[str], written: list[Path], progress) 
                  f"{', '.join(stale)}")
 
 
-def _prepare_output(out: Path) -> bool:
+def _prepare_output(out: Path) -> list[Path]:
     """Create ``out`` if needed and check a file can be created in it, before anything is fitted.
 
-    Returns whether the directory was created. Raises the ``OSError`` (naming ``out``) of a path that is a
-    file, lies under a file, cannot be created, or is not writable (permissions, read-only file system).
+    Returns the directories created, ``out`` first, then the parents it needed. Raises the ``OSError`` (naming
+    ``out``) of a path that is a file, lies under a file, cannot be created, or is not writable (permissions,
+    read-only file system).
     """
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory; choose another --out", str(out))
-    created = not out.exists()
+    created = [folder for folder in (out, *out.absolute().parents) if not folder.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as error:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
+        _remove_empty(created)
         raise OSError(error.errno, f"cannot write the output directory: {error.strerror}", str(out)) from None
     return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the directories a run created (deepest first) that it left empty: a run that wrote nothing leaves none."""
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
