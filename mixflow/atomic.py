@@ -61,8 +61,9 @@ def atomic_write(path, write, *, expected_bytes: int | None = None, verify=None)
     Returns
     -------
     pathlib.Path
+        The path given (a symbolic link's target is written, the link returned).
     """
-    path = Path(path)
+    given = path = Path(path)
     if path.is_symlink():  # the link's target is written, as open() would, and the link kept
         path = Path(os.path.realpath(path))
     if not path.parent.is_dir():
@@ -89,7 +90,7 @@ def atomic_write(path, write, *, expected_bytes: int | None = None, verify=None)
         except BaseException:
             _remove(temporary)
             raise
-    return path
+    return given
 
 
 _NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),

@@ -340,7 +340,7 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
                                    **engine_options)
         if routed[sampling].get("starts") == "em-optima":
             groups["attrs"]["starts"] = f"em-optima ({len(engine_options['starts'])} distinct)"
-        groups["attrs"] = {**groups.get("attrs", {}), **(stated or {})}
+        groups["attrs"] = {**groups.get("attrs", {}), **stated}
         result = _replace_group(result, _sampling_tree(result, groups, sampling), sampling)
     return result
 

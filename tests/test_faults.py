@@ -94,7 +94,7 @@ def test_a_symbolic_link_is_written_through_and_kept(tmp_path):
     (tmp_path / "real").mkdir()
     link = tmp_path / "table.csv"
     link.symlink_to(tmp_path / "real" / "table.csv")
-    atomic_write(link, lambda p: p.write_text("a\n1\n"))
+    assert atomic_write(link, lambda p: p.write_text("a\n1\n")) == link
     assert link.is_symlink() and (tmp_path / "real" / "table.csv").read_text() == "a\n1\n"
 
 

@@ -12,6 +12,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ class Workflow:
         """SHA-256 of the resolved configuration (recorded in every container)."""
         return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()
 
-    @property
+    @cached_property  # every container of the run records it: the data are hashed once
     def data_hash(self) -> str | None:
         """SHA-256 of the data the models are fitted to: the columns read, weights and labels, with the row index.
 
