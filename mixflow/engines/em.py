@@ -39,7 +39,6 @@ from mixflow.engines.starts import (
     SHORT_TOL,
     boundary_moves,
     dense_moves,
-    discrete_features,
     is_degenerate,
     local_log_density,
     outlier_moves,
@@ -51,6 +50,7 @@ from mixflow.engines.starts import (
     standardise,
     start_responsibilities,
     transfer_moves,
+    value_starts,
 )
 from mixflow.errors import InputError
 from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
@@ -191,8 +191,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     if isinstance(options.init, dict):
         names = ["user parameters"]
     elif options.init == PORTFOLIO:
-        discrete = discrete_features(model.init_points(sample)) if options.map else []
-        names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init, discrete)
+        by_values = value_starts(model.init_points(sample)) if model.bounded_on_values(options.map) else []
+        names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init, by_values)
     else:
         names = [options.init] * options.n_init
     root = np.random.SeedSequence(random_seed)

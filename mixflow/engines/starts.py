@@ -18,12 +18,14 @@ starting responsibilities (n, K); one M-step then gives the starting parameters.
 - ``"hierarchical-pca"``: the same on the standardised points' leading ``max(2, K)`` principal components,
   where the directions of largest spread (often those that separate groups) are not outweighed by many
   features of noise;
-- ``"feature-values:j"`` (MAP fits of ``"auto"`` only, :func:`discrete_features`): the rows grouped by the
-  values of a discrete feature j (a 0/1 code, a small count), K groups of about equal weight with equal
-  values together (:func:`feature_value_labels`).
+- ``"feature-values:j"`` and ``"feature-gaps:j"`` (``"auto"`` only, where a component whose rows share one
+  feature's value is a bounded fit: MAP fits, and tied covariances; :func:`value_starts`): the rows grouped by
+  the values of a discrete feature j (a 0/1 code, a small count), K groups of about equal weight with equal
+  values together (:func:`feature_value_labels`), or cut at the K - 1 widest gaps between its values, so that
+  a value far from the others is a group however few rows hold it (:func:`feature_gap_labels`).
 
 ``"auto"`` draws its starts from a per-family portfolio of these (the deterministic ones once, the random
-ones in turn; for a MAP fit, the values of each discrete feature too), runs each briefly, and continues the best
+ones in turn; where bounded, the values of each discrete feature too), runs each briefly, and continues the best
 to convergence: the "short runs, then continue the best" strategy of Biernacki, Celeux and Govaert (2003),
 Comput. Stat. Data Anal. 41, 561-575. A start whose partition repeats an earlier one's (:func:`partition_key`) is
 replaced by one of the family's random strategy (:func:`replacement_strategy`).
@@ -68,9 +70,11 @@ __all__ = [
     "boundary_moves",
     "dense_moves",
     "discrete_features",
+    "feature_gap_labels",
     "feature_value_labels",
     "outlier_moves",
     "transfer_moves",
+    "value_starts",
 ]
 
 PORTFOLIO = "auto"
@@ -80,6 +84,7 @@ HIERARCHICAL_POINTS = 1000
 # a feature with at least 2 and at most this many distinct values is discrete: for a MAP fit, its values are a start
 DISCRETE_VALUES = 10
 FEATURE_VALUES = "feature-values"
+FEATURE_GAPS = "feature-gaps"
 # starts per restart asked for (n_init): twice this in all, of which the screening runs a quarter, half or all,
 # as the short runs agree or not (see em._screening_stages); the short runs' first-round iteration cap
 # (doubled each round) and tolerance
@@ -125,7 +130,7 @@ def replacement_strategy(family: str) -> str:
     return _PORTFOLIOS.get(family, _PORTFOLIOS["default"])[2]
 
 
-def portfolio_schedule(family: str, n_candidates: int, discrete: list[int] = ()) -> list[str]:
+def portfolio_schedule(family: str, n_candidates: int, by_values: list[str] = ()) -> list[str]:
     """The strategy of each start of ``init="auto"`` for a family: ``n_candidates`` and the discrete features'.
 
     Parameters
@@ -134,22 +139,22 @@ def portfolio_schedule(family: str, n_candidates: int, discrete: list[int] = ())
         The model's registered family name (e.g. ``"gaussian"``, ``"regression"``).
     n_candidates : int
         Number of starts of the portfolio.
-    discrete : list of int, optional
-        Discrete features whose values are starts (``"feature-values:j"``, after the family's deterministic
-        strategies, at most ``n_candidates // 4`` of them; see :func:`discrete_features`), for families whose
-        portfolio takes them: added to the ``n_candidates``, so they take no place of the others.
+    by_values : list of str, optional
+        Starts by a discrete feature's values (:func:`value_starts`), after the family's deterministic
+        strategies, at most ``n_candidates // 4`` of them, for families whose portfolio takes them: added to
+        the ``n_candidates``, so they take no place of the others.
 
     Returns
     -------
     list of str
-        Names from :data:`STRATEGIES`, and ``"feature-values:j"``.
+        Names from :data:`STRATEGIES`, and those of ``by_values`` taken.
 
     """
-    once, cycled, _, by_values = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
+    once, cycled, _, takes_values = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
     names = list(once)[:n_candidates]
     while len(names) < n_candidates:
         names.append(cycled[(len(names) - len(once)) % len(cycled)])
-    values = [f"{FEATURE_VALUES}:{j}" for j in discrete][:n_candidates // 4] if by_values else []
+    values = list(by_values)[:n_candidates // 4] if takes_values else []
     place = min(len(once), n_candidates)
     return names[:place] + values + names[place:]
 
@@ -267,18 +272,55 @@ def discrete_features(points: np.ndarray, limit: int = DISCRETE_VALUES) -> list[
     return sorted((j for j, count in enumerate(counts) if 2 <= count <= limit), key=lambda j: (counts[j], j))
 
 
+def value_starts(points: np.ndarray, limit: int = DISCRETE_VALUES) -> list[str]:
+    """The starts by the values of each discrete feature (:func:`discrete_features`, fewest values first).
+
+    ``"feature-values:j"`` for each, and ``"feature-gaps:j"`` for those of more than two values (with two,
+    both cut the rows by the value). For a fit where a component whose rows share one feature's value is
+    bounded (``model.bounded_on_values``): a MAP fit, whose prior bounds the spread; a tied covariance,
+    where the other components keep the shared covariance's spread, and a component may sit on the rows of
+    one value, or of a few values set apart from the rest, which distances between whole rows do not favour.
+    """
+    counts = {j: np.unique(points[:, j]).size for j in discrete_features(points, limit)}
+    return [name for j, count in counts.items()
+            for name in [f"{FEATURE_VALUES}:{j}"] + ([f"{FEATURE_GAPS}:{j}"] if count > 2 else [])]
+
+
 def feature_value_labels(points: np.ndarray, weights: np.ndarray, k: int, feature: int) -> np.ndarray:
     """The rows in ``k`` groups by the values of one feature: about equal weight, equal values together.
 
     Each distinct value goes to the group of the middle of its weight in the cumulative weight (so a 0/1
     feature at k = 2 is split by its value). While fewer than ``k`` groups are left (fewer values than
-    groups, or one value holding most of the weight), the heaviest group is split in two along the principal
-    axis of its standardised points.
+    groups, or one value holding most of the weight), the heaviest group is split in two
+    (:func:`_split_to_k`).
     """
     values, inverse = np.unique(points[:, feature], return_inverse=True)
     mass = np.bincount(inverse, weights=weights, minlength=values.size)
     middle = (np.cumsum(mass) - mass / 2) / mass.sum()
     labels = np.unique(np.minimum((k * middle).astype(np.int64), k - 1)[inverse], return_inverse=True)[1]
+    return _split_to_k(labels, points, weights, k)
+
+
+def feature_gap_labels(points: np.ndarray, weights: np.ndarray, k: int, feature: int) -> np.ndarray:
+    """The rows in ``k`` groups cut at the ``k - 1`` widest gaps between one feature's distinct values.
+
+    A value (or a few) far from the others is a group of its own however few rows hold it, where
+    :func:`feature_value_labels` joins it to its neighbours to make the weights even. Equal gaps are cut
+    lowest first. With fewer values than groups, the heaviest group is split in two (:func:`_split_to_k`).
+    """
+    values, inverse = np.unique(points[:, feature], return_inverse=True)
+    widest = np.argsort(-np.diff(values), kind="stable")[:k - 1]
+    groups = np.zeros(values.size, dtype=np.int64)
+    groups[widest + 1] = 1
+    return _split_to_k(np.cumsum(groups)[inverse], points, weights, k)
+
+
+def _split_to_k(labels: np.ndarray, points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """Labels 0..g-1 made ``k`` groups: while fewer are left, the heaviest is split along its principal axis.
+
+    The split is along the principal axis of the group's standardised points (in half by rows where they
+    are all equal).
+    """
     scaled = standardise(points, weights)
     for new in range(int(labels.max()) + 1, k):
         rows = np.flatnonzero(labels == np.argmax(np.bincount(labels, weights=weights, minlength=new)))
@@ -331,6 +373,8 @@ def start_responsibilities(strategy: str, points: np.ndarray, weights: np.ndarra
         labels = hierarchical_labels(principal_components(points, weights, max(2, k)), weights, k, rng)
     elif strategy.startswith(FEATURE_VALUES + ":"):
         labels = feature_value_labels(points, weights, k, int(strategy.split(":")[1]))
+    elif strategy.startswith(FEATURE_GAPS + ":"):
+        labels = feature_gap_labels(points, weights, k, int(strategy.split(":")[1]))
     else:
         raise InputError(f"strategy: expected one of {list(STRATEGIES)}, got {strategy!r}")
     return np.eye(k)[labels]

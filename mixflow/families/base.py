@@ -365,6 +365,14 @@ class MixtureModel:
         """Descriptions of what in the data keeps the maximum-likelihood estimate from existing; none by default."""
         return []
 
+    def bounded_on_values(self, map_fit: bool) -> bool:
+        """Whether a component whose rows share one feature's value is a bounded fit, so such groups are starts.
+
+        Under a MAP fit's prior it always is (the prior bounds the feature's spread within the component);
+        without one, by default not (a variance of zero). See :func:`mixflow.engines.starts.value_starts`.
+        """
+        return map_fit
+
     def stacks_components(self) -> bool:
         """Whether several mixtures' parameters can run as one of their components side by side (MLE steps).
 

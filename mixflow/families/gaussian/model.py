@@ -285,6 +285,10 @@ class GaussianMixture(MixtureModel):
         """Parameters from the working units of ``prepared`` to data units."""
         return gu.to_data(self.covariance, params, prepared.constants["center"], prepared.constants["scale"])
 
+    def bounded_on_values(self, map_fit: bool) -> bool:
+        """MAP fits, and tied covariances: every component shares the covariance, whose spread the others keep."""
+        return map_fit or self.covariance == "tied"
+
     def mle_problems(self, prepared: Prepared) -> list[str]:
         """What in the data keeps the MLE from existing (too few distinct rows for the covariance type)."""
         k, (n, d) = self.n_components, prepared.arrays["z"].shape
