@@ -20,6 +20,9 @@ from mixflow.present.labels import reference_agreement, with_reference_labels
 from mixflow.workflow.config import Workflow, read_workflow
 from mixflow.workflow.console import Console
 
+#: The log's name while the run goes on (``run.log`` once it completes, see :func:`run_workflow`).
+PARTIAL_LOG = "run.log.partial"
+
 __all__ = ["atomic_write", "run_workflow"]
 
 
@@ -157,9 +160,11 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         Created if needed. Receives, per model, ``<model>.nc`` (the container), ``<model>-comparison.csv``
         (the comparison table), ``figures/<model>-*.png``, ``<model>-report.html``, the choice-of-K table
         for a range of K, ``workflow.json`` (the resolved configuration with its hash), and ``run.log`` (the
-        progress messages and every warning with where it was raised; the container records the warnings of
-        its model in the root attribute ``run_warnings``, JSON, each with the stage, category and message,
-        and the report lists them). When
+        progress messages and every warning with where it was raised, written as ``run.log.partial`` while
+        the run goes on; a run that fails or is interrupted where an earlier completed run's ``run.log`` is
+        keeps that one and writes ``run-failed.log`` or ``run-interrupted.log``; the container records the
+        warnings of its model in the root attribute ``run_warnings``, JSON, each with the stage, category and
+        message, and the report lists them). When
         ``[data] labels`` names a column, the container keeps it in ``/reference_labels`` and
         ``<model>-agreement-with-<column>.csv`` holds each method's adjusted Rand index against it.
     quiet : bool
@@ -175,30 +180,47 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     out = Path(out_dir)
     created = _prepare_output(out)
     log = out / "run.log"
-    progress = Console(quiet, log=log)
+    working = out / PARTIAL_LOG  # run.log once the run completes: a failed rerun keeps the earlier run's
+    progress = Console(quiet, log=working)
     written = []
     earlier = _earlier_outputs(out, workflow.name)
     try:
         with progress.capturing():
             _run_models(workflow, out, progress, written)
+        _remove_stale(out, earlier, [*written, log], progress)
+        progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s) while running"
+                 f"{progress.findings_text()}; see {log.name})")
+        os.replace(working, log)
     except (KeyboardInterrupt, InputError, OSError) as error:  # an interrupt from any method or stage alike, bad
         # data met mid-run, a full disk: the files written so far stay, and are said
         interrupted = isinstance(error, KeyboardInterrupt)
         progress("interrupted" if interrupted else f"failed: {error}")
         if written or not created:  # the log is kept with the files written before, or in a directory kept
-            written.append(log)
+            written.append(_keep_log(working, log, earlier, "interrupted" if interrupted else "failed"))
         if interrupted:
             raise Interrupted(saved=written) from error
         error.saved = [str(path) for path in written]
         raise
     finally:
+        if working not in written:  # kept above under its name, or nothing to keep
+            working.unlink(missing_ok=True)
         if created and not written:
-            log.unlink(missing_ok=True)
             _remove_empty(created)  # a run that wrote nothing leaves no empty directory behind
-    _remove_stale(out, earlier, [*written, log], progress)
-    progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s) while running"
-             f"{progress.findings_text()}; see {log.name})")
     return [*written, log]
+
+
+def _keep_log(working: Path, log: Path, earlier: list[str], how: str) -> Path:
+    """Keep the log of a run that did not complete: ``run.log``, unless an earlier completed run's is there.
+
+    The earlier run's ``run.log`` belongs with its ``workflow.json`` (which lists it), so this run's log is
+    then ``run-failed.log`` or ``run-interrupted.log`` (``how``) beside it. Returns the path kept.
+    """
+    kept = log.with_name(f"run-{how}.log") if "run.log" in earlier and log.is_file() else log
+    try:
+        os.replace(working, kept)
+    except OSError:  # the log could not be kept (the disk it filled): the error being raised says more
+        return working
+    return kept
 
 
 def _earlier_outputs(out: Path, name: str) -> list[str]:
