@@ -12,6 +12,7 @@ what to do, and one of these exit statuses:
 """
 
 import argparse
+import contextlib
 import errno
 import math
 import os
@@ -40,7 +41,7 @@ def _run(args) -> int:
 
     written = run_workflow(args.workflow, args.out, quiet=args.quiet)
     reports = [p for p in written if p.suffix == ".html"]
-    print(f"wrote {len(written)} file(s) to {args.out}" + (f"; report: {reports[0]}" if reports else ""))
+    _say(f"wrote {len(written)} file(s) to {args.out}" + (f"; report: {reports[0]}" if reports else ""))
     return 0
 
 
@@ -50,7 +51,7 @@ def _datasets(args) -> int:
     from mixflow.datasets import list_datasets
 
     with pd.option_context("display.max_colwidth", 90, "display.width", 200):
-        print(list_datasets().to_string())
+        _say(list_datasets().to_string())
     return 0
 
 
@@ -171,11 +172,11 @@ def _show(args) -> int:
     from mixflow.present.summary import summary
 
     tree = _load_results(args.results)
-    print(summary(tree, kind="text"))
+    _say(summary(tree, kind="text"))
     if args.table:
         with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_columns", None):
-            print()
-            print(summary(tree).to_string(index=False))
+            _say()
+            _say(summary(tree).to_string(index=False))
     return 0
 
 
@@ -197,8 +198,37 @@ def _report(args) -> int:
         raise type(error)(f"--out: {str(error).removeprefix('path: ')}") from None
     except OSError as error:  # the tree is in memory: an OS error here is about --out
         raise InputError(f"--out: {_os_error(error).removeprefix('path: ')}") from None
-    print(f"wrote {written}")
+    _say(f"wrote {written}")
     return 0
+
+
+#: How an OS error writing the standard output (a full disk under a redirection) names it.
+STANDARD_OUTPUT = "<standard output>"
+
+
+def _say(text: str = "") -> None:
+    """Print a line on the standard output (see :func:`_on_standard_output`)."""
+    with _on_standard_output():
+        print(text)
+
+
+@contextlib.contextmanager
+def _on_standard_output():
+    """An OS error writing the standard output names it; the rest of the output is dropped.
+
+    Python's error names no file, and the text left in the buffer would fail again, unsaid, at exit: the
+    standard output is pointed at the null device first (as after a broken pipe).
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        with contextlib.suppress(OSError, ValueError):  # a stream without a descriptor (captured) keeps its own
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise OSError(error.errno, error.strerror, STANDARD_OUTPUT) from None
 
 
 def _non_empty(what: str):
@@ -250,7 +280,10 @@ def main(argv=None) -> int:
     if not debug:  # a warning is one line, without mixflow's source line (--debug keeps Python's form)
         warnings.formatwarning = _one_line_warning
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        with _on_standard_output():  # what is still buffered: its error is this command's
+            sys.stdout.flush()
+        return status
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0

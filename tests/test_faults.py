@@ -483,6 +483,54 @@ def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, c
     assert (tmp_path / "out" / "run.log").read_text().rstrip().endswith("interrupted")
 
 
+@pytest.mark.parametrize("when", ["write", "flush"])
+def test_a_full_standard_output_is_named(capsys, monkeypatch, when):
+    # `mixflow datasets > file` on a full disk said "[Errno 28] No space left on device", naming nothing
+    import io
+
+    class Full(io.StringIO):
+        def write(self, text):
+            if when == "write":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(text)
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sys, "stdout", Full())
+    status, err = _cli(capsys, "datasets")
+    assert status == 2
+    assert _one_error_line(err, "datasets") == ("mixflow datasets: error: '<standard output>': No space left on "
+                                                "device; free some space or choose another location")
+
+
+@pytest.mark.parametrize(("fault", "how"), [(KeyboardInterrupt, "interrupted"), (OSError, "failed")])
+def test_a_rerun_that_does_not_complete_keeps_the_earlier_runs_log(tmp_path, workflow_file, capsys, monkeypatch,
+                                                                   fault, how):
+    # the earlier complete run's log (listed in its workflow.json) was replaced by the failed rerun's
+    import mixflow.workflow.run
+
+    out = tmp_path / "out"
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    before = (out / "run.log").read_text()
+    seen = []
+
+    def broken(*args, **kwargs):
+        seen.append(sorted(p.name for p in out.iterdir()))  # the log as the run goes on
+        raise fault(28, "No space left on device") if fault is OSError else fault()
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", broken)
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == (130 if fault is KeyboardInterrupt else 2)
+    assert "run.log.partial" in seen[0]
+    assert (out / "run.log").read_text() == before
+    kept = out / f"run-{how}.log"
+    assert kept.read_text().rstrip().splitlines()[-1].split("] ", 1)[1].startswith(how)
+    assert str(kept) in _one_error_line(err)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["gaussian-full-k2-comparison.csv", "gaussian-full-k2.nc", "run.log", kept.name, "workflow.json"])
+
+
 @pytest.mark.parametrize("method", ["mcmc", "advi"])
 def test_interrupt_of_a_sampler_in_an_existing_directory_keeps_a_truthful_log(tmp_path, workflow_file, capsys,
                                                                               monkeypatch, method):
