@@ -326,6 +326,8 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
     source, said = reference_fit or _sampling_reference(model, data, result, methods, seed, em_options)
     stated = {**(stated or {}), **said}
     reference = {name: value.values for name, value in source[EM_ESTIMATE].data_vars.items()}
+    if any(m in ("mcmc", "advi") for m in methods):
+        _check_representable(model, reference, data)
     if reference["weights"].size != model.n_components:  # EM trimmed components: the model of those it kept
         stated["n_components"] = (f"{reference['weights'].size}: the components EM kept (trim dropped "
                                   f"{model.n_components - reference['weights'].size} of the {model.n_components} "
@@ -344,6 +346,22 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
         groups["attrs"] = {**groups.get("attrs", {}), **stated}
         result = _replace_group(result, _sampling_tree(result, groups, sampling), sampling)
     return result
+
+
+def _check_representable(model, reference: dict, data) -> None:
+    """NUTS and ADVI start from, and store, parameters in the data's units: EM's must be valid numbers there.
+
+    EM works in standardised units, so it fits data of any magnitude; but the variances of data near 1e-300
+    (about 1e-600) underflow to zero in double precision, and those of data near 1e200 overflow. Such a fit
+    has no posterior draws to store: an error naming the data, before any sampling.
+    """
+    try:
+        model.check_parameters(reference, data.n_features, name="reference")
+    except InputError as error:
+        raise InputError(f"data: NUTS and ADVI draw the parameters in the data's units, where EM's estimate is not "
+                         f"valid ({error}): the data's values (largest magnitude {data.largest:.3g}) put the variances "
+                         "beyond the range of double precision (about 1e-308 to 1e308); rescale the data (for "
+                         "example to unit standard deviation) and fit again") from None
 
 
 def _check_against_data(model, init, n_positive: int, n_features: int, *, chunked: bool, total_weight: float):

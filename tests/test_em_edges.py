@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import xarray as xr
 from conftest import simulate_gaussian_mixture
 from scipy import stats as st
 from scipy.special import gammaln
@@ -343,6 +344,47 @@ def test_default_fits_of_scaled_data_agree(c):
     shift = -x.size * np.log(c)
     assert scaled["em"].attrs["log_likelihood"] == pytest.approx(base["em"].attrs["log_likelihood"] + shift,
                                                                  rel=1e-9)
+
+
+@pytest.mark.parametrize("c", [1e-160, 1e150])
+def test_standard_errors_of_scaled_data_move_with_the_data(two_clusters, c):
+    """The observed information's errors in data units times c (means) and c^2 (covariances): at 1e150 the squares
+    of the covariances' derivatives overflowed (errors inf, intervals 0 to inf); at 1e-160 the derivatives of the
+    subnormal covariances rounded to 0, and so did their errors."""
+    from mixflow.analysis.information import standard_errors
+
+    model = mixflow.GaussianMixture(2)
+    base = standard_errors(_fit_quietly(model, two_clusters))
+    scaled = standard_errors(_fit_quietly(model, c * two_clusters))
+    # the Hessian is by finite differences of the log-likelihood, which c shifts by -n d log c (about 1e5 here):
+    # its rounding leaves some 5 digits
+    np.testing.assert_allclose(scaled["weights"].values, base["weights"].values, rtol=1e-4)
+    np.testing.assert_allclose(scaled["mu"].values / c, base["mu"].values, rtol=1e-4)
+    if c > 1:
+        np.testing.assert_allclose(scaled["covariance"].values / c / c, base["covariance"].values, rtol=1e-4)
+    else:  # a covariance near 1e-320 is subnormal, too few digits for a derivative: no error, rather than 0
+        assert np.isnan(scaled["covariance"].values).all()
+
+
+def test_posterior_sds_of_draws_near_1e300_are_finite():
+    """The sd of draws of a covariance near 1e300 (data in units of 1e150): numpy's squares overflowed to inf."""
+    from mixflow.families.scaling import scaled_std
+
+    draws = np.random.default_rng(0).normal(3.0, 0.5, size=(4, 200, 3))
+    base = xr.DataArray(draws, dims=("chain", "draw", "x"))
+    for c in (1e300, 1e-300, 1.0):
+        found = scaled_std(c * base, ("chain", "draw"), ddof=1)
+        np.testing.assert_allclose(found.values / c, base.std(("chain", "draw"), ddof=1).values, rtol=1e-12)
+
+
+def test_samplers_on_data_whose_variances_underflow_name_the_data(two_clusters):
+    """Data near 1e-300: EM fits them (in standardised units), but their variances (1e-600) are no doubles, so NUTS
+    and ADVI, which draw in data units, cannot; the error said "reference['covariance']", an argument never given."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        with pytest.raises(mixflow.InputError, match=r"^data: NUTS and ADVI draw the parameters in the data's units.*"
+                                                     r"largest magnitude 7.99e-300\) .*rescale the data"):
+            mixflow.fit(mixflow.GaussianMixture(2), 1e-300 * two_clusters, method=["map", "advi"], random_seed=0)
 
 
 def test_dirichlet_log_density_of_an_empty_component_forms_no_nan():

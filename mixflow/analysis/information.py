@@ -184,12 +184,22 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
         return np.concatenate([np.ravel(params[name]) for name in estimate])
 
     jacobian = _jacobian(natural, theta)
-    variances = np.einsum("ij,jk,ik->i", jacobian, covariance, jacobian)
+    # each row over its largest entry, and the error times it: the squares of a covariance's derivatives in data
+    # units of 1e150 (about 1e300) would overflow, those of data near 1e-160 underflow
+    row_scale = np.abs(jacobian).max(axis=1)
+    row_scale = np.where((row_scale > 0) & np.isfinite(row_scale), row_scale, 1.0)
+    unit = jacobian / row_scale[:, None]
+    all_errors = row_scale * np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", unit, covariance, unit), 0.0))
+    # a parameter whose value in data units is subnormal (a covariance of data near 1e-160), or underflowed to zero
+    # (near 1e-300: no derivative either), has lost the digits a finite difference needs; an error of 0 would be
+    # a false precision
+    points = np.concatenate([np.ravel(estimate[name]) for name in estimate])
+    lost = (np.abs(points) < np.finfo(float).tiny) & ((points != 0) | ~jacobian.any(axis=1))
+    all_errors[lost] = np.nan
     errors, start = {}, 0
     for name in estimate:
         size = estimate[name].size
-        errors[name] = (reference[name].dims, np.sqrt(np.maximum(variances[start:start + size], 0.0)).reshape(
-            estimate[name].shape))
+        errors[name] = (reference[name].dims, all_errors[start:start + size].reshape(estimate[name].shape))
         start += size
     return xr.Dataset(errors, coords=reference.coords)
 

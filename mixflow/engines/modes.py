@@ -39,6 +39,7 @@ from mixflow.engines.mode_rule import (
 from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, loo_pointwise, stacking_weights
 from mixflow.errors import InputError
 from mixflow.families.relabel import assignment_costs, optimal_permutations
+from mixflow.families.scaling import scaled_std
 
 __all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE", "ESS_PER_CHAIN_MIN",
            "LOO_UNUSABLE_K", "MODE_OVERLAP", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "PSIS_MIN_DRAWS", "STARTS",
@@ -194,7 +195,7 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         chains = np.flatnonzero(chain_mode == mode)
         posterior = _within(draws, chains)
         means.append({name: posterior[name].mean(("chain", "draw")).values for name in posterior.data_vars})
-        sds.append({name: posterior[name].std(("chain", "draw")).values for name in posterior.data_vars})
+        sds.append({name: scaled_std(posterior[name], ("chain", "draw")).values for name in posterior.data_vars})
         row = {"n_chains": chains.size, "n_draws": chains.size * posterior.sizes["draw"],
                "max_pareto_k": np.nan, "pareto_k_threshold": np.nan}
         # one mode's weight is 1 whatever its densities, but its LOO is still the model's, and is recorded

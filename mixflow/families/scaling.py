@@ -9,10 +9,11 @@ and the data units; these helpers find the location and scale and the log-Jacobi
 from dataclasses import dataclass
 
 import numpy as np
+import xarray as xr
 
 from mixflow.data import offset_of_rows
 
-__all__ = ["ChunkedStandardisation", "Standardisation", "from_moments", "standardise"]
+__all__ = ["ChunkedStandardisation", "Standardisation", "from_moments", "scaled_std", "standardise"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,15 @@ def from_moments(magnitude: np.ndarray, unit_mean: np.ndarray, unit_sd: np.ndarr
         scale = magnitude * unit_sd
     return ChunkedStandardisation(anchor + magnitude * unit_mean, scale, log_scale, magnitude, unit_mean, unit_sd,
                                   anchor)
+
+
+def scaled_std(values: xr.DataArray, dims, ddof: int = 0, skipna: bool | None = None) -> xr.DataArray:
+    """The standard deviation over ``dims``, whatever the values' magnitude.
+
+    The squares of numpy's standard deviation overflow to infinity beyond about 1e154 (a covariance of data in
+    units of 1e150) and underflow to zero below about 1e-154: each element's values are divided by their
+    largest magnitude first, and the standard deviation of the quotients multiplied by it.
+    """
+    magnitude = abs(values).max(dims, skipna=True)
+    magnitude = magnitude.where((magnitude > 0) & np.isfinite(magnitude), 1.0)
+    return (values / magnitude).std(dims, ddof=ddof, skipna=skipna) * magnitude

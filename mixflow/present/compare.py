@@ -23,6 +23,7 @@ from mixflow.container.read import (
     parameter_names,
 )
 from mixflow.errors import InputError
+from mixflow.families.scaling import scaled_std
 
 __all__ = [
     "METHOD_LABELS",
@@ -119,7 +120,7 @@ def _draw_summary(draws: xr.Dataset, ci_prob: float, ci_kind: str) -> dict:
 
     interval = getattr(arviz_stats, ci_kind)(draws, prob=ci_prob, dim=list(_SAMPLE_DIMS), skipna=True)
     return {name: {"estimate": da.mean(_SAMPLE_DIMS, skipna=True),
-                   "sd": da.std(_SAMPLE_DIMS, ddof=1, skipna=True),
+                   "sd": scaled_std(da, _SAMPLE_DIMS, ddof=1, skipna=True),
                    "lower": interval[name].sel(ci_bound="lower", drop=True),
                    "upper": interval[name].sel(ci_bound="upper", drop=True)}
             for name, da in draws.data_vars.items()}
