@@ -377,6 +377,18 @@ def test_posterior_sds_of_draws_near_1e300_are_finite():
         np.testing.assert_allclose(found.values / c, base.std(("chain", "draw"), ddof=1).values, rtol=1e-12)
 
 
+def test_the_regression_pymc_model_of_data_near_1e150_builds_without_overflow():
+    """Its data-unit coefficients took the shifts as Python floats, which PyTensor tries as float32 first:
+    "overflow encountered in cast" reached the user of method=["map", "mcmc"]."""
+    from mixflow.data import validate_data
+
+    tone = mixflow.load_dataset("tone")[["tuned", "stretchratio"]] * 1e150
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pymc_model = mixflow.RegressionMixture(2, "tuned ~ stretchratio").pymc_model(validate_data(tone))
+    assert "coefficients" in pymc_model.named_vars
+
+
 def test_samplers_on_data_whose_variances_underflow_name_the_data(two_clusters):
     """Data near 1e-300: EM fits them (in standardised units), but their variances (1e-600) are no doubles, so NUTS
     and ADVI, which draw in data units, cannot; the error said "reference['covariance']", an argument never given."""

@@ -142,10 +142,13 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
 
 def _to_data(working, coordinates, p: int):
     """Working coefficients (K, p) tensor to data coordinates (the inverse of ``Coordinates.to_working``)."""
-    working = working * (coordinates.response_scale * coordinates.units())
+    # numpy float64 constants: a Python float is tried as float16/float32 first, which overflows (a warning) for
+    # data in units of 1e150
+    working = working * np.asarray(coordinates.response_scale * coordinates.units(), dtype=np.float64)
     if not coordinates.intercept:
         return working
-    shift = working[:, 1:] @ coordinates.covariate_mean - coordinates.response_mean
+    shift = (working[:, 1:] @ np.asarray(coordinates.covariate_mean, dtype=np.float64)
+             - np.asarray(coordinates.response_mean, dtype=np.float64))
     return working - shift[:, None] * np.eye(p)[0]
 
 
