@@ -274,11 +274,12 @@ def test_rank_plot_failures_are_findings(full):
 
 def test_autocorrelated_chains_that_mix_are_not_a_rank_finding():
     # chains of one distribution whose draws are autocorrelated (AR(1), 0.8): ArviZ's uniformity test on the
-    # raw draws flagged the fit; thinned to each chain's ESS, and at 0.01 over the parameters, it does not.
+    # raw draws flagged the fit; thinned to half each chain's ESS, and at 0.01 over the parameters, it does not.
     # The same chains a third of an sd apart still are a finding.
     import numpy as np
 
     from mixflow.present.report.cards import _rank_findings
+    from mixflow.present.summary import summary_text
 
     full = make_container(("em", "mcmc"), draws=1000)
     rng = np.random.default_rng(3)
@@ -293,14 +294,22 @@ def test_autocorrelated_chains_that_mix_are_not_a_rank_finding():
 
     tree = full.copy(deep=True)
     mixing = posterior.map(lambda v: autocorrelated(v.transpose("chain", "draw", ...)).transpose(*v.dims))
+    covariance = mixing["covariance"]  # symmetric, as draws of a covariance are
+    mixing["covariance"] = (covariance + covariance.rename(feature="feature_", feature_="feature")) / 2
     assert mixing.sizes["chain"] == chains
     tree["mcmc/posterior"] = mixing
     assert _rank_findings(tree) == []
+    assert not any("rank plots" in line for line in summary_text(tree).splitlines())
     shifted = mixing["mu"] + _chain_offset(mixing, float(mixing["mu"].std()) / 3)
     tree["mcmc/posterior"] = mixing.assign(mu=shifted)
     [(level, text)] = _rank_findings(tree)
     assert level == "bad" and text.startswith("MCMC rank plots: the chains' ranks are not uniform for mu (")
-    assert "parameters, the draws thinned to their effective sample size)" in text
+    # the parameters counted once each: a covariance's mirrored entries are one
+    k, d = mixing.sizes["component"], mixing.sizes["feature"]
+    assert f"/ {k + k * d + k * d * (d + 1) // 2} parameters, the draws thinned to half their effective " in text
+    # the summary says what the report says
+    assert any(line.endswith(text.removeprefix("MCMC rank plots: ").rstrip(".")) for line in
+               summary_text(tree).splitlines())
 
 
 def _chain_offset(posterior, size):

@@ -33,6 +33,7 @@ from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import format_with_sd, set_aside_runs
+from mixflow.present.rank_test import rank_uniformity_finding
 from mixflow.present.units import ParameterUnits
 
 __all__ = ["DIAGNOSTICS", "describe", "summary", "summary_table", "summary_text"]
@@ -262,7 +263,10 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
              (("high_rhat", "R-hat above 1.01"), ("low_ess_bulk", "low bulk ESS"), ("low_ess_tail", "low tail ESS"))
              if _listed(attrs, key)]
     if int(attrs.get("n_divergences", 0)):
-        found.append(f"{attrs['n_divergences']} divergent transitions")
+        found.append(f"{attrs['n_divergences']} divergent transition{'s' if int(attrs['n_divergences']) > 1 else ''}")
+    ranks = rank_uniformity_finding(method_draws(tree, MCMC))
+    if ranks is not None:
+        found.append(f"rank plots: {ranks}")
     if int(attrs.get("n_modes", 1)) > 1:
         found.insert(0, f"the chains fall into {attrs['n_modes']} modes (the R-hat and ESS findings are within modes; "
                         "see /mcmc/modes and the stacked draws)")

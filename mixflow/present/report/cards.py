@@ -6,7 +6,6 @@ Each function reads the container and returns HTML or ``(level, text)`` findings
 
 import html
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -26,6 +25,7 @@ from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import set_aside_runs
+from mixflow.present.rank_test import rank_uniformity_finding
 
 __all__ = ["card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values", "provenance_rows",
            "run_warnings", "selection_findings"]
@@ -388,54 +388,11 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
 
 
 def _rank_findings(tree) -> list[tuple[str, str]]:
-    """Parameters whose chains' ranks fail ArviZ's multi-chain uniformity test, the one its rank plots draw.
-
-    The test takes draws as independent, and MCMC draws are not: on autocorrelated draws of one distribution
-    it rejects far more often than its level (a quarter of the time at 0.01 when a third of the draws are
-    effective). So each scalar parameter's chains are first thinned to their effective sample size, as
-    ArviZ thins for its rank envelopes (``arviz_stats.thin``: by the draws over the smaller of bulk and tail
-    ESS), with the ESS of each chain alone (their mean): the ESS of the chains together falls to a few draws
-    when they disagree, and thinning to it would leave the test nothing to see. A fit is flagged when the
-    smallest p-value is below ``alpha / m`` for its ``m`` scalar parameters (Bonferroni), so that chains that
-    mix are flagged about ``alpha`` of the time at most, whatever the number of parameters. ``alpha`` is
-    ``1 - rcParams["stats.envelope_prob"]``.
-    """
-    from arviz_base import rcParams
-    from arviz_stats.base import array_stats
-
+    """The rank plots' uniformity test as a finding (:mod:`mixflow.present.rank_test`)."""
     from mixflow.container.read import method_draws
 
-    draws = method_draws(tree, "mcmc")
-    if draws.sizes["chain"] < 2:
-        return []
-    alpha = 1 - rcParams["stats.envelope_prob"]
-    p_values = {}
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for name, values in draws.data_vars.items():
-            columns = values.transpose("chain", "draw", ...).values
-            columns = columns.reshape(*columns.shape[:2], -1)
-            p_values[name] = [_thinned_rank_p_value(array_stats, columns[:, :, j]) for j in range(columns.shape[2])]
-    m = sum(int(np.isfinite(values).sum()) for values in p_values.values())
-    low = sorted(name for name, values in p_values.items() if np.nanmin(values, initial=np.inf) < alpha / m)
-    if not low:
-        return []
-    smallest = min(np.nanmin(p_values[name]) for name in low)
-    return [("bad", f"MCMC rank plots: the chains' ranks are not uniform for {', '.join(low)} (smallest p = "
-                    f"{smallest:.2g} < {alpha:.2g} / {m} parameters, the draws thinned to their effective sample "
-                    "size): the chains have not mixed.")]
-
-
-def _thinned_rank_p_value(array_stats, chains: np.ndarray) -> float:
-    """The multi-chain uniformity test's p-value of one parameter's ``(chain, draw)`` draws, thinned to its ESS."""
-    if not np.isfinite(chains).all() or np.ptp(chains) == 0:
-        return np.nan  # nothing to rank: R-hat and ESS say what there is to say
-    ess = np.mean([min(float(array_stats.ess(chain[None], method="bulk")),
-                       float(array_stats.ess(chain[None], method="tail", prob=0.95))) for chain in chains])
-    factor = max(1, int(np.ceil(chains.shape[1] / ess))) if np.isfinite(ess) and ess > 0 else 1
-    thinned = chains[:, ::factor]
-    ranks = array_stats.compute_ranks(thinned.reshape(-1), relative=True).reshape(thinned.shape)
-    return float(array_stats.mchain_uniformity_test(ranks)[0])
+    found = rank_uniformity_finding(method_draws(tree, "mcmc"))
+    return [] if found is None else [("bad", f"MCMC rank plots: {found}.")]
 
 
 def _comparison_findings(table: pd.DataFrame, variant: str | None = None) -> list[tuple[str, str]]:
