@@ -182,7 +182,7 @@ def test_diagnostics_warn_naming_parameters_and_what_to_try():
         summary = diagnose(aligned, raw, stats_, options)
     message = str(record[0].message)
     assert "R-hat above 1.01 for mu[0, waiting], mu[1, waiting]" in message
-    assert "4 divergent transition(s)" in message
+    assert "4 divergent transitions" in message
     assert "target_accept (0.95" in message and "draws=600" in message
     assert summary["n_divergences"] == 4 and summary["max_rhat"] > 1.01
 

@@ -213,7 +213,7 @@ def test_divergences_are_advised_the_next_higher_target_accept(target_accept, ad
     with pytest.warns(mixflow.SamplingWarning) as record:
         diagnose(aligned, raw, {"diverging": (("chain", "draw"), np.eye(4, 300, dtype=bool))}, options)
     message = str(record[0].message)
-    assert "4 divergent transition(s)" in message
+    assert "4 divergent transitions" in message
     assert (advice in message) if advice else "target_accept" not in message
 
 def test_several_modes_are_named_instead_of_chains_disagreeing():
@@ -416,7 +416,7 @@ def test_report_findings_name_the_modes_and_judge_r_hat_within_them():
     moded_crossing = _mcmc_findings({**base, "modes": 2, "max R-hat within modes": 1.03, "chains that cross": "1",
                                      "min bulk ESS within modes": 700.0})
     assert moded_crossing[1][1].startswith("MCMC: max R-hat within a mode 1.030 > 1.01: chains of one mode disagree. "
-                                           "Chains 1 move between places")
+                                           "Chain 1 moves between places")
 
 
 def test_chains_that_cross_are_read_from_the_container_by_the_report_and_the_summary(map_fit):
@@ -437,7 +437,7 @@ def test_chains_that_cross_are_read_from_the_container_by_the_report_and_the_sum
     tree["mcmc/modes"] = xr.Dataset({"weight": (("mode",), np.ones(1)), "crosses": (("chain",), np.arange(2) == 1)})
     summary = _mcmc_convergence(tree)
     assert summary["chains that cross"] == "1"
-    assert "Chains 1 move between places" in _mcmc_findings(summary)[0][1]
+    assert "Chain 1 moves between places" in _mcmc_findings(summary)[0][1]
     assert any(item.startswith("chain 1 moves between places") for item in _mcmc_line(tree)[1])
     tree["mcmc/modes"] = xr.Dataset({"weight": (("mode",), np.ones(1)), "crosses": (("chain",), np.zeros(2, bool))})
     assert "chains that cross" not in _mcmc_convergence(tree) and not any("moves" in i for i in _mcmc_line(tree)[1])
@@ -595,3 +595,12 @@ def test_a_mode_of_one_chain_that_disagrees_is_said_by_its_halves():
         "the halves of chain 3, alone in mode 1, disagree: R-hat 1.050")
     assert _disagreeing_mode(0, 2, np.array([0, 2]), np.array([1.05, 1.0]), None, 200).startswith(
         "chains 0, 2 of mode 0 disagree: R-hat 1.050")
+
+
+def test_a_value_above_its_threshold_is_never_printed_as_the_threshold():
+    # a mode's Pareto k of 1.002 was said to be "1.00 ... above 1"
+    from mixflow.engines.sampling_diagnostics import format_above
+
+    assert format_above(1.002, 1.0) == "1.002" and format_above(0.6049, 0.6) == "0.605"
+    assert format_above(0.74, 0.6) == "0.74" and format_above(0.5, 0.6) == "0.50"
+    assert format_above(1.0000001, 1.0) == "1.00001"  # above by less than the last place shown: rounded up

@@ -121,7 +121,7 @@ def test_choice_of_k_problems_disagreement_and_run_warnings_are_reported(tmp_pat
     assert "Choice of K, K=3, EM: did not converge and has a collapsed component; its criteria are unreliable." \
         in items
     assert ("Choice of K, K=3, NUTS: max R-hat 1.050 &gt; 1.01; low bulk ESS (min 150 over its chains, under 100 per "
-            "chain); low tail ESS (min 120 over its chains, under 100 per chain); 3 divergent transition(s); high "
+            "chain); low tail ESS (min 120 over its chains, under 100 per chain); 3 divergent transitions; high "
             "Pareto k (PSIS-LOO unreliable).") in items
     assert "Choice of K, K=2, NUTS: low tail ESS (min 300 over its chains, under 100 per chain)." in items
     assert "[K=2, NUTS] SamplingWarning: MCMC diagnostics: 2 divergent transition(s) after tuning." in items
@@ -189,7 +189,7 @@ def test_mcmc_findings_use_the_samplers_own_diagnostics(tmp_path, full):
     texts = [text for _, text in diagnostics(tree, compare(tree))]
     chains = tree["mcmc/posterior"].sizes["chain"]
     assert f"MCMC: min tail ESS 40 below {100 * chains} (100 per chain)." in texts
-    assert "MCMC: 4 divergent transition(s)." in texts
+    assert "MCMC: 4 divergent transitions." in texts
 
 
 def test_choice_of_k_ess_findings_are_the_samplers_own_flags():

@@ -36,6 +36,7 @@ from mixflow.engines.mode_rule import (
     pair_overlaps,
     pair_rhats,
 )
+from mixflow.engines.sampling_diagnostics import format_above
 from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, loo_pointwise, stacking_weights
 from mixflow.errors import InputError
 from mixflow.families.relabel import assignment_costs, optimal_permutations
@@ -301,14 +302,16 @@ def mode_caveats(modes, unit: str = "chains") -> str:
         n_draws, per_chain = int(value["n_draws"][mode]), -(-PSIS_MIN_DRAWS // int(value["n_chains"][mode]))
         if mode in left_out:
             why.append(f"is left out of the stacking (weight 0): its PSIS-LOO Pareto k of "
-                       f"{value['max_pareto_k'][mode]:.2f} is above {LOO_UNUSABLE_K:g}, where its leave-one-out "
+                       f"{format_above(value['max_pareto_k'][mode], LOO_UNUSABLE_K)} is above {LOO_UNUSABLE_K:g}, "
+                       "where its leave-one-out "
                        f"densities have no finite mean (the draws of a {unit[:-1]} stuck or barely moving, typically)")
         elif n_draws < PSIS_MIN_DRAWS:
             why.append(f"has {n_draws} draw{'s' * (n_draws != 1)}, fewer than the {PSIS_MIN_DRAWS} PSIS-LOO needs "
                        f"(draws >= {per_chain} per {unit[:-1]}), so its weight rests on plain importance-sampling LOO")
         elif not value["loo_reliable"][mode]:
-            why.append(f"has a PSIS-LOO Pareto k up to {value['max_pareto_k'][mode]:.2f}, above "
-                       f"{value['pareto_k_threshold'][mode]:.2f} for its {n_draws} draws")
+            threshold = value["pareto_k_threshold"][mode]
+            why.append(f"has a PSIS-LOO Pareto k up to {format_above(value['max_pareto_k'][mode], threshold)}, above "
+                       f"{threshold:.2f} for its {n_draws} draws")
         if not value["ess_reliable"][mode]:
             ess = value["min_ess_bulk"][mode]
             why.append((f"a bulk ESS of {ess:.1f}" if np.isfinite(ess) else "no bulk ESS (too few draws)")

@@ -21,7 +21,7 @@ from mixflow.engines.mode_rule import (
 )
 from mixflow.warnings import SamplingWarning
 
-__all__ = ["RHAT_MAX", "diagnose", "format_rhat", "record_crossings"]
+__all__ = ["RHAT_MAX", "diagnose", "format_above", "format_rhat", "record_crossings"]
 
 #: R-hat above this flags a parameter whose chains disagree (Vehtari et al. 2021).
 RHAT_MAX = 1.01
@@ -34,12 +34,21 @@ def format_rhat(value: float) -> str:
 
     1.0104 is flagged, and "1.010 > 1.01" would read as false: it is written 1.0104 (1.01000004 as 1.010001).
     """
+    return format_above(value, RHAT_MAX, 3)
+
+
+def format_above(value: float, threshold: float, decimals: int = 2) -> str:
+    """``value`` to ``decimals`` decimals, or as many more (up to ``decimals + 3``) as show it above ``threshold``.
+
+    A Pareto k of 1.002 above 1 is written 1.002, not "1.00 is above 1".
+    """
     value = float(value)
-    for decimals in range(3, 7):
-        text = f"{value:.{decimals}f}"
-        if not value > RHAT_MAX or float(text) > RHAT_MAX:
+    for places in range(decimals, decimals + 4):
+        text = f"{value:.{places}f}"
+        if not value > threshold or float(text) > threshold:
             return text
-    return f"{np.ceil(value * 1e6) / 1e6:.6f}"  # above by less than 5e-7: rounded up, so still above
+    scale = 10.0 ** (decimals + 3)
+    return f"{np.ceil(value * scale) / scale:.{decimals + 3}f}"  # above by less than half the last place: rounded up
 
 
 def record_crossings(modes: dict, aligned: dict) -> None:
@@ -167,7 +176,7 @@ def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: s
         problems.append(f"bulk or tail ESS below {'100 per chain' if modes else f'{minimum} (100 per chain)'} "
                         f"for {_listed(which)}")
     if n_divergent:
-        problems.append(f"{n_divergent} divergent transition(s) after tuning")
+        problems.append(f"{n_divergent} divergent transition{'' if n_divergent == 1 else 's'} after tuning")
     problems += notes or []
     if not problems:
         return

@@ -303,7 +303,7 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
                 nuts.append(f"low {label} ESS (min {row[column]:.0f} over its chains, under {ESS_PER_CHAIN_MIN} per "
                             "chain)")
         if pd.notna(row.get("divergences", np.nan)) and row["divergences"] > 0:
-            nuts.append(f"{int(row['divergences'])} divergent transition(s)")
+            nuts.append(_count(int(row["divergences"]), "divergent transition"))
         if pd.notna(row.get("pareto_k_warning", np.nan)) and bool(row["pareto_k_warning"]):
             nuts.append("high Pareto k (PSIS-LOO unreliable)")
         if nuts:
@@ -358,9 +358,16 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     return findings
 
 
+def _count(number: int, noun: str) -> str:
+    """``"1 divergent transition"``, ``"3 divergent transitions"``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
     findings = []
-    crossing = (f" Chains {summary['chains that cross']} move between places that their own windows of "
+    several = "," in str(summary.get("chains that cross", ""))
+    crossing = (f" Chain{'s' if several else ''} {summary['chains that cross']} move{'' if several else 's'} between "
+                f"places that {'their' if several else 'its'} own windows of "
                 f"{summary.get('crossing window (draws)', CROSSING_WINDOW)} draws do not share: the chains visit the "
                 "same places but cross between them "
                 "slowly, so R-hat measures how unevenly they share their time; more draws settle it."
@@ -383,7 +390,7 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
                      f"{ESS_PER_CHAIN_MIN * summary['chains']} ({ESS_PER_CHAIN_MIN} per chain)")
             findings.append(("warn", f"MCMC: min {label} ESS {summary[f'min {label} ESS']:.0f} below {bound}."))
     if summary.get("divergences", 0):
-        findings.append(("bad", f"MCMC: {summary['divergences']} divergent transition(s)."))
+        findings.append(("bad", f"MCMC: {_count(int(summary['divergences']), 'divergent transition')}."))
     return findings
 
 
