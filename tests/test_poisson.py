@@ -121,6 +121,29 @@ def test_a_component_on_the_zeros_alone_converges_to_rate_zero(deaths):
     assert attrs["log_likelihood"] > -1989.9459 + 0.01
 
 
+def test_a_run_stuck_at_rate_zero_below_the_maximum_is_not_counted_as_a_maximum(deaths):
+    """A start that gave a component only zero counts set its rate to 0, which EM cannot leave (its responsibility
+    for every positive count is 0): the run ended 94 units below the maximum, "converged", and the fit and the
+    report counted it as a second maximum, where the likelihood rises off it. Simulated: 30% Poisson(1.5), 70%
+    Poisson(8); the best run is the maximum of a naive likelihood maximised directly."""
+    rng = np.random.default_rng(42)
+    z = rng.random(400) < 0.3
+    y = np.where(z, rng.poisson(1.5, 400), rng.poisson(8.0, 400))
+    tree = mixflow.fit(PoissonMixture(2), y, random_seed=7)
+    stats = tree["em/sample_stats"]
+    stuck = stats["optimum_rate"].values.min(axis=1) == 0
+    assert stuck.any() and not stats["converged"].values[stuck].any()
+    assert tree["em"].attrs["n_maxima"] == 1
+    result = optimize.minimize(lambda v: -naive_log_likelihood(y, np.ones(y.size), np.array([1, np.exp(v[0])]) / (
+        1 + np.exp(v[0])), np.exp(v[1:])), [0.9, 0.5, 2.0], method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(-result.fun, rel=1e-10)
+    # a component on the zero counts alone that is the maximum (London deaths at K=3) stays one
+    start = {"weights": np.array([0.0056, 0.3788, 0.6156]), "rate": np.array([0.0, 1.33, 2.69])}
+    zeros = mixflow.fit(PoissonMixture(3), deaths["deaths"], weights=deaths["days"], init=start)
+    assert zeros["em"].attrs["converged"] and estimate(zeros)["rate"][0] == 0
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_default_frees_a_component_split_in_two_and_finds_the_zeros_component(deaths, seed):
     """The default's starts end, at K=3, on the K=2 maximum with a component in two parts (same rate).

@@ -224,6 +224,9 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
                   for name, seed in zip(names, seeds, strict=True)]
         runs = together([(params(), options) for params in starts])
         continued = np.ones(len(runs), dtype=bool)
+    if not options.map and same_data:  # a fixed point on a boundary the likelihood rises from is no maximum
+        for run in runs:
+            run.converged = run.converged and not model.not_a_maximum(run.params, sample)
     tiers = np.array([tier(r) for r in runs])
     flags, spurious = tiers == DEGENERATE, tiers == SPURIOUS
     finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])

@@ -365,6 +365,15 @@ class MixtureModel:
         """Descriptions of what in the data keeps the maximum-likelihood estimate from existing; none by default."""
         return []
 
+    def not_a_maximum(self, params: dict, prepared: Prepared) -> bool:
+        """Whether the MLE's EM fixed point ``params`` is on a boundary from which the likelihood rises.
+
+        EM can stop at such a point and never leave it (a Poisson rate of 0: the component's responsibility
+        for every positive count is 0, so its rate stays 0); it is then no maximum, and the run is not counted
+        as one. False by default (``prepared``: the rows the run was fitted to, in memory).
+        """
+        return False
+
     def bounded_on_values(self, map_fit: bool) -> bool:
         """Whether a component whose rows share one feature's value is a bounded fit, so such groups are starts.
 

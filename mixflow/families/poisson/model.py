@@ -226,6 +226,22 @@ class PoissonMixture(MixtureModel):
         return prepared.arrays["y"][:, None]
 
     # -- EM steps --------------------------------------------------------------------------------------
+    def not_a_maximum(self, params: dict, prepared: Prepared) -> bool:
+        """A component of positive weight at rate 0 where the likelihood's derivative in its rate is positive.
+
+        At ``rate_k = 0`` the derivative of the log-likelihood is ``w_k (n_1 / f(1) - n_0 / f(0))``, with
+        ``n_y`` the observations of count ``y`` and ``f`` the mixture's probability: a component on the zero
+        counts alone is a maximum only where the zeros hold it there (a zero-inflated sample), and a start that
+        gave a component only zero counts otherwise stops there, far below the maximum.
+        """
+        rate, weights = np.asarray(params["rate"], dtype=float), np.asarray(params["weights"], dtype=float)
+        if not ((rate == 0) & (weights > 0)).any() or "y" not in prepared.arrays:
+            return False
+        y = np.asarray(prepared.arrays["y"]).ravel()
+        n0, n1 = prepared.weights[y == 0].sum(), prepared.weights[y == 1].sum()
+        f0, f1 = weights @ np.exp(-rate), weights @ (rate * np.exp(-rate))
+        return bool(n1 > 0 and (f1 == 0 or n1 / f1 > n0 / f0))
+
     def e_step_constants(self, params: dict, prepared: Prepared) -> dict:
         """The rates (nothing to precompute)."""
         return {"rate": np.asarray(params["rate"], dtype=float)}
