@@ -145,8 +145,9 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         (split-and-transfer, boundary, split-and-merge, outlier and, for Gaussian families, dense-group
         moves, see :mod:`mixflow.engines.starts`); a higher fit it finds is a restart of its own, with start
         ``"transfer"``. A MAP fit, and a tied covariance's MLE, also start from the values of each discrete
-        feature (2 to 10 distinct values: groups of even weight, ``"feature-values:j"``, and the values cut
-        at their widest gaps, ``"feature-gaps:j"``; at most ``2 * n_init`` of them, added to the budget).
+        feature (2 to 10 distinct values, and for the tied MLE more than ``n_components``: groups of even
+        weight, ``"feature-values:j"``, and the values cut at their widest gaps, ``"feature-gaps:j"``; at most
+        ``2 * n_init`` of them, added to the budget).
     init : {"auto", "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", \
 "hierarchical", "hierarchical-pca", "kmeans||"} or dict, default "auto"
         ``"auto"`` draws the starts from a portfolio of the other strategies chosen per family (see

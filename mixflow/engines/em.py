@@ -145,7 +145,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     same_data = sample.n_obs == prepared.n_obs
     prior_used = model.working_prior(prepared) if options.map else None  # the MLE never builds the prior
     if not options.map and same_data:
-        for problem in model.mle_problems(sample):
+        for problem in model.mle_problems(sample, data.features):
             warnings.warn(problem, DegenerateComponentWarning, stacklevel=4)
     if isinstance(options.init, dict):
         options = replace(options, init=model.to_working(options.init, prepared))
@@ -191,7 +191,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     if isinstance(options.init, dict):
         names = ["user parameters"]
     elif options.init == PORTFOLIO:
-        by_values = value_starts(model.init_points(sample)) if model.bounded_on_values(options.map) else []
+        fewest = model.fewest_values_for_starts(options.map)
+        by_values = [] if fewest is None else value_starts(model.init_points(sample), fewest)
         names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init, by_values)
     else:
         names = [options.init] * options.n_init

@@ -19,7 +19,8 @@ starting responsibilities (n, K); one M-step then gives the starting parameters.
   where the directions of largest spread (often those that separate groups) are not outweighed by many
   features of noise;
 - ``"feature-values:j"`` and ``"feature-gaps:j"`` (``"auto"`` only, where a component whose rows share one
-  feature's value is a bounded fit: MAP fits, and tied covariances; :func:`value_starts`): the rows grouped by
+  feature's value is a bounded fit: MAP fits, and tied covariances' MLE for a feature of more values than
+  components; :func:`value_starts`): the rows grouped by
   the values of a discrete feature j (a 0/1 code, a small count), K groups of about equal weight with equal
   values together (:func:`feature_value_labels`), or cut at the K - 1 widest gaps between its values, so that
   a value far from the others is a group however few rows hold it (:func:`feature_gap_labels`).
@@ -272,17 +273,18 @@ def discrete_features(points: np.ndarray, limit: int = DISCRETE_VALUES) -> list[
     return sorted((j for j, count in enumerate(counts) if 2 <= count <= limit), key=lambda j: (counts[j], j))
 
 
-def value_starts(points: np.ndarray, limit: int = DISCRETE_VALUES) -> list[str]:
-    """The starts by the values of each discrete feature (:func:`discrete_features`, fewest values first).
+def value_starts(points: np.ndarray, fewest: int = 2, limit: int = DISCRETE_VALUES) -> list[str]:
+    """The starts by the values of each discrete feature of at least ``fewest`` values (fewest values first).
 
     ``"feature-values:j"`` for each, and ``"feature-gaps:j"`` for those of more than two values (with two,
     both cut the rows by the value). For a fit where a component whose rows share one feature's value is
-    bounded (``model.bounded_on_values``): a MAP fit, whose prior bounds the spread; a tied covariance,
-    where the other components keep the shared covariance's spread, and a component may sit on the rows of
-    one value, or of a few values set apart from the rest, which distances between whole rows do not favour.
+    bounded (``model.fewest_values_for_starts``): a MAP fit, whose prior bounds the spread; a tied
+    covariance's MLE, where the other components keep the shared covariance's spread as long as the feature
+    has more values than components, and a component may sit on the rows of one value, or of a few values
+    set apart from the rest, which distances between whole rows do not favour.
     """
     counts = {j: np.unique(points[:, j]).size for j in discrete_features(points, limit)}
-    return [name for j, count in counts.items()
+    return [name for j, count in counts.items() if count >= fewest
             for name in [f"{FEATURE_VALUES}:{j}"] + ([f"{FEATURE_GAPS}:{j}"] if count > 2 else [])]
 
 

@@ -361,8 +361,11 @@ class MixtureModel:
         """The resolved prior in the units EM works in; by default :meth:`resolve_prior`'s (data units)."""
         return self.resolve_prior(prepared)
 
-    def mle_problems(self, prepared: Prepared) -> list[str]:
-        """Descriptions of what in the data keeps the maximum-likelihood estimate from existing; none by default."""
+    def mle_problems(self, prepared: Prepared, features=None) -> list[str]:
+        """Descriptions of what in the data keeps the maximum-likelihood estimate from existing; none by default.
+
+        ``features``: the data's feature names, for the descriptions.
+        """
         return []
 
     def not_a_maximum(self, params: dict, prepared: Prepared) -> bool:
@@ -374,13 +377,15 @@ class MixtureModel:
         """
         return False
 
-    def bounded_on_values(self, map_fit: bool) -> bool:
-        """Whether a component whose rows share one feature's value is a bounded fit, so such groups are starts.
+    def fewest_values_for_starts(self, map_fit: bool) -> int | None:
+        """The fewest distinct values a feature needs for its values to be starts, or None for no such starts.
 
-        Under a MAP fit's prior it always is (the prior bounds the feature's spread within the component);
-        without one, by default not (a variance of zero). See :func:`mixflow.engines.starts.value_starts`.
+        A start by a feature's values puts the rows of one value (or of a few) in a component, which must be
+        a bounded fit: under a MAP fit's prior it always is (the prior bounds the feature's spread within the
+        component), so 2; without one, by default never (a variance of zero). See
+        :func:`mixflow.engines.starts.value_starts`.
         """
-        return map_fit
+        return 2 if map_fit else None
 
     def stacks_components(self) -> bool:
         """Whether several mixtures' parameters can run as one of their components side by side (MLE steps).

@@ -198,7 +198,8 @@ class GaussianMixture(MixtureModel):
         what = ("the tied covariance collapsed" if self.covariance == "tied"
                 else f"component(s) {components} collapsed")
         return (f"{what} onto a point or a subspace (singular covariance: too few distinct rows, e.g. "
-                f"repeated points): {gn.FLOOR_DESCRIPTION}")
+                "repeated points, or rows that share one value of a feature with few values, such as a code): "
+                f"{gn.FLOOR_DESCRIPTION}")
 
     def sort_key(self, params: dict) -> np.ndarray:
         """Canonical order: ascending first coordinate of ``mu``."""
@@ -285,23 +286,46 @@ class GaussianMixture(MixtureModel):
         """Parameters from the working units of ``prepared`` to data units."""
         return gu.to_data(self.covariance, params, prepared.constants["center"], prepared.constants["scale"])
 
-    def bounded_on_values(self, map_fit: bool) -> bool:
-        """MAP fits, and tied covariances: every component shares the covariance, whose spread the others keep."""
-        return map_fit or self.covariance == "tied"
+    def fewest_values_for_starts(self, map_fit: bool) -> int | None:
+        """MAP fits: 2; a tied covariance's MLE: more values than components.
 
-    def mle_problems(self, prepared: Prepared) -> list[str]:
-        """What in the data keeps the MLE from existing (too few distinct rows for the covariance type)."""
+        The shared covariance then keeps the spread of the values a component does not hold; with K values or
+        fewer, a component on each makes it singular (see :meth:`mle_problems`).
+        """
+        if map_fit:
+            return 2
+        return self.n_components + 1 if self.covariance == "tied" else None
+
+    def mle_problems(self, prepared: Prepared, features=None) -> list[str]:
+        """What in the data keeps the MLE from existing.
+
+        Too few distinct rows for the covariance type; for a tied covariance, a feature of no more distinct
+        values than components (``features``: the features' names).
+        """
         k, (n, d) = self.n_components, prepared.arrays["z"].shape
-        if n > _DISTINCT_ROWS_CHECKED:
-            return []
-        distinct = np.unique(prepared.arrays["z"][prepared.weights > 0], axis=0).shape[0]
-        needed = {"full": k * (d + 1), "tied": k + d, "diag": 2 * k, "spherical": 2 * k}[self.covariance]
-        if distinct >= needed:
-            return []
-        return [f"data: {distinct} distinct row(s) for {k} component(s) and {d} feature(s), where a "
-                f"{self.covariance!r} covariance needs at least {needed} to have a maximum-likelihood "
-                "estimate (fewer leave a component's covariance singular); use method='map' (the prior "
-                "keeps it regular), a covariance type with fewer parameters, or fewer components"]
+        present = prepared.arrays["z"][prepared.weights > 0]
+        problems = []
+        if n <= _DISTINCT_ROWS_CHECKED:
+            distinct = np.unique(present, axis=0).shape[0]
+            needed = {"full": k * (d + 1), "tied": k + d, "diag": 2 * k, "spherical": 2 * k}[self.covariance]
+            if distinct < needed:
+                problems.append(f"data: {distinct} distinct row(s) for {k} component(s) and {d} feature(s), where a "
+                                f"{self.covariance!r} covariance needs at least {needed} to have a maximum-likelihood "
+                                "estimate (fewer leave a component's covariance singular); use method='map' (the "
+                                "prior keeps it regular), a covariance type with fewer parameters, or fewer components")
+        if self.covariance == "tied":
+            counts = [np.unique(present[:, j]).size for j in range(d)]
+            few = [j for j in range(d) if 2 <= counts[j] <= k]  # a constant feature collapses any fit (warned then)
+            if few:
+                names = ", ".join(f"{features[j] if features is not None else f'column {j}'!s} ({counts[j]})"
+                                  for j in few)
+                problems.append(f"data: feature(s) {names} take no more distinct values than the {k} components: a "
+                                "'tied' covariance's likelihood has no maximum there (components each on the rows of "
+                                "one value make the shared variance of that feature zero, and the likelihood grows "
+                                "without bound towards them), so the fit returned is a local maximum; use "
+                                "method='map' (the prior keeps the covariance regular), another covariance type, or "
+                                "leave those features out")
+        return problems
 
     def component_rows(self, params: dict) -> int:
         """A full covariance needs d + 1 observations, variances ("diag", "spherical") two, a tied one's mean one."""
