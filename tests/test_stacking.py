@@ -169,6 +169,18 @@ def test_draws_stuck_on_a_few_values_get_importance_sampling_loo_and_no_reliable
     assert np.isnan(max_k) and np.isnan(good_k)
 
 
+def test_draws_whose_pareto_shapes_are_all_undefined_warn_nothing():
+    # a chain that barely moves: arviz_stats gives NaN shapes for every observation, and their maximum leaked
+    # numpy's "All-NaN slice encountered" to the user of method=["map", "mcmc"]
+    rng = np.random.default_rng(6)
+    log_likelihood = rng.normal(-2.0, 0.5, (2, 300, 3))
+    log_likelihood[:, 5:, :] = -2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        elpd, max_k, good_k = loo_pointwise(log_likelihood, _posterior(log_likelihood))
+    assert np.isfinite(elpd).all() and np.isnan(max_k)
+
+
 @pytest.fixture(scope="module")
 def two_mode_draws(two_groups_map_fit):
     return two_groups_map_fit[:3]

@@ -138,7 +138,9 @@ def loo_pointwise(log_likelihood: np.ndarray, posterior: dict) -> tuple[np.ndarr
         except ValueError:  # a tail of equal values (draws stuck on a few values): no shape to fit, none reliable
             return elpd, float("nan"), float("nan")
     elpd[varies] = np.asarray(result.elpd_i.values, dtype=float)
-    return elpd, float(np.nanmax(result.pareto_k.values)), float(result.good_k)
+    shapes = np.asarray(result.pareto_k.values, dtype=float)
+    largest = float(np.nanmax(shapes)) if np.isfinite(shapes).any() else float("nan")  # none fitted: not reliable
+    return elpd, largest, float(result.good_k)
 
 
 def combined_draws(draws: dict, chain_mode: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> dict:
