@@ -312,6 +312,24 @@ def test_autocorrelated_chains_that_mix_are_not_a_rank_finding():
                summary_text(tree).splitlines())
 
 
+def test_a_trace_plot_of_many_parameters_draws_those_of_the_highest_r_hat(tmp_path, monkeypatch):
+    # more than 20 rows: the report said "The trace plot could not be drawn" among the fit's warnings, and
+    # showed no traces
+    tree = make_container(("em", "mcmc"), d=3)  # 2 weights, 6 means, 18 covariance entries
+    text = report(tree, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "could not be drawn" not in text and 'id="plot-trace"' in text
+    caption = re.search(r"MCMC traces and per-chain densities of ([^<]*)", text).group(1)
+    drawn = caption.split(" (the highest R-hat first")[0].split(", ")
+    assert sorted(drawn) in (["covariance", "weights"], ["mu", "weights"])
+    assert "draws the rest" in caption
+    import mixflow.present.plots.draws
+
+    monkeypatch.setattr(mixflow.present.plots.draws, "TRACE_ROWS", 1)  # no parameter fits: said, not a finding
+    text = report(tree, tmp_path / "s.html").read_text(encoding="utf-8")
+    assert 'id="plot-trace"' not in text and "No trace plot: each parameter has more elements" in text
+    assert "could not be drawn" not in text
+
+
 def _chain_offset(posterior, size):
     """An offset of ``size`` times the chain's index, chain by chain."""
     return posterior["chain"] * size

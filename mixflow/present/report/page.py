@@ -379,8 +379,10 @@ def _report_plots(tree, selection, ci_prob) -> list[tuple[str, object, str]]:
         wanted.append(("posteriors", lambda: plots.plot_posteriors(tree),
                        "Marginal densities of the draws; the dashed line is the EM estimate."))
     if "mcmc" in methods:
-        wanted += [("trace", lambda: plots.plot_trace(tree), "MCMC traces and per-chain densities."),
-                   ("rank", lambda: plots.plot_rank(tree), "MCMC rank plots: flat when the chains mix well.")]
+        traced, caption = _traced(tree)
+        if traced:
+            wanted.append(("trace", lambda: plots.plot_trace(tree, var_names=traced), caption))
+        wanted.append(("rank", lambda: plots.plot_rank(tree), "MCMC rank plots: flat when the chains mix well."))
     wanted += [("ppc", lambda: plots.plot_ppc(tree),
                 "Predictive check: replicated data sets against the observed data, per feature."),
                ("convergence", lambda: plots.plot_convergence(tree),
@@ -388,6 +390,38 @@ def _report_plots(tree, selection, ci_prob) -> list[tuple[str, object, str]]:
     if selection is not None:
         wanted.append(("select_k", lambda: plots.plot_select_k(selection), "Choice of the number of components."))
     return wanted
+
+
+def _traced(tree) -> tuple[list[str], str]:
+    """The parameters the report's trace plot draws (a row per element, at most ``TRACE_ROWS``), and its caption.
+
+    Every parameter when they fit; otherwise those of the highest R-hat first, as many as fit, and the caption
+    names the others (``mixflow.plot_trace(tree, var_names=...)`` draws them). None when no one fits alone.
+    """
+    import arviz_stats
+
+    from mixflow.container.read import method_draws
+    from mixflow.present.plots.draws import TRACE_ROWS
+
+    draws = method_draws(tree, "mcmc")
+    rows = {name: int(np.prod([size for dim, size in da.sizes.items() if dim not in ("chain", "draw")]))
+            for name, da in draws.data_vars.items()}
+    caption = "MCMC traces and per-chain densities."
+    if sum(rows.values()) <= TRACE_ROWS:
+        return list(rows), caption
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat = arviz_stats.rhat(draws) if draws.sizes["chain"] > 1 else None
+    worst = {name: float(np.nanmax(rhat[name].values, initial=-np.inf)) if rhat is not None else 0.0
+             for name in rows}
+    chosen, used = [], 0
+    for name in sorted(rows, key=lambda name: -worst[name]):
+        if used + rows[name] <= TRACE_ROWS:
+            chosen.append(name)
+            used += rows[name]
+    left = [name for name in rows if name not in chosen]
+    return chosen, (f"MCMC traces and per-chain densities of {', '.join(chosen)} (the highest R-hat first, "
+                    f"{TRACE_ROWS} rows at most); mixflow.plot_trace(tree, var_names={left!r}) draws the rest.")
 
 
 def render_plots(tree, selection=None, ci_prob: float | None = None) -> dict:
@@ -409,12 +443,16 @@ def _rendered(draw) -> bytes | Exception:
 
 def _plots_section(tree, selection, ci_prob, rendered=None) -> tuple[str, list[str]]:
     figures, problems = [], []
-    for name, draw, caption in _report_plots(tree, selection, ci_prob):
+    drawn = _report_plots(tree, selection, ci_prob)
+    for name, draw, caption in drawn:
         png = rendered[name] if rendered is not None and name in rendered else _rendered(draw)
         if isinstance(png, Exception):
             problems.append(f"The {name} plot could not be drawn: {png}")
         else:
             figures.append(f'<section class="plot" id="plot-{name}">{_figure_html(png, caption)}</section>')
+    if "mcmc" in available_methods(tree) and "trace" not in {name for name, _, _ in drawn}:
+        figures.append('<p class="note">No trace plot: each parameter has more elements than its rows (a row per '
+                       "element); mixflow.plot_trace(tree, var_names=[...]) draws the ones named.</p>")
     return "".join(figures), problems
 
 
