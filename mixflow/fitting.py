@@ -140,14 +140,14 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         ``init="auto"``, the budget: ``2 * n_init`` short runs (``4 * n_init``, then ``8 * n_init`` when
         those so far do not agree on the best value), of which the best ``ceil(n_init / 2)`` are continued
         to convergence; a start repeating an earlier one's partition is replaced by a random one, or skipped.
-        When those continued runs end at different maxima, a second round of as many starts follows (not on
-        Dask data; ``attrs["start_rounds"]``). A local search follows from the best fit of each round
-        (split-and-transfer, boundary, split-and-merge, outlier and, for Gaussian families, dense-group
-        moves, see :mod:`mixflow.engines.starts`); a higher fit it finds is a restart of its own, with start
-        ``"transfer"``. A MAP fit, and a tied covariance's MLE, also start from the values of each discrete
-        feature (2 to 10 distinct values, and for the tied MLE more than ``n_components``: groups of even
-        weight, ``"feature-values:j"``, and the values cut at their widest gaps, ``"feature-gaps:j"``; at most
-        ``2 * n_init`` of them, added to the budget).
+        When those continued runs end at different maxima, or no start reached a sound fit, a second round of
+        as many starts follows (not on Dask data; ``attrs["start_rounds"]``). A local search follows from the
+        best fit of each round (split-and-transfer, boundary, split-and-merge, outlier and, for Gaussian
+        families, dense-group moves, see :mod:`mixflow.engines.starts`); a higher fit it finds is a restart
+        of its own, with start ``"transfer"``. A MAP fit, and a tied covariance's MLE, also start from the
+        values of each discrete feature (2 to 10 distinct values, and for the tied MLE more than
+        ``n_components``: groups of even weight, ``"feature-values:j"``, and the values cut at their widest
+        gaps, ``"feature-gaps:j"``; at most ``2 * n_init`` of them, added to the budget).
     init : {"auto", "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", \
 "hierarchical", "hierarchical-pca", "kmeans||"} or dict, default "auto"
         ``"auto"`` draws the starts from a portfolio of the other strategies chosen per family (see

@@ -672,11 +672,11 @@ def test_digits_tied_default_reaches_the_many_start_maximum():
     np.testing.assert_allclose(found, reference, rtol=1e-6)
 
 
-def test_a_second_round_of_starts_only_when_the_continued_runs_disagree():
+def test_a_second_round_of_starts_only_when_the_continued_runs_disagree_or_none_is_sound():
     # _start_rounds with made-up rounds: a round whose continued sound runs end at one maximum stops the rounds;
-    # one whose runs end at two calls another round from new seeds. The first round's local search always runs,
-    # from its own runs; a later round's only from a maximum above every earlier start's that no earlier run
-    # (a search's included) ended at
+    # one whose runs end at two, or whose starts reached no sound fit, calls another round from new seeds. The
+    # first round's local search always runs, from its own runs; a later round's only from a maximum above every
+    # earlier start's that no earlier run (a search's included) ended at
     from mixflow.engines.em import DEGENERATE, SOUND, START_ROUNDS, Run, _start_rounds
 
     def screen_of(finals):
@@ -697,7 +697,10 @@ def test_a_second_round_of_starts_only_when_the_continued_runs_disagree():
                                      (([-10.0, -10.5], [-10.2, -10.2]), 2, 1),  # not above the first's starts
                                      (([-10.0, -10.5], [-9.8, -10.3]), 2, 2),  # above: searched from
                                      (([-10.0, -10.5], [-9.5, -10.3]), 2, 1),  # where a search ended already
-                                     (([-10.0, -10.5], [-10.2, -10.3], [-9.0, -9.5]), START_ROUNDS, 1)):
+                                     (([-10.0, -10.5], [-10.2, -10.3], [-9.0, -9.5]), START_ROUNDS, 1),
+                                     # no sound start in the first round: another round before a degenerate wins
+                                     (([5.0, 6.0], [-10.0, -10.5]), 2, 2),
+                                     (([5.0], [6.0], [7.0]), START_ROUNDS, 1)):
         calls, searched = [], []
         runs, continued, names, ran = _start_rounds(lambda seeds: seeds, ["first"], lambda: ["more"],
                                                     screen_of(finals), search, tier)

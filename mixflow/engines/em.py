@@ -247,7 +247,10 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
     (``screen``, :func:`_short_then_continue`), then the local search (``search``, :func:`_transfer_search`;
     None for none) from the round's best sound fit. When the continued sound runs of a round end at different
     maxima, the likelihood has shown itself rugged: the screening's best few lead to more than one maximum,
-    and a higher one may lie where no start of this round went. Another round of as many starts, from new
+    and a higher one may lie where no start of this round went; and when no start of the rounds so far reached a
+    sound fit (every one collapsed or spurious: features of few values under a "diag" covariance), a sound one
+    may still exist where none went, and a degenerate fit wins only when nothing else does. Another round of as
+    many starts, from new
     seeds (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same
     whatever follows), then runs, up to ``most`` rounds (:data:`START_ROUNDS`; one on chunked data, where
     each continued run is passes over the whole data); continued runs that agree stop the rounds, so an easy
@@ -270,6 +273,8 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
         screened = max(screened, best)
         runs, names = runs + list(more), names + list(more_names)
         continued = np.concatenate([continued, more_continued])
+        if not np.isfinite(screened):  # no sound run yet (every one collapsed or spurious): another round first
+            continue
         if len(values) < 2 or not _higher(max(values), min(values)):
             break
     return runs, continued, names, round_index + 1
