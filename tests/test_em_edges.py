@@ -106,6 +106,32 @@ def _separate_fits(parts, covariance: str) -> tuple[float, list[np.ndarray]]:
 
 
 @pytest.mark.parametrize("covariance", COVARIANCES)
+def test_a_map_whose_default_prior_outweighs_far_apart_clusters_says_so(covariance):
+    """Clusters 1e4 sd apart: mclust's default scale, the whole data's covariance over K^(2/d), is their distance
+    squared, and the MAP's covariances came back some 1e5 times the clusters' own, said nowhere. Clusters 3 sd
+    apart, and the shipped data sets' MAP fits, are not flagged (the prior's usual pull)."""
+    rng = np.random.default_rng(5)
+    model = mixflow.GaussianMixture(2, covariance=covariance)
+    for gap, flagged in ((1e4, True), (3.0, False)):
+        x = np.vstack([rng.normal(size=(100, 2)), rng.normal(size=(80, 2)) + [gap, 0.0]])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tree = mixflow.fit(model, x, method="map", random_seed=0)
+        said = [str(w.message) for w in caught if "the default prior outweighs the data" in str(w.message)]
+        assert bool(said) == flagged
+        if flagged:
+            assert "component(s) [0, 1]" in said[0] and "GaussianPrior(scale=...)" in said[0]
+            dispersion = tree["em/estimate"][model.covariance_name()].values
+            assert np.max(dispersion) > 1e4  # what was said: the prior's scale, not the clusters' unit variance
+    given = mixflow.GaussianMixture(2, covariance=covariance, prior=mixflow.GaussianPrior(scale=np.eye(2) if covariance
+                                    in ("full", "tied") else np.ones(2) if covariance == "diag" else 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.MixflowWarning)  # a scale the user gave is theirs
+        mixflow.fit(given, np.vstack([rng.normal(size=(100, 2)), rng.normal(size=(80, 2)) + [1e4, 0.0]]),
+                    method="map", random_seed=0)
+
+
+@pytest.mark.parametrize("covariance", COVARIANCES)
 @pytest.mark.parametrize(("gap", "rtol_ll", "rtol_cov"), [(1e4, 1e-12, 1e-9), (1e6, 1e-12, 1e-9), (1e9, 1e-9, 1e-7)])
 def test_far_apart_clusters_are_fitted_separately_without_a_collapse_warning(gap, rtol_ll, rtol_cov, covariance):
     """Clusters 1e4, 1e6 and 1e9 sd apart: each component is its cluster's own MLE, nothing floored.

@@ -53,7 +53,7 @@ from mixflow.engines.starts import (
     value_starts,
 )
 from mixflow.errors import InputError
-from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning
+from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning, MixflowWarning
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "duplicate_components", "empty_components",
            "fit_em", "fit_prepared", "initial_parameters", "pairs_text"]
@@ -880,6 +880,9 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     positions = [int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active]
     collapsed = sorted(c for c in positions if c not in empty)
     _warn_about(best, options, model, collapsed, total)
+    if options.map and sample is prepared:
+        for problem in model.prior_problems(params, resp, prepared, prior):
+            warnings.warn(problem, MixflowWarning, stacklevel=3)
     with np.errstate(divide="ignore"):  # resp's rows: the sample's, on chunked data
         duplicates = [(i, j) for i, j in duplicate_components(np.log(resp), (prepared if sample is prepared
                                                                               else sample).weights)

@@ -368,6 +368,13 @@ class MixtureModel:
         """
         return []
 
+    def prior_problems(self, params: dict, responsibilities: np.ndarray, prepared: Prepared, prior) -> list[str]:
+        """What in a MAP fit says its default prior, not the data, set an estimate (warnings); none by default.
+
+        ``params`` and ``prepared`` in working units, ``responsibilities`` (n_obs, K) at ``params``.
+        """
+        return []
+
     def not_a_maximum(self, params: dict, prepared: Prepared) -> bool:
         """Whether the MLE's EM fixed point ``params`` is on a boundary from which the likelihood rises.
 

@@ -286,6 +286,45 @@ class GaussianMixture(MixtureModel):
         """Parameters from the working units of ``prepared`` to data units."""
         return gu.to_data(self.covariance, params, prepared.constants["center"], prepared.constants["scale"])
 
+    def prior_problems(self, params: dict, responsibilities: np.ndarray, prepared: Prepared, prior) -> list[str]:
+        """Components of many observations whose covariance is mostly the default prior's scale.
+
+        The default scale is the whole data's covariance over K^(2/d) (after mclust): for groups far apart,
+        that covariance is their spread between them, and a MAP covariance adds it to each component's own
+        scatter. The prior is worth d + 2 observations (its default degrees of freedom): a component of
+        :data:`_PRIOR_WORTH` times as many should outweigh it, and when the prior's scale exceeds
+        :data:`_PRIOR_OUTWEIGHS` times such a component's scatter in a feature (the sum over its rows of the
+        squared deviations), its variance there is some five times the data's own or more: the prior's, not the
+        data's. (A scale about as large as the scatter, as for iris setosa's petals, is the prior's usual pull.)
+        """
+        if self.prior.scale is not None or "z" not in prepared.arrays:  # a scale the user chose is theirs
+            return []
+        z, weights = prepared.arrays["z"], prepared.weights
+        d = z.shape[1]
+        counts = (weights[:, None] * responsibilities).sum(axis=0)
+        scale = np.asarray(prior.scale, dtype=float)
+        if self.covariance == "spherical":  # one variance for every feature: its scale against the total scatter
+            scale = np.full(d, float(scale) * d)
+        elif scale.ndim == 2:  # full and tied: the diagonal, each feature's
+            scale = np.diag(scale)
+        outweighed = []
+        for k in range(self.n_components):
+            if counts[k] < _PRIOR_WORTH * (d + 2):
+                continue
+            deviations = z - np.asarray(params["mu"])[k]
+            scatter = (weights * responsibilities[:, k]) @ deviations ** 2
+            scatter = np.full(d, scatter.sum()) if self.covariance == "spherical" else scatter
+            if (scale > _PRIOR_OUTWEIGHS * scatter).any():
+                outweighed.append(k)
+        if not outweighed:
+            return []
+        return [f"the default prior outweighs the data in the covariance of component(s) {outweighed}: its scale "
+                f"(the whole data's covariance over K^(2/d), as mclust's) exceeds {_PRIOR_OUTWEIGHS} times their own "
+                "scatter, so their covariances are mostly the prior's; groups far apart inflate the data's "
+                "covariance. Give the "
+                "prior a scale (GaussianPrior(scale=...), e.g. the MLE's pooled covariance) or use the MLE "
+                "(method='em')"]
+
     def fewest_values_for_starts(self, map_fit: bool) -> int | None:
         """MAP fits: 2; a tied covariance's MLE: more values than components.
 
@@ -488,6 +527,12 @@ def _mixture_moments(weights: np.ndarray, mu: np.ndarray, variance: np.ndarray):
     unit_mean = weights @ unit_mu
     unit_variance = weights @ (variance / magnitude / magnitude + (unit_mu - unit_mean) ** 2)
     return Moments(1.0, magnitude, unit_mean, np.diag(unit_variance))
+
+
+#: A component of at least this many times (d + 2) observations (the prior's worth) should outweigh its prior
+_PRIOR_WORTH = 5
+#: ... and its covariance is the prior's when the prior's scale exceeds this many times its scatter
+_PRIOR_OUTWEIGHS = 4
 
 
 def _default_scale(covariance: str, data_cov: np.ndarray, k: int) -> np.ndarray:
