@@ -327,13 +327,13 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
     source, said = reference_fit or _sampling_reference(model, data, result, methods, seed, em_options)
     stated = {**(stated or {}), **said}
     reference = {name: value.values for name, value in source[EM_ESTIMATE].data_vars.items()}
-    if any(m in ("mcmc", "advi") for m in methods):
-        _check_representable(model, reference, data)
     if reference["weights"].size != model.n_components:  # EM trimmed components: the model of those it kept
         stated["n_components"] = (f"{reference['weights'].size}: the components EM kept (trim dropped "
                                   f"{model.n_components - reference['weights'].size} of the {model.n_components} "
                                   "declared)")
         model = dataclasses.replace(model, n_components=reference["weights"].size)
+    if any(m in ("mcmc", "advi") for m in methods):
+        _check_representable(model, reference, data)
     for sampling in (m for m in methods if m in ("mcmc", "advi")):
         engine_options = dict(routed[sampling])
         if engine_options.get("starts") == "em-optima":
@@ -349,6 +349,10 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
     return result
 
 
+#: The parameters that under- or overflow in data units of extreme magnitude (variances, their matrices)
+DISPERSIONS = ("covariance", "variance")
+
+
 def _check_representable(model, reference: dict, data) -> None:
     """NUTS and ADVI start from, and store, parameters in the data's units: EM's must be valid numbers there.
 
@@ -356,6 +360,10 @@ def _check_representable(model, reference: dict, data) -> None:
     (about 1e-600) underflow to zero in double precision, and those of data near 1e200 overflow. Such a fit
     has no posterior draws to store: an error naming the data, before any sampling.
     """
+    finite = all(np.isfinite(np.asarray(value, dtype=float)).all() for value in reference.values())
+    dispersion = [np.asarray(value, dtype=float) for name, value in reference.items() if name in DISPERSIONS]
+    if finite and not any((value == 0).any() for value in dispersion):
+        return  # nothing under- or overflowed: any other problem is the engines' to say
     try:
         model.check_parameters(reference, data.n_features, name="reference")
     except InputError as error:

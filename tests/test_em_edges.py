@@ -120,7 +120,8 @@ def test_a_map_whose_default_prior_outweighs_far_apart_clusters_says_so(covarian
         said = [str(w.message) for w in caught if "the default prior outweighs the data" in str(w.message)]
         assert bool(said) == flagged
         if flagged:
-            assert "component(s) [0, 1]" in said[0] and "GaussianPrior(scale=...)" in said[0]
+            where = "the tied covariance" if covariance == "tied" else "the covariance of component(s) [0, 1]"
+            assert where in said[0] and "GaussianPrior(scale=...)" in said[0]
             dispersion = tree["em/estimate"][model.covariance_name()].values
             assert np.max(dispersion) > 1e4  # what was said: the prior's scale, not the clusters' unit variance
     given = mixflow.GaussianMixture(2, covariance=covariance, prior=mixflow.GaussianPrior(scale=np.eye(2) if covariance
@@ -129,6 +130,22 @@ def test_a_map_whose_default_prior_outweighs_far_apart_clusters_says_so(covarian
         warnings.simplefilter("error", mixflow.MixflowWarning)  # a scale the user gave is theirs
         mixflow.fit(given, np.vstack([rng.normal(size=(100, 2)), rng.normal(size=(80, 2)) + [1e4, 0.0]]),
                     method="map", random_seed=0)
+
+
+def test_the_prior_check_takes_a_tied_covariance_pooled_and_trimmed_components_away():
+    """A tight small group beside a large one, tied: the shared covariance is the large group's (0.94), not the
+    prior's, though the prior's scale exceeds the small group's own scatter; and a MAP fit whose trim drops a
+    component (the check indexed every declared component: IndexError)."""
+    rng = np.random.default_rng(1)
+    x = np.r_[rng.normal(0, 1, 1000), rng.normal(10, 0.01, 30)][:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.MixflowWarning)
+        mixflow.fit(mixflow.GaussianMixture(2, covariance="tied"), x, method="map", random_seed=0, n_init=2)
+    x = np.r_[rng.normal(0, 1, (300, 2)), rng.normal(5, 1, (300, 2)), rng.normal(20, 1, (3, 2))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        tree = mixflow.fit(mixflow.GaussianMixture(3), x, method="map", trim=0.02, random_seed=0, n_init=2)
+    assert tree["em/estimate"].sizes["component"] == 2
 
 
 @pytest.mark.parametrize("covariance", COVARIANCES)

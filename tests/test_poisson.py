@@ -138,6 +138,12 @@ def test_a_run_stuck_at_rate_zero_below_the_maximum_is_not_counted_as_a_maximum(
         1 + np.exp(v[0])), np.exp(v[1:])), [0.9, 0.5, 2.0], method="Nelder-Mead",
         options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
     assert tree["em"].attrs["log_likelihood"] == pytest.approx(-result.fun, rel=1e-10)
+    # a start on that boundary is said to be one, not "did not converge in max_iter ... increase max_iter"
+    stuck_start = {"weights": np.array([0.4, 0.6]), "rate": np.array([0.0, 4.0])}
+    counts = np.concatenate([np.zeros(200), np.random.default_rng(1).poisson(4.0, 300)])
+    with pytest.warns(mixflow.ConvergenceWarning, match="EM stopped at a fixed point on the boundary") as caught:
+        mixflow.fit(PoissonMixture(2), counts, init=stuck_start)
+    assert not any("increase max_iter" in str(w.message) for w in caught)
     # a component on the zero counts alone that is the maximum (London deaths at K=3) stays one
     start = {"weights": np.array([0.0056, 0.3788, 0.6156]), "rate": np.array([0.0, 1.33, 2.69])}
     zeros = mixflow.fit(PoissonMixture(3), deaths["deaths"], weights=deaths["days"], init=start)

@@ -144,9 +144,9 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     sample = prepared if sample is None else sample
     same_data = sample.n_obs == prepared.n_obs
     prior_used = model.working_prior(prepared) if options.map else None  # the MLE never builds the prior
-    if not options.map and same_data:
-        for problem in model.mle_problems(sample, data.features):
-            warnings.warn(problem, DegenerateComponentWarning, stacklevel=4)
+    problems = model.mle_problems(sample, data.features) if not options.map and same_data else []
+    for problem in problems:
+        warnings.warn(problem, DegenerateComponentWarning, stacklevel=4)
     if isinstance(options.init, dict):
         options = replace(options, init=model.to_working(options.init, prepared))
     width = model.chunk_width(data.n_features)
@@ -214,7 +214,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
                                  for name, seed in zip(schedule, round_seeds, strict=True)],
             seeds, lambda: root.spawn(len(schedule)),
             lambda starts: _short_then_continue(starts, short_runs, options, tier, together, same_data),
-            search if same_data else None, tier, START_ROUNDS if same_data else 1)
+            search if same_data else None, tier, START_ROUNDS if same_data and not problems else 1)  # no MLE: one
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
         runs = together([(maximisation_step(model, step, prepared, prior_used, active)[0], options)
@@ -227,7 +227,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         continued = np.ones(len(runs), dtype=bool)
     if not options.map and same_data:  # a fixed point on a boundary the likelihood rises from is no maximum
         for run in runs:
-            run.converged = run.converged and not model.not_a_maximum(run.params, sample)
+            run.on_boundary = run.converged and model.not_a_maximum(run.params, sample)
+            run.converged = run.converged and not run.on_boundary
     tiers = np.array([tier(r) for r in runs])
     flags, spurious = tiers == DEGENERATE, tiers == SPURIOUS
     finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])
@@ -727,7 +728,12 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
             f"{model.collapse_description(collapsed)}. The likelihood is unbounded there; use method='map' "
             "(the prior removes the singularity), fewer components, or trim=... to drop tiny components.",
             DegenerateComponentWarning, stacklevel=3)
-    if not run.converged:
+    if run.on_boundary:
+        warnings.warn(
+            "EM stopped at a fixed point on the boundary of the parameters (such as a Poisson rate of 0, which EM "
+            "never leaves) from which the likelihood rises: not a maximum, and more iterations cannot leave it; start "
+            "elsewhere (another init, or the default starts)", ConvergenceWarning, stacklevel=3)
+    elif not run.converged:
         if run.criterion == PARAMETER_CRITERION:
             unmet = (f"the objective no longer resolves the gains, and Aitken's estimate of the parameters' distance "
                      f"to their limit, {run.parameter_gap:.3g}, is not below sqrt(tol)={np.sqrt(options.tol):.3g}")

@@ -125,6 +125,8 @@ class Run:
     accepted_extrapolations: int = 0
     criterion: str = CONVERGENCE_CRITERION
     parameter_gap: float = float("nan")
+    #: stopped at a fixed point on the parameters' boundary from which the likelihood rises (not a maximum)
+    on_boundary: bool = False
 
     def record(self, point: Point) -> None:
         """Make ``point`` the run's current parameters and append its values to the history."""

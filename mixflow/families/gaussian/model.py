@@ -307,21 +307,22 @@ class GaussianMixture(MixtureModel):
             scale = np.full(d, float(scale) * d)
         elif scale.ndim == 2:  # full and tied: the diagonal, each feature's
             scale = np.diag(scale)
+        mu = np.asarray(params["mu"])
+        scatters = [(weights * responsibilities[:, k]) @ (z - mu[k]) ** 2 for k in range(mu.shape[0])]  # kept ones
+        if self.covariance == "tied":  # one covariance, of every component's scatter pooled
+            counts, scatters = np.array([counts.sum()]), [np.sum(scatters, axis=0)]
         outweighed = []
-        for k in range(self.n_components):
-            if counts[k] < _PRIOR_WORTH * (d + 2):
-                continue
-            deviations = z - np.asarray(params["mu"])[k]
-            scatter = (weights * responsibilities[:, k]) @ deviations ** 2
+        for k, scatter in enumerate(scatters):
             scatter = np.full(d, scatter.sum()) if self.covariance == "spherical" else scatter
-            if (scale > _PRIOR_OUTWEIGHS * scatter).any():
+            if counts[k] >= _PRIOR_WORTH * (d + 2) and (scale > _PRIOR_OUTWEIGHS * scatter).any():
                 outweighed.append(k)
         if not outweighed:
             return []
-        return [f"the default prior outweighs the data in the covariance of component(s) {outweighed}: its scale "
-                f"(the whole data's covariance over K^(2/d), as mclust's) exceeds {_PRIOR_OUTWEIGHS} times their own "
-                "scatter, so their covariances are mostly the prior's; groups far apart inflate the data's "
-                "covariance. Give the "
+        where = "the tied covariance" if self.covariance == "tied" else f"the covariance of component(s) {outweighed}"
+        return [f"the default prior outweighs the data in {where}: its scale "
+                f"(the whole data's covariance over K^(2/d), as mclust's) exceeds {_PRIOR_OUTWEIGHS} times the "
+                "data's own scatter there, so the estimate is mostly the prior's; groups far apart inflate the "
+                "data's covariance. Give the "
                 "prior a scale (GaussianPrior(scale=...), e.g. the MLE's pooled covariance) or use the MLE "
                 "(method='em')"]
 
