@@ -262,15 +262,21 @@ def hierarchical_labels(points: np.ndarray, weights: np.ndarray, k: int, rng: np
 
 
 def discrete_features(points: np.ndarray, limit: int = DISCRETE_VALUES) -> list[int]:
-    """The features with 2 to ``limit`` distinct values, fewest values first: the starts of a MAP fit by value.
+    """The features with 2 to ``limit`` distinct values, fewest first: the starts by value (:func:`value_starts`).
 
     A group marked by one feature's values (a 0/1 code such as sex) makes that feature constant within each
     component. Under a Gaussian MLE that is a singularity (a variance of zero), set aside as degenerate; a MAP
     fit's prior bounds the variance, and there such a split can be the highest maximum by far, while starts
     from distances, which see the code as one feature among many, rarely put the rows together by it.
     """
+    return list(_discrete_counts(points, limit))
+
+
+def _discrete_counts(points: np.ndarray, limit: int) -> dict[int, int]:
+    """The features of 2 to ``limit`` distinct values and their numbers of values, fewest first."""
     counts = [np.unique(points[:, j]).size for j in range(points.shape[1])]
-    return sorted((j for j, count in enumerate(counts) if 2 <= count <= limit), key=lambda j: (counts[j], j))
+    return {j: counts[j] for j in sorted((j for j, count in enumerate(counts) if 2 <= count <= limit),
+                                         key=lambda j: (counts[j], j))}
 
 
 def value_starts(points: np.ndarray, fewest: int = 2, limit: int = DISCRETE_VALUES) -> list[str]:
@@ -283,8 +289,7 @@ def value_starts(points: np.ndarray, fewest: int = 2, limit: int = DISCRETE_VALU
     has more values than components, and a component may sit on the rows of one value, or of a few values
     set apart from the rest, which distances between whole rows do not favour.
     """
-    counts = {j: np.unique(points[:, j]).size for j in discrete_features(points, limit)}
-    return [name for j, count in counts.items() if count >= fewest
+    return [name for j, count in _discrete_counts(points, limit).items() if count >= fewest
             for name in [f"{FEATURE_VALUES}:{j}"] + ([f"{FEATURE_GAPS}:{j}"] if count > 2 else [])]
 
 

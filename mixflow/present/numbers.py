@@ -8,7 +8,7 @@ up to 1e12).
 
 import math
 
-__all__ = ["format_number", "format_with_sd", "set_aside_runs"]
+__all__ = ["counted", "format_number", "format_with_sd", "set_aside_runs"]
 
 
 def _decimals(sd: float, digits: int = 2) -> int:
@@ -71,3 +71,8 @@ def set_aside_runs(attrs, prefix: str = "") -> str:
     if not parts:
         return ""
     return f"{prefix}of {int(attrs.get('n_starts', 0))} runs, {' and '.join(parts)}, set aside"
+
+
+def counted(number: int, noun: str) -> str:
+    """``"1 divergent transition"``, ``"3 divergent transitions"``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -32,7 +32,7 @@ from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import format_with_sd, set_aside_runs
+from mixflow.present.numbers import counted, format_with_sd, set_aside_runs
 from mixflow.present.rank_test import rank_uniformity_finding
 from mixflow.present.units import ParameterUnits
 
@@ -263,7 +263,7 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
              (("high_rhat", "R-hat above 1.01"), ("low_ess_bulk", "low bulk ESS"), ("low_ess_tail", "low tail ESS"))
              if _listed(attrs, key)]
     if int(attrs.get("n_divergences", 0)):
-        found.append(f"{attrs['n_divergences']} divergent transition{'s' if int(attrs['n_divergences']) > 1 else ''}")
+        found.append(counted(int(attrs["n_divergences"]), "divergent transition"))
     ranks = rank_uniformity_finding(method_draws(tree, MCMC))
     if ranks is not None:
         found.append(f"rank plots: {ranks}")

@@ -24,7 +24,7 @@ from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import set_aside_runs
+from mixflow.present.numbers import counted, set_aside_runs
 from mixflow.present.rank_test import rank_uniformity_finding
 
 __all__ = ["card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values", "provenance_rows",
@@ -303,7 +303,7 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
                 nuts.append(f"low {label} ESS (min {row[column]:.0f} over its chains, under {ESS_PER_CHAIN_MIN} per "
                             "chain)")
         if pd.notna(row.get("divergences", np.nan)) and row["divergences"] > 0:
-            nuts.append(_count(int(row["divergences"]), "divergent transition"))
+            nuts.append(counted(int(row["divergences"]), "divergent transition"))
         if pd.notna(row.get("pareto_k_warning", np.nan)) and bool(row["pareto_k_warning"]):
             nuts.append("high Pareto k (PSIS-LOO unreliable)")
         if nuts:
@@ -358,11 +358,6 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     return findings
 
 
-def _count(number: int, noun: str) -> str:
-    """``"1 divergent transition"``, ``"3 divergent transitions"``."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
 def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
     findings = []
     several = "," in str(summary.get("chains that cross", ""))
@@ -390,7 +385,7 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
                      f"{ESS_PER_CHAIN_MIN * summary['chains']} ({ESS_PER_CHAIN_MIN} per chain)")
             findings.append(("warn", f"MCMC: min {label} ESS {summary[f'min {label} ESS']:.0f} below {bound}."))
     if summary.get("divergences", 0):
-        findings.append(("bad", f"MCMC: {_count(int(summary['divergences']), 'divergent transition')}."))
+        findings.append(("bad", f"MCMC: {counted(int(summary['divergences']), 'divergent transition')}."))
     return findings
 
 
