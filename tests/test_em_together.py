@@ -196,3 +196,19 @@ def test_a_set_that_needs_the_centred_pass_leaves_the_others_stacked(monkeypatch
         assert point.value == pytest.approx(alone.value, rel=1e-13)
         for key, value in alone.following.items():
             np.testing.assert_allclose(point.following[key], value, rtol=1e-12, atol=1e-14)
+
+
+def test_short_axis_reductions_are_numpys_to_the_bit():
+    # log_normalise's max and sum over components, one component at a time below _SHORT_AXIS: the same bits as
+    # numpy's reduction (which adds a short row one value after the other), infinities and NaN included
+    from mixflow.engines.em_steps import _last_axis
+
+    rng = np.random.default_rng(1)
+    for k in range(1, 12):
+        for shape in [(1000, k), (300, 7, k)]:
+            values = rng.normal(size=shape) * rng.exponential(size=shape) * 1e3
+            values[::7, ..., 0], values[::11, ..., -1] = -np.inf, np.nan
+            assert np.array_equal(_last_axis(values, np.maximum), values.max(axis=-1), equal_nan=True)
+            with np.errstate(over="ignore"):
+                positive = np.exp(values - 1e3)
+            assert np.array_equal(_last_axis(positive, np.add), positive.sum(axis=-1), equal_nan=True)

@@ -710,6 +710,47 @@ def test_a_second_round_of_starts_only_when_the_continued_runs_disagree_or_none_
         assert [run.history_objective[-1] for run in runs[:len(finals[0])]] == list(finals[0])  # round 1 first
     assert START_ROUNDS == 2
 
+    def search(runs, continued, names):  # a search that finds nothing above the best start's maximum
+        searched.append([run.history_objective[-1] for run in runs])
+        return runs, continued, names
+
+    # the best start's maximum withstood the search: lower maxima are no reason for another round
+    for finals, rounds in ((([-10.0, -10.5],), 1), (([5.0, 6.0], [-10.0, -10.5]), 2)):
+        calls, searched = [], []
+        ran = _start_rounds(lambda seeds: seeds, ["first"], lambda: ["more"], screen_of(finals), search, tier)[3]
+        assert ran == rounds == len(calls) == len(searched)
+
+
+def test_a_local_search_stops_at_a_maximum_an_earlier_search_went_on_from():
+    # _transfer_search with made-up moves: from -10 the moves climb to -9 and then -8, where none leads higher;
+    # a later search (the same fit's second round) whose move reaches -9 stops there, without the moves from
+    # -9 and -8 again: they are those the first search made, and where they led is among the runs already
+    from mixflow.engines.em import SOUND, EMOptions, Run, _transfer_search
+
+    climb = {-10.0: [-9.0], -9.5: [-9.0], -9.0: [-8.0], -8.0: []}
+    moved_from = []
+
+    def moved_starts(params):
+        moved_from.append(params["v"])
+        return [[{"v": value} for value in climb[params["v"]]], [], [], []]
+
+    def runs_of(jobs):
+        return [Run(params=params, history_objective=[params["v"] - 0.5, params["v"]], converged=True, n_iter=1,
+                    active=np.arange(1), aitken_gap=0.0) for params, _ in jobs]
+
+    def search(value, searched):
+        start = Run(params={"v": value}, history_objective=[value - 1, value], converged=True, active=np.arange(1))
+        runs = _transfer_search([start], np.array([True]), ["random"], lambda run: SOUND, moved_starts,
+                                lambda params: str(params["v"]).encode(), runs_of, EMOptions(), searched=searched)[0]
+        return [run.history_objective[-1] for run in runs[1:]]
+
+    searched = {}
+    assert search(-10.0, searched) == [-9.0, -8.0] and moved_from == [-10.0, -9.0, -8.0]
+    moved_from.clear()
+    assert search(-9.5, searched) == [-9.0] and moved_from == [-9.5]
+    moved_from.clear()
+    assert search(-9.5, {}) == [-9.0, -8.0] and moved_from == [-9.5, -9.0, -8.0]  # a search alone goes on
+
 
 def test_rugged_likelihood_gets_a_second_round_that_reaches_a_higher_maximum():
     # a large cluster and two small ones, fitted with five components: the first round's continued runs end at

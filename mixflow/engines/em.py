@@ -207,7 +207,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
                          moved_starts=partial(_moved_starts, model, sample, prior_used, rows, local=local),
                          partition=partial(_partition, model, sample, rows), runs_of=together, options=options,
                          duplicates=lambda params: duplicate_components(_log_joint(model, params, sample, rows),
-                                                                        sample.weights))
+                                                                        sample.weights), searched={})
         schedule = names
         runs, continued, names, rounds = _start_rounds(
             lambda round_seeds: [partial(fresh_start, name, seed)
@@ -255,7 +255,9 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
     seeds (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same
     whatever follows), then runs, up to ``most`` rounds (:data:`START_ROUNDS`; one on chunked data, where
     each continued run is passes over the whole data); continued runs that agree stop the rounds, so an easy
-    likelihood costs one. A later round's local search runs only from a maximum its starts
+    likelihood costs one, and so does a round whose best start's maximum withstood its local search (nothing
+    found above it: the lower maxima of the other continued runs are no sign that a higher one lies elsewhere,
+    where a search that climbs is). A later round's local search runs only from a maximum its starts
     found above the best earlier starts found (the search from there may climb elsewhere) and that no earlier
     run has ended at: the first round and its search are what they would be alone, so a second round can only
     add maxima, never lose one.
@@ -268,8 +270,9 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
                   if going and tier(run) == SOUND]
         best = max(values, default=-np.inf)
         known = [run.history_objective[-1] for run, going in zip(runs, continued, strict=True) if going]
-        if search is not None and (round_index == 0 or (_higher(best, screened) and not any(
-                abs(best - value) <= _SAME_VALUE * abs(value) for value in known))):
+        searched = search is not None and (round_index == 0 or (_higher(best, screened) and not any(
+            abs(best - value) <= _SAME_VALUE * abs(value) for value in known)))
+        if searched:
             more, more_continued, more_names = search(list(more), more_continued, list(more_names))
         screened = max(screened, best)
         runs, names = runs + list(more), names + list(more_names)
@@ -278,6 +281,10 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
             continue
         if len(values) < 2 or not _higher(max(values), min(values)):
             break
+        if searched and not _higher(max(run.history_objective[-1] for run, going
+                                        in zip(more, more_continued, strict=True)
+                                        if going and tier(run) == SOUND), best):
+            break  # the starts' best maximum withstood the local search: the lower ones are no sign of a higher
     return runs, continued, names, round_index + 1
 
 
@@ -462,7 +469,8 @@ def _partition(model, prepared, rows: int, params: dict) -> bytes:
 
 
 def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, moved_starts, partition, runs_of,
-                     options: EMOptions, duplicates=None) -> tuple[list, np.ndarray, list]:
+                     options: EMOptions, duplicates=None,
+                     searched: dict | None = None) -> tuple[list, np.ndarray, list]:
     """A local search from the best sound continued run: moves screened by short runs, the best continued.
 
     ``moved_starts(params)`` gives the starts one move away, by kind: local, split-and-merge, outlier and dense
@@ -482,6 +490,10 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
     current fit by more than ``_SAME_VALUE`` (relative) is added as a restart of its own (start :data:`TRANSFER`),
     and the search goes on from it, for at most :data:`TRANSFER_ROUNDS` rounds; a round in which none ends higher
     stops it. Nothing is searched when no continued run is sound.
+
+    ``searched`` (a dict, kept across the searches of one fit) holds the maxima searched from, by partition of
+    the rows, with their values: a search that reaches one of them stops there, since the moves from a
+    maximum are the same whenever it is reached, and where they led is already among the runs.
     """
     finals = np.array([r.history_objective[-1] if c and tier(r) == SOUND else np.nan
                        for r, c in zip(runs, continued, strict=True)])
@@ -490,9 +502,13 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
     current = runs[int(np.nanargmax(finals))]
     runs, continued, names = list(runs), list(continued), list(names)
     short = replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter), tol=max(SHORT_TOL, options.tol))
+    searched = {} if searched is None else searched
     for _ in range(TRANSFER_ROUNDS):
-        value = current.history_objective[-1]
-        above, seen = value + _SAME_VALUE * abs(value), {partition(current.params)}
+        value, key = current.history_objective[-1], partition(current.params)
+        if key in searched and abs(searched[key] - value) <= _SAME_VALUE * abs(value):
+            break
+        searched[key] = value
+        above, seen = value + _SAME_VALUE * abs(value), {key}
         known = partial(_known, partition, above, seen)
         duplicated = duplicates is not None and bool(duplicates(current.params))
         kinds = moved_starts(current.params)
