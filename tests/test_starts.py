@@ -710,16 +710,6 @@ def test_a_second_round_of_starts_only_when_the_continued_runs_disagree_or_none_
         assert [run.history_objective[-1] for run in runs[:len(finals[0])]] == list(finals[0])  # round 1 first
     assert START_ROUNDS == 2
 
-    def search(runs, continued, names):  # a search that finds nothing above the best start's maximum
-        searched.append([run.history_objective[-1] for run in runs])
-        return runs, continued, names
-
-    # the best start's maximum withstood the search: lower maxima are no reason for another round
-    for finals, rounds in ((([-10.0, -10.5],), 1), (([5.0, 6.0], [-10.0, -10.5]), 2)):
-        calls, searched = [], []
-        ran = _start_rounds(lambda seeds: seeds, ["first"], lambda: ["more"], screen_of(finals), search, tier)[3]
-        assert ran == rounds == len(calls) == len(searched)
-
 
 def test_a_local_search_stops_at_a_maximum_an_earlier_search_went_on_from():
     # _transfer_search with made-up moves: from -10 the moves climb to -9 and then -8, where none leads higher;

@@ -255,9 +255,7 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
     seeds (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same
     whatever follows), then runs, up to ``most`` rounds (:data:`START_ROUNDS`; one on chunked data, where
     each continued run is passes over the whole data); continued runs that agree stop the rounds, so an easy
-    likelihood costs one, and so does a round whose best start's maximum withstood its local search (nothing
-    found above it: the lower maxima of the other continued runs are no sign that a higher one lies elsewhere,
-    where a search that climbs is). A later round's local search runs only from a maximum its starts
+    likelihood costs one. A later round's local search runs only from a maximum its starts
     found above the best earlier starts found (the search from there may climb elsewhere) and that no earlier
     run has ended at: the first round and its search are what they would be alone, so a second round can only
     add maxima, never lose one.
@@ -270,9 +268,8 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
                   if going and tier(run) == SOUND]
         best = max(values, default=-np.inf)
         known = [run.history_objective[-1] for run, going in zip(runs, continued, strict=True) if going]
-        searched = search is not None and (round_index == 0 or (_higher(best, screened) and not any(
-            abs(best - value) <= _SAME_VALUE * abs(value) for value in known)))
-        if searched:
+        if search is not None and (round_index == 0 or (_higher(best, screened) and not any(
+                abs(best - value) <= _SAME_VALUE * abs(value) for value in known))):
             more, more_continued, more_names = search(list(more), more_continued, list(more_names))
         screened = max(screened, best)
         runs, names = runs + list(more), names + list(more_names)
@@ -281,10 +278,6 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
             continue
         if len(values) < 2 or not _higher(max(values), min(values)):
             break
-        if searched and not _higher(max(run.history_objective[-1] for run, going
-                                        in zip(more, more_continued, strict=True)
-                                        if going and tier(run) == SOUND), best):
-            break  # the starts' best maximum withstood the local search: the lower ones are no sign of a higher
     return runs, continued, names, round_index + 1
 
 
