@@ -276,6 +276,29 @@ def test_rank_plot_failures_are_findings(full):
     assert np.isfinite(shifted.values).all()
 
 
+def test_the_rank_test_is_computed_once_per_draws(full, monkeypatch):
+    # a workflow lists a fit's findings and its report lists them again: the thinned rank test (the costly
+    # finding) runs once for the same draws, again for other draws or another level
+    from arviz_base import rc_context
+
+    from mixflow.container.read import method_draws
+    from mixflow.present import rank_test
+
+    computed = []
+    finding = rank_test._finding
+    monkeypatch.setattr(rank_test, "_finding", lambda *args: computed.append(1) or finding(*args))
+    monkeypatch.setattr(rank_test, "_found", type(rank_test._found)())
+    draws = method_draws(full, "mcmc")
+    assert rank_test.rank_uniformity_finding(draws) is None and len(computed) == 1
+    assert rank_test.rank_uniformity_finding(method_draws(full, "mcmc")) is None and len(computed) == 1
+    shifted = draws.assign(mu=draws["mu"] + _chain_offset(draws, 5 * float(draws["mu"].std())))
+    assert rank_test.rank_uniformity_finding(shifted).startswith("the chains' ranks are not uniform for mu")
+    assert len(computed) == 2
+    with rc_context({"stats.envelope_prob": 0.9}):
+        rank_test.rank_uniformity_finding(draws)
+    assert len(computed) == 3
+
+
 def test_autocorrelated_chains_that_mix_are_not_a_rank_finding():
     # chains of one distribution whose draws are autocorrelated (AR(1), 0.8): ArviZ's uniformity test on the
     # raw draws flagged the fit; thinned to half each chain's ESS, and at 0.01 over the parameters, it does not.

@@ -13,11 +13,16 @@ one), so that chains that mix are flagged at about the level ``alpha`` whatever 
 ``alpha`` is ``1 - rcParams["stats.envelope_prob"]``.
 """
 
+import hashlib
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 
 __all__ = ["rank_uniformity_finding"]
+
+_KEPT = 8  # findings kept by their draws' content: a workflow lists a fit's findings, then its report does again
+_found: OrderedDict = OrderedDict()
 
 
 def rank_uniformity_finding(draws) -> str | None:
@@ -31,6 +36,26 @@ def rank_uniformity_finding(draws) -> str | None:
     if draws is None or draws.sizes["chain"] < 2:
         return None
     alpha = 1 - rcParams["stats.envelope_prob"]
+    key = _content_key(draws, alpha)
+    if key not in _found:
+        _found[key] = _finding(array_stats, draws, alpha)
+        while len(_found) > _KEPT:
+            _found.popitem(last=False)
+    _found.move_to_end(key)
+    return _found[key]
+
+
+def _content_key(draws, alpha: float) -> bytes:
+    """A digest of the draws (names, dimensions, values) and the level: equal for the same draws."""
+    digest = hashlib.blake2b(repr(alpha).encode(), digest_size=20)
+    for name, values in sorted(draws.data_vars.items()):
+        digest.update(f"{name}{values.dims}{values.shape}".encode())
+        digest.update(np.ascontiguousarray(values.values).tobytes())
+    return digest.digest()
+
+
+def _finding(array_stats, draws, alpha: float) -> str | None:
+    """:func:`rank_uniformity_finding` computed."""
     p_values = {}
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
