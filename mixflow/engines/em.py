@@ -49,6 +49,7 @@ from mixflow.engines.starts import (
     split_merge_moves,
     standardise,
     start_responsibilities,
+    stops_on_agreement,
     transfer_moves,
     value_starts,
 )
@@ -213,7 +214,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
             lambda round_seeds: [partial(fresh_start, name, seed)
                                  for name, seed in zip(schedule, round_seeds, strict=True)],
             seeds, lambda: root.spawn(len(schedule)),
-            lambda starts: _short_then_continue(starts, short_runs, options, tier, together, same_data),
+            lambda starts: _short_then_continue(starts, short_runs, options, tier, together, same_data,
+                                                stops_on_agreement(model.family)),
             search if same_data else None, tier, START_ROUNDS if same_data and not problems else 1)  # no MLE: one
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
@@ -352,13 +354,15 @@ def _tier_test(model, total_weight: float, check_spurious: bool = True):
 
 
 def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, together=None,
-                         same_data: bool = True) -> tuple[list, np.ndarray, list, bool]:
+                         same_data: bool = True, early: bool = True) -> tuple[list, np.ndarray, list, bool]:
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
     ``starts`` are callables giving a start's strategy and parameters, or None for a start skipped as a
     repeat of an earlier one (its run would repeat that one's). A quarter of them run ``SHORT_MAX_ITER``
     iterations (or until the objective changes by less than ``SHORT_TOL``); then up to half, then all of
-    them (:func:`_screening_stages`), each stage only when the short runs so far do not agree: two sound
+    them (:func:`_screening_stages`; all at once when not ``early``, as the family's
+    :func:`~mixflow.engines.starts.stops_on_agreement` says), each stage only when the short runs so far do not
+    agree: two sound
     ones stopped by the tolerance at the best sound value (:func:`_agree`: an easy likelihood, where more
     starts cost time and find nothing). Then a successive screening: the best quarter by
     :func:`rank_runs` of Aitken's estimates of their limits (:func:`_rank_distinct`; repeats of a better run's
@@ -377,7 +381,7 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
     short = dataclasses.replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter),
                                 tol=max(SHORT_TOL, options.tol))
     runs, names, done, agreed = [], [], 0, False
-    for stage in _screening_stages(len(starts)):
+    for stage in _screening_stages(len(starts)) if early else [len(starts)]:
         more, more_names = _run_fresh(starts[done:stage], runs_of, short)
         runs, names, done = runs + more, names + more_names, stage
         agreed = _agree(runs, tier)

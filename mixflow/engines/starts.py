@@ -114,12 +114,14 @@ MIN_COMPONENT_COUNT = 0.5
 # lines cross): random partitions and random responsibilities are its main starts.
 # A start that repeats an earlier one's partition is replaced by one of the third entry's strategy. The fourth
 # says whether the family's MAP fits start from the values of discrete features (a regression's lines do not
-# follow the values of one column).
+# follow the values of one column). The fifth whether the screening may stop once its first starts agree (see
+# em._screening_stages): not for regressions, whose lines through a few rows make maxima close in value that few
+# starts reach, so that the first starts agreeing on one says little.
 _PORTFOLIOS = {
     "default": (("hierarchical", "hierarchical-pca"),
                 ("standardised-kmeans", "random-partition", "random-centres", "kmeans++", "kmeans"), "random-centres",
-                True),
-    "regression": ((), ("random-partition", "random", "random-centres", "kmeans"), "random-partition", False),
+                True, True),
+    "regression": ((), ("random-partition", "random", "random-centres", "kmeans"), "random-partition", False, False),
 }
 
 
@@ -129,6 +131,11 @@ def replacement_strategy(family: str) -> str:
     Random strategies seldom repeat a partition, and a new random start is worth its run where a repeat is not.
     """
     return _PORTFOLIOS.get(family, _PORTFOLIOS["default"])[2]
+
+
+def stops_on_agreement(family: str) -> bool:
+    """Whether the screening of ``init="auto"`` for a family may stop once its first short runs agree."""
+    return _PORTFOLIOS.get(family, _PORTFOLIOS["default"])[4]
 
 
 def portfolio_schedule(family: str, n_candidates: int, by_values: list[str] = ()) -> list[str]:
@@ -151,7 +158,7 @@ def portfolio_schedule(family: str, n_candidates: int, by_values: list[str] = ()
         Names from :data:`STRATEGIES`, and those of ``by_values`` taken.
 
     """
-    once, cycled, _, takes_values = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
+    once, cycled, _, takes_values, _ = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
     names = list(once)[:n_candidates]
     while len(names) < n_candidates:
         names.append(cycled[(len(names) - len(once)) % len(cycled)])
