@@ -550,3 +550,24 @@ def test_data_offset_far_beyond_their_spread_give_the_log_likelihood_of_the_data
     da = pytest.importorskip("dask.array")  # Dask data are moved alike (their first pass finds the extremes)
     chunked = mixflow.fit(mixflow.GaussianMixture(2), da.from_array(shifted, chunks=60), random_seed=1)
     assert chunked["em"].attrs["log_likelihood"] == pytest.approx(near, rel=1e-10)
+
+
+def test_an_unmet_stop_without_aitken_estimates_says_none_could_be_formed():
+    # a run stopped by max_iter while its gains still grew has no Aitken estimate (inf): the warning said "inf per
+    # observation"; it says that none can be formed, and why
+    from mixflow.engines.em import CONVERGENCE_CRITERION, PARAMETER_CRITERION, EMOptions, Run, _warn_about
+
+    for criterion, gap, parameter_gap, said in (
+            (CONVERGENCE_CRITERION, float("inf"), float("nan"),
+             "still to gain, none (the gains did not shrink over the last steps), and of the parameters' distance "
+             "to their limit, none (the parameters' changes did not shrink over the last steps), are not both"),
+            (CONVERGENCE_CRITERION, 3e-6, 2e-4, "still to gain, 3e-08 per observation, and of the parameters' "
+                                                "distance to their limit, 0.0002, are not both"),
+            (PARAMETER_CRITERION, 0.0, float("inf"), "distance to their limit, none (the parameters' changes did not "
+                                                     "shrink over the last steps), is not below sqrt(tol)")):
+        run = Run(params={}, history_objective=[-3.0, -2.0, -1.0], criterion=criterion, aitken_gap=gap,
+                  parameter_gap=parameter_gap)
+        with pytest.warns(mixflow.warnings.ConvergenceWarning) as caught:
+            _warn_about(run, EMOptions(max_iter=3), mixflow.PoissonMixture(2), [], 100.0)
+        [message] = [str(w.message) for w in caught]
+        assert said in message and "inf" not in message and "nan" not in message, message

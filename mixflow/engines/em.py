@@ -747,17 +747,26 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
             "never leaves) from which the likelihood rises: not a maximum, and more iterations cannot leave it; start "
             "elsewhere (another init, or the default starts)", ConvergenceWarning, stacklevel=3)
     elif not run.converged:
+        distance = _estimate_text(run.parameter_gap, "the parameters' changes")
         if run.criterion == PARAMETER_CRITERION:
             unmet = (f"the objective no longer resolves the gains, and Aitken's estimate of the parameters' distance "
-                     f"to their limit, {run.parameter_gap:.3g}, is not below sqrt(tol)={np.sqrt(options.tol):.3g}")
+                     f"to their limit, {distance}, is not below sqrt(tol)={np.sqrt(options.tol):.3g}")
         else:
-            unmet = (f"Aitken's estimates of the objective still to gain, {run.aitken_gap / n_observations:.3g} per "
-                     f"observation, and of the parameters' distance to their limit, {run.parameter_gap:.3g}, are "
-                     f"not both below tol={options.tol} and sqrt(tol)={np.sqrt(options.tol):.3g}")
+            gain = _estimate_text(run.aitken_gap / n_observations, "the gains", " per observation")
+            unmet = (f"Aitken's estimates of the objective still to gain, {gain}, and of the parameters' distance to "
+                     f"their limit, {distance}, are not both below tol={options.tol} and "
+                     f"sqrt(tol)={np.sqrt(options.tol):.3g}")
         warnings.warn(
             f"EM did not converge in max_iter={options.max_iter} iterations ({unmet}); "
             "increase max_iter, loosen tol, or try other starts.",
             ConvergenceWarning, stacklevel=3)
+
+
+def _estimate_text(value: float, changes: str, unit: str = "") -> str:
+    """An Aitken estimate for a message; none can be formed (inf, NaN) where the changes did not shrink."""
+    if np.isfinite(value):
+        return f"{value:.3g}{unit}"
+    return f"none ({changes} did not shrink over the last steps)"
 
 
 def _warn_spurious(spurious: list, options: EMOptions, model) -> None:
