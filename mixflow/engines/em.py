@@ -439,7 +439,7 @@ def _moved_starts(model, prepared, prior, rows: int, params: dict, local: np.nda
     resp = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
     resp /= resp.sum(axis=1, keepdims=True)
     points = standardise(model.init_points(prepared), prepared.weights)
-    local_moves = transfer_moves(resp, points, prepared.weights) + boundary_moves(log_joint)
+    local_moves = transfer_moves(resp, points, prepared.weights, model.split_axes()) + boundary_moves(log_joint)
     merged = split_merge_moves(resp, points, prepared.weights)
     least = model.component_rows(params)
     outliers = outlier_moves(log_joint, prepared.weights, least)

@@ -459,22 +459,31 @@ def rank_runs(objectives: np.ndarray, degenerate: np.ndarray, spurious: np.ndarr
     return np.lexsort((-score, np.isnan(objectives), spurious & ~degenerate, degenerate))
 
 
-def _principal_split(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Whether each point lies on the positive side of the weighted principal axis through the weighted mean."""
+def _principal_split(points: np.ndarray, weights: np.ndarray, axis: str = "major") -> np.ndarray:
+    """Whether each point lies on the positive side of a weighted principal axis through the weighted mean.
+
+    The ``"major"`` axis (of the largest spread) or the ``"minor"`` one (of the smallest); no point for a
+    component of no weight.
+    """
+    if not weights.sum() > 0:
+        return np.zeros(points.shape[0], dtype=bool)
     centred = points - weights @ points / weights.sum()
     _, axes = np.linalg.eigh((centred * weights[:, None]).T @ centred)
-    return centred @ axes[:, -1] > 0
+    return centred @ axes[:, -1 if axis == "major" else 0] > 0
 
 
-def transfer_moves(responsibilities: np.ndarray, points: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
+def transfer_moves(responsibilities: np.ndarray, points: np.ndarray, weights: np.ndarray,
+                   axes: tuple[str, ...] = ("major",)) -> list[np.ndarray]:
     """Responsibilities one split-and-transfer move away from a fit's, the most promising first.
 
     For each component k, its points (weighted by its responsibilities) are cut in two by the hyperplane through
-    their mean normal to their principal axis; each half in turn is handed to each other component i, k keeping
-    the other half. That is a split of k merged at once with i (Ueda et al. 2000 split one component and merge
-    two others, which needs K >= 3). Moves are ordered by the cosine between the half's responsibilities and
-    i's (their merge criterion): a half that i already shares is the likeliest to belong to it. A half holding
-    less than one observation's weight moves nothing and is left out.
+    their mean normal to a principal axis (each of ``axes``, the model's
+    :meth:`~mixflow.families.base.MixtureModel.split_axes`: by default the major one, of the largest spread); each
+    half in turn is handed to each other component i, k keeping the other half. That is a split of k merged at
+    once with i (Ueda et al. 2000 split one component and merge two others, which needs K >= 3). Moves are
+    ordered by the cosine between the half's responsibilities and i's (their merge criterion): a half that i
+    already shares is the likeliest to belong to it. A half holding less than one observation's weight moves
+    nothing and is left out.
 
     Parameters
     ----------
@@ -484,6 +493,8 @@ def transfer_moves(responsibilities: np.ndarray, points: np.ndarray, weights: np
         The seeding points the split is made in (standardised).
     weights : ndarray of shape (n,)
         Frequency weights.
+    axes : tuple of str
+        The principal axes to cut along, ``"major"`` and/or ``"minor"``.
 
     Returns
     -------
@@ -494,9 +505,9 @@ def transfer_moves(responsibilities: np.ndarray, points: np.ndarray, weights: np
     k_total = responsibilities.shape[1]
     root = np.sqrt(weights)
     scored = []
-    for k in range(k_total):
+    for k, axis in ((k, axis) for k in range(k_total) for axis in axes):
         own = responsibilities[:, k]
-        side = _principal_split(points, own * weights)
+        side = _principal_split(points, own * weights, axis)
         for half in (side, ~side):
             moved = own * half
             if moved @ weights < 1.0 or (own - moved) @ weights < 1.0:

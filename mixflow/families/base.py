@@ -384,6 +384,14 @@ class MixtureModel:
         """
         return False
 
+    def split_axes(self) -> tuple[str, ...]:
+        """The axes along which the local search cuts a component's points in two, ``"major"`` and ``"minor"``.
+
+        The major axis is the direction of the points' largest spread (a split of a group into two, along it);
+        by default that alone. See :func:`mixflow.engines.starts.transfer_moves`.
+        """
+        return ("major",)
+
     def fewest_values_for_starts(self, map_fit: bool) -> int | None:
         """The fewest distinct values a feature needs for its values to be starts, or None for no such starts.
 
