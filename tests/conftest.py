@@ -1,6 +1,7 @@
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import settings
 from scipy import stats
@@ -36,6 +37,14 @@ def two_groups_map_fit():
     model = mixflow.GaussianMixture(2)
     tree = mixflow.fit(model, x, method="map", random_seed=0)
     return model, validate_data(x), {k: v.values for k, v in tree["em/estimate"].data_vars.items()}, tree
+
+
+# Brownlee's stack loss data (1960; R's datasets::stackloss, public domain): 21 days of a plant's operation
+STACKLOSS = pd.DataFrame({
+    "loss": [42, 37, 37, 28, 18, 18, 19, 20, 15, 14, 14, 13, 11, 12, 8, 7, 8, 8, 9, 15, 15],
+    "air": [80, 80, 75, 62, 62, 62, 62, 62, 58, 58, 58, 58, 58, 58, 50, 50, 50, 50, 50, 56, 70],
+    "water": [27, 27, 25, 24, 22, 23, 24, 24, 23, 18, 18, 17, 18, 19, 18, 18, 19, 19, 20, 20, 20],
+    "acid": [89, 88, 90, 87, 87, 87, 93, 93, 87, 80, 89, 88, 82, 93, 89, 86, 72, 79, 80, 82, 91]})
 
 
 def simulate_gaussian_mixture(n, weights, means, covariances, seed):

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import STACKLOSS
 from scipy import optimize, stats
 
 import mixflow
@@ -354,14 +355,6 @@ def test_predictions_need_only_the_columns_the_formula_names(tone):
     with pytest.raises(mixflow.InputError, match=r"new_data: expected features \['stretchratio', 'tuned'\], got "
                                                  r"\['tuned'\] \(missing \['stretchratio'\]\)"):
         mixflow.predict(tree, tone[["tuned"]])
-
-
-# Brownlee's stack loss data (1960; R's datasets::stackloss, public domain): 21 days of a plant's operation
-STACKLOSS = pd.DataFrame({
-    "loss": [42, 37, 37, 28, 18, 18, 19, 20, 15, 14, 14, 13, 11, 12, 8, 7, 8, 8, 9, 15, 15],
-    "air": [80, 80, 75, 62, 62, 62, 62, 62, 58, 58, 58, 58, 58, 58, 50, 50, 50, 50, 50, 56, 70],
-    "water": [27, 27, 25, 24, 22, 23, 24, 24, 23, 18, 18, 17, 18, 19, 18, 18, 19, 19, 20, 20, 20],
-    "acid": [89, 88, 90, 87, 87, 87, 93, 93, 87, 80, 89, 88, 82, 93, 89, 86, 72, 79, 80, 82, 91]})
 
 
 def test_regression_screening_runs_every_start_before_it_settles():

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import STACKLOSS
 
 import mixflow
 from mixflow.engines.starts import (
@@ -742,6 +743,39 @@ def test_a_local_search_stops_at_a_maximum_an_earlier_search_went_on_from():
     assert search(-9.5, {}) == [-9.0, -8.0] and moved_from == [-9.5, -9.0, -8.0]  # a search alone goes on
 
 
+def test_a_local_search_that_finds_nothing_above_the_best_goes_on_from_the_lower_maxima():
+    # _transfer_search with made-up moves: nothing is one move above the best maximum, -10, or the next, -11;
+    # -13 is one move below -7.5. The search runs from -10, then -11, then -13 (the lower maxima of the continued
+    # runs, best first, -10 again skipped), and stops once one climbs above the best; a best that climbs is all
+    from mixflow.engines.em import SOUND, EMOptions, Run, _transfer_search
+
+    moved_from = []
+
+    def search(finals, climb):
+        def moved_starts(params):
+            moved_from.append(params["v"])
+            return [[{"v": value} for value in climb.get(params["v"], [])], [], [], []]
+
+        def runs_of(jobs):
+            return [Run(params=params, history_objective=[params["v"] - 0.5, params["v"]], converged=True, n_iter=1,
+                        active=np.arange(1), aitken_gap=0.0) for params, _ in jobs]
+
+        starts = [Run(params={"v": v}, history_objective=[v - 1, v], converged=True, active=np.arange(1))
+                  for v in finals]
+        moved_from.clear()
+        runs = _transfer_search(starts, np.ones(len(starts), dtype=bool), ["random"] * len(starts),
+                                lambda run: SOUND, moved_starts, lambda params: str(params["v"]).encode(), runs_of,
+                                EMOptions(), searched={})[0]
+        return [run.history_objective[-1] for run in runs[len(starts):]]
+
+    assert search([-11.0, -10.0, -13.0, -10.0, -14.0], {-13.0: [-7.5]}) == [-7.5]
+    assert moved_from == [-10.0, -11.0, -13.0, -7.5]  # -14 not searched: -13's search climbed above the best
+    assert search([-11.0, -10.0, -13.0], {-11.0: [-10.5]}) == [-10.5]  # below the best: the search goes on
+    assert moved_from == [-10.0, -11.0, -10.5, -13.0]
+    assert search([-11.0, -10.0], {-10.0: [-9.0], -11.0: [-7.5]}) == [-9.0]  # the best climbs: that is all
+    assert moved_from == [-10.0, -9.0]
+
+
 def test_rugged_likelihood_gets_a_second_round_that_reaches_a_higher_maximum():
     # a large cluster and two small ones, fitted with five components: the first round's continued runs end at
     # different maxima, and the second round's starts lead to one 0.41 above the first round's best (seed 1;
@@ -766,3 +800,25 @@ def test_rugged_likelihood_gets_a_second_round_that_reaches_a_higher_maximum():
     assert again.score(data) * 600 == pytest.approx(attrs["log_likelihood"], abs=1e-6)
     easy = _fit(mixflow.GaussianMixture(2), mixflow.load_dataset("faithful"), random_seed=0)["em"].attrs
     assert easy["start_rounds"] == 1
+
+
+def test_tied_stack_loss_reaches_its_maximum_from_a_lower_one():
+    # three groups with one shared covariance on Brownlee's stack loss data (21 days, 4 features): seeds 0 and 2
+    # stopped at -214.1311, where 200 of scikit-learn's k-means++ starts reach -210.5856 about half the time; the
+    # search from -214.1311 finds nothing above it, and the one from a lower maximum of the continued runs does
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    model = mixflow.GaussianMixture(3, covariance="tied")
+    for seed in (0, 2):
+        tree = _fit(model, STACKLOSS, random_seed=seed)
+        attrs = tree["em"].attrs
+        assert attrs["log_likelihood"] == pytest.approx(-210.5856, abs=1e-4)
+        assert attrs["spurious_components"] == "[]" and not attrs["degenerate"]
+    estimate = tree["em/estimate"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = SkGaussianMixture(3, covariance_type="tied", weights_init=estimate["weights"].values,
+                                  means_init=estimate["mu"].values,
+                                  precisions_init=np.linalg.inv(estimate["covariance"].values), tol=1e-12,
+                                  max_iter=5000, reg_covar=1e-12).fit(STACKLOSS.to_numpy(float))
+    assert again.score(STACKLOSS.to_numpy(float)) * 21 == pytest.approx(attrs["log_likelihood"], abs=1e-6)

@@ -486,7 +486,10 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
     continued to convergence in step (:func:`_follow`). The highest of those that end sound and higher than the
     current fit by more than ``_SAME_VALUE`` (relative) is added as a restart of its own (start :data:`TRANSFER`),
     and the search goes on from it, for at most :data:`TRANSFER_ROUNDS` rounds; a round in which none ends higher
-    stops it. Nothing is searched when no continued run is sound.
+    stops it (:func:`_climb`). When nothing was found above the best, the search runs from each lower distinct
+    maximum of the sound continued runs in turn, best first, until one climbs above the best: a higher
+    maximum can be one move from a lower one and from no other (statsmodels' copper and stack loss data).
+    Nothing is searched when no continued run is sound.
 
     ``searched`` (a dict, kept across the searches of one fit) holds the maxima searched from, by partition of
     the rows, with their values: a search that reaches one of them stops there, since the moves from a
@@ -496,10 +499,28 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
                        for r, c in zip(runs, continued, strict=True)])
     if np.isnan(finals).all():
         return runs, continued, names
-    current = runs[int(np.nanargmax(finals))]
     runs, continued, names = list(runs), list(continued), list(names)
     short = replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter), tol=max(SHORT_TOL, options.tol))
     searched = {} if searched is None else searched
+    order = np.argsort(-np.nan_to_num(finals, nan=-np.inf), kind="stable")[:int(np.isfinite(finals).sum())]
+    starts = [runs[i] for i in order]  # best first
+    distinct = [run for j, run in enumerate(starts)
+                if not any(abs(run.history_objective[-1] - other.history_objective[-1])
+                           <= _SAME_VALUE * abs(other.history_objective[-1]) for other in starts[:j])]
+    for start in distinct:  # the others only while no search has climbed above the best
+        climbed = _climb(start, tier, moved_starts, partition, runs_of, options, short, duplicates, searched)
+        runs += climbed
+        continued += [True] * len(climbed)
+        names += [TRANSFER] * len(climbed)
+        if climbed and _higher(climbed[-1].history_objective[-1], distinct[0].history_objective[-1]):
+            break
+    return runs, np.array(continued, dtype=bool), names
+
+
+def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOptions, short: EMOptions, duplicates,
+           searched: dict) -> list[Run]:
+    """The rounds of :func:`_transfer_search` from one maximum: the runs each ending higher than the last, in order."""
+    climbed = []
     for _ in range(TRANSFER_ROUNDS):
         value, key = current.history_objective[-1], partition(current.params)
         if key in searched and abs(searched[key] - value) <= _SAME_VALUE * abs(value):
@@ -520,10 +541,8 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
         if not higher:
             break
         current = max(higher, key=lambda result: result.history_objective[-1])
-        runs.append(current)
-        continued.append(True)
-        names.append(TRANSFER)
-    return runs, np.array(continued, dtype=bool), names
+        climbed.append(current)
+    return climbed
 
 
 def _candidates(shorts: list[Run], tier, known, count: int) -> list[Run]:
