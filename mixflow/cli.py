@@ -100,6 +100,13 @@ def _read_selection(path: str):
     if not pd.api.types.is_integer_dtype(table["k"]):
         raise InputError(f"--selection: expected whole numbers of components in column 'k', got "
                          f"{table['k'].astype(str).tolist()[:5]} ({path!r})")
+    for criterion in criteria:  # a value a spreadsheet typed in ("abc"): the column is read as text
+        values = pd.to_numeric(table[criterion], errors="coerce")
+        wrong = table[criterion][values.isna() & table[criterion].notna()]
+        if len(wrong):
+            raise InputError(f"--selection: expected numbers in column {criterion!r}, got {wrong.iloc[0]!r} in the "
+                             f"row of K={table['k'][wrong.index[0]]} ({path!r})")
+        table[criterion] = values
     repeated = sorted(set(table["k"][table["k"].duplicated()].tolist()))
     if repeated:
         raise InputError(f"--selection: expected one row per K, got K={', '.join(map(str, repeated))} more than once "

@@ -253,6 +253,11 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
     latin.write_bytes(b"k,bic\n1,2.0\n2,1.0\n3,caf\xe9\n")
     assert main(["report", str(container), "--selection", str(latin)]) == 2
     assert "which is not UTF-8 (invalid continuation byte at byte 23, line 4)" in capsys.readouterr().err
+    typed = tmp_path / "typed.csv"  # a value typed in over a criterion: the column is read as text
+    typed.write_text("k,bic\n1,2.0\n2,abc\n3,1.0\n")
+    assert main(["report", str(container), "--selection", str(typed)]) == 2
+    assert f"--selection: expected numbers in column 'bic', got 'abc' in the row of K=2 ('{typed}')" in \
+        capsys.readouterr().err
     assert main(["report", str(container), "--out", str(tmp_path / "report.txt")]) == 2
     assert "error: --out: expected a file name ending in .html" in capsys.readouterr().err
     assert main(["report", str(container), "--out", str(tmp_path)]) == 2

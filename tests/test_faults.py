@@ -757,6 +757,12 @@ def test_weights_column_of_strings(tmp_path, monkeypatch):
                                    r"\(invalid continuation byte at byte 14, line 2\)$"),
     (b'x,w\n1,2\n3,4,5,6\n"7,8\n', r"^6: \[data\] path: expected a readable CSV file, got .*mine.csv' \(Error"),
     (b"x,x\n1,2\n3,4\n", r"^6: \[data\] path: expected distinct column names, got .* with duplicated \['x'\]"),
+    # every row a field more than the header names: pandas took the first field as the rows' labels and shifted the
+    # others under the names (x read 2.0 and 4.0, w the third fields), and the run fitted the wrong columns
+    (b"x,w\n1.0,2.0,7\n3,4,9\n", r"^6: \[data\] path: expected rows of as many fields as the header names \(got "
+                                  r"'.*mine.csv', whose header names 2 column\(s\) and whose line 2 has 3 "
+                                  r"field\(s\)\)$"),
+    (b"x,w\n1.0,2.0,7\n3,4\n", r"whose header names 2 column\(s\) and whose line 2 has 3 field\(s\)\)$"),
     # a byte-order mark (spreadsheets write one) before the same header: pandas drops it, and so must the check
     (b"\xef\xbb\xbfx,x\n1,2\n3,4\n", r"^6: \[data\] path: expected distinct column names, got .* with duplicated "
                                       r"\['x'\]"),

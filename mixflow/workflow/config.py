@@ -11,6 +11,7 @@ import inspect
 import json
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -187,6 +188,18 @@ def _expect(value, kind, where, key, loc, section=None, occurrence=0):
     return value
 
 
+def _ragged_row(path: Path) -> str:
+    """The first row of a CSV file whose number of fields differs from the header's, said for an error."""
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        rows = csv.reader(file)
+        header = next(rows, [])
+        for row in rows:
+            if row and len(row) != len(header):
+                return (f"got {str(path)!r}, whose header names {len(header)} column(s) and whose line "
+                        f"{rows.line_num} has {len(row)} field(s)")
+    return f"got {str(path)!r}, whose rows pandas could not match to its header"
+
+
 def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None, occurrence=0):
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -196,7 +209,14 @@ def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None,
 
 def _read_csv(path: Path, loc: _Locator) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            # no column taken as the row labels: where the rows have a field more than the header names, pandas
+            # would take the first field as the label and shift the others under the names
+            frame = pd.read_csv(path, index_col=False)
+        if any(issubclass(warning.category, pd.errors.ParserWarning) for warning in caught):
+            raise loc.error("[data] path", f"expected rows of as many fields as the header names "
+                            f"({_ragged_row(path)})", "path", "data")
     except UnicodeDecodeError:
         raise loc.error("[data] path", f"expected a UTF-8 CSV file, got {str(path)!r}, which is not UTF-8 "
                         f"({utf8_fault(path)})", "path", "data") from None
