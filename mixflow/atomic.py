@@ -8,6 +8,7 @@ complete new one; a failure (full disk, interrupt, SIGTERM) removes the temporar
 """
 
 import contextlib
+import contextvars
 import errno
 import os
 import shutil
@@ -17,8 +18,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["atomic_write", "check_free_space", "file_mode", "interrupts_deferred"]
+__all__ = ["atomic_write", "check_free_space", "file_mode", "interrupts_deferred", "recording"]
 
+#: Where :func:`atomic_write` records the files it completes (see :func:`recording`), or None
+_record: contextvars.ContextVar = contextvars.ContextVar("mixflow_completed_files", default=None)
 _HEADROOM = 1.25  # estimated size x this, plus _SLACK bytes, must be free before writing
 _SLACK = 1 << 20
 
@@ -81,7 +84,10 @@ def atomic_write(path, write, *, expected_bytes: int | None = None, verify=None)
             if os.path.getsize(temporary) == 0 or (verify is not None and verify(Path(temporary)) is False):
                 raise OSError(errno.EIO, "the file written is empty or unreadable (is the disk full?)", str(path))
             os.chmod(temporary, file_mode())
-            os.replace(temporary, path)
+            with interrupts_deferred():  # the file in place is the file recorded, whenever an interrupt comes
+                os.replace(temporary, path)
+                if _record.get() is not None:
+                    _record.get().append(given)
         except OSError as error:
             _remove(temporary)
             if error.errno is not None and (error.filename is None or _is_temporary(error.filename, path)):
@@ -128,6 +134,21 @@ def _flush(temporary: str) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+@contextlib.contextmanager
+def recording(completed: list):
+    """Within the block, each file :func:`atomic_write` renames into place is appended to ``completed`` at once.
+
+    A caller that lists the files it wrote (to say which are kept after a failure or an interrupt) learns of a
+    file as it replaces the old one: appending the path :func:`atomic_write` returns would miss a file whose
+    rename an interrupt followed (one held back while a container was written is delivered after it).
+    """
+    token = _record.set(completed)
+    try:
+        yield completed
+    finally:
+        _record.reset(token)
 
 
 @contextlib.contextmanager

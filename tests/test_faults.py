@@ -483,6 +483,26 @@ def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, c
     assert (tmp_path / "out" / "run.log").read_text().rstrip().endswith("interrupted")
 
 
+def test_an_interrupt_held_while_the_container_is_written_lists_it(tmp_path, workflow_file, capsys, monkeypatch):
+    # a Ctrl-C while the container's bytes are made or written is held until the file is in place, then raised:
+    # the run said the files "completely written before it are kept" without the container, which it had replaced
+    from mixflow.container import io
+
+    write = io._write_bytes
+
+    def interrupted_meanwhile(content, path):
+        os.kill(os.getpid(), signal.SIGINT)  # held: delivered once the file is renamed into place
+        write(content, path)
+
+    monkeypatch.setattr(io, "_write_bytes", interrupted_meanwhile)
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
+    assert status == 130
+    line = _one_error_line(err)
+    assert "the 2 file(s) completely written before it are kept" in line and "gaussian-full-k2.nc" in line, line
+    assert mixflow.load(tmp_path / "out" / "gaussian-full-k2.nc").attrs["model"]
+    assert _leftovers(tmp_path / "out") == []
+
+
 @pytest.mark.parametrize("when", ["write", "flush"])
 def test_a_full_standard_output_is_named(capsys, monkeypatch, when):
     # `mixflow datasets > file` on a full disk said "[Errno 28] No space left on device", naming nothing

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixflow.atomic import atomic_write
+from mixflow.atomic import atomic_write, recording
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
 from mixflow.engines.sampling_diagnostics import format_rhat
@@ -118,11 +118,12 @@ def advi_result(attrs) -> str:
 _FIGURE_FILES = {"select_k": "choice-of-k"}
 
 
-def _figures(rendered: dict, out: Path, stem: str, progress, written: list) -> None:
+def _figures(rendered: dict, out: Path, stem: str, progress) -> None:
     """The report's plots (rendered once by ``render_plots``) as PNG files under ``out/figures``.
 
     A plot that could not be drawn is reported and skipped (as in the HTML report): the run goes on. Each file
-    joins ``written`` as it is completed, so that a failure part way (a full disk) lists those kept.
+    is recorded as it is completed (:func:`~mixflow.atomic.recording`), so that a failure part way (a full disk)
+    lists those kept.
     """
     folder = out / "figures"
     folder.mkdir(exist_ok=True)
@@ -131,7 +132,7 @@ def _figures(rendered: dict, out: Path, stem: str, progress, written: list) -> N
             progress(f"  the {name} figure could not be drawn, skipped: {png}")
             continue
         path = folder / f"{stem}-{_FIGURE_FILES.get(name, name)}.png"
-        written.append(atomic_write(path, lambda p, png=png: Path(p).write_bytes(png)))
+        atomic_write(path, lambda p, png=png: Path(p).write_bytes(png))
 
 
 def _with_labels(tree, workflow: Workflow, progress):
@@ -185,7 +186,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     written = []
     earlier = _earlier_outputs(out, workflow.name)
     try:
-        with progress.capturing():
+        with progress.capturing(), recording(written):  # each file listed as it is renamed into place
             _run_models(workflow, out, progress, written)
         _remove_stale(out, earlier, [*written, log], progress)
         progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s) while running"
@@ -288,22 +289,24 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
-    """Fit and write every model of the workflow; ``written`` grows as each file is completed."""
+    """Fit and write every model of the workflow, then ``workflow.json``, which lists the files written.
+
+    ``written`` is the list the files are recorded in as each is completed (:func:`~mixflow.atomic.recording`).
+    """
     data = workflow.data[list(workflow.columns)]
     if workflow.large:
         weights = None if workflow.weights is None else workflow.data[workflow.weights]
     else:
         weights = None if workflow.weights is None else workflow.data[workflow.weights].to_numpy()
     with _cluster(workflow.cluster, progress):
-        _fit_and_write(workflow, out, progress, written, data, weights)
+        _fit_and_write(workflow, out, progress, data, weights)
     # the files of this run (workflow.json itself and run.log included), so that a rerun into the same directory
     # can remove those it does not write again (see _remove_stale)
     outputs = [Path(os.path.relpath(Path(path).absolute(), out.absolute())).as_posix() for path in written]
     outputs += ["workflow.json", "run.log"]
     resolved = {"config": workflow.config, "sha256": workflow.config_hash, "data_sha256": workflow.data_hash,
                 "outputs": outputs}
-    written.append(atomic_write(out / "workflow.json",
-                                lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable))))
+    atomic_write(out / "workflow.json", lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable)))
 
 
 @contextlib.contextmanager
@@ -336,15 +339,14 @@ def _cluster(cluster: dict | None, progress):
             progress("Dask: LocalCluster stopped")
 
 
-def _fit_and_write(workflow: Workflow, out: Path, progress, written: list, data, weights) -> None:
+def _fit_and_write(workflow: Workflow, out: Path, progress, data, weights) -> None:
     """Fit and write every model (the body of :func:`_run_models`)."""
     for i, spec in enumerate(workflow.models):
         ks, selection, mark = [spec.ks[0]], None, len(progress.recorded)
         try:  # a choice of K that fails on these data (not a bug) is reported at the model's position
             if len(spec.ks) > 1:
                 ks, selection = _choose_k(workflow, spec, data, weights, progress)
-                written.append(atomic_write(out / f"{spec.label}-choice-of-k.csv",
-                                            lambda p, t=selection: t.to_csv(p)))
+                atomic_write(out / f"{spec.label}-choice-of-k.csv", lambda p, t=selection: t.to_csv(p))
                 progress(f"{spec.label}: BIC prefers K={ks[0]}" + (
                     f"; [select] fit = 'all-preferred': K={', '.join(map(str, ks[1:]))} fitted too" if ks[1:] else ""))
         except (InputError, np.linalg.LinAlgError) as error:
@@ -355,11 +357,11 @@ def _fit_and_write(workflow: Workflow, out: Path, progress, written: list, data,
             others = {other: f"{stem}-report.html" for other, stem in stems.items()
                       if other != k and workflow.output["report"]}
             _write_model(workflow, i, spec, k, (data, weights), (out, stems[k]), selection, others, progress,
-                         written, choice_warnings)
+                         choice_warnings)
 
 
 def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selection, others: dict, progress,
-                 written: list, choice_warnings: list) -> None:
+                 choice_warnings: list) -> None:
     """Fit K components by every method and write the container, tables, figures and report of that fit.
 
     ``others`` maps the other fitted K of the same model to their reports (``[select] fit = "all-preferred"``),
@@ -388,13 +390,13 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     for level, text in fit_findings(tree, selection, comparison):
         progress.finding(level, text)
     if workflow.output["container"]:
-        written.append(save(tree, out / f"{stem}.nc"))
+        save(tree, out / f"{stem}.nc")
     if workflow.output["table"]:
         table = with_unit_column(comparison, tree)
-        written.append(atomic_write(out / f"{stem}-comparison.csv", lambda p, t=table: t.to_csv(p, index=False)))
+        atomic_write(out / f"{stem}-comparison.csv", lambda p, t=table: t.to_csv(p, index=False))
         if agreement is not None:
-            written.append(atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",
-                                        lambda p, t=agreement: t.to_csv(p)))
+            atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",
+                         lambda p, t=agreement: t.to_csv(p))
     rendered = None
     if workflow.output["figures"]:
         progress(f"{spec.label}: figures of K={k}")
@@ -402,11 +404,11 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
 
         matplotlib.use("Agg")  # files only: no window, whatever backend the session has
         rendered = render_plots(tree, selection)
-        _figures(rendered, out, stem, progress, written)
+        _figures(rendered, out, stem, progress)
     if workflow.output["report"]:
         progress(f"{spec.label}: report of K={k}")
-        written.append(report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title,
-                              other_fits=others, plots=rendered))
+        report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title, other_fits=others,
+               plots=rendered)
 
 
 def _jsonable(value):
