@@ -153,24 +153,27 @@ def recording(completed: list):
 
 @contextlib.contextmanager
 def interrupts_deferred():
-    """SIGINT during the block is held, and delivered to the handler it would have met when the block ends.
+    """SIGINT (and SIGTERM where a handler raises for it) during the block is held, and delivered when it ends.
 
     For work in HDF5 (writing or reading a container): a KeyboardInterrupt raised inside its callbacks or
     destructors is swallowed ("Exception ignored in ..."), and the interrupt lost, the program going on as if
-    none had come. The block is short (one file's bytes), so the interrupt waits little.
+    none had come. The block is short (one file's bytes), so the interrupt waits little. Each signal is
+    delivered to the handler it would have met.
     """
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous, caught = signal.getsignal(signal.SIGINT), []
-    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    held = [number for number in (signal.SIGINT, signal.SIGTERM) if callable(signal.getsignal(number))]
+    previous, caught = {number: signal.getsignal(number) for number in held}, []
+    for number in held:
+        signal.signal(number, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            signal.raise_signal(signal.SIGINT)
+        for number in held:
+            signal.signal(number, previous[number])
+        for number in dict.fromkeys(caught):
+            signal.raise_signal(number)
 
 
 class _Terminated(SystemExit):

@@ -8,7 +8,8 @@ what to do, and one of these exit statuses:
 - 2: bad input: the workflow, the data, a results file, or an OS error on a path the user gave (an output
   directory that cannot be created or written, a full disk, a missing file);
 - 130: interrupted (Ctrl-C): the sampler is stopped, no half-written file is left, and the message lists
-  the files completely written before the interrupt.
+  the files completely written before the interrupt;
+- 143: terminated (SIGTERM, as ``kill`` and ``timeout`` send): stopped as an interrupt is.
 """
 
 import argparse
@@ -21,11 +22,11 @@ import traceback
 import warnings
 from pathlib import Path
 
-from mixflow.errors import InputError
+from mixflow.errors import InputError, terminating_as_interrupt
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "main"]
 
-EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 _ADVICE = {  # what to do about an OS error on a path the user gave
     errno.EACCES: "choose a location you may write to", errno.EPERM: "choose a location you may write to",
     errno.EROFS: "choose a location on a writable file system",
@@ -251,7 +252,8 @@ def main(argv=None) -> int:
     """Entry point of the ``mixflow`` command line."""
     parser = argparse.ArgumentParser(prog="mixflow", description="Finite mixture models: EM, NUTS and ADVI.",
                                      epilog="Exit status: 0 success, 1 internal error (see --debug), 2 bad input "
-                                            "or an OS error on a given path, 130 interrupted.")
+                                            "or an OS error on a given path, 130 interrupted, 143 terminated "
+                                            "(SIGTERM).")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="print the traceback of an error (to report an internal error)")
@@ -286,8 +288,10 @@ def main(argv=None) -> int:
     formatwarning = warnings.formatwarning
     if not debug:  # a warning is one line, without mixflow's source line (--debug keeps Python's form)
         warnings.formatwarning = _one_line_warning
+    terminated = []
     try:
-        status = args.handler(args)
+        with terminating_as_interrupt() as terminated:
+            status = args.handler(args)
         with _on_standard_output():  # what is still buffered: its error is this command's
             sys.stdout.flush()
         return status
@@ -295,6 +299,8 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     except KeyboardInterrupt as interrupt:
+        if terminated:
+            return _fail(args.command, [_interrupted(interrupt, "terminated (SIGTERM)")], EXIT_TERMINATED, debug)
         return _fail(args.command, [_interrupted(interrupt)], EXIT_INTERRUPTED, debug)
     except OSError as error:
         return _fail(args.command, _kept([_os_error(error)], error), EXIT_BAD_INPUT, debug)
@@ -345,10 +351,10 @@ def _kept_files(saved: list[str], before: str) -> str:
     return f"the {len(saved)} file(s) completely written before {before} are kept ({', '.join(saved)})"
 
 
-def _interrupted(interrupt: KeyboardInterrupt) -> str:
+def _interrupted(interrupt: KeyboardInterrupt, how: str = "interrupted") -> str:
     saved = getattr(interrupt, "saved", [])
     kept = _kept_files(saved, "it") if saved else "no output was written"
-    return f"interrupted; {kept}; no half-written file was left"
+    return f"{how}; {kept}; no half-written file was left"
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
 :class:`InputError` (and :class:`InputTypeError`) mark a mistake in what the user gave (an argument, the
 data, a workflow file, a results file): the command line reports them as bad input (status 2), and any
 other exception as an internal error (status 1). An interrupt (:class:`Interrupted`,
-:class:`SamplerInterrupted`) gives status 130.
+:class:`SamplerInterrupted`) gives status 130; SIGTERM, stopped the same way (:func:`terminating_as_interrupt`),
+143.
 """
 
 import contextlib
 import signal
 import threading
 
-__all__ = ["InputError", "InputTypeError", "Interrupted", "SamplerInterrupted", "noting_interrupts"]
+__all__ = ["InputError", "InputTypeError", "Interrupted", "SamplerInterrupted", "Terminated", "is_termination",
+           "noting_interrupts", "terminating_as_interrupt"]
 
 
 class InputError(ValueError):
@@ -42,6 +44,44 @@ class Interrupted(KeyboardInterrupt):
 
 class SamplerInterrupted(KeyboardInterrupt):
     """A sampler or optimiser was interrupted (Ctrl-C) and stopped; its partial result was dropped."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an interrupt is (:func:`terminating_as_interrupt`): samplers stopped, temporaries removed."""
+
+
+def is_termination(error: BaseException) -> bool:
+    """Whether an interrupt is SIGTERM's (:class:`Terminated`), itself or the cause of one re-raised."""
+    while error is not None:
+        if isinstance(error, Terminated):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextlib.contextmanager
+def terminating_as_interrupt():
+    """SIGTERM in the block raises :class:`Terminated`, a ``KeyboardInterrupt``, so it stops what Ctrl-C stops.
+
+    By default SIGTERM ends the process at once: no temporary removed, no worker stopped, no message. Yields a
+    list that holds True once SIGTERM arrived, which tells the interrupt it raised from a Ctrl-C however a
+    library re-raised it. Only in the main thread, and only where SIGTERM has its default action.
+    """
+    received: list[bool] = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield received
+        return
+
+    def terminate(signum, frame):
+        received.append(True)
+        raise Terminated("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextlib.contextmanager

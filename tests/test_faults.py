@@ -503,6 +503,38 @@ def test_an_interrupt_held_while_the_container_is_written_lists_it(tmp_path, wor
     assert _leftovers(tmp_path / "out") == []
 
 
+@pytest.mark.parametrize("first_run", [False, True])
+def test_sigterm_stops_a_run_as_an_interrupt_does(tmp_path, workflow_file, first_run):
+    # SIGTERM (kill, timeout) ended the process at once: exit 143 with no message, run.log.partial left behind
+    # (beside an earlier run's run.log on a rerun), no run-interrupted.log. It is stopped as Ctrl-C is, in a
+    # process of its own (a test process would end on it)
+    out = tmp_path / "out"
+    if not first_run:
+        assert subprocess.run([sys.executable, "-m", "mixflow.cli", "run", str(workflow_file), "--out", str(out),
+                               "--quiet"], capture_output=True).returncode == 0
+    code = ("import os, signal, sys, mixflow.workflow.run as run\n"
+            "fit = run.fit\n"
+            "def killed(*args, **kwargs):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    return fit(*args, **kwargs)\n"
+            "run.fit = killed\n"
+            "from mixflow.cli import main\n"
+            f"sys.exit(main(['run', {str(workflow_file)!r}, '--out', {str(out)!r}, '--quiet']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "mixflow run: error: terminated (SIGTERM); " + ("the 1 file(s) completely written before it are kept ("
+                                                        f"{out / 'run-interrupted.log'})" if not first_run
+                                                        else "no output was written")
+        + "; no half-written file was left")
+    if first_run:
+        assert not out.exists()
+    else:
+        assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(
+            json.loads((out / "workflow.json").read_text())["outputs"] + ["run-interrupted.log"])
+        assert (out / "run-interrupted.log").read_text().rstrip().endswith("terminated (SIGTERM)")
+
+
 @pytest.mark.parametrize("when", ["write", "flush"])
 def test_a_full_standard_output_is_named(capsys, monkeypatch, when):
     # `mixflow datasets > file` on a full disk said "[Errno 28] No space left on device", naming nothing

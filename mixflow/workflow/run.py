@@ -14,7 +14,7 @@ from mixflow.atomic import atomic_write, recording
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
 from mixflow.engines.sampling_diagnostics import format_rhat
-from mixflow.errors import InputError, Interrupted
+from mixflow.errors import InputError, Interrupted, is_termination
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
 from mixflow.workflow.config import Workflow, read_workflow
@@ -195,7 +195,8 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     except (KeyboardInterrupt, InputError, OSError) as error:  # an interrupt from any method or stage alike, bad
         # data met mid-run, a full disk: the files written so far stay, and are said
         interrupted = isinstance(error, KeyboardInterrupt)
-        progress("interrupted" if interrupted else f"failed: {error}")
+        progress(("terminated (SIGTERM)" if is_termination(error) else "interrupted") if interrupted
+                 else f"failed: {error}")
         if written or not created:  # the log is kept with the files written before, or in a directory kept
             written.append(_keep_log(working, log, earlier, "interrupted" if interrupted else "failed"))
         if interrupted:
