@@ -59,7 +59,7 @@ def _datasets(args) -> int:
 def _load_results(path: str):
     """A saved mixflow container, or an error that says what ``path`` is instead."""
     from mixflow.container.io import load
-    from mixflow.container.read import check_tree
+    from mixflow.container.read import available_methods, check_tree
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"results: expected an existing mixflow results file (.nc), got {path!r}")
@@ -71,6 +71,9 @@ def _load_results(path: str):
         check_tree(tree, "results")
     except InputError as error:
         raise InputError(f"{error} (file {path!r})") from None
+    if not available_methods(tree):
+        raise InputError(f"results: expected a mixflow result with a fit (EM, MCMC or ADVI), got one with groups "
+                         f"{sorted(tree.children)} and none (file {path!r})")
     return tree
 
 

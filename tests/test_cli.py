@@ -253,6 +253,23 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
     latin.write_bytes(b"k,bic\n1,2.0\n2,1.0\n3,caf\xe9\n")
     assert main(["report", str(container), "--selection", str(latin)]) == 2
     assert "which is not UTF-8 (invalid continuation byte at byte 23, line 4)" in capsys.readouterr().err
+    full = mixflow.load(container)
+    for edited, said in ((lambda tree: tree["em/estimate"].to_dataset(inherit=False).drop_vars("mu"),
+                          "results: expected the model's parameters ['weights', 'mu', 'covariance'] in /em/estimate, "
+                          "got ['covariance', 'weights'] (missing ['mu'])"),
+                         (None, "results: expected a mixflow result with a fit (EM, MCMC or ADVI), got one with "
+                                "groups ['em', 'observed_data'] and none")):
+        tree = full.copy()
+        if edited is None:  # no estimate: nothing to show (show printed a header and exited 0)
+            tree = xr.DataTree.from_dict({node.path: node.to_dataset(inherit=False) for node in full.subtree
+                                          if not node.path.startswith("/em/estimate")})
+            tree.attrs = full.attrs
+        else:  # a parameter gone: show and report failed with "internal error: KeyError: 'mu'"
+            tree["em/estimate"] = xr.DataTree(edited(full))
+        tree.to_netcdf(tmp_path / "edited.nc", engine="h5netcdf")
+        for command in ("show", "report"):
+            assert main([command, str(tmp_path / "edited.nc")]) == 2
+            assert f"{said} (file '{tmp_path / 'edited.nc'}')" in capsys.readouterr().err
     typed = tmp_path / "typed.csv"  # a value typed in over a criterion: the column is read as text
     typed.write_text("k,bic\n1,2.0\n2,abc\n3,1.0\n")
     assert main(["report", str(container), "--selection", str(typed)]) == 2

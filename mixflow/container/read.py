@@ -45,6 +45,17 @@ def check_tree(tree, name: str = "tree") -> None:
         raise InputError(f"{name}: expected a mixflow result with the model in its attributes and "
                          f"/observed_data, got a DataTree with groups {sorted(tree.children)}")
     model_from_json(tree.attrs["model"])  # an attribute that is not a model declaration says so here
+    try:
+        names = parameter_names(tree)
+    except (KeyError, ValueError, TypeError) as error:  # /observed_data without its feature coordinate
+        raise InputError(f"{name}: expected a mixflow result whose /observed_data has the features, got one "
+                         f"without ({type(error).__name__}: {error})") from None
+    for group in (EM_ESTIMATE, *DRAW_GROUPS.values()):
+        if has_group(tree, group):
+            missing = [parameter for parameter in names if parameter not in tree[group].data_vars]
+            if missing:
+                raise InputError(f"{name}: expected the model's parameters {names} in /{group}, got "
+                                 f"{sorted(tree[group].data_vars)} (missing {missing})")
 
 
 def data_units(tree) -> dict:
