@@ -930,6 +930,22 @@ def test_a_formula_naming_a_text_column_says_it_is_not_numeric(tmp_path, monkeyp
                       "which are not numeric (e.g. 's0'); the columns a model names must hold numbers"], errors
 
 
+def test_the_folds_are_checked_only_where_k_is_chosen(tmp_path, monkeypatch):
+    # one K is fitted, not chosen: no cross-validation runs, yet four rows failed with "[select] n_folds: expected
+    # at most the number of observations (total weight 4), got 5", a key the workflow never wrote
+    text = ('name = "w"\nseed = 1\n\n[data]\npath = "mine.csv"\ncolumns = ["x"]\n\n[[models]]\n'
+            'n_components = {}\n\n[methods.em]\nn_init = 1\n')
+    from mixflow.workflow.config import read_workflow
+
+    csv = b"x\n0.1\n0.5\n2.0\n3.5\n"
+    (tmp_path / "mine.csv").write_bytes(csv)
+    (tmp_path / "one.toml").write_text(text.format(2))
+    assert read_workflow(tmp_path / "one.toml").models[0].ks == (2,)
+    errors = _workflow_errors(tmp_path, text.format("{from = 1, to = 2}"), monkeypatch, csv=csv)
+    assert len(errors) == 1 and errors[0].endswith("[select] n_folds: expected at most the number of observations "
+                                                   "(total weight 4), got 5"), errors
+
+
 @pytest.mark.parametrize(("weights", "folds", "message"), [
     ("2.5", "5", r"^16: \[select\] n_folds: expected at most the number of rows \(4; non-integer frequency weights "
                  r"hold out whole rows\), got 5$"),

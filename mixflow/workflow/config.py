@@ -690,7 +690,7 @@ def _weight_values(frame: pd.DataFrame, weights) -> np.ndarray | None:
 def _check_folds(n_folds: int, frame: pd.DataFrame, weights, loc: _Locator) -> None:
     """``[select] n_folds`` against the data (:func:`mixflow.data.check_folds`); not with weights that are not valid."""
     values = _weight_values(frame, weights)
-    if weights is not None and values is None:
+    if weights is not None and (values is None or not values.sum() > 0):  # the weights' own check says why
         return
     try:
         check_folds(n_folds, len(frame), values)
@@ -802,7 +802,9 @@ def read_workflow(path) -> Workflow:
     if "select" in config:
         with loc.collecting():
             select = _read_select(config["select"], loc)
-    if data is not None and not large and select["n_folds"] and not any("[data]" in e for e in loc.errors):
+    # the folds are those of the choice of K: only a model with a range of K is cross-validated
+    if data is not None and not large and select["n_folds"] and any(len(spec.ks) > 1 for spec in models or ()) \
+            and not any("[data]" in e for e in loc.errors):
         with loc.collecting():
             _check_folds(select["n_folds"], data[0], weights, loc)
     if data is not None and not large and weights is not None and models and not any("[data]" in e
