@@ -108,7 +108,14 @@ def _to_frame(data, name: str) -> tuple[pd.DataFrame, np.ndarray | None]:
             return pd.DataFrame(data.values, columns=[str(c) for c in columns]), None
         raise InputError(f"{name}: expected a 1-D or 2-D DataArray, got {data.ndim} dimensions {data.dims}")
     if isinstance(data, list | tuple):
-        data = np.asarray(data)
+        try:
+            data = np.asarray(data)
+        except ValueError as error:  # rows of different lengths ("inhomogeneous shape")
+            raise InputError(f"{name}: expected a list of rows of equal length (a table), got rows of lengths "
+                             f"{sorted({len(row) if hasattr(row, '__len__') else 1 for row in data})} ({error})") \
+                from None
+        if data.dtype == object and all(isinstance(v, int | float) for v in data.ravel()):
+            data = data.astype(float)  # integers beyond int64 (10**30): numbers, held as Python ints
     if isinstance(data, np.ndarray):
         if data.ndim == 1:
             data = data[:, None]

@@ -197,3 +197,15 @@ def test_prediction_errors():
         mixflow.predict(tree, np.array([[np.nan, 1.0]]))
     with pytest.raises(ValueError, match=r"tree: expected a mixflow result with an /em estimate"):
         mixflow.predict(xr.DataTree(), data())
+
+
+def test_lists_of_rows_of_unequal_length_or_of_huge_integers():
+    # a ragged list raised numpy's own ValueError; integers beyond int64 (a column of 10**30) were said to be
+    # "non-numeric column(s) ['x0', 'x1']", both columns named though only one held them
+    with pytest.raises(mixflow.InputError, match=r"^data: expected a list of rows of equal length \(a table\), got "
+                                                 r"rows of lengths \[1, 2\]"):
+        mixflow.fit(mixflow.GaussianMixture(1), [[1.0, 2.0], [3.0]], method="em")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        tree = mixflow.fit(mixflow.GaussianMixture(1), [[10**30, 1.0], [2.0, 3.0], [5.0, 1.0]], method="em")
+    np.testing.assert_allclose(tree["em/estimate"]["mu"].values, [[(10**30 + 7.0) / 3, 5 / 3]], rtol=1e-12)
