@@ -483,6 +483,42 @@ def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, c
     assert (tmp_path / "out" / "run.log").read_text().rstrip().endswith("interrupted")
 
 
+def test_an_interrupted_rerun_leaves_the_earlier_run_as_it_was(tmp_path, workflow_file, capsys, monkeypatch):
+    # a rerun into an earlier run's directory replaced its files one by one: interrupted after the first model,
+    # the directory held that model's new container beside the earlier report and workflow.json (whose hash no
+    # longer matched it). The rerun writes in a folder of its own and moves its files in once it completes
+    import mixflow.workflow.run
+
+    text = SMALL.replace("[methods.em]", "[[models]]\nn_components = 3\n\n[methods.em]")
+    workflow_file.write_text(text)
+    out = tmp_path / "out"
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    real_fit, calls = mixflow.workflow.run.fit, []
+
+    def second_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(*args, **{**kwargs, "random_seed": 7})
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", second_interrupted)
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 130
+    kept = out / "run-interrupted"
+    assert _one_error_line(err).endswith(
+        f"interrupted; the 3 file(s) completely written before it are kept ({kept / 'gaussian-full-k2.nc'}, "
+        f"{kept / 'gaussian-full-k2-comparison.csv'}, {out / 'run-interrupted.log'}); no half-written file was left")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "run-interrupted.log"} == \
+        before
+    assert sorted(p.name for p in kept.iterdir()) == ["gaussian-full-k2-comparison.csv", "gaussian-full-k2.nc"]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no working folder left
+    monkeypatch.setattr(mixflow.workflow.run, "fit", real_fit)
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0  # a run that completes clears the attempt away
+    assert not kept.exists() and not (out / "run-interrupted.log").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
 def test_an_interrupt_held_while_the_container_is_written_lists_it(tmp_path, workflow_file, capsys, monkeypatch):
     # a Ctrl-C while the container's bytes are made or written is held until the file is in place, then raised:
     # the run said the files "completely written before it are kept" without the container, which it had replaced

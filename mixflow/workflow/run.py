@@ -5,12 +5,14 @@ import errno
 import json
 import os
 import re
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from mixflow.atomic import atomic_write, recording
+from mixflow.atomic import atomic_write, interrupts_deferred, recording
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
 from mixflow.engines.sampling_diagnostics import format_rhat
@@ -163,7 +165,10 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         for a range of K, ``workflow.json`` (the resolved configuration with its hash), and ``run.log`` (the
         progress messages and every warning with where it was raised, written as ``run.log.partial`` while
         the run goes on; a run that fails or is interrupted where an earlier completed run's ``run.log`` is
-        keeps that one and writes ``run-failed.log`` or ``run-interrupted.log``; the container records the
+        keeps that one and writes ``run-failed.log`` or ``run-interrupted.log``. Into a directory that holds
+        files already, the run writes in a hidden folder of its own and moves its files in once it completes; one
+        that does not complete leaves the files there as they were, and keeps its own in ``run-failed/`` or
+        ``run-interrupted/`` (removed by the next run that completes). The container records the
         warnings of its model in the root attribute ``run_warnings``, JSON, each with the stage, category and
         message, and the report lists them). When
         ``[data] labels`` names a column, the container keeps it in ``/reference_labels`` and
@@ -182,23 +187,33 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     created = _prepare_output(out)
     log = out / "run.log"
     working = out / PARTIAL_LOG  # run.log once the run completes: a failed rerun keeps the earlier run's
+    # into a directory that holds files already (an earlier run's), the run writes beside them in a folder of its
+    # own and moves its files in once it has completed: a rerun that fails or is interrupted leaves the earlier
+    # run's files as they were, not some of them replaced by its own (a container beside the report of another)
+    staging = None if created or not any(out.iterdir()) else _staging_folder(out)
     progress = Console(quiet, log=working)
     written = []
     earlier = _earlier_outputs(out, workflow.name)
     try:
         with progress.capturing(), recording(written):  # each file listed as it is renamed into place
-            _run_models(workflow, out, progress, written)
+            _run_models(workflow, out if staging is None else staging, progress, written)
+        if staging is not None:
+            written = _move_in(staging, out, written)
         _remove_stale(out, earlier, [*written, log], progress)
+        _remove_attempts(out, progress)
         progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s) while running"
                  f"{progress.findings_text()}; see {log.name})")
         os.replace(working, log)
     except (KeyboardInterrupt, InputError, OSError) as error:  # an interrupt from any method or stage alike, bad
         # data met mid-run, a full disk: the files written so far stay, and are said
         interrupted = isinstance(error, KeyboardInterrupt)
+        how = "interrupted" if interrupted else "failed"
         progress(("terminated (SIGTERM)" if is_termination(error) else "interrupted") if interrupted
                  else f"failed: {error}")
+        if staging is not None and staging.exists():  # this run's files, apart from the earlier run's
+            written = _keep_attempt(staging, out / f"run-{how}", written)
         if written or not created:  # the log is kept with the files written before, or in a directory kept
-            written.append(_keep_log(working, log, earlier, "interrupted" if interrupted else "failed"))
+            written.append(_keep_log(working, log, earlier, how))
         if interrupted:
             raise Interrupted(saved=written) from error
         error.saved = [str(path) for path in written]
@@ -206,9 +221,72 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     finally:
         if working not in written:  # kept above under its name, or nothing to keep
             working.unlink(missing_ok=True)
+        if staging is not None and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
         if created and not written:
             _remove_empty(created)  # a run that wrote nothing leaves no empty directory behind
     return [*written, log]
+
+
+#: Where a rerun that did not complete keeps the files it wrote (beside the earlier run's, which it left as they were)
+_ATTEMPTS = ("run-failed", "run-interrupted")
+
+
+def _staging_folder(out: Path) -> Path:
+    """A new hidden folder in ``out`` for a rerun's files, with the umask's permissions (as ``mkdir`` gives)."""
+    for _ in range(100):
+        folder = out / f".mixflow-run-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "cannot make a working folder", str(out))
+
+
+def _move_in(staging: Path, out: Path, written: list[Path]) -> list[Path]:
+    """Move a completed run's files from ``staging`` into ``out`` (replacing an earlier run's), in order.
+
+    Renames within one directory tree, held from interrupts as a whole: the files are either all the earlier
+    run's or all this one's.
+    """
+    moved = []
+    with interrupts_deferred():
+        for path in written:
+            target = out / Path(path).relative_to(staging)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+            moved.append(target)
+    return moved
+
+
+def _keep_attempt(staging: Path, kept: Path, written: list[Path]) -> list[Path]:
+    """Keep the files a rerun wrote before it failed in ``kept`` (``out/run-failed`` or ``out/run-interrupted``).
+
+    A folder of that name from an earlier attempt is replaced. Returns the files' paths there.
+    """
+    if not written:
+        return []
+    with interrupts_deferred():
+        if kept.is_dir() and not kept.is_symlink():
+            shutil.rmtree(kept)
+        os.replace(staging, kept)
+    return [kept / Path(path).relative_to(staging) for path in written]
+
+
+def _remove_attempts(out: Path, progress) -> None:
+    """Remove the files of earlier attempts that did not complete, once a run into ``out`` has completed."""
+    gone = []
+    for name in _ATTEMPTS:
+        folder, log = out / name, out / f"{name}.log"
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+            gone.append(f"{name}/")
+        if log.is_file():
+            log.unlink()
+            gone.append(log.name)
+    if gone:
+        progress(f"removed what earlier attempts that did not complete left in {out}: {', '.join(gone)}")
 
 
 def _keep_log(working: Path, log: Path, earlier: list[str], how: str) -> Path:
