@@ -138,12 +138,15 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         with a component of a few points near a subspace, only when no start is sound; a degenerate one,
         with a collapsed or empty component, only when every start is; either flagged). With
         ``init="auto"``, the budget: ``2 * n_init`` short runs (``4 * n_init``, then ``8 * n_init`` when
-        those so far do not agree on the best value), of which the best ``ceil(n_init / 2)`` are continued
+        those so far do not agree on the best value; a regression mixture runs all ``8 * n_init`` at once),
+        of which the best ``ceil(n_init / 2)`` are continued
         to convergence; a start repeating an earlier one's partition is replaced by a random one, or skipped.
         When those continued runs end at different maxima, or no start reached a sound fit, a second round of
         as many starts follows (not on Dask data; ``attrs["start_rounds"]``). A local search follows from the
         best fit of each round (split-and-transfer, boundary, split-and-merge, outlier and, for Gaussian
-        families, dense-group moves, see :mod:`mixflow.engines.starts`); a higher fit it finds is a restart
+        families, dense-group moves; for a regression, also splits across a line, see
+        :mod:`mixflow.engines.starts`), and, where it finds nothing above that fit, from the lower maxima the
+        continued runs reached, best first, until one climbs above it; a higher fit it finds is a restart
         of its own, with start ``"transfer"``. A MAP fit, and a tied covariance's MLE, also start from the
         values of each discrete feature (2 to 10 distinct values, and for the tied MLE more than
         ``n_components``: groups of even weight, ``"feature-values:j"``, and the values cut at their widest
