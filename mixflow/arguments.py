@@ -44,7 +44,7 @@ def check_number(name: str, value, valid, expected: str) -> float:
     return float(_check(name, value, is_number, valid, expected))
 
 
-def check_count(name: str, value, minimum: int, *, none: str | None = None) -> int | None:
+def check_count(name: str, value, minimum: int, *, none: str | None = None, maximum: int | None = None) -> int | None:
     """An integer (not a bool) at least ``minimum``; None too when ``none`` says what None means.
 
     Parameters
@@ -55,6 +55,8 @@ def check_count(name: str, value, minimum: int, *, none: str | None = None) -> i
     minimum : int
     none : str, optional
         What None stands for (e.g. ``"no cross-validation"``); None is refused when not given.
+    maximum : int, optional
+        The largest allowed.
 
     Returns
     -------
@@ -63,8 +65,9 @@ def check_count(name: str, value, minimum: int, *, none: str | None = None) -> i
     """
     if value is None and none is not None:
         return None
-    allowed = f"None ({none}) or an integer >= {minimum}" if none is not None else f"an integer >= {minimum}"
-    return check_integer(name, value, lambda v: v >= minimum, allowed)
+    count = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+    allowed = f"None ({none}) or {count}" if none is not None else count
+    return check_integer(name, value, lambda v: v >= minimum and (maximum is None or v <= maximum), allowed)
 
 
 def check_positive(name: str, value, upper: float = np.inf) -> float:

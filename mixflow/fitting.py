@@ -37,9 +37,13 @@ _METHODS = ("em", "map", "mcmc", "advi")
 _INIT = (PORTFOLIO, *STRATEGIES, SCALABLE_KMEANS)
 
 
+#: The most starts EM takes (``n_init``): each is kept in memory with its history, and more find nothing more
+MAX_STARTS = 10_000
+
+
 def check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate="squarem") -> None:
     """Check EM's options of :func:`fit` (also used by the workflow files before anything is fitted)."""
-    check_count("n_init", n_init, 1)
+    check_count("n_init", n_init, 1, maximum=MAX_STARTS)
     if isinstance(init, str) and init not in _INIT:
         raise InputError(f"init: expected one of {list(_INIT)} or a dict of parameters, got {init!r}")
     if not isinstance(init, str | dict):

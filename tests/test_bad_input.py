@@ -104,7 +104,8 @@ def test_weights_totalling_less_than_an_observation_per_component_are_refused(sc
                           r"repeats, got 'bayes'"),
     ({"method": ["em", "em"]}, r"method: expected one of .* without repeats, got \['em', 'em'\]"),
     ({"method": ["em", "map"]}, r"method: expected at most one of 'em' and 'map'"),
-    ({"n_init": 0}, r"n_init: expected an integer >= 1, got 0"),
+    ({"n_init": 0}, r"n_init: expected an integer from 1 to 10000, got 0"),
+    ({"n_init": 10**11}, r"n_init: expected an integer from 1 to 10000, got 100000000000"),
     ({"init": "kmedoids"}, r"init: expected one of \['auto', 'kmeans', 'kmeans\+\+', .*'hierarchical', "
                            r"'hierarchical-pca', 'kmeans\|\|'\] or a dict"),
     ({"tol": -1.0}, r"tol: expected a non-negative number, got -1.0"),

@@ -760,7 +760,9 @@ def _workflow_errors(tmp_path, text: str, monkeypatch, csv: bytes | None = None)
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
-    ("n_init = 1", 'n_init = 0', r"^13: \[methods.em\] n_init: expected an integer >= 1, got 0$"),
+    ("n_init = 1", 'n_init = 0', r"^13: \[methods.em\] n_init: expected an integer from 1 to 10000, got 0$"),
+    ("n_init = 1", 'n_init = 100000000000', r"^13: \[methods.em\] n_init: expected an integer from 1 to 10000, got "
+                                         r"100000000000$"),
     ("n_init = 1", "tol = -1.0", r"^13: \[methods.em\] tol: expected a non-negative number, got -1.0$"),
     ("n_init = 1", 'init = "foo"', r"^13: \[methods.em\] init: expected one of \['auto', 'kmeans', 'kmeans\+\+', "
      r"'random', 'standardised-kmeans', 'random-partition', 'random-centres', 'hierarchical', "
