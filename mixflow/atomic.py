@@ -86,8 +86,7 @@ def atomic_write(path, write, *, expected_bytes: int | None = None, verify=None)
             os.chmod(temporary, file_mode())
             with interrupts_deferred():  # the file in place is the file recorded, whenever an interrupt comes
                 os.replace(temporary, path)
-                if _record.get() is not None:
-                    _record.get().append(given)
+                _note_completed(given, path)
         except OSError as error:
             _remove(temporary)
             if error.errno is not None and (error.filename is None or _is_temporary(error.filename, path)):
@@ -136,15 +135,24 @@ def _flush(temporary: str) -> None:
         os.close(descriptor)
 
 
+def _note_completed(given: Path, path: Path) -> None:
+    """Append ``given`` to the list of the enclosing :func:`recording`, if any and if the file is under its root."""
+    record = _record.get()
+    if record is not None and (record[1] is None or Path(path).resolve().is_relative_to(record[1])):
+        record[0].append(given)
+
+
 @contextlib.contextmanager
-def recording(completed: list):
+def recording(completed: list, within=None):
     """Within the block, each file :func:`atomic_write` renames into place is appended to ``completed`` at once.
+
+    Only files under the directory ``within``, if given (a run's outputs, not a cache it writes elsewhere).
 
     A caller that lists the files it wrote (to say which are kept after a failure or an interrupt) learns of a
     file as it replaces the old one: appending the path :func:`atomic_write` returns would miss a file whose
     rename an interrupt followed (one held back while a container was written is delivered after it).
     """
-    token = _record.set(completed)
+    token = _record.set((completed, None if within is None else Path(within).resolve()))
     try:
         yield completed
     finally:
@@ -172,8 +180,8 @@ def interrupts_deferred():
     finally:
         for number in held:
             signal.signal(number, previous[number])
-        for number in dict.fromkeys(caught):
-            signal.raise_signal(number)
+        if caught:  # one is delivered (its handler raises): a termination before an interrupt
+            signal.raise_signal(signal.SIGTERM if signal.SIGTERM in caught else signal.SIGINT)
 
 
 class _Terminated(SystemExit):

@@ -76,7 +76,8 @@ def _last_axis(values: np.ndarray, combine) -> np.ndarray:
 
     A reduction over a short last axis costs numpy a loop per row; under :data:`_SHORT_AXIS` components, one
     elementwise pass per component does it in a third of the time, adding in the same order as numpy does
-    there (one after the other), so the result is the same to the bit.
+    there (one after the other), so the result is the same to the bit (but for a sum of only -0.0, which is
+    -0.0 here and +0.0 in numpy; the densities summed here are never negative).
     """
     if values.shape[-1] >= _SHORT_AXIS or values.shape[-1] == 0:
         return combine.reduce(values, axis=-1)

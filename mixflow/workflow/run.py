@@ -190,28 +190,24 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     # into a directory that holds files already (an earlier run's), the run writes beside them in a folder of its
     # own and moves its files in once it has completed: a rerun that fails or is interrupted leaves the earlier
     # run's files as they were, not some of them replaced by its own (a container beside the report of another)
-    staging = None if created or not any(out.iterdir()) else _staging_folder(out)
+    staging = None if created or not any(out.iterdir()) else _staging_folder(out, workflow.name)
     progress = Console(quiet, log=working)
     written = []
     earlier = _earlier_outputs(out, workflow.name)
+    failed = True
     try:
-        with progress.capturing(), recording(written):  # each file listed as it is renamed into place
+        # each file listed as it is renamed into place (not the compiled-graph cache that NUTS keeps elsewhere)
+        with progress.capturing(), recording(written, within=out if staging is None else staging):
             _run_models(workflow, out if staging is None else staging, progress, written)
-        if staging is not None:
-            written = _move_in(staging, out, written)
-        _remove_stale(out, earlier, [*written, log], progress)
-        _remove_attempts(out, progress)
-        progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s) while running"
-                 f"{progress.findings_text()}; see {log.name})")
-        os.replace(working, log)
+        failed = False
     except (KeyboardInterrupt, InputError, OSError) as error:  # an interrupt from any method or stage alike, bad
         # data met mid-run, a full disk: the files written so far stay, and are said
         interrupted = isinstance(error, KeyboardInterrupt)
         how = "interrupted" if interrupted else "failed"
         progress(("terminated (SIGTERM)" if is_termination(error) else "interrupted") if interrupted
                  else f"failed: {error}")
-        if staging is not None and staging.exists():  # this run's files, apart from the earlier run's
-            written = _keep_attempt(staging, out / f"run-{how}", written)
+        if staging is not None:  # this run's files, apart from the earlier run's
+            written[:] = _keep_attempt(staging, out / f"run-{how}", written)
         if written or not created:  # the log is kept with the files written before, or in a directory kept
             written.append(_keep_log(working, log, earlier, how))
         if interrupted:
@@ -219,70 +215,111 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         error.saved = [str(path) for path in written]
         raise
     finally:
-        if working not in written:  # kept above under its name, or nothing to keep
+        if failed and working not in written:  # kept above under its name, or nothing to keep
             working.unlink(missing_ok=True)
-        if staging is not None and staging.exists():
+        if failed and staging is not None and staging.exists() and not any(staging in p.parents for p in written):
             shutil.rmtree(staging, ignore_errors=True)
         if created and not written:
             _remove_empty(created)  # a run that wrote nothing leaves no empty directory behind
+    # the run has completed: its files go into place, with interrupts held (renames, quick), so that the directory
+    # holds this run's files or the earlier run's, never some of each; an interrupt that came meanwhile is said
+    # after it, with every file kept
+    try:
+        with interrupts_deferred():
+            if staging is not None:
+                written[:] = _move_in(staging, out, written)
+                shutil.rmtree(staging, ignore_errors=True)
+            _remove_stale(out, earlier, [*written, log], progress)
+            _remove_attempts(out, earlier, progress)
+            progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s) while "
+                     f"running{progress.findings_text()}; see {log.name})")
+            os.replace(working, log)
+    except KeyboardInterrupt as interrupt:
+        if working.exists():
+            os.replace(working, log)
+        raise Interrupted(saved=[*written, log]) from interrupt
+    except OSError as error:  # a file that could not be moved into place: those moved and the rest are said
+        error.saved = [str(path) for path in written]
+        raise
     return [*written, log]
 
 
 #: Where a rerun that did not complete keeps the files it wrote (beside the earlier run's, which it left as they were)
 _ATTEMPTS = ("run-failed", "run-interrupted")
+#: The file that marks a folder as a rerun's own (its workflow's name inside): only such folders are ever removed
+_MARK = ".mixflow-run"
 
 
-def _staging_folder(out: Path) -> Path:
+def _staging_folder(out: Path, name: str) -> Path:
     """A new hidden folder in ``out`` for a rerun's files, with the umask's permissions (as ``mkdir`` gives)."""
     for _ in range(100):
         folder = out / f".mixflow-run-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             folder.mkdir()
-            return folder
         except FileExistsError:
             continue
+        (folder / _MARK).write_text(name, encoding="utf-8")
+        return folder
     raise FileExistsError(errno.EEXIST, "cannot make a working folder", str(out))
 
 
 def _move_in(staging: Path, out: Path, written: list[Path]) -> list[Path]:
     """Move a completed run's files from ``staging`` into ``out`` (replacing an earlier run's), in order.
 
-    Renames within one directory tree, held from interrupts as a whole: the files are either all the earlier
-    run's or all this one's.
+    A rename each; into a folder on another file system (``figures`` a link to one), a copy beside the target
+    renamed onto it.
     """
     moved = []
-    with interrupts_deferred():
-        for path in written:
-            target = out / Path(path).relative_to(staging)
-            target.parent.mkdir(exist_ok=True)
+    for path in written:
+        target = out / Path(path).relative_to(staging)
+        target.parent.mkdir(exist_ok=True)
+        try:
             os.replace(path, target)
-            moved.append(target)
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            atomic_write(target, lambda temporary, source=path: shutil.copyfile(source, temporary))
+        moved.append(target)
     return moved
 
 
 def _keep_attempt(staging: Path, kept: Path, written: list[Path]) -> list[Path]:
     """Keep the files a rerun wrote before it failed in ``kept`` (``out/run-failed`` or ``out/run-interrupted``).
 
-    A folder of that name from an earlier attempt is replaced. Returns the files' paths there.
+    A folder of that name from an earlier attempt (marked as mixflow's) is replaced; nothing written, the
+    working folder is removed. Returns the files' paths there.
     """
     if not written:
+        shutil.rmtree(staging, ignore_errors=True)
         return []
     with interrupts_deferred():
-        if kept.is_dir() and not kept.is_symlink():
+        if _is_attempt(kept):
             shutil.rmtree(kept)
-        os.replace(staging, kept)
+        elif kept.exists() or kept.is_symlink():  # not mixflow's: the attempt is kept under its working name
+            kept = staging
+        if kept != staging:
+            os.replace(staging, kept)
     return [kept / Path(path).relative_to(staging) for path in written]
 
 
-def _remove_attempts(out: Path, progress) -> None:
-    """Remove the files of earlier attempts that did not complete, once a run into ``out`` has completed."""
+def _is_attempt(folder: Path) -> bool:
+    """Whether ``folder`` is a folder a rerun of mixflow kept (it holds the mark :func:`_staging_folder` wrote)."""
+    return folder.is_dir() and not folder.is_symlink() and (folder / _MARK).is_file()
+
+
+def _remove_attempts(out: Path, earlier: list[str], progress) -> None:
+    """Remove what earlier attempts that did not complete left in ``out``, once a run into it has completed.
+
+    Their folders are removed when marked as mixflow's; their logs (``run-failed.log``, ``run-interrupted.log``,
+    written only beside an earlier completed run of the same workflow) when ``earlier`` says there was one.
+    """
     gone = []
     for name in _ATTEMPTS:
         folder, log = out / name, out / f"{name}.log"
-        if folder.is_dir() and not folder.is_symlink():
+        if _is_attempt(folder):
             shutil.rmtree(folder)
             gone.append(f"{name}/")
-        if log.is_file():
+        if earlier and log.is_file() and not log.is_symlink():
             log.unlink()
             gone.append(log.name)
     if gone:
