@@ -256,6 +256,16 @@ def test_out_is_an_existing_file(tmp_path, workflow_file, capsys, monkeypatch):
     assert "f': exists and is not a directory; choose another --out" in _one_error_line(err)
 
 
+def test_out_is_a_link_to_nothing(tmp_path, workflow_file, capsys, monkeypatch):
+    # a dangling link was said to be "a file of that name exists"
+    _no_fit(monkeypatch)
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "link")
+    assert status == 2
+    assert _one_error_line(err).endswith(f"link': is a symbolic link to '{tmp_path / 'gone'}', which does not exist; "
+                                         "create that directory or choose another --out")
+
+
 def test_out_under_a_file(tmp_path, workflow_file, capsys, monkeypatch):
     _no_fit(monkeypatch)
     (tmp_path / "f").touch()
@@ -907,6 +917,11 @@ def test_weights_column_of_strings(tmp_path, monkeypatch):
                                    r"\(invalid continuation byte at byte 14, line 2\)$"),
     (b'x,w\n1,2\n3,4,5,6\n"7,8\n', r"^6: \[data\] path: expected a readable CSV file, got .*mine.csv' \(Error"),
     (b"x,x\n1,2\n3,4\n", r"^6: \[data\] path: expected distinct column names, got .* with duplicated \['x'\]"),
+    # a results file given as the data: pandas said "(No objects to concatenate)"
+    (b"\x89HDF\r\n\x1a\n\x00\x00\x00\x00", r"^6: \[data\] path: expected a CSV file, got '.*mine.csv', which is an "
+                                      r"HDF5 or NetCDF-4 file \(a mixflow results file is one: mixflow show reads "
+                                      r"it\)$"),
+    (b"PK\x03\x04\x14\x00", r"^6: \[data\] path: expected a CSV file, got .*, which is a ZIP archive \(a spreadsheet"),
     # every row a field more than the header names: pandas took the first field as the rows' labels and shifted the
     # others under the names (x read 2.0 and 4.0, w the third fields), and the run fitted the wrong columns
     (b"x,w\n1.0,2.0,7\n3,4,9\n", r"^6: \[data\] path: expected rows of as many fields as the header names \(got "

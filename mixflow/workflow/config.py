@@ -207,7 +207,21 @@ def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None,
                         section, occurrence)
 
 
+#: The first bytes of files that are not CSV but are often given for one, and what each is
+_NOT_CSV = ((b"\x89HDF\r\n\x1a\n", "an HDF5 or NetCDF-4 file (a mixflow results file is one: mixflow show reads it)"),
+            (b"CDF\x01", "a NetCDF file"), (b"CDF\x02", "a NetCDF file"),
+            (b"PK\x03\x04", "a ZIP archive (a spreadsheet such as .xlsx is one: save it as CSV)"))
+
+
 def _read_csv(path: Path, loc: _Locator) -> pd.DataFrame:
+    try:
+        with open(path, "rb") as file:
+            start = file.read(8)
+    except OSError:
+        start = b""  # pandas' own error below says why it cannot be read
+    for signature, what in _NOT_CSV:
+        if start.startswith(signature):
+            raise loc.error("[data] path", f"expected a CSV file, got {str(path)!r}, which is {what}", "path", "data")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)

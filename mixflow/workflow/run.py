@@ -386,6 +386,9 @@ def _prepare_output(out: Path) -> list[Path]:
     """
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory; choose another --out", str(out))
+    if out.is_symlink() and not out.exists():
+        raise FileNotFoundError(errno.ENOENT, f"is a symbolic link to {os.readlink(out)!r}, which does not exist; "
+                                "create that directory or choose another --out", str(out))
     created = [folder for folder in (out, *out.absolute().parents) if not folder.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
