@@ -567,6 +567,13 @@ def test_a_rerun_s_files_are_moved_in_whole_and_its_own_records_only(tmp_path, w
     assert all((out / name).is_file() for name in names) and not (out / "run.log.partial").exists()
     assert (out / "run-failed" / "notes.txt").read_text() == "mine"
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    # a working folder of a run killed outright (its process gone) is removed by the next run that completes; one
+    # of a process still running, or not marked as mixflow's, is left
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name, marked in ((f".mixflow-run-{dead.stdout.strip()}-0a1b2c3d", True),
+                         (f".mixflow-run-{os.getpid()}-0a1b2c3d", True), (".mixflow-run-1-notmine", False)):
+        (out / name).mkdir()
+        (out / name / ("x.nc" if not marked else ".mixflow-run")).write_text("small")
 
     def across_file_systems(source, target):
         if ".mixflow-run-" in str(source) and ".mixflow-run-" not in str(target):  # moving in, not writing
@@ -577,7 +584,8 @@ def test_a_rerun_s_files_are_moved_in_whole_and_its_own_records_only(tmp_path, w
     monkeypatch.setattr(mixflow.workflow.run.os, "replace", across_file_systems)
     assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
     assert sorted(json.loads((out / "workflow.json").read_text())["outputs"]) == sorted(names)
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == sorted(
+        [f".mixflow-run-{os.getpid()}-0a1b2c3d", ".mixflow-run-1-notmine"])
 
 
 def test_a_held_termination_goes_before_a_held_interrupt():

@@ -307,13 +307,29 @@ def _is_attempt(folder: Path) -> bool:
     return folder.is_dir() and not folder.is_symlink() and (folder / _MARK).is_file()
 
 
+def _alive(pid: str) -> bool:
+    """Whether the process ``pid`` (a working folder's) may still be running: unknown counts as running."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, OSError):  # not a number, or another user's process
+        return True
+    return True
+
+
 def _remove_attempts(out: Path, earlier: list[str], progress) -> None:
     """Remove what earlier attempts that did not complete left in ``out``, once a run into it has completed.
 
-    Their folders are removed when marked as mixflow's; their logs (``run-failed.log``, ``run-interrupted.log``,
-    written only beside an earlier completed run of the same workflow) when ``earlier`` says there was one.
+    Their folders are removed when marked as mixflow's (and a working folder of a run killed outright, when its
+    process is gone); their logs (``run-failed.log``, ``run-interrupted.log``, written only beside an earlier
+    completed run of the same workflow) when ``earlier`` says there was one.
     """
     gone = []
+    for folder in sorted(out.glob(".mixflow-run-*")):  # a run killed outright (SIGKILL, power) left its own
+        if _is_attempt(folder) and not _alive(folder.name.split("-")[2]):
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(f"{folder.name}/")
     for name in _ATTEMPTS:
         folder, log = out / name, out / f"{name}.log"
         if _is_attempt(folder):
