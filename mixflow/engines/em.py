@@ -502,8 +502,8 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
     runs, continued, names = list(runs), list(continued), list(names)
     short = replace(options, max_iter=min(SHORT_MAX_ITER, options.max_iter), tol=max(SHORT_TOL, options.tol))
     searched = {} if searched is None else searched
-    order = np.argsort(-np.nan_to_num(finals, nan=-np.inf), kind="stable")[:int(np.isfinite(finals).sum())]
-    starts = [runs[i] for i in order]  # best first
+    starts = sorted((run for run, value in zip(runs, finals, strict=True) if np.isfinite(value)),
+                    key=lambda run: -run.history_objective[-1])  # best first
     distinct = [run for j, run in enumerate(starts)
                 if not any(abs(run.history_objective[-1] - other.history_objective[-1])
                            <= _SAME_VALUE * abs(other.history_objective[-1]) for other in starts[:j])]

@@ -45,6 +45,8 @@ split in two, which changes how the data are divided among the components withou
 maximum whose groups are cut otherwise than the fit's is often one such move away, and no transfer reaches it).
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial import cKDTree
@@ -109,20 +111,37 @@ DENSE_POINTS = 2000
 # a component holding less than this many observations' worth of weight is degenerate (empty)
 MIN_COMPONENT_COUNT = 0.5
 
-# Deterministic strategies come first and once; the random ones then take turns. Regression mixtures do not
-# start from distances (clustering the response, or the response with the covariates, misses mixtures whose
-# lines cross): random partitions and random responsibilities are its main starts.
-# A start that repeats an earlier one's partition is replaced by one of the third entry's strategy. The fourth
-# says whether the family's MAP fits start from the values of discrete features (a regression's lines do not
-# follow the values of one column). The fifth whether the screening may stop once its first starts agree (see
-# em._screening_stages): not for regressions, whose lines through a few rows make maxima close in value that few
-# starts reach, so that the first starts agreeing on one says little.
+class _Portfolio(NamedTuple):
+    """A family's starts of ``init="auto"``."""
+
+    #: deterministic strategies, run first and once
+    once: tuple[str, ...]
+    #: random strategies, taking turns after them
+    cycled: tuple[str, ...]
+    #: the strategy that replaces a start repeating an earlier one's partition
+    replacement: str
+    #: whether the family's MAP fits start from the values of discrete features
+    takes_values: bool
+    #: whether the screening may stop once its first starts agree (see em._screening_stages)
+    stops_on_agreement: bool
+
+
+# Regression mixtures do not start from distances (clustering the response, or the response with the covariates,
+# misses mixtures whose lines cross): random partitions and random responsibilities are its main starts; nor from
+# the values of one column, which a regression's lines do not follow; and their screening runs all its starts,
+# since lines through a few rows make maxima close in value that few starts reach, so that the first starts
+# agreeing on one says little.
 _PORTFOLIOS = {
-    "default": (("hierarchical", "hierarchical-pca"),
-                ("standardised-kmeans", "random-partition", "random-centres", "kmeans++", "kmeans"), "random-centres",
-                True, True),
-    "regression": ((), ("random-partition", "random", "random-centres", "kmeans"), "random-partition", False, False),
+    "default": _Portfolio(("hierarchical", "hierarchical-pca"),
+                          ("standardised-kmeans", "random-partition", "random-centres", "kmeans++", "kmeans"),
+                          "random-centres", takes_values=True, stops_on_agreement=True),
+    "regression": _Portfolio((), ("random-partition", "random", "random-centres", "kmeans"), "random-partition",
+                             takes_values=False, stops_on_agreement=False),
 }
+
+
+def _portfolio(family: str) -> _Portfolio:
+    return _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
 
 
 def replacement_strategy(family: str) -> str:
@@ -130,12 +149,12 @@ def replacement_strategy(family: str) -> str:
 
     Random strategies seldom repeat a partition, and a new random start is worth its run where a repeat is not.
     """
-    return _PORTFOLIOS.get(family, _PORTFOLIOS["default"])[2]
+    return _portfolio(family).replacement
 
 
 def stops_on_agreement(family: str) -> bool:
     """Whether the screening of ``init="auto"`` for a family may stop once its first short runs agree."""
-    return _PORTFOLIOS.get(family, _PORTFOLIOS["default"])[4]
+    return _portfolio(family).stops_on_agreement
 
 
 def portfolio_schedule(family: str, n_candidates: int, by_values: list[str] = ()) -> list[str]:
@@ -158,11 +177,12 @@ def portfolio_schedule(family: str, n_candidates: int, by_values: list[str] = ()
         Names from :data:`STRATEGIES`, and those of ``by_values`` taken.
 
     """
-    once, cycled, _, takes_values, _ = _PORTFOLIOS.get(family, _PORTFOLIOS["default"])
+    portfolio = _portfolio(family)
+    once, cycled = portfolio.once, portfolio.cycled
     names = list(once)[:n_candidates]
     while len(names) < n_candidates:
         names.append(cycled[(len(names) - len(once)) % len(cycled)])
-    values = list(by_values)[:n_candidates // 4] if takes_values else []
+    values = list(by_values)[:n_candidates // 4] if portfolio.takes_values else []
     place = min(len(once), n_candidates)
     return names[:place] + values + names[place:]
 
