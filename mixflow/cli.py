@@ -83,18 +83,14 @@ def _read_selection(path: str):
     import pandas as pd
 
     from mixflow.analysis.select import HIGHER_IS_BETTER, LOWER_IS_BETTER, preferred_k
+    from mixflow.workflow.csv_table import CsvProblem, read_table
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"--selection: expected an existing choice-of-K CSV file, got {path!r}")
     try:
-        table = pd.read_csv(path)
-    except UnicodeDecodeError:
-        from mixflow.workflow.config import utf8_fault
-
-        raise InputError(f"--selection: expected a UTF-8 CSV file, got {path!r}, which is not UTF-8 "
-                         f"({utf8_fault(Path(path))})") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise InputError(f"--selection: expected a CSV file, got {path!r} ({error})") from None
+        table = read_table(Path(path))
+    except CsvProblem as problem:
+        raise InputError(f"--selection: {problem}") from None
     criteria = [c for c in LOWER_IS_BETTER + HIGHER_IS_BETTER if c in table]
     if "k" not in table or not criteria:
         raise InputError(f"--selection: expected a choice-of-K table (columns 'k' and some of bic, aic, icl, "

@@ -275,6 +275,16 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
     assert main(["report", str(container), "--selection", str(typed)]) == 2
     assert f"--selection: expected numbers in column 'bic', got 'abc' in the row of K=2 ('{typed}')" in \
         capsys.readouterr().err
+    # the workflow's CSV checks hold for --selection too: a row of one field more than the header (pandas took
+    # the first field as the row labels and shifted the criteria under the wrong names), and a results file
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("k,bic\n1,1,9.0\n2,2,8.0\n3,3,7.0\n")
+    assert main(["report", str(container), "--selection", str(ragged)]) == 2
+    assert (f"--selection: expected rows of as many fields as the header names (got '{ragged}', whose header names "
+            "2 column(s) and whose line 2 has 3 field(s))") in capsys.readouterr().err
+    assert main(["report", str(container), "--selection", str(container)]) == 2
+    assert (f"--selection: expected a CSV file, got '{container}', which is an HDF5 or NetCDF-4 file (a mixflow "
+            "results file is one: mixflow show reads it)") in capsys.readouterr().err
     assert main(["report", str(container), "--out", str(tmp_path / "report.txt")]) == 2
     assert "error: --out: expected a file name ending in .html" in capsys.readouterr().err
     assert main(["report", str(container), "--out", str(tmp_path)]) == 2

@@ -5,7 +5,6 @@ fitting starts (the data are loaded and checked against the models too).
 """
 
 import contextlib
-import csv
 import hashlib
 import inspect
 import json
@@ -24,6 +23,7 @@ from mixflow.datasets import DESCRIPTIONS, load_dataset
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
 from mixflow.families.base import MixtureModel, family_class, family_names
+from mixflow.workflow.csv_table import CsvProblem, read_table
 
 __all__ = ["Workflow", "WorkflowError", "read_workflow"]
 
@@ -188,18 +188,6 @@ def _expect(value, kind, where, key, loc, section=None, occurrence=0):
     return value
 
 
-def _ragged_row(path: Path) -> str:
-    """The first row of a CSV file whose number of fields differs from the header's, said for an error."""
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        rows = csv.reader(file)
-        header = next(rows, [])
-        for row in rows:
-            if row and len(row) != len(header):
-                return (f"got {str(path)!r}, whose header names {len(header)} column(s) and whose line "
-                        f"{rows.line_num} has {len(row)} field(s)")
-    return f"got {str(path)!r}, whose rows pandas could not match to its header"
-
-
 def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None, occurrence=0):
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -207,63 +195,11 @@ def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None,
                         section, occurrence)
 
 
-#: The first bytes of files that are not CSV but are often given for one, and what each is
-_NOT_CSV = ((b"\x89HDF\r\n\x1a\n", "an HDF5 or NetCDF-4 file (a mixflow results file is one: mixflow show reads it)"),
-            (b"CDF\x01", "a NetCDF file"), (b"CDF\x02", "a NetCDF file"),
-            (b"PK\x03\x04", "a ZIP archive (a spreadsheet such as .xlsx is one: save it as CSV)"))
-
-
 def _read_csv(path: Path, loc: _Locator) -> pd.DataFrame:
     try:
-        with open(path, "rb") as file:
-            start = file.read(8)
-    except OSError:
-        start = b""  # pandas' own error below says why it cannot be read
-    for signature, what in _NOT_CSV:
-        if start.startswith(signature):
-            raise loc.error("[data] path", f"expected a CSV file, got {str(path)!r}, which is {what}", "path", "data")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", pd.errors.ParserWarning)
-            # no column taken as the row labels: where the rows have a field more than the header names, pandas
-            # would take the first field as the label and shift the others under the names
-            frame = pd.read_csv(path, index_col=False)
-        if any(issubclass(warning.category, pd.errors.ParserWarning) for warning in caught):
-            raise loc.error("[data] path", f"expected rows of as many fields as the header names "
-                            f"({_ragged_row(path)})", "path", "data")
-    except UnicodeDecodeError:
-        raise loc.error("[data] path", f"expected a UTF-8 CSV file, got {str(path)!r}, which is not UTF-8 "
-                        f"({utf8_fault(path)})", "path", "data") from None
-    except pd.errors.EmptyDataError:
-        raise loc.error("[data] path", f"expected a CSV file with a header and rows, got {str(path)!r}, which "
-                        "is empty", "path", "data") from None
-    except (pd.errors.ParserError, OSError) as error:
-        raise loc.error("[data] path", f"expected a readable CSV file, got {str(path)!r} ({error})".replace(
-            "\n", " "), "path", "data") from None
-    if frame.empty:
-        raise loc.error("[data] path", f"expected a CSV file with at least one row, got {str(path)!r} with "
-                        f"columns {list(frame.columns)} and no rows", "path", "data")
-    with open(path, newline="", encoding="utf-8-sig") as file:  # pandas renames repeated names to x, x.1
-        header = pd.Index(next(csv.reader(file)))
-    if header.duplicated().any():
-        duplicated = sorted(set(header[header.duplicated()]))
-        raise loc.error("[data] path", f"expected distinct column names, got {str(path)!r} with duplicated "
-                        f"{duplicated}", "path", "data")
-    return frame
-
-
-def utf8_fault(path: Path) -> str:
-    """``<reason> at byte <b>, line <n>``: the first byte of ``path`` that is not UTF-8, counted from its start.
-
-    Found again here because the position in pandas' error counts from the start of the block it was reading.
-    """
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        return f"{error.reason} at byte {error.start}, line {line}"
-    return "a byte that is not UTF-8"
+        return read_table(path)
+    except CsvProblem as problem:
+        raise loc.error("[data] path", str(problem), "path", "data") from None
 
 
 def _read_data(table: dict, base: Path, loc: _Locator):
@@ -668,8 +604,6 @@ def _read_select(select, loc: _Locator) -> dict:
 
 def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -> None:
     """Prepare every model on the data, so a mismatch (a missing column, non-count data) stops the run now."""
-    import warnings
-
     from mixflow.data import validate_data
 
     for i, spec in enumerate(models):
