@@ -270,6 +270,21 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
         for command in ("show", "report"):
             assert main([command, str(tmp_path / "edited.nc")]) == 2
             assert f"{said} (file '{tmp_path / 'edited.nc'}')" in capsys.readouterr().err
+    # the observed rows cut short (the report plotted and summarised the rows left, without a word)
+    rows = full["observed_data"].sizes["obs"]
+    for cut, said in (({"/observed_data"}, f"expected /em/responsibilities to have one entry per row of "
+                                            f"/observed_data (50), got {rows}"),
+                      ({"/observed_data", "/em/responsibilities"},
+                       f"expected /observed_data to hold the {rows} observations the EM fit recorded (/em "
+                       "n_observations), got 50")):
+        tree = xr.DataTree.from_dict({node.path: node.to_dataset(inherit=False).isel(obs=slice(50))
+                                      if node.path in cut else node.to_dataset(inherit=False) for node in full.subtree})
+        tree.attrs = full.attrs
+        tree.to_netcdf(tmp_path / "cut.nc", engine="h5netcdf")
+        for command in ("show", "report"):
+            assert main([command, str(tmp_path / "cut.nc")]) == 2
+            assert f"results: {said} (a file cut short, or groups of two fits) (file '{tmp_path / 'cut.nc'}')" in \
+                capsys.readouterr().err
     typed = tmp_path / "typed.csv"  # a value typed in over a criterion: the column is read as text
     typed.write_text("k,bic\n1,2.0\n2,abc\n3,1.0\n")
     assert main(["report", str(container), "--selection", str(typed)]) == 2

@@ -56,6 +56,33 @@ def check_tree(tree, name: str = "tree") -> None:
             if missing:
                 raise InputError(f"{name}: expected the model's parameters {names} in /{group}, got "
                                  f"{sorted(tree[group].data_vars)} (missing {missing})")
+    _check_rows(tree, name)
+
+
+def _check_rows(tree, name: str) -> None:
+    """Raise unless every group's observations are /observed_data's rows (a file cut short or mixed from two fits).
+
+    A group with an ``obs`` dimension (responsibilities, pointwise log-likelihood, replicates) has one entry per
+    row of /observed_data; the EM fit's ``n_observations`` is their total weight, unless /observed_data holds a
+    uniform sample of the rows (its ``n_obs`` attribute).
+    """
+    observed = tree[OBSERVED_DATA]
+    if "obs" not in observed.dims:
+        raise InputError(f"{name}: expected /observed_data with an 'obs' dimension (its rows), got dimensions "
+                         f"{sorted(observed.dims)}")
+    rows = observed.sizes["obs"]
+    for node in tree.subtree:
+        sizes = node.to_dataset(inherit=False).sizes
+        if node.path != f"/{OBSERVED_DATA}" and sizes.get("obs", rows) != rows:
+            raise InputError(f"{name}: expected {node.path} to have one entry per row of /observed_data ({rows}), "
+                             f"got {sizes['obs']} (a file cut short, or groups of two fits)")
+    recorded = tree[EM].attrs.get("n_observations") if EM in tree.children else None
+    if recorded is None or "n_obs" in observed.attrs:
+        return
+    total = float(observed["weights"].sum()) if "weights" in observed.data_vars else float(rows)
+    if not abs(total - float(recorded)) <= 1e-9 * max(total, 1.0):
+        raise InputError(f"{name}: expected /observed_data to hold the {float(recorded):.6g} observations the EM fit "
+                         f"recorded (/em n_observations), got {total:.6g} (a file cut short, or groups of two fits)")
 
 
 def data_units(tree) -> dict:
