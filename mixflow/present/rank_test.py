@@ -14,6 +14,7 @@ one), so that chains that mix are flagged at about the level ``alpha`` whatever 
 """
 
 import hashlib
+import threading
 import warnings
 from collections import OrderedDict
 
@@ -23,6 +24,7 @@ __all__ = ["rank_uniformity_finding"]
 
 _KEPT = 8  # findings kept by their draws' content: a workflow lists a fit's findings, then its report does again
 _found: OrderedDict = OrderedDict()
+_found_lock = threading.Lock()  # reports may be written from threads
 
 
 def rank_uniformity_finding(draws) -> str | None:
@@ -37,12 +39,16 @@ def rank_uniformity_finding(draws) -> str | None:
         return None
     alpha = 1 - rcParams["stats.envelope_prob"]
     key = _content_key(draws, alpha)
-    if key not in _found:
-        _found[key] = _finding(array_stats, draws, alpha)
+    with _found_lock:
+        if key in _found:
+            _found.move_to_end(key)
+            return _found[key]
+    finding = _finding(array_stats, draws, alpha)  # outside the lock: two threads may both compute it, alike
+    with _found_lock:
+        _found[key] = finding
         while len(_found) > _KEPT:
             _found.popitem(last=False)
-    _found.move_to_end(key)
-    return _found[key]
+    return finding
 
 
 def _content_key(draws, alpha: float) -> bytes:
