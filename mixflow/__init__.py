@@ -30,7 +30,7 @@ _PUBLIC = {
     "present.report.page": ["report"],
     "present.summary": ["describe", "summary"],
     "warnings": ["ADVIDivergenceError", "ConstantFeatureWarning", "ConvergenceWarning", "DegenerateComponentWarning",
-                 "MixflowInternalWarning", "MixflowWarning", "SamplingWarning"],
+                 "MixflowInternalWarning", "MixflowWarning", "PrecisionWarning", "SamplingWarning"],
 }
 __all__ = sorted(name for names in _PUBLIC.values() for name in names)
 

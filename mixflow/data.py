@@ -12,7 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from mixflow.errors import InputError, InputTypeError
-from mixflow.warnings import ConstantFeatureWarning, constant_features_message
+from mixflow.warnings import ConstantFeatureWarning, PrecisionWarning, constant_features_message
 
 __all__ = ["Data", "check_folds", "check_total_weight", "check_units", "is_text", "offset", "offset_of_rows",
            "unread_columns", "validate_data", "validate_weights", "without_unread_text"]
@@ -115,7 +115,8 @@ def _to_frame(data, name: str) -> tuple[pd.DataFrame, np.ndarray | None]:
                              f"{sorted({len(row) if hasattr(row, '__len__') else 1 for row in data})} ({error})") \
                 from None
         if data.dtype == object and all(isinstance(v, int | float) for v in data.ravel()):
-            data = data.astype(float)  # integers beyond int64 (10**30): numbers, held as Python ints
+            exact, data = data, data.astype(float)  # integers beyond int64 (10**30): numbers, held as Python ints
+            _warn_rounded_python_integers(exact, data, name)
     if isinstance(data, np.ndarray):
         if data.ndim == 1:
             data = data[:, None]
@@ -143,7 +144,47 @@ def _numeric_values(frame: pd.DataFrame, row_labels, name: str) -> np.ndarray:
     if bad:
         raise InputTypeError(f"{name}: expected numeric columns, got non-numeric column(s) {bad}"
                              f"{_first_non_number(frame, bad[0], row_labels)}")
-    return frame.to_numpy(dtype=np.float64, copy=True)
+    values = frame.to_numpy(dtype=np.float64, copy=True)
+    _warn_rounded_integers(frame, values, name)
+    return values
+
+
+def _warn_rounded_integers(frame: pd.DataFrame, values: np.ndarray, name: str) -> None:
+    """Warn of integer columns beyond 2**53 that float64 rounds: rows that differ by less are fitted as equal."""
+    rounded, largest, worst = [], 0.0, 0.0
+    for j, column in enumerate(frame.columns):
+        if not pd.api.types.is_integer_dtype(frame[column]):
+            continue
+        exact = frame[column].to_numpy()
+        big = (exact > 2**53) | (exact < -(2**53))
+        if not big.any():
+            continue
+        with np.errstate(invalid="ignore"):  # 2**63, where int64's largest values round to, is beyond int64
+            back = values[big, j].astype(exact.dtype)
+        changed = (back != exact[big]) | (np.abs(values[big, j]) >= 2.0**63)
+        if changed.any():
+            rounded.append(str(column))
+            largest = max(largest, float(np.max(np.abs(values[big, j]))))
+            worst = max(worst, float(np.max(np.spacing(np.abs(values[big, j]))) / 2))
+    if rounded:
+        _rounded_warning(name, rounded, largest, worst)
+
+
+def _rounded_warning(name: str, rounded: list[str], largest: float, worst: float) -> None:
+    warnings.warn(f"{name}: feature(s) {rounded} hold integers beyond 2**53 (up to {largest:.3g}), which float64, "
+                  f"the type of every fit, rounds by up to {worst:.3g}: values closer than that are fitted as "
+                  "equal (an identifier column is better left out; counts this large are better rescaled)",
+                  PrecisionWarning, stacklevel=5)
+
+
+def _warn_rounded_python_integers(exact: np.ndarray, values: np.ndarray, name: str) -> None:
+    """:func:`_warn_rounded_integers` for a list's integers beyond int64, held as Python ints (columns x0, x1, ...)."""
+    columns = np.atleast_2d(exact.T).T if exact.ndim == 1 else exact
+    floats = values[:, None] if values.ndim == 1 else values
+    changed = np.vectorize(lambda v, f: isinstance(v, int) and int(f) != v, otypes=[bool])(columns, floats)
+    if changed.any():
+        _rounded_warning(name, [f"x{j}" for j in np.flatnonzero(changed.any(axis=0))],
+                         float(np.max(np.abs(floats[changed]))), float(np.max(np.spacing(np.abs(floats[changed])))) / 2)
 
 
 def _first_non_number(frame: pd.DataFrame, column: str, row_labels) -> str:

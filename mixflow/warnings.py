@@ -7,6 +7,7 @@ __all__ = [
     "DegenerateComponentWarning",
     "MixflowInternalWarning",
     "MixflowWarning",
+    "PrecisionWarning",
     "SamplingWarning",
 ]
 
@@ -32,6 +33,10 @@ def constant_features_message(name: str, constant: list[str]) -> str:
     return (f"{name}: feature(s) {constant} take a single value: every component sits on it, and no component "
             "can be told from another along it (where the family fits a spread, the spread there is its floor or "
             "the prior's)")
+
+
+class PrecisionWarning(MixflowWarning):
+    """Values of the data that float64, the type every fit computes in, cannot hold exactly."""
 
 
 class MixflowInternalWarning(MixflowWarning):

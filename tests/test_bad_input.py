@@ -210,3 +210,26 @@ def test_lists_of_rows_of_unequal_length_or_of_huge_integers():
         warnings.simplefilter("ignore", mixflow.MixflowWarning)
         tree = mixflow.fit(mixflow.GaussianMixture(1), [[10**30, 1.0], [2.0, 3.0], [5.0, 1.0]], method="em")
     np.testing.assert_allclose(tree["em/estimate"]["mu"].values, [[(10**30 + 7.0) / 3, 5 / 3]], rtol=1e-12)
+
+
+def test_integers_that_float64_rounds_are_said():
+    from mixflow.data import validate_data
+
+    # an int64 column near 2**62 (an identifier, a count in nanoseconds) lost its spread in the float64 every fit
+    # computes in, without a word: values 1000 apart became a handful of distinct values
+    rng = np.random.default_rng(0)
+    ids = (2**62 + rng.integers(0, 1000, 20)).astype(np.int64)
+    frame = pd.DataFrame({"id": ids, "y": rng.normal(size=20)})
+    with pytest.warns(mixflow.PrecisionWarning, match=r"^data: feature\(s\) \['id'\] hold integers beyond 2\*\*53 "
+                                                      r"\(up to 4\.61e\+18\), which float64, the type of every fit, "
+                                                      r"rounds by up to 512: values closer than that"):
+        validate_data(frame)
+    for exact in (np.array([2**53, -(2**53), 3], dtype=np.int64),  # within float64's integers
+                  np.array([2**60, 2**61 + 2**10, 5], dtype=np.int64)):  # beyond, but multiples it holds exactly
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", mixflow.PrecisionWarning)
+            validate_data(pd.DataFrame({"x": exact}))
+    with pytest.warns(mixflow.PrecisionWarning, match=r"\['u'\] hold integers beyond 2\*\*53 \(up to 1\.84e\+19\)"):
+        validate_data(pd.DataFrame({"u": np.array([2**64 - 1, 7], dtype=np.uint64)}))
+    with pytest.warns(mixflow.PrecisionWarning, match=r"\['x0'\] hold integers beyond 2\*\*53 \(up to 1e\+30\)"):
+        validate_data([[10**30 + 1, 1.0], [2.0, 3.0]])
