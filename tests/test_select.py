@@ -266,6 +266,16 @@ def test_bad_arguments(two_clusters):
         select_k(model, two_clusters, ks=[0, 1])
     with pytest.raises(TypeError, match="ks: expected a sequence of integers >= 1"):
         select_k(model, two_clusters, ks=["a"])
+    # entries that are not integers were dropped without a word: K = 1 and 3 were fitted for [1, 2.5, 3]
+    with pytest.raises(ValueError, match=r"^ks: expected a sequence of integers >= 1, got \[1, 2\.5, 3\], in which "
+                                         r"2\.5 is not one$"):
+        select_k(model, two_clusters, ks=[1, 2.5, 3])
+    for ks, named in (([1, 2, "3"], "'3'"), ([True, 2], "True")):
+        with pytest.raises(TypeError, match=rf"^ks: expected a sequence of integers >= 1, got .*, in which {named} "
+                                            "is not one$"):
+            select_k(model, two_clusters, ks=ks)
+    with pytest.raises(TypeError, match=r"^ks: expected a sequence of integers >= 1, got 3$"):
+        select_k(model, two_clusters, ks=3)
     with pytest.raises(ValueError, match=r"methods: expected some of \['em', 'map', 'mcmc'\] .*got \['em', 'map'\]"):
         select_k(model, two_clusters, methods=("em", "map"))
     with pytest.raises(ValueError, match=r"methods: expected some of .*got \['bic'\]"):
@@ -330,6 +340,20 @@ def test_many_units_are_split_without_expanding_them(monkeypatch):
     counts = np.array([40, 7, 0, 13.0])
     held_out = held_out_weights(validate_data(np.arange(4.0), weights=counts), 3, np.random.default_rng(0))
     assert np.array_equal(held_out.sum(axis=0), counts) and sorted(held_out.sum(axis=1)) == [20, 20, 20]
+
+
+def test_a_billion_units_are_split_too():
+    # from a billion units numpy's hypergeometric draws refuse ("sum(colors) must be less than 1000000000"), and
+    # select_k failed with that numpy error on counts a fit and a bootstrap accept
+    counts = np.array([4e8, 3e8, 2e8, 1e8, 1.0, 0.0, 7.0])
+    held_out = held_out_weights(validate_data(np.arange(7.0), weights=counts), 5, np.random.default_rng(0))
+    assert np.array_equal(held_out.sum(axis=0), counts)  # every unit of every row in one fold
+    np.testing.assert_allclose(held_out.sum(axis=1), counts.sum() / 5, rtol=2e-4)  # 6 sd of a fold's size
+    np.testing.assert_allclose(held_out[:, :4], counts[:4] / 5 * np.ones((5, 1)), rtol=1e-3)
+    table = select_k(mixflow.GaussianMixture(1), np.array([-3.0, -2.5, -2.0, 2.0, 2.5, 3.0]), ks=(1, 2),
+                     methods=("em",), n_folds=3, random_seed=0, n_jobs=1,
+                     weights=np.array([3e8, 2e8, 1e8, 1e8, 2e8, 2e8]))
+    assert np.isfinite(table["cv_log_likelihood"]).all() and table.attrs["preferred"]["bic"] == 2
 
 
 def test_non_integer_weights_hold_out_whole_rows():

@@ -70,6 +70,8 @@ def _frame(data: Data) -> pd.DataFrame:
 
 
 _MAX_EXPANDED_UNITS = 10_000_000
+# numpy's multivariate hypergeometric draws (method "marginals") take fewer units than this in all
+_MAX_HYPERGEOMETRIC_UNITS = 1_000_000_000
 
 
 def held_out_weights(data: Data, n_folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -82,9 +84,11 @@ def held_out_weights(data: Data, n_folds: int, rng: np.random.Generator) -> np.n
     Without weights (``data.weights`` None) the units are the rows, and the folds are the permutation of
     the rows split in the same way (the folds of earlier versions). Beyond ten million units, the same
     distribution is drawn without expanding them (successive multivariate hypergeometric draws of the
-    fold sizes). Non-integer weights cannot be split into units: each row is then held out whole, with
-    its weight (a fold predicts new rows, not new units; with rows that aggregate many units this
-    understates what a larger K gains).
+    fold sizes); from a billion units (beyond numpy's hypergeometric draws), each unit goes to a fold at
+    random with equal chances (a multinomial draw per row), so that the folds' sizes vary by about their
+    square root, a few parts in 1e5 of them. Non-integer weights cannot be split into units: each row is
+    then held out whole, with its weight (a fold predicts new rows, not new units; with rows that aggregate
+    many units this understates what a larger K gains).
 
     Parameters
     ----------
@@ -111,6 +115,8 @@ def held_out_weights(data: Data, n_folds: int, rng: np.random.Generator) -> np.n
         for fold, part in enumerate(np.array_split(units, n_folds)):
             held_out[fold] = np.bincount(part, minlength=counts.size)
         return held_out
+    if total >= _MAX_HYPERGEOMETRIC_UNITS:  # beyond numpy's hypergeometric: each unit to a fold at random alike
+        return rng.multinomial(counts, np.full(n_folds, 1.0 / n_folds)).T.astype(float)
     sizes = total // n_folds + (np.arange(n_folds) < total % n_folds)
     remaining = counts.copy()
     for fold, size in enumerate(sizes):
@@ -366,12 +372,19 @@ def loo_table(trees: dict) -> pd.DataFrame:
 def _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs):
     if not isinstance(model, MixtureModel):
         raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
-    try:
-        ks = [int(k) for k in ks if not isinstance(k, bool) and int(k) == k]
-    except (TypeError, ValueError):
-        raise InputTypeError(f"ks: expected a sequence of integers >= 1, got {ks!r}") from None
+    if isinstance(ks, str | bytes) or not hasattr(ks, "__iter__"):
+        raise InputTypeError(f"ks: expected a sequence of integers >= 1, got {ks!r}")
+    given = list(ks)
+    whole = [not isinstance(k, bool) and (isinstance(k, int | np.integer) or isinstance(k, float | np.floating)
+                                         and float(k).is_integer()) for k in given]
+    if not all(whole):  # 2.5, "3", True: each was dropped without a word
+        numbers = all(isinstance(k, int | float | np.integer | np.floating) and not isinstance(k, bool) for k in given)
+        raise (InputError if numbers else InputTypeError)(
+            f"ks: expected a sequence of integers >= 1, got {given!r}, in which "
+            f"{', '.join(repr(k) for k, ok in zip(given, whole, strict=True) if not ok)} is not one")
+    ks = [int(k) for k in given]
     if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
-        raise InputError(f"ks: expected distinct integers >= 1, got {ks!r}")
+        raise InputError(f"ks: expected distinct integers >= 1, got {given!r}")
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     unknown = [m for m in methods if m not in _METHODS]
     if unknown or not methods or ("em" in methods and "map" in methods):
