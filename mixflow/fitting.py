@@ -600,11 +600,17 @@ def _parameter_sets(tree: xr.DataTree, method: str):
 
 @contextlib.contextmanager
 def _naming_new_data():
-    """Errors of the checks shared with training data name ``new_data``, the argument at fault here."""
+    """Errors of the checks shared with training data name ``new_data``, the argument at fault here.
+
+    Those of the fitted parameters name the results (``tree``), whose estimate they are: the caller passed no
+    ``params``.
+    """
     try:
         yield
     except InputError as error:
         message = str(error)
+        if message.startswith("params["):
+            raise InputError(f"tree: the fitted estimate's {message[len('params'):]}") from None
         if not message.startswith("data:"):
             raise
         raise InputError(f"new_data:{message[len('data:'):]}") from None

@@ -84,10 +84,19 @@ def test_predict_on_scaled_data_and_a_clear_error_where_the_covariance_underflow
     labels = mixflow.predict(base, two_clusters).values
     big = _fit_quietly(mixflow.GaussianMixture(2), 1e150 * two_clusters)
     np.testing.assert_array_equal(mixflow.predict(big, 1e150 * two_clusters).values, labels)
-    tiny = _fit_quietly(mixflow.GaussianMixture(2), 1e-300 * two_clusters)
-    assert (tiny["em/estimate"]["covariance"].values == 0).all()  # 1e-600 is below the smallest double
-    with pytest.raises(ValueError, match=r"params\['covariance'\]: expected a positive definite.*underflows"):
+    # 1e-600 is below the smallest double: the fit says so (it said nothing), and predict names the results, not
+    # "params", which the caller never passed
+    with pytest.warns(mixflow.PrecisionWarning, match=r"^data: the estimate's \['covariance'\] underflow float64 "
+                                                      r"in the data's units .*multiply the data by a constant "
+                                                      r"\(e\.g\. 1e\+300\) and fit again"):
+        tiny = mixflow.fit(mixflow.GaussianMixture(2), 1e-300 * two_clusters, method="em", random_seed=0)
+    assert (tiny["em/estimate"]["covariance"].values == 0).all()
+    with pytest.raises(ValueError, match=r"^tree: the fitted estimate's \['covariance'\]: expected a positive "
+                                         r"definite.*underflows"):
         mixflow.predict(tiny, 1e-300 * two_clusters)
+    with warnings.catch_warnings():  # variances of 1e-40: small, but doubles
+        warnings.simplefilter("error", mixflow.PrecisionWarning)
+        mixflow.fit(mixflow.GaussianMixture(2), 1e-20 * two_clusters, method="em", random_seed=0)
 
 
 def _separate_fits(parts, covariance: str) -> tuple[float, list[np.ndarray]]:

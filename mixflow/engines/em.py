@@ -54,7 +54,13 @@ from mixflow.engines.starts import (
     value_starts,
 )
 from mixflow.errors import InputError
-from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowInternalWarning, MixflowWarning
+from mixflow.warnings import (
+    ConvergenceWarning,
+    DegenerateComponentWarning,
+    MixflowInternalWarning,
+    MixflowWarning,
+    PrecisionWarning,
+)
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "duplicate_components", "empty_components",
            "fit_em", "fit_prepared", "initial_parameters", "pairs_text"]
@@ -837,7 +843,24 @@ def _in_data_units(model, params: dict, prepared, data) -> dict:
                          "units exceed the largest double (1.8e308), though the fit in standardised units "
                          f"succeeded; divide the data by a constant (e.g. {10.0 ** np.floor(np.log10(largest)):.0e}) "
                          "and fit again")
+    tiny = np.finfo(float).tiny
+    underflowed = sorted(name for name, value in estimate.items()
+                         if name in params and np.shape(params[name]) == np.shape(value)
+                         and (np.abs(value) < tiny)[_significant(params[name])].any())
+    if underflowed:
+        largest = getattr(data, "largest", 0.0)
+        factor = f" (e.g. {10.0 ** -np.floor(np.log10(largest)):.0e})" if largest > 0 else ""
+        warnings.warn(f"data: the estimate's {underflowed} underflow float64 in the data's units (values below "
+                      f"{tiny:.3g}, reported as 0 or with few digits), though the fit in standardised units succeeded "
+                      "(its log-likelihood, weights, means and responsibilities hold); predictions, NUTS and ADVI need "
+                      f"them: multiply the data by a constant{factor} and fit again", PrecisionWarning, stacklevel=5)
     return estimate
+
+
+def _significant(working) -> np.ndarray:
+    """Entries of a working parameter that matter beside its largest (not an off-diagonal rounding of zero)."""
+    magnitude = np.abs(np.asarray(working, dtype=float))
+    return magnitude > 1e-10 * magnitude.max(initial=0.0)
 
 
 def _restart_optima(model, runs: list[Run], prepared, estimate: dict, dims: dict, features) -> dict:
