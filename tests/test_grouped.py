@@ -255,3 +255,26 @@ def test_a_column_beside_the_class_limits_is_not_read(crabs_fit, crabs):
     assert tree["em"].attrs["log_likelihood"] == pytest.approx(crabs_fit["em"].attrs["log_likelihood"], rel=1e-12)
     np.testing.assert_array_equal(mixflow.predict(tree, crabs[["lower", "upper"]]).values,
                                   mixflow.predict(crabs_fit, crabs[["lower", "upper"]]).values)
+
+
+def test_an_end_limit_that_opens_several_classes_is_warned_of():
+    # open_above given as a threshold (800) below the last class's own lower limit (1700) opened four classes, each
+    # to +infinity over the others, and the fit (a second mean of 2363 instead of 1004) said nothing
+    import warnings
+
+    edges = np.array([100, 300, 500, 800, 1000, 1300, 1700, 2600.0])
+    classes = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
+    counts = np.array([10, 40, 30, 12, 8, 3, 2.0])
+    with pytest.warns(mixflow.MixflowWarning, match=r"^open_above: 800 opens 4 classes of different limits \[800\.0, "
+                                                   r"1000\.0, 1300\.0, 1700\.0\], each then reaching \+infinity over "
+                                                   r"the others; to open only the last class \(as mixdist does\), give "
+                                                   r"its lower limit, 1700$"):
+        mixflow.fit(GroupedGaussianMixture(2, open_above=800), classes, weights=counts, random_seed=0)
+    with pytest.warns(mixflow.MixflowWarning, match=r"^open_below: 500 opens 2 classes .*give its upper limit, 300$"):
+        mixflow.fit(GroupedGaussianMixture(2, open_below=500), classes, weights=counts, random_seed=0)
+    with warnings.catch_warnings():  # the end classes' own limits, and an empty class past the limit: no warning
+        warnings.filterwarnings("error", message="open_")
+        mixflow.fit(GroupedGaussianMixture(2, open_below=300, open_above=1700), classes, weights=counts,
+                    random_seed=0)
+        mixflow.fit(GroupedGaussianMixture(2, open_above=1300), classes, weights=np.array([10, 40, 30, 12, 8, 0, 2.0]),
+                    random_seed=0)

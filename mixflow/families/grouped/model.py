@@ -19,6 +19,7 @@ approximation; it is what :class:`mixflow.GaussianMixture` does with weights), s
 on the same data and in the same workflow.
 """
 
+import warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -36,6 +37,7 @@ from mixflow.families.gaussian import units as gu
 from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
 from mixflow.families.scaling import standardise
 from mixflow.units import unit_power
+from mixflow.warnings import MixflowWarning
 
 __all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
 
@@ -236,6 +238,7 @@ class GroupedGaussianMixture(MixtureModel):
         """
         lower, upper = self.class_limits(data)
         _check_classes(lower, upper, data.obs)
+        self._warn_opened(lower, upper, data.frequency)
         weights = data.frequency
         units = standardise((0.5 * lower + 0.5 * upper)[:, None], weights)
         center, scale = units.center[0], units.scale[0]
@@ -247,6 +250,25 @@ class GroupedGaussianMixture(MixtureModel):
         constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
                      "floor": np.array([_RELATIVE_FLOOR]), "working_center": np.zeros(1)}
         return Prepared({"z": units.working, "low": low, "high": high}, weights, constants)
+
+    def _warn_opened(self, lower: np.ndarray, upper: np.ndarray, counts: np.ndarray) -> None:
+        """Warn when ``open_above`` (``open_below``) opens classes of more than one lower (upper) limit.
+
+        Each opened class then reaches infinity, so they overlap one another: a threshold given where the last
+        (first) class's own limit was meant. Classes of one limit opened together are one class in several rows.
+        """
+        held = counts > 0
+        for key, limit, limits, end in (("open_above", self.open_above, lower, "last"),
+                                        ("open_below", self.open_below, upper, "first")):
+            if limit is None:
+                continue
+            opened = np.unique(limits[held & ((limits >= limit) if key == "open_above" else (limits <= limit))])
+            if opened.size > 1:
+                own = opened[-1] if key == "open_above" else opened[0]
+                warnings.warn(f"{key}: {limit:g} opens {opened.size} classes of different limits "
+                              f"{[float(v) for v in opened]}, each then reaching {'+' if end == 'last' else '-'}"
+                              f"infinity over the others; to open only the {end} class (as mixdist does), give its "
+                              f"{'lower' if end == 'last' else 'upper'} limit, {own:g}", MixflowWarning, stacklevel=5)
 
     def chunked_constants(self, moments, features) -> dict:
         """:meth:`prepare`'s constants from the moments of chunked data: those of the class midpoints.
