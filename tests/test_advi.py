@@ -303,3 +303,18 @@ def test_after_em_trimmed_components_advi_fits_the_components_it_kept():
     assert tree["advi/posterior"]["weights"].shape == (1, 50, 2)
     assert tree["advi"].attrs["n_components"] == "2: the components EM kept (trim dropped 2 of the 4 declared)"
     assert mixflow.predict_proba(tree, values[:3], method="advi").shape == (3, 2)
+
+
+@pytest.mark.slow
+def test_one_component_of_one_feature_fits_where_numba_cannot_compile_the_step():
+    # PyTensor's numba backend failed on this graph (its rewrites reduce it to scalars): "internal error:
+    # IndexError: tuple index out of range" (full or tied covariance), and a workflow whose choice of K preferred K=1
+    # stopped there.
+    # The step is then compiled by PyTensor's C backend; q sits where the posterior is: its mean within 3 sd
+    # of the data's mean (1 / sqrt(n) sd), its variance within 30% of the data's
+    x = np.random.default_rng(0).normal(10.0, 2.0, size=(200, 1))
+    tree = mixflow.fit(mixflow.GaussianMixture(1), x, method=["map", "advi"], random_seed=1,
+                       draws=200, progressbar=False)
+    posterior = tree["advi/posterior"]
+    assert abs(float(posterior["mu"].mean()) - x.mean()) < 3 * x.std() / np.sqrt(x.size)
+    assert float(posterior["covariance"].mean()) == pytest.approx(x.var(), rel=0.3)

@@ -28,7 +28,9 @@ same seed gives the same numbers, bit for bit.
 
 import json
 import logging
+import os
 import time
+import traceback
 import warnings
 
 import numpy as np
@@ -425,6 +427,7 @@ class _Fitter:
     def __init__(self, model, data: Data, pymc_model, options: dict):
         self.model, self.data, self.pymc_model, self.options = model, data, pymc_model, options
         self.inference, self.step_function, self.rngs = None, None, None
+        self.compiled_by_c = False  # the step compiled by PyTensor's C backend, where numba could not
         self.learning_rate = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
         self.optimiser = _Adam(self.learning_rate)
 
@@ -434,11 +437,7 @@ class _Fitter:
         if self.inference is None:
             self.inference = VARIANTS[self.options["variant"]](model=self.pymc_model, start=start,
                                                                random_seed=fit_seed)
-            # the arguments pm.fit passes (score: ADVI returns its loss), and the generators' update map
-            self.step_function, updates = self.inference.objective.step_function(
-                score=True, obj_optimizer=self.optimiser,
-                compile_kwargs=resolve_backend_compile_kwargs(None, {"return_updates": True}))
-            self.rngs = list(updates)
+            self._compile()
         else:
             group = self.inference.approx.groups[0]
             group.rng = np.random.RandomState(fit_seed)
@@ -450,13 +449,39 @@ class _Fitter:
         _set_initial_spread(self.inference.approx.groups[0], self.options["variant"],
                             1.0 / np.sqrt(_total_weight(self.data, self.options)))
 
+    def _compile(self, mode=None) -> None:
+        """The step function (PyMC's backend, or ``mode``) and the generators' update map.
+
+        The arguments are those ``pm.fit`` passes (score: ADVI returns its loss).
+        """
+        compile_kwargs = resolve_backend_compile_kwargs(None, {"return_updates": True})
+        self.step_function, updates = self.inference.objective.step_function(
+            score=True, obj_optimizer=self.optimiser,
+            compile_kwargs=compile_kwargs if mode is None else {**compile_kwargs, "mode": mode})
+        self.rngs = list(updates)
+
     def fit(self, point: dict, seed: np.random.SeedSequence) -> dict:
         """One fit from ``point`` and its draws (not yet aligned), with its settle check and ELBO history."""
         options = self.options
         fit_seed, draw_seed = (int(s) for s in seed.generate_state(2))
         self._start(point, fit_seed)
         check = SettleCheck(options["variant"], self.learning_rate, options["settle_tol"], options["check_every"])
-        approx = _run(self.inference, self.step_function, check, options)
+        try:
+            approx = _run(self.inference, self.step_function, check, options)
+        except Exception as error:
+            if not _numba_failure(error) or self.compiled_by_c:
+                raise
+            # numba could not compile the step (PyTensor's numba backend fails on some graphs that its rewrites
+            # reduce to scalars, e.g. one component of one feature with a full covariance): PyTensor's C backend,
+            # from the same start
+            from pytensor.compile.mode import Mode
+
+            self.compiled_by_c = True
+            self._compile(Mode(linker="cvm", optimizer="fast_run"))
+            self._start(point, fit_seed)
+            check = SettleCheck(options["variant"], self.learning_rate, options["settle_tol"],
+                                options["check_every"])
+            approx = _run(self.inference, self.step_function, check, options)
         if not check.converged:
             average = check.final_average()
             if average is not None:
@@ -473,6 +498,18 @@ class _Fitter:
                 "final_learning_rate": float(self.learning_rate.get_value()),
                 "final_elbo": float(window.mean()) if window.size else float("nan"),
                 "draws": _draws(self.model, self.data, approx, options["draws"], draw_seed)}
+
+
+def _numba_failure(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) was raised while numba compiled a function."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        frames = traceback.extract_tb(error.__traceback__)
+        if any(f"{os.sep}numba{os.sep}" in frame.filename for frame in frames):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _total_weight(data: Data, options: dict) -> float:
