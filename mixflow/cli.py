@@ -17,6 +17,7 @@ import contextlib
 import errno
 import math
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -307,9 +308,11 @@ def main(argv=None) -> int:
         return _fail(args.command, _kept(str(error).splitlines() or [type(error).__name__], error), EXIT_BAD_INPUT,
                      debug)
     except Exception as error:  # the one place where a bug becomes a status and a hint
-        hint = "" if debug else "; rerun with --debug for the traceback, and report it"
-        return _fail(args.command, [f"internal error: {type(error).__name__}: {error}{hint}"], EXIT_INTERNAL,
-                     debug)
+        logs = [path for path in getattr(error, "saved", []) if re.fullmatch(r"run(-failed)?\.log", Path(path).name)]
+        hint = ("" if debug else f"; its traceback is in {logs[0]}: report it" if logs else
+                "; rerun with --debug for the traceback, and report it")
+        return _fail(args.command, _kept([f"internal error: {type(error).__name__}: {error}{hint}"], error),
+                     EXIT_INTERNAL, debug)
     finally:
         warnings.formatwarning = formatwarning
 

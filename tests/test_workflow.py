@@ -482,3 +482,25 @@ def test_select_n_folds_is_read_for_select_k(tmp_path):
     for given, expected in (("3", 3), ("false", None)):
         text = SMALL.replace("[methods.em]", f"[select]\nn_folds = {given}\n\n[methods.em]")
         assert read_workflow(write(tmp_path, text)).select["n_folds"] == expected
+
+
+def test_a_fault_mid_run_keeps_the_log_with_its_traceback(tmp_path, monkeypatch, capsys):
+    # a fault of mixflow's own after some files were written (an ADVI compile error): the log, with the warnings
+    # seen so far, was deleted, and the run's files were left without it
+    from mixflow.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("mixflow.present.report.page.report", broken)
+    path = write(tmp_path, SMALL.replace("n_components = {from = 1, to = 3}", "n_components = 2")
+                 + "\n[output]\nfigures = false\n")
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    log = out / "run.log"
+    assert f"mixflow run: error: internal error: RuntimeError: boom; its traceback is in {log}: report it; the " in err
+    text = log.read_text()
+    assert "failed: internal error: RuntimeError: boom" in text and "Traceback (most recent call last)" in text
+    assert "Traceback" not in err  # the console has one line
+    assert (out / "gaussian-full-k2.nc").is_file()

@@ -46,9 +46,9 @@ class Console:
         if log is not None:
             log.write_text("", encoding="utf-8")
 
-    def __call__(self, message: str) -> None:
-        """Print one progress line (and log it)."""
-        self._emit(f"[{time.perf_counter() - self.start:7.1f}s] {message}")
+    def __call__(self, message: str, detail: str = "") -> None:
+        """Print one progress line (and log it, with ``detail`` below it in the log only)."""
+        self._emit(f"[{time.perf_counter() - self.start:7.1f}s] {message}", detail)
 
     def _emit(self, line: str, detail: str = "") -> None:
         if not self.quiet:

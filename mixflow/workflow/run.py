@@ -8,6 +8,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -200,12 +201,16 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         with progress.capturing(), recording(written, within=out if staging is None else staging):
             _run_models(workflow, out if staging is None else staging, progress, written)
         failed = False
-    except (KeyboardInterrupt, InputError, OSError) as error:  # an interrupt from any method or stage alike, bad
-        # data met mid-run, a full disk: the files written so far stay, and are said
+    except (KeyboardInterrupt, Exception) as error:  # an interrupt from any method or stage alike, bad data met
+        # mid-run, a full disk, a fault of mixflow's own: the files written so far stay, and are said, with the log
         interrupted = isinstance(error, KeyboardInterrupt)
         how = "interrupted" if interrupted else "failed"
-        progress(("terminated (SIGTERM)" if is_termination(error) else "interrupted") if interrupted
-                 else f"failed: {error}")
+        if interrupted:
+            progress("terminated (SIGTERM)" if is_termination(error) else "interrupted")
+        elif isinstance(error, InputError | OSError):
+            progress(f"failed: {error}")
+        else:  # the traceback in the log, for a report of the fault
+            progress(f"failed: internal error: {type(error).__name__}: {error}", traceback.format_exc())
         if staging is not None:  # this run's files, apart from the earlier run's
             written[:] = _keep_attempt(staging, out / f"run-{how}", written)
         if written or not created:  # the log is kept with the files written before, or in a directory kept
