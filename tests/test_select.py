@@ -412,3 +412,25 @@ def test_an_mle_fit_below_a_smaller_k_s_is_said_to_have_missed_its_maximum():
     with pytest.warns(mixflow.MixflowWarning, match=r"K=5 at -650.0000 against -640.0000"):
         _summarise(frame, ("em", "mcmc"), 0)
     assert frame.attrs["short_of_fewer"] == [3, 5]
+
+
+def test_a_fold_fits_warning_does_not_point_at_a_restart_that_is_not_kept():
+    # a fold's set-aside restart was said to be "in /em/sample_stats (optimum_* at restart 26): pass it as init=...",
+    # in the report of a fit on all rows whose restart 26 is another run: no fold fit is kept
+    import warnings as python_warnings
+
+    from mixflow.analysis.select import _messages
+    from mixflow.engines.em import SET_ASIDE_ADVICE
+
+    said = ("restart 26 reached a higher maximum (-640.1 against this fit's -647.2) with a spurious component "
+            "(component 3: 4.1 observations' worth of weight, Hathaway ratio 0.001), and was set aside for the best "
+            "sound fit. " + SET_ASIDE_ADVICE.format(top=26))
+    fold = python_warnings.WarningMessage(said, mixflow.DegenerateComponentWarning, "f.py", 1)
+    [(category, message)] = _messages([], [fold])
+    assert category is mixflow.DegenerateComponentWarning
+    assert message == ("a cross-validation fold's fit (not the fit on all rows): restart 26 reached a higher maximum "
+                       "(-640.1 against this fit's -647.2) with a spurious component (component 3: 4.1 observations' "
+                       "worth of weight, Hathaway ratio 0.001), and was set aside for the best sound fit. (A fold's "
+                       "fit is not kept.)")
+    [(_, message)] = _messages([fold], [])  # the fit on all rows: its restarts are kept
+    assert message == said

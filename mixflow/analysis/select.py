@@ -27,6 +27,7 @@ from mixflow.chunked import as_chunked, is_chunked, row_draws
 from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
 from mixflow.container.read import frequency_weights, has_group
 from mixflow.data import Data, check_folds, check_total_weight, unread_columns, validate_data, without_unread_text
+from mixflow.engines.em import SET_ASIDE_ADVICE
 from mixflow.engines.em_steps import e_step
 from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.engines.stacking import stacking_weights
@@ -447,11 +448,17 @@ def _messages(caught, caught_folds=()) -> list[tuple[type, str]]:
         first.setdefault(w.category, str(w.message))
         counts[w.category] = counts.get(w.category, 0) + 1
     for w in caught_folds:
-        first.setdefault(w.category, f"a cross-validation fold's fit (not the fit on all rows): {w.message}")
+        first.setdefault(w.category, f"a cross-validation fold's fit (not the fit on all rows): {_unkept(w.message)}")
         counts[w.category] = counts.get(w.category, 0) + 1
     return [(category, message + (f" (and {counts[category] - 1} more such warning(s) from this K's fits, "
                                   "e.g. its cross-validation folds)" if counts[category] > 1 else ""))
             for category, message in first.items()]
+
+
+def _unkept(message) -> str:
+    """A fold fit's warning without the advice to take a restart of it from /em/sample_stats: no fold fit is kept."""
+    at = str(message).find(SET_ASIDE_ADVICE.split("{")[0])
+    return str(message) if at < 0 else str(message)[:at] + "(A fold's fit is not kept.)"
 
 
 def _warn_for(k: int, method: str, messages) -> None:

@@ -806,6 +806,11 @@ def _warn_spurious(spurious: list, options: EMOptions, model) -> None:
         f"components, or more starts than n_init={options.n_init}.", DegenerateComponentWarning, stacklevel=3)
 
 
+#: Where the set-aside fit of :func:`_warn_set_aside` is kept, and how to take it
+SET_ASIDE_ADVICE = ("If that component is a real small group rather than a few points near a subspace, its fit is in "
+                    "/em/sample_stats (optimum_* at restart {top}): pass it as init=... to take it.")
+
+
 def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_weight: float, prepared,
                     features) -> None:
     """Warn when a restart run to the end found a higher maximum that was set aside as spurious.
@@ -827,10 +832,8 @@ def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_wei
                           for h, count, ratio in model.spurious_components(params, total_weight))
     warnings.warn(
         f"restart {top} reached a higher maximum ({runs[top].history_objective[-1]:.6g} against this fit's "
-        f"{value:.6g}) with a spurious component ({described}), and was set aside for the best sound fit. If that "
-        "component is a real small group rather than a few points near a subspace, its fit is in "
-        f"/em/sample_stats (optimum_* at restart {top}): pass it as init=... to take it.",
-        DegenerateComponentWarning, stacklevel=3)
+        f"{value:.6g}) with a spurious component ({described}), and was set aside for the best sound fit. "
+        + SET_ASIDE_ADVICE.format(top=top), DegenerateComponentWarning, stacklevel=3)
 
 
 def _in_data_units(model, params: dict, prepared, data) -> dict:
