@@ -21,9 +21,14 @@ matplotlib.use("Agg")
 def test_units_compose_as_a_physicist_writes_them():
     assert unit_power("min") == "min²" and unit_power("km/s") == "(km/s)²" and unit_power("") == ""
     assert unit_product("min", "min") == "min²" and unit_product("cm", "km/s") == "cm·(km/s)"
-    assert unit_product("", "cm") == "cm"
-    assert unit_ratio("cm", "s") == "cm/s" and unit_ratio("cm", "cm") == "" and unit_ratio("", "km/s") == "1/(km/s)"
-    assert unit_ratio("cm", "") == "cm"
+    # a column without a unit is of unknown unit: what involves it has none (the covariance of alcohol in %vol with
+    # flavanoids of no stated unit was said to be in %vol); one declared dimensionless ("1") is neutral
+    assert unit_product("", "cm") == "" and unit_product("cm", "") == "" and unit_product("", "") == ""
+    assert unit_product("1", "cm") == "cm" and unit_product("cm", "1") == "cm" and unit_power("1") == ""
+    assert unit_ratio("cm", "s") == "cm/s" and unit_ratio("cm", "cm") == ""
+    assert unit_ratio("", "km/s") == "" and unit_ratio("cm", "") == ""
+    assert unit_ratio("1", "km/s") == "1/(km/s)" and unit_ratio("cm", "1") == "cm"
+    assert axis_label("ratio", "1") == "ratio"
     assert unit_root("(km/s)²") == "km/s" and unit_root("min²") == "min" and unit_root("min") == ""
     assert axis_label("waiting", "min") == "waiting (min)" and axis_label("ratio", "") == "ratio"
 
@@ -172,3 +177,26 @@ def test_a_report_without_units_has_no_unit_column(tmp_path, no_plots):
     text = report(tree, tmp_path / "r.html").read_text(encoding="utf-8")
     assert 'class="unit"' not in text
 
+
+
+def test_a_fit_shows_no_unit_where_a_column_of_unknown_unit_enters():
+    # alcohol (%vol) with flavanoids (no unit given): their covariance was labelled "(%vol)"
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"alcohol": rng.normal(13, 0.8, 60), "flavanoids": rng.normal(2, 1, 60),
+                          "ratio": rng.normal(1, 0.1, 60)})
+    tree = mixflow.fit(mixflow.GaussianMixture(1), frame, method="em", random_seed=0,
+                       units={"alcohol": "%vol", "ratio": "1"})
+    import re
+
+    units = {}  # the unit after each parameter's name: "mu[0, alcohol] (%vol)   13.06 (0.09)"
+    for line in mixflow.summary(tree, kind="text").splitlines():
+        if line.startswith(("covariance", "mu")):
+            unit = re.match(r"^[^\]]*\] \(([^)]*)\) ", line)
+            units[line.split("]")[0] + "]"] = unit.group(1) if unit else ""
+    assert units["covariance[0, alcohol, flavanoids]"] == "" and units["mu[0, flavanoids]"] == ""
+    assert units["covariance[0, alcohol, ratio]"] == "%vol"  # a dimensionless column: the other's unit
+    assert units["covariance[0, alcohol, alcohol]"] == "%vol²" and units["mu[0, alcohol]"] == "%vol"
+    assert units["mu[0, ratio]"] == "" and units["covariance[0, ratio, ratio]"] == ""

@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from mixflow.errors import InputError, InputTypeError
-from mixflow.units import unit_power, unit_product
+from mixflow.units import unit_power, unit_product, unit_shown
 
 __all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "family_class",
            "family_names", "model_from_json", "register_family", "require_pymc_form",
@@ -581,7 +581,7 @@ class MixtureModel:
         if "feature" in element and "feature_" in element:
             return unit_product(units.get(str(element["feature"]), ""), units.get(str(element["feature_"]), ""))
         if "feature" in element:
-            return units.get(str(element["feature"]), "")
+            return unit_shown(units.get(str(element["feature"]), ""))
         common = set(units.values())
         if name == "variance" and len(common) == 1:
             return unit_power(common.pop(), 2)

@@ -36,7 +36,7 @@ from mixflow.families.gaussian import numerics as gn
 from mixflow.families.gaussian import units as gu
 from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
 from mixflow.families.scaling import standardise
-from mixflow.units import unit_power
+from mixflow.units import unit_power, unit_shown
 from mixflow.warnings import MixflowWarning
 
 __all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
@@ -199,7 +199,7 @@ class GroupedGaussianMixture(MixtureModel):
     def parameter_unit(self, name: str, element: dict, units: dict) -> str:
         """Means in the unit of the class limits, variances in its square; weights are unitless."""
         unit = units.get(self.bounds[0], "")
-        return {"mu": unit, "variance": unit_power(unit, 2)}.get(name, "")
+        return {"mu": unit_shown(unit), "variance": unit_power(unit, 2)}.get(name, "")
 
     def sort_key(self, params: dict) -> np.ndarray:
         """Canonical order: ascending mean."""

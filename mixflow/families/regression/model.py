@@ -25,7 +25,7 @@ from mixflow.families.base import (
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.densities import inverse_gamma_log_density, normal_log_density_of_factors
 from mixflow.families.regression import numerics as rn
-from mixflow.units import unit_power, unit_ratio
+from mixflow.units import unit_power, unit_ratio, unit_shown
 
 __all__ = ["RegressionMixture", "RegressionPrior", "ResolvedRegressionPrior", "parse_formula"]
 
@@ -341,7 +341,9 @@ class RegressionMixture(MixtureModel):
             return unit_power(response, 2)
         if name == "coefficients":
             coefficient = str(element.get("coefficient", ""))
-            return response if coefficient == "intercept" else unit_ratio(response, units.get(coefficient, ""))
+            if coefficient == "intercept":
+                return unit_shown(response)
+            return unit_ratio(response, units.get(coefficient, ""))
         return ""
 
     def sort_key(self, params: dict) -> np.ndarray:
