@@ -222,6 +222,15 @@ def test_fit_cards_say_in_words_what_each_method_did(full):
     assert "40.98934" not in text and "n_iter" not in text and "fit_time" not in text
     tree["em"].attrs.update(converged=0, max_iter=20000, n_iter=20000)
     assert "did not converge: stopped at max_iter = 20000 iterations" in fit_summaries(tree)
+    # the runs made, not n_init ("best of 5" where 41 runs were made); the ELBO's window; criteria to one precision
+    tree["em"].attrs.update(n_init=5, n_starts=41, init="auto", best_restart=7, best_start="random-centres",
+                            bic=1324.5200001, aic=1311.5, icl=1346.4)
+    tree["advi"].attrs.update(final_elbo=-664.7531, check_every=50)
+    text = fit_summaries(tree)
+    assert "best of 41 run(s) (init &#x27;auto&#x27;, n_init = 5): restart 7, from a random-centres start" in text \
+        or "best of 41 run(s) (init 'auto', n_init = 5): restart 7, from a random-centres start" in text
+    assert "1324.52 / 1311.50 / 1346.40" in text
+    assert "final ELBO (mean of the last 50 iterations)" in text
     assert [duration(t) for t in (0.42, 12.4, 59.6, 61.0)] == ["0.4 s", "12 s", "60 s", "1 min 01 s"]
 
 
@@ -397,3 +406,22 @@ def test_an_r_hat_above_the_threshold_is_never_printed_as_the_threshold():
         "1.0104", "1.010", "1.000", "1.050", "1.010001", "1.010001"]
     selection = pd.DataFrame({"max_rhat": [1.0104]}, index=pd.Index([2], name="k"))
     assert selection_findings(selection) == [("warn", "Choice of K, K=2, NUTS: max R-hat 1.0104 > 1.01.")]
+
+
+def test_label_agreement_is_worded_by_its_size():
+    # an adjusted Rand index of 0.11 (the agreement of random labels is 0) was said to "agree only moderately"
+    import pandas as pd
+
+    from mixflow.present.report.cards import _comparison_findings
+
+    table = pd.DataFrame({"method": ["advi"], "parameter": ["mu"], "em_inside": [True], "distance_to_mcmc": [0.1],
+                          "sd_ratio_to_mcmc": [1.0]})
+    said = {}
+    for value in (0.11, 0.5, 0.8, 0.95):
+        table.attrs.update(ci_prob=0.94, label_agreement=pd.DataFrame([[1.0, value], [value, 1.0]],
+                                                                      index=["em", "mcmc"], columns=["em", "mcmc"]))
+        said[value] = [text for _, text in _comparison_findings(table) if "Hard labels" in text]
+    assert said[0.11] == ["Hard labels of EM and MCMC (NUTS) agree hardly at all (0 is the agreement of random "
+                          "labels): the methods describe different clusterings (adjusted Rand index 0.11)."]
+    assert "agree poorly (adjusted Rand index 0.50)" in said[0.5][0]
+    assert "agree only moderately (adjusted Rand index 0.80)" in said[0.8][0] and said[0.95] == []

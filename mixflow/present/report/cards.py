@@ -112,8 +112,10 @@ def _em_rows(attrs) -> list[tuple[str, object]]:
                  else f"did not converge: stopped at max_iter = {attrs.get('max_iter', n_iter)} iterations")
     rows = [("estimate", kind), ("convergence", converged)]
     if "n_init" in attrs:
-        rows.append(("starts", f"best of {attrs['n_init']} ({attrs.get('init', 'k-means++')}), "
-                               f"restart {attrs.get('best_restart', 0)}"))
+        runs = int(attrs.get("n_starts", attrs["n_init"]))  # the runs made: with init "auto", short ones among them
+        start = f", from a {attrs['best_start']} start" if "best_start" in attrs else ""
+        rows.append(("starts", f"best of {runs} run(s) (init {attrs.get('init', 'k-means++')!r}, n_init = "
+                               f"{attrs['n_init']}): restart {attrs.get('best_restart', 0)}{start}"))
     set_aside = set_aside_runs(attrs)
     if set_aside and not int(attrs.get("degenerate", 0)):
         rows.append(("runs set aside", set_aside))
@@ -121,7 +123,7 @@ def _em_rows(attrs) -> list[tuple[str, object]]:
     if "log_posterior" in attrs:
         rows.append(("log posterior", f"{attrs['log_posterior']:.6g}"))
     rows.append(("free parameters", attrs.get("n_parameters", "")))
-    rows.append(("BIC / AIC / ICL", " / ".join(f"{attrs[key]:.6g}" for key in ("bic", "aic", "icl") if key in attrs)))
+    rows.append(("BIC / AIC / ICL", " / ".join(f"{attrs[key]:.2f}" for key in ("bic", "aic", "icl") if key in attrs)))
     for key, words in (("collapsed_components", "collapsed components"), ("empty_components", "empty components")):
         if _components(attrs, key):
             rows.append((words, ", ".join(str(c) for c in _components(attrs, key))))
@@ -170,8 +172,9 @@ def _advi_rows(tree) -> list[tuple[str, object]]:
     settled = (f"settled after {n_iter} iterations" if attrs.get("converged", 1)
                else f"did not settle in {n_iter} iterations")
     rows = [("approximation", f"{variant} Gaussian"), ("convergence", settled)]
-    if "final_elbo" in attrs:
-        rows.append(("final ELBO", f"{attrs['final_elbo']:.6g}"))
+    if "final_elbo" in attrs:  # the mean of the last window of single-sample estimates, as the settle check sees
+        window = f" (mean of the last {attrs['check_every']} iterations)" if "check_every" in attrs else ""
+        rows.append((f"final ELBO{window}", f"{attrs['final_elbo']:.6g}"))
     else:
         elbo = elbo_history(tree)
         if elbo is not None:
@@ -428,9 +431,11 @@ def _comparison_findings(table: pd.DataFrame, variant: str | None = None,
     agreement = table.attrs["label_agreement"]
     low = [(a, b, agreement.loc[a, b]) for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]
            if agreement.loc[a, b] < 0.9]
-    for a, b, value in low:
-        findings.append(("warn", f"Hard labels of {METHOD_LABELS[a]} and {METHOD_LABELS[b]} agree only "
-                                 f"moderately (adjusted Rand index {value:.2f})."))
+    for a, b, value in low:  # Steinley (2004): above 0.9 excellent, 0.8 good, 0.65 moderate, below poor; 0 is chance
+        degree = ("only moderately" if value >= 0.65 else "poorly" if value >= 0.2 else
+                  "hardly at all (0 is the agreement of random labels): the methods describe different clusterings")
+        findings.append(("warn", f"Hard labels of {METHOD_LABELS[a]} and {METHOD_LABELS[b]} agree {degree} "
+                                 f"(adjusted Rand index {value:.2f})."))
     return findings
 
 

@@ -314,7 +314,7 @@ def _is_variance(stats: pd.Series) -> bool:
             and stats.get("feature") == stats.get("feature_"))
 
 
-def _comparison_section(table: pd.DataFrame, units: ParameterUnits) -> str:
+def _comparison_section(table: pd.DataFrame, units: ParameterUnits, em_method: str = "mle") -> str:
     keys = ["parameter", *element_columns(table)]
     methods = [m for m in table["method"].cat.categories]
     rows, any_unit = [], False
@@ -330,12 +330,16 @@ def _comparison_section(table: pd.DataFrame, units: ParameterUnits) -> str:
         f"<th>{html.escape(METHOD_LABELS[m])}</th>" for m in methods)
     probability = table.attrs["ci_prob"]
     agreement = table.attrs["label_agreement"]
+    information = ("of the log posterior (a MAP estimate: the prior's curvature included)"
+                   if em_method == "map" else "of the log-likelihood")
     explanation = (f"<p>Each cell: estimate (EM point or posterior mean), (sd; for EM the standard error from the "
-                   "observed information), each to the precision its sd supports (two significant digits of the sd); "
-                   "for a variance, its square root (a standard deviation, in the data's units) below; "
-                   f"and the {probability:.0%} interval ({table.attrs['ci_kind'].upper()} of "
-                   "the draws; Wald for EM). Flags: the EM point outside a method's interval; ADVI more than one "
-                   "NUTS sd from NUTS, or its sd off by more than 30-40%.</p>")
+                   f"observed information {information}), each to the precision its sd supports (two significant "
+                   "digits of the sd); for a variance, its square root (a standard deviation, in the data's units) "
+                   f"below; and the {probability:.0%} interval ({table.attrs['ci_kind'].upper()} of the draws; Wald "
+                   "for EM, on the scale where the parameter is unbounded and mapped back: logit for weights, log for "
+                   "rates and variances, so that it is asymmetric and stays in the parameter's range). Flags: the EM "
+                   "point outside a method's interval; ADVI more than one NUTS sd from NUTS, or its sd off by more "
+                   "than 30-40%.</p>")
     parts = [explanation, f'<div class="scroll"><table class="table compare"><thead><tr><th>parameter</th>'
              f"{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"]
     if agreement.size:
@@ -357,6 +361,9 @@ def _reference_section(tree, reference: pd.DataFrame) -> str:
              "with them.</p>", _table(named.round(4))]
     crossed = cross_tabulation(tree, "em")
     if crossed is not None:
+        values = crossed.to_numpy(dtype=float)
+        if np.isfinite(values).all() and (values == np.round(values)).all():  # counts of rows: whole numbers
+            crossed = crossed.astype(np.int64)
         parts.append(f"<h3>{html.escape(column)} by EM cluster</h3>" + _table(crossed))
     return "".join(parts)
 
@@ -679,13 +686,14 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
     items = "".join(f'<li class="{level}">{html.escape(text)}</li>' for level, text in findings)
     written = [("report written", datetime.now(UTC).isoformat(timespec="seconds"))]
     reference = reference_agreement(tree)
+    em_method = tree["em"].attrs.get("method", "mle") if "em" in tree.children else "mle"
     sections = {
         "summary": ("At a glance", _summary_section(tree, table, findings, reference, selection, other_fits)),
         "diagnostics": ("Diagnostics and warnings", f'<ul class="findings">{items}</ul>'),
         "model": ("Model and prior", _model_section(tree)),
         "data": ("Data", _data_section(tree)),
         "fits": ("Fits", fit_summaries(tree) + _selection_html(selection)),
-        "comparison": ("Comparison of methods", _comparison_section(table, ParameterUnits(tree))
+        "comparison": ("Comparison of methods", _comparison_section(table, ParameterUnits(tree), em_method)
                        + _reference_section(tree, reference)),
         **({"modes": ("Modes", modes_html)} if modes_html else {}),
         "plots": ("Plots", plots_html),
