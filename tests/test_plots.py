@@ -167,3 +167,15 @@ def test_trace_of_every_parameter_beyond_twenty_rows_asks_for_var_names_and_draw
         plots.plot_trace(tree)
     figure = plots.plot_trace(tree, var_names=["weights", "mu", "covariance"], path=tmp_path / "trace.png")
     assert len(figure.axes) > 40
+
+
+def test_axes_read_in_full_without_an_offset():
+    # AIC of 1311.50 to 1311.58 was drawn as ticks 0.50-0.58 under "+1.311e3": a difference of 0.08 read as a trend
+    table = pd.DataFrame({"bic": [1324.51, 1324.55, 1324.59], "aic": [1311.50, 1311.58, 1311.54],
+                          "icl": [1346.4, 1346.5, 1346.45]}, index=pd.Index([1, 2, 3], name="k"))
+    figure = plots.plot_select_k(table)
+    figure.canvas.draw()
+    for ax in figure.axes:
+        if ax.get_visible():
+            assert ax.yaxis.get_offset_text().get_text() == ""
+            assert any(label.get_text().startswith("13") for label in ax.get_yticklabels())
