@@ -264,3 +264,22 @@ def test_frequency_weighted_bootstrap_spread_equals_the_expanded_rows(tabulated)
     for parameter in ("weights", "mu", "covariance"):
         np.testing.assert_allclose(spreads["weighted"][parameter], spreads["expanded"][parameter], rtol=0.3,
                                    err_msg=parameter)
+
+
+def test_each_replicate_says_whether_it_failed_converged_or_collapsed():
+    # the run said "3 had a collapsed component; the replicates are kept as they are", and nothing said which
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0, 1, 25), [5.0, 5.0, 5.0, 5.1], rng.normal(9, 1, 4)])  # a tight small group
+    fitted = mixflow.fit(mixflow.GaussianMixture(3), x, random_seed=0)
+    with pytest.warns(MixflowWarning):
+        replicated = bootstrap(fitted, n_replicates=30, random_seed=1, n_jobs=1)
+    node = replicated["em/bootstrap"]
+    flags = node["sample_stats"].to_dataset()
+    assert set(flags.data_vars) == {"failed", "converged", "degenerate"}
+    assert flags["degenerate"].dims == ("chain", "draw") and flags.sizes["draw"] == 30
+    assert int(flags["degenerate"].sum()) == node.attrs["n_degenerate"] > 0
+    assert int(flags["failed"].sum()) == node.attrs["n_failed"]
+    assert int((~flags["converged"] & ~flags["failed"]).sum()) == node.attrs["n_not_converged"]
+    kept = replicated["em/bootstrap/posterior"].to_dataset().where(~flags["degenerate"] & ~flags["failed"])
+    assert int(kept["weights"].notnull().all("component").sum()) == 30 - node.attrs["n_degenerate"] - \
+        node.attrs["n_failed"]

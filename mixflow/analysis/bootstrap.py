@@ -199,10 +199,15 @@ def _run(job: _Job, seeds: list, n_jobs: int) -> list[dict]:
     return [result for chunk in parallel_map(_replicate_chunk, chunks, n_jobs) for result in chunk]
 
 
+def _collapsed(result: dict) -> bool:
+    """Whether a replicate's fit had a collapsed component (a DegenerateComponentWarning)."""
+    return any(category is DegenerateComponentWarning for category, _ in result["warnings"])
+
+
 def _report_warnings(results: list[dict]) -> dict:
     failed = [r["error"] for r in results if r["params"] is None]
     not_converged = sum(1 for r in results if r["params"] is not None and not r["converged"])
-    degenerate = sum(1 for r in results if any(c is DegenerateComponentWarning for c, _ in r["warnings"]))
+    degenerate = sum(1 for r in results if _collapsed(r))
     for category, message in {(c, m) for r in results for c, m in r["warnings"]
                               if c not in (ConvergenceWarning, DegenerateComponentWarning)}:
         warnings.warn(f"bootstrap replicate: {message}", category, stacklevel=3)
@@ -211,7 +216,8 @@ def _report_warnings(results: list[dict]) -> dict:
         (not_converged, "did not converge"), (degenerate, "had a collapsed component")) if count]
     if problems:
         warnings.warn(f"bootstrap: of {len(results)} replicates, {', '.join(problems)}; the replicates are kept "
-                      "as they are (consider method='map' or more data)", MixflowWarning, stacklevel=3)
+                      "as they are, each flagged in /em/bootstrap/sample_stats (failed, converged, degenerate) to "
+                      "leave out if wished (consider method='map' or more data)", MixflowWarning, stacklevel=3)
     return {"n_failed": len(failed), "n_not_converged": not_converged, "n_degenerate": degenerate}
 
 
@@ -295,6 +301,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     node = xr.DataTree(xr.Dataset(attrs={"kind": kind, "n_replicates": int(n_replicates), "random_seed": seed,
                                          **counts}))
     node["posterior"] = xr.DataTree(posterior)
+    node["sample_stats"] = xr.DataTree(_replicate_flags(results, posterior))
     out = tree.copy()
     out[EM_BOOTSTRAP] = node
     return as_container(out)
@@ -304,6 +311,21 @@ def _acceleration(attrs: dict) -> str | None:
     """The ``accelerate=`` of the fit that made ``/em`` (its ``acceleration`` attribute, "none" if absent)."""
     acceleration = attrs.get("acceleration", "none")
     return None if acceleration == "none" else str(acceleration)
+
+
+def _replicate_flags(results: list[dict], posterior: xr.Dataset) -> xr.Dataset:
+    """Per replicate (``chain``, ``draw`` as in the posterior): failed, did not converge, had a collapsed component.
+
+    The counts in the group's attributes say how many; these say which, so that an analyst can leave them out.
+    """
+    failed = np.array([r["params"] is None for r in results])
+    converged = np.array([r["params"] is not None and bool(r["converged"]) for r in results])
+    degenerate = np.array([_collapsed(r) for r in results])
+    dims = ("chain", "draw")
+    return xr.Dataset({"failed": (dims, failed[None]), "converged": (dims, converged[None]),
+                       "degenerate": (dims, degenerate[None])},
+                      coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values},
+                      attrs={"degenerate": "a component collapsed (DegenerateComponentWarning in the replicate's fit)"})
 
 
 def _bootstrap_group(tree, estimate: dict, results: list[dict]) -> xr.Dataset:
