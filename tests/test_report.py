@@ -425,3 +425,29 @@ def test_label_agreement_is_worded_by_its_size():
                           "labels): the methods describe different clusterings (adjusted Rand index 0.11)."]
     assert "agree poorly (adjusted Rand index 0.50)" in said[0.5][0]
     assert "agree only moderately (adjusted Rand index 0.80)" in said[0.8][0] and said[0.95] == []
+
+
+def test_the_data_summary_counts_each_row_by_its_weight_and_gives_the_sample_sd(tmp_path):
+    # the median ignored the frequency weights under a heading that said "(weighted)", and the sd divided by n
+    # where R's sd() and pandas divide by n - 1
+    import numpy as np
+
+    import mixflow
+    from mixflow.present.report.page import weighted_median
+
+    rng = np.random.default_rng(2)
+    for _ in range(50):
+        values, weights = rng.normal(size=7).round(1), rng.integers(0, 4, 7).astype(float)
+        weights[0] = max(weights[0], 1.0)
+        assert weighted_median(values, weights) == pytest.approx(np.median(np.repeat(values, weights.astype(int))))
+    x = np.array([1.0, 2.0, 10.0, 11.0])
+    counts = np.array([5.0, 1.0, 1.0, 1.0])
+    tree = mixflow.fit(mixflow.GaussianMixture(1), x, weights=counts, random_seed=0)
+    text = report(tree, tmp_path / "r.html").read_text(encoding="utf-8")
+    expanded = np.repeat(x, counts.astype(int))
+    summary = text[text.index("<h3>Summary (weighted)</h3>"):]
+    summary = summary[:summary.index("</table>")]
+    cells = [cell.split(">")[-1] for cell in summary.split("</td>")[:-1]]
+    assert float(cells[0]) == pytest.approx(expanded.mean(), rel=1e-3)  # mean, sd, min, median, max
+    assert float(cells[1]) == pytest.approx(expanded.std(ddof=1), rel=1e-3)
+    assert float(cells[3]) == pytest.approx(np.median(expanded))  # 1.0, where the rows' median is 6.0

@@ -262,6 +262,22 @@ def _model_section(tree) -> str:
             f'<div class="cards">{"".join(cards)}</div>')
 
 
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The median of ``values`` each repeated ``weights`` times (frequency weights), without expanding them.
+
+    ``np.median`` of the expanded rows: the mean of the two middle values where the weights split exactly in half.
+    """
+    order = np.argsort(values, kind="stable")
+    values, cumulative = values[order], np.cumsum(weights[order])
+    held = weights[order] > 0
+    values, cumulative = values[held], cumulative[held]
+    half = cumulative[-1] / 2
+    i = int(np.searchsorted(cumulative, half))
+    if np.isclose(cumulative[i], half, rtol=1e-12, atol=0.0) and i + 1 < values.size:
+        return float((values[i] + values[i + 1]) / 2)
+    return float(values[i])
+
+
 def _data_section(tree) -> str:
     from mixflow.container.read import observed_data
 
@@ -269,10 +285,11 @@ def _data_section(tree) -> str:
     frequency = data.frequency
     total = frequency.sum()
     mean = frequency @ data.values / total
-    sd = np.sqrt(frequency @ (data.values - mean) ** 2 / total)
-    summary = pd.DataFrame({"mean": mean, "sd": sd, "min": data.values.min(axis=0),
-                            "median": np.median(data.values, axis=0), "max": data.values.max(axis=0)},
-                           index=pd.Index(data.features, name="feature"))
+    # the sample sd (n - 1), as R's sd() and pandas give it, of the rows each counted by its frequency weight
+    sd = np.sqrt(frequency @ (data.values - mean) ** 2 / (total - 1)) if total > 1 else np.full(mean.shape, np.nan)
+    median = [weighted_median(column, frequency) for column in data.values.T]
+    summary = pd.DataFrame({"mean": mean, "sd": sd, "min": data.values.min(axis=0), "median": median,
+                            "max": data.values.max(axis=0)}, index=pd.Index(data.features, name="feature"))
     units = data_units(tree)
     if units:
         summary.insert(0, "unit", [units.get(str(f), "") for f in data.features])
