@@ -34,6 +34,8 @@ def test_report_contains_every_section_and_is_self_contained(tmp_path, full):
     for expected in ("MCMC (NUTS)", "ADVI", "EM bootstrap", "adjusted Rand index", "random_seed", "numpy_version",
                      "Prior as declared", "Prior as used"):
         assert expected in text, expected
+    # the entries counted are the table's (every weight, not the K - 1 free ones): said as entries, not parameters
+    assert re.search(r"<td>\d+ of \d+ entries \(each weight, mean and distinct \(co\)variance\)</td>", text)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temporary file left
 
 

@@ -213,13 +213,14 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
     if "em" in tree.children:
         attrs = tree["em"].attrs
         facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood {attrs['log_likelihood']:.6g}, "
-                            f"BIC {attrs['bic']:.6g}"))
+                            f"BIC {attrs['bic']:.2f}"))
     probability = f"{table.attrs['ci_prob']:.0%}"
     for method in ("bootstrap", "mcmc", "stacked", "advi", "advi_stacked"):
         inside = table.loc[table["method"] == method, "em_inside"].dropna()
         if len(inside):
             facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
-                          f"{int(inside.sum())} of {len(inside)} parameters"))
+                          f"{int(inside.sum())} of {len(inside)} entries (each weight, mean and distinct "
+                          "(co)variance)"))
     advi = table.loc[table["method"] == "advi"]
     if advi["distance_to_mcmc"].notna().any():
         facts.append(("ADVI vs NUTS", f"median |difference| {advi['distance_to_mcmc'].abs().median():.2f} NUTS sd; "
