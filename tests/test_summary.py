@@ -172,3 +172,18 @@ def test_degenerate_restarts_set_aside_are_said():
     said = f"of {attrs['n_starts']} runs, {attrs['n_degenerate_restarts']} degenerate (a component collapsed or"
     assert said in mixflow.summary(tree, kind="text")
     assert dict(_em_rows(attrs))["runs set aside"].startswith(said)
+
+
+def test_text_lists_what_the_report_finds_across_methods():
+    # `mixflow show` listed each method's own diagnostics and left out the report's findings across them: the EM
+    # point outside the NUTS intervals, the agreement of hard labels
+    from mixflow.present.report.cards import cross_method_findings
+
+    moved = make_container(("em", "mcmc"), draws=40).copy(deep=True)
+    posterior = moved["mcmc/posterior"].to_dataset()
+    moved["mcmc/posterior"] = xr.DataTree(posterior.assign(mu=posterior["mu"] + 20 * float(posterior["mu"].std())))
+    found = cross_method_findings(moved)
+    assert any(text.startswith("The EM point lies outside the") for text in found)
+    text = mixflow.summary(moved, kind="text")
+    for finding in found:
+        assert finding[:100] in text

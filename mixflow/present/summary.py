@@ -157,6 +157,11 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
     undefined = table.attrs.get("em_standard_errors_undefined") if table is not None else None
     if undefined:
         warnings.append(f"{METHOD_LABELS['em']}: no standard errors: {undefined} (mixflow.bootstrap gives them)")
+    if methods:  # what the report also finds across the methods and restarts (its words, cut to a line)
+        from mixflow.present.report.cards import cross_method_findings
+
+        warnings += [_shortened(text) for text in cross_method_findings(tree, dataset_to_frame(compare_dataset(
+            tree, ci_prob=ci_prob, ci_kind=ci_kind)))]
     recorded = _run_warnings(tree)
     lines.append("warnings: " + ("none" if not warnings and not recorded else ""))
     lines += [f"  - {text}" for text in warnings]

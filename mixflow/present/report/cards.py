@@ -216,11 +216,32 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
                                      f"{attrs.get('n_not_converged', 0)} not converged and "
                                      f"{attrs.get('n_degenerate', 0)} degenerate replicate(s) of "
                                      f"{attrs.get('n_replicates')}."))
-    nuts = _mcmc_findings(_mcmc_convergence(tree)) + _rank_findings(tree) if "mcmc" in methods else []
-    findings += nuts
-    variant = tree["advi"].attrs.get("variant", "meanfield") if "advi" in methods else None
-    findings += _comparison_findings(table, variant, nuts_settled=not nuts)
+    nuts = _nuts_findings(tree, methods)
+    findings += nuts + _across_methods(tree, table, methods, nuts)
     return findings or [("ok", "No problems found.")]
+
+
+def _nuts_findings(tree, methods) -> list[tuple[str, str]]:
+    return _mcmc_findings(_mcmc_convergence(tree)) + _rank_findings(tree) if "mcmc" in methods else []
+
+
+def _across_methods(tree, table: pd.DataFrame, methods, nuts: list) -> list[tuple[str, str]]:
+    """The EM point outside the intervals, ADVI against NUTS (judged with NUTS's own ``nuts`` findings), labels."""
+    variant = tree["advi"].attrs.get("variant", "meanfield") if "advi" in methods else None
+    return _comparison_findings(table, variant, nuts_settled=not nuts)
+
+
+def cross_method_findings(tree, table: pd.DataFrame | None = None) -> list[str]:
+    """What the report finds beyond each method's own diagnostics, as text.
+
+    EM's restarts at different optima, the EM point outside the other methods' intervals, ADVI against NUTS,
+    and the agreement of hard labels.
+    """
+    table = dataset_to_frame(compare_dataset(tree)) if table is None else table
+    methods = available_methods(tree)
+    found = _restart_findings(tree) if "em" in methods else []
+    found += _across_methods(tree, table, methods, _nuts_findings(tree, methods))
+    return [text for _, text in found]
 
 
 def fit_findings(tree, selection: pd.DataFrame | None = None, table: pd.DataFrame | None = None) -> list:
@@ -344,21 +365,26 @@ def _em_findings(tree) -> list[tuple[str, str]]:
         findings.append(("warn", f"EM: components {pairs_text(pairs)} have the same "
                                  "parameters: the fit is one of fewer distinct components, with their likelihood; "
                                  "compare fewer components, or try more starts."))
-    finals = _converged_finals(tree) if "sample_stats" in tree["em"].children else []
     if attrs.get("degenerate", 0):
         findings.append(("bad", "EM: every restart ended degenerate (a component collapsed or emptied); the "
                                 "estimate is one of them. Prefer method='map' or fewer components."))
-    if len(finals) > 1 and np.ptp(finals) > 1e-3 * max(1.0, abs(np.nanmax(finals))) and \
-            int(attrs.get("n_maxima", 2)) > 1:
-        at_best = int(attrs.get("n_runs_at_best", 0))
-        reached = "" if "n_maxima" not in attrs else (
-            f" (the runs reached {attrs['n_maxima']} maxima; {at_best} of them reached the best)" if at_best > 1 else
-            f" (the runs reached {attrs['n_maxima']} maxima; only one reached the best: other seeds or more starts "
-            "(n_init) may find a higher one)")
-        findings.append(("warn", f"EM restarts reached different optima (objective from {np.nanmin(finals):.6g} "
-                                 f"to {np.nanmax(finals):.6g}): the likelihood is multimodal; the best is kept"
-                                 f"{reached}."))
-    return findings
+    return findings + _restart_findings(tree)
+
+
+def _restart_findings(tree) -> list[tuple[str, str]]:
+    """EM's restarts at optima apart by more than a thousandth of the objective: a multimodal likelihood."""
+    attrs = tree["em"].attrs
+    finals = _converged_finals(tree) if "sample_stats" in tree["em"].children else []
+    if not (len(finals) > 1 and np.ptp(finals) > 1e-3 * max(1.0, abs(np.nanmax(finals)))
+            and int(attrs.get("n_maxima", 2)) > 1):
+        return []
+    at_best = int(attrs.get("n_runs_at_best", 0))
+    reached = "" if "n_maxima" not in attrs else (
+        f" (the runs reached {attrs['n_maxima']} maxima; {at_best} of them reached the best)" if at_best > 1 else
+        f" (the runs reached {attrs['n_maxima']} maxima; only one reached the best: other seeds or more starts "
+        "(n_init) may find a higher one)")
+    return [("warn", f"EM restarts reached different optima (objective from {np.nanmin(finals):.6g} "
+                     f"to {np.nanmax(finals):.6g}): the likelihood is multimodal; the best is kept{reached}.")]
 
 
 def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
