@@ -87,16 +87,22 @@ def test_predict_on_scaled_data_and_a_clear_error_where_the_covariance_underflow
     # 1e-600 is below the smallest double: the fit says so (it said nothing), and predict names the results, not
     # "params", which the caller never passed
     with pytest.warns(mixflow.PrecisionWarning, match=r"^data: the estimate's \['covariance'\] underflow float64 "
-                                                      r"in the data's units .*multiply the data by a constant "
-                                                      r"\(e\.g\. 1e\+300\) and fit again"):
+                                                      r"in the data's units .*multiply the column\(s\) of tiny "
+                                                      r"spread \(x0 by 1e\+300, x1 by 1e\+300\) and fit again"):
         tiny = mixflow.fit(mixflow.GaussianMixture(2), 1e-300 * two_clusters, method="em", random_seed=0)
     assert (tiny["em/estimate"]["covariance"].values == 0).all()
     with pytest.raises(ValueError, match=r"^tree: the fitted estimate's \['covariance'\]: expected a positive "
                                          r"definite.*underflows"):
         mixflow.predict(tiny, 1e-300 * two_clusters)
-    with warnings.catch_warnings():  # variances of 1e-40: small, but doubles
+    with warnings.catch_warnings():  # variances of 1e-40, and of 1e-304 whose covariances are subnormal: doubles
         warnings.simplefilter("error", mixflow.PrecisionWarning)
         mixflow.fit(mixflow.GaussianMixture(2), 1e-20 * two_clusters, method="em", random_seed=0)
+        near = mixflow.fit(mixflow.GaussianMixture(2), 1e-152 * two_clusters, method="em", random_seed=0)
+    np.testing.assert_array_equal(mixflow.predict(near, 1e-152 * two_clusters).values,
+                                  mixflow.predict(big, 1e150 * two_clusters).values)
+    mixed = np.column_stack([1e-160 * two_clusters[:, 0], 1e3 * two_clusters[:, 1]])  # one constant cannot serve
+    with pytest.warns(mixflow.PrecisionWarning, match=r"multiply the column\(s\) of tiny spread \(x0 by 1e\+1[56]\d\)"):
+        mixflow.fit(mixflow.GaussianMixture(2), mixed, method="em", random_seed=0)
 
 
 def _separate_fits(parts, covariance: str) -> tuple[float, list[np.ndarray]]:

@@ -846,18 +846,31 @@ def _in_data_units(model, params: dict, prepared, data) -> dict:
                          "units exceed the largest double (1.8e308), though the fit in standardised units "
                          f"succeeded; divide the data by a constant (e.g. {10.0 ** np.floor(np.log10(largest)):.0e}) "
                          "and fit again")
-    tiny = np.finfo(float).tiny
+    # a value below this has fewer than about 26 of a double's 52 bits (a subnormal), or is 0: its digits are lost
+    lost = np.spacing(0.0) / 1e-8
     underflowed = sorted(name for name, value in estimate.items()
                          if name in params and np.shape(params[name]) == np.shape(value)
-                         and (np.abs(value) < tiny)[_significant(params[name])].any())
+                         and (np.abs(value) < lost)[_significant(params[name])].any())
     if underflowed:
-        largest = getattr(data, "largest", 0.0)
-        factor = f" (e.g. {10.0 ** -np.floor(np.log10(largest)):.0e})" if largest > 0 else ""
         warnings.warn(f"data: the estimate's {underflowed} underflow float64 in the data's units (values below "
-                      f"{tiny:.3g}, reported as 0 or with few digits), though the fit in standardised units succeeded "
-                      "(its log-likelihood, weights, means and responsibilities hold); predictions, NUTS and ADVI need "
-                      f"them: multiply the data by a constant{factor} and fit again", PrecisionWarning, stacklevel=5)
+                      f"{lost:.2g}, reported as 0 or with few digits), though the fit in standardised units succeeded "
+                      "(its log-likelihood and responsibilities hold, and the parameters not listed); predictions, "
+                      f"NUTS and ADVI need them: {_rescaling(data)} and fit again", PrecisionWarning, stacklevel=5)
     return estimate
+
+
+def _rescaling(data) -> str:
+    """How to rescale data whose parameters underflow: the columns of tiny spread, each by its own power of ten."""
+    values = getattr(data, "values", None)
+    if values is None or not np.size(values):
+        return "rescale the data"
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = np.abs(values - values.mean(axis=0)).max(axis=0)
+    tiny = [j for j in range(spread.size) if 0 < spread[j] < 1e-150]
+    if not tiny:
+        return "rescale the data"
+    said = ", ".join(f"{data.features[j]} by {min(10.0 ** -np.floor(np.log10(spread[j])), 1e300):.0e}" for j in tiny)
+    return f"multiply the column(s) of tiny spread ({said})"
 
 
 def _significant(working) -> np.ndarray:
