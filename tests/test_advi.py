@@ -316,5 +316,32 @@ def test_one_component_of_one_feature_fits_where_numba_cannot_compile_the_step()
     tree = mixflow.fit(mixflow.GaussianMixture(1), x, method=["map", "advi"], random_seed=1,
                        draws=200, progressbar=False)
     posterior = tree["advi/posterior"]
+    assert tree["advi"].attrs["step_compiled_by"] == "pytensor-c (numba could not compile the step)"
     assert abs(float(posterior["mu"].mean()) - x.mean()) < 3 * x.std() / np.sqrt(x.size)
     assert float(posterior["covariance"].mean()) == pytest.approx(x.var(), rel=0.3)
+
+
+def test_an_error_of_the_compiled_step_is_not_taken_for_a_numba_compile_failure():
+    # any frame under PyTensor's link/numba counted: a failure of the step as it ran (a parameter check) would
+    # have been retried on the C backend, silently
+    import numba
+
+    from mixflow.engines.advi import _numba_failure
+
+    def raised(function):
+        try:
+            function()
+        except Exception as error:  # noqa: BLE001 - the error itself is examined
+            return error
+        raise AssertionError("nothing raised")
+
+    assert _numba_failure(raised(lambda: numba.njit(lambda v: v.no_such_attribute)(1.0)))
+    assert not _numba_failure(raised(lambda: np.linalg.cholesky(-np.eye(2))))
+    import pytensor
+    import pytensor.tensor as pt
+    from pytensor.raise_op import Assert
+
+    x = pt.dvector("x")
+    checked = pytensor.function([x], Assert("x must be positive")(x, pt.all(x > 0)).sum(), mode="NUMBA")
+    assert checked(np.ones(3)) == 3.0
+    assert not _numba_failure(raised(lambda: checked(-np.ones(3))))  # compiled by numba, failing as it runs

@@ -364,6 +364,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         "learning_rate": options["learning_rate"], "final_learning_rate": fits[0]["final_learning_rate"],
         "optimizer": "adam", "minibatch_size": -1 if size is None else size, "draws": options["draws"],
         "random_seed": int(options["random_seed"]),
+        # PyTensor's C backend where numba could not compile the step (see _Fitter.fit), else PyMC's default
+        "step_compiled_by": "pytensor-c (numba could not compile the step)" if fitter.compiled_by_c else "pymc-default",
         "start": "reference estimate (EM/MAP)" if len(points) == 1 else f"{len(points)} given points, one fit each",
         "initial_sd": float(1.0 / np.sqrt(_total_weight(data, options))),
         "final_elbo": max(fit["final_elbo"] for fit in fits),
@@ -501,12 +503,20 @@ class _Fitter:
 
 
 def _numba_failure(error: BaseException) -> bool:
-    """Whether ``error`` (or what caused it) was raised while numba compiled a function."""
+    """Whether ``error`` (or what caused it) was raised while numba compiled a function.
+
+    Numba's compiler is on the stack (its type inference calls PyTensor's code generation back), not a
+    failure of the compiled function as it runs (PyTensor's ``link/numba``, whose errors are the model's).
+    """
+    import numba
+
+    compiler = os.path.dirname(numba.__file__) + os.sep
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        frames = traceback.extract_tb(error.__traceback__)
-        if any(f"{os.sep}numba{os.sep}" in frame.filename for frame in frames):
+        if isinstance(error, numba.core.errors.NumbaError):
+            return True
+        if any(frame.filename.startswith(compiler) for frame in traceback.extract_tb(error.__traceback__)):
             return True
         error = error.__cause__ or error.__context__
     return False
