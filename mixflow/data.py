@@ -159,9 +159,12 @@ def _warn_rounded_integers(frame: pd.DataFrame, values: np.ndarray, name: str) -
         big = (exact > 2**53) | (exact < -(2**53))
         if not big.any():
             continue
-        with np.errstate(invalid="ignore"):  # 2**63, where int64's largest values round to, is beyond int64
+        # a largest value of the type rounds to 2**63 (2**64 unsigned), beyond the type: changed, though the cast
+        # back cannot say so
+        beyond = 2.0 ** (64 if pd.api.types.is_unsigned_integer_dtype(frame[column]) else 63)
+        with np.errstate(invalid="ignore"):
             back = values[big, j].astype(exact.dtype)
-        changed = (back != exact[big]) | (np.abs(values[big, j]) >= 2.0**63)
+        changed = (back != exact[big]) | (values[big, j] >= beyond)
         if changed.any():
             rounded.append(str(column))
             largest = max(largest, float(np.max(np.abs(values[big, j]))))

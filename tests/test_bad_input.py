@@ -225,11 +225,15 @@ def test_integers_that_float64_rounds_are_said():
                                                       r"rounds by up to 512: values closer than that"):
         validate_data(frame)
     for exact in (np.array([2**53, -(2**53), 3], dtype=np.int64),  # within float64's integers
-                  np.array([2**60, 2**61 + 2**10, 5], dtype=np.int64)):  # beyond, but multiples it holds exactly
+                  np.array([2**60, 2**61 + 2**10, 5], dtype=np.int64),  # beyond, but multiples it holds exactly
+                  np.array([-(2**63), 0, 5], dtype=np.int64),
+                  np.array([2**63, 2**62, 5], dtype=np.uint64), np.array([2**64 - 2048, 0, 5], dtype=np.uint64)):
         with warnings.catch_warnings():
             warnings.simplefilter("error", mixflow.PrecisionWarning)
             validate_data(pd.DataFrame({"x": exact}))
     with pytest.warns(mixflow.PrecisionWarning, match=r"\['u'\] hold integers beyond 2\*\*53 \(up to 1\.84e\+19\)"):
         validate_data(pd.DataFrame({"u": np.array([2**64 - 1, 7], dtype=np.uint64)}))
+    with pytest.warns(mixflow.PrecisionWarning, match=r"\['i'\] hold integers beyond 2\*\*53 \(up to 9\.22e\+18\)"):
+        validate_data(pd.DataFrame({"i": np.array([2**63 - 1, 7], dtype=np.int64)}))
     with pytest.warns(mixflow.PrecisionWarning, match=r"\['x0'\] hold integers beyond 2\*\*53 \(up to 1e\+30\)"):
         validate_data([[10**30 + 1, 1.0], [2.0, 3.0]])

@@ -276,6 +276,8 @@ def test_bad_arguments(two_clusters):
             select_k(model, two_clusters, ks=ks)
     with pytest.raises(TypeError, match=r"^ks: expected a sequence of integers >= 1, got 3$"):
         select_k(model, two_clusters, ks=3)
+    with pytest.raises(TypeError, match=r"^ks: expected a sequence of integers >= 1, got array\(3\)$"):
+        select_k(model, two_clusters, ks=np.array(3))
     with pytest.raises(ValueError, match=r"methods: expected some of \['em', 'map', 'mcmc'\] .*got \['em', 'map'\]"):
         select_k(model, two_clusters, methods=("em", "map"))
     with pytest.raises(ValueError, match=r"methods: expected some of .*got \['bic'\]"):

@@ -373,7 +373,7 @@ def loo_table(trees: dict) -> pd.DataFrame:
 def _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs):
     if not isinstance(model, MixtureModel):
         raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
-    if isinstance(ks, str | bytes) or not hasattr(ks, "__iter__"):
+    if isinstance(ks, str | bytes) or not hasattr(ks, "__iter__") or np.ndim(ks) == 0:  # 3, "3", np.array(3)
         raise InputTypeError(f"ks: expected a sequence of integers >= 1, got {ks!r}")
     given = list(ks)
     whole = [not isinstance(k, bool) and (isinstance(k, int | np.integer) or isinstance(k, float | np.floating)
