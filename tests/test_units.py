@@ -200,3 +200,28 @@ def test_a_fit_shows_no_unit_where_a_column_of_unknown_unit_enters():
     assert units["covariance[0, alcohol, ratio]"] == "%vol"  # a dimensionless column: the other's unit
     assert units["covariance[0, alcohol, alcohol]"] == "%vol²" and units["mu[0, alcohol]"] == "%vol"
     assert units["mu[0, ratio]"] == "" and units["covariance[0, ratio, ratio]"] == ""
+
+
+def test_variances_of_diag_and_spherical_fits_and_a_dimensionless_count_show_their_own_units():
+    # a "diag" variance showed its feature's unit (%vol, not %vol²); a spherical variance the square of the one
+    # unit given though the other column's is unknown; a dimensionless count's rate "(1)"
+    import numpy as np
+    import pandas as pd
+
+    from mixflow.present.plots.data import _density_label
+    from mixflow.present.units import ParameterUnits
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"alcohol": rng.normal(13, 0.8, 60), "flavanoids": rng.normal(2, 1, 60)})
+    for covariance, element, unit in (("diag", {"feature": "alcohol"}, "%vol²"),
+                                      ("diag", {"feature": "flavanoids"}, ""), ("spherical", {}, "")):
+        tree = mixflow.fit(mixflow.GaussianMixture(1, covariance=covariance), frame, method="em", random_seed=0,
+                           units={"alcohol": "%vol"})
+        assert ParameterUnits(tree)("variance", element) == unit, (covariance, element)
+    tree = mixflow.fit(mixflow.GaussianMixture(1, covariance="spherical"), frame, method="em", random_seed=0,
+                       units={"alcohol": "cm", "flavanoids": "cm"})
+    assert ParameterUnits(tree)("variance", {}) == "cm²"
+    counts = pd.DataFrame({"n": rng.poisson(3, 100)})
+    poisson = mixflow.fit(mixflow.PoissonMixture(1), counts, method="em", random_seed=0, units={"n": "1"})
+    assert ParameterUnits(poisson)("rate", {}) == ""
+    assert _density_label("1") == "density" and _density_label("cm") == "density (per cm)"

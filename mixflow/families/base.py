@@ -580,8 +580,9 @@ class MixtureModel:
         """
         if "feature" in element and "feature_" in element:
             return unit_product(units.get(str(element["feature"]), ""), units.get(str(element["feature_"]), ""))
-        if "feature" in element:
-            return unit_shown(units.get(str(element["feature"]), ""))
+        if "feature" in element:  # a mean, or a "diag" variance: the square
+            unit = units.get(str(element["feature"]), "")
+            return unit_power(unit, 2) if name == "variance" else unit_shown(unit)
         common = set(units.values())
         if name == "variance" and len(common) == 1:
             return unit_power(common.pop(), 2)

@@ -16,7 +16,11 @@ class ParameterUnits:
 
     def __init__(self, tree):
         self.model = model_from_json(tree.attrs["model"])
-        self.data = data_units(tree)
+        stated = data_units(tree)
+        # every feature, "" where no unit was given (unknown): a parameter of several features (a spherical
+        # variance, a covariance) has a unit only where all of theirs are known
+        features = [str(f) for f in tree["observed_data"]["feature"].values] if stated else []
+        self.data = {**{feature: "" for feature in features}, **stated}
 
     def __call__(self, name: str, element: dict | None = None) -> str:
         """The unit of parameter ``name`` at ``element`` (``{dim: coordinate}``), ``""`` when unitless."""

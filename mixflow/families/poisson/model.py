@@ -28,6 +28,7 @@ from mixflow.families.checks import (
     prior_from_argument,
 )
 from mixflow.families.densities import gamma_log_density
+from mixflow.units import unit_shown
 
 __all__ = ["PoissonMixture", "PoissonPrior", "ResolvedPoissonPrior"]
 
@@ -177,7 +178,7 @@ class PoissonMixture(MixtureModel):
 
     def parameter_unit(self, name: str, element: dict, units: dict) -> str:
         """A rate is an expected count, in the unit of the (one) counted column; weights are unitless."""
-        return next(iter(units.values()), "") if name == "rate" and len(units) == 1 else ""
+        return unit_shown(next(iter(units.values()), "")) if name == "rate" and len(units) == 1 else ""
 
     def sort_key(self, params: dict) -> np.ndarray:
         """Canonical order: ascending rate."""

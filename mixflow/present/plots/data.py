@@ -26,7 +26,7 @@ from mixflow.families.base import model_from_json
 from mixflow.families.sampling import full_covariances
 from mixflow.present.compare import METHOD_LABELS
 from mixflow.present.plots.common import METHOD_COLORS, check_path, finish
-from mixflow.units import axis_label
+from mixflow.units import DIMENSIONLESS, axis_label
 
 __all__ = ["plot_data"]
 
@@ -170,7 +170,7 @@ def _draw_points(model, tree, data, sets, features):
 
 def _density_label(unit: str) -> str:
     """A density's axis: probability per unit of the x axis."""
-    return f"density (per {unit})" if unit else "density"
+    return f"density (per {unit})" if unit and unit != DIMENSIONLESS else "density"
 
 
 def _histogram(data, feature: int, sets: dict, units: dict) -> Figure:

@@ -493,13 +493,15 @@ def _ppc_labels(plot_collection, tree, kind: str | None, n_replicates: int) -> N
     from mixflow.container.read import data_units
 
     units = data_units(tree)
-    common = next(iter(set(units.values()))) if len(set(units.values())) == 1 else ""
+    columns = {str(f) for f in tree["observed_data"]["feature"].values}
+    # a replicated variable that is not a column (one column's "x"): the columns' unit, when all share one
+    common = next(iter(set(units.values()))) if len(set(units.values())) == 1 and set(units) == columns else ""
     axes = plot_collection.viz["plot"].to_dataset()["x"]
     for index in np.ndindex(axes.shape):
         ax = axes.values[index]
         feature = str(axes["feature"].values[index[axes.dims.index("feature")]]) if "feature" in axes.dims else "x"
         ax.set_title(f"{feature}: observed and {n_replicates} replicates", fontsize=10)
-        ax.set_xlabel(axis_label(feature, units.get(feature, common if feature not in units else "")), fontsize=9)
+        ax.set_xlabel(axis_label(feature, units.get(feature, "") if feature in columns else common), fontsize=9)
         ax.set_ylabel("cumulative probability" if kind == "ecdf" else "density", fontsize=9)
 
 
