@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 from mixflow.errors import InputError, terminating_as_interrupt
+from mixflow.warnings import ADVIDivergenceError
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "main"]
 
@@ -307,6 +308,8 @@ def main(argv=None) -> int:
     except InputError as error:  # a WorkflowError (an InputError) holds one line per error found
         return _fail(args.command, _kept(str(error).splitlines() or [type(error).__name__], error), EXIT_BAD_INPUT,
                      debug)
+    except ADVIDivergenceError as error:  # the optimisation diverged: its message says which setting to change
+        return _fail(args.command, _kept([f"ADVI diverged: {error}"], error), EXIT_BAD_INPUT, debug)
     except Exception as error:  # the one place where a bug becomes a status and a hint
         logs = [path for path in getattr(error, "saved", []) if re.fullmatch(r"run(-failed)?\.log", Path(path).name)]
         hint = ("" if debug else f"; its traceback is in {logs[0]}: report it" if logs else

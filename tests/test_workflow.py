@@ -504,3 +504,23 @@ def test_a_fault_mid_run_keeps_the_log_with_its_traceback(tmp_path, monkeypatch,
     assert "failed: internal error: RuntimeError: boom" in text and "Traceback (most recent call last)" in text
     assert "Traceback" not in err  # the console has one line
     assert (out / "gaussian-full-k2.nc").is_file()
+
+
+def test_an_advi_that_diverges_is_said_as_such_not_as_a_fault(tmp_path, monkeypatch, capsys):
+    # the optimisation's divergence (a setting to change, said in its message) was "internal error: ... report it"
+    from mixflow.cli import main
+    from mixflow.warnings import ADVIDivergenceError
+
+    def diverged(*args, **kwargs):
+        raise ADVIDivergenceError("q's parameters became NaN at iteration 12; lower learning_rate (it was 0.02)")
+
+    monkeypatch.setattr("mixflow.present.report.page.report", diverged)
+    path = write(tmp_path, SMALL.replace("n_components = {from = 1, to = 3}", "n_components = 2")
+                 + "\n[output]\nfigures = false\n")
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mixflow run: error: ADVI diverged: q's parameters became NaN at iteration 12; lower "
+                          "learning_rate (it was 0.02); the ") and "internal error" not in err
+    text = (out / "run.log").read_text()
+    assert "failed: q's parameters became NaN" in text and "Traceback" not in text

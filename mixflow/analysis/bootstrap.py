@@ -325,7 +325,9 @@ def _replicate_flags(results: list[dict], posterior: xr.Dataset) -> xr.Dataset:
     return xr.Dataset({"failed": (dims, failed[None]), "converged": (dims, converged[None]),
                        "degenerate": (dims, degenerate[None])},
                       coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values},
-                      attrs={"degenerate": "a component collapsed (DegenerateComponentWarning in the replicate's fit)"})
+                      attrs={"degenerate": "the replicate's fit warned of a degenerate component "
+                                           "(DegenerateComponentWarning: collapsed, empty or duplicate components, or "
+                                           "a higher spurious restart set aside for the sound estimate)"})
 
 
 def _bootstrap_group(tree, estimate: dict, results: list[dict]) -> xr.Dataset:

@@ -20,6 +20,7 @@ from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError, Interrupted, is_termination
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
+from mixflow.warnings import ADVIDivergenceError
 from mixflow.workflow.config import Workflow, read_workflow
 from mixflow.workflow.console import Console
 
@@ -207,7 +208,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         how = "interrupted" if interrupted else "failed"
         if interrupted:
             progress("terminated (SIGTERM)" if is_termination(error) else "interrupted")
-        elif isinstance(error, InputError | OSError):
+        elif isinstance(error, InputError | OSError | ADVIDivergenceError):  # said in full, no fault of mixflow's
             progress(f"failed: {error}")
         else:  # the traceback in the log, for a report of the fault
             progress(f"failed: internal error: {type(error).__name__}: {error}", traceback.format_exc())
