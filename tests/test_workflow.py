@@ -484,21 +484,27 @@ def test_select_n_folds_is_read_for_select_k(tmp_path):
         assert read_workflow(write(tmp_path, text)).select["n_folds"] == expected
 
 
-def test_a_fault_mid_run_keeps_the_log_with_its_traceback(tmp_path, monkeypatch, capsys):
-    # a fault of mixflow's own after some files were written (an ADVI compile error): the log, with the warnings
-    # seen so far, was deleted, and the run's files were left without it
+def _run_with_a_report_that_raises(tmp_path, monkeypatch, capsys, error: Exception):
+    """Run a small workflow whose report raises ``error`` after the container was written: status, stderr, out."""
     from mixflow.cli import main
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("boom")
+    def raising(*args, **kwargs):
+        raise error
 
-    monkeypatch.setattr("mixflow.present.report.page.report", broken)
+    monkeypatch.setattr("mixflow.present.report.page.report", raising)
     path = write(tmp_path, SMALL.replace("n_components = {from = 1, to = 3}", "n_components = 2")
                  + "\n[output]\nfigures = false\n")
     out = tmp_path / "out"
-    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 1
-    err = capsys.readouterr().err
+    status = main(["run", str(path), "--out", str(out), "--quiet"])
+    return status, capsys.readouterr().err, out
+
+
+def test_a_fault_mid_run_keeps_the_log_with_its_traceback(tmp_path, monkeypatch, capsys):
+    # a fault of mixflow's own after some files were written (an ADVI compile error): the log, with the warnings
+    # seen so far, was deleted, and the run's files were left without it
+    status, err, out = _run_with_a_report_that_raises(tmp_path, monkeypatch, capsys, RuntimeError("boom"))
     log = out / "run.log"
+    assert status == 1
     assert f"mixflow run: error: internal error: RuntimeError: boom; its traceback is in {log}: report it; the " in err
     text = log.read_text()
     assert "failed: internal error: RuntimeError: boom" in text and "Traceback (most recent call last)" in text
@@ -508,18 +514,11 @@ def test_a_fault_mid_run_keeps_the_log_with_its_traceback(tmp_path, monkeypatch,
 
 def test_an_advi_that_diverges_is_said_as_such_not_as_a_fault(tmp_path, monkeypatch, capsys):
     # the optimisation's divergence (a setting to change, said in its message) was "internal error: ... report it"
-    from mixflow.cli import main
     from mixflow.warnings import ADVIDivergenceError
 
-    def diverged(*args, **kwargs):
-        raise ADVIDivergenceError("q's parameters became NaN at iteration 12; lower learning_rate (it was 0.02)")
-
-    monkeypatch.setattr("mixflow.present.report.page.report", diverged)
-    path = write(tmp_path, SMALL.replace("n_components = {from = 1, to = 3}", "n_components = 2")
-                 + "\n[output]\nfigures = false\n")
-    out = tmp_path / "out"
-    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
-    err = capsys.readouterr().err
+    diverged = ADVIDivergenceError("q's parameters became NaN at iteration 12; lower learning_rate (it was 0.02)")
+    status, err, out = _run_with_a_report_that_raises(tmp_path, monkeypatch, capsys, diverged)
+    assert status == 2
     assert err.startswith("mixflow run: error: ADVI diverged: q's parameters became NaN at iteration 12; lower "
                           "learning_rate (it was 0.02); the ") and "internal error" not in err
     text = (out / "run.log").read_text()
