@@ -119,8 +119,10 @@ def test_posterior_densities_have_units_and_a_legend_titled_method(with_units):
 
 
 def test_trace_panels_give_the_units_of_their_values(with_units):
-    texts = _texts(plots.plot_trace(with_units, var_names="mu"))
-    assert {"mu\n0, x0 (min)", "mu\n1, x1 (km/s)"} <= texts
+    figure = plots.plot_trace(with_units, var_names="mu")
+    assert {"mu\n0, x0 (min)", "mu\n1, x1 (km/s)"} <= _texts(figure)  # the densities name the element
+    # the traces beside them give the unit alone: name and unit ("mu\n0, volume (1e8 m^3)") ran into the next row
+    assert {ax.get_ylabel() for ax in figure.get_axes() if ax.get_ylabel()} == {"min", "km/s"}
 
 
 def test_predictive_check_panels_are_titled_and_labelled(with_units):

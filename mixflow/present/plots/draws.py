@@ -276,7 +276,11 @@ def _element(coords: dict) -> dict:
 
 
 def _unit_labels(plot_collection, units: ParameterUnits) -> None:
-    """Write each panel's unit on its value axis: x of a density, y of a trace (``column`` "trace")."""
+    """Write each panel's unit on its value axis: x of a density, y of a trace (``column`` "trace").
+
+    A trace's y axis carries the unit alone: the density beside it names the element, and the name and unit
+    together ran into the rows above and below.
+    """
     panels = plot_collection.viz["plot"].to_dataset()
     for name, axes in panels.data_vars.items():
         for index in np.ndindex(axes.shape):
@@ -286,10 +290,10 @@ def _unit_labels(plot_collection, units: ParameterUnits) -> None:
             ax = axes.values[index]
             if column != "trace":  # a few ticks, so that values of five digits do not run into each other
                 ax.xaxis.set_major_locator(MaxNLocator(5))
-            if not unit:
-                continue
             if column == "trace":
-                ax.set_ylabel(f"{ax.get_ylabel()} ({unit})")
+                ax.set_ylabel(unit, fontsize=9)
+            elif not unit:
+                continue
             elif column == "dist":
                 ax.set_xlabel(f"{ax.get_xlabel()} ({unit})")
             else:
