@@ -858,3 +858,13 @@ def test_the_report_compares_no_short_run_of_the_sample_with_the_whole_data_s_ma
                            subsample=400)
     assert tree["em"].attrs["n_maxima"] == 1
     assert not [text for _, text in _em_findings(tree) if "different optima" in text]
+
+
+def test_dask_data_whose_estimate_underflows_are_warned_of_without_reading_them_again():
+    # the warning's advice computed each column's spread from the data: on Dask input a lazy array reached a format
+    # string, and the fit failed with "TypeError: unsupported format string passed to Array.__format__"
+    x, _ = _mixture(d=2)
+    with pytest.warns(mixflow.PrecisionWarning, match=r"underflow float64 .* multiply the columns of tiny spread by a "
+                                                      r"power of ten and fit again$"):
+        tree = mixflow.fit(mixflow.GaussianMixture(2), da.from_array(1e-300 * x, chunks=CHUNK), "em", random_seed=3)
+    np.testing.assert_allclose(np.sort(tree["em/estimate"]["weights"].values), [1500 / N, 1501 / N], rtol=1e-3)
