@@ -34,6 +34,11 @@ __all__ = ["MixtureEstimator"]
 _FIT_METHODS = ("em", "map", "mcmc", "advi")
 
 
+#: Options of :func:`mixflow.fit` that the estimator takes under scikit-learn's names, and how
+_RENAMED = {"random_seed": "the seed as random_state (scikit-learn's name)",
+            "weights": "frequency weights as fit(X, sample_weight=...) (scikit-learn's name)"}
+
+
 class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
     """A mixflow model fitted by one method, as a scikit-learn clusterer and density estimator.
 
@@ -63,7 +68,8 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
     labels_ : ndarray of shape (n_samples,)
         Hard labels of the training rows.
     converged_, n_iter_, lower_bound_ : bool, int, float
-        EM's convergence, iterations and final log-likelihood (of the EM/MAP estimate).
+        EM's convergence, iterations and final log-likelihood per observation (of the EM/MAP estimate;
+        per observation as scikit-learn's ``GaussianMixture.lower_bound_``, the total is in ``tree_``).
     n_features_in_, feature_names_in_
         As in scikit-learn.
     """
@@ -90,6 +96,9 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------------------------------
     def _checked_model(self) -> MixtureModel:
+        for name, instead in _RENAMED.items():  # mixflow.fit's own names, which the estimator takes otherwise
+            if name in self._fit_option_names:
+                raise InputError(f"{name}: expected {instead}, got the fit option {name}={getattr(self, name)!r}")
         if not isinstance(self.model, MixtureModel):
             raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got "
                             f"{type(self.model).__name__}")
@@ -128,7 +137,8 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         attrs = self.tree_["em"].attrs
         self.converged_ = bool(attrs["converged"])
         self.n_iter_ = int(attrs["n_iter"])
-        self.lower_bound_ = float(attrs["log_likelihood"])
+        # per observation, as scikit-learn's GaussianMixture.lower_bound_ (and score) are
+        self.lower_bound_ = float(attrs["log_likelihood"]) / float(attrs["n_observations"])
         self.labels_ = predict(self.tree_, frame, self._prediction_method()).values
         return self
 
