@@ -67,6 +67,9 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         The model fitted (with ``n_components`` applied).
     labels_ : ndarray of shape (n_samples,)
         Hard labels of the training rows.
+    weights_, means_, covariances_ : ndarray
+        The EM/MAP estimate under scikit-learn's ``GaussianMixture`` names and shapes (``covariances_``: (K, d, d)
+        full, (d, d) tied, (K, d) diag, (K,) spherical); ``means_`` and ``covariances_`` for Gaussian families only.
     converged_, n_iter_, lower_bound_ : bool, int, float
         EM's convergence, iterations and final log-likelihood per observation (of the EM/MAP estimate;
         per observation as scikit-learn's ``GaussianMixture.lower_bound_``, the total is in ``tree_``).
@@ -140,6 +143,11 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         # per observation, as scikit-learn's GaussianMixture.lower_bound_ (and score) are
         self.lower_bound_ = float(attrs["log_likelihood"]) / float(attrs["n_observations"])
         self.labels_ = predict(self.tree_, frame, self._prediction_method()).values
+        estimate = self.tree_["em/estimate"].to_dataset()
+        self.weights_ = estimate["weights"].values.copy()
+        if "mu" in estimate:  # a Gaussian family: scikit-learn's names, and its shapes for each covariance type
+            self.means_ = estimate["mu"].values.copy()
+            self.covariances_ = estimate["covariance" if "covariance" in estimate else "variance"].values.copy()
         return self
 
     def _prediction_method(self) -> str:

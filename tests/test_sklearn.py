@@ -147,3 +147,20 @@ def test_lower_bound_is_per_observation_as_in_scikit_learn(faithful):
     assert estimator.lower_bound_ == pytest.approx(estimator.tree_["em"].attrs["log_likelihood"] / len(faithful))
     assert estimator.lower_bound_ == pytest.approx(reference.lower_bound_, rel=1e-6)
     assert estimator.lower_bound_ == pytest.approx(estimator.score(faithful), rel=1e-10)
+
+
+@pytest.mark.parametrize("covariance", ["full", "tied", "diag", "spherical"])
+def test_the_estimate_under_scikit_learns_names_and_shapes(faithful, covariance):
+    # scikit-learn users read weights_, means_ and covariances_; they had to dig into tree_["em/estimate"]
+    from sklearn.mixture import GaussianMixture
+
+    estimator = MixtureEstimator(mixflow.GaussianMixture(2, covariance=covariance), random_state=0).fit(faithful)
+    reference = GaussianMixture(2, covariance_type=covariance, random_state=0).fit(faithful.to_numpy())
+    for name in ("weights_", "means_", "covariances_"):
+        assert getattr(estimator, name).shape == getattr(reference, name).shape, name
+    scored = GaussianMixture(2, covariance_type=covariance)  # scikit-learn scores mixflow's estimate as mixflow does
+    scored.weights_, scored.means_, scored.covariances_ = estimator.weights_, estimator.means_, estimator.covariances_
+    from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
+
+    scored.precisions_cholesky_ = _compute_precision_cholesky(estimator.covariances_, covariance)
+    np.testing.assert_allclose(scored.score_samples(faithful.to_numpy()), estimator.score_samples(faithful), rtol=1e-10)
