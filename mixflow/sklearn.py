@@ -44,8 +44,10 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : MixtureModel
-        The declaration, e.g. ``mixflow.GaussianMixture(2, covariance="full")``.
+    model : MixtureModel, optional
+        The declaration, e.g. ``mixflow.GaussianMixture(2, covariance="full")``; by default one Gaussian
+        component with a full covariance (``mixflow.GaussianMixture(1)``, as scikit-learn's ``GaussianMixture()``),
+        so that ``MixtureEstimator()`` is an estimator as scikit-learn constructs them.
     method : {"em", "map", "mcmc", "advi"}, default "em"
         How to fit (see :func:`mixflow.fit`); predictions come from the same method (the EM/MAP estimate,
         or the mean over NUTS or ADVI draws, see :func:`mixflow.predict_proba`).
@@ -102,6 +104,10 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         for name, instead in _RENAMED.items():  # mixflow.fit's own names, which the estimator takes otherwise
             if name in self._fit_option_names:
                 raise InputError(f"{name}: expected {instead}, got the fit option {name}={getattr(self, name)!r}")
+        if self.model is None:  # scikit-learn's GaussianMixture() is one full-covariance component
+            from mixflow.families.gaussian.model import GaussianMixture
+
+            return GaussianMixture(check_count("n_components", self.n_components, 1, none="one") or 1)
         if not isinstance(self.model, MixtureModel):
             raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got "
                             f"{type(self.model).__name__}")
