@@ -199,15 +199,17 @@ def _run(job: _Job, seeds: list, n_jobs: int) -> list[dict]:
     return [result for chunk in parallel_map(_replicate_chunk, chunks, n_jobs) for result in chunk]
 
 
-def _collapsed(result: dict) -> bool:
-    """Whether a replicate's fit had a collapsed component (a DegenerateComponentWarning)."""
-    return any(category is DegenerateComponentWarning for category, _ in result["warnings"])
+def _replicate_flags(results: list[dict]) -> dict[str, np.ndarray]:
+    """Per replicate: ``failed`` (no fit), ``converged``, ``degenerate`` (its fit warned of a degenerate component)."""
+    return {"failed": np.array([r["params"] is None for r in results]),
+            "converged": np.array([r["params"] is not None and bool(r["converged"]) for r in results]),
+            "degenerate": np.array([any(c is DegenerateComponentWarning for c, _ in r["warnings"]) for r in results])}
 
 
-def _report_warnings(results: list[dict]) -> dict:
+def _report_warnings(results: list[dict], flags: dict[str, np.ndarray]) -> dict:
     failed = [r["error"] for r in results if r["params"] is None]
-    not_converged = sum(1 for r in results if r["params"] is not None and not r["converged"])
-    degenerate = sum(1 for r in results if _collapsed(r))
+    not_converged = int((~flags["failed"] & ~flags["converged"]).sum())
+    degenerate = int(flags["degenerate"].sum())
     for category, message in {(c, m) for r in results for c, m in r["warnings"]
                               if c not in (ConvergenceWarning, DegenerateComponentWarning)}:
         warnings.warn(f"bootstrap replicate: {message}", category, stacklevel=3)
@@ -296,12 +298,13 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     seeds = np.random.SeedSequence(seed).spawn(int(n_replicates))
     workers = 1 if chunked is not None else min(int(n_jobs or default_jobs()), len(seeds))
     results = _run(job, seeds, workers)
-    counts = _report_warnings(results)
+    flags = _replicate_flags(results)
+    counts = _report_warnings(results, flags)
     posterior = _bootstrap_group(tree, estimate, results)
     node = xr.DataTree(xr.Dataset(attrs={"kind": kind, "n_replicates": int(n_replicates), "random_seed": seed,
                                          **counts}))
     node["posterior"] = xr.DataTree(posterior)
-    node["sample_stats"] = xr.DataTree(_replicate_flags(results, posterior))
+    node["sample_stats"] = xr.DataTree(_flags_group(flags, posterior))
     out = tree.copy()
     out[EM_BOOTSTRAP] = node
     return as_container(out)
@@ -313,17 +316,13 @@ def _acceleration(attrs: dict) -> str | None:
     return None if acceleration == "none" else str(acceleration)
 
 
-def _replicate_flags(results: list[dict], posterior: xr.Dataset) -> xr.Dataset:
-    """Per replicate (``chain``, ``draw`` as in the posterior): failed, did not converge, had a collapsed component.
+def _flags_group(flags: dict[str, np.ndarray], posterior: xr.Dataset) -> xr.Dataset:
+    """The replicates' flags by ``chain`` and ``draw`` as in the posterior.
 
     The counts in the group's attributes say how many; these say which, so that an analyst can leave them out.
     """
-    failed = np.array([r["params"] is None for r in results])
-    converged = np.array([r["params"] is not None and bool(r["converged"]) for r in results])
-    degenerate = np.array([_collapsed(r) for r in results])
     dims = ("chain", "draw")
-    return xr.Dataset({"failed": (dims, failed[None]), "converged": (dims, converged[None]),
-                       "degenerate": (dims, degenerate[None])},
+    return xr.Dataset({name: (dims, flag[None]) for name, flag in flags.items()},
                       coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values},
                       attrs={"degenerate": "the replicate's fit warned of a degenerate component "
                                            "(DegenerateComponentWarning: collapsed, empty or duplicate components, or "
