@@ -466,24 +466,22 @@ class _Fitter:
         """One fit from ``point`` and its draws (not yet aligned), with its settle check and ELBO history."""
         options = self.options
         fit_seed, draw_seed = (int(s) for s in seed.generate_state(2))
-        self._start(point, fit_seed)
-        check = SettleCheck(options["variant"], self.learning_rate, options["settle_tol"], options["check_every"])
-        try:
-            approx = _run(self.inference, self.step_function, check, options)
-        except Exception as error:
-            if not _numba_failure(error) or self.compiled_by_c:
-                raise
-            # numba could not compile the step (PyTensor's numba backend fails on some graphs that its rewrites
-            # reduce to scalars, e.g. one component of one feature with a full covariance): PyTensor's C backend,
-            # from the same start
-            from pytensor.compile.mode import Mode
-
-            self.compiled_by_c = True
-            self._compile(Mode(linker="cvm", optimizer="fast_run"))
+        while True:
             self._start(point, fit_seed)
-            check = SettleCheck(options["variant"], self.learning_rate, options["settle_tol"],
-                                options["check_every"])
-            approx = _run(self.inference, self.step_function, check, options)
+            check = SettleCheck(options["variant"], self.learning_rate, options["settle_tol"], options["check_every"])
+            try:
+                approx = _run(self.inference, self.step_function, check, options)
+                break
+            except Exception as error:
+                if not _numba_failure(error) or self.compiled_by_c:
+                    raise
+                # numba could not compile the step (PyTensor's numba backend fails on some graphs that its rewrites
+                # reduce to scalars, e.g. one component of one feature with a full covariance): PyTensor's C
+                # backend, from the same start
+                from pytensor.compile.mode import Mode
+
+                self.compiled_by_c = True
+                self._compile(Mode(linker="cvm", optimizer="fast_run"))
         if not check.converged:
             average = check.final_average()
             if average is not None:
