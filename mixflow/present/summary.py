@@ -90,7 +90,11 @@ def summary_table(tree, *, ci_prob: float | None = None, ci_kind: str | None = N
         :func:`mixflow.compare`.
 
     """
-    dataset = compare_dataset(tree, ci_prob=ci_prob, ci_kind=ci_kind)
+    return _summary_frame(tree, compare_dataset(tree, ci_prob=ci_prob, ci_kind=ci_kind))
+
+
+def _summary_frame(tree, dataset: xr.Dataset) -> pd.DataFrame:
+    """:func:`summary_table` from the comparison ``dataset`` of ``tree`` (:func:`mixflow.compare_dataset`)."""
     diagnostics = _nuts_diagnostics(tree)
     variables = {}
     for name, array in dataset.data_vars.items():
@@ -148,7 +152,9 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
              f"{len(features)} feature(s) {features}" + (", frequency weights" if "weights" in observed else "")
              + f"; random_seed {tree.attrs.get('random_seed')}"]
     methods = available_methods(tree)
-    table = summary_table(tree, ci_prob=ci_prob, ci_kind=ci_kind) if methods else None
+    # one comparison (its standard errors, intervals and label agreement) for the table and the findings
+    compared = compare_dataset(tree, ci_prob=ci_prob, ci_kind=ci_kind) if methods else None
+    table = _summary_frame(tree, compared) if methods else None
     warnings = []
     for method in methods:
         line, found = _METHOD_LINES[method](tree)
@@ -160,8 +166,7 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
     if methods:  # what the report also finds across the methods and restarts (its words, cut to a line)
         from mixflow.present.report.cards import cross_method_findings
 
-        warnings += [_shortened(text) for text in cross_method_findings(tree, dataset_to_frame(compare_dataset(
-            tree, ci_prob=ci_prob, ci_kind=ci_kind)))]
+        warnings += [_shortened(text) for text in cross_method_findings(tree, dataset_to_frame(compared))]
     recorded = _run_warnings(tree)
     lines.append("warnings: " + ("none" if not warnings and not recorded else ""))
     lines += [f"  - {text}" for text in warnings]
