@@ -862,11 +862,11 @@ def _in_data_units(model, params: dict, prepared, data) -> dict:
 def _rescaling(data) -> str:
     """How to rescale data whose parameters underflow: the columns of tiny spread, each by its own power of ten."""
     values = getattr(data, "values", None)
-    if not isinstance(values, np.ndarray) or not values.size:  # Dask data: not read again for a message
-        return "multiply the columns of tiny spread by a power of ten"
-    with np.errstate(over="ignore", invalid="ignore"):
-        spread = np.abs(values - values.mean(axis=0)).max(axis=0)
-    tiny = [j for j in range(spread.size) if 0 < spread[j] < 1e-150]
+    tiny = []
+    if isinstance(values, np.ndarray) and values.size:  # Dask data: not read again for a message
+        with np.errstate(over="ignore", invalid="ignore"):
+            spread = np.abs(values - values.mean(axis=0)).max(axis=0)
+        tiny = [j for j in range(spread.size) if 0 < spread[j] < 1e-150]
     if not tiny:
         return "multiply the columns of tiny spread by a power of ten"
     said = ", ".join(f"{data.features[j]} by {min(10.0 ** -np.floor(np.log10(spread[j])), 1e300):.0e}" for j in tiny)
