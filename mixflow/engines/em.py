@@ -41,6 +41,7 @@ from mixflow.engines.starts import (
     dense_moves,
     is_degenerate,
     local_log_density,
+    neighbourhood_moves,
     outlier_moves,
     partition_key,
     portfolio_schedule,
@@ -431,7 +432,8 @@ def _moved_starts(model, prepared, prior, rows: int, params: dict, local: np.nda
     boundary moves (:func:`~mixflow.engines.starts.boundary_moves`); then Ueda et al.'s split-and-merge
     (:func:`~mixflow.engines.starts.split_merge_moves`), a component freed onto the rows the fit explains
     worst (:func:`~mixflow.engines.starts.outlier_moves`, from as few rows as its parameters need,
-    ``model.component_rows``, and for a MAP fit also from the one row explained worst), and, given the data's
+    ``model.component_rows``, and for a MAP fit also from the one row explained worst and from each of the few worst
+    rows with its nearest rows, :func:`~mixflow.engines.starts.neighbourhood_moves`), and, given the data's
     own log density at each row (``local``, :func:`~mixflow.engines.starts.local_log_density`), one freed onto
     the rows where the data gather far more sharply than the fit says (:func:`~mixflow.engines.starts.dense_moves`,
     the same sizes).
@@ -449,8 +451,9 @@ def _moved_starts(model, prepared, prior, rows: int, params: dict, local: np.nda
     merged = split_merge_moves(resp, points, prepared.weights)
     least = model.component_rows(params)
     outliers = outlier_moves(log_joint, prepared.weights, least)
-    if prior is not None:  # the prior gives a component of one row its dispersion: one outlying row can be a component
-        outliers = outlier_moves(log_joint, prepared.weights, 1, fractions=()) + outliers
+    if prior is not None:  # the prior bounds a component's dispersion: one outlying row, or a few alike, can be one
+        outliers = (outlier_moves(log_joint, prepared.weights, 1, fractions=()) + outliers
+                    + neighbourhood_moves(log_joint, prepared.weights, points, least))
     dense = [] if local is None else dense_moves(log_joint, prepared.weights, least, local)
     return [[_parameters_from(model, prepared, moved, prior, rows) for moved in moves]
             for moves in (local_moves, merged, outliers, dense)]

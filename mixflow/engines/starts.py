@@ -75,6 +75,7 @@ __all__ = [
     "discrete_features",
     "feature_gap_labels",
     "feature_value_labels",
+    "neighbourhood_moves",
     "outlier_moves",
     "transfer_moves",
     "value_starts",
@@ -104,6 +105,9 @@ BOUNDARY_FRACTIONS = (1 / 32, 1 / 8, 3 / 8)
 # explains worst: a small group of outliers (a few extreme rows, the zero counts) that a component of its own
 # fits far better, which no start from distances and no move of points between neighbours reaches
 OUTLIER_FRACTIONS = (1 / 100,)
+# a MAP fit's outlier moves also free a component onto each of this many rows the fit explains worst together
+# with its nearest rows (:func:`neighbourhood_moves`): a small group of similar outlying rows
+NEIGHBOURHOOD_SEEDS = 3
 # the dense-group moves' local density of a row: the distance to its DENSE_NEIGHBOURS-th nearest row (by weight),
 # among at most DENSE_POINTS rows (a fixed draw: the others are never moved onto)
 DENSE_NEIGHBOURS = 5
@@ -708,6 +712,64 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
         for k in range(k_total):
             labels = others[k].copy()
             labels[worst[:size]] = k
+            out.append(np.eye(k_total)[labels])
+    return out
+
+
+def neighbourhood_moves(log_joint: np.ndarray, weights: np.ndarray, points: np.ndarray, least: int,
+                        seeds: int = NEIGHBOURHOOD_SEEDS) -> list[np.ndarray]:
+    """Hard responsibilities of a fit with one component freed onto an outlying row and its nearest rows.
+
+    :func:`outlier_moves` frees a component onto the rows the fit explains worst, wherever each lies; a maximum
+    with a component on a few similar rows (two wines apart from the others, with a bounded MAP dispersion)
+    is reached from one of them only when they are the worst together. For each of the ``seeds`` rows of
+    lowest mixture density ``log sum_k exp(log_joint)``, the row and its nearest rows in ``points`` (by
+    Euclidean distance, the row first) until they hold ``least`` of the weight form the group; each component
+    in turn takes the group and gives its other rows to the other component each is likeliest under.
+
+    Parameters
+    ----------
+    log_joint : ndarray of shape (n, K)
+        ``log w_k + log p_k(x_n)`` of the fit.
+    weights : ndarray of shape (n,)
+        Frequency weights; rows of weight 0 (held out) are neither seeds nor neighbours.
+    points : ndarray of shape (n, p)
+        The seeding points the distances are measured in (standardised).
+    least : int
+        The weight a group holds, at least: as many rows as a component's parameters need.
+    seeds : int
+        How many of the worst rows start a group.
+
+    Returns
+    -------
+    list of ndarray of shape (n, K)
+        Starting responsibilities, the worst row's groups first; none for K < 2, nor when the groups would take
+        more than half the weight, and a group only once.
+    """
+    k_total = log_joint.shape[1]
+    held = np.flatnonzero(weights > 0)
+    if k_total < 2 or least > weights.sum() / 2:
+        return []
+    finite = np.where(np.isfinite(log_joint), log_joint, -np.inf)
+    with np.errstate(divide="ignore"):
+        density = logsumexp(finite, axis=1)
+    worst = held[np.argsort(density[held], kind="stable")[:seeds]]
+    others = []  # for each k, the other component each row is likeliest under
+    for k in range(k_total):
+        without = finite.copy()
+        without[:, k] = -np.inf
+        others.append(np.argmax(without, axis=1))
+    out, seen = [], set()
+    for row in worst:
+        distance = np.sum((points[held] - points[row]) ** 2, axis=1)
+        order = held[np.lexsort((held != row, distance))]  # the row itself first, then by distance
+        group = np.sort(order[:int(np.searchsorted(np.cumsum(weights[order]), least)) + 1])
+        if group.tobytes() in seen:
+            continue
+        seen.add(group.tobytes())
+        for k in range(k_total):
+            labels = others[k].copy()
+            labels[group] = k
             out.append(np.eye(k_total)[labels])
     return out
 
