@@ -29,7 +29,7 @@ from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, model_from_json
-from mixflow.warnings import DegenerateComponentWarning, MixflowWarning
+from mixflow.warnings import DegenerateComponentWarning, MixflowWarning, SamplingWarning
 
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
@@ -347,6 +347,14 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
             # a chain per optimum, cycled, for NUTS; an ADVI fit from every distinct optimum
             limit = engine_options.get("chains", 4) if sampling == "mcmc" else None
             engine_options["starts"] = _em_optima(model, data, source, limit)
+            from mixflow.engines.modes import OPTIMA_GAP
+
+            if len(engine_options["starts"]) == 1:
+                warnings.warn(f"starts='em-optima': EM's restarts reached one distinct maximum (of those that "
+                              f"converged, not degenerate, within {OPTIMA_GAP:g} of the best), so every "
+                              f"{'chain' if sampling == 'mcmc' else 'fit'} starts there and modes elsewhere are "
+                              "found only by chance; more restarts (n_init) may reach others",
+                              SamplingWarning, stacklevel=3)
         groups = _engine(sampling)(model, data, reference, random_seed=_method_seed(seed, sampling),
                                    **engine_options)
         if routed[sampling].get("starts") == "em-optima":

@@ -658,8 +658,10 @@ def test_nuts_on_the_subsample_and_advi_on_streamed_minibatches():
     data = da.from_array(x, chunks=CHUNK)
     options = {"random_seed": 3, "draws": 100, "posterior_predictive": False}
     model = mixflow.GaussianMixture(2, covariance="diag")  # the smaller graphs of PyMC to compile
-    tree = mixflow.fit(model, data, ["map", "mcmc", "advi"], subsample=400, tune=100, chains=2,
-                       progressbar=False, starts="em-optima", minibatch_size=500, **options)
+    with pytest.warns(mixflow.SamplingWarning, match=r"starts='em-optima': EM's restarts reached one distinct "
+                                                     r"maximum .* so every chain starts there"):
+        tree = mixflow.fit(model, data, ["map", "mcmc", "advi"], subsample=400, tune=100, chains=2,
+                           progressbar=False, starts="em-optima", minibatch_size=500, **options)
     attrs = tree["mcmc"].attrs
     assert attrs["subsample_rows"] == 400 and attrs["n_obs"] == N and "uniform sample of 400" in attrs["data"]
     # the chains start at the distinct maxima of EM's restarts on every row (here one: the two mirror

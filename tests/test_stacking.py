@@ -10,6 +10,8 @@ import mixflow
 from mixflow.engines.modes import (
     DOMINANT_WEIGHT,
     _stacking,
+    alike_modes,
+    chain_moves,
     describe_modes,
     left_out_modes,
     mode_caveats,
@@ -219,6 +221,129 @@ def test_modes_of_too_few_draws_for_psis_are_stacked_and_said(two_mode_draws, n_
     assert f"; mode 1 (chain 1) has {n_draws} draw{plural}" in said and said.endswith("; more draws settle them")
 
 
+def test_chain_moves_counts_the_transitions_whose_draw_changed():
+    rng = np.random.default_rng(1)
+    moving = rng.normal(size=(1, 101, 2))
+    stuck = np.repeat(moving[:, :1], 101, axis=1)
+    half = moving.copy()
+    half[0, 1::2] = half[0, 0::2][:50]  # every other transition repeats the draw before it
+    moves = chain_moves({"a": np.concatenate([moving, stuck, half])})
+    np.testing.assert_allclose(moves, [1.0, 0.0, 0.5], atol=1e-12)
+    assert chain_moves({"a": moving[:, :1]}).tolist() == [1.0]  # one draw: no transition to judge
+
+
+def test_a_stuck_chain_is_left_out_of_the_stacking_and_said(two_mode_draws):
+    """A chain stuck at one point (every transition divergent, say) is no mode: its in-sample densities won."""
+    from scipy import stats
+
+    model, data, estimate = two_mode_draws
+    rng = np.random.default_rng(4)
+    mu = estimate["mu"] + 0.05 * rng.standard_normal((2, 300, 2, 1))
+    mu[1] = estimate["mu"] + 0.3  # chain 1 never moves, from a place of its own
+    draws = {"weights": (("chain", "draw", "component"), np.broadcast_to(estimate["weights"], (2, 300, 2)).copy()),
+             "mu": (("chain", "draw", "component", "feature"), mu),
+             "covariance": (("chain", "draw", "component", "feature", "feature_"),
+                            np.broadcast_to(estimate["covariance"], (2, 300, 2, 1, 1)).copy())}
+    sd = np.sqrt(estimate["covariance"][:, 0, 0])
+    log_likelihood = logsumexp(np.log(estimate["weights"]) + stats.norm.logpdf(
+        data.values[None, None, :, 0, None], mu[:, :, None, :, 0], sd), axis=-1)
+    variables = mode_summaries(model, data, draws, log_likelihood, estimate, np.array([0, 1]))["variables"]
+    value = {name: v for name, (_, v) in variables.items()}
+    assert value["stuck"].tolist() == [False, True] and value["moves"].tolist() == [1.0, 0.0]
+    assert value["weight"].tolist() == [1.0, 0.0] and value["in_stacking"].tolist() == [True, False]
+    # its ESS is arviz_stats' for a constant, its number of draws: not reliable, nor is its LOO
+    assert not value["ess_reliable"][1] and not value["loo_reliable"][1]
+    said = mode_caveats(value)
+    assert ("mode 1 (chain 1) is left out of the stacking (weight 0): its chain is stuck: its draw changed in 0 of "
+            "299 transitions, so its draws are not a sample of the posterior") in said
+    assert said.endswith("; a stuck chain needs another start or a smaller step (higher target_accept)")
+    assert "more draws settle them" not in said  # more draws do not free a stuck chain
+    # every mode stuck leaves nothing better: all stacked
+    weights, kept = _stacking(_lpd(0)[:, :2], np.ones(200), np.array([0.3, 0.3]), np.array([300, 300]),
+                              np.array([True, True]))
+    assert kept.all() and weights.sum() == pytest.approx(1.0)
+
+
+def test_stuck_modes_go_first_then_unusable_loo_then_what_is_left():
+    lpd = _lpd(0)
+    lpd[:, 2] += 2.0
+    # mode 2 stuck and mode 0's Pareto k above 1: mode 1 alone is stacked
+    weights, kept = _stacking(lpd, np.ones(200), np.array([3.8, 0.4, np.nan]), np.array([500, 500, 500]),
+                              np.array([False, False, True]))
+    assert kept.tolist() == [False, True, False] and weights.tolist() == [0.0, 1.0, 0.0]
+    # the moving mode's Pareto k above 1, the other stuck: the moving mode is kept, not the stuck one
+    weights, kept = _stacking(lpd[:, [0, 2]], np.ones(200), np.array([3.8, np.nan]), np.array([500, 500]),
+                              np.array([False, True]))
+    assert kept.tolist() == [True, False] and weights.tolist() == [1.0, 0.0]
+    # no Pareto shape for all the draws PSIS needs (draws stuck on a few values): left out as k above 1 is
+    weights, kept = _stacking(lpd, np.ones(200), np.array([0.4, 0.5, np.nan]), np.array([500, 500, 500]))
+    assert kept.tolist() == [True, True, False] and weights[2] == 0.0
+    # too few draws for PSIS: NaN is kept
+    assert _stacking(lpd, np.ones(200), np.array([0.4, 0.5, np.nan]), np.array([500, 500, 20]))[1].all()
+
+
+def test_modes_that_predict_alike_are_not_called_negligible():
+    modes = {"chain_mode": np.array([0, 1, 0, 0]), "n_chains": np.array([3, 1]), "n_draws": np.array([1500, 500]),
+             "max_pareto_k": np.array([0.3, 0.4]), "pareto_k_threshold": np.array([0.7, 0.7]),
+             "loo_reliable": np.array([True, True]), "min_ess_bulk": np.array([900.0, 450.0]),
+             "ess_reliable": np.array([True, True]), "in_stacking": np.array([True, True]),
+             "weight": np.array([1.0, 0.0]), "elpd_diff": np.array([0.0, 0.77]), "elpd_diff_se": np.array([0.0, 1.11])}
+    assert alike_modes(modes) == [1]
+    assert describe_modes(modes["chain_mode"], modes["weight"], alike=[1]) == (
+        "2 modes (chains 0, 2, 3 | 1; stacking weights 1.00, 0.00)")
+    assert mode_caveats(modes) == (
+        "the stacking weights are uncertain: mode 0's leave-one-out predictive density exceeds mode 1 by 0.77 (se "
+        "1.11), within 2 standard errors: the data do not tell these modes apart, so their weights could lie anywhere "
+        "between 0 and 1 (any mix of them predicts about as well)")
+    # a deficit beyond 2 standard errors, or near-even weights, claim nothing the data do not support
+    assert alike_modes({**modes, "elpd_diff": np.array([0.0, 2.3])}) == []
+    assert alike_modes({**modes, "weight": np.array([0.55, 0.45])}) == []
+    assert alike_modes({**modes, "in_stacking": np.array([True, False])}) == []
+
+
+def test_diagnostics_say_stuck_chains_and_modes_of_one_chain():
+    import xarray as xr
+
+    from mixflow.engines.sampling_diagnostics import diagnose
+
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=(3, 200))
+    values[1] = values[1, 0]
+    aligned = {"a": (("chain", "draw"), values)}
+    raw = xr.Dataset({"a": (("chain", "draw"), values)})
+    options = {"draws": 200, "tune": 200, "chains": 3, "target_accept": 0.8}
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        diagnose(aligned, raw, {}, options, np.zeros(3, int), np.ones(1), np.zeros(3, bool), np.ones(1), "", (), (),
+                 np.array([False, True, False]), np.array([1.0, 0.0, 1.0]))
+    assert ("chain 1 is stuck: its draw changed in 0 of 199 transitions, so its draws are not a sample of the "
+            "posterior") in str(record[0].message)
+    values[1] = rng.normal(5.0, 1.0, 200)
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        diagnose(aligned, raw, {}, options, np.array([0, 1, 0]), np.array([0.6, 0.4]), np.zeros(3, bool),
+                 np.ones(2), "", (), (), np.zeros(3, bool), np.ones(3))
+    said = str(record[0].message)
+    assert ("mode 1 holds one chain: the R-hat within it compares a chain's halves, which cannot show whether other "
+            "chains started there would agree") in said and "stuck" not in said
+
+
+def test_rank_plots_are_judged_within_modes():
+    import xarray as xr
+
+    from mixflow.present.rank_test import rank_finding_by_mode
+
+    rng = np.random.default_rng(3)
+    draws = rng.normal(size=(4, 400)) + np.array([0.0, 8.0, 0.0, 8.0])[:, None]  # chains 0, 2 | 1, 3
+    posterior = xr.Dataset({"mu": (("chain", "draw"), draws)}, coords={"chain": np.arange(4), "draw": np.arange(400)})
+    chain_mode = np.array([0, 1, 0, 1])
+    assert "the chains have not mixed" in rank_finding_by_mode(posterior)
+    assert rank_finding_by_mode(posterior, chain_mode) is None
+    drifting = draws.copy()
+    drifting[2] += 3.0  # chain 2 apart from chain 0 within their mode
+    found = rank_finding_by_mode(posterior.assign(mu=(("chain", "draw"), drifting)), chain_mode)
+    assert found.startswith("within mode 0 (chains 0, 2), the chains' ranks are not uniform for mu")
+    assert "mode 1" not in found
+
+
 def test_modes_of_enough_draws_get_psis_and_no_caveat_about_it(two_mode_draws):
     variables = _modes_of(two_mode_draws, 400)["variables"]
     assert np.all(variables["max_pareto_k"][1] <= variables["pareto_k_threshold"][1])
@@ -233,8 +358,8 @@ def test_caveats_name_a_large_pareto_k_and_a_small_ess():
              "min_ess_bulk": np.array([1.3, 900.0, 2.1]), "ess_reliable": np.array([False, True, False])}
     assert mode_caveats(modes) == (
         "the stacking weights are uncertain: mode 0 (chain 0) has a PSIS-LOO Pareto k up to 1.96, above 0.60 for its "
-        "300 draws and a bulk ESS of 1.3, below 100 per chain; mode 2 (chain 2) a bulk ESS of 2.1, below 100 per "
-        "chain; more draws settle them")
+        "300 draws and a bulk ESS of 1.3, below 100; mode 2 (chain 2) a bulk ESS of 2.1, below 100; more draws "
+        "settle them")
     assert "fit 0" in mode_caveats(modes, "fits")
     one = {name: value[:1] for name, value in modes.items()}
     assert mode_caveats({**one, "chain_mode": np.zeros(4, int)}) == ""  # one mode: no weights to doubt
@@ -264,7 +389,7 @@ def test_a_mode_whose_loo_is_unusable_is_left_out_of_the_stacking():
     assert mode_caveats(modes) == (
         "the stacking weights are uncertain: mode 1 (chain 3) is left out of the stacking (weight 0): its PSIS-LOO "
         "Pareto k of 3.43 is above 1, where its leave-one-out densities have no finite mean (the draws of a chain "
-        "stuck or barely moving, typically) and a bulk ESS of 1.4, below 100 per chain; more draws settle them")
+        "stuck or barely moving, typically) and a bulk ESS of 1.4, below 100; more draws settle them")
     recorded_before = {name: value for name, value in modes.items() if name != "in_stacking"}
     assert left_out_modes(recorded_before) == [] and "left out" not in mode_caveats(recorded_before)
 
@@ -334,9 +459,9 @@ def test_a_mode_left_out_is_never_called_negligible():
 
     said = modes_sentence(tree(0, [True, False]))
     assert said == ("EM's MLE estimate lies in mode 0, which carries 100% of the stacking weight of the modes "
-                    "stacked; mode(s) 1 were left out of the stacking (a PSIS-LOO Pareto k above 1), so their "
-                    "weight, and how much of the posterior the estimate describes, are unknown; more draws, or "
-                    "chains that move, say.")
+                    "stacked; mode(s) 1 were left out of the stacking (mode 1: its leave-one-out densities are "
+                    "unusable, with no PSIS-LOO Pareto shape or one above 1), so their weight, and how much of the "
+                    "posterior the estimate describes, are unknown; more draws, or chains that move, say.")
     assert "negligible" not in said and "main mode" not in said
     assert modes_sentence(tree(1, [True, False])).startswith(
         "EM's MLE estimate lies in mode 1, which is left out of the stacking")

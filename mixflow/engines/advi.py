@@ -52,7 +52,7 @@ from mixflow.checks import (
     check_seed,
 )
 from mixflow.data import Data
-from mixflow.engines.modes import check_starts, describe_modes, left_out_modes, mode_caveats, mode_groups, start_points
+from mixflow.engines.modes import check_starts, describe_group, mode_caveats, mode_groups, start_points
 from mixflow.engines.over_draws import draw_groups
 from mixflow.errors import InputError, SamplerInterrupted, noting_interrupts
 from mixflow.families.pymc_parts import parameter_of
@@ -391,7 +391,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
             variables = {name: value for name, (_, value) in found["modes"]["variables"].items()}
             caveats = mode_caveats(variables, "fits")
             warnings.warn(f"ADVI: the fits from {len(fits)} starting points fall into "
-                          f"{describe_modes(chain_mode, weights, 'fits', left_out_modes(variables))}; each mode is "
+                          f"{describe_group(variables, 'fits')}; each mode is "
                           "summarised in /advi/modes and the modes are combined by stacking in /advi/stacked"
                           + (f"; {caveats}." if caveats else "."), SamplingWarning, stacklevel=3)
     return {"attrs": attrs, "coords": coords, "groups": groups}

@@ -29,6 +29,7 @@ from mixflow.checks import check_count, check_flag, check_memory, check_problem,
 from mixflow.data import Data
 from mixflow.engines.modes import (
     STARTS,
+    alike_modes,
     check_starts,
     left_out_modes,
     mode_caveats,
@@ -223,7 +224,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     diagnostics = diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options,
                             chain_mode, modes["weight"][1], modes["crosses"][1], modes["max_rhat"][1],
                             mode_caveats(values := {name: value for name, (_, value) in modes.items()}),
-                            left_out_modes(values))
+                            left_out_modes(values), alike_modes(values), modes["stuck"][1], modes["moves"][1])
     timings["diagnostics"] = clock.lap()
     relabelled = np.any(permutations != np.arange(model.n_components), axis=-1)
     attrs = {

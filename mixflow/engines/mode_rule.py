@@ -45,8 +45,8 @@ import xarray as xr
 from scipy.sparse.csgraph import connected_components
 
 __all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "ESS_PER_CHAIN_MIN", "MODE_OVERLAP", "MODE_RHAT",
-           "chain_crossings", "chain_modes", "crossing_window", "describe_modes", "pair_overlaps", "pair_rhats",
-           "convergence", "extremes", "rhat_within"]
+           "STUCK_MOVES", "chain_crossings", "chain_modes", "chain_moves", "crossing_window", "describe_modes",
+           "pair_overlaps", "pair_rhats", "convergence", "extremes", "rhat_within"]
 
 #: Chains whose pair R-hat is below this on every parameter are linked.
 MODE_RHAT = 1.1
@@ -67,6 +67,12 @@ DOMINANT_WEIGHT = 0.99
 LOO_UNUSABLE_K = 1.0
 #: Bulk and tail ESS below this per chain are too few to trust (Vehtari et al. 2021).
 ESS_PER_CHAIN_MIN = 100
+#: A chain whose draw changes in fewer than this share of its transitions is *stuck*. NUTS draws each next
+#: point from its whole trajectory, so a healthy chain moves in nearly every transition; one that stays put
+#: in most has a collapsed step size or trajectories that all diverge, and its draws are not a sample. Its
+#: summaries mislead: a constant chain has no within-chain variance, and arviz_stats reports its ESS as its
+#: number of draws.
+STUCK_MOVES = 0.5
 
 
 def _columns(draws: dict) -> np.ndarray:
@@ -74,6 +80,25 @@ def _columns(draws: dict) -> np.ndarray:
     arrays = [np.asarray(value, dtype=float) for value in draws.values()]
     n_chains, n_draws = arrays[0].shape[:2]
     return np.concatenate([a.reshape(n_chains, n_draws, -1) for a in arrays], axis=-1)
+
+
+def chain_moves(draws: dict) -> np.ndarray:
+    """The share of each chain's transitions in which its draw changed (some scalar parameter differs).
+
+    Parameters
+    ----------
+    draws : dict
+        ``{name: array of shape (n_chains, n_draws, ...)}``.
+
+    Returns
+    -------
+    ndarray of shape (n_chains,)
+        1 for a chain of one draw (no transition to judge).
+    """
+    columns = _columns(draws)
+    if columns.shape[1] < 2:
+        return np.ones(columns.shape[0])
+    return np.any(np.diff(columns, axis=1) != 0, axis=2).mean(axis=1)
 
 
 def pair_rhats(draws: dict) -> np.ndarray:
@@ -223,18 +248,19 @@ def chain_crossings(draws: dict, *, window: int = CROSSING_WINDOW, threshold: fl
     return out
 
 
-def describe_modes(chain_mode: np.ndarray, weights: np.ndarray, unit: str = "chains", left_out=()) -> str:
+def describe_modes(chain_mode: np.ndarray, weights: np.ndarray, unit: str = "chains", left_out=(), alike=()) -> str:
     """``"2 modes (chains 0, 2 | 1, 3; stacking weights 0.71, 0.29)"``, with a dominant mode named.
 
     ``unit`` names what the numbers are (e.g. ``"fits"`` for ADVI fits from several starts); ``left_out`` the
-    modes left out of the stacking (weight 0, unknown: no mode is then said to dominate).
+    modes left out of the stacking (weight 0, unknown) and ``alike`` the modes that predict the data as well as
+    the heaviest (:func:`mixflow.engines.modes.alike_modes`): with either, no mode is said to dominate.
     """
     n_modes = int(chain_mode.max()) + 1
     groups = " | ".join(", ".join(str(c) for c in np.flatnonzero(chain_mode == m)) for m in range(n_modes))
     text = f"{n_modes} modes ({unit} {groups}; stacking weights {', '.join(f'{w:.2f}' for w in weights)})"
     if len(left_out):
         text += f"; mode(s) {', '.join(map(str, left_out))} left out of the stacking"
-    elif weights.max() > DOMINANT_WEIGHT:
+    elif weights.max() > DOMINANT_WEIGHT and not len(alike):
         text += (f"; mode {int(np.argmax(weights))} carries {weights.max():.3f} of the weight, the others are "
                  "negligible")
     return text

@@ -27,8 +27,10 @@ from mixflow.engines.mode_rule import (
     LOO_UNUSABLE_K,
     MODE_OVERLAP,
     MODE_RHAT,
+    STUCK_MOVES,
     chain_crossings,
     chain_modes,
+    chain_moves,
     convergence,
     crossing_window,
     describe_modes,
@@ -42,10 +44,11 @@ from mixflow.errors import InputError
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 from mixflow.families.scaling import scaled_std
 
-__all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE", "ESS_PER_CHAIN_MIN",
-           "LOO_UNUSABLE_K", "MODE_OVERLAP", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP", "PSIS_MIN_DRAWS", "STARTS",
-           "chain_crossings", "chain_modes", "check_starts", "combined_draws", "crossing_window", "describe_modes",
-           "distinct_optima", "left_out_modes", "loo_pointwise", "mode_caveats", "mode_groups", "mode_summaries",
+__all__ = ["ALIKE_GAP", "ALIKE_SE", "CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE",
+           "ESS_PER_CHAIN_MIN", "LOO_UNUSABLE_K", "MODE_OVERLAP", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP",
+           "PSIS_MIN_DRAWS", "STARTS", "STUCK_MOVES", "alike_modes", "chain_crossings", "chain_modes", "chain_moves",
+           "check_starts", "combined_draws", "crossing_window", "describe_group", "describe_modes", "distinct_optima",
+           "left_out_modes", "left_out_reason", "loo_pointwise", "mode_caveats", "mode_groups", "mode_summaries",
            "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
 
 #: Two EM optima are distinct when some entry of their label signatures differs by more than this many
@@ -54,6 +57,12 @@ OPTIMA_DISTANCE = 1.0
 #: EM optima whose objective is more than this below the best are not started from: their density is
 #: under exp(-10) (5e-5) of the best's, so a chain started there leaves or would carry no weight.
 OPTIMA_GAP = 10.0
+#: A stacked mode whose leave-one-out density is within this many standard errors of the heaviest mode's
+#: predicts the data as well: the data do not determine their weights (:func:`alike_modes`).
+ALIKE_SE = 2.0
+#: ... and whose weight is below the heaviest's by more than this is said to have a weight the data do not
+#: determine (:func:`alike_modes`): the weights then claim a difference the densities do not show.
+ALIKE_GAP = 0.2
 #: EM's estimate lies in a mode when it is within this many of the mode's posterior sds of the mode's
 #: mean on every parameter (a maximum of the posterior sits inside its mode's bulk, not at its mean).
 EM_IN_MODE = 2.0
@@ -176,12 +185,14 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     Returns
     -------
     dict
-        ``{"variables": {...}, "attrs": {...}}``: ``chain_mode`` (chain), ``weight`` (mode, the stacking
-        weight), ``n_chains``, ``n_draws`` (all its chains' draws), ``elpd_loo``, ``max_pareto_k``,
+        ``{"variables": {...}, "attrs": {...}}``: ``chain_mode``, ``moves`` (the share of the chain's
+        transitions in which its draw changed) and ``stuck`` (below :data:`STUCK_MOVES`) (chain), ``weight``
+        (mode, the stacking weight), ``n_chains``, ``n_draws`` (all its chains' draws), ``elpd_loo``, ``max_pareto_k``,
         ``pareto_k_threshold`` (arviz_stats' for the mode's draws), ``in_stacking`` (:func:`_stacking`: weight
-        0 for a mode whose Pareto k exceeds :data:`LOO_UNUSABLE_K`), ``loo_reliable`` (PSIS-LOO with every Pareto
-        shape at most the threshold), ``ess_reliable`` (smallest bulk ESS at least
-        :data:`ESS_PER_CHAIN_MIN` per chain), ``log_likelihood`` and ``log_posterior`` (at the mode's
+        0 for a mode of stuck chains, or whose Pareto k exceeds :data:`LOO_UNUSABLE_K`), ``loo_reliable`` (PSIS-LOO
+        with every Pareto shape at most the threshold, chains not all stuck), ``ess_reliable`` (smallest bulk ESS at
+        least :data:`ESS_PER_CHAIN_MIN` per chain, no chain stuck), ``elpd_diff`` and ``elpd_diff_se``
+        (:func:`_elpd_differences` to the heaviest mode), ``log_likelihood`` and ``log_posterior`` (at the mode's
         posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the mode) (mode), the
         posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights`` (mode, component))
         and ``lpd_loo`` (obs, mode); attrs ``n_modes``, ``em_mode`` (-1: none) and ``dominant_mode`` (-1:
@@ -191,6 +202,8 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     """
     n_modes = int(chain_mode.max()) + 1
     lpd = np.full((data.n_obs, n_modes), np.nan)
+    moves = chain_moves({name: value for name, (_, value) in draws.items()})
+    stuck = moves < STUCK_MOVES
     rows, means, sds = [], [], []
     for mode in range(n_modes):
         chains = np.flatnonzero(chain_mode == mode)
@@ -198,29 +211,44 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         means.append({name: posterior[name].mean(("chain", "draw")).values for name in posterior.data_vars})
         sds.append({name: scaled_std(posterior[name], ("chain", "draw")).values for name in posterior.data_vars})
         row = {"n_chains": chains.size, "n_draws": chains.size * posterior.sizes["draw"],
-               "max_pareto_k": np.nan, "pareto_k_threshold": np.nan}
+               "max_pareto_k": np.nan, "pareto_k_threshold": np.nan, "stuck_mode": bool(stuck[chains].all())}
         # one mode's weight is 1 whatever its densities, but its LOO is still the model's, and is recorded
         lpd[:, mode], row["max_pareto_k"], row["pareto_k_threshold"] = loo_pointwise(
             log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
         row.update(_at_mean(model, data, means[-1]))
         row["max_rhat"], row["min_ess_bulk"], row["min_ess_tail"] = extremes(convergence(posterior))
         # NaN comparisons are False: a mode without PSIS (too few draws) has no reliable LOO
-        row["loo_reliable"] = bool(row["max_pareto_k"] <= row["pareto_k_threshold"])
-        row["ess_reliable"] = bool(row["min_ess_bulk"] >= ESS_PER_CHAIN_MIN * chains.size)
+        row["loo_reliable"] = bool(row["max_pareto_k"] <= row["pareto_k_threshold"]) and not row["stuck_mode"]
+        # a stuck chain's ESS is its number of draws (arviz_stats' value for a constant): not a sample's
+        row["ess_reliable"] = bool(row["min_ess_bulk"] >= ESS_PER_CHAIN_MIN * chains.size) and not stuck[chains].any()
         rows.append(row)
     stats = {key: np.array([row[key] for row in rows]) for key in rows[0]}
     stats["elpd_loo"] = data.frequency @ lpd
-    weights, stats["in_stacking"] = _stacking(lpd, data.frequency, stats["max_pareto_k"])
-    # a mode left out is not negligible: nothing is known of its weight
+    weights, stats["in_stacking"] = _stacking(lpd, data.frequency, stats["max_pareto_k"], stats["n_draws"],
+                                              stats.pop("stuck_mode"))
+    stats["elpd_diff"], stats["elpd_diff_se"] = _elpd_differences(lpd, data.frequency, int(np.argmax(weights)))
+    # a mode left out is not negligible (nothing is known of its weight), nor one that predicts as well
     dominant = int(np.argmax(weights)) if weights.max() > DOMINANT_WEIGHT and n_modes > 1 and \
-        stats["in_stacking"].all() else -1
-    variables = {"chain_mode": (("chain",), chain_mode.astype(np.int64)), "weight": (("mode",), weights),
+        stats["in_stacking"].all() and not alike_modes({**stats, "weight": weights}) else -1
+    variables = {"chain_mode": (("chain",), chain_mode.astype(np.int64)), "moves": (("chain",), moves),
+                 "stuck": (("chain",), stuck), "weight": (("mode",), weights),
                  "lpd_loo": (("obs", "mode"), lpd), **{key: (("mode",), value) for key, value in stats.items()}}
     for name, (dims, _) in draws.items():
         variables[name] = (("mode", *dims[2:]), np.stack([mean[name] for mean in means]))
     attrs = {"n_modes": n_modes, "em_mode": _em_mode(reference, means, sds), "dominant_mode": dominant,
              **_MODE_ATTRS}
     return {"variables": variables, "attrs": attrs}
+
+
+def _elpd_differences(lpd: np.ndarray, frequency: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each mode's LOO deficit to mode ``top``, ``sum_n f_n d_n``, and its standard error.
+
+    The standard error is ``sqrt(sum_n f_n (d_n - mean)^2)``: ``sqrt(n var(d))`` with unit frequencies, as ArviZ's
+    ``compare``.
+    """
+    d = lpd[:, [top]] - lpd
+    mean = frequency @ d / frequency.sum()
+    return frequency @ d, np.sqrt(frequency @ (d - mean) ** 2)
 
 
 def left_out_modes(modes) -> list[int]:
@@ -230,16 +258,24 @@ def left_out_modes(modes) -> list[int]:
     return [int(mode) for mode in np.flatnonzero(~np.asarray(modes["in_stacking"], dtype=bool))]
 
 
-def _stacking(lpd: np.ndarray, frequency: np.ndarray, max_pareto_k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _stacking(lpd: np.ndarray, frequency: np.ndarray, max_pareto_k: np.ndarray, n_draws: np.ndarray | None = None,
+              stuck: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The modes' stacking weights, and which modes were stacked.
 
-    A mode whose Pareto k exceeds :data:`LOO_UNUSABLE_K` is left out (weight 0) while some mode's is within
-    it; a mode without PSIS (too few draws: plain importance sampling) is kept. With one mode its weight is 1.
+    A mode whose chains are all stuck (``stuck``) is left out (weight 0) while some mode moves: its draws are not
+    a sample, and its leave-one-out densities are its in-sample ones. Of the others, a mode whose leave-one-out
+    densities are unusable is left out while some mode's are usable: its Pareto k exceeds :data:`LOO_UNUSABLE_K`,
+    or it has the draws for PSIS (``n_draws`` at least :data:`PSIS_MIN_DRAWS`) but no Pareto shape (PSIS found
+    no tail to fit: draws stuck on a few values). A mode without PSIS for too few draws is kept. With one mode
+    its weight is 1.
     """
     n_modes = lpd.shape[1]
-    kept = ~(max_pareto_k > LOO_UNUSABLE_K)  # NaN (no PSIS) is kept
+    moving = np.ones(n_modes, bool) if stuck is None or np.all(stuck) else ~np.asarray(stuck, bool)
+    no_shape = (np.isnan(max_pareto_k) & (np.asarray(n_draws) >= PSIS_MIN_DRAWS) if n_draws is not None else
+                np.zeros(n_modes, bool))
+    kept = moving & ~(max_pareto_k > LOO_UNUSABLE_K) & ~no_shape  # NaN for too few draws is kept
     if not kept.any():
-        kept[:] = True
+        kept = moving.copy()
     weights = np.zeros(n_modes)
     weights[kept] = stacking_weights(lpd[:, kept], frequency) if kept.sum() > 1 else 1.0
     return weights, kept
@@ -251,12 +287,17 @@ _MODE_ATTRS = {
     "weight": "Bayesian stacking of each mode's leave-one-out predictive densities (Yao, Vehtari and Gelman "
               f"2022): PSIS-LOO, or plain importance-sampling LOO for a mode with fewer than {PSIS_MIN_DRAWS} "
               "draws",
-    "in_stacking": f"whether the mode was stacked: one whose PSIS-LOO Pareto k exceeds {LOO_UNUSABLE_K:g} (no finite "
-                   "mean of its importance ratios) is left out, weight 0, while another mode's is within it",
+    "in_stacking": "whether the mode was stacked: a mode of stuck chains is left out, weight 0, while another mode "
+                   f"moves; so is one whose PSIS-LOO Pareto k exceeds {LOO_UNUSABLE_K:g} (no finite mean of its "
+                   "importance ratios), or that has no Pareto shape for all its draws, while another mode's is usable",
+    "stuck": f"the chain's draw changed in fewer than {STUCK_MOVES:g} of its transitions (moves): its draws are not a "
+             "sample of the posterior",
     "loo_reliable": "PSIS-LOO with every Pareto shape at most pareto_k_threshold (arviz_stats' min(1 - 1 / "
                     "log10(S), 0.7) for S draws); False: the mode's weight rests on unreliable densities",
     "ess_reliable": f"smallest bulk ESS within the mode at least {ESS_PER_CHAIN_MIN} per chain; False: too few "
                     "effective draws to trust the mode's summaries and its weight",
+    "elpd_diff": "the mode's PSIS-LOO deficit to the heaviest mode, with its standard error elpd_diff_se; within "
+                 f"{ALIKE_SE:g} standard errors the data do not tell the two apart, and no mode is said to dominate",
     "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
     "log_likelihood": "log-likelihood (frequency weights applied) at the mode's posterior mean",
 }
@@ -271,6 +312,60 @@ def _at_mean(model, data: Data, mean: dict) -> dict:
     return {"log_likelihood": total, "log_posterior": log_posterior}
 
 
+def _mode_chains(unit: str, chains: np.ndarray) -> str:
+    return f"{unit if chains.size > 1 else unit[:-1]} {', '.join(map(str, chains))}"
+
+
+def _left_out_why(value: dict, mode: int, unit: str) -> str:
+    """Why ``mode`` was left out of the stacking (:func:`_stacking`), for :func:`mode_caveats`."""
+    chains = np.flatnonzero(value["chain_mode"] == mode)
+    if "stuck" in value and value["stuck"][chains].all():
+        most = int(np.round(value["moves"][chains].max() * (value["n_draws"][mode] / chains.size - 1)))
+        its = (f"its {unit[:-1]} is stuck: its draw changed in {most}" if chains.size == 1 else
+               f"its {unit} are stuck: their draws changed in at most {most}")
+        return (f"{its} of {int(value['n_draws'][mode] // chains.size) - 1} transitions, so its draws are not a "
+                "sample of the posterior")
+    if np.isnan(value["max_pareto_k"][mode]):
+        return ("PSIS-LOO found no Pareto shape for its draws (its largest importance ratios are equal: draws "
+                "stuck on a few values), so its leave-one-out densities are close to its in-sample ones")
+    return (f"its PSIS-LOO Pareto k of {format_above(value['max_pareto_k'][mode], LOO_UNUSABLE_K)} is above "
+            f"{LOO_UNUSABLE_K:g}, where its leave-one-out densities have no finite mean (the draws of a {unit[:-1]} "
+            "stuck or barely moving, typically)")
+
+
+def left_out_reason(modes, mode: int) -> str:
+    """A short reason ``mode`` was left out of the stacking: stuck chains, or its leave-one-out densities."""
+    if "stuck" in modes and "chain_mode" in modes and \
+            np.asarray(modes["stuck"])[chains := np.flatnonzero(np.asarray(modes["chain_mode"]) == mode)].all():
+        return "its chain is stuck" if chains.size == 1 else "its chains are stuck"
+    return "its leave-one-out densities are unusable, with no PSIS-LOO Pareto shape or one above 1"
+
+
+def alike_modes(modes) -> list[int]:
+    """The stacked modes whose weights the data do not determine, though they differ from the heaviest mode's.
+
+    A mode whose LOO density is within :data:`ALIKE_SE` standard errors of the heaviest mode's predicts the data
+    as well: stacking then picks among densities that do not differ beyond their noise, and a Bayesian
+    bootstrap of the rows moves their weights anywhere between 0 and 1. Said where the weights differ by more
+    than :data:`ALIKE_GAP` (one mode called the main one, or dominant); near-even weights of modes that
+    predict alike (mirror images, say) claim nothing the data do not support. Empty where not recorded.
+    """
+    if "elpd_diff" not in modes:
+        return []
+    diff, se = np.asarray(modes["elpd_diff"], float), np.asarray(modes["elpd_diff_se"], float)
+    weights = np.asarray(modes["weight"], float)
+    kept = np.asarray(modes["in_stacking"], bool) if "in_stacking" in modes else np.ones(diff.size, bool)
+    top = int(np.argmax(weights))
+    return [int(m) for m in range(diff.size) if m != top and kept[m] and diff[m] <= ALIKE_SE * se[m]
+            and weights[top] - weights[m] > ALIKE_GAP]
+
+
+def describe_group(modes, unit: str = "chains") -> str:
+    """:func:`describe_modes` of a modes group (its variables by name, arrays or DataArrays)."""
+    return describe_modes(np.asarray(modes["chain_mode"]), np.asarray(modes["weight"]), unit, left_out_modes(modes),
+                          alike_modes(modes))
+
+
 def mode_caveats(modes, unit: str = "chains") -> str:
     """What makes the stacking weights uncertain, mode by mode ("" when nothing does, or with one mode).
 
@@ -279,7 +374,8 @@ def mode_caveats(modes, unit: str = "chains") -> str:
     modes : mapping
         The modes group's variables by name (arrays or DataArrays): ``chain_mode``, ``n_chains``,
         ``n_draws``, ``max_pareto_k``, ``pareto_k_threshold``, ``loo_reliable``, ``min_ess_bulk``,
-        ``ess_reliable`` and, when recorded, ``in_stacking`` (:func:`mode_summaries`).
+        ``ess_reliable`` and, when recorded, ``in_stacking``, ``stuck``, ``moves``, ``weight``, ``elpd_diff``
+        and ``elpd_diff_se`` (:func:`mode_summaries`).
     unit : str
         What the chains are (``"fits"`` for ADVI).
 
@@ -290,39 +386,57 @@ def mode_caveats(modes, unit: str = "chains") -> str:
         PSIS-LOO needs (draws >= 30 per chain), so its weight rests on plain importance-sampling LOO; more
         draws settle them"``.
     """
-    value = {name: np.asarray(modes[name]) for name in ("chain_mode", "n_chains", "n_draws", "max_pareto_k",
-                                                         "pareto_k_threshold", "loo_reliable", "min_ess_bulk",
-                                                         "ess_reliable")}
+    names = ("chain_mode", "n_chains", "n_draws", "max_pareto_k", "pareto_k_threshold", "loo_reliable",
+             "min_ess_bulk", "ess_reliable", "stuck", "moves")
+    value = {name: np.asarray(modes[name]) for name in names if name in modes}
     left_out = left_out_modes(modes)
     if value["n_draws"].size < 2:
         return ""
-    said = []
+    said, more_draws = [], False
+    stuck = value.get("stuck", np.zeros(value["chain_mode"].size, bool))
     for mode in range(value["n_draws"].size):
         why = []
+        chains = np.flatnonzero(value["chain_mode"] == mode)
         n_draws, per_chain = int(value["n_draws"][mode]), -(-PSIS_MIN_DRAWS // int(value["n_chains"][mode]))
         if mode in left_out:
-            why.append(f"is left out of the stacking (weight 0): its PSIS-LOO Pareto k of "
-                       f"{format_above(value['max_pareto_k'][mode], LOO_UNUSABLE_K)} is above {LOO_UNUSABLE_K:g}, "
-                       "where its leave-one-out "
-                       f"densities have no finite mean (the draws of a {unit[:-1]} stuck or barely moving, typically)")
+            why.append(f"is left out of the stacking (weight 0): {_left_out_why(value, mode, unit)}")
+        elif stuck[chains].any():
+            which = chains[stuck[chains]]
+            why.append(f"holds {_mode_chains(unit, which)}, stuck (its draw changed in fewer than {STUCK_MOVES:g} of "
+                       "the transitions), whose draws are not a sample of the posterior")
         elif n_draws < PSIS_MIN_DRAWS:
             why.append(f"has {n_draws} draw{'s' * (n_draws != 1)}, fewer than the {PSIS_MIN_DRAWS} PSIS-LOO needs "
                        f"(draws >= {per_chain} per {unit[:-1]}), so its weight rests on plain importance-sampling LOO")
+            more_draws = True
+        elif np.isnan(value["max_pareto_k"][mode]):
+            why.append("has no PSIS-LOO Pareto shape (its largest importance ratios are equal: draws stuck on a few "
+                       "values), so its weight rests on plain importance-sampling LOO")
         elif not value["loo_reliable"][mode]:
             threshold = value["pareto_k_threshold"][mode]
             why.append(f"has a PSIS-LOO Pareto k up to {format_above(value['max_pareto_k'][mode], threshold)}, above "
                        f"{threshold:.2f} for its {n_draws} draws")
-        if not value["ess_reliable"][mode]:
-            ess = value["min_ess_bulk"][mode]
+            more_draws = True
+        if not value["ess_reliable"][mode] and not stuck[chains].any():
+            ess, least = value["min_ess_bulk"][mode], ESS_PER_CHAIN_MIN * chains.size
+            below = f"below {least}" + (f" ({ESS_PER_CHAIN_MIN} per {unit[:-1]})" if chains.size > 1 else "")
             why.append((f"a bulk ESS of {ess:.1f}" if np.isfinite(ess) else "no bulk ESS (too few draws)")
-                       + f", below {ESS_PER_CHAIN_MIN} per {unit[:-1]}")
+                       + f", {below}")
+            more_draws = True
         if why:
-            chains = np.flatnonzero(value["chain_mode"] == mode)
-            said.append(f"mode {mode} ({unit if chains.size > 1 else unit[:-1]} {', '.join(map(str, chains))}) "
-                        + " and ".join(why))
+            said.append(f"mode {mode} ({_mode_chains(unit, chains)}) " + " and ".join(why))
+    alike = alike_modes(modes)
+    if alike:
+        top = int(np.argmax(np.asarray(modes["weight"])))
+        diff, se = np.asarray(modes["elpd_diff"], float), np.asarray(modes["elpd_diff_se"], float)
+        pairs = ", ".join(f"mode {m} by {diff[m]:.2f} (se {se[m]:.2f})" for m in alike)
+        said.append(f"mode {top}'s leave-one-out predictive density exceeds {pairs}, within {ALIKE_SE:g} standard "
+                    "errors: the data do not tell these modes apart, so their weights could lie anywhere between 0 "
+                    "and 1 (any mix of them predicts about as well)")
     if not said:
         return ""
-    return "the stacking weights are uncertain: " + "; ".join(said) + "; more draws settle them"
+    ending = ("; more draws settle them" if more_draws else "") + (
+        f"; a stuck {unit[:-1]} needs another start or a smaller step (higher target_accept)" if stuck.any() else "")
+    return "the stacking weights are uncertain: " + "; ".join(said) + ending
 
 
 def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, reference: dict,

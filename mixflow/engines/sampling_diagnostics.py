@@ -65,7 +65,7 @@ def record_crossings(modes: dict, aligned: dict) -> None:
 def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, options: dict,
               chain_mode: np.ndarray | None = None, weights: np.ndarray | None = None,
               crosses: np.ndarray | None = None, mode_rhat: np.ndarray | None = None, caveats: str = "",
-              left_out=()) -> dict:
+              left_out=(), alike=(), stuck: np.ndarray | None = None, moves: np.ndarray | None = None) -> dict:
     """R-hat, bulk and tail ESS over all chains, and within each mode when the chains fall into several.
 
     With several modes the flags (and the warning) are those within the modes: a mode whose chains agree
@@ -74,7 +74,10 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
     (``mode_rhat``, the ``max_rhat`` of ``/mcmc/modes``), and says which of them cross between places
     themselves (``crosses``, :func:`mixflow.engines.modes.chain_crossings`), or that chains too short to
     judge were not judged; ``caveats`` (:func:`mixflow.engines.modes.mode_caveats`) says what makes the
-    stacking weights uncertain.
+    stacking weights uncertain, ``left_out`` and ``alike`` the modes left out of the stacking and those that predict
+    as well as the heaviest (no mode then dominates); ``stuck`` and ``moves`` (chain) which chains are stuck and
+    the share of their transitions that moved (:func:`mixflow.engines.modes.mode_summaries`), said in the warning
+    when the modes' caveats do not (one mode).
 
     Returns
     -------
@@ -107,9 +110,17 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
         flags["low_ess_bulk"] += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least)]
         flags["low_ess_tail"] += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least)]
     notes = [caveats] if caveats else []
+    singles = [m for m in range(n_modes) if n_modes > 1 and np.count_nonzero(chain_mode == m) == 1]
+    if singles:
+        notes.append(f"mode{'s' * (len(singles) > 1)} {', '.join(map(str, singles))} "
+                     f"{'hold one chain each' if len(singles) > 1 else 'holds one chain'}: the R-hat within "
+                     f"{'them' if len(singles) > 1 else 'it'} compares a chain's halves, which cannot show whether "
+                     "other chains started there would agree (more chains, or starts='em-optima', give a mode several)")
+    if stuck is not None and np.any(stuck) and n_modes == 1:
+        notes.append(_stuck(np.flatnonzero(stuck), np.asarray(moves), posterior.sizes["draw"] - 1))
     if chain_mode is not None and not window and (n_modes > 1 or flags["high_rhat"]):
         notes.append(_NOT_JUDGED)
-    described = describe_modes(chain_mode, weights, left_out=left_out) if n_modes > 1 else None
+    described = describe_modes(chain_mode, weights, left_out=left_out, alike=alike) if n_modes > 1 else None
     _warn(flags["high_rhat"], flags["low_ess_bulk"], flags["low_ess_tail"], n_divergent, ESS_PER_CHAIN_MIN *
           options["chains"], options, described, disagreeing, notes)
     with warnings.catch_warnings():  # a mode of one chain too short to split has no R-hat
@@ -126,17 +137,28 @@ _NOT_JUDGED = (f"whether chains cross between places was not judged (it needs at
                f"draws per chain, two windows of {CROSSING_WINDOW})")
 
 
+def _stuck(chains: np.ndarray, moves: np.ndarray, transitions: int) -> str:
+    """What the warning says of stuck chains (:data:`mixflow.engines.mode_rule.STUCK_MOVES`)."""
+    most = int(np.round(moves[chains].max() * transitions))
+    which = (f"chain {chains[0]} is stuck: its draw changed in {most}" if chains.size == 1 else
+             f"chains {', '.join(map(str, chains))} are stuck: their draws changed in at most {most}")
+    return (f"{which} of {transitions} transitions, so {'its' if chains.size == 1 else 'their'} draws are not a sample "
+            "of the posterior and the R-hat and ESS above count them as if they were; start "
+            f"{'it' if chains.size == 1 else 'them'} elsewhere, or take smaller steps (a higher target_accept)")
+
+
 def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, crosses, window: int) -> str:
     """What the warning says of a mode whose chains disagree: its chains, its R-hat, the chains that cross."""
     listed = ", ".join(map(str, chains))
-    text = (f"the chains fall into 1 mode (chains {listed}) and disagree within it" if n_modes == 1 else
+    text = (f"the halves of chain {listed} disagree" if n_modes == 1 and chains.size == 1 else
+            f"the chains fall into 1 mode (chains {listed}) and disagree within it" if n_modes == 1 else
             f"chains {listed} of mode {mode} disagree" if chains.size > 1 else
             f"the halves of chain {listed}, alone in mode {mode}, disagree")
     if mode_rhat is not None:
         text += f": R-hat {format_rhat(mode_rhat[mode])}"
     crossing = chains[np.asarray(crosses, dtype=bool)[chains]] if crosses is not None else np.empty(0, int)
     if crossing.size:
-        which = ("every chain crosses between places that its" if crossing.size == chains.size else
+        which = ("every chain crosses between places that its" if crossing.size == chains.size > 1 else
                  f"chain {crossing[0]} crosses between places that its" if crossing.size == 1 else
                  f"chains {', '.join(map(str, crossing))} cross between places that their")
         text += (f", and {which} own windows of {window} draws do not share: the "

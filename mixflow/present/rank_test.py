@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["rank_uniformity_finding"]
+__all__ = ["mcmc_rank_finding", "rank_finding_by_mode", "rank_uniformity_finding"]
 
 _KEPT = 8  # findings kept by their draws' content: a workflow lists a fit's findings, then its report does again
 _found: OrderedDict = OrderedDict()
@@ -49,6 +49,34 @@ def rank_uniformity_finding(draws) -> str | None:
         while len(_found) > _KEPT:
             _found.popitem(last=False)
     return finding
+
+
+def mcmc_rank_finding(tree) -> str | None:
+    """:func:`rank_finding_by_mode` of a tree's NUTS draws and their modes (``/mcmc/modes``, when recorded)."""
+    from mixflow.container.layout import MCMC, MCMC_MODES
+    from mixflow.container.read import has_group, method_draws
+
+    modes = tree[MCMC_MODES] if has_group(tree, MCMC_MODES) else {}
+    chain_mode = modes["chain_mode"].values if "chain_mode" in modes else None
+    return rank_finding_by_mode(method_draws(tree, MCMC), chain_mode)
+
+
+def rank_finding_by_mode(draws, chain_mode=None) -> str | None:
+    """:func:`rank_uniformity_finding` within each mode when the chains fall into several.
+
+    Chains in different modes are expected to rank apart, which the modes already say: the test is then made on
+    the chains of each mode that has more than one (a mode of one chain has no other to mix with).
+    """
+    if draws is None or chain_mode is None or int(np.max(chain_mode)) < 1:
+        return rank_uniformity_finding(draws)
+    chain_mode = np.asarray(chain_mode)
+    found = []
+    for mode in range(int(chain_mode.max()) + 1):
+        chains = np.flatnonzero(chain_mode == mode)
+        finding = rank_uniformity_finding(draws.isel(chain=chains)) if chains.size > 1 else None
+        if finding is not None:
+            found.append(f"within mode {mode} (chains {', '.join(map(str, chains))}), " + finding)
+    return "; ".join(found) or None
 
 
 def _content_key(draws, alpha: float) -> bytes:

@@ -27,13 +27,13 @@ from mixflow.container.layout import (
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
 from mixflow.engines.em import pairs_text
-from mixflow.engines.modes import CROSSING_WINDOW, describe_modes, left_out_modes, mode_caveats
+from mixflow.engines.modes import CROSSING_WINDOW, describe_group, left_out_modes, left_out_reason, mode_caveats
 from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import counted, format_with_sd, set_aside_runs
-from mixflow.present.rank_test import rank_uniformity_finding
+from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.present.units import ParameterUnits
 
 __all__ = ["DIAGNOSTICS", "describe", "summary", "summary_table", "summary_text"]
@@ -266,15 +266,18 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
     if int(attrs.get("n_modes", 1)) > 1 and "max_rhat_all_chains" in attrs:  # max_rhat and min_ess_* are within
         rhat = (f"max R-hat within modes {format_rhat(attrs['max_rhat'])} (over all chains "
                 f"{format_rhat(attrs['max_rhat_all_chains'])})")
-    line = (f"{attrs.get('sampler')}, {attrs.get('chains')} chains x {attrs.get('draws')} draws; {rhat}, min ESS "
-            f"bulk {attrs.get('min_ess_bulk', float('nan')):.0f} / tail {attrs.get('min_ess_tail', float('nan')):.0f}"
-            f", {attrs.get('n_divergences', 0)} divergences")
+    starts = str(attrs.get("starts", "reference"))
+    started = "" if starts == "reference" else f", started from {starts}"
+    line = (f"{attrs.get('sampler')}, {counted(int(attrs.get('chains', 0)), 'chain')} x {attrs.get('draws')} draws"
+            f"{started}; {rhat}, min ESS bulk {attrs.get('min_ess_bulk', float('nan')):.0f} / tail "
+            f"{attrs.get('min_ess_tail', float('nan')):.0f}, "
+            f"{counted(int(attrs.get('n_divergences', 0)), 'divergence')}")
     found = [f"{what} at {_first(_listed(attrs, key))}" for key, what in
              (("high_rhat", "R-hat above 1.01"), ("low_ess_bulk", "low bulk ESS"), ("low_ess_tail", "low tail ESS"))
              if _listed(attrs, key)]
     if int(attrs.get("n_divergences", 0)):
         found.append(counted(int(attrs["n_divergences"]), "divergent transition"))
-    ranks = rank_uniformity_finding(method_draws(tree, MCMC))
+    ranks = mcmc_rank_finding(tree)
     if ranks is not None:
         found.append(f"rank plots: {ranks}")
     if int(attrs.get("n_modes", 1)) > 1:
@@ -306,7 +309,7 @@ def _advi_line(tree) -> tuple[str, list[str]]:
         chain_mode, weights = modes["chain_mode"].values, modes["weight"].values
         line += f", {chain_mode.size} fits from EM's distinct optima or given starts"
         if weights.size > 1:
-            described = describe_modes(chain_mode, weights, "fits", left_out_modes(modes))
+            described = describe_group(modes, "fits")
             found.insert(0, f"the fits fall into {described} (see "
                             f"/{ADVI_MODES} and the stacked draws in /{ADVI_STACKED}; /{ADVI}/posterior holds "
                             "every fit)")
@@ -326,7 +329,7 @@ def _stacked_line(tree, modes_path: str = MCMC_MODES, method: str = "stacked", u
         line += f"; mode {dominant} dominates (weight {weights[dominant]:.3f}), the others are negligible"
     left_out = left_out_modes(modes)
     if left_out:
-        line += f"; mode(s) {', '.join(map(str, left_out))} left out of the stacking (PSIS-LOO Pareto k above 1)"
+        line += "; " + "; ".join(f"mode {m} left out of the stacking ({left_out_reason(modes, m)})" for m in left_out)
     return line, []
 
 

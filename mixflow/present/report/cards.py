@@ -25,7 +25,7 @@ from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import counted, set_aside_runs
-from mixflow.present.rank_test import rank_uniformity_finding
+from mixflow.present.rank_test import mcmc_rank_finding
 
 __all__ = ["card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values", "provenance_rows",
            "run_warnings", "selection_findings"]
@@ -420,9 +420,7 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
 
 def _rank_findings(tree) -> list[tuple[str, str]]:
     """The rank plots' uniformity test as a finding (:mod:`mixflow.present.rank_test`)."""
-    from mixflow.container.read import method_draws
-
-    found = rank_uniformity_finding(method_draws(tree, "mcmc"))
+    found = mcmc_rank_finding(tree)
     return [] if found is None else [("bad", f"MCMC rank plots: {found}.")]
 
 

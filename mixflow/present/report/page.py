@@ -19,7 +19,7 @@ import pandas as pd
 from mixflow.atomic import atomic_write
 from mixflow.container.layout import ADVI_MODES, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree, data_units, has_group
-from mixflow.engines.modes import left_out_modes
+from mixflow.engines.modes import alike_modes, left_out_modes, left_out_reason
 from mixflow.errors import InputError, InputTypeError
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
@@ -503,15 +503,16 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
     # the estimate the modes were matched against: /em's, or the MAP the samplers started from instead
     subject = ("The MAP estimate the samplers started from (EM's MLE in /em is degenerate)"
                if "reference" in tree[method].attrs else f"EM's {kind} estimate")
-    left_out = left_out_modes(modes)
+    left_out, alike = left_out_modes(modes), alike_modes(modes)
     if left_out and em_mode in left_out:
-        text = (f"{subject} lies in mode {em_mode}, which is left out of the stacking: its leave-one-out "
-                "densities are unusable (a PSIS-LOO Pareto k above 1), so how much of the posterior it holds is "
+        text = (f"{subject} lies in mode {em_mode}, which is left out of the stacking: "
+                f"{left_out_reason(modes, em_mode)}, so how much of the posterior it holds is "
                 "unknown; more draws, or chains that move, say.")
     elif left_out:
+        why = "; ".join(f"mode {m}: {left_out_reason(modes, m)}" for m in left_out)
         text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
                 f"weight of the modes stacked; mode(s) {', '.join(map(str, left_out))} were left out of the stacking "
-                "(a PSIS-LOO Pareto k above 1), so their weight, and how much of the posterior the estimate "
+                f"({why}), so their weight, and how much of the posterior the estimate "
                 "describes, are unknown; more draws, or chains that move, say.")
     elif em_mode < 0:
         reached = "sampled" if method == "mcmc" else "reached"
@@ -522,6 +523,12 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
         text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
                 "weight, about as much as the other modes together: the point estimate describes one of comparable "
                 "explanations; the stacked draws weigh them all.")
+    elif em_mode >= 0 and alike and (em_mode in alike or em_mode == int(np.argmax(weights))):
+        text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking weight, "
+                f"but modes {', '.join(map(str, sorted({int(np.argmax(weights)), *alike})))} predict the data about "
+                "as well (leave-one-out densities within two standard errors), so the data do not settle their "
+                "weights: the point estimate describes one of explanations that fit alike; the stacked draws weigh "
+                "them all.")
     elif weights[em_mode] > 0.5:
         text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
                 "weight: the point estimate describes the main mode")
