@@ -586,3 +586,43 @@ def test_an_unmet_stop_without_aitken_estimates_says_none_could_be_formed():
             _warn_about(run, EMOptions(max_iter=3), mixflow.PoissonMixture(2), [], 100.0)
         [message] = [str(w.message) for w in caught]
         assert said in message and "inf" not in message and "nan" not in message, message
+
+
+def test_a_flat_components_covariance_is_judged_positive_definite_by_cholesky_not_by_its_eigenvalues():
+    """A component on two rows of stackloss (K=3, the second of three folds): variances 6.25 and 2e-24 side by side.
+
+    Its covariance is positive definite (floored: a Cholesky factor with every diagonal entry positive), but its
+    smallest eigenvalue, 2e-24, is far below the eps x 6.5 to which eigvalsh knows it, and came out -1.3e-32: the
+    fold's fit could not be scored, and select_k failed.
+    """
+    from mixflow.families.gaussian.units import check_positive_definite, dispersion_to_working
+
+    stored = np.array([
+        [6.2500000000013936, 4.818549615456194e-28, 1.58229992187553e-28, 1.249999999999999],
+        [4.818549615456194e-28, 2.0289520593886817e-23, 1.6454556648030284e-28, 6.158791124263646e-29],
+        [1.58229992187553e-28, 1.6454556648030286e-28, 2.037609304723413e-24, 2.0224041449135242e-29],
+        [1.249999999999999, 6.158791124263646e-29, 2.0224041449135242e-29, 0.25000000000005473]])
+    assert np.all(np.diag(np.linalg.cholesky(stored)) > 0)
+    check_positive_definite("covariance", stored[None], "full")
+    check_positive_definite("covariance", dispersion_to_working("full", stored, STACKLOSS.std(axis=0)), "full")
+    indefinite = stored.copy()
+    indefinite[3, 3] = 0.2499  # below 1.25^2 / 6.25: the Schur complement negative
+    with pytest.raises(mixflow.InputError, match=r"component\(s\) \[1\]"):
+        check_positive_definite("covariance", np.stack([stored, indefinite]), "full")
+
+
+STACKLOSS = np.array([  # R's stackloss (Brownlee 1965): stack loss, air flow, water temperature, acid concentration
+    [42, 80, 27, 89], [37, 80, 27, 88], [37, 75, 25, 90], [28, 62, 24, 87], [18, 62, 22, 87], [18, 62, 23, 87],
+    [19, 62, 24, 93], [20, 62, 24, 93], [15, 58, 23, 87], [14, 58, 18, 80], [14, 58, 18, 89], [13, 58, 17, 88],
+    [11, 58, 18, 82], [12, 58, 19, 93], [8, 50, 18, 89], [7, 50, 18, 86], [8, 50, 19, 72], [8, 50, 19, 79],
+    [9, 50, 20, 80], [15, 56, 20, 82], [15, 70, 20, 91]], dtype=float)
+
+
+@pytest.mark.parametrize(("k", "n_folds"), [(3, 3), (4, 3), (4, 5)])
+def test_select_k_counts_degenerate_fold_fits_instead_of_failing_on_them(k, n_folds):
+    # 21 rows in 4 dimensions: every fold's fit at these K has a component on a few rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = mixflow.select_k(mixflow.GaussianMixture(1), STACKLOSS, ks=[k], methods=("em",), n_folds=n_folds,
+                                 random_seed=0, n_jobs=1)
+    assert table.loc[k, "cv_flagged_folds"] == n_folds and np.isfinite(table.loc[k, "cv_log_likelihood"])

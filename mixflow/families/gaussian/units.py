@@ -52,20 +52,36 @@ def to_working(covariance_type: str, params: dict, center: np.ndarray, scale: np
 def check_positive_definite(name: str, value: np.ndarray, covariance_type: str) -> None:
     """Raise a ValueError naming the components whose covariance (variance) is not positive (definite)."""
     if covariance_type in ("full", "tied"):
+        # by Cholesky, which succeeds or fails alike for a matrix and its diagonal rescalings (data and working
+        # units): the smallest eigenvalue of a graded matrix (a tight feature beside a wide one) is known only to
+        # eps of the largest, and its sign there is rounding
         matrices = value.reshape((-1,) + value.shape[-2:])
-        finite = np.isfinite(matrices).all(axis=(1, 2))
-        smallest = np.full(matrices.shape[0], np.nan)
-        if finite.any():  # one batched call: this runs for every posterior draw
-            smallest[finite] = np.linalg.eigvalsh(matrices[finite])[:, 0]
+        bad = np.flatnonzero(~_factorable(matrices))
     else:
         smallest = np.atleast_1d(value).reshape(value.shape[0] if value.ndim else 1, -1).min(axis=1)
-    bad = np.flatnonzero(~(smallest > 0))
+        bad = np.flatnonzero(~(smallest > 0))
     if bad.size:
         raise InputError(f"params[{name!r}]: expected a positive definite {name} for every component, got "
                          f"a singular or non-finite one for component(s) {bad.tolist()} in the standardised "
                          "units of the data: a variance of data near 1e-300 underflows to zero in data units "
                          "(rescale the data and fit again), or the data spread far beyond the components "
                          "(rows far from where the model was fitted)")
+
+
+def _factorable(matrices: np.ndarray) -> np.ndarray:
+    """Whether each of the (n, d, d) matrices has a finite Cholesky factor: one batched call, then one by one."""
+    try:  # one batched call: this runs for every posterior draw
+        if np.isfinite(np.linalg.cholesky(matrices)).all():
+            return np.ones(matrices.shape[0], bool)
+    except np.linalg.LinAlgError:
+        pass
+    out = np.zeros(matrices.shape[0], bool)
+    for i, matrix in enumerate(matrices):
+        try:
+            out[i] = np.isfinite(matrix).all() and np.isfinite(np.linalg.cholesky(matrix)).all()
+        except np.linalg.LinAlgError:
+            pass
+    return out
 
 
 def to_data(covariance_type: str, params: dict, center: np.ndarray, scale: np.ndarray) -> dict:
