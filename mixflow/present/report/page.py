@@ -563,8 +563,12 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
     modes = tree[modes_path]
     chain_mode = modes["chain_mode"].values
     rows = {unit: [", ".join(map(str, np.flatnonzero(chain_mode == m))) for m in modes["mode"].values]}
-    for name in ("weight", "in_stacking", "elpd_loo", "max_pareto_k", "pareto_k_threshold", "loo_reliable",
-                 "log_likelihood", "log_posterior", "max_rhat", "min_ess_bulk", "min_ess_tail", "ess_reliable"):
+    if "stuck" in modes and modes["stuck"].values.any():
+        rows[f"stuck {unit}"] = [", ".join(map(str, np.flatnonzero((chain_mode == m) & modes["stuck"].values)))
+                                 for m in modes["mode"].values]
+    for name in ("weight", "in_stacking", "elpd_loo", "elpd_diff", "elpd_diff_se", "max_pareto_k",
+                 "pareto_k_threshold", "loo_reliable", "log_likelihood", "log_posterior", "max_rhat", "min_ess_bulk",
+                 "min_ess_tail", "ess_reliable"):
         if name in modes:
             rows[name] = modes[name].values
     for index in range(modes["weights"].shape[1]):
@@ -576,7 +580,8 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
             "least half their distribution, on every parameter; "
             "<code>weight</code> is the Bayesian stacking weight of the mode's PSIS-LOO predictive densities (Yao, "
             "Vehtari and Gelman 2022; plain importance-sampling LOO for a mode of fewer than 30 draws; a mode "
-            "whose Pareto k exceeds 1, <code>in_stacking</code> False, is left out, weight 0), to be "
+            "of stuck chains, or whose Pareto k exceeds 1, <code>in_stacking</code> False, is left out, weight 0; "
+            "<code>elpd_diff</code> is its PSIS-LOO deficit to the heaviest mode, with its standard error), to be "
             "doubted where <code>loo_reliable</code> (every Pareto k at most <code>pareto_k_threshold</code>) or "
             "<code>ess_reliable</code> (bulk ESS at least 100 per chain) is False; <code>log_likelihood</code> and "
             "<code>log_posterior</code> are at the mode's "
