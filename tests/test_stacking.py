@@ -476,3 +476,11 @@ def test_the_console_says_each_finding_once():
         console.finding(level, text)
     assert console.findings_text() == "; the diagnostics: 1 problem(s), 1 warning(s)"
     assert Console(quiet=True).findings_text() == ""
+
+
+def test_chains_are_named_in_the_singular_when_one():
+    from mixflow.engines.modes import chains_text
+
+    assert chains_text("chains", np.array([3])) == "chain 3"  # plot_modes' legend said "chains 3"
+    assert chains_text("chains", np.array([0, 2])) == "chains 0, 2"
+    assert chains_text("fits", np.array([1])) == "fit 1"

@@ -47,9 +47,9 @@ from mixflow.families.scaling import scaled_std
 __all__ = ["ALIKE_GAP", "ALIKE_SE", "CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "EM_IN_MODE",
            "ESS_PER_CHAIN_MIN", "LOO_UNUSABLE_K", "MODE_OVERLAP", "MODE_RHAT", "OPTIMA_DISTANCE", "OPTIMA_GAP",
            "PSIS_MIN_DRAWS", "STARTS", "STUCK_MOVES", "alike_modes", "chain_crossings", "chain_modes", "chain_moves",
-           "check_starts", "combined_draws", "crossing_window", "describe_group", "describe_modes", "distinct_optima",
-           "left_out_modes", "left_out_reason", "loo_pointwise", "mode_caveats", "mode_groups", "mode_summaries",
-           "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
+           "chains_text", "check_starts", "combined_draws", "crossing_window", "describe_group", "describe_modes",
+           "distinct_optima", "left_out_modes", "left_out_reason", "loo_pointwise", "mode_caveats", "mode_groups",
+           "mode_summaries", "pair_overlaps", "pair_rhats", "stacking_weights", "start_points"]
 
 #: Two EM optima are distinct when some entry of their label signatures differs by more than this many
 #: (approximate) posterior sds (:func:`distinct_optima`).
@@ -312,7 +312,8 @@ def _at_mean(model, data: Data, mean: dict) -> dict:
     return {"log_likelihood": total, "log_posterior": log_posterior}
 
 
-def _mode_chains(unit: str, chains: np.ndarray) -> str:
+def chains_text(unit: str, chains: np.ndarray) -> str:
+    """``"chains 0, 2"``, ``"chain 1"`` (``unit`` plural, e.g. ``"fits"``)."""
     return f"{unit if chains.size > 1 else unit[:-1]} {', '.join(map(str, chains))}"
 
 
@@ -402,7 +403,7 @@ def mode_caveats(modes, unit: str = "chains") -> str:
             why.append(f"is left out of the stacking (weight 0): {_left_out_why(value, mode, unit)}")
         elif stuck[chains].any():
             which = chains[stuck[chains]]
-            why.append(f"holds {_mode_chains(unit, which)}, stuck (its draw changed in fewer than {STUCK_MOVES:g} of "
+            why.append(f"holds {chains_text(unit, which)}, stuck (its draw changed in fewer than {STUCK_MOVES:g} of "
                        "the transitions), whose draws are not a sample of the posterior")
         elif n_draws < PSIS_MIN_DRAWS:
             why.append(f"has {n_draws} draw{'s' * (n_draws != 1)}, fewer than the {PSIS_MIN_DRAWS} PSIS-LOO needs "
@@ -423,7 +424,7 @@ def mode_caveats(modes, unit: str = "chains") -> str:
                        + f", {below}")
             more_draws = True
         if why:
-            said.append(f"mode {mode} ({_mode_chains(unit, chains)}) " + " and ".join(why))
+            said.append(f"mode {mode} ({chains_text(unit, chains)}) " + " and ".join(why))
     alike = alike_modes(modes)
     if alike:
         top = int(np.argmax(np.asarray(modes["weight"])))

@@ -29,6 +29,7 @@ from mixflow.arguments import check_count
 from mixflow.container.layout import ADVI, ADVI_MODES, EM_ESTIMATE, MCMC, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.layout import group as layout_group
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws, parameter_names
+from mixflow.engines.modes import chains_text
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset
@@ -558,7 +559,7 @@ def plot_modes(tree, *, var_names=None, ci_prob: float | None = None, path=None,
     data = {}
     for mode, weight in enumerate(modes["weight"].values):
         chains = np.flatnonzero(chain_mode == mode)
-        label = f"mode {mode}: {unit} {', '.join(map(str, chains))}, weight {weight:.2f}"
+        label = f"mode {mode}: {chains_text(unit, chains)}, weight {weight:.2f}"
         # every mode as one chain of the same length (its draws evenly thinned), so the modes line up
         pooled = draws.isel(chain=chains).stack(sample=("chain", "draw")).transpose("sample", ...)
         keep = np.linspace(0, pooled.sizes["sample"] - 1, n_draws).round().astype(int)
