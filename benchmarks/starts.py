@@ -135,6 +135,7 @@ def cases(quick: bool) -> list[tuple]:
         ("wine K=3", G(3), wine, None),
         ("wine diag K=4", G(4, covariance="diag"), wine, None),
         ("wine tied K=3", G(3, covariance="tied"), wine, None),
+        ("wine 3 features tied K=3", G(3, covariance="tied"), wine[["alcohol", "malic_acid", "flavanoids"]], None),
         ("digits PCA-6 tied K=3", G(3, covariance="tied"), digits_pca(6), None),
         ("digits PCA-6 tied K=4", G(4, covariance="tied"), digits_pca(6), None),
         ("linnerud tied K=3", G(3, covariance="tied"), linnerud, None),

@@ -349,7 +349,7 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
             engine_options["starts"] = _em_optima(model, data, source, limit)
             from mixflow.engines.modes import OPTIMA_GAP
 
-            if len(engine_options["starts"]) == 1:
+            if len(engine_options["starts"]) == 1 and limit != 1:  # one chain takes one start whatever EM found
                 warnings.warn(f"starts='em-optima': EM's restarts reached one distinct maximum (of those that "
                               f"converged, not degenerate, within {OPTIMA_GAP:g} of the best), so every "
                               f"{'chain' if sampling == 'mcmc' else 'fit'} starts there and modes elsewhere are "

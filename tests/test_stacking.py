@@ -292,9 +292,13 @@ def test_modes_that_predict_alike_are_not_called_negligible():
     assert describe_modes(modes["chain_mode"], modes["weight"], alike=[1]) == (
         "2 modes (chains 0, 2, 3 | 1; stacking weights 1.00, 0.00)")
     assert mode_caveats(modes) == (
-        "the stacking weights are uncertain: mode 0's leave-one-out predictive density exceeds mode 1 by 0.77 (se "
-        "1.11), within 2 standard errors: the data do not tell these modes apart, so their weights could lie anywhere "
-        "between 0 and 1 (any mix of them predicts about as well)")
+        "the stacking weights are uncertain: mode 0's leave-one-out predictive density differs from mode 1's by 0.77 "
+        "(se 1.11, mode 0 higher), within 2 standard errors: the data hardly tell these modes apart, so their weights "
+        "are loosely determined (a mix of them predicts about as well)")
+    # a lighter mode that predicts better, within 2 standard errors, is alike too; beyond them it is not
+    assert alike_modes({**modes, "elpd_diff": np.array([0.0, -0.5])}) == [1]
+    assert "mode 1 higher" in mode_caveats({**modes, "elpd_diff": np.array([0.0, -0.5])})
+    assert alike_modes({**modes, "elpd_diff": np.array([0.0, -3.0])}) == []
     # a deficit beyond 2 standard errors, or near-even weights, claim nothing the data do not support
     assert alike_modes({**modes, "elpd_diff": np.array([0.0, 2.3])}) == []
     assert alike_modes({**modes, "weight": np.array([0.55, 0.45])}) == []
@@ -358,7 +362,7 @@ def test_caveats_name_a_large_pareto_k_and_a_small_ess():
              "min_ess_bulk": np.array([1.3, 900.0, 2.1]), "ess_reliable": np.array([False, True, False])}
     assert mode_caveats(modes) == (
         "the stacking weights are uncertain: mode 0 (chain 0) has a PSIS-LOO Pareto k up to 1.96, above 0.60 for its "
-        "300 draws and a bulk ESS of 1.3, below 100; mode 2 (chain 2) a bulk ESS of 2.1, below 100; more draws "
+        "300 draws and has a bulk ESS of 1.3, below 100; mode 2 (chain 2) has a bulk ESS of 2.1, below 100; more draws "
         "settle them")
     assert "fit 0" in mode_caveats(modes, "fits")
     one = {name: value[:1] for name, value in modes.items()}
@@ -389,7 +393,7 @@ def test_a_mode_whose_loo_is_unusable_is_left_out_of_the_stacking():
     assert mode_caveats(modes) == (
         "the stacking weights are uncertain: mode 1 (chain 3) is left out of the stacking (weight 0): its PSIS-LOO "
         "Pareto k of 3.43 is above 1, where its leave-one-out densities have no finite mean (the draws of a chain "
-        "stuck or barely moving, typically) and a bulk ESS of 1.4, below 100; more draws settle them")
+        "stuck or barely moving, typically) and has a bulk ESS of 1.4, below 100; more draws settle them")
     recorded_before = {name: value for name, value in modes.items() if name != "in_stacking"}
     assert left_out_modes(recorded_before) == [] and "left out" not in mode_caveats(recorded_before)
 
@@ -449,7 +453,7 @@ def test_a_mode_left_out_is_never_called_negligible():
 
     chain_mode, weights = np.array([0, 0, 0, 1]), np.array([1.0, 0.0])
     assert describe_modes(chain_mode, weights, left_out=[1]) == (
-        "2 modes (chains 0, 1, 2 | 3; stacking weights 1.00, 0.00); mode(s) 1 left out of the stacking")
+        "2 modes (chains 0, 1, 2 | 3; stacking weights 1.00, 0.00); mode 1 left out of the stacking")
     assert describe_modes(chain_mode, weights).endswith("mode 0 carries 1.000 of the weight, the others are negligible")
 
     def tree(em_mode, in_stacking):
@@ -459,7 +463,7 @@ def test_a_mode_left_out_is_never_called_negligible():
 
     said = modes_sentence(tree(0, [True, False]))
     assert said == ("EM's MLE estimate lies in mode 0, which carries 100% of the stacking weight of the modes "
-                    "stacked; mode(s) 1 were left out of the stacking (mode 1: its leave-one-out densities are "
+                    "stacked; mode 1 was left out of the stacking (mode 1: its leave-one-out densities are "
                     "unusable, with no PSIS-LOO Pareto shape or one above 1), so their weight, and how much of the "
                     "posterior the estimate describes, are unknown; more draws, or chains that move, say.")
     assert "negligible" not in said and "main mode" not in said

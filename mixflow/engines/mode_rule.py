@@ -259,7 +259,8 @@ def describe_modes(chain_mode: np.ndarray, weights: np.ndarray, unit: str = "cha
     groups = " | ".join(", ".join(str(c) for c in np.flatnonzero(chain_mode == m)) for m in range(n_modes))
     text = f"{n_modes} modes ({unit} {groups}; stacking weights {', '.join(f'{w:.2f}' for w in weights)})"
     if len(left_out):
-        text += f"; mode(s) {', '.join(map(str, left_out))} left out of the stacking"
+        text += (f"; mode{'s' * (len(left_out) > 1)} {', '.join(map(str, left_out))} left out of the "
+                 "stacking")
     elif weights.max() > DOMINANT_WEIGHT and not len(alike):
         text += (f"; mode {int(np.argmax(weights))} carries {weights.max():.3f} of the weight, the others are "
                  "negligible")

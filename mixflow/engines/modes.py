@@ -357,7 +357,7 @@ def alike_modes(modes) -> list[int]:
     weights = np.asarray(modes["weight"], float)
     kept = np.asarray(modes["in_stacking"], bool) if "in_stacking" in modes else np.ones(diff.size, bool)
     top = int(np.argmax(weights))
-    return [int(m) for m in range(diff.size) if m != top and kept[m] and diff[m] <= ALIKE_SE * se[m]
+    return [int(m) for m in range(diff.size) if m != top and kept[m] and abs(diff[m]) <= ALIKE_SE * se[m]
             and weights[top] - weights[m] > ALIKE_GAP]
 
 
@@ -420,7 +420,7 @@ def mode_caveats(modes, unit: str = "chains") -> str:
         if not value["ess_reliable"][mode] and not stuck[chains].any():
             ess, least = value["min_ess_bulk"][mode], ESS_PER_CHAIN_MIN * chains.size
             below = f"below {least}" + (f" ({ESS_PER_CHAIN_MIN} per {unit[:-1]})" if chains.size > 1 else "")
-            why.append((f"a bulk ESS of {ess:.1f}" if np.isfinite(ess) else "no bulk ESS (too few draws)")
+            why.append((f"has a bulk ESS of {ess:.1f}" if np.isfinite(ess) else "no bulk ESS (too few draws)")
                        + f", {below}")
             more_draws = True
         if why:
@@ -429,10 +429,11 @@ def mode_caveats(modes, unit: str = "chains") -> str:
     if alike:
         top = int(np.argmax(np.asarray(modes["weight"])))
         diff, se = np.asarray(modes["elpd_diff"], float), np.asarray(modes["elpd_diff_se"], float)
-        pairs = ", ".join(f"mode {m} by {diff[m]:.2f} (se {se[m]:.2f})" for m in alike)
-        said.append(f"mode {top}'s leave-one-out predictive density exceeds {pairs}, within {ALIKE_SE:g} standard "
-                    "errors: the data do not tell these modes apart, so their weights could lie anywhere between 0 "
-                    "and 1 (any mix of them predicts about as well)")
+        pairs = ", ".join(f"mode {m}'s by {abs(diff[m]):.2f} (se {se[m]:.2f}, "
+                          f"{'mode ' + str(top) if diff[m] >= 0 else 'mode ' + str(m)} higher)" for m in alike)
+        said.append(f"mode {top}'s leave-one-out predictive density differs from {pairs}, within {ALIKE_SE:g} "
+                    "standard errors: the data hardly tell these modes apart, so their weights are loosely determined "
+                    "(a mix of them predicts about as well)")
     if not said:
         return ""
     ending = ("; more draws settle them" if more_draws else "") + (

@@ -115,7 +115,7 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
         notes.append(f"mode{'s' * (len(singles) > 1)} {', '.join(map(str, singles))} "
                      f"{'hold one chain each' if len(singles) > 1 else 'holds one chain'}: the R-hat within "
                      f"{'them' if len(singles) > 1 else 'it'} compares a chain's halves, which cannot show whether "
-                     "other chains started there would agree (more chains, or starts='em-optima', give a mode several)")
+                     "other chains started there would agree")
     if stuck is not None and np.any(stuck) and n_modes == 1:
         notes.append(_stuck(np.flatnonzero(stuck), np.asarray(moves), posterior.sizes["draw"] - 1))
     if chain_mode is not None and not window and (n_modes > 1 or flags["high_rhat"]):

@@ -508,10 +508,11 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
         text = (f"{subject} lies in mode {em_mode}, which is left out of the stacking: "
                 f"{left_out_reason(modes, em_mode)}, so how much of the posterior it holds is "
                 "unknown; more draws, or chains that move, say.")
-    elif left_out:
+    elif left_out and em_mode >= 0:
         why = "; ".join(f"mode {m}: {left_out_reason(modes, m)}" for m in left_out)
         text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
-                f"weight of the modes stacked; mode(s) {', '.join(map(str, left_out))} were left out of the stacking "
+                f"weight of the modes stacked; mode{'s' * (len(left_out) > 1)} {', '.join(map(str, left_out))} "
+                f"{'were' if len(left_out) > 1 else 'was'} left out of the stacking "
                 f"({why}), so their weight, and how much of the posterior the estimate "
                 "describes, are unknown; more draws, or chains that move, say.")
     elif em_mode < 0:
@@ -527,7 +528,7 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
         text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking weight, "
                 f"but modes {', '.join(map(str, sorted({int(np.argmax(weights)), *alike})))} predict the data about "
                 "as well (leave-one-out densities within two standard errors), so the data do not settle their "
-                "weights: the point estimate describes one of explanations that fit alike; the stacked draws weigh "
+                "weights: the point estimate describes one of the explanations that fit alike; the stacked draws weigh "
                 "them all.")
     elif weights[em_mode] > 0.5:
         text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
