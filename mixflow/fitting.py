@@ -25,6 +25,7 @@ from mixflow.engines.em import EMOptions, fit_em, fit_prepared
 from mixflow.engines.em_chunked import chunked_predictions, prepare_chunked
 from mixflow.engines.em_steps import check_densities, e_step
 from mixflow.engines.kmeans import SCALABLE_KMEANS
+from mixflow.engines.modes import OPTIMA_GAP, distinct_optima
 from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.errors import InputError, InputTypeError
@@ -347,8 +348,6 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
             # a chain per optimum, cycled, for NUTS; an ADVI fit from every distinct optimum
             limit = engine_options.get("chains", 4) if sampling == "mcmc" else None
             engine_options["starts"] = _em_optima(model, data, source, limit)
-            from mixflow.engines.modes import OPTIMA_GAP
-
             if len(engine_options["starts"]) == 1 and limit != 1:  # one chain takes one start whatever EM found
                 warnings.warn(f"starts='em-optima': EM's restarts reached one distinct maximum (of those that "
                               f"converged, not degenerate, within {OPTIMA_GAP:g} of the best), so every "
@@ -506,8 +505,6 @@ def _units(units, data, features) -> dict:
 
 def _em_optima(model, validated, result: xr.DataTree, chains: int | None) -> list[dict]:
     """The distinct maxima EM's converged, non-degenerate restarts reached (see ``distinct_optima``)."""
-    from mixflow.engines.modes import distinct_optima
-
     stats = result[EM_SAMPLE_STATS]
     names = [name for name in result[EM_ESTIMATE].data_vars if f"optimum_{name}" in stats.data_vars]
     if len(names) != len(result[EM_ESTIMATE].data_vars):

@@ -45,8 +45,8 @@ import xarray as xr
 from scipy.sparse.csgraph import connected_components
 
 __all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "ESS_PER_CHAIN_MIN", "MODE_OVERLAP", "MODE_RHAT",
-           "STUCK_MOVES", "chain_crossings", "chain_modes", "chain_moves", "crossing_window", "describe_modes",
-           "pair_overlaps", "pair_rhats", "convergence", "extremes", "rhat_within"]
+           "STUCK_MOVES", "chain_crossings", "chain_modes", "chain_moves", "chains_text", "crossing_window",
+           "describe_modes", "pair_overlaps", "pair_rhats", "convergence", "extremes", "rhat_within", "stuck_text"]
 
 #: Chains whose pair R-hat is below this on every parameter are linked.
 MODE_RHAT = 1.1
@@ -99,6 +99,23 @@ def chain_moves(draws: dict) -> np.ndarray:
     if columns.shape[1] < 2:
         return np.ones(columns.shape[0])
     return np.any(np.diff(columns, axis=1) != 0, axis=2).mean(axis=1)
+
+
+def chains_text(unit: str, chains: np.ndarray) -> str:
+    """``"chains 0, 2"``, ``"chain 1"`` (``unit`` plural, e.g. ``"fits"``)."""
+    return f"{unit if chains.size > 1 else unit[:-1]} {', '.join(map(str, chains))}"
+
+
+def stuck_text(subject: str, chains: np.ndarray, moves: np.ndarray, transitions: int) -> str:
+    """``"<subject> is stuck: its draw changed in 0 of 499 transitions"`` of stuck ``chains`` (:data:`STUCK_MOVES`).
+
+    Several chains: ``"<subject> are stuck: their draws changed in at most ..."``; ``moves`` is :func:`chain_moves`
+    of every chain, ``transitions`` each chain's (its draws less one).
+    """
+    most = int(np.round(np.asarray(moves)[chains].max() * transitions))
+    if chains.size == 1:
+        return f"{subject} is stuck: its draw changed in {most} of {transitions} transitions"
+    return f"{subject} are stuck: their draws changed in at most {most} of {transitions} transitions"
 
 
 def pair_rhats(draws: dict) -> np.ndarray:

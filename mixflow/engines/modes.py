@@ -31,12 +31,14 @@ from mixflow.engines.mode_rule import (
     chain_crossings,
     chain_modes,
     chain_moves,
+    chains_text,
     convergence,
     crossing_window,
     describe_modes,
     extremes,
     pair_overlaps,
     pair_rhats,
+    stuck_text,
 )
 from mixflow.engines.sampling_diagnostics import format_above
 from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, loo_pointwise, stacking_weights
@@ -297,7 +299,8 @@ _MODE_ATTRS = {
     "ess_reliable": f"smallest bulk ESS within the mode at least {ESS_PER_CHAIN_MIN} per chain; False: too few "
                     "effective draws to trust the mode's summaries and its weight",
     "elpd_diff": "the mode's PSIS-LOO deficit to the heaviest mode, with its standard error elpd_diff_se; within "
-                 f"{ALIKE_SE:g} standard errors the data do not tell the two apart, and no mode is said to dominate",
+                 f"{ALIKE_SE:g} standard errors either way, with weights more than {ALIKE_GAP:g} apart, the data "
+                 "hardly tell the two apart, and no mode is said to dominate",
     "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
     "log_likelihood": "log-likelihood (frequency weights applied) at the mode's posterior mean",
 }
@@ -312,20 +315,14 @@ def _at_mean(model, data: Data, mean: dict) -> dict:
     return {"log_likelihood": total, "log_posterior": log_posterior}
 
 
-def chains_text(unit: str, chains: np.ndarray) -> str:
-    """``"chains 0, 2"``, ``"chain 1"`` (``unit`` plural, e.g. ``"fits"``)."""
-    return f"{unit if chains.size > 1 else unit[:-1]} {', '.join(map(str, chains))}"
-
-
 def _left_out_why(value: dict, mode: int, unit: str) -> str:
     """Why ``mode`` was left out of the stacking (:func:`_stacking`), for :func:`mode_caveats`."""
     chains = np.flatnonzero(value["chain_mode"] == mode)
     if "stuck" in value and value["stuck"][chains].all():
-        most = int(np.round(value["moves"][chains].max() * (value["n_draws"][mode] / chains.size - 1)))
-        its = (f"its {unit[:-1]} is stuck: its draw changed in {most}" if chains.size == 1 else
-               f"its {unit} are stuck: their draws changed in at most {most}")
-        return (f"{its} of {int(value['n_draws'][mode] // chains.size) - 1} transitions, so its draws are not a "
-                "sample of the posterior")
+        subject = f"its {unit[:-1]}" if chains.size == 1 else f"its {unit}"
+        transitions = int(value["n_draws"][mode] // chains.size) - 1
+        return (f"{stuck_text(subject, chains, value['moves'], transitions)}, so its draws are not a sample of the "
+                "posterior")
     if np.isnan(value["max_pareto_k"][mode]):
         return ("PSIS-LOO found no Pareto shape for its draws (its largest importance ratios are equal: draws "
                 "stuck on a few values), so its leave-one-out densities are close to its in-sample ones")
@@ -347,7 +344,8 @@ def alike_modes(modes) -> list[int]:
 
     A mode whose LOO density is within :data:`ALIKE_SE` standard errors of the heaviest mode's predicts the data
     as well: stacking then picks among densities that do not differ beyond their noise, and a Bayesian
-    bootstrap of the rows moves their weights anywhere between 0 and 1. Said where the weights differ by more
+    bootstrap of the rows moves their weights widely (the data determine them loosely). Said where the weights
+    differ by more
     than :data:`ALIKE_GAP` (one mode called the main one, or dominant); near-even weights of modes that
     predict alike (mirror images, say) claim nothing the data do not support. Empty where not recorded.
     """

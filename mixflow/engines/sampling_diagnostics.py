@@ -14,10 +14,12 @@ from mixflow.engines.mode_rule import (
     CROSSING_WINDOW,
     ESS_PER_CHAIN_MIN,
     chain_crossings,
+    chains_text,
     convergence,
     crossing_window,
     describe_modes,
     extremes,
+    stuck_text,
 )
 from mixflow.warnings import SamplingWarning
 
@@ -139,10 +141,8 @@ _NOT_JUDGED = (f"whether chains cross between places was not judged (it needs at
 
 def _stuck(chains: np.ndarray, moves: np.ndarray, transitions: int) -> str:
     """What the warning says of stuck chains (:data:`mixflow.engines.mode_rule.STUCK_MOVES`)."""
-    most = int(np.round(moves[chains].max() * transitions))
-    which = (f"chain {chains[0]} is stuck: its draw changed in {most}" if chains.size == 1 else
-             f"chains {', '.join(map(str, chains))} are stuck: their draws changed in at most {most}")
-    return (f"{which} of {transitions} transitions, so {'its' if chains.size == 1 else 'their'} draws are not a sample "
+    which = stuck_text(chains_text("chains", chains), chains, moves, transitions)
+    return (f"{which}, so {'its' if chains.size == 1 else 'their'} draws are not a sample "
             "of the posterior and the R-hat and ESS above count them as if they were; start "
             f"{'it' if chains.size == 1 else 'them'} elsewhere, or take smaller steps (a higher target_accept)")
 
