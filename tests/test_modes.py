@@ -1,5 +1,6 @@
 """Modes of a multimodal posterior: found by the pair R-hat and overlap rule, weighted by stacking, combined, said."""
 
+import re
 import warnings
 
 import numpy as np
@@ -443,6 +444,58 @@ def test_chains_that_cross_are_read_from_the_container_by_the_report_and_the_sum
     assert "chains that cross" not in _mcmc_convergence(tree) and not any("moves" in i for i in _mcmc_line(tree)[1])
 
 
+def test_the_report_names_the_mode_whose_chains_disagree_or_one_chains_halves(map_fit):
+    from mixflow.present.report.cards import _mcmc_convergence, _mcmc_findings
+
+    rng = np.random.default_rng(0)
+    tree = map_fit[3].copy()
+    estimate = tree["em/estimate"].to_dataset()
+    posterior = xr.Dataset({name: (("chain", "draw", *value.dims), np.broadcast_to(value.values, (3, 100, *value.shape))
+                                   + 0.01 * rng.standard_normal((3, 100, *value.shape)))
+                            for name, value in estimate.data_vars.items()}, coords=estimate.coords)
+    tree["mcmc"] = xr.DataTree(xr.Dataset(attrs={
+        "method": "nuts", "sampler": "pymc", "chains": 3, "draws": 100, "max_rhat": 1.08, "min_ess_bulk": 500.0,
+        "min_ess_tail": 450.0, "n_divergences": 0, "n_modes": 2, "max_rhat_all_chains": 1.9,
+        "high_rhat": '["weights[0] in mode 1"]', "low_ess_bulk": "[]", "low_ess_tail": "[]"}))
+    tree["mcmc/posterior"] = posterior
+    tree["mcmc/modes"] = xr.Dataset({"weight": (("mode",), np.array([0.7, 0.3])),
+                                     "chain_mode": (("chain",), np.array([0, 1, 0])),
+                                     "max_rhat": (("mode",), np.array([1.002, 1.08]))})
+    said = [text for level, text in _mcmc_findings(_mcmc_convergence(tree)) if level == "bad"]
+    assert said == ["MCMC: max R-hat within a mode 1.080 > 1.01: the halves of chain 1, alone in mode 1, disagree: "
+                    "R-hat 1.080."]
+    tree["mcmc/modes"] = tree["mcmc/modes"].to_dataset().assign(chain_mode=("chain", np.array([1, 1, 0])),
+                                                                max_rhat=("mode", np.array([1.002, 1.05])))
+    said = [text for level, text in _mcmc_findings(_mcmc_convergence(tree)) if level == "bad"]
+    assert said == ["MCMC: max R-hat within a mode 1.080 > 1.01: chains 0, 1 of mode 1 disagree: R-hat 1.050."]
+
+
+def test_the_report_marks_the_loo_figures_of_a_mode_left_out(map_fit):
+    rng = np.random.default_rng(0)
+    tree = map_fit[3].copy()
+    estimate = tree["em/estimate"].to_dataset()
+    posterior = xr.Dataset({name: (("chain", "draw", *value.dims), np.broadcast_to(value.values, (2, 100, *value.shape))
+                                   + 0.01 * rng.standard_normal((2, 100, *value.shape)))
+                            for name, value in estimate.data_vars.items()}, coords=estimate.coords)
+    tree["mcmc"] = xr.DataTree(xr.Dataset(attrs={"method": "nuts", "chains": 2, "draws": 100, "n_modes": 2}))
+    tree["mcmc/posterior"] = posterior
+    modes = xr.Dataset({"chain_mode": ("chain", np.array([0, 1])), "stuck": ("chain", np.array([False, True])),
+                        "weight": ("mode", np.array([1.0, 0.0])), "in_stacking": ("mode", np.array([True, False])),
+                        "elpd_loo": ("mode", np.array([-250.0, -240.0])), "elpd_diff": ("mode", np.array([0.0, -10.0])),
+                        "elpd_diff_se": ("mode", np.array([0.0, 2.0])),
+                        "weights": (("mode", "component"), np.array([[0.6, 0.4], [0.6, 0.4]]))},
+                       coords={"mode": [0, 1], "component": estimate["component"].values})
+    tree["mcmc/modes"] = modes
+    section, _ = _modes_section(tree)
+    cells = re.findall(r"<td>([^<]*)</td>", section)
+    assert cells[cells.index("True") + 1:cells.index("True") + 4] == ["-250.0", "0", "0"]
+    assert cells[cells.index("False") + 1:cells.index("False") + 4] == ["-240.0 *", "-10.00 *", "2.000 *"]
+    assert "* marks the leave-one-out figures of a mode left out" in section
+    tree["mcmc/modes"] = modes.assign(in_stacking=("mode", np.array([True, True])))
+    section, _ = _modes_section(tree)
+    assert "-10.00" in re.findall(r"<td>([^<]*)</td>", section) and "* marks" not in section
+
+
 def test_select_k_reports_each_k_modes(monkeypatch):
     real_fit = mixflow.fitting.fit
     rng = np.random.default_rng(1)
@@ -465,8 +518,8 @@ def test_select_k_reports_each_k_modes(monkeypatch):
     table = mixflow.select_k(mixflow.GaussianMixture(1), x, ks=(1, 2), methods=("map", "mcmc"), n_folds=None,
                              random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, progress=messages.append)
     assert table["n_modes"].tolist() == [1, 2] and table["stacked_over_modes"].tolist() == [False, True]
-    assert messages[-1].startswith("K=2, NUTS: 2 modes, chain 0 crosses between places, 0 divergence(s)")
-    assert messages[-3].startswith("K=1, NUTS: 0 divergence(s)")  # no modes group: nothing to say
+    assert messages[-1].startswith("K=2, NUTS: 2 modes, chain 0 crosses between places, 0 divergences")
+    assert messages[-3].startswith("K=1, NUTS: 0 divergences")  # no modes group: nothing to say
 
 
 @pytest.mark.slow
@@ -589,11 +642,11 @@ def test_plot_modes_names_a_bad_method_and_a_result_without_its_modes(map_fit):
 
 
 def test_a_mode_of_one_chain_that_disagrees_is_said_by_its_halves():
-    from mixflow.engines.sampling_diagnostics import _disagreeing_mode
+    from mixflow.engines.sampling_diagnostics import disagreeing_mode
 
-    assert _disagreeing_mode(1, 2, np.array([3]), np.array([1.0, 1.05]), None, 200) == (
+    assert disagreeing_mode(1, 2, np.array([3]), np.array([1.0, 1.05]), None, 200) == (
         "the halves of chain 3, alone in mode 1, disagree: R-hat 1.050")
-    assert _disagreeing_mode(0, 2, np.array([0, 2]), np.array([1.05, 1.0]), None, 200).startswith(
+    assert disagreeing_mode(0, 2, np.array([0, 2]), np.array([1.05, 1.0]), None, 200).startswith(
         "chains 0, 2 of mode 0 disagree: R-hat 1.050")
 
 

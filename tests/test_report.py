@@ -453,3 +453,13 @@ def test_the_data_summary_counts_each_row_by_its_weight_and_gives_the_sample_sd(
     assert float(cells[0]) == pytest.approx(expanded.mean(), rel=1e-3)  # mean, sd, min, median, max
     assert float(cells[1]) == pytest.approx(expanded.std(ddof=1), rel=1e-3)
     assert float(cells[3]) == pytest.approx(np.median(expanded))  # 1.0, where the rows' median is 6.0
+
+
+def test_a_report_of_one_chain_has_no_rank_plot_and_counts_one_chain(tmp_path):
+    from mixflow.present.report.cards import _mcmc_rows
+
+    tree = make_container(("em", "mcmc"), chains=1, draws=30)
+    text = report(tree, tmp_path / "one.html").read_text(encoding="utf-8")
+    assert 'id="plot-trace"' in text and 'id="plot-rank"' not in text  # a rank plot compares chains
+    assert "could not be drawn" not in text and "InputError" not in text
+    assert dict(_mcmc_rows(tree))["draws"] == "1 chain x 30 draws"

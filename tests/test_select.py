@@ -250,7 +250,7 @@ def test_mcmc_diagnostics_of_every_k_are_columns_and_its_warnings_name_the_k(two
                          n_folds=None, random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, progress=messages.append)
     assert messages[0] == "EM (MAP): fitting K in [1, 2]"
     assert messages[1].startswith("K=1, EM (MAP): log-likelihood ") and messages[3] == "K=1, NUTS: sampling"
-    assert messages[-1] == "K=2, NUTS: 1 divergence(s), worst R-hat 1.040, smallest bulk / tail ESS 250 / 200"
+    assert messages[-1] == "K=2, NUTS: 1 divergence, worst R-hat 1.040, smallest bulk / tail ESS 250 / 200"
     assert list(table["max_rhat"]) == pytest.approx([1.02, 1.04])
     assert list(table["min_ess_bulk"]) == pytest.approx([500.0, 250.0])
     assert list(table["min_ess_tail"]) == pytest.approx([400.0, 200.0])

@@ -108,7 +108,7 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
         flagged = _flagged(within[0], lambda v: v > RHAT_MAX)
         flags["high_rhat"] += [name + tag for name in flagged]
         if flagged and chain_mode is not None:
-            disagreeing.append(_disagreeing_mode(mode, n_modes, chains, mode_rhat, crosses, window))
+            disagreeing.append(disagreeing_mode(mode, n_modes, chains, mode_rhat, crosses, window))
         flags["low_ess_bulk"] += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least)]
         flags["low_ess_tail"] += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least)]
     notes = [caveats] if caveats else []
@@ -147,7 +147,7 @@ def _stuck(chains: np.ndarray, moves: np.ndarray, transitions: int) -> str:
             f"{'it' if chains.size == 1 else 'them'} elsewhere, or take smaller steps (a higher target_accept)")
 
 
-def _disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, crosses, window: int) -> str:
+def disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, crosses, window: int) -> str:
     """What the warning says of a mode whose chains disagree: its chains, its R-hat, the chains that cross."""
     listed = ", ".join(map(str, chains))
     text = (f"the halves of chain {listed} disagree" if n_modes == 1 and chains.size == 1 else

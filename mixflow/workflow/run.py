@@ -20,6 +20,7 @@ from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError, Interrupted, is_termination
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
+from mixflow.present.numbers import counted
 from mixflow.warnings import ADVIDivergenceError
 from mixflow.workflow.config import Workflow, read_workflow
 from mixflow.workflow.console import Console
@@ -78,8 +79,8 @@ def _fit_all(workflow: Workflow, model, data, weights, progress):
         if method in workflow.methods:
             name = _METHOD_NAMES[method]
             options = {"progressbar": False, **workflow.methods[method]}  # one display: ours
-            what = (f"{options.get('chains', 4)} chains x {options.get('draws', 1000)} draws" if method == "mcmc"
-                    else options.get("variant", "meanfield"))
+            what = (counted(int(options.get("chains", 4)), "chain") + f" x {options.get('draws', 1000)} draws"
+                    if method == "mcmc" else options.get("variant", "meanfield"))
             progress(f"  {name}: running ({what})")
             with progress.during(f"K={k}, {name}"):
                 tree = fit(model, data, method=method, weights=weights, tree=tree, **options)
@@ -104,9 +105,10 @@ def em_result(attrs) -> str:
 def mcmc_result(attrs) -> str:
     """NUTS's result in one line: time, divergences, worst R-hat, smallest ESS."""
     rhat = attrs.get("max_rhat", float("nan"))
-    return (f"{attrs.get('chains', '?')} chains x {attrs.get('draws', '?')} draws in "
-            f"{attrs.get('wall_time', 0):.1f} s, "
-            f"{attrs.get('n_divergences', 0)} divergence(s), worst R-hat "
+    chains = attrs.get("chains")
+    return ((counted(int(chains), "chain") if chains is not None else "? chains")
+            + f" x {attrs.get('draws', '?')} draws in {attrs.get('wall_time', 0):.1f} s, "
+            + counted(int(attrs.get("n_divergences", 0)), "divergence") + ", worst R-hat "
             + ("n/a (one chain)" if rhat != rhat else format_rhat(rhat))
             + f", smallest bulk ESS {attrs.get('min_ess_bulk', float('nan')):.0f}")
 

@@ -22,7 +22,7 @@ from mixflow.container.layout import (
 from mixflow.container.read import available_methods, has_group
 from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
-from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
+from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import counted, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
@@ -67,6 +67,12 @@ def _mcmc_convergence(tree) -> dict:
             # with several modes the sampler's own figures are within them (its *_all_chains: over all chains)
             out["max R-hat within modes"] = float(attrs["max_rhat"])
             out["min bulk ESS within modes"] = float(attrs["min_ess_bulk"])
+            modes = tree[group(MCMC, "modes")] if has_group(tree, group(MCMC, "modes")) else None
+            if modes is not None and {"chain_mode", "max_rhat"} <= set(modes.data_vars):
+                chain_mode, rhat = modes["chain_mode"].values, modes["max_rhat"].values
+                out["modes that disagree"] = [  # which chains: a mode's own, or one chain's halves
+                    disagreeing_mode(mode, out["modes"], np.flatnonzero(chain_mode == mode), rhat, None, 0)
+                    for mode in range(rhat.size) if rhat[mode] > RHAT_MAX]
         return out
     if draws.sizes["chain"] > 1:
         out["max R-hat"] = float(arviz_stats.rhat(draws).to_array().max())
@@ -145,7 +151,7 @@ def _bootstrap_rows(attrs) -> list[tuple[str, object]]:
 def _mcmc_rows(tree) -> list[tuple[str, object]]:
     attrs, summary = tree["mcmc"].attrs, _mcmc_convergence(tree)
     rows = [("sampler", f"NUTS ({attrs.get('sampler', 'pymc')})"),
-            ("draws", f"{summary['chains']} chains x {summary['draws per chain']} draws"
+            ("draws", f"{counted(summary['chains'], 'chain')} x {summary['draws per chain']} draws"
                       + (f" after {attrs['tune']} tuning steps" if "tune" in attrs else ""))]
     if "wall_time" in attrs:
         rows.append(("wall time", duration(attrs["wall_time"]) + " (compilation and sampling)"))
@@ -402,8 +408,8 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
                                  "all chains."))
         if summary["max R-hat within modes"] > 1.01:
             worst = format_rhat(summary["max R-hat within modes"])
-            findings.append(("bad", f"MCMC: max R-hat within a mode {worst} > 1.01: chains of one mode disagree."
-                                    + crossing))
+            which = "; ".join(summary.get("modes that disagree") or ["chains of one mode disagree"])
+            findings.append(("bad", f"MCMC: max R-hat within a mode {worst} > 1.01: {which}." + crossing))
     elif summary.get("max R-hat", 1.0) > 1.01:
         findings.append(("bad", f"MCMC: max R-hat {format_rhat(summary['max R-hat'])} > 1.01: chains disagree "
                                 + ("(they fall into 1 mode)." + crossing if crossing else

@@ -407,7 +407,8 @@ def _report_plots(tree, selection, ci_prob) -> list[tuple[str, object, str]]:
         traced, caption = _traced(tree)
         if traced:
             wanted.append(("trace", lambda: plots.plot_trace(tree, var_names=traced), caption))
-        wanted.append(("rank", lambda: plots.plot_rank(tree), "MCMC rank plots: flat when the chains mix well."))
+        if tree["mcmc/posterior"].sizes["chain"] > 1:  # a rank plot compares chains
+            wanted.append(("rank", lambda: plots.plot_rank(tree), "MCMC rank plots: flat when the chains mix well."))
     wanted += [("ppc", lambda: plots.plot_ppc(tree),
                 "Predictive check: replicated data sets against the observed data, per feature."),
                ("convergence", lambda: plots.plot_convergence(tree),
@@ -572,6 +573,11 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
                  "min_ess_tail", "ess_reliable"):
         if name in modes:
             rows[name] = modes[name].values
+    left_out = [not kept for kept in modes["in_stacking"].values] if "in_stacking" in modes else []
+    for name in ("elpd_loo", "elpd_diff", "elpd_diff_se"):  # a left-out mode's LOO figures are marked, not compared
+        if name in rows and any(left_out):
+            rows[name] = [format_number(value, digits=4) + (" *" if out else "")
+                          for value, out in zip(rows[name], left_out, strict=True)]
     for index in range(modes["weights"].shape[1]):
         rows[f"weights[{index}]"] = modes["weights"].values[:, index]
     table = pd.DataFrame(rows, index=pd.Index(modes["mode"].values, name="mode"))
@@ -582,7 +588,10 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
             "<code>weight</code> is the Bayesian stacking weight of the mode's PSIS-LOO predictive densities (Yao, "
             "Vehtari and Gelman 2022; plain importance-sampling LOO for a mode of fewer than 30 draws; a mode "
             "of stuck chains, or whose Pareto k exceeds 1, <code>in_stacking</code> False, is left out, weight 0; "
-            "<code>elpd_diff</code> is its PSIS-LOO deficit to the heaviest mode, with its standard error), to be "
+            "<code>elpd_diff</code> is its PSIS-LOO deficit to the heaviest mode, with its standard error"
+            + ("; * marks the leave-one-out figures of a mode left out, which rest on draws that are no sample of "
+               "the posterior or on unusable importance weights and say nothing of how the mode predicts"
+               if any(left_out) and "elpd_loo" in rows else "") + "), to be "
             "doubted where <code>loo_reliable</code> (every Pareto k at most <code>pareto_k_threshold</code>) or "
             "<code>ess_reliable</code> (bulk ESS at least 100 per chain) is False; <code>log_likelihood</code> and "
             "<code>log_posterior</code> are at the mode's "
