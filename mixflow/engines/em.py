@@ -80,6 +80,8 @@ TRANSFER_CONTINUED = 3  # local moves continued to convergence per round, the be
 SPLIT_MERGE_CONTINUED = 1  # split-and-merge moves continued to convergence per round, beside the local ones
 OUTLIER_CONTINUED = 1  # outlier moves continued to convergence per round, beside the others
 DENSE_CONTINUED = 1  # dense-group moves continued to convergence per round, beside the others
+MOVE_FIRST_ITER = 5  # iterations every move of the local search runs before the most promising go on
+MOVES_KEPT = 3  # moves of each kind that go on to the short runs' cap, per move of the kind continued after them
 START_ROUNDS = 2  # rounds of starts of init="auto" at most (see _start_rounds)
 TRANSFER = "transfer"  # the start of a run the local search kept
 #: Two components whose log densities differ by the same amount on every row, to this, are one component in
@@ -539,10 +541,10 @@ def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOpti
         known = partial(_known, partition, above, seen)
         duplicated = duplicates is not None and bool(duplicates(current.params))
         kinds = moved_starts(current.params)
-        shorts = runs_of([(params, short) for kind in kinds for params in kind])
         ends = np.cumsum([0] + [len(kind) for kind in kinds])
         counts = (len(kinds[0]) if duplicated else TRANSFER_CONTINUED, SPLIT_MERGE_CONTINUED, OUTLIER_CONTINUED,
                   DENSE_CONTINUED)
+        shorts = _screen_moves(kinds, counts, runs_of, short, tier)
         tried = [run for i, count in enumerate(counts)
                  for run in _candidates(shorts[ends[i]:ends[i + 1]], tier, known, count)]
         higher = [result for result in _follow(tried, runs_of, options, known)
@@ -552,6 +554,30 @@ def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOpti
         current = max(higher, key=lambda result: result.history_objective[-1])
         climbed.append(current)
     return climbed
+
+
+def _screen_moves(kinds: list[list], counts: tuple, runs_of, short: EMOptions, tier) -> list[Run]:
+    """The moves' short runs, in two stages: every move for a few iterations, then the most promising to the end.
+
+    Every move first runs :data:`MOVE_FIRST_ITER` iterations; of each kind, the :data:`MOVES_KEPT` times its
+    ``counts`` best by Aitken's projection of their limits (:func:`_rank_distinct`), degenerate ones left out, go on
+    to the short runs' cap, and the others stop there: most moves fall back to the maximum they left within a few
+    iterations, and only the ones still climbing towards another need the rest.
+    """
+    first = replace(short, max_iter=min(MOVE_FIRST_ITER, short.max_iter))
+    runs = runs_of([(params, first) for kind in kinds for params in kind])
+    ends = np.cumsum([0] + [len(kind) for kind in kinds])
+    going = []
+    for i, count in enumerate(counts):
+        of_kind = runs[ends[i]:ends[i + 1]]
+        ranked = _rank_distinct(of_kind, tier, projected=True) if of_kind else []
+        going += [ends[i] + j for j in ranked if tier(of_kind[j]) != DEGENERATE and not of_kind[j].converged
+                  and of_kind[j].n_iter < short.max_iter][:MOVES_KEPT * count]
+    if going:
+        more = runs_of([(runs[i].params, replace(short, max_iter=short.max_iter - runs[i].n_iter)) for i in going])
+        for i, run in zip(going, more, strict=True):
+            runs[i] = _extend(runs[i], run)
+    return runs
 
 
 def _candidates(shorts: list[Run], tier, known, count: int) -> list[Run]:
