@@ -488,7 +488,8 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
     it is a fit of fewer components, whose spare one none of the best few moves may free (a Poisson component on the
     zeros alone, reached from a boundary move after hundreds of passes, ranks low after a short run).
 
-    The moves run in step (``runs_of(jobs)``) as the short runs of the screening do; the short runs of each kind are
+    The moves run in step (``runs_of(jobs)``) as the short runs of the screening do, a few iterations each and then
+    the most promising to the short runs' cap (:func:`_screen_moves`); the short runs of each kind are
     ranked (:func:`_rank_distinct`, degenerate ones left out), and the best :data:`TRANSFER_CONTINUED` local,
     :data:`SPLIT_MERGE_CONTINUED` split-and-merge, :data:`OUTLIER_CONTINUED` outlier and :data:`DENSE_CONTINUED`
     dense ones (each kind its own
