@@ -339,6 +339,8 @@ def test_two_mirror_modes_found_weighted_and_combined(mirrored, tmp_path):
     modes = tree["mcmc/modes"]
     assert tree["mcmc"].attrs["n_modes"] == 2 and modes["chain_mode"].values.tolist() == [0, 1, 0, 1]
     np.testing.assert_allclose(modes["weight"].values, [0.5, 0.5], atol=0.02)
+    # mirror images predict alike: the Bayesian bootstrap leaves either weight undetermined around a half
+    assert np.all(modes["weight_low"].values < 0.5) and np.all(modes["weight_high"].values > 0.5)
     assert modes["weight"].values.sum() == pytest.approx(1.0)
     assert np.all(modes["max_rhat"].values < 1.01)  # within each mode
     assert modes["crosses"].values.tolist() == [False] * 4  # four windows of 200 draws per chain, each chain stays
@@ -494,6 +496,25 @@ def test_the_report_marks_the_loo_figures_of_a_mode_left_out(map_fit):
     tree["mcmc/modes"] = modes.assign(in_stacking=("mode", np.array([True, True])))
     section, _ = _modes_section(tree)
     assert "-10.00" in re.findall(r"<td>([^<]*)</td>", section) and "* marks" not in section
+
+
+def test_the_summary_gives_each_stacking_weight_with_its_bootstrap_interval(map_fit):
+    from mixflow.present.summary import _stacked_line
+
+    tree = map_fit[3].copy()
+    estimate = tree["em/estimate"].to_dataset()
+    tree["mcmc"] = xr.DataTree(xr.Dataset(attrs={"method": "nuts", "chains": 2, "draws": 10, "n_modes": 2}))
+    tree["mcmc/stacked/posterior"] = xr.Dataset({name: (("chain", "draw", *v.dims), np.broadcast_to(
+        v.values, (1, 20, *v.shape))) for name, v in estimate.data_vars.items()}, coords=estimate.coords)
+    modes = xr.Dataset({"chain_mode": ("chain", np.array([0, 1])), "weight": ("mode", np.array([0.7, 0.3]))},
+                       coords={"mode": [0, 1]})
+    tree["mcmc/modes"] = modes
+    assert _stacked_line(tree)[0].startswith("2 modes (chains 0 | 1), stacking weights 0.700, 0.300, 20 draws")
+    tree["mcmc/modes"] = modes.assign(weight_low=("mode", np.array([0.52, 0.12])),
+                                      weight_high=("mode", np.array([0.88, 0.48])))
+    assert _stacked_line(tree)[0].startswith(
+        "2 modes (chains 0 | 1), stacking weights 0.700 [0.52, 0.88], 0.300 [0.12, 0.48] ([90% Bayesian-bootstrap "
+        "interval]), 20 draws resampled by weight")
 
 
 def test_select_k_reports_each_k_modes(monkeypatch):

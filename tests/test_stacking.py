@@ -17,7 +17,14 @@ from mixflow.engines.modes import (
     mode_caveats,
     mode_summaries,
 )
-from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, importance_loo, loo_pointwise, stacking_weights
+from mixflow.engines.stacking import (
+    PSIS_MIN_DRAWS,
+    combined_draws,
+    importance_loo,
+    loo_pointwise,
+    stacking_weights,
+    weight_intervals,
+)
 from mixflow.present.report.cards import _mcmc_convergence, _mcmc_rows
 from mixflow.present.summary import summary_text
 
@@ -62,6 +69,34 @@ def test_stacking_weights_three_modes_match_the_fixed_point_iteration(seed):
     weights = stacking_weights(lpd)
     np.testing.assert_allclose(weights, reference, atol=2e-4)
     assert _naive_stacking_objective(lpd, weights) >= _naive_stacking_objective(lpd, reference) - 1e-8
+
+
+def test_weight_intervals_are_quantiles_of_stackings_of_gamma_weighted_rows():
+    """Against a naive reference: each replicate's two-mode stacking by a bounded scalar search."""
+    from scipy.optimize import minimize_scalar
+
+    lpd, frequency = _lpd(5, n=120, k=2), np.random.default_rng(6).integers(1, 4, 120).astype(float)
+    low, high = weight_intervals(lpd, frequency, np.random.default_rng(7), replicates=60, prob=0.8)
+    rng, firsts = np.random.default_rng(7), []
+    for _ in range(60):
+        g = rng.gamma(frequency)
+        best = minimize_scalar(lambda w, g=g: -g @ np.log(w * np.exp(lpd[:, 0]) + (1 - w) * np.exp(lpd[:, 1])),
+                               bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-10})
+        firsts.append(best.x)
+    np.testing.assert_allclose([low[0], high[0]], np.quantile(firsts, [0.1, 0.9]), atol=1e-5)
+    np.testing.assert_allclose(low + high[::-1], [1.0, 1.0], atol=1e-5)  # two modes: the weights are w and 1 - w
+
+
+def test_weight_intervals_are_narrow_when_the_data_tell_modes_apart_and_wide_when_not():
+    rng = np.random.default_rng(8)
+    base = rng.normal(-2.0, 1.0, 300)
+    apart = np.column_stack([base, base - 0.5 + 0.1 * rng.standard_normal(300)])  # mode 1 worse by 150 units
+    low, high = weight_intervals(apart, None, np.random.default_rng(0))
+    assert low[0] > 0.99 and high[1] < 0.01
+    alike = np.column_stack([base, base + 0.3 * rng.standard_normal(300)])  # the same on average, row by row noise
+    low, high = weight_intervals(alike, None, np.random.default_rng(0))
+    assert high[0] - low[0] > 0.3 and low[0] < 0.5 < high[0]
+    assert [a.tolist() for a in weight_intervals(base[:, None], None, np.random.default_rng(0))] == [[1.0], [1.0]]
 
 
 def test_stacking_weights_frequency_weights_count_repeated_rows():
@@ -251,6 +286,7 @@ def test_a_stuck_chain_is_left_out_of_the_stacking_and_said(two_mode_draws):
     value = {name: v for name, (_, v) in variables.items()}
     assert value["stuck"].tolist() == [False, True] and value["moves"].tolist() == [1.0, 0.0]
     assert value["weight"].tolist() == [1.0, 0.0] and value["in_stacking"].tolist() == [True, False]
+    assert value["weight_low"].tolist() == [1.0, 0.0] and value["weight_high"].tolist() == [1.0, 0.0]
     # its ESS is arviz_stats' for a constant, its number of draws: not reliable, nor is its LOO
     assert not value["ess_reliable"][1] and not value["loo_reliable"][1]
     said = mode_caveats(value)
@@ -295,6 +331,9 @@ def test_modes_that_predict_alike_are_not_called_negligible():
         "the stacking weights are uncertain: mode 0's leave-one-out predictive density differs from mode 1's by 0.77 "
         "(se 1.11, mode 0 higher), within 2 standard errors: the data hardly tell these modes apart, so their weights "
         "are loosely determined (a mix of them predicts about as well)")
+    intervals = {**modes, "weight_low": np.array([0.41, 0.0]), "weight_high": np.array([1.0, 0.59])}
+    assert mode_caveats(intervals).endswith("(a mix of them predicts about as well; the weights' 90% "
+                                            "Bayesian-bootstrap intervals: mode 0 0.41-1.00, mode 1 0.00-0.59)")
     # a lighter mode that predicts better, within 2 standard errors, is alike too; beyond them it is not
     assert alike_modes({**modes, "elpd_diff": np.array([0.0, -0.5])}) == [1]
     assert "mode 1 higher" in mode_caveats({**modes, "elpd_diff": np.array([0.0, -0.5])})

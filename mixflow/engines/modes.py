@@ -41,7 +41,14 @@ from mixflow.engines.mode_rule import (
     stuck_text,
 )
 from mixflow.engines.sampling_diagnostics import format_above
-from mixflow.engines.stacking import PSIS_MIN_DRAWS, combined_draws, loo_pointwise, stacking_weights
+from mixflow.engines.stacking import (
+    PSIS_MIN_DRAWS,
+    WEIGHT_INTERVAL,
+    combined_draws,
+    loo_pointwise,
+    stacking_weights,
+    weight_intervals,
+)
 from mixflow.errors import InputError
 from mixflow.families.relabel import assignment_costs, optimal_permutations
 from mixflow.families.scaling import scaled_std
@@ -169,7 +176,7 @@ def _em_mode(reference: dict, means: list[dict], sds: list[dict]) -> int:
 
 
 def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, reference: dict,
-                   chain_mode: np.ndarray) -> dict:
+                   chain_mode: np.ndarray, rng: np.random.Generator | None = None) -> dict:
     """Per-mode summaries, LOO densities and stacking weights, as the ``/mcmc/modes`` group.
 
     Parameters
@@ -183,13 +190,17 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     reference : dict
         EM's estimate, in the same labelling.
     chain_mode : ndarray of int of shape (n_chains,)
+    rng : numpy.random.Generator, optional
+        Draws the Bayesian bootstrap of the weights (by default one seeded with 0: the same intervals every time).
 
     Returns
     -------
     dict
         ``{"variables": {...}, "attrs": {...}}``: ``chain_mode``, ``moves`` (the share of the chain's
         transitions in which its draw changed) and ``stuck`` (below :data:`STUCK_MOVES`) (chain), ``weight``
-        (mode, the stacking weight), ``n_chains``, ``n_draws`` (all its chains' draws), ``elpd_loo``, ``max_pareto_k``,
+        (mode, the stacking weight), ``weight_low`` and ``weight_high`` (its central :data:`WEIGHT_INTERVAL`
+        interval under a Bayesian bootstrap of the rows, :func:`~mixflow.engines.stacking.weight_intervals`; 0 and
+        0 for a mode left out), ``n_chains``, ``n_draws`` (all its chains' draws), ``elpd_loo``, ``max_pareto_k``,
         ``pareto_k_threshold`` (arviz_stats' for the mode's draws), ``in_stacking`` (:func:`_stacking`: weight
         0 for a mode of stuck chains, or whose Pareto k exceeds :data:`LOO_UNUSABLE_K`), ``loo_reliable`` (PSIS-LOO
         with every Pareto shape at most the threshold, chains not all stuck), ``ess_reliable`` (smallest bulk ESS at
@@ -229,6 +240,10 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     weights, stats["in_stacking"] = _stacking(lpd, data.frequency, stats["max_pareto_k"], stats["n_draws"],
                                               stats.pop("stuck_mode"))
     stats["elpd_diff"], stats["elpd_diff_se"] = _elpd_differences(lpd, data.frequency, int(np.argmax(weights)))
+    stats["weight_low"], stats["weight_high"] = np.zeros(n_modes), np.zeros(n_modes)
+    kept = stats["in_stacking"]
+    stats["weight_low"][kept], stats["weight_high"][kept] = weight_intervals(
+        lpd[:, kept], data.frequency, np.random.default_rng(0) if rng is None else rng)
     # a mode left out is not negligible (nothing is known of its weight), nor one that predicts as well
     dominant = int(np.argmax(weights)) if weights.max() > DOMINANT_WEIGHT and n_modes > 1 and \
         stats["in_stacking"].all() and not alike_modes({**stats, "weight": weights}) else -1
@@ -301,6 +316,9 @@ _MODE_ATTRS = {
     "elpd_diff": "the mode's PSIS-LOO deficit to the heaviest mode, with its standard error elpd_diff_se; within "
                  f"{ALIKE_SE:g} standard errors either way, with weights more than {ALIKE_GAP:g} apart, the data "
                  "hardly tell the two apart, and no mode is said to dominate",
+    "weight_low": f"the lower end of the weight's central {WEIGHT_INTERVAL:g} interval under a Bayesian bootstrap "
+                  "of the rows (each row weighted by a Gamma draw of shape its frequency; the same densities stacked "
+                  "again): how far the data determine the weight; weight_high its upper end",
     "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
     "log_likelihood": "log-likelihood (frequency weights applied) at the mode's posterior mean",
 }
@@ -357,6 +375,15 @@ def alike_modes(modes) -> list[int]:
     top = int(np.argmax(weights))
     return [int(m) for m in range(diff.size) if m != top and kept[m] and abs(diff[m]) <= ALIKE_SE * se[m]
             and weights[top] - weights[m] > ALIKE_GAP]
+
+
+def _intervals_text(modes, which: list[int]) -> str:
+    """``"; the weights' 90% Bayesian-bootstrap intervals: mode 0 0.41-1.00, mode 1 0-0.59"`` ('' if not recorded)."""
+    if "weight_low" not in modes:
+        return ""
+    low, high = np.asarray(modes["weight_low"], float), np.asarray(modes["weight_high"], float)
+    return (f"; the weights' {WEIGHT_INTERVAL:.0%} Bayesian-bootstrap intervals: "
+            + ", ".join(f"mode {m} {low[m]:.2f}-{high[m]:.2f}" for m in which))
 
 
 def describe_group(modes, unit: str = "chains") -> str:
@@ -431,7 +458,7 @@ def mode_caveats(modes, unit: str = "chains") -> str:
                           f"{'mode ' + str(top) if diff[m] >= 0 else 'mode ' + str(m)} higher)" for m in alike)
         said.append(f"mode {top}'s leave-one-out predictive density differs from {pairs}, within {ALIKE_SE:g} "
                     "standard errors: the data hardly tell these modes apart, so their weights are loosely determined "
-                    "(a mix of them predicts about as well)")
+                    "(a mix of them predicts about as well" + _intervals_text(modes, [top, *alike]) + ")")
     if not said:
         return ""
     ending = ("; more draws settle them" if more_draws else "") + (
@@ -468,7 +495,8 @@ def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, re
     values = {name: value for name, (_, value) in aligned.items()}
     n_chains, n_draws = next(iter(values.values())).shape[:2]
     chain_mode = chain_modes(values) if n_chains > 1 else np.zeros(1, np.int64)
-    groups = {"modes": mode_summaries(model, data, aligned, log_likelihood, reference, chain_mode)}
+    groups = {"modes": mode_summaries(model, data, aligned, log_likelihood, reference, chain_mode,
+                                      rng.spawn(1)[0])}  # a stream of its own: the resample below is unchanged
     weights = groups["modes"]["variables"]["weight"][1]
     if weights.size > 1:
         groups["stacked/posterior"] = {

@@ -27,7 +27,8 @@ import xarray as xr
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-__all__ = ["PSIS_MIN_DRAWS", "combined_draws", "importance_loo", "loo_pointwise", "stacking_weights"]
+__all__ = ["PSIS_MIN_DRAWS", "WEIGHT_INTERVAL", "WEIGHT_REPLICATES", "combined_draws", "importance_loo",
+           "loo_pointwise", "stacking_weights", "weight_intervals"]
 
 #: The fewest draws of a mode that PSIS-LOO takes. arviz_stats fits the Pareto tail to the largest
 #: ``floor(S / 5)`` of ``S`` ratios when ``S * r_eff <= 225`` (its relative efficiency ``r_eff`` is at most
@@ -35,6 +36,10 @@ __all__ = ["PSIS_MIN_DRAWS", "combined_draws", "importance_loo", "loo_pointwise"
 #: and with 5 its fit of the shape returns NaN (the tail's first quartile is its minimum), leaving the
 #: ratios unsmoothed; 6 tail draws, 30 draws, are the fewest whose shape it estimates.
 PSIS_MIN_DRAWS = 30
+#: Replicates of the Bayesian bootstrap of the stacking weights (:func:`weight_intervals`), and the probability
+#: of the central interval it gives.
+WEIGHT_REPLICATES = 200
+WEIGHT_INTERVAL = 0.9
 
 
 def stacking_weights(lpd: np.ndarray, frequency: np.ndarray | None = None) -> np.ndarray:
@@ -73,6 +78,30 @@ def stacking_weights(lpd: np.ndarray, frequency: np.ndarray | None = None) -> np
                       options={"ftol": 1e-12, "maxiter": 1000})
     weights = np.where(result.x > 1e-10, result.x, 0.0)  # SLSQP's round-off at the simplex's faces
     return weights / weights.sum()
+
+
+def weight_intervals(lpd: np.ndarray, frequency: np.ndarray | None, rng: np.random.Generator,
+                     replicates: int = WEIGHT_REPLICATES,
+                     prob: float = WEIGHT_INTERVAL) -> tuple[np.ndarray, np.ndarray]:
+    """Central ``prob`` intervals of the stacking weights under a Bayesian bootstrap of the observations.
+
+    Each replicate weighs observation ``n`` by a draw from Gamma(``f_n``, 1) (with unit frequencies, the
+    Dirichlet(1, ..., 1) weights of Rubin's Bayesian bootstrap, 1981; a row of frequency ``f_n`` as ``f_n`` rows)
+    and stacks the same densities (:func:`stacking_weights`): how far the data determine the weights. Yao,
+    Vehtari and Gelman (2022) note that stacking weights of modes that predict alike are not identified, and
+    the interval then spans much of [0, 1].
+
+    Returns
+    -------
+    low, high : ndarray of shape (n_modes,)
+    """
+    lpd = np.asarray(lpd, dtype=float)
+    if lpd.shape[1] == 1:
+        return np.ones(1), np.ones(1)
+    frequency = np.ones(lpd.shape[0]) if frequency is None else np.asarray(frequency, dtype=float)
+    draws = np.array([stacking_weights(lpd, rng.gamma(frequency)) for _ in range(replicates)])
+    low, high = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+    return low, high
 
 
 def importance_loo(log_likelihood: np.ndarray) -> np.ndarray:

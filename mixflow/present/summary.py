@@ -29,6 +29,7 @@ from mixflow.container.tree import set_describer
 from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW, describe_group, left_out_modes, left_out_reason, mode_caveats
 from mixflow.engines.sampling_diagnostics import format_rhat
+from mixflow.engines.stacking import WEIGHT_INTERVAL
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -322,7 +323,12 @@ def _stacked_line(tree, modes_path: str = MCMC_MODES, method: str = "stacked", u
     weights = modes["weight"].values
     groups = " | ".join(", ".join(str(c) for c in np.flatnonzero(modes["chain_mode"].values == m))
                         for m in range(weights.size))
-    line = (f"{weights.size} modes ({unit} {groups}), stacking weights {', '.join(f'{w:.3f}' for w in weights)}, "
+    said = ", ".join(f"{w:.3f}" for w in weights)
+    if "weight_low" in modes:  # recorded since the Bayesian bootstrap of the weights
+        said = ", ".join(f"{w:.3f} [{low:.2f}, {high:.2f}]" for w, low, high in zip(
+            weights, modes["weight_low"].values, modes["weight_high"].values, strict=True))
+        said += f" ([{WEIGHT_INTERVAL:.0%} Bayesian-bootstrap interval])"
+    line = (f"{weights.size} modes ({unit} {groups}), stacking weights {said}, "
             f"{tree[DRAW_GROUPS[method]].sizes['draw']} draws resampled by weight")
     dominant = int(modes.attrs.get("dominant_mode", -1))
     if dominant >= 0:

@@ -20,6 +20,7 @@ from mixflow.atomic import atomic_write
 from mixflow.container.layout import ADVI_MODES, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree, data_units, has_group
 from mixflow.engines.modes import alike_modes, left_out_modes, left_out_reason
+from mixflow.engines.stacking import WEIGHT_INTERVAL
 from mixflow.errors import InputError, InputTypeError
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
@@ -568,9 +569,9 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
     if "stuck" in modes and modes["stuck"].values.any():
         rows[f"stuck {unit}"] = [", ".join(map(str, np.flatnonzero((chain_mode == m) & modes["stuck"].values)))
                                  for m in modes["mode"].values]
-    for name in ("weight", "in_stacking", "elpd_loo", "elpd_diff", "elpd_diff_se", "max_pareto_k",
-                 "pareto_k_threshold", "loo_reliable", "log_likelihood", "log_posterior", "max_rhat", "min_ess_bulk",
-                 "min_ess_tail", "ess_reliable"):
+    for name in ("weight", "weight_low", "weight_high", "in_stacking", "elpd_loo", "elpd_diff", "elpd_diff_se",
+                 "max_pareto_k", "pareto_k_threshold", "loo_reliable", "log_likelihood", "log_posterior", "max_rhat",
+                 "min_ess_bulk", "min_ess_tail", "ess_reliable"):
         if name in modes:
             rows[name] = modes[name].values
     left_out = [not kept for kept in modes["in_stacking"].values] if "in_stacking" in modes else []
@@ -586,12 +587,14 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
     note = (f"<p><small>{grouped} when their pair R-hat stays below 1.1, or their draws share at "
             "least half their distribution, on every parameter; "
             "<code>weight</code> is the Bayesian stacking weight of the mode's PSIS-LOO predictive densities (Yao, "
-            "Vehtari and Gelman 2022; plain importance-sampling LOO for a mode of fewer than 30 draws; a mode "
-            "of stuck chains, or whose Pareto k exceeds 1, <code>in_stacking</code> False, is left out, weight 0; "
-            "<code>elpd_diff</code> is its PSIS-LOO deficit to the heaviest mode, with its standard error"
+            "Vehtari and Gelman 2022; plain importance-sampling LOO for a mode of fewer than 30 draws), and "
+            f"<code>weight_low</code> to <code>weight_high</code> its central {WEIGHT_INTERVAL:.0%} interval under a "
+            "Bayesian bootstrap of the rows (how far the data determine it); a mode of stuck chains, or whose Pareto "
+            "k exceeds 1 (<code>in_stacking</code> False), is left out, weight 0; <code>elpd_diff</code> is a mode's "
+            "PSIS-LOO deficit to the heaviest mode, with its standard error"
             + ("; * marks the leave-one-out figures of a mode left out, which rest on draws that are no sample of "
                "the posterior or on unusable importance weights and say nothing of how the mode predicts"
-               if any(left_out) and "elpd_loo" in rows else "") + "), to be "
+               if any(left_out) and "elpd_loo" in rows else "") + ". The weights are to be "
             "doubted where <code>loo_reliable</code> (every Pareto k at most <code>pareto_k_threshold</code>) or "
             "<code>ess_reliable</code> (bulk ESS at least 100 per chain) is False; <code>log_likelihood</code> and "
             "<code>log_posterior</code> are at the mode's "
