@@ -588,6 +588,37 @@ def test_a_rerun_s_files_are_moved_in_whole_and_its_own_records_only(tmp_path, w
         [f".mixflow-run-{os.getpid()}-0a1b2c3d", ".mixflow-run-1-notmine"])
 
 
+@pytest.mark.parametrize("refused", ["gaussian-full-k2.nc", "workflow.json"])
+def test_a_rerun_whose_file_cannot_replace_the_earlier_one_puts_everything_back(tmp_path, workflow_file, capsys,
+                                                                                  monkeypatch, refused):
+    """A file of the earlier run that may not be replaced (immutable, say): the files are moved in all or none."""
+    import mixflow.workflow.run
+
+    out = tmp_path / "out"
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    real_replace = os.replace
+
+    def refusing(source, target):
+        if Path(source) == out / refused:  # renaming the earlier run's file (aside, or over it) is refused
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(mixflow.workflow.run.os, "replace", refusing)
+    workflow_file.write_text(SMALL.replace("seed = 1", "seed = 2"))
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 2
+    line = _one_error_line(err)
+    assert line.startswith(f"mixflow run: error: '{out / refused}': Operation not permitted")
+    kept = out / "run-failed"
+    assert f"{kept / 'gaussian-full-k2.nc'}" in line and f"{out / 'run-failed.log'}" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "run-failed.log"} == before
+    assert sorted(p.name for p in kept.iterdir() if not p.name.startswith(".")) == sorted(
+        name for name in before if name != "run.log")
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no working folder, no file set aside
+    assert json.loads((kept / "workflow.json").read_text())["config"]["seed"] == 2
+
+
 def test_a_held_termination_goes_before_a_held_interrupt():
     from mixflow.errors import Terminated, terminating_as_interrupt
 

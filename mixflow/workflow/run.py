@@ -235,7 +235,14 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     try:
         with interrupts_deferred():
             if staging is not None:
-                written[:] = _move_in(staging, out, written)
+                try:
+                    written[:] = _move_in(staging, out, written)
+                except OSError as error:  # put back: the earlier run's files as they were, this run's kept apart
+                    progress(f"failed: {error}")
+                    written[:] = _keep_attempt(staging, out / "run-failed", written)
+                    written.append(_keep_log(working, log, earlier, "failed"))
+                    error.saved = [str(path) for path in written]
+                    raise
                 shutil.rmtree(staging, ignore_errors=True)
             _remove_stale(out, earlier, [*written, log], progress)
             _remove_attempts(out, earlier, progress)
@@ -272,23 +279,52 @@ def _staging_folder(out: Path, name: str) -> Path:
 
 
 def _move_in(staging: Path, out: Path, written: list[Path]) -> list[Path]:
-    """Move a completed run's files from ``staging`` into ``out`` (replacing an earlier run's), in order.
+    """Move a completed run's files from ``staging`` into ``out`` (replacing an earlier run's), all or none.
 
-    A rename each; into a folder on another file system (``figures`` a link to one), a copy beside the target
-    renamed onto it.
+    The earlier run's files that this run replaces are first renamed aside, beside themselves; then this run's
+    are moved in, a rename each (into a folder on another file system, ``figures`` a link to one, a copy beside
+    the target renamed onto it); then the earlier ones are removed. When a rename fails (a file that may not be
+    replaced, say), everything is put back as it was, this run's files in ``staging``, and an OSError naming the
+    file in ``out`` is raised.
     """
-    moved = []
-    for path in written:
-        target = out / Path(path).relative_to(staging)
-        target.parent.mkdir(exist_ok=True)
-        try:
-            os.replace(path, target)
-        except OSError as error:
-            if error.errno != errno.EXDEV:
-                raise
-            atomic_write(target, lambda temporary, source=path: shutil.copyfile(source, temporary))
-        moved.append(target)
-    return moved
+    targets = [out / Path(path).relative_to(staging) for path in written]
+    token = secrets.token_hex(4)
+    aside, moved = [], []
+    try:
+        for target in targets:
+            if target.exists() or target.is_symlink():
+                backup = target.with_name(f".{target.name}.earlier-{token}")
+                _renamed(target, backup, target)
+                aside.append((target, backup))
+        for path, target in zip(written, targets, strict=True):
+            target.parent.mkdir(exist_ok=True)
+            try:
+                _renamed(path, target, target)
+            except OSError as error:
+                if error.errno != errno.EXDEV:
+                    raise
+                atomic_write(target, lambda temporary, source=path: shutil.copyfile(source, temporary))
+            moved.append((path, target))
+    except OSError:
+        for path, target in reversed(moved):  # this run's files back where they were written
+            try:
+                os.replace(target, path)
+            except OSError:  # a copy into another file system: the source is still in staging
+                target.unlink(missing_ok=True)
+        for target, backup in reversed(aside):
+            os.replace(backup, target)
+        raise
+    for _, backup in aside:
+        backup.unlink(missing_ok=True)
+    return targets
+
+
+def _renamed(source: Path, target: Path, named: Path) -> None:
+    """``os.replace(source, target)``; its OSError names ``named``, the file in the output directory."""
+    try:
+        os.replace(source, target)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(named)) from error
 
 
 def _keep_attempt(staging: Path, kept: Path, written: list[Path]) -> list[Path]:
