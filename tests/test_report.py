@@ -463,3 +463,17 @@ def test_a_report_of_one_chain_has_no_rank_plot_and_counts_one_chain(tmp_path):
     assert 'id="plot-trace"' in text and 'id="plot-rank"' not in text  # a rank plot compares chains
     assert "could not be drawn" not in text and "InputError" not in text
     assert dict(_mcmc_rows(tree))["draws"] == "1 chain x 30 draws"
+
+
+def test_the_r_hat_of_one_chain_s_halves_is_shown_and_judged():
+    from mixflow.present.compare import compare
+    from mixflow.present.report.cards import _mcmc_rows, diagnostics
+
+    tree = make_container(("em", "mcmc"), chains=1, draws=30)
+    tree["mcmc"].attrs.update({"max_rhat": 1.163, "min_ess_bulk": 25.0, "min_ess_tail": 20.0, "n_divergences": 0})
+    assert dict(_mcmc_rows(tree))["worst R-hat (the chain's halves)"] == "1.163"
+    said = [text for level, text in diagnostics(tree, compare(tree)) if level == "bad"]
+    assert ("MCMC: max R-hat 1.163 > 1.01 between the halves of the one chain: they disagree, and one chain cannot "
+            "show whether others would agree; run several chains, and more draws.") in said
+    tree["mcmc"].attrs["max_rhat"] = 1.004
+    assert not any("R-hat" in text for _, text in diagnostics(tree, compare(tree)))

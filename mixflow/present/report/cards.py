@@ -51,6 +51,8 @@ def _mcmc_convergence(tree) -> dict:
         if draws.sizes["chain"] > 1:  # with several modes max_rhat is within them (before *_all_chains: over all)
             out["max R-hat over all chains" if many else "max R-hat"] = float(
                 attrs.get("max_rhat_all_chains", attrs["max_rhat"]) if many else attrs["max_rhat"])
+        elif np.isfinite(float(attrs["max_rhat"])):  # one chain: its halves compared (none for a chain too short)
+            out["max R-hat of the chain's halves"] = float(attrs["max_rhat"])
         out.update({"min bulk ESS": float(attrs["min_ess_bulk"]), "min tail ESS": float(attrs["min_ess_tail"]),
                     "divergences": int(attrs["n_divergences"])})
         for label in ("bulk", "tail"):  # the sampler's judgement (ESS_PER_CHAIN_MIN per chain of a mode)
@@ -162,6 +164,8 @@ def _mcmc_rows(tree) -> list[tuple[str, object]]:
                          format_rhat(summary['max R-hat over all chains'])))
     elif "max R-hat" in summary:
         rows.append(("worst R-hat", format_rhat(summary['max R-hat'])))
+    elif "max R-hat of the chain's halves" in summary:
+        rows.append(("worst R-hat (the chain's halves)", format_rhat(summary["max R-hat of the chain's halves"])))
     rows += [("smallest ESS (bulk / tail)", f"{summary['min bulk ESS']:.0f} / {summary['min tail ESS']:.0f}"),
              ("divergences", summary.get("divergences", 0))]
     if attrs.get("n_relabelled_draws", 0):
@@ -410,6 +414,10 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
             worst = format_rhat(summary["max R-hat within modes"])
             which = "; ".join(summary.get("modes that disagree") or ["chains of one mode disagree"])
             findings.append(("bad", f"MCMC: max R-hat within a mode {worst} > 1.01: {which}." + crossing))
+    elif summary.get(halves := "max R-hat of the chain's halves", 1.0) > 1.01:
+        findings.append(("bad", f"MCMC: max R-hat {format_rhat(summary[halves])} > 1.01 "
+                                "between the halves of the one chain: they disagree, and one chain cannot show whether "
+                                "others would agree; run several chains, and more draws."))
     elif summary.get("max R-hat", 1.0) > 1.01:
         findings.append(("bad", f"MCMC: max R-hat {format_rhat(summary['max R-hat'])} > 1.01: chains disagree "
                                 + ("(they fall into 1 mode)." + crossing if crossing else
