@@ -515,6 +515,11 @@ def test_the_summary_gives_each_stacking_weight_with_its_bootstrap_interval(map_
     assert _stacked_line(tree)[0].startswith(
         "2 modes (chains 0 | 1), stacking weights 0.700 [0.52, 0.88], 0.300 [0.12, 0.48] ([90% Bayesian-bootstrap "
         "interval]), 20 draws resampled by weight")
+    # a mode left out has no weight to give an interval of: said so, not "0.000 [0.00, 0.00]"
+    tree["mcmc/modes"] = modes.assign(weight=("mode", np.array([1.0, 0.0])), in_stacking=("mode", [True, False]),
+                                      weight_low=("mode", np.array([1.0, 0.0])),
+                                      weight_high=("mode", np.array([1.0, 0.0])))
+    assert "stacking weights 1.000 [1.00, 1.00], 0 (left out) ([90%" in _stacked_line(tree)[0]
 
 
 def test_select_k_reports_each_k_modes(monkeypatch):

@@ -431,8 +431,16 @@ def test_a_mode_whose_loo_is_unusable_is_left_out_of_the_stacking():
     assert left_out_modes(modes) == [1]
     assert mode_caveats(modes) == (
         "the stacking weights are uncertain: mode 1 (chain 3) is left out of the stacking (weight 0): its PSIS-LOO "
-        "Pareto k of 3.43 is above 1, where its leave-one-out densities have no finite mean (the draws of a chain "
-        "stuck or barely moving, typically) and has a bulk ESS of 1.4, below 100; more draws settle them")
+        "Pareto k of 3.43 is above 1, where its leave-one-out densities have no finite mean (a row so influential "
+        "that leaving it out moves the mode's posterior far, as when a component rests on a few rows, or draws that "
+        "barely move, typically) and has a bulk ESS of 1.4, below 100; more draws settle them")
+    # ADVI's fits: an approximation, whose further draws do not mend its Pareto k
+    fits = {**modes, "ess_reliable": np.array([True, True]), "loo_reliable": np.array([True, False]),
+            "in_stacking": np.array([True, True]), "max_pareto_k": np.array([0.63, 0.9])}
+    said = mode_caveats(fits, "fits")
+    assert said == ("the stacking weights are uncertain: mode 1 (fit 3) has a PSIS-LOO Pareto k up to 0.90, above 0.60 "
+                    "for its 300 draws")
+    assert "approximation narrower than the posterior" in mode_caveats(modes, "fits")
     recorded_before = {name: value for name, value in modes.items() if name != "in_stacking"}
     assert left_out_modes(recorded_before) == [] and "left out" not in mode_caveats(recorded_before)
 
@@ -502,9 +510,9 @@ def test_a_mode_left_out_is_never_called_negligible():
 
     said = modes_sentence(tree(0, [True, False]))
     assert said == ("EM's MLE estimate lies in mode 0, which carries 100% of the stacking weight of the modes "
-                    "stacked; mode 1 was left out of the stacking (mode 1: its leave-one-out densities are "
-                    "unusable, with no PSIS-LOO Pareto shape or one above 1), so their weight, and how much of the "
-                    "posterior the estimate describes, are unknown; more draws, or chains that move, say.")
+                    "stacked; mode 1 was left out of the stacking (its leave-one-out densities are "
+                    "unusable, with no PSIS-LOO Pareto shape or one above 1), so its weight, and how much of the "
+                    "posterior the estimate describes, are unknown; more draws, or chains that move, would tell.")
     assert "negligible" not in said and "main mode" not in said
     assert modes_sentence(tree(1, [True, False])).startswith(
         "EM's MLE estimate lies in mode 1, which is left out of the stacking")

@@ -344,9 +344,12 @@ def _left_out_why(value: dict, mode: int, unit: str) -> str:
     if np.isnan(value["max_pareto_k"][mode]):
         return ("PSIS-LOO found no Pareto shape for its draws (its largest importance ratios are equal: draws "
                 "stuck on a few values), so its leave-one-out densities are close to its in-sample ones")
+    typically = ("an approximation narrower than the posterior, or a row so influential that leaving it out moves "
+                 "the fit far" if unit == "fits" else
+                 "a row so influential that leaving it out moves the mode's posterior far, as when a component rests "
+                 "on a few rows, or draws that barely move")
     return (f"its PSIS-LOO Pareto k of {format_above(value['max_pareto_k'][mode], LOO_UNUSABLE_K)} is above "
-            f"{LOO_UNUSABLE_K:g}, where its leave-one-out densities have no finite mean (the draws of a {unit[:-1]} "
-            "stuck or barely moving, typically)")
+            f"{LOO_UNUSABLE_K:g}, where its leave-one-out densities have no finite mean ({typically}, typically)")
 
 
 def left_out_reason(modes, mode: int) -> str:
@@ -441,7 +444,7 @@ def mode_caveats(modes, unit: str = "chains") -> str:
             threshold = value["pareto_k_threshold"][mode]
             why.append(f"has a PSIS-LOO Pareto k up to {format_above(value['max_pareto_k'][mode], threshold)}, above "
                        f"{threshold:.2f} for its {n_draws} draws")
-            more_draws = True
+            more_draws = more_draws or unit == "chains"  # more draws of an approximation do not mend it
         if not value["ess_reliable"][mode] and not stuck[chains].any():
             ess, least = value["min_ess_bulk"][mode], ESS_PER_CHAIN_MIN * chains.size
             below = f"below {least}" + (f" ({ESS_PER_CHAIN_MIN} per {unit[:-1]})" if chains.size > 1 else "")

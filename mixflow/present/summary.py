@@ -325,8 +325,10 @@ def _stacked_line(tree, modes_path: str = MCMC_MODES, method: str = "stacked", u
                         for m in range(weights.size))
     said = ", ".join(f"{w:.3f}" for w in weights)
     if "weight_low" in modes:  # recorded since the Bayesian bootstrap of the weights
-        said = ", ".join(f"{w:.3f} [{low:.2f}, {high:.2f}]" for w, low, high in zip(
-            weights, modes["weight_low"].values, modes["weight_high"].values, strict=True))
+        left_out = left_out_modes(modes)
+        said = ", ".join("0 (left out)" if m in left_out else f"{w:.3f} [{low:.2f}, {high:.2f}]"
+                         for m, (w, low, high) in enumerate(zip(weights, modes["weight_low"].values,
+                                                                 modes["weight_high"].values, strict=True)))
         said += f" ([{WEIGHT_INTERVAL:.0%} Bayesian-bootstrap interval])"
     line = (f"{weights.size} modes ({unit} {groups}), stacking weights {said}, "
             f"{tree[DRAW_GROUPS[method]].sizes['draw']} draws resampled by weight")

@@ -506,17 +506,21 @@ def modes_sentence(tree, method: str = "mcmc") -> str:
     subject = ("The MAP estimate the samplers started from (EM's MLE in /em is degenerate)"
                if "reference" in tree[method].attrs else f"EM's {kind} estimate")
     left_out, alike = left_out_modes(modes), alike_modes(modes)
+    tells = ("more draws, or chains that move, would tell" if method == "mcmc" else
+             "NUTS, whose draws are the posterior's own, would tell")
     if left_out and em_mode in left_out:
         text = (f"{subject} lies in mode {em_mode}, which is left out of the stacking: "
                 f"{left_out_reason(modes, em_mode)}, so how much of the posterior it holds is "
-                "unknown; more draws, or chains that move, say.")
+                f"unknown; {tells}.")
     elif left_out and em_mode >= 0:
-        why = "; ".join(f"mode {m}: {left_out_reason(modes, m)}" for m in left_out)
+        several = len(left_out) > 1
+        why = ("; ".join(f"mode {m}: {left_out_reason(modes, m)}" for m in left_out) if several else
+               left_out_reason(modes, left_out[0]))
         text = (f"{subject} lies in mode {em_mode}, which carries {weights[em_mode]:.0%} of the stacking "
-                f"weight of the modes stacked; mode{'s' * (len(left_out) > 1)} {', '.join(map(str, left_out))} "
-                f"{'were' if len(left_out) > 1 else 'was'} left out of the stacking "
-                f"({why}), so their weight, and how much of the posterior the estimate "
-                "describes, are unknown; more draws, or chains that move, say.")
+                f"weight of the modes stacked; mode{'s' * several} {', '.join(map(str, left_out))} "
+                f"{'were' if several else 'was'} left out of the stacking "
+                f"({why}), so {'their weights' if several else 'its weight'}, and how much of the posterior the "
+                f"estimate describes, are unknown; {tells}.")
     elif em_mode < 0:
         reached = "sampled" if method == "mcmc" else "reached"
         text = (f"{subject} lies in none of the {weights.size} modes the {unit} found: it describes "
