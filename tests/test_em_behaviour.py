@@ -400,13 +400,13 @@ def test_the_maxima_the_short_runs_saw_are_counted_when_one_run_is_continued():
     assert sorted(set(settled)) == [-755.567, -752.164]
     assert (attrs["n_maxima"], attrs["n_runs_at_best"]) == (2, np.sum(settled == -752.164))
     assert attrs["log_posterior"] == pytest.approx(-752.164, abs=1e-3)
-    assert f"best of 2 maxima the runs reached, by {attrs['n_runs_at_best']} of them" in \
+    assert f"best of 2 maxima the runs reached, by {attrs['n_runs_at_best']} runs" in \
         mixflow.summary(tree, kind="text")
     from mixflow.present.report.cards import _em_findings
 
-    assert ("warn", "EM restarts reached different optima (objective from -755.567 to -752.164): the likelihood is "
-                    f"multimodal; the best is kept (the runs reached 2 maxima; {attrs['n_runs_at_best']} of them "
-                    "reached the best).") in _em_findings(tree)
+    assert ("warn", "EM restarts reached different optima (log posterior density from -755.567 to -752.164): the "
+                    "posterior density is multimodal; the best is kept (the runs reached 2 maxima, the best by "
+                    f"{attrs['n_runs_at_best']} runs).") in _em_findings(tree)
 
 
 def test_runs_stopped_at_max_iter_reached_no_maximum():

@@ -147,11 +147,14 @@ print(parallel.parallel_map(_started_then_sleep_briefly, [(sys.argv[1], i) for i
 
 
 def _started_then_sleep_briefly(folder, index):
+    """Say it started, then wait for the test's "go" (sent after its Ctrl-C), so that it cannot end before it."""
     import time
     from pathlib import Path
 
     Path(folder, f"started-{index}").touch()
-    time.sleep(3)
+    deadline = time.monotonic() + 60
+    while not Path(folder, "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return index
 
 
@@ -170,6 +173,9 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it_in_its_workers(tmp_
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
+    assert process.poll() is None, process.communicate()  # the tasks wait for "go": running, unless it failed
     os.killpg(process.pid, signal.SIGINT)
+    time.sleep(0.5)  # the Ctrl-C reaches every process of the group, which ignores it
+    (tmp_path / "go").touch()
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0 and out.strip() == "[0, 1]", err

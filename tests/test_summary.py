@@ -187,3 +187,13 @@ def test_text_lists_what_the_report_finds_across_methods():
     text = mixflow.summary(moved, kind="text")
     for finding in found:
         assert finding[:100] in text
+
+
+def test_a_long_finding_is_cut_at_a_word_s_end():
+    from mixflow.present.summary import _shortened
+
+    text = "the runs reached three maxima, " * 10
+    cut = _shortened(text)
+    assert len(cut) <= 150 and cut.endswith(" ...") and text.startswith(cut.removesuffix(" ..."))
+    assert text[len(cut.removesuffix(" ..."))] == " "  # a whole word before the cut
+    assert _shortened("short") == "short"

@@ -34,7 +34,6 @@ from mixflow.engines.stacking import stacking_weights
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.parallel import default_jobs, parallel_map
-from mixflow.present.numbers import counted
 from mixflow.warnings import ConvergenceWarning, MixflowWarning
 
 __all__ = [
@@ -602,7 +601,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             diagnostics[k] = _mcmc_row(fits[("mcmc", k)])
             modes = f"{diagnostics[k]['n_modes']} modes, " if diagnostics[k]["n_modes"] > 1 else ""
             modes += _crossing_chains(fits[("mcmc", k)])
-            progress(f"K={k}, NUTS: {modes}{counted(int(diagnostics[k]['divergences']), 'divergence')}, worst R-hat "
+            divergences = int(diagnostics[k]["divergences"])
+            progress(f"K={k}, NUTS: {modes}{divergences} divergence{'s' * (divergences != 1)}, worst R-hat "
                      f"{format_rhat(diagnostics[k]['max_rhat'])}, smallest bulk / tail ESS "
                      f"{diagnostics[k]['min_ess_bulk']:.0f} / {diagnostics[k]['min_ess_tail']:.0f}")
         mcmc_table = pd.DataFrame.from_dict(diagnostics, orient="index")

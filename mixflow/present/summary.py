@@ -8,6 +8,7 @@ then the estimates of every method side by side.
 """
 
 import json
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -206,7 +207,8 @@ def _run_warnings(tree) -> list[str]:
 
 
 def _shortened(text: str, width: int = 150) -> str:
-    return text if len(text) <= width else text[:width - 4] + " ..."
+    """``text`` cut to ``width`` characters at a word's end, `` ...`` said where it was cut."""
+    return text if len(text) <= width else textwrap.shorten(text, width, placeholder=" ...")
 
 
 def _reference_line(tree) -> list[str]:
@@ -237,7 +239,7 @@ def _em_line(tree) -> tuple[str, list[str]]:
     line = (f"{kind}, log-likelihood {_plain(attrs['log_likelihood'], 4)}, BIC {_plain(attrs['bic'], 2)}, "
             f"{'converged' if converged else 'NOT converged'} in {attrs.get('n_iter')} iterations")
     if int(attrs.get("n_maxima", 1)) > 1:  # what the restarts saw: a best reached once may not be the highest
-        line += f"; best of {attrs['n_maxima']} maxima the runs reached, by {attrs['n_runs_at_best']} of them"
+        line += f"; best of {attrs['n_maxima']} maxima the runs reached, by {attrs['n_runs_at_best']} runs"
         if int(attrs.get("start_rounds", 1)) > 1:
             line += f", over {attrs['start_rounds']} rounds of starts"
     if not int(attrs.get("degenerate", 0)):  # runs a sound (or spurious) winner outranked, whatever their value

@@ -390,11 +390,13 @@ def _restart_findings(tree) -> list[tuple[str, str]]:
         return []
     at_best = int(attrs.get("n_runs_at_best", 0))
     reached = "" if "n_maxima" not in attrs else (
-        f" (the runs reached {attrs['n_maxima']} maxima; {at_best} of them reached the best)" if at_best > 1 else
-        f" (the runs reached {attrs['n_maxima']} maxima; only one reached the best: other seeds or more starts "
+        f" (the runs reached {attrs['n_maxima']} maxima, the best by {at_best} runs)" if at_best > 1 else
+        f" (the runs reached {attrs['n_maxima']} maxima, the best by only one run: other seeds or more starts "
         "(n_init) may find a higher one)")
-    return [("warn", f"EM restarts reached different optima (objective from {np.nanmin(finals):.6g} "
-                     f"to {np.nanmax(finals):.6g}): the likelihood is multimodal; the best is kept{reached}.")]
+    objective, surface = (("log posterior density", "posterior density") if attrs.get("method") == "map" else
+                          ("log-likelihood", "likelihood"))  # what the restarts maximised
+    return [("warn", f"EM restarts reached different optima ({objective} from {np.nanmin(finals):.6g} to "
+                     f"{np.nanmax(finals):.6g}): the {surface} is multimodal; the best is kept{reached}.")]
 
 
 def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
