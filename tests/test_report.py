@@ -477,3 +477,16 @@ def test_the_r_hat_of_one_chain_s_halves_is_shown_and_judged():
             "show whether others would agree; run several chains, and more draws.") in said
     tree["mcmc"].attrs["max_rhat"] = 1.004
     assert not any("R-hat" in text for _, text in diagnostics(tree, compare(tree)))
+
+
+def test_an_em_point_outside_the_intervals_is_named_as_the_warnings_name_entries():
+    from mixflow.present.report.cards import _comparison_findings
+
+    table = pd.DataFrame({"parameter": ["covariance", "weights"], "component": [1, 0], "feature": ["x", None],
+                          "feature_": ["x", None], "method": ["mcmc", "mcmc"], "em_inside": [False, False],
+                          "distance_to_mcmc": [None, None], "sd_ratio_to_mcmc": [None, None]})
+    table.attrs.update(ci_prob=0.89, element_columns=["component", "feature", "feature_"],
+                       label_agreement=pd.DataFrame())
+    said = [text for _, text in _comparison_findings(table)]
+    assert ("The EM point lies outside the 89% interval for 2 parameter(s): covariance[1, x, x] (mcmc), "
+            "weights[0] (mcmc).") in said

@@ -535,3 +535,15 @@ def test_chains_are_named_in_the_singular_when_one():
     assert chains_text("chains", np.array([3])) == "chain 3"  # plot_modes' legend said "chains 3"
     assert chains_text("chains", np.array([0, 2])) == "chains 0, 2"
     assert chains_text("fits", np.array([1])) == "fit 1"
+
+
+def test_flagged_entries_of_a_symmetric_matrix_are_named_once():
+    import xarray as xr
+
+    from mixflow.engines.sampling_diagnostics import _flagged
+
+    rhat = np.array([[[1.0, 1.2], [1.2, 1.3]]])  # covariance (component, feature, feature_)
+    dataset = xr.Dataset({"covariance": (("component", "feature", "feature_"), rhat),
+                          "mu": (("component", "feature"), np.array([[1.05, 1.0]]))},
+                         coords={"component": [0], "feature": ["x", "y"], "feature_": ["x", "y"]})
+    assert _flagged(dataset, lambda v: v > 1.01) == ["covariance[0, x, y]", "covariance[0, y, y]", "mu[0, x]"]

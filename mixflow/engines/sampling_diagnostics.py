@@ -174,6 +174,9 @@ def _flagged(dataset: xr.Dataset, test) -> list[str]:
         values = array.values
         with np.errstate(invalid="ignore"):
             hits = np.argwhere(np.asarray(test(values)) & np.isfinite(values))
+        if {"feature", "feature_"} <= set(array.dims):  # a symmetric matrix: each entry once, [a, b] with a <= b
+            rows, columns = array.dims.index("feature"), array.dims.index("feature_")
+            hits = hits[hits[:, rows] <= hits[:, columns]]
         for index in hits:
             labels = [str(array[dim].values[i]) if dim in array.coords else str(i)
                       for dim, i in zip(array.dims, index, strict=True)]

@@ -456,7 +456,7 @@ def _comparison_findings(table: pd.DataFrame, variant: str | None = None,
         names = sorted({_element(row, columns) + f" ({row['method']})" for _, row in outside.iterrows()})
         more = " ..." if len(names) > 8 else ""
         findings.append(("warn", f"The EM point lies outside the {table.attrs['ci_prob']:.0%} interval for "
-                                 f"{len(names)} parameter(s): {', '.join(names[:8])}{more}"))
+                                 f"{len(names)} parameter(s): {', '.join(names[:8])}{more}."))
     advi = table[table["method"] == "advi"]
     far = advi[advi["distance_to_mcmc"].abs() > 1]
     if len(far):
@@ -480,7 +480,9 @@ def _comparison_findings(table: pd.DataFrame, variant: str | None = None,
 
 
 def _element(row, columns) -> str:
-    return row["parameter"] + "".join(f"[{row[c]}]" for c in columns if c in row and pd.notna(row[c]))
+    """``covariance[1, x, x]``, as the warnings name entries."""
+    index = [str(row[c]) for c in columns if c in row and pd.notna(row[c])]
+    return row["parameter"] + (f"[{', '.join(index)}]" if index else "")
 
 
 def provenance_rows(tree) -> list[tuple[str, object]]:
