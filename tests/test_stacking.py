@@ -547,3 +547,17 @@ def test_flagged_entries_of_a_symmetric_matrix_are_named_once():
                           "mu": (("component", "feature"), np.array([[1.05, 1.0]]))},
                          coords={"component": [0], "feature": ["x", "y"], "feature_": ["x", "y"]})
     assert _flagged(dataset, lambda v: v > 1.01) == ["covariance[0, x, y]", "covariance[0, y, y]", "mu[0, x]"]
+
+
+@pytest.mark.parametrize("n_components", [1, 2])
+def test_chains_that_disagree_at_one_component_are_not_told_to_use_fewer(n_components):
+    import xarray as xr
+
+    from mixflow.engines.sampling_diagnostics import diagnose
+
+    values = np.random.default_rng(2).normal(size=(2, 200)) + np.array([[0.0], [3.0]])  # chains apart
+    options = {"draws": 200, "tune": 200, "chains": 2, "target_accept": 0.8, "n_components": n_components}
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        diagnose({"a": (("chain", "draw"), values)}, xr.Dataset({"a": (("chain", "draw"), values)}), {}, options)
+    said = str(record[0].message)
+    assert "R-hat above 1.01" in said and ("fewer components" in said) == (n_components > 1)

@@ -523,3 +523,12 @@ def test_an_advi_that_diverges_is_said_as_such_not_as_a_fault(tmp_path, monkeypa
                           "learning_rate (it was 0.02); the ") and "internal error" not in err
     text = (out / "run.log").read_text()
     assert "failed: q's parameters became NaN" in text and "Traceback" not in text
+
+
+def test_the_samplers_progress_bars_can_be_asked_for_as_the_readme_says(tmp_path):
+    text = SMALL.replace("[methods.em]", "[methods.mcmc]\nprogressbar = true\n\n[methods.advi]\nprogressbar = true\n\n"
+                         "[methods.em]")
+    workflow = read_workflow(write(tmp_path, text))
+    assert workflow.methods["mcmc"]["progressbar"] is True and workflow.methods["advi"]["progressbar"] is True
+    with pytest.raises(WorkflowError, match=r"progressbar: expected true or false, got str .yes."):
+        read_workflow(write(tmp_path, text.replace("progressbar = true", 'progressbar = "yes"', 1), "bad.toml"))

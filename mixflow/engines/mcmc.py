@@ -221,10 +221,11 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     timings["modes"] = clock.lap()
     modes = groups["modes"]["variables"]
     coords_extra = {"mode": np.arange(modes["weight"][1].size)}
-    diagnostics = diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"], options,
-                            chain_mode, modes["weight"][1], modes["crosses"][1], modes["max_rhat"][1],
-                            mode_caveats(values := {name: value for name, (_, value) in modes.items()}),
-                            left_out_modes(values), alike_modes(values), modes["stuck"][1], modes["moves"][1])
+    diagnostics = diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"],
+                           {**options, "n_components": model.n_components},
+                           chain_mode, modes["weight"][1], modes["crosses"][1], modes["max_rhat"][1],
+                           mode_caveats(values := {name: value for name, (_, value) in modes.items()}),
+                           left_out_modes(values), alike_modes(values), modes["stuck"][1], modes["moves"][1])
     timings["diagnostics"] = clock.lap()
     relabelled = np.any(permutations != np.arange(model.n_components), axis=-1)
     attrs = {

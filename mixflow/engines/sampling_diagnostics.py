@@ -216,7 +216,7 @@ def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: s
         higher = 0.95 if target < 0.95 else 0.99 if target < 0.99 else None  # the next of the usual settings
         if higher is not None and (n_divergent or target < 0.95):
             advice.append(f"a higher target_accept ({higher}; it was {target})")
-    if high_rhat or modes:
+    if (high_rhat or modes) and options.get("n_components", 2) > 1:  # no fewer than one component
         advice.append("fewer components, or a stronger prior, if components overlap or one has few observations "
                       "(the posterior may be multimodal)" if not modes else
                       "fewer components, or a stronger prior, if the modes differ by a component that splits, "

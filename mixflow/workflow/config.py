@@ -30,8 +30,9 @@ __all__ = ["Workflow", "WorkflowError", "read_workflow"]
 METHOD_OPTIONS = {
     "em": {"map": bool, "n_init": int, "init": str, "tol": float, "max_iter": int, "trim": float, "accelerate": str},
     "mcmc": {"draws": int, "tune": int, "chains": int, "sampler": str, "target_accept": float, "cores": int,
-             "starts": str},
-    "advi": {"variant": str, "n": int, "draws": int, "minibatch_size": int, "learning_rate": float, "starts": str},
+             "starts": str, "progressbar": bool},
+    "advi": {"variant": str, "n": int, "draws": int, "minibatch_size": int, "learning_rate": float, "starts": str,
+             "progressbar": bool},
     "bootstrap": {"n_replicates": int, "kind": str},
 }
 ACCELERATE_CHOICES = ("squarem", "none")  # [methods.em] accelerate: "none" is fit's accelerate=None
