@@ -249,6 +249,16 @@ def _non_empty(what: str):
     return checked
 
 
+def _installed_version() -> str:
+    """The installed distribution's version (without importing the numerical stack)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mixflow")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def main(argv=None) -> int:
     """Entry point of the ``mixflow`` command line."""
     parser = argparse.ArgumentParser(prog="mixflow", description="Finite mixture models: EM, NUTS and ADVI.",
@@ -259,9 +269,10 @@ def main(argv=None) -> int:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="print the traceback of an error (to report an internal error)")
     parser.add_argument("--debug", action="store_true", default=False, help=argparse.SUPPRESS)
+    parser.add_argument("--version", action="version", version=f"mixflow {_installed_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a workflow TOML file", parents=[common])
-    run.add_argument("workflow")
+    run.add_argument("workflow", help="the workflow TOML file: data, models, methods and outputs (see the README)")
     run.add_argument("--out", default="out", type=_non_empty("an output directory"),
                      help="output directory (default: out)")
     run.add_argument("--quiet", action="store_true", help="no progress messages")

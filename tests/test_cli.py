@@ -327,3 +327,16 @@ def test_a_warning_outside_a_run_is_one_line_without_source():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "mixflow: warning: UserWarning: the data name is unknown\n"
+
+
+def test_version_and_the_run_commands_help_name_what_they_take(capsys):
+    from importlib.metadata import version
+
+    from mixflow.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["--version"])
+    assert ended.value.code == 0 and capsys.readouterr().out.strip() == f"mixflow {version('mixflow')}"
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "workflow    the workflow TOML file" in capsys.readouterr().out
