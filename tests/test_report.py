@@ -490,3 +490,23 @@ def test_an_em_point_outside_the_intervals_is_named_as_the_warnings_name_entries
     said = [text for _, text in _comparison_findings(table)]
     assert ("The EM point lies outside the 89% interval for 2 parameter(s): covariance[1, x, x] (mcmc), "
             "weights[0] (mcmc).") in said
+
+
+def test_a_component_the_draws_often_empty_is_a_finding():
+    import numpy as np
+
+    from mixflow.present.report.cards import _empty_findings, cross_method_findings
+
+    tree = make_container(("em", "mcmc"), chains=2, draws=50)  # 60 rows: an empty component holds under 1/60
+    assert _empty_findings(tree, ["em", "mcmc"]) == []
+    posterior = tree["mcmc/posterior"].to_dataset()
+    weights = posterior["weights"].values.copy()
+    weights[:, :30, 0] = 0.005  # 60% of the draws
+    weights[:, :30, 1] = 0.995
+    tree["mcmc/posterior"] = posterior.assign(weights=(posterior["weights"].dims, weights))
+    said = _empty_findings(tree, ["em", "mcmc"])
+    assert said == [("warn", "MCMC (NUTS): in 60% of the draws a component holds less than one observation's "
+                             f"worth of weight (the smallest weight's median {np.median(weights.min(axis=-1)):.2g}): "
+                             "the data may not support 2 components, and an empty component's other parameters are "
+                             "the prior's; compare fewer components (select_k).")]
+    assert said[0][1] in cross_method_findings(tree)

@@ -19,7 +19,7 @@ from mixflow.container.layout import (
     RUN_WARNINGS,
     group,
 )
-from mixflow.container.read import available_methods, has_group
+from mixflow.container.read import available_methods, frequency_weights, has_group, method_draws
 from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_rhat
@@ -227,8 +227,39 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
                                      f"{attrs.get('n_degenerate', 0)} degenerate replicate(s) of "
                                      f"{attrs.get('n_replicates')}."))
     nuts = _nuts_findings(tree, methods)
-    findings += nuts + _across_methods(tree, table, methods, nuts)
+    findings += nuts + _empty_findings(tree, methods) + _across_methods(tree, table, methods, nuts)
     return findings or [("ok", "No problems found.")]
+
+
+#: The share of a method's draws in which some component holds less than one observation's worth of weight, from
+#: which the draws are said to empty a component: a legitimately small component of a few rows holds one rarely
+EMPTY_SHARE = 0.2
+
+
+def _empty_findings(tree, methods) -> list[tuple[str, str]]:
+    """Draws that often empty a component: more components than the data support (Rousseau and Mengersen 2011).
+
+    An overfitted mixture's posterior empties its spare components (their weights near 0, their other parameters
+    the prior's), so their summaries describe the prior, not the data. Judged on the smallest weight of each draw,
+    whatever its label (a spare component that switches labels empties one or another).
+    """
+    found = []
+    for method in ("mcmc", "advi"):
+        draws = method_draws(tree, method) if method in methods else None
+        if draws is None or "weights" not in draws:
+            continue
+        frequency = frequency_weights(tree)
+        n = float(frequency.sum()) if frequency is not None else float(tree[OBSERVED_DATA].sizes["obs"])
+        weights = draws["weights"].transpose(..., "component")
+        smallest = weights.values.reshape(-1, weights.sizes["component"]).min(axis=1)
+        share = float(np.mean(smallest * n < 1.0))
+        if share >= EMPTY_SHARE:
+            found.append(("warn", f"{METHOD_LABELS[method]}: in {share:.0%} of the draws a component holds less than "
+                                  "one observation's worth of weight (the smallest weight's median "
+                                  f"{np.median(smallest):.2g}): the data may not support "
+                                  f"{weights.sizes['component']} components, and an empty component's other "
+                                  "parameters are the prior's; compare fewer components (select_k)."))
+    return found
 
 
 def _nuts_findings(tree, methods) -> list[tuple[str, str]]:
@@ -244,13 +275,13 @@ def _across_methods(tree, table: pd.DataFrame, methods, nuts: list) -> list[tupl
 def cross_method_findings(tree, table: pd.DataFrame | None = None) -> list[str]:
     """What the report finds beyond each method's own diagnostics, as text.
 
-    EM's restarts at different optima, the EM point outside the other methods' intervals, ADVI against NUTS,
-    and the agreement of hard labels.
+    EM's restarts at different optima, components the draws often empty, the EM point outside the other methods'
+    intervals, ADVI against NUTS, and the agreement of hard labels.
     """
     table = dataset_to_frame(compare_dataset(tree)) if table is None else table
     methods = available_methods(tree)
     found = _restart_findings(tree) if "em" in methods else []
-    found += _across_methods(tree, table, methods, _nuts_findings(tree, methods))
+    found += _empty_findings(tree, methods) + _across_methods(tree, table, methods, _nuts_findings(tree, methods))
     return [text for _, text in found]
 
 
