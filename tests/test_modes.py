@@ -422,21 +422,26 @@ def test_report_findings_name_the_modes_and_judge_r_hat_within_them():
                                            "Chain 1 moves between places")
 
 
+def _with_nuts(fit_tree, n_chains: int, attrs: dict):
+    """A copy of a fit's tree with a made-up /mcmc: ``n_chains`` x 100 draws close to the EM estimate, and ``attrs``."""
+    rng = np.random.default_rng(0)
+    tree = fit_tree.copy()
+    estimate = tree["em/estimate"].to_dataset()
+    shape = (n_chains, 100)
+    tree["mcmc"] = xr.DataTree(xr.Dataset(attrs={"method": "nuts", "chains": n_chains, "draws": 100, **attrs}))
+    tree["mcmc/posterior"] = xr.Dataset({name: (("chain", "draw", *value.dims), np.broadcast_to(
+        value.values, (*shape, *value.shape)) + 0.01 * rng.standard_normal((*shape, *value.shape)))
+        for name, value in estimate.data_vars.items()}, coords=estimate.coords)
+    return tree
+
+
 def test_chains_that_cross_are_read_from_the_container_by_the_report_and_the_summary(map_fit):
     from mixflow.present.report.cards import _mcmc_convergence, _mcmc_findings
     from mixflow.present.summary import _mcmc_line
 
-    rng = np.random.default_rng(0)
-    tree = map_fit[3].copy()
-    estimate = tree["em/estimate"].to_dataset()
-    posterior = xr.Dataset({name: (("chain", "draw", *value.dims), np.broadcast_to(value.values, (2, 100, *value.shape))
-                                   + 0.01 * rng.standard_normal((2, 100, *value.shape)))
-                            for name, value in estimate.data_vars.items()}, coords=estimate.coords)
-    tree["mcmc"] = xr.DataTree(xr.Dataset(attrs={
-        "method": "nuts", "sampler": "pymc", "chains": 2, "draws": 100, "max_rhat": 1.08, "min_ess_bulk": 500.0,
-        "min_ess_tail": 450.0, "n_divergences": 0, "n_modes": 1, "high_rhat": '["weights[0]"]', "low_ess_bulk": "[]",
-        "low_ess_tail": "[]"}))
-    tree["mcmc/posterior"] = posterior
+    tree = _with_nuts(map_fit[3], 2, {
+        "sampler": "pymc", "max_rhat": 1.08, "min_ess_bulk": 500.0, "min_ess_tail": 450.0, "n_divergences": 0,
+        "n_modes": 1, "high_rhat": '["weights[0]"]', "low_ess_bulk": "[]", "low_ess_tail": "[]"})
     tree["mcmc/modes"] = xr.Dataset({"weight": (("mode",), np.ones(1)), "crosses": (("chain",), np.arange(2) == 1)})
     summary = _mcmc_convergence(tree)
     assert summary["chains that cross"] == "1"
@@ -449,17 +454,10 @@ def test_chains_that_cross_are_read_from_the_container_by_the_report_and_the_sum
 def test_the_report_names_the_mode_whose_chains_disagree_or_one_chains_halves(map_fit):
     from mixflow.present.report.cards import _mcmc_convergence, _mcmc_findings
 
-    rng = np.random.default_rng(0)
-    tree = map_fit[3].copy()
-    estimate = tree["em/estimate"].to_dataset()
-    posterior = xr.Dataset({name: (("chain", "draw", *value.dims), np.broadcast_to(value.values, (3, 100, *value.shape))
-                                   + 0.01 * rng.standard_normal((3, 100, *value.shape)))
-                            for name, value in estimate.data_vars.items()}, coords=estimate.coords)
-    tree["mcmc"] = xr.DataTree(xr.Dataset(attrs={
-        "method": "nuts", "sampler": "pymc", "chains": 3, "draws": 100, "max_rhat": 1.08, "min_ess_bulk": 500.0,
-        "min_ess_tail": 450.0, "n_divergences": 0, "n_modes": 2, "max_rhat_all_chains": 1.9,
-        "high_rhat": '["weights[0] in mode 1"]', "low_ess_bulk": "[]", "low_ess_tail": "[]"}))
-    tree["mcmc/posterior"] = posterior
+    tree = _with_nuts(map_fit[3], 3, {
+        "sampler": "pymc", "max_rhat": 1.08, "min_ess_bulk": 500.0, "min_ess_tail": 450.0, "n_divergences": 0,
+        "n_modes": 2, "max_rhat_all_chains": 1.9, "high_rhat": '["weights[0] in mode 1"]', "low_ess_bulk": "[]",
+        "low_ess_tail": "[]"})
     tree["mcmc/modes"] = xr.Dataset({"weight": (("mode",), np.array([0.7, 0.3])),
                                      "chain_mode": (("chain",), np.array([0, 1, 0])),
                                      "max_rhat": (("mode",), np.array([1.002, 1.08]))})
@@ -473,14 +471,8 @@ def test_the_report_names_the_mode_whose_chains_disagree_or_one_chains_halves(ma
 
 
 def test_the_report_marks_the_loo_figures_of_a_mode_left_out(map_fit):
-    rng = np.random.default_rng(0)
-    tree = map_fit[3].copy()
+    tree = _with_nuts(map_fit[3], 2, {"n_modes": 2})
     estimate = tree["em/estimate"].to_dataset()
-    posterior = xr.Dataset({name: (("chain", "draw", *value.dims), np.broadcast_to(value.values, (2, 100, *value.shape))
-                                   + 0.01 * rng.standard_normal((2, 100, *value.shape)))
-                            for name, value in estimate.data_vars.items()}, coords=estimate.coords)
-    tree["mcmc"] = xr.DataTree(xr.Dataset(attrs={"method": "nuts", "chains": 2, "draws": 100, "n_modes": 2}))
-    tree["mcmc/posterior"] = posterior
     modes = xr.Dataset({"chain_mode": ("chain", np.array([0, 1])), "stuck": ("chain", np.array([False, True])),
                         "weight": ("mode", np.array([1.0, 0.0])), "in_stacking": ("mode", np.array([True, False])),
                         "elpd_loo": ("mode", np.array([-250.0, -240.0])), "elpd_diff": ("mode", np.array([0.0, -10.0])),
