@@ -714,9 +714,10 @@ def test_digits_tied_default_reaches_the_many_start_maximum():
     np.testing.assert_allclose(found, reference, rtol=1e-6)
 
 
-def test_a_second_round_of_starts_only_when_the_continued_runs_disagree_or_none_is_sound():
+def test_a_second_round_of_starts_only_when_the_continued_runs_disagree_or_few_are_sound():
     # _start_rounds with made-up rounds: a round whose continued sound runs end at one maximum stops the rounds;
-    # one whose runs end at two, or whose starts reached no sound fit, calls another round from new seeds. The
+    # one whose runs end at two, whose starts reached no sound fit, or only one where most collapsed (the sound
+    # maxima barely sampled), calls another round from new seeds. The
     # first round's local search always runs, from its own runs; a later round's only from a maximum above every
     # earlier start's that no earlier run (a search's included) ended at
     from mixflow.engines.em import DEGENERATE, SOUND, START_ROUNDS, Run, _start_rounds
@@ -736,6 +737,9 @@ def test_a_second_round_of_starts_only_when_the_continued_runs_disagree_or_none_
     tier = lambda run: DEGENERATE if run.history_objective[-1] > 0 else SOUND  # noqa: E731
     for finals, rounds, searches in ((([-10.0, -10.0, -10.0 * (1 + 1e-10)],), 1, 1),  # agree to rounding
                                      (([-10.0, 5.0],), 1, 1),  # the other maximum is degenerate
+                                     # one sound run where most collapsed shows no agreement: another round
+                                     (([-10.0, 5.0, 6.0], [-10.0, -10.0]), 2, 1),
+                                     (([-10.0],), 1, 1),  # a round of one start: nothing to agree with
                                      (([-10.0, -10.5], [-10.2, -10.2]), 2, 1),  # not above the first's starts
                                      (([-10.0, -10.5], [-9.8, -10.3]), 2, 2),  # above: searched from
                                      (([-10.0, -10.5], [-9.5, -10.3]), 2, 1),  # where a search ended already

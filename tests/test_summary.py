@@ -66,7 +66,7 @@ def test_text_names_methods_and_every_warning(tree):
                      "EM bootstrap: 12 nonparametric replicates, 2 failed",
                      "MCMC (NUTS): pymc, 2 chains x 40 draws; max R-hat 1.020, min ESS bulk 60 / tail 55, "
                      "3 divergences",
-                     "ADVI: meanfield, NOT settled after 5000 iterations",
+                     "ADVI: meanfield, did not settle in 5000 iterations",
                      "  - EM: degenerate (collapsed) components [1]", "  - EM bootstrap: 2 replicate(s) failed",
                      "  - MCMC (NUTS): R-hat above 1.01 at mu[0, x0]\n",
                      "  - MCMC (NUTS): low tail ESS at weights[0], weights[1], mu[0, x0], mu[0, x1] and 2 more",
@@ -197,3 +197,14 @@ def test_a_long_finding_is_cut_at_a_word_s_end():
     assert len(cut) <= 150 and cut.endswith(" ...") and text.startswith(cut.removesuffix(" ..."))
     assert text[len(cut.removesuffix(" ..."))] == " "  # a whole word before the cut
     assert _shortened("short") == "short"
+
+
+def test_advi_from_several_starts_gives_each_fit_s_iterations_and_final_elbo():
+    from mixflow.present.numbers import advi_progress
+
+    attrs = {"n_iter": 700, "converged": 0, "final_elbo": -749.14, "n_iter_per_fit": json.dumps([420, 700, 510]),
+             "converged_per_fit": json.dumps([1, 0, 1]), "final_elbo_per_fit": json.dumps([-749.14, -752.3, -750.0])}
+    assert advi_progress(attrs) == ("not all settled after 420, 700 (not settled) and 510 iterations (fits 0, 1, 2)",
+                                    "final ELBO -749.14, -752.3, -750 (fits 0, 1, 2)")
+    assert advi_progress({"n_iter": 420, "converged": 1, "final_elbo": -749.14}) == (
+        "settled after 420 iterations", "final ELBO -749.14")

@@ -261,7 +261,10 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
     maxima, the likelihood has shown itself rugged: the screening's best few lead to more than one maximum,
     and a higher one may lie where no start of this round went; and when no start of the rounds so far reached a
     sound fit (every one collapsed or spurious: features of few values under a "diag" covariance), a sound one
-    may still exist where none went, and a degenerate fit wins only when nothing else does. Another round of as
+    may still exist where none went, and a degenerate fit wins only when nothing else does; likewise when one
+    continued run alone is sound and most of the round's runs collapsed (a feature of many equal values, where most
+    starts put a component on them): one sound run shows no agreement, and the sound maxima were hardly sampled. Another
+    round of as
     many starts, from new
     seeds (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same
     whatever follows), then runs, up to ``most`` rounds (:data:`START_ROUNDS`; one on chunked data, where
@@ -277,6 +280,8 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
         more, more_continued, more_names = screen(starts_of(seeds if round_index == 0 else more_seeds()))
         values = [run.history_objective[-1] for run, going in zip(more, more_continued, strict=True)
                   if going and tier(run) == SOUND]
+        # one sound run where most starts collapsed: no agreement shown, and the sound maxima barely sampled
+        lone = len(values) == 1 and np.mean([tier(run) == DEGENERATE for run in more]) > 0.5
         best = max(values, default=-np.inf)
         known = [run.history_objective[-1] for run, going in zip(runs, continued, strict=True) if going]
         if search is not None and (round_index == 0 or (_higher(best, screened) and not any(
@@ -287,7 +292,9 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
         continued = np.concatenate([continued, more_continued])
         if not np.isfinite(screened):  # no sound run yet (every one collapsed or spurious): another round first
             continue
-        if len(values) < 2 or not _higher(max(values), min(values)):
+        if lone:
+            continue
+        if not values or not _higher(max(values), min(values)):
             break
     return runs, continued, names, round_index + 1
 

@@ -6,9 +6,10 @@ sd, four significant digits; plain notation between 1e-3 and 1e7, scientific bey
 up to 1e12).
 """
 
+import json
 import math
 
-__all__ = ["counted", "format_number", "format_with_sd", "set_aside_runs"]
+__all__ = ["advi_progress", "counted", "format_number", "format_with_sd", "set_aside_runs"]
 
 
 def _decimals(sd: float, digits: int = 2) -> int:
@@ -76,3 +77,25 @@ def set_aside_runs(attrs, prefix: str = "") -> str:
 def counted(number: int, noun: str) -> str:
     """``"1 divergent transition"``, ``"3 divergent transitions"``."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def advi_progress(attrs, digits: int = 6) -> tuple[str, str]:
+    """ADVI's convergence and final ELBO in words, from ``/advi`` attrs: of each fit when it ran from several starts.
+
+    ``("settled after 420 iterations", "final ELBO -749.14")``; several fits:
+    ``("settled after 420, 700 and 510 iterations (fits 0, 1, 2)", "final ELBO -749.14, -752.3, -750 (fits 0, 1, 2)")``,
+    a fit that did not settle said so.
+    """
+    if "n_iter_per_fit" not in attrs:
+        n_iter = attrs.get("n_iter", "?")
+        settled = (f"settled after {n_iter} iterations" if attrs.get("converged", 1) else
+                   f"did not settle in {n_iter} iterations")
+        return settled, f"final ELBO {float(attrs.get('final_elbo', float('nan'))):.{digits}g}"
+    iterations, converged = json.loads(attrs["n_iter_per_fit"]), json.loads(attrs["converged_per_fit"])
+    elbos = json.loads(attrs["final_elbo_per_fit"])
+    fits = f"(fits {', '.join(map(str, range(len(iterations))))})"
+    each = [str(n) + ("" if ok else " (not settled)") for n, ok in zip(iterations, converged, strict=True)]
+    counts = ", ".join(each[:-1]) + " and " + each[-1] if len(each) > 1 else each[0]
+    state = "settled" if all(converged) else "not all settled"
+    return (f"{state} after {counts} iterations {fits}",
+            f"final ELBO {', '.join(f'{float(e):.{digits}g}' for e in elbos)} {fits}")

@@ -34,7 +34,7 @@ from mixflow.engines.stacking import WEIGHT_INTERVAL
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import counted, format_with_sd, set_aside_runs
+from mixflow.present.numbers import advi_progress, counted, format_with_sd, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.present.units import ParameterUnits
 
@@ -304,8 +304,8 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
 def _advi_line(tree) -> tuple[str, list[str]]:
     attrs = tree["advi"].attrs
     settled = bool(attrs.get("converged", True))
-    line = (f"{attrs.get('variant')}, {'settled' if settled else 'NOT settled'} after {attrs.get('n_iter')} "
-            f"iterations, final ELBO {attrs.get('final_elbo', float('nan')):.2f}, {attrs.get('draws')} draws")
+    progress, elbo = advi_progress(attrs, digits=7)
+    line = f"{attrs.get('variant')}, {progress}, {elbo}, {attrs.get('draws')} draws"
     found = [] if settled else ["the approximation did not settle (raise n or lower learning_rate)"]
     if has_group(tree, ADVI_MODES):
         modes = tree[ADVI_MODES]

@@ -20,7 +20,7 @@ from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError, Interrupted, is_termination
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
-from mixflow.present.numbers import counted
+from mixflow.present.numbers import advi_progress, counted
 from mixflow.warnings import ADVIDivergenceError
 from mixflow.workflow.config import Workflow, read_workflow
 from mixflow.workflow.console import Console
@@ -115,9 +115,8 @@ def mcmc_result(attrs) -> str:
 
 def advi_result(attrs) -> str:
     """ADVI's result in one line: iterations, settled or not, final ELBO."""
-    state = "settled" if attrs.get("converged", 1) else "did NOT settle"
-    return (f"{attrs.get('variant', '')} {attrs.get('n_iter', '?')} iterations in {attrs.get('wall_time', 0):.1f} s, "
-            f"{state}, final ELBO {attrs.get('final_elbo', float('nan')):.6g}")
+    progress, elbo = advi_progress(attrs)
+    return f"{attrs.get('variant', '')} in {attrs.get('wall_time', 0):.1f} s, {progress}, {elbo}"
 
 
 #: The file name of each plot under ``figures/``, where it is not the plot's own name.

@@ -24,7 +24,7 @@ from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import counted, set_aside_runs
+from mixflow.present.numbers import advi_progress, counted, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 
 __all__ = ["card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values", "provenance_rows",
@@ -178,13 +178,11 @@ def _advi_rows(tree) -> list[tuple[str, object]]:
 
     attrs = tree["advi"].attrs
     variant = {"meanfield": "mean-field", "fullrank": "full-rank"}.get(attrs.get("variant"), attrs.get("variant", ""))
-    n_iter = attrs.get("n_iter", "?")
-    settled = (f"settled after {n_iter} iterations" if attrs.get("converged", 1)
-               else f"did not settle in {n_iter} iterations")
+    settled, final = advi_progress(attrs)
     rows = [("approximation", f"{variant} Gaussian"), ("convergence", settled)]
     if "final_elbo" in attrs:  # the mean of the last window of single-sample estimates, as the settle check sees
         window = f" (mean of the last {attrs['check_every']} iterations)" if "check_every" in attrs else ""
-        rows.append((f"final ELBO{window}", f"{attrs['final_elbo']:.6g}"))
+        rows.append((f"final ELBO{window}", final.removeprefix("final ELBO ")))
     else:
         elbo = elbo_history(tree)
         if elbo is not None:
