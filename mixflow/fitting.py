@@ -357,7 +357,8 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
         groups = _engine(sampling)(model, data, reference, random_seed=_method_seed(seed, sampling),
                                    **engine_options)
         if routed[sampling].get("starts") == "em-optima":
-            groups["attrs"]["starts"] = f"em-optima ({len(engine_options['starts'])} distinct)"
+            groups["attrs"]["starts"] = (f"em-optima ({len(engine_options['starts'])} distinct)" if limit != 1 else
+                                         "em-optima (the best of them: one chain)")  # whatever else EM found
         groups["attrs"] = {**groups.get("attrs", {}), **stated}
         result = _replace_group(result, _sampling_tree(result, groups, sampling), sampling)
     return result

@@ -675,3 +675,29 @@ def test_a_value_above_its_threshold_is_never_printed_as_the_threshold():
     assert format_above(1.002, 1.0) == "1.002" and format_above(0.6049, 0.6) == "0.605"
     assert format_above(0.74, 0.6) == "0.74" and format_above(0.5, 0.6) == "0.50"
     assert format_above(1.0000001, 1.0) == "1.00001"  # above by less than the last place shown: rounded up
+
+
+@pytest.mark.parametrize(("chains", "said"), [(1, "em-optima (the best of them: one chain)"),
+                                              (4, "em-optima (2 distinct)")])
+def test_em_optima_says_how_many_optima_the_chains_started_from(mirrored, monkeypatch, chains, said):
+    import mixflow.fitting
+
+    tree = mixflow.fit(mixflow.GaussianMixture(2), mirrored, method="map", random_seed=0, n_init=5)
+    seen = {}
+
+    def engine(model, data, reference, *, chains=4, starts="reference", random_seed=None):  # stands in for NUTS
+        seen["starts"] = starts
+        return {"attrs": {}}
+
+    def sampling_tree(result, groups, method):
+        seen["attrs"] = groups["attrs"]
+        return result
+
+    monkeypatch.setattr(mixflow.fitting, "_engine", lambda method: engine)
+    monkeypatch.setattr(mixflow.fitting, "_sampling_tree", sampling_tree)
+    monkeypatch.setattr(mixflow.fitting, "_replace_group", lambda result, other, name: result)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.SamplingWarning)  # two optima: nothing to warn of
+        mixflow.fit(mixflow.GaussianMixture(2), mirrored, method="mcmc", tree=tree, chains=chains,
+                    starts="em-optima")
+    assert len(seen["starts"]) == min(chains, 2) and seen["attrs"]["starts"] == said
