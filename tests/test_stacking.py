@@ -294,6 +294,17 @@ def test_a_stuck_chain_is_left_out_of_the_stacking_and_said(two_mode_draws):
             "299 transitions, so its draws are not a sample of the posterior") in said
     assert said.endswith("; a stuck chain needs another start or a smaller step (higher target_accept)")
     assert "more draws settle them" not in said  # more draws do not free a stuck chain
+    assert value["stuck_inside"].tolist() == [-1, -1]  # 0.3 from mode 0's mean, 6 of its sds: a place of its own
+    mu[1] = estimate["mu"] + 0.02  # stopped inside mode 0's draws
+    draws["mu"] = (draws["mu"][0], mu)
+    log_likelihood = logsumexp(np.log(estimate["weights"]) + stats.norm.logpdf(
+        data.values[None, None, :, 0, None], mu[:, :, None, :, 0], sd), axis=-1)
+    inside = {name: v for name, (_, v) in mode_summaries(model, data, draws, log_likelihood, estimate,
+                                                         np.array([0, 1]))["variables"].items()}
+    assert inside["stuck_inside"].tolist() == [-1, 0]
+    assert ("its chain is stuck: its draw changed in 0 of 299 transitions, so its draws are not a sample of the "
+            "posterior (it stopped inside mode 0's draws: no mode of its own, but a chain that stopped there)"
+            ) in mode_caveats(inside)
     # every mode stuck leaves nothing better: all stacked
     weights, kept = _stacking(_lpd(0)[:, :2], np.ones(200), np.array([0.3, 0.3]), np.array([300, 300]),
                               np.array([True, True]))

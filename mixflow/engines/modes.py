@@ -162,6 +162,36 @@ def _within(draws: dict, chains: np.ndarray) -> xr.Dataset:
     return xr.Dataset({name: (dims, np.asarray(value)[chains]) for name, (dims, value) in draws.items()})
 
 
+#: A stuck mode's draws lie inside another mode's when their median is within that mode's central interval of this
+#: probability on every scalar parameter
+INSIDE_INTERVAL = 0.98
+
+
+def _stuck_inside(draws: dict, chain_mode: np.ndarray, stuck: np.ndarray) -> np.ndarray:
+    """For each mode of stuck chains, the mode of moving chains whose draws hold it (-1 for none, or not stuck).
+
+    A chain that stopped inside another mode's bulk is no mode of its own: it is said so (:func:`mode_caveats`).
+    """
+    columns = np.concatenate([np.asarray(v, float).reshape(*np.shape(v)[:2], -1) for _, v in draws.values()], axis=-1)
+    n_modes = int(chain_mode.max()) + 1
+    inside = np.full(n_modes, -1)
+    half = (1 - INSIDE_INTERVAL) / 2
+    for mode in range(n_modes):
+        chains = np.flatnonzero(chain_mode == mode)
+        if not stuck[chains].all():
+            continue
+        point = np.median(columns[chains].reshape(-1, columns.shape[-1]), axis=0)
+        for other in range(n_modes):
+            moving = np.flatnonzero((chain_mode == other) & ~stuck)
+            if other == mode or not moving.size:
+                continue
+            low, high = np.quantile(columns[moving].reshape(-1, columns.shape[-1]), [half, 1 - half], axis=0)
+            if np.all((point >= low) & (point <= high)):
+                inside[mode] = other
+                break
+    return inside
+
+
 def _em_mode(reference: dict, means: list[dict], sds: list[dict]) -> int:
     """The mode EM's estimate lies in (see :data:`EM_IN_MODE`), or -1 for none."""
     best, best_distance = -1, np.inf
@@ -247,6 +277,7 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     # a mode left out is not negligible (nothing is known of its weight), nor one that predicts as well
     dominant = int(np.argmax(weights)) if weights.max() > DOMINANT_WEIGHT and n_modes > 1 and \
         stats["in_stacking"].all() and not alike_modes({**stats, "weight": weights}) else -1
+    stats["stuck_inside"] = _stuck_inside(draws, chain_mode, stuck)
     variables = {"chain_mode": (("chain",), chain_mode.astype(np.int64)), "moves": (("chain",), moves),
                  "stuck": (("chain",), stuck), "weight": (("mode",), weights),
                  "lpd_loo": (("obs", "mode"), lpd), **{key: (("mode",), value) for key, value in stats.items()}}
@@ -319,6 +350,9 @@ _MODE_ATTRS = {
     "weight_low": f"the lower end of the weight's central {WEIGHT_INTERVAL:g} interval under a Bayesian bootstrap "
                   "of the rows (each row weighted by a Gamma draw of shape its frequency; the same densities stacked "
                   "again): how far the data determine the weight; weight_high its upper end",
+    "stuck_inside": f"for a mode of stuck chains, the mode of moving chains within whose central "
+                    f"{INSIDE_INTERVAL:g} interval its draws' median lies on every parameter (the chain stopped "
+                    "inside that mode: no mode of its own); -1 for none, or a mode that moves",
     "log_posterior": "log posterior density (EM's MAP objective) at the mode's posterior mean",
     "log_likelihood": "log-likelihood (frequency weights applied) at the mode's posterior mean",
 }
@@ -339,8 +373,11 @@ def _left_out_why(value: dict, mode: int, unit: str) -> str:
     if "stuck" in value and value["stuck"][chains].all():
         subject = f"its {unit[:-1]}" if chains.size == 1 else f"its {unit}"
         transitions = int(value["n_draws"][mode] // chains.size) - 1
+        inside = int(value["stuck_inside"][mode]) if "stuck_inside" in value else -1
+        where = (f" (it stopped inside mode {inside}'s draws: no mode of its own, but a {unit[:-1]} that stopped "
+                 "there)" if inside >= 0 else "")
         return (f"{stuck_text(subject, chains, value['moves'], transitions)}, so its draws are not a sample of the "
-                "posterior")
+                f"posterior{where}")
     if np.isnan(value["max_pareto_k"][mode]):
         return ("PSIS-LOO found no Pareto shape for its draws (its largest importance ratios are equal: draws "
                 "stuck on a few values), so its leave-one-out densities are close to its in-sample ones")
@@ -416,7 +453,7 @@ def mode_caveats(modes, unit: str = "chains") -> str:
         draws settle them"``.
     """
     names = ("chain_mode", "n_chains", "n_draws", "max_pareto_k", "pareto_k_threshold", "loo_reliable",
-             "min_ess_bulk", "ess_reliable", "stuck", "moves")
+             "min_ess_bulk", "ess_reliable", "stuck", "moves", "stuck_inside")
     value = {name: np.asarray(modes[name]) for name in names if name in modes}
     left_out = left_out_modes(modes)
     if value["n_draws"].size < 2:
