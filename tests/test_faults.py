@@ -609,7 +609,8 @@ def test_a_rerun_whose_file_cannot_replace_the_earlier_one_puts_everything_back(
     status, err = _cli(capsys, "run", workflow_file, "--out", out)
     assert status == 2
     line = _one_error_line(err)
-    assert line.startswith(f"mixflow run: error: '{out / refused}': Operation not permitted")
+    assert line.startswith(f"mixflow run: error: '{out / refused}': Operation not permitted; this run's file could "
+                           "not take its place: make it replaceable, or choose another --out; the ")
     kept = out / "run-failed"
     assert f"{kept / 'gaussian-full-k2.nc'}" in line and f"{out / 'run-failed.log'}" in line
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "run-failed.log"} == before
@@ -617,6 +618,20 @@ def test_a_rerun_whose_file_cannot_replace_the_earlier_one_puts_everything_back(
         name for name in before if name != "run.log")
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no working folder, no file set aside
     assert json.loads((kept / "workflow.json").read_text())["config"]["seed"] == 2
+
+
+def test_a_rerun_in_place_completes_whatever_is_left_of_the_earlier_run(tmp_path, workflow_file, capsys):
+    """The earlier run's files, once set aside, are removed if they can be: an earlier output that is now a directory
+    (of the user's, say) is removed with it, and the rerun completes, its own files in place."""
+    out = tmp_path / "out"
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    (out / "workflow.json").unlink()
+    (out / "workflow.json").mkdir()
+    (out / "workflow.json" / "notes.txt").write_text("mine")
+    workflow_file.write_text(SMALL.replace("seed = 1", "seed = 2"))
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    assert json.loads((out / "workflow.json").read_text())["config"]["seed"] == 2
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [] and not (out / "run-failed").exists()
 
 
 def test_a_held_termination_goes_before_a_held_interrupt():

@@ -462,12 +462,17 @@ def test_the_report_names_the_mode_whose_chains_disagree_or_one_chains_halves(ma
                                      "chain_mode": (("chain",), np.array([0, 1, 0])),
                                      "max_rhat": (("mode",), np.array([1.002, 1.08]))})
     said = [text for level, text in _mcmc_findings(_mcmc_convergence(tree)) if level == "bad"]
-    assert said == ["MCMC: max R-hat within a mode 1.080 > 1.01: the halves of chain 1, alone in mode 1, disagree: "
-                    "R-hat 1.080."]
+    assert said == ["MCMC: max R-hat within a mode 1.080 > 1.01: the halves of chain 1, alone in mode 1, disagree."]
     tree["mcmc/modes"] = tree["mcmc/modes"].to_dataset().assign(chain_mode=("chain", np.array([1, 1, 0])),
                                                                 max_rhat=("mode", np.array([1.002, 1.05])))
     said = [text for level, text in _mcmc_findings(_mcmc_convergence(tree)) if level == "bad"]
-    assert said == ["MCMC: max R-hat within a mode 1.080 > 1.01: chains 0, 1 of mode 1 disagree: R-hat 1.050."]
+    assert said == ["MCMC: max R-hat within a mode 1.080 > 1.01: chains 0, 1 of mode 1 disagree."]
+    # several modes that disagree: each with its own R-hat
+    tree["mcmc/modes"] = tree["mcmc/modes"].to_dataset().assign(chain_mode=("chain", np.array([1, 1, 0])),
+                                                                max_rhat=("mode", np.array([1.03, 1.08])))
+    said = [text for level, text in _mcmc_findings(_mcmc_convergence(tree)) if level == "bad"]
+    assert said == ["MCMC: max R-hat within a mode 1.080 > 1.01: the halves of chain 2, alone in mode 0, disagree: "
+                    "R-hat 1.030; chains 0, 1 of mode 1 disagree: R-hat 1.080."]
 
 
 def test_the_report_marks_the_loo_figures_of_a_mode_left_out(map_fit):
@@ -505,13 +510,13 @@ def test_the_summary_gives_each_stacking_weight_with_its_bootstrap_interval(map_
     tree["mcmc/modes"] = modes.assign(weight_low=("mode", np.array([0.52, 0.12])),
                                       weight_high=("mode", np.array([0.88, 0.48])))
     assert _stacked_line(tree)[0].startswith(
-        "2 modes (chains 0 | 1), stacking weights 0.700 [0.52, 0.88], 0.300 [0.12, 0.48] ([90% Bayesian-bootstrap "
-        "interval]), 20 draws resampled by weight")
+        "2 modes (chains 0 | 1), stacking weights 0.700 [0.520, 0.880], 0.300 [0.120, 0.480] (in brackets, 90% "
+        "Bayesian-bootstrap intervals), 20 draws resampled by weight")
     # a mode left out has no weight to give an interval of: said so, not "0.000 [0.00, 0.00]"
     tree["mcmc/modes"] = modes.assign(weight=("mode", np.array([1.0, 0.0])), in_stacking=("mode", [True, False]),
                                       weight_low=("mode", np.array([1.0, 0.0])),
                                       weight_high=("mode", np.array([1.0, 0.0])))
-    assert "stacking weights 1.000 [1.00, 1.00], 0 (left out) ([90%" in _stacked_line(tree)[0]
+    assert "stacking weights 1.000 [1.000, 1.000], 0 (left out) (in brackets, 90%" in _stacked_line(tree)[0]
 
 
 def test_select_k_reports_each_k_modes(monkeypatch):

@@ -505,8 +505,8 @@ def test_a_component_the_draws_often_empty_is_a_finding():
     weights[:, :30, 1] = 0.995
     tree["mcmc/posterior"] = posterior.assign(weights=(posterior["weights"].dims, weights))
     said = _empty_findings(tree, ["em", "mcmc"])
-    assert said == [("warn", "MCMC (NUTS): in 60% of the draws a component holds less than one observation's "
-                             f"worth of weight (the smallest weight's median {np.median(weights.min(axis=-1)):.2g}): "
-                             "the data may not support 2 components, and an empty component's other parameters are "
+    assert said == [("warn", "MCMC (NUTS): the data may not support 2 components: in 60% of the draws one holds "
+                             "less than one observation's worth of weight (the smallest weight's median "
+                             f"{np.median(weights.min(axis=-1)):.2g}), and an empty component's other parameters are "
                              "the prior's; compare fewer components (select_k).")]
     assert said[0][1] in cross_method_findings(tree)

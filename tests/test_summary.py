@@ -208,3 +208,16 @@ def test_advi_from_several_starts_gives_each_fit_s_iterations_and_final_elbo():
                                     "final ELBO -749.14, -752.3, -750 (fits 0, 1, 2)")
     assert advi_progress({"n_iter": 420, "converged": 1, "final_elbo": -749.14}) == (
         "settled after 420 iterations", "final ELBO -749.14")
+
+
+def test_a_best_maximum_reached_once_is_said_in_the_singular():
+    import xarray as xr
+
+    from mixflow.present.summary import _em_line
+
+    attrs = {"method": "mle", "log_likelihood": -10.0, "bic": 30.0, "converged": 1, "n_iter": 12, "n_maxima": 4,
+             "n_runs_at_best": 1, "start_rounds": 2}
+    line = _em_line(xr.DataTree.from_dict({"em": xr.Dataset(attrs=attrs)}))[0]
+    assert "best of 4 maxima the runs reached, by only one run, over 2 rounds of starts" in line
+    attrs["n_runs_at_best"] = 3
+    assert "by 3 runs," in _em_line(xr.DataTree.from_dict({"em": xr.Dataset(attrs=attrs)}))[0]

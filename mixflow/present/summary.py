@@ -239,7 +239,9 @@ def _em_line(tree) -> tuple[str, list[str]]:
     line = (f"{kind}, log-likelihood {_plain(attrs['log_likelihood'], 4)}, BIC {_plain(attrs['bic'], 2)}, "
             f"{'converged' if converged else 'NOT converged'} in {attrs.get('n_iter')} iterations")
     if int(attrs.get("n_maxima", 1)) > 1:  # what the restarts saw: a best reached once may not be the highest
-        line += f"; best of {attrs['n_maxima']} maxima the runs reached, by {attrs['n_runs_at_best']} runs"
+        at_best = int(attrs["n_runs_at_best"])
+        line += f"; best of {attrs['n_maxima']} maxima the runs reached, by " + (
+            f"{at_best} runs" if at_best > 1 else "only one run")
         if int(attrs.get("start_rounds", 1)) > 1:
             line += f", over {attrs['start_rounds']} rounds of starts"
     if not int(attrs.get("degenerate", 0)):  # runs a sound (or spurious) winner outranked, whatever their value
@@ -328,10 +330,10 @@ def _stacked_line(tree, modes_path: str = MCMC_MODES, method: str = "stacked", u
     said = ", ".join(f"{w:.3f}" for w in weights)
     if "weight_low" in modes:  # recorded since the Bayesian bootstrap of the weights
         left_out = left_out_modes(modes)
-        said = ", ".join("0 (left out)" if m in left_out else f"{w:.3f} [{low:.2f}, {high:.2f}]"
+        said = ", ".join("0 (left out)" if m in left_out else f"{w:.3f} [{low:.3f}, {high:.3f}]"
                          for m, (w, low, high) in enumerate(zip(weights, modes["weight_low"].values,
                                                                  modes["weight_high"].values, strict=True)))
-        said += f" ([{WEIGHT_INTERVAL:.0%} Bayesian-bootstrap interval])"
+        said += f" (in brackets, {WEIGHT_INTERVAL:.0%} Bayesian-bootstrap intervals)"
     line = (f"{weights.size} modes ({unit} {groups}), stacking weights {said}, "
             f"{tree[DRAW_GROUPS[method]].sizes['draw']} draws resampled by weight")
     dominant = int(modes.attrs.get("dominant_mode", -1))

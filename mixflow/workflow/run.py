@@ -313,17 +313,22 @@ def _move_in(staging: Path, out: Path, written: list[Path]) -> list[Path]:
         for target, backup in reversed(aside):
             os.replace(backup, target)
         raise
-    for _, backup in aside:
-        backup.unlink(missing_ok=True)
+    for _, backup in aside:  # this run's files are in place: what is left of the earlier run's goes, if it can
+        with contextlib.suppress(OSError):
+            if backup.is_dir() and not backup.is_symlink():
+                shutil.rmtree(backup)
+            else:
+                backup.unlink(missing_ok=True)
     return targets
 
 
 def _renamed(source: Path, target: Path, named: Path) -> None:
-    """``os.replace(source, target)``; its OSError names ``named``, the file in the output directory."""
+    """``os.replace(source, target)``; its OSError names ``named``, the file in the output directory, and what to do."""
     try:
         os.replace(source, target)
     except OSError as error:
-        raise OSError(error.errno, error.strerror, str(named)) from error
+        raise OSError(error.errno, f"{error.strerror}; this run's file could not take its place: make it replaceable, "
+                                   "or choose another --out", str(named)) from error
 
 
 def _keep_attempt(staging: Path, kept: Path, written: list[Path]) -> list[Path]:

@@ -72,9 +72,11 @@ def _mcmc_convergence(tree) -> dict:
             modes = tree[group(MCMC, "modes")] if has_group(tree, group(MCMC, "modes")) else None
             if modes is not None and {"chain_mode", "max_rhat"} <= set(modes.data_vars):
                 chain_mode, rhat = modes["chain_mode"].values, modes["max_rhat"].values
-                out["modes that disagree"] = [  # which chains: a mode's own, or one chain's halves
-                    disagreeing_mode(mode, out["modes"], np.flatnonzero(chain_mode == mode), rhat, None, 0)
-                    for mode in range(rhat.size) if rhat[mode] > RHAT_MAX]
+                over = [mode for mode in range(rhat.size) if rhat[mode] > RHAT_MAX]
+                out["modes that disagree"] = [  # which chains: a mode's own, or one chain's halves (each R-hat
+                    # quoted when several modes disagree; one mode's is the worst the finding quotes already)
+                    disagreeing_mode(mode, out["modes"], np.flatnonzero(chain_mode == mode),
+                                     rhat if len(over) > 1 else None, None, 0) for mode in over]
         return out
     if draws.sizes["chain"] > 1:
         out["max R-hat"] = float(arviz_stats.rhat(draws).to_array().max())
@@ -252,11 +254,11 @@ def _empty_findings(tree, methods) -> list[tuple[str, str]]:
         smallest = weights.values.reshape(-1, weights.sizes["component"]).min(axis=1)
         share = float(np.mean(smallest * n < 1.0))
         if share >= EMPTY_SHARE:
-            found.append(("warn", f"{METHOD_LABELS[method]}: in {share:.0%} of the draws a component holds less than "
-                                  "one observation's worth of weight (the smallest weight's median "
-                                  f"{np.median(smallest):.2g}): the data may not support "
-                                  f"{weights.sizes['component']} components, and an empty component's other "
-                                  "parameters are the prior's; compare fewer components (select_k)."))
+            found.append(("warn", f"{METHOD_LABELS[method]}: the data may not support {weights.sizes['component']} "
+                                  f"components: in {share:.0%} of the draws one holds less than one observation's "
+                                  f"worth of weight (the smallest weight's median {np.median(smallest):.2g}), and an "
+                                  "empty component's other parameters are the prior's; compare fewer components "
+                                  "(select_k)."))
     return found
 
 
