@@ -477,6 +477,10 @@ def test_the_r_hat_of_one_chain_s_halves_is_shown_and_judged():
             "show whether others would agree; run several chains, and more draws.") in said
     tree["mcmc"].attrs["max_rhat"] = 1.004
     assert not any("R-hat" in text for _, text in diagnostics(tree, compare(tree)))
+    from mixflow.present.summary import _mcmc_line
+
+    tree["mcmc"].attrs.update(chains=1, draws=30, sampler="pymc")
+    assert "1 chain x 30 draws; max R-hat (the chain's halves) 1.004" in _mcmc_line(tree)[0]
 
 
 def test_an_em_point_outside_the_intervals_is_named_as_the_warnings_name_entries():
