@@ -481,6 +481,20 @@ def test_the_r_hat_of_one_chain_s_halves_is_shown_and_judged():
 
     tree["mcmc"].attrs.update(chains=1, draws=30, sampler="pymc")
     assert "1 chain x 30 draws; max R-hat (the chain's halves) 1.004" in _mcmc_line(tree)[0]
+    # the summary table's r_hat of one chain: its halves', each parameter's, as arviz_stats gives for them
+    import arviz_stats
+    import numpy as np
+    import xarray as xr
+
+    from mixflow.present.summary import summary_table
+
+    table = summary_table(tree)
+    mu = table[(table["method"] == "mcmc") & (table["parameter"] == "mu")]
+    draws = tree["mcmc/posterior"]["mu"].isel(chain=0)
+    halves = xr.concat([draws.isel(draw=slice(0, 15)), draws.isel(draw=slice(15, 30)).assign_coords(
+        draw=np.arange(15))], dim="chain")
+    expected = arviz_stats.rhat(halves.transpose("chain", "draw", ...)).values.ravel()
+    np.testing.assert_allclose(np.sort(mu["r_hat"].to_numpy()), np.sort(expected), rtol=1e-12)
 
 
 def test_an_em_point_outside_the_intervals_is_named_as_the_warnings_name_entries():

@@ -28,6 +28,7 @@ from mixflow.container.layout import (
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
 from mixflow.engines.em import pairs_text
+from mixflow.engines.mode_rule import rhat_within
 from mixflow.engines.modes import CROSSING_WINDOW, describe_group, left_out_modes, left_out_reason, mode_caveats
 from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.engines.stacking import WEIGHT_INTERVAL
@@ -86,9 +87,10 @@ def summary_table(tree, *, ci_prob: float | None = None, ci_kind: str | None = N
         One row per parameter element and method: ``parameter``, the element columns of
         :func:`mixflow.present.compare.element_columns`, ``method``, ``estimate`` (the EM point, else the
         mean of the draws), ``sd`` (EM: the standard error from the observed information), ``lower`` and
-        ``upper`` (the interval; Wald for EM), and for ``mcmc`` ``r_hat`` (rank-normalised split R-hat,
-        NaN for one chain), ``ess_bulk`` and ``ess_tail``; NaN for the other methods, whose draws are
-        independent (the bootstrap replicates, ADVI's draws from its approximation). ``attrs`` as for
+        ``upper`` (the interval; Wald for EM), and for ``mcmc`` ``r_hat`` (rank-normalised split R-hat; of one
+        chain, that of its two halves, as the sampler's ``max_rhat``), ``ess_bulk`` and ``ess_tail``; NaN for the
+        other methods, whose draws are independent (the bootstrap replicates, ADVI's draws from its
+        approximation). ``attrs`` as for
         :func:`mixflow.compare`.
 
     """
@@ -113,14 +115,15 @@ def _summary_frame(tree, dataset: xr.Dataset) -> pd.DataFrame:
 
 
 def _nuts_diagnostics(tree) -> dict | None:
-    """R-hat (None for one chain), bulk and tail ESS of the NUTS draws, or None without them."""
+    """R-hat (of one chain, its halves'), bulk and tail ESS of the NUTS draws, or None without them."""
     draws = method_draws(tree, MCMC)
     if draws is None:
         return None
     import arviz_stats
 
     with np.errstate(divide="ignore", invalid="ignore"):  # a constant (the weight of K=1) has none
-        return {"r_hat": arviz_stats.rhat(draws) if draws.sizes["chain"] > 1 else None,
+        # one chain: its halves', as the sampler's own max_rhat (none for a chain too short to split)
+        return {"r_hat": rhat_within(draws) if draws.sizes["chain"] > 1 or draws.sizes["draw"] >= 8 else None,
                 "ess_bulk": arviz_stats.ess(draws, method="bulk"),
                 "ess_tail": arviz_stats.ess(draws, method="tail")}
 
