@@ -552,7 +552,7 @@ def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOpti
         ends = np.cumsum([0] + [len(kind) for kind in kinds])
         counts = (len(kinds[0]) if duplicated else TRANSFER_CONTINUED, SPLIT_MERGE_CONTINUED, OUTLIER_CONTINUED,
                   DENSE_CONTINUED)
-        shorts = _screen_moves(kinds, counts, runs_of, short, tier)
+        shorts = _screen_moves(kinds, ends, counts, runs_of, short, tier)
         tried = [run for i, count in enumerate(counts)
                  for run in _candidates(shorts[ends[i]:ends[i + 1]], tier, known, count)]
         higher = [result for result in _follow(tried, runs_of, options, known)
@@ -564,17 +564,17 @@ def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOpti
     return climbed
 
 
-def _screen_moves(kinds: list[list], counts: tuple, runs_of, short: EMOptions, tier) -> list[Run]:
+def _screen_moves(kinds: list[list], ends: np.ndarray, counts: tuple, runs_of, short: EMOptions, tier) -> list[Run]:
     """The moves' short runs, in two stages: every move for a few iterations, then the most promising to the end.
 
-    Every move first runs :data:`MOVE_FIRST_ITER` iterations; of each kind, the :data:`MOVES_KEPT` times its
+    Every move first runs :data:`MOVE_FIRST_ITER` iterations; of each kind (``kinds[i]``, whose runs are
+    ``ends[i]:ends[i + 1]`` of all), the :data:`MOVES_KEPT` times its
     ``counts`` best by Aitken's projection of their limits (:func:`_rank_distinct`), degenerate ones left out, go on
     to the short runs' cap, and the others stop there: most moves fall back to the maximum they left within a few
     iterations, and only the ones still climbing towards another need the rest.
     """
     first = replace(short, max_iter=min(MOVE_FIRST_ITER, short.max_iter))
     runs = runs_of([(params, first) for kind in kinds for params in kind])
-    ends = np.cumsum([0] + [len(kind) for kind in kinds])
     going = []
     for i, count in enumerate(counts):
         of_kind = runs[ends[i]:ends[i + 1]]

@@ -46,7 +46,8 @@ from scipy.sparse.csgraph import connected_components
 
 __all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "ESS_PER_CHAIN_MIN", "MODE_OVERLAP", "MODE_RHAT",
            "STUCK_MOVES", "chain_crossings", "chain_modes", "chain_moves", "chains_text", "crossing_window",
-           "describe_modes", "pair_overlaps", "pair_rhats", "convergence", "extremes", "rhat_within", "stuck_text"]
+           "describe_modes", "pair_overlaps", "pair_rhats", "convergence", "extremes", "rhat_within", "scalar_columns",
+           "stuck_text"]
 
 #: Chains whose pair R-hat is below this on every parameter are linked.
 MODE_RHAT = 1.1
@@ -75,7 +76,7 @@ ESS_PER_CHAIN_MIN = 100
 STUCK_MOVES = 0.5
 
 
-def _columns(draws: dict) -> np.ndarray:
+def scalar_columns(draws: dict) -> np.ndarray:
     """Every scalar parameter as a column: ``(chain, draw, n_scalars)``."""
     arrays = [np.asarray(value, dtype=float) for value in draws.values()]
     n_chains, n_draws = arrays[0].shape[:2]
@@ -95,7 +96,7 @@ def chain_moves(draws: dict) -> np.ndarray:
     ndarray of shape (n_chains,)
         1 for a chain of one draw (no transition to judge).
     """
-    columns = _columns(draws)
+    columns = scalar_columns(draws)
     if columns.shape[1] < 2:
         return np.ones(columns.shape[0])
     return np.any(np.diff(columns, axis=1) != 0, axis=2).mean(axis=1)
@@ -133,7 +134,7 @@ def pair_rhats(draws: dict) -> np.ndarray:
         a parameter constant in both chains (no R-hat) counts 1 when the constants agree and infinity
         when they do not.
     """
-    columns = _columns(draws)
+    columns = scalar_columns(draws)
     n_chains = columns.shape[0]
     out = np.ones((n_chains, n_chains))
     for i in range(n_chains):
@@ -175,7 +176,7 @@ def pair_overlaps(draws: dict) -> np.ndarray:
     ndarray of shape (n_chains, n_chains)
         1 on the diagonal; a parameter constant in both chains counts 1 when the constants agree, else 0.
     """
-    columns = _columns(draws)
+    columns = scalar_columns(draws)
     n_chains = columns.shape[0]
     out = np.ones((n_chains, n_chains))
     for i in range(n_chains):
@@ -245,7 +246,7 @@ def chain_crossings(draws: dict, *, window: int = CROSSING_WINDOW, threshold: fl
     -------
     ndarray of bool of shape (n_chains,)
     """
-    columns = _columns(draws)
+    columns = scalar_columns(draws)
     n_chains, n_draws = columns.shape[:2]
     out = np.zeros(n_chains, dtype=bool)
     length = crossing_window(n_draws, window)

@@ -38,6 +38,7 @@ from mixflow.engines.mode_rule import (
     extremes,
     pair_overlaps,
     pair_rhats,
+    scalar_columns,
     stuck_text,
 )
 from mixflow.engines.sampling_diagnostics import format_above
@@ -167,12 +168,13 @@ def _within(draws: dict, chains: np.ndarray) -> xr.Dataset:
 INSIDE_INTERVAL = 0.98
 
 
-def _stuck_inside(draws: dict, chain_mode: np.ndarray, stuck: np.ndarray) -> np.ndarray:
+def _stuck_inside(values: dict, chain_mode: np.ndarray, stuck: np.ndarray) -> np.ndarray:
     """For each mode of stuck chains, the mode of moving chains whose draws hold it (-1 for none, or not stuck).
 
     A chain that stopped inside another mode's bulk is no mode of its own: it is said so (:func:`mode_caveats`).
+    ``values`` are the draws by name, ``(n_chains, n_draws, ...)``.
     """
-    columns = np.concatenate([np.asarray(v, float).reshape(*np.shape(v)[:2], -1) for _, v in draws.values()], axis=-1)
+    columns = scalar_columns(values)
     n_modes = int(chain_mode.max()) + 1
     inside = np.full(n_modes, -1)
     half = (1 - INSIDE_INTERVAL) / 2
@@ -245,7 +247,8 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     """
     n_modes = int(chain_mode.max()) + 1
     lpd = np.full((data.n_obs, n_modes), np.nan)
-    moves = chain_moves({name: value for name, (_, value) in draws.items()})
+    values = {name: value for name, (_, value) in draws.items()}
+    moves = chain_moves(values)
     stuck = moves < STUCK_MOVES
     rows, means, sds = [], [], []
     for mode in range(n_modes):
@@ -277,7 +280,7 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     # a mode left out is not negligible (nothing is known of its weight), nor one that predicts as well
     dominant = int(np.argmax(weights)) if weights.max() > DOMINANT_WEIGHT and n_modes > 1 and \
         stats["in_stacking"].all() and not alike_modes({**stats, "weight": weights}) else -1
-    stats["stuck_inside"] = _stuck_inside(draws, chain_mode, stuck)
+    stats["stuck_inside"] = _stuck_inside(values, chain_mode, stuck)
     variables = {"chain_mode": (("chain",), chain_mode.astype(np.int64)), "moves": (("chain",), moves),
                  "stuck": (("chain",), stuck), "weight": (("mode",), weights),
                  "lpd_loo": (("obs", "mode"), lpd), **{key: (("mode",), value) for key, value in stats.items()}}

@@ -243,13 +243,12 @@ def _empty_findings(tree, methods) -> list[tuple[str, str]]:
     the prior's), so their summaries describe the prior, not the data. Judged on the smallest weight of each draw,
     whatever its label (a spare component that switches labels empties one or another).
     """
-    found = []
+    found, frequency = [], frequency_weights(tree)
+    n = float(frequency.sum()) if frequency is not None else float(tree[OBSERVED_DATA].sizes["obs"])
     for method in ("mcmc", "advi"):
         draws = method_draws(tree, method) if method in methods else None
         if draws is None or "weights" not in draws:
             continue
-        frequency = frequency_weights(tree)
-        n = float(frequency.sum()) if frequency is not None else float(tree[OBSERVED_DATA].sizes["obs"])
         weights = draws["weights"].transpose(..., "component")
         smallest = weights.values.reshape(-1, weights.sizes["component"]).min(axis=1)
         share = float(np.mean(smallest * n < 1.0))

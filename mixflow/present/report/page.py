@@ -578,11 +578,11 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
                  "min_ess_bulk", "min_ess_tail", "ess_reliable"):
         if name in modes:
             rows[name] = modes[name].values
-    left_out = [not kept for kept in modes["in_stacking"].values] if "in_stacking" in modes else []
+    left_out = left_out_modes(modes)
     for name in ("elpd_loo", "elpd_diff", "elpd_diff_se"):  # a left-out mode's LOO figures are marked, not compared
-        if name in rows and any(left_out):
-            rows[name] = [format_number(value, digits=4) + (" *" if out else "")
-                          for value, out in zip(rows[name], left_out, strict=True)]
+        if name in rows and left_out:
+            rows[name] = [format_number(value, digits=4) + (" *" if mode in left_out else "")
+                          for mode, value in enumerate(rows[name])]
     for index in range(modes["weights"].shape[1]):
         rows[f"weights[{index}]"] = modes["weights"].values[:, index]
     table = pd.DataFrame(rows, index=pd.Index(modes["mode"].values, name="mode"))
@@ -598,7 +598,7 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
             "PSIS-LOO deficit to the heaviest mode, with its standard error"
             + ("; * marks the leave-one-out figures of a mode left out, which rest on draws that are no sample of "
                "the posterior or on unusable importance weights and say nothing of how the mode predicts"
-               if any(left_out) and "elpd_loo" in rows else "") + ". The weights are to be "
+               if left_out and "elpd_loo" in rows else "") + ". The weights are to be "
             "doubted where <code>loo_reliable</code> (every Pareto k at most <code>pareto_k_threshold</code>) or "
             "<code>ess_reliable</code> (bulk ESS at least 100 per chain) is False; <code>log_likelihood</code> and "
             "<code>log_posterior</code> are at the mode's "
