@@ -151,7 +151,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         best fit of each round (split-and-transfer, boundary, split-and-merge, outlier and, for Gaussian
         families, dense-group moves; for a regression, also splits across a line, see
         :mod:`mixflow.engines.starts`), and, where it finds nothing above that fit, from the lower maxima the
-        continued runs reached, best first, until one climbs above it; a higher fit it finds is a restart
+        round's continued runs reached, best first, until one climbs above the best of every round so far (maxima
+        searched from before are skipped); a higher fit it finds is a restart
         of its own, with start ``"transfer"``. A MAP fit, and a tied covariance's MLE, also start from the
         values of each discrete feature (2 to 10 distinct values, and for the tied MLE more than
         ``n_components``: groups of even weight, ``"feature-values:j"``, and the values cut at their widest

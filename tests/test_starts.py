@@ -717,9 +717,9 @@ def test_digits_tied_default_reaches_the_many_start_maximum():
 def test_a_second_round_of_starts_only_when_the_continued_runs_disagree_or_few_are_sound():
     # _start_rounds with made-up rounds: a round whose continued sound runs end at one maximum stops the rounds;
     # one whose runs end at two, whose starts reached no sound fit, or only one where most collapsed (the sound
-    # maxima barely sampled), calls another round from new seeds. The
-    # first round's local search always runs, from its own runs; a later round's only from a maximum above every
-    # earlier start's that no earlier run (a search's included) ended at
+    # maxima barely sampled), calls another round from new seeds. Every round's local search runs from its own
+    # runs, a later round's told the best sound maximum of the rounds before (searches included) as the bar a climb
+    # must pass before the search stops: a lower maximum of a later round may be one move below a higher one
     from mixflow.engines.em import DEGENERATE, SOUND, START_ROUNDS, Run, _start_rounds
 
     def screen_of(finals):
@@ -730,29 +730,28 @@ def test_a_second_round_of_starts_only_when_the_continued_runs_disagree_or_few_a
             return runs, np.ones(len(runs), dtype=bool), ["random"] * len(runs)
         return screen
 
-    def search(runs, continued, names):  # a search that climbs from the best to one found maximum, -9.5
-        searched.append([run.history_objective[-1] for run in runs])
+    def search(runs, continued, names, bar):  # a search that climbs from the best to one found maximum, -9.5
+        searched.append(([run.history_objective[-1] for run in runs], bar))
         return runs + [Run(params={}, history_objective=[-9.6, -9.5])], np.append(continued, True), names + ["t"]
 
     tier = lambda run: DEGENERATE if run.history_objective[-1] > 0 else SOUND  # noqa: E731
-    for finals, rounds, searches in ((([-10.0, -10.0, -10.0 * (1 + 1e-10)],), 1, 1),  # agree to rounding
-                                     (([-10.0, 5.0],), 1, 1),  # the other maximum is degenerate
-                                     # one sound run where most collapsed shows no agreement: another round
-                                     (([-10.0, 5.0, 6.0], [-10.0, -10.0]), 2, 1),
-                                     (([-10.0],), 1, 1),  # a round of one start: nothing to agree with
-                                     (([-10.0, -10.5], [-10.2, -10.2]), 2, 1),  # not above the first's starts
-                                     (([-10.0, -10.5], [-9.8, -10.3]), 2, 2),  # above: searched from
-                                     (([-10.0, -10.5], [-9.5, -10.3]), 2, 1),  # where a search ended already
-                                     (([-10.0, -10.5], [-10.2, -10.3], [-9.0, -9.5]), START_ROUNDS, 1),
-                                     # no sound start in the first round: another round before a degenerate wins
-                                     (([5.0, 6.0], [-10.0, -10.5]), 2, 2),
-                                     (([5.0], [6.0], [7.0]), START_ROUNDS, 1)):
+    for finals, rounds in ((([-10.0, -10.0, -10.0 * (1 + 1e-10)],), 1),  # agree to rounding
+                           (([-10.0, 5.0],), 1),  # the other maximum is degenerate
+                           # one sound run where most collapsed shows no agreement: another round
+                           (([-10.0, 5.0, 6.0], [-10.0, -10.0]), 2),
+                           (([-10.0],), 1),  # a round of one start: nothing to agree with
+                           (([-10.0, -10.5], [-10.2, -10.2]), 2),
+                           (([-10.0, -10.5], [-10.2, -10.3], [-9.0, -9.5]), START_ROUNDS),
+                           # no sound start in the first round: another round before a degenerate wins
+                           (([5.0, 6.0], [-10.0, -10.5]), 2),
+                           (([5.0], [6.0], [7.0]), START_ROUNDS)):
         calls, searched = [], []
         runs, continued, names, ran = _start_rounds(lambda seeds: seeds, ["first"], lambda: ["more"],
                                                     screen_of(finals), search, tier)
         assert ran == rounds == len(calls) and calls == [["first"]] + [["more"]] * (rounds - 1)
-        assert searched == [list(finals[0])] + ([list(finals[1])] if searches == 2 else [])
-        assert len(runs) == sum(len(values) for values in finals[:rounds]) + searches and continued.all()
+        # the bar: the best sound maximum before the round, the first round's search's -9.5 included
+        assert searched == [(list(values), -np.inf if i == 0 else -9.5) for i, values in enumerate(finals[:rounds])]
+        assert len(runs) == sum(len(values) for values in finals[:rounds]) + rounds and continued.all()
         assert [run.history_objective[-1] for run in runs[:len(finals[0])]] == list(finals[0])  # round 1 first
     assert START_ROUNDS == 2
 
@@ -796,7 +795,7 @@ def test_a_local_search_that_finds_nothing_above_the_best_goes_on_from_the_lower
 
     moved_from = []
 
-    def search(finals, climb):
+    def search(finals, climb, bar=-np.inf):
         def moved_starts(params):
             moved_from.append(params["v"])
             return [[{"v": value} for value in climb.get(params["v"], [])], [], [], []]
@@ -810,7 +809,7 @@ def test_a_local_search_that_finds_nothing_above_the_best_goes_on_from_the_lower
         moved_from.clear()
         runs = _transfer_search(starts, np.ones(len(starts), dtype=bool), ["random"] * len(starts),
                                 lambda run: SOUND, moved_starts, lambda params: str(params["v"]).encode(), runs_of,
-                                EMOptions(), searched={})[0]
+                                EMOptions(), searched={}, bar=bar)[0]
         return [run.history_objective[-1] for run in runs[len(starts):]]
 
     assert search([-11.0, -10.0, -13.0, -10.0, -14.0], {-13.0: [-7.5]}) == [-7.5]
@@ -819,6 +818,9 @@ def test_a_local_search_that_finds_nothing_above_the_best_goes_on_from_the_lower
     assert moved_from == [-10.0, -11.0, -10.5, -13.0]
     assert search([-11.0, -10.0], {-10.0: [-9.0], -11.0: [-7.5]}) == [-9.0]  # the best climbs: that is all
     assert moved_from == [-10.0, -9.0]
+    # a later round's search, below the bar of the rounds before (-8.5): a climb to -9.0 is not enough to stop
+    assert search([-11.0, -10.0], {-10.0: [-9.0], -11.0: [-7.5]}, bar=-8.5) == [-9.0, -7.5]
+    assert moved_from == [-10.0, -9.0, -11.0, -7.5]
 
 
 def test_rugged_likelihood_gets_a_second_round_that_reaches_a_higher_maximum():

@@ -257,21 +257,24 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
 
     A round is the portfolio's starts (``starts_of(seeds)``) screened and the best continued to convergence
     (``screen``, :func:`_short_then_continue`), then the local search (``search``, :func:`_transfer_search`;
-    None for none) from the round's best sound fit. When the continued sound runs of a round end at different
-    maxima, the likelihood has shown itself rugged: the screening's best few lead to more than one maximum,
-    and a higher one may lie where no start of this round went; and when no start of the rounds so far reached a
-    sound fit (every one collapsed or spurious: features of few values under a "diag" covariance), a sound one
-    may still exist where none went, and a degenerate fit wins only when nothing else does; likewise when one
-    continued run alone is sound and most of the round's runs collapsed (a feature of many equal values, where most
-    starts put a component on them): one sound run shows no agreement, and the sound maxima were hardly sampled. Another
-    round of as
-    many starts, from new
-    seeds (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same
-    whatever follows), then runs, up to ``most`` rounds (:data:`START_ROUNDS`; one on chunked data, where
-    each continued run is passes over the whole data); continued runs that agree stop the rounds, so an easy
-    likelihood costs one. A later round's local search runs only from a maximum its starts
-    found above the best earlier starts found (the search from there may climb elsewhere) and that no earlier
-    run has ended at: the first round and its search are what they would be alone, so a second round can only
+    None for none) from the round's sound continued runs. Another round of as many starts, from new seeds
+    (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same whatever
+    follows), runs, up to ``most`` rounds (:data:`START_ROUNDS`; one on chunked data, where each continued run
+    is passes over the whole data), when
+    - the continued sound runs of a round end at different maxima: the likelihood has shown itself rugged, the
+      screening's best few lead to more than one maximum, and a higher one may lie where no start went;
+    - no start of the rounds so far reached a sound fit (every one collapsed or spurious: features of few values
+      under a "diag" covariance): a sound one may still exist where none went, and a degenerate fit wins only
+      when nothing else does;
+    - one continued run alone is sound and most of the round's runs collapsed (a feature of many equal values,
+      where most starts put a component on them): one sound run shows no agreement, and the sound maxima were
+      hardly sampled.
+    Continued runs that agree stop the rounds, so an easy likelihood costs one.
+
+    A later round's search is told the best sound maximum of the rounds before (``bar``): it goes on through the
+    round's lower maxima until a climb passes that, not only the round's own best, since a maximum no earlier
+    run reached may be one move below a higher one. The maxima searched from before are skipped (the search's
+    ``searched``), so the first round and its search are what they would be alone, and a second round can only
     add maxima, never lose one.
     """
     runs, continued, names = [], np.zeros(0, dtype=bool), []
@@ -283,10 +286,10 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
         # one sound run where most starts collapsed: no agreement shown, and the sound maxima barely sampled
         lone = len(values) == 1 and np.mean([tier(run) == DEGENERATE for run in more]) > 0.5
         best = max(values, default=-np.inf)
-        known = [run.history_objective[-1] for run, going in zip(runs, continued, strict=True) if going]
-        if search is not None and (round_index == 0 or (_higher(best, screened) and not any(
-                abs(best - value) <= _SAME_VALUE * abs(value) for value in known))):
-            more, more_continued, more_names = search(list(more), more_continued, list(more_names))
+        if search is not None:
+            bar = max((run.history_objective[-1] for run, going in zip(runs, continued, strict=True)
+                       if going and tier(run) == SOUND), default=-np.inf)
+            more, more_continued, more_names = search(list(more), more_continued, list(more_names), bar=bar)
         screened = max(screened, best)
         runs, names = runs + list(more), names + list(more_names)
         continued = np.concatenate([continued, more_continued])
@@ -484,8 +487,8 @@ def _partition(model, prepared, rows: int, params: dict) -> bytes:
 
 
 def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, moved_starts, partition, runs_of,
-                     options: EMOptions, duplicates=None,
-                     searched: dict | None = None) -> tuple[list, np.ndarray, list]:
+                     options: EMOptions, duplicates=None, searched: dict | None = None,
+                     bar: float = -np.inf) -> tuple[list, np.ndarray, list]:
     """A local search from the best sound continued run: moves screened by short runs, the best continued.
 
     ``moved_starts(params)`` gives the starts one move away, by kind: local, split-and-merge, outlier and dense
@@ -508,7 +511,8 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
     stops it (:func:`_climb`). When nothing was found above the best, the search runs from each lower distinct
     maximum of the sound continued runs in turn, best first, until one climbs above the best: a higher
     maximum can be one move from a lower one and from no other (statsmodels' copper and stack loss data).
-    Nothing is searched when no continued run is sound.
+    ``bar`` (a later round of starts': the best sound maximum of the rounds before) raises the value a climb must
+    pass to stop that. Nothing is searched when no continued run is sound.
 
     ``searched`` (a dict, kept across the searches of one fit) holds the maxima searched from, by partition of
     the rows, with their values: a search that reaches one of them stops there, since the moves from a
@@ -531,7 +535,7 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
         runs += climbed
         continued += [True] * len(climbed)
         names += [TRANSFER] * len(climbed)
-        if climbed and _higher(climbed[-1].history_objective[-1], distinct[0].history_objective[-1]):
+        if climbed and _higher(climbed[-1].history_objective[-1], max(bar, distinct[0].history_objective[-1])):
             break
     return runs, np.array(continued, dtype=bool), names
 
