@@ -124,20 +124,25 @@ def test_a_component_on_the_zeros_alone_converges_to_rate_zero(deaths):
 def test_a_run_stuck_at_rate_zero_below_the_maximum_is_not_counted_as_a_maximum(deaths):
     """A start that gave a component only zero counts set its rate to 0, which EM cannot leave (its responsibility
     for every positive count is 0): the run ended 94 units below the maximum, "converged", and the fit and the
-    report counted it as a second maximum, where the likelihood rises off it. Simulated: 30% Poisson(1.5), 70%
-    Poisson(8); the best run is the maximum of a naive likelihood maximised directly."""
+    report counted it as a second maximum, where the likelihood rises off it. Simulated: 30% Poisson(0.8), 70%
+    Poisson(8), where a quarter of the seeds have such a run (a component with weight and rate 0); the best run is
+    the maximum of a naive likelihood maximised directly."""
     rng = np.random.default_rng(42)
     z = rng.random(400) < 0.3
-    y = np.where(z, rng.poisson(1.5, 400), rng.poisson(8.0, 400))
-    tree = mixflow.fit(PoissonMixture(2), y, random_seed=7)
-    stats = tree["em/sample_stats"]
-    stuck = stats["optimum_rate"].values.min(axis=1) == 0
-    assert stuck.any() and not stats["converged"].values[stuck].any()
-    assert tree["em"].attrs["n_maxima"] == 1
+    y = np.where(z, rng.poisson(0.8, 400), rng.poisson(8.0, 400))
     result = optimize.minimize(lambda v: -naive_log_likelihood(y, np.ones(y.size), np.array([1, np.exp(v[0])]) / (
         1 + np.exp(v[0])), np.exp(v[1:])), [0.9, 0.5, 2.0], method="Nelder-Mead",
         options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000})
-    assert tree["em"].attrs["log_likelihood"] == pytest.approx(-result.fun, rel=1e-10)
+    n_stuck = 0
+    for seed in range(20):
+        tree = mixflow.fit(PoissonMixture(2), y, random_seed=seed)
+        stats = tree["em/sample_stats"]
+        stuck = ((stats["optimum_rate"].values == 0) & (stats["optimum_weights"].values > 0)).any(axis=1)
+        n_stuck += int(stuck.any())
+        assert not stats["converged"].values[stuck].any()
+        assert tree["em"].attrs["n_maxima"] == 1
+        assert tree["em"].attrs["log_likelihood"] == pytest.approx(-result.fun, rel=1e-10)
+    assert n_stuck >= 2
     # a start on that boundary is said to be one, not "did not converge in max_iter ... increase max_iter"
     stuck_start = {"weights": np.array([0.4, 0.6]), "rate": np.array([0.0, 4.0])}
     counts = np.concatenate([np.zeros(200), np.random.default_rng(1).poisson(4.0, 300)])
