@@ -240,7 +240,7 @@ def test_mcmc_diagnostics_of_every_k_are_columns_and_its_warnings_name_the_k(two
         tree["mcmc"].attrs.update(max_rhat=1.0 + 0.02 * k, min_ess_bulk=500.0 / k, min_ess_tail=400.0 / k,
                                   n_divergences=k - 1)
         if k == 2:
-            warnings.warn("MCMC diagnostics: 1 divergent transition(s) after tuning.", SamplingWarning, stacklevel=2)
+            warnings.warn("MCMC diagnostics: 1 divergent transition after tuning.", SamplingWarning, stacklevel=2)
         return tree
 
     monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
