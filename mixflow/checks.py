@@ -11,6 +11,7 @@ from mixflow.data import Data
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import require_pymc_form
 from mixflow.families.pymc_parts import check_minibatch_size
+from mixflow.wording import counted
 
 __all__ = ["check_count", "check_flag", "check_memory", "check_minibatch", "check_positive", "check_problem",
            "check_seed"]
@@ -58,7 +59,7 @@ def check_memory(chains: int, draws: int, values_per_draw: int, what: str) -> No
     available = available_memory()
     if needed > available:
         at_most = max(1, available // (chains * values_per_draw * 8 * _WORKING_COPIES))
-        raise InputError(f"draws: {chains} chain(s) x {draws} draws of {what} ({values_per_draw} values each) "
+        raise InputError(f"draws: {counted(chains, 'chain')} x {draws} draws of {what} ({values_per_draw} values each) "
                          f"would need about {needed / 1e9:.3g} GB of memory, more than the {available / 1e9:.3g} GB "
                          f"available; ask for at most about {at_most} draws per chain")
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from mixflow.arguments import check_count
-from mixflow.data import offset, offset_of_rows
+from mixflow.data import constant_features_message, offset, offset_of_rows
 from mixflow.errors import InputError, InputTypeError
 from mixflow.parallel import active_client, one_blas_thread
-from mixflow.warnings import ConstantFeatureWarning, constant_features_message
+from mixflow.warnings import ConstantFeatureWarning
+from mixflow.wording import agreeing, counted
 
 __all__ = ["ChunkedData", "Moments", "active_client", "as_chunked", "is_chunked", "map_reduce", "moments_of",
            "require_dask", "row_draws", "sample_rows", "validate_chunked"]
@@ -170,10 +171,10 @@ def _check_dtype(dtype, column: str, name: str) -> None:
     from pandas.api import types
 
     if types.is_complex_dtype(dtype):
-        raise InputTypeError(f"{name}: expected real numbers, got complex column(s) [{column!r}] (pass the real and "
-                        "imaginary parts as two columns if both matter)")
+        raise InputTypeError(f"{name}: expected real numbers, got complex column [{column!r}] (pass the real and "
+                             "imaginary parts as two columns if both matter)")
     if not types.is_numeric_dtype(dtype) or types.is_bool_dtype(dtype):
-        raise InputTypeError(f"{name}: expected numeric columns, got non-numeric column(s) [{column!r}] "
+        raise InputTypeError(f"{name}: expected numeric columns, got non-numeric column [{column!r}] "
                              f"of dtype {dtype}")
 
 
@@ -243,8 +244,9 @@ def _match_features(array, columns: list, features, name: str):
     expected = [str(f) for f in features]
     if all(c == f"x{j}" for j, c in enumerate(columns)):  # unnamed columns: matched by position
         if len(columns) != len(expected):
-            raise InputError(f"{name}: expected {len(expected)} column(s), the features {expected}, got "
-                             f"{len(columns)} unnamed column(s)")
+            raise InputError(f"{name}: expected {counted(len(expected), 'column')}, the "
+                             f"{agreeing(len(expected), 'feature')} {expected}, got "
+                             f"{counted(len(columns), 'unnamed column')}")
         return array, expected
     missing = [f for f in expected if f not in columns]
     if missing:
@@ -383,7 +385,8 @@ def _add_summaries(a: dict, b: dict) -> dict:
 def _where(found: dict) -> str:
     more = f" and {found['count'] - len(found['rows'])} more" if found["count"] > len(found["rows"]) else ""
     start, stop = found["span"]
-    return (f"{found['count']} row(s), the first in chunk {found['chunk']} (rows {start}-{stop - 1}): "
+    first = agreeing(found["count"], "in chunk", "the first in chunk")
+    return (f"{counted(found['count'], 'row')}, {first} {found['chunk']} (rows {start}-{stop - 1}): "
             f"{found['rows']}{more}")
 
 
@@ -482,8 +485,9 @@ def validate_chunked(data, *, weights=None, name: str = "data", features=None, w
     overflowing = [str(chunked.features[j]) for j in np.flatnonzero(~np.isfinite(squares) | ~np.isfinite(sums))]
     if overflowing:
         top = float(largest.max())
-        raise InputError(f"{name}: expected values whose squares fit in float64, got feature(s) {overflowing} "
-                         f"with values up to {top:.3g}, which overflow; rescale them (e.g. divide by "
+        raise InputError(f"{name}: expected values whose squares fit in float64, got "
+                         f"{agreeing(len(overflowing), 'feature')} {overflowing} with values up to {top:.3g}, "
+                         f"which overflow; rescale {agreeing(len(overflowing), 'it', 'them')} (e.g. divide by "
                          f"{10 ** np.floor(np.log10(top)):.0e})")
     constant = [str(chunked.features[j]) for j in np.flatnonzero(summary["minimum"] == summary["maximum"])]
     if constant and warn_constant and chunked.n_obs > 1:

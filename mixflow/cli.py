@@ -25,6 +25,7 @@ from pathlib import Path
 
 from mixflow.errors import InputError, terminating_as_interrupt
 from mixflow.warnings import ADVIDivergenceError
+from mixflow.wording import agreeing, counted
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "main"]
 
@@ -44,7 +45,7 @@ def _run(args) -> int:
 
     written = run_workflow(args.workflow, args.out, quiet=args.quiet)
     reports = [p for p in written if p.suffix == ".html"]
-    _say(f"wrote {len(written)} file(s) to {args.out}" + (f"; report: {reports[0]}" if reports else ""))
+    _say(f"wrote {counted(len(written), 'file')} to {args.out}" + (f"; report: {reports[0]}" if reports else ""))
     return 0
 
 
@@ -363,8 +364,9 @@ def _kept(lines: list[str], error: Exception) -> list[str]:
 
 
 def _kept_files(saved: list[str], before: str) -> str:
-    """``the N file(s) completely written before <before> are kept (<files>)``."""
-    return f"the {len(saved)} file(s) completely written before {before} are kept ({', '.join(saved)})"
+    """``the N files completely written before <before> are kept (<files>)``, or ``the 1 file ... is kept``."""
+    return (f"the {counted(len(saved), 'file')} completely written before {before} {agreeing(len(saved), 'is', 'are')} "
+            f"kept ({', '.join(saved)})")
 
 
 def _interrupted(interrupt: KeyboardInterrupt, how: str = "interrupted") -> str:

@@ -12,10 +12,11 @@ import pandas as pd
 import xarray as xr
 
 from mixflow.errors import InputError, InputTypeError
-from mixflow.warnings import ConstantFeatureWarning, PrecisionWarning, constant_features_message
+from mixflow.warnings import ConstantFeatureWarning, PrecisionWarning
+from mixflow.wording import agreeing, counted
 
-__all__ = ["Data", "check_folds", "check_total_weight", "check_units", "is_text", "offset", "offset_of_rows",
-           "unread_columns", "validate_data", "validate_weights", "without_unread_text"]
+__all__ = ["Data", "check_folds", "check_total_weight", "check_units", "constant_features_message", "is_text", "offset",
+           "offset_of_rows", "unread_columns", "validate_data", "validate_weights", "without_unread_text"]
 
 _MAX_ROWS_NAMED = 5
 
@@ -136,13 +137,13 @@ def _numeric_values(frame: pd.DataFrame, row_labels, name: str) -> np.ndarray:
                          "more than once")
     complex_columns = [str(c) for c in frame.columns if pd.api.types.is_complex_dtype(frame[c])]
     if complex_columns:
-        raise InputTypeError(f"{name}: expected real numbers, got complex column(s) {complex_columns} (pass the real "
-                        "and imaginary parts as two columns if both matter)")
+        raise InputTypeError(f"{name}: expected real numbers, got complex {agreeing(len(complex_columns), 'column')} "
+                             f"{complex_columns} (pass the real and imaginary parts as two columns if both matter)")
     bad = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if not bad and frame.shape[1]:
         bad = [str(c) for c in frame.columns if pd.api.types.is_bool_dtype(frame[c])]
     if bad:
-        raise InputTypeError(f"{name}: expected numeric columns, got non-numeric column(s) {bad}"
+        raise InputTypeError(f"{name}: expected numeric columns, got non-numeric {agreeing(len(bad), 'column')} {bad}"
                              f"{_first_non_number(frame, bad[0], row_labels)}")
     values = frame.to_numpy(dtype=np.float64, copy=True)
     _warn_rounded_integers(frame, values, name)
@@ -174,9 +175,10 @@ def _warn_rounded_integers(frame: pd.DataFrame, values: np.ndarray, name: str) -
 
 
 def _rounded_warning(name: str, rounded: list[str], largest: float, worst: float) -> None:
-    warnings.warn(f"{name}: feature(s) {rounded} hold integers beyond 2**53 (up to {largest:.3g}), which float64, "
-                  f"the type of every fit, rounds by up to {worst:.3g}: values closer than that are fitted as "
-                  "equal (an identifier column is better left out; counts this large are better rescaled)",
+    warnings.warn(f"{name}: {agreeing(len(rounded), 'feature')} {rounded} {agreeing(len(rounded), 'holds', 'hold')} "
+                  f"integers beyond 2**53 (up to {largest:.3g}), which float64, the type of every fit, rounds by up to "
+                  f"{worst:.3g}: values closer than that are fitted as equal (an identifier column is better left out; "
+                  "counts this large are better rescaled)",
                   PrecisionWarning, stacklevel=5)
 
 
@@ -221,7 +223,7 @@ def _check_finite(values: np.ndarray, row_labels, name: str) -> None:
         shown = np.asarray(row_labels)[bad_rows[:_MAX_ROWS_NAMED]].tolist()
         more = f" and {bad_rows.size - _MAX_ROWS_NAMED} more" if bad_rows.size > _MAX_ROWS_NAMED else ""
         raise InputError(
-            f"{name}: expected finite values, got NaN or infinite values in {bad_rows.size} row(s): "
+            f"{name}: expected finite values, got NaN or infinite values in {counted(bad_rows.size, 'row')}: "
             f"{shown}{more}"
         )
 
@@ -234,8 +236,9 @@ def _check_scale(values: np.ndarray, names: list[str], name: str) -> None:
     overflowing = [names[j] for j in np.flatnonzero(~np.isfinite(squares) | ~np.isfinite(values.mean(axis=0)))]
     if overflowing:
         largest = float(np.max(np.abs(values)))
-        raise InputError(f"{name}: expected values whose squares fit in float64, got feature(s) {overflowing} "
-                         f"with values up to {largest:.3g}, which overflow; rescale them (e.g. divide by "
+        raise InputError(f"{name}: expected values whose squares fit in float64, got "
+                         f"{agreeing(len(overflowing), 'feature')} {overflowing} with values up to {largest:.3g}, "
+                         f"which overflow; rescale {agreeing(len(overflowing), 'it', 'them')} (e.g. divide by "
                          f"{10 ** np.floor(np.log10(largest)):.0e})")
 
 
@@ -349,6 +352,15 @@ def without_unread_text(model, data):
     return data.drop(columns=unread) if unread else data
 
 
+def constant_features_message(name: str, constant: list[str]) -> str:
+    """What :class:`ConstantFeatureWarning` says of features that take a single value, whatever the family."""
+    n, it = len(constant), agreeing(len(constant), "it", "them")
+    takes = agreeing(n, "takes a single value", "take a single value each")
+    return (f"{name}: {agreeing(n, 'feature')} {constant} {takes}: every component sits on {it}, and no component "
+            f"can be told from another along {it} (where the family fits a spread, the spread there is its floor or "
+            "the prior's)")
+
+
 def _match_features(frame: pd.DataFrame, features, name: str) -> pd.DataFrame:
     """Put named columns in the fitted order; unnamed (array) input must have the right count."""
     expected = [str(f) for f in features]
@@ -356,8 +368,9 @@ def _match_features(frame: pd.DataFrame, features, name: str) -> pd.DataFrame:
     columns = list(frame.columns)
     if all(c == f"x{j}" for j, c in enumerate(columns)):  # unnamed columns (an array): matched by position
         if len(columns) != len(expected):
-            raise InputError(f"{name}: expected {len(expected)} column(s), the features {expected}, got "
-                             f"{len(columns)} unnamed column(s)")
+            raise InputError(f"{name}: expected {counted(len(expected), 'column')}, the "
+                             f"{agreeing(len(expected), 'feature')} {expected}, got "
+                             f"{counted(len(columns), 'unnamed column')}")
         return frame.set_axis(expected, axis=1)
     missing = [f for f in expected if f not in columns]
     if missing:
@@ -391,7 +404,8 @@ def check_units(units, columns, name: str = "units") -> dict:
     columns = [str(c) for c in columns]
     unknown = [key for key in units if str(key) not in columns]
     bad = {key: value for key, value in units.items() if not isinstance(value, str) or not value.strip()}
-    said = ([f"expected units of the data's columns {columns}, got unit(s) for {unknown}"] if unknown else []) + \
+    units_for = f"{agreeing(len(unknown), 'a unit', 'units')} for {unknown}"
+    said = ([f"expected units of the data's columns {columns}, got {units_for}"] if unknown else []) + \
         ([f"expected each unit to be a non-empty string such as 'min' or 'km/s', got {bad}"] if bad else [])
     if said:  # both faults at once
         raise InputError(f"{name}: " + "; and ".join(said))

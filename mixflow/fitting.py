@@ -31,6 +31,7 @@ from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, model_from_json
 from mixflow.warnings import DegenerateComponentWarning, MixflowWarning, SamplingWarning
+from mixflow.wording import agreeing
 
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
@@ -94,7 +95,8 @@ def _route_options(methods: list[str], options: dict) -> dict:
             taken |= set(routed[method])
     unknown = sorted(set(options) - taken)
     if unknown:
-        raise InputTypeError(f"fit: unexpected option(s) {unknown} for method(s) {methods}")
+        raise InputTypeError(f"fit: unexpected {agreeing(len(unknown), 'option')} {unknown} for "
+                             f"{agreeing(len(methods), 'method')} {methods}")
     return routed
 
 

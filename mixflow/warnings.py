@@ -28,13 +28,6 @@ class ConstantFeatureWarning(MixflowWarning):
     """A feature of the data takes a single value."""
 
 
-def constant_features_message(name: str, constant: list[str]) -> str:
-    """What :class:`ConstantFeatureWarning` says of features that take a single value, whatever the family."""
-    return (f"{name}: feature(s) {constant} take a single value: every component sits on it, and no component "
-            "can be told from another along it (where the family fits a spread, the spread there is its floor or "
-            "the prior's)")
-
-
 class PrecisionWarning(MixflowWarning):
     """Values of the data that float64, the type every fit computes in, cannot hold exactly."""
 

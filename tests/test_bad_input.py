@@ -19,8 +19,8 @@ def data():
 
 @pytest.mark.parametrize("bad, message", [
     (np.array([[1.0, 2.0], [np.nan, 1.0], [3.0, 1.0], [4.0, np.inf]]),
-     r"data: expected finite values, got NaN or infinite values in 2 row\(s\): \[1, 3\]"),
-    (pd.DataFrame({"a": [1.0, 2.0, np.nan]}, index=[10, 11, 12]), r"in 1 row\(s\): \[12\]"),
+     r"data: expected finite values, got NaN or infinite values in 2 rows: \[1, 3\]"),
+    (pd.DataFrame({"a": [1.0, 2.0, np.nan]}, index=[10, 11, 12]), r"in 1 row: \[12\]"),
     (np.ones((2, 2, 2)), r"data: expected a 1-D or 2-D array, got an array of shape \(2, 2, 2\)"),
     (np.empty((0, 2)), r"data: expected at least one row and one column, got shape \(0, 2\)"),
 ])
@@ -32,15 +32,15 @@ def test_bad_values(bad, message):
 def test_nan_rows_are_listed_with_a_count_beyond_five():
     x = np.ones((20, 1))
     x[2:10] = np.nan
-    with pytest.raises(ValueError, match=r"8 row\(s\): \[2, 3, 4, 5, 6\] and 3 more"):
+    with pytest.raises(ValueError, match=r"8 rows: \[2, 3, 4, 5, 6\] and 3 more"):
         mixflow.fit(MODEL, x)
 
 
 def test_non_numeric_columns_are_named():
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "species": ["x", "y", "z"], "ok": [True, False, True]})
-    with pytest.raises(TypeError, match=r"data: expected numeric columns, got non-numeric column\(s\) \['species'\]"):
+    with pytest.raises(TypeError, match=r"data: expected numeric columns, got non-numeric column \['species'\]"):
         mixflow.fit(MODEL, frame)
-    with pytest.raises(TypeError, match=r"data: expected numeric columns, got non-numeric column\(s\) \['ok'\]"):
+    with pytest.raises(TypeError, match=r"data: expected numeric columns, got non-numeric column \['ok'\]"):
         mixflow.fit(MODEL, frame[["a", "ok"]])
     with pytest.raises(TypeError, match=r"data: expected a numpy array, pandas DataFrame/Series or xarray"):
         mixflow.fit(MODEL, "1,2,3")
@@ -48,11 +48,11 @@ def test_non_numeric_columns_are_named():
 
 def test_a_text_cell_in_a_numeric_column_is_named_with_its_row_as_nan_rows_are():
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [1.5, None, "abc", "x"]})
-    with pytest.raises(TypeError, match=r"non-numeric column\(s\) \['b'\] \(first: 'abc' in 'b' at row 2\)$"):
+    with pytest.raises(TypeError, match=r"non-numeric column \['b'\] \(first: 'abc' in 'b' at row 2\)$"):
         mixflow.fit(MODEL, frame)
     with pytest.raises(TypeError, match=r"\(first: True in 'ok' at row 'p'\)$"):
         mixflow.fit(MODEL, pd.DataFrame({"ok": [True, False]}, index=["p", "q"]))
-    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row\(s\): \[1\]$"):
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row: \[1\]$"):
         mixflow.fit(MODEL, frame.iloc[:2].astype(float))
 
 
@@ -130,7 +130,7 @@ def test_a_bool_or_string_where_a_number_belongs_is_a_type_error(kwargs, message
 
 
 def test_unknown_options_and_mismatched_trees():
-    with pytest.raises(TypeError, match=r"fit: unexpected option\(s\) \['draws'\] for method\(s\) \['em'\]"):
+    with pytest.raises(TypeError, match=r"fit: unexpected option \['draws'\] for method \['em'\]"):
         mixflow.fit(MODEL, data(), draws=100)
     tree = mixflow.fit(MODEL, data(), random_seed=0)
     with pytest.raises(ValueError, match=r"tree: expected a result of the same model"):
@@ -169,7 +169,7 @@ def test_bad_initial_parameters(init, message):
 
 def test_constant_feature_warns():
     x = np.column_stack([np.arange(10.0), np.full(10, 3.0)])
-    with pytest.warns(mixflow.ConstantFeatureWarning, match=r"data: feature\(s\) \['x1'\] take a single value"):
+    with pytest.warns(mixflow.ConstantFeatureWarning, match=r"data: feature \['x1'\] takes a single value"):
         mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), x, method="map", random_seed=0)
 
 
@@ -220,7 +220,7 @@ def test_integers_that_float64_rounds_are_said():
     rng = np.random.default_rng(0)
     ids = (2**62 + rng.integers(0, 1000, 20)).astype(np.int64)
     frame = pd.DataFrame({"id": ids, "y": rng.normal(size=20)})
-    with pytest.warns(mixflow.PrecisionWarning, match=r"^data: feature\(s\) \['id'\] hold integers beyond 2\*\*53 "
+    with pytest.warns(mixflow.PrecisionWarning, match=r"^data: feature \['id'\] holds integers beyond 2\*\*53 "
                                                       r"\(up to 4\.61e\+18\), which float64, the type of every fit, "
                                                       r"rounds by up to 512: values closer than that"):
         validate_data(frame)
@@ -231,9 +231,9 @@ def test_integers_that_float64_rounds_are_said():
         with warnings.catch_warnings():
             warnings.simplefilter("error", mixflow.PrecisionWarning)
             validate_data(pd.DataFrame({"x": exact}))
-    with pytest.warns(mixflow.PrecisionWarning, match=r"\['u'\] hold integers beyond 2\*\*53 \(up to 1\.84e\+19\)"):
+    with pytest.warns(mixflow.PrecisionWarning, match=r"\['u'\] holds integers beyond 2\*\*53 \(up to 1\.84e\+19\)"):
         validate_data(pd.DataFrame({"u": np.array([2**64 - 1, 7], dtype=np.uint64)}))
-    with pytest.warns(mixflow.PrecisionWarning, match=r"\['i'\] hold integers beyond 2\*\*53 \(up to 9\.22e\+18\)"):
+    with pytest.warns(mixflow.PrecisionWarning, match=r"\['i'\] holds integers beyond 2\*\*53 \(up to 9\.22e\+18\)"):
         validate_data(pd.DataFrame({"i": np.array([2**63 - 1, 7], dtype=np.int64)}))
-    with pytest.warns(mixflow.PrecisionWarning, match=r"\['x0'\] hold integers beyond 2\*\*53 \(up to 1e\+30\)"):
+    with pytest.warns(mixflow.PrecisionWarning, match=r"\['x0'\] holds integers beyond 2\*\*53 \(up to 1e\+30\)"):
         validate_data([[10**30 + 1, 1.0], [2.0, 3.0]])

@@ -296,7 +296,7 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
     ragged.write_text("k,bic\n1,1,9.0\n2,2,8.0\n3,3,7.0\n")
     assert main(["report", str(container), "--selection", str(ragged)]) == 2
     assert (f"--selection: expected rows of as many fields as the header names (got '{ragged}', whose header names "
-            "2 column(s) and whose line 2 has 3 field(s))") in capsys.readouterr().err
+            "2 columns and whose line 2 has 3 fields)") in capsys.readouterr().err
     assert main(["report", str(container), "--selection", str(container)]) == 2
     assert (f"--selection: expected a CSV file, got '{container}', which is an HDF5 or NetCDF-4 file (a mixflow "
             "results file is one: mixflow show reads it)") in capsys.readouterr().err

@@ -9,14 +9,14 @@ from mixflow.workflow.console import Console
 def test_a_warning_is_one_line_naming_its_stage_and_logged_with_its_source(tmp_path, capsys):
     console = Console(quiet=False, log=tmp_path / "run.log")
     with console.capturing(), console.during("K=3, NUTS"):
-        warnings.warn("MCMC diagnostics: 2 divergent transition(s) after tuning.", SamplingWarning, stacklevel=1)
+        warnings.warn("MCMC diagnostics: 2 divergent transitions after tuning.", SamplingWarning, stacklevel=1)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].endswith(
-        "warning [K=3, NUTS]: SamplingWarning: MCMC diagnostics: 2 divergent transition(s) after tuning.")
+        "warning [K=3, NUTS]: SamplingWarning: MCMC diagnostics: 2 divergent transitions after tuning.")
     log = (tmp_path / "run.log").read_text()
     assert "test_console.py:" in log and 'warnings.warn("MCMC diagnostics' in log  # where, and the source line
     assert console.recorded == [{"stage": "K=3, NUTS", "category": "SamplingWarning",
-                                 "message": "MCMC diagnostics: 2 divergent transition(s) after tuning."}]
+                                 "message": "MCMC diagnostics: 2 divergent transitions after tuning."}]
     assert console.since(1) == []
 
 

@@ -23,7 +23,7 @@ def test_model_is_an_immutable_value_and_round_trips_through_json():
     ({"n_components": 2, "covariance": "VVV"}, ValueError,
      r"covariance: expected one of \['full', 'tied', 'diag', 'spherical'\], got 'VVV'"),
     ({"n_components": 2, "prior": "flat"}, ValueError, r"prior: expected 'default', a GaussianPrior or a dict"),
-    ({"n_components": 2, "prior": {"kappa": 1}}, ValueError, r"prior: unknown hyperparameter\(s\) \['kappa'\]"),
+    ({"n_components": 2, "prior": {"kappa": 1}}, ValueError, r"prior: unknown hyperparameter \['kappa'\]"),
     ({"n_components": 2, "prior": {"shrinkage": -1}}, ValueError, r"shrinkage: expected a positive number, got -1"),
     ({"n_components": 2, "prior": {"weights_concentration": [1, 1, 1]}}, ValueError,
      r"prior.weights_concentration: expected 1 or 2 values, got 3"),

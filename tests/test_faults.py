@@ -16,6 +16,7 @@ import pytest
 import mixflow
 from mixflow import atomic
 from mixflow.atomic import atomic_write
+from mixflow.wording import agreeing, counted
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -341,7 +342,7 @@ def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkey
     # the files completed before the failure stay, and are said, with the log that ends on the failure
     out = tmp_path / "out"
     kept = ["gaussian-full-k2.nc", "gaussian-full-k2-comparison.csv", "run.log"]
-    assert f"; the 3 file(s) completely written before the error are kept ({out / kept[0]}, " in line
+    assert f"; the 3 files completely written before the error are kept ({out / kept[0]}, " in line
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(kept)
     assert "failed: " in (out / "run.log").read_text().strip().splitlines()[-1]
 
@@ -350,7 +351,7 @@ def test_figures_written_before_the_disk_filled_are_said_to_be_kept(tmp_path, wo
     # the figures already written stayed on disk but were missing from the list of files kept
     status, line = _run_with_the_disk_full_at_figure(2, tmp_path, workflow_file, capsys, monkeypatch)
     first = tmp_path / "out" / "figures" / "gaussian-full-k2-data.png"
-    assert status == 2 and first.is_file() and "the 4 file(s) completely written before the error are kept" in line
+    assert status == 2 and first.is_file() and "the 4 files completely written before the error are kept" in line
     assert str(first) in line and _leftovers(tmp_path / "out" / "figures") == []
 
 
@@ -364,7 +365,7 @@ def test_a_rerun_removes_what_an_earlier_run_wrote_and_it_did_not(tmp_path, work
     assert sorted(p.name for p in out.iterdir()) == ["gaussian-full-k2-comparison.csv", "gaussian-full-k2.nc",
                                                      "notes.txt", "run.log", "workflow.json"]
     log = (out / "run.log").read_text()
-    assert (f"removed 2 file(s) an earlier run wrote to {out} that this run did not: gaussian-full-k3.nc, "
+    assert (f"removed 2 files an earlier run wrote to {out} that this run did not: gaussian-full-k3.nc, "
             "gaussian-full-k3-comparison.csv") in log
     outputs = json.loads((out / "workflow.json").read_text())["outputs"]
     assert outputs == ["gaussian-full-k2.nc", "gaussian-full-k2-comparison.csv", "workflow.json", "run.log"]
@@ -487,7 +488,7 @@ def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, c
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
     assert status == 130
     line = _one_error_line(err)
-    assert "the 3 file(s) completely written before it are kept" in line and "gaussian-full-k2.nc" in line
+    assert "the 3 files completely written before it are kept" in line and "gaussian-full-k2.nc" in line
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gaussian-full-k2-comparison.csv",
                                                                     "gaussian-full-k2.nc", "run.log"]
     assert (tmp_path / "out" / "run.log").read_text().rstrip().endswith("interrupted")
@@ -517,7 +518,7 @@ def test_an_interrupted_rerun_leaves_the_earlier_run_as_it_was(tmp_path, workflo
     assert status == 130
     kept = out / "run-interrupted"
     assert _one_error_line(err).endswith(
-        f"interrupted; the 3 file(s) completely written before it are kept ({kept / 'gaussian-full-k2.nc'}, "
+        f"interrupted; the 3 files completely written before it are kept ({kept / 'gaussian-full-k2.nc'}, "
         f"{kept / 'gaussian-full-k2-comparison.csv'}, {out / 'run-interrupted.log'}); no half-written file was left")
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "run-interrupted.log"} == \
         before
@@ -561,8 +562,9 @@ def test_a_rerun_s_files_are_moved_in_whole_and_its_own_records_only(tmp_path, w
     record = json.loads((out / "workflow.json").read_text())
     assert "cache.bin" not in err and not any("cache" in name for name in record["outputs"])
     names = record["outputs"]
-    assert _one_error_line(err).endswith(f"interrupted; the {len(names)} file(s) completely written before it are "
-                                         "kept (" + ", ".join(str(out / name) for name in names)
+    assert _one_error_line(err).endswith(f"interrupted; the {counted(len(names), 'file')} completely written before "
+                                         f"it {agreeing(len(names), 'is', 'are')} kept ("
+                                         + ", ".join(str(out / name) for name in names)
                                          + "); no half-written file was left")
     assert all((out / name).is_file() for name in names) and not (out / "run.log.partial").exists()
     assert (out / "run-failed" / "notes.txt").read_text() == "mine"
@@ -658,7 +660,7 @@ def test_an_interrupt_held_while_the_container_is_written_lists_it(tmp_path, wor
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
     assert status == 130
     line = _one_error_line(err)
-    assert "the 2 file(s) completely written before it are kept" in line and "gaussian-full-k2.nc" in line, line
+    assert "the 2 files completely written before it are kept" in line and "gaussian-full-k2.nc" in line, line
     assert mixflow.load(tmp_path / "out" / "gaussian-full-k2.nc").attrs["model"]
     assert _leftovers(tmp_path / "out") == []
 
@@ -683,7 +685,7 @@ def test_sigterm_stops_a_run_as_an_interrupt_does(tmp_path, workflow_file, first
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 143, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "mixflow run: error: terminated (SIGTERM); " + ("the 1 file(s) completely written before it are kept ("
+        "mixflow run: error: terminated (SIGTERM); " + ("the 1 file completely written before it is kept ("
                                                         f"{out / 'run-interrupted.log'})" if not first_run
                                                         else "no output was written")
         + "; no half-written file was left")
@@ -762,7 +764,7 @@ def test_interrupt_of_a_sampler_in_an_existing_directory_keeps_a_truthful_log(tm
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
     assert status == 130
     log = tmp_path / "out" / "run.log"
-    assert _one_error_line(err).endswith(f"interrupted; the 1 file(s) completely written before it are kept ({log}); "
+    assert _one_error_line(err).endswith(f"interrupted; the 1 file completely written before it is kept ({log}); "
                                          "no half-written file was left")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run.log"]
     assert log.read_text().rstrip().endswith("interrupted")
@@ -979,9 +981,9 @@ def test_weights_column_of_strings(tmp_path, monkeypatch):
     # every row a field more than the header names: pandas took the first field as the rows' labels and shifted the
     # others under the names (x read 2.0 and 4.0, w the third fields), and the run fitted the wrong columns
     (b"x,w\n1.0,2.0,7\n3,4,9\n", r"^6: \[data\] path: expected rows of as many fields as the header names \(got "
-                                  r"'.*mine.csv', whose header names 2 column\(s\) and whose line 2 has 3 "
-                                  r"field\(s\)\)$"),
-    (b"x,w\n1.0,2.0,7\n3,4\n", r"whose header names 2 column\(s\) and whose line 2 has 3 field\(s\)\)$"),
+                                  r"'.*mine.csv', whose header names 2 columns and whose line 2 has 3 "
+                                  r"fields\)$"),
+    (b"x,w\n1.0,2.0,7\n3,4\n", r"whose header names 2 columns and whose line 2 has 3 fields\)$"),
     # a byte-order mark (spreadsheets write one) before the same header: pandas drops it, and so must the check
     (b"\xef\xbb\xbfx,x\n1,2\n3,4\n", r"^6: \[data\] path: expected distinct column names, got .* with duplicated "
                                       r"\['x'\]"),
@@ -1093,8 +1095,8 @@ def test_a_formula_naming_a_text_column_says_it_is_not_numeric(tmp_path, monkeyp
             'formula = "y ~ state"\nn_components = 2\n\n[methods.em]\nn_init = 1\n')
     csv = b"x,y,state\n" + b"".join(f"{i},{2 * i + 1},s{i % 3}\n".encode() for i in range(12))
     errors = _workflow_errors(tmp_path, text, monkeypatch, csv=csv)
-    assert errors == ["7: [[models]] #1 on [data]: the data do not suit this model: it reads column(s) ['state'], "
-                      "which are not numeric (e.g. 's0'); the columns a model names must hold numbers"], errors
+    assert errors == ["7: [[models]] #1 on [data]: the data do not suit this model: it reads column ['state'], "
+                      "which is not numeric (e.g. 's0'); the columns a model names must hold numbers"], errors
 
 
 def test_the_folds_are_checked_only_where_k_is_chosen(tmp_path, monkeypatch):

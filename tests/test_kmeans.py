@@ -142,7 +142,7 @@ def test_bad_kmeans_arguments_are_refused(kwargs, message):
     ({"variance": float("nan")}, r"variance: expected a positive number"),
     ({"variance": "1"}, r"variance: expected a positive number \(the fixed sigma\^2\), got '1'"),
     ({"variance": 1.0, "prior": {"shrinkage": 0}}, r"shrinkage: expected a positive number, got 0"),
-    ({"variance": 1.0, "prior": {"scale": 1}}, r"prior: unknown hyperparameter\(s\) \['scale'\]"),
+    ({"variance": 1.0, "prior": {"scale": 1}}, r"prior: unknown hyperparameter \['scale'\]"),
 ])
 def test_bad_soft_kmeans_declarations_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

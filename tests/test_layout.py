@@ -1,7 +1,7 @@
 """The package's layout: imports run one way, from the lower layers up, with no circles.
 
 The layers, bottom first (a module imports only from its own layer or lower ones):
-foundations (data, datasets, warnings, parallel), families, container, checks, engines, fitting,
+foundations (data, datasets, warnings, parallel, wording), families, container, checks, engines, fitting,
 analysis, present, workflow, the command line and the public API.
 """
 
@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "mixflow"
 LAYERS = (
     ("mixflow.warnings", "mixflow.errors", "mixflow.parallel", "mixflow.atomic", "mixflow.datasets", "mixflow.data",
-     "mixflow.chunked", "mixflow.units", "mixflow.arguments"),
+     "mixflow.chunked", "mixflow.units", "mixflow.arguments", "mixflow.wording"),
     ("mixflow.families",),
     ("mixflow.container",),
     ("mixflow.checks",),

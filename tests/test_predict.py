@@ -154,7 +154,7 @@ def test_prediction_errors_name_the_argument(gaussian_tree, poisson_tree):
         mixflow.sample(em_only, 3, method="bootstrap")
     with pytest.raises(ValueError, match=r"new_data: expected non-negative integer counts"):
         mixflow.predict_proba(poisson_tree, np.array([1.0, 2.5]), method="bootstrap")
-    with pytest.raises(ValueError, match=r"new_data: expected 1 column\(s\), the features \['x0'\], got 2 unnamed"):
+    with pytest.raises(ValueError, match=r"new_data: expected 1 column, the feature \['x0'\], got 2 unnamed columns"):
         mixflow.score_samples(poisson_tree, np.ones((2, 2)))
     with pytest.raises(ValueError, match=r"new_data: expected features \['x0', 'x1'\], got \['x0', 'z'\]"):
         mixflow.predict(gaussian_tree, pd.DataFrame({"x0": [1.0], "z": [2.0]}), method="advi")
@@ -168,7 +168,8 @@ def test_prediction_errors_name_the_argument(gaussian_tree, poisson_tree):
     at_zero = poisson_tree.copy()
     posterior = at_zero["em/bootstrap/posterior"].to_dataset()
     at_zero["em/bootstrap/posterior"] = posterior.assign(rate=0.0 * posterior["rate"])
-    with pytest.raises(ValueError, match=r"new_data: expected every row to have a positive density.*row\(s\) \[1\]"):
+    with pytest.raises(ValueError, match=r"new_data: expected every row to have a positive density.*at 1 row \[1\]: "
+                                         r"the row lies"):
         mixflow.score_samples(at_zero, np.array([0.0, 3.0]), method="bootstrap")
     with pytest.raises(TypeError, match=r"return_sd: expected True or False, got 'yes'"):
         mixflow.predict_proba(gaussian_tree, NEW_ROWS, return_sd="yes")

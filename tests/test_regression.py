@@ -108,7 +108,7 @@ def test_a_line_on_a_tied_response_is_said_to_be_one():
 
 def test_a_collapsing_noise_scale_warns_and_map_prevents_it(tone):
     with pytest.warns(mixflow.DegenerateComponentWarning,
-                      match=r"component\(s\) \[0\]: the noise variance collapsed.*method='map'"):
+                      match=r"component \[0\]: the noise variance collapsed.*method='map'"):
         tree = mixflow.fit(TONE, tone, init=DEGENERATE_START)
     floor = 1e-6 * tone["tuned"].var(ddof=0)
     assert estimate(tree)["variance"][0] == pytest.approx(floor, rel=1e-12)
@@ -241,7 +241,7 @@ def test_declarations_are_values():
     ({"formula": "y ~ a", "prior": {"shape": 0}}, ValueError, r"shape: expected a number > 0, got 0"),
     ({"formula": "y ~ a", "prior": {"covariance": [[1, 2], [2, 1]]}}, ValueError,
      r"covariance: expected a symmetric positive definite matrix"),
-    ({"formula": "y ~ a", "prior": {"dof": 3}}, ValueError, r"prior: unknown hyperparameter\(s\) \['dof'\]"),
+    ({"formula": "y ~ a", "prior": {"dof": 3}}, ValueError, r"prior: unknown hyperparameter \['dof'\]"),
 ])
 def test_bad_declarations_are_refused(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -328,10 +328,10 @@ def test_a_text_column_the_formula_does_not_name_is_dropped_not_refused(tone):
     assert tree["em"].attrs["log_likelihood"] == plain["em"].attrs["log_likelihood"]
     assert chosen.loc[2, "log_likelihood"] == pytest.approx(plain["em"].attrs["log_likelihood"], abs=1e-6)
     np.testing.assert_array_equal(mixflow.predict(tree, labelled).values, mixflow.predict(plain, tone).values)
-    refused = r"data: expected numeric columns, got non-numeric column\(s\) \['judge'\]"
+    refused = r"data: expected numeric columns, got non-numeric column \['judge'\]"
     with pytest.raises(InputTypeError, match=refused):
         mixflow.fit(RegressionMixture(2, "judge ~ stretchratio"), labelled, method="em")
-    with pytest.raises(InputTypeError, match=r"non-numeric column\(s\) \['judge'\]"):
+    with pytest.raises(InputTypeError, match=r"non-numeric column \['judge'\]"):
         mixflow.fit(mixflow.GaussianMixture(2), labelled[["tuned", "judge"]], method="em")
 
 

@@ -117,7 +117,7 @@ def test_choice_of_k_problems_disagreement_and_run_warnings_are_reported(tmp_pat
     selection.attrs["preferred"] = {"bic": 2, "aic": 3, "icl": 2}
     tree = full.copy(deep=True)
     tree.attrs[RUN_WARNINGS] = json.dumps([{"stage": "K=2, NUTS", "category": "SamplingWarning",
-                                            "message": "MCMC diagnostics: 2 divergent transition(s) after tuning."}])
+                                            "message": "MCMC diagnostics: 2 divergent transitions after tuning."}])
     text = report(tree, tmp_path / "r.html", selection=selection).read_text(encoding="utf-8")
     items = _diagnostics_items(text)
     assert "Choice of K, K=3, EM: did not converge and has a collapsed component; its criteria are unreliable." \
@@ -126,7 +126,7 @@ def test_choice_of_k_problems_disagreement_and_run_warnings_are_reported(tmp_pat
             "chain); low tail ESS (min 120 over its chains, under 100 per chain); 3 divergent transitions; high "
             "Pareto k (PSIS-LOO unreliable).") in items
     assert "Choice of K, K=2, NUTS: low tail ESS (min 300 over its chains, under 100 per chain)." in items
-    assert "[K=2, NUTS] SamplingWarning: MCMC diagnostics: 2 divergent transition(s) after tuning." in items
+    assert "[K=2, NUTS] SamplingWarning: MCMC diagnostics: 2 divergent transitions after tuning." in items
     assert "No problems found" not in text
     summary = text[text.index('<section id="summary">'):text.index('<section id="diagnostics">')]
     assert ("the criteria disagree: BIC, ICL prefer K = 2; AIC prefers K = 3; the EM fit at K = 3 did not converge "
@@ -229,8 +229,8 @@ def test_fit_cards_say_in_words_what_each_method_did(full):
                             bic=1324.5200001, aic=1311.5, icl=1346.4)
     tree["advi"].attrs.update(final_elbo=-664.7531, check_every=50)
     text = fit_summaries(tree)
-    assert "best of 41 run(s) (init &#x27;auto&#x27;, n_init = 5): restart 7, from a random-centres start" in text \
-        or "best of 41 run(s) (init 'auto', n_init = 5): restart 7, from a random-centres start" in text
+    assert "best of 41 runs (init &#x27;auto&#x27;, n_init = 5): restart 7, from a random-centres start" in text \
+        or "best of 41 runs (init 'auto', n_init = 5): restart 7, from a random-centres start" in text
     assert "1324.52 / 1311.50 / 1346.40" in text
     assert "final ELBO (mean of the last 50 iterations)" in text
     assert [duration(t) for t in (0.42, 12.4, 59.6, 61.0)] == ["0.4 s", "12 s", "60 s", "1 min 01 s"]
@@ -268,7 +268,7 @@ def test_bootstrap_replicates_that_did_not_converge_are_a_finding(full):
     tree = full.copy(deep=True)
     tree["em/bootstrap"].attrs.update(n_failed=0, n_degenerate=0, n_not_converged=3, n_replicates=20)
     texts = [text for _, text in diagnostics(tree, compare(tree))]
-    assert "Bootstrap: 0 failed, 3 not converged and 0 degenerate replicate(s) of 20." in texts
+    assert "Bootstrap: 0 failed, 3 not converged and 0 degenerate of 20 replicates." in texts
 
 
 def test_rank_plot_failures_are_findings(full):
@@ -506,7 +506,7 @@ def test_an_em_point_outside_the_intervals_is_named_as_the_warnings_name_entries
     table.attrs.update(ci_prob=0.89, element_columns=["component", "feature", "feature_"],
                        label_agreement=pd.DataFrame())
     said = [text for _, text in _comparison_findings(table)]
-    assert ("The EM point lies outside the 89% interval for 2 parameter(s): covariance[1, x, x] (mcmc), "
+    assert ("The EM point lies outside the 89% interval for 2 parameters: covariance[1, x, x] (mcmc), "
             "weights[0] (mcmc).") in said
 
 

@@ -240,7 +240,7 @@ def test_mcmc_diagnostics_of_every_k_are_columns_and_its_warnings_name_the_k(two
         tree["mcmc"].attrs.update(max_rhat=1.0 + 0.02 * k, min_ess_bulk=500.0 / k, min_ess_tail=400.0 / k,
                                   n_divergences=k - 1)
         if k == 2:
-            warnings.warn("MCMC diagnostics: 1 divergent transition(s) after tuning.", SamplingWarning, stacklevel=2)
+            warnings.warn("MCMC diagnostics: 1 divergent transition after tuning.", SamplingWarning, stacklevel=2)
         return tree
 
     monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
@@ -436,3 +436,16 @@ def test_a_fold_fits_warning_does_not_point_at_a_restart_that_is_not_kept():
                        "fit is not kept.)")
     [(_, message)] = _messages([fold], [])  # the fit on all rows: its restarts are kept
     assert message == said
+
+
+def test_the_warnings_of_one_k_are_said_once_each_with_the_count_of_the_others():
+    from mixflow.analysis.select import _messages
+
+    def caught(text, category=SamplingWarning):
+        return warnings.WarningMessage(category(text), category, "f.py", 1)
+
+    more = "from this K's fits, e.g. its cross-validation folds)"
+    assert _messages([caught("first"), caught("second"), caught("other", MixflowWarning)], [caught("fold")]) == [
+        (SamplingWarning, f"first (and 2 more such warnings {more}"), (MixflowWarning, "other")]
+    assert _messages([caught("first"), caught("second")]) == [
+        (SamplingWarning, f"first (and 1 more such warning {more}")]

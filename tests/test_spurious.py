@@ -229,7 +229,7 @@ def test_a_spurious_winner_only_when_nothing_else_and_flagged(line_apart):
     # the report counts it as a problem, not only among the run's warnings
     from mixflow.present.report.cards import _em_findings
 
-    assert ("bad", "EM: component(s) [1] are spurious (fitted to a few points near a lower-dimensional subspace), "
+    assert ("bad", "EM: component [1] is spurious (fitted to a few points near a lower-dimensional subspace), "
             "and no start found a sound maximum: the estimate and its standard errors describe that artefact. "
             "Prefer method='map', fewer components, or more starts.") in _em_findings(tree)
 

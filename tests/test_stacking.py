@@ -536,7 +536,7 @@ def test_the_console_says_each_finding_once():
     for level, text in [("bad", "Choice of K, K=2, EM: did not converge"), ("warn", "high Pareto k"),
                         ("bad", "Choice of K, K=2, EM: did not converge")]:  # a second K fitted from one choice
         console.finding(level, text)
-    assert console.findings_text() == "; the diagnostics: 1 problem(s), 1 warning(s)"
+    assert console.findings_text() == "; the diagnostics: 1 problem, 1 warning"
     assert Console(quiet=True).findings_text() == ""
 
 

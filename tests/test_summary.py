@@ -61,13 +61,13 @@ def test_text_names_methods_and_every_warning(tree):
                                                           "mu[1, x0]", "mu[1, x1]"]))
     flagged["advi"].attrs.update(variant="meanfield", converged=0, n_iter=5000, final_elbo=-200.0, draws=40)
     text = mixflow.summary(flagged, kind="text")
-    for expected in ("fitted to 'simulated': 60 rows, 2 feature(s) ['x0', 'x1']",
+    for expected in ("fitted to 'simulated': 60 rows, 2 features ['x0', 'x1']",
                      "EM: MLE, log-likelihood", "NOT converged in 1000 iterations",
                      "EM bootstrap: 12 nonparametric replicates, 2 failed",
                      "MCMC (NUTS): pymc, 2 chains x 40 draws; max R-hat 1.020, min ESS bulk 60 / tail 55, "
                      "3 divergences",
                      "ADVI: meanfield, did not settle in 5000 iterations",
-                     "  - EM: degenerate (collapsed) components [1]", "  - EM bootstrap: 2 replicate(s) failed",
+                     "  - EM: degenerate (collapsed) components [1]", "  - EM bootstrap: 2 replicates failed",
                      "  - MCMC (NUTS): R-hat above 1.01 at mu[0, x0]\n",
                      "  - MCMC (NUTS): low tail ESS at weights[0], weights[1], mu[0, x0], mu[0, x1] and 2 more",
                      "  - MCMC (NUTS): 3 divergent transitions", "  - ADVI: the approximation did not settle",

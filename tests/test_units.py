@@ -35,7 +35,7 @@ def test_units_compose_as_a_physicist_writes_them():
 
 @pytest.mark.parametrize(("units", "error", "message"), [
     ("min", TypeError, r"units: expected a mapping of column name to unit .* got str 'min'"),
-    ({"speed": "km/s"}, ValueError, r"units: expected units of the data's columns \['velocity'\], got unit\(s\) "
+    ({"speed": "km/s"}, ValueError, r"units: expected units of the data's columns \['velocity'\], got a unit "
                                     r"for \['speed'\]"),
     ({"velocity": 3}, ValueError, r"units: expected each unit to be a non-empty string .* got \{'velocity': 3\}"),
     ({"velocity": " "}, ValueError, r"units: expected each unit to be a non-empty string"),

@@ -7,6 +7,7 @@ mapped back to the parameters in data units by the delta method: the errors of `
 ``X`` moved, as the estimate is.
 """
 
+import json
 import warnings
 
 import numpy as np
@@ -18,6 +19,7 @@ from mixflow.container.read import check_tree, fitted_estimate, fitted_model, ob
 from mixflow.data import Data
 from mixflow.engines.em_steps import e_step
 from mixflow.warnings import MixflowWarning
+from mixflow.wording import agreeing
 
 __all__ = ["standard_errors"]
 
@@ -153,7 +155,7 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
     nan = xr.Dataset({name: xr.full_like(reference[name], np.nan, dtype=float) for name in reference.data_vars})
     unknown = sorted(set(estimate) - set(_TRANSFORMS))
     if unknown:
-        reason = f"no unconstrained parameterisation of parameter(s) {unknown}"
+        reason = f"no unconstrained parameterisation of {agreeing(len(unknown), 'parameter')} {unknown}"
     else:
         theta, layout = _pack(estimate)
         reason = _undefined_reason(tree, estimate, theta.size, max_parameters)
@@ -209,7 +211,8 @@ def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) ->
         return f"{n_free} free parameters exceed max_parameters={max_parameters}"
     collapsed = tree["em"].attrs.get("collapsed_components", "[]")
     if collapsed not in ("[]", ""):
-        return f"component(s) {collapsed} collapsed (the likelihood is unbounded there)"
+        components = agreeing(len(json.loads(collapsed)), "component")
+        return f"{components} {collapsed} collapsed (the likelihood is unbounded there)"
     if (estimate["weights"] <= 1e-8).any():
         return "a mixing weight is on the boundary (zero)"
     for name in (name for name, kind in _TRANSFORMS.items() if kind == "log"):  # the positive parameters

@@ -35,6 +35,7 @@ from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.parallel import default_jobs, parallel_map
 from mixflow.warnings import ConvergenceWarning, MixflowWarning
+from mixflow.wording import counted
 
 __all__ = [
     "FIT_CHOICES",
@@ -450,7 +451,7 @@ def _messages(caught, caught_folds=()) -> list[tuple[type, str]]:
     for w in caught_folds:
         first.setdefault(w.category, f"a cross-validation fold's fit (not the fit on all rows): {_unkept(w.message)}")
         counts[w.category] = counts.get(w.category, 0) + 1
-    return [(category, message + (f" (and {counts[category] - 1} more such warning(s) from this K's fits, "
+    return [(category, message + (f" (and {counted(counts[category] - 1, 'more such warning')} from this K's fits, "
                                   "e.g. its cross-validation folds)" if counts[category] > 1 else ""))
             for category, message in first.items()]
 
@@ -602,7 +603,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             modes = f"{diagnostics[k]['n_modes']} modes, " if diagnostics[k]["n_modes"] > 1 else ""
             modes += _crossing_chains(fits[("mcmc", k)])
             divergences = int(diagnostics[k]["divergences"])
-            progress(f"K={k}, NUTS: {modes}{divergences} divergence{'s' * (divergences != 1)}, worst R-hat "
+            progress(f"K={k}, NUTS: {modes}{counted(divergences, 'divergence')}, worst R-hat "
                      f"{format_rhat(diagnostics[k]['max_rhat'])}, smallest bulk / tail ESS "
                      f"{diagnostics[k]['min_ess_bulk']:.0f} / {diagnostics[k]['min_ess_tail']:.0f}")
         mcmc_table = pd.DataFrame.from_dict(diagnostics, orient="index")

@@ -62,6 +62,7 @@ from mixflow.warnings import (
     MixflowWarning,
     PrecisionWarning,
 )
+from mixflow.wording import agreeing, counted
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "duplicate_components", "empty_components",
            "fit_em", "fit_prepared", "initial_parameters", "pairs_text"]
@@ -771,9 +772,9 @@ def _warn_duplicates(pairs: list[tuple[int, int]], n_components: int) -> None:
     if pairs:
         distinct = n_components - len({j for _, j in pairs})
         warnings.warn(
-            f"components {pairs_text(pairs)} are the same component (their densities "
-            f"proportional on the data: the log ratio the same on every row, to {_DUPLICATE_WITHIN:g}): this is a "
-            f"fit of {distinct} distinct component(s), some in several parts, and its likelihood theirs; fewer "
+            f"components {pairs_text(pairs)} are the same component (their densities proportional on the data: the "
+            f"log ratio the same on every row, to {_DUPLICATE_WITHIN:g}): this is a fit of "
+            f"{counted(distinct, 'distinct component')}, some in several parts, and its likelihood theirs; fewer "
             f"components describe these data as well, or a maximum with {n_components} distinct ones was not found "
             "(compare K with select_k; try more starts, n_init=...)",
             DegenerateComponentWarning, stacklevel=3)
@@ -790,9 +791,11 @@ def empty_components(weights: np.ndarray, total_weight: float) -> list[int]:
 def _warn_empty(empty: list[int], weights: np.ndarray) -> None:
     if empty:
         warnings.warn(
-            f"component(s) {empty} are empty (weight(s) {[float(f'{w:.2g}') for w in weights[empty]]}, less than "
+            f"{agreeing(len(empty), 'component')} {empty} {agreeing(len(empty), 'is', 'are')} empty "
+            f"({agreeing(len(empty), 'weight')} {[float(f'{w:.2g}') for w in weights[empty]]}, less than "
             f"{_EMPTY_COUNT:g} of an observation): EM cannot move a component no observation is assigned to; start "
-            "from other parameters (init=...), use fewer components, or trim=... to drop it",
+            "from other parameters (init=...), use fewer components, or trim=... to drop "
+            f"{agreeing(len(empty), 'it', 'them')}",
             DegenerateComponentWarning, stacklevel=3)
 
 
@@ -800,7 +803,8 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
     history = np.array(run.history_objective)
     drops = np.diff(history) < -1e-9 * np.abs(history[1:]) - 1e-9
     if drops.any() and not run.collapsed and options.trim is None:
-        warnings.warn(f"EM decreased its objective at iteration(s) {np.flatnonzero(drops)[:5].tolist()}",
+        at = np.flatnonzero(drops)[:5].tolist()
+        warnings.warn(f"EM decreased its objective at {agreeing(len(at), 'iteration')} {at}",
                       MixflowInternalWarning, stacklevel=3)
     if collapsed:
         warnings.warn(
@@ -911,7 +915,7 @@ def _rescaling(data) -> str:
     if not tiny:
         return "multiply the columns of tiny spread by a power of ten"
     said = ", ".join(f"{data.features[j]} by {min(10.0 ** -np.floor(np.log10(spread[j])), 1e300):.0e}" for j in tiny)
-    return f"multiply the column(s) of tiny spread ({said})"
+    return f"multiply the {agreeing(len(tiny), 'column')} of tiny spread ({said})"
 
 
 def _significant(working) -> np.ndarray:

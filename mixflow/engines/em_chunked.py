@@ -30,6 +30,7 @@ from mixflow.engines.em_steps import (
 )
 from mixflow.engines.kmeans import recluster, squared_distances
 from mixflow.errors import InputError
+from mixflow.wording import counted
 
 __all__ = ["KMEANS_OVERSAMPLING", "KMEANS_ROUNDS", "ChunkedPrepared", "chunked_predictions", "prepare_chunked"]
 
@@ -316,9 +317,9 @@ def _predict_block(values, model, params, constants, what: str, block_info=None)
     bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if bad.size:
         shown = (bad[:5] + start).tolist()
-        raise InputError(f"new_data: expected finite values, got NaN or infinite values in {bad.size} row(s) of "
-                         f"chunk {chunk} (rows {start}-{start + values.shape[0] - 1}): {shown}"
-                         f"{' ...' if bad.size > 5 else ''}")
+        raise InputError("new_data: expected finite values, got NaN or infinite values in "
+                         f"{counted(bad.size, 'row')} of chunk {chunk} (rows {start}-{start + values.shape[0] - 1}): "
+                         f"{shown}{' ...' if bad.size > 5 else ''}")
     try:
         prepared = _block(model, values, None, start, constants)
         resp, log_density = e_step(model, params, prepared, values.shape[1], first_row=start)

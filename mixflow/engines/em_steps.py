@@ -17,6 +17,7 @@ from mixflow.errors import InputError
 from mixflow.families.base import Prepared
 from mixflow.families.densities import dirichlet_log_density
 from mixflow.parallel import available_cores, one_blas_thread
+from mixflow.wording import agreeing, counted
 
 __all__ = ["Pass", "add_statistics", "check_densities", "chunk_rows", "data_pass", "e_step", "log_normalise",
            "objective", "responsibilities", "responsibility_entropy", "responsibility_statistics", "use_threads",
@@ -244,9 +245,10 @@ def check_densities(log_density: np.ndarray, weights: np.ndarray, first_row: int
     rows = np.flatnonzero(bad) + first_row
     kind = "NaN" if np.isnan(log_density[rows - first_row]).any() else "zero (log density -inf)"
     raise InputError(f"data: expected every row to have a positive density under the mixture, got a {kind} density "
-                     f"at {rows.size} row(s) {rows[:5].tolist()}{' ...' if rows.size > 5 else ''}: the rows lie "
-                     "where no component has density in float64 (far outside the data the parameters were "
-                     "fitted to), or the parameters are not finite numbers")
+                     f"at {counted(rows.size, 'row')} {rows[:5].tolist()}{' ...' if rows.size > 5 else ''}: "
+                     f"{agreeing(rows.size, 'the row lies', 'the rows lie')} where no component has density in "
+                     "float64 (far outside the data the parameters were fitted to), or the parameters are not finite "
+                     "numbers")
 
 
 def weights_step(counts: np.ndarray, concentration: np.ndarray | None) -> np.ndarray:

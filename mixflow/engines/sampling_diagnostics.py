@@ -22,6 +22,7 @@ from mixflow.engines.mode_rule import (
     stuck_text,
 )
 from mixflow.warnings import SamplingWarning
+from mixflow.wording import counted
 
 __all__ = ["RHAT_MAX", "diagnose", "format_above", "format_rhat", "record_crossings"]
 
@@ -201,7 +202,7 @@ def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: s
         problems.append(f"bulk or tail ESS below {'100 per chain' if modes else f'{minimum} (100 per chain)'} "
                         f"for {_listed(which)}")
     if n_divergent:
-        problems.append(f"{n_divergent} divergent transition{'' if n_divergent == 1 else 's'} after tuning")
+        problems.append(f"{counted(n_divergent, 'divergent transition')} after tuning")
     problems += notes or []
     if not problems:
         return

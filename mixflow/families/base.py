@@ -15,6 +15,7 @@ import xarray as xr
 
 from mixflow.errors import InputError, InputTypeError
 from mixflow.units import unit_power, unit_product, unit_shown
+from mixflow.wording import agreeing
 
 __all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "family_class",
            "family_names", "model_from_json", "register_family", "require_pymc_form",
@@ -303,8 +304,8 @@ class MixtureModel:
 
     def collapse_description(self, components: list[int]) -> str:
         """What collapsed, for the warning (families name their own dispersion parameter)."""
-        return (f"component(s) {components} collapsed (singular covariance): a floor of 1e-6 x the data "
-                "variance was added")
+        return (f"{agreeing(len(components), 'component')} {components} collapsed (singular covariance): a floor of "
+                "1e-6 x the data variance was added")
 
     def chunked_constants(self, moments, features) -> dict:
         """The constants of :meth:`prepare` from moments summed over chunks (Dask input), for :meth:`prepare_rows`.

@@ -4,6 +4,7 @@ import numpy as np
 
 from mixflow.arguments import check_count
 from mixflow.errors import InputError, InputTypeError
+from mixflow.wording import agreeing, counted
 
 __all__ = ["check_concentration", "check_n_components", "check_parameter_dict", "named_rows", "prior_from_argument"]
 
@@ -25,8 +26,8 @@ def prior_from_argument(prior, prior_class, n_components: int):
     elif isinstance(prior, dict):
         unknown = set(prior) - set(prior_class.__dataclass_fields__)
         if unknown:
-            raise InputError(f"prior: unknown hyperparameter(s) {sorted(unknown)}; expected some of "
-                             f"{list(prior_class.__dataclass_fields__)}")
+            raise InputError(f"prior: unknown {agreeing(len(unknown), 'hyperparameter')} {sorted(unknown)}; "
+                             f"expected some of {list(prior_class.__dataclass_fields__)}")
         for key, value in prior.items():
             _check_hyperparameter(key, value)
         try:
@@ -90,9 +91,9 @@ def check_parameter_dict(params, shapes: dict, name: str) -> dict:
 
 
 def named_rows(mask: np.ndarray, labels: np.ndarray, values: np.ndarray) -> str:
-    """'3 row(s): [4, 7, 9] (values [1.5, -1.0, 2.5])' for the error messages, at most five shown."""
+    """'3 rows: [4, 7, 9] (values [1.5, -1.0, 2.5])' for the error messages, at most five shown."""
     rows = np.flatnonzero(mask)
     shown = rows[:_MAX_ROWS_NAMED]
     more = f" and {rows.size - _MAX_ROWS_NAMED} more" if rows.size > _MAX_ROWS_NAMED else ""
-    return (f"{rows.size} row(s): {np.asarray(labels)[shown].tolist()}{more} "
+    return (f"{counted(rows.size, 'row')}: {np.asarray(labels)[shown].tolist()}{more} "
             f"(values {np.asarray(values)[shown].tolist()})")

@@ -9,6 +9,9 @@ up to 1e12).
 import json
 import math
 
+# counted lives in the foundations, for the messages of every layer, and is importable from here as well
+from mixflow.wording import counted
+
 __all__ = ["advi_progress", "counted", "format_number", "format_with_sd", "set_aside_runs"]
 
 
@@ -72,11 +75,6 @@ def set_aside_runs(attrs, prefix: str = "") -> str:
     if not parts:
         return ""
     return f"{prefix}of {int(attrs.get('n_starts', 0))} runs, {' and '.join(parts)}, set aside"
-
-
-def counted(number: int, noun: str) -> str:
-    """``"1 divergent transition"``, ``"3 divergent transitions"``."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def advi_progress(attrs, digits: int = 6) -> tuple[str, str]:

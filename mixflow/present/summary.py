@@ -35,9 +35,10 @@ from mixflow.engines.stacking import WEIGHT_INTERVAL
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import advi_progress, counted, format_with_sd, set_aside_runs
+from mixflow.present.numbers import advi_progress, format_with_sd, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.present.units import ParameterUnits
+from mixflow.wording import counted
 
 __all__ = ["DIAGNOSTICS", "describe", "summary", "summary_table", "summary_text"]
 
@@ -154,7 +155,8 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
     declaration = repr(model)
     lines = [declaration if len(declaration) <= 150 else declaration[:146] + " ...",
              f"fitted to {tree.attrs.get('data_name', 'data')!r}: {observed.sizes['obs']} rows, "
-             f"{len(features)} feature(s) {features}" + (", frequency weights" if "weights" in observed else "")
+             f"{counted(len(features), 'feature')} {features}"
+             + (", frequency weights" if "weights" in observed else "")
              + f"; random_seed {tree.attrs.get('random_seed')}"]
     methods = available_methods(tree)
     # one comparison (its standard errors, intervals and label agreement) for the table and the findings
@@ -265,7 +267,8 @@ def _bootstrap_line(tree) -> tuple[str, list[str]]:
     counts = {key: int(attrs.get(key, 0)) for key in ("n_failed", "n_not_converged", "n_degenerate")}
     line = (f"{attrs.get('n_replicates')} {attrs.get('kind', '')} replicates, {counts['n_failed']} failed, "
             f"{counts['n_not_converged']} not converged, {counts['n_degenerate']} degenerate")
-    return line, [f"{value} replicate(s) {key[2:].replace('_', ' ')}" for key, value in counts.items() if value]
+    return line, [f"{counted(value, 'replicate')} {key[2:].replace('_', ' ')}"
+                  for key, value in counts.items() if value]
 
 
 def _mcmc_line(tree) -> tuple[str, list[str]]:

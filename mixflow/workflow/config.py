@@ -23,6 +23,7 @@ from mixflow.datasets import DESCRIPTIONS, load_dataset
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
 from mixflow.families.base import MixtureModel, family_class, family_names
+from mixflow.wording import agreeing
 from mixflow.workflow.csv_table import CsvProblem, read_table
 
 __all__ = ["Workflow", "WorkflowError", "read_workflow"]
@@ -192,8 +193,8 @@ def _expect(value, kind, where, key, loc, section=None, occurrence=0):
 def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None, occurrence=0):
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise loc.error(where, f"unknown key(s) {unknown}; expected some of {sorted(allowed)}", unknown[0],
-                        section, occurrence)
+        raise loc.error(where, f"unknown {agreeing(len(unknown), 'key')} {unknown}; expected some of {sorted(allowed)}",
+                        unknown[0], section, occurrence)
 
 
 def _read_csv(path: Path, loc: _Locator) -> pd.DataFrame:
@@ -443,7 +444,8 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
     others = {key for name in family_names() for key in family_class(name).workflow_keys}
     misplaced = sorted((set(table) & others) - set(keys))
     if misplaced:
-        raise loc.error(where, f"key(s) {misplaced} do not apply to family {family!r}; expected some of "
+        keys_do = f"{agreeing(len(misplaced), 'key')} {misplaced} {agreeing(len(misplaced), 'does', 'do')}"
+        raise loc.error(where, f"{keys_do} not apply to family {family!r}; expected some of "
                         f"{sorted(('n_components', 'prior', 'name', *keys))}", misplaced[0], "models", i)
     _unknown(table, {*MODEL_KEYS, *keys}, where, loc, "models", i)
     if "n_components" not in table:
@@ -561,8 +563,8 @@ def _read_methods(methods, loc: _Locator) -> dict:
                         "methods")
     unknown = sorted(set(methods) - set(METHOD_OPTIONS))
     if unknown:
-        loc.errors.append(str(loc.error("[methods]", f"unknown method(s) {unknown}; expected some of "
-                                        f"{sorted(METHOD_OPTIONS)}", "", f"methods.{unknown[0]}")))
+        loc.errors.append(str(loc.error("[methods]", f"unknown {agreeing(len(unknown), 'method')} {unknown}; "
+                                        f"expected some of {sorted(METHOD_OPTIONS)}", "", f"methods.{unknown[0]}")))
     resolved = {}
     for method, options in methods.items():
         if method in METHOD_OPTIONS:
@@ -614,8 +616,9 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
                  and c not in columns]
         text = [c for c in named if is_text(frame[c])]
         if text:  # a column the model reads by name, left out of the data's columns as not numeric
-            raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: it reads column(s) "
-                            f"{text}, which are not numeric (e.g. {frame[text[0]].iloc[0]!r}); the columns a model "
+            raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: it reads "
+                            f"{agreeing(len(text), 'column')} {text}, which {agreeing(len(text), 'is', 'are')} not "
+                            f"numeric (e.g. {frame[text[0]].iloc[0]!r}); the columns a model "
                             "names must hold numbers", "", "models", i)
         try:
             with warnings.catch_warnings():

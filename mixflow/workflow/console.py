@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from mixflow.warnings import MixflowWarning
+from mixflow.wording import counted
 
 __all__ = ["Console", "RecordedWarning"]
 
@@ -71,11 +72,12 @@ class Console:
         self(f"  diagnostics: {'problem' if level == 'bad' else 'warning'}: {text}")
 
     def findings_text(self) -> str:
-        """``"; the diagnostics: 1 problem(s), 4 warning(s)"``, or nothing when there were none."""
+        """``"; the diagnostics: 1 problem, 4 warnings"``, or nothing when there were none."""
         if not self.findings:
             return ""
         levels = [level for level, _ in self.findings]
-        return f"; the diagnostics: {levels.count('bad')} problem(s), {levels.count('warn')} warning(s)"
+        problems, warned = counted(levels.count("bad"), "problem"), counted(levels.count("warn"), "warning")
+        return f"; the diagnostics: {problems}, {warned}"
 
     def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
         """A ``warnings.showwarning`` replacement: one line on the console, the full warning in the log."""

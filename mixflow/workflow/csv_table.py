@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mixflow.wording import counted
+
 __all__ = ["CsvProblem", "read_table", "utf8_fault"]
 
 #: The first bytes of files that are not CSV but are often given for one, and what each is
@@ -77,8 +79,8 @@ def _ragged_row(path: Path) -> str:
         header = next(rows, [])
         for row in rows:
             if row and len(row) != len(header):
-                return (f"got {str(path)!r}, whose header names {len(header)} column(s) and whose line "
-                        f"{rows.line_num} has {len(row)} field(s)")
+                return (f"got {str(path)!r}, whose header names {counted(len(header), 'column')} and whose line "
+                        f"{rows.line_num} has {counted(len(row), 'field')}")
     return f"got {str(path)!r}, whose rows pandas could not match to its header"
 
 

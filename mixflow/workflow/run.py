@@ -20,8 +20,9 @@ from mixflow.engines.sampling_diagnostics import format_rhat
 from mixflow.errors import InputError, Interrupted, is_termination
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
-from mixflow.present.numbers import advi_progress, counted
+from mixflow.present.numbers import advi_progress
 from mixflow.warnings import ADVIDivergenceError
+from mixflow.wording import counted
 from mixflow.workflow.config import Workflow, read_workflow
 from mixflow.workflow.console import Console
 
@@ -245,8 +246,9 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
                 shutil.rmtree(staging, ignore_errors=True)
             _remove_stale(out, earlier, [*written, log], progress)
             _remove_attempts(out, earlier, progress)
-            progress(f"wrote {len(written) + 1} file(s) to {out} ({len(progress.recorded)} warning(s) while "
-                     f"running{progress.findings_text()}; see {log.name})")
+            warned = counted(len(progress.recorded), "warning")
+            progress(f"wrote {counted(len(written) + 1, 'file')} to {out} ({warned} while running"
+                     f"{progress.findings_text()}; see {log.name})")
             os.replace(working, log)
     except KeyboardInterrupt as interrupt:
         if working.exists():
@@ -437,7 +439,7 @@ def _remove_stale(out: Path, earlier: list[str], written: list[Path], progress) 
             path.unlink()
             stale.append(name)
     if stale:
-        progress(f"removed {len(stale)} file(s) an earlier run wrote to {out} that this run did not: "
+        progress(f"removed {counted(len(stale), 'file')} an earlier run wrote to {out} that this run did not: "
                  f"{', '.join(stale)}")
 
 
@@ -512,7 +514,7 @@ def _cluster(cluster: dict | None, progress):
         client = distributed.Client(cluster["address"])
     workers = len(client.scheduler_info().get("workers", {}))
     progress(f"Dask: {'a LocalCluster of' if local else 'the scheduler at ' + cluster['address'] + ' with'} "
-             f"{workers} worker(s); dashboard {client.dashboard_link}")
+             f"{counted(workers, 'worker')}; dashboard {client.dashboard_link}")
     try:
         yield client
     finally:

@@ -32,6 +32,7 @@ from mixflow.families.densities import (
 from mixflow.families.gaussian import numerics as gn
 from mixflow.families.gaussian import units as gu
 from mixflow.families.scaling import from_moments, standardise
+from mixflow.wording import agreeing, counted
 
 __all__ = ["GaussianMixture", "GaussianPrior", "ResolvedGaussianPrior"]
 
@@ -196,7 +197,7 @@ class GaussianMixture(MixtureModel):
     def collapse_description(self, components: list[int]) -> str:
         """The tied covariance is one matrix; otherwise name the components."""
         what = ("the tied covariance collapsed" if self.covariance == "tied"
-                else f"component(s) {components} collapsed")
+                else f"{agreeing(len(components), 'component')} {components} collapsed")
         return (f"{what} onto a point or a subspace (singular covariance: too few distinct rows, e.g. "
                 "repeated points, or rows that share one value of a feature with few values, such as a code): "
                 f"{gn.FLOOR_DESCRIPTION}")
@@ -318,7 +319,8 @@ class GaussianMixture(MixtureModel):
                 outweighed.append(k)
         if not outweighed:
             return []
-        where = "the tied covariance" if self.covariance == "tied" else f"the covariance of component(s) {outweighed}"
+        where = ("the tied covariance" if self.covariance == "tied" else
+                 f"the covariance of {agreeing(len(outweighed), 'component')} {outweighed}")
         return [f"the default prior outweighs the data in {where}: its scale "
                 f"(the whole data's covariance over K^(2/d), as mclust's) exceeds {_PRIOR_OUTWEIGHS} times the "
                 "data's own scatter there, so the estimate is mostly the prior's; groups far apart inflate the "
@@ -349,7 +351,8 @@ class GaussianMixture(MixtureModel):
             distinct = np.unique(present, axis=0).shape[0]
             needed = {"full": k * (d + 1), "tied": k + d, "diag": 2 * k, "spherical": 2 * k}[self.covariance]
             if distinct < needed:
-                problems.append(f"data: {distinct} distinct row(s) for {k} component(s) and {d} feature(s), where a "
+                problems.append(f"data: {counted(distinct, 'distinct row')} for {counted(k, 'component')} and "
+                                f"{counted(d, 'feature')}, where a "
                                 f"{self.covariance!r} covariance needs at least {needed} to have a maximum-likelihood "
                                 "estimate (fewer leave a component's covariance singular); use method='map' (the "
                                 "prior keeps it regular), a covariance type with fewer parameters, or fewer components")
@@ -359,12 +362,14 @@ class GaussianMixture(MixtureModel):
             if few:
                 names = ", ".join(f"{features[j] if features is not None else f'column {j}'!s} ({counts[j]})"
                                   for j in few)
-                problems.append(f"data: feature(s) {names} take no more distinct values than the {k} components: a "
+                takes = agreeing(len(few), "takes", "take")
+                problems.append(f"data: {agreeing(len(few), 'feature')} {names} {takes} no more distinct values than "
+                                f"the {k} components: a "
                                 "'tied' covariance's likelihood has no maximum there (components each on the rows of "
                                 "one value make the shared variance of that feature zero, and the likelihood grows "
                                 "without bound towards them), so the fit returned is a local maximum; use "
                                 "method='map' (the prior keeps the covariance regular), another covariance type, or "
-                                "leave those features out")
+                                f"leave {agreeing(len(few), 'that feature', 'those features')} out")
         return problems
 
     def component_rows(self, params: dict) -> int:

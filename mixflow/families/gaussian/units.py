@@ -9,6 +9,7 @@ The maps divide or multiply by one scale at a time, so ``Sigma / (s_i s_j)`` is 
 import numpy as np
 
 from mixflow.errors import InputError
+from mixflow.wording import agreeing
 
 __all__ = ["check_positive_definite", "dispersion_to_data", "dispersion_to_working", "log_prior_jacobian", "to_data",
            "to_working"]
@@ -62,10 +63,10 @@ def check_positive_definite(name: str, value: np.ndarray, covariance_type: str) 
         bad = np.flatnonzero(~(smallest > 0))
     if bad.size:
         raise InputError(f"params[{name!r}]: expected a positive definite {name} for every component, got "
-                         f"a singular or non-finite one for component(s) {bad.tolist()} in the standardised "
-                         "units of the data: a variance of data near 1e-300 underflows to zero in data units "
-                         "(rescale the data and fit again), or the data spread far beyond the components "
-                         "(rows far from where the model was fitted)")
+                         f"a singular or non-finite one for {agreeing(bad.size, 'component')} {bad.tolist()} in the "
+                         "standardised units of the data: a variance of data near 1e-300 underflows to zero in data "
+                         "units (rescale the data and fit again), or the data spread far beyond the components (rows "
+                         "far from where the model was fitted)")
 
 
 def _factorable(matrices: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from mixflow.families.checks import check_concentration, check_n_components, che
 from mixflow.families.densities import inverse_gamma_log_density, normal_log_density_of_factors
 from mixflow.families.regression import numerics as rn
 from mixflow.units import unit_power, unit_ratio, unit_shown
+from mixflow.wording import agreeing
 
 __all__ = ["RegressionMixture", "RegressionPrior", "ResolvedRegressionPrior", "parse_formula"]
 
@@ -577,9 +578,10 @@ class RegressionMixture(MixtureModel):
 
     def collapse_description(self, components: list[int]) -> str:
         """A regression collapses through its noise variance."""
-        return (f"component(s) {components}: the noise variance collapsed: the line passes through the "
-                "component's rows exactly (no more rows than coefficients, or many rows with one response value, "
-                "such as a count's zeros, which a flat line fits); it is held at 1e-6 x the variance of the response")
+        return (f"{agreeing(len(components), 'component')} {components}: the noise variance collapsed: the line "
+                "passes through the component's rows exactly (no more rows than coefficients, or many rows with one "
+                "response value, such as a count's zeros, which a flat line fits); it is held at 1e-6 x the variance "
+                "of the response")
 
     def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
         """Weighted least squares per component (MAP: the Normal-Inverse-Gamma mode); floored variances."""

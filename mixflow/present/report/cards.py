@@ -24,8 +24,9 @@ from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import advi_progress, counted, set_aside_runs
+from mixflow.present.numbers import advi_progress, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
+from mixflow.wording import agreeing, counted
 
 __all__ = ["card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values", "provenance_rows",
            "run_warnings", "selection_findings"]
@@ -124,7 +125,7 @@ def _em_rows(attrs) -> list[tuple[str, object]]:
     if "n_init" in attrs:
         runs = int(attrs.get("n_starts", attrs["n_init"]))  # the runs made: with init "auto", short ones among them
         start = f", from a {attrs['best_start']} start" if "best_start" in attrs else ""
-        rows.append(("starts", f"best of {runs} run(s) (init {attrs.get('init', 'k-means++')!r}, n_init = "
+        rows.append(("starts", f"best of {counted(runs, 'run')} (init {attrs.get('init', 'k-means++')!r}, n_init = "
                                f"{attrs['n_init']}): restart {attrs.get('best_restart', 0)}{start}"))
     set_aside = set_aside_runs(attrs)
     if set_aside and not int(attrs.get("degenerate", 0)):
@@ -224,8 +225,8 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
         if attrs.get("n_failed", 0) or attrs.get("n_degenerate", 0) or attrs.get("n_not_converged", 0):
             findings.append(("warn", f"Bootstrap: {attrs.get('n_failed', 0)} failed, "
                                      f"{attrs.get('n_not_converged', 0)} not converged and "
-                                     f"{attrs.get('n_degenerate', 0)} degenerate replicate(s) of "
-                                     f"{attrs.get('n_replicates')}."))
+                                     f"{attrs.get('n_degenerate', 0)} degenerate of "
+                                     f"{counted(int(attrs.get('n_replicates', 0)), 'replicate')}."))
     nuts = _nuts_findings(tree, methods)
     findings += nuts + _empty_findings(tree, methods) + _across_methods(tree, table, methods, nuts)
     return findings or [("ok", "No problems found.")]
@@ -389,14 +390,18 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     if not attrs.get("converged", 1):
         findings.append(("bad", f"EM did not converge in {attrs.get('max_iter')} iterations."))
     if attrs.get("collapsed_components", "[]") not in ("[]", ""):
-        findings.append(("bad", f"EM: component(s) {attrs['collapsed_components']} collapsed onto few points "
-                                "(singular covariance); prefer method='map'."))
+        collapsed = len(_components(attrs, "collapsed_components"))
+        findings.append(("bad", f"EM: {agreeing(collapsed, 'component')} {attrs['collapsed_components']} collapsed "
+                                "onto few points (singular covariance); prefer method='map'."))
     if attrs.get("empty_components", "[]") not in ("[]", ""):
-        findings.append(("bad", f"EM: component(s) {attrs['empty_components']} are empty (weight zero): start "
-                                "from other parameters, or use fewer components."))
+        empty = len(_components(attrs, "empty_components"))
+        findings.append(("bad", f"EM: {agreeing(empty, 'component')} {attrs['empty_components']} "
+                                f"{agreeing(empty, 'is', 'are')} empty (weight zero): start from other parameters, or "
+                                "use fewer components."))
     spurious = _components(attrs, "spurious_components")
     if spurious:
-        findings.append(("bad", f"EM: component(s) {spurious} are spurious (fitted to a few points near a "
+        findings.append(("bad", f"EM: {agreeing(len(spurious), 'component')} {spurious} "
+                                f"{agreeing(len(spurious), 'is', 'are')} spurious (fitted to a few points near a "
                                 "lower-dimensional subspace), and no start found a sound maximum: the estimate and "
                                 "its standard errors describe that artefact. Prefer method='map', fewer components, "
                                 "or more starts."))
@@ -486,18 +491,18 @@ def _comparison_findings(table: pd.DataFrame, variant: str | None = None,
         names = sorted({_element(row, columns) + f" ({row['method']})" for _, row in outside.iterrows()})
         more = " ..." if len(names) > 8 else ""
         findings.append(("warn", f"The EM point lies outside the {table.attrs['ci_prob']:.0%} interval for "
-                                 f"{len(names)} parameter(s): {', '.join(names[:8])}{more}."))
+                                 f"{counted(len(names), 'parameter')}: {', '.join(names[:8])}{more}."))
     advi = table[table["method"] == "advi"]
     far = advi[advi["distance_to_mcmc"].abs() > 1]
     if len(far):
-        findings.append(("warn", f"ADVI is more than one NUTS sd from NUTS for {len(far)} parameter(s), up to "
+        findings.append(("warn", f"ADVI is more than one NUTS sd from NUTS for {counted(len(far), 'parameter')}, up to "
                                  f"{advi['distance_to_mcmc'].abs().max():.2g} sd.{caveat}"))
     narrow = advi[advi["sd_ratio_to_mcmc"] < 0.7]
     if len(narrow):
         typical = "; typical of mean-field VI" if variant == "meanfield" and nuts_settled else ""
         findings.append(("warn", f"ADVI ({variant or 'variational'}) underestimates the posterior sd (ratio < 0.7) "
-                                 f"for {len(narrow)} parameter(s), down to {advi['sd_ratio_to_mcmc'].min():.2f}"
-                                 f"{typical}.{caveat}"))
+                                 f"for {counted(len(narrow), 'parameter')}, down to "
+                                 f"{advi['sd_ratio_to_mcmc'].min():.2f}{typical}.{caveat}"))
     agreement = table.attrs["label_agreement"]
     low = [(a, b, agreement.loc[a, b]) for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]
            if agreement.loc[a, b] < 0.9]

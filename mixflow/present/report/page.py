@@ -36,6 +36,7 @@ from mixflow.present.report.cards import (
 from mixflow.present.units import ParameterUnits
 from mixflow.units import unit_root
 from mixflow.warnings import MixflowWarning
+from mixflow.wording import counted
 
 __all__ = ["FIGURE_DPI", "SECTIONS", "render_plots", "report"]
 
@@ -208,7 +209,7 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
     facts = [("model", f"{model.family}, K = {model.n_components}" + (
         f", {model.covariance} covariance" if hasattr(model, "covariance") else "")),
              ("data", f"{tree.attrs.get('data_name', '')}: {observed.sizes['obs']} rows x "
-                      f"{observed.sizes['feature']} feature(s)")]
+                      f"{counted(observed.sizes['feature'], 'feature')}")]
     if selection is not None and choice_of_k_text(selection):
         facts.append(("choice of K", choice_of_k_text(selection, model.n_components)))
     if "em" in tree.children:
@@ -235,7 +236,7 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
         facts.append((f"agreement with {reference.attrs['column']} (ARI)", ", ".join(
             f"{METHOD_LABELS[m]} {value:.3f}" for m, value in reference["adjusted_rand_index"].items())))
     levels = {level: sum(1 for lvl, _ in findings if lvl == level) for level in ("bad", "warn")}
-    facts.append(("diagnostics", f"{levels['bad']} problem(s), {levels['warn']} warning(s)" if any(
+    facts.append(("diagnostics", f"{counted(levels['bad'], 'problem')}, {counted(levels['warn'], 'warning')}" if any(
         levels.values()) else "no problems found"))
     return key_values(facts) + other_fits_html(selection, model.n_components, other_fits or {})
 
@@ -746,7 +747,7 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         "plots": ("Plots", plots_html),
         "provenance": ("Provenance", key_values(provenance_rows(tree) + written)),
     }
-    subtitle = f"{len(methods)} method(s): " + ", ".join(METHOD_LABELS[m] for m in methods)
+    subtitle = f"{counted(len(methods), 'method')}: " + ", ".join(METHOD_LABELS[m] for m in methods)
     return _write_atomically(path, _page(title, sections, methods, subtitle))
 
 

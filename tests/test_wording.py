@@ -1,0 +1,27 @@
+"""Singular or plural in the messages: the noun and its verb agree with the number."""
+
+import pytest
+
+from mixflow.present.numbers import counted as counted_in_present
+from mixflow.wording import agreeing, counted
+
+
+@pytest.mark.parametrize(("number", "expected"), [(0, "0 files"), (1, "1 file"), (2, "2 files"), (12, "12 files")])
+def test_a_count_and_its_noun(number, expected):
+    assert counted(number, "file") == expected
+
+
+def test_an_irregular_plural_is_given():
+    assert counted(1, "parenthesis", "parentheses") == "1 parenthesis"
+    assert counted(3, "parenthesis", "parentheses") == "3 parentheses"
+
+
+@pytest.mark.parametrize(("components", "expected"), [
+    ([0], "component [0] is empty"), ([0, 2], "components [0, 2] are empty")])
+def test_the_noun_without_its_number_and_the_verb_agree(components, expected):
+    n = len(components)
+    assert f"{agreeing(n, 'component')} {components} {agreeing(n, 'is', 'are')} empty" == expected
+
+
+def test_counted_is_importable_from_the_presentation_layer_too():
+    assert counted_in_present is counted
