@@ -534,3 +534,13 @@ def test_the_samplers_progress_bars_can_be_asked_for_as_the_readme_says(tmp_path
     assert workflow.methods["mcmc"]["progressbar"] is True and workflow.methods["advi"]["progressbar"] is True
     with pytest.raises(WorkflowError, match=r"progressbar: expected true or false, got str .yes."):
         read_workflow(write(tmp_path, text.replace("progressbar = true", 'progressbar = "yes"', 1), "bad.toml"))
+
+
+def test_the_one_line_nuts_result_says_one_chains_r_hat_compares_its_halves():
+    from mixflow.workflow.run import mcmc_result
+
+    attrs = {"draws": 500, "wall_time": 3.25, "n_divergences": 1, "max_rhat": 1.163, "min_ess_bulk": 120.4}
+    assert mcmc_result({**attrs, "chains": 1}) == ("1 chain x 500 draws in 3.2 s, 1 divergence, worst R-hat (the "
+                                                   "chain's halves) 1.163, smallest bulk ESS 120")
+    assert mcmc_result({**attrs, "chains": 4, "n_divergences": 0}) == (
+        "4 chains x 500 draws in 3.2 s, 0 divergences, worst R-hat 1.163, smallest bulk ESS 120")

@@ -104,12 +104,13 @@ def em_result(attrs) -> str:
 
 
 def mcmc_result(attrs) -> str:
-    """NUTS's result in one line: time, divergences, worst R-hat, smallest ESS."""
+    """NUTS's result in one line: time, divergences, worst R-hat (one chain's: of its halves), smallest ESS."""
     rhat = attrs.get("max_rhat", float("nan"))
     chains = attrs.get("chains")
     return ((counted(int(chains), "chain") if chains is not None else "? chains")
             + f" x {attrs.get('draws', '?')} draws in {attrs.get('wall_time', 0):.1f} s, "
             + counted(int(attrs.get("n_divergences", 0)), "divergence") + ", worst R-hat "
+            + ("(the chain's halves) " if chains == 1 else "")
             + ("n/a (one chain)" if rhat != rhat else format_rhat(rhat))
             + f", smallest bulk ESS {attrs.get('min_ess_bulk', float('nan')):.0f}")
 
