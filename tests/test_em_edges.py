@@ -147,6 +147,29 @@ def test_a_map_whose_default_prior_outweighs_far_apart_clusters_says_so(covarian
                     method="map", random_seed=0)
 
 
+@pytest.mark.parametrize("covariance", COVARIANCES)
+def test_a_feature_of_one_value_is_not_said_to_be_outweighed_by_the_default_prior(covariance):
+    """Two groups 5 sd apart beside a feature held at 3.0: that feature's spread can only be the prior's (the
+    constant-feature warning says so), and the prior check said the prior outweighed the data, advising the MLE,
+    whose components on that feature collapse. The groups' own covariances are the fit's without the feature."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 2))
+    x[:100, 0] += 5
+    model = mixflow.GaussianMixture(2, covariance=covariance)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = mixflow.fit(model, np.column_stack([x, np.full(200, 3.0)]), method="map", random_seed=1)
+    said = [type(w.message).__name__ for w in caught]
+    assert "ConstantFeatureWarning" in said and not any("outweighs" in str(w.message) for w in caught), said
+    without = mixflow.fit(model, x, method="map", random_seed=1)
+    name = model.covariance_name()
+    np.testing.assert_allclose(tree["em/estimate"]["mu"].values[:, :2], without["em/estimate"]["mu"].values,
+                               rtol=0.02, atol=0.01)
+    if covariance in ("full", "tied"):  # the varying features' block, to the prior's slightly different pull
+        np.testing.assert_allclose(tree["em/estimate"][name].values[..., :2, :2], without["em/estimate"][name].values,
+                                   rtol=0.05, atol=0.01)
+
+
 def test_the_prior_check_takes_a_tied_covariance_pooled_and_trimmed_components_away():
     """A tight small group beside a large one, tied: the shared covariance is the large group's (0.94), not the
     prior's, though the prior's scale exceeds the small group's own scatter; and a MAP fit whose trim drops a

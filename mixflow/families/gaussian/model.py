@@ -310,12 +310,15 @@ class GaussianMixture(MixtureModel):
             scale = np.diag(scale)
         mu = np.asarray(params["mu"])
         scatters = [(weights * responsibilities[:, k]) @ (z - mu[k]) ** 2 for k in range(mu.shape[0])]  # kept ones
+        # a feature of one value has no scatter anywhere: its spread is the prior's by necessity, and is said
+        # (ConstantFeatureWarning), not the prior outweighing data that exist
+        varies = weights @ (z - weights @ z / weights.sum()) ** 2 > 0
         if self.covariance == "tied":  # one covariance, of every component's scatter pooled
             counts, scatters = np.array([counts.sum()]), [np.sum(scatters, axis=0)]
         outweighed = []
         for k, scatter in enumerate(scatters):
             scatter = np.full(d, scatter.sum()) if self.covariance == "spherical" else scatter
-            if counts[k] >= _PRIOR_WORTH * (d + 2) and (scale > _PRIOR_OUTWEIGHS * scatter).any():
+            if counts[k] >= _PRIOR_WORTH * (d + 2) and (scale > _PRIOR_OUTWEIGHS * scatter)[varies].any():
                 outweighed.append(k)
         if not outweighed:
             return []
