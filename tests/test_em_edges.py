@@ -79,6 +79,26 @@ def test_map_on_scaled_data_records_the_default_prior_in_data_units(two_clusters
     np.testing.assert_allclose(np.array(scaled["mean"]) / 1e150, base["mean"], rtol=1e-12)
 
 
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_a_mean_of_zero_in_data_of_ordinary_scale_is_not_said_to_underflow(covariance):
+    """Three points repeated ten times, a component on each: the one on (0, 0) has a mean of 0 in data units
+    (the centre cancelled), which the check took for a value lost below the smallest double. With five
+    components, two are empty, and the summary's standard errors took the log of their weight 0 unguarded."""
+    x = np.repeat([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]], 10, axis=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = mixflow.fit(mixflow.GaussianMixture(3, covariance=covariance), x, random_seed=1)
+    assert not [w for w in caught if issubclass(w.category, mixflow.PrecisionWarning)]
+    np.testing.assert_allclose(np.sort(tree["em/estimate"]["mu"].values, axis=0), [[0, 0], [1, 0], [2, 1]],
+                               atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.DegenerateComponentWarning)
+        empty = mixflow.fit(mixflow.GaussianMixture(5, covariance=covariance), x, random_seed=1)  # two left empty
+    with warnings.catch_warnings():  # its summary's standard errors: log of a weight 0 said numpy's divide warning
+        warnings.simplefilter("error", RuntimeWarning)
+        assert "empty components [2, 3]" in mixflow.summary(empty, kind="text")
+
+
 def test_predict_on_scaled_data_and_a_clear_error_where_the_covariance_underflowed(two_clusters):
     base = _fit_quietly(mixflow.GaussianMixture(2), two_clusters)
     labels = mixflow.predict(base, two_clusters).values

@@ -35,7 +35,8 @@ def _pack(params: dict) -> tuple[np.ndarray, list]:
         value = np.asarray(value, dtype=float)
         kind = _TRANSFORMS.get(name)
         if kind == "simplex":
-            piece = np.log(value[:-1]) - np.log(value[-1])
+            with np.errstate(divide="ignore"):  # an empty component's weight 0 (then no errors: _undefined_reason)
+                piece = np.log(value[:-1]) - np.log(value[-1])
         elif kind == "free":
             piece = value.ravel()
         elif kind == "log":

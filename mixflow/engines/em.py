@@ -893,9 +893,14 @@ def _in_data_units(model, params: dict, prepared, data) -> dict:
                          "and fit again")
     # a value below this has fewer than about 26 of a double's 52 bits (a subnormal), or is 0: its digits are lost
     lost = np.spacing(0.0) / 1e-8
+    # a location near 0 in data units of ordinary scale is the centre cancelled (a mean of 0), not an underflow:
+    # an underflow is tiny without the centre too
+    center = prepared.constants.get("center")
+    scaled = estimate if center is None else model.to_data(params, dataclasses.replace(
+        prepared, constants={**prepared.constants, "center": np.zeros_like(center)}))
     underflowed = sorted(name for name, value in estimate.items()
                          if name in params and np.shape(params[name]) == np.shape(value)
-                         and (np.abs(value) < lost)[_significant(params[name])].any())
+                         and ((np.abs(value) < lost) & (np.abs(scaled[name]) < lost))[_significant(params[name])].any())
     if underflowed:
         warnings.warn(f"data: the estimate's {underflowed} underflow float64 in the data's units (values below "
                       f"{lost:.2g}, reported as 0 or with few digits), though the fit in standardised units succeeded "
