@@ -163,6 +163,16 @@ def test_no_problems_found_only_when_nothing_was_flagged(tmp_path):
                                              "K = 2")
     loo["pareto_k_warning"] = False
     assert "unreliable" not in choice_of_k_text(loo)
+    # and with the K where NUTS did not converge: R-hat above 1.01, or a bulk ESS the sampler flagged
+    loo["max_rhat"], loo["min_ess_bulk"], loo["low_ess_bulk"] = [1.005, 1.389, 1.0], [380.0, 5.9, 40.0], [False, True,
+                                                                                                           True]
+    assert choice_of_k_text(loo) == ("the criteria disagree: BIC prefers K = 2; PSIS-LOO prefers K = 3; NUTS did not "
+                                     "converge (R-hat above 1.01, or too few effective draws) at K = 2 (R-hat 1.389, "
+                                     "bulk ESS 6), 3 (R-hat 1.000, bulk ESS 40): PSIS-LOO there is unreliable (more "
+                                     "draws, or see the diagnostics)")
+    loo["low_ess_bulk"] = False
+    assert "did not converge" not in choice_of_k_text(loo.assign(max_rhat=[1.005, 1.009, 1.0]))
+    assert "did not converge" not in choice_of_k_text(loo.drop(columns="elpd_loo"))  # no PSIS-LOO: not its caveat
 
 
 def test_the_advi_sd_warning_names_mean_field_only_for_a_mean_field_fit():

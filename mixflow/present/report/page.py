@@ -20,6 +20,7 @@ from mixflow.atomic import atomic_write
 from mixflow.container.layout import ADVI_MODES, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree, data_units, has_group
 from mixflow.engines.modes import alike_modes, left_out_modes, left_out_reason
+from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.engines.stacking import WEIGHT_INTERVAL
 from mixflow.errors import InputError, InputTypeError
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -164,14 +165,35 @@ def _em_caveats(selection, preferred: dict) -> str:
 
 
 def _loo_caveat(selection, preferred: dict) -> str:
-    """``"; PSIS-LOO is unreliable (high Pareto k) at K = 1, 3"`` where its preference rests on such K."""
-    if "elpd_loo" not in preferred or "pareto_k_warning" not in selection:
+    """What PSIS-LOO's preference rests on: the K where its Pareto k was high, or where NUTS's chains did not converge.
+
+    ``"; PSIS-LOO is unreliable (high Pareto k) at K = 1, 3"``; ``"; NUTS did not converge (R-hat above 1.01, or too
+    few effective draws) at K = 4 (R-hat 1.389, bulk ESS 6): PSIS-LOO there is unreliable ..."`` (R-hat above
+    :data:`RHAT_MAX`, or a bulk ESS the sampler flagged as low): each K's LOO is a term of the comparison, so every
+    such K is named, not only the preferred one.
+    """
+    if "elpd_loo" not in preferred:
         return ""
-    flagged = [int(k) for k, flag in selection["pareto_k_warning"].items() if pd.notna(flag) and bool(flag)]
-    if not flagged:
-        return ""
-    where = "every K" if len(flagged) == selection["elpd_loo"].notna().sum() else f"K = {', '.join(map(str, flagged))}"
-    return f"; PSIS-LOO is unreliable (high Pareto k) at {where}"
+    text = ""
+    if "pareto_k_warning" in selection:
+        flagged = [int(k) for k, flag in selection["pareto_k_warning"].items() if pd.notna(flag) and bool(flag)]
+        if flagged:
+            where = ("every K" if len(flagged) == selection["elpd_loo"].notna().sum() else
+                     f"K = {', '.join(map(str, flagged))}")
+            text += f"; PSIS-LOO is unreliable (high Pareto k) at {where}"
+    unmixed = []
+    for k, row in selection.iterrows():
+        rhat = row.get("max_rhat", np.nan)
+        low_ess = "low_ess_bulk" in row and pd.notna(row["low_ess_bulk"]) and bool(row["low_ess_bulk"])
+        if pd.notna(row.get("elpd_loo", np.nan)) and ((pd.notna(rhat) and rhat > RHAT_MAX) or low_ess):
+            said = [f"R-hat {format_rhat(rhat)}"] if pd.notna(rhat) else []
+            if low_ess and pd.notna(row.get("min_ess_bulk", np.nan)):
+                said.append(f"bulk ESS {row['min_ess_bulk']:.0f}")
+            unmixed.append(f"{int(k)}" + (f" ({', '.join(said)})" if said else ""))
+    if unmixed:
+        text += (f"; NUTS did not converge (R-hat above {RHAT_MAX:g}, or too few effective draws) at K = "
+                 f"{', '.join(unmixed)}: PSIS-LOO there is unreliable (more draws, or see the diagnostics)")
+    return text
 
 
 def other_fits_html(selection, fitted_k: int, other_fits: dict) -> str:
