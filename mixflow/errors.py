@@ -9,10 +9,11 @@ other exception as an internal error (status 1). An interrupt (:class:`Interrupt
 
 import contextlib
 import signal
+import sys
 import threading
 
 __all__ = ["InputError", "InputTypeError", "Interrupted", "SamplerInterrupted", "Terminated", "is_termination",
-           "noting_interrupts", "terminating_as_interrupt"]
+           "noting_interrupts", "stop_if_terminated", "terminating_as_interrupt"]
 
 
 class InputError(ValueError):
@@ -78,10 +79,28 @@ def terminating_as_interrupt():
         raise Terminated("terminated (SIGTERM)")
 
     signal.signal(signal.SIGTERM, terminate)
+    _TERMINATING.append(received)
     try:
         yield received
     finally:
+        _TERMINATING.remove(received)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+#: The ``received`` lists of the :func:`terminating_as_interrupt` blocks running
+_TERMINATING: list[list[bool]] = []
+
+
+def stop_if_terminated() -> None:
+    """Raise :class:`Terminated` again where SIGTERM came in a :func:`terminating_as_interrupt` block but work goes on.
+
+    A library caught the interrupt the handler raised (code compiling or sampling may catch
+    ``KeyboardInterrupt`` and carry on). Called between stages (each progress line of a workflow), in the main
+    thread and outside exception handling only: while the interrupt is being handled, nothing is raised again.
+    """
+    if _TERMINATING and _TERMINATING[-1] and threading.current_thread() is threading.main_thread() \
+            and sys.exc_info()[0] is None:
+        raise Terminated("terminated (SIGTERM)")
 
 
 @contextlib.contextmanager

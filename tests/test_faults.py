@@ -697,6 +697,50 @@ def test_sigterm_stops_a_run_as_an_interrupt_does(tmp_path, workflow_file, first
         assert (out / "run-interrupted.log").read_text().rstrip().endswith("terminated (SIGTERM)")
 
 
+def test_a_sigterm_a_library_swallowed_stops_the_run_at_its_next_stage(tmp_path, workflow_file):
+    # a library that catches the interrupt SIGTERM's handler raised and carries on (code compiling, a sampler): the
+    # run went on to the end, every file written, as if no SIGTERM had come. It stops at the next progress line
+    out = tmp_path / "out"
+    code = ("import os, signal, sys, time, mixflow.workflow.run as run\n"
+            "fit = run.fit\n"
+            "def swallowed(*args, **kwargs):\n"
+            "    try:\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        time.sleep(5)\n"
+            "    except KeyboardInterrupt:\n"
+            "        pass\n"
+            "    return fit(*args, **kwargs)\n"
+            "run.fit = swallowed\n"
+            "from mixflow.cli import main\n"
+            f"sys.exit(main(['run', {str(workflow_file)!r}, '--out', {str(out)!r}, '--quiet']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == ("mixflow run: error: terminated (SIGTERM); no output was written; "
+                                                    "no half-written file was left")
+    assert not out.exists()
+
+
+def test_a_swallowed_sigterm_is_raised_again_only_outside_its_handling():
+    from mixflow.errors import Terminated, stop_if_terminated, terminating_as_interrupt
+
+    stop_if_terminated()  # no block: nothing
+    with terminating_as_interrupt() as received:
+        stop_if_terminated()  # none arrived: nothing
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        assert received == [True]
+        try:
+            raise Terminated("terminated (SIGTERM)")
+        except KeyboardInterrupt:
+            stop_if_terminated()  # while it is handled (its message said): nothing raised again
+        with pytest.raises(Terminated):
+            stop_if_terminated()
+    stop_if_terminated()  # the block over: nothing
+
+
 @pytest.mark.parametrize("when", ["write", "flush"])
 def test_a_full_standard_output_is_named(capsys, monkeypatch, when):
     # `mixflow datasets > file` on a full disk said "[Errno 28] No space left on device", naming nothing
@@ -1035,6 +1079,25 @@ def test_an_interrupt_that_pymc_advi_swallows_is_an_interrupt():
         assert advi._run(Inference(False), None, None, {"n": 10, "progressbar": False}) == "approximation"
     finally:
         signal.signal(signal.SIGINT, inherited)
+
+
+def test_a_sigterm_that_pymc_advi_swallows_is_a_termination():
+    # the same loop swallows the interrupt SIGTERM's handler raises: the partial fit was kept as the result
+    from mixflow.engines import advi
+    from mixflow.errors import Terminated, terminating_as_interrupt
+
+    class Inference:
+        approx, state = "approximation", None
+
+        def refine(self, n, progressbar=True):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except KeyboardInterrupt:
+                pass
+
+    with terminating_as_interrupt(), pytest.raises(Terminated):
+        advi._run(Inference(), None, None, {"n": 10, "progressbar": False})
 
 
 def test_an_ignored_sigint_stays_ignored_while_interrupts_are_noted():

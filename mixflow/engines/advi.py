@@ -54,7 +54,7 @@ from mixflow.checks import (
 from mixflow.data import Data
 from mixflow.engines.modes import check_starts, describe_group, mode_caveats, mode_groups, start_points
 from mixflow.engines.over_draws import draw_groups
-from mixflow.errors import InputError, SamplerInterrupted, noting_interrupts
+from mixflow.errors import InputError, SamplerInterrupted, noting_interrupts, stop_if_terminated
 from mixflow.families.pymc_parts import parameter_of
 from mixflow.families.relabel import align
 from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning, SamplingWarning
@@ -555,6 +555,7 @@ def _run(inference, step_function, check: SettleCheck, options: dict):
             inference.refine(options["n"], progressbar=options["progressbar"])
         if interrupted:
             raise SamplerInterrupted("ADVI interrupted: the optimisation was stopped, its partial fit dropped")
+        stop_if_terminated()  # SIGTERM's interrupt, swallowed by the same loop
         return inference.approx
     except ADVIDivergenceError:
         raise

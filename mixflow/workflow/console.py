@@ -14,6 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
+from mixflow.errors import stop_if_terminated
 from mixflow.warnings import MixflowWarning
 from mixflow.wording import counted
 
@@ -48,8 +49,12 @@ class Console:
             log.write_text("", encoding="utf-8")
 
     def __call__(self, message: str, detail: str = "") -> None:
-        """Print one progress line (and log it, with ``detail`` below it in the log only)."""
+        """Print one progress line (and log it, with ``detail`` below it in the log only).
+
+        A SIGTERM that a library swallowed stops the run here, at the stage's end (:func:`stop_if_terminated`).
+        """
         self._emit(f"[{time.perf_counter() - self.start:7.1f}s] {message}", detail)
+        stop_if_terminated()
 
     def _emit(self, line: str, detail: str = "") -> None:
         if not self.quiet:
