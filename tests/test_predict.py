@@ -52,6 +52,27 @@ def test_em_predictions_against_scipy(gaussian_tree):
     np.testing.assert_array_equal(mixflow.predict(gaussian_tree, NEW_ROWS).values, resp.argmax(axis=1))
 
 
+def test_a_row_on_a_collapsed_component_is_scored_as_the_fit_scored_it():
+    """Five distinct rows repeated 20 times, K=2: one component collapses onto a row (covariance about 1e-26).
+    The prediction's one-pass quadratic forms rounded there: that row's log density came out 47.2 below zero
+    where the fit (and scipy, from the reported parameters) has it 55.2 above, and a BIC of the training rows
+    +2054.4 against the fit's -2040.6. The centred form, as EM's own passes use, is taken where they round."""
+    rng = np.random.default_rng(1)
+    x = np.repeat(rng.normal(size=(5, 2)), 20, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.DegenerateComponentWarning)
+        tree = mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=0)
+    scores = mixflow.score_samples(tree, x).values
+    assert scores.sum() == pytest.approx(tree["em"].attrs["log_likelihood"], rel=1e-12)
+    estimate = {name: tree["em/estimate"][name].values for name in ("weights", "mu", "covariance")}
+    collapsed = int(np.argmin(np.linalg.det(estimate["covariance"])))
+    on_it = np.flatnonzero(mixflow.predict(tree, x).values == collapsed)
+    assert on_it.size == 20  # the 20 copies of the row it sits on
+    reference = logsumexp([np.log(w) + st.multivariate_normal(mu, cov, allow_singular=True).logpdf(x[on_it])
+                           for w, mu, cov in zip(*estimate.values(), strict=True)], axis=0)
+    np.testing.assert_allclose(scores[on_it], reference, atol=2e-6)  # scipy: the reported (rounded) parameters
+
+
 @pytest.mark.parametrize("method", POSTERIOR_METHODS)
 def test_posterior_predictions_against_scipy(gaussian_tree, method):
     """Mean and sd over draws of scipy's responsibilities; log of the density averaged over draws."""

@@ -219,9 +219,18 @@ def e_step(model, params: dict, prepared, n_features: int, rows: int | None = No
     ``first_row``: the position of ``prepared``'s first row in the data (a block of chunked data), for errors.
     """
     rows = chunk_rows(prepared.n_obs, model.chunk_width(n_features)) if rows is None else rows
-    constants = model.e_step_constants(params if working else model.to_working(params, prepared), prepared)
+    at = params if working else model.to_working(params, prepared)
     with np.errstate(divide="ignore"):
         log_weights = np.log(params["weights"])
+    # where the fast path's expanded quadratic forms round (a component collapsed, or thousands of its own sds from
+    # the centre: a row on it scored 100 units low), the family's centred log density, as EM's own passes use
+    exact = model.exact_steps(at, prepared)
+    if exact is not None:
+        resp = exact[0](at) + log_weights
+        log_density = log_normalise(resp)
+        check_densities(log_density, prepared.weights, first_row)
+        return resp, log_density
+    constants = model.e_step_constants(at, prepared)
     resp = np.empty((prepared.n_obs, log_weights.size))
     log_density = np.empty(prepared.n_obs)
     for start in range(0, prepared.n_obs, rows):
