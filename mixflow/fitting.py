@@ -84,13 +84,27 @@ def _engine(method: str):
     return fit_advi
 
 
+def option_names() -> set[str]:
+    """The names of :func:`fit`'s options beside the model, the data, the method and the container.
+
+    Its keywords and every option of the sampling engines (``draws``, ``chains``, ``n``, ...).
+    """
+    names = set(inspect.signature(fit).parameters) - {"model", "data", "method", "tree", "options"}
+    for method in ("mcmc", "advi"):
+        names |= set(inspect.signature(_engine(method)).parameters) - _NOT_OPTIONS
+    return names
+
+
+#: Parameters of the sampling engines that :func:`fit` gives them itself
+_NOT_OPTIONS = {"model", "data", "reference", "random_seed", "stream"}
+
+
 def _route_options(methods: list[str], options: dict) -> dict:
     """Give each sampling engine the keyword options its signature accepts; refuse options no one takes."""
     routed, taken = {}, set()
     for method in methods:
         if method in ("mcmc", "advi"):
-            accepted = set(inspect.signature(_engine(method)).parameters) - {"model", "data", "reference",
-                                                                             "random_seed", "stream"}
+            accepted = set(inspect.signature(_engine(method)).parameters) - _NOT_OPTIONS
             routed[method] = {key: value for key, value in options.items() if key in accepted}
             taken |= set(routed[method])
     unknown = sorted(set(options) - taken)

@@ -17,6 +17,7 @@ scikit-learn's ``check_estimator`` runs in ``tests/test_sklearn.py``; the checks
 listed there (``EXPECTED_FAILED_CHECKS``) with the reason for each.
 """
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -27,7 +28,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from mixflow.arguments import check_count, check_integer
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
-from mixflow.fitting import fit, predict, predict_proba, sample, score_samples
+from mixflow.fitting import fit, option_names, predict, predict_proba, sample, score_samples
 
 __all__ = ["MixtureEstimator"]
 
@@ -37,6 +38,26 @@ _FIT_METHODS = ("em", "map", "mcmc", "advi")
 #: Options of :func:`mixflow.fit` that the estimator takes under scikit-learn's names, and how
 _RENAMED = {"random_seed": "the seed as random_state (scikit-learn's name)",
             "weights": "frequency weights as fit(X, sample_weight=...) (scikit-learn's name)"}
+
+
+#: The options of :func:`mixflow.fit` that ``set_params`` takes though ``__init__`` was not given them
+_SETTABLE_OPTIONS = frozenset(option_names() - set(_RENAMED))
+
+
+@contextlib.contextmanager
+def _named_as(name: str, ours: str):
+    """An error about mixflow's argument ``name`` re-raised naming the estimator's, ``ours`` (its message's start)."""
+    try:
+        yield
+    except InputError as error:
+        message = str(error)
+        if not message.startswith(f"{name}:"):
+            raise
+        try:
+            renamed = type(error)(ours + message[len(name):])
+        except TypeError:  # a subclass with other arguments: the message matters, not the class
+            renamed = InputError(ours + message[len(name):])
+        raise renamed from None
 
 
 class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
@@ -89,10 +110,41 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         self._fit_option_names = tuple(fit_options)
 
     def get_params(self, deep=True):
-        """The parameters of ``__init__``, the fit options included."""
+        """The parameters of ``__init__``, the fit options included; with ``deep``, the model's fields as ``model__*``.
+
+        A model is an immutable declaration: :meth:`set_params` replaces it with one whose fields are changed
+        (``model__covariance="diag"``), so a grid search can range over them.
+        """
         params = super().get_params(deep=deep)
         params.update({name: getattr(self, name) for name in self._fit_option_names})
+        if deep and isinstance(self.model, MixtureModel) and dataclasses.is_dataclass(self.model):
+            params.update({f"model__{field.name}": getattr(self.model, field.name)
+                           for field in dataclasses.fields(self.model) if field.init})
         return params
+
+    def set_params(self, **params):
+        """Set parameters as scikit-learn does, and also options of :func:`mixflow.fit` and the model's fields.
+
+        An option not given to ``__init__`` (``n_init``, ``draws``, ...) becomes a fit option, as if it had been;
+        ``model__<field>`` replaces the model with one whose field is changed. Other names raise as scikit-learn's.
+        """
+        own = super().get_params(deep=False).keys() | set(self._fit_option_names)
+        fields = {key.split("__", 1)[1]: params.pop(key) for key in [k for k in params if k.startswith("model__")]}
+        new = [name for name in params if name not in own and name in _SETTABLE_OPTIONS]
+        for name in new:
+            setattr(self, name, params.pop(name))
+        self._fit_option_names = self._fit_option_names + tuple(new)
+        if fields:
+            if not isinstance(self.model, MixtureModel):
+                raise InputTypeError(f"model: expected a mixflow model whose fields model__{sorted(fields)} can be "
+                                     f"set, got {type(self.model).__name__}")
+            known = {field.name for field in dataclasses.fields(self.model) if field.init}
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                raise InputError(f"model__{unknown[0]}: expected a field of {type(self.model).__name__} "
+                                 f"({', '.join(sorted(known))}), got {unknown}")
+            self.model = dataclasses.replace(self.model, **fields)
+        return super().set_params(**params) if params else self
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -139,9 +191,8 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         model = self._checked_model()
         frame = self._frame(X, reset=True)
         options = {name: getattr(self, name) for name in self._fit_option_names}
-        self.tree_ = fit(model, frame, self.method, random_seed=self._seed(),
-                         weights=None if sample_weight is None else np.asarray(sample_weight, dtype=float),
-                         **options)
+        with _named_as("weights", "sample_weight"):
+            self.tree_ = fit(model, frame, self.method, random_seed=self._seed(), weights=sample_weight, **options)
         self.model_ = model
         attrs = self.tree_["em"].attrs
         self.converged_ = bool(attrs["converged"])
@@ -206,5 +257,6 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
             The component of each row.
         """
         check_is_fitted(self, "tree_")
-        rows = sample(self.tree_, n_samples, self._prediction_method(), random_seed=self._seed())
+        with _named_as("n", "n_samples"):
+            rows = sample(self.tree_, n_samples, self._prediction_method(), random_seed=self._seed())
         return rows["x"].values, rows["component"].values

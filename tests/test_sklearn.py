@@ -93,14 +93,37 @@ def test_grid_search_over_k_in_a_pipeline():
     assert search.best_estimator_.predict(x).shape == (240,)
 
 
+def test_a_grid_search_ranges_over_fit_options_and_model_fields_not_given_at_construction():
+    # {"n_init": [...]} failed with "Invalid parameter 'n_init'" unless n_init had been given to __init__, and
+    # {"model__covariance": [...]} with "'GaussianMixture' object has no attribute 'set_params'"
+    x = StandardScaler().fit_transform(three_clusters())
+    estimator = MixtureEstimator(mixflow.GaussianMixture(3), random_state=0)
+    search = GridSearchCV(estimator, {"n_init": [1, 2], "model__covariance": ["full", "spherical"]}, cv=3).fit(x)
+    assert len(search.cv_results_["params"]) == 4 and "n_init" not in estimator.get_params()  # the original unset
+    best = search.best_estimator_
+    assert best.model_.covariance == search.best_params_["model__covariance"]
+    assert best.get_params()["n_init"] == search.best_params_["n_init"]
+    assert best.tree_["em"].attrs["n_init"] == search.best_params_["n_init"]
+    assert estimator.get_params()["model__covariance"] == "full" and estimator.model.covariance == "full"
+    one = clone(estimator).set_params(draws=50, model__covariance="diag")
+    assert one.get_params(deep=False)["draws"] == 50 and one.model == mixflow.GaussianMixture(3, covariance="diag")
+    with pytest.raises(InputError, match=r"^model__shape: expected a field of GaussianMixture \(covariance, "
+                                         r"n_components, prior\), got \['shape'\]$"):
+        clone(estimator).set_params(model__shape="round")
+    with pytest.raises(InputError, match=r"^covariance: expected one of"):
+        clone(estimator).set_params(model__covariance="bogus")
+
+
 def test_parameters_round_trip_and_errors():
     estimator = MixtureEstimator(mixflow.PoissonMixture(2), method="map", n_init=3, tol=1e-8)
-    assert estimator.get_params() == {"model": mixflow.PoissonMixture(2), "method": "map", "n_components": None,
-                                      "random_state": None, "n_init": 3, "tol": 1e-8}
+    assert estimator.get_params(deep=False) == {"model": mixflow.PoissonMixture(2), "method": "map",
+                                                "n_components": None, "random_state": None, "n_init": 3, "tol": 1e-8}
     copy = clone(estimator).set_params(n_init=4, n_components=3)
     assert copy.get_params()["n_init"] == 4 and copy.n_components == 3 and estimator.n_init == 3
-    with pytest.raises(ValueError, match=r"Invalid parameter 'draws'"):
-        estimator.set_params(draws=10)
+    with pytest.raises(ValueError, match=r"Invalid parameter 'bogus'"):
+        estimator.set_params(bogus=10)
+    with pytest.raises(ValueError, match=r"Invalid parameter 'random_seed'"):  # scikit-learn's name is random_state
+        estimator.set_params(random_seed=10)
     with pytest.raises(NotFittedError):
         estimator.predict(np.ones((2, 1)))
     with pytest.raises(TypeError, match=r"model: expected a mixflow model such as GaussianMixture\(2\), got str"):
@@ -146,6 +169,19 @@ def test_mixflows_own_names_for_the_seed_and_the_weights_are_refused_by_name(fai
                                               r"\(scikit-learn's name\), got the fit option weights=\[1\.0\]$")):
         with pytest.raises(InputError, match=said):
             MixtureEstimator(mixflow.GaussianMixture(2), **option).fit(faithful)
+
+
+def test_errors_name_the_estimators_arguments_not_mixflows(faithful):
+    # a bad sample_weight was said to be a bad "weights", and sample(0) a bad "n": names the caller never used
+    estimator = MixtureEstimator(mixflow.GaussianMixture(2), random_state=0)
+    for weights, said in ((np.ones(10), r"^sample_weight: expected shape \(272,\) to match the data, got \(10,\)"),
+                          (-np.ones(272), r"^sample_weight: expected non-negative values"),
+                          (["a"] * 272, r"^sample_weight: expected real numbers")):
+        with pytest.raises(InputError, match=said):
+            estimator.fit(faithful, sample_weight=weights)
+    estimator.fit(faithful, sample_weight=[2.0] * 272)  # a list, as scikit-learn takes it
+    with pytest.raises(InputError, match=r"^n_samples: expected an integer >= 1, got 0$"):
+        estimator.sample(0)
 
 
 def test_lower_bound_is_per_observation_as_in_scikit_learn(faithful):
