@@ -134,17 +134,19 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         for name in new:
             setattr(self, name, params.pop(name))
         self._fit_option_names = self._fit_option_names + tuple(new)
+        if params:  # a new model first, so that fields set in the same call change it (scikit-learn's order)
+            super().set_params(**params)
         if fields:
             if not isinstance(self.model, MixtureModel):
-                raise InputTypeError(f"model: expected a mixflow model whose fields model__{sorted(fields)} can be "
-                                     f"set, got {type(self.model).__name__}")
+                raise InputTypeError(f"model__{sorted(fields)[0]}: expected a mixflow model to set the field of, "
+                                     f"got model={self.model!r}")
             known = {field.name for field in dataclasses.fields(self.model) if field.init}
             unknown = sorted(set(fields) - known)
             if unknown:
                 raise InputError(f"model__{unknown[0]}: expected a field of {type(self.model).__name__} "
                                  f"({', '.join(sorted(known))}), got {unknown}")
             self.model = dataclasses.replace(self.model, **fields)
-        return super().set_params(**params) if params else self
+        return self
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -720,6 +720,35 @@ def test_a_sigterm_a_library_swallowed_stops_the_run_at_its_next_stage(tmp_path,
     assert not out.exists()
 
 
+def test_a_sigterm_swallowed_in_a_reruns_last_stage_leaves_the_earlier_run_in_place(tmp_path, workflow_file):
+    # swallowed as the container is saved, after the last progress line: the rerun's files moved in over the earlier
+    # run's, and the interrupt was raised only among the final renames. It stops before any file moves in, the
+    # rerun's files kept apart in run-interrupted/ as an interrupt that was not swallowed leaves them
+    out = tmp_path / "out"
+    assert subprocess.run([sys.executable, "-m", "mixflow.cli", "run", str(workflow_file), "--out", str(out),
+                           "--quiet"], capture_output=True).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code = ("import os, signal, sys, time, mixflow.workflow.run as run\n"
+            "save = run.save\n"
+            "def swallowed(*args, **kwargs):\n"
+            "    result = save(*args, **kwargs)\n"
+            "    try:\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        time.sleep(5)\n"
+            "    except KeyboardInterrupt:\n"
+            "        pass\n"
+            "    return result\n"
+            "run.save = swallowed\n"
+            "from mixflow.cli import main\n"
+            f"sys.exit(main(['run', {str(workflow_file)!r}, '--out', {str(out)!r}, '--quiet']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 143, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("mixflow run: error: terminated (SIGTERM); the ") and str(out / "run-interrupted") in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "run-interrupted.log"} == before
+    assert (out / "run-interrupted.log").read_text().rstrip().endswith("terminated (SIGTERM)")
+
+
 def test_a_swallowed_sigterm_is_raised_again_only_outside_its_handling():
     from mixflow.errors import Terminated, stop_if_terminated, terminating_as_interrupt
 

@@ -170,6 +170,10 @@ def test_no_problems_found_only_when_nothing_was_flagged(tmp_path):
                                      "converge (R-hat above 1.01, or too few effective draws) at K = 2 (R-hat 1.389, "
                                      "bulk ESS 6), 3 (R-hat 1.000, bulk ESS 40): PSIS-LOO there is unreliable (more "
                                      "draws, or see the diagnostics)")
+    # a table written without the flags: the diagnostics' default bound (400 for 4 chains), as they judge it
+    assert choice_of_k_text(loo.drop(columns="low_ess_bulk")).endswith(
+        "at K = 1 (R-hat 1.005, bulk ESS 380), 2 (R-hat 1.389, bulk ESS 6), 3 (R-hat 1.000, bulk ESS 40): PSIS-LOO "
+        "there is unreliable (more draws, or see the diagnostics)")
     loo["low_ess_bulk"] = False
     assert "did not converge" not in choice_of_k_text(loo.assign(max_rhat=[1.005, 1.009, 1.0]))
     assert "did not converge" not in choice_of_k_text(loo.drop(columns="elpd_loo"))  # no PSIS-LOO: not its caveat

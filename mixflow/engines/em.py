@@ -262,6 +262,7 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
     (``more_seeds()``: spawned from the same ``SeedSequence``, so that the first round is the same whatever
     follows), runs, up to ``most`` rounds (:data:`START_ROUNDS`; one on chunked data, where each continued run
     is passes over the whole data), when
+
     - the continued sound runs of a round end at different maxima: the likelihood has shown itself rugged, the
       screening's best few lead to more than one maximum, and a higher one may lie where no start went;
     - no start of the rounds so far reached a sound fit (every one collapsed or spurious: features of few values
@@ -270,6 +271,7 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
     - one continued run alone is sound and most of the round's runs collapsed (a feature of many equal values,
       where most starts put a component on them): one sound run shows no agreement, and the sound maxima were
       hardly sampled.
+
     Continued runs that agree stop the rounds, so an easy likelihood costs one.
 
     A later round's search is told the best sound maximum of the rounds before (``bar``): it goes on through the

@@ -17,7 +17,7 @@ from mixflow.atomic import atomic_write, interrupts_deferred, recording
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
 from mixflow.engines.sampling_diagnostics import format_rhat
-from mixflow.errors import InputError, Interrupted, is_termination
+from mixflow.errors import InputError, Interrupted, is_termination, stop_if_terminated
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
 from mixflow.present.numbers import advi_progress
@@ -204,6 +204,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         # each file listed as it is renamed into place (not the compiled-graph cache that NUTS keeps elsewhere)
         with progress.capturing(), recording(written, within=out if staging is None else staging):
             _run_models(workflow, out if staging is None else staging, progress, written)
+            stop_if_terminated()  # a SIGTERM swallowed after the last progress line: before any file moves in
         failed = False
     except (KeyboardInterrupt, Exception) as error:  # an interrupt from any method or stage alike, bad data met
         # mid-run, a full disk, a fault of mixflow's own: the files written so far stay, and are said, with the log

@@ -364,7 +364,7 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
         if pd.notna(row.get("max_rhat", np.nan)) and row["max_rhat"] > 1.01:
             nuts.append(f"max R-hat {format_rhat(row['max_rhat'])} > {RHAT_MAX}")
         for column, label in (("min_ess_bulk", "bulk"), ("min_ess_tail", "tail")):
-            if _low_ess(row, label):  # the ESS is the chains' total; the bound is per chain
+            if low_ess(row, label):  # the ESS is the chains' total; the bound is per chain
                 nuts.append(f"low {label} ESS (min {row[column]:.0f} over its chains, under {ESS_PER_CHAIN_MIN} per "
                             "chain)")
         if pd.notna(row.get("divergences", np.nan)) and row["divergences"] > 0:
@@ -376,7 +376,7 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
     return findings
 
 
-def _low_ess(row, label: str) -> bool:
+def low_ess(row, label: str) -> bool:
     """Whether a choice-of-K row's NUTS fit has a low ESS: the sampler's own flag (its warning)."""
     flag = row.get(f"low_ess_{label}", np.nan)
     if pd.notna(flag):

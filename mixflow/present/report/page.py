@@ -31,6 +31,7 @@ from mixflow.present.report.cards import (
     fit_findings,
     fit_summaries,
     key_values,
+    low_ess,
     provenance_rows,
     run_warnings,
 )
@@ -184,10 +185,10 @@ def _loo_caveat(selection, preferred: dict) -> str:
     unmixed = []
     for k, row in selection.iterrows():
         rhat = row.get("max_rhat", np.nan)
-        low_ess = "low_ess_bulk" in row and pd.notna(row["low_ess_bulk"]) and bool(row["low_ess_bulk"])
-        if pd.notna(row.get("elpd_loo", np.nan)) and ((pd.notna(rhat) and rhat > RHAT_MAX) or low_ess):
+        few = low_ess(row, "bulk")  # as the diagnostics judge it
+        if pd.notna(row.get("elpd_loo", np.nan)) and ((pd.notna(rhat) and rhat > RHAT_MAX) or few):
             said = [f"R-hat {format_rhat(rhat)}"] if pd.notna(rhat) else []
-            if low_ess and pd.notna(row.get("min_ess_bulk", np.nan)):
+            if few and pd.notna(row.get("min_ess_bulk", np.nan)):
                 said.append(f"bulk ESS {row['min_ess_bulk']:.0f}")
             unmixed.append(f"{int(k)}" + (f" ({', '.join(said)})" if said else ""))
     if unmixed:
