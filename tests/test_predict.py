@@ -71,6 +71,12 @@ def test_a_row_on_a_collapsed_component_is_scored_as_the_fit_scored_it():
     reference = logsumexp([np.log(w) + st.multivariate_normal(mu, cov, allow_singular=True).logpdf(x[on_it])
                            for w, mu, cov in zip(*estimate.values(), strict=True)], axis=0)
     np.testing.assert_allclose(scores[on_it], reference, atol=2e-6)  # scipy: the reported (rounded) parameters
+    from mixflow.engines.em_steps import e_step
+    from mixflow.fitting import _new_data, _parameter_sets
+
+    model, params, _, _ = _parameter_sets(tree, "em")
+    _, prepared = _new_data(tree, model, x)
+    np.testing.assert_array_equal(e_step(model, params, prepared, 2, rows=7)[1], scores)  # chunk by chunk alike
 
 
 @pytest.mark.parametrize("method", POSTERIOR_METHODS)

@@ -223,18 +223,15 @@ def e_step(model, params: dict, prepared, n_features: int, rows: int | None = No
     with np.errstate(divide="ignore"):
         log_weights = np.log(params["weights"])
     # where the fast path's expanded quadratic forms round (a component collapsed, or thousands of its own sds from
-    # the centre: a row on it scored 100 units low), the family's centred log density, as EM's own passes use
-    exact = model.exact_steps(at, prepared)
-    if exact is not None:
-        resp = exact[0](at) + log_weights
-        log_density = log_normalise(resp)
-        check_densities(log_density, prepared.weights, first_row)
-        return resp, log_density
-    constants = model.e_step_constants(at, prepared)
+    # the centre: a row on it scored 100 units low), the family's centred log density, as EM's own passes use;
+    # chunk by chunk as well
+    exact = model.exact_steps(at, prepared) is not None
+    constants = None if exact else model.e_step_constants(at, prepared)
     resp = np.empty((prepared.n_obs, log_weights.size))
     log_density = np.empty(prepared.n_obs)
     for start in range(0, prepared.n_obs, rows):
-        log_joint, _ = model.log_density(constants, prepared.rows(start, start + rows))
+        chunk = prepared.rows(start, start + rows)
+        log_joint = model.exact_steps(at, chunk)[0](at) if exact else model.log_density(constants, chunk)[0]
         log_joint += log_weights
         log_density[start:start + rows] = log_normalise(log_joint)
         resp[start:start + rows] = log_joint
