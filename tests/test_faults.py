@@ -665,6 +665,23 @@ def test_an_interrupt_held_while_the_container_is_written_lists_it(tmp_path, wor
     assert _leftovers(tmp_path / "out") == []
 
 
+def _terminated_run(workflow_file, out, target: str, swallowed: bool, before: bool = True):
+    """``mixflow run`` in a process of its own (a test process would end on SIGTERM) whose
+    ``mixflow.workflow.run.<target>`` sends itself SIGTERM before (or after) its work: the interrupt raised, or
+    ``swallowed`` as a library that catches ``KeyboardInterrupt`` and carries on would."""
+    kill = "os.kill(os.getpid(), signal.SIGTERM)\n"
+    send = (f"    try:\n        {kill}        time.sleep(5)\n    except KeyboardInterrupt:\n        pass\n" if swallowed
+            else f"    {kill}")
+    call = "    result = original(*args, **kwargs)\n"
+    code = ("import os, signal, sys, time, mixflow.workflow.run as run\n"
+            f"original = run.{target}\n"
+            "def patched(*args, **kwargs):\n" + (send + call if before else call + send) + "    return result\n"
+            f"run.{target} = patched\n"
+            "from mixflow.cli import main\n"
+            f"sys.exit(main(['run', {str(workflow_file)!r}, '--out', {str(out)!r}, '--quiet']))\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
 @pytest.mark.parametrize("first_run", [False, True])
 def test_sigterm_stops_a_run_as_an_interrupt_does(tmp_path, workflow_file, first_run):
     # SIGTERM (kill, timeout) ended the process at once: exit 143 with no message, run.log.partial left behind
@@ -674,15 +691,7 @@ def test_sigterm_stops_a_run_as_an_interrupt_does(tmp_path, workflow_file, first
     if not first_run:
         assert subprocess.run([sys.executable, "-m", "mixflow.cli", "run", str(workflow_file), "--out", str(out),
                                "--quiet"], capture_output=True).returncode == 0
-    code = ("import os, signal, sys, mixflow.workflow.run as run\n"
-            "fit = run.fit\n"
-            "def killed(*args, **kwargs):\n"
-            "    os.kill(os.getpid(), signal.SIGTERM)\n"
-            "    return fit(*args, **kwargs)\n"
-            "run.fit = killed\n"
-            "from mixflow.cli import main\n"
-            f"sys.exit(main(['run', {str(workflow_file)!r}, '--out', {str(out)!r}, '--quiet']))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = _terminated_run(workflow_file, out, "fit", swallowed=False)
     assert done.returncode == 143, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         "mixflow run: error: terminated (SIGTERM); " + ("the 1 file completely written before it is kept ("
@@ -701,19 +710,7 @@ def test_a_sigterm_a_library_swallowed_stops_the_run_at_its_next_stage(tmp_path,
     # a library that catches the interrupt SIGTERM's handler raised and carries on (code compiling, a sampler): the
     # run went on to the end, every file written, as if no SIGTERM had come. It stops at the next progress line
     out = tmp_path / "out"
-    code = ("import os, signal, sys, time, mixflow.workflow.run as run\n"
-            "fit = run.fit\n"
-            "def swallowed(*args, **kwargs):\n"
-            "    try:\n"
-            "        os.kill(os.getpid(), signal.SIGTERM)\n"
-            "        time.sleep(5)\n"
-            "    except KeyboardInterrupt:\n"
-            "        pass\n"
-            "    return fit(*args, **kwargs)\n"
-            "run.fit = swallowed\n"
-            "from mixflow.cli import main\n"
-            f"sys.exit(main(['run', {str(workflow_file)!r}, '--out', {str(out)!r}, '--quiet']))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = _terminated_run(workflow_file, out, "fit", swallowed=True)
     assert done.returncode == 143, done.stderr
     assert done.stderr.strip().splitlines()[-1] == ("mixflow run: error: terminated (SIGTERM); no output was written; "
                                                     "no half-written file was left")
@@ -728,20 +725,7 @@ def test_a_sigterm_swallowed_in_a_reruns_last_stage_leaves_the_earlier_run_in_pl
     assert subprocess.run([sys.executable, "-m", "mixflow.cli", "run", str(workflow_file), "--out", str(out),
                            "--quiet"], capture_output=True).returncode == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    code = ("import os, signal, sys, time, mixflow.workflow.run as run\n"
-            "save = run.save\n"
-            "def swallowed(*args, **kwargs):\n"
-            "    result = save(*args, **kwargs)\n"
-            "    try:\n"
-            "        os.kill(os.getpid(), signal.SIGTERM)\n"
-            "        time.sleep(5)\n"
-            "    except KeyboardInterrupt:\n"
-            "        pass\n"
-            "    return result\n"
-            "run.save = swallowed\n"
-            "from mixflow.cli import main\n"
-            f"sys.exit(main(['run', {str(workflow_file)!r}, '--out', {str(out)!r}, '--quiet']))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = _terminated_run(workflow_file, out, "save", swallowed=True, before=False)
     assert done.returncode == 143, done.stderr
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("mixflow run: error: terminated (SIGTERM); the ") and str(out / "run-interrupted") in line
