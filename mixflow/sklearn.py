@@ -137,6 +137,10 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         if params:  # a new model first, so that fields set in the same call change it (scikit-learn's order)
             super().set_params(**params)
         if fields:
+            if self.model is None:  # the default made explicit to change: one full-covariance Gaussian component
+                from mixflow.families.gaussian.model import GaussianMixture
+
+                self.model = GaussianMixture(1)
             if not isinstance(self.model, MixtureModel):
                 raise InputTypeError(f"model__{sorted(fields)[0]}: expected a mixflow model to set the field of, "
                                      f"got model={self.model!r}")

@@ -115,9 +115,13 @@ def test_a_grid_search_ranges_over_fit_options_and_model_fields_not_given_at_con
     # a model and its field in one call: the field changes the new model (it was set on the old, then replaced)
     both = clone(estimator).set_params(model=mixflow.GaussianMixture(2), model__covariance="diag")
     assert both.model == mixflow.GaussianMixture(2, covariance="diag")
+    # the default model (None: one full-covariance component) made explicit and changed
+    default = MixtureEstimator(n_components=2).set_params(model__covariance="diag")
+    assert default.model == mixflow.GaussianMixture(1, covariance="diag")
+    assert default.fit(x).model_ == mixflow.GaussianMixture(2, covariance="diag")
     with pytest.raises(InputTypeError, match=r"^model__covariance: expected a mixflow model to set the field of, "
-                                             r"got model=None$"):
-        MixtureEstimator().set_params(model__covariance="diag")
+                                             r"got model='gmm'$"):
+        MixtureEstimator("gmm").set_params(model__covariance="diag")
 
 
 def test_parameters_round_trip_and_errors():
