@@ -53,11 +53,7 @@ def _named_as(name: str, ours: str):
         message = str(error)
         if not message.startswith(f"{name}:"):
             raise
-        try:
-            renamed = type(error)(ours + message[len(name):])
-        except TypeError:  # a subclass with other arguments: the message matters, not the class
-            renamed = InputError(ours + message[len(name):])
-        raise renamed from None
+        raise type(error)(ours + message[len(name):]) from None
 
 
 class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):

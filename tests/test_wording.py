@@ -2,7 +2,6 @@
 
 import pytest
 
-from mixflow.present.numbers import counted as counted_in_present
 from mixflow.wording import agreeing, counted
 
 
@@ -21,7 +20,3 @@ def test_an_irregular_plural_is_given():
 def test_the_noun_without_its_number_and_the_verb_agree(components, expected):
     n = len(components)
     assert f"{agreeing(n, 'component')} {components} {agreeing(n, 'is', 'are')} empty" == expected
-
-
-def test_counted_is_importable_from_the_presentation_layer_too():
-    assert counted_in_present is counted

@@ -281,22 +281,21 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
     add maxima, never lose one.
     """
     runs, continued, names = [], np.zeros(0, dtype=bool), []
-    screened = -np.inf  # the best maximum the starts (not the searches) of the rounds so far reached
+    sound = False  # whether a start (not a search) of the rounds so far reached a sound fit
     for round_index in range(most):
         more, more_continued, more_names = screen(starts_of(seeds if round_index == 0 else more_seeds()))
         values = [run.history_objective[-1] for run, going in zip(more, more_continued, strict=True)
                   if going and tier(run) == SOUND]
         # one sound run where most starts collapsed: no agreement shown, and the sound maxima barely sampled
         lone = len(values) == 1 and np.mean([tier(run) == DEGENERATE for run in more]) > 0.5
-        best = max(values, default=-np.inf)
         if search is not None:
             bar = max((run.history_objective[-1] for run, going in zip(runs, continued, strict=True)
                        if going and tier(run) == SOUND), default=-np.inf)
             more, more_continued, more_names = search(list(more), more_continued, list(more_names), bar=bar)
-        screened = max(screened, best)
+        sound = sound or bool(values)
         runs, names = runs + list(more), names + list(more_names)
         continued = np.concatenate([continued, more_continued])
-        if not np.isfinite(screened):  # no sound run yet (every one collapsed or spurious): another round first
+        if not sound:  # no sound run yet (every one collapsed or spurious): another round first
             continue
         if lone:
             continue

@@ -9,10 +9,7 @@ up to 1e12).
 import json
 import math
 
-# counted lives in the foundations, for the messages of every layer, and is importable from here as well
-from mixflow.wording import counted
-
-__all__ = ["advi_progress", "counted", "format_number", "format_with_sd", "set_aside_runs"]
+__all__ = ["advi_progress", "format_number", "format_with_sd", "set_aside_runs"]
 
 
 def _decimals(sd: float, digits: int = 2) -> int:
