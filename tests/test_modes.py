@@ -278,6 +278,25 @@ def test_mode_summaries_at_the_map_give_em_objective_and_a_scipy_log_likelihood(
     np.testing.assert_allclose(variables["mu"][1][0], estimate["mu"], atol=1e-12)
 
 
+def test_a_worse_mode_has_a_negative_elpd_diff_as_arviz_compare_and_select_k_give_it(map_fit):
+    model, data, estimate, _ = map_fit
+    rng = np.random.default_rng(1)
+    shift = np.array([0.0, 0.0, 1.5, 1.5])[:, None, None, None]  # chains 2 and 3 sit away from the MAP: worse
+    mu = estimate["mu"] + shift + rng.normal(0, 0.02, (4, 100, 2, 1))
+    draws = {"weights": (("chain", "draw", "component"), np.broadcast_to(estimate["weights"], (4, 100, 2)).copy()),
+             "mu": (("chain", "draw", "component", "feature"), mu),
+             "covariance": (("chain", "draw", "component", "feature", "feature_"),
+                            np.broadcast_to(estimate["covariance"], (4, 100, 2, 1, 1)).copy())}
+    x = data.values[:, 0]
+    density = sum(w * stats.norm.pdf(x, mu[..., k, 0, None], np.sqrt(c[0, 0]))
+                  for k, (w, c) in enumerate(zip(estimate["weights"], estimate["covariance"], strict=True)))
+    variables = mode_summaries(model, data, draws, np.log(density), estimate, np.array([0, 0, 1, 1]))["variables"]
+    elpd, diff = variables["elpd_loo"][1], variables["elpd_diff"][1]
+    assert elpd[1] < elpd[0] and variables["weight"][1][0] > 0.99
+    np.testing.assert_allclose(diff, elpd - elpd[0], rtol=1e-12)  # the mode's elpd minus the heaviest's
+    assert diff[0] == 0 and diff[1] < 0
+
+
 def test_distinct_optima_drop_relabelled_nearby_and_far_worse_copies(map_fit):
     model, data, estimate, _ = map_fit
     swapped = model.permute(estimate, np.array([1, 0]), data.features)
@@ -480,7 +499,7 @@ def test_the_report_marks_the_loo_figures_of_a_mode_left_out(map_fit):
     estimate = tree["em/estimate"].to_dataset()
     modes = xr.Dataset({"chain_mode": ("chain", np.array([0, 1])), "stuck": ("chain", np.array([False, True])),
                         "weight": ("mode", np.array([1.0, 0.0])), "in_stacking": ("mode", np.array([True, False])),
-                        "elpd_loo": ("mode", np.array([-250.0, -240.0])), "elpd_diff": ("mode", np.array([0.0, -10.0])),
+                        "elpd_loo": ("mode", np.array([-250.0, -240.0])), "elpd_diff": ("mode", np.array([0.0, 10.0])),
                         "elpd_diff_se": ("mode", np.array([0.0, 2.0])),
                         "weights": (("mode", "component"), np.array([[0.6, 0.4], [0.6, 0.4]]))},
                        coords={"mode": [0, 1], "component": estimate["component"].values})
@@ -488,11 +507,11 @@ def test_the_report_marks_the_loo_figures_of_a_mode_left_out(map_fit):
     section, _ = _modes_section(tree)
     cells = re.findall(r"<td>([^<]*)</td>", section)
     assert cells[cells.index("True") + 1:cells.index("True") + 4] == ["-250.0", "0", "0"]
-    assert cells[cells.index("False") + 1:cells.index("False") + 4] == ["-240.0 *", "-10.00 *", "2.000 *"]
+    assert cells[cells.index("False") + 1:cells.index("False") + 4] == ["-240.0 *", "10.00 *", "2.000 *"]
     assert "* marks the leave-one-out figures of a mode left out" in section
     tree["mcmc/modes"] = modes.assign(in_stacking=("mode", np.array([True, True])))
     section, _ = _modes_section(tree)
-    assert "-10.00" in re.findall(r"<td>([^<]*)</td>", section) and "* marks" not in section
+    assert "10.00" in re.findall(r"<td>([^<]*)</td>", section) and "* marks" not in section
 
 
 def test_the_summary_gives_each_stacking_weight_with_its_bootstrap_interval(map_fit):

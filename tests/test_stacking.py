@@ -334,7 +334,7 @@ def test_modes_that_predict_alike_are_not_called_negligible():
              "max_pareto_k": np.array([0.3, 0.4]), "pareto_k_threshold": np.array([0.7, 0.7]),
              "loo_reliable": np.array([True, True]), "min_ess_bulk": np.array([900.0, 450.0]),
              "ess_reliable": np.array([True, True]), "in_stacking": np.array([True, True]),
-             "weight": np.array([1.0, 0.0]), "elpd_diff": np.array([0.0, 0.77]), "elpd_diff_se": np.array([0.0, 1.11])}
+             "weight": np.array([1.0, 0.0]), "elpd_diff": np.array([0.0, -0.77]), "elpd_diff_se": np.array([0.0, 1.11])}
     assert alike_modes(modes) == [1]
     assert describe_modes(modes["chain_mode"], modes["weight"], alike=[1]) == (
         "2 modes (chains 0, 2, 3 | 1; stacking weights 1.00, 0.00)")
@@ -346,11 +346,11 @@ def test_modes_that_predict_alike_are_not_called_negligible():
     assert mode_caveats(intervals).endswith("(a mix of them predicts about as well; the weights' 90% "
                                             "Bayesian-bootstrap intervals: mode 0 0.41-1.00, mode 1 0.00-0.59)")
     # a lighter mode that predicts better, within 2 standard errors, is alike too; beyond them it is not
-    assert alike_modes({**modes, "elpd_diff": np.array([0.0, -0.5])}) == [1]
-    assert "mode 1 higher" in mode_caveats({**modes, "elpd_diff": np.array([0.0, -0.5])})
-    assert alike_modes({**modes, "elpd_diff": np.array([0.0, -3.0])}) == []
+    assert alike_modes({**modes, "elpd_diff": np.array([0.0, 0.5])}) == [1]
+    assert "mode 1 higher" in mode_caveats({**modes, "elpd_diff": np.array([0.0, 0.5])})
+    assert alike_modes({**modes, "elpd_diff": np.array([0.0, 3.0])}) == []
     # a deficit beyond 2 standard errors, or near-even weights, claim nothing the data do not support
-    assert alike_modes({**modes, "elpd_diff": np.array([0.0, 2.3])}) == []
+    assert alike_modes({**modes, "elpd_diff": np.array([0.0, -2.3])}) == []
     assert alike_modes({**modes, "weight": np.array([0.55, 0.45])}) == []
     assert alike_modes({**modes, "in_stacking": np.array([True, False])}) == []
 

@@ -292,12 +292,15 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
 
 
 def _elpd_differences(lpd: np.ndarray, frequency: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each mode's LOO deficit to mode ``top``, ``sum_n f_n d_n``, and its standard error.
+    """Each mode's LOO difference to mode ``top``, ``sum_n f_n d_n``, and its standard error.
+
+    ``d_n`` is the mode's pointwise log density minus ``top``'s: negative where the mode predicts worse, as ArviZ's
+    ``compare`` and :func:`mixflow.select_k` give ``elpd_diff``.
 
     The standard error is ``sqrt(sum_n f_n (d_n - mean)^2)``: ``sqrt(n var(d))`` with unit frequencies, as ArviZ's
     ``compare``.
     """
-    d = lpd[:, [top]] - lpd
+    d = lpd - lpd[:, [top]]
     mean = frequency @ d / frequency.sum()
     return frequency @ d, np.sqrt(frequency @ (d - mean) ** 2)
 
@@ -347,7 +350,8 @@ _MODE_ATTRS = {
                     "log10(S), 0.7) for S draws); False: the mode's weight rests on unreliable densities",
     "ess_reliable": f"smallest bulk ESS within the mode at least {ESS_PER_CHAIN_MIN} per chain; False: too few "
                     "effective draws to trust the mode's summaries and its weight",
-    "elpd_diff": "the mode's PSIS-LOO deficit to the heaviest mode, with its standard error elpd_diff_se; within "
+    "elpd_diff": "the mode's PSIS-LOO elpd minus the heaviest mode's (negative where it predicts worse, as ArviZ's "
+                 "compare), with its standard error elpd_diff_se; within "
                  f"{ALIKE_SE:g} standard errors either way, with weights more than {ALIKE_GAP:g} apart, the data "
                  "hardly tell the two apart, and no mode is said to dominate",
     "weight_low": f"the lower end of the weight's central {WEIGHT_INTERVAL:g} interval under a Bayesian bootstrap "
@@ -498,7 +502,7 @@ def mode_caveats(modes, unit: str = "chains") -> str:
         top = int(np.argmax(np.asarray(modes["weight"])))
         diff, se = np.asarray(modes["elpd_diff"], float), np.asarray(modes["elpd_diff_se"], float)
         pairs = ", ".join(f"mode {m}'s by {abs(diff[m]):.2f} (se {se[m]:.2f}, "
-                          f"{'mode ' + str(top) if diff[m] >= 0 else 'mode ' + str(m)} higher)" for m in alike)
+                          f"{'mode ' + str(top) if diff[m] <= 0 else 'mode ' + str(m)} higher)" for m in alike)
         said.append(f"mode {top}'s leave-one-out predictive density differs from {pairs}, within {ALIKE_SE:g} "
                     "standard errors: the data hardly tell these modes apart, so their weights are loosely determined "
                     "(a mix of them predicts about as well" + _intervals_text(modes, [top, *alike]) + ")")
