@@ -1022,6 +1022,17 @@ def test_weights_column_of_strings(tmp_path, monkeypatch):
                                       r"of type (object|str) \(e.g. 'one'\)", errors[0]), errors
 
 
+
+@pytest.mark.parametrize(("csv", "message"), [
+    (b"x,w\n1.0,0\n2.0,0\n5.0,0\n", "expected at least one positive weight, got all zeros in 'w'"),
+    (b"x,w\n1.0,-1\n2.0,-2\n5.0,-1\n", "expected non-negative values, got negative values at rows [0, 1, 2] in 'w'"),
+])
+def test_weights_that_count_no_observation_are_said_of_the_weights_not_of_n_components(tmp_path, monkeypatch, csv,
+                                                                                       message):
+    errors = _workflow_errors(tmp_path, LABELLED.replace('columns = ["x"]', 'columns = ["x"]\nweights = "w"'),
+                              monkeypatch, csv=csv)
+    assert errors == [f"8: [data] weights: {message}"]
+
 @pytest.mark.parametrize(("csv", "message"), [
     (b"", r"^6: \[data\] path: expected a CSV file with a header and rows, got '.*mine.csv', which is empty$"),
     (b"x,w\n", r"^6: \[data\] path: expected a CSV file with at least one row, got .* columns \['x', 'w'\] and no"),

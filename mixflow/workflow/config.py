@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mixflow.data import check_folds, check_total_weight, is_text
+from mixflow.data import check_folds, check_total_weight, is_text, validate_weights
 from mixflow.datasets import DESCRIPTIONS, load_dataset
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
@@ -405,6 +405,12 @@ def _check_special_column(frame: pd.DataFrame, key: str, column, table: dict, lo
                                  and not pd.api.types.is_bool_dtype(frame[column])):
         raise loc.error("[data] weights", f"expected a numeric column of frequency weights, got {column!r} of "
                         f"type {frame[column].dtype} (e.g. {frame[column].iloc[0]!r})", key, "data")
+    if key == "weights":  # finite, non-negative, some positive: said of the column, not of a model it fails
+        try:
+            validate_weights(frame[column], len(frame), name=f"column {column!r}")
+        except InputError as error:
+            raise loc.error("[data] weights", str(error).removeprefix(f"column {column!r}: ") + f" in {column!r}",
+                            key, "data") from None
 
 
 def _read_k(table: dict, where: str, loc: _Locator, n_support: int | None, i: int) -> tuple:
