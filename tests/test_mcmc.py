@@ -196,6 +196,20 @@ def test_diagnostics_quiet_when_all_is_well():
     assert summary["max_rhat"] < 1.01 and summary["min_ess_bulk"] > 400 and summary["high_rhat"] == "[]"
 
 
+@pytest.mark.parametrize("n_draws", [1, 3])
+def test_draws_too_few_for_an_ess_are_said_not_passed_over_as_nan(n_draws):
+    aligned, raw = _posterior(n_draws=n_draws)
+    options = {"chains": 4, "draws": n_draws, "tune": 300, "target_accept": 0.8}
+    with pytest.warns(mixflow.SamplingWarning) as record:
+        summary = diagnose(aligned, raw, {"diverging": (("chain", "draw"), np.zeros((4, n_draws), bool))}, options)
+    assert np.isnan(summary["min_ess_bulk"])
+    message = str(record[0].message)
+    assert (f"with {n_draws} draw{'s' * (n_draws > 1)} per chain, R-hat and ESS cannot be computed (they need at least "
+            "4): the draws are no sample to summarise" in message) and "draws=1000" in message
+    assert "bulk or tail ESS below 400 (100 per chain) for weights[0], weights[1], mu[0, waiting]" in message
+    assert len(json.loads(summary["low_ess_bulk"])) == 4  # as the report reads them
+
+
 # -- slow: real sampling -------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["pymc", "nutpie"])

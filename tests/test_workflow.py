@@ -544,3 +544,7 @@ def test_the_one_line_nuts_result_says_one_chains_r_hat_compares_its_halves():
                                                    "chain's halves) 1.163, smallest bulk ESS 120")
     assert mcmc_result({**attrs, "chains": 4, "n_divergences": 0}) == (
         "4 chains x 500 draws in 3.2 s, 0 divergences, worst R-hat 1.163, smallest bulk ESS 120")
+    nan = float("nan")  # too few draws (under 4 per chain) for an R-hat or an ESS
+    assert mcmc_result({**attrs, "chains": 1, "draws": 1, "max_rhat": nan, "min_ess_bulk": nan}) == (
+        "1 chain x 1 draws in 3.2 s, 1 divergence, worst R-hat (the chain's halves) n/a (too few draws), smallest "
+        "bulk ESS n/a (too few draws)")

@@ -40,6 +40,11 @@ def format_rhat(value: float) -> str:
     return format_above(value, RHAT_MAX, 3)
 
 
+def format_ess(value: float) -> str:
+    """An ESS as a whole number, or ``"n/a (too few draws)"`` where none could be computed (NaN)."""
+    return "n/a (too few draws)" if value != value else f"{value:.0f}"
+
+
 def format_above(value: float, threshold: float, decimals: int = 2) -> str:
     """``value`` to ``decimals`` decimals, or as many more (up to ``decimals + 3``) as show it above ``threshold``.
 
@@ -110,8 +115,10 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
         flags["high_rhat"] += [name + tag for name in flagged]
         if flagged and chain_mode is not None:
             disagreeing.append(disagreeing_mode(mode, n_modes, chains, mode_rhat, crosses, window))
-        flags["low_ess_bulk"] += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least)]
-        flags["low_ess_tail"] += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least)]
+        # too few draws for any ESS: every entry's is NaN, and as low as can be
+        few = posterior.sizes["draw"] < MIN_DRAWS_FOR_ESS
+        flags["low_ess_bulk"] += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least, few)]
+        flags["low_ess_tail"] += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least, few)]
     notes = [caveats] if caveats else []
     singles = [m for m in range(n_modes) if n_modes > 1 and np.count_nonzero(chain_mode == m) == 1]
     if singles:
@@ -119,6 +126,9 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
                      f"{'hold one chain each' if len(singles) > 1 else 'holds one chain'}: the R-hat within "
                      f"{'them' if len(singles) > 1 else 'it'} compares a chain's halves, which cannot show whether "
                      "other chains started there would agree")
+    if posterior.sizes["draw"] < MIN_DRAWS_FOR_ESS:
+        notes.append(f"with {counted(posterior.sizes['draw'], 'draw')} per chain, R-hat and ESS cannot be computed "
+                     f"(they need at least {MIN_DRAWS_FOR_ESS}): the draws are no sample to summarise")
     if stuck is not None and np.any(stuck) and n_modes == 1:
         notes.append(_stuck(np.flatnonzero(stuck), np.asarray(moves), posterior.sizes["draw"] - 1))
     if chain_mode is not None and not window and (n_modes > 1 or flags["high_rhat"]):
@@ -134,6 +144,9 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
             **{f"{name}_all_chains": value for name, value in zip(names, extremes(overall), strict=True)},
             "n_divergences": n_divergent, **{key: json.dumps(value) for key, value in flags.items()}}
 
+
+#: Draws per chain below which arviz_stats gives no ESS (NaN), and so no R-hat either.
+MIN_DRAWS_FOR_ESS = 4
 
 #: Said with several modes or chains that disagree when the chains are too short for :func:`chain_crossings`.
 _NOT_JUDGED = (f"whether chains cross between places was not judged (it needs at least {2 * CROSSING_WINDOW} "
@@ -168,13 +181,13 @@ def disagreeing_mode(mode: int, n_modes: int, chains: np.ndarray, mode_rhat, cro
     return text
 
 
-def _flagged(dataset: xr.Dataset, test) -> list[str]:
-    """Names like ``mu[1, waiting]`` of the entries where ``test`` holds (NaN never flags)."""
+def _flagged(dataset: xr.Dataset, test, nan: bool = False) -> list[str]:
+    """Names like ``mu[1, waiting]`` of the entries where ``test`` holds, or that are NaN if ``nan``."""
     names = []
     for name, array in dataset.data_vars.items():
         values = array.values
         with np.errstate(invalid="ignore"):
-            hits = np.argwhere(np.asarray(test(values)) & np.isfinite(values))
+            hits = np.argwhere((np.asarray(test(values)) & np.isfinite(values)) | (nan & np.isnan(values)))
         if {"feature", "feature_"} <= set(array.dims):  # a symmetric matrix: each entry once, [a, b] with a <= b
             rows, columns = array.dims.index("feature"), array.dims.index("feature_")
             hits = hits[hits[:, rows] <= hits[:, columns]]
@@ -208,7 +221,8 @@ def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: s
         return
     advice = []
     if high_rhat or low_bulk or low_tail or n_divergent or notes:
-        advice.append(f"more draws and tuning (draws={2 * options['draws']}, tune={max(2 * options['tune'], 1000)})")
+        draws = 2 * options["draws"] if options["draws"] >= MIN_DRAWS_FOR_ESS else 1000  # PyMC's default, at least
+        advice.append(f"more draws and tuning (draws={draws}, tune={max(2 * options['tune'], 1000)})")
     # Chains that disagree within a mode often cross rarely between a mixture's configurations (a component
     # that forms on a few points and dissolves): the crossing passes where that component's variance is
     # small, and the shorter steps of a higher target acceptance pass there more often.

@@ -30,7 +30,7 @@ from mixflow.container.tree import set_describer
 from mixflow.engines.em import pairs_text
 from mixflow.engines.mode_rule import rhat_within
 from mixflow.engines.modes import CROSSING_WINDOW, describe_group, left_out_modes, left_out_reason, mode_caveats
-from mixflow.engines.sampling_diagnostics import format_rhat
+from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.engines.stacking import WEIGHT_INTERVAL
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
@@ -274,15 +274,16 @@ def _bootstrap_line(tree) -> tuple[str, list[str]]:
 def _mcmc_line(tree) -> tuple[str, list[str]]:
     attrs = tree[MCMC].attrs
     halves = " (the chain's halves)" if int(attrs.get("chains", 2)) == 1 else ""  # one chain: its halves compared
-    rhat = f"max R-hat{halves} {format_rhat(attrs.get('max_rhat', float('nan')))}"
+    value = attrs.get("max_rhat", float("nan"))
+    rhat = f"max R-hat{halves} {'n/a (too few draws)' if value != value else format_rhat(value)}"
     if int(attrs.get("n_modes", 1)) > 1 and "max_rhat_all_chains" in attrs:  # max_rhat and min_ess_* are within
         rhat = (f"max R-hat within modes {format_rhat(attrs['max_rhat'])} (over all chains "
                 f"{format_rhat(attrs['max_rhat_all_chains'])})")
     starts = str(attrs.get("starts", "reference"))
     started = "" if starts == "reference" else f", started from {starts}"
     line = (f"{attrs.get('sampler')}, {counted(int(attrs.get('chains', 0)), 'chain')} x {attrs.get('draws')} draws"
-            f"{started}; {rhat}, min ESS bulk {attrs.get('min_ess_bulk', float('nan')):.0f} / tail "
-            f"{attrs.get('min_ess_tail', float('nan')):.0f}, "
+            f"{started}; {rhat}, min ESS bulk {format_ess(attrs.get('min_ess_bulk', float('nan')))} / tail "
+            f"{format_ess(attrs.get('min_ess_tail', float('nan')))}, "
             f"{counted(int(attrs.get('n_divergences', 0)), 'divergence')}")
     found = [f"{what} at {_first(_listed(attrs, key))}" for key, what in
              (("high_rhat", "R-hat above 1.01"), ("low_ess_bulk", "low bulk ESS"), ("low_ess_tail", "low tail ESS"))

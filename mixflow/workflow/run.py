@@ -16,7 +16,7 @@ import numpy as np
 from mixflow.atomic import atomic_write, interrupts_deferred, recording
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
-from mixflow.engines.sampling_diagnostics import format_rhat
+from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.errors import InputError, Interrupted, is_termination, stop_if_terminated
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
@@ -111,8 +111,8 @@ def mcmc_result(attrs) -> str:
             + f" x {attrs.get('draws', '?')} draws in {attrs.get('wall_time', 0):.1f} s, "
             + counted(int(attrs.get("n_divergences", 0)), "divergence") + ", worst R-hat "
             + ("(the chain's halves) " if chains == 1 else "")
-            + ("n/a (one chain)" if rhat != rhat else format_rhat(rhat))
-            + f", smallest bulk ESS {attrs.get('min_ess_bulk', float('nan')):.0f}")
+            + ("n/a (too few draws)" if rhat != rhat else format_rhat(rhat))
+            + f", smallest bulk ESS {format_ess(attrs.get('min_ess_bulk', float('nan')))}")
 
 
 def advi_result(attrs) -> str:

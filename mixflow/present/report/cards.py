@@ -22,7 +22,7 @@ from mixflow.container.layout import (
 from mixflow.container.read import available_methods, frequency_weights, has_group, method_draws
 from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
-from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_rhat
+from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_ess, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import advi_progress, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
@@ -463,7 +463,7 @@ def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
         if summary.get(f"low {label} ESS"):
             bound = ("100 per chain of its mode" if "modes" in summary else
                      f"{ESS_PER_CHAIN_MIN * summary['chains']} ({ESS_PER_CHAIN_MIN} per chain)")
-            findings.append(("warn", f"MCMC: min {label} ESS {summary[f'min {label} ESS']:.0f} below {bound}."))
+            findings.append(("warn", f"MCMC: min {label} ESS {format_ess(summary[f'min {label} ESS'])} below {bound}."))
     if summary.get("divergences", 0):
         findings.append(("bad", f"MCMC: {counted(int(summary['divergences']), 'divergent transition')}."))
     return findings
