@@ -1,5 +1,7 @@
 """EM engine behaviour: monotone objective, MAP optimality, chunks, weights, seeds, prediction."""
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import full_covariances, naive_log_likelihood, simulate_gaussian_mixture
@@ -203,6 +205,17 @@ def test_trimming_drops_vanishing_components(faithful):
     assert tree["em/estimate"].sizes["component"] == 2
     assert tree["em"].attrs["trimmed_components"] == 1
     assert tree["em"].attrs["n_parameters"] == 11
+
+
+def test_a_trim_above_every_weight_is_said_not_silently_ignored(faithful):
+    with pytest.warns(mixflow.MixflowWarning, match=r"trim=0\.9 is above every component's weight \(the largest is "
+                      r"0\.644\): trimming would leave no component, so none was trimmed; a threshold of at most "
+                      r"1/n_components = 0\.5 never trims them all"):
+        tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, trim=0.9, random_seed=0)
+    assert tree["em"].attrs["trimmed_components"] == 0 and tree["em/estimate"].sizes["component"] == 2
+    with warnings.catch_warnings():  # a trim that keeps a component is not warned of
+        warnings.simplefilter("error", mixflow.MixflowWarning)
+        mixflow.fit(mixflow.GaussianMixture(2), faithful, trim=0.5, random_seed=0)
 
 
 def test_the_callers_data_is_not_modified(faithful):
