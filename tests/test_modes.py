@@ -19,6 +19,7 @@ from mixflow.engines.modes import (
     chain_modes,
     crossing_window,
     distinct_optima,
+    mode_groups,
     mode_summaries,
     pair_overlaps,
     pair_rhats,
@@ -295,6 +296,11 @@ def test_a_worse_mode_has_a_negative_elpd_diff_as_arviz_compare_and_select_k_giv
     assert elpd[1] < elpd[0] and variables["weight"][1][0] > 0.99
     np.testing.assert_allclose(diff, elpd - elpd[0], rtol=1e-12)  # the mode's elpd minus the heaviest's
     assert diff[0] == 0 and diff[1] < 0
+    groups, chain_mode = mode_groups(model, data, draws, np.log(density), estimate, np.random.default_rng(0), "two")
+    assert chain_mode.tolist() == [0, 0, 1, 1]
+    # the stacked resample says that its own ESS, MCSE and R-hat (ArviZ's on the group) measure nothing
+    assert groups["stacked/posterior"]["attrs"]["monte_carlo_error"].startswith(
+        "not measured by this group: its draws are a resample, with replacement and in random order")
 
 
 def test_distinct_optima_drop_relabelled_nearby_and_far_worse_copies(map_fit):

@@ -513,6 +513,14 @@ def mode_caveats(modes, unit: str = "chains") -> str:
     return "the stacking weights are uncertain: " + "; ".join(said) + ending
 
 
+#: What the stacked draws' own R-hat, ESS and MCSE (ArviZ's, on their group) are worth, in its attrs.
+STACKED_ERROR = ("not measured by this group: its draws are a resample, with replacement and in random order, of "
+                 "the modes' draws, so ArviZ's ESS and MCSE of it count repeated draws as independent (an ESS can "
+                 "exceed the distinct draws) and its R-hat compares shuffled halves; read the Monte Carlo error "
+                 "within each mode (max_rhat, min_ess_bulk and min_ess_tail of the modes group) and the weights' "
+                 "own uncertainty in weight_low and weight_high")
+
+
 def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, reference: dict,
                 rng: np.random.Generator, description: str) -> tuple[dict, np.ndarray]:
     """The chains' modes (:func:`chain_modes`), their summaries and, with several, the stacked draws.
@@ -549,5 +557,5 @@ def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, re
         groups["stacked/posterior"] = {
             "variables": combined_draws(aligned, chain_mode, weights, rng),
             "coords": {"chain": np.arange(1), "draw": np.arange(n_chains * n_draws)},
-            "attrs": {"description": description}}
+            "attrs": {"description": description, "monte_carlo_error": STACKED_ERROR}}
     return groups, chain_mode
