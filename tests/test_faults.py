@@ -971,6 +971,9 @@ def _workflow_errors(tmp_path, text: str, monkeypatch, csv: bytes | None = None)
     ("n_components = 2", "n_components = {from = 1.5, to = 3}",
      r"^10: \[\[models\]\] #1 n_components: expected {from = a, to = b} with integers a <= b, got {'from': 1.5"),
     ("[methods.em]\nn_init = 1", "[methods]\nem = 3", r"^13: \[methods.em\]: expected a table, got int 3$"),
+    ("figures = false", "figures = false\ncontainer = false\ntable = false",
+     r"^15: \[output\]: expected at least one of container, figures, report, table to be true, got every one false: "
+     r"the run would fit every model and write nothing but its log$"),
     ("[[models]]\nn_components = 2", "[models]\nn_components = 2",
      r"^9: \[\[models\]\]: expected at least one \[\[models\]\] table, got {'n_components': 2}$"),
     ("figures = false", 'figures = "no"', r"^16: \[output\] figures: expected true or false, got str 'no'$"),

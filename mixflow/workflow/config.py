@@ -586,7 +586,11 @@ def _read_output(output, loc: _Locator) -> dict:
     for key in sorted(OUTPUT_KEYS & set(output)):
         with loc.collecting():
             _expect(output[key], bool, f"[output] {key}", key, loc, "output")
-    return {key: True for key in OUTPUT_KEYS} | {key: output[key] for key in OUTPUT_KEYS & set(output)}
+    chosen = {key: True for key in OUTPUT_KEYS} | {key: output[key] for key in OUTPUT_KEYS & set(output)}
+    if not any(value is True for value in chosen.values()):
+        raise loc.error("[output]", f"expected at least one of {', '.join(sorted(OUTPUT_KEYS))} to be true, got "
+                        "every one false: the run would fit every model and write nothing but its log", "", "output")
+    return chosen
 
 
 def _read_select(select, loc: _Locator) -> dict:
