@@ -185,6 +185,14 @@ def test_container_round_trip_and_prediction(crabs_fit, crabs, tmp_path):
                                rtol=1e-10)
 
 
+def test_the_summary_and_the_report_call_the_two_columns_the_limits_of_one_variables_classes(crabs_fit, tmp_path):
+    assert "fitted to 'data': 29 rows, classes of one variable, its limits in ['lower', 'upper'], frequency " \
+        "weights" in mixflow.summary(crabs_fit, kind="text")
+    text = mixflow.report(crabs_fit, tmp_path / "crabs.html").read_text(encoding="utf-8")
+    assert "29 rows, classes of one variable, its limits in [&#x27;lower&#x27;, &#x27;upper&#x27;]" in text
+    assert "2 features" not in text
+
+
 @pytest.mark.parametrize("classes, message", [
     (pd.DataFrame({"lower": [0.0, 1.0, 2.0], "upper": [1.0, 1.0, 3.0]}),
      r"data: expected each class's lower bound below its upper bound, got 1 row: \[1\] "

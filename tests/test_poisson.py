@@ -1,6 +1,7 @@
 """Poisson mixtures: the London deaths against published figures, scipy references, simulation, MAP, errors."""
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -425,3 +426,10 @@ def test_a_rate_em_leaves_just_above_zero_is_on_the_boundary_for_the_standard_er
     errors = standard_errors(tree, warn=False)
     assert np.isnan(errors["rate"].values).all() and "a rate is on the boundary" in errors.attrs["undefined"]
     assert "EM: no standard errors: a rate is on the boundary" in mixflow.summary(tree, kind="text")
+
+
+def test_the_report_counts_the_rates_and_weights_it_compares_not_means_and_covariances(london_fit, tmp_path):
+    tree = mixflow.bootstrap(london_fit, n_replicates=8, random_seed=0, n_jobs=1)
+    text = mixflow.report(tree, tmp_path / "deaths.html").read_text(encoding="utf-8")
+    assert re.search(r"<td>\d of 4 entries \(each distinct entry of weights, rate\)</td>", text)
+    assert "(co)variance" not in text

@@ -35,7 +35,7 @@ def test_report_contains_every_section_and_is_self_contained(tmp_path, full):
                      "Prior as declared", "Prior as used"):
         assert expected in text, expected
     # the entries counted are the table's (every weight, not the K - 1 free ones): said as entries, not parameters
-    assert re.search(r"<td>\d+ of \d+ entries \(each weight, mean and distinct \(co\)variance\)</td>", text)
+    assert re.search(r"<td>\d+ of \d+ entries \(each distinct entry of weights, mu, covariance\)</td>", text)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temporary file left
 
 

@@ -15,7 +15,7 @@ import xarray as xr
 
 from mixflow.errors import InputError, InputTypeError
 from mixflow.units import unit_power, unit_product, unit_shown
-from mixflow.wording import agreeing
+from mixflow.wording import agreeing, counted
 
 __all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "family_class",
            "family_names", "model_from_json", "register_family", "require_pymc_form",
@@ -317,6 +317,10 @@ class MixtureModel:
                            if cls.chunked_constants is not MixtureModel.chunked_constants)
         raise InputError(f"data: expected numpy or pandas data for the {self.family!r} family, got Dask data, "
                          f"which the families {supported} take")
+
+    def columns_text(self, features: list[str]) -> str:
+        """What the data's columns are, for a summary or a report: ``"2 features ['eruptions', 'waiting']"``."""
+        return f"{counted(len(features), 'feature')} {features}"
 
     def unread_columns(self, columns) -> list:
         """The columns of a data frame the model never reads: none by default, every column is a feature.

@@ -220,6 +220,10 @@ class GroupedGaussianMixture(MixtureModel):
         names = [str(c) for c in columns]
         return [c for c in columns if str(c) not in self.bounds] if all(b in names for b in self.bounds) else []
 
+    def columns_text(self, features: list[str]) -> str:
+        """Two columns, one variable: each row is a class of it, between the limits the columns hold."""
+        return f"classes of one variable, its limits in {features}"
+
     def class_limits(self, data) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper limit of every class (row) of ``data``, open ends as infinities."""
         features = [str(f) for f in data.features]

@@ -231,8 +231,8 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
     observed = tree[OBSERVED_DATA]
     facts = [("model", f"{model.family}, K = {model.n_components}" + (
         f", {model.covariance} covariance" if hasattr(model, "covariance") else "")),
-             ("data", f"{tree.attrs.get('data_name', '')}: {observed.sizes['obs']} rows x "
-                      f"{counted(observed.sizes['feature'], 'feature')}")]
+             ("data", f"{tree.attrs.get('data_name', '')}: {observed.sizes['obs']} rows, "
+                      + model.columns_text([str(f) for f in observed['feature'].values]))]
     if selection is not None and choice_of_k_text(selection):
         facts.append(("choice of K", choice_of_k_text(selection, model.n_components)))
     if "em" in tree.children:
@@ -244,8 +244,8 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
         inside = table.loc[table["method"] == method, "em_inside"].dropna()
         if len(inside):
             facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
-                          f"{int(inside.sum())} of {len(inside)} entries (each weight, mean and distinct "
-                          "(co)variance)"))
+                          f"{int(inside.sum())} of {len(inside)} entries (each distinct entry of "
+                          f"{', '.join(dict.fromkeys(table.loc[inside.index, 'parameter'].astype(str)))})"))
     advi = table.loc[table["method"] == "advi"]
     if advi["distance_to_mcmc"].notna().any():
         facts.append(("ADVI vs NUTS", f"median |difference| {advi['distance_to_mcmc'].abs().median():.2f} NUTS sd; "
