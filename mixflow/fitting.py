@@ -74,6 +74,10 @@ def _method_seed(seed: int, method: str) -> int:
     return int(np.random.SeedSequence([seed, _METHODS.index(method)]).generate_state(1, np.uint64)[0] >> 1)
 
 
+#: The message of PyTensor's note that Numba runs an operation in object mode (slower, the same results).
+COMPILER_NOTE = r"Numba will use object mode"
+
+
 def _engine(method: str):
     if method == "mcmc":
         from mixflow.engines.mcmc import fit_mcmc
@@ -371,8 +375,11 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
                               f"{'chain' if sampling == 'mcmc' else 'fit'} starts there and modes elsewhere are "
                               "found only by chance; more restarts (n_init) may reach others",
                               SamplingWarning, stacklevel=3)
-        groups = _engine(sampling)(model, data, reference, random_seed=_method_seed(seed, sampling),
-                                   **engine_options)
+        with warnings.catch_warnings():
+            # PyTensor's note that a compiled step falls back to Python: speed, not results (a workflow logs it)
+            warnings.filterwarnings("ignore", message=COMPILER_NOTE, category=UserWarning)
+            groups = _engine(sampling)(model, data, reference, random_seed=_method_seed(seed, sampling),
+                                       **engine_options)
         if routed[sampling].get("starts") == "em-optima":
             groups["attrs"]["starts"] = (f"em-optima ({len(engine_options['starts'])} distinct)" if limit != 1 else
                                          "em-optima (the best of them: one chain)")  # whatever else EM found

@@ -731,3 +731,23 @@ def test_em_optima_says_how_many_optima_the_chains_started_from(mirrored, monkey
         mixflow.fit(mixflow.GaussianMixture(2), mirrored, method="mcmc", tree=tree, chains=chains,
                     starts="em-optima")
     assert len(seen["starts"]) == min(chains, 2) and seen["attrs"]["starts"] == said
+
+
+def test_pytensors_note_of_an_operation_in_object_mode_does_not_reach_the_caller(mirrored, monkeypatch):
+    import mixflow.fitting
+
+    tree = mixflow.fit(mixflow.GaussianMixture(2), mirrored, method="map", random_seed=0, n_init=2)
+
+    def engine(model, data, reference, *, chains=4, random_seed=None):  # stands in for ADVI's compile
+        warnings.warn("Numba will use object mode to run Blockwise{AllocDiag}'s perform method.", UserWarning,
+                      stacklevel=1)
+        warnings.warn("a warning of substance", UserWarning, stacklevel=1)
+        return {"attrs": {}}
+
+    monkeypatch.setattr(mixflow.fitting, "_engine", lambda method: engine)
+    monkeypatch.setattr(mixflow.fitting, "_sampling_tree", lambda result, groups, method: result)
+    monkeypatch.setattr(mixflow.fitting, "_replace_group", lambda result, other, name: result)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        mixflow.fit(mixflow.GaussianMixture(2), mirrored, method="advi", tree=tree)
+    assert [str(w.message) for w in record] == ["a warning of substance"]
