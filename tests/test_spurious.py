@@ -71,12 +71,16 @@ def test_hathaway_ratios_match_scipy_and_are_affine_invariant():
 
 def test_spurious_rule_at_its_thresholds():
     needed = 3  # d + 1 for a full covariance in two dimensions
-    counts = np.array([2.9, 3.0, SPURIOUS_SIZE * needed - 0.1, SPURIOUS_SIZE * needed, 100.0])
+    counts = np.array([2.9, 3.0, SPURIOUS_SIZE * needed - 0.6, SPURIOUS_SIZE * needed, 100.0])
     small = SPURIOUS_RATIO / 2
     # fewer than d + 1: spurious whatever its ratio; fewer than 5 (d + 1) and a ratio below 5e-3: spurious
     assert [h for h, _, _ in spurious_rule(counts, np.full(5, 1.0), needed)] == [0]
     assert [h for h, _, _ in spurious_rule(counts, np.full(5, small), needed)] == [0, 1, 2]
     assert spurious_rule(counts, np.full(5, SPURIOUS_RATIO), needed)[1:] == []
+    # the size is in whole observations: a group of 15 rows whose weight leaks a little is not fewer than 15
+    leaked = counts.copy()
+    leaked[3] = SPURIOUS_SIZE * needed - 0.002
+    assert [h for h, _, _ in spurious_rule(leaked, np.full(5, small), needed)] == [0, 1, 2]
     # the component holding more observations than every other is the fit's bulk, never spurious by its ratio
     assert spurious_rule(np.array([14.0, 3.0]), np.full(2, small), needed) == [(1, 3.0, small)]
     assert spurious_rule(np.array([7.0, 7.0]), np.full(2, small), needed) == [(0, 7.0, small), (1, 7.0, small)]
@@ -400,3 +404,29 @@ def test_five_tight_points_far_from_two_groups_are_a_group_on_every_seed():
             tree = mixflow.fit(mixflow.GaussianMixture(3), x, random_seed=seed)
         assert tree["em"].attrs["log_likelihood"] == pytest.approx(reference.score(x) * len(x), rel=1e-9)
         assert tree["em/estimate"]["weights"].values[2] * len(x) == pytest.approx(5.0, abs=1e-6)
+
+
+def test_a_round_tight_group_of_exactly_five_times_d_plus_one_rows_is_not_spurious():
+    """30 rows with sd 0.05 inside a wide component in five dimensions: 5 (d + 1) observations, whose weight
+    leaks a little (29.998 observations' worth) to the component around them; the group is kept, not set aside."""
+    rng = np.random.default_rng(sum(map(ord, "g6d5nested")))
+    counts = rng.multinomial(1500, np.full(5, 0.2))
+    centres = rng.normal(0, 4, (5, 5))
+    parts = []
+    for k in range(5):
+        a = rng.normal(size=(5, 5)) / np.sqrt(5)
+        parts.append(rng.multivariate_normal(centres[k], a @ a.T + 0.3 * np.eye(5), counts[k]))
+    x = np.vstack(parts)
+    x = np.vstack([x, rng.normal(x[:300].mean(0), 0.05, (30, 5))])
+    tree = mixflow.fit(mixflow.GaussianMixture(6), x, random_seed=0)
+    weights = tree["em/estimate"]["weights"].values * len(x)
+    assert tree["em"].attrs["spurious_components"] == "[]"
+    assert 29.99 < weights.min() < 30  # the group, its weight leaking a little
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    mean, scale = x.mean(0), x.std(0)
+    z = (x - mean) / scale  # scikit-learn's best of 3 starts, its log-likelihood in the data's units
+    sk = SkGaussianMixture(6, n_init=3, tol=1e-10, max_iter=2000, reg_covar=1e-9, random_state=0).fit(z)
+    best = sk.score(z) * len(x) - len(x) * np.log(scale).sum()
+    assert best == pytest.approx(-12699.3427, abs=1e-3)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(best, abs=1e-4)

@@ -187,7 +187,10 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
         The spurious components: index, observations' worth of weight, Hathaway ratio.
 
     """
-    small = counts < SPURIOUS_SIZE * needed
+    # the size counts whole observations: a group of 30 rows holds 30, though its weight leaks a little to the
+    # other components (29.998 observations' worth, say, which the warning says as 30)
+    whole = np.round(counts)
+    small = whole < SPURIOUS_SIZE * needed
     others = np.array([np.delete(counts, h).max(initial=-np.inf) for h in range(counts.size)])
     bulk = counts > others  # more observations than every other component: the fit's bulk, not a few points
     group = np.zeros(counts.shape, dtype=bool) if separated is None else (
