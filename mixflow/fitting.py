@@ -160,8 +160,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         Frequency weights.
     n_init : int, default 5
         Number of EM starts (at most 10000); the one with the highest objective among the sound ones is kept
-        (a spurious one, with a component of a few points near a subspace, only when no start is sound; a
-        degenerate one, with a collapsed or empty component, only when every start is; either flagged). With
+        (a spurious one, with a component of a few points close together or near a subspace, only when no start
+        is sound; a degenerate one, with a collapsed or empty component, only when every start is; either flagged). With
         ``init="auto"``, the budget: ``2 * n_init`` short runs (``4 * n_init``, then ``8 * n_init`` when
         those so far do not agree on the best value; a regression mixture runs all ``8 * n_init`` at once),
         of which the best ``ceil(n_init / 2)`` are continued

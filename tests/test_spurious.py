@@ -233,9 +233,9 @@ def test_a_spurious_winner_only_when_nothing_else_and_flagged(line_apart):
     # the report counts it as a problem, not only among the run's warnings
     from mixflow.present.report.cards import _em_findings
 
-    assert ("bad", "EM: component [1] is spurious (fitted to a few points near a lower-dimensional subspace), "
-            "and no start found a sound maximum: the estimate and its standard errors describe that artefact. "
-            "Prefer method='map', fewer components, or more starts.") in _em_findings(tree)
+    assert ("bad", "EM: component [1] is spurious (fitted to a few points close together or near a lower-dimensional "
+            "subspace), and no start found a sound maximum: the estimate and its standard errors describe that "
+            "artefact. Prefer method='map', fewer components, or more starts.") in _em_findings(tree)
 
 
 def test_map_from_the_spurious_start_is_not_spurious(line_apart):

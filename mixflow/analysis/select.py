@@ -617,8 +617,8 @@ HIGHER_IS_BETTER = ("cv_log_likelihood", "elpd_loo")
 EM_CRITERIA = ("bic", "aic", "icl", "cv_log_likelihood")
 _SHORT_OF_FEWER = 1e-8  # relative: a log-likelihood this much below a smaller K's is below it
 SKIPPED_DEGENERATE = "degenerate EM fit (a component collapsed or emptied in every restart)"
-SKIPPED_SPURIOUS = ("spurious EM fit (a component of a few observations near a lower-dimensional subspace in every "
-                    "restart)")
+SKIPPED_SPURIOUS = ("spurious EM fit (a component of a few observations close together or near a lower-dimensional "
+                    "subspace in every restart)")
 
 
 def skipped_k(table: pd.DataFrame) -> dict:
@@ -640,7 +640,7 @@ def preferred_k(table: pd.DataFrame) -> dict:
 
     The EM criteria (BIC, AIC, ICL, held-out log-likelihood) never prefer a K whose EM fit is degenerate or
     spurious (``degenerate`` and ``spurious`` columns, see :func:`skipped_k`): a collapsed component's
-    likelihood is unbounded, and a spurious one's is inflated by a few points near a subspace, so the
+    likelihood is unbounded, and a spurious one's is inflated by a few points close together or near a subspace, so the
     criterion would reward the artefact. When every K is skipped, they prefer none. The held-out
     log-likelihood also skips a K with a degenerate or spurious fold fit (``cv_flagged_folds``), for the same
     reason: the fold's held-out rows near its collapsed component score without bound.

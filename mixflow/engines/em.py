@@ -859,8 +859,9 @@ def _warn_spurious(spurious: list, options: EMOptions, model) -> None:
 
 
 #: Where the set-aside fit of :func:`_warn_set_aside` is kept, and how to take it
-SET_ASIDE_ADVICE = ("If that component is a real small group rather than a few points near a subspace, its fit is in "
-                    "/em/sample_stats (optimum_* at restart {top}): pass it as init=... to take it.")
+SET_ASIDE_ADVICE = ("If that component is a real small group rather than a few points close together or near a "
+                    "subspace, its fit is in /em/sample_stats (optimum_* at restart {top}): pass it as init=... to "
+                    "take it.")
 
 
 def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_weight: float, prepared,

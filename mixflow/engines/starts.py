@@ -32,7 +32,7 @@ Comput. Stat. Data Anal. 41, 561-575. A start whose partition repeats an earlier
 replaced by one of the family's random strategy (:func:`replacement_strategy`).
 
 Restarts are ranked in three tiers (:func:`rank_runs`): sound runs first, then spurious ones (a component of a
-few observations near a lower-dimensional subspace, :func:`mixflow.families.base.spurious_rule`), then
+few observations close together or near a lower-dimensional subspace, :func:`mixflow.families.base.spurious_rule`), then
 degenerate ones (a component collapsed onto a point, or its weight fell below half an observation's worth);
 by objective within a tier. A spurious or degenerate run wins only when no run of a better tier exists.
 

@@ -140,7 +140,7 @@ _COUNT_ROUNDING = 1e-9
 
 def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
                   separated: np.ndarray | None = None) -> list[tuple[int, float, float]]:
-    """The spurious components of a fit: a local maximum made by a few points near a lower-dimensional subspace.
+    """The spurious components of a fit: a local maximum made by a few points close together or near a subspace.
 
     McLachlan and Peel (2000, sec. 3.10): such a component has a large likelihood because its dispersion is
     tiny, not because it describes a group; restarts reach these maxima only by chance, and more components
@@ -167,7 +167,8 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
     that (points within 1e-4 of a line, say: a ratio of 1e-8) is spurious wherever it lies, as is a component
     of fewer observations than ``needed``. The component holding more observations than every other is never
     spurious by its ratio: on small data (17 rows, say) it is "small" by ``SPURIOUS_SIZE``, and narrow against
-    a wide component of a few outlying rows, yet it is the fit's bulk, not a few points near a subspace.
+    a wide component of a few outlying rows, yet it is the fit's bulk, not a few points close together or near a
+    subspace.
 
     Parameters
     ----------

@@ -381,8 +381,8 @@ class GaussianMixture(MixtureModel):
 
     def spurious_rule_text(self) -> str:
         """The rule of :meth:`spurious_components` in words: a subspace, a covariance, an ellipsoid."""
-        return ("a component fitted to a few points near a lower-dimensional subspace (McLachlan and Peel 2000, "
-                "sec. 3.10), with fewer observations than its covariance needs, or fewer than "
+        return ("a component fitted to a few points close together or near a lower-dimensional subspace (McLachlan "
+                "and Peel 2000, sec. 3.10), with fewer observations than its covariance needs, or fewer than "
                 f"{SPURIOUS_SIZE} times that, no more than another component, and at most {SPURIOUS_RATIO:g} as wide "
                 "as another component in its narrowest direction, and not a group lying apart from the others (its "
                 f"mean outside their {SEPARATED_QUANTILE:.1%} ellipsoids, with at least {SEPARATED_SIZE} times the "

@@ -313,7 +313,7 @@ class RegressionMixture(MixtureModel):
         A component needs :meth:`component_rows` observations; its Hathaway ratio is its
         variance over the largest other component's (the Gaussian rule's smallest eigenvalue, in one
         dimension). A line fitted to a handful of points that it passes almost exactly has a large likelihood
-        from its tiny variance alone, as a Gaussian component on a few points near a subspace has. The
+        from its tiny variance alone, as a Gaussian component on a few points close together or near a subspace has. The
         Gaussian rule's exception for a small tight group lying apart from the others has no counterpart:
         lines cross, so no line lies outside another's reach.
         """

@@ -357,7 +357,7 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
         if "degenerate" in row and pd.notna(row["degenerate"]) and bool(row["degenerate"]):
             em.append("has a collapsed component")
         elif "spurious" in row and pd.notna(row["spurious"]) and bool(row["spurious"]):
-            em.append("has a spurious component (a few points near a subspace)")
+            em.append("has a spurious component (a few points close together or near a subspace)")
         if em:
             findings.append(("bad", f"Choice of K, K={k}, EM: {' and '.join(em)}; its criteria are unreliable."))
         nuts = []
@@ -401,10 +401,10 @@ def _em_findings(tree) -> list[tuple[str, str]]:
     spurious = _components(attrs, "spurious_components")
     if spurious:
         findings.append(("bad", f"EM: {agreeing(len(spurious), 'component')} {spurious} "
-                                f"{agreeing(len(spurious), 'is', 'are')} spurious (fitted to a few points near a "
-                                "lower-dimensional subspace), and no start found a sound maximum: the estimate and "
-                                "its standard errors describe that artefact. Prefer method='map', fewer components, "
-                                "or more starts."))
+                                f"{agreeing(len(spurious), 'is', 'are')} spurious (fitted to a few points close "
+                                "together or near a lower-dimensional subspace), and no start found a sound maximum: "
+                                "the estimate and its standard errors describe that artefact. Prefer method='map', "
+                                "fewer components, or more starts."))
     pairs = _components(attrs, "duplicate_components")
     if pairs:
         findings.append(("warn", f"EM: components {pairs_text(pairs)} have the same "
