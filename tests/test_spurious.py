@@ -71,16 +71,18 @@ def test_hathaway_ratios_match_scipy_and_are_affine_invariant():
 
 def test_spurious_rule_at_its_thresholds():
     needed = 3  # d + 1 for a full covariance in two dimensions
-    counts = np.array([2.9, 3.0, SPURIOUS_SIZE * needed - 0.6, SPURIOUS_SIZE * needed, 100.0])
+    counts = np.array([2.9, 3.0, SPURIOUS_SIZE * needed - 0.1, SPURIOUS_SIZE * needed, 100.0])
     small = SPURIOUS_RATIO / 2
     # fewer than d + 1: spurious whatever its ratio; fewer than 5 (d + 1) and a ratio below 5e-3: spurious
     assert [h for h, _, _ in spurious_rule(counts, np.full(5, 1.0), needed)] == [0]
     assert [h for h, _, _ in spurious_rule(counts, np.full(5, small), needed)] == [0, 1, 2]
     assert spurious_rule(counts, np.full(5, SPURIOUS_RATIO), needed)[1:] == []
-    # the size is in whole observations: a group of 15 rows whose weight leaks a little is not fewer than 15
+    # a group of 15 rows whose weight leaks a little (a thousandth) is not fewer than 15, nor 3 rows fewer than 3
     leaked = counts.copy()
-    leaked[3] = SPURIOUS_SIZE * needed - 0.002
+    leaked[[1, 3]] = [needed - 0.002, SPURIOUS_SIZE * needed - 0.002]
     assert [h for h, _, _ in spurious_rule(leaked, np.full(5, small), needed)] == [0, 1, 2]
+    assert [h for h, _, _ in spurious_rule(leaked, np.full(5, 1.0), needed)] == [0]
+    assert [h for h, _, _ in spurious_rule(np.array([14.51, 500.0]), np.array([small, np.inf]), needed)] == [0]
     # the component holding more observations than every other is the fit's bulk, never spurious by its ratio
     assert spurious_rule(np.array([14.0, 3.0]), np.full(2, small), needed) == [(1, 3.0, small)]
     assert spurious_rule(np.array([7.0, 7.0]), np.full(2, small), needed) == [(0, 7.0, small), (1, 7.0, small)]

@@ -136,6 +136,9 @@ SMALL_GROUP_RATIO = 1e-3
 SEPARATED_QUANTILE = 0.999
 #: relative rounding of a count (weight times the number of observations) compared with a whole threshold
 _COUNT_ROUNDING = 1e-9
+#: relative share of a component's rows' weight that may leak to the other components while its size still counts
+#: them all, in the size thresholds of :func:`spurious_rule` (a tight group's rows each keep nearly all their weight)
+_COUNT_LEAK = 1e-3
 
 
 def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
@@ -188,17 +191,16 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
         The spurious components: index, observations' worth of weight, Hathaway ratio.
 
     """
-    # the size counts whole observations: a group of 30 rows holds 30, though its weight leaks a little to the
-    # other components (29.998 observations' worth, say, which the warning says as 30)
-    whole = np.round(counts)
-    small = whole < SPURIOUS_SIZE * needed
+    # a group of 30 rows holds 30 observations, though its weight leaks a little to the other components
+    # (29.998 observations' worth, say, which the warning says as 30)
+    small = counts < SPURIOUS_SIZE * needed * (1 - _COUNT_LEAK)
     others = np.array([np.delete(counts, h).max(initial=-np.inf) for h in range(counts.size)])
     bulk = counts > others  # more observations than every other component: the fit's bulk, not a few points
     group = np.zeros(counts.shape, dtype=bool) if separated is None else (
         np.asarray(separated, dtype=bool) & (counts >= (needed + SEPARATED_MARGIN) * (1 - _COUNT_ROUNDING))
         & (ratios >= np.where(counts >= SEPARATED_SIZE * needed * (1 - _COUNT_ROUNDING), SEPARATED_RATIO,
                               SMALL_GROUP_RATIO)))
-    flags = (counts < needed) | (small & (ratios < SPURIOUS_RATIO) & ~group & ~bulk)
+    flags = (counts < needed * (1 - _COUNT_LEAK)) | (small & (ratios < SPURIOUS_RATIO) & ~group & ~bulk)
     return [(int(h), float(counts[h]), float(ratios[h])) for h in np.flatnonzero(flags)]
 
 
