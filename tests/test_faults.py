@@ -972,8 +972,8 @@ def _workflow_errors(tmp_path, text: str, monkeypatch, csv: bytes | None = None)
      r"^10: \[\[models\]\] #1 n_components: expected {from = a, to = b} with integers a <= b, got {'from': 1.5"),
     ("[methods.em]\nn_init = 1", "[methods]\nem = 3", r"^13: \[methods.em\]: expected a table, got int 3$"),
     ("figures = false", "figures = false\ncontainer = false\ntable = false",
-     r"^15: \[output\]: expected at least one of container, figures, report, table to be true, got every one false: "
-     r"the run would fit every model and write nothing but its log$"),
+     r"^15: \[output\]: expected at least one of container, figures, report, table to be true, got every one false "
+     r"with no choice of K: the run would fit every model and write nothing but its log and workflow.json$"),
     ("[[models]]\nn_components = 2", "[models]\nn_components = 2",
      r"^9: \[\[models\]\]: expected at least one \[\[models\]\] table, got {'n_components': 2}$"),
     ("figures = false", 'figures = "no"', r"^16: \[output\] figures: expected true or false, got str 'no'$"),
@@ -1218,3 +1218,13 @@ def test_weights_that_cannot_serve_the_folds_or_the_components_fail_before_any_f
     csv = b"x,w\n" + b"".join(f"{v},{weights}\n".encode() for v in (0.1, 0.5, 2.0, 3.5))
     errors = _workflow_errors(tmp_path, text, monkeypatch, csv=csv)
     assert len(errors) == 1 and __import__("re").search(message, errors[0]), errors
+
+
+def test_a_choice_of_k_with_every_output_off_is_read_its_table_being_written_whatever_they_say(tmp_path):
+    from mixflow.workflow.config import read_workflow
+
+    text = (SMALL.replace("n_components = 2", "n_components = {from = 1, to = 2}")
+            .replace("figures = false", "figures = false\ncontainer = false\ntable = false"))
+    (tmp_path / "range.toml").write_text(text)
+    workflow = read_workflow(tmp_path / "range.toml")
+    assert workflow.models[0].ks == (1, 2) and not any(workflow.output.values())

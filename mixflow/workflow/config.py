@@ -586,11 +586,16 @@ def _read_output(output, loc: _Locator) -> dict:
     for key in sorted(OUTPUT_KEYS & set(output)):
         with loc.collecting():
             _expect(output[key], bool, f"[output] {key}", key, loc, "output")
-    chosen = {key: True for key in OUTPUT_KEYS} | {key: output[key] for key in OUTPUT_KEYS & set(output)}
-    if not any(value is True for value in chosen.values()):
-        raise loc.error("[output]", f"expected at least one of {', '.join(sorted(OUTPUT_KEYS))} to be true, got "
-                        "every one false: the run would fit every model and write nothing but its log", "", "output")
-    return chosen
+    return {key: True for key in OUTPUT_KEYS} | {key: output[key] for key in OUTPUT_KEYS & set(output)}
+
+
+def _check_some_output(output: dict, models, loc: _Locator) -> None:
+    """Every output off and no choice of K (whose table is written whatever they say): nothing would be written."""
+    if any(value is True for value in output.values()) or any(len(spec.ks) > 1 for spec in models or ()):
+        return
+    raise loc.error("[output]", f"expected at least one of {', '.join(sorted(OUTPUT_KEYS))} to be true, got every "
+                    "one false with no choice of K: the run would fit every model and write nothing but its log and "
+                    "workflow.json", "", "output")
 
 
 def _read_select(select, loc: _Locator) -> dict:
@@ -760,6 +765,7 @@ def read_workflow(path) -> Workflow:
     if "output" in config:
         with loc.collecting():
             output = _read_output(config["output"], loc)
+            _check_some_output(output, models, loc)
     select = {"fit": "bic", "n_folds": _DEFAULT_FOLDS}
     if "select" in config:
         with loc.collecting():
