@@ -542,3 +542,20 @@ def test_a_component_the_draws_often_empty_is_a_finding():
                              f"{np.median(weights.min(axis=-1)):.2g}), and an empty component's other parameters are "
                              "the prior's; compare fewer components (select_k).")]
     assert said[0][1] in cross_method_findings(tree)
+
+
+def test_r_hat_and_ess_that_could_not_be_computed_read_as_such_within_modes_too():
+    from mixflow.present.report.cards import _mcmc_rows
+    from mixflow.present.summary import _mcmc_line
+
+    nan = float("nan")  # two draws per chain: no R-hat and no ESS
+    tree = make_container(("em", "mcmc"), chains=2, draws=30)
+    tree["mcmc"].attrs.update({"max_rhat": nan, "max_rhat_all_chains": nan, "min_ess_bulk": nan, "min_ess_tail": nan,
+                               "n_divergences": 0, "n_modes": 2, "chains": 2, "draws": 2, "sampler": "pymc"})
+    rows = dict(_mcmc_rows(tree))
+    assert rows["worst R-hat within a mode"] == "n/a (too few draws)"
+    assert rows["worst R-hat over all chains (the modes apart)"] == "n/a (too few draws)"
+    assert rows["smallest ESS (bulk / tail)"] == "n/a (too few draws) / n/a (too few draws)"
+    line = _mcmc_line(tree)[0]
+    assert ("max R-hat within modes n/a (too few draws) (over all chains n/a (too few draws)), min ESS bulk n/a (too "
+            "few draws) / tail n/a (too few draws)") in line and "nan" not in line

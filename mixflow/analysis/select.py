@@ -29,7 +29,7 @@ from mixflow.container.read import frequency_weights, has_group
 from mixflow.data import Data, check_folds, check_total_weight, unread_columns, validate_data, without_unread_text
 from mixflow.engines.em import SET_ASIDE_ADVICE
 from mixflow.engines.em_steps import e_step
-from mixflow.engines.sampling_diagnostics import format_rhat
+from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.engines.stacking import stacking_weights
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
@@ -605,7 +605,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             divergences = int(diagnostics[k]["divergences"])
             progress(f"K={k}, NUTS: {modes}{counted(divergences, 'divergence')}, worst R-hat "
                      f"{format_rhat(diagnostics[k]['max_rhat'])}, smallest bulk / tail ESS "
-                     f"{diagnostics[k]['min_ess_bulk']:.0f} / {diagnostics[k]['min_ess_tail']:.0f}")
+                     f"{format_ess(diagnostics[k]['min_ess_bulk'])} / {format_ess(diagnostics[k]['min_ess_tail'])}")
         mcmc_table = pd.DataFrame.from_dict(diagnostics, orient="index")
         table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}).join(mcmc_table), how="outer")
     _summarise(table, methods, seed)

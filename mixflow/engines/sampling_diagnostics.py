@@ -36,13 +36,14 @@ def format_rhat(value: float) -> str:
     """An R-hat to 3 decimals, or as many more (up to 6) as show it above :data:`RHAT_MAX` when it is.
 
     1.0104 is flagged, and "1.010 > 1.01" would read as false: it is written 1.0104 (1.01000004 as 1.010001).
+    NaN (chains, or one chain's halves, too short for an R-hat) is ``"n/a (too few draws)"``.
     """
-    return format_above(value, RHAT_MAX, 3)
+    return NO_ESTIMATE if value != value else format_above(value, RHAT_MAX, 3)
 
 
 def format_ess(value: float) -> str:
     """An ESS as a whole number, or ``"n/a (too few draws)"`` where none could be computed (NaN)."""
-    return "n/a (too few draws)" if value != value else f"{value:.0f}"
+    return NO_ESTIMATE if value != value else f"{value:.0f}"
 
 
 def format_above(value: float, threshold: float, decimals: int = 2) -> str:
@@ -145,8 +146,11 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
             "n_divergences": n_divergent, **{key: json.dumps(value) for key, value in flags.items()}}
 
 
-#: Draws per chain below which arviz_stats gives no ESS (NaN), and so no R-hat either.
+#: Draws per chain below which arviz_stats gives no ESS (NaN), and so no R-hat either (one chain's R-hat, of its
+#: halves, needs twice as many).
 MIN_DRAWS_FOR_ESS = 4
+#: How an R-hat or ESS that could not be computed (NaN) is written.
+NO_ESTIMATE = "n/a (too few draws)"
 
 #: Said with several modes or chains that disagree when the chains are too short for :func:`chain_crossings`.
 _NOT_JUDGED = (f"whether chains cross between places was not judged (it needs at least {2 * CROSSING_WINDOW} "

@@ -274,8 +274,7 @@ def _bootstrap_line(tree) -> tuple[str, list[str]]:
 def _mcmc_line(tree) -> tuple[str, list[str]]:
     attrs = tree[MCMC].attrs
     halves = " (the chain's halves)" if int(attrs.get("chains", 2)) == 1 else ""  # one chain: its halves compared
-    value = attrs.get("max_rhat", float("nan"))
-    rhat = f"max R-hat{halves} {'n/a (too few draws)' if value != value else format_rhat(value)}"
+    rhat = f"max R-hat{halves} {format_rhat(attrs.get('max_rhat', float('nan')))}"
     if int(attrs.get("n_modes", 1)) > 1 and "max_rhat_all_chains" in attrs:  # max_rhat and min_ess_* are within
         rhat = (f"max R-hat within modes {format_rhat(attrs['max_rhat'])} (over all chains "
                 f"{format_rhat(attrs['max_rhat_all_chains'])})")

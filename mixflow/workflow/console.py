@@ -5,7 +5,8 @@ stderr a progress message is one line stamped with the time since the start, a w
 (``warning: <Category>: <message>``, no source line); ``run.log`` beside the outputs receives the same
 lines and, for each warning, where it was raised. The warnings are also recorded, with the stage of the
 run that raised them (e.g. ``"K=3, NUTS"``), for the container and its report. PyTensor's notes on how it
-compiles (``Numba will use object mode ...``: speed, not results) go to the log only.
+compiles (speed, not results) go to the log only; :func:`mixflow.fit` drops its most common one, that Numba
+runs an operation in object mode, before it comes here.
 """
 
 import contextlib

@@ -111,7 +111,7 @@ def mcmc_result(attrs) -> str:
             + f" x {attrs.get('draws', '?')} draws in {attrs.get('wall_time', 0):.1f} s, "
             + counted(int(attrs.get("n_divergences", 0)), "divergence") + ", worst R-hat "
             + ("(the chain's halves) " if chains == 1 else "")
-            + ("n/a (too few draws)" if rhat != rhat else format_rhat(rhat))
+            + format_rhat(rhat)
             + f", smallest bulk ESS {format_ess(attrs.get('min_ess_bulk', float('nan')))}")
 
 

@@ -169,7 +169,8 @@ def _mcmc_rows(tree) -> list[tuple[str, object]]:
         rows.append(("worst R-hat", format_rhat(summary['max R-hat'])))
     elif "max R-hat of the chain's halves" in summary:
         rows.append(("worst R-hat (the chain's halves)", format_rhat(summary["max R-hat of the chain's halves"])))
-    rows += [("smallest ESS (bulk / tail)", f"{summary['min bulk ESS']:.0f} / {summary['min tail ESS']:.0f}"),
+    rows += [("smallest ESS (bulk / tail)", f"{format_ess(summary['min bulk ESS'])} / "
+                                            f"{format_ess(summary['min tail ESS'])}"),
              ("divergences", summary.get("divergences", 0))]
     if attrs.get("n_relabelled_draws", 0):
         rows.append(("relabelled draws", attrs["n_relabelled_draws"]))
@@ -365,8 +366,8 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
             nuts.append(f"max R-hat {format_rhat(row['max_rhat'])} > {RHAT_MAX}")
         for column, label in (("min_ess_bulk", "bulk"), ("min_ess_tail", "tail")):
             if low_ess(row, label):  # the ESS is the chains' total; the bound is per chain
-                nuts.append(f"low {label} ESS (min {row[column]:.0f} over its chains, under {ESS_PER_CHAIN_MIN} per "
-                            "chain)")
+                nuts.append(f"low {label} ESS (min {format_ess(row[column])} over its chains, under "
+                            f"{ESS_PER_CHAIN_MIN} per chain)")
         if pd.notna(row.get("divergences", np.nan)) and row["divergences"] > 0:
             nuts.append(counted(int(row["divergences"]), "divergent transition"))
         if pd.notna(row.get("pareto_k_warning", np.nan)) and bool(row["pareto_k_warning"]):

@@ -647,7 +647,7 @@ def _selection_html(selection) -> str:
     text = choice_of_k_text(selection)
     note = ("<p><small>EM columns: <code>converged</code> (False when EM stopped at max_iter), "
             "<code>degenerate</code> (a collapsed component), <code>spurious</code> (a component of a few points "
-            "near a subspace). NUTS columns: <code>max_rhat</code>, "
+            "close together or near a subspace). NUTS columns: <code>max_rhat</code>, "
             "<code>min_ess_bulk</code>, <code>min_ess_tail</code>, <code>divergences</code>, "
             "<code>pareto_k_warning</code> (PSIS-LOO unreliable), <code>n_modes</code> (modes the chains fell into; "
             "with several, <code>elpd_loo</code> is that of the modes' stacked predictive).</small></p>")
