@@ -473,7 +473,7 @@ def test_chains_in_two_modes_with_few_draws_are_stacked_with_a_caveat(mirrored, 
     assert (f"the stacking weights are uncertain: mode 0 (chain 0) has {draws} draw{plural}, fewer than the 30 "
             "PSIS-LOO needs (draws >= 30 per chain)") in said[0]
     assert "whether chains cross between places was not judged (it needs at least 400 draws per chain" in said[0]
-    assert f"Try more draws and tuning (draws={2 * draws}" in said[0]
+    assert f"Try more draws and tuning (draws={2 * draws if draws >= 4 else 1000}" in said[0]  # PyMC's default
     attrs = tree["mcmc"].attrs  # one chain per mode: no R-hat within a mode; over all chains the modes apart
     # within a mode of one chain, the R-hat of its halves (none below 8 draws); over the chains, the modes apart
     assert np.isnan(attrs["max_rhat"]) if draws < 8 else np.isfinite(attrs["max_rhat"])
@@ -481,7 +481,8 @@ def test_chains_in_two_modes_with_few_draws_are_stacked_with_a_caveat(mirrored, 
     summary = _mcmc_convergence(tree)  # needs 4 draws to split chains in halves
     assert "max R-hat" not in summary
     assert summary["max R-hat over all chains"] == pytest.approx(attrs["max_rhat_all_chains"], nan_ok=True)
-    assert ("worst R-hat over all chains (the modes apart)", f"{attrs['max_rhat_all_chains']:.3f}") in _mcmc_rows(tree)
+    assert ("worst R-hat over all chains (the modes apart)", f"{attrs['max_rhat_all_chains']:.3f}" if draws >= 4
+            else "n/a (too few draws)") in _mcmc_rows(tree)
     assert f"mode 1 (chain 1) has {draws} draw{plural}, fewer than the 30 PSIS-LOO needs" in summary_text(tree)
 
 
