@@ -376,7 +376,8 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
                               "found only by chance; more restarts (n_init) may reach others",
                               SamplingWarning, stacklevel=3)
         with warnings.catch_warnings():
-            # PyTensor's note that a compiled step falls back to Python: speed, not results (a workflow logs it)
+            # PyTensor's note that a compiled step falls back to Python: speed, not results (a workflow's log
+            # does not get it either, its fits being this function's)
             warnings.filterwarnings("ignore", message=COMPILER_NOTE, category=UserWarning)
             groups = _engine(sampling)(model, data, reference, random_seed=_method_seed(seed, sampling),
                                        **engine_options)

@@ -807,8 +807,8 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
         at = np.flatnonzero(drops)[:5].tolist()
         warnings.warn(f"EM decreased its objective at {agreeing(len(at), 'iteration')} {at}",
                       MixflowInternalWarning, stacklevel=3)
-    largest = float(np.max(run.params["weights"])) if options.trim is not None else np.inf
-    if options.trim is not None and largest < options.trim:  # trimming every component would leave none
+    # trimming every component would leave none (the weights read only with a trim: a stop's test runs have none)
+    if options.trim is not None and (largest := float(np.max(run.params["weights"]))) < options.trim:
         warnings.warn(f"trim={options.trim:g} is above every component's weight (the largest is {largest:.3g}): "
                       "trimming would leave no component, so none was trimmed; a threshold of at most "
                       f"1/n_components = {1 / run.params['weights'].size:.3g} never trims them all",

@@ -24,12 +24,19 @@ from mixflow.engines.mode_rule import (
 from mixflow.warnings import SamplingWarning
 from mixflow.wording import counted
 
-__all__ = ["RHAT_MAX", "diagnose", "format_above", "format_rhat", "record_crossings"]
+__all__ = ["RHAT_MAX", "diagnose", "format_above", "format_ess", "format_rhat", "record_crossings"]
 
 #: R-hat above this flags a parameter whose chains disagree (Vehtari et al. 2021).
 RHAT_MAX = 1.01
 #: At most this many flagged entries are named in the warning.
 _MAX_NAMED = 6
+
+
+#: Draws per chain below which arviz_stats gives no ESS (NaN), and so no R-hat either (one chain's R-hat, of its
+#: halves, needs twice as many).
+MIN_DRAWS_FOR_ESS = 4
+#: How an R-hat or ESS that could not be computed (NaN) is written.
+NO_ESTIMATE = "n/a (too few draws)"
 
 
 def format_rhat(value: float) -> str:
@@ -105,6 +112,7 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
     n_modes = 1 if chain_mode is None else int(chain_mode.max()) + 1
     window = crossing_window(posterior.sizes["draw"])
     flags = {"high_rhat": [], "low_ess_bulk": [], "low_ess_tail": []}
+    few = posterior.sizes["draw"] < MIN_DRAWS_FOR_ESS  # no ESS at all: every entry's is NaN, and as low as can be
     disagreeing, per_mode = [], []
     for mode in range(n_modes):  # one mode: the statistics over all chains; several: each mode's, tagged
         chains = np.arange(posterior.sizes["chain"]) if n_modes == 1 else np.flatnonzero(chain_mode == mode)
@@ -116,8 +124,6 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
         flags["high_rhat"] += [name + tag for name in flagged]
         if flagged and chain_mode is not None:
             disagreeing.append(disagreeing_mode(mode, n_modes, chains, mode_rhat, crosses, window))
-        # too few draws for any ESS: every entry's is NaN, and as low as can be
-        few = posterior.sizes["draw"] < MIN_DRAWS_FOR_ESS
         flags["low_ess_bulk"] += [name + tag for name in _flagged(within[1], lambda v, least=least: v < least, few)]
         flags["low_ess_tail"] += [name + tag for name in _flagged(within[2], lambda v, least=least: v < least, few)]
     notes = [caveats] if caveats else []
@@ -127,7 +133,7 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
                      f"{'hold one chain each' if len(singles) > 1 else 'holds one chain'}: the R-hat within "
                      f"{'them' if len(singles) > 1 else 'it'} compares a chain's halves, which cannot show whether "
                      "other chains started there would agree")
-    if posterior.sizes["draw"] < MIN_DRAWS_FOR_ESS:
+    if few:
         notes.append(f"with {counted(posterior.sizes['draw'], 'draw')} per chain, R-hat and ESS cannot be computed "
                      f"(they need at least {MIN_DRAWS_FOR_ESS}): the draws are no sample to summarise")
     if stuck is not None and np.any(stuck) and n_modes == 1:
@@ -145,12 +151,6 @@ def diagnose(aligned: dict, raw_posterior: xr.Dataset, sample_stats: dict, optio
             **{f"{name}_all_chains": value for name, value in zip(names, extremes(overall), strict=True)},
             "n_divergences": n_divergent, **{key: json.dumps(value) for key, value in flags.items()}}
 
-
-#: Draws per chain below which arviz_stats gives no ESS (NaN), and so no R-hat either (one chain's R-hat, of its
-#: halves, needs twice as many).
-MIN_DRAWS_FOR_ESS = 4
-#: How an R-hat or ESS that could not be computed (NaN) is written.
-NO_ESTIMATE = "n/a (too few draws)"
 
 #: Said with several modes or chains that disagree when the chains are too short for :func:`chain_crossings`.
 _NOT_JUDGED = (f"whether chains cross between places was not judged (it needs at least {2 * CROSSING_WINDOW} "

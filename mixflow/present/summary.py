@@ -155,8 +155,7 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
     declaration = repr(model)
     lines = [declaration if len(declaration) <= 150 else declaration[:146] + " ...",
              f"fitted to {tree.attrs.get('data_name', 'data')!r}: {observed.sizes['obs']} rows, "
-             f"{model.columns_text(features)}"
-             + (", frequency weights" if "weights" in observed else "")
+             + model.columns_text(features) + (", frequency weights" if "weights" in observed else "")
              + f"; random_seed {tree.attrs.get('random_seed')}"]
     methods = available_methods(tree)
     # one comparison (its standard errors, intervals and label agreement) for the table and the findings
