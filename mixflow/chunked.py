@@ -489,9 +489,10 @@ def validate_chunked(data, *, weights=None, name: str = "data", features=None, w
                          f"{agreeing(len(overflowing), 'feature')} {overflowing} with values up to {top:.3g}, "
                          f"which overflow; rescale {agreeing(len(overflowing), 'it', 'them')} (e.g. divide by "
                          f"{10 ** np.floor(np.log10(top)):.0e})")
-    constant = [str(chunked.features[j]) for j in np.flatnonzero(summary["minimum"] == summary["maximum"])]
-    if constant and warn_constant and chunked.n_obs > 1:
-        warnings.warn(constant_features_message(name, constant), ConstantFeatureWarning, stacklevel=3)
+    single = np.flatnonzero(summary["minimum"] == summary["maximum"])
+    if single.size and warn_constant and chunked.n_obs > 1:
+        warnings.warn(constant_features_message(name, chunked.features, [str(chunked.features[j]) for j in single],
+                                                summary["minimum"][single]), ConstantFeatureWarning, stacklevel=3)
     summary = {"total_weight": summary["total_weight"], "n_positive": int(summary["n_positive"]),
                "largest": float(largest.max()), "minimum": summary["minimum"], "maximum": summary["maximum"]}
     return ChunkedData(chunked.values, chunked.features, chunked.weights, summary,

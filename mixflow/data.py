@@ -318,9 +318,10 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
     _check_scale(values, names=[str(c) for c in frame.columns], name=name)
     names = np.array([str(c) for c in frame.columns])
     unread = {str(c) for c in unread}
-    constant = [str(names[j]) for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0 and names[j] not in unread]
-    if constant and warn_constant and values.shape[0] > 1:
-        warnings.warn(constant_features_message(name, constant), ConstantFeatureWarning, stacklevel=3)
+    single = [j for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0 and names[j] not in unread]
+    if single and warn_constant and values.shape[0] > 1:
+        warnings.warn(constant_features_message(name, names, [str(names[j]) for j in single], values[0, single]),
+                      ConstantFeatureWarning, stacklevel=3)
     return Data(
         values=values,
         features=names,
@@ -352,13 +353,25 @@ def without_unread_text(model, data):
     return data.drop(columns=unread) if unread else data
 
 
-def constant_features_message(name: str, constant: list[str]) -> str:
-    """What :class:`ConstantFeatureWarning` says of features that take a single value, whatever the family."""
+def constant_features_message(name: str, features, constant: list[str], values) -> str:
+    """What :class:`ConstantFeatureWarning` says of features that take a single value, whatever the family.
+
+    ``features`` are all the data's feature names, ``constant`` those of a single value and ``values`` each
+    one's value. Data of one feature are said as values ("every observation is 0"), and the columns of an
+    unnamed array by their position as well as the name mixflow gave them.
+    """
     n, it = len(constant), agreeing(len(constant), "it", "them")
+    tail = ("every component sits on {it}, and no component can be told from another{along} (where the family fits "
+            "a spread, the spread there is its floor or the prior's)")
+    unnamed = all(str(f) == f"x{j}" for j, f in enumerate(features))
+    if len(features) == 1:
+        of = "" if unnamed else f" of {constant[0]!r}"
+        return f"{name}: every observation{of} is {float(values[0]):g}: " + tail.format(it="it", along="")
+    what = f"{agreeing(n, 'feature')} {constant}"
+    if unnamed:  # an array: its columns' positions
+        what += f" ({agreeing(n, 'column')} {', '.join(c[1:] for c in constant)} of the array)"
     takes = agreeing(n, "takes a single value", "take a single value each")
-    return (f"{name}: {agreeing(n, 'feature')} {constant} {takes}: every component sits on {it}, and no component "
-            f"can be told from another along {it} (where the family fits a spread, the spread there is its floor or "
-            "the prior's)")
+    return f"{name}: {what} {takes}: " + tail.format(it=it, along=f" along {it}")
 
 
 def _match_features(frame: pd.DataFrame, features, name: str) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 import warnings
 
+import dask.array
 import numpy as np
 import pandas as pd
 import pytest
@@ -169,8 +170,27 @@ def test_bad_initial_parameters(init, message):
 
 def test_constant_feature_warns():
     x = np.column_stack([np.arange(10.0), np.full(10, 3.0)])
-    with pytest.warns(mixflow.ConstantFeatureWarning, match=r"data: feature \['x1'\] takes a single value"):
+    with pytest.warns(mixflow.ConstantFeatureWarning,
+                      match=r"data: feature \['x1'\] \(column 1 of the array\) takes a single value"):
         mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), x, method="map", random_seed=0)
+    frame = pd.DataFrame({"a": np.arange(10.0), "b": 3.0, "c": -1.0})
+    with pytest.warns(mixflow.ConstantFeatureWarning,
+                      match=r"data: features \['b', 'c'\] take a single value each: every component sits on them"):
+        mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), frame, method="map", random_seed=0)
+
+
+@pytest.mark.parametrize("chunks", [None, 25])
+def test_data_of_one_constant_feature_are_said_as_their_value(chunks):
+    # one feature: the observations are all one value, which is said; a name mixflow made up (x0) is not
+    counts = np.full((100, 1), 4)
+    data = counts if chunks is None else dask.array.from_array(counts, chunks=chunks)
+    with pytest.warns(mixflow.ConstantFeatureWarning) as record:
+        mixflow.fit(mixflow.PoissonMixture(2), data, method="em", random_seed=0)
+    said = [str(w.message) for w in record if issubclass(w.category, mixflow.ConstantFeatureWarning)]
+    assert said == ["data: every observation is 4: every component sits on it, and no component can be told from "
+                    "another (where the family fits a spread, the spread there is its floor or the prior's)"]
+    with pytest.warns(mixflow.ConstantFeatureWarning, match=r"^data: every observation of 'deaths' is 4: "):
+        mixflow.fit(mixflow.PoissonMixture(2), pd.DataFrame({"deaths": counts[:, 0]}), method="em", random_seed=0)
 
 
 def test_accepted_input_types_give_the_same_fit():
