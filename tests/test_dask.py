@@ -267,7 +267,8 @@ def test_type_and_option_errors_name_the_argument():
 def test_constant_feature_warns_and_counts_are_checked_blockwise():
     x, _ = _mixture()
     x[:, 2] = 5.0
-    with pytest.warns(ConstantFeatureWarning, match=r"data: feature \['x2'\] \(column 2 of the array\) takes a single value"):
+    with pytest.warns(ConstantFeatureWarning,
+                      match=r"data: feature \['x2'\] \(column 2 of the array\) takes a single value"):
         mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), da.from_array(x, chunks=CHUNK), "map",
                     random_seed=3)
     counts = np.arange(N, dtype=float) % 7

@@ -339,7 +339,8 @@ def test_workflow_file_validates_and_a_small_poisson_workflow_runs(tmp_path):
 
 def test_counts_of_a_single_value_are_said_in_the_family_s_terms():
     # all-zero counts: every component sits on zero (rate 0), which the warning says for any family
-    with pytest.warns(mixflow.ConstantFeatureWarning, match=r"data: every observation is 0: every component sits on it"):
+    with pytest.warns(mixflow.ConstantFeatureWarning,
+                      match=r"data: every observation is 0: every component sits on it"):
         tree = mixflow.fit(PoissonMixture(2), np.zeros(100, dtype=int), method="em", random_seed=0)
     np.testing.assert_array_equal(estimate(tree)["rate"], [0.0, 0.0])
 
