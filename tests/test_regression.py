@@ -414,3 +414,21 @@ def test_three_lines_through_diabetes_reach_the_maximum_on_every_seed():
     density = sum(w * stats.norm.pdf(frame["target"], design @ b, np.sqrt(v))
                   for w, b, v in zip(fitted["weights"], fitted["coefficients"], fitted["variance"], strict=True))
     assert float(np.log(density).sum()) == pytest.approx(attrs["log_likelihood"], abs=1e-8)
+
+
+def test_the_components_systems_solved_together_are_each_one_s_solution():
+    # the M-step solves every component's normal equations at once; each must be the component's own solution,
+    # and a singular one its minimum-norm answer, flagged, whatever the others are
+    from mixflow.families.regression.numerics import _solve_all
+
+    rng = np.random.default_rng(3)
+    designs = rng.normal(size=(6, 40, 3))
+    matrices, rhs = designs.transpose(0, 2, 1) @ designs, rng.normal(size=(6, 3))
+    solved, singular = _solve_all(matrices, rhs)
+    np.testing.assert_allclose(solved, [np.linalg.solve(m, r) for m, r in zip(matrices, rhs, strict=True)], rtol=1e-12)
+    assert not singular.any()
+    matrices[4] = np.outer([1.0, 2.0, 0.5], [1.0, 2.0, 0.5])  # rank 1: no Cholesky factor
+    solved, singular = _solve_all(matrices, rhs)
+    assert singular.tolist() == [False] * 4 + [True, False]
+    np.testing.assert_allclose(solved[4], np.linalg.pinv(matrices[4]) @ rhs[4], rtol=1e-10)
+    np.testing.assert_allclose(solved[[0, 5]], [np.linalg.solve(matrices[j], rhs[j]) for j in (0, 5)], rtol=1e-12)

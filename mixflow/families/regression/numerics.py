@@ -153,6 +153,29 @@ def _solve(matrix: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.linalg.lstsq(matrix, rhs, rcond=None)[0], True
 
 
+def _solve_all(matrices: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_solve` of every component's system ``(K, p, p)``, ``(K, p)``: the solutions and which were singular.
+
+    The systems are factorised together; a component whose Cholesky factor fails :func:`_solve`'s test is
+    solved again on its own (its minimum-norm answer).
+    """
+    try:
+        factors = np.linalg.cholesky(matrices)
+    except np.linalg.LinAlgError:
+        factors = None
+    if factors is not None:
+        diagonal = np.abs(np.diagonal(matrices, axis1=1, axis2=2)).max(axis=1)
+        sound = np.diagonal(factors, axis1=1, axis2=2).min(axis=1) > 1e-10 * np.sqrt(diagonal)
+        if sound.all():  # the factors' two triangular systems, as cho_solve solves them
+            try:
+                half = np.linalg.solve(factors, rhs[..., None])
+                return np.linalg.solve(np.swapaxes(factors, 1, 2), half)[..., 0], np.zeros(len(matrices), bool)
+            except np.linalg.LinAlgError:
+                pass
+    solved = [_solve(matrix, vector) for matrix, vector in zip(matrices, rhs, strict=True)]
+    return np.array([beta for beta, _ in solved]).reshape(rhs.shape), np.array([flag for _, flag in solved])
+
+
 def m_step(counts: np.ndarray, gram: np.ndarray, p: int, prior: dict | None,
            floor: float) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Weighted least squares per component (MLE), or the Normal-Inverse-Gamma posterior mode (MAP).
@@ -181,21 +204,19 @@ def m_step(counts: np.ndarray, gram: np.ndarray, p: int, prior: dict | None,
 
     """
     xx, xy, yy = gram_blocks(gram, p)
-    k = counts.size
-    coefficients, variance, collapsed = np.empty((k, p)), np.empty(k), []
-    for j in range(k):
-        if prior is None:
-            beta, singular = _solve(xx[j], xy[j])
-            penalty, numerator, denominator = 0.0, 0.0, counts[j]
-        else:
-            beta, singular = _solve(xx[j] + prior["precision"], xy[j] + prior["precision"] @ prior["mean"])
-            gap = beta - prior["mean"]
-            penalty = gap @ prior["precision"] @ gap
-            numerator, denominator = 2.0 * prior["scale"], counts[j] + p + 2.0 * prior["shape"] + 2.0
-        residual_ss = max(yy[j] - 2.0 * beta @ xy[j] + beta @ xx[j] @ beta, 0.0)
-        coefficients[j] = beta
-        variance[j] = (numerator + residual_ss + penalty) / denominator
-        if singular or not variance[j] >= floor:
-            collapsed.append(j)
-            variance[j] = max(variance[j], floor) if np.isfinite(variance[j]) else floor
+    if prior is None:
+        coefficients, singular = _solve_all(xx, xy)
+        penalty, numerator, denominator = 0.0, 0.0, counts
+    else:
+        coefficients, singular = _solve_all(xx + prior["precision"], xy + prior["precision"] @ prior["mean"])
+        gap = coefficients - prior["mean"]
+        penalty = np.einsum("kp,pq,kq->k", gap, prior["precision"], gap)
+        numerator, denominator = 2.0 * prior["scale"], counts + p + 2.0 * prior["shape"] + 2.0
+    residual_ss = np.maximum(yy - 2.0 * np.einsum("kp,kp->k", coefficients, xy)
+                             + np.einsum("kp,kpq,kq->k", coefficients, xx, coefficients), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = (numerator + residual_ss + penalty) / denominator
+    low = singular | ~(variance >= floor)
+    variance[low] = np.where(np.isfinite(variance[low]), np.maximum(variance[low], floor), floor)
+    collapsed = np.flatnonzero(low).tolist()
     return coefficients, variance, collapsed
