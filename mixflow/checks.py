@@ -13,8 +13,8 @@ from mixflow.families.base import require_pymc_form
 from mixflow.families.pymc_parts import check_minibatch_size
 from mixflow.wording import counted
 
-__all__ = ["check_count", "check_flag", "check_memory", "check_minibatch", "check_positive", "check_problem",
-           "check_seed"]
+__all__ = ["MemoryNeeded", "check_count", "check_flag", "check_memory", "check_minibatch", "check_positive",
+           "check_problem", "check_seed"]
 
 
 def check_problem(model, data, reference) -> dict:
@@ -49,6 +49,10 @@ def available_memory() -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+class MemoryNeeded(InputError):
+    """Draws whose arrays would not fit in memory (:func:`check_memory`)."""
+
+
 def check_memory(chains: int, draws: int, values_per_draw: int, what: str) -> None:
     """Refuse, before any work, draws whose arrays would not fit in memory, with an estimate of the need.
 
@@ -59,9 +63,9 @@ def check_memory(chains: int, draws: int, values_per_draw: int, what: str) -> No
     available = available_memory()
     if needed > available:
         at_most = max(1, available // (chains * values_per_draw * 8 * _WORKING_COPIES))
-        raise InputError(f"draws: {counted(chains, 'chain')} x {draws} draws of {what} ({values_per_draw} values each) "
-                         f"would need about {needed / 1e9:.3g} GB of memory, more than the {available / 1e9:.3g} GB "
-                         f"available; ask for at most about {at_most} draws per chain")
+        raise MemoryNeeded(f"draws: {counted(chains, 'chain')} x {draws} draws of {what} ({values_per_draw} values "
+                           f"each) would need about {needed / 1e9:.3g} GB of memory, more than the "
+                           f"{available / 1e9:.3g} GB available; ask for at most about {at_most} draws per chain")
 
 
 def check_seed(value) -> int:

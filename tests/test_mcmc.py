@@ -58,6 +58,7 @@ def small():
     ({"jitter": "0.1"}, InputTypeError, r"jitter: expected a non-negative number, got '0.1'"),
     ({"adaptation": "full"}, ValueError, r"adaptation: expected one of \['low_rank', 'diag'\], got 'full'"),
     ({"progressbar": "no"}, TypeError, r"progressbar: expected True or False, got 'no'"),
+    ({"extend": "yes"}, TypeError, r"extend: expected True or False, got 'yes'"),
 ])
 def test_bad_options_name_the_argument(small, change, error, message):
     model, data, reference = small
@@ -208,6 +209,58 @@ def test_draws_too_few_for_an_ess_are_said_not_passed_over_as_nan(n_draws):
             "4): the draws are no sample to summarise" in message) and "draws=1000" in message
     assert "bulk or tail ESS below 400 (100 per chain) for weights[0], weights[1], mu[0, waiting]" in message
     assert len(json.loads(summary["low_ess_bulk"])) == 4  # as the report reads them
+
+
+def test_a_mode_whose_chains_disagree_and_cross_is_the_reason_to_sample_longer():
+    from mixflow.engines.mcmc import _extend_reason
+
+    def modes(rhat, crosses, chain_mode=(0, 0, 0, 0)):
+        return {"chain_mode": (("chain",), np.array(chain_mode)), "max_rhat": (("mode",), np.array(rhat)),
+                "crosses": (("chain",), np.array(crosses))}
+
+    options = {"extend": True, "draws": 1000}
+    assert _extend_reason(modes([1.12], [True, False, True, False]), options) == (
+        "chains 0, 2 of mode 0 crossed between places in the first run's 1000 draws per chain (R-hat 1.120 within "
+        "the mode)")
+    assert _extend_reason(modes([1.009], [True] * 4), options) == ""  # the chains agree: nothing to settle
+    assert _extend_reason(modes([1.3], [False] * 4), options) == ""  # disagreeing, none crossing: more draws won't
+    assert _extend_reason(modes([1.12], [True] * 4), {**options, "extend": False}) == ""
+    assert _extend_reason(modes([1.12], [True] * 4), {**options, "draws": 4000}) == ""  # already as long
+    # two modes: the one whose chains cross and disagree is named
+    assert _extend_reason(modes([1.3, 1.02], [False, False, True, False], [0, 0, 1, 1]), options).startswith(
+        "chain 2 of mode 1 crossed")
+
+
+@pytest.mark.slow
+def test_chains_that_cross_are_sampled_again_longer_and_only_the_longer_run_is_kept(small, monkeypatch):
+    import mixflow.engines.mcmc as engine
+
+    monkeypatch.setattr(engine, "EXTEND_DRAWS", 160)  # the second run's draws, kept few here
+    model, data, reference = small
+    run = {"draws": 40, "tune": 40, "chains": 2, "sampler": "pymc", "random_seed": 3, **FAST}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.SamplingWarning)  # a few draws: too few for the ESS check
+        direct = fit_mcmc(model, data, reference, **{**run, "draws": 160, "target_accept": 0.95})
+        monkeypatch.setattr(engine, "_extend_reason", lambda modes, options: "the chains crossed" * options["extend"])
+        extended = fit_mcmc(model, data, reference, **run)
+    attrs = extended["attrs"]
+    assert (attrs["draws"], attrs["target_accept"], direct["attrs"]["extended"]) == (160, 0.95, "")
+    assert attrs["extended"].startswith("the chains crossed: sampled again with 160 draws per chain at "
+                                        "target_accept 0.95; the first run's ")
+    np.testing.assert_array_equal(extended["groups"]["posterior"]["variables"]["mu"][1],
+                                  direct["groups"]["posterior"]["variables"]["mu"][1])
+    memory = engine.check_memory
+
+    def short_of_memory(chains, draws, values, what):  # room for the first run only
+        if draws > 40:
+            raise engine.MemoryNeeded("draws: too many for this test's memory")
+        memory(chains, draws, values, what)
+
+    monkeypatch.setattr(engine, "check_memory", short_of_memory)
+    with pytest.warns(mixflow.SamplingWarning, match=r"^MCMC: the chains crossed; not sampled again with more "
+                                                     r"draws: draws: too many for this test's memory"):
+        kept = fit_mcmc(model, data, reference, **run)
+    assert (kept["attrs"]["draws"], kept["attrs"]["extended"]) == (40, "")
 
 
 # -- slow: real sampling -------------------------------------------------------------------------------------

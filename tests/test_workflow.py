@@ -536,6 +536,13 @@ def test_the_samplers_progress_bars_can_be_asked_for_as_the_readme_says(tmp_path
         read_workflow(write(tmp_path, text.replace("progressbar = true", 'progressbar = "yes"', 1), "bad.toml"))
 
 
+def test_nuts_sampling_again_where_chains_cross_can_be_turned_off_as_the_readme_says(tmp_path):
+    text = SMALL.replace("[methods.em]", "[methods.mcmc]\nextend = false\n\n[methods.em]")
+    assert read_workflow(write(tmp_path, text)).methods["mcmc"]["extend"] is False
+    with pytest.raises(WorkflowError, match=r"\[methods.mcmc\] extend: expected true or false, got str 'no'"):
+        read_workflow(write(tmp_path, text.replace("extend = false", 'extend = "no"'), "bad.toml"))
+
+
 def test_the_one_line_nuts_result_says_one_chains_r_hat_compares_its_halves():
     from mixflow.workflow.run import mcmc_result
 

@@ -25,8 +25,16 @@ from pymc.backends.ndarray import NDArray
 from pymc.initial_point import make_initial_point_fn
 
 from mixflow.arguments import check_number
-from mixflow.checks import check_count, check_flag, check_memory, check_problem, check_seed
+from mixflow.checks import (
+    MemoryNeeded,
+    check_count,
+    check_flag,
+    check_memory,
+    check_problem,
+    check_seed,
+)
 from mixflow.data import Data
+from mixflow.engines.mode_rule import chains_text
 from mixflow.engines.modes import (
     STARTS,
     alike_modes,
@@ -42,9 +50,10 @@ from mixflow.engines.sampling_diagnostics import RHAT_MAX, diagnose, record_cros
 from mixflow.errors import InputError, SamplerInterrupted
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
+from mixflow.warnings import SamplingWarning
 
-__all__ = ["ADAPTATIONS", "RHAT_MAX", "SAMPLERS", "STARTS", "SamplingInterrupted", "check_options", "fit_mcmc",
-           "resolve_sampler"]
+__all__ = ["ADAPTATIONS", "EXTEND_DRAWS", "EXTEND_TARGET_ACCEPT", "RHAT_MAX", "SAMPLERS", "STARTS",
+           "SamplingInterrupted", "check_options", "fit_mcmc", "resolve_sampler"]
 
 SAMPLERS = ("auto", "nutpie", "pymc")
 ADAPTATIONS = ("low_rank", "diag")
@@ -52,6 +61,29 @@ _CHAIN_START = "fork" if sys.platform.startswith("linux") else None  # see _samp
 # LLVM's optimisation level for nutpie's C callbacks, thin wrappers of PyTensor's compiled kernels, compiled
 # once per graph and cached on disk (mixflow.engines.nutpie_compile); 1 is the lowest that numba caches.
 _NUTPIE_NUMBA_OPT = 1
+
+
+#: ``extend``: the draws per chain of the second run (a first run of as many or more is not extended), and its
+#: least target acceptance.
+EXTEND_DRAWS = 4000
+EXTEND_TARGET_ACCEPT = 0.95
+
+
+def _extend_reason(modes: dict, options: dict) -> str:
+    """Why the run should be extended (``fit_mcmc``'s ``extend``), or ``""``: a mode whose chains disagree and cross.
+
+    ``modes`` is the modes group's variables (``chain_mode``, ``max_rhat``, ``crosses``) as ``(dims, array)``.
+    """
+    if not options["extend"] or options["draws"] >= EXTEND_DRAWS:
+        return ""
+    chain_mode, rhat, crosses = (np.asarray(modes[name][1]) for name in ("chain_mode", "max_rhat", "crosses"))
+    for mode in range(rhat.size):
+        crossing = np.flatnonzero(crosses & (chain_mode == mode))
+        if crossing.size and rhat[mode] > RHAT_MAX:
+            chains = chains_text("chains", crossing)
+            return (f"{chains} of mode {mode} crossed between places in the first run's {options['draws']} draws "
+                    f"per chain (R-hat {rhat[mode]:.3f} within the mode)")
+    return ""
 
 
 def resolve_sampler(sampler: str) -> str:
@@ -103,7 +135,7 @@ def check_options(options: dict) -> None:
         raise InputError(f"adaptation: expected one of {list(ADAPTATIONS)}, got {options['adaptation']!r}")
     jitter = options["jitter"]
     check_number("jitter", jitter, lambda v: np.isfinite(v) and v >= 0, "a non-negative number")
-    for name in ("progressbar", "posterior_predictive"):
+    for name in ("progressbar", "posterior_predictive", "extend"):
         check_flag(name, options[name])
     several = check_starts(options.setdefault("starts", "reference"))
     if several and options["sampler"] == "nutpie":
@@ -115,7 +147,7 @@ def check_options(options: dict) -> None:
 def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int = 500, chains: int = 4,
              random_seed: int | None = None, sampler: str = "auto", progressbar: bool = True,
              cores: int | None = None, target_accept: float = 0.8, adaptation: str = "low_rank",
-             jitter: float = 1.0, posterior_predictive: bool = True, starts="reference") -> dict:
+             jitter: float = 1.0, posterior_predictive: bool = True, starts="reference", extend: bool = True) -> dict:
     """Sample the posterior of ``model`` with NUTS and return the ``/mcmc`` groups as plain arrays.
 
     Parameters
@@ -161,10 +193,25 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         local maxima EM's restarts found (:func:`mixflow.fit` with ``starts="em-optima"``), so that the
         chains look for the posterior's modes on purpose. Several starts run PyMC's sampler (nutpie
         draws every chain's start from a seed that does not say which chain it is).
+    extend : bool, default True
+        When a mode's chains disagree (R-hat above 1.01) and some of them cross between places themselves
+        (:mod:`mixflow.engines.mode_rule`, "Chains that cross"), sample again, once, with
+        :data:`EXTEND_DRAWS` (4000) draws per chain at a ``target_accept`` of at least
+        :data:`EXTEND_TARGET_ACCEPT` (0.95), and keep only that run (attribute ``extended`` says why; see
+        "Chains that cross" below). False, or ``draws`` of 4000 or more, keeps the first run whatever its
+        chains do.
 
     After the draws are aligned, the chains are grouped into modes (:mod:`mixflow.engines.modes` states
     the rule), summarised in the group ``modes`` and, when there are several, combined by their stacking
     weights in ``stacked/posterior``; the diagnostics are then computed within each mode.
+
+    **Chains that cross.** Chains that move between two places (a small component that forms and
+    dissolves) sample one posterior, but the share of their draws in each place is estimated from the few
+    crossings they make, and no grouping of such chains has a small R-hat: only more crossings settle it.
+    A step size too large for the narrow place also makes chains linger in it, each move rejected. Both
+    are what ``extend`` answers, with more draws and smaller steps; the first run is dropped, since a
+    different step size makes different chains, and its draws are not kept (the sampling is not repeated
+    until the diagnostics pass: once, then the warning says what remains).
 
     Returns
     -------
@@ -182,7 +229,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     options = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed, "sampler": sampler,
                "progressbar": progressbar, "cores": cores, "target_accept": target_accept,
                "adaptation": adaptation, "jitter": jitter, "posterior_predictive": posterior_predictive,
-               "starts": starts}
+               "starts": starts, "extend": extend}
     reference = _check_arguments(model, data, reference, options)
     timings, clock = {}, _Clock()
     points = start_points(model, data, reference, options["starts"])
@@ -220,6 +267,20 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     record_crossings(groups["modes"], aligned)
     timings["modes"] = clock.lap()
     modes = groups["modes"]["variables"]
+    reason = _extend_reason(modes, options)
+    if reason:
+        longer = {**options, "draws": EXTEND_DRAWS, "extend": False,
+                  "target_accept": max(EXTEND_TARGET_ACCEPT, options["target_accept"])}
+        try:
+            result = fit_mcmc(model, data, reference, **{k: v for k, v in longer.items() if k != "traced"})
+        except MemoryNeeded as error:  # the first run stands, and the warning says why it was not extended
+            warnings.warn(f"MCMC: {reason}; not sampled again with more draws: {error}", SamplingWarning,
+                          stacklevel=2)
+        else:
+            result["attrs"]["extended"] = (f"{reason}: sampled again with {longer['draws']} draws per chain at "
+                                           f"target_accept {longer['target_accept']:g}; the first run's "
+                                           f"{elapsed:.1f} s are not in wall_time")
+            return result
     coords_extra = {"mode": np.arange(modes["weight"][1].size)}
     diagnostics = diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"],
                            {**options, "n_components": model.n_components},
@@ -242,6 +303,7 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         "timings": json.dumps(timings),  # seconds per phase, by the keys set above and in the samplers
         "prior": json.dumps(prior.to_dict()),
         "n_modes": int(modes["weight"][1].size),
+        "extended": "",  # why the first run was dropped for a longer one (fit_mcmc's extend), if it was
         **diagnostics,
     }
     coords = {dim: idata["posterior"][dim].values for dim in ("chain", "draw")}

@@ -288,6 +288,8 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
              if _listed(attrs, key)]
     if int(attrs.get("n_divergences", 0)):
         found.append(counted(int(attrs["n_divergences"]), "divergent transition"))
+    if attrs.get("extended"):  # the draws are a second, longer run's
+        found.insert(0, f"extended: {attrs['extended']}")
     ranks = mcmc_rank_finding(tree)
     if ranks is not None:
         found.append(f"rank plots: {ranks}")

@@ -31,7 +31,7 @@ __all__ = ["Workflow", "WorkflowError", "read_workflow"]
 METHOD_OPTIONS = {
     "em": {"map": bool, "n_init": int, "init": str, "tol": float, "max_iter": int, "trim": float, "accelerate": str},
     "mcmc": {"draws": int, "tune": int, "chains": int, "sampler": str, "target_accept": float, "cores": int,
-             "starts": str, "progressbar": bool},
+             "starts": str, "progressbar": bool, "extend": bool},
     "advi": {"variant": str, "n": int, "draws": int, "minibatch_size": int, "learning_rate": float, "starts": str,
              "progressbar": bool},
     "bootstrap": {"n_replicates": int, "kind": str},

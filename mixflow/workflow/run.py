@@ -112,7 +112,9 @@ def mcmc_result(attrs) -> str:
             + counted(int(attrs.get("n_divergences", 0)), "divergence") + ", worst R-hat "
             + ("(the chain's halves) " if chains == 1 else "")
             + format_rhat(rhat)
-            + f", smallest bulk ESS {format_ess(attrs.get('min_ess_bulk', float('nan')))}")
+            + f", smallest bulk ESS {format_ess(attrs.get('min_ess_bulk', float('nan')))}"
+            + ("; a second, longer run: the first one's chains crossed between places" if attrs.get("extended")
+               else ""))
 
 
 def advi_result(attrs) -> str:

@@ -158,6 +158,8 @@ def _mcmc_rows(tree) -> list[tuple[str, object]]:
     rows = [("sampler", f"NUTS ({attrs.get('sampler', 'pymc')})"),
             ("draws", f"{counted(summary['chains'], 'chain')} x {summary['draws per chain']} draws"
                       + (f" after {attrs['tune']} tuning steps" if "tune" in attrs else ""))]
+    if attrs.get("extended"):  # the draws are a second, longer run's
+        rows.append(("extended", attrs["extended"]))
     if "wall_time" in attrs:
         rows.append(("wall time", duration(attrs["wall_time"]) + " (compilation and sampling)"))
     if "max R-hat within modes" in summary:  # the figure the warnings judge by, then the modes' distance
