@@ -278,6 +278,10 @@ def test_bad_arguments(two_clusters):
         select_k(model, two_clusters, ks=3)
     with pytest.raises(TypeError, match=r"^ks: expected a sequence of integers >= 1, got array\(3\)$"):
         select_k(model, two_clusters, ks=np.array(3))
+    # more components than rows: the rows are named, not the weights the user never gave
+    with pytest.raises(ValueError, match=r"^ks: expected numbers of components of at most the data's 20 rows with "
+                                         r"positive weight, got 30$"):
+        select_k(model, two_clusters[:20], ks=[1, 30], methods=("em",), n_folds=None)
     with pytest.raises(ValueError, match=r"methods: expected some of \['em', 'map', 'mcmc'\] .*got \['em', 'map'\]"):
         select_k(model, two_clusters, methods=("em", "map"))
     with pytest.raises(ValueError, match=r"methods: expected some of .*got \['bic'\]"):

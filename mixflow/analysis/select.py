@@ -561,8 +561,13 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         if n_folds is not None:  # checked before any fit (as_chunked computes nothing but unknown block lengths)
             _check_row_folds(n_folds, as_chunked(data, weights=weights).n_obs)
     data = data if chunked else without_unread_text(model, data)
-    validated = None if chunked else validate_data(data, weights=weights, unread=unread_columns(model, data))
-    if validated is not None:  # before any fit: the largest K needs one observation's worth per component
+    validated = None if chunked else validate_data(data, weights=weights, unread=unread_columns(model, data),
+                                                   infinite_hint=model.infinite_values_hint())
+    if validated is not None:  # before any fit: the largest K needs a row and one observation's worth per component
+        rows = int(np.count_nonzero(validated.frequency))
+        if rows < max(ks):
+            raise InputError(f"ks: expected numbers of components of at most the data's {rows} rows with positive "
+                             f"weight, got {max(ks)}")
         check_total_weight(float(validated.frequency.sum()), max(ks))
         if n_folds is not None:  # and the folds their observations (as held_out_weights checks them)
             check_folds(n_folds, validated.n_obs, validated.weights)
