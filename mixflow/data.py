@@ -217,14 +217,15 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _check_finite(values: np.ndarray, row_labels, name: str) -> None:
+def _check_finite(values: np.ndarray, row_labels, name: str, infinite_hint: str = "") -> None:
     bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
     if bad_rows.size:
         shown = np.asarray(row_labels)[bad_rows[:_MAX_ROWS_NAMED]].tolist()
         more = f" and {bad_rows.size - _MAX_ROWS_NAMED} more" if bad_rows.size > _MAX_ROWS_NAMED else ""
+        hint = infinite_hint if np.isinf(values[bad_rows]).any() else ""
         raise InputError(
             f"{name}: expected finite values, got NaN or infinite values in {counted(bad_rows.size, 'row')}: "
-            f"{shown}{more}"
+            f"{shown}{more}{hint}"
         )
 
 
@@ -283,7 +284,7 @@ def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray |
 
 
 def validate_data(data, *, weights=None, name: str = "data", features=None, warn_constant: bool = True,
-                  unread=()) -> Data:
+                  unread=(), infinite_hint: str = "") -> Data:
     """Validate user data into a :class:`Data`.
 
     Parameters
@@ -301,6 +302,8 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
         Warn about features that take a single value.
     unread : collection of str, optional
         Columns the model does not read (a regression's beside its formula): not warned about.
+    infinite_hint : str, optional
+        Added to the error for infinite values (the family's :meth:`infinite_values_hint`).
 
     Returns
     -------
@@ -314,7 +317,7 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
         frame = _match_features(frame, features, name)
     row_labels = obs if obs is not None else np.arange(len(frame))
     values = _numeric_values(frame, row_labels, name)
-    _check_finite(values, row_labels, name)
+    _check_finite(values, row_labels, name, infinite_hint)
     _check_scale(values, names=[str(c) for c in frame.columns], name=name)
     names = np.array([str(c) for c in frame.columns])
     unread = {str(c) for c in unread}

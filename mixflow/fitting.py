@@ -271,7 +271,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         with warnings.catch_warnings(record=True) as caught:
             _record_all_but_errors()
             data = without_unread_text(model, data)
-            validated = validate_data(data, weights=weights, unread=unread_columns(model, data))
+            validated = validate_data(data, weights=weights, unread=unread_columns(model, data),
+                                      infinite_hint=model.infinite_values_hint())
             units = _units(units, data, validated.features)
             init = _check_against_data(model, init, int(np.count_nonzero(validated.frequency)), validated.n_features,
                                        chunked=False, total_weight=float(validated.frequency.sum()))

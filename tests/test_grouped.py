@@ -286,3 +286,48 @@ def test_an_end_limit_that_opens_several_classes_is_warned_of():
                     random_seed=0)
         mixflow.fit(GroupedGaussianMixture(2, open_above=1300), classes, weights=np.array([10, 40, 30, 12, 8, 0, 2.0]),
                     random_seed=0)
+
+
+def test_an_end_limit_that_opens_no_class_is_warned_of():
+    # open_above beyond the last class's lower limit opened nothing: the fit was the closed classes', unsaid
+    edges = np.array([100, 300, 500, 800, 1000, 1300, 1700, 2600.0])
+    classes = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
+    counts = np.array([10, 40, 30, 12, 8, 3, 2.0])
+    with pytest.warns(mixflow.MixflowWarning, match=r"^open_above: 1800 opens no class: every class's lower limit is "
+                                                   r"below it, so the classes are fitted as if open_above were not "
+                                                   r"given; to open the last class \(as mixdist does\), give its lower "
+                                                   r"limit, 1700$"):
+        opened_none = mixflow.fit(GroupedGaussianMixture(2, open_above=1800), classes, weights=counts, random_seed=0)
+    closed = mixflow.fit(GroupedGaussianMixture(2), classes, weights=counts, random_seed=0)
+    assert opened_none["em"].attrs["log_likelihood"] == closed["em"].attrs["log_likelihood"]
+    with pytest.warns(mixflow.MixflowWarning, match=r"^open_below: 250 opens no class: .*give its upper limit, 300$"):
+        mixflow.fit(GroupedGaussianMixture(2, open_below=250), classes, weights=counts, random_seed=0)
+
+
+def test_infinite_class_limits_are_refused_with_the_way_to_open_a_class():
+    classes = pd.DataFrame({"lower": [-np.inf, 6.0, 8.0], "upper": [6.0, 8.0, np.inf]})
+    with pytest.raises(ValueError, match=r"^data: expected finite values, got NaN or infinite values in 2 rows: "
+                                         r"\[0, 2\]; an end class open to infinity is given by its finite limit and "
+                                         r"declared open: GroupedGaussianMixture\(\.\.\., open_below=<the first "
+                                         r"class's upper limit>, open_above=<the last class's lower limit>\)$"):
+        mixflow.fit(GroupedGaussianMixture(2), classes, weights=[10, 20, 30])
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row: \[1\]$"):  # NaN: nothing to open
+        mixflow.fit(GroupedGaussianMixture(2), classes.assign(lower=[1.0, np.nan, 8.0], upper=[6.0, 8.0, 9.0]),
+                    weights=[10, 20, 30])
+
+
+def test_classes_without_weights_beside_an_unread_column_are_warned_of():
+    # the counts left in a column: each class was fitted as one observation, without a word
+    import warnings
+
+    classes = pd.DataFrame({"lower": [3.0, 6, 8, 10, 12], "upper": [6.0, 8, 10, 12, 14],
+                            "count": [16, 184, 225, 243, 180]})
+    with pytest.warns(mixflow.MixflowWarning, match=r"^weights: none given, so each of the 5 classes counts as one "
+                                                   r"observation, and column \['count'\] beside the class limits is "
+                                                   r"not read; if a column holds the classes' counts, pass it as "
+                                                   r"weights \(e\.g\. weights=data\['count'\]\)$"):
+        mixflow.fit(GroupedGaussianMixture(1), classes, random_seed=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="weights: none given")
+        mixflow.fit(GroupedGaussianMixture(1), classes, weights=classes["count"], random_seed=0)
+        mixflow.fit(GroupedGaussianMixture(1), classes[["lower", "upper"]], random_seed=0)

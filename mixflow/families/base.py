@@ -328,6 +328,10 @@ class MixtureModel:
         """What the data's columns are, for a summary or a report: ``"2 features ['eruptions', 'waiting']"``."""
         return f"{counted(len(features), 'feature')} {features}"
 
+    def infinite_values_hint(self) -> str:
+        """What to do instead of infinite values in the data, added to their error (none by default)."""
+        return ""
+
     def unread_columns(self, columns) -> list:
         """The columns of a data frame the model never reads: none by default, every column is a feature.
 

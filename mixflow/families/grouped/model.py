@@ -38,6 +38,7 @@ from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
 from mixflow.families.scaling import standardise
 from mixflow.units import unit_power, unit_shown
 from mixflow.warnings import MixflowWarning
+from mixflow.wording import agreeing
 
 __all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
 
@@ -224,6 +225,12 @@ class GroupedGaussianMixture(MixtureModel):
         """Two columns, one variable: each row is a class of it, between the limits the columns hold."""
         return f"classes of one variable, its limits in {features}"
 
+    def infinite_values_hint(self) -> str:
+        """An open end class is declared, not written as an infinite limit (as R's ``cut`` writes it)."""
+        return ("; an end class open to infinity is given by its finite limit and declared open: "
+                "GroupedGaussianMixture(..., open_below=<the first class's upper limit>, open_above=<the last "
+                "class's lower limit>)")
+
     def class_limits(self, data) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper limit of every class (row) of ``data``, open ends as infinities."""
         features = [str(f) for f in data.features]
@@ -243,6 +250,7 @@ class GroupedGaussianMixture(MixtureModel):
         lower, upper = self.class_limits(data)
         _check_classes(lower, upper, data.obs)
         self._warn_opened(lower, upper, data.frequency)
+        self._warn_unweighted(data)
         weights = data.frequency
         units = standardise((0.5 * lower + 0.5 * upper)[:, None], weights)
         center, scale = units.center[0], units.scale[0]
@@ -254,6 +262,19 @@ class GroupedGaussianMixture(MixtureModel):
         constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
                      "floor": np.array([_RELATIVE_FLOOR]), "working_center": np.zeros(1)}
         return Prepared({"z": units.working, "low": low, "high": high}, weights, constants)
+
+    def _warn_unweighted(self, data: Data) -> None:
+        """Warn when classes come without counts beside columns that are not read: the counts' likely place.
+
+        Each row is then one observation; class counts are frequency weights (``weights=``), not a column.
+        """
+        beside = self.unread_columns(data.features)
+        if data.weights is None and beside:
+            named = [str(c) for c in beside]
+            warnings.warn(f"weights: none given, so each of the {data.n_obs} classes counts as one observation, and "
+                          f"{agreeing(len(named), 'column')} {named} beside the class limits "
+                          f"{agreeing(len(named), 'is', 'are')} not read; if a column holds the classes' counts, pass "
+                          f"it as weights (e.g. weights=data[{named[0]!r}])", MixflowWarning, stacklevel=5)
 
     def _warn_opened(self, lower: np.ndarray, upper: np.ndarray, counts: np.ndarray) -> None:
         """Warn when ``open_above`` (``open_below``) opens classes of more than one lower (upper) limit.
@@ -267,6 +288,12 @@ class GroupedGaussianMixture(MixtureModel):
             if limit is None:
                 continue
             opened = np.unique(limits[held & ((limits >= limit) if key == "open_above" else (limits <= limit))])
+            if opened.size == 0 and held.any():  # a threshold that opens nothing would leave the fit as if not given
+                own = limits[held].max() if key == "open_above" else limits[held].min()
+                warnings.warn(f"{key}: {limit:g} opens no class: every class's {'lower' if end == 'last' else 'upper'} "
+                              f"limit is {'below' if end == 'last' else 'above'} it, so the classes are fitted as if "
+                              f"{key} were not given; to open the {end} class (as mixdist does), give its "
+                              f"{'lower' if end == 'last' else 'upper'} limit, {own:g}", MixflowWarning, stacklevel=5)
             if opened.size > 1:
                 own = opened[-1] if key == "open_above" else opened[0]
                 warnings.warn(f"{key}: {limit:g} opens {opened.size} classes of different limits "
