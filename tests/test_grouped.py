@@ -331,3 +331,32 @@ def test_classes_without_weights_beside_an_unread_column_are_warned_of():
         warnings.filterwarnings("error", message="weights: none given")
         mixflow.fit(GroupedGaussianMixture(1), classes, weights=classes["count"], random_seed=0)
         mixflow.fit(GroupedGaussianMixture(1), classes[["lower", "upper"]], random_seed=0)
+
+
+def test_fewer_classes_than_the_parameters_need_are_warned_of_for_the_mle():
+    # one class, or five parameters on four classes: the fits came back converged, without a word
+    import warnings
+
+    classes = pd.DataFrame({"lower": [0.0, 1.0, 2.0, 3.0], "upper": [1.0, 2.0, 3.0, 4.0]})
+    model = GroupedGaussianMixture(2, open_below=1.0, open_above=3.0)
+    with pytest.warns(mixflow.DegenerateComponentWarning,
+                      match=r"^data: 4 classes with counts give 3 free class probabilities, fewer than the 5 "
+                            r"parameters of 2 components, so they have no unique maximum-likelihood estimate .* use "
+                            r"method='map' \(the prior keeps the estimate unique\), fewer components, "
+                            r"common_variance=True or finer classes$"):
+        mixflow.fit(model, classes, weights=[20, 50, 30, 40], random_seed=1)
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"^data: 1 class with counts gives 0 free class "
+                                                                r"probabilities, fewer than the 2 parameters of 1 "
+                                                                r"component, .*use method='map' \(the prior keeps "
+                                                                r"the estimate unique\) or finer classes$"):
+        mixflow.fit(GroupedGaussianMixture(1), classes.iloc[:1], weights=[50], random_seed=1)
+    six = pd.DataFrame({"lower": np.arange(6.0), "upper": np.arange(1.0, 7.0)})
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"^data: 4 classes with counts give 3 free class "
+                                                                r"probabilities, fewer than the 4 parameters"):
+        mixflow.fit(GroupedGaussianMixture(2, common_variance=True), six, weights=[20, 50, 0, 30, 40, 0],
+                    random_seed=1)  # classes without counts give no probability to match
+    with warnings.catch_warnings():  # enough classes, or the MAP: nothing said
+        warnings.filterwarnings("error", message="data: .* free class probabilit")
+        mixflow.fit(GroupedGaussianMixture(2, common_variance=True), six, weights=[20, 50, 0, 30, 40, 10],
+                    random_seed=1)
+        mixflow.fit(model, classes, weights=[20, 50, 30, 40], method="map", random_seed=1)

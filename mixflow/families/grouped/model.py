@@ -38,7 +38,7 @@ from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
 from mixflow.families.scaling import standardise
 from mixflow.units import unit_power, unit_shown
 from mixflow.warnings import MixflowWarning
-from mixflow.wording import agreeing
+from mixflow.wording import agreeing, counted
 
 __all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
 
@@ -196,6 +196,26 @@ class GroupedGaussianMixture(MixtureModel):
         """K - 1 weights, K means and K variances (one if common)."""
         k = n_components or self.n_components
         return (k - 1) + k + (1 if self.common_variance else k)
+
+    def mle_problems(self, prepared: Prepared, features=None) -> list[str]:
+        """Fewer classes with counts than the parameters need: the class probabilities do not determine them.
+
+        ``C`` distinct classes with counts give ``C - 1`` free class probabilities; a mixture of more parameters
+        has no unique maximum there (one class: a zero variance inside it), so its estimate is one of many.
+        """
+        held = prepared.weights > 0
+        classes = np.unique(np.column_stack([prepared.arrays["low"][held], prepared.arrays["high"][held]]), axis=0)
+        parameters = self.n_parameters(1)
+        if classes.shape[0] - 1 >= parameters:
+            return []
+        k, n_classes = self.n_components, classes.shape[0]
+        fixes = ["method='map' (the prior keeps the estimate unique)", *["fewer components"] * (k > 1),
+                 *["common_variance=True"] * (k > 1 and not self.common_variance)]
+        return [f"data: {counted(n_classes, 'class', 'classes')} with counts {agreeing(n_classes, 'gives', 'give')} "
+                f"{counted(n_classes - 1, 'free class probability', 'free class probabilities')}, fewer than "
+                f"the {parameters} parameters of {counted(k, 'component')}, so they have no unique "
+                "maximum-likelihood estimate (a single class is matched best by a variance of zero inside it) and "
+                f"the fit returned is one of many; use {', '.join(fixes)} or finer classes"]
 
     def parameter_unit(self, name: str, element: dict, units: dict) -> str:
         """Means in the unit of the class limits, variances in its square; weights are unitless."""
