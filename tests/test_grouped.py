@@ -360,3 +360,30 @@ def test_fewer_classes_than_the_parameters_need_are_warned_of_for_the_mle():
         mixflow.fit(GroupedGaussianMixture(2, common_variance=True), six, weights=[20, 50, 0, 30, 40, 10],
                     random_seed=1)
         mixflow.fit(model, classes, weights=[20, 50, 30, 40], method="map", random_seed=1)
+
+
+def test_a_component_within_two_classes_is_said_to_be_undetermined():
+    # K=3 on two groups: the third component sank onto the class boundary at 16, its variance creeping to zero
+    # (0.084, 0.061, 0.051 after 1000, 10000, 100000 iterations) with no word but "did not converge"
+    import warnings
+
+    rng = np.random.default_rng(3)
+    x = np.where(rng.random(1500) < 0.4, rng.normal(10, 2, 1500), rng.normal(18, 3, 1500))
+    edges = np.array([3, 6, 8, 9, 10, 11, 12, 14, 16, 17, 18, 19, 20, 22, 25, 28.0])
+    counts = np.histogram(np.clip(x, 3, 27.9), edges)[0]
+    classes = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = mixflow.fit(GroupedGaussianMixture(3, open_below=6, open_above=25), classes, weights=counts,
+                           random_seed=1, max_iter=1000)
+    said = [str(w.message) for w in caught if issubclass(w.category, mixflow.DegenerateComponentWarning)]
+    mu = tree["em/estimate"]["mu"].values[1]
+    assert 15.9 < mu < 16.0 and tree["em/estimate"]["variance"].values[1] < 0.1
+    assert len(said) == 1 and said[0].startswith(f"component 1 (mean {mu:.6g}, sd 0.29) has its probability within "
+                                                 "the classes [14, 16) and [16, 17): the classes cannot determine both "
+                                                 "its mean and its variance")
+    with warnings.catch_warnings():  # two components, or the MAP: each spread over many classes, nothing said
+        warnings.filterwarnings("error", message="component .* has its probability within")
+        mixflow.fit(GroupedGaussianMixture(2, open_below=6, open_above=25), classes, weights=counts, random_seed=1)
+        mixflow.fit(GroupedGaussianMixture(3, open_below=6, open_above=25), classes, weights=counts, random_seed=1,
+                    method="map", max_iter=1000)

@@ -1027,6 +1027,9 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     if options.map and sample is prepared:
         for problem in model.prior_problems(params, resp, prepared, prior):
             warnings.warn(problem, MixflowWarning, stacklevel=3)
+    if not options.map and sample is prepared:
+        for problem in model.mle_fit_problems(params, prepared):
+            warnings.warn(problem, DegenerateComponentWarning, stacklevel=3)
     with np.errstate(divide="ignore"):  # resp's rows: the sample's, on chunked data
         duplicates = [(i, j) for i, j in duplicate_components(np.log(resp), (prepared if sample is prepared
                                                                               else sample).weights)

@@ -390,6 +390,13 @@ class MixtureModel:
         """
         return []
 
+    def mle_fit_problems(self, params: dict, prepared: Prepared) -> list[str]:
+        """What in an MLE's estimate the data do not determine (warnings); none by default.
+
+        ``params`` and ``prepared`` in working units (the rows fitted, in memory).
+        """
+        return []
+
     def not_a_maximum(self, params: dict, prepared: Prepared) -> bool:
         """Whether the MLE's EM fixed point ``params`` is on a boundary from which the likelihood rises.
 

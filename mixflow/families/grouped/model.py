@@ -91,6 +91,11 @@ def _limit(value, name: str) -> float | None:
     return float(value)
 
 
+#: A component with all but this share of its probability in one or two classes is not determined by them
+#: (:meth:`GroupedGaussianMixture.mle_fit_problems`).
+_WITHIN_CLASSES = 1e-3
+
+
 @register_family("grouped_gaussian")
 @dataclass(frozen=True)
 class GroupedGaussianMixture(MixtureModel):
@@ -216,6 +221,35 @@ class GroupedGaussianMixture(MixtureModel):
                 f"the {parameters} parameters of {counted(k, 'component')}, so they have no unique "
                 "maximum-likelihood estimate (a single class is matched best by a variance of zero inside it) and "
                 f"the fit returned is one of many; use {', '.join(fixes)} or finer classes"]
+
+    def mle_fit_problems(self, params: dict, prepared: Prepared) -> list[str]:
+        """Components whose probability lies within one or two classes: their mean and variance are not determined.
+
+        The grouped likelihood sees a component only through its class probabilities. With all but
+        :data:`_WITHIN_CLASSES` of them in two adjacent classes, one share between the two is determined and the
+        mean and variance are a ridge along which the likelihood rises (the small probability leaking to other
+        classes falls) as the variance shrinks towards zero: EM creeps along it and stops where ``max_iter``
+        or ``tol`` stops it, not at a maximum.
+        """
+        held = prepared.weights > 0
+        classes = np.unique(np.column_stack([prepared.arrays["low"][held], prepared.arrays["high"][held]]), axis=0)
+        mu = np.asarray(params["mu"], dtype=float)
+        sd = np.broadcast_to(np.sqrt(np.asarray(params["variance"], dtype=float)), mu.shape)
+        mass = np.exp(interval_log_probability((classes[:, :1] - mu) / sd, (classes[:, 1:] - mu) / sd))
+        top = np.sort(mass, axis=0)[::-1]
+        center, scale = prepared.constants["center"][0], prepared.constants["scale"][0]
+        problems = []
+        for k in np.flatnonzero(top[:2].sum(axis=0) >= 1 - _WITHIN_CLASSES):
+            holding = classes[np.argsort(mass[:, k])[::-1][:1 + (top[0, k] < 1 - _WITHIN_CLASSES)]]
+            named = " and ".join(f"[{low * scale + center:.6g}, {high * scale + center:.6g})"
+                                 for low, high in sorted(holding.tolist()))
+            problems.append(f"component {int(k)} (mean {mu[k] * scale + center:.6g}, sd {sd[k] * scale:.3g}) has its "
+                            f"probability within the {agreeing(len(holding), 'class', 'classes')} {named}: the "
+                            "classes cannot determine both its mean and its variance, and the likelihood rises as its "
+                            "variance shrinks towards zero, so the estimate is where EM stopped on that ridge, not a "
+                            "maximum; use method='map' (the prior keeps the variance from zero), fewer components or "
+                            "finer classes")
+        return problems
 
     def parameter_unit(self, name: str, element: dict, units: dict) -> str:
         """Means in the unit of the class limits, variances in its square; weights are unitless."""
