@@ -265,14 +265,18 @@ def test_a_column_beside_the_class_limits_is_not_read(crabs_fit, crabs):
                                   mixflow.predict(crabs_fit, crabs[["lower", "upper"]]).values)
 
 
-def test_an_end_limit_that_opens_several_classes_is_warned_of():
+def _seven_classes() -> tuple[pd.DataFrame, np.ndarray]:
+    """Seven closed classes of unequal widths, from 100 to 2600, and their counts."""
+    edges = np.array([100, 300, 500, 800, 1000, 1300, 1700, 2600.0])
+    return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]}), np.array([10, 40, 30, 12, 8, 3, 2.0])
+
+
+def test_an_end_limit_that_opens_several_classes_or_none_is_warned_of():
     # open_above given as a threshold (800) below the last class's own lower limit (1700) opened four classes, each
     # to +infinity over the others, and the fit (a second mean of 2363 instead of 1004) said nothing
     import warnings
 
-    edges = np.array([100, 300, 500, 800, 1000, 1300, 1700, 2600.0])
-    classes = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
-    counts = np.array([10, 40, 30, 12, 8, 3, 2.0])
+    classes, counts = _seven_classes()
     with pytest.warns(mixflow.MixflowWarning, match=r"^open_above: 800 opens 4 classes of different limits \[800\.0, "
                                                    r"1000\.0, 1300\.0, 1700\.0\], each then reaching \+infinity over "
                                                    r"the others; to open only the last class \(as mixdist does\), give "
@@ -286,13 +290,7 @@ def test_an_end_limit_that_opens_several_classes_is_warned_of():
                     random_seed=0)
         mixflow.fit(GroupedGaussianMixture(2, open_above=1300), classes, weights=np.array([10, 40, 30, 12, 8, 0, 2.0]),
                     random_seed=0)
-
-
-def test_an_end_limit_that_opens_no_class_is_warned_of():
     # open_above beyond the last class's lower limit opened nothing: the fit was the closed classes', unsaid
-    edges = np.array([100, 300, 500, 800, 1000, 1300, 1700, 2600.0])
-    classes = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
-    counts = np.array([10, 40, 30, 12, 8, 3, 2.0])
     with pytest.warns(mixflow.MixflowWarning, match=r"^open_above: 1800 opens no class: every class's lower limit is "
                                                    r"below it, so the classes are fitted as if open_above were not "
                                                    r"given; to open the last class \(as mixdist does\), give its lower "
