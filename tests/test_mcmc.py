@@ -218,14 +218,18 @@ def test_a_mode_whose_chains_disagree_and_cross_is_the_reason_to_sample_longer()
         return {"chain_mode": (("chain",), np.array(chain_mode)), "max_rhat": (("mode",), np.array(rhat)),
                 "crosses": (("chain",), np.array(crosses))}
 
-    options = {"extend": True, "draws": 1000}
+    options = {"extend": True, "draws": 1000, "target_accept": 0.8}
     assert _extend_reason(modes([1.12], [True, False, True, False]), options) == (
         "chains 0, 2 of mode 0 crossed between places in the first run's 1000 draws per chain (R-hat 1.120 within "
         "the mode)")
     assert _extend_reason(modes([1.009], [True] * 4), options) == ""  # the chains agree: nothing to settle
     assert _extend_reason(modes([1.3], [False] * 4), options) == ""  # disagreeing, none crossing: more draws won't
     assert _extend_reason(modes([1.12], [True] * 4), {**options, "extend": False}) == ""
-    assert _extend_reason(modes([1.12], [True] * 4), {**options, "draws": 4000}) == ""  # already as long
+    # a second run must differ: smaller steps, or at least twice the draws; more draws asked never skip the steps
+    assert _extend_reason(modes([1.12], [True] * 4), {**options, "draws": 4000}) != ""
+    assert _extend_reason(modes([1.12], [True] * 4), {**options, "draws": 2000, "target_accept": 0.95}) != ""
+    assert _extend_reason(modes([1.12], [True] * 4), {**options, "draws": 2001, "target_accept": 0.95}) == ""
+    assert _extend_reason(modes([1.12], [True] * 4), {**options, "draws": 9000, "target_accept": 0.99}) == ""
     # two modes: the one whose chains cross and disagree is named
     assert _extend_reason(modes([1.3, 1.02], [False, False, True, False], [0, 0, 1, 1]), options).startswith(
         "chain 2 of mode 1 crossed")

@@ -554,7 +554,8 @@ def test_select_k_reports_each_k_modes(monkeypatch):
             return real_fit(model, data, method=method, **kwargs)
         k = model.n_components
         tree = _fake_mcmc_tree(k, rng)
-        tree["mcmc"].attrs.update(max_rhat=1.0, min_ess_bulk=500.0, min_ess_tail=400.0, n_divergences=0, n_modes=k)
+        tree["mcmc"].attrs.update(max_rhat=1.0, min_ess_bulk=500.0, min_ess_tail=400.0, n_divergences=0, n_modes=k,
+                                  draws=1000 if k == 1 else 4000, extended="" if k == 1 else "the chains crossed")
         if k == 2:
             tree["mcmc/modes"] = xr.DataTree(xr.Dataset({"lpd_loo": (("obs", "mode"), rng.normal(-2, 0.1, (40, 2))),
                                                          "weight": (("mode",), np.array([0.5, 0.5])),
@@ -566,7 +567,9 @@ def test_select_k_reports_each_k_modes(monkeypatch):
     table = mixflow.select_k(mixflow.GaussianMixture(1), x, ks=(1, 2), methods=("map", "mcmc"), n_folds=None,
                              random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, progress=messages.append)
     assert table["n_modes"].tolist() == [1, 2] and table["stacked_over_modes"].tolist() == [False, True]
-    assert messages[-1].startswith("K=2, NUTS: 2 modes, chain 0 crosses between places, 0 divergences")
+    assert table["extended"].tolist() == [False, True] and table["mcmc_draws"].tolist() == [1000, 4000]
+    assert messages[-1].startswith("K=2, NUTS: sampled again with 4000 draws per chain (the first run's chains "
+                                   "crossed between places), 2 modes, chain 0 crosses between places, 0 divergences")
     assert messages[-3].startswith("K=1, NUTS: 0 divergences")  # no modes group: nothing to say
 
 
@@ -621,9 +624,12 @@ def test_galaxies_k5_with_the_default_draws_is_sampled_again_and_agrees_within_i
     (above 1.05 on seed 7 only).
     """
     x = mixflow.load_dataset("galaxies")["velocity"].to_numpy() / 1000
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", mixflow.SamplingWarning)  # R-hat between 1.01 and 1.05 is still said
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", mixflow.SamplingWarning)  # R-hat between 1.01 and 1.05 is still said
         tree = mixflow.fit(mixflow.GaussianMixture(5), x, method=["map", "mcmc"], random_seed=2, progressbar=False)
+    said = [str(w.message) for w in record if str(w.message).startswith("MCMC diagnostics")]
+    assert said and all(text.startswith("MCMC diagnostics of the second run (4000 draws per chain at target_accept "
+                                        "0.95; the first run's chains crossed between places): ") for text in said)
     attrs, modes = tree["mcmc"].attrs, tree["mcmc/modes"]
     assert (attrs["draws"], attrs["target_accept"], tree["mcmc/posterior"].sizes["draw"]) == (4000, 0.95, 4000)
     assert attrs["extended"].startswith("chains 1, 2, 3 of mode 0 crossed between places in the first run's 1000 "

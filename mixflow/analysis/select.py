@@ -486,7 +486,9 @@ def _mcmc_row(tree) -> dict:
             # the sampler's own judgement, the one it warned of: below ESS_PER_CHAIN_MIN per chain (of the mode)
             "low_ess_bulk": bool(json.loads(attrs.get("low_ess_bulk", "[]"))),
             "low_ess_tail": bool(json.loads(attrs.get("low_ess_tail", "[]"))),
-            "divergences": int(attrs.get("n_divergences", 0)), "n_modes": int(attrs.get("n_modes", 1))}
+            "divergences": int(attrs.get("n_divergences", 0)), "n_modes": int(attrs.get("n_modes", 1)),
+            # a second, longer run replaced the first (fit_mcmc's extend): its draws, not the options', were scored
+            "mcmc_draws": int(attrs.get("draws", 0)), "extended": bool(attrs.get("extended", ""))}
 
 
 def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=None, n_folds: int | None = 5,
@@ -537,8 +539,10 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         see :func:`mixflow.families.base.spurious_rule`); MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
         ``min_ess_bulk``, ``min_ess_tail`` (within the modes where its chains fell into several),
         ``low_ess_bulk``, ``low_ess_tail`` (a parameter's ESS below 100 per chain of its mode, the sampler's
-        warning), ``divergences`` and ``n_modes`` (how many modes its chains fell into, see
-        :mod:`mixflow.engines.modes`) of each NUTS fit; ``skipped``: why the EM
+        warning), ``divergences``, ``n_modes`` (how many modes its chains fell into, see
+        :mod:`mixflow.engines.modes`), ``mcmc_draws`` (per chain, of the run kept) and ``extended`` (its chains
+        crossed between places, so a second, longer run was kept: :func:`mixflow.engines.mcmc.fit_mcmc`'s
+        ``extend``) of each NUTS fit; ``skipped``: why the EM
         criteria skip a K (empty when they do not). Every warning of a fit is raised again naming its K and
         method (``"select_k, K=3, NUTS: ..."``). ``attrs["preferred"]`` maps each criterion to the K it
         prefers (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD), never a K whose EM fit is
@@ -605,7 +609,9 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
                                         weights=validated.weights, random_seed=mcmc_seed, **fit_kwargs, **mcmc_kwargs)
             _warn_for(k, "mcmc", _messages(caught))
             diagnostics[k] = _mcmc_row(fits[("mcmc", k)])
-            modes = f"{diagnostics[k]['n_modes']} modes, " if diagnostics[k]["n_modes"] > 1 else ""
+            modes = (f"sampled again with {diagnostics[k]['mcmc_draws']} draws per chain (the first run's chains "
+                     "crossed between places), " if diagnostics[k]["extended"] else "")
+            modes += f"{diagnostics[k]['n_modes']} modes, " if diagnostics[k]["n_modes"] > 1 else ""
             modes += _crossing_chains(fits[("mcmc", k)])
             divergences = int(diagnostics[k]["divergences"])
             progress(f"K={k}, NUTS: {modes}{counted(divergences, 'divergence')}, worst R-hat "

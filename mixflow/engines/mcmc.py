@@ -63,8 +63,8 @@ _CHAIN_START = "fork" if sys.platform.startswith("linux") else None  # see _samp
 _NUTPIE_NUMBA_OPT = 1
 
 
-#: ``extend``: the draws per chain of the second run (a first run of as many or more is not extended), and its
-#: least target acceptance.
+#: ``extend``: the least draws per chain and target acceptance of the second run. A first run that had the target
+#: acceptance and at least half the draws is not extended (the second would be the same run, or barely longer).
 EXTEND_DRAWS = 4000
 EXTEND_TARGET_ACCEPT = 0.95
 
@@ -74,7 +74,8 @@ def _extend_reason(modes: dict, options: dict) -> str:
 
     ``modes`` is the modes group's variables (``chain_mode``, ``max_rhat``, ``crosses``) as ``(dims, array)``.
     """
-    if not options["extend"] or options["draws"] >= EXTEND_DRAWS:
+    if not options["extend"] or (options["target_accept"] >= EXTEND_TARGET_ACCEPT
+                                 and 2 * options["draws"] > EXTEND_DRAWS):
         return ""
     chain_mode, rhat, crosses = (np.asarray(modes[name][1]) for name in ("chain_mode", "max_rhat", "crosses"))
     for mode in range(rhat.size):
@@ -195,11 +196,11 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         draws every chain's start from a seed that does not say which chain it is).
     extend : bool, default True
         When a mode's chains disagree (R-hat above 1.01) and some of them cross between places themselves
-        (:mod:`mixflow.engines.mode_rule`, "Chains that cross"), sample again, once, with
+        (:mod:`mixflow.engines.mode_rule`, "Chains that cross"), sample again, once, with at least
         :data:`EXTEND_DRAWS` (4000) draws per chain at a ``target_accept`` of at least
         :data:`EXTEND_TARGET_ACCEPT` (0.95), and keep only that run (attribute ``extended`` says why; see
-        "Chains that cross" below). False, or ``draws`` of 4000 or more, keeps the first run whatever its
-        chains do.
+        "Chains that cross" below). A run at that ``target_accept`` with more than 2000 draws per chain is
+        not extended (the second run would barely differ); False keeps the first run whatever its chains do.
 
     After the draws are aligned, the chains are grouped into modes (:mod:`mixflow.engines.modes` states
     the rule), summarised in the group ``modes`` and, when there are several, combined by their stacking
@@ -231,6 +232,11 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
                "adaptation": adaptation, "jitter": jitter, "posterior_predictive": posterior_predictive,
                "starts": starts, "extend": extend}
     reference = _check_arguments(model, data, reference, options)
+    return _run(model, data, reference, options)
+
+
+def _run(model, data: Data, reference: dict, options: dict) -> dict:
+    """:func:`fit_mcmc` on checked arguments, with a second, longer run where ``extend`` calls for one."""
     timings, clock = {}, _Clock()
     points = start_points(model, data, reference, options["starts"])
     prior = model.resolve_prior(model.prepare(data))
@@ -269,10 +275,12 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
     modes = groups["modes"]["variables"]
     reason = _extend_reason(modes, options)
     if reason:
-        longer = {**options, "draws": EXTEND_DRAWS, "extend": False,
+        longer = {**options, "draws": max(EXTEND_DRAWS, options["draws"]), "extend": False,
                   "target_accept": max(EXTEND_TARGET_ACCEPT, options["target_accept"])}
+        longer["second_run"] = (f"{longer['draws']} draws per chain at target_accept {longer['target_accept']:g}; "
+                                f"the first run's chains crossed between places")
         try:
-            result = fit_mcmc(model, data, reference, **{k: v for k, v in longer.items() if k != "traced"})
+            result = _run(model, data, _check_arguments(model, data, reference, longer), longer)
         except MemoryNeeded as error:  # the first run stands, and the warning says why it was not extended
             warnings.warn(f"MCMC: {reason}; not sampled again with more draws: {error}", SamplingWarning,
                           stacklevel=2)

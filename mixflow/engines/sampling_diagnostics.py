@@ -240,5 +240,6 @@ def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: s
                       "(the posterior may be multimodal)" if not modes else
                       "fewer components, or a stronger prior, if the modes differ by a component that splits, "
                       "merges or holds few observations")
-    warnings.warn("MCMC diagnostics: " + "; ".join(problems) + ". Try " + ", ".join(advice) + ".",
+    run = f" of the second run ({options['second_run']})" if options.get("second_run") else ""
+    warnings.warn(f"MCMC diagnostics{run}: " + "; ".join(problems) + ". Try " + ", ".join(advice) + ".",
                   SamplingWarning, stacklevel=5)  # _warn, diagnose, fit_mcmc, mixflow.fit, the caller
