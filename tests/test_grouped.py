@@ -290,6 +290,10 @@ def test_an_end_limit_that_opens_several_classes_or_none_is_warned_of():
                     random_seed=0)
         mixflow.fit(GroupedGaussianMixture(2, open_above=1300), classes, weights=np.array([10, 40, 30, 12, 8, 0, 2.0]),
                     random_seed=0)
+    with warnings.catch_warnings():  # the end classes opened are empty (a histogram's): harmless, nothing said
+        warnings.filterwarnings("error", message="open_")
+        mixflow.fit(GroupedGaussianMixture(2, open_below=300, open_above=1700), classes,
+                    weights=np.array([0, 40, 30, 12, 8, 3, 0.0]), random_seed=0)
     # open_above beyond the last class's lower limit opened nothing: the fit was the closed classes', unsaid
     with pytest.warns(mixflow.MixflowWarning, match=r"^open_above: 1800 opens no class: every class's lower limit is "
                                                    r"below it, so the classes are fitted as if open_above were not "
@@ -325,6 +329,11 @@ def test_classes_without_weights_beside_an_unread_column_are_warned_of():
                                                    r"not read; if a column holds the classes' counts, pass it as "
                                                    r"weights \(e\.g\. weights=data\['count'\]\)$"):
         mixflow.fit(GroupedGaussianMixture(1), classes, random_seed=0)
+    # the example names the column that looks like counts (whole numbers, a name that says so), not the first
+    with pytest.warns(mixflow.MixflowWarning, match=r"columns \['midpoint', 'n_fish'\] .* weights=data\['n_fish'\]"):
+        mixflow.fit(GroupedGaussianMixture(1), classes.rename(columns={"count": "n_fish"}).assign(
+            midpoint=lambda frame: (frame["lower"] + frame["upper"]) / 2)[["lower", "upper", "midpoint", "n_fish"]],
+            random_seed=0)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="weights: none given")
         mixflow.fit(GroupedGaussianMixture(1), classes, weights=classes["count"], random_seed=0)
@@ -375,13 +384,35 @@ def test_a_component_within_two_classes_is_said_to_be_undetermined():
         tree = mixflow.fit(GroupedGaussianMixture(3, open_below=6, open_above=25), classes, weights=counts,
                            random_seed=1, max_iter=1000)
     said = [str(w.message) for w in caught if issubclass(w.category, mixflow.DegenerateComponentWarning)]
+    unsettled = [str(w.message) for w in caught if issubclass(w.category, mixflow.ConvergenceWarning)]
+    assert len(unsettled) == 1 and unsettled[0].endswith(  # not "increase max_iter"
+        "; more iterations do not settle it, since a component's estimate lies on a ridge of the likelihood (said in "
+        "the next warning).")
     mu = tree["em/estimate"]["mu"].values[1]
     assert 15.9 < mu < 16.0 and tree["em/estimate"]["variance"].values[1] < 0.1
     assert len(said) == 1 and said[0].startswith(f"component 1 (mean {mu:.6g}, sd 0.29) has its probability within "
                                                  "the classes [14, 16) and [16, 17): the classes cannot determine both "
                                                  "its mean and its variance")
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"^component 0 .* within the class \[16, 17\): .*"
+                                                                r"use method='map' \(the prior keeps the variance "
+                                                                r"from zero\) or finer classes$"):  # K=1: no fewer
+        mixflow.fit(GroupedGaussianMixture(1), classes.iloc[7:10], weights=[0, 100, 0], random_seed=1)
     with warnings.catch_warnings():  # two components, or the MAP: each spread over many classes, nothing said
         warnings.filterwarnings("error", message="component .* has its probability within")
         mixflow.fit(GroupedGaussianMixture(2, open_below=6, open_above=25), classes, weights=counts, random_seed=1)
         mixflow.fit(GroupedGaussianMixture(3, open_below=6, open_above=25), classes, weights=counts, random_seed=1,
                     method="map", max_iter=1000)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-150, 1e150])
+def test_counts_in_one_class_beside_empty_ones_fit_at_every_scale(scale):
+    # the count-weighted midpoints had no spread, so their rounding set the working unit and put the empty
+    # classes' limits at 1e14 units: EM's objective was NaN and the fit refused the data
+    import warnings
+
+    classes = pd.DataFrame({"lower": [14.0, 16, 17], "upper": [16.0, 17, 18]}) * scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.DegenerateComponentWarning)  # one class: said, and tested above
+        tree = mixflow.fit(GroupedGaussianMixture(1), classes, weights=[0, 100, 0], random_seed=1)
+    assert tree["em/estimate"]["mu"].values[0] == pytest.approx(16.5 * scale, rel=1e-12)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(0.0, abs=1e-9)  # every count in its one class

@@ -800,7 +800,9 @@ def _warn_empty(empty: list[int], weights: np.ndarray) -> None:
             DegenerateComponentWarning, stacklevel=3)
 
 
-def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_observations: float) -> None:
+def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_observations: float,
+                on_ridge: bool = False) -> None:
+    """The warnings of the best run's own course; ``on_ridge``: a component's estimate is undetermined (said after)."""
     history = np.array(run.history_objective)
     drops = np.diff(history) < -1e-9 * np.abs(history[1:]) - 1e-9
     if drops.any() and not run.collapsed and options.trim is None:
@@ -833,10 +835,10 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
             unmet = (f"Aitken's estimates of the objective still to gain, {gain}, and of the parameters' distance to "
                      f"their limit, {distance}, are not both below tol={options.tol} and "
                      f"sqrt(tol)={np.sqrt(options.tol):.3g}")
-        warnings.warn(
-            f"EM did not converge in max_iter={options.max_iter} iterations ({unmet}); "
-            "increase max_iter, loosen tol, or try other starts.",
-            ConvergenceWarning, stacklevel=3)
+        advice = ("more iterations do not settle it, since a component's estimate lies on a ridge of the likelihood "
+                  "(said in the next warning)" if on_ridge else "increase max_iter, loosen tol, or try other starts")
+        warnings.warn(f"EM did not converge in max_iter={options.max_iter} iterations ({unmet}); {advice}.",
+                      ConvergenceWarning, stacklevel=3)
 
 
 def _estimate_text(value: float, changes: str, unit: str = "") -> str:
@@ -1023,13 +1025,13 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     # an empty component's dispersion is floored too; it is reported as empty, the cause, not as collapsed
     positions = [int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active]
     collapsed = sorted(c for c in positions if c not in empty)
-    _warn_about(best, options, model, collapsed, total)
+    undetermined = model.mle_fit_problems(params, prepared) if not options.map and sample is prepared else []
+    _warn_about(best, options, model, collapsed, total, on_ridge=bool(undetermined))
     if options.map and sample is prepared:
         for problem in model.prior_problems(params, resp, prepared, prior):
             warnings.warn(problem, MixflowWarning, stacklevel=3)
-    if not options.map and sample is prepared:
-        for problem in model.mle_fit_problems(params, prepared):
-            warnings.warn(problem, DegenerateComponentWarning, stacklevel=3)
+    for problem in undetermined:  # where _warn_about's warnings point
+        warnings.warn(problem, DegenerateComponentWarning, stacklevel=2)
     with np.errstate(divide="ignore"):  # resp's rows: the sample's, on chunked data
         duplicates = [(i, j) for i, j in duplicate_components(np.log(resp), (prepared if sample is prepared
                                                                               else sample).weights)

@@ -35,7 +35,7 @@ from mixflow.families.checks import check_n_components, check_parameter_dict, na
 from mixflow.families.gaussian import numerics as gn
 from mixflow.families.gaussian import units as gu
 from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
-from mixflow.families.scaling import standardise
+from mixflow.families.scaling import Standardisation, standardise
 from mixflow.units import unit_power, unit_shown
 from mixflow.warnings import MixflowWarning
 from mixflow.wording import agreeing, counted
@@ -76,6 +76,25 @@ def truncated_moments(alpha: np.ndarray, beta: np.ndarray, log_mass: np.ndarray)
     return first, second
 
 
+def _class_units(lower: np.ndarray, upper: np.ndarray, weights: np.ndarray) -> Standardisation:
+    """The working units of classes: the count-weighted midpoints standardised (:func:`standardise`).
+
+    Where the classes with counts are one class (or classes of one midpoint), the midpoints have no spread, and
+    their rounding would set the unit, putting the other classes' limits at 1e14 units: the unit is then the sd of
+    one observation spread evenly over its class, the classes' mean width over sqrt(12).
+    """
+    midpoints = (0.5 * lower + 0.5 * upper)[:, None]
+    units = standardise(midpoints, weights)
+    held = weights > 0
+    width = float(weights[held] @ (upper[held] - lower[held]) / weights[held].sum())
+    apart = (midpoints[held, 0] - units.center[0]) / width  # the midpoints' spread in class widths, scale-free
+    if np.sqrt(weights[held] @ (apart * apart) / weights[held].sum()) > _SPREAD_RESOLVED:
+        return units
+    scale = width / np.sqrt(12.0)
+    return Standardisation(units.center, np.array([scale]), np.array([np.log(scale)]),
+                           (midpoints - units.center) / scale)
+
+
 def _check_classes(lower: np.ndarray, upper: np.ndarray, obs: np.ndarray) -> None:
     empty = ~(lower < upper)
     if empty.any():
@@ -91,6 +110,10 @@ def _limit(value, name: str) -> float | None:
     return float(value)
 
 
+#: Midpoints whose sd is below this share of the classes' mean width have no spread of their own (:func:`_class_units`).
+_SPREAD_RESOLVED = 1e-6
+#: Words in a column's name that say it holds the classes' counts (:meth:`GroupedGaussianMixture._warn_unweighted`).
+_COUNT_WORDS = ("count", "freq", "number", "weight", "n_", "total")
 #: A component with all but this share of its probability in one or two classes is not determined by them
 #: (:meth:`GroupedGaussianMixture.mle_fit_problems`).
 _WITHIN_CLASSES = 1e-3
@@ -247,8 +270,9 @@ class GroupedGaussianMixture(MixtureModel):
                             f"probability within the {agreeing(len(holding), 'class', 'classes')} {named}: the "
                             "classes cannot determine both its mean and its variance, and the likelihood rises as its "
                             "variance shrinks towards zero, so the estimate is where EM stopped on that ridge, not a "
-                            "maximum; use method='map' (the prior keeps the variance from zero), fewer components or "
-                            "finer classes")
+                            "maximum, and more iterations do not settle it; use method='map' (the prior keeps the "
+                            "variance from zero)" + (", fewer components" if mu.size > 1 else "") + " or finer "
+                            "classes")
         return problems
 
     def parameter_unit(self, name: str, element: dict, units: dict) -> str:
@@ -306,7 +330,7 @@ class GroupedGaussianMixture(MixtureModel):
         self._warn_opened(lower, upper, data.frequency)
         self._warn_unweighted(data)
         weights = data.frequency
-        units = standardise((0.5 * lower + 0.5 * upper)[:, None], weights)
+        units = _class_units(lower, upper, weights)
         center, scale = units.center[0], units.scale[0]
         low, high = (lower - center) / scale, (upper - center) / scale
         if self.open_below is not None:
@@ -325,10 +349,14 @@ class GroupedGaussianMixture(MixtureModel):
         beside = self.unread_columns(data.features)
         if data.weights is None and beside:
             named = [str(c) for c in beside]
+            values = data.values[:, [list(map(str, data.features)).index(c) for c in named]]
+            counts = [c for c, column in zip(named, values.T, strict=True)
+                      if np.all(column >= 0) and np.all(column == np.round(column))]  # counts are whole numbers
+            likely = min(counts or named, key=lambda c: not any(word in c.lower() for word in _COUNT_WORDS))
             warnings.warn(f"weights: none given, so each of the {data.n_obs} classes counts as one observation, and "
                           f"{agreeing(len(named), 'column')} {named} beside the class limits "
                           f"{agreeing(len(named), 'is', 'are')} not read; if a column holds the classes' counts, pass "
-                          f"it as weights (e.g. weights=data[{named[0]!r}])", MixflowWarning, stacklevel=5)
+                          f"it as weights (e.g. weights=data[{likely!r}])", MixflowWarning, stacklevel=5)
 
     def _warn_opened(self, lower: np.ndarray, upper: np.ndarray, counts: np.ndarray) -> None:
         """Warn when ``open_above`` (``open_below``) opens classes of more than one lower (upper) limit.
@@ -341,9 +369,10 @@ class GroupedGaussianMixture(MixtureModel):
                                         ("open_below", self.open_below, upper, "first")):
             if limit is None:
                 continue
-            opened = np.unique(limits[held & ((limits >= limit) if key == "open_above" else (limits <= limit))])
-            if opened.size == 0 and held.any():  # a threshold that opens nothing would leave the fit as if not given
-                own = limits[held].max() if key == "open_above" else limits[held].min()
+            reached = (limits >= limit) if key == "open_above" else (limits <= limit)
+            opened = np.unique(limits[held & reached])
+            if not reached.any():  # a threshold that opens no class, not even an empty one, changes nothing
+                own = limits.max() if key == "open_above" else limits.min()
                 warnings.warn(f"{key}: {limit:g} opens no class: every class's {'lower' if end == 'last' else 'upper'} "
                               f"limit is {'below' if end == 'last' else 'above'} it, so the classes are fitted as if "
                               f"{key} were not given; to open the {end} class (as mixdist does), give its "
