@@ -323,7 +323,8 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
     unread = {str(c) for c in unread}
     single = [j for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0 and names[j] not in unread]
     if single and warn_constant and values.shape[0] > 1:
-        warnings.warn(constant_features_message(name, names, [str(names[j]) for j in single], values[0, single]),
+        warnings.warn(constant_features_message(name, names, [str(names[j]) for j in single], values[0, single],
+                                                unnamed=isinstance(data, np.ndarray | list | tuple)),
                       ConstantFeatureWarning, stacklevel=3)
     return Data(
         values=values,
@@ -356,17 +357,19 @@ def without_unread_text(model, data):
     return data.drop(columns=unread) if unread else data
 
 
-def constant_features_message(name: str, features, constant: list[str], values) -> str:
+def constant_features_message(name: str, features, constant: list[str], values, unnamed: bool | None = None) -> str:
     """What :class:`ConstantFeatureWarning` says of features that take a single value, whatever the family.
 
     ``features`` are all the data's feature names, ``constant`` those of a single value and ``values`` each
     one's value. Data of one feature are said as values ("every observation is 0"), and the columns of an
-    unnamed array by their position as well as the name mixflow gave them.
+    unnamed array (``unnamed``; by default, columns named ``x0, x1, ...``) by their position as well as the name
+    mixflow gave them.
     """
     n, it = len(constant), agreeing(len(constant), "it", "them")
     tail = ("every component sits on {it}, and no component can be told from another{along} (where the family fits "
             "a spread, the spread there is its floor or the prior's)")
-    unnamed = all(str(f) == f"x{j}" for j, f in enumerate(features))
+    if unnamed is None:
+        unnamed = all(str(f) == f"x{j}" for j, f in enumerate(features))
     if len(features) == 1:
         of = "" if unnamed else f" of {constant[0]!r}"
         return f"{name}: every observation{of} is {float(values[0]):g}: " + tail.format(it="it", along="")

@@ -191,6 +191,12 @@ def test_data_of_one_constant_feature_are_said_as_their_value(chunks):
                     "another (where the family fits a spread, the spread there is its floor or the prior's)"]
     with pytest.warns(mixflow.ConstantFeatureWarning, match=r"^data: every observation of 'deaths' is 4: "):
         mixflow.fit(mixflow.PoissonMixture(2), pd.DataFrame({"deaths": counts[:, 0]}), method="em", random_seed=0)
+    # names the user gave that look like mixflow's own are the user's
+    with pytest.warns(mixflow.ConstantFeatureWarning, match=r"^data: every observation of 'x0' is 4: "):
+        mixflow.fit(mixflow.PoissonMixture(2), pd.Series(counts[:, 0], name="x0"), method="em", random_seed=0)
+    with pytest.warns(mixflow.ConstantFeatureWarning, match=r"^data: feature \['x1'\] takes a single value: "):
+        mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), pd.DataFrame({"x0": np.arange(100.0), "x1": 4.0}),
+                    method="map", random_seed=0)
 
 
 def test_accepted_input_types_give_the_same_fit():
