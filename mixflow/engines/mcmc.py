@@ -64,7 +64,7 @@ _NUTPIE_NUMBA_OPT = 1
 
 
 #: ``extend``: the least draws per chain and target acceptance of the second run. A first run that had the target
-#: acceptance and at least half the draws is not extended (the second would be the same run, or barely longer).
+#: acceptance and more than half the draws is not extended (the second would be the same run, or barely longer).
 EXTEND_DRAWS = 4000
 EXTEND_TARGET_ACCEPT = 0.95
 
