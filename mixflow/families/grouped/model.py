@@ -95,6 +95,12 @@ def _class_units(lower: np.ndarray, upper: np.ndarray, weights: np.ndarray) -> S
                            (midpoints - units.center) / scale)
 
 
+def _classes_with_counts(prepared: Prepared) -> np.ndarray:
+    """The distinct classes of the rows with counts, ``(C, 2)`` working limits (open ends infinite), in order."""
+    held = prepared.weights > 0
+    return np.unique(np.column_stack([prepared.arrays["low"][held], prepared.arrays["high"][held]]), axis=0)
+
+
 def _check_classes(lower: np.ndarray, upper: np.ndarray, obs: np.ndarray) -> None:
     empty = ~(lower < upper)
     if empty.any():
@@ -231,8 +237,7 @@ class GroupedGaussianMixture(MixtureModel):
         ``C`` distinct classes with counts give ``C - 1`` free class probabilities; a mixture of more parameters
         has no unique maximum there (one class: a zero variance inside it), so its estimate is one of many.
         """
-        held = prepared.weights > 0
-        classes = np.unique(np.column_stack([prepared.arrays["low"][held], prepared.arrays["high"][held]]), axis=0)
+        classes = _classes_with_counts(prepared)
         parameters = self.n_parameters(1)
         if classes.shape[0] - 1 >= parameters:
             return []
@@ -254,8 +259,7 @@ class GroupedGaussianMixture(MixtureModel):
         classes falls) as the variance shrinks towards zero: EM creeps along it and stops where ``max_iter``
         or ``tol`` stops it, not at a maximum.
         """
-        held = prepared.weights > 0
-        classes = np.unique(np.column_stack([prepared.arrays["low"][held], prepared.arrays["high"][held]]), axis=0)
+        classes = _classes_with_counts(prepared)
         mu = np.asarray(params["mu"], dtype=float)
         sd = np.broadcast_to(np.sqrt(np.asarray(params["variance"], dtype=float)), mu.shape)
         mass = np.exp(interval_log_probability((classes[:, :1] - mu) / sd, (classes[:, 1:] - mu) / sd))
@@ -349,9 +353,10 @@ class GroupedGaussianMixture(MixtureModel):
         beside = self.unread_columns(data.features)
         if data.weights is None and beside:
             named = [str(c) for c in beside]
-            values = data.values[:, [list(map(str, data.features)).index(c) for c in named]]
-            counts = [c for c, column in zip(named, values.T, strict=True)
-                      if np.all(column >= 0) and np.all(column == np.round(column))]  # counts are whole numbers
+            positions = {str(f): j for j, f in enumerate(data.features)}
+            columns = data.values[:, [positions[c] for c in named]]
+            whole = np.all((columns >= 0) & (columns == np.round(columns)), axis=0)  # counts are whole numbers
+            counts = [c for c, is_whole in zip(named, whole, strict=True) if is_whole]
             likely = min(counts or named, key=lambda c: not any(word in c.lower() for word in _COUNT_WORDS))
             warnings.warn(f"weights: none given, so each of the {data.n_obs} classes counts as one observation, and "
                           f"{agreeing(len(named), 'column')} {named} beside the class limits "
