@@ -405,14 +405,20 @@ def test_a_component_within_two_classes_is_said_to_be_undetermined():
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e-150, 1e150])
-def test_counts_in_one_class_beside_empty_ones_fit_at_every_scale(scale):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_counts_in_one_class_beside_empty_ones_fit_at_every_scale(scale, chunked):
     # the count-weighted midpoints had no spread, so their rounding set the working unit and put the empty
-    # classes' limits at 1e14 units: EM's objective was NaN and the fit refused the data
+    # classes' limits at 1e14 units: EM's objective was NaN and the fit refused the data (Dask data too)
     import warnings
 
+    import dask.array as da
+
     classes = pd.DataFrame({"lower": [14.0, 16, 17], "upper": [16.0, 17, 18]}) * scale
+    counts = np.array([0, 100, 0.0])
+    data, weights = ((da.from_array(classes.to_numpy(), chunks=2), da.from_array(counts, chunks=2)) if chunked
+                     else (classes, counts))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixflow.DegenerateComponentWarning)  # one class: said, and tested above
-        tree = mixflow.fit(GroupedGaussianMixture(1), classes, weights=[0, 100, 0], random_seed=1)
+        tree = mixflow.fit(GroupedGaussianMixture(1), data, weights=weights, random_seed=1)
     assert tree["em/estimate"]["mu"].values[0] == pytest.approx(16.5 * scale, rel=1e-12)
     assert tree["em"].attrs["log_likelihood"] == pytest.approx(0.0, abs=1e-9)  # every count in its one class

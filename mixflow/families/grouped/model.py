@@ -81,7 +81,8 @@ def _class_units(lower: np.ndarray, upper: np.ndarray, weights: np.ndarray) -> S
 
     Where the classes with counts are one class (or classes of one midpoint), the midpoints have no spread, and
     their rounding would set the unit, putting the other classes' limits at 1e14 units: the unit is then the sd of
-    one observation spread evenly over its class, the classes' mean width over sqrt(12).
+    one observation spread evenly over its class, the classes' mean width over sqrt(12) (as
+    :meth:`GroupedGaussianMixture.chunked_constants` sets it from chunked data's moments).
     """
     midpoints = (0.5 * lower + 0.5 * upper)[:, None]
     units = standardise(midpoints, weights)
@@ -413,7 +414,13 @@ class GroupedGaussianMixture(MixtureModel):
         unit_variance = 0.25 * cross.sum() / moments.total_weight
         # the limits' anchors (their smallest values where they sit far from zero): the midpoints' is their half-sum
         anchor = np.array([0.5 * moments.anchors[columns].sum()])
-        units = from_moments(np.array([top]), unit_mean, np.sqrt(np.array([unit_variance])), anchor=anchor)
+        unit_sd = np.sqrt(max(unit_variance, 0.0))
+        # the classes' mean width in the common unit, for midpoints without a spread of their own (_class_units)
+        width = ((moments.anchors[columns[1]] - moments.anchors[columns[0]]) / top
+                 + ratio @ (moments.unit_mean[columns] * np.array([-1.0, 1.0])))
+        if not unit_sd > _SPREAD_RESOLVED * width:
+            unit_sd = width / np.sqrt(12.0)
+        units = from_moments(np.array([top]), unit_mean, np.array([unit_sd]), anchor=anchor)
         constants = {"center": units.center, "scale": units.scale, "log_scale": units.log_scale,
                      "floor": np.array([_RELATIVE_FLOOR]), "working_center": np.zeros(1), "units": units,
                      "columns": columns, "features": np.asarray(names)}
