@@ -37,3 +37,22 @@ def test_quiet_prints_nothing_but_logs_everything(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     assert "fitting K=2" in (tmp_path / "run.log").read_text()
     assert "UserWarning: something" in (tmp_path / "run.log").read_text()
+
+
+def test_mixflows_progress_records_are_progress_lines_and_the_logger_is_left_as_it_was(tmp_path, capsys):
+    import logging
+
+    from mixflow.engines.mcmc import _announce
+
+    logger = logging.getLogger("mixflow")
+    console = Console(quiet=False, log=tmp_path / "run.log")
+    with console.capturing():
+        _announce("NUTS: the chains crossed; sampling again with 4000 draws per chain", {"progressbar": False})
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].endswith("s]   NUTS: the chains crossed; sampling again with 4000 draws per chain")
+    assert "sampling again" in (tmp_path / "run.log").read_text()
+    assert (logger.level, logger.handlers) == (logging.NOTSET, [])
+    # outside a workflow: printed with the progress bar on (nothing else would show it), silent with it off
+    _announce("NUTS: sampling again", {"progressbar": True})
+    _announce("NUTS: not shown", {"progressbar": False})
+    assert capsys.readouterr().err == "NUTS: sampling again\n"

@@ -236,7 +236,9 @@ def test_a_mode_whose_chains_disagree_and_cross_is_the_reason_to_sample_longer()
 
 
 @pytest.mark.slow
-def test_chains_that_cross_are_sampled_again_longer_and_only_the_longer_run_is_kept(small, monkeypatch):
+def test_chains_that_cross_are_sampled_again_longer_and_only_the_longer_run_is_kept(small, monkeypatch, caplog):
+    import logging
+
     import mixflow.engines.mcmc as engine
 
     monkeypatch.setattr(engine, "EXTEND_DRAWS", 160)  # the second run's draws, kept few here
@@ -246,7 +248,10 @@ def test_chains_that_cross_are_sampled_again_longer_and_only_the_longer_run_is_k
         warnings.simplefilter("ignore", mixflow.SamplingWarning)  # a few draws: too few for the ESS check
         direct = fit_mcmc(model, data, reference, **{**run, "draws": 160, "target_accept": 0.95})
         monkeypatch.setattr(engine, "_extend_reason", lambda modes, options: "the chains crossed" * options["extend"])
-        extended = fit_mcmc(model, data, reference, **run)
+        with caplog.at_level(logging.INFO, logger="mixflow"):
+            extended = fit_mcmc(model, data, reference, **run)
+    assert caplog.messages == ["NUTS: the chains crossed; sampling again with 160 draws per chain at target_accept "
+                               "0.95"]  # said as it starts (a workflow shows it as a progress line)
     attrs = extended["attrs"]
     assert (attrs["draws"], attrs["target_accept"], direct["attrs"]["extended"]) == (160, 0.95, "")
     assert attrs["extended"].startswith("the chains crossed: sampled again with 160 draws per chain at "

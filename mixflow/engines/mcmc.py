@@ -14,6 +14,7 @@ The result is plain arrays with dims, in the shape :func:`mixflow.container.io.b
 
 import importlib.util
 import json
+import logging
 import sys
 import time
 import warnings
@@ -58,6 +59,9 @@ __all__ = ["ADAPTATIONS", "EXTEND_DRAWS", "EXTEND_TARGET_ACCEPT", "RHAT_MAX", "S
 SAMPLERS = ("auto", "nutpie", "pymc")
 ADAPTATIONS = ("low_rank", "diag")
 _CHAIN_START = "fork" if sys.platform.startswith("linux") else None  # see _sample_pymc
+#: Progress the caller may want between the sampler's own displays (a second, longer run starting). A workflow's
+#: console shows its records; a call with ``progressbar=True`` and no logging set up prints them to stderr.
+_log = logging.getLogger("mixflow")
 # LLVM's optimisation level for nutpie's C callbacks, thin wrappers of PyTensor's compiled kernels, compiled
 # once per graph and cached on disk (mixflow.engines.nutpie_compile); 1 is the lowest that numba caches.
 _NUTPIE_NUMBA_OPT = 1
@@ -279,6 +283,8 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
                   "target_accept": max(EXTEND_TARGET_ACCEPT, options["target_accept"])}
         longer["second_run"] = (f"{longer['draws']} draws per chain at target_accept {longer['target_accept']:g}; "
                                 f"the first run's chains crossed between places")
+        _announce(f"NUTS: {reason}; sampling again with {longer['draws']} draws per chain at target_accept "
+                  f"{longer['target_accept']:g}", options)
         try:
             result = _run(model, data, _check_arguments(model, data, reference, longer), longer)
         except MemoryNeeded as error:  # the first run stands, and the warning says why it was not extended
@@ -318,6 +324,13 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
     coords.update(coords_extra)
     coords.update(_extra_coords(idata["sample_stats"].to_dataset()))
     return {"attrs": attrs, "coords": coords, "groups": groups}
+
+
+def _announce(message: str, options: dict) -> None:
+    """Log ``message`` at INFO on the ``mixflow`` logger; with the progress bar on and nothing to show it, print it."""
+    _log.info(message)
+    if options["progressbar"] and not (_log.isEnabledFor(logging.INFO) and _log.hasHandlers()):
+        print(message, file=sys.stderr, flush=True)
 
 
 # -- where the time goes -----------------------------------------------------------------------------------

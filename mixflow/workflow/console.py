@@ -10,6 +10,7 @@ runs an operation in object mode, before it comes here.
 """
 
 import contextlib
+import logging
 import sys
 import time
 import warnings
@@ -100,11 +101,23 @@ class Console:
 
     @contextlib.contextmanager
     def capturing(self):
-        """Within it every warning is shown by :meth:`show_warning` (each distinct one once per place)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = self.show_warning
-            yield self
+        """Warnings and mixflow's progress records, shown through this console within it.
+
+        Every warning is shown by :meth:`show_warning` (each distinct one once per place); the records of the
+        ``mixflow`` logger at INFO (e.g. a second NUTS run starting) are progress lines.
+        """
+        logger, handler = logging.getLogger("mixflow"), _ProgressHandler(self)
+        level = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                warnings.showwarning = self.show_warning
+                yield self
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
     @contextlib.contextmanager
     def during(self, stage: str):
@@ -118,3 +131,14 @@ class Console:
     def since(self, mark: int) -> list[RecordedWarning]:
         """The warnings recorded after the ``mark``-th (``len(console.recorded)`` taken earlier)."""
         return [RecordedWarning(w) for w in self.recorded[mark:]]
+
+
+class _ProgressHandler(logging.Handler):
+    """A logging handler that shows each record as one progress line of a :class:`Console`."""
+
+    def __init__(self, console: Console):
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console(f"  {record.getMessage()}")
