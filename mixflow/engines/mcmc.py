@@ -37,6 +37,7 @@ from mixflow.checks import (
 from mixflow.data import Data
 from mixflow.engines.mode_rule import chains_text
 from mixflow.engines.modes import (
+    ESS_PER_CHAIN_MIN,
     STARTS,
     alike_modes,
     check_starts,
@@ -53,7 +54,7 @@ from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.warnings import SamplingWarning
 
-__all__ = ["ADAPTATIONS", "EXTEND_DRAWS", "EXTEND_TARGET_ACCEPT", "RHAT_MAX", "SAMPLERS", "STARTS",
+__all__ = ["ADAPTATIONS", "EXTEND_DRAWS", "EXTEND_FACTOR", "EXTEND_TARGET_ACCEPT", "RHAT_MAX", "SAMPLERS", "STARTS",
            "SamplingInterrupted", "check_options", "fit_mcmc", "resolve_sampler"]
 
 SAMPLERS = ("auto", "nutpie", "pymc")
@@ -67,27 +68,41 @@ _log = logging.getLogger("mixflow")
 _NUTPIE_NUMBA_OPT = 1
 
 
-#: ``extend``: the least draws per chain and target acceptance of the second run. A first run that had the target
-#: acceptance and more than half the draws is not extended (the second would be the same run, or barely longer).
+#: ``extend``: the second run has EXTEND_FACTOR times the first run's draws per chain, and at least EXTEND_DRAWS, at a
+#: target acceptance of at least EXTEND_TARGET_ACCEPT. Chains that cross between places rarely disagree by an
+#: amount that falls about as the inverse of their draws, so four times the draws leaves about a quarter of it.
 EXTEND_DRAWS = 4000
+EXTEND_FACTOR = 4
 EXTEND_TARGET_ACCEPT = 0.95
 
 
 def _extend_reason(modes: dict, options: dict) -> str:
-    """Why the run should be extended (``fit_mcmc``'s ``extend``), or ``""``: a mode whose chains disagree and cross.
+    """Why the run should be extended (``fit_mcmc``'s ``extend``), or ``""``: crossing chains left a mode unsettled.
 
-    ``modes`` is the modes group's variables (``chain_mode``, ``max_rhat``, ``crosses``) as ``(dims, array)``.
+    Unsettled is an R-hat above 1.01 or a bulk or tail ESS below 100 per chain within the mode (the diagnostics'
+    thresholds): chains that cross rarely give both, and more draws settle both.
+
+    ``modes`` is the modes group's variables (``chain_mode``, ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``,
+    ``crosses``) as ``(dims, array)``.
     """
-    if not options["extend"] or (options["target_accept"] >= EXTEND_TARGET_ACCEPT
-                                 and 2 * options["draws"] > EXTEND_DRAWS):
+    if not options["extend"]:
         return ""
-    chain_mode, rhat, crosses = (np.asarray(modes[name][1]) for name in ("chain_mode", "max_rhat", "crosses"))
+    chain_mode, rhat, bulk, tail, crosses = (np.asarray(modes[name][1]) for name in
+                                             ("chain_mode", "max_rhat", "min_ess_bulk", "min_ess_tail", "crosses"))
     for mode in range(rhat.size):
         crossing = np.flatnonzero(crosses & (chain_mode == mode))
-        if crossing.size and rhat[mode] > RHAT_MAX:
-            chains = chains_text("chains", crossing)
-            return (f"{chains} of mode {mode} crossed between places in the first run's {options['draws']} draws "
-                    f"per chain (R-hat {rhat[mode]:.3f} within the mode)")
+        least = ESS_PER_CHAIN_MIN * np.sum(chain_mode == mode)
+        if not crossing.size:
+            continue
+        if rhat[mode] > RHAT_MAX:
+            unsettled = f"R-hat {rhat[mode]:.3f} within the mode"
+        elif min(bulk[mode], tail[mode]) < least:
+            label, ess = ("bulk", bulk[mode]) if bulk[mode] <= tail[mode] else ("tail", tail[mode])
+            unsettled = f"{label} ESS {ess:.0f} within the mode, below {least}"
+        else:
+            continue
+        return (f"{chains_text('chains', crossing)} of mode {mode} crossed between places in the first run's "
+                f"{options['draws']} draws per chain ({unsettled})")
     return ""
 
 
@@ -199,12 +214,12 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         chains look for the posterior's modes on purpose. Several starts run PyMC's sampler (nutpie
         draws every chain's start from a seed that does not say which chain it is).
     extend : bool, default True
-        When a mode's chains disagree (R-hat above 1.01) and some of them cross between places themselves
-        (:mod:`mixflow.engines.mode_rule`, "Chains that cross"), sample again, once, with at least
-        :data:`EXTEND_DRAWS` (4000) draws per chain at a ``target_accept`` of at least
-        :data:`EXTEND_TARGET_ACCEPT` (0.95), and keep only that run (attribute ``extended`` says why; see
-        "Chains that cross" below). A run at that ``target_accept`` with more than 2000 draws per chain is
-        not extended (the second run would barely differ); False keeps the first run whatever its chains do.
+        When some of a mode's chains cross between places themselves and leave it unsettled (R-hat above
+        1.01, or a bulk or tail ESS below 100 per chain)
+        (:mod:`mixflow.engines.mode_rule`, "Chains that cross"), sample again, once, with
+        :data:`EXTEND_FACTOR` (4) times the draws per chain, at least :data:`EXTEND_DRAWS` (4000), at a
+        ``target_accept`` of at least :data:`EXTEND_TARGET_ACCEPT` (0.95), and keep only that run (attribute
+        ``extended`` says why; see "Chains that cross" below). False keeps the first run whatever its chains do.
 
     After the draws are aligned, the chains are grouped into modes (:mod:`mixflow.engines.modes` states
     the rule), summarised in the group ``modes`` and, when there are several, combined by their stacking
@@ -279,7 +294,7 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
     modes = groups["modes"]["variables"]
     reason = _extend_reason(modes, options)
     if reason:
-        longer = {**options, "draws": max(EXTEND_DRAWS, options["draws"]), "extend": False,
+        longer = {**options, "draws": max(EXTEND_DRAWS, EXTEND_FACTOR * options["draws"]), "extend": False,
                   "target_accept": max(EXTEND_TARGET_ACCEPT, options["target_accept"])}
         longer["second_run"] = (f"{longer['draws']} draws per chain at target_accept {longer['target_accept']:g}; "
                                 f"the first run's chains crossed between places")
