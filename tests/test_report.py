@@ -324,6 +324,26 @@ def test_the_rank_test_is_computed_once_per_draws(full, monkeypatch):
     assert len(computed) == 3
 
 
+def test_a_constant_parameter_has_no_rank_p_value_and_raises_no_warning():
+    # a single component's weight is 1 in every draw: no p-value, and numpy's "All-NaN" warning must not escape
+    import warnings
+
+    import numpy as np
+    import xarray as xr
+
+    from mixflow.present import rank_test
+
+    rng = np.random.default_rng(0)
+    draws = xr.Dataset({"weights": (("chain", "draw", "component"), np.ones((4, 400, 1))),
+                        "mu": (("chain", "draw"), rng.normal(size=(4, 400)))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert rank_test.rank_uniformity_finding(draws) is None
+        shifted = draws.assign(mu=draws["mu"] + xr.DataArray([0.0, 0.0, 0.0, 3.0], dims="chain"))
+        assert rank_test.rank_uniformity_finding(shifted).startswith("the chains' ranks are not uniform for mu "
+                                                                     "(smallest p = ")
+
+
 def test_autocorrelated_chains_that_mix_are_not_a_rank_finding():
     # chains of one distribution whose draws are autocorrelated (AR(1), 0.8): ArviZ's uniformity test on the
     # raw draws flagged the fit; thinned to half each chain's ESS, and at 0.01 over the parameters, it does not.

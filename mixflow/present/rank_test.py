@@ -98,11 +98,13 @@ def _finding(array_stats, draws, alpha: float) -> str | None:
             columns = columns.reshape(*columns.shape[:2], -1)
             distinct = {np.ascontiguousarray(columns[:, :, j]).tobytes(): j for j in range(columns.shape[2])}
             p_values[name] = [_thinned_p_value(array_stats, columns[:, :, j]) for j in sorted(distinct.values())]
-    m = sum(int(np.isfinite(values).sum()) for values in p_values.values())
-    low = sorted(name for name, values in p_values.items() if np.nanmin(values, initial=np.inf) < alpha / max(m, 1))
+    # a constant parameter (a single component's weight) has no p-value: left out, and out of the count
+    finite = {name: np.asarray(values)[np.isfinite(values)] for name, values in p_values.items()}
+    m = sum(values.size for values in finite.values())
+    low = sorted(name for name, values in finite.items() if values.size and values.min() < alpha / max(m, 1))
     if not low:
         return None
-    smallest = min(np.nanmin(p_values[name]) for name in low)
+    smallest = min(finite[name].min() for name in low)
     return (f"the chains' ranks are not uniform for {', '.join(low)} (smallest p = {smallest:.2g} < {alpha:.2g} / "
             f"{m} parameters, the draws thinned to half their effective sample size): the chains have not mixed")
 
