@@ -227,6 +227,12 @@ def test_label_agreement_table(container):
     assert list(agreement.index) == ["em", "mcmc", "advi"]
     np.testing.assert_allclose(np.diag(agreement), 1.0)
     np.testing.assert_allclose(agreement.values, agreement.values.T)
+    # the components each method's hard labels use, kept by compare for the report's findings
+    from mixflow.container.read import hard_labels
+
+    assert agreement.attrs["clusters"] == {m: int(np.unique(hard_labels(container, m)).size)
+                                           for m in ("em", "mcmc", "advi")}
+    assert compare(container).attrs["label_agreement"].attrs["clusters"] == agreement.attrs["clusters"]
 
 
 def test_bad_arguments(container):

@@ -463,6 +463,25 @@ def test_label_agreement_is_worded_by_its_size():
     assert "agree only moderately (adjusted Rand index 0.80)" in said[0.8][0] and said[0.95] == []
 
 
+def test_a_one_cluster_labelling_is_said_as_such_not_as_different_clusterings():
+    # ADVI put every row in one component, EM 295 of 300 rows in the same one: the index 0 was said to mean that
+    # "the methods describe different clusterings"
+    import pandas as pd
+
+    from mixflow.present.report.cards import _comparison_findings
+
+    table = pd.DataFrame({"method": ["advi"], "parameter": ["mu"], "em_inside": [True], "distance_to_mcmc": [0.1],
+                          "sd_ratio_to_mcmc": [1.0]})
+    agreement = pd.DataFrame([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0]], index=["em", "mcmc", "advi"],
+                             columns=["em", "mcmc", "advi"])
+    agreement.attrs["clusters"] = {"em": 2, "mcmc": 1, "advi": 1}
+    table.attrs.update(ci_prob=0.94, label_agreement=agreement)
+    said = [text for _, text in _comparison_findings(table) if "labels" in text]
+    assert said == ["The hard labels of MCMC (NUTS) and ADVI put every row in one component (against EM's 2): the "
+                    "adjusted Rand index against such a labelling is 0 whatever the other is, so it does not measure "
+                    "how far they agree; compare the responsibilities instead."]
+
+
 def test_the_data_summary_counts_each_row_by_its_weight_and_gives_the_sample_sd(tmp_path):
     # the median ignored the frequency weights under a heading that said "(weighted)", and the sd divided by n
     # where R's sd() and pandas divide by n - 1

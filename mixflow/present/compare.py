@@ -7,6 +7,8 @@ way: mean, sd, and the credible interval of ``rcParams["stats.ci_kind"]`` at ``r
 (an equal-tailed 89% interval by default); the EM point gets a Wald interval at the same probability.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -91,7 +93,9 @@ def label_agreement(tree) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Square, symmetric, indexed and labelled by method (``em``, ``mcmc``, ``advi``), ones on the
-        diagonal; empty when fewer than one method has responsibilities.
+        diagonal; empty when fewer than one method has responsibilities. ``attrs["clusters"]``: the number of
+        components each method's hard labels use (against a labelling of one cluster the index is 0 whatever
+        the other labelling is, and 1 between two such labellings).
 
     """
     check_tree(tree)
@@ -100,8 +104,11 @@ def label_agreement(tree) -> pd.DataFrame:
     weights = frequency_weights(tree)
     names = list(labels)
     table = np.array([[adjusted_rand_index(labels[a], labels[b], weights) for b in names] for a in names])
-    return pd.DataFrame(table.reshape(len(names), len(names)), index=pd.Index(names, name="method"),
-                        columns=pd.Index(names, name="method_"))
+    frame = pd.DataFrame(table.reshape(len(names), len(names)), index=pd.Index(names, name="method"),
+                         columns=pd.Index(names, name="method_"))
+    counted_rows = slice(None) if weights is None else np.asarray(weights) > 0
+    frame.attrs["clusters"] = {m: int(np.unique(np.asarray(labels[m])[counted_rows]).size) for m in names}
+    return frame
 
 
 def _check_probability(ci_prob, ci_kind):
@@ -243,7 +250,8 @@ def _agreement_array(tree, methods) -> xr.DataArray:
     agreement = label_agreement(tree)
     table = agreement.reindex(index=methods, columns=methods)
     return xr.DataArray(table.to_numpy(dtype=float), dims=("method", "method_"),
-                        coords={"method": methods, "method_": methods})
+                        coords={"method": methods, "method_": methods},
+                        attrs={"clusters": json.dumps(agreement.attrs["clusters"])})
 
 
 def compare(tree, *, ci_prob: float | None = None, ci_kind: str | None = None,
@@ -337,6 +345,8 @@ def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:
                        em_standard_errors_undefined=dataset.attrs.get("em_standard_errors_undefined", ""),
                        label_agreement=dataset["adjusted_rand_index"].to_pandas().dropna(how="all").dropna(
                            axis=1, how="all"))
+    table.attrs["label_agreement"].attrs["clusters"] = json.loads(
+        dataset["adjusted_rand_index"].attrs.get("clusters", "{}"))
     return table
 
 

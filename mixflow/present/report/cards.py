@@ -507,8 +507,16 @@ def _comparison_findings(table: pd.DataFrame, variant: str | None = None,
                                  f"for {counted(len(narrow), 'parameter')}, down to "
                                  f"{advi['sd_ratio_to_mcmc'].min():.2f}{typical}.{caveat}"))
     agreement = table.attrs["label_agreement"]
+    clusters = agreement.attrs.get("clusters", {})
+    single = [m for m in agreement.index if clusters.get(m) == 1]
+    if single and len(single) < len(agreement.index):  # the index says nothing of a pair with a one-cluster labelling
+        others = ", ".join(f"{METHOD_LABELS[m]}'s {clusters[m]}" for m in agreement.index if m not in single)
+        findings.append(("warn", f"The hard labels of {' and '.join(METHOD_LABELS[m] for m in single)} put every row "
+                                 f"in one component (against {others}): the adjusted Rand index against such a "
+                                 "labelling is 0 whatever the other is, so it does not measure how far they agree; "
+                                 "compare the responsibilities instead."))
     low = [(a, b, agreement.loc[a, b]) for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]
-           if agreement.loc[a, b] < 0.9]
+           if agreement.loc[a, b] < 0.9 and a not in single and b not in single]
     for a, b, value in low:  # Steinley (2004): above 0.9 excellent, 0.8 good, 0.65 moderate, below poor; 0 is chance
         degree = ("only moderately" if value >= 0.65 else "poorly" if value >= 0.2 else
                   "hardly at all (0 is the agreement of random labels): the methods describe different clusterings")

@@ -251,7 +251,9 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
         facts.append(("ADVI vs NUTS", f"median |difference| {advi['distance_to_mcmc'].abs().median():.2f} NUTS sd; "
                                       f"median sd ratio {advi['sd_ratio_to_mcmc'].median():.2f}"))
     agreement = table.attrs["label_agreement"]
+    single = {m for m, used in agreement.attrs.get("clusters", {}).items() if used == 1}
     pairs = [f"{METHOD_LABELS[a]}/{METHOD_LABELS[b]} {agreement.loc[a, b]:.3f}"
+             + (" (a labelling of one cluster)" if {a, b} & single else "")
              for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]]
     if pairs:
         facts.append(("label agreement (ARI)", ", ".join(pairs)))
