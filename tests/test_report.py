@@ -193,6 +193,12 @@ def test_the_advi_sd_warning_names_mean_field_only_for_a_mean_field_fit():
     # down to mean-field VI
     [(_, unsettled)] = _comparison_findings(table, "meanfield", nuts_settled=False)
     assert "mean-field" not in unsettled and unsettled.endswith("part of the difference may be NUTS's")
+    # too wide is a finding too, as the comparison table flags it (ratios 1.31 and 1.51 in a regression mixture)
+    table = pd.DataFrame({"method": ["advi"] * 3, "parameter": ["mu"] * 3, "em_inside": [True] * 3,
+                          "distance_to_mcmc": [0.1] * 3, "sd_ratio_to_mcmc": [1.31, 1.51, 1.4]})
+    table.attrs.update(ci_prob=0.94, label_agreement=pd.DataFrame())
+    assert _comparison_findings(table, "meanfield") == [
+        ("warn", "ADVI (meanfield) overestimates the posterior sd (ratio > 1.4) for 1 parameter, up to 1.51.")]
 
 
 def test_mcmc_findings_use_the_samplers_own_diagnostics(tmp_path, full):

@@ -28,8 +28,8 @@ from mixflow.present.numbers import advi_progress, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.wording import agreeing, counted
 
-__all__ = ["card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values", "provenance_rows",
-           "run_warnings", "selection_findings"]
+__all__ = ["ADVI_SD_RATIO", "card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values",
+           "provenance_rows", "run_warnings", "selection_findings"]
 
 
 def key_values(rows: list[tuple[str, object]]) -> str:
@@ -238,6 +238,8 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
 #: The share of a method's draws in which some component holds less than one observation's worth of weight, from
 #: which the draws are said to empty a component: a legitimately small component of a few rows holds one rarely
 EMPTY_SHARE = 0.2
+#: ADVI's sd over NUTS's outside these bounds is flagged in the comparison table and said among the findings
+ADVI_SD_RATIO = (0.7, 1.4)
 
 
 def _empty_findings(tree, methods) -> list[tuple[str, str]]:
@@ -500,12 +502,18 @@ def _comparison_findings(table: pd.DataFrame, variant: str | None = None,
     if len(far):
         findings.append(("warn", f"ADVI is more than one NUTS sd from NUTS for {counted(len(far), 'parameter')}, up to "
                                  f"{advi['distance_to_mcmc'].abs().max():.2g} sd.{caveat}"))
-    narrow = advi[advi["sd_ratio_to_mcmc"] < 0.7]
+    low, high = ADVI_SD_RATIO
+    narrow = advi[advi["sd_ratio_to_mcmc"] < low]
     if len(narrow):
         typical = "; typical of mean-field VI" if variant == "meanfield" and nuts_settled else ""
-        findings.append(("warn", f"ADVI ({variant or 'variational'}) underestimates the posterior sd (ratio < 0.7) "
+        findings.append(("warn", f"ADVI ({variant or 'variational'}) underestimates the posterior sd (ratio < {low}) "
                                  f"for {counted(len(narrow), 'parameter')}, down to "
                                  f"{advi['sd_ratio_to_mcmc'].min():.2f}{typical}.{caveat}"))
+    wide = advi[advi["sd_ratio_to_mcmc"] > high]
+    if len(wide):
+        findings.append(("warn", f"ADVI ({variant or 'variational'}) overestimates the posterior sd (ratio > {high}) "
+                                 f"for {counted(len(wide), 'parameter')}, up to "
+                                 f"{advi['sd_ratio_to_mcmc'].max():.2f}.{caveat}"))
     agreement = table.attrs["label_agreement"]
     clusters = agreement.attrs.get("clusters", {})
     single = [m for m in agreement.index if clusters.get(m) == 1]

@@ -27,6 +27,7 @@ from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_f
 from mixflow.present.labels import cross_tabulation, reference_agreement
 from mixflow.present.numbers import format_number, format_with_sd
 from mixflow.present.report.cards import (
+    ADVI_SD_RATIO,
     card,
     fit_findings,
     fit_summaries,
@@ -346,7 +347,7 @@ def _cell(stats: pd.Series, method: str, unit: str = "") -> str:
         flags.append(f'<span class="flag warn" title="ADVI mean minus NUTS mean, in NUTS sd">{distance:+.1f} sd'
                      "</span>")
     ratio = stats.get("sd_ratio_to_mcmc")
-    if method == "advi" and pd.notna(ratio) and not 0.7 <= ratio <= 1.4:
+    if method == "advi" and pd.notna(ratio) and not ADVI_SD_RATIO[0] <= ratio <= ADVI_SD_RATIO[1]:
         flags.append(f'<span class="flag warn" title="ADVI sd / NUTS sd">sd ×{ratio:.2f}</span>')
     return text + ("<br>" + " ".join(flags) if flags else "")
 
