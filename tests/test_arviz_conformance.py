@@ -45,7 +45,7 @@ def trees(request, tmp_path_factory):
     # density; a regression's replicate holds its covariates too), nor weighted rows (the predictive draws
     # replicate frequency units, the log-likelihood rows)
     scalar_rows = weights is None and data.shape[1] == 1
-    return {"fresh": tree, "loaded": mixflow.load(path), "scalar_rows": scalar_rows}
+    return {"fresh": tree, "loaded": mixflow.load(path), "scalar_rows": scalar_rows, "family": request.param}
 
 
 SUBTREES = {"mcmc": "mcmc", "advi": "advi", "bootstrap": "em/bootstrap"}
@@ -92,6 +92,9 @@ def test_loo_and_predictive_checks(trees, method):
             az.plot_loo_pit(subtree)
         if method == "mcmc":
             az.plot_energy(subtree)
+        if trees["family"] == "poisson":  # counts stay integers, so ArviZ treats them as discrete
+            assert subtree["observed_data"]["x"].dtype == subtree["posterior_predictive"]["x"].dtype == np.int64
+            az.plot_ppc_rootogram(subtree, coords={"feature": "deaths"})
     plt.close("all")
 
 

@@ -112,14 +112,14 @@ def _observed_like_predictive(model, data: Data) -> dict:
     alone, or the observed class counts (grouped data), under the predictive variable's name and dims.
     """
     name, dims = model.predictive_variable(data)
-    if name == "x" and "feature" not in dims:  # one column: a regression's response (its predictive units)
+    if name != "x":
+        return {name: (dims, np.asarray(data.frequency, dtype=float))}
+    if "feature" not in dims:  # one column: a regression's response (its predictive units)
         units, _ = model.predictive_units(data)
-        return {name: (dims, units.values[:, 0] if dims[0] == "unit" else data.values[:, _column(data, units)])}
-    if name == "x" and dims[0] == "unit":
-        return {name: (dims, data.values[data.rounded_units()])}
-    if name == "x":
-        return {name: (dims, data.values)}
-    return {name: (dims, np.asarray(data.frequency, dtype=float))}
+        values = units.values[:, 0] if dims[0] == "unit" else data.values[:, _column(data, units)]
+    else:
+        values = data.values[data.rounded_units()] if dims[0] == "unit" else data.values
+    return {name: (dims, values.astype(model.predictive_dtype))}
 
 
 def _column(data: Data, units) -> int:
@@ -160,6 +160,8 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
         stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
                             for s in range(count)])
         name, dims = model.predictive_variable(data)
+        if name == "x":
+            stacked = stacked.astype(model.predictive_dtype)
         groups["posterior_predictive"] = {
             "variables": {name: (("chain", "draw", *dims), stacked.reshape(n_chains, n_draws, *stacked.shape[1:]))},
             "attrs": {name: "one replicate of the data per draw (model.simulate)" + (

@@ -265,6 +265,9 @@ class MixtureModel:
     #: Which data plot draws the family (:func:`mixflow.plot_data`): points (histogram or scatter with
     #: ellipses), counts, regression lines or classes.
     data_plot: ClassVar[str] = "points"
+    #: The dtype of the data column(s) and their replicates in a method's ``observed_data`` and
+    #: ``posterior_predictive`` (ArviZ's predictive checks tell discrete data from continuous by it).
+    predictive_dtype: ClassVar[type] = np.float64
     #: Keys of a workflow's [[models]] table beyond family, n_components and prior: the constructor's
     #: keyword arguments (:meth:`from_options`).
     workflow_keys: ClassVar[tuple] = ()

@@ -151,6 +151,7 @@ class PoissonMixture(MixtureModel):
     n_components: int
     pymc_module: ClassVar[str] = "mixflow.families.poisson.pymc"  # the PyMC form (MCMC, ADVI), see MixtureModel
     data_plot: ClassVar[str] = "counts"  # see MixtureModel
+    predictive_dtype: ClassVar[type] = np.int64  # counts, for ArviZ's discrete predictive checks (rootogram)
     prior: PoissonPrior | str | dict = field(default="default")
 
     def __post_init__(self):
