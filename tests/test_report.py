@@ -275,7 +275,11 @@ def test_comparison_cells_round_to_the_sd_and_show_a_standard_deviation_beside_a
                      "estimate": 366_900.0, "sd": 12_000.0, "lower": 341_234.0, "upper": 390_876.0})
     cell = _cell(row, "mcmc")
     assert cell.startswith("367,000 (12,000)<br><small>[341,000, 391,000]</small>")
-    assert "<small>sd 605.7</small>" in cell
+    assert "<small>sd 605.7</small>" in cell  # the root's sd, by the delta method: 12,000 / (2 x 605.7) = 9.9
+    # a variance of 0.241 (sd 0.062): its root 0.4909 to the precision of its own sd, 0.063
+    small = row.copy()
+    small.update({"estimate": 0.241, "sd": 0.062, "lower": 0.159, "upper": 0.364})
+    assert _cell(small, "em").endswith("<small>sd 0.491</small>")
     mean = pd.Series({"parameter": "mu", "component": 0, "feature": "velocity", "estimate": 21437.2, "sd": 251.3,
                       "lower": float("nan"), "upper": float("nan")})
     assert _cell(mean, "em") == "21,440 (250)"

@@ -338,7 +338,10 @@ def _cell(stats: pd.Series, method: str, unit: str = "") -> str:
         text += f"<br><small>[{format_number(stats['lower'], sd)}, {format_number(stats['upper'], sd)}]</small>"
     if _is_variance(stats) and stats["estimate"] >= 0:
         root = f" {html.escape(unit_root(unit))}" if unit_root(unit) else ""
-        text += f"<br><small>sd {format_number(np.sqrt(stats['estimate']))}{root}</small>"
+        # to the precision the variance's sd supports: by the delta method, the root's sd is sd / (2 root)
+        deviation = np.sqrt(stats["estimate"])
+        text += (f"<br><small>sd {format_number(deviation, sd / (2 * deviation) if sd and deviation > 0 else None)}"
+                 f"{root}</small>")
     flags = []
     if method != "em" and stats.get("em_inside") is False:
         flags.append('<span class="flag bad" title="EM point outside this interval">EM outside</span>')
