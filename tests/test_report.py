@@ -608,3 +608,14 @@ def test_r_hat_and_ess_that_could_not_be_computed_read_as_such_within_modes_too(
     line = _mcmc_line(tree)[0]
     assert ("max R-hat within modes n/a (too few draws) (over all chains n/a (too few draws)), min ESS bulk n/a (too "
             "few draws) / tail n/a (too few draws)") in line and "nan" not in line
+
+
+def test_an_advi_fit_that_did_not_settle_is_a_finding_of_the_report_as_of_the_summary(full):
+    # the summary said "the approximation did not settle", the report's findings did not
+    from mixflow.present.report.cards import fit_findings
+
+    tree = full.copy()
+    assert not [text for _, text in fit_findings(tree) if text.startswith("ADVI: the approximation")]
+    tree["advi"].attrs.update(converged=0, n_iter=100)
+    assert ("warn", "ADVI: the approximation did not settle in 100 iterations: its draws may not be the optimum's "
+                    "(raise n or lower learning_rate).") in fit_findings(tree)

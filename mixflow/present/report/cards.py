@@ -231,8 +231,18 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
                                      f"{attrs.get('n_degenerate', 0)} degenerate of "
                                      f"{counted(int(attrs.get('n_replicates', 0)), 'replicate')}."))
     nuts = _nuts_findings(tree, methods)
-    findings += nuts + _empty_findings(tree, methods) + _across_methods(tree, table, methods, nuts)
+    findings += nuts + _advi_findings(tree, methods) + _empty_findings(tree, methods)
+    findings += _across_methods(tree, table, methods, nuts)
     return findings or [("ok", "No problems found.")]
+
+
+def _advi_findings(tree, methods) -> list[tuple[str, str]]:
+    """ADVI's approximation that did not settle (a fit of several, when it ran from several starts)."""
+    if "advi" not in methods or bool(tree["advi"].attrs.get("converged", True)):
+        return []
+    progress, _ = advi_progress(tree["advi"].attrs)
+    return [("warn", f"ADVI: the approximation {progress}: its draws may not be the optimum's (raise n or lower "
+                     "learning_rate).")]
 
 
 #: The share of a method's draws in which some component holds less than one observation's worth of weight, from
