@@ -355,18 +355,25 @@ def test_figures_written_before_the_disk_filled_are_said_to_be_kept(tmp_path, wo
     assert str(first) in line and _leftovers(tmp_path / "out" / "figures") == []
 
 
-def test_a_rerun_removes_what_an_earlier_run_wrote_and_it_did_not(tmp_path, workflow_file, capsys):
+def test_a_rerun_sets_aside_what_an_earlier_run_wrote_and_it_did_not(tmp_path, workflow_file, capsys):
+    # they were removed: a K=3 fit's NUTS draws, say, gone with a rerun at K=2
     out = tmp_path / "out"
     workflow_file.write_text(SMALL.replace("n_components = 2", "n_components = 3"))
     assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    earlier = {name: (out / name).read_bytes() for name in ("gaussian-full-k3.nc", "workflow.json", "run.log")}
     (out / "notes.txt").write_text("the analyst's own file")  # not the run's: never touched
     workflow_file.write_text(SMALL)
-    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
-    assert sorted(p.name for p in out.iterdir()) == ["gaussian-full-k2-comparison.csv", "gaussian-full-k2.nc",
-                                                     "notes.txt", "run.log", "workflow.json"]
-    log = (out / "run.log").read_text()
-    assert (f"removed 2 files an earlier run wrote to {out} that this run did not: gaussian-full-k3.nc, "
-            "gaussian-full-k3-comparison.csv") in log
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 0
+    [aside] = [p for p in out.iterdir() if p.name.startswith("superseded-")]
+    assert sorted(p.name for p in out.iterdir() if p != aside) == [
+        "gaussian-full-k2-comparison.csv", "gaussian-full-k2.nc", "notes.txt", "run.log", "workflow.json"]
+    assert sorted(p.name for p in aside.iterdir()) == ["gaussian-full-k3-comparison.csv", "gaussian-full-k3.nc",
+                                                        "run.log", "workflow.json"]
+    assert {name: (aside / name).read_bytes() for name in earlier} == earlier  # as they were, with their record
+    said = (f"moved 2 files an earlier run wrote to {out} that this run did not write again into {aside} (with "
+            "that run's workflow.json and run.log): gaussian-full-k3.nc, gaussian-full-k3-comparison.csv")
+    assert said in err and said in (out / "run.log").read_text()
     outputs = json.loads((out / "workflow.json").read_text())["outputs"]
     assert outputs == ["gaussian-full-k2.nc", "gaussian-full-k2-comparison.csv", "workflow.json", "run.log"]
     # another workflow's results in that directory, or another tool's workflow.json, are never removed
@@ -379,6 +386,21 @@ def test_a_rerun_removes_what_an_earlier_run_wrote_and_it_did_not(tmp_path, work
     workflow_file.write_text(SMALL)
     assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
     assert {"g", "gaussian-full-k3.nc", "notes.txt"} <= {p.name for p in out.iterdir()}
+
+
+def test_a_folder_where_a_rerun_writes_a_file_is_refused_not_removed(tmp_path, workflow_file, capsys):
+    # a folder named like an output, the analyst's files in it, was renamed aside and removed
+    out = tmp_path / "out"
+    (out / "gaussian-full-k2.nc").mkdir(parents=True)
+    (out / "gaussian-full-k2.nc" / "mine.txt").write_text("the analyst's own file")
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 2
+    line = _one_error_line(err, "run")
+    assert line.startswith(
+        f"mixflow run: error: '{out / 'gaussian-full-k2.nc'}': is a directory where this run writes a file; nothing "
+        "was replaced: move it away, or choose another --out; the ")
+    assert f"files completely written before the error are kept ({out / 'run-failed' / 'gaussian-full-k2.nc'}, " in line
+    assert (out / "gaussian-full-k2.nc" / "mine.txt").read_text() == "the analyst's own file"
 
 
 def test_report_into_a_read_only_directory(tmp_path, workflow_file, capsys, monkeypatch):

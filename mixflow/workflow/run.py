@@ -8,6 +8,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -201,6 +202,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     progress = Console(quiet, log=working)
     written = []
     earlier = _earlier_outputs(out, workflow.name)
+    records = _records(out) if earlier else {}  # the earlier run's own record, kept with its files set aside
     failed = True
     try:
         # each file listed as it is renamed into place (not the compiled-graph cache that NUTS keeps elsewhere)
@@ -248,7 +250,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
                     error.saved = [str(path) for path in written]
                     raise
                 shutil.rmtree(staging, ignore_errors=True)
-            _remove_stale(out, earlier, [*written, log], progress)
+            _set_aside_stale(out, earlier, [*written, log], progress, records)
             _remove_attempts(out, earlier, progress)
             warned = counted(len(progress.recorded), "warning")
             progress(f"wrote {counted(len(written) + 1, 'file')} to {out} ({warned} while running"
@@ -293,6 +295,10 @@ def _move_in(staging: Path, out: Path, written: list[Path]) -> list[Path]:
     file in ``out`` is raised.
     """
     targets = [out / Path(path).relative_to(staging) for path in written]
+    for target in targets:  # a folder where a file goes is not an earlier run's (they write files): never replaced
+        if target.is_dir() and not target.is_symlink():
+            raise IsADirectoryError(errno.EISDIR, "is a directory where this run writes a file; nothing was replaced: "
+                                    "move it away, or choose another --out", str(target))
     token = secrets.token_hex(4)
     aside, moved = [], []
     try:
@@ -321,10 +327,7 @@ def _move_in(staging: Path, out: Path, written: list[Path]) -> list[Path]:
         raise
     for _, backup in aside:  # this run's files are in place: what is left of the earlier run's goes, if it can
         with contextlib.suppress(OSError):
-            if backup.is_dir() and not backup.is_symlink():
-                shutil.rmtree(backup)
-            else:
-                backup.unlink(missing_ok=True)
+            backup.unlink(missing_ok=True)
     return targets
 
 
@@ -427,24 +430,51 @@ def _earlier_outputs(out: Path, name: str) -> list[str]:
     return [entry for entry in record["outputs"] if isinstance(entry, str)]
 
 
-def _remove_stale(out: Path, earlier: list[str], written: list[Path], progress) -> None:
-    """Remove the files an earlier run wrote into ``out`` that this completed run did not write again.
+def _records(out: Path) -> dict[str, bytes]:
+    """The earlier run's ``workflow.json`` and ``run.log`` as they are, before this run's replace them."""
+    found = {}
+    for name in ("workflow.json", "run.log"):
+        with contextlib.suppress(OSError):
+            found[name] = (out / name).read_bytes()
+    return found
+
+
+def _set_aside_stale(out: Path, earlier: list[str], written: list[Path], progress, records: dict) -> None:
+    """Move the files an earlier run wrote into ``out`` that this completed run did not write again aside.
 
     A rerun into the same directory (another K, a method or an output dropped) would otherwise leave the
-    earlier run's results beside this one's, as if they were its. Only files that run recorded are touched,
-    and only once this run has completed.
+    earlier run's results beside this one's, as if they were its. They may hold what took hours (NUTS draws), so
+    they are not removed: they go, under their own names, into a new folder ``superseded-<date>-<time>`` in
+    ``out`` with that run's ``workflow.json`` and ``run.log`` (``records``), said on the console. Only files that
+    run recorded are touched, and only once this run has completed.
     """
     now, root = {path.resolve() for path in written}, out.resolve()
-    stale = []
-    for name in earlier:
-        path = out / name
-        target = path.resolve()
-        if target.parent.is_relative_to(root) and target.is_file() and target not in now:
-            path.unlink()
-            stale.append(name)
-    if stale:
-        progress(f"removed {counted(len(stale), 'file')} an earlier run wrote to {out} that this run did not: "
-                 f"{', '.join(stale)}")
+    stale = [name for name in earlier if (out / name).resolve().parent.is_relative_to(root)
+             and (out / name).resolve().is_file() and (out / name).resolve() not in now]
+    if not stale:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = out / f"superseded-{stamp}"
+    for count in range(2, 100):
+        if not (folder.exists() or folder.is_symlink()):
+            break
+        folder = out / f"superseded-{stamp}-{count}"
+    moved = []
+    for name in stale:
+        target = folder / name
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(out / name, target)
+        except OSError as error:  # left where it is, and said: the run itself has completed
+            progress(f"could not move {out / name} aside ({error.strerror}): it is left in place")
+            continue
+        moved.append(name)
+    if moved:
+        for name, content in records.items():
+            with contextlib.suppress(OSError):
+                atomic_write(folder / name, lambda temporary, content=content: temporary.write_bytes(content))
+        progress(f"moved {counted(len(moved), 'file')} an earlier run wrote to {out} that this run did not write "
+                 f"again into {folder} (with that run's workflow.json and run.log): {', '.join(moved)}")
 
 
 def _prepare_output(out: Path) -> list[Path]:
