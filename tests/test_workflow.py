@@ -104,6 +104,35 @@ def test_the_data_s_hash_tells_an_edited_csv_from_the_one_read_before(tmp_path):
     assert edited.data_hash != first.data_hash and edited.config_hash == first.config_hash
 
 
+def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty_one_left_out(tmp_path):
+    # one cell "abc" made column a text, left out of the fit without a word: one feature short
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=30).astype(object), "b": rng.normal(size=30), "note": ["x"] * 30})
+    frame.loc[3, "a"] = "abc"
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    path = write(tmp_path, """
+        name = "slip"
+        seed = 1
+
+        [data]
+        path = "d.csv"
+
+        [[models]]
+        family = "gaussian"
+        n_components = 2
+
+        [methods.em]
+        """)
+    with pytest.raises(WorkflowError, match=r"^.*flow.toml:5: \[data\] columns: not given, so every numeric column is "
+                                         r"fitted; column 'a' holds numbers but also 'abc' \(data row 4\): correct "
+                                         r"the cell, or list the columns to fit$"):
+        read_workflow(path)
+    # a text column (every cell text) is left out as ever; a column without a value (a trailing comma) too
+    frame.loc[3, "a"] = 0.5
+    (tmp_path / "d.csv").write_text("\n".join(line + "," for line in frame.to_csv(index=False).splitlines()))
+    assert read_workflow(path).columns == ("a", "b")
+
+
 def test_a_workflow_saved_with_a_byte_order_mark_is_read(tmp_path):
     # it was "flow.toml:1: not valid TOML: Invalid statement", which named nothing of the mark
     path = write(tmp_path, SMALL)

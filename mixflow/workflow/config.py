@@ -237,8 +237,7 @@ def _read_data(table: dict, base: Path, loc: _Locator):
     for key, column in special.items():
         with loc.collecting():
             _check_special_column(frame, key, column, table, loc)
-    columns = table.get("columns", [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])
-                                    and c not in special.values()])
+    columns = table["columns"] if "columns" in table else _default_columns(frame, special, loc)
     _expect(columns, list, "[data] columns", "columns", loc, "data")
     _check_columns(columns, frame, loc)
     units = dict(frame.attrs.get("units", {}))
@@ -246,6 +245,27 @@ def _read_data(table: dict, base: Path, loc: _Locator):
         with loc.collecting():
             units.update(_read_units(table["units"], frame, loc))
     return frame, data_name, tuple(columns), units
+
+
+def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator) -> list:
+    """The columns fitted when ``[data] columns`` is not given: every numeric one but weights and labels.
+
+    A column of numbers with a few cells that are not (a typing slip, "n/a") would be left out as text, the fit
+    silently one feature short: refused, naming the cell. A column without a single value (a trailing comma on
+    every line) holds nothing to fit: left out.
+    """
+    candidates = [c for c in frame.columns if c not in special.values()]
+    for column in candidates:
+        if not is_text(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
+            continue
+        present = frame[column].notna()
+        numbers = pd.to_numeric(frame[column].astype(object), errors="coerce").notna() & present
+        if numbers.sum() > present.sum() / 2:  # mostly numbers: the rest are slips, not a text column
+            first = int(np.flatnonzero((present & ~numbers).to_numpy())[0])
+            raise loc.error("[data] columns", f"not given, so every numeric column is fitted; column {column!r} "
+                            f"holds numbers but also {frame[column].iloc[first]!r} (data row {first + 1}): correct "
+                            "the cell, or list the columns to fit", "columns", "data")
+    return [c for c in candidates if not is_text(frame[c]) and frame[c].notna().any()]
 
 
 def _check_columns(columns: list, frame: pd.DataFrame, loc: _Locator) -> None:
