@@ -73,6 +73,7 @@ def test_small_workflow_writes_its_outputs_and_is_reproducible(tmp_path, monkeyp
     resolved = json.loads((tmp_path / "one" / "workflow.json").read_text())
     assert one.attrs["workflow_config_sha256"] == resolved["sha256"]
     assert one.attrs["workflow_data_sha256"] == resolved["data_sha256"] == read_workflow(path).data_hash
+    assert resolved["resolved"] == {"columns": ["velocity"], "em": "map"}  # what the configuration left implicit
     assert one.attrs["random_seed"] == 7
     assert not list((tmp_path / "one").glob(".*tmp"))
 

@@ -524,6 +524,8 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
     outputs = [Path(os.path.relpath(Path(path).absolute(), out.absolute())).as_posix() for path in written]
     outputs += ["workflow.json", "run.log"]
     resolved = {"config": workflow.config, "sha256": workflow.config_hash, "data_sha256": workflow.data_hash,
+                "resolved": {"columns": [str(c) for c in workflow.columns],
+                             "em": _em_options(workflow.methods)["method"]},
                 "outputs": outputs}
     atomic_write(out / "workflow.json", lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable)))
 
