@@ -56,3 +56,21 @@ def test_mixflows_progress_records_are_progress_lines_and_the_logger_is_left_as_
     _announce("NUTS: sampling again", {"progressbar": True})
     _announce("NUTS: not shown", {"progressbar": False})
     assert capsys.readouterr().err == "NUTS: sampling again\n"
+
+
+def test_a_log_that_cannot_be_written_is_named_once(tmp_path, capsys):
+    # a full disk was "[Errno 28] No space left on device", naming no file, and raised again by the failure's report
+    import errno
+    from pathlib import Path
+
+    import pytest
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    console = Console(quiet=True, log=tmp_path / "run.log")
+    console.log = Path("/dev/full")
+    with pytest.raises(OSError, match=r"No space left on device; the run's log could not be written \(free some "
+                                      r"space, or choose another --out\): '/dev/full'$") as raised:
+        console("K=2, EM (MAP)")
+    assert raised.value.errno == errno.ENOSPC
+    console("failed: ...")  # the run's report of its failure: not a second error

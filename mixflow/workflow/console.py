@@ -46,6 +46,7 @@ class Console:
     def __init__(self, quiet: bool, log: Path | None = None):
         self.quiet, self.start, self.log = quiet, time.perf_counter(), log
         self.stage, self.recorded = "", []
+        self.log_error = None  # the OSError that stopped the log (a full disk): raised once, then the log is off
         self.findings = []  # the diagnostics said, (level, text), level "bad" or "warn" (see finding)
         if log is not None:
             log.write_text("", encoding="utf-8")
@@ -64,9 +65,15 @@ class Console:
         self._log(line + "\n" + detail)
 
     def _log(self, text: str) -> None:
-        if self.log is not None:
+        if self.log is None or self.log_error is not None:
+            return
+        try:
             with self.log.open("a", encoding="utf-8") as stream:
                 stream.write(text)
+        except OSError as error:  # named, and raised once: the run's own report of its failure goes on without it
+            self.log_error = OSError(error.errno, f"{error.strerror}; the run's log could not be written (free some "
+                                     "space, or choose another --out)", str(self.log))
+            raise self.log_error from error
 
     def finding(self, level: str, text: str) -> None:
         """One line of a fit's diagnostics (what its report lists): a problem (``"bad"``) or a warning.
