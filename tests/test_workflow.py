@@ -246,6 +246,22 @@ def test_bad_toml_and_missing_file(tmp_path):
         read_workflow(write(tmp_path, SMALL.replace("seed = 7", "")))
 
 
+def test_an_unreadable_workflow_is_said_as_such(tmp_path, monkeypatch):
+    # it was "Permission denied; choose a location you may write to", the advice for an output
+    import errno
+
+    path = write(tmp_path, SMALL)
+
+    def refuse(self):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(WorkflowError, match=r"flow.toml: expected a readable workflow TOML file, got Permission "
+                                            r"denied \(give yourself read permission, or copy it somewhere you may "
+                                            r"read it\)$"):
+        read_workflow(path)
+
+
 def test_csv_data_with_weights(tmp_path):
     rng = np.random.default_rng(0)
     values = np.round(np.concatenate([rng.normal(0, 1, 30), rng.normal(6, 1, 30)]), 1)

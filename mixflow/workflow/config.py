@@ -733,6 +733,9 @@ def read_workflow(path) -> Workflow:
         raise WorkflowError(f"{path}: expected an existing workflow TOML file")
     try:  # a byte-order mark (as some Windows editors save UTF-8) is no part of the TOML
         text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    except OSError as error:  # not readable: the workflow's own problem, not the output's
+        raise WorkflowError(f"{path}: expected a readable workflow TOML file, got {error.strerror or error} "
+                            "(give yourself read permission, or copy it somewhere you may read it)") from None
     except UnicodeDecodeError as error:
         line = path.read_bytes()[:error.start].count(b"\n") + 1
         raise WorkflowError(f"{path}:{line}: expected a UTF-8 text file (TOML), got a byte that is not UTF-8 "
