@@ -28,6 +28,24 @@ class CsvProblem(ValueError):
     """A CSV file that cannot be read as a table; the message lacks the argument's name."""
 
 
+def _check_separator(path: Path) -> None:
+    """A header line without a comma but with another separator: a file saved with semicolons or tabs.
+
+    Read as CSV it would be one column named by the whole line, or ragged rows where its numbers have decimal
+    commas (``1,5;2``): said as what it is instead.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            header = file.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):  # said by the reading below
+        return
+    other = next((sep for sep in (";", "\t", "|") if sep in header), None) if "," not in header else None
+    if other is not None:
+        raise CsvProblem(f"expected comma-separated values, got {str(path)!r}, whose header {header!r} is "
+                         f"separated by {other!r}: save the file with commas (e.g. pandas.read_csv(path, "
+                         f"sep={other!r}, decimal=...).to_csv(new_path, index=False))")
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """The table of the CSV file ``path``: a header of distinct names and at least one row.
 
@@ -46,6 +64,7 @@ def read_table(path: Path) -> pd.DataFrame:
     for signature, what in _NOT_CSV:
         if start.startswith(signature):
             raise CsvProblem(f"expected a CSV file, got {str(path)!r}, which is {what}")
+    _check_separator(path)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
