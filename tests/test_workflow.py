@@ -211,7 +211,7 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"names \(gaussian-full-k2-...\), which one model's results would overwrite; give one of them its own "
      r"name = \"...\"$"),
     (("covariance = \"full\"", "covariance = \"full\"\nname = \"../elsewhere\""),
-     r"flow.toml:12: \[\[models\]\] #1 name: expected a name for the model's files: letters, digits, '.', '_' or "
+     r"flow.toml:12: \[\[models\]\] #1 name: expected a name for the model's files: ASCII letters, digits, '.', '_' or "
      r"'-', starting with a letter or digit; got '../elsewhere'$"),
 ])
 def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, message, monkeypatch):

@@ -479,7 +479,7 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
     ks = _read_k(table, where, loc, n_support, i)
     name = table.get("name")
     if name is not None and not (isinstance(name, str) and _MODEL_NAME.match(name)):
-        raise loc.error(f"{where} name", "expected a name for the model's files: letters, digits, '.', '_' or "
+        raise loc.error(f"{where} name", "expected a name for the model's files: ASCII letters, digits, '.', '_' or "
                         f"'-', starting with a letter or digit; got {name!r}", "name", "models", i)
     options = tuple((key, tuple(value) if isinstance(value, list) else value)
                     for key, value in table.items() if key in keys)
