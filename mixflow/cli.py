@@ -18,6 +18,7 @@ import errno
 import math
 import os
 import re
+import signal
 import sys
 import traceback
 import warnings
@@ -261,7 +262,21 @@ def _installed_version() -> str:
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``mixflow`` command line."""
+    """Entry point of the ``mixflow`` command line.
+
+    Called as the process's command (``argv`` None), once the command has done and said all it does, an interrupt
+    or SIGTERM can no longer change what it did: they are ignored while Python shuts down (a second or two of
+    modules' finalisers), where they would kill a run that completed (status 130) or print a traceback.
+    """
+    status = _main(argv)
+    if argv is None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return status
+
+
+def _main(argv) -> int:
+    """:func:`main`'s command, its errors said and turned into the exit status."""
     parser = argparse.ArgumentParser(prog="mixflow", description="Finite mixture models: EM, NUTS and ADVI.",
                                      epilog="Exit status: 0 success, 1 internal error (see --debug), 2 bad input "
                                             "or an OS error on a given path, 130 interrupted, 143 terminated "
