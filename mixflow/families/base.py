@@ -331,8 +331,11 @@ class MixtureModel:
         """What the data's columns are, for a summary or a report: ``"2 features ['eruptions', 'waiting']"``."""
         return f"{counted(len(features), 'feature')} {features}"
 
-    def infinite_values_hint(self) -> str:
-        """What to do instead of infinite values in the data, added to their error (none by default)."""
+    def infinite_values_hint(self, workflow: bool = False) -> str:
+        """What to do instead of infinite values in the data, added to their error (none by default).
+
+        ``workflow``: said in a workflow's terms (its ``[[models]]`` keys) rather than Python's.
+        """
         return ""
 
     def unread_columns(self, columns) -> list:

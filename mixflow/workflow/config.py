@@ -658,8 +658,9 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                data = validate_data(frame[list(columns)], weights=None if weights is None else frame[weights])
                 model = spec.model(spec.ks[0])
+                data = validate_data(frame[list(columns)], weights=None if weights is None else frame[weights],
+                                     infinite_hint=model.infinite_values_hint(workflow=True))
                 model.resolve_prior(model.prepare(data))
         except (InputError, KeyError) as error:
             raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: {error}", "",

@@ -308,8 +308,11 @@ class GroupedGaussianMixture(MixtureModel):
         """Two columns, one variable: each row is a class of it, between the limits the columns hold."""
         return f"classes of one variable, its limits in {features}"
 
-    def infinite_values_hint(self) -> str:
+    def infinite_values_hint(self, workflow: bool = False) -> str:
         """An open end class is declared, not written as an infinite limit (as R's ``cut`` writes it)."""
+        if workflow:
+            return ("; an end class open to infinity is given by its finite limit and declared open, in [[models]]: "
+                    "open_below = <the first class's upper limit>, open_above = <the last class's lower limit>")
         return ("; an end class open to infinity is given by its finite limit and declared open: "
                 "GroupedGaussianMixture(..., open_below=<the first class's upper limit>, open_above=<the last "
                 "class's lower limit>)")
