@@ -657,16 +657,27 @@ def _chunked_new_data(tree: xr.DataTree, new_data, method: str):
 
 
 def _chunked_predictions(tree: xr.DataTree, model, params: dict, chunked: ChunkedData, what: str):
-    """:func:`chunked_predictions` in working units from the estimate's moments, else the fitted rows'.
+    """:func:`chunked_predictions` in working units from the estimate's moments, else the fitted rows'."""
+    return chunked_predictions(model, params, chunked, what, _fit_moments(tree, model, params, chunked.features))
 
-    A regression's estimate does not describe its covariates: the rows ``/observed_data`` holds (every row
-    of numpy input, a uniform sample of Dask input) fix its units.
+
+def _fit_moments(tree: xr.DataTree, model, params: dict, features):
+    """The moments that fix the working units of new rows: the fitted rows' (of ``features``), as the fit had them.
+
+    ``/observed_data`` holds every row of data fitted in memory; of Dask data, a uniform sample, and the
+    estimate's moments stand in for them (a regression's estimate does not describe its covariates: the sample
+    then). Never the new rows' own, so that a row's score does not depend on the rows scored with it (one far row
+    would take the others' precision).
     """
-    moments = model.estimate_moments(params)
+    sampled = "sample" in tree[OBSERVED_DATA].attrs
+    moments = model.estimate_moments(params) if sampled else None
     if moments is None:
         observed = tree[OBSERVED_DATA]
-        moments = moments_of(observed["x"].values, observed["weights"].values if "weights" in observed else None)
-    return chunked_predictions(model, params, chunked, what, moments)
+        names = [str(f) for f in observed["feature"].values]
+        columns = [names.index(str(f)) for f in features]
+        moments = moments_of(observed["x"].values[:, columns],
+                              observed["weights"].values if "weights" in observed else None)
+    return moments
 
 
 def _lazy(tree: xr.DataTree, values, what: str) -> xr.DataArray:
@@ -716,20 +727,25 @@ def responsibilities(tree: xr.DataTree, data, *, to_zarr=None, chunks: int | Non
     return da.from_zarr(str(to_zarr))
 
 
-def _new_data(tree: xr.DataTree, model, new_data):
-    """``new_data`` checked like training data (same features, the family's constraints), and prepared."""
+def _new_data(tree: xr.DataTree, model, new_data, params: dict):
+    """``new_data`` checked like training data (same features, the family's constraints), and prepared.
+
+    In the working units the fit fixes (:func:`_fit_moments`), not the rows' own: each row is scored alone.
+    """
     fitted = tree[OBSERVED_DATA]["feature"].values
     unread = set(map(str, model.unread_columns(fitted)))  # a regression's columns beside its formula's: not needed
     data = validate_data(new_data, name="new_data", features=[f for f in fitted if str(f) not in unread],
                          warn_constant=False)
     with _naming_new_data():
-        prepared = model.prepare_to_score(data)
+        model.prepare_to_score(data)  # the family's checks of the rows, in their own words
+        constants = model.chunked_constants(_fit_moments(tree, model, params, data.features), data.features)
+        prepared = model.prepare_rows(data.values, data.frequency, np.arange(data.n_obs), constants)
     return data, prepared
 
 
-def _posterior_spread(model, data, draws: dict) -> dict:
+def _posterior_spread(model, data, draws: dict, prepared) -> dict:
     """Responsibilities (mean, sd) and pointwise log-likelihoods over draws, every row checked."""
-    spread = responsibilities_over_draws(model, data, draws, log_likelihood=True)
+    spread = responsibilities_over_draws(model, data, draws, log_likelihood=True, prepared=prepared)
     with _naming_new_data():
         check_densities(spread["log_likelihood"].min(axis=0), np.ones(data.n_obs))
     return spread
@@ -774,13 +790,13 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
         mean = _lazy(tree, _chunked_predictions(tree, model, params, chunked, "responsibilities"), "responsibilities")
         return (mean, xr.zeros_like(mean).rename("responsibilities_sd")) if return_sd else mean
     model, params, draws, _ = _parameter_sets(tree, method)
-    data, prepared = _new_data(tree, model, new_data)
+    data, prepared = _new_data(tree, model, new_data, params)
     if draws is None:
         with _naming_new_data():
             resp, _ = e_step(model, params, prepared, data.n_features)
         sd = np.zeros_like(resp)
     else:
-        spread = _posterior_spread(model, data, draws)
+        spread = _posterior_spread(model, data, draws, prepared)
         resp, sd = spread["mean"], spread["sd"]
     mean = _obs_component(tree, data, resp, "responsibilities")
     return (mean, _obs_component(tree, data, sd, "responsibilities_sd")) if return_sd else mean
@@ -823,12 +839,12 @@ def score_samples(tree: xr.DataTree, new_data, method: str = "em") -> xr.DataArr
     if is_chunked(new_data):
         scores = _chunked_predictions(tree, model, params, _chunked_new_data(tree, new_data, method), "log_density")
         return _lazy(tree, scores, "log_density")
-    data, prepared = _new_data(tree, model, new_data)
+    data, prepared = _new_data(tree, model, new_data, params)
     if draws is None:
         with _naming_new_data():
             _, scores = e_step(model, params, prepared, data.n_features)
     else:
-        pointwise = _posterior_spread(model, data, draws)["log_likelihood"]
+        pointwise = _posterior_spread(model, data, draws, prepared)["log_likelihood"]
         scores = logsumexp(pointwise, axis=0) - np.log(pointwise.shape[0])
     return xr.DataArray(scores, dims=("obs",), coords={"obs": data.obs}, name="log_density")
 

@@ -21,7 +21,8 @@ __all__ = ["draw_groups", "responsibilities_over_draws"]
 _BLOCK_FLOATS = 2**20  # entries of a (draws, component, obs) block of log densities: 8 MB
 
 
-def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihood: bool = False) -> dict:
+def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihood: bool = False,
+                                prepared=None) -> dict:
     """Mean and sd over draws of each observation's responsibilities, and optionally log p(x_n | draw).
 
     Parameters
@@ -32,6 +33,8 @@ def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihoo
         ``{name: array of shape (n_draws, ...)}``, e.g. ``weights`` (n_draws, K).
     log_likelihood : bool, default False
         Also return the (n_draws, n_obs) pointwise log-likelihoods.
+    prepared : Prepared, optional
+        ``data`` prepared (new rows, in the fit's working units); ``model.prepare_to_score(data)`` by default.
 
     Returns
     -------
@@ -39,7 +42,7 @@ def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihoo
         ``mean`` and ``sd`` of shape (n_obs, K) (the sd with the ``n_draws - 1`` denominator, 0 for one
         draw), and ``log_likelihood`` when asked for.
     """
-    prepared = model.prepare_to_score(data)
+    prepared = model.prepare_to_score(data) if prepared is None else prepared
     count = draws["weights"].shape[0]
     n, k = data.n_obs, model.n_components
     rows = chunk_rows(n, model.chunk_width(data.n_features))
