@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import difflib
 import inspect
 import json
 import sys
@@ -113,8 +114,11 @@ def _route_options(methods: list[str], options: dict) -> dict:
             taken |= set(routed[method])
     unknown = sorted(set(options) - taken)
     if unknown:
+        known = sorted(option_names())  # a name of no method's option may be a slip of one's
+        close = {name: difflib.get_close_matches(name, known, n=1) for name in unknown if name not in known}
+        meant = ", ".join(f"{name!r} for {match[0]!r}" for name, match in close.items() if match)
         raise InputTypeError(f"fit: unexpected {agreeing(len(unknown), 'option')} {unknown} for "
-                             f"{agreeing(len(methods), 'method')} {methods}")
+                             f"{agreeing(len(methods), 'method')} {methods}" + (f" (perhaps {meant})" if meant else ""))
     return routed
 
 

@@ -56,6 +56,27 @@ def _named_as(name: str, ours: str):
         raise type(error)(ours + message[len(name):]) from None
 
 
+def _precisions(covariances: np.ndarray, ndim: int, model) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's ``precisions_cholesky_`` and ``precisions_`` of these covariances, in its shapes.
+
+    For full and tied covariances, the upper-triangular ``U`` with ``precision = U @ U.T``
+    (``GaussianMixture``'s convention: the inverse of the covariance's lower Cholesky factor, transposed); for
+    diagonal and spherical ones, ``1 / sqrt(variance)``. A covariance that is not positive definite in float64 (a
+    component collapsed onto a point) gives NaN there.
+    """
+    if getattr(model, "covariance", "full") in ("diag", "spherical"):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 1.0 / np.sqrt(covariances), 1.0 / covariances
+    matrices = covariances[None] if ndim == 2 else covariances  # tied: one (d, d)
+    cholesky = np.full_like(matrices, np.nan)
+    for k, matrix in enumerate(matrices):
+        with contextlib.suppress(np.linalg.LinAlgError):
+            lower = np.linalg.cholesky(matrix)
+            cholesky[k] = np.linalg.solve(lower, np.eye(lower.shape[0])).T  # inv(L).T: upper triangular
+    precisions = cholesky @ np.swapaxes(cholesky, -1, -2)
+    return (cholesky[0], precisions[0]) if ndim == 2 else (cholesky, precisions)
+
+
 class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
     """A mixflow model fitted by one method, as a scikit-learn clusterer and density estimator.
 
@@ -86,9 +107,11 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         The model fitted (with ``n_components`` applied).
     labels_ : ndarray of shape (n_samples,)
         Hard labels of the training rows.
-    weights_, means_, covariances_ : ndarray
-        The EM/MAP estimate under scikit-learn's ``GaussianMixture`` names and shapes (``covariances_``: (K, d, d)
-        full, (d, d) tied, (K, d) diag, (K,) spherical); ``means_`` and ``covariances_`` for Gaussian families only.
+    weights_, means_, covariances_, precisions_, precisions_cholesky_ : ndarray
+        The EM/MAP estimate under scikit-learn's ``GaussianMixture`` names, shapes and conventions
+        (``covariances_``: (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical; ``precisions_cholesky_`` the
+        upper-triangular factor with ``precision = U @ U.T``, or ``1 / sqrt(variance)``); ``means_`` for Gaussian
+        families and soft k-means, the others for Gaussian families only.
     converged_, n_iter_, lower_bound_ : bool, int, float
         EM's convergence, iterations and final log-likelihood per observation (of the EM/MAP estimate;
         per observation as scikit-learn's ``GaussianMixture.lower_bound_``, the total is in ``tree_``).
@@ -158,6 +181,8 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         for name, instead in _RENAMED.items():  # mixflow.fit's own names, which the estimator takes otherwise
             if name in self._fit_option_names:
                 raise InputError(f"{name}: expected {instead}, got the fit option {name}={getattr(self, name)!r}")
+        if not (isinstance(self.method, str) and self.method in _FIT_METHODS):  # one method, whatever the model
+            raise InputError(f"method: expected one of {list(_FIT_METHODS)}, got {self.method!r}")
         if self.model is None:  # scikit-learn's GaussianMixture() is one full-covariance component
             from mixflow.families.gaussian.model import GaussianMixture
 
@@ -165,8 +190,6 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         if not isinstance(self.model, MixtureModel):
             raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got "
                             f"{type(self.model).__name__}")
-        if self.method not in _FIT_METHODS:
-            raise InputError(f"method: expected one of {list(_FIT_METHODS)}, got {self.method!r}")
         n_components = check_count("n_components", self.n_components, 1, none="the model's own")
         if n_components is None:
             return self.model
@@ -181,7 +204,8 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
                              "None, a numpy RandomState or a non-negative integer below 2**63")
 
     def _frame(self, X, reset: bool) -> pd.DataFrame:
-        values = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=1)
+        # at least two rows to fit, as scikit-learn's GaussianMixture; one to predict
+        values = validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=2 if reset else 1)
         columns = getattr(self, "feature_names_in_", None)
         return pd.DataFrame(values, columns=None if columns is None else [str(c) for c in columns])
 
@@ -193,7 +217,7 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         model = self._checked_model()
         frame = self._frame(X, reset=True)
         options = {name: getattr(self, name) for name in self._fit_option_names}
-        with _named_as("weights", "sample_weight"):
+        with _named_as("weights", "sample_weight"), _named_as("data", "X"):
             self.tree_ = fit(model, frame, self.method, random_seed=self._seed(), weights=sample_weight, **options)
         self.model_ = model
         attrs = self.tree_["em"].attrs
@@ -204,9 +228,13 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         self.labels_ = predict(self.tree_, frame, self._prediction_method()).values
         estimate = self.tree_["em/estimate"].to_dataset()
         self.weights_ = estimate["weights"].values.copy()
-        if "mu" in estimate:  # a Gaussian family: scikit-learn's names, and its shapes for each covariance type
+        if "mu" in estimate:  # centres: scikit-learn's name
             self.means_ = estimate["mu"].values.copy()
-            self.covariances_ = estimate["covariance" if "covariance" in estimate else "variance"].values.copy()
+        spread = next((name for name in ("covariance", "variance") if name in estimate), None)
+        if spread is not None:  # a Gaussian family: scikit-learn's names, and its shapes for each covariance type
+            self.covariances_ = estimate[spread].values.copy()
+            self.precisions_cholesky_, self.precisions_ = _precisions(self.covariances_, self.covariances_.ndim,
+                                                                      model)
         return self
 
     def _prediction_method(self) -> str:
@@ -220,17 +248,20 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
     def predict_proba(self, X) -> np.ndarray:
         """Responsibilities, shape (n_samples, n_components): see :func:`mixflow.predict_proba`."""
         rows = self._new(X)
-        return predict_proba(self.tree_, rows, self._prediction_method()).values
+        with _named_as("new_data", "X"):
+            return predict_proba(self.tree_, rows, self._prediction_method()).values
 
     def predict(self, X) -> np.ndarray:
         """Most probable component of each row, shape (n_samples,)."""
         rows = self._new(X)
-        return predict(self.tree_, rows, self._prediction_method()).values
+        with _named_as("new_data", "X"):
+            return predict(self.tree_, rows, self._prediction_method()).values
 
     def score_samples(self, X) -> np.ndarray:
         """Log density of each row, shape (n_samples,): see :func:`mixflow.score_samples`."""
         rows = self._new(X)
-        return score_samples(self.tree_, rows, self._prediction_method()).values
+        with _named_as("new_data", "X"):
+            return score_samples(self.tree_, rows, self._prediction_method()).values
 
     def score(self, X, y=None) -> float:
         """Mean log density per row (higher is better, as ``GridSearchCV`` expects)."""
@@ -246,7 +277,8 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
 
     def _criterion(self, X, penalty) -> float:
         rows = self._new(X)
-        log_likelihood = float(score_samples(self.tree_, rows, "em").values.sum())
+        with _named_as("new_data", "X"):
+            log_likelihood = float(score_samples(self.tree_, rows, "em").values.sum())
         return -2.0 * log_likelihood + penalty(rows.shape[0]) * int(self.tree_["em"].attrs["n_parameters"])
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -150,7 +150,7 @@ def test_parameters_round_trip_and_errors():
     with pytest.raises(InputError, match=r"random_state: expected None, a numpy RandomState .* got -1"):
         MixtureEstimator(mixflow.PoissonMixture(2), random_state=-1).fit(np.ones((5, 1)))
     fitted = MixtureEstimator(mixflow.PoissonMixture(2), random_state=0).fit(np.arange(20.0)[:, None])
-    with pytest.raises(ValueError, match=r"new_data: expected non-negative integer counts"):
+    with pytest.raises(ValueError, match=r"^X: expected non-negative integer counts"):
         fitted.predict(np.array([[1.5]]))
     with pytest.raises(ValueError, match=r"X has 2 features, but MixtureEstimator is expecting 1"):
         fitted.score_samples(np.ones((3, 2)))
@@ -220,6 +220,33 @@ def test_the_estimate_under_scikit_learns_names_and_shapes(faithful, covariance)
 
     scored.precisions_cholesky_ = _compute_precision_cholesky(estimator.covariances_, covariance)
     np.testing.assert_allclose(scored.score_samples(faithful.to_numpy()), estimator.score_samples(faithful), rtol=1e-10)
+    # the precisions too, as scikit-learn computes them from the covariances (they were missing)
+    np.testing.assert_allclose(estimator.precisions_cholesky_, scored.precisions_cholesky_, rtol=1e-12, atol=1e-15)
+    scored._set_parameters(scored._get_parameters())  # scikit-learn's own precisions_ from its factor
+    np.testing.assert_allclose(estimator.precisions_, scored.precisions_, rtol=1e-10)
+
+
+def test_soft_kmeans_fits_with_its_centres_as_means(faithful):
+    # it raised KeyError: 'variance' (no covariance in its estimate)
+    estimator = MixtureEstimator(mixflow.SoftKMeans(2, 0.5), random_state=0).fit(faithful / faithful.std())
+    np.testing.assert_array_equal(estimator.means_, estimator.tree_["em/estimate"]["mu"].values)
+    assert not hasattr(estimator, "covariances_") and estimator.predict(faithful / faithful.std()).shape == (272,)
+
+
+def test_the_estimators_errors_name_x_and_a_misspelt_option_the_one_meant(faithful):
+    # they said "data:" and "new_data:", names the caller never used; a misspelt n_init only "unexpected option"
+    estimator = MixtureEstimator(mixflow.GaussianMixture(5), random_state=0)
+    with pytest.raises(InputError, match=r"^X: expected at least n_components = 5 distinct rows"):
+        estimator.fit(faithful.iloc[:3])
+    fitted = MixtureEstimator(mixflow.PoissonMixture(2), random_state=0).fit(np.array([[1.0], [2], [8], [9], [3]]))
+    with pytest.raises(InputError, match=r"^X: expected non-negative integer counts"):
+        fitted.predict(np.array([[1.5]]))
+    with pytest.raises(TypeError, match=r"\(perhaps 'n_inits' for 'n_init'\)$"):
+        MixtureEstimator(mixflow.GaussianMixture(2), n_inits=5).fit(faithful)
+    with pytest.raises(ValueError, match=r"^method: expected one of \['em', 'map', 'mcmc', 'advi'\], got \('em',\)$"):
+        MixtureEstimator(method=("em",)).fit(faithful)  # the default model too
+    with pytest.raises(ValueError, match=r"minimum of 2 is required"):  # as scikit-learn's GaussianMixture
+        MixtureEstimator().fit(faithful.iloc[:1])
 
 
 def test_the_default_model_is_scikit_learns_default_gaussian_mixture(faithful):
