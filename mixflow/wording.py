@@ -7,7 +7,7 @@ the singular plus "s" is given as the third argument: ``counted(2, "parenthesis"
 imports nothing of mixflow's, so every layer can word its messages with it.
 """
 
-__all__ = ["agreeing", "counted"]
+__all__ = ["agreeing", "counted", "fixed_places"]
 
 
 def agreeing(number: int, singular: str, plural: str | None = None) -> str:
@@ -20,3 +20,12 @@ def agreeing(number: int, singular: str, plural: str | None = None) -> str:
 def counted(number: int, singular: str, plural: str | None = None) -> str:
     """``"1 divergent transition"``, ``"3 divergent transitions"``: the number and the noun agreeing with it."""
     return f"{number} {agreeing(number, singular, plural)}"
+
+
+def fixed_places(value: float, decimals: int) -> str:
+    """``value`` with ``decimals`` places, or to 12 significant digits in scientific notation beyond 1e15.
+
+    How a log-likelihood (4 places) or an information criterion (2) is given wherever it is printed.
+    """
+    value = float(value)
+    return f"{value:.{decimals}f}" if not abs(value) >= 1e15 else f"{value:.11e}"

@@ -619,3 +619,18 @@ def test_an_advi_fit_that_did_not_settle_is_a_finding_of_the_report_as_of_the_su
     tree["advi"].attrs.update(converged=0, n_iter=100)
     assert ("warn", "ADVI: the approximation did not settle in 100 iterations: its draws may not be the optimum's "
                     "(raise n or lower learning_rate).") in fit_findings(tree)
+
+
+def test_the_report_gives_the_log_likelihood_and_elbo_as_the_summary_does(full):
+    # the summary said -1642.2976 and final ELBO -1697.193, the report -1642.3 and -1697.19
+    from mixflow.present.report.cards import _advi_rows, _em_rows
+    from mixflow.present.summary import summary_text
+
+    tree = full.copy()
+    tree["em"].attrs.update(log_likelihood=-1642.29764, bic=3389.54871)
+    tree["advi"].attrs.update(final_elbo=-1697.19312)
+    text = summary_text(tree)
+    rows = dict(_em_rows(tree["em"].attrs)) | dict(_advi_rows(tree))
+    assert "log-likelihood -1642.2976, BIC 3389.55" in text and rows["log-likelihood"] == "-1642.2976"
+    assert rows["BIC / AIC / ICL"].startswith("3389.55 / ")
+    assert "final ELBO -1697.193" in text and rows["final ELBO"] == "-1697.193"

@@ -35,7 +35,7 @@ from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.parallel import default_jobs, parallel_map
 from mixflow.warnings import ConvergenceWarning, MixflowWarning
-from mixflow.wording import counted
+from mixflow.wording import counted, fixed_places
 
 __all__ = [
     "FIT_CHOICES",
@@ -590,8 +590,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         for k, (row, tree, messages) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):
             rows[k], fits[(em_method, k)] = row, tree
             _warn_for(k, em_method, messages)
-            progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {row['log_likelihood']:.6g}, "
-                     f"BIC {row['bic']:.6g}" + ("" if row["converged"] else ", did NOT converge")
+            progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {fixed_places(row['log_likelihood'], 4)}, "
+                     f"BIC {fixed_places(row['bic'], 2)}" + ("" if row["converged"] else ", did NOT converge")
                      + (", a component collapsed" if row["degenerate"] else "")
                      + (", a spurious component" if row["spurious"] and not row["degenerate"] else ""))
     table = pd.DataFrame.from_dict(rows, orient="index")

@@ -74,7 +74,7 @@ def set_aside_runs(attrs, prefix: str = "") -> str:
     return f"{prefix}of {int(attrs.get('n_starts', 0))} runs, {' and '.join(parts)}, set aside"
 
 
-def advi_progress(attrs, digits: int = 6) -> tuple[str, str]:
+def advi_progress(attrs, digits: int = 7) -> tuple[str, str]:
     """ADVI's convergence and final ELBO in words, from ``/advi`` attrs: of each fit when it ran from several starts.
 
     ``("settled after 420 iterations", "final ELBO -749.14")``; several fits:

@@ -38,7 +38,7 @@ from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_f
 from mixflow.present.numbers import advi_progress, format_with_sd, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.present.units import ParameterUnits
-from mixflow.wording import counted
+from mixflow.wording import counted, fixed_places
 
 __all__ = ["DIAGNOSTICS", "describe", "summary", "summary_table", "summary_text"]
 
@@ -240,7 +240,7 @@ def _em_line(tree) -> tuple[str, list[str]]:
     attrs = tree[EM].attrs
     kind = str(attrs.get("method", "mle")).upper()
     converged = bool(attrs.get("converged", True))
-    line = (f"{kind}, log-likelihood {_plain(attrs['log_likelihood'], 4)}, BIC {_plain(attrs['bic'], 2)}, "
+    line = (f"{kind}, log-likelihood {fixed_places(attrs['log_likelihood'], 4)}, BIC {fixed_places(attrs['bic'], 2)}, "
             f"{'converged' if converged else 'NOT converged'} in {attrs.get('n_iter')} iterations")
     if int(attrs.get("n_maxima", 1)) > 1:  # what the restarts saw: a best reached once may not be the highest
         at_best = int(attrs["n_runs_at_best"])
@@ -314,7 +314,7 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
 def _advi_line(tree) -> tuple[str, list[str]]:
     attrs = tree["advi"].attrs
     settled = bool(attrs.get("converged", True))
-    progress, elbo = advi_progress(attrs, digits=7)
+    progress, elbo = advi_progress(attrs)
     line = f"{attrs.get('variant')}, {progress}, {elbo}, {attrs.get('draws')} draws"
     found = [] if settled else ["the approximation did not settle (raise n or lower learning_rate)"]
     if has_group(tree, ADVI_MODES):
@@ -393,7 +393,3 @@ def _cell(estimate, sd) -> str:
     return value + (f" ({sd_text})" if sd_text else "")
 
 
-def _plain(value: float, decimals: int) -> str:
-    """``value`` with ``decimals`` places, or to 12 significant digits in scientific notation beyond 1e15."""
-    value = float(value)
-    return f"{value:.{decimals}f}" if not abs(value) >= 1e15 else f"{value:.11e}"

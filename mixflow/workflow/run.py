@@ -23,7 +23,7 @@ from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
 from mixflow.present.numbers import advi_progress
 from mixflow.warnings import ADVIDivergenceError
-from mixflow.wording import counted
+from mixflow.wording import counted, fixed_places
 from mixflow.workflow.config import Workflow, read_workflow
 from mixflow.workflow.console import Console
 
@@ -100,8 +100,8 @@ def _fit_all(workflow: Workflow, model, data, weights, progress):
 def em_result(attrs) -> str:
     """EM's result in one line: log-likelihood, iterations, convergence."""
     state = "converged" if attrs.get("converged", 1) else "did NOT converge"
-    return (f"log-likelihood {attrs['log_likelihood']:.6g}, BIC {attrs['bic']:.6g}, {state} after "
-            f"{attrs.get('n_iter', '?')} iterations")
+    return (f"log-likelihood {fixed_places(attrs['log_likelihood'], 4)}, BIC {fixed_places(attrs['bic'], 2)}, "
+            f"{state} after {attrs.get('n_iter', '?')} iterations")
 
 
 def mcmc_result(attrs) -> str:

@@ -26,7 +26,7 @@ from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, for
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import advi_progress, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
-from mixflow.wording import agreeing, counted
+from mixflow.wording import agreeing, counted, fixed_places
 
 __all__ = ["ADVI_SD_RATIO", "card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values",
            "provenance_rows", "run_warnings", "selection_findings"]
@@ -130,11 +130,12 @@ def _em_rows(attrs) -> list[tuple[str, object]]:
     set_aside = set_aside_runs(attrs)
     if set_aside and not int(attrs.get("degenerate", 0)):
         rows.append(("runs set aside", set_aside))
-    rows.append(("log-likelihood", f"{attrs['log_likelihood']:.6g}"))
+    rows.append(("log-likelihood", fixed_places(attrs["log_likelihood"], 4)))  # as the summary gives them
     if "log_posterior" in attrs:
-        rows.append(("log posterior", f"{attrs['log_posterior']:.6g}"))
+        rows.append(("log posterior", fixed_places(attrs["log_posterior"], 4)))
     rows.append(("free parameters", attrs.get("n_parameters", "")))
-    rows.append(("BIC / AIC / ICL", " / ".join(f"{attrs[key]:.2f}" for key in ("bic", "aic", "icl") if key in attrs)))
+    rows.append(("BIC / AIC / ICL", " / ".join(fixed_places(attrs[key], 2) for key in ("bic", "aic", "icl")
+                                               if key in attrs)))
     for key, words in (("collapsed_components", "collapsed components"), ("empty_components", "empty components")):
         if _components(attrs, key):
             rows.append((words, ", ".join(str(c) for c in _components(attrs, key))))
