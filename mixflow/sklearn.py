@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from mixflow.arguments import check_count, check_integer
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
+from mixflow.families.gaussian.model import GaussianMixture
 from mixflow.fitting import fit, option_names, predict, predict_proba, sample, score_samples
 
 __all__ = ["MixtureEstimator"]
@@ -56,7 +57,7 @@ def _named_as(name: str, ours: str):
         raise type(error)(ours + message[len(name):]) from None
 
 
-def _precisions(covariances: np.ndarray, ndim: int, model) -> tuple[np.ndarray, np.ndarray]:
+def _precisions(covariances: np.ndarray, covariance: str) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's ``precisions_cholesky_`` and ``precisions_`` of these covariances, in its shapes.
 
     For full and tied covariances, the upper-triangular ``U`` with ``precision = U @ U.T``
@@ -64,17 +65,17 @@ def _precisions(covariances: np.ndarray, ndim: int, model) -> tuple[np.ndarray, 
     diagonal and spherical ones, ``1 / sqrt(variance)``. A covariance that is not positive definite in float64 (a
     component collapsed onto a point) gives NaN there.
     """
-    if getattr(model, "covariance", "full") in ("diag", "spherical"):
+    if covariance in ("diag", "spherical"):
         with np.errstate(divide="ignore", invalid="ignore"):
             return 1.0 / np.sqrt(covariances), 1.0 / covariances
-    matrices = covariances[None] if ndim == 2 else covariances  # tied: one (d, d)
+    matrices = covariances[None] if covariance == "tied" else covariances  # tied: one (d, d)
     cholesky = np.full_like(matrices, np.nan)
     for k, matrix in enumerate(matrices):
         with contextlib.suppress(np.linalg.LinAlgError):
             lower = np.linalg.cholesky(matrix)
             cholesky[k] = np.linalg.solve(lower, np.eye(lower.shape[0])).T  # inv(L).T: upper triangular
     precisions = cholesky @ np.swapaxes(cholesky, -1, -2)
-    return (cholesky[0], precisions[0]) if ndim == 2 else (cholesky, precisions)
+    return (cholesky[0], precisions[0]) if covariance == "tied" else (cholesky, precisions)
 
 
 class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
@@ -110,8 +111,9 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
     weights_, means_, covariances_, precisions_, precisions_cholesky_ : ndarray
         The EM/MAP estimate under scikit-learn's ``GaussianMixture`` names, shapes and conventions
         (``covariances_``: (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical; ``precisions_cholesky_`` the
-        upper-triangular factor with ``precision = U @ U.T``, or ``1 / sqrt(variance)``); ``means_`` for Gaussian
-        families and soft k-means, the others for Gaussian families only.
+        upper-triangular factor with ``precision = U @ U.T``, or ``1 / sqrt(variance)``); ``means_`` for the
+        families with centres, ``covariances_`` for those with spreads too (grouped data: its variances), the
+        precisions for ``GaussianMixture`` only.
     converged_, n_iter_, lower_bound_ : bool, int, float
         EM's convergence, iterations and final log-likelihood per observation (of the EM/MAP estimate;
         per observation as scikit-learn's ``GaussianMixture.lower_bound_``, the total is in ``tree_``).
@@ -157,8 +159,6 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
             super().set_params(**params)
         if fields:
             if self.model is None:  # the default made explicit to change: one full-covariance Gaussian component
-                from mixflow.families.gaussian.model import GaussianMixture
-
                 self.model = GaussianMixture(1)
             if not isinstance(self.model, MixtureModel):
                 raise InputTypeError(f"model__{sorted(fields)[0]}: expected a mixflow model to set the field of, "
@@ -184,8 +184,6 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         if not (isinstance(self.method, str) and self.method in _FIT_METHODS):  # one method, whatever the model
             raise InputError(f"method: expected one of {list(_FIT_METHODS)}, got {self.method!r}")
         if self.model is None:  # scikit-learn's GaussianMixture() is one full-covariance component
-            from mixflow.families.gaussian.model import GaussianMixture
-
             return GaussianMixture(check_count("n_components", self.n_components, 1, none="one") or 1)
         if not isinstance(self.model, MixtureModel):
             raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got "
@@ -228,13 +226,13 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         self.labels_ = predict(self.tree_, frame, self._prediction_method()).values
         estimate = self.tree_["em/estimate"].to_dataset()
         self.weights_ = estimate["weights"].values.copy()
-        if "mu" in estimate:  # centres: scikit-learn's name
+        if "mu" in estimate:  # centres, and spreads where there are (not soft k-means'): scikit-learn's names
             self.means_ = estimate["mu"].values.copy()
-        spread = next((name for name in ("covariance", "variance") if name in estimate), None)
-        if spread is not None:  # a Gaussian family: scikit-learn's names, and its shapes for each covariance type
-            self.covariances_ = estimate[spread].values.copy()
-            self.precisions_cholesky_, self.precisions_ = _precisions(self.covariances_, self.covariances_.ndim,
-                                                                      model)
+            spread = next((name for name in ("covariance", "variance") if name in estimate), None)
+            if spread is not None:
+                self.covariances_ = estimate[spread].values.copy()
+        if isinstance(model, GaussianMixture):  # scikit-learn's shapes and conventions for each covariance type
+            self.precisions_cholesky_, self.precisions_ = _precisions(self.covariances_, model.covariance)
         return self
 
     def _prediction_method(self) -> str:

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -226,11 +227,21 @@ def test_the_estimate_under_scikit_learns_names_and_shapes(faithful, covariance)
     np.testing.assert_allclose(estimator.precisions_, scored.precisions_, rtol=1e-10)
 
 
-def test_soft_kmeans_fits_with_its_centres_as_means(faithful):
-    # it raised KeyError: 'variance' (no covariance in its estimate)
+def test_every_family_fits_with_the_scikit_learn_names_it_has(faithful):
+    # soft k-means raised KeyError: 'variance' (no spread in its estimate); computing precisions for every family with
+    # a variance broke regression and grouped data
     estimator = MixtureEstimator(mixflow.SoftKMeans(2, 0.5), random_state=0).fit(faithful / faithful.std())
     np.testing.assert_array_equal(estimator.means_, estimator.tree_["em/estimate"]["mu"].values)
     assert not hasattr(estimator, "covariances_") and estimator.predict(faithful / faithful.std()).shape == (272,)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 100)
+    lines = pd.DataFrame({"x": x, "y": np.where(rng.random(100) < 0.5, 1 + 2 * x, 10 - x) + rng.normal(0, 0.5, 100)})
+    regression = MixtureEstimator(mixflow.RegressionMixture(2, "y ~ x"), random_state=0).fit(lines)
+    assert not hasattr(regression, "covariances_") and not hasattr(regression, "precisions_")
+    classes = pd.DataFrame({"lower": np.arange(10.0), "upper": np.arange(1.0, 11)})
+    for model in (mixflow.GroupedGaussianMixture(2), mixflow.GroupedGaussianMixture(2, common_variance=True)):
+        grouped = MixtureEstimator(model, random_state=0).fit(classes, sample_weight=[2, 5, 9, 5, 2, 3, 8, 12, 7, 2])
+        assert grouped.means_.shape == (2,) and not hasattr(grouped, "precisions_")
 
 
 def test_the_estimators_errors_name_x_and_a_misspelt_option_the_one_meant(faithful):
