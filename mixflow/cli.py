@@ -261,22 +261,22 @@ def _installed_version() -> str:
         return "(not installed)"
 
 
-def main(argv=None) -> int:
-    """Entry point of the ``mixflow`` command line.
+def console() -> int:
+    """The ``mixflow`` command: :func:`main`, then the process's exit.
 
-    Called as the process's command (``argv`` None), once the command has done and said all it does, an interrupt
-    or SIGTERM can no longer change what it did: they are ignored while Python shuts down (a second or two of
-    modules' finalisers), where they would kill a run that completed (status 130) or print a traceback.
+    Once the command has done and said all it does, an interrupt or SIGTERM can no longer change what it did: they
+    are ignored while Python shuts down (a second or two of modules' finalisers), where they would kill a run that
+    completed (status 130) or print a traceback. Only here, in the process's own command: :func:`main` called
+    from Python leaves the signals as they were.
     """
-    status = _main(argv)
-    if argv is None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    status = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return status
 
 
-def _main(argv) -> int:
-    """:func:`main`'s command, its errors said and turned into the exit status."""
+def main(argv=None) -> int:
+    """Entry point of the ``mixflow`` command line: run the command, say its errors, return the exit status."""
     parser = argparse.ArgumentParser(prog="mixflow", description="Finite mixture models: EM, NUTS and ADVI.",
                                      epilog="Exit status: 0 success, 1 internal error (see --debug), 2 bad input "
                                             "or an OS error on a given path, 130 interrupted, 143 terminated "
@@ -391,4 +391,4 @@ def _interrupted(interrupt: KeyboardInterrupt, how: str = "interrupted") -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -345,8 +345,16 @@ def test_version_and_the_run_commands_help_name_what_they_take(capsys):
 def test_an_interrupt_after_the_command_is_done_changes_nothing():
     # in the second or two of Python's shutdown after a completed run, Ctrl-C killed it (status 130) or printed a
     # traceback; the interrupt here comes once main has returned, as it did then
-    code = ("import os, signal, sys, time; sys.argv = ['mixflow', 'datasets']; from mixflow.cli import main; "
-            "status = main(); os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM); "
+    code = ("import os, signal, sys, time; sys.argv = ['mixflow', 'datasets']; from mixflow.cli import console; "
+            "status = console(); os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM); "
             "time.sleep(0.2); sys.exit(status)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stderr) == (0, "") and "galaxies" in done.stdout
+    # main called from Python (a script, a notebook) leaves the signals as they were
+    code = ("import signal, sys; sys.argv = ['mixflow', 'datasets']; from mixflow.cli import main; main(); "
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("True")
+    from importlib.metadata import entry_points
+
+    assert [e.value for e in entry_points(group="console_scripts", name="mixflow")] == ["mixflow.cli:console"]
