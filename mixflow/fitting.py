@@ -666,15 +666,14 @@ def _chunked_predictions(tree: xr.DataTree, model, params: dict, chunked: Chunke
 
 
 def _fit_moments(tree: xr.DataTree, model, params: dict, features):
-    """The moments that fix the working units of new rows: the fitted rows' (of ``features``), as the fit had them.
+    """The moments that fix the working units of new rows: the estimate's, else the fitted rows' (of ``features``).
 
-    ``/observed_data`` holds every row of data fitted in memory; of Dask data, a uniform sample, and the
-    estimate's moments stand in for them (a regression's estimate does not describe its covariates: the sample
-    then). Never the new rows' own, so that a row's score does not depend on the rows scored with it (one far row
-    would take the others' precision).
+    The estimate's need no pass over the data. A regression's estimate does not describe its covariates: the rows
+    ``/observed_data`` holds (every row of numpy input, a uniform sample of Dask input) fix its units. Never the
+    new rows' own, so that a row's score does not depend on the rows scored with it (one far row would take the
+    others' precision).
     """
-    sampled = "sample" in tree[OBSERVED_DATA].attrs
-    moments = model.estimate_moments(params) if sampled else None
+    moments = model.estimate_moments(params)
     if moments is None:
         observed = tree[OBSERVED_DATA]
         names = [str(f) for f in observed["feature"].values]
