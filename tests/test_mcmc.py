@@ -278,9 +278,12 @@ def test_chains_that_cross_are_sampled_again_longer_and_only_the_longer_run_is_k
         memory(chains, draws, values, what)
 
     monkeypatch.setattr(engine, "check_memory", short_of_memory)
+    caplog.clear()
     with pytest.warns(mixflow.SamplingWarning, match=r"^MCMC: the chains crossed; not sampled again with more "
-                                                     r"draws: draws: too many for this test's memory"):
+                                                     r"draws: draws: too many for this test's memory"), \
+            caplog.at_level(logging.INFO, logger="mixflow"):
         kept = fit_mcmc(model, data, reference, **run)
+    assert caplog.messages == []  # not said to start, as it does not
     assert (kept["attrs"]["draws"], kept["attrs"]["extended"]) == (40, "")
 
 

@@ -298,10 +298,11 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
                   "target_accept": max(EXTEND_TARGET_ACCEPT, options["target_accept"])}
         longer["second_run"] = (f"{longer['draws']} draws per chain at target_accept {longer['target_accept']:g}; "
                                 f"the first run's chains crossed between places")
-        _announce(f"NUTS: {reason}; sampling again with {longer['draws']} draws per chain at target_accept "
-                  f"{longer['target_accept']:g}", options)
         try:
-            result = _run(model, data, _check_arguments(model, data, reference, longer), longer)
+            checked = _check_arguments(model, data, reference, longer)  # room for the draws first, then said
+            _announce(f"NUTS: {reason}; sampling again with {longer['draws']} draws per chain at target_accept "
+                      f"{longer['target_accept']:g}", options)
+            result = _run(model, data, checked, longer)
         except MemoryNeeded as error:  # the first run stands, and the warning says why it was not extended
             warnings.warn(f"MCMC: {reason}; not sampled again with more draws: {error}", SamplingWarning,
                           stacklevel=2)
