@@ -1083,8 +1083,9 @@ def test_weights_that_count_no_observation_are_said_of_the_weights_not_of_n_comp
     # separated by semicolons (as spreadsheets of some locales save CSV): one column named by the whole header
     (b"x;w\n1,5;2\n3;4\n", r"^6: \[data\] path: expected comma-separated values, got '.*mine.csv', whose header "
                           r"'x;w' is separated by ';': save the file with commas \(e.g. pandas.read_csv\(path, "
-                          r"sep=';', decimal=...\).to_csv\(new_path, index=False\)\)$"),
-    (b"x\tw\n1\t2\n", r"whose header 'x\\tw' is separated by '\\t'"),
+                          r"sep=';', decimal=','\).to_csv\(new_path, index=False\)\)$"),
+    (b"x\tw\n1\t2\n", r"whose header 'x\\tw' is separated by '\\t': save the file with commas \(e.g. "
+                      r"pandas.read_csv\(path, sep='\\t'\).to_csv"),
 ])
 def test_malformed_csv_data(tmp_path, monkeypatch, csv, message):
     errors = _workflow_errors(tmp_path, LABELLED, monkeypatch, csv=csv)

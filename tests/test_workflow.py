@@ -132,6 +132,18 @@ def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty
     frame.loc[3, "a"] = 0.5
     (tmp_path / "d.csv").write_text("\n".join(line + "," for line in frame.to_csv(index=False).splitlines()))
     assert read_workflow(path).columns == ("a", "b")
+    # identifiers, numbers among them, are a text column, not slips: more than a tenth of their cells are text
+    frame.assign(note=[f"A{i:03d}" if i < 4 else f"{i:03d}" for i in range(30)]).to_csv(tmp_path / "d.csv",
+                                                                                         index=False)
+    assert read_workflow(path).columns == ("a", "b")
+    pd.DataFrame({"note": ["x", "y"]}).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(WorkflowError, match=r"\[data\] columns: not given, so every numeric column is fitted, but "
+                                            r"no column of the data \['note'\] holds numbers: list the columns to "
+                                            r"fit, or check the file's separator$"):
+        read_workflow(path)
+    # one column whose name holds a separator is no file of another separator
+    (tmp_path / "d.csv").write_text("count|n\n1\n2\n3\n")
+    assert read_workflow(path).columns == ("count|n",)
 
 
 def test_a_workflow_saved_with_a_byte_order_mark_is_read(tmp_path):

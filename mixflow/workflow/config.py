@@ -247,12 +247,16 @@ def _read_data(table: dict, base: Path, loc: _Locator):
     return frame, data_name, tuple(columns), units
 
 
+#: A column of text cells in at most this share of its cells is a column of numbers with slips (see _default_columns)
+_SLIPS = 0.1
+
+
 def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator) -> list:
     """The columns fitted when ``[data] columns`` is not given: every numeric one but weights and labels.
 
-    A column of numbers with a few cells that are not (a typing slip, "n/a") would be left out as text, the fit
-    silently one feature short: refused, naming the cell. A column without a single value (a trailing comma on
-    every line) holds nothing to fit: left out.
+    A column of numbers with a few cells that are not (a typing slip, "n/a": at most a tenth of its cells) would be
+    left out as text, the fit silently one feature short: refused, naming the cell. A column without a single
+    value (a trailing comma on every line) holds nothing to fit: left out.
     """
     candidates = [c for c in frame.columns if c not in special.values()]
     for column in candidates:
@@ -260,12 +264,17 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator) -> list:
             continue
         present = frame[column].notna()
         numbers = pd.to_numeric(frame[column].astype(object), errors="coerce").notna() & present
-        if numbers.sum() > present.sum() / 2:  # mostly numbers: the rest are slips, not a text column
+        if present.sum() - numbers.sum() <= _SLIPS * present.sum():  # numbers but for a few slips: not a text column
             first = int(np.flatnonzero((present & ~numbers).to_numpy())[0])
             raise loc.error("[data] columns", f"not given, so every numeric column is fitted; column {column!r} "
                             f"holds numbers but also {frame[column].iloc[first]!r} (data row {first + 1}): correct "
                             "the cell, or list the columns to fit", "columns", "data")
-    return [c for c in candidates if not is_text(frame[c]) and frame[c].notna().any()]
+    numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(frame[c])]  # True/False too: refused later
+    if not numeric:
+        raise loc.error("[data] columns", f"not given, so every numeric column is fitted, but no column of the data "
+                        f"{list(frame.columns)} holds numbers: list the columns to fit, or check the file's separator",
+                        "columns", "data")
+    return [c for c in numeric if frame[c].notna().any()]
 
 
 def _check_columns(columns: list, frame: pd.DataFrame, loc: _Locator) -> None:

@@ -36,14 +36,19 @@ def _check_separator(path: Path) -> None:
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
-            header = file.readline().rstrip("\r\n")
+            header, first = file.readline().rstrip("\r\n"), file.readline().rstrip("\r\n")
     except (OSError, UnicodeDecodeError):  # said by the reading below
         return
-    other = next((sep for sep in (";", "\t", "|") if sep in header), None) if "," not in header else None
+    if "," in header:
+        return
+    # the first row split as the header is (a one-column file whose name holds a ';' is no such file)
+    other = next((sep for sep in (";", "\t", "|") if header.count(sep) and first.count(sep) == header.count(sep)),
+                 None)
     if other is not None:
+        decimal = ", decimal=','" if "," in first else ""  # numbers written with decimal commas
         raise CsvProblem(f"expected comma-separated values, got {str(path)!r}, whose header {header!r} is "
                          f"separated by {other!r}: save the file with commas (e.g. pandas.read_csv(path, "
-                         f"sep={other!r}, decimal=...).to_csv(new_path, index=False))")
+                         f"sep={other!r}{decimal}).to_csv(new_path, index=False))")
 
 
 def read_table(path: Path) -> pd.DataFrame:
