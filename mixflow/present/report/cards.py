@@ -241,9 +241,11 @@ def _advi_findings(tree, methods) -> list[tuple[str, str]]:
     """ADVI's approximation that did not settle (a fit of several, when it ran from several starts)."""
     if "advi" not in methods or bool(tree["advi"].attrs.get("converged", True)):
         return []
-    progress, _ = advi_progress(tree["advi"].attrs)
-    return [("warn", f"ADVI: the approximation {progress}: its draws may not be the optimum's (raise n or lower "
-                     "learning_rate).")]
+    attrs = tree["advi"].attrs
+    progress, _ = advi_progress(attrs)
+    what = ("the approximation " + progress if "n_iter_per_fit" not in attrs else
+            f"not every fit settled ({progress})")  # several fits: each one's iterations
+    return [("warn", f"ADVI: {what}: its draws may not be the optimum's (raise n or lower learning_rate).")]
 
 
 #: The share of a method's draws in which some component holds less than one observation's worth of weight, from
