@@ -644,18 +644,22 @@ def test_a_rerun_whose_file_cannot_replace_the_earlier_one_puts_everything_back(
     assert json.loads((kept / "workflow.json").read_text())["config"]["seed"] == 2
 
 
-def test_a_rerun_in_place_completes_whatever_is_left_of_the_earlier_run(tmp_path, workflow_file, capsys):
-    """The earlier run's files, once set aside, are removed if they can be: an earlier output that is now a directory
-    (of the user's, say) is removed with it, and the rerun completes, its own files in place."""
+def test_a_rerun_in_place_leaves_a_folder_of_the_users_where_an_earlier_output_was(tmp_path, workflow_file, capsys):
+    """An earlier output that is now a directory (of the user's, say) is not the earlier run's file: it was removed
+    with what it held; now the rerun is refused there, its own files kept apart and the earlier run's as they were."""
     out = tmp_path / "out"
     assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    earlier = (out / "gaussian-full-k2.nc").read_bytes()
     (out / "workflow.json").unlink()
     (out / "workflow.json").mkdir()
     (out / "workflow.json" / "notes.txt").write_text("mine")
     workflow_file.write_text(SMALL.replace("seed = 1", "seed = 2"))
-    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
-    assert json.loads((out / "workflow.json").read_text())["config"]["seed"] == 2
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [] and not (out / "run-failed").exists()
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 2 and "workflow.json': is a directory where this run writes a file" in _one_error_line(err)
+    assert (out / "workflow.json" / "notes.txt").read_text() == "mine"
+    assert (out / "gaussian-full-k2.nc").read_bytes() == earlier  # all or none: the earlier run's files stay
+    assert json.loads((out / "run-failed" / "workflow.json").read_text())["config"]["seed"] == 2
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
 def test_a_held_termination_goes_before_a_held_interrupt():
