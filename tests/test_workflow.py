@@ -78,18 +78,15 @@ def test_small_workflow_writes_its_outputs_and_is_reproducible(tmp_path, monkeyp
     assert not list((tmp_path / "one").glob(".*tmp"))
 
 
-def test_the_data_s_hash_tells_an_edited_csv_from_the_one_read_before(tmp_path):
-    # the configuration names the file, not its content: an edited CSV gave other results under the same hash
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30), "note": ["x"] * 30})
-    frame.to_csv(tmp_path / "d.csv", index=False)
-    path = write(tmp_path, """
-        name = "edited"
+def _csv_workflow(tmp_path, name: str, columns: str = ""):
+    """A workflow of two Gaussian components on ``d.csv`` in ``tmp_path``, with its ``[data]`` line ``columns``."""
+    return write(tmp_path, f"""
+        name = "{name}"
         seed = 1
 
         [data]
         path = "d.csv"
-        columns = ["a", "b"]
+        {columns}
 
         [[models]]
         family = "gaussian"
@@ -97,6 +94,14 @@ def test_the_data_s_hash_tells_an_edited_csv_from_the_one_read_before(tmp_path):
 
         [methods.em]
         """)
+
+
+def test_the_data_s_hash_tells_an_edited_csv_from_the_one_read_before(tmp_path):
+    # the configuration names the file, not its content: an edited CSV gave other results under the same hash
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30), "note": ["x"] * 30})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    path = _csv_workflow(tmp_path, "edited", 'columns = ["a", "b"]')
     first = read_workflow(path)
     frame.assign(note="y").to_csv(tmp_path / "d.csv", index=False)  # a column not fitted
     assert read_workflow(path).data_hash == first.data_hash and len(first.data_hash) == 64
@@ -111,19 +116,7 @@ def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty
     frame = pd.DataFrame({"a": rng.normal(size=30).astype(object), "b": rng.normal(size=30), "note": ["x"] * 30})
     frame.loc[3, "a"] = "abc"
     frame.to_csv(tmp_path / "d.csv", index=False)
-    path = write(tmp_path, """
-        name = "slip"
-        seed = 1
-
-        [data]
-        path = "d.csv"
-
-        [[models]]
-        family = "gaussian"
-        n_components = 2
-
-        [methods.em]
-        """)
+    path = _csv_workflow(tmp_path, "slip")
     with pytest.raises(WorkflowError, match=r"^.*flow.toml:5: \[data\] columns: not given, so every numeric column is "
                                          r"fitted; column 'a' holds numbers but also 'abc' \(data row 4\): correct "
                                          r"the cell, or list the columns to fit$"):
