@@ -395,12 +395,29 @@ def test_a_folder_where_a_rerun_writes_a_file_is_refused_not_removed(tmp_path, w
     (out / "gaussian-full-k2.nc" / "mine.txt").write_text("the analyst's own file")
     status, err = _cli(capsys, "run", workflow_file, "--out", out)
     assert status == 2
-    line = _one_error_line(err, "run")
-    assert line.startswith(
+    # refused before anything is fitted, not once the run moves its files in (after hours of NUTS, say)
+    assert _one_error_line(err, "run") == (
         f"mixflow run: error: '{out / 'gaussian-full-k2.nc'}': is a directory where this run writes a file; nothing "
-        "was replaced: move it away, or choose another --out; the ")
-    assert f"files completely written before the error are kept ({out / 'run-failed' / 'gaussian-full-k2.nc'}, " in line
+        "was fitted: move it away, or choose another --out")
     assert (out / "gaussian-full-k2.nc" / "mine.txt").read_text() == "the analyst's own file"
+    assert sorted(p.name for p in out.iterdir()) == ["gaussian-full-k2.nc"] and "fitting" not in err
+    # a folder made while the run fits is refused as the files move in: all or none, this run's kept apart
+    from mixflow.workflow import run as runner
+
+    (out / "gaussian-full-k2.nc" / "mine.txt").unlink()
+    (out / "gaussian-full-k2.nc").rmdir()
+    (out / "notes.txt").write_text("an earlier file: the run writes beside it, then moves its files in")
+    made = runner._run_models
+
+    def made_meanwhile(workflow, into, progress, written):
+        made(workflow, into, progress, written)
+        (out / "gaussian-full-k2.nc").mkdir()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "_run_models", made_meanwhile)
+        status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 2 and "nothing was replaced: move it away, or choose another --out; the " in err
+    assert (out / "run-failed" / "gaussian-full-k2.nc").is_file() and (out / "gaussian-full-k2.nc").is_dir()
 
 
 def test_report_into_a_read_only_directory(tmp_path, workflow_file, capsys, monkeypatch):
@@ -655,11 +672,11 @@ def test_a_rerun_in_place_leaves_a_folder_of_the_users_where_an_earlier_output_w
     (out / "workflow.json" / "notes.txt").write_text("mine")
     workflow_file.write_text(SMALL.replace("seed = 1", "seed = 2"))
     status, err = _cli(capsys, "run", workflow_file, "--out", out)
-    assert status == 2 and "workflow.json': is a directory where this run writes a file" in _one_error_line(err)
+    assert status == 2 and "workflow.json': is a directory where this run writes a file; nothing was fitted" in \
+        _one_error_line(err)
     assert (out / "workflow.json" / "notes.txt").read_text() == "mine"
-    assert (out / "gaussian-full-k2.nc").read_bytes() == earlier  # all or none: the earlier run's files stay
-    assert json.loads((out / "run-failed" / "workflow.json").read_text())["config"]["seed"] == 2
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    assert (out / "gaussian-full-k2.nc").read_bytes() == earlier  # the earlier run's files stay
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [] and not (out / "run-failed").exists()
 
 
 def test_a_held_termination_goes_before_a_held_interrupt():

@@ -192,6 +192,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     """
     workflow = read_workflow(path)
     out = Path(out_dir)
+    _check_no_folder_at_outputs(out, workflow)
     created = _prepare_output(out)
     log = out / "run.log"
     working = out / PARTIAL_LOG  # run.log once the run completes: a failed rerun keeps the earlier run's
@@ -475,6 +476,30 @@ def _set_aside_stale(out: Path, earlier: list[str], written: list[Path], progres
                 atomic_write(folder / name, lambda temporary, content=content: temporary.write_bytes(content))
         progress(f"moved {counted(len(moved), 'file')} an earlier run wrote to {out} that this run did not write "
                  f"again into {folder} (with that run's workflow.json and run.log): {', '.join(moved)}")
+
+
+#: What a run's files end with (its containers, tables, reports and figures)
+_OUTPUT_SUFFIXES = (".nc", ".csv", ".html", ".png")
+
+
+def _check_no_folder_at_outputs(out: Path, workflow: Workflow) -> None:
+    """Refuse, before anything is fitted, a folder in ``out`` where the run may write a file.
+
+    Its files would be refused once the run completes (:func:`_move_in`): known now, not hours of fitting later.
+    The names are those the models can write (their stems, :meth:`ModelSpec.stems`), ``workflow.json`` and
+    ``run.log``.
+    """
+    stems = set().union(*(spec.stems() for spec in workflow.models))
+    for folder in (out, out / "figures"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name
+            ours = (folder == out and name in ("workflow.json", "run.log")) or (name.endswith(_OUTPUT_SUFFIXES) and any(
+                name.startswith(stem) and name[len(stem):len(stem) + 1] in (".", "-") for stem in stems))
+            if ours and entry.is_dir() and not entry.is_symlink():
+                raise IsADirectoryError(errno.EISDIR, "is a directory where this run writes a file; nothing was "
+                                        "fitted: move it away, or choose another --out", str(entry))
 
 
 def _prepare_output(out: Path) -> list[Path]:
