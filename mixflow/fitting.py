@@ -5,9 +5,12 @@ import dataclasses
 import difflib
 import inspect
 import json
+import os
+import shutil
 import sys
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -726,8 +729,36 @@ def responsibilities(tree: xr.DataTree, data, *, to_zarr=None, chunks: int | Non
     resp = _chunked_predictions(tree, model, params, chunked, "responsibilities")
     if to_zarr is None:
         return resp
-    da.to_zarr(resp, str(to_zarr), overwrite=True)
-    return da.from_zarr(str(to_zarr))
+    return da.from_zarr(str(_write_zarr(da, resp, Path(to_zarr))))
+
+
+def _write_zarr(da, array, target: Path) -> Path:
+    """Write ``array`` to the Zarr store ``target``: a new store, or one that replaces an earlier store whole.
+
+    Written beside it under a hidden name, then renamed into place, so that ``target`` is the earlier store or the
+    complete new one, never half of each (a block that fails its checks stops the write). A file, or a folder that
+    holds anything but a Zarr store, is refused: it is not a store of ours to replace.
+    """
+    store = target.is_dir() and any((target / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
+    if target.exists() and not store and not (target.is_dir() and not any(target.iterdir())):
+        raise InputError(f"to_zarr: expected a new path or a Zarr store to replace, got {str(target)!r}, which "
+                         "holds other files: choose another path")
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    aside = target.with_name(f".{target.name}.earlier-{os.getpid()}")
+    try:
+        da.to_zarr(array, str(temporary), overwrite=True)
+        if target.exists():
+            os.replace(target, aside)
+        try:
+            os.replace(temporary, target)
+        except OSError:
+            if aside.exists():  # the earlier store back in place
+                os.replace(aside, target)
+            raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+    return target
 
 
 def _new_data(tree: xr.DataTree, model, new_data, params: dict):

@@ -207,6 +207,22 @@ def test_predictions_are_lazy_and_equal_numpy_predictions(tmp_path):
     np.testing.assert_allclose(stored.compute(), mixflow.predict_proba(tree, x).values, atol=1e-12)
     assert (tmp_path / "resp.zarr").exists()
     np.testing.assert_allclose(mixflow.responsibilities(tree, x, chunks=1000).compute(), stored.compute(), atol=0)
+    # a store replaces the earlier one whole, or not at all: a block that fails leaves the earlier store as it was
+    before = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "resp.zarr").rglob("*"))
+    bad = x.copy()
+    bad[-3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or infinite values"):
+        mixflow.responsibilities(tree, bad, chunks=1000, to_zarr=tmp_path / "resp.zarr")
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "resp.zarr").rglob("*")) == before
+    np.testing.assert_array_equal(da.from_zarr(str(tmp_path / "resp.zarr")).compute(), stored.compute())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # a folder of other files is no store to replace: it was emptied into one
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the analyst's own file")
+    with pytest.raises(ValueError, match=r"^to_zarr: expected a new path or a Zarr store to replace, got '.*mine', "
+                                         r"which holds other files: choose another path$"):
+        mixflow.responsibilities(tree, data, to_zarr=tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 
 def test_bad_rows_are_named_with_their_chunk():
