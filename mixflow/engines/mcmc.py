@@ -296,19 +296,17 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
     if reason:
         longer = {**options, "draws": max(EXTEND_DRAWS, EXTEND_FACTOR * options["draws"]), "extend": False,
                   "target_accept": max(EXTEND_TARGET_ACCEPT, options["target_accept"])}
-        longer["second_run"] = (f"{longer['draws']} draws per chain at target_accept {longer['target_accept']:g}; "
-                                f"the first run's chains crossed between places")
+        settings = f"{longer['draws']} draws per chain at target_accept {longer['target_accept']:g}"
+        longer["second_run"] = f"{settings}; the first run's chains crossed between places"
         try:
             checked = _check_arguments(model, data, reference, longer)  # room for the draws first, then said
-            _announce(f"NUTS: {reason}; sampling again with {longer['draws']} draws per chain at target_accept "
-                      f"{longer['target_accept']:g}", options)
+            _announce(f"NUTS: {reason}; sampling again with {settings}", options)
             result = _run(model, data, checked, longer)
         except MemoryNeeded as error:  # the first run stands, and the warning says why it was not extended
             warnings.warn(f"MCMC: {reason}; not sampled again with more draws: {error}", SamplingWarning,
                           stacklevel=2)
         else:
-            result["attrs"]["extended"] = (f"{reason}: sampled again with {longer['draws']} draws per chain at "
-                                           f"target_accept {longer['target_accept']:g}; the first run's "
+            result["attrs"]["extended"] = (f"{reason}: sampled again with {settings}; the first run's "
                                            f"{elapsed:.1f} s are not in wall_time")
             return result
     coords_extra = {"mode": np.arange(modes["weight"][1].size)}
