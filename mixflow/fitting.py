@@ -770,8 +770,7 @@ def _new_data(tree: xr.DataTree, model, new_data, params: dict):
     unread = set(map(str, model.unread_columns(fitted)))  # a regression's columns beside its formula's: not needed
     data = validate_data(new_data, name="new_data", features=[f for f in fitted if str(f) not in unread],
                          warn_constant=False)
-    with _naming_new_data():
-        model.prepare_to_score(data)  # the family's checks of the rows, in their own words
+    with _naming_new_data():  # prepare_rows checks the rows as the family's prepare does (counts, classes)
         constants = model.chunked_constants(_fit_moments(tree, model, params, data.features), data.features)
         prepared = model.prepare_rows(data.values, data.frequency, np.arange(data.n_obs), constants)
     return data, prepared
