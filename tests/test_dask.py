@@ -386,6 +386,8 @@ def test_bootstrap_of_dask_data_draws_poisson_weights_blockwise():
     posterior = booted["em/bootstrap/posterior"]
     xr.testing.assert_equal(posterior.to_dataset(), again["em/bootstrap/posterior"].to_dataset())
     assert posterior.sizes["draw"] == 3 and booted["em/bootstrap"].attrs["n_failed"] == 0
+    # a replicate's checks see as many rows as the fit's sample: two clusters apart are never one in two parts
+    assert booted["em/bootstrap"].attrs["n_degenerate"] == 0
     # each replicate is the numpy fit of the same rows with its Poisson(1) weights times the data's, from the
     # estimate: its weights re-drawn the way the replicate drew them
     chunked = mixflow.chunked.validate_chunked(data, weights=weights)
@@ -408,6 +410,8 @@ def test_bootstrap_of_dask_data_draws_poisson_weights_blockwise():
         mixflow.bootstrap(tree, data, n_replicates=2)
     with pytest.raises(ValueError, match=r"data: expected the data the tree was fitted on \(3001 rows"):
         mixflow.bootstrap(tree, data * 2, weights=weights, n_replicates=2)
+    with pytest.raises(ValueError, match=r"data: expected the data the tree was fitted on \(3001 rows.*got 2000 rows"):
+        mixflow.bootstrap(tree, data[:2000], weights=weights[:2000], n_replicates=2)
     with pytest.raises(ValueError, match=r"kind: expected 'nonparametric' with Dask data"):
         mixflow.bootstrap(tree, data, weights=weights, kind="parametric", n_replicates=2)
 

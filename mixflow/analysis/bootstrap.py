@@ -110,7 +110,10 @@ def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
         try:
             data = (pd.DataFrame(x, columns=job.features) if job.chunked is None
                     else xr.DataArray(x, dims=("obs", "feature"), coords={"feature": job.features}))
-            chunked = {} if job.chunked is None else {"subsample": job.n_active, "persist": job.chunked.persisted}
+            # Dask data: the replicate's sample as large as the fit's, for the checks made on it (duplicate
+            # components: on a few rows, most of zero Poisson weight, any two components look the same)
+            chunked = ({} if job.chunked is None
+                       else {"subsample": job.x.shape[0], "persist": job.chunked.persisted})
             tree = fit(model, data, method=job.method, weights=weights, init=job.estimate, n_init=1, tol=job.tol,
                        max_iter=job.max_iter, accelerate=job.accelerate, random_seed=int(rng.integers(2**63)),
                        **chunked)
@@ -177,12 +180,12 @@ def _check_chunked(tree, data, weights, kind: str, fitted: Data) -> ChunkedData 
     total = float(tree["observed_data"].attrs.get("total_weight", fitted.total_weight))
     if fitted.weights is not None and chunked.weights is None:
         raise InputError("weights: expected the frequency weights the tree was fitted with, got None")
-    sample_weights = None if chunked.weights is None else chunked.weights[fitted.obs]
     same = (chunked.n_obs == (n_obs if n_obs is not None else fitted.n_obs)
             and abs(chunked.total_weight - total) <= 1e-12 * total and fitted.obs.max() < chunked.n_obs)
-    if same:
+    if same:  # the sample's rows are looked up only where they exist
         import dask
 
+        sample_weights = None if chunked.weights is None else chunked.weights[fitted.obs]
         rows, row_weights = dask.compute(chunked.values[fitted.obs], sample_weights)
         same = np.array_equal(rows, fitted.values) and (row_weights is None or np.array_equal(row_weights,
                                                                                              fitted.weights))
