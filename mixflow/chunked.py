@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mixflow.arguments import check_count
-from mixflow.data import constant_features_message, offset, offset_of_rows
+from mixflow.data import constant_features_message, offset, offset_of_rows, weights_type_error
 from mixflow.errors import InputError, InputTypeError
 from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning
@@ -296,10 +296,12 @@ def _as_weights(weights, array, da, name: str):
     if hasattr(weights, "to_dask_array"):
         weights = weights.optimize()
         weights = weights.to_dask_array(lengths=_partition_lengths(weights))
+    if isinstance(weights, str):
+        raise weights_type_error(name, weights, np.dtype(str))
     if not isinstance(weights, da.Array):
         weights = np.asarray(weights)
     if weights.dtype.kind not in "iuf" or weights.dtype == bool:
-        raise InputTypeError(f"{name}: expected real numbers, got {_describe(weights)} of dtype {weights.dtype}")
+        raise weights_type_error(name, weights, weights.dtype)
     if weights.shape != (array.shape[0],):
         raise InputError(f"{name}: expected shape ({array.shape[0]},) to match the data, got {weights.shape}")
     return da.asarray(weights).astype(np.float64).rechunk((array.chunks[0],))

@@ -82,6 +82,15 @@ def _describe(value) -> str:
     return f"{kind} of shape {shape}" if shape is not None else kind
 
 
+def weights_type_error(name: str, weights, dtype) -> InputTypeError:
+    """The error for weights that are not real numbers; a string is read as a column's name, and answered so."""
+    if isinstance(weights, str):
+        return InputTypeError(f"{name}: expected real numbers, one per row, got the string {weights!r}: to weight by "
+                              f"a column of the data, pass the column itself (data[{weights!r}]) and leave it out of "
+                              "the fitted columns")
+    return InputTypeError(f"{name}: expected real numbers, got {_describe(weights)} of dtype {dtype}")
+
+
 def _obs_labels(index) -> np.ndarray:
     if index is not None and index.is_unique and (
         pd.api.types.is_integer_dtype(index) or pd.api.types.is_string_dtype(index)
@@ -268,7 +277,7 @@ def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray |
     except (TypeError, ValueError):  # ragged sequences
         dtype = np.dtype(object)
     if dtype.kind not in "iuf":  # strings such as "2" would convert silently; booleans, complex, objects are refused
-        raise InputTypeError(f"{name}: expected real numbers, got {_describe(weights)} of dtype {dtype}")
+        raise weights_type_error(name, weights, dtype)
     array = np.array(weights, dtype=np.float64, copy=True)
     if array.shape != (n_obs,):
         raise InputError(f"{name}: expected shape ({n_obs},) to match the data, got {array.shape}")

@@ -687,10 +687,12 @@ def _fit_moments(tree: xr.DataTree, model, params: dict, features):
 
 
 def _lazy(tree: xr.DataTree, values, what: str) -> xr.DataArray:
+    """Lazy predictions as a DataArray whose ``obs`` are the rows' positions (a Dask frame's index is not read)."""
+    obs = {"obs": np.arange(values.shape[0])}
     if what == "responsibilities":
         return xr.DataArray(values, dims=("obs", "component"),
-                            coords={"component": tree[EM_ESTIMATE]["component"].values}, name=what)
-    return xr.DataArray(values, dims=("obs",), name={"labels": "component"}.get(what, what))
+                            coords={**obs, "component": tree[EM_ESTIMATE]["component"].values}, name=what)
+    return xr.DataArray(values, dims=("obs",), coords=obs, name={"labels": "component"}.get(what, what))
 
 
 def responsibilities(tree: xr.DataTree, data, *, to_zarr=None, chunks: int | None = None):

@@ -71,6 +71,8 @@ def test_fewer_observations_than_components():
     (np.zeros(20), r"weights: expected at least one positive weight, got all zeros"),
     (np.full(20, np.nan), r"weights: expected finite values"),
     (["a"] * 20, r"weights: expected real numbers, got list of dtype <U1"),
+    ("w", r"weights: expected real numbers, one per row, got the string 'w': to weight by a column of the data, "
+          r"pass the column itself \(data\['w'\]\)"),
 ])
 def test_bad_weights(weights, message):
     with pytest.raises((ValueError, TypeError), match=message):

@@ -201,6 +201,9 @@ def test_predictions_are_lazy_and_equal_numpy_predictions(tmp_path):
     assert isinstance(scores.data, da.Array)
     np.testing.assert_allclose(scores.values, mixflow.score_samples(tree, x).values, rtol=1e-12)
     np.testing.assert_array_equal(mixflow.predict(tree, data).values, mixflow.predict(tree, x).values)
+    # the rows' positions along obs, as for numpy rows: the lazy and the in-memory predictions align
+    for predict in (mixflow.predict_proba, mixflow.score_samples, mixflow.predict):
+        xr.testing.assert_allclose(predict(tree, data).compute(), predict(tree, x), atol=1e-12)
     resp = mixflow.responsibilities(tree, data)
     assert isinstance(resp, da.Array) and resp.chunks[0] == data.chunks[0]
     stored = mixflow.responsibilities(tree, data, to_zarr=tmp_path / "resp.zarr")
@@ -242,6 +245,8 @@ def test_bad_rows_are_named_with_their_chunk():
         mixflow.fit(model, da.from_array(x, chunks=CHUNK), weights=da.zeros(N, chunks=CHUNK))
     with pytest.raises(ValueError, match=r"weights: expected shape \(3001,\)"):
         mixflow.fit(model, da.from_array(x, chunks=CHUNK), weights=da.ones(N - 1, chunks=CHUNK))
+    with pytest.raises(TypeError, match=r"weights: expected real numbers, one per row, got the string 'w'"):
+        mixflow.fit(model, da.from_array(x, chunks=CHUNK), weights="w")
     tree = mixflow.fit(model, x, random_seed=3)
     bad = x.copy()
     bad[CHUNK + 5] = np.nan
