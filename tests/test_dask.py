@@ -575,6 +575,16 @@ def test_workflow_errors_for_dask_data_name_the_key(tmp_path, cluster, data, k, 
         read_workflow(path)
 
 
+def test_workflow_errors_of_dask_data_are_all_said_at_once(tmp_path):
+    from mixflow.workflow.config import WorkflowError
+
+    path, read_workflow, _, _ = _flow(tmp_path, data='labels = "a"\nweights = "ww"\ncolumns = ["a", "c"]')
+    with pytest.raises(WorkflowError) as raised:
+        read_workflow(path)
+    lines = str(raised.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["[data] labels", "[data] weights", "[data] columns"], lines
+
+
 def test_workflow_starts_a_local_cluster_and_reports_its_dashboard(tmp_path, capsys):
     from mixflow.workflow.run import run_workflow
 
@@ -618,6 +628,16 @@ def test_workflow_reads_parquet_and_netcdf_globs_lazily(tmp_path):
         tree = mixflow.fit(mixflow.GaussianMixture(2), flow.data[list(flow.columns)], random_seed=7, n_init=2,
                            chunks=flow.chunks)
         assert _relative(expected, tree) < RTOL
+    # without [data] columns, a column of numbers stored as text is refused, not silently left out
+    from mixflow.workflow.config import WorkflowError
+
+    frame.assign(b=frame["b"].round(3).astype(str)).to_parquet(tmp_path / "text.parquet")
+    path.write_text(FLOW.format(cluster="", data="", k="2", methods="").replace("rows.zarr", "text.parquet"))
+    with pytest.raises(WorkflowError, match=r"\[data\] columns: not given, so every numeric column is fitted; "
+                                            r"column 'b' is stored as text, though its first 1000 rows hold numbers "
+                                            r"\(e\.g\. '[-0-9.]+'\), so none of its cells would be read as a number: "
+                                            r"store the column as numbers, or list the columns to fit"):
+        read_workflow(path)
 
 
 def test_given_start_and_trim_give_the_numpy_estimate():

@@ -23,7 +23,7 @@ from mixflow.datasets import DESCRIPTIONS, load_dataset
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
 from mixflow.families.base import MixtureModel, family_class, family_names
-from mixflow.wording import agreeing
+from mixflow.wording import agreeing, counted
 from mixflow.workflow.csv_table import CsvProblem, read_table
 
 __all__ = ["Workflow", "WorkflowError", "read_workflow"]
@@ -219,8 +219,9 @@ def _read_data(table: dict, base: Path, loc: _Locator):
         frame, data_name = load_dataset(name), name
     elif str(table["path"]).endswith(LARGE_DATA):
         frame, data_name = _read_large(base, table, loc)
-        columns = table.get("columns", [str(c) for c, dtype in frame.dtypes.items()
-                                        if pd.api.types.is_numeric_dtype(dtype) and c != table.get("weights")])
+        special = {"weights": table["weights"]} if "weights" in table else {}
+        columns = (table["columns"] if "columns" in table
+                   else _default_columns(_first_rows(frame), special, loc, head=True))
         _expect(columns, list, "[data] columns", "columns", loc, "data")
         _check_columns(columns, frame, loc)
         units = {}
@@ -249,14 +250,25 @@ def _read_data(table: dict, base: Path, loc: _Locator):
 
 #: A column of text cells in at most this share of its cells is a column of numbers with slips (see _default_columns)
 _SLIPS = 0.1
+#: Rows of data read with Dask (Parquet, Zarr, NetCDF) whose cells decide the columns fitted by default
+_HEAD_ROWS = 1000
 
 
-def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator) -> list:
+def _first_rows(frame) -> pd.DataFrame:
+    """Up to :data:`_HEAD_ROWS` first rows of a Dask DataFrame, from its first partition (nothing else is read)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Insufficient elements for head": a short first partition
+        return frame.head(_HEAD_ROWS, npartitions=1)
+
+
+def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head: bool = False) -> list:
     """The columns fitted when ``[data] columns`` is not given: every numeric one but weights and labels.
 
     A column of numbers with a few cells that are not (a typing slip, "n/a": at most a tenth of its cells) would be
     left out as text, the fit silently one feature short: refused, naming the cell. A column without a single
-    value (a trailing comma on every line) holds nothing to fit: left out.
+    value (a trailing comma on every line) holds nothing to fit: left out. With ``head``, ``frame`` is the
+    first rows of data read with Dask, whose column types are the file's: a text column whose first rows are
+    numbers is refused too (every cell of it would be text), and no column is left out for being empty there.
     """
     candidates = [c for c in frame.columns if c not in special.values()]
     for column in candidates:
@@ -264,17 +276,20 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator) -> list:
             continue
         present = frame[column].notna()
         numbers = pd.to_numeric(frame[column].astype(object), errors="coerce").notna() & present
-        if present.sum() - numbers.sum() <= _SLIPS * present.sum():  # numbers but for a few slips: not a text column
-            first = int(np.flatnonzero((present & ~numbers).to_numpy())[0])
+        if present.any() and present.sum() - numbers.sum() <= _SLIPS * present.sum():  # numbers but a few slips
+            slips = np.flatnonzero((present & ~numbers).to_numpy())
+            seen = (f"holds numbers but also {frame[column].iloc[slips[0]]!r} (data row {slips[0] + 1})" if slips.size
+                    else f"is stored as text, though its first {counted(len(frame), 'row')} hold numbers (e.g. "
+                    f"{frame[column].dropna().iloc[0]!r}), so none of its cells would be read as a number")
             raise loc.error("[data] columns", f"not given, so every numeric column is fitted; column {column!r} "
-                            f"holds numbers but also {frame[column].iloc[first]!r} (data row {first + 1}): correct "
-                            "the cell, or list the columns to fit", "columns", "data")
+                            f"{seen}: {'store the column as numbers' if head else 'correct the cell'}, or list "
+                            "the columns to fit", "columns", "data")
     numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(frame[c])]  # True/False too: refused later
     if not numeric:
         raise loc.error("[data] columns", f"not given, so every numeric column is fitted, but no column of the data "
                         f"{list(frame.columns)} holds numbers: list the columns to fit, or check the file's separator",
                         "columns", "data")
-    return [c for c in numeric if frame[c].notna().any()]
+    return numeric if head else [c for c in numeric if frame[c].notna().any()]
 
 
 def _check_columns(columns: list, frame: pd.DataFrame, loc: _Locator) -> None:
@@ -348,14 +363,16 @@ def _read_large(base: Path, table: dict, loc: _Locator):
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise loc.error("[data] path", f"expected readable data, got {str(path)!r} ({error})".replace("\n", " "),
                         "path", "data") from None
-    if "labels" in table:
-        raise loc.error("[data] labels", f"expected no labels with data read with Dask ({text!r}), got "
-                        f"{table['labels']!r}", "labels", "data")
-    if "weights" in table:
-        _expect(table["weights"], str, "[data] weights", "weights", loc, "data")
-        if table["weights"] not in frame.columns:
-            raise loc.error("[data] weights", f"expected a column of the data {list(frame.columns)}, got "
-                            f"{table['weights']!r}", "weights", "data")
+    with loc.collecting():
+        if "labels" in table:
+            raise loc.error("[data] labels", f"expected no labels with data read with Dask ({text!r}), got "
+                            f"{table['labels']!r}", "labels", "data")
+    with loc.collecting():
+        if "weights" in table:
+            _expect(table["weights"], str, "[data] weights", "weights", loc, "data")
+            if table["weights"] not in frame.columns:
+                raise loc.error("[data] weights", f"expected a column of the data {list(frame.columns)}, got "
+                                f"{table['weights']!r}", "weights", "data")
     return frame, Path(text).stem.replace("*", "")
 
 
