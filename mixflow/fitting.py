@@ -2,7 +2,6 @@
 
 import contextlib
 import dataclasses
-import difflib
 import inspect
 import json
 import os
@@ -35,7 +34,7 @@ from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, model_from_json
 from mixflow.warnings import DegenerateComponentWarning, MixflowWarning, SamplingWarning
-from mixflow.wording import agreeing
+from mixflow.wording import agreeing, perhaps
 
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
@@ -117,11 +116,9 @@ def _route_options(methods: list[str], options: dict) -> dict:
             taken |= set(routed[method])
     unknown = sorted(set(options) - taken)
     if unknown:
-        known = sorted(option_names())  # a name of no method's option may be a slip of one's
-        close = {name: difflib.get_close_matches(name, known, n=1) for name in unknown if name not in known}
-        meant = ", ".join(f"{name!r} for {match[0]!r}" for name, match in close.items() if match)
+        # a name of no method's option may be a slip of one's
         raise InputTypeError(f"fit: unexpected {agreeing(len(unknown), 'option')} {unknown} for "
-                             f"{agreeing(len(methods), 'method')} {methods}" + (f" (perhaps {meant})" if meant else ""))
+                             f"{agreeing(len(methods), 'method')} {methods}{perhaps(unknown, option_names())}")
     return routed
 
 

@@ -7,7 +7,7 @@ the singular plus "s" is given as the third argument: ``counted(2, "parenthesis"
 imports nothing of mixflow's, so every layer can word its messages with it.
 """
 
-__all__ = ["agreeing", "counted", "fixed_places"]
+__all__ = ["agreeing", "counted", "fixed_places", "perhaps"]
 
 
 def agreeing(number: int, singular: str, plural: str | None = None) -> str:
@@ -29,3 +29,16 @@ def fixed_places(value: float, decimals: int) -> str:
     """
     value = float(value)
     return f"{value:.{decimals}f}" if not abs(value) >= 1e15 else f"{value:.11e}"
+
+
+def perhaps(unknown, known) -> str:
+    """``" (perhaps 'n_inits' for 'n_init')"``: each unknown name beside the known one it is closest to, if any.
+
+    Empty when no unknown name is close to a known one (:func:`difflib.get_close_matches`).
+    """
+    import difflib
+
+    known = sorted(known)
+    meant = [f"{name!r} for {match[0]!r}" for name in unknown if name not in known
+             for match in [difflib.get_close_matches(name, known, n=1)] if match]
+    return f" (perhaps {', '.join(meant)})" if meant else ""

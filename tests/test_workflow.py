@@ -110,6 +110,20 @@ def test_the_data_s_hash_tells_an_edited_csv_from_the_one_read_before(tmp_path):
     assert edited.data_hash != first.data_hash and edited.config_hash == first.config_hash
 
 
+def test_empty_cells_of_the_fitted_columns_are_named_by_data_row_from_one(tmp_path):
+    # the fit's own error named rows from 0 ("rows: [2]"), a row before the one a spreadsheet shows
+    (tmp_path / "d.csv").write_text("a,b,note\n" + "".join(f"{i},{i % 3 if i not in (2, 9) else ''},\n"
+                                                            for i in range(12)))
+    path = _csv_workflow(tmp_path, "empty", 'columns = ["a", "b"]')
+    with pytest.raises(WorkflowError, match=r"^.*flow.toml:\d+: \[data\] columns: expected a number in every cell of "
+                                            r"the fitted columns, got empty or NaN cells in 2 data rows: 3 \('b'\), "
+                                            r"10 \('b'\) \(rows counted from 1 after the header\); fill or remove "
+                                            r"those rows, or leave the column out$"):
+        read_workflow(path)
+    path = _csv_workflow(tmp_path, "empty", 'columns = ["a"]')  # the empty column of notes is not fitted
+    assert read_workflow(path).columns == ("a",)
+
+
 def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty_one_left_out(tmp_path):
     # one cell "abc" made column a text, left out of the fit without a word: one feature short
     rng = np.random.default_rng(0)
@@ -183,7 +197,7 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"flow.toml:16: \[methods.em\] init: expected a start other than 'kmeans\|\|' for data read into memory"),
     (("[methods.em]", "[select]\nn_folds = 100\n\n[methods.em]"),  # more folds than the 82 galaxies
      r"flow.toml:14: \[select\] n_folds: expected at most the number of observations \(total weight 82\), got 100$"),
-    (("seed = 7", "sead = 7"), r"flow.toml:3: top level: unknown key \['sead'\]"),
+    (("seed = 7", "sead = 7"), r"flow.toml:3: top level: unknown key \['sead'\] \(perhaps 'sead' for 'seed'\); "),
     (("[methods.em]", "[selcet]\nfit = \"bic\"\n\n[methods.em]"),  # a misspelt table, at its header
      r"flow.toml:13: top level: unknown key \['selcet'\]"),
     (("dataset = \"galaxies\"", "path = \"missing.csv\""), r"flow.toml:6: \[data\] path: expected an existing CSV"),

@@ -23,7 +23,7 @@ from mixflow.datasets import DESCRIPTIONS, load_dataset
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
 from mixflow.families.base import MixtureModel, family_class, family_names
-from mixflow.wording import agreeing, counted
+from mixflow.wording import agreeing, counted, perhaps
 from mixflow.workflow.csv_table import CsvProblem, read_table
 
 __all__ = ["Workflow", "WorkflowError", "read_workflow"]
@@ -193,8 +193,9 @@ def _expect(value, kind, where, key, loc, section=None, occurrence=0):
 def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None, occurrence=0):
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise loc.error(where, f"unknown {agreeing(len(unknown), 'key')} {unknown}; expected some of {sorted(allowed)}",
-                        unknown[0], section, occurrence)
+        raise loc.error(where, f"unknown {agreeing(len(unknown), 'key')} {unknown}"
+                        f"{perhaps(unknown, allowed - set(table))}; expected some of {sorted(allowed)}", unknown[0],
+                        section, occurrence)
 
 
 def _read_csv(path: Path, loc: _Locator) -> pd.DataFrame:
@@ -241,6 +242,8 @@ def _read_data(table: dict, base: Path, loc: _Locator):
     columns = table["columns"] if "columns" in table else _default_columns(frame, special, loc)
     _expect(columns, list, "[data] columns", "columns", loc, "data")
     _check_columns(columns, frame, loc)
+    with loc.collecting():
+        _check_missing_cells(frame, columns, loc)
     units = dict(frame.attrs.get("units", {}))
     if "units" in table:
         with loc.collecting():
@@ -290,6 +293,19 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
                         f"{list(frame.columns)} holds numbers: list the columns to fit, or check the file's separator",
                         "columns", "data")
     return numeric if head else [c for c in numeric if frame[c].notna().any()]
+
+
+def _check_missing_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> None:
+    """An empty (or NaN) cell of a fitted column, said by data row as the file counts them: from 1 after the header."""
+    missing = frame[list(columns)].isna().to_numpy()
+    rows = np.flatnonzero(missing.any(axis=1))
+    if rows.size:
+        shown = ", ".join(f"{row + 1} ({', '.join(repr(columns[j]) for j in np.flatnonzero(missing[row]))})"
+                          for row in rows[:5])
+        more = f" and {rows.size - 5} more" if rows.size > 5 else ""
+        raise loc.error("[data] columns", f"expected a number in every cell of the fitted columns, got empty or NaN "
+                        f"cells in {counted(rows.size, 'data row')}: {shown}{more} (rows counted from 1 after the "
+                        "header); fill or remove those rows, or leave the column out", "columns", "data")
 
 
 def _check_columns(columns: list, frame: pd.DataFrame, loc: _Locator) -> None:
