@@ -40,13 +40,11 @@ def save(tree: xr.DataTree, path) -> Path:
         raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r} ({what})")
     # HDF5 aborts the whole process (or crashes in a destructor) when a write to disk fails, a full disk or a
     # file-size limit: an upstream crash, not an exception. So the file is made in memory, and only its bytes
-    # are written to disk, by Python, whose failures are OSErrors; free space for the estimated size is checked
-    # first and the file is verified after.
-    size = sum(node.to_dataset(inherit=False).nbytes for node in tree.subtree)
+    # are written to disk, by Python, whose failures are OSErrors; free space for those bytes (the file's exact
+    # size) is checked first and the file is verified after.
     with interrupts_deferred():  # HDF5's callbacks swallow a KeyboardInterrupt
         content = _netcdf_bytes(tree)
-        atomic_write(path, partial(_write_bytes, content), expected_bytes=max(size, len(content)),
-                     verify=_readable_hdf5)
+        atomic_write(path, partial(_write_bytes, content), expected_bytes=len(content), verify=_readable_hdf5)
     return path
 
 
