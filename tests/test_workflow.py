@@ -2,6 +2,7 @@
 
 import html
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -620,3 +621,23 @@ def test_the_one_line_nuts_result_says_one_chains_r_hat_compares_its_halves():
     assert mcmc_result({**attrs, "chains": 1, "draws": 1, "max_rhat": nan, "min_ess_bulk": nan}) == (
         "1 chain x 1 draws in 3.2 s, 1 divergence, worst R-hat (the chain's halves) n/a (too few draws), smallest "
         "bulk ESS n/a (too few draws)")
+
+
+def test_a_second_run_into_a_directory_another_run_writes_into_is_refused(tmp_path, capsys):
+    # two runs into one --out interleaved their files, each moving the other's aside
+    fcntl = pytest.importorskip("fcntl")
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30)}).to_csv(tmp_path / "d.csv", index=False)
+    path, out = _csv_workflow(tmp_path, "busy"), tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    held = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run in another process holds it
+        assert main(["run", str(path), "--out", str(out), "--quiet"]) != 0
+        assert ("another mixflow run is writing into this directory; wait for it to end, or choose another --out"
+                in capsys.readouterr().err)
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    finally:
+        os.close(held)
+    assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0  # the lock goes with its holder

@@ -194,6 +194,40 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     out = Path(out_dir)
     _check_no_folder_at_outputs(out, workflow)
     created = _prepare_output(out)
+    with _one_run_at_a_time(out, created):
+        return _run_into(workflow, out, created, quiet)
+
+
+@contextlib.contextmanager
+def _one_run_at_a_time(out: Path, created: list[Path]):
+    """Hold an exclusive lock on the directory ``out`` while a run writes into it: a second run is refused.
+
+    Two runs into one directory would interleave their files and each move the other's aside. The lock
+    (``flock`` of the directory) is the kernel's: it goes with the process, however that ends. Where there is
+    no such lock (Windows, some network file systems), runs are not guarded.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    descriptor = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _remove_empty(created)
+            raise OSError(errno.EBUSY, "another mixflow run is writing into this directory; wait for it to end, or "
+                          "choose another --out", str(out)) from None
+        except OSError:  # no locks on this file system
+            pass
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -> list[Path]:
+    """:func:`run_workflow` once ``out`` is ready and this run alone writes into it."""
     log = out / "run.log"
     working = out / PARTIAL_LOG  # run.log once the run completes: a failed rerun keeps the earlier run's
     # into a directory that holds files already (an earlier run's), the run writes beside them in a folder of its
