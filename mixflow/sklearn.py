@@ -117,6 +117,9 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
     converged_, n_iter_, lower_bound_ : bool, int, float
         EM's convergence, iterations and final log-likelihood per observation (of the EM/MAP estimate;
         per observation as scikit-learn's ``GaussianMixture.lower_bound_``, the total is in ``tree_``).
+    lower_bounds_ : list of float
+        The winning run's log-likelihood per observation (for ``method="map"`` too) at each recorded iteration,
+        as scikit-learn's ``lower_bounds_``; every run's are in ``tree_["em/sample_stats"]``.
     n_features_in_, feature_names_in_
         As in scikit-learn.
     """
@@ -223,6 +226,8 @@ class MixtureEstimator(ClusterMixin, DensityMixin, BaseEstimator):
         self.n_iter_ = int(attrs["n_iter"])
         # per observation, as scikit-learn's GaussianMixture.lower_bound_ (and score) are
         self.lower_bound_ = float(attrs["log_likelihood"]) / float(attrs["n_observations"])
+        history = self.tree_["em/sample_stats"]["log_likelihood"].values[int(attrs["best_restart"])]
+        self.lower_bounds_ = (history[np.isfinite(history)] / float(attrs["n_observations"])).tolist()
         self.labels_ = predict(self.tree_, frame, self._prediction_method()).values
         estimate = self.tree_["em/estimate"].to_dataset()
         self.weights_ = estimate["weights"].values.copy()

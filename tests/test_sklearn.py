@@ -204,6 +204,10 @@ def test_lower_bound_is_per_observation_as_in_scikit_learn(faithful):
     assert estimator.lower_bound_ == pytest.approx(estimator.tree_["em"].attrs["log_likelihood"] / len(faithful))
     assert estimator.lower_bound_ == pytest.approx(reference.lower_bound_, rel=1e-6)
     assert estimator.lower_bound_ == pytest.approx(estimator.score(faithful), rel=1e-10)
+    # the winning run's path, as scikit-learn's lower_bounds_: rising (EM's monotone steps) to lower_bound_
+    path = np.array(estimator.lower_bounds_)
+    assert len(path) >= estimator.n_iter_ - 1 and path[-1] == pytest.approx(estimator.lower_bound_, rel=1e-12)
+    assert np.all(np.diff(path) >= -1e-12 * abs(path[-1])) and path[0] < path[-1]
 
 
 @pytest.mark.parametrize("covariance", ["full", "tied", "diag", "spherical"])
