@@ -270,6 +270,18 @@ def test_chains_that_cross_are_sampled_again_longer_and_only_the_longer_run_is_k
                                         "target_accept 0.95; the first run's ")
     np.testing.assert_array_equal(extended["groups"]["posterior"]["variables"]["mu"][1],
                                   direct["groups"]["posterior"]["variables"]["mu"][1])
+    # the posterior predictive is made for the run kept only, not for the first run the second replaces
+    simulated, predictive = [], engine.predictive_groups
+
+    def counting(model, data, draws, rng, timings=None):
+        simulated.append(draws["weights"].shape[1])
+        return predictive(model, data, draws, rng, timings)
+
+    monkeypatch.setattr(engine, "predictive_groups", counting)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.SamplingWarning)
+        replicated = fit_mcmc(model, data, reference, **{**run, "posterior_predictive": True})
+    assert simulated == [160] and replicated["groups"]["posterior_predictive"]["variables"]["x"][1].shape[1] == 160
     memory = engine.check_memory
 
     def short_of_memory(chains, draws, values, what):  # room for the first run only

@@ -47,7 +47,7 @@ from mixflow.engines.modes import (
     start_points,
 )
 from mixflow.engines.nutpie_compile import compile_nutpie
-from mixflow.engines.over_draws import draw_groups
+from mixflow.engines.over_draws import draw_groups, predictive_groups
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, diagnose, record_crossings
 from mixflow.errors import InputError, SamplerInterrupted
 from mixflow.families.relabel import align
@@ -281,8 +281,8 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
         "posterior": {"variables": aligned, "attrs": _clean_attrs(idata["posterior"].attrs)},
         "sample_stats": {"variables": _plain_variables(idata["sample_stats"].to_dataset()),
                          "attrs": _clean_attrs(idata["sample_stats"].attrs)},
-        **draw_groups(model, data, {k: v for k, (_, v) in aligned.items()}, options["posterior_predictive"],
-                      np.random.default_rng(predictive_seed), timings),
+        # the posterior predictive once this run is known to be kept (below): a second run would replace it
+        **draw_groups(model, data, {k: v for k, (_, v) in aligned.items()}, False, None, timings),
     }
     clock.lap()
     found, chain_mode = mode_groups(model, data, aligned, groups["log_likelihood"]["variables"]["x"][1], reference,
@@ -309,6 +309,9 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
             result["attrs"]["extended"] = (f"{reason}: sampled again with {settings}; the first run's "
                                            f"{elapsed:.1f} s are not in wall_time")
             return result
+    if options["posterior_predictive"]:
+        groups.update(predictive_groups(model, data, {k: v for k, (_, v) in aligned.items()},
+                                        np.random.default_rng(predictive_seed), timings))
     coords_extra = {"mode": np.arange(modes["weight"][1].size)}
     diagnostics = diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"],
                            {**options, "n_components": model.n_components},

@@ -158,19 +158,34 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
         "responsibilities": {"variables": {"responsibilities_mean": (("obs", "component"), spread["mean"]),
                                            "responsibilities_sd": (("obs", "component"), spread["sd"])}},
     }
-    middle = time.perf_counter()
+    if timings is not None:  # every phase named, one not run at zero
+        timings.update(log_likelihood_responsibilities=time.perf_counter() - began, posterior_predictive=0.0)
     if predictive:
-        stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
-                            for s in range(count)])
-        name, dims = model.predictive_variable(data)
-        if name == "x":
-            stacked = stacked.astype(model.predictive_dtype)
-        groups["posterior_predictive"] = {
+        groups.update(predictive_groups(model, data, draws, rng, timings))
+    return groups
+
+
+def predictive_groups(model, data: Data, draws: dict, rng: np.random.Generator, timings: dict | None = None) -> dict:
+    """``posterior_predictive`` (one replicate of the data per draw, ``model.simulate``) and its ``observed_data``.
+
+    ``draws`` as for :func:`draw_groups`; ``timings`` receives the seconds spent as ``posterior_predictive``.
+    """
+    began = time.perf_counter()
+    n_chains, n_draws = draws["weights"].shape[:2]
+    count = n_chains * n_draws
+    flat = {name: value.reshape((count,) + value.shape[2:]) for name, value in draws.items()}
+    stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
+                        for s in range(count)])
+    name, dims = model.predictive_variable(data)
+    if name == "x":
+        stacked = stacked.astype(model.predictive_dtype)
+    groups = {
+        "posterior_predictive": {
             "variables": {name: (("chain", "draw", *dims), stacked.reshape(n_chains, n_draws, *stacked.shape[1:]))},
             "attrs": {name: "one replicate of the data per draw (model.simulate)" + (
-                "; one row per frequency unit of the weighted data" if "unit" in dims else "")}}
-        groups["observed_data"] = {"variables": _observed_like_predictive(model, data)}
+                "; one row per frequency unit of the weighted data" if "unit" in dims else "")}},
+        "observed_data": {"variables": _observed_like_predictive(model, data)},
+    }
     if timings is not None:
-        timings.update(log_likelihood_responsibilities=middle - began,
-                       posterior_predictive=time.perf_counter() - middle)
+        timings["posterior_predictive"] = time.perf_counter() - began
     return groups
