@@ -652,12 +652,12 @@ def _naming_new_data():
         raise InputError(f"new_data:{message[len('data:'):]}") from None
 
 
-def _chunked_new_data(tree: xr.DataTree, new_data, method: str):
-    """Dask ``new_data`` as chunked rows with the fitted features (predictions from the EM estimate only)."""
+def _chunked_new_data(tree: xr.DataTree, model, new_data, method: str):
+    """Dask ``new_data`` as chunked rows with the features read (predictions from the EM estimate only)."""
     if method != "em":
         raise InputError(f"method: expected 'em' with Dask new_data (the draws' predictions need the rows in "
                          f"memory), got {method!r}")
-    return as_chunked(new_data, name="new_data", features=tree[OBSERVED_DATA]["feature"].values)
+    return as_chunked(new_data, name="new_data", features=_read_features(tree, model))
 
 
 def _chunked_predictions(tree: xr.DataTree, model, params: dict, chunked: ChunkedData, what: str):
@@ -719,12 +719,11 @@ def responsibilities(tree: xr.DataTree, data, *, to_zarr=None, chunks: int | Non
     da = require_dask("data", "mixflow.responsibilities")
     method = _check_prediction_method(tree, "em")
     model, params, _, _ = _parameter_sets(tree, method)
+    features = _read_features(tree, model)
     if not is_chunked(data):
-        validated = validate_data(data, name="data", features=tree[OBSERVED_DATA]["feature"].values,
-                                  warn_constant=False)
+        validated = validate_data(data, name="data", features=features, warn_constant=False)
         data = da.from_array(validated.values, chunks=(100_000 if chunks is None else chunks, -1))
-    chunked = as_chunked(data, name="data", features=tree[OBSERVED_DATA]["feature"].values,
-                         chunks=chunks if is_chunked(data) else None)
+    chunked = as_chunked(data, name="data", features=features, chunks=chunks if is_chunked(data) else None)
     resp = _chunked_predictions(tree, model, params, chunked, "responsibilities")
     if to_zarr is None:
         return resp
@@ -760,15 +759,19 @@ def _write_zarr(da, array, target: Path) -> Path:
     return target
 
 
+def _read_features(tree: xr.DataTree, model) -> list:
+    """The fitted features new rows must hold: a regression's columns beside its formula's are not needed."""
+    fitted = tree[OBSERVED_DATA]["feature"].values
+    unread = set(map(str, model.unread_columns(fitted)))
+    return [f for f in fitted if str(f) not in unread]
+
+
 def _new_data(tree: xr.DataTree, model, new_data, params: dict):
     """``new_data`` checked like training data (same features, the family's constraints), and prepared.
 
     In the working units the fit fixes (:func:`_fit_moments`), not the rows' own: each row is scored alone.
     """
-    fitted = tree[OBSERVED_DATA]["feature"].values
-    unread = set(map(str, model.unread_columns(fitted)))  # a regression's columns beside its formula's: not needed
-    data = validate_data(new_data, name="new_data", features=[f for f in fitted if str(f) not in unread],
-                         warn_constant=False)
+    data = validate_data(new_data, name="new_data", features=_read_features(tree, model), warn_constant=False)
     with _naming_new_data():  # prepare_rows checks the rows as the family's prepare does (counts, classes)
         constants = model.chunked_constants(_fit_moments(tree, model, params, data.features), data.features)
         prepared = model.prepare_rows(data.values, data.frequency, np.arange(data.n_obs), constants)
@@ -818,7 +821,7 @@ def predict_proba(tree: xr.DataTree, new_data, method: str = "em", *, return_sd:
     method = _check_prediction_method(tree, method)
     if is_chunked(new_data):
         model, params, _, _ = _parameter_sets(tree, method)
-        chunked = _chunked_new_data(tree, new_data, method)
+        chunked = _chunked_new_data(tree, model, new_data, method)
         mean = _lazy(tree, _chunked_predictions(tree, model, params, chunked, "responsibilities"), "responsibilities")
         return (mean, xr.zeros_like(mean).rename("responsibilities_sd")) if return_sd else mean
     model, params, draws, _ = _parameter_sets(tree, method)
@@ -842,7 +845,7 @@ def predict(tree: xr.DataTree, new_data, method: str = "em") -> xr.DataArray:
     if is_chunked(new_data):
         method = _check_prediction_method(tree, method)
         model, params, _, _ = _parameter_sets(tree, method)
-        labels = _chunked_predictions(tree, model, params, _chunked_new_data(tree, new_data, method), "labels")
+        labels = _chunked_predictions(tree, model, params, _chunked_new_data(tree, model, new_data, method), "labels")
         return _lazy(tree, labels, "labels")
     proba = predict_proba(tree, new_data, method)
     labels = proba["component"].values[proba.values.argmax(axis=1)]
@@ -869,7 +872,8 @@ def score_samples(tree: xr.DataTree, new_data, method: str = "em") -> xr.DataArr
     method = _check_prediction_method(tree, method)
     model, params, draws, _ = _parameter_sets(tree, method)
     if is_chunked(new_data):
-        scores = _chunked_predictions(tree, model, params, _chunked_new_data(tree, new_data, method), "log_density")
+        chunked = _chunked_new_data(tree, model, new_data, method)
+        scores = _chunked_predictions(tree, model, params, chunked, "log_density")
         return _lazy(tree, scores, "log_density")
     data, prepared = _new_data(tree, model, new_data, params)
     if draws is None:

@@ -96,6 +96,12 @@ def test_regression_estimate_equals_numpy_input(intercept):
     assert np.all(spread > 0) and np.all(spread < 0.1)
     with pytest.raises(ValueError, match=r"new_data: expected features \['x', 'y'\], got \['x'\] \(missing \['y'\]\)"):
         mixflow.predict_proba(got, dd.from_pandas(frame[["x"]], npartitions=2))
+    # a column fitted beside the formula's is not needed in new rows, Dask or not, as with rows in memory
+    extra = mixflow.fit(model, frame.assign(note=rng.normal(size=N)), random_seed=3, n_init=2)
+    for predict in (mixflow.predict_proba, mixflow.score_samples, mixflow.predict):
+        np.testing.assert_allclose(predict(extra, lazy_frame).values, predict(extra, frame).values, atol=1e-12)
+    np.testing.assert_allclose(mixflow.responsibilities(extra, frame).compute(),
+                               mixflow.predict_proba(extra, frame).values, atol=1e-12)
 
 
 def test_grouped_estimate_equals_numpy_input():
