@@ -1,5 +1,6 @@
 """Dask input: EM blockwise on the threaded scheduler and on a LocalCluster, against numpy input of the same data."""
 
+import json
 import subprocess
 import sys
 import threading
@@ -533,6 +534,10 @@ def test_workflow_fits_a_zarr_store_blockwise(tmp_path):
                            n_init=2)
     assert _relative(expected, tree) < RTOL
     assert tree["observed_data"].attrs["n_obs"] == N
+    # the data are not hashed (a pass over every block), and workflow.json says so as the container does
+    resolved = json.loads((tmp_path / "out" / "workflow.json").read_text())
+    assert resolved["data_sha256"] == tree.attrs["workflow_data_sha256"] == (
+        "not hashed (data read lazily with Dask: hashing them would be a pass over every block)")
     # the bootstrap of the rows read with Dask: Poisson(1) weights times the data's, blockwise
     assert tree["em/bootstrap/posterior"].sizes["draw"] == 2 and tree["em/bootstrap"].attrs["n_failed"] == 0
 

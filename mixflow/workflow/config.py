@@ -123,6 +123,12 @@ class Workflow:
         """SHA-256 of the resolved configuration (recorded in every container)."""
         return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()
 
+    @property
+    def data_hash_text(self) -> str:
+        """:attr:`data_hash`, or why there is none: what ``workflow.json`` and every container record."""
+        return self.data_hash or ("not hashed (data read lazily with Dask: hashing them would be a pass over "
+                                  "every block)")
+
     @cached_property  # every container of the run records it: the data are hashed once
     def data_hash(self) -> str | None:
         """SHA-256 of the data the models are fitted to: the columns read, weights and labels, with the row index.

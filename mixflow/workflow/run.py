@@ -582,7 +582,7 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
     # can remove those it does not write again (see _remove_stale)
     outputs = [Path(os.path.relpath(Path(path).absolute(), out.absolute())).as_posix() for path in written]
     outputs += ["workflow.json", "run.log"]
-    resolved = {"config": workflow.config, "sha256": workflow.config_hash, "data_sha256": workflow.data_hash,
+    resolved = {"config": workflow.config, "sha256": workflow.config_hash, "data_sha256": workflow.data_hash_text,
                 "resolved": {"columns": [str(c) for c in workflow.columns],
                              "em": _em_options(workflow.methods)["method"]},
                 "outputs": outputs}
@@ -660,7 +660,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
         raise workflow.model_error(i, f"the fit of K={k} failed: {error}") from error
     tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
                        "workflow_config_sha256": workflow.config_hash,
-                       "workflow_data_sha256": workflow.data_hash or "not hashed (data read lazily with Dask)",
+                       "workflow_data_sha256": workflow.data_hash_text,
                        RUN_WARNINGS: json.dumps(choice_warnings + progress.since(mark))})
     agreement = None
     if workflow.labels is not None:
