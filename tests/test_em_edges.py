@@ -670,3 +670,14 @@ def test_select_k_counts_degenerate_fold_fits_instead_of_failing_on_them(k, n_fo
         table = mixflow.select_k(mixflow.GaussianMixture(1), STACKLOSS, ks=[k], methods=("em",), n_folds=n_folds,
                                  random_seed=0, n_jobs=1)
     assert table.loc[k, "cv_flagged_folds"] == n_folds and np.isfinite(table.loc[k, "cv_log_likelihood"])
+
+
+def test_the_collapse_warning_agrees_with_the_components_it_names():
+    # "components [0, 1, 2, 4] collapsed ... its variances were lifted": one possessive for any number
+    several = mixflow.GaussianMixture(5).collapse_description([0, 1, 2, 4])
+    assert several.startswith("components [0, 1, 2, 4] collapsed onto a point or a subspace")
+    assert "their variances were lifted to a floor of 2.2e-13 x their second moment" in several
+    assert "component [3] collapsed" in (one := mixflow.GaussianMixture(5).collapse_description([3]))
+    assert "its variances were lifted to a floor of 2.2e-13 x its second moment" in one
+    tied = mixflow.GaussianMixture(5, covariance="tied").collapse_description([0, 1])
+    assert tied.startswith("the tied covariance collapsed") and "its variances were lifted" in tied

@@ -430,14 +430,14 @@ def test_a_fold_fits_warning_does_not_point_at_a_restart_that_is_not_kept():
 
     said = ("restart 26 reached a higher maximum (-640.1 against this fit's -647.2) with a spurious component "
             "(component 3: 4.1 observations' worth of weight, Hathaway ratio 0.001), and was set aside for the best "
-            "sound fit. " + SET_ASIDE_ADVICE.format(top=26))
+            "sound fit the restarts found. " + SET_ASIDE_ADVICE.format(top=26))
     fold = python_warnings.WarningMessage(said, mixflow.DegenerateComponentWarning, "f.py", 1)
     [(category, message)] = _messages([], [fold])
     assert category is mixflow.DegenerateComponentWarning
     assert message == ("a cross-validation fold's fit (not the fit on all rows): restart 26 reached a higher maximum "
                        "(-640.1 against this fit's -647.2) with a spurious component (component 3: 4.1 observations' "
-                       "worth of weight, Hathaway ratio 0.001), and was set aside for the best sound fit. (A fold's "
-                       "fit is not kept.)")
+                       "worth of weight, Hathaway ratio 0.001), and was set aside for the best sound fit the restarts "
+                       "found. (A fold's fit is not kept.)")
     [(_, message)] = _messages([fold], [])  # the fit on all rows: its restarts are kept
     assert message == said
 

@@ -887,7 +887,8 @@ def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_wei
                           for h, count, ratio in model.spurious_components(params, total_weight))
     warnings.warn(
         f"restart {top} reached a higher maximum ({runs[top].history_objective[-1]:.6g} against this fit's "
-        f"{value:.6g}) with a spurious component ({described}), and was set aside for the best sound fit. "
+        f"{value:.6g}) with a spurious component ({described}), and was set aside for the best sound fit the "
+        "restarts found. "
         + SET_ASIDE_ADVICE.format(top=top), DegenerateComponentWarning, stacklevel=3)
 
 

@@ -200,7 +200,8 @@ class GaussianMixture(MixtureModel):
                 else f"{agreeing(len(components), 'component')} {components} collapsed")
         return (f"{what} onto a point or a subspace (singular covariance: too few distinct rows, e.g. "
                 "repeated points, or rows that share one value of a feature with few values, such as a code): "
-                f"{gn.FLOOR_DESCRIPTION}")
+                + gn.FLOOR_DESCRIPTION.format(its="its" if self.covariance == "tied" or len(components) == 1
+                                              else "their", floor=gn.PRECISION_FLOOR))
 
     def sort_key(self, params: dict) -> np.ndarray:
         """Canonical order: ascending first coordinate of ``mu``."""

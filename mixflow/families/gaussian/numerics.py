@@ -35,8 +35,8 @@ LOG_2PI = np.log(2 * np.pi)
 _EPS = float(np.finfo(float).eps)
 PRECISION_FLOOR = 1000 * np.finfo(float).eps  # relative precision of a one-pass second moment, with margin
 ABSOLUTE_FLOOR = np.finfo(float).eps  # in standardised units (of the data's variance): a point at the centre
-FLOOR_DESCRIPTION = (f"its variances were lifted to a floor of {PRECISION_FLOOR:.1e} x its second moment about "
-                     "the data mean, the precision of its sufficient statistics")
+FLOOR_DESCRIPTION = ("{its} variances were lifted to a floor of {floor:.1e} x {its} second moment about the data "
+                     "mean, the precision of {its} sufficient statistics")
 
 
 @cache
