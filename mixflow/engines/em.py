@@ -892,6 +892,24 @@ def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_wei
         + SET_ASIDE_ADVICE.format(top=top), DegenerateComponentWarning, stacklevel=3)
 
 
+def _warn_few_sound(restarts: dict, options: EMOptions) -> None:
+    """A sound fit from fewer sound runs than ``n_init`` asked for, most runs collapsed: its search was thin.
+
+    Where most starts collapse (features of many tied values under a "diag" covariance, say), the sound maxima
+    are sampled by the few runs that did not: the fit returned is sound, but fewer than ``n_init`` runs looked
+    for it, and a higher sound maximum may lie where none went.
+    """
+    degenerate = np.asarray(restarts["degenerate"], dtype=bool)
+    sound = int((~degenerate & ~np.asarray(restarts["spurious"], dtype=bool)).sum())
+    if sound < options.n_init and degenerate.mean() > 0.5:
+        warnings.warn(
+            f"{counted(int(degenerate.sum()), 'run')} of {degenerate.size} collapsed (a component on tied or "
+            f"repeated values) and {sound} ended sound, fewer than n_init={options.n_init}: this fit is the best of "
+            f"{counted(sound, 'sound run')}, and a higher sound maximum may lie where none went; more starts "
+            "(n_init=...) search further, and method='map' keeps components from collapsing",
+            MixflowWarning, stacklevel=3)
+
+
 def _in_data_units(model, params: dict, prepared, data) -> dict:
     """The estimate mapped from working to data units; an error if it overflows float64 there."""
     estimate = model.to_data(params, prepared)
@@ -1043,6 +1061,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     _warn_spurious(spurious, options, model)
     if not degenerate and not spurious:
         _warn_set_aside(model, runs, restarts, best, total, prepared, features)
+        _warn_few_sound(restarts, options)
     if degenerate and not collapsed and not empty:
         warnings.warn(f"a component's weight fell below half an observation's worth (weights "
                       f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
