@@ -453,3 +453,29 @@ def test_the_warnings_of_one_k_are_said_once_each_with_the_count_of_the_others()
         (SamplingWarning, f"first (and 2 more such warnings {more}"), (MixflowWarning, "other")]
     assert _messages([caught("first"), caught("second")]) == [
         (SamplingWarning, f"first (and 1 more such warning {more}")]
+
+
+def test_a_k_whose_draws_repeat_one_value_gets_no_loo_and_the_others_are_compared_without_it():
+    # a chain stuck in place: PSIS raised "All tail values are the same", and the whole workflow failed with it
+    import arviz_stats
+
+    from mixflow.analysis.select import loo_table
+
+    rng = np.random.default_rng(0)
+
+    def tree(log_likelihood):
+        draws = {"posterior": xr.Dataset({"mu": (("chain", "draw"), rng.normal(size=(2, 100)))}),
+                 "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), log_likelihood)})}
+        return xr.DataTree.from_dict({f"mcmc/{name}": group for name, group in draws.items()})
+
+    stuck = rng.normal(-2.0, 0.1, (2, 100, 30))
+    stuck[:, :, 5] = -3.0
+    trees = {1: tree(rng.normal(-2.2, 0.1, (2, 100, 30))), 2: tree(stuck), 3: tree(rng.normal(-2.1, 0.1, (2, 100, 30)))}
+    with pytest.warns(mixflow.SamplingWarning, match=r"^PSIS-LOO of the NUTS draws of K=2 could not be computed "
+                                                     r"\(All tail values are the same: draws that repeat one value, "
+                                                     r"as those of a chain stuck in place do\)"):
+        table = loo_table(trees)
+    assert list(table.index) == [1, 2, 3] and table.loc[2].isna().all()
+    expected = arviz_stats.loo(trees[3]["mcmc"], var_name="x")
+    assert table.loc[3, "elpd_loo"] == pytest.approx(expected.elpd, rel=1e-12)
+    assert table["loo_weight"].sum() == pytest.approx(1.0) and table["elpd_loo"].idxmax() == 3

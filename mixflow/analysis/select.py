@@ -34,7 +34,7 @@ from mixflow.engines.stacking import stacking_weights
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.parallel import default_jobs, parallel_map
-from mixflow.warnings import ConvergenceWarning, MixflowWarning
+from mixflow.warnings import ConvergenceWarning, MixflowWarning, SamplingWarning
 from mixflow.wording import counted, fixed_places
 
 __all__ = [
@@ -336,7 +336,7 @@ def loo_table(trees: dict) -> pd.DataFrame:
     """
     import arviz_stats
 
-    results, log_likelihoods = {}, {}
+    results, log_likelihoods, failed = {}, {}, {}
     for k, tree in trees.items():
         mcmc = tree["mcmc"]
         missing = [g for g in ("posterior", "log_likelihood") if g not in mcmc.children]
@@ -347,8 +347,30 @@ def loo_table(trees: dict) -> pd.DataFrame:
                                          "log_likelihood": log_likelihood})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            results[k] = arviz_stats.loo(subtree, var_name="x", pointwise=True)
+            try:
+                results[k] = arviz_stats.loo(subtree, var_name="x", pointwise=True)
+            except ValueError as error:  # PSIS fits no tail of one repeated value: draws of a chain stuck in place
+                failed[k] = str(error)
+                continue
         log_likelihoods[k] = log_likelihood["x"].stack(sample=("chain", "draw")).transpose("sample", ...).values
+    for k, error in failed.items():
+        warnings.warn(f"PSIS-LOO of the NUTS draws of K={k} could not be computed ({error}: draws that repeat one "
+                      "value, as those of a chain stuck in place do); its LOO columns are left empty and the other "
+                      "K are compared without it; see its MCMC diagnostics", SamplingWarning, stacklevel=2)
+    table = _loo_rows({k: tree for k, tree in trees.items() if k not in failed}, results, log_likelihoods)
+    table = table.reindex(sorted(trees))  # a K without LOO: a row of empty values
+    table.index.name = "k"
+    return table
+
+
+def _loo_rows(trees: dict, results: dict, log_likelihoods: dict) -> pd.DataFrame:
+    """:func:`loo_table`'s rows of the K whose PSIS-LOO was computed (``results``)."""
+    import arviz_stats
+
+    columns = ["elpd_loo", "elpd_loo_se", "p_loo", "pareto_k_warning", "stacked_over_modes", "elpd_diff",
+               "elpd_diff_se", "loo_weight"]
+    if not results:
+        return pd.DataFrame(columns=columns, dtype=float)
     frequency = frequency_weights(next(iter(trees.values())))
     stacked = {k: _stacked_elpd_i(tree) for k, tree in trees.items()}
     if frequency is not None or any(value is not None for value in stacked.values()):
@@ -367,8 +389,7 @@ def loo_table(trees: dict) -> pd.DataFrame:
             table["elpd_diff"] = comparison["elpd_diff"]
             table["elpd_diff_se"] = comparison["dse"]
             table["loo_weight"] = comparison["weight"]
-    table.index.name = "k"
-    return table.sort_index()
+    return table
 
 
 def _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs):
