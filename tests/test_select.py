@@ -171,6 +171,28 @@ def test_select_k_with_mcmc_uses_loo(monkeypatch, two_clusters):
     assert "bic" not in mcmc_only and set(fits) == {("mcmc", 1), ("mcmc", 2)}
 
 
+def test_a_k_whose_nuts_fit_fails_is_left_out_of_the_loo_and_the_choice_goes_on(monkeypatch, two_clusters):
+    # a draw of a collapsing component that cannot be evaluated ended the whole choice of K, in a workflow too
+    real_fit = mixflow.fitting.fit
+    rng = np.random.default_rng(1)
+
+    def fake_fit(model, data, method="em", **kwargs):
+        if method == "mcmc" and model.n_components == 3:
+            raise mixflow.InputError("draws: a draw among 0-99 (over chains) cannot be evaluated")
+        if method == "mcmc":
+            return _fake_mcmc_tree(model.n_components, rng)
+        return real_fit(model, data, method=method, **kwargs)
+
+    monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
+    with pytest.warns(mixflow.SamplingWarning, match=r"^select_k, K=3, NUTS: the fit failed \(draws: a draw among "
+                                                     r"0-99 \(over chains\) cannot be evaluated\); its NUTS columns "
+                                                     r"are left empty$"):
+        table, fits = select_k(mixflow.GaussianMixture(1), two_clusters, ks=(1, 2, 3), methods=("map", "mcmc"),
+                               n_folds=None, random_seed=2, fit_kwargs={"n_init": 1}, n_jobs=1, return_fits=True)
+    assert ("mcmc", 3) not in fits and np.isnan(table.loc[3, "elpd_loo"]) and np.isfinite(table.loc[3, "bic"])
+    assert table.loc[[1, 2], "loo_weight"].sum() == pytest.approx(1.0) and table.attrs["preferred"]["elpd_loo"] == 2
+
+
 def test_collapsing_fits_are_flagged_and_never_preferred():
     x = np.r_[np.zeros(3), [5.0, 5.0, 5.0], np.linspace(-1, 1, 10)]
     with pytest.warns(MixflowWarning, match=r"select_k: K in \[3\] skipped by the EM criteria .*degenerate"):

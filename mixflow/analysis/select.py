@@ -626,9 +626,17 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             progress(f"K={k}, NUTS: sampling")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                fits[("mcmc", k)] = fit(_with_k(model, k), _frame(validated), method="mcmc",
-                                        weights=validated.weights, random_seed=mcmc_seed, **fit_kwargs, **mcmc_kwargs)
+                try:
+                    fits[("mcmc", k)] = fit(_with_k(model, k), _frame(validated), method="mcmc",
+                                            weights=validated.weights, random_seed=mcmc_seed, **fit_kwargs,
+                                            **mcmc_kwargs)
+                except (InputError, np.linalg.LinAlgError) as error:  # this K's posterior, not the data given
+                    failed = f"the fit failed ({error}); its NUTS columns are left empty"
             _warn_for(k, "mcmc", _messages(caught))
+            if ("mcmc", k) not in fits:  # the other K are sampled and compared without it
+                _warn_for(k, "mcmc", [(SamplingWarning, failed)])
+                progress(f"K={k}, NUTS: failed, its NUTS columns left empty")
+                continue
             diagnostics[k] = _mcmc_row(fits[("mcmc", k)])
             modes = (f"sampled again with {diagnostics[k]['mcmc_draws']} draws per chain (the first run's chains "
                      "crossed between places), " if diagnostics[k]["extended"] else "")
@@ -639,7 +647,9 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
                      f"{format_rhat(diagnostics[k]['max_rhat'])}, smallest bulk / tail ESS "
                      f"{format_ess(diagnostics[k]['min_ess_bulk'])} / {format_ess(diagnostics[k]['min_ess_tail'])}")
         mcmc_table = pd.DataFrame.from_dict(diagnostics, orient="index")
-        table = table.join(loo_table({k: fits[("mcmc", k)] for k in ks}).join(mcmc_table), how="outer")
+        sampled = {k: fits[("mcmc", k)] for k in ks if ("mcmc", k) in fits}
+        if sampled:
+            table = table.join(loo_table(sampled).join(mcmc_table), how="outer")
     _summarise(table, methods, seed)
     return (table, fits) if return_fits else table
 

@@ -52,7 +52,13 @@ def responsibilities_over_draws(model, data: Data, draws: dict, *, log_likelihoo
     shift = None
     for first in range(0, count, block):
         stop = min(first + block, count)
-        log_joint = _log_densities(model, prepared, {name: value[first:stop] for name, value in draws.items()}, rows)
+        try:
+            log_joint = _log_densities(model, prepared, {name: value[first:stop] for name, value in draws.items()},
+                                       rows)
+        except InputError as error:  # a draw's own parameters, not the data: a sampler's draw of a collapsing component
+            raise InputError(f"draws: a draw among {first}-{stop - 1} (over chains) cannot be evaluated: {error}; a "
+                             "sampler that reached a component collapsing onto a few rows draws such parameters: "
+                             "fewer components or a stronger prior keep it away") from None
         with np.errstate(divide="ignore"):
             log_joint += np.log(draws["weights"][first:stop])[:, :, None]
         peak = log_joint.max(axis=1, keepdims=True)
