@@ -32,13 +32,18 @@ def fixed_places(value: float, decimals: int) -> str:
 
 
 def perhaps(unknown, known) -> str:
-    """``" (perhaps 'n_inits' for 'n_init')"``: each unknown name beside the known one it is closest to, if any.
+    """``" (did you mean 'n_init'?)"``: the known name closest to each unknown one, if any.
 
+    With several unknown names, each is said: ``" (did you mean 'n_init' for 'n_inits', 'tol' for 'tl'?)"``.
     Empty when no unknown name is close to a known one (:func:`difflib.get_close_matches`).
     """
     import difflib
 
     known = sorted(known)
-    meant = [f"{name!r} for {match[0]!r}" for name in unknown if name not in known
-             for match in [difflib.get_close_matches(name, known, n=1)] if match]
-    return f" (perhaps {', '.join(meant)})" if meant else ""
+    unknown = [name for name in unknown if name not in known]
+    meant = [(name, match[0]) for name in unknown for match in [difflib.get_close_matches(name, known, n=1)] if match]
+    if not meant:
+        return ""
+    if len(unknown) == 1:
+        return f" (did you mean {meant[0][1]!r}?)"
+    return f" (did you mean {', '.join(f'{match!r} for {name!r}' for name, match in meant)}?)"

@@ -136,8 +136,11 @@ def test_unknown_options_and_mismatched_trees():
     with pytest.raises(TypeError, match=r"fit: unexpected option \['draws'\] for method \['em'\]$"):
         mixflow.fit(MODEL, data(), draws=100)  # an option of another method: no guess
     with pytest.raises(TypeError, match=r"^fit: unexpected options \['n_inits', 'zzz'\] for method \['em'\] "
-                                        r"\(perhaps 'n_inits' for 'n_init'\)$"):
-        mixflow.fit(MODEL, data(), n_inits=5, zzz=1)  # a slip: the option meant
+                                        r"\(did you mean 'n_init' for 'n_inits'\?\)$"):
+        mixflow.fit(MODEL, data(), n_inits=5, zzz=1)  # a slip: the option meant, named among several
+    with pytest.raises(TypeError, match=r"^fit: unexpected option \['n_inits'\] for method \['em'\] "
+                                        r"\(did you mean 'n_init'\?\)$"):
+        mixflow.fit(MODEL, data(), n_inits=5)
     tree = mixflow.fit(MODEL, data(), random_seed=0)
     with pytest.raises(ValueError, match=r"tree: expected a result of the same model"):
         mixflow.fit(mixflow.GaussianMixture(3), data(), method="map", tree=tree)

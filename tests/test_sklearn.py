@@ -256,7 +256,7 @@ def test_the_estimators_errors_name_x_and_a_misspelt_option_the_one_meant(faithf
     fitted = MixtureEstimator(mixflow.PoissonMixture(2), random_state=0).fit(np.array([[1.0], [2], [8], [9], [3]]))
     with pytest.raises(InputError, match=r"^X: expected non-negative integer counts"):
         fitted.predict(np.array([[1.5]]))
-    with pytest.raises(TypeError, match=r"\(perhaps 'n_inits' for 'n_init'\)$"):
+    with pytest.raises(TypeError, match=r"\(did you mean 'n_init'\?\)$"):
         MixtureEstimator(mixflow.GaussianMixture(2), n_inits=5).fit(faithful)
     with pytest.raises(ValueError, match=r"^method: expected one of \['em', 'map', 'mcmc', 'advi'\], got \('em',\)$"):
         MixtureEstimator(method=("em",)).fit(faithful)  # the default model too

@@ -198,7 +198,7 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"flow.toml:16: \[methods.em\] init: expected a start other than 'kmeans\|\|' for data read into memory"),
     (("[methods.em]", "[select]\nn_folds = 100\n\n[methods.em]"),  # more folds than the 82 galaxies
      r"flow.toml:14: \[select\] n_folds: expected at most the number of observations \(total weight 82\), got 100$"),
-    (("seed = 7", "sead = 7"), r"flow.toml:3: top level: unknown key \['sead'\] \(perhaps 'sead' for 'seed'\); "),
+    (("seed = 7", "sead = 7"), r"flow.toml:3: top level: unknown key \['sead'\] \(did you mean 'seed'\?\); "),
     (("[methods.em]", "[selcet]\nfit = \"bic\"\n\n[methods.em]"),  # a misspelt table, at its header
      r"flow.toml:13: top level: unknown key \['selcet'\]"),
     (("dataset = \"galaxies\"", "path = \"missing.csv\""), r"flow.toml:6: \[data\] path: expected an existing CSV"),
