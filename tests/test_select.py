@@ -501,3 +501,16 @@ def test_a_k_whose_draws_repeat_one_value_gets_no_loo_and_the_others_are_compare
     expected = arviz_stats.loo(trees[3]["mcmc"], var_name="x")
     assert table.loc[3, "elpd_loo"] == pytest.approx(expected.elpd, rel=1e-12)
     assert table["loo_weight"].sum() == pytest.approx(1.0) and table["elpd_loo"].idxmax() == 3
+
+
+def test_a_criterion_preferring_the_largest_k_tried_says_so(faithful):
+    # nothing said that the range ended where a criterion was still improving (a Poisson K=1..5: all preferred 5)
+    with pytest.warns(MixflowWarning, match=r"^select_k: AIC prefers K=3, the largest K tried: a larger K may be "
+                                            r"preferred still; try larger K too"):
+        table = select_k(mixflow.GaussianMixture(1), faithful, ks=(1, 2, 3), methods=("map",), random_seed=7,
+                         fit_kwargs={"n_init": 2}, n_jobs=1)
+    assert table.attrs["preferred"] == {"bic": 2, "aic": 3, "icl": 2, "cv_log_likelihood": 2}
+    with warnings.catch_warnings():  # every criterion's K inside the range: nothing to say
+        warnings.simplefilter("error", MixflowWarning)
+        select_k(mixflow.GaussianMixture(1), faithful, ks=(1, 2, 3, 4), methods=("map",), n_folds=None,
+                 random_seed=7, fit_kwargs={"n_init": 2}, n_jobs=1)

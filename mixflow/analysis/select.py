@@ -35,7 +35,7 @@ from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.parallel import default_jobs, parallel_map
 from mixflow.warnings import ConvergenceWarning, MixflowWarning, SamplingWarning
-from mixflow.wording import counted, fixed_places
+from mixflow.wording import agreeing, counted, fixed_places
 
 __all__ = [
     "FIT_CHOICES",
@@ -766,6 +766,22 @@ def _warn_short_of_fewer(table: pd.DataFrame, methods, skipped: dict) -> None:
                       "(fit_kwargs={'n_init': 20}).", MixflowWarning, stacklevel=4)
 
 
+#: How each criterion of the choice of K is named in the warnings
+CRITERION_NAMES = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "cv_log_likelihood": "the held-out log-likelihood",
+                   "elpd_loo": "PSIS-LOO"}
+
+
+def _warn_at_largest(table: pd.DataFrame) -> None:
+    """A criterion that prefers the largest K tried has not shown a best K: a larger one may be better still."""
+    largest = int(table.index.max())
+    at_edge = [CRITERION_NAMES[name] for name, k in table.attrs["preferred"].items() if k == largest]
+    if len(table.index) > 1 and at_edge:
+        listed = at_edge[0] if len(at_edge) == 1 else ", ".join(at_edge[:-1]) + " and " + at_edge[-1]
+        warnings.warn(f"select_k: {listed} {agreeing(len(at_edge), 'prefers', 'prefer')} K={largest}, the largest K "
+                      f"tried: a larger K may be preferred still; try larger K too (ks=..., or a larger 'to' of "
+                      "n_components in a workflow)", MixflowWarning, stacklevel=4)
+
+
 def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
     skipped = skipped_k(table)
     advice = _MAP_ADVICE if "map" not in methods else ""  # a MAP fit is not told to become one
@@ -787,6 +803,7 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
                           f"still judge it). {advice}".rstrip(),
                           MixflowWarning, stacklevel=3)
     _warn_short_of_fewer(table, methods, skipped)
+    _warn_at_largest(table)
     flagged = [int(k) for k in table.index if "converged" in table and not table.loc[k, "converged"]
                and int(k) not in skipped]
     if flagged:
