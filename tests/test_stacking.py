@@ -329,6 +329,21 @@ def test_stuck_modes_go_first_then_unusable_loo_then_what_is_left():
     assert _stacking(lpd, np.ones(200), np.array([0.4, 0.5, np.nan]), np.array([500, 500, 20]))[1].all()
 
 
+def test_a_mode_is_not_left_out_for_one_whose_draws_are_no_sample():
+    # a sound chain (Pareto k 1.29 on one row) was left out, and a chain that had not converged (R-hat 1.13, 15
+    # effective draws of 500) kept with weight 1: every estimate and the advice on K then rested on it
+    lpd = _lpd(0)[:, :2]
+    lpd[:, 1] += 0.05  # the sound chain predicts better
+    moving = np.array([False, False])
+    weights, kept = _stacking(lpd, np.ones(200), np.array([0.5, 1.29]), np.array([500, 500]), moving,
+                              np.array([False, True]))
+    assert kept.all() and weights == pytest.approx(stacking_weights(lpd)) and weights[1] > 0.5
+    # the other mode's draws a sample: the mode of unusable densities is left out, as before
+    weights, kept = _stacking(lpd, np.ones(200), np.array([0.5, 1.29]), np.array([500, 500]), moving,
+                              np.array([True, True]))
+    assert kept.tolist() == [True, False] and weights.tolist() == [1.0, 0.0]
+
+
 def test_modes_that_predict_alike_are_not_called_negligible():
     modes = {"chain_mode": np.array([0, 1, 0, 0]), "n_chains": np.array([3, 1]), "n_draws": np.array([1500, 500]),
              "max_pareto_k": np.array([0.3, 0.4]), "pareto_k_threshold": np.array([0.7, 0.7]),

@@ -271,7 +271,7 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
     stats = {key: np.array([row[key] for row in rows]) for key in rows[0]}
     stats["elpd_loo"] = data.frequency @ lpd
     weights, stats["in_stacking"] = _stacking(lpd, data.frequency, stats["max_pareto_k"], stats["n_draws"],
-                                              stats.pop("stuck_mode"))
+                                              stats.pop("stuck_mode"), stats["ess_reliable"])
     stats["elpd_diff"], stats["elpd_diff_se"] = _elpd_differences(lpd, data.frequency, int(np.argmax(weights)))
     stats["weight_low"], stats["weight_high"] = np.zeros(n_modes), np.zeros(n_modes)
     kept = stats["in_stacking"]
@@ -313,22 +313,25 @@ def left_out_modes(modes) -> list[int]:
 
 
 def _stacking(lpd: np.ndarray, frequency: np.ndarray, max_pareto_k: np.ndarray, n_draws: np.ndarray | None = None,
-              stuck: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+              stuck: np.ndarray | None = None, ess_reliable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The modes' stacking weights, and which modes were stacked.
 
     A mode whose chains are all stuck (``stuck``) is left out (weight 0) while some mode moves: its draws are not
     a sample, and its leave-one-out densities are its in-sample ones. Of the others, a mode whose leave-one-out
-    densities are unusable is left out while some mode's are usable: its Pareto k exceeds :data:`LOO_UNUSABLE_K`,
-    or it has the draws for PSIS (``n_draws`` at least :data:`PSIS_MIN_DRAWS`) but no Pareto shape (PSIS found
-    no tail to fit: draws stuck on a few values). A mode without PSIS for too few draws is kept. With one mode
-    its weight is 1.
+    densities are unusable is left out while some mode's are usable and its draws a sample (``ess_reliable``:
+    enough effective draws, no stuck chain): its Pareto k exceeds :data:`LOO_UNUSABLE_K`, or it has the draws for
+    PSIS (``n_draws`` at least :data:`PSIS_MIN_DRAWS`) but no Pareto shape (PSIS found no tail to fit: draws
+    stuck on a few values). A mode is not left out in favour of modes whose own draws are no sample (a chain
+    that has not converged, 15 effective draws of 500): every moving mode is stacked then. A mode without PSIS for
+    too few draws is kept. With one mode its weight is 1.
     """
     n_modes = lpd.shape[1]
     moving = np.ones(n_modes, bool) if stuck is None or np.all(stuck) else ~np.asarray(stuck, bool)
     no_shape = (np.isnan(max_pareto_k) & (np.asarray(n_draws) >= PSIS_MIN_DRAWS) if n_draws is not None else
                 np.zeros(n_modes, bool))
     kept = moving & ~(max_pareto_k > LOO_UNUSABLE_K) & ~no_shape  # NaN for too few draws is kept
-    if not kept.any():
+    sound = np.ones(n_modes, bool) if ess_reliable is None else np.asarray(ess_reliable, bool)
+    if not (kept & sound).any():
         kept = moving.copy()
     weights = np.zeros(n_modes)
     weights[kept] = stacking_weights(lpd[:, kept], frequency) if kept.sum() > 1 else 1.0
