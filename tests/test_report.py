@@ -571,6 +571,26 @@ def test_an_em_point_outside_the_intervals_is_named_as_the_warnings_name_entries
     said = [text for _, text in _comparison_findings(table)]
     assert ("The EM point lies outside the 89% interval for 2 parameters: covariance[1, x, x] (mcmc), "
             "weights[0] (mcmc).") in said
+    # mean-field ADVI's narrow intervals are said to be the likelier cause, not EM
+    advi = table.assign(method="advi", distance_to_mcmc=float("nan"), sd_ratio_to_mcmc=float("nan"))
+    advi.attrs.update(table.attrs)
+    said = [text for _, text in _comparison_findings(advi, "meanfield")]
+    assert said[0].endswith("weights[0] (advi). Mean-field ADVI's intervals are typically too narrow (it "
+                            "underestimates the posterior sds): compare the bootstrap's or NUTS's before reading "
+                            "these as EM's.")
+    assert not any("Mean-field" in text for _, text in _comparison_findings(advi, "fullrank"))
+
+
+def test_a_map_fit_is_not_told_to_use_method_map():
+    import xarray as xr
+
+    from mixflow.present.report.cards import _em_findings
+
+    for method, advice in (("mle", "prefer method='map'."), ("map", "use a stronger prior.")):
+        tree = xr.DataTree(xr.Dataset(attrs={"method": method, "converged": 1, "collapsed_components": "[1]"}))
+        tree = xr.DataTree.from_dict({"/": xr.Dataset(), "em": tree.to_dataset()})
+        [(_, text)] = _em_findings(tree)
+        assert text == f"EM: component [1] collapsed onto few points (singular covariance); {advice}"
 
 
 def test_a_component_the_draws_often_empty_is_a_finding():

@@ -405,12 +405,15 @@ def low_ess(row, label: str) -> bool:
 
 def _em_findings(tree) -> list[tuple[str, str]]:
     attrs, findings = tree["em"].attrs, []
+    # a MAP fit is not told to become one: its prior already bounds the components
+    is_map = attrs.get("method") == "map"
+    prefer = "use a stronger prior" if is_map else "prefer method='map'"
     if not attrs.get("converged", 1):
         findings.append(("bad", f"EM did not converge in {attrs.get('max_iter')} iterations."))
     if attrs.get("collapsed_components", "[]") not in ("[]", ""):
         collapsed = len(_components(attrs, "collapsed_components"))
         findings.append(("bad", f"EM: {agreeing(collapsed, 'component')} {attrs['collapsed_components']} collapsed "
-                                "onto few points (singular covariance); prefer method='map'."))
+                                f"onto few points (singular covariance); {prefer}."))
     if attrs.get("empty_components", "[]") not in ("[]", ""):
         empty = len(_components(attrs, "empty_components"))
         findings.append(("bad", f"EM: {agreeing(empty, 'component')} {attrs['empty_components']} "
@@ -421,7 +424,7 @@ def _em_findings(tree) -> list[tuple[str, str]]:
         findings.append(("bad", f"EM: {agreeing(len(spurious), 'component')} {spurious} "
                                 f"{agreeing(len(spurious), 'is', 'are')} spurious (fitted to a few points close "
                                 "together or near a lower-dimensional subspace), and no start found a sound maximum: "
-                                "the estimate and its standard errors describe that artefact. Prefer method='map', "
+                                f"the estimate and its standard errors describe that artefact. {prefer.capitalize()}, "
                                 "fewer components, or more starts."))
     pairs = _components(attrs, "duplicate_components")
     if pairs:
@@ -430,7 +433,7 @@ def _em_findings(tree) -> list[tuple[str, str]]:
                                  "compare fewer components, or try more starts."))
     if attrs.get("degenerate", 0):
         findings.append(("bad", "EM: every restart ended degenerate (a component collapsed or emptied); the "
-                                "estimate is one of them. Prefer method='map' or fewer components."))
+                                f"estimate is one of them. {prefer.capitalize()} or fewer components."))
     return findings + _restart_findings(tree)
 
 
@@ -508,8 +511,11 @@ def _comparison_findings(table: pd.DataFrame, variant: str | None = None,
         columns = element_columns(table)
         names = sorted({_element(row, columns) + f" ({row['method']})" for _, row in outside.iterrows()})
         more = " ..." if len(names) > 8 else ""
+        narrow = (" Mean-field ADVI's intervals are typically too narrow (it underestimates the posterior sds): "
+                  "compare the bootstrap's or NUTS's before reading these as EM's." if variant == "meanfield"
+                  and (outside["method"] == "advi").any() else "")
         findings.append(("warn", f"The EM point lies outside the {table.attrs['ci_prob']:.0%} interval for "
-                                 f"{counted(len(names), 'parameter')}: {', '.join(names[:8])}{more}."))
+                                 f"{counted(len(names), 'parameter')}: {', '.join(names[:8])}{more}.{narrow}"))
     advi = table[table["method"] == "advi"]
     far = advi[advi["distance_to_mcmc"].abs() > 1]
     if len(far):
