@@ -658,3 +658,18 @@ def test_the_report_gives_the_log_likelihood_and_elbo_as_the_summary_does(full):
     assert "log-likelihood -1642.2976, BIC 3389.55" in text and rows["log-likelihood"] == "-1642.2976"
     assert rows["BIC / AIC / ICL"].startswith("3389.55 / ")
     assert "final ELBO -1697.193" in text and rows["final ELBO"] == "-1697.193"
+
+
+def test_the_bootstrap_intervals_at_a_glance_say_how_many_replicates_collapsed():
+    # "EM point in the bootstrap 89% interval: 126 of 126" read as reassurance, with 88 of 100 replicates degenerate
+    import xarray as xr
+
+    from mixflow.present.report.page import _interval_caveat
+
+    def tree(n_degenerate):
+        return xr.DataTree.from_dict({"em/bootstrap": xr.Dataset(attrs={"n_replicates": 100,
+                                                                        "n_degenerate": n_degenerate})})
+
+    assert _interval_caveat(tree(88), "bootstrap") == ("; 88 of 100 replicates had a collapsed component and are in "
+                                                       "the intervals, which they widen")
+    assert _interval_caveat(tree(0), "bootstrap") == "" and _interval_caveat(tree(88), "mcmc") == ""

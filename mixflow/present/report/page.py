@@ -39,7 +39,7 @@ from mixflow.present.report.cards import (
 from mixflow.present.units import ParameterUnits
 from mixflow.units import unit_root
 from mixflow.warnings import MixflowWarning
-from mixflow.wording import counted
+from mixflow.wording import counted, fixed_places
 
 __all__ = ["FIGURE_DPI", "SECTIONS", "render_plots", "report"]
 
@@ -223,6 +223,18 @@ def other_fits_html(selection, fitted_k: int, other_fits: dict) -> str:
     return f'<p class="other-fits">Also fitted by every method: {"; ".join(links)}.</p>'
 
 
+def _interval_caveat(tree, method: str) -> str:
+    """What widens a method's intervals, said beside the count of EM points inside them: degenerate replicates."""
+    if method != "bootstrap" or "bootstrap" not in tree["em"].children:
+        return ""
+    attrs = tree["em/bootstrap"].attrs
+    degenerate = int(attrs.get("n_degenerate", 0))
+    if not degenerate:
+        return ""
+    return (f"; {degenerate} of {int(attrs.get('n_replicates', 0))} replicates had a collapsed component and are in "
+            "the intervals, which they widen")
+
+
 def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame, selection=None,
                      other_fits=None) -> str:
     """Headline numbers: the model, the data, the fit, the choice of K and how far the methods agree."""
@@ -238,15 +250,16 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
         facts.append(("choice of K", choice_of_k_text(selection, model.n_components)))
     if "em" in tree.children:
         attrs = tree["em"].attrs
-        facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood {attrs['log_likelihood']:.6g}, "
-                            f"BIC {attrs['bic']:.2f}"))
+        facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood "
+                            f"{fixed_places(attrs['log_likelihood'], 4)}, BIC {fixed_places(attrs['bic'], 2)}"))
     probability = f"{table.attrs['ci_prob']:.0%}"
     for method in ("bootstrap", "mcmc", "stacked", "advi", "advi_stacked"):
         inside = table.loc[table["method"] == method, "em_inside"].dropna()
         if len(inside):
             facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
                           f"{int(inside.sum())} of {len(inside)} entries (each distinct entry of "
-                          f"{', '.join(dict.fromkeys(table.loc[inside.index, 'parameter'].astype(str)))})"))
+                          f"{', '.join(dict.fromkeys(table.loc[inside.index, 'parameter'].astype(str)))})"
+                          + _interval_caveat(tree, method)))
     advi = table.loc[table["method"] == "advi"]
     if advi["distance_to_mcmc"].notna().any():
         facts.append(("ADVI vs NUTS", f"median |difference| {advi['distance_to_mcmc'].abs().median():.2f} NUTS sd; "
