@@ -432,3 +432,11 @@ def test_the_components_systems_solved_together_are_each_one_s_solution():
     assert singular.tolist() == [False] * 4 + [True, False]
     np.testing.assert_allclose(solved[4], np.linalg.pinv(matrices[4]) @ rhs[4], rtol=1e-10)
     np.testing.assert_allclose(solved[[0, 5]], [np.linalg.solve(matrices[j], rhs[j]) for j in (0, 5)], rtol=1e-12)
+
+
+def test_the_summary_names_the_response_and_covariates_not_features():
+    # "3 features ['rownames', 'Temp', 'Gas']": the row numbers and the response read as features
+    model = mixflow.RegressionMixture(2, "Gas ~ Temp")
+    assert model.columns_text(["rownames", "Temp", "Gas"]) == ("response 'Gas', 1 covariate ['Temp']; 1 column not "
+                                                               "read ['rownames']")
+    assert model.columns_text(["Temp", "Gas"]) == "response 'Gas', 1 covariate ['Temp']"

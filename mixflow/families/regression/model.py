@@ -26,7 +26,7 @@ from mixflow.families.checks import check_concentration, check_n_components, che
 from mixflow.families.densities import inverse_gamma_log_density, normal_log_density_of_factors
 from mixflow.families.regression import numerics as rn
 from mixflow.units import unit_power, unit_ratio, unit_shown
-from mixflow.wording import agreeing
+from mixflow.wording import agreeing, counted
 
 __all__ = ["RegressionMixture", "RegressionPrior", "ResolvedRegressionPrior", "parse_formula"]
 
@@ -352,6 +352,13 @@ class RegressionMixture(MixtureModel):
         return params["coefficients"][:, 0]
 
     # -- data and prior --------------------------------------------------------------------------------
+    def columns_text(self, features: list[str]) -> str:
+        """The response and covariates, and the columns held beside them that the formula does not read."""
+        unread = [str(c) for c in self.unread_columns(features)]
+        beside = f"; {counted(len(unread), 'column')} not read {unread}" if unread else ""
+        covariates = f"{counted(len(self.covariates), 'covariate')} {list(self.covariates)}"
+        return f"response {self.response!r}, {covariates}{beside}"
+
     def unread_columns(self, columns) -> list:
         """The columns the formula does not name."""
         return [c for c in columns if str(c) not in (self.response, *self.covariates)]
