@@ -101,6 +101,14 @@ def test_text_has_units_values_to_their_sd_and_the_runs_warnings(tree):
     assert "[K=5, NUTS]" in text and "[K=6, NUTS]" not in text
     assert "... 2 more raised during the run (the report and run.log list them all)" in text
     assert "raised during the run (some say" not in text  # no findings of the results' own: no second heading
+    assert "given whole" not in text  # nothing was cut
+    recorded[0]["message"] = "R-hat high " + "and more words " * 12
+    flagged.attrs["run_warnings"] = json.dumps(recorded)
+    text = mixflow.summary(flagged, kind="text")  # a message cut to its line says where it is whole
+    assert "SamplingWarning: R-hat high and more words" in text and text.count(" ...\n") == 1
+    assert "  (a message cut at ' ...' is given whole in the report, and in a workflow's run.log)" in text
+    recorded[0]["message"] = "R-hat high at K=1"
+    flagged.attrs["run_warnings"] = json.dumps(recorded)
     flagged["em"].attrs["converged"] = 0  # a finding the results say, beside the warnings the run raised
     text = mixflow.summary(flagged, kind="text")
     assert text.index("EM: not converged in") < text.index("  raised during the run (some say the findings above "

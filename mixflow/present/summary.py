@@ -182,6 +182,8 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
     if len(recorded) > _RUN_WARNINGS_SHOWN:
         lines.append(f"  ... {len(recorded) - _RUN_WARNINGS_SHOWN} more raised during the run (the report and "
                      "run.log list them all)")
+    if any(line.startswith("  - ") and line.endswith(" ...") for line in lines):
+        lines.append("  (a message cut at ' ...' is given whole in the report, and in a workflow's run.log)")
     lines += _reference_line(tree)
     if methods:
         lines += ["", *_estimates_text(table, ParameterUnits(tree))]
