@@ -673,3 +673,17 @@ def test_the_bootstrap_intervals_at_a_glance_say_how_many_replicates_collapsed()
     assert _interval_caveat(tree(88), "bootstrap") == ("; 88 of 100 replicates had a collapsed component and are in "
                                                        "the intervals, which they widen")
     assert _interval_caveat(tree(0), "bootstrap") == "" and _interval_caveat(tree(88), "mcmc") == ""
+
+
+def test_the_choice_of_k_section_explains_the_columns_it_has():
+    # the NUTS columns were explained where NUTS was not run; ICL's entropy (soft, not mclust's hard) was not said
+    from mixflow.present.report.page import _selection_html
+
+    table = pd.DataFrame({"bic": [10.0, 8.0], "aic": [9.0, 7.0], "icl": [11.0, 9.0]}, index=pd.Index([1, 2], name="k"))
+    table.attrs.update(preferred={"bic": 2, "aic": 2, "icl": 2}, skipped={})
+    text = _selection_html(table)
+    assert "EM columns" in text and "NUTS columns" not in text
+    assert "<code>icl</code> is BIC plus twice the entropy of the responsibilities (mclust's ICL takes that of the " \
+           "hard labels, which is at most as large)" in text
+    both = _selection_html(table.assign(elpd_loo=[-5.0, -4.0]))
+    assert "NUTS columns" in both

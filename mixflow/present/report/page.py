@@ -664,12 +664,15 @@ def _selection_html(selection) -> str:
     if selection is None:
         return ""
     text = choice_of_k_text(selection)
-    note = ("<p><small>EM columns: <code>converged</code> (False when EM stopped at max_iter), "
-            "<code>degenerate</code> (a collapsed component), <code>spurious</code> (a component of a few points "
-            "close together or near a subspace). NUTS columns: <code>max_rhat</code>, "
-            "<code>min_ess_bulk</code>, <code>min_ess_tail</code>, <code>divergences</code>, "
-            "<code>pareto_k_warning</code> (PSIS-LOO unreliable), <code>n_modes</code> (modes the chains fell into; "
-            "with several, <code>elpd_loo</code> is that of the modes' stacked predictive).</small></p>")
+    em = ("EM columns: <code>converged</code> (False when EM stopped at max_iter), <code>degenerate</code> (a "
+          "collapsed component), <code>spurious</code> (a component of a few points close together or near a "
+          "subspace); <code>icl</code> is BIC plus twice the entropy of the responsibilities (mclust's ICL takes "
+          "that of the hard labels, which is at most as large)." if "bic" in selection else "")
+    nuts = (" NUTS columns: <code>max_rhat</code>, <code>min_ess_bulk</code>, <code>min_ess_tail</code>, "
+            "<code>divergences</code>, <code>pareto_k_warning</code> (PSIS-LOO unreliable), <code>n_modes</code> "
+            "(modes the chains fell into; with several, <code>elpd_loo</code> is that of the modes' stacked "
+            "predictive)." if "elpd_loo" in selection else "")
+    note = f"<p><small>{em}{nuts}</small></p>" if em or nuts else ""
     return (f"<h3>Choice of K</h3><p>{html.escape(text[:1].upper() + text[1:])}.</p>{note}"
             f'<div class="scroll">{_table(selection, digits=6)}</div>')  # criteria differ in units
 
