@@ -245,6 +245,12 @@ def test_a_mode_whose_chains_disagree_and_cross_is_the_reason_to_sample_longer()
     # two modes: the one whose chains cross and disagree is named
     assert _extend_reason(modes([1.3, 1.02], [False, False, True, False], [0, 0, 1, 1]), options).startswith(
         "chain 2 of mode 1 crossed")
+    # a stuck chain in the mode: more draws do not free it (a second run of minutes ended at R-hat 3.0)
+    stuck = {**modes([1.12], [True, False, True, False]), "stuck": (("chain",), np.array([False, True, False, False]))}
+    assert _extend_reason(stuck, options) == ""
+    two = {**modes([1.12, 1.12], [True, True, True, False], [0, 0, 1, 1]),
+           "stuck": (("chain",), np.array([False, False, False, True]))}
+    assert _extend_reason(two, options).startswith("chains 0, 1 of mode 0")  # the mode without a stuck chain
 
 
 @pytest.mark.slow

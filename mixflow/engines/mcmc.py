@@ -80,19 +80,22 @@ def _extend_reason(modes: dict, options: dict) -> str:
     """Why the run should be extended (``fit_mcmc``'s ``extend``), or ``""``: crossing chains left a mode unsettled.
 
     Unsettled is an R-hat above 1.01 or a bulk or tail ESS below 100 per chain within the mode (the diagnostics'
-    thresholds): chains that cross rarely give both, and more draws settle both.
+    thresholds): chains that cross rarely give both, and more draws settle both. A mode with a stuck chain among
+    its chains is not sampled again for them: more draws do not free a stuck chain, which keeps the mode's R-hat
+    high whatever the others do.
 
     ``modes`` is the modes group's variables (``chain_mode``, ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``,
-    ``crosses``) as ``(dims, array)``.
+    ``crosses``, and ``stuck`` where recorded) as ``(dims, array)``.
     """
     if not options["extend"]:
         return ""
     chain_mode, rhat, bulk, tail, crosses = (np.asarray(modes[name][1]) for name in
                                              ("chain_mode", "max_rhat", "min_ess_bulk", "min_ess_tail", "crosses"))
+    stuck = np.asarray(modes["stuck"][1], bool) if "stuck" in modes else np.zeros(chain_mode.size, bool)
     for mode in range(rhat.size):
         crossing = np.flatnonzero(crosses & (chain_mode == mode))
         least = ESS_PER_CHAIN_MIN * np.sum(chain_mode == mode)
-        if not crossing.size:
+        if not crossing.size or stuck[chain_mode == mode].any():
             continue
         if rhat[mode] > RHAT_MAX:
             unsettled = f"R-hat {rhat[mode]:.3f} within the mode"
