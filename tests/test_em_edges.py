@@ -691,12 +691,21 @@ def test_a_sound_fit_found_by_fewer_sound_runs_than_n_init_says_so():
     x = np.column_stack([rng.normal(size=(200, 5)) + np.array([0.0, 2.0, 4.0])[label][:, None],
                          np.where(rng.random((200, 2)) < 0.8, 0.0, rng.gamma(2.0, 0.3, (200, 2)))])
     model = mixflow.GaussianMixture(3, covariance="diag")
-    with pytest.warns(mixflow.MixflowWarning, match=r"^76 runs of 80 collapsed \(a component on tied or repeated "
-                                                    r"values\) and 4 ended sound, fewer than n_init=5: this fit is "
-                                                    r"the best of 4 sound runs, and a higher sound maximum may lie "
-                                                    r"where none went; more starts \(n_init=\.\.\.\)"):
+    with pytest.warns(mixflow.MixflowWarning, match=r"^76 runs of 80 ended degenerate \(a component collapsed onto "
+                                                    r"tied or repeated values, or emptied\) and 4 ended sound, fewer "
+                                                    r"than n_init=5: this fit is the best of 4 sound runs, and a "
+                                                    r"higher sound maximum may lie where none went; more starts "
+                                                    r"\(n_init=\.\.\.\) search further, and method='map' keeps "
+                                                    r"components from collapsing$"):
         tree = mixflow.fit(model, x, random_seed=0)
     assert tree["em"].attrs["collapsed_components"] == "[]" and tree["em"].attrs["n_degenerate_restarts"] == 76
+    # a MAP fit is not pointed to MAP
+    from mixflow.engines.em import EMOptions, _warn_few_sound
+
+    restarts = {"degenerate": np.array([True] * 9 + [False]), "spurious": np.zeros(10, bool)}
+    with pytest.warns(mixflow.MixflowWarning) as said:
+        _warn_few_sound(restarts, EMOptions(map=True))
+    assert str(said[0].message).endswith("more starts (n_init=...) search further")
     with warnings.catch_warnings():  # with more sound runs than n_init asked for, nothing to say
         warnings.simplefilter("error", mixflow.MixflowWarning)
         mixflow.fit(model, x[:, :5], random_seed=0)

@@ -501,6 +501,9 @@ def test_a_k_whose_draws_repeat_one_value_gets_no_loo_and_the_others_are_compare
     expected = arviz_stats.loo(trees[3]["mcmc"], var_name="x")
     assert table.loc[3, "elpd_loo"] == pytest.approx(expected.elpd, rel=1e-12)
     assert table["loo_weight"].sum() == pytest.approx(1.0) and table["elpd_loo"].idxmax() == 3
+    with pytest.warns(mixflow.SamplingWarning):  # one K left: the comparison's columns are there, empty
+        alone = loo_table({1: trees[1], 2: trees[2]})
+    assert {"elpd_diff", "elpd_diff_se", "loo_weight"} <= set(alone.columns) and alone.loc[2].isna().all()
 
 
 def test_a_criterion_preferring_the_largest_k_tried_says_so(faithful):

@@ -199,6 +199,12 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("[methods.em]", "[select]\nn_folds = 100\n\n[methods.em]"),  # more folds than the 82 galaxies
      r"flow.toml:14: \[select\] n_folds: expected at most the number of observations \(total weight 82\), got 100$"),
     (("seed = 7", "sead = 7"), r"flow.toml:3: top level: unknown key \['sead'\] \(did you mean 'seed'\?\); "),
+    (("dataset = \"galaxies\"", "dataset = \"galaxy\""), r"\[data\] dataset: expected one of .* got 'galaxy' "
+                                                          r"\(did you mean 'galaxies'\?\)$"),
+    (("family = \"gaussian\"", "family = \"gausian\""), r"family: expected one of .* got 'gausian' \(did you "
+                                                          r"mean 'gaussian'\?\)$"),
+    (("[methods.em]", "[methods.mcm]\n\n[methods.em]"), r"\[methods\]: unknown method \['mcm'\] \(did you mean "
+                                                        r"'mcmc'\?\); "),
     (("[methods.em]", "[selcet]\nfit = \"bic\"\n\n[methods.em]"),  # a misspelt table, at its header
      r"flow.toml:13: top level: unknown key \['selcet'\]"),
     (("dataset = \"galaxies\"", "path = \"missing.csv\""), r"flow.toml:6: \[data\] path: expected an existing CSV"),
@@ -372,7 +378,8 @@ def test_labels_with_missing_values_are_refused_with_their_position(tmp_path):
         [methods.em]
         """)
     with pytest.raises(WorkflowError, match=r"flow.toml:7: \[data\] labels: expected a column without missing "
-                                            r"values, got 1 missing in 'group' \(rows \[1\]\)"):
+                                            r"values, got 1 missing in 'group' \(data rows \[2\], counted from 1 "
+                                            r"after the header\)"):
         read_workflow(path)
 
 

@@ -358,19 +358,22 @@ def loo_table(trees: dict) -> pd.DataFrame:
                       "value, as those of a chain stuck in place do); its LOO columns are left empty and the other "
                       "K are compared without it; see its MCMC diagnostics", SamplingWarning, stacklevel=2)
     table = _loo_rows({k: tree for k, tree in trees.items() if k not in failed}, results, log_likelihoods)
-    table = table.reindex(sorted(trees))  # a K without LOO: a row of empty values
+    if failed:  # a K without LOO: a row of empty values, and the comparison's columns whatever is left
+        table = table.reindex(index=sorted(trees), columns=list(dict.fromkeys([*table.columns, *_LOO_COLUMNS])))
     table.index.name = "k"
     return table
+
+
+_LOO_COLUMNS = ["elpd_loo", "elpd_loo_se", "p_loo", "pareto_k_warning", "stacked_over_modes", "elpd_diff",
+                "elpd_diff_se", "loo_weight"]
 
 
 def _loo_rows(trees: dict, results: dict, log_likelihoods: dict) -> pd.DataFrame:
     """:func:`loo_table`'s rows of the K whose PSIS-LOO was computed (``results``)."""
     import arviz_stats
 
-    columns = ["elpd_loo", "elpd_loo_se", "p_loo", "pareto_k_warning", "stacked_over_modes", "elpd_diff",
-               "elpd_diff_se", "loo_weight"]
     if not results:
-        return pd.DataFrame(columns=columns, dtype=float)
+        return pd.DataFrame(columns=_LOO_COLUMNS, dtype=float)
     frequency = frequency_weights(next(iter(trees.values())))
     stacked = {k: _stacked_elpd_i(tree) for k, tree in trees.items()}
     if frequency is not None or any(value is not None for value in stacked.values()):

@@ -902,12 +902,14 @@ def _warn_few_sound(restarts: dict, options: EMOptions) -> None:
     degenerate = np.asarray(restarts["degenerate"], dtype=bool)
     sound = int((~degenerate & ~np.asarray(restarts["spurious"], dtype=bool)).sum())
     if sound < options.n_init and degenerate.mean() > 0.5:
+        # a MAP fit is not told to become one: its prior bounds the variances, and its runs ended with a component
+        # emptied rather than collapsed
+        advice = "" if options.map else ", and method='map' keeps components from collapsing"
         warnings.warn(
-            f"{counted(int(degenerate.sum()), 'run')} of {degenerate.size} collapsed (a component on tied or "
-            f"repeated values) and {sound} ended sound, fewer than n_init={options.n_init}: this fit is the best of "
-            f"{counted(sound, 'sound run')}, and a higher sound maximum may lie where none went; more starts "
-            "(n_init=...) search further, and method='map' keeps components from collapsing",
-            MixflowWarning, stacklevel=3)
+            f"{counted(int(degenerate.sum()), 'run')} of {degenerate.size} ended degenerate (a component collapsed "
+            f"onto tied or repeated values, or emptied) and {sound} ended sound, fewer than n_init={options.n_init}: "
+            f"this fit is the best of {counted(sound, 'sound run')}, and a higher sound maximum may lie where none "
+            f"went; more starts (n_init=...) search further{advice}", MixflowWarning, stacklevel=3)
 
 
 def _in_data_units(model, params: dict, prepared, data) -> dict:

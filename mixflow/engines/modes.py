@@ -346,7 +346,8 @@ _MODE_ATTRS = {
               "draws",
     "in_stacking": "whether the mode was stacked: a mode of stuck chains is left out, weight 0, while another mode "
                    f"moves; so is one whose PSIS-LOO Pareto k exceeds {LOO_UNUSABLE_K:g} (no finite mean of its "
-                   "importance ratios), or that has no Pareto shape for all its draws, while another mode's is usable",
+                   "importance ratios), or that has no Pareto shape for all its draws, while another mode's is usable "
+                   "and its draws a sample (ess_reliable); else every moving mode is stacked",
     "stuck": f"the chain's draw changed in fewer than {STUCK_MOVES:g} of its transitions (moves): its draws are not a "
              "sample of the posterior",
     "loo_reliable": "PSIS-LOO with every Pareto shape at most pareto_k_threshold (arviz_stats' min(1 - 1 / "

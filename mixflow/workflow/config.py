@@ -221,7 +221,8 @@ def _read_data(table: dict, base: Path, loc: _Locator):
     if "dataset" in table:
         name = _expect(table["dataset"], str, "[data] dataset", "dataset", loc, "data")
         if name not in DESCRIPTIONS:
-            raise loc.error("[data] dataset", f"expected one of {sorted(DESCRIPTIONS)}, got {name!r}",
+            raise loc.error("[data] dataset", f"expected one of {sorted(DESCRIPTIONS)}, got {name!r}"
+                            f"{perhaps([name], DESCRIPTIONS)}",
                             "dataset", "data")
         frame, data_name = load_dataset(name), name
     elif str(table["path"]).endswith(LARGE_DATA):
@@ -265,8 +266,8 @@ _HEAD_ROWS = 1000
 
 def _first_rows(frame) -> pd.DataFrame:
     """Up to :data:`_HEAD_ROWS` first rows of a Dask DataFrame, from its first partition (nothing else is read)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "Insufficient elements for head": a short first partition
+    with warnings.catch_warnings():  # "Insufficient elements for head" (a short first partition), and the readers'
+        warnings.simplefilter("ignore")  # deprecation notices: this look is mixflow's, not the user's
         return frame.head(_HEAD_ROWS, npartitions=1)
 
 
@@ -466,9 +467,10 @@ def _check_special_column(frame: pd.DataFrame, key: str, column, table: dict, lo
         raise loc.error(f"[data] {key}", f"expected a column that is not fitted, got {column!r}, which is also in "
                         "[data] columns; remove it from one of them", key, "data")
     if frame[column].isna().any():
-        rows = frame.index[frame[column].isna()].tolist()
-        raise loc.error(f"[data] {key}", f"expected a column without missing values, got "
-                        f"{len(rows)} missing in {column!r} (rows {rows[:5]})", key, "data")
+        rows = (np.flatnonzero(frame[column].isna().to_numpy()) + 1).tolist()  # as the file counts them
+        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        raise loc.error(f"[data] {key}", f"expected a column without missing values, got {len(rows)} missing in "
+                        f"{column!r} (data rows {rows[:5]}{more}, counted from 1 after the header)", key, "data")
     if key == "weights" and not (pd.api.types.is_numeric_dtype(frame[column])
                                  and not pd.api.types.is_bool_dtype(frame[column])):
         raise loc.error("[data] weights", f"expected a numeric column of frequency weights, got {column!r} of "
@@ -512,7 +514,8 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
                         "models")
     family = table.get("family", "gaussian")
     if not isinstance(family, str) or family not in family_names():
-        raise loc.error(f"{where} family", f"expected one of {family_names()}, got {family!r}", "family",
+        raise loc.error(f"{where} family", f"expected one of {family_names()}, got {family!r}"
+                        f"{perhaps([family], family_names()) if isinstance(family, str) else ''}", "family",
                         "models", i)
     keys = family_class(family).workflow_keys
     others = {key for name in family_names() for key in family_class(name).workflow_keys}
@@ -637,8 +640,9 @@ def _read_methods(methods, loc: _Locator) -> dict:
                         "methods")
     unknown = sorted(set(methods) - set(METHOD_OPTIONS))
     if unknown:
-        loc.errors.append(str(loc.error("[methods]", f"unknown {agreeing(len(unknown), 'method')} {unknown}; "
-                                        f"expected some of {sorted(METHOD_OPTIONS)}", "", f"methods.{unknown[0]}")))
+        loc.errors.append(str(loc.error("[methods]", f"unknown {agreeing(len(unknown), 'method')} {unknown}"
+                                        f"{perhaps(unknown, set(METHOD_OPTIONS) - set(methods))}; expected some of "
+                                        f"{sorted(METHOD_OPTIONS)}", "", f"methods.{unknown[0]}")))
     resolved = {}
     for method, options in methods.items():
         if method in METHOD_OPTIONS:
