@@ -91,14 +91,16 @@ def _engine(method: str):
     return fit_advi
 
 
-def option_names() -> set[str]:
+def option_names(methods=("mcmc", "advi")) -> set[str]:
     """The names of :func:`fit`'s options beside the model, the data, the method and the container.
 
-    Its keywords and every option of the sampling engines (``draws``, ``chains``, ``n``, ...).
+    Its keywords and every option of the sampling engines among ``methods`` (``draws``, ``chains``, ``n``, ...;
+    by default both engines').
     """
     names = set(inspect.signature(fit).parameters) - {"model", "data", "method", "tree", "options"}
-    for method in ("mcmc", "advi"):
-        names |= set(inspect.signature(_engine(method)).parameters) - _NOT_OPTIONS
+    for method in methods:
+        if method in ("mcmc", "advi"):
+            names |= set(inspect.signature(_engine(method)).parameters) - _NOT_OPTIONS
     return names
 
 
@@ -116,9 +118,9 @@ def _route_options(methods: list[str], options: dict) -> dict:
             taken |= set(routed[method])
     unknown = sorted(set(options) - taken)
     if unknown:
-        # a name of no method's option may be a slip of one's
+        # a name of no option may be a slip of one of these methods' (fit's own keywords and their engines')
         raise InputTypeError(f"fit: unexpected {agreeing(len(unknown), 'option')} {unknown} for "
-                             f"{agreeing(len(methods), 'method')} {methods}{perhaps(unknown, option_names())}")
+                             f"{agreeing(len(methods), 'method')} {methods}{perhaps(unknown, option_names(methods))}")
     return routed
 
 

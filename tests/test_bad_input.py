@@ -135,6 +135,11 @@ def test_a_bool_or_string_where_a_number_belongs_is_a_type_error(kwargs, message
 def test_unknown_options_and_mismatched_trees():
     with pytest.raises(TypeError, match=r"fit: unexpected option \['draws'\] for method \['em'\]$"):
         mixflow.fit(MODEL, data(), draws=100)  # an option of another method: no guess
+    with pytest.raises(TypeError, match=r"fit: unexpected option \['drawz'\] for method \['em'\]$"):
+        mixflow.fit(MODEL, data(), drawz=100)  # nor is one suggested: EM would refuse it too
+    with pytest.raises(TypeError, match=r"fit: unexpected option \['drawz'\] for method \['mcmc'\] \(did you mean "
+                                        r"'draws'\?\)$"):
+        mixflow.fit(MODEL, data(), method="mcmc", drawz=100)
     with pytest.raises(TypeError, match=r"^fit: unexpected options \['n_inits', 'zzz'\] for method \['em'\] "
                                         r"\(did you mean 'n_init' for 'n_inits'\?\)$"):
         mixflow.fit(MODEL, data(), n_inits=5, zzz=1)  # a slip: the option meant, named among several
