@@ -434,6 +434,13 @@ def _check_against_data(model, init, n_positive: int, n_features: int, *, chunke
         raise InputError(f"data: expected at least n_components = {model.n_components} distinct rows with "
                          f"positive weight, got {n_positive}")
     check_total_weight(total_weight, model.n_components)
+    counting = getattr(model, "n_parameters", None)  # a family of one's own may not count its parameters
+    n_parameters = counting(n_features) if counting is not None else 0
+    if n_parameters >= total_weight:  # fewer observations than free parameters: they cannot be determined
+        warnings.warn(f"n_components: {model.n_components} components have {n_parameters} free parameters, as many "
+                      f"as or more than the {total_weight:g} observations: the data cannot determine them (each "
+                      "component rests on a handful of rows); compare fewer components (select_k)", MixflowWarning,
+                      stacklevel=3)
     if isinstance(init, dict):
         return model.check_parameters(init, n_features)
     if init == SCALABLE_KMEANS and not chunked:

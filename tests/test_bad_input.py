@@ -276,3 +276,17 @@ def test_integers_that_float64_rounds_are_said():
         validate_data(pd.DataFrame({"i": np.array([2**63 - 1, 7], dtype=np.int64)}))
     with pytest.warns(mixflow.PrecisionWarning, match=r"\['x0'\] holds integers beyond 2\*\*53 \(up to 1e\+30\)"):
         validate_data([[10**30 + 1, 1.0], [2.0, 3.0]])
+
+
+def test_more_free_parameters_than_observations_is_said_before_fitting():
+    # K=40 lines on 56 rows (159 parameters) ran for minutes without a word about the number of components
+    rows = np.random.default_rng(0).normal(size=(56, 2))
+    frame = pd.DataFrame({"y": rows[:, 0], "x": rows[:, 1]})
+    with pytest.warns(mixflow.MixflowWarning, match=r"^n_components: 20 components have 79 free parameters, as many "
+                                                    r"as or more than the 56 observations: the data cannot determine "
+                                                    r"them .* compare fewer components \(select_k\)$"):
+        mixflow.fit(mixflow.RegressionMixture(20, "y ~ x"), frame, random_seed=0, n_init=1, max_iter=20)
+    with warnings.catch_warnings(record=True) as caught:  # 11 parameters on 56 rows: nothing to say
+        warnings.simplefilter("always")
+        mixflow.fit(mixflow.RegressionMixture(3, "y ~ x"), frame, random_seed=0, n_init=1, max_iter=5)
+    assert not any("free parameters" in str(w.message) for w in caught)
