@@ -7,7 +7,7 @@ the singular plus "s" is given as the third argument: ``counted(2, "parenthesis"
 imports nothing of mixflow's, so every layer can word its messages with it.
 """
 
-__all__ = ["agreeing", "counted", "fixed_places", "perhaps"]
+__all__ = ["agreeing", "counted", "fixed_places", "listed", "perhaps"]
 
 
 def agreeing(number: int, singular: str, plural: str | None = None) -> str:
@@ -29,6 +29,12 @@ def fixed_places(value: float, decimals: int) -> str:
     """
     value = float(value)
     return f"{value:.{decimals}f}" if not abs(value) >= 1e15 else f"{value:.11e}"
+
+
+def listed(items) -> str:
+    """``"a, b and c"``: the items (strings) joined as a sentence lists them; the one item alone."""
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def perhaps(unknown, known) -> str:

@@ -35,7 +35,7 @@ from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel
 from mixflow.parallel import default_jobs, parallel_map
 from mixflow.warnings import ConvergenceWarning, MixflowWarning, SamplingWarning
-from mixflow.wording import agreeing, counted, fixed_places
+from mixflow.wording import agreeing, counted, fixed_places, listed
 
 __all__ = [
     "FIT_CHOICES",
@@ -769,8 +769,8 @@ def _warn_short_of_fewer(table: pd.DataFrame, methods, skipped: dict) -> None:
                       "(fit_kwargs={'n_init': 20}).", MixflowWarning, stacklevel=4)
 
 
-#: How each criterion of the choice of K is named in the warnings
-CRITERION_NAMES = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "cv_log_likelihood": "the held-out log-likelihood",
+#: How each criterion of the choice of K is named in the warnings and the report
+CRITERION_NAMES = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "cv_log_likelihood": "held-out log-likelihood",
                    "elpd_loo": "PSIS-LOO"}
 
 
@@ -779,10 +779,9 @@ def _warn_at_largest(table: pd.DataFrame) -> None:
     largest = int(table.index.max())
     at_edge = [CRITERION_NAMES[name] for name, k in table.attrs["preferred"].items() if k == largest]
     if len(table.index) > 1 and at_edge:
-        listed = at_edge[0] if len(at_edge) == 1 else ", ".join(at_edge[:-1]) + " and " + at_edge[-1]
-        warnings.warn(f"select_k: {listed} {agreeing(len(at_edge), 'prefers', 'prefer')} K={largest}, the largest K "
-                      f"tried: a larger K may be preferred still; try larger K too (ks=..., or a larger 'to' of "
-                      "n_components in a workflow)", MixflowWarning, stacklevel=4)
+        warnings.warn(f"select_k: {listed(at_edge)} {agreeing(len(at_edge), 'prefers', 'prefer')} K={largest}, "
+                      "the largest K tried: a larger K may be preferred still; try larger K too (ks=..., or a larger "
+                      "'to' of n_components in a workflow)", MixflowWarning, stacklevel=4)
 
 
 def _summarise(table: pd.DataFrame, methods, seed: int) -> None:

@@ -279,13 +279,14 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
              for name in model.parameter_dims(data.features)}
     signature = model.label_signature(data)
     aligned, permutations = align(draws, reference, signature)
+    draw_values = {name: value for name, (_, value) in aligned.items()}
     timings["align"] = clock.lap()
     groups = {
         "posterior": {"variables": aligned, "attrs": _clean_attrs(idata["posterior"].attrs)},
         "sample_stats": {"variables": _plain_variables(idata["sample_stats"].to_dataset()),
                          "attrs": _clean_attrs(idata["sample_stats"].attrs)},
         # the posterior predictive once this run is known to be kept (below): a second run would replace it
-        **draw_groups(model, data, {k: v for k, (_, v) in aligned.items()}, False, None, timings),
+        **draw_groups(model, data, draw_values, False, None, timings),
     }
     clock.lap()
     found, chain_mode = mode_groups(model, data, aligned, groups["log_likelihood"]["variables"]["x"][1], reference,
@@ -313,8 +314,7 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
                                            f"{elapsed:.1f} s are not in wall_time")
             return result
     if options["posterior_predictive"]:
-        groups.update(predictive_groups(model, data, {k: v for k, (_, v) in aligned.items()},
-                                        np.random.default_rng(predictive_seed), timings))
+        groups.update(predictive_groups(model, data, draw_values, np.random.default_rng(predictive_seed), timings))
     coords_extra = {"mode": np.arange(modes["weight"][1].size)}
     diagnostics = diagnose(aligned, idata["posterior"].to_dataset(), groups["sample_stats"]["variables"],
                            {**options, "n_components": model.n_components},

@@ -9,6 +9,8 @@ up to 1e12).
 import json
 import math
 
+from mixflow.wording import listed
+
 __all__ = ["advi_progress", "format_number", "format_with_sd", "set_aside_runs"]
 
 
@@ -90,7 +92,7 @@ def advi_progress(attrs, digits: int = 7) -> tuple[str, str]:
     elbos = json.loads(attrs["final_elbo_per_fit"])
     fits = f"(fits {', '.join(map(str, range(len(iterations))))})"
     each = [str(n) + ("" if ok else " (not settled)") for n, ok in zip(iterations, converged, strict=True)]
-    counts = ", ".join(each[:-1]) + " and " + each[-1] if len(each) > 1 else each[0]
+    counts = listed(each)
     state = "settled" if all(converged) else "not all settled"
     return (f"{state} after {counts} iterations {fits}",
             f"final ELBO {', '.join(f'{float(e):.{digits}g}' for e in elbos)} {fits}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mixflow.analysis.select import CRITERION_NAMES
 from mixflow.atomic import atomic_write
 from mixflow.container.layout import ADVI_MODES, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree, data_units, has_group
@@ -119,9 +120,8 @@ def _figure_html(png: bytes, caption: str) -> str:
 
 
 # -- sections ------------------------------------------------------------------------------------------
-#: How the report names each criterion of the choice of K.
-CRITERIA = {"bic": "BIC", "aic": "AIC", "icl": "ICL", "cv_log_likelihood": "held-out log-likelihood",
-            "elpd_loo": "PSIS-LOO"}
+#: How the report names each criterion of the choice of K (as select_k's warnings do).
+CRITERIA = CRITERION_NAMES
 
 
 def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
