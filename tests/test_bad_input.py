@@ -110,7 +110,7 @@ def test_weights_totalling_less_than_an_observation_per_component_are_refused(sc
     ({"n_init": 0}, r"n_init: expected an integer from 1 to 10000, got 0"),
     ({"n_init": 10**11}, r"n_init: expected an integer from 1 to 10000, got 100000000000"),
     ({"init": "kmedoids"}, r"init: expected one of \['auto', 'kmeans', 'kmeans\+\+', .*'hierarchical', "
-                           r"'hierarchical-pca', 'kmeans\|\|'\] or a dict"),
+                           r"'hierarchical-pca', 'low-kurtosis', 'kmeans\|\|'\] or a dict"),
     ({"tol": -1.0}, r"tol: expected a non-negative number, got -1.0"),
     ({"max_iter": 0}, r"max_iter: expected an integer >= 1, got 0"),
     ({"trim": 1.5}, r"trim: expected None or a weight threshold in \(0, 1\), got 1.5"),

@@ -992,7 +992,7 @@ def _workflow_errors(tmp_path, text: str, monkeypatch, csv: bytes | None = None)
     ("n_init = 1", "tol = -1.0", r"^13: \[methods.em\] tol: expected a non-negative number, got -1.0$"),
     ("n_init = 1", 'init = "foo"', r"^13: \[methods.em\] init: expected one of \['auto', 'kmeans', 'kmeans\+\+', "
      r"'random', 'standardised-kmeans', 'random-partition', 'random-centres', 'hierarchical', "
-     r"'hierarchical-pca', 'kmeans\|\|'\]"),
+     r"'hierarchical-pca', 'low-kurtosis', 'kmeans\|\|'\]"),
     ("[methods.em]\nn_init = 1", "[methods.bootstrap]\nn_replicates = 0",
      r"^13: \[methods.bootstrap\] n_replicates: expected an integer >= 2, got 0$"),
     ("[methods.em]\nn_init = 1", '[methods.bootstrap]\nkind = "foo"',

@@ -204,7 +204,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     elif options.init == PORTFOLIO:
         fewest = model.fewest_values_for_starts(options.map)
         by_values = [] if fewest is None else value_starts(model.init_points(sample), fewest)
-        names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init, by_values)
+        names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init, by_values,
+                                   model.n_components)
     else:
         names = [options.init] * options.n_init
     root = np.random.SeedSequence(random_seed)

@@ -18,6 +18,11 @@ starting responsibilities (n, K); one M-step then gives the starting parameters.
 - ``"hierarchical-pca"``: the same on the standardised points' leading ``max(2, K)`` principal components,
   where the directions of largest spread (often those that separate groups) are not outweighed by many
   features of noise;
+- ``"low-kurtosis"``: the same on the sphered points' K - 1 directions of lowest kurtosis
+  (:func:`low_kurtosis_projection`; at K = 2 the exact two-means cut of the one direction,
+  :func:`two_means_cut`), along which groups differ whatever the spread of other directions (an overall size
+  that distances follow); ``"auto"`` takes it at K = 2, where the lowest-kurtosis direction is the one that
+  separates two groups of not too unequal weights (Peña and Prieto 2001);
 - ``"feature-values:j"`` and ``"feature-gaps:j"`` (``"auto"`` only, where a component whose rows share one
   feature's value is a bounded fit: MAP fits, and tied covariances' MLE for a feature of more values than
   components; :func:`value_starts`): the rows grouped by
@@ -49,6 +54,8 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.linalg import null_space
+from scipy.optimize import minimize
 from scipy.spatial import cKDTree
 from scipy.special import logsumexp
 
@@ -62,6 +69,7 @@ __all__ = [
     "hierarchical_labels",
     "is_degenerate",
     "local_log_density",
+    "low_kurtosis_projection",
     "partition_key",
     "portfolio_schedule",
     "principal_components",
@@ -78,13 +86,17 @@ __all__ = [
     "neighbourhood_moves",
     "outlier_moves",
     "transfer_moves",
+    "two_means_cut",
     "value_starts",
 ]
 
 PORTFOLIO = "auto"
 STRATEGIES = ("kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", "random-centres",
-              "hierarchical", "hierarchical-pca")
+              "hierarchical", "hierarchical-pca", "low-kurtosis")
 HIERARCHICAL_POINTS = 1000
+# the low-kurtosis start's directions are sought on at most this many rows, from at most this many starting axes
+PROJECTION_POINTS = 2000
+PROJECTION_STARTS = 10
 # a feature with at least 2 and at most this many distinct values is discrete: for a MAP fit, its values are a start
 DISCRETE_VALUES = 10
 FEATURE_VALUES = "feature-values"
@@ -128,6 +140,8 @@ class _Portfolio(NamedTuple):
     takes_values: bool
     #: whether the screening may stop once its first starts agree (see em._screening_stages)
     stops_on_agreement: bool
+    #: whether two components also start from the direction of lowest kurtosis (:func:`low_kurtosis_projection`)
+    by_projection: bool
 
 
 # Regression mixtures do not start from distances (clustering the response, or the response with the covariates,
@@ -138,9 +152,9 @@ class _Portfolio(NamedTuple):
 _PORTFOLIOS = {
     "default": _Portfolio(("hierarchical", "hierarchical-pca"),
                           ("standardised-kmeans", "random-partition", "random-centres", "kmeans++", "kmeans"),
-                          "random-centres", takes_values=True, stops_on_agreement=True),
+                          "random-centres", takes_values=True, stops_on_agreement=True, by_projection=True),
     "regression": _Portfolio((), ("random-partition", "random", "random-centres", "kmeans"), "random-partition",
-                             takes_values=False, stops_on_agreement=False),
+                             takes_values=False, stops_on_agreement=False, by_projection=False),
 }
 
 
@@ -161,7 +175,7 @@ def stops_on_agreement(family: str) -> bool:
     return _portfolio(family).stops_on_agreement
 
 
-def portfolio_schedule(family: str, n_candidates: int, by_values: list[str] = ()) -> list[str]:
+def portfolio_schedule(family: str, n_candidates: int, by_values: list[str] = (), n_components: int = 0) -> list[str]:
     """The strategy of each start of ``init="auto"`` for a family: ``n_candidates`` and the discrete features'.
 
     Parameters
@@ -174,6 +188,12 @@ def portfolio_schedule(family: str, n_candidates: int, by_values: list[str] = ()
         Starts by a discrete feature's values (:func:`value_starts`), after the family's deterministic
         strategies, at most ``n_candidates // 4`` of them, for families whose portfolio takes them: added to
         the ``n_candidates``, so they take no place of the others.
+    n_components : int, optional
+        The model's K: at K = 2, families that take it get the ``"low-kurtosis"`` start too, after their
+        deterministic strategies and added to the ``n_candidates``. Two groups differ most, in units where the
+        data's covariance is the identity, along the direction of lowest kurtosis (:func:`low_kurtosis_projection`),
+        which a start from distances misses where another direction (an overall size, say) holds most of the
+        spread; for more components that direction tells two groups of them apart, not K.
 
     Returns
     -------
@@ -187,8 +207,9 @@ def portfolio_schedule(family: str, n_candidates: int, by_values: list[str] = ()
     while len(names) < n_candidates:
         names.append(cycled[(len(names) - len(once)) % len(cycled)])
     values = list(by_values)[:n_candidates // 4] if portfolio.takes_values else []
+    projection = ["low-kurtosis"] if portfolio.by_projection and n_components == 2 else []
     place = min(len(once), n_candidates)
-    return names[:place] + values + names[place:]
+    return names[:place] + projection + values + names[place:]
 
 
 def standardise(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -289,6 +310,86 @@ def hierarchical_labels(points: np.ndarray, weights: np.ndarray, k: int, rng: np
         return clusters
     means = np.array([sample[clusters == c].mean(axis=0) for c in np.unique(clusters)])
     labels = np.argmin(squared_distances(points, means), axis=1)
+    return labels
+
+
+
+def _sphered(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The points centred and sphered (weighted covariance the identity), in their directions of positive variance."""
+    scaled = standardise(points, weights)
+    values, axes = np.linalg.eigh((scaled * weights[:, None]).T @ scaled / weights.sum())
+    keep = values > 1e-10 * values.max(initial=0.0)
+    return scaled @ (axes[:, keep] / np.sqrt(values[keep]))
+
+
+def low_kurtosis_projection(points: np.ndarray, weights: np.ndarray, n_directions: int, rng: np.random.Generator,
+                            max_points: int = PROJECTION_POINTS) -> np.ndarray:
+    """The sphered points projected on their directions of lowest kurtosis, each orthogonal to those before it.
+
+    Peña and Prieto (2001), "Cluster identification using projections", J. Am. Stat. Assoc. 96, 1433-1445: in
+    sphered data, a mixture of two groups is most bimodal, and its kurtosis lowest, along the direction that
+    separates the groups, whatever the other directions' spreads were before sphering. Each direction minimises
+    the projection's fourth moment on the unit sphere (L-BFGS from each of the first ``PROJECTION_STARTS`` axes
+    of the space left, the lowest kept), on at most ``max_points`` rows (drawn in proportion to the weights
+    where there are more).
+
+    Parameters
+    ----------
+    points : ndarray of shape (n, p)
+    weights : ndarray of shape (n,)
+    n_directions : int
+    rng : numpy.random.Generator
+    max_points : int, default PROJECTION_POINTS
+
+    Returns
+    -------
+    ndarray of shape (n, min(n_directions, q))
+        q being the number of directions of positive variance (none when the points are all equal).
+
+    """
+    sphered = _sphered(points, weights)
+    n, q = sphered.shape
+    if n > max_points:
+        sample = sphered[rng.choice(n, size=max_points, replace=True, p=weights / weights.sum())]
+        share = np.full(max_points, 1 / max_points)
+    else:
+        sample, share = sphered, weights / weights.sum()
+    found = []
+    basis = np.eye(q)
+    for _ in range(min(n_directions, q)):
+        inside = sample @ basis
+
+        def fourth_moment(w, inside=inside):
+            """The projection's fourth moment at w / |w|, and its gradient in w."""
+            norm2 = w @ w
+            y = inside @ w
+            moment = share @ y ** 4
+            return moment / norm2 ** 2, 4 * (share * y ** 3) @ inside / norm2 ** 2 - 4 * moment * w / norm2 ** 3
+
+        best = min((minimize(fourth_moment, start, jac=True, method="L-BFGS-B")
+                    for start in np.eye(basis.shape[1])[:PROJECTION_STARTS]), key=lambda result: result.fun)
+        found.append(basis @ best.x / np.linalg.norm(best.x))
+        basis = null_space(np.array(found))
+    return sphered @ np.array(found).reshape(len(found), q).T
+
+
+def two_means_cut(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Labels 0/1 of the cut of one-dimensional values that leaves the least weighted within-group sum of squares.
+
+    The exact two-means split, every cut between distinct values tried: a row of weight w counts as w equal rows.
+    All values equal: every row labelled 0.
+    """
+    order = np.argsort(values, kind="stable")
+    ordered, mass = values[order], weights[order]
+    below_mass, below_sum = np.cumsum(mass)[:-1], np.cumsum(mass * ordered)[:-1]
+    total_mass, total_sum = mass.sum(), mass @ ordered
+    above_mass, above_sum = total_mass - below_mass, total_sum - below_sum
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = below_sum ** 2 / below_mass + above_sum ** 2 / above_mass  # the larger, the smaller the within
+    between = np.where((np.diff(ordered) > 0) & (below_mass > 0) & (above_mass > 0), between, -np.inf)
+    labels = np.zeros(values.size, dtype=np.int64)
+    if np.isfinite(between).any():
+        labels[order[np.argmax(between) + 1:]] = 1
     return labels
 
 
@@ -409,6 +510,14 @@ def start_responsibilities(strategy: str, points: np.ndarray, weights: np.ndarra
         labels = hierarchical_labels(standardise(points, weights), weights, k, rng)
     elif strategy == "hierarchical-pca":
         labels = hierarchical_labels(principal_components(points, weights, max(2, k)), weights, k, rng)
+    elif strategy == "low-kurtosis":
+        projected = low_kurtosis_projection(points, weights, max(1, k - 1), rng)
+        if projected.shape[1] == 0:  # one distinct point: no direction to project on
+            labels = _random_partition(n, k, rng)
+        elif k == 2:
+            labels = two_means_cut(projected[:, 0], weights)
+        else:
+            labels = hierarchical_labels(projected, weights, k, rng)
     elif strategy.startswith(FEATURE_VALUES + ":"):
         labels = feature_value_labels(points, weights, k, int(strategy.split(":")[1]))
     elif strategy.startswith(FEATURE_GAPS + ":"):
