@@ -37,17 +37,23 @@ def listed(items) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+# the least similarity (difflib's ratio) of a misspelt name to the name suggested for it
+CLOSE = 0.65
+
+
 def perhaps(unknown, known) -> str:
     """``" (did you mean 'n_init'?)"``: the known name closest to each unknown one, if any.
 
     With several unknown names, each is said: ``" (did you mean 'n_init' for 'n_inits', 'tol' for 'tl'?)"``.
-    Empty when no unknown name is close to a known one (:func:`difflib.get_close_matches`).
+    Empty when no unknown name is close to a known one (:func:`difflib.get_close_matches`, at a similarity of
+    at least ``CLOSE``: 'iter' is close to 'max_iter', 'colour' not to 'cluster').
     """
     import difflib
 
     known = sorted(known)
     unknown = [name for name in unknown if name not in known]
-    meant = [(name, match[0]) for name in unknown for match in [difflib.get_close_matches(name, known, n=1)] if match]
+    meant = [(name, match[0]) for name in unknown
+             for match in [difflib.get_close_matches(name, known, n=1, cutoff=CLOSE)] if match]
     if not meant:
         return ""
     if len(unknown) == 1:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mixflow.wording import agreeing, counted
+from mixflow.wording import agreeing, counted, perhaps
 
 
 @pytest.mark.parametrize(("number", "expected"), [(0, "0 files"), (1, "1 file"), (2, "2 files"), (12, "12 files")])
@@ -20,3 +20,11 @@ def test_an_irregular_plural_is_given():
 def test_the_noun_without_its_number_and_the_verb_agree(components, expected):
     n = len(components)
     assert f"{agreeing(n, 'component')} {components} {agreeing(n, 'is', 'are')} empty" == expected
+
+
+@pytest.mark.parametrize(("unknown", "expected"), [
+    (["n_inits"], " (did you mean 'n_init'?)"), (["iter"], " (did you mean 'max_iter'?)"),
+    (["colour"], ""),  # as far from 'cluster' as from anything: no suggestion beats a wrong one
+    (["n_inits", "tl"], " (did you mean 'n_init' for 'n_inits', 'tol' for 'tl'?)")])
+def test_a_misspelt_name_is_matched_to_a_close_one_only(unknown, expected):
+    assert perhaps(unknown, ["cluster", "max_iter", "n_init", "tol"]) == expected
