@@ -310,8 +310,11 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
             warnings.warn(f"MCMC: {reason}; not sampled again with more draws: {error}", SamplingWarning,
                           stacklevel=2)
         else:
-            result["attrs"]["extended"] = (f"{reason}: sampled again with {settings}; the first run's "
-                                           f"{elapsed:.1f} s are not in wall_time")
+            # the first run's seconds among the timings, not in the text: a rerun's text is the same
+            result["attrs"]["extended"] = (f"{reason}: sampled again with {settings}; the first run's time is "
+                                           "not in wall_time (timings' first_run)")
+            result["attrs"]["timings"] = json.dumps({**json.loads(result["attrs"]["timings"]),
+                                                     "first_run": float(elapsed)})
             return result
     if options["posterior_predictive"]:
         groups.update(predictive_groups(model, data, draw_values, np.random.default_rng(predictive_seed), timings))
