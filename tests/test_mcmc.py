@@ -212,7 +212,7 @@ def test_draws_too_few_for_an_ess_are_said_not_passed_over_as_nan(n_draws):
 
 
 def test_a_mode_whose_chains_disagree_and_cross_is_the_reason_to_sample_longer():
-    from mixflow.engines.mcmc import _extend_reason
+    from mixflow.engines.mcmc import _extend_reason, _extended_draws
 
     def modes(rhat, crosses, chain_mode=(0, 0, 0, 0), bulk=None, tail=None):
         enough = np.full(len(rhat), 1000.0)
@@ -251,6 +251,14 @@ def test_a_mode_whose_chains_disagree_and_cross_is_the_reason_to_sample_longer()
     two = {**modes([1.12, 1.12], [True, True, True, False], [0, 0, 1, 1]),
            "stuck": (("chain",), np.array([False, False, False, True]))}
     assert _extend_reason(two, options).startswith("chains 0, 1 of mode 0")  # the mode without a stuck chain
+    # the second run's draws: R-hat - 1 and 1 / ESS fall as the inverse of the draws, so the first run's draws
+    # times (R-hat - 1) / 0.005 (aiming at 1.005) or the least ESS over the ESS, from 4 to 16 times, at least 4000
+    assert _extended_draws(modes([1.06], [True] * 4), options) == 12000
+    assert _extended_draws(modes([1.0105], [True] * 4), options) == 4000  # 2.1 times: at least 4
+    assert _extended_draws(modes([1.12], [True] * 4), options) == 16000  # 24 times: at most 16
+    assert _extended_draws(modes([1.06], [True] * 4), {**options, "draws": 200}) == 4000  # 12 x 200: at least 4000
+    assert _extended_draws(modes([1.009], [True] * 4, bulk=[50.0]), options) == 8000  # 400 / 50
+    assert _extended_draws(two, options) == 16000  # the mode without a stuck chain
 
 
 @pytest.mark.slow
