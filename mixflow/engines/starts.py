@@ -380,7 +380,7 @@ def two_means_cut(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     All values equal: every row labelled 0.
     """
     order = np.argsort(values, kind="stable")
-    ordered, mass = values[order], weights[order]
+    ordered, mass = values[order], weights[order] / weights.sum()  # shares: weights of 1e200 do not overflow
     below_mass, below_sum = np.cumsum(mass)[:-1], np.cumsum(mass * ordered)[:-1]
     total_mass, total_sum = mass.sum(), mass @ ordered
     above_mass, above_sum = total_mass - below_mass, total_sum - below_sum
