@@ -189,8 +189,9 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         :mod:`mixflow.engines.starts`), runs each briefly and continues the best. A strategy's name runs
         ``n_init`` starts of it to convergence: k-means (k-means++ seeds and Lloyd iterations), k-means++
         seeds alone, random responsibilities, k-means on features scaled to unit sd, random hard partitions,
-        Ward's agglomeration of the scaled features, of their leading ``max(2, K)`` principal components, or
-        of the sphered features' ``K - 1`` directions of lowest kurtosis (at K=2 also a start of ``"auto"``).
+        Ward's agglomeration of the scaled features or of their leading ``max(2, K)`` principal components, or
+        the sphered features' ``K - 1`` directions of lowest kurtosis, agglomerated by Ward's method (at K=2, the
+        one direction's exact two-means cut, also a start of ``"auto"``).
         ``"kmeans||"`` (Dask input only; not for regression mixtures) seeds each start by k-means|| over every
         row instead of the subsample (see
         :meth:`mixflow.engines.em_chunked.ChunkedPrepared.scalable_kmeans_passes`), the starts sharing

@@ -239,7 +239,7 @@ def test_a_mode_whose_chains_disagree_and_cross_is_the_reason_to_sample_longer()
                           options) == ""  # 100 per chain of the mode's two chains
     assert _extend_reason(modes([1.3], [False] * 4), options) == ""  # disagreeing, none crossing: more draws won't
     assert _extend_reason(modes([1.12], [True] * 4), {**options, "extend": False}) == ""
-    # the second run has four times the draws, so a run with many draws at a high target acceptance is extended too
+    # the second run has more draws, so a run with many draws at a high target acceptance is extended too
     assert _extend_reason(modes([1.12], [True] * 4), {**options, "draws": 4000}) != ""
     assert _extend_reason(modes([1.12], [True] * 4), {**options, "draws": 9000, "target_accept": 0.99}) != ""
     # two modes: the one whose chains cross and disagree is named
@@ -252,12 +252,18 @@ def test_a_mode_whose_chains_disagree_and_cross_is_the_reason_to_sample_longer()
            "stuck": (("chain",), np.array([False, False, False, True]))}
     assert _extend_reason(two, options).startswith("chains 0, 1 of mode 0")  # the mode without a stuck chain
     # the second run's draws: R-hat - 1 and 1 / ESS fall as the inverse of the draws, so the first run's draws
-    # times (R-hat - 1) / 0.005 (aiming at 1.005) or the least ESS over the ESS, from 4 to 16 times, at least 4000
+    # times (R-hat - 1) / 0.005 (aiming at 1.005) or twice the least ESS over the ESS, from 4 to 16 times, at least
+    # 4000
     assert _extended_draws(modes([1.06], [True] * 4), options) == 12000
     assert _extended_draws(modes([1.0105], [True] * 4), options) == 4000  # 2.1 times: at least 4
     assert _extended_draws(modes([1.12], [True] * 4), options) == 16000  # 24 times: at most 16
     assert _extended_draws(modes([1.06], [True] * 4), {**options, "draws": 200}) == 4000  # 12 x 200: at least 4000
-    assert _extended_draws(modes([1.009], [True] * 4, bulk=[50.0]), options) == 8000  # 400 / 50
+    assert _extended_draws(modes([1.009], [True] * 4, bulk=[100.0]), options) == 8000  # twice 400, over 100
+    # figures that are not finite: the most draws, and a missing ESS is not the one named
+    assert _extended_draws(modes([np.inf], [True] * 4), options) == 16000
+    assert _extend_reason(modes([1.009], [True] * 4, bulk=[50.0], tail=[np.nan]), options).endswith(
+        "(bulk ESS 50 within the mode, below 400)")
+    assert _extended_draws(modes([1.009], [True] * 4, bulk=[50.0], tail=[np.nan]), options) == 16000
     assert _extended_draws(two, options) == 16000  # the mode without a stuck chain
 
 
@@ -312,6 +318,15 @@ def test_chains_that_cross_are_sampled_again_longer_and_only_the_longer_run_is_k
         kept = fit_mcmc(model, data, reference, **run)
     assert caplog.messages == []  # not said to start, as it does not
     assert (kept["attrs"]["draws"], kept["attrs"]["extended"]) == (40, "")
+    # the draws the mode needs do not fit, four times the first run's do: the second run has those
+    monkeypatch.setattr(engine, "_extended_draws", lambda modes, options: 640)
+    monkeypatch.setattr(engine, "check_memory", lambda chains, draws, values, what: (
+        short_of_memory(chains, draws // 4, values, what)))  # room for up to 160 draws
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.SamplingWarning)
+        fallback = fit_mcmc(model, data, reference, **run)
+    assert fallback["attrs"]["draws"] == 160 and fallback["attrs"]["extended"].startswith(
+        "the chains crossed: sampled again with 160 draws per chain")
 
 
 # -- slow: real sampling -------------------------------------------------------------------------------------

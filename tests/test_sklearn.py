@@ -16,13 +16,13 @@ import mixflow
 from mixflow.errors import InputError, InputTypeError
 from mixflow.sklearn import MixtureEstimator
 
-#: scikit-learn checks that fail by design for the full and tied covariances, and why (diag passes them).
+#: scikit-learn checks that fail by design for the full covariance, and why (diag and tied pass them).
 EXPECTED_FAILED_WEIGHT_EQUIVALENCE = {
     "check_sample_weight_equivalence_on_dense_data":
         "the starts draw rows, so a row of weight 2 and the same row twice give different starts; the check's "
-        "random data (15 rows of 30 features) have several maxima, and with a full or tied covariance the two "
-        "searches end at different ones; from the same start the fits agree (frequency weights are tested "
-        "against repeated rows in test_em_behaviour.py)",
+        "random data (15 rows of 30 features) have several maxima, and with a full covariance the two searches "
+        "end at different ones; from the same start the fits agree (frequency weights are tested against "
+        "repeated rows in test_em_behaviour.py)",
 }
 #: Expected to fail in addition when fit options are given as keywords (``MixtureEstimator(model, n_init=2)``).
 EXPECTED_FAILED_WITH_FIT_OPTIONS = {
@@ -41,7 +41,7 @@ EXPECTED_FAILED_ONE_COMPONENT = {
 
 def _expected_failures(estimator) -> dict:
     options = estimator.get_params(deep=False).keys() - {"model", "method", "n_components", "random_state"}
-    several = estimator.model is not None and estimator.model.covariance in ("full", "tied")
+    several = estimator.model is not None and estimator.model.covariance == "full"
     one = estimator.model is None and estimator.n_components is None
     return {**(EXPECTED_FAILED_WEIGHT_EQUIVALENCE if several else {}),
             **(EXPECTED_FAILED_WITH_FIT_OPTIONS if options else {}), **(EXPECTED_FAILED_ONE_COMPONENT if one else {})}

@@ -54,8 +54,9 @@ from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.warnings import SamplingWarning
 
-__all__ = ["ADAPTATIONS", "EXTEND_DRAWS", "EXTEND_FACTOR", "EXTEND_FACTOR_MAX", "EXTEND_TARGET_ACCEPT", "RHAT_MAX",
-           "SAMPLERS", "STARTS", "SamplingInterrupted", "check_options", "fit_mcmc", "resolve_sampler"]
+__all__ = ["ADAPTATIONS", "EXTEND_DRAWS", "EXTEND_FACTOR", "EXTEND_FACTOR_MAX", "EXTEND_RHAT_AIM",
+           "EXTEND_TARGET_ACCEPT", "RHAT_MAX", "SAMPLERS", "STARTS", "SamplingInterrupted", "check_options", "fit_mcmc",
+           "resolve_sampler"]
 
 SAMPLERS = ("auto", "nutpie", "pymc")
 ADAPTATIONS = ("low_rank", "diag")
@@ -70,7 +71,7 @@ _NUTPIE_NUMBA_OPT = 1
 
 #: ``extend``: the second run has, per chain, the first run's draws times what the unsettled mode needs (R-hat - 1
 #: and 1 / ESS fall about as the inverse of the draws of chains that cross between places: (R-hat - 1) over
-#: EXTEND_RHAT_AIM - 1, or the least ESS over the ESS reached), within EXTEND_FACTOR and EXTEND_FACTOR_MAX, and at
+#: EXTEND_RHAT_AIM - 1, or twice the least ESS over the ESS reached), within EXTEND_FACTOR and EXTEND_FACTOR_MAX, and at
 #: least EXTEND_DRAWS, at a target acceptance of at least EXTEND_TARGET_ACCEPT. The R-hat aimed at is below the
 #: threshold (1.01): an R-hat of four chains is noisy, and a run sized to reach the threshold stays above it about
 #: as often as not.
@@ -87,8 +88,9 @@ def _unsettled(modes: dict, options: dict) -> tuple[str, float] | None:
     Unsettled is an R-hat above 1.01 or a bulk or tail ESS below 100 per chain within the mode (the diagnostics'
     thresholds): chains that cross rarely give both, and more draws settle both. A mode with a stuck chain among
     its chains is not sampled again for them: more draws do not free a stuck chain, which keeps the mode's R-hat
-    high whatever the others do. The factor is what the first run's draws need to be multiplied by for the
-    threshold, by the inverse scaling (see EXTEND_RHAT_AIM's comment), before its bounds.
+    high whatever the others do. The factor is what the first run's draws need to be multiplied by, by the
+    inverse scaling (see EXTEND_RHAT_AIM's comment), before its bounds: for an R-hat of EXTEND_RHAT_AIM, for an
+    ESS of twice the least (ESS too is noisy); infinite where the figure is not finite.
 
     ``modes`` is the modes group's variables (``chain_mode``, ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail``,
     ``crosses``, and ``stuck`` where recorded) as ``(dims, array)``.
@@ -101,11 +103,12 @@ def _unsettled(modes: dict, options: dict) -> tuple[str, float] | None:
         least = ESS_PER_CHAIN_MIN * np.sum(chain_mode == mode)
         if not crossing.size or stuck[chain_mode == mode].any():
             continue
+        low = np.nanmin([bulk[mode], tail[mode]]) if np.isfinite([bulk[mode], tail[mode]]).any() else np.nan
         if rhat[mode] > RHAT_MAX:
             unsettled, factor = f"R-hat {rhat[mode]:.3f} within the mode", (rhat[mode] - 1) / (EXTEND_RHAT_AIM - 1)
-        elif min(bulk[mode], tail[mode]) < least:
-            label, ess = ("bulk", bulk[mode]) if bulk[mode] <= tail[mode] else ("tail", tail[mode])
-            unsettled, factor = f"{label} ESS {ess:.0f} within the mode, below {least}", least / max(ess, 1.0)
+        elif low < least:
+            label = "bulk" if bulk[mode] == low else "tail"
+            unsettled, factor = f"{label} ESS {low:.0f} within the mode, below {least}", 2 * least / max(low, 1.0)
         else:
             continue
         return (f"{chains_text('chains', crossing)} of mode {mode} crossed between places in the first run's "
@@ -122,8 +125,12 @@ def _extend_reason(modes: dict, options: dict) -> str:
 def _extended_draws(modes: dict, options: dict) -> int:
     """The second run's draws per chain: the first run's times the unsettled mode's factor, within its bounds."""
     found = _unsettled(modes, options)
-    needed = EXTEND_FACTOR if found is None else int(np.ceil(round(found[1], 6)))  # 0.06 / 0.005 is 12, not 13
-    factor = min(max(EXTEND_FACTOR, needed), EXTEND_FACTOR_MAX)
+    if found is None:
+        factor = EXTEND_FACTOR
+    elif not np.isfinite(found[1]):
+        factor = EXTEND_FACTOR_MAX
+    else:  # rounded first: 0.06 / 0.005 is 12, not 13
+        factor = min(max(EXTEND_FACTOR, int(np.ceil(round(found[1], 6)))), EXTEND_FACTOR_MAX)
     return max(EXTEND_DRAWS, factor * options["draws"])
 
 
@@ -238,10 +245,11 @@ def fit_mcmc(model, data: Data, reference: dict, *, draws: int = 1000, tune: int
         When some of a mode's chains cross between places themselves and leave it unsettled (R-hat above
         1.01, or a bulk or tail ESS below 100 per chain)
         (:mod:`mixflow.engines.mode_rule`, "Chains that cross"), sample again, once, with the draws per chain
-        times what the mode needs ((R-hat - 1) / 0.005, aiming below the threshold since R-hat is noisy, or 100
+        times what the mode needs ((R-hat - 1) / 0.005, aiming below the threshold since R-hat is noisy, or 200
         per chain over the ESS: both fall about as the inverse of the draws), from :data:`EXTEND_FACTOR` (4)
-        to :data:`EXTEND_FACTOR_MAX` (16) times, at least :data:`EXTEND_DRAWS` (4000), at a ``target_accept`` of
-        at least :data:`EXTEND_TARGET_ACCEPT` (0.95), and keep only that run (attribute
+        to :data:`EXTEND_FACTOR_MAX` (16) times, at least :data:`EXTEND_DRAWS` (4000; four times the first run's
+        where more would not fit in memory), at a ``target_accept`` of at least :data:`EXTEND_TARGET_ACCEPT`
+        (0.95), and keep only that run (attribute
         ``extended`` says why; see "Chains that cross" below). False keeps the first run whatever its chains do.
 
     After the draws are aligned, the chains are grouped into modes (:mod:`mixflow.engines.modes` states
@@ -318,12 +326,19 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
     modes = groups["modes"]["variables"]
     reason = _extend_reason(modes, options)
     if reason:
-        longer = {**options, "draws": _extended_draws(modes, options), "extend": False,
-                  "target_accept": max(EXTEND_TARGET_ACCEPT, options["target_accept"])}
-        settings = f"{longer['draws']} draws per chain at target_accept {longer['target_accept']:g}"
-        longer["second_run"] = f"{settings}; the first run's chains crossed between places"
+        longer = {**options, "extend": False, "target_accept": max(EXTEND_TARGET_ACCEPT, options["target_accept"])}
+        least = max(EXTEND_DRAWS, EXTEND_FACTOR * options["draws"])
         try:
-            checked = _check_arguments(model, data, reference, longer)  # room for the draws first, then said
+            # the draws the mode needs or, where they would not fit in memory, the least a second run has
+            for draws in dict.fromkeys([_extended_draws(modes, options), least]):
+                settings = f"{draws} draws per chain at target_accept {longer['target_accept']:g}"
+                longer.update(draws=draws, second_run=f"{settings}; the first run's chains crossed between places")
+                try:
+                    checked = _check_arguments(model, data, reference, longer)  # room for the draws first, then said
+                    break
+                except MemoryNeeded:
+                    if draws == least:
+                        raise
             _announce(f"NUTS: {reason}; sampling again with {settings}", options)
             result = _run(model, data, checked, longer)
         except MemoryNeeded as error:  # the first run stands, and the warning says why it was not extended

@@ -313,7 +313,6 @@ def hierarchical_labels(points: np.ndarray, weights: np.ndarray, k: int, rng: np
     return labels
 
 
-
 def _sphered(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The points centred and sphered (weighted covariance the identity), in their directions of positive variance."""
     scaled = standardise(points, weights)
@@ -380,7 +379,9 @@ def two_means_cut(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     All values equal: every row labelled 0.
     """
     order = np.argsort(values, kind="stable")
-    ordered, mass = values[order], weights[order] / weights.sum()  # shares: weights of 1e200 do not overflow
+    mass = weights[order] / weights.sum()  # shares, and the values centred and scaled: neither squares overflow
+    ordered = values[order] - mass @ values[order]  # nor cancels in values far from 0
+    ordered = ordered / max(np.abs(ordered).max(initial=0.0), np.finfo(float).tiny)
     below_mass, below_sum = np.cumsum(mass)[:-1], np.cumsum(mass * ordered)[:-1]
     total_mass, total_sum = mass.sum(), mass @ ordered
     above_mass, above_sum = total_mass - below_mass, total_sum - below_sum
