@@ -273,6 +273,10 @@ def test_low_kurtosis_projection_finds_the_direction_two_groups_differ_along():
     two = low_kurtosis_projection(points, weights, 2, rng)
     np.testing.assert_allclose(np.cov(two.T, bias=True), np.eye(2), atol=1e-10)
     np.testing.assert_allclose(two[:, 0], projected, atol=1e-6)
+    # a rounded total of the other columns adds a direction of rounding errors only, about uniform: left out
+    totalled = np.column_stack([points, np.round(points.sum(axis=1), 2)])
+    with_total = low_kurtosis_projection(totalled, weights, 1, rng)[:, 0]
+    assert abs(np.corrcoef(with_total, latent[:, 0])[0, 1]) > 0.998
     # frequency weights count as repeated rows
     repeated = np.repeat(points[:50], 3, axis=0)
     np.testing.assert_allclose(np.abs(low_kurtosis_projection(points[:50], np.full(50, 3.0), 1, rng)),
