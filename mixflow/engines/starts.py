@@ -248,9 +248,15 @@ def principal_components(points: np.ndarray, weights: np.ndarray, n_components: 
     ndarray of shape (n, min(n_components, p))
 
     """
-    scaled = standardise(points, weights)
-    _, axes = np.linalg.eigh((scaled * weights[:, None]).T @ scaled / weights.sum())
+    scaled, _, axes = _standardised_axes(points, weights)
     return scaled @ axes[:, ::-1][:, :n_components]
+
+
+def _standardised_axes(points: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The standardised points, and the eigenvalues (ascending) and eigenvectors of their weighted covariance."""
+    scaled = standardise(points, weights)
+    values, axes = np.linalg.eigh((scaled * weights[:, None]).T @ scaled / weights.sum())
+    return scaled, values, axes
 
 
 def _kmeans_labels(points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -322,8 +328,7 @@ def _sphered(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
     column's rounding (a rounded total of the others), whose errors, about uniform, have a lower kurtosis than
     any two groups.
     """
-    scaled = standardise(points, weights)
-    values, axes = np.linalg.eigh((scaled * weights[:, None]).T @ scaled / weights.sum())
+    scaled, values, axes = _standardised_axes(points, weights)
     keep = values > SPHERED_LEAST * values.max(initial=0.0)
     return scaled @ (axes[:, keep] / np.sqrt(values[keep]))
 
