@@ -120,10 +120,6 @@ def _figure_html(png: bytes, caption: str) -> str:
 
 
 # -- sections ------------------------------------------------------------------------------------------
-#: How the report names each criterion of the choice of K (as select_k's warnings do).
-CRITERIA = CRITERION_NAMES
-
-
 def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
     """In words, which K each criterion prefers, and whether they agree (and which K was fitted)."""
     from mixflow.analysis.select import preferred_k
@@ -131,7 +127,7 @@ def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
     preferred = selection.attrs.get("preferred") or preferred_k(selection)  # a table read back from CSV has none
     by_k = {}
     for criterion, k in preferred.items():
-        by_k.setdefault(int(k), []).append(CRITERIA.get(criterion, criterion))
+        by_k.setdefault(int(k), []).append(CRITERION_NAMES.get(criterion, criterion))
     if not by_k:
         return ""
     fitted = "" if fitted_k is None else f"; this report is of K = {fitted_k}"
@@ -210,7 +206,7 @@ def other_fits_html(selection, fitted_k: int, other_fits: dict) -> str:
     preferred = selection.attrs.get("preferred") or preferred_k(selection)
     by_k = {}
     for criterion, k in preferred.items():
-        by_k.setdefault(int(k), []).append(CRITERIA.get(criterion, criterion))
+        by_k.setdefault(int(k), []).append(CRITERION_NAMES.get(criterion, criterion))
     if not other_fits:
         if len(by_k) < 2:
             return ""
