@@ -120,14 +120,20 @@ def _figure_html(png: bytes, caption: str) -> str:
 
 
 # -- sections ------------------------------------------------------------------------------------------
-def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
-    """In words, which K each criterion prefers, and whether they agree (and which K was fitted)."""
+def _preferred_by_k(selection) -> tuple[dict, dict]:
+    """Each criterion's preferred K, and for each K the names of the criteria preferring it."""
     from mixflow.analysis.select import preferred_k
 
     preferred = selection.attrs.get("preferred") or preferred_k(selection)  # a table read back from CSV has none
     by_k = {}
     for criterion, k in preferred.items():
         by_k.setdefault(int(k), []).append(CRITERION_NAMES.get(criterion, criterion))
+    return preferred, by_k
+
+
+def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
+    """In words, which K each criterion prefers, and whether they agree (and which K was fitted)."""
+    preferred, by_k = _preferred_by_k(selection)
     if not by_k:
         return ""
     fitted = "" if fitted_k is None else f"; this report is of K = {fitted_k}"
@@ -199,14 +205,9 @@ def other_fits_html(selection, fitted_k: int, other_fits: dict) -> str:
 
     Without other fits, and when the criteria disagree, how to ask for them (``[select] fit``).
     """
-    from mixflow.analysis.select import preferred_k
-
     if selection is None:
         return ""
-    preferred = selection.attrs.get("preferred") or preferred_k(selection)
-    by_k = {}
-    for criterion, k in preferred.items():
-        by_k.setdefault(int(k), []).append(CRITERION_NAMES.get(criterion, criterion))
+    _, by_k = _preferred_by_k(selection)
     if not other_fits:
         if len(by_k) < 2:
             return ""
