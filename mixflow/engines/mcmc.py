@@ -122,6 +122,11 @@ def _extend_reason(modes: dict, options: dict) -> str:
     return "" if found is None else found[0]
 
 
+def _least_extended_draws(options: dict) -> int:
+    """The fewest draws per chain a second run has: EXTEND_FACTOR times the first run's, at least EXTEND_DRAWS."""
+    return max(EXTEND_DRAWS, EXTEND_FACTOR * options["draws"])
+
+
 def _extended_draws(modes: dict, options: dict) -> int:
     """The second run's draws per chain: the first run's times the unsettled mode's factor, within its bounds."""
     found = _unsettled(modes, options)
@@ -131,7 +136,7 @@ def _extended_draws(modes: dict, options: dict) -> int:
         factor = EXTEND_FACTOR_MAX
     else:  # rounded first: 0.06 / 0.005 is 12, not 13
         factor = min(max(EXTEND_FACTOR, int(np.ceil(round(found[1], 6)))), EXTEND_FACTOR_MAX)
-    return max(EXTEND_DRAWS, factor * options["draws"])
+    return max(_least_extended_draws(options), factor * options["draws"])
 
 
 def resolve_sampler(sampler: str) -> str:
@@ -327,7 +332,7 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
     reason = _extend_reason(modes, options)
     if reason:
         longer = {**options, "extend": False, "target_accept": max(EXTEND_TARGET_ACCEPT, options["target_accept"])}
-        least = max(EXTEND_DRAWS, EXTEND_FACTOR * options["draws"])
+        least = _least_extended_draws(options)
         try:
             # the draws the mode needs or, where they would not fit in memory, the least a second run has
             for draws in dict.fromkeys([_extended_draws(modes, options), least]):
