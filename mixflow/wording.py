@@ -39,21 +39,39 @@ def listed(items) -> str:
 
 # the least similarity (difflib's ratio) of a misspelt name to the name suggested for it
 CLOSE = 0.65
+#: a shorter misspelling still meant: a run of at least this many characters in common with a known name ...
+SHARED_RUN = 4
+#: ... covering at least this share of the unknown name ('iters' in 'max_iter')
+SHARED_SHARE = 0.75
+
+
+def _closest(name: str, known: list[str]) -> str | None:
+    """The known name closest to ``name``: by similarity (at least ``CLOSE``), else by a long run in common."""
+    import difflib
+
+    match = difflib.get_close_matches(name, known, n=1, cutoff=CLOSE)
+    if match:
+        return match[0]
+
+    def shared(other: str) -> int:
+        return difflib.SequenceMatcher(None, name, other).find_longest_match().size
+
+    sharing = [other for other in known if shared(other) >= max(SHARED_RUN, SHARED_SHARE * len(name))]
+    return max(sharing, key=lambda other: (shared(other), difflib.SequenceMatcher(None, name, other).ratio()),
+               default=None)
 
 
 def perhaps(unknown, known) -> str:
     """``" (did you mean 'n_init'?)"``: the known name closest to each unknown one, if any.
 
     With several unknown names, each is said: ``" (did you mean 'n_init' for 'n_inits', 'tol' for 'tl'?)"``.
-    Empty when no unknown name is close to a known one (:func:`difflib.get_close_matches`, at a similarity of
-    at least ``CLOSE``: 'iter' is close to 'max_iter', 'colour' not to 'cluster').
+    Empty when no unknown name is close to a known one: a similarity (:func:`difflib.get_close_matches`) of at
+    least ``CLOSE`` ('iter' is close to 'max_iter', 'colour' not to 'cluster'), or a run of at least
+    ``SHARED_RUN`` characters in common covering ``SHARED_SHARE`` of the unknown name ('iters' and 'max_iter').
     """
-    import difflib
-
     known = sorted(known)
     unknown = [name for name in unknown if name not in known]
-    meant = [(name, match[0]) for name in unknown
-             for match in [difflib.get_close_matches(name, known, n=1, cutoff=CLOSE)] if match]
+    meant = [(name, match) for name in unknown for match in [_closest(name, known)] if match]
     if not meant:
         return ""
     if len(unknown) == 1:
