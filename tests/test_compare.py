@@ -1,6 +1,7 @@
 """The comparison table: numbers against hand computation, label agreement against scikit-learn."""
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -361,3 +362,10 @@ def test_wald_intervals_stay_inside_each_parameter_s_range():
     assert (rate_lower.values > 0).all() and 0 < weight_lower.values[0] < 0.01 < weight_upper.values[0] < 1
     one = _wald_interval("weights", xr.DataArray([1.0]), xr.DataArray([0.0]), 1.96)  # K=1: the point itself
     assert one[0].values[0] == one[1].values[0] == 1.0
+    # an error far above its point (a flat direction of the likelihood): the interval spans the range, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wide_weight = _wald_interval("weights", xr.DataArray([0.2]), xr.DataArray([1e3]), 1.96)
+        wide_rate = _wald_interval("rate", xr.DataArray([0.2]), xr.DataArray([1e3]), 1.96)
+    assert (wide_weight[0].values[0], wide_weight[1].values[0]) == (0.0, 1.0)
+    assert (wide_rate[0].values[0], wide_rate[1].values[0]) == (0.0, np.inf)

@@ -429,6 +429,25 @@ def test_a_rate_em_leaves_just_above_zero_is_on_the_boundary_for_the_standard_er
     assert "EM: no standard errors: a rate is on the boundary" in mixflow.summary(tree, kind="text")
 
 
+def test_two_components_that_are_one_have_no_standard_errors():
+    """Started with two equal rates, EM keeps them equal: the two are one component, whose weight they split in any
+    proportion, so the information is singular along the split. The errors are undefined and said so (the
+    numerical Hessian gave a weight of 0.18 an error of 99, and the summary then printed the weight as 0)."""
+    rng = np.random.default_rng(0)
+    counts = np.r_[rng.poisson(3, 150), rng.poisson(9, 150)]
+    with pytest.warns(mixflow.DegenerateComponentWarning, match="the same component"):
+        tree = mixflow.fit(PoissonMixture(3), counts, init={"weights": [0.2, 0.3, 0.5], "rate": [3.0, 3.0, 8.0]})
+    assert json.loads(tree["em"].attrs["duplicate_components"]) == [[0, 1]]
+    from mixflow.analysis.information import standard_errors
+
+    errors = standard_errors(tree, warn=False)
+    assert all(np.isnan(errors[name].values).all() for name in errors.data_vars)
+    assert "components 0 and 1 are the same component" in errors.attrs["undefined"]
+    text = mixflow.summary(tree, kind="text")
+    assert "EM: no standard errors: components 0 and 1 are the same component" in text
+    assert re.search(r"weights\[0\]\s+0\.2\d+\n", text)  # the weight itself, not rounded to an error's precision
+
+
 def test_the_report_counts_the_rates_and_weights_it_compares_not_means_and_covariances(london_fit, tmp_path):
     tree = mixflow.bootstrap(london_fit, n_replicates=8, random_seed=0, n_jobs=1)
     text = mixflow.report(tree, tmp_path / "deaths.html").read_text(encoding="utf-8")

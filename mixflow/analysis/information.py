@@ -216,6 +216,11 @@ def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) ->
         return f"{components} {collapsed} collapsed (the likelihood is unbounded there)"
     if (estimate["weights"] <= 1e-8).any():
         return "a mixing weight is on the boundary (zero)"
+    duplicates = json.loads(tree["em"].attrs.get("duplicate_components", "[]") or "[]")
+    if duplicates:  # two components with one density: how their weight splits between them is not identified
+        pairs = ", ".join(f"{a} and {b}" for a, b in duplicates)
+        return (f"components {pairs} are the same component (a fit of fewer distinct components, whose weight they "
+                "split in any proportion)")
     for name in (name for name, kind in _TRANSFORMS.items() if kind == "log"):  # the positive parameters
         if name in estimate and (np.asarray(estimate[name]) <= 0).any():
             where = " (a component on the zero counts alone)" if name == "rate" else ""

@@ -160,12 +160,12 @@ def _wald_interval(name: str, point: xr.DataArray, sd: xr.DataArray, z: float) -
     """
     natural = (point - z * sd, point + z * sd)
     if name == "weights":  # a weight of 1 (one component) has sd 0: its interval is the point
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a wide interval reaches 0 or 1
             logit, spread = np.log(point / (1 - point)), z * sd / (point * (1 - point))
-        lower, upper = 1 / (1 + np.exp(-(logit - spread))), 1 / (1 + np.exp(-(logit + spread)))
+            lower, upper = 1 / (1 + np.exp(-(logit - spread))), 1 / (1 + np.exp(-(logit + spread)))
         return lower.where(sd != 0, point), upper.where(sd != 0, point)
     if name in ("rate", "variance", "covariance"):
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # an error far above the point
             factor = np.exp(z * sd / point)
         lower, upper = point / factor, point * factor
         if name != "covariance":
