@@ -174,7 +174,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         to convergence; a start repeating an earlier one's partition is replaced by a random one, or skipped.
         When those continued runs end at different maxima, or no start reached a sound fit, a second round of
         as many starts follows (not on Dask data; ``attrs["start_rounds"]``). A local search follows from the
-        best fit of each round (split-and-transfer, boundary, split-and-merge, outlier and, for Gaussian
+        best fit of each round (split-and-transfer, boundary, split-and-merge, outlier, freed (K >= 3: a
+        component given to the others, then freed onto the rows they explain worst) and, for Gaussian
         families, dense-group moves; for a regression, also splits across a line, see
         :mod:`mixflow.engines.starts`), and, where it finds nothing above that fit, from the lower maxima the
         round's continued runs reached, best first, until one climbs above the best of every round so far (maxima

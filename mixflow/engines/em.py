@@ -39,6 +39,7 @@ from mixflow.engines.starts import (
     SHORT_TOL,
     boundary_moves,
     dense_moves,
+    freed_moves,
     is_degenerate,
     local_log_density,
     neighbourhood_moves,
@@ -46,6 +47,7 @@ from mixflow.engines.starts import (
     partition_key,
     portfolio_schedule,
     rank_runs,
+    reduced_responsibilities,
     replacement_strategy,
     split_merge_moves,
     standardise,
@@ -448,7 +450,9 @@ def _moved_starts(model, prepared, prior, rows: int, params: dict, local: np.nda
     (:func:`~mixflow.engines.starts.split_merge_moves`), a component freed onto the rows the fit explains
     worst (:func:`~mixflow.engines.starts.outlier_moves`, from as few rows as its parameters need,
     ``model.component_rows``, and for a MAP fit also from the one row explained worst and from each of the few worst
-    rows with its nearest rows, :func:`~mixflow.engines.starts.neighbourhood_moves`), and, given the data's
+    rows with its nearest rows, :func:`~mixflow.engines.starts.neighbourhood_moves`; for more than two components
+    also one given to the others and freed onto the rows they then explain worst,
+    :func:`~mixflow.engines.starts.freed_moves`), and, given the data's
     own log density at each row (``local``, :func:`~mixflow.engines.starts.local_log_density`), one freed onto
     the rows where the data gather far more sharply than the fit says (:func:`~mixflow.engines.starts.dense_moves`,
     the same sizes).
@@ -466,12 +470,29 @@ def _moved_starts(model, prepared, prior, rows: int, params: dict, local: np.nda
     merged = split_merge_moves(resp, points, prepared.weights)
     least = model.component_rows(params)
     outliers = outlier_moves(log_joint, prepared.weights, least)
+    if model.n_components > 2:  # a component given to the others (:func:`_reduced_log_joint`), then freed
+        outliers += freed_moves([_reduced_log_joint(model, prepared, prior, rows, resp, log_joint, k)
+                                 for k in range(model.n_components)], prepared.weights, least)
     if prior is not None:  # the prior bounds a component's dispersion: one outlying row, or a few alike, can be one
         outliers = (outlier_moves(log_joint, prepared.weights, 1, fractions=()) + outliers
                     + neighbourhood_moves(log_joint, prepared.weights, points, least))
     dense = [] if local is None else dense_moves(log_joint, prepared.weights, least, local)
     return [[_parameters_from(model, prepared, moved, prior, rows) for moved in moves]
             for moves in (local_moves, merged, outliers, dense)]
+
+
+def _reduced_log_joint(model, prepared, prior, rows: int, resp: np.ndarray, log_joint: np.ndarray,
+                       k: int) -> np.ndarray:
+    """The log joint of the fit with component k's rows given to the others and one M-step taken; column k -inf.
+
+    (:func:`~mixflow.engines.starts.reduced_responsibilities`): the others widen to take k's rows, and the rows
+    they then explain worst are the ones :func:`~mixflow.engines.starts.freed_moves` frees k onto.
+    """
+    with np.errstate(all="ignore"):  # k's own parameters, from no rows, are never read
+        reduced = _log_joint(model, _parameters_from(model, prepared, reduced_responsibilities(resp, log_joint, k),
+                                                     prior, rows), prepared, rows)
+    reduced[:, k] = -np.inf
+    return reduced
 
 
 def _log_joint(model, params: dict, prepared, rows: int) -> np.ndarray:

@@ -119,6 +119,9 @@ BOUNDARY_FRACTIONS = (1 / 32, 1 / 8, 3 / 8)
 # explains worst: a small group of outliers (a few extreme rows, the zero counts) that a component of its own
 # fits far better, which no start from distances and no move of points between neighbours reaches
 OUTLIER_FRACTIONS = (1 / 100,)
+# the local search's freed moves take a component's rows to the others and free it onto these shares of the total
+# weight, the rows the others then explain worst: a small group apart that shows only once the component is gone
+FREED_FRACTIONS = (1 / 32, 1 / 16, 1 / 8)
 # a MAP fit's outlier moves also free a component onto each of this many rows the fit explains worst together
 # with its nearest rows (:func:`neighbourhood_moves`): a small group of similar outlying rows
 NEIGHBOURHOOD_SEEDS = 3
@@ -818,12 +821,7 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
     if local is not None:
         density = density - local
     worst = np.argsort(np.where(weights > 0, density, np.inf), kind="stable")
-    held = np.cumsum(weights[worst])
-    sizes = [least] if least <= n // 2 else []
-    for fraction in fractions:
-        size = max(int(np.searchsorted(held, fraction * held[-1])) + 1, least)
-        if size not in sizes and size <= n // 2:
-            sizes.append(size)
+    sizes = _group_sizes(weights[worst], n, least, fractions, [least] if least <= n // 2 else [])
     others = []  # for each k, the other component each row is likeliest under
     for k in range(k_total):
         without = finite.copy()
@@ -836,6 +834,76 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
             labels[worst[:size]] = k
             out.append(np.eye(k_total)[labels])
     return out
+
+
+def _group_sizes(ordered_weights: np.ndarray, n: int, least: int, fractions, sizes: list[int]) -> list[int]:
+    """``sizes``, then for each of ``fractions`` the rows (in order) holding that share of the weight (>= ``least``).
+
+    Each size once, none above half the ``n`` rows.
+    """
+    held = np.cumsum(ordered_weights)
+    sizes = list(sizes)
+    for fraction in fractions:
+        size = max(int(np.searchsorted(held, fraction * held[-1])) + 1, least)
+        if size not in sizes and size <= n // 2:
+            sizes.append(size)
+    return sizes
+
+
+def freed_moves(reduced: list[np.ndarray], weights: np.ndarray, least: int,
+                fractions=FREED_FRACTIONS) -> list[np.ndarray]:
+    """Hard responsibilities of a fit with one component given to the others and freed onto the rows they explain worst.
+
+    :func:`outlier_moves` frees a component onto the rows the fit explains worst. A group apart can show only
+    once the component is gone and the others have widened to take its rows: on three features of the wine
+    data with a tied covariance, the best fit holds two cultivars in one component and twelve wines in another,
+    and from the fit of the three cultivars it is reached by giving one cultivar's component to its neighbour and
+    freeing it onto the rows that fit explains worst, not the rows the three-cultivar fit does.
+    ``reduced[k]`` is ``log w_j + log p_j(x_n)`` of the fit with component k's responsibilities given to the
+    other component each row is likeliest under and one M-step taken, its column k -inf (:func:`reduced_fit`'s).
+    For each k and size, that many rows of lowest mixture density under ``reduced[k]`` go to k and every other
+    row to the component it is likeliest under there.
+
+    Parameters
+    ----------
+    reduced : list of ndarray of shape (n, K)
+        One per component, in order.
+    weights : ndarray of shape (n,)
+        Frequency weights; rows of weight 0 (held out) are not moved onto.
+    least : int
+        The fewest rows a freed component takes.
+    fractions : sequence of float
+        Shares of the total weight a freed component takes (at least ``least`` rows, at most half of them).
+
+    Returns
+    -------
+    list of ndarray of shape (n, K)
+        Starting responsibilities, component by component, the smaller moves first.
+
+    """
+    n = int(np.count_nonzero(weights > 0))
+    out = []
+    for k, log_joint in enumerate(reduced):
+        finite = np.where(np.isfinite(log_joint), log_joint, -np.inf)
+        with np.errstate(divide="ignore"):
+            density = logsumexp(finite, axis=1)
+        worst = np.argsort(np.where(weights > 0, density, np.inf), kind="stable")  # a row none can hold first
+        likeliest = np.argmax(finite, axis=1)
+        for size in _group_sizes(weights[worst], n, least, fractions, []):
+            labels = likeliest.copy()
+            labels[worst[:size]] = k
+            out.append(np.eye(log_joint.shape[1])[labels])
+    return out
+
+
+def reduced_responsibilities(resp: np.ndarray, log_joint: np.ndarray, k: int) -> np.ndarray:
+    """Responsibilities (n, K) with component k's share of each row given to the other it is likeliest under."""
+    without = np.where(np.isfinite(log_joint), log_joint, -np.inf)
+    without[:, k] = -np.inf
+    merged = resp.copy()
+    merged[np.arange(merged.shape[0]), np.argmax(without, axis=1)] += merged[:, k]
+    merged[:, k] = 0.0
+    return merged
 
 
 def neighbourhood_moves(log_joint: np.ndarray, weights: np.ndarray, points: np.ndarray, least: int,
