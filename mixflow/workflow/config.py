@@ -303,16 +303,24 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
 
 
 def _check_missing_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> None:
-    """An empty (or NaN) cell of a fitted column, said by data row as the file counts them: from 1 after the header."""
-    missing = frame[list(columns)].isna().to_numpy()
-    rows = np.flatnonzero(missing.any(axis=1))
-    if rows.size:
-        shown = ", ".join(f"{row + 1} ({', '.join(repr(columns[j]) for j in np.flatnonzero(missing[row]))})"
-                          for row in rows[:5])
-        more = f" and {rows.size - 5} more" if rows.size > 5 else ""
-        raise loc.error("[data] columns", f"expected a number in every cell of the fitted columns, got empty or NaN "
-                        f"cells in {counted(rows.size, 'data row')}: {shown}{more} (rows counted from 1 after the "
-                        "header); fill or remove those rows, or leave the column out", "columns", "data")
+    """An empty, NaN or infinite cell of a fitted column, said by data row as the file counts them: from 1 after the
+    header (the same rows whatever went wrong in them)."""
+    values = frame[list(columns)]
+    numeric = values.apply(lambda column: pd.api.types.is_numeric_dtype(column) and not
+                           pd.api.types.is_bool_dtype(column)).to_numpy()
+    infinite = np.zeros(values.shape, dtype=bool)
+    if numeric.any():
+        infinite[:, numeric] = np.isinf(values.loc[:, numeric].to_numpy(dtype=float))
+    for missing, cells, advice in ((values.isna().to_numpy(), "empty or NaN", "fill or remove those rows"),
+                                   (infinite, "infinite", "correct or remove those rows")):
+        rows = np.flatnonzero(missing.any(axis=1))
+        if rows.size:
+            shown = ", ".join(f"{row + 1} ({', '.join(repr(columns[j]) for j in np.flatnonzero(missing[row]))})"
+                              for row in rows[:5])
+            more = f" and {rows.size - 5} more" if rows.size > 5 else ""
+            raise loc.error("[data] columns", f"expected a number in every cell of the fitted columns, got {cells} "
+                            f"cells in {counted(rows.size, 'data row')}: {shown}{more} (rows counted from 1 after the "
+                            f"header); {advice}, or leave the column out", "columns", "data")
 
 
 def _check_columns(columns: list, frame: pd.DataFrame, loc: _Locator) -> None:
