@@ -303,8 +303,10 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
 
 
 def _check_missing_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> None:
-    """An empty, NaN or infinite cell of a fitted column, said by data row as the file counts them: from 1 after the
-    header (the same rows whatever went wrong in them)."""
+    """An empty, NaN or infinite cell of a fitted column, said by data row as the file counts them.
+
+    Rows are counted from 1 after the header, the same whatever went wrong in them.
+    """
     values = frame[list(columns)]
     numeric = values.apply(lambda column: pd.api.types.is_numeric_dtype(column) and not
                            pd.api.types.is_bool_dtype(column)).to_numpy()
