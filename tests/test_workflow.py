@@ -5,6 +5,7 @@ import json
 import os
 import re
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -440,6 +441,25 @@ def test_a_figure_that_cannot_be_drawn_is_skipped_and_named(tmp_path, monkeypatc
     names = {p.name for p in written}
     assert "gaussian-full-k2-data.png" in names and "gaussian-full-k2-forest.png" not in names
     assert "the forest figure could not be drawn, skipped: too many panels" in capsys.readouterr().err
+
+
+def test_a_warning_while_drawing_the_figures_names_that_stage(tmp_path, monkeypatch, capsys):
+    # a plotting library's own warning (arviz-stats' density of a column of few values) came without a stage,
+    # as if the fit had raised it
+    from mixflow.present import plots
+
+    drawn = plots.plot_forest
+
+    def noisy(tree, **options):
+        warnings.warn("divide by zero encountered in scalar power", RuntimeWarning, stacklevel=1)
+        return drawn(tree, **options)
+
+    monkeypatch.setattr("mixflow.present.plots.plot_forest", noisy)
+    path = write(tmp_path, SMALL.replace("n_components = {from = 1, to = 3}", "n_components = 2")
+                 + "\n[output]\nreport = false\n")
+    run_workflow(path, tmp_path / "out", quiet=False)
+    assert "warning [K=2, figures]: RuntimeWarning: divide by zero encountered in scalar power" in \
+        capsys.readouterr().err
 
 
 def test_warnings_are_one_line_each_logged_in_full_recorded_and_reported(tmp_path, capsys):

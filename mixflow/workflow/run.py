@@ -683,12 +683,14 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
         import matplotlib
 
         matplotlib.use("Agg")  # files only: no window, whatever backend the session has
-        rendered = render_plots(tree, selection)
+        with progress.during(f"K={k}, figures"):  # a plotting library's warning says where it came from
+            rendered = render_plots(tree, selection)
         _figures(rendered, out, stem, progress)
     if workflow.output["report"]:
         progress(f"{spec.label}: report of K={k}")
-        report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title, other_fits=others,
-               plots=rendered)
+        with progress.during(f"K={k}, report"):
+            report(tree, out / f"{stem}-report.html", selection=selection, title=workflow.title, other_fits=others,
+                   plots=rendered)
 
 
 def _jsonable(value):
