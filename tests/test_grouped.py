@@ -319,7 +319,7 @@ def test_infinite_class_limits_are_refused_with_the_way_to_open_a_class():
 
 
 def test_infinite_class_limits_in_a_workflow_are_refused_with_its_keys_to_open_a_class(tmp_path):
-    # the workflow said "NaN or infinite values" alone
+    # the workflow said "NaN or infinite values" alone; the rows are the file's data rows, counted from 1
     from mixflow.workflow.config import WorkflowError, read_workflow
 
     pd.DataFrame({"lower": [-np.inf, 6.0, 8.0], "upper": [6.0, 8.0, np.inf], "count": [10, 20, 30]}).to_csv(
@@ -327,7 +327,8 @@ def test_infinite_class_limits_in_a_workflow_are_refused_with_its_keys_to_open_a
     (tmp_path / "flow.toml").write_text('name = "g"\nseed = 1\n[data]\npath = "classes.csv"\ncolumns = ["lower", '
                                         '"upper"]\nweights = "count"\n[[models]]\nfamily = "grouped_gaussian"\n'
                                         'n_components = 1\nbounds = ["lower", "upper"]\n[methods.em]\n')
-    with pytest.raises(WorkflowError, match=r"NaN or infinite values in 2 rows: \[0, 2\]; an end class open to "
+    with pytest.raises(WorkflowError, match=r"infinite cells in 2 data rows: 1 \('lower'\), 3 \('upper'\) \(rows "
+                                            r"counted from 1 after the header\); an end class open to "
                                             r"infinity is given by its finite limit and declared open, in "
                                             r"\[\[models\]\]: open_below = <the first class's upper limit>, "
                                             r"open_above = <the last class's lower limit>$"):

@@ -127,8 +127,10 @@ def test_empty_cells_of_the_fitted_columns_are_named_by_data_row_from_one(tmp_pa
     # an infinite cell (the file's "inf") by the same count: the fit's own error named it from 0, without saying so
     (tmp_path / "d.csv").write_text("a,b\n" + "".join(f"{i},{i % 3 if i != 7 else '-inf'}\n" for i in range(12)))
     path = _csv_workflow(tmp_path, "infinite", 'columns = ["a", "b"]')
-    with pytest.raises(WorkflowError, match=r"got infinite cells in 1 data row: 8 \('b'\) \(rows counted from 1 after "
-                                            r"the header\); correct or remove those rows, or leave the column out$"):
+    with pytest.raises(WorkflowError, match=r"\[\[models\]\] #1 on \[data\]: the data do not suit this model: expected "
+                                            r"finite values, got infinite cells in 1 data row: 8 \('b'\) \(rows "
+                                            r"counted from 1 after the header\); correct or remove those rows, or "
+                                            r"leave the column out$"):
         read_workflow(path)
 
 

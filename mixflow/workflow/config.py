@@ -325,26 +325,32 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
 
 
 def _check_missing_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> None:
-    """An empty, NaN or infinite cell of a fitted column, said by data row as the file counts them.
+    """An empty (or NaN) cell of a fitted column, said by data row as the file counts them: from 1 after the header."""
+    missing = frame[list(columns)].isna().to_numpy()
+    if missing.any():
+        raise loc.error("[data] columns", f"expected a number in every cell of the fitted columns, got empty or NaN "
+                        f"cells in {_cells_by_row(missing, columns)}; fill or remove those rows, or leave the column "
+                        "out", "columns", "data")
 
-    Rows are counted from 1 after the header, the same whatever went wrong in them.
-    """
+
+def _infinite_cells(frame: pd.DataFrame, columns: list) -> np.ndarray:
+    """Which cells of the fitted columns are infinite (the file's ``inf``), (rows, columns); text columns none."""
     values = frame[list(columns)]
-    numeric = values.apply(lambda column: pd.api.types.is_numeric_dtype(column) and not
-                           pd.api.types.is_bool_dtype(column)).to_numpy()
+    numeric = np.array([pd.api.types.is_numeric_dtype(values[c]) and not pd.api.types.is_bool_dtype(values[c])
+                        for c in values.columns], dtype=bool)
     infinite = np.zeros(values.shape, dtype=bool)
     if numeric.any():
         infinite[:, numeric] = np.isinf(values.loc[:, numeric].to_numpy(dtype=float))
-    for missing, cells, advice in ((values.isna().to_numpy(), "empty or NaN", "fill or remove those rows"),
-                                   (infinite, "infinite", "correct or remove those rows")):
-        rows = np.flatnonzero(missing.any(axis=1))
-        if rows.size:
-            shown = ", ".join(f"{row + 1} ({', '.join(repr(columns[j]) for j in np.flatnonzero(missing[row]))})"
-                              for row in rows[:5])
-            more = f" and {rows.size - 5} more" if rows.size > 5 else ""
-            raise loc.error("[data] columns", f"expected a number in every cell of the fitted columns, got {cells} "
-                            f"cells in {counted(rows.size, 'data row')}: {shown}{more} (rows counted from 1 after the "
-                            f"header); {advice}, or leave the column out", "columns", "data")
+    return infinite
+
+
+def _cells_by_row(cells: np.ndarray, columns: list) -> str:
+    """``"2 data rows: 4 ('b'), 11 ('b') (rows counted from 1 after the header)"``: the rows holding ``cells``."""
+    rows = np.flatnonzero(cells.any(axis=1))
+    shown = ", ".join(f"{row + 1} ({', '.join(repr(columns[j]) for j in np.flatnonzero(cells[row]))})"
+                      for row in rows[:5])
+    more = f" and {rows.size - 5} more" if rows.size > 5 else ""
+    return f"{counted(rows.size, 'data row')}: {shown}{more} (rows counted from 1 after the header)"
 
 
 def _check_columns(columns: list, frame: pd.DataFrame, loc: _Locator) -> None:
@@ -739,6 +745,12 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
                             f"{agreeing(len(text), 'column')} {text}, which {agreeing(len(text), 'is', 'are')} not "
                             f"numeric (e.g. {frame[text[0]].iloc[0]!r}); the columns a model "
                             "names must hold numbers", "", "models", i)
+        infinite = _infinite_cells(frame, columns)
+        if infinite.any():  # by data row, as an empty cell is; what to do instead, the family's (an open class)
+            raise loc.error(f"[[models]] #{i + 1} on [data]", "the data do not suit this model: expected finite "
+                            f"values, got infinite cells in {_cells_by_row(infinite, columns)}"
+                            + (model.infinite_values_hint(workflow=True) or "; correct or remove those rows, or "
+                               "leave the column out"), "", "models", i)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
