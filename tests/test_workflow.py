@@ -113,25 +113,23 @@ def test_the_data_s_hash_tells_an_edited_csv_from_the_one_read_before(tmp_path):
 
 
 def test_empty_cells_of_the_fitted_columns_are_named_by_data_row_from_one(tmp_path):
-    # the fit's own error named rows from 0 ("rows: [2]"), a row before the one a spreadsheet shows
-    (tmp_path / "d.csv").write_text("a,b,note\n" + "".join(f"{i},{i % 3 if i not in (2, 9) else ''},\n"
-                                                            for i in range(12)))
-    path = _csv_workflow(tmp_path, "empty", 'columns = ["a", "b"]')
-    with pytest.raises(WorkflowError, match=r"^.*flow.toml:\d+: \[data\] columns: expected a number in every cell of "
-                                            r"the fitted columns, got empty or NaN cells in 2 data rows: 3 \('b'\), "
-                                            r"10 \('b'\) \(rows counted from 1 after the header\); fill or remove "
-                                            r"those rows, or leave the column out$"):
-        read_workflow(path)
+    # the fit's own error named rows from 0 ("rows: [2]"), a row before the one a spreadsheet shows; an infinite
+    # cell (the file's "inf") by the same count, which the fit's error named from 0 without saying so
+    empty = "a,b,note\n" + "".join(f"{i},{i % 3 if i not in (2, 9) else ''},\n" for i in range(12))
+    infinite = "a,b\n" + "".join(f"{i},{i % 3 if i != 7 else '-inf'}\n" for i in range(12))
+    for text, refusal in (
+            (empty, r"\[data\] columns: expected a number in every cell of the fitted columns, got empty or NaN cells "
+                    r"in 2 data rows: 3 \('b'\), 10 \('b'\) \(rows counted from 1 after the header\); fill or remove "
+                    r"those rows, or leave the column out$"),
+            (infinite, r"\[\[models\]\] #1 on \[data\]: the data do not suit this model: expected finite values, got "
+                       r"infinite cells in 1 data row: 8 \('b'\) \(rows counted from 1 after the header\); correct or "
+                       r"remove those rows, or leave the column out$")):
+        (tmp_path / "d.csv").write_text(text)
+        with pytest.raises(WorkflowError, match=r"^.*flow.toml:\d+: " + refusal):
+            read_workflow(_csv_workflow(tmp_path, "cells", 'columns = ["a", "b"]'))
+    (tmp_path / "d.csv").write_text(empty)
     path = _csv_workflow(tmp_path, "empty", 'columns = ["a"]')  # the empty column of notes is not fitted
     assert read_workflow(path).columns == ("a",)
-    # an infinite cell (the file's "inf") by the same count: the fit's own error named it from 0, without saying so
-    (tmp_path / "d.csv").write_text("a,b\n" + "".join(f"{i},{i % 3 if i != 7 else '-inf'}\n" for i in range(12)))
-    path = _csv_workflow(tmp_path, "infinite", 'columns = ["a", "b"]')
-    with pytest.raises(WorkflowError, match=r"\[\[models\]\] #1 on \[data\]: the data do not suit this model: expected "
-                                            r"finite values, got infinite cells in 1 data row: 8 \('b'\) \(rows "
-                                            r"counted from 1 after the header\); correct or remove those rows, or "
-                                            r"leave the column out$"):
-        read_workflow(path)
 
 
 def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty_one_left_out(tmp_path):
