@@ -386,13 +386,7 @@ def constant_features_message(name: str, features, constant: list[str], values, 
     if unnamed:  # an array: its columns' positions
         what += f" ({agreeing(n, 'column')} {', '.join(c[1:] for c in constant)} of the array)"
     takes = agreeing(n, "takes a single value", "take a single value each")
-    # beside other features it tells no group from another, and its floor or prior spread adds to the
-    # log-likelihood a term that changes with the components' sizes and number
-    they = agreeing(n, "it", "they")
-    leave = (f"; leave {it} out: {they} {agreeing(n, 'holds', 'hold')} nothing on the groups, and the term {they} "
-             f"{agreeing(n, 'adds', 'add')} to the log-likelihood changes with K, so that the criteria choosing K do "
-             "not compare the other features' fits alone")
-    return f"{name}: {what} {takes}: " + tail.format(it=it, along=f" along {it}") + leave
+    return f"{name}: {what} {takes}: " + tail.format(it=it, along=f" along {it}")
 
 
 def _match_features(frame: pd.DataFrame, features, name: str) -> pd.DataFrame:
