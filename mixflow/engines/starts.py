@@ -860,7 +860,8 @@ def freed_moves(reduced: list[np.ndarray], weights: np.ndarray, least: int,
     and from the fit of the three cultivars it is reached by giving one cultivar's component to its neighbour and
     freeing it onto the rows that fit explains worst, not the rows the three-cultivar fit does.
     ``reduced[k]`` is ``log w_j + log p_j(x_n)`` of the fit with component k's responsibilities given to the
-    other component each row is likeliest under and one M-step taken, its column k -inf (:func:`reduced_fit`'s).
+    other component each row is likeliest under and one M-step taken, its column k -inf
+    (:func:`mixflow.engines.em._reduced_log_joint`'s).
     For each k and size, that many rows of lowest mixture density under ``reduced[k]`` go to k and every other
     row to the component it is likeliest under there.
 
@@ -897,12 +898,17 @@ def freed_moves(reduced: list[np.ndarray], weights: np.ndarray, least: int,
 
 
 def reduced_responsibilities(resp: np.ndarray, log_joint: np.ndarray, k: int) -> np.ndarray:
-    """Responsibilities (n, K) with component k's share of each row given to the other it is likeliest under."""
+    """Responsibilities (n, K) with component k's share of each row given to the other it is likeliest under.
+
+    A row no other component can hold (``log_joint`` -inf in each) stays with k, as in :func:`outlier_moves`.
+    """
     without = np.where(np.isfinite(log_joint), log_joint, -np.inf)
     without[:, k] = -np.inf
+    movable = np.isfinite(without).any(axis=1)
+    rows = np.flatnonzero(movable)
     merged = resp.copy()
-    merged[np.arange(merged.shape[0]), np.argmax(without, axis=1)] += merged[:, k]
-    merged[:, k] = 0.0
+    merged[rows, np.argmax(without[rows], axis=1)] += merged[rows, k]
+    merged[rows, k] = 0.0
     return merged
 
 
