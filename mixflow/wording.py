@@ -7,7 +7,7 @@ the singular plus "s" is given as the third argument: ``counted(2, "parenthesis"
 imports nothing of mixflow's, so every layer can word its messages with it.
 """
 
-__all__ = ["agreeing", "counted", "fixed_places", "listed", "perhaps"]
+__all__ = ["agreeing", "counted", "fixed_places", "listed", "pairs_text", "perhaps"]
 
 
 def agreeing(number: int, singular: str, plural: str | None = None) -> str:
@@ -37,9 +37,15 @@ def listed(items) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def pairs_text(pairs) -> str:
+    """Pairs of components as words, ``"0 and 2, 1 and 3"`` (warnings, summaries, reports)."""
+    return ", ".join(f"{i} and {j}" for i, j in pairs)
+
+
 # the least similarity (difflib's ratio) of a misspelt name to the name suggested for it
 CLOSE = 0.65
-#: a shorter misspelling still meant: a run of at least this many characters in common with a known name ...
+#: a shorter misspelling still meant: a run of at least this many characters in common with a known name, beginning
+#: one of its parts (between underscores) ...
 SHARED_RUN = 4
 #: ... covering at least this share of the unknown name ('iters' in 'max_iter')
 SHARED_SHARE = 0.75
@@ -54,7 +60,9 @@ def _closest(name: str, known: list[str]) -> str | None:
         return match[0]
 
     def shared(other: str) -> int:
-        return difflib.SequenceMatcher(None, name, other).find_longest_match().size
+        """The longest run in common where it begins a part of ``other`` ('seed' of 'random_seed'), else 0."""
+        match = difflib.SequenceMatcher(None, name, other).find_longest_match()
+        return match.size if match.b == 0 or other[match.b - 1] == "_" else 0
 
     sharing = [other for other in known if shared(other) >= max(SHARED_RUN, SHARED_SHARE * len(name))]
     return max(sharing, key=lambda other: (shared(other), difflib.SequenceMatcher(None, name, other).ratio()),
@@ -67,7 +75,8 @@ def perhaps(unknown, known) -> str:
     With several unknown names, each is said: ``" (did you mean 'n_init' for 'n_inits', 'tol' for 'tl'?)"``.
     Empty when no unknown name is close to a known one: a similarity (:func:`difflib.get_close_matches`) of at
     least ``CLOSE`` ('iter' is close to 'max_iter', 'colour' not to 'cluster'), or a run of at least
-    ``SHARED_RUN`` characters in common covering ``SHARED_SHARE`` of the unknown name ('iters' and 'max_iter').
+    ``SHARED_RUN`` characters in common that begins a part of the known name and covers ``SHARED_SHARE`` of the
+    unknown one ('iters' and 'max_iter'; not 'rate' and 'accelerate').
     """
     known = sorted(known)
     unknown = [name for name in unknown if name not in known]

@@ -430,9 +430,10 @@ def test_a_rate_em_leaves_just_above_zero_is_on_the_boundary_for_the_standard_er
 
 
 def test_two_components_that_are_one_have_no_standard_errors():
-    """Started with two equal rates, EM keeps them equal: the two are one component, whose weight they split in any
-    proportion, so the information is singular along the split. The errors are undefined and said so (the
-    numerical Hessian gave a weight of 0.18 an error of 99, and the summary then printed the weight as 0)."""
+    """Started with two equal rates, EM keeps them equal: the two are one component, and the likelihood does not
+    tell how they split their weight, so the information is singular along the split (a numerical Hessian gives
+    the split an arbitrary error, many times the weight, to whose precision the summary would round the weight).
+    The errors are undefined and said so."""
     rng = np.random.default_rng(0)
     counts = np.r_[rng.poisson(3, 150), rng.poisson(9, 150)]
     with pytest.warns(mixflow.DegenerateComponentWarning, match="the same component"):

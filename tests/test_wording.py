@@ -25,7 +25,8 @@ def test_the_noun_without_its_number_and_the_verb_agree(components, expected):
 @pytest.mark.parametrize(("unknown", "expected"), [
     (["n_inits"], " (did you mean 'n_init'?)"), (["iter"], " (did you mean 'max_iter'?)"),
     (["iters"], " (did you mean 'max_iter'?)"),  # 'iter' in common, most of the name, though not similar enough
+    (["rate"], ""),  # 'rate' inside 'accelerate' begins none of its parts: no suggestion
     (["colour"], ""),  # as far from 'cluster' as from anything: no suggestion beats a wrong one
     (["n_inits", "tl"], " (did you mean 'n_init' for 'n_inits', 'tol' for 'tl'?)")])
 def test_a_misspelt_name_is_matched_to_a_close_one_only(unknown, expected):
-    assert perhaps(unknown, ["cluster", "max_iter", "n_init", "tol"]) == expected
+    assert perhaps(unknown, ["accelerate", "cluster", "max_iter", "n_init", "tol"]) == expected

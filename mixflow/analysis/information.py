@@ -19,7 +19,7 @@ from mixflow.container.read import check_tree, fitted_estimate, fitted_model, ob
 from mixflow.data import Data
 from mixflow.engines.em_steps import e_step
 from mixflow.warnings import MixflowWarning
-from mixflow.wording import agreeing
+from mixflow.wording import agreeing, pairs_text
 
 __all__ = ["standard_errors"]
 
@@ -217,10 +217,9 @@ def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) ->
     if (estimate["weights"] <= 1e-8).any():
         return "a mixing weight is on the boundary (zero)"
     duplicates = json.loads(tree["em"].attrs.get("duplicate_components", "[]") or "[]")
-    if duplicates:  # two components with one density: how their weight splits between them is not identified
-        pairs = ", ".join(f"{a} and {b}" for a, b in duplicates)
-        return (f"components {pairs} are the same component (a fit of fewer distinct components, whose weight they "
-                "split in any proportion)")
+    if duplicates:  # two components with one density: the likelihood does not tell how they split their weight
+        return (f"components {pairs_text(duplicates)} are the same component (a fit of fewer distinct components: "
+                "the likelihood does not tell how they split their weight)")
     for name in (name for name, kind in _TRANSFORMS.items() if kind == "log"):  # the positive parameters
         if name in estimate and (np.asarray(estimate[name]) <= 0).any():
             where = " (a component on the zero counts alone)" if name == "rate" else ""

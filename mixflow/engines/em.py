@@ -64,10 +64,10 @@ from mixflow.warnings import (
     MixflowWarning,
     PrecisionWarning,
 )
-from mixflow.wording import agreeing, counted
+from mixflow.wording import agreeing, counted, pairs_text
 
 __all__ = ["CONVERGENCE_CRITERION", "EMOptions", "PARAMETER_CRITERION", "duplicate_components", "empty_components",
-           "fit_em", "fit_prepared", "initial_parameters", "pairs_text"]
+           "fit_em", "fit_prepared", "initial_parameters"]
 
 #: At most this many centred EM steps polish an answer the fast path rounded (:func:`_refine_exactly`).
 _CENTRED_STEPS = 10
@@ -485,8 +485,8 @@ def _reduced_log_joint(model, prepared, prior, rows: int, resp: np.ndarray, log_
                        k: int) -> np.ndarray:
     """The log joint of the fit with component k's rows given to the others and one M-step taken; column k -inf.
 
-    (:func:`~mixflow.engines.starts.reduced_responsibilities`): the others widen to take k's rows, and the rows
-    they then explain worst are the ones :func:`~mixflow.engines.starts.freed_moves` frees k onto.
+    The responsibilities are :func:`~mixflow.engines.starts.reduced_responsibilities`: the others widen to take k's
+    rows, and the rows they then explain worst are the ones :func:`~mixflow.engines.starts.freed_moves` frees k onto.
     """
     with np.errstate(all="ignore"):  # k's own parameters, from no rows, are never read
         reduced = _log_joint(model, _parameters_from(model, prepared, reduced_responsibilities(resp, log_joint, k),
@@ -784,11 +784,6 @@ def duplicate_components(log_joint: np.ndarray, weights: np.ndarray) -> list[tup
             if gap.size and np.isfinite(gap).all() and np.ptp(gap) < _DUPLICATE_WITHIN:
                 pairs.append((i, j))
     return pairs
-
-
-def pairs_text(pairs) -> str:
-    """Pairs of components as words, ``"0 and 2, 1 and 3"`` (warnings, summaries, reports)."""
-    return ", ".join(f"{i} and {j}" for i, j in pairs)
 
 
 def _warn_duplicates(pairs: list[tuple[int, int]], n_components: int) -> None:

@@ -27,7 +27,6 @@ from mixflow.container.layout import (
 )
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
-from mixflow.engines.em import pairs_text
 from mixflow.engines.mode_rule import rhat_within
 from mixflow.engines.modes import CROSSING_WINDOW, describe_group, left_out_modes, left_out_reason, mode_caveats
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
@@ -38,7 +37,7 @@ from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_f
 from mixflow.present.numbers import advi_progress, format_with_sd, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.present.units import ParameterUnits
-from mixflow.wording import counted, fixed_places
+from mixflow.wording import counted, fixed_places, pairs_text
 
 __all__ = ["DIAGNOSTICS", "describe", "summary", "summary_table", "summary_text"]
 

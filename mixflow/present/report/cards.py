@@ -20,13 +20,12 @@ from mixflow.container.layout import (
     group,
 )
 from mixflow.container.read import available_methods, frequency_weights, has_group, method_draws
-from mixflow.engines.em import pairs_text
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_ess, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import advi_progress, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
-from mixflow.wording import agreeing, counted, fixed_places
+from mixflow.wording import agreeing, counted, fixed_places, pairs_text
 
 __all__ = ["ADVI_SD_RATIO", "card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values",
            "provenance_rows", "run_warnings", "selection_findings"]
