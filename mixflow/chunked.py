@@ -440,7 +440,7 @@ def _check_persist(persist) -> None:
 
 
 def validate_chunked(data, *, weights=None, name: str = "data", features=None, warn_constant: bool = True,
-                     chunks=None, persist="auto") -> ChunkedData:
+                     chunks=None, persist="auto", constant_note: str = "") -> ChunkedData:
     """Validate Dask input blockwise and find the moments the families standardise by: two passes.
 
     The first pass checks every block (finite values, finite non-negative weights) and finds each
@@ -494,7 +494,8 @@ def validate_chunked(data, *, weights=None, name: str = "data", features=None, w
     single = np.flatnonzero(summary["minimum"] == summary["maximum"])
     if single.size and warn_constant and chunked.n_obs > 1:
         warnings.warn(constant_features_message(name, chunked.features, [str(chunked.features[j]) for j in single],
-                                                summary["minimum"][single]), ConstantFeatureWarning, stacklevel=3)
+                                                summary["minimum"][single], note=constant_note),
+                      ConstantFeatureWarning, stacklevel=3)
     summary = {"total_weight": summary["total_weight"], "n_positive": int(summary["n_positive"]),
                "largest": float(largest.max()), "minimum": summary["minimum"], "maximum": summary["maximum"]}
     return ChunkedData(chunked.values, chunked.features, chunked.weights, summary,

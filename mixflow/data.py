@@ -293,7 +293,7 @@ def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray |
 
 
 def validate_data(data, *, weights=None, name: str = "data", features=None, warn_constant: bool = True,
-                  unread=(), infinite_hint: str = "") -> Data:
+                  unread=(), infinite_hint: str = "", constant_note: str = "") -> Data:
     """Validate user data into a :class:`Data`.
 
     Parameters
@@ -333,7 +333,8 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
     single = [j for j in range(values.shape[1]) if np.ptp(values[:, j]) == 0 and names[j] not in unread]
     if single and warn_constant and values.shape[0] > 1:
         warnings.warn(constant_features_message(name, names, [str(names[j]) for j in single], values[0, single],
-                                                unnamed=isinstance(data, np.ndarray | list | tuple)),
+                                                unnamed=isinstance(data, np.ndarray | list | tuple),
+                                                note=constant_note),
                       ConstantFeatureWarning, stacklevel=3)
     return Data(
         values=values,
@@ -366,13 +367,15 @@ def without_unread_text(model, data):
     return data.drop(columns=unread) if unread else data
 
 
-def constant_features_message(name: str, features, constant: list[str], values, unnamed: bool | None = None) -> str:
+def constant_features_message(name: str, features, constant: list[str], values, unnamed: bool | None = None,
+                               note: str = "") -> str:
     """What :class:`ConstantFeatureWarning` says of features that take a single value, whatever the family.
 
     ``features`` are all the data's feature names, ``constant`` those of a single value and ``values`` each
     one's value. Data of one feature are said as values ("every observation is 0"), and the columns of an
     unnamed array (``unnamed``; by default, columns named ``x0, x1, ...``) by their position as well as the name
-    mixflow gave them.
+    mixflow gave them. ``note``, the family's (:meth:`~mixflow.families.base.MixtureModel.constant_feature_note`),
+    ends the message where there are other features.
     """
     n, it = len(constant), agreeing(len(constant), "it", "them")
     tail = ("every component sits on {it}, and no component can be told from another{along} (where the family fits "
@@ -386,7 +389,7 @@ def constant_features_message(name: str, features, constant: list[str], values, 
     if unnamed:  # an array: its columns' positions
         what += f" ({agreeing(n, 'column')} {', '.join(c[1:] for c in constant)} of the array)"
     takes = agreeing(n, "takes a single value", "take a single value each")
-    return f"{name}: {what} {takes}: " + tail.format(it=it, along=f" along {it}")
+    return f"{name}: {what} {takes}: " + tail.format(it=it, along=f" along {it}") + note
 
 
 def _match_features(frame: pd.DataFrame, features, name: str) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from mixflow.engines.modes import OPTIMA_GAP, distinct_optima
 from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.errors import InputError, InputTypeError
-from mixflow.families.base import MixtureModel, model_from_json
+from mixflow.families.base import MixtureModel, model_from_json, with_prior
 from mixflow.warnings import DegenerateComponentWarning, MixflowWarning, SamplingWarning
 from mixflow.wording import agreeing, perhaps
 
@@ -281,7 +281,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
             _record_all_but_errors()
             data = without_unread_text(model, data)
             validated = validate_data(data, weights=weights, unread=unread_columns(model, data),
-                                      infinite_hint=model.infinite_values_hint())
+                                      infinite_hint=model.infinite_values_hint(),
+                                      constant_note=model.constant_feature_note(with_prior(methods)))
             units = _units(units, data, validated.features)
             init = _check_against_data(model, init, int(np.count_nonzero(validated.frequency)), validated.n_features,
                                        chunked=False, total_weight=float(validated.frequency.sum()))
@@ -479,7 +480,8 @@ def _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, p
                          f"not the data to add methods to), got a {type(tree).__name__}")
     check_integer("subsample", subsample, lambda v: v >= model.n_components,
                   f"an integer >= n_components = {model.n_components}")
-    validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks)
+    validated = validate_chunked(data, weights=weights, persist=persist, chunks=chunks,
+                                 constant_note=model.constant_feature_note(with_prior(methods)))
     units = _units(units, data, validated.features)  # checked before the passes over the data
     routed, streamed = _advi_stream(model, validated, methods, routed, seed)  # minibatch_size checked here too
     init = _check_against_data(model, options.init, validated.summary["n_positive"], validated.n_features,

@@ -192,6 +192,35 @@ def test_constant_feature_warns():
         mixflow.fit(mixflow.GaussianMixture(2, covariance="diag"), frame, method="map", random_seed=0)
 
 
+def test_a_constant_feature_beside_others_is_said_to_distort_k_under_the_prior_only():
+    # under the prior (MAP here) a constant column adds a term that depends on the components, so the gain in
+    # log-likelihood from K=1 to K=2 is not the other features' alone, and the warning says to leave it out; the
+    # MLE's gain is the other features' (its spread there collapses, which the fit flags), and a regression's
+    # constant covariate is an intercept, not to be left out: neither is told so
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": np.r_[rng.normal(0, 1, 60), rng.normal(4, 1, 60)], "b": rng.normal(size=120)})
+
+    def gain_and_said(data, method):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            values = [mixflow.fit(mixflow.GaussianMixture(k), data, method=method, random_seed=0)["em"].attrs[
+                "log_likelihood"] for k in (1, 2)]
+        said = " ".join(str(w.message) for w in caught if issubclass(w.category, mixflow.ConstantFeatureWarning))
+        return values[1] - values[0], said
+
+    advice = "leave such features out to compare fits of different K"
+    plain, _ = gain_and_said(frame, "map")
+    constant, said = gain_and_said(frame.assign(c=1.0), "map")
+    assert abs(constant - plain) > 1.0 and said.endswith(advice)
+    plain, _ = gain_and_said(frame, "em")
+    constant, said = gain_and_said(frame.assign(c=1.0), "em")
+    assert constant == pytest.approx(plain, abs=1e-6) and said and advice not in said
+    covariate = pd.DataFrame({"y": rng.normal(size=50), "x": rng.normal(size=50), "z": 1.0})
+    with pytest.warns(mixflow.ConstantFeatureWarning) as caught:
+        mixflow.fit(mixflow.RegressionMixture(2, "y ~ x + z - 1"), covariate, method="map", random_seed=0)
+    assert not any(advice in str(w.message) for w in caught)
+
+
 @pytest.mark.parametrize("chunks", [None, 25])
 def test_data_of_one_constant_feature_are_said_as_their_value(chunks):
     # one feature: the observations are all one value, which is said; a name mixflow made up (x0) is not

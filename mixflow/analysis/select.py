@@ -32,7 +32,7 @@ from mixflow.engines.em_steps import e_step
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.engines.stacking import stacking_weights
 from mixflow.errors import InputError, InputTypeError
-from mixflow.families.base import MixtureModel
+from mixflow.families.base import MixtureModel, with_prior
 from mixflow.parallel import default_jobs, parallel_map
 from mixflow.warnings import ConvergenceWarning, MixflowWarning, SamplingWarning
 from mixflow.wording import agreeing, counted, fixed_places, listed
@@ -590,7 +590,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             _check_row_folds(n_folds, as_chunked(data, weights=weights).n_obs)
     data = data if chunked else without_unread_text(model, data)
     validated = None if chunked else validate_data(data, weights=weights, unread=unread_columns(model, data),
-                                                   infinite_hint=model.infinite_values_hint())
+                                                   infinite_hint=model.infinite_values_hint(),
+                                                   constant_note=model.constant_feature_note(with_prior(methods)))
     if validated is not None:  # before any fit: the largest K needs a row and one observation's worth per component
         rows = int(np.count_nonzero(validated.frequency))
         if rows < max(ks):

@@ -19,7 +19,7 @@ from mixflow.wording import agreeing, counted
 
 __all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "family_class",
            "family_names", "model_from_json", "register_family", "require_pymc_form",
-           "spurious_rule", "supports_pymc"]
+           "spurious_rule", "supports_pymc", "with_prior"]
 
 _FAMILIES: dict[str, type] = {}
 #: The modules that register the families (under ``mixflow.families.``), imported before the registry is read:
@@ -55,6 +55,11 @@ def family_class(name: str) -> type:
     if name not in _registry():
         raise InputError(f"family: expected one of {family_names()}, got {name!r}")
     return _FAMILIES[name]
+
+
+def with_prior(methods) -> bool:
+    """Whether any of ``methods`` fits under the model's prior: MAP, NUTS (``"mcmc"``) or ADVI."""
+    return any(method in ("map", "mcmc", "advi") for method in methods)
 
 
 def supports_pymc(model) -> bool:
@@ -330,6 +335,13 @@ class MixtureModel:
     def columns_text(self, features: list[str]) -> str:
         """What the data's columns are, for a summary or a report: ``"2 features ['eruptions', 'waiting']"``."""
         return f"{counted(len(features), 'feature')} {features}"
+
+    def constant_feature_note(self, with_prior: bool) -> str:
+        """What a constant feature beside others does to this family's fits, added to its warning (none by default).
+
+        ``with_prior``: a method that fits under the model's prior (MAP, NUTS, ADVI) is among those asked for.
+        """
+        return ""
 
     def infinite_values_hint(self, workflow: bool = False) -> str:
         """What to do instead of infinite values in the data, added to their error (none by default).
