@@ -336,10 +336,10 @@ class MixtureModel:
         """What the data's columns are, for a summary or a report: ``"2 features ['eruptions', 'waiting']"``."""
         return f"{counted(len(features), 'feature')} {features}"
 
-    def constant_feature_note(self, with_prior: bool) -> str:
+    def constant_feature_note(self, under_prior: bool) -> str:
         """What a constant feature beside others does to this family's fits, added to its warning (none by default).
 
-        ``with_prior``: a method that fits under the model's prior (MAP, NUTS, ADVI) is among those asked for.
+        ``under_prior``: a method that fits under the model's prior (MAP, NUTS, ADVI) is among those asked for.
         """
         return ""
 

@@ -390,13 +390,13 @@ class GaussianMixture(MixtureModel):
                 f"observations its covariance needs, or {SEPARATED_MARGIN} more than it needs and at least "
                 f"{SMALL_GROUP_RATIO:g} as wide as the others)")
 
-    def constant_feature_note(self, with_prior: bool) -> str:
+    def constant_feature_note(self, under_prior: bool) -> str:
         """Under a prior, a component's spread along a constant feature is the prior's shrunk by the component's size.
 
         Its term in the log-likelihood then changes with the components' sizes and number, so the fits of different
         K differ by more than the other features say. Without a prior the spread collapses, which the fit flags.
         """
-        if not with_prior:
+        if not under_prior:
             return ""
         return ("; under the prior (MAP, NUTS, ADVI) each component's spread along such a feature is the prior's "
                 "shrunk by the component's size, a term of the log-likelihood that changes with K: leave such "
