@@ -815,18 +815,12 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
     n = int(np.count_nonzero(weights > 0))  # rows of weight 0 (held out) hold nothing
     if k_total < 2:
         return []
-    finite = np.where(np.isfinite(log_joint), log_joint, -np.inf)
-    with np.errstate(divide="ignore"):
-        density = logsumexp(finite, axis=1)
+    finite, density = _mixture_density(log_joint)
     if local is not None:
         density = density - local
     worst = np.argsort(np.where(weights > 0, density, np.inf), kind="stable")
     sizes = _group_sizes(weights[worst], n, least, fractions, [least] if least <= n // 2 else [])
-    others = []  # for each k, the other component each row is likeliest under
-    for k in range(k_total):
-        without = finite.copy()
-        without[:, k] = -np.inf
-        others.append(np.argmax(without, axis=1))
+    others = [_likeliest_other(finite, k) for k in range(k_total)]
     out = []
     for size in sizes:
         for k in range(k_total):
@@ -834,6 +828,20 @@ def outlier_moves(log_joint: np.ndarray, weights: np.ndarray, least: int,
             labels[worst[:size]] = k
             out.append(np.eye(k_total)[labels])
     return out
+
+
+def _mixture_density(log_joint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``log_joint`` with every non-finite entry -inf, and each row's mixture log density (-inf where none holds it)."""
+    finite = np.where(np.isfinite(log_joint), log_joint, -np.inf)
+    with np.errstate(divide="ignore"):
+        return finite, logsumexp(finite, axis=1)
+
+
+def _likeliest_other(finite: np.ndarray, k: int) -> np.ndarray:
+    """For each row, the component other than k it is likeliest under (component 0 where none is finite)."""
+    without = finite.copy()
+    without[:, k] = -np.inf
+    return np.argmax(without, axis=1)
 
 
 def _group_sizes(ordered_weights: np.ndarray, n: int, least: int, fractions, sizes: list[int]) -> list[int]:
@@ -885,9 +893,7 @@ def freed_moves(reduced: list[np.ndarray], weights: np.ndarray, least: int,
     n = int(np.count_nonzero(weights > 0))
     out = []
     for k, log_joint in enumerate(reduced):
-        finite = np.where(np.isfinite(log_joint), log_joint, -np.inf)
-        with np.errstate(divide="ignore"):
-            density = logsumexp(finite, axis=1)
+        finite, density = _mixture_density(log_joint)
         worst = np.argsort(np.where(weights > 0, density, np.inf), kind="stable")  # a row none can hold first
         likeliest = np.argmax(finite, axis=1)
         for size in _group_sizes(weights[worst], n, least, fractions, []):
@@ -900,14 +906,12 @@ def freed_moves(reduced: list[np.ndarray], weights: np.ndarray, least: int,
 def reduced_responsibilities(resp: np.ndarray, log_joint: np.ndarray, k: int) -> np.ndarray:
     """Responsibilities (n, K) with component k's share of each row given to the other it is likeliest under.
 
-    A row no other component can hold (``log_joint`` -inf in each) stays with k, as in :func:`outlier_moves`.
+    A row no other component can hold (``log_joint`` -inf in each) stays with k.
     """
-    without = np.where(np.isfinite(log_joint), log_joint, -np.inf)
-    without[:, k] = -np.inf
-    movable = np.isfinite(without).any(axis=1)
-    rows = np.flatnonzero(movable)
+    finite, _ = _mixture_density(log_joint)
+    rows = np.flatnonzero(np.isfinite(np.delete(finite, k, axis=1)).any(axis=1))
     merged = resp.copy()
-    merged[rows, np.argmax(without[rows], axis=1)] += merged[rows, k]
+    merged[rows, _likeliest_other(finite, k)[rows]] += merged[rows, k]
     merged[rows, k] = 0.0
     return merged
 
@@ -946,15 +950,9 @@ def neighbourhood_moves(log_joint: np.ndarray, weights: np.ndarray, points: np.n
     held = np.flatnonzero(weights > 0)
     if k_total < 2 or least > weights.sum() / 2:
         return []
-    finite = np.where(np.isfinite(log_joint), log_joint, -np.inf)
-    with np.errstate(divide="ignore"):
-        density = logsumexp(finite, axis=1)
+    finite, density = _mixture_density(log_joint)
     worst = held[np.argsort(density[held], kind="stable")[:seeds]]
-    others = []  # for each k, the other component each row is likeliest under
-    for k in range(k_total):
-        without = finite.copy()
-        without[:, k] = -np.inf
-        others.append(np.argmax(without, axis=1))
+    others = [_likeliest_other(finite, k) for k in range(k_total)]
     out, seen = [], set()
     for row in worst:
         distance = np.sum((points[held] - points[row]) ** 2, axis=1)
