@@ -751,6 +751,7 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
     """Prepare every model on the data, so a mismatch (a missing column, non-count data) stops the run now."""
     from mixflow.data import validate_data
 
+    infinite = _infinite_cells(frame, columns)  # the data's, said with each model's remedy
     for i, spec in enumerate(models):
         model = spec.model(spec.ks[0])
         by_name = type(model).unread_columns is not MixtureModel.unread_columns  # a family that reads named columns
@@ -762,7 +763,6 @@ def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -
                             f"{agreeing(len(text), 'column')} {text}, which {agreeing(len(text), 'is', 'are')} not "
                             f"numeric (e.g. {frame[text[0]].iloc[0]!r}); the columns a model "
                             "names must hold numbers", "", "models", i)
-        infinite = _infinite_cells(frame, columns)
         if infinite.any():  # by data row, as an empty cell is; what to do instead, the family's (an open class)
             raise loc.error(f"[[models]] #{i + 1} on [data]", "the data do not suit this model: expected finite "
                             f"values, got infinite cells in {_cells_by_row(infinite, columns)}"
