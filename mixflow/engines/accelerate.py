@@ -235,9 +235,9 @@ def largest_change(start: np.ndarray, end: np.ndarray) -> float:
 def to_unconstrained(params: dict) -> dict:
     """Parameters to unconstrained arrays (see the module docstring); invertible by :func:`from_unconstrained`."""
     out = {}
-    for name, value in params.items():
-        value = np.asarray(value, dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name, value in params.items():
+            value = np.asarray(value, dtype=float)
             if name == "weights":
                 out[name] = centred_log_ratios(value)
             elif name in _POSITIVE:
@@ -259,8 +259,8 @@ def centred_log_ratios(weights: np.ndarray) -> np.ndarray:
 def from_unconstrained(values: dict) -> dict:
     """Inverse of :func:`to_unconstrained`."""
     out = {}
-    for name, value in values.items():
-        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        for name, value in values.items():
             if name == "weights":
                 shifted = np.exp(value - value.max())
                 out[name] = shifted / shifted.sum()

@@ -269,7 +269,9 @@ def _rows(model, stacked: dict, groups: int) -> np.ndarray:
     for name, value in stacked.items():
         if "component" in dims[name]:  # (..., groups x size, ...) -> (groups, ...) as unstack_mixtures
             axis = dims[name].index("component")
-            value = np.moveaxis(value.reshape(value.shape[:axis] + (groups, -1) + value.shape[axis + 1:]), axis, 0)
+            value = value.reshape(value.shape[:axis] + (groups, -1) + value.shape[axis + 1:])
+            if axis:
+                value = np.moveaxis(value, axis, 0)
         parts.append(value.reshape(groups, -1))
     return np.concatenate(parts, axis=1)
 
@@ -362,6 +364,7 @@ def _iterations(start: dict, options, total_weight: float):
         run.n_iter += 1
         run.record(point)
         chain.append(point.value)
+        del chain[:-4]  # the rules below read the last four values at most
         tracked, previous = point.tracked, tracked
         moves.append(largest_change(previous, tracked))
         del moves[:-(_CONFIRM_STEPS + 1)]
@@ -369,7 +372,9 @@ def _iterations(start: dict, options, total_weight: float):
         # its steps as well); a transient's growth is over within them, and then its changes shrink
         drifting = len(moves) > _CONFIRM_STEPS and not moves[-1] < moves[0]
         cycle.append(point)
-        slowest = np.fmax(slowest, observed_rate(chain))
+        rate = observed_rate(chain)
+        if rate > slowest:  # a NaN rate (not readable) leaves it
+            slowest = rate
         latest, before = aitken_gap(chain, slowest), aitken_gap(chain[:-1], slowest)
         run.aitken_gap = max(latest, before)  # confirmed by the triple before
         parameters_stop, parameters_confirm = _parameter_test(run, moves, parameter_threshold)

@@ -124,8 +124,7 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False, 
     with np.errstate(divide="ignore"):
         log_weights = np.log(params["weights"])
     unit_weights = bool(np.all(prepared.weights == 1.0))
-    starts = np.arange(0, prepared.n_obs, rows)
-    runs = np.array_split(starts, min(_PARTS, starts.size))
+    runs = _runs_of_chunks(prepared.n_obs, rows)
     work = partial(_run_pass, model, constants, log_weights, prepared, rows, unit_weights, groups)
     if threaded and len(runs) > 1:
         with one_blas_thread(), ThreadPoolExecutor(len(runs)) as pool:
@@ -135,6 +134,24 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False, 
     else:
         passes = [work(run) for run in runs]
     return reduce(_add, passes)
+
+
+def _runs_of_chunks(n_obs: int, rows: int) -> list[range]:
+    """The first rows of the chunks of ``rows`` rows, cut into at most :data:`_PARTS` runs of consecutive chunks.
+
+    As ``np.array_split`` cuts them: the first runs take one chunk more where they do not divide evenly.
+    """
+    chunks = -(-n_obs // rows)
+    parts = min(_PARTS, chunks)
+    if parts <= 1:
+        return [range(0, n_obs, rows)]
+    size, extra = divmod(chunks, parts)
+    runs, first = [], 0
+    for part in range(parts):
+        count = size + (part < extra)
+        runs.append(range(first * rows, (first + count) * rows, rows))
+        first += count
+    return runs
 
 
 def use_threads(n_obs: int, width: int) -> bool:
@@ -180,8 +197,10 @@ def _statistics(model, weighted_resp: np.ndarray, chunk, features, groups: int) 
     """
     if groups == 1:
         return model.statistics(weighted_resp, chunk, features)
-    parts = [model.statistics(np.ascontiguousarray(own), chunk, features)
-             for own in np.split(weighted_resp, groups, axis=1)]
+    m = weighted_resp.shape[0]
+    # each mixture's responsibilities as its own contiguous (m, K) array, all made by one copy
+    by_mixture = np.ascontiguousarray(weighted_resp.reshape(m, groups, -1).transpose(1, 0, 2))
+    parts = [model.statistics(own, chunk, features) for own in by_mixture]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
