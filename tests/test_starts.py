@@ -605,6 +605,17 @@ def test_outlier_moves_free_a_component_onto_the_rows_explained_worst():
     assert outlier_moves(log_joint, weights, 6) == []  # more than half the rows: not an outlying group
 
 
+def test_outlier_moves_leave_a_row_only_its_own_component_holds_with_it():
+    # a Poisson component at rate 0 holds only the zeros: row 1 (a positive count) has density under
+    # component 1 alone, so freeing component 1 onto the worst rows cannot give row 1 to component 0
+    with np.errstate(divide="ignore"):
+        log_joint = np.log(np.array([[0.5, 0.1], [0.0, 0.9], [0.4, 0.3], [0.6, 0.05], [0.3, 0.4], [0.5, 0.2]]))
+    labels = [np.argmax(move, axis=1).tolist() for move in outlier_moves(log_joint, np.ones(6), 1, fractions=())]
+    # the worst row is row 0 (0.6); freeing component 1 onto it gives the other rows to
+    # component 0, all but row 1, which stays with component 1
+    assert labels == [[0, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]]
+
+
 def test_freed_moves_free_a_component_onto_the_rows_the_others_then_explain_worst():
     # reduced[k]: the log joint once component k's rows went to the others (column k -inf). Freed component 0
     # takes the rows of lowest density under reduced[0] (3 and 5, then 1), the others go where they are likeliest

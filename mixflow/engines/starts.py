@@ -838,10 +838,11 @@ def _mixture_density(log_joint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _likeliest_other(finite: np.ndarray, k: int) -> np.ndarray:
-    """For each row, the component other than k it is likeliest under (component 0 where none is finite)."""
+    """For each row, the component other than k it is likeliest under; k itself where no other is finite."""
     without = finite.copy()
     without[:, k] = -np.inf
-    return np.argmax(without, axis=1)
+    likeliest = np.argmax(without, axis=1)
+    return np.where(np.isfinite(without[np.arange(finite.shape[0]), likeliest]), likeliest, k)
 
 
 def _group_sizes(ordered_weights: np.ndarray, n: int, least: int, fractions, sizes: list[int]) -> list[int]:
@@ -908,10 +909,10 @@ def reduced_responsibilities(resp: np.ndarray, log_joint: np.ndarray, k: int) ->
 
     A row no other component can hold (``log_joint`` -inf in each) stays with k.
     """
-    finite, _ = _mixture_density(log_joint)
-    rows = np.flatnonzero(np.isfinite(np.delete(finite, k, axis=1)).any(axis=1))
+    others = _likeliest_other(_mixture_density(log_joint)[0], k)
+    rows = np.flatnonzero(others != k)
     merged = resp.copy()
-    merged[rows, _likeliest_other(finite, k)[rows]] += merged[rows, k]
+    merged[rows, others[rows]] += merged[rows, k]
     merged[rows, k] = 0.0
     return merged
 
