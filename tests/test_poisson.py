@@ -429,7 +429,7 @@ def test_a_rate_em_leaves_just_above_zero_is_on_the_boundary_for_the_standard_er
     assert "EM: no standard errors: a rate is on the boundary" in mixflow.summary(tree, kind="text")
 
 
-def test_two_components_that_are_one_have_no_standard_errors():
+def test_two_components_that_are_one_have_no_standard_errors(tmp_path):
     """Started with two equal rates, EM keeps them equal: the two are one component, and the likelihood does not
     tell how they split their weight, so the information is singular along the split (a numerical Hessian gives
     the split an arbitrary error, many times the weight, to whose precision the summary would round the weight).
@@ -446,6 +446,11 @@ def test_two_components_that_are_one_have_no_standard_errors():
     assert "components 0 and 1 are the same component" in errors.attrs["undefined"]
     text = mixflow.summary(tree, kind="text")
     assert "EM: no standard errors: components 0 and 1 are the same component" in text
+    # a bootstrap replicate splits the weight as arbitrarily: the remedy is a fit of fewer components
+    assert errors.attrs["remedy"] == "a fit of fewer components has them" and "mixflow.bootstrap" not in text
+    assert "(a fit of fewer components has them)" in text
+    page = mixflow.report(tree, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "no errors or intervals; a fit of fewer components has them." in page and "mixflow.bootstrap" not in page
     assert re.search(r"weights\[0\]\s+0\.2\d+\n", text)  # the weight itself, not rounded to an error's precision
 
 

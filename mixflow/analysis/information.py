@@ -147,7 +147,7 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
     xarray.Dataset
         Same variables, dims and coordinates as ``/em/estimate``. The weights' errors respect the
         sum-to-one constraint; symmetric matrices have equal errors in (i, j) and (j, i). Where they are not
-        defined, every error is NaN and ``attrs["undefined"]`` says why.
+        defined, every error is NaN, ``attrs["undefined"]`` says why and ``attrs["remedy"]`` what gives them.
 
     """
     check_tree(tree)
@@ -174,10 +174,11 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
         except np.linalg.LinAlgError:
             reason = "the Hessian of the objective is not negative definite at the estimate"
     if reason is not None:
+        remedy = _remedy(tree)
         if warn:
-            warnings.warn(f"standard errors from the observed information are not defined: {reason}; "
-                          "use mixflow.bootstrap instead", MixflowWarning, stacklevel=2)
-        nan.attrs["undefined"] = reason
+            warnings.warn(f"standard errors from the observed information are not defined: {reason}; {remedy}",
+                          MixflowWarning, stacklevel=2)
+        nan.attrs.update(undefined=reason, remedy=remedy)
         return nan
     inverse_factor = np.linalg.inv(factor)
     covariance = inverse_factor.T @ inverse_factor
@@ -205,6 +206,21 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
         errors[name] = (reference[name].dims, all_errors[start:start + size].reshape(estimate[name].shape))
         start += size
     return xr.Dataset(errors, coords=reference.coords)
+
+
+#: What gives a fit's standard errors where the observed information does not, in most cases.
+BOOTSTRAP_REMEDY = "mixflow.bootstrap gives them"
+
+
+def _remedy(tree) -> str:
+    """What gives errors where the observed information does not.
+
+    The bootstrap, or for components that coincide (whose split of the weight no data tell, in a replicate as in
+    the fit) a fit of fewer components.
+    """
+    if json.loads(tree["em"].attrs.get("duplicate_components", "[]") or "[]"):
+        return "a fit of fewer components has them"
+    return BOOTSTRAP_REMEDY
 
 
 def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) -> str | None:

@@ -133,8 +133,12 @@ def _draw_summary(draws: xr.Dataset, ci_prob: float, ci_kind: str) -> dict:
             for name, da in draws.data_vars.items()}
 
 
-def _em_summary(tree, names, ci_prob: float, standard_errors) -> tuple[dict, str]:
-    """The EM point with its standard errors and Wald interval at ``ci_prob``; why the errors are undefined, or ''."""
+def _em_summary(tree, names, ci_prob: float, standard_errors) -> tuple[dict, str, str]:
+    """The EM point with its standard errors and Wald interval at ``ci_prob``.
+
+    Also why the errors are undefined and what gives them, or ''.
+    """
+    from mixflow.analysis.information import BOOTSTRAP_REMEDY
     from mixflow.analysis.information import standard_errors as observed_information_se
 
     estimate = tree[EM_ESTIMATE].to_dataset()
@@ -148,7 +152,9 @@ def _em_summary(tree, names, ci_prob: float, standard_errors) -> tuple[dict, str
             point, np.nan)
         lower, upper = _wald_interval(name, point, sd, z)
         out[name] = {"estimate": point, "sd": sd, "lower": lower, "upper": upper}
-    return out, str(getattr(standard_errors, "attrs", {}).get("undefined", ""))
+    attrs = getattr(standard_errors, "attrs", {})
+    undefined = str(attrs.get("undefined", ""))
+    return out, undefined, str(attrs.get("remedy") or (BOOTSTRAP_REMEDY if undefined else ""))
 
 
 def _wald_interval(name: str, point: xr.DataArray, sd: xr.DataArray, z: float) -> tuple[xr.DataArray, xr.DataArray]:
@@ -201,7 +207,8 @@ def compare_dataset(tree, *, ci_prob: float | None = None, ci_kind: str | None =
         the EM point lies in the method's interval, 0 if not, NaN for EM itself), ``distance_to_mcmc``
         ((estimate - NUTS mean) / NUTS sd) and ``sd_ratio_to_mcmc`` (sd / NUTS sd), NaN where not applicable.
         The variable ``adjusted_rand_index`` (method, method_) holds the agreement of hard labels.
-        ``attrs["em_standard_errors_undefined"]`` says why the EM errors are NaN, where they are not defined.
+        ``attrs["em_standard_errors_undefined"]`` says why the EM errors are NaN, where they are not defined, and
+        ``attrs["em_standard_errors_remedy"]`` what gives them.
 
     """
     check_tree(tree)
@@ -211,10 +218,10 @@ def compare_dataset(tree, *, ci_prob: float | None = None, ci_kind: str | None =
         raise InputError("tree: expected at least one of /em/estimate, /em/bootstrap, /mcmc/posterior, "
                          "/advi/posterior, got none")
     names = parameter_names(tree)
-    summaries, undefined = {}, ""
+    summaries, undefined, remedy = {}, "", ""
     for method in methods:
         if method == "em":
-            summaries[method], undefined = _em_summary(tree, names, ci_prob, standard_errors)
+            summaries[method], undefined, remedy = _em_summary(tree, names, ci_prob, standard_errors)
         else:
             summaries[method] = _draw_summary(method_draws(tree, method), ci_prob, ci_kind)
     variables = {name: _stack_statistics(summaries, name, "em" in summaries) for name in names
@@ -222,7 +229,8 @@ def compare_dataset(tree, *, ci_prob: float | None = None, ci_kind: str | None =
     dataset = xr.Dataset(variables)
     dataset["adjusted_rand_index"] = _agreement_array(tree, methods)
     dataset.attrs.update(ci_prob=ci_prob, ci_kind=ci_kind, em_method=tree["em"].attrs.get("method", "")
-                         if "em" in tree.children else "", em_standard_errors_undefined=undefined)
+                         if "em" in tree.children else "", em_standard_errors_undefined=undefined,
+                         em_standard_errors_remedy=remedy)
     return dataset
 
 
@@ -343,6 +351,7 @@ def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:
     table.attrs.update(ci_prob=dataset.attrs["ci_prob"], ci_kind=dataset.attrs["ci_kind"],
                        em_method=dataset.attrs["em_method"], element_columns=elements,
                        em_standard_errors_undefined=dataset.attrs.get("em_standard_errors_undefined", ""),
+                       em_standard_errors_remedy=dataset.attrs.get("em_standard_errors_remedy", ""),
                        label_agreement=dataset["adjusted_rand_index"].to_pandas().dropna(how="all").dropna(
                            axis=1, how="all"))
     table.attrs["label_agreement"].attrs["clusters"] = json.loads(

@@ -167,7 +167,8 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
         warnings += [f"{METHOD_LABELS[method]}: {text}" for text in found]
     undefined = table.attrs.get("em_standard_errors_undefined") if table is not None else None
     if undefined:
-        warnings.append(f"{METHOD_LABELS['em']}: no standard errors: {undefined} (mixflow.bootstrap gives them)")
+        warnings.append(f"{METHOD_LABELS['em']}: no standard errors: {undefined} "
+                        f"({table.attrs['em_standard_errors_remedy']})")
     if methods:  # what the report also finds across the methods and restarts (its words, cut to a line)
         from mixflow.present.report.cards import cross_method_findings
 

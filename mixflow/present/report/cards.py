@@ -220,9 +220,11 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
     methods, findings = available_methods(tree), []
     if "em" in methods:
         findings += _em_findings(tree)
-        if table.attrs.get("em_standard_errors_undefined"):
-            findings.append(("warn", f"EM: no standard errors ({table.attrs['em_standard_errors_undefined']}): the "
-                                     "EM column has no errors or intervals; mixflow.bootstrap gives them."))
+        undefined = table.attrs.get("em_standard_errors_undefined")
+        if undefined:
+            remedy = table.attrs["em_standard_errors_remedy"]
+            findings.append(("warn", f"EM: no standard errors ({undefined}): the EM column has no errors or intervals; "
+                                     f"{remedy}."))
     if "bootstrap" in methods:
         attrs = tree[EM_BOOTSTRAP].attrs
         if attrs.get("n_failed", 0) or attrs.get("n_degenerate", 0) or attrs.get("n_not_converged", 0):
