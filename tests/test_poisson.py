@@ -1,5 +1,6 @@
 """Poisson mixtures: the London deaths against published figures, scipy references, simulation, MAP, errors."""
 
+import decimal
 import json
 import re
 import warnings
@@ -180,6 +181,52 @@ def test_a_fit_with_a_component_in_two_parts_says_so(deaths):
     assert json.loads(tree["em"].attrs["duplicate_components"]) == [[1, 2]]
     assert tree["em"].attrs["log_likelihood"] == pytest.approx(-1989.9459, abs=1e-4)  # the K=2 maximum's
     assert "components with the same parameters 1 and 2" in mixflow.summary(tree, kind="text")
+
+
+def _exact_log_probability(count: int, rate: float) -> float:
+    """log Poisson(count | rate) at 60 digits (decimal): Stirling's series of log(count!), exact to far below 1e-30
+    for counts of 1e6 and more."""
+    with decimal.localcontext() as context:
+        context.prec = 60
+        y, lam = decimal.Decimal(count), decimal.Decimal(rate)
+        two_pi = 2 * decimal.Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
+        log_factorial = ((y + decimal.Decimal("0.5")) * y.ln() - y + two_pi.ln() / 2 + 1 / (12 * y)
+                         - 1 / (360 * y ** 3) + 1 / (1260 * y ** 5))
+        return float(y * lam.ln() - lam - log_factorial)
+
+
+def test_the_log_probability_of_huge_counts_keeps_its_digits():
+    """y log(rate) - rate - log(y!) sums three terms of about y log y (3.5e16 at 1e15) to a few units, and rounds by
+    about 4 per row; the saturated form keeps the digits (against 60-digit arithmetic)."""
+    from mixflow.families.poisson.model import log_density, saturated_log_density
+
+    counts = np.array([10**6, 10**6 + 1234, 10**12 - 10**6, 10**15, 10**15 + 31622776, 10**18 + 10**9])
+    rates = np.array([1e6 + 500.0, 1e12, 1e15 + 5e7, 1e18])
+    got = log_density(rates, counts.astype(float), saturated_log_density(counts.astype(float)))
+    expected = np.array([[_exact_log_probability(int(y), float(r)) for r in rates] for y in counts])
+    near = np.abs(expected) < 1e3  # the rows' own components: a few units to a few hundred
+    assert near.sum() == 6  # each count under the rate near it
+    np.testing.assert_allclose(got[near], expected[near], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got, expected, rtol=1e-13)  # a row far from a component: about -y, kept to 1e-13
+    # small counts: scipy's log pmf, whose three terms are then small
+    small = np.arange(0, 40.0)
+    np.testing.assert_allclose(log_density(np.array([0.3, 4.0, 25.0]), small, saturated_log_density(small)),
+                               stats.poisson.logpmf(small[:, None], [0.3, 4.0, 25.0]), rtol=1e-13, atol=1e-13)
+    assert log_density(np.array([0.0]), np.array([0.0, 2.0]), saturated_log_density(np.array([0.0, 2.0]))).ravel(
+        ).tolist() == [0.0, -np.inf]  # a zero rate: zeros certain, any other count impossible
+
+
+def test_a_fit_to_counts_near_1e15_reports_their_log_likelihood():
+    rng = np.random.default_rng(1)
+    counts = np.r_[rng.poisson(1e15, 50), rng.poisson(1e15 + 8 * np.sqrt(1e15), 50)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor an objective decreasing by its rounding
+        tree = mixflow.fit(PoissonMixture(2), counts, random_seed=0)
+    weights, rate = tree["em/estimate"]["weights"].values, tree["em/estimate"]["rate"].values
+    exact = sum(float(np.logaddexp(*[np.log(w) + _exact_log_probability(int(y), r)
+                                     for w, r in zip(weights, rate, strict=True)])) for y in counts)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(exact, abs=1e-6)  # about -1944.44
+    assert min(weights) > 0.4  # the two groups found
 
 
 def test_frequency_weights_equal_repeated_rows(deaths):

@@ -58,7 +58,7 @@ def _poisson_rows(model, reference: Data):
     def rows(values):
         prepared = model.prepare(Data(values=values, features=reference.features, obs=np.arange(values.shape[0]),
                                       weights=None))
-        return prepared.arrays["y"], prepared.arrays["log_factorial"]
+        return prepared.arrays["y"], prepared.arrays["saturated"]
 
     return rows
 

@@ -1,7 +1,10 @@
 """The Poisson family: a finite mixture of Poisson distributions for counts, with its conjugate Gamma prior.
 
-p(y) = sum_k pi_k Poisson(y | rate_k). The E-step needs ``y log(rate_k) - rate_k - log(y!)``; the M-step
-needs per component the weighted count N_k and the weighted total S_k = sum_n r_nk y_n:
+p(y) = sum_k pi_k Poisson(y | rate_k). The E-step needs ``log Poisson(y | rate_k) = y log(rate_k) - rate_k - log(y!)``,
+computed as ``log Poisson(y | y) - (y log(y / rate_k) + rate_k - y)`` (Loader 2000): the three terms of the
+first form are each about ``y log y`` and cancel to a few units, losing every digit for counts near 1e15, while
+the saturated term is computed once per row by Stirling's series and the deviance term is small where it
+matters; the M-step needs per component the weighted count N_k and the weighted total S_k = sum_n r_nk y_n:
 
 - MLE: ``rate_k = S_k / N_k``, the responsibility-weighted mean;
 - MAP under ``rate_k ~ Gamma(shape, rate)``: ``rate_k = (S_k + shape - 1) / (N_k + rate)``, the mode of the
@@ -95,9 +98,59 @@ class ResolvedPoissonPrior:
 
 
 # -- numerics ----------------------------------------------------------------------------------------------
-def log_density(rate: np.ndarray, counts: np.ndarray, log_factorial: np.ndarray) -> np.ndarray:
-    """Log Poisson(y_n | rate_k), shape (m, K), with ``0 log 0 = 0`` (a zero rate gives zero counts)."""
-    return xlogy(counts[:, None], rate[None, :]) - rate[None, :] - log_factorial[:, None]
+#: Counts from which :func:`saturated_log_density` uses Stirling's series (its first omitted term is below 1e-17
+#: there) rather than ``log(y!)``, whose rounding grows with ``y log y``.
+_STIRLING_FROM = 100.0
+
+
+def saturated_log_density(counts: np.ndarray) -> np.ndarray:
+    """``log Poisson(y | y) = y log y - y - log(y!)`` per count, accurate to the rounding of its own (small) value.
+
+    From :data:`_STIRLING_FROM` on, ``-log(2 pi y) / 2`` less Stirling's series of ``log(y!)``'s remainder; below
+    it the three terms directly (``0 log 0 = 0``).
+    """
+    counts = np.asarray(counts, dtype=float)
+    direct = xlogy(counts, counts) - counts - gammaln(counts + 1.0)
+    large = np.maximum(counts, _STIRLING_FROM)
+    inverse = 1.0 / large
+    square = inverse * inverse
+    series = inverse * (1.0 / 12 - square * (1.0 / 360 - square * (1.0 / 1260 - square / 1680)))
+    return np.where(counts < _STIRLING_FROM, direct, -0.5 * np.log(2.0 * np.pi * large) - series)
+
+
+#: Relative distances ``|rate - y| / y`` up to which :func:`log_density` sums a series for the deviance term.
+_NEAR = 0.1
+
+
+def log_density(rate: np.ndarray, counts: np.ndarray, saturated: np.ndarray) -> np.ndarray:
+    """Log Poisson(y_n | rate_k), shape (m, K), from ``saturated`` = :func:`saturated_log_density` of the counts.
+
+    ``log Poisson(y | y) - (y log(y / rate) + rate - y)``, the last term half the unit deviance: where the rate
+    is within :data:`_NEAR` of the count, ``y (log1p(d) - d)`` with ``d = (rate - y) / y`` by a series
+    (:func:`_log1p_less`), with no cancellation of terms of size ``y log y``; elsewhere ``y (log rate - log y) -
+    (rate - y)``, whose terms are as large as the result. A count of 0 gives ``-rate``; a rate of 0 gives -inf
+    to a positive count and 0 to a zero one.
+    """
+    counts = counts[:, None]
+    floored = np.maximum(counts, 1.0)  # a zero count's terms in y vanish; 1 keeps the ratio finite
+    difference = rate[None, :] - counts
+    relative = difference / floored
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero rate's log; the far branch where it is near
+        far = counts * (np.log(rate)[None, :] - np.log(floored)) - difference
+        near = counts * _log1p_less(relative)
+    return np.where(counts > 0, np.where(np.abs(relative) <= _NEAR, near, far), -rate[None, :]) + saturated[:, None]
+
+
+def _log1p_less(d: np.ndarray) -> np.ndarray:
+    """``log1p(d) - d`` for ``|d| <= 0.1``, to the rounding of its own value (about ``-d^2 / 2``).
+
+    ``log1p(d) = 2 atanh(u)`` with ``u = d / (2 + d)``, so ``log1p(d) - d = -d^2 / (2 + d) + 2 u (u^2 / 3 + u^4 / 5
+    + ...)``; with ``|u| <= 0.053`` the terms to ``u^14 / 15`` reach below 1e-16 of the first.
+    """
+    u = d / (2.0 + d)
+    u2 = u * u
+    series = u2 * (1 / 3 + u2 * (1 / 5 + u2 * (1 / 7 + u2 * (1 / 9 + u2 * (1 / 11 + u2 * (1 / 13 + u2 / 15))))))
+    return 2.0 * u * series - d * d / (2.0 + d)
 
 
 def m_step(totals: np.ndarray, weighted_counts: np.ndarray, prior: ResolvedPoissonPrior | None) -> np.ndarray:
@@ -187,10 +240,10 @@ class PoissonMixture(MixtureModel):
 
     # -- data and prior --------------------------------------------------------------------------------
     def prepare(self, data) -> Prepared:
-        """Check the counts and cache ``log(y!)``."""
+        """Check the counts and cache :func:`saturated_log_density`."""
         counts = check_counts(data.values, data.obs, data.features)
         weights = data.frequency
-        return Prepared({"y": counts, "log_factorial": gammaln(counts + 1.0)}, weights,
+        return Prepared({"y": counts, "saturated": saturated_log_density(counts)}, weights,
                         {"mean": float(weights @ counts / weights.sum())})
 
     def chunked_constants(self, moments, features) -> dict:
@@ -202,9 +255,9 @@ class PoissonMixture(MixtureModel):
         return {"mean": float(mean), "features": np.asarray(features)}
 
     def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
-        """The counts of these rows checked (errors name ``rows``) with their ``log(y!)``."""
+        """The counts of these rows checked (errors name ``rows``) with their :func:`saturated_log_density`."""
         counts = check_counts(values, rows, constants["features"])
-        return Prepared({"y": counts, "log_factorial": gammaln(counts + 1.0)}, weights, constants)
+        return Prepared({"y": counts, "saturated": saturated_log_density(counts)}, weights, constants)
 
     def estimate_moments(self, params: dict):
         """The fitted mixture's mean count (all the Poisson family's constants need)."""
@@ -250,7 +303,7 @@ class PoissonMixture(MixtureModel):
 
     def log_density(self, constants: dict, chunk: Prepared) -> tuple[np.ndarray, None]:
         """Per-component log probabilities (m, K) of a chunk's counts, ``log(y!)`` included."""
-        return log_density(constants["rate"], chunk.arrays["y"], chunk.arrays["log_factorial"]), None
+        return log_density(constants["rate"], chunk.arrays["y"], chunk.arrays["saturated"]), None
 
     def chunk_features(self, chunk: Prepared) -> None:
         """No per-chunk features beyond the counts."""
