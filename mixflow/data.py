@@ -16,7 +16,7 @@ from mixflow.warnings import ConstantFeatureWarning, PrecisionWarning
 from mixflow.wording import agreeing, counted
 
 __all__ = ["Data", "check_folds", "check_total_weight", "check_units", "constant_features_message", "is_text", "offset",
-           "offset_of_rows", "unread_columns", "validate_data", "validate_weights", "without_unread_text"]
+           "offset_of_rows", "unread_columns", "validate_data", "validate_weights", "without_unusable_unread"]
 
 _MAX_ROWS_NAMED = 5
 
@@ -226,15 +226,18 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _check_finite(values: np.ndarray, row_labels, name: str, infinite_hint: str = "") -> None:
-    bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
+def _check_finite(values: np.ndarray, row_labels, name: str, columns, infinite_hint: str = "") -> None:
+    """Refuse NaN or infinite values, naming the rows (by ``row_labels``) and the ``columns`` that hold them."""
+    finite = np.isfinite(values)
+    bad_rows = np.flatnonzero(~finite.all(axis=1))
     if bad_rows.size:
         shown = np.asarray(row_labels)[bad_rows[:_MAX_ROWS_NAMED]].tolist()
         more = f" and {bad_rows.size - _MAX_ROWS_NAMED} more" if bad_rows.size > _MAX_ROWS_NAMED else ""
+        held = [str(columns[j]) for j in np.flatnonzero(~finite.all(axis=0))]
         hint = infinite_hint if np.isinf(values[bad_rows]).any() else ""
         raise InputError(
             f"{name}: expected finite values, got NaN or infinite values in {counted(bad_rows.size, 'row')}: "
-            f"{shown}{more}{hint}"
+            f"{shown}{more} ({agreeing(len(held), 'column')} {held}){hint}"
         )
 
 
@@ -326,7 +329,7 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
         frame = _match_features(frame, features, name)
     row_labels = obs if obs is not None else np.arange(len(frame))
     values = _numeric_values(frame, row_labels, name)
-    _check_finite(values, row_labels, name, infinite_hint)
+    _check_finite(values, row_labels, name, frame.columns, infinite_hint)
     _check_scale(values, names=[str(c) for c in frame.columns], name=name)
     names = np.array([str(c) for c in frame.columns])
     unread = {str(c) for c in unread}
@@ -355,15 +358,18 @@ def is_text(column: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
 
 
-def without_unread_text(model, data):
-    """A DataFrame without the non-numeric columns ``model`` never reads (:meth:`unread_columns`); else ``data``.
+def without_unusable_unread(model, data):
+    """A DataFrame without the columns ``model`` never reads (:meth:`unread_columns`) that could not be kept.
 
-    A regression reads the columns its formula names; a text column beside them (a state's name) is no reason
-    to refuse the data, as R's and statsmodels' formulas do not. A column the model reads is checked as ever.
+    A regression reads the columns its formula names; a text column beside them (a state's name), or a numeric
+    one with missing or infinite values, is no reason to refuse the data, as R's and statsmodels' formulas do
+    not: such columns are dropped (numeric ones without them are kept in ``/observed_data``, unread). A column
+    the model reads is checked as ever. Other data are returned as they are.
     """
     if not isinstance(data, pd.DataFrame):
         return data
-    unread = [c for c in unread_columns(model, data) if is_text(data[c])]
+    unread = [c for c in unread_columns(model, data)
+              if is_text(data[c]) or not np.isfinite(data[c].to_numpy(dtype=float, na_value=np.nan)).all()]
     return data.drop(columns=unread) if unread else data
 
 

@@ -22,7 +22,7 @@ from mixflow.container.build import build_tree, make_attrs, record_warnings
 from mixflow.container.layout import EM_ESTIMATE, EM_RESPONSIBILITIES, EM_SAMPLE_STATS, OBSERVED_DATA, UNITS
 from mixflow.container.read import available_methods, fitted_estimate, fitted_model, method_draws
 from mixflow.container.tree import as_container
-from mixflow.data import Data, check_total_weight, check_units, unread_columns, validate_data, without_unread_text
+from mixflow.data import Data, check_total_weight, check_units, unread_columns, validate_data, without_unusable_unread
 from mixflow.engines.accelerate import ACCELERATIONS
 from mixflow.engines.em import EMOptions, fit_em, fit_prepared
 from mixflow.engines.em_chunked import chunked_predictions, prepare_chunked
@@ -279,7 +279,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     try:
         with warnings.catch_warnings(record=True) as caught:
             _record_all_but_errors()
-            data = without_unread_text(model, data)
+            data = without_unusable_unread(model, data)
             validated = validate_data(data, weights=weights, unread=unread_columns(model, data),
                                       infinite_hint=model.infinite_values_hint(),
                                       constant_note=model.constant_feature_note(with_prior(methods)))

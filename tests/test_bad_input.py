@@ -20,8 +20,8 @@ def data():
 
 @pytest.mark.parametrize("bad, message", [
     (np.array([[1.0, 2.0], [np.nan, 1.0], [3.0, 1.0], [4.0, np.inf]]),
-     r"data: expected finite values, got NaN or infinite values in 2 rows: \[1, 3\]"),
-    (pd.DataFrame({"a": [1.0, 2.0, np.nan]}, index=[10, 11, 12]), r"in 1 row: \[12\]"),
+     r"data: expected finite values, got NaN or infinite values in 2 rows: \[1, 3\] \(columns \['x0', 'x1'\]\)"),
+    (pd.DataFrame({"a": [1.0, 2.0, np.nan], "b": 1.0}, index=[10, 11, 12]), r"in 1 row: \[12\] \(column \['a'\]\)$"),
     (np.ones((2, 2, 2)), r"data: expected a 1-D or 2-D array, got an array of shape \(2, 2, 2\)"),
     (np.empty((0, 2)), r"data: expected at least one row and one column, got shape \(0, 2\)"),
 ])
@@ -53,7 +53,7 @@ def test_a_text_cell_in_a_numeric_column_is_named_with_its_row_as_nan_rows_are()
         mixflow.fit(MODEL, frame)
     with pytest.raises(TypeError, match=r"\(first: True in 'ok' at row 'p'\)$"):
         mixflow.fit(MODEL, pd.DataFrame({"ok": [True, False]}, index=["p", "q"]))
-    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row: \[1\]$"):
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row: \[1\] \(column \['b'\]\)$"):
         mixflow.fit(MODEL, frame.iloc[:2].astype(float))
 
 

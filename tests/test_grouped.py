@@ -309,11 +309,13 @@ def test_an_end_limit_that_opens_several_classes_or_none_is_warned_of():
 def test_infinite_class_limits_are_refused_with_the_way_to_open_a_class():
     classes = pd.DataFrame({"lower": [-np.inf, 6.0, 8.0], "upper": [6.0, 8.0, np.inf]})
     with pytest.raises(ValueError, match=r"^data: expected finite values, got NaN or infinite values in 2 rows: "
-                                         r"\[0, 2\]; an end class open to infinity is given by its finite limit and "
-                                         r"declared open: GroupedGaussianMixture\(\.\.\., open_below=<the first "
+                                         r"\[0, 2\] \(columns \['lower', 'upper'\]\); an end class open to infinity "
+                                         r"is given by its finite limit and declared open: "
+                                         r"GroupedGaussianMixture\(\.\.\., open_below=<the first "
                                          r"class's upper limit>, open_above=<the last class's lower limit>\)$"):
         mixflow.fit(GroupedGaussianMixture(2), classes, weights=[10, 20, 30])
-    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row: \[1\]$"):  # NaN: nothing to open
+    # a NaN: no class to open
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 1 row: \[1\] \(column \['lower'\]\)$"):
         mixflow.fit(GroupedGaussianMixture(2), classes.assign(lower=[1.0, np.nan, 8.0], upper=[6.0, 8.0, 9.0]),
                     weights=[10, 20, 30])
 

@@ -335,6 +335,25 @@ def test_a_text_column_the_formula_does_not_name_is_dropped_not_refused(tone):
         mixflow.fit(mixflow.GaussianMixture(2), labelled[["tuned", "judge"]], method="em")
 
 
+def test_a_numeric_column_the_formula_does_not_name_may_have_missing_values(tone):
+    # R's lm drops rows by the model's own columns only: a column of missing reports (Davis' repwt) beside the
+    # formula's is dropped, not a reason to refuse every row it misses; missing values the formula reads are
+    # refused, naming their column
+    reported = np.where(np.arange(len(tone)) % 9 == 0, np.nan, tone["tuned"].to_numpy())
+    gappy = tone.assign(reported=reported, count=pd.array([1, None] * (len(tone) // 2) + [1] * (len(tone) % 2),
+                                                          dtype="Int64"))
+    model = RegressionMixture(2, "tuned ~ stretchratio")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        plain = mixflow.fit(model, tone, method="em", random_seed=0)
+        tree = mixflow.fit(model, gappy, method="em", random_seed=0)
+    assert list(tree["observed_data"]["feature"].values) == list(plain["observed_data"]["feature"].values)
+    assert tree["em"].attrs["log_likelihood"] == plain["em"].attrs["log_likelihood"]
+    with pytest.raises(ValueError, match=r"NaN or infinite values in 17 rows: \[0, 9, 18, 27, 36\] and 12 more "
+                                         r"\(column \['reported'\]\)$"):
+        mixflow.fit(RegressionMixture(2, "reported ~ stretchratio"), gappy, method="em")
+
+
 def test_predictions_need_only_the_columns_the_formula_names(tone):
     """A numeric column beside the formula's is kept with the fitted data, but new data need not carry it: the
     predictions of rows with and without it are the same; a column the formula names is still required."""

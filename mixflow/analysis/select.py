@@ -26,7 +26,7 @@ from mixflow.checks import check_seed
 from mixflow.chunked import as_chunked, is_chunked, row_draws
 from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
 from mixflow.container.read import frequency_weights, has_group
-from mixflow.data import Data, check_folds, check_total_weight, unread_columns, validate_data, without_unread_text
+from mixflow.data import Data, check_folds, check_total_weight, unread_columns, validate_data, without_unusable_unread
 from mixflow.engines.em import SET_ASIDE_ADVICE
 from mixflow.engines.em_steps import e_step
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
@@ -588,7 +588,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
                              f"{list(methods)}")
         if n_folds is not None:  # checked before any fit (as_chunked computes nothing but unknown block lengths)
             _check_row_folds(n_folds, as_chunked(data, weights=weights).n_obs)
-    data = data if chunked else without_unread_text(model, data)
+    data = data if chunked else without_unusable_unread(model, data)
     validated = None if chunked else validate_data(data, weights=weights, unread=unread_columns(model, data),
                                                    infinite_hint=model.infinite_values_hint(),
                                                    constant_note=model.constant_feature_note(with_prior(methods)))
