@@ -12,8 +12,8 @@ import signal
 import sys
 import threading
 
-__all__ = ["InputError", "InputTypeError", "Interrupted", "SamplerInterrupted", "Terminated", "is_termination",
-           "noting_interrupts", "stop_if_terminated", "terminating_as_interrupt"]
+__all__ = ["InputError", "InputTypeError", "Interrupted", "SamplerInterrupted", "Terminated", "UnsupportedError",
+           "is_termination", "noting_interrupts", "stop_if_terminated", "terminating_as_interrupt"]
 
 
 class InputError(ValueError):
@@ -29,6 +29,14 @@ class InputTypeError(InputError, TypeError):
 
     Also a ``TypeError``, as Python's own checks of types are, and an :class:`InputError`, so one
     ``except InputError`` catches every mistake in the input.
+    """
+
+
+class UnsupportedError(InputError, NotImplementedError):
+    """A request the model's family cannot serve (new rows drawn for a regression, which needs covariates).
+
+    An :class:`InputError`, bad input the user can change, and a ``NotImplementedError``, as Python says of an
+    operation a type does not offer.
     """
 
 

@@ -5,10 +5,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import mixflow
-from mixflow.errors import InputError, InputTypeError
+from mixflow.errors import InputError, InputTypeError, UnsupportedError
 from mixflow.workflow.config import WorkflowError
 
 PACKAGE = Path(mixflow.__file__).resolve().parent
@@ -58,6 +59,17 @@ def test_the_checker_sees_a_plain_raise(tmp_path, monkeypatch):
 def test_input_errors_stay_value_and_type_errors():
     assert issubclass(InputError, ValueError) and not issubclass(InputError, TypeError)
     assert issubclass(InputTypeError, InputError) and issubclass(InputTypeError, TypeError)
+    assert issubclass(UnsupportedError, InputError) and issubclass(UnsupportedError, NotImplementedError)
+
+
+def test_asking_a_family_for_what_it_does_not_offer_is_bad_input():
+    # drawing rows of a regression needs its covariates: the user's request, not a bug (status 2, not 1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    frame = pd.DataFrame({"y": np.where(np.arange(60) < 30, 1 + 2 * x, 5 - x) + rng.normal(0, 0.3, 60), "x": x})
+    tree = mixflow.fit(mixflow.RegressionMixture(2, "y ~ x"), frame, random_seed=0)
+    with pytest.raises(UnsupportedError, match=r"^tree: the 'regression' family cannot draw new rows"):
+        mixflow.sample(tree, 5)
     assert issubclass(WorkflowError, InputError)
     assert mixflow.InputError is InputError and mixflow.InputTypeError is InputTypeError
     assert {"InputError", "InputTypeError"} <= set(mixflow.__all__)

@@ -30,7 +30,7 @@ from mixflow.container.read import check_tree, fitted_estimate, fitted_model, ob
 from mixflow.container.tree import as_container
 from mixflow.data import Data
 from mixflow.engines.em_steps import responsibilities
-from mixflow.errors import InputError
+from mixflow.errors import InputError, UnsupportedError
 from mixflow.families.base import MixtureModel, model_from_json
 from mixflow.families.relabel import optimal_permutations
 from mixflow.parallel import default_jobs, parallel_map
@@ -286,7 +286,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     if kind == "parametric":
         model = fitted_model(tree, estimate["weights"].size)
         if type(model).simulate_data is MixtureModel.simulate_data:
-            raise NotImplementedError(f"kind: 'parametric' needs a sampler of the model's family, and the "
+            raise UnsupportedError(f"kind: 'parametric' needs a sampler of the model's family, and the "
                                       f"{model.family!r} family has none yet (use kind='nonparametric')")
         model.simulate_data(estimate, fitted, np.random.default_rng(0))  # raises early on unsuitable data
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)

@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 import xarray as xr
 
-from mixflow.errors import InputError, InputTypeError
+from mixflow.errors import InputError, InputTypeError, UnsupportedError
 from mixflow.units import unit_power, unit_product, unit_shown
 from mixflow.wording import agreeing, counted
 
@@ -372,7 +372,7 @@ class MixtureModel:
         ``values`` (m, d) and ``weights`` (m,) are one block of chunked data, ``rows`` their positions in
         it (named by errors), ``constants`` :meth:`chunked_constants`'.
         """
-        raise NotImplementedError(f"model: the {self.family!r} family does not prepare chunked data")
+        raise UnsupportedError(f"model: the {self.family!r} family does not prepare chunked data")
 
     def estimate_moments(self, params: dict):
         """:class:`mixflow.chunked.Moments` of the fitted mixture (data-unit ``params``), or None.
@@ -380,7 +380,7 @@ class MixtureModel:
         They fix the working units of new chunked data without a pass over them. None when the estimate
         does not describe every column (a regression's covariates): the fitted rows' moments are used then.
         """
-        raise NotImplementedError(f"model: the {self.family!r} family does not prepare chunked data")
+        raise UnsupportedError(f"model: the {self.family!r} family does not prepare chunked data")
 
     def to_working(self, params: dict, prepared: Prepared) -> dict:
         """Parameters from data units to the units EM works in (``prepared``'s); the same by default."""
@@ -562,7 +562,7 @@ class MixtureModel:
             Each family says what it draws (as many points or counts as the total weight; a regression's
             new responses at the observed covariates; grouped data's new class counts).
         """
-        raise NotImplementedError(f"model: no sampler for the {self.family!r} family")
+        raise UnsupportedError(f"model: no sampler for the {self.family!r} family")
 
     def sample_points(self, params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` new rows drawn from one parameter set, with the component each came from.
@@ -575,7 +575,7 @@ class MixtureModel:
             whose rows need more than the parameters (a regression's covariates, grouped data's classes)
             does not.
         """
-        raise NotImplementedError(f"tree: the {self.family!r} family cannot draw new rows from its parameters "
+        raise UnsupportedError(f"tree: the {self.family!r} family cannot draw new rows from its parameters "
                                   "alone (it models them given covariates or classes)")
 
     def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:

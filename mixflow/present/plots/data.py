@@ -21,7 +21,7 @@ from scipy import stats as st
 from mixflow.container.layout import EM_ESTIMATE, RESPONSIBILITY_GROUPS
 from mixflow.container.read import available_methods, check_tree, data_units, method_draws, observed_data
 from mixflow.engines.em_steps import responsibilities
-from mixflow.errors import InputError
+from mixflow.errors import InputError, UnsupportedError
 from mixflow.families.base import model_from_json
 from mixflow.families.sampling import full_covariances
 from mixflow.present.compare import METHOD_LABELS
@@ -156,7 +156,7 @@ def _no_features(model, features) -> None:
 def _draw(model, tree, data, sets: dict, features) -> Figure:
     drawer = _DRAWERS.get(model.data_plot)
     if drawer is None:
-        raise NotImplementedError(f"plot_data: no data plot {model.data_plot!r} for the {model.family!r} family")
+        raise UnsupportedError(f"plot_data: no data plot {model.data_plot!r} for the {model.family!r} family")
     sets = {m: [model.plot_parameters(p) for p in s] for m, s in sets.items()}
     return drawer(model, tree, data, sets, features)
 
