@@ -125,6 +125,10 @@ FREED_FRACTIONS = (1 / 32, 1 / 16, 1 / 8)
 # a MAP fit's outlier moves also free a component onto each of this many rows the fit explains worst together
 # with its nearest rows (:func:`neighbourhood_moves`): a small group of similar outlying rows
 NEIGHBOURHOOD_SEEDS = 3
+# of a family whose rows are classes (grouped data: few rows, each a count), every class seeds a neighbourhood move,
+# under the MLE too, up to this many (the worst explained first): a component on one class's count apart (a spike
+# between empty classes) is a maximum that no start from distances and none of the worst rows leads to
+CLASS_SEEDS = 64
 # the dense-group moves' local density of a row: the distance to its DENSE_NEIGHBOURS-th nearest row (by weight),
 # among at most DENSE_POINTS rows (a fixed draw: the others are never moved onto)
 DENSE_NEIGHBOURS = 5

@@ -521,6 +521,14 @@ class MixtureModel:
         """
         return None
 
+    def rows_are_classes(self) -> bool:
+        """Whether each row is a class of binned data (its weight the class's count): few rows, each a group.
+
+        EM's local search then frees a component onto each class in turn, whose count apart (a spike between empty
+        classes) can hold a component of its own that no start from distances reaches. False by default.
+        """
+        return False
+
     def component_rows(self, params: dict) -> int:
         """The fewest observations a component's parameters (working ``params``) need: 1 by default, a mean's.
 

@@ -218,6 +218,10 @@ class GroupedGaussianMixture(MixtureModel):
                    likelihood=spec.get("likelihood", "interval"), bounds=tuple(spec.get("bounds", ("lower", "upper"))),
                    prior=GaussianPrior(**spec.get("prior", {})))
 
+    def rows_are_classes(self) -> bool:
+        """The rows are the classes, their weights the counts."""
+        return True
+
     def component_rows(self, params: dict) -> int:
         """Two bins for a component's own variance, one for its mean alone (a common variance)."""
         return 1 if self.common_variance else 2
