@@ -86,10 +86,32 @@ def parallel_map(function, tasks: list[tuple], n_jobs: int) -> list:
     client = active_client()
     if client is not None:  # independent tasks on the cluster, results in task order
         return client.gather(client.map(function, *zip(*tasks, strict=True), pure=False))
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=_context(), initializer=_mark_worker) as pool:
+    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=_context(), initializer=_mark_worker)
+    try:
         with _without_main_script():  # the workers start as the tasks are submitted
             futures = [pool.submit(function, *task) for task in tasks]
-        return [future.result() for future in futures]
+        results = [future.result() for future in futures]
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown()
+    return results
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """End a pool now: its queued tasks cancelled and its workers terminated (SIGTERM), not waited for.
+
+    On an interrupt, a signal to this process alone (``kill``, a batch scheduler) or a task's error, the pool's own
+    exit would wait for every task already queued: minutes of work after the run was stopped. The workers' results
+    are not wanted, and they write nothing of the run's.
+    """
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # ProcessPoolExecutor has no public handle
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()
+    for worker in workers:
+        worker.join(timeout=5)
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """Cores, worker processes and the one-BLAS-thread block (mixflow.parallel)."""
 
 import os
+from pathlib import Path
 
 import pytest
 from threadpoolctl import threadpool_info
@@ -135,6 +136,67 @@ def test_ctrl_c_to_the_process_group_prints_no_worker_traceback(tmp_path):
     out, err = process.communicate(timeout=60)
     assert out.strip() == "interrupted", err
     assert "Traceback" not in err, err
+
+
+_POOL_OF_SLEEPERS = """
+import sys
+from mixflow import parallel
+sys.path.insert(0, sys.argv[2])
+from test_parallel import _say_pid_then_sleep
+try:
+    parallel.parallel_map(_say_pid_then_sleep, [(sys.argv[1], i) for i in range(4)], n_jobs=2)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def _say_pid_then_sleep(folder, index):
+    import time
+    from pathlib import Path
+
+    Path(folder, f"started-{index}").write_text(str(os.getpid()))
+    time.sleep(600)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_an_interrupt_to_the_main_process_alone_stops_the_workers_and_their_queue(tmp_path):
+    """kill, a batch scheduler or a supervisor signal the main process only: the pool's own exit would wait for
+    every queued task (here four of ten minutes each on two workers); the workers are terminated instead."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = os.path.dirname(__file__)
+    process = subprocess.Popen([sys.executable, "-c", _POOL_OF_SLEEPERS, str(tmp_path), folder],
+                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    workers = [int(path.read_text()) for path in tmp_path.glob("started-*")]
+    assert len(workers) == 2
+    os.kill(process.pid, signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=120)  # far less than a task's ten minutes
+    finally:  # nothing left running when the test fails
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+    assert out.strip() == "interrupted", err
+    deadline = time.monotonic() + 60
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in workers)
+    assert len(list(tmp_path.glob("started-*"))) == 2  # the queued tasks never started
 
 
 _IGNORING_POOL = """
