@@ -223,6 +223,22 @@ def workflow_file(tmp_path):
     return path
 
 
+def test_a_progress_reader_that_stops_early_does_not_stop_the_run(tmp_path, workflow_file):
+    """`mixflow run wf.toml 2>&1 | head -1`: the progress' pipe breaks once its reader has gone; the run goes on
+    (its progress in run.log) and writes everything, rather than stop with status 0 and nothing written."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "mixflow.cli", "run", str(workflow_file), "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process.stdout.close()  # the reader is gone before the first line: every line written breaks the pipe
+    assert process.wait(timeout=600) == 0
+    assert sorted(path.name for path in out.iterdir()) == ["gaussian-full-k2-comparison.csv", "gaussian-full-k2.nc",
+                                                           "run.log", "workflow.json"]
+    assert "wrote 4 files to" in (out / "run.log").read_text(encoding="utf-8")  # the progress went on, logged
+
+
 def _cli(capsys, *argv):
     from mixflow.cli import main
 

@@ -11,6 +11,7 @@ runs an operation in object mode, before it comes here.
 
 import contextlib
 import logging
+import os
 import sys
 import time
 import warnings
@@ -61,7 +62,12 @@ class Console:
 
     def _emit(self, line: str, detail: str = "") -> None:
         if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
+            try:
+                print(line, file=sys.stderr, flush=True)
+            except BrokenPipeError:  # its reader stopped early (`2>&1 | head -1`): the run goes on, into the log
+                self.quiet = True
+                with contextlib.suppress(OSError, ValueError):  # later writes (a library's) go nowhere, unfailing
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
         self._log(line + "\n" + detail)
 
     def _log(self, text: str) -> None:
