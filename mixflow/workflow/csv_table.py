@@ -21,7 +21,12 @@ __all__ = ["CsvProblem", "read_table", "utf8_fault"]
 #: The first bytes of files that are not CSV but are often given for one, and what each is
 _NOT_CSV = ((b"\x89HDF\r\n\x1a\n", "an HDF5 or NetCDF-4 file (a mixflow results file is one: mixflow show reads it)"),
             (b"CDF\x01", "a NetCDF file"), (b"CDF\x02", "a NetCDF file"),
-            (b"PK\x03\x04", "a ZIP archive (a spreadsheet such as .xlsx is one: save it as CSV)"))
+            (b"PK\x03\x04", "a ZIP archive (a spreadsheet such as .xlsx is one: save it as CSV)"),
+            (b"\x1f\x8b", "gzip-compressed: decompress it first (gunzip)"),
+            (b"\xfd7zXZ\x00", "xz-compressed: decompress it first (unxz)"),
+            (b"(\xb5/\xfd", "Zstandard-compressed: decompress it first (unzstd)"),
+            *((b"BZh" + level + b"1AY&SY", "bzip2-compressed: decompress it first (bunzip2)")
+              for level in (bytes([digit]) for digit in b"123456789")))
 
 
 class CsvProblem(ValueError):
@@ -63,7 +68,7 @@ def read_table(path: Path) -> pd.DataFrame:
     path = Path(path)
     try:
         with open(path, "rb") as file:
-            start = file.read(8)
+            start = file.read(10)
     except OSError:
         start = b""  # pandas' own error below says why it cannot be read
     for signature, what in _NOT_CSV:
