@@ -147,7 +147,14 @@ def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty
     frame.loc[3, "a"] = 0.5
     (tmp_path / "d.csv").write_text("\n".join(line + "," for line in frame.to_csv(index=False).splitlines()))
     assert read_workflow(path).columns == ("a", "b")
-    # identifiers, numbers among them, are a text column, not slips: more than a tenth of their cells are text
+    # a code for missing values in more than a tenth of the cells: numbers still, the code named with its count
+    frame.assign(b=[7.5 if i % 6 else "NA?" for i in range(30)]).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(WorkflowError, match=r"column 'b' holds numbers but also 'NA\?' \(data row 1\) and 4 more "
+                                            r"cells that are not numbers: correct the cells, or list the columns to "
+                                            r"fit$"):
+        read_workflow(path)
+    # identifiers, numbers among them, are a text column, not slips: more than a tenth of their cells are text, of
+    # more values than codes for missing values take
     frame.assign(note=[f"A{i:03d}" if i < 4 else f"{i:03d}" for i in range(30)]).to_csv(tmp_path / "d.csv",
                                                                                          index=False)
     assert read_workflow(path).columns == ("a", "b")

@@ -260,6 +260,9 @@ def _read_data(table: dict, base: Path, loc: _Locator):
 
 #: A column of text cells in at most this share of its cells is a column of numbers with slips (see _default_columns)
 _SLIPS = 0.1
+#: A column mostly of numbers whose other cells take at most this many values is a column of numbers with a code for
+#: missing values ("NA?", "n/a", "-"), however many cells hold it (see _default_columns)
+_MISSING_CODES = 2
 #: Rows of data read with Dask (Parquet, Zarr, NetCDF) whose cells decide the columns fitted by default
 _HEAD_ROWS = 1000
 
@@ -297,11 +300,13 @@ def _row_numbers(column: pd.Series, gaps: bool) -> str | None:
 def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head: bool = False) -> list:
     """The columns fitted when ``[data] columns`` is not given: every numeric one but weights and labels.
 
-    A column of numbers with a few cells that are not (a typing slip, "n/a": at most a tenth of its cells) would be
-    left out as text, the fit silently one feature short: refused, naming the cell. A column without a single
-    value (a trailing comma on every line) holds nothing to fit: left out. With ``head``, ``frame`` is the
-    first rows of data read with Dask, whose column types are the file's: a text column whose first rows are
-    numbers is refused too (every cell of it would be text), and no column is left out for being empty there.
+    A column of numbers with a few cells that are not (a typing slip: at most a tenth of its cells), or with a code
+    for missing values in any number of them (numbers in at least half, the other cells of at most two values:
+    "NA?", "n/a"), would be left out as text, the fit silently one feature short: refused, naming the first cell. A
+    column without a single value (a trailing comma on every line) holds nothing to fit: left out. With ``head``,
+    ``frame`` is the first rows of data read with Dask, whose column types are the file's: a text column whose first
+    rows are numbers is refused too (every cell of it would be text), and no column is left out for being empty
+    there.
     A column named as tools name a written row index (:data:`_INDEX_NAMES`) that holds the row numbers (or, under a
     name only an index takes, increasing ones with gaps: the rows left after filtering) is refused: fitted, it would
     be a feature of the rows' order.
@@ -312,13 +317,20 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
             continue
         present = frame[column].notna()
         numbers = pd.to_numeric(frame[column].astype(object), errors="coerce").notna() & present
-        if present.any() and present.sum() - numbers.sum() <= _SLIPS * present.sum():  # numbers but a few slips
+        other = frame[column][present & ~numbers]
+        slipped = present.sum() - numbers.sum() <= _SLIPS * present.sum()
+        coded = numbers.sum() >= present.sum() / 2 and other.astype(str).nunique() <= _MISSING_CODES
+        if present.any() and (slipped or coded):  # numbers but a few slips, or a code for missing values
             slips = np.flatnonzero((present & ~numbers).to_numpy())
-            seen = (f"holds numbers but also {frame[column].iloc[slips[0]]!r} (data row {slips[0] + 1})" if slips.size
-                    else f"is stored as text, though its first {counted(len(frame), 'row')} hold numbers (e.g. "
-                    f"{frame[column].dropna().iloc[0]!r}), so none of its cells would be read as a number")
+            more = (f" and {counted(slips.size - 1, 'more cell')} that "
+                    f"{'is not a number' if slips.size == 2 else 'are not numbers'}") if slips.size > 1 else ""
+            remedy = "store the column as numbers" if head else f"correct the {agreeing(slips.size, 'cell')}"
+            seen = (f"holds numbers but also {frame[column].iloc[slips[0]]!r} (data row {slips[0] + 1}){more}"
+                    if slips.size else f"is stored as text, though its first {counted(len(frame), 'row')} hold "
+                    f"numbers (e.g. {frame[column].dropna().iloc[0]!r}), so none of its cells would be read as a "
+                    "number")
             raise loc.error("[data] columns", f"not given, so every numeric column is fitted; column {column!r} "
-                            f"{seen}: {'store the column as numbers' if head else 'correct the cell'}, or list "
+                            f"{seen}: {remedy}, or list "
                             "the columns to fit", "columns", "data")
     numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(frame[c])]  # True/False too: refused later
     for column in numeric:
