@@ -153,6 +153,15 @@ def test_no_problems_found_only_when_nothing_was_flagged(tmp_path):
                             index=pd.Index([1, 2, 3], name="k"))
     assert choice_of_k_text(skipping) == ("every criterion (BIC) prefers K = 1; K = 2, 3 skipped by the EM criteria "
                                           "(degenerate or spurious fits)")
+    # and the K the held-out log-likelihood alone skipped (a degenerate fold's fit): its preference rests on the rest
+    held_out = skipping.assign(cv_log_likelihood=[-275.4, -111.8, -90.0], cv_flagged_folds=[0, 1, 4])
+    assert choice_of_k_text(held_out) == ("every criterion (BIC, held-out log-likelihood) prefers K = 1; K = 2, 3 "
+                                          "skipped by the EM criteria (degenerate or spurious fits)")
+    held_out["skipped"], held_out["degenerate"] = ["", "", "spurious EM fit"], False
+    assert choice_of_k_text(held_out) == ("the criteria disagree: held-out log-likelihood prefers K = 1; BIC prefers "
+                                          "K = 2; K = 3 skipped by the EM criteria (degenerate or spurious fits); "
+                                          "K = 2 skipped by the held-out log-likelihood (a cross-validation fold's "
+                                          "fit degenerate or spurious)")
     # PSIS-LOO's preference is said with the K where its Pareto k was high
     loo = pd.DataFrame({"bic": [10.0, 8.0, 9.0], "elpd_loo": [-9.0, -8.0, -7.0],
                         "pareto_k_warning": [True, False, True]}, index=pd.Index([1, 2, 3], name="k"))

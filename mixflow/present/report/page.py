@@ -149,15 +149,22 @@ def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
 def _em_caveats(selection, preferred: dict) -> str:
     """What the EM criteria's preferences rest on: the K they skipped, and a preferred K whose fit did not converge.
 
-    ``"; K = 2, 3 skipped by the EM criteria (degenerate or spurious fits)"``, ``"; the EM fit at K = 3 did not
+    ``"; K = 2, 3 skipped by the EM criteria (degenerate or spurious fits)"``, ``"; K = 2 skipped by the held-out
+    log-likelihood (a cross-validation fold's fit degenerate or spurious)"``, ``"; the EM fit at K = 3 did not
     converge"``: said where the preferences are, not only in the diagnostics.
     """
-    text = ""
+    text, skipped = "", []
     if "skipped" in selection:
         skipped = [int(k) for k, why in selection["skipped"].items() if isinstance(why, str) and why]
         if skipped:
             text += (f"; K = {', '.join(map(str, skipped))} skipped by the EM criteria (degenerate or spurious "
                      "fits)")
+    if "cv_flagged_folds" in selection and "cv_log_likelihood" in preferred:  # skipped by the held-out one alone
+        folds = [int(k) for k, flagged in selection["cv_flagged_folds"].items()
+                 if pd.notna(flagged) and flagged > 0 and int(k) not in skipped]
+        if folds:
+            text += (f"; K = {', '.join(map(str, folds))} skipped by the held-out log-likelihood (a cross-validation "
+                     "fold's fit degenerate or spurious)")
     if "converged" in selection:
         ks = sorted({int(k) for c, k in preferred.items() if c != "elpd_loo" and int(k) in selection.index})
         unconverged = [k for k in ks if pd.notna(selection.loc[k, "converged"]) and not bool(
