@@ -35,6 +35,8 @@ def test_quiet_prints_nothing_but_logs_everything(tmp_path, capsys):
     with console.capturing():
         warnings.warn("something", UserWarning, stacklevel=1)
     assert capsys.readouterr().err == ""
+    console("wrote 4 files (1 warning while running)", always=True)  # the run's last line: what it saw, counted
+    assert capsys.readouterr().err.endswith("] wrote 4 files (1 warning while running)\n")
     assert "fitting K=2" in (tmp_path / "run.log").read_text()
     assert "UserWarning: something" in (tmp_path / "run.log").read_text()
 

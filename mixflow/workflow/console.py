@@ -39,33 +39,35 @@ class Console:
     Parameters
     ----------
     quiet : bool
-        Nothing on stderr; the log file still receives everything.
+        Nothing on stderr but the lines said ``always`` (the run's last, with its counts of warnings and problems);
+        the log file still receives everything.
     log : pathlib.Path, optional
         The log file, started afresh.
     """
 
     def __init__(self, quiet: bool, log: Path | None = None):
         self.quiet, self.start, self.log = quiet, time.perf_counter(), log
+        self.broken = False  # stderr's reader has gone
         self.stage, self.recorded = "", []
         self.log_error = None  # the OSError that stopped the log (a full disk): raised once, then the log is off
         self.findings = []  # the diagnostics said, (level, text), level "bad" or "warn" (see finding)
         if log is not None:
             log.write_text("", encoding="utf-8")
 
-    def __call__(self, message: str, detail: str = "") -> None:
-        """Print one progress line (and log it, with ``detail`` below it in the log only).
+    def __call__(self, message: str, detail: str = "", always: bool = False) -> None:
+        """Print one progress line (and log it, with ``detail`` below it in the log only); ``always``, even if quiet.
 
         A SIGTERM that a library swallowed stops the run here, at the stage's end (:func:`stop_if_terminated`).
         """
-        self._emit(f"[{time.perf_counter() - self.start:7.1f}s] {message}", detail)
+        self._emit(f"[{time.perf_counter() - self.start:7.1f}s] {message}", detail, always)
         stop_if_terminated()
 
-    def _emit(self, line: str, detail: str = "") -> None:
-        if not self.quiet:
+    def _emit(self, line: str, detail: str = "", always: bool = False) -> None:
+        if not self.quiet or always and not self.broken:
             try:
                 print(line, file=sys.stderr, flush=True)
             except BrokenPipeError:  # its reader stopped early (`2>&1 | head -1`): the run goes on, into the log
-                self.quiet = True
+                self.quiet = self.broken = True
                 with contextlib.suppress(OSError, ValueError):  # later writes (a library's) go nowhere, unfailing
                     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
         self._log(line + "\n" + detail)

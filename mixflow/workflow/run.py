@@ -182,8 +182,9 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
         ``[data] labels`` names a column, the container keeps it in ``/reference_labels`` and
         ``<model>-agreement-with-<column>.csv`` holds each method's adjusted Rand index against it.
     quiet : bool
-        Silence the progress messages and warnings on stderr (``run.log`` still receives them). The
-        samplers' own progress bars are off unless a method's options set ``progressbar``.
+        Silence the progress messages and warnings on stderr (``run.log`` still receives them) but the last line,
+        which counts the warnings and the diagnostics' problems. The samplers' own progress bars are off unless a
+        method's options set ``progressbar``.
 
     Returns
     -------
@@ -289,7 +290,7 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
             _remove_attempts(out, earlier, progress)
             warned = counted(len(progress.recorded), "warning")
             progress(f"wrote {counted(len(written) + 1, 'file')} to {out} ({warned} while running"
-                     f"{progress.findings_text()}; see {log.name})")
+                     f"{progress.findings_text()}; see {log.name})", always=True)  # also when quiet: what it saw
             os.replace(working, log)
     except KeyboardInterrupt as interrupt:
         if working.exists():
