@@ -24,7 +24,7 @@ from functools import cache
 
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["active_client", "available_cores", "default_jobs", "one_blas_thread", "parallel_map"]
+__all__ = ["active_client", "available_cores", "default_jobs", "one_blas_thread", "parallel_map", "parallel_results"]
 
 # The fork server imports these once, so each worker forked from it starts with them loaded.
 # Ctrl-C's handler first (mixflow.worker_signals), before the imports it may interrupt.
@@ -81,21 +81,34 @@ def parallel_map(function, tasks: list[tuple], n_jobs: int) -> list:
     it runs do not start threads of their own. With an active ``dask.distributed`` client
     (:func:`active_client`) and ``n_jobs > 1`` the tasks run on its workers instead.
     """
+    return list(parallel_results(function, tasks, n_jobs))
+
+
+def parallel_results(function, tasks: list[tuple], n_jobs: int):
+    """:func:`parallel_map` as a generator: each result in task order as soon as it and those before it are done.
+
+    So a caller can say each one's progress while the later tasks still run. Closing the generator early (or an
+    interrupt while it waits) stops the pool as an error does.
+    """
     if n_jobs == 1 or len(tasks) <= 1:
-        return [function(*task) for task in tasks]
+        for task in tasks:
+            yield function(*task)
+        return
     client = active_client()
     if client is not None:  # independent tasks on the cluster, results in task order
-        return client.gather(client.map(function, *zip(*tasks, strict=True), pure=False))
+        for future in client.map(function, *zip(*tasks, strict=True), pure=False):
+            yield future.result()
+        return
     pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=_context(), initializer=_mark_worker)
     try:
         with _without_main_script():  # the workers start as the tasks are submitted
             futures = [pool.submit(function, *task) for task in tasks]
-        results = [future.result() for future in futures]
+        for future in futures:
+            yield future.result()
     except BaseException:
         _stop(pool)
         raise
     pool.shutdown()
-    return results
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

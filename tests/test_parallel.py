@@ -87,6 +87,26 @@ def test_an_unguarded_script_runs_a_parallel_bootstrap_once(tmp_path):
     assert marker.read_text() == "ran\n"
 
 
+def _first_at_once_then_wait_for_go(folder, index):
+    """Task 0 returns at once; task 1 waits for the caller's "go", written once task 0's result reached it."""
+    import time
+
+    deadline = time.monotonic() + 300
+    while index and not Path(folder, "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return index if not index or Path(folder, "go").exists() else "never told to go"
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_results_come_in_task_order_as_soon_as_each_is_done(tmp_path, n_jobs):
+    # the choice of K says each K's fit as it ends, not all of them once the last K is done
+    results = parallel.parallel_results(_first_at_once_then_wait_for_go, [(str(tmp_path), i) for i in range(2)],
+                                        n_jobs)
+    assert next(results) == 0  # before task 1 ends: it waits for the "go" written only now
+    (tmp_path / "go").touch()
+    assert list(results) == [1]
+
+
 def _sigint_handler(_):
     import signal
 

@@ -33,7 +33,7 @@ from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.engines.stacking import stacking_weights
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, with_prior
-from mixflow.parallel import default_jobs, parallel_map
+from mixflow.parallel import default_jobs, parallel_results
 from mixflow.warnings import ConvergenceWarning, MixflowWarning, SamplingWarning
 from mixflow.wording import agreeing, counted, fixed_places, listed
 
@@ -612,7 +612,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         workers = 1 if chunked else min(int(n_jobs or default_jobs()), len(tasks))
         progress(f"{METHOD_NAMES[em_method]}: fitting K in {ks}" + (f" with {n_folds}-fold cross-validation"
                                                                      if n_folds else ""))
-        for k, (row, tree, messages) in zip(ks, parallel_map(_em_row, tasks, workers), strict=True):
+        for k, (row, tree, messages) in zip(ks, parallel_results(_em_row, tasks, workers), strict=True):
             rows[k], fits[(em_method, k)] = row, tree
             _warn_for(k, em_method, messages)
             progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {fixed_places(row['log_likelihood'], 4)}, "
