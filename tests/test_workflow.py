@@ -532,6 +532,8 @@ def test_a_run_with_nuts_and_advi_records_every_k_and_prints_one_result_line_per
     [methods.advi]
     variant = "fullrank"
     draws = 20
+    settle_tol = 0.05  # the defaults, which its not settling names
+    check_every = 50
 
     [output]
     figures = false

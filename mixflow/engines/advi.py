@@ -486,11 +486,11 @@ class _Fitter:
             average = check.final_average()
             if average is not None:
                 set_parameters(approx, average)
-            moved = check.changes[-1][1] if check.changes else float("nan")
-            warnings.warn(
-                f"ADVI did not settle in n={options['n']} iterations (q still moved by {moved:.3g} sd between "
-                f"windows, settle_tol={options['settle_tol']}); increase n, lower learning_rate, or loosen "
-                "settle_tol.", ConvergenceWarning, stacklevel=4)
+            seen = (f"q still moved by {check.changes[-1][1]:.3g} sd between windows, settle_tol="
+                    f"{options['settle_tol']}" if check.changes else
+                    f"too few to compare two windows of check_every={options['check_every']} iterations")
+            warnings.warn(f"ADVI did not settle in n={options['n']} iterations ({seen}); increase n, lower "
+                          "learning_rate, or loosen settle_tol.", ConvergenceWarning, stacklevel=4)
         elbo = -np.asarray(check.losses, dtype=float)
         window = elbo[-options["check_every"]:]
         return {"check": check, "elbo": elbo,

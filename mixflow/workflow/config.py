@@ -33,7 +33,7 @@ METHOD_OPTIONS = {
     "mcmc": {"draws": int, "tune": int, "chains": int, "sampler": str, "target_accept": float, "cores": int,
              "starts": str, "progressbar": bool, "extend": bool},
     "advi": {"variant": str, "n": int, "draws": int, "minibatch_size": int, "learning_rate": float, "starts": str,
-             "progressbar": bool},
+             "progressbar": bool, "settle_tol": float, "check_every": int},
     "bootstrap": {"n_replicates": int, "kind": str},
 }
 ACCELERATE_CHOICES = ("squarem", "none")  # [methods.em] accelerate: "none" is fit's accelerate=None
