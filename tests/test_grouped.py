@@ -1,6 +1,7 @@
 """Grouped (binned) data: exact grouped-data EM against scipy references, the midpoint approximation, crabs."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -146,6 +147,9 @@ def test_common_variance_and_map(crabs):
     assert prior["scale"] == [[1e-4]] and prior["dof"] == 3.0
     assert np.isfinite(tree["em"].attrs["log_posterior"])
     assert mixflow.model_from_json(model.to_json()) == model
+    # the shared variance is one number, labelled without an element index
+    assert re.search(r"\nvariance +\d", mixflow.summary(tree, kind="text")) and "variance[]" not in mixflow.summary(
+        tree, kind="text")
 
 
 def test_truncated_normal_helpers_against_scipy():

@@ -303,7 +303,7 @@ def element_columns(table_or_dataset) -> list[str]:
 
     Derived from the parameters' own dims, so any family's extra dims (``coefficient`` of a regression,
     ``feature``/``feature_`` of a Gaussian, ...) are kept: ``component``, the dims that are not standard
-    in the order the parameters first use them, then ``feature`` and ``feature_``.
+    in the order the parameters first use them, then ``feature`` and ``feature_`` where a parameter has them.
 
     Parameters
     ----------
@@ -314,13 +314,14 @@ def element_columns(table_or_dataset) -> list[str]:
     """
     if isinstance(table_or_dataset, pd.DataFrame):
         return list(table_or_dataset.attrs["element_columns"])
-    extra = []
+    extra, used = [], set()
     for name, da in table_or_dataset.data_vars.items():
         if name == "adjusted_rand_index":
             continue
+        used.update(da.dims)
         extra += [d for d in da.dims if d not in ("method", "statistic", "component", *_STANDARD_ELEMENT_DIMS,
                                                   *extra)]
-    return ["component", *extra, *_STANDARD_ELEMENT_DIMS]
+    return ["component", *extra, *(d for d in _STANDARD_ELEMENT_DIMS if d in used)]
 
 
 def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:

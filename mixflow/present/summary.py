@@ -370,7 +370,8 @@ def _estimates_text(table: pd.DataFrame, units: ParameterUnits) -> list[str]:
     def label(row) -> str:
         element = {c: row[c] for c in elements if not pd.isna(row[c])}
         unit = units(row["parameter"], element)
-        return f"{row['parameter']}[{', '.join(map(str, element.values()))}]" + (f" ({unit})" if unit else "")
+        index = f"[{', '.join(map(str, element.values()))}]" if element else ""  # a shared scalar has none
+        return f"{row['parameter']}{index}" + (f" ({unit})" if unit else "")
 
     labels = table.apply(label, axis=1)
     cells = [_cell(e, s) for e, s in zip(table["estimate"], table["sd"], strict=True)]
