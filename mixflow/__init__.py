@@ -29,8 +29,9 @@ _PUBLIC = {
     "present.plots.fit": ["plot_convergence", "plot_select_k"],
     "present.report.page": ["report"],
     "present.summary": ["describe", "summary"],
-    "warnings": ["ADVIDivergenceError", "ConstantFeatureWarning", "ConvergenceWarning", "DegenerateComponentWarning",
-                 "MixflowInternalWarning", "MixflowWarning", "PrecisionWarning", "SamplingWarning"],
+    "warnings": ["ADVIDivergenceError", "ConstantFeatureWarning", "ConvergenceWarning", "DeclarationWarning",
+                 "DegenerateComponentWarning", "MixflowInternalWarning", "MixflowWarning", "PrecisionWarning",
+                 "SamplingWarning"],
 }
 __all__ = sorted(name for names in _PUBLIC.values() for name in names)
 

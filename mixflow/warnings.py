@@ -4,6 +4,7 @@ __all__ = [
     "ADVIDivergenceError",
     "ConstantFeatureWarning",
     "ConvergenceWarning",
+    "DeclarationWarning",
     "DegenerateComponentWarning",
     "MixflowInternalWarning",
     "MixflowWarning",
@@ -30,6 +31,13 @@ class ConstantFeatureWarning(MixflowWarning):
 
 class PrecisionWarning(MixflowWarning):
     """Values of the data that float64, the type every fit computes in, cannot hold exactly."""
+
+
+class DeclarationWarning(MixflowWarning):
+    """The model's declaration does not meet the data as it was likely meant (an end limit that opens no class).
+
+    It is about the rows given: a cross-validation fold's fit, on fewer of them, does not say it again.
+    """
 
 
 class MixflowInternalWarning(MixflowWarning):

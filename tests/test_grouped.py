@@ -2,6 +2,7 @@
 
 import json
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -150,6 +151,30 @@ def test_common_variance_and_map(crabs):
     # the shared variance is one number, labelled without an element index
     assert re.search(r"\nvariance +\d", mixflow.summary(tree, kind="text")) and "variance[]" not in mixflow.summary(
         tree, kind="text")
+
+
+def test_a_fold_without_the_opened_class_does_not_say_the_limit_opens_none():
+    # a cross-validation fold that holds out the one count of the last class has no class for open_above to open;
+    # the fit on all rows has, and following the fold's advice (give 7.25) would open the wrong class
+    classes = pd.DataFrame({"lower": np.arange(5.0, 7.75, 0.25), "upper": np.arange(5.25, 8.0, 0.25)})
+    counts = np.array([23, 25, 14, 18, 14, 0, 71, 0, 1, 10, 1])
+    model = GroupedGaussianMixture(1, open_below=5.25, open_above=7.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mixflow.select_k(model, classes, ks=[1, 2], methods=("map",), weights=counts, random_seed=0, n_jobs=1)
+    assert not [w for w in caught if "opens no class" in str(w.message)]
+    with pytest.warns(mixflow.DeclarationWarning, match=r"^open_above: 7.5 opens no class"):  # the rows without it
+        mixflow.fit(model, classes.iloc[:-1], weights=counts[:-1], method="map", random_seed=0)
+
+
+def test_truncated_moments_of_a_class_trillions_of_sds_away_stay_finite():
+    # a collapsed component (sd 1e-16) and a class 7e15 of its sds below: alpha^2 and the log mass round by more than
+    # the ratios, which overflowed to NaN moments (a RuntimeWarning, and NaN sums despite a responsibility of 0)
+    alpha, beta = np.array([-7.64e15, 7.5e15, -3.0]), np.array([-7.53e15, 7.6e15, 2.0])
+    first, second = truncated_moments(alpha, beta, interval_log_probability(alpha, beta))
+    assert np.isfinite(first).all() and np.isfinite(second).all()
+    truncated = stats.truncnorm(-3.0, 2.0)
+    np.testing.assert_allclose([first[2], second[2]], [truncated.mean(), truncated.moment(2)], rtol=1e-12)
 
 
 def test_truncated_normal_helpers_against_scipy():

@@ -34,7 +34,7 @@ from mixflow.engines.stacking import stacking_weights
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, with_prior
 from mixflow.parallel import default_jobs, parallel_results
-from mixflow.warnings import ConvergenceWarning, MixflowWarning, SamplingWarning
+from mixflow.warnings import ConvergenceWarning, DeclarationWarning, MixflowWarning, SamplingWarning
 from mixflow.wording import agreeing, counted, fixed_places, listed
 
 __all__ = [
@@ -466,13 +466,16 @@ def _messages(caught, caught_folds=()) -> list[tuple[type, str]]:
 
     The fits of one K (the fit on all rows, ``caught``, and its cross-validation folds, ``caught_folds``)
     often warn alike; the first message of a category is kept, with the count of the others. A message
-    first raised by a fold's fit says so: the fit on all rows did not raise it.
+    first raised by a fold's fit says so: the fit on all rows did not raise it. A fold's
+    :class:`~mixflow.warnings.DeclarationWarning` (an end limit opening no class of its fewer rows) is not said.
     """
     first, counts = {}, {}
     for w in caught:
         first.setdefault(w.category, str(w.message))
         counts[w.category] = counts.get(w.category, 0) + 1
     for w in caught_folds:
+        if issubclass(w.category, DeclarationWarning):  # of the rows given: the fit on all rows says it if it holds
+            continue
         first.setdefault(w.category, f"a cross-validation fold's fit (not the fit on all rows): {_unkept(w.message)}")
         counts[w.category] = counts.get(w.category, 0) + 1
     return [(category, message + (f" (and {counted(counts[category] - 1, 'more such warning')} from this K's fits, "

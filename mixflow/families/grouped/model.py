@@ -37,7 +37,7 @@ from mixflow.families.gaussian import units as gu
 from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
 from mixflow.families.scaling import Standardisation, standardise
 from mixflow.units import unit_power, unit_shown
-from mixflow.warnings import MixflowWarning
+from mixflow.warnings import DeclarationWarning, MixflowWarning
 from mixflow.wording import agreeing, counted
 
 __all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
@@ -61,6 +61,11 @@ def interval_log_probability(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
         return log_high + np.log(-np.expm1(log_low - log_high))
 
 
+#: The largest end, in the component's sds, that :func:`truncated_moments` stands in for a lost moment with (its
+#: square stays finite)
+_FAR_END = 1e150
+
+
 def truncated_moments(alpha: np.ndarray, beta: np.ndarray, log_mass: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """E[U] and E[U^2] of a standard normal U truncated to [alpha, beta], given log(Phi(beta) - Phi(alpha)).
 
@@ -73,6 +78,13 @@ def truncated_moments(alpha: np.ndarray, beta: np.ndarray, log_mass: np.ndarray)
         first = ratio_low - ratio_high
         second = 1.0 + np.where(np.isfinite(alpha), alpha * ratio_low, 0.0) \
             - np.where(np.isfinite(beta), beta * ratio_high, 0.0)
+    lost = ~(np.isfinite(first) & np.isfinite(second))
+    if lost.any():
+        # a class thousands of trillions of sds from the component (a collapsed one): alpha^2 and log_mass round by
+        # more than the ratios' size, which overflow; there the truncated normal sits at the nearer end, and the
+        # class's responsibility for the component is 0 (a NaN moment would make its sums NaN all the same)
+        nearer = np.clip(np.where(alpha > 0, alpha, beta), -_FAR_END, _FAR_END)
+        first, second = np.where(lost, nearer, first), np.where(lost, nearer * nearer, second)
     return first, second
 
 
@@ -389,13 +401,15 @@ class GroupedGaussianMixture(MixtureModel):
                 warnings.warn(f"{key}: {limit:g} opens no class: every class's {'lower' if end == 'last' else 'upper'} "
                               f"limit is {'below' if end == 'last' else 'above'} it, so the classes are fitted as if "
                               f"{key} were not given; to open the {end} class (as mixdist does), give its "
-                              f"{'lower' if end == 'last' else 'upper'} limit, {own:g}", MixflowWarning, stacklevel=5)
+                              f"{'lower' if end == 'last' else 'upper'} limit, {own:g}", DeclarationWarning,
+                              stacklevel=5)
             if opened.size > 1:
                 own = opened[-1] if key == "open_above" else opened[0]
                 warnings.warn(f"{key}: {limit:g} opens {opened.size} classes of different limits "
                               f"{[float(v) for v in opened]}, each then reaching {'+' if end == 'last' else '-'}"
                               f"infinity over the others; to open only the {end} class (as mixdist does), give its "
-                              f"{'lower' if end == 'last' else 'upper'} limit, {own:g}", MixflowWarning, stacklevel=5)
+                              f"{'lower' if end == 'last' else 'upper'} limit, {own:g}", DeclarationWarning,
+                              stacklevel=5)
 
     def chunked_constants(self, moments, features) -> dict:
         """:meth:`prepare`'s constants from the moments of chunked data: those of the class midpoints.
