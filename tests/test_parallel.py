@@ -117,54 +117,13 @@ def test_workers_end_on_ctrl_c_by_the_default_action():
     assert parallel.parallel_map(_sigint_handler, [(0,), (1,)], n_jobs=2) == [True, True]
 
 
-_INTERRUPTED_POOL = """
-import sys, time
-from pathlib import Path
-from mixflow import parallel
-sys.path.insert(0, sys.argv[2])
-from test_parallel import _started_then_sleep
-try:
-    parallel.parallel_map(_started_then_sleep, [(sys.argv[1], i) for i in range(2)], n_jobs=2)
-except KeyboardInterrupt:
-    print("interrupted")
-"""
-
-
-def _started_then_sleep(folder, index):
-    import time
-    from pathlib import Path
-
-    Path(folder, f"started-{index}").touch()
-    time.sleep(120)
-
-
-def test_ctrl_c_to_the_process_group_prints_no_worker_traceback(tmp_path):
-    """A terminal's Ctrl-C reaches the workers too; they end without a KeyboardInterrupt traceback each, and the
-    main process, interrupted, stops the pool at once (without waiting for the tasks)."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    folder = os.path.dirname(__file__)
-    process = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_POOL, str(tmp_path), folder], start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert out.strip() == "interrupted", err
-    assert "Traceback" not in err, err
-
-
 _POOL_OF_SLEEPERS = """
 import sys
 from mixflow import parallel
 sys.path.insert(0, sys.argv[2])
 from test_parallel import _say_pid_then_sleep
 try:
-    parallel.parallel_map(_say_pid_then_sleep, [(sys.argv[1], i) for i in range(4)], n_jobs=2)
+    parallel.parallel_map(_say_pid_then_sleep, [(sys.argv[1], i) for i in range(int(sys.argv[3]))], n_jobs=2)
 except KeyboardInterrupt:
     print("interrupted")
 """
@@ -176,6 +135,36 @@ def _say_pid_then_sleep(folder, index):
 
     Path(folder, f"started-{index}").write_text(str(os.getpid()))
     time.sleep(600)
+
+
+def _pool_of_sleepers(folder: Path, tasks: int):
+    """A process running ``tasks`` ten-minute tasks on two workers, once both workers have started: it, their pids."""
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-c", _POOL_OF_SLEEPERS, str(folder), os.path.dirname(__file__),
+                                str(tasks)], start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    def pids():  # a file is created empty and then written: only those written count
+        return [int(text) for text in (path.read_text() for path in folder.glob("started-*")) if text]
+
+    deadline = time.monotonic() + 120
+    while len(pids()) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    return process, pids()
+
+
+def test_ctrl_c_to_the_process_group_prints_no_worker_traceback(tmp_path):
+    """A terminal's Ctrl-C reaches the workers too; they end without a KeyboardInterrupt traceback each, and the
+    main process, interrupted, stops the pool at once (without waiting for the tasks)."""
+    import signal
+
+    process, _ = _pool_of_sleepers(tmp_path, 2)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert out.strip() == "interrupted", err
+    assert "Traceback" not in err, err
 
 
 def _running(pid: int) -> bool:
@@ -191,17 +180,9 @@ def test_an_interrupt_to_the_main_process_alone_stops_the_workers_and_their_queu
     """kill, a batch scheduler or a supervisor signal the main process only: the pool's own exit would wait for
     every queued task (here four of ten minutes each on two workers); the workers are terminated instead."""
     import signal
-    import subprocess
-    import sys
     import time
 
-    folder = os.path.dirname(__file__)
-    process = subprocess.Popen([sys.executable, "-c", _POOL_OF_SLEEPERS, str(tmp_path), folder],
-                               start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    workers = [int(path.read_text()) for path in tmp_path.glob("started-*")]
+    process, workers = _pool_of_sleepers(tmp_path, 4)
     assert len(workers) == 2
     os.kill(process.pid, signal.SIGINT)
     try:
