@@ -117,7 +117,11 @@ def test_empty_cells_of_the_fitted_columns_are_named_by_data_row_from_one(tmp_pa
     # infinite one (the file's "inf") alike
     empty = "a,b,note\n" + "".join(f"{i},{i % 3 if i not in (2, 9) else ''},\n" for i in range(12))
     infinite = "a,b\n" + "".join(f"{i},{i % 3 if i != 7 else '-inf'}\n" for i in range(12))
+    coded = "a,b\n" + "".join(f"{i},{i % 3 if i not in (0, 5) else 'NA?'}\n" for i in range(12))  # listed: no slip rule
     for text, refusal in (
+            (coded, r"\[data\] columns: expected a number in every cell of the fitted columns, got text \(first: "
+                    r"'NA\?'\) in 2 data rows: 1 \('b'\), 6 \('b'\) \(rows counted from 1 after the header\); "
+                    r"correct those cells, or leave the column out$"),
             (empty, r"\[data\] columns: expected a number in every cell of the fitted columns, got empty or NaN cells "
                     r"in 2 data rows: 3 \('b'\), 10 \('b'\) \(rows counted from 1 after the header\); fill or remove "
                     r"those rows, or leave the column out$"),

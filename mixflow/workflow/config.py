@@ -250,6 +250,8 @@ def _read_data(table: dict, base: Path, loc: _Locator):
     _expect(columns, list, "[data] columns", "columns", loc, "data")
     _check_columns(columns, frame, loc)
     with loc.collecting():
+        _check_text_cells(frame, columns, loc)
+    with loc.collecting():
         _check_missing_cells(frame, columns, loc)
     units = dict(frame.attrs.get("units", {}))
     if "units" in table:
@@ -345,6 +347,23 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
                         f"{list(frame.columns)} holds numbers: list the columns to fit, or check the file's separator",
                         "columns", "data")
     return numeric if head else [c for c in numeric if frame[c].notna().any()]
+
+
+def _check_text_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> None:
+    """Cells of a fitted column that are not numbers ("NA?"), said by data row as the file counts them (from 1).
+
+    A column of True/False is left to the data's own check, which says what it is.
+    """
+    text = np.zeros((len(frame), len(columns)), dtype=bool)
+    for j, column in enumerate(columns):
+        values = frame[column]
+        if is_text(values) and not pd.api.types.is_bool_dtype(values):
+            text[:, j] = (values.notna() & pd.to_numeric(values.astype(object), errors="coerce").isna()).to_numpy()
+    if text.any():
+        row, j = np.argwhere(text)[0]
+        raise loc.error("[data] columns", f"expected a number in every cell of the fitted columns, got text (first: "
+                        f"{frame[columns[j]].iloc[row]!r}) in {_cells_by_row(text, columns)}; correct those cells, "
+                        "or leave the column out", "columns", "data")
 
 
 def _check_missing_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> None:
