@@ -15,6 +15,7 @@ what to do, and one of these exit statuses:
 import argparse
 import contextlib
 import errno
+import glob
 import math
 import os
 import re
@@ -210,7 +211,24 @@ def _report(args) -> int:
     except OSError as error:  # the tree is in memory: an OS error here is about --out
         raise InputError(f"--out: {_os_error(error).removeprefix('path: ')}") from None
     _say(f"wrote {written}")
+    if selection is None:
+        beside = _choice_of_k_beside(results)
+        if beside is not None:
+            _say(f"(not included: the choice of K beside it, {beside}; --selection {beside} includes its criteria and "
+                 "findings)")
     return 0
+
+
+def _choice_of_k_beside(results: Path) -> Path | None:
+    """The choice-of-K table 'mixflow run' wrote beside a results file of its model, if there is one.
+
+    A run writes ``<model>-k<K>.nc`` and ``<model>-k<first>-<last>-choice-of-k.csv``.
+    """
+    match = re.fullmatch(r"(.+)-k\d+", results.stem)
+    if match is None:
+        return None
+    tables = sorted(results.parent.glob(f"{glob.escape(match.group(1))}-k*-choice-of-k.csv"))
+    return tables[0] if len(tables) == 1 else None
 
 
 #: How an OS error writing the standard output (a full disk under a redirection) names it.

@@ -180,6 +180,11 @@ def test_report_with_a_choice_of_k_table_and_an_explicit_path(galaxies_run, tmp_
     best = int(pd.read_csv(selection, index_col="k")["bic"].idxmin())
     assert re.search(rf"BIC[^.;]* prefers? K = {best}", page)  # the criteria, read back from the CSV
     assert "Agreement with" not in page  # no reference labels in this run
+    assert "(not included" not in capsys.readouterr().out
+    # without --selection, the table beside the results is named: its findings are not in the page
+    assert main(["report", str(_container(written)), "--out", str(tmp_path / "alone.html")]) == 0
+    assert f"(not included: the choice of K beside it, {selection}; --selection {selection} includes" in \
+        capsys.readouterr().out
 
 
 def test_report_refuses_a_choice_of_k_table_of_another_model_or_data_set(galaxies_run, iris_run, tmp_path, capsys):
