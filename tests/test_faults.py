@@ -371,6 +371,18 @@ def test_figures_written_before_the_disk_filled_are_said_to_be_kept(tmp_path, wo
     assert str(first) in line and _leftovers(tmp_path / "out" / "figures") == []
 
 
+def test_a_rerun_that_fills_the_disk_names_the_file_where_it_was_to_go(tmp_path, workflow_file, capsys,
+                                                                          monkeypatch):
+    # a rerun writes into a staging folder beside the earlier run's files, which its failure moves to run-failed/:
+    # the error named the staging path, gone by the time it was read
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("the analyst's")  # an existing directory: the run stages its files
+    status, line = _run_with_the_disk_full_at_figure(1, tmp_path, workflow_file, capsys, monkeypatch)
+    assert status == 2
+    assert f"'{tmp_path / 'out' / 'figures' / 'gaussian-full-k2-data.png'}': No space left on device" in line
+    assert ".mixflow-run" not in line.split(": No space left")[0]
+
+
 def test_a_rerun_sets_aside_what_an_earlier_run_wrote_and_it_did_not(tmp_path, workflow_file, capsys):
     # they were removed: a K=3 fit's NUTS draws, say, gone with a rerun at K=2
     out = tmp_path / "out"

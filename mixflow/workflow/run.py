@@ -250,6 +250,9 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
         # mid-run, a full disk, a fault of mixflow's own: the files written so far stay, and are said, with the log
         interrupted = isinstance(error, KeyboardInterrupt)
         how = "interrupted" if interrupted else "failed"
+        if isinstance(error, OSError) and staging is not None and error.filename is not None \
+                and staging in Path(error.filename).parents:  # named where it was to go: the staging folder goes
+            error.filename = str(out / Path(error.filename).relative_to(staging))
         if interrupted:
             progress("terminated (SIGTERM)" if is_termination(error) else "interrupted")
         elif isinstance(error, InputError | OSError | ADVIDivergenceError):  # said in full, no fault of mixflow's
