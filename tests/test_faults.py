@@ -1125,7 +1125,7 @@ def test_weights_that_count_no_observation_are_said_of_the_weights_not_of_n_comp
                                       r"it\)$"),
     (b"PK\x03\x04\x14\x00", r"^6: \[data\] path: expected a CSV file, got .*, which is a ZIP archive \(a spreadsheet"),
     # compressed: pandas reads them by their name's ending, the checks here as text (a UnicodeDecodeError, status 1)
-    (__import__("gzip").compress(b"x,w\n1,2\n"), r"^6: \[data\] path: expected a CSV file, got .*, which is "
+    (__import__("gzip").compress(b"x,w\n1,2\n", mtime=0), r"^6: \[data\] path: expected a CSV file, got .*, which is "
                                                  r"gzip-compressed: decompress it first \(gunzip\)$"),
     (__import__("bz2").compress(b"x,w\n1,2\n"), r"which is bzip2-compressed: decompress it first \(bunzip2\)$"),
     (__import__("lzma").compress(b"x,w\n1,2\n"), r"which is xz-compressed: decompress it first \(unxz\)$"),
