@@ -341,7 +341,8 @@ def main(argv=None) -> int:
         with terminating_as_interrupt() as terminated:
             status = args.handler(args)
         with _on_standard_output():  # what is still buffered: its error is this command's
-            sys.stdout.flush()
+            if sys.stdout is not None:  # None when started with the standard output closed (>&-): nothing said
+                sys.stdout.flush()
         return status
     except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

@@ -156,6 +156,13 @@ def test_a_stdout_that_breaks_mid_output_ends_the_command_quietly(iris_run, monk
         closed.sink.close()
 
 
+def test_a_command_started_with_its_standard_output_closed_succeeds(iris_run, monkeypatch):
+    # `mixflow run wf.toml >&-`: Python starts with sys.stdout None; the final flush was an internal error (status 1)
+    _, written = iris_run
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["show", str(_container(written))]) == 0
+
+
 def test_report_rebuilds_next_to_the_container_with_the_workflow_title(iris_run, capsys):
     _, written = iris_run
     container = _container(written)
