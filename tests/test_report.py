@@ -460,7 +460,10 @@ def test_an_r_hat_above_the_threshold_is_never_printed_as_the_threshold():
     assert [format_rhat(v) for v in (1.0104, 1.01, 1.0, 1.05, 1.0100004, 1.01000004)] == [
         "1.0104", "1.010", "1.000", "1.050", "1.010001", "1.010001"]
     selection = pd.DataFrame({"max_rhat": [1.0104]}, index=pd.Index([2], name="k"))
-    assert selection_findings(selection) == [("warn", "Choice of K, K=2, NUTS: max R-hat 1.0104 > 1.01.")]
+    # a problem, as the fit's own R-hat above 1.01 is (a warning where only its ESS or Pareto k is low)
+    assert selection_findings(selection) == [("bad", "Choice of K, K=2, NUTS: max R-hat 1.0104 > 1.01.")]
+    selection = pd.DataFrame({"low_ess_bulk": [True], "min_ess_bulk": [150.0]}, index=pd.Index([2], name="k"))
+    assert [level for level, _ in selection_findings(selection)] == ["warn"]
 
 
 def test_label_agreement_is_worded_by_its_size():

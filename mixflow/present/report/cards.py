@@ -379,19 +379,21 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
             em.append("has a spurious component (a few points close together or near a subspace)")
         if em:
             findings.append(("bad", f"Choice of K, K={k}, EM: {' and '.join(em)}; its criteria are unreliable."))
-        nuts = []
+        nuts, bad = [], False  # graded as the fit's own: R-hat and divergences problems, ESS and Pareto k warnings
         if pd.notna(row.get("max_rhat", np.nan)) and row["max_rhat"] > 1.01:
             nuts.append(f"max R-hat {format_rhat(row['max_rhat'])} > {RHAT_MAX}")
+            bad = True
         for column, label in (("min_ess_bulk", "bulk"), ("min_ess_tail", "tail")):
             if low_ess(row, label):  # the ESS is the chains' total; the bound is per chain
                 nuts.append(f"low {label} ESS (min {format_ess(row[column])} over its chains, under "
                             f"{ESS_PER_CHAIN_MIN} per chain)")
         if pd.notna(row.get("divergences", np.nan)) and row["divergences"] > 0:
             nuts.append(counted(int(row["divergences"]), "divergent transition"))
+            bad = True
         if pd.notna(row.get("pareto_k_warning", np.nan)) and bool(row["pareto_k_warning"]):
             nuts.append("high Pareto k (PSIS-LOO unreliable)")
         if nuts:
-            findings.append(("warn", f"Choice of K, K={k}, NUTS: {'; '.join(nuts)}."))
+            findings.append(("bad" if bad else "warn", f"Choice of K, K={k}, NUTS: {'; '.join(nuts)}."))
     return findings
 
 
