@@ -1041,14 +1041,14 @@ def _workflow_errors(tmp_path, text: str, monkeypatch, csv: bytes | None = None)
      r"got 'optima'$"),
     ("n_components = 2", "n_components = {from = 1.5, to = 3}",
      r"^10: \[\[models\]\] #1 n_components: expected {from = a, to = b} with integers a <= b, got {'from': 1.5"),
-    ("[methods.em]\nn_init = 1", "[methods]\nem = 3", r"^13: \[methods.em\]: expected a table, got int 3$"),
+    ("[methods.em]\nn_init = 1", "[methods]\nem = 3", r"^13: \[methods.em\]: expected a table, got an integer 3$"),
     ("figures = false", "figures = false\ncontainer = false\ntable = false",
      r"^15: \[output\]: expected at least one of container, figures, report, table to be true, got every one false "
      r"with no choice of K: the run would fit every model and write nothing but its log and workflow.json$"),
     ("[[models]]\nn_components = 2", "[models]\nn_components = 2",
      r"^9: \[\[models\]\]: expected at least one \[\[models\]\] table, got {'n_components': 2}$"),
-    ("figures = false", 'figures = "no"', r"^16: \[output\] figures: expected true or false, got str 'no'$"),
-    ('seed = 1', 'seed = 1\ntitle = 3', r"^4: title: expected str, got int 3$"),
+    ("figures = false", 'figures = "no"', r"^16: \[output\] figures: expected true or false, got a string \"no\"$"),
+    ('seed = 1', 'seed = 1\ntitle = 3', r"^4: title: expected a string, got an integer 3$"),
 ])
 def test_workflow_errors_name_file_line_and_key(tmp_path, monkeypatch, old, new, message):
     assert old in SMALL
@@ -1066,7 +1066,7 @@ def test_models_that_are_not_tables(tmp_path, monkeypatch):
 
 def test_output_that_is_not_a_table(tmp_path, monkeypatch):
     text = SMALL.replace("[output]\nfigures = false\nreport = false", "").replace("seed = 1", "seed = 1\noutput = 3")
-    assert _workflow_errors(tmp_path, text, monkeypatch) == ["4: [output]: expected a table, got int 3"]
+    assert _workflow_errors(tmp_path, text, monkeypatch) == ["4: [output]: expected a table, got an integer 3"]
 
 
 def test_every_error_is_reported_at_once_in_file_order(tmp_path, monkeypatch):

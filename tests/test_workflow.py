@@ -240,7 +240,8 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"flow.toml:10: \[\[models\]\] #1 n_components: expected \{from = a, to = b\} with a <= b, got from=4 > to=1$"),
     (("dataset = \"galaxies\"", "dataset = \"galaxies\"\ncolumns = []"),
      r"flow.toml:7: \[data\] columns: expected at least one column of the data \['velocity'\], got an empty list$"),
-    (("n_init = 2", "n_init = \"two\""), r"flow.toml:15: \[methods.em\] n_init: expected int, got str 'two'"),
+    (("n_init = 2", "n_init = \"two\""),
+     r"flow.toml:15: \[methods.em\] n_init: expected an integer, got a string \"two\""),
     (("n_init = 2", "n_inits = 2"), r"flow.toml:15: \[methods.em\]: unknown key \['n_inits'\]"),
     (("[methods.em]", "[methods.gibbs]"), r"flow.toml:13: \[methods\]: unknown method \['gibbs'\]"),
     (("seed = 7", "seed = -7"), r"flow.toml:3: seed: expected a non-negative integer below 2\*\*63, got -7"),
@@ -261,7 +262,7 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"flow.toml:13: top level: unknown key \['selcet'\]"),
     (("dataset = \"galaxies\"", "path = \"missing.csv\""), r"flow.toml:6: \[data\] path: expected an existing CSV"),
     (("dataset = \"galaxies\"", "dataset = \"galaxies\"\nunits = \"km/s\""),
-     r"flow.toml:7: \[data\] units: expected a table of column = \"unit\" .* got str 'km/s'"),
+     r"flow.toml:7: \[data\] units: expected a table of column = \"unit\" .* got a string \"km/s\""),
     (("dataset = \"galaxies\"", "dataset = \"galaxies\"\nunits = {speed = \"km/s\"}"),
      r"flow.toml:7: \[data\] units: expected units of the data's columns \['velocity'\], got a unit for "
      r"\['speed'\]"),
@@ -276,12 +277,12 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"flow.toml:14: \[select\]: unknown key \['fits'\]"),
     (("[methods.em]", "[select]\nn_folds = 1\n\n[methods.em]"),
      r"flow.toml:14: \[select\] n_folds: expected an integer >= 2 \(folds of the held-out log-likelihood\) or "
-     r"false \(none\), got int 1"),
+     r"false \(none\), got an integer 1"),
     (("[methods.em]", "[select]\nfit = \"everything\"\nn_folds = 1\n\n[methods.em]"),  # both keys' errors at once
      r"flow.toml:14: \[select\] fit: expected one of .* got 'everything'\n.*"
      r"flow.toml:15: \[select\] n_folds: expected an integer >= 2"),
     (("[methods.em]", "[select]\nn_folds = true\n\n[methods.em]"),
-     r"flow.toml:14: \[select\] n_folds: expected an integer >= 2 .* got bool True"),
+     r"flow.toml:14: \[select\] n_folds: expected an integer >= 2 .* got a boolean true"),
     # a second model whose files would overwrite the first's (the same family, tag and K; another prior)
     (("[methods.em]", "[[models]]\nfamily = \"gaussian\"\nn_components = 2\nprior = {shrinkage = 5.0}\n\n"
       "[methods.em]"),
@@ -680,14 +681,14 @@ def test_the_samplers_progress_bars_can_be_asked_for_as_the_readme_says(tmp_path
                          "[methods.em]")
     workflow = read_workflow(write(tmp_path, text))
     assert workflow.methods["mcmc"]["progressbar"] is True and workflow.methods["advi"]["progressbar"] is True
-    with pytest.raises(WorkflowError, match=r"progressbar: expected true or false, got str .yes."):
+    with pytest.raises(WorkflowError, match=r"progressbar: expected true or false, got a string .yes."):
         read_workflow(write(tmp_path, text.replace("progressbar = true", 'progressbar = "yes"', 1), "bad.toml"))
 
 
 def test_nuts_sampling_again_where_chains_cross_can_be_turned_off_as_the_readme_says(tmp_path):
     text = SMALL.replace("[methods.em]", "[methods.mcmc]\nextend = false\n\n[methods.em]")
     assert read_workflow(write(tmp_path, text)).methods["mcmc"]["extend"] is False
-    with pytest.raises(WorkflowError, match=r"\[methods.mcmc\] extend: expected true or false, got str 'no'"):
+    with pytest.raises(WorkflowError, match=r"\[methods.mcmc\] extend: expected true or false, got a string \"no\""):
         read_workflow(write(tmp_path, text.replace("extend = false", 'extend = "no"'), "bad.toml"))
 
 

@@ -191,9 +191,35 @@ def _expect(value, kind, where, key, loc, section=None, occurrence=0):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        name = {bool: "true or false", dict: "a table", list: "an array"}.get(kind, kind.__name__)
-        raise loc.error(where, f"expected {name}, got {type(value).__name__} {value!r}", key, section, occurrence)
+        name = {bool: "true or false", dict: "a table", list: "an array"}.get(kind) or _toml_kind(kind)
+        raise loc.error(where, f"expected {name}, got {_toml_value(value)}", key, section, occurrence)
     return value
+
+
+#: The TOML words for the Python types a workflow's values arrive as
+_TOML_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a table",
+               list: "an array"}
+
+
+def _toml_kind(kind: type) -> str:
+    return _TOML_KINDS.get(kind, kind.__name__)
+
+
+def _toml_value(value) -> str:
+    """A value read from TOML, said as TOML writes it, with its kind: ``a string "two"``, ``a table {from = 0}``."""
+    return f"{_toml_kind(type(value))} {_toml_text(value)}"
+
+
+def _toml_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {_toml_text(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_text(item) for item in value) + "]"
+    return repr(value)
 
 
 def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None, occurrence=0):
@@ -412,7 +438,7 @@ def _read_units(units, frame: pd.DataFrame, loc: _Locator) -> dict:
     where = "[data] units"
     if not isinstance(units, dict):
         raise loc.error(where, f"expected a table of column = \"unit\" (e.g. units = {{ waiting = \"min\" }}), got "
-                        f"{type(units).__name__} {units!r}", "units", "data")
+                        f"{_toml_value(units)}", "units", "data")
     try:
         return check_units(units, frame.columns, name=where)
     except InputError as error:
@@ -774,7 +800,7 @@ def _read_select(select, loc: _Locator) -> dict:
     n_folds = select.get("n_folds", _DEFAULT_FOLDS)
     if n_folds is not False and (isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2):
         raise loc.error("[select] n_folds", "expected an integer >= 2 (folds of the held-out log-likelihood) or false "
-                        f"(none), got {type(n_folds).__name__} {n_folds!r}", "n_folds", "select")
+                        f"(none), got {_toml_value(n_folds)}", "n_folds", "select")
     return {"fit": fit, "n_folds": None if n_folds is False else n_folds}
 
 
