@@ -216,6 +216,24 @@ def test_the_log_probability_of_huge_counts_keeps_its_digits():
         ).tolist() == [0.0, -np.inf]  # a zero rate: zeros certain, any other count impossible
 
 
+def test_the_pymc_log_density_keeps_a_finite_gradient_for_a_rate_far_below_the_counts():
+    # (rate - y) / y rounds to -1 for a rate below 1e-16 of a count: log1p(-1) = -inf, and the mixture's gradient
+    # NaN (a zero weight times an infinite slope), where a sampler's or ADVI's draw strays to a tiny rate
+    from mixflow.data import Data
+    from mixflow.families.poisson.pymc import build_model
+
+    counts = np.r_[np.zeros(5), np.full(5, 3.0), np.full(5, 2e6)][:, None]
+    data = Data(values=counts, features=np.array(["y"]), obs=np.arange(15), weights=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model(PoissonMixture(2), data)
+        logp, dlogp = model.compile_logp(), model.compile_dlogp()
+    point = model.initial_point()
+    for log_rate in (-25.0, -40.0):
+        point["rate_log__"] = np.array([np.log(2e6), log_rate])
+        assert np.isfinite(logp(point)) and np.isfinite(dlogp(point)).all()
+
+
 def test_a_fit_to_counts_near_1e15_reports_their_log_likelihood():
     rng = np.random.default_rng(1)
     counts = np.r_[rng.poisson(1e15, 50), rng.poisson(1e15 + 8 * np.sqrt(1e15), 50)]

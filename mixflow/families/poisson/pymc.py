@@ -66,10 +66,16 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
         (counts, saturated), row_weights, factor = data_rows(arrays, prepared.weights, minibatch_size)
         # the saturated term less half the unit deviance, as the EM's log_density (mixflow.families.poisson.model)
         # without its series near the count: log1p's rounding there is about 1e-16 of |rate - count| per row,
-        # where y log(rate) - rate - log(y!) loses about 1e-16 of y log y (every digit for counts near 1e15)
+        # where y log(rate) - rate - log(y!) loses about 1e-16 of y log y (every digit for counts near 1e15); away
+        # from the count log(rate / y), since (rate - y) / y rounds to -1 for a rate below 1e-16 of the count (log1p
+        # -inf, a NaN gradient), and log1p's argument is held at 0 there so that its branch's gradient stays finite
         counts = counts[:, None]
+        floored = pt.maximum(counts, 1.0)
         difference = rate[None, :] - counts
-        log_density = counts * pt.log1p(difference / pt.maximum(counts, 1.0)) - difference + saturated[:, None]
+        relative = difference / floored
+        near = pt.abs(relative) <= 0.5
+        ratio_log = pt.switch(near, pt.log1p(pt.switch(near, relative, 0.0)), pt.log(rate[None, :] / floored))
+        log_density = counts * ratio_log - difference + saturated[:, None]
         mixture_potential(weights, log_density, row_weights, factor)
     return pymc_model
 
