@@ -14,11 +14,13 @@
 
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import threading
+import time
 import types
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from functools import cache
 
@@ -87,8 +89,9 @@ def parallel_map(function, tasks: list[tuple], n_jobs: int) -> list:
 def parallel_results(function, tasks: list[tuple], n_jobs: int):
     """:func:`parallel_map` as a generator: each result in task order as soon as it and those before it are done.
 
-    So a caller can say each one's progress while the later tasks still run. Closing the generator early (or an
-    interrupt while it waits) stops the pool as an error does.
+    So a caller can say each one's progress while the later tasks still run. A task's error is raised as soon as it
+    comes, before the results of the tasks ahead of it, and stops the pool; closing the generator early (or an
+    interrupt while it waits) stops it too.
     """
     if n_jobs == 1 or len(tasks) <= 1:
         for task in tasks:
@@ -99,11 +102,17 @@ def parallel_results(function, tasks: list[tuple], n_jobs: int):
         for future in client.map(function, *zip(*tasks, strict=True), pure=False):
             yield future.result()
         return
-    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=_context(), initializer=_mark_worker)
+    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=_context(), initializer=_mark_worker,
+                               initargs=(os.getpid(),))
     try:
         with _without_main_script():  # the workers start as the tasks are submitted
             futures = [pool.submit(function, *task) for task in tasks]
+        pending = set(futures)
         for future in futures:
+            while not future.done():  # any task's error ends the wait, not only this one's
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for failed in (other for other in done if other.exception() is not None):
+                    failed.result()
             yield future.result()
     except BaseException:
         _stop(pool)
@@ -162,12 +171,43 @@ def one_blas_thread():
         yield
 
 
-def _mark_worker() -> None:
-    """The pool's initializer: a worker uses one core, and ends quietly on Ctrl-C (see mixflow.worker_signals)."""
+def _mark_worker(main: int) -> None:
+    """The pool's initializer: a worker uses one core, ends quietly on Ctrl-C, and ends when ``main`` ends.
+
+    Ctrl-C: see mixflow.worker_signals. A main process killed outright (SIGKILL, the out-of-memory killer, a
+    notebook's kernel restarted) stops no pool: its workers, children of the fork server, would run the tasks queued
+    for them and then wait forever for more. A thread of each worker waits for the main process's end (a pidfd on
+    Linux, else a check every second).
+    """
     global _in_worker
     _in_worker = True
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # an ignored Ctrl-C (a background job) stays ignored
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+    threading.Thread(target=_end_with, args=(main,), daemon=True, name="mixflow-main-watch").start()
+
+
+def _end_with(main: int) -> None:
+    """Wait until process ``main`` has ended, then end this one at once (its work is nobody's any more)."""
+    try:
+        handle = os.pidfd_open(main)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd (not Linux, or an old kernel): look every second
+        while _alive(main):
+            time.sleep(1.0)
+        os._exit(1)
+    select.select([handle], [], [])  # readable once the process has ended
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process took the number
+        return False
+    return True
 
 
 @cache

@@ -1,5 +1,6 @@
 """Cores, worker processes and the one-BLAS-thread block (mixflow.parallel)."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -191,13 +192,57 @@ def test_an_interrupt_to_the_main_process_alone_stops_the_workers_and_their_queu
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             for pid in workers:
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
     assert out.strip() == "interrupted", err
     deadline = time.monotonic() + 60
     while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_running(pid) for pid in workers)
     assert len(list(tmp_path.glob("started-*"))) == 2  # the queued tasks never started
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_workers_end_when_the_main_process_is_killed_outright(tmp_path):
+    """SIGKILL (or the out-of-memory killer) leaves Python no chance to stop its pool: the workers, children of the
+    fork server, would run their queued tasks and then wait forever. Each watches the main process and ends with it."""
+    import signal
+    import time
+
+    process, workers = _pool_of_sleepers(tmp_path, 4)
+    assert len(workers) == 2
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    deadline = time.monotonic() + 60
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not any(_running(pid) for pid in workers)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert len(list(tmp_path.glob("started-*"))) == 2  # the queued tasks never started
+
+
+def _wait_for_go_or_fail(folder, index):
+    """Task 0 waits for a "go" that never comes (then says it finished); task 1 fails at once."""
+    import time
+
+    if index == 1:
+        raise ValueError("task 1 failed")
+    deadline = time.monotonic() + 300
+    while not Path(folder, "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    Path(folder, f"finished-{index}").touch()
+    return index
+
+
+def test_a_task_s_error_stops_the_pool_before_the_tasks_ahead_of_it_end(tmp_path):
+    # the results come in task order, but an error need not wait for them: task 0 would run five minutes more
+    with pytest.raises(ValueError, match="task 1 failed"):
+        parallel.parallel_map(_wait_for_go_or_fail, [(str(tmp_path), i) for i in range(3)], n_jobs=2)
+    assert not list(tmp_path.glob("finished-*"))
 
 
 _IGNORING_POOL = """

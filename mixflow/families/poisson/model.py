@@ -128,9 +128,9 @@ def log_density(rate: np.ndarray, counts: np.ndarray, saturated: np.ndarray) -> 
     ``log Poisson(y | y) - (y log(y / rate) + rate - y)``, the last term half the unit deviance: where the rate
     is within :data:`_NEAR` of the count, ``y (log1p(d) - d)`` with ``d = (rate - y) / y`` by a series
     (:func:`_log1p_less`), with no cancellation of terms of size ``y log y``; elsewhere ``y log(rate / y) -
-    (rate - y)``, whose terms are at most about 20 times the result (relative error about 1e-14, where ``rate / y`` does not
-    underflow). A count of 0 gives
-    ``-rate``; a rate of 0 gives -inf to a positive count and 0 to a zero one.
+    (rate - y)``, whose terms are at most about 20 times the result (relative error about 1e-14, where ``rate / y``
+    does not underflow). A count of 0 gives ``-rate``; a rate of 0 gives -inf to a positive count and 0 to a zero
+    one.
     """
     counts = counts[:, None]
     floored = np.maximum(counts, 1.0)  # a zero count's terms in y vanish; 1 keeps the ratio finite
