@@ -83,7 +83,7 @@ def _load_results(path: str):
 
 
 def _read_selection(path: str):
-    """A choice-of-K table written by ``mixflow run`` (``<model>-choice-of-k.csv``), with its preferred K."""
+    """A choice-of-K table written by ``mixflow run`` (``<model>-k<first>-<last>-choice-of-k.csv``), its preferred K."""
     import numpy as np
     import pandas as pd
 
@@ -227,7 +227,9 @@ def _choice_of_k_beside(results: Path) -> Path | None:
     match = re.fullmatch(r"(.+)-k\d+", results.stem)
     if match is None:
         return None
-    tables = sorted(results.parent.glob(f"{glob.escape(match.group(1))}-k*-choice-of-k.csv"))
+    own = re.compile(re.escape(match.group(1)) + r"-k\d+-\d+-choice-of-k\.csv")  # not another model's of a longer name
+    tables = sorted(path for path in results.parent.glob(f"{glob.escape(match.group(1))}-k*-choice-of-k.csv")
+                    if own.fullmatch(path.name))
     return tables[0] if len(tables) == 1 else None
 
 
@@ -327,7 +329,8 @@ def main(argv=None) -> int:
     rebuild.add_argument("--out", type=_non_empty("a .html file name"),
                          help="the .html file (default: next to RESULTS, <stem>-report.html)")
     rebuild.add_argument("--selection", metavar="CSV", type=_non_empty("a CSV file name"),
-                         help="a choice-of-K table (<model>-choice-of-k.csv from 'mixflow run') to include")
+                         help="a choice-of-K table (<model>-k<first>-<last>-choice-of-k.csv from 'mixflow run') to "
+                              "include")
     rebuild.add_argument("--title", type=_non_empty("a title"),
                          help="page title (default: the workflow's title, else from the data name)")
     rebuild.set_defaults(handler=_report)

@@ -7,7 +7,7 @@ the singular plus "s" is given as the third argument: ``counted(2, "parenthesis"
 imports nothing of mixflow's, so every layer can word its messages with it.
 """
 
-__all__ = ["agreeing", "counted", "fixed_places", "listed", "pairs_text", "perhaps"]
+__all__ = ["BOOTSTRAP_REMEDY", "agreeing", "counted", "fixed_places", "listed", "pairs_text", "perhaps"]
 
 
 def agreeing(number: int, singular: str, plural: str | None = None) -> str:
@@ -86,3 +86,7 @@ def perhaps(unknown, known) -> str:
     if len(unknown) == 1:
         return f" (did you mean {meant[0][1]!r}?)"
     return f" (did you mean {', '.join(f'{match!r} for {name!r}' for name, match in meant)}?)"
+
+
+#: What gives a fit's standard errors where the observed information does not, in most cases.
+BOOTSTRAP_REMEDY = "mixflow.bootstrap gives them"

@@ -513,6 +513,8 @@ def test_two_components_that_are_one_have_no_standard_errors(tmp_path):
     assert "EM: no standard errors: components 0 and 1 are the same component" in text
     # a bootstrap replicate splits the weight as arbitrarily: the remedy is a fit of fewer components
     assert errors.attrs["remedy"] == "a fit of fewer components has them" and "mixflow.bootstrap" not in text
+    # undefined for another reason first (too many parameters to difference): the bootstrap, as ever
+    assert standard_errors(tree, max_parameters=2, warn=False).attrs["remedy"] == "mixflow.bootstrap gives them"
     assert "(a fit of fewer components has them)" in text
     page = mixflow.report(tree, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "no errors or intervals; a fit of fewer components has them." in page and "mixflow.bootstrap" not in page

@@ -118,7 +118,10 @@ def test_empty_cells_of_the_fitted_columns_are_named_by_data_row_from_one(tmp_pa
     empty = "a,b,note\n" + "".join(f"{i},{i % 3 if i not in (2, 9) else ''},\n" for i in range(12))
     infinite = "a,b\n" + "".join(f"{i},{i % 3 if i != 7 else '-inf'}\n" for i in range(12))
     coded = "a,b\n" + "".join(f"{i},{i % 3 if i not in (0, 5) else 'NA?'}\n" for i in range(12))  # listed: no slip rule
+    labels = "a,b\n" + "".join(f"{i},{'xy'[i % 2]}\n" for i in range(12))  # a column of text, said as one
     for text, refusal in (
+            (labels, r"\[data\] columns: expected columns of numbers, got column 'b' of text \(e.g. 'x'\); leave it "
+                     r"out of the columns$"),
             (coded, r"\[data\] columns: expected a number in every cell of the fitted columns, got text \(first: "
                     r"'NA\?'\) in 2 data rows: 1 \('b'\), 6 \('b'\) \(rows counted from 1 after the header\); "
                     r"correct those cells, or leave the column out$"),

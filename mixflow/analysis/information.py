@@ -19,7 +19,7 @@ from mixflow.container.read import check_tree, fitted_estimate, fitted_model, ob
 from mixflow.data import Data
 from mixflow.engines.em_steps import e_step
 from mixflow.warnings import MixflowWarning
-from mixflow.wording import agreeing, pairs_text
+from mixflow.wording import BOOTSTRAP_REMEDY, agreeing, pairs_text
 
 __all__ = ["standard_errors"]
 
@@ -174,7 +174,7 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
         except np.linalg.LinAlgError:
             reason = "the Hessian of the objective is not negative definite at the estimate"
     if reason is not None:
-        remedy = _remedy(tree)
+        remedy = _FEWER_REMEDY if reason.endswith(_SAME_COMPONENT) else BOOTSTRAP_REMEDY
         if warn:
             warnings.warn(f"standard errors from the observed information are not defined: {reason}; {remedy}",
                           MixflowWarning, stacklevel=2)
@@ -208,19 +208,10 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
     return xr.Dataset(errors, coords=reference.coords)
 
 
-#: What gives a fit's standard errors where the observed information does not, in most cases.
-BOOTSTRAP_REMEDY = "mixflow.bootstrap gives them"
-
-
-def _remedy(tree) -> str:
-    """What gives errors where the observed information does not.
-
-    The bootstrap, or for components that coincide (whose split of the weight no data tell, in a replicate as in
-    the fit) a fit of fewer components.
-    """
-    if json.loads(tree["em"].attrs.get("duplicate_components", "[]") or "[]"):
-        return "a fit of fewer components has them"
-    return BOOTSTRAP_REMEDY
+#: What gives a fit's standard errors where two components coincide, whose split of the weight no data tell, in a
+#: bootstrap replicate as in the fit (elsewhere BOOTSTRAP_REMEDY)
+_FEWER_REMEDY = "a fit of fewer components has them"
+_SAME_COMPONENT = "the likelihood does not tell how they split their weight)"
 
 
 def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) -> str | None:
@@ -234,8 +225,8 @@ def _undefined_reason(tree, estimate: dict, n_free: int, max_parameters: int) ->
         return "a mixing weight is on the boundary (zero)"
     duplicates = json.loads(tree["em"].attrs.get("duplicate_components", "[]") or "[]")
     if duplicates:  # two components with one density: the likelihood does not tell how they split their weight
-        return (f"components {pairs_text(duplicates)} are the same component (a fit of fewer distinct components: "
-                "the likelihood does not tell how they split their weight)")
+        return f"components {pairs_text(duplicates)} are the same component (a fit of fewer distinct components: " \
+            + _SAME_COMPONENT
     for name in (name for name, kind in _TRANSFORMS.items() if kind == "log"):  # the positive parameters
         if name in estimate and (np.asarray(estimate[name]) <= 0).any():
             where = " (a component on the zero counts alone)" if name == "rate" else ""

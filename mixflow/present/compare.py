@@ -26,6 +26,7 @@ from mixflow.container.read import (
 )
 from mixflow.errors import InputError
 from mixflow.families.scaling import scaled_std
+from mixflow.wording import BOOTSTRAP_REMEDY
 
 __all__ = [
     "METHOD_LABELS",
@@ -138,7 +139,6 @@ def _em_summary(tree, names, ci_prob: float, standard_errors) -> tuple[dict, str
 
     Also why the errors are undefined and what gives them, or ''.
     """
-    from mixflow.analysis.information import BOOTSTRAP_REMEDY
     from mixflow.analysis.information import standard_errors as observed_information_se
 
     estimate = tree[EM_ESTIMATE].to_dataset()
@@ -352,7 +352,8 @@ def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:
     table.attrs.update(ci_prob=dataset.attrs["ci_prob"], ci_kind=dataset.attrs["ci_kind"],
                        em_method=dataset.attrs["em_method"], element_columns=elements,
                        em_standard_errors_undefined=dataset.attrs.get("em_standard_errors_undefined", ""),
-                       em_standard_errors_remedy=dataset.attrs.get("em_standard_errors_remedy", ""),
+                       em_standard_errors_remedy=dataset.attrs.get("em_standard_errors_remedy") or (
+                           BOOTSTRAP_REMEDY if dataset.attrs.get("em_standard_errors_undefined") else ""),
                        label_agreement=dataset["adjusted_rand_index"].to_pandas().dropna(how="all").dropna(
                            axis=1, how="all"))
     table.attrs["label_agreement"].attrs["clusters"] = json.loads(

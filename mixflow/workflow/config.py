@@ -384,7 +384,11 @@ def _check_text_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> None
     for j, column in enumerate(columns):
         values = frame[column]
         if is_text(values) and not pd.api.types.is_bool_dtype(values):
-            text[:, j] = (values.notna() & pd.to_numeric(values.astype(object), errors="coerce").isna()).to_numpy()
+            numbers = pd.to_numeric(values.astype(object), errors="coerce").notna()
+            if not numbers.any():  # a column of text, not numbers with a few text cells: said as such
+                raise loc.error("[data] columns", f"expected columns of numbers, got column {column!r} of text (e.g. "
+                                f"{values.dropna().iloc[0]!r}); leave it out of the columns", "columns", "data")
+            text[:, j] = (values.notna() & ~numbers).to_numpy()
     if text.any():
         row, j = np.argwhere(text)[0]
         raise loc.error("[data] columns", f"expected a number in every cell of the fitted columns, got text (first: "

@@ -250,9 +250,9 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
         # mid-run, a full disk, a fault of mixflow's own: the files written so far stay, and are said, with the log
         interrupted = isinstance(error, KeyboardInterrupt)
         how = "interrupted" if interrupted else "failed"
-        if isinstance(error, OSError) and staging is not None and error.filename is not None \
-                and staging in Path(error.filename).parents:  # named where it was to go: the staging folder goes
-            error.filename = str(out / Path(error.filename).relative_to(staging))
+        if isinstance(error, OSError) and staging is not None:  # named where it was to go: the staging folder goes
+            error.filename, error.filename2 = (_outside(name, staging, out) for name in (error.filename,
+                                                                                          error.filename2))
         if interrupted:
             progress("terminated (SIGTERM)" if is_termination(error) else "interrupted")
         elif isinstance(error, InputError | OSError | ADVIDivergenceError):  # said in full, no fault of mixflow's
@@ -303,6 +303,15 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
         error.saved = [str(path) for path in written]
         raise
     return [*written, log]
+
+
+def _outside(name, staging: Path, out: Path):
+    """An OS error's file name under the staging folder, as the same place in the output directory; else as it is."""
+    if not isinstance(name, str):  # a descriptor, bytes, or none
+        return name
+    path = Path(name).absolute()
+    within = Path(staging).absolute()
+    return str(out / path.relative_to(within)) if within in path.parents else name
 
 
 #: Where a rerun that did not complete keeps the files it wrote (beside the earlier run's, which it left as they were)
