@@ -203,9 +203,7 @@ def _end_with(main: int) -> None:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process took the number
+    except (ProcessLookupError, PermissionError):  # gone, or another user's process took the number
         return False
     return True
 

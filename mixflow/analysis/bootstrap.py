@@ -287,7 +287,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
         model = fitted_model(tree, estimate["weights"].size)
         if type(model).simulate_data is MixtureModel.simulate_data:
             raise UnsupportedError(f"kind: 'parametric' needs a sampler of the model's family, and the "
-                                      f"{model.family!r} family has none yet (use kind='nonparametric')")
+                                   f"{model.family!r} family has none yet (use kind='nonparametric')")
         model.simulate_data(estimate, fitted, np.random.default_rng(0))  # raises early on unsuitable data
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
     attrs = tree["em"].attrs

@@ -584,7 +584,7 @@ class MixtureModel:
             does not.
         """
         raise UnsupportedError(f"tree: the {self.family!r} family cannot draw new rows from its parameters "
-                                  "alone (it models them given covariates or classes)")
+                               "alone (it models them given covariates or classes)")
 
     def simulate(self, params: dict, data, rng: np.random.Generator) -> np.ndarray:
         """One replicate of the data's values (:meth:`simulate_data`), for posterior predictive draws.

@@ -154,7 +154,12 @@ def _em_summary(tree, names, ci_prob: float, standard_errors) -> tuple[dict, str
         out[name] = {"estimate": point, "sd": sd, "lower": lower, "upper": upper}
     attrs = getattr(standard_errors, "attrs", {})
     undefined = str(attrs.get("undefined", ""))
-    return out, undefined, str(attrs.get("remedy") or (BOOTSTRAP_REMEDY if undefined else ""))
+    return out, undefined, _remedy(undefined, attrs.get("remedy"))
+
+
+def _remedy(undefined: str, given) -> str:
+    """What gives undefined errors: ``given`` (the errors' own word), else the bootstrap; nothing where defined."""
+    return str(given or (BOOTSTRAP_REMEDY if undefined else ""))
 
 
 def _wald_interval(name: str, point: xr.DataArray, sd: xr.DataArray, z: float) -> tuple[xr.DataArray, xr.DataArray]:
@@ -352,8 +357,8 @@ def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:
     table.attrs.update(ci_prob=dataset.attrs["ci_prob"], ci_kind=dataset.attrs["ci_kind"],
                        em_method=dataset.attrs["em_method"], element_columns=elements,
                        em_standard_errors_undefined=dataset.attrs.get("em_standard_errors_undefined", ""),
-                       em_standard_errors_remedy=dataset.attrs.get("em_standard_errors_remedy") or (
-                           BOOTSTRAP_REMEDY if dataset.attrs.get("em_standard_errors_undefined") else ""),
+                       em_standard_errors_remedy=_remedy(dataset.attrs.get("em_standard_errors_undefined", ""),
+                                                         dataset.attrs.get("em_standard_errors_remedy")),
                        label_agreement=dataset["adjusted_rand_index"].to_pandas().dropna(how="all").dropna(
                            axis=1, how="all"))
     table.attrs["label_agreement"].attrs["clusters"] = json.loads(

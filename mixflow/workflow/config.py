@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -341,15 +342,14 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
     """
     candidates = [c for c in frame.columns if c not in special.values()]
     for column in candidates:
-        if not is_text(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
+        cells = _text_cells(frame[column])
+        if cells is None:
             continue
-        present = frame[column].notna()
-        numbers = pd.to_numeric(frame[column].astype(object), errors="coerce").notna() & present
-        other = frame[column][present & ~numbers]
+        present, numbers = frame[column].notna(), cells.numbers
         slipped = present.sum() - numbers.sum() <= _SLIPS * present.sum()
-        coded = numbers.sum() >= present.sum() / 2 and other.astype(str).nunique() <= _MISSING_CODES
+        coded = numbers.sum() >= present.sum() / 2 and frame[column][cells.text].astype(str).nunique() <= _MISSING_CODES
         if present.any() and (slipped or coded):  # numbers but a few slips, or a code for missing values
-            slips = np.flatnonzero((present & ~numbers).to_numpy())
+            slips = np.flatnonzero(cells.text.to_numpy())
             more = (f" and {counted(slips.size - 1, 'more cell')} that "
                     f"{'is not a number' if slips.size == 2 else 'are not numbers'}") if slips.size > 1 else ""
             remedy = "store the column as numbers" if head else f"correct the {agreeing(slips.size, 'cell')}"
@@ -375,6 +375,22 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
     return numeric if head else [c for c in numeric if frame[c].notna().any()]
 
 
+class _Cells(NamedTuple):
+    """Of a column stored as text: which cells read as numbers, and which hold a value that does not."""
+
+    numbers: pd.Series
+    text: pd.Series
+
+
+def _text_cells(column: pd.Series) -> _Cells | None:
+    """:class:`_Cells` of a column stored as text; None for a column of numbers or of True/False (said elsewhere)."""
+    if not is_text(column) or pd.api.types.is_bool_dtype(column):
+        return None
+    present = column.notna()
+    numbers = pd.to_numeric(column.astype(object), errors="coerce").notna() & present
+    return _Cells(numbers, present & ~numbers)
+
+
 def _check_text_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> None:
     """Cells of a fitted column that are not numbers ("NA?"), said by data row as the file counts them (from 1).
 
@@ -382,13 +398,13 @@ def _check_text_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> None
     """
     text = np.zeros((len(frame), len(columns)), dtype=bool)
     for j, column in enumerate(columns):
-        values = frame[column]
-        if is_text(values) and not pd.api.types.is_bool_dtype(values):
-            numbers = pd.to_numeric(values.astype(object), errors="coerce").notna()
-            if not numbers.any():  # a column of text, not numbers with a few text cells: said as such
-                raise loc.error("[data] columns", f"expected columns of numbers, got column {column!r} of text (e.g. "
-                                f"{values.dropna().iloc[0]!r}); leave it out of the columns", "columns", "data")
-            text[:, j] = (values.notna() & ~numbers).to_numpy()
+        cells = _text_cells(frame[column])
+        if cells is None:
+            continue
+        if not cells.numbers.any():  # a column of text, not numbers with a few text cells: said as such
+            raise loc.error("[data] columns", f"expected columns of numbers, got column {column!r} of text (e.g. "
+                            f"{frame[column].dropna().iloc[0]!r}); leave it out of the columns", "columns", "data")
+        text[:, j] = cells.text.to_numpy()
     if text.any():
         row, j = np.argwhere(text)[0]
         raise loc.error("[data] columns", f"expected a number in every cell of the fitted columns, got text (first: "

@@ -63,11 +63,11 @@ class Console:
         stop_if_terminated()
 
     def _emit(self, line: str, detail: str = "", always: bool = False) -> None:
-        if not self.quiet or always and not self.broken:
+        if not self.broken and (always or not self.quiet):
             try:
                 print(line, file=sys.stderr, flush=True)
             except BrokenPipeError:  # its reader stopped early (`2>&1 | head -1`): the run goes on, into the log
-                self.quiet = self.broken = True
+                self.broken = True
                 with contextlib.suppress(OSError, ValueError):  # later writes (a library's) go nowhere, unfailing
                     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
         self._log(line + "\n" + detail)
