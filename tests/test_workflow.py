@@ -139,6 +139,41 @@ def test_empty_cells_of_the_fitted_columns_are_named_by_data_row_from_one(tmp_pa
     assert read_workflow(path).columns == ("a",)
 
 
+def test_without_columns_a_column_no_model_reads_may_have_gaps(tmp_path):
+    # a regression's data with a measurement taken for some rows only, in a column its formula does not name:
+    # refused for its empty cells, where mixflow.fit (and R's formulas) leave such a column out
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 5, 40)
+    frame = pd.DataFrame({"y": 1 + 2 * x + rng.normal(0, 0.3, 40), "x": x, "z": rng.normal(size=40),
+                          "w": rng.normal(size=40)})
+    frame.loc[[0, 3, 7], "z"] = np.nan
+    frame.loc[5, "w"] = np.inf
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    regression = """
+        name = "gaps"
+        seed = 1
+
+        [data]
+        path = "d.csv"
+
+        [[models]]
+        family = "regression"
+        formula = "{formula}"
+        n_components = 2
+
+        [methods.em]
+        """
+    assert read_workflow(write(tmp_path, regression.format(formula="y ~ x"))).columns == ("y", "x")
+    # a column the formula names is refused as a listed one is, naming that column alone
+    with pytest.raises(WorkflowError, match=r"^.*flow.toml:5: \[data\] columns: expected a number in every cell of the "
+                                         r"fitted columns, got empty or NaN cells in 3 data rows: 1 \('z'\), "
+                                         r"4 \('z'\), 8 \('z'\) \(rows counted from 1"):
+        read_workflow(write(tmp_path, regression.format(formula="y ~ z")))
+    # a family that reads every column reads the gaps too
+    with pytest.raises(WorkflowError, match=r"got empty or NaN cells in 3 data rows: 1 \('z'\), 4 \('z'\), 8 \('z'\)"):
+        read_workflow(_csv_workflow(tmp_path, "gaussian"))
+
+
 def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty_one_left_out(tmp_path):
     # one cell "abc" made column a text, left out of the fit without a word: one feature short
     rng = np.random.default_rng(0)

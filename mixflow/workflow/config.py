@@ -278,8 +278,9 @@ def _read_data(table: dict, base: Path, loc: _Locator):
     _check_columns(columns, frame, loc)
     with loc.collecting():
         _check_text_cells(frame, columns, loc)
-    with loc.collecting():
-        _check_missing_cells(frame, columns, loc)
+    if "columns" in table:  # the default columns' are checked against what the models read (_unread_dropped)
+        with loc.collecting():
+            _check_missing_cells(frame, columns, loc)
     units = dict(frame.attrs.get("units", {}))
     if "units" in table:
         with loc.collecting():
@@ -419,6 +420,31 @@ def _check_missing_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> N
         raise loc.error("[data] columns", f"expected a number in every cell of the fitted columns, got empty or NaN "
                         f"cells in {_cells_by_row(missing, columns)}; fill or remove those rows, or leave the column "
                         "out", "columns", "data")
+
+
+def _unread_dropped(data: tuple, models, loc: _Locator) -> tuple:
+    """The data with the default columns no model reads left out where they hold empty, NaN or infinite cells.
+
+    A regression reads the columns its formula names; a column of numbers beside them with gaps (a measurement
+    taken for some rows) is no reason to refuse the data, as ``mixflow.fit``, R's and statsmodels' formulas do
+    not refuse it. A column some model reads (every column, for a family that reads them all; every column when
+    the models could not be read) is refused for its empty cells as a listed one is.
+    """
+    frame, data_name, columns, units = data
+    unusable = [c for c in columns if frame[c].isna().any() or np.isinf(frame[c].to_numpy(dtype=float)).any()]
+    if not unusable:
+        return data
+    read = set(columns) if not models else set().union(*(_read_by(spec.model(spec.ks[0]), columns)
+                                                         for spec in models))
+    if read.isdisjoint(unusable):
+        return frame, data_name, tuple(c for c in columns if c not in unusable), units
+    _check_missing_cells(frame, [c for c in columns if c in read], loc)
+    return data
+
+
+def _read_by(model, columns: list) -> set:
+    """The columns of ``columns`` that ``model`` reads (a regression's named ones; every one for other families)."""
+    return set(columns) - {str(c) for c in model.unread_columns(columns)}
 
 
 def _infinite_cells(frame: pd.DataFrame, columns: list) -> np.ndarray:
@@ -971,6 +997,9 @@ def read_workflow(path) -> Workflow:
     if "models" in config:
         with loc.collecting():
             models = _read_models(config["models"], loc, n_support)
+    if data is not None and not large and "columns" not in config["data"]:
+        with loc.collecting():
+            data = _unread_dropped(data, models, loc)
     methods = {}
     if "methods" in config:
         with loc.collecting():
