@@ -434,6 +434,35 @@ def test_a_model_that_does_not_suit_the_data_fails_before_fitting(tmp_path, monk
         run_workflow(path, tmp_path / "out", quiet=True)
 
 
+def test_every_model_that_does_not_suit_the_data_is_said_at_once(tmp_path):
+    # the checks against the data stopped at the first model: a second one's mismatch came only after a rerun
+    path = write(tmp_path, """
+        name = "several"
+        seed = 1
+        [data]
+        dataset = "faithful"
+        [[models]]
+        family = "regression"
+        formula = "waiting ~ duration"
+        n_components = 2
+        [[models]]
+        family = "gaussian"
+        n_components = 2
+        [[models]]
+        family = "poisson"
+        n_components = 2
+        [methods.em]
+        """)
+    with pytest.raises(WorkflowError) as raised:
+        read_workflow(path)
+    lines = str(raised.value).splitlines()
+    assert len(lines) == 2, lines
+    assert re.search(r"flow.toml:6: \[\[models\]\] #1 on \[data\]: the data do not suit this model: data: expected "
+                     r"columns \['waiting', 'duration'\] .*\(missing \['duration'\]\)$", lines[0]), lines[0]
+    assert re.search(r"flow.toml:13: \[\[models\]\] #3 on \[data\]: the data do not suit this model: data: expected "
+                     r"one column of counts", lines[1]), lines[1]
+
+
 SHIPPED = sorted((Path(__file__).parent.parent / "workflows").glob("*.toml"))
 
 

@@ -851,36 +851,47 @@ def _read_select(select, loc: _Locator) -> dict:
 
 
 def _check_models_against_data(models, frame, columns, weights, loc: _Locator) -> None:
-    """Prepare every model on the data, so a mismatch (a missing column, non-count data) stops the run now."""
+    """Prepare every model on the data, so a mismatch (a missing column, non-count data) stops the run now.
+
+    Each model's mismatch is said (one per model), as the other checks' are, so that one edit can fix them all;
+    infinite cells, the data's own fault, are said once, with the first model's remedy, and stop the rest.
+    """
+    infinite = _infinite_cells(frame, columns)
+    if infinite.any():  # by data row, as an empty cell is; what to do instead, the family's (an open class)
+        model = models[0].model(models[0].ks[0])
+        raise loc.error("[[models]] #1 on [data]", "the data do not suit this model: expected finite "
+                        f"values, got infinite cells in {_cells_by_row(infinite, columns)}"
+                        + (model.infinite_values_hint(workflow=True) or "; correct or remove those rows, or "
+                           "leave the column out"), "", "models", 0)
+    for i, spec in enumerate(models):
+        with loc.collecting():
+            _check_model_against_data(i, spec, frame, columns, weights, loc)
+
+
+def _check_model_against_data(i: int, spec, frame, columns, weights, loc: _Locator) -> None:
+    """:func:`_check_models_against_data` of one model, the ``i``-th; raises its mismatch."""
     from mixflow.data import validate_data
 
-    infinite = _infinite_cells(frame, columns)  # the data's, said with each model's remedy
-    for i, spec in enumerate(models):
-        model = spec.model(spec.ks[0])
-        by_name = type(model).unread_columns is not MixtureModel.unread_columns  # a family that reads named columns
-        named = [c for c in frame.columns if by_name and c not in model.unread_columns(frame.columns)
-                 and c not in columns]
-        text = [c for c in named if is_text(frame[c])]
-        if text:  # a column the model reads by name, left out of the data's columns as not numeric
-            raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: it reads "
-                            f"{agreeing(len(text), 'column')} {text}, which {agreeing(len(text), 'is', 'are')} not "
-                            f"numeric (e.g. {frame[text[0]].iloc[0]!r}); the columns a model "
-                            "names must hold numbers", "", "models", i)
-        if infinite.any():  # by data row, as an empty cell is; what to do instead, the family's (an open class)
-            raise loc.error(f"[[models]] #{i + 1} on [data]", "the data do not suit this model: expected finite "
-                            f"values, got infinite cells in {_cells_by_row(infinite, columns)}"
-                            + (model.infinite_values_hint(workflow=True) or "; correct or remove those rows, or "
-                               "leave the column out"), "", "models", i)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = spec.model(spec.ks[0])
-                data = validate_data(frame[list(columns)], weights=None if weights is None else frame[weights],
-                                     infinite_hint=model.infinite_values_hint(workflow=True))
-                model.resolve_prior(model.prepare(data))
-        except (InputError, KeyError) as error:
-            raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: {error}", "",
-                            "models", i) from None
+    model = spec.model(spec.ks[0])
+    by_name = type(model).unread_columns is not MixtureModel.unread_columns  # a family that reads named columns
+    named = [c for c in frame.columns if by_name and c not in model.unread_columns(frame.columns)
+             and c not in columns]
+    text = [c for c in named if is_text(frame[c])]
+    if text:  # a column the model reads by name, left out of the data's columns as not numeric
+        raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: it reads "
+                        f"{agreeing(len(text), 'column')} {text}, which {agreeing(len(text), 'is', 'are')} not "
+                        f"numeric (e.g. {frame[text[0]].iloc[0]!r}); the columns a model "
+                        "names must hold numbers", "", "models", i)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = spec.model(spec.ks[0])
+            data = validate_data(frame[list(columns)], weights=None if weights is None else frame[weights],
+                                 infinite_hint=model.infinite_values_hint(workflow=True))
+            model.resolve_prior(model.prepare(data))
+    except (InputError, KeyError) as error:
+        raise loc.error(f"[[models]] #{i + 1} on [data]", f"the data do not suit this model: {error}", "",
+                        "models", i) from None
 
 
 def _weight_values(frame: pd.DataFrame, weights) -> np.ndarray | None:
