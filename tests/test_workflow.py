@@ -281,6 +281,10 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("n_init = 2", "n_init = \"two\""),
      r"flow.toml:15: \[methods.em\] n_init: expected an integer, got a string \"two\""),
     (("n_init = 2", "n_inits = 2"), r"flow.toml:15: \[methods.em\]: unknown key \['n_inits'\]"),
+    # two unknown keys, said in the file's order at the first one's line (not the first alphabetically's)
+    (("n_init = 2", "zeta = 2\nalpha = 3"), r"flow.toml:15: \[methods.em\]: unknown keys \['zeta', 'alpha'\]"),
+    (("[methods.em]", "[methods.zz]\n\n[methods.aa]\n\n[methods.em]"),
+     r"flow.toml:13: \[methods\]: unknown methods \['zz', 'aa'\]"),
     (("[methods.em]", "[methods.gibbs]"), r"flow.toml:13: \[methods\]: unknown method \['gibbs'\]"),
     (("seed = 7", "seed = -7"), r"flow.toml:3: seed: expected a non-negative integer below 2\*\*63, got -7"),
     (("seed = 7", "seed = 99999999999999999999"),  # checked before any fit, not by the fit's seed

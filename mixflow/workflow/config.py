@@ -224,7 +224,8 @@ def _toml_text(value) -> str:
 
 
 def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None, occurrence=0):
-    unknown = sorted(set(table) - allowed)
+    """Keys of ``table`` not in ``allowed``, said in the file's order at the line of the first."""
+    unknown = [key for key in table if key not in allowed]  # a TOML table keeps the file's order
     if unknown:
         raise loc.error(where, f"unknown {agreeing(len(unknown), 'key')} {unknown}"
                         f"{perhaps(unknown, allowed - set(table))}; expected some of {sorted(allowed)}", unknown[0],
@@ -796,7 +797,7 @@ def _read_methods(methods, loc: _Locator) -> dict:
     if not isinstance(methods, dict) or not methods:
         raise loc.error("[methods]", f"expected tables among {sorted(METHOD_OPTIONS)}, got {methods!r}",
                         "methods")
-    unknown = sorted(set(methods) - set(METHOD_OPTIONS))
+    unknown = [name for name in methods if name not in METHOD_OPTIONS]  # the file's order
     if unknown:
         loc.errors.append(str(loc.error("[methods]", f"unknown {agreeing(len(unknown), 'method')} {unknown}"
                                         f"{perhaps(unknown, set(METHOD_OPTIONS) - set(methods))}; expected some of "
