@@ -364,9 +364,13 @@ def without_unusable_unread(model, data):
     A regression reads the columns its formula names; a text column beside them (a state's name), or a numeric
     one with missing or infinite values, is no reason to refuse the data, as R's and statsmodels' formulas do
     not: such columns are dropped (numeric ones without them are kept in ``/observed_data``, unread). A column
-    the model reads is checked as ever. Other data are returned as they are.
+    the model reads is checked as ever. A Dask DataFrame loses every column the model does not read, whatever
+    its cells (its fit keeps a sample of the rows, not the data). Other data are returned as they are.
     """
     if not isinstance(data, pd.DataFrame):
+        if hasattr(data, "dtypes") and hasattr(data, "to_dask_array"):  # a Dask DataFrame: every unread column
+            unread = unread_columns(model, data)  # (checking their cells would cost a pass over the data)
+            return data.drop(columns=unread) if unread else data
         return data
     unread = [c for c in unread_columns(model, data)
               if is_text(data[c]) or not np.isfinite(data[c].to_numpy(dtype=float, na_value=np.nan)).all()]

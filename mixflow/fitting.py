@@ -270,8 +270,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     if is_chunked(data):  # a long fit over chunks raises its warnings as they come, unrecorded
         em_options = EMOptions(map=False, n_init=int(n_init), init=init, tol=float(tol), max_iter=int(max_iter),
                                trim=trim, chunk_size=chunk_size, accelerate=accelerate)
-        return _fit_chunked(model, data, weights, methods, routed, tree, seed, data_name, persist, subsample, chunks,
-                            em_options, units)
+        return _fit_chunked(model, without_unusable_unread(model, data), weights, methods, routed, tree, seed,
+                            data_name, persist, subsample, chunks, em_options, units)
     # the warnings the fit raises are recorded in the result (its summary and report say them), then raised as
     # they came, each distinct one once, under the caller's filters (an "error" filter acts at once, as without
     # the recording); here in fit itself, so that their stack levels still name the caller

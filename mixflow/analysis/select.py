@@ -591,7 +591,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
                              f"{list(methods)}")
         if n_folds is not None:  # checked before any fit (as_chunked computes nothing but unknown block lengths)
             _check_row_folds(n_folds, as_chunked(data, weights=weights).n_obs)
-    data = data if chunked else without_unusable_unread(model, data)
+    data = without_unusable_unread(model, data)
     validated = None if chunked else validate_data(data, weights=weights, unread=unread_columns(model, data),
                                                    infinite_hint=model.infinite_values_hint(),
                                                    constant_note=model.constant_feature_note(with_prior(methods)))
