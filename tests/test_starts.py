@@ -806,6 +806,20 @@ def test_neighbourhood_moves_free_a_component_onto_an_outlying_row_and_its_neigh
     assert neighbourhood_moves(log_joint, weights, points, 6) == []  # more than half the weight
 
 
+def test_neighbourhood_moves_of_classes_start_from_the_counts_the_fit_falls_shortest_of():
+    # binned data: class 5 holds 60 of 96 counts, between empty classes; a wide component gives it the highest
+    # probability of all (0.2), so by probability it is the last row to seed a group, and with many classes it
+    # was left out; by its term of the G statistic, 60 log(0.625 / 0.2) = 68.4, it is the first
+    probability = np.array([0.02, 0.05, 0.08, 0.12, 0.01, 0.2, 0.01, 0.12, 0.08, 0.06, 0.04])
+    counts = np.array([2.0, 5, 8, 11, 0, 60, 0, 3, 3, 2, 2])
+    log_joint = np.log(np.column_stack([0.5 * probability, 0.5 * probability]))
+    points = np.arange(11.0)[:, None]
+    first = neighbourhood_moves(log_joint, counts, points, 1, seeds=1, classes=True)
+    assert [np.flatnonzero(np.argmax(move, axis=1) == k).tolist() for k, move in enumerate(first)] == [[5], [5]]
+    by_probability = neighbourhood_moves(log_joint, counts, points, 1, seeds=1)
+    assert np.flatnonzero(np.argmax(by_probability[0], axis=1) == 0).tolist() == [0]
+
+
 def test_map_frees_a_component_onto_two_similar_outlying_wines():
     # the wine data at K=4, diagonal covariances: the highest MAP maximum, -3672.3587, holds a component on
     # wines 158 and 159 (the worst and ninth-worst explained by the fit this seed reached first); seed 1 stopped

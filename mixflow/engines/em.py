@@ -452,8 +452,9 @@ def _moved_starts(model, prepared, prior, rows: int, params: dict, local: np.nda
     (:func:`~mixflow.engines.starts.split_merge_moves`), a component freed onto the rows the fit explains
     worst (:func:`~mixflow.engines.starts.outlier_moves`, from as few rows as its parameters need,
     ``model.component_rows``, and for a MAP fit also from the one row explained worst and from each of the few worst
-    rows with its nearest rows, :func:`~mixflow.engines.starts.neighbourhood_moves`, from every row where the rows
-    are classes, ``model.rows_are_classes``, under the MLE too; for more than two components
+    rows with its nearest rows, :func:`~mixflow.engines.starts.neighbourhood_moves`, from each of the
+    :data:`~mixflow.engines.starts.CLASS_SEEDS` classes whose counts the fit falls shortest of where the rows are
+    classes, ``model.rows_are_classes``, under the MLE too; for more than two components
     also one given to the others and freed onto the rows they then explain worst,
     :func:`~mixflow.engines.starts.freed_moves`), and, given the data's
     own log density at each row (``local``, :func:`~mixflow.engines.starts.local_log_density`), one freed onto
@@ -478,10 +479,10 @@ def _moved_starts(model, prepared, prior, rows: int, params: dict, local: np.nda
                                  for k in range(model.n_components)], prepared.weights, least)
     if prior is not None:  # the prior bounds a component's dispersion: one outlying row, or a few alike, can be one
         outliers = outlier_moves(log_joint, prepared.weights, 1, fractions=()) + outliers
-    seeds = (min(CLASS_SEEDS, int(np.count_nonzero(prepared.weights > 0))) if model.rows_are_classes()
-             else NEIGHBOURHOOD_SEEDS if prior is not None else 0)
+    classes = model.rows_are_classes()
+    seeds = CLASS_SEEDS if classes else NEIGHBOURHOOD_SEEDS if prior is not None else 0
     if seeds:
-        outliers += neighbourhood_moves(log_joint, prepared.weights, points, least, seeds)
+        outliers += neighbourhood_moves(log_joint, prepared.weights, points, least, seeds, classes)
     dense = [] if local is None else dense_moves(log_joint, prepared.weights, least, local)
     return [[_parameters_from(model, prepared, moved, prior, rows) for moved in moves]
             for moves in (local_moves, merged, outliers, dense)]

@@ -125,10 +125,11 @@ FREED_FRACTIONS = (1 / 32, 1 / 16, 1 / 8)
 # a MAP fit's outlier moves also free a component onto each of this many rows the fit explains worst together
 # with its nearest rows (:func:`neighbourhood_moves`): a small group of similar outlying rows
 NEIGHBOURHOOD_SEEDS = 3
-# of a family whose rows are classes (grouped data: few rows, each a count), every class seeds a neighbourhood move,
-# under the MLE too, up to this many (the worst explained first): a component on one class's count apart (a spike
-# between empty classes) is a maximum that no start from distances and none of the worst rows leads to
-CLASS_SEEDS = 64
+# of a family whose rows are classes (grouped data: few rows, each a count), this many classes seed a neighbourhood
+# move each, under the MLE too, those whose counts the fit falls shortest of first: a component on one class's count
+# apart (a spike between empty classes) is a maximum that no start from distances and none of the rows of lowest
+# probability leads to
+CLASS_SEEDS = 16
 # the dense-group moves' local density of a row: the distance to its DENSE_NEIGHBOURS-th nearest row (by weight),
 # among at most DENSE_POINTS rows (a fixed draw: the others are never moved onto)
 DENSE_NEIGHBOURS = 5
@@ -922,7 +923,7 @@ def reduced_responsibilities(resp: np.ndarray, log_joint: np.ndarray, k: int) ->
 
 
 def neighbourhood_moves(log_joint: np.ndarray, weights: np.ndarray, points: np.ndarray, least: int,
-                        seeds: int = NEIGHBOURHOOD_SEEDS) -> list[np.ndarray]:
+                        seeds: int = NEIGHBOURHOOD_SEEDS, classes: bool = False) -> list[np.ndarray]:
     """Hard responsibilities of a fit with one component freed onto an outlying row and its nearest rows.
 
     :func:`outlier_moves` frees a component onto the rows the fit explains worst, wherever each lies; a maximum
@@ -944,6 +945,12 @@ def neighbourhood_moves(log_joint: np.ndarray, weights: np.ndarray, points: np.n
         The weight a group holds, at least: as many rows as a component's parameters need.
     seeds : int
         How many of the worst rows start a group.
+    classes : bool, default False
+        Whether the rows are classes and the weights their counts (grouped data): then the worst explained are
+        those whose count the fit falls shortest of, by ``w log(w / (W p))`` with ``p`` the fit's probability of
+        the class and ``W`` the total count (the class's term of the G statistic, highest first), not those of
+        lowest probability: a class holding much of the data between empty ones may be given a fair probability
+        by a wide component, and still be where the fit is worst.
 
     Returns
     -------
@@ -956,7 +963,12 @@ def neighbourhood_moves(log_joint: np.ndarray, weights: np.ndarray, points: np.n
     if k_total < 2 or least > weights.sum() / 2:
         return []
     finite, density = _mixture_density(log_joint)
-    worst = held[np.argsort(density[held], kind="stable")[:seeds]]
+    if classes:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shortfall = weights[held] * (np.log(weights[held] / weights.sum()) - density[held])
+        worst = held[np.argsort(-np.nan_to_num(shortfall, nan=-np.inf), kind="stable")[:seeds]]
+    else:
+        worst = held[np.argsort(density[held], kind="stable")[:seeds]]
     others = [_likeliest_other(finite, k) for k in range(k_total)]
     out, seen = [], set()
     for row in worst:
