@@ -181,6 +181,21 @@ def test_bad_initial_parameters(init, message):
         mixflow.fit(MODEL, data(), init=init)
 
 
+def test_initial_weights_rounded_for_print_are_renormalised():
+    # weights rounded to 6 decimals summed to 1.000001: accepted, but EM's first objective used them as given and
+    # its second (normalised by the M-step) was lower: "EM decreased its objective", an internal warning
+    faithful = mixflow.load_dataset("faithful")
+    fitted = mixflow.fit(mixflow.GaussianMixture(2), faithful, method="em", random_seed=0)["em/estimate"]
+    exact = {name: fitted[name].values for name in ("weights", "mu", "covariance")}
+    rounded = {**exact, "weights": exact["weights"] + np.array([2e-6, 1e-6])}  # sums to 1.000003
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.MixflowInternalWarning)
+        trees = [mixflow.fit(mixflow.GaussianMixture(2), faithful, method="em", init=init) for init in (exact, rounded)]
+    first = [tree["em/sample_stats"]["log_likelihood"].values[0, 0] for tree in trees]
+    assert first[1] == pytest.approx(first[0], abs=1e-3) and first[1] <= trees[1]["em"].attrs["log_likelihood"]
+    np.testing.assert_allclose(trees[1]["em/estimate"]["weights"].values, exact["weights"], atol=1e-6)
+
+
 def test_constant_feature_warns():
     x = np.column_stack([np.arange(10.0), np.full(10, 3.0)])
     with pytest.warns(mixflow.ConstantFeatureWarning,

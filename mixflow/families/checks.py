@@ -67,6 +67,10 @@ def check_concentration(value) -> float | tuple:
     return float(concentration[0]) if np.ndim(value) == 0 else tuple(concentration.tolist())
 
 
+#: how far from 1 the sum of user-given mixing weights may be (weights rounded to a few decimals), renormalised
+_WEIGHTS_SUM = 1e-5
+
+
 def check_parameter_dict(params, shapes: dict, name: str) -> dict:
     """Keys, shapes, finiteness and the weights of user-given parameters; float copies."""
     if not isinstance(params, dict):
@@ -84,9 +88,10 @@ def check_parameter_dict(params, shapes: dict, name: str) -> dict:
         if not np.isfinite(value).all():
             raise InputError(f"{name}[{key!r}]: expected finite values, got {value.tolist()}")
         out[key] = value
-    if (out["weights"] < 0).any() or not np.isclose(out["weights"].sum(), 1.0, atol=1e-8):
+    if (out["weights"] < 0).any() or not abs(out["weights"].sum() - 1.0) <= _WEIGHTS_SUM:
         raise InputError(f"{name}['weights']: expected non-negative weights summing to 1, "
                          f"got {out['weights'].tolist()}")
+    out["weights"] /= out["weights"].sum()  # weights rounded for print sum to 1 within their rounding only
     return out
 
 
