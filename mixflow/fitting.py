@@ -34,7 +34,7 @@ from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, model_from_json, with_prior
 from mixflow.warnings import DegenerateComponentWarning, MixflowWarning, SamplingWarning
-from mixflow.wording import agreeing, perhaps
+from mixflow.wording import agreeing, counted, perhaps
 
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
@@ -130,6 +130,18 @@ def _check_same_fit(tree, model, validated):
     observed = tree[OBSERVED_DATA]["x"].values
     if observed.shape != validated.values.shape or not np.array_equal(observed, validated.values):
         raise InputError("tree: expected a result fitted to the same data, got one with different observations")
+    # the frequency weights are the data too: fits to other weights, side by side, would compare other samples
+    kept = tree[OBSERVED_DATA]["weights"].values if "weights" in tree[OBSERVED_DATA] else None
+    if (kept is None) != (validated.weights is None):
+        had, has = ("with", "without") if kept is not None else ("without", "with")
+        raise InputError(f"weights: expected the frequency weights of the result's data (tree, fitted {had} "
+                         f"weights), got data {has} them; pass {'the same weights=' if kept is not None else 'none'} "
+                         "to add a method to it")
+    if kept is not None and not np.array_equal(kept, validated.weights):
+        rows = np.flatnonzero(kept != validated.weights)
+        raise InputError(f"weights: expected the frequency weights of the result's data (tree), got other weights in "
+                         f"{counted(rows.size, 'row')} (the first, row {validated.obs[rows[0]]}: "
+                         f"{validated.weights[rows[0]]:g} against {kept[rows[0]]:g})")
 
 
 def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,

@@ -151,6 +151,20 @@ def test_unknown_options_and_mismatched_trees():
         mixflow.fit(mixflow.GaussianMixture(3), data(), method="map", tree=tree)
     with pytest.raises(ValueError, match=r"tree: expected a result fitted to the same data"):
         mixflow.fit(MODEL, data() + 1, method="map", tree=tree)
+    # the frequency weights are the data too: forgotten, or others, a fit of another sample beside the first
+    with pytest.raises(ValueError, match=r"^weights: expected the frequency weights of the result's data \(tree, "
+                                         r"fitted without weights\), got data with them; pass none to add a method"):
+        mixflow.fit(MODEL, data(), method="map", tree=tree, weights=np.full(len(data()), 2.0))
+    counts = np.arange(1.0, len(data()) + 1)
+    weighted = mixflow.fit(MODEL, data(), random_seed=0, weights=counts)
+    with pytest.raises(ValueError, match=r"^weights: expected the frequency weights of the result's data \(tree, "
+                                         r"fitted with weights\), got data without them; pass the same weights="):
+        mixflow.fit(MODEL, data(), method="map", tree=weighted)
+    with pytest.raises(ValueError, match=r"^weights: expected the frequency weights of the result's data \(tree\), "
+                                         r"got other weights in 1 row \(the first, row 3: 9 against 4\)$"):
+        mixflow.fit(MODEL, data(), method="map", tree=weighted, weights=np.where(counts == 4, 9.0, counts))
+    added = mixflow.fit(MODEL, data(), method="map", tree=weighted, weights=counts)
+    assert "log_posterior" in added["em"].attrs  # the MAP estimate, now in /em
     with pytest.raises(TypeError, match=r"tree: expected a mixflow result to add methods to, got dict"):
         mixflow.fit(MODEL, data(), tree={})
 
