@@ -306,16 +306,23 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
             result = tree.copy() if tree is not None else None
             em_options = EMOptions(map=em_method == "map", n_init=int(n_init), init=init, tol=float(tol),
                                    max_iter=int(max_iter), trim=trim, chunk_size=chunk_size, accelerate=accelerate)
+            begun = {}  # where each method's warnings begin among those caught
             if em_method is not None:
+                begun["em"] = len(caught)
                 em_tree = _fit_em(model, validated, em_method, seed, data_name, em_options)
                 result = em_tree if result is None else _replace_group(result, em_tree, "em")
             fitted = _with_units(_fit_sampling(model, validated, result, methods, routed, seed,
-                                               em_options=em_options), units)
+                                               em_options=em_options, begun=(begun, caught)), units)
     except BaseException:
         _raise_caught(caught)  # the warnings that came before the error, which often explain it
         raise
     _raise_caught(caught)
-    return record_warnings(fitted, [w for w in caught if issubclass(w.category, MixflowWarning)], stage="fit")
+    methods_of = [None] * len(caught)  # the data's checks raise before any method
+    for method, first in sorted(begun.items(), key=lambda item: item[1]):
+        methods_of[first:] = [method] * (len(caught) - first)
+    kept = [i for i, w in enumerate(caught) if issubclass(w.category, MixflowWarning)]
+    return record_warnings(fitted, [caught[i] for i in kept], stage="fit", methods=[methods_of[i] for i in kept],
+                           replaced=list(begun))
 
 
 def _record_all_but_errors() -> None:
@@ -370,13 +377,14 @@ def _sampling_reference(model, data, result: xr.DataTree, methods, seed: int,
 
 def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict, seed: int,
                   stated: dict | None = None, em_options: EMOptions | None = None,
-                  reference_fit: tuple | None = None) -> xr.DataTree:
+                  reference_fit: tuple | None = None, begun: tuple | None = None) -> xr.DataTree:
     """``result`` with the groups of the sampling methods asked for (NUTS, ADVI), fitted to ``data``.
 
     They start from ``result``'s EM estimate, or with ``starts="em-optima"`` from the distinct maxima its
     restarts found; ``stated`` is added to each method's attributes. A degenerate MLE is no place to start:
     they then start from a MAP fit (:func:`_sampling_reference`), ``reference_fit`` when given (made once for
-    several calls).
+    several calls). ``begun``, ``(marks, caught)``: each method's first warning's index in ``caught`` (the warnings
+    recorded so far) is put in ``marks`` under its name, so that its warnings are told apart.
     """
     source, said = reference_fit or _sampling_reference(model, data, result, methods, seed, em_options)
     stated = {**(stated or {}), **said}
@@ -389,6 +397,8 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
     if any(m in ("mcmc", "advi") for m in methods):
         _check_representable(model, reference, data)
     for sampling in (m for m in methods if m in ("mcmc", "advi")):
+        if begun is not None:
+            begun[0][sampling] = len(begun[1])
         engine_options = dict(routed[sampling])
         if engine_options.get("starts") == "em-optima":
             # a chain per optimum, cycled, for NUTS; an ADVI fit from every distinct optimum

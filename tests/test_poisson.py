@@ -467,6 +467,28 @@ def test_the_fit_s_warnings_are_recorded_once_and_raised_under_the_caller_s_filt
     assert "run_warnings" not in quiet.attrs and "warnings: none" in mixflow.summary(quiet, kind="text")
 
 
+def test_a_method_fitted_again_into_its_tree_drops_the_replaced_fit_s_warnings():
+    # EM stopped by max_iter=3, then fitted again into the same tree: the summary said "converged in 12
+    # iterations" and, from the replaced fit, "EM did not converge in max_iter=3"
+    rng = np.random.default_rng(1)
+    counts = np.r_[rng.poisson(2, 150), rng.poisson(9, 100)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stopped = mixflow.fit(PoissonMixture(2), counts, random_seed=1, max_iter=3)
+        again = mixflow.fit(PoissonMixture(2), counts, random_seed=1, tree=stopped)
+    assert [w["method"] for w in json.loads(stopped.attrs["run_warnings"])] == ["em"]
+    assert "run_warnings" in stopped.attrs and json.loads(again.attrs["run_warnings"]) == []
+    text = mixflow.summary(again, kind="text")
+    assert "max_iter=3" not in text and "warnings: none" in text
+    # each warning is recorded with the method that raised it, none for the data's own (raised before any method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        constant = mixflow.fit(PoissonMixture(2), np.zeros(30, dtype=int), random_seed=1)
+    recorded = json.loads(constant.attrs["run_warnings"])
+    assert [(w["category"], w.get("method")) for w in recorded] == [("ConstantFeatureWarning", None),
+                                                                    ("DegenerateComponentWarning", "em")]
+
+
 def test_warnings_before_an_error_still_reach_the_caller_and_module_filters_apply():
     # the constant covariate's warning comes before the rank error it explains; a filter naming the module a
     # warning is attributed to (here this one: the caller's) silences it as it would without the recording

@@ -71,23 +71,28 @@ def build_tree(groups: dict, *, coords: dict, attrs: dict) -> xr.DataTree:
     return xr.DataTree.from_dict(nodes)
 
 
-def record_warnings(tree: xr.DataTree, caught: list, stage: str) -> xr.DataTree:
+def record_warnings(tree: xr.DataTree, caught: list, stage: str, methods: list | None = None,
+                    replaced: list = ()) -> xr.DataTree:
     """``tree`` with the warnings ``caught`` (``warnings.WarningMessage``) added to its root ``run_warnings``.
 
-    Each distinct message once, as ``{"stage", "category", "message"}`` (the form a workflow records); the
-    summary and the report list them.
+    Each distinct message once, as ``{"stage", "category", "message"}`` (the form a workflow records), with
+    ``"method"`` where ``methods`` gives the method that raised each (None: the data's checks); the summary and
+    the report list them. The warnings recorded of the methods ``replaced`` (fitted again into the tree) are
+    dropped first: they were said of fits the tree no longer holds.
     """
-    if not caught:
-        return tree
     try:
         recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
     except (TypeError, ValueError):
         recorded = []
-    seen = {(w.get("category"), w.get("message")) for w in recorded if isinstance(w, dict)}
-    for warning in caught:
+    kept = [w for w in recorded if not (isinstance(w, dict) and w.get("method") in replaced)]
+    if not caught and len(kept) == len(recorded):
+        return tree
+    seen = {(w.get("category"), w.get("message")) for w in kept if isinstance(w, dict)}
+    for warning, method in zip(caught, methods or [None] * len(caught), strict=True):
         key = (warning.category.__name__, str(warning.message))
         if key not in seen:
             seen.add(key)
-            recorded.append({"stage": stage, "category": key[0], "message": key[1]})
-    tree.attrs[RUN_WARNINGS] = json.dumps(recorded)
+            kept.append({"stage": stage, "category": key[0], "message": key[1]}
+                        | ({"method": method} if method is not None else {}))
+    tree.attrs[RUN_WARNINGS] = json.dumps(kept)
     return tree
