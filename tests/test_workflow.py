@@ -579,11 +579,49 @@ def test_warnings_are_one_line_each_logged_in_full_recorded_and_reported(tmp_pat
     assert "Choice of K, K=2, EM: did not converge" in text and "No problems found" not in text
     # the console says the report's diagnostics, one line each, and counts them apart from the run's warnings
     said = [line.split("  diagnostics: ", 1)[1] for line in lines if "  diagnostics: " in line]
-    assert "problem: Choice of K, K=2, EM: did not converge; its criteria are unreliable." in said
-    assert all(html.escape(finding.split(": ", 1)[1]) in text for finding in said)
+    # each named by its fit (the file names' stem) or, the choice of K's, its model
+    assert "problem: gaussian-full-k1-3: Choice of K, K=2, EM: did not converge; its criteria are unreliable." in said
+    assert all(finding.split(": ", 2)[1] in ("gaussian-full-k1-3", "gaussian-full-k3") for finding in said)
+    assert all(html.escape(finding.split(": ", 2)[2]) in text for finding in said)
     bad = sum(finding.startswith("problem: ") for finding in said)
     assert lines[-1].endswith(f" while running; the diagnostics: {counted(bad, 'problem')}, "
                               f"{counted(len(said) - bad, 'warning')}; see run.log)")
+
+
+def test_two_models_with_alike_diagnostics_are_both_said(tmp_path, capsys):
+    # EM stopped at max_iter in two models: the second's problem was taken for the first's, said and counted once
+    rng = np.random.default_rng(1)
+    pd.DataFrame({"count": np.r_[rng.poisson(2, 60), rng.poisson(9, 40)]}).to_csv(tmp_path / "d.csv", index=False)
+    path = write(tmp_path, """
+        name = "two"
+        seed = 1
+        [data]
+        path = "d.csv"
+        [[models]]
+        name = "first"
+        family = "poisson"
+        n_components = 2
+        [[models]]
+        name = "second"
+        family = "poisson"
+        n_components = 2
+        [methods.em]
+        map = false
+        n_init = 1
+        max_iter = 3
+        [output]
+        container = false
+        figures = false
+        report = false
+        """)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_workflow(path, tmp_path / "out", quiet=False)
+    lines = capsys.readouterr().err.splitlines()
+    said = [line.split("  diagnostics: ", 1)[1] for line in lines if "  diagnostics: " in line]
+    assert said == ["problem: first-k2: EM did not converge in 3 iterations.",
+                    "problem: second-k2: EM did not converge in 3 iterations."]
+    assert "the diagnostics: 2 problems, 0 warnings" in lines[-1]
 
 
 def test_a_calm_run_reports_no_warnings(tmp_path, capsys):

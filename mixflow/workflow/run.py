@@ -661,7 +661,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     which this one's report links to; ``choice_warnings`` are those of the choice of K, recorded with the fit's.
     """
     from mixflow.present.compare import compare, with_unit_column
-    from mixflow.present.report.cards import fit_findings
+    from mixflow.present.report.cards import fit_findings_apart
     from mixflow.present.report.page import render_plots, report
 
     (data, weights), (out, stem) = data, target
@@ -680,8 +680,12 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
         tree, agreement = _with_labels(tree, workflow, progress)
     comparison = compare(tree)
     # what the report's diagnostics list, said whether or not a report is written
-    for level, text in fit_findings(tree, selection, comparison):
-        progress.finding(level, text)
+    # each said of its fit (a model's K) or its model's choice of K, so that two models' alike findings are both said
+    own, of_choice = fit_findings_apart(tree, selection, comparison)
+    for level, text in own:
+        progress.finding(level, f"{stem}: {text}")
+    for level, text in of_choice:
+        progress.finding(level, f"{spec.label}: {text}")
     if workflow.output["container"]:
         save(tree, out / f"{stem}.nc")
     if workflow.output["table"]:

@@ -27,8 +27,8 @@ from mixflow.present.numbers import advi_progress, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.wording import agreeing, counted, fixed_places, pairs_text
 
-__all__ = ["ADVI_SD_RATIO", "card", "diagnostics", "duration", "fit_findings", "fit_summaries", "key_values",
-           "provenance_rows", "run_warnings", "selection_findings"]
+__all__ = ["ADVI_SD_RATIO", "card", "diagnostics", "duration", "fit_findings", "fit_findings_apart", "fit_summaries",
+           "key_values", "provenance_rows", "run_warnings", "selection_findings"]
 
 
 def key_values(rows: list[tuple[str, object]]) -> str:
@@ -311,8 +311,15 @@ def fit_findings(tree, selection: pd.DataFrame | None = None, table: pd.DataFram
     computed if not given) and the choice-of-K table (:func:`selection_findings`): what the report lists
     beside the warnings raised while the fit ran and its plots' problems.
     """
+    own, of_choice = fit_findings_apart(tree, selection, table)
+    return own + of_choice
+
+
+def fit_findings_apart(tree, selection: pd.DataFrame | None = None,
+                       table: pd.DataFrame | None = None) -> tuple[list, list]:
+    """:func:`fit_findings` in two lists: the fit's own, and its choice of K's (the same for every K fitted from it)."""
     table = dataset_to_frame(compare_dataset(tree)) if table is None else table
-    return [f for f in diagnostics(tree, table) if f[0] != "ok"] + selection_findings(selection, tree)
+    return [f for f in diagnostics(tree, table) if f[0] != "ok"], selection_findings(selection, tree)
 
 
 def _converged_finals(tree) -> np.ndarray:
