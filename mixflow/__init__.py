@@ -15,7 +15,7 @@ _PUBLIC = {
     "container.io": ["load", "save"],
     "datasets": ["list_datasets", "load_dataset"],
     "engines.kmeans": ["KMeansResult", "kmeans"],
-    "errors": ["InputError", "InputTypeError", "UnsupportedError"],
+    "errors": ["InputError", "InputTypeError", "MissingPathError", "UnsupportedError"],
     "families.base": ["model_from_json"],
     "families.gaussian.model": ["GaussianMixture", "GaussianPrior"],
     "families.grouped.model": ["GroupedGaussianMixture"],

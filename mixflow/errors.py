@@ -12,8 +12,8 @@ import signal
 import sys
 import threading
 
-__all__ = ["InputError", "InputTypeError", "Interrupted", "SamplerInterrupted", "Terminated", "UnsupportedError",
-           "is_termination", "noting_interrupts", "stop_if_terminated", "terminating_as_interrupt"]
+__all__ = ["InputError", "InputTypeError", "Interrupted", "MissingPathError", "SamplerInterrupted", "Terminated",
+           "UnsupportedError", "is_termination", "noting_interrupts", "stop_if_terminated", "terminating_as_interrupt"]
 
 
 class InputError(ValueError):
@@ -37,6 +37,13 @@ class UnsupportedError(InputError, NotImplementedError):
 
     An :class:`InputError`, bad input the user can change, and a ``NotImplementedError``, as Python says of an
     operation a type does not offer.
+    """
+
+
+class MissingPathError(InputError, FileNotFoundError):
+    """A path given to read from, or to write into, that does not exist (a results file, a report's directory).
+
+    An :class:`InputError`, a mistake in the input, and a ``FileNotFoundError``, as Python's own ``open`` says.
     """
 
 

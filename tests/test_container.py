@@ -75,3 +75,27 @@ def test_save_and_load_errors(tmp_path, faithful):
         mixflow.save({}, tmp_path / "result.nc")
     with pytest.raises(FileNotFoundError, match="path: expected an existing mixflow results file"):
         mixflow.load(tmp_path / "nothing.nc")
+    # a missing path is bad input too (an InputError), as well as Python's FileNotFoundError
+    with pytest.raises(mixflow.MissingPathError):
+        mixflow.load(tmp_path / "nothing.nc")
+    assert issubclass(mixflow.MissingPathError, mixflow.InputError)
+
+
+def test_a_zarr_store_is_not_written_as_netcdf_under_its_name_and_is_read(tmp_path, faithful):
+    # save("fit.zarr") wrote an HDF5 file under that name, which no Zarr reader opens, and load of a Zarr store
+    # said that the path did not exist
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    with pytest.raises(mixflow.InputError, match=r"^path: expected the name of a NetCDF file \(mixflow.save writes "
+                                                 r"NetCDF, e.g. 'fit.nc'\), got '.*fit.zarr', a Zarr store's name: "
+                                                 r"write a Zarr store with tree.to_zarr\(.*\), which mixflow.load "
+                                                 r"reads too$"):
+        mixflow.save(tree, tmp_path / "fit.zarr")
+    assert not (tmp_path / "fit.zarr").exists()
+    tree.to_zarr(tmp_path / "fit.zarr")
+    loaded = mixflow.load(tmp_path / "fit.zarr")
+    assert loaded["em"].attrs["log_likelihood"] == tree["em"].attrs["log_likelihood"]
+    for name in ("weights", "mu", "covariance"):
+        np.testing.assert_array_equal(loaded["em/estimate"][name].values, tree["em/estimate"][name].values)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(mixflow.MissingPathError, match=r"a directory that is no Zarr store$"):
+        mixflow.load(tmp_path / "other")

@@ -10,9 +10,13 @@ import xarray as xr
 from mixflow.atomic import atomic_write, interrupts_deferred
 from mixflow.container.migrate import migrate
 from mixflow.container.tree import as_container
-from mixflow.errors import InputError, InputTypeError
+from mixflow.errors import InputError, InputTypeError, MissingPathError
 
 __all__ = ["load", "save"]
+
+#: files that mark a directory as a Zarr store (format 2's root group and metadata, format 3's)
+_ZARR_MARKS = (".zgroup", ".zmetadata", "zarr.json")
+
 
 def save(tree: xr.DataTree, path) -> Path:
     """Write the container to NetCDF (h5netcdf) atomically: a temporary file, then a rename.
@@ -32,12 +36,16 @@ def save(tree: xr.DataTree, path) -> Path:
     if not isinstance(tree, xr.DataTree):
         raise InputTypeError(f"tree: expected an xarray.DataTree, got {type(tree).__name__}")
     path = Path(path)
+    if path.suffix.lower() == ".zarr":  # written as NetCDF under that name, no Zarr reader could open it
+        raise InputError(f"path: expected the name of a NetCDF file (mixflow.save writes NetCDF, e.g. 'fit.nc'), got "
+                         f"{str(path)!r}, a Zarr store's name: write a Zarr store with tree.to_zarr({str(path)!r}), "
+                         "which mixflow.load reads too")
     if path.is_dir():
         raise InputError(f"path: expected a file name, got {str(path)!r}, which is a directory")
     if not path.parent.is_dir():
         folder = str(path.parent)
         what = f"{folder!r} is a file" if path.parent.exists() else f"no directory {folder!r}"
-        raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r} ({what})")
+        raise MissingPathError(f"path: expected a file in an existing directory, got {str(path)!r} ({what})")
     # HDF5 aborts the whole process (or crashes in a destructor) when a write to disk fails, a full disk or a
     # file-size limit: an upstream crash, not an exception. So the file is made in memory, and only its bytes
     # are written to disk, by Python, whose failures are OSErrors; free space for those bytes (the file's exact
@@ -77,20 +85,27 @@ def _readable_hdf5(path: Path) -> bool:
 
 
 def load(path) -> xr.DataTree:
-    """Read a container written by :func:`save`, fully into memory (the file is closed on return)."""
+    """Read a container written by :func:`save` (or a Zarr store of one, ``tree.to_zarr``), fully into memory.
+
+    The file is closed on return.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: expected an existing mixflow results file, got {str(path)!r}")
+    store = path.is_dir() and any((path / name).is_file() for name in _ZARR_MARKS)
+    if not (path.is_file() or store):
+        raise MissingPathError(f"path: expected an existing mixflow results file, got {str(path)!r}"
+                               + (", a directory that is no Zarr store" if path.is_dir() else ""))
+    engine, kind = ("zarr", "a Zarr store") if store else ("h5netcdf", "NetCDF")  # h5netcdf: as in save
     try:
-        with interrupts_deferred(), xr.open_datatree(path, engine="h5netcdf") as tree:  # as in save
+        with interrupts_deferred(), xr.open_datatree(path, engine=engine) as tree:
             tree = tree.load().copy()
     except PermissionError:
         raise
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, KeyError) as error:
         raise InputError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
-                         f"got {str(path)!r}, which cannot be read as NetCDF ({error})") from None
+                         f"got {str(path)!r}, which cannot be read as {kind} ({error})") from None
     if "model" not in tree.attrs or "observed_data" not in tree.children:
         raise InputError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
-                         f"got {str(path)!r}, a NetCDF file without the model attribute and /observed_data (groups "
-                         f"{sorted(tree.children)}, attributes {sorted(tree.attrs)[:8]})")
+                         f"got {str(path)!r}, {'a Zarr store' if store else 'a NetCDF file'} without the model "
+                         f"attribute and /observed_data (groups {sorted(tree.children)}, attributes "
+                         f"{sorted(tree.attrs)[:8]})")
     return as_container(migrate(tree))

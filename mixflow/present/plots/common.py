@@ -4,7 +4,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from mixflow.errors import InputError, InputTypeError
+from mixflow.errors import InputError, InputTypeError, MissingPathError
 
 __all__ = ["METHOD_COLORS", "check_path", "finish"]
 
@@ -24,7 +24,7 @@ def check_path(path) -> Path | None:
     if path.suffix.lower() not in _FORMATS:
         raise InputError(f"path: expected a file name ending in one of {list(_FORMATS)}, got {str(path)!r}")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r}")
+        raise MissingPathError(f"path: expected a file in an existing directory, got {str(path)!r}")
     return path
 
 

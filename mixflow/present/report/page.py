@@ -23,7 +23,7 @@ from mixflow.container.read import available_methods, check_tree, data_units, ha
 from mixflow.engines.modes import alike_modes, left_out_modes, left_out_reason
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.engines.stacking import WEIGHT_INTERVAL
-from mixflow.errors import InputError, InputTypeError
+from mixflow.errors import InputError, InputTypeError, MissingPathError
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
 from mixflow.present.numbers import format_number, format_with_sd
@@ -714,7 +714,7 @@ def _check_arguments(tree, path, selection, title, other_fits, plots):
     if path.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"path: expected a file name ending in .html, got {str(path)!r}")
     if not path.parent.is_dir():
-        raise FileNotFoundError(f"path: expected a file in an existing directory, got {str(path)!r} "
+        raise MissingPathError(f"path: expected a file in an existing directory, got {str(path)!r} "
                                 f"({_not_a_directory(path.parent)})")
     if selection is not None and (not isinstance(selection, pd.DataFrame) or selection.index.name != "k"):
         raise InputTypeError(f"selection: expected None or the DataFrame from mixflow.select_k, "
