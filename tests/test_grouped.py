@@ -220,6 +220,8 @@ def test_the_summary_and_the_report_call_the_two_columns_the_limits_of_one_varia
     text = mixflow.report(crabs_fit, tmp_path / "crabs.html").read_text(encoding="utf-8")
     assert "29 rows, classes of one variable, its limits in [&#x27;lower&#x27;, &#x27;upper&#x27;]" in text
     assert "2 features" not in text
+    # the Data card too: the columns are a class's limits, summarised as such, not two features
+    assert "<th>features</th>" not in text and "Summary of the class limits (weighted)" in text
 
 
 def test_map_frees_a_component_onto_a_count_between_empty_classes():

@@ -326,6 +326,7 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 
 def _data_section(tree) -> str:
     from mixflow.container.read import observed_data
+    from mixflow.families.base import model_from_json
 
     data = observed_data(tree)
     frequency = data.frequency
@@ -339,10 +340,14 @@ def _data_section(tree) -> str:
     units = data_units(tree)
     if units:
         summary.insert(0, "unit", [units.get(str(f), "") for f in data.features])
-    rows = [("name", tree.attrs.get("data_name", "")), ("rows", data.n_obs), ("features", data.n_features),
+    model = model_from_json(tree.attrs["model"])
+    classes = model.rows_are_classes()  # binned data: the columns are a class's limits, not features
+    rows = [("name", tree.attrs.get("data_name", "")), ("rows", data.n_obs),
+            ("columns", model.columns_text([str(f) for f in data.features])) if classes
+            else ("features", data.n_features),
             ("frequency weights", "none" if data.weights is None else f"yes (total {total:g})")]
     note = " (weighted)" if data.weights is not None else ""
-    return key_values(rows) + f"<h3>Summary{note}</h3>" + _table(summary)
+    return key_values(rows) + f"<h3>Summary{' of the class limits' if classes else ''}{note}</h3>" + _table(summary)
 
 
 def _cell(stats: pd.Series, method: str, unit: str = "") -> str:
