@@ -380,7 +380,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     if len(fits) > 1:
         found, chain_mode = mode_groups(model, data, posterior, groups["log_likelihood"]["variables"]["x"][1],
                                         reference, np.random.default_rng(children[1]),
-                                        "ADVI draws of every mode resampled by the modes' stacking weights")
+                                        "ADVI draws of every mode resampled by the modes' stacking weights",
+                                        independent=True)
         groups.update(found)
         weights = found["modes"]["variables"]["weight"][1]
         coords["mode"] = np.arange(weights.size)

@@ -208,7 +208,7 @@ def _em_mode(reference: dict, means: list[dict], sds: list[dict]) -> int:
 
 
 def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, reference: dict,
-                   chain_mode: np.ndarray, rng: np.random.Generator | None = None) -> dict:
+                   chain_mode: np.ndarray, rng: np.random.Generator | None = None, independent: bool = False) -> dict:
     """Per-mode summaries, LOO densities and stacking weights, as the ``/mcmc/modes`` group.
 
     Parameters
@@ -236,7 +236,8 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         ``pareto_k_threshold`` (arviz_stats' for the mode's draws), ``in_stacking`` (:func:`_stacking`: weight
         0 for a mode of stuck chains, or whose Pareto k exceeds :data:`LOO_UNUSABLE_K`), ``loo_reliable`` (PSIS-LOO
         with every Pareto shape at most the threshold, chains not all stuck), ``ess_reliable`` (smallest bulk ESS at
-        least :data:`ESS_PER_CHAIN_MIN` per chain, no chain stuck), ``elpd_diff`` and ``elpd_diff_se``
+        least :data:`ESS_PER_CHAIN_MIN` per chain, no chain stuck; of ``independent`` draws, their number),
+        ``elpd_diff`` and ``elpd_diff_se``
         (:func:`_elpd_differences` to the heaviest mode), ``log_likelihood`` and ``log_posterior`` (at the mode's
         posterior mean), ``max_rhat``, ``min_ess_bulk``, ``min_ess_tail`` (within the mode) (mode), the
         posterior mean of every parameter with a leading ``mode`` dim (e.g. ``weights`` (mode, component))
@@ -265,8 +266,10 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         row["max_rhat"], row["min_ess_bulk"], row["min_ess_tail"] = extremes(convergence(posterior))
         # NaN comparisons are False: a mode without PSIS (too few draws) has no reliable LOO
         row["loo_reliable"] = bool(row["max_pareto_k"] <= row["pareto_k_threshold"]) and not row["stuck_mode"]
-        # a stuck chain's ESS is its number of draws (arviz_stats' value for a constant): not a sample's
-        row["ess_reliable"] = bool(row["min_ess_bulk"] >= ESS_PER_CHAIN_MIN * chains.size) and not stuck[chains].any()
+        # a stuck chain's ESS is its number of draws (arviz_stats' value for a constant): not a sample's; the ESS
+        # of independent draws is their number, which ArviZ's estimate scatters about
+        size = row["n_draws"] if independent else row["min_ess_bulk"]
+        row["ess_reliable"] = bool(size >= ESS_PER_CHAIN_MIN * chains.size) and not stuck[chains].any()
         rows.append(row)
     stats = {key: np.array([row[key] for row in rows]) for key in rows[0]}
     stats["elpd_loo"] = data.frequency @ lpd
@@ -352,7 +355,8 @@ _MODE_ATTRS = {
              "sample of the posterior",
     "loo_reliable": "PSIS-LOO with every Pareto shape at most pareto_k_threshold (arviz_stats' min(1 - 1 / "
                     "log10(S), 0.7) for S draws); False: the mode's weight rests on unreliable densities",
-    "ess_reliable": f"smallest bulk ESS within the mode at least {ESS_PER_CHAIN_MIN} per chain; False: too few "
+    "ess_reliable": f"smallest bulk ESS within the mode (of ADVI's independent draws, their number) at least "
+                    f"{ESS_PER_CHAIN_MIN} per chain; False: too few "
                     "effective draws to trust the mode's summaries and its weight",
     "elpd_diff": "the mode's PSIS-LOO elpd minus the heaviest mode's (negative where it predicts worse, as ArviZ's "
                  "compare), with its standard error elpd_diff_se; within "
@@ -496,8 +500,11 @@ def mode_caveats(modes, unit: str = "chains") -> str:
         if not value["ess_reliable"][mode] and not stuck[chains].any():
             ess, least = value["min_ess_bulk"][mode], ESS_PER_CHAIN_MIN * chains.size
             below = f"below {least}" + (f" ({ESS_PER_CHAIN_MIN} per {unit[:-1]})" if chains.size > 1 else "")
-            why.append((f"has a bulk ESS of {ess:.1f}" if np.isfinite(ess) else "no bulk ESS (too few draws)")
-                       + f", {below}")
+            if unit == "fits":  # independent draws: as many as they are (see mode_summaries)
+                why.append(f"has {n_draws} independent draws, {below}")
+            else:
+                why.append((f"has a bulk ESS of {ess:.1f}" if np.isfinite(ess) else "no bulk ESS (too few draws)")
+                           + f", {below}")
             more_draws = True
         if why:
             said.append(f"mode {mode} ({chains_text(unit, chains)}) " + " and ".join(why))
@@ -526,8 +533,11 @@ STACKED_ERROR = ("not measured by this group: its draws are a resample, with rep
 
 
 def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, reference: dict,
-                rng: np.random.Generator, description: str) -> tuple[dict, np.ndarray]:
+                rng: np.random.Generator, description: str, independent: bool = False) -> tuple[dict, np.ndarray]:
     """The chains' modes (:func:`chain_modes`), their summaries and, with several, the stacked draws.
+
+    ``independent``: each chain's draws are independent (ADVI's, from its approximation), so a mode's draws are
+    a sample of it as many as they are (:func:`mode_summaries`).
 
     Shared by the engines whose chains (NUTS chains, or ADVI fits from several starts) may sit in
     different modes.
@@ -555,7 +565,7 @@ def mode_groups(model, data: Data, aligned: dict, log_likelihood: np.ndarray, re
     n_chains, n_draws = next(iter(values.values())).shape[:2]
     chain_mode = chain_modes(values) if n_chains > 1 else np.zeros(1, np.int64)
     groups = {"modes": mode_summaries(model, data, aligned, log_likelihood, reference, chain_mode,
-                                      rng.spawn(1)[0])}  # a stream of its own: the resample below is unchanged
+                                      rng.spawn(1)[0], independent)}  # a stream of its own: the resample is unchanged
     weights = groups["modes"]["variables"]["weight"][1]
     if weights.size > 1:
         groups["stacked/posterior"] = {
