@@ -144,6 +144,14 @@ def _check_same_fit(tree, model, validated):
                          f"{validated.weights[rows[0]]:g} against {kept[rows[0]]:g})")
 
 
+def _check_same_units(tree, units: dict) -> None:
+    """Units for a method added to ``tree`` that are not its own would relabel the fits it holds: refused."""
+    kept = json.loads(tree.attrs.get(UNITS, "{}") or "{}")
+    if units and kept and units != kept:
+        raise InputError(f"units: expected the units of the result's data (tree), {kept}, or none, got {units}; the "
+                         "fits it holds are in its units")
+
+
 def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,
         n_init: int = 5, init="auto", tol: float = 1e-10, max_iter: int = 1000, trim: float | None = None,
         chunk_size: int | None = None, accelerate: str | None = "squarem", data_name: str = "data",
@@ -300,6 +308,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
                                        chunked=False, total_weight=float(validated.frequency.sum()))
             if tree is not None:
                 _check_same_fit(tree, model, validated)
+                _check_same_units(tree, units)
             em_method = next((m for m in methods if m in ("em", "map")), None)
             if em_method is None and (tree is None or "em" not in tree.children):
                 em_method = "map"

@@ -1,5 +1,6 @@
 """Every bad input gets a clear error naming the argument, what was expected and what came."""
 
+import json
 import warnings
 
 import dask.array
@@ -164,6 +165,14 @@ def test_unknown_options_and_mismatched_trees():
                                          r"got other weights in 1 row \(the first, row 3: 9 against 4\)$"):
         mixflow.fit(MODEL, data(), method="map", tree=weighted, weights=np.where(counts == 4, 9.0, counts))
     added = mixflow.fit(MODEL, data(), method="map", tree=weighted, weights=counts)
+    # units other than the result's would relabel the fits it holds; none given keeps them, and a result without
+    # units may be given some
+    minutes = mixflow.fit(MODEL, data(), random_seed=0, units={"x0": "min", "x1": "min"})
+    with pytest.raises(ValueError, match=r"^units: expected the units of the result's data \(tree\), \{'x0': 'min', "
+                                         r"'x1': 'min'\}, or none, got \{'x0': 's', 'x1': 'min'\}"):
+        mixflow.fit(MODEL, data(), method="map", tree=minutes, units={"x0": "s", "x1": "min"})
+    assert json.loads(mixflow.fit(MODEL, data(), method="map", tree=minutes).attrs["units"])["x0"] == "min"
+    assert "units" in mixflow.fit(MODEL, data(), method="map", tree=tree, units={"x0": "min", "x1": "min"}).attrs
     assert "log_posterior" in added["em"].attrs  # the MAP estimate, now in /em
     with pytest.raises(TypeError, match=r"tree: expected a mixflow result to add methods to, got dict"):
         mixflow.fit(MODEL, data(), tree={})
