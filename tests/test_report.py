@@ -649,11 +649,12 @@ def test_an_advi_fit_that_did_not_settle_is_a_finding_of_the_report_as_of_the_su
     tree = full.copy()
     assert not [text for _, text in fit_findings(tree) if text.startswith("ADVI: the approximation")]
     tree["advi"].attrs.update(converged=0, n_iter=100)
-    assert ("warn", "ADVI: the approximation did not settle in 100 iterations: its draws may not be the optimum's "
-                    "(raise n or lower learning_rate).") in fit_findings(tree)
+    # a problem, graded as EM's that did not converge is
+    assert ("bad", "ADVI: the approximation did not settle in 100 iterations: its draws may not be the optimum's "
+                   "(raise n or lower learning_rate).") in fit_findings(tree)
     tree["advi"].attrs.update(n_iter_per_fit="[420, 700]", converged_per_fit="[1, 0]", final_elbo_per_fit="[-1, -2]")
-    said = ("warn", "ADVI: not every fit settled (not all settled after 420 and 700 (not settled) iterations (fits "
-                    "0, 1)): its draws may not be the optimum's (raise n or lower learning_rate).")
+    said = ("bad", "ADVI: not every fit settled (not all settled after 420 and 700 (not settled) iterations (fits "
+                   "0, 1)): its draws may not be the optimum's (raise n or lower learning_rate).")
     assert said in fit_findings(tree)
 
 

@@ -246,7 +246,8 @@ def _advi_findings(tree, methods) -> list[tuple[str, str]]:
     progress, _ = advi_progress(attrs)
     what = ("the approximation " + progress if "n_iter_per_fit" not in attrs else
             f"not every fit settled ({progress})")  # several fits: each one's iterations
-    return [("warn", f"ADVI: {what}: its draws may not be the optimum's (raise n or lower learning_rate).")]
+    # a problem, as EM stopped by max_iter and NUTS's chains that disagree are: the draws are not those of the method
+    return [("bad", f"ADVI: {what}: its draws may not be the optimum's (raise n or lower learning_rate).")]
 
 
 #: The share of a method's draws in which some component holds less than one observation's worth of weight, from
