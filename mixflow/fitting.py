@@ -395,6 +395,9 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
     several calls). ``begun``, ``(marks, caught)``: each method's first warning's index in ``caught`` (the warnings
     recorded so far) is put in ``marks`` under its name, so that its warnings are told apart.
     """
+    samplers = [m for m in methods if m in ("mcmc", "advi")]
+    if begun is not None and samplers:  # the reference fit and the checks below serve the first sampler first
+        begun[0][samplers[0]] = len(begun[1])
     source, said = reference_fit or _sampling_reference(model, data, result, methods, seed, em_options)
     stated = {**(stated or {}), **said}
     reference = {name: value.values for name, value in source[EM_ESTIMATE].data_vars.items()}
@@ -405,8 +408,8 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
         model = dataclasses.replace(model, n_components=reference["weights"].size)
     if any(m in ("mcmc", "advi") for m in methods):
         _check_representable(model, reference, data)
-    for sampling in (m for m in methods if m in ("mcmc", "advi")):
-        if begun is not None:
+    for sampling in samplers:
+        if begun is not None and sampling != samplers[0]:
             begun[0][sampling] = len(begun[1])
         engine_options = dict(routed[sampling])
         if engine_options.get("starts") == "em-optima":

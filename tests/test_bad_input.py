@@ -205,8 +205,8 @@ def test_bad_initial_parameters(init, message):
 
 
 def test_initial_weights_rounded_for_print_are_renormalised():
-    # weights rounded to 6 decimals summed to 1.000001: accepted, but EM's first objective used them as given and
-    # its second (normalised by the M-step) was lower: "EM decreased its objective", an internal warning
+    # weights rounded for print sum to 1 within their rounding: taken as given, EM's first objective would be above
+    # its second (normalised by the M-step), which EM's monotone check reports as an internal error
     faithful = mixflow.load_dataset("faithful")
     fitted = mixflow.fit(mixflow.GaussianMixture(2), faithful, method="em", random_seed=0)["em/estimate"]
     exact = {name: fitted[name].values for name in ("weights", "mu", "covariance")}

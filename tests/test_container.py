@@ -82,8 +82,7 @@ def test_save_and_load_errors(tmp_path, faithful):
 
 
 def test_a_zarr_store_is_not_written_as_netcdf_under_its_name_and_is_read(tmp_path, faithful):
-    # save("fit.zarr") wrote an HDF5 file under that name, which no Zarr reader opens, and load of a Zarr store
-    # said that the path did not exist
+    # save writes NetCDF: under a Zarr store's name no Zarr reader would open it; load reads a Zarr store
     tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
     with pytest.raises(mixflow.InputError, match=r"^path: expected the name of a NetCDF file \(mixflow.save writes "
                                                  r"NetCDF, e.g. 'fit.nc'\), got '.*fit.zarr', a Zarr store's name: "

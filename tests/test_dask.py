@@ -103,8 +103,8 @@ def test_regression_estimate_equals_numpy_input(intercept):
         np.testing.assert_allclose(predict(extra, lazy_frame).values, predict(extra, frame).values, atol=1e-12)
     np.testing.assert_allclose(mixflow.responsibilities(extra, frame).compute(),
                                mixflow.predict_proba(extra, frame).values, atol=1e-12)
-    # a column the formula does not name, with missing values: refused for Dask data (rows named, no column),
-    # where the same rows in memory drop it, as R's formulas do; now dropped alike, by fit and by select_k
+    # a column the formula does not name, with missing values, is dropped from Dask data as from the same rows in
+    # memory (as R's formulas do), by fit and by select_k
     gaps = frame.assign(note=np.where(np.arange(N) % 50 == 3, np.nan, 1.0 + rng.normal(size=N)))
     lazy_gaps = dd.from_pandas(gaps, npartitions=4)
     expected = mixflow.fit(model, gaps, random_seed=3, n_init=2)

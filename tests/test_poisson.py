@@ -468,8 +468,8 @@ def test_the_fit_s_warnings_are_recorded_once_and_raised_under_the_caller_s_filt
 
 
 def test_a_method_fitted_again_into_its_tree_drops_the_replaced_fit_s_warnings():
-    # EM stopped by max_iter=3, then fitted again into the same tree: the summary said "converged in 12
-    # iterations" and, from the replaced fit, "EM did not converge in max_iter=3"
+    # EM stopped by max_iter=3, then fitted again into the same tree: the summary says the new fit's convergence,
+    # not the replaced fit's "EM did not converge in max_iter=3"
     rng = np.random.default_rng(1)
     counts = np.r_[rng.poisson(2, 150), rng.poisson(9, 100)]
     with warnings.catch_warnings():
@@ -487,6 +487,13 @@ def test_a_method_fitted_again_into_its_tree_drops_the_replaced_fit_s_warnings()
     recorded = json.loads(constant.attrs["run_warnings"])
     assert [(w["category"], w.get("method")) for w in recorded] == [("ConstantFeatureWarning", None),
                                                                     ("DegenerateComponentWarning", "em")]
+    # a message two methods raised is each one's: fitting one again keeps the other's
+    from mixflow.container.build import record_warnings
+
+    said = warnings.WarningMessage(mixflow.MixflowWarning("alike"), mixflow.MixflowWarning, "x.py", 1)
+    both = record_warnings(constant.copy(), [said, said], "fit", methods=["em", "advi"])
+    refitted = record_warnings(both, [], "fit", methods=[], replaced=["em"])
+    assert [w.get("method") for w in json.loads(refitted.attrs["run_warnings"]) if w["message"] == "alike"] == ["advi"]
 
 
 def test_warnings_before_an_error_still_reach_the_caller_and_module_filters_apply():

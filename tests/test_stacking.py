@@ -268,9 +268,9 @@ def test_chain_moves_counts_the_transitions_whose_draw_changed():
 
 
 def test_independent_draws_are_as_many_as_they_are_not_arviz_s_estimate_of_their_ess(two_mode_draws):
-    """ADVI's draws are independent: ArviZ's bulk ESS of 200 of them scatters about 200 (83.6 in a fit of the
-    galaxies), and a caveat said "a bulk ESS of 83.6, below 100" of a fit whose draws are a sample as many as they
-    are. Here the draws are sorted, which ArviZ reads as one slow chain: its ESS is tiny, their number 300."""
+    """ADVI's draws are independent: a sample as many as they are, whatever ArviZ's estimate of their ESS (which
+    scatters about their number). Here the draws are sorted, which ArviZ reads as one slow chain: its ESS is tiny,
+    their number 300."""
     from scipy import stats
 
     model, data, estimate = two_mode_draws

@@ -808,8 +808,8 @@ def test_neighbourhood_moves_free_a_component_onto_an_outlying_row_and_its_neigh
 
 def test_neighbourhood_moves_of_classes_start_from_the_counts_the_fit_falls_shortest_of():
     # binned data: class 5 holds 60 of 96 counts, between empty classes; a wide component gives it the highest
-    # probability of all (0.2), so by probability it is the last row to seed a group, and with many classes it
-    # was left out; by its term of the G statistic, 60 log(0.625 / 0.2) = 68.4, it is the first
+    # probability of all (0.2), so by probability it is the last row to seed a group (with many classes, beyond
+    # the seeds taken); by its term of the G statistic, 60 log(0.625 / 0.2) = 68.4, it is the first
     probability = np.array([0.02, 0.05, 0.08, 0.12, 0.01, 0.2, 0.01, 0.12, 0.08, 0.06, 0.04])
     counts = np.array([2.0, 5, 8, 11, 0, 60, 0, 3, 3, 2, 2])
     log_joint = np.log(np.column_stack([0.5 * probability, 0.5 * probability]))

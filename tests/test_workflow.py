@@ -141,7 +141,7 @@ def test_empty_cells_of_the_fitted_columns_are_named_by_data_row_from_one(tmp_pa
 
 def test_without_columns_a_column_no_model_reads_may_have_gaps(tmp_path):
     # a regression's data with a measurement taken for some rows only, in a column its formula does not name:
-    # refused for its empty cells, where mixflow.fit (and R's formulas) leave such a column out
+    # left out, as mixflow.fit (and R's formulas) leave such a column out
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 5, 40)
     frame = pd.DataFrame({"y": 1 + 2 * x + rng.normal(0, 0.3, 40), "x": x, "z": rng.normal(size=40),
@@ -439,7 +439,7 @@ def test_a_model_that_does_not_suit_the_data_fails_before_fitting(tmp_path, monk
 
 
 def test_every_model_that_does_not_suit_the_data_is_said_at_once(tmp_path):
-    # the checks against the data stopped at the first model: a second one's mismatch came only after a rerun
+    # every model's mismatch with the data, one line each, so that one edit can fix them all
     path = write(tmp_path, """
         name = "several"
         seed = 1
@@ -589,7 +589,7 @@ def test_warnings_are_one_line_each_logged_in_full_recorded_and_reported(tmp_pat
 
 
 def test_two_models_with_alike_diagnostics_are_both_said(tmp_path, capsys):
-    # EM stopped at max_iter in two models: the second's problem was taken for the first's, said and counted once
+    # EM stopped at max_iter in two models: each model's problem is said and counted, named by its fit
     rng = np.random.default_rng(1)
     pd.DataFrame({"count": np.r_[rng.poisson(2, 60), rng.poisson(9, 40)]}).to_csv(tmp_path / "d.csv", index=False)
     path = write(tmp_path, """

@@ -75,10 +75,11 @@ def record_warnings(tree: xr.DataTree, caught: list, stage: str, methods: list |
                     replaced: list = ()) -> xr.DataTree:
     """``tree`` with the warnings ``caught`` (``warnings.WarningMessage``) added to its root ``run_warnings``.
 
-    Each distinct message once, as ``{"stage", "category", "message"}`` (the form a workflow records), with
-    ``"method"`` where ``methods`` gives the method that raised each (None: the data's checks); the summary and
-    the report list them. The warnings recorded of the methods ``replaced`` (fitted again into the tree) are
-    dropped first: they were said of fits the tree no longer holds.
+    Each distinct message once per method, as ``{"stage", "category", "message"}`` (the form a workflow records),
+    with ``"method"`` where ``methods`` gives the method that raised each (None: the data's checks); the summary
+    and the report list them. The warnings recorded of the methods ``replaced`` (fitted again into the tree) are
+    dropped first: they were said of fits the tree no longer holds. (Warnings recorded without a method, by a
+    workflow or before methods were recorded, cannot be told apart: they stay.)
     """
     try:
         recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
@@ -87,9 +88,10 @@ def record_warnings(tree: xr.DataTree, caught: list, stage: str, methods: list |
     kept = [w for w in recorded if not (isinstance(w, dict) and w.get("method") in replaced)]
     if not caught and len(kept) == len(recorded):
         return tree
-    seen = {(w.get("category"), w.get("message")) for w in kept if isinstance(w, dict)}
+    # once per method: a message two methods raised stays the other's when one of them is fitted again
+    seen = {(w.get("category"), w.get("message"), w.get("method")) for w in kept if isinstance(w, dict)}
     for warning, method in zip(caught, methods or [None] * len(caught), strict=True):
-        key = (warning.category.__name__, str(warning.message))
+        key = (warning.category.__name__, str(warning.message), method)
         if key not in seen:
             seen.add(key)
             kept.append({"stage": stage, "category": key[0], "message": key[1]}
