@@ -25,7 +25,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from mixflow.errors import InputError, terminating_as_interrupt
+from mixflow.errors import InputError, MissingPathError, terminating_as_interrupt
 from mixflow.warnings import ADVIDivergenceError
 from mixflow.wording import agreeing, counted
 
@@ -66,8 +66,9 @@ def _load_results(path: str):
     from mixflow.container.io import load
     from mixflow.container.read import available_methods, check_tree
 
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"results: expected an existing mixflow results file (.nc), got {path!r}")
+    if not Path(path).exists():
+        raise MissingPathError(f"results: expected an existing mixflow results file (.nc, or a Zarr store of one), "
+                               f"got {path!r}")
     try:
         tree = load(path)
     except InputError as error:  # its message names the file
@@ -91,7 +92,7 @@ def _read_selection(path: str):
     from mixflow.workflow.csv_table import CsvProblem, read_table
 
     if not Path(path).is_file():
-        raise FileNotFoundError(f"--selection: expected an existing choice-of-K CSV file, got {path!r}")
+        raise MissingPathError(f"--selection: expected an existing choice-of-K CSV file, got {path!r}")
     try:
         table = read_table(Path(path))
     except CsvProblem as problem:

@@ -5,6 +5,7 @@ import pytest
 import xarray as xr
 
 import mixflow
+from mixflow.cli import main
 
 
 def assert_trees_identical(left: xr.DataTree, right: xr.DataTree):
@@ -96,5 +97,15 @@ def test_a_zarr_store_is_not_written_as_netcdf_under_its_name_and_is_read(tmp_pa
     for name in ("weights", "mu", "covariance"):
         np.testing.assert_array_equal(loaded["em/estimate"][name].values, tree["em/estimate"][name].values)
     (tmp_path / "other").mkdir()
-    with pytest.raises(mixflow.MissingPathError, match=r"a directory that is no Zarr store$"):
+    with pytest.raises(mixflow.InputError, match=r"a directory that is no Zarr store$"):
         mixflow.load(tmp_path / "other")
+    # the command line shows it as it shows a NetCDF file
+    assert main(["show", str(tmp_path / "fit.zarr")]) == 0
+    # a store whose bytes a codec cannot decode is bad input, not an internal error
+    chunks = [p for p in (tmp_path / "fit.zarr" / "em" / "estimate").rglob("*") if p.is_file() and "c" in p.parts]
+    assert chunks
+    for chunk in chunks:
+        chunk.write_bytes(b"not a chunk" * 10)
+    with pytest.raises(mixflow.InputError, match=r"cannot be read as a Zarr store"):
+        mixflow.load(tmp_path / "fit.zarr")
+    assert main(["show", str(tmp_path / "fit.zarr")]) == 2

@@ -14,6 +14,9 @@ from mixflow.errors import InputError, InputTypeError, MissingPathError
 
 __all__ = ["load", "save"]
 
+#: what load reads, as its errors say it
+_RESULTS_FILE = ("a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save, or a Zarr store of one "
+                 "written by tree.to_zarr)")
 #: files that mark a directory as a Zarr store (format 2's root group and metadata, format 3's)
 _ZARR_MARKS = (".zgroup", ".zmetadata", "zarr.json")
 
@@ -91,21 +94,21 @@ def load(path) -> xr.DataTree:
     """
     path = Path(path)
     store = path.is_dir() and any((path / name).is_file() for name in _ZARR_MARKS)
-    if not (path.is_file() or store):
-        raise MissingPathError(f"path: expected an existing mixflow results file, got {str(path)!r}"
-                               + (", a directory that is no Zarr store" if path.is_dir() else ""))
+    if not path.exists():
+        raise MissingPathError(f"path: expected an existing mixflow results file, got {str(path)!r}")
+    if path.is_dir() and not store:
+        raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, a directory that is no Zarr store")
     engine, kind = ("zarr", "a Zarr store") if store else ("h5netcdf", "NetCDF")  # h5netcdf: as in save
     try:
         with interrupts_deferred(), xr.open_datatree(path, engine=engine) as tree:
             tree = tree.load().copy()
     except PermissionError:
         raise
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise InputError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
-                         f"got {str(path)!r}, which cannot be read as {kind} ({error})") from None
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:  # RuntimeError: a codec's, on bad bytes
+        raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, which cannot be read as {kind} "
+                         f"({error})") from None
     if "model" not in tree.attrs or "observed_data" not in tree.children:
-        raise InputError(f"path: expected a mixflow results file (NetCDF written by 'mixflow run' or mixflow.save), "
-                         f"got {str(path)!r}, {'a Zarr store' if store else 'a NetCDF file'} without the model "
-                         f"attribute and /observed_data (groups {sorted(tree.children)}, attributes "
-                         f"{sorted(tree.attrs)[:8]})")
+        what = "a Zarr store" if store else "a NetCDF file"
+        raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, {what} without the model attribute and "
+                         f"/observed_data (groups {sorted(tree.children)}, attributes {sorted(tree.attrs)[:8]})")
     return as_container(migrate(tree))
