@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mixflow.arguments import check_count
-from mixflow.data import constant_features_message, offset, offset_of_rows, weights_type_error
+from mixflow.data import constant_features_message, is_dask_frame, offset, offset_of_rows, weights_type_error
 from mixflow.errors import InputError, InputTypeError
 from mixflow.parallel import active_client, one_blas_thread
 from mixflow.warnings import ConstantFeatureWarning
@@ -268,7 +268,10 @@ def as_chunked(data, *, weights=None, name: str = "data", features=None, chunks=
     da = require_dask(name)
     if _module(data).startswith("xarray."):
         array, columns = _from_xarray(data, name, da)
-    elif hasattr(data, "dtypes") and hasattr(data, "to_dask_array"):
+    elif is_dask_frame(data):
+        wanted = None if features is None else {str(f) for f in features}
+        if wanted is not None and wanted <= {str(c) for c in data.columns}:  # others (a name beside a formula's)
+            data = data[[c for c in data.columns if str(c) in wanted]]     # are not read: nor checked
         array, columns = _from_frame(data, name, da)
     elif hasattr(data, "to_dask_array"):  # a Dask Series
         array, columns = _from_frame(data.to_frame(), name, da)

@@ -15,8 +15,9 @@ from mixflow.errors import InputError, InputTypeError
 from mixflow.warnings import ConstantFeatureWarning, PrecisionWarning
 from mixflow.wording import agreeing, counted
 
-__all__ = ["Data", "check_folds", "check_total_weight", "check_units", "constant_features_message", "is_text", "offset",
-           "offset_of_rows", "unread_columns", "validate_data", "validate_weights", "without_unusable_unread"]
+__all__ = ["Data", "check_folds", "check_total_weight", "check_units", "constant_features_message", "is_dask_frame",
+           "is_text", "offset", "offset_of_rows", "unread_columns", "validate_data", "validate_weights",
+           "without_unusable_unread"]
 
 _MAX_ROWS_NAMED = 5
 
@@ -358,6 +359,11 @@ def is_text(column: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
 
 
+def is_dask_frame(data) -> bool:
+    """Whether ``data`` is a Dask DataFrame (without importing Dask)."""
+    return hasattr(data, "dtypes") and hasattr(data, "to_dask_array")
+
+
 def without_unusable_unread(model, data):
     """A DataFrame without the columns ``model`` never reads (:meth:`unread_columns`) that could not be kept.
 
@@ -368,7 +374,7 @@ def without_unusable_unread(model, data):
     its cells (its fit keeps a sample of the rows, not the data). Other data are returned as they are.
     """
     if not isinstance(data, pd.DataFrame):
-        if hasattr(data, "dtypes") and hasattr(data, "to_dask_array"):  # a Dask DataFrame: every unread column
+        if is_dask_frame(data):  # a Dask DataFrame: every unread column
             unread = unread_columns(model, data)  # (checking their cells would cost a pass over the data)
             return data.drop(columns=unread) if unread else data
         return data

@@ -249,7 +249,8 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
     container, selection = _container(written), next(p for p in written if p.name.endswith("choice-of-k.csv"))
     for command in ("report", "show"):
         assert main([command, str(tmp_path / "missing.nc")]) == 2
-        assert "results: expected an existing mixflow results file (.nc, or a Zarr store of one), got" in capsys.readouterr().err
+        said = capsys.readouterr().err
+        assert "results: expected an existing mixflow results file (.nc, or a Zarr store of one), got" in said
         assert main([command, str(selection)]) == 2
         assert "results: expected a mixflow results file (NetCDF written by 'mixflow run'" in capsys.readouterr().err
     plain = tmp_path / "plain.nc"

@@ -115,6 +115,16 @@ def test_regression_estimate_equals_numpy_input(intercept):
         chosen, in_memory = (mixflow.select_k(model, rows, ks=[1, 2], methods=["em"], random_seed=3, n_folds=None)
                              for rows in (lazy_gaps, gaps))
     np.testing.assert_allclose(chosen["bic"].to_numpy(), in_memory["bic"].to_numpy(), rtol=RTOL)
+    # a text column beside the formula's (a state's name) too, through the folds of the choice of K, the
+    # predictions and the responsibilities, which read only the formula's columns
+    named = dd.from_pandas(frame.assign(state="a"), npartitions=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        folded = mixflow.select_k(model, named, ks=[1, 2], methods=["em"], random_seed=3, n_folds=2)
+    assert np.isfinite(folded["bic"].to_numpy()).all()
+    np.testing.assert_allclose(mixflow.predict_proba(got, named).values, mixflow.predict_proba(got, frame).values,
+                               atol=1e-12)
+    assert mixflow.responsibilities(got, named).shape == (N, 2)
 
 
 def test_grouped_estimate_equals_numpy_input():

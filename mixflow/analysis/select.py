@@ -584,6 +584,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
 
     """
     ks, methods = _check_arguments(model, ks, methods, n_folds, random_seed, n_jobs)
+    data = without_unusable_unread(model, data)
     chunked = is_chunked(data)
     if chunked:  # each K's fit runs its passes on the client's workers (or threads), one K after the other
         if "mcmc" in methods:
@@ -591,7 +592,6 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
                              f"{list(methods)}")
         if n_folds is not None:  # checked before any fit (as_chunked computes nothing but unknown block lengths)
             _check_row_folds(n_folds, as_chunked(data, weights=weights).n_obs)
-    data = without_unusable_unread(model, data)
     validated = None if chunked else validate_data(data, weights=weights, unread=unread_columns(model, data),
                                                    infinite_hint=model.infinite_values_hint(),
                                                    constant_note=model.constant_feature_note(with_prior(methods)))
