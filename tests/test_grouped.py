@@ -214,14 +214,20 @@ def test_container_round_trip_and_prediction(crabs_fit, crabs, tmp_path):
                                rtol=1e-10)
 
 
-def test_the_summary_and_the_report_call_the_two_columns_the_limits_of_one_variables_classes(crabs_fit, tmp_path):
+def test_the_summary_and_the_report_call_the_two_columns_the_limits_of_one_variable_s_classes(crabs_fit, crabs,
+                                                                                              tmp_path):
     assert "fitted to 'data': 29 rows, classes of one variable, its limits in ['lower', 'upper'], frequency " \
         "weights" in mixflow.summary(crabs_fit, kind="text")
     text = mixflow.report(crabs_fit, tmp_path / "crabs.html").read_text(encoding="utf-8")
     assert "29 rows, classes of one variable, its limits in [&#x27;lower&#x27;, &#x27;upper&#x27;]" in text
     assert "2 features" not in text
-    # the Data card too: the columns are a class's limits, summarised as such, not two features
-    assert "<th>features</th>" not in text and "Summary of the class limits (weighted)" in text
+    # the Data card too: the columns are a class's limits, not two features; a column beside them is not read
+    assert "<th>features</th>" not in text and "<th>columns</th>" in text
+    beside = mixflow.fit(GroupedGaussianMixture(2, bounds=("lower", "upper")),
+                         crabs[["lower", "upper"]].assign(note=1.0), weights=crabs["count"], random_seed=0)
+    page = mixflow.report(beside, tmp_path / "beside.html").read_text(encoding="utf-8")
+    assert ("classes of one variable, its limits in [&#x27;lower&#x27;, &#x27;upper&#x27;]; 1 column not read "
+            "[&#x27;note&#x27;]") in page
 
 
 def test_map_frees_a_component_onto_a_count_between_empty_classes():

@@ -459,3 +459,13 @@ def test_the_summary_names_the_response_and_covariates_not_features():
     assert model.columns_text(["rownames", "Temp", "Gas"]) == ("response 'Gas', 1 covariate ['Temp']; 1 column not "
                                                                "read ['rownames']")
     assert model.columns_text(["Temp", "Gas"]) == "response 'Gas', 1 covariate ['Temp']"
+
+
+def test_the_report_s_data_card_names_the_response_and_covariates(tmp_path):
+    # not "features 3" for the response, the covariate and a column beside them
+    tone = mixflow.load_dataset("tone")
+    tree = mixflow.fit(mixflow.RegressionMixture(2, "tuned ~ stretchratio"), tone.assign(k=1.0), method="map",
+                       random_seed=0)
+    page = mixflow.report(tree, tmp_path / "tone.html").read_text(encoding="utf-8")
+    assert ("<th>columns</th><td>response &#x27;tuned&#x27;, 1 covariate [&#x27;stretchratio&#x27;]; 1 column not "
+            "read [&#x27;k&#x27;]</td>") in page and "<th>features</th>" not in page

@@ -321,8 +321,11 @@ class GroupedGaussianMixture(MixtureModel):
         return [c for c in columns if str(c) not in self.bounds] if all(b in names for b in self.bounds) else []
 
     def columns_text(self, features: list[str]) -> str:
-        """Two columns, one variable: each row is a class of it, between the limits the columns hold."""
-        return f"classes of one variable, its limits in {features}"
+        """Two columns, one variable: each row is a class of it, between the limits the columns hold; others unread."""
+        unread = [str(c) for c in self.unread_columns(features)]
+        limits = [str(f) for f in features if str(f) not in unread]
+        beside = f"; {counted(len(unread), 'column')} not read {unread}" if unread else ""
+        return f"classes of one variable, its limits in {limits}{beside}"
 
     def infinite_values_hint(self, workflow: bool = False) -> str:
         """An open end class is declared, not written as an infinite limit (as R's ``cut`` writes it)."""

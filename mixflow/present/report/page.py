@@ -326,7 +326,7 @@ def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 
 def _data_section(tree) -> str:
     from mixflow.container.read import observed_data
-    from mixflow.families.base import model_from_json
+    from mixflow.families.base import MixtureModel, model_from_json
 
     data = observed_data(tree)
     frequency = data.frequency
@@ -341,13 +341,14 @@ def _data_section(tree) -> str:
     if units:
         summary.insert(0, "unit", [units.get(str(f), "") for f in data.features])
     model = model_from_json(tree.attrs["model"])
-    classes = model.rows_are_classes()  # binned data: the columns are a class's limits, not features
+    # columns that are not all features (a class's limits, a regression's response and covariates) said as such
+    roles = type(model).columns_text is not MixtureModel.columns_text
     rows = [("name", tree.attrs.get("data_name", "")), ("rows", data.n_obs),
-            ("columns", model.columns_text([str(f) for f in data.features])) if classes
+            ("columns", model.columns_text([str(f) for f in data.features])) if roles
             else ("features", data.n_features),
             ("frequency weights", "none" if data.weights is None else f"yes (total {total:g})")]
     note = " (weighted)" if data.weights is not None else ""
-    return key_values(rows) + f"<h3>Summary{' of the class limits' if classes else ''}{note}</h3>" + _table(summary)
+    return key_values(rows) + f"<h3>Summary{note}</h3>" + _table(summary)
 
 
 def _cell(stats: pd.Series, method: str, unit: str = "") -> str:
