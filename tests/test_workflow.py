@@ -281,6 +281,9 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("n_init = 2", "n_init = \"two\""),
      r"flow.toml:15: \[methods.em\] n_init: expected an integer, got a string \"two\""),
     (("n_init = 2", "n_inits = 2"), r"flow.toml:15: \[methods.em\]: unknown key \['n_inits'\]"),
+    # keys of other families too, said in the file's order at the first one's line
+    (("covariance = \"full\"", "variance = 1.0\nformula = \"y ~ x\""),
+     r"flow.toml:11: \[\[models\]\] #1: keys \['variance', 'formula'\] do not apply to family 'gaussian'"),
     # two unknown keys, said in the file's order at the first one's line (not the first alphabetically's)
     (("n_init = 2", "zeta = 2\nalpha = 3"), r"flow.toml:15: \[methods.em\]: unknown keys \['zeta', 'alpha'\]"),
     (("[methods.em]", "[methods.zz]\n\n[methods.aa]\n\n[methods.em]"),

@@ -598,7 +598,7 @@ def _check_large(models, methods: dict, loc: _Locator) -> None:
             with loc.collecting():
                 raise loc.error(f"[[models]] #{i + 1}", f"expected a family that fits data read with Dask "
                                 f"({', '.join(chunked)}), got {spec.family!r}", "family", "models", i)
-    extra = sorted(set(methods) - {"em", "bootstrap"})
+    extra = [name for name in methods if name not in ("em", "bootstrap")]  # the file's order
     if extra:
         raise loc.error(f"[methods.{extra[0]}]", f"expected only [methods.em] and [methods.bootstrap] with data "
                         f"read with Dask (NUTS and ADVI need the rows in memory), got {extra}", "",
@@ -678,7 +678,7 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
                         "models", i)
     keys = family_class(family).workflow_keys
     others = {key for name in family_names() for key in family_class(name).workflow_keys}
-    misplaced = sorted((set(table) & others) - set(keys))
+    misplaced = [key for key in table if key in others and key not in keys]  # the file's order
     if misplaced:
         keys_do = f"{agreeing(len(misplaced), 'key')} {misplaced} {agreeing(len(misplaced), 'does', 'do')}"
         raise loc.error(where, f"{keys_do} not apply to family {family!r}; expected some of "
