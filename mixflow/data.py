@@ -16,8 +16,8 @@ from mixflow.warnings import ConstantFeatureWarning, PrecisionWarning
 from mixflow.wording import agreeing, counted
 
 __all__ = ["Data", "check_folds", "check_total_weight", "check_units", "constant_features_message", "is_dask_frame",
-           "is_text", "offset", "offset_of_rows", "unread_columns", "validate_data", "validate_weights",
-           "without_unusable_unread"]
+           "is_text", "offset", "offset_of_rows", "unread_columns", "unusable_columns", "validate_data",
+           "validate_weights", "without_unusable_unread"]
 
 _MAX_ROWS_NAMED = 5
 
@@ -378,9 +378,14 @@ def without_unusable_unread(model, data):
             unread = unread_columns(model, data)  # (checking their cells would cost a pass over the data)
             return data.drop(columns=unread) if unread else data
         return data
-    unread = [c for c in unread_columns(model, data)
-              if is_text(data[c]) or not np.isfinite(data[c].to_numpy(dtype=float, na_value=np.nan)).all()]
+    unread = unusable_columns(data, unread_columns(model, data))
     return data.drop(columns=unread) if unread else data
+
+
+def unusable_columns(frame: pd.DataFrame, columns: list) -> list:
+    """The ``columns`` of ``frame`` that no fit could read: text (or True/False), or with a missing or infinite cell."""
+    return [c for c in columns
+            if is_text(frame[c]) or not np.isfinite(frame[c].to_numpy(dtype=float, na_value=np.nan)).all()]
 
 
 def constant_features_message(name: str, features, constant: list[str], values, unnamed: bool | None = None,

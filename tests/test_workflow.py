@@ -172,6 +172,12 @@ def test_without_columns_a_column_no_model_reads_may_have_gaps(tmp_path):
     # a family that reads every column reads the gaps too
     with pytest.raises(WorkflowError, match=r"got empty or NaN cells in 3 data rows: 1 \('z'\), 4 \('z'\), 8 \('z'\)"):
         read_workflow(_csv_workflow(tmp_path, "gaussian"))
+    # an infinite cell in a column the formula reads is said of that column alone, the unread ones left out
+    frame.loc[2, "x"] = np.inf
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(WorkflowError, match=r"expected finite values, got infinite cells in 1 data row: 3 \('x'\) "
+                                            r"\(rows counted from 1 after the header\)"):
+        read_workflow(write(tmp_path, regression.format(formula="y ~ x")))
 
 
 def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty_one_left_out(tmp_path):

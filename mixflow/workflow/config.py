@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from mixflow.data import check_folds, check_total_weight, is_text, validate_weights
+from mixflow.data import check_folds, check_total_weight, is_text, unusable_columns, validate_weights
 from mixflow.datasets import DESCRIPTIONS, load_dataset
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
@@ -432,15 +432,15 @@ def _unread_dropped(data: tuple, models, loc: _Locator) -> tuple:
     the models could not be read) is refused for its empty cells as a listed one is.
     """
     frame, data_name, columns, units = data
-    unusable = [c for c in columns if frame[c].isna().any() or np.isinf(frame[c].to_numpy(dtype=float)).any()]
+    unusable = unusable_columns(frame, columns)
     if not unusable:
         return data
     read = set(columns) if not models else set().union(*(_read_by(spec.model(spec.ks[0]), columns)
                                                          for spec in models))
-    if read.isdisjoint(unusable):
-        return frame, data_name, tuple(c for c in columns if c not in unusable), units
-    _check_missing_cells(frame, [c for c in columns if c in read], loc)
-    return data
+    kept = tuple(c for c in columns if c in read or c not in unusable)
+    if not read.isdisjoint(unusable):  # empty cells said here, infinite ones with the models (_check_models_...)
+        _check_missing_cells(frame, [c for c in kept if c in read], loc)
+    return frame, data_name, kept, units
 
 
 def _read_by(model, columns: list) -> set:
