@@ -712,6 +712,7 @@ def test_advi_from_the_mirror_optima_finds_both_modes_and_stacks_them(mirrored):
     section, problems = _modes_section(tree)  # the report's Modes section, for ADVI's modes
     assert problems == [] and "<table" in section and "data:image/png" in section
     assert "ADVI's fits (one from each starting point" in section and "<em>ADVI stacked over modes</em>" in section
+    assert "<code>ess_reliable</code> (at least 100 draws per fit: a fit's draws are independent)" in section
 
 
 def test_plot_modes_names_a_bad_method_and_a_result_without_its_modes(map_fit):

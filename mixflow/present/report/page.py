@@ -641,6 +641,8 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
     table = pd.DataFrame(rows, index=pd.Index(modes["mode"].values, name="mode"))
     grouped = ("Chains are grouped into modes" if method == "mcmc" else
                "ADVI's fits (one from each starting point, its draws a chain) are grouped into modes")
+    ess_meaning = ("bulk ESS at least 100 per chain" if method == "mcmc" else
+                   "at least 100 draws per fit: a fit's draws are independent")
     note = (f"<p><small>{grouped} when their pair R-hat stays below 1.1, or their draws share at "
             "least half their distribution, on every parameter; "
             "<code>weight</code> is the Bayesian stacking weight of the mode's PSIS-LOO predictive densities (Yao, "
@@ -654,7 +656,7 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
                "the posterior or on unusable importance weights and say nothing of how the mode predicts"
                if left_out and "elpd_loo" in rows else "") + ". The weights are to be "
             "doubted where <code>loo_reliable</code> (every Pareto k at most <code>pareto_k_threshold</code>) or "
-            "<code>ess_reliable</code> (bulk ESS at least 100 per chain) is False; <code>log_likelihood</code> and "
+            f"<code>ess_reliable</code> ({ess_meaning}) is False; <code>log_likelihood</code> and "
             "<code>log_posterior</code> are at the mode's "
             "posterior mean; R-hat and ESS are within the mode. The method "
             f"<em>{html.escape(METHOD_LABELS[stacked])}</em> in the tables and plots is the draws resampled by these "
