@@ -132,16 +132,20 @@ def _check_same_fit(tree, model, validated):
         raise InputError("tree: expected a result fitted to the same data, got one with different observations")
     # the frequency weights are the data too: fits to other weights, side by side, would compare other samples
     kept = tree[OBSERVED_DATA]["weights"].values if "weights" in tree[OBSERVED_DATA] else None
-    if (kept is None) != (validated.weights is None):
+    given = validated.weights
+    if (kept is None and given is not None and (given == 1).all()) or \
+            (given is None and kept is not None and (kept == 1).all()):
+        return  # weights of 1 are none: the same data
+    if (kept is None) != (given is None):
         had, has = ("with", "without") if kept is not None else ("without", "with")
         raise InputError(f"weights: expected the frequency weights of the result's data (tree, fitted {had} "
-                         f"weights), got data {has} them; pass {'the same weights=' if kept is not None else 'none'} "
-                         "to add a method to it")
-    if kept is not None and not np.array_equal(kept, validated.weights):
-        rows = np.flatnonzero(kept != validated.weights)
+                         f"weights), got data {has} them; pass "
+                         f"{'the same weights=' if kept is not None else 'no weights'} to add a method to it")
+    if kept is not None and not np.array_equal(kept, given):
+        rows = np.flatnonzero(kept != given)
         raise InputError(f"weights: expected the frequency weights of the result's data (tree), got other weights in "
                          f"{counted(rows.size, 'row')} (the first, row {validated.obs[rows[0]]}: "
-                         f"{validated.weights[rows[0]]:g} against {kept[rows[0]]:g})")
+                         f"{given[rows[0]]:g} against {kept[rows[0]]:g})")
 
 
 def _check_same_units(tree, units: dict) -> None:

@@ -154,7 +154,7 @@ def test_unknown_options_and_mismatched_trees():
         mixflow.fit(MODEL, data() + 1, method="map", tree=tree)
     # the frequency weights are the data too: forgotten, or others, a fit of another sample beside the first
     with pytest.raises(ValueError, match=r"^weights: expected the frequency weights of the result's data \(tree, "
-                                         r"fitted without weights\), got data with them; pass none to add a method"):
+                                         r"fitted without weights\), got data with them; pass no weights to add"):
         mixflow.fit(MODEL, data(), method="map", tree=tree, weights=np.full(len(data()), 2.0))
     counts = np.arange(1.0, len(data()) + 1)
     weighted = mixflow.fit(MODEL, data(), random_seed=0, weights=counts)
@@ -165,6 +165,10 @@ def test_unknown_options_and_mismatched_trees():
                                          r"got other weights in 1 row \(the first, row 3: 9 against 4\)$"):
         mixflow.fit(MODEL, data(), method="map", tree=weighted, weights=np.where(counts == 4, 9.0, counts))
     added = mixflow.fit(MODEL, data(), method="map", tree=weighted, weights=counts)
+    # weights of 1 are no weights: the same data either way
+    ones = mixflow.fit(MODEL, data(), random_seed=0, weights=np.ones(len(data())))
+    for result, given in ((ones, None), (tree, np.ones(len(data())))):
+        assert "log_posterior" in mixflow.fit(MODEL, data(), method="map", tree=result, weights=given)["em"].attrs
     # units other than the result's would relabel the fits it holds; none given keeps them, and a result without
     # units may be given some
     minutes = mixflow.fit(MODEL, data(), random_seed=0, units={"x0": "min", "x1": "min"})
