@@ -267,16 +267,10 @@ def test_chain_moves_counts_the_transitions_whose_draw_changed():
     assert chain_moves({"a": moving[:, :1]}).tolist() == [1.0]  # one draw: no transition to judge
 
 
-def test_independent_draws_are_as_many_as_they_are_not_arviz_s_estimate_of_their_ess(two_mode_draws):
-    """ADVI's draws are independent: a sample as many as they are, whatever ArviZ's estimate of their ESS (which
-    scatters about their number). Here the draws are sorted, which ArviZ reads as one slow chain: its ESS is tiny,
-    their number 300."""
+def _two_chains(estimate: dict, data, mu: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Draws of two chains of 300 that move only the means ``mu`` (2, 300, 2, 1), and their log-likelihoods."""
     from scipy import stats
 
-    model, data, estimate = two_mode_draws
-    rng = np.random.default_rng(5)
-    mu = np.sort(estimate["mu"] + 0.05 * rng.standard_normal((2, 300, 2, 1)), axis=1)
-    mu[1] += 0.3  # a mode of its own
     draws = {"weights": (("chain", "draw", "component"), np.broadcast_to(estimate["weights"], (2, 300, 2)).copy()),
              "mu": (("chain", "draw", "component", "feature"), mu),
              "covariance": (("chain", "draw", "component", "feature", "feature_"),
@@ -284,6 +278,19 @@ def test_independent_draws_are_as_many_as_they_are_not_arviz_s_estimate_of_their
     sd = np.sqrt(estimate["covariance"][:, 0, 0])
     log_likelihood = logsumexp(np.log(estimate["weights"]) + stats.norm.logpdf(
         data.values[None, None, :, 0, None], mu[:, :, None, :, 0], sd), axis=-1)
+    return draws, log_likelihood
+
+
+def test_independent_draws_are_as_many_as_they_are_not_arviz_s_estimate_of_their_ess(two_mode_draws):
+    """ADVI's draws are independent: a sample as many as they are, whatever ArviZ's estimate of their ESS (which
+    scatters about their number). Here the draws are sorted, which ArviZ reads as one slow chain: its ESS is tiny,
+    their number 300."""
+
+    model, data, estimate = two_mode_draws
+    rng = np.random.default_rng(5)
+    mu = np.sort(estimate["mu"] + 0.05 * rng.standard_normal((2, 300, 2, 1)), axis=1)
+    mu[1] += 0.3  # a mode of its own
+    draws, log_likelihood = _two_chains(estimate, data, mu)
     chained, independent = ({name: v for name, (_, v) in mode_summaries(
         model, data, draws, log_likelihood, estimate, np.array([0, 1]), independent=flag)["variables"].items()}
         for flag in (False, True))
@@ -295,19 +302,12 @@ def test_independent_draws_are_as_many_as_they_are_not_arviz_s_estimate_of_their
 
 def test_a_stuck_chain_is_left_out_of_the_stacking_and_said(two_mode_draws):
     """A chain stuck at one point (every transition divergent, say) is no mode: its in-sample densities won."""
-    from scipy import stats
 
     model, data, estimate = two_mode_draws
     rng = np.random.default_rng(4)
     mu = estimate["mu"] + 0.05 * rng.standard_normal((2, 300, 2, 1))
     mu[1] = estimate["mu"] + 0.3  # chain 1 never moves, from a place of its own
-    draws = {"weights": (("chain", "draw", "component"), np.broadcast_to(estimate["weights"], (2, 300, 2)).copy()),
-             "mu": (("chain", "draw", "component", "feature"), mu),
-             "covariance": (("chain", "draw", "component", "feature", "feature_"),
-                            np.broadcast_to(estimate["covariance"], (2, 300, 2, 1, 1)).copy())}
-    sd = np.sqrt(estimate["covariance"][:, 0, 0])
-    log_likelihood = logsumexp(np.log(estimate["weights"]) + stats.norm.logpdf(
-        data.values[None, None, :, 0, None], mu[:, :, None, :, 0], sd), axis=-1)
+    draws, log_likelihood = _two_chains(estimate, data, mu)
     variables = mode_summaries(model, data, draws, log_likelihood, estimate, np.array([0, 1]))["variables"]
     value = {name: v for name, (_, v) in variables.items()}
     assert value["stuck"].tolist() == [False, True] and value["moves"].tolist() == [1.0, 0.0]
@@ -322,9 +322,7 @@ def test_a_stuck_chain_is_left_out_of_the_stacking_and_said(two_mode_draws):
     assert "more draws settle them" not in said  # more draws do not free a stuck chain
     assert value["stuck_inside"].tolist() == [-1, -1]  # 0.3 from mode 0's mean, 6 of its sds: a place of its own
     mu[1] = estimate["mu"] + 0.02  # stopped inside mode 0's draws
-    draws["mu"] = (draws["mu"][0], mu)
-    log_likelihood = logsumexp(np.log(estimate["weights"]) + stats.norm.logpdf(
-        data.values[None, None, :, 0, None], mu[:, :, None, :, 0], sd), axis=-1)
+    draws, log_likelihood = _two_chains(estimate, data, mu)
     inside = {name: v for name, (_, v) in mode_summaries(model, data, draws, log_likelihood, estimate,
                                                          np.array([0, 1]))["variables"].items()}
     assert inside["stuck_inside"].tolist() == [-1, 0]
