@@ -76,7 +76,8 @@ def test_load_of_a_netcdf_that_is_not_a_mixflow_result(tmp_path):
     path = tmp_path / "other.nc"
     xr.Dataset({"t": ("time", np.arange(3.0))}).to_netcdf(path, engine="h5netcdf")
     with pytest.raises(ValueError, match=r"path: expected a mixflow results file \(NetCDF written by 'mixflow run' or "
-                                         r"mixflow.save\), got '.*other.nc', a NetCDF file without the model"):
+                                         r"mixflow.save, or a Zarr store of one written by tree.to_zarr\), got "
+                                         r"'.*other.nc', a NetCDF file without the model"):
         mixflow.load(path)
     (tmp_path / "text.nc").write_text("not netcdf")
     with pytest.raises(ValueError, match=r"path: expected a mixflow results file .* got '.*text.nc', which cannot "

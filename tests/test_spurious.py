@@ -292,7 +292,7 @@ def test_a_higher_maximum_set_aside_as_spurious_is_said_and_can_be_taken():
     restart = int(re.search(r"restart (\d+)", message).group(1))
     assert "4 observations' worth of weight" in message
     recorded = json.loads(tree.attrs["run_warnings"])  # the result says what the fit warned of
-    assert {"stage": "fit", "category": "DegenerateComponentWarning", "message": message} in recorded
+    assert {"stage": "fit", "category": "DegenerateComponentWarning", "message": message, "method": "em"} in recorded
     assert "[fit] DegenerateComponentWarning: " + message[:40] in mixflow.summary(tree, kind="text")
     stats = tree["em/sample_stats"]
     assert stats["final_log_likelihood"].values[restart] > tree["em"].attrs["log_likelihood"] + 5
