@@ -95,6 +95,10 @@ def test_loo_and_predictive_checks(trees, method):
         if trees["family"] == "poisson":  # counts stay integers, so ArviZ treats them as discrete
             assert subtree["observed_data"]["x"].dtype == subtree["posterior_predictive"]["x"].dtype == np.int64
             az.plot_ppc_rootogram(subtree, coords={"feature": "deaths"})
+        if trees["family"] == "grouped":  # the classes' counts, observed and replicated, are whole numbers too
+            assert subtree["observed_data"]["weights"].dtype == subtree["posterior_predictive"]["weights"].dtype \
+                == np.int64
+            az.plot_ppc_rootogram(subtree)
     plt.close("all")
 
 

@@ -621,27 +621,34 @@ def test_galaxies_k5_with_the_default_draws_is_sampled_again_and_agrees_within_i
     The chains move between a component on the two galaxies near 16 and one near 18-19.5
     (:mod:`mixflow.engines.mode_rule`, "Chains that cross"), so the first run's chains disagree within the one
     mode, and the second run has as many draws per chain as that R-hat asks for (README, "Chains that cross"):
-    seed 2's first run has R-hat 1.074, and 0.074 / 0.005 is 14.8, so 15000 draws per chain.
+    (R-hat - 1) / 0.005 times the first run's 1000, rounded up, between 4 and 16 times. The first run's R-hat is
+    read from what the result says of it (to 3 decimals): its exact value is the sampler's path, which its versions
+    change.
     """
     x = mixflow.load_dataset("galaxies")["velocity"].to_numpy() / 1000
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", mixflow.SamplingWarning)  # R-hat between 1.01 and 1.05 is still said
         tree = mixflow.fit(mixflow.GaussianMixture(5), x, method=["map", "mcmc"], random_seed=2, progressbar=False)
     said = [str(w.message) for w in record if str(w.message).startswith("MCMC diagnostics")]
-    # none when the second run settles; if some, of the second run
-    assert all(text.startswith("MCMC diagnostics of the second run (15000 draws per chain at target_accept "
-                               "0.95; the first run's chains crossed between places): ") for text in said)
     attrs, modes = tree["mcmc"].attrs, tree["mcmc/modes"]
-    assert (attrs["draws"], attrs["target_accept"], tree["mcmc/posterior"].sizes["draw"]) == (15000, 0.95, 15000)
-    assert attrs["extended"].startswith("chains 1, 2, 3 of mode 0 crossed between places in the first run's 1000 "
-                                        "draws per chain (R-hat 1.074 within the mode): sampled again with 15000")
+    found = re.fullmatch(r"(chains? [\d, ]+) of mode 0 crossed between places in the first run's 1000 draws per "
+                         r"chain \(R-hat (1\.\d{3}) within the mode\): sampled again with (\d+) draws per chain at "
+                         r"target_accept 0\.95; .*", attrs["extended"])
+    assert found, attrs["extended"]
+    chains, rhat, draws = found.group(1), float(found.group(2)), int(found.group(3))
+    factors = {min(max(4, int(np.ceil(round((rhat + shift - 1) / 0.005, 6)))), 16) for shift in (-5e-4, 5e-4)}
+    assert min(factors) * 1000 <= draws <= max(factors) * 1000
+    # none when the second run settles; if some, of the second run
+    assert all(text.startswith(f"MCMC diagnostics of the second run ({draws} draws per chain at target_accept "
+                               "0.95; the first run's chains crossed between places): ") for text in said)
+    assert (attrs["draws"], attrs["target_accept"], tree["mcmc/posterior"].sizes["draw"]) == (draws, 0.95, draws)
     assert attrs["n_modes"] == 1 and modes["max_rhat"].values.max() <= 1.05
-    assert "extended: chains 1, 2, 3 of mode 0 crossed between places" in mixflow.summary(tree, kind="text")
+    assert f"extended: {chains} of mode 0 crossed between places" in mixflow.summary(tree, kind="text")
     from mixflow.present.report.cards import _mcmc_rows
     from mixflow.workflow.run import mcmc_result
 
     assert ("extended", attrs["extended"]) in _mcmc_rows(tree)  # the report's NUTS card
-    assert mcmc_result(attrs).startswith("4 chains x 15000 draws in ") and mcmc_result(attrs).endswith(
+    assert mcmc_result(attrs).startswith(f"4 chains x {draws} draws in ") and mcmc_result(attrs).endswith(
         "; a second, longer run: the first one's chains crossed between places")  # a workflow's progress line
 
 

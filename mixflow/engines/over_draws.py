@@ -122,13 +122,23 @@ def _observed_like_predictive(model, data: Data) -> dict:
     """
     name, dims = model.predictive_variable(data)
     if name != "x":
-        return {name: (dims, np.asarray(data.frequency, dtype=float))}
+        return {name: (dims, _as_counts(data.frequency, data))}
     if "feature" not in dims:  # one column: a regression's response (its predictive units)
         units, _ = model.predictive_units(data)
         values = units.values[:, 0] if dims[0] == "unit" else data.values[:, _column(data, units)]
     else:
         values = data.values[data.rounded_units()] if dims[0] == "unit" else data.values
     return {name: (dims, values.astype(model.predictive_dtype))}
+
+
+def _as_counts(values: np.ndarray, data: Data) -> np.ndarray:
+    """Class counts (observed or replicated) as whole numbers where the observed ones are whole.
+
+    ArviZ's predictive checks then read them as discrete (a rootogram); fractional frequency weights stay as they are.
+    """
+    observed = np.asarray(data.frequency, dtype=float)
+    whole = bool(np.all(observed == np.round(observed)))
+    return np.asarray(values).astype(np.int64) if whole else np.asarray(values, dtype=float)
 
 
 def _column(data: Data, units) -> int:
@@ -183,8 +193,7 @@ def predictive_groups(model, data: Data, draws: dict, rng: np.random.Generator, 
     stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
                         for s in range(count)])
     name, dims = model.predictive_variable(data)
-    if name == "x":
-        stacked = stacked.astype(model.predictive_dtype)
+    stacked = stacked.astype(model.predictive_dtype) if name == "x" else _as_counts(stacked, data)
     groups = {
         "posterior_predictive": {
             "variables": {name: (("chain", "draw", *dims), stacked.reshape(n_chains, n_draws, *stacked.shape[1:]))},
