@@ -891,16 +891,20 @@ SET_ASIDE_ADVICE = ("If that component is a real small group rather than a few p
 
 
 def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_weight: float, prepared,
-                    features) -> None:
-    """Warn when a restart run to the end found a higher maximum that was set aside as spurious.
+                    features, same_rows: bool = True) -> None:
+    """Warn when a restart that reached a maximum found a higher one that was set aside as spurious.
 
     Spurious maxima never win over a sound one, but a small real group (a few round, well separated points)
     can meet the rule too: the analyst is told the value, the component and where its parameters are. Only
     a gap above :data:`_SET_ASIDE_GAP` is said: below a likelihood ratio of e, which fit is reported matters
-    less than the sampling noise of either.
+    less than the sampling noise of either. The restarts continued to convergence count, and (``same_rows``: the
+    short runs were on the fit's rows, whose objective is the same sum) the short runs of the screening that
+    stopped by their own rule: whether the screening continued one of them is no reason to say it or not.
     """
     value = best.history_objective[-1]
-    higher = [i for i, run in enumerate(runs) if restarts["continued"][i] and restarts["spurious"][i]
+    reached = [bool(going) or (same_rows and run.converged) for run, going in
+               zip(runs, restarts["continued"], strict=True)]
+    higher = [i for i, run in enumerate(runs) if reached[i] and restarts["spurious"][i]
               and not restarts["degenerate"][i] and run.history_objective[-1] > value + _SET_ASIDE_GAP]
     if not higher:
         return
@@ -1086,7 +1090,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     spurious = [] if degenerate or options.map else model.spurious_components(params, total)
     _warn_spurious(spurious, options, model)
     if not degenerate and not spurious:
-        _warn_set_aside(model, runs, restarts, best, total, prepared, features)
+        _warn_set_aside(model, runs, restarts, best, total, prepared, features, sample.n_obs == prepared.n_obs)
         _warn_few_sound(restarts, options)
     if degenerate and not collapsed and not empty:
         warnings.warn(f"a component's weight fell below half an observation's worth (weights "
