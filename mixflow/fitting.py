@@ -133,8 +133,7 @@ def _check_same_fit(tree, model, validated):
     # the frequency weights are the data too: fits to other weights, side by side, would compare other samples
     kept = tree[OBSERVED_DATA]["weights"].values if "weights" in tree[OBSERVED_DATA] else None
     given = validated.weights
-    if (kept is None and given is not None and (given == 1).all()) or \
-            (given is None and kept is not None and (kept == 1).all()):
+    if all(w is None or (w == 1).all() for w in (kept, given)):
         return  # weights of 1 are none: the same data
     if (kept is None) != (given is None):
         had, has = ("with", "without") if kept is not None else ("without", "with")
@@ -410,11 +409,11 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
                                   f"{model.n_components - reference['weights'].size} of the {model.n_components} "
                                   "declared)")
         model = dataclasses.replace(model, n_components=reference["weights"].size)
-    if any(m in ("mcmc", "advi") for m in methods):
+    if samplers:
         _check_representable(model, reference, data)
     for sampling in samplers:
-        if begun is not None and sampling != samplers[0]:
-            begun[0][sampling] = len(begun[1])
+        if begun is not None:  # the first sampler's mark set above stays
+            begun[0].setdefault(sampling, len(begun[1]))
         engine_options = dict(routed[sampling])
         if engine_options.get("starts") == "em-optima":
             # a chain per optimum, cycled, for NUTS; an ADVI fit from every distinct optimum

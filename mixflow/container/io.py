@@ -98,7 +98,8 @@ def load(path) -> xr.DataTree:
         raise MissingPathError(f"path: expected an existing mixflow results file, got {str(path)!r}")
     if path.is_dir() and not store:
         raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, a directory that is no Zarr store")
-    engine, kind = ("zarr", "a Zarr store") if store else ("h5netcdf", "NetCDF")  # h5netcdf: as in save
+    # h5netcdf: as in save
+    engine, kind, what = ("zarr", "a Zarr store", "a Zarr store") if store else ("h5netcdf", "NetCDF", "a NetCDF file")
     try:
         with interrupts_deferred(), xr.open_datatree(path, engine=engine) as tree:
             tree = tree.load().copy()
@@ -108,7 +109,6 @@ def load(path) -> xr.DataTree:
         raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, which cannot be read as {kind} "
                          f"({error})") from None
     if "model" not in tree.attrs or "observed_data" not in tree.children:
-        what = "a Zarr store" if store else "a NetCDF file"
         raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, {what} without the model attribute and "
                          f"/observed_data (groups {sorted(tree.children)}, attributes {sorted(tree.attrs)[:8]})")
     return as_container(migrate(tree))

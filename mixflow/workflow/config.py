@@ -886,7 +886,6 @@ def _check_model_against_data(i: int, spec, frame, columns, weights, loc: _Locat
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = spec.model(spec.ks[0])
             data = validate_data(frame[list(columns)], weights=None if weights is None else frame[weights],
                                  infinite_hint=model.infinite_values_hint(workflow=True))
             model.resolve_prior(model.prepare(data))
