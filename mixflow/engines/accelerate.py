@@ -152,8 +152,9 @@ def rate_settled(changes) -> bool:
     if len(changes) < 3:
         return False
     first, second, third = (float(c) for c in changes[-3:])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        before, latest = second / first, third / second
+    if first == 0.0 or second == 0.0:  # a ratio to no change (infinite or NaN) is no rate
+        return False
+    before, latest = second / first, third / second
     if not (0 <= before < 1 and 0 <= latest < 1):
         return False
     return latest - before <= RATE_GROWTH * (1.0 - latest)

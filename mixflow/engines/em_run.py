@@ -73,6 +73,9 @@ class Point:
         The components of ``following``.
     collapsed : list of int
         Declared components the M-step to ``following`` floored.
+    change : float or None
+        The largest change (:func:`~mixflow.engines.accelerate.largest_change`) from the tracked form its request
+        gave (its run's previous plain point), set by :func:`run_together`; None when none was given.
 
     """
 
@@ -83,6 +86,7 @@ class Point:
     following: dict
     following_active: np.ndarray
     collapsed: list
+    change: float | None = None
 
     @cached_property
     def unconstrained(self) -> dict:
@@ -332,7 +336,8 @@ def run_together(model, prepared, jobs: list, prior, rows: int, features, thread
     while requests:
         going = list(requests)
         points = _evaluate_together(model, prepared, prior, trim, rows, features, threaded,
-                                    [requests[index] for index in going])
+                                    [requests[index][:2] for index in going])
+        _set_changes(points, [requests[index][2] for index in going])
         for index, point in zip(going, points, strict=True):
             try:
                 requests[index] = steps[index].send(point)
@@ -342,12 +347,40 @@ def run_together(model, prepared, jobs: list, prior, rows: int, features, thread
     return runs
 
 
+def _set_changes(points: list[Point], previous: list) -> None:
+    """Set each point's :attr:`Point.change` from ``previous`` (a tracked form, or None for none), in one go.
+
+    The points whose tracked forms are of one size are taken together, the changes of each row as
+    :func:`~mixflow.engines.accelerate.largest_change` takes them one by one (the same operations, elementwise, and a
+    maximum); a row with a change that is not finite, and a point alone of its size, by that function itself.
+    """
+    by_size = {}
+    for point, before in zip(points, previous, strict=True):
+        if before is not None:
+            by_size.setdefault((before.size, point.tracked.size), []).append((point, before))
+    for (size, own), pairs in by_size.items():
+        if len(pairs) == 1 or size != own:
+            for point, before in pairs:
+                point.change = largest_change(before, point.tracked)
+            continue
+        start, end = np.stack([before for _, before in pairs]), np.stack([point.tracked for point, _ in pairs])
+        with np.errstate(invalid="ignore"):
+            change = np.abs(end - start)
+            change /= np.maximum(1.0, np.abs(start))
+            largest = change.max(axis=1, initial=0.0)
+        finite = np.isfinite(largest)
+        for (point, before), value, ok in zip(pairs, largest.tolist(), finite.tolist(), strict=True):
+            point.change = value if ok else largest_change(before, point.tracked)
+
+
 def _iterations(start: dict, options, total_weight: float):
     """The loop of :func:`run_em` as a generator.
 
-    It yields the ``(params, active)`` to evaluate, is sent their :class:`Point`, and returns the :class:`Run`.
+    It yields the ``(params, active, previous)`` to evaluate (``previous``: the tracked form of the run's last plain
+    point, whose change to this one the stop reads, or None), is sent their :class:`Point`, and returns the
+    :class:`Run`.
     """
-    point = yield start, np.arange(start["weights"].size)
+    point = yield start, np.arange(start["weights"].size), None
     run = Run(params=start, active=point.active)
     run.record(point)
     squarem = SquaremState() if options.accelerate == "squarem" else None
@@ -360,13 +393,13 @@ def _iterations(start: dict, options, total_weight: float):
     held = 0  # plain steps still to take before the next jump (see _CONFIRM_STEPS)
     while run.n_iter < options.max_iter:
         run.collapsed.update(point.collapsed)
-        point = yield point.following, point.following_active
+        point = yield point.following, point.following_active, tracked
         run.n_iter += 1
         run.record(point)
         chain.append(point.value)
         del chain[:-4]  # the rules below read the last four values at most
         tracked, previous = point.tracked, tracked
-        moves.append(largest_change(previous, tracked))
+        moves.append(largest_change(previous, tracked) if point.change is None else point.change)
         del moves[:-(_CONFIRM_STEPS + 1)]
         # a drift: the largest change has not shrunk over the held steps (a steady one with rounding noise in
         # its steps as well); a transient's growth is over within them, and then its changes shrink
@@ -387,7 +420,7 @@ def _iterations(start: dict, options, total_weight: float):
         parameters_confirm = parameters_confirm or unshrinking
         if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
             run.criterion, confirm = CONVERGENCE_CRITERION, latest < threshold and parameters_confirm
-            stop = run.aitken_gap < threshold and rate_settled(np.diff(chain[-4:])) and parameters_stop
+            stop = run.aitken_gap < threshold and rate_settled(_gains(chain)) and parameters_stop
         else:  # the gains are below the objective's rounding: the parameters decide, or a drift on a ridge as flat
             run.criterion, stop, confirm = PARAMETER_CRITERION, parameters_stop, parameters_confirm
         if stop:
@@ -405,6 +438,11 @@ def _iterations(start: dict, options, total_weight: float):
     if squarem is not None:
         run.accepted_extrapolations = squarem.accepted
     return run
+
+def _gains(values: list) -> list:
+    """The differences of consecutive ``values`` (``np.diff``'s, as floats: a short list costs less this way)."""
+    return [values[i + 1] - values[i] for i in range(len(values) - 1)]
+
 
 def _parameter_test(run: Run, moves: list, tolerance: float) -> tuple[bool, bool]:
     """The parameter criterion on the last plain EM steps: whether to stop, to confirm.
@@ -442,7 +480,7 @@ def _squarem_point(run: Run, cycle: list, state: SquaremState, max_iter: int):
     if not valid_parameters(candidate) or run.n_iter >= max_iter:
         state.update(alpha, kept=False)
         return None
-    trial = yield candidate, second.active
+    trial = yield candidate, second.active, None
     run.n_iter += 1
     kept = bool(trial.value >= second.value) and not trial.irregular
     state.update(alpha, kept)
