@@ -431,3 +431,34 @@ def test_invalid_extrapolated_parameters_are_recognised(bad):
               "variance": np.array([1.0, 2.0])}
     assert acc.valid_parameters(params)
     assert not acc.valid_parameters({**params, **bad})
+
+
+def test_extrapolations_of_several_runs_at_once_are_each_run_s_own():
+    """:func:`acc.extrapolate_rows` gives each row what :func:`acc.extrapolate_flat` and :func:`acc.valid_parameters`
+    give it alone, to the bit: ordinary cycles with their own step bounds, a cycle whose step is the plain one, a
+    cycle with a NaN entry, and one whose candidate covariance underflows to a singular one (invalid)."""
+    rng = np.random.default_rng(7)
+    layout = [("weights", (3,)), ("mu", (3, 2)), ("covariance", (3, 2, 2))]
+    size = 3 + 6 + 12
+    limit = rng.normal(size=(6, size))
+    x0 = limit + rng.normal(size=(6, size))
+    x1 = limit + 0.9 * (x0 - limit) + 1e-3 * rng.normal(size=(6, size))
+    x2 = limit + 0.9 * (x1 - limit) + 1e-3 * rng.normal(size=(6, size))
+    x2[3] = x1[3] + 10.0 * (x1[3] - x0[3])  # a second difference larger than the first: the plain step
+    x2[4, 5] = np.nan
+    diagonal = 9  # the first covariance's log-Cholesky diagonal, driven far below zero by the extrapolation
+    x0[5, diagonal], x1[5, diagonal], x2[5, diagonal] = -100.0, -300.0, -420.0
+    step_max = [4.0, 16.0, 1000.0, 4.0, 4.0, 1e6]
+    together = acc.extrapolate_rows(x0, x1, x2, step_max, layout)
+    kinds = []
+    for i, (candidate, alpha, valid) in enumerate(together):
+        alone, alone_alpha = acc.extrapolate_flat(x0[i], x1[i], x2[i], step_max[i], layout)
+        assert alpha == alone_alpha or (np.isnan(alpha) and np.isnan(alone_alpha))
+        assert (candidate is None) == (alone is None)
+        if alone is not None:
+            assert candidate.keys() == alone.keys()
+            for name in alone:
+                np.testing.assert_array_equal(candidate[name], alone[name])
+        assert valid == (alone is not None and acc.valid_parameters(alone))
+        kinds.append("none" if candidate is None else "valid" if valid else "invalid")
+    assert kinds == ["valid", "valid", "valid", "none", "none", "invalid"]

@@ -35,6 +35,7 @@ from functools import cache
 import numpy as np
 
 __all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "centred_log_ratios", "extrapolate", "extrapolate_flat",
+           "extrapolate_rows",
            "flatten", "from_unconstrained", "largest_change", "parameter_gap", "parameter_gap_of",
            "parameter_tolerance", "to_tracked", "to_unconstrained", "unflatten", "valid_parameters"]
 
@@ -322,7 +323,7 @@ def extrapolate(start: dict, first: dict, second: dict, state: SquaremState) -> 
 
     """
     layout = [(name, np.shape(value)) for name, value in start.items()]
-    return extrapolate_flat(*(flatten(p) for p in (start, first, second)), state, layout)
+    return extrapolate_flat(*(flatten(p) for p in (start, first, second)), state.step_max, layout)
 
 
 def flatten(values: dict) -> np.ndarray:
@@ -340,9 +341,12 @@ def unflatten(vector: np.ndarray, layout: list) -> dict:
     return values
 
 
-def extrapolate_flat(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, state: SquaremState,
+def extrapolate_flat(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, step_max: float,
                      layout: list) -> tuple[dict | None, float]:
-    """:func:`extrapolate` of the three points as flat arrays (:func:`flatten`) of the arrays of ``layout``."""
+    """:func:`extrapolate` of the three points as flat arrays (:func:`flatten`) of the arrays of ``layout``.
+
+    ``step_max`` is the state's bound on the step length (:attr:`SquaremState.step_max`).
+    """
     # an infinite entry the steps leave as it is (a Poisson rate at its maximum 0, whose log is -inf) stays;
     # any other that is not finite (an empty component's weight makes every log-ratio of its set NaN) stops it
     finite = np.isfinite(x0).all() and np.isfinite(x1).all() and np.isfinite(x2).all()
@@ -358,13 +362,102 @@ def extrapolate_flat(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, state: Squa
     r_norm, v_norm = np.sqrt(r @ r), np.sqrt(v @ v)
     if not (np.isfinite(r_norm) and np.isfinite(v_norm) and v_norm > 0):
         return None, float("nan")
-    alpha = -min(max(r_norm / v_norm, 1.0), state.step_max)
+    alpha = -min(max(r_norm / v_norm, 1.0), step_max)
     if alpha == -1.0:
         return None, alpha  # x2 itself
     vector = x0 - 2.0 * alpha * r + alpha * alpha * v
     if held is not None:
         vector = np.where(held, kept, vector)
     return from_unconstrained(unflatten(vector, layout)), alpha
+
+
+def extrapolate_rows(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, step_max: list[float],
+                     layout: list) -> list[tuple[dict | None, float, bool]]:
+    """:func:`extrapolate_flat` and :func:`valid_parameters` of several triples at once, the rows of (G, P) arrays.
+
+    Each row's result is what those functions give it alone, by the same operations elementwise, each row's own
+    norms and sums: its candidate (None for none), its step length and whether the candidate is valid. A row with
+    an entry that is not finite goes through them alone, as do the rows of a batch whose covariances are not all
+    positive definite. ``step_max``: each row's bound on the step length.
+    """
+    results = [None] * len(step_max)
+    finite = np.isfinite(x0).all(axis=1) & np.isfinite(x1).all(axis=1) & np.isfinite(x2).all(axis=1)
+    for i in np.flatnonzero(~finite):
+        candidate, alpha = extrapolate_flat(x0[i], x1[i], x2[i], step_max[i], layout)
+        results[i] = candidate, alpha, candidate is not None and valid_parameters(candidate)
+    rows = np.flatnonzero(finite)
+    r = x1[rows] - x0[rows]
+    v = x2[rows] - x1[rows] - r
+    r_norms = np.sqrt([own @ own for own in r])
+    v_norms = np.sqrt([own @ own for own in v])
+    going, alphas = [], []
+    for j, (i, r_norm, v_norm) in enumerate(zip(rows.tolist(), r_norms, v_norms, strict=True)):
+        if not (np.isfinite(r_norm) and np.isfinite(v_norm) and v_norm > 0):
+            results[i] = None, float("nan"), False
+            continue
+        alpha = -min(max(r_norm / v_norm, 1.0), step_max[i])
+        if alpha == -1.0:
+            results[i] = None, alpha, False
+            continue
+        going.append(j)
+        alphas.append(alpha)
+    if not going:
+        return results
+    alpha = np.array(alphas)
+    vectors = x0[rows[going]] - (2.0 * alpha)[:, None] * r[going] + (alpha * alpha)[:, None] * v[going]
+    candidates = _from_unconstrained_rows(_unflatten_rows(vectors, layout))
+    valid = _valid_rows(candidates)
+    for k, j in enumerate(going):
+        results[rows[j]] = {name: value[k] for name, value in candidates.items()}, alphas[k], bool(valid[k])
+    return results
+
+
+def _unflatten_rows(vectors: np.ndarray, layout: list) -> dict:
+    """:func:`unflatten` of each row of ``vectors``: arrays of ``(rows,) + shape``."""
+    values, offset = {}, 0
+    for name, shape in layout:
+        size = int(np.prod(shape))
+        values[name] = vectors[:, offset:offset + size].reshape((vectors.shape[0],) + tuple(shape))
+        offset += size
+    return values
+
+
+def _from_unconstrained_rows(values: dict) -> dict:
+    """:func:`from_unconstrained` of each row of arrays with a leading axis of rows (the weights normalised per row)."""
+    out = {}
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        for name, value in values.items():
+            if name == "weights":
+                shifted = np.exp(value - value.max(axis=1, keepdims=True))
+                out[name] = shifted / shifted.sum(axis=1, keepdims=True)
+            elif name in _POSITIVE:
+                out[name] = np.exp(value)
+            elif name == "covariance":
+                factor = _from_log_cholesky(value)
+                out[name] = factor @ np.swapaxes(factor, -1, -2)
+            else:
+                out[name] = value
+    return out
+
+
+def _valid_rows(params: dict) -> np.ndarray:
+    """:func:`valid_parameters` of each row of arrays with a leading axis of rows."""
+    rows = params["weights"].shape[0]
+    valid = np.ones(rows, dtype=bool)
+    for value in params.values():
+        valid &= np.isfinite(value).reshape(rows, -1).all(axis=1)
+    valid &= (params["weights"] > 0).all(axis=1)
+    if "variance" in params:
+        valid &= (params["variance"] > 0).reshape(rows, -1).all(axis=1)
+    if "rate" in params:
+        valid &= (params["rate"] >= 0).reshape(rows, -1).all(axis=1)
+    if "covariance" in params and valid.any():
+        try:
+            np.linalg.cholesky(params["covariance"][valid])
+        except np.linalg.LinAlgError:  # which rows: one by one
+            for k in np.flatnonzero(valid):
+                valid[k] = valid_parameters({name: value[k] for name, value in params.items()})
+    return valid
 
 
 def valid_parameters(params: dict) -> bool:

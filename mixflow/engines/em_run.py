@@ -20,6 +20,7 @@ from mixflow.engines.accelerate import (
     aitken_gap,
     centred_log_ratios,
     extrapolate_flat,
+    extrapolate_rows,
     flatten,
     largest_change,
     observed_rate,
@@ -338,13 +339,55 @@ def run_together(model, prepared, jobs: list, prior, rows: int, features, thread
         points = _evaluate_together(model, prepared, prior, trim, rows, features, threaded,
                                     [requests[index][:2] for index in going])
         _set_changes(points, [requests[index][2] for index in going])
-        for index, point in zip(going, points, strict=True):
-            try:
-                requests[index] = steps[index].send(point)
-            except StopIteration as finished:
-                runs[index] = finished.value
-                del requests[index]
+        answers = dict(zip(going, points, strict=True))
+        while answers:  # the points, then the extrapolations they led to, all runs' at once
+            extrapolations = {}
+            for index, answer in answers.items():
+                try:
+                    request = steps[index].send(answer)
+                except StopIteration as finished:
+                    runs[index] = finished.value
+                    del requests[index]
+                    continue
+                if isinstance(request, _Extrapolation):
+                    extrapolations[index] = request
+                else:
+                    requests[index] = request
+            answers = dict(zip(extrapolations, _extrapolate_together(list(extrapolations.values())), strict=True))
     return runs
+
+
+@dataclass
+class _Extrapolation:
+    """A run's request for SQUAREM's point from its cycle: the cycle's flat forms, the step bound, their layout."""
+
+    flats: tuple
+    step_max: float
+    layout: tuple
+
+
+def _extrapolate_together(requests: list[_Extrapolation]) -> list[tuple[dict | None, float, bool]]:
+    """Each request's candidate (None for none), step length and validity; of one layout at once.
+
+    One request alone is :func:`~mixflow.engines.accelerate.extrapolate_flat`'s and
+    :func:`~mixflow.engines.accelerate.valid_parameters`'; several of one layout
+    :func:`~mixflow.engines.accelerate.extrapolate_rows`', which gives each what those give it.
+    """
+    results = [None] * len(requests)
+    by_layout = {}
+    for index, request in enumerate(requests):
+        by_layout.setdefault(request.layout, []).append(index)
+    for layout, indices in by_layout.items():
+        if len(indices) == 1:
+            request = requests[indices[0]]
+            candidate, alpha = extrapolate_flat(*request.flats, request.step_max, list(layout))
+            results[indices[0]] = candidate, alpha, candidate is not None and valid_parameters(candidate)
+            continue
+        flats = [np.stack([requests[i].flats[k] for i in indices]) for k in range(3)]
+        found = extrapolate_rows(*flats, [requests[i].step_max for i in indices], list(layout))
+        for i, result in zip(indices, found, strict=True):
+            results[i] = result
+    return results
 
 
 def _set_changes(points: list[Point], previous: list) -> None:
@@ -464,7 +507,8 @@ def _parameter_test(run: Run, moves: list, tolerance: float) -> tuple[bool, bool
 def _squarem_point(run: Run, cycle: list, state: SquaremState, max_iter: int):
     """The extrapolated point of a SQUAREM cycle if it is kept, else None (the plain step stands).
 
-    A generator as :func:`_iterations` (it yields the candidate to evaluate, if any).
+    A generator as :func:`_iterations`: it yields an :class:`_Extrapolation`, answered with the candidate, its step
+    length and whether it is valid (:func:`_extrapolate_together`), then the candidate to evaluate, if any.
 
     A cycle whose M-steps floored (collapsed) or trimmed a component is not extrapolated, nor is a point
     kept whose own M-step does: the map is not smooth there, and the floor breaks the monotone guarantee.
@@ -472,12 +516,12 @@ def _squarem_point(run: Run, cycle: list, state: SquaremState, max_iter: int):
     start, first, second = cycle
     if start.irregular or first.irregular:
         return None
-    layout = [(name, np.shape(value)) for name, value in start.unconstrained.items()]
-    candidate, alpha = extrapolate_flat(*(p.flat for p in cycle), state, layout)
+    layout = tuple((name, np.shape(value)) for name, value in start.unconstrained.items())
+    candidate, alpha, valid = yield _Extrapolation(tuple(p.flat for p in cycle), state.step_max, layout)
     if candidate is None:
         state.update(alpha, kept=True)  # the plain step, which stands (a NaN alpha changes nothing)
         return None
-    if not valid_parameters(candidate) or run.n_iter >= max_iter:
+    if not valid or run.n_iter >= max_iter:
         state.update(alpha, kept=False)
         return None
     trial = yield candidate, second.active, None
