@@ -255,7 +255,7 @@ def centred_log_ratios(weights: np.ndarray) -> np.ndarray:
     """Mixing weights in :func:`to_unconstrained`'s form, their logs less their mean; (G, K): each row's own."""
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log(weights)
-        return logs - logs.mean(axis=-1, keepdims=True)
+        return logs - logs.sum(axis=-1, keepdims=True) / logs.shape[-1]  # the mean, as np.mean forms it
 
 
 def from_unconstrained(values: dict) -> dict:

@@ -100,6 +100,11 @@ class Point:
         return flatten(self.unconstrained)
 
     @cached_property
+    def layout(self) -> tuple:
+        """The names and shapes of :attr:`flat`'s parts, in its order (SQUAREM's)."""
+        return tuple((name, np.shape(value)) for name, value in self.unconstrained.items())
+
+    @cached_property
     def tracked(self) -> np.ndarray:
         """``params`` in :func:`~mixflow.engines.accelerate.to_tracked` form, the stop's."""
         return to_tracked(self.params, self.unconstrained)
@@ -245,26 +250,42 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"})
     log_ratios = centred_log_ratios(stacked["weights"].reshape(groups, size))
     weights = _weights(step.counts.reshape(groups, size), prior, np.stack([active for _, active in batch]))
-    # the flat forms of each set (SQUAREM's, the stop's), as rows: in each set's own order of the parameters
-    flat = _rows(model, {"weights": log_ratios.reshape(-1), **unconstrained}, groups)
+    # the flat forms of each set (SQUAREM's, the stop's), as rows: in each set's own order of the parameters, the
+    # weights first, as Point.unconstrained has them; the parts other than the weights are the same in both but for
+    # a rate, which the stop tracks as 2 sqrt(rate)
+    parts = _rows(model, unconstrained, groups) if unconstrained else np.empty((groups, 0))
+    flat = np.concatenate([log_ratios, parts], axis=1)
     with np.errstate(divide="ignore"):
-        tracked = {"weights": np.log(stacked["weights"]), **unconstrained}
-    if "rate" in tracked:
-        tracked["rate"] = 2.0 * np.sqrt(np.asarray(stacked["rate"], dtype=float))
-    tracked = _rows(model, tracked, groups)
+        log_weights = np.log(stacked["weights"]).reshape(groups, size)
+    if "rate" in unconstrained:
+        parts = _rows(model, {**unconstrained, "rate": 2.0 * np.sqrt(np.asarray(stacked["rate"], dtype=float))},
+                      groups)
+    tracked = np.concatenate([log_weights, parts], axis=1)
+    layout = (("weights", (size,)),) + _own_shapes(model, unconstrained, groups)
     points = []
-    for index, ((params, active), own_components, own_unconstrained) in enumerate(zip(
-            batch, model.unstack_mixtures(components, groups), model.unstack_mixtures(unconstrained, groups),
-            strict=True)):
+    for index, ((params, active), own_components) in enumerate(zip(
+            batch, model.unstack_mixtures(components, groups), strict=True)):
         start = index * size
         following = {"weights": weights[index], **own_components}
         floored = [c - start for c in collapsed if start <= c < start + size]
         point = _point(model, prior, trim, features, params, active, float(step.log_likelihood[index]),
                        following, floored)
-        point.__dict__["unconstrained"] = {"weights": log_ratios[index], **own_unconstrained}
-        point.__dict__["flat"], point.__dict__["tracked"] = flat[index], tracked[index]
+        point.__dict__.update(layout=layout, flat=flat[index], tracked=tracked[index])
         points.append(point)
     return points
+
+
+def _own_shapes(model, stacked: dict, groups: int) -> tuple:
+    """The names and shapes of one set's parameters of a stack of ``groups``, as ``unstack_mixtures`` gives them."""
+    dims, shapes = model.parameter_dims(), []
+    for name, value in stacked.items():
+        shape = np.shape(value)
+        if "component" in dims[name]:
+            axis = dims[name].index("component")
+            shapes.append((name, shape[:axis] + (shape[axis] // groups,) + shape[axis + 1:]))
+        else:
+            shapes.append((name, shape[1:]))
+    return tuple(shapes)
 
 
 def _rows(model, stacked: dict, groups: int) -> np.ndarray:
@@ -516,8 +537,7 @@ def _squarem_point(run: Run, cycle: list, state: SquaremState, max_iter: int):
     start, first, second = cycle
     if start.irregular or first.irregular:
         return None
-    layout = tuple((name, np.shape(value)) for name, value in start.unconstrained.items())
-    candidate, alpha, valid = yield _Extrapolation(tuple(p.flat for p in cycle), state.step_max, layout)
+    candidate, alpha, valid = yield _Extrapolation(tuple(p.flat for p in cycle), state.step_max, start.layout)
     if candidate is None:
         state.update(alpha, kept=True)  # the plain step, which stands (a NaN alpha changes nothing)
         return None
