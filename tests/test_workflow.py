@@ -582,7 +582,14 @@ def test_warnings_are_one_line_each_logged_in_full_recorded_and_reported(tmp_pat
     assert not table.loc[2:, "converged"].any()  # true to the engine, which warned
     tree = mixflow.load(tmp_path / "out" / "gaussian-full-k3.nc")
     recorded = json.loads(tree.attrs["run_warnings"])
-    assert {"stage": "K=3, EM (MAP)", "category": "ConvergenceWarning"}.items() <= recorded[-1].items()
+    assert {"stage": "K=3, EM (MAP)", "category": "ConvergenceWarning", "method": "em"}.items() <= recorded[-1].items()
+    # EM fitted again into the container, to convergence: the warnings of the fit it replaces go with that fit
+    refit = mixflow.fit(mixflow.GaussianMixture(3), mixflow.load_dataset("galaxies"), method="map", tree=tree,
+                        random_seed=7)
+    assert refit["em"].attrs["converged"]
+    left = json.loads(refit.attrs["run_warnings"])
+    assert not [w for w in left if w["message"].startswith("EM did not converge")]
+    assert [w for w in left if w["message"].startswith("select_k, K=2, EM (MAP): EM did not converge")]  # the choice's
     text = (tmp_path / "out" / "gaussian-full-k3-report.html").read_text()
     assert "[K=3, EM (MAP)] ConvergenceWarning: EM did not converge" in text
     assert "Choice of K, K=2, EM: did not converge" in text and "No problems found" not in text

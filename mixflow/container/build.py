@@ -78,8 +78,8 @@ def record_warnings(tree: xr.DataTree, caught: list, stage: str, methods: list |
     Each distinct message once per method, as ``{"stage", "category", "message"}`` (the form a workflow records),
     with ``"method"`` where ``methods`` gives the method that raised each (None: the data's checks); the summary
     and the report list them. The warnings recorded of the methods ``replaced`` (fitted again into the tree) are
-    dropped first: they were said of fits the tree no longer holds. (Warnings recorded without a method, by a
-    workflow or before methods were recorded, cannot be told apart: they stay.)
+    dropped first: they were said of fits the tree no longer holds. (Warnings recorded without a method, the data's
+    or a workflow's other stages, or in results saved before methods were recorded, stay.)
     """
     try:
         recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")

@@ -30,7 +30,11 @@ def _compiler_note(category, filename: str) -> bool:
 
 
 class RecordedWarning(dict):
-    """One warning of a run: ``stage`` (which model, K and method), ``category`` and ``message``."""
+    """One warning of a run: ``stage`` (which model, K and method), ``category`` and ``message``.
+
+    Also ``method`` where the stage is one method's fit: the method that raised it, as :func:`mixflow.fit` records
+    it, so that a fit of that method again into the container drops it.
+    """
 
 
 class Console:
@@ -48,7 +52,7 @@ class Console:
     def __init__(self, quiet: bool, log: Path | None = None):
         self.quiet, self.start, self.log = quiet, time.perf_counter(), log
         self.broken = False  # stderr's reader has gone
-        self.stage, self.recorded = "", []
+        self.stage, self.method, self.recorded = "", None, []
         self.log_error = None  # the OSError that stopped the log (a full disk): raised once, then the log is off
         self.findings = []  # the diagnostics said, (level, text), level "bad" or "warn" (see finding)
         if log is not None:
@@ -111,7 +115,8 @@ class Console:
         if _compiler_note(category, filename):
             self._log(stamped + " (compiler note: logged only)\n" + detail)
             return
-        self.recorded.append(RecordedWarning(stage=self.stage, category=category.__name__, message=text))
+        self.recorded.append(RecordedWarning(stage=self.stage, category=category.__name__, message=text,
+                                             **({"method": self.method} if self.method is not None else {})))
         self._emit(stamped, detail)
 
     @contextlib.contextmanager
@@ -135,13 +140,13 @@ class Console:
             logger.setLevel(level)
 
     @contextlib.contextmanager
-    def during(self, stage: str):
-        """Warnings raised within it are recorded with this stage (e.g. ``"K=3, NUTS"``)."""
-        previous, self.stage = self.stage, stage
+    def during(self, stage: str, method: str | None = None):
+        """Warnings raised within it are recorded with this stage (e.g. ``"K=3, NUTS"``), and ``method`` if given."""
+        previous, self.stage, self.method = (self.stage, self.method), stage, method
         try:
             yield
         finally:
-            self.stage = previous
+            self.stage, self.method = previous
 
     def since(self, mark: int) -> list[RecordedWarning]:
         """The warnings recorded after the ``mark``-th (``len(console.recorded)`` taken earlier)."""

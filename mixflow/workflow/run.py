@@ -71,7 +71,7 @@ def _fit_all(workflow: Workflow, model, data, weights, progress):
     """EM (MLE or MAP), then MCMC and ADVI added to the same container, then the bootstrap."""
     k, options = model.n_components, _em_options(workflow.methods)
     em_name = f"EM ({options['method'].upper().replace('EM', 'MLE')})"
-    with progress.during(f"K={k}, {em_name}"):
+    with progress.during(f"K={k}, {em_name}", method="em"):
         if workflow.large:
             options = {**options, "chunks": workflow.chunks}
         tree = fit(model, data, weights=weights, random_seed=workflow.seed, data_name=workflow.data_name,
@@ -84,7 +84,7 @@ def _fit_all(workflow: Workflow, model, data, weights, progress):
             what = (counted(int(options.get("chains", 4)), "chain") + f" x {options.get('draws', 1000)} draws"
                     if method == "mcmc" else options.get("variant", "meanfield"))
             progress(f"  {name}: running ({what})")
-            with progress.during(f"K={k}, {name}"):
+            with progress.during(f"K={k}, {name}", method=method):
                 tree = fit(model, data, method=method, weights=weights, tree=tree, **options)
             progress(f"  {name}: {(mcmc_result if method == 'mcmc' else advi_result)(tree[method].attrs)}")
     if "bootstrap" in workflow.methods:
