@@ -102,7 +102,8 @@ def aitken_gap(values, rate_floor: float = 0.0) -> float:
     """
     if len(values) < 3:
         return float("inf")
-    first, second, third = (float(v) for v in values[-3:])
+    first, second, third = values[-3:]
+    first, second, third = float(first), float(second), float(third)
     last, before = third - second, second - first
     if last <= _ROUNDING * abs(third):
         return 0.0
@@ -119,7 +120,8 @@ def observed_rate(values) -> float:
     """
     if len(values) < 3:
         return float("nan")
-    first, second, third = (float(v) for v in values[-3:])
+    first, second, third = values[-3:]
+    first, second, third = float(first), float(second), float(third)
     last, before = third - second, second - first
     if not (100 * _ROUNDING * abs(third) < last < before):
         return float("nan")
@@ -152,7 +154,8 @@ def rate_settled(changes) -> bool:
     """
     if len(changes) < 3:
         return False
-    first, second, third = (float(c) for c in changes[-3:])
+    first, second, third = changes[-3:]
+    first, second, third = float(first), float(second), float(third)
     if first == 0.0 or second == 0.0:  # a ratio to no change (infinite or NaN) is no rate
         return False
     before, latest = second / first, third / second
