@@ -604,6 +604,21 @@ def test_warnings_are_one_line_each_logged_in_full_recorded_and_reported(tmp_pat
                               f"{counted(len(said) - bad, 'warning')}; see run.log)")
 
 
+def test_the_data_s_warnings_are_recorded_as_the_data_s_not_a_method_s(tmp_path):
+    """A constant column's warning, raised by the data's checks in EM's stage, is recorded without a method, as
+    mixflow.fit records it: a later fit of any method into the container raises it again and finds it there."""
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"x": np.r_[rng.normal(0, 1, 60), rng.normal(5, 1, 60)], "c": 2.0}).to_csv(tmp_path / "d.csv",
+                                                                                             index=False)
+    run_workflow(_csv_workflow(tmp_path, "constant"), tmp_path / "out", quiet=True)
+    tree = mixflow.load(tmp_path / "out" / "gaussian-full-k2.nc")
+    recorded = [w for w in json.loads(tree.attrs["run_warnings"]) if w["category"] == "ConstantFeatureWarning"]
+    assert len(recorded) == 1 and "method" not in recorded[0] and recorded[0]["stage"] == "K=2, EM (MAP)"
+    with pytest.warns(mixflow.ConstantFeatureWarning):
+        again = mixflow.fit(mixflow.GaussianMixture(2), pd.read_csv(tmp_path / "d.csv"), method="map", tree=tree)
+    assert len([w for w in json.loads(again.attrs["run_warnings"]) if w["category"] == "ConstantFeatureWarning"]) == 1
+
+
 def test_two_models_with_alike_diagnostics_are_both_said(tmp_path, capsys):
     # EM stopped at max_iter in two models: each model's problem is said and counted, named by its fit
     rng = np.random.default_rng(1)

@@ -32,8 +32,9 @@ def _compiler_note(category, filename: str) -> bool:
 class RecordedWarning(dict):
     """One warning of a run: ``stage`` (which model, K and method), ``category`` and ``message``.
 
-    Also ``method`` where the stage is one method's fit: the method that raised it, as :func:`mixflow.fit` records
-    it, so that a fit of that method again into the container drops it.
+    Also ``method`` where the stage is one method's fit: the method that raised it, so that a fit of that method
+    again into the container drops it (the workflow leaves it out of the data's checks' warnings, which
+    :func:`mixflow.fit` records without one).
     """
 
 

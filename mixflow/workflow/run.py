@@ -653,6 +653,19 @@ def _fit_and_write(workflow: Workflow, out: Path, progress, data, weights) -> No
                          choice_warnings)
 
 
+def _methods_as_fit_records(recorded: list, tree) -> list:
+    """The warnings of a model's fits, each with its method as :func:`mixflow.fit` recorded it in ``tree``.
+
+    A method's stage tags every warning raised in it with that method, the data's checks (which each fit raises
+    first) too; ``fit`` records those without a method, as the data's, which a fit of any method again into the
+    container raises again: tagged, they would be said twice after it.
+    """
+    of_data = {(w.get("category"), w.get("message")) for w in json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
+               if isinstance(w, dict) and w.get("method") is None}
+    return [type(w)({key: value for key, value in w.items() if key != "method"})
+            if (w.get("category"), w.get("message")) in of_data else w for w in recorded]
+
+
 def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selection, others: dict, progress,
                  choice_warnings: list) -> None:
     """Fit K components by every method and write the container, tables, figures and report of that fit.
@@ -674,7 +687,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
     tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
                        "workflow_config_sha256": workflow.config_hash,
                        "workflow_data_sha256": workflow.data_hash_text,
-                       RUN_WARNINGS: json.dumps(choice_warnings + progress.since(mark))})
+                       RUN_WARNINGS: json.dumps(choice_warnings + _methods_as_fit_records(progress.since(mark), tree))})
     agreement = None
     if workflow.labels is not None:
         tree, agreement = _with_labels(tree, workflow, progress)
