@@ -231,12 +231,15 @@ def test_plain_and_accelerated_em_reach_the_same_maximum(name):
 
 
 def _plain_and_patched(monkeypatch, candidate):
-    """The same fit with plain EM, and with SQUAREM whose extrapolation is replaced by ``candidate``."""
+    """The same fit with plain EM, and with SQUAREM whose extrapolation is replaced by ``candidate``.
+
+    One run (``n_init=1, init="kmeans"``): its extrapolations, alone in their layout, are ``extrapolate_flat``'s.
+    """
     model, data, weights, method = _case("gaussian-full-em")
     plain = mixflow.fit(model, data, method, weights=weights, n_init=1, init="kmeans", random_seed=0,
                         accelerate=None, max_iter=5000)
     monkeypatch.setattr(em_run, "extrapolate_flat",
-                        lambda start, first, second, state, layout: (candidate(acc.unflatten(start, layout)), -4.0))
+                        lambda start, first, second, step_max, layout: (candidate(acc.unflatten(start, layout)), -4.0))
     patched = mixflow.fit(model, data, method, weights=weights, n_init=1, init="kmeans", random_seed=0,
                           max_iter=5000)
     return plain, patched
@@ -462,3 +465,63 @@ def test_extrapolations_of_several_runs_at_once_are_each_run_s_own():
         assert valid == (alone is not None and acc.valid_parameters(alone))
         kinds.append("none" if candidate is None else "valid" if valid else "invalid")
     assert kinds == ["valid", "valid", "valid", "none", "none", "invalid"]
+
+
+def _same(value, alone):
+    return value == alone or (np.isnan(value) and np.isnan(alone))
+
+
+def test_extrapolations_asked_together_are_each_run_s_own_whatever_their_layouts():
+    """:func:`em_run._extrapolate_together`: requests of two layouts (three of one, one alone of the other) and a
+    cycle with a Poisson rate held at 0 (log -inf in all three points) get what each gets alone."""
+    rng = np.random.default_rng(11)
+    gaussian = (("weights", (2,)), ("mu", (2, 1)), ("variance", (2,)))
+    poisson = (("weights", (3,)), ("rate", (3,)))
+
+    def cycle(size, held=False):
+        x0 = rng.normal(size=size)
+        x1 = x0 + 0.1 * rng.normal(size=size)
+        x2 = x1 + 0.08 * (x1 - x0) + 1e-3 * rng.normal(size=size)
+        if held:
+            x0[3] = x1[3] = x2[3] = -np.inf
+        return x0, x1, x2
+
+    requests = [em_run._Extrapolation(cycle(6), 16.0, gaussian),
+                em_run._Extrapolation(cycle(6, held=True), 4.0, poisson),
+                em_run._Extrapolation(cycle(6), 1e6, gaussian), em_run._Extrapolation(cycle(6), 4.0, gaussian)]
+    answers = em_run._extrapolate_together(requests)
+    for request, (candidate, alpha, valid) in zip(requests, answers, strict=True):
+        alone, alone_alpha = acc.extrapolate_flat(*request.flats, request.step_max, list(request.layout))
+        assert _same(alpha, alone_alpha) and (candidate is None) == (alone is None)
+        if alone is not None:
+            for name in alone:
+                np.testing.assert_array_equal(candidate[name], alone[name])
+        assert valid == (alone is not None and acc.valid_parameters(alone))
+    assert answers[1][0]["rate"][0] == 0.0  # the held rate stays at 0
+
+
+def test_the_stop_s_changes_of_points_in_step_are_each_point_s_own():
+    """:func:`em_run._set_changes` gives each point :func:`acc.largest_change` from its previous form, to the bit: an
+    equal infinity (an empty component's log weight), a NaN, a form of another length (a trimmed run), a point alone
+    of its size, and none given."""
+    rng = np.random.default_rng(3)
+
+    def point(tracked):
+        made = em_run.Point({}, np.arange(1), 0.0, 0.0, {}, np.arange(1), [])
+        made.__dict__["tracked"] = tracked
+        return made
+
+    before = [rng.normal(size=7) for _ in range(5)] + [rng.normal(size=4), rng.normal(size=9), None]
+    after = [b + 1e-3 * rng.normal(size=b.size) if b is not None else rng.normal(size=7) for b in before]
+    before[1][2] = after[1][2] = -np.inf
+    after[2][0] = np.nan
+    before[3][1], after[3][1] = -np.inf, -1.0
+    after[4] = rng.normal(size=6)  # trimmed in between
+    points = [point(value) for value in after]
+    em_run._set_changes(points, before)
+    for made, first in zip(points, before, strict=True):
+        if first is None:
+            assert made.change is None
+        else:
+            assert _same(made.change, acc.largest_change(first, made.tracked))
+    assert points[1].change < 1e-2 and np.isnan(points[2].change) and np.isnan(points[4].change)

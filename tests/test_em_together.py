@@ -145,19 +145,20 @@ def test_a_collapsed_tied_mixture_in_a_stack_is_its_own():
 
 @pytest.mark.parametrize("case", CASES)
 def test_stacked_points_carry_each_set_s_own_unconstrained_form(case):
-    """The unconstrained, flat and tracked forms computed for the stack at once are each set's own (weights
-    centred per set; a tied covariance, one per set, in its place), exactly as a set alone has them."""
-    from mixflow.engines.accelerate import flatten, to_tracked, to_unconstrained
+    """The flat and tracked forms and the layout computed for the stack at once are each set's own (weights
+    centred per set; a tied covariance, one per set, in its place): the flat form read by the layout is the set's
+    unconstrained form alone, exactly."""
+    from mixflow.engines.accelerate import to_tracked, to_unconstrained, unflatten
 
     model, _, prepared, rows, starts = _setting(case)
     requests = [(start, np.arange(model.n_components)) for start in starts]
     points = em_run._evaluate_together(model, prepared, None, None, rows, None, False, requests)
     for (params, _), point in zip(requests, points, strict=True):
-        expected = to_unconstrained(params)
-        assert point.unconstrained.keys() == expected.keys()
+        assert "layout" in point.__dict__  # set for the stack, not computed from the point alone
+        expected, read = to_unconstrained(params), unflatten(point.flat, list(point.layout))
+        assert read.keys() == expected.keys()
         for name, value in expected.items():
-            np.testing.assert_array_equal(point.unconstrained[name], value)
-        np.testing.assert_array_equal(point.flat, flatten(expected))
+            np.testing.assert_array_equal(read[name], value)
         np.testing.assert_array_equal(point.tracked, to_tracked(params))
 
 

@@ -149,7 +149,7 @@ def rate_settled(changes) -> bool:
     -------
     bool
         True when ``r1 = c1 / c0`` and ``r2 = c2 / c1`` are in ``[0, 1)`` and ``r2 - r1 <= RATE_GROWTH *
-        (1 - r2)``; False with fewer than three changes.
+        (1 - r2)``; False with fewer than three changes, or a zero ``c0`` or ``c1`` (no ratio).
 
     """
     if len(changes) < 3:

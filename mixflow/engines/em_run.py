@@ -4,10 +4,11 @@ The loop is the textbook one: E-step, objective, convergence test, M-step, with 
 between cycles of two steps where it is kept (:mod:`mixflow.engines.accelerate`). The objective is the
 log-likelihood (MLE) or the log posterior density (MAP); it never decreases from one kept point to the next.
 
-The loop is written as a generator of the parameter sets it needs evaluated (:func:`_iterations`), so that
-one run (:func:`run_em`) and several in step (:func:`run_together`) share it: runs in step have their
-passes computed together, one pass over the data for all of them where the family allows it
-(:func:`_evaluate_together`), which on small data saves the per-pass overhead of every run but one.
+The loop is written as a generator of the parameter sets it needs evaluated and of SQUAREM's extrapolations
+(:func:`_iterations`), so that one run (:func:`run_em`) and several in step (:func:`run_together`) share it: runs
+in step have their passes computed together, one pass over the data for all of them where the family allows it
+(:func:`_evaluate_together`), which on small data saves the per-pass overhead of every run but one, and their
+extrapolations and the stop's parameter changes at once (:func:`_extrapolate_together`, :func:`_set_changes`).
 """
 
 from dataclasses import dataclass, field
@@ -76,7 +77,8 @@ class Point:
         Declared components the M-step to ``following`` floored.
     change : float or None
         The largest change (:func:`~mixflow.engines.accelerate.largest_change`) from the tracked form its request
-        gave (its run's previous plain point), set by :func:`run_together`; None when none was given.
+        gave (its run's point before: the last plain one, or a kept extrapolation), set by :func:`run_together`;
+        None when none was given.
 
     """
 
@@ -250,10 +252,10 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"})
     log_ratios = centred_log_ratios(stacked["weights"].reshape(groups, size))
     weights = _weights(step.counts.reshape(groups, size), prior, np.stack([active for _, active in batch]))
-    # the flat forms of each set (SQUAREM's, the stop's), as rows: in each set's own order of the parameters, the
-    # weights first, as Point.unconstrained has them; the parts other than the weights are the same in both but for
-    # a rate, which the stop tracks as 2 sqrt(rate)
-    parts = _rows(model, unconstrained, groups) if unconstrained else np.empty((groups, 0))
+    # the flat (SQUAREM's) and tracked (the stop's) forms of each set, as rows: the weights first, then the other
+    # parameters in the stack's order, which the layout names; the parts other than the weights are the same in both
+    # but for a rate, which the stop tracks as 2 sqrt(rate)
+    parts = _rows(model, unconstrained, groups)
     flat = np.concatenate([log_ratios, parts], axis=1)
     with np.errstate(divide="ignore"):
         log_weights = np.log(stacked["weights"]).reshape(groups, size)
@@ -320,6 +322,7 @@ def _trim(params: dict, active: np.ndarray, threshold: float, model, features) -
     trimmed["weights"] = trimmed["weights"] / trimmed["weights"].sum()
     return trimmed, active[keep]
 
+
 def run_em(model, prepared, start: dict, prior, options, rows: int, features,
            threaded: bool = False) -> Run:
     """EM from one start until Aitken's estimate of the objective still to gain is below ``tol`` per observation.
@@ -346,10 +349,11 @@ def run_em(model, prepared, start: dict, prior, options, rows: int, features,
 def run_together(model, prepared, jobs: list, prior, rows: int, features, threaded: bool = False) -> list[Run]:
     """:func:`run_em` from several starts in step, ``jobs = [(start, options), ...]``: the runs, in order.
 
-    Each iteration evaluates every run still going together (:func:`_evaluate_together`); a run stops on its
-    own rule and its own ``max_iter``, so each run is the one :func:`run_em` gives, to the rounding of the
-    sums (a pass over stacked components adds the same terms through products of another shape). The
-    options' ``trim`` must be the same for all.
+    Each iteration evaluates every run still going together (:func:`_evaluate_together`), and the SQUAREM
+    extrapolations the runs then ask for (:func:`_extrapolate_together`); a run stops on its own rule and its own
+    ``max_iter``, so each run is the one :func:`run_em` gives, to the rounding of the sums (a pass over stacked
+    components adds the same terms through products of another shape). The options' ``trim`` must be the same
+    for all.
     """
     steps = [_iterations(start, options, prepared.total_weight) for start, options in jobs]
     requests = {index: next(step) for index, step in enumerate(steps)}
@@ -440,9 +444,10 @@ def _set_changes(points: list[Point], previous: list) -> None:
 def _iterations(start: dict, options, total_weight: float):
     """The loop of :func:`run_em` as a generator.
 
-    It yields the ``(params, active, previous)`` to evaluate (``previous``: the tracked form of the run's last plain
-    point, whose change to this one the stop reads, or None), is sent their :class:`Point`, and returns the
-    :class:`Run`.
+    It yields the ``(params, active, previous)`` to evaluate (``previous``: the tracked form of the run's point before,
+    the last plain one or a kept extrapolation, whose change to this one the stop reads, or None) and is sent their
+    :class:`Point`; or, at the end of a SQUAREM cycle, an :class:`_Extrapolation`, and is sent its answer
+    (:func:`_squarem_point`). It returns the :class:`Run`.
     """
     point = yield start, np.arange(start["weights"].size), None
     run = Run(params=start, active=point.active)
@@ -502,6 +507,7 @@ def _iterations(start: dict, options, total_weight: float):
     if squarem is not None:
         run.accepted_extrapolations = squarem.accepted
     return run
+
 
 def _gains(values: list) -> list:
     """The differences of consecutive ``values`` (``np.diff``'s, as floats: a short list costs less this way)."""

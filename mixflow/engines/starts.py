@@ -137,6 +137,7 @@ DENSE_POINTS = 2000
 # a component holding less than this many observations' worth of weight is degenerate (empty)
 MIN_COMPONENT_COUNT = 0.5
 
+
 class _Portfolio(NamedTuple):
     """A family's starts of ``init="auto"``."""
 
