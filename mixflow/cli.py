@@ -25,7 +25,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-from mixflow.errors import InputError, MissingPathError, terminating_as_interrupt
+from mixflow.errors import InputError, MissingPathError, interrupts_noted, terminating_as_interrupt
 from mixflow.warnings import ADVIDivergenceError
 from mixflow.wording import agreeing, counted
 
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
         warnings.formatwarning = _one_line_warning
     terminated = []
     try:
-        with terminating_as_interrupt() as terminated:
+        with terminating_as_interrupt() as terminated, interrupts_noted():
             status = args.handler(args)
         with _on_standard_output():  # what is still buffered: its error is this command's
             if sys.stdout is not None:  # None when started with the standard output closed (>&-): nothing said

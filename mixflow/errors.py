@@ -13,7 +13,8 @@ import sys
 import threading
 
 __all__ = ["InputError", "InputTypeError", "Interrupted", "MissingPathError", "SamplerInterrupted", "Terminated",
-           "UnsupportedError", "is_termination", "noting_interrupts", "stop_if_terminated", "terminating_as_interrupt"]
+           "UnsupportedError", "interrupts_noted", "is_termination", "noting_interrupts", "stop_if_terminated",
+           "terminating_as_interrupt"]
 
 
 class InputError(ValueError):
@@ -104,18 +105,61 @@ def terminating_as_interrupt():
 
 #: The ``received`` lists of the :func:`terminating_as_interrupt` blocks running
 _TERMINATING: list[list[bool]] = []
+#: The ``received`` lists of the :func:`interrupts_noted` blocks running
+_INTERRUPTING: list[list[bool]] = []
 
 
 def stop_if_terminated() -> None:
-    """Raise :class:`Terminated` again where SIGTERM came in a :func:`terminating_as_interrupt` block but work goes on.
+    """Raise the interrupt again where SIGTERM (:class:`Terminated`) or SIGINT came but work goes on.
 
-    A library caught the interrupt the handler raised (code compiling or sampling may catch
-    ``KeyboardInterrupt`` and carry on). Called between stages (each progress line of a workflow), in the main
-    thread and outside exception handling only: while the interrupt is being handled, nothing is raised again.
+    SIGTERM in a :func:`terminating_as_interrupt` block, SIGINT in an :func:`interrupts_noted` one: a library caught
+    the interrupt the handler raised (code compiling or sampling may catch ``KeyboardInterrupt`` and carry on), or
+    it was raised in a finaliser or a weak reference's callback, where Python prints it and goes on. Called between
+    stages (each progress line of a workflow), in the main thread and outside exception handling only: while the
+    interrupt is being handled, nothing is raised again.
     """
-    if _TERMINATING and _TERMINATING[-1] and threading.current_thread() is threading.main_thread() \
-            and sys.exc_info()[0] is None:
+    if threading.current_thread() is not threading.main_thread() or sys.exc_info()[0] is not None:
+        return
+    if _TERMINATING and _TERMINATING[-1]:
         raise Terminated("terminated (SIGTERM)")
+    if _INTERRUPTING and _INTERRUPTING[-1]:
+        raise KeyboardInterrupt("interrupted")
+
+
+@contextlib.contextmanager
+def interrupts_noted():
+    """SIGINT in the block raises ``KeyboardInterrupt`` as Python's own handler does, and is noted.
+
+    So that an interrupt a library swallowed, or one raised in a finaliser or a weak reference's callback (which
+    Python prints as "Exception ignored in ..." and ignores), stops the work at its next stage
+    (:func:`stop_if_terminated`); and such an ignored interrupt, or SIGTERM's, is not printed with its traceback.
+    Only in the main thread; SIGINT only where it has Python's default handler (not where it is ignored).
+    """
+    received: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    handled = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def interrupt(signum, frame):
+        received.append(True)
+        raise KeyboardInterrupt
+
+    def unraisable(event):
+        if not isinstance(event.exc_value, KeyboardInterrupt):  # an interrupt's is noted, raised at the next stage
+            hook(event)
+
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    if handled:
+        signal.signal(signal.SIGINT, interrupt)
+    _INTERRUPTING.append(received)
+    try:
+        yield received
+    finally:
+        _INTERRUPTING.remove(received)
+        if handled:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.unraisablehook = hook
 
 
 @contextlib.contextmanager

@@ -736,16 +736,19 @@ def test_an_interrupt_held_while_the_container_is_written_lists_it(tmp_path, wor
     assert _leftovers(tmp_path / "out") == []
 
 
-def _terminated_run(workflow_file, out, target: str, swallowed: bool, before: bool = True):
+def _terminated_run(workflow_file, out, target: str, swallowed: bool, before: bool = True, sent: str = "SIGTERM",
+                    in_finaliser: bool = False):
     """``mixflow run`` in a process of its own (a test process would end on SIGTERM) whose
-    ``mixflow.workflow.run.<target>`` sends itself SIGTERM before (or after) its work: the interrupt raised, or
-    ``swallowed`` as a library that catches ``KeyboardInterrupt`` and carries on would."""
-    kill = "os.kill(os.getpid(), signal.SIGTERM)\n"
+    ``mixflow.workflow.run.<target>`` sends itself SIGTERM (or ``sent``) before (or after) its work: the interrupt
+    raised, or ``swallowed`` as a library that catches ``KeyboardInterrupt`` and carries on would, or raised
+    ``in_finaliser`` (an object's ``__del__``, like a weak reference's callback): Python prints it, goes on."""
+    kill = f"os.kill(os.getpid(), signal.{sent})\n"
     send = (f"    try:\n        {kill}        time.sleep(5)\n    except KeyboardInterrupt:\n        pass\n" if swallowed
-            else f"    {kill}")
+            else "    Finaliser()\n" if in_finaliser else f"    {kill}")
     call = "    result = original(*args, **kwargs)\n"
     code = ("import os, signal, sys, time, mixflow.workflow.run as run\n"
             f"original = run.{target}\n"
+            f"class Finaliser:\n    def __del__(self):\n        {kill}        time.sleep(5)\n"
             "def patched(*args, **kwargs):\n" + (send + call if before else call + send) + "    return result\n"
             f"run.{target} = patched\n"
             "from mixflow.cli import main\n"
@@ -785,6 +788,23 @@ def test_a_sigterm_a_library_swallowed_stops_the_run_at_its_next_stage(tmp_path,
     assert done.returncode == 143, done.stderr
     assert done.stderr.strip().splitlines()[-1] == ("mixflow run: error: terminated (SIGTERM); no output was written; "
                                                     "no half-written file was left")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("sent, status, said", [("SIGINT", 130, "interrupted"),
+                                                ("SIGTERM", 143, "terminated (SIGTERM)")])
+@pytest.mark.parametrize("how", ["swallowed", "in a finaliser"])
+def test_an_interrupt_swallowed_or_ignored_stops_the_run_at_its_next_stage(tmp_path, workflow_file, sent, status, said,
+                                                                          how):
+    # Ctrl-C that a library swallowed, or that came in a finaliser or a weak reference's callback (Python printed
+    # "Exception ignored in ..." with the interrupt's traceback and went on): the run completed, exit 0. It stops at
+    # the next progress line, and an interrupt Python ignored is not printed
+    out = tmp_path / "out"
+    done = _terminated_run(workflow_file, out, "fit", swallowed=how == "swallowed", sent=sent,
+                           in_finaliser=how == "in a finaliser")
+    assert done.returncode == status, done.stderr
+    assert done.stderr.strip().splitlines() == [f"mixflow run: error: {said}; no output was written; no half-written "
+                                                "file was left"]
     assert not out.exists()
 
 
