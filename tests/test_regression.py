@@ -238,6 +238,10 @@ def test_declarations_are_values():
     ({"response": "y", "covariates": ["y"]}, ValueError, r"covariates: expected distinct names other than"),
     ({"formula": "y ~ 0"}, ValueError, r"covariates: expected at least one covariate or an intercept, got neither"),
     ({"response": "y", "intercept": 1}, TypeError, r"intercept: expected True or False, got 1"),
+    ({"formula": "y ~ a", "intercept": 2.5}, TypeError, r"intercept: expected True or False, got 2.5"),
+    ({"formula": "y ~ a", "intercept": False}, ValueError,
+     r"intercept: expected True \(or left out\) with the formula 'y ~ a', which has an intercept, got False; drop it "
+     r"in the formula: 'y ~ a - 1'"),
     ({"formula": "y ~ a", "prior": {"shape": 0}}, ValueError, r"shape: expected a number > 0, got 0"),
     ({"formula": "y ~ a", "prior": {"covariance": [[1, 2], [2, 1]]}}, ValueError,
      r"covariance: expected a symmetric positive definite matrix"),

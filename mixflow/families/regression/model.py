@@ -249,19 +249,22 @@ class RegressionMixture(MixtureModel):
         if not isinstance(covariates, list | tuple) or not all(isinstance(c, str) and c for c in covariates):
             raise InputTypeError(f"covariates: expected a list of column names, got {self.covariates!r}")
         covariates = tuple(covariates)
+        if not isinstance(self.intercept, bool):
+            raise InputTypeError(f"intercept: expected True or False, got {self.intercept!r}")
         if formula is not None:
             parsed = parse_formula(formula)
             given = (self.response, covariates, self.intercept)
             if (self.response is not None or covariates) and given != parsed:
                 raise InputError(f"formula: {formula!r} disagrees with response={self.response!r}, "
                                  f"covariates={list(covariates)}, intercept={self.intercept}; give one or the other")
+            if not self.intercept and parsed[2]:  # True is the default, which a formula without one overrides
+                raise InputError(f"intercept: expected True (or left out) with the formula {formula!r}, which has an "
+                                 f"intercept, got False; drop it in the formula: '{formula} - 1'")
             object.__setattr__(self, "response", parsed[0])
             covariates = parsed[1]
             object.__setattr__(self, "intercept", parsed[2])
         if not isinstance(self.response, str) or not self.response:
             raise InputError(f"response: expected a column name (or a formula 'y ~ x'), got {self.response!r}")
-        if not isinstance(self.intercept, bool):
-            raise InputTypeError(f"intercept: expected True or False, got {self.intercept!r}")
         if len(set(covariates)) != len(covariates) or self.response in covariates:
             raise InputError(f"covariates: expected distinct names other than the response {self.response!r}, "
                              f"got {list(covariates)}")
