@@ -80,6 +80,22 @@ def test_bad_weights(weights, message):
         mixflow.fit(MODEL, data(), weights=weights)
 
 
+@pytest.mark.parametrize("weights, expected", [
+    (np.r_[1e300, np.ones(19)], r"weights: expected frequency weights of at most 2\*\*53 = 9.0072e\+15 \(the most "
+                                r"observations float64 counts one by one\), got larger ones at rows \[0\]"),
+    (np.full(20, 1e15), r"weights: expected frequency weights \(how many observations each row stands for\) totalling "
+                        r"at most 2\*\*53 = 9.0072e\+15 observations \(the most float64 counts one by one\), got a "
+                        r"total of 2e\+16"),
+])
+def test_weights_beyond_what_float64_counts_are_refused(weights, expected):
+    """A weight of 1e300 made the passes overflow: a log-likelihood of 7e302 with numpy's overflow warnings, said
+    converged. Refused before any fit, as a workflow's weights column is, and a total beyond 2**53."""
+    with pytest.raises(ValueError, match=expected):
+        mixflow.fit(MODEL, data(), weights=weights)
+    with pytest.raises(ValueError, match=expected):
+        mixflow.select_k(MODEL, data(), weights=weights, ks=[1, 2], methods=("em",))
+
+
 @pytest.mark.parametrize("scale", [1 / 20, 1e-20])
 def test_weights_totalling_less_than_an_observation_per_component_are_refused(scale):
     """Weights summing to 1 (probabilities) or tiny ones are not frequencies: the total weight is the sample size,
