@@ -271,7 +271,12 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
                           "results: expected the model's parameters ['weights', 'mu', 'covariance'] in /em/estimate, "
                           "got ['covariance', 'weights'] (missing ['mu'])"),
                          (None, "results: expected a mixflow result with a fit (EM, MCMC or ADVI), got one with "
-                                "groups ['em', 'observed_data'] and none")):
+                                "groups ['em', 'observed_data'] and none"),
+                         # NaN weights: "data: expected every row to have a positive density" (about the data)
+                         (lambda tree: tree["em/estimate"].to_dataset(inherit=False).assign(
+                             weights=lambda d: d["weights"] * np.nan),
+                          "results: expected finite numbers in /em/estimate, got values that are not in ['weights'] (a "
+                          "damaged or altered file)")):
         tree = full.copy()
         if edited is None:  # no estimate: nothing to show (show printed a header and exited 0)
             tree = xr.DataTree.from_dict({node.path: node.to_dataset(inherit=False) for node in full.subtree
@@ -283,6 +288,15 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
         for command in ("show", "report"):
             assert main([command, str(tmp_path / "edited.nc")]) == 2
             assert f"{said} (file '{tmp_path / 'edited.nc'}')" in capsys.readouterr().err
+    # the data gone from /observed_data: "internal error: KeyError: 'Could not find node at x'", exit 1
+    tree = xr.DataTree.from_dict({node.path: node.to_dataset(inherit=False).drop_vars("x")
+                                  if node.path == "/observed_data" else node.to_dataset(inherit=False)
+                                  for node in full.subtree})
+    tree.attrs = full.attrs
+    tree.to_netcdf(tmp_path / "no-data.nc", engine="h5netcdf")
+    for command in ("show", "report"):
+        assert main([command, str(tmp_path / "no-data.nc")]) == 2
+        assert "results: expected /observed_data to hold the data, x (obs, feature), got " in capsys.readouterr().err
     # the observed rows cut short (the report plotted and summarised the rows left, without a word)
     rows = full["observed_data"].sizes["obs"]
     for cut, said in (({"/observed_data"}, f"expected /em/responsibilities to have one entry per row of "

@@ -56,6 +56,15 @@ def check_tree(tree, name: str = "tree") -> None:
             if missing:
                 raise InputError(f"{name}: expected the model's parameters {names} in /{group}, got "
                                  f"{sorted(tree[group].data_vars)} (missing {missing})")
+    observed = tree[OBSERVED_DATA].to_dataset(inherit=False)
+    if "x" not in observed.data_vars or observed["x"].dims != ("obs", "feature"):
+        raise InputError(f"{name}: expected /observed_data to hold the data, x (obs, feature), got "
+                         f"{sorted(observed.data_vars)} (a damaged or altered file)")
+    if has_group(tree, EM_ESTIMATE):  # EM's estimates are numbers, whatever the fit
+        bad = [parameter for parameter in names if not np.isfinite(tree[EM_ESTIMATE][parameter].values).all()]
+        if bad:
+            raise InputError(f"{name}: expected finite numbers in /{EM_ESTIMATE}, got values that are not in {bad} "
+                             "(a damaged or altered file)")
     _check_rows(tree, name)
 
 
