@@ -343,6 +343,9 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("covariance = \"full\"", "covariance = \"full\"\nname = \"../elsewhere\""),
      r"flow.toml:12: \[\[models\]\] #1 name: expected a name for the model's files: ASCII letters, digits, '.', '_' or "
      r"'-', starting with a letter or digit; got '../elsewhere'$"),
+    (("covariance = \"full\"", "covariance = \"full\"\nname = \"" + "a" * 300 + "\""),  # "File name too long", fitted
+     r"flow.toml:12: \[\[models\]\] #1 name: expected a name for the model's files of at most 150 characters \(file "
+     r"systems allow 255 in a file name, and its files add their K and kind\), got one of 300$"),
 ])
 def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, message, monkeypatch):
     old, new = change

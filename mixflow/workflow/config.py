@@ -47,6 +47,7 @@ CLUSTER_KEYS = {"address", "local"}
 LOCAL_CLUSTER_KEYS = {"n_workers": int, "threads_per_worker": int, "memory_limit": str}
 MODEL_KEYS = ("family", "n_components", "prior", "name")  # and each family's own workflow_keys
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a model's name starts its file names
+_MODEL_NAME_LENGTH = 150
 OUTPUT_KEYS = {"container", "table", "figures", "report"}
 
 
@@ -691,6 +692,10 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
     if name is not None and not (isinstance(name, str) and _MODEL_NAME.match(name)):
         raise loc.error(f"{where} name", "expected a name for the model's files: ASCII letters, digits, '.', '_' or "
                         f"'-', starting with a letter or digit; got {name!r}", "name", "models", i)
+    if name is not None and len(name) > _MODEL_NAME_LENGTH:  # its files' names, longer, must fit a file system's 255
+        raise loc.error(f"{where} name", f"expected a name for the model's files of at most {_MODEL_NAME_LENGTH} "
+                        f"characters (file systems allow 255 in a file name, and its files add their K and kind), "
+                        f"got one of {len(name)}", "name", "models", i)
     options = tuple((key, tuple(value) if isinstance(value, list) else value)
                     for key, value in table.items() if key in keys)
     spec = ModelSpec(family, ks, table.get("prior", "default"), options, name)
