@@ -404,11 +404,18 @@ def test_a_rerun_sets_aside_what_an_earlier_run_wrote_and_it_did_not(tmp_path, w
     assert said in err and said in (out / "run.log").read_text()
     outputs = json.loads((out / "workflow.json").read_text())["outputs"]
     assert outputs == ["gaussian-full-k2.nc", "gaussian-full-k2-comparison.csv", "workflow.json", "run.log"]
-    # another workflow's results in that directory, or another tool's workflow.json, are never removed
+    # a workflow of another name is refused: its run replaced this one's record (workflow.json, run.log), and left
+    # this one's files beside it unlisted
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     workflow_file.write_text(SMALL.replace('name = "small"', 'name = "other"').replace("n_components = 2",
                                                                                       "n_components = 3"))
-    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
-    assert {"gaussian-full-k2.nc", "gaussian-full-k3.nc"} <= {p.name for p in out.iterdir()}
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 2 and _one_error_line(err).endswith(
+        f"'{out / 'workflow.json'}': holds the results of another workflow, 'small' (this one is 'other'), whose "
+        "record this run would replace; nothing was fitted: choose another --out, or move them away")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # another tool's workflow.json, and the files it names, are never removed
+    (out / "gaussian-full-k3.nc").write_bytes(before["gaussian-full-k2.nc"])
     (out / "workflow.json").write_text(json.dumps({"outputs": "gaussian-full-k3.nc"}))
     (out / "g").write_text("")
     workflow_file.write_text(SMALL)

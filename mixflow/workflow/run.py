@@ -194,6 +194,7 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     workflow = read_workflow(path)
     out = Path(out_dir)
     _check_no_folder_at_outputs(out, workflow)
+    _check_not_another_workflows(out, workflow.name)
     created = _prepare_output(out)
     with _one_run_at_a_time(out, created):
         return _run_into(workflow, out, created, quiet)
@@ -476,6 +477,25 @@ def _earlier_outputs(out: Path, name: str) -> list[str]:
             and isinstance(record.get("outputs"), list) and record["config"].get("name") == name):
         return []
     return [entry for entry in record["outputs"] if isinstance(entry, str)]
+
+
+def _check_not_another_workflows(out: Path, name: str) -> None:
+    """Refuse, before anything is fitted, a directory that holds the results of a workflow of another name.
+
+    Its ``workflow.json`` and ``run.log`` (that run's record: configuration, data hashes, files) would be replaced,
+    while its files, which this run never takes for its own to replace, stayed beside the new record unlisted.
+    """
+    try:
+        record = json.loads((out / "workflow.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or not mixflow's: nothing of a run is lost
+        return
+    if not (isinstance(record, dict) and isinstance(record.get("config"), dict) and "sha256" in record):
+        return
+    other = record["config"].get("name")
+    if isinstance(other, str) and other != name:
+        raise FileExistsError(errno.EEXIST, f"holds the results of another workflow, {other!r} (this one is "
+                              f"{name!r}), whose record this run would replace; nothing was fitted: choose another "
+                              "--out, or move them away", str(out / "workflow.json"))
 
 
 def _records(out: Path) -> dict[str, bytes]:
