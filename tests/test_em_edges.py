@@ -454,8 +454,22 @@ def test_no_restart_with_a_finite_objective_is_an_error_naming_the_data_not_an_a
     from mixflow.engines.em import _check_some_finite
 
     _check_some_finite(np.array([np.nan, -3.0]))
-    with pytest.raises(ValueError, match=r"data: expected EM to reach a finite objective.*all 2.*units"):
+    with pytest.raises(ValueError, match=r"data: expected EM to reach a finite objective from some start, got -inf "
+                                         r"or nan from all 2: .*units"):
         _check_some_finite(np.array([np.nan, -np.inf]))
+
+
+def test_declared_values_that_leave_the_likelihood_undefined_are_named_beside_the_data():
+    # a prior's dof of 1e308 (accepted, a finite number): every start's objective NaN, and the error said only "the
+    # data leave the likelihood undefined ... check the data's range and units" of ordinary data
+    x = np.r_[np.linspace(-1.0, 1.0, 30), np.linspace(4.0, 6.0, 30)]
+    said = r"got nan from all \d+: the data leave the likelihood undefined .* or the model's declared values do \(a MAP"
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=said):
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflows on the way
+        mixflow.fit(mixflow.GaussianMixture(2, prior={"dof": 1e308}), x, method="map", random_seed=0)
+    with pytest.raises(ValueError, match=r"variance: expected a positive number \(the fixed sigma\^2\) of at least "
+                                         r"2.225e-308 \(smaller ones are not float64's normal numbers\), got 1e-320"):
+        mixflow.SoftKMeans(2, variance=1e-320)
 
 
 def test_the_report_names_an_empty_component(two_clusters, tmp_path):

@@ -758,10 +758,12 @@ def _check_some_finite(finals: np.ndarray) -> None:
     """Raise a ValueError that names the data problem when no restart ended on a finite objective."""
     if np.isfinite(finals).any():
         return
-    raise InputError(f"data: expected EM to reach a finite objective from some start, got {finals.tolist()} from "
-                     f"all {finals.size}: the data leave the likelihood undefined in float64 (values that "
-                     "overflow when squared, or rows no component can reach); check the data's range and "
-                     "units, or give init=... parameters")
+    got = " or ".join(sorted({str(value) for value in finals.tolist()}))  # nan, -inf
+    raise InputError(f"data: expected EM to reach a finite objective from some start, got {got} from all "
+                     f"{finals.size}: the data leave the likelihood undefined in float64 (values that overflow when "
+                     "squared, or rows no component can reach), or the model's declared values do (a MAP fit's prior "
+                     "hyperparameters, a fixed variance, far from the data's scale); check the data's range and "
+                     "units and the model's declaration, or give init=... parameters")
 
 
 def duplicate_components(log_joint: np.ndarray, weights: np.ndarray) -> list[tuple[int, int]]:
