@@ -102,10 +102,8 @@ class SoftKMeans(MixtureModel):
     def __post_init__(self):
         object.__setattr__(self, "n_components", check_n_components(self.n_components))
         if isinstance(self.variance, bool) or not isinstance(self.variance, int | float | np.floating) \
-                or not (np.isfinite(self.variance) and self.variance >= np.finfo(float).tiny):
-            raise InputError(f"variance: expected a positive number (the fixed sigma^2) of at least "
-                             f"{np.finfo(float).tiny:.4g} (smaller ones are not float64's normal numbers), got "
-                             f"{self.variance!r}")
+                or not (np.isfinite(self.variance) and self.variance > 0):
+            raise InputError(f"variance: expected a positive number (the fixed sigma^2), got {self.variance!r}")
         object.__setattr__(self, "variance", float(self.variance))
         object.__setattr__(self, "prior", prior_from_argument(self.prior, SoftKMeansPrior, self.n_components))
 
