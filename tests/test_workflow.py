@@ -296,6 +296,7 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"flow.toml:13: \[methods\]: unknown methods \['zz', 'aa'\]"),
     (("[methods.em]", "[methods.gibbs]"), r"flow.toml:13: \[methods\]: unknown method \['gibbs'\]"),
     (("seed = 7", "seed = -7"), r"flow.toml:3: seed: expected a non-negative integer below 2\*\*63, got -7"),
+    (('name = "small"', 'name = ""'), r"flow.toml:2: name: expected a name for the workflow, got ''$"),
     (("seed = 7", "seed = 99999999999999999999"),  # checked before any fit, not by the fit's seed
      r"flow.toml:3: seed: expected a non-negative integer below 2\*\*63, got 99999999999999999999$"),
     (("n_init = 2", "n_init = 2\ninit = \"kmeans||\""),  # the start of Dask data, at its own line
@@ -516,6 +517,26 @@ def test_labels_with_missing_values_are_refused_with_their_position(tmp_path):
     with pytest.raises(WorkflowError, match=r"flow.toml:7: \[data\] labels: expected a column without missing "
                                             r"values, got 1 missing in 'group' \(data rows \[2\], counted from 1 "
                                             r"after the header\)"):
+        read_workflow(path)
+
+
+def test_labels_that_are_the_weights_column_are_refused(tmp_path):
+    # the frequency weights were scored as known classes ("agreement with 'w'")
+    (tmp_path / "weighted.csv").write_text("value,w\n1.0,1\n2.0,2\n3.0,1\n8.0,3\n9.0,1\n")
+    path = write(tmp_path, """
+        name = "weighted"
+        seed = 1
+        [data]
+        path = "weighted.csv"
+        columns = ["value"]
+        weights = "w"
+        labels = "w"
+        [[models]]
+        n_components = 2
+        [methods.em]
+        """)
+    with pytest.raises(WorkflowError, match=r"flow.toml:8: \[data\] labels: expected a column of known classes other "
+                                            r"than the weights column, got 'w', which \[data\] weights names$"):
         read_workflow(path)
 
 

@@ -275,6 +275,10 @@ def _read_data(table: dict, base: Path, loc: _Locator):
     for key, column in special.items():
         with loc.collecting():
             _check_special_column(frame, key, column, table, loc)
+    if len(special) == 2 and special["weights"] == special["labels"]:  # counts scored as classes
+        with loc.collecting():
+            raise loc.error("[data] labels", f"expected a column of known classes other than the weights column, got "
+                            f"{special['labels']!r}, which [data] weights names", "labels", "data")
     columns = table["columns"] if "columns" in table else _default_columns(frame, special, loc)
     _expect(columns, list, "[data] columns", "columns", loc, "data")
     _check_columns(columns, frame, loc)
@@ -990,6 +994,8 @@ def read_workflow(path) -> Workflow:
         if key in config:
             with loc.collecting():
                 values[key] = _expect(config[key], kind, key, key, loc)
+    if isinstance(values.get("name"), str) and not values["name"].strip():  # workflow.json's, and a rerun's test
+        loc.errors.append(str(loc.error("name", f"expected a name for the workflow, got {values['name']!r}", "name")))
     if isinstance(values.get("seed"), int) and not 0 <= values["seed"] < 2**63:  # a NumPy seed, as random_seed's
         loc.errors.append(str(loc.error("seed", f"expected a non-negative integer below 2**63, got {values['seed']}",
                                         "seed")))
