@@ -256,12 +256,13 @@ def _check_scale(values: np.ndarray, names: list[str], name: str) -> None:
                          f"{10 ** np.floor(np.log10(largest)):.0e})")
 
 
-#: The largest frequency weights' total: 2**53, the largest count of observations float64 holds one by one
-_MOST_OBSERVATIONS = 2.0**53
+#: The largest total of frequency weights (and so the largest weight): the sums over the data of weighted squares
+#: and log-densities must stay within float64's 1.8e308, with room for values far out in the data
+_MOST_WEIGHT = 1e250
 
 
 def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray | None:
-    """Check frequency weights: 1-D, length n_obs, finite, non-negative, not all zero, none above 2**53.
+    """Check frequency weights: 1-D, length n_obs, finite, non-negative, not all zero, none above 1e250.
 
     Parameters
     ----------
@@ -297,10 +298,10 @@ def validate_weights(weights, n_obs: int, name: str = "weights") -> np.ndarray |
                          f"{np.flatnonzero(array < 0)[:_MAX_ROWS_NAMED].tolist()}")
     if not array.any():
         raise InputError(f"{name}: expected at least one positive weight, got all zeros")
-    if (array > _MOST_OBSERVATIONS).any():  # counts beyond float64's, whose sums overflow
-        raise InputError(f"{name}: expected frequency weights of at most 2**53 = {_MOST_OBSERVATIONS:.6g} (the most "
-                         f"observations float64 counts one by one), got larger ones at rows "
-                         f"{np.flatnonzero(array > _MOST_OBSERVATIONS)[:_MAX_ROWS_NAMED].tolist()}")
+    if (array > _MOST_WEIGHT).any():  # the passes' weighted sums would overflow
+        raise InputError(f"{name}: expected frequency weights of at most {_MOST_WEIGHT:.6g} (the sums of "
+                         "weighted squares and log-densities over the data must stay within float64), got larger ones "
+                         f"at rows {np.flatnonzero(array > _MOST_WEIGHT)[:_MAX_ROWS_NAMED].tolist()}")
     return array
 
 
@@ -473,7 +474,7 @@ def check_units(units, columns, name: str = "units") -> dict:
 
 
 def check_total_weight(total_weight: float, n_components: int) -> None:
-    """Frequency weights must total from one observation per component (to their sum's rounding) to 2**53.
+    """Frequency weights must total from one observation per component (to their sum's rounding) to 1e250.
 
     The total weight is the number of observations: BIC's sample size, and what a component's share of the
     data is counted in (a component below half an observation's worth is degenerate).
@@ -483,10 +484,10 @@ def check_total_weight(total_weight: float, n_components: int) -> None:
                          f"totalling at least n_components = {n_components}, got a total of {total_weight:.6g}; "
                          "weights scaled to sum to 1 (probabilities, or relative weights) are not frequencies: "
                          "multiply them by the number of observations they stand for")
-    if not total_weight <= _MOST_OBSERVATIONS:  # beyond, float64 no longer counts one more, and sums overflow
+    if not total_weight <= _MOST_WEIGHT:  # the passes' weighted sums would overflow
         raise InputError(f"weights: expected frequency weights (how many observations each row stands for) "
-                         f"totalling at most 2**53 = {_MOST_OBSERVATIONS:.6g} observations (the most float64 counts "
-                         f"one by one), got a total of {total_weight:.6g}")
+                         f"totalling at most {_MOST_WEIGHT:.6g} (the sums of weighted squares and log-densities "
+                         f"over the data must stay within float64), got a total of {total_weight:.6g}")
 
 
 def check_folds(n_folds: int, n_rows: int, weights: np.ndarray | None) -> None:
