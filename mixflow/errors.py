@@ -84,23 +84,37 @@ def terminating_as_interrupt():
     list that holds True once SIGTERM arrived, which tells the interrupt it raised from a Ctrl-C however a
     library re-raised it. Only in the main thread, and only where SIGTERM has its default action.
     """
-    received: list[bool] = []
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    with _raising_and_noted(signal.SIGTERM, signal.SIG_DFL, lambda: Terminated("terminated (SIGTERM)"),
+                            _TERMINATING) as received:
         yield received
-        return
 
-    def terminate(signum, frame):
+
+@contextlib.contextmanager
+def _raising_and_noted(number, default, raised, running: list):
+    """Signal ``number`` in the block raises ``raised()`` and is noted: yields a list that holds True once it came.
+
+    Only in the main thread (``running`` holds the list meanwhile, for :func:`stop_if_terminated`), and only where
+    the signal's handler is ``default`` (its handler is that again after the block).
+    """
+    received: list[bool] = []
+    main = threading.current_thread() is threading.main_thread()
+    handled = main and signal.getsignal(number) is default
+
+    def handler(signum, frame):
         received.append(True)
-        raise Terminated("terminated (SIGTERM)")
+        raise raised()
 
-    signal.signal(signal.SIGTERM, terminate)
-    _TERMINATING.append(received)
+    if handled:
+        signal.signal(number, handler)
+    if main:
+        running.append(received)
     try:
         yield received
     finally:
-        _TERMINATING.remove(received)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if main:
+            running.remove(received)
+        if handled:
+            signal.signal(number, default)
 
 
 #: The ``received`` lists of the :func:`terminating_as_interrupt` blocks running
@@ -135,30 +149,20 @@ def interrupts_noted():
     (:func:`stop_if_terminated`); and such an ignored interrupt, or SIGTERM's, is not printed with its traceback.
     Only in the main thread; SIGINT only where it has Python's default handler (not where it is ignored).
     """
-    received: list[bool] = []
     if threading.current_thread() is not threading.main_thread():
-        yield received
+        yield []
         return
-    handled = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-    def interrupt(signum, frame):
-        received.append(True)
-        raise KeyboardInterrupt
 
     def unraisable(event):
         if not isinstance(event.exc_value, KeyboardInterrupt):  # an interrupt's is noted, raised at the next stage
             hook(event)
 
     hook, sys.unraisablehook = sys.unraisablehook, unraisable
-    if handled:
-        signal.signal(signal.SIGINT, interrupt)
-    _INTERRUPTING.append(received)
     try:
-        yield received
+        with _raising_and_noted(signal.SIGINT, signal.default_int_handler, KeyboardInterrupt,
+                                _INTERRUPTING) as received:
+            yield received
     finally:
-        _INTERRUPTING.remove(received)
-        if handled:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.unraisablehook = hook
 
 

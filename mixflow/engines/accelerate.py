@@ -262,13 +262,13 @@ def centred_log_ratios(weights: np.ndarray) -> np.ndarray:
 
 
 def from_unconstrained(values: dict) -> dict:
-    """Inverse of :func:`to_unconstrained`."""
+    """Inverse of :func:`to_unconstrained`; of several sets at once, each a row along a leading axis of every array."""
     out = {}
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         for name, value in values.items():
-            if name == "weights":
-                shifted = np.exp(value - value.max())
-                out[name] = shifted / shifted.sum()
+            if name == "weights":  # each set's own, along the last axis
+                shifted = np.exp(value - value.max(axis=-1, keepdims=True))
+                out[name] = shifted / shifted.sum(axis=-1, keepdims=True)
             elif name in _POSITIVE:
                 out[name] = np.exp(value)
             elif name == "covariance":
@@ -408,7 +408,7 @@ def extrapolate_rows(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, step_max: l
         return results
     alpha = np.array(alphas)
     vectors = x0[rows[going]] - (2.0 * alpha)[:, None] * r[going] + (alpha * alpha)[:, None] * v[going]
-    candidates = _from_unconstrained_rows(_unflatten_rows(vectors, layout))
+    candidates = from_unconstrained(_unflatten_rows(vectors, layout))
     valid = _valid_rows(candidates)
     for k, j in enumerate(going):
         results[rows[j]] = {name: value[k] for name, value in candidates.items()}, alphas[k], bool(valid[k])
@@ -423,24 +423,6 @@ def _unflatten_rows(vectors: np.ndarray, layout: list) -> dict:
         values[name] = vectors[:, offset:offset + size].reshape((vectors.shape[0],) + tuple(shape))
         offset += size
     return values
-
-
-def _from_unconstrained_rows(values: dict) -> dict:
-    """:func:`from_unconstrained` of each row of arrays with a leading axis of rows (the weights normalised per row)."""
-    out = {}
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        for name, value in values.items():
-            if name == "weights":
-                shifted = np.exp(value - value.max(axis=1, keepdims=True))
-                out[name] = shifted / shifted.sum(axis=1, keepdims=True)
-            elif name in _POSITIVE:
-                out[name] = np.exp(value)
-            elif name == "covariance":
-                factor = _from_log_cholesky(value)
-                out[name] = factor @ np.swapaxes(factor, -1, -2)
-            else:
-                out[name] = value
-    return out
 
 
 def _valid_rows(params: dict) -> np.ndarray:
