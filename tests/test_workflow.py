@@ -378,6 +378,12 @@ def test_bad_toml_and_missing_file(tmp_path):
         read_workflow(tmp_path / "nothing.toml")
     with pytest.raises(WorkflowError, match=r"top level: expected key 'seed', which is missing"):
         read_workflow(write(tmp_path, SMALL.replace("seed = 7", "")))
+    # a relative path is the workflow file's folder's: said where it was looked for (it showed 'good.csv' alone)
+    missing = SMALL.replace('dataset = "galaxies"', 'path = "good.csv"')
+    with pytest.raises(WorkflowError, match=r"\[data\] path: expected an existing CSV file, got 'good.csv', looked "
+                                            rf"for at '{re.escape(str(tmp_path / 'good.csv'))}' \(a relative path is "
+                                            r"read from the workflow file's folder\)$"):
+        read_workflow(write(tmp_path, missing))
 
 
 def test_an_unreadable_workflow_is_said_as_such(tmp_path, monkeypatch):

@@ -267,9 +267,13 @@ def _read_data(table: dict, base: Path, loc: _Locator):
                 units = _read_units(table["units"], frame, loc)
         return frame, data_name, tuple(columns), units
     else:
-        path = base / _expect(table["path"], str, "[data] path", "path", loc, "data")
-        if not path.is_file():
-            raise loc.error("[data] path", f"expected an existing CSV file, got {str(path)!r}", "path", "data")
+        given = _expect(table["path"], str, "[data] path", "path", loc, "data")
+        path = base / given
+        if not path.is_file():  # where it was looked for: a relative path is the workflow file's folder's
+            where = "" if Path(given).is_absolute() else f", looked for at {str(path.absolute())!r}"
+            raise loc.error("[data] path", f"expected an existing CSV file, got {given!r}{where} (a relative path is "
+                            "read from the workflow file's folder)" if where else
+                            f"expected an existing CSV file, got {given!r}", "path", "data")
         frame, data_name = _read_csv(path, loc), path.stem
     special = {key: table[key] for key in ("weights", "labels") if key in table}
     for key, column in special.items():
