@@ -526,6 +526,31 @@ def test_labels_with_missing_values_are_refused_with_their_position(tmp_path):
         read_workflow(path)
 
 
+def test_a_long_labels_column_name_is_cut_in_the_agreement_table_s_file_name(tmp_path):
+    # a column name of 200 characters made the table's file name too long to write, after the fits
+    column = "group" * 40
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"value": np.r_[rng.normal(0, 1, 30), rng.normal(6, 1, 30)],
+                  column: ["a"] * 30 + ["b"] * 30}).to_csv(tmp_path / "labelled.csv", index=False)
+    path = write(tmp_path, f"""
+        name = "labelled"
+        seed = 1
+        [data]
+        path = "labelled.csv"
+        columns = ["value"]
+        labels = "{column}"
+        [[models]]
+        n_components = 2
+        [methods.em]
+        [output]
+        figures = false
+        report = false
+        """)
+    written = run_workflow(path, tmp_path / "out", quiet=True)
+    table = tmp_path / "out" / f"gaussian-full-k2-agreement-with-{column[:60]}.csv"
+    assert table in written and pd.read_csv(table).shape[0] == 1
+
+
 def test_labels_that_are_the_weights_column_are_refused(tmp_path):
     # the frequency weights were scored as known classes ("agreement with 'w'")
     (tmp_path / "weighted.csv").write_text("value,w\n1.0,1\n2.0,2\n3.0,1\n8.0,3\n9.0,1\n")

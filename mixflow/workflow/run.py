@@ -157,7 +157,12 @@ def _with_labels(tree, workflow: Workflow, progress):
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "labels"
+    """A column's name as part of a file name: lower-case letters, digits and '-', at most 60 characters.
+
+    With a model's name of at most 150 characters, the agreement table's file name stays within the 255 a file
+    system allows.
+    """
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).lower()[:60].strip("-") or "labels"
 
 
 def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
