@@ -93,12 +93,12 @@ def terminating_as_interrupt():
 def _raising_and_noted(number, default, raised, running: list):
     """Signal ``number`` in the block raises ``raised()`` and is noted: yields a list that holds True once it came.
 
-    Only in the main thread (``running`` holds the list meanwhile, for :func:`stop_if_terminated`), and only where
-    the signal's handler is ``default`` (its handler is that again after the block).
+    Only in the main thread, and only where the signal's handler is ``default`` (its handler is that again after the
+    block); ``running`` holds the list meanwhile, for :func:`stop_if_terminated` (a block inside another, whose
+    handler it leaves, adds none: the outer block's list stays the one read).
     """
     received: list[bool] = []
-    main = threading.current_thread() is threading.main_thread()
-    handled = main and signal.getsignal(number) is default
+    handled = threading.current_thread() is threading.main_thread() and signal.getsignal(number) is default
 
     def handler(signum, frame):
         received.append(True)
@@ -106,14 +106,12 @@ def _raising_and_noted(number, default, raised, running: list):
 
     if handled:
         signal.signal(number, handler)
-    if main:
         running.append(received)
     try:
         yield received
     finally:
-        if main:
-            running.remove(received)
         if handled:
+            running.remove(received)
             signal.signal(number, default)
 
 

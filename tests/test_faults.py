@@ -1,6 +1,7 @@
 """Faults: failed, interrupted and terminated writes, permissions, full disks, and the command line's one
 error path (every reproduction of issue 15's "The command line" section)."""
 
+import contextlib
 import errno
 import json
 import os
@@ -712,6 +713,17 @@ def test_a_rerun_in_place_leaves_a_folder_of_the_users_where_an_earlier_output_w
     assert (out / "workflow.json" / "notes.txt").read_text() == "mine"
     assert (out / "gaussian-full-k2.nc").read_bytes() == earlier  # the earlier run's files stay
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [] and not (out / "run-failed").exists()
+
+
+def test_a_swallowed_termination_is_raised_again_inside_a_nested_block():
+    # the inner block leaves the outer one's handler: it must not hide the SIGTERM the outer block noted
+    from mixflow.errors import Terminated, stop_if_terminated, terminating_as_interrupt
+
+    with terminating_as_interrupt():
+        with contextlib.suppress(Terminated):  # a library that catches the interrupt and goes on
+            os.kill(os.getpid(), signal.SIGTERM)
+        with terminating_as_interrupt(), pytest.raises(Terminated):
+            stop_if_terminated()
 
 
 def test_a_held_termination_goes_before_a_held_interrupt():
