@@ -36,7 +36,7 @@ import numpy as np
 
 __all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "centred_log_ratios", "extrapolate", "extrapolate_flat",
            "extrapolate_rows",
-           "flatten", "from_unconstrained", "largest_change", "parameter_gap", "parameter_gap_of",
+           "flatten", "from_unconstrained", "largest_change", "largest_changes", "parameter_gap", "parameter_gap_of",
            "parameter_tolerance", "to_tracked", "to_unconstrained", "unflatten", "valid_parameters"]
 
 ACCELERATIONS = ("squarem",)
@@ -228,13 +228,19 @@ def largest_change(start: np.ndarray, end: np.ndarray) -> float:
     """
     if np.shape(start) != np.shape(end):
         return float("nan")
+    return float(largest_changes(start, end))
+
+
+def largest_changes(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """:func:`largest_change` of each row of (G, P) arrays of parameter sets of one size, shape (G,) (or of one set)."""
     with np.errstate(invalid="ignore"):
         change = np.abs(end - start)
         change /= np.maximum(1.0, np.abs(start))
-        largest = float(change.max(initial=0.0))  # NaN if a change is NaN, inf if one is inf
-        if not np.isfinite(largest):  # an equal infinity is no change; any other infinity or NaN is not finite
-            largest = float(np.where(start == end, 0.0, change).max(initial=0.0))
-    return largest if np.isfinite(largest) else float("nan")
+        largest = change.max(axis=-1, initial=0.0)  # NaN if a change is NaN, inf if one is inf
+        unresolved = ~np.isfinite(largest)
+        if unresolved.any():  # an equal infinity is no change; any other infinity or NaN is not finite
+            largest = np.where(unresolved, np.where(start == end, 0.0, change).max(axis=-1, initial=0.0), largest)
+    return np.where(np.isfinite(largest), largest, np.nan)
 
 
 def to_unconstrained(params: dict) -> dict:
@@ -335,11 +341,14 @@ def flatten(values: dict) -> np.ndarray:
 
 
 def unflatten(vector: np.ndarray, layout: list) -> dict:
-    """A flat array back into the arrays of ``layout``, ``[(name, shape), ...]`` (views into ``vector``)."""
-    values, offset = {}, 0
+    """A flat array back into the arrays of ``layout``, ``[(name, shape), ...]`` (views into ``vector``).
+
+    Of several flat arrays, the rows of ``vector`` (G, P): arrays of shape ``(G,) + shape``.
+    """
+    values, offset, rows = {}, 0, np.shape(vector)[:-1]
     for name, shape in layout:
         size = int(np.prod(shape))
-        values[name] = vector[offset:offset + size].reshape(shape)
+        values[name] = vector[..., offset:offset + size].reshape(rows + tuple(shape))
         offset += size
     return values
 
@@ -408,21 +417,11 @@ def extrapolate_rows(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, step_max: l
         return results
     alpha = np.array(alphas)
     vectors = x0[rows[going]] - (2.0 * alpha)[:, None] * r[going] + (alpha * alpha)[:, None] * v[going]
-    candidates = from_unconstrained(_unflatten_rows(vectors, layout))
+    candidates = from_unconstrained(unflatten(vectors, layout))
     valid = _valid_rows(candidates)
     for k, j in enumerate(going):
         results[rows[j]] = {name: value[k] for name, value in candidates.items()}, alphas[k], bool(valid[k])
     return results
-
-
-def _unflatten_rows(vectors: np.ndarray, layout: list) -> dict:
-    """:func:`unflatten` of each row of ``vectors``: arrays of ``(rows,) + shape``."""
-    values, offset = {}, 0
-    for name, shape in layout:
-        size = int(np.prod(shape))
-        values[name] = vectors[:, offset:offset + size].reshape((vectors.shape[0],) + tuple(shape))
-        offset += size
-    return values
 
 
 def _valid_rows(params: dict) -> np.ndarray:
@@ -431,17 +430,20 @@ def _valid_rows(params: dict) -> np.ndarray:
     valid = np.ones(rows, dtype=bool)
     for value in params.values():
         valid &= np.isfinite(value).reshape(rows, -1).all(axis=1)
-    valid &= (params["weights"] > 0).all(axis=1)
+    valid &= (params["weights"] > 0).reshape(rows, -1).all(axis=1)
     if "variance" in params:
-        valid &= (params["variance"] > 0).reshape(rows, -1).all(axis=1)
+        valid &= (np.asarray(params["variance"]) > 0).reshape(rows, -1).all(axis=1)
     if "rate" in params:
-        valid &= (params["rate"] >= 0).reshape(rows, -1).all(axis=1)
+        valid &= (np.asarray(params["rate"]) >= 0).reshape(rows, -1).all(axis=1)
     if "covariance" in params and valid.any():
         try:
             np.linalg.cholesky(params["covariance"][valid])
         except np.linalg.LinAlgError:  # which rows: one by one
             for k in np.flatnonzero(valid):
-                valid[k] = valid_parameters({name: value[k] for name, value in params.items()})
+                try:
+                    np.linalg.cholesky(params["covariance"][k])
+                except np.linalg.LinAlgError:
+                    valid[k] = False
     return valid
 
 
@@ -452,17 +454,4 @@ def valid_parameters(params: dict) -> bool:
     :func:`extrapolate`), and positive definite covariances (the engine then also requires their objective
     to be at least the plain step's).
     """
-    if not all(np.isfinite(value).all() for value in params.values()):
-        return False
-    if not (params["weights"] > 0).all():
-        return False
-    if "variance" in params and not (np.asarray(params["variance"]) > 0).all():
-        return False
-    if "rate" in params and not (np.asarray(params["rate"]) >= 0).all():
-        return False
-    if "covariance" in params:
-        try:
-            np.linalg.cholesky(params["covariance"])
-        except np.linalg.LinAlgError:
-            return False
-    return True
+    return bool(_valid_rows({name: np.asarray(value)[None] for name, value in params.items()})[0])

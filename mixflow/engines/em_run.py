@@ -24,6 +24,7 @@ from mixflow.engines.accelerate import (
     extrapolate_rows,
     flatten,
     largest_change,
+    largest_changes,
     observed_rate,
     parameter_gap_of,
     parameter_tolerance,
@@ -418,27 +419,22 @@ def _extrapolate_together(requests: list[_Extrapolation]) -> list[tuple[dict | N
 def _set_changes(points: list[Point], previous: list) -> None:
     """Set each point's :attr:`Point.change` from ``previous`` (a tracked form, or None for none), in one go.
 
-    The points whose tracked forms are of one size are taken together, the changes of each row as
-    :func:`~mixflow.engines.accelerate.largest_change` takes them one by one (the same operations, elementwise, and a
-    maximum); a row with a change that is not finite, and a point alone of its size, by that function itself.
+    The points whose tracked forms are of the size of their previous ones, of one size, are taken together
+    (:func:`~mixflow.engines.accelerate.largest_changes`); the others, a component trimmed in between, get NaN
+    (:func:`~mixflow.engines.accelerate.largest_change`).
     """
     by_size = {}
     for point, before in zip(points, previous, strict=True):
         if before is not None:
             by_size.setdefault((before.size, point.tracked.size), []).append((point, before))
     for (size, own), pairs in by_size.items():
-        if len(pairs) == 1 or size != own:
+        if size != own:
             for point, before in pairs:
                 point.change = largest_change(before, point.tracked)
             continue
-        start, end = np.stack([before for _, before in pairs]), np.stack([point.tracked for point, _ in pairs])
-        with np.errstate(invalid="ignore"):
-            change = np.abs(end - start)
-            change /= np.maximum(1.0, np.abs(start))
-            largest = change.max(axis=1, initial=0.0)
-        finite = np.isfinite(largest)
-        for (point, before), value, ok in zip(pairs, largest.tolist(), finite.tolist(), strict=True):
-            point.change = value if ok else largest_change(before, point.tracked)
+        changes = largest_changes(np.stack([before for _, before in pairs]), np.stack([p.tracked for p, _ in pairs]))
+        for (point, _), value in zip(pairs, changes.tolist(), strict=True):
+            point.change = value
 
 
 def _iterations(start: dict, options, total_weight: float):
