@@ -474,14 +474,20 @@ def _earlier_outputs(out: Path, name: str) -> list[str]:
     list of names) of a workflow of the same name: another workflow's results, or another tool's file of that
     name, are never taken for files of this one to replace.
     """
+    record = _run_record(out)
+    if record is None or not isinstance(record.get("outputs"), list) or record["config"].get("name") != name:
+        return []
+    return [entry for entry in record["outputs"] if isinstance(entry, str)]
+
+
+def _run_record(out: Path) -> dict | None:
+    """The ``workflow.json`` in ``out`` if it is mixflow's record of a run (``config`` and ``sha256``), else None."""
     try:
         record = json.loads((out / "workflow.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):  # none, or unreadable: nothing is known
-        return []
-    if not (isinstance(record, dict) and isinstance(record.get("config"), dict) and "sha256" in record
-            and isinstance(record.get("outputs"), list) and record["config"].get("name") == name):
-        return []
-    return [entry for entry in record["outputs"] if isinstance(entry, str)]
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("config"), dict) and "sha256" in record \
+        else None
 
 
 def _check_not_another_workflows(out: Path, name: str) -> None:
@@ -490,13 +496,8 @@ def _check_not_another_workflows(out: Path, name: str) -> None:
     Its ``workflow.json`` and ``run.log`` (that run's record: configuration, data hashes, files) would be replaced,
     while its files, which this run never takes for its own to replace, stayed beside the new record unlisted.
     """
-    try:
-        record = json.loads((out / "workflow.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # none, or not mixflow's: nothing of a run is lost
-        return
-    if not (isinstance(record, dict) and isinstance(record.get("config"), dict) and "sha256" in record):
-        return
-    other = record["config"].get("name")
+    record = _run_record(out)  # none, or not mixflow's: nothing of a run is lost
+    other = None if record is None else record["config"].get("name")
     if isinstance(other, str) and other != name:
         raise FileExistsError(errno.EEXIST, f"holds the results of another workflow, {other!r} (this one is "
                               f"{name!r}), whose record this run would replace; nothing was fitted: choose another "
