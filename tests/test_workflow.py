@@ -507,19 +507,16 @@ def test_iris_workflow_scores_clusters_against_the_species():
     assert len(workflow.columns) == 4
 
 
+def _labelled_workflow(tmp_path, data_lines: str, more: str = ""):
+    """A workflow of two Gaussian components on ``labelled.csv``'s column ``value``, with ``[data]``'s ``data_lines``
+    (from the file's 7th line) and ``more`` after the EM table."""
+    return write(tmp_path, '\nname = "labelled"\nseed = 1\n[data]\npath = "labelled.csv"\ncolumns = ["value"]\n'
+                 f"{data_lines}\n[[models]]\nn_components = 2\n[methods.em]\n{more}\n")
+
+
 def test_labels_with_missing_values_are_refused_with_their_position(tmp_path):
     (tmp_path / "labelled.csv").write_text("value,group\n1.0,a\n2.0,\n3.0,b\n8.0,b\n")
-    path = write(tmp_path, """
-        name = "labelled"
-        seed = 1
-        [data]
-        path = "labelled.csv"
-        columns = ["value"]
-        labels = "group"
-        [[models]]
-        n_components = 2
-        [methods.em]
-        """)
+    path = _labelled_workflow(tmp_path, 'labels = "group"')
     with pytest.raises(WorkflowError, match=r"flow.toml:7: \[data\] labels: expected a column without missing "
                                             r"values, got 1 missing in 'group' \(data rows \[2\], counted from 1 "
                                             r"after the header\)"):
@@ -532,20 +529,7 @@ def test_a_long_labels_column_name_is_cut_in_the_agreement_table_s_file_name(tmp
     rng = np.random.default_rng(0)
     pd.DataFrame({"value": np.r_[rng.normal(0, 1, 30), rng.normal(6, 1, 30)],
                   column: ["a"] * 30 + ["b"] * 30}).to_csv(tmp_path / "labelled.csv", index=False)
-    path = write(tmp_path, f"""
-        name = "labelled"
-        seed = 1
-        [data]
-        path = "labelled.csv"
-        columns = ["value"]
-        labels = "{column}"
-        [[models]]
-        n_components = 2
-        [methods.em]
-        [output]
-        figures = false
-        report = false
-        """)
+    path = _labelled_workflow(tmp_path, f'labels = "{column}"', "[output]\nfigures = false\nreport = false")
     written = run_workflow(path, tmp_path / "out", quiet=True)
     table = tmp_path / "out" / f"gaussian-full-k2-agreement-with-{column[:60]}.csv"
     assert table in written and pd.read_csv(table).shape[0] == 1
@@ -553,19 +537,8 @@ def test_a_long_labels_column_name_is_cut_in_the_agreement_table_s_file_name(tmp
 
 def test_labels_that_are_the_weights_column_are_refused(tmp_path):
     # the frequency weights were scored as known classes ("agreement with 'w'")
-    (tmp_path / "weighted.csv").write_text("value,w\n1.0,1\n2.0,2\n3.0,1\n8.0,3\n9.0,1\n")
-    path = write(tmp_path, """
-        name = "weighted"
-        seed = 1
-        [data]
-        path = "weighted.csv"
-        columns = ["value"]
-        weights = "w"
-        labels = "w"
-        [[models]]
-        n_components = 2
-        [methods.em]
-        """)
+    (tmp_path / "labelled.csv").write_text("value,w\n1.0,1\n2.0,2\n3.0,1\n8.0,3\n9.0,1\n")
+    path = _labelled_workflow(tmp_path, 'weights = "w"\nlabels = "w"')
     with pytest.raises(WorkflowError, match=r"flow.toml:8: \[data\] labels: expected a column of known classes other "
                                             r"than the weights column, got 'w', which \[data\] weights names$"):
         read_workflow(path)
