@@ -10,7 +10,7 @@ import xarray as xr
 
 from mixflow.container.layout import RUN_WARNINGS
 
-__all__ = ["build_tree", "make_attrs", "record_warnings"]
+__all__ = ["build_tree", "make_attrs", "record_warnings", "recorded_warnings"]
 
 _LIBRARIES = ("numpy", "scipy", "xarray", "pandas", "pymc", "pytensor", "arviz", "h5netcdf", "nutpie")
 
@@ -71,6 +71,23 @@ def build_tree(groups: dict, *, coords: dict, attrs: dict) -> xr.DataTree:
     return xr.DataTree.from_dict(nodes)
 
 
+def recorded_warnings(tree) -> list[dict]:
+    """The warnings recorded in ``tree``'s root ``run_warnings`` (:func:`record_warnings`; a workflow's), as dicts.
+
+    None where the attribute is missing or not a JSON list; entries that are not dicts are left out.
+    """
+    return [w for w in _recorded(tree) if isinstance(w, dict)]
+
+
+def _recorded(tree) -> list:
+    """``tree``'s root ``run_warnings`` as it is, every entry (none where it is missing or not a JSON list)."""
+    try:
+        recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
+    except (TypeError, ValueError):
+        return []
+    return recorded if isinstance(recorded, list) else []
+
+
 def record_warnings(tree: xr.DataTree, caught: list, stage: str, methods: list | None = None,
                     replaced: list = ()) -> xr.DataTree:
     """``tree`` with the warnings ``caught`` (``warnings.WarningMessage``) added to its root ``run_warnings``.
@@ -81,10 +98,7 @@ def record_warnings(tree: xr.DataTree, caught: list, stage: str, methods: list |
     dropped first: they were said of fits the tree no longer holds. (Warnings recorded without a method, the data's
     or a workflow's other stages, or in results saved before methods were recorded, stay.)
     """
-    try:
-        recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
-    except (TypeError, ValueError):
-        recorded = []
+    recorded = _recorded(tree)
     kept = [w for w in recorded if not (isinstance(w, dict) and w.get("method") in replaced)]
     if not caught and len(kept) == len(recorded):
         return tree

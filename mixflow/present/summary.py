@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from mixflow.container.build import recorded_warnings
 from mixflow.container.layout import (
     ADVI,
     ADVI_MODES,
@@ -23,7 +24,6 @@ from mixflow.container.layout import (
     EM_BOOTSTRAP,
     MCMC,
     MCMC_MODES,
-    RUN_WARNINGS,
 )
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
@@ -204,12 +204,8 @@ set_describer(describe)
 
 def _run_warnings(tree) -> list[str]:
     """The warnings a workflow recorded while producing the container, each ``[stage] Category: message``."""
-    try:
-        recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
-    except (TypeError, ValueError):
-        return []
     return [(f"[{w.get('stage')}] " if w.get("stage") else "") + f"{w.get('category')}: {w.get('message')}"
-            for w in recorded if isinstance(w, dict)]
+            for w in recorded_warnings(tree)]
 
 
 def _shortened(text: str, width: int = 150) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mixflow.atomic import atomic_write, interrupts_deferred, recording
+from mixflow.container.build import recorded_warnings
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
@@ -686,8 +687,7 @@ def _methods_as_fit_records(recorded: list, tree) -> list:
     first) too; ``fit`` records those without a method, as the data's, which a fit of any method again into the
     container raises again: tagged, they would be said twice after it.
     """
-    of_data = {(w.get("category"), w.get("message")) for w in json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
-               if isinstance(w, dict) and w.get("method") is None}
+    of_data = {(w.get("category"), w.get("message")) for w in recorded_warnings(tree) if w.get("method") is None}
     return [type(w)({key: value for key, value in w.items() if key != "method"})
             if (w.get("category"), w.get("message")) in of_data else w for w in recorded]
 
