@@ -295,7 +295,13 @@ def test_workflow_file_validates_with_both_likelihoods(tmp_path):
     text = ('name = "c"\nseed = 1\n[data]\ndataset = "crabs"\ncolumns = ["lower", "upper"]\nweights = "count"\n'
             '[[models]]\nfamily = "grouped_gaussian"\nn_components = 2\nopen_below = "left"\n[methods.em]\n')
     (tmp_path / "bad.toml").write_text(text)
-    with pytest.raises(WorkflowError, match=r"bad.toml:10: \[\[models\]\] #1: open_below: expected None or a finite"):
+    # the model's message in the workflow's words: TOML has no None (a key left out) and writes true, not True
+    with pytest.raises(WorkflowError, match=r"bad.toml:10: \[\[models\]\] #1: open_below: expected nothing \(the key "
+                                            r"left out\) or a finite class limit, got 'left'$"):
+        read_workflow(tmp_path / "bad.toml")
+    (tmp_path / "bad.toml").write_text(text.replace('open_below = "left"', "open_below = true"))
+    with pytest.raises(WorkflowError, match=r"open_below: expected nothing \(the key left out\) or a finite class "
+                                            r"limit, got true$"):
         read_workflow(tmp_path / "bad.toml")
 
 

@@ -711,8 +711,18 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
         spec.model(ks[0])
     except InputError as error:
         named = [key for key in table if str(error).startswith((key, f"prior.{key}"))]
-        raise loc.error(where, str(error), named[0] if named else "prior", "models", i) from None
+        raise loc.error(where, _in_toml_words(str(error)), named[0] if named else "prior", "models", i) from None
     return spec
+
+
+#: Python's literals as a workflow says them: TOML writes true and false, and has no None (a key left out)
+_TOML_WORDS = {"True": "true", "False": "false", "None": "nothing (the key left out)"}
+_QUOTED_OR_LITERAL = re.compile(r"('[^']*'|\"[^\"]*\")|\b(True|False|None)\b")
+
+
+def _in_toml_words(message: str) -> str:
+    """A model's message (worded for Python) in a workflow's words: its literals as TOML's, quoted text as it is."""
+    return _QUOTED_OR_LITERAL.sub(lambda found: found.group(1) or _TOML_WORDS[found.group(2)], message)
 
 
 def _read_models(models, loc: _Locator, n_support: int | None):
