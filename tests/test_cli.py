@@ -312,6 +312,17 @@ def test_report_and_show_refuse_what_is_not_a_container(galaxies_run, tmp_path, 
             assert main([command, str(tmp_path / "cut.nc")]) == 2
             assert f"results: {said} (a file cut short, or groups of two fits) (file '{tmp_path / 'cut.nc'}')" in \
                 capsys.readouterr().err
+    # the recorded warnings altered: the report failed with "internal error: JSONDecodeError" (not JSON) or
+    # "AttributeError" (entries that are not warnings), and the summary skipped them without a word
+    for recorded in ("not json [", '[1, {"x": 2}]', '{"category": "UserWarning"}'):
+        tree = full.copy()
+        tree.attrs["run_warnings"] = recorded
+        tree.to_netcdf(tmp_path / "altered.nc", engine="h5netcdf")
+        for command in ("show", "report"):
+            assert main([command, str(tmp_path / "altered.nc")]) == 2
+            assert (f"results: expected the attribute 'run_warnings' to be a JSON list of the warnings recorded, "
+                    f'each {{"category": ..., "message": ...}}, got {recorded!r} (a damaged or altered file)') in \
+                capsys.readouterr().err
     typed = tmp_path / "typed.csv"  # a value typed in over a criterion: the column is read as text
     typed.write_text("k,bic\n1,2.0\n2,abc\n3,1.0\n")
     assert main(["report", str(container), "--selection", str(typed)]) == 2

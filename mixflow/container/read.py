@@ -13,6 +13,7 @@ from mixflow.container.layout import (
     METHODS,
     OBSERVED_DATA,
     RESPONSIBILITY_GROUPS,
+    RUN_WARNINGS,
     UNITS,
 )
 from mixflow.data import Data
@@ -66,6 +67,28 @@ def check_tree(tree, name: str = "tree") -> None:
             raise InputError(f"{name}: expected finite numbers in /{EM_ESTIMATE}, got values that are not in {bad} "
                              "(a damaged or altered file)")
     _check_rows(tree, name)
+    _check_run_warnings(tree, name)
+
+
+def _check_run_warnings(tree, name: str) -> None:
+    """Raise unless the root's recorded warnings (if any) are a JSON list of ``{"category", "message", ...}``.
+
+    The summary and the report list them; an attribute altered into something else is a damaged file, said here
+    rather than left to fail (or to be skipped without a word) where they are read.
+    """
+    text = tree.attrs.get(RUN_WARNINGS)
+    if text is None or text == "":
+        return
+    try:
+        recorded = json.loads(text)
+    except (TypeError, ValueError):
+        recorded = None
+    if isinstance(recorded, list) and all(isinstance(entry, dict) and isinstance(entry.get("category"), str)
+                                          and isinstance(entry.get("message"), str) for entry in recorded):
+        return
+    shown = text if len(str(text)) <= 80 else f"{str(text)[:77]}..."
+    raise InputError(f"{name}: expected the attribute {RUN_WARNINGS!r} to be a JSON list of the warnings recorded, "
+                     f'each {{"category": ..., "message": ...}}, got {shown!r} (a damaged or altered file)')
 
 
 def _check_rows(tree, name: str) -> None:

@@ -10,13 +10,13 @@ import json
 import numpy as np
 import pandas as pd
 
+from mixflow.container.build import recorded_warnings
 from mixflow.container.layout import (
     DRAW_GROUPS,
     EM_BOOTSTRAP,
     EM_SAMPLE_STATS,
     MCMC,
     OBSERVED_DATA,
-    RUN_WARNINGS,
     group,
 )
 from mixflow.container.read import available_methods, frequency_weights, has_group, method_draws
@@ -350,7 +350,7 @@ def run_warnings(tree) -> list[tuple[str, str]]:
     A stage names the model, the K and the method (``"K=3, NUTS"``); warnings of the choice of K name
     their K and method in the message (``"select_k, K=4, NUTS: ..."``).
     """
-    recorded = json.loads(tree.attrs.get(RUN_WARNINGS, "[]") or "[]")
+    recorded = recorded_warnings(tree)  # a damaged record is refused where the container is read (check_tree)
     return [("warn", (f"[{w['stage']}] " if w.get("stage") else "") + f"{w['category']}: {w['message']}")
             for w in recorded]
 
