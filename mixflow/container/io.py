@@ -8,8 +8,10 @@ from pathlib import Path
 import xarray as xr
 
 from mixflow.atomic import atomic_write, interrupts_deferred
+from mixflow.container.layout import ZARR_STORED_CHUNKS
 from mixflow.container.migrate import migrate
 from mixflow.container.tree import as_container
+from mixflow.container.zarr_chunks import missing_chunks
 from mixflow.errors import InputError, InputTypeError, MissingPathError
 
 __all__ = ["load", "save"]
@@ -90,7 +92,8 @@ def _readable_hdf5(path: Path) -> bool:
 def load(path) -> xr.DataTree:
     """Read a container written by :func:`save` (or a Zarr store of one, ``tree.to_zarr``), fully into memory.
 
-    The file is closed on return.
+    The file is closed on return. A Zarr store written by mixflow that lost chunk files (which Zarr reads as
+    NaN or 0) is refused (:mod:`mixflow.container.zarr_chunks`).
     """
     path = Path(path)
     store = path.is_dir() and any((path / name).is_file() for name in _ZARR_MARKS)
@@ -101,13 +104,21 @@ def load(path) -> xr.DataTree:
     # h5netcdf: as in save
     engine, kind, what = ("zarr", "a Zarr store", "a Zarr store") if store else ("h5netcdf", "NetCDF", "a NetCDF file")
     try:
-        with interrupts_deferred(), xr.open_datatree(path, engine=engine) as tree:
-            tree = tree.load().copy()
+        missing = missing_chunks(path) if store else []
+        if not missing:
+            with interrupts_deferred(), xr.open_datatree(path, engine=engine) as tree:
+                tree = tree.load().copy()
     except PermissionError:
         raise
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:  # RuntimeError: a codec's, on bad bytes
         raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, which cannot be read as {kind} "
                          f"({error})") from None
+    if missing:
+        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more arrays" if len(missing) > 5 else "")
+        raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, an incomplete or damaged Zarr store: "
+                         f"chunk files are missing ({shown}), which Zarr would read as fill values (NaN, 0) in "
+                         "place of the data; copy the store again whole, or write it again from the fit")
+    tree.attrs.pop(ZARR_STORED_CHUNKS, None)  # the store's, not the results'
     if "model" not in tree.attrs or "observed_data" not in tree.children:
         raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, {what} without the model attribute and "
                          f"/observed_data (groups {sorted(tree.children)}, attributes {sorted(tree.attrs)[:8]})")

@@ -23,6 +23,7 @@ __all__ = [
     "RESPONSIBILITY_GROUPS",
     "RUN_WARNINGS",
     "UNITS",
+    "ZARR_STORED_CHUNKS",
     "group",
 ]
 
@@ -38,6 +39,11 @@ RUN_WARNINGS = "run_warnings"
 
 #: Root attribute: the units of the data's columns that have one (JSON object ``{column: unit}``).
 UNITS = "units"
+
+#: Root attribute of a Zarr store written by mixflow (``tree.to_zarr``), not of the container: how many chunks of
+#: each array the store held once written (JSON object ``{array path: [stored, of]}``, arrays with any). Zarr stores
+#: no chunk wholly of the fill value and reads a missing one as the fill value; fewer stored is a chunk lost.
+ZARR_STORED_CHUNKS = "zarr_stored_chunks"
 
 #: Every method a container can hold, in display order (the bootstrap lives under /em; "stacked", MCMC's
 #: draws of every mode resampled by the modes' stacking weights, under /mcmc when the chains found several;

@@ -1,11 +1,12 @@
 """The results container's own type: an ``xarray.DataTree`` whose ``repr`` says what was fitted.
 
-:class:`Container` adds nothing to a DataTree but its display: in a terminal, ``repr(tree)`` is
+:class:`Container` adds two things to a DataTree. Its display: in a terminal, ``repr(tree)`` is
 :func:`mixflow.describe`'s screenful (the model, the data, each method's state and warnings, the estimates
-side by side) and its groups; in a notebook, the same text above xarray's own view, folded. Every
-DataTree operation works unchanged and returns plain DataTrees (``tree["em"]``, ``tree.copy()`` keeps the
-type), so a subtree displays as xarray displays it. xarray's full view stays one call away:
-``xr.DataTree.__repr__(tree)``.
+side by side) and its groups; in a notebook, the same text above xarray's own view, folded. And its Zarr
+writer: ``tree.to_zarr`` records in the store how many chunks each array has, for :func:`mixflow.load` to refuse
+a store that lost some (:mod:`mixflow.container.zarr_chunks`). Every other DataTree operation works unchanged and
+returns plain DataTrees (``tree["em"]``, ``tree.copy()`` keeps the type), so a subtree displays as xarray
+displays it. xarray's full view stays one call away: ``xr.DataTree.__repr__(tree)``.
 
 The text comes from the presentation layer, which registers it with :func:`set_describer` when mixflow is
 imported (this layer sits below it); without one, or if describing fails, the display is xarray's.
@@ -17,6 +18,7 @@ from collections.abc import Callable
 import xarray as xr
 
 from mixflow.container.layout import OBSERVED_DATA
+from mixflow.container.zarr_chunks import write_zarr
 
 __all__ = ["Container", "as_container", "set_describer"]
 
@@ -32,6 +34,16 @@ class Container(xr.DataTree):
     """A mixflow results container: an ``xarray.DataTree`` that displays what it holds in a screenful."""
 
     __slots__ = ()  # the layout of a DataTree, so that a plain tree's class can be switched in place
+
+    def to_zarr(self, store, mode="w-", encoding=None, consolidated=True, group=None, write_inherited_coords=False,
+                compute=True, **kwargs):
+        """Write the container to a Zarr store, as ``xarray.DataTree.to_zarr`` does, with a count of its chunks.
+
+        Zarr reads a missing chunk as the fill value (NaN, 0); the count, a root attribute of the store, lets
+        :func:`mixflow.load` refuse a store that lost chunk files rather than read NaN in place of the values.
+        """
+        return write_zarr(self, store, mode=mode, encoding=encoding, consolidated=consolidated, group=group,
+                          write_inherited_coords=write_inherited_coords, compute=compute, **kwargs)
 
     def _description(self) -> str | None:
         if not _DESCRIBER or self.parent is not None:
