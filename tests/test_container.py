@@ -109,3 +109,105 @@ def test_a_zarr_store_is_not_written_as_netcdf_under_its_name_and_is_read(tmp_pa
     with pytest.raises(mixflow.InputError, match=r"cannot be read as a Zarr store"):
         mixflow.load(tmp_path / "fit.zarr")
     assert main(["show", str(tmp_path / "fit.zarr")]) == 2
+
+
+
+def _chunk_files(store, array: str) -> list:
+    """The chunk files of one array of a Zarr store (format 3: under its ``c`` folder)."""
+    return sorted(p for p in (store / array / "c").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("array", ["em/estimate/mu", "observed_data/x", "em/responsibilities/responsibilities",
+                                   "em/sample_stats/n_iter"])
+def test_a_zarr_store_that_lost_a_chunk_file_is_refused(tmp_path, faithful, array):
+    # Zarr reads a missing chunk as the fill value: NaN (or 0) in place of the values, unless refused
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    tree.to_zarr(tmp_path / "fit.zarr")
+    (chunk,) = _chunk_files(tmp_path / "fit.zarr", array)
+    chunk.unlink()
+    with pytest.raises(mixflow.InputError, match=rf"^path: expected a mixflow results file .* got '.*fit.zarr', an "
+                                                 rf"incomplete or damaged Zarr store: chunk files are missing "
+                                                 rf"\(/{array}: 0 of the 1 written\), which Zarr would read as "
+                                                 rf"fill values \(NaN, 0\) in place of the data; copy the store "
+                                                 rf"again whole, or write it again from the fit$"):
+        mixflow.load(tmp_path / "fit.zarr")
+
+
+def test_a_zarr_store_that_lost_one_of_an_arrays_chunks_is_refused(tmp_path, faithful):
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    tree.to_zarr(tmp_path / "fit.zarr", encoding={"/observed_data": {"x": {"chunks": (100, 2)}}})
+    chunks = _chunk_files(tmp_path / "fit.zarr", "observed_data/x")
+    assert len(chunks) == 3
+    chunks[1].unlink()
+    with pytest.raises(mixflow.InputError, match=r"damaged Zarr store: chunk files are missing \(/observed_data/x: "
+                                                 r"2 of the 3 written\)"):
+        mixflow.load(tmp_path / "fit.zarr")
+
+
+@pytest.mark.parametrize("command", ["show", "report"])
+def test_the_command_line_refuses_a_zarr_store_that_lost_a_chunk_file(tmp_path, faithful, capsys, command):
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    store = tmp_path / "fit.zarr"
+    tree.to_zarr(store)
+    for chunk in _chunk_files(store, "em/estimate/mu") + _chunk_files(store, "observed_data/x"):
+        chunk.unlink()
+    capsys.readouterr()
+    assert main([command, str(store)]) == 2
+    assert capsys.readouterr().err == (
+        f"mixflow {command}: error: results: expected a mixflow results file (NetCDF written by 'mixflow run' or "
+        f"mixflow.save, or a Zarr store of one written by tree.to_zarr), got {str(store)!r}, an incomplete or "
+        "damaged Zarr store: chunk files are missing (/em/estimate/mu: 0 of the 1 written; /observed_data/x: 0 of "
+        "the 1 written), which Zarr would read as fill values (NaN, 0) in place of the data; copy the store again "
+        "whole, or write it again from the fit\n")
+    assert not list(tmp_path.glob("*.html"))
+
+
+def test_a_zarr_store_with_all_nan_and_all_false_variables_loads(tmp_path, faithful):
+    # Zarr stores no chunk wholly of the fill value (NaN, False): such a variable has none, and none is missing
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    tree["em/sample_stats"]["aitken_gap"] = tree["em/sample_stats"]["aitken_gap"] * np.nan  # a NaN diagnostic
+    assert not tree["em/sample_stats"]["degenerate"].values.any()
+    tree.to_zarr(tmp_path / "fit.zarr")
+    for array in ("em/sample_stats/aitken_gap", "em/sample_stats/degenerate", "em/sample_stats/spurious"):
+        assert not _chunk_files(tmp_path / "fit.zarr", array), array
+    loaded = mixflow.load(tmp_path / "fit.zarr")
+    assert np.isnan(loaded["em/sample_stats"]["aitken_gap"].values).all()
+    assert_trees_identical(tree, loaded)  # the store's count of its chunks is not the results'
+    # a lost chunk beside them is refused
+    _chunk_files(tmp_path / "fit.zarr", "em/estimate/weights")[0].unlink()
+    with pytest.raises(mixflow.InputError, match=r"missing \(/em/estimate/weights: 0 of the 1 written\)"):
+        mixflow.load(tmp_path / "fit.zarr")
+
+
+def test_a_zarr_store_written_again_by_xarray_or_without_a_count_is_read(tmp_path, faithful):
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    tree.to_zarr(tmp_path / "fit.zarr")
+    # read and written again by xarray alone: the same chunks, the count kept with the attributes
+    xr.open_datatree(tmp_path / "fit.zarr", engine="zarr").load().to_zarr(tmp_path / "again.zarr")
+    # chunked otherwise: an array whose chunks are not those counted is not compared
+    xr.open_datatree(tmp_path / "fit.zarr", engine="zarr").load().to_zarr(
+        tmp_path / "rechunked.zarr", encoding={"/observed_data": {"x": {"chunks": (100, 2)}}})
+    # written by xarray from the start: no count, so a missing chunk cannot be told from one of fill values
+    xr.DataTree.to_zarr(tree, tmp_path / "plain.zarr")
+    for name in ("again.zarr", "rechunked.zarr", "plain.zarr"):
+        assert_trees_identical(tree, mixflow.load(tmp_path / name))
+    _chunk_files(tmp_path / "plain.zarr", "em/estimate/mu")[0].unlink()
+    assert np.isnan(mixflow.load(tmp_path / "plain.zarr")["em/estimate/mu"].values).all()
+
+
+def test_the_count_of_a_zarr_stores_chunks_is_of_the_store_as_written(tmp_path, faithful):
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    tree.to_zarr(tmp_path / "fit.zarr", consolidated=False)
+    tree.to_zarr(tmp_path / "fit.zarr", mode="a", write_empty_chunks=True)  # added to: counted whole
+    assert _chunk_files(tmp_path / "fit.zarr", "em/sample_stats/degenerate")
+    _chunk_files(tmp_path / "fit.zarr", "em/sample_stats/degenerate")[0].unlink()
+    with pytest.raises(mixflow.InputError, match=r"missing \(/em/sample_stats/degenerate: 0 of the 1 written\)"):
+        mixflow.load(tmp_path / "fit.zarr")
+    zarr = pytest.importorskip("zarr")
+    zarr.open_group(tmp_path / "fit.zarr", mode="r+").attrs["zarr_stored_chunks"] = "[1, 2]"
+    zarr.consolidate_metadata(tmp_path / "fit.zarr")
+    with pytest.raises(mixflow.InputError, match=r"cannot be read as a Zarr store \(its root attribute "
+                                                 r"'zarr_stored_chunks' is not the count of its arrays' chunks as "
+                                                 r"mixflow writes it \(\{array path: \[stored, of\]\} as JSON\), "
+                                                 r"got '\[1, 2\]'\)$"):
+        mixflow.load(tmp_path / "fit.zarr")
