@@ -144,6 +144,16 @@ def test_a_zarr_store_that_lost_one_of_an_arrays_chunks_is_refused(tmp_path, fai
         mixflow.load(tmp_path / "fit.zarr")
 
 
+
+def test_a_zarr_format_2_store_that_lost_a_chunk_file_is_refused(tmp_path, faithful):
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    tree.to_zarr(tmp_path / "fit.zarr", zarr_format=2)
+    assert_trees_identical(tree, mixflow.load(tmp_path / "fit.zarr"))
+    (tmp_path / "fit.zarr" / "em" / "estimate" / "mu" / "0.0").unlink()
+    with pytest.raises(mixflow.InputError, match=r"damaged Zarr store: chunk files are missing \(/em/estimate/mu: 0 "
+                                                 r"of the 1 written\)"):
+        mixflow.load(tmp_path / "fit.zarr")
+
 @pytest.mark.parametrize("command", ["show", "report"])
 def test_the_command_line_refuses_a_zarr_store_that_lost_a_chunk_file(tmp_path, faithful, capsys, command):
     tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
