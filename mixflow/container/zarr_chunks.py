@@ -13,6 +13,7 @@ from pathlib import Path
 import xarray as xr
 
 from mixflow.container.layout import ZARR_STORED_CHUNKS
+from mixflow.errors import InputError
 
 __all__ = ["missing_chunks", "write_zarr"]
 
@@ -67,7 +68,11 @@ def missing_chunks(path: Path) -> list[str]:
 
 
 def _stored_chunks(recorded) -> dict:
-    """The record of a Zarr store's chunks as ``{array path: (stored, of)}``; a ``ValueError`` if it is not one."""
+    """The record of a Zarr store's chunks as ``{array path: (stored, of)}``.
+
+    An :class:`~mixflow.errors.InputError` if it is not one, which :func:`mixflow.load` says of the store, as of
+    any store it cannot read.
+    """
     try:
         counts = json.loads(recorded)
     except (TypeError, ValueError):
@@ -75,6 +80,6 @@ def _stored_chunks(recorded) -> dict:
     if not isinstance(counts, dict) or not all(
             isinstance(value, list) and len(value) == 2 and all(type(n) is int and n >= 0 for n in value)
             for value in counts.values()):
-        raise ValueError(f"its root attribute {ZARR_STORED_CHUNKS!r} is not the count of its arrays' chunks as "
+        raise InputError(f"its root attribute {ZARR_STORED_CHUNKS!r} is not the count of its arrays' chunks as "
                          f"mixflow writes it ({{array path: [stored, of]}} as JSON), got {str(recorded)[:100]!r}")
     return {str(name): tuple(value) for name, value in counts.items()}
