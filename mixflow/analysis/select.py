@@ -32,7 +32,7 @@ from mixflow.engines.em_steps import e_step
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.engines.stacking import stacking_weights
 from mixflow.errors import InputError, InputTypeError
-from mixflow.families.base import MixtureModel, with_prior
+from mixflow.families.base import MixtureModel, few_rows_components, with_prior
 from mixflow.parallel import default_jobs, parallel_results
 from mixflow.warnings import ConvergenceWarning, DeclarationWarning, MixflowWarning, SamplingWarning
 from mixflow.wording import agreeing, counted, fixed_places, listed
@@ -454,7 +454,20 @@ def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit
     row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning
                                                             for w in caught + caught_folds)
     row["degenerate"], row["spurious"] = flagged_fit(attrs)
+    row["fewest_rows"], row["few_rows"] = _fewest_rows(model, tree, method)
     return row, tree, _messages(caught, caught_folds)
+
+
+def _fewest_rows(model, tree, method: str) -> tuple[float, bool]:
+    """The observations' worth of weight of a fit's smallest component, and whether one is too few for its parameters.
+
+    :func:`~mixflow.families.base.few_rows_components`, of maximum likelihood fits only: a MAP fit's prior stands in
+    for the rows a component lacks, and keeps one on a few rows on purpose.
+    """
+    estimate = _estimate(tree)
+    counts = np.asarray(estimate["weights"], dtype=float) * float(tree["em"].attrs["n_observations"])
+    few = few_rows_components(counts, model.component_parameters(estimate)) if method == "em" else []
+    return float(counts.min()), bool(few)
 
 
 #: How a warning of the choice of K names the method that raised it.
@@ -563,7 +576,10 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         spurious: the held-out criterion skips such a K, its held-out rows scored by a collapsed component),
         ``converged`` (False when EM stopped at ``max_iter``
         or warned so), ``degenerate``, ``spurious`` (a spurious component: no restart found a sound maximum,
-        see :func:`mixflow.families.base.spurious_rule`); MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
+        see :func:`mixflow.families.base.spurious_rule`), ``fewest_rows`` (the observations' worth of weight of
+        the fit's smallest component), ``few_rows`` (a maximum likelihood fit of K >= 2 with a component of
+        fewer observations than its own parameters, d (d + 3) / 2 for a full covariance: see
+        :func:`mixflow.families.base.few_rows_components`); MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
         ``min_ess_bulk``, ``min_ess_tail`` (within the modes where its chains fell into several),
         ``low_ess_bulk``, ``low_ess_tail`` (a parameter's ESS below 100 per chain of its mode, the sampler's
         warning), ``divergences``, ``n_modes`` (how many modes its chains fell into, see
@@ -573,8 +589,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         criteria skip a K (empty when they do not). Every warning of a fit is raised again naming its K and
         method (``"select_k, K=3, NUTS: ..."``). ``attrs["preferred"]`` maps each criterion to the K it
         prefers (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD), never a K whose EM fit is
-        degenerate or spurious for the EM criteria (:func:`preferred_k`); ``attrs["skipped"]`` maps each skipped K to
-        the reason, also warned.
+        degenerate, spurious or has a component of fewer rows than its parameters for the EM criteria
+        (:func:`preferred_k`); ``attrs["skipped"]`` maps each skipped K to the reason, also warned.
 
     Examples
     --------
@@ -621,7 +637,9 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {fixed_places(row['log_likelihood'], 4)}, "
                      f"BIC {fixed_places(row['bic'], 2)}" + ("" if row["converged"] else ", did NOT converge")
                      + (", a component collapsed" if row["degenerate"] else "")
-                     + (", a spurious component" if row["spurious"] and not row["degenerate"] else ""))
+                     + (", a spurious component" if row["spurious"] and not row["degenerate"] else "")
+                     + (", a component on fewer rows than its parameters" if row["few_rows"]
+                        and not (row["degenerate"] or row["spurious"]) else ""))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "k"
     if "mcmc" in methods:
@@ -668,16 +686,24 @@ _SHORT_OF_FEWER = 1e-8  # relative: a log-likelihood this much below a smaller K
 SKIPPED_DEGENERATE = "degenerate EM fit (a component collapsed or emptied in every restart)"
 SKIPPED_SPURIOUS = ("spurious EM fit (a component of a few observations close together or near a lower-dimensional "
                     "subspace in every restart)")
+SKIPPED_FEW_ROWS = ("too few rows for its parameters (a component of the EM fit holds fewer observations than its own "
+                    "mean and dispersion have free parameters, d (d + 3) / 2 for a full covariance, and gains more "
+                    "likelihood on them than the criteria charge)")
+#: Beside the MAP advice, what a K skipped for too few rows can be fitted with instead
+_FEW_ROWS_ADVICE = ("Fewer components, or fewer parameters per component (a Gaussian's covariance='diag', "
+                    "'spherical' or 'tied'), fit such small groups.")
 
 
 def skipped_k(table: pd.DataFrame) -> dict:
     """The K (index) the EM criteria of a choice-of-K table skip, with the reason.
 
-    Those whose fit is degenerate (``degenerate`` column) or spurious (``spurious`` column); degenerate is
-    named when both apply.
+    Those whose fit is degenerate (``degenerate`` column), spurious (``spurious`` column) or has a component of
+    fewer observations than its parameters (``few_rows`` column); of several, degenerate is named first, then
+    spurious.
     """
     skipped = {}
-    for column, reason in (("spurious", SKIPPED_SPURIOUS), ("degenerate", SKIPPED_DEGENERATE)):
+    for column, reason in (("few_rows", SKIPPED_FEW_ROWS), ("spurious", SKIPPED_SPURIOUS),
+                           ("degenerate", SKIPPED_DEGENERATE)):
         if column in table:
             flags = table[column].astype("boolean").fillna(False)
             skipped.update({int(k): reason for k in table.index[flags.to_numpy(dtype=bool)]})
@@ -687,10 +713,12 @@ def skipped_k(table: pd.DataFrame) -> dict:
 def preferred_k(table: pd.DataFrame) -> dict:
     """The K (index) each criterion of a choice-of-K table prefers, for the criteria it has values of.
 
-    The EM criteria (BIC, AIC, ICL, held-out log-likelihood) never prefer a K whose EM fit is degenerate or
-    spurious (``degenerate`` and ``spurious`` columns, see :func:`skipped_k`): a collapsed component's
-    likelihood is unbounded, and a spurious one's is inflated by a few points close together or near a subspace, so the
-    criterion would reward the artefact. When every K is skipped, they prefer none. The held-out
+    The EM criteria (BIC, AIC, ICL, held-out log-likelihood) never prefer a K whose EM fit is degenerate,
+    spurious or has a component of fewer observations than its parameters (``degenerate``, ``spurious`` and
+    ``few_rows`` columns, see :func:`skipped_k`): a collapsed component's likelihood is unbounded, a spurious one's
+    is inflated by a few points close together or near a subspace, and one of fewer rows than parameters gains on
+    them more than the criteria charge (:func:`~mixflow.families.base.few_rows_components`), so the criterion would
+    reward the artefact. When every K is skipped, they prefer none. The held-out
     log-likelihood also skips a K with a degenerate or spurious fold fit (``cv_flagged_folds``), for the same
     reason: the fold's held-out rows near its collapsed component score without bound.
     """
@@ -791,15 +819,20 @@ def _warn_at_largest(table: pd.DataFrame) -> None:
 def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
     skipped = skipped_k(table)
     advice = _MAP_ADVICE if "map" not in methods else ""  # a MAP fit is not told to become one
-    if "degenerate" in table or "spurious" in table:
+    if "degenerate" in table or "spurious" in table or "few_rows" in table:
         table["skipped"] = [skipped.get(int(k), "") for k in table.index]
     table.attrs.update(preferred=preferred_k(table), skipped=skipped, methods=list(methods), random_seed=seed)
-    for reason in (SKIPPED_DEGENERATE, SKIPPED_SPURIOUS):
+    for reason in (SKIPPED_DEGENERATE, SKIPPED_SPURIOUS, SKIPPED_FEW_ROWS):
         ks = sorted(k for k, why in skipped.items() if why == reason)
         if ks:
             criteria = ", ".join(c for c in EM_CRITERIA if c in table)
-            warnings.warn(f"select_k: K in {ks} skipped by the EM criteria ({criteria}): {reason}; "
-                          f"see the 'skipped' column. {advice}".rstrip(), MixflowWarning, stacklevel=3)
+            sizes = ""
+            if reason == SKIPPED_FEW_ROWS and "fewest_rows" in table:
+                sizes = " (its smallest component: " + ", ".join(
+                    f"{table.loc[k, 'fewest_rows']:.1f} observations at K={k}" for k in ks) + ")"
+            more = f"{_FEW_ROWS_ADVICE} {advice}" if reason == SKIPPED_FEW_ROWS else advice
+            warnings.warn(f"select_k: K in {ks} skipped by the EM criteria ({criteria}): {reason}{sizes}; "
+                          f"see the 'skipped' column. {more}".rstrip(), MixflowWarning, stacklevel=3)
     if "cv_flagged_folds" in table:
         folds = [int(k) for k in table.index if table.loc[k, "cv_flagged_folds"] > 0 and int(k) not in skipped]
         if folds:

@@ -18,7 +18,7 @@ from mixflow.units import unit_power, unit_product, unit_shown
 from mixflow.wording import agreeing, counted
 
 __all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "family_class",
-           "family_names", "model_from_json", "register_family", "require_pymc_form",
+           "family_names", "few_rows_components", "model_from_json", "register_family", "require_pymc_form",
            "spurious_rule", "supports_pymc", "with_prior"]
 
 _FAMILIES: dict[str, type] = {}
@@ -144,6 +144,39 @@ _COUNT_ROUNDING = 1e-9
 #: relative share of a component's rows' weight that may leak to the other components while its size still counts
 #: them all, in the size thresholds of :func:`spurious_rule` (a tight group's rows each keep nearly all their weight)
 _COUNT_LEAK = 1e-3
+
+
+def few_rows_components(counts: np.ndarray, parameters: int) -> list[tuple[int, float]]:
+    """The components of a fit of two or more that hold fewer observations' worth of weight than ``parameters``.
+
+    ``parameters`` counts the free parameters of one component's own density (its mean and its own dispersion,
+    :meth:`MixtureModel.component_parameters`); 0 counts none and flags nothing. Such a component's likelihood is
+    that of a density fitted to fewer rows than it has parameters: for a Gaussian with its own covariance fitted
+    to n rows in d dimensions, the log-likelihood it gains on its own rows over new rows is on average
+    n d (d + 3) / (2 (n - d - 2)), which AIC charges as its d (d + 3) / 2 parameters (BIC as log n each of them)
+    only when n is large: at n equal to its parameters the gain is n / (n - d - 2) times AIC's charge, 5 for
+    d = 2, 2.25 for d = 3, 1.75 for d = 4, 1.4 for d = 6, and it grows without bound as n falls to d + 2, so
+    the criteria reward the few rows' fit rather than a group. A fit of one component is never flagged: it holds
+    every row, the baseline that the fits of more components are compared with. Counts are compared with the same
+    allowance for weight leaking to the other components as :func:`spurious_rule`'s.
+
+    Parameters
+    ----------
+    counts : ndarray of shape (K,)
+        Each component's weight times the number of observations.
+    parameters : int
+        Free parameters of one component's own density.
+
+    Returns
+    -------
+    list of (int, float)
+        The components with too few observations: index and observations' worth of weight.
+
+    """
+    counts = np.asarray(counts, dtype=float)
+    if parameters <= 0 or counts.size < 2:
+        return []
+    return [(int(h), float(counts[h])) for h in np.flatnonzero(counts < parameters * (1 - _COUNT_LEAK))]
 
 
 def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
@@ -535,6 +568,16 @@ class MixtureModel:
         More where a component has its own dispersion: d + 1 for a full covariance.
         """
         return 1
+
+    def component_parameters(self, params: dict) -> int:
+        """Free parameters of one component's own density (``params`` of any units: their shapes): 0, none, by default.
+
+        Those its rows alone determine, its mean and its own dispersion, not its weight nor a parameter the
+        components share; the choice of K skips a maximum likelihood fit with a component of fewer observations
+        than these (:func:`few_rows_components`). 0 where no component has a dispersion of its own: a mean or a
+        rate alone gains on its rows what the criteria charge for it, however few they are.
+        """
+        return 0
 
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components of working parameters (:func:`spurious_rule`).

@@ -380,6 +380,15 @@ class GaussianMixture(MixtureModel):
         """A full covariance needs d + 1 observations, variances ("diag", "spherical") two, a tied one's mean one."""
         return {"full": np.shape(params["mu"])[1] + 1, "tied": 1}.get(self.covariance, 2)
 
+    def component_parameters(self, params: dict) -> int:
+        """A component's mean and own covariance: d (d + 3) / 2 for "full", 2 d for "diag", d + 1 for "spherical".
+
+        0 for "tied": the covariance is shared by every row, and a component's mean alone gains on its rows what the
+        criteria charge for it.
+        """
+        d = np.shape(params["mu"])[1]
+        return {"full": d * (d + 3) // 2, "diag": 2 * d, "spherical": d + 1}.get(self.covariance, 0)
+
     def spurious_rule_text(self) -> str:
         """The rule of :meth:`spurious_components` in words: a subspace, a covariance, an ellipsoid."""
         return ("a component fitted to a few points close together or near a lower-dimensional subspace (McLachlan "

@@ -385,6 +385,8 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
             em.append("has a collapsed component")
         elif "spurious" in row and pd.notna(row["spurious"]) and bool(row["spurious"]):
             em.append("has a spurious component (a few points close together or near a subspace)")
+        elif "few_rows" in row and pd.notna(row["few_rows"]) and bool(row["few_rows"]):
+            em.append("has a component of fewer observations than its parameters")
         if em:
             findings.append(("bad", f"Choice of K, K={k}, EM: {' and '.join(em)}; its criteria are unreliable."))
         nuts, bad = [], False  # graded as the fit's own: R-hat and divergences problems, ESS and Pareto k warnings

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mixflow.analysis.select import CRITERION_NAMES
+from mixflow.analysis.select import CRITERION_NAMES, SKIPPED_FEW_ROWS
 from mixflow.atomic import atomic_write
 from mixflow.container.layout import ADVI_MODES, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree, data_units, has_group
@@ -149,16 +149,22 @@ def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
 def _em_caveats(selection, preferred: dict) -> str:
     """What the EM criteria's preferences rest on: the K they skipped, and a preferred K whose fit did not converge.
 
-    ``"; K = 2, 3 skipped by the EM criteria (degenerate or spurious fits)"``, ``"; K = 2 skipped by the held-out
+    ``"; K = 2, 3 skipped by the EM criteria (degenerate or spurious fits)"``, ``"; K = 4, 5 skipped by the EM
+    criteria (a component on fewer rows than its parameters)"``, ``"; K = 2 skipped by the held-out
     log-likelihood (a cross-validation fold's fit degenerate or spurious)"``, ``"; the EM fit at K = 3 did not
     converge"``: said where the preferences are, not only in the diagnostics.
     """
     text, skipped = "", []
     if "skipped" in selection:
-        skipped = [int(k) for k, why in selection["skipped"].items() if isinstance(why, str) and why]
-        if skipped:
-            text += (f"; K = {', '.join(map(str, skipped))} skipped by the EM criteria (degenerate or spurious "
-                     "fits)")
+        reasons = {int(k): why for k, why in selection["skipped"].items() if isinstance(why, str) and why}
+        skipped = list(reasons)
+        flawed = [k for k, why in reasons.items() if why != SKIPPED_FEW_ROWS]
+        few = [k for k, why in reasons.items() if why == SKIPPED_FEW_ROWS]
+        if flawed:
+            text += f"; K = {', '.join(map(str, flawed))} skipped by the EM criteria (degenerate or spurious fits)"
+        if few:
+            text += (f"; K = {', '.join(map(str, few))} skipped by the EM criteria (a component on fewer rows than "
+                     "its parameters)")
     if "cv_flagged_folds" in selection and "cv_log_likelihood" in preferred:  # skipped by the held-out one alone
         folds = [int(k) for k, flagged in selection["cv_flagged_folds"].items()
                  if pd.notna(flagged) and flagged > 0 and int(k) not in skipped]
@@ -678,7 +684,9 @@ def _selection_html(selection) -> str:
     text = choice_of_k_text(selection)
     em = ("EM columns: <code>converged</code> (False when EM stopped at max_iter), <code>degenerate</code> (a "
           "collapsed component), <code>spurious</code> (a component of a few points close together or near a "
-          "subspace); <code>icl</code> is BIC plus twice the entropy of the responsibilities (mclust's ICL takes "
+          "subspace), <code>fewest_rows</code> (the observations of the smallest component), <code>few_rows</code> "
+          "(a component of fewer observations than its own parameters, d (d + 3) / 2 for a full covariance); "
+          "<code>icl</code> is BIC plus twice the entropy of the responsibilities (mclust's ICL takes "
           "that of the hard labels, which is at most as large)." if "bic" in selection else "")
     nuts = (" NUTS columns: <code>max_rhat</code>, <code>min_ess_bulk</code>, <code>min_ess_tail</code>, "
             "<code>divergences</code>, <code>pareto_k_warning</code> (PSIS-LOO unreliable), <code>n_modes</code> "
