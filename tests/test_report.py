@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from test_compare import make_container
 
+from mixflow.analysis.select import SKIPPED_FEW_ROWS
 from mixflow.present.report.page import SECTIONS, report
 
 matplotlib.use("Agg")
@@ -162,6 +163,13 @@ def test_no_problems_found_only_when_nothing_was_flagged(tmp_path):
                                           "K = 2; K = 3 skipped by the EM criteria (degenerate or spurious fits); "
                                           "K = 2 skipped by the held-out log-likelihood (a cross-validation fold's "
                                           "fit degenerate or spurious)")
+    # a K skipped for a component of fewer rows than its parameters is said apart from the flawed fits
+    few = skipping.assign(spurious=False, few_rows=[False, False, True],
+                          skipped=["", "degenerate EM fit", SKIPPED_FEW_ROWS])
+    few.loc[4] = [7.0, True, False, False, SKIPPED_FEW_ROWS, True]
+    assert choice_of_k_text(few) == ("every criterion (BIC) prefers K = 1; K = 2 skipped by the EM criteria "
+                                     "(degenerate or spurious fits); K = 3, 4 skipped by the EM criteria (a component "
+                                     "on fewer rows than its parameters)")
     # PSIS-LOO's preference is said with the K where its Pareto k was high
     loo = pd.DataFrame({"bic": [10.0, 8.0, 9.0], "elpd_loo": [-9.0, -8.0, -7.0],
                         "pareto_k_warning": [True, False, True]}, index=pd.Index([1, 2, 3], name="k"))

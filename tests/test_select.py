@@ -15,14 +15,18 @@ import mixflow.analysis.select
 import mixflow.fitting
 from mixflow.analysis.select import (
     SKIPPED_DEGENERATE,
+    SKIPPED_FEW_ROWS,
+    SKIPPED_SPURIOUS,
     cross_validated_log_likelihood,
     held_out_weights,
     loo_table,
     pointwise_log_density,
     preferred_k,
     select_k,
+    skipped_k,
 )
 from mixflow.data import validate_data
+from mixflow.families.base import few_rows_components
 from mixflow.warnings import MixflowWarning, SamplingWarning
 
 
@@ -239,6 +243,98 @@ def test_preferred_k_skips_degenerate_rows_for_the_em_criteria_only():
     assert preferred_k(table) == {"bic": 2, "elpd_loo": 3}
     assert preferred_k(table.assign(degenerate=True)) == {"elpd_loo": 3}
     assert preferred_k(table.drop(columns="degenerate")) == {"bic": 3, "elpd_loo": 3}
+
+
+# Ryan, Joiner and Ryan's 31 felled black cherry trees (R's datasets::trees, public domain): girth (in), height (ft),
+# volume (cubic ft); one population
+TREES = pd.DataFrame({
+    "girth": [8.3, 8.6, 8.8, 10.5, 10.7, 10.8, 11.0, 11.0, 11.1, 11.2, 11.3, 11.4, 11.4, 11.7, 12.0, 12.9, 12.9, 13.3,
+              13.7, 13.8, 14.0, 14.2, 14.5, 16.0, 16.3, 17.3, 17.5, 17.9, 18.0, 18.0, 20.6],
+    "height": [70, 65, 63, 72, 81, 83, 66, 75, 80, 75, 79, 76, 76, 69, 75, 74, 85, 86, 71, 64, 78, 80, 74, 72, 77, 81,
+               82, 80, 80, 80, 87],
+    "volume": [10.3, 10.3, 10.2, 16.4, 18.8, 19.7, 15.6, 18.2, 22.6, 19.9, 24.2, 21.0, 21.4, 21.3, 19.1, 22.2, 33.8,
+               27.4, 25.7, 24.9, 34.5, 31.7, 36.3, 38.3, 42.6, 55.4, 55.7, 58.3, 51.5, 51.0, 77.0]})
+
+
+def test_a_k_whose_components_hold_fewer_rows_than_their_parameters_is_never_preferred():
+    """31 trees, a full covariance in 3 dimensions: 9 parameters of a component's own (mean and covariance).
+
+    K=3's maximum puts 5 trees in a component and its log-likelihood rises by 24.0 over K=2's (a Gaussian with its
+    own covariance fitted to d + 2 rows gains on them, over new rows, without bound on average), so BIC, AIC and ICL
+    all preferred it (522.05, 480.47, 523.43 against K=1's 549.71, 536.81, 549.71); every K >= 2 has a component of
+    fewer than 9 trees, and all three now prefer K=1, as the held-out log-likelihood does (5 folds).
+    """
+    said = (r"^select_k: K in \[2, 3, 4\] skipped by the EM criteria \(bic, aic, icl\): too few rows for its "
+            r"parameters .*\(its smallest component: 8\.3 observations at K=2, 5\.0 observations at K=3, 6\.0 "
+            r"observations at K=4\); see the 'skipped' column\. Fewer components, or fewer parameters per component")
+    with pytest.warns(MixflowWarning, match=said):
+        table = select_k(mixflow.GaussianMixture(1), TREES, ks=(1, 2, 3, 4), methods=("em",), n_folds=None,
+                         random_seed=1, n_jobs=1)
+    assert list(table["n_parameters"]) == [9, 19, 29, 39]
+    np.testing.assert_allclose(table["fewest_rows"], [31.0, 8.31, 5.0, 5.99], atol=0.01)
+    assert list(table["few_rows"]) == [False, True, True, True]
+    assert not table["spurious"].any() and not table["degenerate"].any()
+    # the numbers stay in the table: K=3 has the smallest BIC, AIC and ICL of all ...
+    assert table["bic"].idxmin() == table["aic"].idxmin() == table["icl"].idxmin() == 3
+    assert table.loc[3, ["bic", "aic", "icl"]].tolist() == pytest.approx([522.0507, 480.4650, 523.4258], abs=1e-3)
+    # ... and none prefers it
+    assert table.attrs["preferred"] == {"bic": 1, "aic": 1, "icl": 1}
+    assert table.attrs["skipped"] == {2: SKIPPED_FEW_ROWS, 3: SKIPPED_FEW_ROWS, 4: SKIPPED_FEW_ROWS}
+    assert list(table["skipped"]) == ["", SKIPPED_FEW_ROWS, SKIPPED_FEW_ROWS, SKIPPED_FEW_ROWS]
+
+
+def test_a_simulated_pair_of_groups_is_found_once_a_k_on_too_few_rows_is_skipped():
+    """Two Gaussian groups of 15 rows in 3-D (means 3 apart on the first axis, random full covariances).
+
+    K=3's maximum has a component of 8 rows, fewer than the 9 parameters of its mean and covariance: BIC and ICL
+    preferred it (BIC 278.89 against K=2's 292.21), and AIC preferred K=4 (a component of 6 rows), though K=3's
+    held-out log-likelihood (5 folds) is 112 below K=2's; all three now prefer the true K=2, whose components hold
+    13 and 17 rows.
+    """
+    rng = np.random.default_rng(2)
+    x = np.empty((30, 3))
+    for group in range(2):
+        a = rng.normal(size=(3, 3))
+        x[np.arange(30) % 2 == group] = rng.multivariate_normal([3.0 * group, 0, 0], a @ a.T / 3 + 0.3 * np.eye(3), 15)
+    with pytest.warns(MixflowWarning, match=r"K in \[3, 4\] skipped by the EM criteria .*too few rows"):
+        table = select_k(mixflow.GaussianMixture(1), x, ks=(1, 2, 3, 4), methods=("em",), n_folds=None,
+                         random_seed=2, n_jobs=1)
+    np.testing.assert_allclose(table["fewest_rows"], [30.0, 13.0, 8.0, 6.0], atol=0.05)
+    assert table["bic"].idxmin() == 3 and table["icl"].idxmin() == 3 and table["aic"].idxmin() == 4
+    assert table.attrs["preferred"] == {"bic": 2, "aic": 2, "icl": 2}
+
+
+def test_few_rows_are_judged_on_maximum_likelihood_fits_only():
+    # a MAP fit's prior stands in for a component's missing rows (it keeps a component on a few rows on purpose):
+    # its fits are not skipped for their size, only reported; one component holds every row and is never skipped
+    with pytest.warns(MixflowWarning, match="AIC prefers K=3, the largest K tried"):
+        table = select_k(mixflow.GaussianMixture(1), TREES, ks=(1, 3), methods=("map",), n_folds=None, random_seed=1,
+                         n_jobs=1)
+    assert table.loc[3, "fewest_rows"] < 9 and not table["few_rows"].any() and table.attrs["skipped"] == {}
+    assert table.attrs["preferred"]["bic"] == 1
+    with pytest.warns(MixflowWarning, match="9 free parameters, as many as or more than the 8 observations"):
+        few = select_k(mixflow.GaussianMixture(1), TREES.iloc[:8], ks=(1,), methods=("em",), n_folds=None,
+                       random_seed=1, n_jobs=1)
+    assert few.loc[1, "fewest_rows"] == 8 and not few.loc[1, "few_rows"] and few.attrs["preferred"] == {
+        "bic": 1, "aic": 1, "icl": 1}
+
+
+def test_a_component_s_own_parameters_and_the_components_with_fewer_rows():
+    mu = {"mu": np.zeros((2, 4))}
+    assert [mixflow.GaussianMixture(2, covariance=c).component_parameters(mu)
+            for c in ("full", "diag", "spherical", "tied")] == [14, 8, 5, 0]
+    assert few_rows_components(np.array([5.0, 26.0]), 9) == [(0, 5.0)]
+    # the weight a group's rows leak to the other components does not make it short: 13.99 rows of 14 are 14
+    assert few_rows_components(np.array([13.99, 40.0]), 14) == []
+    assert few_rows_components(np.array([13.9, 40.0]), 14) == [(0, 13.9)]
+    assert few_rows_components(np.array([3.0]), 14) == []  # one component: every row
+    assert few_rows_components(np.array([1.0, 2.0]), 0) == []  # no parameters of a component's own counted
+    # the table's column alone decides (a choice-of-K CSV read back), and a degenerate or spurious fit says so first
+    table = pd.DataFrame({"bic": [10.0, 5.0, 1.0, 0.5], "few_rows": [False, False, True, True],
+                          "spurious": [False, False, False, True]}, index=pd.Index([1, 2, 3, 4], name="k"))
+    assert preferred_k(table) == {"bic": 2}
+    assert skipped_k(table) == {3: SKIPPED_FEW_ROWS, 4: SKIPPED_SPURIOUS}
+    assert preferred_k(table.drop(columns=["few_rows", "spurious"])) == {"bic": 4}
 
 
 def test_em_that_stops_at_max_iter_is_not_converged_and_its_warning_names_k_and_method(two_clusters):
