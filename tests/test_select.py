@@ -261,8 +261,8 @@ def test_a_k_whose_components_hold_fewer_rows_than_their_parameters_is_never_pre
 
     K=3's maximum puts 5 trees in a component and its log-likelihood rises by 24.0 over K=2's (a Gaussian with its
     own covariance fitted to d + 2 rows gains on them, over new rows, without bound on average), so BIC, AIC and ICL
-    all preferred it (522.05, 480.47, 523.43 against K=1's 549.71, 536.81, 549.71); every K >= 2 has a component of
-    fewer than 9 trees, and all three now prefer K=1, as the held-out log-likelihood does (5 folds).
+    would all prefer it (522.05, 480.47, 523.43 against K=1's 549.71, 536.81, 549.71); every K >= 2 has a component
+    of fewer than 9 trees, and all three prefer K=1, as the held-out log-likelihood does (5 folds).
     """
     said = (r"^select_k: K in \[2, 3, 4\] skipped by the EM criteria \(bic, aic, icl\): too few rows for its "
             r"parameters .*\(its smallest component: 8\.3 observations at K=2, 5\.0 observations at K=3, 6\.0 "
@@ -287,9 +287,9 @@ def test_a_simulated_pair_of_groups_is_found_once_a_k_on_too_few_rows_is_skipped
     """Two Gaussian groups of 15 rows in 3-D (means 3 apart on the first axis, random full covariances).
 
     K=3's maximum has a component of 8 rows, fewer than the 9 parameters of its mean and covariance: BIC and ICL
-    preferred it (BIC 278.89 against K=2's 292.21), and AIC preferred K=4 (a component of 6 rows), though K=3's
-    held-out log-likelihood (5 folds) is 112 below K=2's; all three now prefer the true K=2, whose components hold
-    13 and 17 rows.
+    would prefer it (BIC 278.89 against K=2's 292.21), and AIC K=4 (a component of 6 rows), though K=3's held-out
+    log-likelihood (5 folds) is 112 below K=2's; all three prefer the true K=2, whose components hold 13 and 17
+    rows.
     """
     rng = np.random.default_rng(2)
     x = np.empty((30, 3))
