@@ -335,6 +335,12 @@ def test_a_component_s_own_parameters_and_the_components_with_fewer_rows():
     assert preferred_k(table) == {"bic": 2}
     assert skipped_k(table) == {3: SKIPPED_FEW_ROWS, 4: SKIPPED_SPURIOUS}
     assert preferred_k(table.drop(columns=["few_rows", "spurious"])) == {"bic": 4}
+    # the held-out log-likelihood scores rows the fit did not see, beyond the in-sample gain of a component on few
+    # rows: it keeps such a K (not a spurious one, nor one whose fold fits are flagged)
+    table["cv_log_likelihood"], table["cv_flagged_folds"] = [-9.0, -8.0, -7.0, -1.0], [0, 0, 0, 0]
+    assert preferred_k(table) == {"bic": 2, "cv_log_likelihood": 3}
+    table["cv_flagged_folds"] = [0, 0, 1, 0]
+    assert preferred_k(table) == {"bic": 2, "cv_log_likelihood": 2}
 
 
 def test_em_that_stops_at_max_iter_is_not_converged_and_its_warning_names_k_and_method(two_clusters):

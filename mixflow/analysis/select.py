@@ -710,15 +710,25 @@ def skipped_k(table: pd.DataFrame) -> dict:
     return {k: skipped[k] for k in sorted(skipped)}
 
 
+def _skips(reason: str, criterion: str) -> bool:
+    """Whether an EM criterion skips a K for ``reason`` (:func:`skipped_k`).
+
+    All of them, but the held-out log-likelihood for too few rows: the in-sample gain it is skipped for does not
+    reach the rows held out.
+    """
+    return not (reason == SKIPPED_FEW_ROWS and criterion == "cv_log_likelihood")
+
+
 def preferred_k(table: pd.DataFrame) -> dict:
     """The K (index) each criterion of a choice-of-K table prefers, for the criteria it has values of.
 
-    The EM criteria (BIC, AIC, ICL, held-out log-likelihood) never prefer a K whose EM fit is degenerate,
-    spurious or has a component of fewer observations than its parameters (``degenerate``, ``spurious`` and
-    ``few_rows`` columns, see :func:`skipped_k`): a collapsed component's likelihood is unbounded, a spurious one's
-    is inflated by a few points close together or near a subspace, and one of fewer rows than parameters gains on
-    them more than the criteria charge (:func:`~mixflow.families.base.few_rows_components`), so the criterion would
-    reward the artefact. When every K is skipped, they prefer none. The held-out
+    The EM criteria (BIC, AIC, ICL, held-out log-likelihood) never prefer a K whose EM fit is degenerate or
+    spurious (``degenerate`` and ``spurious`` columns, see :func:`skipped_k`): a collapsed component's likelihood is
+    unbounded, and a spurious one's is inflated by a few points close together or near a subspace, so the criterion
+    would reward the artefact. BIC, AIC and ICL also never prefer one with a component of fewer observations than
+    its parameters (``few_rows``): it gains on its own rows more than they charge
+    (:func:`~mixflow.families.base.few_rows_components`); the held-out log-likelihood scores rows the fit did not
+    see, which that gain does not reach, and keeps it. When every K is skipped, they prefer none. The held-out
     log-likelihood also skips a K with a degenerate or spurious fold fit (``cv_flagged_folds``), for the same
     reason: the fold's held-out rows near its collapsed component score without bound.
     """
@@ -731,7 +741,8 @@ def preferred_k(table: pd.DataFrame) -> dict:
     for column in LOWER_IS_BETTER + HIGHER_IS_BETTER:
         if column not in table:
             continue
-        values = table[column].drop(index=list(skipped)) if column in EM_CRITERIA else table[column]
+        values = table[column].drop(index=[k for k, why in skipped.items() if _skips(why, column)]) \
+            if column in EM_CRITERIA else table[column]
         if column == "cv_log_likelihood":
             values = values.drop(index=[k for k in flagged_folds if k in values.index])
         if values.notna().any():
@@ -825,7 +836,7 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
     for reason in (SKIPPED_DEGENERATE, SKIPPED_SPURIOUS, SKIPPED_FEW_ROWS):
         ks = sorted(k for k, why in skipped.items() if why == reason)
         if ks:
-            criteria = ", ".join(c for c in EM_CRITERIA if c in table)
+            criteria = ", ".join(c for c in EM_CRITERIA if c in table and _skips(reason, c))
             sizes = ""
             if reason == SKIPPED_FEW_ROWS and "fewest_rows" in table:
                 sizes = " (its smallest component: " + ", ".join(
@@ -834,7 +845,8 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
             warnings.warn(f"select_k: K in {ks} skipped by the EM criteria ({criteria}): {reason}{sizes}; "
                           f"see the 'skipped' column. {more}".rstrip(), MixflowWarning, stacklevel=3)
     if "cv_flagged_folds" in table:
-        folds = [int(k) for k in table.index if table.loc[k, "cv_flagged_folds"] > 0 and int(k) not in skipped]
+        folds = [int(k) for k in table.index if table.loc[k, "cv_flagged_folds"] > 0
+                 and not (int(k) in skipped and _skips(skipped[int(k)], "cv_log_likelihood"))]
         if folds:
             warnings.warn(f"select_k: K in {folds} skipped by the held-out log-likelihood: a cross-validation fold's "
                           "EM fit is degenerate or spurious (a collapsed component scores its held-out rows without "
