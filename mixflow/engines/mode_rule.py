@@ -45,7 +45,8 @@ import xarray as xr
 from scipy.sparse.csgraph import connected_components
 
 __all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "ESS_PER_CHAIN_MIN", "MODE_OVERLAP", "MODE_RHAT",
-           "STUCK_MOVES", "chain_crossings", "chain_modes", "chain_moves", "chains_text", "crossing_window",
+           "STUCK_MOVES", "TAIL_PROB",
+           "chain_crossings", "chain_modes", "chain_moves", "chains_text", "crossing_window",
            "describe_modes", "pair_overlaps", "pair_rhats", "convergence", "extremes", "rhat_within", "scalar_columns",
            "stuck_text"]
 
@@ -303,12 +304,18 @@ def rhat_within(posterior: xr.Dataset) -> xr.Dataset:
         return azs.rhat(posterior)
 
 
+#: The quantiles of the tail ESS: Vehtari et al. (2021)'s 5% and 95%, not ArviZ's default (its ``stats.ci_prob``
+#: setting, 0.89 unless changed): the tail ESS and its warnings do not move with a display setting
+TAIL_PROB = (0.05, 0.95)
+
+
 def convergence(posterior: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset, xr.Dataset]:
     """R-hat (:func:`rhat_within`: of one chain, its halves'), bulk and tail ESS of every parameter."""
     import arviz_stats as azs
 
     with np.errstate(divide="ignore", invalid="ignore"):  # a constant (e.g. the weight of K=1) has no R-hat/ESS
-        return rhat_within(posterior), azs.ess(posterior, method="bulk"), azs.ess(posterior, method="tail")
+        return (rhat_within(posterior), azs.ess(posterior, method="bulk"),
+                azs.ess(posterior, method="tail", prob=TAIL_PROB))
 
 
 def extremes(statistics) -> tuple[float, float, float]:

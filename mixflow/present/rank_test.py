@@ -20,6 +20,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from mixflow.engines.mode_rule import TAIL_PROB
+
 __all__ = ["mcmc_rank_finding", "rank_finding_by_mode", "rank_uniformity_finding"]
 
 _KEPT = 8  # findings kept by their draws' content: a workflow lists a fit's findings, then its report does again
@@ -114,7 +116,7 @@ def _thinned_p_value(array_stats, chains: np.ndarray) -> float:
     if not np.isfinite(chains).all() or np.ptp(chains) == 0:
         return np.nan  # nothing to rank: R-hat and ESS say what there is to say
     ess = np.mean([min(float(array_stats.ess(chain[None], method="bulk")),
-                       float(array_stats.ess(chain[None], method="tail", prob=0.95))) for chain in chains]) / 2
+                       float(array_stats.ess(chain[None], method="tail", prob=TAIL_PROB))) for chain in chains]) / 2
     factor = max(1, int(np.ceil(chains.shape[1] / ess))) if np.isfinite(ess) and ess > 0 else 1
     thinned = chains[:, ::factor]
     ranks = array_stats.compute_ranks(thinned.reshape(-1), relative=True).reshape(thinned.shape)

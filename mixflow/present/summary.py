@@ -27,7 +27,7 @@ from mixflow.container.layout import (
 )
 from mixflow.container.read import available_methods, check_tree, has_group, method_draws
 from mixflow.container.tree import set_describer
-from mixflow.engines.mode_rule import rhat_within
+from mixflow.engines.mode_rule import TAIL_PROB, rhat_within
 from mixflow.engines.modes import CROSSING_WINDOW, describe_group, left_out_modes, left_out_reason, mode_caveats
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.engines.stacking import WEIGHT_INTERVAL
@@ -125,7 +125,7 @@ def _nuts_diagnostics(tree) -> dict | None:
         # one chain: its halves', as the sampler's own max_rhat (none for a chain too short to split)
         return {"r_hat": rhat_within(draws) if draws.sizes["chain"] > 1 or draws.sizes["draw"] >= 8 else None,
                 "ess_bulk": arviz_stats.ess(draws, method="bulk"),
-                "ess_tail": arviz_stats.ess(draws, method="tail")}
+                "ess_tail": arviz_stats.ess(draws, method="tail", prob=TAIL_PROB)}
 
 
 def _diagnostic(diagnostics, statistic: str, name: str, method: str, array: xr.DataArray) -> xr.DataArray:

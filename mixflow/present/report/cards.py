@@ -20,6 +20,7 @@ from mixflow.container.layout import (
     group,
 )
 from mixflow.container.read import available_methods, frequency_weights, has_group, method_draws
+from mixflow.engines.mode_rule import TAIL_PROB
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_ess, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
@@ -81,7 +82,7 @@ def _mcmc_convergence(tree) -> dict:
     if draws.sizes["chain"] > 1:
         out["max R-hat"] = float(arviz_stats.rhat(draws).to_array().max())
     out["min bulk ESS"] = float(arviz_stats.ess(draws, method="bulk").to_array().min())
-    out["min tail ESS"] = float(arviz_stats.ess(draws, method="tail").to_array().min())
+    out["min tail ESS"] = float(arviz_stats.ess(draws, method="tail", prob=TAIL_PROB).to_array().min())
     for label in ("bulk", "tail"):
         out[f"low {label} ESS"] = out[f"min {label} ESS"] < ESS_PER_CHAIN_MIN * out["chains"]
     if "sample_stats" in tree["mcmc"].children and "diverging" in tree[group(MCMC, "sample_stats")].data_vars:
