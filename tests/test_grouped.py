@@ -468,17 +468,51 @@ def test_a_component_within_two_classes_is_said_to_be_undetermined():
     assert 15.9 < mu < 16.0 and tree["em/estimate"]["variance"].values[1] < 0.1
     sd = np.sqrt(tree["em/estimate"]["variance"].values[1])  # on the ridge: where the iterations stopped
     assert len(said) == 1 and said[0].startswith(f"component 1 (mean {mu:.6g}, sd {sd:.3g}) has its probability "
-                                                 "within the classes [14, 16) and [16, 17): the classes cannot "
-                                                 "determine both its mean and its variance")
-    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"^component 0 .* within the class \[16, 17\): .*"
-                                                                r"use method='map' \(the prior keeps the variance "
-                                                                r"from zero\) or finer classes$"):  # K=1: no fewer
+                                                 "within the classes [14, 16) and [16, 17), and the classes around "
+                                                 "hold no count it explains: the classes cannot determine both its "
+                                                 "mean and its variance")
+    single = (r"^component 0 .* within the class \[16, 17\), and the classes around hold no count it explains: .*"
+              r"use method='map' \(the prior keeps the variance from zero\) or finer classes$")  # K=1: no fewer
+    with pytest.warns(mixflow.DegenerateComponentWarning, match=single):
         mixflow.fit(GroupedGaussianMixture(1), classes.iloc[7:10], weights=[0, 100, 0], random_seed=1)
     with warnings.catch_warnings():  # two components, or the MAP: each spread over many classes, nothing said
         warnings.filterwarnings("error", message="component .* has its probability within")
         mixflow.fit(GroupedGaussianMixture(2, open_below=6, open_above=25), classes, weights=counts, random_seed=1)
         mixflow.fit(GroupedGaussianMixture(3, open_below=6, open_above=25), classes, weights=counts, random_seed=1,
                     method="map", max_iter=1000)
+
+
+def test_a_narrow_component_whose_tails_explain_counts_around_its_class_is_a_maximum():
+    # counts 1 | 99999 | 1: the counts either side of the class decide the variance, and the likelihood falls both
+    # ways from the estimate (a direct maximisation of the interval likelihood: sd 0.117236, log-likelihood
+    # -25.025851); the fit was said to be on a ridge where the likelihood rises as the variance shrinks
+    import warnings
+
+    from scipy.optimize import minimize
+    from scipy.stats import norm
+
+    def log_likelihood(mu, sd):
+        classes = [(9, 10, 1), (10, 11, 99999), (11, 12, 1)]
+        return sum(n * np.log(norm.cdf(high, mu, sd) - norm.cdf(low, mu, sd)) for low, high, n in classes)
+
+    best = minimize(lambda t: -log_likelihood(t[0], np.exp(t[1])), [10.4, np.log(0.2)], method="Nelder-Mead",
+                    options={"xatol": 1e-12, "fatol": 1e-12})
+    edges = np.arange(3.0, 25.01, 1.0)
+    counts = np.zeros(edges.size - 1)
+    counts[6:9] = [1, 99999, 1]
+    classes = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="component .* has its probability within")
+        tree = mixflow.fit(GroupedGaussianMixture(1), classes, weights=counts, random_seed=1)
+        # beside a broad group: the narrow one's few counts either side still decide its variance
+        two = counts.copy()
+        two[13:21] = [40, 110, 180, 220, 200, 140, 70, 40]
+        two[6:9] = [3, 9990, 7]
+        mixflow.fit(GroupedGaussianMixture(2), classes, weights=two, random_seed=1)
+    estimate = tree["em/estimate"]
+    assert estimate["mu"].values[0] == pytest.approx(best.x[0], abs=1e-7)
+    assert np.sqrt(estimate["variance"].values[0]) == pytest.approx(np.exp(best.x[1]), rel=1e-6)
+    assert tree["em"].attrs["log_likelihood"] == pytest.approx(-best.fun, abs=1e-8)
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e-150, 1e150])

@@ -108,10 +108,15 @@ def _class_units(lower: np.ndarray, upper: np.ndarray, weights: np.ndarray) -> S
                            (midpoints - units.center) / scale)
 
 
-def _classes_with_counts(prepared: Prepared) -> np.ndarray:
-    """The distinct classes of the rows with counts, ``(C, 2)`` working limits (open ends infinite), in order."""
+def _classes_with_counts(prepared: Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct classes of the rows with counts and each one's count (its rows' weights summed).
+
+    The classes as ``(C, 2)`` working limits (open ends infinite), in order.
+    """
     held = prepared.weights > 0
-    return np.unique(np.column_stack([prepared.arrays["low"][held], prepared.arrays["high"][held]]), axis=0)
+    classes, index = np.unique(np.column_stack([prepared.arrays["low"][held], prepared.arrays["high"][held]]),
+                               axis=0, return_inverse=True)
+    return classes, np.bincount(index.ravel(), weights=prepared.weights[held], minlength=classes.shape[0])
 
 
 def _check_classes(lower: np.ndarray, upper: np.ndarray, obs: np.ndarray) -> None:
@@ -254,7 +259,7 @@ class GroupedGaussianMixture(MixtureModel):
         ``C`` distinct classes with counts give ``C - 1`` free class probabilities; a mixture of more parameters
         has no unique maximum there (one class: a zero variance inside it), so its estimate is one of many.
         """
-        classes = _classes_with_counts(prepared)
+        classes = _classes_with_counts(prepared)[0]
         parameters = self.n_parameters(1)
         if classes.shape[0] - 1 >= parameters:
             return []
@@ -268,32 +273,40 @@ class GroupedGaussianMixture(MixtureModel):
                 f"the fit returned is one of many; use {', '.join(fixes)} or finer classes"]
 
     def mle_fit_problems(self, params: dict, prepared: Prepared) -> list[str]:
-        """Components whose probability lies within one or two classes: their mean and variance are not determined.
+        """Components whose probability lies within one or two classes, and whose variance no count outside decides.
 
         The grouped likelihood sees a component only through its class probabilities. With all but
-        :data:`_WITHIN_CLASSES` of them in two adjacent classes, one share between the two is determined and the
-        mean and variance are a ridge along which the likelihood rises (the small probability leaking to other
-        classes falls) as the variance shrinks towards zero: EM creeps along it and stops where ``max_iter``
-        or ``tol`` stops it, not at a maximum.
+        :data:`_WITHIN_CLASSES` of them in two adjacent classes, one share between the two is determined; if the
+        classes around hold no count the component explains (less than one observation's worth, by the
+        responsibilities), its mean and variance are a ridge along which the likelihood rises (the small
+        probability leaking to the other classes falls) or stays flat (within an open class) as the variance
+        shrinks towards zero: EM creeps along it and stops where ``max_iter`` or ``tol`` stops it, not at a maximum.
+        Counts in the classes around that the component's tails explain (a narrow group with a few rows on either
+        side) determine its variance: the likelihood falls both ways from the estimate, a maximum.
         """
-        classes = _classes_with_counts(prepared)
+        classes, counts = _classes_with_counts(prepared)
         mu = np.asarray(params["mu"], dtype=float)
         sd = np.broadcast_to(np.sqrt(np.asarray(params["variance"], dtype=float)), mu.shape)
         mass = np.exp(interval_log_probability((classes[:, :1] - mu) / sd, (classes[:, 1:] - mu) / sd))
+        joint = mass * np.asarray(params["weights"], dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            explained = counts[:, None] * np.nan_to_num(joint / joint.sum(axis=1, keepdims=True))
         top = np.sort(mass, axis=0)[::-1]
         center, scale = prepared.constants["center"][0], prepared.constants["scale"][0]
         problems = []
         for k in np.flatnonzero(top[:2].sum(axis=0) >= 1 - _WITHIN_CLASSES):
-            holding = classes[np.argsort(mass[:, k])[::-1][:1 + (top[0, k] < 1 - _WITHIN_CLASSES)]]
+            holds = np.argsort(mass[:, k])[::-1][:1 + (top[0, k] < 1 - _WITHIN_CLASSES)]
+            if explained[:, k].sum() - explained[holds, k].sum() >= 1.0:  # its tails' counts decide its variance
+                continue
             named = " and ".join(f"[{low * scale + center:.6g}, {high * scale + center:.6g})"
-                                 for low, high in sorted(holding.tolist()))
+                                 for low, high in sorted(classes[holds].tolist()))
             problems.append(f"component {int(k)} (mean {mu[k] * scale + center:.6g}, sd {sd[k] * scale:.3g}) has its "
-                            f"probability within the {agreeing(len(holding), 'class', 'classes')} {named}: the "
-                            "classes cannot determine both its mean and its variance, and the likelihood rises as its "
-                            "variance shrinks towards zero, so the estimate is where EM stopped on that ridge, not a "
-                            "maximum, and more iterations do not settle it; use method='map' (the prior keeps the "
-                            "variance from zero)" + (", fewer components" if mu.size > 1 else "") + " or finer "
-                            "classes")
+                            f"probability within the {agreeing(len(holds), 'class', 'classes')} {named}, and the "
+                            "classes around hold no count it explains: the classes cannot determine both its mean and "
+                            "its variance, and the likelihood rises (or stays flat) as its variance shrinks towards "
+                            "zero, so the estimate is where EM stopped on that ridge, not a maximum, and more "
+                            "iterations do not settle it; use method='map' (the prior keeps the variance from zero)"
+                            + (", fewer components" if mu.size > 1 else "") + " or finer classes")
         return problems
 
     def parameter_unit(self, name: str, element: dict, units: dict) -> str:
