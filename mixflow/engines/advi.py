@@ -11,8 +11,9 @@ The steps are those of :func:`fit_advi`:
    (symmetric components, sd 0.69) and its slow way out are avoided;
 3. run ``pm.fit`` with Adam, the ELBO recorded at every iteration, under :class:`SettleCheck`: every
    ``check_every`` iterations the window average of q's parameters is compared with the previous one,
-   in units of q's own sd; the fit stops when nothing moved by more than ``settle_tol`` sd, and the learning
-   rate is halved whenever the change stops shrinking (the iterates then wander by noise, not by drift);
+   in units of q's own sd; while a mean or scale of q still went one way over the last windows (a drift),
+   the step stays; otherwise the fit stops when nothing moved by more than ``settle_tol`` sd, and the
+   learning rate is halved when more moved (the iterates wander by noise about the optimum);
    q's parameters are finally set to their average over the last window (Polyak-Ruppert averaging);
 4. a NaN or infinite ELBO or parameter stops the fit with :class:`ADVIDivergenceError`;
 5. ``draws`` draws from q, aligned to the reference labelling (:mod:`mixflow.families.relabel` with
@@ -64,6 +65,23 @@ __all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "check_options", "f
 VARIANTS = {"meanfield": pm.ADVI, "fullrank": pm.FullRankADVI}
 _LEARNING_RATE_FLOOR = 2.0**-20  # relative to the starting learning rate: at most 20 halvings
 _MIN_CHECK_EVERY = 10
+#: Window-to-window moves the drift test of SettleCheck reads: the last this many
+_DRIFT_STEPS = 4
+#: A parameter drifts when its net move over those steps is at least this share of their summed lengths (one way)
+_DRIFT_SHARE = 0.9
+
+
+def _drifting(steps: list, tol: float) -> bool:
+    """Whether a raw parameter of q still drifts over the moves of its window averages ``steps`` (oldest first).
+
+    ``steps`` are :func:`_scaled_step`'s, in units of q's sd. A parameter drifts when its moves went one way,
+    their net at least :data:`_DRIFT_SHARE` of their summed lengths, by at least half ``tol`` in all: window
+    averages that wander about a fixed point go back and forth, and their net move is a fraction of their path;
+    a drift's moves add up.
+    """
+    moves = np.array(steps)
+    net, path = np.abs(moves.sum(axis=0)), np.abs(moves).sum(axis=0)
+    return bool(np.any((net >= _DRIFT_SHARE * path) & (net >= 0.5 * tol)))
 
 
 # -- the variational parameters as numbers ---------------------------------------------------------------
@@ -123,25 +141,34 @@ def _set_initial_spread(group, variant: str, sigma: float) -> None:
         group.params_dict["L_tril"].set_value(factor[np.tril_indices(group.ddim)])
 
 
-def _scaled_change(variant: str, before: dict, after: dict) -> float:
-    """Largest move of q's mean and factor between two parameter sets, in units of q's sd."""
+def _scaled_step(variant: str, before: dict, after: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The moves of q's mean (D,) and factor (D, D) between two parameter sets, each in units of its row's sd of q."""
     mean_before, factor_before = q_moments(variant, before)
     mean_after, factor_after = q_moments(variant, after)
     sd = np.sqrt((factor_after**2).sum(axis=1))
-    return float(max(np.max(np.abs(mean_after - mean_before) / sd),
-                     np.max(np.abs(factor_after - factor_before) / sd[:, None])))
+    return (mean_after - mean_before) / sd, (factor_after - factor_before) / sd[:, None]
+
+
+def _scaled_change(variant: str, before: dict, after: dict) -> float:
+    """Largest move of q's mean and factor between two parameter sets, in units of q's sd."""
+    mean_step, factor_step = _scaled_step(variant, before, after)
+    return float(max(np.max(np.abs(mean_step)), np.max(np.abs(factor_step))))
 
 
 # -- the convergence callback ------------------------------------------------------------------------------
 class SettleCheck(Callback):
-    """Stop ``pm.fit`` when q's parameters settle; halve the learning rate on plateaus; catch divergence.
+    """Stop ``pm.fit`` when q's parameters settle; halve the learning rate once they only wander; catch divergence.
 
-    Called by PyMC after every iteration with ``(approx, losses, i)``. Every ``check_every`` iterations
-    the average of the raw parameters over the window is compared with the previous window's: the
-    largest move of q's mean and of its factor, in units of q's sd (:func:`_scaled_change`). Below
-    ``tol`` the fit has converged: the parameters are set to the window average and the fit stops.
-    When the move is not at most half the previous one, the iterates are wandering by gradient noise
-    (constant-step SGD does not converge), and the learning rate is halved.
+    Called by PyMC after every iteration with ``(approx, losses, i)``. Every ``check_every`` iterations the
+    average of the raw parameters over the window is compared with the previous window's: the largest move of
+    q's mean and of its factor, in units of q's sd (:func:`_scaled_change`). Over the last :data:`_DRIFT_STEPS`
+    such moves, a parameter that went one way by half ``tol`` or more still drifts (:func:`_drifting`): then
+    nothing has settled and the step stays. Otherwise, a move below ``tol`` has converged: the parameters are
+    set to the window average (Polyak-Ruppert) and the fit stops; above it, the iterates wander about the optimum
+    by gradient noise wider than ``tol`` (constant-step SGD does not converge), and the learning rate is halved.
+    The learning rate falls only once nothing drifts: cut while a parameter still drifts (q's scale shrinking
+    towards a narrow component's, say), it slows the drift as much as the noise, and a small move per window would
+    soon pass for settling, far from the optimum.
 
     Parameters
     ----------
@@ -170,7 +197,8 @@ class SettleCheck(Callback):
         self.converged, self.n_iter = False, 0
         self.losses, self.learning_rates, self.changes = np.empty(0), [], []
         self._window_sum, self._window_count = None, 0
-        self._previous_average, self._previous_change, self.average = None, None, None
+        self._previous_average, self.average, self._steps = None, None, []
+        self.state = "few"  # the last check's finding: too few moves to tell, a drift, or noise wider than tol
 
     def __call__(self, approx, losses, i) -> None:
         """Record the iteration; check finiteness; every ``check_every`` iterations test for settling."""
@@ -191,15 +219,21 @@ class SettleCheck(Callback):
         previous, self._previous_average = self._previous_average, self.average
         if previous is None:
             return
-        change = _scaled_change(self.variant, previous, self.average)
+        mean_step, factor_step = _scaled_step(self.variant, previous, self.average)
+        change = float(max(np.max(np.abs(mean_step)), np.max(np.abs(factor_step))))
         self.changes.append((i, change))
+        # the drift test reads q's means and scales (the factor's diagonal), not the correlations of a full-rank q:
+        # its many elements would turn up one that went one way by chance in most checks
+        self._steps = (self._steps + [np.concatenate([mean_step, np.diagonal(factor_step)])])[-_DRIFT_STEPS:]
+        self.state = "few" if len(self._steps) < _DRIFT_STEPS else "drift" if _drifting(self._steps, self.tol) \
+            else "wide"
+        if self.state != "wide":
+            return  # a parameter still drifts (or too few moves to tell): the step stays, nothing has settled
         if change < self.tol:
             self.converged = True
             set_parameters(approx, self.average)
             raise StopIteration(f"q settled at iteration {i}: moved {change:.3g} sd < tol = {self.tol}")
-        if self._previous_change is not None and change > 0.5 * self._previous_change:
-            self.learning_rate.set_value(max(self.learning_rate.get_value() / 2.0, self.floor))
-        self._previous_change = change
+        self.learning_rate.set_value(max(self.learning_rate.get_value() / 2.0, self.floor))
 
     def final_average(self) -> dict | None:
         """Average of the parameters over the last (possibly partial) window."""
@@ -292,7 +326,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         Adam's starting step (standardised unconstrained units); halved whenever q stops settling.
     settle_tol : float, default 0.05
         Stop when, between two windows of ``check_every`` iterations, q's averaged mean and scale
-        moved by less than ``settle_tol`` of its own sd (``tol`` of :func:`mixflow.fit` is EM's).
+        moved by less than ``settle_tol`` of its own sd, and none of them drifted one way over the last
+        windows (:class:`SettleCheck`; ``tol`` of :func:`mixflow.fit` is EM's).
     check_every : int, default 50
         Window length of the convergence check (at least 10).
     progressbar : bool, default False
@@ -487,9 +522,17 @@ class _Fitter:
             average = check.final_average()
             if average is not None:
                 set_parameters(approx, average)
-            seen = (f"q still moved by {check.changes[-1][1]:.3g} sd between windows, settle_tol="
-                    f"{options['settle_tol']}" if check.changes else
-                    f"too few to compare two windows of check_every={options['check_every']} iterations")
+            if not check.changes:
+                seen = f"too few to compare two windows of check_every={options['check_every']} iterations"
+            elif check.state == "few":
+                seen = (f"too few windows of check_every={options['check_every']} iterations to tell a drift from "
+                        f"noise: it takes {_DRIFT_STEPS + 1}")
+            elif check.state == "drift":
+                seen = (f"q's parameters still drifted one way over the last {_DRIFT_STEPS} windows, the last by "
+                        f"{check.changes[-1][1]:.3g} sd")
+            else:
+                seen = (f"q still moved by {check.changes[-1][1]:.3g} sd between windows, settle_tol="
+                        f"{options['settle_tol']}")
             warnings.warn(f"ADVI did not settle in n={options['n']} iterations ({seen}); increase n, lower "
                           "learning_rate, or loosen settle_tol.", ConvergenceWarning, stacklevel=4)
         elbo = -np.asarray(check.losses, dtype=float)
