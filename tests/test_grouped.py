@@ -533,3 +533,17 @@ def test_counts_in_one_class_beside_empty_ones_fit_at_every_scale(scale, chunked
         tree = mixflow.fit(GroupedGaussianMixture(1), data, weights=weights, random_seed=1)
     assert tree["em/estimate"]["mu"].values[0] == pytest.approx(16.5 * scale, rel=1e-12)
     assert tree["em"].attrs["log_likelihood"] == pytest.approx(0.0, abs=1e-9)  # every count in its one class
+
+
+def test_a_map_fit_whose_component_empties_is_not_told_to_use_the_map():
+    # K=3 on four classes by MAP: a component's weight falls to nothing; the advice was "use fewer components,
+    # method='map', or trim=..." to a fit that is one
+    import warnings
+
+    classes = pd.DataFrame({"lower": [0.0, 1, 2, 3], "upper": [1.0, 2, 3, 4]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mixflow.fit(GroupedGaussianMixture(3), classes, weights=[5.0, 20, 22, 3], method="map", random_seed=1)
+    said = [str(w.message) for w in caught if issubclass(w.category, mixflow.DegenerateComponentWarning)]
+    assert len(said) == 1 and said[0].startswith("a component's weight fell below half an observation's worth")
+    assert said[0].endswith("in every restart; use fewer components, or trim=... to drop it.")
