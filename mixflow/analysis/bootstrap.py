@@ -39,6 +39,8 @@ from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, Mix
 __all__ = ["bootstrap"]
 
 _KINDS = ("nonparametric", "parametric")
+#: Relative difference of two EM objectives on the data below which they are one maximum (:func:`_elsewhere`)
+_SAME_MAXIMUM = 1e-6
 _FIT_METHOD = {"mle": "em", "map": "map"}
 
 
@@ -69,6 +71,7 @@ class _Job:
     max_iter: int
     accelerate: str | None = None
     chunked: ChunkedData | None = None  # Dask data: all the rows (``x`` then holds the tree's sample of them)
+    objective: float = float("nan")  # the estimate's on the data: log-likelihood (MLE) or log posterior (MAP)
 
 
 def _poisson(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -129,7 +132,30 @@ def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
     aligned = {name: np.take(value, order, axis=model_dims[name].index("component"))
                if "component" in model_dims[name] else value for name, value in params.items()}
     return {"params": aligned, "error": None, "converged": bool(tree["em"].attrs["converged"]),
-            "warnings": [(w.category, str(w.message)) for w in caught]}
+            "warnings": [(w.category, str(w.message)) for w in caught],
+            "elsewhere": job.chunked is None and _elsewhere(job, model, params, int(rng.integers(2**63)))}
+
+
+def _elsewhere(job: _Job, model, params: dict, seed: int) -> bool:
+    """Whether a replicate's estimate lies in another maximum's basin than the estimate's, on the data itself.
+
+    EM on the data, from the replicate's estimate, climbs to the maximum whose basin that is: the estimate's
+    (its objective, to :data:`_SAME_MAXIMUM` relative) or another. A replicate of another maximum (a component
+    moved onto the zeros, say) is not a draw of the estimate's sampling spread, and widens it.
+    """
+    from mixflow.fitting import fit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            back = fit(model, pd.DataFrame(job.x, columns=job.features), method=job.method, weights=job.weights,
+                       init=params, n_init=1, tol=job.tol, max_iter=job.max_iter, accelerate=job.accelerate,
+                       random_seed=seed)
+        except (ValueError, np.linalg.LinAlgError):
+            return True
+    attrs = back["em"].attrs
+    reached = float(attrs["log_posterior"] if job.method == "map" else attrs["log_likelihood"])
+    return not abs(reached - job.objective) <= _SAME_MAXIMUM * max(abs(job.objective), 1.0)
 
 
 def _replicate_chunk(job: _Job, seeds: list) -> list[dict]:
@@ -203,27 +229,37 @@ def _run(job: _Job, seeds: list, n_jobs: int) -> list[dict]:
 
 
 def _replicate_flags(results: list[dict]) -> dict[str, np.ndarray]:
-    """Per replicate: ``failed`` (no fit), ``converged``, ``degenerate`` (its fit warned of a degenerate component)."""
+    """The flags of each replicate.
+
+    ``failed`` (no fit), ``converged``, ``degenerate`` (its fit warned of a degenerate component), ``elsewhere`` (its
+    estimate is in another maximum's basin on the data, :func:`_elsewhere`).
+    """
     return {"failed": np.array([r["params"] is None for r in results]),
             "converged": np.array([r["params"] is not None and bool(r["converged"]) for r in results]),
-            "degenerate": np.array([any(c is DegenerateComponentWarning for c, _ in r["warnings"]) for r in results])}
+            "degenerate": np.array([any(c is DegenerateComponentWarning for c, _ in r["warnings"]) for r in results]),
+            "elsewhere": np.array([bool(r.get("elsewhere", False)) for r in results])}
 
 
 def _report_warnings(results: list[dict], flags: dict[str, np.ndarray]) -> dict:
     failed = [r["error"] for r in results if r["params"] is None]
     not_converged = int((~flags["failed"] & ~flags["converged"]).sum())
     degenerate = int(flags["degenerate"].sum())
+    elsewhere = int(flags["elsewhere"].sum())
     for category, message in {(c, m) for r in results for c, m in r["warnings"]
                               if c not in (ConvergenceWarning, DegenerateComponentWarning)}:
         warnings.warn(f"bootstrap replicate: {message}", category, stacklevel=3)
     problems = [f"{count} {what}" for count, what in (
         (len(failed), f"failed (stored as NaN; first error: {failed[0] if failed else ''})"),
-        (not_converged, "did not converge"), (degenerate, "had a collapsed component")) if count]
+        (not_converged, "did not converge"), (degenerate, "had a collapsed component"),
+        (elsewhere, "reached another maximum (EM on the data from their estimates climbs to another than the "
+                    "estimate's: their spread is between maxima, not about the estimate)")) if count]
     if problems:
         warnings.warn(f"bootstrap: of {len(results)} replicates, {', '.join(problems)}; the replicates are kept "
-                      "as they are, each flagged in /em/bootstrap/sample_stats (failed, converged, degenerate) to "
-                      "leave out if wished (consider method='map' or more data)", MixflowWarning, stacklevel=3)
-    return {"n_failed": len(failed), "n_not_converged": not_converged, "n_degenerate": degenerate}
+                      "as they are, each flagged in /em/bootstrap/sample_stats (failed, converged, degenerate, "
+                      "elsewhere) to leave out if wished (consider method='map' or more data)", MixflowWarning,
+                      stacklevel=3)
+    return {"n_failed": len(failed), "n_not_converged": not_converged, "n_degenerate": degenerate,
+            "n_elsewhere": elsewhere}
 
 
 def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparametric",
@@ -260,15 +296,19 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     xarray.DataTree
         A copy of ``tree`` with ``/em/bootstrap/posterior``: every parameter with dims ``(chain, draw, ...)``,
         chain=1 and draw=B, components aligned to the estimate; failed replicates are NaN. Its attrs
-        record ``kind``, ``n_replicates``, ``random_seed`` and the numbers of failed, unconverged and
-        degenerate replicates.
+        record ``kind``, ``n_replicates``, ``random_seed`` and the numbers of failed, unconverged,
+        degenerate replicates and of those in another maximum's basin (``n_elsewhere``); ``sample_stats`` flags
+        each.
 
     Notes
     -----
     Each replicate runs ``mixflow.fit`` with the tree's method (MLE or MAP), ``tol``, ``max_iter`` and
     acceleration (plain EM for a tree that records none), one start at the estimate and no trimming,
     then matches its components to the estimate's by the assignment that maximises the overlap of their
-    responsibilities on the observed data.
+    responsibilities on the observed data. EM on the data itself, from the replicate's estimate, then tells
+    whether the replicate is in the estimate's basin: one that climbs to another maximum (a component moved
+    onto other rows) is flagged ``elsewhere`` and counted, since its spread is between maxima rather than about
+    the estimate (not checked on Dask data).
 
     Dask data are resampled by Poisson(1) frequency weights (the scalable bootstrap: each row counts a
     Poisson(1) number of times, times its weight, rather than a multinomial share of a fixed total; the
@@ -297,7 +337,8 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
                estimate=estimate, kind=kind,
                reference_responsibilities=tree[EM_RESPONSIBILITIES]["responsibilities"].transpose(
                    "obs", "component").values, tol=float(attrs.get("tol", 1e-8)),
-               max_iter=int(attrs.get("max_iter", 1000)), accelerate=_acceleration(attrs), chunked=chunked)
+               max_iter=int(attrs.get("max_iter", 1000)), accelerate=_acceleration(attrs), chunked=chunked,
+               objective=float(attrs["log_posterior"] if attrs.get("method") == "map" else attrs["log_likelihood"]))
     seeds = np.random.SeedSequence(seed).spawn(int(n_replicates))
     workers = 1 if chunked is not None else min(int(n_jobs or default_jobs()), len(seeds))
     results = _run(job, seeds, workers)
@@ -329,7 +370,9 @@ def _flags_group(flags: dict[str, np.ndarray], posterior: xr.Dataset) -> xr.Data
                       coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values},
                       attrs={"degenerate": "the replicate's fit warned of a degenerate component "
                                            "(DegenerateComponentWarning: collapsed, empty or duplicate components, or "
-                                           "a higher spurious restart set aside for the sound estimate)"})
+                                           "a higher spurious restart set aside for the sound estimate)",
+                             "elsewhere": "EM on the data, started from the replicate's estimate, climbs to another "
+                                          "maximum than the estimate's (not checked on Dask data: False)"})
 
 
 def _bootstrap_group(tree, estimate: dict, results: list[dict]) -> xr.Dataset:

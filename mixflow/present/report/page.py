@@ -238,11 +238,13 @@ def _interval_caveat(tree, method: str) -> str:
     if method != "bootstrap" or "bootstrap" not in tree["em"].children:
         return ""
     attrs = tree["em/bootstrap"].attrs
-    degenerate = int(attrs.get("n_degenerate", 0))
-    if not degenerate:
+    degenerate, elsewhere = int(attrs.get("n_degenerate", 0)), int(attrs.get("n_elsewhere", 0))
+    said = [f"{count} {what}" for count, what in ((degenerate, "had a collapsed component"),
+                                                  (elsewhere, "reached another maximum")) if count]
+    if not said:
         return ""
-    return (f"; {degenerate} of {int(attrs.get('n_replicates', 0))} replicates had a collapsed component and are in "
-            "the intervals, which they widen")
+    return (f"; of {int(attrs.get('n_replicates', 0))} replicates, {' and '.join(said)}, and are in the intervals, "
+            "which they widen")
 
 
 def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame, selection=None,
