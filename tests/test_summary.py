@@ -223,6 +223,13 @@ def test_advi_from_several_starts_gives_each_fit_s_iterations_and_final_elbo():
                                     "final ELBO -749.14, -752.3, -750 (fits 0, 1, 2)")
     assert advi_progress({"n_iter": 420, "converged": 1, "final_elbo": -749.14}) == (
         "settled after 420 iterations", "final ELBO -749.14")
+    # the mean of a window of single-sample estimates, to the decimals its standard error holds (it was printed to 7
+    # significant digits, -292.4467, with an error of 0.20)
+    assert advi_progress({"n_iter": 420, "converged": 1, "final_elbo": -292.4467123, "final_elbo_se": 0.2012}) == (
+        "settled after 420 iterations", "final ELBO -292.45 (se 0.20)")
+    attrs["final_elbo_se_per_fit"] = json.dumps([0.2012, 0.013, 1.7])
+    assert advi_progress(attrs)[1] == ("final ELBO -749.14 (se 0.20), -752.300 (se 0.013), -750.0 (se 1.7) "
+                                       "(fits 0, 1, 2)")
 
 
 def test_a_best_maximum_reached_once_is_said_in_the_singular():

@@ -404,6 +404,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         "start": "reference estimate (EM/MAP)" if len(points) == 1 else f"{len(points)} given points, one fit each",
         "initial_sd": float(1.0 / np.sqrt(_total_weight(data, options))),
         "final_elbo": max(fit["final_elbo"] for fit in fits),
+        # its standard error: the window's single-sample estimates' sd over their square root
+        "final_elbo_se": max(fits, key=lambda fit: fit["final_elbo"])["final_elbo_se"],
         "wall_time": float(fit_time),
         "n_relabelled_draws": int(np.any(permutations != np.arange(model.n_components), axis=-1).sum()),
         "relabel_cost": signature.description,
@@ -422,7 +424,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         coords["mode"] = np.arange(weights.size)
         attrs.update(n_modes=int(weights.size), n_iter_per_fit=json.dumps([int(f["check"].n_iter) for f in fits]),
                      converged_per_fit=json.dumps([int(f["check"].converged) for f in fits]),
-                     final_elbo_per_fit=json.dumps([f["final_elbo"] for f in fits]))
+                     final_elbo_per_fit=json.dumps([f["final_elbo"] for f in fits]),
+                     final_elbo_se_per_fit=json.dumps([f["final_elbo_se"] for f in fits]))
         if weights.size > 1:
             variables = {name: value for name, (_, value) in found["modes"]["variables"].items()}
             caveats = mode_caveats(variables, "fits")
@@ -541,6 +544,7 @@ class _Fitter:
                 "learning_rates": np.asarray(check.learning_rates[:elbo.size], dtype=float),
                 "final_learning_rate": float(self.learning_rate.get_value()),
                 "final_elbo": float(window.mean()) if window.size else float("nan"),
+                "final_elbo_se": float(window.std(ddof=1) / np.sqrt(window.size)) if window.size > 1 else float("nan"),
                 "draws": _draws(self.model, self.data, approx, options["draws"], draw_seed)}
 
 

@@ -87,12 +87,25 @@ def advi_progress(attrs, digits: int = 7) -> tuple[str, str]:
         n_iter = attrs.get("n_iter", "?")
         settled = (f"settled after {n_iter} iterations" if attrs.get("converged", 1) else
                    f"did not settle in {n_iter} iterations")
-        return settled, f"final ELBO {float(attrs.get('final_elbo', float('nan'))):.{digits}g}"
+        return settled, f"final ELBO {_elbo(attrs.get('final_elbo', float('nan')), attrs.get('final_elbo_se'), digits)}"
     iterations, converged = json.loads(attrs["n_iter_per_fit"]), json.loads(attrs["converged_per_fit"])
     elbos = json.loads(attrs["final_elbo_per_fit"])
+    errors = json.loads(attrs.get("final_elbo_se_per_fit", "null")) or [None] * len(elbos)
     fits = f"(fits {', '.join(map(str, range(len(iterations))))})"
     each = [str(n) + ("" if ok else " (not settled)") for n, ok in zip(iterations, converged, strict=True)]
     counts = listed(each)
     state = "settled" if all(converged) else "not all settled"
     return (f"{state} after {counts} iterations {fits}",
-            f"final ELBO {', '.join(f'{float(e):.{digits}g}' for e in elbos)} {fits}")
+            f"final ELBO {', '.join(_elbo(e, se, digits) for e, se in zip(elbos, errors, strict=True))} {fits}")
+
+
+def _elbo(value, se, digits: int) -> str:
+    """An ELBO to the decimals its standard error ``se`` holds (two significant digits of it), with the error.
+
+    The final ELBO is the mean of a window of single-sample estimates: its digits beyond that error are noise.
+    Without an error (results written before it was recorded), ``digits`` significant digits.
+    """
+    if se is None or not math.isfinite(float(se)) or float(se) <= 0:
+        return f"{float(value):.{digits}g}"
+    shown, error = format_with_sd(float(value), float(se))
+    return f"{shown} (se {error})"
