@@ -248,11 +248,11 @@ def test_the_step_is_cut_and_q_settles_only_once_nothing_drifts():
     from mixflow.engines import advi
 
     check = advi.SettleCheck("meanfield", _Shared(0.02), 0.05, 50)
-    stopped, rho = _drive(check, 40000, np.random.default_rng(0), drift=1.0, noise=20.0, target=-6.0)
+    stopped, rho = _drive(check, 40000, np.random.default_rng(0), drift=1.0, noise=60.0, target=-6.0)
     assert check.converged and stopped < 40000
     assert rho == -6.0  # the drift's end: reached before anything settled
     first_cut = next(i for i, rate in enumerate(check.learning_rates) if rate < 0.02)
-    assert first_cut > 6.0 / (1.0 * 0.02)  # no cut while it drifted (300 iterations at the full step)
+    assert first_cut > 6.0 / (1.0 * 0.02)  # the step was cut (the noise is wider than tol), but not while it drifted
 
 
 @pytest.mark.slow

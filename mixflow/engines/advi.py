@@ -66,7 +66,7 @@ VARIANTS = {"meanfield": pm.ADVI, "fullrank": pm.FullRankADVI}
 _LEARNING_RATE_FLOOR = 2.0**-20  # relative to the starting learning rate: at most 20 halvings
 _MIN_CHECK_EVERY = 10
 #: Window-to-window moves the drift test of SettleCheck reads: the last this many
-_DRIFT_STEPS = 4
+_DRIFT_STEPS = 6
 #: A parameter drifts when its net move over those steps is at least this share of their summed lengths (one way)
 _DRIFT_SHARE = 0.9
 
