@@ -168,8 +168,13 @@ def test_no_problems_found_only_when_nothing_was_flagged(tmp_path):
                           skipped=["", "degenerate EM fit", SKIPPED_FEW_ROWS])
     few.loc[4] = [7.0, True, False, False, SKIPPED_FEW_ROWS, True]
     assert choice_of_k_text(few) == ("every criterion (BIC) prefers K = 1; K = 2 skipped by the EM criteria "
-                                     "(degenerate or spurious fits); K = 3, 4 skipped by the EM criteria (a component "
+                                     "(degenerate or spurious fits); K = 3, 4 skipped by BIC, AIC and ICL (a component "
                                      "on fewer rows than its parameters)")
+    # the held-out log-likelihood keeps such a K: a fold's flawed fit there is still said of it
+    folds = few.assign(cv_log_likelihood=[-9.0, -8.0, -7.0, -6.5], cv_flagged_folds=[0, 0, 1, 0])
+    assert choice_of_k_text(folds).endswith("K = 3 skipped by the held-out log-likelihood (a cross-validation fold's "
+                                            "fit degenerate or spurious)")
+    assert "held-out log-likelihood prefers K = 4" in choice_of_k_text(folds)
     # PSIS-LOO's preference is said with the K where its Pareto k was high
     loo = pd.DataFrame({"bic": [10.0, 8.0, 9.0], "elpd_loo": [-9.0, -8.0, -7.0],
                         "pareto_k_warning": [True, False, True]}, index=pd.Index([1, 2, 3], name="k"))

@@ -149,25 +149,24 @@ def choice_of_k_text(selection, fitted_k: int | None = None) -> str:
 def _em_caveats(selection, preferred: dict) -> str:
     """What the EM criteria's preferences rest on: the K they skipped, and a preferred K whose fit did not converge.
 
-    ``"; K = 2, 3 skipped by the EM criteria (degenerate or spurious fits)"``, ``"; K = 4, 5 skipped by the EM
-    criteria (a component on fewer rows than its parameters)"``, ``"; K = 2 skipped by the held-out
+    ``"; K = 2, 3 skipped by the EM criteria (degenerate or spurious fits)"``, ``"; K = 4, 5 skipped by BIC, AIC
+    and ICL (a component on fewer rows than its parameters)"``, ``"; K = 2 skipped by the held-out
     log-likelihood (a cross-validation fold's fit degenerate or spurious)"``, ``"; the EM fit at K = 3 did not
     converge"``: said where the preferences are, not only in the diagnostics.
     """
-    text, skipped = "", []
+    text, flawed = "", []
     if "skipped" in selection:
         reasons = {int(k): why for k, why in selection["skipped"].items() if isinstance(why, str) and why}
-        skipped = list(reasons)
         flawed = [k for k, why in reasons.items() if why != SKIPPED_FEW_ROWS]
         few = [k for k, why in reasons.items() if why == SKIPPED_FEW_ROWS]
         if flawed:
             text += f"; K = {', '.join(map(str, flawed))} skipped by the EM criteria (degenerate or spurious fits)"
-        if few:
-            text += (f"; K = {', '.join(map(str, few))} skipped by the EM criteria (a component on fewer rows than "
+        if few:  # the held-out log-likelihood keeps them: the rows it scores were not fitted
+            text += (f"; K = {', '.join(map(str, few))} skipped by BIC, AIC and ICL (a component on fewer rows than "
                      "its parameters)")
     if "cv_flagged_folds" in selection and "cv_log_likelihood" in preferred:  # skipped by the held-out one alone
         folds = [int(k) for k, flagged in selection["cv_flagged_folds"].items()
-                 if pd.notna(flagged) and flagged > 0 and int(k) not in skipped]
+                 if pd.notna(flagged) and flagged > 0 and int(k) not in flawed]
         if folds:
             text += (f"; K = {', '.join(map(str, folds))} skipped by the held-out log-likelihood (a cross-validation "
                      "fold's fit degenerate or spurious)")
