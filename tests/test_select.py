@@ -619,3 +619,38 @@ def test_a_criterion_preferring_the_largest_k_tried_says_so(faithful):
         warnings.simplefilter("error", MixflowWarning)
         select_k(mixflow.GaussianMixture(1), faithful, ks=(1, 2, 3, 4), methods=("map",), n_folds=None,
                  random_seed=7, fit_kwargs={"n_init": 2}, n_jobs=1)
+
+
+def test_held_out_differences_are_paired_row_by_row():
+    """``cv_diff`` is a K's held-out log-likelihood less the preferred K's; ``cv_diff_se`` its paired error.
+
+    The totals' errors (``cv_log_likelihood_se``) were the only ones given: a held-out preference of a few units
+    between K whose totals have errors of 10-25 could not be read. The paired error, sqrt(n var(d)) of the rows'
+    differences d (ArviZ's ``dse``), is recomputed here from each K's held-out rows, with the folds select_k draws.
+    """
+    from mixflow.analysis.select import _cross_validate
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0, 1, (60, 2)), rng.normal(3, 1, (40, 2))])
+    ks = (1, 2, 3)
+    table = select_k(mixflow.GaussianMixture(1), x, ks=ks, methods=("em",), n_folds=4, random_seed=7, n_jobs=1)
+    best = table.attrs["preferred"]["cv_log_likelihood"]
+    data = validate_data(x)
+    pointwise = {}
+    for k, child in zip(ks, np.random.SeedSequence(7).spawn(len(ks)), strict=True):
+        cv_seed = child.spawn(2)[0].spawn(2)[1]  # select_k's: the K's EM seed, then its folds'
+        pointwise[k] = _cross_validate(mixflow.GaussianMixture(k), data, method="em", n_folds=4,
+                                       random_seed=int(cv_seed.generate_state(1)[0]))[2]
+    for k in ks:
+        d = pointwise[k] - pointwise[best]
+        assert table.loc[k, "cv_diff"] == pytest.approx(d.sum(), rel=1e-12, abs=1e-9)
+        assert table.loc[k, "cv_diff"] == pytest.approx(table.loc[k, "cv_log_likelihood"]
+                                                        - table.loc[best, "cv_log_likelihood"], rel=1e-9, abs=1e-9)
+        assert table.loc[k, "cv_diff_se"] == pytest.approx(np.sqrt(d.size * d.var()), rel=1e-12, abs=1e-12)
+    assert table.loc[best, "cv_diff"] == 0 and table.loc[best, "cv_diff_se"] == 0
+    # the rows hard for one K are hard for the others: the paired error is below the totals' errors combined
+    other = next(k for k in ks if k != best)
+    assert table.loc[other, "cv_diff_se"] < np.hypot(table.loc[other, "cv_log_likelihood_se"],
+                                                     table.loc[best, "cv_log_likelihood_se"])
+    assert list(table.columns[table.columns.get_loc("cv_log_likelihood"):][:4]) == [
+        "cv_log_likelihood", "cv_log_likelihood_se", "cv_diff", "cv_diff_se"]

@@ -444,8 +444,9 @@ def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit
     with warnings.catch_warnings(record=True) as caught_folds:
         warnings.simplefilter("always")
         if n_folds is not None and isinstance(data, Data):
-            total, se, _, flagged = _cross_validate(model, data, method=method, n_folds=n_folds,
-                                                    random_seed=cv_seed, **fit_kwargs)
+            total, se, pointwise, flagged = _cross_validate(model, data, method=method, n_folds=n_folds,
+                                                            random_seed=cv_seed, **fit_kwargs)
+            row[_POINTWISE] = pointwise  # taken out of the row for the paired differences (_held_out_differences)
         elif n_folds is not None:
             total, se, flagged = _cross_validate_chunked(model, data, weights, method=method, n_folds=n_folds,
                                                          random_seed=cv_seed, **fit_kwargs)
@@ -572,7 +573,9 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     -------
     pandas.DataFrame or (pandas.DataFrame, dict)
         Indexed by ``k``. EM columns: ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl``,
-        ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``cv_flagged_folds`` (folds whose fit is degenerate or
+        ``cv_log_likelihood``, ``cv_log_likelihood_se``, ``cv_diff`` and ``cv_diff_se`` (the difference from the
+        preferred K's held-out log-likelihood and its paired error, :func:`_held_out_differences`; data in
+        memory), ``cv_flagged_folds`` (folds whose fit is degenerate or
         spurious: the held-out criterion skips such a K, its held-out rows scored by a collapsed component),
         ``converged`` (False when EM stopped at ``max_iter``
         or warned so), ``degenerate``, ``spurious`` (a spurious component: no restart found a sound maximum,
@@ -631,8 +634,11 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         workers = 1 if chunked else min(int(n_jobs or default_jobs()), len(tasks))
         progress(f"{METHOD_NAMES[em_method]}: fitting K in {ks}" + (f" with {n_folds}-fold cross-validation"
                                                                      if n_folds else ""))
+        pointwise = {}
         for k, (row, tree, messages) in zip(ks, parallel_results(_em_row, tasks, workers), strict=True):
             rows[k], fits[(em_method, k)] = row, tree
+            if _POINTWISE in row:
+                pointwise[k] = row.pop(_POINTWISE)
             _warn_for(k, em_method, messages)
             progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {fixed_places(row['log_likelihood'], 4)}, "
                      f"BIC {fixed_places(row['bic'], 2)}" + ("" if row["converged"] else ", did NOT converge")
@@ -676,7 +682,32 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         if sampled:
             table = table.join(loo_table(sampled).join(mcmc_table), how="outer")
     _summarise(table, methods, seed)
+    if em_method is not None and pointwise:
+        _held_out_differences(table, pointwise, validated.frequency)
     return (table, fits) if return_fits else table
+
+
+_POINTWISE = "cv_pointwise"  # a row's key for its held-out log densities by row, while the rows are gathered
+
+
+def _held_out_differences(table: pd.DataFrame, pointwise: dict, frequency: np.ndarray) -> None:
+    """Add ``cv_diff`` and ``cv_diff_se``: each K's held-out log-likelihood less the preferred K's, and its error.
+
+    The error of a difference is not that of either total: the rows that are hard for one K are hard for the
+    others, and most of each total's spread is shared. It is the paired one, row by row (``sqrt(W var)`` of the
+    rows' differences, ArviZ's ``loo_compare`` convention for ``dse``), which says whether a held-out preference of
+    a few units is more than the folds' chance. No columns where the held-out criterion prefers none.
+    """
+    best = table.attrs["preferred"].get("cv_log_likelihood")
+    if best is None or best not in pointwise:
+        return
+    diff, diff_se = {}, {}
+    for k, values in pointwise.items():
+        held = np.isfinite(values) & np.isfinite(pointwise[best])
+        diff[k], diff_se[k] = weighted_sum_and_se((values - pointwise[best])[held], frequency[held], ddof=0)
+    position = table.columns.get_loc("cv_log_likelihood_se") + 1
+    table.insert(position, "cv_diff", pd.Series(diff))
+    table.insert(position + 1, "cv_diff_se", pd.Series(diff_se))
 
 
 LOWER_IS_BETTER = ("bic", "aic", "icl")
