@@ -65,8 +65,11 @@ __all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "check_options", "f
 VARIANTS = {"meanfield": pm.ADVI, "fullrank": pm.FullRankADVI}
 _LEARNING_RATE_FLOOR = 2.0**-20  # relative to the starting learning rate: at most 20 halvings
 _MIN_CHECK_EVERY = 10
-#: Window-to-window moves the drift test of SettleCheck reads: the last this many
-_DRIFT_STEPS = 6
+#: Window-to-window moves the drift test of SettleCheck reads: the last this many. Adam's iterates wander with an
+#: autocorrelation of a few windows, and among a hundred parameters one goes one way over six windows by chance in
+#: most checks (a model of 134 never settled); over twelve, noise about the optimum goes back and forth, and a drift
+#: that lasts less (a scale shrinking at the first step) is over before the first check that could cut the step
+_DRIFT_STEPS = 12
 #: A parameter drifts when its net move over those steps is at least this share of their summed lengths (one way)
 _DRIFT_SHARE = 0.9
 
