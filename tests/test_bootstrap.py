@@ -1,5 +1,7 @@
 """Bootstrap replicates and observed-information standard errors of the EM estimate."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -286,24 +288,53 @@ def test_each_replicate_says_whether_it_failed_converged_or_collapsed():
         node.attrs["n_failed"]
 
 
-def test_replicates_of_another_maximum_are_flagged_and_counted():
+def test_replicates_of_another_solution_are_flagged_and_counted():
     """Counts of great discoveries per year, 1860-1959 (R's discoveries, as counts per value), Poisson K=2.
 
-    A few replicates end with a component on the zeros alone (rate 0): another maximum, whose basin EM on the data
-    from their estimates stays in. They were kept in the spread without a word (the higher rate's bootstrap sd 1.97
-    where the replicates of the estimate's maximum give 1.73); now each is flagged and counted, and said.
+    A few replicates end with a component on the zeros alone (rate 0): another fixed point (a boundary point), whose
+    basin EM on the data from their estimates stays in. They were kept in the spread without a word (the higher
+    rate's bootstrap sd 1.97 where the replicates of the estimate's maximum give 1.73); now each is flagged and
+    counted, and said.
     """
     counts = [9, 12, 26, 20, 12, 7, 6, 4, 1, 1, 1, 0, 1]
     values = pd.DataFrame({"discoveries": np.arange(13.0)})
     fitted = mixflow.fit(mixflow.PoissonMixture(2), values, weights=counts, random_seed=1)
-    with pytest.warns(MixflowWarning, match=r"bootstrap: of 200 replicates, .*5 reached another maximum \(EM on the "
-                                            r"data from their estimates climbs to another than the estimate's"):
+    with pytest.warns(MixflowWarning, match=r"bootstrap: of 200 replicates, .*5 ended at another solution than the "
+                                            r"estimate's \(EM on the data from their estimates goes to another fixed "
+                                            r"point: their spread"):
         replicated = bootstrap(fitted, n_replicates=200, random_seed=3, n_jobs=1)
     flags = replicated["em/bootstrap/sample_stats"]["elsewhere"].values[0]
-    assert replicated["em/bootstrap"].attrs["n_elsewhere"] == int(flags.sum()) == 5
+    attrs = replicated["em/bootstrap"].attrs
+    assert attrs["n_elsewhere"] == int(flags.sum()) == 5 and attrs["n_elsewhere_higher"] == 0
     rates = replicated["em/bootstrap/posterior"]["rate"].values[0]
     assert (rates[flags].min(axis=1) < 1e-9).all() and (rates[~flags].min(axis=1) > 0.5).all()
-    # the estimate's own maximum, refitted from a replicate in its basin: not flagged
     assert rates[~flags, 1].std() < rates[:, 1].std()
-    summary = mixflow.summary(replicated, kind="text")
-    assert "5 at another maximum" in summary
+    assert "5 at another solution" in mixflow.summary(replicated, kind="text")
+
+
+def test_a_replicate_at_a_higher_maximum_is_said_so_and_a_run_that_does_not_converge_is_not_flagged(monkeypatch):
+    """Where EM from a replicate's estimate goes: the estimate's objective (per unit of weight, in any units), a
+    lower or a higher one, or no convergence (undecided: not flagged, where a plain run stopped at max_iter was
+    counted as another maximum)."""
+    from mixflow.analysis import bootstrap as module
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, 150), rng.normal(2.5, 1, 100)])
+    fitted = mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=0)
+    job = module._Job(model_json=fitted.attrs["model"], n_active=2, method="em", x=x[:, None],
+                      features=np.array(["x0"]), weights=None, estimate={}, reference_responsibilities=np.empty(0),
+                      kind="nonparametric", tol=1e-10, max_iter=1000,
+                      objective=float(fitted["em"].attrs["log_likelihood"]))
+    model = mixflow.GaussianMixture(2)
+    estimate = {name: fitted["em/estimate"][name].values for name in ("weights", "mu", "covariance")}
+    assert module._elsewhere(job, model, estimate, 1) == "same"
+    assert module._elsewhere(dataclasses.replace(job, objective=job.objective + 1.0), model, estimate, 1) == "elsewhere"
+    assert module._elsewhere(dataclasses.replace(job, objective=job.objective - 1.0), model, estimate, 1) == "higher"
+    # the same data, scaled by 1e6: their objectives move together, and the replicate is at the same solution
+    scaled = {**estimate, "mu": estimate["mu"] * 1e6, "covariance": estimate["covariance"] * 1e12}
+    shift = x.size * np.log(1e6)
+    assert module._elsewhere(dataclasses.replace(job, x=x[:, None] * 1e6, objective=job.objective - shift), model,
+                             scaled, 1) == "same"
+    monkeypatch.setattr(module, "_CHECK_MAX_ITER", 1)
+    assert module._elsewhere(dataclasses.replace(job, max_iter=1), model,
+                             {**estimate, "mu": estimate["mu"] + 1.0}, 1) == "undecided"

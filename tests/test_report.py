@@ -701,7 +701,7 @@ def test_the_bootstrap_intervals_at_a_glance_say_how_many_replicates_collapsed()
     elsewhere = tree(3)
     elsewhere["em/bootstrap"].attrs["n_elsewhere"] = 5
     assert _interval_caveat(elsewhere, "bootstrap") == ("; of 100 replicates, 3 had a collapsed component and 5 "
-                                                        "reached another maximum, and are in the intervals, which "
+                                                        "ended at another solution, and are in the intervals, which "
                                                         "they widen")
     assert _interval_caveat(tree(0), "bootstrap") == "" and _interval_caveat(tree(88), "mcmc") == ""
 

@@ -39,8 +39,10 @@ from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, Mix
 __all__ = ["bootstrap"]
 
 _KINDS = ("nonparametric", "parametric")
-#: Relative difference of two EM objectives on the data below which they are one maximum (:func:`_elsewhere`)
-_SAME_MAXIMUM = 1e-6
+#: Difference of two EM objectives on the data, per unit of weight, below which they are one solution (_elsewhere)
+_SAME_SOLUTION = 1e-6
+#: Iterations at least of the run that tells a replicate's solution (:func:`_elsewhere`)
+_CHECK_MAX_ITER = 5000
 _FIT_METHOD = {"mle": "em", "map": "map"}
 
 
@@ -133,15 +135,19 @@ def _replicate(job: _Job, seed: np.random.SeedSequence) -> dict:
                if "component" in model_dims[name] else value for name, value in params.items()}
     return {"params": aligned, "error": None, "converged": bool(tree["em"].attrs["converged"]),
             "warnings": [(w.category, str(w.message)) for w in caught],
-            "elsewhere": job.chunked is None and _elsewhere(job, model, params, int(rng.integers(2**63)))}
+            "solution": None if job.chunked is not None else _elsewhere(job, model, params,
+                                                                         int(rng.integers(2**63)))}
 
 
-def _elsewhere(job: _Job, model, params: dict, seed: int) -> bool:
-    """Whether a replicate's estimate lies in another maximum's basin than the estimate's, on the data itself.
+def _elsewhere(job: _Job, model, params: dict, seed: int) -> str:
+    """Where EM on the data, from a replicate's estimate, goes: the estimate's maximum or another fixed point.
 
-    EM on the data, from the replicate's estimate, climbs to the maximum whose basin that is: the estimate's
-    (its objective, to :data:`_SAME_MAXIMUM` relative) or another. A replicate of another maximum (a component
-    moved onto the zeros, say) is not a draw of the estimate's sampling spread, and widens it.
+    ``"same"``: its objective within :data:`_SAME_SOLUTION` per unit of weight of the estimate's (two objectives
+    of the same data differ by the same amount in any units); ``"elsewhere"``: another fixed point, below it (a
+    lower maximum, or a boundary point such as a Poisson component on the zeros alone); ``"higher"``: a maximum
+    above the estimate's, which its restarts missed; ``"undecided"``: the run did not converge (SQUAREM, and at
+    least :data:`_CHECK_MAX_ITER` iterations). A replicate of another fixed point is a draw of the estimator's
+    spread between solutions, not about the estimate's, and widens the intervals beyond it.
     """
     from mixflow.fitting import fit
 
@@ -149,13 +155,18 @@ def _elsewhere(job: _Job, model, params: dict, seed: int) -> bool:
         warnings.simplefilter("ignore")
         try:
             back = fit(model, pd.DataFrame(job.x, columns=job.features), method=job.method, weights=job.weights,
-                       init=params, n_init=1, tol=job.tol, max_iter=job.max_iter, accelerate=job.accelerate,
-                       random_seed=seed)
+                       init=params, n_init=1, tol=job.tol, max_iter=max(job.max_iter, _CHECK_MAX_ITER),
+                       accelerate="squarem", random_seed=seed)
         except (ValueError, np.linalg.LinAlgError):
-            return True
+            return "undecided"
     attrs = back["em"].attrs
+    if not attrs["converged"]:
+        return "undecided"
     reached = float(attrs["log_posterior"] if job.method == "map" else attrs["log_likelihood"])
-    return not abs(reached - job.objective) <= _SAME_MAXIMUM * max(abs(job.objective), 1.0)
+    total = float(np.sum(job.weights)) if job.weights is not None else float(job.x.shape[0])
+    if abs(reached - job.objective) <= _SAME_SOLUTION * total:
+        return "same"
+    return "higher" if reached > job.objective else "elsewhere"
 
 
 def _replicate_chunk(job: _Job, seeds: list) -> list[dict]:
@@ -237,7 +248,7 @@ def _replicate_flags(results: list[dict]) -> dict[str, np.ndarray]:
     return {"failed": np.array([r["params"] is None for r in results]),
             "converged": np.array([r["params"] is not None and bool(r["converged"]) for r in results]),
             "degenerate": np.array([any(c is DegenerateComponentWarning for c, _ in r["warnings"]) for r in results]),
-            "elsewhere": np.array([bool(r.get("elsewhere", False)) for r in results])}
+            "elsewhere": np.array([r.get("solution") in ("elsewhere", "higher") for r in results])}
 
 
 def _report_warnings(results: list[dict], flags: dict[str, np.ndarray]) -> dict:
@@ -245,21 +256,25 @@ def _report_warnings(results: list[dict], flags: dict[str, np.ndarray]) -> dict:
     not_converged = int((~flags["failed"] & ~flags["converged"]).sum())
     degenerate = int(flags["degenerate"].sum())
     elsewhere = int(flags["elsewhere"].sum())
+    higher = sum(r.get("solution") == "higher" for r in results)
+    checked = any(r.get("solution") is not None for r in results)  # not on Dask data
     for category, message in {(c, m) for r in results for c, m in r["warnings"]
                               if c not in (ConvergenceWarning, DegenerateComponentWarning)}:
         warnings.warn(f"bootstrap replicate: {message}", category, stacklevel=3)
+    above = f", {higher} of them a higher maximum than the estimate's, which its restarts missed" if higher else ""
     problems = [f"{count} {what}" for count, what in (
         (len(failed), f"failed (stored as NaN; first error: {failed[0] if failed else ''})"),
         (not_converged, "did not converge"), (degenerate, "had a collapsed component"),
-        (elsewhere, "reached another maximum (EM on the data from their estimates climbs to another than the "
-                    "estimate's: their spread is between maxima, not about the estimate)")) if count]
+        (elsewhere, f"ended at another solution than the estimate's (EM on the data from their estimates goes to "
+                    f"another fixed point{above}: their spread is between solutions, not about the estimate)"))
+        if count]
     if problems:
         warnings.warn(f"bootstrap: of {len(results)} replicates, {', '.join(problems)}; the replicates are kept "
                       "as they are, each flagged in /em/bootstrap/sample_stats (failed, converged, degenerate, "
                       "elsewhere) to leave out if wished (consider method='map' or more data)", MixflowWarning,
                       stacklevel=3)
-    return {"n_failed": len(failed), "n_not_converged": not_converged, "n_degenerate": degenerate,
-            "n_elsewhere": elsewhere}
+    counts = {"n_failed": len(failed), "n_not_converged": not_converged, "n_degenerate": degenerate}
+    return {**counts, "n_elsewhere": elsewhere, "n_elsewhere_higher": higher} if checked else counts
 
 
 def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparametric",
@@ -297,7 +312,8 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
         A copy of ``tree`` with ``/em/bootstrap/posterior``: every parameter with dims ``(chain, draw, ...)``,
         chain=1 and draw=B, components aligned to the estimate; failed replicates are NaN. Its attrs
         record ``kind``, ``n_replicates``, ``random_seed`` and the numbers of failed, unconverged,
-        degenerate replicates and of those in another maximum's basin (``n_elsewhere``); ``sample_stats`` flags
+        degenerate replicates and of those at another solution (``n_elsewhere``, ``n_elsewhere_higher`` those at a
+        higher maximum; data in memory); ``sample_stats`` flags
         each.
 
     Notes
@@ -306,9 +322,11 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     acceleration (plain EM for a tree that records none), one start at the estimate and no trimming,
     then matches its components to the estimate's by the assignment that maximises the overlap of their
     responsibilities on the observed data. EM on the data itself, from the replicate's estimate, then tells
-    whether the replicate is in the estimate's basin: one that climbs to another maximum (a component moved
-    onto other rows) is flagged ``elsewhere`` and counted, since its spread is between maxima rather than about
-    the estimate (not checked on Dask data).
+    whether the replicate is in the estimate's basin: one that goes to another solution (a component moved
+    onto other rows, a boundary point, a higher maximum the estimate's restarts missed) is flagged
+    ``elsewhere`` and counted, since its spread is between solutions rather than about
+    the estimate (one more EM run per replicate, accelerated; a run that does not converge leaves the replicate
+    unflagged; not checked on Dask data).
 
     Dask data are resampled by Poisson(1) frequency weights (the scalable bootstrap: each row counts a
     Poisson(1) number of times, times its weight, rather than a multinomial share of a fixed total; the
@@ -371,8 +389,9 @@ def _flags_group(flags: dict[str, np.ndarray], posterior: xr.Dataset) -> xr.Data
                       attrs={"degenerate": "the replicate's fit warned of a degenerate component "
                                            "(DegenerateComponentWarning: collapsed, empty or duplicate components, or "
                                            "a higher spurious restart set aside for the sound estimate)",
-                             "elsewhere": "EM on the data, started from the replicate's estimate, climbs to another "
-                                          "maximum than the estimate's (not checked on Dask data: False)"})
+                             "elsewhere": "EM on the data, started from the replicate's estimate, goes to another "
+                                          "solution than the estimate's: a lower maximum, a boundary point or a "
+                                          "higher maximum (not checked on Dask data: False)"})
 
 
 def _bootstrap_group(tree, estimate: dict, results: list[dict]) -> xr.Dataset:

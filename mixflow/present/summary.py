@@ -261,10 +261,12 @@ def _em_line(tree) -> tuple[str, list[str]]:
 
 def _bootstrap_line(tree) -> tuple[str, list[str]]:
     attrs = tree[EM_BOOTSTRAP].attrs
-    counts = {key: int(attrs.get(key, 0)) for key in ("n_failed", "n_not_converged", "n_degenerate", "n_elsewhere")}
+    counts = {key: int(attrs.get(key, 0)) for key in ("n_failed", "n_not_converged", "n_degenerate")}
     line = (f"{attrs.get('n_replicates')} {attrs.get('kind', '')} replicates, {counts['n_failed']} failed, "
-            f"{counts['n_not_converged']} not converged, {counts['n_degenerate']} degenerate, "
-            f"{counts['n_elsewhere']} at another maximum")
+            f"{counts['n_not_converged']} not converged, {counts['n_degenerate']} degenerate")
+    if "n_elsewhere" in attrs:  # checked (data in memory, results of this version)
+        counts["n_elsewhere"] = int(attrs["n_elsewhere"])
+        line += f", {counts['n_elsewhere']} at another solution"
     return line, [f"{counted(value, 'replicate')} {key[2:].replace('_', ' ')}"
                   for key, value in counts.items() if value]
 

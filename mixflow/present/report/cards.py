@@ -149,7 +149,7 @@ def _em_rows(attrs) -> list[tuple[str, object]]:
 def _bootstrap_rows(attrs) -> list[tuple[str, object]]:
     rows = [("replicates", f"{attrs.get('n_replicates', '?')} ({attrs.get('kind', 'nonparametric')})")]
     problems = [f"{attrs[key]} {words}" for key, words in (("n_failed", "failed"), ("n_not_converged",
-                "did not converge"), ("n_degenerate", "degenerate"), ("n_elsewhere", "at another maximum"))
+                "did not converge"), ("n_degenerate", "degenerate"), ("n_elsewhere", "at another solution"))
                 if attrs.get(key, 0)]
     rows.append(("problems", ", ".join(problems) if problems else "none"))
     return rows
@@ -235,12 +235,15 @@ def diagnostics(tree, table: pd.DataFrame) -> list[tuple[str, str]]:
                                      f"{attrs.get('n_degenerate', 0)} degenerate of "
                                      f"{counted(int(attrs.get('n_replicates', 0)), 'replicate')}."))
         if attrs.get("n_elsewhere", 0):
+            higher = int(attrs.get("n_elsewhere_higher", 0))
             findings.append(("warn", f"Bootstrap: {attrs['n_elsewhere']} of "
-                                     f"{counted(int(attrs.get('n_replicates', 0)), 'replicate')} reached another "
-                                     "maximum of the likelihood than the estimate's (EM on the data from their "
-                                     "estimates climbs elsewhere): they are in the bootstrap's spread, which they "
-                                     "widen beyond the estimate's own; flagged 'elsewhere' in "
-                                     "/em/bootstrap/sample_stats."))
+                                     f"{counted(int(attrs.get('n_replicates', 0)), 'replicate')} ended at another "
+                                     "solution than the estimate's (EM on the data from their estimates goes to "
+                                     "another fixed point"
+                                     + (f"; {higher} to a higher maximum, which the estimate's restarts missed"
+                                        if higher else "")
+                                     + "): they are in the bootstrap's spread, which they widen beyond the "
+                                       "estimate's own; flagged 'elsewhere' in /em/bootstrap/sample_stats."))
     nuts = _nuts_findings(tree, methods)
     findings += nuts + _advi_findings(tree, methods) + _empty_findings(tree, methods)
     findings += _across_methods(tree, table, methods, nuts)

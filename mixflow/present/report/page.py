@@ -239,7 +239,7 @@ def _interval_caveat(tree, method: str) -> str:
     attrs = tree["em/bootstrap"].attrs
     degenerate, elsewhere = int(attrs.get("n_degenerate", 0)), int(attrs.get("n_elsewhere", 0))
     said = [f"{count} {what}" for count, what in ((degenerate, "had a collapsed component"),
-                                                  (elsewhere, "reached another maximum")) if count]
+                                                  (elsewhere, "ended at another solution")) if count]
     if not said:
         return ""
     return (f"; of {int(attrs.get('n_replicates', 0))} replicates, {' and '.join(said)}, and are in the intervals, "
