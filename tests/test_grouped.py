@@ -299,6 +299,11 @@ def test_workflow_file_validates_with_both_likelihoods(tmp_path):
     with pytest.raises(WorkflowError, match=r"bad.toml:10: \[\[models\]\] #1: open_below: expected nothing \(the key "
                                             r"left out\) or a finite class limit, got 'left'$"):
         read_workflow(tmp_path / "bad.toml")
+    from mixflow.workflow.config import _in_toml_words
+
+    # an apostrophe is no quote: the literals after it are said in TOML's words too
+    assert _in_toml_words("the model's prior expects None here, got True; use 'True'") == (
+        "the model's prior expects nothing (the key left out) here, got true; use 'True'")
     (tmp_path / "bad.toml").write_text(text.replace('open_below = "left"', "open_below = true"))
     with pytest.raises(WorkflowError, match=r"open_below: expected nothing \(the key left out\) or a finite class "
                                             r"limit, got true$"):

@@ -718,3 +718,19 @@ def test_the_choice_of_k_section_explains_the_columns_it_has():
            "hard labels, which is at most as large)" in text
     both = _selection_html(table.assign(elpd_loo=[-5.0, -4.0]))
     assert "NUTS columns" in both
+
+
+def test_a_k_on_too_few_rows_is_a_warning_of_its_in_sample_criteria():
+    # "its criteria are unreliable" (graded bad) beside "held-out log-likelihood prefers K = 3": the held-out criterion
+    # keeps such a K, and only BIC, AIC and ICL are unreliable there
+    from mixflow.present.report.cards import selection_findings
+
+    table = pd.DataFrame({"bic": [10.0, 9.0, 8.0], "cv_log_likelihood": [-9.0, -8.0, -7.0],
+                          "few_rows": [False, False, True], "converged": [True, True, True]},
+                         index=pd.Index([1, 2, 3], name="k"))
+    assert selection_findings(table) == [("warn", "Choice of K, K=3, EM: has a component of fewer observations than "
+                                                  "its parameters; its BIC, AIC and ICL are unreliable (the held-out "
+                                                  "log-likelihood keeps it).")]
+    table.loc[3, "converged"] = False
+    assert selection_findings(table) == [("bad", "Choice of K, K=3, EM: did not converge; its criteria are "
+                                                 "unreliable.")]

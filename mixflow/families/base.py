@@ -153,8 +153,8 @@ def few_rows_components(counts: np.ndarray, parameters: int) -> list[tuple[int, 
     :meth:`MixtureModel.component_parameters`); 0 counts none and flags nothing. Such a component's likelihood is
     that of a density fitted to fewer rows than it has parameters: for a Gaussian with its own covariance fitted
     to n rows in d dimensions, the log-likelihood it gains on its own rows over new rows is on average
-    n d (d + 3) / (2 (n - d - 2)), which AIC charges as its d (d + 3) / 2 parameters (BIC as log n each of them)
-    only when n is large: at n equal to its parameters the gain is n / (n - d - 2) times AIC's charge, 5 for
+    n d (d + 3) / (2 (n - d - 2)), which AIC charges as its d (d + 3) / 2 parameters (BIC log(N) / 2 each, N all
+    the rows) only when n is large: at n equal to its parameters the gain is n / (n - d - 2) times AIC's charge, 5 for
     d = 2, 2.25 for d = 3, 1.75 for d = 4, 1.4 for d = 6, and it grows without bound as n falls to d + 2, so
     the criteria reward the few rows' fit rather than a group. A fit of one component is never flagged: it holds
     every row, the baseline that the fits of more components are compared with. Counts are compared with the same

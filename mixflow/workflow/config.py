@@ -717,7 +717,7 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
 
 #: Python's literals as a workflow says them: TOML writes true and false, and has no None (a key left out)
 _TOML_WORDS = {"True": "true", "False": "false", "None": "nothing (the key left out)"}
-_QUOTED_OR_LITERAL = re.compile(r"('[^']*'|\"[^\"]*\")|\b(True|False|None)\b")
+_QUOTED_OR_LITERAL = re.compile(r"((?<!\w)'[^']*'(?!\w)|\"[^\"]*\")|\b(True|False|None)\b")  # not an apostrophe
 
 
 def _in_toml_words(message: str) -> str:

@@ -397,9 +397,12 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
             em.append("has a collapsed component")
         elif "spurious" in row and pd.notna(row["spurious"]) and bool(row["spurious"]):
             em.append("has a spurious component (a few points close together or near a subspace)")
-        elif "few_rows" in row and pd.notna(row["few_rows"]) and bool(row["few_rows"]):
-            em.append("has a component of fewer observations than its parameters")
-        if em:
+        few = not em and "few_rows" in row and pd.notna(row["few_rows"]) and bool(row["few_rows"])
+        if few:  # the held-out log-likelihood keeps such a K: only the in-sample criteria are unreliable
+            findings.append(("warn", f"Choice of K, K={k}, EM: has a component of fewer observations than its "
+                                     "parameters; its BIC, AIC and ICL are unreliable (the held-out log-likelihood "
+                                     "keeps it)."))
+        elif em:
             findings.append(("bad", f"Choice of K, K={k}, EM: {' and '.join(em)}; its criteria are unreliable."))
         nuts, bad = [], False  # graded as the fit's own: R-hat and divergences problems, ESS and Pareto k warnings
         if pd.notna(row.get("max_rhat", np.nan)) and row["max_rhat"] > 1.01:
