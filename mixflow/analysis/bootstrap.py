@@ -159,14 +159,18 @@ def _elsewhere(job: _Job, model, params: dict, seed: int) -> str:
                        accelerate="squarem", random_seed=seed)
         except (ValueError, np.linalg.LinAlgError):
             return "undecided"
-    attrs = back["em"].attrs
-    if not attrs["converged"]:
+    if not back["em"].attrs["converged"]:
         return "undecided"
-    reached = float(attrs["log_posterior"] if job.method == "map" else attrs["log_likelihood"])
+    reached = _objective(back["em"].attrs)
     total = float(np.sum(job.weights)) if job.weights is not None else float(job.x.shape[0])
     if abs(reached - job.objective) <= _SAME_SOLUTION * total:
         return "same"
     return "higher" if reached > job.objective else "elsewhere"
+
+
+def _objective(em_attrs) -> float:
+    """The objective EM maximised, from ``/em`` attrs: the log posterior of a MAP fit, else the log-likelihood."""
+    return float(em_attrs["log_posterior"] if em_attrs.get("method") == "map" else em_attrs["log_likelihood"])
 
 
 def _replicate_chunk(job: _Job, seeds: list) -> list[dict]:
@@ -242,8 +246,8 @@ def _run(job: _Job, seeds: list, n_jobs: int) -> list[dict]:
 def _replicate_flags(results: list[dict]) -> dict[str, np.ndarray]:
     """The flags of each replicate.
 
-    ``failed`` (no fit), ``converged``, ``degenerate`` (its fit warned of a degenerate component), ``elsewhere`` (its
-    estimate is in another maximum's basin on the data, :func:`_elsewhere`).
+    ``failed`` (no fit), ``converged``, ``degenerate`` (its fit warned of a degenerate component), ``elsewhere`` (EM
+    on the data from its estimate goes to another solution than the estimate's, :func:`_elsewhere`).
     """
     return {"failed": np.array([r["params"] is None for r in results]),
             "converged": np.array([r["params"] is not None and bool(r["converged"]) for r in results]),
@@ -356,7 +360,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
                reference_responsibilities=tree[EM_RESPONSIBILITIES]["responsibilities"].transpose(
                    "obs", "component").values, tol=float(attrs.get("tol", 1e-8)),
                max_iter=int(attrs.get("max_iter", 1000)), accelerate=_acceleration(attrs), chunked=chunked,
-               objective=float(attrs["log_posterior"] if attrs.get("method") == "map" else attrs["log_likelihood"]))
+               objective=_objective(attrs))
     seeds = np.random.SeedSequence(seed).spawn(int(n_replicates))
     workers = 1 if chunked is not None else min(int(n_jobs or default_jobs()), len(seeds))
     results = _run(job, seeds, workers)

@@ -702,8 +702,8 @@ def _held_out_differences(table: pd.DataFrame, pointwise: dict, frequency: np.nd
     if best is None or best not in pointwise:
         return
     diff, diff_se = {}, {}
+    held = frequency > 0  # rows of no weight have no held-out density (NaN); an infinite one goes through
     for k, values in pointwise.items():
-        held = frequency > 0  # rows of no weight have no held-out density (NaN); an infinite one goes through
         diff[k], diff_se[k] = weighted_sum_and_se((values - pointwise[best])[held], frequency[held], ddof=0)
     position = table.columns.get_loc("cv_log_likelihood_se") + 1
     table.insert(position, "cv_diff", pd.Series(diff))

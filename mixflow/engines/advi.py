@@ -152,19 +152,13 @@ def _scaled_step(variant: str, before: dict, after: dict) -> tuple[np.ndarray, n
     return (mean_after - mean_before) / sd, (factor_after - factor_before) / sd[:, None]
 
 
-def _scaled_change(variant: str, before: dict, after: dict) -> float:
-    """Largest move of q's mean and factor between two parameter sets, in units of q's sd."""
-    mean_step, factor_step = _scaled_step(variant, before, after)
-    return float(max(np.max(np.abs(mean_step)), np.max(np.abs(factor_step))))
-
-
 # -- the convergence callback ------------------------------------------------------------------------------
 class SettleCheck(Callback):
     """Stop ``pm.fit`` when q's parameters settle; halve the learning rate once they only wander; catch divergence.
 
     Called by PyMC after every iteration with ``(approx, losses, i)``. Every ``check_every`` iterations the
     average of the raw parameters over the window is compared with the previous window's: the largest move of
-    q's mean and of its factor, in units of q's sd (:func:`_scaled_change`). Over the last :data:`_DRIFT_STEPS`
+    q's mean and of its factor, in units of q's sd (:func:`_scaled_step`). Over the last :data:`_DRIFT_STEPS`
     such moves, a parameter that went one way by half ``tol`` or more still drifts (:func:`_drifting`): then
     nothing has settled and the step stays. Otherwise, a move below ``tol`` has converged: the parameters are
     set to the window average (Polyak-Ruppert) and the fit stops; above it, the iterates wander about the optimum
@@ -326,7 +320,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     minibatch_size : int, optional
         Rows per iteration, drawn at random and scaled by ``n_obs / minibatch_size`` (unweighted data).
     learning_rate : float, default 0.02
-        Adam's starting step (standardised unconstrained units); halved whenever q stops settling.
+        Adam's starting step (standardised unconstrained units); halved once q no longer drifts and still
+        wanders wider than ``settle_tol`` (:class:`SettleCheck`).
     settle_tol : float, default 0.05
         Stop when, between two windows of ``check_every`` iterations, q's averaged mean and scale
         moved by less than ``settle_tol`` of its own sd, and none of them drifted one way over the last

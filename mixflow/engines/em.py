@@ -842,11 +842,10 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
                       f"1/n_components = {1 / run.params['weights'].size:.3g} never trims them all",
                       MixflowWarning, stacklevel=3)
     if collapsed:  # a MAP fit is not told to become one
-        fixes = ("use fewer components, or trim=... to drop tiny components." if options.map else
+        fixes = ("Use fewer components, or trim=... to drop tiny components." if options.map else
                  "The likelihood is unbounded there; use method='map' (the prior removes the singularity), fewer "
                  "components, or trim=... to drop tiny components.")
-        warnings.warn(f"{model.collapse_description(collapsed)}. {fixes[0].upper() + fixes[1:]}",
-                      DegenerateComponentWarning, stacklevel=3)
+        warnings.warn(f"{model.collapse_description(collapsed)}. {fixes}", DegenerateComponentWarning, stacklevel=3)
     if run.on_boundary:
         warnings.warn(
             "EM stopped at a fixed point on the boundary of the parameters (such as a Poisson rate of 0, which EM "
@@ -1096,10 +1095,10 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         _warn_set_aside(model, runs, restarts, best, total, prepared, features, sample.n_obs == prepared.n_obs)
         _warn_few_sound(restarts, options)
     if degenerate and not collapsed and not empty:
+        map_advice = "" if options.map else "method='map', "  # a MAP fit is not told to become one
         warnings.warn(f"a component's weight fell below half an observation's worth (weights "
                       f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
-                      f"{'' if options.map else 'method=' + repr('map') + ', '}or trim=... to drop it.",
-                      DegenerateComponentWarning, stacklevel=3)
+                      f"{map_advice}or trim=... to drop it.", DegenerateComponentWarning, stacklevel=3)
     n_active = active.size
     short_within = max(SHORT_TOL, options.tol) * total if sample.n_obs == prepared.n_obs else None  # same rows
     n_at_best, n_maxima = _maxima_found(runs, restarts, best_index, options.tol * total, short_within)

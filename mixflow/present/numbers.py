@@ -11,7 +11,7 @@ import math
 
 from mixflow.wording import listed
 
-__all__ = ["advi_progress", "format_number", "format_with_sd", "set_aside_runs"]
+__all__ = ["advi_progress", "format_number", "format_with_sd", "recorded_warning_line", "set_aside_runs"]
 
 
 def _decimals(sd: float, digits: int = 2) -> int:
@@ -109,3 +109,9 @@ def _elbo(value, se, digits: int) -> str:
         return f"{float(value):.{digits}g}"
     shown, error = format_with_sd(float(value), float(se))
     return f"{shown} (se {error})"
+
+
+def recorded_warning_line(recorded: dict) -> str:
+    """A warning a workflow recorded (``recorded_warnings``' entries), as ``[stage] Category: message``."""
+    stage = f"[{recorded['stage']}] " if recorded.get("stage") else ""
+    return f"{stage}{recorded.get('category')}: {recorded.get('message')}"

@@ -34,7 +34,7 @@ from mixflow.engines.stacking import WEIGHT_INTERVAL
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import advi_progress, format_with_sd, set_aside_runs
+from mixflow.present.numbers import advi_progress, format_with_sd, recorded_warning_line, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.present.units import ParameterUnits
 from mixflow.wording import counted, fixed_places, pairs_text
@@ -204,8 +204,7 @@ set_describer(describe)
 
 def _run_warnings(tree) -> list[str]:
     """The warnings a workflow recorded while producing the container, each ``[stage] Category: message``."""
-    return [(f"[{w.get('stage')}] " if w.get("stage") else "") + f"{w.get('category')}: {w.get('message')}"
-            for w in recorded_warnings(tree)]
+    return [recorded_warning_line(w) for w in recorded_warnings(tree)]
 
 
 def _shortened(text: str, width: int = 150) -> str:

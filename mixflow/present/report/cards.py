@@ -24,7 +24,7 @@ from mixflow.engines.mode_rule import TAIL_PROB
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_ess, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import advi_progress, set_aside_runs
+from mixflow.present.numbers import advi_progress, recorded_warning_line, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.wording import agreeing, counted, fixed_places, pairs_text
 
@@ -362,9 +362,8 @@ def run_warnings(tree) -> list[tuple[str, str]]:
     A stage names the model, the K and the method (``"K=3, NUTS"``); warnings of the choice of K name
     their K and method in the message (``"select_k, K=4, NUTS: ..."``).
     """
-    recorded = recorded_warnings(tree)  # a damaged record is refused where the container is read (check_tree)
-    return [("warn", (f"[{w['stage']}] " if w.get("stage") else "") + f"{w['category']}: {w['message']}")
-            for w in recorded]
+    # a damaged record is refused where the container is read (check_tree)
+    return [("warn", recorded_warning_line(w)) for w in recorded_warnings(tree)]
 
 
 def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[str, str]]:
