@@ -35,8 +35,8 @@ from functools import cache
 import numpy as np
 
 __all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "centred_log_ratios", "extrapolate", "extrapolate_flat",
-           "extrapolate_rows",
-           "flatten", "from_unconstrained", "largest_change", "largest_changes", "parameter_gap", "parameter_gap_of",
+           "extrapolate_rows", "flatten", "from_unconstrained", "largest_change", "largest_changes", "log_weights",
+           "parameter_gap", "parameter_gap_of",
            "parameter_tolerance", "to_tracked", "to_unconstrained", "unflatten", "valid_parameters"]
 
 ACCELERATIONS = ("squarem",)
@@ -179,8 +179,7 @@ def to_tracked(params: dict, unconstrained: dict | None = None) -> np.ndarray:
     which EM approaches geometrically, so its square root converges while its log falls without end.
     """
     out = dict(to_unconstrained(params) if unconstrained is None else unconstrained)
-    with np.errstate(divide="ignore"):
-        out["weights"] = np.log(np.asarray(params["weights"], dtype=float))
+    out["weights"] = log_weights(np.asarray(params["weights"], dtype=float))
     if "rate" in params:
         out["rate"] = 2.0 * np.sqrt(np.asarray(params["rate"], dtype=float))
     return np.concatenate([np.ravel(value) for value in out.values()])
@@ -262,9 +261,23 @@ def to_unconstrained(params: dict) -> dict:
 
 def centred_log_ratios(weights: np.ndarray) -> np.ndarray:
     """Mixing weights in :func:`to_unconstrained`'s form, their logs less their mean; (G, K): each row's own."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    if (weights > 0).all():  # no empty component, no warning to silence (np.errstate costs more than the rest)
         logs = np.log(weights)
         return logs - logs.sum(axis=-1, keepdims=True) / logs.shape[-1]  # the mean, as np.mean forms it
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(weights)
+        return logs - logs.sum(axis=-1, keepdims=True) / logs.shape[-1]
+
+
+def log_weights(weights: np.ndarray) -> np.ndarray:
+    """``np.log`` of mixing weights, -inf for an empty component without a warning.
+
+    Entering ``np.errstate`` costs more than the logarithm of a few weights: only weights with a zero take it.
+    """
+    if (weights > 0).all():
+        return np.log(weights)
+    with np.errstate(divide="ignore"):
+        return np.log(weights)
 
 
 def from_unconstrained(values: dict) -> dict:

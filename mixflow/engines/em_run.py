@@ -33,6 +33,9 @@ from mixflow.engines.accelerate import (
     to_unconstrained,
     valid_parameters,
 )
+from mixflow.engines.accelerate import (
+    log_weights as log_of_weights,
+)
 from mixflow.engines.em_steps import Pass, data_pass, log_normalise, objective, weights_step
 from mixflow.families.base import Prepared
 
@@ -258,8 +261,7 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     # but for a rate, which the stop tracks as 2 sqrt(rate)
     parts = _rows(model, unconstrained, groups)
     flat = np.concatenate([log_ratios, parts], axis=1)
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(stacked["weights"]).reshape(groups, size)
+    log_weights = log_of_weights(stacked["weights"]).reshape(groups, size)
     if "rate" in unconstrained:
         parts = _rows(model, {**unconstrained, "rate": 2.0 * np.sqrt(np.asarray(stacked["rate"], dtype=float))},
                       groups)

@@ -13,6 +13,7 @@ from functools import partial, reduce
 import numpy as np
 from scipy.special import entr
 
+from mixflow.engines.accelerate import log_weights as log_of_weights
 from mixflow.errors import InputError
 from mixflow.families.base import Prepared
 from mixflow.families.densities import dirichlet_log_density
@@ -121,9 +122,8 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False, 
     if not isinstance(prepared, Prepared):  # chunked (Dask) data: blockwise, see mixflow.engines.em_chunked
         return prepared.data_pass(model, params)
     constants = model.e_step_constants(params, prepared)
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(params["weights"])
-    unit_weights = bool(np.all(prepared.weights == 1.0))
+    log_weights = log_of_weights(params["weights"])
+    unit_weights = prepared.unit_weights
     runs = _runs_of_chunks(prepared.n_obs, rows)
     work = partial(_run_pass, model, constants, log_weights, prepared, rows, unit_weights, groups)
     if threaded and len(runs) > 1:

@@ -8,6 +8,7 @@ talks to a model only through the methods listed in :class:`MixtureModel`.
 import importlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar
 
 import numpy as np
@@ -118,6 +119,11 @@ class Prepared:
     def total_weight(self) -> float:
         """Sum of the frequency weights."""
         return float(self.weights.sum())
+
+    @cached_property
+    def unit_weights(self) -> bool:
+        """Whether every frequency weight is one (no weights given), read once: every EM pass asks."""
+        return bool(np.all(self.weights == 1.0))
 
     def rows(self, start: int, stop: int) -> "Prepared":
         """The chunk of rows ``start:stop`` (views, no copies)."""

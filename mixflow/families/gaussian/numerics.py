@@ -47,6 +47,14 @@ def packed_indices(d: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
+@cache
+def _pair_weights(d: int) -> np.ndarray:
+    """The weight of each packed product z_i z_j in a quadratic form: 2 off the diagonal (it appears twice), else 1."""
+    weights = 2.0 - np.eye(d)[packed_indices(d)]
+    weights.flags.writeable = False
+    return weights
+
+
 def pack_symmetric(matrices: np.ndarray) -> np.ndarray:
     """(..., d, d) symmetric matrices to (..., d(d+1)/2) upper-triangle vectors."""
     rows, cols = packed_indices(matrices.shape[-1])
@@ -109,8 +117,7 @@ def e_step_constants(covariance_type: str, params: dict, center: np.ndarray) -> 
         cov = params["covariance"]
         covs = cov if covariance_type == "full" or cov.ndim == 3 else cov[None]
         precisions, logdets = _precision_and_logdet(covs)
-        weights = 2.0 - np.eye(d)[packed_indices(d)]  # off-diagonal products appear twice
-        quad = (pack_symmetric(precisions) * weights).T  # (T, K), or (T, G) when tied
+        quad = (pack_symmetric(precisions) * _pair_weights(d)).T  # (T, K), or (T, G) when tied
         if covariance_type == "tied":  # each component gets its own mixture's precision
             shared = n_components // covs.shape[0]
             # one mixture: broadcast, not copied (the einsums below sum in an order set by their operands' strides)
