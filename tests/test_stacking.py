@@ -491,6 +491,16 @@ def test_a_mode_whose_loo_is_unusable_is_left_out_of_the_stacking():
     assert said == ("the stacking weights are uncertain: mode 1 (fit 3) has a PSIS-LOO Pareto k up to 0.90, above 0.60 "
                     "for its 300 draws")
     assert "approximation narrower than the posterior" in mode_caveats(modes, "fits")
+    # every mode above 1 or no sample: all are stacked, and a stacked mode's k above 1 is said as such
+    unusable = {**modes, "max_pareto_k": np.array([1.2, 3.43]), "loo_reliable": np.array([False, False]),
+                "in_stacking": np.array([True, True])}
+    assert mode_caveats(unusable) == (
+        "the stacking weights are uncertain: mode 0 (chains 0, 1, 2) has a PSIS-LOO Pareto k up to 1.20, above 0.70 "
+        "for its 900 draws, and above 1, where its leave-one-out densities have no finite mean (stacked all the same: "
+        "no mode has usable ones and draws that are a sample); mode 1 (chain 3) has a PSIS-LOO Pareto k up to 3.43, "
+        "above 0.60 for its 300 draws, and above 1, where its leave-one-out densities have no finite mean (stacked all "
+        "the same: no mode has usable ones and draws that are a sample) and has a bulk ESS of 1.4, below 100; more "
+        "draws settle them")
     recorded_before = {name: value for name, value in modes.items() if name != "in_stacking"}
     assert left_out_modes(recorded_before) == [] and "left out" not in mode_caveats(recorded_before)
 

@@ -493,9 +493,12 @@ def mode_caveats(modes, unit: str = "chains") -> str:
             why.append("has no PSIS-LOO Pareto shape (its largest importance ratios are equal: draws stuck on a few "
                        "values), so its weight rests on plain importance-sampling LOO")
         elif not value["loo_reliable"][mode]:
-            threshold = value["pareto_k_threshold"][mode]
-            why.append(f"has a PSIS-LOO Pareto k up to {format_above(value['max_pareto_k'][mode], threshold)}, above "
-                       f"{threshold:.2f} for its {n_draws} draws")
+            threshold, shape = value["pareto_k_threshold"][mode], value["max_pareto_k"][mode]
+            why.append(f"has a PSIS-LOO Pareto k up to {format_above(shape, threshold)}, above "
+                       f"{threshold:.2f} for its {n_draws} draws" + (
+                           f", and above {LOO_UNUSABLE_K:g}, where its leave-one-out densities have no finite mean "
+                           "(stacked all the same: no mode has usable ones and draws that are a sample)"
+                           if shape > LOO_UNUSABLE_K and "in_stacking" in modes else ""))
             more_draws = more_draws or unit == "chains"  # more draws of an approximation do not mend it
         if not value["ess_reliable"][mode] and not stuck[chains].any():
             ess, least = value["min_ess_bulk"][mode], ESS_PER_CHAIN_MIN * chains.size
