@@ -43,6 +43,7 @@ from mixflow.engines.starts import (
     dense_moves,
     freed_moves,
     is_degenerate,
+    labels_key,
     local_log_density,
     neighbourhood_moves,
     outlier_moves,
@@ -514,7 +515,7 @@ def _log_joint(model, params: dict, prepared, rows: int) -> np.ndarray:
 def _partition(model, prepared, rows: int, params: dict) -> bytes:
     """The fit's hard partition of the rows, whatever the components' order (:func:`partition_key`)."""
     log_joint = _log_joint(model, params, prepared, rows)
-    return partition_key(np.eye(log_joint.shape[1])[np.argmax(log_joint, axis=1)])
+    return labels_key(np.argmax(log_joint, axis=1), log_joint.shape[1])
 
 
 def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, moved_starts, partition, runs_of,

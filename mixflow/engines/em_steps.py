@@ -8,7 +8,7 @@ memory is bounded by the chunk size.
 import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial, reduce
+from functools import cache, partial, reduce
 
 import numpy as np
 from scipy.special import entr
@@ -136,22 +136,24 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False, 
     return reduce(_add, passes)
 
 
-def _runs_of_chunks(n_obs: int, rows: int) -> list[range]:
+@cache
+def _runs_of_chunks(n_obs: int, rows: int) -> tuple[range, ...]:
     """The first rows of the chunks of ``rows`` rows, cut into at most :data:`_PARTS` runs of consecutive chunks.
 
-    As ``np.array_split`` cuts them: the first runs take one chunk more where they do not divide evenly.
+    As ``np.array_split`` cuts them: the first runs take one chunk more where they do not divide evenly. Made once
+    per data size and chunk size (every pass asks).
     """
     chunks = -(-n_obs // rows)
     parts = min(_PARTS, chunks)
     if parts <= 1:
-        return [range(0, n_obs, rows)]
+        return (range(0, n_obs, rows),)
     size, extra = divmod(chunks, parts)
     runs, first = [], 0
     for part in range(parts):
         count = size + (part < extra)
         runs.append(range(first * rows, (first + count) * rows, rows))
         first += count
-    return runs
+    return tuple(runs)
 
 
 def use_threads(n_obs: int, width: int) -> bool:

@@ -68,6 +68,7 @@ __all__ = [
     "STRATEGIES",
     "hierarchical_labels",
     "is_degenerate",
+    "labels_key",
     "local_log_density",
     "low_kurtosis_projection",
     "partition_key",
@@ -569,8 +570,13 @@ def partition_key(responsibilities: np.ndarray) -> bytes | None:
     labels = np.argmax(responsibilities, axis=1)
     if not np.array_equal(responsibilities, np.eye(responsibilities.shape[1])[labels]):
         return None
+    return labels_key(labels, responsibilities.shape[1])
+
+
+def labels_key(labels: np.ndarray, n_components: int) -> bytes:
+    """:func:`partition_key` of a hard partition given by its labels (n,), of ``n_components`` components."""
     _, first = np.unique(labels, return_index=True)
-    renumber = np.empty(responsibilities.shape[1], dtype=np.int64)
+    renumber = np.empty(n_components, dtype=np.int64)
     renumber[labels[np.sort(first)]] = np.arange(first.size)
     return renumber[labels].tobytes()
 

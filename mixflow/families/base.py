@@ -238,8 +238,10 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
     # a group of 30 rows holds 30 observations, though its weight leaks a little to the other components
     # (29.998 observations' worth, say, which the warning says as 30)
     small = counts < SPURIOUS_SIZE * needed * (1 - _COUNT_LEAK)
-    others = np.array([np.delete(counts, h).max(initial=-np.inf) for h in range(counts.size)])
-    bulk = counts > others  # more observations than every other component: the fit's bulk, not a few points
+    # more observations than every other component (the only one at the largest count): the fit's bulk, not a few
+    # points; none when a count is NaN
+    at_largest = counts == counts.max(initial=-np.inf)
+    bulk = at_largest & (np.count_nonzero(at_largest) == 1)
     group = np.zeros(counts.shape, dtype=bool) if separated is None else (
         np.asarray(separated, dtype=bool) & (counts >= (needed + SEPARATED_MARGIN) * (1 - _COUNT_ROUNDING))
         & (ratios >= np.where(counts >= SEPARATED_SIZE * needed * (1 - _COUNT_ROUNDING), SEPARATED_RATIO,
