@@ -202,8 +202,7 @@ def _statistics(model, weighted_resp: np.ndarray, chunk, features, groups: int) 
     m = weighted_resp.shape[0]
     # each mixture's responsibilities as its own contiguous (m, K) array, all made by one copy
     by_mixture = np.ascontiguousarray(weighted_resp.reshape(m, groups, -1).transpose(1, 0, 2))
-    parts = [model.statistics(own, chunk, features) for own in by_mixture]
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    return model.stacked_statistics(by_mixture, chunk, features)
 
 
 def add_statistics(total: dict | None, more: dict) -> dict:

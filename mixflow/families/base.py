@@ -18,7 +18,7 @@ from mixflow.errors import InputError, InputTypeError, UnsupportedError
 from mixflow.units import unit_power, unit_product, unit_shown
 from mixflow.wording import agreeing, counted
 
-__all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "family_class",
+__all__ = ["SPURIOUS_RATIO", "SPURIOUS_SIZE", "MixtureModel", "Prepared", "batched_products", "family_class",
            "family_names", "few_rows_components", "model_from_json", "register_family", "require_pymc_form",
            "spurious_rule", "supports_pymc", "with_prior"]
 
@@ -150,6 +150,17 @@ _COUNT_ROUNDING = 1e-9
 #: relative share of a component's rows' weight that may leak to the other components while its size still counts
 #: them all, in the size thresholds of :func:`spurious_rule` (a tight group's rows each keep nearly all their weight)
 _COUNT_LEAK = 1e-3
+
+
+def batched_products(data: np.ndarray, by_mixture: np.ndarray) -> np.ndarray:
+    """``(data.T @ own).T`` of each mixture's responsibilities ``own`` (m, K) of ``by_mixture``, concatenated.
+
+    ``by_mixture`` (G, m, K) and data (m, T) give shape (G K, T). One batched ``np.matmul``, which makes each
+    mixture's product by the same BLAS call as the product alone (the same shapes and strides), so each is that
+    product to the bit, at one call's Python cost.
+    """
+    groups, _, k = by_mixture.shape
+    return np.matmul(data.T, by_mixture).transpose(0, 2, 1).reshape(groups * k, data.shape[1])
 
 
 def few_rows_components(counts: np.ndarray, parameters: int) -> list[tuple[int, float]]:
@@ -533,6 +544,17 @@ class MixtureModel:
             by_mixture = value.reshape(value.shape[:axis] + (groups, -1) + value.shape[axis + 1:])
             parts[name] = np.moveaxis(by_mixture, axis, 0) if axis else by_mixture
         return [{name: value[index] for name, value in parts.items()} for index in range(groups)]
+
+    def stacked_statistics(self, by_mixture: np.ndarray, chunk: Prepared, features) -> dict:
+        """:meth:`statistics` of mixtures stacked (:meth:`stacks_mixtures`): each mixture's, concatenated in order.
+
+        ``by_mixture`` holds each mixture's weighted responsibilities as its own contiguous (m, K) array, shape
+        (G, m, K). Each mixture's statistics are formed alone, through products of the shapes its own pass would
+        use, so that they are those of that pass to the bit (a product of another shape may sum in another
+        order). By default one :meth:`statistics` call per mixture.
+        """
+        parts = [self.statistics(own, chunk, features) for own in by_mixture]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     def stacked_m_step(self, counts: np.ndarray, statistics: dict, prepared: Prepared, prior,
                        groups: int) -> tuple[dict, list[int]]:

@@ -20,6 +20,7 @@ from mixflow.families.base import (
     SPURIOUS_SIZE,
     MixtureModel,
     Prepared,
+    batched_products,
     register_family,
     spurious_rule,
 )
@@ -485,6 +486,16 @@ class GaussianMixture(MixtureModel):
     def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features: np.ndarray) -> dict:
         """Sufficient statistics of a chunk (sum them over chunks)."""
         return gn.statistics(self.covariance, weighted_resp, chunk.arrays["z"], features)
+
+    def stacked_statistics(self, by_mixture: np.ndarray, chunk: Prepared, features: np.ndarray) -> dict:
+        """:meth:`statistics` of mixtures stacked, each mixture's products in one batched product.
+
+        A tied covariance's pooled second moment, a product with a vector, is formed one mixture at a time.
+        """
+        if self.covariance == "tied":
+            return super().stacked_statistics(by_mixture, chunk, features)
+        return {"first": batched_products(chunk.arrays["z"], by_mixture),
+                "second": batched_products(features, by_mixture)}
 
     def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
         """Component parameters (MLE if ``prior`` is None, else MAP) and the components floored."""

@@ -19,6 +19,7 @@ from mixflow.families.base import (
     SPURIOUS_SIZE,
     MixtureModel,
     Prepared,
+    batched_products,
     register_family,
     spurious_rule,
 )
@@ -585,6 +586,10 @@ class RegressionMixture(MixtureModel):
     def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features: np.ndarray) -> dict:
         """Per-component weighted Gram sums of ``[D, y]``, shape (K, T)."""
         return {"gram": (features.T @ weighted_resp).T}
+
+    def stacked_statistics(self, by_mixture: np.ndarray, chunk: Prepared, features: np.ndarray) -> dict:
+        """:meth:`statistics` of mixtures stacked, each mixture's product in one batched product."""
+        return {"gram": batched_products(features, by_mixture)}
 
     def collapse_description(self, components: list[int]) -> str:
         """A regression collapses through its noise variance."""

@@ -15,7 +15,7 @@ import numpy as np
 from mixflow.data import Data
 from mixflow.errors import InputError
 from mixflow.families import sampling
-from mixflow.families.base import MixtureModel, Prepared, register_family
+from mixflow.families.base import MixtureModel, Prepared, batched_products, register_family
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.gaussian import numerics as gn
 from mixflow.families.scaling import from_moments, standardise
@@ -222,6 +222,10 @@ class SoftKMeans(MixtureModel):
     def statistics(self, weighted_resp: np.ndarray, chunk: Prepared, features) -> dict:
         """First moments per component (K, d)."""
         return {"first": (chunk.arrays["z"].T @ weighted_resp).T}
+
+    def stacked_statistics(self, by_mixture: np.ndarray, chunk: Prepared, features) -> dict:
+        """:meth:`statistics` of mixtures stacked, each mixture's product in one batched product."""
+        return {"first": batched_products(chunk.arrays["z"], by_mixture)}
 
     def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
         """Responsibility-weighted means (MAP: shrunk towards the prior mean by ``shrinkage``), working units."""
