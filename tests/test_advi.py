@@ -8,7 +8,7 @@ import pytest
 
 import mixflow
 from mixflow.data import validate_data
-from mixflow.engines.advi import ADVIDivergenceError, fit_advi
+from mixflow.engines.advi import ADVIDivergenceError, factor_step_scale, fit_advi
 from mixflow.engines.em import EMOptions, fit_em
 from mixflow.warnings import ConvergenceWarning
 
@@ -208,6 +208,38 @@ def test_absurd_learning_rate_stops_with_a_clear_error(faithful_data):
                                                   r"not finite\. Try a smaller learning_rate \(got 10000; .*MAP "
                                                   r"estimate.*stronger prior"):
         fit_advi(FULL, faithful_data, _map_estimate(FULL, faithful_data), random_seed=0, learning_rate=1e4)
+
+
+def test_a_full_rank_factor_row_steps_by_one_over_its_count_of_off_diagonal_entries():
+    # L_tril row by row for D = 4: (0,0), (1,0) (1,1), (2,0) (2,1) (2,2), (3,0) (3,1) (3,2) (3,3)
+    third = 1.0 / 3.0
+    np.testing.assert_array_equal(factor_step_scale(4), [1.0, 1.0, 1.0, 0.5, 0.5, 1.0, third, third, third, 1.0])
+    assert factor_step_scale(1).tolist() == [1.0]
+
+
+@pytest.mark.slow
+def test_full_rank_on_three_8d_groups_keeps_q_near_the_posterior_and_its_draws_evaluate():
+    """Three groups of 60 rows in 8-D, full covariances: q has 134 dimensions and its factor 9045 entries.
+
+    At Adam's full step on every entry of the factor, each row's entries wander by gradient noise as far as a mean
+    does and q's sd in a coordinate grows with its row's length: q leaves the posterior within a few iterations,
+    the ELBO runs below -1e20, and draws of the covariances are not positive definite in floating point (the fit
+    fails evaluating them). Each off-diagonal entry stepped at one over its row's count of them
+    (factor_step_scale), q stays near the posterior (its sd in the standardised unconstrained units about 0.07 at
+    the start and below it after).
+    """
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(centre, 1.0, (60, 8)) for centre in rng.normal(0.0, 8.0, (3, 8))])
+    model, data = mixflow.GaussianMixture(3, covariance="full"), validate_data(x)
+    start = _map_estimate(model, data)
+    result = fit_advi(model, data, start, variant="fullrank", random_seed=0, draws=100, posterior_predictive=False)
+    assert result["attrs"]["converged"] == 1
+    elbo = result["groups"]["sample_stats"]["variables"]["elbo"][1]
+    # no iteration far below the start (every ELBO is near -3000 here), and the fit ends above it
+    assert np.isfinite(elbo).all() and elbo.min() > 10 * elbo[0] and result["attrs"]["final_elbo"] > elbo[0]
+    mu = _draws(result, "mu")  # a group's mean has a posterior sd of about 1 / sqrt(60) = 0.13
+    assert mu.std(axis=0).max() < 0.5 and np.abs(mu.mean(axis=0) - start["mu"]).max() < 0.5
+    assert np.isfinite(result["groups"]["log_likelihood"]["variables"]["x"][1]).all()
 
 
 class _Shared:

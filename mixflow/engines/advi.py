@@ -9,7 +9,8 @@ The steps are those of :func:`fit_advi`:
    solution (``model.pymc_start``) and its standard deviation ``1 / sqrt(N)`` in every
    (standardised, unconstrained) direction, the order of a posterior sd, so that PyMC's default start
    (symmetric components, sd 0.69) and its slow way out are avoided;
-3. run ``pm.fit`` with Adam, the ELBO recorded at every iteration, under :class:`SettleCheck`: every
+3. run ``pm.fit`` with Adam (a full-rank q's off-diagonal factor entries at a step scaled down by their row's
+   count, :func:`factor_step_scale`), the ELBO recorded at every iteration, under :class:`SettleCheck`: every
    ``check_every`` iterations the window average of q's parameters is compared with the previous one,
    in units of q's own sd; while a mean or scale of q still went one way over the last windows (a drift),
    the step stays; otherwise the fit stops when nothing moved by more than ``settle_tol`` sd, and the
@@ -37,6 +38,7 @@ import warnings
 import numpy as np
 import pymc as pm
 import pytensor
+import pytensor.tensor as pt
 from pymc.pytensorf import reseed_rngs, resolve_backend_compile_kwargs
 from pymc.util import get_untransformed_name, is_transformed_name
 from pymc.variational.callbacks import Callback
@@ -60,7 +62,8 @@ from mixflow.families.pymc_parts import parameter_of
 from mixflow.families.relabel import align
 from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning, SamplingWarning
 
-__all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "check_options", "fit_advi", "q_moments"]
+__all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "check_options", "factor_step_scale", "fit_advi",
+           "q_moments"]
 
 VARIANTS = {"meanfield": pm.ADVI, "fullrank": pm.FullRankADVI}
 _LEARNING_RATE_FLOOR = 2.0**-20  # relative to the starting learning rate: at most 20 halvings
@@ -321,7 +324,8 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         Rows per iteration, drawn at random and scaled by ``n_obs / minibatch_size`` (unweighted data).
     learning_rate : float, default 0.02
         Adam's starting step (standardised unconstrained units); halved once q no longer drifts and still
-        wanders wider than ``settle_tol`` (:class:`SettleCheck`).
+        wanders wider than ``settle_tol`` (:class:`SettleCheck`). A full-rank q's off-diagonal factor entries
+        step by it over their row's count of them (:func:`factor_step_scale`).
     settle_tol : float, default 0.05
         Stop when, between two windows of ``check_every`` iterations, q's averaged mean and scale
         moved by less than ``settle_tol`` of its own sd, and none of them drifted one way over the last
@@ -434,14 +438,38 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     return {"attrs": attrs, "coords": coords, "groups": groups}
 
 
+def factor_step_scale(size: int) -> np.ndarray:
+    """What Adam's step of each entry of a full-rank q's ``L_tril`` (row by row, D = ``size``) is multiplied by.
+
+    A diagonal entry 1; an off-diagonal entry of row i (0-based, i off-diagonal entries) 1 / i. Adam moves every
+    parameter by about the learning rate whatever its gradient's size, and the single-draw gradient of an entry
+    L_ij is mostly noise (the log density's gradient in coordinate i times the draw's j-th standard normal): the
+    i entries of row i wander each as far as one mean does, and q's variance in coordinate i (the row's sum of
+    squares) grows with i times a mean's wander. With D in the hundreds (three 8-D full covariances: 134) that
+    is many times the posterior's variance: draws fall where a covariance is nearly singular, the ELBO runs below
+    -1e15, and q blows up. Scaled by 1 / i, a row adds what one parameter adds. A
+    constant factor on a parameter's step is Adam on that parameter rescaled: q's family and optimum are PyMC's.
+    """
+    rows, cols = np.tril_indices(size)
+    return np.where(rows == cols, 1.0, 1.0 / np.maximum(rows, 1))
+
+
 class _Adam:
-    """PyMC's Adam at a shared learning rate, remembering its state variables so a new fit can reset them."""
+    """PyMC's Adam at a shared learning rate, remembering its state variables so a new fit can reset them.
+
+    A full-rank q's factor (``L_tril``) steps by :func:`factor_step_scale` times Adam's step.
+    """
 
     def __init__(self, learning_rate):
         self.learning_rate, self.initial = learning_rate, {}
 
     def __call__(self, loss_or_grads, params):
         updates = adam(loss_or_grads, params, learning_rate=self.learning_rate)
+        for param in params:
+            if param.name == "L_tril":
+                size = int(round((np.sqrt(8 * param.get_value().size + 1) - 1) / 2))
+                scale = pt.as_tensor(factor_step_scale(size).astype(param.dtype))
+                updates[param] = param + scale * (updates[param] - param)
         # every updated variable but q's parameters is Adam's: its step count and moment estimates
         self.initial = {var: var.get_value().copy() for var in updates if all(var is not p for p in params)}
         return updates
@@ -455,10 +483,11 @@ class _Fitter:
     """One PyMC ADVI and its step function, compiled once and reused by every fit (one per starting point).
 
     A fit from ``point`` with seed ``s`` gives the numbers of a separate ``pm.fit`` whose ADVI was built at
-    ``point`` with ``random_seed=s``: q's parameters are set where that ADVI would start them, Adam's state
-    and the learning rate are reset, and the step function's random generators are reseeded with the seed
-    that ADVI's own generator would have handed to its compilation (one draw for the starting point, the
-    next for the step function, as :meth:`pymc.variational.opvi.Group._prepare_start` and
+    ``point`` with ``random_seed=s``, with this module's optimiser (:class:`_Adam`): q's parameters are set where
+    that ADVI would start them, Adam's state and the learning rate are reset, and the step function's random
+    generators are reseeded with the seed that ADVI's own generator would have handed to its compilation (one
+    draw for the starting point, the next for the step function, as
+    :meth:`pymc.variational.opvi.Group._prepare_start` and
     :meth:`pymc.variational.opvi.ObjectiveFunction.step_function` draw them). The fit then runs in
     :meth:`pymc.variational.inference.Inference.refine`, PyMC's loop over an already compiled step.
     """
