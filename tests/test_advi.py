@@ -324,6 +324,43 @@ def test_many_parameters_wandering_by_noise_alone_settle():
     assert check.learning_rates[-1] < 0.02  # the noise was wider than settle_tol: the step was cut
 
 
+def _fake_q(size: int):
+    """A mean-field q of ``size`` directions, as the settle check and the divergence message read it."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(groups=[SimpleNamespace(params_dict={"mu": _Shared(np.zeros(size)),
+                                                                "rho": _Shared(np.zeros(size))},
+                                                   ordering={"mu": (None, slice(0, size), None, None)})])
+
+
+def test_an_elbo_fallen_far_below_its_start_is_a_divergence_not_a_settled_fit():
+    """q still in its own units (its parameters barely move) while the ELBO falls from about -2000 to -1e12: a scale
+    grown far past the posterior's, which the settle check alone would call settled."""
+    from mixflow.engines import advi
+
+    approx, rng = _fake_q(2), np.random.default_rng(0)
+    check = advi.SettleCheck("meanfield", _Shared(0.02), 0.05, 50)
+    losses = list(2000.0 + 5.0 * rng.normal(size=50))
+    for i in range(1, 51):
+        check(approx, np.array(losses[:i]), i)
+    losses += list(1e12 * (1 + rng.random(50)))
+    said = (r"ADVI diverged at iteration 100: the ELBO fell below where it started: its median over the last 50 "
+            r"iterations, -1\.\d+e\+12, is below the first 50 \(-2\d+\.\d+ to -19\d\d\.\d+\) by more than their "
+            r"range, so q left the posterior\. Try a smaller learning_rate")
+    with pytest.raises(ADVIDivergenceError, match=said):
+        for i in range(51, 101):
+            check(approx, np.array(losses[:i]), i)
+    # an ELBO that only varies by its noise about where it started, in the shortest windows, is no divergence
+    check = advi.SettleCheck("meanfield", _Shared(0.02), 0.05, 10)
+    losses = 2000.0 + 5.0 * rng.standard_t(3, size=20000)
+    for i in range(1, 20001):
+        try:
+            check(approx, losses[:i], i)
+        except StopIteration:
+            break
+    assert check.converged
+
+
 @pytest.mark.slow
 def test_a_narrow_component_beside_a_wide_one_gets_its_posterior_sd():
     """200 rows of sd 0.05 beside 200 of sd 1, 10 apart (MAP start): the narrow component's mean has a posterior sd

@@ -16,7 +16,9 @@ The steps are those of :func:`fit_advi`:
    the step stays; otherwise the fit stops when nothing moved by more than ``settle_tol`` sd, and the
    learning rate is halved when more moved (the iterates wander by noise about the optimum);
    q's parameters are finally set to their average over the last window (Polyak-Ruppert averaging);
-4. a NaN or infinite ELBO or parameter stops the fit with :class:`ADVIDivergenceError`;
+4. a NaN or infinite ELBO or parameter stops the fit with :class:`ADVIDivergenceError`, and so does an ELBO
+   fallen far below where it started (:func:`_fallen`: q has left the posterior, though its parameters may
+   barely move in units of its own sd);
 5. ``draws`` draws from q, aligned to the reference labelling (:mod:`mixflow.families.relabel` with
    ``model.label_signature``), and the
    responsibilities of every observation (mean and sd over the draws);
@@ -214,6 +216,9 @@ class SettleCheck(Callback):
         self._window_count += 1
         if i % self.check_every:
             return
+        if i > self.check_every and _fallen(losses, self.check_every):
+            raise ADVIDivergenceError(divergence_message(approx, losses, i, self.learning_rates[0],
+                                                         fallen_window=self.check_every))
         self.average = {name: total / self._window_count for name, total in self._window_sum.items()}
         self._window_sum, self._window_count = None, 0
         previous, self._previous_average = self._previous_average, self.average
@@ -242,8 +247,23 @@ class SettleCheck(Callback):
         return self.average
 
 
-def divergence_message(approx, losses, i: int, learning_rate: float) -> str:
-    """What diverged, where, and what to try."""
+def _fallen(losses: np.ndarray, window: int) -> bool:
+    """Whether the ELBO's median over the last ``window`` iterations is below the first window's by more than its range.
+
+    q starts at the MAP with about a posterior's sd, and Adam raises the ELBO from there: an ELBO that ends
+    typically that far below where it started has left the posterior (a scale grown far past it, draws where the
+    density is nearly singular), however still q's parameters have become in units of its own, widened sd. The
+    margin keeps a fit that started at its optimum, whose ELBO only varies by its noise, from being taken for one.
+    """
+    first = losses[:window]  # losses are the negative ELBO
+    return bool(np.median(losses[-window:]) > 2 * np.max(first) - np.min(first))
+
+
+def divergence_message(approx, losses, i: int, learning_rate: float, fallen_window: int | None = None) -> str:
+    """What diverged, where, and what to try.
+
+    ``fallen_window``: the ELBO fell below its start over windows of that many iterations (:func:`_fallen`).
+    """
     group = approx.groups[0]
     values = get_parameters(approx)
     with np.errstate(all="ignore"):
@@ -257,6 +277,11 @@ def divergence_message(approx, losses, i: int, learning_rate: float) -> str:
     what = "the ELBO is NaN" if np.isnan(loss) else ("the ELBO is infinite" if np.isinf(loss) else
                                                    f"the ELBO is {-loss:.6g}")
     params = f"; q's parameters of {', '.join(bad)} are not finite" if bad else ""
+    if fallen_window is not None:
+        first = -np.asarray(losses[:fallen_window])
+        what = (f"the ELBO fell below where it started: its median over the last {fallen_window} iterations, "
+                f"{-np.median(losses[-fallen_window:]):.6g}, is below the first {fallen_window} ({first.min():.6g} to "
+                f"{first.max():.6g}) by more than their range, so q left the posterior")
     return (f"ADVI diverged at iteration {i}: {what}{params}. Try a smaller learning_rate (got {learning_rate:g}; "
             f"e.g. {learning_rate / 10:g}), starting from the MAP estimate (fit method='map' first), or a "
             "stronger prior on the component parameters (e.g. a Gaussian's GaussianPrior(shrinkage=0.1, "
