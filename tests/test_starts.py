@@ -185,6 +185,34 @@ def test_a_sound_short_run_is_continued_when_every_screened_one_collapses():
     assert tree["em"].attrs["log_likelihood"] == pytest.approx(reference["em"].attrs["log_likelihood"], rel=1e-8)
 
 
+# statsmodels' statecrime (the 50 states and DC, 2009): violent crimes per 100,000 people and the urban share, percent
+STATECRIME_VIOLENT = [459.9, 632.6, 423.2, 530.3, 473.4, 340.9, 300.5, 645.1, 1348.9, 612.6, 432.6, 274.1, 238.5,
+                      618.2, 366.4, 294.5, 412.0, 265.5, 628.4, 119.9, 590.0, 465.6, 504.4, 214.2, 306.7, 500.3,
+                      283.9, 305.5, 704.6, 169.5, 311.3, 652.8, 385.5, 414.0, 223.6, 358.1, 510.4, 261.2, 388.9,
+                      254.3, 675.1, 201.0, 666.0, 491.4, 216.2, 135.1, 230.0, 338.3, 331.2, 259.7, 219.3]
+STATECRIME_URBAN = [48.65, 44.46, 80.07, 39.54, 89.73, 76.86, 84.83, 68.71, 100.0, 87.44, 65.38, 71.46, 50.51, 79.97,
+                    59.17, 41.66, 50.17, 40.99, 61.33, 26.21, 83.53, 90.3, 66.37, 58.0, 27.62, 56.61, 26.49, 53.78,
+                    86.51, 47.34, 92.24, 53.75, 82.66, 54.88, 40.0, 65.31, 45.79, 62.47, 70.68, 90.46, 55.78, 29.92,
+                    54.38, 75.35, 81.17, 17.38, 69.79, 74.97, 33.2, 55.8, 24.51]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_sound_maximum_a_move_from_the_spurious_ones_is_found(seed):
+    """Three regression lines of violent crime on the urban share: every start of these seeds ends at a spurious
+    maximum (a line through 4.5 states); a sound one, -329.0506 (every line on 12 states or more), which other seeds
+    and init="random-centres" reach, is a move away from them and is the answer, not the spurious fit."""
+    data = pd.DataFrame({"violent": STATECRIME_VIOLENT, "urban": STATECRIME_URBAN})
+    model = mixflow.RegressionMixture(3, "violent ~ urban")
+    tree = _fit(model, data, random_seed=seed)
+    stats, attrs = tree["em/sample_stats"], tree["em"].attrs
+    starts = ~np.isin(stats["start"].values, ["transfer"])
+    assert stats["spurious"].values[starts & stats["continued"].values].all()  # the case: no start reached it
+    assert attrs["spurious_components"] == "[]" and attrs["degenerate"] == 0
+    assert attrs["log_likelihood"] == pytest.approx(-329.0506, abs=5e-5)
+    counts = tree["em/estimate"]["weights"].values * 51
+    assert counts.min() > 12
+
+
 def test_rank_runs_puts_sound_runs_first_then_degenerate_then_nan():
     objectives = np.array([-10.0, -1.0, np.nan, -5.0, -2.0])
     degenerate = np.array([False, True, False, False, True])

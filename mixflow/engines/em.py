@@ -544,7 +544,9 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
     maximum of the sound continued runs in turn, best first, until one climbs above the best: a higher
     maximum can be one move from a lower one and from no other (statsmodels' copper and stack loss data).
     ``bar`` (a later round of starts': the best sound maximum of the rounds before) raises the value a climb must
-    pass to stop that. Nothing is searched when no continued run is sound.
+    pass to stop that. When no continued run is sound, the search runs from the spurious ones, best first, until a
+    climb reaches a sound maximum, which is a better fit than any spurious one whatever its value (a line through a
+    few rows is often one move from a sound fit that no start reached).
 
     ``searched`` (a dict, kept across the searches of one fit) holds the maxima searched from, by partition of
     the rows, with their values: a search that reaches one of them stops there, since the moves from a
@@ -552,6 +554,10 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
     """
     finals = np.array([r.history_objective[-1] if c and tier(r) == SOUND else np.nan
                        for r, c in zip(runs, continued, strict=True)])
+    from_spurious = bool(np.isnan(finals).all())
+    if from_spurious:  # no sound maximum reached: one may be a move away from a spurious one (a line through few rows)
+        finals = np.array([r.history_objective[-1] if c and tier(r) == SPURIOUS else np.nan
+                           for r, c in zip(runs, continued, strict=True)])
     if np.isnan(finals).all():
         return runs, continued, names
     runs, continued, names = list(runs), list(continued), list(names)
@@ -567,7 +573,8 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
         runs += climbed
         continued += [True] * len(climbed)
         names += [TRANSFER] * len(climbed)
-        if climbed and _higher(climbed[-1].history_objective[-1], max(bar, distinct[0].history_objective[-1])):
+        if climbed and (from_spurious or _higher(climbed[-1].history_objective[-1],
+                                                 max(bar, distinct[0].history_objective[-1]))):
             break
     return runs, np.array(continued, dtype=bool), names
 
@@ -581,7 +588,9 @@ def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOpti
         if key in searched and abs(searched[key] - value) <= _SAME_VALUE * abs(value):
             break
         searched[key] = value
-        above, seen = value + _SAME_VALUE * abs(value), {key}
+        # from a spurious maximum, any sound one is a better fit (a better tier), whatever its value
+        above = value + _SAME_VALUE * abs(value) if tier(current) == SOUND else -np.inf
+        seen = {key}
         known = partial(_known, partition, above, seen)
         duplicated = duplicates is not None and bool(duplicates(current.params))
         kinds = moved_starts(current.params)
