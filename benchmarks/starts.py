@@ -210,13 +210,16 @@ def fit_sklearn(model, data, n_init: int, seed: int) -> list[tuple[float, tuple]
     """Non-collapsed log-likelihoods of scikit-learn's random starts with their :func:`shape` (none when not a
     Gaussian mixture).
 
-    Fitted on the standardised data (the log-likelihood moved back by the Jacobian), one start at a time so
+    Fitted on the standardised data (one scale for every feature under a spherical covariance; the log-likelihood
+    moved back by the Jacobian), one start at a time so
     that collapsed fits can be set aside, at one BLAS thread as mixflow's small fits.
     """
     if not isinstance(model, mixflow.GaussianMixture) or n_init == 0:
         return []
     x = np.asarray(data, dtype=float).reshape(len(data), -1)
     sd = x.std(axis=0)
+    if model.covariance == "spherical":  # one scale for all features: a scale per feature changes a spherical model
+        sd = np.full_like(sd, np.sqrt(np.mean(sd**2)))
     z = (x - x.mean(axis=0)) / sd
     found = []
     with threadpool_limits(1), warnings.catch_warnings():

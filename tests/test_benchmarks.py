@@ -51,3 +51,20 @@ def test_numpyro_peer_has_the_log_density_of_our_pymc_model(covariance, k, monke
     prior = model.resolve_prior(model.prepare(data))
     worst = numpyro_peer.check_log_density(model.pymc_model(data, prior), numpyro_peer.model_inputs(model, data, prior))
     assert worst < 1e-10
+
+
+def test_the_starts_benchmark_fits_scikit_learn_s_spherical_model_on_one_common_scale(monkeypatch):
+    """A scale per feature turns a spherical model into another one (its best log-likelihood is not the spherical
+    model's): scikit-learn's best of the benchmark's starts must be mixflow's spherical maximum."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "benchmarks"))
+    starts = importlib.import_module("starts")
+    import numpy as np
+
+    import mixflow
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 2)) * [1.0, 10.0] + np.repeat([[0.0, 0.0], [4.0, 0.0]], 100, axis=0)
+    model = mixflow.GaussianMixture(2, covariance="spherical")
+    best = max(value for value, _ in starts.fit_sklearn(model, x, 10, 0))
+    ours = mixflow.fit(model, x, method="em", random_seed=0)["em"].attrs["log_likelihood"]
+    assert best == pytest.approx(ours, rel=1e-8)
