@@ -308,6 +308,8 @@ def _lower_triangle(d: int) -> np.ndarray:
 
 def _log_cholesky(covariance: np.ndarray) -> np.ndarray:
     """(..., d, d) SPD matrices to their lower Cholesky factors with the diagonal replaced by its log."""
+    if covariance.shape[-1] == 1 and (covariance > 0).all() and np.isfinite(covariance).all():
+        return np.log(np.sqrt(covariance))  # a 1 x 1 factor is the square root, as LAPACK computes it
     try:
         factor = np.linalg.cholesky(covariance)
     except np.linalg.LinAlgError:

@@ -96,6 +96,12 @@ def _precision_and_logdet(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarr
     Batched: P = L^-T L^-1 from the inverse of each Cholesky factor. A loop of ``cho_solve`` calls took
     ten times as long after the pass's large products (BLAS threads waking for each small solve).
     """
+    if covariances.shape[-1] == 1 and _positive_finite(covariances):
+        # one feature: the factor is the square root and its inverse the reciprocal, as LAPACK computes them for a
+        # 1 x 1 matrix (the same bits), without the overhead of the batched linear algebra
+        factors = np.sqrt(covariances)
+        inverse_factors = 1.0 / factors
+        return inverse_factors * inverse_factors, 2.0 * np.log(factors[..., 0, 0])
     factors = np.linalg.cholesky(covariances)
     inverse_factors = np.linalg.inv(factors)
     precisions = np.swapaxes(inverse_factors, -1, -2) @ inverse_factors
@@ -323,12 +329,20 @@ def floor_variances(covariance_type: str, params: dict, floor: np.ndarray,
     return params, collapsed.tolist()
 
 
+def _positive_finite(values: np.ndarray) -> bool:
+    """Whether every value is positive and finite (NaN is not)."""
+    return bool((values > 0).all() and np.isfinite(values).all())
+
+
 def _below_one(scaled: np.ndarray) -> np.ndarray:
     """Indices of the (K, d, d) symmetric matrices whose smallest eigenvalue is not above one.
 
     A Cholesky factorisation of ``scaled - I`` succeeds exactly when every smallest eigenvalue is above one,
-    at a tenth of the eigenvalues' cost; only when it fails (or meets a NaN) are the eigenvalues computed.
+    at a tenth of the eigenvalues' cost; only when it fails (or meets a NaN) are the eigenvalues computed. A
+    1 x 1 matrix is its eigenvalue.
     """
+    if scaled.shape[-1] == 1:
+        return np.flatnonzero(~(scaled[:, 0, 0] > 1.0))
     try:
         factors = np.linalg.cholesky(scaled - np.eye(scaled.shape[-1]))
         if np.isfinite(factors).all():
