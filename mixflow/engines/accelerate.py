@@ -242,8 +242,12 @@ def largest_changes(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(largest), largest, np.nan)
 
 
-def to_unconstrained(params: dict) -> dict:
-    """Parameters to unconstrained arrays (see the module docstring); invertible by :func:`from_unconstrained`."""
+def to_unconstrained(params: dict, cholesky: np.ndarray | None = None) -> dict:
+    """Parameters to unconstrained arrays (see the module docstring); invertible by :func:`from_unconstrained`.
+
+    ``cholesky``: the covariance's lower Cholesky factor where already computed (the E-step's), used instead of a
+    new factorisation.
+    """
     out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         for name, value in params.items():
@@ -253,7 +257,7 @@ def to_unconstrained(params: dict) -> dict:
             elif name in _POSITIVE:
                 out[name] = np.log(value)
             elif name == "covariance":
-                out[name] = _log_cholesky(value)
+                out[name] = _log_cholesky(value, cholesky)
             else:
                 out[name] = value
     return out
@@ -306,14 +310,20 @@ def _lower_triangle(d: int) -> np.ndarray:
     return mask
 
 
-def _log_cholesky(covariance: np.ndarray) -> np.ndarray:
-    """(..., d, d) SPD matrices to their lower Cholesky factors with the diagonal replaced by its log."""
-    if covariance.shape[-1] == 1 and (covariance > 0).all() and np.isfinite(covariance).all():
+def _log_cholesky(covariance: np.ndarray, factor: np.ndarray | None = None) -> np.ndarray:
+    """(..., d, d) SPD matrices to their lower Cholesky factors with the diagonal replaced by its log.
+
+    ``factor``: the factors, where already computed (copied, not changed).
+    """
+    if factor is not None:
+        factor = factor.copy()
+    elif covariance.shape[-1] == 1 and (covariance > 0).all() and np.isfinite(covariance).all():
         return np.log(np.sqrt(covariance))  # a 1 x 1 factor is the square root, as LAPACK computes it
-    try:
-        factor = np.linalg.cholesky(covariance)
-    except np.linalg.LinAlgError:
-        return np.full(covariance.shape, np.nan)
+    else:
+        try:
+            factor = np.linalg.cholesky(covariance)
+        except np.linalg.LinAlgError:
+            return np.full(covariance.shape, np.nan)
     diagonal = np.einsum("...ii->...i", factor)
     diagonal[...] = np.log(diagonal)
     return factor

@@ -249,11 +249,14 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
                     size: int) -> list[Point]:
     """The :class:`Point` of each of ``batch``'s parameter sets of ``size`` components, from one pass."""
     groups = len(batch)
-    step = data_pass(model, stacked, prepared, rows, threaded, groups=groups)
+    constants = model.e_step_constants(stacked, prepared)
+    step = data_pass(model, stacked, prepared, rows, threaded, groups=groups, constants=constants)
     components, collapsed = model.stacked_m_step(step.counts + _EPS_COUNT, step.statistics, prepared, prior, groups)
     # the points' unconstrained forms (SQUAREM's, the stop's) and the weights' M-step at once: each parameter's
-    # per matrix or element (each set's own), the weights' per set (a row each)
-    unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"})
+    # per matrix or element (each set's own; a covariance's from the E-step's factor), the weights' per set (a row
+    # each)
+    unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"},
+                                     constants.get("cholesky"))
     log_ratios = centred_log_ratios(stacked["weights"].reshape(groups, size))
     weights = _weights(step.counts.reshape(groups, size), prior, np.stack([active for _, active in batch]))
     # the flat (SQUAREM's) and tracked (the stop's) forms of each set, as rows: the weights first, then the other

@@ -94,7 +94,8 @@ def responsibility_entropy(resp: np.ndarray) -> np.ndarray:
     return entr(resp).sum(axis=1)
 
 
-def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False, groups: int = 1) -> Pass:
+def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False, groups: int = 1,
+              constants: dict | None = None) -> Pass:
     """One E-step over all chunks, accumulating the statistics of the next M-step.
 
     The chunks are cut into :data:`_PARTS` runs of consecutive chunks and the runs' sums added in order, so
@@ -117,11 +118,14 @@ def data_pass(model, params: dict, prepared, rows: int, threaded: bool = False, 
         per mixture, shape (groups,), each mixture's responsibilities normalised within it; counts stay per
         component, and the statistics are each mixture's own concatenated in order (per component, or per
         mixture where its components pool them, as a tied covariance's scatter).
+    constants : dict, optional
+        ``model.e_step_constants(params, prepared)``, where already computed (data in memory).
 
     """
     if not isinstance(prepared, Prepared):  # chunked (Dask) data: blockwise, see mixflow.engines.em_chunked
         return prepared.data_pass(model, params)
-    constants = model.e_step_constants(params, prepared)
+    if constants is None:
+        constants = model.e_step_constants(params, prepared)
     log_weights = log_of_weights(params["weights"])
     unit_weights = prepared.unit_weights
     runs = _runs_of_chunks(prepared.n_obs, rows)

@@ -90,8 +90,8 @@ def outer_features(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out[:, :m].T
 
 
-def _precision_and_logdet(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Precision matrices and log determinants of (K, d, d) SPD covariances via Cholesky.
+def _precision_and_logdet(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision matrices, log determinants and lower Cholesky factors of (K, d, d) SPD covariances.
 
     Batched: P = L^-T L^-1 from the inverse of each Cholesky factor. A loop of ``cho_solve`` calls took
     ten times as long after the pass's large products (BLAS threads waking for each small solve).
@@ -101,12 +101,12 @@ def _precision_and_logdet(covariances: np.ndarray) -> tuple[np.ndarray, np.ndarr
         # 1 x 1 matrix (the same bits), without the overhead of the batched linear algebra
         factors = np.sqrt(covariances)
         inverse_factors = 1.0 / factors
-        return inverse_factors * inverse_factors, 2.0 * np.log(factors[..., 0, 0])
+        return inverse_factors * inverse_factors, 2.0 * np.log(factors[..., 0, 0]), factors
     factors = np.linalg.cholesky(covariances)
     inverse_factors = np.linalg.inv(factors)
     precisions = np.swapaxes(inverse_factors, -1, -2) @ inverse_factors
     logdets = 2.0 * np.log(np.diagonal(factors, axis1=-2, axis2=-1)).sum(axis=-1)
-    return precisions, logdets
+    return precisions, logdets, factors
 
 
 def e_step_constants(covariance_type: str, params: dict, center: np.ndarray) -> dict:
@@ -115,14 +115,15 @@ def e_step_constants(covariance_type: str, params: dict, center: np.ndarray) -> 
     Returns a dict with ``quad`` (the matrix mapping chunk features to quadratic forms), ``linear``
     (d, K), and ``offset`` (K,) such that the log density is
     ``-0.5 * (features @ quad - 2 z @ linear + offset)``. For "tied", ``quad`` has one column per mixture
-    (G stacked mixtures: ``covariance`` of shape (G, d, d)), shared by the mixture's components.
+    (G stacked mixtures: ``covariance`` of shape (G, d, d)), shared by the mixture's components. For "full" and
+    "tied" also ``cholesky``, the covariance's lower Cholesky factor (its shape).
     """
     mu = params["mu"] - center
     n_components, d = mu.shape
     if covariance_type in ("full", "tied"):
         cov = params["covariance"]
         covs = cov if covariance_type == "full" or cov.ndim == 3 else cov[None]
-        precisions, logdets = _precision_and_logdet(covs)
+        precisions, logdets, factors = _precision_and_logdet(covs)
         quad = (pack_symmetric(precisions) * _pair_weights(d)).T  # (T, K), or (T, G) when tied
         if covariance_type == "tied":  # each component gets its own mixture's precision
             shared = n_components // covs.shape[0]
@@ -132,6 +133,9 @@ def e_step_constants(covariance_type: str, params: dict, center: np.ndarray) -> 
             logdets = np.repeat(logdets, shared)
         linear = np.einsum("kij,kj->ik", precisions, mu)
         offset = np.einsum("ik,ki->k", linear, mu)
+        # the covariance's factor, shaped as it: what SQUAREM's unconstrained form of these parameters needs
+        return {"quad": quad, "linear": linear, "offset": offset + logdets + d * LOG_2PI,
+                "cholesky": factors.reshape(cov.shape)}
     elif covariance_type == "diag":
         inverse = 1.0 / params["variance"]
         quad = inverse.T
