@@ -258,7 +258,8 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"},
                                      constants.get("cholesky"))
     log_ratios = centred_log_ratios(stacked["weights"].reshape(groups, size))
-    weights = _weights(step.counts.reshape(groups, size), prior, np.stack([active for _, active in batch]))
+    weights = weights_step(step.counts.reshape(groups, size),
+                           None if prior is None else prior.concentration[np.stack([active for _, active in batch])])
     # the flat (SQUAREM's) and tracked (the stop's) forms of each set, as rows: the weights first, then the other
     # parameters in the stack's order, which the layout names; the parts other than the weights are the same in both
     # but for a rate, which the stop tracks as 2 sqrt(rate)
