@@ -52,6 +52,7 @@ from mixflow.engines.starts import (
     rank_runs,
     reduced_responsibilities,
     replacement_strategy,
+    same_start,
     split_merge_moves,
     standardise,
     start_responsibilities,
@@ -169,7 +170,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     rows = chunk_rows(sample.n_obs, width, options.chunk_size)
     threaded = use_threads(sample.n_obs, width)
 
-    seen = set()
+    seen, made = set(), {}  # the partitions started from; the starts that draw no random number, by name
+    width = model.init_points(sample).shape[1] if options.init == PORTFOLIO else 0  # the seeding points' features
 
     def start(name, seed):
         return initial_parameters(model, sample, name, np.random.default_rng(seed), prior_used, rows)
@@ -181,7 +183,12 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         strategy (:func:`~mixflow.engines.starts.replacement_strategy`), or skipped (None) if that repeats too.
         """
         for strategy in (name, replacement_strategy(model.family)):
-            resp = initial_responsibilities(model, sample, strategy, np.random.default_rng(seed))
+            reused = same_start(strategy, sample.n_obs, width, sample.unit_weights, model.n_components)
+            resp = made.get(reused)
+            if resp is None:
+                resp = initial_responsibilities(model, sample, reused or strategy, np.random.default_rng(seed))
+                if reused is not None:
+                    made[reused] = resp
             key = partition_key(resp)
             if key is None or key not in seen:
                 seen.add(key)

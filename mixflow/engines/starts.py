@@ -76,6 +76,7 @@ __all__ = [
     "principal_components",
     "rank_runs",
     "replacement_strategy",
+    "same_start",
     "split_merge_moves",
     "standardise",
     "start_responsibilities",
@@ -491,6 +492,28 @@ def _split_to_k(labels: np.ndarray, points: np.ndarray, weights: np.ndarray, k: 
             side = np.arange(rows.size) >= rows.size // 2
         labels[rows[side]] = new
     return labels
+
+
+def same_start(strategy: str, n_rows: int, n_features: int, unweighted: bool, k: int) -> str | None:
+    """The name under which a start of ``strategy`` can be reused within one fit, or None where it draws at random.
+
+    A strategy that draws no random number gives the same responsibilities whenever it runs on the same points (a
+    second round of starts asks again): Ward's agglomeration of unweighted data of at most
+    :data:`HIERARCHICAL_POINTS` rows, the low-kurtosis cut of at most :data:`PROJECTION_POINTS` rows, the starts
+    by a feature's values. ``"hierarchical-pca"`` on as many principal components as the points have features
+    agglomerates a rotation of the standardised points, whose distances, and so Ward's merges, are the same:
+    it is ``"hierarchical"``'s start.
+    """
+    whole = unweighted and n_rows <= HIERARCHICAL_POINTS
+    if strategy == "hierarchical-pca" and whole:
+        return "hierarchical" if n_features <= max(2, k) else strategy
+    if strategy == "hierarchical" and whole:
+        return strategy
+    if strategy == "low-kurtosis" and n_rows <= PROJECTION_POINTS and (k == 2 or whole):
+        return strategy
+    if strategy.startswith((FEATURE_VALUES + ":", FEATURE_GAPS + ":")):
+        return strategy
+    return None
 
 
 def start_responsibilities(strategy: str, points: np.ndarray, weights: np.ndarray, k: int,
