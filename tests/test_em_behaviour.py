@@ -243,9 +243,17 @@ def test_precisions_and_log_determinants_match_numpy():
     rng = np.random.default_rng(0)
     factors = rng.normal(size=(4, 5, 5))
     covariances = factors @ np.swapaxes(factors, 1, 2) + 0.1 * np.eye(5)
-    precisions, logdets = gn._precision_and_logdet(covariances)
+    precisions, logdets, factors = gn._precision_and_logdet(covariances)
     np.testing.assert_allclose(precisions, np.linalg.inv(covariances), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(logdets, np.linalg.slogdet(covariances)[1], rtol=1e-12)
+    np.testing.assert_array_equal(factors, np.linalg.cholesky(covariances))
+    # one feature: square roots and reciprocals, the bits LAPACK's factor and inverse give
+    variances = rng.lognormal(0.0, 50.0, size=(6, 1, 1))
+    precisions, logdets, factors = gn._precision_and_logdet(variances)
+    inverse = np.linalg.inv(np.linalg.cholesky(variances))
+    np.testing.assert_array_equal(factors, np.linalg.cholesky(variances))
+    np.testing.assert_array_equal(precisions, np.swapaxes(inverse, -1, -2) @ inverse)
+    np.testing.assert_array_equal(logdets, 2.0 * np.log(np.diagonal(factors, axis1=-2, axis2=-1)).sum(axis=-1))
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

@@ -222,8 +222,8 @@ def test_starts_that_draw_no_random_number_are_reused_under_one_name(faithful, m
     assert same_start("hierarchical", 1001, 3, True, 3) is None and same_start("hierarchical", 300, 3, False, 3) is None
     assert same_start("low-kurtosis", 2001, 3, True, 2) is None and same_start("low-kurtosis", 300, 3, False, 3) is None
     assert same_start("low-kurtosis", 300, 3, False, 2) == "low-kurtosis"  # K=2: the cut draws nothing
-    assert all(same_start(name, 300, 3, True, 3) is None
-               for name in ("kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", "random-centres"))
+    assert all(same_start(name, 300, 3, True, 3) is None for name in (
+        "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", "random-centres"))
     # on as many principal components as features, Ward's agglomeration of a rotation: hierarchical's own partition
     assert same_start("hierarchical-pca", 300, 2, True, 2) == "hierarchical"
     assert same_start("hierarchical-pca", 300, 3, True, 3) == "hierarchical"
