@@ -51,6 +51,25 @@ def test_a_stacked_pass_gives_each_mixture_its_own_pass(case):
             np.testing.assert_allclose(mine, value, rtol=1e-13, atol=0)
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_a_family_s_batched_statistics_are_each_mixture_s_own_to_the_bit(case):
+    """A family's stacked_statistics (one batched product over the mixtures) against one statistics call per
+    mixture (the base class's): the same BLAS call for each mixture, so the same bits."""
+    from mixflow.families.base import MixtureModel
+
+    model, _, prepared, _, _ = _setting(case)
+    rng = np.random.default_rng(0)
+    for groups in (2, 7):
+        resp = rng.dirichlet(np.ones(model.n_components), size=(prepared.n_obs, groups)).reshape(prepared.n_obs, -1)
+        by_mixture = np.ascontiguousarray(resp.reshape(prepared.n_obs, groups, -1).transpose(1, 0, 2))
+        features = model.chunk_features(prepared)
+        mine = model.stacked_statistics(by_mixture, prepared, features)
+        each = MixtureModel.stacked_statistics(model, by_mixture, prepared, features)
+        assert mine.keys() == each.keys()
+        for name, value in each.items():
+            np.testing.assert_array_equal(mine[name], value)
+
+
 @pytest.mark.parametrize("map_fit", [False, True], ids=["mle", "map"])
 @pytest.mark.parametrize("case", CASES)
 def test_runs_in_step_are_the_runs_alone(case, map_fit):
