@@ -265,7 +265,8 @@ def to_unconstrained(params: dict, cholesky: np.ndarray | None = None) -> dict:
 
 def centred_log_ratios(weights: np.ndarray) -> np.ndarray:
     """Mixing weights in :func:`to_unconstrained`'s form, their logs less their mean; (G, K): each row's own."""
-    if (weights > 0).all():  # no empty component, no warning to silence (np.errstate costs more than the rest)
+    # no empty (or infinite) weight, no warning to silence: np.errstate costs more than the rest
+    if ((weights > 0) & (weights < np.inf)).all():
         logs = np.log(weights)
         return logs - logs.sum(axis=-1, keepdims=True) / logs.shape[-1]  # the mean, as np.mean forms it
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -171,7 +171,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     threaded = use_threads(sample.n_obs, width)
 
     seen, made = set(), {}  # the partitions started from; the starts that draw no random number, by name
-    width = model.init_points(sample).shape[1] if options.init == PORTFOLIO else 0  # the seeding points' features
+    # whether the seeding points have a spread: on one distinct point, the deterministic starts draw at random
+    spread = options.init == PORTFOLIO and bool(np.ptp(model.init_points(sample), axis=0).max(initial=0.0) > 0)
 
     def start(name, seed):
         return initial_parameters(model, sample, name, np.random.default_rng(seed), prior_used, rows)
@@ -183,7 +184,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         strategy (:func:`~mixflow.engines.starts.replacement_strategy`), or skipped (None) if that repeats too.
         """
         for strategy in (name, replacement_strategy(model.family)):
-            reused = same_start(strategy, sample.n_obs, width, sample.unit_weights, model.n_components)
+            reused = same_start(strategy, sample.n_obs, sample.unit_weights, model.n_components) if spread else None
             resp = made.get(reused)
             if resp is None:
                 resp = initial_responsibilities(model, sample, reused or strategy, np.random.default_rng(seed))

@@ -64,11 +64,12 @@ def log_normalise(log_joint: np.ndarray) -> np.ndarray:
     exponentiating. Shape (m, S, K), S mixtures' components side by side, gives log p(x_n) of each, (m, S).
     """
     peak = _last_axis(log_joint, np.maximum)
-    finite_peak = peak if np.isfinite(peak).all() else np.where(np.isfinite(peak), peak, 0.0)
+    finite = bool(np.isfinite(peak).all())
+    finite_peak = peak if finite else np.where(np.isfinite(peak), peak, 0.0)
     log_joint -= finite_peak[..., None]
     np.exp(log_joint, out=log_joint)
     total = _last_axis(log_joint, np.add)
-    if (total > 0).all():  # the usual case: no warning to silence (np.errstate costs more than the test)
+    if finite and (total > 0).all():  # the usual case: no warning to silence (np.errstate costs more than the test)
         log_joint /= total[..., None]
         return finite_peak + np.log(total)
     with np.errstate(divide="ignore", invalid="ignore"):  # a row of zero density: NaN, caught by check_densities

@@ -494,20 +494,19 @@ def _split_to_k(labels: np.ndarray, points: np.ndarray, weights: np.ndarray, k: 
     return labels
 
 
-def same_start(strategy: str, n_rows: int, n_features: int, unweighted: bool, k: int) -> str | None:
+def same_start(strategy: str, n_rows: int, unweighted: bool, k: int) -> str | None:
     """The name under which a start of ``strategy`` can be reused within one fit, or None where it draws at random.
 
     A strategy that draws no random number gives the same responsibilities whenever it runs on the same points (a
     second round of starts asks again): Ward's agglomeration of unweighted data of at most
     :data:`HIERARCHICAL_POINTS` rows, the low-kurtosis cut of at most :data:`PROJECTION_POINTS` rows, the starts
-    by a feature's values. ``"hierarchical-pca"`` on as many principal components as the points have features
-    agglomerates a rotation of the standardised points, whose distances, and so Ward's merges, are the same:
-    it is ``"hierarchical"``'s start.
+    by a feature's values (points of some spread: on one distinct point the first two draw a random partition).
+    Each under its own name: ``"hierarchical-pca"`` on all the principal components is a rotation of
+    ``"hierarchical"``'s points, with the same distances in exact arithmetic, but where distances tie (rounded
+    values) the rotation's rounding can break the ties otherwise and cut another partition.
     """
     whole = unweighted and n_rows <= HIERARCHICAL_POINTS
-    if strategy == "hierarchical-pca" and whole:
-        return "hierarchical" if n_features <= max(2, k) else strategy
-    if strategy == "hierarchical" and whole:
+    if strategy in ("hierarchical", "hierarchical-pca") and whole:
         return strategy
     if strategy == "low-kurtosis" and n_rows <= PROJECTION_POINTS and (k == 2 or whole):
         return strategy
