@@ -460,3 +460,25 @@ def test_runs_counted_at_the_best_maximum_are_those_of_its_maximum():
     assert _maxima_found(runs, restarts, 2, within) == (2, 2)
     runs[3].converged = False  # nor a run stopped at max_iter: -110 is no maximum
     assert _maxima_found(runs, restarts, 2, within) == (2, 1)
+
+
+def test_responsibilities_and_weight_logs_warn_of_nothing_at_zero_or_infinite_entries():
+    """The quiet paths (no np.errstate) are taken only where no warning can arise: a row of zero density, an
+    infinite log density, a zero or infinite weight go through the guarded path, silently, with the same values."""
+    from mixflow.engines.accelerate import centred_log_ratios, log_weights
+    from mixflow.engines.em_steps import log_normalise
+
+    rows = np.array([[-1.0, -2.0], [-np.inf, -np.inf], [np.inf, 0.0], [np.nan, 0.0], [-800.0, -801.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resp = rows.copy()
+        log_px = np.concatenate([log_normalise(row) for row in np.split(resp, len(resp))])  # each row alone too
+        log_normalise(rows.copy())
+        ratios = np.concatenate([centred_log_ratios(row) for row in np.array([[[0.5, 0.5]], [[0.0, 1.0]],
+                                                                               [[np.inf, 1.0]]])])
+        logs = log_weights(np.array([0.0, 1.0]))
+    np.testing.assert_allclose(resp[0], np.exp([-1.0, -2.0]) / np.exp([-1.0, -2.0]).sum())
+    assert np.isnan(resp[1:4]).any(axis=1).all() and np.isfinite(resp[[0, 4]]).all()
+    assert log_px[0] == pytest.approx(np.logaddexp(-1.0, -2.0)) and log_px[1] == -np.inf
+    np.testing.assert_array_equal(ratios[0], [0.0, 0.0])
+    assert np.isnan(ratios[1, 0]) and np.isnan(ratios[2]).any() and logs.tolist() == [-np.inf, 0.0]
