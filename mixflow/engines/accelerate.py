@@ -29,6 +29,7 @@ family: the weights as centred log-ratios, ``rate`` and ``variance`` as logs, ``
 Cholesky factor with the log of its diagonal; everything else (``mu``, ``coefficients``) as it is.
 """
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cache
 
@@ -37,7 +38,7 @@ import numpy as np
 __all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "centred_log_ratios", "extrapolate", "extrapolate_flat",
            "extrapolate_rows", "flatten", "from_unconstrained", "largest_change", "largest_changes", "log_weights",
            "parameter_gap", "parameter_gap_of",
-           "parameter_tolerance", "to_tracked", "to_unconstrained", "unflatten", "valid_parameters"]
+           "parameter_tolerance", "silenced", "to_tracked", "to_unconstrained", "unflatten", "valid_parameters"]
 
 ACCELERATIONS = ("squarem",)
 _POSITIVE = ("rate", "variance")
@@ -263,25 +264,24 @@ def to_unconstrained(params: dict, cholesky: np.ndarray | None = None) -> dict:
     return out
 
 
+def silenced(needed: bool, **errstate):
+    """``np.errstate(**errstate)`` where a warning can arise (``needed``), else no context.
+
+    Entering ``np.errstate`` costs more than a few operations on small arrays, which EM does every pass.
+    """
+    return np.errstate(**errstate) if needed else nullcontext()
+
+
 def centred_log_ratios(weights: np.ndarray) -> np.ndarray:
     """Mixing weights in :func:`to_unconstrained`'s form, their logs less their mean; (G, K): each row's own."""
-    # no empty (or infinite) weight, no warning to silence: np.errstate costs more than the rest
-    if ((weights > 0) & (weights < np.inf)).all():
+    with silenced(not ((weights > 0) & (weights < np.inf)).all(), divide="ignore", invalid="ignore"):
         logs = np.log(weights)
         return logs - logs.sum(axis=-1, keepdims=True) / logs.shape[-1]  # the mean, as np.mean forms it
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log(weights)
-        return logs - logs.sum(axis=-1, keepdims=True) / logs.shape[-1]
 
 
 def log_weights(weights: np.ndarray) -> np.ndarray:
-    """``np.log`` of mixing weights, -inf for an empty component without a warning.
-
-    Entering ``np.errstate`` costs more than the logarithm of a few weights: only weights with a zero take it.
-    """
-    if (weights > 0).all():
-        return np.log(weights)
-    with np.errstate(divide="ignore"):
+    """``np.log`` of mixing weights, -inf for an empty component without a warning."""
+    with silenced(not (weights > 0).all(), divide="ignore"):
         return np.log(weights)
 
 

@@ -160,12 +160,12 @@ def maximisation_step(model, step: Pass, prepared, prior, active) -> tuple[dict,
     return {"weights": _weights(step.counts, prior, active), **components}, collapsed
 
 
-def _weights(counts: np.ndarray, prior, active: np.ndarray) -> np.ndarray:
+def _weights(counts: np.ndarray, prior, active: np.ndarray | list) -> np.ndarray:
     """The M-step's mixing weights of the ``active`` components (MAP under the prior's Dirichlet if given).
 
-    Of several sets at once: ``counts`` and ``active`` of shape (G, K), a set per row.
+    Of several sets at once: ``counts`` of shape (G, K) and ``active`` a list of G sets' (stacked only under a prior).
     """
-    return weights_step(counts, None if prior is None else prior.concentration[active])
+    return weights_step(counts, None if prior is None else prior.concentration[np.asarray(active)])
 
 
 def _evaluate(model, prepared, prior, trim, rows, features, threaded, params: dict, active: np.ndarray) -> Point:
@@ -258,8 +258,7 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"},
                                      constants.get("cholesky"))
     log_ratios = centred_log_ratios(stacked["weights"].reshape(groups, size))
-    weights = weights_step(step.counts.reshape(groups, size),
-                           None if prior is None else prior.concentration[np.stack([active for _, active in batch])])
+    weights = _weights(step.counts.reshape(groups, size), prior, [active for _, active in batch])
     # the flat (SQUAREM's) and tracked (the stop's) forms of each set, as rows: the weights first, then the other
     # parameters in the stack's order, which the layout names; the parts other than the weights are the same in both
     # but for a rate, which the stop tracks as 2 sqrt(rate)

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.special import entr
 
 from mixflow.engines.accelerate import log_weights as log_of_weights
+from mixflow.engines.accelerate import silenced
 from mixflow.errors import InputError
 from mixflow.families.base import Prepared
 from mixflow.families.densities import dirichlet_log_density
@@ -69,10 +70,8 @@ def log_normalise(log_joint: np.ndarray) -> np.ndarray:
     log_joint -= finite_peak[..., None]
     np.exp(log_joint, out=log_joint)
     total = _last_axis(log_joint, np.add)
-    if finite and (total > 0).all():  # the usual case: no warning to silence (np.errstate costs more than the test)
-        log_joint /= total[..., None]
-        return finite_peak + np.log(total)
-    with np.errstate(divide="ignore", invalid="ignore"):  # a row of zero density: NaN, caught by check_densities
+    # a row of zero density (or an infinite one): NaN, caught by check_densities
+    with silenced(not (finite and (total > 0).all()), divide="ignore", invalid="ignore"):
         log_joint /= total[..., None]
         return finite_peak + np.log(total)
 
