@@ -15,6 +15,7 @@ from mixflow.engines.starts import (
     boundary_moves,
     dense_moves,
     discrete_features,
+    draws_nothing,
     feature_gap_labels,
     feature_value_labels,
     freed_moves,
@@ -29,7 +30,6 @@ from mixflow.engines.starts import (
     rank_runs,
     reduced_responsibilities,
     replacement_strategy,
-    same_start,
     split_merge_moves,
     standardise,
     start_responsibilities,
@@ -214,15 +214,14 @@ def test_a_sound_maximum_a_move_from_the_spurious_ones_is_found(seed):
     assert counts.min() > 12
 
 
-def test_starts_that_draw_no_random_number_are_reused_under_one_name(faithful, monkeypatch):
-    assert [same_start(name, 300, True, 3) for name in ("hierarchical", "hierarchical-pca", "low-kurtosis",
-                                                         "feature-values:1", "feature-gaps:0")] == [
-        "hierarchical", "hierarchical-pca", "low-kurtosis", "feature-values:1", "feature-gaps:0"]
+def test_starts_that_draw_no_random_number_are_reused_within_a_fit(faithful, monkeypatch):
+    assert all(draws_nothing(name, 300, True, 3) for name in ("hierarchical", "hierarchical-pca", "low-kurtosis",
+                                                               "feature-values:1", "feature-gaps:0"))
     # a subsample or weights draw rows at random; the random strategies draw
-    assert same_start("hierarchical", 1001, True, 3) is None and same_start("hierarchical", 300, False, 3) is None
-    assert same_start("low-kurtosis", 2001, True, 2) is None and same_start("low-kurtosis", 300, False, 3) is None
-    assert same_start("low-kurtosis", 300, False, 2) == "low-kurtosis"  # K=2: the cut draws nothing
-    assert all(same_start(name, 300, True, 3) is None for name in (
+    assert not draws_nothing("hierarchical", 1001, True, 3) and not draws_nothing("hierarchical", 300, False, 3)
+    assert not draws_nothing("low-kurtosis", 2001, True, 2) and not draws_nothing("low-kurtosis", 300, False, 3)
+    assert draws_nothing("low-kurtosis", 300, False, 2)  # K=2: the cut draws nothing
+    assert not any(draws_nothing(name, 300, True, 3) for name in (
         "kmeans", "kmeans++", "random", "standardised-kmeans", "random-partition", "random-centres"))
     # hierarchical-pca on all the components is a rotation of hierarchical's points, whose rounding can break tied
     # distances otherwise: values on a lattice of halves, where the two cut other partitions, keep their own starts

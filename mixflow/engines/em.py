@@ -41,6 +41,7 @@ from mixflow.engines.starts import (
     SHORT_TOL,
     boundary_moves,
     dense_moves,
+    draws_nothing,
     freed_moves,
     is_degenerate,
     labels_key,
@@ -52,7 +53,6 @@ from mixflow.engines.starts import (
     rank_runs,
     reduced_responsibilities,
     replacement_strategy,
-    same_start,
     split_merge_moves,
     standardise,
     start_responsibilities,
@@ -184,12 +184,11 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         strategy (:func:`~mixflow.engines.starts.replacement_strategy`), or skipped (None) if that repeats too.
         """
         for strategy in (name, replacement_strategy(model.family)):
-            reused = same_start(strategy, sample.n_obs, sample.unit_weights, model.n_components) if spread else None
-            resp = made.get(reused)
+            resp = made.get(strategy)
             if resp is None:
-                resp = initial_responsibilities(model, sample, reused or strategy, np.random.default_rng(seed))
-                if reused is not None:
-                    made[reused] = resp
+                resp = initial_responsibilities(model, sample, strategy, np.random.default_rng(seed))
+                if spread and draws_nothing(strategy, sample.n_obs, sample.unit_weights, model.n_components):
+                    made[strategy] = resp
             key = partition_key(resp)
             if key is None or key not in seen:
                 seen.add(key)

@@ -76,13 +76,13 @@ __all__ = [
     "principal_components",
     "rank_runs",
     "replacement_strategy",
-    "same_start",
     "split_merge_moves",
     "standardise",
     "start_responsibilities",
     "boundary_moves",
     "dense_moves",
     "discrete_features",
+    "draws_nothing",
     "feature_gap_labels",
     "feature_value_labels",
     "neighbourhood_moves",
@@ -494,25 +494,23 @@ def _split_to_k(labels: np.ndarray, points: np.ndarray, weights: np.ndarray, k: 
     return labels
 
 
-def same_start(strategy: str, n_rows: int, unweighted: bool, k: int) -> str | None:
-    """The name under which a start of ``strategy`` can be reused within one fit, or None where it draws at random.
+def draws_nothing(strategy: str, n_rows: int, unweighted: bool, k: int) -> bool:
+    """Whether a start of ``strategy`` draws no random number, and so can be reused within one fit.
 
-    A strategy that draws no random number gives the same responsibilities whenever it runs on the same points (a
-    second round of starts asks again): Ward's agglomeration of unweighted data of at most
-    :data:`HIERARCHICAL_POINTS` rows, the low-kurtosis cut of at most :data:`PROJECTION_POINTS` rows, the starts
-    by a feature's values (points of some spread: on one distinct point the first two draw a random partition).
-    Each under its own name: ``"hierarchical-pca"`` on all the principal components is a rotation of
-    ``"hierarchical"``'s points, with the same distances in exact arithmetic, but where distances tie (rounded
-    values) the rotation's rounding can break the ties otherwise and cut another partition.
+    Such a strategy gives the same responsibilities whenever it runs on the same points (a second round of starts
+    asks again): Ward's agglomeration of unweighted data of at most :data:`HIERARCHICAL_POINTS` rows, the
+    low-kurtosis cut of at most :data:`PROJECTION_POINTS` rows, the starts by a feature's values (points of some
+    spread: on one distinct point the first two draw a random partition). Each under its own name:
+    ``"hierarchical-pca"`` on all the principal components is a rotation of ``"hierarchical"``'s points, with the
+    same distances in exact arithmetic, but where distances tie (rounded values) the rotation's rounding can break
+    the ties otherwise and cut another partition.
     """
     whole = unweighted and n_rows <= HIERARCHICAL_POINTS
-    if strategy in ("hierarchical", "hierarchical-pca") and whole:
-        return strategy
-    if strategy == "low-kurtosis" and n_rows <= PROJECTION_POINTS and (k == 2 or whole):
-        return strategy
-    if strategy.startswith((FEATURE_VALUES + ":", FEATURE_GAPS + ":")):
-        return strategy
-    return None
+    if strategy in ("hierarchical", "hierarchical-pca"):
+        return whole
+    if strategy == "low-kurtosis":
+        return n_rows <= PROJECTION_POINTS and (k == 2 or whole)
+    return strategy.startswith((FEATURE_VALUES + ":", FEATURE_GAPS + ":"))
 
 
 def start_responsibilities(strategy: str, points: np.ndarray, weights: np.ndarray, k: int,
