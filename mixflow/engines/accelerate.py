@@ -29,16 +29,18 @@ family: the weights as centred log-ratios, ``rate`` and ``variance`` as logs, ``
 Cholesky factor with the log of its diagonal; everything else (``mu``, ``coefficients``) as it is.
 """
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
-__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "centred_log_ratios", "extrapolate", "extrapolate_flat",
-           "extrapolate_rows", "flatten", "from_unconstrained", "largest_change", "largest_changes", "log_weights",
-           "parameter_gap", "parameter_gap_of",
-           "parameter_tolerance", "silenced", "to_tracked", "to_unconstrained", "unflatten", "valid_parameters"]
+__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "aitken_gap_of", "centred_log_ratios", "extrapolate",
+           "extrapolate_flat", "extrapolate_rows", "flatten", "from_unconstrained", "largest_change", "largest_changes",
+           "log_weights", "observed_rate", "observed_rate_of", "parameter_gap", "parameter_gap_of",
+           "parameter_tolerance", "rate_settled", "silenced", "to_tracked", "to_unconstrained", "unflatten",
+           "valid_parameters"]
 
 ACCELERATIONS = ("squarem",)
 _POSITIVE = ("rate", "variance")
@@ -105,8 +107,12 @@ def aitken_gap(values, rate_floor: float = 0.0) -> float:
         return float("inf")
     first, second, third = values[-3:]
     first, second, third = float(first), float(second), float(third)
-    last, before = third - second, second - first
-    if last <= _ROUNDING * abs(third):
+    return aitken_gap_of(second - first, third - second, third, rate_floor)
+
+
+def aitken_gap_of(before: float, last: float, value: float, rate_floor: float = 0.0) -> float:
+    """:func:`aitken_gap` from the triple's two gains, ``l1 - l0`` and ``l2 - l1``, and its last value ``l2``."""
+    if last <= _ROUNDING * abs(value):
         return 0.0
     if not last < before:  # also a NaN objective: no gap to estimate
         return float("inf")
@@ -123,8 +129,12 @@ def observed_rate(values) -> float:
         return float("nan")
     first, second, third = values[-3:]
     first, second, third = float(first), float(second), float(third)
-    last, before = third - second, second - first
-    if not (100 * _ROUNDING * abs(third) < last < before):
+    return observed_rate_of(second - first, third - second, third)
+
+
+def observed_rate_of(before: float, last: float, value: float) -> float:
+    """:func:`observed_rate` from the triple's two gains, ``l1 - l0`` and ``l2 - l1``, and its last value ``l2``."""
+    if not (100 * _ROUNDING * abs(value) < last < before):
         return float("nan")
     return last / before
 
@@ -373,7 +383,7 @@ def unflatten(vector: np.ndarray, layout: list) -> dict:
     """
     values, offset, rows = {}, 0, np.shape(vector)[:-1]
     for name, shape in layout:
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         values[name] = vector[..., offset:offset + size].reshape(rows + tuple(shape))
         offset += size
     return values
@@ -419,18 +429,23 @@ def extrapolate_rows(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, step_max: l
     positive definite. ``step_max``: each row's bound on the step length.
     """
     results = [None] * len(step_max)
-    finite = np.isfinite(x0).all(axis=1) & np.isfinite(x1).all(axis=1) & np.isfinite(x2).all(axis=1)
-    for i in np.flatnonzero(~finite):
-        candidate, alpha = extrapolate_flat(x0[i], x1[i], x2[i], step_max[i], layout)
-        results[i] = candidate, alpha, candidate is not None and valid_parameters(candidate)
-    rows = np.flatnonzero(finite)
-    r = x1[rows] - x0[rows]
-    v = x2[rows] - x1[rows] - r
-    r_norms = np.sqrt([own @ own for own in r])
-    v_norms = np.sqrt([own @ own for own in v])
+    # a sum is finite where its terms are (short of overflow, which only sends a row the long way)
+    finite = np.isfinite((x0 + x1 + x2).sum(axis=1))
+    rows = np.arange(len(step_max))
+    if not finite.all():
+        for i in np.flatnonzero(~finite):
+            candidate, alpha = extrapolate_flat(x0[i], x1[i], x2[i], step_max[i], layout)
+            results[i] = candidate, alpha, candidate is not None and valid_parameters(candidate)
+        rows = np.flatnonzero(finite)
+        x0, x1, x2 = x0[rows], x1[rows], x2[rows]
+    r = x1 - x0
+    v = x2 - x1 - r
+    # each row's norm by its own dot product, as extrapolate_flat forms it
+    r_norms = np.sqrt([own @ own for own in r]).tolist()
+    v_norms = np.sqrt([own @ own for own in v]).tolist()
     going, alphas = [], []
     for j, (i, r_norm, v_norm) in enumerate(zip(rows.tolist(), r_norms, v_norms, strict=True)):
-        if not (np.isfinite(r_norm) and np.isfinite(v_norm) and v_norm > 0):
+        if not (math.isfinite(r_norm) and math.isfinite(v_norm) and v_norm > 0):
             results[i] = None, float("nan"), False
             continue
         alpha = -min(max(r_norm / v_norm, 1.0), step_max[i])
@@ -442,11 +457,13 @@ def extrapolate_rows(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, step_max: l
     if not going:
         return results
     alpha = np.array(alphas)
-    vectors = x0[rows[going]] - (2.0 * alpha)[:, None] * r[going] + (alpha * alpha)[:, None] * v[going]
+    if len(going) < len(r):
+        x0, r, v = x0[going], r[going], v[going]
+    vectors = x0 - (2.0 * alpha)[:, None] * r + (alpha * alpha)[:, None] * v
     candidates = from_unconstrained(unflatten(vectors, layout))
-    valid = _valid_rows(candidates)
+    valid = _valid_rows(candidates).tolist()
     for k, j in enumerate(going):
-        results[rows[j]] = {name: value[k] for name, value in candidates.items()}, alphas[k], bool(valid[k])
+        results[rows[j]] = {name: value[k] for name, value in candidates.items()}, alphas[k], valid[k]
     return results
 
 

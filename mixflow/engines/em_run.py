@@ -18,14 +18,14 @@ import numpy as np
 
 from mixflow.engines.accelerate import (
     SquaremState,
-    aitken_gap,
+    aitken_gap_of,
     centred_log_ratios,
     extrapolate_flat,
     extrapolate_rows,
     flatten,
     largest_change,
     largest_changes,
-    observed_rate,
+    observed_rate_of,
     parameter_gap_of,
     parameter_tolerance,
     rate_settled,
@@ -455,10 +455,10 @@ def _iterations(start: dict, options, total_weight: float):
     run.record(point)
     squarem = SquaremState() if options.accelerate == "squarem" else None
     threshold, parameter_threshold = options.tol * total_weight, parameter_tolerance(options.tol)
-    # plain EM values, the last parameters (to_tracked) and the largest changes between them (the last
-    # _CONFIRM_STEPS + 1: the parameter test reads the last three, the drift the first and last) since the last
-    # jump; points of this cycle
-    chain, tracked, moves, cycle = [point.value], point.tracked, [], [point]
+    # the last plain EM value and the gains to it (the last three: the rules below read no more), the last
+    # parameters (to_tracked) and the largest changes between them (the last _CONFIRM_STEPS + 1: the parameter test
+    # reads the last three, the drift the first and last), all since the last jump; points of this cycle
+    value, gains, tracked, moves, cycle = float(point.value), [], point.tracked, [], [point]
     slowest = 0.0  # the slowest rate plain EM has shown in this run (see aitken_gap)
     held = 0  # plain steps still to take before the next jump (see _CONFIRM_STEPS)
     while run.n_iter < options.max_iter:
@@ -466,8 +466,9 @@ def _iterations(start: dict, options, total_weight: float):
         point = yield point.following, point.following_active, tracked
         run.n_iter += 1
         run.record(point)
-        chain.append(point.value)
-        del chain[:-4]  # the rules below read the last four values at most
+        value, value_before = float(point.value), value
+        gains.append(value - value_before)
+        del gains[:-3]
         tracked, previous = point.tracked, tracked
         moves.append(largest_change(previous, tracked) if point.change is None else point.change)
         del moves[:-(_CONFIRM_STEPS + 1)]
@@ -475,10 +476,14 @@ def _iterations(start: dict, options, total_weight: float):
         # its steps as well); a transient's growth is over within them, and then its changes shrink
         drifting = len(moves) > _CONFIRM_STEPS and not moves[-1] < moves[0]
         cycle.append(point)
-        rate = observed_rate(chain)
-        if rate > slowest:  # a NaN rate (not readable) leaves it
-            slowest = rate
-        latest, before = aitken_gap(chain, slowest), aitken_gap(chain[:-1], slowest)
+        latest = before = float("inf")  # Aitken's estimates from the last triple of values and the one before
+        if len(gains) >= 2:
+            rate = observed_rate_of(gains[-2], gains[-1], value)
+            if rate > slowest:  # a NaN rate (not readable) leaves it
+                slowest = rate
+            latest = aitken_gap_of(gains[-2], gains[-1], value, slowest)
+            if len(gains) == 3:
+                before = aitken_gap_of(gains[0], gains[1], value_before, slowest)
         run.aitken_gap = max(latest, before)  # confirmed by the triple before
         parameters_stop, parameters_confirm = _parameter_test(run, moves, parameter_threshold)
         # changes that do not shrink are either a transient (a jump's faster directions dying out, the slowest
@@ -490,7 +495,7 @@ def _iterations(start: dict, options, total_weight: float):
         parameters_confirm = parameters_confirm or unshrinking
         if latest > 0 and before > 0:  # Aitken's estimate is trusted once EM's rate no longer grows
             run.criterion, confirm = CONVERGENCE_CRITERION, latest < threshold and parameters_confirm
-            stop = run.aitken_gap < threshold and rate_settled(_gains(chain)) and parameters_stop
+            stop = run.aitken_gap < threshold and rate_settled(gains) and parameters_stop
         else:  # the gains are below the objective's rounding: the parameters decide, or a drift on a ridge as flat
             run.criterion, stop, confirm = PARAMETER_CRITERION, parameters_stop, parameters_confirm
         if stop:
@@ -503,16 +508,11 @@ def _iterations(start: dict, options, total_weight: float):
             jumped = yield from _squarem_point(run, cycle, squarem, options.max_iter)
             if jumped is not None:
                 tracked = jumped.tracked
-                point, chain, moves = jumped, [jumped.value], []
+                point, value, gains, moves = jumped, float(jumped.value), [], []
             cycle = [point]
     if squarem is not None:
         run.accepted_extrapolations = squarem.accepted
     return run
-
-
-def _gains(values: list) -> list:
-    """The differences of consecutive ``values`` (``np.diff``'s, as floats: a short list costs less this way)."""
-    return [values[i + 1] - values[i] for i in range(len(values) - 1)]
 
 
 def _parameter_test(run: Run, moves: list, tolerance: float) -> tuple[bool, bool]:
@@ -544,7 +544,7 @@ def _squarem_point(run: Run, cycle: list, state: SquaremState, max_iter: int):
     start, first, second = cycle
     if start.irregular or first.irregular:
         return None
-    candidate, alpha, valid = yield _Extrapolation(tuple(p.flat for p in cycle), state.step_max, start.layout)
+    candidate, alpha, valid = yield _Extrapolation((start.flat, first.flat, second.flat), state.step_max, start.layout)
     if candidate is None:
         state.update(alpha, kept=True)  # the plain step, which stands (a NaN alpha changes nothing)
         return None
