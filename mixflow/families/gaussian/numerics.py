@@ -499,6 +499,16 @@ def hathaway_ratios(covariance_type: str, dispersion: np.ndarray, components=Non
             if others.size:
                 ratios[h] = np.min(variances[h] / others)
         return ratios
+    if dispersion.shape[-1] == 1 and _positive_finite(dispersion):
+        # one feature: the factor is the square root, each solve a division and the eigenvalue the matrix, as LAPACK
+        # computes them for 1 x 1 matrices (the same bits), without the overhead of the batched linear algebra
+        variances = dispersion[:, 0, 0]
+        factors = np.sqrt(variances)
+        whitened = variances[wanted][:, None] / factors / factors  # (h, j)
+        pairs = (whitened + whitened) / 2
+        pairs[np.arange(wanted.size), wanted] = np.inf  # j = h is no other component
+        np.minimum.at(ratios, wanted, pairs.min(axis=1, initial=np.inf))
+        return ratios
     # whitened by component j's Cholesky factor L: eig(inv(Sigma_j) Sigma_h) = eig(L^-1 Sigma_h L^-T)
     try:
         factors = np.linalg.cholesky(dispersion)
