@@ -737,8 +737,8 @@ def _rank_distinct(runs: list[Run], tier, projected: bool = False) -> np.ndarray
         finals = finals + np.where(np.isfinite(gaps), gaps, 0.0)
     tiers = np.array([tier(r) for r in runs], dtype=int)
     order = rank_runs(finals, tiers == DEGENERATE, tiers == SPURIOUS)
-    kept = []
-    for index in order:
+    finals, tiers, kept = finals.tolist(), tiers.tolist(), []  # as floats: the pairs compared cost less so
+    for index in order.tolist():
         same = [position for position, j in enumerate(kept)
                 if tiers[j] == tiers[index] and abs(finals[index] - finals[j]) <= _SAME_VALUE * abs(finals[j])]
         if not same:
