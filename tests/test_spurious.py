@@ -455,3 +455,35 @@ def test_a_higher_maximum_set_aside_is_said_whichever_restart_reached_it(seed):
                                                                 r"component \(component \d: 4 observations' worth"):
         tree = mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=seed, n_init=20)
     assert tree["em"].attrs["log_likelihood"] == pytest.approx(1.08285, abs=1e-5)
+
+
+def _rule_by_arrays(counts, ratios, needed, separated=None):
+    """The spurious rule as whole-array operations, to check the component-by-component form against."""
+    from mixflow.families import base
+    small = counts < base.SPURIOUS_SIZE * needed * (1 - base._COUNT_LEAK)
+    at_largest = counts == counts.max(initial=-np.inf)
+    bulk = at_largest & (np.count_nonzero(at_largest) == 1)
+    group = np.zeros(counts.shape, dtype=bool) if separated is None else (
+        separated & (counts >= (needed + base.SEPARATED_MARGIN) * (1 - base._COUNT_ROUNDING))
+        & (ratios >= np.where(counts >= base.SEPARATED_SIZE * needed * (1 - base._COUNT_ROUNDING),
+                              base.SEPARATED_RATIO, base.SMALL_GROUP_RATIO)))
+    flags = (counts < needed * (1 - base._COUNT_LEAK)) | (small & (ratios < base.SPURIOUS_RATIO) & ~group & ~bulk)
+    return [(int(h), float(counts[h]), float(ratios[h])) for h in np.flatnonzero(flags)]
+
+
+def test_the_spurious_rule_flags_what_the_array_form_does():
+    # counts and ratios about every threshold, ties at the largest count, NaN and infinite values
+    rng = np.random.default_rng(5)
+    values = {"counts": [0.0, 0.5, 2.0, 3.0, 3.999, 4.0, 4.5, 9.99, 10.0, 19.99, 20.0, 30.0, 100.0, np.nan],
+              "ratios": [0.0, 1e-9, 1e-6, 5e-4, 1e-3, 4.99e-3, 5e-3, 0.1, 1.0, np.inf, np.nan]}
+    for _ in range(4000):
+        k = int(rng.integers(1, 6))
+        counts = rng.choice(values["counts"], size=k)
+        ratios = rng.choice(values["ratios"], size=k)
+        separated = rng.random(k) < 0.5 if rng.random() < 0.7 else None
+        needed = int(rng.integers(2, 6))
+        found = spurious_rule(counts, ratios, needed, separated)
+        expected = _rule_by_arrays(counts, ratios, needed, separated)
+        assert [h for h, _, _ in found] == [h for h, _, _ in expected]
+        np.testing.assert_array_equal(np.array(found, dtype=float).reshape(-1, 3),
+                                      np.array(expected, dtype=float).reshape(-1, 3))

@@ -246,19 +246,25 @@ def spurious_rule(counts: np.ndarray, ratios: np.ndarray, needed: int,
         The spurious components: index, observations' worth of weight, Hathaway ratio.
 
     """
-    # a group of 30 rows holds 30 observations, though its weight leaks a little to the other components
-    # (29.998 observations' worth, say, which the warning says as 30)
-    small = counts < SPURIOUS_SIZE * needed * (1 - _COUNT_LEAK)
+    # as floats, component by component: a few components, where numpy's calls cost more than the comparisons
+    counts, ratios = np.asarray(counts, dtype=float).tolist(), np.asarray(ratios, dtype=float).tolist()
+    separated = [False] * len(counts) if separated is None else np.asarray(separated, dtype=bool).tolist()
     # more observations than every other component (the only one at the largest count): the fit's bulk, not a few
     # points; none when a count is NaN
-    at_largest = counts == counts.max(initial=-np.inf)
-    bulk = at_largest & (np.count_nonzero(at_largest) == 1)
-    group = np.zeros(counts.shape, dtype=bool) if separated is None else (
-        np.asarray(separated, dtype=bool) & (counts >= (needed + SEPARATED_MARGIN) * (1 - _COUNT_ROUNDING))
-        & (ratios >= np.where(counts >= SEPARATED_SIZE * needed * (1 - _COUNT_ROUNDING), SEPARATED_RATIO,
-                              SMALL_GROUP_RATIO)))
-    flags = (counts < needed * (1 - _COUNT_LEAK)) | (small & (ratios < SPURIOUS_RATIO) & ~group & ~bulk)
-    return [(int(h), float(counts[h]), float(ratios[h])) for h in np.flatnonzero(flags)]
+    some_nan, largest = any(count != count for count in counts), max(counts, default=-np.inf)
+    at_largest = [not some_nan and count == largest for count in counts]
+    one_largest = at_largest.count(True) == 1
+    found = []
+    for h, (count, ratio, apart) in enumerate(zip(counts, ratios, separated, strict=True)):
+        group = apart and count >= (needed + SEPARATED_MARGIN) * (1 - _COUNT_ROUNDING) and ratio >= (
+            SEPARATED_RATIO if count >= SEPARATED_SIZE * needed * (1 - _COUNT_ROUNDING) else SMALL_GROUP_RATIO)
+        # a group of 30 rows holds 30 observations, though its weight leaks a little to the other components
+        # (29.998 observations' worth, say, which the warning says as 30)
+        small = count < SPURIOUS_SIZE * needed * (1 - _COUNT_LEAK)
+        if count < needed * (1 - _COUNT_LEAK) or (small and ratio < SPURIOUS_RATIO and not group
+                                                  and not (at_largest[h] and one_largest)):
+            found.append((h, count, ratio))
+    return found
 
 
 class MixtureModel:
