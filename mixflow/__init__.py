@@ -31,7 +31,7 @@ _PUBLIC = {
     "present.summary": ["describe", "summary"],
     "warnings": ["ADVIDivergenceError", "ConstantFeatureWarning", "ConvergenceWarning", "DeclarationWarning",
                  "DegenerateComponentWarning", "MixflowInternalWarning", "MixflowWarning", "PrecisionWarning",
-                 "SamplingWarning"],
+                 "SamplingWarning", "SpuriousMaximumWarning"],
 }
 __all__ = sorted(name for names in _PUBLIC.values() for name in names)
 

@@ -10,6 +10,7 @@ __all__ = [
     "MixflowWarning",
     "PrecisionWarning",
     "SamplingWarning",
+    "SpuriousMaximumWarning",
 ]
 
 
@@ -23,6 +24,16 @@ class ConvergenceWarning(MixflowWarning):
 
 class DegenerateComponentWarning(MixflowWarning):
     """A component collapsed (singular covariance, vanishing weight or noise scale)."""
+
+
+class SpuriousMaximumWarning(DegenerateComponentWarning):
+    """A spurious maximum: the fit returned, or a higher one set aside, has a component of a few points.
+
+    Points close together or near a subspace (:func:`mixflow.families.base.spurious_rule`). A kind of
+    :class:`DegenerateComponentWarning` (a component the likelihood's singularities make, not a group), so that a
+    filter of that class covers it; its own class lets it be filtered, or kept, apart from the collapsed, empty
+    and duplicate components.
+    """
 
 
 class ConstantFeatureWarning(MixflowWarning):

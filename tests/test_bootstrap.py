@@ -338,3 +338,23 @@ def test_a_replicate_at_a_higher_maximum_is_said_so_and_a_run_that_does_not_conv
     monkeypatch.setattr(module, "_CHECK_MAX_ITER", 1)
     assert module._elsewhere(dataclasses.replace(job, max_iter=1), model,
                              {**estimate, "mu": estimate["mu"] + 1.0}, 1) == "undecided"
+
+
+def test_a_replicate_that_warned_of_a_spurious_maximum_is_flagged_degenerate_and_not_warned_again():
+    # a SpuriousMaximumWarning is a kind of DegenerateComponentWarning: the replicate counts as degenerate, and its
+    # message (one per replicate) is summed up in the count rather than repeated
+    import warnings
+
+    from mixflow.analysis import bootstrap as module
+
+    said = [(mixflow.SpuriousMaximumWarning, "restart 3 reached a higher maximum ... set aside"),
+            (mixflow.DegenerateComponentWarning, "component 1 collapsed")]
+    results = [{"params": {"weights": np.ones(2) / 2}, "converged": True, "warnings": [said[0]]},
+               {"params": {"weights": np.ones(2) / 2}, "converged": True, "warnings": [said[1]]},
+               {"params": {"weights": np.ones(2) / 2}, "converged": True, "warnings": []}]
+    flags = module._replicate_flags(results)
+    np.testing.assert_array_equal(flags["degenerate"], [True, True, False])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module._report_warnings(results, flags)
+    assert not any("bootstrap replicate: restart 3" in str(w.message) for w in caught)

@@ -222,7 +222,7 @@ def test_a_spurious_restart_ranks_below_the_sound_fit(line_apart):
 
 def test_a_spurious_winner_only_when_nothing_else_and_flagged(line_apart):
     # Ward's agglomeration puts the 5 points apart: the one start (deterministic) ends on the spurious maximum
-    with pytest.warns(DegenerateComponentWarning, match=r"a spurious maximum \(component 1: 5 observations' worth "
+    with pytest.warns(mixflow.SpuriousMaximumWarning, match=r"a spurious maximum \(component 1: 5 observations' worth "
                       r"of weight, Hathaway ratio \d\.\de-0[7-9]\), and no restart found a sound one.*"
                       r"method='map'.*fewer components"):
         tree = mixflow.fit(mixflow.GaussianMixture(3), line_apart, method="em", init="hierarchical", n_init=1,
@@ -286,18 +286,20 @@ def test_a_higher_maximum_set_aside_as_spurious_is_said_and_can_be_taken():
     from it, EM returns it."""
     x = _round_points_apart(4)
     model = mixflow.GaussianMixture(3)
-    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"restart (\d+) reached a higher maximum") as caught:
+    with pytest.warns(mixflow.SpuriousMaximumWarning, match=r"restart (\d+) reached a higher maximum") as caught:
         tree = mixflow.fit(model, x, random_seed=1)
     message = next(str(w.message) for w in caught if "higher maximum" in str(w.message))
     restart = int(re.search(r"restart (\d+)", message).group(1))
     assert "4 observations' worth of weight" in message
     recorded = json.loads(tree.attrs["run_warnings"])  # the result says what the fit warned of
-    assert {"stage": "fit", "category": "DegenerateComponentWarning", "message": message, "method": "em"} in recorded
-    assert "[fit] DegenerateComponentWarning: " + message[:40] in mixflow.summary(tree, kind="text")
+    assert {"stage": "fit", "category": "SpuriousMaximumWarning", "message": message, "method": "em"} in recorded
+    assert "[fit] SpuriousMaximumWarning: " + message[:40] in mixflow.summary(tree, kind="text")
+    # a kind of DegenerateComponentWarning: a filter of that class covers it
+    assert issubclass(mixflow.SpuriousMaximumWarning, mixflow.DegenerateComponentWarning)
     stats = tree["em/sample_stats"]
     assert stats["final_log_likelihood"].values[restart] > tree["em"].attrs["log_likelihood"] + 5
     start = {name: stats[f"optimum_{name}"].values[restart] for name in ("weights", "mu", "covariance")}
-    with pytest.warns(mixflow.DegenerateComponentWarning, match="spurious maximum"):
+    with pytest.warns(mixflow.SpuriousMaximumWarning, match="spurious maximum"):
         taken = mixflow.fit(model, x, init=start)
     assert taken["em"].attrs["log_likelihood"] == pytest.approx(stats["final_log_likelihood"].values[restart],
                                                                 rel=1e-9)
@@ -450,7 +452,7 @@ def test_a_higher_maximum_set_aside_is_said_whichever_restart_reached_it(seed):
     # (1.08285), set aside as spurious; the short runs of the screening that reach it count as the continued do,
     # so that the warning does not depend on which runs the seed's screening continued
     x = np.column_stack([CYGOB1_TEMPERATURE, CYGOB1_LIGHT])
-    with pytest.warns(mixflow.DegenerateComponentWarning, match=r"restart \d+ reached a higher maximum \(3\.23438 "
+    with pytest.warns(mixflow.SpuriousMaximumWarning, match=r"restart \d+ reached a higher maximum \(3\.23438 "
                                                                 r"against this fit's 1\.08285\) with a spurious "
                                                                 r"component \(component \d: 4 observations' worth"):
         tree = mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=seed, n_init=20)

@@ -251,7 +251,8 @@ def _replicate_flags(results: list[dict]) -> dict[str, np.ndarray]:
     """
     return {"failed": np.array([r["params"] is None for r in results]),
             "converged": np.array([r["params"] is not None and bool(r["converged"]) for r in results]),
-            "degenerate": np.array([any(c is DegenerateComponentWarning for c, _ in r["warnings"]) for r in results]),
+            "degenerate": np.array([any(issubclass(c, DegenerateComponentWarning) for c, _ in r["warnings"])
+                                    for r in results]),
             "elsewhere": np.array([r.get("solution") in ("elsewhere", "higher") for r in results])}
 
 
@@ -263,7 +264,7 @@ def _report_warnings(results: list[dict], flags: dict[str, np.ndarray]) -> dict:
     higher = sum(r.get("solution") == "higher" for r in results)
     checked = any(r.get("solution") is not None for r in results)  # not on Dask data
     for category, message in {(c, m) for r in results for c, m in r["warnings"]
-                              if c not in (ConvergenceWarning, DegenerateComponentWarning)}:
+                              if not issubclass(c, (ConvergenceWarning, DegenerateComponentWarning))}:
         warnings.warn(f"bootstrap replicate: {message}", category, stacklevel=3)
     above = f", {higher} of them a higher maximum than the estimate's, which its restarts missed" if higher else ""
     problems = [f"{count} {what}" for count, what in (
@@ -391,8 +392,9 @@ def _flags_group(flags: dict[str, np.ndarray], posterior: xr.Dataset) -> xr.Data
     return xr.Dataset({name: (dims, flag[None]) for name, flag in flags.items()},
                       coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values},
                       attrs={"degenerate": "the replicate's fit warned of a degenerate component "
-                                           "(DegenerateComponentWarning: collapsed, empty or duplicate components, or "
-                                           "a higher spurious restart set aside for the sound estimate)",
+                                           "(DegenerateComponentWarning: collapsed, empty or duplicate components; "
+                                           "or SpuriousMaximumWarning, one of its kinds: a spurious estimate, or a "
+                                           "higher spurious restart set aside for the sound estimate)",
                              "elsewhere": "EM on the data, started from the replicate's estimate, goes to another "
                                           "solution than the estimate's: a lower maximum, a boundary point or a "
                                           "higher maximum (not checked on Dask data: False)"})

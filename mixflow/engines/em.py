@@ -67,6 +67,7 @@ from mixflow.warnings import (
     MixflowInternalWarning,
     MixflowWarning,
     PrecisionWarning,
+    SpuriousMaximumWarning,
 )
 from mixflow.wording import agreeing, counted, pairs_text
 
@@ -900,7 +901,7 @@ def _warn_spurious(spurious: list, options: EMOptions, model) -> None:
     warnings.warn(
         f"a spurious maximum ({described}), and no restart found a sound one: {model.spurious_rule_text()}; use "
         "method='map' (the prior keeps a component's dispersion from shrinking onto a few points), fewer "
-        f"components, or more starts than n_init={options.n_init}.", DegenerateComponentWarning, stacklevel=3)
+        f"components, or more starts than n_init={options.n_init}.", SpuriousMaximumWarning, stacklevel=3)
 
 
 #: Where the set-aside fit of :func:`_warn_set_aside` is kept, and how to take it
@@ -936,7 +937,7 @@ def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_wei
         f"restart {top} reached a higher maximum ({runs[top].history_objective[-1]:.6g} against this fit's "
         f"{value:.6g}) with a spurious component ({described}), and was set aside for the best sound fit the "
         "restarts found. "
-        + SET_ASIDE_ADVICE.format(top=top), DegenerateComponentWarning, stacklevel=3)
+        + SET_ASIDE_ADVICE.format(top=top), SpuriousMaximumWarning, stacklevel=3)
 
 
 def _warn_few_sound(restarts: dict, options: EMOptions) -> None:
