@@ -6,6 +6,7 @@ log-likelihood (MLE) or the log posterior density (MAP); it never decreases from
 """
 
 import dataclasses
+import itertools
 import json
 import warnings
 from dataclasses import dataclass, replace
@@ -644,7 +645,9 @@ def _screen_moves(kinds: list[list], ends: np.ndarray, counts: tuple, runs_of, s
 def _candidates(shorts: list[Run], tier, known, count: int) -> list[Run]:
     """The best ``count`` short runs to continue (:func:`_rank_distinct`), neither degenerate nor ``known``."""
     ranked = [shorts[i] for i in _rank_distinct(shorts, tier)] if shorts else []
-    return [short for short in ranked if tier(short) != DEGENERATE and not known(short)][:count]
+    # in rank order until there are enough: whether a run is known costs a pass over the data
+    return list(itertools.islice((short for short in ranked if tier(short) != DEGENERATE and not known(short)),
+                                 count))
 
 
 def _known(partition, above: float, seen: set, run: Run) -> bool:
