@@ -72,6 +72,33 @@ def test_a_family_s_batched_statistics_are_each_mixture_s_own_to_the_bit(case):
 
 @pytest.mark.parametrize("map_fit", [False, True], ids=["mle", "map"])
 @pytest.mark.parametrize("case", CASES)
+def test_parameters_from_several_responsibilities_are_each_set_s_own_to_the_bit(case, map_fit, monkeypatch):
+    """One M-step from each of several sets of responsibilities, stacked (the local search's moves), against one set
+    at a time: the same statistics by the same products and the same M-step, so the same bits, but for the
+    regression's least squares (products over more components may round otherwise: to 1e-12 relative); in chunks
+    of 7 rows, and in batches cut by the stack's size limit."""
+    from mixflow.engines.em_steps import responsibility_statistics
+
+    model, _, prepared, _, _ = _setting(case)
+    prior = model.working_prior(prepared) if map_fit else None
+    rng = np.random.default_rng(1)
+    resps = [rng.dirichlet(np.ones(model.n_components), size=prepared.n_obs) for _ in range(5)]
+    resps[1][:, 0] = 0.0  # an empty component: its guarded count, and a zero weight
+    resps[1] /= resps[1].sum(axis=1, keepdims=True)
+    monkeypatch.setattr(em_run, "_MAX_STACKED", 2 * model.n_components)  # batches of two sets, and one of one
+    active = np.arange(model.n_components)
+    for rows in (7, prepared.n_obs):
+        found = em_run.parameters_from(model, prepared, resps, prior, rows)
+        for resp, mine in zip(resps, found, strict=True):
+            alone = em_run.maximisation_step(model, responsibility_statistics(model, resp, prepared, rows),
+                                             prepared, prior, active)[0]
+            assert list(mine) == list(alone)
+            for name, value in alone.items():
+                np.testing.assert_allclose(mine[name], value, rtol=1e-12 if case == "regression" else 0, atol=0)
+
+
+@pytest.mark.parametrize("map_fit", [False, True], ids=["mle", "map"])
+@pytest.mark.parametrize("case", CASES)
 def test_runs_in_step_are_the_runs_alone(case, map_fit):
     """Each run stops where it would alone: its objective to 1e-10 and its parameters within the stopping rule's
     sqrt(tol); iterations within one SQUAREM cycle (products of another shape may round otherwise). MAP too:

@@ -20,6 +20,7 @@ from mixflow.engines.em_run import (
     Run,
     centred_point,
     maximisation_step,
+    parameters_from,
     run_em,
     run_together,
 )
@@ -180,7 +181,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         return initial_parameters(model, sample, name, np.random.default_rng(seed), prior_used, rows)
 
     def fresh_start(name, seed):
-        """The strategy and starting parameters of a start, or None.
+        """The strategy and starting responsibilities of a start, or None (its parameters: ``parameters_of``).
 
         A start that puts the points together as an earlier one did is replaced by one of the family's random
         strategy (:func:`~mixflow.engines.starts.replacement_strategy`), or skipped (None) if that repeats too.
@@ -194,7 +195,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
             key = partition_key(resp)
             if key is None or key not in seen:
                 seen.add(key)
-                return strategy, _parameters_from(model, sample, resp, prior_used, rows)
+                return strategy, resp
             seed = seed.spawn(1)[0]
         return None
 
@@ -240,7 +241,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
                                  for name, seed in zip(schedule, round_seeds, strict=True)],
             seeds, lambda: root.spawn(len(schedule)),
             lambda starts: _short_then_continue(starts, short_runs, options, tier, together, same_data,
-                                                stops_on_agreement(model.family)),
+                                                stops_on_agreement(model.family),
+                                                partial(parameters_from, model, sample, prior=prior_used, rows=rows)),
             search if same_data else None, tier, START_ROUNDS if same_data and not problems else 1)  # no MLE: one
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
@@ -390,11 +392,13 @@ def _tier_test(model, total_weight: float, check_spurious: bool = True):
 
 
 def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, together=None,
-                         same_data: bool = True, early: bool = True) -> tuple[list, np.ndarray, list, bool]:
+                         same_data: bool = True, early: bool = True,
+                         parameters_of=None) -> tuple[list, np.ndarray, list, bool]:
     """Short runs from the starts, the best continued to convergence (Biernacki et al. 2003).
 
-    ``starts`` are callables giving a start's strategy and parameters, or None for a start skipped as a
-    repeat of an earlier one (its run would repeat that one's). A quarter of them run ``SHORT_MAX_ITER``
+    ``starts`` are callables giving a start's strategy and parameters (or what ``parameters_of``, given, turns into
+    them, for the starts of a stage at once), or None for a start skipped as a repeat of an earlier one (its run
+    would repeat that one's). A quarter of them run ``SHORT_MAX_ITER``
     iterations (or until the objective changes by less than ``SHORT_TOL``); then up to half, then all of
     them (:func:`_screening_stages`; all at once when not ``early``, as the family's
     :func:`~mixflow.engines.starts.stops_on_agreement` says), each stage only when the short runs so far do not
@@ -418,7 +422,7 @@ def _short_then_continue(starts: list, runs_of, options: EMOptions, tier, togeth
                                 tol=max(SHORT_TOL, options.tol))
     runs, names, done, agreed = [], [], 0, False
     for stage in _screening_stages(len(starts)) if early else [len(starts)]:
-        more, more_names = _run_fresh(starts[done:stage], runs_of, short)
+        more, more_names = _run_fresh(starts[done:stage], runs_of, short, parameters_of)
         runs, names, done = runs + more, names + more_names, stage
         agreed = _agree(runs, tier)
         if agreed:
@@ -494,8 +498,9 @@ def _moved_starts(model, prepared, prior, rows: int, params: dict, local: np.nda
     if seeds:
         outliers += neighbourhood_moves(log_joint, prepared.weights, points, least, seeds, classes)
     dense = [] if local is None else dense_moves(log_joint, prepared.weights, least, local)
-    return [[_parameters_from(model, prepared, moved, prior, rows) for moved in moves]
-            for moves in (local_moves, merged, outliers, dense)]
+    kinds = (local_moves, merged, outliers, dense)
+    found = iter(parameters_from(model, prepared, [moved for moves in kinds for moved in moves], prior, rows))
+    return [[next(found) for _ in moves] for moves in kinds]
 
 
 def _reduced_log_joint(model, prepared, prior, rows: int, resp: np.ndarray, log_joint: np.ndarray,
@@ -700,11 +705,16 @@ def _screening_stages(n_starts: int) -> list[int]:
     return [stage for stage in stages if stage > 0]
 
 
-def _run_fresh(starts: list, runs_of, options: EMOptions) -> tuple[list, list]:
-    """Runs from the starts that are not skipped (None), in step, and the strategies they ran."""
-    started = [start() for start in starts]
-    started = [pair for pair in started if pair is not None]
-    return runs_of([(params, options) for _, params in started]), [name for name, _ in started]
+def _run_fresh(starts: list, runs_of, options: EMOptions, parameters_of=None) -> tuple[list, list]:
+    """Runs from the starts that are not skipped (None), in step, and the strategies they ran.
+
+    ``parameters_of``, if given, turns the starts' responsibilities into their parameters, all at once.
+    """
+    started = [pair for pair in (start() for start in starts) if pair is not None]
+    params = [given for _, given in started]
+    if parameters_of is not None:
+        params = parameters_of(params)
+    return runs_of([(start, options) for start in params]), [name for name, _ in started]
 
 
 def _agree(runs: list[Run], tier) -> bool:

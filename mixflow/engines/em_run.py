@@ -36,11 +36,19 @@ from mixflow.engines.accelerate import (
 from mixflow.engines.accelerate import (
     log_weights as log_of_weights,
 )
-from mixflow.engines.em_steps import Pass, data_pass, log_normalise, objective, weights_step
+from mixflow.engines.em_steps import (
+    Pass,
+    data_pass,
+    log_normalise,
+    objective,
+    responsibility_statistics,
+    stacked_responsibility_statistics,
+    weights_step,
+)
 from mixflow.families.base import Prepared
 
 __all__ = ["CONVERGENCE_CRITERION", "PARAMETER_CRITERION", "Point", "Run", "centred_point", "maximisation_step",
-           "run_em", "run_together"]
+           "parameters_from", "run_em", "run_together"]
 
 # the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
 CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol, and parameter_gap < sqrt(tol) unless inf"
@@ -158,6 +166,26 @@ def maximisation_step(model, step: Pass, prepared, prior, active) -> tuple[dict,
     # the weights from the counts themselves: an empty component stays empty (and is reported), rather
     # than growing back from the guard above
     return {"weights": _weights(step.counts, prior, active), **components}, collapsed
+
+
+def parameters_from(model, prepared, resps: list[np.ndarray], prior, rows: int) -> list[dict]:
+    """One M-step from each set of responsibilities (n_obs, K) of ``resps``: each set's parameters, in order.
+
+    Stacked where the family stacks mixtures (:func:`_stackable`), in batches of at most :data:`_MAX_STACKED`
+    components: one pass over the chunks for the batch's statistics and one M-step, each set's what its own gives.
+    """
+    active = np.arange(model.n_components)
+    if len(resps) < 2 or not _stackable(model, prepared):
+        return [maximisation_step(model, responsibility_statistics(model, resp, prepared, rows), prepared, prior,
+                                  active)[0] for resp in resps]
+    found = []
+    for batch in _batches(np.arange(len(resps)), model.n_components):
+        groups = batch.size
+        step = stacked_responsibility_statistics(model, [resps[i] for i in batch], prepared, rows)
+        components, _ = model.stacked_m_step(step.counts + _EPS_COUNT, step.statistics, prepared, prior, groups)
+        weights = _weights(step.counts.reshape(groups, -1), prior, [active] * groups)
+        found += [{"weights": weights[g], **own} for g, own in enumerate(model.unstack_mixtures(components, groups))]
+    return found
 
 
 def _weights(counts: np.ndarray, prior, active: np.ndarray | list) -> np.ndarray:

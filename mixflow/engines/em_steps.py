@@ -231,6 +231,22 @@ def responsibility_statistics(model, resp: np.ndarray, prepared, rows: int) -> P
     return Pass(np.nan, np.asarray(counts), statistics)
 
 
+def stacked_responsibility_statistics(model, resps: list[np.ndarray], prepared, rows: int) -> Pass:
+    """:func:`responsibility_statistics` of several sets of responsibilities, stacked as :func:`data_pass`'s groups.
+
+    The counts of every set's components in order, and each set's statistics concatenated in order (the family's
+    :meth:`~mixflow.families.base.MixtureModel.stacked_statistics`), each what its own call gives, to the bit; one
+    pass over the chunks, whose temporaries are of the chunk's rows for every set.
+    """
+    counts, statistics = 0.0, None
+    for start in range(0, prepared.n_obs, rows):
+        chunk = prepared.rows(start, start + rows)
+        weighted = np.stack([resp[start:start + rows] for resp in resps]) * chunk.weights[:, None]  # (G, m, K)
+        statistics = add_statistics(statistics, model.stacked_statistics(weighted, chunk, model.chunk_features(chunk)))
+        counts = counts + weighted.sum(axis=1).reshape(-1)
+    return Pass(np.nan, np.asarray(counts), statistics)
+
+
 def _add(first: Pass, second: Pass) -> Pass:
     return Pass(first.log_likelihood + second.log_likelihood, first.counts + second.counts,
                 add_statistics(first.statistics, second.statistics))
