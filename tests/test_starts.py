@@ -1085,3 +1085,29 @@ def test_tied_stack_loss_reaches_its_maximum_from_a_lower_one():
                                   precisions_init=np.linalg.inv(estimate["covariance"].values), tol=1e-12,
                                   max_iter=5000, reg_covar=1e-12).fit(STACKLOSS.to_numpy(float))
     assert again.score(STACKLOSS.to_numpy(float)) * 21 == pytest.approx(attrs["log_likelihood"], abs=1e-6)
+
+
+def test_fresh_starts_make_their_parameters_in_batches_of_bounded_size(monkeypatch):
+    # the starts' responsibilities are turned into parameters several at once, but never more of them held than
+    # the budget: on large data one start's at a time, as when each start made its own
+    from mixflow.engines import em
+
+    resps = [np.full((10, 3), float(i)) for i in range(7)]
+    starts = [(lambda i=i: None if i == 3 else ("random", resps[i])) for i in range(7)]  # start 3 is a repeat
+    batches, ran = [], []
+
+    def parameters_of(batch):
+        batches.append(len(batch))
+        return [{"id": float(resp[0, 0])} for resp in batch]
+
+    def runs_of(jobs):
+        ran.extend(params["id"] for params, _ in jobs)
+        return [None] * len(jobs)
+
+    monkeypatch.setattr(em, "_START_BATCH_FLOATS", 2 * 30)
+    _, names = em._run_fresh(starts, runs_of, em.EMOptions(), parameters_of)
+    assert batches == [2, 2, 2] and ran == [0.0, 1.0, 2.0, 4.0, 5.0, 6.0] and names == ["random"] * 6
+    monkeypatch.setattr(em, "_START_BATCH_FLOATS", 10**9)
+    batches.clear()
+    em._run_fresh(starts, runs_of, em.EMOptions(), parameters_of)
+    assert batches == [6]

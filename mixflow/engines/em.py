@@ -84,6 +84,7 @@ _EMPTY_COUNT = 1e-6  # weight x total weight below which a component has (practi
 _AGREE = 1e-6  # relative difference below which two short runs are taken to agree on the best value
 _SAME_VALUE = 1e-8  # relative difference below which two short runs are taken to have found the same maximum
 SOUND, SPURIOUS, DEGENERATE = 0, 1, 2  # tiers of a run, best first (see _tier_test)
+_START_BATCH_FLOATS = 2**21  # the starts' responsibilities held at once to make their parameters together
 _KEEP_FRACTION = 4  # each round of the successive screening keeps the best 1 / this of the short runs
 TRANSFER_ROUNDS = 6  # rounds of the local search after the continuation of init="auto" (see _transfer_search)
 TRANSFER_CONTINUED = 3  # local moves continued to convergence per round, the best after their short runs
@@ -708,13 +709,26 @@ def _screening_stages(n_starts: int) -> list[int]:
 def _run_fresh(starts: list, runs_of, options: EMOptions, parameters_of=None) -> tuple[list, list]:
     """Runs from the starts that are not skipped (None), in step, and the strategies they ran.
 
-    ``parameters_of``, if given, turns the starts' responsibilities into their parameters, all at once.
+    ``parameters_of``, if given, turns the starts' responsibilities into their parameters, several at once: as
+    many as :data:`_START_BATCH_FLOATS` of responsibilities hold, so that on large data the responsibilities of
+    one start at a time are kept, as without it.
     """
-    started = [pair for pair in (start() for start in starts) if pair is not None]
-    params = [given for _, given in started]
-    if parameters_of is not None:
-        params = parameters_of(params)
-    return runs_of([(start, options) for start in params]), [name for name, _ in started]
+    names, params, batch = [], [], []
+    for start in starts:
+        pair = start()
+        if pair is None:
+            continue
+        names.append(pair[0])
+        if parameters_of is None:
+            params.append(pair[1])
+            continue
+        batch.append(pair[1])
+        if len(batch) * batch[0].size >= _START_BATCH_FLOATS:
+            params += parameters_of(batch)
+            batch = []
+    if batch:
+        params += parameters_of(batch)
+    return runs_of([(start, options) for start in params]), names
 
 
 def _agree(runs: list[Run], tier) -> bool:
