@@ -376,6 +376,8 @@ if __name__ == "__main__":
     against = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--baseline=")]
     n_seeds = [int(a.split("=")[1]) for a in sys.argv[1:] if a.startswith("--seeds=")]
     n_repeats = [int(a.split("=")[1]) for a in sys.argv[1:] if a.startswith("--repeats=")]
+    if n_repeats and n_repeats[0] < 1:  # no call timed: no time, and no fit to read the log-likelihood of
+        sys.exit("--repeats: at least 1")
     main("--quick" in sys.argv, [a for a in sys.argv[1:] if not a.startswith("--")],
          int(given[0]) if given else None, against[0] if against else None, n_seeds[0] if n_seeds else None,
          n_repeats[0] if n_repeats else 3)
