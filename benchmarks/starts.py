@@ -36,9 +36,11 @@ Usage: python benchmarks/starts.py [--quick] [--sklearn-starts=N] [--baseline=RE
 counts the seeds whose default fit is at the best known maximum and sound.
 """
 
+import atexit
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -278,6 +280,7 @@ def checkout(revision: str) -> str:
     """A directory holding the package as of ``revision`` (``git archive`` of this repository)."""
     root = Path(__file__).resolve().parent.parent
     target = tempfile.mkdtemp(prefix="mixflow-baseline-")
+    atexit.register(shutil.rmtree, target, True)  # removed when this process ends, whatever ends it
     archive = subprocess.run(["git", "archive", revision], cwd=root, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", target], input=archive, check=True)
     return target
