@@ -30,7 +30,6 @@ from mixflow.engines.em_steps import (
     e_step,
     objective,
     responsibility_entropy,
-    responsibility_statistics,
     use_threads,
 )
 from mixflow.engines.kmeans import SCALABLE_KMEANS
@@ -129,9 +128,7 @@ def initial_parameters(model, prepared, how, rng, prior, rows) -> dict:
 
 def _parameters_from(model, prepared, resp: np.ndarray, prior, rows) -> dict:
     """One M-step from responsibilities (n_obs, K)."""
-    step = responsibility_statistics(model, resp, prepared, rows)
-    params, _ = maximisation_step(model, step, prepared, prior, np.arange(model.n_components))
-    return params
+    return parameters_from(model, prepared, [resp], prior, rows)[0]
 
 
 def fit_em(model, data, options: EMOptions, random_seed: int) -> dict:
