@@ -48,7 +48,7 @@ from mixflow.engines.em_steps import (
 from mixflow.families.base import Prepared
 
 __all__ = ["CONVERGENCE_CRITERION", "PARAMETER_CRITERION", "Point", "Run", "centred_point", "maximisation_step",
-           "parameters_from", "run_em", "run_together"]
+           "parameters_from", "run_em", "run_together", "stacked_maximisation_step"]
 
 # the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
 CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol, and parameter_gap < sqrt(tol) unless inf"
@@ -168,6 +168,18 @@ def maximisation_step(model, step: Pass, prepared, prior, active) -> tuple[dict,
     return {"weights": _weights(step.counts, prior, active), **components}, collapsed
 
 
+def stacked_maximisation_step(model, step: Pass, prepared, prior, actives: list) -> tuple[list[dict], list[int]]:
+    """:func:`maximisation_step` of the mixtures a stacked pass evaluated (``actives``: each one's components).
+
+    Each mixture's parameters and mixing weights, and the components floored, as indices into the stack.
+    """
+    groups = len(actives)
+    components, collapsed = model.stacked_m_step(step.counts + _EPS_COUNT, step.statistics, prepared, prior, groups)
+    weights = _weights(step.counts.reshape(groups, -1), prior, actives)
+    return ([{"weights": weights[g], **own} for g, own in enumerate(model.unstack_mixtures(components, groups))],
+            collapsed)
+
+
 def parameters_from(model, prepared, resps: list[np.ndarray], prior, rows: int) -> list[dict]:
     """One M-step from each set of responsibilities (n_obs, K) of ``resps``: each set's parameters, in order.
 
@@ -180,11 +192,8 @@ def parameters_from(model, prepared, resps: list[np.ndarray], prior, rows: int) 
                                   active)[0] for resp in resps]
     found = []
     for batch in _batches(np.arange(len(resps)), model.n_components):
-        groups = batch.size
         step = stacked_responsibility_statistics(model, [resps[i] for i in batch], prepared, rows)
-        components, _ = model.stacked_m_step(step.counts + _EPS_COUNT, step.statistics, prepared, prior, groups)
-        weights = _weights(step.counts.reshape(groups, -1), prior, [active] * groups)
-        found += [{"weights": weights[g], **own} for g, own in enumerate(model.unstack_mixtures(components, groups))]
+        found += stacked_maximisation_step(model, step, prepared, prior, [active] * batch.size)[0]
     return found
 
 
@@ -279,14 +288,12 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     groups = len(batch)
     constants = model.e_step_constants(stacked, prepared)
     step = data_pass(model, stacked, prepared, rows, threaded, groups=groups, constants=constants)
-    components, collapsed = model.stacked_m_step(step.counts + _EPS_COUNT, step.statistics, prepared, prior, groups)
-    # the points' unconstrained forms (SQUAREM's, the stop's) and the weights' M-step at once: each parameter's
-    # per matrix or element (each set's own; a covariance's from the E-step's factor), the weights' per set (a row
-    # each)
+    followings, collapsed = stacked_maximisation_step(model, step, prepared, prior, [active for _, active in batch])
+    # the points' unconstrained forms (SQUAREM's, the stop's) at once: each parameter's per matrix or element (each
+    # set's own; a covariance's from the E-step's factor), the weights' per set (a row each)
     unconstrained = to_unconstrained({name: value for name, value in stacked.items() if name != "weights"},
                                      constants.get("cholesky"))
     log_ratios = centred_log_ratios(stacked["weights"].reshape(groups, size))
-    weights = _weights(step.counts.reshape(groups, size), prior, [active for _, active in batch])
     # the flat (SQUAREM's) and tracked (the stop's) forms of each set, as rows: the weights first, then the other
     # parameters in the stack's order, which the layout names; the parts other than the weights are the same in both
     # but for a rate, which the stop tracks as 2 sqrt(rate)
@@ -299,10 +306,8 @@ def _stacked_points(model, prepared, prior, trim, rows, features, threaded, batc
     tracked = np.concatenate([log_weights, parts], axis=1)
     layout = (("weights", (size,)),) + _own_shapes(model, unconstrained, groups)
     points = []
-    for index, ((params, active), own_components) in enumerate(zip(
-            batch, model.unstack_mixtures(components, groups), strict=True)):
+    for index, ((params, active), following) in enumerate(zip(batch, followings, strict=True)):
         start = index * size
-        following = {"weights": weights[index], **own_components}
         floored = [c - start for c in collapsed if start <= c < start + size]
         point = _point(model, prior, trim, features, params, active, float(step.log_likelihood[index]),
                        following, floored)
