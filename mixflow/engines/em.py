@@ -62,6 +62,7 @@ from mixflow.engines.starts import (
     value_starts,
 )
 from mixflow.errors import InputError
+from mixflow.families.base import Prepared
 from mixflow.warnings import (
     ConvergenceWarning,
     DegenerateComponentWarning,
@@ -93,6 +94,13 @@ DENSE_CONTINUED = 1  # dense-group moves continued to convergence per round, bes
 MOVE_FIRST_ITER = 5  # iterations every move of the local search runs before the most promising go on
 MOVES_KEPT = 3  # moves of each kind that go on to the short runs' cap, per move of the kind continued after them
 START_ROUNDS = 2  # rounds of starts of init="auto" at most (see _start_rounds)
+#: Data in memory of more rows run init="auto"'s starts, short runs and local searches on a uniform sample of this
+#: many (:func:`_search_sample`), which bounds their time and the moves' memory; the best maxima found there go on on
+#: every row, and a last local search runs there (see :func:`fit_prepared`)
+SEARCH_ROWS = 16384
+#: iterations after which the last local search on every row drops a move not yet above the fit it left: EM never
+#: descends, so a move above that fit ends above it, and one still below after this many has seldom far to climb
+FINAL_FOLLOW_ITER = 100
 TRANSFER = "transfer"  # the start of a run the local search kept
 #: Two components whose log densities differ by the same amount on every row, to this, are one component in
 #: two parts (:func:`duplicate_components`): their responsibilities' ratio never moves by more than 0.1%
@@ -158,7 +166,15 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     short runs of ``init="auto"`` and the stored responsibilities use ``sample``, a prepared uniform
     subsample of its rows in the same working units, and the runs continued to convergence the whole data.
     A sample of every row gives what numpy input gives.
+
+    Data in memory of more than :data:`SEARCH_ROWS` rows run ``init="auto"`` (its rounds of starts, short runs,
+    continuations and local searches) on a uniform sample of that many (:func:`_search_sample`), as if it were
+    the data; the best distinct maxima reached there continue on every row (:func:`_continue_on_all`), and a
+    last local search runs from them on every row, its moves made and first screened on the sample (so that
+    their memory is the sample's) and dropped after :data:`FINAL_FOLLOW_ITER` iterations below the fit they
+    left. The runs not continued on every row keep the sample's values (``restarts["search_rows"]``).
     """
+    given = sample
     sample = prepared if sample is None else sample
     same_data = sample.n_obs == prepared.n_obs
     prior_used = model.working_prior(prepared) if options.map else None  # the MLE never builds the prior
@@ -170,10 +186,17 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     width = model.chunk_width(data.n_features)
     rows = chunk_rows(sample.n_obs, width, options.chunk_size)
     threaded = use_threads(sample.n_obs, width)
+    # the rows the portfolio's starts, short runs and local search run on: a sample of many rows in memory
+    searched = (_search_sample(prepared, SEARCH_ROWS, random_seed)
+                if options.init == PORTFOLIO and given is None and isinstance(prepared, Prepared)
+                and prepared.n_obs > SEARCH_ROWS else sample)
+    search_rows, search_threaded = ((rows, threaded) if searched is sample else
+                                    (chunk_rows(searched.n_obs, width, options.chunk_size),
+                                     use_threads(searched.n_obs, width)))
 
     seen, made = set(), {}  # the partitions started from; the starts that draw no random number, by name
     # whether the seeding points have a spread: on one distinct point, the deterministic starts draw at random
-    spread = options.init == PORTFOLIO and bool(np.ptp(model.init_points(sample), axis=0).max(initial=0.0) > 0)
+    spread = options.init == PORTFOLIO and bool(np.ptp(model.init_points(searched), axis=0).max(initial=0.0) > 0)
 
     def start(name, seed):
         return initial_parameters(model, sample, name, np.random.default_rng(seed), prior_used, rows)
@@ -187,8 +210,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         for strategy in (name, replacement_strategy(model.family)):
             resp = made.get(strategy)
             if resp is None:
-                resp = initial_responsibilities(model, sample, strategy, np.random.default_rng(seed))
-                if spread and draws_nothing(strategy, sample.n_obs, sample.unit_weights, model.n_components):
+                resp = initial_responsibilities(model, searched, strategy, np.random.default_rng(seed))
+                if spread and draws_nothing(strategy, searched.n_obs, searched.unit_weights, model.n_components):
                     made[strategy] = resp
             key = partition_key(resp)
             if key is None or key not in seen:
@@ -198,8 +221,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         return None
 
     def short_runs(jobs: list) -> list:
-        """Runs on ``sample``, ``[(params, options), ...]``, in step (:func:`~mixflow.engines.em_run.run_together`)."""
-        return run_together(model, sample, jobs, prior_used, rows, data.features, threaded)
+        """The runs on ``searched`` (``[(params, options), ...]``, in step: ``run_together``)."""
+        return run_together(model, searched, jobs, prior_used, search_rows, data.features, search_threaded)
 
     def run(params, run_options, on=None):
         return run_em(model, prepared if on is None else on, params, prior_used, run_options, rows, data.features,
@@ -216,7 +239,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         names = ["user parameters"]
     elif options.init == PORTFOLIO:
         fewest = model.fewest_values_for_starts(options.map)
-        by_values = [] if fewest is None else value_starts(model.init_points(sample), fewest)
+        by_values = [] if fewest is None else value_starts(model.init_points(searched), fewest)
         names = portfolio_schedule(model.family, 2 * CANDIDATES_PER_RESTART * options.n_init, by_values,
                                    model.n_components)
     else:
@@ -224,24 +247,33 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     root = np.random.SeedSequence(random_seed)
     seeds = root.spawn(len(names))
     tier = _tier_test(model, data.total_weight, check_spurious=not options.map)
+    on_all = searched is sample  # else the search sample's runs are judged by its own weight
+    search_tier = tier if on_all else _tier_test(model, searched.total_weight, check_spurious=not options.map)
     rounds = 1
     if options.init == PORTFOLIO:
-        points = model.density_points(sample) if same_data else None
-        local = None if points is None else local_log_density(points, sample.weights)
-        search = partial(_transfer_search, tier=tier,
-                         moved_starts=partial(_moved_starts, model, sample, prior_used, rows, local=local),
-                         partition=partial(_partition, model, sample, rows), runs_of=together, options=options,
-                         duplicates=lambda params: duplicate_components(_log_joint(model, params, sample, rows),
-                                                                        sample.weights), searched={})
+        search_together = together if on_all else short_runs
+        points = model.density_points(searched) if same_data else None
+        local = None if points is None else local_log_density(points, searched.weights)
+        search = partial(_transfer_search, tier=search_tier,
+                         moved_starts=partial(_moved_starts, model, searched, prior_used, search_rows, local=local),
+                         partition=partial(_partition, model, searched, search_rows), runs_of=search_together,
+                         options=options, searched={},
+                         duplicates=lambda params: duplicate_components(
+                             _log_joint(model, params, searched, search_rows), searched.weights))
         schedule = names
         runs, continued, names, rounds = _start_rounds(
             lambda round_seeds: [partial(fresh_start, name, seed)
                                  for name, seed in zip(schedule, round_seeds, strict=True)],
             seeds, lambda: root.spawn(len(schedule)),
-            lambda starts: _short_then_continue(starts, short_runs, options, tier, together, same_data,
+            lambda starts: _short_then_continue(starts, short_runs, options, search_tier, search_together, same_data,
                                                 stops_on_agreement(model.family),
-                                                partial(parameters_from, model, sample, prior=prior_used, rows=rows)),
-            search if same_data else None, tier, START_ROUNDS if same_data and not problems else 1)  # no MLE: one
+                                                partial(parameters_from, model, searched, prior=prior_used,
+                                                        rows=search_rows)),
+            search if same_data else None, search_tier, START_ROUNDS if same_data and not problems else 1)  # no MLE
+        if not on_all:  # the sample's best maxima go on on every row, and a last local search runs there
+            continued = _continue_on_all(runs, continued, search_tier, together, options)
+            runs, continued, names = search(runs, continued, names, tier=tier, runs_of=together, searched={},
+                                            screen_runs_of=short_runs, follow_cap=FINAL_FOLLOW_ITER)
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
         active = np.arange(model.n_components)
         runs = together([(maximisation_step(model, step, prepared, prior_used, active)[0], options)
@@ -253,17 +285,17 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
         runs = together([(params(), options) for params in starts])
         continued = np.ones(len(runs), dtype=bool)
     if not options.map and same_data:  # a fixed point on a boundary the likelihood rises from is no maximum
-        for run in runs:
+        for run in (runs if on_all else [run for run, going in zip(runs, continued, strict=True) if going]):
             run.on_boundary = run.converged and model.not_a_maximum(run.params, sample)
             run.converged = run.converged and not run.on_boundary
-    tiers = np.array([tier(r) for r in runs])
+    tiers = np.array([(tier if going or on_all else search_tier)(r) for r, going in zip(runs, continued, strict=True)])
     flags, spurious = tiers == DEGENERATE, tiers == SPURIOUS
     finals = np.array([r.history_objective[-1] if c else np.nan for r, c in zip(runs, continued, strict=True)])
     _check_some_finite(finals)
     best_index = _earliest_at_best(finals, tiers, continued, int(rank_runs(finals, flags | ~continued, spurious)[0]),
                                    options.tol * data.total_weight)
     restarts = {"start": names, "continued": continued, "degenerate": flags, "spurious": spurious,
-                "rounds": rounds}
+                "rounds": rounds, "search_rows": searched.n_obs}
     return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample)
 
 
@@ -317,6 +349,33 @@ def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
         if not values or not _higher(max(values), min(values)):
             break
     return runs, continued, names, round_index + 1
+
+
+def _search_sample(prepared, size: int, random_seed: int):
+    """A uniform sample of ``size`` of the prepared rows, without replacement, in their order, from the seed.
+
+    Its seed is derived from ``random_seed`` apart from the starts' (:class:`numpy.random.SeedSequence`), so that
+    the same seed draws the same sample and the same starts.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([random_seed, 2]))
+    return prepared.take(np.sort(rng.choice(prepared.n_obs, size=size, replace=False)))
+
+
+def _continue_on_all(runs: list[Run], continued: np.ndarray, tier, together, options: EMOptions) -> np.ndarray:
+    """The search sample's best distinct maxima continued on every row, in step; which runs those are.
+
+    Of the runs continued to convergence on the sample, the best ``ceil(n_init / 2)`` by :func:`_rank_distinct`
+    (sound first, one per value) go on from where they ended, with the whole ``max_iter``
+    (:func:`_restart`: their runs in ``runs`` become the continuations); the others are no longer counted as
+    continued, their values being the sample's.
+    """
+    ended = np.flatnonzero(continued)
+    chosen = ended[_rank_distinct([runs[i] for i in ended], tier)][:-(-options.n_init // 2)]
+    for index, result in zip(chosen, together([(runs[i].params, options) for i in chosen]), strict=True):
+        runs[index] = _restart(runs[index], result)
+    carried = np.zeros(len(runs), dtype=bool)
+    carried[chosen] = True
+    return carried
 
 
 def _higher(value: float, than: float) -> bool:
@@ -532,7 +591,7 @@ def _partition(model, prepared, rows: int, params: dict) -> bytes:
 
 def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, moved_starts, partition, runs_of,
                      options: EMOptions, duplicates=None, searched: dict | None = None,
-                     bar: float = -np.inf) -> tuple[list, np.ndarray, list]:
+                     bar: float = -np.inf, screen_runs_of=None, follow_cap=None) -> tuple[list, np.ndarray, list]:
     """A local search from the best sound continued run: moves screened by short runs, the best continued.
 
     ``moved_starts(params)`` gives the starts one move away, by kind: local, split-and-merge, outlier and dense
@@ -563,6 +622,10 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
     ``searched`` (a dict, kept across the searches of one fit) holds the maxima searched from, by partition of
     the rows, with their values: a search that reaches one of them stops there, since the moves from a
     maximum are the same whenever it is reached, and where they led is already among the runs.
+
+    ``screen_runs_of``, given, runs the moves' first iterations (on a sample of the rows: see
+    :func:`_screen_moves`), and ``follow_cap`` drops a continued move still below the fit it left after that
+    many iterations (:func:`_follow`).
     """
     finals = np.array([r.history_objective[-1] if c and tier(r) == SOUND else np.nan
                        for r, c in zip(runs, continued, strict=True)])
@@ -581,7 +644,8 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
                 if not any(abs(run.history_objective[-1] - other.history_objective[-1])
                            <= _SAME_VALUE * abs(other.history_objective[-1]) for other in starts[:j])]
     for start in distinct:  # the others only while no search has climbed above the best
-        climbed = _climb(start, tier, moved_starts, partition, runs_of, options, short, duplicates, searched)
+        climbed = _climb(start, tier, moved_starts, partition, runs_of, options, short, duplicates, searched,
+                         screen_runs_of, follow_cap)
         runs += climbed
         continued += [True] * len(climbed)
         names += [TRANSFER] * len(climbed)
@@ -592,7 +656,7 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
 
 
 def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOptions, short: EMOptions, duplicates,
-           searched: dict) -> list[Run]:
+           searched: dict, screen_runs_of=None, follow_cap=None) -> list[Run]:
     """The rounds of :func:`_transfer_search` from one maximum: the runs each ending higher than the last, in order."""
     climbed = []
     for _ in range(TRANSFER_ROUNDS):
@@ -609,10 +673,12 @@ def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOpti
         ends = np.cumsum([0] + [len(kind) for kind in kinds])
         counts = (len(kinds[0]) if duplicated else TRANSFER_CONTINUED, SPLIT_MERGE_CONTINUED, OUTLIER_CONTINUED,
                   DENSE_CONTINUED)
-        shorts = _screen_moves(kinds, ends, counts, runs_of, short, tier)
+        shorts = _screen_moves(kinds, ends, counts, runs_of, short, tier, screen_runs_of)
         tried = [run for i, count in enumerate(counts)
-                 for run in _candidates(shorts[ends[i]:ends[i + 1]], tier, known, count)]
-        higher = [result for result in _follow(tried, runs_of, options, known)
+                 for run in _candidates([run for run in shorts[ends[i]:ends[i + 1]] if run is not None], tier, known,
+                                        count)]
+        higher = [result for result in _follow(tried, runs_of, options, known, None if follow_cap is None else (
+                      follow_cap, above))
                   if result is not None and tier(result) == SOUND and result.history_objective[-1] > above]
         if not higher:
             break
@@ -621,7 +687,8 @@ def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOpti
     return climbed
 
 
-def _screen_moves(kinds: list[list], ends: np.ndarray, counts: tuple, runs_of, short: EMOptions, tier) -> list[Run]:
+def _screen_moves(kinds: list[list], ends: np.ndarray, counts: tuple, runs_of, short: EMOptions, tier,
+                  first_runs_of=None) -> list[Run]:
     """The moves' short runs, in two stages: every move for a few iterations, then the most promising to the end.
 
     Every move first runs :data:`MOVE_FIRST_ITER` iterations; of each kind (``kinds[i]``, whose runs are
@@ -629,15 +696,23 @@ def _screen_moves(kinds: list[list], ends: np.ndarray, counts: tuple, runs_of, s
     ``counts`` best by Aitken's projection of their limits (:func:`_rank_distinct`), degenerate ones left out, go on
     to the short runs' cap, and the others stop there: most moves fall back to the maximum they left within a few
     iterations, and only the ones still climbing towards another need the rest.
+
+    With ``first_runs_of`` (runs on a sample of the rows), the first iterations run there, and the most promising
+    moves of each kind, settled or not, run from their starts on the rows of ``runs_of`` to the short runs' cap;
+    the other moves' places hold None, their values being the sample's.
     """
     first = replace(short, max_iter=min(MOVE_FIRST_ITER, short.max_iter))
-    runs = runs_of([(params, first) for kind in kinds for params in kind])
+    moved = [params for kind in kinds for params in kind]
+    runs = (first_runs_of or runs_of)([(params, first) for params in moved])
     going = []
     for i, count in enumerate(counts):
         of_kind = runs[ends[i]:ends[i + 1]]
         ranked = _rank_distinct(of_kind, tier, projected=True) if of_kind else []
-        going += [ends[i] + j for j in ranked if tier(of_kind[j]) != DEGENERATE and not of_kind[j].converged
-                  and of_kind[j].n_iter < short.max_iter][:MOVES_KEPT * count]
+        going += [ends[i] + j for j in ranked if tier(of_kind[j]) != DEGENERATE and (first_runs_of is not None or (
+                  not of_kind[j].converged and of_kind[j].n_iter < short.max_iter))][:MOVES_KEPT * count]
+    if first_runs_of is not None:  # screened on a sample: the most promising run on every row from their moves
+        kept = dict(zip(going, runs_of([(moved[i], short) for i in going]) if going else [], strict=True))
+        return [kept.get(i) for i in range(len(runs))]
     if going:
         more = runs_of([(runs[i].params, replace(short, max_iter=short.max_iter - runs[i].n_iter)) for i in going])
         for i, run in zip(going, more, strict=True):
@@ -658,11 +733,12 @@ def _known(partition, above: float, seen: set, run: Run) -> bool:
     return run.history_objective[-1] <= above and partition(run.params) in seen
 
 
-def _follow(shorts: list[Run], runs_of, options: EMOptions, known) -> list[Run | None]:
+def _follow(shorts: list[Run], runs_of, options: EMOptions, known, cap=None) -> list[Run | None]:
     """Short runs continued in step, in stages of doubling length, to convergence; None for one once ``known``.
 
     ``known`` tells a run that is back on a partition of the rows a finished run already ended on, and not
-    higher: it is returning to a known maximum, and going on would only cost passes.
+    higher: it is returning to a known maximum, and going on would only cost passes. ``cap``, given as
+    ``(iterations, above)``, also drops a run not above ``above`` after that many iterations.
     """
     results, iterations = list(shorts), [max(short.n_iter, 1) for short in shorts]
     going = [i for i, result in enumerate(results) if result.n_iter < options.max_iter]
@@ -673,7 +749,8 @@ def _follow(shorts: list[Run], runs_of, options: EMOptions, known) -> list[Run |
         for i, result in zip(going, more, strict=True):
             results[i] = _extend(results[i], result)
         for i in going:
-            if not results[i].converged and known(results[i]):
+            if not results[i].converged and (known(results[i]) or (
+                    cap is not None and results[i].n_iter >= cap[0] and results[i].history_objective[-1] <= cap[1])):
                 results[i] = None
         going = [i for i in going if results[i] is not None and not results[i].converged
                  and results[i].n_iter < options.max_iter]
@@ -1131,10 +1208,11 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
                       if i not in empty and j not in empty]  # an empty component has no density to compare
     _warn_duplicates(duplicates, active.size)
     degenerate = bool(restarts["degenerate"][best_index])
+    same_rows = restarts["search_rows"] == prepared.n_obs  # whether the short runs ran on the fit's rows
     spurious = [] if degenerate or options.map else model.spurious_components(params, total)
     _warn_spurious(spurious, options, model)
     if not degenerate and not spurious:
-        _warn_set_aside(model, runs, restarts, best, total, prepared, features, sample.n_obs == prepared.n_obs)
+        _warn_set_aside(model, runs, restarts, best, total, prepared, features, same_rows)
         _warn_few_sound(restarts, options)
     if degenerate and not collapsed and not empty:
         map_advice = "" if options.map else "method='map', "  # a MAP fit is not told to become one
@@ -1142,7 +1220,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
                       f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
                       f"{map_advice}or trim=... to drop it.", DegenerateComponentWarning, stacklevel=3)
     n_active = active.size
-    short_within = max(SHORT_TOL, options.tol) * total if sample.n_obs == prepared.n_obs else None  # same rows
+    short_within = max(SHORT_TOL, options.tol) * total if same_rows else None
     n_at_best, n_maxima = _maxima_found(runs, restarts, best_index, options.tol * total, short_within)
     n_parameters = model.n_parameters(data.n_features, n_active)
     bic = -2 * log_likelihood + n_parameters * np.log(total)
@@ -1164,6 +1242,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "n_runs_at_best": n_at_best,
         "n_maxima": n_maxima,
         "start_rounds": int(restarts["rounds"]),
+        "search_rows": int(restarts["search_rows"]),
+        "n_rows": int(prepared.n_obs),
         "degenerate": int(degenerate),
         "n_degenerate_restarts": int(restarts["degenerate"].sum()),
         "spurious_components": json.dumps([h for h, _, _ in spurious]),

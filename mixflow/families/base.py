@@ -130,6 +130,10 @@ class Prepared:
         return Prepared({k: v[start:stop] for k, v in self.arrays.items()}, self.weights[start:stop],
                         self.constants)
 
+    def take(self, indices: np.ndarray) -> "Prepared":
+        """The rows at ``indices`` (copies), in that order, with the same constants (the same working units)."""
+        return Prepared({k: v[indices] for k, v in self.arrays.items()}, self.weights[indices], self.constants)
+
 
 #: A component of fewer observations than ``SPURIOUS_SIZE`` times the number its dispersion needs, narrower
 #: than another component by a Hathaway ratio below ``SPURIOUS_RATIO``, is spurious (:func:`spurious_rule`).

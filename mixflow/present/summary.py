@@ -245,6 +245,8 @@ def _em_line(tree) -> tuple[str, list[str]]:
             f"{at_best} runs" if at_best > 1 else "only one run")
         if int(attrs.get("start_rounds", 1)) > 1:
             line += f", over {attrs['start_rounds']} rounds of starts"
+    if int(attrs.get("search_rows", 0)) < int(attrs.get("n_rows", 0)):  # large data: where the starts ran
+        line += f"; starts searched on a uniform sample of {attrs['search_rows']} of the {attrs['n_rows']} rows"
     if not int(attrs.get("degenerate", 0)):  # runs a sound (or spurious) winner outranked, whatever their value
         line += set_aside_runs(attrs, "; ")
     found = [] if converged else [f"not converged in {attrs.get('n_iter')} iterations (raise max_iter)"]
