@@ -203,10 +203,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         :mod:`mixflow.engines.starts`), and, where it finds nothing above that fit, from the lower maxima the
         round's continued runs reached, best first, until one climbs above the best of every round so far (maxima
         searched from before are skipped); a higher fit it finds is a restart
-        of its own, with start ``"transfer"``. Data in memory of more than 16384 rows
-        (``mixflow.engines.em.SEARCH_ROWS``) run all this on a uniform sample of 16384 rows drawn from the seed;
-        the sample's best distinct maxima then continue on every row, and a last local search runs there
-        (``attrs["search_rows"]``). A MAP fit, and a tied covariance's MLE, also start from the
+        of its own, with start ``"transfer"``. Data of more than 8192 rows (``mixflow.engines.em.SEARCH_ROWS``;
+        Dask input of no more rows than ``subsample``) run all this on a uniform sample of 4096 rows drawn from
+        the seed; the sample's best distinct maxima then continue on every row, and a last local search runs
+        there (``attrs["search_rows"]``). A MAP fit, and a tied covariance's MLE, also start from the
         values of each discrete feature (2 to 10 distinct values, and for the tied MLE more than
         ``n_components``: groups of even weight, ``"feature-values:j"``, and the values cut at their widest
         gaps, ``"feature-gaps:j"``; at most ``2 * n_init`` of them, added to the budget).

@@ -55,6 +55,22 @@ def test_gaussian_estimate_equals_numpy_input(covariance, method):
     assert got["observed_data"].attrs["n_obs"] == N
 
 
+def test_large_data_search_the_same_sample_as_numpy_input(monkeypatch):
+    # more rows than SEARCH_ROWS (lowered to 1000 for 3001, the sample to 1000 rows): Dask input whose sample is every
+    # row runs the starts and local searches on the same uniform sample of them as numpy input, and the rest on every
+    # row: the same estimate
+    from mixflow.engines import em
+
+    monkeypatch.setattr(em, "SEARCH_ROWS", 1000)
+    monkeypatch.setattr(em, "SEARCH_SAMPLE", 1000)
+    x, w = _mixture()
+    expected, got = _fit_both(mixflow.GaussianMixture(2), x, w, n_init=2)
+    for tree in (expected, got):
+        assert tree["em"].attrs["search_rows"] == 1000 and tree["em"].attrs["n_rows"] == N
+    assert _relative(expected, got) < RTOL
+    assert got["em"].attrs["log_likelihood"] == pytest.approx(expected["em"].attrs["log_likelihood"], rel=RTOL)
+
+
 def test_soft_kmeans_and_poisson_estimates_equal_numpy_input():
     x, w = _mixture()
     expected, got = _fit_both(mixflow.SoftKMeans(2, variance=0.5), x, w)

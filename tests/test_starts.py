@@ -1125,10 +1125,10 @@ def _five_overlapping_groups(seed: int = 2, n: int = 1200) -> np.ndarray:
 
 
 def test_large_data_search_a_sample_then_every_row(monkeypatch):
-    # data of more rows than SEARCH_ROWS (lowered to 300 for 1200 rows) run the starts and local searches on a
-    # sample: every move is made on its 300 rows (their memory is the sample's), the sample's best maxima continue
-    # on every row, and a last local search there reaches the maximum the search of every row reaches (-5176.2151);
-    # without that last search the fit stays 1.67 below it, at -5177.8849
+    # data of more rows than SEARCH_ROWS run the starts and local searches on a sample of SEARCH_SAMPLE rows (both
+    # lowered to 300 for 1200 rows): every move is made on those 300 rows (their memory is the sample's), the
+    # sample's best maxima continue on every row, and a last local search there reaches the maximum the search of
+    # every row reaches (-5176.2151); without that last search the fit stays 1.67 below it, at -5177.8849
     from mixflow.engines import em
 
     data = _five_overlapping_groups()
@@ -1137,6 +1137,7 @@ def test_large_data_search_a_sample_then_every_row(monkeypatch):
     assert everywhere["search_rows"] == everywhere["n_rows"] == 1200
     assert everywhere["log_likelihood"] == pytest.approx(-5176.2151, abs=1e-4)
     monkeypatch.setattr(em, "SEARCH_ROWS", 300)
+    monkeypatch.setattr(em, "SEARCH_SAMPLE", 300)
     moved_on = []
     made = em._moved_starts
 

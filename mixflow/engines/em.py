@@ -62,7 +62,6 @@ from mixflow.engines.starts import (
     value_starts,
 )
 from mixflow.errors import InputError
-from mixflow.families.base import Prepared
 from mixflow.warnings import (
     ConvergenceWarning,
     DegenerateComponentWarning,
@@ -94,10 +93,11 @@ DENSE_CONTINUED = 1  # dense-group moves continued to convergence per round, bes
 MOVE_FIRST_ITER = 5  # iterations every move of the local search runs before the most promising go on
 MOVES_KEPT = 3  # moves of each kind that go on to the short runs' cap, per move of the kind continued after them
 START_ROUNDS = 2  # rounds of starts of init="auto" at most (see _start_rounds)
-#: Data in memory of more rows run init="auto"'s starts, short runs and local searches on a uniform sample of this
-#: many (:func:`_search_sample`), which bounds their time and the moves' memory; the best maxima found there go on on
+#: Data of more rows run init="auto"'s starts, short runs and local searches on a uniform sample of SEARCH_SAMPLE
+#: rows (:func:`_search_sample`), which bounds their time and the moves' memory; the best maxima found there go on on
 #: every row, and a last local search runs there (see :func:`fit_prepared`)
-SEARCH_ROWS = 16384
+SEARCH_ROWS = 8192
+SEARCH_SAMPLE = 4096
 #: iterations after which the last local search on every row drops a move not yet above the fit it left: EM never
 #: descends, so a move above that fit ends above it, and one still below after this many has seldom far to climb
 FINAL_FOLLOW_ITER = 100
@@ -167,14 +167,14 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     subsample of its rows in the same working units, and the runs continued to convergence the whole data.
     A sample of every row gives what numpy input gives.
 
-    Data in memory of more than :data:`SEARCH_ROWS` rows run ``init="auto"`` (its rounds of starts, short runs,
-    continuations and local searches) on a uniform sample of that many (:func:`_search_sample`), as if it were
-    the data; the best distinct maxima reached there continue on every row (:func:`_continue_on_all`), and a
-    last local search runs from them on every row, its moves made and first screened on the sample (so that
-    their memory is the sample's) and dropped after :data:`FINAL_FOLLOW_ITER` iterations below the fit they
-    left. The runs not continued on every row keep the sample's values (``restarts["search_rows"]``).
+    Data of more than :data:`SEARCH_ROWS` rows (in memory, or chunked data whose sample is every row) run
+    ``init="auto"`` (its rounds of starts, short runs, continuations and local searches) on a uniform sample of
+    :data:`SEARCH_SAMPLE` of them (:func:`_search_sample`), as if it were the data; the best distinct maxima
+    reached there continue on every row (:func:`_continue_on_all`), and a last local search runs from them on
+    every row, its moves made and first screened on the sample (so that their memory is the sample's) and
+    dropped after :data:`FINAL_FOLLOW_ITER` iterations below the fit they left. The runs not continued on every
+    row keep the sample's values (``restarts["search_rows"]``).
     """
-    given = sample
     sample = prepared if sample is None else sample
     same_data = sample.n_obs == prepared.n_obs
     prior_used = model.working_prior(prepared) if options.map else None  # the MLE never builds the prior
@@ -187,9 +187,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     rows = chunk_rows(sample.n_obs, width, options.chunk_size)
     threaded = use_threads(sample.n_obs, width)
     # the rows the portfolio's starts, short runs and local search run on: a sample of many rows in memory
-    searched = (_search_sample(prepared, SEARCH_ROWS, random_seed)
-                if options.init == PORTFOLIO and given is None and isinstance(prepared, Prepared)
-                and prepared.n_obs > SEARCH_ROWS else sample)
+    searched = (_search_sample(sample, SEARCH_SAMPLE, random_seed)
+                if options.init == PORTFOLIO and same_data and sample.n_obs > SEARCH_ROWS else sample)
     search_rows, search_threaded = ((rows, threaded) if searched is sample else
                                     (chunk_rows(searched.n_obs, width, options.chunk_size),
                                      use_threads(searched.n_obs, width)))
@@ -358,7 +357,7 @@ def _search_sample(prepared, size: int, random_seed: int):
     the same seed draws the same sample and the same starts.
     """
     rng = np.random.default_rng(np.random.SeedSequence([random_seed, 2]))
-    return prepared.take(np.sort(rng.choice(prepared.n_obs, size=size, replace=False)))
+    return prepared.take(np.sort(rng.choice(prepared.n_obs, size=min(size, prepared.n_obs), replace=False)))
 
 
 def _continue_on_all(runs: list[Run], continued: np.ndarray, tier, together, options: EMOptions) -> np.ndarray:
