@@ -1157,6 +1157,11 @@ def test_large_data_search_a_sample_then_every_row(monkeypatch):
     # the continued runs' values are every row's, the others the sample's (about a quarter of them)
     assert finals[attrs["best_restart"]] == pytest.approx(attrs["log_likelihood"], rel=1e-9)
     assert np.all(finals[continued] < -5000) and np.all(finals[~continued] > -1400)
+    np.testing.assert_array_equal(stats["n_rows"].values, np.where(continued, 1200, 300))
+    # the report's range of the restarts' maxima takes the runs on every row only
+    from mixflow.present.report.cards import _converged_finals
+
+    assert np.all(_converged_finals(tree) < -5000)
     assert "transfer" in stats["start"].values[continued]
     again = _fit(model, data, random_seed=0)
     np.testing.assert_array_equal(again["em/estimate"]["mu"].values, tree["em/estimate"]["mu"].values)

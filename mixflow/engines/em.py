@@ -1276,6 +1276,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         "convergence_criterion": (("restart",), np.array([r.criterion for r in runs], dtype=str)),
         "accepted_extrapolations": (("restart",), np.array([r.accepted_extrapolations for r in runs], dtype=np.int64)),
         "start": (("restart",), np.array(restarts["start"], dtype=str)),
+        # the rows each restart's values are a sum over: every row once continued, else the search sample's
+        "n_rows": (("restart",), np.where(restarts["continued"], prepared.n_obs, restarts["search_rows"])),
         "continued": (("restart",), restarts["continued"]),
         "degenerate": (("restart",), restarts["degenerate"]),
         "spurious": (("restart",), restarts["spurious"]),

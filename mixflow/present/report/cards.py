@@ -338,15 +338,16 @@ def fit_findings_apart(tree, selection: pd.DataFrame | None = None,
 def _converged_finals(tree) -> np.ndarray:
     """Final objectives of the restarts that settled, of the estimate's kind: the runs ``n_maxima`` counts.
 
-    Those continued to convergence and, when the short runs were on the same rows (not a Dask fit's sample, whose
-    objective is another sum), those stopped by the screening's rule; not those stopped at max_iter; degenerate
-    and spurious as the estimate's restart is.
+    Those continued to convergence and, when the short runs were on the same rows (not a Dask fit's sample or
+    the search sample of many rows, whose objective is another sum), those stopped by the screening's rule; not
+    those stopped at max_iter; degenerate and spurious as the estimate's restart is.
     """
     stats = tree[EM_SAMPLE_STATS].to_dataset()
+    attrs = tree["em"].attrs
     keep = np.ones(stats.sizes["restart"], dtype=bool)
-    best = int(tree["em"].attrs.get("best_restart", -1))
+    best = int(attrs.get("best_restart", -1))
     wanted = {"converged": True, "degenerate": False}
-    if "sample" in tree[OBSERVED_DATA].attrs:
+    if "sample" in tree[OBSERVED_DATA].attrs or int(attrs.get("search_rows", 0)) < int(attrs.get("n_rows", 0)):
         wanted["continued"] = True
     if 0 <= best < keep.size:  # the estimate's kind
         wanted.update({name: bool(stats[name].values[best]) for name in ("degenerate", "spurious") if name in stats})
