@@ -186,12 +186,11 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     width = model.chunk_width(data.n_features)
     rows = chunk_rows(sample.n_obs, width, options.chunk_size)
     threaded = use_threads(sample.n_obs, width)
-    # the rows the portfolio's starts, short runs and local search run on: a sample of many rows in memory
+    # the rows the portfolio's starts, short runs and local search run on: a sample of them when there are many
     searched = (_search_sample(sample, SEARCH_SAMPLE, random_seed)
                 if options.init == PORTFOLIO and same_data and sample.n_obs > SEARCH_ROWS else sample)
-    search_rows, search_threaded = ((rows, threaded) if searched is sample else
-                                    (chunk_rows(searched.n_obs, width, options.chunk_size),
-                                     use_threads(searched.n_obs, width)))
+    search_rows = chunk_rows(searched.n_obs, width, options.chunk_size)
+    search_threaded = use_threads(searched.n_obs, width)
 
     seen, made = set(), {}  # the partitions started from; the starts that draw no random number, by name
     # whether the seeding points have a spread: on one distinct point, the deterministic starts draw at random
