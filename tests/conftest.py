@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from hypothesis import settings
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 import mixflow
 
@@ -86,6 +87,25 @@ if os.environ.get("CI"):
 # run in one worker, so its module-scoped fixtures (real fits) are computed once, except the modules listed
 # here, whose tests share nothing costly and are spread over the workers one by one.
 _SPREAD_OVER_WORKERS = {"test_shipped_workflows.py", "test_workflow.py", "test_faults.py"}
+
+
+def pytest_configure(config):
+    """On pytest-xdist's workers, one BLAS and OpenMP thread per worker, in it and in the processes it starts.
+
+    ``-n auto`` already runs a worker on every core; BLAS threads on top of that wait for cores held by the other
+    workers (OpenBLAS's idle threads spin), which made tests that call BLAS many times up to ten times slower.
+    Tests of BLAS threading itself ask for more with the ``blas_threads`` fixture.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        threadpool_limits(1)
+
+
+@pytest.fixture
+def blas_threads():
+    """Two BLAS threads for one test (whatever the worker's limit), for tests of what BLAS's threads do."""
+    with threadpool_limits(2, user_api="blas"):
+        yield 2
 
 
 def pytest_collection_modifyitems(config, items):

@@ -312,7 +312,7 @@ def _pass_inputs(covariance_type, n_rows):
 
 @pytest.mark.parametrize("rows", [300, 12_000])  # 101 chunks; and chunks longer than BLAS splits a dot product at
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_threaded_pass_equals_the_sequential_pass_bitwise(covariance_type, rows):
+def test_threaded_pass_equals_the_sequential_pass_bitwise(covariance_type, rows, blas_threads):
     """Runs of chunks in threads sum to exactly the numbers of the runs one after the other.
 
     Also with BLAS's own threads in the sequential pass: OpenBLAS shares a matrix product out by blocks of

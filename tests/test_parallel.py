@@ -25,7 +25,7 @@ def test_workers_see_one_core_so_their_passes_start_no_threads():
     assert parallel.available_cores() >= 1
 
 
-def test_one_blas_thread_limits_and_restores_even_on_errors():
+def test_one_blas_thread_limits_and_restores_even_on_errors(blas_threads):
     before = _blas_threads()
     with pytest.raises(RuntimeError, match="inside"):
         with parallel.one_blas_thread():

@@ -16,7 +16,7 @@ def _blas_threads() -> int:
     return max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
 
 
-def test_pymc_sampler_asks_for_one_blas_thread_per_chain_process(monkeypatch):
+def test_pymc_sampler_asks_for_one_blas_thread_per_chain_process(monkeypatch, blas_threads):
     seen = {}
 
     def sample(**kwargs):
@@ -34,7 +34,7 @@ def test_pymc_sampler_asks_for_one_blas_thread_per_chain_process(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("start_method", [None])
-def test_chain_processes_run_with_one_blas_thread(tmp_path, monkeypatch, start_method):
+def test_chain_processes_run_with_one_blas_thread(tmp_path, monkeypatch, start_method, blas_threads):
     """A probe in the log-density records the BLAS threads of the processes that evaluate it.
 
     None is mixflow's choice (fork on Linux, which the chains' limit survives). Under a forkserver (Python
