@@ -837,15 +837,18 @@ def _rank_distinct(runs: list[Run], tier, projected: bool = False) -> np.ndarray
         finals = finals + np.where(np.isfinite(gaps), gaps, 0.0)
     tiers = np.array([tier(r) for r in runs], dtype=int)
     order = rank_runs(finals, tiers == DEGENERATE, tiers == SPURIOUS)
-    finals, tiers, kept = finals.tolist(), tiers.tolist(), []  # as floats: the pairs compared cost less so
+    # the representatives so far: run, value, tier (the first `count` entries)
+    kept, kept_finals, kept_tiers, count = np.empty(len(runs), int), np.empty(len(runs)), np.empty(len(runs), int), 0
     for index in order.tolist():
-        same = [position for position, j in enumerate(kept)
-                if tiers[j] == tiers[index] and abs(finals[index] - finals[j]) <= _SAME_VALUE * abs(finals[j])]
-        if not same:
-            kept.append(index)
+        with np.errstate(invalid="ignore"):  # infinite values: never the same as another
+            same = np.flatnonzero((kept_tiers[:count] == tiers[index])
+                                  & (np.abs(finals[index] - kept_finals[:count]) <= _SAME_VALUE
+                                     * np.abs(kept_finals[:count])))
+        if not same.size:
+            kept[count], kept_finals[count], kept_tiers[count], count = index, finals[index], tiers[index], count + 1
         elif index < kept[same[0]]:
-            kept[same[0]] = index
-    return np.array(kept, dtype=int)
+            kept[same[0]], kept_finals[same[0]] = index, finals[index]
+    return kept[:count].copy()
 
 
 def _extend(first: Run, then: Run) -> Run:

@@ -15,7 +15,6 @@ come ``D'WD``, ``D'Wy`` and ``y'Wy``, hence weighted least squares and the resid
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
 from mixflow.families.gaussian.numerics import outer_features, unpack_symmetric
 from mixflow.families.scaling import standardise
@@ -142,38 +141,49 @@ def gram_blocks(gram: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return full[:, :p, :p], full[:, :p, p], full[:, p, p]
 
 
-def _solve(matrix: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Solve a symmetric system by Cholesky; a minimum-norm least-squares answer if it is singular."""
+def _cholesky_each(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cholesky factors of a stack of symmetric matrices, and which are sound.
+
+    Sound: finite, the factor's smallest diagonal entry above 1e-10 of the square root of the matrix's largest
+    diagonal entry. The stack is factorised together; when that fails (a matrix not positive definite), those
+    with a positive smallest eigenvalue are (and one by one if that fails too), the others have no factor.
+    """
+    factors = np.full(matrices.shape, np.nan)
     try:
-        factor = linalg.cho_factor(matrix, lower=True, check_finite=False)
-        if np.diag(factor[0]).min() > 1e-10 * np.sqrt(np.abs(np.diag(matrix)).max()):
-            return linalg.cho_solve(factor, rhs, check_finite=False), False
-    except linalg.LinAlgError:
-        pass
-    return np.linalg.lstsq(matrix, rhs, rcond=None)[0], True
+        factors[:] = np.linalg.cholesky(matrices)
+    except np.linalg.LinAlgError:
+        finite = np.isfinite(matrices).all(axis=(1, 2))
+        positive = np.flatnonzero(finite)[np.linalg.eigvalsh(matrices[finite])[:, 0] > 0]
+        try:
+            factors[positive] = np.linalg.cholesky(matrices[positive])
+        except np.linalg.LinAlgError:
+            for index in positive.tolist():
+                try:
+                    factors[index] = np.linalg.cholesky(matrices[index])
+                except np.linalg.LinAlgError:
+                    pass
+    largest = np.abs(np.diagonal(matrices, axis1=1, axis2=2)).max(axis=1)
+    with np.errstate(invalid="ignore"):
+        sound = np.diagonal(factors, axis1=1, axis2=2).min(axis=1) > 1e-10 * np.sqrt(largest)
+    return factors, sound
 
 
 def _solve_all(matrices: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_solve` of every component's system ``(K, p, p)``, ``(K, p)``: the solutions and which were singular.
+    """Every component's symmetric system ``(K, p, p)``, ``(K, p)`` solved: the solutions and which were singular.
 
-    The systems are factorised together; a component whose Cholesky factor fails :func:`_solve`'s test is
-    solved again on its own (its minimum-norm answer).
+    A sound system (:func:`_cholesky_each`) is solved by its Cholesky factor's two triangular systems; a singular
+    one by its minimum-norm least-squares answer (the pseudo-inverse, singular values below ``p`` times the machine
+    epsilon of the largest taken as zero, as ``numpy.linalg.lstsq`` does). Both in batches.
     """
-    try:
-        factors = np.linalg.cholesky(matrices)
-    except np.linalg.LinAlgError:
-        factors = None
-    if factors is not None:
-        diagonal = np.abs(np.diagonal(matrices, axis1=1, axis2=2)).max(axis=1)
-        sound = np.diagonal(factors, axis1=1, axis2=2).min(axis=1) > 1e-10 * np.sqrt(diagonal)
-        if sound.all():  # the factors' two triangular systems, as cho_solve solves them
-            try:
-                half = np.linalg.solve(factors, rhs[..., None])
-                return np.linalg.solve(np.swapaxes(factors, 1, 2), half)[..., 0], np.zeros(len(matrices), bool)
-            except np.linalg.LinAlgError:
-                pass
-    solved = [_solve(matrix, vector) for matrix, vector in zip(matrices, rhs, strict=True)]
-    return np.array([beta for beta, _ in solved]).reshape(rhs.shape), np.array([flag for _, flag in solved])
+    factors, sound = _cholesky_each(matrices)
+    solutions = np.empty(rhs.shape)
+    if sound.any():
+        half = np.linalg.solve(factors[sound], rhs[sound][..., None])
+        solutions[sound] = np.linalg.solve(np.swapaxes(factors[sound], 1, 2), half)[..., 0]
+    if not sound.all():
+        inverse = np.linalg.pinv(matrices[~sound], hermitian=True, rtol=None)
+        solutions[~sound] = (inverse @ rhs[~sound][..., None])[..., 0]
+    return solutions, ~sound
 
 
 def m_step(counts: np.ndarray, gram: np.ndarray, p: int, prior: dict | None,
