@@ -100,7 +100,7 @@ def test_a_component_on_the_zeros_alone_converges_to_rate_zero(deaths):
     EM approaches it geometrically; the stop measures rates on a count's variance-stabilised scale
     (``2 sqrt(rate)``), where that has a limit, so the run converges (its log falls without end: a stop that
     measured log-rates would never come). The reference: a naive scipy likelihood of a point mass at zero and two
-    Poisson components, maximised directly (BFGS, then Nelder-Mead), agrees to 1e-9 relative, and is above the
+    Poisson components, maximised directly (BFGS), agrees to 1e-8 (5e-12 relative), and is above the
     K=2 maximum (-1989.9459, published), of which K=3 fits that split a component are copies.
     """
     y, days = deaths["deaths"].to_numpy(), deaths["days"].to_numpy()
@@ -117,9 +117,7 @@ def test_a_component_on_the_zeros_alone_converges_to_rate_zero(deaths):
 
     result = optimize.minimize(negative, [np.log(0.0056), np.log(0.38), np.log(0.62), np.log(1.3), np.log(2.7)],
                                method="BFGS", options={"gtol": 1e-8})
-    result = optimize.minimize(negative, result.x, method="Nelder-Mead",
-                               options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 20000})
-    assert attrs["log_likelihood"] == pytest.approx(-result.fun, rel=1e-9)
+    assert attrs["log_likelihood"] == pytest.approx(-result.fun, abs=1e-8)
     assert attrs["log_likelihood"] > -1989.9459 + 0.01
 
 
