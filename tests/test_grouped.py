@@ -418,7 +418,28 @@ def test_classes_without_weights_beside_an_unread_column_are_warned_of():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="weights: none given")
         mixflow.fit(GroupedGaussianMixture(1), classes, weights=classes["count"], random_seed=0)
-        mixflow.fit(GroupedGaussianMixture(1), classes[["lower", "upper"]], random_seed=0)
+
+
+def test_a_histogram_s_classes_alone_without_counts_are_warned_of():
+    # five classes, each given once, none overlapping: a histogram whose counts were left out was fitted as five
+    # observations without a word; rows of single observations repeat their class, and overlapping classes are
+    # single observations' own intervals: neither is warned of
+    import warnings
+
+    classes = pd.DataFrame({"lower": [8.0, 3, 6, 10, 12], "upper": [10.0, 6, 8, 12, 14]})  # in any order
+    with pytest.warns(mixflow.MixflowWarning, match=r"^weights: none given, so each of the 5 classes counts as one "
+                                                   r"observation; each class is given once and none overlaps "
+                                                   r"another, as a histogram's classes are: if the classes have "
+                                                   r"counts, pass them as weights \(weights=counts\); rows of single "
+                                                   r"observations repeat their class$"):
+        mixflow.fit(GroupedGaussianMixture(1), classes, random_seed=0)
+    observations = classes.loc[[0, 1, 1, 2, 3, 3, 3, 4, 0]]
+    overlapping = pd.DataFrame({"lower": [3.0, 5, 6, 9, 12], "upper": [6.0, 8, 10, 12, 14]})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="weights: none given")
+        mixflow.fit(GroupedGaussianMixture(1), observations, random_seed=0)
+        mixflow.fit(GroupedGaussianMixture(1), overlapping, random_seed=0)
+        mixflow.fit(GroupedGaussianMixture(1), classes, weights=[16, 184, 225, 243, 180], random_seed=0)
 
 
 def test_fewer_classes_than_the_parameters_need_are_warned_of_for_the_mle():

@@ -382,11 +382,21 @@ class GroupedGaussianMixture(MixtureModel):
         return Prepared({"z": units.working, "low": low, "high": high}, weights, constants)
 
     def _warn_unweighted(self, data: Data) -> None:
-        """Warn when classes come without counts beside columns that are not read: the counts' likely place.
+        """Warn when classes come without counts: beside columns not read, or as a histogram's classes alone.
 
-        Each row is then one observation; class counts are frequency weights (``weights=``), not a column.
+        Beside columns not read: one of them likely holds the counts. A histogram's classes alone: several, each
+        given once, none overlapping another (rows of single observations known only by their class repeat it).
+        Without weights each row is one observation; class counts are frequency weights (``weights=``).
         """
         beside = self.unread_columns(data.features)
+        if data.weights is None and not beside and data.n_obs > 1:
+            lower, upper = self.class_limits(data)
+            order = np.argsort(lower, kind="stable")
+            if np.all(upper[order][:-1] <= lower[order][1:]):  # distinct and disjoint: a histogram's classes
+                warnings.warn(f"weights: none given, so each of the {data.n_obs} classes counts as one observation; "
+                              f"each class is given once and none overlaps another, as a histogram's classes are: "
+                              f"if the classes have counts, pass them as weights (weights=counts); rows of single "
+                              f"observations repeat their class", MixflowWarning, stacklevel=5)
         if data.weights is None and beside:
             named = [str(c) for c in beside]
             positions = {str(f): j for j, f in enumerate(data.features)}
