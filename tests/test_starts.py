@@ -560,6 +560,34 @@ def test_screening_ranks_short_runs_by_aitkens_estimate_of_their_limit():
     assert _rank_distinct(runs, sound, projected=True).tolist() == [1, 2, 0]
 
 
+def test_many_distinct_values_keep_the_earliest_run_of_each_value_and_tier():
+    # past _COMPARED_ONE_BY_ONE distinct values the runs are compared as arrays: the representatives must be those
+    # of the rule written out (best first; a run the same value as a representative of its tier, to _SAME_VALUE,
+    # replaces it only if it came earlier), with the same values differing by rounding, infinite values and tiers
+    from mixflow.engines import em
+
+    rng = np.random.default_rng(5)
+    levels = -1000.0 - rng.integers(0, 300, 900) * 0.5
+    # one maximum's rounding differences, some in a chain of steps each within _SAME_VALUE of the last, not of the
+    # first: which run represents a value decides whether the next one is the same
+    values = levels * (1 + rng.choice([0.0, 0.01, 0.7, 1.4], 900) * em._SAME_VALUE)
+    values[rng.choice(900, 20, replace=False)] = -np.inf
+    tiers = rng.choice([em.SOUND, em.SPURIOUS, em.DEGENERATE], 900, p=[0.6, 0.3, 0.1])
+    runs = [em.Run(params={"i": i}, history_objective=[value]) for i, value in enumerate(values)]
+    of = {id(run.params): int(t) for run, t in zip(runs, tiers, strict=True)}
+    order = em.rank_runs(values, tiers == em.DEGENERATE, tiers == em.SPURIOUS)
+    kept = []
+    for index in order.tolist():
+        same = [p for p, j in enumerate(kept) if tiers[j] == tiers[index]
+                and abs(values[index] - values[j]) <= em._SAME_VALUE * abs(values[j])]
+        if not same:
+            kept.append(index)
+        elif index < kept[same[0]]:
+            kept[same[0]] = index
+    assert len(kept) > 3 * em._COMPARED_ONE_BY_ONE
+    assert em._rank_distinct(runs, lambda run: of[id(run.params)]).tolist() == kept
+
+
 def test_the_screening_continues_the_run_heading_highest():
     # _short_then_continue with made-up runs: start 0 has stopped at -10.0 (no gain left), start 1 is at -10.5
     # but Aitken's estimate says it gains 2.0 more; the others are far below. One run is continued (n_init=1):

@@ -821,6 +821,10 @@ def _agree(runs: list[Run], tier) -> bool:
     return bool(abs(values[0] - best) <= _AGREE * abs(best) and abs(values[1] - best) <= _AGREE * abs(best))
 
 
+#: Up to this many distinct values, :func:`_rank_distinct` compares a run with them one by one, beyond as an array.
+_COMPARED_ONE_BY_ONE = 128
+
+
 def _rank_distinct(runs: list[Run], tier, projected: bool = False) -> np.ndarray:
     """Positions of ``runs`` best first (:func:`rank_runs`), one per value.
 
@@ -837,18 +841,31 @@ def _rank_distinct(runs: list[Run], tier, projected: bool = False) -> np.ndarray
         finals = finals + np.where(np.isfinite(gaps), gaps, 0.0)
     tiers = np.array([tier(r) for r in runs], dtype=int)
     order = rank_runs(finals, tiers == DEGENERATE, tiers == SPURIOUS)
-    # the representatives so far: run, value, tier (the first `count` entries)
-    kept, kept_finals, kept_tiers, count = np.empty(len(runs), int), np.empty(len(runs)), np.empty(len(runs), int), 0
+    # the representatives so far, compared in Python while they are few (the common case, where numpy's calls
+    # cost more than the comparisons), then as arrays of their values and tiers
+    kept, values, tiers, arrays = [], finals.tolist(), tiers.tolist(), None
     for index in order.tolist():
-        with np.errstate(invalid="ignore"):  # infinite values: never the same as another
-            same = np.flatnonzero((kept_tiers[:count] == tiers[index])
-                                  & (np.abs(finals[index] - kept_finals[:count]) <= _SAME_VALUE
-                                     * np.abs(kept_finals[:count])))
-        if not same.size:
-            kept[count], kept_finals[count], kept_tiers[count], count = index, finals[index], tiers[index], count + 1
+        value, level = values[index], tiers[index]
+        if arrays is None:
+            same = [position for position, j in enumerate(kept)
+                    if tiers[j] == level and abs(value - values[j]) <= _SAME_VALUE * abs(values[j])]
+            if len(kept) >= _COMPARED_ONE_BY_ONE:
+                arrays = np.empty(len(values)), np.empty(len(values), int)
+                arrays[0][:len(kept)], arrays[1][:len(kept)] = [values[j] for j in kept], [tiers[j] for j in kept]
+        else:
+            kept_finals, kept_tiers = arrays[0][:len(kept)], arrays[1][:len(kept)]
+            with np.errstate(invalid="ignore"):  # infinite values: never the same as another
+                same = np.flatnonzero((kept_tiers == level)
+                                      & (np.abs(value - kept_finals) <= _SAME_VALUE * np.abs(kept_finals)))
+        if not len(same):
+            if arrays is not None:
+                arrays[0][len(kept)], arrays[1][len(kept)] = value, level
+            kept.append(index)
         elif index < kept[same[0]]:
-            kept[same[0]], kept_finals[same[0]] = index, finals[index]
-    return kept[:count].copy()
+            kept[same[0]] = index
+            if arrays is not None:
+                arrays[0][same[0]] = value
+    return np.array(kept, dtype=int)
 
 
 def _extend(first: Run, then: Run) -> Run:
