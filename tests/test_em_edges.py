@@ -641,6 +641,13 @@ def test_an_unmet_stop_without_aitken_estimates_says_none_could_be_formed():
             _warn_about(run, EMOptions(max_iter=3), mixflow.PoissonMixture(2), [], 100.0)
         [message] = [str(w.message) for w in caught]
         assert said in message and "inf" not in message and "nan" not in message, message
+    # on more than 1e8 observations the parameters' bound is 0.1 / sqrt(n), and the warning says which it was
+    run = Run(params={}, history_objective=[-3.0, -2.0, -1.0], criterion=PARAMETER_CRITERION, aitken_gap=0.0,
+              parameter_gap=3e-6)
+    with pytest.warns(mixflow.warnings.ConvergenceWarning, match=r"distance to their limit, 3e-06, is not below "
+                                                                 r"0\.1/sqrt\(n\)=1e-06 \(a tenth of a standard "
+                                                                 r"error's order, below sqrt\(tol\) at this n\)"):
+        _warn_about(run, EMOptions(max_iter=3), mixflow.PoissonMixture(2), [], 1e10)
 
 
 def test_a_flat_components_covariance_is_judged_positive_definite_by_cholesky_not_by_its_eigenvalues():

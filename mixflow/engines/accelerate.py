@@ -14,8 +14,10 @@ engine decides on the parameters instead: :func:`parameter_gap` applies Aitken's
 largest change of the unconstrained parameters, ``|d_t| r / (1 - r)`` with ``r = |d_t| / |d_(t-1)|``
 (the sum of the geometric series of the steps still to come), and the run stops when that estimate is
 below ``sqrt(tol)`` (:func:`parameter_tolerance`): the distance at which an objective of unit curvature
-per observation has ``tol`` per observation still to gain. The unconstrained parameters are in the
-family's standardised working units or are logs, so one absolute tolerance is relative to their scale.
+per observation has ``tol`` per observation still to gain; or below a tenth of ``1 / sqrt(n)`` (the order of a
+standard error) where that is smaller, on more than 1e8 observations at the default ``tol``. The unconstrained
+parameters are in the family's standardised working units or are logs, so one absolute tolerance is relative to
+their scale.
 
 **Accelerating.** SQUAREM (Varadhan and Roland 2008, scheme S3) extrapolates from two EM steps
 ``x1 = F(x0)``, ``x2 = F(x1)``: with ``r = x1 - x0``, ``v = x2 - x1 - r`` and ``alpha = -||r|| / ||v||``,
@@ -39,8 +41,8 @@ import numpy as np
 __all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "aitken_gap_of", "centred_log_ratios", "extrapolate",
            "extrapolate_flat", "extrapolate_rows", "flatten", "from_unconstrained", "largest_change", "largest_changes",
            "log_weights", "observed_rate", "observed_rate_of", "parameter_gap", "parameter_gap_of",
-           "parameter_tolerance", "rate_settled", "silenced", "to_tracked", "to_unconstrained", "unflatten",
-           "valid_parameters"]
+           "STANDARD_ERROR_SHARE", "parameter_tolerance", "rate_settled", "silenced", "to_tracked", "to_unconstrained",
+           "unflatten", "valid_parameters"]
 
 ACCELERATIONS = ("squarem",)
 _POSITIVE = ("rate", "variance")
@@ -175,9 +177,19 @@ def rate_settled(changes) -> bool:
     return latest - before <= RATE_GROWTH * (1.0 - latest)
 
 
-def parameter_tolerance(tol: float) -> float:
-    """The bound on :func:`parameter_gap` that goes with ``tol`` per observation on the objective: ``sqrt(tol)``."""
-    return float(np.sqrt(tol))
+#: The bound on :func:`parameter_gap` is at most this share of ``1 / sqrt(n)``, the order of a standard error.
+STANDARD_ERROR_SHARE = 0.1
+
+
+def parameter_tolerance(tol: float, n_observations: float) -> float:
+    """The bound on :func:`parameter_gap`: ``sqrt(tol)``, or ``STANDARD_ERROR_SHARE / sqrt(n_observations)``.
+
+    ``sqrt(tol)`` goes with ``tol`` per observation on the objective; the other where it is smaller. A parameter's
+    standard error shrinks as ``1 / sqrt(n)`` in the working units (standardised, or logs) and ``sqrt(tol)`` does
+    not: past ``n = STANDARD_ERROR_SHARE**2 / tol`` (1e8 at the default ``tol``) a run stopped by it alone could
+    end a sizeable share of a standard error from its limit.
+    """
+    return float(min(np.sqrt(tol), STANDARD_ERROR_SHARE / np.sqrt(n_observations)))
 
 
 def to_tracked(params: dict, unconstrained: dict | None = None) -> np.ndarray:

@@ -14,6 +14,7 @@ from functools import partial
 
 import numpy as np
 
+from mixflow.engines.accelerate import parameter_tolerance
 from mixflow.engines.em_run import (
     CONVERGENCE_CRITERION,
     PARAMETER_CRITERION,
@@ -990,14 +991,16 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
             "elsewhere (another init, or the default starts)", ConvergenceWarning, stacklevel=3)
     elif not run.converged:
         distance = _estimate_text(run.parameter_gap, "the parameters' changes")
+        tolerance = parameter_tolerance(options.tol, n_observations)
+        bound = (f"sqrt(tol)={tolerance:.3g}" if tolerance == np.sqrt(options.tol) else
+                 f"0.1/sqrt(n)={tolerance:.3g} (a tenth of a standard error's order, below sqrt(tol) at this n)")
         if run.criterion == PARAMETER_CRITERION:
             unmet = (f"the objective no longer resolves the gains, and Aitken's estimate of the parameters' distance "
-                     f"to their limit, {distance}, is not below sqrt(tol)={np.sqrt(options.tol):.3g}")
+                     f"to their limit, {distance}, is not below {bound}")
         else:
             gain = _estimate_text(run.aitken_gap / n_observations, "the gains", " per observation")
             unmet = (f"Aitken's estimates of the objective still to gain, {gain}, and of the parameters' distance to "
-                     f"their limit, {distance}, are not both below tol={options.tol} and "
-                     f"sqrt(tol)={np.sqrt(options.tol):.3g}")
+                     f"their limit, {distance}, are not both below tol={options.tol} and {bound}")
         advice = ("more iterations do not settle it, since a component's estimate lies on a ridge of the likelihood "
                   "(said in the next warning)" if on_ridge else "increase max_iter, loosen tol, or try other starts")
         warnings.warn(f"EM did not converge in max_iter={options.max_iter} iterations ({unmet}); {advice}.",

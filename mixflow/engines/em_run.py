@@ -51,8 +51,9 @@ __all__ = ["CONVERGENCE_CRITERION", "PARAMETER_CRITERION", "Point", "Run", "cent
            "parameters_from", "run_em", "run_together", "stacked_maximisation_step"]
 
 # the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
-CONVERGENCE_CRITERION = "aitken_gap / n_observations < tol, and parameter_gap < sqrt(tol) unless inf"
-PARAMETER_CRITERION = "parameter_gap < sqrt(tol) unless inf"
+CONVERGENCE_CRITERION = ("aitken_gap / n_observations < tol, and parameter_gap < min(sqrt(tol), "
+                         "0.1 / sqrt(n_observations)) unless inf")
+PARAMETER_CRITERION = "parameter_gap < min(sqrt(tol), 0.1 / sqrt(n_observations)) unless inf"
 
 _EPS_COUNT = 10 * np.finfo(float).eps
 #: EM's passes are the family's centred ones where the fast path's relative rounding exceeds this: there its
@@ -368,10 +369,11 @@ def run_em(model, prepared, start: dict, prior, options, rows: int, features,
 
     Aitken's estimate uses the slowest rate plain EM has shown in the run
     (:func:`~mixflow.engines.accelerate.observed_rate`), and is trusted once the rate no longer grows
-    (:func:`~mixflow.engines.accelerate.rate_settled`); the parameters must also be within ``sqrt(tol)`` of
-    their limit (:func:`~mixflow.engines.accelerate.parameter_gap`), unless their changes do not shrink (a
-    flat ridge). Where the objective no longer resolves the gains (``aitken_gap`` is 0 by its rounding), the
-    parameters alone decide; until then EM goes on, extrapolated as before. Each estimate must hold for two
+    (:func:`~mixflow.engines.accelerate.rate_settled`); the parameters must also be within ``sqrt(tol)`` (or
+    ``0.1 / sqrt(n)``, :func:`~mixflow.engines.accelerate.parameter_tolerance`) of their limit
+    (:func:`~mixflow.engines.accelerate.parameter_gap`), unless their changes do not shrink (a flat ridge).
+    Where the objective no longer resolves the gains (``aitken_gap`` is 0 by its rounding), the parameters alone
+    decide; until then EM goes on, extrapolated as before. Each estimate must hold for two
     consecutive triples of plain EM points (the last and the one before). ``run.criterion`` names the rule
     that stopped the run (or was still unmet).
 
@@ -487,7 +489,7 @@ def _iterations(start: dict, options, total_weight: float):
     run = Run(params=start, active=point.active)
     run.record(point)
     squarem = SquaremState() if options.accelerate == "squarem" else None
-    threshold, parameter_threshold = options.tol * total_weight, parameter_tolerance(options.tol)
+    threshold, parameter_threshold = options.tol * total_weight, parameter_tolerance(options.tol, total_weight)
     # the last plain EM value and the gains to it (the last three: the rules below read no more), the last
     # parameters (to_tracked) and the largest changes between them (the last _CONFIRM_STEPS + 1: the parameter test
     # reads the last three, the drift the first and last), all since the last jump; points of this cycle
