@@ -457,6 +457,31 @@ def test_the_components_systems_solved_together_are_each_one_s_solution():
     np.testing.assert_allclose(solved[[0, 5]], [np.linalg.solve(matrices[j], rhs[j]) for j in (0, 5)], rtol=1e-12)
 
 
+def test_a_system_is_judged_and_solved_the_same_whatever_the_others_are():
+    # a component on two rows of a 3-coefficient design (rank 2; its smallest eigenvalue rounds to -3.3e-17, its
+    # Cholesky factor passes the test) was called singular beside a component that failed Cholesky and sound
+    # without it; and a nearly empty component's subnormal entries (1e-310) made a pseudo-inverse overflow to NaN,
+    # which the next E-step could not take
+    from mixflow.families.regression.numerics import _solve_all
+
+    rng = np.random.default_rng(0)
+    design, row_weights = np.column_stack([np.ones(2), rng.normal(size=(2, 2))]), rng.random(2)
+    two_rows = (design.T * row_weights) @ design
+    assert np.linalg.eigvalsh(two_rows)[0] < 0  # the rounding this test is about
+    failing = np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # indefinite: no Cholesky factor
+    tiny = np.outer([1.0, 0.5, 2.0], [1.0, 0.5, 2.0]) * 1e-310  # rank 1, subnormal
+    sound = np.eye(3) + 0.1
+    matrices, rhs = np.stack([sound, two_rows, failing, tiny]), rng.normal(size=(4, 3)) * [[1], [1], [1], [1e-310]]
+    alone = [_solve_all(matrix[None], vector[None]) for matrix, vector in zip(matrices, rhs, strict=True)]
+    solved, singular = _solve_all(matrices, rhs)
+    assert singular.tolist() == [flag for _, [flag] in alone] == [False, False, True, True]
+    np.testing.assert_allclose(solved, np.concatenate([each for each, _ in alone]), rtol=1e-12)
+    assert np.isfinite(solved).all()
+    for index in (2, 3):  # the minimum-norm least-squares answers
+        np.testing.assert_allclose(solved[index], np.linalg.lstsq(matrices[index], rhs[index], rcond=None)[0],
+                                   rtol=1e-12)
+
+
 def test_the_summary_names_the_response_and_covariates_not_features():
     # "3 features ['rownames', 'Temp', 'Gas']": the row numbers and the response read as features
     model = mixflow.RegressionMixture(2, "Gas ~ Temp")

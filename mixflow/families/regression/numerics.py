@@ -144,24 +144,28 @@ def gram_blocks(gram: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray, np.nd
 def _cholesky_each(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cholesky factors of a stack of symmetric matrices, and which are sound.
 
-    Sound: finite, the factor's smallest diagonal entry above 1e-10 of the square root of the matrix's largest
-    diagonal entry. The stack is factorised together; when that fails (a matrix not positive definite), those
-    with a positive smallest eigenvalue are (and one by one if that fails too), the others have no factor.
+    Sound: the factor's smallest diagonal entry above 1e-10 of the square root of the matrix's largest diagonal
+    entry. Each matrix's factor is its own (whatever the others): the stack is factorised together, and when that
+    fails (a matrix not positive definite), those with a positive smallest eigenvalue together, the others (and
+    all, if that fails too) one by one; a matrix with no factor, or not finite, is not sound.
     """
     factors = np.full(matrices.shape, np.nan)
     try:
         factors[:] = np.linalg.cholesky(matrices)
     except np.linalg.LinAlgError:
         finite = np.isfinite(matrices).all(axis=(1, 2))
-        positive = np.flatnonzero(finite)[np.linalg.eigvalsh(matrices[finite])[:, 0] > 0]
+        positive = np.zeros(len(matrices), bool)
+        positive[finite] = np.linalg.eigvalsh(matrices[finite])[:, 0] > 0
+        alone = np.flatnonzero(finite & ~positive).tolist()
         try:
             factors[positive] = np.linalg.cholesky(matrices[positive])
         except np.linalg.LinAlgError:
-            for index in positive.tolist():
-                try:
-                    factors[index] = np.linalg.cholesky(matrices[index])
-                except np.linalg.LinAlgError:
-                    pass
+            alone += np.flatnonzero(positive).tolist()
+        for index in alone:
+            try:
+                factors[index] = np.linalg.cholesky(matrices[index])
+            except np.linalg.LinAlgError:
+                pass
     largest = np.abs(np.diagonal(matrices, axis1=1, axis2=2)).max(axis=1)
     with np.errstate(invalid="ignore"):
         sound = np.diagonal(factors, axis1=1, axis2=2).min(axis=1) > 1e-10 * np.sqrt(largest)
@@ -171,18 +175,17 @@ def _cholesky_each(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _solve_all(matrices: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every component's symmetric system ``(K, p, p)``, ``(K, p)`` solved: the solutions and which were singular.
 
-    A sound system (:func:`_cholesky_each`) is solved by its Cholesky factor's two triangular systems; a singular
-    one by its minimum-norm least-squares answer (the pseudo-inverse, singular values below ``p`` times the machine
-    epsilon of the largest taken as zero, as ``numpy.linalg.lstsq`` does). Both in batches.
+    A sound system (:func:`_cholesky_each`) is solved by its Cholesky factor's two triangular systems, in one
+    batch; a singular one by its minimum-norm least-squares answer (``numpy.linalg.lstsq``, whose SVD rescales
+    its matrix: a nearly empty component's entries can be subnormal).
     """
     factors, sound = _cholesky_each(matrices)
     solutions = np.empty(rhs.shape)
     if sound.any():
         half = np.linalg.solve(factors[sound], rhs[sound][..., None])
         solutions[sound] = np.linalg.solve(np.swapaxes(factors[sound], 1, 2), half)[..., 0]
-    if not sound.all():
-        inverse = np.linalg.pinv(matrices[~sound], hermitian=True, rtol=None)
-        solutions[~sound] = (inverse @ rhs[~sound][..., None])[..., 0]
+    for index in np.flatnonzero(~sound).tolist():
+        solutions[index] = np.linalg.lstsq(matrices[index], rhs[index], rcond=None)[0]
     return solutions, ~sound
 
 
