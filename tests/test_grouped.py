@@ -430,9 +430,15 @@ def test_a_histogram_s_classes_alone_without_counts_are_warned_of():
     with pytest.warns(mixflow.MixflowWarning, match=r"^weights: none given, so each of the 5 classes counts as one "
                                                    r"observation; each class is given once and none overlaps "
                                                    r"another, as a histogram's classes are: if the classes have "
-                                                   r"counts, pass them as weights \(weights=counts\); rows of single "
-                                                   r"observations repeat their class$"):
+                                                   r"counts, pass them as weights \(weights=counts; in a workflow, "
+                                                   r"\[data\] weights = \"<the counts' column>\"\); if each row is "
+                                                   r"one observation, say so with weights=np\.ones\(n\)$"):
         mixflow.fit(GroupedGaussianMixture(1), classes, random_seed=0)
+    breaks = np.cumsum([0.1] * 7)  # limits from sums of widths: 0.30000000000000004 ends a class, 0.3 starts one
+    rounded = pd.DataFrame({"lower": np.concatenate([[0.0], breaks[:-1]]), "upper": breaks})
+    assert (rounded["upper"].to_numpy()[:-1] > rounded["lower"].to_numpy()[1:]).any()
+    with pytest.warns(mixflow.MixflowWarning, match=r"^weights: none given, so each of the 7 classes"):
+        mixflow.fit(GroupedGaussianMixture(1), rounded, random_seed=0)
     observations = classes.loc[[0, 1, 1, 2, 3, 3, 3, 4, 0]]
     overlapping = pd.DataFrame({"lower": [3.0, 5, 6, 9, 12], "upper": [6.0, 8, 10, 12, 14]})
     with warnings.catch_warnings():

@@ -392,11 +392,13 @@ class GroupedGaussianMixture(MixtureModel):
         if data.weights is None and not beside and data.n_obs > 1:
             lower, upper = self.class_limits(data)
             order = np.argsort(lower, kind="stable")
-            if np.all(upper[order][:-1] <= lower[order][1:]):  # distinct and disjoint: a histogram's classes
+            rounding = 1e-9 * (upper.max() - lower.min())  # limits from sums of widths (0.1 + 0.2) may overlap by it
+            if np.all(upper[order][:-1] <= lower[order][1:] + rounding):  # distinct, disjoint: a histogram's classes
                 warnings.warn(f"weights: none given, so each of the {data.n_obs} classes counts as one observation; "
                               f"each class is given once and none overlaps another, as a histogram's classes are: "
-                              f"if the classes have counts, pass them as weights (weights=counts); rows of single "
-                              f"observations repeat their class", MixflowWarning, stacklevel=5)
+                              f"if the classes have counts, pass them as weights (weights=counts; in a workflow, "
+                              f"[data] weights = \"<the counts' column>\"); if each row is one observation, say so "
+                              f"with weights=np.ones(n)", MixflowWarning, stacklevel=5)
         if data.weights is None and beside:
             named = [str(c) for c in beside]
             positions = {str(f): j for j, f in enumerate(data.features)}
