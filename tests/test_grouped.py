@@ -434,8 +434,8 @@ def test_a_histogram_s_classes_alone_without_counts_are_warned_of():
                                                    r"\[data\] weights = \"<the counts' column>\"\); if each row is "
                                                    r"one observation, say so with weights=np\.ones\(n\)$"):
         mixflow.fit(GroupedGaussianMixture(1), classes, random_seed=0)
-    breaks = np.cumsum([0.1] * 7)  # limits from sums of widths: 0.30000000000000004 ends a class, 0.3 starts one
-    rounded = pd.DataFrame({"lower": np.concatenate([[0.0], breaks[:-1]]), "upper": breaks})
+    # upper limits from sums of widths, lower ones as written: 0.30000000000000004 ends a class, 0.3 starts one
+    rounded = pd.DataFrame({"lower": np.arange(7) / 10, "upper": np.cumsum([0.1] * 7)})
     assert (rounded["upper"].to_numpy()[:-1] > rounded["lower"].to_numpy()[1:]).any()
     with pytest.warns(mixflow.MixflowWarning, match=r"^weights: none given, so each of the 7 classes"):
         mixflow.fit(GroupedGaussianMixture(1), rounded, random_seed=0)
