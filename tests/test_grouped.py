@@ -446,6 +446,13 @@ def test_a_histogram_s_classes_alone_without_counts_are_warned_of():
         mixflow.fit(GroupedGaussianMixture(1), observations, random_seed=0)
         mixflow.fit(GroupedGaussianMixture(1), overlapping, random_seed=0)
         mixflow.fit(GroupedGaussianMixture(1), classes, weights=[16, 184, 225, 243, 180], random_seed=0)
+    # said once, at the caller's line; scoring the classes again (a bootstrap's replicates) says nothing more
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree = mixflow.fit(GroupedGaussianMixture(1), classes, random_seed=0)
+        mixflow.bootstrap(tree, n_replicates=3, random_seed=0, n_jobs=1)
+    said = [w for w in caught if str(w.message).startswith("weights: none given")]
+    assert len(said) == 1 and said[0].filename == __file__
 
 
 def test_fewer_classes_than_the_parameters_need_are_warned_of_for_the_mle():
