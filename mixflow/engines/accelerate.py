@@ -38,11 +38,11 @@ from functools import cache
 
 import numpy as np
 
-__all__ = ["ACCELERATIONS", "SquaremState", "aitken_gap", "aitken_gap_of", "centred_log_ratios", "extrapolate",
-           "extrapolate_flat", "extrapolate_rows", "flatten", "from_unconstrained", "largest_change", "largest_changes",
-           "log_weights", "observed_rate", "observed_rate_of", "parameter_gap", "parameter_gap_of",
-           "STANDARD_ERROR_SHARE", "parameter_tolerance", "rate_settled", "silenced", "to_tracked", "to_unconstrained",
-           "unflatten", "valid_parameters"]
+__all__ = ["ACCELERATIONS", "STANDARD_ERROR_SHARE", "SquaremState", "aitken_gap", "aitken_gap_of", "centred_log_ratios",
+           "extrapolate", "extrapolate_flat", "extrapolate_rows", "flatten", "from_unconstrained", "largest_change",
+           "largest_changes", "log_weights", "observed_rate", "observed_rate_of", "parameter_gap", "parameter_gap_of",
+           "parameter_tolerance", "rate_settled", "silenced", "to_tracked", "to_unconstrained", "unflatten",
+           "valid_parameters"]
 
 ACCELERATIONS = ("squarem",)
 _POSITIVE = ("rate", "variance")

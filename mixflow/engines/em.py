@@ -14,7 +14,7 @@ from functools import partial
 
 import numpy as np
 
-from mixflow.engines.accelerate import parameter_tolerance
+from mixflow.engines.accelerate import STANDARD_ERROR_SHARE, parameter_tolerance
 from mixflow.engines.em_run import (
     CONVERGENCE_CRITERION,
     PARAMETER_CRITERION,
@@ -993,7 +993,8 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
         distance = _estimate_text(run.parameter_gap, "the parameters' changes")
         tolerance = parameter_tolerance(options.tol, n_observations)
         bound = (f"sqrt(tol)={tolerance:.3g}" if tolerance == np.sqrt(options.tol) else
-                 f"0.1/sqrt(n)={tolerance:.3g} (a tenth of a standard error's order, below sqrt(tol) at this n)")
+                 f"{STANDARD_ERROR_SHARE:g}/sqrt(n)={tolerance:.3g} (a tenth of a standard error's order, below "
+                 f"sqrt(tol) at this n)")
         if run.criterion == PARAMETER_CRITERION:
             unmet = (f"the objective no longer resolves the gains, and Aitken's estimate of the parameters' distance "
                      f"to their limit, {distance}, is not below {bound}")

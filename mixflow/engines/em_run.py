@@ -17,6 +17,7 @@ from functools import cached_property, partial
 import numpy as np
 
 from mixflow.engines.accelerate import (
+    STANDARD_ERROR_SHARE,
     SquaremState,
     aitken_gap_of,
     centred_log_ratios,
@@ -51,9 +52,8 @@ __all__ = ["CONVERGENCE_CRITERION", "PARAMETER_CRITERION", "Point", "Run", "cent
            "parameters_from", "run_em", "run_together", "stacked_maximisation_step"]
 
 # the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
-CONVERGENCE_CRITERION = ("aitken_gap / n_observations < tol, and parameter_gap < min(sqrt(tol), "
-                         "0.1 / sqrt(n_observations)) unless inf")
-PARAMETER_CRITERION = "parameter_gap < min(sqrt(tol), 0.1 / sqrt(n_observations)) unless inf"
+PARAMETER_CRITERION = f"parameter_gap < min(sqrt(tol), {STANDARD_ERROR_SHARE:g} / sqrt(n_observations)) unless inf"
+CONVERGENCE_CRITERION = f"aitken_gap / n_observations < tol, and {PARAMETER_CRITERION}"
 
 _EPS_COUNT = 10 * np.finfo(float).eps
 #: EM's passes are the family's centred ones where the fast path's relative rounding exceeds this: there its
