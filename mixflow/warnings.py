@@ -1,5 +1,7 @@
 """Warning classes, so that users can filter each kind on its own, and the error ADVI stops with."""
 
+import os
+
 __all__ = [
     "ADVIDivergenceError",
     "ConstantFeatureWarning",
@@ -12,6 +14,11 @@ __all__ = [
     "SamplingWarning",
     "SpuriousMaximumWarning",
 ]
+
+
+#: mixflow's own files (``warnings.warn(..., skip_file_prefixes=PACKAGE_FILES)``): a warning about the user's data
+#: or declaration points at the first line outside them, the caller's
+PACKAGE_FILES = (os.path.join(os.path.dirname(os.path.abspath(__file__)), ""),)
 
 
 class MixflowWarning(UserWarning):

@@ -61,6 +61,11 @@ def _digits_held(value, decimals: int) -> int:
     return min(decimals, 14 - math.floor(math.log10(abs(value))))
 
 
+def searched_a_sample(attrs) -> bool:
+    """Whether an EM fit's starts were searched on a sample of its rows (large data), from ``/em`` attrs."""
+    return int(attrs.get("search_rows", 0)) < int(attrs.get("n_rows", 0))
+
+
 def set_aside_runs(attrs, prefix: str = "") -> str:
     """What an EM fit's runs ended on besides the winner's tier, from ``/em`` attrs, or '' when nothing was.
 

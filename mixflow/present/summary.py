@@ -34,7 +34,13 @@ from mixflow.engines.stacking import WEIGHT_INTERVAL
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import advi_progress, format_with_sd, recorded_warning_line, set_aside_runs
+from mixflow.present.numbers import (
+    advi_progress,
+    format_with_sd,
+    recorded_warning_line,
+    searched_a_sample,
+    set_aside_runs,
+)
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.present.units import ParameterUnits
 from mixflow.wording import counted, fixed_places, pairs_text
@@ -245,7 +251,7 @@ def _em_line(tree) -> tuple[str, list[str]]:
             f"{at_best} runs" if at_best > 1 else "only one run")
         if int(attrs.get("start_rounds", 1)) > 1:
             line += f", over {attrs['start_rounds']} rounds of starts"
-    if int(attrs.get("search_rows", 0)) < int(attrs.get("n_rows", 0)):  # large data: where the starts ran
+    if searched_a_sample(attrs):  # large data: where the starts ran
         line += f"; starts searched on a uniform sample of {attrs['search_rows']} of the {attrs['n_rows']} rows"
     if not int(attrs.get("degenerate", 0)):  # runs a sound (or spurious) winner outranked, whatever their value
         line += set_aside_runs(attrs, "; ")

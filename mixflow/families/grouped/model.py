@@ -19,10 +19,8 @@ approximation; it is what :class:`mixflow.GaussianMixture` does with weights), s
 on the same data and in the same workflow.
 """
 
-import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -39,7 +37,7 @@ from mixflow.families.gaussian import units as gu
 from mixflow.families.gaussian.model import GaussianMixture, GaussianPrior
 from mixflow.families.scaling import Standardisation, standardise
 from mixflow.units import unit_power, unit_shown
-from mixflow.warnings import DeclarationWarning, MixflowWarning
+from mixflow.warnings import PACKAGE_FILES, DeclarationWarning, MixflowWarning
 from mixflow.wording import agreeing, counted
 
 __all__ = ["GroupedGaussianMixture", "interval_log_probability", "truncated_moments"]
@@ -136,8 +134,6 @@ def _limit(value, name: str) -> float | None:
     return float(value)
 
 
-#: mixflow's own files: its warnings about the data point at the first line outside them, the caller's
-_PACKAGE = (os.path.join(Path(__file__).parents[2], ""),)
 #: Midpoints whose sd is below this share of the classes' mean width have no spread of their own (:func:`_class_units`).
 _SPREAD_RESOLVED = 1e-6
 #: Words in a column's name that say it holds the classes' counts (:meth:`GroupedGaussianMixture._warn_unweighted`).
@@ -414,7 +410,7 @@ class GroupedGaussianMixture(MixtureModel):
                               f"each class is given once and none overlaps another, as a histogram's classes are: "
                               f"if the classes have counts, pass them as weights (weights=counts; in a workflow, "
                               f"[data] weights = \"<the counts' column>\"); if each row is one observation, say so "
-                              f"with weights=np.ones(n)", MixflowWarning, skip_file_prefixes=_PACKAGE)
+                              f"with weights=np.ones(n)", MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
         if data.weights is None and beside:
             named = [str(c) for c in beside]
             positions = {str(f): j for j, f in enumerate(data.features)}
@@ -425,7 +421,8 @@ class GroupedGaussianMixture(MixtureModel):
             warnings.warn(f"weights: none given, so each of the {data.n_obs} classes counts as one observation, and "
                           f"{agreeing(len(named), 'column')} {named} beside the class limits "
                           f"{agreeing(len(named), 'is', 'are')} not read; if a column holds the classes' counts, pass "
-                          f"it as weights (e.g. weights=data[{likely!r}])", MixflowWarning, skip_file_prefixes=_PACKAGE)
+                          f"it as weights (e.g. weights=data[{likely!r}])", MixflowWarning,
+                          skip_file_prefixes=PACKAGE_FILES)
 
     def _warn_opened(self, lower: np.ndarray, upper: np.ndarray, counts: np.ndarray) -> None:
         """Warn when ``open_above`` (``open_below``) opens classes of more than one lower (upper) limit.
@@ -446,14 +443,14 @@ class GroupedGaussianMixture(MixtureModel):
                               f"limit is {'below' if end == 'last' else 'above'} it, so the classes are fitted as if "
                               f"{key} were not given; to open the {end} class (as mixdist does), give its "
                               f"{'lower' if end == 'last' else 'upper'} limit, {own:g}", DeclarationWarning,
-                              skip_file_prefixes=_PACKAGE)
+                              skip_file_prefixes=PACKAGE_FILES)
             if opened.size > 1:
                 own = opened[-1] if key == "open_above" else opened[0]
                 warnings.warn(f"{key}: {limit:g} opens {opened.size} classes of different limits "
                               f"{[float(v) for v in opened]}, each then reaching {'+' if end == 'last' else '-'}"
                               f"infinity over the others; to open only the {end} class (as mixdist does), give its "
                               f"{'lower' if end == 'last' else 'upper'} limit, {own:g}", DeclarationWarning,
-                              skip_file_prefixes=_PACKAGE)
+                              skip_file_prefixes=PACKAGE_FILES)
 
     def chunked_constants(self, moments, features) -> dict:
         """:meth:`prepare`'s constants from the moments of chunked data: those of the class midpoints.

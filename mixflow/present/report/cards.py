@@ -24,7 +24,7 @@ from mixflow.engines.mode_rule import TAIL_PROB
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_ess, format_rhat
 from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
-from mixflow.present.numbers import advi_progress, recorded_warning_line, set_aside_runs
+from mixflow.present.numbers import advi_progress, recorded_warning_line, searched_a_sample, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.wording import agreeing, counted, fixed_places, pairs_text
 
@@ -347,7 +347,7 @@ def _converged_finals(tree) -> np.ndarray:
     keep = np.ones(stats.sizes["restart"], dtype=bool)
     best = int(attrs.get("best_restart", -1))
     wanted = {"converged": True, "degenerate": False}
-    if "sample" in tree[OBSERVED_DATA].attrs or int(attrs.get("search_rows", 0)) < int(attrs.get("n_rows", 0)):
+    if "sample" in tree[OBSERVED_DATA].attrs or searched_a_sample(attrs):
         wanted["continued"] = True
     if 0 <= best < keep.size:  # the estimate's kind
         wanted.update({name: bool(stats[name].values[best]) for name in ("degenerate", "spurious") if name in stats})
