@@ -24,7 +24,7 @@ from mixflow.arguments import check_count
 from mixflow.data import constant_features_message, is_dask_frame, offset, offset_of_rows, weights_type_error
 from mixflow.errors import InputError, InputTypeError
 from mixflow.parallel import active_client, one_blas_thread
-from mixflow.warnings import ConstantFeatureWarning
+from mixflow.warnings import PACKAGE_FILES, ConstantFeatureWarning
 from mixflow.wording import agreeing, counted
 
 __all__ = ["ChunkedData", "Moments", "active_client", "as_chunked", "is_chunked", "map_reduce", "moments_of",
@@ -498,7 +498,7 @@ def validate_chunked(data, *, weights=None, name: str = "data", features=None, w
     if single.size and warn_constant and chunked.n_obs > 1:
         warnings.warn(constant_features_message(name, chunked.features, [str(chunked.features[j]) for j in single],
                                                 summary["minimum"][single], note=constant_note),
-                      ConstantFeatureWarning, stacklevel=3)
+                      ConstantFeatureWarning, skip_file_prefixes=PACKAGE_FILES)
     summary = {"total_weight": summary["total_weight"], "n_positive": int(summary["n_positive"]),
                "largest": float(largest.max()), "minimum": summary["minimum"], "maximum": summary["maximum"]}
     return ChunkedData(chunked.values, chunked.features, chunked.weights, summary,

@@ -12,7 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from mixflow.errors import InputError, InputTypeError
-from mixflow.warnings import ConstantFeatureWarning, PrecisionWarning
+from mixflow.warnings import PACKAGE_FILES, ConstantFeatureWarning, PrecisionWarning
 from mixflow.wording import agreeing, counted
 
 __all__ = ["Data", "check_folds", "check_total_weight", "check_units", "constant_features_message", "is_dask_frame",
@@ -189,7 +189,7 @@ def _rounded_warning(name: str, rounded: list[str], largest: float, worst: float
                   f"integers beyond 2**53 (up to {largest:.3g}), which float64, the type of every fit, rounds by up to "
                   f"{worst:.3g}: values closer than that are fitted as equal (an identifier column is better left out; "
                   "counts this large are better rescaled)",
-                  PrecisionWarning, stacklevel=5)
+                  PrecisionWarning, skip_file_prefixes=PACKAGE_FILES)
 
 
 def _warn_rounded_python_integers(exact: np.ndarray, values: np.ndarray, name: str) -> None:
@@ -348,7 +348,7 @@ def validate_data(data, *, weights=None, name: str = "data", features=None, warn
         warnings.warn(constant_features_message(name, names, [str(names[j]) for j in single], values[0, single],
                                                 unnamed=isinstance(data, np.ndarray | list | tuple),
                                                 note=constant_note),
-                      ConstantFeatureWarning, stacklevel=3)
+                      ConstantFeatureWarning, skip_file_prefixes=PACKAGE_FILES)
     return Data(
         values=values,
         features=names,

@@ -33,7 +33,7 @@ from mixflow.engines.over_draws import responsibilities_over_draws
 from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, model_from_json, with_prior
-from mixflow.warnings import DegenerateComponentWarning, MixflowWarning, SamplingWarning
+from mixflow.warnings import PACKAGE_FILES, DegenerateComponentWarning, MixflowWarning, SamplingWarning
 from mixflow.wording import agreeing, counted, perhaps
 
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
@@ -386,7 +386,7 @@ def _sampling_reference(model, data, result: xr.DataTree, methods, seed: int,
         "the MLE in /em is degenerate (a component collapsed onto a point, a singularity of the likelihood, "
         "where the posterior has no mass): MCMC and ADVI start from, and are labelled after, the MAP estimate "
         f"instead (log posterior {float(source['em'].attrs['log_posterior']):.4f}, fitted for them; "
-        "method='map' puts it in /em)", DegenerateComponentWarning, stacklevel=4)
+        "method='map' puts it in /em)", DegenerateComponentWarning, skip_file_prefixes=PACKAGE_FILES)
     return source, {"reference": "the MAP estimate (the MLE in /em is degenerate)"}
 
 
@@ -427,7 +427,7 @@ def _fit_sampling(model, data: Data, result: xr.DataTree, methods, routed: dict,
                               f"converged, not degenerate, within {OPTIMA_GAP:g} of the best), so every "
                               f"{'chain' if sampling == 'mcmc' else 'fit'} starts there and modes elsewhere are "
                               "found only by chance; more restarts (n_init) may reach others",
-                              SamplingWarning, stacklevel=3)
+                              SamplingWarning, skip_file_prefixes=PACKAGE_FILES)
         with warnings.catch_warnings():
             # PyTensor's note that a compiled step falls back to Python: speed, not results (a workflow's log
             # does not get it either, its fits being this function's)
@@ -486,7 +486,7 @@ def _check_against_data(model, init, n_positive: int, n_features: int, *, chunke
         warnings.warn(f"n_components: {model.n_components} components have {n_parameters} free parameters, as many "
                       f"as or more than the {total_weight:g} observations: the data cannot determine them (each "
                       "component rests on a handful of rows); compare fewer components (select_k)", MixflowWarning,
-                      stacklevel=3)
+                      skip_file_prefixes=PACKAGE_FILES)
     if isinstance(init, dict):
         return model.check_parameters(init, n_features)
     if init == SCALABLE_KMEANS and not chunked:

@@ -503,3 +503,37 @@ def test_responsibilities_and_weight_logs_warn_of_nothing_at_zero_or_infinite_en
     assert log_px[0] == pytest.approx(np.logaddexp(-1.0, -2.0)) and log_px[1] == -np.inf
     np.testing.assert_array_equal(ratios[0], [0.0, 0.0])
     assert np.isnan(ratios[1, 0]) and np.isnan(ratios[2]).any() and logs.tolist() == [-np.inf, 0.0]
+
+
+def test_every_warning_of_a_call_points_at_the_callers_line():
+    # a warning about the user's data or call names the user's line, however deep in mixflow it was raised: fits
+    # (not converged, collapsed, constant features, too many parameters), the choice of K re-raising its fits'
+    # warnings and its own, a bootstrap's, standard errors'
+    faithful = mixflow.load_dataset("faithful")
+    constant = faithful.assign(site=1.0)
+    calls = {
+        "not converged": lambda: mixflow.fit(mixflow.GaussianMixture(2), faithful, method="em", init="kmeans",
+                                             max_iter=2, random_seed=0),
+        "constant and collapsed": lambda: mixflow.standard_errors(mixflow.fit(
+            mixflow.GaussianMixture(2, covariance="diag"), constant, method="em", random_seed=0)),
+        "too many parameters": lambda: mixflow.fit(mixflow.GaussianMixture(2), faithful.iloc[:5], method="map",
+                                                   random_seed=0),
+        "select_k": lambda: mixflow.select_k(mixflow.GaussianMixture(1), faithful, ks=[1, 2], methods=("em",),
+                                             n_folds=None, random_seed=0, n_jobs=1, fit_kwargs={"max_iter": 2}),
+        "bootstrap": lambda: mixflow.bootstrap(mixflow.fit(mixflow.GaussianMixture(2), faithful, method="em",
+                                                           init="kmeans", max_iter=3, random_seed=0),
+                                               faithful, n_replicates=2, random_seed=0, n_jobs=1),
+    }
+    seen = set()
+    for name, call in calls.items():
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            call()
+        ours = [w for w in said if issubclass(w.category, mixflow.MixflowWarning)]
+        assert all(w.filename == __file__ for w in ours), (name, {(w.filename, str(w.message)[:60]) for w in ours})
+        seen |= {(name, w.category.__name__) for w in ours}
+    assert seen >= {("not converged", "ConvergenceWarning"), ("constant and collapsed", "ConstantFeatureWarning"),
+                    ("constant and collapsed", "DegenerateComponentWarning"),
+                    ("constant and collapsed", "MixflowWarning"), ("too many parameters", "MixflowWarning"),
+                    ("select_k", "ConvergenceWarning"), ("select_k", "MixflowWarning"),
+                    ("bootstrap", "ConvergenceWarning"), ("bootstrap", "MixflowWarning")}

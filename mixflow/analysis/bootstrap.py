@@ -34,7 +34,7 @@ from mixflow.errors import InputError, UnsupportedError
 from mixflow.families.base import MixtureModel, model_from_json
 from mixflow.families.relabel import optimal_permutations
 from mixflow.parallel import default_jobs, parallel_map
-from mixflow.warnings import ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
+from mixflow.warnings import PACKAGE_FILES, ConvergenceWarning, DegenerateComponentWarning, MixflowWarning
 
 __all__ = ["bootstrap"]
 
@@ -265,7 +265,7 @@ def _report_warnings(results: list[dict], flags: dict[str, np.ndarray]) -> dict:
     checked = any(r.get("solution") is not None for r in results)  # not on Dask data
     for category, message in {(c, m) for r in results for c, m in r["warnings"]
                               if not issubclass(c, (ConvergenceWarning, DegenerateComponentWarning))}:
-        warnings.warn(f"bootstrap replicate: {message}", category, stacklevel=3)
+        warnings.warn(f"bootstrap replicate: {message}", category, skip_file_prefixes=PACKAGE_FILES)
     above = f", {higher} of them a higher maximum than the estimate's, which its restarts missed" if higher else ""
     problems = [f"{count} {what}" for count, what in (
         (len(failed), f"failed (stored as NaN; first error: {failed[0] if failed else ''})"),
@@ -277,7 +277,7 @@ def _report_warnings(results: list[dict], flags: dict[str, np.ndarray]) -> dict:
         warnings.warn(f"bootstrap: of {len(results)} replicates, {', '.join(problems)}; the replicates are kept "
                       "as they are, each flagged in /em/bootstrap/sample_stats (failed, converged, degenerate, "
                       "elsewhere) to leave out if wished (consider method='map' or more data)", MixflowWarning,
-                      stacklevel=3)
+                      skip_file_prefixes=PACKAGE_FILES)
     counts = {"n_failed": len(failed), "n_not_converged": not_converged, "n_degenerate": degenerate}
     return {**counts, "n_elsewhere": elsewhere, "n_elsewhere_higher": higher} if checked else counts
 

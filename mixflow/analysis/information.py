@@ -18,7 +18,7 @@ from mixflow.container.layout import EM_ESTIMATE
 from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
 from mixflow.data import Data
 from mixflow.engines.em_steps import e_step
-from mixflow.warnings import MixflowWarning
+from mixflow.warnings import PACKAGE_FILES, MixflowWarning
 from mixflow.wording import BOOTSTRAP_REMEDY, agreeing, pairs_text
 
 __all__ = ["standard_errors"]
@@ -177,7 +177,7 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
         remedy = _FEWER_REMEDY if reason.endswith(_SAME_COMPONENT) else BOOTSTRAP_REMEDY
         if warn:
             warnings.warn(f"standard errors from the observed information are not defined: {reason}; {remedy}",
-                          MixflowWarning, stacklevel=2)
+                          MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
         nan.attrs.update(undefined=reason, remedy=remedy)
         return nan
     inverse_factor = np.linalg.inv(factor)

@@ -34,7 +34,7 @@ from mixflow.engines.stacking import stacking_weights
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, few_rows_components, with_prior
 from mixflow.parallel import default_jobs, parallel_results
-from mixflow.warnings import ConvergenceWarning, DeclarationWarning, MixflowWarning, SamplingWarning
+from mixflow.warnings import PACKAGE_FILES, ConvergenceWarning, DeclarationWarning, MixflowWarning, SamplingWarning
 from mixflow.wording import agreeing, counted, fixed_places, listed
 
 __all__ = [
@@ -356,7 +356,8 @@ def loo_table(trees: dict) -> pd.DataFrame:
     for k, error in failed.items():
         warnings.warn(f"PSIS-LOO of the NUTS draws of K={k} could not be computed ({error}: draws that repeat one "
                       "value, as those of a chain stuck in place do); its LOO columns are left empty and the other "
-                      "K are compared without it; see its MCMC diagnostics", SamplingWarning, stacklevel=2)
+                      "K are compared without it; see its MCMC diagnostics", SamplingWarning,
+                      skip_file_prefixes=PACKAGE_FILES)
     table = _loo_rows({k: tree for k, tree in trees.items() if k not in failed}, results, log_likelihoods)
     if failed:  # a K without LOO: a row of empty values, and the comparison's columns whatever is left
         table = table.reindex(index=sorted(trees), columns=list(dict.fromkeys([*table.columns, *_LOO_COLUMNS])))
@@ -506,7 +507,7 @@ def _unkept(message) -> str:
 def _warn_for(k: int, method: str, messages) -> None:
     """Raise again the warnings of one fit of the choice of K, each naming the K and the method."""
     for category, message in messages:
-        warnings.warn(f"select_k, K={k}, {METHOD_NAMES[method]}: {message}", category, stacklevel=3)
+        warnings.warn(f"select_k, K={k}, {METHOD_NAMES[method]}: {message}", category, skip_file_prefixes=PACKAGE_FILES)
 
 
 def _crossing_chains(tree) -> str:
@@ -840,7 +841,7 @@ def _warn_short_of_fewer(table: pd.DataFrame, methods, skipped: dict) -> None:
         warnings.warn(f"select_k: the EM fit of {'; '.join(short.values())}, the best of fewer components: K "
                       "components can do at least as well as fewer (one in two parts), so those fits stopped at a "
                       "lower maximum and their criteria favour them too little; fit those K with more starts "
-                      "(fit_kwargs={'n_init': 20}).", MixflowWarning, stacklevel=4)
+                      "(fit_kwargs={'n_init': 20}).", MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
 
 
 #: How each criterion of the choice of K is named in the warnings and the report
@@ -855,7 +856,7 @@ def _warn_at_largest(table: pd.DataFrame) -> None:
     if len(table.index) > 1 and at_edge:
         warnings.warn(f"select_k: {listed(at_edge)} {agreeing(len(at_edge), 'prefers', 'prefer')} K={largest}, "
                       "the largest K tried: a larger K may be preferred still; try larger K too (ks=..., or a larger "
-                      "'to' of n_components in a workflow)", MixflowWarning, stacklevel=4)
+                      "'to' of n_components in a workflow)", MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
 
 
 def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
@@ -874,7 +875,8 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
                     f"{table.loc[k, 'fewest_rows']:.1f} observations at K={k}" for k in ks) + ")"
             more = f"{_FEW_ROWS_ADVICE} {advice}" if reason == SKIPPED_FEW_ROWS else advice
             warnings.warn(f"select_k: K in {ks} skipped by the EM criteria ({criteria}): {reason}{sizes}; "
-                          f"see the 'skipped' column. {more}".rstrip(), MixflowWarning, stacklevel=3)
+                          f"see the 'skipped' column. {more}".rstrip(), MixflowWarning,
+                          skip_file_prefixes=PACKAGE_FILES)
     if "cv_flagged_folds" in table:
         folds = [int(k) for k in table.index if table.loc[k, "cv_flagged_folds"] > 0
                  and not (int(k) in skipped and _skips(skipped[int(k)], "cv_log_likelihood"))]
@@ -883,7 +885,7 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
                           "EM fit is degenerate or spurious (a collapsed component scores its held-out rows without "
                           "bound); see the 'cv_flagged_folds' column (BIC, AIC and ICL, from the fit on all rows, "
                           f"still judge it). {advice}".rstrip(),
-                          MixflowWarning, stacklevel=3)
+                          MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
     _warn_short_of_fewer(table, methods, skipped)
     _warn_at_largest(table)
     flagged = [int(k) for k in table.index if "converged" in table and not table.loc[k, "converged"]
@@ -892,4 +894,4 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
         warnings.warn(f"select_k: the EM fit for K in {flagged} did not converge (see the 'converged' column); "
                       "its criteria are unreliable. Raise max_iter (in fit_kwargs, or under [methods.em] in a "
                       f"workflow). {advice}".rstrip(),
-                      MixflowWarning, stacklevel=3)
+                      MixflowWarning, skip_file_prefixes=PACKAGE_FILES)

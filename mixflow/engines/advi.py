@@ -62,7 +62,7 @@ from mixflow.engines.over_draws import draw_groups
 from mixflow.errors import InputError, SamplerInterrupted, noting_interrupts, stop_if_terminated
 from mixflow.families.pymc_parts import parameter_of
 from mixflow.families.relabel import align
-from mixflow.warnings import ADVIDivergenceError, ConvergenceWarning, SamplingWarning
+from mixflow.warnings import PACKAGE_FILES, ADVIDivergenceError, ConvergenceWarning, SamplingWarning
 
 __all__ = ["VARIANTS", "ADVIDivergenceError", "SettleCheck", "check_options", "factor_step_scale", "fit_advi",
            "q_moments"]
@@ -459,7 +459,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
             warnings.warn(f"ADVI: the fits from {len(fits)} starting points fall into "
                           f"{describe_group(variables, 'fits')}; each mode is "
                           "summarised in /advi/modes and the modes are combined by stacking in /advi/stacked"
-                          + (f"; {caveats}." if caveats else "."), SamplingWarning, stacklevel=3)
+                          + (f"; {caveats}." if caveats else "."), SamplingWarning, skip_file_prefixes=PACKAGE_FILES)
     return {"attrs": attrs, "coords": coords, "groups": groups}
 
 
@@ -589,7 +589,7 @@ class _Fitter:
                 seen = (f"q still moved by {check.changes[-1][1]:.3g} sd between windows, settle_tol="
                         f"{options['settle_tol']}")
             warnings.warn(f"ADVI did not settle in n={options['n']} iterations ({seen}); increase n, lower "
-                          "learning_rate, or loosen settle_tol.", ConvergenceWarning, stacklevel=4)
+                          "learning_rate, or loosen settle_tol.", ConvergenceWarning, skip_file_prefixes=PACKAGE_FILES)
         elbo = -np.asarray(check.losses, dtype=float)
         window = elbo[-options["check_every"]:]
         return {"check": check, "elbo": elbo,

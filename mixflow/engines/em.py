@@ -64,6 +64,7 @@ from mixflow.engines.starts import (
 )
 from mixflow.errors import InputError
 from mixflow.warnings import (
+    PACKAGE_FILES,
     ConvergenceWarning,
     DegenerateComponentWarning,
     MixflowInternalWarning,
@@ -181,7 +182,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
     prior_used = model.working_prior(prepared) if options.map else None  # the MLE never builds the prior
     problems = model.mle_problems(sample, data.features) if not options.map and same_data else []
     for problem in problems:
-        warnings.warn(problem, DegenerateComponentWarning, stacklevel=4)
+        warnings.warn(problem, DegenerateComponentWarning, skip_file_prefixes=PACKAGE_FILES)
     if isinstance(options.init, dict):
         options = replace(options, init=model.to_working(options.init, prepared))
     width = model.chunk_width(data.n_features)
@@ -942,7 +943,7 @@ def _warn_duplicates(pairs: list[tuple[int, int]], n_components: int) -> None:
             f"{counted(distinct, 'distinct component')}, some in several parts, and its likelihood theirs; fewer "
             f"components describe these data as well, or a maximum with {n_components} distinct ones was not found "
             "(compare K with select_k; try more starts, n_init=...)",
-            DegenerateComponentWarning, stacklevel=3)
+            DegenerateComponentWarning, skip_file_prefixes=PACKAGE_FILES)
 
 
 def empty_components(weights: np.ndarray, total_weight: float) -> list[int]:
@@ -961,7 +962,7 @@ def _warn_empty(empty: list[int], weights: np.ndarray) -> None:
             f"{_EMPTY_COUNT:g} of an observation): EM cannot move a component no observation is assigned to; start "
             "from other parameters (init=...), use fewer components, or trim=... to drop "
             f"{agreeing(len(empty), 'it', 'them')}",
-            DegenerateComponentWarning, stacklevel=3)
+            DegenerateComponentWarning, skip_file_prefixes=PACKAGE_FILES)
 
 
 def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_observations: float,
@@ -972,23 +973,24 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
     if drops.any() and not run.collapsed and options.trim is None:
         at = np.flatnonzero(drops)[:5].tolist()
         warnings.warn(f"EM decreased its objective at {agreeing(len(at), 'iteration')} {at}",
-                      MixflowInternalWarning, stacklevel=3)
+                      MixflowInternalWarning, skip_file_prefixes=PACKAGE_FILES)
     # trimming every component would leave none (the weights read only with a trim: a stop's test runs have none)
     if options.trim is not None and (largest := float(np.max(run.params["weights"]))) < options.trim:
         warnings.warn(f"trim={options.trim:g} is above every component's weight (the largest is {largest:.3g}): "
                       "trimming would leave no component, so none was trimmed; a threshold of at most "
                       f"1/n_components = {1 / run.params['weights'].size:.3g} never trims them all",
-                      MixflowWarning, stacklevel=3)
+                      MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
     if collapsed:  # a MAP fit is not told to become one
         fixes = ("Use fewer components, or trim=... to drop tiny components." if options.map else
                  "The likelihood is unbounded there; use method='map' (the prior removes the singularity), fewer "
                  "components, or trim=... to drop tiny components.")
-        warnings.warn(f"{model.collapse_description(collapsed)}. {fixes}", DegenerateComponentWarning, stacklevel=3)
+        warnings.warn(f"{model.collapse_description(collapsed)}. {fixes}", DegenerateComponentWarning,
+                      skip_file_prefixes=PACKAGE_FILES)
     if run.on_boundary:
         warnings.warn(
             "EM stopped at a fixed point on the boundary of the parameters (such as a Poisson rate of 0, which EM "
             "never leaves) from which the likelihood rises: not a maximum, and more iterations cannot leave it; start "
-            "elsewhere (another init, or the default starts)", ConvergenceWarning, stacklevel=3)
+            "elsewhere (another init, or the default starts)", ConvergenceWarning, skip_file_prefixes=PACKAGE_FILES)
     elif not run.converged:
         distance = _estimate_text(run.parameter_gap, "the parameters' changes")
         tolerance = parameter_tolerance(options.tol, n_observations)
@@ -1005,7 +1007,7 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
         advice = ("more iterations do not settle it, since a component's estimate lies on a ridge of the likelihood "
                   "(said in the next warning)" if on_ridge else "increase max_iter, loosen tol, or try other starts")
         warnings.warn(f"EM did not converge in max_iter={options.max_iter} iterations ({unmet}); {advice}.",
-                      ConvergenceWarning, stacklevel=3)
+                      ConvergenceWarning, skip_file_prefixes=PACKAGE_FILES)
 
 
 def _estimate_text(value: float, changes: str, unit: str = "") -> str:
@@ -1024,7 +1026,8 @@ def _warn_spurious(spurious: list, options: EMOptions, model) -> None:
     warnings.warn(
         f"a spurious maximum ({described}), and no restart found a sound one: {model.spurious_rule_text()}; use "
         "method='map' (the prior keeps a component's dispersion from shrinking onto a few points), fewer "
-        f"components, or more starts than n_init={options.n_init}.", SpuriousMaximumWarning, stacklevel=3)
+        f"components, or more starts than n_init={options.n_init}.", SpuriousMaximumWarning,
+        skip_file_prefixes=PACKAGE_FILES)
 
 
 #: Where the set-aside fit of :func:`_warn_set_aside` is kept, and how to take it
@@ -1060,7 +1063,7 @@ def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_wei
         f"restart {top} reached a higher maximum ({runs[top].history_objective[-1]:.6g} against this fit's "
         f"{value:.6g}) with a spurious component ({described}), and was set aside for the best sound fit the "
         "restarts found. "
-        + SET_ASIDE_ADVICE.format(top=top), SpuriousMaximumWarning, stacklevel=3)
+        + SET_ASIDE_ADVICE.format(top=top), SpuriousMaximumWarning, skip_file_prefixes=PACKAGE_FILES)
 
 
 def _warn_few_sound(restarts: dict, options: EMOptions) -> None:
@@ -1080,7 +1083,7 @@ def _warn_few_sound(restarts: dict, options: EMOptions) -> None:
             f"{counted(int(degenerate.sum()), 'run')} of {degenerate.size} ended degenerate (a component collapsed "
             f"onto tied or repeated values, or emptied) and {sound} ended sound, fewer than n_init={options.n_init}: "
             f"this fit is the best of {counted(sound, 'sound run')}, and a higher sound maximum may lie where none "
-            f"went; more starts (n_init=...) search further{advice}", MixflowWarning, stacklevel=3)
+            f"went; more starts (n_init=...) search further{advice}", MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
 
 
 def _in_data_units(model, params: dict, prepared, data) -> dict:
@@ -1107,7 +1110,8 @@ def _in_data_units(model, params: dict, prepared, data) -> dict:
         warnings.warn(f"data: the estimate's {underflowed} underflow float64 in the data's units (values below "
                       f"{lost:.2g}, reported as 0 or with few digits), though the fit in standardised units succeeded "
                       "(its log-likelihood and responsibilities hold, and the parameters not listed); predictions, "
-                      f"NUTS and ADVI need them: {_rescaling(data)} and fit again", PrecisionWarning, stacklevel=5)
+                      f"NUTS and ADVI need them: {_rescaling(data)} and fit again", PrecisionWarning,
+                      skip_file_prefixes=PACKAGE_FILES)
     return estimate
 
 
@@ -1221,9 +1225,9 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     _warn_about(best, options, model, collapsed, total, on_ridge=bool(undetermined))
     if options.map and sample is prepared:
         for problem in model.prior_problems(params, resp, prepared, prior):
-            warnings.warn(problem, MixflowWarning, stacklevel=3)
-    for problem in undetermined:  # where _warn_about's warnings point
-        warnings.warn(problem, DegenerateComponentWarning, stacklevel=2)
+            warnings.warn(problem, MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
+    for problem in undetermined:
+        warnings.warn(problem, DegenerateComponentWarning, skip_file_prefixes=PACKAGE_FILES)
     with np.errstate(divide="ignore"):  # resp's rows: the sample's, on chunked data
         duplicates = [(i, j) for i, j in duplicate_components(np.log(resp), (prepared if sample is prepared
                                                                               else sample).weights)
@@ -1240,7 +1244,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
         map_advice = "" if options.map else "method='map', "  # a MAP fit is not told to become one
         warnings.warn(f"a component's weight fell below half an observation's worth (weights "
                       f"{np.round(params['weights'], 6).tolist()}) in every restart; use fewer components, "
-                      f"{map_advice}or trim=... to drop it.", DegenerateComponentWarning, stacklevel=3)
+                      f"{map_advice}or trim=... to drop it.", DegenerateComponentWarning,
+                      skip_file_prefixes=PACKAGE_FILES)
     n_active = active.size
     short_within = max(SHORT_TOL, options.tol) * total if same_rows else None
     n_at_best, n_maxima = _maxima_found(runs, restarts, best_index, options.tol * total, short_within)

@@ -52,7 +52,7 @@ from mixflow.engines.sampling_diagnostics import RHAT_MAX, diagnose, record_cros
 from mixflow.errors import InputError, SamplerInterrupted
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, one_blas_thread
-from mixflow.warnings import SamplingWarning
+from mixflow.warnings import PACKAGE_FILES, SamplingWarning
 
 __all__ = ["ADAPTATIONS", "EXTEND_DRAWS", "EXTEND_FACTOR", "EXTEND_FACTOR_MAX", "EXTEND_RHAT_AIM",
            "EXTEND_TARGET_ACCEPT", "RHAT_MAX", "SAMPLERS", "STARTS", "SamplingInterrupted", "check_options", "fit_mcmc",
@@ -348,7 +348,7 @@ def _run(model, data: Data, reference: dict, options: dict) -> dict:
             result = _run(model, data, checked, longer)
         except MemoryNeeded as error:  # the first run stands, and the warning says why it was not extended
             warnings.warn(f"MCMC: {reason}; not sampled again with more draws: {error}", SamplingWarning,
-                          stacklevel=2)
+                          skip_file_prefixes=PACKAGE_FILES)
         else:
             # the first run's seconds among the timings, not in the text: a rerun's text is the same
             result["attrs"]["extended"] = (f"{reason}: sampled again with {settings}; the first run's time is "

@@ -21,7 +21,7 @@ from mixflow.engines.mode_rule import (
     extremes,
     stuck_text,
 )
-from mixflow.warnings import SamplingWarning
+from mixflow.warnings import PACKAGE_FILES, SamplingWarning
 from mixflow.wording import counted
 
 __all__ = ["RHAT_MAX", "diagnose", "format_above", "format_ess", "format_rhat", "record_crossings"]
@@ -242,4 +242,4 @@ def _warn(high_rhat, low_bulk, low_tail, n_divergent, minimum, options, modes: s
                       "merges or holds few observations")
     run = f" of the second run ({options['second_run']})" if options.get("second_run") else ""
     warnings.warn(f"MCMC diagnostics{run}: " + "; ".join(problems) + ". Try " + ", ".join(advice) + ".",
-                  SamplingWarning, stacklevel=5)  # _warn, diagnose, fit_mcmc, mixflow.fit, the caller
+                  SamplingWarning, skip_file_prefixes=PACKAGE_FILES)
