@@ -6,18 +6,22 @@ from mixflow.warnings import SamplingWarning
 from mixflow.workflow.console import Console
 
 
-def test_a_warning_is_one_line_naming_its_stage_and_logged_with_its_source(tmp_path, capsys):
+def test_a_warning_is_one_line_naming_its_stage_and_another_package_s_logged_with_its_source(tmp_path, capsys):
     console = Console(quiet=False, log=tmp_path / "run.log")
     with console.capturing(), console.during("K=3, NUTS"):
         warnings.warn("MCMC diagnostics: 2 divergent transitions after tuning.", SamplingWarning, stacklevel=1)
+        warnings.warn("a library's own", RuntimeWarning, stacklevel=1)
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].endswith(
+    assert len(err) == 2 and err[0].endswith(
         "warning [K=3, NUTS]: SamplingWarning: MCMC diagnostics: 2 divergent transitions after tuning.")
-    log = (tmp_path / "run.log").read_text()
-    assert "test_console.py:" in log and 'warnings.warn("MCMC diagnostics' in log  # where, and the source line
-    assert console.recorded == [{"stage": "K=3, NUTS", "category": "SamplingWarning",
-                                 "message": "MCMC diagnostics: 2 divergent transitions after tuning."}]
-    assert console.since(1) == []
+    # mixflow's warning names the caller's line (a run's script): the log has the console's line, the stage its where;
+    # another package's is logged with where it was raised, and the source line
+    log = (tmp_path / "run.log").read_text().splitlines()
+    assert log[0].endswith(err[0].split("]", 1)[1]) and log[1].endswith("RuntimeWarning: a library's own")
+    assert "test_console.py:" in log[2] and "warnings.warn(\"a library's own\"" in log[3] and len(log) == 4
+    assert console.recorded[0] == {"stage": "K=3, NUTS", "category": "SamplingWarning",
+                                   "message": "MCMC diagnostics: 2 divergent transitions after tuning."}
+    assert len(console.recorded) == 2 and console.since(2) == []
 
 
 def test_pytensor_compiler_notes_go_to_the_log_only(tmp_path, capsys):

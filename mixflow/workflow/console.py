@@ -3,10 +3,11 @@
 Every progress message and every warning raised during a run goes through one :class:`Console`: on
 stderr a progress message is one line stamped with the time since the start, a warning is one line
 (``warning: <Category>: <message>``, no source line); ``run.log`` beside the outputs receives the same
-lines and, for each warning, where it was raised. The warnings are also recorded, with the stage of the
-run that raised them (e.g. ``"K=3, NUTS"``), for the container and its report. PyTensor's notes on how it
-compiles (speed, not results) go to the log only; :func:`mixflow.fit` drops its most common one, that Numba
-runs an operation in object mode, before it comes here.
+lines and, for another package's warning, where it was raised (mixflow's own name the run's stage). The
+warnings are also recorded, with the stage of the run that raised them (e.g. ``"K=3, NUTS"``), for the
+container and its report. PyTensor's notes on how it compiles (speed, not results) go to the log only;
+:func:`mixflow.fit` drops its most common one, that Numba runs an operation in object mode, before it comes
+here.
 """
 
 import contextlib
@@ -107,11 +108,17 @@ class Console:
         return f"; the diagnostics: {problems}, {warned}"
 
     def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
-        """A ``warnings.showwarning`` replacement: one line on the console, the full warning in the log."""
+        """A ``warnings.showwarning`` replacement: one line on the console, the full warning in the log.
+
+        Another package's warning is logged with its source line; mixflow's own name the caller's line outside
+        mixflow (in a run, the command line's script), so the line the console shows, with the run's stage, is
+        all there is to log of them.
+        """
         text = str(message)
         where = f" [{self.stage}]" if self.stage else ""
-        detail = "".join("    " + part + "\n" for part in
-                         warnings.formatwarning(message, category, filename, lineno, line).rstrip().splitlines())
+        detail = "" if issubclass(category, MixflowWarning) else "".join(
+            "    " + part + "\n" for part in
+            warnings.formatwarning(message, category, filename, lineno, line).rstrip().splitlines())
         stamped = f"[{time.perf_counter() - self.start:7.1f}s]   warning{where}: {category.__name__}: {text}"
         if _compiler_note(category, filename):
             self._log(stamped + " (compiler note: logged only)\n" + detail)
