@@ -654,3 +654,33 @@ def test_held_out_differences_are_paired_row_by_row():
                                                      table.loc[best, "cv_log_likelihood_se"])
     assert list(table.columns[table.columns.get_loc("cv_log_likelihood"):][:4]) == [
         "cv_log_likelihood", "cv_log_likelihood_se", "cv_diff", "cv_diff_se"]
+
+
+def test_a_warning_about_the_data_is_said_once_not_for_every_k_method_and_fold(monkeypatch):
+    # a constant feature: the choice of K's own check, each K's EM fit on all rows, each of its folds' fits and each
+    # K's NUTS fit (which checks the rows again) said it, each prefixed with a K; now once, as mixflow.fit says it
+    real_fit = mixflow.fitting.fit
+    rng = np.random.default_rng(1)
+
+    def fake_fit(model, data, method="em", **kwargs):
+        if method != "mcmc":
+            return real_fit(model, data, method=method, **kwargs)
+        # as the PyMC model's preparation does, warning again
+        validate_data(data, weights=kwargs.get("weights"), constant_note=model.constant_feature_note(True))
+        warnings.warn("MCMC diagnostics: 1 divergent transition after tuning.", SamplingWarning, stacklevel=2)
+        return _fake_mcmc_tree(model.n_components, rng)
+
+    monkeypatch.setattr(mixflow.fitting, "fit", fake_fit)
+    data = mixflow.load_dataset("faithful").assign(site=1.0)
+    for method in ("map", "em"):  # the MLE's message is the prior's without what the prior does
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            select_k(mixflow.GaussianMixture(1, covariance="diag"), data, ks=(1, 2), methods=(method, "mcmc"),
+                     n_folds=3, random_seed=0, n_jobs=1)
+        constant = [w for w in said if "takes a single value" in str(w.message)]
+        assert len(constant) == 1 and str(constant[0].message).startswith(
+            "data: feature ['site'] takes a single value") and "under the prior" in str(constant[0].message)
+        assert constant[0].category is mixflow.ConstantFeatureWarning and constant[0].filename == __file__
+        sampled = [str(w.message) for w in said if issubclass(w.category, SamplingWarning)]
+        assert sampled == [f"select_k, K={k}, NUTS: MCMC diagnostics: 1 divergent transition after tuning."
+                           for k in (1, 2)]

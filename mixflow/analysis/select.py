@@ -483,19 +483,27 @@ def _messages(caught, caught_folds=()) -> list[tuple[type, str]]:
     often warn alike; the first message of a category is kept, with the count of the others. A message
     first raised by a fold's fit says so: the fit on all rows did not raise it. A fold's
     :class:`~mixflow.warnings.DeclarationWarning` (an end limit opening no class of its fewer rows) is not said.
+    The fit on all rows' warnings about the rows given (:data:`_ABOUT_DATA`) are kept whole, each once, and a
+    fold's fit's same warning is not said again.
     """
-    first, counts = {}, {}
+    first, counts, about_data = {}, {}, {}
     for w in caught:
+        if str(w.message).startswith(_ABOUT_DATA):  # the same for every K and method: kept whole, said once
+            about_data.setdefault((w.category, str(w.message)), None)
+            continue
         first.setdefault(w.category, str(w.message))
         counts[w.category] = counts.get(w.category, 0) + 1
     for w in caught_folds:
         if issubclass(w.category, DeclarationWarning):  # of the rows given: the fit on all rows says it if it holds
             continue
+        if (w.category, str(w.message)) in about_data:  # the rows' warning, said once, not again for a fold's part
+            continue
         first.setdefault(w.category, f"a cross-validation fold's fit (not the fit on all rows): {_unkept(w.message)}")
         counts[w.category] = counts.get(w.category, 0) + 1
-    return [(category, message + (f" (and {counted(counts[category] - 1, 'more such warning')} from this K's fits, "
-                                  "e.g. its cross-validation folds)" if counts[category] > 1 else ""))
-            for category, message in first.items()]
+    return list(about_data) + [
+        (category, message + (f" (and {counted(counts[category] - 1, 'more such warning')} from this K's fits, "
+                              "e.g. its cross-validation folds)" if counts[category] > 1 else ""))
+        for category, message in first.items()]
 
 
 def _unkept(message) -> str:
@@ -504,10 +512,26 @@ def _unkept(message) -> str:
     return str(message) if at < 0 else str(message)[:at] + "(A fold's fit is not kept.)"
 
 
-def _warn_for(k: int, method: str, messages) -> None:
-    """Raise again the warnings of one fit of the choice of K, each naming the K and the method."""
+#: How a warning about the rows given begins (the argument's name): the same for every K's fit and method
+_ABOUT_DATA = ("data:", "weights:")
+
+
+def _warn_for(k: int, method: str, messages, said: set) -> None:
+    """Raise again the warnings of one fit of the choice of K, each naming the K and the method.
+
+    A warning about the rows given (:data:`_ABOUT_DATA`) is the same for every K and method: it is raised as the
+    fit raised it, once per choice of K (``said`` holds those raised so far), or not at all when one said holds it
+    or it holds one said (a constant feature's, which adds what the prior does under MAP and NUTS).
+    """
     for category, message in messages:
-        warnings.warn(f"select_k, K={k}, {METHOD_NAMES[method]}: {message}", category, skip_file_prefixes=PACKAGE_FILES)
+        if message.startswith(_ABOUT_DATA):
+            if not any(kind is category and (text.startswith(message) or message.startswith(text))
+                       for kind, text in said):
+                said.add((category, message))
+                warnings.warn(message, category, skip_file_prefixes=PACKAGE_FILES)
+            continue
+        warnings.warn(f"select_k, K={k}, {METHOD_NAMES[method]}: {message}", category,
+                      skip_file_prefixes=PACKAGE_FILES)
 
 
 def _crossing_chains(tree) -> str:
@@ -612,9 +636,14 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
                              f"{list(methods)}")
         if n_folds is not None:  # checked before any fit (as_chunked computes nothing but unknown block lengths)
             _check_row_folds(n_folds, as_chunked(data, weights=weights).n_obs)
-    validated = None if chunked else validate_data(data, weights=weights, unread=unread_columns(model, data),
-                                                   infinite_hint=model.infinite_values_hint(),
-                                                   constant_note=model.constant_feature_note(with_prior(methods)))
+    with warnings.catch_warnings(record=True) as checked:  # the data's warnings, said here and not again per K
+        warnings.simplefilter("always")
+        validated = None if chunked else validate_data(data, weights=weights, unread=unread_columns(model, data),
+                                                       infinite_hint=model.infinite_values_hint(),
+                                                       constant_note=model.constant_feature_note(with_prior(methods)))
+    said = {(w.category, str(w.message)) for w in checked}
+    for w in checked:
+        warnings.warn(w.message, w.category, skip_file_prefixes=PACKAGE_FILES)
     if validated is not None:  # before any fit: the largest K needs a row and one observation's worth per component
         rows = int(np.count_nonzero(validated.frequency))
         if rows < max(ks):
@@ -640,7 +669,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             rows[k], fits[(em_method, k)] = row, tree
             if _POINTWISE in row:
                 pointwise[k] = row.pop(_POINTWISE)
-            _warn_for(k, em_method, messages)
+            _warn_for(k, em_method, messages, said)
             progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {fixed_places(row['log_likelihood'], 4)}, "
                      f"BIC {fixed_places(row['bic'], 2)}" + ("" if row["converged"] else ", did NOT converge")
                      + (", a component collapsed" if row["degenerate"] else "")
@@ -664,9 +693,9 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
                                             **mcmc_kwargs)
                 except (InputError, np.linalg.LinAlgError) as error:  # this K's posterior, not the data given
                     failed = f"the fit failed ({error}); its NUTS columns are left empty"
-            _warn_for(k, "mcmc", _messages(caught))
+            _warn_for(k, "mcmc", _messages(caught), said)
             if ("mcmc", k) not in fits:  # the other K are sampled and compared without it
-                _warn_for(k, "mcmc", [(SamplingWarning, failed)])
+                _warn_for(k, "mcmc", [(SamplingWarning, failed)], said)
                 progress(f"K={k}, NUTS: failed, its NUTS columns left empty")
                 continue
             diagnostics[k] = _mcmc_row(fits[("mcmc", k)])
