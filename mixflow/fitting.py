@@ -350,16 +350,26 @@ def _record_all_but_errors() -> None:
 
 
 def _raise_caught(caught: list) -> None:
-    """Raise the recorded warnings again, each distinct one once, from where they came (module and registry)."""
+    """Raise the recorded warnings again, each distinct one once, from where they came (module and registry).
+
+    mixflow's own are raised again as they were, naming the first line outside mixflow: the caller's, whose
+    module the warnings machinery finds on the stack (a file not among the loaded modules' files: a notebook's
+    cell, ``python -c``, ``python -m``'s runner). Another package's keep their file and line.
+    """
     if not caught:  # the modules by file, below, walk every loaded module: only when there is a warning to raise
         return
-    modules = {getattr(module, "__file__", None): (name, module) for name, module in list(sys.modules.items())}
+    modules = None
     raised = set()
     for caught_warning in caught:
         key = (caught_warning.category, str(caught_warning.message), caught_warning.filename, caught_warning.lineno)
         if key in raised:
             continue
         raised.add(key)
+        if issubclass(caught_warning.category, MixflowWarning):
+            warnings.warn(caught_warning.message, caught_warning.category, skip_file_prefixes=PACKAGE_FILES)
+            continue
+        if modules is None:
+            modules = {getattr(module, "__file__", None): (name, module) for name, module in list(sys.modules.items())}
         name, module = modules.get(caught_warning.filename, (None, None))
         registry = None if module is None else module.__dict__.setdefault("__warningregistry__", {})
         warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,

@@ -537,3 +537,14 @@ def test_every_warning_of_a_call_points_at_the_callers_line():
                     ("constant and collapsed", "MixflowWarning"), ("too many parameters", "MixflowWarning"),
                     ("select_k", "ConvergenceWarning"), ("select_k", "MixflowWarning"),
                     ("bootstrap", "ConvergenceWarning"), ("bootstrap", "MixflowWarning")}
+
+
+def test_a_fits_warnings_reach_a_caller_whose_file_is_no_loaded_module():
+    # a notebook's cell, python -c, python -m's runner: the fit's warnings, recorded and raised again, were raised
+    # with no module there, which the warnings machinery drops under the "default" action a workflow's console uses
+    code = compile('mixflow.fit(mixflow.GaussianMixture(2), faithful, method="em", init="kmeans", max_iter=2, '
+                   'random_seed=0)', "<cell 1>", "exec")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("default")
+        exec(code, {"mixflow": mixflow, "faithful": mixflow.load_dataset("faithful")})
+    assert [(w.category, w.filename, w.lineno) for w in said] == [(mixflow.ConvergenceWarning, "<cell 1>", 1)]
