@@ -684,3 +684,19 @@ def test_a_warning_about_the_data_is_said_once_not_for_every_k_method_and_fold(m
         sampled = [str(w.message) for w in said if issubclass(w.category, SamplingWarning)]
         assert sampled == [f"select_k, K={k}, NUTS: MCMC diagnostics: 1 divergent transition after tuning."
                            for k in (1, 2)]
+
+
+def test_a_folds_warning_of_the_same_problem_in_its_part_of_the_rows_is_not_said_again():
+    # histogram classes without counts: each fold's fit said it of its own number of classes, with a K prefix
+    from mixflow.analysis.select import _about_data
+
+    classes = pd.DataFrame({"lower": np.arange(0.0, 40.0, 2.0)})
+    classes["upper"] = classes["lower"] + 2.0
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        select_k(mixflow.GroupedGaussianMixture(2, bounds=("lower", "upper")), classes, ks=(1, 2), methods=("map",),
+                 n_folds=3, random_seed=0, n_jobs=1)
+    unweighted = [str(w.message) for w in said if "none given" in str(w.message)]
+    assert len(unweighted) == 1 and unweighted[0].startswith("weights: none given, so each of the 20 classes")
+    # a fit's estimate that underflows in the data's units depends on the K: said with it
+    assert not _about_data("data: the estimate's ['covariance'] underflow float64 in the data's units")

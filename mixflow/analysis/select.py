@@ -483,12 +483,13 @@ def _messages(caught, caught_folds=()) -> list[tuple[type, str]]:
     often warn alike; the first message of a category is kept, with the count of the others. A message
     first raised by a fold's fit says so: the fit on all rows did not raise it. A fold's
     :class:`~mixflow.warnings.DeclarationWarning` (an end limit opening no class of its fewer rows) is not said.
-    The fit on all rows' warnings about the rows given (:data:`_ABOUT_DATA`) are kept whole, each once, and a
-    fold's fit's same warning is not said again.
+    The fit on all rows' warnings about the rows given (:func:`_about_data`) are kept whole, each once, and a
+    fold's fit's warning of the same kind and first clause (the same problem of its part of the rows: "weights: none
+    given, so each of the 13 classes ...") is not said again.
     """
     first, counts, about_data = {}, {}, {}
     for w in caught:
-        if str(w.message).startswith(_ABOUT_DATA):  # the same for every K and method: kept whole, said once
+        if _about_data(str(w.message)):  # the same for every K and method: kept whole, said once
             about_data.setdefault((w.category, str(w.message)), None)
             continue
         first.setdefault(w.category, str(w.message))
@@ -496,7 +497,8 @@ def _messages(caught, caught_folds=()) -> list[tuple[type, str]]:
     for w in caught_folds:
         if issubclass(w.category, DeclarationWarning):  # of the rows given: the fit on all rows says it if it holds
             continue
-        if (w.category, str(w.message)) in about_data:  # the rows' warning, said once, not again for a fold's part
+        if any(w.category is category and _first_clause(str(w.message)) == _first_clause(message)
+               for category, message in about_data):  # the rows' warning, said once, not again of a fold's part
             continue
         first.setdefault(w.category, f"a cross-validation fold's fit (not the fit on all rows): {_unkept(w.message)}")
         counts[w.category] = counts.get(w.category, 0) + 1
@@ -514,17 +516,29 @@ def _unkept(message) -> str:
 
 #: How a warning about the rows given begins (the argument's name): the same for every K's fit and method
 _ABOUT_DATA = ("data:", "weights:")
+#: ... but for a warning about a fit's estimate in the data's units, which differs with K
+_ABOUT_AN_ESTIMATE = ("data: the estimate's",)
+
+
+def _about_data(message: str) -> bool:
+    """Whether a warning's message is about the rows given (:data:`_ABOUT_DATA`), not about one K's fit."""
+    return message.startswith(_ABOUT_DATA) and not message.startswith(_ABOUT_AN_ESTIMATE)
+
+
+def _first_clause(message: str) -> str:
+    """A message up to its first comma: what a fold's warning about its part of the rows shares with the whole's."""
+    return message.split(",", 1)[0]
 
 
 def _warn_for(k: int, method: str, messages, said: set) -> None:
     """Raise again the warnings of one fit of the choice of K, each naming the K and the method.
 
-    A warning about the rows given (:data:`_ABOUT_DATA`) is the same for every K and method: it is raised as the
+    A warning about the rows given (:func:`_about_data`) is the same for every K and method: it is raised as the
     fit raised it, once per choice of K (``said`` holds those raised so far), or not at all when one said holds it
     or it holds one said (a constant feature's, which adds what the prior does under MAP and NUTS).
     """
     for category, message in messages:
-        if message.startswith(_ABOUT_DATA):
+        if _about_data(message):
             if not any(kind is category and (text.startswith(message) or message.startswith(text))
                        for kind, text in said):
                 said.add((category, message))
