@@ -350,13 +350,14 @@ def report(rows: list[dict]) -> pd.DataFrame:
 
 
 def main(quick: bool, only: list[str], n_sklearn: int | None, baseline: str | None = None,
-         n_seeds: int | None = None, repeats: int = 3) -> None:
+         n_seeds: int | None = None, repeats: int = 3, cases_of=None) -> None:
+    """Every case of ``cases_of(quick)`` (this file's :func:`cases` by default), a row each as it ends, then totals."""
     seeds = list(range(n_seeds)) if n_seeds else [0] if quick else [0, 1, 2]
     code = checkout(baseline) if baseline else None
     n_sklearn = (20 if quick else 100) if n_sklearn is None else n_sklearn
     rows = []
     with pd.option_context("display.width", 250, "display.max_columns", 30):
-        for name, model, data, weights in cases(quick):
+        for name, model, data, weights in (cases_of or cases)(quick):
             if only and not any(part in name for part in only):
                 continue
             rows.append(run_case(name, model, data, weights, seeds, n_sklearn, code, repeats))
@@ -374,7 +375,8 @@ def main(quick: bool, only: list[str], n_sklearn: int | None, baseline: str | No
               f"max {ratios.max():.2f}; below 3 in {int((ratios < 3).sum())}/{len(table)} cases")
 
 
-if __name__ == "__main__":
+def cli(cases_of=None) -> None:
+    """:func:`main` with the command line's options (the module docstring's usage), on ``cases_of``'s cases."""
     given = [a.split("=")[1] for a in sys.argv[1:] if a.startswith("--sklearn-starts=")]
     against = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--baseline=")]
     n_seeds = [int(a.split("=")[1]) for a in sys.argv[1:] if a.startswith("--seeds=")]
@@ -383,4 +385,8 @@ if __name__ == "__main__":
         sys.exit("--repeats: at least 1")
     main("--quick" in sys.argv, [a for a in sys.argv[1:] if not a.startswith("--")],
          int(given[0]) if given else None, against[0] if against else None, n_seeds[0] if n_seeds else None,
-         n_repeats[0] if n_repeats else 3)
+         n_repeats[0] if n_repeats else 3, cases_of)
+
+
+if __name__ == "__main__":
+    cli()

@@ -629,10 +629,11 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         crossed between places, so a second, longer run was kept: :func:`mixflow.engines.mcmc.fit_mcmc`'s
         ``extend``) of each NUTS fit; ``skipped``: why the EM
         criteria skip a K (empty when they do not). Every warning of a fit is raised again naming its K and
-        method (``"select_k, K=3, NUTS: ..."``). ``attrs["preferred"]`` maps each criterion to the K it
-        prefers (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD), never a K whose EM fit is
-        degenerate, spurious or has a component of fewer rows than its parameters for the EM criteria
-        (:func:`preferred_k`); ``attrs["skipped"]`` maps each skipped K to the reason, also warned.
+        method (``"select_k, K=3, NUTS: ..."``), but a warning about the rows given (``"data: ..."``,
+        ``"weights: ..."``), said once as :func:`mixflow.fit` says it. ``attrs["preferred"]`` maps each
+        criterion to the K it prefers (smallest BIC/AIC/ICL, largest held-out log-likelihood and ELPD), never
+        a K whose EM fit is degenerate, spurious or has a component of fewer rows than its parameters for the
+        EM criteria (:func:`preferred_k`); ``attrs["skipped"]`` maps each skipped K to the reason, also warned.
 
     Examples
     --------
