@@ -121,6 +121,39 @@ def test_standard_errors_undefined_give_nan_and_a_warning(fitted):
     assert all(np.isnan(errors[name]).all() for name in errors.data_vars)
 
 
+
+def test_standard_errors_of_one_fit_are_computed_once_and_again_when_what_they_depend_on_changes(fitted,
+                                                                                                monkeypatch):
+    """A comparison table, the forest plot and the report of one fit each ask for its errors: the Hessian is taken
+    once, each call gets its own copy, an undefined error warns at every call, and a changed estimate, data set or
+    objective is computed afresh."""
+    from mixflow.analysis import information
+
+    computed = []
+    original = information._errors
+    monkeypatch.setattr(information, "_errors", lambda tree, limit: computed.append(limit) or original(tree, limit))
+    information._COMPUTED.clear()
+    first = standard_errors(fitted)
+    first["mu"].values[:] = 0  # the caller's copy, not the kept one
+    again = standard_errors(fitted.copy(deep=True))
+    assert len(computed) == 1
+    xr.testing.assert_identical(again, information._errors(fitted, 200))
+    for _ in range(2):
+        with pytest.warns(MixflowWarning, match="not defined: 5 free parameters exceed max_parameters=2"):
+            standard_errors(fitted, max_parameters=2)
+    assert computed == [200, 200, 2]
+
+    moved = fitted.copy(deep=True)
+    moved["em/estimate"]["mu"] = moved["em/estimate"]["mu"] + 0.01
+    other_data = fitted.copy(deep=True)
+    other_data["observed_data"]["x"] = other_data["observed_data"]["x"] * 1.001
+    other_objective = fitted.copy(deep=True)
+    other_objective["em"].attrs["method"] = "map"  # the log posterior density's Hessian
+    for changed in (moved, other_data, other_objective):
+        standard_errors(changed)
+    assert len(computed) == 6
+    assert not np.allclose(standard_errors(moved)["mu"], again["mu"])
+
 def test_bad_arguments(fitted):
     with pytest.raises(ValueError, match="n_replicates: expected an integer >= 2, got 1"):
         bootstrap(fitted, n_replicates=1)

@@ -7,14 +7,16 @@ mapped back to the parameters in data units by the delta method: the errors of `
 ``X`` moved, as the estimate is.
 """
 
+import hashlib
 import json
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from mixflow.container.layout import EM_ESTIMATE
+from mixflow.container.layout import EM_ESTIMATE, OBSERVED_DATA
 from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
 from mixflow.data import Data
 from mixflow.engines.em_steps import e_step
@@ -151,6 +153,48 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
 
     """
     check_tree(tree)
+    key = (_fingerprint(tree), max_parameters)
+    if key not in _COMPUTED:
+        _COMPUTED[key] = _errors(tree, max_parameters)
+        while len(_COMPUTED) > _KEPT:
+            _COMPUTED.popitem(last=False)
+    _COMPUTED.move_to_end(key)
+    errors = _COMPUTED[key].copy(deep=True)
+    if warn and "undefined" in errors.attrs:
+        warnings.warn(f"standard errors from the observed information are not defined: {errors.attrs['undefined']}; "
+                      f"{errors.attrs['remedy']}", MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
+    return errors
+
+
+#: The errors of the last few fits asked for, by what they are computed from (:func:`_fingerprint`): a comparison
+#: table, the forest plot and the report of one fit each ask for them, and each computation costs about 2 p^2
+#: passes over the data
+_COMPUTED: OrderedDict = OrderedDict()
+_KEPT = 8
+
+
+def _fingerprint(tree) -> str:
+    """A digest of all the errors of ``tree`` depend on.
+
+    That is the model and the other attributes, the EM fit's attributes, its estimate and the observed data (values,
+    weights and coordinates).
+    """
+    digest = hashlib.sha256()
+    for attrs in (tree.attrs, tree["em"].attrs):
+        digest.update(json.dumps(dict(attrs), sort_keys=True,
+                                 default=lambda value: value.tolist() if hasattr(value, "tolist") else str(value)
+                                 ).encode())
+    for path in (EM_ESTIMATE, OBSERVED_DATA):
+        dataset = tree[path].to_dataset()
+        for name in sorted(map(str, dataset.variables)):
+            values = np.ascontiguousarray(dataset[name].values)
+            digest.update(f"{path}/{name}{dataset[name].dims}{values.dtype.str}{values.shape}".encode())
+            digest.update(values.tobytes() if values.dtype != object else repr(values.tolist()).encode())
+    return digest.hexdigest()
+
+
+def _errors(tree, max_parameters: int) -> xr.Dataset:
+    """The errors of :func:`standard_errors`, or NaN with ``attrs`` ``undefined`` and ``remedy``."""
     estimate = fitted_estimate(tree)
     reference = tree[EM_ESTIMATE].to_dataset()
     nan = xr.Dataset({name: xr.full_like(reference[name], np.nan, dtype=float) for name in reference.data_vars})
@@ -174,11 +218,8 @@ def standard_errors(tree, *, max_parameters: int = 200, warn: bool = True) -> xr
         except np.linalg.LinAlgError:
             reason = "the Hessian of the objective is not negative definite at the estimate"
     if reason is not None:
-        remedy = _FEWER_REMEDY if reason.endswith(_SAME_COMPONENT) else BOOTSTRAP_REMEDY
-        if warn:
-            warnings.warn(f"standard errors from the observed information are not defined: {reason}; {remedy}",
-                          MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
-        nan.attrs.update(undefined=reason, remedy=remedy)
+        nan.attrs.update(undefined=reason, remedy=_FEWER_REMEDY if reason.endswith(_SAME_COMPONENT)
+                         else BOOTSTRAP_REMEDY)
         return nan
     inverse_factor = np.linalg.inv(factor)
     covariance = inverse_factor.T @ inverse_factor
