@@ -39,10 +39,14 @@ def _parameter_sets(tree, method: str, rng: np.random.Generator) -> list[dict]:
     if method == "em":
         estimate = tree[EM_ESTIMATE].to_dataset()
         return [{name: estimate[name].values for name in estimate.data_vars}]
-    draws = method_draws(tree, method).stack(sample=("chain", "draw"))
-    n_draws = draws.sizes["sample"]
+    draws = method_draws(tree, method)
+    # each parameter's draws as one array, (chain, draw) flattened chain by chain in front
+    arrays = {name: values.reshape(-1, *values.shape[2:])
+              for name, values in ((name, da.transpose("chain", "draw", ...).values)
+                                   for name, da in draws.data_vars.items())}
+    n_draws = draws.sizes["chain"] * draws.sizes["draw"]
     picks = np.sort(rng.choice(n_draws, size=min(n_draws, _MAX_DRAWS), replace=False))
-    sets = [{name: draws[name].isel(sample=i).values for name in draws.data_vars} for i in picks]
+    sets = [{name: values[i] for name, values in arrays.items()} for i in picks]
     return [params for params in sets if np.isfinite(params["weights"]).all()]
 
 
