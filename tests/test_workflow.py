@@ -697,8 +697,16 @@ def test_a_calm_run_reports_no_warnings(tmp_path, capsys):
     assert json.loads(tree.attrs["run_warnings"]) == []
 
 
+@pytest.fixture
+def no_report_plots(monkeypatch):
+    """Reports without their figures, for tests that read the rest of the page."""
+    monkeypatch.setattr("mixflow.present.report.page._plots_section", lambda *args: ("", []))
+
+
 @pytest.mark.slow
-def test_a_run_with_nuts_and_advi_records_every_k_and_prints_one_result_line_per_method(tmp_path, capsys):
+def test_a_run_with_nuts_and_advi_records_every_k_and_prints_one_result_line_per_method(tmp_path, capsys,
+                                                                                        no_report_plots):
+    # the report's text is read, not its plots (the shipped workflows' tests draw those of NUTS and ADVI)
     text = SMALL.replace("{from = 1, to = 3}", "{from = 1, to = 2}") + """
     [methods.mcmc]
     draws = 60
@@ -730,12 +738,6 @@ def test_a_run_with_nuts_and_advi_records_every_k_and_prints_one_result_line_per
     for k in table.index[flagged]:
         assert f"Choice of K, K={k}, NUTS:" in report
     assert "mean-field" not in report
-
-
-@pytest.fixture
-def no_report_plots(monkeypatch):
-    """Reports without their figures, for tests that read the rest of the page."""
-    monkeypatch.setattr("mixflow.present.report.page._plots_section", lambda *args: ("", []))
 
 
 def test_units_of_the_dataset_and_of_the_workflow_reach_the_container(tmp_path, no_report_plots):
