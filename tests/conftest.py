@@ -102,6 +102,12 @@ def pytest_configure(config):
 
 
 @pytest.fixture
+def no_report_plots(monkeypatch):
+    """Reports without their figures, for tests that read the rest of the page."""
+    monkeypatch.setattr("mixflow.present.report.page._plots_section", lambda *args: ("", []))
+
+
+@pytest.fixture
 def blas_threads():
     """Two BLAS threads for one test (whatever the worker's limit), for tests of what BLAS's threads do."""
     with threadpool_limits(2, user_api="blas"):

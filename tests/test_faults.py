@@ -456,7 +456,7 @@ def test_a_folder_where_a_rerun_writes_a_file_is_refused_not_removed(tmp_path, w
     assert (out / "run-failed" / "gaussian-full-k2.nc").is_file() and (out / "gaussian-full-k2.nc").is_dir()
 
 
-def test_report_into_a_read_only_directory(tmp_path, workflow_file, capsys, monkeypatch):
+def test_report_into_a_read_only_directory(tmp_path, workflow_file, capsys, monkeypatch, no_report_plots):
     assert _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")[0] == 0
     results = tmp_path / "out" / "gaussian-full-k2.nc"
     for target in ("/sys/r.html", "/proc/r.html"):
@@ -476,7 +476,8 @@ def test_report_into_a_read_only_directory(tmp_path, workflow_file, capsys, monk
         _one_error_line(err, "report")
 
 
-def test_report_into_a_read_only_directory_given_by_a_relative_path(tmp_path, workflow_file, capsys, monkeypatch):
+def test_report_into_a_read_only_directory_given_by_a_relative_path(tmp_path, workflow_file, capsys, monkeypatch,
+                                                                    no_report_plots):
     assert _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")[0] == 0
     (tmp_path / "ro").mkdir()
     monkeypatch.chdir(tmp_path)

@@ -157,13 +157,7 @@ def test_choice_of_k_criteria_get_a_panel_each():
     assert preferred == [[2], [3], [1], [3]]
 
 
-@pytest.fixture
-def no_plots(monkeypatch):
-    """Reports without their figures: these tests read the tables."""
-    monkeypatch.setattr("mixflow.present.report.page._plots_section", lambda *args: ("", []))
-
-
-def test_the_report_gives_units_in_its_tables(tmp_path, with_units, no_plots):
+def test_the_report_gives_units_in_its_tables(tmp_path, with_units, no_report_plots):
     text = report(with_units, tmp_path / "r.html").read_text(encoding="utf-8")
     comparison = text[text.index('<section id="comparison">'):text.index('<section id="plots">')]
     assert '<th class="unit">unit</th>' in comparison
@@ -174,7 +168,7 @@ def test_the_report_gives_units_in_its_tables(tmp_path, with_units, no_plots):
     assert "<th>unit</th>" in data and "<td>km/s</td>" in data
 
 
-def test_a_report_without_units_has_no_unit_column(tmp_path, no_plots):
+def test_a_report_without_units_has_no_unit_column(tmp_path, no_report_plots):
     tree = make_container(("em",), d=1)
     text = report(tree, tmp_path / "r.html").read_text(encoding="utf-8")
     assert 'class="unit"' not in text

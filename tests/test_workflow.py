@@ -697,12 +697,6 @@ def test_a_calm_run_reports_no_warnings(tmp_path, capsys):
     assert json.loads(tree.attrs["run_warnings"]) == []
 
 
-@pytest.fixture
-def no_report_plots(monkeypatch):
-    """Reports without their figures, for tests that read the rest of the page."""
-    monkeypatch.setattr("mixflow.present.report.page._plots_section", lambda *args: ("", []))
-
-
 @pytest.mark.slow
 def test_a_run_with_nuts_and_advi_records_every_k_and_prints_one_result_line_per_method(tmp_path, capsys,
                                                                                         no_report_plots):
