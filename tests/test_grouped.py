@@ -335,27 +335,30 @@ def _seven_classes() -> tuple[pd.DataFrame, np.ndarray]:
 
 def test_an_end_limit_that_opens_several_classes_or_none_is_warned_of():
     # open_above given as a threshold (800) below the last class's own lower limit (1700) opened four classes, each
-    # to +infinity over the others, and the fit (a second mean of 2363 instead of 1004) said nothing
+    # to +infinity over the others, and the fit (a second mean of 2363 instead of 1004) said nothing. What is said of
+    # the limits comes from the classes before any fitting: a short fit from one k-means start serves where the fit
+    # itself is not checked
     import warnings
 
     classes, counts = _seven_classes()
+    quick = {"init": "kmeans", "n_init": 1, "max_iter": 100}
     with pytest.warns(mixflow.MixflowWarning, match=r"^open_above: 800 opens 4 classes of different limits \[800\.0, "
                                                    r"1000\.0, 1300\.0, 1700\.0\], each then reaching \+infinity over "
                                                    r"the others; to open only the last class \(as mixdist does\), give "
                                                    r"its lower limit, 1700$"):
-        mixflow.fit(GroupedGaussianMixture(2, open_above=800), classes, weights=counts, random_seed=0)
+        mixflow.fit(GroupedGaussianMixture(2, open_above=800), classes, weights=counts, random_seed=0, **quick)
     with pytest.warns(mixflow.MixflowWarning, match=r"^open_below: 500 opens 2 classes .*give its upper limit, 300$"):
-        mixflow.fit(GroupedGaussianMixture(2, open_below=500), classes, weights=counts, random_seed=0)
+        mixflow.fit(GroupedGaussianMixture(2, open_below=500), classes, weights=counts, random_seed=0, **quick)
     with warnings.catch_warnings():  # the end classes' own limits, and an empty class past the limit: no warning
         warnings.filterwarnings("error", message="open_")
         mixflow.fit(GroupedGaussianMixture(2, open_below=300, open_above=1700), classes, weights=counts,
-                    random_seed=0)
+                    random_seed=0, **quick)
         mixflow.fit(GroupedGaussianMixture(2, open_above=1300), classes, weights=np.array([10, 40, 30, 12, 8, 0, 2.0]),
                     random_seed=0)
     with warnings.catch_warnings():  # the end classes opened are empty (a histogram's): harmless, nothing said
         warnings.filterwarnings("error", message="open_")
         mixflow.fit(GroupedGaussianMixture(2, open_below=300, open_above=1700), classes,
-                    weights=np.array([0, 40, 30, 12, 8, 3, 0.0]), random_seed=0)
+                    weights=np.array([0, 40, 30, 12, 8, 3, 0.0]), random_seed=0, **quick)
     # open_above beyond the last class's lower limit opened nothing: the fit was the closed classes', unsaid
     with pytest.warns(mixflow.MixflowWarning, match=r"^open_above: 1800 opens no class: every class's lower limit is "
                                                    r"below it, so the classes are fitted as if open_above were not "
@@ -486,7 +489,8 @@ def test_fewer_classes_than_the_parameters_need_are_warned_of_for_the_mle():
 
 def test_a_component_within_two_classes_is_said_to_be_undetermined():
     # K=3 on two groups: the third component sank onto the class boundary at 16, its variance creeping to zero
-    # (0.084, 0.061, 0.051 after 1000, 10000, 100000 iterations) with no word but "did not converge"
+    # (0.084, 0.061, 0.051 after 1000, 10000, 100000 iterations) with no word but "did not converge". k-means
+    # starts reach that ridge as the default portfolio does; its local search after them is not what is checked
     import warnings
 
     rng = np.random.default_rng(3)
@@ -497,7 +501,7 @@ def test_a_component_within_two_classes_is_said_to_be_undetermined():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tree = mixflow.fit(GroupedGaussianMixture(3, open_below=6, open_above=25), classes, weights=counts,
-                           random_seed=1, max_iter=1000)
+                           random_seed=1, max_iter=1000, init="kmeans")
     said = [str(w.message) for w in caught if issubclass(w.category, mixflow.DegenerateComponentWarning)]
     unsettled = [str(w.message) for w in caught if issubclass(w.category, mixflow.ConvergenceWarning)]
     assert len(unsettled) == 1 and unsettled[0].endswith(  # not "increase max_iter"
