@@ -276,12 +276,20 @@ def test_chains_that_cross_are_sampled_again_longer_and_only_the_longer_run_is_k
     monkeypatch.setattr(engine, "EXTEND_DRAWS", 100)  # the least draws of a second run, kept few here: 4 x 40 is more
     model, data, reference = small
     run = {"draws": 40, "tune": 40, "chains": 2, "sampler": "pymc", "random_seed": 3, **FAST}
+    # the posterior predictive is made for the run kept only, not for the first run the second replaces
+    simulated, predictive = [], engine.predictive_groups
+
+    def counting(model, data, draws, rng, timings=None):
+        simulated.append(draws["weights"].shape[1])
+        return predictive(model, data, draws, rng, timings)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixflow.SamplingWarning)  # a few draws: too few for the ESS check
         direct = fit_mcmc(model, data, reference, **{**run, "draws": 160, "target_accept": 0.95})
         monkeypatch.setattr(engine, "_extend_reason", lambda modes, options: "the chains crossed" * options["extend"])
+        monkeypatch.setattr(engine, "predictive_groups", counting)
         with caplog.at_level(logging.INFO, logger="mixflow"):
-            extended = fit_mcmc(model, data, reference, **run)
+            extended = fit_mcmc(model, data, reference, **{**run, "posterior_predictive": True})
     assert caplog.messages == ["NUTS: the chains crossed; sampling again with 160 draws per chain at target_accept "
                                "0.95"]  # said as it starts (a workflow shows it as a progress line)
     attrs = extended["attrs"]
@@ -291,18 +299,7 @@ def test_chains_that_cross_are_sampled_again_longer_and_only_the_longer_run_is_k
     assert json.loads(attrs["timings"])["first_run"] > 0  # a time, which differs on every run: not in the text
     np.testing.assert_array_equal(extended["groups"]["posterior"]["variables"]["mu"][1],
                                   direct["groups"]["posterior"]["variables"]["mu"][1])
-    # the posterior predictive is made for the run kept only, not for the first run the second replaces
-    simulated, predictive = [], engine.predictive_groups
-
-    def counting(model, data, draws, rng, timings=None):
-        simulated.append(draws["weights"].shape[1])
-        return predictive(model, data, draws, rng, timings)
-
-    monkeypatch.setattr(engine, "predictive_groups", counting)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", mixflow.SamplingWarning)
-        replicated = fit_mcmc(model, data, reference, **{**run, "posterior_predictive": True})
-    assert simulated == [160] and replicated["groups"]["posterior_predictive"]["variables"]["x"][1].shape[1] == 160
+    assert simulated == [160] and extended["groups"]["posterior_predictive"]["variables"]["x"][1].shape[1] == 160
     memory = engine.check_memory
 
     def short_of_memory(chains, draws, values, what):  # room for the first run only

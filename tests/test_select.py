@@ -425,9 +425,10 @@ def test_bad_arguments(two_clusters):
 def test_galaxies_bic_prefers_three_components():
     # every K has non-degenerate restarts, which rank before the collapsed ones: no K is degenerate; at K=6 the
     # first round's restarts all have a component of about two galaxies (spurious), and a second round of starts
-    # reaches a sound fit (-761.2371, a component of 3 galaxies and sd 920 km/s), so no K is skipped
+    # reaches a sound fit (-761.2371, a component of 3 galaxies and sd 920 km/s), so no K is skipped. All of this is
+    # of the fits on all rows (the folds have seeds of their own): no cross-validation, in this process
     table = select_k(mixflow.GaussianMixture(1), mixflow.load_dataset("galaxies"), methods=("em",),
-                     random_seed=1, fit_kwargs={"n_init": 10})
+                     random_seed=1, fit_kwargs={"n_init": 10}, n_folds=None, n_jobs=1)
     assert not table["degenerate"].any() and not table["spurious"].any()
     assert table.attrs["skipped"] == {} and table.loc[6, "log_likelihood"] == pytest.approx(-761.2371, abs=1e-4)
     assert table.attrs["preferred"]["bic"] == 3
