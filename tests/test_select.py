@@ -634,14 +634,16 @@ def test_held_out_differences_are_paired_row_by_row():
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.normal(0, 1, (60, 2)), rng.normal(3, 1, (40, 2))])
     ks = (1, 2, 3)
-    table = select_k(mixflow.GaussianMixture(1), x, ks=ks, methods=("em",), n_folds=4, random_seed=7, n_jobs=1)
+    quick = {"init": "kmeans"}  # the pairing is checked, not the search for the maxima: k-means starts, no local search
+    table = select_k(mixflow.GaussianMixture(1), x, ks=ks, methods=("em",), n_folds=4, random_seed=7, n_jobs=1,
+                     fit_kwargs=quick)
     best = table.attrs["preferred"]["cv_log_likelihood"]
     data = validate_data(x)
     pointwise = {}
     for k, child in zip(ks, np.random.SeedSequence(7).spawn(len(ks)), strict=True):
         cv_seed = child.spawn(2)[0].spawn(2)[1]  # select_k's: the K's EM seed, then its folds'
         pointwise[k] = _cross_validate(mixflow.GaussianMixture(k), data, method="em", n_folds=4,
-                                       random_seed=int(cv_seed.generate_state(1)[0]))[2]
+                                       random_seed=int(cv_seed.generate_state(1)[0]), **quick)[2]
     for k in ks:
         d = pointwise[k] - pointwise[best]
         assert table.loc[k, "cv_diff"] == pytest.approx(d.sum(), rel=1e-12, abs=1e-9)
