@@ -114,7 +114,13 @@ def blas_threads():
         yield 2
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    """Each module's tests in one xdist group, but those of ``_SPREAD_OVER_WORKERS``.
+
+    Before pytest-xdist's own hook, which reads the marks to name each test's group (after it, a group marked here
+    was never seen and every test was a group of its own: a module's fixtures were computed on both workers).
+    """
     for item in items:
         if item.path.name not in _SPREAD_OVER_WORKERS:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))

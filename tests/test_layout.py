@@ -134,3 +134,11 @@ def test_every_warning_names_the_callers_line():
                     keywords["skip_file_prefixes"].id == "PACKAGE_FILES"
                 counted.append((module, node.lineno, named and "stacklevel" not in keywords))
     assert len(counted) > 30 and all(fine for _, _, fine in counted), [c for c in counted if not c[2]]
+
+
+def test_the_suite_s_workers_run_a_module_s_tests_together(request):
+    """Under ``--dist loadgroup`` (``make test``) a module's tests are one group on one worker, its fixtures computed
+    once: pytest-xdist names the group at the end of the node id. Under pytest 9.2 it silently did not."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("the suite is not run by pytest-xdist with --dist loadgroup")
+    assert request.node.nodeid.endswith("@test_layout"), request.node.nodeid
