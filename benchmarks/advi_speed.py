@@ -30,7 +30,8 @@ one as accurate are then timed like the others; the ratio is printed as a bracke
 when none reached it).
 
 Usage: python benchmarks/advi_speed.py [--quick] [--repeats R] [--longer N ...]
-(``--quick``: a smoke run for the test suite, one case, one repeat, a short reference, no figures to quote)
+(``--quick``: a smoke run for the test suite, one case, one repeat, a short reference (100 tuning steps and 100
+draws per chain), no figures to quote)
 """
 
 import argparse
@@ -44,7 +45,8 @@ import numpy as np
 
 SEED = 1
 DRAWS = 1000
-REFERENCE_CHAINS, REFERENCE_DRAWS, REFERENCE_DRAWS_QUICK = 4, 4000, 200
+REFERENCE_CHAINS, REFERENCE_DRAWS, REFERENCE_DRAWS_QUICK = 4, 4000, 100
+REFERENCE_TUNE, REFERENCE_TUNE_QUICK = 1000, 100
 CASES = {"faithful": ("full", 2), "sim1d": ("diag", 3), "sim1d_20k": ("diag", 3)}
 SIZES = {"sim1d": 1000, "sim1d_20k": 20_000}
 TRUTH_1D = {"weights": [0.3, 0.5, 0.2], "mu": [-3.0, 0.0, 4.0], "sd": [1.0, 0.7, 1.5]}
@@ -132,7 +134,7 @@ def run_pymc_default(case, n):
     return {"time": elapsed, "summary": summary(draws), "n_iter": n, "final_elbo": float(-approx.hist[-100:].mean())}
 
 
-def run_reference(case, draws):
+def run_reference(case, draws, tune):
     """Independent reference: PyMC's NUTS on the peer's model, each chain from its own random data rows."""
     import arviz_stats as azs
     import peers
@@ -156,7 +158,7 @@ def run_reference(case, draws):
             usual = peers.ordered_1d_model(rows, prior, k)
             initvals = [{"mu": np.sort(start[:, 0])} for start in starts]  # the ordered transform's order
         with usual:
-            idata = pm.sample(draws=draws, tune=1000, chains=REFERENCE_CHAINS, initvals=initvals, random_seed=SEED,
+            idata = pm.sample(draws=draws, tune=tune, chains=REFERENCE_CHAINS, initvals=initvals, random_seed=SEED,
                               nuts_sampler="pymc", progressbar=False, compute_convergence_checks=False)
     values = {name: idata["posterior"][name].values for name in model.parameter_dims()}
     aligned, switched = peers.aligned_draws(model, x, values, SEED)
@@ -235,7 +237,8 @@ def main(quick: bool, repeats: int, longer: list[int]) -> None:
     print(f"load average before: {os.getloadavg()}, CPUs: {os.cpu_count()}; median of {repeats} runs each")
     for case in ["sim1d"] if quick else CASES:  # --quick: a smoke run of the case quickest to compile and run
         print(f"\n== {case} ({CASES[case][0]} covariance, K={CASES[case][1]}) ==")
-        reference = in_fresh_process("reference", case, REFERENCE_DRAWS_QUICK if quick else REFERENCE_DRAWS)
+        reference = in_fresh_process("reference", case, *((REFERENCE_DRAWS_QUICK, REFERENCE_TUNE_QUICK) if quick
+                                                          else (REFERENCE_DRAWS, REFERENCE_TUNE)))
         print(f"reference: PyMC NUTS on the peer's model, {REFERENCE_CHAINS} chains from random data rows "
               f"({reference['switched']} draws relabelled), max R-hat {reference['max_rhat']:.3f}")
         if reference["max_rhat"] > 1.01:  # chains from different starts that disagree are no reference
@@ -291,7 +294,7 @@ if __name__ == "__main__":
     if arguments.worker:
         kind, case, *rest = arguments.worker
         run = {"ours": run_ours, "pymc": lambda c: run_pymc_default(c, int(rest[0])),
-               "reference": lambda c: run_reference(c, int(rest[0]))}[kind]
+               "reference": lambda c: run_reference(c, int(rest[0]), int(rest[1]))}[kind]
         print(json.dumps(run(case)))
     else:
         main(arguments.quick, 1 if arguments.quick else arguments.repeats, arguments.longer)

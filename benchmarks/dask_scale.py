@@ -22,8 +22,8 @@ how far EM has come). The machine has 2 cores, shared with other work while this
 for one quiet-ish run, not a controlled benchmark.
 
 Usage: python benchmarks/dask_scale.py [--quick] [--repeats R] [--iterations I] [--store PATH] [--starts]
-``--quick`` uses 200000 rows in memory and 10^6 on disk (a smoke run); with ``--starts``, 10^5 rows and a
-subsample of 10000.
+``--quick`` uses 200000 rows in memory and 300000 on disk (two blocks: one for each of two workers), 2 repeats
+and 2 iterations unless given (a smoke run); with ``--starts``, 10^5 rows and a subsample of 10000.
 """
 
 import argparse
@@ -215,15 +215,18 @@ def compare_starts(n: int, subsample: int, seeds: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller data (a smoke run)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=3, help="EM iterations timed on the Zarr data")
+    parser.add_argument("--repeats", type=int, default=None, help="3 (--quick: 2)")
+    parser.add_argument("--iterations", type=int, default=None, help="EM iterations timed on the Zarr data: 3 "
+                        "(--quick: 2)")
     parser.add_argument("--store", type=Path, default=None, help="where to write the Zarr store (deleted after)")
     parser.add_argument("--starts", action="store_true", help="only compare init='auto' and init='kmeans||'")
     args = parser.parse_args()
+    args.repeats = args.repeats or (2 if args.quick else 3)
+    args.iterations = args.iterations or (2 if args.quick else 3)
     if args.starts:
         compare_starts(*((100_000, 10_000, [1, 2]) if args.quick else (1_000_000, 100_000, [1, 2, 3])))
         return
-    n_memory, n_disk = (200_000, 1_000_000) if args.quick else (2_000_000, 10_000_000)
+    n_memory, n_disk = (200_000, 300_000) if args.quick else (2_000_000, 10_000_000)
     in_memory(n_memory, args.repeats)
     directory = Path(tempfile.mkdtemp(dir=args.store))
     store = directory / "rows.zarr"

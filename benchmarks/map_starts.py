@@ -9,8 +9,8 @@ best known value, the default's log posterior per seed, its worst relative short
 best (shortfall < 1e-6) and the default's mean CPU time (one BLAS thread).
 
 Usage: python benchmarks/map_starts.py [--quick] [--seeds=S] [part of a case name ...]
-(S: seeds 0..S-1, 5 by default; --quick: the four small cases, one seed, one ``n_init=20`` fit and 5 starts of
-each named strategy for the best known)
+(S: seeds 0..S-1, 5 by default; --quick: the two small cases of ``starts.py --quick``, one seed, one ``n_init=5``
+fit in place of the ``n_init=20`` ones and 5 starts of each named strategy for the best known)
 """
 
 import sys
@@ -35,13 +35,14 @@ def log_posterior(model, data, weights, **options) -> tuple[float, float]:
 
 def main(only: list[str], n_seeds: int, quick: bool = False) -> None:
     at_max, total = 0, 0
-    n_wide, n_named = (1, 5) if quick else (3, 30)
+    n_wide, n_init_wide, n_named = (1, 5, 5) if quick else (3, 20, 30)
     for name, model, data, weights in cases(quick):
         if only and not any(part in name for part in only):
             continue
         defaults = [log_posterior(model, data, weights, random_seed=seed) for seed in range(n_seeds)]
         values = [value for value, _ in defaults]
-        others = [log_posterior(model, data, weights, random_seed=100 + i, n_init=20)[0] for i in range(n_wide)]
+        others = [log_posterior(model, data, weights, random_seed=100 + i, n_init=n_init_wide)[0]
+                  for i in range(n_wide)]
         others += [log_posterior(model, data, weights, random_seed=7, n_init=n_named, init=init)[0]
                    for init in ("random", "kmeans")]
         best = max(values + others)

@@ -61,7 +61,8 @@ import mixflow
 from mixflow.data import validate_data
 
 QUICK = os.environ.get("MIXFLOW_BENCH_QUICK") == "1"  # set by --quick, read by every fresh process
-DRAWS, TUNE, CHAINS, SEED = (100, 100, 2, 20260101) if QUICK else (1000, 1000, 4, 20260101)
+QUICK_SETTINGS, FULL_SETTINGS = (100, 100, 2), (1000, 1000, 4)  # draws, tuning steps, chains
+(DRAWS, TUNE, CHAINS), SEED = QUICK_SETTINGS if QUICK else FULL_SETTINGS, 20260101
 
 
 def min_bulk_ess(posterior: dict) -> float:
@@ -327,9 +328,9 @@ if __name__ == "__main__":
         one_run(sys.argv[2], sys.argv[3])
     else:
         arguments, chosen_cases, chosen_runs = parse(sys.argv[1:])
-        if arguments.quick and not QUICK:
-            os.environ["MIXFLOW_BENCH_QUICK"] = "1"  # a fresh process reads the quick settings
-            subprocess.run([sys.executable, __file__, *[a for a in sys.argv[1:] if a != "--quick"], "--repeats", "1",
-                            "--quick"], check=True)
+        if arguments.quick:
+            os.environ["MIXFLOW_BENCH_QUICK"] = "1"  # every run's fresh process reads the quick settings
+            DRAWS, TUNE, CHAINS = QUICK_SETTINGS  # and so does this one, which prints them
+            main(chosen_cases, chosen_runs, 1)
         else:
             main(chosen_cases, chosen_runs, arguments.repeats_flag or arguments.repeats)
