@@ -204,7 +204,17 @@ def graphs_dir(tmp_path, monkeypatch):
     return tmp_path / "graphs"
 
 
-def _compiled_with_counts(model, point):
+@pytest.fixture(scope="module")
+def gaussian_40():
+    """The model of 40 rows the tests of the stored graphs compile, a point, and PyMC's own log density and
+    gradient there (the reference every compilation of this model is checked against, compiled once)."""
+    model, point = _gaussian(40, seed=0), np.array([0.2, -0.1, 0.4, 0.5, -0.3])
+    return model, point, model.logp_dlogp_function(ravel_inputs=True)(point)
+
+
+def _compiled_with_counts(model, point, expected=None):
+    """Compile as a new process would; check the callback against ``expected`` (PyMC's log density and gradient
+    at ``point``, computed here when not given); the compilation and the counts of graphs rewritten and loaded."""
     from mixflow.engines import nutpie_compile
 
     before = dict(nutpie_compile._GRAPH_COUNTS)
@@ -212,20 +222,20 @@ def _compiled_with_counts(model, point):
     compiled = compile_nutpie(model, lambda seed: point, var_names=["weights", "mu", "variance"])
     counts = {name: nutpie_compile._GRAPH_COUNTS[name] - before[name] for name in before}
     code, logp, grad = _logp_of(compiled, point)
-    expected_logp, expected_grad = model.logp_dlogp_function(ravel_inputs=True)(point)
+    expected_logp, expected_grad = expected or model.logp_dlogp_function(ravel_inputs=True)(point)
     assert code == 0
     np.testing.assert_allclose(logp, expected_logp, rtol=1e-12)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-12)
     return compiled, counts
 
 
-def test_the_stored_graphs_are_linked_without_rewriting_and_give_the_same_callbacks(graphs_dir):
-    model, point = _gaussian(40, seed=0), np.array([0.2, -0.1, 0.4, 0.5, -0.3])
-    first, counts = _compiled_with_counts(model, point)
+def test_the_stored_graphs_are_linked_without_rewriting_and_give_the_same_callbacks(graphs_dir, gaussian_40):
+    model, point, expected = gaussian_40
+    first, counts = _compiled_with_counts(model, point, expected)
     assert counts == {"rewritten": 1, "loaded": 0}
     assert len(list(graphs_dir.glob("nutpie-graphs-*.bin"))) == 1
     for other_data in (model, _gaussian(57, seed=1)):  # the stored graphs hold no data: any data set of the structure
-        second, counts = _compiled_with_counts(other_data, point)
+        second, counts = _compiled_with_counts(other_data, point, expected if other_data is model else None)
         assert counts == {"rewritten": 0, "loaded": 1}
         assert second.logp_func is None and second.n_expanded == first.n_expanded
         assert second._shapes == first._shapes and second.dims == first.dims
@@ -235,18 +245,34 @@ def test_the_stored_graphs_are_linked_without_rewriting_and_give_the_same_callba
     assert _logp_of(second, point)[1] != _logp_of(first, point)[1]  # its own data
 
 
+@pytest.fixture(scope="module")
+def stored_graphs(gaussian_40, tmp_path_factory):
+    """The graph file a compilation of ``gaussian_40`` into an empty folder stores: (its name, its bytes)."""
+    from mixflow.engines import nutpie_compile
+
+    folder = tmp_path_factory.mktemp("stored") / "graphs"
+    model, point, expected = gaussian_40
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nutpie_compile, "_GRAPHS_DIR", [folder])
+        patch.setattr(nutpie_compile, "_COMPILED", {})
+        _, counts = _compiled_with_counts(model, point, expected)
+    assert counts == {"rewritten": 1, "loaded": 0}
+    [path] = folder.glob("nutpie-graphs-*.bin")
+    return path.name, path.read_bytes()
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "payload", "unpicklable", "other key"])
-def test_a_damaged_graph_file_is_ignored_and_rewritten(graphs_dir, damage):
+def test_a_damaged_graph_file_is_ignored_and_rewritten(graphs_dir, damage, gaussian_40, stored_graphs):
     import hashlib
     import json
     import pickle
 
     from mixflow.engines import nutpie_compile
 
-    model, point = _gaussian(40, seed=0), np.array([0.2, -0.1, 0.4, 0.5, -0.3])
-    _compiled_with_counts(model, point)
-    [path] = graphs_dir.glob("nutpie-graphs-*.bin")
-    content = path.read_bytes()
+    model, point, expected = gaussian_40
+    name, content = stored_graphs  # the file this model's compilation stores (its graphs, before any damage)
+    graphs_dir.mkdir(parents=True, exist_ok=True)
+    path = graphs_dir / name
     header, _, payload = content[len(nutpie_compile._GRAPHS_MAGIC):].partition(b"\n")
     if damage == "garbage":
         content = b"\x00 not a graph file"
@@ -264,37 +290,38 @@ def test_a_damaged_graph_file_is_ignored_and_rewritten(graphs_dir, damage):
         header = json.dumps(dict(json.loads(header), sha256=hashlib.sha256(payload).hexdigest()), sort_keys=True)
         content = nutpie_compile._GRAPHS_MAGIC + header.encode() + b"\n" + payload
     path.write_bytes(content)
-    _, counts = _compiled_with_counts(model, point)
+    _, counts = _compiled_with_counts(model, point, expected)
     assert counts == {"rewritten": 1, "loaded": 0}
-    _, counts = _compiled_with_counts(model, point)  # the rewriting stored the graphs again
+    assert list(graphs_dir.glob("nutpie-graphs-*.bin")) == [path]  # the damaged file was the one read, rewritten
+    _, counts = _compiled_with_counts(model, point, expected)  # the rewriting stored the graphs again
     assert counts == {"rewritten": 0, "loaded": 1}
 
 
-def test_graphs_of_other_versions_are_not_used(graphs_dir, monkeypatch):
+def test_graphs_of_other_versions_are_not_used(graphs_dir, monkeypatch, gaussian_40):
     from mixflow.engines import nutpie_compile
 
-    model, point = _gaussian(40, seed=0), np.array([0.2, -0.1, 0.4, 0.5, -0.3])
-    _compiled_with_counts(model, point)
+    model, point, expected = gaussian_40
+    _compiled_with_counts(model, point, expected)
     versions = nutpie_compile._versions()
     monkeypatch.setattr(nutpie_compile, "_versions", lambda: dict(versions, pytensor="0.0.0"))
-    _, counts = _compiled_with_counts(model, point)
+    _, counts = _compiled_with_counts(model, point, expected)
     assert counts == {"rewritten": 1, "loaded": 0}
     assert len(list(graphs_dir.glob("nutpie-graphs-*.bin"))) == 2
 
 
-def test_a_folder_that_cannot_be_written_does_not_stop_the_compilation(tmp_path, monkeypatch):
+def test_a_folder_that_cannot_be_written_does_not_stop_the_compilation(tmp_path, monkeypatch, gaussian_40):
     from mixflow.engines import nutpie_compile
 
     (tmp_path / "a file").write_text("")
     monkeypatch.setattr(nutpie_compile, "_GRAPHS_DIR", [tmp_path / "a file" / "graphs"])  # cannot be created
     monkeypatch.setattr(nutpie_compile, "_COMPILED", {})
-    model, point = _gaussian(40, seed=0), np.array([0.2, -0.1, 0.4, 0.5, -0.3])
+    model, point, expected = gaussian_40
     for _ in range(2):
-        _, counts = _compiled_with_counts(model, point)
+        _, counts = _compiled_with_counts(model, point, expected)
         assert counts == {"rewritten": 1, "loaded": 0}
     monkeypatch.setattr(nutpie_compile, "atomic_write", lambda *args, **kwargs: _raise(OSError(28, "No space left")))
     monkeypatch.setattr(nutpie_compile, "_GRAPHS_DIR", [tmp_path / "full disk"])
-    _, counts = _compiled_with_counts(model, point)
+    _, counts = _compiled_with_counts(model, point, expected)
     assert counts == {"rewritten": 1, "loaded": 0}
 
 
