@@ -493,35 +493,6 @@ def test_cross_validation_of_dask_data_holds_out_rows_drawn_blockwise():
     assert table.attrs["preferred"]["cv_log_likelihood"] == 2
 
 
-@pytest.fixture(scope="module")
-def cluster_client():
-    """One LocalCluster of two worker processes for the module's distributed tests."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
-def test_local_cluster_gives_the_numpy_estimate_and_predictions(cluster_client, scalable_fit):
-    x, w = _mixture()
-    model = mixflow.GaussianMixture(2, covariance="full")
-    expected = mixflow.fit(model, x, random_seed=3, weights=w, init="kmeans", n_init=1)
-    data = da.from_array(x, chunks=CHUNK)
-    got = mixflow.fit(model, data, random_seed=3, weights=da.from_array(w, chunks=CHUNK), init="kmeans", n_init=1)
-    assert _relative(expected, got) < RTOL
-    np.testing.assert_allclose(mixflow.predict_proba(got, data).values, mixflow.predict_proba(expected, x).values,
-                               atol=1e-10)
-    assert len(cluster_client.scheduler_info()["workers"]) == 2
-    # k-means|| draws the same rows on the cluster as on Dask's threads, where the module's fixture ran
-    _, _, model, data, options, threaded = scalable_fit
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
-        assert _relative(threaded, mixflow.fit(model, data, init="kmeans||", **options)) < RTOL
-
-
 # -- workflows: [data] path = "x.zarr", chunks, [cluster] -----------------------------------------------------
 
 FLOW = """name = "large"
@@ -642,21 +613,6 @@ def test_workflow_starts_a_local_cluster_and_reports_its_dashboard(tmp_path, cap
     log = (tmp_path / "out" / "run.log").read_text()
     assert "Dask: a LocalCluster of 1 worker; dashboard http" in log
     assert "Dask: LocalCluster stopped" in log
-
-
-def test_select_k_and_bootstrap_fan_out_on_the_active_client(cluster_client):
-    x, _ = _mixture(d=2)
-    model = mixflow.GaussianMixture(2)
-    with distributed.get_task_stream() as stream:
-        table = mixflow.select_k(model, x, ks=[1, 2], methods=["em"], random_seed=5)
-        tree = mixflow.bootstrap(mixflow.fit(model, x, random_seed=5), x, n_replicates=4, random_seed=5)
-    ran = {task["key"].split("-")[0] if isinstance(task["key"], str) else str(task["key"]) for task in stream.data}
-    assert any("_em_row" in name for name in ran) and any("_replicate_chunk" in name for name in ran)
-    # the same numbers as in this process
-    local = mixflow.select_k(model, x, ks=[1, 2], methods=["em"], random_seed=5, n_jobs=1)
-    pd.testing.assert_frame_equal(table, local)
-    booted = mixflow.bootstrap(mixflow.fit(model, x, random_seed=5), x, n_replicates=4, random_seed=5, n_jobs=1)
-    xr.testing.assert_equal(tree["em/bootstrap/posterior"].to_dataset(), booted["em/bootstrap/posterior"].to_dataset())
 
 
 def test_workflow_reads_parquet_and_netcdf_globs_lazily(tmp_path):
@@ -965,3 +921,49 @@ def test_dask_data_whose_estimate_underflows_are_warned_of_without_reading_them_
                                                       r"power of ten and fit again$"):
         tree = mixflow.fit(mixflow.GaussianMixture(2), da.from_array(1e-300 * x, chunks=CHUNK), "em", random_seed=3)
     np.testing.assert_allclose(np.sort(tree["em/estimate"]["weights"].values), [1500 / N, 1501 / N], rtol=1e-3)
+
+
+# -- on a LocalCluster (last in the module, see cluster_client) -------------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster_client():
+    """One LocalCluster of two worker processes for the module's distributed tests, which come last: from its
+    start to the module's end, its client is the active one, on which every test's Dask computations run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_local_cluster_gives_the_numpy_estimate_and_predictions(cluster_client, scalable_fit):
+    x, w = _mixture()
+    model = mixflow.GaussianMixture(2, covariance="full")
+    expected = mixflow.fit(model, x, random_seed=3, weights=w, init="kmeans", n_init=1)
+    data = da.from_array(x, chunks=CHUNK)
+    got = mixflow.fit(model, data, random_seed=3, weights=da.from_array(w, chunks=CHUNK), init="kmeans", n_init=1)
+    assert _relative(expected, got) < RTOL
+    np.testing.assert_allclose(mixflow.predict_proba(got, data).values, mixflow.predict_proba(expected, x).values,
+                               atol=1e-10)
+    assert len(cluster_client.scheduler_info()["workers"]) == 2
+    # k-means|| draws the same rows on the cluster as on Dask's threads, where the module's fixture ran
+    _, _, model, data, options, threaded = scalable_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.ConvergenceWarning)
+        assert _relative(threaded, mixflow.fit(model, data, init="kmeans||", **options)) < RTOL
+
+
+def test_select_k_and_bootstrap_fan_out_on_the_active_client(cluster_client):
+    x, _ = _mixture(d=2)
+    model = mixflow.GaussianMixture(2)
+    with distributed.get_task_stream() as stream:
+        table = mixflow.select_k(model, x, ks=[1, 2], methods=["em"], random_seed=5)
+        tree = mixflow.bootstrap(mixflow.fit(model, x, random_seed=5), x, n_replicates=4, random_seed=5)
+    ran = {task["key"].split("-")[0] if isinstance(task["key"], str) else str(task["key"]) for task in stream.data}
+    assert any("_em_row" in name for name in ran) and any("_replicate_chunk" in name for name in ran)
+    # the same numbers as in this process
+    local = mixflow.select_k(model, x, ks=[1, 2], methods=["em"], random_seed=5, n_jobs=1)
+    pd.testing.assert_frame_equal(table, local)
+    booted = mixflow.bootstrap(mixflow.fit(model, x, random_seed=5), x, n_replicates=4, random_seed=5, n_jobs=1)
+    xr.testing.assert_equal(tree["em/bootstrap/posterior"].to_dataset(), booted["em/bootstrap/posterior"].to_dataset())
