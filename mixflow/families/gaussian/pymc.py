@@ -109,6 +109,18 @@ def _prior_in_z_units(covariance: str, prior, std: Standardization) -> dict:
             "shrinkage": float(prior.shrinkage), "concentration": np.asarray(prior.concentration, dtype=float)}
 
 
+def _cholesky(matrix, d: int):
+    """The lower Cholesky factor of SPD ``matrix`` (..., d, d).
+
+    Of the transform's value ``L @ L.T`` PyTensor's rewrites take ``L`` itself: no decomposition runs. At d = 1
+    they first make the product an elementwise square and the decomposition stays: its gradient holds an op that
+    PyTensor's numba backend cannot key for its disk cache (``Blockwise{AllocDiag}``), so the ADVI step would be
+    compiled anew in every process, and with one component numba cannot compile it at all. The factor of a 1 x 1
+    matrix is its square root, which is what the decomposition computes.
+    """
+    return pt.sqrt(matrix) if d == 1 else pt.linalg.cholesky(matrix)
+
+
 def _inverse_wishart_logp(dof: float, d: int):
     """Log density of InverseWishart(dof, scale) at SPD ``value`` (..., d, d), given chol(scale).
 
@@ -117,7 +129,7 @@ def _inverse_wishart_logp(dof: float, d: int):
     constant = graph_input("inverse_wishart_constant", -0.5 * dof * d * np.log(2.0) - multigammaln(dof / 2.0, d))
 
     def logp(value, dof_, scale_chol):
-        factor = pt.linalg.cholesky(value)  # rewritten to the transform's factor: no decomposition runs
+        factor = _cholesky(value, d)
         log_det = 2.0 * pt.sum(pt.log(pt.diagonal(factor, axis1=-2, axis2=-1)), axis=-1)
         log_det_scale = 2.0 * pt.sum(pt.log(pt.diagonal(scale_chol, axis1=-2, axis2=-1)), axis=-1)
         trace = pt.sum(solve_triangular(factor, scale_chol, lower=True) ** 2, axis=(-2, -1))
@@ -141,8 +153,11 @@ def _component_priors(covariance: str, hyper: dict, d: int):
         cov = pm.CustomDist("covariance_std", graph_input("dof", dof), scale_chol, logp=_inverse_wishart_logp(dof, d),
                             support_point=_inverse_wishart_mode, signature="(),(p,p)->(p,p)",
                             transform=CholeskyCovTransform(d), dims=dims)
-        chol = pt.linalg.cholesky(cov) / pt.sqrt(kappa)
-        mu = pm.MvNormal("mu_std", mu=mean, chol=chol, dims=("component", "feature"))
+        chol = _cholesky(cov, d) / pt.sqrt(kappa)
+        if d == 1:  # the same density; MvNormal's gradient holds the op numba cannot key at d = 1 (see _cholesky)
+            mu = pm.Normal("mu_std", mu=mean, sigma=chol[..., 0], dims=("component", "feature"))
+        else:
+            mu = pm.MvNormal("mu_std", mu=mean, chol=chol, dims=("component", "feature"))
         return mu, cov
     shape = ("component", "feature") if covariance == "diag" else ("component",)
     scale_z = graph_input("prior_scale", scale if covariance == "diag" else float(scale))
@@ -160,7 +175,7 @@ def _quadratic_terms(covariance: str, mu, dispersion, z, d: int):
     rows (as in the EM E-step): ``outer(z) @ quad`` with the d(d+1)/2 products z_i z_j, i <= j.
     """
     if covariance in ("full", "tied"):
-        factor = pt.linalg.cholesky(dispersion)
+        factor = _cholesky(dispersion, d)
         inverse_factor = solve_triangular(factor, pt.eye(d), lower=True)
         precision = inverse_factor.mT @ inverse_factor
         log_det = 2.0 * pt.sum(pt.log(pt.diagonal(factor, axis1=-2, axis2=-1)), axis=-1)
