@@ -566,8 +566,9 @@ class _Fitter:
             except Exception as error:
                 if not _numba_failure(error) or self.compiled_by_c:
                     raise
-                # numba could not compile the step (PyTensor's numba backend has failed on graphs its rewrites
-                # reduce to scalars): PyTensor's C backend, from the same start
+                # numba could not compile the step (PyTensor's numba backend fails on some graphs that its rewrites
+                # reduce to scalars, e.g. one component of one feature with a full covariance): PyTensor's C
+                # backend, from the same start
                 from pytensor.compile.mode import Mode
 
                 self.compiled_by_c = True

@@ -109,19 +109,20 @@ def _prior_in_z_units(covariance: str, prior, std: Standardization) -> dict:
             "shrinkage": float(prior.shrinkage), "concentration": np.asarray(prior.concentration, dtype=float)}
 
 
-def _cholesky(matrix, d: int):
-    """The lower Cholesky factor of SPD ``matrix`` (..., d, d).
+def _cholesky(matrix, square_root: bool):
+    """The lower Cholesky factor of SPD ``matrix`` (..., d, d); with ``square_root``, of 1 x 1 matrices.
 
     Of the transform's value ``L @ L.T`` PyTensor's rewrites take ``L`` itself: no decomposition runs. At d = 1
     they first make the product an elementwise square and the decomposition stays: its gradient holds an op that
     PyTensor's numba backend cannot key for its disk cache (``Blockwise{AllocDiag}``), so the ADVI step would be
-    compiled anew in every process, and with one component numba cannot compile it at all. The factor of a 1 x 1
-    matrix is its square root, which is what the decomposition computes.
+    compiled anew in every process. The factor of a 1 x 1 matrix is its square root, which is what the decomposition
+    computes. Not with one component: numba then fails on the log density's graph so reduced (NUTS), as it does on
+    the ADVI step's with the decomposition (see the ADVI engine's fallback).
     """
-    return pt.sqrt(matrix) if d == 1 else pt.linalg.cholesky(matrix)
+    return pt.sqrt(matrix) if square_root else pt.linalg.cholesky(matrix)
 
 
-def _inverse_wishart_logp(dof: float, d: int):
+def _inverse_wishart_logp(dof: float, d: int, square_root: bool):
     """Log density of InverseWishart(dof, scale) at SPD ``value`` (..., d, d), given chol(scale).
 
     The normalising constant is an input of the graph, like the data (:func:`graph_input`).
@@ -129,7 +130,7 @@ def _inverse_wishart_logp(dof: float, d: int):
     constant = graph_input("inverse_wishart_constant", -0.5 * dof * d * np.log(2.0) - multigammaln(dof / 2.0, d))
 
     def logp(value, dof_, scale_chol):
-        factor = _cholesky(value, d)
+        factor = _cholesky(value, square_root)
         log_det = 2.0 * pt.sum(pt.log(pt.diagonal(factor, axis1=-2, axis2=-1)), axis=-1)
         log_det_scale = 2.0 * pt.sum(pt.log(pt.diagonal(scale_chol, axis1=-2, axis2=-1)), axis=-1)
         trace = pt.sum(solve_triangular(factor, scale_chol, lower=True) ** 2, axis=(-2, -1))
@@ -143,18 +144,19 @@ def _inverse_wishart_mode(value, size, dof_, scale_chol):
     return mode if size is None else pt.full((*size, *mode.shape[-2:]), mode)
 
 
-def _component_priors(covariance: str, hyper: dict, d: int):
+def _component_priors(covariance: str, hyper: dict, d: int, square_root: bool):
     """Declare the component parameters in z units; return (mu_std, dispersion_std) tensors."""
     dof, scale = hyper["dof"], hyper["scale"]
     mean, kappa = graph_input("prior_mean", hyper["mean"]), graph_input("shrinkage", hyper["shrinkage"])
     if covariance in ("full", "tied"):
         dims = ("component", "feature", "feature_") if covariance == "full" else ("feature", "feature_")
         scale_chol = graph_input("scale_chol", np.linalg.cholesky(scale))
-        cov = pm.CustomDist("covariance_std", graph_input("dof", dof), scale_chol, logp=_inverse_wishart_logp(dof, d),
+        cov = pm.CustomDist("covariance_std", graph_input("dof", dof), scale_chol,
+                            logp=_inverse_wishart_logp(dof, d, square_root),
                             support_point=_inverse_wishart_mode, signature="(),(p,p)->(p,p)",
                             transform=CholeskyCovTransform(d), dims=dims)
-        chol = _cholesky(cov, d) / pt.sqrt(kappa)
-        if d == 1:  # the same density; MvNormal's gradient holds the op numba cannot key at d = 1 (see _cholesky)
+        chol = _cholesky(cov, square_root) / pt.sqrt(kappa)
+        if square_root:  # the same density; MvNormal's gradient holds the op numba cannot key at d = 1 (see _cholesky)
             mu = pm.Normal("mu_std", mu=mean, sigma=chol[..., 0], dims=("component", "feature"))
         else:
             mu = pm.MvNormal("mu_std", mu=mean, chol=chol, dims=("component", "feature"))
@@ -168,14 +170,14 @@ def _component_priors(covariance: str, hyper: dict, d: int):
     return mu, variance
 
 
-def _quadratic_terms(covariance: str, mu, dispersion, z, d: int):
+def _quadratic_terms(covariance: str, mu, dispersion, z, d: int, square_root: bool):
     """Pieces of -2 log N(z | mu_k, Sigma_k): features @ quad - 2 z @ linear + offset, shape (m, K).
 
     The quadratic form (z - mu)' P (z - mu) is expanded so that every term is one matrix product over
     rows (as in the EM E-step): ``outer(z) @ quad`` with the d(d+1)/2 products z_i z_j, i <= j.
     """
     if covariance in ("full", "tied"):
-        factor = _cholesky(dispersion, d)
+        factor = _cholesky(dispersion, square_root)
         inverse_factor = solve_triangular(factor, pt.eye(d), lower=True)
         precision = inverse_factor.mT @ inverse_factor
         log_det = 2.0 * pt.sum(pt.log(pt.diagonal(factor, axis1=-2, axis2=-1)), axis=-1)
@@ -227,14 +229,16 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
     std = standardization(model, data)
     hyper = _prior_in_z_units(model.covariance, prior, std)
     k, d = model.n_components, data.n_features
+    square_root = d == 1 and k > 1  # the 1 x 1 Cholesky factor (see _cholesky)
     z = (data.values - std.center) / std.scale
     frequency = data.frequency
     coords = {"component": np.arange(k), "feature": data.features, "feature_": data.features}
     with pm.Model(coords=coords) as pymc_model:
         weights = dirichlet_weights(hyper["concentration"])
-        mu_std, dispersion = _component_priors(model.covariance, hyper, d)
+        mu_std, dispersion = _component_priors(model.covariance, hyper, d, square_root)
         (rows,), row_weights, factor = data_rows((z,), frequency, minibatch_size)
-        log_density = -0.5 * (_quadratic_terms(model.covariance, mu_std, dispersion, rows, d) + d * LOG_2PI)
+        log_density = -0.5 * (_quadratic_terms(model.covariance, mu_std, dispersion, rows, d, square_root)
+                              + d * LOG_2PI)
         mixture_potential(weights, log_density, row_weights, factor,
                           offset=graph_input("log_jacobian", -float(np.log(std.scale).sum())))
         pm.Deterministic("mu", graph_input("center", std.center) + graph_input("scale", std.scale) * mu_std,
