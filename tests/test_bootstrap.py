@@ -121,7 +121,6 @@ def test_standard_errors_undefined_give_nan_and_a_warning(fitted):
     assert all(np.isnan(errors[name]).all() for name in errors.data_vars)
 
 
-
 def test_standard_errors_of_one_fit_are_computed_once_and_again_when_what_they_depend_on_changes(fitted,
                                                                                                 monkeypatch):
     """A comparison table, the forest plot and the report of one fit each ask for its errors: the Hessian is taken
@@ -153,6 +152,7 @@ def test_standard_errors_of_one_fit_are_computed_once_and_again_when_what_they_d
         standard_errors(changed)
     assert len(computed) == 6
     assert not np.allclose(standard_errors(moved)["mu"], again["mu"])
+
 
 def test_bad_arguments(fitted):
     with pytest.raises(ValueError, match="n_replicates: expected an integer >= 2, got 1"):

@@ -40,10 +40,10 @@ def _parameter_sets(tree, method: str, rng: np.random.Generator) -> list[dict]:
         estimate = tree[EM_ESTIMATE].to_dataset()
         return [{name: estimate[name].values for name in estimate.data_vars}]
     draws = method_draws(tree, method)
-    # each parameter's draws as one array, (chain, draw) flattened chain by chain in front
-    arrays = {name: values.reshape(-1, *values.shape[2:])
-              for name, values in ((name, da.transpose("chain", "draw", ...).values)
-                                   for name, da in draws.data_vars.items())}
+    arrays = {}  # each parameter's draws as one array, (chain, draw) flattened chain by chain in front
+    for name, da in draws.data_vars.items():
+        values = da.transpose("chain", "draw", ...).values
+        arrays[name] = values.reshape(-1, *values.shape[2:])
     n_draws = draws.sizes["chain"] * draws.sizes["draw"]
     picks = np.sort(rng.choice(n_draws, size=min(n_draws, _MAX_DRAWS), replace=False))
     sets = [{name: values[i] for name, values in arrays.items()} for i in picks]
