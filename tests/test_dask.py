@@ -193,7 +193,7 @@ def test_partition_lengths_come_from_parquet_footers_without_reading_the_rows(tm
         def _pretask(self, key, dsk, state):
             ran.append(key)
 
-    with Tasks():  # on Dask's own schedulers: this test runs before the module's LocalCluster starts
+    with Tasks():  # on Dask's own schedulers (the module's LocalCluster is active only in its own tests)
         chunked = as_chunked(frame)
         assert ran == [] and chunked.values.chunks[0] == (1001, 1000, 1000)
         # a filtered frame's lengths are not recorded: its partitions are counted (a pass)
@@ -748,7 +748,7 @@ def test_nuts_on_the_subsample_and_advi_on_streamed_minibatches():
 
 @pytest.fixture
 def on_threads():
-    """Dask's threads even after the module's LocalCluster started: the tests count reads in this process."""
+    """Dask's threads whatever client is active: the tests count reads in this process."""
     import dask
 
     with dask.config.set(scheduler="threads"):
@@ -923,18 +923,28 @@ def test_dask_data_whose_estimate_underflows_are_warned_of_without_reading_them_
     np.testing.assert_allclose(np.sort(tree["em/estimate"]["weights"].values), [1500 / N, 1501 / N], rtol=1e-3)
 
 
-# -- on a LocalCluster (last in the module, see cluster_client) -------------------------------------------------------
+# -- on a LocalCluster -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def cluster_client():
-    """One LocalCluster of two worker processes for the module's distributed tests, which come last: from its
-    start to the module's end, its client is the active one, on which every test's Dask computations run."""
+def local_cluster():
+    """One LocalCluster of two worker processes for the module's distributed tests, and a client of it that is not
+    the default one: it is the active client only within a test that asks for it (:func:`cluster_client`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = distributed.Client(cluster)
+        client = distributed.Client(cluster, set_as_default=False)
     yield client
     client.close()
     cluster.close()
+
+
+@pytest.fixture
+def cluster_client(local_cluster):
+    """The module's LocalCluster as the active client for one test: its Dask computations run on the cluster's
+    workers, and the other tests' on Dask's threads, in whatever order they run."""
+    import dask
+
+    with dask.config.set(scheduler="dask.distributed"), local_cluster.as_current():
+        yield local_cluster
 
 
 def test_local_cluster_gives_the_numpy_estimate_and_predictions(cluster_client, scalable_fit):
