@@ -25,13 +25,17 @@ from mixflow.families.base import (
 )
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.densities import inverse_gamma_log_density, normal_log_density_of_factors
+from mixflow.families.gaussian.model import _PRIOR_OUTWEIGHS, _PRIOR_WORTH
+from mixflow.families.gaussian.numerics import ABSOLUTE_FLOOR
 from mixflow.families.regression import numerics as rn
 from mixflow.units import unit_power, unit_ratio, unit_shown
 from mixflow.wording import agreeing, counted
 
 __all__ = ["RegressionMixture", "RegressionPrior", "ResolvedRegressionPrior", "parse_formula"]
 
-_RELATIVE_FLOOR = 1e-6
+#: The smallest noise variance of any component, relative to the working response's variance (1 but for a constant
+#: response); each component's own floor is also what its sums resolve (see ``numerics.m_step``)
+_RELATIVE_FLOOR = ABSOLUTE_FLOOR
 _NAME = r"[A-Za-z_.][A-Za-z0-9_.]*"
 
 
@@ -398,9 +402,10 @@ class RegressionMixture(MixtureModel):
                              f"{'(with the intercept) ' if self.intercept else ''}on the rows with positive "
                              "weight, got a rank-deficient design")
         variance = weights @ (working - weights @ working / weights.sum()) ** 2 / weights.sum()
-        floor = _RELATIVE_FLOOR * (variance if variance > 0 else 1.0)
+        variance = variance if variance > 0 else 1.0
         return Prepared({"design": design, "response": working, "outer": rn.augmented_outer(design, working)},
-                        weights, {"coordinates": coordinates, "floor": floor, "gram": gram})
+                        weights, {"coordinates": coordinates, "floor": _RELATIVE_FLOOR * variance,
+                                  "response_variance": variance, "gram": gram})
 
     def chunked_constants(self, moments, features) -> dict:
         """:meth:`prepare`'s constants from the moments of chunked data, with the pooled regression.
@@ -444,11 +449,12 @@ class RegressionMixture(MixtureModel):
                              f"{'(with the intercept) ' if self.intercept else ''}on the rows with positive "
                              "weight, got a rank-deficient design")
         variance = moments.unit_cross[y, y] / moments.total_weight / (unit_sd[q] * unit_sd[q])
-        floor = _RELATIVE_FLOOR * (variance if variance > 0 else 1.0)
+        variance = variance if variance > 0 else 1.0
         pooled = np.linalg.solve(gram, cross)
         second = products[q, q]  # E_w[y^2] of the working response
         residual_variance = second - 2.0 * pooled @ cross + pooled @ gram @ pooled
-        return {"coordinates": coordinates, "floor": floor, "gram": gram, "pooled": (pooled, residual_variance),
+        return {"coordinates": coordinates, "floor": _RELATIVE_FLOOR * variance, "response_variance": variance,
+                "gram": gram, "pooled": (pooled, residual_variance),
                 "columns": (np.array(x), y), "units": (x_units, y_units)}
 
     def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
@@ -472,13 +478,13 @@ class RegressionMixture(MixtureModel):
         if "pooled" in prepared.constants:  # chunked data: from their moments
             pooled, residual_variance = prepared.constants["pooled"]
             if not residual_variance > 0:
-                residual_variance = prepared.constants["floor"] / _RELATIVE_FLOOR
+                residual_variance = prepared.constants["response_variance"]
             return pooled, float(residual_variance)
         design, response, w = prepared.arrays["design"], prepared.arrays["response"], prepared.weights
         pooled = np.linalg.solve(prepared.constants["gram"], (design * w[:, None]).T @ response / w.sum())
         residual_variance = w @ (response - design @ pooled) ** 2 / w.sum()
-        if not residual_variance > 0:  # an exact fit: fall back on the scale of the variance floor
-            residual_variance = prepared.constants["floor"] / _RELATIVE_FLOOR
+        if not residual_variance > 0:  # an exact fit: fall back on the response's own variance
+            residual_variance = prepared.constants["response_variance"]
         return pooled, float(residual_variance)
 
     def working_prior(self, prepared: Prepared) -> "WorkingRegressionPrior":
@@ -591,12 +597,43 @@ class RegressionMixture(MixtureModel):
         """:meth:`statistics` of mixtures stacked, each mixture's product in one batched product."""
         return {"gram": batched_products(features, by_mixture)}
 
+    def prior_problems(self, params: dict, responsibilities: np.ndarray, prepared: Prepared, prior) -> list[str]:
+        """Components of many observations whose noise variance is mostly the default prior's.
+
+        The default prior's part of a component's MAP variance is twice its scale (the pooled regression's residual
+        variance over 2 K^2) plus the coefficients' squared distance from its mean (that one regression through
+        all rows), weighed by its precision: for lines far apart, both are their spread between them. The prior is
+        worth ``p + 2 shape + 2`` observations; a component of :data:`_PRIOR_WORTH` times as many should outweigh
+        it, and when the prior's part exceeds :data:`_PRIOR_OUTWEIGHS` times such a component's residual sum of
+        squares, its variance is some five times the data's own or more: the prior's, not the data's.
+        """
+        given = (self.prior.scale, self.prior.mean, self.prior.covariance)
+        if any(value is not None for value in given) or "design" not in prepared.arrays:  # the user's are theirs
+            return []
+        working, weights = prior.working, prepared.weights
+        coefficients = np.asarray(params["coefficients"], dtype=float)
+        residuals = prepared.arrays["response"][:, None] - prepared.arrays["design"] @ coefficients.T
+        scatter = (weights[:, None] * responsibilities * residuals**2).sum(axis=0)
+        gap = coefficients - working["mean"]
+        part = 2.0 * working["scale"] + np.einsum("kp,pq,kq->k", gap, working["precision"], gap)
+        worth = coefficients.shape[1] + 2.0 * working["shape"] + 2.0
+        counts = weights @ responsibilities
+        outweighed = np.flatnonzero((counts >= _PRIOR_WORTH * worth) & (part > _PRIOR_OUTWEIGHS * scatter)).tolist()
+        if not outweighed:
+            return []
+        return [f"the default prior outweighs the data in the noise variance of "
+                f"{agreeing(len(outweighed), 'component')} {outweighed}: its scale and the coefficients' distance "
+                f"from its mean (one regression through all the rows) exceed {_PRIOR_OUTWEIGHS} times the component's "
+                "own residual sum of squares, so the variance is mostly the prior's; lines far apart inflate that "
+                "one regression's residuals. Give the prior a scale, mean or covariance (RegressionPrior(...)) or use "
+                "the MLE (method='em')"]
+
     def collapse_description(self, components: list[int]) -> str:
         """A regression collapses through its noise variance."""
         return (f"{agreeing(len(components), 'component')} {components}: the noise variance collapsed: the line "
                 "passes through the component's rows exactly (no more rows than coefficients, or many rows with one "
-                "response value, such as a count's zeros, which a flat line fits); it is held at 1e-6 x the variance "
-                "of the response")
+                "response value, such as a count's zeros, which a flat line fits); it is held at the smallest variance "
+                "its sums resolve (1000 machine epsilons of the terms its residual sum of squares is formed from)")
 
     def m_step(self, counts: np.ndarray, stats: dict, prepared: Prepared, prior) -> tuple[dict, list[int]]:
         """Weighted least squares per component (MAP: the Normal-Inverse-Gamma mode); floored variances."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixflow.families.gaussian.numerics import outer_features, unpack_symmetric
+from mixflow.families.gaussian.numerics import PRECISION_FLOOR, outer_features, unpack_symmetric
 from mixflow.families.scaling import standardise
 
 __all__ = ["Coordinates", "gram_blocks", "log_density", "m_step"]
@@ -205,7 +205,10 @@ def m_step(counts: np.ndarray, gram: np.ndarray, p: int, prior: dict | None,
         In working coordinates: ``mean`` (p,), ``precision`` (p, p) (the inverse of V0), ``shape`` and
         ``scale`` of the inverse-gamma prior on the variance.
     floor : float
-        Variances below it are lifted to it (the component is reported as collapsed).
+        The smallest variance of any component (working units of the response's variance): a component's own
+        floor is the larger of it and what its sums resolve, :data:`PRECISION_FLOOR` times the magnitude of the
+        terms its residual sum of squares is formed from (``yy``, ``2 |b| |xy|`` and ``|b| |xx| |b|``, over its
+        count). A variance below its own floor is lifted to it (the component is reported as collapsed).
 
     Returns
     -------
@@ -229,7 +232,15 @@ def m_step(counts: np.ndarray, gram: np.ndarray, p: int, prior: dict | None,
                              + np.einsum("kp,kpq,kq->k", coefficients, xx, coefficients), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         variance = (numerator + residual_ss + penalty) / denominator
-    low = singular | ~(variance >= floor)
-    variance[low] = np.where(np.isfinite(variance[low]), np.maximum(variance[low], floor), floor)
+    # the one-pass residual sum of squares cancels terms of this size: its rounding, not the data, sets the variances
+    # below a small share of it (a line through the rows exactly), while a tight line among wide ones keeps its own
+    size = np.abs(coefficients)
+    magnitude = (np.abs(yy) + 2.0 * np.einsum("kp,kp->k", size, np.abs(xy))
+                 + np.einsum("kp,kpq,kq->k", size, np.abs(xx), size))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = np.fmax(PRECISION_FLOOR * magnitude / denominator, floor)
+    own = np.where(np.isfinite(own), own, floor)
+    low = singular | ~(variance >= own)
+    variance[low] = np.where(np.isfinite(variance[low]), np.maximum(variance[low], own[low]), own[low])
     collapsed = np.flatnonzero(low).tolist()
     return coefficients, variance, collapsed
