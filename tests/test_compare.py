@@ -16,7 +16,7 @@ from mixflow.analysis.information import standard_errors
 from mixflow.container.build import build_tree
 from mixflow.container.read import observed_data
 from mixflow.families.sampling import gaussian_points
-from mixflow.present.compare import adjusted_rand_index, compare, compare_dataset, label_agreement
+from mixflow.present.compare import adjusted_rand_index, agreement_of, compare, compare_dataset, label_agreement
 
 
 def simulated_data(d: int, n: int, seed: int = 0) -> np.ndarray:
@@ -173,7 +173,7 @@ def test_tidy_layout_and_xarray_twin(container):
     cell = dataset["covariance"].sel({"method": "advi", "component": 1, "feature": "x0", "feature_": "x0"})
     assert row["upper"] == cell.sel(statistic="upper").item()
     assert dataset["adjusted_rand_index"].sel({"method": "em", "method_": "mcmc"}).item() == pytest.approx(
-        table.attrs["label_agreement"].loc["em", "mcmc"])
+        table.attrs["label_agreement"]["em"]["mcmc"])
 
 
 def test_upper_triangle_of_full_covariances_in_two_dimensions():
@@ -233,7 +233,18 @@ def test_label_agreement_table(container):
 
     assert agreement.attrs["clusters"] == {m: int(np.unique(hard_labels(container, m)).size)
                                            for m in ("em", "mcmc", "advi")}
-    assert compare(container).attrs["label_agreement"].attrs["clusters"] == agreement.attrs["clusters"]
+    assert agreement_of(compare(container)).attrs["clusters"] == agreement.attrs["clusters"]
+    pd.testing.assert_frame_equal(agreement_of(compare(container)), agreement)
+
+
+def test_compare_tables_of_two_fits_concatenate(container):
+    """``pd.concat`` keeps equal ``attrs`` and drops unequal ones, asking each value whether it is equal."""
+    other = compare(make_container(("em", "mcmc")))
+    both = pd.concat([compare(container), other])
+    assert len(both) == len(compare(container)) + len(other)
+    assert both.attrs.get("label_agreement") in (None, {})  # the two fits' agreements differ: not kept
+    assert pd.concat([other, compare(make_container(("em", "mcmc")))]).attrs["label_agreement"] == other.attrs[
+        "label_agreement"]
 
 
 def test_bad_arguments(container):

@@ -9,6 +9,7 @@ import pytest
 from test_compare import make_container
 
 from mixflow.analysis.select import SKIPPED_FEW_ROWS
+from mixflow.present.compare import agreement_of
 from mixflow.present.report.page import SECTIONS, report
 
 matplotlib.use("Agg")
@@ -93,7 +94,7 @@ def test_report_of_a_real_fit_by_em_mcmc_and_advi(tmp_path):
     table = compare(tree)
     assert set(table["method"]) == {"em", "bootstrap", "mcmc", "advi"}
     assert table.loc[table.method == "mcmc", "em_inside"].all()
-    assert (table.attrs["label_agreement"].to_numpy() > 0.9).all()
+    assert (agreement_of(table).to_numpy() > 0.9).all()
     text = report(tree, tmp_path / "real.html").read_text(encoding="utf-8")
     assert text.count('src="data:image/png;base64,') == 7
     assert "could not be drawn" not in text
@@ -206,7 +207,7 @@ def test_the_advi_sd_warning_names_mean_field_only_for_a_mean_field_fit():
 
     table = pd.DataFrame({"method": ["advi"], "parameter": ["mu"], "em_inside": [True], "distance_to_mcmc": [0.1],
                           "sd_ratio_to_mcmc": [0.5]})
-    table.attrs.update(ci_prob=0.94, label_agreement=pd.DataFrame())
+    table.attrs.update(ci_prob=0.94, label_agreement={})
     [(_, fullrank)] = _comparison_findings(table, "fullrank")
     [(_, meanfield)] = _comparison_findings(table, "meanfield")
     assert "mean-field" not in fullrank and "ADVI (fullrank) underestimates" in fullrank
@@ -218,7 +219,7 @@ def test_the_advi_sd_warning_names_mean_field_only_for_a_mean_field_fit():
     # too wide is a finding too, as the comparison table flags it (ratios 1.31 and 1.51 in a regression mixture)
     table = pd.DataFrame({"method": ["advi"] * 3, "parameter": ["mu"] * 3, "em_inside": [True] * 3,
                           "distance_to_mcmc": [0.1] * 3, "sd_ratio_to_mcmc": [1.31, 1.51, 1.4]})
-    table.attrs.update(ci_prob=0.94, label_agreement=pd.DataFrame())
+    table.attrs.update(ci_prob=0.94, label_agreement={})
     assert _comparison_findings(table, "meanfield") == [
         ("warn", "ADVI (meanfield) overestimates the posterior sd (ratio > 1.4) for 1 parameter, up to 1.51.")]
 
@@ -495,8 +496,8 @@ def test_label_agreement_is_worded_by_its_size():
                           "sd_ratio_to_mcmc": [1.0]})
     said = {}
     for value in (0.11, 0.5, 0.8, 0.95):
-        table.attrs.update(ci_prob=0.94, label_agreement=pd.DataFrame([[1.0, value], [value, 1.0]],
-                                                                      index=["em", "mcmc"], columns=["em", "mcmc"]))
+        table.attrs.update(ci_prob=0.94, label_agreement={"em": {"em": 1.0, "mcmc": value},
+                                                          "mcmc": {"em": value, "mcmc": 1.0}})
         said[value] = [text for _, text in _comparison_findings(table) if "Hard labels" in text]
     assert said[0.11] == ["Hard labels of EM and MCMC (NUTS) agree hardly at all (0 is the agreement of random "
                           "labels): the methods describe different clusterings (adjusted Rand index 0.11)."]
@@ -513,10 +514,10 @@ def test_a_one_cluster_labelling_is_said_as_such_not_as_different_clusterings():
 
     table = pd.DataFrame({"method": ["advi"], "parameter": ["mu"], "em_inside": [True], "distance_to_mcmc": [0.1],
                           "sd_ratio_to_mcmc": [1.0]})
-    agreement = pd.DataFrame([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0]], index=["em", "mcmc", "advi"],
-                             columns=["em", "mcmc", "advi"])
-    agreement.attrs["clusters"] = {"em": 2, "mcmc": 1, "advi": 1}
-    table.attrs.update(ci_prob=0.94, label_agreement=agreement)
+    agreement = {"em": {"em": 1.0, "mcmc": 0.0, "advi": 0.0}, "mcmc": {"em": 0.0, "mcmc": 1.0, "advi": 1.0},
+                 "advi": {"em": 0.0, "mcmc": 1.0, "advi": 1.0}}
+    table.attrs.update(ci_prob=0.94, label_agreement=agreement,
+                       label_agreement_clusters={"em": 2, "mcmc": 1, "advi": 1})
     said = [text for _, text in _comparison_findings(table) if "labels" in text]
     assert said == ["The hard labels of MCMC (NUTS) and ADVI put every row in one component (against EM's 2): the "
                     "adjusted Rand index against such a labelling is 0 whatever the other is, so it does not measure "

@@ -286,8 +286,9 @@ def compare(tree, *, ci_prob: float | None = None, ci_kind: str | None = None,
         ``coefficient``, then ``feature`` and ``feature_``; missing where a parameter lacks the dim;
         symmetric matrices keep their upper triangle), ``method`` and the statistics of
         :func:`compare_dataset` (``em_inside`` as a nullable boolean). ``attrs`` holds ``ci_prob``,
-        ``ci_kind``, ``element_columns`` and ``label_agreement`` (the adjusted Rand index table of
-        :func:`label_agreement`).
+        ``ci_kind``, ``element_columns``, ``label_agreement`` (the adjusted Rand index of each pair of methods,
+        ``{method: {method_: index}}``, as plain dicts so that ``pd.concat`` of such tables works; as a table:
+        :func:`agreement_of`, or :func:`label_agreement` of the tree) and ``label_agreement_clusters``.
 
     Examples
     --------
@@ -359,11 +360,32 @@ def dataset_to_frame(dataset: xr.Dataset) -> pd.DataFrame:
                        em_standard_errors_undefined=dataset.attrs.get("em_standard_errors_undefined", ""),
                        em_standard_errors_remedy=_remedy(dataset.attrs.get("em_standard_errors_undefined", ""),
                                                          dataset.attrs.get("em_standard_errors_remedy")),
-                       label_agreement=dataset["adjusted_rand_index"].to_pandas().dropna(how="all").dropna(
-                           axis=1, how="all"))
-    table.attrs["label_agreement"].attrs["clusters"] = json.loads(
-        dataset["adjusted_rand_index"].attrs.get("clusters", "{}"))
+                       **_agreement_attrs(dataset["adjusted_rand_index"]))
     return table
+
+
+def _agreement_attrs(index: xr.DataArray) -> dict:
+    """The label agreement as a table's ``attrs`` hold it: plain dicts, which pandas can compare.
+
+    ``pd.concat`` keeps the inputs' ``attrs`` when they are equal, which it asks of every value: a DataFrame there
+    cannot answer, and the concatenation failed.
+    """
+    frame = index.to_pandas().dropna(how="all").dropna(axis=1, how="all")
+    return {"label_agreement": {str(a): {str(b): float(frame.loc[a, b]) for b in frame.columns} for a in frame.index},
+            "label_agreement_clusters": json.loads(index.attrs.get("clusters", "{}"))}
+
+
+def agreement_of(table: pd.DataFrame) -> pd.DataFrame:
+    """The adjusted Rand index table a :func:`compare` table holds in ``attrs``, as :func:`label_agreement` gives it.
+
+    Square, indexed and labelled by method; ``attrs["clusters"]``: the components each method's hard labels use.
+    """
+    pairs = table.attrs.get("label_agreement", {})
+    names = list(pairs)
+    frame = pd.DataFrame([[pairs[a][b] for b in pairs[a]] for a in names], index=pd.Index(names, name="method"),
+                         columns=pd.Index(list(pairs[names[0]]) if names else [], name="method_"), dtype=float)
+    frame.attrs["clusters"] = dict(table.attrs.get("label_agreement_clusters", {}))
+    return frame
 
 
 def _upper_triangle(frame: pd.DataFrame, dataset: xr.Dataset) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from mixflow.container.read import available_methods, frequency_weights, has_gro
 from mixflow.engines.mode_rule import TAIL_PROB
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_ess, format_rhat
-from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
+from mixflow.present.compare import METHOD_LABELS, agreement_of, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import advi_progress, recorded_warning_line, searched_a_sample, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.wording import agreeing, counted, fixed_places, pairs_text
@@ -561,7 +561,7 @@ def _comparison_findings(table: pd.DataFrame, variant: str | None = None,
         findings.append(("warn", f"ADVI ({variant or 'variational'}) overestimates the posterior sd (ratio > {high}) "
                                  f"for {counted(len(wide), 'parameter')}, up to "
                                  f"{advi['sd_ratio_to_mcmc'].max():.2f}.{caveat}"))
-    agreement = table.attrs["label_agreement"]
+    agreement = agreement_of(table)
     clusters = agreement.attrs.get("clusters", {})
     single = [m for m in agreement.index if clusters.get(m) == 1]
     if single and len(single) < len(agreement.index):  # the index says nothing of a pair with a one-cluster labelling

@@ -24,7 +24,7 @@ from mixflow.engines.modes import alike_modes, left_out_modes, left_out_reason
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.engines.stacking import WEIGHT_INTERVAL
 from mixflow.errors import InputError, InputTypeError, MissingPathError
-from mixflow.present.compare import METHOD_LABELS, compare_dataset, dataset_to_frame, element_columns
+from mixflow.present.compare import METHOD_LABELS, agreement_of, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
 from mixflow.present.numbers import format_number, format_with_sd
 from mixflow.present.report.cards import (
@@ -275,7 +275,7 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
     if advi["distance_to_mcmc"].notna().any():
         facts.append(("ADVI vs NUTS", f"median |difference| {advi['distance_to_mcmc'].abs().median():.2f} NUTS sd; "
                                       f"median sd ratio {advi['sd_ratio_to_mcmc'].median():.2f}"))
-    agreement = table.attrs["label_agreement"]
+    agreement = agreement_of(table)
     single = {m for m, used in agreement.attrs.get("clusters", {}).items() if used == 1}
     pairs = [f"{METHOD_LABELS[a]}/{METHOD_LABELS[b]} {agreement.loc[a, b]:.3f}"
              + (" (a labelling of one cluster)" if {a, b} & single else "")
@@ -408,7 +408,7 @@ def _comparison_section(table: pd.DataFrame, units: ParameterUnits, em_method: s
     header = ('<th class="unit">unit</th>' if any_unit else "") + "".join(
         f"<th>{html.escape(METHOD_LABELS[m])}</th>" for m in methods)
     probability = table.attrs["ci_prob"]
-    agreement = table.attrs["label_agreement"]
+    agreement = agreement_of(table)
     information = ("of the log posterior (a MAP estimate: the prior's curvature included)"
                    if em_method == "map" else "of the log-likelihood")
     explanation = (f"<p>Each cell: estimate (EM point or posterior mean), (sd; for EM the standard error from the "
