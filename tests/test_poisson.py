@@ -555,3 +555,14 @@ def test_the_report_counts_the_rates_and_weights_it_compares_not_means_and_covar
     text = mixflow.report(tree, tmp_path / "deaths.html").read_text(encoding="utf-8")
     assert re.search(r"<td>\d of 4 entries \(each distinct entry of weights, rate\)</td>", text)
     assert "(co)variance" not in text
+
+
+def test_more_components_than_the_counts_support_leak_no_numpy_warning():
+    """Eight counts of three values, K = 5: components empty out, and SQUAREM's triples then hold log weights of
+    -inf beside finite rates; the fit says what it says (mixflow's warnings), and numpy's own "invalid value"
+    warning from summing them does not reach the caller."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        warnings.simplefilter("error", RuntimeWarning)
+        tree = mixflow.fit(mixflow.PoissonMixture(5), np.array([0, 0, 1, 1, 2, 2, 0, 1])[:, None], random_seed=0)
+    assert np.isfinite(tree["em"].attrs["log_likelihood"])

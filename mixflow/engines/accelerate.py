@@ -441,8 +441,10 @@ def extrapolate_rows(x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, step_max: l
     positive definite. ``step_max``: each row's bound on the step length.
     """
     results = [None] * len(step_max)
-    # a sum is finite where its terms are (short of overflow, which only sends a row the long way)
-    finite = np.isfinite((x0 + x1 + x2).sum(axis=1))
+    # a sum is finite where its terms are (short of overflow, which only sends a row the long way); infinite terms
+    # of both signs (an emptied component's log weight and a rate's) sum to NaN, which sends the row the long way too
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite((x0 + x1 + x2).sum(axis=1))
     rows = np.arange(len(step_max))
     if not finite.all():
         for i in np.flatnonzero(~finite):
