@@ -158,11 +158,17 @@ def test_a_degenerate_restart_never_wins_over_a_sound_one(pair_inside_clusters):
 
 
 def test_a_degenerate_winner_only_when_every_restart_is_and_flagged(pair_inside_clusters):
-    with pytest.warns(DegenerateComponentWarning, match="collapsed"):
+    with pytest.warns(DegenerateComponentWarning, match="collapsed") as caught:
         tree = mixflow.fit(mixflow.GaussianMixture(3), pair_inside_clusters, init="random-partition", n_init=10,
                            random_seed=0)
     assert tree["em/sample_stats"]["degenerate"].values.all()
     assert tree["em"].attrs["degenerate"] == 1
+    # said as such, with what may find a sound maximum (the winner's own warning names only its component)
+    n = tree["em/sample_stats"]["degenerate"].size
+    assert [str(w.message) for w in caught if "no restart reached" in str(w.message)] == [
+        f"no restart reached a sound fit: all {n} restarts ended with a collapsed or emptied component, so the fit "
+        "returned is degenerate (attrs['degenerate']); a sound maximum, where one exists (a feature of few values, "
+        "or many tied rows), can be one that few starts reach: more restarts (n_init=40) may find it"]
 
 
 def test_a_sound_short_run_is_continued_when_every_screened_one_collapses():

@@ -1234,6 +1234,13 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
                       if i not in empty and j not in empty]  # an empty component has no density to compare
     _warn_duplicates(duplicates, active.size)
     degenerate = bool(restarts["degenerate"][best_index])
+    if degenerate:  # ranked last, so every restart is: said apart from what the winner's own warnings say of it
+        more = "" if not isinstance(options.init, str) else (  # not a start the user gave
+            f"; a sound maximum, where one exists (a feature of few values, or many tied rows), can be one that few "
+            f"starts reach: more restarts (n_init={4 * options.n_init}) may find it")
+        warnings.warn(f"no restart reached a sound fit: all {counted(len(restarts['degenerate']), 'restart')} ended "
+                      f"with a collapsed or emptied component, so the fit returned is degenerate (attrs['degenerate'])"
+                      f"{more}", DegenerateComponentWarning, skip_file_prefixes=PACKAGE_FILES)
     same_rows = restarts["search_rows"] == prepared.n_obs  # whether the short runs ran on the fit's rows
     spurious = [] if degenerate or options.map else model.spurious_components(params, total)
     _warn_spurious(spurious, options, model)
