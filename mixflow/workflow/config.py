@@ -485,6 +485,10 @@ def _check_columns(columns: list, frame: pd.DataFrame, loc: _Locator) -> None:
     if missing:
         raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
                         f"{columns!r} (missing {missing})", "columns", "data")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:  # a column twice would be fitted as two features (and their covariance singular)
+        raise loc.error("[data] columns", f"expected distinct columns, got {columns!r} (repeated {repeated})",
+                        "columns", "data")
 
 
 def _read_units(units, frame: pd.DataFrame, loc: _Locator) -> dict:
@@ -663,7 +667,7 @@ def _read_k(table: dict, where: str, loc: _Locator, n_support: int | None, i: in
                             f"from={ks['from']} > to={ks['to']}", "n_components", "models", i)
         low, high, came = ks["from"], ks["to"], f"from={ks['from']}, to={ks['to']}"
     elif isinstance(ks, int) and not isinstance(ks, bool):
-        low, high, came = ks, ks, f"[{ks}]"
+        low, high, came = ks, ks, f"{ks}"
     else:
         raise loc.error(f"{where} n_components", f"expected an integer or {{from = a, to = b}}, got {ks!r}",
                         "n_components", "models", i)
