@@ -716,6 +716,30 @@ def test_a_rerun_in_place_leaves_a_folder_of_the_users_where_an_earlier_output_w
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [] and not (out / "run-failed").exists()
 
 
+@pytest.mark.parametrize("what", ["file", "link to nothing"])
+def test_a_file_where_the_run_makes_its_figures_folder_is_refused_before_fitting(tmp_path, workflow_file, capsys,
+                                                                                 monkeypatch, what):
+    # the run fitted every model, then failed making the folder: "[Errno 17] File exists: 'out/figures'"
+    _no_fit(monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    if what == "file":
+        (out / "figures").write_text("the analyst's")
+    else:
+        (out / "figures").symlink_to(tmp_path / "gone")
+    workflow_file.write_text(SMALL.replace("figures = false", "figures = true"))
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 2 and _one_error_line(err).endswith(
+        f"'{out / 'figures'}': is not a directory where this run makes the folder of its figures; nothing was "
+        "fitted: move it away, or choose another --out")
+    assert [p.name for p in out.iterdir()] == ["figures"]  # no working folder, no log
+    assert what != "file" or (out / "figures").read_text() == "the analyst's"
+    # without figures the run makes no such folder: the file is no obstacle
+    workflow_file.write_text(SMALL)
+    monkeypatch.undo()
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+
+
 def test_a_swallowed_termination_is_raised_again_inside_a_nested_block():
     # the inner block leaves the outer one's handler: it must not hide the SIGTERM the outer block noted
     from mixflow.errors import Terminated, stop_if_terminated, terminating_as_interrupt

@@ -557,12 +557,17 @@ _OUTPUT_SUFFIXES = (".nc", ".csv", ".html", ".png")
 
 
 def _check_no_folder_at_outputs(out: Path, workflow: Workflow) -> None:
-    """Refuse, before anything is fitted, a folder in ``out`` where the run may write a file.
+    """Refuse, before anything is fitted, a folder in ``out`` where the run may write a file, and a file where a folder.
 
     Its files would be refused once the run completes (:func:`_move_in`): known now, not hours of fitting later.
     The names are those the models can write (their stems, :meth:`ModelSpec.stems`), ``workflow.json`` and
     ``run.log``.
     """
+    folders = [out / "figures"] if workflow.output["figures"] else []  # the folders the run makes in ``out``
+    for folder in folders:  # a file (or a link to none) there: the run's mkdir would fail once every fit is done
+        if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "is not a directory where this run makes the folder of its "
+                                     "figures; nothing was fitted: move it away, or choose another --out", str(folder))
     stems = set().union(*(spec.stems() for spec in workflow.models))
     for folder in (out, out / "figures"):
         if not folder.is_dir():
