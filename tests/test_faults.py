@@ -807,6 +807,36 @@ def test_a_rerun_whose_container_fills_the_disk_names_it_in_its_log(tmp_path, wo
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_log_that_fills_with_the_failure_keeps_the_error_and_leaves_no_temporary(tmp_path, workflow_file, capsys,
+                                                                                   monkeypatch):
+    # the failure's own log line, failing on the full disk too, replaced the container's error and left the
+    # working folder with its files
+    import mixflow.workflow.run
+
+    out = tmp_path / "out"
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    full, open_path = [], Path.open
+
+    def save(tree, path):
+        full.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    def limited(self, mode="r", *args, **kwargs):
+        if full and self.name == "run.log.partial" and mode.startswith("a"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return open_path(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(mixflow.workflow.run, "save", save)
+    monkeypatch.setattr(Path, "open", limited)
+    workflow_file.write_text(SMALL.replace("seed = 1", "seed = 2"))
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    line = _one_error_line(err)
+    assert status == 2 and line.endswith(f"'{out / 'gaussian-full-k2.nc'}': No space left on device; free some space "
+                                         "or choose another location")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no working folder, no half-written log
+
+
 def test_a_swallowed_termination_is_raised_again_inside_a_nested_block():
     # the inner block leaves the outer one's handler: it must not hide the SIGTERM the outer block noted
     from mixflow.errors import Terminated, stop_if_terminated, terminating_as_interrupt
