@@ -14,7 +14,6 @@ what to do, and one of these exit statuses:
 
 import argparse
 import contextlib
-import errno
 import glob
 import math
 import os
@@ -25,21 +24,13 @@ import traceback
 import warnings
 from pathlib import Path
 
-from mixflow.errors import InputError, MissingPathError, interrupts_noted, terminating_as_interrupt
+from mixflow.errors import InputError, MissingPathError, describe_os_error, interrupts_noted, terminating_as_interrupt
 from mixflow.warnings import ADVIDivergenceError
 from mixflow.wording import agreeing, counted
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "main"]
 
 EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
-_ADVICE = {  # what to do about an OS error on a path the user gave
-    errno.EACCES: "choose a location you may write to", errno.EPERM: "choose a location you may write to",
-    errno.EROFS: "choose a location on a writable file system",
-    errno.ENOSPC: "free some space or choose another location", errno.EDQUOT: "free some space (disk quota)",
-    errno.EEXIST: "a file of that name exists; remove it or choose another name",
-    errno.ENOTDIR: "a part of the path is a file, not a directory; choose another path",
-    errno.EISDIR: "that is a directory; give a file name", errno.ENOENT: "check the path",
-}
 
 
 def _run(args) -> int:
@@ -210,7 +201,7 @@ def _report(args) -> int:
             raise
         raise type(error)(f"--out: {str(error).removeprefix('path: ')}") from None
     except OSError as error:  # the tree is in memory: an OS error here is about --out
-        raise InputError(f"--out: {_os_error(error).removeprefix('path: ')}") from None
+        raise InputError(f"--out: {describe_os_error(error).removeprefix('path: ')}") from None
     _say(f"wrote {written}")
     if selection is None:
         beside = _choice_of_k_beside(results)
@@ -356,7 +347,7 @@ def main(argv=None) -> int:
             return _fail(args.command, [_interrupted(interrupt, "terminated (SIGTERM)")], EXIT_TERMINATED, debug)
         return _fail(args.command, [_interrupted(interrupt)], EXIT_INTERRUPTED, debug)
     except OSError as error:
-        return _fail(args.command, _kept([_os_error(error)], error), EXIT_BAD_INPUT, debug)
+        return _fail(args.command, _kept([describe_os_error(error)], error), EXIT_BAD_INPUT, debug)
     except InputError as error:  # a WorkflowError (an InputError) holds one line per error found
         return _fail(args.command, _kept(str(error).splitlines() or [type(error).__name__], error), EXIT_BAD_INPUT,
                      debug)
@@ -383,15 +374,6 @@ def _fail(command: str, lines: list[str], status: int, debug: bool) -> int:
     for line in lines:
         print(f"mixflow {command}: error: {line}", file=sys.stderr)
     return status
-
-
-def _os_error(error: OSError) -> str:
-    """``'<file>': <reason>; <what to do>`` for an OS error on a path, else the error's own message."""
-    if error.strerror is None or error.filename is None:
-        return str(error)
-    advice = _ADVICE.get(error.errno)
-    more = f"; {advice}" if advice and ";" not in error.strerror else ""  # ours already say what to do
-    return f"{str(error.filename)!r}: {error.strerror}{more}"
 
 
 def _kept(lines: list[str], error: Exception) -> list[str]:

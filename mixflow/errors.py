@@ -8,13 +8,14 @@ other exception as an internal error (status 1). An interrupt (:class:`Interrupt
 """
 
 import contextlib
+import errno
 import signal
 import sys
 import threading
 
 __all__ = ["InputError", "InputTypeError", "Interrupted", "MissingPathError", "SamplerInterrupted", "Terminated",
            "UnsupportedError", "interrupts_noted", "is_termination", "noting_interrupts", "stop_if_terminated",
-           "terminating_as_interrupt"]
+           "describe_os_error", "terminating_as_interrupt"]
 
 
 class InputError(ValueError):
@@ -190,3 +191,30 @@ def noting_interrupts():
         yield noted
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+#: What to do about an OS error on a path the user gave (or a file written under it)
+_ADVICE = {
+    errno.EACCES: "choose a location you may write to", errno.EPERM: "choose a location you may write to",
+    errno.EROFS: "choose a location on a writable file system",
+    errno.ENOSPC: "free some space or choose another location", errno.EDQUOT: "free some space (disk quota)",
+    errno.EFBIG: "a file-size limit was reached (ulimit -f, or the file system's largest file); raise it or choose "
+                 "another location",
+    errno.EEXIST: "a file of that name exists; remove it or choose another name",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; choose another path",
+    errno.EISDIR: "that is a directory; give a file name", errno.ENOENT: "check the path",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """``'<file>': <reason>; <what to do>`` for an OS error on a path, else its reason and what to do, or its message.
+
+    Python's own form (``[Errno 27] File too large: 'x' -> None``) shows a second file name even when none was set.
+    """
+    if error.strerror is None:
+        return str(error)
+    advice = _ADVICE.get(error.errno)
+    more = f"; {advice}" if advice and ";" not in error.strerror else ""  # ours already say what to do
+    if error.filename is None:
+        return f"{error.strerror}{more}"
+    return f"{str(error.filename)!r}: {error.strerror}{more}"

@@ -716,6 +716,127 @@ def test_a_rerun_in_place_leaves_a_folder_of_the_users_where_an_earlier_output_w
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [] and not (out / "run-failed").exists()
 
 
+@pytest.mark.parametrize("what", ["file", "link to nothing"])
+def test_a_file_where_the_run_makes_its_figures_folder_is_refused_before_fitting(tmp_path, workflow_file, capsys,
+                                                                                 monkeypatch, what):
+    # the run fitted every model, then failed making the folder: "[Errno 17] File exists: 'out/figures'"
+    _no_fit(monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    if what == "file":
+        (out / "figures").write_text("the analyst's")
+    else:
+        (out / "figures").symlink_to(tmp_path / "gone")
+    workflow_file.write_text(SMALL.replace("figures = false", "figures = true"))
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 2 and _one_error_line(err).endswith(
+        f"'{out / 'figures'}': is not a directory where this run makes the folder of its figures; nothing was "
+        "fitted: move it away, or choose another --out")
+    assert [p.name for p in out.iterdir()] == ["figures"]  # no working folder, no log
+    assert what != "file" or (out / "figures").read_text() == "the analyst's"
+    # without figures the run makes no such folder: the file is no obstacle
+    workflow_file.write_text(SMALL)
+    monkeypatch.undo()
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+
+
+def test_a_rerun_that_cannot_start_its_working_folder_names_the_directory_and_leaves_none(tmp_path, workflow_file,
+                                                                                         capsys, monkeypatch):
+    # `ulimit -f 0` into earlier results: "[Errno 27] File too large", naming nothing, and a .mixflow-run-* left
+    out = tmp_path / "out"
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    write_text = Path.write_text
+
+    def limited(self, *args, **kwargs):
+        if self.name == ".mixflow-run":  # the working folder's mark, its first file
+            raise OSError(errno.EFBIG, "File too large")  # as a failed write() raises it: no file name
+        return write_text(self, *args, **kwargs)
+
+    _no_fit(monkeypatch)
+    monkeypatch.setattr(Path, "write_text", limited)
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 2 and _one_error_line(err).endswith(
+        f"'{out}': cannot write in the output directory: File too large; a file-size limit was reached (ulimit -f, "
+        "or the file system's largest file); raise it or choose another location")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no working folder, the results as they were
+
+
+def test_a_log_that_could_not_be_written_is_not_said_to_be_kept(tmp_path, workflow_file, capsys, monkeypatch):
+    # into an existing empty folder, `ulimit -f 0` kept an empty run.log, said to be "completely written"
+    out = tmp_path / "out"
+    out.mkdir()
+    open_path = Path.open
+
+    def limited(self, mode="r", *args, **kwargs):
+        if self.name == "run.log.partial" and mode.startswith("a"):  # appending the first line fails
+            raise OSError(errno.EFBIG, "File too large")
+        return open_path(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", limited)
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    line = _one_error_line(err)
+    assert status == 2 and line.endswith(f"'{out / 'run.log.partial'}': File too large; the run's log could not be "
+                                         "written (raise the file-size limit, or choose another --out)")
+    assert "kept" not in line and list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(("number", "said"), [
+    (errno.EFBIG, "File too large; a file-size limit was reached (ulimit -f, or the file system's largest file); "
+                  "raise it or choose another location"),
+    (errno.ENOSPC, "No space left on device; free some space or choose another location")])
+def test_a_rerun_whose_container_fills_the_disk_names_it_in_its_log(tmp_path, workflow_file, capsys, monkeypatch,
+                                                                     number, said):
+    # the log said "failed: [Errno 27] File too large: 'out/gaussian-full-k2.nc' -> None"
+    import mixflow.workflow.run
+
+    out = tmp_path / "out"
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+
+    def full(tree, path):
+        raise OSError(number, os.strerror(number), str(path))
+
+    monkeypatch.setattr(mixflow.workflow.run, "save", full)
+    workflow_file.write_text(SMALL.replace("seed = 1", "seed = 2"))
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    line = _one_error_line(err)
+    assert status == 2 and line.startswith(f"mixflow run: error: '{out / 'gaussian-full-k2.nc'}': {said}; the 1 file "
+                                           f"completely written before the error is kept ({out / 'run-failed.log'})")
+    log = (out / "run-failed.log").read_text().strip().splitlines()[-1]
+    assert log.endswith(f"failed: '{out / 'gaussian-full-k2.nc'}': {said}") and "None" not in log
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_log_that_fills_with_the_failure_keeps_the_error_and_leaves_no_temporary(tmp_path, workflow_file, capsys,
+                                                                                   monkeypatch):
+    # the failure's own log line, failing on the full disk too, replaced the container's error and left the
+    # working folder with its files
+    import mixflow.workflow.run
+
+    out = tmp_path / "out"
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    full, open_path = [], Path.open
+
+    def save(tree, path):
+        full.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    def limited(self, mode="r", *args, **kwargs):
+        if full and self.name == "run.log.partial" and mode.startswith("a"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return open_path(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(mixflow.workflow.run, "save", save)
+    monkeypatch.setattr(Path, "open", limited)
+    workflow_file.write_text(SMALL.replace("seed = 1", "seed = 2"))
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    line = _one_error_line(err)
+    assert status == 2 and line.endswith(f"'{out / 'gaussian-full-k2.nc'}': No space left on device; free some space "
+                                         "or choose another location")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no working folder, no half-written log
+
+
 def test_a_swallowed_termination_is_raised_again_inside_a_nested_block():
     # the inner block leaves the outer one's handler: it must not hide the SIGTERM the outer block noted
     from mixflow.errors import Terminated, stop_if_terminated, terminating_as_interrupt

@@ -14,6 +14,7 @@ import pytest
 
 import mixflow
 from mixflow.cli import main
+from mixflow.families.base import family_names
 from mixflow.wording import counted
 from mixflow.workflow.config import WorkflowError, read_workflow
 from mixflow.workflow.run import run_workflow
@@ -276,7 +277,7 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"flow.toml:11: \[\[models\]\] #1: covariance: expected one of"),
     (("n_components = {from = 1, to = 3}", "n_components = 500"),
      r"flow.toml:10: \[\[models\]\] #1 n_components: expected values between 1 and the number of observations "
-     r"\(82\), got \[500\]"),
+     r"\(82\), got 500$"),
     (("n_components = {from = 1, to = 3}", "n_components = {from = 1, to = 1000000}"),
      r"flow.toml:10: \[\[models\]\] #1 n_components: expected values between 1 and the number of observations "
      r"\(82\), got from=1, to=1000000$"),
@@ -347,6 +348,17 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
     (("covariance = \"full\"", "covariance = \"full\"\nname = \"" + "a" * 300 + "\""),  # "File name too long", fitted
      r"flow.toml:12: \[\[models\]\] #1 name: expected a name for the model's files of at most 150 characters \(file "
      r"systems allow 255 in a file name, and its files add their K and kind\), got one of 300$"),
+    # a key the family's model has no default for, said as n_components is (not the constructor's TypeError)
+    (("family = \"gaussian\"\nn_components = {from = 1, to = 3}\ncovariance = \"full\"",
+      "family = \"soft_kmeans\"\nn_components = 2"),
+     r"flow.toml:8: \[\[models\]\] #1: expected key \['variance'\] for family 'soft_kmeans', which is missing$"),
+    (("n_components = {from = 1, to = 3}", "n_components = 0"),  # one K, said as the file gives it
+     r"flow.toml:10: \[\[models\]\] #1 n_components: expected values between 1 and the number of observations "
+     r"\(82\), got 0$"),
+    # a column twice: the [data] key's fault, not the first model's
+    (("dataset = \"galaxies\"", "dataset = \"galaxies\"\ncolumns = [\"velocity\", \"velocity\"]"),
+     r"flow.toml:7: \[data\] columns: expected distinct columns, got \['velocity', 'velocity'\] \(repeated "
+     r"\['velocity'\]\)$"),
 ])
 def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, message, monkeypatch):
     old, new = change
@@ -359,6 +371,17 @@ def test_errors_name_the_key_and_position_before_any_fit(tmp_path, change, messa
     with pytest.raises(WorkflowError, match=message):
         run_workflow(path, tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", family_names())
+def test_every_family_without_its_keys_is_refused_by_the_workflow_not_its_constructor(tmp_path, family):
+    # only family and n_components: a key the model requires is said as missing, never a TypeError
+    text = SMALL.replace("family = \"gaussian\"\nn_components = {from = 1, to = 3}\ncovariance = \"full\"",
+                         f"family = \"{family}\"\nn_components = 2")
+    try:
+        read_workflow(write(tmp_path, text))
+    except WorkflowError as error:
+        assert "TypeError" not in str(error) and "positional argument" not in str(error), str(error)
 
 
 def test_models_named_apart_have_files_named_apart(tmp_path):

@@ -485,6 +485,10 @@ def _check_columns(columns: list, frame: pd.DataFrame, loc: _Locator) -> None:
     if missing:
         raise loc.error("[data] columns", f"expected columns of the data {list(frame.columns)}, got "
                         f"{columns!r} (missing {missing})", "columns", "data")
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:  # a column twice would be fitted as two features (and their covariance singular)
+        raise loc.error("[data] columns", f"expected distinct columns, got {columns!r} (repeated {repeated})",
+                        "columns", "data")
 
 
 def _read_units(units, frame: pd.DataFrame, loc: _Locator) -> dict:
@@ -663,7 +667,7 @@ def _read_k(table: dict, where: str, loc: _Locator, n_support: int | None, i: in
                             f"from={ks['from']} > to={ks['to']}", "n_components", "models", i)
         low, high, came = ks["from"], ks["to"], f"from={ks['from']}, to={ks['to']}"
     elif isinstance(ks, int) and not isinstance(ks, bool):
-        low, high, came = ks, ks, f"[{ks}]"
+        low, high, came = ks, ks, f"{ks}"
     else:
         raise loc.error(f"{where} n_components", f"expected an integer or {{from = a, to = b}}, got {ks!r}",
                         "n_components", "models", i)
@@ -696,6 +700,7 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
     if "n_components" not in table:
         raise loc.error(where, "expected n_components (an integer, or {from = a, to = b})", "", "models", i)
     ks = _read_k(table, where, loc, n_support, i)
+    _check_required_keys(table, family, keys, where, loc, i)
     name = table.get("name")
     if name is not None and not (isinstance(name, str) and _MODEL_NAME.match(name)):
         raise loc.error(f"{where} name", "expected a name for the model's files: ASCII letters, digits, '.', '_' or "
@@ -713,6 +718,19 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
         named = [key for key in table if str(error).startswith((key, f"prior.{key}"))]
         raise loc.error(where, _in_toml_words(str(error)), named[0] if named else "prior", "models", i) from None
     return spec
+
+
+def _check_required_keys(table: dict, family: str, keys: tuple, where: str, loc: _Locator, i: int) -> None:
+    """That the table gives every key of ``family`` its constructor has no default for (e.g. soft_kmeans' variance).
+
+    Checked here, as n_components is, so that the model's constructor never meets a missing argument.
+    """
+    parameters = inspect.signature(family_class(family)).parameters
+    missing = [key for key in keys if key in parameters and parameters[key].default is inspect.Parameter.empty
+               and key not in table]
+    if missing:
+        raise loc.error(where, f"expected {agreeing(len(missing), 'key')} {missing} for family {family!r}, which "
+                        f"{agreeing(len(missing), 'is', 'are')} missing", "", "models", i)
 
 
 #: Python's literals as a workflow says them: TOML writes true and false, and has no None (a key left out)

@@ -11,6 +11,7 @@ here.
 """
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -85,8 +86,9 @@ class Console:
             with self.log.open("a", encoding="utf-8") as stream:
                 stream.write(text)
         except OSError as error:  # named, and raised once: the run's own report of its failure goes on without it
-            self.log_error = OSError(error.errno, f"{error.strerror}; the run's log could not be written (free some "
-                                     "space, or choose another --out)", str(self.log))
+            remedy = "raise the file-size limit" if error.errno == errno.EFBIG else "free some space"
+            self.log_error = OSError(error.errno, f"{error.strerror}; the run's log could not be written ({remedy}, "
+                                     "or choose another --out)", str(self.log))
             raise self.log_error from error
 
     def finding(self, level: str, text: str) -> None:

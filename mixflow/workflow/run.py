@@ -19,7 +19,7 @@ from mixflow.container.build import recorded_warnings
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
-from mixflow.errors import InputError, Interrupted, is_termination, stop_if_terminated
+from mixflow.errors import InputError, Interrupted, describe_os_error, is_termination, stop_if_terminated
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
 from mixflow.present.numbers import advi_progress
@@ -258,17 +258,23 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
         interrupted = isinstance(error, KeyboardInterrupt)
         how = "interrupted" if interrupted else "failed"
         if isinstance(error, OSError) and staging is not None:  # named where it was to go: the staging folder goes
-            error.filename, error.filename2 = (_outside(name, staging, out) for name in (error.filename,
-                                                                                          error.filename2))
-        if interrupted:
-            progress("terminated (SIGTERM)" if is_termination(error) else "interrupted")
-        elif isinstance(error, InputError | OSError | ADVIDivergenceError):  # said in full, no fault of mixflow's
-            progress(f"failed: {error}")
-        else:  # the traceback in the log, for a report of the fault
-            progress(f"failed: internal error: {type(error).__name__}: {error}", traceback.format_exc())
+            error.filename = _outside(error.filename, staging, out)
+            if error.filename2 is not None:  # set to None, Python's message would end "-> None"
+                error.filename2 = _outside(error.filename2, staging, out)
+        with contextlib.suppress(OSError):  # the log that fails here (the disk it filled) is not kept, said below
+            if interrupted:
+                progress("terminated (SIGTERM)" if is_termination(error) else "interrupted")
+            elif isinstance(error, OSError):  # the file named, and what to do
+                progress(f"failed: {describe_os_error(error)}")
+            elif isinstance(error, InputError | ADVIDivergenceError):  # said in full, no fault of mixflow's
+                progress(f"failed: {error}")
+            else:  # the traceback in the log, for a report of the fault
+                progress(f"failed: internal error: {type(error).__name__}: {error}", traceback.format_exc())
         if staging is not None:  # this run's files, apart from the earlier run's
             written[:] = _keep_attempt(staging, out / f"run-{how}", written)
-        if written or not created:  # the log is kept with the files written before, or in a directory kept
+        # the log is kept with the files written before, or in a directory kept; not one that could not be written
+        # in full (removed below): only files completely written are said to be kept
+        if (written or not created) and progress.log_error is None:
             written.append(_keep_log(working, log, earlier, how))
         if interrupted:
             raise Interrupted(saved=written) from error
@@ -290,9 +296,11 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
                 try:
                     written[:] = _move_in(staging, out, written)
                 except OSError as error:  # put back: the earlier run's files as they were, this run's kept apart
-                    progress(f"failed: {error}")
+                    with contextlib.suppress(OSError):  # a log that fails here is not kept
+                        progress(f"failed: {describe_os_error(error)}")
                     written[:] = _keep_attempt(staging, out / "run-failed", written)
-                    written.append(_keep_log(working, log, earlier, "failed"))
+                    if progress.log_error is None:
+                        written.append(_keep_log(working, log, earlier, "failed"))
                     error.saved = [str(path) for path in written]
                     raise
                 shutil.rmtree(staging, ignore_errors=True)
@@ -335,7 +343,11 @@ def _staging_folder(out: Path, name: str) -> Path:
             folder.mkdir()
         except FileExistsError:
             continue
-        (folder / _MARK).write_text(name, encoding="utf-8")
+        try:
+            (folder / _MARK).write_text(name, encoding="utf-8")
+        except OSError as error:  # a full disk, a file-size limit: no working folder left, the directory named
+            shutil.rmtree(folder, ignore_errors=True)
+            raise OSError(error.errno, f"cannot write in the output directory: {error.strerror}", str(out)) from None
         return folder
     raise FileExistsError(errno.EEXIST, "cannot make a working folder", str(out))
 
@@ -557,12 +569,17 @@ _OUTPUT_SUFFIXES = (".nc", ".csv", ".html", ".png")
 
 
 def _check_no_folder_at_outputs(out: Path, workflow: Workflow) -> None:
-    """Refuse, before anything is fitted, a folder in ``out`` where the run may write a file.
+    """Refuse, before anything is fitted, a folder in ``out`` where the run may write a file, and a file where a folder.
 
     Its files would be refused once the run completes (:func:`_move_in`): known now, not hours of fitting later.
     The names are those the models can write (their stems, :meth:`ModelSpec.stems`), ``workflow.json`` and
     ``run.log``.
     """
+    folders = [out / "figures"] if workflow.output["figures"] else []  # the folders the run makes in ``out``
+    for folder in folders:  # a file (or a link to none) there: the run's mkdir would fail once every fit is done
+        if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "is not a directory where this run makes the folder of its "
+                                     "figures; nothing was fitted: move it away, or choose another --out", str(folder))
     stems = set().union(*(spec.stems() for spec in workflow.models))
     for folder in (out, out / "figures"):
         if not folder.is_dir():
