@@ -188,14 +188,19 @@ def _report(args) -> int:
     from mixflow.present.report.page import report
 
     tree = _load_results(args.results)
-    selection = None if args.selection is None else _read_selection(args.selection)
-    if selection is not None:
-        _check_selection(selection, tree, args.selection)
     results = Path(args.results)
     out = Path(args.out) if args.out is not None else results.with_name(f"{results.stem}-report.html")
+    notes, other_fits = [], None
+    if args.selection is not None:
+        selection = _read_selection(args.selection)
+        _check_selection(selection, tree, args.selection)
+    else:  # the run's own report includes its choice of K: a report written again includes it too, unless told not to
+        selection, notes = _selection_beside(results, tree, args.no_selection)
+    if selection is not None:
+        other_fits = _other_reports_beside(results, selection, out)
     title = args.title if args.title is not None else tree.attrs.get("workflow_title")
     try:  # report's argument `path` is --out here
-        written = report(tree, out, selection=selection, title=title)
+        written = report(tree, out, selection=selection, title=title, other_fits=other_fits)
     except InputError as error:
         if not str(error).startswith("path: "):
             raise
@@ -203,26 +208,60 @@ def _report(args) -> int:
     except OSError as error:  # the tree is in memory: an OS error here is about --out
         raise InputError(f"--out: {describe_os_error(error).removeprefix('path: ')}") from None
     _say(f"wrote {written}")
-    if selection is None:
-        beside = _choice_of_k_beside(results)
-        if beside is not None:
-            _say(f"(not included: the choice of K beside it, {beside}; --selection {beside} includes its criteria and "
-                 "findings)")
+    for note in notes:
+        _say(note)
     return 0
 
 
-def _choice_of_k_beside(results: Path) -> Path | None:
-    """The choice-of-K table 'mixflow run' wrote beside a results file of its model, if there is one.
+def _selection_beside(results: Path, tree, left_out: bool):
+    """The choice-of-K table 'mixflow run' wrote beside ``results`` (checked to be its fit's), and what to say of it.
+
+    Returns the table (None when there is none, it is not this fit's, or ``left_out``: ``--no-selection``) and the
+    lines that say why a table beside the results is not in the report: never left out unsaid.
+    """
+    tables = _choice_of_k_beside(results)
+    if not tables:
+        return None, []
+    if left_out:
+        return None, [f"(not included, as --no-selection asks: the choice of K beside it, {', '.join(map(str, tables))}"
+                      ", and its criteria and findings)"]
+    if len(tables) > 1:
+        return None, [f"(not included: {len(tables)} choice-of-K tables beside it, {', '.join(map(str, tables))}; "
+                      "--selection names the one to include)"]
+    try:
+        selection = _read_selection(str(tables[0]))
+        _check_selection(selection, tree, str(tables[0]))
+    except (InputError, OSError) as error:  # not a reason to refuse the report: said, and the report written without it
+        why = describe_os_error(error) if isinstance(error, OSError) else str(error).removeprefix("--selection: ")
+        return None, [f"(not included: the choice of K beside it, {tables[0]}, which could not be used: {why})"]
+    return selection, [f"(included: the choice of K beside it, {tables[0]}; --no-selection leaves it out)"]
+
+
+def _other_reports_beside(results: Path, selection, out: Path) -> dict | None:
+    """The reports of the table's other K beside ``results``, linked from ``out`` as the run's report links them.
+
+    A run with ``[select] fit = "all-preferred"`` writes ``<model>-k<K>-report.html`` for each K it fits.
+    """
+    match = re.fullmatch(r"(.+)-k(\d+)", results.stem)
+    if match is None:
+        return None
+    others = {int(k): results.with_name(f"{match.group(1)}-k{k}-report.html") for k in selection.index
+              if int(k) != int(match.group(2))}
+    return {k: Path(os.path.relpath(path, out.absolute().parent)).as_posix() for k, path in others.items()
+            if path.is_file()} or None
+
+
+def _choice_of_k_beside(results: Path) -> list[Path]:
+    """The choice-of-K tables 'mixflow run' wrote beside a results file of its model (one after a run).
 
     A run writes ``<model>-k<K>.nc`` and ``<model>-k<first>-<last>-choice-of-k.csv``.
     """
     match = re.fullmatch(r"(.+)-k\d+", results.stem)
     if match is None:
-        return None
+        return []
     own = re.compile(re.escape(match.group(1)) + r"-k\d+-\d+-choice-of-k\.csv")  # not another model's of a longer name
-    tables = sorted(path for path in results.parent.glob(f"{glob.escape(match.group(1))}-k*-choice-of-k.csv")
-                    if own.fullmatch(path.name))
-    return tables[0] if len(tables) == 1 else None
+    return sorted(path for path in results.parent.glob(f"{glob.escape(match.group(1))}-k*-choice-of-k.csv")
+                  if own.fullmatch(path.name))
 
 
 #: How an OS error writing the standard output (a full disk under a redirection) names it.
@@ -320,9 +359,13 @@ def main(argv=None) -> int:
     rebuild.add_argument("results", help="a container written by 'mixflow run' (<model>.nc)")
     rebuild.add_argument("--out", type=_non_empty("a .html file name"),
                          help="the .html file (default: next to RESULTS, <stem>-report.html)")
-    rebuild.add_argument("--selection", metavar="CSV", type=_non_empty("a CSV file name"),
-                         help="a choice-of-K table (<model>-k<first>-<last>-choice-of-k.csv from 'mixflow run') to "
-                              "include")
+    chosen = rebuild.add_mutually_exclusive_group()
+    chosen.add_argument("--selection", metavar="CSV", type=_non_empty("a CSV file name"),
+                        help="a choice-of-K table (<model>-k<first>-<last>-choice-of-k.csv from 'mixflow run') to "
+                             "include (default: the one 'mixflow run' wrote beside RESULTS, as in the run's own "
+                             "report)")
+    chosen.add_argument("--no-selection", action="store_true",
+                        help="leave out the choice-of-K table beside RESULTS (its criteria and findings)")
     rebuild.add_argument("--title", type=_non_empty("a title"),
                          help="page title (default: the workflow's title, else from the data name)")
     rebuild.set_defaults(handler=_report)

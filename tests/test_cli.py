@@ -188,10 +188,53 @@ def test_report_with_a_choice_of_k_table_and_an_explicit_path(galaxies_run, tmp_
     assert re.search(rf"BIC[^.;]* prefers? K = {best}", page)  # the criteria, read back from the CSV
     assert "Agreement with" not in page  # no reference labels in this run
     assert "(not included" not in capsys.readouterr().out
-    # without --selection, the table beside the results is named: its findings are not in the page
-    assert main(["report", str(_container(written)), "--out", str(tmp_path / "alone.html")]) == 0
-    assert f"(not included: the choice of K beside it, {selection}; --selection {selection} includes" in \
-        capsys.readouterr().out
+
+
+def _diagnostics_count(page: str) -> str:
+    return re.search(r"<th>diagnostics</th><td>(.*?)</td>", page).group(1)
+
+
+def test_report_includes_the_choice_of_k_beside_the_results_as_the_run_s_report_does(galaxies_run, tmp_path, capsys):
+    # the default page is the run's own report: written again without --selection, it must not lose the choice of K
+    # (its table, criteria and findings), which the run's report includes
+    _, written = galaxies_run
+    container, selection = _container(written), next(p for p in written if p.name.endswith("choice-of-k.csv"))
+    assert main(["report", str(container), "--selection", str(selection), "--out", str(tmp_path / "chosen.html")]) == 0
+    capsys.readouterr()
+    assert main(["report", str(container), "--out", str(tmp_path / "default.html")]) == 0
+    said = capsys.readouterr().out
+    assert f"(included: the choice of K beside it, {selection}; --no-selection leaves it out)" in said
+    chosen, default = (tmp_path / "chosen.html").read_text(), (tmp_path / "default.html").read_text()
+    assert "Choice of K" in default
+    assert _diagnostics_count(default) == _diagnostics_count(chosen)
+    # --no-selection leaves it out, and says so
+    assert main(["report", str(container), "--no-selection", "--out", str(tmp_path / "alone.html")]) == 0
+    assert (f"(not included, as --no-selection asks: the choice of K beside it, {selection}, and its criteria and "
+            "findings)") in capsys.readouterr().out
+    assert "Choice of K" not in (tmp_path / "alone.html").read_text()
+    with pytest.raises(SystemExit):  # one or the other
+        main(["report", str(container), "--no-selection", "--selection", str(selection)])
+
+
+def test_report_links_the_other_k_reports_beside_the_results(galaxies_run, tmp_path, capsys):
+    # a run that fits several K ([select] fit = "all-preferred") links each K's report from the others'
+    _, written = galaxies_run
+    container, selection = _container(written), next(p for p in written if p.name.endswith("choice-of-k.csv"))
+    k = int(mixflow.load(container)["em/estimate"].sizes["component"])
+    other = next(j for j in pd.read_csv(selection)["k"] if j != k)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for path in (container, selection):
+        (folder / path.name).write_bytes(path.read_bytes())
+    base = container.stem.rsplit("-k", 1)[0]
+    (folder / f"{base}-k{other}-report.html").write_text("<html></html>")
+    assert main(["report", str(folder / container.name)]) == 0
+    page = (folder / f"{container.stem}-report.html").read_text()
+    assert f'<a href="{base}-k{other}-report.html">K = {other}</a>' in page
+    # a report written elsewhere links them by their path from there
+    assert main(["report", str(folder / container.name), "--out", str(tmp_path / "elsewhere.html")]) == 0
+    assert f'<a href="run/{base}-k{other}-report.html">K = {other}</a>' in (tmp_path / "elsewhere.html").read_text()
+    capsys.readouterr()
 
 
 def test_report_refuses_a_choice_of_k_table_of_another_model_or_data_set(galaxies_run, iris_run, tmp_path, capsys):

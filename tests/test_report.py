@@ -560,6 +560,30 @@ def test_a_report_of_one_chain_has_no_rank_plot_and_counts_one_chain(tmp_path):
     assert dict(_mcmc_rows(tree))["draws"] == "1 chain x 30 draws"
 
 
+def test_nuts_draws_too_few_for_an_ess_are_a_problem_and_their_intervals_are_not_judged(tmp_path):
+    # 2 draws per chain: no R-hat nor ESS can be computed, and the draws are no sample to summarise. The report's
+    # diagnostics (and the run's console, which counts the same findings) must count that as a problem, and the EM
+    # point must not be judged inside or outside intervals of two draws.
+    from mixflow.present.compare import compare
+    from mixflow.present.report.cards import fit_findings_apart
+
+    tree = make_container(("em", "mcmc", "advi"), chains=1, draws=2)
+    tree["mcmc"].attrs.update({"max_rhat": float("nan"), "min_ess_bulk": float("nan"),
+                               "min_ess_tail": float("nan"), "n_divergences": 0, "low_ess_bulk": '["mu"]',
+                               "low_ess_tail": '["mu"]'})
+    own, _ = fit_findings_apart(tree, None, compare(tree))
+    expected = ("MCMC: 2 draws per chain, too few to compute R-hat or ESS (they need at least 4): the draws are no "
+                "sample to summarise, and their means and intervals say nothing; run more draws.")
+    assert ("bad", expected) in own
+    assert not [text for _, text in own if "ESS n/a" in text or "(mcmc)" in text]
+    text = report(tree, tmp_path / "few.html").read_text(encoding="utf-8")
+    assert expected in _diagnostics_items(text)
+    summary = text[text.index('<section id="summary">'):text.index('<section id="diagnostics">')]
+    assert re.search(r"<th>diagnostics</th><td>[1-9]\d* problems?", summary)
+    assert re.search(r"<th>EM point in the MCMC \(NUTS\) \d+% interval</th><td>not judged: 2 draws per chain", summary)
+    assert "<th>ADVI vs NUTS</th><td>not judged" in summary
+
+
 def test_the_r_hat_of_one_chain_s_halves_is_shown_and_judged():
     from mixflow.present.compare import compare
     from mixflow.present.report.cards import _mcmc_rows, diagnostics

@@ -22,7 +22,13 @@ from mixflow.container.layout import (
 from mixflow.container.read import available_methods, frequency_weights, has_group, method_draws
 from mixflow.engines.mode_rule import TAIL_PROB
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
-from mixflow.engines.sampling_diagnostics import RHAT_MAX, disagreeing_mode, format_ess, format_rhat
+from mixflow.engines.sampling_diagnostics import (
+    MIN_DRAWS_FOR_ESS,
+    RHAT_MAX,
+    disagreeing_mode,
+    format_ess,
+    format_rhat,
+)
 from mixflow.present.compare import METHOD_LABELS, agreement_of, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.numbers import advi_progress, recorded_warning_line, searched_a_sample, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
@@ -301,6 +307,8 @@ def _nuts_findings(tree, methods) -> list[tuple[str, str]]:
 def _across_methods(tree, table: pd.DataFrame, methods, nuts: list) -> list[tuple[str, str]]:
     """The EM point outside the intervals, ADVI against NUTS (judged with NUTS's own ``nuts`` findings), labels."""
     variant = tree["advi"].attrs.get("variant", "meanfield") if "advi" in methods else None
+    if too_few_draws(tree) is not None:  # no intervals to judge the EM point by (said among NUTS's findings)
+        table = table[~table["method"].isin(["mcmc", "stacked"])]
     return _comparison_findings(table, variant, nuts_settled=not nuts)
 
 
@@ -483,7 +491,29 @@ def _restart_findings(tree) -> list[tuple[str, str]]:
                      f"{np.nanmax(finals):.6g}): the {surface} is multimodal; the best is kept{reached}.")]
 
 
+def too_few_draws(tree) -> int | None:
+    """NUTS's draws per chain when they are too few for an ESS or R-hat (:data:`MIN_DRAWS_FOR_ESS`), else None.
+
+    Such draws are no sample to summarise: their means and intervals say nothing of the posterior.
+    """
+    if "mcmc" not in available_methods(tree):
+        return None
+    per_chain = int(method_draws(tree, "mcmc").sizes["draw"])
+    return per_chain if per_chain < MIN_DRAWS_FOR_ESS else None
+
+
+def too_few_draws_text(per_chain: int) -> str:
+    """Why a sample of ``per_chain`` draws per chain is not judged (the sampler's warning says the same)."""
+    return (f"{counted(per_chain, 'draw')} per chain, too few to compute R-hat or ESS (they need at least "
+            f"{MIN_DRAWS_FOR_ESS}): the draws are no sample to summarise, and their means and intervals say nothing")
+
+
 def _mcmc_findings(summary: dict) -> list[tuple[str, str]]:
+    # no R-hat nor ESS to judge: a problem, not a missing warning
+    if summary.get("draws per chain", MIN_DRAWS_FOR_ESS) < MIN_DRAWS_FOR_ESS:
+        return [("bad", f"MCMC: {too_few_draws_text(summary['draws per chain'])}; run more draws.")] + (
+            [("bad", f"MCMC: {counted(int(summary['divergences']), 'divergent transition')}.")]
+            if summary.get("divergences", 0) else [])
     findings = []
     several = "," in str(summary.get("chains that cross", ""))
     crossing = (f" Chain{'s' if several else ''} {summary['chains that cross']} move{'' if several else 's'} between "

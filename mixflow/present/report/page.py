@@ -36,6 +36,8 @@ from mixflow.present.report.cards import (
     low_ess,
     provenance_rows,
     run_warnings,
+    too_few_draws,
+    too_few_draws_text,
 )
 from mixflow.present.units import ParameterUnits
 from mixflow.units import unit_root
@@ -264,15 +266,21 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
         facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood "
                             f"{fixed_places(attrs['log_likelihood'], 4)}, BIC {fixed_places(attrs['bic'], 2)}"))
     probability = f"{table.attrs['ci_prob']:.0%}"
+    few = too_few_draws(tree)
     for method in ("bootstrap", "mcmc", "stacked", "advi", "advi_stacked"):
         inside = table.loc[table["method"] == method, "em_inside"].dropna()
-        if len(inside):
+        if len(inside) and few is not None and method in ("mcmc", "stacked"):
+            facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
+                          f"not judged: {too_few_draws_text(few)}"))
+        elif len(inside):
             facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
                           f"{int(inside.sum())} of {len(inside)} entries (each distinct entry of "
                           f"{', '.join(dict.fromkeys(table.loc[inside.index, 'parameter'].astype(str)))})"
                           + _interval_caveat(tree, method)))
     advi = table.loc[table["method"] == "advi"]
-    if advi["distance_to_mcmc"].notna().any():
+    if advi["distance_to_mcmc"].notna().any() and few is not None:
+        facts.append(("ADVI vs NUTS", f"not judged: NUTS's {too_few_draws_text(few)}"))
+    elif advi["distance_to_mcmc"].notna().any():
         facts.append(("ADVI vs NUTS", f"median |difference| {advi['distance_to_mcmc'].abs().median():.2f} NUTS sd; "
                                       f"median sd ratio {advi['sd_ratio_to_mcmc'].median():.2f}"))
     agreement = agreement_of(table)
