@@ -643,6 +643,13 @@ def test_workflow_reads_parquet_and_netcdf_globs_lazily(tmp_path):
                                             r"\(e\.g\. '[-0-9.]+'\), so none of its cells would be read as a number: "
                                             r"store the column as numbers, or list the columns to fit"):
         read_workflow(path)
+    # a file of groups (mixflow's results) has no columns at its root: said, not "No objects to concatenate"
+    mixflow.save(expected, tmp_path / "results.nc")
+    path.write_text(FLOW.format(cluster="", data="", k="2", methods="").replace("rows.zarr", "results.nc"))
+    with pytest.raises(WorkflowError, match=r"\[data\] path: expected NetCDF files whose variables are the data's "
+                                            r"columns, got '.*results\.nc', which has none at its root: its "
+                                            r"variables are in groups \(em, observed_data; mixflow's results keep"):
+        read_workflow(path)
 
 
 def test_given_start_and_trim_give_the_numpy_estimate():

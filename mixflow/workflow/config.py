@@ -505,6 +505,21 @@ def _read_units(units, frame: pd.DataFrame, loc: _Locator) -> dict:
         raise loc.error(where, str(error).removeprefix(f"{where}: "), "units", "data") from None
 
 
+def _check_netcdf_has_columns(first: str, loc: _Locator) -> None:
+    """Refuse a NetCDF file with no variables at its root, such as a file of groups (mixflow's results)."""
+    import xarray as xr
+
+    with xr.open_dataset(first) as root:
+        if root.data_vars:
+            return
+    with xr.open_datatree(first) as tree:
+        groups = sorted(child for child in tree.children)
+    held = (f": its variables are in groups ({', '.join(groups)}; mixflow's results keep the fitted rows in "
+            "/observed_data, which mixflow.load(path)['observed_data'].to_dataframe() gives)" if groups else "")
+    raise loc.error("[data] path", f"expected NetCDF files whose variables are the data's columns, got {first!r}, "
+                    f"which has none at its root{held}", "path", "data")
+
+
 def _read_large(base: Path, table: dict, loc: _Locator):
     """A Zarr store, Parquet files or NetCDF files (a glob) as a Dask DataFrame, nothing read but the metadata.
 
@@ -545,6 +560,7 @@ def _read_large(base: Path, table: dict, loc: _Locator):
             if text.endswith(".parquet"):
                 frame = dd.read_parquet(str(path))
             else:
+                _check_netcdf_has_columns(sorted(glob.glob(str(path)))[0], loc)
                 dataset = xr.open_mfdataset(str(path), combine="by_coords")
                 frame = dataset.to_dask_dataframe().drop(columns=list(dataset.dims), errors="ignore")
     except WorkflowError:
