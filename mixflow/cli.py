@@ -343,8 +343,8 @@ def main(argv=None) -> int:
     run.add_argument("--out", default="out", type=_non_empty("an output directory"),
                      help="output directory (default: out)")
     run.add_argument("--quiet", action="store_true",
-                     help="no progress messages nor warnings (run.log keeps them), only the last line with their "
-                          "counts")
+                     help="no progress messages nor warnings (run.log keeps them): only their counts (on stderr) "
+                          "and the last line, what was written (on stdout)")
     run.set_defaults(handler=_run)
     commands.add_parser("datasets", help="list the shipped datasets", parents=[common]).set_defaults(handler=_datasets)
     show = commands.add_parser("show", help="the summary of a saved results file (mixflow.summary's text)",
