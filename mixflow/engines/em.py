@@ -1234,7 +1234,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
                       if i not in empty and j not in empty]  # an empty component has no density to compare
     _warn_duplicates(duplicates, active.size)
     degenerate = bool(restarts["degenerate"][best_index])
-    if degenerate:  # ranked last, so every restart is: said apart from what the winner's own warnings say of it
+    if degenerate and collapsed:  # ranked last, so every restart is: said beside the collapse of the winner's own
         more = "" if not isinstance(options.init, str) else (  # not a start the user gave
             f"; a sound maximum, where one exists (a feature of few values, or many tied rows), can be one that few "
             f"starts reach: more restarts (n_init={4 * options.n_init}) may find it")
