@@ -63,7 +63,7 @@ def load_dataset(name: str) -> pd.DataFrame:
     -------
     pandas.DataFrame
         The data as in the CSV file, with its column names; ``attrs["units"]`` maps each column that has a
-        unit to it (:data:`UNITS`), and :func:`mixflow.fit` records them in the result.
+        unit to it (:data:`UNITS`), and ``attrs["name"]`` is ``name``: :func:`mixflow.fit` records both in the result.
 
     """
     if name not in DESCRIPTIONS:
@@ -72,4 +72,5 @@ def load_dataset(name: str) -> pd.DataFrame:
     with resources.as_file(path) as file:
         frame = pd.read_csv(file)
     frame.attrs["units"] = dict(UNITS[name])
+    frame.attrs["name"] = name
     return frame

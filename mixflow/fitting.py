@@ -157,7 +157,7 @@ def _check_same_units(tree, units: dict) -> None:
 
 def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = None, weights=None,
         n_init: int = 5, init="auto", tol: float = 1e-10, max_iter: int = 1000, trim: float | None = None,
-        chunk_size: int | None = None, accelerate: str | None = "squarem", data_name: str = "data",
+        chunk_size: int | None = None, accelerate: str | None = "squarem", data_name: str | None = None,
         units=None, tree: xr.DataTree | None = None, persist="auto", subsample: int = 100_000,
         chunks: int | None = None, **options) -> xr.DataTree:
     """Fit a declared mixture model by one or more methods and return the results container.
@@ -243,8 +243,9 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         point is tried and kept only if it is valid and its objective is at least that of the plain step,
         so the objective still never decreases; cycles in which a component collapses or is trimmed stay
         plain. None runs plain EM. See :mod:`mixflow.engines.accelerate`.
-    data_name : str, default "data"
-        Recorded in the result.
+    data_name : str, optional
+        Recorded in the result. By default a DataFrame's ``attrs["name"]`` (set by :func:`mixflow.load_dataset`),
+        else ``"data"``.
     units : mapping of str to str, optional
         The unit of each column that has one, e.g. ``{"waiting": "min"}``, recorded in the result (root
         attribute ``units``) and shown on the axes and tables of its plots and report. By default those of a
@@ -284,7 +285,11 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     """
     if not isinstance(model, MixtureModel):
         raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
-    if not isinstance(data_name, str):
+    if data_name is None:  # a shipped data set's own name, as load_dataset gives it
+        carried = getattr(data, "attrs", None)
+        data_name = carried.get("name") if isinstance(carried, dict) else None
+        data_name = data_name if isinstance(data_name, str) and data_name else "data"
+    elif not isinstance(data_name, str):
         raise InputTypeError(f"data_name: expected a str (recorded in the result), got {data_name!r}")
     methods = _method_list(method)
     check_em_options(n_init, init, tol, max_iter, trim, chunk_size, accelerate)

@@ -14,8 +14,8 @@ def test_seed_and_data_name_that_save_cannot_write(faithful, tmp_path):
     with pytest.raises(ValueError, match=r"random_seed: expected None or a non-negative integer below 2\*\*63 "
                                          r"\(stored as int64\), got 1180591620717411303424"):
         mixflow.fit(mixflow.GaussianMixture(1), data, random_seed=2**70)
-    with pytest.raises(TypeError, match=r"data_name: expected a str \(recorded in the result\), got None"):
-        mixflow.fit(mixflow.GaussianMixture(1), data, random_seed=1, data_name=None)
+    with pytest.raises(TypeError, match=r"data_name: expected a str \(recorded in the result\), got 5"):
+        mixflow.fit(mixflow.GaussianMixture(1), data, random_seed=1, data_name=5)
     tree = mixflow.fit(mixflow.GaussianMixture(1), data, random_seed=2**63 - 1, n_init=1)
     assert mixflow.load(mixflow.save(tree, tmp_path / "x.nc")).attrs["random_seed"] == 2**63 - 1
 
@@ -94,3 +94,14 @@ def test_show_of_a_container_whose_model_is_not_json_names_the_file(faithful, tm
     assert err.startswith("mixflow show: error: model: expected the model declaration as JSON (as mixflow writes "
                           "it), got 'GaussianMixture(1)'")
     assert err.endswith(f"(file {str(path)!r})") and len(err.splitlines()) == 1
+
+
+def test_a_shipped_data_set_is_recorded_by_its_name():
+    """load_dataset names its frame (``attrs["name"]``), which fit records; an array, or a name given, as before."""
+    faithful = mixflow.load_dataset("faithful")
+    assert mixflow.fit(mixflow.GaussianMixture(1), faithful, n_init=1).attrs["data_name"] == "faithful"
+    assert mixflow.fit(mixflow.GaussianMixture(1), faithful.to_numpy(), n_init=1).attrs["data_name"] == "data"
+    given = mixflow.fit(mixflow.GaussianMixture(1), faithful, n_init=1, data_name="geyser 1990")
+    assert given.attrs["data_name"] == "geyser 1990"
+    assert "fitted to 'faithful'" in mixflow.summary(mixflow.fit(mixflow.GaussianMixture(1), faithful[["waiting"]],
+                                                                 n_init=1), kind="text")
