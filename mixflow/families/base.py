@@ -135,6 +135,11 @@ class Prepared:
         return Prepared({k: v[indices] for k, v in self.arrays.items()}, self.weights[indices], self.constants)
 
 
+#: A component of at least this many times its prior's worth in observations (a Gaussian's d + 2, a regression's
+#: p + 2 shape + 2) should outweigh its default prior (the families' ``prior_problems``) ...
+PRIOR_WORTH = 5
+#: ... and its dispersion is the prior's when the prior's part exceeds this many times the component's own scatter
+PRIOR_OUTWEIGHS = 4
 #: A component of fewer observations than ``SPURIOUS_SIZE`` times the number its dispersion needs, narrower
 #: than another component by a Hathaway ratio below ``SPURIOUS_RATIO``, is spurious (:func:`spurious_rule`).
 SPURIOUS_RATIO = 5e-3

@@ -11,6 +11,8 @@ from mixflow.data import Data
 from mixflow.errors import InputError
 from mixflow.families import sampling
 from mixflow.families.base import (
+    PRIOR_OUTWEIGHS,
+    PRIOR_WORTH,
     SEPARATED_MARGIN,
     SEPARATED_QUANTILE,
     SEPARATED_RATIO,
@@ -295,8 +297,8 @@ class GaussianMixture(MixtureModel):
         The default scale is the whole data's covariance over K^(2/d) (after mclust): for groups far apart,
         that covariance is their spread between them, and a MAP covariance adds it to each component's own
         scatter. The prior is worth d + 2 observations (its default degrees of freedom): a component of
-        :data:`_PRIOR_WORTH` times as many should outweigh it, and when the prior's scale exceeds
-        :data:`_PRIOR_OUTWEIGHS` times such a component's scatter in a feature (the sum over its rows of the
+        :data:`PRIOR_WORTH` times as many should outweigh it, and when the prior's scale exceeds
+        :data:`PRIOR_OUTWEIGHS` times such a component's scatter in a feature (the sum over its rows of the
         squared deviations), its variance there is some five times the data's own or more: the prior's, not the
         data's. (A scale about as large as the scatter, as for iris setosa's petals, is the prior's usual pull.)
         """
@@ -320,14 +322,14 @@ class GaussianMixture(MixtureModel):
         outweighed = []
         for k, scatter in enumerate(scatters):
             scatter = np.full(d, scatter.sum()) if self.covariance == "spherical" else scatter
-            if counts[k] >= _PRIOR_WORTH * (d + 2) and (scale > _PRIOR_OUTWEIGHS * scatter)[varies].any():
+            if counts[k] >= PRIOR_WORTH * (d + 2) and (scale > PRIOR_OUTWEIGHS * scatter)[varies].any():
                 outweighed.append(k)
         if not outweighed:
             return []
         where = ("the tied covariance" if self.covariance == "tied" else
                  f"the covariance of {agreeing(len(outweighed), 'component')} {outweighed}")
         return [f"the default prior outweighs the data in {where}: its scale "
-                f"(the whole data's covariance over K^(2/d), as mclust's) exceeds {_PRIOR_OUTWEIGHS} times the "
+                f"(the whole data's covariance over K^(2/d), as mclust's) exceeds {PRIOR_OUTWEIGHS} times the "
                 "data's own scatter there, so the estimate is mostly the prior's; groups far apart inflate the "
                 "data's covariance. Give the "
                 "prior a scale (GaussianPrior(scale=...), e.g. the MLE's pooled covariance) or use the MLE "
@@ -569,12 +571,6 @@ def _mixture_moments(weights: np.ndarray, mu: np.ndarray, variance: np.ndarray):
     unit_mean = weights @ unit_mu
     unit_variance = weights @ (variance / magnitude / magnitude + (unit_mu - unit_mean) ** 2)
     return Moments(1.0, magnitude, unit_mean, np.diag(unit_variance))
-
-
-#: A component of at least this many times (d + 2) observations (the prior's worth) should outweigh its prior
-_PRIOR_WORTH = 5
-#: ... and its covariance is the prior's when the prior's scale exceeds this many times its scatter
-_PRIOR_OUTWEIGHS = 4
 
 
 def _default_scale(covariance: str, data_cov: np.ndarray, k: int) -> np.ndarray:

@@ -15,6 +15,8 @@ from mixflow.data import Data
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families import sampling
 from mixflow.families.base import (
+    PRIOR_OUTWEIGHS,
+    PRIOR_WORTH,
     SPURIOUS_RATIO,
     SPURIOUS_SIZE,
     MixtureModel,
@@ -25,7 +27,6 @@ from mixflow.families.base import (
 )
 from mixflow.families.checks import check_concentration, check_n_components, check_parameter_dict, prior_from_argument
 from mixflow.families.densities import inverse_gamma_log_density, normal_log_density_of_factors
-from mixflow.families.gaussian.model import _PRIOR_OUTWEIGHS, _PRIOR_WORTH
 from mixflow.families.gaussian.numerics import ABSOLUTE_FLOOR
 from mixflow.families.regression import numerics as rn
 from mixflow.units import unit_power, unit_ratio, unit_shown
@@ -603,8 +604,8 @@ class RegressionMixture(MixtureModel):
         The default prior's part of a component's MAP variance is twice its scale (the pooled regression's residual
         variance over 2 K^2) plus the coefficients' squared distance from its mean (that one regression through
         all rows), weighed by its precision: for lines far apart, both are their spread between them. The prior is
-        worth ``p + 2 shape + 2`` observations; a component of :data:`_PRIOR_WORTH` times as many should outweigh
-        it, and when the prior's part exceeds :data:`_PRIOR_OUTWEIGHS` times such a component's residual sum of
+        worth ``p + 2 shape + 2`` observations; a component of :data:`PRIOR_WORTH` times as many should outweigh
+        it, and when the prior's part exceeds :data:`PRIOR_OUTWEIGHS` times such a component's residual sum of
         squares, its variance is some five times the data's own or more: the prior's, not the data's.
         """
         given = (self.prior.scale, self.prior.mean, self.prior.covariance)
@@ -618,12 +619,12 @@ class RegressionMixture(MixtureModel):
         part = 2.0 * working["scale"] + np.einsum("kp,pq,kq->k", gap, working["precision"], gap)
         worth = coefficients.shape[1] + 2.0 * working["shape"] + 2.0
         counts = weights @ responsibilities
-        outweighed = np.flatnonzero((counts >= _PRIOR_WORTH * worth) & (part > _PRIOR_OUTWEIGHS * scatter)).tolist()
+        outweighed = np.flatnonzero((counts >= PRIOR_WORTH * worth) & (part > PRIOR_OUTWEIGHS * scatter)).tolist()
         if not outweighed:
             return []
         return [f"the default prior outweighs the data in the noise variance of "
                 f"{agreeing(len(outweighed), 'component')} {outweighed}: its scale and the coefficients' distance "
-                f"from its mean (one regression through all the rows) exceed {_PRIOR_OUTWEIGHS} times the component's "
+                f"from its mean (one regression through all the rows) exceed {PRIOR_OUTWEIGHS} times the component's "
                 "own residual sum of squares, so the variance is mostly the prior's; lines far apart inflate that "
                 "one regression's residuals. Give the prior a scale, mean or covariance (RegressionPrior(...)) or use "
                 "the MLE (method='em')"]
