@@ -405,8 +405,7 @@ class RegressionMixture(MixtureModel):
         variance = weights @ (working - weights @ working / weights.sum()) ** 2 / weights.sum()
         variance = variance if variance > 0 else 1.0
         return Prepared({"design": design, "response": working, "outer": rn.augmented_outer(design, working)},
-                        weights, {"coordinates": coordinates, "floor": _RELATIVE_FLOOR * variance,
-                                  "response_variance": variance, "gram": gram})
+                        weights, {"coordinates": coordinates, "response_variance": variance, "gram": gram})
 
     def chunked_constants(self, moments, features) -> dict:
         """:meth:`prepare`'s constants from the moments of chunked data, with the pooled regression.
@@ -454,8 +453,8 @@ class RegressionMixture(MixtureModel):
         pooled = np.linalg.solve(gram, cross)
         second = products[q, q]  # E_w[y^2] of the working response
         residual_variance = second - 2.0 * pooled @ cross + pooled @ gram @ pooled
-        return {"coordinates": coordinates, "floor": _RELATIVE_FLOOR * variance, "response_variance": variance,
-                "gram": gram, "pooled": (pooled, residual_variance),
+        return {"coordinates": coordinates, "response_variance": variance, "gram": gram,
+                "pooled": (pooled, residual_variance),
                 "columns": (np.array(x), y), "units": (x_units, y_units)}
 
     def prepare_rows(self, values: np.ndarray, weights: np.ndarray, rows: np.ndarray, constants: dict) -> Prepared:
@@ -641,7 +640,7 @@ class RegressionMixture(MixtureModel):
         p = len(self.coefficient_names)
         coefficients, variance, collapsed = rn.m_step(counts, stats["gram"], p,
                                                       None if prior is None else prior.working,
-                                                      prepared.constants["floor"])
+                                                      _RELATIVE_FLOOR * prepared.constants["response_variance"])
         return {"coefficients": coefficients, "variance": variance}, collapsed
 
     def log_prior(self, params: dict, prior) -> float:
