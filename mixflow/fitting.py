@@ -286,8 +286,7 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     if not isinstance(model, MixtureModel):
         raise InputTypeError(f"model: expected a mixflow model such as GaussianMixture(2), got {type(model).__name__}")
     if data_name is None:  # a shipped data set's own name, as load_dataset gives it
-        carried = getattr(data, "attrs", None)
-        data_name = carried.get("name") if isinstance(carried, dict) else None
+        data_name = _carried(data, "name")
         data_name = data_name if isinstance(data_name, str) and data_name else "data"
     elif not isinstance(data_name, str):
         raise InputTypeError(f"data_name: expected a str (recorded in the result), got {data_name!r}")
@@ -593,12 +592,17 @@ def _fit_em_chunked(model, data: ChunkedData, options: EMOptions, random_seed: i
     return em, {"rows": rows, "values": values, "weights": None if data.weights is None else weights}
 
 
+def _carried(data, key: str):
+    """What a DataFrame (or other data with ``attrs``) carries under ``key`` in its ``attrs``, else None."""
+    attrs = getattr(data, "attrs", None)
+    return attrs.get(key) if isinstance(attrs, dict) else None
+
+
 def _units(units, data, features) -> dict:
     """The units given, else those a DataFrame carries in ``attrs["units"]`` for the fitted columns."""
     if units is not None:
         return check_units(units, features)
-    carried = getattr(data, "attrs", None)
-    carried = carried.get("units") if isinstance(carried, dict) else None
+    carried = _carried(data, "units")
     if not isinstance(carried, dict):
         return {}
     names = [str(f) for f in features]
