@@ -269,20 +269,20 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
     few = too_few_draws(tree)
     for method in ("bootstrap", "mcmc", "stacked", "advi", "advi_stacked"):
         inside = table.loc[table["method"] == method, "em_inside"].dropna()
-        if len(inside) and few is not None and method in ("mcmc", "stacked"):
-            facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
-                          f"not judged: {too_few_draws_text(few)}"))
-        elif len(inside):
-            facts.append((f"EM point in the {METHOD_LABELS[method]} {probability} interval",
-                          f"{int(inside.sum())} of {len(inside)} entries (each distinct entry of "
-                          f"{', '.join(dict.fromkeys(table.loc[inside.index, 'parameter'].astype(str)))})"
-                          + _interval_caveat(tree, method)))
+        if not len(inside):
+            continue
+        label = f"EM point in the {METHOD_LABELS[method]} {probability} interval"
+        if few is not None and method in ("mcmc", "stacked"):
+            facts.append((label, f"not judged: {too_few_draws_text(few)}"))
+        else:
+            facts.append((label, f"{int(inside.sum())} of {len(inside)} entries (each distinct entry of "
+                                 f"{', '.join(dict.fromkeys(table.loc[inside.index, 'parameter'].astype(str)))})"
+                                 + _interval_caveat(tree, method)))
     advi = table.loc[table["method"] == "advi"]
-    if advi["distance_to_mcmc"].notna().any() and few is not None:
-        facts.append(("ADVI vs NUTS", f"not judged: NUTS's {too_few_draws_text(few)}"))
-    elif advi["distance_to_mcmc"].notna().any():
-        facts.append(("ADVI vs NUTS", f"median |difference| {advi['distance_to_mcmc'].abs().median():.2f} NUTS sd; "
-                                      f"median sd ratio {advi['sd_ratio_to_mcmc'].median():.2f}"))
+    if advi["distance_to_mcmc"].notna().any():
+        facts.append(("ADVI vs NUTS", f"not judged: NUTS's {too_few_draws_text(few)}" if few is not None else
+                      f"median |difference| {advi['distance_to_mcmc'].abs().median():.2f} NUTS sd; "
+                      f"median sd ratio {advi['sd_ratio_to_mcmc'].median():.2f}"))
     agreement = agreement_of(table)
     single = {m for m, used in agreement.attrs.get("clusters", {}).items() if used == 1}
     pairs = [f"{METHOD_LABELS[a]}/{METHOD_LABELS[b]} {agreement.loc[a, b]:.3f}"
