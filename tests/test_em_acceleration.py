@@ -544,3 +544,30 @@ def test_on_1e11_observations_the_stop_is_a_small_share_of_a_standard_error_from
     assert "0.1 / sqrt(n_observations)" in fits[0]["em"].attrs["convergence_criterion"]
     assert acc.parameter_tolerance(1e-10, 1e11) == pytest.approx(0.1 / np.sqrt(1e11), rel=1e-15)
     assert acc.parameter_tolerance(1e-10, 1e4) == pytest.approx(1e-5, rel=1e-15)
+
+
+@pytest.mark.parametrize("model,data", [
+    (mixflow.GaussianMixture(1), "faithful"), (mixflow.GaussianMixture(1, covariance="diag"), "faithful"),
+    (mixflow.PoissonMixture(1), "deaths"), (mixflow.SoftKMeans(1, 2.0), "faithful"),
+    (mixflow.RegressionMixture(1, "tuned ~ stretchratio"), "tone")])
+@pytest.mark.parametrize("method", ["em", "map"])
+def test_one_component_s_closed_form_maximum_is_a_fixed_point_said_converged_after_two_steps(model, data, method):
+    """With one component every responsibility is 1, so one M-step gives the maximum (of the likelihood, or of the
+    posterior under a conjugate prior) and the next returns it exactly. The stop says so after that step, without
+    waiting for rates that an exact fixed point does not have (it took 6 iterations, and max_iter=5 was called not
+    converged). The value is the closed form's: the sample mean for the soft k-means centre."""
+    frame, weights = mixflow.load_dataset("london_deaths" if data == "deaths" else data), None
+    if data == "deaths":
+        frame, weights = frame["deaths"], frame["days"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mixflow.ConvergenceWarning)
+        tree = mixflow.fit(model, frame, method=method, weights=weights, max_iter=2, random_seed=0)
+    attrs = tree["em"].attrs
+    assert attrs["converged"] and attrs["n_iter"] == 2 and attrs["parameter_gap"] == 0.0
+    assert attrs["convergence_criterion"] == em_run.FIXED_POINT_CRITERION
+    longer = mixflow.fit(model, frame, method=method, weights=weights, max_iter=50, random_seed=0)
+    assert longer["em"].attrs["n_iter"] == 2
+    assert all(np.array_equal(tree["em/estimate"][name].values, longer["em/estimate"][name].values)
+               for name in tree["em/estimate"].data_vars)
+    if model.family == "soft_kmeans" and method == "em":
+        np.testing.assert_allclose(tree["em/estimate"]["mu"].values[0], frame.to_numpy().mean(axis=0), rtol=1e-13)

@@ -48,12 +48,15 @@ from mixflow.engines.em_steps import (
 )
 from mixflow.families.base import Prepared
 
-__all__ = ["CONVERGENCE_CRITERION", "PARAMETER_CRITERION", "Point", "Run", "centred_point", "maximisation_step",
-           "parameters_from", "run_em", "run_together", "stacked_maximisation_step"]
+__all__ = ["CONVERGENCE_CRITERION", "FIXED_POINT_CRITERION", "PARAMETER_CRITERION", "Point", "Run", "centred_point",
+           "maximisation_step", "parameters_from", "run_em", "run_together", "stacked_maximisation_step"]
 
 # the stopping rules of run_em; the one that decided (or was still unmet) is recorded with every fit
 PARAMETER_CRITERION = f"parameter_gap < min(sqrt(tol), {STANDARD_ERROR_SHARE:g} / sqrt(n_observations)) unless inf"
 CONVERGENCE_CRITERION = f"aitken_gap / n_observations < tol, and {PARAMETER_CRITERION}"
+#: an EM step that returns its input exactly (a single component's closed-form maximum, a step that no longer
+#: moves any parameter by a rounding unit): every further step would return it again
+FIXED_POINT_CRITERION = "fixed point: an EM step left every parameter exactly unchanged"
 
 _EPS_COUNT = 10 * np.finfo(float).eps
 #: EM's passes are the family's centred ones where the fast path's relative rounding exceeds this: there its
@@ -533,6 +536,9 @@ def _iterations(start: dict, options, total_weight: float):
             stop = run.aitken_gap < threshold and rate_settled(gains) and parameters_stop
         else:  # the gains are below the objective's rounding: the parameters decide, or a drift on a ridge as flat
             run.criterion, stop, confirm = PARAMETER_CRITERION, parameters_stop, parameters_confirm
+        # (tol=0 runs every iteration; a NaN change, a component trimmed in between or not finite, is no fixed point)
+        if moves[-1] == 0.0 and options.tol > 0:
+            run.criterion, run.parameter_gap, stop = FIXED_POINT_CRITERION, 0.0, True
         if stop:
             run.converged = True
             break
