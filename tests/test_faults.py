@@ -921,6 +921,47 @@ def test_sigterm_stops_a_run_as_an_interrupt_does(tmp_path, workflow_file, first
         assert (out / "run-interrupted.log").read_text().rstrip().endswith("terminated (SIGTERM)")
 
 
+@pytest.mark.parametrize("first_run", [False, True])
+def test_sighup_stops_a_run_as_sigterm_does(tmp_path, workflow_file, first_run):
+    # SIGHUP (the terminal closed, an ssh session lost) ended the process at once: exit 129 with no message,
+    # run.log.partial left behind. It is stopped as SIGTERM is, with its own status (128 + 1) and name
+    out = tmp_path / "out"
+    if not first_run:
+        assert subprocess.run([sys.executable, "-m", "mixflow.cli", "run", str(workflow_file), "--out", str(out),
+                               "--quiet"], capture_output=True).returncode == 0
+    done = _terminated_run(workflow_file, out, "fit", swallowed=False, sent="SIGHUP")
+    assert done.returncode == 128 + signal.SIGHUP, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "mixflow run: error: terminated (SIGHUP); " + ("the 1 file completely written before it is kept ("
+                                                       f"{out / 'run-interrupted.log'})" if not first_run
+                                                       else "no output was written")
+        + "; no half-written file was left")
+    if first_run:
+        assert not out.exists()
+    else:
+        assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(
+            json.loads((out / "workflow.json").read_text())["outputs"] + ["run-interrupted.log"])
+        assert (out / "run-interrupted.log").read_text().rstrip().endswith("terminated (SIGHUP)")
+
+
+def test_a_sighup_during_a_write_removes_the_temporary(tmp_path):
+    done = subprocess.run([sys.executable, "-c", _TERMINATED_WRITE.replace("SIGTERM", "SIGHUP"), str(tmp_path)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 128 + signal.SIGHUP, done.stderr
+    assert (tmp_path / "out.nc").read_text() == "previous"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_held_sighup_is_delivered_as_a_termination():
+    from mixflow.errors import Terminated, terminating_as_interrupt
+
+    with terminating_as_interrupt() as received, pytest.raises(Terminated, match=r"terminated \(SIGHUP\)"):
+        with atomic.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGHUP)
+    assert received == [signal.SIGHUP]
+
+
 def test_a_sigterm_a_library_swallowed_stops_the_run_at_its_next_stage(tmp_path, workflow_file):
     # a library that catches the interrupt SIGTERM's handler raised and carries on (code compiling, a sampler): the
     # run went on to the end, every file written, as if no SIGTERM had come. It stops at the next progress line
@@ -976,7 +1017,7 @@ def test_a_swallowed_sigterm_is_raised_again_only_outside_its_handling():
             time.sleep(5)
         except KeyboardInterrupt:
             pass
-        assert received == [True]
+        assert received == [signal.SIGTERM]
         try:
             raise Terminated("terminated (SIGTERM)")
         except KeyboardInterrupt:

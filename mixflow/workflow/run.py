@@ -19,7 +19,7 @@ from mixflow.container.build import recorded_warnings
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
-from mixflow.errors import InputError, Interrupted, describe_os_error, is_termination, stop_if_terminated
+from mixflow.errors import InputError, Interrupted, describe_os_error, stop_if_terminated, termination
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
 from mixflow.present.numbers import advi_progress
@@ -263,7 +263,7 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
                 error.filename2 = _outside(error.filename2, staging, out)
         with contextlib.suppress(OSError):  # the log that fails here (the disk it filled) is not kept, said below
             if interrupted:
-                progress("terminated (SIGTERM)" if is_termination(error) else "interrupted")
+                progress(str(termination(error) or "interrupted"))
             elif isinstance(error, OSError):  # the file named, and what to do
                 progress(f"failed: {describe_os_error(error)}")
             elif isinstance(error, InputError | ADVIDivergenceError):  # said in full, no fault of mixflow's
