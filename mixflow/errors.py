@@ -13,9 +13,9 @@ import signal
 import sys
 import threading
 
-__all__ = ["InputError", "InputTypeError", "Interrupted", "MissingPathError", "SamplerInterrupted",
+__all__ = ["InputError", "InputProblems", "InputTypeError", "Interrupted", "MissingPathError", "SamplerInterrupted",
            "TERMINATING_SIGNALS", "Terminated", "UnsupportedError", "interrupts_noted", "is_termination",
-           "noting_interrupts", "stop_if_terminated", "describe_os_error", "terminating_as_interrupt",
+           "noting_interrupts", "raise_problems", "stop_if_terminated", "describe_os_error", "terminating_as_interrupt",
            "termination"]
 
 
@@ -25,6 +25,25 @@ class InputError(ValueError):
     The message names the argument, what was expected and what came. A ``ValueError``, so code that
     catches ``ValueError`` keeps working; a ``ValueError`` that is not an ``InputError`` is a bug.
     """
+
+
+class InputProblems(InputError):
+    """Several mistakes in one input, found together so that one edit can fix them all: one line each.
+
+    ``problems`` holds each one's own :class:`InputError`, whose message names its argument as it would alone.
+    """
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+def raise_problems(problems) -> None:
+    """Raise the one problem of ``problems`` as it is, several as one :class:`InputProblems`; none, nothing."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputProblems(problems)
 
 
 class InputTypeError(InputError, TypeError):

@@ -1279,6 +1279,40 @@ def test_every_error_is_reported_at_once_in_file_order(tmp_path, monkeypatch):
     assert [error.split(":")[0] for error in errors] == ["4", "11", "14", "15", "18", "21"]
 
 
+def test_every_mistake_of_a_prior_table_is_reported_at_once(tmp_path, monkeypatch):
+    # a prior with three mistakes took three runs to learn of them: its class stopped at the first
+    text = SMALL.replace("n_components = 2", 'n_components = 2\nprior = {shrinkage = -1, dof = "x", foo = 1}')
+    assert _workflow_errors(tmp_path, text, monkeypatch) == [
+        "11: [[models]] #1: prior: unknown hyperparameter ['foo']; expected some of ['weights_concentration', 'mean', "
+        "'shrinkage', 'dof', 'scale']",
+        "11: [[models]] #1: prior.shrinkage: expected a positive number, got -1",
+        "11: [[models]] #1: prior.dof: expected a number or a sequence of numbers, got 'x'"]
+
+
+def test_every_mistake_of_a_models_table_is_reported_at_once(tmp_path, monkeypatch):
+    # each key of a [[models]] table is checked apart: the first mistake no longer hides the others
+    text = SMALL.replace("n_components = 2", 'n_components = 0\ncovariance = "round"\nname = "a b"\nvariance = 2\n'
+                                             'colour = "red"\nprior = {shrinkage = 0}')
+    errors = _workflow_errors(tmp_path, text, monkeypatch)
+    assert [error.split(": ")[1] for error in errors] == [
+        "[[models]] #1 n_components", "[[models]] #1", "[[models]] #1 name", "[[models]] #1", "[[models]] #1",
+        "[[models]] #1"]
+    assert [error.split(":")[0] for error in errors] == ["10", "11", "12", "13", "14", "15"]
+    assert [error.split(": ")[2].split(" ")[0] for error in errors] == [
+        "expected", "covariance", "expected", "key", "unknown", "prior.shrinkage"]
+
+
+def test_a_python_prior_with_several_mistakes_says_them_all():
+    from mixflow.errors import InputProblems
+
+    with pytest.raises(InputProblems) as raised:
+        mixflow.GaussianMixture(2, prior={"shrinkage": -1, "dof": "x"})
+    assert str(raised.value).splitlines() == ["prior.shrinkage: expected a positive number, got -1",
+                                              "prior.dof: expected a number or a sequence of numbers, got 'x'"]
+    with pytest.raises(TypeError, match=r"^prior.dof: expected a number"):  # one mistake: its own error, as before
+        mixflow.GaussianMixture(2, prior={"dof": "x"})
+
+
 LABELLED = SMALL.replace('dataset = "faithful"\ncolumns = ["eruptions", "waiting"]',
                          'path = "mine.csv"\ncolumns = ["x"]')
 
