@@ -360,7 +360,9 @@ def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkey
     out = tmp_path / "out"
     kept = ["gaussian-full-k2.nc", "gaussian-full-k2-comparison.csv", "run.log"]
     assert f"; the 3 files completely written before the error are kept ({out / kept[0]}, " in line
-    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(kept)
+    # with the record that claims the directory for its workflow, listing them
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted([*kept, "workflow.json"])
+    assert sorted(json.loads((out / "workflow.json").read_text())["outputs"]) == sorted([*kept, "workflow.json"])
     assert "failed: " in (out / "run.log").read_text().strip().splitlines()[-1]
 
 
@@ -566,7 +568,7 @@ def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, c
     line = _one_error_line(err)
     assert "the 3 files completely written before it are kept" in line and "gaussian-full-k2.nc" in line
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gaussian-full-k2-comparison.csv",
-                                                                    "gaussian-full-k2.nc", "run.log"]
+                                                                    "gaussian-full-k2.nc", "run.log", "workflow.json"]
     assert (tmp_path / "out" / "run.log").read_text().rstrip().endswith("interrupted")
 
 
@@ -1096,7 +1098,7 @@ def test_interrupt_of_a_sampler_in_an_existing_directory_keeps_a_truthful_log(tm
     log = tmp_path / "out" / "run.log"
     assert _one_error_line(err).endswith(f"interrupted; the 1 file completely written before it is kept ({log}); "
                                          "no half-written file was left")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run.log"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run.log", "workflow.json"]  # and its claim
     assert log.read_text().rstrip().endswith("interrupted")
 
 
@@ -1390,6 +1392,44 @@ def test_a_workflow_that_is_not_utf8(tmp_path, monkeypatch):
     errors = _workflow_errors(tmp_path, SMALL.encode().replace(b'"small"', b'"caf\xe9"'), monkeypatch)
     assert errors == ["2: expected a UTF-8 text file (TOML), got a byte that is not UTF-8 (invalid continuation "
                       "byte at byte 12)"]
+
+
+def test_a_failed_first_run_claims_its_directory_for_its_workflow(tmp_path, workflow_file, capsys, monkeypatch):
+    # a first run into a new directory that failed part way kept its files but wrote no workflow.json: a run of
+    # another workflow then ran into the directory unrefused, replacing the kept log and files of the same names
+    import mixflow.workflow.run
+
+    workflow_file.write_text(SMALL.replace("[methods.em]", "[[models]]\nn_components = 3\n\n[methods.em]"))
+    fit, calls = mixflow.workflow.run.fit, []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise mixflow.InputError("a component collapsed onto one point")
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", second_fails)
+    out = tmp_path / "out"
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 2 and "the 3 files completely written before the error are kept" in _one_error_line(err)
+    record = json.loads((out / "workflow.json").read_text())
+    assert record["completed"] is False and record["config"]["name"] == "small"
+    assert sorted(record["outputs"]) == sorted(p.name for p in out.iterdir()) == [
+        "gaussian-full-k2-comparison.csv", "gaussian-full-k2.nc", "run.log", "workflow.json"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(mixflow.workflow.run, "fit", fit)
+    other = tmp_path / "other.toml"
+    other.write_text(SMALL.replace('name = "small"', 'name = "other"'))
+    status, err = _cli(capsys, "run", other, "--out", out)
+    assert status == 2 and _one_error_line(err).endswith(
+        f"'{out / 'workflow.json'}': holds the files a run of another workflow, 'small', kept when it did not "
+        "complete (this one is 'other'), whose record this run would replace; nothing was fitted: choose another "
+        "--out, or move them away")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # the same workflow runs there again, and its completed record replaces the claim
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    record = json.loads((out / "workflow.json").read_text())
+    assert record["completed"] is True and sorted(record["outputs"]) == sorted(p.name for p in out.iterdir())
 
 
 def test_a_fit_that_fails_on_the_data_is_reported_at_the_model(tmp_path, workflow_file, capsys, monkeypatch):

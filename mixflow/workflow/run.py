@@ -176,7 +176,9 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     out_dir : str or os.PathLike
         Created if needed. Receives, per model, ``<model>.nc`` (the container), ``<model>-comparison.csv``
         (the comparison table), ``figures/<model>-*.png``, ``<model>-report.html``, the choice-of-K table
-        for a range of K, ``workflow.json`` (the resolved configuration with its hash), and ``run.log`` (the
+        for a range of K, ``workflow.json`` (the resolved configuration with its hash, the files written, and
+        ``completed``: a first run into a directory writes it from its start, claiming the directory for its
+        workflow, and keeps it, listing what it kept, if it does not complete), and ``run.log`` (the
         progress messages and every warning with where it was raised, written as ``run.log.partial`` while
         the run goes on; a run that fails or is interrupted where an earlier completed run's ``run.log`` is
         keeps that one and writes ``run-failed.log`` or ``run-interrupted.log``. Into a directory that holds
@@ -246,8 +248,14 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
     written = []
     earlier = _earlier_outputs(out, workflow.name)
     records = _records(out) if earlier else {}  # the earlier run's own record, kept with its files set aside
+    # a first run into a new or empty directory writes there directly: its workflow.json claims it from the start,
+    # so that a run of another workflow is refused there (_check_not_another_workflows) even if this one never
+    # completes; a run that ends having kept nothing takes it back
+    claim = out / "workflow.json" if staging is None else None
     failed = True
     try:
+        if claim is not None:
+            _write_record(claim, workflow, ["workflow.json"], completed=False)
         # each file listed as it is renamed into place (not the compiled-graph cache that NUTS keeps elsewhere)
         with progress.capturing(), recording(written, within=out if staging is None else staging):
             _run_models(workflow, out if staging is None else staging, progress, written)
@@ -276,6 +284,10 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
         # in full (removed below): only files completely written are said to be kept
         if (written or not created) and progress.log_error is None:
             written.append(_keep_log(working, log, earlier, how))
+        if claim is not None and written:  # the claim lists what the run kept, for a rerun to replace or set aside
+            with contextlib.suppress(OSError):  # else the claim stays as it was, listing nothing
+                _write_record(claim, workflow, [_relative(path, out) for path in written] + ["workflow.json"],
+                              completed=False)
         if interrupted:
             raise Interrupted(saved=written) from error
         error.saved = [str(path) for path in written]
@@ -285,6 +297,8 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
             working.unlink(missing_ok=True)
         if failed and staging is not None and staging.exists() and not any(staging in p.parents for p in written):
             shutil.rmtree(staging, ignore_errors=True)
+        if failed and claim is not None and not written:  # nothing kept: nothing claimed
+            claim.unlink(missing_ok=True)
         if created and not written:
             _remove_empty(created)  # a run that wrote nothing leaves no empty directory behind
     # the run has completed: its files go into place, with interrupts held (renames, quick), so that the directory
@@ -506,15 +520,18 @@ def _run_record(out: Path) -> dict | None:
 def _check_not_another_workflows(out: Path, name: str) -> None:
     """Refuse, before anything is fitted, a directory that holds the results of a workflow of another name.
 
-    Its ``workflow.json`` and ``run.log`` (that run's record: configuration, data hashes, files) would be replaced,
+    Or what a run of one kept when it did not complete: a first run into a directory claims it from its start (its
+    ``workflow.json``, ``completed`` false until it completes). Its ``workflow.json`` and ``run.log`` (that run's record: configuration, data hashes, files) would be replaced,
     while its files, which this run never takes for its own to replace, stayed beside the new record unlisted.
     """
     record = _run_record(out)  # none, or not mixflow's: nothing of a run is lost
     other = None if record is None else record["config"].get("name")
     if isinstance(other, str) and other != name:
-        raise FileExistsError(errno.EEXIST, f"holds the results of another workflow, {other!r} (this one is "
-                              f"{name!r}), whose record this run would replace; nothing was fitted: choose another "
-                              "--out, or move them away", str(out / "workflow.json"))
+        what = (f"the results of another workflow, {other!r}" if record.get("completed", True) else
+                f"the files a run of another workflow, {other!r}, kept when it did not complete")
+        raise FileExistsError(errno.EEXIST, f"holds {what} (this one is {name!r}), whose record this run would "
+                              "replace; nothing was fitted: choose another --out, or move them away",
+                              str(out / "workflow.json"))
 
 
 def _records(out: Path) -> dict[str, bytes]:
@@ -637,13 +654,27 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
         _fit_and_write(workflow, out, progress, data, weights)
     # the files of this run (workflow.json itself and run.log included), so that a rerun into the same directory
     # can remove those it does not write again (see _remove_stale)
-    outputs = [Path(os.path.relpath(Path(path).absolute(), out.absolute())).as_posix() for path in written]
-    outputs += ["workflow.json", "run.log"]
-    resolved = {"config": workflow.config, "sha256": workflow.config_hash, "data_sha256": workflow.data_hash_text,
-                "resolved": {"columns": [str(c) for c in workflow.columns],
-                             "em": _em_options(workflow.methods)["method"]},
-                "outputs": outputs}
-    atomic_write(out / "workflow.json", lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable)))
+    _write_record(out / "workflow.json", workflow,
+                  [_relative(path, out) for path in written] + ["workflow.json", "run.log"], completed=True)
+
+
+def _relative(path, out: Path) -> str:
+    """A file of the run as ``workflow.json``'s ``outputs`` name it: its path under ``out``, with '/'."""
+    return Path(os.path.relpath(Path(path).absolute(), out.absolute())).as_posix()
+
+
+def _write_record(path: Path, workflow: Workflow, outputs: list[str], *, completed: bool) -> None:
+    """Write ``workflow.json``: the resolved configuration, its hash, the data's, and the files the run wrote.
+
+    ``outputs`` (``workflow.json`` itself among them) lets a rerun into the same directory replace them, or set aside
+    those it does not write again (:func:`_set_aside_stale`); ``completed`` is false for the record of a run that
+    did not complete, which claims the directory for its workflow all the same.
+    """
+    record = {"config": workflow.config, "sha256": workflow.config_hash, "data_sha256": workflow.data_hash_text,
+              "resolved": {"columns": [str(c) for c in workflow.columns],
+                           "em": _em_options(workflow.methods)["method"]},
+              "outputs": outputs, "completed": completed}
+    atomic_write(path, lambda p: p.write_text(json.dumps(record, indent=2, default=_jsonable)))
 
 
 @contextlib.contextmanager
