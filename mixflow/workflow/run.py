@@ -521,8 +521,9 @@ def _check_not_another_workflows(out: Path, name: str) -> None:
     """Refuse, before anything is fitted, a directory that holds the results of a workflow of another name.
 
     Or what a run of one kept when it did not complete: a first run into a directory claims it from its start (its
-    ``workflow.json``, ``completed`` false until it completes). Its ``workflow.json`` and ``run.log`` (that run's record: configuration, data hashes, files) would be replaced,
-    while its files, which this run never takes for its own to replace, stayed beside the new record unlisted.
+    ``workflow.json``, ``completed`` false until it completes). Its ``workflow.json`` and ``run.log`` (that run's
+    record: configuration, data hashes, files) would be replaced, while its files, which this run never takes for
+    its own to replace, stayed beside the new record unlisted.
     """
     record = _run_record(out)  # none, or not mixflow's: nothing of a run is lost
     other = None if record is None else record["config"].get("name")
