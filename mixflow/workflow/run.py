@@ -22,7 +22,7 @@ from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.errors import InputError, Interrupted, describe_os_error, stop_if_terminated, termination
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
-from mixflow.present.numbers import advi_progress
+from mixflow.present.numbers import advi_progress, plot_problem
 from mixflow.warnings import ADVIDivergenceError
 from mixflow.wording import counted, fixed_places
 from mixflow.workflow.config import Workflow, read_workflow
@@ -132,7 +132,7 @@ _FIGURE_FILES = {"select_k": "choice-of-k"}
 def _figures(rendered: dict, out: Path, stem: str, progress) -> None:
     """The report's plots (rendered once by ``render_plots``) as PNG files under ``out/figures``.
 
-    A plot that could not be drawn is reported and skipped (as in the HTML report): the run goes on. Each file
+    A plot that could not be drawn is skipped (said among the diagnostics, as in the HTML report). Each file
     is recorded as it is completed (:func:`~mixflow.atomic.recording`), so that a failure part way (a full disk)
     lists those kept.
     """
@@ -140,7 +140,6 @@ def _figures(rendered: dict, out: Path, stem: str, progress) -> None:
     folder.mkdir(exist_ok=True)
     for name, png in rendered.items():  # in the report's order
         if isinstance(png, Exception):
-            progress(f"  the {name} figure could not be drawn, skipped: {png}")
             continue
         path = folder / f"{stem}-{_FIGURE_FILES.get(name, name)}.png"
         atomic_write(path, lambda p, png=png: Path(p).write_bytes(png))
@@ -320,9 +319,8 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
                 shutil.rmtree(staging, ignore_errors=True)
             _set_aside_stale(out, earlier, [*written, log], progress, records)
             _remove_attempts(out, earlier, progress)
-            warned = counted(len(progress.recorded), "warning")
-            progress(f"wrote {counted(len(written) + 1, 'file')} to {out} ({warned} while running"
-                     f"{progress.findings_text()}; see {log.name})", always=True)  # also when quiet: what it saw
+            progress(f"wrote {counted(len(written) + 1, 'file')} to {out} ({progress.counts_text()}; see {log.name})",
+                     always=True)  # also when quiet: what it saw, counted as each report counts it
             os.replace(working, log)
     except KeyboardInterrupt as interrupt:
         if working.exists():
@@ -761,15 +759,27 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
         raise workflow.model_error(i, f"the fit of K={k} failed: {error}") from error
     tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
                        "workflow_config_sha256": workflow.config_hash,
-                       "workflow_data_sha256": workflow.data_hash_text,
-                       RUN_WARNINGS: json.dumps(choice_warnings + _methods_as_fit_records(progress.since(mark), tree))})
+                       "workflow_data_sha256": workflow.data_hash_text})
     agreement = None
     if workflow.labels is not None:
         tree, agreement = _with_labels(tree, workflow, progress)
     comparison = compare(tree)
+    rendered = None
+    if workflow.output["figures"] or workflow.output["report"]:  # drawn once, for the files and the report
+        if workflow.output["figures"]:
+            progress(f"{spec.label}: figures of K={k}")
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no window, whatever backend the session has
+        with progress.during(f"K={k}, figures"):  # a plotting library's warning says where it came from
+            rendered = render_plots(tree, selection)
+    # every warning of the fit, its comparison and its plots, in the container, whose report counts them as the
+    # console does (warnings_and_diagnostics)
+    tree.attrs[RUN_WARNINGS] = json.dumps(choice_warnings + _methods_as_fit_records(progress.since(mark), tree))
     # what the report's diagnostics list, said whether or not a report is written
     # each said of its fit (a model's K) or its model's choice of K, so that two models' alike findings are both said
     own, of_choice = fit_findings_apart(tree, selection, comparison)
+    own += [("warn", plot_problem(name, png)) for name, png in (rendered or {}).items() if isinstance(png, Exception)]
     for level, text in own:
         progress.finding(level, f"{stem}: {text}")
     for level, text in of_choice:
@@ -782,14 +792,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
         if agreement is not None:
             atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",
                          lambda p, t=agreement: t.to_csv(p))
-    rendered = None
     if workflow.output["figures"]:
-        progress(f"{spec.label}: figures of K={k}")
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: no window, whatever backend the session has
-        with progress.during(f"K={k}, figures"):  # a plotting library's warning says where it came from
-            rendered = render_plots(tree, selection)
         _figures(rendered, out, stem, progress)
     if workflow.output["report"]:
         progress(f"{spec.label}: report of K={k}")
