@@ -18,6 +18,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from mixflow.errors import TERMINATING_SIGNALS
+
 __all__ = ["atomic_write", "check_free_space", "file_mode", "interrupts_deferred", "recording"]
 
 #: Where :func:`atomic_write` records the files it completes (see :func:`recording`), or None
@@ -161,7 +163,7 @@ def recording(completed: list, within=None):
 
 @contextlib.contextmanager
 def interrupts_deferred():
-    """SIGINT (and SIGTERM where a handler raises for it) during the block is held, and delivered when it ends.
+    """SIGINT (and SIGTERM, SIGHUP where a handler raises for it) during the block is held, and delivered when it ends.
 
     For work in HDF5 (writing or reading a container): a KeyboardInterrupt raised inside its callbacks or
     destructors is swallowed ("Exception ignored in ..."), and the interrupt lost, the program going on as if
@@ -171,7 +173,7 @@ def interrupts_deferred():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = [number for number in (signal.SIGINT, signal.SIGTERM) if callable(signal.getsignal(number))]
+    held = [number for number in (signal.SIGINT, *TERMINATING_SIGNALS) if callable(signal.getsignal(number))]
     previous, caught = {number: signal.getsignal(number) for number in held}, []
     for number in held:
         signal.signal(number, lambda signum, frame: caught.append(signum))
@@ -180,27 +182,29 @@ def interrupts_deferred():
     finally:
         for number in held:
             signal.signal(number, previous[number])
-        if caught:  # one is delivered (its handler raises): a termination before an interrupt
-            signal.raise_signal(signal.SIGTERM if signal.SIGTERM in caught else signal.SIGINT)
+        if caught:  # one is delivered (its handler raises): a termination (the first) before an interrupt
+            signal.raise_signal(next((number for number in caught if number != signal.SIGINT), signal.SIGINT))
 
 
 class _Terminated(SystemExit):
-    """SIGTERM turned into an exception, so the temporary is removed before the process ends."""
+    """SIGTERM or SIGHUP turned into an exception, so the temporary is removed before the process ends."""
 
 
 @contextlib.contextmanager
 def _termination_raises():
-    """While writing, SIGTERM (when it would kill the process outright) raises instead, with status 143."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) \
-            is not signal.SIG_DFL:
+    """While writing, SIGTERM or SIGHUP (which would end the process at once) raises: status 128 plus its number."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    raising = [number for number in TERMINATING_SIGNALS if signal.getsignal(number) is signal.SIG_DFL]
 
     def terminate(signum, frame):
         raise _Terminated(128 + signum)
 
-    signal.signal(signal.SIGTERM, terminate)
+    for number in raising:
+        signal.signal(number, terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for number in raising:
+            signal.signal(number, signal.SIG_DFL)

@@ -9,7 +9,8 @@ what to do, and one of these exit statuses:
   directory that cannot be created or written, a full disk, a missing file);
 - 130: interrupted (Ctrl-C): the sampler is stopped, no half-written file is left, and the message lists
   the files completely written before the interrupt;
-- 143: terminated (SIGTERM, as ``kill`` and ``timeout`` send): stopped as an interrupt is.
+- 143: terminated (SIGTERM, as ``kill`` and ``timeout`` send): stopped as an interrupt is;
+- 129: hung up (SIGHUP: the terminal closed, an ssh session lost): stopped as SIGTERM is.
 """
 
 import argparse
@@ -24,13 +25,22 @@ import traceback
 import warnings
 from pathlib import Path
 
-from mixflow.errors import InputError, MissingPathError, describe_os_error, interrupts_noted, terminating_as_interrupt
+from mixflow.errors import (
+    TERMINATING_SIGNALS,
+    InputError,
+    MissingPathError,
+    Terminated,
+    describe_os_error,
+    interrupts_noted,
+    terminating_as_interrupt,
+    termination,
+)
 from mixflow.warnings import ADVIDivergenceError
 from mixflow.wording import agreeing, counted
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_HUNG_UP", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "main"]
 
-EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HUNG_UP = 1, 2, 130, 143, 129
 
 
 def _run(args) -> int:
@@ -315,14 +325,15 @@ def _installed_version() -> str:
 def console() -> int:
     """The ``mixflow`` command: :func:`main`, then the process's exit.
 
-    Once the command has done and said all it does, an interrupt or SIGTERM can no longer change what it did: they
+    Once the command has done and said all it does, an interrupt, SIGTERM or SIGHUP can no longer change what it did:
+    they
     are ignored while Python shuts down (a second or two of modules' finalisers), where they would kill a run that
     completed (status 130) or print a traceback. Only here, in the process's own command: :func:`main` called
     from Python leaves the signals as they were.
     """
     status = main()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for number in (signal.SIGINT, *TERMINATING_SIGNALS):
+        signal.signal(number, signal.SIG_IGN)
     return status
 
 
@@ -331,7 +342,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mixflow", description="Finite mixture models: EM, NUTS and ADVI.",
                                      epilog="Exit status: 0 success, 1 internal error (see --debug), 2 bad input "
                                             "or an OS error on a given path, 130 interrupted, 143 terminated "
-                                            "(SIGTERM).")
+                                            "(SIGTERM), 129 hung up (SIGHUP).")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="print the traceback of an error (to report an internal error)")
@@ -386,8 +397,9 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     except KeyboardInterrupt as interrupt:
-        if terminated:
-            return _fail(args.command, [_interrupted(interrupt, "terminated (SIGTERM)")], EXIT_TERMINATED, debug)
+        if terminated:  # SIGTERM's status, 143, or SIGHUP's, 129: 128 plus the signal's number, as a shell's
+            how = termination(interrupt) or Terminated(signum=terminated[0])
+            return _fail(args.command, [_interrupted(interrupt, str(how))], 128 + terminated[0], debug)
         return _fail(args.command, [_interrupted(interrupt)], EXIT_INTERRUPTED, debug)
     except OSError as error:
         return _fail(args.command, _kept([describe_os_error(error)], error), EXIT_BAD_INPUT, debug)

@@ -3,8 +3,8 @@
 :class:`InputError` (and :class:`InputTypeError`) mark a mistake in what the user gave (an argument, the
 data, a workflow file, a results file): the command line reports them as bad input (status 2), and any
 other exception as an internal error (status 1). An interrupt (:class:`Interrupted`,
-:class:`SamplerInterrupted`) gives status 130; SIGTERM, stopped the same way (:func:`terminating_as_interrupt`),
-143.
+:class:`SamplerInterrupted`) gives status 130; SIGTERM and SIGHUP, stopped the same way
+(:func:`terminating_as_interrupt`), 143 and 129 (128 plus the signal's number).
 """
 
 import contextlib
@@ -13,9 +13,10 @@ import signal
 import sys
 import threading
 
-__all__ = ["InputError", "InputTypeError", "Interrupted", "MissingPathError", "SamplerInterrupted", "Terminated",
-           "UnsupportedError", "interrupts_noted", "is_termination", "noting_interrupts", "stop_if_terminated",
-           "describe_os_error", "terminating_as_interrupt"]
+__all__ = ["InputError", "InputProblems", "InputTypeError", "Interrupted", "MissingPathError", "SamplerInterrupted",
+           "TERMINATING_SIGNALS", "Terminated", "UnsupportedError", "interrupts_noted", "is_termination",
+           "noting_interrupts", "raise_problems", "stop_if_terminated", "describe_os_error", "terminating_as_interrupt",
+           "termination"]
 
 
 class InputError(ValueError):
@@ -24,6 +25,25 @@ class InputError(ValueError):
     The message names the argument, what was expected and what came. A ``ValueError``, so code that
     catches ``ValueError`` keeps working; a ``ValueError`` that is not an ``InputError`` is a bug.
     """
+
+
+class InputProblems(InputError):
+    """Several mistakes in one input, found together so that one edit can fix them all: one line each.
+
+    ``problems`` holds each one's own :class:`InputError`, whose message names its argument as it would alone.
+    """
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+def raise_problems(problems) -> None:
+    """Raise the one problem of ``problems`` as it is, several as one :class:`InputProblems`; none, nothing."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputProblems(problems)
 
 
 class InputTypeError(InputError, TypeError):
@@ -64,68 +84,89 @@ class SamplerInterrupted(KeyboardInterrupt):
     """A sampler or optimiser was interrupted (Ctrl-C) and stopped; its partial result was dropped."""
 
 
+#: The signals that end a run as an interrupt does: SIGTERM (kill, timeout) and, where there is one, SIGHUP (the
+#: terminal closed, an ssh session lost)
+TERMINATING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as an interrupt is (:func:`terminating_as_interrupt`): samplers stopped, temporaries removed."""
+    """SIGTERM or SIGHUP, raised as an interrupt is (:func:`terminating_as_interrupt`): samplers stopped, files kept.
+
+    ``signum`` is the signal's number; the message names it (``terminated (SIGHUP)``).
+    """
+
+    def __init__(self, message: str | None = None, signum: int = signal.SIGTERM):
+        self.signum = signum
+        super().__init__(message or f"terminated ({signal.Signals(signum).name})")
+
+
+def termination(error: BaseException) -> Terminated | None:
+    """The :class:`Terminated` of an interrupt, itself or the cause of one re-raised; None for a Ctrl-C's."""
+    while error is not None:
+        if isinstance(error, Terminated):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def is_termination(error: BaseException) -> bool:
-    """Whether an interrupt is SIGTERM's (:class:`Terminated`), itself or the cause of one re-raised."""
-    while error is not None:
-        if isinstance(error, Terminated):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    """Whether an interrupt is SIGTERM's or SIGHUP's (:class:`Terminated`), itself or the cause of one re-raised."""
+    return termination(error) is not None
 
 
 @contextlib.contextmanager
 def terminating_as_interrupt():
-    """SIGTERM in the block raises :class:`Terminated`, a ``KeyboardInterrupt``, so it stops what Ctrl-C stops.
+    """SIGTERM or SIGHUP in the block raises :class:`Terminated`, a ``KeyboardInterrupt``: it stops what Ctrl-C stops.
 
-    By default SIGTERM ends the process at once: no temporary removed, no worker stopped, no message. Yields a
-    list that holds True once SIGTERM arrived, which tells the interrupt it raised from a Ctrl-C however a
-    library re-raised it. Only in the main thread, and only where SIGTERM has its default action.
+    By default either signal ends the process at once: no temporary removed, no worker stopped, no message. Yields
+    a list that holds the signal's number once one arrived, which tells the interrupt it raised from a Ctrl-C
+    however a library re-raised it. Only in the main thread, and only for a signal that has its default action.
     """
-    with _raising_and_noted(signal.SIGTERM, signal.SIG_DFL, lambda: Terminated("terminated (SIGTERM)"),
+    with _raising_and_noted(TERMINATING_SIGNALS, signal.SIG_DFL, lambda signum: Terminated(signum=signum),
                             _TERMINATING) as received:
         yield received
 
 
 @contextlib.contextmanager
-def _raising_and_noted(number, default, raised, running: list):
-    """Signal ``number`` in the block raises ``raised()`` and is noted: yields a list that holds True once it came.
+def _raising_and_noted(numbers: tuple, default, raised, running: list):
+    """A signal of ``numbers`` in the block raises ``raised(signum)`` and is noted: yields a list of those that came.
 
-    Only in the main thread, and only where the signal's handler is ``default`` (its handler is that again after the
-    block); ``running`` holds the list meanwhile, for :func:`stop_if_terminated` (a block inside another, whose
-    handler it leaves, adds none: the outer block's list stays the one read).
+    Only in the main thread, and only for the signals whose handler is ``default`` (their handler is that again
+    after the block); ``running`` holds the list meanwhile, for :func:`stop_if_terminated` (a block inside another,
+    whose handlers it leaves, adds none: the outer block's list stays the one read).
     """
-    received: list[bool] = []
-    handled = threading.current_thread() is threading.main_thread() and signal.getsignal(number) is default
+    received: list[int] = []
+    handled = [number for number in numbers if signal.getsignal(number) is default] \
+        if threading.current_thread() is threading.main_thread() else []
 
     def handler(signum, frame):
-        received.append(True)
-        raise raised()
+        received.append(signum)
+        raise raised(signum)
 
-    if handled:
+    for number in handled:
         signal.signal(number, handler)
+    if handled:
         running.append(received)
     try:
         yield received
     finally:
         if handled:
             running.remove(received)
+        for number in handled:
             signal.signal(number, default)
 
 
 #: The ``received`` lists of the :func:`terminating_as_interrupt` blocks running
-_TERMINATING: list[list[bool]] = []
+_TERMINATING: list[list[int]] = []
 #: The ``received`` lists of the :func:`interrupts_noted` blocks running
-_INTERRUPTING: list[list[bool]] = []
+_INTERRUPTING: list[list[int]] = []
 
 
 def stop_if_terminated() -> None:
-    """Raise the interrupt again where SIGTERM (:class:`Terminated`) or SIGINT came but work goes on.
+    """Raise the interrupt again where SIGTERM or SIGHUP (:class:`Terminated`) or SIGINT came but work goes on.
 
-    SIGTERM in a :func:`terminating_as_interrupt` block, SIGINT in an :func:`interrupts_noted` one: a library caught
+    SIGTERM or SIGHUP in a :func:`terminating_as_interrupt` block, SIGINT in an :func:`interrupts_noted` one: a library
+    caught
     the interrupt the handler raised (code compiling or sampling may catch ``KeyboardInterrupt`` and carry on), or
     it was raised in a finaliser or a weak reference's callback, where Python prints it and goes on. Called between
     stages (each progress line of a workflow), in the main thread and outside exception handling only: while the
@@ -134,7 +175,7 @@ def stop_if_terminated() -> None:
     if threading.current_thread() is not threading.main_thread() or sys.exc_info()[0] is not None:
         return
     if _TERMINATING and _TERMINATING[-1]:
-        raise Terminated("terminated (SIGTERM)")
+        raise Terminated(signum=_TERMINATING[-1][0])
     if _INTERRUPTING and _INTERRUPTING[-1]:
         raise KeyboardInterrupt("interrupted")
 
@@ -158,7 +199,7 @@ def interrupts_noted():
 
     hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
-        with _raising_and_noted(signal.SIGINT, signal.default_int_handler, KeyboardInterrupt,
+        with _raising_and_noted((signal.SIGINT,), signal.default_int_handler, lambda signum: KeyboardInterrupt(),
                                 _INTERRUPTING) as received:
             yield received
     finally:

@@ -191,7 +191,7 @@ def test_report_with_a_choice_of_k_table_and_an_explicit_path(galaxies_run, tmp_
 
 
 def _diagnostics_count(page: str) -> str:
-    return re.search(r"<th>diagnostics</th><td>(.*?)</td>", page).group(1)
+    return re.search(r"<th>warnings and diagnostics</th><td>(.*?)</td>", page).group(1)
 
 
 def test_report_includes_the_choice_of_k_beside_the_results_as_the_run_s_report_does(galaxies_run, tmp_path, capsys):

@@ -360,7 +360,9 @@ def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkey
     out = tmp_path / "out"
     kept = ["gaussian-full-k2.nc", "gaussian-full-k2-comparison.csv", "run.log"]
     assert f"; the 3 files completely written before the error are kept ({out / kept[0]}, " in line
-    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(kept)
+    # with the record that claims the directory for its workflow, listing them
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted([*kept, "workflow.json"])
+    assert sorted(json.loads((out / "workflow.json").read_text())["outputs"]) == sorted([*kept, "workflow.json"])
     assert "failed: " in (out / "run.log").read_text().strip().splitlines()[-1]
 
 
@@ -566,7 +568,7 @@ def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, c
     line = _one_error_line(err)
     assert "the 3 files completely written before it are kept" in line and "gaussian-full-k2.nc" in line
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gaussian-full-k2-comparison.csv",
-                                                                    "gaussian-full-k2.nc", "run.log"]
+                                                                    "gaussian-full-k2.nc", "run.log", "workflow.json"]
     assert (tmp_path / "out" / "run.log").read_text().rstrip().endswith("interrupted")
 
 
@@ -921,6 +923,47 @@ def test_sigterm_stops_a_run_as_an_interrupt_does(tmp_path, workflow_file, first
         assert (out / "run-interrupted.log").read_text().rstrip().endswith("terminated (SIGTERM)")
 
 
+@pytest.mark.parametrize("first_run", [False, True])
+def test_sighup_stops_a_run_as_sigterm_does(tmp_path, workflow_file, first_run):
+    # SIGHUP (the terminal closed, an ssh session lost) ended the process at once: exit 129 with no message,
+    # run.log.partial left behind. It is stopped as SIGTERM is, with its own status (128 + 1) and name
+    out = tmp_path / "out"
+    if not first_run:
+        assert subprocess.run([sys.executable, "-m", "mixflow.cli", "run", str(workflow_file), "--out", str(out),
+                               "--quiet"], capture_output=True).returncode == 0
+    done = _terminated_run(workflow_file, out, "fit", swallowed=False, sent="SIGHUP")
+    assert done.returncode == 128 + signal.SIGHUP, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "mixflow run: error: terminated (SIGHUP); " + ("the 1 file completely written before it is kept ("
+                                                       f"{out / 'run-interrupted.log'})" if not first_run
+                                                       else "no output was written")
+        + "; no half-written file was left")
+    if first_run:
+        assert not out.exists()
+    else:
+        assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(
+            json.loads((out / "workflow.json").read_text())["outputs"] + ["run-interrupted.log"])
+        assert (out / "run-interrupted.log").read_text().rstrip().endswith("terminated (SIGHUP)")
+
+
+def test_a_sighup_during_a_write_removes_the_temporary(tmp_path):
+    done = subprocess.run([sys.executable, "-c", _TERMINATED_WRITE.replace("SIGTERM", "SIGHUP"), str(tmp_path)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 128 + signal.SIGHUP, done.stderr
+    assert (tmp_path / "out.nc").read_text() == "previous"
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_held_sighup_is_delivered_as_a_termination():
+    from mixflow.errors import Terminated, terminating_as_interrupt
+
+    with terminating_as_interrupt() as received, pytest.raises(Terminated, match=r"terminated \(SIGHUP\)"):
+        with atomic.interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGHUP)
+    assert received == [signal.SIGHUP]
+
+
 def test_a_sigterm_a_library_swallowed_stops_the_run_at_its_next_stage(tmp_path, workflow_file):
     # a library that catches the interrupt SIGTERM's handler raised and carries on (code compiling, a sampler): the
     # run went on to the end, every file written, as if no SIGTERM had come. It stops at the next progress line
@@ -976,7 +1019,7 @@ def test_a_swallowed_sigterm_is_raised_again_only_outside_its_handling():
             time.sleep(5)
         except KeyboardInterrupt:
             pass
-        assert received == [True]
+        assert received == [signal.SIGTERM]
         try:
             raise Terminated("terminated (SIGTERM)")
         except KeyboardInterrupt:
@@ -1055,7 +1098,7 @@ def test_interrupt_of_a_sampler_in_an_existing_directory_keeps_a_truthful_log(tm
     log = tmp_path / "out" / "run.log"
     assert _one_error_line(err).endswith(f"interrupted; the 1 file completely written before it is kept ({log}); "
                                          "no half-written file was left")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run.log"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run.log", "workflow.json"]  # and its claim
     assert log.read_text().rstrip().endswith("interrupted")
 
 
@@ -1238,6 +1281,40 @@ def test_every_error_is_reported_at_once_in_file_order(tmp_path, monkeypatch):
     assert [error.split(":")[0] for error in errors] == ["4", "11", "14", "15", "18", "21"]
 
 
+def test_every_mistake_of_a_prior_table_is_reported_at_once(tmp_path, monkeypatch):
+    # a prior with three mistakes took three runs to learn of them: its class stopped at the first
+    text = SMALL.replace("n_components = 2", 'n_components = 2\nprior = {shrinkage = -1, dof = "x", foo = 1}')
+    assert _workflow_errors(tmp_path, text, monkeypatch) == [
+        "11: [[models]] #1: prior: unknown hyperparameter ['foo']; expected some of ['weights_concentration', 'mean', "
+        "'shrinkage', 'dof', 'scale']",
+        "11: [[models]] #1: prior.shrinkage: expected a positive number, got -1",
+        "11: [[models]] #1: prior.dof: expected a number or a sequence of numbers, got 'x'"]
+
+
+def test_every_mistake_of_a_models_table_is_reported_at_once(tmp_path, monkeypatch):
+    # each key of a [[models]] table is checked apart: the first mistake no longer hides the others
+    text = SMALL.replace("n_components = 2", 'n_components = 0\ncovariance = "round"\nname = "a b"\nvariance = 2\n'
+                                             'colour = "red"\nprior = {shrinkage = 0}')
+    errors = _workflow_errors(tmp_path, text, monkeypatch)
+    assert [error.split(": ")[1] for error in errors] == [
+        "[[models]] #1 n_components", "[[models]] #1", "[[models]] #1 name", "[[models]] #1", "[[models]] #1",
+        "[[models]] #1"]
+    assert [error.split(":")[0] for error in errors] == ["10", "11", "12", "13", "14", "15"]
+    assert [error.split(": ")[2].split(" ")[0] for error in errors] == [
+        "expected", "covariance", "expected", "key", "unknown", "prior.shrinkage"]
+
+
+def test_a_python_prior_with_several_mistakes_says_them_all():
+    from mixflow.errors import InputProblems
+
+    with pytest.raises(InputProblems) as raised:
+        mixflow.GaussianMixture(2, prior={"shrinkage": -1, "dof": "x"})
+    assert str(raised.value).splitlines() == ["prior.shrinkage: expected a positive number, got -1",
+                                              "prior.dof: expected a number or a sequence of numbers, got 'x'"]
+    with pytest.raises(TypeError, match=r"^prior.dof: expected a number"):  # one mistake: its own error, as before
+        mixflow.GaussianMixture(2, prior={"dof": "x"})
+
+
 LABELLED = SMALL.replace('dataset = "faithful"\ncolumns = ["eruptions", "waiting"]',
                          'path = "mine.csv"\ncolumns = ["x"]')
 
@@ -1315,6 +1392,44 @@ def test_a_workflow_that_is_not_utf8(tmp_path, monkeypatch):
     errors = _workflow_errors(tmp_path, SMALL.encode().replace(b'"small"', b'"caf\xe9"'), monkeypatch)
     assert errors == ["2: expected a UTF-8 text file (TOML), got a byte that is not UTF-8 (invalid continuation "
                       "byte at byte 12)"]
+
+
+def test_a_failed_first_run_claims_its_directory_for_its_workflow(tmp_path, workflow_file, capsys, monkeypatch):
+    # a first run into a new directory that failed part way kept its files but wrote no workflow.json: a run of
+    # another workflow then ran into the directory unrefused, replacing the kept log and files of the same names
+    import mixflow.workflow.run
+
+    workflow_file.write_text(SMALL.replace("[methods.em]", "[[models]]\nn_components = 3\n\n[methods.em]"))
+    fit, calls = mixflow.workflow.run.fit, []
+
+    def second_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise mixflow.InputError("a component collapsed onto one point")
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(mixflow.workflow.run, "fit", second_fails)
+    out = tmp_path / "out"
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 2 and "the 3 files completely written before the error are kept" in _one_error_line(err)
+    record = json.loads((out / "workflow.json").read_text())
+    assert record["completed"] is False and record["config"]["name"] == "small"
+    assert sorted(record["outputs"]) == sorted(p.name for p in out.iterdir()) == [
+        "gaussian-full-k2-comparison.csv", "gaussian-full-k2.nc", "run.log", "workflow.json"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(mixflow.workflow.run, "fit", fit)
+    other = tmp_path / "other.toml"
+    other.write_text(SMALL.replace('name = "small"', 'name = "other"'))
+    status, err = _cli(capsys, "run", other, "--out", out)
+    assert status == 2 and _one_error_line(err).endswith(
+        f"'{out / 'workflow.json'}': holds the files a run of another workflow, 'small', kept when it did not "
+        "complete (this one is 'other'), whose record this run would replace; nothing was fitted: choose another "
+        "--out, or move them away")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # the same workflow runs there again, and its completed record replaces the claim
+    assert _cli(capsys, "run", workflow_file, "--out", out)[0] == 0
+    record = json.loads((out / "workflow.json").read_text())
+    assert record["completed"] is True and sorted(record["outputs"]) == sorted(p.name for p in out.iterdir())
 
 
 def test_a_fit_that_fails_on_the_data_is_reported_at_the_model(tmp_path, workflow_file, capsys, monkeypatch):

@@ -579,7 +579,7 @@ def test_nuts_draws_too_few_for_an_ess_are_a_problem_and_their_intervals_are_not
     text = report(tree, tmp_path / "few.html").read_text(encoding="utf-8")
     assert expected in _diagnostics_items(text)
     summary = text[text.index('<section id="summary">'):text.index('<section id="diagnostics">')]
-    assert re.search(r"<th>diagnostics</th><td>[1-9]\d* problems?", summary)
+    assert re.search(r"<th>warnings and diagnostics</th><td>[^<]*the diagnostics: [1-9]\d* problems?", summary)
     assert re.search(r"<th>EM point in the MCMC \(NUTS\) \d+% interval</th><td>not judged: 2 draws per chain", summary)
     assert "<th>ADVI vs NUTS</th><td>not judged" in summary
 

@@ -586,8 +586,8 @@ def test_the_console_says_each_finding_once():
     for level, text in [("bad", "Choice of K, K=2, EM: did not converge"), ("warn", "high Pareto k"),
                         ("bad", "Choice of K, K=2, EM: did not converge")]:  # a second K fitted from one choice
         console.finding(level, text)
-    assert console.findings_text() == "; the diagnostics: 1 problem, 1 warning"
-    assert Console(quiet=True).findings_text() == ""
+    assert console.counts_text() == "0 warnings while running; the diagnostics: 1 problem, 1 warning"
+    assert Console(quiet=True).counts_text() == "0 warnings while running"
 
 
 def test_chains_are_named_in_the_singular_when_one():

@@ -594,7 +594,33 @@ def test_a_figure_that_cannot_be_drawn_is_skipped_and_named(tmp_path, monkeypatc
     written = run_workflow(path, tmp_path / "out", quiet=False)
     names = {p.name for p in written}
     assert "gaussian-full-k2-data.png" in names and "gaussian-full-k2-forest.png" not in names
-    assert "the forest figure could not be drawn, skipped: too many panels" in capsys.readouterr().err
+    # said among the diagnostics, as the report lists it, and counted with them
+    err = capsys.readouterr().err
+    assert "diagnostics: warning: gaussian-full-k2: The forest plot could not be drawn: too many panels" in err
+
+
+def test_the_console_and_the_report_count_warnings_and_diagnostics_alike(tmp_path, capsys):
+    # the report counted the warnings raised while running among the diagnostics' ("1 problem, 1 warning"), where
+    # the run's last line counted them apart ("1 warning while running; the diagnostics: 1 problem, 0 warnings")
+    path = write(tmp_path, """
+        name = "counted"
+        seed = 1
+        [data]
+        dataset = "faithful"
+        [[models]]
+        n_components = 4
+        [methods.em]
+        n_init = 2
+        max_iter = 5
+        [output]
+        figures = false
+        """)
+    run_workflow(path, tmp_path / "out", quiet=True)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    said = re.search(r" \((.*); see run\.log\)$", last).group(1)
+    assert said == "1 warning while running; the diagnostics: 1 problem, 0 warnings"
+    text = (tmp_path / "out" / "gaussian-full-k4-report.html").read_text()
+    assert f"<tr><th>warnings and diagnostics</th><td>{said}</td></tr>" in text
 
 
 def test_a_warning_while_drawing_the_figures_names_that_stage(tmp_path, monkeypatch, capsys):

@@ -343,6 +343,10 @@ class MixtureModel:
     #: Keys of a workflow's [[models]] table beyond family, n_components and prior: the constructor's
     #: keyword arguments (:meth:`from_options`).
     workflow_keys: ClassVar[tuple] = ()
+    #: The family's prior declaration (e.g. :class:`~mixflow.families.gaussian.model.GaussianPrior`), which a
+    #: ``prior`` dict is read into (:func:`~mixflow.families.checks.prior_from_argument`); a workflow checks its
+    #: [[models]] prior table with it apart from the table's other keys. None: checked only by the constructor.
+    prior_class: ClassVar[type | None] = None
 
     @classmethod
     def from_options(cls, n_components: int, prior="default", **options) -> "MixtureModel":

@@ -3,7 +3,7 @@
 import numpy as np
 
 from mixflow.arguments import check_count
-from mixflow.errors import InputError, InputTypeError
+from mixflow.errors import InputError, InputTypeError, raise_problems
 from mixflow.wording import agreeing, counted
 
 __all__ = ["check_concentration", "check_n_components", "check_parameter_dict", "named_rows", "prior_from_argument"]
@@ -16,32 +16,61 @@ def check_n_components(value) -> int:
     return check_count("n_components", value, 1)
 
 
-def prior_from_argument(prior, prior_class, n_components: int):
-    """Turn ``"default"``, a dict or a prior instance into an instance of ``prior_class`` (checked)."""
+def prior_from_argument(prior, prior_class, n_components: int | None):
+    """Turn ``"default"``, a dict or a prior instance into an instance of ``prior_class`` (checked).
+
+    ``n_components``: the number of weights' concentrations allowed besides one; None, not checked.
+    """
     name = prior_class.__name__
     if isinstance(prior, str):
         if prior != "default":
             raise InputError(f"prior: expected 'default', a {name} or a dict, got {prior!r}")
         prior = prior_class()
     elif isinstance(prior, dict):
-        unknown = set(prior) - set(prior_class.__dataclass_fields__)
-        if unknown:
-            raise InputError(f"prior: unknown {agreeing(len(unknown), 'hyperparameter')} {sorted(unknown)}; "
-                             f"expected some of {list(prior_class.__dataclass_fields__)}")
-        for key, value in prior.items():
-            _check_hyperparameter(key, value)
-        try:
-            prior = prior_class(**prior)
-        except (TypeError, ValueError) as error:  # the classes' checks name the field: prefix "prior."
-            message = str(error)
-            raise type(error)(message if message.startswith("prior") else f"prior.{message}") from None
+        prior = _prior_from_dict(prior, prior_class)
     elif not isinstance(prior, prior_class):
         raise InputTypeError(f"prior: expected 'default', a {name} or a dict, got {type(prior).__name__}")
     concentration = np.atleast_1d(prior.weights_concentration)
-    if concentration.size not in (1, n_components):
+    if n_components is not None and concentration.size not in (1, n_components):
         raise InputError(f"prior.weights_concentration: expected 1 or {n_components} values, "
                          f"got {concentration.size}")
     return prior
+
+
+def _prior_from_dict(given: dict, prior_class):
+    """``prior_class(**given)``, its every mistake said at once (:func:`~mixflow.errors.raise_problems`).
+
+    An unknown key, a value that is not numbers, and each value the class's own check refuses (checked alone,
+    with the other hyperparameters at their defaults, so that one mistake hides no other).
+    """
+    fields = prior_class.__dataclass_fields__
+    problems = []
+    unknown = [key for key in given if key not in fields]
+    if unknown:
+        problems.append(InputError(f"prior: unknown {agreeing(len(unknown), 'hyperparameter')} {sorted(unknown)}; "
+                                   f"expected some of {list(fields)}"))
+    for key, value in given.items():
+        if key not in fields:
+            continue
+        try:
+            _check_hyperparameter(key, value)
+            prior_class(**{key: value})
+        except (TypeError, ValueError) as error:  # the classes' checks name the field: prefix "prior."
+            problems.append(_as_prior_error(error))
+    raise_problems(problems)
+    try:  # the hyperparameters together (each one passed alone)
+        return prior_class(**given)
+    except (TypeError, ValueError) as error:
+        raise _as_prior_error(error) from None
+
+
+def _as_prior_error(error: Exception) -> Exception:
+    """A prior class's error, its message naming the field as ``prior.<field>``, an InputError (of the same kind)."""
+    message = str(error)
+    named = message if message.startswith("prior") else f"prior.{message}"
+    if isinstance(error, InputError):
+        return type(error)(named)
+    return InputTypeError(named) if isinstance(error, TypeError) else InputError(named)
 
 
 def _check_hyperparameter(key: str, value) -> None:

@@ -9,9 +9,10 @@ up to 1e12).
 import json
 import math
 
-from mixflow.wording import listed
+from mixflow.wording import counted, listed
 
-__all__ = ["advi_progress", "format_number", "format_with_sd", "recorded_warning_line", "set_aside_runs"]
+__all__ = ["advi_progress", "format_number", "format_with_sd", "plot_problem", "recorded_warning_line",
+           "set_aside_runs", "warnings_and_diagnostics"]
 
 
 def _decimals(sd: float, digits: int = 2) -> int:
@@ -114,6 +115,27 @@ def _elbo(value, se, digits: int) -> str:
         return f"{float(value):.{digits}g}"
     shown, error = format_with_sd(float(value), float(se))
     return f"{shown} (se {error})"
+
+
+def warnings_and_diagnostics(warned: int, findings) -> str:
+    """``"1 warning while running; the diagnostics: 1 problem, 0 warnings"``: a run's warnings and findings, counted.
+
+    The one wording of the run's last line and of its report's summary, so that a reader comparing them finds the
+    same numbers: ``warned`` counts the warnings raised while running (those a workflow records in the container),
+    ``findings`` the diagnostics' ``(level, text)`` (level ``"bad"``, a problem, or ``"warn"``), counted apart and
+    said only when there are some.
+    """
+    levels = [level for level, _ in findings]
+    text = f"{counted(warned, 'warning')} while running"
+    if not levels:
+        return text
+    problems, warnings = counted(levels.count("bad"), "problem"), counted(levels.count("warn"), "warning")
+    return f"{text}; the diagnostics: {problems}, {warnings}"
+
+
+def plot_problem(name: str, error: Exception) -> str:
+    """A plot that could not be drawn, as a finding of the diagnostics (the report's and the run's alike)."""
+    return f"The {name} plot could not be drawn: {error}"
 
 
 def recorded_warning_line(recorded: dict) -> str:

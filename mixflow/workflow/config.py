@@ -695,29 +695,66 @@ def _read_k(table: dict, where: str, loc: _Locator, n_support: int | None, i: in
     return tuple(range(low, high + 1))
 
 
-def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpec:
+def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpec | None:
+    """The ``i``-th [[models]] table as a :class:`ModelSpec`; None when it has mistakes (each one collected).
+
+    Its keys are checked apart, each mistake said (as the other tables' are), so that one edit can fix them all:
+    the family, keys unknown or of another family, n_components, the name, the prior (each of its mistakes) and
+    the family's own keys; the model as a whole only once those are right.
+    """
     where = f"[[models]] #{i + 1}"
     if not isinstance(table, dict):
         raise loc.error("[[models]]", f"expected tables ([[models]] sections), got item #{i + 1} = {table!r}",
                         "models")
+    found = len(loc.errors)
     family = table.get("family", "gaussian")
-    if not isinstance(family, str) or family not in family_names():
-        raise loc.error(f"{where} family", f"expected one of {family_names()}, got {family!r}"
-                        f"{perhaps([family], family_names()) if isinstance(family, str) else ''}", "family",
-                        "models", i)
-    keys = family_class(family).workflow_keys
+    known = isinstance(family, str) and family in family_names()
     others = {key for name in family_names() for key in family_class(name).workflow_keys}
+    with loc.collecting():
+        if not known:
+            raise loc.error(f"{where} family", f"expected one of {family_names()}, got {family!r}"
+                            f"{perhaps([family], family_names()) if isinstance(family, str) else ''}", "family",
+                            "models", i)
+    keys = family_class(family).workflow_keys if known else tuple(others)  # another family's keys: not unknown
     misplaced = [key for key in table if key in others and key not in keys]  # the file's order
-    if misplaced:
-        keys_do = f"{agreeing(len(misplaced), 'key')} {misplaced} {agreeing(len(misplaced), 'does', 'do')}"
-        raise loc.error(where, f"{keys_do} not apply to family {family!r}; expected some of "
-                        f"{sorted(('n_components', 'prior', 'name', *keys))}", misplaced[0], "models", i)
-    _unknown(table, {*MODEL_KEYS, *keys}, where, loc, "models", i)
-    if "n_components" not in table:
-        raise loc.error(where, "expected n_components (an integer, or {from = a, to = b})", "", "models", i)
-    ks = _read_k(table, where, loc, n_support, i)
-    _check_required_keys(table, family, keys, where, loc, i)
-    name = table.get("name")
+    with loc.collecting():
+        if misplaced:
+            keys_do = f"{agreeing(len(misplaced), 'key')} {misplaced} {agreeing(len(misplaced), 'does', 'do')}"
+            raise loc.error(where, f"{keys_do} not apply to family {family!r}; expected some of "
+                            f"{sorted(('n_components', 'prior', 'name', *keys))}", misplaced[0], "models", i)
+    with loc.collecting():  # a misplaced key is said above
+        _unknown({key: table[key] for key in table if key not in misplaced}, {*MODEL_KEYS, *keys}, where, loc,
+                 "models", i)
+    ks = None
+    with loc.collecting():
+        if "n_components" not in table:
+            raise loc.error(where, "expected n_components (an integer, or {from = a, to = b})", "", "models", i)
+        ks = _read_k(table, where, loc, n_support, i)
+    with loc.collecting():
+        _check_model_name(table.get("name"), where, loc, i)
+    if not known:
+        return None
+    required = len(loc.errors)
+    with loc.collecting():
+        _check_required_keys(table, family, keys, where, loc, i)
+    complete = len(loc.errors) == required  # the model's constructor has every key it needs
+    options = tuple((key, tuple(value) if isinstance(value, list) else value)
+                    for key, value in table.items() if key in keys)
+    prior = table.get("prior", "default")
+    if family_class(family).prior_class is not None:  # the prior's mistakes apart from the other keys'
+        _model_errors(lambda: _check_prior(family, prior, ks), table, where, loc, i)
+        if complete:  # with one component where n_components is wrong (said above)
+            _model_errors(lambda: ModelSpec(family, ks or (1,), "default", options).model((ks or (1,))[0]), table,
+                          where, loc, i)
+    if len(loc.errors) > found:
+        return None
+    spec = ModelSpec(family, ks, prior, options, table.get("name"))
+    _model_errors(lambda: spec.model(ks[0]), table, where, loc, i)  # the keys together
+    return spec if len(loc.errors) == found else None
+
+
+def _check_model_name(name, where: str, loc: _Locator, i: int) -> None:
+    """A [[models]] name: the start of its files' names."""
     if name is not None and not (isinstance(name, str) and _MODEL_NAME.match(name)):
         raise loc.error(f"{where} name", "expected a name for the model's files: ASCII letters, digits, '.', '_' or "
                         f"'-', starting with a letter or digit; got {name!r}", "name", "models", i)
@@ -725,15 +762,28 @@ def _read_model(table, i: int, loc: _Locator, n_support: int | None) -> ModelSpe
         raise loc.error(f"{where} name", f"expected a name for the model's files of at most {_MODEL_NAME_LENGTH} "
                         f"characters (file systems allow 255 in a file name, and its files add their K and kind), "
                         f"got one of {len(name)}", "name", "models", i)
-    options = tuple((key, tuple(value) if isinstance(value, list) else value)
-                    for key, value in table.items() if key in keys)
-    spec = ModelSpec(family, ks, table.get("prior", "default"), options, name)
+
+
+def _check_prior(family: str, prior, ks: tuple | None) -> None:
+    """A [[models]] prior alone, read into its family's prior declaration (for K's first value, when known)."""
+    from mixflow.families.checks import prior_from_argument
+
+    prior_from_argument(prior, family_class(family).prior_class, None if ks is None else ks[0])
+
+
+def _model_errors(check, table: dict, where: str, loc: _Locator, i: int) -> None:
+    """Run ``check``; each mistake of its InputError (one, or :class:`~mixflow.errors.InputProblems`) collected.
+
+    Each is said in a workflow's words at the line of the key it names (the prior's, else the table's).
+    """
     try:
-        spec.model(ks[0])
+        check()
     except InputError as error:
-        named = [key for key in table if str(error).startswith((key, f"prior.{key}"))]
-        raise loc.error(where, _in_toml_words(str(error)), named[0] if named else "prior", "models", i) from None
-    return spec
+        for problem in getattr(error, "problems", [error]):
+            message = str(problem)
+            named = [key for key in table if message.startswith((key, f"prior.{key}"))]
+            loc.errors.append(str(loc.error(where, _in_toml_words(message), named[0] if named else "prior",
+                                            "models", i)))
 
 
 def _check_required_keys(table: dict, family: str, keys: tuple, where: str, loc: _Locator, i: int) -> None:
@@ -766,8 +816,10 @@ def _read_models(models, loc: _Locator, n_support: int | None):
     specs = {}
     for i, table in enumerate(models):
         with loc.collecting():
-            specs[i] = _read_model(table, i, loc, n_support)
-            _check_distinct_files(specs, i, loc)
+            spec = _read_model(table, i, loc, n_support)
+            if spec is not None:
+                specs[i] = spec
+                _check_distinct_files(specs, i, loc)
     return tuple(specs.values()) if len(specs) == len(models) else None
 
 

@@ -20,8 +20,8 @@ import warnings
 from pathlib import Path
 
 from mixflow.errors import stop_if_terminated
+from mixflow.present.numbers import warnings_and_diagnostics
 from mixflow.warnings import MixflowWarning
-from mixflow.wording import counted
 
 __all__ = ["Console", "RecordedWarning"]
 
@@ -101,13 +101,12 @@ class Console:
         self.findings.append((level, text))
         self(f"  diagnostics: {'problem' if level == 'bad' else 'warning'}: {text}")
 
-    def findings_text(self) -> str:
-        """``"; the diagnostics: 1 problem, 4 warnings"``, or nothing when there were none."""
-        if not self.findings:
-            return ""
-        levels = [level for level, _ in self.findings]
-        problems, warned = counted(levels.count("bad"), "problem"), counted(levels.count("warn"), "warning")
-        return f"; the diagnostics: {problems}, {warned}"
+    def counts_text(self) -> str:
+        """The warnings raised and the findings said, counted as the report counts them (``warnings_and_diagnostics``).
+
+        ``"3 warnings while running; the diagnostics: 1 problem, 4 warnings"``, the diagnostics left out when none.
+        """
+        return warnings_and_diagnostics(len(self.recorded), self.findings)
 
     def show_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
         """A ``warnings.showwarning`` replacement: one line on the console, the full warning in the log.

@@ -19,10 +19,10 @@ from mixflow.container.build import recorded_warnings
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
-from mixflow.errors import InputError, Interrupted, describe_os_error, is_termination, stop_if_terminated
+from mixflow.errors import InputError, Interrupted, describe_os_error, stop_if_terminated, termination
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
-from mixflow.present.numbers import advi_progress
+from mixflow.present.numbers import advi_progress, plot_problem
 from mixflow.warnings import ADVIDivergenceError
 from mixflow.wording import counted, fixed_places
 from mixflow.workflow.config import Workflow, read_workflow
@@ -132,7 +132,7 @@ _FIGURE_FILES = {"select_k": "choice-of-k"}
 def _figures(rendered: dict, out: Path, stem: str, progress) -> None:
     """The report's plots (rendered once by ``render_plots``) as PNG files under ``out/figures``.
 
-    A plot that could not be drawn is reported and skipped (as in the HTML report): the run goes on. Each file
+    A plot that could not be drawn is skipped (said among the diagnostics, as in the HTML report). Each file
     is recorded as it is completed (:func:`~mixflow.atomic.recording`), so that a failure part way (a full disk)
     lists those kept.
     """
@@ -140,7 +140,6 @@ def _figures(rendered: dict, out: Path, stem: str, progress) -> None:
     folder.mkdir(exist_ok=True)
     for name, png in rendered.items():  # in the report's order
         if isinstance(png, Exception):
-            progress(f"  the {name} figure could not be drawn, skipped: {png}")
             continue
         path = folder / f"{stem}-{_FIGURE_FILES.get(name, name)}.png"
         atomic_write(path, lambda p, png=png: Path(p).write_bytes(png))
@@ -176,7 +175,9 @@ def run_workflow(path, out_dir, *, quiet: bool = False) -> list[Path]:
     out_dir : str or os.PathLike
         Created if needed. Receives, per model, ``<model>.nc`` (the container), ``<model>-comparison.csv``
         (the comparison table), ``figures/<model>-*.png``, ``<model>-report.html``, the choice-of-K table
-        for a range of K, ``workflow.json`` (the resolved configuration with its hash), and ``run.log`` (the
+        for a range of K, ``workflow.json`` (the resolved configuration with its hash, the files written, and
+        ``completed``: a first run into a directory writes it from its start, claiming the directory for its
+        workflow, and keeps it, listing what it kept, if it does not complete), and ``run.log`` (the
         progress messages and every warning with where it was raised, written as ``run.log.partial`` while
         the run goes on; a run that fails or is interrupted where an earlier completed run's ``run.log`` is
         keeps that one and writes ``run-failed.log`` or ``run-interrupted.log``. Into a directory that holds
@@ -246,8 +247,14 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
     written = []
     earlier = _earlier_outputs(out, workflow.name)
     records = _records(out) if earlier else {}  # the earlier run's own record, kept with its files set aside
+    # a first run into a new or empty directory writes there directly: its workflow.json claims it from the start,
+    # so that a run of another workflow is refused there (_check_not_another_workflows) even if this one never
+    # completes; a run that ends having kept nothing takes it back
+    claim = out / "workflow.json" if staging is None else None
     failed = True
     try:
+        if claim is not None:
+            _write_record(claim, workflow, ["workflow.json"], completed=False)
         # each file listed as it is renamed into place (not the compiled-graph cache that NUTS keeps elsewhere)
         with progress.capturing(), recording(written, within=out if staging is None else staging):
             _run_models(workflow, out if staging is None else staging, progress, written)
@@ -263,7 +270,7 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
                 error.filename2 = _outside(error.filename2, staging, out)
         with contextlib.suppress(OSError):  # the log that fails here (the disk it filled) is not kept, said below
             if interrupted:
-                progress("terminated (SIGTERM)" if is_termination(error) else "interrupted")
+                progress(str(termination(error) or "interrupted"))
             elif isinstance(error, OSError):  # the file named, and what to do
                 progress(f"failed: {describe_os_error(error)}")
             elif isinstance(error, InputError | ADVIDivergenceError):  # said in full, no fault of mixflow's
@@ -276,6 +283,10 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
         # in full (removed below): only files completely written are said to be kept
         if (written or not created) and progress.log_error is None:
             written.append(_keep_log(working, log, earlier, how))
+        if claim is not None and written:  # the claim lists what the run kept, for a rerun to replace or set aside
+            with contextlib.suppress(OSError):  # else the claim stays as it was, listing nothing
+                _write_record(claim, workflow, [_relative(path, out) for path in written] + ["workflow.json"],
+                              completed=False)
         if interrupted:
             raise Interrupted(saved=written) from error
         error.saved = [str(path) for path in written]
@@ -285,6 +296,8 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
             working.unlink(missing_ok=True)
         if failed and staging is not None and staging.exists() and not any(staging in p.parents for p in written):
             shutil.rmtree(staging, ignore_errors=True)
+        if failed and claim is not None and not written:  # nothing kept: nothing claimed
+            claim.unlink(missing_ok=True)
         if created and not written:
             _remove_empty(created)  # a run that wrote nothing leaves no empty directory behind
     # the run has completed: its files go into place, with interrupts held (renames, quick), so that the directory
@@ -306,9 +319,8 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
                 shutil.rmtree(staging, ignore_errors=True)
             _set_aside_stale(out, earlier, [*written, log], progress, records)
             _remove_attempts(out, earlier, progress)
-            warned = counted(len(progress.recorded), "warning")
-            progress(f"wrote {counted(len(written) + 1, 'file')} to {out} ({warned} while running"
-                     f"{progress.findings_text()}; see {log.name})", always=True)  # also when quiet: what it saw
+            progress(f"wrote {counted(len(written) + 1, 'file')} to {out} ({progress.counts_text()}; see {log.name})",
+                     always=True)  # also when quiet: what it saw, counted as each report counts it
             os.replace(working, log)
     except KeyboardInterrupt as interrupt:
         if working.exists():
@@ -506,15 +518,19 @@ def _run_record(out: Path) -> dict | None:
 def _check_not_another_workflows(out: Path, name: str) -> None:
     """Refuse, before anything is fitted, a directory that holds the results of a workflow of another name.
 
-    Its ``workflow.json`` and ``run.log`` (that run's record: configuration, data hashes, files) would be replaced,
-    while its files, which this run never takes for its own to replace, stayed beside the new record unlisted.
+    Or what a run of one kept when it did not complete: a first run into a directory claims it from its start (its
+    ``workflow.json``, ``completed`` false until it completes). Its ``workflow.json`` and ``run.log`` (that run's
+    record: configuration, data hashes, files) would be replaced, while its files, which this run never takes for
+    its own to replace, stayed beside the new record unlisted.
     """
     record = _run_record(out)  # none, or not mixflow's: nothing of a run is lost
     other = None if record is None else record["config"].get("name")
     if isinstance(other, str) and other != name:
-        raise FileExistsError(errno.EEXIST, f"holds the results of another workflow, {other!r} (this one is "
-                              f"{name!r}), whose record this run would replace; nothing was fitted: choose another "
-                              "--out, or move them away", str(out / "workflow.json"))
+        what = (f"the results of another workflow, {other!r}" if record.get("completed", True) else
+                f"the files a run of another workflow, {other!r}, kept when it did not complete")
+        raise FileExistsError(errno.EEXIST, f"holds {what} (this one is {name!r}), whose record this run would "
+                              "replace; nothing was fitted: choose another --out, or move them away",
+                              str(out / "workflow.json"))
 
 
 def _records(out: Path) -> dict[str, bytes]:
@@ -637,13 +653,27 @@ def _run_models(workflow: Workflow, out: Path, progress, written: list) -> None:
         _fit_and_write(workflow, out, progress, data, weights)
     # the files of this run (workflow.json itself and run.log included), so that a rerun into the same directory
     # can remove those it does not write again (see _remove_stale)
-    outputs = [Path(os.path.relpath(Path(path).absolute(), out.absolute())).as_posix() for path in written]
-    outputs += ["workflow.json", "run.log"]
-    resolved = {"config": workflow.config, "sha256": workflow.config_hash, "data_sha256": workflow.data_hash_text,
-                "resolved": {"columns": [str(c) for c in workflow.columns],
-                             "em": _em_options(workflow.methods)["method"]},
-                "outputs": outputs}
-    atomic_write(out / "workflow.json", lambda p: p.write_text(json.dumps(resolved, indent=2, default=_jsonable)))
+    _write_record(out / "workflow.json", workflow,
+                  [_relative(path, out) for path in written] + ["workflow.json", "run.log"], completed=True)
+
+
+def _relative(path, out: Path) -> str:
+    """A file of the run as ``workflow.json``'s ``outputs`` name it: its path under ``out``, with '/'."""
+    return Path(os.path.relpath(Path(path).absolute(), out.absolute())).as_posix()
+
+
+def _write_record(path: Path, workflow: Workflow, outputs: list[str], *, completed: bool) -> None:
+    """Write ``workflow.json``: the resolved configuration, its hash, the data's, and the files the run wrote.
+
+    ``outputs`` (``workflow.json`` itself among them) lets a rerun into the same directory replace them, or set aside
+    those it does not write again (:func:`_set_aside_stale`); ``completed`` is false for the record of a run that
+    did not complete, which claims the directory for its workflow all the same.
+    """
+    record = {"config": workflow.config, "sha256": workflow.config_hash, "data_sha256": workflow.data_hash_text,
+              "resolved": {"columns": [str(c) for c in workflow.columns],
+                           "em": _em_options(workflow.methods)["method"]},
+              "outputs": outputs, "completed": completed}
+    atomic_write(path, lambda p: p.write_text(json.dumps(record, indent=2, default=_jsonable)))
 
 
 @contextlib.contextmanager
@@ -729,15 +759,27 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
         raise workflow.model_error(i, f"the fit of K={k} failed: {error}") from error
     tree.attrs.update({"workflow": workflow.name, "workflow_title": workflow.title,
                        "workflow_config_sha256": workflow.config_hash,
-                       "workflow_data_sha256": workflow.data_hash_text,
-                       RUN_WARNINGS: json.dumps(choice_warnings + _methods_as_fit_records(progress.since(mark), tree))})
+                       "workflow_data_sha256": workflow.data_hash_text})
     agreement = None
     if workflow.labels is not None:
         tree, agreement = _with_labels(tree, workflow, progress)
     comparison = compare(tree)
+    rendered = None
+    if workflow.output["figures"] or workflow.output["report"]:  # drawn once, for the files and the report
+        if workflow.output["figures"]:
+            progress(f"{spec.label}: figures of K={k}")
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no window, whatever backend the session has
+        with progress.during(f"K={k}, figures"):  # a plotting library's warning says where it came from
+            rendered = render_plots(tree, selection)
+    # every warning of the fit, its comparison and its plots, in the container, whose report counts them as the
+    # console does (warnings_and_diagnostics)
+    tree.attrs[RUN_WARNINGS] = json.dumps(choice_warnings + _methods_as_fit_records(progress.since(mark), tree))
     # what the report's diagnostics list, said whether or not a report is written
     # each said of its fit (a model's K) or its model's choice of K, so that two models' alike findings are both said
     own, of_choice = fit_findings_apart(tree, selection, comparison)
+    own += [("warn", plot_problem(name, png)) for name, png in (rendered or {}).items() if isinstance(png, Exception)]
     for level, text in own:
         progress.finding(level, f"{stem}: {text}")
     for level, text in of_choice:
@@ -750,14 +792,7 @@ def _write_model(workflow: Workflow, i: int, spec, k: int, data, target, selecti
         if agreement is not None:
             atomic_write(out / f"{stem}-agreement-with-{_slug(workflow.labels)}.csv",
                          lambda p, t=agreement: t.to_csv(p))
-    rendered = None
     if workflow.output["figures"]:
-        progress(f"{spec.label}: figures of K={k}")
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: no window, whatever backend the session has
-        with progress.during(f"K={k}, figures"):  # a plotting library's warning says where it came from
-            rendered = render_plots(tree, selection)
         _figures(rendered, out, stem, progress)
     if workflow.output["report"]:
         progress(f"{spec.label}: report of K={k}")

@@ -157,6 +157,7 @@ class GaussianMixture(MixtureModel):
     n_components: int
     pymc_module: ClassVar[str] = "mixflow.families.gaussian.pymc"  # the PyMC form (MCMC, ADVI), see MixtureModel
     workflow_keys: ClassVar[tuple] = ("covariance",)
+    prior_class: ClassVar[type] = GaussianPrior
     covariance: str = "full"
     prior: GaussianPrior | str | dict = field(default="default")
 
@@ -164,7 +165,7 @@ class GaussianMixture(MixtureModel):
         object.__setattr__(self, "n_components", check_n_components(self.n_components))
         if self.covariance not in gn.COVARIANCE_TYPES:
             raise InputError(f"covariance: expected one of {list(gn.COVARIANCE_TYPES)}, got {self.covariance!r}")
-        object.__setattr__(self, "prior", prior_from_argument(self.prior, GaussianPrior, self.n_components))
+        object.__setattr__(self, "prior", prior_from_argument(self.prior, self.prior_class, self.n_components))
 
     # -- declaration -----------------------------------------------------------------------------------
     def to_dict(self) -> dict:

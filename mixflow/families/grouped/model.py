@@ -185,6 +185,7 @@ class GroupedGaussianMixture(MixtureModel):
     pymc_module: ClassVar[str] = "mixflow.families.grouped.pymc"  # the PyMC form (MCMC, ADVI), see MixtureModel
     data_plot: ClassVar[str] = "classes"  # see MixtureModel
     workflow_keys: ClassVar[tuple] = ("common_variance", "open_below", "open_above", "likelihood", "bounds")
+    prior_class: ClassVar[type] = GaussianPrior
     common_variance: bool = False
     open_below: float | None = None
     open_above: float | None = None
@@ -208,7 +209,7 @@ class GroupedGaussianMixture(MixtureModel):
                 or bounds[0] == bounds[1]:
             raise InputError(f"bounds: expected two distinct column names (lower, upper), got {self.bounds!r}")
         object.__setattr__(self, "bounds", bounds)
-        prior = prior_from_argument(self.prior, GaussianPrior, self.n_components)
+        prior = prior_from_argument(self.prior, self.prior_class, self.n_components)
         if self.common_variance and isinstance(prior.scale, float):
             prior = GaussianPrior(prior.weights_concentration, prior.mean, prior.shrinkage, prior.dof,
                                   ((prior.scale,),))

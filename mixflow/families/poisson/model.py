@@ -204,13 +204,14 @@ class PoissonMixture(MixtureModel):
 
     n_components: int
     pymc_module: ClassVar[str] = "mixflow.families.poisson.pymc"  # the PyMC form (MCMC, ADVI), see MixtureModel
+    prior_class: ClassVar[type] = PoissonPrior
     data_plot: ClassVar[str] = "counts"  # see MixtureModel
     predictive_dtype: ClassVar[type] = np.int64  # counts, for ArviZ's discrete predictive checks (rootogram)
     prior: PoissonPrior | str | dict = field(default="default")
 
     def __post_init__(self):
         object.__setattr__(self, "n_components", check_n_components(self.n_components))
-        object.__setattr__(self, "prior", prior_from_argument(self.prior, PoissonPrior, self.n_components))
+        object.__setattr__(self, "prior", prior_from_argument(self.prior, self.prior_class, self.n_components))
 
     # -- declaration -----------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -242,6 +242,7 @@ class RegressionMixture(MixtureModel):
     pymc_module: ClassVar[str] = "mixflow.families.regression.pymc"  # the PyMC form (MCMC, ADVI), see MixtureModel
     data_plot: ClassVar[str] = "regression"  # see MixtureModel
     workflow_keys: ClassVar[tuple] = ("formula", "response", "covariates", "intercept")
+    prior_class: ClassVar[type] = RegressionPrior
     formula: InitVar[str | None] = None
     _: KW_ONLY
     response: str | None = None
@@ -277,7 +278,7 @@ class RegressionMixture(MixtureModel):
         if not covariates and not self.intercept:
             raise InputError("covariates: expected at least one covariate or an intercept, got neither")
         object.__setattr__(self, "covariates", covariates)
-        object.__setattr__(self, "prior", prior_from_argument(self.prior, RegressionPrior, self.n_components))
+        object.__setattr__(self, "prior", prior_from_argument(self.prior, self.prior_class, self.n_components))
 
     # -- declaration -----------------------------------------------------------------------------------
     def as_formula(self) -> str:

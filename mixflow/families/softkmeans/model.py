@@ -96,6 +96,7 @@ class SoftKMeans(MixtureModel):
     n_components: int
     pymc_module: ClassVar[str] = "mixflow.families.softkmeans.pymc"  # the PyMC form (MCMC, ADVI), see MixtureModel
     workflow_keys: ClassVar[tuple] = ("variance",)
+    prior_class: ClassVar[type] = SoftKMeansPrior
     variance: float
     prior: SoftKMeansPrior | str | dict = "default"
 
@@ -105,7 +106,7 @@ class SoftKMeans(MixtureModel):
                 or not (np.isfinite(self.variance) and self.variance > 0):
             raise InputError(f"variance: expected a positive number (the fixed sigma^2), got {self.variance!r}")
         object.__setattr__(self, "variance", float(self.variance))
-        object.__setattr__(self, "prior", prior_from_argument(self.prior, SoftKMeansPrior, self.n_components))
+        object.__setattr__(self, "prior", prior_from_argument(self.prior, self.prior_class, self.n_components))
 
     def to_dict(self) -> dict:
         """The declaration as a plain dict."""

@@ -18,6 +18,7 @@ import pandas as pd
 
 from mixflow.analysis.select import CRITERION_NAMES, SKIPPED_FEW_ROWS
 from mixflow.atomic import atomic_write
+from mixflow.container.build import recorded_warnings
 from mixflow.container.layout import ADVI_MODES, MCMC_MODES, OBSERVED_DATA
 from mixflow.container.read import available_methods, check_tree, data_units, has_group
 from mixflow.engines.modes import alike_modes, left_out_modes, left_out_reason
@@ -26,7 +27,7 @@ from mixflow.engines.stacking import WEIGHT_INTERVAL
 from mixflow.errors import InputError, InputTypeError, MissingPathError
 from mixflow.present.compare import METHOD_LABELS, agreement_of, compare_dataset, dataset_to_frame, element_columns
 from mixflow.present.labels import cross_tabulation, reference_agreement
-from mixflow.present.numbers import format_number, format_with_sd
+from mixflow.present.numbers import format_number, format_with_sd, plot_problem, warnings_and_diagnostics
 from mixflow.present.report.cards import (
     ADVI_SD_RATIO,
     card,
@@ -248,9 +249,13 @@ def _interval_caveat(tree, method: str) -> str:
             "which they widen")
 
 
-def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.DataFrame, selection=None,
+def _summary_section(tree, table: pd.DataFrame, counts: str, reference: pd.DataFrame, selection=None,
                      other_fits=None) -> str:
-    """Headline numbers: the model, the data, the fit, the choice of K and how far the methods agree."""
+    """Headline numbers: the model, the data, the fit, the choice of K, how far the methods agree, and ``counts``.
+
+    ``counts``: the warnings raised while running and the diagnostics' findings, counted
+    (:func:`~mixflow.present.numbers.warnings_and_diagnostics`).
+    """
     from mixflow.families.base import model_from_json
 
     model = model_from_json(tree.attrs["model"])
@@ -293,9 +298,7 @@ def _summary_section(tree, table: pd.DataFrame, findings: list, reference: pd.Da
     if len(reference):
         facts.append((f"agreement with {reference.attrs['column']} (ARI)", ", ".join(
             f"{METHOD_LABELS[m]} {value:.3f}" for m, value in reference["adjusted_rand_index"].items())))
-    levels = {level: sum(1 for lvl, _ in findings if lvl == level) for level in ("bad", "warn")}
-    facts.append(("diagnostics", f"{counted(levels['bad'], 'problem')}, {counted(levels['warn'], 'warning')}" if any(
-        levels.values()) else "no problems found"))
+    facts.append(("warnings and diagnostics", counts))
     return key_values(facts) + other_fits_html(selection, model.n_components, other_fits or {})
 
 
@@ -542,7 +545,7 @@ def _plots_section(tree, selection, ci_prob, rendered=None) -> tuple[str, list[s
     for name, draw, caption in drawn:
         png = rendered[name] if rendered is not None and name in rendered else _rendered(draw)
         if isinstance(png, Exception):
-            problems.append(f"The {name} plot could not be drawn: {png}")
+            problems.append(plot_problem(name, png))
         else:
             figures.append(f'<section class="plot" id="plot-{name}">{_figure_html(png, caption)}</section>')
     if "mcmc" in available_methods(tree) and "trace" not in {name for name, _, _ in drawn}:
@@ -801,17 +804,20 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         plots_html, plot_problems = _plots_section(tree, selection, ci_prob, plots)
         modes_html, modes_problems = _modes_section(tree)
     plot_problems += modes_problems
-    raised = [str(w.message) for w in caught if issubclass(w.category, MixflowWarning)]
-    findings = fit_findings(tree, selection, table)
-    findings += [("warn", message) for message in plot_problems + raised]
-    findings += run_warnings(tree)
-    findings = findings or [("ok", "No problems found.")]
+    # the warnings its making raised (once each), those a workflow's run raised too, recorded, left out
+    recorded = {w.get("message") for w in recorded_warnings(tree)}
+    raised = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, MixflowWarning)
+                                and str(w.message) not in recorded))
+    diagnosed = fit_findings(tree, selection, table) + [("warn", message) for message in plot_problems]
+    warned = [("warn", message) for message in raised] + run_warnings(tree)
+    counts = warnings_and_diagnostics(len(warned), diagnosed)  # as the run's last line counts them
+    findings = diagnosed + warned or [("ok", "No problems found.")]
     items = "".join(f'<li class="{level}">{html.escape(text)}</li>' for level, text in findings)
     written = [("report written", datetime.now(UTC).isoformat(timespec="seconds"))]
     reference = reference_agreement(tree)
     em_method = tree["em"].attrs.get("method", "mle") if "em" in tree.children else "mle"
     sections = {
-        "summary": ("At a glance", _summary_section(tree, table, findings, reference, selection, other_fits)),
+        "summary": ("At a glance", _summary_section(tree, table, counts, reference, selection, other_fits)),
         "diagnostics": ("Diagnostics and warnings", f'<ul class="findings">{items}</ul>'),
         "model": ("Model and prior", _model_section(tree)),
         "data": ("Data", _data_section(tree)),
