@@ -6,6 +6,8 @@
   from a fork server (spawn where there is none), never from a fork of the caller: the caller may be a
   process in which PyMC, nutpie or numba have started threads, and a fork copies whatever locks those
   threads hold at that moment.
+- :func:`fork_context_ending_with_this_process`: a fork context whose processes end when this process ends,
+  for samplers that start processes of their own (PyMC's chains).
 - :func:`one_blas_thread`: BLAS limited to one thread for a block (threads of ours do the sharing out).
 - :func:`active_client`: the active ``dask.distributed`` client; with one, :func:`parallel_map` sends its
   tasks to the cluster (``client.map``) instead of local processes, and :func:`default_jobs` counts the
@@ -26,7 +28,8 @@ from functools import cache
 
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["active_client", "available_cores", "default_jobs", "one_blas_thread", "parallel_map", "parallel_results"]
+__all__ = ["active_client", "available_cores", "default_jobs", "fork_context_ending_with_this_process",
+           "one_blas_thread", "parallel_map", "parallel_results"]
 
 # The fork server imports these once, so each worker forked from it starts with them loaded.
 # Ctrl-C's handler first (mixflow.worker_signals), before the imports it may interrupt.
@@ -186,6 +189,17 @@ def _mark_worker(main: int) -> None:
     threading.Thread(target=_end_with, args=(main,), daemon=True, name="mixflow-main-watch").start()
 
 
+def fork_context_ending_with_this_process() -> multiprocessing.context.BaseContext:
+    """A ``fork`` multiprocessing context whose processes end when the process that started them ends (POSIX only).
+
+    For a library that starts processes of its own from a context it is given (PyMC's ``mp_ctx``): killed
+    outright, this process could not stop them, and PyMC's chains would wait forever, orphaned, for their next
+    message (each holds, forked, this process's end of the pipes). Each process watches this one as the workers
+    of :func:`parallel_map` do (:func:`_end_with`).
+    """
+    return _ForkEndingWithStarter()
+
+
 def _end_with(main: int) -> None:
     """Wait until process ``main`` has ended, then end this one at once (its work is nobody's any more)."""
     try:
@@ -206,6 +220,22 @@ def _alive(pid: int) -> bool:
     except (ProcessLookupError, PermissionError):  # gone, or another user's process took the number
         return False
     return True
+
+
+if sys.platform != "win32":  # the fork context is POSIX's alone
+    class _ProcessEndingWithStarter(multiprocessing.context.ForkProcess):
+        """A forked process that ends when the process that started it ends."""
+
+        def start(self):
+            self._starter = os.getpid()  # read before the fork: once orphaned, the parent's pid is another's
+            super().start()
+
+        def run(self):
+            threading.Thread(target=_end_with, args=(self._starter,), daemon=True, name="mixflow-main-watch").start()
+            super().run()
+
+    class _ForkEndingWithStarter(multiprocessing.context.ForkContext):
+        Process = _ProcessEndingWithStarter
 
 
 @cache

@@ -117,6 +117,26 @@ def test_show_prints_the_summary_text_and_with_table_the_whole_table(iris_run, c
     assert f"{first_mu['estimate']:.5f}"[:6] in table  # every row, with the bootstrap's
 
 
+def test_show_says_nuts_draws_too_few_for_an_ess_as_the_report_does(tmp_path, capsys):
+    # 2 draws per chain: no R-hat nor ESS. The report counts that as a problem; show said nothing of it (only the
+    # ESS the draws cannot give, as low).
+    from mixflow.present.compare import compare
+    from mixflow.present.report.cards import fit_findings_apart
+    from tests.test_compare import make_container
+
+    tree = make_container(("em", "mcmc"), chains=1, draws=2)
+    tree["mcmc"].attrs.update({"max_rhat": float("nan"), "min_ess_bulk": float("nan"), "min_ess_tail": float("nan"),
+                               "n_divergences": 0, "low_ess_bulk": '["mu"]', "low_ess_tail": '["mu"]'})
+    said = ("2 draws per chain, too few to compute R-hat or ESS (they need at least 4): the draws are no sample to "
+            "summarise, and their means and intervals say nothing; run more draws")
+    assert ("bad", f"MCMC: {said}.") in fit_findings_apart(tree, None, compare(tree))[0]  # the report's words
+    path = mixflow.save(tree, tmp_path / "few.nc")
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"\n  - MCMC (NUTS): {said}\n" in out
+    assert "ESS at" not in out  # no ESS to call low
+
+
 def test_show_into_a_pipe_that_closes_early_is_not_an_error(iris_run):
     _, written = iris_run
     command = [sys.executable, "-c", "import sys; from mixflow.cli import main; sys.exit(main())",

@@ -221,3 +221,57 @@ def test_the_count_of_a_zarr_stores_chunks_is_of_the_store_as_written(tmp_path, 
                                                  r"mixflow writes it \(\{array path: \[stored, of\]\} as JSON\), "
                                                  r"got '\[1, 2\]'\)$"):
         mixflow.load(tmp_path / "fit.zarr")
+
+
+def _data_offset(path, array: str) -> int:
+    """Where the bytes of ``array``'s (first) chunk start in an HDF5 file."""
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        dataset = file[array]
+        return dataset.id.get_chunk_info(0).byte_offset if dataset.chunks else dataset.id.get_offset()
+
+
+def test_every_array_but_text_and_scalars_is_saved_with_a_checksum(tmp_path, faithful):
+    import h5py
+
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    path = mixflow.save(tree, tmp_path / "fit.nc")
+    unchecked = []
+    with h5py.File(path, "r") as file:
+        file.visititems(lambda name, item: unchecked.append(name) if isinstance(item, h5py.Dataset) and item.shape
+                        and item.dtype.kind != "O" and not item.fletcher32 else None)
+    assert not unchecked
+    assert tree["em/estimate"].to_dataset()["mu"].encoding.get("fletcher32") is None  # the tree saved is not changed
+
+
+@pytest.mark.parametrize("command", ["show", "report"])
+def test_changed_bytes_in_an_array_make_reading_the_file_an_error_that_names_it(tmp_path, faithful, capsys, command):
+    # without a checksum the changed bytes were read as other numbers, silently
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    path = mixflow.save(tree, tmp_path / "fit.nc")
+    content = bytearray(path.read_bytes())
+    content[_data_offset(path, "em/estimate/mu") + 7] ^= 0x40  # the exponent of the first mean
+    path.write_bytes(bytes(content))
+    said = (f"got {str(path)!r}, a damaged file: the bytes of /em/estimate/mu no longer match the checksum written "
+            "with them (changed since, by a disk or copy error); copy the file again whole, or write it again from "
+            "the fit")
+    with pytest.raises(mixflow.InputError) as raised:
+        mixflow.load(path)
+    assert str(raised.value).endswith(said)
+    capsys.readouterr()
+    assert main([command, str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"mixflow {command}: error: results: expected a mixflow results file") and error.endswith(
+        said + "\n")
+    assert "Traceback" not in error and not list(tmp_path.glob("*.html"))
+
+
+def test_a_file_saved_without_checksums_is_read(tmp_path, faithful):
+    import h5py
+
+    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
+    tree.to_netcdf(tmp_path / "before.nc", engine="h5netcdf")  # as mixflow.save wrote files before checksums
+    with h5py.File(tmp_path / "before.nc", "r") as file:
+        assert not file["em/estimate/mu"].fletcher32
+    assert_trees_identical(tree, mixflow.load(tmp_path / "before.nc"))

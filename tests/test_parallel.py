@@ -287,3 +287,63 @@ def test_a_run_started_with_ctrl_c_ignored_keeps_ignoring_it_in_its_workers(tmp_
     (tmp_path / "go").touch()
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0 and out.strip() == "[0, 1]", err
+
+
+_PYMC_CHAINS = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import pymc.sampling.parallel
+
+import mixflow
+
+# only observes: each chain process's pid, in a file of its own, once PyMC has started it
+started = pymc.sampling.parallel.ProcessAdapter.__init__
+def say_pid(self, *args, **kwargs):
+    started(self, *args, **kwargs)
+    Path(sys.argv[1], f"chain-{self.chain}").write_text(str(self._process.pid))
+pymc.sampling.parallel.ProcessAdapter.__init__ = say_pid
+
+x = np.random.default_rng(0).normal(size=(40, 1))
+mixflow.fit(mixflow.GaussianMixture(1), x, method=["em", "mcmc"], sampler="pymc", chains=2, cores=2, tune=10,
+            draws=10**6, progressbar=False, posterior_predictive=False)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_pymc_chain_processes_end_when_the_main_process_is_killed_outright(tmp_path):
+    """PyMC's own chain processes (sampler="pymc", cores=2), forked from the main process, would wait forever for
+    its next message once it is killed outright; they end with it, as mixflow's own workers do."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "log"  # not a pipe: the chains, forked, would hold it open after the main process's end
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-c", _PYMC_CHAINS, str(tmp_path)], start_new_session=True,
+                                   stdout=out, stderr=subprocess.STDOUT)
+
+    def pids():  # a file is created empty and then written: only those written count
+        return [int(text) for text in (path.read_text() for path in tmp_path.glob("chain-*")) if text]
+
+    chains = []
+    try:
+        deadline = time.monotonic() + 600  # the fit before the chains and their compilation, on a loaded machine
+        while len(chains := pids()) < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        assert len(chains) == 2, log.read_text()
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 120
+        while any(_running(pid) for pid in chains) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in chains)
+    finally:  # nothing left running when the test fails
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        for pid in chains:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

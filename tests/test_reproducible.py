@@ -65,7 +65,7 @@ def test_chain_processes_run_with_one_blas_thread(tmp_path, monkeypatch, start_m
         x = pm.Normal("x")
         pm.Potential("probe", Probe()(x))
     if start_method is not None:
-        monkeypatch.setattr(mcmc, "_CHAIN_START", start_method)
+        monkeypatch.setattr(mcmc, "_chain_start", lambda: start_method)
     options = {"chains": 2, "cores": 2, "draws": 3, "tune": 3, "progressbar": False, "target_accept": 0.8}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -71,7 +71,24 @@ def _netcdf_bytes(tree: xr.DataTree) -> memoryview:
     synchronous = (sys.modules["dask"].config.set(scheduler="synchronous") if "dask" in sys.modules
                    else contextlib.nullcontext())
     with synchronous:
-        return tree.to_netcdf(engine="h5netcdf")
+        return _with_checksums(tree).to_netcdf(engine="h5netcdf")
+
+
+def _with_checksums(tree: xr.DataTree) -> xr.DataTree:
+    """A shallow copy of ``tree`` whose arrays are written with HDF5's Fletcher-32 checksum filter.
+
+    Changed bytes in a checksummed array (a damaged disk or copy) make its read an error, not wrong numbers.
+    HDF5 filters only chunked arrays of fixed-size elements: scalars (stored whole in the file's metadata) and
+    text arrays (variable-length strings, such as the feature names) go without. The cost, on a results file of
+    NUTS and ADVI draws (34 MB): 1% more bytes, a few percent more time to write, a fifth more to load; an
+    EM-only file (56 KB) gains about 1 KB per array for its chunk index.
+    """
+    tree = tree.copy()  # shallow: the arrays are shared, each variable's encoding is its own
+    for node in tree.subtree:
+        for variable in node.variables.values():
+            if variable.ndim and variable.dtype.kind not in "OU":
+                variable.encoding["fletcher32"] = True
+    return tree
 
 
 def _write_bytes(content, path: Path) -> None:
@@ -89,11 +106,33 @@ def _readable_hdf5(path: Path) -> bool:
         return False
 
 
+def _damaged_arrays(path: Path) -> list[str]:
+    """The arrays of an HDF5 file whose Fletcher-32 checksum (:func:`_with_checksums`) fails on reading them."""
+    import h5py
+
+    damaged = []
+
+    def check(name, item):
+        if isinstance(item, h5py.Dataset) and item.fletcher32:
+            try:
+                item[()]
+            except OSError:
+                damaged.append(f"/{name}")
+
+    try:
+        with h5py.File(path, "r") as file:
+            file.visititems(check)
+    except OSError:  # not HDF5 at all, or its metadata unreadable: no checksum to blame
+        return []
+    return damaged
+
+
 def load(path) -> xr.DataTree:
     """Read a container written by :func:`save` (or a Zarr store of one, ``tree.to_zarr``), fully into memory.
 
-    The file is closed on return. A Zarr store written by mixflow that lost chunk files (which Zarr reads as
-    NaN or 0) is refused (:mod:`mixflow.container.zarr_chunks`).
+    The file is closed on return. A file whose arrays' checksums (written by :func:`save`) no longer match
+    their bytes is refused, as is a Zarr store written by mixflow that lost chunk files (which Zarr reads as
+    NaN or 0, :mod:`mixflow.container.zarr_chunks`). Files written without checksums are read as they are.
     """
     path = Path(path)
     store = path.is_dir() and any((path / name).is_file() for name in _ZARR_MARKS)
@@ -111,6 +150,12 @@ def load(path) -> xr.DataTree:
     except PermissionError:
         raise
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:  # RuntimeError: a codec's, on bad bytes
+        damaged = [] if store or not isinstance(error, OSError) else _damaged_arrays(path)
+        if damaged:
+            shown = ", ".join(damaged[:5]) + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+            raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, a damaged file: the bytes of "
+                             f"{shown} no longer match the checksum written with them (changed since, by a disk or "
+                             "copy error); copy the file again whole, or write it again from the fit") from None
         raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, which cannot be read as {kind} "
                          f"({error})") from None
     if missing:

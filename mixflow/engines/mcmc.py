@@ -51,7 +51,7 @@ from mixflow.engines.over_draws import draw_groups, predictive_groups
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, diagnose, record_crossings
 from mixflow.errors import InputError, SamplerInterrupted
 from mixflow.families.relabel import align
-from mixflow.parallel import available_cores, one_blas_thread
+from mixflow.parallel import available_cores, fork_context_ending_with_this_process, one_blas_thread
 from mixflow.warnings import PACKAGE_FILES, SamplingWarning
 
 __all__ = ["ADAPTATIONS", "EXTEND_DRAWS", "EXTEND_FACTOR", "EXTEND_FACTOR_MAX", "EXTEND_RHAT_AIM",
@@ -60,7 +60,6 @@ __all__ = ["ADAPTATIONS", "EXTEND_DRAWS", "EXTEND_FACTOR", "EXTEND_FACTOR_MAX", 
 
 SAMPLERS = ("auto", "nutpie", "pymc")
 ADAPTATIONS = ("low_rank", "diag")
-_CHAIN_START = "fork" if sys.platform.startswith("linux") else None  # see _sample_pymc
 #: Progress the caller may want between the sampler's own displays (a second, longer run starting). A workflow's
 #: console shows its records; a call with ``progressbar=True`` and no logging set up prints them to stderr.
 _log = logging.getLogger("mixflow")
@@ -481,13 +480,22 @@ def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options,
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, nuts_sampler="pymc", **step,
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
-                          mp_ctx=_CHAIN_START, compute_convergence_checks=False, model=pymc_model)
+                          mp_ctx=_chain_start(), compute_convergence_checks=False, model=pymc_model)
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
     timings.update(compile=compiled - began, tune_and_draw=time.perf_counter() - compiled)
     draws_time = _kept_draws_time(idata["sample_stats"], "perf_counter_diff")
     if draws_time is not None:
         timings["draws"] = draws_time
     return idata
+
+
+def _chain_start():
+    """PyMC's ``mp_ctx``: on Linux a fork whose chains end with this process however it ends (SIGKILL too).
+
+    Forked chains hold this process's ends of their pipes, so once it is killed outright they would wait
+    forever for its next message; they watch it as mixflow's own workers do. Elsewhere PyMC's default.
+    """
+    return fork_context_ending_with_this_process() if sys.platform.startswith("linux") else None
 
 
 def _nuts_compiled_here(pymc_model, initvals: list, seed: int, options: dict) -> tuple[list, dict]:

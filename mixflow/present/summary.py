@@ -291,9 +291,13 @@ def _mcmc_line(tree) -> tuple[str, list[str]]:
             f"{started}; {rhat}, min ESS bulk {format_ess(attrs.get('min_ess_bulk', float('nan')))} / tail "
             f"{format_ess(attrs.get('min_ess_tail', float('nan')))}, "
             f"{counted(int(attrs.get('n_divergences', 0)), 'divergence')}")
-    found = [f"{what} at {_first(_listed(attrs, key))}" for key, what in
-             (("high_rhat", "R-hat above 1.01"), ("low_ess_bulk", "low bulk ESS"), ("low_ess_tail", "low tail ESS"))
-             if _listed(attrs, key)]
+    from mixflow.present.report.cards import too_few_draws, too_few_draws_text
+
+    few = too_few_draws(tree)  # no R-hat nor ESS to list: the report's problem, in its words
+    found = [f"{too_few_draws_text(few)}; run more draws"] if few is not None else [
+        f"{what} at {_first(_listed(attrs, key))}" for key, what in
+        (("high_rhat", "R-hat above 1.01"), ("low_ess_bulk", "low bulk ESS"), ("low_ess_tail", "low tail ESS"))
+        if _listed(attrs, key)]
     if int(attrs.get("n_divergences", 0)):
         found.append(counted(int(attrs["n_divergences"]), "divergent transition"))
     if attrs.get("extended"):  # the draws are a second, longer run's
