@@ -34,7 +34,7 @@ from mixflow.engines.starts import PORTFOLIO, STRATEGIES
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, model_from_json, with_prior
 from mixflow.warnings import PACKAGE_FILES, DegenerateComponentWarning, MixflowWarning, SamplingWarning
-from mixflow.wording import agreeing, counted, perhaps
+from mixflow.wording import agreeing, counted, engine_alias_hint, perhaps
 
 __all__ = ["fit", "predict", "predict_proba", "responsibilities", "sample", "score_samples"]
 
@@ -118,10 +118,13 @@ def _route_options(methods: list[str], options: dict) -> dict:
             taken |= set(routed[method])
     unknown = sorted(set(options) - taken)
     if unknown:
-        # a name of no option may be a slip of one of these methods' (fit's own keywords and their engines')
+        # a name of no option may be another library's name of an engine's option, or a slip of one of these
+        # methods' (fit's own keywords and their engines')
+        hint = engine_alias_hint(unknown, methods) or perhaps(unknown, option_names(methods))
         raise InputTypeError(f"fit: unexpected {agreeing(len(unknown), 'option')} {unknown} for "
-                             f"{agreeing(len(methods), 'method')} {methods}{perhaps(unknown, option_names(methods))}")
+                             f"{agreeing(len(methods), 'method')} {methods}{hint}")
     return routed
+
 
 
 def _check_same_fit(tree, model, validated):
@@ -232,7 +235,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         where EM crawls. An estimate, not a bound: near a flat or degenerate maximum it can fall short by
         a few times ``tol``. Both values are recorded in ``/em``'s attributes; 0 runs ``max_iter`` iterations.
     max_iter : int, default 1000
-        EM iterations per start: passes over the data, each SQUAREM extrapolation counting as one.
+        EM iterations per start: passes over the data, each SQUAREM extrapolation counting as one. Also of the
+        EM that MCMC and ADVI start from; ADVI's own iterations are its option ``n``, NUTS's ``tune`` and ``draws``.
     trim : float, optional
         Drop components whose weight falls below this threshold during EM; MCMC and ADVI then fit the
         components EM kept (their attribute ``n_components`` says so).

@@ -7,7 +7,8 @@ the singular plus "s" is given as the third argument: ``counted(2, "parenthesis"
 imports nothing of mixflow's, so every layer can word its messages with it.
 """
 
-__all__ = ["BOOTSTRAP_REMEDY", "agreeing", "counted", "fixed_places", "listed", "pairs_text", "perhaps"]
+__all__ = ["BOOTSTRAP_REMEDY", "ENGINE_ALIASES", "agreeing", "counted", "engine_alias_hint", "fixed_places", "listed",
+           "pairs_text", "perhaps"]
 
 
 def agreeing(number: int, singular: str, plural: str | None = None) -> str:
@@ -86,6 +87,26 @@ def perhaps(unknown, known) -> str:
     if len(unknown) == 1:
         return f" (did you mean {meant[0][1]!r}?)"
     return f" (did you mean {', '.join(f'{match!r} for {name!r}' for name, match in meant)}?)"
+
+
+#: The sampling engines' options by the words other libraries name them with (Stan's iter and warmup, PyMC's
+#: samples, scikit-learn's max_iter), with what each is: ``advi_max_iter`` is ADVI's ``n``, not fit's ``max_iter``
+#: (EM's iterations)
+ENGINE_ALIASES = {"advi": {"n": (("iter", "steps"), "ADVI's number of iterations")},
+                   "mcmc": {"draws": (("samples", "iter"), "NUTS's draws kept per chain"),
+                            "tune": (("warmup", "burn", "adapt"), "NUTS's tuning steps per chain")}}
+
+
+def engine_alias_hint(unknown: list[str], methods: list[str]) -> str:
+    """``" (did you mean 'n' for 'advi_max_iter': ADVI's number of iterations?)"``, or empty when none matches.
+
+    Each unknown name is matched against the words of :data:`ENGINE_ALIASES` of the methods asked for (a word
+    anywhere in the name); a name that matches several engines' options is said with each.
+    """
+    meant = [f"{option!r} for {name!r}: {what}" for name in unknown for method in methods
+             for option, (words, what) in ENGINE_ALIASES.get(method, {}).items()
+             if any(word in name.lower() for word in words)]
+    return f" (did you mean {'; or '.join(meant)}?)" if meant else ""
 
 
 #: What gives a fit's standard errors where the observed information does not, in most cases.

@@ -165,6 +165,14 @@ def test_unknown_options_and_mismatched_trees():
     with pytest.raises(TypeError, match=r"^fit: unexpected option \['n_inits'\] for method \['em'\] "
                                         r"\(did you mean 'n_init'\?\)$"):
         mixflow.fit(MODEL, data(), n_inits=5)
+    # another library's name of an engine's option: the engine's own, not fit's max_iter (EM's iterations)
+    with pytest.raises(TypeError, match=r"^fit: unexpected option \['advi_max_iter'\] for method \['advi'\] "
+                                        r"\(did you mean 'n' for 'advi_max_iter': ADVI's number of iterations\?\)$"):
+        mixflow.fit(MODEL, data(), method="advi", advi_max_iter=100)
+    with pytest.raises(TypeError, match=r"^fit: unexpected options \['num_samples', 'num_warmup'\] for method "
+                                        r"\['mcmc'\] \(did you mean 'draws' for 'num_samples': NUTS's draws kept per "
+                                        r"chain; or 'tune' for 'num_warmup': NUTS's tuning steps per chain\?\)$"):
+        mixflow.fit(MODEL, data(), method="mcmc", num_samples=100, num_warmup=100)
     tree = mixflow.fit(MODEL, data(), random_seed=0)
     with pytest.raises(ValueError, match=r"tree: expected a result of the same model"):
         mixflow.fit(mixflow.GaussianMixture(3), data(), method="map", tree=tree)

@@ -311,6 +311,9 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
                                                           r"mean 'gaussian'\?\)$"),
     (("[methods.em]", "[methods.mcm]\n\n[methods.em]"), r"\[methods\]: unknown method \['mcm'\] \(did you mean "
                                                         r"'mcmc'\?\); "),
+    (("[methods.em]", "[methods.advi]\nmax_iter = 100\n\n[methods.em]"),  # EM's name for ADVI's iterations
+     r"flow.toml:14: \[methods.advi\]: unknown key \['max_iter'\] \(did you mean 'n' for 'max_iter': ADVI's number "
+     r"of iterations\?\); "),
     (("[methods.em]", "[selcet]\nfit = \"bic\"\n\n[methods.em]"),  # a misspelt table, at its header
      r"flow.toml:13: top level: unknown key \['selcet'\]"),
     (("dataset = \"galaxies\"", "path = \"missing.csv\""), r"flow.toml:6: \[data\] path: expected an existing CSV"),

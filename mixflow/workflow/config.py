@@ -24,7 +24,7 @@ from mixflow.datasets import DESCRIPTIONS, load_dataset
 from mixflow.engines.kmeans import SCALABLE_KMEANS
 from mixflow.errors import InputError
 from mixflow.families.base import MixtureModel, family_class, family_names
-from mixflow.wording import agreeing, counted, perhaps
+from mixflow.wording import agreeing, counted, engine_alias_hint, perhaps
 from mixflow.workflow.csv_table import CsvProblem, read_table
 
 __all__ = ["Workflow", "WorkflowError", "read_workflow"]
@@ -224,13 +224,17 @@ def _toml_text(value) -> str:
     return repr(value)
 
 
-def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None, occurrence=0):
-    """Keys of ``table`` not in ``allowed``, said in the file's order at the line of the first."""
+def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None, occurrence=0, method=None):
+    """Keys of ``table`` not in ``allowed``, said in the file's order at the line of the first.
+
+    ``method``: the table is that sampling method's options, whose names in other libraries are recognised
+    (:func:`~mixflow.wording.engine_alias_hint`: ``max_iter`` under ``[methods.advi]`` is its ``n``).
+    """
     unknown = [key for key in table if key not in allowed]  # a TOML table keeps the file's order
     if unknown:
-        raise loc.error(where, f"unknown {agreeing(len(unknown), 'key')} {unknown}"
-                        f"{perhaps(unknown, allowed - set(table))}; expected some of {sorted(allowed)}", unknown[0],
-                        section, occurrence)
+        hint = (method and engine_alias_hint(unknown, [method])) or perhaps(unknown, allowed - set(table))
+        raise loc.error(where, f"unknown {agreeing(len(unknown), 'key')} {unknown}{hint}; expected some of "
+                        f"{sorted(allowed)}", unknown[0], section, occurrence)
 
 
 def _read_csv(path: Path, loc: _Locator) -> pd.DataFrame:
@@ -884,7 +888,7 @@ def _read_method(method: str, options, loc: _Locator) -> dict:
     section = f"methods.{method}"
     _expect(options, dict, f"[{section}]", "", loc, section)
     with loc.collecting():
-        _unknown(options, set(METHOD_OPTIONS[method]), f"[{section}]", loc, section)
+        _unknown(options, set(METHOD_OPTIONS[method]), f"[{section}]", loc, section, method=method)
     checked = {}
     for key, value in options.items():
         if key not in METHOD_OPTIONS[method]:
