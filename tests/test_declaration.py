@@ -56,6 +56,22 @@ def test_prior_hyperparameters_are_checked_against_the_data(prior, message, fait
         mixflow.fit(mixflow.GaussianMixture(2, prior=prior), faithful, method="map")
 
 
+@pytest.mark.parametrize("covariance", ["full", "tied", "diag", "spherical"])
+def test_one_feature_s_prior_mean_and_scale_may_be_numbers(covariance):
+    """With one feature a number is the prior's mean and scale whatever the covariance: the same fit as the
+    1x1 matrix (or 1-vector) that the covariance's shape asks for, which alone was accepted."""
+    import json
+
+    galaxies = mixflow.load_dataset("galaxies")
+    shaped = {"full": [[600.0]], "tied": [[600.0]], "diag": [600.0], "spherical": 600.0}[covariance]
+    fits = [mixflow.fit(mixflow.GaussianMixture(2, covariance=covariance, prior=prior), galaxies, method="map",
+                        random_seed=0) for prior in ({"mean": 20000.0, "scale": 600.0},
+                                                     {"mean": [20000.0], "scale": shaped})]
+    assert json.loads(fits[0]["em"].attrs["prior"]) == json.loads(fits[1]["em"].attrs["prior"])
+    assert json.loads(fits[0]["em"].attrs["prior"])["scale"] == shaped
+    assert fits[0]["em"].attrs["log_posterior"] == fits[1]["em"].attrs["log_posterior"]
+
+
 def test_explicit_prior_hyperparameters_are_used(faithful):
     import json
 

@@ -279,9 +279,9 @@ class GaussianMixture(MixtureModel):
         """
         working, prior = self.working_prior(prepared), self.prior
         center, scale = prepared.constants["center"], prepared.constants["scale"]
-        mean = center.copy() if prior.mean is None else np.asarray(prior.mean, dtype=float)
+        mean = center.copy() if prior.mean is None else _one_feature_shaped(prior.mean, center.shape)
         scale_d = (gu.dispersion_to_data(self.covariance, working.scale, scale) if prior.scale is None
-                   else np.asarray(prior.scale, dtype=float))
+                   else _one_feature_shaped(prior.scale, _SCALE_SHAPES[self.covariance](center.size)))
         return ResolvedGaussianPrior(working.concentration, mean, working.shrinkage, working.dof, scale_d)
 
     def to_working(self, params: dict, prepared: Prepared) -> dict:
@@ -592,16 +592,30 @@ def _default_scale(covariance: str, data_cov: np.ndarray, k: int) -> np.ndarray:
     }[covariance] / k ** (2.0 / d)
 
 
+#: The prior scale's shape by covariance type, for d features
+_SCALE_SHAPES = {"full": lambda d: (d, d), "tied": lambda d: (d, d), "diag": lambda d: (d,), "spherical": lambda d: ()}
+
+
+def _one_feature_shaped(given, shape: tuple) -> np.ndarray:
+    """A given prior mean or scale as an array; with one feature a single number takes the ``shape`` asked for.
+
+    (A number is then the mean, or the variance's scale, whatever the covariance type; other shapes are left
+    for the caller to refuse.)
+    """
+    value = np.asarray(given, dtype=float)
+    return value.reshape(shape) if value.size == 1 and int(np.prod(shape)) == 1 else value
+
+
 def _given_mean(mean, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    value = np.asarray(mean, dtype=float)
+    value = _one_feature_shaped(mean, center.shape)
     if value.shape != center.shape:
         raise InputError(f"prior.mean: expected {center.size} values (one per feature), got shape {value.shape}")
     return (value - center) / scale
 
 
 def _given_scale(covariance: str, given, scale: np.ndarray, d: int) -> np.ndarray:
-    value = np.asarray(given, dtype=float)
-    expected = {"full": (d, d), "tied": (d, d), "diag": (d,), "spherical": ()}[covariance]
+    expected = _SCALE_SHAPES[covariance](d)
+    value = _one_feature_shaped(given, expected)
     if value.shape != expected:
         raise InputError(f"prior.scale: expected shape {expected} for covariance={covariance!r}, got {value.shape}")
     _check_positive(value, given=True)
