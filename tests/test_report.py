@@ -48,6 +48,28 @@ def test_report_of_an_em_fit_alone(tmp_path):
     assert 'id="plot-trace"' not in text and 'id="plot-forest"' in text
 
 
+def test_figures_the_caller_holds_open_raise_no_warning_while_the_report_draws():
+    """matplotlib warns when a 21st figure opens; the report closes each figure it draws, so that warning would be
+    of the caller's figures, and a workflow run counted it among its own warnings as other tests left figures open."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from mixflow.present.report.page import render_plots
+
+    held = [plt.figure() for _ in range(20)]  # the warning comes as the 21st opens
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rendered = render_plots(make_container(("em",)))
+        assert rendered and all(isinstance(png, bytes) for png in rendered.values())
+        assert not [w for w in caught if "figures have been opened" in str(w.message)]
+        assert plt.get_fignums() == [figure.number for figure in held]  # its own closed, the caller's kept
+    finally:
+        for figure in held:
+            plt.close(figure)
+
+
 def test_report_replaces_an_existing_file_only_when_complete(tmp_path, monkeypatch, full):
     path = tmp_path / "report.html"
     path.write_text("old")

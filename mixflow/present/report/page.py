@@ -532,9 +532,16 @@ def render_plots(tree, selection=None, ci_prob: float | None = None) -> dict:
 
 
 def _rendered(draw) -> bytes | Exception:
-    """``draw()``'s figure as PNG bytes, or the error that stopped it."""
+    """``draw()``'s figure as PNG bytes, or the error that stopped it.
+
+    Without matplotlib's "More than 20 figures have been opened" warning: each figure drawn here is closed once
+    rendered, so the warning would be of figures the caller holds open, and a run's warnings would depend on them.
+    """
+    import matplotlib
+
     try:
-        return render_png(draw())
+        with matplotlib.rc_context({"figure.max_open_warning": 0}):
+            return render_png(draw())
     except PLOT_ERRORS as error:
         return error
 
