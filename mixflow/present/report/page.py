@@ -34,6 +34,7 @@ from mixflow.present.report.cards import (
     fit_findings,
     fit_summaries,
     key_values,
+    label_agreement_findings,
     low_ess,
     provenance_rows,
     run_warnings,
@@ -435,6 +436,8 @@ def _comparison_section(table: pd.DataFrame, units: ParameterUnits, em_method: s
     if agreement.size:
         named = agreement.rename(index=METHOD_LABELS, columns=METHOD_LABELS).rename_axis(index=None, columns=None)
         parts += ["<h3>Agreement of hard cluster labels (adjusted Rand index)</h3>", _table(named.round(4))]
+        # where labels differ only on rows no method places confidently: information (a warning is a finding)
+        parts += [f"<p>{html.escape(text)}</p>" for level, text in label_agreement_findings(table) if level == "info"]
     return "".join(parts)
 
 
