@@ -837,3 +837,18 @@ def test_a_k_on_too_few_rows_is_a_warning_of_its_in_sample_criteria():
     table.loc[3, "converged"] = False
     assert selection_findings(table) == [("bad", "Choice of K, K=3, EM: did not converge; its criteria are "
                                                  "unreliable.")]
+
+
+def test_a_choice_of_k_with_an_unreliable_psis_loo_says_how_many_rows_how_high_and_what_to_do():
+    # "high Pareto k (PSIS-LOO unreliable)" said neither how many rows, nor how high, nor what mends it
+    from mixflow.present.report.cards import selection_findings
+
+    selection = pd.DataFrame({"pareto_k_warning": [True, True, True], "max_pareto_k": [1.22, 0.65, float("nan")],
+                              "n_high_pareto_k": [1, 4, float("nan")]}, index=pd.Index([2, 3, 4], name="k"))
+    said = [text for _, text in selection_findings(selection)]
+    assert said == [
+        "Choice of K, K=2, NUTS: PSIS-LOO unreliable: Pareto k above the threshold for its draws at 1 row, up to 1.22 "
+        "(more draws do not mend it: compare K by the held-out log-likelihood (K-fold cross-validation) instead).",
+        "Choice of K, K=3, NUTS: PSIS-LOO unreliable: Pareto k above the threshold for its draws at 4 rows, up to "
+        "0.65 (more draws settle it).",
+        "Choice of K, K=4, NUTS: high Pareto k (PSIS-LOO unreliable)."]

@@ -26,6 +26,7 @@ from mixflow.engines.sampling_diagnostics import (
     MIN_DRAWS_FOR_ESS,
     RHAT_MAX,
     disagreeing_mode,
+    format_above,
     format_ess,
     format_rhat,
 )
@@ -431,10 +432,27 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
             nuts.append(counted(int(row["divergences"]), "divergent transition"))
             bad = True
         if pd.notna(row.get("pareto_k_warning", np.nan)) and bool(row["pareto_k_warning"]):
-            nuts.append("high Pareto k (PSIS-LOO unreliable)")
+            nuts.append(_pareto_k_text(row))
         if nuts:
             findings.append(("bad" if bad else "warn", f"Choice of K, K={k}, NUTS: {'; '.join(nuts)}."))
     return findings
+
+
+def _pareto_k_text(row) -> str:
+    """A choice-of-K row's unreliable PSIS-LOO: how many rows, the largest Pareto k, and what to do.
+
+    Above 0.7 more draws do not help (the importance ratios' distribution has too thick a tail: Vehtari et al.,
+    *Pareto smoothed importance sampling*, JMLR 2024); below it, above arviz_stats' smaller threshold for few draws
+    (``min(1 - 1 / log10(S), 0.7)``), more draws do.
+    """
+    largest, high = row.get("max_pareto_k", np.nan), row.get("n_high_pareto_k", np.nan)
+    if pd.isna(largest):  # a table written without them
+        return "high Pareto k (PSIS-LOO unreliable)"
+    rows = f" at {counted(int(high), 'row')}" if pd.notna(high) and high > 0 else ""
+    remedy = ("more draws do not mend it: compare K by the held-out log-likelihood (K-fold cross-validation) "
+              "instead" if largest > 0.7 else "more draws settle it")
+    return (f"PSIS-LOO unreliable: Pareto k above the threshold for its draws{rows}, up to "
+            f"{format_above(largest, 0.7)} ({remedy})")
 
 
 def low_ess(row, label: str) -> bool:
