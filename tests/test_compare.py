@@ -382,3 +382,16 @@ def test_wald_intervals_stay_inside_each_parameter_s_range():
         wide_rate = _wald_interval("rate", xr.DataArray([0.2]), xr.DataArray([1e3]), 1.96)
     assert (wide_weight[0].values[0], wide_weight[1].values[0]) == (0.0, 1.0)
     assert (wide_rate[0].values[0], wide_rate[1].values[0]) == (0.0, np.inf)
+
+
+def test_label_differences_count_rows_by_weight_after_matching_the_components():
+    # where hard labels differ and how confidently either method places those rows; the components matched first
+    from mixflow.present.compare import label_differences
+
+    a = np.array([[0.9, 0.1], [0.8, 0.2], [0.55, 0.45], [0.95, 0.05], [0.1, 0.9], [0.3, 0.7]])
+    b = np.array([[0.1, 0.9], [0.2, 0.8], [0.6, 0.4], [0.9, 0.1], [0.9, 0.1], [0.7, 0.3]])  # components swapped
+    record = label_differences(a, b, weights=[3.0, 0.0, 1.0, 1.0, 2.0, 2.0], obs=list("uvwxyz"), names=("em", "advi"))
+    # rows w (ambiguous in both) and x (confident in both) differ once b's components are matched to a's
+    assert record == {"rows": 2.0, "total": 9.0, "confident": 1.0, "confident_by": {"em": 1.0, "advi": 1.0},
+                      "top": {"em": 0.95, "advi": 0.9}, "examples": ["x"], "weighted": True}
+    assert label_differences(a, a[:, ::-1])["rows"] == 0.0  # a relabelling is no difference

@@ -527,6 +527,78 @@ def test_label_agreement_is_worded_by_its_size():
     assert "agree only moderately (adjusted Rand index 0.80)" in said[0.8][0] and said[0.95] == []
 
 
+def _with_responsibilities(tree, em, advi):
+    """``tree`` (EM and ADVI) with the given responsibilities (obs, component) of each method."""
+    tree = tree.copy()
+    tree["em/responsibilities"] = tree["em/responsibilities"].to_dataset().assign(
+        responsibilities=(("obs", "component"), em))
+    tree["advi/responsibilities"] = tree["advi/responsibilities"].to_dataset().assign(
+        responsibilities_mean=(("obs", "component"), advi))
+    return tree
+
+
+@pytest.fixture(scope="module")
+def two_methods():
+    return make_container(("em", "advi"))
+
+
+def test_hard_labels_that_differ_only_on_boundary_rows_are_information_not_a_warning(tmp_path, two_methods):
+    # a Poisson K=2 fit of the discoveries data: EM and ADVI, whose estimates differ by 0.07-0.42 NUTS sd, put the
+    # six years of 6 discoveries on either side (responsibilities 0.49/0.51 and 0.52/0.48): "Hard labels of EM and
+    # ADVI agree poorly (adjusted Rand index 0.64)" was warned in the summary and the report
+    import numpy as np
+
+    import mixflow
+    from mixflow.present.report.cards import cross_method_findings
+
+    em = two_methods["em/responsibilities"]["responsibilities"].values.copy()
+    boundary = np.arange(0, 60, 6)  # ten rows, neither method confident of them, labelled apart
+    em[boundary] = [0.52, 0.48]
+    advi = em.copy()
+    advi[boundary] = [0.46, 0.54]
+    tree = _with_responsibilities(two_methods, em, advi)
+    value = agreement_of(mixflow.compare(tree)).loc["em", "advi"]
+    assert value < 0.65  # the index itself drops as far as the discoveries' did
+    note = (f"Hard labels of EM and ADVI differ on 10 of 60 rows (adjusted Rand index {value:.2f}), all near the "
+            "boundary between components (the most probable component's responsibility at most 0.52 under EM, 0.54 "
+            "under ADVI; neither method reaches 0.75 on them): the clustering's own ambiguity, not a disagreement of "
+            "the methods.")
+    assert not [text for text in cross_method_findings(tree) if "Hard labels" in text]
+    text = mixflow.summary(tree, kind="text")
+    assert f"note: {note}" in text.splitlines() and "agree poorly" not in text
+    page = report(tree, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"<p>{note.replace(chr(39), '&#x27;')}</p>" in page and "agree poorly" not in page
+    assert "Hard labels" not in "".join(_diagnostics_items(page))
+
+
+def test_hard_labels_that_differ_on_rows_one_method_places_confidently_are_warned_with_the_rows(two_methods):
+    # the rule that spares boundary rows must still warn where the methods describe different clusterings: here
+    # ADVI puts eight rows EM places with responsibility above 0.99 in the other component, and ADVI's components
+    # are numbered the other way round (a relabelling is no difference)
+    import numpy as np
+
+    import mixflow
+    from mixflow.present.report.cards import cross_method_findings
+
+    em = two_methods["em/responsibilities"]["responsibilities"].values.copy()
+    sure = np.flatnonzero(em.max(axis=1) > 0.99)[:8]
+    advi = em.copy()
+    advi[sure] = advi[sure][:, ::-1]
+    tree = _with_responsibilities(two_methods, em, advi[:, ::-1])
+    table = mixflow.compare(tree)
+    value = agreement_of(table).loc["em", "advi"]
+    [said] = [text for text in cross_method_findings(tree) if "Hard labels" in text]
+    names = ", ".join(map(str, sure[np.argsort(-em[sure].max(axis=1), kind="stable")][:5]))
+    assert said.startswith(f"Hard labels of EM and ADVI agree poorly (adjusted Rand index {value:.2f}): they differ "
+                           f"on 8 of 60 rows, 8 of them placed confidently by one method (most probable component's "
+                           f"responsibility at least 0.75: EM 8, up to {em[sure].max():.2f}; ADVI 8, up to "
+                           f"{advi[sure].max():.2f}), rows {names} ...: there the methods describe different "
+                           "clusterings")
+    assert "note: Hard labels" not in mixflow.summary(tree, kind="text")
+    assert mixflow.compare(_with_responsibilities(two_methods, em, em[:, ::-1])).attrs["label_differences"][
+        "em"]["advi"]["rows"] == 0  # the same partition, relabelled
+
+
 def test_a_one_cluster_labelling_is_said_as_such_not_as_different_clusterings():
     # ADVI put every row in one component, EM 295 of 300 rows in the same one: the index 0 was said to mean that
     # "the methods describe different clusterings"
@@ -787,3 +859,18 @@ def test_a_k_on_too_few_rows_is_a_warning_of_its_in_sample_criteria():
     table.loc[3, "converged"] = False
     assert selection_findings(table) == [("bad", "Choice of K, K=3, EM: did not converge; its criteria are "
                                                  "unreliable.")]
+
+
+def test_a_choice_of_k_with_an_unreliable_psis_loo_says_how_many_rows_how_high_and_what_to_do():
+    # "high Pareto k (PSIS-LOO unreliable)" said neither how many rows, nor how high, nor what mends it
+    from mixflow.present.report.cards import selection_findings
+
+    selection = pd.DataFrame({"pareto_k_warning": [True, True, True], "max_pareto_k": [1.22, 0.65, float("nan")],
+                              "n_high_pareto_k": [1, 4, float("nan")]}, index=pd.Index([2, 3, 4], name="k"))
+    said = [text for _, text in selection_findings(selection)]
+    assert said == [
+        "Choice of K, K=2, NUTS: PSIS-LOO unreliable: Pareto k above the threshold for its draws at 1 row, up to 1.22 "
+        "(more draws do not mend it: compare K by the held-out log-likelihood (K-fold cross-validation) instead).",
+        "Choice of K, K=3, NUTS: PSIS-LOO unreliable: Pareto k above the threshold for its draws at 4 rows, up to "
+        "0.65 (more draws settle it).",
+        "Choice of K, K=4, NUTS: high Pareto k (PSIS-LOO unreliable)."]

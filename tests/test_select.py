@@ -703,3 +703,23 @@ def test_a_folds_warning_of_the_same_problem_in_its_part_of_the_rows_is_not_said
     assert len(unweighted) == 1 and unweighted[0].startswith("weights: none given, so each of the 20 classes")
     # a fit's estimate that underflows in the data's units depends on the K: said with it
     assert not _about_data("data: the estimate's ['covariance'] underflow float64 in the data's units")
+
+
+def test_loo_table_says_how_many_rows_have_a_high_pareto_k_and_the_largest():
+    # penguins 3-D, K=3: one row's Pareto k of 1.22; the table said only pareto_k_warning, and the report's
+    # finding "high Pareto k" neither how many rows nor how high
+    rng = np.random.default_rng(0)
+    trees = {k: _fake_mcmc_tree(k, rng) for k in (1, 2)}
+    log_lik = trees[2]["mcmc/log_likelihood"]["x"].values.copy()
+    log_lik[..., [3, 17]] = -np.log1p(rng.pareto(0.8, size=(2, 100, 2)))  # importance ratios of tail index 0.8
+    trees[2]["mcmc/log_likelihood"] = xr.DataTree(xr.Dataset({"x": (("chain", "draw", "obs"), log_lik)}))
+    table = loo_table(trees)
+    with warnings.catch_warnings():  # arviz_stats' own about the high shapes
+        warnings.simplefilter("ignore", UserWarning)
+        direct = arviz_stats.loo(xr.DataTree.from_dict({
+            "posterior": trees[2]["mcmc/posterior"].to_dataset(),
+            "log_likelihood": trees[2]["mcmc/log_likelihood"].to_dataset()}), var_name="x", pointwise=True)
+    shapes = direct.pareto_k.values
+    assert table.loc[2, "max_pareto_k"] == pytest.approx(shapes.max()) and shapes.max() > 0.7
+    assert table.loc[2, "n_high_pareto_k"] == (shapes > direct.good_k).sum() == 2 and table.loc[2, "pareto_k_warning"]
+    assert table.loc[1, "n_high_pareto_k"] == 0 and not table.loc[1, "pareto_k_warning"]

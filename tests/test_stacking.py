@@ -622,3 +622,20 @@ def test_chains_that_disagree_at_one_component_are_not_told_to_use_fewer(n_compo
         diagnose({"a": (("chain", "draw"), values)}, xr.Dataset({"a": (("chain", "draw"), values)}), {}, options)
     said = str(record[0].message)
     assert "R-hat above 1.01" in said and ("fewer components" in said) == (n_components > 1)
+
+
+def test_the_rows_above_the_pareto_k_threshold_are_counted_and_said():
+    # the modes recorded the largest Pareto k alone: how many rows make the weights uncertain was not said
+    rng = np.random.default_rng(8)
+    log_likelihood = rng.normal(-2.0, 0.5, (2, 300, 6))
+    log_likelihood[..., [1, 4]] = -np.log1p(rng.pareto(0.8, size=(2, 300, 2)))  # importance ratios of tail 0.8
+    elpd, max_k, good_k, n_high = loo_pointwise(log_likelihood, _posterior(log_likelihood), count_high=True)
+    shapes = _arviz_loo(log_likelihood).pareto_k.values
+    assert n_high == (shapes > good_k).sum() == 2 and max_k == pytest.approx(shapes.max())
+    assert len(loo_pointwise(log_likelihood, _posterior(log_likelihood))) == 3
+    modes = {"chain_mode": np.array([0, 1]), "n_chains": np.array([1, 1]), "n_draws": np.array([300, 300]),
+             "max_pareto_k": np.array([1.22, 0.3]), "pareto_k_threshold": np.array([0.6, 0.6]),
+             "n_high_pareto_k": np.array([3, 0]), "loo_reliable": np.array([False, True]),
+             "min_ess_bulk": np.array([900.0, 900.0]), "ess_reliable": np.array([True, True])}
+    assert mode_caveats(modes) == ("the stacking weights are uncertain: mode 0 (chain 0) has a PSIS-LOO Pareto k up "
+                                   "to 1.22, above 0.60 for its 300 draws, at 3 rows; more draws settle them")

@@ -298,7 +298,7 @@ def _loo_rows_weighted(results: dict, log_likelihoods: dict, frequency: np.ndarr
         lpd_i = logsumexp(draws, axis=0) - np.log(draws.shape[0])
         elpd, se = weighted_sum_and_se(elpd_i, frequency)
         rows[k] = {"elpd_loo": elpd, "elpd_loo_se": se, "p_loo": float(frequency @ (lpd_i - elpd_i)),
-                   "pareto_k_warning": bool(results[k].warning), "stacked_over_modes": stacked.get(k) is not None}
+                   **_pareto_k_columns(results[k]), "stacked_over_modes": stacked.get(k) is not None}
     best = max(rows, key=lambda k: rows[k]["elpd_loo"])
     # the K's stacking weights from the same pointwise values (arviz_stats.compare's "stacking" weights, with
     # each row counted as often as its weight)
@@ -327,7 +327,9 @@ def loo_table(trees: dict) -> pd.DataFrame:
     pandas.DataFrame
         Indexed by ``k``: ``elpd_loo``, ``elpd_loo_se``, ``p_loo``, ``elpd_diff`` and ``elpd_diff_se``
         (against the best K), ``loo_weight`` (stacking of the K, from the same pointwise values: each K's
-        own, or its modes' stacked predictive's), ``pareto_k_warning`` and ``stacked_over_modes``: whether
+        own, or its modes' stacked predictive's), ``pareto_k_warning`` (a Pareto k above arviz_stats' threshold
+        for the draws, ``min(1 - 1 / log10(S), 0.7)``: PSIS-LOO unreliable), ``max_pareto_k``, ``n_high_pareto_k``
+        (the rows above that threshold) and ``stacked_over_modes``: whether
         the K's chains fell into several modes (``/mcmc/modes``), in which case its pointwise values are
         those of the modes' stacked predictive, ``log sum_m w_m exp(elpd_loo_m[n])`` with the modes'
         stacking weights ``w_m`` (Yao, Vehtari and Gelman 2022), rather than a LOO over chains that sample
@@ -365,8 +367,21 @@ def loo_table(trees: dict) -> pd.DataFrame:
     return table
 
 
-_LOO_COLUMNS = ["elpd_loo", "elpd_loo_se", "p_loo", "pareto_k_warning", "stacked_over_modes", "elpd_diff",
-                "elpd_diff_se", "loo_weight"]
+_LOO_COLUMNS = ["elpd_loo", "elpd_loo_se", "p_loo", "pareto_k_warning", "max_pareto_k", "n_high_pareto_k",
+                "stacked_over_modes", "elpd_diff", "elpd_diff_se", "loo_weight"]
+
+
+def _pareto_k_columns(result) -> dict:
+    """A K's PSIS-LOO reliability: arviz_stats' warning, its largest Pareto shape, the rows above its ``good_k``.
+
+    ``good_k`` is arviz_stats' threshold for the draws, ``min(1 - 1 / log10(S), 0.7)``: below 0.7 for fewer than
+    about 2200 draws, where a smaller shape already makes the estimate unreliable.
+    """
+    shapes = np.asarray(result.pareto_k, dtype=float).ravel()
+    finite = np.isfinite(shapes)
+    return {"pareto_k_warning": bool(result.warning),
+            "max_pareto_k": float(shapes[finite].max()) if finite.any() else np.nan,
+            "n_high_pareto_k": int(np.sum(shapes[finite] > float(result.good_k)))}
 
 
 def _loo_rows(trees: dict, results: dict, log_likelihoods: dict) -> pd.DataFrame:
@@ -382,7 +397,7 @@ def _loo_rows(trees: dict, results: dict, log_likelihoods: dict) -> pd.DataFrame
         table = _loo_rows_weighted(results, log_likelihoods, np.ones(n_obs) if frequency is None else frequency,
                                    stacked)
     else:
-        rows = {k: {"elpd_loo": r.elpd, "elpd_loo_se": r.se, "p_loo": r.p, "pareto_k_warning": bool(r.warning),
+        rows = {k: {"elpd_loo": r.elpd, "elpd_loo_se": r.se, "p_loo": r.p, **_pareto_k_columns(r),
                     "stacked_over_modes": False} for k, r in results.items()}
         table = pd.DataFrame.from_dict(rows, orient="index")
         if len(results) > 1:

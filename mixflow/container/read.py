@@ -29,6 +29,7 @@ __all__ = [
     "frequency_weights",
     "hard_labels",
     "has_group",
+    "mean_responsibilities",
     "method_draws",
     "observed_data",
     "parameter_names",
@@ -163,6 +164,15 @@ def method_draws(tree, method: str) -> xr.Dataset | None:
 def hard_labels(tree, method: str) -> np.ndarray | None:
     """Most probable component of each observation under a method, or None if it has no responsibilities.
 
+    The argmax of :func:`mean_responsibilities`.
+    """
+    resp = mean_responsibilities(tree, method)
+    return None if resp is None else resp.argmax(axis=1)
+
+
+def mean_responsibilities(tree, method: str) -> np.ndarray | None:
+    """Each observation's responsibilities (obs, component) under a method, or None if it has none.
+
     Uses ``/em/responsibilities`` for EM and the posterior-mean responsibilities
     (``responsibilities_mean``, or ``responsibilities`` averaged over any chain/draw dims) of MCMC and ADVI.
     """
@@ -177,7 +187,7 @@ def hard_labels(tree, method: str) -> np.ndarray | None:
     sample = [dim for dim in _SAMPLE_DIMS if dim in resp.dims]
     if sample:
         resp = resp.mean(sample)
-    return resp.transpose("obs", "component").values.argmax(axis=1)
+    return resp.transpose("obs", "component").values
 
 
 def frequency_weights(tree) -> np.ndarray | None:

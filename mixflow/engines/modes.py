@@ -233,7 +233,8 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         (mode, the stacking weight), ``weight_low`` and ``weight_high`` (its central :data:`WEIGHT_INTERVAL`
         interval under a Bayesian bootstrap of the rows, :func:`~mixflow.engines.stacking.weight_intervals`; 0 and
         0 for a mode left out), ``n_chains``, ``n_draws`` (all its chains' draws), ``elpd_loo``, ``max_pareto_k``,
-        ``pareto_k_threshold`` (arviz_stats' for the mode's draws), ``in_stacking`` (:func:`_stacking`: weight
+        ``pareto_k_threshold`` (arviz_stats' for the mode's draws), ``n_high_pareto_k`` (the rows whose Pareto k
+        exceeds it), ``in_stacking`` (:func:`_stacking`: weight
         0 for a mode of stuck chains, or whose Pareto k exceeds :data:`LOO_UNUSABLE_K`), ``loo_reliable`` (PSIS-LOO
         with every Pareto shape at most the threshold, chains not all stuck), ``ess_reliable`` (smallest bulk ESS at
         least :data:`ESS_PER_CHAIN_MIN` per chain, no chain stuck; of ``independent`` draws, their number),
@@ -258,10 +259,12 @@ def mode_summaries(model, data: Data, draws: dict, log_likelihood: np.ndarray, r
         means.append({name: posterior[name].mean(("chain", "draw")).values for name in posterior.data_vars})
         sds.append({name: scaled_std(posterior[name], ("chain", "draw")).values for name in posterior.data_vars})
         row = {"n_chains": chains.size, "n_draws": chains.size * posterior.sizes["draw"],
-               "max_pareto_k": np.nan, "pareto_k_threshold": np.nan, "stuck_mode": bool(stuck[chains].all())}
+               "max_pareto_k": np.nan, "pareto_k_threshold": np.nan, "n_high_pareto_k": 0,
+               "stuck_mode": bool(stuck[chains].all())}
         # one mode's weight is 1 whatever its densities, but its LOO is still the model's, and is recorded
-        lpd[:, mode], row["max_pareto_k"], row["pareto_k_threshold"] = loo_pointwise(
-            log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()})
+        lpd[:, mode], row["max_pareto_k"], row["pareto_k_threshold"], row["n_high_pareto_k"] = loo_pointwise(
+            log_likelihood[chains], {name: (dims, np.asarray(v)[chains]) for name, (dims, v) in draws.items()},
+            count_high=True)
         row.update(_at_mean(model, data, means[-1]))
         row["max_rhat"], row["min_ess_bulk"], row["min_ess_tail"] = extremes(convergence(posterior))
         # NaN comparisons are False: a mode without PSIS (too few draws) has no reliable LOO
@@ -353,6 +356,7 @@ _MODE_ATTRS = {
                    "and its draws a sample (ess_reliable); else every moving mode is stacked",
     "stuck": f"the chain's draw changed in fewer than {STUCK_MOVES:g} of its transitions (moves): its draws are not a "
              "sample of the posterior",
+    "n_high_pareto_k": "the rows whose PSIS-LOO Pareto shape exceeds pareto_k_threshold",
     "loo_reliable": "PSIS-LOO with every Pareto shape at most pareto_k_threshold (arviz_stats' min(1 - 1 / "
                     "log10(S), 0.7) for S draws); False: the mode's weight rests on unreliable densities",
     "ess_reliable": f"smallest bulk ESS within the mode (of ADVI's independent draws, their number) at least "
@@ -467,8 +471,8 @@ def mode_caveats(modes, unit: str = "chains") -> str:
         PSIS-LOO needs (draws >= 30 per chain), so its weight rests on plain importance-sampling LOO; more
         draws settle them"``.
     """
-    names = ("chain_mode", "n_chains", "n_draws", "max_pareto_k", "pareto_k_threshold", "loo_reliable",
-             "min_ess_bulk", "ess_reliable", "stuck", "moves", "stuck_inside")
+    names = ("chain_mode", "n_chains", "n_draws", "max_pareto_k", "pareto_k_threshold", "n_high_pareto_k",
+             "loo_reliable", "min_ess_bulk", "ess_reliable", "stuck", "moves", "stuck_inside")
     value = {name: np.asarray(modes[name]) for name in names if name in modes}
     left_out = left_out_modes(modes)
     if value["n_draws"].size < 2:
@@ -494,8 +498,11 @@ def mode_caveats(modes, unit: str = "chains") -> str:
                        "values), so its weight rests on plain importance-sampling LOO")
         elif not value["loo_reliable"][mode]:
             threshold, shape = value["pareto_k_threshold"][mode], value["max_pareto_k"][mode]
+            # results saved without the count say the largest shape alone
+            high = int(value["n_high_pareto_k"][mode]) if "n_high_pareto_k" in value else 0
+            rows = f", at {high} row{'s' * (high != 1)}" if high else ""
             why.append(f"has a PSIS-LOO Pareto k up to {format_above(shape, threshold)}, above "
-                       f"{threshold:.2f} for its {n_draws} draws" + (
+                       f"{threshold:.2f} for its {n_draws} draws{rows}" + (
                            f", and above {LOO_UNUSABLE_K:g}, where its leave-one-out densities have no finite mean "
                            "(stacked all the same: no mode has usable ones and draws that are a sample)"
                            if shape > LOO_UNUSABLE_K and "in_stacking" in modes else ""))

@@ -121,7 +121,7 @@ def importance_loo(log_likelihood: np.ndarray) -> np.ndarray:
     return np.log(flat.shape[0]) - logsumexp(-flat, axis=0)
 
 
-def loo_pointwise(log_likelihood: np.ndarray, posterior: dict) -> tuple[np.ndarray, float, float]:
+def loo_pointwise(log_likelihood: np.ndarray, posterior: dict, *, count_high: bool = False) -> tuple:
     """LOO log predictive density of every observation from one set of chains (the module's docstring).
 
     Parameters
@@ -140,6 +140,8 @@ def loo_pointwise(log_likelihood: np.ndarray, posterior: dict) -> tuple[np.ndarr
     good_k : float
         arviz_stats' threshold of the Pareto shape for these draws, ``min(1 - 1 / log10(S), 0.7)``
         (NaN without PSIS).
+    n_high : int
+        With ``count_high``: how many observations have a Pareto shape above ``good_k`` (0 without PSIS).
 
     An observation whose log-likelihood is the same in every draw (chains that did not move it) has that value
     as its LOO density exactly, and no tail for PSIS to fit: it is left out of PSIS and of the largest shape.
@@ -148,14 +150,17 @@ def loo_pointwise(log_likelihood: np.ndarray, posterior: dict) -> tuple[np.ndarr
     """
     import arviz_stats as azs
 
+    def extra(n_high: int) -> tuple:
+        return (n_high,) if count_high else ()
+
     if log_likelihood.shape[0] * log_likelihood.shape[1] < PSIS_MIN_DRAWS:
-        return importance_loo(log_likelihood), float("nan"), float("nan")
+        return importance_loo(log_likelihood), float("nan"), float("nan"), *extra(0)
     with np.errstate(invalid="ignore"):  # exact where the log-likelihood is constant over the draws
         elpd = importance_loo(log_likelihood)
         # NaN or infinite values are not constant: PSIS sees them, as before
         varies = ~(np.ptp(log_likelihood.reshape(-1, log_likelihood.shape[-1]), axis=0) == 0)
     if not varies.any():
-        return elpd, float("nan"), float("nan")
+        return elpd, float("nan"), float("nan"), *extra(0)
     tree = xr.DataTree.from_dict({
         "posterior": xr.Dataset({name: (dims, value) for name, (dims, value) in posterior.items()}),
         "log_likelihood": xr.Dataset({"x": (("chain", "draw", "obs"), log_likelihood[..., varies])}),
@@ -165,11 +170,12 @@ def loo_pointwise(log_likelihood: np.ndarray, posterior: dict) -> tuple[np.ndarr
         try:
             result = azs.loo(tree, pointwise=True, var_name="x")
         except ValueError:  # a tail of equal values (draws stuck on a few values): no shape to fit, none reliable
-            return elpd, float("nan"), float("nan")
+            return elpd, float("nan"), float("nan"), *extra(0)
     elpd[varies] = np.asarray(result.elpd_i.values, dtype=float)
     shapes = np.asarray(result.pareto_k.values, dtype=float)
     largest = float(np.nanmax(shapes)) if np.isfinite(shapes).any() else float("nan")  # none fitted: not reliable
-    return elpd, largest, float(result.good_k)
+    good_k = float(result.good_k)
+    return elpd, largest, good_k, *extra(int(np.sum(shapes > good_k)))
 
 
 def combined_draws(draws: dict, chain_mode: np.ndarray, weights: np.ndarray, rng: np.random.Generator) -> dict:

@@ -15,12 +15,12 @@ import xarray as xr
 from arviz_base import rcParams
 from scipy import stats as st
 
-from mixflow.container.layout import EM_ESTIMATE, METHODS
+from mixflow.container.layout import EM_ESTIMATE, METHODS, OBSERVED_DATA
 from mixflow.container.read import (
     available_methods,
     check_tree,
     frequency_weights,
-    hard_labels,
+    mean_responsibilities,
     method_draws,
     parameter_names,
 )
@@ -29,6 +29,7 @@ from mixflow.families.scaling import scaled_std
 from mixflow.wording import BOOTSTRAP_REMEDY
 
 __all__ = [
+    "CONFIDENT_RESPONSIBILITY",
     "METHOD_LABELS",
     "STATISTICS",
     "adjusted_rand_index",
@@ -45,6 +46,16 @@ METHOD_LABELS = {"em": "EM", "bootstrap": "EM bootstrap", "mcmc": "MCMC (NUTS)",
 #: The statistics of :func:`compare_dataset`, in order.
 STATISTICS = ("estimate", "sd", "lower", "upper", "em_inside", "distance_to_mcmc", "sd_ratio_to_mcmc")
 _SAMPLE_DIMS = ("chain", "draw")
+#: A method places a row confidently when the row's most probable component under it has at least this
+#: responsibility: posterior odds of 3 to 1 for that component against all the others together, where Kass and
+#: Raftery's (1995) scale starts "positive" evidence (odds below 3 are "not worth more than a bare mention"). Where
+#: two methods' hard labels of a row differ, the second gives the first's component at most 1/2 (its own is at least
+#: as probable); so a row one method places confidently has responsibilities that differ by at least 0.25 between
+#: them, a disagreement of the methods, while rows neither places confidently lie on the boundary between
+#: overlapping components, where a small change of the estimates moves the argmax (the clustering's own ambiguity).
+CONFIDENT_RESPONSIBILITY = 0.75
+#: Rows named where hard labels differ confidently.
+_EXAMPLES = 5
 
 
 def _pairs(counts: np.ndarray) -> float:
@@ -96,12 +107,14 @@ def label_agreement(tree) -> pd.DataFrame:
         Square, symmetric, indexed and labelled by method (``em``, ``mcmc``, ``advi``), ones on the
         diagonal; empty when fewer than one method has responsibilities. ``attrs["clusters"]``: the number of
         components each method's hard labels use (against a labelling of one cluster the index is 0 whatever
-        the other labelling is, and 1 between two such labellings).
+        the other labelling is, and 1 between two such labellings). ``attrs["differences"]``: for each pair
+        ``{a: {b: ...}}`` (a before b), the rows whose labels differ, by :func:`label_differences`.
 
     """
     check_tree(tree)
-    labels = {m: hard_labels(tree, m) for m in available_methods(tree)}
-    labels = {m: value for m, value in labels.items() if value is not None}
+    resp = {m: mean_responsibilities(tree, m) for m in available_methods(tree)}
+    resp = {m: value for m, value in resp.items() if value is not None}
+    labels = {m: value.argmax(axis=1) for m, value in resp.items()}
     weights = frequency_weights(tree)
     names = list(labels)
     table = np.array([[adjusted_rand_index(labels[a], labels[b], weights) for b in names] for a in names])
@@ -109,7 +122,65 @@ def label_agreement(tree) -> pd.DataFrame:
                          columns=pd.Index(names, name="method_"))
     counted_rows = slice(None) if weights is None else np.asarray(weights) > 0
     frame.attrs["clusters"] = {m: int(np.unique(np.asarray(labels[m])[counted_rows]).size) for m in names}
+    obs = tree[OBSERVED_DATA]["obs"].values
+    frame.attrs["differences"] = {a: {b: label_differences(resp[a], resp[b], weights, obs, (a, b))
+                                      for b in names[i + 1:]} for i, a in enumerate(names)}
     return frame
+
+
+def label_differences(resp_a, resp_b, weights=None, obs=None, names=("a", "b")) -> dict:
+    """Where two methods' hard labels differ, and how confidently either places those rows.
+
+    The second method's components are first matched to the first's (the relabelling under which most rows, by
+    weight, share a label: the adjusted Rand index does not depend on the labels' names, and neither does this).
+
+    Parameters
+    ----------
+    resp_a, resp_b : array-like of shape (n_obs, n_components)
+        Each row's responsibilities under the two methods.
+    weights : array-like of shape (n_obs,), optional
+        Frequency weights: a row of weight w counts w times, rows of weight 0 not at all.
+    obs : array-like of shape (n_obs,), optional
+        The rows' names, for ``examples``; their positions when not given.
+    names : tuple of two str
+        The methods' names, the keys of ``confident_by`` and ``top``.
+
+    Returns
+    -------
+    dict
+        ``rows`` (how many rows' labels differ, by weight), ``total`` (rows, by weight), ``confident`` (rows of
+        those that at least one method places confidently: its most probable component's responsibility at
+        least :data:`CONFIDENT_RESPONSIBILITY`), ``confident_by`` ({method: rows it places confidently of those
+        that differ}), ``top`` ({method: the largest most-probable responsibility it gives a row that differs},
+        0 when none does), ``examples`` (the names of up to 5 rows placed confidently that differ, the most
+        confident first) and ``weighted`` (whether counts are by frequency weight). Plain numbers and strings.
+
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    resp_a, resp_b = np.asarray(resp_a, dtype=float), np.asarray(resp_b, dtype=float)
+    weight = np.ones(resp_a.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    obs = np.arange(resp_a.shape[0]) if obs is None else np.asarray(obs)
+    labels_a, labels_b = resp_a.argmax(axis=1), resp_b.argmax(axis=1)
+    size = max(resp_a.shape[1], resp_b.shape[1])
+    shared = np.zeros((size, size))
+    np.add.at(shared, (labels_a, labels_b), weight)
+    matched_a, matched_b = linear_sum_assignment(shared, maximize=True)
+    as_a = np.empty(size, dtype=int)
+    as_a[matched_b] = matched_a
+    counted = weight > 0
+    differ = (labels_a != as_a[labels_b]) & counted
+    top_a, top_b = resp_a.max(axis=1), resp_b.max(axis=1)
+    sure_a, sure_b = differ & (top_a >= CONFIDENT_RESPONSIBILITY), differ & (top_b >= CONFIDENT_RESPONSIBILITY)
+    confident = sure_a | sure_b
+    surest = np.maximum(top_a, top_b)
+    order = np.flatnonzero(confident)[np.argsort(-surest[confident], kind="stable")]
+    a, b = names
+    return {"rows": float(weight[differ].sum()), "total": float(weight[counted].sum()),
+            "confident": float(weight[confident].sum()),
+            "confident_by": {a: float(weight[sure_a].sum()), b: float(weight[sure_b].sum())},
+            "top": {a: float(top_a[differ].max(initial=0.0)), b: float(top_b[differ].max(initial=0.0))},
+            "examples": [str(name) for name in obs[order[:_EXAMPLES]]], "weighted": weights is not None}
 
 
 def _check_probability(ci_prob, ci_kind):
@@ -264,7 +335,8 @@ def _agreement_array(tree, methods) -> xr.DataArray:
     table = agreement.reindex(index=methods, columns=methods)
     return xr.DataArray(table.to_numpy(dtype=float), dims=("method", "method_"),
                         coords={"method": methods, "method_": methods},
-                        attrs={"clusters": json.dumps(agreement.attrs["clusters"])})
+                        attrs={"clusters": json.dumps(agreement.attrs["clusters"]),
+                               "differences": json.dumps(agreement.attrs["differences"])})
 
 
 def compare(tree, *, ci_prob: float | None = None, ci_kind: str | None = None,
@@ -288,7 +360,8 @@ def compare(tree, *, ci_prob: float | None = None, ci_kind: str | None = None,
         :func:`compare_dataset` (``em_inside`` as a nullable boolean). ``attrs`` holds ``ci_prob``,
         ``ci_kind``, ``element_columns``, ``label_agreement`` (the adjusted Rand index of each pair of methods,
         ``{method: {method_: index}}``, as plain dicts so that ``pd.concat`` of such tables works; as a table:
-        :func:`agreement_of`, or :func:`label_agreement` of the tree) and ``label_agreement_clusters``.
+        :func:`agreement_of`, or :func:`label_agreement` of the tree), ``label_agreement_clusters`` and
+        ``label_differences`` (its ``attrs["differences"]``).
 
     Examples
     --------
@@ -372,19 +445,22 @@ def _agreement_attrs(index: xr.DataArray) -> dict:
     """
     frame = index.to_pandas().dropna(how="all").dropna(axis=1, how="all")
     return {"label_agreement": {str(a): {str(b): float(frame.loc[a, b]) for b in frame.columns} for a in frame.index},
-            "label_agreement_clusters": json.loads(index.attrs.get("clusters", "{}"))}
+            "label_agreement_clusters": json.loads(index.attrs.get("clusters", "{}")),
+            "label_differences": json.loads(index.attrs.get("differences", "{}"))}
 
 
 def agreement_of(table: pd.DataFrame) -> pd.DataFrame:
     """The adjusted Rand index table a :func:`compare` table holds in ``attrs``, as :func:`label_agreement` gives it.
 
-    Square, indexed and labelled by method; ``attrs["clusters"]``: the components each method's hard labels use.
+    Square, indexed and labelled by method; ``attrs["clusters"]``: the components each method's hard labels use;
+    ``attrs["differences"]``: where they differ (:func:`label_differences`).
     """
     pairs = table.attrs.get("label_agreement", {})
     names = list(pairs)
     frame = pd.DataFrame([[pairs[a][b] for b in pairs[a]] for a in names], index=pd.Index(names, name="method"),
                          columns=pd.Index(list(pairs[names[0]]) if names else [], name="method_"), dtype=float)
     frame.attrs["clusters"] = dict(table.attrs.get("label_agreement_clusters", {}))
+    frame.attrs["differences"] = dict(table.attrs.get("label_differences", {}))
     return frame
 
 

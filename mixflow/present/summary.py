@@ -178,7 +178,8 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
     if methods:  # what the report also finds across the methods and restarts (its words, cut to a line)
         from mixflow.present.report.cards import cross_method_findings
 
-        warnings += [_shortened(text) for text in cross_method_findings(tree, dataset_to_frame(compared))]
+        frame = dataset_to_frame(compared)
+        warnings += [_shortened(text) for text in cross_method_findings(tree, frame)]
     recorded = _run_warnings(tree)
     lines.append("warnings: " + ("none" if not warnings and not recorded else ""))
     lines += [f"  - {text}" for text in warnings]
@@ -190,6 +191,10 @@ def summary_text(tree, *, ci_prob: float | None = None, ci_kind: str | None = No
                      "run.log list them all)")
     if any(line.startswith("  - ") and line.endswith(" ...") for line in lines):
         lines.append("  (a message cut at ' ...' is given whole in the report, and in a workflow's run.log)")
+    if methods:  # hard labels that differ only on rows no method places confidently: information, not warnings
+        from mixflow.present.report.cards import label_agreement_findings
+
+        lines += [f"note: {text}" for level, text in label_agreement_findings(frame) if level == "info"]
     lines += _reference_line(tree)
     if methods:
         lines += ["", *_estimates_text(table, ParameterUnits(tree))]

@@ -26,16 +26,24 @@ from mixflow.engines.sampling_diagnostics import (
     MIN_DRAWS_FOR_ESS,
     RHAT_MAX,
     disagreeing_mode,
+    format_above,
     format_ess,
     format_rhat,
 )
-from mixflow.present.compare import METHOD_LABELS, agreement_of, compare_dataset, dataset_to_frame, element_columns
+from mixflow.present.compare import (
+    CONFIDENT_RESPONSIBILITY,
+    METHOD_LABELS,
+    agreement_of,
+    compare_dataset,
+    dataset_to_frame,
+    element_columns,
+)
 from mixflow.present.numbers import advi_progress, recorded_warning_line, searched_a_sample, set_aside_runs
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.wording import agreeing, counted, fixed_places, pairs_text
 
 __all__ = ["ADVI_SD_RATIO", "card", "diagnostics", "duration", "fit_findings", "fit_findings_apart", "fit_summaries",
-           "key_values", "provenance_rows", "run_warnings", "selection_findings"]
+           "key_values", "label_agreement_findings", "provenance_rows", "run_warnings", "selection_findings"]
 
 
 def key_values(rows: list[tuple[str, object]]) -> str:
@@ -424,10 +432,27 @@ def selection_findings(selection: pd.DataFrame | None, tree=None) -> list[tuple[
             nuts.append(counted(int(row["divergences"]), "divergent transition"))
             bad = True
         if pd.notna(row.get("pareto_k_warning", np.nan)) and bool(row["pareto_k_warning"]):
-            nuts.append("high Pareto k (PSIS-LOO unreliable)")
+            nuts.append(_pareto_k_text(row))
         if nuts:
             findings.append(("bad" if bad else "warn", f"Choice of K, K={k}, NUTS: {'; '.join(nuts)}."))
     return findings
+
+
+def _pareto_k_text(row) -> str:
+    """A choice-of-K row's unreliable PSIS-LOO: how many rows, the largest Pareto k, and what to do.
+
+    Above 0.7 more draws do not help (the importance ratios' distribution has too thick a tail: Vehtari et al.,
+    *Pareto smoothed importance sampling*, JMLR 2024); below it, above arviz_stats' smaller threshold for few draws
+    (``min(1 - 1 / log10(S), 0.7)``), more draws do.
+    """
+    largest, high = row.get("max_pareto_k", np.nan), row.get("n_high_pareto_k", np.nan)
+    if pd.isna(largest):  # a table written without them
+        return "high Pareto k (PSIS-LOO unreliable)"
+    rows = f" at {counted(int(high), 'row')}" if pd.notna(high) and high > 0 else ""
+    remedy = ("more draws do not mend it: compare K by the held-out log-likelihood (K-fold cross-validation) "
+              "instead" if largest > 0.7 else "more draws settle it")
+    return (f"PSIS-LOO unreliable: Pareto k above the threshold for its draws{rows}, up to "
+            f"{format_above(largest, 0.7)} ({remedy})")
 
 
 def low_ess(row, label: str) -> bool:
@@ -600,14 +625,66 @@ def _comparison_findings(table: pd.DataFrame, variant: str | None = None,
                                  f"in one component (against {others}): the adjusted Rand index against such a "
                                  "labelling is 0 whatever the other is, so it does not measure how far they agree; "
                                  "compare the responsibilities instead."))
-    low = [(a, b, agreement.loc[a, b]) for i, a in enumerate(agreement.index) for b in agreement.columns[i + 1:]
-           if agreement.loc[a, b] < 0.9 and a not in single and b not in single]
-    for a, b, value in low:  # Steinley (2004): above 0.9 excellent, 0.8 good, 0.65 moderate, below poor; 0 is chance
-        degree = ("only moderately" if value >= 0.65 else "poorly" if value >= 0.2 else
-                  "hardly at all (0 is the agreement of random labels): the methods describe different clusterings")
-        findings.append(("warn", f"Hard labels of {METHOD_LABELS[a]} and {METHOD_LABELS[b]} agree {degree} "
-                                 f"(adjusted Rand index {value:.2f})."))
+    findings += [(level, text) for level, text in label_agreement_findings(table) if level == "warn"]
     return findings
+
+
+def label_agreement_findings(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """What the hard labels of each pair of methods that agree less than excellently say, as (level, text).
+
+    Pairs whose adjusted Rand index is below 0.9 (Steinley 2004: above 0.9 excellent, 0.8 good, 0.65 moderate,
+    below poor; 0 is chance), neither of them a one-cluster labelling: "warn" where they differ on rows one of
+    the methods places confidently (:data:`mixflow.present.compare.CONFIDENT_RESPONSIBILITY`), naming how many and
+    some of them; "info" where every row they differ on is one neither places confidently: rows on the boundary
+    between components, the clustering's own ambiguity rather than a disagreement of the methods. A table without
+    the rows' record (``attrs["label_differences"]``) is judged on the index alone, a "warn".
+    """
+    agreement = agreement_of(table)
+    clusters, differences = agreement.attrs.get("clusters", {}), agreement.attrs.get("differences", {})
+    single = {m for m in agreement.index if clusters.get(m) == 1}
+    found = []
+    for i, a in enumerate(agreement.index):
+        for b in agreement.columns[i + 1:]:
+            value = agreement.loc[a, b]
+            if value >= 0.9 or a in single or b in single:
+                continue
+            record = differences.get(a, {}).get(b) or differences.get(b, {}).get(a)  # keyed by method either way
+            found.append(_labels_differ(a, b, value, record))
+    return found
+
+
+def _labels_differ(a: str, b: str, value: float, record) -> tuple[str, str]:
+    """One pair's finding: a warning where rows one method places confidently differ, else information."""
+    pair = f"{METHOD_LABELS[a]} and {METHOD_LABELS[b]}"
+    degree = ("only moderately" if value >= 0.65 else "poorly" if value >= 0.2 else
+              "hardly at all (0 is the agreement of random labels)")
+    if record is None:
+        different = "" if value >= 0.2 else ": the methods describe different clusterings"
+        return "warn", f"Hard labels of {pair} agree {degree}{different} (adjusted Rand index {value:.2f})."
+    unit = "observations (by frequency weight)" if record.get("weighted") else "rows"
+    count = f"{_count(record['rows'])} of {_count(record['total'])} {unit}"
+    bound = f"{CONFIDENT_RESPONSIBILITY:.2f}"
+    top = record["top"]
+    if not record["confident"]:
+        return "info", (f"Hard labels of {pair} differ on {count} (adjusted Rand index {value:.2f}), all near the "
+                        "boundary between components (the most probable component's responsibility at most "
+                        f"{top[a]:.2f} under {METHOD_LABELS[a]}, {top[b]:.2f} under {METHOD_LABELS[b]}; neither "
+                        f"method reaches {bound} on them): the clustering's own ambiguity, not a disagreement of the "
+                        "methods.")
+    by = record["confident_by"]
+    who = "; ".join(f"{METHOD_LABELS[m]} {_count(by[m])}, up to {top[m]:.2f}" for m in (a, b) if by[m])
+    rest = record["rows"] - record["confident"]
+    others = f"; the other {_count(rest)} neither places confidently" if rest > 0 else ""
+    examples = ", ".join(record["examples"]) + (" ..." if record["confident"] > len(record["examples"]) else "")
+    return "warn", (f"Hard labels of {pair} agree {degree} (adjusted Rand index {value:.2f}): they differ on "
+                    f"{count}, {_count(record['confident'])} of them placed confidently by one method (most "
+                    f"probable component's responsibility at least {bound}: {who}), rows {examples}{others}: there "
+                    "the methods describe different clusterings; compare their estimates and responsibilities.")
+
+
+def _count(value: float) -> str:
+    """A count of rows, whole where it is (frequency weights may be fractions)."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.4g}"
 
 
 def _element(row, columns) -> str:

@@ -34,6 +34,7 @@ from mixflow.present.report.cards import (
     fit_findings,
     fit_summaries,
     key_values,
+    label_agreement_findings,
     low_ess,
     provenance_rows,
     run_warnings,
@@ -435,6 +436,8 @@ def _comparison_section(table: pd.DataFrame, units: ParameterUnits, em_method: s
     if agreement.size:
         named = agreement.rename(index=METHOD_LABELS, columns=METHOD_LABELS).rename_axis(index=None, columns=None)
         parts += ["<h3>Agreement of hard cluster labels (adjusted Rand index)</h3>", _table(named.round(4))]
+        # where labels differ only on rows no method places confidently: information (a warning is a finding)
+        parts += [f"<p>{html.escape(text)}</p>" for level, text in label_agreement_findings(table) if level == "info"]
     return "".join(parts)
 
 
@@ -652,8 +655,8 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
         rows[f"stuck {unit}"] = [", ".join(map(str, np.flatnonzero((chain_mode == m) & modes["stuck"].values)))
                                  for m in modes["mode"].values]
     for name in ("weight", "weight_low", "weight_high", "in_stacking", "elpd_loo", "elpd_diff", "elpd_diff_se",
-                 "max_pareto_k", "pareto_k_threshold", "loo_reliable", "log_likelihood", "log_posterior", "max_rhat",
-                 "min_ess_bulk", "min_ess_tail", "ess_reliable"):
+                 "max_pareto_k", "pareto_k_threshold", "n_high_pareto_k", "loo_reliable", "log_likelihood",
+                 "log_posterior", "max_rhat", "min_ess_bulk", "min_ess_tail", "ess_reliable"):
         if name in modes:
             rows[name] = modes[name].values
     left_out = left_out_modes(modes)
@@ -708,7 +711,9 @@ def _selection_html(selection) -> str:
           "<code>icl</code> is BIC plus twice the entropy of the responsibilities (mclust's ICL takes "
           "that of the hard labels, which is at most as large)." if "bic" in selection else "")
     nuts = (" NUTS columns: <code>max_rhat</code>, <code>min_ess_bulk</code>, <code>min_ess_tail</code>, "
-            "<code>divergences</code>, <code>pareto_k_warning</code> (PSIS-LOO unreliable), <code>n_modes</code> "
+            "<code>divergences</code>, <code>pareto_k_warning</code> (PSIS-LOO unreliable: a Pareto k above "
+            "arviz_stats' threshold for the draws), <code>max_pareto_k</code>, <code>n_high_pareto_k</code> (the rows "
+            "above it), <code>n_modes</code> "
             "(modes the chains fell into; with several, <code>elpd_loo</code> is that of the modes' stacked "
             "predictive)." if "elpd_loo" in selection else "")
     note = f"<p><small>{em}{nuts}</small></p>" if em or nuts else ""
