@@ -899,19 +899,21 @@ def _terminated_run(workflow_file, out, target: str, swallowed: bool, before: bo
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
+@pytest.mark.parametrize("sent", ["SIGTERM", "SIGHUP"])
 @pytest.mark.parametrize("first_run", [False, True])
-def test_sigterm_stops_a_run_as_an_interrupt_does(tmp_path, workflow_file, first_run):
-    # SIGTERM (kill, timeout) ended the process at once: exit 143 with no message, run.log.partial left behind
-    # (beside an earlier run's run.log on a rerun), no run-interrupted.log. It is stopped as Ctrl-C is, in a
+def test_sigterm_and_sighup_stop_a_run_as_an_interrupt_does(tmp_path, workflow_file, first_run, sent):
+    # SIGTERM (kill, timeout) and SIGHUP (the terminal closed, an ssh session lost) ended the process at once: exit
+    # 143 or 129 with no message, run.log.partial left behind (beside an earlier run's run.log on a rerun), no
+    # run-interrupted.log. Each is stopped as Ctrl-C is, with its own status (128 + its number) and name, in a
     # process of its own (a test process would end on it)
     out = tmp_path / "out"
     if not first_run:
         assert subprocess.run([sys.executable, "-m", "mixflow.cli", "run", str(workflow_file), "--out", str(out),
                                "--quiet"], capture_output=True).returncode == 0
-    done = _terminated_run(workflow_file, out, "fit", swallowed=False)
-    assert done.returncode == 143, done.stderr
+    done = _terminated_run(workflow_file, out, "fit", swallowed=False, sent=sent)
+    assert done.returncode == 128 + getattr(signal, sent), done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        "mixflow run: error: terminated (SIGTERM); " + ("the 1 file completely written before it is kept ("
+        f"mixflow run: error: terminated ({sent}); " + ("the 1 file completely written before it is kept ("
                                                         f"{out / 'run-interrupted.log'})" if not first_run
                                                         else "no output was written")
         + "; no half-written file was left")
@@ -920,30 +922,7 @@ def test_sigterm_stops_a_run_as_an_interrupt_does(tmp_path, workflow_file, first
     else:
         assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(
             json.loads((out / "workflow.json").read_text())["outputs"] + ["run-interrupted.log"])
-        assert (out / "run-interrupted.log").read_text().rstrip().endswith("terminated (SIGTERM)")
-
-
-@pytest.mark.parametrize("first_run", [False, True])
-def test_sighup_stops_a_run_as_sigterm_does(tmp_path, workflow_file, first_run):
-    # SIGHUP (the terminal closed, an ssh session lost) ended the process at once: exit 129 with no message,
-    # run.log.partial left behind. It is stopped as SIGTERM is, with its own status (128 + 1) and name
-    out = tmp_path / "out"
-    if not first_run:
-        assert subprocess.run([sys.executable, "-m", "mixflow.cli", "run", str(workflow_file), "--out", str(out),
-                               "--quiet"], capture_output=True).returncode == 0
-    done = _terminated_run(workflow_file, out, "fit", swallowed=False, sent="SIGHUP")
-    assert done.returncode == 128 + signal.SIGHUP, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == (
-        "mixflow run: error: terminated (SIGHUP); " + ("the 1 file completely written before it is kept ("
-                                                       f"{out / 'run-interrupted.log'})" if not first_run
-                                                       else "no output was written")
-        + "; no half-written file was left")
-    if first_run:
-        assert not out.exists()
-    else:
-        assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted(
-            json.loads((out / "workflow.json").read_text())["outputs"] + ["run-interrupted.log"])
-        assert (out / "run-interrupted.log").read_text().rstrip().endswith("terminated (SIGHUP)")
+        assert (out / "run-interrupted.log").read_text().rstrip().endswith(f"terminated ({sent})")
 
 
 def test_a_sighup_during_a_write_removes_the_temporary(tmp_path):
