@@ -57,6 +57,7 @@ def test_figures_the_caller_holds_open_raise_no_warning_while_the_report_draws()
 
     from mixflow.present.report.page import render_plots
 
+    plt.close("all")  # figures other tests left open in this process
     held = [plt.figure() for _ in range(20)]  # the warning comes as the 21st opens
     try:
         with warnings.catch_warnings(record=True) as caught:
