@@ -103,8 +103,10 @@ def pytest_configure(config):
 
 @pytest.fixture
 def no_report_plots(monkeypatch):
-    """Reports without their figures, for tests that read the rest of the page."""
+    """Reports without their figures, for tests that read the rest of the page (a workflow draws them once, for the
+    figure files and the report alike: none are drawn)."""
     monkeypatch.setattr("mixflow.present.report.page._plots_section", lambda *args: ("", []))
+    monkeypatch.setattr("mixflow.present.report.page.render_plots", lambda *args, **kwargs: {})
 
 
 @pytest.fixture
