@@ -44,8 +44,8 @@ import numpy as np
 import xarray as xr
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "ESS_PER_CHAIN_MIN", "MODE_OVERLAP", "MODE_RHAT",
-           "STUCK_MOVES", "TAIL_PROB",
+__all__ = ["CROSSING_WINDOW", "CROSSING_WINDOWS", "DOMINANT_WEIGHT", "ESS_PER_CHAIN_MIN", "LOO_MORE_DRAWS_K",
+           "MODE_OVERLAP", "MODE_RHAT", "STUCK_MOVES", "TAIL_PROB",
            "chain_crossings", "chain_modes", "chain_moves", "chains_text", "crossing_window",
            "describe_modes", "pair_overlaps", "pair_rhats", "convergence", "extremes", "rhat_within", "scalar_columns",
            "stuck_text"]
@@ -67,6 +67,9 @@ DOMINANT_WEIGHT = 0.99
 #: above 1 the importance ratios have no finite mean (Vehtari et al. 2024), and the mode's leave-one-out
 #: densities, typically those of a chain stuck or barely moving, would win the stacking on their error
 LOO_UNUSABLE_K = 1.0
+#: Above this Pareto k more draws do not make PSIS-LOO reliable (the importance ratios' tail is too thick,
+#: Vehtari et al. 2024); below it, above arviz_stats' smaller threshold for few draws, they do
+LOO_MORE_DRAWS_K = 0.7
 #: Bulk and tail ESS below this per chain are too few to trust (Vehtari et al. 2021).
 ESS_PER_CHAIN_MIN = 100
 #: A chain whose draw changes in fewer than this share of its transitions is *stuck*. NUTS draws each next

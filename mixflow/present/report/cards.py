@@ -20,7 +20,7 @@ from mixflow.container.layout import (
     group,
 )
 from mixflow.container.read import available_methods, frequency_weights, has_group, method_draws
-from mixflow.engines.mode_rule import TAIL_PROB
+from mixflow.engines.mode_rule import LOO_MORE_DRAWS_K, TAIL_PROB
 from mixflow.engines.modes import CROSSING_WINDOW, ESS_PER_CHAIN_MIN
 from mixflow.engines.sampling_diagnostics import (
     MIN_DRAWS_FOR_ESS,
@@ -450,9 +450,9 @@ def _pareto_k_text(row) -> str:
         return "high Pareto k (PSIS-LOO unreliable)"
     rows = f" at {counted(int(high), 'row')}" if pd.notna(high) and high > 0 else ""
     remedy = ("more draws do not mend it: compare K by the held-out log-likelihood (K-fold cross-validation) "
-              "instead" if largest > 0.7 else "more draws settle it")
+              "instead" if largest > LOO_MORE_DRAWS_K else "more draws settle it")
     return (f"PSIS-LOO unreliable: Pareto k above the threshold for its draws{rows}, up to "
-            f"{format_above(largest, 0.7)} ({remedy})")
+            f"{format_above(largest, LOO_MORE_DRAWS_K)} ({remedy})")
 
 
 def low_ess(row, label: str) -> bool:
