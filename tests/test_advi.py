@@ -476,6 +476,43 @@ def test_fits_from_several_starts_share_one_step_function_and_match_separate_pm_
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::mixflow.ConvergenceWarning")  # 60 iterations: q need not settle
+def test_a_fit_of_the_same_model_to_the_same_data_reuses_the_compiled_step_with_a_fresh_fit_s_numbers(monkeypatch):
+    from mixflow.engines import advi
+
+    compiled = []
+    original = advi._Fitter._compile
+    monkeypatch.setattr(advi._Fitter, "_compile", lambda self, mode=None: (compiled.append(1), original(self, mode)))
+    monkeypatch.setattr(advi, "_FITTERS", type(advi._FITTERS)())
+    counts = np.random.default_rng(2).poisson(np.repeat([[2.0], [9.0]], 20, axis=0))
+    model, data = mixflow.PoissonMixture(2), validate_data(counts)  # the cheapest graph to compile
+    reference = _map_estimate(model, data)
+    options = {"n": 60, "draws": 5, "check_every": 20}
+    first = fit_advi(model, data, reference, random_seed=3, **options)
+    other = fit_advi(model, data, reference, random_seed=4, **{**options, "draws": 7, "n": 40})
+    again = fit_advi(model, data, reference, random_seed=3, **options)
+    assert len(compiled) == 1
+    for name in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
+        for variable, (_, value) in first["groups"][name]["variables"].items():
+            np.testing.assert_array_equal(again["groups"][name]["variables"][variable][1], value)
+    assert other["groups"]["posterior"]["variables"]["rate"][1].shape[1] == 7
+    # a fit that raised took the kept one and did not put it back (its state is not known): the next compiles anew
+    with pytest.raises(ADVIDivergenceError):
+        fit_advi(model, data, reference, random_seed=3, learning_rate=1e30, **options)
+    assert len(compiled) == 1
+    fit_advi(model, data, reference, random_seed=3, **options)
+    assert len(compiled) == 2
+    # another model, other data (a row changed), another variant or minibatch size: compiled anew
+    fit_advi(mixflow.PoissonMixture(3), data, {**reference, "weights": np.array([0.3, 0.3, 0.4]),
+                                               "rate": np.array([2.0, 5.0, 9.0])}, random_seed=3, **options)
+    changed = validate_data(np.where(np.arange(40)[:, None] == 0, counts + 1, counts))
+    fit_advi(model, changed, reference, random_seed=3, **options)
+    fit_advi(model, data, reference, random_seed=3, variant="fullrank", **options)
+    fit_advi(model, data, reference, random_seed=3, minibatch_size=20, **options)
+    assert len(compiled) == 6
+
+
+@pytest.mark.slow
 def test_a_degenerate_mle_is_no_start_the_map_is_and_the_run_says_so():
     # rounded data: the MLE's components collapse onto the values (a singularity, no posterior mass there);
     # ADVI started there settled at an ELBO near -7e22 with variances of 1e-24

@@ -451,8 +451,8 @@ def test_caveats_name_a_large_pareto_k_and_a_small_ess():
              "min_ess_bulk": np.array([1.3, 900.0, 2.1]), "ess_reliable": np.array([False, True, False])}
     assert mode_caveats(modes) == (
         "the stacking weights are uncertain: mode 0 (chain 0) has a PSIS-LOO Pareto k up to 1.96, above 0.60 for its "
-        "300 draws and has a bulk ESS of 1.3, below 100; mode 2 (chain 2) has a bulk ESS of 2.1, below 100; more draws "
-        "settle them")
+        "300 draws (above 0.7 more draws do not mend it: the importance ratios' tail is too thick) and has a bulk ESS "
+        "of 1.3, below 100; mode 2 (chain 2) has a bulk ESS of 2.1, below 100; more draws settle them")
     assert "fit 0" in mode_caveats(modes, "fits")
     one = {name: value[:1] for name, value in modes.items()}
     assert mode_caveats({**one, "chain_mode": np.zeros(4, int)}) == ""  # one mode: no weights to doubt
@@ -637,5 +637,11 @@ def test_the_rows_above_the_pareto_k_threshold_are_counted_and_said():
              "max_pareto_k": np.array([1.22, 0.3]), "pareto_k_threshold": np.array([0.6, 0.6]),
              "n_high_pareto_k": np.array([3, 0]), "loo_reliable": np.array([False, True]),
              "min_ess_bulk": np.array([900.0, 900.0]), "ess_reliable": np.array([True, True])}
+    # above 0.7 more draws do not mend PSIS-LOO (Vehtari et al. 2024); between its threshold for the draws and 0.7
+    # they do
     assert mode_caveats(modes) == ("the stacking weights are uncertain: mode 0 (chain 0) has a PSIS-LOO Pareto k up "
-                                   "to 1.22, above 0.60 for its 300 draws, at 3 rows; more draws settle them")
+                                   "to 1.22, above 0.60 for its 300 draws, at 3 rows (above 0.7 more draws do not mend "
+                                   "it: the importance ratios' tail is too thick)")
+    modes["max_pareto_k"] = np.array([0.65, 0.3])
+    assert mode_caveats(modes) == ("the stacking weights are uncertain: mode 0 (chain 0) has a PSIS-LOO Pareto k up "
+                                   "to 0.65, above 0.60 for its 300 draws, at 3 rows; more draws settle them")

@@ -30,12 +30,15 @@ Every random choice (the gradient noise, the minibatches, the draws) comes from 
 same seed gives the same numbers, bit for bit.
 """
 
+import hashlib
 import json
 import logging
 import os
+import threading
 import time
 import traceback
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import pymc as pm
@@ -398,16 +401,21 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     began = time.perf_counter()
     prior = model.resolve_prior(model.prepare(data))
     size = options["minibatch_size"]
-    if stream is None:
-        pymc_model = model.pymc_model(data, prior, minibatch_size=size)
+    key = None if stream is not None else _fitter_key(model, data, options)
+    fitter = _taken_fitter(key)
+    if fitter is not None:
+        fitter.data, fitter.options = data, options
+    elif stream is None:
+        fitter = _Fitter(model, data, model.pymc_model(data, prior, minibatch_size=size), options)
     else:
         pymc_model, size, options["stream"] = stream.build(model, data, prior), stream.batch_size, stream
+        fitter = _Fitter(model, data, pymc_model, options)
     # the first fit keeps the seeds of a single fit; spawn's children depend on their index only, so the
     # predictive draws (child 0) are those of a single fit too
     children = np.random.SeedSequence(options["random_seed"]).spawn(len(points) + 1)
     seeds = [np.random.SeedSequence(options["random_seed"])] + children[2:]
-    fitter = _Fitter(model, data, pymc_model, options)
     fits = [fitter.fit(point, seed) for point, seed in zip(points, seeds, strict=True)]
+    _keep_fitter(key, fitter)
     fit_time = time.perf_counter() - began
     signature = model.label_signature(data)
     raw = {name: (("chain", "draw", *dims), np.concatenate([fit["draws"][name] for fit in fits]))
@@ -502,6 +510,49 @@ class _Adam:
     def reset(self) -> None:
         for var, value in self.initial.items():
             var.set_value(value.copy())
+
+
+#: The compiled ADVIs of the last few fits, by :func:`_fitter_key`: compiling the step function (PyTensor's graph
+#: rewrites, which it does not cache) takes most of a small fit's time, and a fit of the same model to the same data
+#: (another seed, more draws or iterations, a rerun) reuses it, with the numbers of a fresh one (:class:`_Fitter`)
+_FITTERS: OrderedDict = OrderedDict()
+_FITTERS_KEPT = 4
+_FITTERS_LOCK = threading.Lock()
+#: Data of more values than this are not kept with a compiled ADVI (its graph holds a copy of them)
+_FITTER_MAX_VALUES = 1_000_000
+
+
+def _fitter_key(model, data: Data, options: dict) -> str | None:
+    """A digest of what an ADVI's compiled step depends on, or None for data too large to keep.
+
+    That is the model with its prior, the data with their rows and weights, the variant and the minibatch size.
+    """
+    if data.values.size > _FITTER_MAX_VALUES:
+        return None
+    digest = hashlib.sha256(json.dumps([model.to_json(), options["variant"], options["minibatch_size"]]).encode())
+    for array in (data.values, data.features, data.obs, data.weights):
+        array = np.ascontiguousarray(np.asarray(array if array is not None else ()))
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes() if array.dtype != object else repr(array.tolist()).encode())
+    return digest.hexdigest()
+
+
+def _taken_fitter(key: str | None) -> "_Fitter | None":
+    """The kept ADVI of ``key``, taken out while it fits (another thread fitting the same compiles its own)."""
+    if key is None:
+        return None
+    with _FITTERS_LOCK:
+        return _FITTERS.pop(key, None)
+
+
+def _keep_fitter(key: str | None, fitter: "_Fitter") -> None:
+    """Keep ``fitter`` for the next fit of ``key`` (a fit that raised is not kept: its state is not known)."""
+    if key is None:
+        return
+    with _FITTERS_LOCK:
+        _FITTERS[key] = fitter
+        while len(_FITTERS) > _FITTERS_KEPT:
+            _FITTERS.popitem(last=False)
 
 
 class _Fitter:

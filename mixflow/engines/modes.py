@@ -24,6 +24,7 @@ from mixflow.engines.mode_rule import (
     CROSSING_WINDOWS,
     DOMINANT_WEIGHT,
     ESS_PER_CHAIN_MIN,
+    LOO_MORE_DRAWS_K,
     LOO_UNUSABLE_K,
     MODE_OVERLAP,
     MODE_RHAT,
@@ -501,12 +502,19 @@ def mode_caveats(modes, unit: str = "chains") -> str:
             # results saved without the count say the largest shape alone
             high = int(value["n_high_pareto_k"][mode]) if "n_high_pareto_k" in value else 0
             rows = f", at {high} row{'s' * (high != 1)}" if high else ""
+            mendable = shape <= LOO_MORE_DRAWS_K
+            if shape > LOO_UNUSABLE_K and "in_stacking" in modes:
+                beyond = (f", and above {LOO_UNUSABLE_K:g}, where its leave-one-out densities have no finite mean "
+                          "(stacked all the same: no mode has usable ones and draws that are a sample)")
+            elif not mendable and unit == "chains":
+                beyond = (f" (above {LOO_MORE_DRAWS_K:g} more draws do not mend it: the importance ratios' tail is "
+                          "too thick)")
+            else:
+                beyond = ""
             why.append(f"has a PSIS-LOO Pareto k up to {format_above(shape, threshold)}, above "
-                       f"{threshold:.2f} for its {n_draws} draws{rows}" + (
-                           f", and above {LOO_UNUSABLE_K:g}, where its leave-one-out densities have no finite mean "
-                           "(stacked all the same: no mode has usable ones and draws that are a sample)"
-                           if shape > LOO_UNUSABLE_K and "in_stacking" in modes else ""))
-            more_draws = more_draws or unit == "chains"  # more draws of an approximation do not mend it
+                       f"{threshold:.2f} for its {n_draws} draws{rows}{beyond}")
+            # more draws of an approximation do not mend it, nor do they a Pareto k above LOO_MORE_DRAWS_K
+            more_draws = more_draws or (unit == "chains" and mendable)
         if not value["ess_reliable"][mode] and not stuck[chains].any():
             ess, least = value["min_ess_bulk"][mode], ESS_PER_CHAIN_MIN * chains.size
             below = f"below {least}" + (f" ({ESS_PER_CHAIN_MIN} per {unit[:-1]})" if chains.size > 1 else "")
