@@ -671,6 +671,8 @@ def test_nuts_draws_too_few_for_an_ess_are_a_problem_and_their_intervals_are_not
                 "sample to summarise, and their means and intervals say nothing; run more draws.")
     assert ("bad", expected) in own
     assert not [text for _, text in own if "ESS n/a" in text or "(mcmc)" in text]
+    # nor ADVI measured against them (the summary says "ADVI vs NUTS: not judged")
+    assert not [text for _, text in own if "NUTS sd" in text or "the posterior sd (ratio" in text]
     text = report(tree, tmp_path / "few.html").read_text(encoding="utf-8")
     assert expected in _diagnostics_items(text)
     summary = text[text.index('<section id="summary">'):text.index('<section id="diagnostics">')]

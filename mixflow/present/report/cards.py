@@ -315,8 +315,11 @@ def _nuts_findings(tree, methods) -> list[tuple[str, str]]:
 def _across_methods(tree, table: pd.DataFrame, methods, nuts: list) -> list[tuple[str, str]]:
     """The EM point outside the intervals, ADVI against NUTS (judged with NUTS's own ``nuts`` findings), labels."""
     variant = tree["advi"].attrs.get("variant", "meanfield") if "advi" in methods else None
-    if too_few_draws(tree) is not None:  # no intervals to judge the EM point by (said among NUTS's findings)
-        table = table[~table["method"].isin(["mcmc", "stacked"])]
+    if too_few_draws(tree) is not None:
+        # no intervals to judge the EM point by, nor a mean and sd to measure ADVI against (said among NUTS's
+        # findings, and "not judged" in the summary)
+        table = table[~table["method"].isin(["mcmc", "stacked"])].assign(distance_to_mcmc=np.nan,
+                                                                          sd_ratio_to_mcmc=np.nan)
     return _comparison_findings(table, variant, nuts_settled=not nuts)
 
 
