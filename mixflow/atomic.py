@@ -138,23 +138,34 @@ def _flush(temporary: str) -> None:
 
 
 def _note_completed(given: Path, path: Path) -> None:
-    """Append ``given`` to the list of the enclosing :func:`recording`, if any and if the file is under its root."""
+    """Append ``given`` to the list of the enclosing :func:`recording`, if any and if the file is under its root.
+
+    Then call the recording's ``then``, outside any recording (the file it may write is not the block's).
+    """
     record = _record.get()
     if record is not None and (record[1] is None or Path(path).resolve().is_relative_to(record[1])):
         record[0].append(given)
+        if record[2] is not None:
+            token = _record.set(None)
+            try:
+                record[2]()
+            finally:
+                _record.reset(token)
 
 
 @contextlib.contextmanager
-def recording(completed: list, within=None):
+def recording(completed: list, within=None, then=None):
     """Within the block, each file :func:`atomic_write` renames into place is appended to ``completed`` at once.
 
     Only files under the directory ``within``, if given (a run's outputs, not a cache it writes elsewhere).
+    ``then``, if given, is called after each (a record of the files that must be current should the process be
+    killed with no chance to write it).
 
     A caller that lists the files it wrote (to say which are kept after a failure or an interrupt) learns of a
     file as it replaces the old one: appending the path :func:`atomic_write` returns would miss a file whose
     rename an interrupt followed (one held back while a container was written is delivered after it).
     """
-    token = _record.set((completed, None if within is None else Path(within).resolve()))
+    token = _record.set((completed, None if within is None else Path(within).resolve(), then))
     try:
         yield completed
     finally:

@@ -1411,6 +1411,28 @@ def test_a_failed_first_run_claims_its_directory_for_its_workflow(tmp_path, work
     assert record["completed"] is True and sorted(record["outputs"]) == sorted(p.name for p in out.iterdir())
 
 
+def test_a_first_run_killed_outright_has_claimed_the_files_it_wrote(tmp_path, workflow_file):
+    # SIGKILL (or a power cut) leaves no chance to write anything: the claim written at the start listed only itself,
+    # and the container the run had written was nobody's. The claim now lists each file as it lands.
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    script = ("import os, signal, sys, pandas\n"
+              "from mixflow.cli import main\n"
+              "def killed(*args, **kwargs):  # the second file: the comparison table, after the container\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "pandas.DataFrame.to_csv = killed\n"
+              f"sys.exit(main(['run', {str(workflow_file)!r}, '--out', {str(out)!r}, '--quiet']))\n")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == -signal.SIGKILL, completed.stderr[-2000:]
+    record = json.loads((out / "workflow.json").read_text())
+    assert record["completed"] is False and record["outputs"] == ["gaussian-full-k2.nc", "workflow.json"]
+    # beside them the log so far, and the table's temporary file, which nothing can remove after a SIGKILL
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "gaussian-full-k2.nc", "run.log.partial", "workflow.json"]
+
+
 def test_a_fit_that_fails_on_the_data_is_reported_at_the_model(tmp_path, workflow_file, capsys, monkeypatch):
     import mixflow.workflow.run
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import re
@@ -251,12 +252,26 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
     # so that a run of another workflow is refused there (_check_not_another_workflows) even if this one never
     # completes; a run that ends having kept nothing takes it back
     claim = out / "workflow.json" if staging is None else None
+
+    def claim_what_is_kept(landed: bool = False):
+        """Rewrite the claim to list the files kept.
+
+        As each lands (``landed``), so that a run killed outright (SIGKILL, a power cut) has them listed, and once
+        more after a failure.
+        """
+        if landed and written and Path(written[-1]) == claim:  # the run's completed record, written last
+            return
+        outputs = [_relative(path, out) for path in written if Path(path) != claim]
+        with contextlib.suppress(OSError):  # else the claim lists the files before: the run goes on
+            _write_record(claim, workflow, [*outputs, "workflow.json"], completed=False)
+
     failed = True
     try:
         if claim is not None:
             _write_record(claim, workflow, ["workflow.json"], completed=False)
         # each file listed as it is renamed into place (not the compiled-graph cache that NUTS keeps elsewhere)
-        with progress.capturing(), recording(written, within=out if staging is None else staging):
+        landing = functools.partial(claim_what_is_kept, True) if claim is not None else None
+        with progress.capturing(), recording(written, within=out if staging is None else staging, then=landing):
             _run_models(workflow, out if staging is None else staging, progress, written)
             stop_if_terminated()  # a SIGTERM swallowed after the last progress line: before any file moves in
         failed = False
@@ -284,9 +299,7 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
         if (written or not created) and progress.log_error is None:
             written.append(_keep_log(working, log, earlier, how))
         if claim is not None and written:  # the claim lists what the run kept, for a rerun to replace or set aside
-            with contextlib.suppress(OSError):  # else the claim stays as it was, listing nothing
-                _write_record(claim, workflow, [_relative(path, out) for path in written] + ["workflow.json"],
-                              completed=False)
+            claim_what_is_kept()  # (with the log, kept above)
         if interrupted:
             raise Interrupted(saved=written) from error
         error.saved = [str(path) for path in written]
