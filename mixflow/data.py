@@ -15,9 +15,9 @@ from mixflow.errors import InputError, InputTypeError
 from mixflow.warnings import PACKAGE_FILES, ConstantFeatureWarning, PrecisionWarning
 from mixflow.wording import agreeing, counted
 
-__all__ = ["Data", "check_folds", "check_total_weight", "check_units", "constant_features_message", "is_dask_frame",
-           "is_text", "offset", "offset_of_rows", "unread_columns", "unusable_columns", "validate_data",
-           "validate_weights", "without_unusable_unread"]
+__all__ = ["Data", "add_to_digest", "check_folds", "check_total_weight", "check_units", "constant_features_message",
+           "is_dask_frame", "is_text", "offset", "offset_of_rows", "unread_columns", "unusable_columns",
+           "validate_data", "validate_weights", "without_unusable_unread"]
 
 _MAX_ROWS_NAMED = 5
 
@@ -75,6 +75,16 @@ class Data:
     def total_weight(self) -> float:
         """Effective number of observations (sum of the frequency weights)."""
         return float(self.frequency.sum())
+
+
+def add_to_digest(digest, values, label: str = "") -> None:
+    """Add an array to a hashlib ``digest``: ``label``, its dtype and shape, then its bytes (a repr of objects).
+
+    For keys of what was computed from data (two arrays of equal bytes but other shapes or types differ).
+    """
+    values = np.ascontiguousarray(np.asarray(values))
+    digest.update(f"{label}{values.dtype.str}{values.shape}".encode())
+    digest.update(values.tobytes() if values.dtype != object else repr(values.tolist()).encode())
 
 
 def _describe(value) -> str:

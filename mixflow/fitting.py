@@ -126,7 +126,6 @@ def _route_options(methods: list[str], options: dict) -> dict:
     return routed
 
 
-
 def _check_same_fit(tree, model, validated):
     if model_from_json(tree.attrs["model"]) != model:
         raise InputError(f"tree: expected a result of the same model, got one of {tree.attrs['model']}")

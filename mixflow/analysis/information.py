@@ -18,7 +18,7 @@ from scipy.special import logsumexp
 
 from mixflow.container.layout import EM_ESTIMATE, OBSERVED_DATA
 from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
-from mixflow.data import Data
+from mixflow.data import Data, add_to_digest
 from mixflow.engines.em_steps import e_step
 from mixflow.warnings import PACKAGE_FILES, MixflowWarning
 from mixflow.wording import BOOTSTRAP_REMEDY, agreeing, pairs_text
@@ -187,9 +187,7 @@ def _fingerprint(tree) -> str:
     for path in (EM_ESTIMATE, OBSERVED_DATA):
         dataset = tree[path].to_dataset()
         for name in sorted(map(str, dataset.variables)):
-            values = np.ascontiguousarray(dataset[name].values)
-            digest.update(f"{path}/{name}{dataset[name].dims}{values.dtype.str}{values.shape}".encode())
-            digest.update(values.tobytes() if values.dtype != object else repr(values.tolist()).encode())
+            add_to_digest(digest, dataset[name].values, f"{path}/{name}{dataset[name].dims}")
     return digest.hexdigest()
 
 

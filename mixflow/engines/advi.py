@@ -59,7 +59,7 @@ from mixflow.checks import (
     check_problem,
     check_seed,
 )
-from mixflow.data import Data
+from mixflow.data import Data, add_to_digest
 from mixflow.engines.modes import check_starts, describe_group, mode_caveats, mode_groups, start_points
 from mixflow.engines.over_draws import draw_groups
 from mixflow.errors import InputError, SamplerInterrupted, noting_interrupts, stop_if_terminated
@@ -531,9 +531,7 @@ def _fitter_key(model, data: Data, options: dict) -> str | None:
         return None
     digest = hashlib.sha256(json.dumps([model.to_json(), options["variant"], options["minibatch_size"]]).encode())
     for array in (data.values, data.features, data.obs, data.weights):
-        array = np.ascontiguousarray(np.asarray(array if array is not None else ()))
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes() if array.dtype != object else repr(array.tolist()).encode())
+        add_to_digest(digest, () if array is None else array)
     return digest.hexdigest()
 
 
