@@ -10,6 +10,7 @@ import mixflow
 from mixflow.data import validate_data
 from mixflow.engines.advi import ADVIDivergenceError, factor_step_scale, fit_advi
 from mixflow.engines.em import EMOptions, fit_em
+from mixflow.families.pymc_parts import build_model
 from mixflow.warnings import ConvergenceWarning
 
 FULL = mixflow.GaussianMixture(2, covariance="full")
@@ -477,7 +478,7 @@ def test_fits_from_several_starts_share_one_step_function_and_match_separate_pm_
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::mixflow.ConvergenceWarning")  # 60 iterations: q need not settle
-def test_a_fit_of_the_same_model_to_the_same_data_reuses_the_compiled_step_with_a_fresh_fit_s_numbers(monkeypatch):
+def test_a_fit_of_a_model_of_the_same_structure_reuses_the_compiled_step_with_a_fresh_fit_s_numbers(monkeypatch):
     from mixflow.engines import advi
 
     compiled = []
@@ -492,9 +493,7 @@ def test_a_fit_of_the_same_model_to_the_same_data_reuses_the_compiled_step_with_
     other = fit_advi(model, data, reference, random_seed=4, **{**options, "draws": 7, "n": 40})
     again = fit_advi(model, data, reference, random_seed=3, **options)
     assert len(compiled) == 1
-    for name in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
-        for variable, (_, value) in first["groups"][name]["variables"].items():
-            np.testing.assert_array_equal(again["groups"][name]["variables"][variable][1], value)
+    _assert_same_groups(again, first)
     assert other["groups"]["posterior"]["variables"]["rate"][1].shape[1] == 7
     # a fit that raised took the kept one and did not put it back (its state is not known): the next compiles anew
     with pytest.raises(ADVIDivergenceError):
@@ -502,19 +501,37 @@ def test_a_fit_of_the_same_model_to_the_same_data_reuses_the_compiled_step_with_
     assert len(compiled) == 1
     fit_advi(model, data, reference, random_seed=3, **options)
     assert len(compiled) == 2
-    # other data (one row changed) and another minibatch size: compiled anew
-    changed = validate_data(np.where(np.arange(40)[:, None] == 0, counts + 1, counts))
-    fit_advi(model, changed, reference, random_seed=3, **options)
+    # other data (other rows, with frequency weights) and another prior: the same structure, the kept step, and
+    # the numbers of a fit compiled for them
+    cases = [(model, validate_data(counts[5:] + 1, weights=np.arange(35) % 3 + 1.0)),
+             (mixflow.PoissonMixture(2, prior={"shape": 2.0}), data)]
+    reused = [fit_advi(case, values, reference, random_seed=5, **options) for case, values in cases]
+    assert len(compiled) == 2
+    for (case, values), kept in zip(cases, reused, strict=True):
+        monkeypatch.setattr(advi, "_FITTERS", type(advi._FITTERS)())
+        _assert_same_groups(fit_advi(case, values, reference, random_seed=5, **options), kept)
+    assert len(compiled) == 2 + len(cases)
+    # another minibatch size, another K, another variant: compiled anew
     fit_advi(model, data, reference, random_seed=3, minibatch_size=20, **options)
-    assert len(compiled) == 4
-    # what the key holds: the model with its prior, the data and their rows, the variant and the minibatch size
+    assert len(compiled) == 3 + len(cases)
     plain = {"variant": "meanfield", "minibatch_size": None}
-    key = advi._fitter_key(model, data, plain)
-    assert len({key, advi._fitter_key(mixflow.PoissonMixture(3), data, plain),
-                advi._fitter_key(mixflow.PoissonMixture(2, prior={"shape": 2.0}), data, plain),
-                advi._fitter_key(model, validate_data(counts, weights=np.full(40, 2.0)), plain),
-                advi._fitter_key(model, data, {**plain, "variant": "fullrank"})}) == 5
-    assert advi._fitter_key(model, validate_data(counts), plain) == key
+    key = advi._fitter_key(build_model(model, data), data, plain)
+    three = mixflow.PoissonMixture(3)
+    assert len({key, advi._fitter_key(build_model(three, data), data, plain),
+                advi._fitter_key(build_model(model, data), data, {**plain, "variant": "fullrank"})}) == 3
+    # a regression's means and scales of the data are inputs of its graph too: other data, the same structure
+    tone = mixflow.load_dataset("tone")[["stretchratio", "tuned"]]
+    regression = mixflow.RegressionMixture(2, "tuned ~ stretchratio")
+    keys = {advi._fitter_key(build_model(regression, values), values, plain)
+            for values in (validate_data(tone), validate_data(tone.iloc[::2] * 3.0))}
+    assert len(keys) == 1 and None not in keys
+
+
+def _assert_same_groups(result, expected):
+    """Two fit_advi results hold the same numbers, bit for bit, in every group."""
+    for name in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):
+        for variable, (_, value) in expected["groups"][name]["variables"].items():
+            np.testing.assert_array_equal(result["groups"][name]["variables"][variable][1], value)
 
 
 @pytest.mark.slow

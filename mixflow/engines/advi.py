@@ -30,7 +30,6 @@ Every random choice (the gradient noise, the minibatches, the draws) comes from 
 same seed gives the same numbers, bit for bit.
 """
 
-import hashlib
 import json
 import logging
 import os
@@ -59,11 +58,11 @@ from mixflow.checks import (
     check_problem,
     check_seed,
 )
-from mixflow.data import Data, add_to_digest
+from mixflow.data import Data
 from mixflow.engines.modes import check_starts, describe_group, mode_caveats, mode_groups, start_points
 from mixflow.engines.over_draws import draw_groups
 from mixflow.errors import InputError, SamplerInterrupted, noting_interrupts, stop_if_terminated
-from mixflow.families.pymc_parts import parameter_of
+from mixflow.families.pymc_parts import graph_inputs, parameter_of, structure_digest
 from mixflow.families.relabel import align
 from mixflow.warnings import PACKAGE_FILES, ADVIDivergenceError, ConvergenceWarning, SamplingWarning
 
@@ -401,12 +400,15 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     began = time.perf_counter()
     prior = model.resolve_prior(model.prepare(data))
     size = options["minibatch_size"]
-    key = None if stream is not None else _fitter_key(model, data, options)
-    fitter = _taken_fitter(key)
-    if fitter is not None:
-        fitter.data, fitter.options = data, options
-    elif stream is None:
-        fitter = _Fitter(model, data, model.pymc_model(data, prior, minibatch_size=size), options)
+    key = None
+    if stream is None:
+        pymc_model = model.pymc_model(data, prior, minibatch_size=size)
+        key = _fitter_key(pymc_model, data, options)
+        fitter = _taken_fitter(key)
+        if fitter is not None:
+            fitter.refill(model, data, pymc_model, options)
+        else:
+            fitter = _Fitter(model, data, pymc_model, options)
     else:
         pymc_model, size, options["stream"] = stream.build(model, data, prior), stream.batch_size, stream
         fitter = _Fitter(model, data, pymc_model, options)
@@ -513,8 +515,9 @@ class _Adam:
 
 
 #: The compiled ADVIs of the last few fits, by :func:`_fitter_key`: compiling the step function (PyTensor's graph
-#: rewrites, which it does not cache) takes most of a small fit's time, and a fit of the same model to the same data
-#: (another seed, more draws or iterations, a rerun) reuses it, with the numbers of a fresh one (:class:`_Fitter`)
+#: rewrites, which it does not cache) takes most of a small fit's time, and a fit of a model of the same structure
+#: (another seed, more draws or iterations, a rerun, other data or another prior of the same shapes) reuses it, with
+#: the numbers of a fresh one (:class:`_Fitter`)
 _FITTERS: OrderedDict = OrderedDict()
 _FITTERS_KEPT = 4
 _FITTERS_LOCK = threading.Lock()
@@ -522,16 +525,25 @@ _FITTERS_LOCK = threading.Lock()
 _FITTER_MAX_VALUES = 1_000_000
 
 
-def _fitter_key(model, data: Data, options: dict) -> str | None:
-    """A digest of what an ADVI's compiled step depends on, or None for data too large to keep.
+def _outputs(pymc_model) -> list:
+    """The graphs an ADVI's step is built from: the model's prior and data log densities, and the deterministics."""
+    return [pymc_model.varlogp, pymc_model.datalogp, *pymc_model.deterministics]
 
-    That is the model with its prior, the data with their rows and weights, the variant and the minibatch size.
+
+def _fitter_key(pymc_model, data: Data, options: dict) -> str | None:
+    """A digest of what an ADVI's compiled step depends on, or None for a step not to be kept.
+
+    That is the structure of the PyMC model's graph (:func:`~mixflow.families.pymc_parts.structure_digest`: the
+    data and the data-scaled prior are its inputs, not part of it), the variant and the minibatch size. None
+    for data too large to keep, or a model whose inputs cannot be carried over by name.
     """
     if data.values.size > _FITTER_MAX_VALUES:
         return None
-    digest = hashlib.sha256(json.dumps([model.to_json(), options["variant"], options["minibatch_size"]]).encode())
-    for array in (data.values, data.features, data.obs, data.weights):
-        add_to_digest(digest, () if array is None else array)
+    outputs = _outputs(pymc_model)
+    if graph_inputs(outputs) is None:
+        return None
+    digest = structure_digest(pymc_model, outputs)
+    digest.update(json.dumps([options["variant"], options["minibatch_size"]]).encode())
     return digest.hexdigest()
 
 
@@ -572,6 +584,13 @@ class _Fitter:
         self.compiled_by_c = False  # the step compiled by PyTensor's C backend, where numba could not
         self.learning_rate = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
         self.optimiser = _Adam(self.learning_rate)
+
+    def refill(self, model, data: Data, pymc_model, options: dict) -> None:
+        """Fit ``pymc_model`` (of this one's structure, :func:`_fitter_key`) from now: its graph inputs' values."""
+        self.model, self.data, self.options = model, data, options
+        kept, new = graph_inputs(_outputs(self.pymc_model)), graph_inputs(_outputs(pymc_model))
+        for name, variable in kept.items():
+            variable.set_value(new[name].get_value())
 
     def _start(self, point: dict, fit_seed: int) -> None:
         """Build (first fit) or reset (later fits) the ADVI at ``point`` with the generators of ``fit_seed``."""

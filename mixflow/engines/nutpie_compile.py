@@ -187,19 +187,11 @@ def _structure_key(pymc_model, var_names, numba_opt: int, outputs: list | None =
     The graph inputs' (shared variables') values are not in it; constants, which the compiled code holds,
     are (in full: the printed graph abbreviates large ones).
     """
-    import pytensor
-    from pytensor.graph.basic import Constant
-    from pytensor.graph.traversal import ancestors
+    from mixflow.families.pymc_parts import structure_digest
 
     outputs = [pymc_model.logp(), *pymc_model.deterministics] if outputs is None else outputs
-    digest = hashlib.sha256()
-    digest.update(pytensor.printing.debugprint(outputs, file="str", print_type=True).encode())
-    for variable in ancestors(outputs):
-        if isinstance(variable, Constant):
-            value = np.asarray(variable.data)
-            digest.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
-    free = [(rv.name, str(pymc_model.rvs_to_values[rv].type)) for rv in pymc_model.free_RVs]
-    digest.update(f"{_VERSION}|{free}|{var_names}|{numba_opt}".encode())
+    digest = structure_digest(pymc_model, outputs)
+    digest.update(f"{_VERSION}|{var_names}|{numba_opt}".encode())
     return digest.hexdigest()
 
 

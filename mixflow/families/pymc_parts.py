@@ -37,8 +37,9 @@ from mixflow.data import Data
 from mixflow.errors import InputTypeError
 from mixflow.families.base import require_pymc_form, supports_pymc
 
-__all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "graph_input", "lifted_weights",
-           "mixture_potential", "parameter_of", "streamed_rows", "supports_pymc", "weighted_moments"]
+__all__ = ["build_model", "check_inputs", "data_rows", "dirichlet_weights", "graph_input", "graph_inputs",
+           "lifted_weights", "mixture_potential", "parameter_of", "streamed_rows", "structure_digest", "supports_pymc",
+           "weighted_moments"]
 
 LOG_2PI = float(np.log(2 * np.pi))
 _STANDARDISED = "_std"
@@ -186,6 +187,46 @@ def graph_input(name: str, value, *, rows: bool = False):
     array = np.array(value, dtype=float)  # a copy: the graph never aliases the caller's data
     shape = (None, *array.shape[1:]) if rows else array.shape
     return pytensor.shared(array, name=name, shape=shape)
+
+
+def structure_digest(pymc_model, outputs: list):
+    """A SHA-256 (hashlib object, to add to) of the structure of ``outputs``, graphs of ``pymc_model``.
+
+    That is their operations, types and names, every constant's value (in full: the printed graph abbreviates
+    large ones), and the model's free variables with the types of their values. The graph inputs' values
+    (:func:`graph_input`) are not in it: two models of one structure compute the same function of them.
+    """
+    import hashlib
+
+    import pytensor
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors
+
+    digest = hashlib.sha256()
+    digest.update(pytensor.printing.debugprint(outputs, file="str", print_type=True).encode())
+    for variable in ancestors(outputs):
+        if isinstance(variable, Constant):
+            value = np.asarray(variable.data)
+            digest.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
+    free = [(rv.name, str(pymc_model.rvs_to_values[rv].type)) for rv in pymc_model.free_RVs]
+    digest.update(f"{free}".encode())
+    return digest
+
+
+def graph_inputs(outputs: list) -> dict | None:
+    """The float shared variables (:func:`graph_input`) ``outputs`` depend on, by name.
+
+    None when one has no name or two share one: their values could not be carried from one model to another of
+    the same structure by name.
+    """
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.sharedvar import TensorSharedVariable
+
+    found = [variable for variable in ancestors(outputs) if isinstance(variable, TensorSharedVariable)]
+    names = [variable.name for variable in found]
+    if None in names or len(set(names)) < len(names):
+        return None
+    return dict(zip(names, found, strict=True))
 
 
 def weighted_moments(data: Data) -> tuple[np.ndarray, np.ndarray]:

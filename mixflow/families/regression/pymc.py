@@ -141,14 +141,16 @@ def build_model(model, data: Data, prior=None, *, minibatch_size: int | None = N
 
 
 def _to_data(working, coordinates, p: int):
-    """Working coefficients (K, p) tensor to data coordinates (the inverse of ``Coordinates.to_working``)."""
-    # numpy float64 constants: a Python float is tried as float16/float32 first, which overflows (a warning) for
-    # data in units of 1e150
-    working = working * np.asarray(coordinates.response_scale * coordinates.units(), dtype=np.float64)
+    """Working coefficients (K, p) tensor to data coordinates (the inverse of ``Coordinates.to_working``).
+
+    The data's means and scales are inputs of the graph (:func:`graph_input`, float64: a Python float constant is
+    tried as float16/float32 first, which overflows for data in units of 1e150).
+    """
+    working = working * graph_input("coefficient_data_unit", coordinates.response_scale * coordinates.units())
     if not coordinates.intercept:
         return working
-    shift = (working[:, 1:] @ np.asarray(coordinates.covariate_mean, dtype=np.float64)
-             - np.asarray(coordinates.response_mean, dtype=np.float64))
+    shift = (working[:, 1:] @ graph_input("covariate_mean", coordinates.covariate_mean)
+             - graph_input("response_mean", coordinates.response_mean))
     return working - shift[:, None] * np.eye(p)[0]
 
 
