@@ -1,4 +1,5 @@
 import os
+import signal
 
 import numpy as np
 import pandas as pd
@@ -90,7 +91,7 @@ _SPREAD_OVER_WORKERS = {"test_shipped_workflows.py", "test_workflow.py", "test_f
 
 
 def pytest_configure(config):
-    """On pytest-xdist's workers, one BLAS and OpenMP thread per worker, in it and in the processes it starts.
+    """On pytest-xdist's workers, one BLAS and OpenMP thread per worker; SIGINT's default action everywhere.
 
     ``-n auto`` already runs a worker on every core; BLAS threads on top of that wait for cores held by the other
     workers (OpenBLAS's idle threads spin), which made tests that call BLAS many times up to ten times slower.
@@ -99,6 +100,10 @@ def pytest_configure(config):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         threadpool_limits(1)
+    # Ctrl-C's default action in this process and the processes it starts (tests of interrupts send SIGINT to
+    # them): a shell starts a background job (`make test &`) with SIGINT ignored, which children inherit
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
