@@ -5,6 +5,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -1411,7 +1412,7 @@ def test_a_failed_first_run_claims_its_directory_for_its_workflow(tmp_path, work
     assert record["completed"] is True and sorted(record["outputs"]) == sorted(p.name for p in out.iterdir())
 
 
-def test_a_first_run_killed_outright_has_claimed_the_files_it_wrote(tmp_path, workflow_file):
+def test_a_first_run_killed_outright_has_claimed_the_files_it_wrote(tmp_path, workflow_file, capsys):
     # SIGKILL (or a power cut) leaves no chance to write anything: the claim written at the start listed only itself,
     # and the container the run had written was nobody's. The claim now lists each file as it lands.
     import subprocess
@@ -1428,9 +1429,18 @@ def test_a_first_run_killed_outright_has_claimed_the_files_it_wrote(tmp_path, wo
     assert completed.returncode == -signal.SIGKILL, completed.stderr[-2000:]
     record = json.loads((out / "workflow.json").read_text())
     assert record["completed"] is False and record["outputs"] == ["gaussian-full-k2.nc", "workflow.json"]
-    # beside them the log so far, and the table's temporary file, which nothing can remove after a SIGKILL
+    # beside them the log so far, and the table's temporary file, which nothing could remove at the SIGKILL
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "gaussian-full-k2.nc", "run.log.partial", "workflow.json"]
+    (left,) = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert re.fullmatch(r"\.gaussian-full-k2-comparison\.csv\.[a-z0-9_]{8}\.tmp", left), left
+    # the next run that completes there removes it, and says so; hidden files not of its own writes stay
+    users = [".notes.abcdefgh.tmp", ".gaussian-full-k2-comparison.csv.tmp", ".other-k2.nc.abcdefgh.tmp"]
+    for name in users:
+        (out / name).write_text("a user's")
+    status, err = _cli(capsys, "run", workflow_file, "--out", out)
+    assert status == 0 and f"removed what earlier attempts that did not complete left in {out}: {left}" in err
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == sorted(users)
 
 
 def test_a_fit_that_fails_on_the_data_is_reported_at_the_model(tmp_path, workflow_file, capsys, monkeypatch):

@@ -331,7 +331,7 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
                     raise
                 shutil.rmtree(staging, ignore_errors=True)
             _set_aside_stale(out, earlier, [*written, log], progress, records)
-            _remove_attempts(out, earlier, progress)
+            _remove_attempts(out, earlier, progress, _stems(workflow))
             progress(f"wrote {counted(len(written) + 1, 'file')} to {out} ({progress.counts_text()}; see {log.name})",
                      always=True)  # also when quiet: what it saw, counted as each report counts it
             os.replace(working, log)
@@ -467,18 +467,28 @@ def _alive(pid: str) -> bool:
     return True
 
 
-def _remove_attempts(out: Path, earlier: list[str], progress) -> None:
+def _remove_attempts(out: Path, earlier: list[str], progress, stems: set[str]) -> None:
     """Remove what earlier attempts that did not complete left in ``out``, once a run into it has completed.
 
     Their folders are removed when marked as mixflow's (and a working folder of a run killed outright, when its
     process is gone); their logs (``run-failed.log``, ``run-interrupted.log``, written only beside an earlier
-    completed run of the same workflow) when ``earlier`` says there was one.
+    completed run of the same workflow) when ``earlier`` says there was one; and the temporary file of a write
+    that a run killed outright did not finish (:func:`~mixflow.atomic.atomic_write`'s ``.<name>.<8 characters>.tmp``
+    beside a file this workflow writes, ``stems``). The run holds the directory's lock: no other run writes there.
     """
     gone = []
     for folder in sorted(out.glob(".mixflow-run-*")):  # a run killed outright (SIGKILL, power) left its own
         if _is_attempt(folder) and not _alive(folder.name.split("-")[2]):
             shutil.rmtree(folder, ignore_errors=True)
             gone.append(f"{folder.name}/")
+    for folder in (out, out / "figures"):
+        for entry in sorted(folder.glob(".*.tmp")) if folder.is_dir() else ():
+            written = re.fullmatch(r"\.(.+)\.[a-z0-9_]{8}\.tmp", entry.name)
+            if written and _is_output(written.group(1), stems, folder == out) and entry.is_file() \
+                    and not entry.is_symlink():
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+                    gone.append(_relative(entry, out))
     for name in _ATTEMPTS:
         folder, log = out / name, out / f"{name}.log"
         if _is_attempt(folder):
@@ -597,6 +607,17 @@ def _set_aside_stale(out: Path, earlier: list[str], written: list[Path], progres
 _OUTPUT_SUFFIXES = (".nc", ".csv", ".html", ".png")
 
 
+def _stems(workflow: Workflow) -> set[str]:
+    """The stems of every file the workflow's models can write (:meth:`ModelSpec.stems`)."""
+    return set().union(*(spec.stems() for spec in workflow.models))
+
+
+def _is_output(name: str, stems: set[str], top: bool) -> bool:
+    """Whether a file called ``name`` may be one the run writes: in ``out`` (``top``) or ``out/figures``."""
+    return (top and name in ("workflow.json", "run.log")) or (name.endswith(_OUTPUT_SUFFIXES) and any(
+        name.startswith(stem) and name[len(stem):len(stem) + 1] in (".", "-") for stem in stems))
+
+
 def _check_no_folder_at_outputs(out: Path, workflow: Workflow) -> None:
     """Refuse, before anything is fitted, a folder in ``out`` where the run may write a file, and a file where a folder.
 
@@ -609,15 +630,12 @@ def _check_no_folder_at_outputs(out: Path, workflow: Workflow) -> None:
         if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, "is not a directory where this run makes the folder of its "
                                      "figures; nothing was fitted: move it away, or choose another --out", str(folder))
-    stems = set().union(*(spec.stems() for spec in workflow.models))
+    stems = _stems(workflow)
     for folder in (out, out / "figures"):
         if not folder.is_dir():
             continue
         for entry in folder.iterdir():
-            name = entry.name
-            ours = (folder == out and name in ("workflow.json", "run.log")) or (name.endswith(_OUTPUT_SUFFIXES) and any(
-                name.startswith(stem) and name[len(stem):len(stem) + 1] in (".", "-") for stem in stems))
-            if ours and entry.is_dir() and not entry.is_symlink():
+            if _is_output(entry.name, stems, folder == out) and entry.is_dir() and not entry.is_symlink():
                 raise IsADirectoryError(errno.EISDIR, "is a directory where this run writes a file; nothing was "
                                         "fitted: move it away, or choose another --out", str(entry))
 
