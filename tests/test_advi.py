@@ -515,14 +515,14 @@ def test_a_fit_of_a_model_of_the_same_structure_reuses_the_compiled_step_with_a_
     fit_advi(model, data, reference, random_seed=3, minibatch_size=20, **options)
     assert len(compiled) == 3 + len(cases)
     plain = {"variant": "meanfield", "minibatch_size": None}
-    key = advi._fitter_key(build_model(model, data), data, plain)
+    key = advi._fitter_key(build_model(model, data), data, plain)[0]
     three = mixflow.PoissonMixture(3)
-    assert len({key, advi._fitter_key(build_model(three, data), data, plain),
-                advi._fitter_key(build_model(model, data), data, {**plain, "variant": "fullrank"})}) == 3
+    assert len({key, advi._fitter_key(build_model(three, data), data, plain)[0],
+                advi._fitter_key(build_model(model, data), data, {**plain, "variant": "fullrank"})[0]}) == 3
     # a regression's means and scales of the data are inputs of its graph too: other data, the same structure
     tone = mixflow.load_dataset("tone")[["stretchratio", "tuned"]]
     regression = mixflow.RegressionMixture(2, "tuned ~ stretchratio")
-    keys = {advi._fitter_key(build_model(regression, values), values, plain)
+    keys = {advi._fitter_key(build_model(regression, values), values, plain)[0]
             for values in (validate_data(tone), validate_data(tone.iloc[::2] * 3.0))}
     assert len(keys) == 1 and None not in keys
 

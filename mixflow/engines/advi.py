@@ -403,12 +403,12 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     key = None
     if stream is None:
         pymc_model = model.pymc_model(data, prior, minibatch_size=size)
-        key = _fitter_key(pymc_model, data, options)
+        key, inputs = _fitter_key(pymc_model, data, options)
         fitter = _taken_fitter(key)
         if fitter is not None:
-            fitter.refill(model, data, pymc_model, options)
+            fitter.refill(model, data, inputs, options)
         else:
-            fitter = _Fitter(model, data, pymc_model, options)
+            fitter = _Fitter(model, data, pymc_model, options, inputs)
     else:
         pymc_model, size, options["stream"] = stream.build(model, data, prior), stream.batch_size, stream
         fitter = _Fitter(model, data, pymc_model, options)
@@ -525,26 +525,24 @@ _FITTERS_LOCK = threading.Lock()
 _FITTER_MAX_VALUES = 1_000_000
 
 
-def _outputs(pymc_model) -> list:
-    """The graphs an ADVI's step is built from: the model's prior and data log densities, and the deterministics."""
-    return [pymc_model.varlogp, pymc_model.datalogp, *pymc_model.deterministics]
+def _fitter_key(pymc_model, data: Data, options: dict) -> tuple[str | None, dict | None]:
+    """A digest of what an ADVI's compiled step depends on, and the model's graph inputs by name; None for neither.
 
-
-def _fitter_key(pymc_model, data: Data, options: dict) -> str | None:
-    """A digest of what an ADVI's compiled step depends on, or None for a step not to be kept.
-
-    That is the structure of the PyMC model's graph (:func:`~mixflow.families.pymc_parts.structure_digest`: the
-    data and the data-scaled prior are its inputs, not part of it), the variant and the minibatch size. None
+    The digest is of the structure of the PyMC model's graphs the step is built from (its prior and data log
+    densities, and the deterministics; :func:`~mixflow.families.pymc_parts.structure_digest`: the data and the
+    data-scaled prior are their inputs, not part of them), the variant and the minibatch size. The inputs
+    (:func:`~mixflow.families.pymc_parts.graph_inputs`) are what a kept step of that digest is refilled with. None
     for data too large to keep, or a model whose inputs cannot be carried over by name.
     """
     if data.values.size > _FITTER_MAX_VALUES:
-        return None
-    outputs = _outputs(pymc_model)
-    if graph_inputs(outputs) is None:
-        return None
+        return None, None
+    outputs = [pymc_model.varlogp, pymc_model.datalogp, *pymc_model.deterministics]
+    inputs = graph_inputs(outputs)
+    if inputs is None:
+        return None, None
     digest = structure_digest(pymc_model, outputs)
     digest.update(json.dumps([options["variant"], options["minibatch_size"]]).encode())
-    return digest.hexdigest()
+    return digest.hexdigest(), inputs
 
 
 def _taken_fitter(key: str | None) -> "_Fitter | None":
@@ -578,19 +576,19 @@ class _Fitter:
     :meth:`pymc.variational.inference.Inference.refine`, PyMC's loop over an already compiled step.
     """
 
-    def __init__(self, model, data: Data, pymc_model, options: dict):
+    def __init__(self, model, data: Data, pymc_model, options: dict, inputs: dict | None = None):
         self.model, self.data, self.pymc_model, self.options = model, data, pymc_model, options
+        self.inputs = inputs  # the model's graph inputs by name (:func:`_fitter_key`), for :meth:`refill`
         self.inference, self.step_function, self.rngs = None, None, None
         self.compiled_by_c = False  # the step compiled by PyTensor's C backend, where numba could not
         self.learning_rate = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
         self.optimiser = _Adam(self.learning_rate)
 
-    def refill(self, model, data: Data, pymc_model, options: dict) -> None:
-        """Fit ``pymc_model`` (of this one's structure, :func:`_fitter_key`) from now: its graph inputs' values."""
+    def refill(self, model, data: Data, inputs: dict, options: dict) -> None:
+        """Fit a PyMC model of this one's structure (:func:`_fitter_key`) from now: its graph ``inputs``' values."""
         self.model, self.data, self.options = model, data, options
-        kept, new = graph_inputs(_outputs(self.pymc_model)), graph_inputs(_outputs(pymc_model))
-        for name, variable in kept.items():
-            variable.set_value(new[name].get_value())
+        for name, variable in self.inputs.items():
+            variable.set_value(inputs[name].get_value())
 
     def _start(self, point: dict, fit_seed: int) -> None:
         """Build (first fit) or reset (later fits) the ADVI at ``point`` with the generators of ``fit_seed``."""
