@@ -33,7 +33,7 @@ import contextvars
 import numpy as np
 
 from mixflow.arguments import check_integer
-from mixflow.data import Data
+from mixflow.data import Data, add_to_digest
 from mixflow.errors import InputTypeError
 from mixflow.families.base import require_pymc_form, supports_pymc
 
@@ -206,8 +206,7 @@ def structure_digest(pymc_model, outputs: list):
     digest.update(pytensor.printing.debugprint(outputs, file="str", print_type=True).encode())
     for variable in ancestors(outputs):
         if isinstance(variable, Constant):
-            value = np.asarray(variable.data)
-            digest.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
+            add_to_digest(digest, variable.data)
     free = [(rv.name, str(pymc_model.rvs_to_values[rv].type)) for rv in pymc_model.free_RVs]
     digest.update(f"{free}".encode())
     return digest
