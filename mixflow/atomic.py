@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import errno
 import os
+import re
 import shutil
 import signal
 import stat
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from mixflow.errors import TERMINATING_SIGNALS
 
-__all__ = ["atomic_write", "check_free_space", "file_mode", "interrupts_deferred", "recording"]
+__all__ = ["atomic_write", "check_free_space", "file_mode", "interrupts_deferred", "recording", "written_through"]
 
 #: Where :func:`atomic_write` records the files it completes (see :func:`recording`), or None
 _record: contextvars.ContextVar = contextvars.ContextVar("mixflow_completed_files", default=None)
@@ -116,6 +117,15 @@ def _check_replaceable(path: Path) -> None:
     code = errno.EISDIR if stat.S_ISDIR(mode) else errno.EINVAL
     raise OSError(code, f"it is {kind}, not a file: mixflow writes a new file in place of a regular file only; "
                         "choose a file name", str(path))
+
+
+def written_through(name: str) -> str | None:
+    """The name of the file whose :func:`atomic_write` a temporary file called ``name`` is, or None if it is none.
+
+    ``tempfile.mkstemp``'s names: ``.<name>.<8 random characters>.tmp``.
+    """
+    temporary = re.fullmatch(r"\.(.+)\.[a-z0-9_]{8}\.tmp", name)
+    return None if temporary is None else temporary.group(1)
 
 
 def _is_temporary(name, path: Path) -> bool:

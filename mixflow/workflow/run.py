@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixflow.atomic import atomic_write, interrupts_deferred, recording
+from mixflow.atomic import atomic_write, interrupts_deferred, recording, written_through
 from mixflow.container.build import recorded_warnings
 from mixflow.container.io import save
 from mixflow.container.layout import RUN_WARNINGS
@@ -473,8 +473,8 @@ def _remove_attempts(out: Path, earlier: list[str], progress, stems: set[str]) -
     Their folders are removed when marked as mixflow's (and a working folder of a run killed outright, when its
     process is gone); their logs (``run-failed.log``, ``run-interrupted.log``, written only beside an earlier
     completed run of the same workflow) when ``earlier`` says there was one; and the temporary file of a write
-    that a run killed outright did not finish (:func:`~mixflow.atomic.atomic_write`'s ``.<name>.<8 characters>.tmp``
-    beside a file this workflow writes, ``stems``). The run holds the directory's lock: no other run writes there.
+    that a run killed outright did not finish (:func:`~mixflow.atomic.written_through`: beside a file this workflow
+    writes, ``stems``). The run holds the directory's lock: no other run writes there.
     """
     gone = []
     for folder in sorted(out.glob(".mixflow-run-*")):  # a run killed outright (SIGKILL, power) left its own
@@ -483,8 +483,8 @@ def _remove_attempts(out: Path, earlier: list[str], progress, stems: set[str]) -
             gone.append(f"{folder.name}/")
     for folder in (out, out / "figures"):
         for entry in sorted(folder.glob(".*.tmp")) if folder.is_dir() else ():
-            written = re.fullmatch(r"\.(.+)\.[a-z0-9_]{8}\.tmp", entry.name)
-            if written and _is_output(written.group(1), stems, folder == out) and entry.is_file() \
+            target = written_through(entry.name)
+            if target is not None and _is_output(target, stems, folder == out) and entry.is_file() \
                     and not entry.is_symlink():
                 with contextlib.suppress(OSError):
                     entry.unlink()
