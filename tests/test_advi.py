@@ -527,6 +527,59 @@ def test_a_fit_of_a_model_of_the_same_structure_reuses_the_compiled_step_with_a_
     assert len(keys) == 1 and None not in keys
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::mixflow.ConvergenceWarning")  # 60 iterations: q need not settle
+def test_a_new_process_links_the_stored_step_of_the_structure_with_the_numbers_of_a_rewritten_one(tmp_path,
+                                                                                                monkeypatch):
+    from mixflow.engines import advi, advi_step, stored_graphs
+
+    folder = tmp_path / "graphs"
+    monkeypatch.setattr(stored_graphs, "FOLDER", [folder])
+    counts = np.random.default_rng(2).poisson(np.repeat([[2.0], [9.0]], 20, axis=0))
+    model, data = mixflow.PoissonMixture(2), validate_data(counts)  # the cheapest graph to compile
+    other = validate_data(counts[5:] + 1, weights=np.arange(35) % 3 + 1.0)
+    reference = _map_estimate(model, data)
+    options = {"n": 60, "draws": 5, "check_every": 20, "random_seed": 3}
+
+    def fit(values):
+        """A fit as the first of a new process: only the disk is shared; how many steps it rewrote and linked."""
+        monkeypatch.setattr(advi, "_FITTERS", type(advi._FITTERS)())
+        before = advi_step.step_counts()
+        result = fit_advi(model, values, reference, **options)
+        return result, {name: count - before[name] for name, count in advi_step.step_counts().items()}
+
+    first, seen = fit(data)
+    assert seen == {"rewritten": 1, "loaded": 0}
+    [stored] = folder.glob("advi-step-graphs-*.bin")
+    again, seen = fit(data)
+    assert seen == {"rewritten": 0, "loaded": 1}
+    _assert_same_groups(again, first)
+    # other data of the structure: the stored graph holds none, and gives the numbers of a step rewritten for them
+    linked, seen = fit(other)
+    assert seen == {"rewritten": 0, "loaded": 1}
+    monkeypatch.setattr(stored_graphs, "FOLDER", [tmp_path / "empty"])
+    rewritten, seen = fit(other)
+    assert seen == {"rewritten": 1, "loaded": 0}
+    _assert_same_groups(linked, rewritten)
+    monkeypatch.setattr(stored_graphs, "FOLDER", [folder])
+    # a damaged file is ignored (rewritten, the same numbers) and replaced
+    content = stored.read_bytes()
+    stored.write_bytes(content[:-10] + bytes([content[-10] ^ 1]) + content[-9:])
+    damaged, seen = fit(data)
+    assert seen == {"rewritten": 1, "loaded": 0}
+    _assert_same_groups(damaged, first)
+    assert stored.read_bytes() != content and fit(data)[1] == {"rewritten": 0, "loaded": 1}
+    # minibatches' rows are constants of the graph: not stored (it would keep a file per data set)
+    fit_advi(model, data, reference, minibatch_size=20, **options)
+    assert list(folder.glob("*")) == [stored]
+    # a folder that cannot be written: rewritten, nothing fails
+    (tmp_path / "a file").write_text("")
+    monkeypatch.setattr(stored_graphs, "FOLDER", [tmp_path / "a file" / "graphs"])
+    unwritten, seen = fit(data)
+    assert seen == {"rewritten": 1, "loaded": 0}
+    _assert_same_groups(unwritten, first)
+
+
 def _assert_same_groups(result, expected):
     """Two fit_advi results hold the same numbers, bit for bit, in every group."""
     for name in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive"):

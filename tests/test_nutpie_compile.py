@@ -11,6 +11,7 @@ nutpie = pytest.importorskip("nutpie")
 pm = pytest.importorskip("pymc")
 pytensor = pytest.importorskip("pytensor")
 
+from mixflow.engines import stored_graphs  # noqa: E402
 from mixflow.engines.nutpie_compile import _numba_optimisation, compile_nutpie  # noqa: E402
 
 
@@ -199,7 +200,7 @@ def graphs_dir(tmp_path, monkeypatch):
     """An empty folder for the rewritten graphs, and no compilation kept in this process."""
     from mixflow.engines import nutpie_compile
 
-    monkeypatch.setattr(nutpie_compile, "_GRAPHS_DIR", [tmp_path / "graphs"])
+    monkeypatch.setattr(stored_graphs, "FOLDER", [tmp_path / "graphs"])
     monkeypatch.setattr(nutpie_compile, "_COMPILED", {})
     return tmp_path / "graphs"
 
@@ -246,14 +247,14 @@ def test_the_stored_graphs_are_linked_without_rewriting_and_give_the_same_callba
 
 
 @pytest.fixture(scope="module")
-def stored_graphs(gaussian_40, tmp_path_factory):
+def stored_file(gaussian_40, tmp_path_factory):
     """The graph file a compilation of ``gaussian_40`` into an empty folder stores: (its name, its bytes)."""
     from mixflow.engines import nutpie_compile
 
     folder = tmp_path_factory.mktemp("stored") / "graphs"
     model, point, expected = gaussian_40
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nutpie_compile, "_GRAPHS_DIR", [folder])
+        patch.setattr(stored_graphs, "FOLDER", [folder])
         patch.setattr(nutpie_compile, "_COMPILED", {})
         _, counts = _compiled_with_counts(model, point, expected)
     assert counts == {"rewritten": 1, "loaded": 0}
@@ -262,18 +263,17 @@ def stored_graphs(gaussian_40, tmp_path_factory):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "payload", "unpicklable", "other key"])
-def test_a_damaged_graph_file_is_ignored_and_rewritten(graphs_dir, damage, gaussian_40, stored_graphs):
+def test_a_damaged_graph_file_is_ignored_and_rewritten(graphs_dir, damage, gaussian_40, stored_file):
     import hashlib
     import json
     import pickle
 
-    from mixflow.engines import nutpie_compile
 
     model, point, expected = gaussian_40
-    name, content = stored_graphs  # the file this model's compilation stores (its graphs, before any damage)
+    name, content = stored_file  # the file this model's compilation stores (its graphs, before any damage)
     graphs_dir.mkdir(parents=True, exist_ok=True)
     path = graphs_dir / name
-    header, _, payload = content[len(nutpie_compile._GRAPHS_MAGIC):].partition(b"\n")
+    header, _, payload = content[len(stored_graphs.MAGIC):].partition(b"\n")
     if damage == "garbage":
         content = b"\x00 not a graph file"
     elif damage == "truncated":
@@ -288,7 +288,7 @@ def test_a_damaged_graph_file_is_ignored_and_rewritten(graphs_dir, damage, gauss
             graphs["logp"]["key"] = "0" * 64
             payload = pickle.dumps(graphs)
         header = json.dumps(dict(json.loads(header), sha256=hashlib.sha256(payload).hexdigest()), sort_keys=True)
-        content = nutpie_compile._GRAPHS_MAGIC + header.encode() + b"\n" + payload
+        content = stored_graphs.MAGIC + header.encode() + b"\n" + payload
     path.write_bytes(content)
     _, counts = _compiled_with_counts(model, point, expected)
     assert counts == {"rewritten": 1, "loaded": 0}
@@ -298,12 +298,11 @@ def test_a_damaged_graph_file_is_ignored_and_rewritten(graphs_dir, damage, gauss
 
 
 def test_graphs_of_other_versions_are_not_used(graphs_dir, monkeypatch, gaussian_40):
-    from mixflow.engines import nutpie_compile
 
     model, point, expected = gaussian_40
     _compiled_with_counts(model, point, expected)
-    versions = nutpie_compile._versions()
-    monkeypatch.setattr(nutpie_compile, "_versions", lambda: dict(versions, pytensor="0.0.0"))
+    versions = stored_graphs.versions()
+    monkeypatch.setattr(stored_graphs, "versions", lambda: dict(versions, pytensor="0.0.0"))
     _, counts = _compiled_with_counts(model, point, expected)
     assert counts == {"rewritten": 1, "loaded": 0}
     assert len(list(graphs_dir.glob("nutpie-graphs-*.bin"))) == 2
@@ -313,14 +312,14 @@ def test_a_folder_that_cannot_be_written_does_not_stop_the_compilation(tmp_path,
     from mixflow.engines import nutpie_compile
 
     (tmp_path / "a file").write_text("")
-    monkeypatch.setattr(nutpie_compile, "_GRAPHS_DIR", [tmp_path / "a file" / "graphs"])  # cannot be created
+    monkeypatch.setattr(stored_graphs, "FOLDER", [tmp_path / "a file" / "graphs"])  # cannot be created
     monkeypatch.setattr(nutpie_compile, "_COMPILED", {})
     model, point, expected = gaussian_40
     for _ in range(2):
         _, counts = _compiled_with_counts(model, point, expected)
         assert counts == {"rewritten": 1, "loaded": 0}
-    monkeypatch.setattr(nutpie_compile, "atomic_write", lambda *args, **kwargs: _raise(OSError(28, "No space left")))
-    monkeypatch.setattr(nutpie_compile, "_GRAPHS_DIR", [tmp_path / "full disk"])
+    monkeypatch.setattr(stored_graphs, "atomic_write", lambda *args, **kwargs: _raise(OSError(28, "No space left")))
+    monkeypatch.setattr(stored_graphs, "FOLDER", [tmp_path / "full disk"])
     _, counts = _compiled_with_counts(model, point, expected)
     assert counts == {"rewritten": 1, "loaded": 0}
 
@@ -334,18 +333,20 @@ def test_stored_arrays_keep_their_strides():
 
     from pytensor.tensor.utils import hash_from_ndarray
 
-    from mixflow.engines.nutpie_compile import _GraphPickler
+    from mixflow.engines.stored_graphs import GraphPickler
 
     row = np.lib.stride_tricks.as_strided(np.array([1.0, 2.0, 1.0]), shape=(1, 3), strides=(8, 8))
-    for array in (row, np.asfortranarray(np.arange(6.0).reshape(3, 2)), np.arange(3.0), np.float64(2.0)):
+    # an empty array may have any strides: PyTensor's size argument of a scalar draw is one with strides (0,)
+    empty = np.broadcast_to(np.zeros((), dtype=np.int64), (0,))
+    for array in (row, np.asfortranarray(np.arange(6.0).reshape(3, 2)), np.arange(3.0), np.float64(2.0), empty):
         buffer = io.BytesIO()
-        _GraphPickler(buffer).dump(array)
+        GraphPickler(buffer).dump(array)
         back = __import__("pickle").loads(buffer.getvalue())
         assert np.array_equal(back, array) and np.shape(back) == np.shape(array)
         if isinstance(array, np.ndarray):
             assert back.strides == array.strides and hash_from_ndarray(back) == hash_from_ndarray(array)
     with pytest.raises(Exception, match="not contiguous"):
-        _GraphPickler(io.BytesIO()).dump(np.arange(6.0)[::2])
+        GraphPickler(io.BytesIO()).dump(np.arange(6.0)[::2])
 
 
 _NEW_PROCESS_FIT = """
@@ -357,7 +358,8 @@ from mixflow.data import validate_data
 from mixflow.engines import nutpie_compile
 from mixflow.engines.mcmc import fit_mcmc
 
-nutpie_compile._GRAPHS_DIR[0] = Path(sys.argv[1])
+from mixflow.engines import stored_graphs
+stored_graphs.FOLDER[0] = Path(sys.argv[1])
 rng = np.random.default_rng(0)
 x = np.concatenate([rng.normal(-3.0, 1.0, 30), rng.normal(3.0, 1.0, 30)])[:, None]
 model = mixflow.GaussianMixture(2, covariance="diag")

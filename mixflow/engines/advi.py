@@ -43,7 +43,7 @@ import numpy as np
 import pymc as pm
 import pytensor
 import pytensor.tensor as pt
-from pymc.pytensorf import reseed_rngs, resolve_backend_compile_kwargs
+from pymc.pytensorf import reseed_rngs
 from pymc.util import get_untransformed_name, is_transformed_name
 from pymc.variational.callbacks import Callback
 from pymc.variational.inference import State
@@ -59,6 +59,7 @@ from mixflow.checks import (
     check_seed,
 )
 from mixflow.data import Data
+from mixflow.engines.advi_step import compile_step
 from mixflow.engines.modes import check_starts, describe_group, mode_caveats, mode_groups, start_points
 from mixflow.engines.over_draws import draw_groups
 from mixflow.errors import InputError, SamplerInterrupted, noting_interrupts, stop_if_terminated
@@ -408,7 +409,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         if fitter is not None:
             fitter.refill(model, data, inputs, options)
         else:
-            fitter = _Fitter(model, data, pymc_model, options, inputs)
+            fitter = _Fitter(model, data, pymc_model, options, inputs, key)
     else:
         pymc_model, size, options["stream"] = stream.build(model, data, prior), stream.batch_size, stream
         fitter = _Fitter(model, data, pymc_model, options)
@@ -576,9 +577,11 @@ class _Fitter:
     :meth:`pymc.variational.inference.Inference.refine`, PyMC's loop over an already compiled step.
     """
 
-    def __init__(self, model, data: Data, pymc_model, options: dict, inputs: dict | None = None):
+    def __init__(self, model, data: Data, pymc_model, options: dict, inputs: dict | None = None,
+                 key: str | None = None):
         self.model, self.data, self.pymc_model, self.options = model, data, pymc_model, options
         self.inputs = inputs  # the model's graph inputs by name (:func:`_fitter_key`), for :meth:`refill`
+        self.key = key  # the structure's key (:func:`_fitter_key`), under which its rewritten step is on disk
         self.inference, self.step_function, self.rngs = None, None, None
         self.compiled_by_c = False  # the step compiled by PyTensor's C backend, where numba could not
         self.learning_rate = pytensor.shared(np.float64(options["learning_rate"]), name="learning_rate")
@@ -609,15 +612,15 @@ class _Fitter:
                             1.0 / np.sqrt(_total_weight(self.data, self.options)))
 
     def _compile(self, mode=None) -> None:
-        """The step function (PyMC's backend, or ``mode``) and the generators' update map.
+        """The step function (PyMC's backend, or ``mode``) and the generators it updates.
 
-        The arguments are those ``pm.fit`` passes (score: ADVI returns its loss).
+        The step is the one ``pm.fit`` compiles (score: ADVI returns its loss); with PyMC's backend its rewritten
+        graph is kept on disk for the next process (:func:`mixflow.engines.advi_step.compile_step`), unless
+        minibatches are drawn: their rows are constants of the graph, which would keep a file per data set.
         """
-        compile_kwargs = resolve_backend_compile_kwargs(None, {"return_updates": True})
-        self.step_function, updates = self.inference.objective.step_function(
-            score=True, obj_optimizer=self.optimiser,
-            compile_kwargs=compile_kwargs if mode is None else {**compile_kwargs, "mode": mode})
-        self.rngs = list(updates)
+        stored = mode is None and self.options.get("minibatch_size") is None
+        self.step_function, self.rngs = compile_step(self.inference.objective, self.optimiser,
+                                                     self.key if stored else None, mode)
 
     def fit(self, point: dict, seed: np.random.SeedSequence) -> dict:
         """One fit from ``point`` and its draws (not yet aligned), with its settle check and ELBO history."""

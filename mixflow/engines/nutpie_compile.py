@@ -22,32 +22,17 @@ A kernel PyTensor did not key, or an input that is not float64, gets nutpie's ow
 
 In a new process, PyTensor's rewriting of the log density, its gradient and the traced values (and nutpie's
 shape computation) would be done again before the kernels are found on disk. So the rewritten graphs are
-kept on disk too, in a ``mixflow`` folder of PyTensor's compile directory, one file per structure (and
-versions of Python, NumPy, PyTensor, numba, PyMC, nutpie and mixflow): the graphs with their shared
-variables replaced by placeholders of the same name and type (the data are not written), nutpie's sizes and
-shapes, and the key PyTensor gave each kernel. A process that finds the file links the graphs with PyTensor's
-numba linker, without rewriting, and uses them only if the linked kernels have the keys recorded, which name
-the same kernels and so the same callbacks and draws. A file that is unreadable, of other versions, altered
-(its contents are checksummed) or whose kernels do not have the recorded keys is ignored and the graphs are
-rewritten; a failure to write one is ignored as well. Files are written whole or not at all
-(:func:`mixflow.atomic.atomic_write`). They are pickles, loaded as trusted as the compiled code PyTensor and
-numba keep in the same per-user directory: the checksum detects damage, not tampering.
+kept on disk too (:mod:`mixflow.engines.stored_graphs`), with nutpie's sizes and shapes and the key PyTensor
+gave each kernel, which names the same kernels and so the same callbacks and draws.
 """
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
-import io
-import itertools
-import json
-import pickle
-import sys
-from pathlib import Path
 
 import numpy as np
 
-from mixflow.atomic import atomic_write
+from mixflow.engines import stored_graphs
 
 __all__ = ["compile_count", "compile_nutpie"]
 
@@ -96,10 +81,6 @@ _SHARED_LINE = "        {var} = numba.carray(address(table[{at}]), ({shape}), np
 _COMPILED: dict = {}
 _COMPILED_MAX = 16
 
-_GRAPHS_FORMAT = 1  # part of every graph file's name and header: bump it when what is stored changes
-_GRAPHS_MAGIC = b"mixflow nutpie graphs\n"
-#: Where the rewritten graphs are kept (None: a ``mixflow`` folder of PyTensor's compile directory).
-_GRAPHS_DIR: list = [None]
 
 
 def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int = 1):
@@ -258,147 +239,58 @@ def _compile(pymc_model, var_names, numba_opt: int, structure: str) -> dict | No
 
 
 # -- the rewritten graphs on disk ------------------------------------------------------------------------------
-def _graphs_path(structure: str) -> Path:
-    """The file of a structure's rewritten graphs, named by the structure and the versions that made them."""
-    from pytensor.configdefaults import config
-
-    folder = _GRAPHS_DIR[0] if _GRAPHS_DIR[0] is not None else Path(config.compiledir) / "mixflow"
-    name = hashlib.sha256(f"{structure}|{json.dumps(_versions(), sort_keys=True)}".encode()).hexdigest()
-    return Path(folder) / f"nutpie-graphs-{name}.bin"
-
-
-@functools.cache
-def _versions() -> dict:
-    """What the stored graphs depend on besides the structure: the file format and the packages' versions."""
-    import importlib.metadata
-
-    import numba
+def _file_structure(structure: str) -> str:
+    """The structure a graph file is stored under: with nutpie's version and this module's callbacks'."""
     import nutpie
-    import pymc
-    import pytensor
 
-    try:
-        mixflow_version = importlib.metadata.version("mixflow")
-    except importlib.metadata.PackageNotFoundError:
-        mixflow_version = None
-    return {"format": _GRAPHS_FORMAT, "callbacks": _VERSION, "python": sys.version, "numpy": np.__version__,
-            "pytensor": pytensor.__version__, "numba": numba.__version__, "pymc": pymc.__version__,
-            "nutpie": nutpie.__version__, "mixflow": mixflow_version}
+    return f"{structure}|nutpie {nutpie.__version__}|callbacks {_VERSION}"
 
 
 def _store_graphs(structure: str, graphs: dict, functions: list) -> None:
     """Write the rewritten graphs of ``functions`` (PyTensor's) with ``graphs``' sizes and keys; never raises."""
     try:
         parts = [_graph_of(function) for function in functions]
-        if None in parts:  # a graph whose inputs are not the point and the shared variables: not stored
-            return
-        content = dict(graphs, logp=dict(graphs["logp"], graph=parts[0]), expand=dict(graphs["expand"], graph=parts[1]))
-        buffer = io.BytesIO()
-        _GraphPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(content)
-        payload = buffer.getvalue()
-        header = json.dumps({"structure": structure, "versions": _versions(),
-                             "sha256": hashlib.sha256(payload).hexdigest()}, sort_keys=True).encode()
-        path = _graphs_path(structure)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda temporary: temporary.write_bytes(_GRAPHS_MAGIC + header + b"\n" + payload))
-    except Exception:  # noqa: BLE001 - the graphs are only a shortcut: a fit never fails for want of them
+    except Exception:  # noqa: BLE001 - the graphs are only a shortcut
         return
+    if None in parts:  # a graph whose inputs are not the point and the shared variables: not stored
+        return
+    content = dict(graphs, logp=dict(graphs["logp"], graph=parts[0]), expand=dict(graphs["expand"], graph=parts[1]))
+    stored_graphs.store("nutpie", _file_structure(structure), content)
 
 
 def _load_graphs(structure: str) -> dict | None:
     """The rewritten graphs stored for ``structure`` by these versions (None if absent, altered or unreadable)."""
+    graphs = stored_graphs.load("nutpie", _file_structure(structure))
     try:
-        content = _graphs_path(structure).read_bytes()
-        if not content.startswith(_GRAPHS_MAGIC):
-            return None
-        header, _, payload = content[len(_GRAPHS_MAGIC):].partition(b"\n")
-        header = json.loads(header)
-        if header != {"structure": structure, "versions": _versions(),
-                      "sha256": hashlib.sha256(payload).hexdigest()}:
-            return None
-        graphs = pickle.loads(payload)
         for part in ("logp", "expand"):
             inputs, _, _ = graphs[part]["graph"]
             placeholders = [(variable.name, variable.type.ndim, variable.type.dtype) for variable in inputs[1:]]
             if placeholders != [(name, ndim, "float64") for name, ndim in
                                 zip(graphs[part]["shared"], graphs[part]["ndim"], strict=True)]:
                 return None
-        return graphs
-    except Exception:  # noqa: BLE001 - absent, truncated, another format: the graphs are rewritten instead
+    except Exception:  # noqa: BLE001 - absent, or not what this module stores: rewritten instead
         return None
+    return graphs
 
 
 def _graph_of(function) -> tuple | None:
-    """The inputs, outputs and order of evaluation of a compiled function's rewritten graph, without its data.
+    """A compiled function's rewritten graph without its data (:func:`mixflow.engines.stored_graphs.graph_of`).
 
-    Its shared variables are replaced by placeholders of their name and type. The order is the graph's own
-    (it follows the in-place operations' constraints as the rewriting left them, which a new graph of the same
-    nodes need not reproduce); the kernel's statements, and so its key, follow it. None unless the graph's
-    inputs are the point, then the shared variables.
+    None unless the graph's inputs are the point, then the shared variables.
     """
     from pytensor.compile.sharedvalue import SharedVariable
-    from pytensor.graph.basic import clone_get_equiv
-    from pytensor.graph.traversal import ancestors
 
     fgraph = function.maker.fgraph
     point, *shared = fgraph.inputs
     if isinstance(point, SharedVariable) or not all(isinstance(variable, SharedVariable) for variable in shared) or \
             [variable.name for variable in shared] != [variable.name for variable in function.get_shared()]:
         return None
-    placeholders = {variable: variable.type(name=variable.name) for variable in shared}
-    equivalent = clone_get_equiv(fgraph.inputs, fgraph.outputs, copy_inputs=False, memo=placeholders)
-    inputs, outputs = [equivalent[v] for v in fgraph.inputs], [equivalent[v] for v in fgraph.outputs]
-    if any(isinstance(variable, SharedVariable) for variable in ancestors(outputs)):
-        return None
-    return inputs, outputs, [equivalent[node] for node in fgraph.toposort()]
+    return stored_graphs.graph_of(fgraph, shared)
 
 
 def _link(part: dict):
     """The numba kernel of a stored graph, linked without rewriting (None if its key is not the one recorded)."""
-    from pytensor.graph.features import Feature
-    from pytensor.graph.fg import FunctionGraph
-    from pytensor.link.numba.linker import NumbaLinker
-
-    class Order(Feature):
-        """Each node after the one before it in the stored order: the graph's only order of evaluation."""
-
-        def orderings(self, fgraph):
-            return {node: [before] for before, node in itertools.pairwise(order)}
-
-    try:
-        inputs, outputs, order = part["graph"]
-        fgraph = FunctionGraph(inputs, outputs, clone=False)
-        fgraph.attach_feature(Order())
-        if fgraph.toposort() != order:
-            return None
-        thunk = NumbaLinker().accept(fgraph).make_all()[0]
-    except Exception:  # noqa: BLE001 - a graph this PyTensor cannot link: rewritten instead
-        return None
-    return thunk.jit_fn if _kernel_key(thunk) == part["key"] else None
-
-
-class _GraphPickler(pickle.Pickler):
-    """A pickler that keeps an array's strides.
-
-    PyTensor's key of a constant hashes them, and plain pickling makes them C-contiguous (a length-1 axis may
-    have any stride).
-    """
-
-    def reducer_override(self, obj):
-        if type(obj) is not np.ndarray or obj.ndim == 0:
-            return NotImplemented
-        for contiguous, order in (("C_CONTIGUOUS", "C"), ("F_CONTIGUOUS", "F")):
-            if obj.flags[contiguous]:
-                base = np.array(obj, order=order, copy=True)
-                if base.strides == obj.strides:
-                    return NotImplemented
-                return _strided, (base, obj.strides, bool(obj.flags.writeable))
-        raise pickle.PicklingError("an array that is not contiguous")
-
-
-def _strided(base: np.ndarray, strides: tuple, writeable: bool) -> np.ndarray:
-    """``base`` (contiguous) with ``strides``, which differ from its own only on length-1 axes."""
-    return np.lib.stride_tricks.as_strided(base, strides=strides, writeable=writeable)
+    return stored_graphs.link(part["graph"], part["key"])
 
 
 def _slots(names: list, ndims: dict) -> dict:
@@ -430,11 +322,8 @@ def _input_table(values: list) -> np.ndarray:
 
 
 def _kernel_key(function) -> str | None:
-    """The key PyTensor cached a compiled function's (or a linker thunk's) kernel under (None if not cached)."""
-    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
-
-    jit_fn = function.jit_fn if hasattr(function, "jit_fn") else function.vm.jit_fn
-    return CACHED_SRC_FUNCTIONS.get(getattr(jit_fn, "py_func", None))
+    """The key PyTensor cached a compiled function's kernel under (None if not cached)."""
+    return stored_graphs.kernel_key(function)
 
 
 def _cached_cfunc(source: str, name: str, kernel_key: str, shapes: dict, numba_opt: int, kernel, slots: list,
