@@ -183,7 +183,7 @@ def test_a_command_started_with_its_standard_output_closed_succeeds(iris_run, mo
     assert main(["show", str(_container(written))]) == 0
 
 
-def test_report_rebuilds_next_to_the_container_with_the_workflow_title(iris_run, capsys):
+def test_report_rebuilds_next_to_the_container_with_the_workflow_title(iris_run, capsys, no_report_plots):
     _, written = iris_run
     container = _container(written)
     expected = container.with_name(f"{container.stem}-report.html")
@@ -196,7 +196,7 @@ def test_report_rebuilds_next_to_the_container_with_the_workflow_title(iris_run,
     assert "virginica" in page
 
 
-def test_report_with_a_choice_of_k_table_and_an_explicit_path(galaxies_run, tmp_path, capsys):
+def test_report_with_a_choice_of_k_table_and_an_explicit_path(galaxies_run, tmp_path, capsys, no_report_plots):
     folder, written = galaxies_run
     selection = next(p for p in written if p.name.endswith("choice-of-k.csv"))
     out = tmp_path / "again.html"
@@ -214,7 +214,8 @@ def _diagnostics_count(page: str) -> str:
     return re.search(r"<th>warnings and diagnostics</th><td>(.*?)</td>", page).group(1)
 
 
-def test_report_includes_the_choice_of_k_beside_the_results_as_the_run_s_report_does(galaxies_run, tmp_path, capsys):
+def test_report_includes_the_choice_of_k_beside_the_results_as_the_run_s_report_does(galaxies_run, tmp_path, capsys,
+                                                                                      no_report_plots):
     # the default page is the run's own report: written again without --selection, it must not lose the choice of K
     # (its table, criteria and findings), which the run's report includes
     _, written = galaxies_run
@@ -236,7 +237,7 @@ def test_report_includes_the_choice_of_k_beside_the_results_as_the_run_s_report_
         main(["report", str(container), "--no-selection", "--selection", str(selection)])
 
 
-def test_report_links_the_other_k_reports_beside_the_results(galaxies_run, tmp_path, capsys):
+def test_report_links_the_other_k_reports_beside_the_results(galaxies_run, tmp_path, capsys, no_report_plots):
     # a run that fits several K ([select] fit = "all-preferred") links each K's report from the others'
     _, written = galaxies_run
     container, selection = _container(written), next(p for p in written if p.name.endswith("choice-of-k.csv"))

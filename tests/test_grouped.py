@@ -214,8 +214,8 @@ def test_container_round_trip_and_prediction(crabs_fit, crabs, tmp_path):
                                rtol=1e-10)
 
 
-def test_the_summary_and_the_report_call_the_two_columns_the_limits_of_one_variable_s_classes(crabs_fit, crabs,
-                                                                                              tmp_path):
+def test_the_summary_and_the_report_call_the_two_columns_the_limits_of_one_variable_s_classes(
+        crabs_fit, crabs, tmp_path, no_report_plots):
     assert "fitted to 'crabs': 29 rows, classes of one variable, its limits in ['lower', 'upper'], frequency " \
         "weights" in mixflow.summary(crabs_fit, kind="text")
     text = mixflow.report(crabs_fit, tmp_path / "crabs.html").read_text(encoding="utf-8")

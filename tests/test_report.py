@@ -128,7 +128,7 @@ def _diagnostics_items(text: str) -> list[str]:
     return re.findall(r"<li class=\"\w+\">(.*?)</li>", section)
 
 
-def test_choice_of_k_problems_disagreement_and_run_warnings_are_reported(tmp_path, full):
+def test_choice_of_k_problems_disagreement_and_run_warnings_are_reported(tmp_path, full, no_report_plots):
     import json
 
     from mixflow.container.layout import RUN_WARNINGS
@@ -469,7 +469,7 @@ def _chain_offset(posterior, size):
     return posterior["chain"] * size
 
 
-def test_the_label_agreement_table_has_no_stray_header_row(tmp_path, full):
+def test_the_label_agreement_table_has_no_stray_header_row(tmp_path, full, no_report_plots):
     text = report(full, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "method_" not in text
 
@@ -543,7 +543,8 @@ def two_methods():
     return make_container(("em", "advi"))
 
 
-def test_hard_labels_that_differ_only_on_boundary_rows_are_information_not_a_warning(tmp_path, two_methods):
+def test_hard_labels_that_differ_only_on_boundary_rows_are_information_not_a_warning(tmp_path, two_methods,
+                                                                                   no_report_plots):
     # a Poisson K=2 fit of the discoveries data: EM and ADVI, whose estimates differ by 0.07-0.42 NUTS sd, put the
     # six years of 6 discoveries on either side (responsibilities 0.49/0.51 and 0.52/0.48): "Hard labels of EM and
     # ADVI agree poorly (adjusted Rand index 0.64)" was warned in the summary and the report
@@ -655,7 +656,7 @@ def test_a_report_of_one_chain_has_no_rank_plot_and_counts_one_chain(tmp_path):
     assert dict(_mcmc_rows(tree))["draws"] == "1 chain x 30 draws"
 
 
-def test_nuts_draws_too_few_for_an_ess_are_a_problem_and_their_intervals_are_not_judged(tmp_path):
+def test_nuts_draws_too_few_for_an_ess_are_a_problem_and_their_intervals_are_not_judged(tmp_path, no_report_plots):
     # 2 draws per chain: no R-hat nor ESS can be computed, and the draws are no sample to summarise. The report's
     # diagnostics (and the run's console, which counts the same findings) must count that as a problem, and the EM
     # point must not be judged inside or outside intervals of two draws.

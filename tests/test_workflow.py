@@ -687,7 +687,7 @@ def test_warnings_are_one_line_each_logged_in_full_recorded_and_reported(tmp_pat
                               f"{counted(len(said) - bad, 'warning')}; see run.log)")
 
 
-def test_the_data_s_warnings_are_recorded_as_the_data_s_not_a_method_s(tmp_path):
+def test_the_data_s_warnings_are_recorded_as_the_data_s_not_a_method_s(tmp_path, no_report_plots):
     """A constant column's warning, raised by the data's checks in EM's stage, is recorded without a method, as
     mixflow.fit records it: a later fit of any method into the container raises it again and finds it there."""
     rng = np.random.default_rng(0)

@@ -82,7 +82,6 @@ _COMPILED: dict = {}
 _COMPILED_MAX = 16
 
 
-
 def compile_nutpie(pymc_model, initial_point, *, var_names=None, numba_opt: int = 1):
     """``nutpie.compile_pymc_model(pymc_model, var_names=var_names)`` with ``initial_point``, callbacks cached.
 
