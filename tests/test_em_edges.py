@@ -469,7 +469,7 @@ def test_declared_values_that_leave_the_likelihood_undefined_are_named_beside_th
         mixflow.fit(mixflow.GaussianMixture(2, prior={"dof": 1e308}), x, method="map", random_seed=0)
 
 
-def test_the_report_names_an_empty_component(two_clusters, tmp_path):
+def test_the_report_names_an_empty_component(two_clusters, tmp_path, no_report_plots):
     model, x, start = _zero_weight_starts(two_clusters)[2]
     with pytest.warns(mixflow.DegenerateComponentWarning, match="is empty"):
         tree = mixflow.fit(model, x, init=start)

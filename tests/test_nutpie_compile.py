@@ -391,8 +391,4 @@ def test_a_new_process_with_the_stored_graphs_draws_the_same(tmp_path):
     first, second = new_process(), new_process()
     assert first["counts"] == {"rewritten": 1, "loaded": 0}
     assert second["counts"] == {"rewritten": 0, "loaded": 1}
-    assert second["draws"] == first["draws"]
-    [path] = tmp_path.glob("nutpie-graphs-*.bin")
-    path.write_bytes(path.read_bytes()[:-100])  # a damaged file: rewritten, the same draws
-    third = new_process()
-    assert third["counts"] == {"rewritten": 1, "loaded": 0} and third["draws"] == first["draws"]
+    assert second["draws"] == first["draws"]  # (a damaged file: test_a_damaged_graph_file_is_ignored_and_rewritten)

@@ -521,7 +521,7 @@ def test_a_rate_em_leaves_just_above_zero_is_on_the_boundary_for_the_standard_er
     assert "EM: no standard errors: a rate is on the boundary" in mixflow.summary(tree, kind="text")
 
 
-def test_two_components_that_are_one_have_no_standard_errors(tmp_path):
+def test_two_components_that_are_one_have_no_standard_errors(tmp_path, no_report_plots):
     """Started with two equal rates, EM keeps them equal: the two are one component, and the likelihood does not
     tell how they split their weight, so the information is singular along the split (a numerical Hessian gives
     the split an arbitrary error, many times the weight, to whose precision the summary would round the weight).
@@ -550,7 +550,8 @@ def test_two_components_that_are_one_have_no_standard_errors(tmp_path):
     assert re.search(r"weights\[[01]\]\s+0\.2\d+\n", text)
 
 
-def test_the_report_counts_the_rates_and_weights_it_compares_not_means_and_covariances(london_fit, tmp_path):
+def test_the_report_counts_the_rates_and_weights_it_compares_not_means_and_covariances(
+        london_fit, tmp_path, no_report_plots):
     tree = mixflow.bootstrap(london_fit, n_replicates=8, random_seed=0, n_jobs=1)
     text = mixflow.report(tree, tmp_path / "deaths.html").read_text(encoding="utf-8")
     assert re.search(r"<td>\d of 4 entries \(each distinct entry of weights, rate\)</td>", text)

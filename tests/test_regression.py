@@ -546,7 +546,7 @@ def test_the_summary_names_the_response_and_covariates_not_features():
     assert model.columns_text(["Temp", "Gas"]) == "response 'Gas', 1 covariate ['Temp']"
 
 
-def test_the_report_s_data_card_names_the_response_and_covariates(tmp_path):
+def test_the_report_s_data_card_names_the_response_and_covariates(tmp_path, no_report_plots):
     # not "features 3" for the response, the covariate and a column beside them
     tone = mixflow.load_dataset("tone")
     tree = mixflow.fit(mixflow.RegressionMixture(2, "tuned ~ stretchratio"), tone.assign(k=1.0), method="map",

@@ -71,7 +71,7 @@ def test_figures_the_caller_holds_open_raise_no_warning_while_the_report_draws()
             plt.close(figure)
 
 
-def test_report_replaces_an_existing_file_only_when_complete(tmp_path, monkeypatch, full):
+def test_report_replaces_an_existing_file_only_when_complete(tmp_path, monkeypatch, full, no_report_plots):
     path = tmp_path / "report.html"
     path.write_text("old")
 
@@ -620,7 +620,7 @@ def test_a_one_cluster_labelling_is_said_as_such_not_as_different_clusterings():
                     "how far they agree; compare the responsibilities instead."]
 
 
-def test_the_data_summary_counts_each_row_by_its_weight_and_gives_the_sample_sd(tmp_path):
+def test_the_data_summary_counts_each_row_by_its_weight_and_gives_the_sample_sd(tmp_path, no_report_plots):
     # the median ignored the frequency weights under a heading that said "(weighted)", and the sd divided by n
     # where R's sd() and pandas divide by n - 1
     import numpy as np

@@ -428,7 +428,7 @@ def test_an_unreadable_workflow_is_said_as_such(tmp_path, monkeypatch):
         read_workflow(path)
 
 
-def test_csv_data_with_weights(tmp_path):
+def test_csv_data_with_weights(tmp_path, no_report_plots):
     rng = np.random.default_rng(0)
     values = np.round(np.concatenate([rng.normal(0, 1, 30), rng.normal(6, 1, 30)]), 1)
     (tmp_path / "mine.csv").write_text("value,count\n" + "\n".join(f"{v},{1 + i % 3}" for i, v in enumerate(values)))
@@ -602,7 +602,7 @@ def test_a_figure_that_cannot_be_drawn_is_skipped_and_named(tmp_path, monkeypatc
     assert "diagnostics: warning: gaussian-full-k2: The forest plot could not be drawn: too many panels" in err
 
 
-def test_the_console_and_the_report_count_warnings_and_diagnostics_alike(tmp_path, capsys):
+def test_the_console_and_the_report_count_warnings_and_diagnostics_alike(tmp_path, capsys, no_report_plots):
     # the report counted the warnings raised while running among the diagnostics' ("1 problem, 1 warning"), where
     # the run's last line counted them apart ("1 warning while running; the diagnostics: 1 problem, 0 warnings")
     path = write(tmp_path, """
@@ -925,7 +925,7 @@ def test_the_one_line_nuts_result_says_one_chains_r_hat_compares_its_halves():
         "bulk ESS n/a (too few draws)")
 
 
-def test_a_second_run_into_a_directory_another_run_writes_into_is_refused(tmp_path, capsys):
+def test_a_second_run_into_a_directory_another_run_writes_into_is_refused(tmp_path, capsys, no_report_plots):
     # two runs into one --out interleaved their files, each moving the other's aside
     fcntl = pytest.importorskip("fcntl")
     rng = np.random.default_rng(0)
