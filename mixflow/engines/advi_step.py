@@ -129,13 +129,14 @@ def _linked(structure: str, loss, updates: dict, mode):
         if [at for at, _ in mapping] != list(range(1, len(mapping) + 1)) or \
                 [index for _, index in mapping] != [i for i, spec in enumerate(inputs) if spec.update is not None]:
             return None
+        update_at = {index: at for at, index in mapping}
         _, graph_outputs, order = stored_graphs.with_inputs(content["graph"], dict(zip(placeholders, variables,
                                                                                          strict=True)))
         specs = []
         for index, spec in enumerate(inputs):
             spec = copy.copy(spec)
             if spec.update is not None:
-                spec.update = graph_outputs[1 + [i for _, i in mapping].index(index)]
+                spec.update = graph_outputs[update_at[index]]
             specs.append(spec)
         fgraph = FunctionGraph(variables, graph_outputs[:1], clone=False)
         maker = mode.function_maker(specs, outputs, mode, accept_inplace=True, fgraph=fgraph, no_fgraph_prep=True)

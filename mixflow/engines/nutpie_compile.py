@@ -186,7 +186,7 @@ def _compile(pymc_model, var_names, numba_opt: int, structure: str) -> dict | No
 
     graphs, functions = _load_graphs(structure), (None, None)
     if graphs is not None:
-        kernels = [_link(graphs[part]) for part in ("logp", "expand")]
+        kernels = [stored_graphs.link(graphs[part]["graph"], graphs[part]["key"]) for part in ("logp", "expand")]
         if None in kernels:
             graphs = None
         else:
@@ -199,7 +199,7 @@ def _compile(pymc_model, var_names, numba_opt: int, structure: str) -> dict | No
         graphs = {"n_dim": n_dim, "n_expanded": n_expanded, "shape_info": shape_info,
                   "reparameterized": reparameterized}
         for part, function in zip(("logp", "expand"), functions, strict=True):
-            graphs[part] = {"key": _kernel_key(function),
+            graphs[part] = {"key": stored_graphs.kernel_key(function),
                             "shared": [variable.name for variable in function.get_shared()],
                             "ndim": [variable.type.ndim for variable in function.get_shared()]}
         if any(variable.type.dtype != "float64" for function in functions for variable in function.get_shared()):
@@ -287,11 +287,6 @@ def _graph_of(function) -> tuple | None:
     return stored_graphs.graph_of(fgraph, shared)
 
 
-def _link(part: dict):
-    """The numba kernel of a stored graph, linked without rewriting (None if its key is not the one recorded)."""
-    return stored_graphs.link(part["graph"], part["key"])
-
-
 def _slots(names: list, ndims: dict) -> dict:
     """Where each input's address and shape sit in the table (:func:`_input_table`): ``{name: (at, ndim)}``."""
     slots, at = {}, 0
@@ -318,11 +313,6 @@ def _input_values(outputs: list, names: list) -> list | None:
 def _input_table(values: list) -> np.ndarray:
     """The user data the callbacks read the inputs from: each input's address, then its shape."""
     return np.array([entry for value in values for entry in (value.ctypes.data, *value.shape)], dtype=np.uint64)
-
-
-def _kernel_key(function) -> str | None:
-    """The key PyTensor cached a compiled function's kernel under (None if not cached)."""
-    return stored_graphs.kernel_key(function)
 
 
 def _cached_cfunc(source: str, name: str, kernel_key: str, shapes: dict, numba_opt: int, kernel, slots: list,

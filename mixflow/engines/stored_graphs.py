@@ -99,33 +99,35 @@ def graph_of(fgraph, shared: list) -> tuple | None:
     ``shared`` (some of its inputs) are replaced by placeholders of their name and type; None if a shared
     variable is left in the graph. The order is the graph's own (it follows the in-place operations'
     constraints as the rewriting left them, which a new graph of the same nodes need not reproduce); the
-    kernel's statements, and so its key, follow it. Constants are kept as they are (a copy would be a new
-    array, whose strides may differ).
+    kernel's statements, and so its key, follow it.
     """
     from pytensor.compile.sharedvalue import SharedVariable
-    from pytensor.graph.basic import Constant, clone_get_equiv
     from pytensor.graph.traversal import ancestors
 
-    memo = {variable: variable.type(name=variable.name) for variable in shared}
-    memo.update({variable: variable for variable in ancestors(fgraph.outputs) if isinstance(variable, Constant)})
-    equivalent = clone_get_equiv(fgraph.inputs, fgraph.outputs, copy_inputs=False, memo=memo)
-    inputs, outputs = [equivalent[v] for v in fgraph.inputs], [equivalent[v] for v in fgraph.outputs]
-    if any(isinstance(variable, SharedVariable) for variable in ancestors(outputs)):
+    placeholders = {variable: variable.type(name=variable.name) for variable in shared}
+    graph = _cloned(fgraph.inputs, fgraph.outputs, fgraph.toposort(), placeholders)
+    if any(isinstance(variable, SharedVariable) for variable in ancestors(graph[1])):
         return None
-    return inputs, outputs, [equivalent[node] for node in fgraph.toposort()]
+    return graph
 
 
 def with_inputs(graph: tuple, replacements: dict) -> tuple:
     """A stored graph (:func:`graph_of`) with its placeholders replaced (``{placeholder: variable}``)."""
+    return _cloned(*graph, replacements)
+
+
+def _cloned(inputs: list, outputs: list, order: list, replacements: dict) -> tuple:
+    """A copy of a graph's inputs, outputs and order of evaluation, with ``replacements`` for some of its inputs.
+
+    Constants are kept as they are (a copy would be a new array, whose strides may differ).
+    """
     from pytensor.graph.basic import Constant, clone_get_equiv
     from pytensor.graph.traversal import ancestors
 
-    inputs, outputs, order = graph
     memo = dict(replacements)
     memo.update({variable: variable for variable in ancestors(outputs) if isinstance(variable, Constant)})
     equivalent = clone_get_equiv(inputs, outputs, copy_inputs=False, memo=memo)
-    return ([equivalent[v] for v in inputs], [equivalent[v] for v in outputs],
-            [equivalent[node] for node in order])
+    return [equivalent[v] for v in inputs], [equivalent[v] for v in outputs], [equivalent[node] for node in order]
 
 
 def keep_order(fgraph, order: list) -> bool:
