@@ -119,6 +119,7 @@ def test_output_shapes_names_and_history(faithful_advi, faithful_data):
     attrs = result["attrs"]
     assert attrs["method"] == "advi" and attrs["variant"] == "meanfield"
     assert attrs["converged"] == 1 and 0 < attrs["n_iter"] < attrs["max_iter"]
+    assert 0 < attrs["compile_time"] < attrs["wall_time"]  # to the first step, which the optimisation follows
     posterior = result["groups"]["posterior"]["variables"]
     assert set(posterior) == set(PARAMETERS)
     assert posterior["covariance"][0] == ("chain", "draw", "component", "feature", "feature_")

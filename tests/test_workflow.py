@@ -925,6 +925,27 @@ def test_the_one_line_nuts_result_says_one_chains_r_hat_compares_its_halves():
         "bulk ESS n/a (too few draws)")
 
 
+def test_the_one_line_nuts_result_says_when_compiling_took_most_of_its_time():
+    # a first fit of a structure on a machine compiles for minutes and samples for seconds: "in 134.2 s" alone
+    # read as slow sampling (or optimising)
+    from mixflow.workflow.run import advi_result, mcmc_result
+
+    attrs = {"chains": 4, "draws": 1000, "wall_time": 134.24, "n_divergences": 0, "max_rhat": 1.002,
+             "min_ess_bulk": 4531.0, "timings": json.dumps({"build": 0.1, "compile": 128.06, "tune_and_draw": 6.1})}
+    assert mcmc_result(attrs) == ("4 chains x 1000 draws in 134.2 s (128.1 s of it compiling the model), "
+                                  "0 divergences, worst R-hat 1.002, smallest bulk ESS 4531")
+    linked = {**attrs, "wall_time": 6.5, "timings": json.dumps({"compile": 0.4, "tune_and_draw": 6.1})}
+    assert mcmc_result(linked) == ("4 chains x 1000 draws in 6.5 s, 0 divergences, worst R-hat 1.002, "
+                                   "smallest bulk ESS 4531")
+    advi = {"variant": "meanfield", "wall_time": 95.04, "compile_time": 88.12, "n_iter": 1050, "converged": 1,
+            "final_elbo": -1169.04, "final_elbo_se": 0.1}
+    assert advi_result(advi) == ("meanfield in 95.0 s (88.1 s of it compiling the model), settled after 1050 "
+                                 "iterations, final ELBO -1,169.04 (se 0.10)")
+    assert advi_result({**advi, "wall_time": 4.4, "compile_time": 0.9}).startswith("meanfield in 4.4 s, settled")
+    # most of a short fit, but seconds: loading the cached kernels, not worth a word
+    assert advi_result({**advi, "wall_time": 1.6, "compile_time": 1.0}).startswith("meanfield in 1.6 s, settled")
+
+
 def test_a_second_run_into_a_directory_another_run_writes_into_is_refused(tmp_path, capsys, no_report_plots):
     # two runs into one --out interleaved their files, each moving the other's aside
     fcntl = pytest.importorskip("fcntl")

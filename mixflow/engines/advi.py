@@ -204,9 +204,12 @@ class SettleCheck(Callback):
         self._window_sum, self._window_count = None, 0
         self._previous_average, self.average, self._steps = None, None, []
         self.state = "few"  # the last check's finding: too few moves to tell, a drift, or noise wider than tol
+        self.first_called = None  # perf_counter() at the first call: the first step ran (numba compiles it then)
 
     def __call__(self, approx, losses, i) -> None:
         """Record the iteration; check finiteness; every ``check_every`` iterations test for settling."""
+        if self.first_called is None:
+            self.first_called = time.perf_counter()
         self.n_iter, self.losses = i, losses
         self.learning_rates.append(float(self.learning_rate.get_value()))
         values = get_parameters(approx)
@@ -445,6 +448,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
         # its standard error: the window's single-sample estimates' sd over their square root
         "final_elbo_se": max(fits, key=lambda fit: fit["final_elbo"])["final_elbo_se"],
         "wall_time": float(fit_time),
+        "compile_time": float(sum(fit["compile_time"] for fit in fits)),  # in wall_time: to the fits' first steps
         "n_relabelled_draws": int(np.any(permutations != np.arange(model.n_components), axis=-1).sum()),
         "relabel_cost": signature.description,
         "prior": json.dumps(prior.to_dict()),
@@ -626,6 +630,9 @@ class _Fitter:
         """One fit from ``point`` and its draws (not yet aligned), with its settle check and ELBO history."""
         options = self.options
         fit_seed, draw_seed = (int(s) for s in seed.generate_state(2))
+        # until the first step has run: building and compiling the step (PyTensor compiles its kernels, or loads
+        # them from its cache, as the step first runs), a failed numba compilation included
+        began = time.perf_counter()
         while True:
             self._start(point, fit_seed)
             check = SettleCheck(options["variant"], self.learning_rate, options["settle_tol"], options["check_every"])
@@ -661,7 +668,7 @@ class _Fitter:
                           "learning_rate, or loosen settle_tol.", ConvergenceWarning, skip_file_prefixes=PACKAGE_FILES)
         elbo = -np.asarray(check.losses, dtype=float)
         window = elbo[-options["check_every"]:]
-        return {"check": check, "elbo": elbo,
+        return {"check": check, "elbo": elbo, "compile_time": (check.first_called or began) - began,
                 "learning_rates": np.asarray(check.learning_rates[:elbo.size], dtype=float),
                 "final_learning_rate": float(self.learning_rate.get_value()),
                 "final_elbo": float(window.mean()) if window.size else float("nan"),
