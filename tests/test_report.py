@@ -121,6 +121,19 @@ def test_report_of_a_real_fit_by_em_mcmc_and_advi(tmp_path):
     text = report(tree, tmp_path / "real.html").read_text(encoding="utf-8")
     assert text.count('src="data:image/png;base64,') == 7
     assert "could not be drawn" not in text
+    # each method's wall time with its part compiling the model (minutes where PyTensor's cache lacked the structure)
+    assert re.search(r"wall time</t[hd]>\s*<td>[^<]* s: [^<]* s compiling the model, [^<]* s sampling</td>", text)
+    assert re.search(r"wall time</t[hd]>\s*<td>[^<]* s: [^<]* s compiling the model, [^<]* s optimising and "
+                     r"drawing</td>", text)
+
+
+def test_a_wall_time_says_what_part_of_it_compiled_the_model():
+    from mixflow.present.report.cards import _wall_time
+
+    assert _wall_time(134.24, 128.06, "sampling") == "2 min 14 s: 2 min 08 s compiling the model, 6.2 s sampling"
+    assert _wall_time(4.4, 0.9, "optimising and drawing") == "4.4 s: 0.9 s compiling the model, 3.5 s optimising " \
+        "and drawing"
+    assert _wall_time(4.4, None, "sampling") == "4.4 s"  # a container from before compile times were recorded
 
 
 def _diagnostics_items(text: str) -> list[str]:
