@@ -360,7 +360,8 @@ def test_full_disk_while_writing_figures(tmp_path, workflow_file, capsys, monkey
     # the files completed before the failure stay, and are said, with the log that ends on the failure
     out = tmp_path / "out"
     kept = ["gaussian-full-k2.nc", "gaussian-full-k2-comparison.csv", "run.log"]
-    assert f"; the 3 files completely written before the error are kept ({out / kept[0]}, " in line
+    assert f"; the 4 files completely written before the error are kept ({out / kept[0]}, " in line
+    assert line.endswith(f"{out / 'run.log'}, {out / 'workflow.json'})")  # the claim is said with the files it lists
     # with the record that claims the directory for its workflow, listing them
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == sorted([*kept, "workflow.json"])
     assert sorted(json.loads((out / "workflow.json").read_text())["outputs"]) == sorted([*kept, "workflow.json"])
@@ -371,7 +372,7 @@ def test_figures_written_before_the_disk_filled_are_said_to_be_kept(tmp_path, wo
     # the figures already written stayed on disk but were missing from the list of files kept
     status, line = _run_with_the_disk_full_at_figure(2, tmp_path, workflow_file, capsys, monkeypatch)
     first = tmp_path / "out" / "figures" / "gaussian-full-k2-data.png"
-    assert status == 2 and first.is_file() and "the 4 files completely written before the error are kept" in line
+    assert status == 2 and first.is_file() and "the 5 files completely written before the error are kept" in line
     assert str(first) in line and _leftovers(tmp_path / "out" / "figures") == []
 
 
@@ -567,7 +568,7 @@ def test_interrupt_after_a_model_lists_what_was_saved(tmp_path, workflow_file, c
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
     assert status == 130
     line = _one_error_line(err)
-    assert "the 3 files completely written before it are kept" in line and "gaussian-full-k2.nc" in line
+    assert "the 4 files completely written before it are kept" in line and "gaussian-full-k2.nc" in line
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gaussian-full-k2-comparison.csv",
                                                                     "gaussian-full-k2.nc", "run.log", "workflow.json"]
     assert (tmp_path / "out" / "run.log").read_text().rstrip().endswith("interrupted")
@@ -875,7 +876,7 @@ def test_an_interrupt_held_while_the_container_is_written_lists_it(tmp_path, wor
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
     assert status == 130
     line = _one_error_line(err)
-    assert "the 2 files completely written before it are kept" in line and "gaussian-full-k2.nc" in line, line
+    assert "the 3 files completely written before it are kept" in line and "gaussian-full-k2.nc" in line, line
     assert mixflow.load(tmp_path / "out" / "gaussian-full-k2.nc").attrs["model"]
     assert _leftovers(tmp_path / "out") == []
 
@@ -1076,7 +1077,8 @@ def test_interrupt_of_a_sampler_in_an_existing_directory_keeps_a_truthful_log(tm
     status, err = _cli(capsys, "run", workflow_file, "--out", tmp_path / "out")
     assert status == 130
     log = tmp_path / "out" / "run.log"
-    assert _one_error_line(err).endswith(f"interrupted; the 1 file completely written before it is kept ({log}); "
+    assert _one_error_line(err).endswith(f"interrupted; the 2 files completely written before it are kept ({log}, "
+                                         f"{tmp_path / 'out' / 'workflow.json'}); "
                                          "no half-written file was left")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run.log", "workflow.json"]  # and its claim
     assert log.read_text().rstrip().endswith("interrupted")
@@ -1391,7 +1393,9 @@ def test_a_failed_first_run_claims_its_directory_for_its_workflow(tmp_path, work
     monkeypatch.setattr(mixflow.workflow.run, "fit", second_fails)
     out = tmp_path / "out"
     status, err = _cli(capsys, "run", workflow_file, "--out", out)
-    assert status == 2 and "the 3 files completely written before the error are kept" in _one_error_line(err)
+    # the claim is said among the files kept: they were said without it, which the directory held
+    assert status == 2 and "the 4 files completely written before the error are kept" in _one_error_line(err)
+    assert _one_error_line(err).endswith(f"{out / 'workflow.json'})")
     record = json.loads((out / "workflow.json").read_text())
     assert record["completed"] is False and record["config"]["name"] == "small"
     assert sorted(record["outputs"]) == sorted(p.name for p in out.iterdir()) == [

@@ -317,9 +317,11 @@ def _run_into(workflow: Workflow, out: Path, created: list[Path], quiet: bool) -
             written.append(_keep_log(working, log, earlier, how))
         if claim is not None and written:  # the claim lists what the run kept, for a rerun to replace or set aside
             claim_what_is_kept()  # (with the log, kept above)
+        # the claim is kept with them (a record of a run that did not complete), and said with them
+        kept = [*written, claim] if claim is not None and written and claim.exists() else list(written)
         if interrupted:
-            raise Interrupted(saved=written) from error
-        error.saved = [str(path) for path in written]
+            raise Interrupted(saved=kept) from error
+        error.saved = [str(path) for path in kept]
         raise
     finally:
         if failed and working not in written:  # kept above under its name, or nothing to keep
