@@ -109,15 +109,19 @@ def card(heading: str, content: str) -> str:
     return f'<div class="card"><h3>{html.escape(heading)}</h3>{content}</div>'
 
 
-def _wall_time(seconds, compiling, rest: str) -> str:
-    """A method's wall time and the part of it spent compiling the model (PyTensor's kernels, compiled or loaded).
+def _wall_time(seconds, compiling, rest: str, timed: tuple[tuple[float, str], ...] = ()) -> str:
+    """A method's wall time in parts: compiling the model, the parts ``timed`` ((seconds, what)), the rest (``rest``).
 
-    On a machine whose PyTensor cache lacks the model's structure, compiling takes minutes where sampling takes
-    seconds; the wall time alone would pass that off as the method's own time.
+    Compiling is PyTensor's kernels, compiled or loaded from its cache. On a machine whose cache lacks the model's
+    structure, compiling takes minutes where sampling takes seconds; the wall time alone would pass that off as the
+    method's own time.
     """
     if compiling is None:  # a container written before the compile time was recorded
         return duration(seconds)
-    return f"{duration(seconds)}: {duration(compiling)} compiling the model, {duration(seconds - compiling)} {rest}"
+    left = seconds - compiling - sum(part for part, _ in timed)
+    said = [f"{duration(compiling)} compiling (or loading) the model",
+            *(f"{duration(part)} {what}" for part, what in timed)]
+    return f"{duration(seconds)}: " + ", ".join(said + ([f"{duration(left)} {rest}"] if left >= 0.05 else []))
 
 
 def duration(seconds) -> str:
@@ -188,8 +192,12 @@ def _mcmc_rows(tree) -> list[tuple[str, object]]:
     if attrs.get("extended"):  # the draws are a second, longer run's
         rows.append(("extended", attrs["extended"]))
     if "wall_time" in attrs:
-        compiling = json.loads(attrs.get("timings", "{}")).get("compile")
-        rows.append(("wall time", _wall_time(attrs["wall_time"], compiling, "sampling")))
+        timings = json.loads(attrs.get("timings", "{}"))
+        if "compile" in timings and "tune_and_draw" in timings:
+            rows.append(("wall time", _wall_time(attrs["wall_time"], timings["compile"], "the rest",
+                                                 ((timings["tune_and_draw"], "tuning and sampling"),))))
+        else:  # a container written before the phases were timed
+            rows.append(("wall time", duration(attrs["wall_time"]) + " (compilation and sampling)"))
     if "max R-hat within modes" in summary:  # the figure the warnings judge by, then the modes' distance
         rows.append(("worst R-hat within a mode", format_rhat(summary['max R-hat within modes'])))
         if "max R-hat over all chains" in summary:
@@ -223,7 +231,7 @@ def _advi_rows(tree) -> list[tuple[str, object]]:
             rows.append(("final ELBO", f"{np.nanmean(elbo.values.ravel()[-max(elbo.size // 10, 1):]):.6g}"))
     rows.append(("draws", tree[DRAW_GROUPS["advi"]].sizes.get("draw", "")))
     if "wall_time" in attrs:
-        rows.append(("wall time", _wall_time(attrs["wall_time"], attrs.get("compile_time"), "optimising and drawing")))
+        rows.append(("wall time", _wall_time(attrs["wall_time"], attrs.get("compile_time"), "optimising")))
     if attrs.get("minibatch_size", -1) not in (-1, None):
         rows.append(("minibatch", f"{attrs['minibatch_size']} rows"))
     return rows
