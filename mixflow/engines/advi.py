@@ -631,8 +631,8 @@ class _Fitter:
         """One fit from ``point`` and its draws (not yet aligned), with its settle check and ELBO history."""
         options = self.options
         fit_seed, draw_seed = (int(s) for s in seed.generate_state(2))
-        # until the first step has run: building and compiling the step (PyTensor compiles its kernels, or loads
-        # them from its cache, as the step first runs), a failed numba compilation included
+        # compiling: until the first step has run, building and compiling the step (PyTensor compiles its kernels, or
+        # loads them from its cache, as the step first runs; a failed numba compilation included), and the draws
         began = time.perf_counter()
         while True:
             self._start(point, fit_seed)
@@ -669,12 +669,11 @@ class _Fitter:
                           "learning_rate, or loosen settle_tol.", ConvergenceWarning, skip_file_prefixes=PACKAGE_FILES)
         elbo = -np.asarray(check.losses, dtype=float)
         window = elbo[-options["check_every"]:]
-        to_first_step = (check.first_called or began) - began
         drawing = time.perf_counter()
         draws = _draws(self.model, self.data, approx, options["draws"], draw_seed)
         # the draws from q: PyMC compiles (or loads) their function as they are drawn, most of their time
-        to_first_step += time.perf_counter() - drawing
-        return {"check": check, "elbo": elbo, "compile_time": to_first_step,
+        compiling = (check.first_called or began) - began + time.perf_counter() - drawing
+        return {"check": check, "elbo": elbo, "compile_time": compiling,
                 "learning_rates": np.asarray(check.learning_rates[:elbo.size], dtype=float),
                 "final_learning_rate": float(self.learning_rate.get_value()),
                 "final_elbo": float(window.mean()) if window.size else float("nan"),

@@ -11,8 +11,8 @@ import math
 
 from mixflow.wording import counted, listed
 
-__all__ = ["advi_progress", "format_number", "format_with_sd", "plot_problem", "recorded_warning_line",
-           "set_aside_runs", "warnings_and_diagnostics"]
+__all__ = ["advi_progress", "compile_seconds", "format_number", "format_with_sd", "plot_problem",
+           "recorded_warning_line", "set_aside_runs", "warnings_and_diagnostics"]
 
 
 def _decimals(sd: float, digits: int = 2) -> int:
@@ -80,6 +80,16 @@ def set_aside_runs(attrs, prefix: str = "") -> str:
     if not parts:
         return ""
     return f"{prefix}of {int(attrs.get('n_starts', 0))} runs, {' and '.join(parts)}, set aside"
+
+
+def compile_seconds(attrs) -> float | None:
+    """The seconds of a NUTS or ADVI fit's ``wall_time`` spent compiling (or loading) the model; None if not recorded.
+
+    ADVI records them as ``compile_time``; NUTS among its phases' ``timings`` (``"compile"``).
+    """
+    if "compile_time" in attrs:
+        return float(attrs["compile_time"])
+    return json.loads(attrs.get("timings", "{}")).get("compile")
 
 
 def advi_progress(attrs, digits: int = 7) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.errors import InputError, Interrupted, describe_os_error, stop_if_terminated, termination
 from mixflow.fitting import fit
 from mixflow.present.labels import reference_agreement, with_reference_labels
-from mixflow.present.numbers import advi_progress, plot_problem
+from mixflow.present.numbers import advi_progress, compile_seconds, plot_problem
 from mixflow.warnings import ADVIDivergenceError
 from mixflow.wording import counted, fixed_places
 from mixflow.workflow.config import Workflow, read_workflow
@@ -112,7 +112,7 @@ def mcmc_result(attrs) -> str:
     chains = attrs.get("chains")
     return ((counted(int(chains), "chain") if chains is not None else "? chains")
             + f" x {attrs.get('draws', '?')} draws in "
-            + _seconds(attrs, json.loads(attrs.get("timings", "{}")).get("compile", 0.0)) + ", "
+            + _seconds(attrs) + ", "
             + counted(int(attrs.get("n_divergences", 0)), "divergence") + ", worst R-hat "
             + ("(the chain's halves) " if chains == 1 else "")
             + format_rhat(rhat)
@@ -124,17 +124,17 @@ def mcmc_result(attrs) -> str:
 def advi_result(attrs) -> str:
     """ADVI's result in one line: iterations, settled or not, final ELBO."""
     progress, elbo = advi_progress(attrs)
-    return f"{attrs.get('variant', '')} in {_seconds(attrs, attrs.get('compile_time', 0.0))}, {progress}, {elbo}"
+    return f"{attrs.get('variant', '')} in {_seconds(attrs)}, {progress}, {elbo}"
 
 
-def _seconds(attrs, compiling: float) -> str:
+def _seconds(attrs) -> str:
     """A method's ``wall_time``, and the seconds of it spent compiling where they were most of it (and not a few).
 
     Compiling is in the wall time: where PyTensor's cache on the machine lacks the model's structure it takes
     minutes against seconds of sampling or optimising, which the time alone would pass off as a slow method.
     Setting up and loading what the cache holds take a few seconds, not worth a word.
     """
-    wall = attrs.get("wall_time", 0)
+    wall, compiling = attrs.get("wall_time", 0), compile_seconds(attrs) or 0.0
     shown = compiling > wall / 2 and compiling >= _COMPILE_SAID
     return f"{wall:.1f} s" + (f" ({compiling:.1f} s of it compiling the model)" if shown else "")
 

@@ -38,7 +38,13 @@ from mixflow.present.compare import (
     dataset_to_frame,
     element_columns,
 )
-from mixflow.present.numbers import advi_progress, recorded_warning_line, searched_a_sample, set_aside_runs
+from mixflow.present.numbers import (
+    advi_progress,
+    compile_seconds,
+    recorded_warning_line,
+    searched_a_sample,
+    set_aside_runs,
+)
 from mixflow.present.rank_test import mcmc_rank_finding
 from mixflow.wording import agreeing, counted, fixed_places, pairs_text
 
@@ -231,7 +237,7 @@ def _advi_rows(tree) -> list[tuple[str, object]]:
             rows.append(("final ELBO", f"{np.nanmean(elbo.values.ravel()[-max(elbo.size // 10, 1):]):.6g}"))
     rows.append(("draws", tree[DRAW_GROUPS["advi"]].sizes.get("draw", "")))
     if "wall_time" in attrs:
-        rows.append(("wall time", _wall_time(attrs["wall_time"], attrs.get("compile_time"), "optimising")))
+        rows.append(("wall time", _wall_time(attrs["wall_time"], compile_seconds(attrs), "optimising")))
     if attrs.get("minibatch_size", -1) not in (-1, None):
         rows.append(("minibatch", f"{attrs['minibatch_size']} rows"))
     return rows
