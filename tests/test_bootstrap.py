@@ -389,5 +389,43 @@ def test_a_replicate_that_warned_of_a_spurious_maximum_is_flagged_degenerate_and
     np.testing.assert_array_equal(flags["degenerate"], [True, True, False])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        module._report_warnings(results, flags)
+        module._report_warnings(results, flags, "em")
     assert not any("bootstrap replicate: restart 3" in str(w.message) for w in caught)
+    assert any("(consider method='map' or more data)" in str(w.message) for w in caught)
+
+
+def test_the_advice_of_a_map_fits_bootstrap_is_not_to_fit_by_map():
+    import warnings
+
+    from mixflow.analysis import bootstrap as module
+
+    results = [{"params": {"weights": np.ones(2) / 2}, "converged": True,
+                "warnings": [(mixflow.DegenerateComponentWarning, "component 1 collapsed")]}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module._report_warnings(results, module._replicate_flags(results), "map")
+    [said] = [str(w.message) for w in caught]
+    assert said.endswith("(consider more data or fewer components)") and "method='map'" not in said
+
+
+# R's datasets::cars (Ezekiel 1930): speed (mph) and stopping distance (ft) of 50 cars
+CARS = pd.DataFrame({
+    "speed": [4, 4, 7, 7, 8, 9, 10, 10, 10, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 16,
+              16, 17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 20, 20, 20, 20, 20, 22, 23, 24, 24, 24, 24, 25],
+    "dist": [2, 10, 4, 22, 16, 10, 18, 26, 34, 17, 28, 14, 20, 24, 28, 26, 34, 34, 46, 26, 36, 60, 80, 20, 26, 54, 32,
+             40, 32, 40, 50, 42, 56, 76, 84, 36, 46, 68, 32, 48, 52, 56, 64, 66, 54, 70, 92, 93, 120, 85]}, dtype=float)
+
+
+def test_a_replicate_leading_to_a_degenerate_or_spurious_point_above_the_estimate_is_no_higher_maximum_missed():
+    # two regression lines through 50 cars: 7 of 40 replicates lead EM on the data to another fixed point, 6 of them
+    # above the estimate's log-likelihood (-200.06, which seeds 0-4 and n_init=50 all return): lines through 2-3
+    # rows (variance 0: -170.75, -179.85) or flagged spurious (-198.20, -199.95). They were said to be "a higher
+    # maximum than the estimate's, which its restarts missed", which would send an analyst after a better fit that
+    # does not exist
+    fitted = mixflow.fit(mixflow.RegressionMixture(2, "dist ~ speed"), CARS, random_seed=0)
+    assert fitted["em"].attrs["log_likelihood"] == pytest.approx(-200.0617, abs=1e-4)
+    with pytest.warns(MixflowWarning, match=r"7 ended at another solution") as caught:
+        replicated = bootstrap(fitted, n_replicates=40, random_seed=1, n_jobs=1)
+    attrs = replicated["em/bootstrap"].attrs
+    assert (attrs["n_elsewhere"], attrs["n_elsewhere_higher"]) == (7, 0)
+    assert not any("restarts missed" in str(w.message) for w in caught)

@@ -15,6 +15,7 @@ samplers of the parametric bootstrap in :mod:`mixflow.families.sampling`.
 """
 
 import dataclasses
+import json
 import secrets
 import warnings
 
@@ -144,7 +145,8 @@ def _elsewhere(job: _Job, model, params: dict, seed: int) -> str:
 
     ``"same"``: its objective within :data:`_SAME_SOLUTION` per unit of weight of the estimate's (two objectives
     of the same data differ by the same amount in any units); ``"elsewhere"``: another fixed point, below it (a
-    lower maximum, or a boundary point such as a Poisson component on the zeros alone); ``"higher"``: a maximum
+    lower maximum, or a boundary point such as a Poisson component on the zeros alone; or above it but degenerate or
+    spurious, as the estimate's restarts rank such points below every sound one); ``"higher"``: a sound maximum
     above the estimate's, which its restarts missed; ``"undecided"``: the run did not converge (SQUAREM, and at
     least :data:`_CHECK_MAX_ITER` iterations). A replicate of another fixed point is a draw of the estimator's
     spread between solutions, not about the estimate's, and widens the intervals beyond it.
@@ -165,7 +167,9 @@ def _elsewhere(job: _Job, model, params: dict, seed: int) -> str:
     total = float(np.sum(job.weights)) if job.weights is not None else float(job.x.shape[0])
     if abs(reached - job.objective) <= _SAME_SOLUTION * total:
         return "same"
-    return "higher" if reached > job.objective else "elsewhere"
+    attrs = back["em"].attrs
+    sound = not attrs.get("degenerate") and not json.loads(attrs.get("spurious_components", "[]"))
+    return "higher" if reached > job.objective and sound else "elsewhere"
 
 
 def _objective(em_attrs) -> float:
@@ -256,7 +260,7 @@ def _replicate_flags(results: list[dict]) -> dict[str, np.ndarray]:
             "elsewhere": np.array([r.get("solution") in ("elsewhere", "higher") for r in results])}
 
 
-def _report_warnings(results: list[dict], flags: dict[str, np.ndarray]) -> dict:
+def _report_warnings(results: list[dict], flags: dict[str, np.ndarray], method: str) -> dict:
     failed = [r["error"] for r in results if r["params"] is None]
     not_converged = int((~flags["failed"] & ~flags["converged"]).sum())
     degenerate = int(flags["degenerate"].sum())
@@ -273,10 +277,12 @@ def _report_warnings(results: list[dict], flags: dict[str, np.ndarray]) -> dict:
         (elsewhere, f"ended at another solution than the estimate's (EM on the data from their estimates goes to "
                     f"another fixed point{above}: their spread is between solutions, not about the estimate)"))
         if count]
+    # a MAP fit already has the prior's pull away from collapse
+    advice = "consider more data or fewer components" if method == "map" else "consider method='map' or more data"
     if problems:
         warnings.warn(f"bootstrap: of {len(results)} replicates, {', '.join(problems)}; the replicates are kept "
                       "as they are, each flagged in /em/bootstrap/sample_stats (failed, converged, degenerate, "
-                      "elsewhere) to leave out if wished (consider method='map' or more data)", MixflowWarning,
+                      f"elsewhere) to leave out if wished ({advice})", MixflowWarning,
                       skip_file_prefixes=PACKAGE_FILES)
     counts = {"n_failed": len(failed), "n_not_converged": not_converged, "n_degenerate": degenerate}
     return {**counts, "n_elsewhere": elsewhere, "n_elsewhere_higher": higher} if checked else counts
@@ -366,7 +372,7 @@ def bootstrap(tree, data=None, *, n_replicates: int = 200, kind: str = "nonparam
     workers = 1 if chunked is not None else min(int(n_jobs or default_jobs()), len(seeds))
     results = _run(job, seeds, workers)
     flags = _replicate_flags(results)
-    counts = _report_warnings(results, flags)
+    counts = _report_warnings(results, flags, job.method)
     posterior = _bootstrap_group(tree, estimate, results)
     node = xr.DataTree(xr.Dataset(attrs={"kind": kind, "n_replicates": int(n_replicates), "random_seed": seed,
                                          **counts}))
