@@ -120,6 +120,19 @@ def test_predict_on_scaled_data_and_a_clear_error_where_the_covariance_underflow
         near = mixflow.fit(mixflow.GaussianMixture(2), 1e-152 * two_clusters, method="em", random_seed=0)
     np.testing.assert_array_equal(mixflow.predict(near, 1e-152 * two_clusters).values,
                                   mixflow.predict(big, 1e150 * two_clusters).values)
+
+
+def test_subnormal_data_fit_with_no_warning_of_numpy_s_arithmetic(two_clusters):
+    # data of 1e-310 (subnormal doubles): numpy's "overflow encountered in divide" (the standardisation's scale of a
+    # constant feature, computed for every feature) and "in scalar power" (the rescaling the precision warning
+    # suggests) reached the user beside mixflow's own warning; the fit is the unscaled one moved by the Jacobian
+    base = _fit_quietly(mixflow.GaussianMixture(2), two_clusters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.warns(mixflow.PrecisionWarning, match=r"\(x0 by 1e\+300, x1 by 1e\+300\)"):
+            tiny = mixflow.fit(mixflow.GaussianMixture(2), 1e-310 * two_clusters, method="em", random_seed=0)
+    shift = -two_clusters.size * np.log(1e-310)
+    assert tiny["em"].attrs["log_likelihood"] == pytest.approx(base["em"].attrs["log_likelihood"] + shift, rel=1e-12)
     mixed = np.column_stack([1e-160 * two_clusters[:, 0], 1e3 * two_clusters[:, 1]])  # one constant cannot serve
     with pytest.warns(mixflow.PrecisionWarning, match=r"multiply the column of tiny spread \(x0 by 1e\+1[56]\d\)"):
         mixflow.fit(mixflow.GaussianMixture(2), mixed, method="em", random_seed=0)

@@ -1125,7 +1125,7 @@ def _rescaling(data) -> str:
         tiny = [j for j in range(spread.size) if 0 < spread[j] < 1e-150]
     if not tiny:
         return "multiply the columns of tiny spread by a power of ten"
-    said = ", ".join(f"{data.features[j]} by {min(10.0 ** -np.floor(np.log10(spread[j])), 1e300):.0e}" for j in tiny)
+    said = ", ".join(f"{data.features[j]} by {10.0 ** min(-np.floor(np.log10(spread[j])), 300.0):.0e}" for j in tiny)
     return f"multiply the {agreeing(len(tiny), 'column')} of tiny spread ({said})"
 
 

@@ -108,7 +108,8 @@ def from_moments(magnitude: np.ndarray, unit_mean: np.ndarray, unit_sd: np.ndarr
     over chunks. A zero ``unit_sd`` (a constant feature) gives scale 1 in data units. ``anchor``: the value
     each column was moved by first (:func:`mixflow.data.offset`; 0 for most data).
     """
-    unit_sd = np.where(unit_sd > 0, unit_sd, 1.0 / magnitude)  # a constant feature: scale 1 in data units
+    with np.errstate(over="ignore"):  # 1 / a subnormal magnitude, where no constant feature takes it
+        unit_sd = np.where(unit_sd > 0, unit_sd, 1.0 / magnitude)  # a constant feature: scale 1 in data units
     log_scale = np.log(magnitude) + np.log(unit_sd)
     if common:
         reference = log_scale.max()
