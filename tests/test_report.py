@@ -839,13 +839,15 @@ def test_the_bootstrap_intervals_at_a_glance_say_how_many_replicates_collapsed()
         return xr.DataTree.from_dict({"em/bootstrap": xr.Dataset(attrs={"n_replicates": 100,
                                                                         "n_degenerate": n_degenerate})})
 
-    assert _interval_caveat(tree(88), "bootstrap") == ("; of 100 replicates, 88 had a collapsed component, and are "
-                                                       "in the intervals, which they widen")
+    assert _interval_caveat(tree(88), "bootstrap") == ("; of 100 replicates, 88 had a collapsed component, and they "
+                                                       "are in the intervals, which they widen")
+    assert _interval_caveat(tree(1), "bootstrap") == ("; of 100 replicates, 1 had a collapsed component, and it is "
+                                                      "in the intervals, which it widens")
     elsewhere = tree(3)
     elsewhere["em/bootstrap"].attrs["n_elsewhere"] = 5
     assert _interval_caveat(elsewhere, "bootstrap") == ("; of 100 replicates, 3 had a collapsed component and 5 "
-                                                        "ended at another solution, and are in the intervals, which "
-                                                        "they widen")
+                                                        "ended at another solution, and they are in the intervals, "
+                                                        "which they widen")
     assert _interval_caveat(tree(0), "bootstrap") == "" and _interval_caveat(tree(88), "mcmc") == ""
 
 

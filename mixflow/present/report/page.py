@@ -246,8 +246,9 @@ def _interval_caveat(tree, method: str) -> str:
                                                   (elsewhere, "ended at another solution")) if count]
     if not said:
         return ""
-    return (f"; of {int(attrs.get('n_replicates', 0))} replicates, {' and '.join(said)}, and are in the intervals, "
-            "which they widen")
+    they = "it is in the intervals, which it widens" if degenerate + elsewhere == 1 else \
+        "they are in the intervals, which they widen"
+    return f"; of {int(attrs.get('n_replicates', 0))} replicates, {' and '.join(said)}, and {they}"
 
 
 def _summary_section(tree, table: pd.DataFrame, counts: str, reference: pd.DataFrame, selection=None,
