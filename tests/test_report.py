@@ -488,6 +488,12 @@ def test_the_label_agreement_table_has_no_stray_header_row(tmp_path, full, no_re
     assert "method_" not in text
 
 
+def test_one_method_s_report_has_no_table_of_its_labels_agreeing_with_themselves(tmp_path, no_report_plots):
+    # EM and its bootstrap: the report showed "Agreement of hard cluster labels" with one row, EM against EM, 1.0
+    text = report(make_container(("em",), with_bootstrap=True), tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "Agreement of hard cluster labels" not in text and "label agreement (ARI)" not in text
+
+
 def test_a_choice_of_k_fit_that_differs_from_the_reported_fit_of_its_k_is_a_finding(full):
     """Each K's fit in a choice of K has its own seed: where its log-likelihood is not this fit's (several maxima,
     or runs stopped at max_iter), the report says so; a table of another EM method, or without its record of

@@ -434,7 +434,7 @@ def _comparison_section(table: pd.DataFrame, units: ParameterUnits, em_method: s
                    "than 30-40%.</p>")
     parts = [explanation, f'<div class="scroll"><table class="table compare"><thead><tr><th>parameter</th>'
              f"{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"]
-    if agreement.size:
+    if len(agreement) > 1:  # one method's labels agree with themselves: nothing to say
         named = agreement.rename(index=METHOD_LABELS, columns=METHOD_LABELS).rename_axis(index=None, columns=None)
         parts += ["<h3>Agreement of hard cluster labels (adjusted Rand index)</h3>", _table(named.round(4))]
         # where labels differ only on rows no method places confidently: information (a warning is a finding)
