@@ -494,6 +494,17 @@ def test_one_method_s_report_has_no_table_of_its_labels_agreeing_with_themselves
     assert "Agreement of hard cluster labels" not in text and "label agreement (ARI)" not in text
 
 
+def test_a_degenerate_fit_is_said_beside_its_log_likelihood_at_a_glance(tmp_path, no_report_plots):
+    # K=40 by maximum likelihood on 50 rows read "MLE, log-likelihood 3708.4258, BIC -5073.55" at a glance, the
+    # problems only counted further down
+    tree = make_container(("em",))
+    sound = report(tree, tmp_path / "sound.html").read_text(encoding="utf-8")
+    tree["em"].attrs["degenerate"] = 1
+    text = report(tree, tmp_path / "degenerate.html").read_text(encoding="utf-8")
+    said = "a degenerate fit (a component collapsed onto a point or emptied): these are not the values of a sound"
+    assert said in text and said not in sound
+
+
 def test_a_choice_of_k_fit_that_differs_from_the_reported_fit_of_its_k_is_a_finding(full):
     """Each K's fit in a choice of K has its own seed: where its log-likelihood is not this fit's (several maxima,
     or runs stopped at max_iter), the report says so; a table of another EM method, or without its record of

@@ -270,8 +270,11 @@ def _summary_section(tree, table: pd.DataFrame, counts: str, reference: pd.DataF
         facts.append(("choice of K", choice_of_k_text(selection, model.n_components)))
     if "em" in tree.children:
         attrs = tree["em"].attrs
+        # a degenerate fit's values are not a maximum's: said here, not only counted among the diagnostics
+        caveat = ("; a degenerate fit (a component collapsed onto a point or emptied): these are not the values of a "
+                  "sound maximum, see the diagnostics" if attrs.get("degenerate") else "")
         facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood "
-                            f"{fixed_places(attrs['log_likelihood'], 4)}, BIC {fixed_places(attrs['bic'], 2)}"))
+                            f"{fixed_places(attrs['log_likelihood'], 4)}, BIC {fixed_places(attrs['bic'], 2)}{caveat}"))
     probability = f"{table.attrs['ci_prob']:.0%}"
     few = too_few_draws(tree)
     for method in ("bootstrap", "mcmc", "stacked", "advi", "advi_stacked"):
