@@ -15,6 +15,7 @@ samplers of the parametric bootstrap in :mod:`mixflow.families.sampling`.
 """
 
 import dataclasses
+import json
 import secrets
 import warnings
 
@@ -22,7 +23,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from mixflow.analysis.select import flagged_fit
 from mixflow.arguments import check_count
 from mixflow.checks import check_seed
 from mixflow.chunked import ChunkedData, is_chunked, row_draws, validate_chunked
@@ -167,7 +167,9 @@ def _elsewhere(job: _Job, model, params: dict, seed: int) -> str:
     total = float(np.sum(job.weights)) if job.weights is not None else float(job.x.shape[0])
     if abs(reached - job.objective) <= _SAME_SOLUTION * total:
         return "same"
-    return "higher" if reached > job.objective and not any(flagged_fit(back["em"].attrs)) else "elsewhere"
+    attrs = back["em"].attrs
+    sound = not attrs.get("degenerate") and not json.loads(attrs.get("spurious_components", "[]"))
+    return "higher" if reached > job.objective and sound else "elsewhere"
 
 
 def _objective(em_attrs) -> float:
