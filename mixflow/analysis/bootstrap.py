@@ -15,7 +15,6 @@ samplers of the parametric bootstrap in :mod:`mixflow.families.sampling`.
 """
 
 import dataclasses
-import json
 import secrets
 import warnings
 
@@ -27,7 +26,7 @@ from mixflow.arguments import check_count
 from mixflow.checks import check_seed
 from mixflow.chunked import ChunkedData, is_chunked, row_draws, validate_chunked
 from mixflow.container.layout import EM_BOOTSTRAP, EM_ESTIMATE, EM_RESPONSIBILITIES
-from mixflow.container.read import check_tree, fitted_estimate, fitted_model, observed_data
+from mixflow.container.read import check_tree, fitted_estimate, fitted_model, flagged_fit, observed_data
 from mixflow.container.tree import as_container
 from mixflow.data import Data
 from mixflow.engines.em_steps import responsibilities
@@ -167,9 +166,7 @@ def _elsewhere(job: _Job, model, params: dict, seed: int) -> str:
     total = float(np.sum(job.weights)) if job.weights is not None else float(job.x.shape[0])
     if abs(reached - job.objective) <= _SAME_SOLUTION * total:
         return "same"
-    attrs = back["em"].attrs
-    sound = not attrs.get("degenerate") and not json.loads(attrs.get("spurious_components", "[]"))
-    return "higher" if reached > job.objective and sound else "elsewhere"
+    return "higher" if reached > job.objective and not any(flagged_fit(back["em"].attrs)) else "elsewhere"
 
 
 def _objective(em_attrs) -> float:

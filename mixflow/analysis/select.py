@@ -25,7 +25,7 @@ from mixflow.arguments import check_count
 from mixflow.checks import check_seed
 from mixflow.chunked import as_chunked, is_chunked, row_draws
 from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
-from mixflow.container.read import frequency_weights, has_group
+from mixflow.container.read import flagged_fit, frequency_weights, has_group
 from mixflow.data import Data, check_folds, check_total_weight, unread_columns, validate_data, without_unusable_unread
 from mixflow.engines.em import SET_ASIDE_ADVICE
 from mixflow.engines.em_steps import e_step
@@ -167,12 +167,6 @@ def cross_validated_log_likelihood(model, data: Data, *, method: str = "em", n_f
     total, standard_error, pointwise, _ = _cross_validate(model, data, method=method, n_folds=n_folds,
                                                           random_seed=random_seed, **fit_kwargs)
     return total, standard_error, pointwise
-
-
-def flagged_fit(attrs) -> tuple[bool, bool]:
-    """Whether an EM fit (its ``/em`` attributes) is degenerate (a collapsed or empty component) and spurious."""
-    degenerate = bool(attrs.get("degenerate", 0)) or bool(json.loads(attrs["collapsed_components"]))
-    return degenerate, bool(json.loads(attrs.get("spurious_components", "[]")))
 
 
 def _cross_validate(model, data: Data, *, method: str, n_folds: int, random_seed: int,

@@ -26,6 +26,7 @@ __all__ = [
     "data_units",
     "fitted_estimate",
     "fitted_model",
+    "flagged_fit",
     "frequency_weights",
     "hard_labels",
     "has_group",
@@ -36,6 +37,12 @@ __all__ = [
 ]
 
 _SAMPLE_DIMS = ("chain", "draw")
+
+
+def flagged_fit(attrs) -> tuple[bool, bool]:
+    """Whether an EM fit (its ``/em`` attributes) is degenerate (a collapsed or empty component) and spurious."""
+    degenerate = bool(attrs.get("degenerate", 0)) or bool(json.loads(attrs.get("collapsed_components", "[]")))
+    return degenerate, bool(json.loads(attrs.get("spurious_components", "[]")))
 
 
 def check_tree(tree, name: str = "tree") -> None:

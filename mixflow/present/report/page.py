@@ -20,7 +20,7 @@ from mixflow.analysis.select import CRITERION_NAMES, SKIPPED_FEW_ROWS
 from mixflow.atomic import atomic_write
 from mixflow.container.build import recorded_warnings
 from mixflow.container.layout import ADVI_MODES, MCMC_MODES, OBSERVED_DATA
-from mixflow.container.read import available_methods, check_tree, data_units, has_group
+from mixflow.container.read import available_methods, check_tree, data_units, flagged_fit, has_group
 from mixflow.engines.modes import alike_modes, left_out_modes, left_out_reason
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, format_rhat
 from mixflow.engines.stacking import WEIGHT_INTERVAL
@@ -272,7 +272,7 @@ def _summary_section(tree, table: pd.DataFrame, counts: str, reference: pd.DataF
         attrs = tree["em"].attrs
         # a degenerate fit's values are not a maximum's: said here, not only counted among the diagnostics
         caveat = ("; a degenerate fit (a component collapsed onto a point or emptied): these are not the values of a "
-                  "sound maximum, see the diagnostics" if attrs.get("degenerate") else "")
+                  "sound maximum, see the diagnostics" if flagged_fit(attrs)[0] else "")
         facts.append(("EM", f"{attrs.get('method', '').upper()}, log-likelihood "
                             f"{fixed_places(attrs['log_likelihood'], 4)}, BIC {fixed_places(attrs['bic'], 2)}{caveat}"))
     probability = f"{table.attrs['ci_prob']:.0%}"
