@@ -316,6 +316,10 @@ def test_choice_of_k_table_picks_the_lowest_bic(tmp_path):
      r"of iterations\?\); "),
     (("[methods.em]", "[selcet]\nfit = \"bic\"\n\n[methods.em]"),  # a misspelt table, at its header
      r"flow.toml:13: top level: unknown key \['selcet'\]"),
+    (("[methods.em]", "[methods.bootstrap]\nn_replicates = 5\n\n[method.em]"),  # beside the table it misspells
+     r"flow.toml:16: top level: unknown key \['method'\] \(did you mean 'methods'\?\); "),
+    (("seed = 7", "seed = 7\nsed = 8"),  # a key already given is no fix for a misspelt one (a value, not a table)
+     r"flow.toml:4: top level: unknown key \['sed'\]; expected"),
     (("dataset = \"galaxies\"", "path = \"missing.csv\""), r"flow.toml:6: \[data\] path: expected an existing CSV"),
     (("dataset = \"galaxies\"", "dataset = \"galaxies\"\nunits = \"km/s\""),
      r"flow.toml:7: \[data\] units: expected a table of column = \"unit\" .* got a string \"km/s\""),

@@ -232,7 +232,11 @@ def _unknown(table: dict, allowed: set, where: str, loc: _Locator, section=None,
     """
     unknown = [key for key in table if key not in allowed]  # a TOML table keeps the file's order
     if unknown:
-        hint = (method and engine_alias_hint(unknown, [method])) or perhaps(unknown, allowed - set(table))
+        # a key already given is no fix for a misspelt one, except a table for a misspelt table: [method.em]
+        # beside [methods.mcmc] is meant as [methods.em], and TOML merges the two into one table
+        candidates = {key for key in allowed if key not in table
+                      or (isinstance(table[key], dict) and all(isinstance(table[name], dict) for name in unknown))}
+        hint = (method and engine_alias_hint(unknown, [method])) or perhaps(unknown, candidates)
         raise loc.error(where, f"unknown {agreeing(len(unknown), 'key')} {unknown}{hint}; expected some of "
                         f"{sorted(allowed)}", unknown[0], section, occurrence)
 
