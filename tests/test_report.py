@@ -874,11 +874,12 @@ def test_the_choice_of_k_section_explains_the_columns_it_has():
 
     table = pd.DataFrame({"bic": [10.0, 8.0], "aic": [9.0, 7.0], "icl": [11.0, 9.0]}, index=pd.Index([1, 2], name="k"))
     table.attrs.update(preferred={"bic": 2, "aic": 2, "icl": 2}, skipped={})
-    text = _selection_html(table)
+    tree = make_container(("em",))
+    text = _selection_html(table, tree)
     assert "EM columns" in text and "NUTS columns" not in text
     assert "<code>icl</code> is BIC plus twice the entropy of the responsibilities (mclust's ICL takes that of the " \
            "hard labels, which is at most as large)" in text
-    both = _selection_html(table.assign(elpd_loo=[-5.0, -4.0]))
+    both = _selection_html(table.assign(elpd_loo=[-5.0, -4.0]), tree)
     assert "NUTS columns" in both
 
 
@@ -911,3 +912,33 @@ def test_a_choice_of_k_with_an_unreliable_psis_loo_says_how_many_rows_how_high_a
         "Choice of K, K=3, NUTS: PSIS-LOO unreliable: Pareto k above the threshold for its draws at 4 rows, up to "
         "0.65 (more draws settle it).",
         "Choice of K, K=4, NUTS: high Pareto k (PSIS-LOO unreliable)."]
+
+
+def test_the_choice_of_k_legend_speaks_of_the_models_family(tmp_path):
+    # a regression's table was told in a Gaussian's terms ("d (d + 3) / 2 for a full covariance", "near a subspace")
+    import numpy as np
+
+    import mixflow
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 10, 60)
+    frame = pd.DataFrame({"x": x, "y": np.where(np.arange(60) % 2, 1 + 2 * x, 8 - x) + rng.normal(0, 0.3, 60)})
+    selection = pd.DataFrame({"bic": [10.0, 8.0], "few_rows": [False, False], "spurious": [False, False]},
+                             index=pd.Index([1, 2], name="k"))
+    legends = {}
+    for name, model, data in (
+            ("regression", mixflow.RegressionMixture(n_components=2, formula="y ~ x"), frame),
+            ("poisson", mixflow.PoissonMixture(n_components=2),
+             pd.DataFrame({"n": rng.poisson(np.repeat([2, 12], 30))})),
+            ("full", mixflow.GaussianMixture(n_components=2, covariance="full"), frame),
+            ("tied", mixflow.GaussianMixture(n_components=2, covariance="tied"), frame)):
+        tree = mixflow.fit(model, data, method="em", random_seed=0)
+        text = report(tree, tmp_path / f"{name}.html", selection=selection).read_text(encoding="utf-8")
+        legends[name] = re.search(r"EM columns: (.*?)</small>", text).group(1)
+    assert "covariance" not in legends["regression"] and "subspace" not in legends["regression"]
+    assert "<code>spurious</code> (a line fitted to a few points it passes almost exactly)" in legends["regression"]
+    assert "<code>few_rows</code> (never set for this model" in legends["regression"]
+    assert "<code>spurious</code> (never set for this model" in legends["poisson"]
+    assert ("<code>few_rows</code> (a component of fewer observations than its own parameters, d (d + 3) / 2, its "
+            "mean and full covariance in d dimensions)") in legends["full"]
+    assert "<code>few_rows</code> (never set for this model" in legends["tied"]

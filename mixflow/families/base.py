@@ -628,6 +628,10 @@ class MixtureModel:
         """
         return 0
 
+    def component_parameters_text(self) -> str:
+        """:meth:`component_parameters` in words ("d (d + 3) / 2, its mean and full covariance"), "" where 0."""
+        return ""
+
     def spurious_components(self, params: dict, total_weight: float) -> list[tuple[int, float, float]]:
         """Spurious components of working parameters (:func:`spurious_rule`).
 
@@ -636,10 +640,11 @@ class MixtureModel:
         return []
 
     def spurious_rule_text(self) -> str:
-        """What makes a component spurious, in the family's terms, for the warning of a spurious winner."""
-        return ("a component fitted to a few points (McLachlan and Peel 2000, sec. 3.10), with fewer observations "
-                f"than its dispersion needs, or fewer than {SPURIOUS_SIZE} times that, no more than another "
-                f"component, and at most {SPURIOUS_RATIO:g} as dispersed as another")
+        """What makes a component spurious, in the family's terms; "" for a family without the rule.
+
+        Said in the warning of a spurious winner and in the choice-of-K table's legend.
+        """
+        return ""
 
     def extra_coords(self, data) -> dict:
         """Coordinates of family-specific dims (e.g. regression coefficients); none by default."""

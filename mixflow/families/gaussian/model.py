@@ -393,6 +393,12 @@ class GaussianMixture(MixtureModel):
         d = np.shape(params["mu"])[1]
         return {"full": d * (d + 3) // 2, "diag": 2 * d, "spherical": d + 1}.get(self.covariance, 0)
 
+    def component_parameters_text(self) -> str:
+        """:meth:`component_parameters` in words, for this covariance type; "" for "tied"."""
+        return {"full": "d (d + 3) / 2, its mean and full covariance in d dimensions",
+                "diag": "2 d, its mean and variances in d dimensions",
+                "spherical": "d + 1, its mean and variance in d dimensions"}.get(self.covariance, "")
+
     def spurious_rule_text(self) -> str:
         """The rule of :meth:`spurious_components` in words: a subspace, a covariance, an ellipsoid."""
         return ("a component fitted to a few points close together or near a lower-dimensional subspace (McLachlan "

@@ -704,14 +704,23 @@ def _method_modes(tree, method: str, heading: bool) -> tuple[str, list[str]]:
     return "".join(parts), []
 
 
-def _selection_html(selection) -> str:
+def _selection_html(selection, tree) -> str:
+    """The choice-of-K table with its legend, each column said in the terms of the model's family."""
+    from mixflow.families.base import model_from_json
+
     if selection is None:
         return ""
+    model = model_from_json(tree.attrs["model"])
     text = choice_of_k_text(selection)
+    parameters = model.component_parameters_text()
+    few_rows = (f"a component of fewer observations than its own parameters, {parameters}" if parameters else
+                "never set for this model: the criteria charge its components' own parameters fairly at any size")
+    rule = model.spurious_rule_text()
+    spurious = (rule.split(" (McLachlan")[0] if rule  # the rule's gist, without its thresholds
+                else "never set for this model: its components have no dispersion of their own to shrink")
     em = ("EM columns: <code>converged</code> (False when EM stopped at max_iter), <code>degenerate</code> (a "
-          "collapsed component), <code>spurious</code> (a component of a few points close together or near a "
-          "subspace), <code>fewest_rows</code> (the observations of the smallest component), <code>few_rows</code> "
-          "(a component of fewer observations than its own parameters, d (d + 3) / 2 for a full covariance); "
+          f"collapsed component), <code>spurious</code> ({html.escape(spurious)}), <code>fewest_rows</code> (the "
+          f"observations of the smallest component), <code>few_rows</code> ({html.escape(few_rows)}); "
           "<code>icl</code> is BIC plus twice the entropy of the responsibilities (mclust's ICL takes "
           "that of the hard labels, which is at most as large)." if "bic" in selection else "")
     nuts = (" NUTS columns: <code>max_rhat</code>, <code>min_ess_bulk</code>, <code>min_ess_tail</code>, "
@@ -837,7 +846,7 @@ def report(tree, path, *, selection=None, title: str | None = None, ci_prob: flo
         "diagnostics": ("Diagnostics and warnings", f'<ul class="findings">{items}</ul>'),
         "model": ("Model and prior", _model_section(tree)),
         "data": ("Data", _data_section(tree)),
-        "fits": ("Fits", fit_summaries(tree) + _selection_html(selection)),
+        "fits": ("Fits", fit_summaries(tree) + _selection_html(selection, tree)),
         "comparison": ("Comparison of methods", _comparison_section(table, ParameterUnits(tree), em_method)
                        + _reference_section(tree, reference)),
         **({"modes": ("Modes", modes_html)} if modes_html else {}),
