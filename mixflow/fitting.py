@@ -500,10 +500,12 @@ def _check_against_data(model, init, n_positive: int, n_features: int, *, chunke
     counting = getattr(model, "n_parameters", None)  # a family of one's own may not count its parameters
     n_parameters = counting(n_features) if counting is not None else 0
     if n_parameters >= total_weight:  # fewer observations than free parameters: they cannot be determined
-        warnings.warn(f"n_components: {model.n_components} components have {n_parameters} free parameters, as many "
-                      f"as or more than the {total_weight:g} observations: the data cannot determine them (each "
-                      "component rests on a handful of rows); compare fewer components (select_k)", MixflowWarning,
-                      skip_file_prefixes=PACKAGE_FILES)
+        advice = (" (each component rests on a handful of rows); compare fewer components (select_k)"
+                  if model.n_components > 1 else "; use fewer features or a model of fewer parameters")
+        has = agreeing(model.n_components, "has", "have")
+        warnings.warn(f"n_components: {counted(model.n_components, 'component')} {has} {n_parameters} free "
+                      f"parameters, as many as or more than the {total_weight:g} observations: the data cannot "
+                      f"determine them{advice}", MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
     if isinstance(init, dict):
         return model.check_parameters(init, n_features)
     if init == SCALABLE_KMEANS and not chunked:

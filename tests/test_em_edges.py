@@ -339,6 +339,72 @@ def test_the_mle_never_builds_the_prior_and_names_the_data_problem(rows, covaria
     np.testing.assert_allclose(scale, np.diag(x.var(axis=0)) / 2 ** (2 / 3), rtol=1e-12)
 
 
+def _degenerate_messages(model, data, **options) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mixflow.fit(model, data, method="em", random_seed=0, **options)
+    return [str(w.message) for w in caught if issubclass(w.category, mixflow.MixflowWarning)]
+
+
+@pytest.mark.parametrize("covariance", ["full", "tied"])
+def test_features_that_are_functions_of_others_are_named_as_the_data_problem(covariance):
+    # a copied column and one that is 2 a - 3 b + 1 got the generic "too few distinct rows, e.g. repeated points"
+    # and "more restarts (n_init=20) may find it", though no start can: the data lie on a subspace
+    rng = np.random.default_rng(0)
+    a, b = np.concatenate([rng.normal(0, 1, 50), rng.normal(5, 1, 50)]), rng.normal(0, 1, 100)
+    frame = pd.DataFrame({"a": a, "b": b, "a2": a, "c": 2 * a - 3 * b + 1})
+    said = _degenerate_messages(mixflow.GaussianMixture(2, covariance=covariance), frame, n_init=2)
+    assert said[0] == ("data: features 'a2' and 'c' are linear functions of others ('a2' of 'a'; 'c' of 'a' and "
+                       "'b', within rounding), so the data lie on a lower-dimensional subspace: a "
+                       f"{covariance!r} covariance "
+                       "is singular there at any number of components and has no maximum-likelihood estimate; leave "
+                       "'a2' and 'c' out, or use covariance='diag' or 'spherical', or method='map' (the prior keeps "
+                       "it regular)")
+    assert not any("more restarts" in message or "fewer components" in message for message in said)
+    one = _degenerate_messages(mixflow.GaussianMixture(1, covariance=covariance), frame[["a", "b", "c"]])
+    assert one[0].startswith("data: feature 'c' is a linear function of 'a' and 'b' (within rounding), so")
+    # weighted rows, and a constant column (warned of on its own) beside: the same diagnosis
+    weighted = _degenerate_messages(mixflow.GaussianMixture(1, covariance=covariance),
+                                    frame[["a", "b", "c"]].assign(k=1.0), weights=np.arange(100) % 3 + 1.0)
+    assert [m for m in weighted if m.startswith("data: feature 'c'")] == [one[0]]
+    # other covariance types fit such data; independent features say nothing
+    assert not any(m.startswith("data:") for m in _degenerate_messages(mixflow.GaussianMixture(2, covariance="diag"),
+                                                                        frame, n_init=2))
+    assert _degenerate_messages(mixflow.GaussianMixture(1, covariance=covariance), frame[["a", "b"]]) == []
+
+
+def test_real_data_of_independent_features_are_not_said_to_be_dependent():
+    from sklearn import datasets
+
+    from mixflow.families.gaussian.model import dependent_features
+
+    for load in (datasets.load_wine, datasets.load_iris, datasets.load_breast_cancer, datasets.load_diabetes):
+        x = load().data
+        assert dependent_features(x, np.ones(len(x))) == [], load.__name__
+    # one row off the plane age = education + experience + 6 (R's CPS1985 has such a row) is no dependence
+    rng = np.random.default_rng(1)
+    education, experience = rng.integers(6, 18, 534).astype(float), rng.integers(0, 40, 534).astype(float)
+    age = education + experience + 6
+    age[17] -= 4
+    assert dependent_features(np.column_stack([education, experience, age]), np.ones(534)) == []
+    age[17] += 4
+    assert dependent_features(np.column_stack([education, experience, age]), np.ones(534)) == [(2, [0, 1])]
+
+
+def test_advice_at_one_component_can_be_followed():
+    # K=1 on 4 rows of 5 features was told "compare fewer components", "or fewer components" and "more restarts
+    # (n_init=20) may find it", none of which a fit of one component (one start) can take
+    x = np.random.default_rng(0).normal(size=(4, 5))
+    said = _degenerate_messages(mixflow.GaussianMixture(1), x)
+    assert said[0] == ("n_components: 1 component has 20 free parameters, as many as or more than the 4 observations: "
+                       "the data cannot determine them; use fewer features or a model of fewer parameters")
+    assert said[1].endswith("use method='map' (the prior keeps it regular) or a covariance type with fewer parameters")
+    assert said[2].endswith("The likelihood is unbounded there; use method='map' (the prior removes the singularity).")
+    assert said[3] == ("no restart reached a sound fit: all 1 restart ended with a collapsed or emptied component, "
+                       "so the fit returned is degenerate (attrs['degenerate'])")
+    assert len(said) == 4
+
+
 def test_data_whose_estimate_overflows_get_an_error_saying_so():
     x = np.array([[1.0e300], [1.1e300], [1.2e300], [-1.0e300], [-1.2e300], [-1.1e300]])
     with pytest.raises(ValueError, match=r"data: expected values whose squares fit in float64, got feature "

@@ -296,7 +296,8 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
                                    options.tol * data.total_weight)
     restarts = {"start": names, "continued": continued, "degenerate": flags, "spurious": spurious,
                 "rounds": rounds, "search_rows": searched.n_obs}
-    return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample)
+    return _assemble(model, data, prepared, prior_used, options, runs, best_index, restarts, sample,
+                     no_maximum=bool(problems))
 
 
 def _start_rounds(starts_of, seeds: list, more_seeds, screen, search, tier,
@@ -966,8 +967,11 @@ def _warn_empty(empty: list[int], weights: np.ndarray) -> None:
 
 
 def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_observations: float,
-                on_ridge: bool = False) -> None:
-    """The warnings of the best run's own course; ``on_ridge``: a component's estimate is undetermined (said after)."""
+                on_ridge: bool = False, no_maximum: bool = False) -> None:
+    """The warnings of the best run's own course; ``on_ridge``: a component's estimate is undetermined (said after).
+
+    ``no_maximum``: the data have no maximum-likelihood estimate at any K (said before the fit).
+    """
     history = np.array(run.history_objective)
     drops = np.diff(history) < -1e-9 * np.abs(history[1:]) - 1e-9
     if drops.any() and not run.collapsed and options.trim is None:
@@ -980,11 +984,13 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
                       "trimming would leave no component, so none was trimmed; a threshold of at most "
                       f"1/n_components = {1 / run.params['weights'].size:.3g} never trims them all",
                       MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
-    if collapsed:  # a MAP fit is not told to become one
-        fixes = ("Use fewer components, or trim=... to drop tiny components." if options.map else
-                 "The likelihood is unbounded there; use method='map' (the prior removes the singularity), fewer "
-                 "components, or trim=... to drop tiny components.")
-        warnings.warn(f"{model.collapse_description(collapsed)}. {fixes}", DegenerateComponentWarning,
+    if collapsed:  # a MAP fit is not told to become one, nor a fit of one component to have fewer
+        fewer = (", fewer components, or trim=... to drop tiny components"  # no help where the data have no maximum
+                 if model.n_components > 1 and not no_maximum else "")
+        fixes = (f"Use {fewer[2:]}." if options.map and fewer else "" if options.map else
+                 f"The likelihood is unbounded there; use method='map' (the prior removes the singularity){fewer}.")
+        warnings.warn(f"{model.collapse_description(collapsed)}." + (f" {fixes}" if fixes else ""),
+                      DegenerateComponentWarning,
                       skip_file_prefixes=PACKAGE_FILES)
     if run.on_boundary:
         warnings.warn(
@@ -1194,7 +1200,9 @@ def _history_array(runs: list[Run], attribute: str) -> np.ndarray:
     return out
 
 
-def _assemble(model, data, prepared, prior, options, runs, best_index, restarts: dict, sample) -> dict:
+def _assemble(model, data, prepared, prior, options, runs, best_index, restarts: dict, sample,
+              no_maximum: bool = False) -> dict:
+    """The fit's result from its runs; ``no_maximum``: the data were found to have no maximum-likelihood estimate."""
     features = data.features
     rows = chunk_rows(data.n_obs, model.chunk_width(data.n_features), options.chunk_size)
     best = runs[best_index]
@@ -1222,7 +1230,7 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     positions = [int(np.flatnonzero(active == c)[0]) for c in best.collapsed if c in active]
     collapsed = sorted(c for c in positions if c not in empty)
     undetermined = model.mle_fit_problems(params, prepared) if not options.map and sample is prepared else []
-    _warn_about(best, options, model, collapsed, total, on_ridge=bool(undetermined))
+    _warn_about(best, options, model, collapsed, total, on_ridge=bool(undetermined), no_maximum=no_maximum)
     if options.map and sample is prepared:
         for problem in model.prior_problems(params, resp, prepared, prior):
             warnings.warn(problem, MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
@@ -1235,7 +1243,8 @@ def _assemble(model, data, prepared, prior, options, runs, best_index, restarts:
     _warn_duplicates(duplicates, active.size)
     degenerate = bool(restarts["degenerate"][best_index])
     if degenerate and collapsed:  # ranked last, so every restart is: said beside the collapse of the winner's own
-        more = "" if not isinstance(options.init, str) else (  # not a start the user gave
+        # not a start the user gave, nor data that have no maximum (said before the fit), nor the one start of K = 1
+        more = "" if not isinstance(options.init, str) or no_maximum or model.n_components == 1 else (
             f"; a sound maximum, where one exists (a feature of few values, or many tied rows), can be one that few "
             f"starts reach: more restarts (n_init={4 * options.n_init}) may find it")
         warnings.warn(f"no restart reached a sound fit: all {counted(len(restarts['degenerate']), 'restart')} ended "

@@ -35,7 +35,7 @@ from mixflow.families.densities import (
 from mixflow.families.gaussian import numerics as gn
 from mixflow.families.gaussian import units as gu
 from mixflow.families.scaling import from_moments, standardise
-from mixflow.wording import agreeing, counted
+from mixflow.wording import agreeing, counted, listed
 
 __all__ = ["GaussianMixture", "GaussianPrior", "ResolvedGaussianPrior"]
 
@@ -203,7 +203,8 @@ class GaussianMixture(MixtureModel):
         what = ("the tied covariance collapsed" if self.covariance == "tied"
                 else f"{agreeing(len(components), 'component')} {components} collapsed")
         return (f"{what} onto a point or a subspace (singular covariance: too few distinct rows, e.g. "
-                "repeated points, or rows that share one value of a feature with few values, such as a code): "
+                "repeated points, rows that share one value of a feature with few values, such as a code, or features "
+                "that are linear functions of others): "
                 + gn.FLOOR_DESCRIPTION.format(its="its" if self.covariance == "tied" or len(components) == 1
                                               else "their", floor=gn.PRECISION_FLOOR))
 
@@ -354,16 +355,30 @@ class GaussianMixture(MixtureModel):
         """
         k, (n, d) = self.n_components, prepared.arrays["z"].shape
         present = prepared.arrays["z"][prepared.weights > 0]
+        names = [str(f) for f in features] if features is not None else [f"column {j}" for j in range(d)]
         problems = []
-        if n <= _DISTINCT_ROWS_CHECKED:
-            distinct = np.unique(present, axis=0).shape[0]
-            needed = {"full": k * (d + 1), "tied": k + d, "diag": 2 * k, "spherical": 2 * k}[self.covariance]
-            if distinct < needed:
-                problems.append(f"data: {counted(distinct, 'distinct row')} for {counted(k, 'component')} and "
-                                f"{counted(d, 'feature')}, where a "
-                                f"{self.covariance!r} covariance needs at least {needed} to have a maximum-likelihood "
-                                "estimate (fewer leave a component's covariance singular); use method='map' (the "
-                                "prior keeps it regular), a covariance type with fewer parameters, or fewer components")
+        distinct = np.unique(present, axis=0).shape[0] if n <= _DISTINCT_ROWS_CHECKED else n
+        needed = {"full": k * (d + 1), "tied": k + d, "diag": 2 * k, "spherical": 2 * k}[self.covariance]
+        if distinct < needed:
+            problems.append(f"data: {counted(distinct, 'distinct row')} for {counted(k, 'component')} and "
+                            f"{counted(d, 'feature')}, where a "
+                            f"{self.covariance!r} covariance needs at least {needed} to have a maximum-likelihood "
+                            "estimate (fewer leave a component's covariance singular); use method='map' (the "
+                            "prior keeps it regular)" + (", a covariance type with fewer parameters, or fewer "
+                                                         "components" if k > 1 else " or a covariance type with fewer "
+                                                         "parameters"))
+        elif self.covariance in ("full", "tied") and (dependent := dependent_features(
+                present, prepared.weights[prepared.weights > 0])):
+            out = listed([repr(names[j]) for j, _ in dependent])
+            relations = (f"is a linear function of {listed([repr(names[i]) for i in dependent[0][1]])} (within "
+                         "rounding)" if len(dependent) == 1 else "are linear functions of others (" + "; ".join(
+                             f"{names[j]!r} of {listed([repr(names[i]) for i in of])}" for j, of in dependent)
+                         + ", within rounding)")
+            problems.append(f"data: {agreeing(len(dependent), 'feature')} {out} {relations}, so the data lie on a "
+                            "lower-dimensional subspace: a "
+                            f"{self.covariance!r} covariance is singular there at any number of components and has "
+                            f"no maximum-likelihood estimate; leave {out} out, or use covariance='diag' or "
+                            "'spherical', or method='map' (the prior keeps it regular)")
         if self.covariance == "tied":
             counts = [np.unique(present[:, j]).size for j in range(d)]
             few = [j for j in range(d) if 2 <= counts[j] <= k]  # a constant feature collapses any fit (warned then)
@@ -567,6 +582,32 @@ class GaussianMixture(MixtureModel):
         """Validate user-given parameters (shapes, finiteness, positive definiteness); return copies."""
         return _check_parameters(self, params, n_features, name)
 
+
+
+def dependent_features(values: np.ndarray, weights: np.ndarray) -> list[tuple[int, list[int]]]:
+    """Features that are linear functions of earlier ones on these rows: each with the features it is a function of.
+
+    In the data's order, each feature that varies (a constant one is warned of on its own) is fitted by weighted
+    least squares on the earlier ones kept, all standardised: it is dependent where the variance it leaves is
+    below ``_SINGULAR`` times the number of features, the test of a singular correlation matrix the default
+    prior's scale uses, and named with the features of non-negligible coefficients. Empty when the features are
+    linearly independent.
+    """
+    varying = np.flatnonzero(np.ptp(values, axis=0) > 0)
+    centred = values[:, varying] - np.average(values[:, varying], axis=0, weights=weights)
+    rows = centred / np.sqrt(np.average(centred**2, axis=0, weights=weights))
+    rows *= np.sqrt(weights / weights.sum())[:, None]  # unit variance each, weighted: sums of squares are variances
+    kept, found = [], []
+    for j in range(varying.size):
+        if kept:
+            coefficients, *_ = np.linalg.lstsq(rows[:, kept], rows[:, j], rcond=None)
+            left = rows[:, j] - rows[:, kept] @ coefficients
+            if left @ left < _SINGULAR * varying.size:
+                found.append((int(varying[j]), [int(varying[i]) for i, c in zip(kept, coefficients, strict=True)
+                                                if abs(c) > 1e-6]))
+                continue
+        kept.append(j)
+    return found
 
 def _mixture_moments(weights: np.ndarray, mu: np.ndarray, variance: np.ndarray):
     """:class:`mixflow.chunked.Moments` of a mixture of components with means ``mu`` and variances (K, d)."""
