@@ -140,6 +140,20 @@ def test_empty_cells_of_the_fitted_columns_are_named_by_data_row_from_one(tmp_pa
     assert read_workflow(path).columns == ("a",)
 
 
+def test_a_column_of_true_and_false_is_a_flag_not_a_measurement(tmp_path):
+    # without columns, text was left out but a True/False column was fitted and refused by the data's own check,
+    # "(first: False in 'flag' at row 0)", its row counted from 0 where the workflow's messages count from 1
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30), "flag": np.arange(30) % 3 == 0,
+                          "site": ["x", "y", "z"] * 10})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert read_workflow(_csv_workflow(tmp_path, "default", "")).columns == ("a", "b")
+    with pytest.raises(WorkflowError, match=r"flow.toml:\d+: \[data\] columns: expected columns of numbers, got "
+                                            r"column 'flag' of True/False values; leave it out of the columns, or "
+                                            r"store it as 0 and 1 to fit it as numbers$"):
+        read_workflow(_csv_workflow(tmp_path, "listed", 'columns = ["a", "flag"]'))
+
+
 def test_without_columns_a_column_no_model_reads_may_have_gaps(tmp_path):
     # a regression's data with a measurement taken for some rows only, in a column its formula does not name:
     # left out, as mixflow.fit (and R's formulas) leave such a column out

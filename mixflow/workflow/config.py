@@ -379,7 +379,9 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
             raise loc.error("[data] columns", f"not given, so every numeric column is fitted; column {column!r} "
                             f"{seen}: {remedy}, or list "
                             "the columns to fit", "columns", "data")
-    numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(frame[c])]  # True/False too: refused later
+    # a column of True/False is a flag, not a measurement: left out with the text columns
+    numeric = [c for c in candidates
+               if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
     for column in numeric:
         numbers = _row_numbers(frame[column], str(column) in _ONLY_INDEX_NAMES) if str(column) in _INDEX_NAMES \
             else None
@@ -413,10 +415,14 @@ def _text_cells(column: pd.Series) -> _Cells | None:
 def _check_text_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> None:
     """Cells of a fitted column that are not numbers ("NA?"), said by data row as the file counts them (from 1).
 
-    A column of True/False is left to the data's own check, which says what it is.
+    A column of True/False is refused as a whole: a flag, not a measurement.
     """
     text = np.zeros((len(frame), len(columns)), dtype=bool)
     for j, column in enumerate(columns):
+        if pd.api.types.is_bool_dtype(frame[column]):  # listed: said here, where the file's rows are counted
+            raise loc.error("[data] columns", f"expected columns of numbers, got column {column!r} of True/False "
+                            "values; leave it out of the columns, or store it as 0 and 1 to fit it as numbers",
+                            "columns", "data")
         cells = _text_cells(frame[column])
         if cells is None:
             continue
