@@ -942,3 +942,28 @@ def test_the_choice_of_k_legend_speaks_of_the_models_family(tmp_path):
     assert ("<code>few_rows</code> (a component of fewer observations than its own parameters, d (d + 3) / 2, its "
             "mean and full covariance in d dimensions)") in legends["full"]
     assert "<code>few_rows</code> (never set for this model" in legends["tied"]
+
+
+def test_a_degenerate_fit_is_not_said_to_be_multimodal_nor_told_what_it_cannot_do():
+    # K=8 on 20 rows: every restart collapsed, and the report added "the likelihood is multimodal ... other seeds
+    # or more starts (n_init) may find a higher one" of a likelihood with no upper bound; K=1 was told "fewer
+    # components"
+    import warnings
+
+    import numpy as np
+
+    import mixflow
+    from mixflow.present.report.cards import _em_findings, _restart_findings
+
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.MixflowWarning)
+        many = mixflow.fit(mixflow.GaussianMixture(8), rng.normal(size=(20, 2)), method="em", random_seed=0)
+        one = mixflow.fit(mixflow.GaussianMixture(1), rng.normal(size=(4, 5)), method="em", random_seed=0)
+    assert many["em"].attrs["degenerate"] and _restart_findings(many)  # its restarts did reach several values
+    findings = [text for _, text in _em_findings(many)]
+    assert not any("multimodal" in text for text in findings)
+    assert findings[-1].endswith("Prefer method='map' or fewer components.")
+    assert [text for _, text in _em_findings(one)][-1] == (
+        "EM: every restart ended degenerate (a component collapsed or emptied); the estimate is one of them. "
+        "Prefer method='map'.")

@@ -14,6 +14,7 @@ from mixflow.container.build import recorded_warnings
 from mixflow.container.layout import (
     DRAW_GROUPS,
     EM_BOOTSTRAP,
+    EM_ESTIMATE,
     EM_SAMPLE_STATS,
     MCMC,
     OBSERVED_DATA,
@@ -522,8 +523,10 @@ def _em_findings(tree) -> list[tuple[str, str]]:
                                  "parameters: the fit is one of fewer distinct components, with their likelihood; "
                                  "compare fewer components, or try more starts."))
     if attrs.get("degenerate", 0):
+        fewer = " or fewer components" if tree[EM_ESTIMATE].sizes.get("component", 1) > 1 else ""
         findings.append(("bad", "EM: every restart ended degenerate (a component collapsed or emptied); the "
-                                f"estimate is one of them. {prefer.capitalize()} or fewer components."))
+                                f"estimate is one of them. {prefer.capitalize()}{fewer}."))
+        return findings  # its restarts' values are of an unbounded likelihood: no multimodality to speak of
     return findings + _restart_findings(tree)
 
 
