@@ -937,7 +937,9 @@ def test_the_choice_of_k_legend_speaks_of_the_models_family(tmp_path):
         legends[name] = re.search(r"EM columns: (.*?)</small>", text).group(1)
     assert "covariance" not in legends["regression"] and "subspace" not in legends["regression"]
     assert "<code>spurious</code> (a line fitted to a few points it passes almost exactly)" in legends["regression"]
-    assert "<code>few_rows</code> (never set for this model" in legends["regression"]
+    assert ("<code>few_rows</code> (a component of fewer observations than its own parameters, p + 1, its p "
+            "coefficients and its variance)") in legends["regression"]
+    assert "<code>few_rows</code> (never set for this model: its components have no dispersion" in legends["poisson"]
     assert "<code>spurious</code> (never set for this model" in legends["poisson"]
     assert ("<code>few_rows</code> (a component of fewer observations than its own parameters, d (d + 3) / 2, its "
             "mean and full covariance in d dimensions)") in legends["full"]

@@ -323,6 +323,12 @@ def test_a_component_s_own_parameters_and_the_components_with_fewer_rows():
     mu = {"mu": np.zeros((2, 4))}
     assert [mixflow.GaussianMixture(2, covariance=c).component_parameters(mu)
             for c in ("full", "diag", "spherical", "tied")] == [14, 8, 5, 0]
+    # a regression's line and its own variance, a binned component's mean and variance, gain on few rows as a
+    # Gaussian's do (they were counted as none); a common variance, a Poisson rate, soft k-means' means are fair
+    assert mixflow.RegressionMixture(2, "y ~ x + z").component_parameters({"coefficients": np.zeros((2, 3))}) == 4
+    assert [mixflow.GroupedGaussianMixture(2, common_variance=c).component_parameters({}) for c in (False, True)] \
+        == [2, 0]
+    assert mixflow.PoissonMixture(2).component_parameters({"rates": np.ones((2, 3))}) == 0
     assert few_rows_components(np.array([5.0, 26.0]), 9) == [(0, 5.0)]
     # the weight a group's rows leak to the other components does not make it short: 13.99 rows of 14 are 14
     assert few_rows_components(np.array([13.99, 40.0]), 14) == []

@@ -772,11 +772,11 @@ SKIPPED_DEGENERATE = "degenerate EM fit (a component collapsed or emptied in eve
 SKIPPED_SPURIOUS = ("spurious EM fit (a component of a few observations close together or near a lower-dimensional "
                     "subspace in every restart)")
 SKIPPED_FEW_ROWS = ("too few rows for its parameters (a component of the EM fit holds fewer observations than its own "
-                    "mean and dispersion have free parameters, d (d + 3) / 2 for a full covariance, and gains more "
-                    "likelihood on them than the criteria charge)")
+                    "mean and dispersion have free parameters, and gains more likelihood on them than the criteria "
+                    "charge)")
 #: Beside the MAP advice, what a K skipped for too few rows can be fitted with instead
 _FEW_ROWS_ADVICE = ("Fewer components, or fewer parameters per component (a Gaussian's covariance='diag', "
-                    "'spherical' or 'tied'), fit such small groups.")
+                    "'spherical' or 'tied'; a regression's fewer covariates), fit such small groups.")
 
 
 def skipped_k(table: pd.DataFrame) -> dict:

@@ -624,7 +624,7 @@ class MixtureModel:
         Those its rows alone determine, its mean and its own dispersion, not its weight nor a parameter the
         components share; the choice of K skips a maximum likelihood fit with a component of fewer observations
         than these (:func:`few_rows_components`). 0 where no component has a dispersion of its own: a mean or a
-        rate alone gains on its rows what the criteria charge for it, however few they are.
+        rate alone gains on its rows about what the criteria charge for it, however few they are.
         """
         return 0
 

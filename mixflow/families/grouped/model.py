@@ -244,6 +244,14 @@ class GroupedGaussianMixture(MixtureModel):
         """Two bins for a component's own variance, one for its mean alone (a common variance)."""
         return 1 if self.common_variance else 2
 
+    def component_parameters(self, params: dict) -> int:
+        """A component's mean and own variance: 2; 0 with a common variance (its mean alone is charged fairly)."""
+        return 0 if self.common_variance else 2
+
+    def component_parameters_text(self) -> str:
+        """:meth:`component_parameters` in words; "" with a common variance."""
+        return "" if self.common_variance else "2, its mean and variance"
+
     def parameter_dims(self, features=None) -> dict:
         """``weights`` and ``mu`` (component); ``variance`` (component) or () when common."""
         return {"weights": ("component",), "mu": ("component",),

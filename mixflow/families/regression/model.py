@@ -310,6 +310,19 @@ class RegressionMixture(MixtureModel):
         """A component's noise variance needs p + 1 observations (p coefficients)."""
         return np.shape(params["coefficients"])[-1] + 1
 
+    def component_parameters(self, params: dict) -> int:
+        """A component's p coefficients and its own variance: p + 1.
+
+        A line with its own variance fitted to n rows gains on them, over new rows, about n (p + 1) / (n - p - 2)
+        of log-likelihood (the small-sample correction of AICc), as a Gaussian component with its own covariance
+        does: more than the criteria charge when n is near p + 1.
+        """
+        return np.shape(params["coefficients"])[-1] + 1
+
+    def component_parameters_text(self) -> str:
+        """:meth:`component_parameters` in words."""
+        return "p + 1, its p coefficients and its variance"
+
     def spurious_rule_text(self) -> str:
         """The rule of :meth:`spurious_components` in words: a line, its variance, no separation test."""
         return ("a line fitted to a few points it passes almost exactly (McLachlan and Peel 2000, sec. 3.10), with "

@@ -714,7 +714,8 @@ def _selection_html(selection, tree) -> str:
     text = choice_of_k_text(selection)
     parameters = model.component_parameters_text()
     few_rows = (f"a component of fewer observations than its own parameters, {parameters}" if parameters else
-                "never set for this model: the criteria charge its components' own parameters fairly at any size")
+                "never set for this model: its components have no dispersion of their own, and a mean or rate "
+                "alone gains on its rows about what the criteria charge for it")
     rule = model.spurious_rule_text()
     spurious = (rule.split(" (McLachlan")[0] if rule  # the rule's gist, without its thresholds
                 else "never set for this model: its components have no dispersion of their own to shrink")
