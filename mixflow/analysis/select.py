@@ -462,8 +462,9 @@ def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit
                                                          random_seed=cv_seed, **fit_kwargs)
         if n_folds is not None:
             row.update(cv_log_likelihood=total, cv_log_likelihood_se=se, cv_flagged_folds=flagged)
-    row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning
-                                                            for w in caught + caught_folds)
+    row["converged"] = bool(attrs["converged"]) and not any(w.category is ConvergenceWarning for w in caught)
+    if n_folds is not None:  # a fold's fit that did not converge bears on the held-out criterion alone
+        row["cv_converged"] = not any(w.category is ConvergenceWarning for w in caught_folds)
     row["degenerate"], row["spurious"] = flagged_fit(attrs)
     row["fewest_rows"], row["few_rows"] = _fewest_rows(model, tree, method)
     return row, tree, _messages(caught, caught_folds)
@@ -625,12 +626,15 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         preferred K's held-out log-likelihood and its paired error, :func:`_held_out_differences`; data in
         memory), ``cv_flagged_folds`` (folds whose fit is degenerate or
         spurious: the held-out criterion skips such a K, its held-out rows scored by a collapsed component),
-        ``converged`` (False when EM stopped at ``max_iter``
-        or warned so), ``degenerate``, ``spurious`` (a spurious component: no restart found a sound maximum,
+        ``converged`` (False when the fit on all rows stopped at ``max_iter`` or warned so), ``cv_converged``
+        (False when a cross-validation fold's fit did), ``degenerate``, ``spurious`` (a spurious component: no
+        restart found a sound maximum,
         see :func:`mixflow.families.base.spurious_rule`), ``fewest_rows`` (the observations' worth of weight of
         the fit's smallest component), ``few_rows`` (a maximum likelihood fit of K >= 2 with a component of
-        fewer observations than its own parameters, d (d + 3) / 2 for a full covariance: see
-        :func:`mixflow.families.base.few_rows_components`); MCMC columns: those of :func:`loo_table`, and ``max_rhat``,
+        fewer observations than its own parameters,
+        :meth:`~mixflow.families.base.MixtureModel.component_parameters`: see
+        :func:`mixflow.families.base.few_rows_components`); MCMC columns: those of :func:`loo_table`, and
+        ``max_rhat``,
         ``min_ess_bulk``, ``min_ess_tail`` (within the modes where its chains fell into several),
         ``low_ess_bulk``, ``low_ess_tail`` (a parameter's ESS below 100 per chain of its mode, the sampler's
         warning), ``divergences``, ``n_modes`` (how many modes its chains fell into, see
@@ -947,4 +951,11 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
         warnings.warn(f"select_k: the EM fit for K in {flagged} did not converge (see the 'converged' column); "
                       "its criteria are unreliable. Raise max_iter (in fit_kwargs, or under [methods.em] in a "
                       f"workflow). {advice}".rstrip(),
+                      MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
+    folds = [int(k) for k in table.index if "cv_converged" in table and table.loc[k, "cv_converged"] is not None
+             and not bool(table.loc[k, "cv_converged"]) and int(k) not in flagged and int(k) not in skipped]
+    if folds:  # the fold's own warning, raised again above, says why and what would settle it
+        warnings.warn(f"select_k: a cross-validation fold's EM fit for K in {folds} did not converge (see the "
+                      "'cv_converged' column and that fold's warning): the held-out log-likelihood there is less "
+                      "certain; BIC, AIC and ICL come from the fit on all rows, which converged",
                       MixflowWarning, skip_file_prefixes=PACKAGE_FILES)

@@ -719,7 +719,10 @@ def _selection_html(selection, tree) -> str:
     rule = model.spurious_rule_text()
     spurious = (rule.split(" (McLachlan")[0] if rule  # the rule's gist, without its thresholds
                 else "never set for this model: its components have no dispersion of their own to shrink")
-    em = ("EM columns: <code>converged</code> (False when EM stopped at max_iter), <code>degenerate</code> (a "
+    folds = ("<code>cv_converged</code> (False when a cross-validation fold's EM fit did), "
+             if "cv_converged" in selection else "")
+    em = ("EM columns: <code>converged</code> (False when the fit on all rows stopped at max_iter), "
+          f"{folds}<code>degenerate</code> (a "
           f"collapsed component), <code>spurious</code> ({html.escape(spurious)}), <code>fewest_rows</code> (the "
           f"observations of the smallest component), <code>few_rows</code> ({html.escape(few_rows)}); "
           "<code>icl</code> is BIC plus twice the entropy of the responsibilities (mclust's ICL takes "
