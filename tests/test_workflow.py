@@ -195,6 +195,43 @@ def test_without_columns_a_column_no_model_reads_may_have_gaps(tmp_path):
         read_workflow(write(tmp_path, regression.format(formula="y ~ x")))
 
 
+def test_a_written_row_index_no_model_reads_is_left_out_so_the_models_mistakes_are_said_at_once(tmp_path):
+    # R's whiteside as Rdatasets writes it (rownames, Insul, Temp, Gas) under a misspelt formula "Gas ~ temp": the
+    # run said only "column 'rownames' holds the row numbers", and the formula's mistake after that was mended
+    rng = np.random.default_rng(3)
+    temp = rng.uniform(-1, 10, 40)
+    frame = pd.DataFrame({"rownames": np.arange(1, 41), "Insul": ["Before", "After"] * 20, "Temp": temp,
+                          "Gas": 7 - 0.4 * temp + rng.normal(0, 0.3, 40)})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    regression = """
+        name = "index"
+        seed = 1
+
+        [data]
+        path = "d.csv"
+
+        [[models]]
+        family = "{family}"
+        {model}
+        n_components = 2
+
+        [methods.em]
+        """
+    with pytest.raises(WorkflowError, match=r"flow.toml:\d+: \[\[models\]\] #1 on \[data\]: the data do not suit this "
+                                            r"model: .*missing \['temp'\]") as error:
+        read_workflow(write(tmp_path, regression.format(family="regression", model='formula = "Gas ~ temp"')))
+    assert "rownames" not in str(error.value)
+    assert read_workflow(write(tmp_path, regression.format(family="regression", model='formula = "Gas ~ Temp"'))
+                         ).columns == ("Temp", "Gas")
+    # a family that reads every column would fit the index: refused as before
+    with pytest.raises(WorkflowError, match=r"\[data\] columns: not given, so every numeric column is fitted; column "
+                                            r"'rownames' holds the row numbers 1, 2, 3, \.\.\."):
+        read_workflow(write(tmp_path, regression.format(family="gaussian", model="")))
+    # and so does a formula that names it
+    with pytest.raises(WorkflowError, match=r"column 'rownames' holds the row numbers"):
+        read_workflow(write(tmp_path, regression.format(family="regression", model='formula = "Gas ~ rownames"')))
+
+
 def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty_one_left_out(tmp_path):
     # one cell "abc" made column a text, left out of the fit without a word: one feature short
     rng = np.random.default_rng(0)

@@ -382,13 +382,8 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
     # a column of True/False is a flag, not a measurement: left out with the text columns
     numeric = [c for c in candidates
                if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
-    for column in numeric:
-        numbers = _row_numbers(frame[column], str(column) in _ONLY_INDEX_NAMES) if str(column) in _INDEX_NAMES \
-            else None
-        if numbers is not None:
-            raise loc.error("[data] columns", f"not given, so every numeric column is fitted; column {column!r} holds "
-                            f"the row numbers {numbers} (an index written with the data, not a measurement): list the "
-                            "columns to fit", "columns", "data")
+    if head:  # data read with Dask: no model's reading of the columns decides (_unread_dropped runs on CSVs only)
+        _refuse_index_columns(frame, numeric, loc)
     if not numeric:
         raise loc.error("[data] columns", f"not given, so every numeric column is fitted, but no column of the data "
                         f"{list(frame.columns)} holds numbers: list the columns to fit, or check the file's separator",
@@ -446,20 +441,43 @@ def _check_missing_cells(frame: pd.DataFrame, columns: list, loc: _Locator) -> N
                         "out", "columns", "data")
 
 
+def _index_columns(frame: pd.DataFrame, columns) -> dict:
+    """The columns named as tools name a written row index that hold the row numbers, with those numbers said."""
+    found = {}
+    for column in columns:
+        numbers = _row_numbers(frame[column], str(column) in _ONLY_INDEX_NAMES) if str(column) in _INDEX_NAMES \
+            else None
+        if numbers is not None:
+            found[column] = numbers
+    return found
+
+
+def _refuse_index_columns(frame: pd.DataFrame, columns, loc: _Locator) -> None:
+    """Refuse a default column that holds the row numbers: fitted, it would be a feature of the rows' order."""
+    for column, numbers in _index_columns(frame, columns).items():
+        raise loc.error("[data] columns", f"not given, so every numeric column is fitted; column {column!r} holds "
+                        f"the row numbers {numbers} (an index written with the data, not a measurement): list the "
+                        "columns to fit", "columns", "data")
+
+
 def _unread_dropped(data: tuple, models, loc: _Locator) -> tuple:
     """The data with the default columns no model reads left out where they hold empty, NaN or infinite cells.
 
     A regression reads the columns its formula names; a column of numbers beside them with gaps (a measurement
     taken for some rows) is no reason to refuse the data, as ``mixflow.fit``, R's and statsmodels' formulas do
     not refuse it. A column some model reads (every column, for a family that reads them all; every column when
-    the models could not be read) is refused for its empty cells as a listed one is.
+    the models could not be read) is refused for its empty cells as a listed one is. So is a written row index
+    (:func:`_index_columns`) that some model reads; one no model reads is left out (an index, not data), so that
+    the models' own mistakes (a formula's misspelt column) are said in the same run.
     """
     frame, data_name, columns, units = data
-    unusable = unusable_columns(frame, columns)
-    if not unusable:
-        return data
     read = set(columns) if not models else set().union(*(_read_by(spec.model(spec.ks[0]), columns)
                                                          for spec in models))
+    _refuse_index_columns(frame, [c for c in columns if c in read], loc)
+    columns = tuple(c for c in columns if c in read or c not in _index_columns(frame, columns))
+    unusable = unusable_columns(frame, columns)
+    if not unusable:
+        return frame, data_name, columns, units
     kept = tuple(c for c in columns if c in read or c not in unusable)
     if not read.isdisjoint(unusable):  # empty cells said here, infinite ones with the models (_check_models_...)
         _check_missing_cells(frame, [c for c in kept if c in read], loc)
