@@ -218,7 +218,7 @@ def test_a_written_row_index_no_model_reads_is_left_out_so_the_models_mistakes_a
         [methods.em]
         """
     with pytest.raises(WorkflowError, match=r"flow.toml:\d+: \[\[models\]\] #1 on \[data\]: the data do not suit this "
-                                            r"model: .*missing \['temp'\]") as error:
+                                            r"model: .*missing \['temp'\]\) \(did you mean 'Temp'\?\)$") as error:
         read_workflow(write(tmp_path, regression.format(family="regression", model='formula = "Gas ~ temp"')))
     assert "rownames" not in str(error.value)
     assert read_workflow(write(tmp_path, regression.format(family="regression", model='formula = "Gas ~ Temp"'))

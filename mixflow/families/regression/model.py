@@ -30,7 +30,7 @@ from mixflow.families.densities import inverse_gamma_log_density, normal_log_den
 from mixflow.families.gaussian.numerics import ABSOLUTE_FLOOR
 from mixflow.families.regression import numerics as rn
 from mixflow.units import unit_power, unit_ratio, unit_shown
-from mixflow.wording import agreeing, counted
+from mixflow.wording import agreeing, counted, perhaps
 
 __all__ = ["RegressionMixture", "RegressionPrior", "ResolvedRegressionPrior", "parse_formula"]
 
@@ -386,12 +386,20 @@ class RegressionMixture(MixtureModel):
         """The columns the formula does not name."""
         return [c for c in columns if str(c) not in (self.response, *self.covariates)]
 
-    def _columns(self, data) -> tuple[np.ndarray, np.ndarray]:
-        features = [str(f) for f in data.features]
-        missing = [c for c in (self.response, *self.covariates) if c not in features]
+    def _check_named(self, names: list[str]) -> None:
+        """Raise unless the data's columns ``names`` hold the formula's response and covariates.
+
+        A misspelt one is said with the column it is closest to.
+        """
+        missing = [c for c in (self.response, *self.covariates) if c not in names]
         if missing:
             raise InputError(f"data: expected columns {[self.response, *self.covariates]} (response and "
-                             f"covariates of the model), got {features} (missing {missing})")
+                             f"covariates of the model), got {names} (missing {missing})"
+                             f"{perhaps(missing, set(names) - {self.response, *self.covariates})}")
+
+    def _columns(self, data) -> tuple[np.ndarray, np.ndarray]:
+        features = [str(f) for f in data.features]
+        self._check_named(features)
         index = {name: j for j, name in enumerate(features)}
         return data.values[:, [index[c] for c in self.covariates]], data.values[:, index[self.response]]
 
@@ -430,10 +438,7 @@ class RegressionMixture(MixtureModel):
         from mixflow.families.scaling import from_moments
 
         names = [str(f) for f in features]
-        missing = [c for c in (self.response, *self.covariates) if c not in names]
-        if missing:
-            raise InputError(f"data: expected columns {[self.response, *self.covariates]} (response and "
-                             f"covariates of the model), got {names} (missing {missing})")
+        self._check_named(names)
         x, y = [names.index(c) for c in self.covariates], names.index(self.response)
         mag, mean, sd = moments.magnitude, moments.unit_mean, moments.unit_sd
         anchor = moments.anchors
