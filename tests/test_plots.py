@@ -179,3 +179,34 @@ def test_axes_read_in_full_without_an_offset():
         if ax.get_visible():
             assert ax.yaxis.get_offset_text().get_text() == ""
             assert any(label.get_text().startswith("13") for label in ax.get_yticklabels())
+
+
+def test_forest_of_many_panels_of_large_values_keeps_every_axis_apart(tmp_path):
+    # three components' full covariances of features on unequal scales: many rows of panels, and variances of
+    # millions whose tick labels get a multiplier ("1e6") beneath them; constrained layout gave up on the whole
+    # figure ("axes sizes collapsed to zero"), leaving a panel's axes on top of each other
+    import warnings
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    rng = np.random.default_rng(1)
+    scales = np.array([30.0, 300.0, 1000.0, 3000.0])
+    centres = np.array([[-3.0], [0.0], [3.0]]) * [1.0, -1.0, 1.0, -1.0]
+    frame = pd.DataFrame((centres[rng.integers(3, size=90)] + rng.normal(size=(90, 4))) * scales,
+                         columns=["a", "b", "c", "d"])
+    tree = mixflow.fit(mixflow.GaussianMixture(3, covariance="full"), frame, random_seed=1, n_init=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure = plots.plot_forest(tree, path=tmp_path / "forest.png")
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+    assert not [str(w.message) for w in caught if "constrained_layout" in str(w.message)]
+    renderer = canvas.get_renderer()
+    assert len(figure.subfigs) == 1 + 4 + 10  # weights, 4 means, 10 covariance entries
+    for subfigure in figure.subfigs:
+        assert all(ax.get_window_extent(renderer).height > 5 for ax in subfigure.axes)
+        for upper, lower in zip(subfigure.axes, subfigure.axes[1:], strict=False):
+            # each component's axis with its own tick labels (and multiplier), all above the next component's axis
+            assert any(label.get_text() for label in upper.get_xticklabels())
+            assert upper.get_tightbbox(renderer).y0 >= lower.get_window_extent(renderer).y1

@@ -23,7 +23,7 @@ import xarray as xr
 from arviz_base import rc_context
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from mixflow.arguments import check_count
 from mixflow.container.layout import ADVI, ADVI_MODES, EM_ESTIMATE, MCMC, MCMC_MODES, OBSERVED_DATA
@@ -143,14 +143,23 @@ def plot_forest(tree, *, var_names=None, ci_prob: float | None = None, path=None
     panels = _panels(dataset, names)
     n_cols = min(3, len(panels))
     n_rows = -(-len(panels) // n_cols)
-    n_components = dataset.sizes.get("component", 1)
-    row_height = 0.45 + n_components * (0.2 + 0.2 * len(methods))
-    figure = Figure(figsize=(4.3 * n_cols, row_height * n_rows + 0.7), layout="constrained")
-    subfigures = np.atleast_1d(figure.subfigures(n_rows, n_cols, squeeze=False).ravel())
+    figure = Figure(figsize=(4.3 * n_cols, 1.0), layout="constrained")
+    grid = figure.add_gridspec(n_rows, n_cols, left=0, right=1, bottom=0, top=1)
     units = ParameterUnits(tree)
-    for subfigure, (name, title, da, element) in zip(subfigures, panels, strict=False):
+    rows = [[] for _ in range(n_rows)]
+    for i, (name, title, da, element) in enumerate(panels):
+        subfigure = figure.add_subfigure(grid[i // n_cols, i % n_cols])
         _forest_panel(subfigure, da, methods)
         subfigure.suptitle(units.label(title, name, element), fontsize=10)
+        rows[i // n_cols].extend(subfigure.axes)
+    # each row as high as its panels need: a component's axis holds its tick labels and a line per method, and
+    # a multiplier ("1e6") beneath the tick labels of very large or small values; with less, constrained layout
+    # gives up on the whole figure ("axes sizes collapsed to zero") and leaves a panel's axes on top of each other
+    n_components = dataset.sizes.get("component", 1)
+    heights = [0.45 + n_components * (0.2 + 0.2 * len(methods)
+                                      + (0.25 if any(_has_multiplier(ax) for ax in row) else 0)) for row in rows]
+    grid.set_height_ratios(heights)
+    figure.set_size_inches(4.3 * n_cols, sum(heights) + 0.7)
     handles = [Line2D([], [], marker="D" if m == "em" else "o", linestyle="--" if m == "em" else "-",
                       color=METHOD_COLORS[m], markerfacecolor=None if m == "em" else "white",
                       label=_em_label(dataset) if m == "em" else METHOD_LABELS[m]) for m in methods]
@@ -165,10 +174,22 @@ def _em_label(dataset: xr.Dataset) -> str:
     return f"EM {method.upper()} (Wald interval)" if method else "EM (Wald interval)"
 
 
+def _has_multiplier(ax) -> bool:
+    """Whether the x tick labels of ``ax``, read in full as :func:`finish` has them, get a multiplier ("1e6")."""
+    formatter = ax.xaxis.get_major_formatter()
+    if not isinstance(formatter, ScalarFormatter):
+        return False
+    formatter.set_useOffset(False)
+    formatter.set_locs(ax.get_xticks())
+    return bool(formatter.get_offset())
+
+
 def _forest_panel(subfigure, da: xr.DataArray, methods: list[str]) -> None:
     """One small axis per component (its own x scale), one line per method."""
     components = da["component"].values if "component" in da.dims else [None]
-    axes = np.atleast_1d(subfigure.subplots(len(components), 1, squeeze=False).ravel())
+    # no space between them as a fraction of the figure (constrained layout's hspace), which in a tall figure of many
+    # rows would outgrow the axes; the layout's padding and the tick labels keep them apart
+    axes = np.atleast_1d(subfigure.subplots(len(components), 1, squeeze=False, gridspec_kw={"hspace": 0}).ravel())
     positions = -np.arange(len(methods), dtype=float)
     for ax, component in zip(axes, components, strict=True):
         values = da.sel(component=component) if component is not None else da
@@ -186,6 +207,8 @@ def _forest_panel(subfigure, da: xr.DataArray, methods: list[str]) -> None:
                       fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="x", labelsize=8)
+        # a few round ticks, so that values of six digits do not run into each other
+        ax.xaxis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
         ax.margins(x=0.08)
 
 
