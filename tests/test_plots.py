@@ -210,3 +210,21 @@ def test_forest_of_many_panels_of_large_values_keeps_every_axis_apart(tmp_path):
             # each component's axis with its own tick labels (and multiplier), all above the next component's axis
             assert any(label.get_text() for label in upper.get_xticklabels())
             assert upper.get_tightbbox(renderer).y0 >= lower.get_window_extent(renderer).y1
+
+
+@pytest.mark.parametrize(("method", "title", "source", "colour"),
+                         [("bootstrap", "Bootstrap predictive check, EM", "bootstrap refits of EM", "light grey"),
+                          ("em", "Plug-in predictive check, EM estimate", "the EM estimate", "grey")])
+def test_predictive_check_says_what_its_replicates_are_and_names_their_colour(containers, method, title, source,
+                                                                              colour):
+    # the bootstrap's replicates were titled a posterior predictive check, and said to be coloured though grey
+    from matplotlib.colors import to_hex
+
+    figure = plots.plot_ppc(containers["em+bootstrap 2-D"], method=method, num_samples=4)
+    assert figure.get_suptitle() == title
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "observed data (black)", f"4 data sets replicated from {source} ({colour})"]
+    drawn = {(to_hex(line.get_color()), line.get_alpha()) for ax in figure.axes for line in ax.lines}
+    keys = {(to_hex(handle.get_color()), handle.get_alpha()) for handle in legend.legend_handles}
+    assert drawn == keys  # the legend's lines are those drawn: black for the data, the method's for the replicates

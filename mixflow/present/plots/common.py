@@ -6,11 +6,15 @@ from matplotlib.figure import Figure
 
 from mixflow.errors import InputError, InputTypeError, MissingPathError
 
-__all__ = ["METHOD_COLORS", "check_path", "finish"]
+__all__ = ["METHOD_COLORS", "REPLICATE_COLOR_NAMES", "check_path", "finish"]
 
 #: One colour per method, shared by every plot.
 METHOD_COLORS = {"em": "#222222", "bootstrap": "#8c8c8c", "mcmc": "#1f77b4", "stacked": "#17becf",
                  "advi": "#ff7f0e", "advi_stacked": "#bcbd22"}
+#: The name of each method's colour as its replicates are drawn in a predictive check (at alpha 0.3, so that
+#: the near-black of EM shows grey).
+REPLICATE_COLOR_NAMES = {"em": "grey", "bootstrap": "light grey", "mcmc": "blue", "stacked": "cyan",
+                         "advi": "orange", "advi_stacked": "olive"}
 _FORMATS = (".png", ".svg", ".pdf")
 
 

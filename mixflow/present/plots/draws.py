@@ -33,7 +33,7 @@ from mixflow.engines.modes import chains_text
 from mixflow.errors import InputError
 from mixflow.families.base import model_from_json
 from mixflow.present.compare import METHOD_LABELS, compare_dataset
-from mixflow.present.plots.common import METHOD_COLORS, check_path, finish
+from mixflow.present.plots.common import METHOD_COLORS, REPLICATE_COLOR_NAMES, check_path, finish
 from mixflow.present.units import ParameterUnits
 from mixflow.units import axis_label
 
@@ -461,14 +461,15 @@ def _predictive_draws(tree, method: str, num_samples: int, random_seed: int) -> 
 
 def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_seed: int = 0,
              path=None) -> Figure:
-    """Posterior predictive check of the data density, per feature (``arviz_plots.plot_ppc_dist``).
+    """Predictive check of the data density, per feature (``arviz_plots.plot_ppc_dist``).
 
     The stored ``posterior_predictive`` of MCMC/ADVI is used when present; otherwise replicated data
-    sets are simulated by the family's sampler (its ``simulate_data``) from
-    ``num_samples`` posterior (or bootstrap) draws, or from the EM estimate itself (a plug-in
-    predictive check). What is compared is the family's ``predictive_units``: every feature of a Gaussian, the
-    counts of a Poisson mixture and the class midpoints of grouped data (both as ECDFs, being
-    discrete), the response of a regression (its covariates are held fixed).
+    sets are simulated by the family's sampler (its ``simulate_data``) from ``num_samples`` posterior draws
+    (a posterior predictive check), bootstrap refits (a bootstrap predictive check) or from the EM estimate
+    itself (a plug-in predictive check). What is compared is the family's ``predictive_units``: every feature
+    of a Gaussian, the counts of a Poisson mixture and the class midpoints of grouped data (both as ECDFs,
+    being discrete), the response of a regression (its covariates are held fixed). A legend names the colour
+    of the observed data and of the replicates.
 
     Parameters
     ----------
@@ -502,18 +503,31 @@ def plot_ppc(tree, *, method: str | None = None, num_samples: int = 50, random_s
     })
     n_draws = predictive.sizes["chain"] * predictive.sizes["draw"]
     kind = kind or ("ecdf" if observed.sizes["obs"] < 100 else "kde")  # ArviZ's "auto", made explicit for the label
+    observed_line = {"color": "black"}
+    replicate_line = {"color": METHOD_COLORS[method], "alpha": 0.3}
     plot_collection = azp.plot_ppc_dist(dt, num_samples=min(num_samples, n_draws), sample_dims=["chain", "draw"],
                                         kind=kind,
                                         cols=["__variable__", "feature"],
-                                        visuals={"predictive_dist": {"color": METHOD_COLORS[method], "alpha": 0.3}})
+                                        visuals={"predictive_dist": replicate_line, "observed_dist": observed_line})
     figure = _figure_of(plot_collection)
     _ppc_labels(plot_collection, tree, kind, min(num_samples, n_draws))
-    what = "Plug-in predictive check, EM estimate" if method == "em" else \
-        f"Posterior predictive check, {METHOD_LABELS[method]}"
+    title, source = _ppc_title(method)
     figure.set_layout_engine("constrained")
-    figure.suptitle(f"{what}\nthe observed data (black) against data sets replicated from the fit (colour)",
-                    fontsize=10)
+    figure.suptitle(title, fontsize=10)
+    handles = [Line2D([], [], **observed_line, label="observed data (black)"),
+               Line2D([], [], **replicate_line, label=f"{min(num_samples, n_draws)} data sets replicated from "
+                                                      f"{source} ({REPLICATE_COLOR_NAMES[method]})")]
+    figure.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False, fontsize=9)
     return finish(figure, path)
+
+
+def _ppc_title(method: str) -> tuple[str, str]:
+    """A predictive check's title, and what its replicated data sets are drawn from."""
+    if method == "em":  # one parameter set: the estimate, its uncertainty left out
+        return "Plug-in predictive check, EM estimate", "the EM estimate"
+    if method == "bootstrap":  # refits of EM on resampled data, not draws from a posterior
+        return "Bootstrap predictive check, EM", "bootstrap refits of EM"
+    return f"Posterior predictive check, {METHOD_LABELS[method]}", f"{METHOD_LABELS[method]} posterior draws"
 
 
 def _ppc_labels(plot_collection, tree, kind: str | None, n_replicates: int) -> None:
