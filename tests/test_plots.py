@@ -3,6 +3,7 @@
 import matplotlib
 import pandas as pd
 import pytest
+from matplotlib import pyplot
 from matplotlib.figure import Figure
 from test_compare import make_container
 
@@ -20,6 +21,12 @@ FUNCTIONS = {"plot_forest": plots.plot_forest, "plot_posteriors": plots.plot_pos
              "plot_data": plot_data}
 CASES = [(plot, container) for plot in FUNCTIONS
          for container in ("mcmc" if plot in NEEDS_DRAWS else "em", "em+mcmc", "em+mcmc+advi")]
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    pyplot.close("all")  # ArviZ draws through pyplot, which keeps every figure open (a warning beyond 20)
 
 
 @pytest.fixture(scope="module")
