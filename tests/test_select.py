@@ -750,3 +750,27 @@ def test_a_fold_that_did_not_converge_is_not_said_of_the_fit_on_all_rows():
     assert ("select_k: a cross-validation fold's EM fit for K in [2] did not converge (see the 'cv_converged' column "
             "and that fold's warning): the held-out log-likelihood there is less certain; BIC, AIC and ICL come from "
             "the fit on all rows, which converged") in said
+
+
+def test_the_advice_to_take_a_set_aside_restart_says_how_to_keep_the_fit_it_is_in():
+    # "its fit is in /em/sample_stats (optimum_* at restart N): pass it as init=..." of a fit select_k did not
+    # return: neither a caller without return_fits nor a workflow (which refits from its own seed) had that fit
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 10, 40)
+    xs = np.array([2.0, 4.0, 6.0, 8.0])
+    frame = pd.DataFrame({"x": np.r_[x, xs], "y": np.r_[1 + 0.5 * x + rng.normal(0, 0.5, 40),
+                                                          12 - xs + rng.normal(0, 0.5, 4)]})
+    frame["x2"] = frame.x ** 2
+    said = {}
+    for keep in (False, True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mixflow.select_k(mixflow.RegressionMixture(1, "y ~ x + x2"), frame, ks=[3], methods=("em",),
+                             random_seed=0, n_jobs=1, n_folds=None, return_fits=keep)
+        said[keep] = next(str(w.message) for w in caught if issubclass(w.category, mixflow.SpuriousMaximumWarning))
+    restart = re.search(r"restart (\d+) reached a higher maximum", said[True]).group(1)
+    assert said[True].endswith(f"its fit is in /em/sample_stats (optimum_* at restart {restart}): pass it as "
+                               "init=... to take it.")
+    assert said[False].endswith(f"select_k(..., return_fits=True) keeps this K's fit, whose /em/sample_stats has "
+                                f"that restart (optimum_* at restart {restart}) to pass as init=... to mixflow.fit; a "
+                                "workflow keeps only the fits of the K it analyses, refitted from its seed.")

@@ -524,6 +524,23 @@ def _unkept(message) -> str:
     return str(message) if at < 0 else str(message)[:at] + "(A fold's fit is not kept.)"
 
 
+def _unreturned(message: str) -> str:
+    """The fit on all rows' warning, its advice to take a restart from /em/sample_stats said as what keeps that fit.
+
+    Without ``return_fits`` (and in a workflow, which refits the K it analyses from its own seed) the fit whose
+    restart is named is not kept: the advice says how to keep it.
+    """
+    at = message.find(SET_ASIDE_ADVICE.split("{")[0])
+    if at < 0 or message.startswith("a cross-validation fold's fit"):
+        return message
+    restart = message[at:].split("optimum_* at restart ", 1)[1].split(")", 1)[0]
+    return message[:at] + (
+        "If that component is a real small group rather than a few points close together or near a subspace, "
+        f"select_k(..., return_fits=True) keeps this K's fit, whose /em/sample_stats has that restart (optimum_* at "
+        f"restart {restart}) to pass as init=... to mixflow.fit; a workflow keeps only the fits of the K it "
+        "analyses, refitted from its seed.")
+
+
 #: How a warning about the rows given begins (the argument's name): the same for every K's fit and method
 _ABOUT_DATA = ("data:", "weights:")
 #: ... but for a warning about a fit's estimate in the data's units, which differs with K
@@ -697,6 +714,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             rows[k], fits[(em_method, k)] = row, tree
             if _POINTWISE in row:
                 pointwise[k] = row.pop(_POINTWISE)
+            if not return_fits:  # the advice to take a restart from this K's fit, which is not returned
+                messages = [(category, _unreturned(message)) for category, message in messages]
             _warn_for(k, em_method, messages, said)
             progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {fixed_places(row['log_likelihood'], 4)}, "
                      f"BIC {fixed_places(row['bic'], 2)}" + ("" if row["converged"] else ", did NOT converge")
