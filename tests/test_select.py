@@ -769,6 +769,7 @@ def test_the_advice_to_take_a_set_aside_restart_says_how_to_keep_the_fit_it_is_i
                              random_seed=0, n_jobs=1, n_folds=None, return_fits=keep)
         said[keep] = next(str(w.message) for w in caught if issubclass(w.category, mixflow.SpuriousMaximumWarning))
     restart = re.search(r"restart (\d+) reached a higher maximum", said[True]).group(1)
+    assert not any("subspace" in message for message in said.values())  # a line's artefact is not a subspace's
     assert said[True].endswith(f"its fit is in /em/sample_stats (optimum_* at restart {restart}): pass it as "
                                "init=... to take it.")
     assert said[False].endswith(f"select_k(..., return_fits=True) keeps this K's fit, whose /em/sample_stats has "

@@ -27,7 +27,7 @@ from mixflow.chunked import as_chunked, is_chunked, row_draws
 from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
 from mixflow.container.read import flagged_fit, frequency_weights, has_group
 from mixflow.data import Data, check_folds, check_total_weight, unread_columns, validate_data, without_unusable_unread
-from mixflow.engines.em import SET_ASIDE_ADVICE
+from mixflow.engines.em import SET_ASIDE_ADVICE, SET_ASIDE_IF
 from mixflow.engines.em_steps import e_step
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.engines.stacking import stacking_weights
@@ -534,8 +534,7 @@ def _unreturned(message: str) -> str:
     if at < 0 or message.startswith("a cross-validation fold's fit"):
         return message
     restart = message[at:].split("optimum_* at restart ", 1)[1].split(")", 1)[0]
-    return message[:at] + (
-        "If that component is a real small group rather than a few points close together or near a subspace, "
+    return message[:at] + SET_ASIDE_IF + (
         f"select_k(..., return_fits=True) keeps this K's fit, whose /em/sample_stats has that restart (optimum_* at "
         f"restart {restart}) to pass as init=... to mixflow.fit; a workflow keeps only the fits of the K it "
         "analyses, refitted from its seed.")

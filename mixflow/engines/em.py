@@ -1037,9 +1037,10 @@ def _warn_spurious(spurious: list, options: EMOptions, model) -> None:
 
 
 #: Where the set-aside fit of :func:`_warn_set_aside` is kept, and how to take it
-SET_ASIDE_ADVICE = ("If that component is a real small group rather than a few points close together or near a "
-                    "subspace, its fit is in /em/sample_stats (optimum_* at restart {top}): pass it as init=... to "
-                    "take it.")
+#: What a set-aside spurious restart's warning advises, in every family's terms: the condition, then where its fit is
+SET_ASIDE_IF = "If that component is a real small group rather than an artefact of the few points it is fitted to, "
+SET_ASIDE_ADVICE = SET_ASIDE_IF + ("its fit is in /em/sample_stats (optimum_* at restart {top}): pass it as init=... "
+                                   "to take it.")
 
 
 def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_weight: float, prepared,
