@@ -970,8 +970,8 @@ def _summarise(table: pd.DataFrame, methods, seed: int) -> None:
                       "its criteria are unreliable. Raise max_iter (in fit_kwargs, or under [methods.em] in a "
                       f"workflow). {advice}".rstrip(),
                       MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
-    folds = [int(k) for k in table.index if "cv_converged" in table and table.loc[k, "cv_converged"] is not None
-             and not bool(table.loc[k, "cv_converged"]) and int(k) not in flagged and int(k) not in skipped]
+    folds = [int(k) for k in table.index if "cv_converged" in table and not bool(table.loc[k, "cv_converged"])
+             and int(k) not in flagged and int(k) not in skipped]
     if folds:  # the fold's own warning, raised again above, says why and what would settle it
         warnings.warn(f"select_k: a cross-validation fold's EM fit for K in {folds} did not converge (see the "
                       "'cv_converged' column and that fold's warning): the held-out log-likelihood there is less "

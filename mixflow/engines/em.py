@@ -985,13 +985,14 @@ def _warn_about(run: Run, options: EMOptions, model, collapsed: list[int], n_obs
                       f"1/n_components = {1 / run.params['weights'].size:.3g} never trims them all",
                       MixflowWarning, skip_file_prefixes=PACKAGE_FILES)
     if collapsed:  # a MAP fit is not told to become one, nor a fit of one component to have fewer
-        fewer = (", fewer components, or trim=... to drop tiny components"  # no help where the data have no maximum
-                 if model.n_components > 1 and not no_maximum else "")
-        fixes = (f"Use {fewer[2:]}." if options.map and fewer else "" if options.map else
-                 f"The likelihood is unbounded there; use method='map' (the prior removes the singularity){fewer}.")
-        warnings.warn(f"{model.collapse_description(collapsed)}." + (f" {fixes}" if fixes else ""),
-                      DegenerateComponentWarning,
-                      skip_file_prefixes=PACKAGE_FILES)
+        fewer = ["fewer components", "or trim=... to drop tiny components"]  # no help where the data have no maximum
+        fixes = fewer if model.n_components > 1 and not no_maximum else []
+        if not options.map:
+            fixes = ["The likelihood is unbounded there; use method='map' (the prior removes the singularity)", *fixes]
+        elif fixes:
+            fixes[0] = f"Use {fixes[0]}"
+        warnings.warn(f"{model.collapse_description(collapsed)}." + (f" {', '.join(fixes)}." if fixes else ""),
+                      DegenerateComponentWarning, skip_file_prefixes=PACKAGE_FILES)
     if run.on_boundary:
         warnings.warn(
             "EM stopped at a fixed point on the boundary of the parameters (such as a Poisson rate of 0, which EM "

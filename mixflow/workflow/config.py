@@ -383,7 +383,7 @@ def _default_columns(frame: pd.DataFrame, special: dict, loc: _Locator, *, head:
     numeric = [c for c in candidates
                if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
     if head:  # data read with Dask: no model's reading of the columns decides (_unread_dropped runs on CSVs only)
-        _refuse_index_columns(frame, numeric, loc)
+        _refuse_index_columns(_index_columns(frame, numeric), loc)
     if not numeric:
         raise loc.error("[data] columns", f"not given, so every numeric column is fitted, but no column of the data "
                         f"{list(frame.columns)} holds numbers: list the columns to fit, or check the file's separator",
@@ -452,9 +452,12 @@ def _index_columns(frame: pd.DataFrame, columns) -> dict:
     return found
 
 
-def _refuse_index_columns(frame: pd.DataFrame, columns, loc: _Locator) -> None:
-    """Refuse a default column that holds the row numbers: fitted, it would be a feature of the rows' order."""
-    for column, numbers in _index_columns(frame, columns).items():
+def _refuse_index_columns(index: dict, loc: _Locator) -> None:
+    """Refuse the first default column of ``index`` (:func:`_index_columns`).
+
+    Fitted, it would be a feature of the rows' order.
+    """
+    for column, numbers in index.items():
         raise loc.error("[data] columns", f"not given, so every numeric column is fitted; column {column!r} holds "
                         f"the row numbers {numbers} (an index written with the data, not a measurement): list the "
                         "columns to fit", "columns", "data")
@@ -473,8 +476,9 @@ def _unread_dropped(data: tuple, models, loc: _Locator) -> tuple:
     frame, data_name, columns, units = data
     read = set(columns) if not models else set().union(*(_read_by(spec.model(spec.ks[0]), columns)
                                                          for spec in models))
-    _refuse_index_columns(frame, [c for c in columns if c in read], loc)
-    columns = tuple(c for c in columns if c in read or c not in _index_columns(frame, columns))
+    index = _index_columns(frame, columns)
+    _refuse_index_columns({c: numbers for c, numbers in index.items() if c in read}, loc)
+    columns = tuple(c for c in columns if c not in index)  # an index no model reads: left out
     unusable = unusable_columns(frame, columns)
     if not unusable:
         return frame, data_name, columns, units
