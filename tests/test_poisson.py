@@ -171,6 +171,35 @@ def test_the_default_frees_a_component_split_in_two_and_finds_the_zeros_componen
     assert tree["em"].attrs["duplicate_components"] == "[]"
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_the_default_finds_extra_zeros_a_single_poisson_hides(k):
+    """Bortkiewicz's horse kicks (deaths per corps-year, 0-4 in 109, 65, 22, 3 and 1 of 200): slightly fewer
+    spread than a Poisson (variance 0.6079, mean 0.61), so splitting the one rate lowers the likelihood and every
+    start ends on the one-component fit, a component in two parts; the maximum at K=2 (and 3) is a point mass at
+    zero of weight 0.013 beside rate 0.618. That fit's small component holds no row outright, as the fit of two
+    components in one does, so the local search may not take the partition of the rows for that maximum's.
+    The reference: a naive scipy likelihood of a point mass at zero and one Poisson, maximised directly.
+    """
+    counts, frequency = np.arange(5.0), np.array([109.0, 65, 22, 3, 1])
+
+    def negative(vector):
+        weight = 1.0 / (1.0 + np.exp(-vector[0]))
+        return -naive_log_likelihood(counts, frequency, [weight, 1 - weight], [0.0, np.exp(vector[1])])
+
+    result = optimize.minimize(negative, [-4.0, np.log(0.6)], method="BFGS", options={"gtol": 1e-9})
+    single = naive_log_likelihood(counts, frequency, [1.0], [0.61])
+    assert -result.fun == pytest.approx(-206.102728, abs=1e-6) and -result.fun > single + 0.003
+    for seed in range(3):
+        with warnings.catch_warnings(record=True) as caught:  # at K=3, a fit of two distinct components
+            warnings.simplefilter("always", mixflow.DegenerateComponentWarning)
+            tree = mixflow.fit(PoissonMixture(k), counts, weights=frequency, random_seed=seed)
+        assert [bool(re.search("components 1 and 2 are the same component", str(w.message))) for w in caught] == (
+            [True] if k == 3 else [])
+        assert tree["em"].attrs["log_likelihood"] == pytest.approx(-result.fun, rel=1e-10)
+        found = estimate(tree)
+        assert found["rate"][0] == 0 and found["weights"][0] == pytest.approx(0.01303, abs=1e-5)
+
+
 def test_a_fit_with_a_component_in_two_parts_says_so(deaths):
     """Started with two equal rates, EM keeps them equal: the fit, the summary and the report say so."""
     start = {"weights": np.array([0.36, 0.32, 0.32]), "rate": np.array([1.25, 2.66, 2.66])}

@@ -584,10 +584,18 @@ def _log_joint(model, params: dict, prepared, rows: int) -> np.ndarray:
                            for start in range(0, prepared.n_obs, rows)])
 
 
-def _partition(model, prepared, rows: int, params: dict) -> bytes:
-    """The fit's hard partition of the rows, whatever the components' order (:func:`partition_key`)."""
+def _partition(model, prepared, rows: int, params: dict) -> bytes | None:
+    """The fit's hard partition of the rows, whatever the components' order (:func:`partition_key`).
+
+    None where some component holds no row: such a partition does not tell fits apart (a fit with two
+    components in one, and a fit whose spare component moved to a few rows' excess, say extra zero counts,
+    that it shares with a heavier one, give every row to the same components).
+    """
     log_joint = _log_joint(model, params, prepared, rows)
-    return labels_key(np.argmax(log_joint, axis=1), log_joint.shape[1])
+    labels = np.argmax(log_joint, axis=1)
+    if np.unique(labels).size < log_joint.shape[1]:
+        return None
+    return labels_key(labels, log_joint.shape[1])
 
 
 def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, moved_starts, partition, runs_of,
@@ -662,9 +670,10 @@ def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOpti
     climbed = []
     for _ in range(TRANSFER_ROUNDS):
         value, key = current.history_objective[-1], partition(current.params)
-        if key in searched and abs(searched[key] - value) <= _SAME_VALUE * abs(value):
+        if key is not None and key in searched and abs(searched[key] - value) <= _SAME_VALUE * abs(value):
             break
-        searched[key] = value
+        if key is not None:
+            searched[key] = value
         # from a spurious maximum, any sound one is a better fit (a better tier), whatever its value
         above = value + _SAME_VALUE * abs(value) if tier(current) == SOUND else -np.inf
         seen = {key}
@@ -731,7 +740,10 @@ def _candidates(shorts: list[Run], tier, known, count: int) -> list[Run]:
 
 def _known(partition, above: float, seen: set, run: Run) -> bool:
     """Whether a run is not above ``above`` and on a partition of the rows in ``seen`` (a known maximum's)."""
-    return run.history_objective[-1] <= above and partition(run.params) in seen
+    if run.history_objective[-1] > above:
+        return False
+    key = partition(run.params)
+    return key is not None and key in seen
 
 
 def _follow(shorts: list[Run], runs_of, options: EMOptions, known, cap=None) -> list[Run | None]:
