@@ -619,7 +619,8 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     n_folds : int or None, default 5
         Folds of the cross-validation (None skips it).
     random_seed : int, optional
-        Seed of every fit and split (drawn when None; recorded in ``attrs``).
+        Seed of every fit and split (drawn when None; recorded in ``attrs``). Each K draws from a stream of its
+        own, of the seed and K, so that a K's fits and folds are the same whichever other K are compared.
     fit_kwargs : dict, optional
         Passed to every EM fit, and to the MAP fit that starts each MCMC run (e.g. ``{"n_init": 10}``).
     mcmc_kwargs : dict, optional
@@ -697,7 +698,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         if n_folds is not None:  # and the folds their observations (as held_out_weights checks them)
             check_folds(n_folds, validated.n_obs, validated.weights)
     seed = secrets.randbits(63) if random_seed is None else int(random_seed)
-    seeds = {k: child.spawn(2) for k, child in zip(ks, np.random.SeedSequence(seed).spawn(len(ks)), strict=True)}
+    seeds = {k: np.random.SeedSequence(seed, spawn_key=(k,)).spawn(2) for k in ks}  # K's own, whatever ks holds
     fit_kwargs, mcmc_kwargs = dict(fit_kwargs or {}), {"progressbar": False, **(mcmc_kwargs or {})}
     rows, fits = {k: {} for k in ks}, {}
     progress = progress or (lambda message: None)
