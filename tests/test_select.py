@@ -576,20 +576,26 @@ def test_a_fold_fits_warning_does_not_point_at_a_restart_that_is_not_kept():
     import warnings as python_warnings
 
     from mixflow.analysis.select import _messages
-    from mixflow.engines.em import SET_ASIDE_ADVICE
+    from mixflow.engines.em import SET_ASIDE_ADVICE, set_aside_warning
 
-    said = ("restart 26 reached a higher maximum (-640.1 against this fit's -647.2) with a spurious component "
-            "(component 3: 4.1 observations' worth of weight, Hathaway ratio 0.001), and was set aside for the best "
-            "sound fit the restarts found. " + SET_ASIDE_ADVICE.format(top=26))
-    fold = python_warnings.WarningMessage(said, mixflow.DegenerateComponentWarning, "f.py", 1)
+    finding = ("restart 26 reached a higher maximum (-640.1 against this fit's -647.2) with a spurious component "
+               "(component 3: 4.1 observations' worth of weight, Hathaway ratio 0.001), and was set aside for the best "
+               "sound fit the restarts found. ")
+    said = finding + SET_ASIDE_ADVICE.format(top=26)
+    fold = python_warnings.WarningMessage(set_aside_warning(finding, 26), mixflow.SpuriousMaximumWarning, "f.py", 1)
     [(category, message)] = _messages([], [fold])
-    assert category is mixflow.DegenerateComponentWarning
+    assert category is mixflow.SpuriousMaximumWarning
     assert message == ("a cross-validation fold's fit (not the fit on all rows): restart 26 reached a higher maximum "
                        "(-640.1 against this fit's -647.2) with a spurious component (component 3: 4.1 observations' "
                        "worth of weight, Hathaway ratio 0.001), and was set aside for the best sound fit the restarts "
                        "found. (A fold's fit is not kept.)")
     [(_, message)] = _messages([fold], [])  # the fit on all rows: its restarts are kept
     assert message == said
+    [(_, message)] = _messages([fold], [], kept=False)  # ... but for a fit select_k does not return
+    assert message.startswith(finding + "If that component is a real small group") and message.endswith(
+        "select_k(..., return_fits=True) keeps this K's fit, whose /em/sample_stats has that restart (optimum_* at "
+        "restart 26) to pass as init=... to mixflow.fit; a workflow keeps only the fits of the K it analyses, "
+        "refitted from its seed.")
 
 
 def test_the_warnings_of_one_k_are_said_once_each_with_the_count_of_the_others():

@@ -27,7 +27,7 @@ from mixflow.chunked import as_chunked, is_chunked, row_draws
 from mixflow.container.layout import EM_ESTIMATE, MCMC_MODES
 from mixflow.container.read import flagged_fit, frequency_weights, has_group
 from mixflow.data import Data, check_folds, check_total_weight, unread_columns, validate_data, without_unusable_unread
-from mixflow.engines.em import SET_ASIDE_ADVICE, SET_ASIDE_IF
+from mixflow.engines.em import SET_ASIDE_IF
 from mixflow.engines.em_steps import e_step
 from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.engines.stacking import stacking_weights
@@ -440,8 +440,12 @@ def _with_k(model, k: int):
         raise InputError(f"model: cannot be refitted with n_components={k}: {error}") from error
 
 
-def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit_kwargs: dict, weights=None):
-    """One K's EM fit and criteria: ``data`` validated :class:`Data`, or Dask data with their ``weights``."""
+def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit_kwargs: dict, weights=None,
+            kept: bool = True):
+    """One K's EM fit and criteria: ``data`` validated :class:`Data`, or Dask data with their ``weights``.
+
+    ``kept``: whether the fit is returned to the caller (its warnings' advice then points into it: :func:`_messages`).
+    """
     from mixflow.fitting import fit
 
     fit_seed, cv_seed = (int(s.generate_state(1)[0]) for s in seed.spawn(2))
@@ -467,7 +471,7 @@ def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit
         row["cv_converged"] = not any(w.category is ConvergenceWarning for w in caught_folds)
     row["degenerate"], row["spurious"] = flagged_fit(attrs)
     row["fewest_rows"], row["few_rows"] = _fewest_rows(model, tree, method)
-    return row, tree, _messages(caught, caught_folds)
+    return row, tree, _messages(caught, caught_folds, kept)
 
 
 def _fewest_rows(model, tree, method: str) -> tuple[float, bool]:
@@ -486,8 +490,11 @@ def _fewest_rows(model, tree, method: str) -> tuple[float, bool]:
 METHOD_NAMES = {"em": "EM (MLE)", "map": "EM (MAP)", "mcmc": "NUTS"}
 
 
-def _messages(caught, caught_folds=()) -> list[tuple[type, str]]:
+def _messages(caught, caught_folds=(), kept: bool = True) -> list[tuple[type, str]]:
     """One (category, message) pair per category of recorded warnings, in the order first raised.
+
+    Without ``kept`` (the fit on all rows not returned), the advice to take a set-aside restart of it is said as
+    what keeps it (:func:`_unreturned`); a fold's fit is never kept (:func:`_unkept`).
 
     The fits of one K (the fit on all rows, ``caught``, and its cross-validation folds, ``caught_folds``)
     often warn alike; the first message of a category is kept, with the count of the others. A message
@@ -502,7 +509,7 @@ def _messages(caught, caught_folds=()) -> list[tuple[type, str]]:
         if _about_data(str(w.message)):  # the same for every K and method: kept whole, said once
             about_data.setdefault((w.category, str(w.message)), None)
             continue
-        first.setdefault(w.category, str(w.message))
+        first.setdefault(w.category, str(w.message) if kept else _unreturned(w.message))
         counts[w.category] = counts.get(w.category, 0) + 1
     for w in caught_folds:
         if issubclass(w.category, DeclarationWarning):  # of the rows given: the fit on all rows says it if it holds
@@ -520,23 +527,22 @@ def _messages(caught, caught_folds=()) -> list[tuple[type, str]]:
 
 def _unkept(message) -> str:
     """A fold fit's warning without the advice to take a restart of it from /em/sample_stats: no fold fit is kept."""
-    at = str(message).find(SET_ASIDE_ADVICE.split("{")[0])
-    return str(message) if at < 0 else str(message)[:at] + "(A fold's fit is not kept.)"
+    set_aside = getattr(message, "set_aside", None)  # (finding, restart): em.set_aside_warning
+    return str(message) if set_aside is None else set_aside[0] + "(A fold's fit is not kept.)"
 
 
-def _unreturned(message: str) -> str:
+def _unreturned(message) -> str:
     """The fit on all rows' warning, its advice to take a restart from /em/sample_stats said as what keeps that fit.
 
     Without ``return_fits`` (and in a workflow, which refits the K it analyses from its own seed) the fit whose
     restart is named is not kept: the advice says how to keep it.
     """
-    at = message.find(SET_ASIDE_ADVICE.split("{")[0])
-    if at < 0 or message.startswith("a cross-validation fold's fit"):
-        return message
-    restart = message[at:].split("optimum_* at restart ", 1)[1].split(")", 1)[0]
-    return message[:at] + SET_ASIDE_IF + (
+    set_aside = getattr(message, "set_aside", None)  # (finding, restart): em.set_aside_warning
+    if set_aside is None:
+        return str(message)
+    return set_aside[0] + SET_ASIDE_IF + (
         f"select_k(..., return_fits=True) keeps this K's fit, whose /em/sample_stats has that restart (optimum_* at "
-        f"restart {restart}) to pass as init=... to mixflow.fit; a workflow keeps only the fits of the K it "
+        f"restart {set_aside[1]}) to pass as init=... to mixflow.fit; a workflow keeps only the fits of the K it "
         "analyses, refitted from its seed.")
 
 
@@ -705,7 +711,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     em_method = next((m for m in methods if m in ("em", "map")), None)
     if em_method is not None:
         tasks = [(_with_k(model, k), validated if not chunked else data, em_method, n_folds, seeds[k][0], fit_kwargs,
-                  weights if chunked else None) for k in ks]
+                  weights if chunked else None, bool(return_fits)) for k in ks]
         workers = 1 if chunked else min(int(n_jobs or default_jobs()), len(tasks))
         progress(f"{METHOD_NAMES[em_method]}: fitting K in {ks}" + (f" with {n_folds}-fold cross-validation"
                                                                      if n_folds else ""))
@@ -714,8 +720,6 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
             rows[k], fits[(em_method, k)] = row, tree
             if _POINTWISE in row:
                 pointwise[k] = row.pop(_POINTWISE)
-            if not return_fits:  # the advice to take a restart from this K's fit, which is not returned
-                messages = [(category, _unreturned(message)) for category, message in messages]
             _warn_for(k, em_method, messages, said)
             progress(f"K={k}, {METHOD_NAMES[em_method]}: log-likelihood {fixed_places(row['log_likelihood'], 4)}, "
                      f"BIC {fixed_places(row['bic'], 2)}" + ("" if row["converged"] else ", did NOT converge")

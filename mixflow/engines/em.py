@@ -1079,11 +1079,21 @@ def _warn_set_aside(model, runs: list[Run], restarts: dict, best: Run, total_wei
     params = model.permute(params, model.canonical_order(model.to_data(params, prepared)), features)
     described = "; ".join(f"component {h}: {count:.3g} observations' worth of weight, Hathaway ratio {ratio:.2g}"
                           for h, count, ratio in model.spurious_components(params, total_weight))
-    warnings.warn(
+    warnings.warn(set_aside_warning(
         f"restart {top} reached a higher maximum ({runs[top].history_objective[-1]:.6g} against this fit's "
         f"{value:.6g}) with a spurious component ({described}), and was set aside for the best sound fit the "
-        "restarts found. "
-        + SET_ASIDE_ADVICE.format(top=top), SpuriousMaximumWarning, skip_file_prefixes=PACKAGE_FILES)
+        "restarts found. ", top), skip_file_prefixes=PACKAGE_FILES)
+
+
+def set_aside_warning(finding: str, restart: int) -> SpuriousMaximumWarning:
+    """The warning of a set-aside restart: ``finding``, then :data:`SET_ASIDE_ADVICE` of ``restart``.
+
+    Its ``set_aside`` attribute, ``(finding, restart)``, lets the choice of K say the advice as what keeps the fit
+    where it does not return it, and leave it out of a cross-validation fold's fit's warning.
+    """
+    warning = SpuriousMaximumWarning(finding + SET_ASIDE_ADVICE.format(top=restart))
+    warning.set_aside = (finding, restart)
+    return warning
 
 
 def _warn_few_sound(restarts: dict, options: EMOptions) -> None:

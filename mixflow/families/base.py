@@ -640,10 +640,14 @@ class MixtureModel:
         return []
 
     def spurious_rule_text(self) -> str:
-        """What makes a component spurious, in the family's terms; "" for a family without the rule.
+        """What makes a component spurious, in the family's terms, with its thresholds; "" without the rule.
 
-        Said in the warning of a spurious winner and in the choice-of-K table's legend.
+        Said in the warning of a spurious winner: :meth:`spurious_rule_gist`, then its source and thresholds.
         """
+        return ""
+
+    def spurious_rule_gist(self) -> str:
+        """The gist of :meth:`spurious_rule_text`, without its thresholds (the choice-of-K table's legend); ""."""
         return ""
 
     def extra_coords(self, data) -> dict:

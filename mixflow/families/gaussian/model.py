@@ -414,9 +414,13 @@ class GaussianMixture(MixtureModel):
                 "diag": "2 d, its mean and variances in d dimensions",
                 "spherical": "d + 1, its mean and variance in d dimensions"}.get(self.covariance, "")
 
+    def spurious_rule_gist(self) -> str:
+        """A few points close together or near a subspace."""
+        return "a component fitted to a few points close together or near a lower-dimensional subspace"
+
     def spurious_rule_text(self) -> str:
         """The rule of :meth:`spurious_components` in words: a subspace, a covariance, an ellipsoid."""
-        return ("a component fitted to a few points close together or near a lower-dimensional subspace (McLachlan "
+        return (f"{self.spurious_rule_gist()} (McLachlan "
                 "and Peel 2000, sec. 3.10), with fewer observations than its covariance needs, or fewer than "
                 f"{SPURIOUS_SIZE} times that, no more than another component, and at most {SPURIOUS_RATIO:g} as wide "
                 "as another component in its narrowest direction, and not a group lying apart from the others (its "

@@ -323,9 +323,13 @@ class RegressionMixture(MixtureModel):
         """:meth:`component_parameters` in words."""
         return "p + 1, its p coefficients and its variance"
 
+    def spurious_rule_gist(self) -> str:
+        """A line through a few points."""
+        return "a line fitted to a few points it passes almost exactly"
+
     def spurious_rule_text(self) -> str:
         """The rule of :meth:`spurious_components` in words: a line, its variance, no separation test."""
-        return ("a line fitted to a few points it passes almost exactly (McLachlan and Peel 2000, sec. 3.10), with "
+        return (f"{self.spurious_rule_gist()} (McLachlan and Peel 2000, sec. 3.10), with "
                 "fewer observations than its coefficients and variance need, or fewer than "
                 f"{SPURIOUS_SIZE} times that, no more than another component, and a variance at most "
                 f"{SPURIOUS_RATIO:g} of another's")

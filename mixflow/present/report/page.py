@@ -716,9 +716,8 @@ def _selection_html(selection, tree) -> str:
     few_rows = (f"a component of fewer observations than its own parameters, {parameters}" if parameters else
                 "never set for this model: its components have no dispersion of their own, and a mean or rate "
                 "alone gains on its rows about what the criteria charge for it")
-    rule = model.spurious_rule_text()
-    spurious = (rule.split(" (McLachlan")[0] if rule  # the rule's gist, without its thresholds
-                else "never set for this model: its components have no dispersion of their own to shrink")
+    spurious = (model.spurious_rule_gist()
+                or "never set for this model: its components have no dispersion of their own to shrink")
     folds = ("<code>cv_converged</code> (False when a cross-validation fold's EM fit did), "
              if "cv_converged" in selection else "")
     em = ("EM columns: <code>converged</code> (False when the fit on all rows stopped at max_iter), "
