@@ -94,6 +94,76 @@ def test_standard_errors_of_scaled_data_are_the_errors_moved(method):
         np.testing.assert_allclose(errors["weights"].values, reference["weights"].values, rtol=1e-5)
 
 
+def _plain_hessian(tree) -> np.ndarray:
+    """The observed information's reference: a four-corner central difference of the whole objective (EM's
+    log-likelihood, or log posterior density, by e_step) at every entry, in the unconstrained vector and steps the
+    Hessian by parts uses."""
+    from mixflow.analysis.information import _pack, _unpack
+    from mixflow.container.read import fitted_estimate, fitted_model, observed_data
+    from mixflow.engines.em_steps import e_step, objective
+
+    estimate, data = fitted_estimate(tree), observed_data(tree)
+    model = fitted_model(tree, estimate["weights"].size)
+    prepared = model.prepare(data)
+    prior = model.working_prior(prepared) if tree["em"].attrs["method"] == "map" else None
+    theta, layout = _pack(model.to_working(estimate, prepared))
+
+    def value(point):
+        params = _unpack(point, layout)
+        log_likelihood = float(prepared.weights @ e_step(model, params, prepared, data.n_features, working=True)[1])
+        return objective(model, params, log_likelihood, prior, np.arange(model.n_components))
+
+    steps, p = 1e-4 * np.maximum(np.abs(theta), 1.0), theta.size
+    hessian = np.empty((p, p))
+    for i in range(p):
+        for j in range(i, p):
+            corners = []
+            for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                point = theta.copy()
+                point[i] += si * steps[i]
+                point[j] += sj * steps[j]
+                corners.append(value(point))
+            hessian[i, j] = hessian[j, i] = (corners[0] - corners[1] - corners[2] + corners[3]) / (
+                4 * steps[i] * steps[j])
+    return hessian, model, prepared, theta, layout, data.features, prior
+
+
+@pytest.mark.parametrize("case", ["full map", "tied", "diag", "poisson map", "regression", "grouped common",
+                                  "one feature K=6"])
+def test_the_hessian_by_parts_is_the_plain_difference_quotient(case):
+    """The observed information is taken by parts (a component's own parameter moves one column of log densities,
+    reused for every entry with another component's): the same difference quotient as evaluating the whole
+    objective at every corner, to 1e-6 of its largest entry (both have the steps' truncation error, about 1e-8),
+    for parameters of one component, of two, shared ones (a tied covariance, a common variance), the weights
+    and a MAP fit's prior."""
+    from mixflow.analysis.information import _observed_hessian
+    from mixflow.families.grouped.model import GroupedGaussianMixture
+
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.normal([0.0, 0.0], [1.0, 0.5], (120, 2)), rng.normal([3.0, 1.0], [0.7, 1.0], (90, 2))])
+    counts = np.concatenate([rng.poisson(1.5, 150), rng.poisson(6.0, 100)])
+    u = rng.uniform(0, 10, 200)
+    lines = pd.DataFrame({"u": u, "y": np.where(rng.random(200) < 0.5, 1 + u, 9 - u) + rng.normal(0, 0.7, 200)})
+    edges = np.arange(-4.0, 8.0)
+    binned = pd.DataFrame({"lower": edges[:-1], "upper": edges[1:]})
+    fits = {
+        "full map": lambda: mixflow.fit(mixflow.GaussianMixture(2), x, method="map", random_seed=0),
+        "tied": lambda: mixflow.fit(mixflow.GaussianMixture(2, covariance="tied"), x, random_seed=0),
+        "diag": lambda: mixflow.fit(mixflow.GaussianMixture(3, covariance="diag"), x, random_seed=0),
+        "poisson map": lambda: mixflow.fit(mixflow.PoissonMixture(2), counts, method="map", random_seed=0),
+        "regression": lambda: mixflow.fit(mixflow.RegressionMixture(2, "y ~ u"), lines, random_seed=0),
+        "grouped common": lambda: mixflow.fit(
+            GroupedGaussianMixture(2, common_variance=True), binned,
+            weights=np.histogram(np.concatenate([rng.normal(0, 1, 300), rng.normal(4, 1, 200)]), edges)[0] + 1.0,
+            random_seed=0),
+        "one feature K=6": lambda: mixflow.fit(mixflow.GaussianMixture(6), np.concatenate(
+            [rng.normal(m, 1.0, 80) for m in range(0, 24, 4)]), random_seed=0),
+    }
+    reference, model, prepared, theta, layout, features, prior = _plain_hessian(fits[case]())
+    by_parts = _observed_hessian(model, prepared, theta, layout, features, prior)
+    np.testing.assert_allclose(by_parts, reference, rtol=0, atol=1e-6 * np.abs(reference).max())
+
+
 def test_standard_errors_agree_with_the_bootstrap_on_simulated_data():
     rng = np.random.default_rng(11)
     n = 600

@@ -21,9 +21,9 @@ from mixflow.families.densities import dirichlet_log_density
 from mixflow.parallel import available_cores, one_blas_thread
 from mixflow.wording import agreeing, counted
 
-__all__ = ["Pass", "add_statistics", "check_densities", "chunk_rows", "data_pass", "e_step", "log_normalise",
-           "objective", "responsibilities", "responsibility_entropy", "responsibility_statistics", "use_threads",
-           "weights_step"]
+__all__ = ["Pass", "add_statistics", "check_densities", "chunk_rows", "component_log_densities", "data_pass", "e_step",
+           "log_normalise", "objective", "responsibilities", "responsibility_entropy", "responsibility_statistics",
+           "use_threads", "weights_step"]
 
 _CHUNK_FLOATS = 2**19  # about 4 MB per temporary: chunk features stay in cache for the products
 _PARTS = 2  # runs of chunks per pass; fixed, so the order of the sums does not depend on the machine
@@ -265,21 +265,29 @@ def e_step(model, params: dict, prepared, n_features: int, rows: int | None = No
     at = params if working else model.to_working(params, prepared)
     with np.errstate(divide="ignore"):
         log_weights = np.log(params["weights"])
-    # where the fast path's expanded quadratic forms round (a component collapsed, or thousands of its own sds from
-    # the centre: a row on it scored 100 units low), the family's centred log density, as EM's own passes use;
-    # chunk by chunk as well
-    exact = model.exact_steps(at, prepared) is not None
-    constants = None if exact else model.e_step_constants(at, prepared)
+    log_densities = component_log_densities(model, at, prepared)
     resp = np.empty((prepared.n_obs, log_weights.size))
     log_density = np.empty(prepared.n_obs)
     for start in range(0, prepared.n_obs, rows):
-        chunk = prepared.rows(start, start + rows)
-        log_joint = model.exact_steps(at, chunk)[0](at) if exact else model.log_density(constants, chunk)[0]
+        log_joint = log_densities(prepared.rows(start, start + rows))
         log_joint += log_weights
         log_density[start:start + rows] = log_normalise(log_joint)
         resp[start:start + rows] = log_joint
     check_densities(log_density, prepared.weights, first_row)
     return resp, log_density
+
+
+def component_log_densities(model, at: dict, prepared):
+    """A function of rows of ``prepared`` (a ``Prepared``): their log densities under each component, (rows, K).
+
+    Of working parameters ``at``, by the path EM's own passes take: the family's centred log density where the fast
+    path's expanded quadratic forms round (a component collapsed, or thousands of its own sds from the centre: a
+    row on it scored 100 units low), decided once for all the rows.
+    """
+    if model.exact_steps(at, prepared) is not None:
+        return lambda chunk: model.exact_steps(at, chunk)[0](at)
+    constants = model.e_step_constants(at, prepared)
+    return lambda chunk: model.log_density(constants, chunk)[0]
 
 
 def check_densities(log_density: np.ndarray, weights: np.ndarray, first_row: int = 0) -> None:
