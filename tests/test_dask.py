@@ -83,20 +83,33 @@ def test_soft_kmeans_and_poisson_estimates_equal_numpy_input():
     assert _relative(expected, got) < RTOL
 
 
-@pytest.mark.parametrize("intercept", [True, False])
-def test_regression_estimate_equals_numpy_input(intercept):
+def _two_lines():
+    """Two regression lines, their rows and frequency weights (the same draws for every test of them)."""
     rng = np.random.default_rng(2)
     covariate = rng.uniform(1, 5, N)
     line = rng.integers(2, size=N)
     response = np.where(line == 1, 1.0 + 2.0 * covariate, 8.0 - 1.5 * covariate) + rng.normal(0, 0.4, N)
-    frame = pd.DataFrame({"x": covariate, "y": response})
+    return pd.DataFrame({"x": covariate, "y": response}), rng.integers(1, 3, N).astype(float), rng
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_regression_estimate_equals_numpy_input(intercept):
+    frame, w, _ = _two_lines()
     model = mixflow.RegressionMixture(2, response="y", covariates=["x"], intercept=intercept)
-    w = rng.integers(1, 3, N).astype(float)
     for method in ("em", "map"):
         expected = mixflow.fit(model, frame, method, random_seed=3, weights=w, n_init=2)
         got = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), method, random_seed=3, n_init=2,
                           weights=da.from_array(w, chunks=CHUNK))
         assert _relative(expected, got) < RTOL
+
+
+def test_a_regression_of_dask_data_predicts_bootstraps_and_chooses_k_as_the_rows_in_memory():
+    """What does not depend on the intercept, once: predictions, the bootstrap, columns beside the formula's."""
+    frame, w, rng = _two_lines()
+    model = mixflow.RegressionMixture(2, response="y", covariates=["x"])
+    expected = mixflow.fit(model, frame, "map", random_seed=3, weights=w, n_init=2)
+    got = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), "map", random_seed=3, n_init=2,
+                      weights=da.from_array(w, chunks=CHUNK))
     # predictions of a Dask DataFrame holding the response and the covariates (columns in another order),
     # lazily, equal to those of the frame in memory, from a fit of numpy and of Dask input
     lazy_frame = dd.from_pandas(frame[["y", "x"]], npartitions=3)
