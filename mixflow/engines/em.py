@@ -739,9 +739,19 @@ def _candidates(shorts: list[Run], tier, known, count: int) -> list[Run]:
 
 
 def _known(partition, above: float, seen: set, run: Run) -> bool:
-    """Whether a run is not above ``above`` and on a partition of the rows in ``seen`` (a known maximum's)."""
-    if run.history_objective[-1] > above:
+    """Whether a run is not above ``above`` and on a partition of the rows in ``seen`` (a known maximum's).
+
+    Where the maximum searched from has a component that holds no row (its partition None: :func:`_partition`),
+    the partitions do not tell whether a run returns to it, nor whether one climbing away (a spare component
+    moving onto extra zero counts) still shares its partition; a run is then known once it has had
+    :data:`FINAL_FOLLOW_ITER` iterations and is still not above ``above``. Aitken's estimate of a run's limit would
+    not do: such a run falls before it climbs, and its early estimates are below the maximum it left.
+    """
+    value = run.history_objective[-1]
+    if value > above:
         return False
+    if None in seen:
+        return run.n_iter >= FINAL_FOLLOW_ITER
     key = partition(run.params)
     return key is not None and key in seen
 
