@@ -129,13 +129,14 @@ def _plain_hessian(tree) -> np.ndarray:
 
 
 @pytest.mark.parametrize("case", ["full map", "tied", "diag", "poisson map", "regression", "grouped common",
-                                  "one feature K=6"])
-def test_the_hessian_by_parts_is_the_plain_difference_quotient(case):
+                                  "one feature K=6", "full map, in blocks of rows"])
+def test_the_hessian_by_parts_is_the_plain_difference_quotient(case, monkeypatch):
     """The observed information is taken by parts (a component's own parameter moves one column of log densities,
     reused for every entry with another component's): the same difference quotient as evaluating the whole
     objective at every corner, to 1e-6 of its largest entry (both have the steps' truncation error, about 1e-8),
     for parameters of one component, of two, shared ones (a tied covariance, a common variance), the weights
-    and a MAP fit's prior."""
+    and a MAP fit's prior (added once, however many blocks of rows the Hessian is summed over)."""
+    from mixflow.analysis import information
     from mixflow.analysis.information import _observed_hessian
     from mixflow.families.grouped.model import GroupedGaussianMixture
 
@@ -159,6 +160,9 @@ def test_the_hessian_by_parts_is_the_plain_difference_quotient(case):
         "one feature K=6": lambda: mixflow.fit(mixflow.GaussianMixture(6), np.concatenate(
             [rng.normal(m, 1.0, 80) for m in range(0, 24, 4)]), random_seed=0),
     }
+    fits["full map, in blocks of rows"] = fits["full map"]
+    if case.endswith("in blocks of rows"):  # a few hundred floats a block: 5 blocks of the 210 rows
+        monkeypatch.setattr(information, "_BLOCK_FLOATS", 50 * (4 * 10 + 4 * 2))
     reference, model, prepared, theta, layout, features, prior = _plain_hessian(fits[case]())
     by_parts = _observed_hessian(model, prepared, theta, layout, features, prior)
     np.testing.assert_allclose(by_parts, reference, rtol=0, atol=1e-6 * np.abs(reference).max())

@@ -60,9 +60,9 @@ def _choose_k(workflow: Workflow, spec, data, weights, progress):
                          mcmc_kwargs={"progressbar": False, **workflow.methods.get("mcmc", {})},
                          progress=lambda message: progress(f"  {message}"))
     # select_k could return its EM fit of the chosen K (return_fits=True), but that fit has its own seed
-    # (derived per K), so it is not the fit of the workflow's seed: on galaxies (MAP, K=3) its covariance
-    # differs in the fourth significant digit and the recorded random_seed would change with the range.
-    # The refit costs one EM run (well under a second); the container stays reproducible from its seed.
+    # (derived from the workflow's seed and K), so it is not the fit of the workflow's seed: on galaxies (MAP, K=3)
+    # its covariance differs in the fourth significant digit, and the container would record a seed that refits
+    # another estimate. The refit costs one EM run; the container stays reproducible from its seed.
     return ks_to_fit(table, workflow.select["fit"]), table
 
 
