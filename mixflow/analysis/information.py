@@ -71,7 +71,7 @@ def _unpack(theta: np.ndarray, layout: list) -> dict:
         start += size
         kind = _TRANSFORMS[name]
         if kind == "simplex":  # a softmax (scipy's logsumexp costs more than the rest of the unpacking)
-            logits = np.exp(np.append(piece, 0.0) - max(piece.max(initial=0.0), 0.0))
+            logits = np.exp(np.append(piece, 0.0) - piece.max(initial=0.0))
             params[name] = logits / logits.sum()
         elif kind == "free":
             params[name] = piece.reshape(shape)
@@ -159,18 +159,21 @@ def _block_change(model, chunk, base: dict, point, owners: list, own: list, prio
     The log densities of each own parameter's column at -2, -1, 1 and 2 steps are evaluated once; a point that
     moves a shared parameter, or two of one component's, evaluates the densities there.
     """
+    def densities_at(params: dict) -> np.ndarray:
+        return component_log_densities(model, params, chunk)(chunk)
+
     log_weights = np.log(base["weights"])
-    densities = component_log_densities(model, base, chunk)(chunk)
+    densities = densities_at(base)
     joint = densities + log_weights
     resp = np.exp(joint - logsumexp(joint, axis=1, keepdims=True))
-    single = {(i, sign): component_log_densities(model, point(((i, sign),)), chunk)(chunk)[:, owners[i]]
-              - densities[:, owners[i]] for i in own for sign in (-2, -1, 1, 2)}
+    single = {(i, sign): densities_at(point(((i, sign),)))[:, owners[i]] - densities[:, owners[i]]
+              for i in own for sign in (-2, -1, 1, 2)}
 
     def change(moves) -> float:
         params = point(moves)
         movers = [(i, sign) for i, sign in moves if sign and owners[i] is not None]
         if len({owners[i] for i, _ in movers} - {-1}) < len(movers):  # a shared parameter, or two of one component
-            columns = dict(enumerate((component_log_densities(model, params, chunk)(chunk) - densities).T))
+            columns = dict(enumerate((densities_at(params) - densities).T))
         else:
             columns = {owners[i]: single[i, sign] for i, sign in movers}
         with np.errstate(divide="ignore"):

@@ -670,7 +670,7 @@ def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOpti
     climbed = []
     for _ in range(TRANSFER_ROUNDS):
         value, key = current.history_objective[-1], partition(current.params)
-        if key is not None and key in searched and abs(searched[key] - value) <= _SAME_VALUE * abs(value):
+        if key in searched and abs(searched[key] - value) <= _SAME_VALUE * abs(value):
             break
         if key is not None:
             searched[key] = value
@@ -687,8 +687,10 @@ def _climb(current: Run, tier, moved_starts, partition, runs_of, options: EMOpti
         tried = [run for i, count in enumerate(counts)
                  for run in _candidates([run for run in shorts[ends[i]:ends[i + 1]] if run is not None], tier, known,
                                         count)]
-        higher = [result for result in _follow(tried, runs_of, options, known, None if follow_cap is None else (
-                      follow_cap, above))
+        # from a maximum whose partition tells nothing (:func:`_known`), a move still not above it is dropped after
+        # FINAL_FOLLOW_ITER iterations: without the partition's test, every move would run to convergence
+        cap = FINAL_FOLLOW_ITER if follow_cap is None and key is None else follow_cap
+        higher = [result for result in _follow(tried, runs_of, options, known, None if cap is None else (cap, above))
                   if result is not None and tier(result) == SOUND and result.history_objective[-1] > above]
         if not higher:
             break
@@ -741,17 +743,14 @@ def _candidates(shorts: list[Run], tier, known, count: int) -> list[Run]:
 def _known(partition, above: float, seen: set, run: Run) -> bool:
     """Whether a run is not above ``above`` and on a partition of the rows in ``seen`` (a known maximum's).
 
-    Where the maximum searched from has a component that holds no row (its partition None: :func:`_partition`),
-    the partitions do not tell whether a run returns to it, nor whether one climbing away (a spare component
-    moving onto extra zero counts) still shares its partition; a run is then known once it has had
-    :data:`FINAL_FOLLOW_ITER` iterations and is still not above ``above``. Aitken's estimate of a run's limit would
-    not do: such a run falls before it climbs, and its early estimates are below the maximum it left.
+    Never where its partition is None (a component holding no row: :func:`_partition`): that does not tell whether
+    a run returns to the maximum searched from, or climbs away from it (a spare component moving onto extra zero
+    counts) while it still shares its partition. :func:`_climb` then caps the moves' iterations instead; Aitken's
+    estimate of a run's limit would not do: such a run falls before it climbs, and its early estimates are below
+    the maximum it left.
     """
-    value = run.history_objective[-1]
-    if value > above:
+    if run.history_objective[-1] > above:
         return False
-    if None in seen:
-        return run.n_iter >= FINAL_FOLLOW_ITER
     key = partition(run.params)
     return key is not None and key in seen
 
