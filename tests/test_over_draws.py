@@ -1,6 +1,7 @@
 """Responsibilities and pointwise log-likelihoods over posterior draws, against a naive scipy computation."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from scipy.special import logsumexp
@@ -81,3 +82,53 @@ def test_a_draw_that_cannot_score_the_data_is_named_by_its_own_component():
                                                  r"parameters: fewer components or a stronger prior keep it away$"):
         over_draws.responsibilities_over_draws(mixflow.GaussianMixture(3), validate_data(rng.normal(size=(20, 2))),
                                                draws)
+
+
+REPLICATE_CASES = {
+    **FAMILY_DRAWS,
+    "gaussian full": (lambda: mixflow.GaussianMixture(3), lambda rng, s: {
+        "mu": rng.normal(0, 3, (s, 3, 2)), "covariance": _draws(rng, s)["covariance"]}),
+    "gaussian tied": (lambda: mixflow.GaussianMixture(3, covariance="tied"), lambda rng, s: {
+        "mu": rng.normal(0, 3, (s, 3, 2)), "covariance": _draws(rng, s)["covariance"][:, 0]}),
+    "gaussian spherical": (lambda: mixflow.GaussianMixture(3, covariance="spherical"), lambda rng, s: {
+        "mu": rng.normal(0, 3, (s, 3, 2)), "variance": rng.uniform(0.2, 2, (s, 3))}),
+}
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("family", REPLICATE_CASES)
+def test_replicates_of_every_draw_at_once_follow_each_draw_s_own_mixture(family, chunked, monkeypatch):
+    """Each draw's replicate, drawn with the others at once, has that draw's distribution: a two-sample
+    Kolmogorov-Smirnov test of every feature against replicates drawn one at a time (``model.simulate``),
+    p-value above 1e-4, and below it against another draw's (the draws differ enough for 4000 units to tell).
+    ``chunked``: blocks of 3 draws, the last one short."""
+    from mixflow.families import sampling
+
+    if chunked:
+        monkeypatch.setattr(sampling, "CHUNK_ELEMENTS", 3 * 4000 * 4)
+    make, parameters = REPLICATE_CASES[family]
+    model, rng = make(), np.random.default_rng(11)
+    x = rng.poisson(4, size=(40, 1)) if family == "poisson" else rng.normal(0, 1.5, size=(40, 2))
+    data = validate_data(x, weights=np.full(40, 100.0))  # 4000 frequency units: a replicate has 4000 rows
+    draws = {"weights": rng.dirichlet([1.0] * 3, size=7), **parameters(rng, 7)}
+    together = model.simulate_draws(draws, data, np.random.default_rng(1))
+    assert together.shape == (7, 4000, x.shape[1])
+    for s in range(7):
+        alone = model.simulate({name: value[s] for name, value in draws.items()}, data, np.random.default_rng(2 + s))
+        other = model.simulate({name: value[(s + 1) % 7] for name, value in draws.items()}, data,
+                               np.random.default_rng(20 + s))
+        for feature in range(x.shape[1]):
+            assert stats.ks_2samp(together[s, :, feature], alone[:, feature]).pvalue > 1e-4, (s, feature)
+        assert min(stats.ks_2samp(together[s, :, f], other[:, f]).pvalue for f in range(x.shape[1])) < 1e-4, s
+
+
+def test_a_family_without_its_own_replicates_of_many_draws_draws_them_one_at_a_time():
+    model = mixflow.RegressionMixture(2, "y ~ x")
+    rng = np.random.default_rng(3)
+    data = validate_data(pd.DataFrame({"x": rng.uniform(0, 5, 30), "y": rng.normal(0, 1, 30)}))
+    draws = {"weights": rng.dirichlet([2.0, 2.0], size=4), "coefficients": rng.normal(0, 1, (4, 2, 2)),
+             "variance": rng.uniform(0.5, 1.5, (4, 2))}
+    one, many = np.random.default_rng(5), np.random.default_rng(5)
+    expected = np.stack([model.simulate({name: value[s] for name, value in draws.items()}, data, one)
+                         for s in range(4)])
+    np.testing.assert_array_equal(model.simulate_draws(draws, data, many), expected)

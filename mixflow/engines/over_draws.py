@@ -190,8 +190,7 @@ def predictive_groups(model, data: Data, draws: dict, rng: np.random.Generator, 
     n_chains, n_draws = draws["weights"].shape[:2]
     count = n_chains * n_draws
     flat = {name: value.reshape((count,) + value.shape[2:]) for name, value in draws.items()}
-    stacked = np.stack([model.simulate({name: value[s] for name, value in flat.items()}, data, rng)
-                        for s in range(count)])
+    stacked = model.simulate_draws(flat, data, rng)
     name, dims = model.predictive_variable(data)
     stacked = stacked.astype(model.predictive_dtype) if name == "x" else _as_counts(stacked, data)
     groups = {

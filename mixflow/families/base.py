@@ -697,6 +697,15 @@ class MixtureModel:
         """
         return self.simulate_data(params, data, rng).values
 
+    def simulate_draws(self, draws: dict, data, rng: np.random.Generator) -> np.ndarray:
+        """:meth:`simulate` for each of many parameter sets: ``draws`` holds (S, ...) arrays; returns (S, ...).
+
+        One draw after another here; families whose replicate is a few array operations draw them all at once.
+        """
+        count = np.shape(draws["weights"])[0]
+        return np.stack([self.simulate({name: value[s] for name, value in draws.items()}, data, rng)
+                         for s in range(count)])
+
     def predictive_units(self, data) -> tuple[xr.DataArray, str | None]:
         """What a predictive check compares, one row per frequency unit: (units (obs, feature), density kind).
 

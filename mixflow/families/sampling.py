@@ -9,7 +9,11 @@ import numpy as np
 from mixflow.data import Data
 from mixflow.errors import InputError
 
-__all__ = ["component_labels", "expanded_rows", "full_covariances", "gaussian_points", "n_units"]
+__all__ = ["component_labels", "component_labels_of_draws", "draw_chunks", "expanded_rows", "full_covariances",
+           "gaussian_points", "gaussian_points_of_draws", "gaussian_replicates", "n_units"]
+
+#: Elements of the largest temporary array a vectorised replicate of many draws builds at once (about 32 MB)
+CHUNK_ELEMENTS = 1 << 22
 
 
 def full_covariances(params: dict, n_features: int) -> np.ndarray:
@@ -52,3 +56,53 @@ def component_labels(params: dict, n: int, rng: np.random.Generator) -> np.ndarr
     """``n`` component labels drawn with the mixing weights."""
     weights = np.asarray(params["weights"], dtype=float)
     return rng.choice(weights.size, size=n, p=weights / weights.sum())
+
+
+def component_labels_of_draws(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` component labels per draw (S, n), each row drawn with that draw's mixing weights (S, K).
+
+    Inverse-CDF sampling, as :meth:`numpy.random.Generator.choice` does for one set of weights.
+    """
+    weights = np.asarray(weights, dtype=float)
+    cdf = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
+    uniform = rng.random((weights.shape[0], n))
+    labels = (uniform[:, :, None] >= cdf[:, None, :-1]).sum(axis=2)
+    return np.minimum(labels, weights.shape[1] - 1)
+
+
+def gaussian_points_of_draws(draws: dict, n_obs: int, rng: np.random.Generator) -> np.ndarray:
+    """:func:`gaussian_points` for every draw at once: ``draws`` holds (S, ...) arrays; returns (S, n_obs, d)."""
+    mu = np.asarray(draws["mu"], dtype=float)
+    count, k, d = mu.shape
+    factors = np.linalg.cholesky(_covariances_of_draws(draws, count, k, d))
+    labels = component_labels_of_draws(draws["weights"], n_obs, rng)
+    rows = np.arange(count)[:, None]
+    noise = rng.standard_normal((count, n_obs, d))
+    return mu[rows, labels] + np.einsum("snij,snj->sni", factors[rows, labels], noise)
+
+
+def _covariances_of_draws(draws: dict, count: int, k: int, d: int) -> np.ndarray:
+    """Every draw's covariance matrices (S, K, d, d), whatever the covariance type."""
+    if "covariance" in draws:
+        covariance = np.asarray(draws["covariance"], dtype=float)
+        return np.broadcast_to(covariance[:, None] if covariance.ndim == 3 else covariance, (count, k, d, d))
+    variance = np.asarray(draws["variance"], dtype=float)
+    diagonal = np.broadcast_to(variance[:, :, None] if variance.ndim == 2 else variance, (count, k, d))
+    return np.einsum("skd,de->skde", diagonal, np.eye(d))
+
+
+def draw_chunks(count: int, per_draw: int) -> list[slice]:
+    """Slices of ``count`` draws, each holding at most :data:`CHUNK_ELEMENTS` of a per-draw size (at least one draw)."""
+    step = max(1, CHUNK_ELEMENTS // max(per_draw, 1))
+    return [slice(start, min(start + step, count)) for start in range(0, count, step)]
+
+
+def gaussian_replicates(draws: dict, data: Data, rng: np.random.Generator) -> np.ndarray:
+    """(S, n_units, d) replicates of ``data``, one per draw of ``draws`` ((S, ...) arrays of Gaussian parameters).
+
+    Drawn in chunks of draws that keep the temporary arrays small.
+    """
+    count, k, d = np.shape(draws["mu"])
+    n = n_units(data)
+    return np.concatenate([gaussian_points_of_draws({name: value[part] for name, value in draws.items()}, n, rng)
+                           for part in draw_chunks(count, n * max(d * d, k))])

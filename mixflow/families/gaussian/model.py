@@ -578,6 +578,10 @@ class GaussianMixture(MixtureModel):
         x, _ = sampling.gaussian_points(params, sampling.n_units(data), rng)
         return Data(values=x, features=data.features, obs=np.arange(x.shape[0]), weights=None)
 
+    def simulate_draws(self, draws: dict, data: Data, rng: np.random.Generator) -> np.ndarray:
+        """Every draw's replicate at once (in chunks of draws that keep the temporary arrays small)."""
+        return sampling.gaussian_replicates(draws, data, rng)
+
     def sample_points(self, params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` points from the mixture and their components."""
         return sampling.gaussian_points(params, n, rng)

@@ -350,6 +350,15 @@ class PoissonMixture(MixtureModel):
         counts = rng.poisson(np.asarray(params["rate"], dtype=float)[sampling.component_labels(params, n, rng)])
         return Data(values=counts[:, None].astype(float), features=data.features, obs=np.arange(n), weights=None)
 
+    def simulate_draws(self, draws: dict, data: Data, rng: np.random.Generator) -> np.ndarray:
+        """Every draw's replicate (S, n_units, 1) at once, in chunks of draws."""
+        rates, n = np.asarray(draws["rate"], dtype=float), sampling.n_units(data)
+        parts = []
+        for part in sampling.draw_chunks(rates.shape[0], n * rates.shape[1]):
+            labels = sampling.component_labels_of_draws(draws["weights"][part], n, rng)
+            parts.append(rng.poisson(rates[part][np.arange(labels.shape[0])[:, None], labels]))
+        return np.concatenate(parts)[:, :, None].astype(float)
+
     def sample_points(self, params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` counts (as a float column) from the mixture and their components."""
         labels = sampling.component_labels(params, n, rng)

@@ -257,6 +257,11 @@ class SoftKMeans(MixtureModel):
         x, _ = sampling.gaussian_points(spherical, sampling.n_units(data), rng)
         return Data(values=x, features=data.features, obs=np.arange(x.shape[0]), weights=None)
 
+    def simulate_draws(self, draws: dict, data: Data, rng: np.random.Generator) -> np.ndarray:
+        """Every draw's replicate at once, with the fixed spherical variance."""
+        spherical = {**draws, "variance": np.full(np.shape(draws["weights"]), self.variance)}
+        return sampling.gaussian_replicates(spherical, data, rng)
+
     def sample_points(self, params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` points from the mixture (the fixed spherical variance) and their components."""
         spherical = {**params, "variance": np.full(np.asarray(params["weights"]).size, self.variance)}
