@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= out/faithful
 
-.PHONY: setup run test quick lint bench mutations clean
+.PHONY: setup compiled run test quick lint bench mutations clean
 
 $(BIN)/mixflow: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,15 @@ $(BIN)/mixflow: pyproject.toml
 
 setup: $(BIN)/mixflow
 
-run: setup
+# mixflow's bytecode written once (an environment may set PYTHONDONTWRITEBYTECODE): otherwise every Python process
+# the run or the tests start (worker processes, command-line tests, benchmarks) compiles the package anew
+compiled: setup
+	$(BIN)/python -m compileall -q mixflow > /dev/null
+
+run: compiled
 	$(BIN)/mixflow run workflows/faithful.toml --out $(OUT)
 
-test: setup
+test: compiled
 	$(BIN)/ruff check mixflow tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadgroup --durations=25
 
