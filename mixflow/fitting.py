@@ -198,10 +198,10 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
         of which the best ``ceil(n_init / 2)`` are continued
         to convergence; a start repeating an earlier one's partition is replaced by a random one, or skipped.
         When those continued runs end at different maxima, or no start reached a sound fit, a second round of
-        as many starts follows (not on Dask data; ``attrs["start_rounds"]``). A local search follows from the
-        best fit of each round (split-and-transfer, boundary, split-and-merge, outlier, freed (K >= 3: a
-        component given to the others, then freed onto the rows they explain worst) and, for Gaussian
-        families, dense-group moves; for a regression, also splits across a line, see
+        as many starts follows (not on Dask data of more rows than ``subsample``; ``attrs["start_rounds"]``).
+        A local search follows from the best fit of each round (split-and-transfer, boundary, split-and-merge,
+        outlier, freed (K >= 3: a component given to the others, then freed onto the rows they explain worst)
+        and, for Gaussian families, dense-group moves; for a regression, also splits across a line, see
         :mod:`mixflow.engines.starts`), and, where it finds nothing above that fit, from the lower maxima the
         round's continued runs reached, best first, until one climbs above the best of every round so far (maxima
         searched from before are skipped); a higher fit it finds is a restart
@@ -264,7 +264,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     subsample : int, default 100000
         Dask input only: rows of the uniform subsample (drawn blockwise from the seed) on which the starts
         are drawn and the short runs of ``init="auto"`` made, and whose responsibilities the result keeps;
-        every row (in order, the same estimate as numpy input gives) when the data have no more.
+        every row (in order) when the data have no more, and then EM runs on them in memory: the same estimate
+        as numpy input gives.
     chunks : int, optional
         Dask input only: rows per block, the data re-chunked to them (default: the input's own blocks).
     **options
@@ -586,14 +587,17 @@ def _fit_em_chunked(model, data: ChunkedData, options: EMOptions, random_seed: i
     """:func:`~mixflow.engines.em.fit_em` for chunked data; also the rows of the sample the result keeps.
 
     The sample is ``options.subsample`` rows drawn uniformly (all the rows when there are no more), from a
-    seed derived from ``random_seed``; its responsibilities are the ones returned.
+    seed derived from ``random_seed``; its responsibilities are the ones returned. A sample of every row holds
+    the data in memory already: the fit runs there, as for numpy input (the passes of its continued runs and local
+    search would otherwise each be a round of Dask tasks over the blocks: a thousand for a small data set).
     """
     prepared = prepare_chunked(model, data, options.chunk_size)
     seed = int(np.random.SeedSequence([random_seed, 1]).generate_state(1, np.uint64)[0] >> 1)
     values, weights, rows = sample_rows(data, options.subsample, seed)
     weights = np.ones(rows.size) if weights is None else weights
     sample = model.prepare_rows(values, weights, rows, prepared.constants)
-    em = fit_prepared(model, data, prepared, options, random_seed, sample)
+    every_row = rows.size == data.n_obs
+    em = fit_prepared(model, data, sample if every_row else prepared, options, random_seed, sample)
     return em, {"rows": rows, "values": values, "weights": None if data.weights is None else weights}
 
 

@@ -35,10 +35,33 @@ def _relative(a: xr.DataTree, b: xr.DataTree) -> float:
 
 
 def _fit_both(model, x, w, method="em", **options):
+    """A fit of numpy input and one of the same rows as Dask input (every row in the subsample: fitted in memory),
+    after checking that EM's passes over the blocks give what passes over the rows in memory give
+    (:func:`_assert_blockwise_passes_are_the_rows_in_memory`). From a given start, the Dask fit itself runs over
+    the blocks (a subsample of 1000 rows: the start is the same)."""
     expected = mixflow.fit(model, x, method, random_seed=3, weights=w, **options)
     weights = None if w is None else da.from_array(w, chunks=CHUNK)
-    got = mixflow.fit(model, da.from_array(x, chunks=CHUNK), method, random_seed=3, weights=weights, **options)
+    lazy = da.from_array(x, chunks=CHUNK)
+    if isinstance(options.get("init"), dict):
+        options = {**options, "subsample": 1000}
+    else:
+        _assert_blockwise_passes_are_the_rows_in_memory(model, x, w, lazy, weights, method, expected)
+    got = mixflow.fit(model, lazy, method, random_seed=3, weights=weights, **options)
     return expected, got
+
+
+def _assert_blockwise_passes_are_the_rows_in_memory(model, x, w, lazy, lazy_weights, method, fitted):
+    """EM from one start (``fitted``'s estimate with equal weights) on Dask input whose subsample is not every row,
+    so that every pass is a pass over the blocks, ends where the same start ends on the rows in memory."""
+    start = {name: value.values for name, value in fitted["em/estimate"].data_vars.items()}
+    start["weights"] = np.full(start["weights"].size, 1 / start["weights"].size)
+    in_memory = mixflow.fit(model, x, method, init=start, weights=w)
+    part = min(1000, len(x) // 2)
+    blockwise = mixflow.fit(model, lazy, method, init=start, weights=lazy_weights, subsample=part)
+    assert blockwise["observed_data"].sizes["obs"] == part < len(x)
+    assert in_memory["em"].attrs["n_iter"] == blockwise["em"].attrs["n_iter"] > 1
+    assert _relative(in_memory, blockwise) < RTOL
+    assert blockwise["em"].attrs["log_likelihood"] == pytest.approx(in_memory["em"].attrs["log_likelihood"], rel=RTOL)
 
 
 @pytest.mark.parametrize("covariance", ["full", "tied", "diag", "spherical"])
@@ -53,6 +76,25 @@ def test_gaussian_estimate_equals_numpy_input(covariance, method):
     np.testing.assert_allclose(got["em/responsibilities"]["responsibilities"].values,
                                expected["em/responsibilities"]["responsibilities"].values, atol=1e-12)
     assert got["observed_data"].attrs["n_obs"] == N
+
+
+def test_dask_data_whose_subsample_is_every_row_are_fitted_in_memory(monkeypatch):
+    """The sample of every row holds the data in memory already: no pass over the blocks, the numpy estimate."""
+    from mixflow.engines.em_chunked import ChunkedPrepared
+
+    x, w = _mixture()
+    expected = mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=3, weights=w)
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("a pass over the blocks")
+
+    for name in ("data_pass", "final_pass", "run_together"):
+        monkeypatch.setattr(ChunkedPrepared, name, no_pass)
+    got = mixflow.fit(mixflow.GaussianMixture(2), da.from_array(x, chunks=CHUNK), random_seed=3,
+                      weights=da.from_array(w, chunks=CHUNK))
+    assert _relative(expected, got) < RTOL and got["observed_data"].sizes["obs"] == N
+    with pytest.raises(AssertionError, match="a pass over the blocks"):  # a subsample of fewer rows: passes
+        mixflow.fit(mixflow.GaussianMixture(2), da.from_array(x, chunks=CHUNK), random_seed=3, subsample=N - 1)
 
 
 def test_large_data_search_the_same_sample_as_numpy_input(monkeypatch):
@@ -101,6 +143,8 @@ def test_regression_estimate_equals_numpy_input(intercept):
         got = mixflow.fit(model, dd.from_pandas(frame, npartitions=4), method, random_seed=3, n_init=2,
                           weights=da.from_array(w, chunks=CHUNK))
         assert _relative(expected, got) < RTOL
+        _assert_blockwise_passes_are_the_rows_in_memory(model, frame, w, dd.from_pandas(frame, npartitions=4),
+                                                        da.from_array(w, chunks=CHUNK), method, expected)
 
 
 def test_a_regression_of_dask_data_predicts_bootstraps_and_chooses_k_as_the_rows_in_memory():
@@ -168,6 +212,9 @@ def test_grouped_estimate_equals_numpy_input():
         got = mixflow.fit(model, dd.from_pandas(frame, npartitions=3), method, random_seed=3, n_init=2,
                           weights=da.from_array(counts.astype(float), chunks=7))
         assert _relative(expected, got) < RTOL
+        _assert_blockwise_passes_are_the_rows_in_memory(model, frame, counts, dd.from_pandas(frame, npartitions=3),
+                                                        da.from_array(counts.astype(float), chunks=7), method,
+                                                        expected)
     lazy = mixflow.predict_proba(got, da.from_array(frame.to_numpy(), chunks=7))
     np.testing.assert_allclose(lazy.values, mixflow.predict_proba(got, frame).values, atol=1e-12)
     bad = frame.to_numpy().copy()
@@ -689,8 +736,9 @@ def test_restarts_continued_on_all_rows_share_each_pass(monkeypatch):
     monkeypatch.setattr(em_chunked, "map_reduce", counting)
     x, w = _mixture()
     model = mixflow.GaussianMixture(2, covariance="diag")
-    expected, got = _fit_both(model, x, w, init="random", n_init=3)  # three runs to convergence on all rows
-    assert _relative(expected, got) < RTOL
+    # three runs to convergence on all rows (a subsample of fewer rows: their passes are over the blocks)
+    got = mixflow.fit(model, da.from_array(x, chunks=CHUNK), random_seed=3, weights=da.from_array(w, chunks=CHUNK),
+                      init="random", n_init=3, subsample=N - 1)
     passes = got["em/sample_stats"]["n_iter"].values
     assert passes.size == 3 and calls.count("_block_pass") == 0
     # the three runs' passes in one shared pass per round: as many rounds as the longest run's passes (plus
@@ -974,6 +1022,8 @@ def test_local_cluster_gives_the_numpy_estimate_and_predictions(cluster_client, 
     data = da.from_array(x, chunks=CHUNK)
     got = mixflow.fit(model, data, random_seed=3, weights=da.from_array(w, chunks=CHUNK), init="kmeans", n_init=1)
     assert _relative(expected, got) < RTOL
+    # EM's passes over the blocks, on the cluster's workers
+    _assert_blockwise_passes_are_the_rows_in_memory(model, x, w, data, da.from_array(w, chunks=CHUNK), "em", expected)
     np.testing.assert_allclose(mixflow.predict_proba(got, data).values, mixflow.predict_proba(expected, x).values,
                                atol=1e-10)
     assert len(cluster_client.scheduler_info()["workers"]) == 2
