@@ -107,3 +107,14 @@ def test_simulated_truth_is_recovered(covariance_type):
     np.testing.assert_allclose(estimate["mu"].values, means, atol=0.05)
     np.testing.assert_allclose(full_covariances(covariance_type, estimate, 2), np.asarray(cov, dtype=float),
                                atol=0.06)
+    # more rows than SEARCH_ROWS: the search ran on a sample, and its best maxima went on on every row; one that
+    # is still climbing below the best after FINAL_FOLLOW_ITER iterations stops there (with "full", a lower
+    # maximum of the sample, a cluster split in two, climbed for all of max_iter's 1000 passes of every row)
+    from mixflow.engines.em import FINAL_FOLLOW_ITER
+
+    stats = tree["em/sample_stats"]
+    on_every_row = (stats["n_rows"].values == x.shape[0]) & stats["continued"].values.astype(bool)
+    stopped = on_every_row & ~stats["converged"].values.astype(bool)
+    assert np.all(stats["n_iter"].values[stopped] == FINAL_FOLLOW_ITER)
+    assert np.all(stats["final_objective"].values[stopped] < tree["em"].attrs["log_likelihood"])
+    assert stopped.any() == (covariance_type == "full")

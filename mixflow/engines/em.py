@@ -366,13 +366,25 @@ def _continue_on_all(runs: list[Run], continued: np.ndarray, tier, together, opt
     """The search sample's best distinct maxima continued on every row, in step; which runs those are.
 
     Of the runs continued to convergence on the sample, the best ``ceil(n_init / 2)`` by :func:`_rank_distinct`
-    (sound first, one per value) go on from where they ended, with the whole ``max_iter``
-    (:func:`_restart`: their runs in ``runs`` become the continuations); the others are no longer counted as
-    continued, their values being the sample's.
+    (sound first, one per value) go on from where they ended (:func:`_restart`: their runs in ``runs`` become the
+    continuations); the others are no longer counted as continued, their values being the sample's. They go on in
+    step for :data:`FINAL_FOLLOW_ITER` iterations, then, up to the whole ``max_iter``, those not yet converged but
+    a run below the highest sound value reached by more than ``_SAME_VALUE`` (relative): a lower maximum of the
+    sample can be, on every row, a slow climb that never reaches the best (a cluster split in two, a thousand
+    passes of every row), and such a run stops there, not converged.
     """
     ended = np.flatnonzero(continued)
     chosen = ended[_rank_distinct([runs[i] for i in ended], tier)][:-(-options.n_init // 2)]
-    for index, result in zip(chosen, together([(runs[i].params, options) for i in chosen]), strict=True):
+    first = replace(options, max_iter=min(FINAL_FOLLOW_ITER, options.max_iter))
+    results = together([(runs[i].params, first) for i in chosen])
+    bar = max((result.history_objective[-1] for result in results if tier(result) == SOUND), default=-np.inf)
+    going = [j for j, result in enumerate(results) if not result.converged and result.n_iter < options.max_iter
+             and not _higher(bar, result.history_objective[-1])]
+    more = together([(results[j].params, replace(options, max_iter=options.max_iter - results[j].n_iter))
+                     for j in going]) if going else []
+    for j, result in zip(going, more, strict=True):
+        results[j] = _extend(results[j], result)
+    for index, result in zip(chosen, results, strict=True):
         runs[index] = _restart(runs[index], result)
     carried = np.zeros(len(runs), dtype=bool)
     carried[chosen] = True
@@ -642,6 +654,12 @@ def _transfer_search(runs: list[Run], continued: np.ndarray, names: list, tier, 
     if from_spurious:  # no sound maximum reached: one may be a move away from a spurious one (a line through few rows)
         finals = np.array([r.history_objective[-1] if c and tier(r) == SPURIOUS else np.nan
                            for r, c in zip(runs, continued, strict=True)])
+    # a run stopped short (max_iter, or :func:`_continue_on_all`'s cap) below a maximum reached is no maximum to
+    # search from: its moves would be made from a point still climbing
+    reached = max((value for value, run in zip(finals, runs, strict=True) if run.converged and np.isfinite(value)),
+                  default=-np.inf)
+    finals = np.array([np.nan if not run.converged and _higher(reached, value) else value
+                       for value, run in zip(finals, runs, strict=True)])
     if np.isnan(finals).all():
         return runs, continued, names
     runs, continued, names = list(runs), list(continued), list(names)
