@@ -17,7 +17,7 @@ setup: $(BIN)/mixflow
 # mixflow's bytecode written once (an environment may set PYTHONDONTWRITEBYTECODE): otherwise every Python process
 # the run or the tests start (worker processes, command-line tests, benchmarks) compiles the package anew
 compiled: setup
-	$(BIN)/python -m compileall -q mixflow > /dev/null
+	$(BIN)/python -m compileall -q mixflow
 
 run: compiled
 	$(BIN)/mixflow run workflows/faithful.toml --out $(OUT)

@@ -264,8 +264,8 @@ def fit(model: MixtureModel, data, method="em", *, random_seed: int | None = Non
     subsample : int, default 100000
         Dask input only: rows of the uniform subsample (drawn blockwise from the seed) on which the starts
         are drawn and the short runs of ``init="auto"`` made, and whose responsibilities the result keeps;
-        every row (in order) when the data have no more, and then EM runs on them in memory: the same estimate
-        as numpy input gives.
+        every row (in order) when the data have no more, and then EM runs on them in memory (but for
+        ``init="kmeans||"``): the same estimate as numpy input gives.
     chunks : int, optional
         Dask input only: rows per block, the data re-chunked to them (default: the input's own blocks).
     **options
@@ -589,14 +589,16 @@ def _fit_em_chunked(model, data: ChunkedData, options: EMOptions, random_seed: i
     The sample is ``options.subsample`` rows drawn uniformly (all the rows when there are no more), from a
     seed derived from ``random_seed``; its responsibilities are the ones returned. A sample of every row holds
     the data in memory already: the fit runs there, as for numpy input (the passes of its continued runs and local
-    search would otherwise each be a round of Dask tasks over the blocks: a thousand for a small data set).
+    search would otherwise each be a round of Dask tasks over the blocks: a thousand for a small data set), but
+    with ``init="kmeans||"``, whose seeding passes are over the blocks.
     """
     prepared = prepare_chunked(model, data, options.chunk_size)
     seed = int(np.random.SeedSequence([random_seed, 1]).generate_state(1, np.uint64)[0] >> 1)
     values, weights, rows = sample_rows(data, options.subsample, seed)
     weights = np.ones(rows.size) if weights is None else weights
     sample = model.prepare_rows(values, weights, rows, prepared.constants)
-    every_row = rows.size == data.n_obs
+    # (init="kmeans||" seeds from the blocks themselves: it keeps them)
+    every_row = rows.size == data.n_obs and options.init != SCALABLE_KMEANS
     em = fit_prepared(model, data, sample if every_row else prepared, options, random_seed, sample)
     return em, {"rows": rows, "values": values, "weights": None if data.weights is None else weights}
 

@@ -97,6 +97,17 @@ def test_dask_data_whose_subsample_is_every_row_are_fitted_in_memory(monkeypatch
         mixflow.fit(mixflow.GaussianMixture(2), da.from_array(x, chunks=CHUNK), random_seed=3, subsample=N - 1)
 
 
+def test_kmeans_parallel_on_dask_data_whose_subsample_is_every_row_seeds_from_the_blocks():
+    """init="kmeans||" keeps the blocks, whose passes seed it, when the subsample holds every row (it raised
+    AttributeError when such data were fitted in memory): it reaches numpy input's maximum."""
+    x, w = _mixture()
+    expected = mixflow.fit(mixflow.GaussianMixture(2), x, random_seed=5, weights=w)
+    got = mixflow.fit(mixflow.GaussianMixture(2), da.from_array(x, chunks=CHUNK), init="kmeans||", random_seed=5,
+                      n_init=2, weights=da.from_array(w, chunks=CHUNK))
+    assert got["em"].attrs["best_start"] == "kmeans||" and got["observed_data"].sizes["obs"] == N
+    assert got["em"].attrs["log_likelihood"] == pytest.approx(expected["em"].attrs["log_likelihood"], rel=1e-9)
+
+
 def test_large_data_search_the_same_sample_as_numpy_input(monkeypatch):
     # more rows than SEARCH_ROWS (lowered to 1000 for 3001, the sample to 1000 rows): Dask input whose sample is every
     # row runs the starts and local searches on the same uniform sample of them as numpy input, and the rest on every

@@ -132,3 +132,25 @@ def test_a_family_without_its_own_replicates_of_many_draws_draws_them_one_at_a_t
     expected = np.stack([model.simulate({name: value[s] for name, value in draws.items()}, data, one)
                          for s in range(4)])
     np.testing.assert_array_equal(model.simulate_draws(draws, data, many), expected)
+
+
+def test_a_component_of_weight_zero_is_never_drawn_even_the_last():
+    """The cumulative weights end at exactly 1: with the last weight 0, the largest uniform draw below 1 still
+    goes to the last component of positive weight (weights divided by their sum first can leave the cumulative
+    sum a rounding below 1 before it)."""
+    from mixflow.families import sampling
+
+    rng = np.random.default_rng(0)
+    weights = next(w for w in (np.append(rng.dirichlet([1.0] * 4), 0.0) for _ in range(1000))
+                   if np.cumsum(w / w.sum())[-2] < 1.0)
+
+    class Largest:
+        """A generator whose every uniform draw is the largest double below 1."""
+
+        def random(self, shape):
+            return np.full(shape, np.nextafter(1.0, 0.0))
+
+    labels = sampling.component_labels_of_draws(weights[None, :], 50, Largest())
+    assert np.all(labels == 3)
+    labels = sampling.component_labels_of_draws(np.array([[0.0, 0.5, 0.0, 0.5, 0.0]]), 10000, rng)
+    assert set(np.unique(labels)) == {1, 3}

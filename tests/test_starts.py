@@ -1226,3 +1226,31 @@ def test_a_followed_move_still_below_the_fit_it_left_after_the_cap_is_dropped():
     assert capped[0] is None and capped[1].n_iter == 1000 and capped[1].history_objective[-1] > -9.0
     followed = _follow(shorts, runs_of, EMOptions(max_iter=1000), lambda run: False)
     assert [run.n_iter for run in followed] == [1000, 1000]
+
+
+def test_the_local_search_starts_from_no_run_stopped_short_below_a_maximum_reached():
+    """A continued run stopped before converging (max_iter, or a continuation on every row cut at FINAL_FOLLOW_ITER)
+    below a converged maximum is still climbing: no move is made from it. One that nothing converged above is."""
+    from mixflow.engines.em import SOUND, EMOptions, _transfer_search
+    from mixflow.engines.em_run import Run
+
+    def run(value, converged, mark):
+        return Run(params={"mark": mark}, history_objective=[value - 1.0, value], converged=converged,
+                   active=np.arange(2), n_iter=5)
+
+    searched_from = []
+
+    def moved_starts(params):  # records where moves were asked for, and offers none
+        searched_from.append(params["mark"])
+        return [[], [], [], []]
+
+    def search(runs):
+        searched_from.clear()
+        _transfer_search(runs, np.ones(len(runs), dtype=bool), ["a"] * len(runs), tier=lambda r: SOUND,
+                         moved_starts=moved_starts, partition=lambda params: None, runs_of=lambda jobs: [],
+                         options=EMOptions())
+        return list(searched_from)
+
+    assert search([run(-100.0, True, "best"), run(-150.0, False, "stopped"), run(-120.0, True, "lower")]) == [
+        "best", "lower"]
+    assert search([run(-100.0, False, "best, stopped"), run(-150.0, False, "stopped")]) == ["best, stopped", "stopped"]

@@ -100,8 +100,9 @@ START_ROUNDS = 2  # rounds of starts of init="auto" at most (see _start_rounds)
 #: every row, and a last local search runs there (see :func:`fit_prepared`)
 SEARCH_ROWS = 8192
 SEARCH_SAMPLE = 4096
-#: iterations after which the last local search on every row drops a move not yet above the fit it left: EM never
-#: descends, so a move above that fit ends above it, and one still below after this many has seldom far to climb
+#: iterations after which the last local search on every row drops a move not yet above the fit it left (EM never
+#: descends, so a move above that fit ends above it, and one still below after this many has seldom far to climb),
+#: and after which a search sample's maximum continued on every row stops if below the highest reached there
 FINAL_FOLLOW_ITER = 100
 TRANSFER = "transfer"  # the start of a run the local search kept
 #: Two components whose log densities differ by the same amount on every row, to this, are one component in
@@ -271,7 +272,7 @@ def fit_prepared(model, data, prepared, options: EMOptions, random_seed: int, sa
                                                         rows=search_rows)),
             search if same_data else None, search_tier, START_ROUNDS if same_data and not problems else 1)  # no MLE
         if not on_all:  # the sample's best maxima go on on every row, and a last local search runs there
-            continued = _continue_on_all(runs, continued, search_tier, together, options)
+            continued = _continue_on_all(runs, continued, search_tier, together, options, tier)
             runs, continued, names = search(runs, continued, names, tier=tier, runs_of=together, searched={},
                                             screen_runs_of=short_runs, follow_cap=FINAL_FOLLOW_ITER)
     elif options.init == SCALABLE_KMEANS:  # chunked data only (checked by mixflow.fit): seeds from every row
@@ -362,7 +363,8 @@ def _search_sample(prepared, size: int, random_seed: int):
     return prepared.take(np.sort(rng.choice(prepared.n_obs, size=min(size, prepared.n_obs), replace=False)))
 
 
-def _continue_on_all(runs: list[Run], continued: np.ndarray, tier, together, options: EMOptions) -> np.ndarray:
+def _continue_on_all(runs: list[Run], continued: np.ndarray, tier, together, options: EMOptions,
+                     tier_on_all=None) -> np.ndarray:
     """The search sample's best distinct maxima continued on every row, in step; which runs those are.
 
     Of the runs continued to convergence on the sample, the best ``ceil(n_init / 2)`` by :func:`_rank_distinct`
@@ -371,13 +373,15 @@ def _continue_on_all(runs: list[Run], continued: np.ndarray, tier, together, opt
     step for :data:`FINAL_FOLLOW_ITER` iterations, then, up to the whole ``max_iter``, those not yet converged but
     a run below the highest sound value reached by more than ``_SAME_VALUE`` (relative): a lower maximum of the
     sample can be, on every row, a slow climb that never reaches the best (a cluster split in two, a thousand
-    passes of every row), and such a run stops there, not converged.
+    passes of every row), and such a run stops there, not converged. ``tier`` ranks the sample's runs (judged by
+    the sample's weight); ``tier_on_all`` (default ``tier``) judges the continuations on every row.
     """
     ended = np.flatnonzero(continued)
     chosen = ended[_rank_distinct([runs[i] for i in ended], tier)][:-(-options.n_init // 2)]
     first = replace(options, max_iter=min(FINAL_FOLLOW_ITER, options.max_iter))
     results = together([(runs[i].params, first) for i in chosen])
-    bar = max((result.history_objective[-1] for result in results if tier(result) == SOUND), default=-np.inf)
+    tier_on_all = tier if tier_on_all is None else tier_on_all
+    bar = max((result.history_objective[-1] for result in results if tier_on_all(result) == SOUND), default=-np.inf)
     going = [j for j, result in enumerate(results) if not result.converged and result.n_iter < options.max_iter
              and not _higher(bar, result.history_objective[-1])]
     more = together([(results[j].params, replace(options, max_iter=options.max_iter - results[j].n_iter))

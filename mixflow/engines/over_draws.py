@@ -151,7 +151,7 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
 
     ``log_likelihood`` (log p(x_n) per draw, the labels marginalised), ``responsibilities`` (mean and sd
     over draws), and with ``predictive`` a ``posterior_predictive`` replicate of the data per draw
-    (``model.simulate``) beside its ``observed_data`` counterpart, so that ArviZ finds both in the
+    (``model.simulate_draws``) beside its ``observed_data`` counterpart, so that ArviZ finds both in the
     method's subtree.
 
     Parameters
@@ -182,7 +182,7 @@ def draw_groups(model, data: Data, draws: dict, predictive: bool, rng: np.random
 
 
 def predictive_groups(model, data: Data, draws: dict, rng: np.random.Generator, timings: dict | None = None) -> dict:
-    """``posterior_predictive`` (one replicate of the data per draw, ``model.simulate``) and its ``observed_data``.
+    """``posterior_predictive`` (a replicate of the data per draw, ``model.simulate_draws``) and its ``observed_data``.
 
     ``draws`` as for :func:`draw_groups`; ``timings`` receives the seconds spent as ``posterior_predictive``.
     """
@@ -196,7 +196,7 @@ def predictive_groups(model, data: Data, draws: dict, rng: np.random.Generator, 
     groups = {
         "posterior_predictive": {
             "variables": {name: (("chain", "draw", *dims), stacked.reshape(n_chains, n_draws, *stacked.shape[1:]))},
-            "attrs": {name: "one replicate of the data per draw (model.simulate)" + (
+            "attrs": {name: "one replicate of the data per draw (model.simulate_draws)" + (
                 "; one row per frequency unit of the weighted data" if "unit" in dims else "")}},
         "observed_data": {"variables": _observed_like_predictive(model, data)},
     }

@@ -61,13 +61,13 @@ def component_labels(params: dict, n: int, rng: np.random.Generator) -> np.ndarr
 def component_labels_of_draws(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` component labels per draw (S, n), each row drawn with that draw's mixing weights (S, K).
 
-    Inverse-CDF sampling, as :meth:`numpy.random.Generator.choice` does for one set of weights.
+    Inverse-CDF sampling, as :meth:`numpy.random.Generator.choice` does for one set of weights: the cumulative sums
+    divided by their last, so that it is exactly 1 and a component of weight 0 is never drawn, last ones included.
     """
-    weights = np.asarray(weights, dtype=float)
-    cdf = np.cumsum(weights / weights.sum(axis=1, keepdims=True), axis=1)
-    uniform = rng.random((weights.shape[0], n))
-    labels = (uniform[:, :, None] >= cdf[:, None, :-1]).sum(axis=2)
-    return np.minimum(labels, weights.shape[1] - 1)
+    cdf = np.cumsum(np.asarray(weights, dtype=float), axis=1)
+    cdf /= cdf[:, -1:]
+    uniform = rng.random((cdf.shape[0], n))
+    return (uniform[:, :, None] >= cdf[:, None, :-1]).sum(axis=2)
 
 
 def gaussian_points_of_draws(draws: dict, n_obs: int, rng: np.random.Generator) -> np.ndarray:
