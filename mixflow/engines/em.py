@@ -364,7 +364,7 @@ def _search_sample(prepared, size: int, random_seed: int):
 
 
 def _continue_on_all(runs: list[Run], continued: np.ndarray, tier, together, options: EMOptions,
-                     tier_on_all=None) -> np.ndarray:
+                     tier_on_all) -> np.ndarray:
     """The search sample's best distinct maxima continued on every row, in step; which runs those are.
 
     Of the runs continued to convergence on the sample, the best ``ceil(n_init / 2)`` by :func:`_rank_distinct`
@@ -374,13 +374,12 @@ def _continue_on_all(runs: list[Run], continued: np.ndarray, tier, together, opt
     a run below the highest sound value reached by more than ``_SAME_VALUE`` (relative): a lower maximum of the
     sample can be, on every row, a slow climb that never reaches the best (a cluster split in two, a thousand
     passes of every row), and such a run stops there, not converged. ``tier`` ranks the sample's runs (judged by
-    the sample's weight); ``tier_on_all`` (default ``tier``) judges the continuations on every row.
+    the sample's weight); ``tier_on_all`` judges the continuations on every row.
     """
     ended = np.flatnonzero(continued)
     chosen = ended[_rank_distinct([runs[i] for i in ended], tier)][:-(-options.n_init // 2)]
     first = replace(options, max_iter=min(FINAL_FOLLOW_ITER, options.max_iter))
     results = together([(runs[i].params, first) for i in chosen])
-    tier_on_all = tier if tier_on_all is None else tier_on_all
     bar = max((result.history_objective[-1] for result in results if tier_on_all(result) == SOUND), default=-np.inf)
     going = [j for j, result in enumerate(results) if not result.converged and result.n_iter < options.max_iter
              and not _higher(bar, result.history_objective[-1])]

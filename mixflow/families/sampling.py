@@ -9,7 +9,7 @@ import numpy as np
 from mixflow.data import Data
 from mixflow.errors import InputError
 
-__all__ = ["component_labels", "component_labels_of_draws", "draw_chunks", "expanded_rows", "full_covariances",
+__all__ = ["by_draw_chunks", "component_labels", "component_labels_of_draws", "expanded_rows", "full_covariances",
            "gaussian_points", "gaussian_points_of_draws", "gaussian_replicates", "n_units"]
 
 #: Elements of the largest temporary array a vectorised replicate of many draws builds at once (about 32 MB)
@@ -91,10 +91,15 @@ def _covariances_of_draws(draws: dict, count: int, k: int, d: int) -> np.ndarray
     return np.einsum("skd,de->skde", diagonal, np.eye(d))
 
 
-def draw_chunks(count: int, per_draw: int) -> list[slice]:
-    """Slices of ``count`` draws, each holding at most :data:`CHUNK_ELEMENTS` of a per-draw size (at least one draw)."""
+def by_draw_chunks(replicate, draws: dict, per_draw: int) -> np.ndarray:
+    """``replicate(chunk)`` over chunks of the draws (``draws`` sliced alike), concatenated along the draws.
+
+    Each chunk holds at most :data:`CHUNK_ELEMENTS` of the per-draw size ``per_draw`` (at least one draw).
+    """
+    count = np.shape(draws["weights"])[0]
     step = max(1, CHUNK_ELEMENTS // max(per_draw, 1))
-    return [slice(start, min(start + step, count)) for start in range(0, count, step)]
+    return np.concatenate([replicate({name: value[start:start + step] for name, value in draws.items()})
+                           for start in range(0, count, step)])
 
 
 def gaussian_replicates(draws: dict, data: Data, rng: np.random.Generator) -> np.ndarray:
@@ -102,7 +107,6 @@ def gaussian_replicates(draws: dict, data: Data, rng: np.random.Generator) -> np
 
     Drawn in chunks of draws that keep the temporary arrays small.
     """
-    count, k, d = np.shape(draws["mu"])
+    _, k, d = np.shape(draws["mu"])
     n = n_units(data)
-    return np.concatenate([gaussian_points_of_draws({name: value[part] for name, value in draws.items()}, n, rng)
-                           for part in draw_chunks(count, n * max(d * d, k))])
+    return by_draw_chunks(lambda chunk: gaussian_points_of_draws(chunk, n, rng), draws, n * max(d * d, k))

@@ -352,12 +352,13 @@ class PoissonMixture(MixtureModel):
 
     def simulate_draws(self, draws: dict, data: Data, rng: np.random.Generator) -> np.ndarray:
         """Every draw's replicate (S, n_units, 1) at once, in chunks of draws."""
-        rates, n = np.asarray(draws["rate"], dtype=float), sampling.n_units(data)
-        parts = []
-        for part in sampling.draw_chunks(rates.shape[0], n * rates.shape[1]):
-            labels = sampling.component_labels_of_draws(draws["weights"][part], n, rng)
-            parts.append(rng.poisson(rates[part][np.arange(labels.shape[0])[:, None], labels]))
-        return np.concatenate(parts)[:, :, None].astype(float)
+        n = sampling.n_units(data)
+
+        def replicate(chunk: dict) -> np.ndarray:
+            labels = sampling.component_labels_of_draws(chunk["weights"], n, rng)
+            return rng.poisson(np.asarray(chunk["rate"], dtype=float)[np.arange(labels.shape[0])[:, None], labels])
+
+        return sampling.by_draw_chunks(replicate, draws, n * self.n_components)[:, :, None].astype(float)
 
     def sample_points(self, params: dict, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` counts (as a float column) from the mixture and their components."""
