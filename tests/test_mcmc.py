@@ -351,6 +351,38 @@ def test_same_seed_same_draws_for_both_samplers(small, sampler):
     assert mu.shape == (2, 60, 2, 1)
 
 
+@pytest.mark.slow
+def test_pymc_s_nuts_reuses_the_log_density_of_a_model_of_the_same_structure_with_its_own_data(small, monkeypatch):
+    # PyMC's NUTS compiled the log density and gradient anew for every fit (about 5 s of a 7 s fit); a fit of another
+    # data set of the same shapes reuses the last one's, refilled: its draws are those of a fresh compilation
+    from mixflow.engines.kept import KeptCompiled
+
+    model, data, reference = small
+    other = validate_data(data.values[::-1] * 1.5 + 0.25)  # the same shapes, other numbers
+    run = {"draws": 30, "tune": 30, "chains": 1, "sampler": "pymc", "random_seed": 2, **FAST}
+    compiled = []
+    original = pm.Model.logp_dlogp_function
+    monkeypatch.setattr(pm.Model, "logp_dlogp_function",
+                        lambda self, *args, **kwargs: compiled.append(1) or original(self, *args, **kwargs))
+
+    def mu(fit):
+        return fit["groups"]["posterior"]["variables"]["mu"][1]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mixflow.SamplingWarning)  # 30 draws are too few for the ESS check
+        monkeypatch.setattr(mcmc, "_LOGP_DLOGP", KeptCompiled())
+        fresh = mu(fit_mcmc(model, other, reference, **run))
+        assert len(compiled) == 1
+        monkeypatch.setattr(mcmc, "_LOGP_DLOGP", KeptCompiled())
+        first = mu(fit_mcmc(model, data, reference, **run))
+        refilled = mu(fit_mcmc(model, other, reference, **run))
+        again = mu(fit_mcmc(model, data, reference, **run))
+    assert len(compiled) == 2  # the first fit's compilation, and no other
+    np.testing.assert_array_equal(refilled, fresh)
+    np.testing.assert_array_equal(again, first)
+    assert not np.array_equal(first, fresh)
+
+
 def _exact_moment_sample(n, weights, means, covariances, seed):
     """Simulated clusters whose sample weights, means and (MLE) covariances equal the truth exactly.
 

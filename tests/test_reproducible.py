@@ -24,7 +24,8 @@ def test_pymc_sampler_asks_for_one_blas_thread_per_chain_process(monkeypatch, bl
         raise KeyboardInterrupt
 
     monkeypatch.setattr(mcmc.pm, "sample", sample)
-    monkeypatch.setattr(mcmc, "_nuts_compiled_here", lambda model, initvals, seed, options: (initvals, {}))
+    monkeypatch.setattr(mcmc, "_logp_dlogp", lambda model: (None, lambda: None))
+    monkeypatch.setattr(mcmc, "_nuts_compiled_here", lambda model, initvals, seed, options, function: (initvals, {}))
     options = {"chains": 3, "cores": 2, "draws": 5, "tune": 5, "progressbar": False, "target_accept": 0.8}
     with pytest.raises(KeyboardInterrupt):
         mcmc._sample_pymc(None, [{"x": np.zeros(2)}], 0.0, np.random.SeedSequence(0), 1, options)

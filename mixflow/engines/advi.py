@@ -33,11 +33,9 @@ same seed gives the same numbers, bit for bit.
 import json
 import logging
 import os
-import threading
 import time
 import traceback
 import warnings
-from collections import OrderedDict
 
 import numpy as np
 import pymc as pm
@@ -60,6 +58,7 @@ from mixflow.checks import (
 )
 from mixflow.data import Data
 from mixflow.engines.advi_step import compile_step
+from mixflow.engines.kept import MAX_VALUES, KeptCompiled
 from mixflow.engines.modes import check_starts, describe_group, mode_caveats, mode_groups, start_points
 from mixflow.engines.over_draws import draw_groups
 from mixflow.errors import InputError, SamplerInterrupted, noting_interrupts, stop_if_terminated
@@ -408,7 +407,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     if stream is None:
         pymc_model = model.pymc_model(data, prior, minibatch_size=size)
         key, inputs = _fitter_key(pymc_model, data, options)
-        fitter = _taken_fitter(key)
+        fitter = _FITTERS.take(key)
         if fitter is not None:
             fitter.refill(model, data, inputs, options)
         else:
@@ -421,7 +420,7 @@ def fit_advi(model, data: Data, reference: dict, *, variant: str = "meanfield", 
     children = np.random.SeedSequence(options["random_seed"]).spawn(len(points) + 1)
     seeds = [np.random.SeedSequence(options["random_seed"])] + children[2:]
     fits = [fitter.fit(point, seed) for point, seed in zip(points, seeds, strict=True)]
-    _keep_fitter(key, fitter)
+    _FITTERS.keep(key, fitter)
     fit_time = time.perf_counter() - began
     signature = model.label_signature(data)
     raw = {name: (("chain", "draw", *dims), np.concatenate([fit["draws"][name] for fit in fits]))
@@ -520,15 +519,9 @@ class _Adam:
             var.set_value(value.copy())
 
 
-#: The compiled ADVIs of the last few fits, by :func:`_fitter_key`: compiling the step function (PyTensor's graph
-#: rewrites, which it does not cache) takes most of a small fit's time, and a fit of a model of the same structure
-#: (another seed, more draws or iterations, a rerun, other data or another prior of the same shapes) reuses it, with
-#: the numbers of a fresh one (:class:`_Fitter`)
-_FITTERS: OrderedDict = OrderedDict()
-_FITTERS_KEPT = 4
-_FITTERS_LOCK = threading.Lock()
-#: Data of more values than this are not kept with a compiled ADVI (its graph holds a copy of them)
-_FITTER_MAX_VALUES = 1_000_000
+#: The compiled ADVIs of the last few fits, by :func:`_fitter_key` (:mod:`mixflow.engines.kept`): a fit of a model of
+#: the same structure reuses one, with the numbers of a fresh one (:class:`_Fitter`)
+_FITTERS = KeptCompiled()
 
 
 def _fitter_key(pymc_model, data: Data, options: dict) -> tuple[str | None, dict | None]:
@@ -540,7 +533,7 @@ def _fitter_key(pymc_model, data: Data, options: dict) -> tuple[str | None, dict
     (:func:`~mixflow.families.pymc_parts.graph_inputs`) are what a kept step of that digest is refilled with. None
     for data too large to keep, or a model whose inputs cannot be carried over by name.
     """
-    if data.values.size > _FITTER_MAX_VALUES:
+    if data.values.size > MAX_VALUES:
         return None, None
     outputs = [pymc_model.varlogp, pymc_model.datalogp, *pymc_model.deterministics]
     inputs = graph_inputs(outputs)
@@ -549,24 +542,6 @@ def _fitter_key(pymc_model, data: Data, options: dict) -> tuple[str | None, dict
     digest = structure_digest(pymc_model, outputs)
     digest.update(json.dumps([options["variant"], options["minibatch_size"]]).encode())
     return digest.hexdigest(), inputs
-
-
-def _taken_fitter(key: str | None) -> "_Fitter | None":
-    """The kept ADVI of ``key``, taken out while it fits (another thread fitting the same compiles its own)."""
-    if key is None:
-        return None
-    with _FITTERS_LOCK:
-        return _FITTERS.pop(key, None)
-
-
-def _keep_fitter(key: str | None, fitter: "_Fitter") -> None:
-    """Keep ``fitter`` for the next fit of ``key`` (a fit that raised is not kept: its state is not known)."""
-    if key is None:
-        return
-    with _FITTERS_LOCK:
-        _FITTERS[key] = fitter
-        while len(_FITTERS) > _FITTERS_KEPT:
-            _FITTERS.popitem(last=False)
 
 
 class _Fitter:

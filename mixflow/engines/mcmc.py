@@ -18,6 +18,7 @@ import logging
 import sys
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 import pymc as pm
@@ -35,6 +36,7 @@ from mixflow.checks import (
     check_seed,
 )
 from mixflow.data import Data
+from mixflow.engines.kept import MAX_VALUES, KeptCompiled
 from mixflow.engines.mode_rule import chains_text
 from mixflow.engines.modes import (
     ESS_PER_CHAIN_MIN,
@@ -50,6 +52,7 @@ from mixflow.engines.nutpie_compile import compile_nutpie
 from mixflow.engines.over_draws import draw_groups, predictive_groups
 from mixflow.engines.sampling_diagnostics import RHAT_MAX, diagnose, record_crossings
 from mixflow.errors import InputError, SamplerInterrupted
+from mixflow.families.pymc_parts import graph_inputs, structure_digest
 from mixflow.families.relabel import align
 from mixflow.parallel import available_cores, fork_context_ending_with_this_process, one_blas_thread
 from mixflow.warnings import PACKAGE_FILES, SamplingWarning
@@ -475,12 +478,14 @@ def _sample_pymc(pymc_model, start: list, jitter_sd, jitter_seed, seed, options,
         warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
                                 category=DeprecationWarning)
         began = time.perf_counter()
-        initvals, step = _nuts_compiled_here(pymc_model, initvals, seed, options)  # chains here or forked alike
+        logp_dlogp, keep = _logp_dlogp(pymc_model)
+        initvals, step = _nuts_compiled_here(pymc_model, initvals, seed, options, logp_dlogp)  # chains here or forked
         compiled = time.perf_counter()
         idata = pm.sample(draws=options["draws"], tune=options["tune"], chains=options["chains"], cores=cores,
                          random_seed=seed, initvals=initvals, nuts_sampler="pymc", **step,
                          progressbar=options["progressbar"], quiet=not options["progressbar"], blas_cores=cores,
                           mp_ctx=_chain_start(), compute_convergence_checks=False, model=pymc_model)
+        keep()
     _check_complete(idata, options)  # PyMC returns the draws made so far when interrupted
     timings.update(compile=compiled - began, tune_and_draw=time.perf_counter() - compiled)
     draws_time = _kept_draws_time(idata["sample_stats"], "perf_counter_diff")
@@ -498,7 +503,44 @@ def _chain_start():
     return fork_context_ending_with_this_process() if sys.platform.startswith("linux") else None
 
 
-def _nuts_compiled_here(pymc_model, initvals: list, seed: int, options: dict) -> tuple[list, dict]:
+#: The log densities and gradients PyMC's NUTS ran on in the last few fits, with the graph inputs they were compiled
+#: with, by :func:`_logp_dlogp_key` (:mod:`mixflow.engines.kept`)
+_LOGP_DLOGP = KeptCompiled()
+
+
+def _logp_dlogp(pymc_model) -> tuple:
+    """The model's ``logp_dlogp_function(ravel_inputs=True)``, and a function that keeps it once the fit is done.
+
+    The one of the last fit of a model of the same structure (:func:`_logp_dlogp_key`), refilled with this model's
+    graph inputs, where there is one: it computes the same numbers as this model's own.
+    """
+    key, inputs = _logp_dlogp_key(pymc_model)
+    kept = _LOGP_DLOGP.take(key)
+    if kept is None:
+        function = pymc_model.logp_dlogp_function(ravel_inputs=True)
+    else:
+        function, inputs_compiled = kept
+        for name, variable in inputs_compiled.items():
+            variable.set_value(inputs[name].get_value(borrow=True))
+        inputs = inputs_compiled
+    return function, partial(_LOGP_DLOGP.keep, key, (function, inputs))
+
+
+def _logp_dlogp_key(pymc_model) -> tuple[str | None, dict | None]:
+    """A digest of the structure of the model's log density, and its graph inputs by name; None for neither.
+
+    The digest is :func:`~mixflow.families.pymc_parts.structure_digest`'s, the inputs
+    :func:`~mixflow.families.pymc_parts.graph_inputs`'. None for a model whose inputs cannot be carried over by
+    name or hold more than :data:`~mixflow.engines.kept.MAX_VALUES` values.
+    """
+    outputs = [pymc_model.logp()]
+    inputs = graph_inputs(outputs)
+    if inputs is None or sum(variable.get_value(borrow=True).size for variable in inputs.values()) > MAX_VALUES:
+        return None, None
+    return structure_digest(pymc_model, outputs).hexdigest(), inputs
+
+
+def _nuts_compiled_here(pymc_model, initvals: list, seed: int, options: dict, logp_dlogp) -> tuple[list, dict]:
     """``pm.sample``'s own NUTS set-up, with the log-density and gradient compiled here before the chains start.
 
     PyTensor compiles the graph with numba, caching kernels on disk, and the code that runs can depend on
@@ -515,6 +557,9 @@ def _nuts_compiled_here(pymc_model, initvals: list, seed: int, options: dict) ->
     The trace records the parameters only, through one compiled function shared by the chains
     (``pm.sample`` otherwise compiles the model's every variable once per chain).
 
+    ``logp_dlogp`` is the model's ``logp_dlogp_function(ravel_inputs=True)``, or that of a model of the same
+    structure refilled with this model's graph inputs (:data:`_LOGP_DLOGP`), which makes the same numbers.
+
     Returns the chains' starting points and the keyword arguments ``step`` and ``trace`` for ``pm.sample``.
     """
     from pymc.blocking import DictToArrayBijection
@@ -523,7 +568,6 @@ def _nuts_compiled_here(pymc_model, initvals: list, seed: int, options: dict) ->
     seeds = [int(rng.integers(2**30)) for rng in np.random.default_rng(seed).spawn(options["chains"])]
     names = [var.name for var in pymc_model.value_vars]
     starts = [{name: np.asarray(point[name], dtype=float) for name in names} for point in initvals]
-    logp_dlogp = pymc_model.logp_dlogp_function(ravel_inputs=True)
     logp_dlogp.trust_input = True
     arrays = [DictToArrayBijection.map(point).data for point in starts]
     mean = np.mean(arrays, axis=0)
