@@ -267,14 +267,6 @@ def test_changed_bytes_in_an_array_make_reading_the_file_an_error_that_names_it(
     assert "Traceback" not in error and not list(tmp_path.glob("*.html"))
 
 
-def test_a_saved_file_reads_the_same_through_h5netcdf(tmp_path, faithful):
-    # mixflow writes and reads through netCDF-C (netCDF4); another NetCDF reader sees the same container
-    tree = mixflow.fit(mixflow.GaussianMixture(2), faithful, random_seed=1)
-    path = mixflow.save(tree, tmp_path / "fit.nc")
-    with xr.open_datatree(path, engine="h5netcdf") as other:
-        assert_trees_identical(mixflow.load(path), other.load())
-
-
 def test_a_file_saved_without_checksums_is_read(tmp_path, faithful):
     import h5py
 

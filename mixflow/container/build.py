@@ -12,7 +12,7 @@ from mixflow.container.layout import RUN_WARNINGS
 
 __all__ = ["build_tree", "make_attrs", "record_warnings", "recorded_warnings"]
 
-_LIBRARIES = ("numpy", "scipy", "xarray", "pandas", "pymc", "pytensor", "arviz", "netCDF4", "nutpie")
+_LIBRARIES = ("numpy", "scipy", "xarray", "pandas", "pymc", "pytensor", "arviz", "h5netcdf", "nutpie")
 
 
 @cache

@@ -24,7 +24,7 @@ _ZARR_MARKS = (".zgroup", ".zmetadata", "zarr.json")
 
 
 def save(tree: xr.DataTree, path) -> Path:
-    """Write the container to NetCDF (netCDF4) atomically: a temporary file, then a rename.
+    """Write the container to NetCDF (h5netcdf) atomically: a temporary file, then a rename.
 
     Parameters
     ----------
@@ -71,7 +71,7 @@ def _netcdf_bytes(tree: xr.DataTree) -> memoryview:
     synchronous = (sys.modules["dask"].config.set(scheduler="synchronous") if "dask" in sys.modules
                    else contextlib.nullcontext())
     with synchronous:
-        return _with_checksums(tree).to_netcdf(engine="netcdf4")
+        return _with_checksums(tree).to_netcdf(engine="h5netcdf")
 
 
 def _with_checksums(tree: xr.DataTree) -> xr.DataTree:
@@ -139,9 +139,8 @@ def load(path) -> xr.DataTree:
         raise MissingPathError(f"path: expected an existing mixflow results file, got {str(path)!r}")
     if path.is_dir() and not store:
         raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, a directory that is no Zarr store")
-    # NetCDF through the netCDF-C library (netCDF4), as save writes it: h5netcdf, which reads files of HDF5 too,
-    # takes about ten times as long over a container's metadata (every array's dimensions and encoding)
-    engine, kind, what = ("zarr", "a Zarr store", "a Zarr store") if store else ("netcdf4", "NetCDF", "a NetCDF file")
+    # h5netcdf: as in save
+    engine, kind, what = ("zarr", "a Zarr store", "a Zarr store") if store else ("h5netcdf", "NetCDF", "a NetCDF file")
     try:
         missing = missing_chunks(path) if store else []
         if not missing:
@@ -150,8 +149,7 @@ def load(path) -> xr.DataTree:
     except PermissionError:
         raise
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:  # RuntimeError: a codec's, on bad bytes
-        # a checksum that fails is netCDF-C's "NetCDF: HDF error" (a RuntimeError): HDF5 itself says which array
-        damaged = [] if store or not isinstance(error, OSError | RuntimeError) else _damaged_arrays(path)
+        damaged = [] if store or not isinstance(error, OSError) else _damaged_arrays(path)
         if damaged:
             shown = ", ".join(damaged[:5]) + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
             raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, a damaged file: the bytes of "
