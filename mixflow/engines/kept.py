@@ -42,6 +42,3 @@ class KeptCompiled:
             self._items[key] = item
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
