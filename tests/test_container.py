@@ -275,3 +275,50 @@ def test_a_file_saved_without_checksums_is_read(tmp_path, faithful):
     with h5py.File(tmp_path / "before.nc", "r") as file:
         assert not file["em/estimate/mu"].fletcher32
     assert_trees_identical(tree, mixflow.load(tmp_path / "before.nc"))
+
+
+def test_load_reads_every_group_as_xarray_s_h5netcdf_engine_does_looking_each_object_up_once(tmp_path, monkeypatch):
+    # the file's objects are looked up by path once each and kept (h5netcdf alone looks an array up dozens of times);
+    # what is read is what xr.open_datatree reads: values, dtypes, attributes and their types, encodings
+    import h5py
+    from test_compare import make_container
+
+    from mixflow.container.io import _read_netcdf
+
+    path = mixflow.save(make_container(("em", "mcmc", "advi"), d=2, with_bootstrap=True), tmp_path / "all.nc")
+    expected = xr.open_datatree(path, engine="h5netcdf").load()
+    lookups = []
+    original = h5py.Group.__getitem__
+
+    def counted(self, name):
+        lookups.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(h5py.Group, "__getitem__", counted)
+    read = _read_netcdf(path)
+    monkeypatch.undo()
+    assert_trees_identical(expected, read)
+    for node in expected.subtree:
+        for name, variable in node.variables.items():
+            theirs = read[node.path].variables[name].encoding
+            assert variable.encoding.keys() == theirs.keys(), (node.path, name)
+            for key, value in variable.encoding.items():
+                np.testing.assert_array_equal(value, theirs[key], err_msg=f"{node.path} {name} {key}")
+    with h5py.File(path, "r") as file:
+        objects = []
+        file.visit(objects.append)
+    # h5netcdf opening the file and listing each group's members, then each object found once (without keeping
+    # them: over forty lookups per object)
+    assert len(lookups) <= 4 * (len(objects) + 1)
+
+
+def test_two_threads_loading_containers_at_once_read_what_one_reads(tmp_path, faithful):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [mixflow.save(mixflow.fit(mixflow.GaussianMixture(k), faithful, random_seed=1, n_init=1),
+                          tmp_path / f"k{k}.nc") for k in (2, 3)]
+    alone = [mixflow.load(path) for path in paths]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(mixflow.load, paths * 4))
+    for i, tree in enumerate(together):
+        assert_trees_identical(alone[i % 2], tree)

@@ -1,6 +1,7 @@
 """Saving and loading the container: atomic writes, checks of what is read, migration of older layouts."""
 
 import contextlib
+import functools
 import sys
 from functools import partial
 from pathlib import Path
@@ -126,6 +127,51 @@ def _damaged_arrays(path: Path) -> list[str]:
     return damaged
 
 
+def _read_netcdf(path: Path) -> xr.DataTree:
+    """A NetCDF file's groups read into memory, as ``xr.open_datatree(path, engine="h5netcdf").load()`` reads them.
+
+    The same reading (h5netcdf's file, xarray's decoding of each group), but the file's HDF5 objects are looked up
+    once each: h5netcdf looks an array up by its path whenever its shape, chunks or dimensions are asked for, and
+    its dimensions' sizes likewise, dozens of lookups per array that took most of a load. The file is only read,
+    so an object found once stays what it was.
+    """
+    import h5netcdf
+    from xarray.backends import H5NetCDFStore
+
+    # the options xarray's h5netcdf engine opens a file with by default
+    with h5netcdf.File(path, "r", decode_vlen_strings=True, phony_dims="access") as file:
+        file._h5file.__class__ = _looked_up_once_class()
+        groups = {}
+
+        def read(group, name: str) -> None:
+            # not closed here: closing a group's store closes the file (the store's manager is the file itself)
+            groups[name] = xr.open_dataset(H5NetCDFStore(group), engine="store").load()
+            for child_name, child in group.groups.items():
+                read(child, f"{name.rstrip('/')}/{child_name}")
+
+        read(file, "/")
+    return xr.DataTree.from_dict(groups)
+
+
+@functools.cache
+def _looked_up_once_class() -> type:
+    """h5py's file class, with the objects looked up by path kept (a class made on first use: h5py loads late)."""
+    import h5py
+
+    class LookedUpOnce(h5py.File):
+        """An HDF5 file open for reading whose objects, looked up by path, are kept: a later lookup is a dict's."""
+
+        def __getitem__(self, name):
+            if not isinstance(name, str):
+                return super().__getitem__(name)
+            found = self.__dict__.setdefault("_found", {})
+            if name not in found:
+                found[name] = super().__getitem__(name)
+            return found[name]
+
+    return LookedUpOnce
+
+
 def load(path) -> xr.DataTree:
     """Read a container written by :func:`save` (or a Zarr store of one, ``tree.to_zarr``), fully into memory.
 
@@ -143,9 +189,12 @@ def load(path) -> xr.DataTree:
     engine, kind, what = ("zarr", "a Zarr store", "a Zarr store") if store else ("h5netcdf", "NetCDF", "a NetCDF file")
     try:
         missing = missing_chunks(path) if store else []
-        if not missing:
+        if not missing and store:
             with interrupts_deferred(), xr.open_datatree(path, engine=engine) as tree:
                 tree = tree.load().copy()
+        elif not missing:
+            with interrupts_deferred():
+                tree = _read_netcdf(path)
     except PermissionError:
         raise
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:  # RuntimeError: a codec's, on bad bytes
