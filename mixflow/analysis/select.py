@@ -15,6 +15,7 @@ import json
 import secrets
 import warnings
 from functools import partial
+from time import perf_counter
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from mixflow.engines.sampling_diagnostics import format_ess, format_rhat
 from mixflow.engines.stacking import stacking_weights
 from mixflow.errors import InputError, InputTypeError
 from mixflow.families.base import MixtureModel, few_rows_components, with_prior
-from mixflow.parallel import default_jobs, parallel_results
+from mixflow.parallel import active_client, default_jobs, parallel_results
 from mixflow.warnings import PACKAGE_FILES, ConvergenceWarning, DeclarationWarning, MixflowWarning, SamplingWarning
 from mixflow.wording import agreeing, counted, fixed_places, listed
 
@@ -440,6 +441,33 @@ def _with_k(model, k: int):
         raise InputError(f"model: cannot be refitted with n_components={k}: {error}") from error
 
 
+#: Seconds of EM fits better run in this process than on worker processes: starting the workers and their first
+#: fits costs about that much more than the fits themselves
+IN_PROCESS_SECONDS = 2.0
+
+
+def _em_rows(tasks: list[tuple], workers: int, ascending: bool):
+    """:func:`_em_row` of each task, in order: in this process while the fits are quick, the rest on ``workers``.
+
+    With the K in increasing order (``ascending``: each fit costs more than the last), the first K is fitted here,
+    and each next one too while the time spent here and twice the last fit's stay within
+    :data:`IN_PROCESS_SECONDS`; the remaining K run on ``workers`` processes (:func:`parallel_results`). On small data
+    the whole scan then takes less time than starting the processes would; on large data only the smallest K is
+    fitted before the others start. K in another order, or an active ``dask.distributed`` client: all on the workers.
+    """
+    spent = last = 0.0
+    here = workers == 1 or (ascending and active_client() is None)
+    for i, task in enumerate(tasks):
+        if not here or (workers > 1 and i > 0 and spent + 2 * last > IN_PROCESS_SECONDS):
+            yield from parallel_results(_em_row, tasks[i:], min(workers, len(tasks) - i))
+            return
+        started = perf_counter()
+        result = _em_row(*task)
+        last = perf_counter() - started
+        spent += last
+        yield result
+
+
 def _em_row(model, data, method: str, n_folds, seed: np.random.SeedSequence, fit_kwargs: dict, weights=None,
             kept: bool = True):
     """One K's EM fit and criteria: ``data`` validated :class:`Data`, or Dask data with their ``weights``.
@@ -634,8 +662,10 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         unless given).
     n_jobs : int, optional
         Processes for the EM fits (one task per K; all available cores by default, 1 in this process).
-        With an active ``dask.distributed`` client the tasks run on its workers (all their threads by
-        default). MCMC fits run one after the other (each uses its own chains).
+        With ``ks`` in increasing order, the first K are fitted in this process while their fits take a
+        second or so (starting the processes would cost more), the rest on the processes. With an active
+        ``dask.distributed`` client the tasks run on its workers (all their threads by default). MCMC fits run
+        one after the other (each uses its own chains).
     return_fits : bool, default False
         Also return the fitted containers ``{(method, K): tree}``.
     progress : callable, optional
@@ -716,7 +746,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
         progress(f"{METHOD_NAMES[em_method]}: fitting K in {ks}" + (f" with {n_folds}-fold cross-validation"
                                                                      if n_folds else ""))
         pointwise = {}
-        for k, (row, tree, messages) in zip(ks, parallel_results(_em_row, tasks, workers), strict=True):
+        for k, (row, tree, messages) in zip(ks, _em_rows(tasks, workers, ascending=ks == sorted(ks)), strict=True):
             rows[k], fits[(em_method, k)] = row, tree
             if _POINTWISE in row:
                 pointwise[k] = row.pop(_POINTWISE)
