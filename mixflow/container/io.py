@@ -122,8 +122,8 @@ def _damaged_arrays(path: Path) -> list[str]:
     try:
         with h5py.File(path, "r") as file:
             file.visititems(check)
-    except OSError:  # not HDF5 at all, or its metadata unreadable: no checksum to blame
-        return []
+    except (OSError, RuntimeError, KeyError, ValueError):  # not HDF5, or metadata unreadable: the arrays found so far
+        return damaged
     return damaged
 
 
@@ -135,11 +135,11 @@ def _read_netcdf(path: Path) -> xr.DataTree:
     its dimensions' sizes likewise, dozens of lookups per array that took most of a load. The file is only read,
     so an object found once stays what it was.
     """
-    import h5netcdf
     from xarray.backends import H5NetCDFStore
 
     # the options xarray's h5netcdf engine opens a file with by default
-    with h5netcdf.File(path, "r", decode_vlen_strings=True, phony_dims="access") as file:
+    # an absolute path, as xarray's engine makes it (the variables' encoding records it as their source)
+    with _reading_file_class()(path.absolute(), "r", decode_vlen_strings=True, phony_dims="access") as file:
         file._h5file.__class__ = _looked_up_once_class()
         groups = {}
 
@@ -151,6 +151,29 @@ def _read_netcdf(path: Path) -> xr.DataTree:
 
         read(file, "/")
     return xr.DataTree.from_dict(groups)
+
+
+@functools.cache
+def _reading_file_class() -> type:
+    """h5netcdf's file class, but one whose opening failed part way (damaged metadata) closes quietly.
+
+    h5netcdf's file, once HDF5 has opened the file, reads its metadata before it is whole; when that fails, its
+    ``__del__`` raised ``AttributeError`` (no ``_writable``), which Python prints as "Exception ignored" with a
+    traceback, under the command line's one-line error. Such a file has nothing of its own to flush, and h5py closes
+    the HDF5 file with its object.
+    """
+    import h5netcdf
+
+    class ReadingFile(h5netcdf.File):
+        def close(self):
+            if not self.__dict__.get("_closed", True) and "_writable" not in self.__dict__:
+                self._closed = True
+                return
+            super().close()
+
+        __del__ = close
+
+    return ReadingFile
 
 
 @functools.cache
