@@ -62,24 +62,26 @@ def test_same_seed_same_table_whatever_the_number_of_workers(table, two_clusters
     assert again.equals(table)
 
 
-@pytest.mark.parametrize("workers, ascending, client, expected", [
-    (2, True, False, ["here 1", "here 2", "here 3", "workers 4, 5 on 2"]),  # K=4 after 2.1 s here, the rest after
-    (3, True, False, ["here 1", "here 2", "here 3", "workers 4, 5 on 2"]),  # never more workers than K left
-    (1, True, False, ["here 1", "here 2", "here 3", "here 4", "here 5"]),
-    (2, False, False, ["workers 1, 2, 3, 4, 5 on 2"]),  # the first K is not the smallest: perhaps the costliest
-    (2, True, True, ["workers 1, 2, 3, 4, 5 on 2"]),  # an active dask.distributed client takes them all
+@pytest.mark.parametrize("workers, ascending, client, n_tasks, expected", [
+    (2, True, False, 5, ["here 1", "here 2", "here 3", "workers 4, 5 on 2"]),  # K=4 after 2.1 s here, and 3 s more
+    (3, True, False, 5, ["here 1", "here 2", "here 3", "workers 4, 5 on 2"]),  # never more workers than K left
+    (2, True, False, 4, ["here 1", "here 2", "here 3", "here 4"]),  # the last K alone on a worker would gain nothing
+    (1, True, False, 5, ["here 1", "here 2", "here 3", "here 4", "here 5"]),
+    (2, False, False, 5, ["workers 1, 2, 3, 4, 5 on 2"]),  # the first K is not the smallest: perhaps the costliest
+    (2, True, True, 5, ["workers 1, 2, 3, 4, 5 on 2"]),  # an active dask.distributed client takes them all
 ])
 def test_a_scan_of_k_fits_here_while_the_fits_are_quick_then_on_workers(monkeypatch, workers, ascending, client,
-                                                                        expected):
+                                                                        n_tasks, expected):
     from mixflow.analysis import select
 
     seconds = iter(np.cumsum([0, 0.1, 0, 0.5, 0, 1.5, 0, 1.0, 0, 1.0]))  # each fit's start and end: 0.1, 0.5, 1.5 s...
     monkeypatch.setattr(select, "perf_counter", lambda: float(next(seconds)))
+    monkeypatch.setattr(select, "IN_PROCESS_SECONDS", 3.0)
     monkeypatch.setattr(select, "_em_row", lambda k: f"here {k}")
     monkeypatch.setattr(select, "parallel_results",
                         lambda function, tasks, n: [f"workers {', '.join(str(k) for (k,) in tasks)} on {n}"])
     monkeypatch.setattr(select, "active_client", lambda: object() if client else None)
-    assert list(select._em_rows([(k,) for k in range(1, 6)], workers, ascending)) == expected
+    assert list(select._em_rows([(k,) for k in range(1, n_tasks + 1)], workers, ascending)) == expected
 
 
 def test_pointwise_log_density_against_scipy(two_clusters):

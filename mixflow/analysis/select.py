@@ -441,9 +441,9 @@ def _with_k(model, k: int):
         raise InputError(f"model: cannot be refitted with n_components={k}: {error}") from error
 
 
-#: Seconds of EM fits better run in this process than on worker processes: starting the workers and their first
-#: fits costs about that much more than the fits themselves
-IN_PROCESS_SECONDS = 2.0
+#: Seconds of EM fits better run in this process than on worker processes: starting the workers (their fork server
+#: too, in a process that has started none) and their first fits costs about that much more than the fits themselves
+IN_PROCESS_SECONDS = 3.0
 
 
 def _em_rows(tasks: list[tuple], workers: int, ascending: bool):
@@ -451,14 +451,16 @@ def _em_rows(tasks: list[tuple], workers: int, ascending: bool):
 
     With the K in increasing order (``ascending``: each fit costs more than the last), the first K is fitted here,
     and each next one too while the time spent here and twice the last fit's stay within
-    :data:`IN_PROCESS_SECONDS`; the remaining K run on ``workers`` processes (:func:`parallel_results`). On small data
-    the whole scan then takes less time than starting the processes would; on large data only the smallest K is
-    fitted before the others start. K in another order, or an active ``dask.distributed`` client: all on the workers.
+    :data:`IN_PROCESS_SECONDS`, or when it is the last K (one task on a worker runs alongside none); the remaining K
+    run on ``workers`` processes (:func:`parallel_results`). On small data the whole scan then takes less time than
+    starting the processes would; on large data only the smallest K is fitted before the others start. K in another
+    order, or an active ``dask.distributed`` client: all on the workers.
     """
     spent = last = 0.0
     here = workers == 1 or (ascending and active_client() is None)
     for i, task in enumerate(tasks):
-        if not here or (workers > 1 and i > 0 and spent + 2 * last > IN_PROCESS_SECONDS):
+        quick = i == 0 or i == len(tasks) - 1 or spent + 2 * last <= IN_PROCESS_SECONDS
+        if not here or (workers > 1 and not quick):
             yield from parallel_results(_em_row, tasks[i:], min(workers, len(tasks) - i))
             return
         started = perf_counter()
@@ -663,7 +665,7 @@ def select_k(model, data, ks=range(1, 7), methods=("em", "mcmc"), *, weights=Non
     n_jobs : int, optional
         Processes for the EM fits (one task per K; all available cores by default, 1 in this process).
         With ``ks`` in increasing order, the first K are fitted in this process while their fits take a
-        second or so (starting the processes would cost more), the rest on the processes. With an active
+        few seconds (starting the processes would cost more), the rest on the processes. With an active
         ``dask.distributed`` client the tasks run on its workers (all their threads by default). MCMC fits run
         one after the other (each uses its own chains).
     return_fits : bool, default False
