@@ -326,7 +326,7 @@ def test_two_threads_loading_containers_at_once_read_what_one_reads(tmp_path, fa
 
 def test_an_array_s_checksum_failing_before_damaged_metadata_is_still_an_input_error(tmp_path, faithful, monkeypatch):
     # a group's arrays are read as it is opened: a damaged array can fail before a later group's damaged metadata,
-    # which then failed the search for damaged arrays with a RuntimeError of its own
+    # which the search for damaged arrays then meets: its RuntimeError must not escape
     import h5py
 
     from mixflow.container import io
@@ -353,7 +353,7 @@ def test_a_load_by_a_relative_path_records_the_absolute_one_as_xarray_does(tmp_p
 
 
 def test_a_file_whose_opening_failed_part_way_closes_quietly():
-    # h5netcdf's own file raised AttributeError from __del__ then, printed as "Exception ignored" with a traceback
+    # h5netcdf's own file raises AttributeError from __del__ here, printed as "Exception ignored" with a traceback
     import h5netcdf
 
     from mixflow.container.io import _reading_file_class

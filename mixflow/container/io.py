@@ -1,9 +1,8 @@
 """Saving and loading the container: atomic writes, checks of what is read, migration of older layouts."""
 
 import contextlib
-import functools
 import sys
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import xarray as xr
@@ -123,7 +122,7 @@ def _damaged_arrays(path: Path) -> list[str]:
         with h5py.File(path, "r") as file:
             file.visititems(check)
     except (OSError, RuntimeError, KeyError, ValueError):  # not HDF5, or metadata unreadable: the arrays found so far
-        return damaged
+        pass
     return damaged
 
 
@@ -137,10 +136,9 @@ def _read_netcdf(path: Path) -> xr.DataTree:
     """
     from xarray.backends import H5NetCDFStore
 
-    # the options xarray's h5netcdf engine opens a file with by default
-    # an absolute path, as xarray's engine makes it (the variables' encoding records it as their source)
+    # the options and the absolute path xarray's h5netcdf engine opens a file with (the variables' encoding records
+    # the path as their source)
     with _reading_file_class()(path.absolute(), "r", decode_vlen_strings=True, phony_dims="access") as file:
-        file._h5file.__class__ = _looked_up_once_class()
         groups = {}
 
         def read(group, name: str) -> None:
@@ -153,18 +151,33 @@ def _read_netcdf(path: Path) -> xr.DataTree:
     return xr.DataTree.from_dict(groups)
 
 
-@functools.cache
+@cache
 def _reading_file_class() -> type:
-    """h5netcdf's file class, but one whose opening failed part way (damaged metadata) closes quietly.
+    """h5netcdf's file class for reading, its HDF5 objects looked up once each; made on first use (h5py loads late).
 
-    h5netcdf's file, once HDF5 has opened the file, reads its metadata before it is whole; when that fails, its
-    ``__del__`` raised ``AttributeError`` (no ``_writable``), which Python prints as "Exception ignored" with a
-    traceback, under the command line's one-line error. Such a file has nothing of its own to flush, and h5py closes
-    the HDF5 file with its object.
+    Its h5py file keeps what it looks up by path (the file is only read: an object found once stays what it was).
+    A file whose opening failed part way (damaged metadata) closes quietly: h5netcdf's, once HDF5 has opened the
+    file, reads its metadata before it is whole, and when that fails its ``__del__`` raises ``AttributeError`` (no
+    ``_writable``), which Python prints as "Exception ignored" with a traceback, under the command line's one-line
+    error. Such a file has nothing of its own to flush, and h5py closes the HDF5 file with its object.
     """
     import h5netcdf
+    import h5py
+
+    class LookedUpOnce(h5py.File):
+        def __getitem__(self, name):
+            if not isinstance(name, str):
+                return super().__getitem__(name)
+            found = self.__dict__.setdefault("_found", {})
+            if name not in found:
+                found[name] = super().__getitem__(name)
+            return found[name]
 
     class ReadingFile(h5netcdf.File):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._h5file.__class__ = LookedUpOnce
+
         def close(self):
             if not self.__dict__.get("_closed", True) and "_writable" not in self.__dict__:
                 self._closed = True
@@ -174,25 +187,6 @@ def _reading_file_class() -> type:
         __del__ = close
 
     return ReadingFile
-
-
-@functools.cache
-def _looked_up_once_class() -> type:
-    """h5py's file class, with the objects looked up by path kept (a class made on first use: h5py loads late)."""
-    import h5py
-
-    class LookedUpOnce(h5py.File):
-        """An HDF5 file open for reading whose objects, looked up by path, are kept: a later lookup is a dict's."""
-
-        def __getitem__(self, name):
-            if not isinstance(name, str):
-                return super().__getitem__(name)
-            found = self.__dict__.setdefault("_found", {})
-            if name not in found:
-                found[name] = super().__getitem__(name)
-            return found[name]
-
-    return LookedUpOnce
 
 
 def load(path) -> xr.DataTree:
@@ -208,14 +202,13 @@ def load(path) -> xr.DataTree:
         raise MissingPathError(f"path: expected an existing mixflow results file, got {str(path)!r}")
     if path.is_dir() and not store:
         raise InputError(f"path: expected {_RESULTS_FILE}, got {str(path)!r}, a directory that is no Zarr store")
-    # h5netcdf: as in save
-    engine, kind, what = ("zarr", "a Zarr store", "a Zarr store") if store else ("h5netcdf", "NetCDF", "a NetCDF file")
+    kind, what = ("a Zarr store", "a Zarr store") if store else ("NetCDF", "a NetCDF file")
     try:
         missing = missing_chunks(path) if store else []
-        if not missing and store:
-            with interrupts_deferred(), xr.open_datatree(path, engine=engine) as tree:
+        if store and not missing:
+            with interrupts_deferred(), xr.open_datatree(path, engine="zarr") as tree:
                 tree = tree.load().copy()
-        elif not missing:
+        elif not store:
             with interrupts_deferred():
                 tree = _read_netcdf(path)
     except PermissionError:
